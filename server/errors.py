@@ -1,0 +1,81 @@
+"""Palimpsest's exceptions.
+
+::
+
+    PalimpsestError
+    ├── ProtocolError            a frame that does not follow the wire protocol (close 4400)
+    ├── DocNameError             a document name that is not allowed (close 4400 / HTTP 400)
+    ├── UpdateRejected           an update that fails to decode or apply (close 4400)
+    ├── FrameTooLarge            a frame over the configured limit (close 4413)
+    ├── AuthError                missing, bad or expired token (close 4401 / HTTP 401)
+    │   └── Forbidden            valid token, not allowed here (close 4403 / HTTP 403)
+    ├── RateLimited              too many events or connections (close 4429 / HTTP 429)
+    ├── NotFound                 unknown document, seq or tag (HTTP 404)
+    ├── BadRequest               a malformed HTTP request (HTTP 400)
+    └── StoreError               the event store failed (close 1011 / HTTP 503)
+        └── StoreUnavailable     the store cannot be reached now; try again (close 1013)
+"""
+
+from __future__ import annotations
+
+
+class PalimpsestError(Exception):
+    """Base of every error Palimpsest raises on purpose."""
+
+    close_code = 1011
+    http_status = 500
+
+
+class ProtocolError(PalimpsestError):
+    close_code = 4400
+    http_status = 400
+
+
+class DocNameError(PalimpsestError):
+    close_code = 4400
+    http_status = 400
+
+
+class UpdateRejected(PalimpsestError):
+    close_code = 4400
+    http_status = 400
+
+
+class FrameTooLarge(PalimpsestError):
+    close_code = 4413
+    http_status = 413
+
+
+class AuthError(PalimpsestError):
+    close_code = 4401
+    http_status = 401
+
+
+class Forbidden(AuthError):
+    close_code = 4403
+    http_status = 403
+
+
+class RateLimited(PalimpsestError):
+    close_code = 4429
+    http_status = 429
+
+
+class NotFound(PalimpsestError):
+    close_code = 4404
+    http_status = 404
+
+
+class BadRequest(PalimpsestError):
+    close_code = 4400
+    http_status = 400
+
+
+class StoreError(PalimpsestError):
+    close_code = 1011
+    http_status = 503
+
+
+class StoreUnavailable(StoreError):
+    close_code = 1013
+    http_status = 503

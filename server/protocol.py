@@ -1,0 +1,285 @@
+"""Pure encode/decode of y-websocket frames. No I/O.
+
+A frame is ``varUint(message type) + payload``:
+
+- ``0`` sync: ``varUint(sub type) + varUint8Array(payload)`` where the sub type is
+  ``0`` step 1 (a state vector), ``1`` step 2 (an update) or ``2`` update.
+- ``1`` awareness: ``varUint8Array(awareness update)``.
+- ``2`` auth: ``varUint(0) + varString(reason)`` = permission denied.
+- ``3`` query awareness: no payload.
+- ``100`` Palimpsest extension: ``varString(JSON object)``. Plain y-websocket clients
+  never receive it unless they sent one first (that is how a client opts in).
+
+Decoding is strict: a truncated varint, an unknown type, trailing bytes or a length
+that runs past the end raise :class:`~server.errors.ProtocolError` saying what was
+expected and what arrived.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ProtocolError
+
+MSG_SYNC = 0
+MSG_AWARENESS = 1
+MSG_AUTH = 2
+MSG_QUERY_AWARENESS = 3
+MSG_EXTENSION = 100
+
+SYNC_STEP1 = 0
+SYNC_STEP2 = 1
+SYNC_UPDATE = 2
+
+AUTH_PERMISSION_DENIED = 0
+
+_MAX_VARUINT_BYTES = 10  # 64-bit values at most; lib0 writes up to 53 bits
+
+
+# --- primitives -------------------------------------------------------------------
+
+
+def write_var_uint(value: int) -> bytes:
+    if value < 0:
+        raise ValueError(f"varUint must be >= 0, got {value}")
+    out = bytearray()
+    while value > 0x7F:
+        out.append(0x80 | (value & 0x7F))
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def write_var_bytes(data: bytes) -> bytes:
+    return write_var_uint(len(data)) + data
+
+
+def write_var_string(text: str) -> bytes:
+    return write_var_bytes(text.encode("utf-8"))
+
+
+class Reader:
+    """A cursor over a frame; every read checks bounds."""
+
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def read_var_uint(self, what: str = "varUint") -> int:
+        result = 0
+        shift = 0
+        data = self.data
+        for i in range(_MAX_VARUINT_BYTES):
+            if self.pos >= len(data):
+                raise ProtocolError(
+                    f"truncated {what}: expected another byte at offset {self.pos}, "
+                    f"frame ends at {len(data)}"
+                )
+            byte = data[self.pos]
+            self.pos += 1
+            result |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return result
+            shift += 7
+            if i == _MAX_VARUINT_BYTES - 1:
+                break
+        raise ProtocolError(f"{what} longer than {_MAX_VARUINT_BYTES} bytes")
+
+    def read_var_bytes(self, what: str = "payload") -> bytes:
+        length = self.read_var_uint(f"length of {what}")
+        end = self.pos + length
+        if end > len(self.data):
+            raise ProtocolError(
+                f"{what} declares {length} bytes but only {len(self.data) - self.pos} remain"
+            )
+        chunk = self.data[self.pos : end]
+        self.pos = end
+        return chunk
+
+    def read_var_string(self, what: str = "string") -> str:
+        raw = self.read_var_bytes(what)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ProtocolError(f"{what} is not valid UTF-8: {e}") from e
+
+    def expect_end(self, what: str) -> None:
+        if self.pos != len(self.data):
+            raise ProtocolError(
+                f"{len(self.data) - self.pos} unexpected trailing bytes after {what}"
+            )
+
+
+# --- messages ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStep1:
+    state_vector: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStep2:
+    update: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SyncUpdate:
+    update: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AwarenessUpdate:
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class QueryAwareness:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class AuthMessage:
+    kind: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    body: dict[str, Any]
+
+
+Message = (
+    SyncStep1 | SyncStep2 | SyncUpdate | AwarenessUpdate | QueryAwareness | AuthMessage | Extension
+)
+
+
+def decode(frame: bytes) -> Message:
+    """Decode one frame, or raise ProtocolError."""
+    if not frame:
+        raise ProtocolError("empty frame: expected a varUint message type")
+    r = Reader(frame)
+    mtype = r.read_var_uint("message type")
+    msg: Message
+    if mtype == MSG_SYNC:
+        sub = r.read_var_uint("sync message type")
+        if sub == SYNC_STEP1:
+            msg = SyncStep1(r.read_var_bytes("state vector"))
+        elif sub == SYNC_STEP2:
+            msg = SyncStep2(r.read_var_bytes("sync step 2 update"))
+        elif sub == SYNC_UPDATE:
+            msg = SyncUpdate(r.read_var_bytes("update"))
+        else:
+            raise ProtocolError(f"unknown sync message type {sub}: expected 0, 1 or 2")
+    elif mtype == MSG_AWARENESS:
+        msg = AwarenessUpdate(r.read_var_bytes("awareness update"))
+    elif mtype == MSG_QUERY_AWARENESS:
+        msg = QueryAwareness()
+    elif mtype == MSG_AUTH:
+        kind = r.read_var_uint("auth message type")
+        msg = AuthMessage(kind, r.read_var_string("auth reason"))
+    elif mtype == MSG_EXTENSION:
+        text = r.read_var_string("extension message")
+        try:
+            body = json.loads(text)
+        except ValueError as e:
+            raise ProtocolError(f"extension message is not JSON: {e}") from e
+        if not isinstance(body, dict):
+            raise ProtocolError(
+                f"extension message must be a JSON object, got {type(body).__name__}"
+            )
+        msg = Extension(body)
+    else:
+        raise ProtocolError(
+            f"unknown message type {mtype}: expected 0 (sync), 1 (awareness), "
+            f"2 (auth), 3 (query awareness) or {MSG_EXTENSION} (extension)"
+        )
+    r.expect_end(type(msg).__name__)
+    return msg
+
+
+def encode_sync_step1(state_vector: bytes) -> bytes:
+    return bytes([MSG_SYNC, SYNC_STEP1]) + write_var_bytes(state_vector)
+
+
+def encode_sync_step2(update: bytes) -> bytes:
+    return bytes([MSG_SYNC, SYNC_STEP2]) + write_var_bytes(update)
+
+
+def encode_sync_update(update: bytes) -> bytes:
+    return bytes([MSG_SYNC, SYNC_UPDATE]) + write_var_bytes(update)
+
+
+def encode_awareness(payload: bytes) -> bytes:
+    return bytes([MSG_AWARENESS]) + write_var_bytes(payload)
+
+
+def encode_query_awareness() -> bytes:
+    return bytes([MSG_QUERY_AWARENESS])
+
+
+def encode_permission_denied(reason: str) -> bytes:
+    return bytes([MSG_AUTH, AUTH_PERMISSION_DENIED]) + write_var_string(reason)
+
+
+def encode_extension(body: dict[str, Any]) -> bytes:
+    return write_var_uint(MSG_EXTENSION) + write_var_string(
+        json.dumps(body, separators=(",", ":"))
+    )
+
+
+def encode(msg: Message) -> bytes:
+    if isinstance(msg, SyncStep1):
+        return encode_sync_step1(msg.state_vector)
+    if isinstance(msg, SyncStep2):
+        return encode_sync_step2(msg.update)
+    if isinstance(msg, SyncUpdate):
+        return encode_sync_update(msg.update)
+    if isinstance(msg, AwarenessUpdate):
+        return encode_awareness(msg.payload)
+    if isinstance(msg, QueryAwareness):
+        return encode_query_awareness()
+    if isinstance(msg, AuthMessage):
+        return bytes([MSG_AUTH]) + write_var_uint(msg.kind) + write_var_string(msg.reason)
+    return encode_extension(msg.body)
+
+
+# --- Yjs payload helpers -------------------------------------------------------------
+
+
+def decode_state_vector(sv: bytes) -> dict[int, int]:
+    """Decode a Yjs v1 state vector into {client id: clock}."""
+    r = Reader(sv)
+    n = r.read_var_uint("state vector length")
+    out: dict[int, int] = {}
+    for _ in range(n):
+        client = r.read_var_uint("client id")
+        out[client] = r.read_var_uint("clock")
+    r.expect_end("state vector")
+    return out
+
+
+def decode_awareness(payload: bytes) -> list[tuple[int, int, str]]:
+    """Decode an awareness update into [(client id, clock, state JSON)]."""
+    r = Reader(payload)
+    n = r.read_var_uint("awareness entry count")
+    out: list[tuple[int, int, str]] = []
+    for _ in range(n):
+        client = r.read_var_uint("awareness client id")
+        clock = r.read_var_uint("awareness clock")
+        out.append((client, clock, r.read_var_string("awareness state")))
+    r.expect_end("awareness update")
+    return out
+
+
+def encode_awareness_entries(entries: list[tuple[int, int, str]]) -> bytes:
+    out = bytearray(write_var_uint(len(entries)))
+    for client, clock, state in entries:
+        out += write_var_uint(client)
+        out += write_var_uint(clock)
+        out += write_var_string(state)
+    return bytes(out)

@@ -1,0 +1,188 @@
+"""An in-process store: fast, nothing survives the process. For tests and experiments."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import StoreUnavailable
+from .base import (
+    DocInfo,
+    Event,
+    EventStore,
+    NewEvent,
+    Snapshot,
+    SnapshotInfo,
+    Tag,
+    checksum,
+    now_ms,
+)
+
+
+class MemoryStore(EventStore):
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._events: dict[str, list[Event]] = {}
+        self._heads: dict[str, int] = {}
+        self._base: dict[str, int] = {}
+        self._snaps: dict[str, dict[int, Snapshot]] = {}
+        self._tags: dict[str, dict[str, Tag]] = {}
+        self._lock = asyncio.Lock()
+        self._up = False
+        #: set to simulate an outage in tests of the layers above
+        self.down = False
+
+    def _check(self) -> None:
+        if not self._up or self.down:
+            raise StoreUnavailable("the memory store is down")
+
+    async def start(self) -> None:
+        self._up = True
+
+    async def stop(self) -> None:
+        self._up = False
+
+    async def ping(self) -> None:
+        self._check()
+
+    async def append(self, batches: Sequence[tuple[str, Sequence[NewEvent]]]) -> list[list[Event]]:
+        self._check()
+        async with self._lock:
+            out: list[list[Event]] = []
+            for doc, evs in batches:
+                head = self._heads.get(doc, 0)
+                stored = []
+                for ev in evs:
+                    head += 1
+                    stored.append(Event(doc, head, ev.ts, ev.actor, ev.kind, ev.update, ev.meta))
+                if stored:
+                    self._events.setdefault(doc, []).extend(stored)
+                    self._heads[doc] = head
+                out.append(stored)
+            return out
+
+    async def read(
+        self, doc: str, after: int = 0, upto: int | None = None, limit: int | None = None
+    ) -> list[Event]:
+        self._check()
+        evs = [
+            e
+            for e in self._events.get(doc, [])
+            if e.seq > after and (upto is None or e.seq <= upto)
+        ]
+        return evs[:limit] if limit is not None else evs
+
+    async def head(self, doc: str) -> int:
+        self._check()
+        return self._heads.get(doc, 0)
+
+    async def query(
+        self,
+        doc: str,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        actor: str | None = None,
+        since_ts: int | None = None,
+        until_ts: int | None = None,
+        kinds: Sequence[str] | None = None,
+    ) -> list[Event]:
+        self._check()
+        out = []
+        for e in self._events.get(doc, []):
+            if e.seq <= after or (actor is not None and e.actor != actor):
+                continue
+            if since_ts is not None and e.ts < since_ts:
+                continue
+            if until_ts is not None and e.ts > until_ts:
+                continue
+            if kinds and e.kind not in kinds:
+                continue
+            out.append(e)
+            if len(out) >= limit:
+                break
+        return out
+
+    async def seq_at(self, doc: str, ts: int) -> int:
+        self._check()
+        seqs = [e.seq for e in self._events.get(doc, []) if e.ts <= ts]
+        if seqs:
+            return max(seqs)
+        base = self._base.get(doc, 0)
+        snap = self._snaps.get(doc, {}).get(base)
+        return base if base and snap is not None and snap.ts <= ts else 0
+
+    def _info(self, doc: str) -> DocInfo:
+        evs = self._events.get(doc, [])
+        return DocInfo(
+            doc,
+            self._heads[doc],
+            max((e.ts for e in evs), default=None),
+            sum(len(e.update) for e in evs),
+            self._base.get(doc, 0),
+        )
+
+    async def list_docs(self) -> list[DocInfo]:
+        self._check()
+        return [self._info(d) for d in sorted(self._heads)]
+
+    async def doc_info(self, doc: str) -> DocInfo | None:
+        self._check()
+        return self._info(doc) if doc in self._heads else None
+
+    async def delete_doc(self, doc: str) -> bool:
+        self._check()
+        existed = doc in self._heads
+        for d in (self._events, self._heads, self._base, self._snaps, self._tags):
+            d.pop(doc, None)  # type: ignore[attr-defined]
+        return existed
+
+    async def put_snapshot(
+        self, doc: str, seq: int, state: bytes, meta: dict[str, Any] | None = None
+    ) -> None:
+        self._check()
+        self._snaps.setdefault(doc, {})[seq] = Snapshot(
+            doc, seq, now_ms(), state, checksum(state), dict(meta or {})
+        )
+
+    async def latest_snapshot(self, doc: str, at_most: int | None = None) -> Snapshot | None:
+        self._check()
+        for seq in sorted(self._snaps.get(doc, {}), reverse=True):
+            snap = self._snaps[doc][seq]
+            if (at_most is None or seq <= at_most) and snap.valid:
+                return snap
+        return None
+
+    async def snapshots(self, doc: str) -> list[SnapshotInfo]:
+        self._check()
+        return [
+            SnapshotInfo(doc, s.seq, s.ts, len(s.state), s.valid)
+            for _, s in sorted(self._snaps.get(doc, {}).items())
+        ]
+
+    async def compact(self, doc: str, before: int, state: bytes) -> int:
+        self._check()
+        evs = self._events.get(doc, [])
+        kept = [e for e in evs if e.seq > before]
+        self._events[doc] = kept
+        snaps = {s: v for s, v in self._snaps.get(doc, {}).items() if s > before}
+        snaps[before] = Snapshot(doc, before, now_ms(), state, checksum(state), {"base": True})
+        self._snaps[doc] = snaps
+        self._base[doc] = max(self._base.get(doc, 0), before)
+        return len(evs) - len(kept)
+
+    async def put_tag(self, doc: str, name: str, seq: int, actor: str) -> Tag:
+        self._check()
+        tag = Tag(doc, name, seq, now_ms(), actor)
+        self._tags.setdefault(doc, {})[name] = tag
+        return tag
+
+    async def tags(self, doc: str) -> list[Tag]:
+        self._check()
+        return sorted(self._tags.get(doc, {}).values(), key=lambda t: (t.seq, t.name))
+
+    async def delete_tag(self, doc: str, name: str) -> bool:
+        self._check()
+        return self._tags.get(doc, {}).pop(name, None) is not None
