@@ -1,0 +1,65 @@
+"""The `palimpsest` command. Subcommands live in their own modules (see COMMAND_MODULES);
+each has ``register(subparsers)`` that adds its parser with ``func=`` set."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import sys
+from collections.abc import Sequence
+
+from .settings import Settings
+
+COMMAND_MODULES = [
+    "server.cli_serve",  # serve
+    "server.cli_admin",  # export, import, snapshot, inspect, verify, compact, delete
+    "server.cli_store",  # migrate, copy (SQLite -> PostgreSQL)
+    "server.cli_tokens",  # token (mint development tokens)
+    "client.cli",  # cat, edit, replay, history
+]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="palimpsest",
+        description="Palimpsest: a collaborative-editor backend where every edit is an event.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name).register(sub)
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    return int(result or 0)
+
+
+def add_store_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", help="SQLite database file (env PALIMPSEST_DB; default palimpsest.db)")
+    p.add_argument(
+        "--store",
+        help="store URL instead of --db: sqlite:///path, postgresql://… (env PALIMPSEST_STORE)",
+    )
+
+
+def settings_from(args: argparse.Namespace, **extra: object) -> Settings:
+    overrides = {k: getattr(args, k, None) for k in ("db", "store")}
+    overrides.update(extra)
+    return Settings.from_env(**overrides)
+
+
+def setup_logging(level: str = "info", json_lines: bool = False) -> None:
+    from .logs import configure
+
+    configure(level, json_lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+__all__ = ["add_store_options", "main", "settings_from", "setup_logging", "logging"]

@@ -1,0 +1,90 @@
+"""`palimpsest serve`: run the server under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .cli import add_store_options, settings_from, setup_logging
+
+log = logging.getLogger("palimpsest")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("serve", help="run the server", description="Run the Palimpsest server.")
+    p.add_argument("--host", help="address to listen on (env PALIMPSEST_HOST; default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (env PALIMPSEST_PORT; default 8000)")
+    add_store_options(p)
+    p.add_argument("--fanout", help="redis://… to run several processes (env PALIMPSEST_FANOUT)")
+    p.add_argument("--jwt-secret", help="HS256 secret; none = open mode (env PALIMPSEST_JWT_SECRET)")
+    p.add_argument("--jwt-public-key", help="PEM file for RS256/ES256 tokens")
+    p.add_argument("--snapshot-every", type=int, help="events between snapshots (default 1000)")
+    p.add_argument("--max-frame-bytes", type=int, help="largest frame accepted (default 8 MiB)")
+    p.add_argument("--log-json", action="store_true", default=None, help="JSON log lines")
+    p.add_argument("--log-level", help="debug, info, warning, error (default info)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    settings = settings_from(
+        args,
+        host=args.host,
+        port=args.port,
+        fanout=args.fanout,
+        jwt_secret=args.jwt_secret,
+        jwt_public_key=args.jwt_public_key,
+        snapshot_every=args.snapshot_every,
+        max_frame_bytes=args.max_frame_bytes,
+        log_json=args.log_json,
+        log_level=args.log_level,
+    )
+    setup_logging(settings.log_level, settings.log_json)
+    app = create_app(settings)
+    where = settings.store if settings.store else f"SQLite database {settings.db}"
+    print(f"palimpsest: store: {where}", flush=True)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,  # see DESIGN.md: deflate stalls many tiny frames
+        ws_max_size=max(settings.max_frame_bytes * 2, 1 << 20),
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    ok = _serve(server, settings.host, settings.port)
+    return 0 if ok else 1
+
+
+def _serve(server: "object", host: str, port: int) -> bool:
+    import asyncio
+
+    import uvicorn
+
+    assert isinstance(server, uvicorn.Server)
+
+    async def main() -> bool:
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                return bool(task.result() is None and server.started)
+            await asyncio.sleep(0.02)
+        print(f"palimpsest: listening on http://{host}:{port} (ws://{host}:{port}/ws/DOC)", flush=True)
+        await task
+        return True
+
+    try:
+        return asyncio.run(main())
+    except KeyboardInterrupt:
+        return True
+    finally:
+        sys.stdout.flush()

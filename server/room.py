@@ -1,0 +1,515 @@
+"""One live document: its pycrdt Doc, awareness, connections, and the write-ahead pipeline.
+
+Write-ahead order for every update a client sends:
+
+1. the connection's reader validates it (decodes, or the sender is refused) and queues
+   it, without waiting for anything, so sockets are always read eagerly;
+2. the room's pipeline task takes everything queued, appends it through the group
+   committer, and waits until it is durable;
+3. only then applies each update to the live document (in seq order) and broadcasts it.
+
+So the live document only ever holds what the log holds, and a step 2 answered to a
+newcomer never contains an edit that could still be lost. Server-made changes (undo,
+redo, restore) are computed on the live document, held back from everyone until their
+event is durable, and if the store refuses them the room is dropped and reloaded from
+the log (its connections get 1013 and re-sync).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pycrdt import Doc, Subscription, TransactionEvent, get_state, merge_updates
+
+from . import protocol as P
+from .errors import ProtocolError, StoreError, UpdateRejected
+from .origins import ClientOrigin, PeerOrigin, ReplayOrigin, ServerOrigin, SystemOrigin
+from .store.base import Event, NewEvent, now_ms
+
+log = logging.getLogger("palimpsest.room")
+
+EMPTY_UPDATE = b"\x00\x00"
+
+
+class Peer(Protocol):
+    """What a room needs of a connection. send() and close() never block."""
+
+    id: str
+    actor: str
+
+    def send(self, frame: bytes) -> None: ...
+
+    def close(self, code: int, reason: str) -> None: ...
+
+
+class Committer(Protocol):
+    async def append(self, doc: str, events: Sequence[NewEvent]) -> list[Event]: ...
+
+
+class EventReader(Protocol):
+    async def read(
+        self, doc: str, after: int = 0, upto: int | None = None, limit: int | None = None
+    ) -> list[Event]: ...
+
+
+@dataclass(slots=True)
+class _ClientUpdate:
+    peer: Peer
+    update: bytes
+    meta: dict[str, Any]
+
+
+@dataclass(slots=True)
+class _ServerChange:
+    actor: str
+    kind: str
+    change: Callable[[Doc], Any]
+    meta: dict[str, Any]
+    future: asyncio.Future[Event | None]
+
+
+@dataclass(slots=True)
+class _PeerEvents:
+    events: list[Event]
+
+
+@dataclass(slots=True)
+class _Barrier:
+    future: asyncio.Future[None]
+
+
+_Item = _ClientUpdate | _ServerChange | _PeerEvents | _Barrier
+
+
+@dataclass(slots=True)
+class _AwarenessEntry:
+    clock: int
+    state: str
+    peer_id: str
+
+
+@dataclass
+class RoomHooks:
+    """Extension points, so that undo, fan-out, metrics and snapshots stay in their modules."""
+
+    #: after events are durable and applied: (room, events)
+    committed: list[Callable[[Room, list[Event]], None]] = field(default_factory=list)
+    #: around every applied event, before apply: (room, event)
+    before_apply: list[Callable[[Room, Event], None]] = field(default_factory=list)
+    #: after every applied event: (room, event)
+    after_apply: list[Callable[[Room, Event], None]] = field(default_factory=list)
+    #: when the room stops (unload or failure)
+    closed: list[Callable[[Room], None]] = field(default_factory=list)
+
+
+class Room:
+    def __init__(
+        self,
+        name: str,
+        doc: Doc,
+        seq: int,
+        *,
+        committer: Committer,
+        reader: EventReader,
+        hooks: RoomHooks | None = None,
+        on_broken: Callable[[Room, BaseException], None] | None = None,
+        snapshotter: Callable[[Room], Awaitable[None] | None] | None = None,
+    ) -> None:
+        self.name = name
+        self.doc = doc
+        #: every event 1..seq is applied to doc, none after
+        self.seq = seq
+        #: ts (ms) of the event being applied: undo grouping follows the log's clock
+        self.current_ts = now_ms()
+        self.current_event: Event | None = None
+        self.peers: dict[str, Peer] = {}
+        self.awareness: dict[int, _AwarenessEntry] = {}
+        self.hooks = hooks or RoomHooks()
+        self.events_since_snapshot = 0
+        self.extra: dict[str, Any] = {}  # per-feature state (undo managers, …)
+        self._committer = committer
+        self._reader = reader
+        self._on_broken = on_broken
+        self._snapshotter = snapshotter
+        self._inbox: list[_Item] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._server_change_in_flight = False
+        self._deferred_sync: list[tuple[Peer, bytes]] = []
+        self.broken: BaseException | None = None
+        self.closed = False
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"room:{self.name}")
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop the pipeline."""
+        if self._task is not None and not self._task.done():
+            await self.flush()
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self.closed = True
+        for hook in self.hooks.closed:
+            hook(self)
+
+    @property
+    def consistent(self) -> bool:
+        """True when the doc equals the fold of events 1..seq (no server change in flight)."""
+        return not self._server_change_in_flight and self.broken is None
+
+    @property
+    def idle(self) -> bool:
+        return not self.peers and not self._inbox and not self._server_change_in_flight
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is committed and applied."""
+        if self._task is None or self._task.done():
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._push(_Barrier(fut))
+        await fut
+
+    # --- connections -------------------------------------------------------------------
+
+    def join(self, peer: Peer) -> None:
+        """Register a connection; send it the server's step 1 and the known presence."""
+        self.peers[peer.id] = peer
+        peer.send(P.encode_sync_step1(self.doc.get_state()))
+        if self.awareness:
+            peer.send(P.encode_awareness(self._awareness_payload()))
+
+    def leave(self, peer: Peer) -> None:
+        if self.peers.pop(peer.id, None) is None:
+            return
+        gone = [(c, e) for c, e in self.awareness.items() if e.peer_id == peer.id]
+        if gone:
+            for client, _ in gone:
+                del self.awareness[client]
+            frame = P.encode_awareness(
+                P.encode_awareness_entries([(c, e.clock + 1, "null") for c, e in gone])
+            )
+            self.broadcast(frame)
+
+    def broadcast(self, frame: bytes, exclude: str | None = None) -> None:
+        for pid, peer in list(self.peers.items()):
+            if pid != exclude:
+                peer.send(frame)
+
+    # --- inbound from clients (never blocks) ------------------------------------------
+
+    def answer_sync_step1(self, peer: Peer, state_vector: bytes) -> None:
+        if self._server_change_in_flight:
+            self._deferred_sync.append((peer, state_vector))
+            return
+        try:
+            update = self.doc.get_update(state_vector)
+        except (ValueError, BaseException) as e:
+            if isinstance(e, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
+                raise
+            raise ProtocolError(f"sync step 1 carries an invalid state vector: {e}") from e
+        peer.send(P.encode_sync_step2(update))
+
+    def receive_update(self, peer: Peer, update: bytes, *, reply_to_step1: bool = False) -> bool:
+        """Validate and queue a client's update. Returns False when it is a no-op."""
+        if update == EMPTY_UPDATE:
+            return False
+        try:
+            sv = P.decode_state_vector(get_state(update))
+        except BaseException as e:  # pyo3 PanicException derives from BaseException
+            if isinstance(e, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
+                raise
+            raise UpdateRejected(f"update does not decode: {e}") from e
+        if reply_to_step1 and not self._adds_anything(update, sv):
+            return False
+        meta = {"conn": peer.id, "clients": sorted(sv)}
+        self._push(_ClientUpdate(peer, update, meta))
+        return True
+
+    def _adds_anything(self, update: bytes, sv: dict[int, int]) -> bool:
+        """Whether a sync step 2 changes the document (it always carries the whole delete set)."""
+        ours = P.decode_state_vector(self.doc.get_state())
+        if any(clock > ours.get(client, 0) for client, clock in sv.items()):
+            return True
+        # No new items: only deletions could be new. Try them on a scratch copy.
+        scratch: Doc = Doc(skip_gc=True)
+        scratch.apply_update(self.doc.get_update())
+        changed: list[bool] = []
+        sub = scratch.observe(lambda _e: changed.append(True))
+        try:
+            scratch.apply_update(update)
+        except BaseException as e:
+            if isinstance(e, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
+                raise
+            raise UpdateRejected(f"update does not apply: {e}") from e
+        finally:
+            scratch.unobserve(sub)
+        return bool(changed)
+
+    def receive_awareness(self, peer: Peer, payload: bytes) -> None:
+        entries = P.decode_awareness(payload)
+        accepted: list[tuple[int, int, str]] = []
+        for client, clock, state in entries:
+            known = self.awareness.get(client)
+            if known is not None and known.peer_id != peer.id and known.peer_id in self.peers:
+                continue  # a connection may only speak for its own clients
+            if known is None or clock > known.clock or (
+                clock == known.clock and state == "null" and known.state != "null"
+            ):
+                if state == "null":
+                    self.awareness.pop(client, None)
+                else:
+                    self.awareness[client] = _AwarenessEntry(clock, state, peer.id)
+                accepted.append((client, clock, state))
+        if accepted:
+            # echo to the sender too: y-websocket clients close sockets silent for 30 s
+            self.broadcast(P.encode_awareness(P.encode_awareness_entries(accepted)))
+
+    def send_awareness(self, peer: Peer) -> None:
+        peer.send(P.encode_awareness(self._awareness_payload()))
+
+    def _awareness_payload(self) -> bytes:
+        return P.encode_awareness_entries(
+            [(c, e.clock, e.state) for c, e in self.awareness.items()]
+        )
+
+    # --- server-made changes and peers ---------------------------------------------------
+
+    async def server_change(
+        self,
+        actor: str,
+        kind: str,
+        change: Callable[[Doc], Any],
+        meta: dict[str, Any] | None = None,
+    ) -> Event | None:
+        """Run `change(doc)` in the pipeline; log what it changed as one event of `kind`.
+
+        Returns the event, or None when the change changed nothing (no event)."""
+        fut: asyncio.Future[Event | None] = asyncio.get_running_loop().create_future()
+        self._push(_ServerChange(actor, kind, change, dict(meta or {}), fut))
+        return await fut
+
+    def receive_peer_events(self, events: list[Event]) -> None:
+        """Events another process logged (fan-out); applied in seq order, gaps read from the store."""
+        self._push(_PeerEvents(events))
+
+    # --- the pipeline ----------------------------------------------------------------------
+
+    def _push(self, item: _Item) -> None:
+        if self.broken is not None:
+            raise StoreError(f"room {self.name!r} is being reloaded")
+        self._inbox.append(item)
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            if not self._inbox:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            items, self._inbox = self._inbox, []
+            i = 0
+            try:
+                while i < len(items):
+                    item = items[i]
+                    if isinstance(item, _ClientUpdate):
+                        j = i
+                        while j < len(items) and isinstance(items[j], _ClientUpdate):
+                            j += 1
+                        await self._commit_client_updates(items[i:j])  # type: ignore[arg-type]
+                        i = j
+                        continue
+                    if isinstance(item, _ServerChange):
+                        await self._run_server_change(item)
+                    elif isinstance(item, _PeerEvents):
+                        await self._apply_peer_events(item.events)
+                    elif isinstance(item, _Barrier):
+                        if not item.future.done():
+                            item.future.set_result(None)
+                    i += 1
+            except BaseException as e:
+                if isinstance(e, asyncio.CancelledError):
+                    raise
+                log.exception("room %s pipeline failed", self.name)
+                self._fail(e, items[i:])
+                return
+            await self._maybe_snapshot()
+
+    async def _commit_client_updates(self, batch: list[_ClientUpdate]) -> None:
+        ts = now_ms()
+        new = [NewEvent(u.peer.actor, "edit", u.update, u.meta, ts) for u in batch]
+        try:
+            stored = await self._committer.append(self.name, new)
+        except StoreError as e:
+            # Nothing was logged, nothing applied, nothing acknowledged. The senders
+            # reconnect (transient close code) and re-send through sync step 2.
+            log.warning("room %s: commit failed (%s); dropping %d senders", self.name, e, len(batch))
+            for peer in {u.peer.id: u.peer for u in batch}.values():
+                peer.close(e.close_code, "the store is unavailable, reconnect to re-send")
+            return
+        await self._catch_up(stored[0].seq - 1)
+        for ev, u in zip(stored, batch, strict=True):
+            ok = self._apply(ev, ClientOrigin(ev.actor, u.peer.id))
+            if ok:
+                self.broadcast(P.encode_sync_update(ev.update), exclude=u.peer.id)
+            else:
+                u.peer.close(4400, f"update at seq {ev.seq} does not apply")
+        self.events_since_snapshot += len(stored)
+        self._committed(stored)
+
+    async def _run_server_change(self, item: _ServerChange) -> None:
+        captured: list[bytes] = []
+
+        def capture(e: TransactionEvent) -> None:
+            captured.append(e.update)
+
+        self._server_change_in_flight = True
+        try:
+            sub: Subscription = self.doc.observe(capture)
+            self.current_ts = now_ms()
+            try:
+                item.change(self.doc)
+            except BaseException as e:
+                if isinstance(e, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
+                    raise
+                self.doc.unobserve(sub)
+                if captured:
+                    raise  # the doc changed and we cannot log it: reload the room
+                if not item.future.done():
+                    item.future.set_exception(e if isinstance(e, Exception) else RuntimeError(e))
+                return
+            self.doc.unobserve(sub)
+            if not captured:
+                if not item.future.done():
+                    item.future.set_result(None)
+                return
+            update = captured[0] if len(captured) == 1 else merge_updates(*captured)
+            sv = P.decode_state_vector(get_state(update))
+            meta = {**item.meta, "clients": sorted(sv)}
+            new = NewEvent(item.actor, item.kind, update, meta, self.current_ts)
+            stored = await self._committer.append(self.name, [new])
+            ev = stored[0]
+            if ev.seq != self.seq + 1:
+                # someone else appended in between (another process): bring them in too
+                await self._catch_up(ev.seq - 1)
+            self.seq = ev.seq
+            self.events_since_snapshot += 1
+            self.broadcast(P.encode_sync_update(update))
+            self._committed(stored)
+            if not item.future.done():
+                item.future.set_result(ev)
+        finally:
+            self._server_change_in_flight = False
+            deferred, self._deferred_sync = self._deferred_sync, []
+            for peer, sv_bytes in deferred:
+                if peer.id in self.peers:
+                    try:
+                        self.answer_sync_step1(peer, sv_bytes)
+                    except ProtocolError as e:
+                        peer.close(e.close_code, str(e))
+
+    async def _apply_peer_events(self, events: list[Event]) -> None:
+        events = sorted((e for e in events if e.seq > self.seq), key=lambda e: e.seq)
+        if not events:
+            return
+        await self._catch_up(events[0].seq - 1)
+        applied = []
+        for ev in events:
+            if ev.seq <= self.seq:
+                continue
+            if ev.seq != self.seq + 1:
+                await self._catch_up(ev.seq - 1)
+            if self._apply(ev, PeerOrigin(ev.actor, "peer")):
+                self.broadcast(P.encode_sync_update(ev.update))
+            applied.append(ev)
+        self._after_peer(applied)
+
+    async def _catch_up(self, upto: int) -> None:
+        """Apply events seq+1..upto from the store (written by another process)."""
+        if upto <= self.seq:
+            return
+        missing = await self._reader.read(self.name, after=self.seq, upto=upto)
+        for ev in missing:
+            if ev.seq == self.seq + 1 and self._apply(ev, PeerOrigin(ev.actor, "store")):
+                self.broadcast(P.encode_sync_update(ev.update))
+        if self.seq < upto:
+            raise StoreError(
+                f"room {self.name!r}: the store is missing events {self.seq + 1}..{upto}"
+            )
+        self._after_peer(missing)
+
+    def _after_peer(self, events: list[Event]) -> None:
+        # events logged elsewhere: count them toward snapshots, but never publish again
+        self.events_since_snapshot += len(events)
+
+    def _apply(self, ev: Event, origin: Any) -> bool:
+        """Apply one durable event to the live doc. False if it does not apply."""
+        self.current_ts = ev.ts
+        self.current_event = ev
+        for hook in self.hooks.before_apply:
+            hook(self, ev)
+        ok = True
+        try:
+            with self.doc.transaction(origin=origin):
+                self.doc.apply_update(ev.update)
+        except BaseException as e:
+            if isinstance(e, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
+                raise
+            log.error("room %s: event %d does not apply: %r", self.name, ev.seq, e)
+            ok = False
+        self.seq = ev.seq
+        self.current_event = None
+        if ok:
+            for hook in self.hooks.after_apply:
+                hook(self, ev)
+        return ok
+
+    def _committed(self, events: list[Event]) -> None:
+        for hook in self.hooks.committed:
+            hook(self, events)
+
+    async def _maybe_snapshot(self) -> None:
+        if self._snapshotter is not None:
+            res = self._snapshotter(self)
+            if res is not None:
+                await res
+
+    def _fail(self, error: BaseException, rest: Sequence[_Item]) -> None:
+        self.broken = error
+        for item in rest:
+            if isinstance(item, _ServerChange | _Barrier) and not item.future.done():
+                item.future.set_exception(StoreError(f"room {self.name!r} failed: {error}"))
+            elif isinstance(item, _ClientUpdate):
+                item.peer.close(1013, "the document is being reloaded, reconnect")
+        for peer in list(self.peers.values()):
+            peer.close(1013, "the document is being reloaded, reconnect")
+        if self._on_broken is not None:
+            self._on_broken(self, error)
+
+
+def replay(room_or_doc: Doc, events: Sequence[Event], on_apply: Callable[[Event], None] | None = None) -> int:
+    """Fold events onto a doc with replay origins; returns how many failed to apply."""
+    failed = 0
+    for ev in events:
+        try:
+            with room_or_doc.transaction(origin=ReplayOrigin(ev.actor, ev.seq, ev.kind)):
+                room_or_doc.apply_update(ev.update)
+        except BaseException as e:
+            if isinstance(e, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
+                raise
+            log.error("event %s/%d does not apply on replay: %r", ev.doc, ev.seq, e)
+            failed += 1
+        if on_apply is not None:
+            on_apply(ev)
+    return failed
+
+
+__all__ = ["Peer", "Room", "RoomHooks", "ServerOrigin", "SystemOrigin", "replay"]

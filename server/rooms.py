@@ -1,0 +1,162 @@
+"""Get-or-load rooms (one load per document even when many connect at once), and
+unload them when idle, once their events and a final snapshot are flushed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pycrdt import Doc
+
+from .room import Room, RoomHooks
+from .snapshots import SnapshotPolicy, load
+from .store.base import Event, EventStore, Snapshot
+
+log = logging.getLogger("palimpsest.rooms")
+
+
+class Rooms:
+    def __init__(
+        self,
+        store: EventStore,
+        committer: Any,
+        snapshots: SnapshotPolicy,
+        *,
+        hooks: RoomHooks | None = None,
+        unload_after: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.committer = committer
+        self.snapshots = snapshots
+        self.hooks = hooks or RoomHooks()
+        self.unload_after = unload_after
+        self._rooms: dict[str, Room] = {}
+        self._loading: dict[str, asyncio.Task[Room]] = {}
+        self._unload_timers: dict[str, asyncio.TimerHandle] = {}
+        self._unloading: dict[str, asyncio.Task[None]] = {}
+        #: (room, doc, snapshot) before the events after the snapshot are replayed
+        self.on_load: list[Callable[[Room], None]] = []
+        #: called with (room, event) for each replayed event while loading
+        self.on_replay: list[Callable[[Room, Event], None]] = []
+        self.on_loaded: list[Callable[[str, float, int], None]] = []
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._rooms
+
+    def get_loaded(self, name: str) -> Room | None:
+        return self._rooms.get(name)
+
+    @property
+    def loaded(self) -> dict[str, Room]:
+        return dict(self._rooms)
+
+    async def get(self, name: str) -> Room:
+        """The live room of a document, loading it once however many ask at once."""
+        timer = self._unload_timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+        unloading = self._unloading.get(name)
+        if unloading is not None:
+            await asyncio.shield(unloading)
+        room = self._rooms.get(name)
+        if room is not None and room.broken is None:
+            return room
+        task = self._loading.get(name)
+        if task is None:
+            task = asyncio.create_task(self._load(name), name=f"load:{name}")
+            self._loading[name] = task
+            task.add_done_callback(lambda _t: self._loading.pop(name, None))
+        return await asyncio.shield(task)
+
+    async def _load(self, name: str) -> Room:
+        holder: dict[str, Room] = {}
+
+        def before_replay(doc: Doc, snap: Snapshot | None) -> None:
+            room = self._make(name, doc, snap.seq if snap else 0)
+            holder["room"] = room
+            for cb in self.on_load:
+                cb(room)
+
+        def on_event(ev: Event) -> None:
+            room = holder["room"]
+            room.seq = ev.seq
+            room.current_ts = ev.ts
+            for cb in self.on_replay:
+                cb(room, ev)
+
+        loaded = await load(self.store, name, before_replay=before_replay, on_event=on_event)
+        room = holder["room"]
+        room.seq = loaded.seq
+        room.events_since_snapshot = loaded.replayed
+        room.start()
+        self._rooms[name] = room
+        log.info(
+            "loaded %s: seq %d (snapshot %s + %d events) in %.1f ms",
+            name,
+            loaded.seq,
+            loaded.snapshot.seq if loaded.snapshot else "none",
+            loaded.replayed,
+            loaded.seconds * 1e3,
+        )
+        for cb in self.on_loaded:
+            cb(name, loaded.seconds, loaded.replayed)
+        return room
+
+    def _make(self, name: str, doc: Doc, seq: int) -> Room:
+        return Room(
+            name,
+            doc,
+            seq,
+            committer=self.committer,
+            reader=self.store,
+            hooks=self.hooks,
+            on_broken=self._broken,
+            snapshotter=self.snapshots,
+        )
+
+    def _broken(self, room: Room, error: BaseException) -> None:
+        if self._rooms.get(room.name) is room:
+            del self._rooms[room.name]
+        log.error("room %s dropped after a failure (%r); the next connection reloads it", room.name, error)
+        for hook in room.hooks.closed:
+            hook(room)
+
+    def release(self, room: Room) -> None:
+        """A connection left; unload the room later if nobody is left."""
+        if room.peers or self._rooms.get(room.name) is not room:
+            return
+        old = self._unload_timers.pop(room.name, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        self._unload_timers[room.name] = loop.call_later(
+            self.unload_after, self._start_unload, room
+        )
+
+    def _start_unload(self, room: Room) -> None:
+        self._unload_timers.pop(room.name, None)
+        if room.peers or self._rooms.get(room.name) is not room:
+            return
+        task = asyncio.create_task(self.unload(room))
+        self._unloading[room.name] = task
+        task.add_done_callback(lambda _t: self._unloading.pop(room.name, None))
+
+    async def unload(self, room: Room) -> None:
+        await room.stop()  # flushes queued events first
+        await self.snapshots.final(room)
+        if self._rooms.get(room.name) is room:
+            del self._rooms[room.name]
+        log.info("unloaded %s at seq %d", room.name, room.seq)
+
+    async def stop(self) -> None:
+        for timer in self._unload_timers.values():
+            timer.cancel()
+        self._unload_timers.clear()
+        for room in list(self._rooms.values()):
+            try:
+                await self.unload(room)
+            except Exception:
+                log.exception("unloading %s failed", room.name)
+        await self.snapshots.drain()

@@ -1,0 +1,45 @@
+"""Health and the document list."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..backend import Backend
+from ..util import iso
+
+
+def backend_of(request: Request) -> Backend:
+    b: Backend = request.app.state.backend
+    return b
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "alive"})
+
+
+async def list_docs(request: Request) -> Response:
+    backend = backend_of(request)
+    backend.authenticate_http(request, None, "read")
+    docs = await backend.store.list_docs()
+    return JSONResponse(
+        {
+            "docs": [
+                {
+                    "doc": d.doc,
+                    "head": d.head,
+                    "updated": iso(d.updated_ts) if d.updated_ts else None,
+                    "size": d.events_bytes,
+                    "loaded": d.doc in backend.rooms,
+                }
+                for d in docs
+            ]
+        }
+    )
+
+
+routes = [
+    Route("/healthz", healthz),
+    Route("/api/docs", list_docs),
+]

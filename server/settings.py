@@ -1,0 +1,72 @@
+"""Configuration: defaults, overridden by PALIMPSEST_* environment variables, then flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get("PALIMPSEST_" + name.upper())
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: SQLite file (the embedded default); ignored when `store` is set
+    db: str = "palimpsest.db"
+    #: store URL: sqlite:///path, postgresql://..., memory://
+    store: str | None = None
+    #: fan-out bus URL (redis://...); none = single process
+    fanout: str | None = None
+    #: HS256 secret; none = open development mode
+    jwt_secret: str | None = None
+    #: PEM public key file for RS256/ES256 tokens
+    jwt_public_key: str | None = None
+    max_frame_bytes: int = 8 * 1024 * 1024
+    max_doc_bytes: int = 64 * 1024 * 1024
+    max_awareness_bytes: int = 64 * 1024
+    #: per connection, events per second (burst = 2x)
+    max_events_per_second: float = 500.0
+    max_connections_per_ip: int = 200
+    #: frames queued for one slow client before it is dropped
+    send_queue_frames: int = 4096
+    snapshot_every: int = 1000
+    snapshot_quiet_seconds: float = 10.0
+    unload_after_seconds: float = 5.0
+    undo_capture_ms: int = 500
+    undo_max_depth: int = 200
+    #: largest number of events in one group commit
+    commit_batch_max: int = 4096
+    log_json: bool = False
+    log_level: str = "info"
+    instance: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        s = cls()
+        for f in fields(cls):
+            raw = _env(f.name)
+            if raw is not None:
+                setattr(s, f.name, _coerce(f.type, raw))
+        for k, v in overrides.items():
+            if v is not None:
+                setattr(s, k, v)
+        return s
+
+    @property
+    def store_url(self) -> str:
+        return self.store or f"sqlite:///{self.db}"
+
+
+def _coerce(typ: Any, raw: str) -> Any:
+    t = str(typ)
+    if t.startswith("int"):
+        return int(raw)
+    if t.startswith("float"):
+        return float(raw)
+    if t.startswith("bool"):
+        return raw.lower() in ("1", "true", "yes", "on")
+    return raw

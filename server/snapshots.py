@@ -1,0 +1,161 @@
+"""Checkpoint policy and loading, kept out of append().
+
+A snapshot at seq N holds ``doc.get_update()`` of a document that is exactly the fold of
+events 1..N. Taken every N events, after a quiet period, and when a room unloads; the
+state is captured between two pipeline steps (cheap, in memory) and written by a
+background task, never on the path of an edit.
+
+Loading = the newest snapshot whose checksum holds and that applies + the events after
+it. A damaged snapshot is skipped in favour of an older one, or the log alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pycrdt import Doc
+
+from .origins import SystemOrigin
+from .room import Room, replay
+from .store.base import Event, EventStore, Snapshot
+
+log = logging.getLogger("palimpsest.snapshots")
+
+#: contributes entries to a snapshot's meta (e.g. persisted undo stacks)
+MetaHook = Callable[[Room], dict[str, Any]]
+
+
+def server_client_id(doc: str) -> int:
+    """A fixed Yjs client id per document for server-made changes (undo, redo, restore).
+
+    Fixed so that the live doc after a reload continues the same client's clock: the
+    items it makes then are exactly the ones its logged updates describe."""
+    import hashlib
+
+    return int.from_bytes(hashlib.blake2b(doc.encode(), digest_size=4).digest(), "big") & 0x7FFFFFFF
+
+
+def new_doc(doc: str) -> Doc:
+    # skip_gc: deleted content stays, so undo and history can bring it back after reload
+    return Doc(skip_gc=True, client_id=server_client_id(doc))
+
+
+@dataclass
+class Loaded:
+    doc: Doc
+    seq: int
+    snapshot: Snapshot | None
+    replayed: int
+    seconds: float
+    failed: int = 0
+
+
+async def load(
+    store: EventStore,
+    name: str,
+    *,
+    upto: int | None = None,
+    before_replay: Callable[[Doc, Snapshot | None], None] | None = None,
+    on_event: Callable[[Event], None] | None = None,
+) -> Loaded:
+    """The document at `upto` (default: head): nearest valid snapshot + the events after it."""
+    t0 = time.perf_counter()
+    at_most = upto
+    while True:
+        snap = await store.latest_snapshot(name, at_most)
+        doc = new_doc(name)
+        if snap is None:
+            break
+        try:
+            with doc.transaction(origin=SystemOrigin("snapshot")):
+                doc.apply_update(snap.state)
+            break
+        except BaseException as e:
+            if isinstance(e, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
+                raise
+            log.error("snapshot %s@%d does not apply (%r); trying an older one", name, snap.seq, e)
+            at_most = snap.seq - 1
+    base = snap.seq if snap is not None else 0
+    if before_replay is not None:
+        before_replay(doc, snap)
+    events = await store.read(name, after=base, upto=upto)
+    failed = replay(doc, events, on_event)
+    seq = events[-1].seq if events else base
+    return Loaded(doc, seq, snap, len(events), time.perf_counter() - t0, failed)
+
+
+@dataclass
+class SnapshotPolicy:
+    store: EventStore
+    every: int = 1000
+    quiet_seconds: float = 10.0
+    meta_hooks: list[MetaHook] = field(default_factory=list)
+    on_taken: list[Callable[[str, int, int, float], None]] = field(default_factory=list)
+    _timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    _writes: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def __call__(self, room: Room) -> None:
+        """Called by the room after each pipeline step."""
+        if room.events_since_snapshot >= self.every:
+            self.take(room)
+        elif room.events_since_snapshot > 0 and self.quiet_seconds > 0:
+            old = self._timers.pop(room.name, None)
+            if old is not None:
+                old.cancel()
+            loop = asyncio.get_running_loop()
+            self._timers[room.name] = loop.call_later(self.quiet_seconds, self._quiet, room)
+
+    def _quiet(self, room: Room) -> None:
+        self._timers.pop(room.name, None)
+        if not room.closed and room.events_since_snapshot > 0:
+            self.take(room)
+
+    def capture(self, room: Room) -> tuple[int, bytes, dict[str, Any]] | None:
+        if not room.consistent or room.seq == 0:
+            return None
+        meta: dict[str, Any] = {}
+        for hook in self.meta_hooks:
+            meta.update(hook(room))
+        state = room.doc.get_update()
+        room.events_since_snapshot = 0
+        return room.seq, state, meta
+
+    def take(self, room: Room) -> asyncio.Task[None] | None:
+        captured = self.capture(room)
+        if captured is None:
+            return None
+        task = asyncio.create_task(self._write(room.name, *captured))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+        return task
+
+    async def _write(self, name: str, seq: int, state: bytes, meta: dict[str, Any]) -> None:
+        t0 = time.perf_counter()
+        try:
+            await self.store.put_snapshot(name, seq, state, meta)
+        except Exception as e:  # a failed checkpoint costs load time, never data
+            log.warning("snapshot %s@%d not written: %s", name, seq, e)
+            return
+        dt = time.perf_counter() - t0
+        log.info("snapshot %s@%d written (%d bytes, %.1f ms)", name, seq, len(state), dt * 1e3)
+        for cb in self.on_taken:
+            cb(name, seq, len(state), dt)
+
+    async def final(self, room: Room) -> None:
+        """On unload: a last snapshot if anything happened since the previous one."""
+        timer = self._timers.pop(room.name, None)
+        if timer is not None:
+            timer.cancel()
+        if room.events_since_snapshot > 0:
+            captured = self.capture(room)
+            if captured is not None:
+                await self._write(room.name, *captured)
+
+    async def drain(self) -> None:
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)

@@ -1,0 +1,37 @@
+"""Event stores: one interface (base.EventStore), several homes."""
+
+from __future__ import annotations
+
+from .base import DocInfo, Event, EventStore, NewEvent, Snapshot, SnapshotInfo, Tag
+from .memory import MemoryStore
+from .sqlite import SQLiteStore
+
+__all__ = [
+    "DocInfo",
+    "Event",
+    "EventStore",
+    "MemoryStore",
+    "NewEvent",
+    "SQLiteStore",
+    "Snapshot",
+    "SnapshotInfo",
+    "Tag",
+    "open_store",
+]
+
+
+def open_store(url: str) -> EventStore:
+    """A store for a URL: ``sqlite:///path`` (or a bare path), ``postgresql://…``, ``memory://``."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStore
+
+        return PostgresStore(url)
+    if url.startswith("memory://"):
+        return MemoryStore()
+    if url.startswith("sqlite://"):
+        url = url[len("sqlite://") :]
+        if url.startswith("/") and not url.startswith("//"):
+            url = url[1:] or ":memory:"
+        elif url.startswith("//"):
+            url = url[1:]
+    return SQLiteStore(url)
