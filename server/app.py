@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
 
     routes: list[BaseRoute] = [
         Route("/", index),
-        WebSocketRoute("/ws/{doc}", websocket_endpoint),
+        WebSocketRoute("/ws/{doc:path}", websocket_endpoint),
     ]
     for module in route_modules():
         routes.extend(module.routes)

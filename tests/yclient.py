@@ -55,9 +55,7 @@ class YClient:
         except websockets.ConnectionClosed:
             pass
         finally:
-            rcvd = self.ws.close_rcvd
-            if rcvd is not None:
-                self.close_code, self.close_reason = rcvd.code, rcvd.reason
+            self.close_code, self.close_reason = self.ws.close_code, self.ws.close_reason
 
     async def send_raw(self, frame: bytes) -> None:
         await self.ws.send(frame)

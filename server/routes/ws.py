@@ -17,6 +17,7 @@ from ..errors import (
     FrameTooLarge,
     PalimpsestError,
     ProtocolError,
+    RateLimited,
     StoreError,
     UpdateRejected,
 )
@@ -118,11 +119,11 @@ class Connection:
                 if msg.update != b"\x00\x00":
                     self.send(P.encode_permission_denied("read-only: your edits are not accepted"))
                 return
-            if not self._take_token():
-                from ..errors import RateLimited
-
+            if self._rate > 0 and not self._take_token():
+                # transient: the client keeps its unsent edits and re-sends them on re-sync
                 raise RateLimited(
-                    f"more than {self._rate:g} updates per second on this connection"
+                    f"more than {self._rate:g} updates per second on this connection; "
+                    "reconnect to re-sync"
                 )
             room.receive_update(self, msg.update, reply_to_step1=isinstance(msg, P.SyncStep2))
         elif isinstance(msg, P.AwarenessUpdate):
@@ -176,7 +177,7 @@ class Connection:
                 self.handle(room, data)
         except WebSocketDisconnect:
             pass
-        except (ProtocolError, UpdateRejected, FrameTooLarge, StoreError) as e:
+        except (ProtocolError, UpdateRejected, FrameTooLarge, StoreError, RateLimited) as e:
             log.info("%s (%s on %s): closing with %d: %s", self.id, self.actor, self.doc, e.close_code, e)
             if isinstance(e, UpdateRejected | ProtocolError) and self.ext:
                 self.send(P.encode_extension({"type": "error", "reason": str(e)}))

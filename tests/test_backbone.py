@@ -1,0 +1,304 @@
+"""The backbone end to end: real websockets on a free port, a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+import websockets
+from pycrdt import Doc, Text
+
+from conftest import RunningServer, eventually, run_server
+from server import protocol as P
+from server.settings import Settings
+from server.snapshots import load
+from server.store.memory import MemoryStore
+from server.store.sqlite import SQLiteStore
+from yclient import connect
+
+
+async def raw(server: RunningServer, doc: str, q: str = "") -> websockets.ClientConnection:
+    return await websockets.connect(f"{server.ws_url}/{doc}{q}", compression=None, max_size=None)
+
+
+async def closed_with(ws: websockets.ClientConnection) -> tuple[int, str]:
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), 10)
+    except websockets.ConnectionClosed as e:
+        assert e.rcvd is not None, "server closed without a close frame"
+        return e.rcvd.code, e.rcvd.reason
+
+
+async def test_server_sends_step1_first_and_answers_step1(server: RunningServer) -> None:
+    async with connect(server.ws_url, "d", "alice") as a:
+        a.insert(0, "abc")
+        await eventually(lambda: server.backend.store.head("d"))
+    ws = await raw(server, "d")
+    first = P.decode(await ws.recv())
+    assert isinstance(first, P.SyncStep1)
+    await ws.send(P.encode_sync_step1(b"\x00"))
+    step2 = None
+    while step2 is None:
+        m = P.decode(await ws.recv())
+        if isinstance(m, P.SyncStep2):
+            step2 = m
+    d: Doc = Doc()
+    d.apply_update(step2.update)
+    assert str(d.get("content", type=Text)) == "abc"
+    await ws.close()
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "reason"),
+    [
+        (b"\x00\x02\x05\x00", 4400, "declares 5 bytes"),
+        (b"\x07", 4400, "unknown message type 7"),
+        (b"\x80", 4400, "truncated"),
+        (P.encode_sync_update(b"\x01\x01\x05\x00\x44"), 4400, "does not decode"),
+        (P.encode_sync_update(b"\xff" * 40), 4400, "does not decode"),
+    ],
+)
+async def test_malformed_frames_close_4400_and_change_nothing(
+    server: RunningServer, frame: bytes, code: int, reason: str
+) -> None:
+    async with connect(server.ws_url, "m", "bob") as bob:
+        bob.insert(0, "kept")
+        await eventually(lambda: server.backend.store.head("m"))
+        head = await server.backend.store.head("m")
+        ws = await raw(server, "m", "?user=mallory")
+        await ws.send(frame)
+        got_code, got_reason = await closed_with(ws)
+        assert got_code == code
+        assert reason in got_reason
+        # everyone else keeps working, nothing was logged for mallory
+        bob.insert(4, "!")
+
+        async def bob_logged() -> bool:
+            return await server.backend.store.head("m") == head + 1
+
+        await eventually(bob_logged, what="bob still edits")
+        events = await server.backend.store.read("m")
+        assert "mallory" not in {e.actor for e in events}
+    async with connect(server.ws_url, "m") as c:
+        assert c.content == "kept!"
+
+
+async def test_text_frame_and_oversized_frame_are_refused(settings: Settings) -> None:
+    settings.max_frame_bytes = 1000
+    async with run_server(settings) as server:
+        ws = await raw(server, "big")
+        await ws.send(P.encode_sync_update(b"\x00" * 2000))
+        code, reason = await closed_with(ws)
+        assert code == 4413 and "over the limit of 1000" in reason
+        ws = await raw(server, "big")
+        await ws.send("hello")
+        code, reason = await closed_with(ws)
+        assert code == 4400 and "binary" in reason
+        assert await server.backend.store.head("big") == 0
+
+
+@pytest.mark.parametrize("name", ["..", ".hidden", "a%20b", "a%2Fb", "x" * 129, "semi;colon", "%C3%A9"])
+async def test_bad_doc_names_are_refused_with_a_reason(server: RunningServer, name: str) -> None:
+    ws = await raw(server, name)
+    code, reason = await closed_with(ws)
+    assert code == 4400
+    assert "document name" in reason
+
+
+async def test_offline_edits_merge_after_reconnect(server: RunningServer) -> None:
+    ydoc: Doc = Doc()
+    async with connect(server.ws_url, "off", "alice", ydoc=ydoc) as a:
+        a.insert(0, "online ")
+        await eventually(lambda: server.backend.store.head("off"))
+    # offline: nobody hears this edit until the next sync
+    ydoc.get("content", type=Text).insert(7, "offline")
+    async with connect(server.ws_url, "off", "bob") as b:
+        assert b.content == "online "
+        async with connect(server.ws_url, "off", "alice", ydoc=ydoc):
+            await eventually(lambda: b.content == "online offline", what="offline edit merged")
+    events = await server.backend.store.read("off")
+    assert [e.actor for e in events] == ["alice", "alice"]
+
+
+async def test_reconnect_with_nothing_new_logs_nothing(server: RunningServer) -> None:
+    ydoc: Doc = Doc()
+    async with connect(server.ws_url, "noop", "alice", ydoc=ydoc) as a:
+        a.insert(0, "abc")
+        del a.text[0:1]
+        async def two() -> bool:
+            return await server.backend.store.head("noop") == 2
+
+        await eventually(two)
+    for _ in range(3):
+        async with connect(server.ws_url, "noop", "alice", ydoc=ydoc):
+            pass
+    await server.backend.rooms.get("noop")
+    assert await server.backend.store.head("noop") == 2
+
+
+async def test_many_edits_then_immediate_close_lose_nothing(settings: Settings) -> None:
+    """Read every socket eagerly: a client that types and closes loses nothing."""
+    settings.max_events_per_second = 0  # unlimited: this test is about reading, not limits
+    async with run_server(settings) as server:
+        await _type_and_close(server)
+
+
+async def _type_and_close(server: RunningServer) -> None:
+    ydoc: Doc = Doc()
+    text = ydoc.get("content", type=Text)
+    updates: list[bytes] = []
+    ydoc.observe(lambda e: updates.append(e.update))
+    for i in range(2000):
+        text.insert(i, "x")
+    ws = await raw(server, "burst", "?user=typist")
+    for u in updates:
+        await ws.send(P.encode_sync_update(u))
+    await ws.close()
+    await eventually(
+        lambda: server.backend.store.head("burst"), what="events logged"
+    )
+    async def all_logged() -> bool:
+        return await server.backend.store.head("burst") == 2000
+    await eventually(all_logged, timeout=20, what="2000 events logged")
+    async with connect(server.ws_url, "burst") as c:
+        assert c.content == "x" * 2000
+
+
+async def test_awareness_is_relayed_and_dropped_on_leave(server: RunningServer) -> None:
+    state = '{"user":{"name":"alice"}}'
+    async with connect(server.ws_url, "aw", "bob") as b:
+        a = await raw(server, "aw", "?user=alice")
+        await a.send(P.encode_awareness(P.encode_awareness_entries([(42, 1, state)])))
+        # an older clock is not relayed
+        await a.send(P.encode_awareness(P.encode_awareness_entries([(42, 0, '{"old":1}')])))
+
+        def seen(want: str) -> bool:
+            return any(
+                isinstance(f, P.AwarenessUpdate)
+                and any(c == 42 and s == want for c, _, s in P.decode_awareness(f.payload))
+                for f in b.frames
+            )
+
+        await eventually(lambda: seen(state), what="bob sees alice's presence")
+        assert not seen('{"old":1}')
+        await a.close()
+        await eventually(lambda: seen("null"), what="alice's presence removed when she leaves")
+        # a newcomer is told the known states right after the server's step 1
+        async with connect(server.ws_url, "aw", "carol") as c:
+            assert not any(
+                isinstance(f, P.AwarenessUpdate) and any(cl == 42 for cl, _, s in P.decode_awareness(f.payload) if s != "null")
+                for f in c.frames
+            )
+
+
+async def test_concurrent_first_connections_load_once(server: RunningServer) -> None:
+    loads: list[str] = []
+    server.backend.rooms.on_loaded.append(lambda name, secs, n: loads.append(name))
+    async with connect(server.ws_url, "once", "a") as a:
+        a.insert(0, "hi")
+        await eventually(lambda: server.backend.store.head("once"))
+    await eventually(lambda: "once" not in server.backend.rooms, what="room unloads when idle")
+    loads.clear()
+    async def one() -> str:
+        async with connect(server.ws_url, "once") as c:
+            return c.content
+    contents = await asyncio.gather(*(one() for _ in range(8)))
+    assert contents == ["hi"] * 8
+    assert loads == ["once"]
+
+
+async def test_restart_reloads_log_and_snapshots(settings: Settings, db_path: Path) -> None:
+    settings.snapshot_every = 10
+    async with run_server(settings) as server:
+        async with connect(server.ws_url, "r", "alice") as a:
+            for i in range(25):
+                a.insert(i, chr(ord("a") + i % 26))
+            await eventually(lambda: server.backend.store.head("r"))
+            async def done() -> bool:
+                return await server.backend.store.head("r") == 25
+            await eventually(done)
+            expected = a.content
+    # unload on shutdown wrote a final snapshot at the head
+    store = SQLiteStore(db_path)
+    async with store:
+        snaps = await store.snapshots("r")
+        assert len(snaps) >= 2 and snaps[-1].seq == 25 and all(s.valid for s in snaps)
+    async with run_server(settings) as server:
+        async with connect(server.ws_url, "r") as c:
+            assert c.content == expected
+
+
+async def test_snapshot_equals_fold_of_events(settings: Settings, db_path: Path) -> None:
+    settings.snapshot_every = 7
+    async with run_server(settings) as server:
+        async with connect(server.ws_url, "fold", "a") as a, connect(server.ws_url, "fold", "b") as b:
+            for i in range(30):
+                (a if i % 2 else b).insert(0, str(i % 10))
+            async def done() -> bool:
+                return await server.backend.store.head("fold") == 30
+            await eventually(done)
+        store = server.backend.store
+        await eventually(lambda: server.backend.store.snapshots("fold"))
+        await server.backend.snapshots.drain()
+        for info in await store.snapshots("fold"):
+            snap = await store.latest_snapshot("fold", info.seq)
+            assert snap is not None and snap.seq == info.seq
+            folded: Doc = Doc()
+            for ev in await store.read("fold", upto=info.seq):
+                folded.apply_update(ev.update)
+            from_snap: Doc = Doc()
+            from_snap.apply_update(snap.state)
+            assert str(from_snap.get("content", type=Text)) == str(folded.get("content", type=Text))
+            assert from_snap.get_state() == folded.get_state()
+
+
+async def test_damaged_snapshot_falls_back_to_an_older_one(tmp_path: Path) -> None:
+    path = tmp_path / "dmg.db"
+    async with SQLiteStore(path) as store:
+        from server.store.base import NewEvent
+        d: Doc = Doc()
+        t = d.get("content", type=Text)
+        ups: list[bytes] = []
+        d.observe(lambda e: ups.append(e.update))
+        for i in range(6):
+            t.insert(i, "ab"[i % 2])
+        await store.append([("doc", [NewEvent("u", "edit", u) for u in ups])])
+        folded: Doc = Doc()
+        for u in ups[:3]:
+            folded.apply_update(u)
+        await store.put_snapshot("doc", 3, folded.get_update())
+        await store.put_snapshot("doc", 6, d.get_update())
+    with sqlite3.connect(path) as db:  # corrupt the newest one on disk
+        db.execute("UPDATE snapshots SET state = X'0102' WHERE seq = 6")
+    async with SQLiteStore(path) as store:
+        infos = await store.snapshots("doc")
+        assert [(i.seq, i.valid) for i in infos] == [(3, True), (6, False)]
+        loaded = await load(store, "doc")
+        assert loaded.snapshot is not None and loaded.snapshot.seq == 3
+        assert loaded.replayed == 3 and loaded.seq == 6
+        assert str(loaded.doc.get("content", type=Text)) == "ababab"
+
+
+async def test_store_down_refuses_edits_transiently_and_loses_nothing(settings: Settings) -> None:
+    store = MemoryStore()
+    from server.backend import Backend
+    backend = Backend(settings, store=store)
+    async with run_server(settings, backend) as server:
+        ydoc: Doc = Doc()
+        async with connect(server.ws_url, "sd", "alice", ydoc=ydoc) as a:
+            a.insert(0, "safe")
+            await eventually(lambda: store._heads.get("sd") == 1)
+            store.down = True
+            a.insert(4, " lost?")
+            await eventually(lambda: a._reader is not None and a._reader.done(), what="closed")
+            assert a.close_code == 1013
+        assert store._heads["sd"] == 1
+        store.down = False
+        # the client comes back and its step 2 re-sends the unacknowledged edit
+        async with connect(server.ws_url, "sd", "alice", ydoc=ydoc):
+            await eventually(lambda: store._heads.get("sd") == 2, what="re-sent after reconnect")
+        async with connect(server.ws_url, "sd") as c:
+            assert c.content == "safe lost?"

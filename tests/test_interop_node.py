@@ -1,0 +1,394 @@
+"""Interop with unmodified Yjs clients: the npm `y-websocket` WebsocketProvider under
+Node.js (tests/node/client.mjs), against the real server started as a subprocess.
+
+Run:  .venv/bin/pytest -m node tests/test_interop_node.py
+(the first run does `npm ci` in tests/node; Node.js >= 18 and npm must be installed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import sqlite3
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pycrdt import Doc, Text
+from serverproc import ServerProcess
+
+pytestmark = pytest.mark.node
+
+NODE_DIR = Path(__file__).resolve().parent / "node"
+CLIENT_JS = NODE_DIR / "client.mjs"
+STEP_TIMEOUT_MS = 10_000
+# Clients drop remote awareness states silent for 30 s on their own: a removal
+# seen well before that was sent by the server.
+AWARENESS_GONE_MS = 8_000
+
+
+# ---------------------------------------------------------------- npm
+
+
+@pytest.fixture(scope="session")
+def node_modules() -> Path:
+    """tests/node/node_modules, installed with `npm ci` when missing or stale.
+    No Node.js or a failing npm is a test failure, not a skip."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.fail("node and npm must be on PATH for the Node.js interop tests")
+    modules = NODE_DIR / "node_modules"
+    marker = modules / ".package-lock.json"  # written by npm on every install
+    lock = NODE_DIR / "package-lock.json"
+    if not marker.exists() or marker.stat().st_mtime < lock.stat().st_mtime:
+        r = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"],
+            cwd=NODE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if r.returncode != 0:
+            pytest.fail(f"npm ci failed in {NODE_DIR} ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    return modules
+
+
+# ---------------------------------------------------------------- the Node client
+
+
+class NodeClientError(AssertionError):
+    pass
+
+
+class NodeClient:
+    """One `node client.mjs --interactive` process: one Y.Doc, one WebsocketProvider."""
+
+    def __init__(self, server: ServerProcess, doc: str, user: str | None, log_path: Path) -> None:
+        self.server = server
+        self.doc = doc
+        self.user = user
+        self.log_path = log_path
+        self.proc: asyncio.subprocess.Process | None = None
+        self._log: Any = None
+
+    async def start(self) -> NodeClient:
+        args = ["node", str(CLIENT_JS), "--url", self.server.ws_url, "--doc", self.doc,
+                "--interactive", "--verbose", "--timeout", str(STEP_TIMEOUT_MS)]  # fmt: skip
+        if self.user is not None:
+            args += ["--user", self.user]
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in aclose()
+        self.proc = await asyncio.create_subprocess_exec(
+            *args,
+            cwd=NODE_DIR,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=self._log,
+            limit=16 << 20,
+        )
+        return self
+
+    def _context(self) -> str:
+        log = self.log_path.read_text(errors="replace").splitlines()[-40:]
+        return (
+            f"\n--- node client {self.user}@{self.doc} log ({self.log_path}), tail:\n"
+            + "\n".join(log)
+            + f"\n--- server log ({self.server.log_path}), tail:\n{self.server.log_tail(30)}"
+        )
+
+    async def call(self, op: str, **kw: Any) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout
+        self.proc.stdin.write((json.dumps({"op": op, **kw}) + "\n").encode())
+        await self.proc.stdin.drain()
+        wait = kw.get("timeout", STEP_TIMEOUT_MS) / 1000 + 10 + kw.get("ms", 0) / 1000
+        try:
+            line = await asyncio.wait_for(self.proc.stdout.readline(), wait)
+        except TimeoutError:
+            raise NodeClientError(f"{op}: no answer from the node client in {wait}s" + self._context()) from None
+        if not line:
+            code = await self.proc.wait()
+            raise NodeClientError(f"{op}: node client exited ({code}) without answering" + self._context())
+        reply = json.loads(line)
+        if not reply.get("ok"):
+            raise NodeClientError(f"{op} {kw}: {reply.get('error')}" + self._context())
+        result: dict[str, Any] = reply["result"]
+        return result
+
+    # conveniences
+    async def connect(self) -> dict[str, Any]:
+        return await self.call("connect")
+
+    async def text(self) -> str:
+        return str((await self.call("state"))["text"])
+
+    async def wait_text(self, timeout: int = STEP_TIMEOUT_MS, **cond: Any) -> str:
+        return str((await self.call("waitText", timeout=timeout, **cond))["text"])
+
+    async def crash(self) -> None:
+        """SIGKILL the client: its socket closes without a close frame or goodbye."""
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.kill()
+        await self.proc.wait()
+
+    async def aclose(self) -> None:
+        if self.proc is not None:
+            if self.proc.returncode is None and self.proc.stdin is not None:
+                with contextlib.suppress(ConnectionError):
+                    self.proc.stdin.write(b'{"op":"exit"}\n')
+                    await self.proc.stdin.drain()
+                    self.proc.stdin.close()
+                try:
+                    await asyncio.wait_for(self.proc.wait(), 10)
+                except TimeoutError:
+                    self.proc.kill()
+                    await self.proc.wait()
+            elif self.proc.stdin is not None:
+                self.proc.stdin.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+ClientFactory = Callable[..., Awaitable[NodeClient]]
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[ServerProcess]:
+    async with ServerProcess(tmp_path / "server") as srv:
+        yield srv
+
+
+@pytest.fixture
+async def client(
+    node_modules: Path, server: ServerProcess, tmp_path: Path
+) -> AsyncIterator[ClientFactory]:
+    """client(doc, user, awareness=None, connect=True) -> a started NodeClient."""
+    made: list[NodeClient] = []
+
+    async def make(
+        doc: str, user: str | None, *, awareness: dict[str, Any] | None = None, connect: bool = True
+    ) -> NodeClient:
+        c = NodeClient(server, doc, user, tmp_path / f"node-{len(made)}-{user}.log")
+        made.append(c)
+        await c.start()
+        if awareness is not None:
+            await c.call("awareness", state=awareness)
+        if connect:
+            await c.connect()
+        return c
+
+    yield make
+    for c in made:
+        await c.aclose()
+
+
+async def run_script(
+    server: ServerProcess, doc: str, user: str, actions: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Run client.mjs once in script mode (JSON on stdin, one JSON result on stdout)."""
+    proc = await asyncio.create_subprocess_exec(
+        "node", str(CLIENT_JS), "--url", server.ws_url, "--doc", doc, "--user", user,
+        cwd=NODE_DIR, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(json.dumps(actions).encode()), 60)
+    if proc.returncode != 0:
+        raise NodeClientError(
+            f"script client exited {proc.returncode}: {err.decode()}\n{out.decode()}\n"
+            f"--- server log tail:\n{server.log_tail(30)}"
+        )
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+def read_events(db: Path, doc: str) -> list[dict[str, Any]]:
+    with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
+        rows = conn.execute(
+            "SELECT seq, ts, actor, kind, data, meta FROM events WHERE doc = ? ORDER BY seq", (doc,)
+        ).fetchall()
+    return [
+        {"seq": s, "ts": ts, "actor": a, "kind": k, "data": bytes(d), "meta": json.loads(m or "null")}
+        for s, ts, a, k, d, m in rows
+    ]
+
+
+def fold(events: list[dict[str, Any]]) -> str:
+    """The text of Y.Text 'content' after applying the logged updates in seq order."""
+    d = Doc()
+    text = d.get("content", type=Text)
+    for e in events:
+        d.apply_update(e["data"])
+    return str(text)
+
+
+# ---------------------------------------------------------------- tests
+
+
+async def test_two_clients_converge(client: ClientFactory) -> None:
+    a = await client("converge", "alice")
+    b = await client("converge", "bob")
+    sa, sb = "Hello from A. ", "Hello from B! "
+    # both type at once, one update per character, neither waiting for the other
+    await asyncio.gather(a.call("type", text=sa), b.call("type", text=sb))
+    n = len(sa) + len(sb)
+    ta, tb = await asyncio.gather(a.wait_text(length=n), b.wait_text(length=n))
+    assert ta == tb, f"clients diverged: alice={ta!r} bob={tb!r}"
+    assert sorted(ta) == sorted(sa + sb)
+    # and sequential edits still arrive in both directions
+    await a.call("insert", pos=0, text="[A]")
+    await b.wait_text(contains="[A]")
+    await b.call("insert", text="[B]")
+    await a.wait_text(contains="[B]")
+    ta, tb = await a.text(), await b.text()
+    assert ta == tb and ta.startswith("[A]") and ta.endswith("[B]")
+
+
+async def test_late_joiner_gets_document(client: ClientFactory) -> None:
+    a = await client("late", "alice")
+    await a.call("type", text="abc")
+    await a.call("insert", text=" def")
+    b = await client("late", "bob")
+    # 'synced' means bob got the server's step 2: it must already hold the text
+    assert (await b.call("state"))["text"] == "abc def"
+    assert (await a.text()) == "abc def"
+
+
+async def test_awareness_crosses_and_is_removed_on_disconnect(client: ClientFactory) -> None:
+    a = await client("aw", "alice", awareness={"user": {"name": "alice", "color": "#f00"}})
+    b = await client("aw", "bob", awareness={"user": {"name": "bob", "color": "#00f"}})
+    seen = await b.call("waitAwareness", name="alice")
+    assert seen["matches"][0]["state"] == {"user": {"name": "alice", "color": "#f00"}}
+    assert seen["matches"][0]["clientID"] == (await a.call("state"))["clientID"]
+    await a.call("waitAwareness", name="bob")
+    # an update of a state crosses too
+    await a.call("awareness", field="cursor", value={"anchor": 3, "head": 5})
+    await b.call("waitAwareness", name="alice", where={"cursor": {"anchor": 3, "head": 5}})
+    # a clean disconnect: the state goes away long before the 30 s client-side timeout
+    await a.call("disconnect")
+    await b.call("waitAwareness", name="alice", present=False, timeout=AWARENESS_GONE_MS)
+    # and comes back with a reconnect
+    await a.call("connect")
+    await b.call("waitAwareness", name="alice")
+
+
+async def test_awareness_removed_when_client_dies(client: ClientFactory) -> None:
+    """A client killed without a goodbye: only the server can tell the others."""
+    b = await client("aw-crash", "bob", awareness={"user": {"name": "bob"}})
+    c = await client("aw-crash", "carol", awareness={"user": {"name": "carol"}})
+    await b.call("waitAwareness", name="carol")
+    await c.crash()
+    await b.call("waitAwareness", name="carol", present=False, timeout=AWARENESS_GONE_MS)
+
+
+async def test_late_joiner_sees_existing_awareness(client: ClientFactory) -> None:
+    await client("aw-late", "alice", awareness={"user": {"name": "alice"}})
+    b = await client("aw-late", "bob", awareness={"user": {"name": "bob"}})
+    # alice said nothing since bob came: the server must hand bob the states it knows
+    await b.call("waitAwareness", name="alice", timeout=5_000)
+
+
+async def test_offline_edits_merge(client: ClientFactory) -> None:
+    a = await client("offline", "alice")
+    b = await client("offline", "bob")
+    await a.call("insert", text="shared|")
+    await b.wait_text(equals="shared|")
+    await a.call("disconnect")
+    await a.call("insert", text="offline-A1|")
+    await a.call("type", text="A2|")
+    await b.call("insert", pos=0, text="online-B|")
+    await a.call("sleep", ms=300)
+    assert "online-B" not in await a.text(), "alice is disconnected: she cannot see bob's edit yet"
+    await a.call("connect")  # offline edits go up only as alice's step 2 reply
+    want = ["shared|", "offline-A1|", "A2|", "online-B|"]
+    tb = await b.wait_text(containsAll=want)
+    ta = await a.wait_text(containsAll=want)
+    assert ta == tb == "online-B|shared|offline-A1|A2|"
+
+
+@pytest.mark.parametrize("crash", [False, True], ids=["sigterm", "sigkill"])
+async def test_document_survives_server_restart(
+    client: ClientFactory, server: ServerProcess, crash: bool
+) -> None:
+    a = await client("persist", "alice")
+    await a.call("type", text="durable ")
+    await a.call("insert", text="text")
+    b = await client("persist", "bob")
+    # bob saw it through the server, and the server broadcasts only what is durable
+    await b.wait_text(equals="durable text")
+    await server.arestart(crash=crash)
+    fresh = await run_script(server, "persist", "carol", [{"op": "connect"}, {"op": "state"}])
+    assert fresh["text"] == "durable text"
+
+
+async def test_client_reconnects_after_server_restart(
+    client: ClientFactory, server: ServerProcess
+) -> None:
+    a = await client("reconnect", "alice")
+    await a.call("insert", text="before|")
+    b = await client("reconnect", "bob")
+    await b.wait_text(equals="before|")
+    await server.astop()
+    await a.call("waitConnected", connected=False)
+    await a.call("insert", text="while-down|")  # y-websocket keeps retrying meanwhile
+    await server.astart()
+    await a.call("waitSynced", timeout=15_000)  # back, without being told to
+    fresh = await run_script(
+        server, "reconnect", "carol", [{"op": "connect"}, {"op": "waitText", "contains": "while-down|"}]
+    )
+    assert fresh["text"] == "before|while-down|"
+    await b.wait_text(equals="before|while-down|", timeout=15_000)
+
+
+async def test_event_log_records_each_update(client: ClientFactory, server: ServerProcess) -> None:
+    doc = "events"
+    a = await client(doc, "alice")
+    await a.call("type", text="hello")  # 5 updates
+    await a.call("insert", text=" world")  # 1
+    await a.call("delete", pos=0, len=1)  # 1
+    sa = await a.call("state")
+    assert sa["localUpdates"] == 7
+    b = await client(doc, "bob")
+    await b.wait_text(equals="ello world")
+    await b.call("insert", text="!")  # 1, by bob
+    await a.wait_text(equals="ello world!")
+    # alice goes offline, edits, comes back: her step 2 reply carries one update
+    await a.call("disconnect")
+    await a.call("insert", pos=0, text="H")
+    await a.call("connect")
+    await b.wait_text(equals="Hello world!")
+
+    events = read_events(server.db_path, doc)
+    summary = [(e["seq"], e["actor"], e["kind"], len(e["data"])) for e in events]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1)), summary
+    assert [e["actor"] for e in events] == ["alice"] * 7 + ["bob"] + ["alice"], summary
+    assert all(e["kind"] == "edit" for e in events), summary
+    # empty step-2 replies (nothing new) are not edits
+    assert all(e["data"] != b"\x00\x00" for e in events), summary
+    assert fold(events) == "Hello world!"
+    assert all(isinstance(e["ts"], (int, float)) and e["ts"] > 0 for e in events), summary
+    assert [e["ts"] for e in events] == sorted(e["ts"] for e in events), summary
+
+
+async def test_events_api_matches_log(client: ClientFactory, server: ServerProcess) -> None:
+    doc = "events-api"
+    a = await client(doc, "alice")
+    await a.call("type", text="abc")
+    b = await client(doc, "bob")
+    await b.call("insert", text="d")
+    await a.wait_text(equals="abcd")
+    rows = read_events(server.db_path, doc)
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=10) as http:
+        r = await http.get(f"/api/docs/{doc}/events", params={"after": 0, "limit": 1000})
+        assert r.status_code == 200, r.text
+        api = r.json()["events"]
+        assert [(e["seq"], e["actor"], e["kind"], e["size"]) for e in api] == [
+            (e["seq"], e["actor"], e["kind"], len(e["data"])) for e in rows
+        ]
+        r = await http.get(f"/api/docs/{doc}/events", params={"after": 2, "limit": 1})
+        assert r.status_code == 200, r.text
+        assert [e["seq"] for e in r.json()["events"]] == [3]

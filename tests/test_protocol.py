@@ -1,0 +1,71 @@
+"""Pure encode/decode of frames, including every malformed case."""
+
+from __future__ import annotations
+
+import pytest
+
+from server import protocol as P
+from server.errors import ProtocolError
+
+
+@pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 16384, 2**32 - 1, 2**53])
+def test_var_uint_round_trip(value: int) -> None:
+    r = P.Reader(P.write_var_uint(value))
+    assert r.read_var_uint() == value
+    r.expect_end("varUint")
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        P.SyncStep1(b"\x01\x02\x03"),
+        P.SyncStep2(b"\x00\x00"),
+        P.SyncUpdate(b"\x01" * 300),
+        P.AwarenessUpdate(P.encode_awareness_entries([(7, 3, '{"user":"a"}')])),
+        P.QueryAwareness(),
+        P.AuthMessage(0, "read-only"),
+        P.Extension({"type": "undo", "id": 4}),
+    ],
+)
+def test_messages_round_trip(msg: P.Message) -> None:
+    assert P.decode(P.encode(msg)) == msg
+
+
+def test_y_websocket_byte_layout() -> None:
+    # what y-websocket sends: [0 sync][0 step1][len][sv]
+    assert P.encode_sync_step1(b"\x00") == b"\x00\x00\x01\x00"
+    assert P.encode_sync_update(b"\x00\x00") == b"\x00\x02\x02\x00\x00"
+    assert P.encode_permission_denied("no") == b"\x02\x00\x02no"
+    assert P.encode_query_awareness() == b"\x03"
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        (b"", "empty frame"),
+        (b"\x80", "truncated message type"),
+        (b"\x00", "truncated sync message type"),
+        (b"\x00\x07\x00", "unknown sync message type 7"),
+        (b"\x09", "unknown message type 9"),
+        (b"\x00\x02\x05\x00\x00", "declares 5 bytes but only 2 remain"),
+        (b"\x00\x02\x01\x00\x00", "unexpected trailing bytes"),
+        (b"\x00\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", "longer than 10 bytes"),
+        (b"\x01", "truncated length of awareness update"),
+        (b"\x02\x00\x02\xff\xfe", "not valid UTF-8"),
+        (P.write_var_uint(100) + P.write_var_string("[1]"), "must be a JSON object"),
+        (P.write_var_uint(100) + P.write_var_string("{nope"), "not JSON"),
+        (b"\x03\x00", "trailing bytes"),
+    ],
+)
+def test_malformed_frames_say_what_is_wrong(frame: bytes, expected: str) -> None:
+    with pytest.raises(ProtocolError, match=expected):
+        P.decode(frame)
+
+
+def test_state_vector_and_awareness_decoding() -> None:
+    sv = P.write_var_uint(2) + P.write_var_uint(5) + P.write_var_uint(10) + P.write_var_uint(9) + P.write_var_uint(1)
+    assert P.decode_state_vector(sv) == {5: 10, 9: 1}
+    with pytest.raises(ProtocolError):
+        P.decode_state_vector(sv[:-1])
+    entries = [(1, 2, "null"), (300, 1, '{"x":1}')]
+    assert P.decode_awareness(P.encode_awareness_entries(entries)) == entries

@@ -1,0 +1,74 @@
+// The HTTP API of the Palimpsest server (all JSON). Authenticated with
+// `Authorization: Bearer TOKEN` when a token is known, else `?user=NAME`
+// (the server's open development mode).
+
+export class ApiError extends Error {
+  constructor (status, reason) {
+    super(reason)
+    this.status = status
+    this.reason = reason
+  }
+
+  get unavailable () {
+    return this.status === 404 || this.status === 405 || this.status === 501
+  }
+}
+
+export class Api {
+  constructor ({ user, token, base = '' }) {
+    this.user = user
+    this.token = token
+    this.base = base
+  }
+
+  _url (path, params = {}) {
+    const q = new URLSearchParams()
+    for (const [k, v] of Object.entries(params)) {
+      if (v !== undefined && v !== null && v !== '') q.set(k, String(v))
+    }
+    if (this.user) q.set('user', this.user)
+    const qs = q.toString()
+    return `${this.base}${path}${qs ? '?' + qs : ''}`
+  }
+
+  async _fetch (method, path, { params, body } = {}) {
+    const headers = { Accept: 'application/json' }
+    if (this.token) headers.Authorization = `Bearer ${this.token}`
+    if (body !== undefined) headers['Content-Type'] = 'application/json'
+    let response
+    try {
+      response = await fetch(this._url(path, params), {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body)
+      })
+    } catch (err) {
+      throw new ApiError(0, 'the server cannot be reached')
+    }
+    let data = null
+    const text = await response.text()
+    if (text) {
+      try { data = JSON.parse(text) } catch { data = null }
+    }
+    if (!response.ok) {
+      const reason = (data && (data.reason || data.error || data.detail)) || `${response.status} ${response.statusText}`
+      throw new ApiError(response.status, typeof reason === 'string' ? reason : JSON.stringify(reason))
+    }
+    return data
+  }
+
+  _doc (doc) { return `/api/docs/${encodeURIComponent(doc)}` }
+
+  docs () { return this._fetch('GET', '/api/docs') }
+  events (doc, { after, limit, actor, since, until } = {}) {
+    return this._fetch('GET', `${this._doc(doc)}/events`, { params: { after, limit, actor, since, until } })
+  }
+
+  sessions (doc) { return this._fetch('GET', `${this._doc(doc)}/sessions`) }
+  version (doc, seq) { return this._fetch('GET', `${this._doc(doc)}/versions/${encodeURIComponent(seq)}`) }
+  diff (doc, from, to) { return this._fetch('GET', `${this._doc(doc)}/diff`, { params: { from, to } }) }
+  blame (doc, seq) { return this._fetch('GET', `${this._doc(doc)}/blame`, { params: { seq } }) }
+  restore (doc, seq) { return this._fetch('POST', `${this._doc(doc)}/restore`, { body: { seq } }) }
+  tags (doc) { return this._fetch('GET', `${this._doc(doc)}/tags`) }
+  addTag (doc, name, seq) { return this._fetch('POST', `${this._doc(doc)}/tags`, { body: { name, seq } }) }
+}

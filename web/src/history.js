@@ -1,0 +1,535 @@
+// The history panel: editing sessions and their events, a slider over all
+// versions, a read-only preview of any version (text, changes since then with
+// authors' colours, blame), named versions, and "restore this version".
+
+import { $, h, clear, debounce, relativeTime, absoluteTime, shortTime, plural, formatBytes } from './util.js'
+import { colorFor, lightColorFor } from './colors.js'
+import { toast } from './toast.js'
+
+const PAGE = 100
+
+export class HistoryPanel {
+  constructor ({ api, doc, user, session }) {
+    this.api = api
+    this.doc = doc
+    this.user = user
+    this.session = session
+    this.head = 0
+    this.isOpen = false
+    this.previewSeq = null // number while previewing
+    this.previewLabel = null
+    this.mode = 'text'
+    this.expanded = new Set() // session keys whose events are shown
+    this.eventCache = new Map() // seq -> event
+    this.tags = []
+    this._previewToken = 0
+
+    this.el = $('#history')
+    this.timeline = $('#timeline')
+    this.scrub = $('#scrub')
+    this.scrubLabel = $('#scrub-label')
+
+    $('#history-btn').addEventListener('click', () => (this.isOpen ? this.close() : this.open()))
+    $('#history-close').addEventListener('click', () => this.close())
+    $('#preview-close').addEventListener('click', () => this.exitPreview())
+    $('#restore-btn').addEventListener('click', () => this.restore())
+    $('#tag-btn').addEventListener('click', () => this.askTag(this.previewSeq))
+    for (const button of document.querySelectorAll('#preview-modes [data-mode]')) {
+      button.addEventListener('click', () => this.setMode(button.dataset.mode))
+    }
+    for (const button of document.querySelectorAll('.tabs [data-tab]')) {
+      button.addEventListener('click', () => this.setTab(button.dataset.tab))
+    }
+    $('#tag-form').addEventListener('submit', (event) => {
+      event.preventDefault()
+      const input = $('#tag-name')
+      const name = input.value.trim()
+      if (name) this.saveTag(name, this.previewSeq ?? this.head).then((ok) => { if (ok) input.value = '' })
+    })
+    document.addEventListener('keydown', (event) => {
+      if (event.key === 'Escape' && this.previewSeq !== null && !document.querySelector('dialog[open]')) {
+        this.exitPreview()
+      }
+    })
+
+    const previewFromScrub = debounce(() => {
+      const seq = Number(this.scrub.value)
+      if (seq >= 1) this.preview(seq)
+    }, 150)
+    this.scrub.addEventListener('input', () => {
+      this.renderScrubLabel(Number(this.scrub.value))
+      previewFromScrub()
+    })
+
+    // Keep the panel current while people edit: any change to the live document,
+    // ours or theirs, becomes an event on the server.
+    this.refreshSoon = debounce(() => this.refresh(), 700)
+    session.ydoc.on('update', () => { if (this.isOpen) this.refreshSoon() })
+    session.status.on((state) => { if (state === 'connected' && this.isOpen) this.refreshSoon() })
+  }
+
+  open () {
+    this.isOpen = true
+    this.el.hidden = false
+    document.body.classList.add('history-open')
+    $('#history-btn').setAttribute('aria-pressed', 'true')
+    return this.refresh()
+  }
+
+  close () {
+    this.isOpen = false
+    this.el.hidden = true
+    document.body.classList.remove('history-open')
+    $('#history-btn').setAttribute('aria-pressed', 'false')
+    this.exitPreview()
+  }
+
+  setTab (tab) {
+    for (const button of document.querySelectorAll('.tabs [data-tab]')) {
+      button.setAttribute('aria-selected', String(button.dataset.tab === tab))
+    }
+    for (const panel of this.el.querySelectorAll('[data-panel]')) {
+      panel.hidden = panel.dataset.panel !== tab
+    }
+  }
+
+  async refresh () {
+    const token = (this._refreshToken = (this._refreshToken || 0) + 1)
+    const oldHead = this.head
+    const [sessions, tags] = await Promise.allSettled([
+      this.api.sessions(this.doc),
+      this.api.tags(this.doc)
+    ])
+    if (token !== this._refreshToken) return
+    if (tags.status === 'fulfilled') {
+      this.tags = (tags.value && tags.value.tags) || []
+      this.renderTags()
+    } else {
+      this.renderTagsError(tags.reason)
+    }
+    if (sessions.status === 'fulfilled') {
+      const list = (sessions.value && sessions.value.sessions) || []
+      this.head = Math.max(0, ...list.map((s) => s.end_seq || 0))
+      await this.renderSessions(list, token)
+    } else {
+      // no sessions endpoint: fall back to the latest page of plain events
+      await this.renderFlatEvents(sessions.reason, token)
+    }
+    this.updateScrub()
+    if (this.previewSeq !== null && this.mode === 'diff' && this.head !== oldHead) {
+      this.renderPreview(++this._previewToken) // "changes since" is against the live head
+    }
+  }
+
+  // ----- timeline -----
+
+  sessionKey (s) { return `${s.actor}:${s.start_seq}` }
+
+  async renderSessions (list, token) {
+    const expandedData = new Map()
+    const newest = [...list].sort((a, b) => b.start_seq - a.start_seq)
+    // the newest session is open by default, so the latest events show at once
+    if (newest.length && this._autoExpanded !== true) {
+      this.expanded.add(this.sessionKey(newest[0]))
+      this._autoExpanded = true
+    }
+    await Promise.all(newest.filter((s) => this.expanded.has(this.sessionKey(s))).map(async (s) => {
+      try {
+        expandedData.set(this.sessionKey(s), await this.loadEvents(s.start_seq - 1, s.end_seq))
+      } catch (err) {
+        expandedData.set(this.sessionKey(s), err)
+      }
+    }))
+    if (token !== this._refreshToken) return
+    const total = list.reduce((n, s) => n + (s.events || 0), 0)
+    $('#history-count').textContent = list.length
+      ? `${plural(total, 'event')} · ${plural(list.length, 'session')}`
+      : ''
+    clear(this.timeline)
+    if (!list.length) {
+      this.timeline.append(h('p', { class: 'empty' }, 'No edits yet. Type something and it shows up here.'))
+      return
+    }
+    for (const s of newest) {
+      const key = this.sessionKey(s)
+      const open = this.expanded.has(key)
+      const color = colorFor(s.actor)
+      const item = h('section', {
+        class: 'session' + (open ? ' open' : ''),
+        style: { '--author': color },
+        dataset: { actor: s.actor, start: s.start_seq, end: s.end_seq }
+      })
+      const range = s.start_seq === s.end_seq ? `#${s.start_seq}` : `#${s.start_seq}–${s.end_seq}`
+      const head = h('button', {
+        class: 'session-head',
+        'aria-expanded': String(open),
+        onclick: () => {
+          if (this.expanded.has(key)) this.expanded.delete(key)
+          else this.expanded.add(key)
+          this.refresh()
+        }
+      },
+      h('span', { class: 'dot', style: { background: color } }),
+      h('span', { class: 'session-who' }, s.actor || 'unknown'),
+      h('span', { class: 'session-when', title: `${absoluteTime(s.start)} – ${absoluteTime(s.end)}` }, sessionWhen(s)),
+      h('span', { class: 'session-meta' }, `${plural(s.events || 0, 'event')} · ${range}`)
+      )
+      item.append(head)
+      if (open) {
+        const data = expandedData.get(key)
+        if (data instanceof Error) {
+          item.append(h('p', { class: 'error small' }, `Could not load events: ${data.message}`))
+        } else if (data) {
+          const ul = h('ol', { class: 'events' })
+          for (const e of [...data.events].reverse()) ul.append(this.eventItem(e))
+          item.append(ul)
+          if (data.truncated) item.append(h('p', { class: 'muted small' }, `Showing the latest ${data.events.length} events of this session.`))
+        }
+      }
+      this.timeline.append(item)
+    }
+    this.markActive()
+  }
+
+  /** events with after < seq <= until, at most 2 pages (the latest ones) */
+  async loadEvents (after, until) {
+    const span = until - after
+    let start = after
+    let truncated = false
+    if (span > PAGE * 2) {
+      start = until - PAGE * 2
+      truncated = true
+    }
+    const events = []
+    let cursor = start
+    for (let i = 0; i < 4 && cursor < until; i++) {
+      const page = await this.api.events(this.doc, { after: cursor, limit: Math.min(PAGE, until - cursor) })
+      const got = ((page && page.events) || []).filter((e) => e.seq <= until)
+      events.push(...got)
+      if (!got.length || page.next_after === null || page.next_after === undefined) break
+      cursor = page.next_after
+    }
+    for (const e of events) this.eventCache.set(e.seq, e)
+    return { events, truncated }
+  }
+
+  async renderFlatEvents (reason, token) {
+    let events = []
+    try {
+      let after = 0
+      for (let i = 0; i < 50; i++) {
+        const page = await this.api.events(this.doc, { after, limit: 500 })
+        events.push(...((page && page.events) || []))
+        if (page.next_after === null || page.next_after === undefined) break
+        after = page.next_after
+      }
+    } catch (err) {
+      if (token !== this._refreshToken) return
+      clear(this.timeline)
+      this.timeline.append(h('p', { class: 'error' }, `History is not available: ${err.message}`))
+      return
+    }
+    if (token !== this._refreshToken) return
+    for (const e of events) this.eventCache.set(e.seq, e)
+    this.head = events.length ? events[events.length - 1].seq : 0
+    $('#history-count').textContent = plural(events.length, 'event')
+    clear(this.timeline)
+    const ul = h('ol', { class: 'events flat' })
+    for (const e of events.slice(-200).reverse()) ul.append(this.eventItem(e))
+    this.timeline.append(ul)
+    this.markActive()
+  }
+
+  eventItem (e) {
+    const kind = e.kind || 'edit'
+    const color = colorFor(e.actor)
+    const details = []
+    if (e.reverts && e.reverts.length) details.push(`reverts ${e.reverts.map((s) => '#' + s).join(', ')}`)
+    if (e.meta && e.meta.restored_from !== undefined) details.push(`to #${e.meta.restored_from}`)
+    else if (e.meta && e.meta.restore_of !== undefined) details.push(`to #${e.meta.restore_of}`)
+    else if (kind === 'restore' && e.meta && e.meta.seq !== undefined) details.push(`to #${e.meta.seq}`)
+    const tags = this.tags.filter((t) => t.seq === e.seq)
+    return h('li', {
+      class: 'event',
+      dataset: { seq: e.seq, kind, actor: e.actor },
+      style: { '--author': color }
+    },
+    h('button', {
+      class: 'event-row',
+      title: `${absoluteTime(e.ts)} · ${formatBytes(e.size)} · click to view this version`,
+      onclick: () => this.preview(e.seq)
+    },
+    h('span', { class: 'seq' }, `#${e.seq}`),
+    h('span', { class: `kind kind-${kind}` }, kind),
+    h('span', { class: 'who' }, h('span', { class: 'dot', style: { background: color } }), e.actor || 'unknown'),
+    h('span', { class: 'when' }, shortTime(e.ts)),
+    details.length ? h('span', { class: 'detail' }, details.join(' ')) : null,
+    tags.map((t) => h('span', { class: 'tag-chip' }, t.name))
+    ))
+  }
+
+  markActive () {
+    for (const li of this.el.querySelectorAll('.event')) {
+      li.classList.toggle('active', Number(li.dataset.seq) === this.previewSeq)
+    }
+    for (const li of this.el.querySelectorAll('.tag-item')) {
+      li.classList.toggle('active', Number(li.dataset.seq) === this.previewSeq)
+    }
+  }
+
+  updateScrub () {
+    this.scrub.max = String(Math.max(1, this.head))
+    this.scrub.min = '1'
+    this.scrub.disabled = this.head < 1
+    const value = this.previewSeq ?? this.head
+    this.scrub.value = String(value)
+    this.renderScrubLabel(value)
+  }
+
+  renderScrubLabel (seq) {
+    if (this.head < 1) { this.scrubLabel.textContent = 'no versions yet'; return }
+    const live = this.previewSeq === null && seq === this.head
+    this.scrubLabel.textContent = live ? `#${seq} · live` : `#${seq} of ${this.head}`
+  }
+
+  // ----- named versions -----
+
+  renderTags () {
+    const ul = $('#tag-list')
+    clear(ul)
+    if (!this.tags.length) {
+      ul.append(h('li', { class: 'empty' }, 'No named versions yet.'))
+      return
+    }
+    for (const t of [...this.tags].sort((a, b) => b.seq - a.seq)) {
+      ul.append(h('li', { class: 'tag-item', dataset: { seq: t.seq, name: t.name } },
+        h('button', { onclick: () => this.preview(t.seq, t.name) },
+          h('span', { class: 'tag-name' }, t.name),
+          h('span', { class: 'muted' }, `#${t.seq}`),
+          h('span', { class: 'muted small', title: absoluteTime(t.ts) },
+            [t.actor, relativeTime(t.ts)].filter(Boolean).join(' · ')))
+      ))
+    }
+    this.markActive()
+  }
+
+  renderTagsError (err) {
+    const ul = $('#tag-list')
+    clear(ul)
+    ul.append(h('li', { class: 'error small' }, err && err.unavailable
+      ? 'Named versions are not available on this server.'
+      : `Could not load named versions: ${err && err.message}`))
+  }
+
+  askTag (seq) {
+    if (seq === null || seq === undefined) seq = this.head
+    const dialog = $('#tag-dialog')
+    const input = $('#tag-dialog-input')
+    $('#tag-dialog-text').textContent = `Version #${seq} will be listed under this name.`
+    input.value = ''
+    const form = $('#tag-dialog-form')
+    const onSubmit = async (event) => {
+      const name = input.value.trim()
+      if (!name) { event.preventDefault(); return }
+      form.removeEventListener('submit', onSubmit)
+      await this.saveTag(name, seq)
+    }
+    form.addEventListener('submit', onSubmit)
+    $('#tag-dialog-cancel').onclick = () => { form.removeEventListener('submit', onSubmit); dialog.close() }
+    dialog.showModal()
+    input.focus()
+  }
+
+  async saveTag (name, seq) {
+    try {
+      const data = await this.api.addTag(this.doc, name, seq)
+      if (data && data.tags) { this.tags = data.tags; this.renderTags() }
+      toast(`Named version #${seq} “${name}”`, { kind: 'ok' })
+      this.refresh()
+      return true
+    } catch (err) {
+      toast(`Could not name the version: ${err.message}`, { kind: 'error' })
+      return false
+    }
+  }
+
+  // ----- preview -----
+
+  async preview (seq, label = null) {
+    if (!this.isOpen) this.open()
+    const token = ++this._previewToken
+    this.previewSeq = typeof seq === 'number' ? seq : (Number.isFinite(Number(seq)) ? Number(seq) : seq)
+    this.previewLabel = label
+    document.body.classList.add('previewing')
+    $('#preview-bar').hidden = false
+    $('#preview').hidden = false
+    $('#editor').hidden = true
+    this.session.view.contentDOM.blur()
+    $('#preview-title').textContent = label ? `“${label}” · version #${seq}` : `Version #${seq}`
+    $('#preview-meta').textContent = ''
+    this.markActive()
+    if (typeof this.previewSeq === 'number') {
+      this.scrub.value = String(this.previewSeq)
+      this.renderScrubLabel(this.previewSeq)
+    }
+    await this.renderPreview(token)
+  }
+
+  exitPreview () {
+    this._previewToken++
+    this.previewSeq = null
+    this.previewLabel = null
+    document.body.classList.remove('previewing')
+    $('#preview-bar').hidden = true
+    $('#preview').hidden = true
+    $('#editor').hidden = false
+    this.markActive()
+    this.updateScrub()
+    this.session.view.focus()
+  }
+
+  setMode (mode) {
+    this.mode = mode
+    for (const button of document.querySelectorAll('#preview-modes [data-mode]')) {
+      button.setAttribute('aria-selected', String(button.dataset.mode === mode))
+    }
+    if (this.previewSeq !== null) this.renderPreview(++this._previewToken)
+  }
+
+  async renderPreview (token) {
+    const seq = this.previewSeq
+    const body = $('#preview-body')
+    const legend = $('#preview-legend')
+    const extra = $('#preview-extra')
+    const pane = $('#preview')
+    pane.dataset.mode = this.mode
+    pane.dataset.seq = String(seq)
+    pane.classList.add('loading')
+    try {
+      const version = await this.api.version(this.doc, seq)
+      if (token !== this._previewToken) return
+      const realSeq = version.seq ?? seq
+      pane.dataset.seq = String(realSeq)
+      const e = this.eventCache.get(realSeq)
+      const meta = [
+        e && e.actor ? `${e.kind || 'edit'} by ${e.actor}` : null,
+        version.ts ? `${absoluteTime(version.ts)} (${relativeTime(version.ts)})` : null
+      ].filter(Boolean).join(' · ')
+      $('#preview-meta').textContent = meta
+      $('#restore-btn').disabled = false
+      clear(legend); clear(body); clear(extra)
+
+      if (this.mode === 'text') {
+        body.append(textOf(version.roots, 'content'))
+        legend.append(h('span', { class: 'muted' }, 'The text as it was at this version.'))
+      } else if (this.mode === 'diff') {
+        const diff = await this.api.diff(this.doc, realSeq, Math.max(this.head, realSeq))
+        if (token !== this._previewToken) return
+        const ops = (diff.roots && diff.roots.content && diff.roots.content.ops) || []
+        const authors = new Set()
+        let inserted = 0
+        let deleted = 0
+        for (const op of ops) {
+          if (op.op === 'insert') { inserted += op.text.length; if (op.actor) authors.add(op.actor) }
+          if (op.op === 'delete') { deleted += op.text.length; if (op.actor) authors.add(op.actor) }
+          body.append(opSpan(op))
+        }
+        legend.append(
+          h('span', {}, `From #${diff.from ?? realSeq} to the current version${diff.to !== undefined ? ` (#${diff.to})` : ''}: `),
+          h('span', { class: 'ins-sample' }, `+${inserted}`), ' ',
+          h('span', { class: 'del-sample' }, `−${deleted}`), ' characters',
+          authorChips(authors)
+        )
+        if (!ops.length) body.append(h('span', { class: 'muted' }, '(empty)'))
+      } else if (this.mode === 'blame') {
+        const blame = await this.api.blame(this.doc, realSeq)
+        if (token !== this._previewToken) return
+        const runs = (blame.roots && blame.roots.content && blame.roots.content.runs) || []
+        const authors = new Set()
+        for (const run of runs) {
+          if (run.actor) authors.add(run.actor)
+          body.append(h('span', {
+            class: 'blame-run',
+            style: { background: lightColorFor(run.actor, 0x30), borderBottomColor: colorFor(run.actor) },
+            title: `${run.actor || 'unknown'} · #${run.seq}`,
+            dataset: { actor: run.actor, seq: run.seq }
+          }, run.text))
+        }
+        legend.append(h('span', {}, `Who wrote each part of version #${realSeq}:`), authorChips(authors))
+        if (!runs.length) body.append(h('span', { class: 'muted' }, '(empty)'))
+      }
+
+      const others = Object.entries(version.roots || {}).filter(([name]) => name !== 'content')
+      if (others.length && this.mode === 'text') {
+        extra.append(h('details', { class: 'other-roots' },
+          h('summary', {}, `Other shared types (${others.map(([n]) => n).join(', ')})`),
+          h('pre', {}, others.map(([name, root]) => `${name} (${root.type}): ${JSON.stringify(root.value, null, 2)}\n`).join('\n'))
+        ))
+      }
+    } catch (err) {
+      if (token !== this._previewToken) return
+      clear(body); clear(legend); clear(extra)
+      body.append(h('span', { class: 'error' }, err.unavailable && this.mode !== 'text'
+        ? `This view is not available on the server (${err.message}).`
+        : `Could not load version ${seq}: ${err.message}`))
+      $('#restore-btn').disabled = true
+    } finally {
+      if (token === this._previewToken) pane.classList.remove('loading')
+    }
+  }
+
+  async restore () {
+    const seq = this.previewSeq
+    if (seq === null) return
+    const button = $('#restore-btn')
+    button.disabled = true
+    try {
+      const data = await this.api.restore(this.doc, seq)
+      const newSeq = data && data.seq
+      this.exitPreview()
+      toast(newSeq ? `Restored version #${seq} (as event #${newSeq})` : `Restored version #${seq}`, {
+        kind: 'ok',
+        timeout: 8000,
+        action: { label: 'Undo', run: () => this.session.onUndo?.() }
+      })
+      this.refresh()
+    } catch (err) {
+      toast(`Could not restore: ${err.message}`, { kind: 'error' })
+    } finally {
+      button.disabled = false
+    }
+  }
+}
+
+function sessionWhen (s) {
+  const start = shortTime(s.start)
+  const end = shortTime(s.end)
+  if (!start) return ''
+  if (!end || end === start) return start
+  const sameDayPrefix = start.includes(',') && end.startsWith(start.split(',')[0])
+  return `${start}–${sameDayPrefix ? end.split(', ')[1] : end}`
+}
+
+function textOf (roots, name) {
+  const root = roots && roots[name]
+  if (!root) return h('span', { class: 'muted' }, '(empty)')
+  const value = typeof root.value === 'string' ? root.value : JSON.stringify(root.value, null, 2)
+  return value ? document.createTextNode(value) : h('span', { class: 'muted' }, '(empty)')
+}
+
+function opSpan (op) {
+  if (op.op === 'equal') return document.createTextNode(op.text)
+  const cls = op.op === 'insert' ? 'ins' : 'del'
+  const verb = op.op === 'insert' ? 'added' : 'deleted'
+  return h(op.op === 'insert' ? 'ins' : 'del', {
+    class: cls,
+    style: op.actor ? { '--author': colorFor(op.actor), '--author-light': lightColorFor(op.actor, 0x33) } : null,
+    title: `${verb} by ${op.actor || 'unknown'}${op.seq ? ` in #${op.seq}` : ''}`,
+    dataset: { actor: op.actor, seq: op.seq }
+  }, op.text)
+}
+
+function authorChips (authors) {
+  return h('span', { class: 'author-chips' }, [...authors].sort().map((a) =>
+    h('span', { class: 'author-chip', style: { '--author': colorFor(a) } }, h('span', { class: 'dot', style: { background: colorFor(a) } }), a)))
+}

@@ -1,0 +1,222 @@
+// Palimpsest's browser page: a document list at `/`, an editor at `/?doc=NAME`.
+//
+// Built by web/build.sh into static/app.js. The pieces a developer would copy
+// into their own app are editor.js (yjs + y-websocket + CodeMirror 6) and
+// /static/palimpsest.js (server-side undo/redo).
+
+import { Api } from './api.js'
+import { colorFor, initials } from './colors.js'
+import { $, h, clear, relativeTime, absoluteTime, formatBytes } from './util.js'
+import { toast } from './toast.js'
+import { openDocument } from './editor.js'
+import { HistoryPanel } from './history.js'
+
+const USER_KEY = 'palimpsest.user'
+const TOKEN_KEY = 'palimpsest.token'
+
+function cleanName (name) {
+  return String(name || '').trim().replace(/\s+/g, ' ').slice(0, 64)
+}
+
+/** The user's name: `?user=` wins (and is remembered), else localStorage, else ask once. */
+async function ensureUser (params) {
+  const fromUrl = cleanName(params.get('user'))
+  if (fromUrl) {
+    try { localStorage.setItem(USER_KEY, fromUrl) } catch {}
+    return fromUrl
+  }
+  let stored = null
+  try { stored = cleanName(localStorage.getItem(USER_KEY)) } catch {}
+  if (stored) return stored
+  return askName('')
+}
+
+function askName (current) {
+  const dialog = $('#name-dialog')
+  const input = $('#name-input')
+  input.value = current
+  return new Promise((resolve) => {
+    const form = $('#name-form')
+    const onSubmit = (event) => {
+      const name = cleanName(input.value)
+      if (!name) { event.preventDefault(); return }
+      form.removeEventListener('submit', onSubmit)
+      try { localStorage.setItem(USER_KEY, name) } catch {}
+      resolve(name)
+    }
+    form.addEventListener('submit', onSubmit)
+    // The first time there is nothing to go back to: the dialog can't be dismissed.
+    dialog.addEventListener('cancel', (e) => { if (!current) e.preventDefault() })
+    dialog.showModal()
+    input.focus()
+  })
+}
+
+function getToken (params) {
+  const fromUrl = params.get('token')
+  if (fromUrl) {
+    try { localStorage.setItem(TOKEN_KEY, fromUrl) } catch {}
+    return fromUrl
+  }
+  try { return localStorage.getItem(TOKEN_KEY) } catch { return null }
+}
+
+function showUser (user) {
+  const chip = $('#user-chip')
+  chip.hidden = false
+  $('#user-label').textContent = user
+  const avatar = $('#user-avatar')
+  avatar.textContent = initials(user)
+  avatar.style.background = colorFor(user)
+  chip.addEventListener('click', async () => {
+    const name = await askName(user)
+    if (name && name !== user) {
+      const url = new URL(location.href)
+      url.searchParams.delete('user')
+      location.href = url.toString()
+    }
+  })
+}
+
+function docHref (doc) {
+  return `/?doc=${encodeURIComponent(doc)}`
+}
+
+async function showHome (api) {
+  document.body.dataset.view = 'home'
+  $('#home').hidden = false
+  document.title = 'Documents · Palimpsest'
+  for (const el of document.querySelectorAll('[data-origin]')) el.textContent = location.origin
+  const wsBase = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`
+  for (const el of document.querySelectorAll('[data-ws]')) el.textContent = wsBase
+
+  const input = $('#open-name')
+  $('#open-form').addEventListener('submit', (event) => {
+    event.preventDefault()
+    const name = input.value.trim()
+    if (name) location.href = docHref(name)
+  })
+  input.focus()
+
+  const rows = $('#doc-rows')
+  let docs = []
+  try {
+    const data = await api.docs()
+    docs = (data && data.docs) || []
+  } catch (err) {
+    $('#doc-empty').hidden = false
+    $('#doc-empty').textContent = `Could not list documents: ${err.message}`
+    return
+  }
+  docs.sort((a, b) => String(b.updated || '').localeCompare(String(a.updated || '')))
+  clear(rows)
+  for (const d of docs) {
+    rows.append(h('tr', { dataset: { doc: d.doc } },
+      h('td', {}, h('a', { class: 'doc-link', href: docHref(d.doc) }, d.doc)),
+      h('td', { class: 'num' }, d.head ?? ''),
+      h('td', { title: absoluteTime(d.updated) }, relativeTime(d.updated)),
+      h('td', { class: 'num' }, formatBytes(d.size))
+    ))
+  }
+  $('#doc-empty').hidden = docs.length > 0
+  $('#doc-table').hidden = docs.length === 0
+}
+
+async function showDocument (api, doc, user, token) {
+  document.body.dataset.view = 'doc'
+  document.title = `${doc} · Palimpsest`
+  $('#workspace').hidden = false
+  $('#crumbs').hidden = false
+  $('#doc-name').textContent = doc
+  $('#toolbar').hidden = false
+  $('#status').hidden = false
+
+  const session = openDocument({ doc, user, token, parent: $('#editor') })
+  const history = new HistoryPanel({ api, doc, user, session })
+
+  const undo = async () => {
+    try {
+      const r = await session.undo.undo()
+      if (!r.ok) toast(r.reason ? capitalize(r.reason) : 'Nothing to undo', { kind: 'info' })
+    } catch (err) {
+      toast(`Undo failed: ${err.message}`, { kind: 'error' })
+    }
+  }
+  const redo = async () => {
+    try {
+      const r = await session.undo.redo()
+      if (!r.ok) toast(r.reason ? capitalize(r.reason) : 'Nothing to redo', { kind: 'info' })
+    } catch (err) {
+      toast(`Redo failed: ${err.message}`, { kind: 'error' })
+    }
+  }
+  session.onUndo = undo
+  session.onRedo = redo
+  session.undo.on('error', (m) => toast(`Server: ${m.reason || 'error'}`, { kind: 'error' }))
+  $('#undo-btn').addEventListener('click', () => { undo(); session.view.focus() })
+  $('#redo-btn').addEventListener('click', () => { redo(); session.view.focus() })
+
+  // Shortcuts outside the editor (inside it, the editor's keymap handles them).
+  document.addEventListener('keydown', (event) => {
+    const target = event.target
+    if (target instanceof HTMLElement && (target.closest('.cm-editor') || target.matches('input, textarea'))) return
+    const mod = event.ctrlKey || event.metaKey
+    if (!mod || event.altKey) return
+    const key = event.key.toLowerCase()
+    if (key === 'z' && !event.shiftKey) { event.preventDefault(); undo() } else if ((key === 'z' && event.shiftKey) || key === 'y') { event.preventDefault(); redo() }
+  })
+
+  // Presence: everyone whose awareness state has a user, self first.
+  const presence = $('#presence')
+  const renderPresence = () => {
+    clear(presence)
+    const states = [...session.provider.awareness.getStates().entries()]
+    const selfId = session.ydoc.clientID
+    states.sort(([a], [b]) => (a === selfId ? -1 : b === selfId ? 1 : a - b))
+    const seen = new Set()
+    for (const [clientId, state] of states) {
+      const u = state && state.user
+      if (!u || !u.name) continue
+      if (seen.has(u.name)) continue // one avatar per person, however many tabs
+      seen.add(u.name)
+      presence.append(h('span', {
+        class: 'avatar' + (clientId === selfId ? ' self' : ''),
+        title: clientId === selfId ? `${u.name} (you)` : u.name,
+        dataset: { user: u.name },
+        style: { background: u.color || colorFor(u.name) }
+      }, initials(u.name)))
+    }
+  }
+  session.provider.awareness.on('change', renderPresence)
+  renderPresence()
+
+  const params = new URLSearchParams(location.search)
+  if (params.get('history') === '1' || params.has('version')) history.open()
+  if (params.has('version')) history.preview(params.get('version'))
+
+  // Exposed for tests and for poking at from the devtools console.
+  window.palimpsest = { doc, user, api, session, history, ydoc: session.ydoc, provider: session.provider }
+}
+
+function capitalize (s) {
+  return s ? s[0].toUpperCase() + s.slice(1) : s
+}
+
+async function main () {
+  const params = new URLSearchParams(location.search)
+  const user = await ensureUser(params)
+  const token = getToken(params)
+  showUser(user)
+  const api = new Api({ user, token })
+  const doc = params.get('doc')
+  if (doc && doc.trim()) {
+    await showDocument(api, doc.trim(), user, token)
+  } else {
+    await showHome(api)
+  }
+}
+
+main().catch((err) => {
+  console.error(err)
+  toast(`Something went wrong: ${err.message}`, { kind: 'error', timeout: 0 })
+})

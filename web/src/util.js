@@ -1,0 +1,105 @@
+// Small DOM and formatting helpers. Data from the server is only ever put in the
+// page as text (textContent), never as HTML.
+
+/**
+ * h('div', {class: 'x', onclick: fn}, 'text', child, ...)
+ * @returns {HTMLElement}
+ */
+export function h (tag, attrs = {}, ...children) {
+  const el = document.createElement(tag)
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue
+    if (key.startsWith('on') && typeof value === 'function') {
+      el.addEventListener(key.slice(2), value)
+    } else if (key === 'class') {
+      el.className = value
+    } else if (key === 'style' && typeof value === 'object') {
+      for (const [prop, v] of Object.entries(value)) {
+        if (prop.startsWith('--')) el.style.setProperty(prop, v)
+        else el.style[prop] = v
+      }
+    } else if (key === 'dataset') {
+      Object.assign(el.dataset, value)
+    } else if (value === true) {
+      el.setAttribute(key, '')
+    } else {
+      el.setAttribute(key, String(value))
+    }
+  }
+  append(el, children)
+  return el
+}
+
+function append (el, children) {
+  for (const child of children) {
+    if (child === undefined || child === null || child === false) continue
+    if (Array.isArray(child)) append(el, child)
+    else el.append(child instanceof Node ? child : document.createTextNode(String(child)))
+  }
+}
+
+export const $ = (sel, root = document) => root.querySelector(sel)
+
+export function clear (el) {
+  while (el.firstChild) el.removeChild(el.firstChild)
+  return el
+}
+
+export function debounce (fn, ms) {
+  let timer = null
+  const wrapped = (...args) => {
+    clearTimeout(timer)
+    timer = setTimeout(() => fn(...args), ms)
+  }
+  wrapped.cancel = () => clearTimeout(timer)
+  return wrapped
+}
+
+const rtf = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' })
+const dtf = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' })
+const tf = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' })
+const df = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric' })
+
+export function parseTime (ts) {
+  if (ts === null || ts === undefined || ts === '') return null
+  const d = typeof ts === 'number' ? new Date(ts > 1e12 ? ts : ts * 1000) : new Date(ts)
+  return Number.isNaN(d.getTime()) ? null : d
+}
+
+/** "3 minutes ago" */
+export function relativeTime (ts) {
+  const d = parseTime(ts)
+  if (!d) return ''
+  const s = (d.getTime() - Date.now()) / 1000
+  const abs = Math.abs(s)
+  if (abs < 45) return 'just now'
+  if (abs < 3600) return rtf.format(Math.round(s / 60), 'minute')
+  if (abs < 86400) return rtf.format(Math.round(s / 3600), 'hour')
+  if (abs < 86400 * 30) return rtf.format(Math.round(s / 86400), 'day')
+  return df.format(d)
+}
+
+export function absoluteTime (ts) {
+  const d = parseTime(ts)
+  return d ? dtf.format(d) : ''
+}
+
+/** "14:02" today, "Mar 3, 14:02" otherwise */
+export function shortTime (ts) {
+  const d = parseTime(ts)
+  if (!d) return ''
+  const today = new Date()
+  const sameDay = d.toDateString() === today.toDateString()
+  return sameDay ? tf.format(d) : `${df.format(d)}, ${tf.format(d)}`
+}
+
+export function formatBytes (n) {
+  if (n === null || n === undefined || Number.isNaN(n)) return ''
+  if (n < 1024) return `${n} B`
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(n < 10240 ? 1 : 0)} KB`
+  return `${(n / 1024 / 1024).toFixed(1)} MB`
+}
+
+export function plural (n, one, many = one + 's') {
+  return `${n} ${n === 1 ? one : many}`
+}
