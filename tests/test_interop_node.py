@@ -271,9 +271,25 @@ async def test_awareness_crosses_and_is_removed_on_disconnect(client: ClientFact
     # a clean disconnect: the state goes away long before the 30 s client-side timeout
     await a.call("disconnect")
     await b.call("waitAwareness", name="alice", present=False, timeout=AWARENESS_GONE_MS)
-    # and comes back with a reconnect
-    await a.call("connect")
+
+
+async def test_awareness_back_after_reconnect(client: ClientFactory) -> None:
+    """provider.disconnect() then provider.connect(): the others see the user again
+    at once, not only at the client's 15 s awareness renewal.
+
+    disconnect() sends the user's state as null with its current clock c, and on
+    reconnect the provider re-announces the state with the same clock c, which other
+    y-protocols clients ignore (they hold clock c already). Against the reference
+    y-websocket server this works because the server echoes the null straight back to
+    the sender before the socket closes, and a client that sees its own state removed
+    bumps its clock (c+1) to claim it back."""
+    a = await client("aw-re", "alice", awareness={"user": {"name": "alice"}})
+    b = await client("aw-re", "bob", awareness={"user": {"name": "bob"}})
     await b.call("waitAwareness", name="alice")
+    await a.call("disconnect")
+    await b.call("waitAwareness", name="alice", present=False, timeout=AWARENESS_GONE_MS)
+    await a.call("connect")
+    await b.call("waitAwareness", name="alice", timeout=5_000)
 
 
 async def test_awareness_removed_when_client_dies(client: ClientFactory) -> None:

@@ -2,18 +2,18 @@
 // presence, timeline, diff and blame all use it.
 
 const PALETTE = [
-  '#2563eb', // blue
-  '#db2777', // pink
-  '#059669', // emerald
-  '#d97706', // amber
-  '#7c3aed', // violet
-  '#dc2626', // red
   '#0891b2', // cyan
+  '#dc2626', // red
+  '#059669', // emerald
   '#65a30d', // lime
   '#c026d3', // fuchsia
   '#ea580c', // orange
   '#4f46e5', // indigo
-  '#0d9488' // teal
+  '#d97706', // amber
+  '#db2777', // pink
+  '#7c3aed', // violet
+  '#0d9488', // teal
+  '#2563eb' // blue
 ]
 
 function fnv1a (s) {
