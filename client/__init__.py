@@ -1,0 +1,58 @@
+"""The Palimpsest Python client: live sessions over the y-websocket protocol, and the
+history over HTTP.
+
+    import client
+
+    async with client.connect("ws://127.0.0.1:8000/ws", "notes", user="ada") as s:
+        s.text().insert(0, "hello")
+        await s.flush()
+
+    async with client.History("http://127.0.0.1:8000", user="ada") as h:
+        print((await h.version("notes")).text)
+"""
+
+from .errors import (
+    AuthFailed,
+    BadDocName,
+    BadRequest,
+    ClientError,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    ReadOnly,
+    Refused,
+    ServerError,
+    ServerGone,
+    Timeout,
+    TooLarge,
+)
+from .history import BlameRun, DocInfo, Event, EventPage, History, Version
+from .session import OpResult, Session, connect, ws_url
+from .text import Text
+
+__all__ = [
+    "AuthFailed",
+    "BadDocName",
+    "BadRequest",
+    "BlameRun",
+    "ClientError",
+    "DocInfo",
+    "Event",
+    "EventPage",
+    "Forbidden",
+    "History",
+    "NotFound",
+    "OpResult",
+    "RateLimited",
+    "ReadOnly",
+    "Refused",
+    "ServerError",
+    "ServerGone",
+    "Session",
+    "Text",
+    "Timeout",
+    "TooLarge",
+    "Version",
+    "connect",
+    "ws_url",
+]

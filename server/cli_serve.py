@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
+    from .tokens import auth_banner
 
     settings = settings_from(
         args,
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(settings)
     where = settings.store if settings.store else f"SQLite database {settings.db}"
     print(f"palimpsest: store: {where}", flush=True)
+    print(auth_banner(settings), file=sys.stderr, flush=True)  # loud when the server is open
     config = uvicorn.Config(
         app,
         host=settings.host,

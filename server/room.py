@@ -104,6 +104,9 @@ class RoomHooks:
     after_apply: list[Callable[[Room, Event], None]] = field(default_factory=list)
     #: when the room stops (unload or failure)
     closed: list[Callable[[Room], None]] = field(default_factory=list)
+    #: presence changes made by this process's connections (encoded awareness entries,
+    #: e.g. for fan-out to other processes): (room, entries)
+    awareness: list[Callable[[Room, bytes], None]] = field(default_factory=list)
 
 
 class Room:
@@ -194,10 +197,35 @@ class Room:
         if gone:
             for client, _ in gone:
                 del self.awareness[client]
-            frame = P.encode_awareness(
-                P.encode_awareness_entries([(c, e.clock + 1, "null") for c, e in gone])
-            )
-            self.broadcast(frame)
+            entries = P.encode_awareness_entries([(c, e.clock + 1, "null") for c, e in gone])
+            self.broadcast(P.encode_awareness(entries))
+            for hook in self.hooks.awareness:
+                hook(self, entries)
+
+    def _broadcast_events(self, events: list[tuple[Event, str | None]]) -> None:
+        """Send durable events to every connection but their author's.
+
+        A batch goes out as merged updates (one frame per MERGE_CHUNK events) instead of
+        one frame per event: a client that receives a burst of thousands of keystrokes
+        then gets a handful of frames, which keeps send queues short and saves a
+        websocket write per event per connection."""
+        if not events:
+            return
+        if len(events) == 1:
+            ev, author = events[0]
+            self.broadcast(P.encode_sync_update(ev.update), exclude=author)
+            return
+        authors = {a for _, a in events if a is not None}
+        shared: list[bytes] | None = None
+        for pid, peer in list(self.peers.items()):
+            if pid in authors:
+                for frame in _merged_frames([ev.update for ev, a in events if a != pid]):
+                    peer.send(frame)
+                continue
+            if shared is None:
+                shared = _merged_frames([ev.update for ev, _ in events])
+            for frame in shared:
+                peer.send(frame)
 
     def broadcast(self, frame: bytes, exclude: str | None = None) -> None:
         for pid, peer in list(self.peers.items()):
@@ -254,7 +282,9 @@ class Room:
             scratch.unobserve(sub)
         return bool(changed)
 
-    def receive_awareness(self, peer: Peer, payload: bytes) -> None:
+    def receive_awareness(self, peer: Peer, payload: bytes, *, relayed: bool = False) -> None:
+        """Merge presence entries (newer clocks win) and relay them to the connections.
+        ``relayed``: they come from another process (fan-out), so hooks do not see them."""
         entries = P.decode_awareness(payload)
         accepted: list[tuple[int, int, str]] = []
         for client, clock, state in entries:
@@ -271,7 +301,11 @@ class Room:
                 accepted.append((client, clock, state))
         if accepted:
             # echo to the sender too: y-websocket clients close sockets silent for 30 s
-            self.broadcast(P.encode_awareness(P.encode_awareness_entries(accepted)))
+            encoded = P.encode_awareness_entries(accepted)
+            self.broadcast(P.encode_awareness(encoded))
+            if not relayed:
+                for hook in self.hooks.awareness:
+                    hook(self, encoded)
 
     def send_awareness(self, peer: Peer) -> None:
         peer.send(P.encode_awareness(self._awareness_payload()))
@@ -356,12 +390,13 @@ class Room:
                 peer.close(e.close_code, "the store is unavailable, reconnect to re-send")
             return
         await self._catch_up(stored[0].seq - 1)
+        out: list[tuple[Event, str | None]] = []
         for ev, u in zip(stored, batch, strict=True):
-            ok = self._apply(ev, ClientOrigin(ev.actor, u.peer.id))
-            if ok:
-                self.broadcast(P.encode_sync_update(ev.update), exclude=u.peer.id)
+            if self._apply(ev, ClientOrigin(ev.actor, u.peer.id)):
+                out.append((ev, u.peer.id))
             else:
                 u.peer.close(4400, f"update at seq {ev.seq} does not apply")
+        self._broadcast_events(out)
         self.events_since_snapshot += len(stored)
         self._committed(stored)
 
@@ -428,8 +463,8 @@ class Room:
             if ev.seq != self.seq + 1:
                 await self._catch_up(ev.seq - 1)
             if self._apply(ev, PeerOrigin(ev.actor, "peer")):
-                self.broadcast(P.encode_sync_update(ev.update))
-            applied.append(ev)
+                applied.append(ev)
+        self._broadcast_events([(ev, None) for ev in applied])
         self._after_peer(applied)
 
     async def _catch_up(self, upto: int) -> None:
@@ -493,6 +528,25 @@ class Room:
             peer.close(1013, "the document is being reloaded, reconnect")
         if self._on_broken is not None:
             self._on_broken(self, error)
+
+
+MERGE_CHUNK = 256
+
+
+def _merged_frames(updates: list[bytes]) -> list[bytes]:
+    frames = []
+    for i in range(0, len(updates), MERGE_CHUNK):
+        chunk = updates[i : i + MERGE_CHUNK]
+        if len(chunk) == 1:
+            frames.append(P.encode_sync_update(chunk[0]))
+            continue
+        try:
+            frames.append(P.encode_sync_update(merge_updates(*chunk)))
+        except BaseException as e:
+            if isinstance(e, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
+                raise
+            frames.extend(P.encode_sync_update(u) for u in chunk)
+    return frames
 
 
 def replay(room_or_doc: Doc, events: Sequence[Event], on_apply: Callable[[Event], None] | None = None) -> int:

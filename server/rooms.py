@@ -75,6 +75,8 @@ class Rooms:
 
         def before_replay(doc: Doc, snap: Snapshot | None) -> None:
             room = self._make(name, doc, snap.seq if snap else 0)
+            # what features persisted with the snapshot (e.g. undo stacks), for on_load
+            room.extra["snapshot_meta"] = dict(snap.meta) if snap is not None else {}
             holder["room"] = room
             for cb in self.on_load:
                 cb(room)
@@ -150,10 +152,37 @@ class Rooms:
             del self._rooms[room.name]
         log.info("unloaded %s at seq %d", room.name, room.seq)
 
+    async def discard(self, name: str) -> Room | None:
+        """Forget a document's room WITHOUT a final snapshot, because the document is being
+        deleted: cancel its unload, stop its pipeline (what is already queued is still
+        committed), and wait for snapshot writes in flight. The caller closes its
+        connections first, and deletes the document from the store after."""
+        timer = self._unload_timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+        for pending in (self._unloading.get(name), self._loading.get(name)):
+            if pending is not None:
+                try:
+                    await asyncio.shield(pending)
+                except Exception:
+                    pass
+        room = self._rooms.pop(name, None)
+        if room is not None:
+            await room.stop()
+        await self.snapshots.drain()
+        return room
+
     async def stop(self) -> None:
         for timer in self._unload_timers.values():
             timer.cancel()
         self._unload_timers.clear()
+        # an unload already in flight finishes first: stopping its room twice at once
+        # would queue a flush barrier behind a pipeline being cancelled (a hang)
+        for task in list(self._unloading.values()):
+            try:
+                await asyncio.shield(task)
+            except Exception:
+                log.exception("unloading failed")
         for room in list(self._rooms.values()):
             try:
                 await self.unload(room)

@@ -32,7 +32,7 @@ class Settings:
     max_events_per_second: float = 1000.0
     max_connections_per_ip: int = 200
     #: frames queued for one slow client before it is dropped
-    send_queue_frames: int = 4096
+    send_queue_frames: int = 65536
     snapshot_every: int = 1000
     snapshot_quiet_seconds: float = 10.0
     unload_after_seconds: float = 5.0

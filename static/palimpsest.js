@@ -101,6 +101,7 @@ function readVarUint (decoder) {
  * Server-side undo/redo bound to a y-websocket `WebsocketProvider`.
  *
  * Events (subscribe with `on(name, fn)`, unsubscribe with the returned function):
+ *  - `hello`   ({ok, user, role, ops}) the server's answer to `hello`, on every (re)connect
  *  - `result`  ({type:'result', id, ok, seq?, reason?, op}) every answer to a request
  *  - `error`   ({type:'error', reason}) a server-side error not tied to a request
  *  - `message` (any) every extension message received, including the two above
@@ -149,7 +150,10 @@ export class ServerUndo {
     this._onStatus = ({ status }) => {
       if (status === 'connected') {
         // opt this connection in; the answer tells what the server knows about us
-        this._send('hello').then((r) => { this.hello = r }, () => {})
+        this._send('hello').then((r) => {
+          this.hello = r
+          this._emit('hello', r)
+        }, () => {})
       } else if (status === 'disconnected') {
         // answers to requests on the old socket will never come
         for (const [id, p] of this._pending) {
@@ -175,7 +179,7 @@ export class ServerUndo {
   closeGroup () { return this._request('close_group') }
 
   /**
-   * @param {'result'|'error'|'message'} name
+   * @param {'hello'|'result'|'error'|'message'} name
    * @param {Function} fn
    * @returns {() => void} unsubscribe
    */

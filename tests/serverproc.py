@@ -193,8 +193,8 @@ class ServerProcess:
     async def astart(self) -> ServerProcess:
         return await asyncio.to_thread(self.start)
 
-    async def astop(self, timeout: float | None = None) -> int | None:
-        return await asyncio.to_thread(self.stop, timeout)
+    async def astop(self, wait_s: float | None = None) -> int | None:
+        return await asyncio.to_thread(self.stop, wait_s)
 
     async def akill9(self) -> int | None:
         return await asyncio.to_thread(self.kill9)

@@ -81,7 +81,7 @@ class NodeClient:
                 "--interactive", "--verbose", "--timeout", str(STEP_TIMEOUT_MS)]  # fmt: skip
         if self.user is not None:
             args += ["--user", self.user]
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in aclose()
+        self._log = self.log_path.open("ab")  # closed in aclose()
         self.proc = await asyncio.create_subprocess_exec(
             *args,
             cwd=NODE_DIR,
@@ -108,10 +108,14 @@ class NodeClient:
         try:
             line = await asyncio.wait_for(self.proc.stdout.readline(), wait)
         except TimeoutError:
-            raise NodeClientError(f"{op}: no answer from the node client in {wait}s" + self._context()) from None
+            raise NodeClientError(
+                f"{op}: no answer from the node client in {wait}s" + self._context()
+            ) from None
         if not line:
             code = await self.proc.wait()
-            raise NodeClientError(f"{op}: node client exited ({code}) without answering" + self._context())
+            raise NodeClientError(
+                f"{op}: node client exited ({code}) without answering" + self._context()
+            )
         reply = json.loads(line)
         if not reply.get("ok"):
             raise NodeClientError(f"{op} {kw}: {reply.get('error')}" + self._context())
@@ -125,8 +129,9 @@ class NodeClient:
     async def text(self) -> str:
         return str((await self.call("state"))["text"])
 
-    async def wait_text(self, timeout: int = STEP_TIMEOUT_MS, **cond: Any) -> str:
-        return str((await self.call("waitText", timeout=timeout, **cond))["text"])
+    async def wait_text(self, **cond: Any) -> str:
+        """waitText: equals= | contains= | containsAll= | length=, optional timeout= (ms)."""
+        return str((await self.call("waitText", **cond))["text"])
 
     async def crash(self) -> None:
         """SIGKILL the client: its socket closes without a close frame or goodbye."""
@@ -184,7 +189,12 @@ async def client(
 
     yield make
     for c in made:
-        await c.aclose()
+        try:
+            await c.aclose()
+        except Exception:  # one stuck client must not leave the others running
+            if c.proc is not None and c.proc.returncode is None:
+                c.proc.kill()
+                await c.proc.wait()
 
 
 async def run_script(
@@ -212,14 +222,21 @@ def read_events(db: Path, doc: str) -> list[dict[str, Any]]:
             "SELECT seq, ts, actor, kind, data, meta FROM events WHERE doc = ? ORDER BY seq", (doc,)
         ).fetchall()
     return [
-        {"seq": s, "ts": ts, "actor": a, "kind": k, "data": bytes(d), "meta": json.loads(m or "null")}
+        {
+            "seq": s,
+            "ts": ts,
+            "actor": a,
+            "kind": k,
+            "data": bytes(d),
+            "meta": json.loads(m or "null"),
+        }
         for s, ts, a, k, d, m in rows
     ]
 
 
 def fold(events: list[dict[str, Any]]) -> str:
     """The text of Y.Text 'content' after applying the logged updates in seq order."""
-    d = Doc()
+    d: Doc[Any] = Doc()
     text = d.get("content", type=Text)
     for e in events:
         d.apply_update(e["data"])
@@ -354,7 +371,10 @@ async def test_client_reconnects_after_server_restart(
     await server.astart()
     await a.call("waitSynced", timeout=15_000)  # back, without being told to
     fresh = await run_script(
-        server, "reconnect", "carol", [{"op": "connect"}, {"op": "waitText", "contains": "while-down|"}]
+        server,
+        "reconnect",
+        "carol",
+        [{"op": "connect"}, {"op": "waitText", "contains": "while-down|"}],
     )
     assert fresh["text"] == "before|while-down|"
     await b.wait_text(equals="before|while-down|", timeout=15_000)
@@ -390,6 +410,24 @@ async def test_event_log_records_each_update(client: ClientFactory, server: Serv
     assert [e["ts"] for e in events] == sorted(e["ts"] for e in events), summary
 
 
+async def test_type_fast_then_close_loses_nothing(
+    client: ClientFactory, server: ServerProcess
+) -> None:
+    """A user types a burst and closes at once (no waiting for anything): every
+    keystroke is in the log and in the document."""
+    n = 600
+    a = await client("burst", "alice")
+    await a.call("type", text="x" * n)
+    await a.aclose()  # exit: provider.destroy(), close handshake, process ends
+    fresh = await run_script(
+        server, "burst", "carol", [{"op": "connect"}, {"op": "waitText", "length": n}]
+    )
+    assert fresh["text"] == "x" * n
+    events = read_events(server.db_path, "burst")
+    assert [e["seq"] for e in events] == list(range(1, n + 1))
+    assert {e["actor"] for e in events} == {"alice"}
+
+
 async def test_events_api_matches_log(client: ClientFactory, server: ServerProcess) -> None:
     doc = "events-api"
     a = await client(doc, "alice")
@@ -408,3 +446,59 @@ async def test_events_api_matches_log(client: ClientFactory, server: ServerProce
         r = await http.get(f"/api/docs/{doc}/events", params={"after": 2, "limit": 1})
         assert r.status_code == 200, r.text
         assert [e["seq"] for e in r.json()["events"]] == [3]
+
+
+async def test_bad_doc_name_is_refused_with_a_reason(client: ClientFactory) -> None:
+    """A permanent refusal: a 44xx close code with a readable reason, before any sync."""
+    c = await client("-not-a-name", "alice", connect=False)
+    closed = await c.call("waitClosed", connect=True)
+    assert 4400 <= closed["code"] <= 4499, closed
+    assert "name" in closed["reason"], closed
+    state = await c.call("state")
+    assert state["synced"] is False and state["text"] == ""
+
+
+# ---------------------------------------------------------------- the harness itself
+
+
+def test_client_script_fails_loudly(node_modules: Path) -> None:
+    """client.mjs refuses bad arguments (exit 2) and bad scripts (exit 1), and a wait
+    that times out exits 1 with the reason on stderr: a broken harness cannot pass."""
+
+    def run(args: list[str], stdin: str = "[]") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["node", str(CLIENT_JS), *args],
+            cwd=NODE_DIR,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    url = "ws://127.0.0.1:9/ws"  # discard port: nothing listens
+    bad_args = [
+        [],
+        ["--doc", "d"],
+        ["--url", "http://x/ws", "--doc", "d"],
+        ["--url", url],
+        ["--url", url, "--doc", "d", "--timeout", "soon"],
+        ["--url", url, "--doc", "d", "-x"],
+    ]
+    for bad in bad_args:
+        r = run(bad)
+        assert r.returncode == 2 and "client.mjs:" in r.stderr, (bad, r)
+    r = run(["--url", url, "--doc", "d"], "not json")
+    assert r.returncode == 1 and "cannot read the script" in r.stderr
+    assert json.loads(r.stdout)["ok"] is False
+    r = run(["--url", url, "--doc", "d"], '[{"op": "frobnicate"}]')
+    assert r.returncode == 1 and "unknown op" in r.stderr
+    r = run(["--url", url, "--doc", "d"], '[{"op": "connect", "timeout": 300}]')
+    assert r.returncode == 1 and "timeout after 300ms waiting for 'synced'" in r.stderr
+    # offline edits work without a server, one update per typed character
+    r = run(["--url", url, "--doc", "d"], json.dumps([
+        {"op": "insert", "text": "world"}, {"op": "type", "text": "hello ", "pos": 0},
+        {"op": "delete", "pos": -2, "len": 1},  # -1 is the end: -2 the last character
+    ]))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert (out["ok"], out["text"], out["localUpdates"]) == (True, "hello worl", 8)

@@ -108,6 +108,17 @@ function waitForClock (doc, id, clock, onProgress) {
   })
 }
 
+// Resolves (with the time) when cond() holds, checked after each update of doc.
+function waitFor (doc, cond) {
+  return new Promise(resolve => {
+    const check = () => {
+      if (cond()) { doc.off('update', check); resolve(now()); return true }
+      return false
+    }
+    if (!check()) doc.on('update', check)
+  })
+}
+
 // ---------------------------------------------------------------- durability probes
 
 function httpJson (url) {
@@ -128,7 +139,7 @@ async function openSqlite (file) {
 
 // Waits until the server's own storage holds the writer's whole history. Returns the time
 // (performance.now()) it was seen, or null for servers without persistence.
-async function waitDurable (durable, docName, writerId, clock, updates, deadline) {
+async function waitDurable (durable, docName, writerId, clock, updates, expectedLength, deadline) {
   const kind = durable?.kind || 'none'
   if (kind === 'none') return null
   if (kind === 'broadcast') return 'broadcast' // durable before broadcast: observer time
@@ -139,8 +150,13 @@ async function waitDurable (durable, docName, writerId, clock, updates, deadline
         try {
           const row = db.prepare('SELECT data FROM documents WHERE name = ?').get(docName)
           if (row) {
-            const sv = Y.decodeStateVector(Y.encodeStateVectorFromUpdate(new Uint8Array(row.data)))
-            if ((sv.get(writerId) || 0) >= clock) return now()
+            const data = new Uint8Array(row.data)
+            const sv = Y.decodeStateVector(Y.encodeStateVectorFromUpdate(data))
+            if ((sv.get(writerId) || 0) >= clock) {
+              const d = new Y.Doc()
+              Y.applyUpdate(d, data)
+              if (d.getText('content').length === expectedLength) return now()
+            }
           }
         } finally { db.close() }
       } else if (kind === 'pycrdt-sqlite') {
@@ -216,7 +232,10 @@ async function ingest (spec) {
   let tObs = NaN
   if (!timedOut) {
     try {
-      tObs = await withTimeout(waitForClock(observer.ydoc, writerId, finalClock), Math.max(1, deadline - now()), 'observer')
+      // the clock covers inserts; deletes do not advance it, so also wait for the length
+      tObs = await withTimeout(waitFor(observer.ydoc, () =>
+        Y.getState(observer.ydoc.store, writerId) >= finalClock && otext.length === expected.length
+      ), Math.max(1, deadline - now()), 'observer')
     } catch (e) { timedOut = true }
   }
   clearInterval(sampler)
@@ -224,8 +243,17 @@ async function ingest (spec) {
   timeline.push([(now() - t0) / 1000, doneObserved])
   let tDur = null
   if (!timedOut) {
-    tDur = await waitDurable(spec.server.durable, docName, writerId, finalClock, updates, now() + (spec.durableTimeoutSec || 60) * 1000)
+    tDur = await waitDurable(spec.server.durable, docName, writerId, finalClock, updates, expected.length, now() + (spec.durableTimeoutSec || 60) * 1000)
     if (tDur === 'broadcast') tDur = tObs
+  }
+  // sanity check for servers that claim durable-before-broadcast: how many events does the
+  // log hold right when the observer has everything? (read-only, WAL: no interference)
+  let loggedAtObserver = null
+  if (spec.server.durable?.verify?.kind === 'palimpsest-sqlite') {
+    try {
+      const db = await openSqlite(spec.server.durable.verify.file)
+      try { loggedAtObserver = db.prepare('SELECT head FROM docs WHERE name = ?').get(docName)?.head ?? null } finally { db.close() }
+    } catch (e) { loggedAtObserver = String(e.message || e) }
   }
   const content = otext.toString()
   const correct = !timedOut && content === expected
@@ -244,6 +272,7 @@ async function ingest (spec) {
     expectedLength: expected.length,
     writerId,
     finalClock,
+    loggedAtObserver,
     sendSeconds: (tSent - t0) / 1000,
     observerSeconds: timedOut ? null : secObs,
     durableSeconds: secDur === null || Number.isNaN(secDur) ? null : secDur,
@@ -321,6 +350,11 @@ async function fanout (spec) {
 
 async function load (spec) {
   // cold load: a fresh client until it holds the whole final document
+  if (spec.trace) {
+    const { expected } = loadTrace(spec.trace, spec.limit || 0)
+    spec.expected = expected
+    spec.expectedLength = expected.length
+  }
   const t0 = now()
   const client = makeClient(spec.server, spec.doc, { user: 'loader', awareness: false })
   const text = client.ydoc.getText('content')
@@ -337,11 +371,10 @@ async function load (spec) {
   let t1 = NaN
   let error = null
   try { t1 = await withTimeout(done, (spec.timeoutSec || 120) * 1000, 'cold load') } catch (e) { error = String(e.message || e) }
-  const tSynced = client.synced ? null : null
   const length = text.length
   const correct = spec.expected === undefined ? length === spec.expectedLength : text.toString() === spec.expected
   client.destroy()
-  return { scenario: 'load', seconds: (t1 - t0) / 1000, length, expectedLength: spec.expectedLength, correct, error, tSynced }
+  return { scenario: 'load', seconds: error ? null : (t1 - t0) / 1000, length, expectedLength: spec.expectedLength, correct, error }
 }
 
 // Precompute the two agents' Yjs updates of a concurrent trace. Each txn's positions are
@@ -349,8 +382,10 @@ async function load (spec) {
 // version (its own earlier txns plus the other agent's txns that the parents include),
 // then the patches are applied. Returns per agent: [{update, needOther}] where needOther
 // is the other agent's clock that must be present before this update can be applied.
-export function compileConcurrent (file) {
+export function compileConcurrent (file, limit = 0) {
   const data = JSON.parse(zlib.gunzipSync(fs.readFileSync(file)).toString('utf8'))
+  // txns are in causal order (parents come first), so a prefix is a consistent history
+  if (limit && limit < data.txns.length) data.txns = data.txns.slice(0, limit)
   const agents = data.numAgents
   const docs = []; const ids = []
   for (let a = 0; a < agents; a++) {
@@ -360,6 +395,7 @@ export function compileConcurrent (file) {
   const versions = []
   const agentTxnCount = new Array(agents).fill(0)
   const updatesByAgent = Array.from({ length: agents }, () => [])
+  const order = [] // updates in trace order, for the final check
   const clockAfter = Array.from({ length: agents }, () => [0]) // clockAfter[a][k] = clock after a's k-th txn
   const applied = new Array(agents).fill(0).map(() => new Array(agents).fill(0)) // applied[a][b] = txns of b merged into doc a
   for (let i = 0; i < data.txns.length; i++) {
@@ -371,13 +407,16 @@ export function compileConcurrent (file) {
       for (let b = 0; b < agents; b++) v[b] = Math.max(v[b], pv[b])
     }
     // bring doc a to version v
+    const missing = []
     for (let b = 0; b < agents; b++) {
       if (b === a) continue
       while (applied[a][b] < v[b]) {
-        Y.applyUpdate(docs[a], updatesByAgent[b][applied[a][b]].update)
+        missing.push(updatesByAgent[b][applied[a][b]])
         applied[a][b]++
       }
     }
+    missing.sort((x, y) => x.index - y.index) // causal (trace) order: nothing goes pending
+    for (const m of missing) Y.applyUpdate(docs[a], m.update)
     const t = docs[a].getText('content')
     let update = null
     const h = u => { update = update ? Y.mergeUpdates([update, u]) : u }
@@ -391,7 +430,8 @@ export function compileConcurrent (file) {
     docs[a].off('update', h)
     const need = {}
     for (let b = 0; b < agents; b++) if (b !== a) need[b] = clockAfter[b][v[b]]
-    updatesByAgent[a].push({ update: update || new Uint8Array([0, 0]), need })
+    updatesByAgent[a].push({ update: update || new Uint8Array([0, 0]), need, index: i })
+    order.push(updatesByAgent[a][updatesByAgent[a].length - 1].update)
     agentTxnCount[a]++
     v[a] = agentTxnCount[a]
     applied[a][a] = agentTxnCount[a]
@@ -400,13 +440,15 @@ export function compileConcurrent (file) {
   }
   // check: merge everything
   const check = new Y.Doc()
-  for (let a = 0; a < agents; a++) for (const u of updatesByAgent[a]) Y.applyUpdate(check, u.update)
-  const ok = check.getText('content').toString() === data.endContent
+  for (const u of order) Y.applyUpdate(check, u)
+  const merged = check.getText('content').toString()
+  const ok = limit ? true : merged === data.endContent
+  if (limit) data.endContent = merged
   return { agents, ids, updatesByAgent, finalClocks: clockAfter.map(c => c[c.length - 1]), endContent: data.endContent, ok }
 }
 
 async function concurrent (spec) {
-  const c = compileConcurrent(spec.trace)
+  const c = compileConcurrent(spec.trace, spec.limit || 0)
   if (!c.ok) throw new Error('concurrent trace did not compile to its endContent')
   const writers = []
   for (let a = 0; a < c.agents; a++) writers.push(makeClient(spec.server, spec.doc, { user: `agent${a}`, awareness: false }))
@@ -440,7 +482,12 @@ async function concurrent (spec) {
   for (const w of writers) for (let a = 0; a < c.agents; a++) waits.push(waitForClock(w.ydoc, c.ids[a], c.finalClocks[a]))
   let tConv = NaN
   if (!timedOut) {
-    try { tConv = Math.max(...await withTimeout(Promise.all(waits), Math.max(1, deadline - now()), 'convergence')) } catch { timedOut = true }
+    try {
+      await withTimeout(Promise.all(waits), Math.max(1, deadline - now()), 'convergence')
+      // deletes do not advance clocks: wait for the texts as well
+      const texts = writers.map(w => waitFor(w.ydoc, () => w.ydoc.getText('content').length === c.endContent.length))
+      tConv = Math.max(...await withTimeout(Promise.all(texts), Math.max(1, deadline - now()), 'convergence'))
+    } catch { timedOut = true }
   }
   clearInterval(sampler)
   const contents = writers.map(w => w.ydoc.getText('content').toString())

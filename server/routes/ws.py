@@ -23,10 +23,14 @@ from ..errors import (
 )
 from ..names import validate_doc_name
 from ..room import Room
+from ..tokens import limits_of
 
 log = logging.getLogger("palimpsest.ws")
 
 _ids = itertools.count(1)
+
+#: seconds a closing connection may take to flush before its socket is aborted
+CLOSE_GRACE = 2.0
 
 
 class Connection:
@@ -42,6 +46,10 @@ class Connection:
         self.ext = False  # opted in to extension messages
         settings = backend.settings
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(settings.send_queue_frames)
+        # a backlog bigger than a whole document is worse than a re-sync
+        self._queued_bytes = 0
+        self._max_queued_bytes = max(settings.max_doc_bytes, 8 * settings.max_frame_bytes)
+        self.limits = limits_of(backend)
         self._close: tuple[int, str] | None = None
         self._sender: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -56,8 +64,14 @@ class Connection:
     def send(self, frame: bytes) -> None:
         if self._close is not None:
             return
+        if self._queued_bytes + len(frame) > self._max_queued_bytes:
+            log.warning("%s: send queue over %d bytes, dropping the connection",
+                        self.id, self._max_queued_bytes)
+            self.close(1013, "send queue overflow: reconnect and re-sync")
+            return
         try:
             self._queue.put_nowait(frame)
+            self._queued_bytes += len(frame)
         except asyncio.QueueFull:
             log.warning("%s: send queue overflow, dropping the connection", self.id)
             self.close(1013, "send queue overflow: reconnect and re-sync")
@@ -73,7 +87,24 @@ class Connection:
             # drop the backlog: the client re-syncs anyway
             while not self._queue.empty():
                 self._queue.get_nowait()
+            self._queued_bytes = 0
             self._queue.put_nowait(None)
+        asyncio.get_running_loop().call_later(CLOSE_GRACE, self._abort_if_stuck)
+
+    def _abort_if_stuck(self) -> None:
+        """A client that stopped reading fills its socket, so neither the frame being sent
+        nor the close frame can go out, and the socket would stay open for as long as the
+        client keeps the TCP connection alive. Abort it; the reader then sees the disconnect."""
+        if self.closed.is_set():
+            return
+        # uvicorn's protocol object is the ASGI receive callable's owner (starlette wraps
+        # send, not receive); without it the keepalive ping timeout ends the connection
+        protocol = getattr(getattr(self.ws, "_receive", None), "__self__", None)
+        transport = getattr(protocol, "transport", None)
+        abort = getattr(transport, "abort", None)
+        if callable(abort):
+            log.warning("%s: the client does not read; aborting its connection", self.id)
+            abort()
 
     # --- loops ----------------------------------------------------------------------------
 
@@ -83,6 +114,7 @@ class Connection:
                 frame = await self._queue.get()
                 if frame is None:
                     break
+                self._queued_bytes -= len(frame)
                 await self.ws.send_bytes(frame)
         except Exception:  # the socket went away: the reader sees the disconnect
             pass
@@ -125,7 +157,10 @@ class Connection:
                     f"more than {self._rate:g} updates per second on this connection; "
                     "reconnect to re-sync"
                 )
-            room.receive_update(self, msg.update, reply_to_step1=isinstance(msg, P.SyncStep2))
+            if msg.update != b"\x00\x00":
+                self.limits.check_update(room, len(msg.update))
+            if room.receive_update(self, msg.update, reply_to_step1=isinstance(msg, P.SyncStep2)):
+                self.limits.accepted(room, len(msg.update))
         elif isinstance(msg, P.AwarenessUpdate):
             if len(msg.payload) > settings.max_awareness_bytes:
                 raise FrameTooLarge(
@@ -210,16 +245,26 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         log.info("refused websocket for %r: %s", doc, e)
         await refuse(ws, e.close_code, str(e))
         return
-    await ws.accept()
-    try:
-        room = await backend.rooms.get(doc)
-    except StoreError as e:
-        log.warning("cannot load %s: %s", doc, e)
-        await ws.close(1013, "the store is unavailable, try again")
+    limits = limits_of(backend)
+    host = ws.client.host if ws.client else "unknown"
+    if not limits.connect(host):
+        log.warning("refused websocket for %r from %s: too many connections", doc, host)
+        limit = backend.settings.max_connections_per_ip
+        await refuse(ws, 4429, f"more than {limit} connections from your address")
         return
-    conn = Connection(ws, backend, identity, doc)
-    log.info("connect %s doc=%s user=%s", conn.id, doc, conn.actor)
     try:
-        await conn.serve(room)
+        await ws.accept()
+        try:
+            room = await backend.rooms.get(doc)
+        except StoreError as e:
+            log.warning("cannot load %s: %s", doc, e)
+            await ws.close(1013, "the store is unavailable, try again")
+            return
+        conn = Connection(ws, backend, identity, doc)
+        log.info("connect %s doc=%s user=%s", conn.id, doc, conn.actor)
+        try:
+            await conn.serve(room)
+        finally:
+            log.info("disconnect %s doc=%s user=%s", conn.id, doc, conn.actor)
     finally:
-        log.info("disconnect %s doc=%s user=%s", conn.id, doc, conn.actor)
+        limits.disconnect(host)

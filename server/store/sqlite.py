@@ -7,11 +7,13 @@ many events into one ``append`` (group commit), never from weaker syncing.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import aiosqlite
 
@@ -75,6 +77,24 @@ _MIGRATIONS: dict[int, list[str]] = {
 _EVENT_COLS = "doc, seq, ts, actor, kind, data, meta"
 
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _writes(
+    method: Callable[Concatenate[SQLiteStore, _P], Coroutine[Any, Any, _T]],
+) -> Callable[Concatenate[SQLiteStore, _P], Coroutine[Any, Any, _T]]:
+    """Writes take turns on the one connection: a concurrent caller's statement would
+    otherwise run inside another caller's open transaction (or fail to BEGIN)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: SQLiteStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        async with self._write_lock:
+            return await method(self, *args, **kwargs)
+
+    return wrapper
+
+
 def _event(row: Any) -> Event:
     return Event(row[0], row[1], row[2], row[3], row[4], bytes(row[5]), json.loads(row[6]))
 
@@ -85,6 +105,7 @@ class SQLiteStore(EventStore):
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._db: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -145,6 +166,7 @@ class SQLiteStore(EventStore):
 
     # --- the log ---------------------------------------------------------------------
 
+    @_writes
     async def append(self, batches: Sequence[tuple[str, Sequence[NewEvent]]]) -> list[list[Event]]:
         batches = [(doc, evs) for doc, evs in batches]
         if not any(evs for _, evs in batches):
@@ -272,6 +294,7 @@ class SQLiteStore(EventStore):
         )
         return DocInfo(rows[0][0], rows[0][1], rows[0][2], rows[0][3], rows[0][4]) if rows else None
 
+    @_writes
     async def delete_doc(self, doc: str) -> bool:
         db = self.db
         try:
@@ -291,6 +314,7 @@ class SQLiteStore(EventStore):
 
     # --- snapshots -------------------------------------------------------------------
 
+    @_writes
     async def put_snapshot(
         self, doc: str, seq: int, state: bytes, meta: dict[str, Any] | None = None
     ) -> None:
@@ -312,6 +336,8 @@ class SQLiteStore(EventStore):
         sql += " ORDER BY seq DESC"
         try:
             async with self.db.execute(sql, params) as cur:
+                # one row at a time: aiosqlite would fetch 64 snapshot blobs per chunk
+                cur.iter_chunk_size = 1
                 async for r in cur:
                     snap = Snapshot(r[0], r[1], r[2], bytes(r[3]), r[4], json.loads(r[5]))
                     if snap.valid:
@@ -329,6 +355,7 @@ class SQLiteStore(EventStore):
             SnapshotInfo(r[0], r[1], r[2], len(r[3]), checksum(bytes(r[3])) == r[4]) for r in rows
         ]
 
+    @_writes
     async def compact(self, doc: str, before: int, state: bytes) -> int:
         db = self.db
         try:
@@ -362,6 +389,7 @@ class SQLiteStore(EventStore):
 
     # --- named versions --------------------------------------------------------------
 
+    @_writes
     async def put_tag(self, doc: str, name: str, seq: int, actor: str) -> Tag:
         tag = Tag(doc, name, seq, now_ms(), actor)
         try:
@@ -379,6 +407,7 @@ class SQLiteStore(EventStore):
         )
         return [Tag(*r) for r in rows]
 
+    @_writes
     async def delete_tag(self, doc: str, name: str) -> bool:
         try:
             cur = await self.db.execute(

@@ -21,6 +21,7 @@
 //   disconnect                  provider.disconnect(); wait until the socket is closed
 //   waitSynced                  wait for provider.synced
 //   waitConnected {connected?: true|false}   wait for the socket to be open / closed
+//   waitClosed {connect?: bool, code?: N}     wait for the server to close the socket; {code, reason}
 //   insert   {pos, text}        one transaction; pos may be "end" (default) or negative (from end)
 //   type     {text, pos?, delayMs?}  one transaction (= one update) per character
 //   delete   {pos, len}         one transaction
@@ -253,6 +254,15 @@ const actions = {
     await waitFor(() => (provider?.wsconnected ?? false) === want, timeout, () => `connected === ${want}`)
     return { lastClose }
   },
+  async waitClosed (a, timeout) {
+    // the close code and reason the server last closed us with (needs --trace/--verbose
+    // for the reason of a close before 'open'; the provider reports it otherwise)
+    if (provider === null) provider = makeProvider()
+    if (a.connect) provider.connect()
+    await waitFor(() => lastClose !== null && (a.code === undefined || lastClose.code === a.code), timeout,
+      () => `a close${a.code === undefined ? '' : ' with code ' + a.code}`)
+    return { ...lastClose }
+  },
   async waitSynced (a, timeout) {
     if (provider === null) throw new Error('waitSynced before connect')
     await waitFor(() => provider.synced, timeout, () => "'synced'")
@@ -334,7 +344,12 @@ const run = async (a) => {
 const write = (obj) => new Promise((resolve) => process.stdout.write(JSON.stringify(obj) + '\n', resolve))
 
 const finish = async (obj, code) => {
-  if (provider !== null) provider.destroy()
+  if (provider !== null) {
+    // like a closing browser tab: the close handshake runs after everything queued
+    const ws = provider.ws
+    provider.destroy()
+    if (ws) await waitFor(() => ws.readyState === WebSocket.CLOSED, 3000, () => 'the socket to close').catch(() => {})
+  }
   ydoc.destroy()
   await write(obj)
   process.exit(code)

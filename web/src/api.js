@@ -64,7 +64,9 @@ export class Api {
     return this._fetch('GET', `${this._doc(doc)}/events`, { params: { after, limit, actor, since, until } })
   }
 
-  sessions (doc) { return this._fetch('GET', `${this._doc(doc)}/sessions`) }
+  sessions (doc, { after, limit, actor } = {}) {
+    return this._fetch('GET', `${this._doc(doc)}/sessions`, { params: { after, limit, actor } })
+  }
   version (doc, seq) { return this._fetch('GET', `${this._doc(doc)}/versions/${encodeURIComponent(seq)}`) }
   diff (doc, from, to) { return this._fetch('GET', `${this._doc(doc)}/diff`, { params: { from, to } }) }
   blame (doc, seq) { return this._fetch('GET', `${this._doc(doc)}/blame`, { params: { seq } }) }

@@ -5,14 +5,14 @@
 
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
-import { EditorState, Prec } from '@codemirror/state'
+import { Compartment, EditorState, Prec } from '@codemirror/state'
 import {
   EditorView, keymap, drawSelection, dropCursor, highlightActiveLine,
   highlightSpecialChars, placeholder
 } from '@codemirror/view'
 import { defaultKeymap, indentWithTab } from '@codemirror/commands'
 import { searchKeymap, highlightSelectionMatches } from '@codemirror/search'
-import { yCollab } from 'y-codemirror.next'
+import { yCollab, ySyncAnnotation } from 'y-codemirror.next'
 import { ServerUndo } from '../../static/palimpsest.js'
 import { colorFor, lightColorFor } from './colors.js'
 import { $ } from './util.js'
@@ -40,6 +40,8 @@ export function openDocument ({ doc, user, token, parent }) {
   const runUndo = () => { session.onUndo?.(); return true }
   const runRedo = () => { session.onRedo?.(); return true }
 
+  const editable = new Compartment()
+  const editableExt = (on) => [EditorView.editable.of(on), EditorState.readOnly.of(!on)]
   const view = new EditorView({
     parent,
     state: EditorState.create({
@@ -68,14 +70,16 @@ export function openDocument ({ doc, user, token, parent }) {
         placeholder('Start writing. Everyone in this document sees your text as you type.'),
         keymap.of([...defaultKeymap, ...searchKeymap, indentWithTab]),
         yCollab(ytext, provider.awareness, { undoManager: false }),
+        undoGrouping(session),
+        editable.of(editableExt(true)),
         EditorView.contentAttributes.of({ 'aria-label': `Text of ${doc}`, spellcheck: 'true' })
       ]
     })
   })
   session.view = view
   session.status = new ConnectionStatus(provider, ydoc, $('#status'))
-  session.setEditable = (editable) => {
-    view.contentDOM.setAttribute('contenteditable', editable ? 'true' : 'false')
+  session.setEditable = (on) => {
+    view.dispatch({ effects: editable.reconfigure(editableExt(on)) })
   }
   session.status.onRefused = (reason) => {
     const banner = $('#banner')
@@ -85,6 +89,30 @@ export function openDocument ({ doc, user, token, parent }) {
   }
   view.focus()
   return session
+}
+
+/**
+ * Undo groups as people expect them: the server groups a user's edits by time; moving
+ * the cursor elsewhere (or leaving the editor) after typing ends the group, so the
+ * next undo takes back only what was typed since.
+ */
+function undoGrouping (session) {
+  let dirty = false
+  const close = () => {
+    if (!dirty) return
+    dirty = false
+    const ops = (session.undo.hello && session.undo.hello.ops) || []
+    if (ops.includes('close_group')) session.undo.closeGroup().catch(() => {})
+  }
+  return [
+    EditorView.updateListener.of((update) => {
+      for (const tr of update.transactions) {
+        if (tr.docChanged && tr.annotation(ySyncAnnotation) === undefined) dirty = true
+        else if (!tr.docChanged && tr.selection && tr.isUserEvent('select')) close()
+      }
+    }),
+    EditorView.domEventHandlers({ blur () { close(); return false } })
+  ]
 }
 
 /**

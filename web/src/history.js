@@ -2,11 +2,11 @@
 // versions, a read-only preview of any version (text, changes since then with
 // authors' colours, blame), named versions, and "restore this version".
 
-import { $, h, clear, debounce, relativeTime, absoluteTime, shortTime, plural, formatBytes } from './util.js'
+import { $, h, clear, debounce, relativeTime, absoluteTime, shortTime, clockTime, plural, formatBytes } from './util.js'
 import { colorFor, lightColorFor } from './colors.js'
 import { toast } from './toast.js'
 
-const PAGE = 100
+const SESSION_ROWS = 300
 
 export class HistoryPanel {
   constructor ({ api, doc, user, session }) {
@@ -65,6 +65,8 @@ export class HistoryPanel {
     // ours or theirs, becomes an event on the server.
     this.refreshSoon = debounce(() => this.refresh(), 700)
     session.ydoc.on('update', () => { if (this.isOpen) this.refreshSoon() })
+    // undo, redo and group marks are events too (a mark changes no text)
+    session.undo.on('result', () => { if (this.isOpen) this.refreshSoon() })
     session.status.on((state) => { if (state === 'connected' && this.isOpen) this.refreshSoon() })
   }
 
@@ -97,7 +99,7 @@ export class HistoryPanel {
     const token = (this._refreshToken = (this._refreshToken || 0) + 1)
     const oldHead = this.head
     const [sessions, tags] = await Promise.allSettled([
-      this.api.sessions(this.doc),
+      this.loadSessions(),
       this.api.tags(this.doc)
     ])
     if (token !== this._refreshToken) return
@@ -108,7 +110,7 @@ export class HistoryPanel {
       this.renderTagsError(tags.reason)
     }
     if (sessions.status === 'fulfilled') {
-      const list = (sessions.value && sessions.value.sessions) || []
+      const list = sessions.value
       this.head = Math.max(0, ...list.map((s) => s.end_seq || 0))
       await this.renderSessions(list, token)
     } else {
@@ -125,9 +127,23 @@ export class HistoryPanel {
 
   sessionKey (s) { return `${s.actor}:${s.start_seq}` }
 
+  /** all sessions (pages of up to 1000, oldest first), at most 20 pages */
+  async loadSessions () {
+    const all = []
+    let after = 0
+    for (let i = 0; i < 20; i++) {
+      const page = await this.api.sessions(this.doc, { after, limit: 1000 })
+      all.push(...((page && page.sessions) || []))
+      if (!page || page.next_after === null || page.next_after === undefined) break
+      after = page.next_after
+    }
+    return all
+  }
+
   async renderSessions (list, token) {
     const expandedData = new Map()
-    const newest = [...list].sort((a, b) => b.start_seq - a.start_seq)
+    // most recently active first (an actor's session can span other people's events)
+    const newest = [...list].sort((a, b) => b.end_seq - a.end_seq || b.start_seq - a.start_seq)
     // the newest session is open by default, so the latest events show at once
     if (newest.length && this._autoExpanded !== true) {
       this.expanded.add(this.sessionKey(newest[0]))
@@ -135,7 +151,7 @@ export class HistoryPanel {
     }
     await Promise.all(newest.filter((s) => this.expanded.has(this.sessionKey(s))).map(async (s) => {
       try {
-        expandedData.set(this.sessionKey(s), await this.loadEvents(s.start_seq - 1, s.end_seq))
+        expandedData.set(this.sessionKey(s), await this.loadSessionEvents(s))
       } catch (err) {
         expandedData.set(this.sessionKey(s), err)
       }
@@ -181,9 +197,12 @@ export class HistoryPanel {
           item.append(h('p', { class: 'error small' }, `Could not load events: ${data.message}`))
         } else if (data) {
           const ul = h('ol', { class: 'events' })
-          for (const e of [...data.events].reverse()) ul.append(this.eventItem(e))
+          for (const e of [...data.events].reverse()) if (shown(e)) ul.append(this.eventItem(e))
           item.append(ul)
-          if (data.truncated) item.append(h('p', { class: 'muted small' }, `Showing the latest ${data.events.length} events of this session.`))
+          if (data.truncated) {
+            item.append(h('p', { class: 'muted small more' },
+              `The latest ${data.events.length} of ${s.events} events; the slider reaches every version.`))
+          }
         }
       }
       this.timeline.append(item)
@@ -191,26 +210,13 @@ export class HistoryPanel {
     this.markActive()
   }
 
-  /** events with after < seq <= until, at most 2 pages (the latest ones) */
-  async loadEvents (after, until) {
-    const span = until - after
-    let start = after
-    let truncated = false
-    if (span > PAGE * 2) {
-      start = until - PAGE * 2
-      truncated = true
-    }
-    const events = []
-    let cursor = start
-    for (let i = 0; i < 4 && cursor < until; i++) {
-      const page = await this.api.events(this.doc, { after: cursor, limit: Math.min(PAGE, until - cursor) })
-      const got = ((page && page.events) || []).filter((e) => e.seq <= until)
-      events.push(...got)
-      if (!got.length || page.next_after === null || page.next_after === undefined) break
-      cursor = page.next_after
-    }
+  /** a session's events (its actor's, start_seq..end_seq): the latest SESSION_ROWS of them */
+  async loadSessionEvents (s) {
+    const after = Math.max(s.start_seq - 1, s.end_seq - SESSION_ROWS)
+    const page = await this.api.events(this.doc, { after, limit: SESSION_ROWS, actor: s.actor })
+    const events = ((page && page.events) || []).filter((e) => e.seq <= s.end_seq && e.actor === s.actor)
     for (const e of events) this.eventCache.set(e.seq, e)
-    return { events, truncated }
+    return { events, truncated: events.length < (s.events || 0) }
   }
 
   async renderFlatEvents (reason, token) {
@@ -235,7 +241,7 @@ export class HistoryPanel {
     $('#history-count').textContent = plural(events.length, 'event')
     clear(this.timeline)
     const ul = h('ol', { class: 'events flat' })
-    for (const e of events.slice(-200).reverse()) ul.append(this.eventItem(e))
+    for (const e of events.filter(shown).slice(-200).reverse()) ul.append(this.eventItem(e))
     this.timeline.append(ul)
     this.markActive()
   }
@@ -245,9 +251,7 @@ export class HistoryPanel {
     const color = colorFor(e.actor)
     const details = []
     if (e.reverts && e.reverts.length) details.push(`reverts ${e.reverts.map((s) => '#' + s).join(', ')}`)
-    if (e.meta && e.meta.restored_from !== undefined) details.push(`to #${e.meta.restored_from}`)
-    else if (e.meta && e.meta.restore_of !== undefined) details.push(`to #${e.meta.restore_of}`)
-    else if (kind === 'restore' && e.meta && e.meta.seq !== undefined) details.push(`to #${e.meta.seq}`)
+    if (kind === 'restore' && e.meta && e.meta.restores !== undefined) details.push(`back to version #${e.meta.restores}`)
     const tags = this.tags.filter((t) => t.seq === e.seq)
     return h('li', {
       class: 'event',
@@ -262,7 +266,7 @@ export class HistoryPanel {
     h('span', { class: 'seq' }, `#${e.seq}`),
     h('span', { class: `kind kind-${kind}` }, kind),
     h('span', { class: 'who' }, h('span', { class: 'dot', style: { background: color } }), e.actor || 'unknown'),
-    h('span', { class: 'when' }, shortTime(e.ts)),
+    h('span', { class: 'when' }, clockTime(e.ts)),
     details.length ? h('span', { class: 'detail' }, details.join(' ')) : null,
     tags.map((t) => h('span', { class: 'tag-chip' }, t.name))
     ))
@@ -368,6 +372,7 @@ export class HistoryPanel {
     $('#preview-title').textContent = label ? `“${label}” · version #${seq}` : `Version #${seq}`
     $('#preview-meta').textContent = ''
     this.markActive()
+    $('#tag-name').placeholder = `Name version #${seq}`
     if (typeof this.previewSeq === 'number') {
       this.scrub.value = String(this.previewSeq)
       this.renderScrubLabel(this.previewSeq)
@@ -380,6 +385,7 @@ export class HistoryPanel {
     this.previewSeq = null
     this.previewLabel = null
     document.body.classList.remove('previewing')
+    $('#tag-name').placeholder = 'Name the current version'
     $('#preview-bar').hidden = true
     $('#preview').hidden = true
     $('#editor').hidden = false
@@ -410,7 +416,13 @@ export class HistoryPanel {
       if (token !== this._previewToken) return
       const realSeq = version.seq ?? seq
       pane.dataset.seq = String(realSeq)
-      const e = this.eventCache.get(realSeq)
+      let e = this.eventCache.get(realSeq)
+      if (!e && realSeq > 0) {
+        const page = await this.api.events(this.doc, { after: realSeq - 1, limit: 1 }).catch(() => null)
+        e = page && page.events && page.events.find((x) => x.seq === realSeq)
+        if (e) this.eventCache.set(e.seq, e)
+        if (token !== this._previewToken) return
+      }
       const meta = [
         e && e.actor ? `${e.kind || 'edit'} by ${e.actor}` : null,
         version.ts ? `${absoluteTime(version.ts)} (${relativeTime(version.ts)})` : null
@@ -429,7 +441,7 @@ export class HistoryPanel {
         const authors = new Set()
         let inserted = 0
         let deleted = 0
-        for (const op of ops) {
+        for (const op of mergeOps(ops)) {
           if (op.op === 'insert') { inserted += op.text.length; if (op.actor) authors.add(op.actor) }
           if (op.op === 'delete') { deleted += op.text.length; if (op.actor) authors.add(op.actor) }
           body.append(opSpan(op))
@@ -446,13 +458,13 @@ export class HistoryPanel {
         if (token !== this._previewToken) return
         const runs = (blame.roots && blame.roots.content && blame.roots.content.runs) || []
         const authors = new Set()
-        for (const run of runs) {
+        for (const run of mergeOps(runs.map((r) => ({ ...r, op: 'blame' })))) {
           if (run.actor) authors.add(run.actor)
           body.append(h('span', {
             class: 'blame-run',
             style: { background: lightColorFor(run.actor, 0x30), borderBottomColor: colorFor(run.actor) },
-            title: `${run.actor || 'unknown'} · #${run.seq}`,
-            dataset: { actor: run.actor, seq: run.seq }
+            title: `${run.actor || 'unknown'} · ${run.minSeq === run.maxSeq ? `#${run.minSeq}` : `#${run.minSeq}–#${run.maxSeq}`}`,
+            dataset: { actor: run.actor, seq: run.minSeq }
           }, run.text))
         }
         legend.append(h('span', {}, `Who wrote each part of version #${realSeq}:`), authorChips(authors))
@@ -487,7 +499,11 @@ export class HistoryPanel {
       const data = await this.api.restore(this.doc, seq)
       const newSeq = data && data.seq
       this.exitPreview()
-      toast(newSeq ? `Restored version #${seq} (as event #${newSeq})` : `Restored version #${seq}`, {
+      if (!newSeq) {
+        toast(`Version #${seq} is the same as the current text: nothing to restore`, { kind: 'info' })
+        return
+      }
+      toast(`Restored version #${seq} (as event #${newSeq})`, {
         kind: 'ok',
         timeout: 8000,
         action: { label: 'Undo', run: () => this.session.onUndo?.() }
@@ -499,6 +515,11 @@ export class HistoryPanel {
       button.disabled = false
     }
   }
+}
+
+// "undo_mark" events only end an undo group (no change to the text): not worth a row
+function shown (e) {
+  return e.kind !== 'undo_mark'
 }
 
 function sessionWhen (s) {
@@ -517,15 +538,35 @@ function textOf (roots, name) {
   return value ? document.createTextNode(value) : h('span', { class: 'muted' }, '(empty)')
 }
 
+/** Join neighbouring ops of the same kind and author (typing makes one op per keystroke). */
+function mergeOps (ops) {
+  const out = []
+  for (const op of ops) {
+    const last = out[out.length - 1]
+    if (last && last.op === op.op && (op.op === 'equal' || last.actor === op.actor)) {
+      last.text += op.text
+      if (op.seq !== undefined && op.seq !== null) {
+        last.minSeq = Math.min(last.minSeq ?? op.seq, op.seq)
+        last.maxSeq = Math.max(last.maxSeq ?? op.seq, op.seq)
+      }
+    } else {
+      out.push({ ...op, minSeq: op.seq, maxSeq: op.seq })
+    }
+  }
+  return out
+}
+
 function opSpan (op) {
   if (op.op === 'equal') return document.createTextNode(op.text)
-  const cls = op.op === 'insert' ? 'ins' : 'del'
   const verb = op.op === 'insert' ? 'added' : 'deleted'
+  const seqs = op.minSeq === undefined || op.minSeq === null
+    ? ''
+    : op.minSeq === op.maxSeq ? ` in #${op.minSeq}` : ` in #${op.minSeq}–#${op.maxSeq}`
   return h(op.op === 'insert' ? 'ins' : 'del', {
-    class: cls,
+    class: op.op === 'insert' ? 'ins' : 'del',
     style: op.actor ? { '--author': colorFor(op.actor), '--author-light': lightColorFor(op.actor, 0x33) } : null,
-    title: `${verb} by ${op.actor || 'unknown'}${op.seq ? ` in #${op.seq}` : ''}`,
-    dataset: { actor: op.actor, seq: op.seq }
+    title: `${verb} by ${op.actor || 'unknown'}${seqs}`,
+    dataset: { actor: op.actor, seq: op.minSeq }
   }, op.text)
 }
 

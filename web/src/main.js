@@ -133,6 +133,8 @@ async function showDocument (api, doc, user, token) {
 
   const session = openDocument({ doc, user, token, parent: $('#editor') })
   const history = new HistoryPanel({ api, doc, user, session })
+  // Exposed for tests and for poking at from the devtools console.
+  window.palimpsest = { doc, user, api, session, history, ydoc: session.ydoc, provider: session.provider }
 
   const undo = async () => {
     try {
@@ -153,6 +155,28 @@ async function showDocument (api, doc, user, token) {
   session.onUndo = undo
   session.onRedo = redo
   session.undo.on('error', (m) => toast(`Server: ${m.reason || 'error'}`, { kind: 'error' }))
+  // What the server knows about this connection: who we are (a token decides that, not
+  // the name typed here), our role, and which operations it offers.
+  session.undo.on('hello', (hello) => {
+    if (!hello || !hello.ok) return
+    if (hello.user && hello.user !== user) {
+      const state = session.provider.awareness.getLocalState()
+      session.provider.awareness.setLocalStateField('user', { ...(state && state.user), name: hello.user })
+      $('#user-label').textContent = hello.user
+    }
+    const readOnly = hello.role === 'read'
+    session.setEditable(!readOnly)
+    const ops = hello.ops || []
+    for (const [id, op] of [['#undo-btn', 'undo'], ['#redo-btn', 'redo']]) {
+      $(id).disabled = readOnly || (ops.length > 0 && !ops.includes(op))
+    }
+    const banner = $('#banner')
+    if (readOnly) {
+      banner.hidden = false
+      banner.className = 'banner info'
+      banner.textContent = 'You have read-only access to this document.'
+    }
+  })
   $('#undo-btn').addEventListener('click', () => { undo(); session.view.focus() })
   $('#redo-btn').addEventListener('click', () => { redo(); session.view.focus() })
 
@@ -194,8 +218,6 @@ async function showDocument (api, doc, user, token) {
   if (params.get('history') === '1' || params.has('version')) history.open()
   if (params.has('version')) history.preview(params.get('version'))
 
-  // Exposed for tests and for poking at from the devtools console.
-  window.palimpsest = { doc, user, api, session, history, ydoc: session.ydoc, provider: session.provider }
 }
 
 function capitalize (s) {

@@ -59,6 +59,7 @@ const rtf = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' })
 const dtf = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' })
 const tf = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' })
 const df = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric' })
+const tsf = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' })
 
 export function parseTime (ts) {
   if (ts === null || ts === undefined || ts === '') return null
@@ -102,4 +103,12 @@ export function formatBytes (n) {
 
 export function plural (n, one, many = one + 's') {
   return `${n} ${n === 1 ? one : many}`
+}
+
+/** "14:02:07" today, "Mar 3, 14:02:07" otherwise */
+export function clockTime (ts) {
+  const d = parseTime(ts)
+  if (!d) return ''
+  const sameDay = d.toDateString() === new Date().toDateString()
+  return sameDay ? tsf.format(d) : `${df.format(d)}, ${tsf.format(d)}`
 }

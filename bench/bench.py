@@ -1,0 +1,789 @@
+#!/usr/bin/env python3
+"""Palimpsest's benchmarks, side by side with the servers people would pick instead.
+
+Run through `bench/run` (which installs the peers first). Starts each server on a free
+loopback port, drives it with `node/driver.mjs` (real Yjs clients), samples the server's
+RSS and CPU time with psutil, measures its bytes on disk, and writes `bench/RESULTS.md`
+and `bench/*.png`. Raw results go to `bench/out/results.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+NODE_DIR = BENCH / "node"
+OUT = BENCH / "out"
+TRACES = Path(os.environ.get("PALIMPSEST_TRACES", ROOT.parent / "shared" / "data" / "traces"))
+PALIMPSEST_BIN = Path(os.environ.get("PALIMPSEST_BIN", ROOT / ".venv" / "bin" / "palimpsest"))
+HOST = "127.0.0.1"  # loopback only
+
+
+# --------------------------------------------------------------------------- servers
+
+
+@dataclass
+class ServerSpec:
+    name: str
+    label: str
+    client: str  # "y-websocket" or "hocuspocus": which provider the driver uses
+    persistent: bool
+    promise: str  # what the server promises when it broadcasts
+    storage: str
+    command: Callable[[int, Path], list[str]]
+    url: Callable[[int], str]
+    durable: Callable[[int, Path], dict[str, Any]]
+    version: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    needs: Callable[[], str | None] = lambda: None  # reason it cannot run, or None
+
+
+def _node() -> str:
+    return shutil.which("node") or "node"
+
+
+def _palimpsest_missing() -> str | None:
+    if not PALIMPSEST_BIN.exists():
+        return f"{PALIMPSEST_BIN} not found"
+    r = subprocess.run([str(PALIMPSEST_BIN), "serve", "--help"], capture_output=True, text=True)
+    return None if r.returncode == 0 else "`palimpsest serve --help` fails: " + (r.stderr.strip().splitlines() or ["?"])[-1]
+
+
+SERVERS: dict[str, ServerSpec] = {
+    "palimpsest": ServerSpec(
+        name="palimpsest",
+        label="Palimpsest (SQLite)",
+        client="y-websocket",
+        persistent=True,
+        promise="**durable**: each update is committed to the SQLite event log (WAL, synchronous=FULL, group commit) before it is broadcast",
+        storage="SQLite event log + snapshots",
+        command=lambda port, d: [
+            str(PALIMPSEST_BIN), "serve", "--host", HOST, "--port", str(port),
+            "--db", str(d / "palimpsest.db"), "--log-level", "warning",
+        ],
+        url=lambda port: f"ws://{HOST}:{port}/ws",
+        durable=lambda port, d: {
+            "kind": "broadcast",
+            "verify": {"kind": "palimpsest-sqlite", "file": str(d / "palimpsest.db")},
+        },
+        needs=_palimpsest_missing,
+        # The peers have no per-connection rate limit nor per-address connection cap: lift
+        # Palimpsest's (1,000 updates/s, 200 connections) so that the same load is measured.
+        env={"PALIMPSEST_MAX_EVENTS_PER_SECOND": "0", "PALIMPSEST_MAX_CONNECTIONS_PER_IP": "1000000"},
+    ),
+    "hocuspocus": ServerSpec(
+        name="hocuspocus",
+        label="Hocuspocus + SQLite",
+        client="hocuspocus",
+        persistent=True,
+        promise="not durable: broadcasts at once; stores the whole document to SQLite after a 2 s debounce (at most 10 s)",
+        storage="SQLite, one row per document (full state)",
+        command=lambda port, d: [_node(), str(NODE_DIR / "hocuspocus-server.mjs"), "--port", str(port), "--host", HOST, "--db", str(d / "hocuspocus.sqlite")],
+        url=lambda port: f"ws://{HOST}:{port}",
+        durable=lambda port, d: {"kind": "hocuspocus-sqlite", "file": str(d / "hocuspocus.sqlite")},
+    ),
+    "y-websocket": ServerSpec(
+        name="y-websocket",
+        label="y-websocket (memory)",
+        client="y-websocket",
+        persistent=False,
+        promise="nothing: memory only, a restart loses every document",
+        storage="none",
+        command=lambda port, d: [_node(), str(NODE_DIR / "y-websocket-server.mjs"), "--port", str(port), "--host", HOST],
+        url=lambda port: f"ws://{HOST}:{port}",
+        durable=lambda port, d: {"kind": "none"},
+    ),
+    "y-websocket-leveldb": ServerSpec(
+        name="y-websocket-leveldb",
+        label="y-websocket + LevelDB",
+        client="y-websocket",
+        persistent=True,
+        promise="not durable: broadcasts first, then appends the update to LevelDB asynchronously, without fsync",
+        storage="LevelDB (y-leveldb), one record per update",
+        command=lambda port, d: [_node(), str(NODE_DIR / "y-websocket-server.mjs"), "--port", str(port), "--host", HOST, "--persist", str(d / "leveldb")],
+        url=lambda port: f"ws://{HOST}:{port}",
+        durable=lambda port, d: {"kind": "http-count", "url": f"http://{HOST}:{port}/durable", "extra": 1},
+    ),
+    "pycrdt-websocket": ServerSpec(
+        name="pycrdt-websocket",
+        label="pycrdt-websocket + SQLiteYStore",
+        client="y-websocket",
+        persistent=True,
+        promise="not durable: broadcasts first, then writes each update to SQLite in a background task (one transaction each)",
+        storage="SQLite (pycrdt-store), one row per update",
+        command=lambda port, d: [sys.executable, str(BENCH / "pycrdt_runner.py"), "--port", str(port), "--host", HOST, "--db", str(d / "ystore.db")],
+        url=lambda port: f"ws://{HOST}:{port}",
+        durable=lambda port, d: {"kind": "pycrdt-sqlite", "file": str(d / "ystore.db")},
+    ),
+}
+ORDER = ["palimpsest", "hocuspocus", "y-websocket", "y-websocket-leveldb", "pycrdt-websocket"]
+PEER_OF_RECORD = "palimpsest"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+class Running:
+    """One server process that we started; only ever signalled by its own pid."""
+
+    def __init__(self, spec: ServerSpec, datadir: Path, port: int | None = None) -> None:
+        self.spec = spec
+        self.datadir = datadir
+        self.port = port or free_port()
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        self.peak_rss = 0
+        env = dict(os.environ)
+        env.update(spec.env)
+        self.log = open(datadir.parent / f"{spec.name}.log", "a")
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(
+            spec.command(self.port, datadir),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            cwd=str(NODE_DIR),
+            env=env,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self.ready.wait(90) or self.proc.poll() is not None:
+            out = "\n".join(self.lines[-20:])
+            self.stop()
+            raise RuntimeError(f"{spec.name} did not start:\n{out}")
+        self.start_seconds = time.monotonic() - t0
+        self.ps = psutil.Process(self.proc.pid)
+        self._sampling = True
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
+            self.log.write(line)
+            self.log.flush()
+            if "listening on" in line:
+                self.ready.set()
+
+    def _tree(self) -> list[psutil.Process]:
+        try:
+            return [self.ps, *self.ps.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def rss(self) -> int:
+        total = 0
+        for p in self._tree():
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def cpu(self) -> float:
+        total = 0.0
+        for p in self._tree():
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+        return total
+
+    def _sample(self) -> None:
+        while self._sampling and self.proc.poll() is None:
+            self.peak_rss = max(self.peak_rss, self.rss())
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self._sampling = False
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+
+
+def disk_bytes(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.stat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class Progress:
+    """One line on stderr: overall bar over steps, plus the current step's own progress."""
+
+    def __init__(self, total_steps: int) -> None:
+        self.total = max(1, total_steps)
+        self.done = 0
+        self.label = ""
+        self.sub = ""
+        self.t0 = time.monotonic()
+        self.tty = sys.stderr.isatty()
+        self._last = 0.0
+        self.loads: list[float] = []
+        self.times: list[list[Any]] = []
+
+    def step(self, label: str) -> None:
+        self.loads.append(os.getloadavg()[0])
+        self.times.append([label, time.monotonic()])
+        self.label = label
+        self.sub = ""
+        self.render(force=True)
+
+    def finish_step(self) -> None:
+        self.done += 1
+        self.render(force=True)
+
+    def update(self, a: int, b: int) -> None:
+        self.sub = f"{a:,}/{b:,}"
+        self.render()
+
+    def render(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < (0.2 if self.tty else 15):
+            return
+        self._last = now
+        width = 28
+        frac = self.done / self.total
+        filled = int(width * frac)
+        el = int(now - self.t0)
+        bar = "█" * filled + "░" * (width - filled)
+        line = f"[{bar}] {self.done}/{self.total} {el // 60:02d}:{el % 60:02d}  {self.label} {self.sub}"
+        if self.tty:
+            sys.stderr.write("\r\x1b[2K" + line[: shutil.get_terminal_size((120, 20)).columns - 1])
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            sys.stderr.write("\n")
+
+
+def note(msg: str) -> None:
+    sys.stderr.write(("\r\x1b[2K" if sys.stderr.isatty() else "") + msg + "\n")
+    sys.stderr.flush()
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def run_driver(
+    spec: dict[str, Any],
+    progress: Progress,
+    timeout: float,
+    on_ready: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    p = subprocess.Popen(
+        [_node(), str(NODE_DIR / "driver.mjs"), json.dumps(spec)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        text=True,
+        cwd=str(NODE_DIR),
+    )
+    logs: list[str] = []
+
+    def read_err() -> None:
+        assert p.stderr is not None
+        for line in p.stderr:
+            if line.startswith("progress "):
+                try:
+                    _, a, b = line.split()
+                    progress.update(int(a), int(b))
+                except ValueError:
+                    pass
+            else:
+                logs.append(line.rstrip())
+
+    t = threading.Thread(target=read_err, daemon=True)
+    t.start()
+    timer = threading.Timer(timeout, p.kill)
+    timer.start()
+    result: dict[str, Any] | None = None
+    try:
+        assert p.stdout is not None
+        for line in p.stdout:
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            obj = json.loads(line)
+            if obj.get("ready") and on_ready is not None:
+                on_ready(obj)
+                assert p.stdin is not None
+                p.stdin.write("close\n")
+                p.stdin.flush()
+                continue
+            result = obj
+        p.wait()
+    finally:
+        timer.cancel()
+    t.join(2)
+    if result is None:
+        result = {"error": f"driver gave no result (rc={p.returncode}, timeout={timeout}s)", "log": logs[-10:]}
+    if logs and "error" in result:
+        result["log"] = logs[-10:]
+    return result
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class Config:
+    traces: list[tuple[str, int]]  # (name, prefix length or 0 for all)
+    ctraces: list[str]
+    ctrace_limit: int  # txns of each concurrent trace (0 = all)
+    fanout: list[int]
+    fan_edits: int
+    fan_rate: int
+    conns: list[int]
+    repeats: int
+    ingest_timeout: int
+    durable_cap: int
+    hold: float
+
+
+QUICK = Config(
+    traces=[("sveltecomponent", 0), ("automerge-paper", 20000)],
+    ctraces=["friendsforever"],
+    ctrace_limit=10000,
+    fanout=[1, 10, 50],
+    fan_edits=150,
+    fan_rate=50,
+    conns=[100],
+    repeats=1,
+    ingest_timeout=120,
+    durable_cap=10,
+    hold=1.5,
+)
+FULL = Config(
+    traces=[("sveltecomponent", 0), ("seph-blog1", 0), ("automerge-paper", 0)],
+    ctraces=["friendsforever", "clownschool"],
+    ctrace_limit=0,
+    fanout=[1, 10, 50],
+    fan_edits=600,
+    fan_rate=50,
+    conns=[100, 500, 2000],
+    repeats=3,
+    ingest_timeout=900,
+    durable_cap=900,
+    hold=5,
+)
+
+
+def trace_key(name: str, limit: int) -> str:
+    return f"{name}[:{limit}]" if limit else name
+
+
+def trace_path(name: str) -> Path:
+    return TRACES / "sequential_traces" / f"{name}.json.gz"
+
+
+class Bench:
+    def __init__(self, cfg: Config, servers: list[str], mode: str) -> None:
+        self.cfg = cfg
+        self.servers = servers
+        self.mode = mode
+        self.raw: dict[str, Any] = {"mode": mode, "runs": []}
+        self.samples_dir = OUT / "samples"
+        self.profile = False
+
+    def start_profilers(self, srv: Running) -> list[subprocess.Popen[bytes]]:
+        """py-spy on the server for its whole main phase: a flame graph and collapsed stacks."""
+        pyspy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+        if not pyspy:
+            note("py-spy not found: no profile")
+            return []
+        out = []
+        for fmt, dest in (("flamegraph", BENCH / "profile.svg"), ("raw", OUT / "profile.txt")):
+            out.append(subprocess.Popen(
+                [pyspy, "record", "--pid", str(srv.proc.pid), "--rate", "200", "--nonblocking",
+                 "--format", fmt, "-o", str(dest)],
+                stdout=subprocess.DEVNULL, stderr=open(OUT / f"py-spy-{fmt}.log", "w"),
+            ))
+        time.sleep(1.0)
+        return out
+
+    def stop_profilers(self, procs: list[subprocess.Popen[bytes]]) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if procs:
+            self.raw["profile"] = summarize_profile(OUT / "profile.txt")
+
+    def steps_per_server(self, spec: ServerSpec) -> int:
+        c = self.cfg
+        n = len(c.traces) + len(c.fanout) + len(c.ctraces) + len(c.conns)
+        if spec.persistent:
+            n += len(c.traces)
+        return n
+
+    def run(self) -> dict[str, Any]:
+        c = self.cfg
+        total = sum(self.steps_per_server(SERVERS[s]) for s in self.servers) * c.repeats
+        prog = Progress(total)
+        self.samples_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            for rep in range(c.repeats):
+                # alternate the order between repeats so no server always runs first/last
+                order = self.servers[rep % len(self.servers):] + self.servers[: rep % len(self.servers)]
+                if rep % 2 == 1:
+                    order = list(reversed(order))
+                for name in order:
+                    spec = SERVERS[name]
+                    try:
+                        run = self.run_server(spec, rep, prog)
+                    except Exception as exc:  # keep going: report it
+                        note(f"!! {name} (repeat {rep + 1}): {exc}")
+                        run = {"server": name, "rep": rep, "error": str(exc)}
+                    self.raw["runs"].append(run)
+                    (OUT / "results.json").write_text(json.dumps(self.raw, indent=1))
+        finally:
+            prog.close()
+            marks = prog.times + [["end", time.monotonic()]]
+            self.raw["step_seconds"] = [[a[0], round(b[1] - a[1], 2)] for a, b in zip(marks, marks[1:])]
+            self.raw["loadavg_1min"] = {"min": min(prog.loads, default=0), "max": max(prog.loads, default=0),
+                                        "median": statistics.median(prog.loads) if prog.loads else 0}
+        return self.raw
+
+    def run_server(self, spec: ServerSpec, rep: int, prog: Progress) -> dict[str, Any]:
+        c = self.cfg
+        base = OUT / "runs" / f"{spec.name}-r{rep}"
+        shutil.rmtree(base, ignore_errors=True)
+        datadir = base / "data"
+        datadir.mkdir(parents=True)
+        run: dict[str, Any] = {"server": spec.name, "rep": rep, "ingest": {}, "fanout": {}, "concurrent": {}, "connections": {}, "load": {}}
+        srv = Running(spec, datadir)
+        profilers = self.start_profilers(srv) if (self.profile and spec.name == PEER_OF_RECORD and rep == 0) else []
+        run["rss_start"] = srv.rss()
+        run["start_seconds"] = srv.start_seconds
+        server = {"kind": spec.client, "url": spec.url(srv.port), "durable": spec.durable(srv.port, datadir)}
+        tag = f"r{rep + 1} {spec.name}"
+        try:
+            # ---- idle connections, first, on a fresh process: memory per connection
+            for n in c.conns:
+                prog.step(f"{tag} · {n} idle connections")
+                time.sleep(1.0)
+                rss0 = srv.rss()
+                box: dict[str, Any] = {}
+
+                def ready(obj: dict[str, Any], box: dict[str, Any] = box, srv: Running = srv) -> None:
+                    time.sleep(c.hold)
+                    box["rss"] = srv.rss()
+                    box["ready"] = obj
+
+                res = run_driver(
+                    {"scenario": "connections", "doc": f"idle{n}", "clients": n, "perDoc": 10, "server": server, "holdSec": 120},
+                    prog, timeout=300, on_ready=ready,
+                )
+                res["rss_before"] = rss0
+                res["rss_connected"] = box.get("rss")
+                if box.get("rss") is not None:
+                    res["bytes_per_connection"] = (box["rss"] - rss0) / n
+                run["connections"][str(n)] = res
+                if res.get("error") or res.get("connected") != n:
+                    note(f"!! {tag} {n} connections: {res.get('error') or str(res.get('connected')) + ' connected'}")
+                prog.finish_step()
+            # ---- ingest: one writer, one observer, every patch of the trace
+            for name, limit in c.traces:
+                key = trace_key(name, limit)
+                prog.step(f"{tag} · ingest {key}")
+                cpu0 = srv.cpu()
+                res = run_driver(
+                    {
+                        "scenario": "ingest", "trace": str(trace_path(name)), "limit": limit,
+                        "doc": f"ingest-{name}", "server": server,
+                        "timeoutSec": c.ingest_timeout, "durableTimeoutSec": c.durable_cap,
+                    },
+                    prog, timeout=c.ingest_timeout + c.durable_cap + 120,
+                )
+                res["cpu_seconds"] = srv.cpu() - cpu0
+                res["rss_after"] = srv.rss()
+                res["disk_after"] = disk_bytes(datadir)
+                run["ingest"][key] = res
+                if res.get("error") or not res.get("correct"):
+                    note(f"!! {tag} ingest {key}: {res.get('error') or 'content differs / timed out'}")
+                prog.finish_step()
+            # ---- fan-out latency at a fixed edit rate
+            for n in c.fanout:
+                prog.step(f"{tag} · fan-out {n} observers")
+                samples = self.samples_dir / f"fanout-{spec.name}-{n}-r{rep}.json"
+                res = run_driver(
+                    {
+                        "scenario": "fanout", "doc": f"fanout-{n}", "observers": n, "rate": c.fan_rate,
+                        "edits": c.fan_edits, "server": server, "samplesFile": str(samples),
+                    },
+                    prog, timeout=c.fan_edits / c.fan_rate + 120,
+                )
+                run["fanout"][str(n)] = res
+                if res.get("error") or res.get("lost"):
+                    note(f"!! {tag} fan-out {n}: {res.get('error') or str(res.get('lost')) + ' lost'}")
+                prog.finish_step()
+            # ---- two writers replaying a concurrent trace
+            for name in c.ctraces:
+                prog.step(f"{tag} · concurrent {name}")
+                res = run_driver(
+                    {
+                        "scenario": "concurrent", "doc": f"concurrent-{name}", "server": server,
+                        "trace": str(TRACES / "concurrent_traces" / f"{name}.json.gz"), "limit": c.ctrace_limit,
+                        "timeoutSec": c.ingest_timeout,
+                    },
+                    prog, timeout=c.ingest_timeout + 60,
+                )
+                run["concurrent"][name] = res
+                if res.get("error") or not res.get("correct"):
+                    note(f"!! {tag} concurrent {name}: {res.get('error') or 'did not converge correctly'}")
+                prog.finish_step()
+            run["rss_end"] = srv.rss()
+            run["rss_peak"] = srv.peak_rss
+            run["cpu_seconds"] = srv.cpu()
+            run["disk_end"] = disk_bytes(datadir)
+        finally:
+            self.stop_profilers(profilers)
+            srv.stop()
+        # ---- cold load: restart, then a fresh client until it holds the whole document
+        if spec.persistent:
+            for name, limit in c.traces:
+                key = trace_key(name, limit)
+                prog.step(f"{tag} · cold load {key}")
+                ing = run["ingest"].get(key, {})
+                if ing.get("durableSeconds") is None:
+                    run["load"][key] = {"skipped": "the server had not stored the whole trace when it was stopped", "history": ing.get("patches")}
+                    prog.finish_step()
+                    continue
+                srv = Running(spec, datadir)
+                try:
+                    server = {"kind": spec.client, "url": spec.url(srv.port), "durable": {"kind": "none"}}
+                    res = run_driver(
+                        {
+                            "scenario": "load", "doc": f"ingest-{name}", "server": server,
+                            "trace": str(trace_path(name)), "limit": limit,
+                            "writerId": ing.get("writerId"), "finalClock": ing.get("finalClock"),
+                            "timeoutSec": 60,
+                        },
+                        prog, timeout=120,
+                    )
+                    res["restart_seconds"] = srv.start_seconds
+                    res["rss_after"] = srv.rss()
+                    res["history"] = ing.get("patches")
+                    run["load"][key] = res
+                    if res.get("error") or not res.get("correct"):
+                        note(f"!! {tag} cold load {key}: {res.get('error') or 'incomplete document'}")
+                finally:
+                    srv.stop()
+                prog.finish_step()
+        return run
+
+
+def summarize_profile(path: Path, top: int = 25) -> dict[str, Any]:
+    """Self and inclusive sample shares per function, from py-spy's collapsed stacks."""
+    selfc: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        k = int(n)
+        total += k
+        frames = stack.split(";")[1:]  # drop the thread name
+        names = []
+        for fr in frames:
+            # "function (path/file.py:line)" -> "function (file.py)"
+            name = fr.split(" (")[0]
+            loc = fr.split(" (")[1].rstrip(")") if " (" in fr else ""
+            file = loc.rsplit(":", 1)[0]
+            parts = file.split("/")
+            short = "/".join(parts[-2:]) if len(parts) > 1 else file
+            names.append(f"{name} ({short})")
+        if names:
+            selfc[names[-1]] = selfc.get(names[-1], 0) + k
+        for nm in set(names):
+            incl[nm] = incl.get(nm, 0) + k
+    if not total:
+        return {}
+    return {
+        "samples": total,
+        "self": [[k, v / total] for k, v in sorted(selfc.items(), key=lambda x: -x[1])[:top]],
+        "inclusive": [[k, v / total] for k, v in sorted(incl.items(), key=lambda x: -x[1])[:top]],
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+
+def versions() -> dict[str, str]:
+    v: dict[str, str] = {}
+    for pkg in ["yjs", "y-websocket", "ws", "@hocuspocus/server", "@hocuspocus/extension-sqlite",
+                "@hocuspocus/provider", "@y/websocket-server", "y-leveldb", "better-sqlite3", "leveldown"]:
+        try:
+            v[pkg] = json.loads((NODE_DIR / "node_modules" / pkg / "package.json").read_text())["version"]
+        except OSError:
+            v[pkg] = "?"
+    for pkg in ["pycrdt", "pycrdt-websocket", "pycrdt-store", "uvicorn", "websockets"]:
+        try:
+            v[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            v[pkg] = "?"
+    v["node"] = subprocess.run([_node(), "--version"], capture_output=True, text=True).stdout.strip()
+    v["python (peers)"] = platform.python_version()
+    try:
+        py = PALIMPSEST_BIN.parent / "python"
+        v["palimpsest"] = subprocess.run(
+            [str(py), "-c", "import importlib.metadata as m; print(m.version('palimpsest'))"],
+            capture_output=True, text=True,
+        ).stdout.strip() or "?"
+        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "server", "client"], capture_output=True, text=True).stdout.strip()
+        v["palimpsest"] += f" (git {rev}{', with uncommitted changes' if dirty else ''})"
+        for pkg in ["pycrdt", "uvicorn", "websockets", "aiosqlite"]:
+            out = subprocess.run([str(py), "-c", f"import importlib.metadata as m; print(m.version('{pkg}'))"], capture_output=True, text=True).stdout.strip()
+            v[f"{pkg} (palimpsest)"] = out or "?"
+    except OSError:
+        pass
+    return v
+
+
+def machine() -> dict[str, str]:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    osname = platform.platform()
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                osname = line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    return {
+        "cpu": f"{cpu}, {psutil.cpu_count(logical=True)} logical cores",
+        "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
+        "os": f"{osname}, Linux {platform.release()}",
+        "disk": _disk_of(OUT),
+    }
+
+
+def _disk_of(path: Path) -> str:
+    try:
+        r = subprocess.run(["df", "-T", str(path)], capture_output=True, text=True).stdout.splitlines()[-1].split()
+        return f"{r[1]} filesystem ({r[0]})"
+    except (OSError, IndexError):
+        return "?"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a run under 5 minutes: 2 short traces, 1 repeat, 100 idle clients")
+    ap.add_argument("--servers", default=",".join(ORDER), help="comma-separated subset of: " + ", ".join(ORDER))
+    ap.add_argument("--repeats", type=int, help="override the number of repeats")
+    ap.add_argument("--durable-cap", type=int, help="seconds to wait for a peer's storage to catch up")
+    ap.add_argument("--profile", action="store_true", help="py-spy the Palimpsest server during its first run: bench/profile.svg + a summary in RESULTS.md")
+    ap.add_argument("--report-only", action="store_true", help="re-write RESULTS.md and plots from bench/out/results.json")
+    args = ap.parse_args()
+
+    sys.path.insert(0, str(BENCH))
+    from report import write_report  # local module
+
+    if args.report_only:
+        raw = json.loads((OUT / "results.json").read_text())
+        write_report(raw, BENCH)
+        print(f"wrote {BENCH / 'RESULTS.md'}")
+        return 0
+
+    cfg = QUICK if args.quick else FULL
+    if args.repeats:
+        cfg.repeats = args.repeats
+    if args.durable_cap:
+        cfg.durable_cap = args.durable_cap
+    wanted = [s.strip() for s in args.servers.split(",") if s.strip()]
+    servers = []
+    skipped: dict[str, str] = {}
+    for s in wanted:
+        if s not in SERVERS:
+            ap.error(f"unknown server {s}")
+        why = SERVERS[s].needs()
+        if why:
+            skipped[s] = why
+            note(f"skipping {s}: {why}")
+        else:
+            servers.append(s)
+    if not servers:
+        note("no server to run")
+        return 1
+    OUT.mkdir(exist_ok=True)
+    started = dt.datetime.now(dt.timezone.utc)
+    bench = Bench(cfg, servers, "quick" if args.quick else "full")
+    bench.profile = args.profile
+    bench.raw.update(
+        {
+            "started": started.isoformat(timespec="seconds"),
+            "config": cfg.__dict__,
+            "servers": servers,
+            "skipped": skipped,
+            "specs": {s: {"label": SERVERS[s].label, "promise": SERVERS[s].promise, "storage": SERVERS[s].storage, "persistent": SERVERS[s].persistent} for s in SERVERS},
+            "machine": machine(),
+            "versions": versions(),
+            "traces": str(TRACES),
+        }
+    )
+    t0 = time.monotonic()
+    raw = bench.run()
+    raw["seconds"] = time.monotonic() - t0
+    (OUT / "results.json").write_text(json.dumps(raw, indent=1))
+    write_report(raw, BENCH)
+    note(f"done in {raw['seconds'] / 60:.1f} min: {BENCH / 'RESULTS.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

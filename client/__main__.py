@@ -1,0 +1,7 @@
+"""``python -m client``: the client subcommands (cat, edit, replay, history)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,238 @@
+"""Client subcommands of ``palimpsest`` (and ``python -m client``): cat, edit, replay, history.
+
+    palimpsest cat notes                       # the text now
+    palimpsest cat notes --seq 12              # ... at a version (or --at ISO, --tag NAME)
+    palimpsest edit notes draft.md             # make the text equal the file (minimal diff)
+    echo hi | palimpsest edit notes -
+    palimpsest replay automerge-paper --limit 20000
+    palimpsest history notes --limit 20
+
+The server is ``--url`` / PALIMPSEST_URL (default http://127.0.0.1:8000); you are
+``--user`` / PALIMPSEST_USER in open mode, or ``--token`` / PALIMPSEST_TOKEN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from .errors import ClientError, Refused
+from .history import DEFAULT_URL, History
+from .session import Session, connect
+
+#: where trace names are looked up (the repository's ../shared/data/traces)
+TRACES_DIR = Path(
+    os.environ.get(
+        "PALIMPSEST_TRACES",
+        Path(__file__).resolve().parent.parent.parent / "shared/data/traces/sequential_traces",
+    )
+)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--url",
+        default=os.environ.get("PALIMPSEST_URL", DEFAULT_URL),
+        help="server URL (env PALIMPSEST_URL; default %(default)s)",
+    )
+    p.add_argument("--user", default=os.environ.get("PALIMPSEST_USER"), help="user (open mode)")
+    p.add_argument("--token", default=os.environ.get("PALIMPSEST_TOKEN"), help="JWT")
+    p.add_argument("--root", default="content", help="the Y.Text root (default %(default)s)")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("cat", help="print a document's text (now or at a version)")
+    p.add_argument("doc")
+    at = p.add_mutually_exclusive_group()
+    at.add_argument("--seq", type=int, help="the version after event SEQ")
+    at.add_argument("--at", help="the version at an ISO-8601 time")
+    at.add_argument("--tag", help="a named version")
+    _common(p)
+    p.set_defaults(func=_runner(cmd_cat))
+
+    p = subparsers.add_parser("edit", help="make a document's text equal a file (minimal diff)")
+    p.add_argument("doc")
+    p.add_argument("file", nargs="?", default="-", help="a file, or - for stdin (default)")
+    _common(p)
+    p.set_defaults(func=_runner(cmd_edit))
+
+    p = subparsers.add_parser("replay", help="replay an editing trace into a document")
+    p.add_argument("trace", help=f"a .json.gz trace file, or a name in {TRACES_DIR}")
+    p.add_argument("--doc", help="target document (default: the trace name + a suffix)")
+    p.add_argument("--limit", type=int, help="replay only the first N transactions")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=100.0,
+        help="at most this many update frames per second; edits in between are merged "
+        "into one frame (default %(default)s; 0 = no limit; the server allows 500/s)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _common(p)
+    p.set_defaults(func=_runner(cmd_replay))
+
+    p = subparsers.add_parser("history", help="list a document's events")
+    p.add_argument("doc")
+    p.add_argument("--after", type=int, help="events after this seq")
+    p.add_argument("--limit", type=int, default=50, help="at most N events (default 50)")
+    p.add_argument("--actor", help="only this user's events")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    _common(p)
+    p.set_defaults(func=_runner(cmd_history))
+
+
+def _runner(cmd: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]) -> Callable[..., int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return asyncio.run(cmd(args))
+        except ClientError as e:
+            print(f"palimpsest: {e}", file=sys.stderr)
+            return 2 if isinstance(e, Refused) else 1
+
+    return run
+
+
+def _session(args: argparse.Namespace, doc: str) -> Session:
+    return connect(args.url, doc, user=args.user, token=args.token, reconnect=True)
+
+
+def _history(args: argparse.Namespace) -> History:
+    return History(args.url, user=args.user, token=args.token)
+
+
+# --- commands ---------------------------------------------------------------------------
+
+
+async def cmd_cat(args: argparse.Namespace) -> int:
+    if args.seq is None and args.at is None and args.tag is None:
+        async with _session(args, args.doc) as s:
+            text = str(s.text(args.root))
+    else:
+        async with _history(args) as h:
+            v = await h.version(args.doc, args.seq, at=args.at, tag=args.tag)
+        text = v.root_text(args.root)
+    sys.stdout.write(text)
+    if text and not text.endswith("\n") and sys.stdout.isatty():
+        sys.stdout.write("\n")
+    return 0
+
+
+async def cmd_edit(args: argparse.Namespace) -> int:
+    new = await asyncio.to_thread(_read_input, args.file)
+    async with _session(args, args.doc) as s:
+        text = s.text(args.root)
+        before = len(text)
+        spans = text.set(new)
+        await s.flush(timeout=60)
+    print(
+        f"{args.doc}: {spans} changed span(s), {before} -> {len(new)} characters",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _read_input(file: str) -> str:
+    return sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+
+
+def load_trace(trace: str) -> tuple[Path, dict[str, Any]]:
+    """A trace by path or by name (``automerge-paper``) in TRACES_DIR."""
+    path = Path(trace)
+    if not path.exists():
+        name = trace if trace.endswith(".json.gz") else f"{trace}.json.gz"
+        path = TRACES_DIR / name
+    if not path.exists():
+        known = sorted(p.name.removesuffix(".json.gz") for p in TRACES_DIR.glob("*.json.gz"))
+        raise SystemExit(f"palimpsest: no trace {trace!r} (known: {', '.join(known)})")
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        data = json.load(f)
+    return path, data
+
+
+async def cmd_replay(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    path, trace = await asyncio.to_thread(load_trace, args.trace)
+    txns = trace["txns"][: args.limit] if args.limit else trace["txns"]
+    name = path.name.removesuffix(".json.gz")
+    doc = args.doc or f"replay-{name}-{int(time.time())}"
+    expected = trace["startContent"]
+    session = connect(
+        args.url, doc, user=args.user, token=args.token, max_frames_per_second=args.rate
+    )
+    async with session as s:
+        text = s.text(args.root)
+        if len(text):
+            print(f"palimpsest: {doc!r} is not empty; replay into a new document", file=sys.stderr)
+            return 2
+        if expected:
+            text.insert(0, expected)
+        t0 = time.perf_counter()
+        bar = tqdm(total=len(txns), unit="txn", disable=args.no_progress, desc=doc)
+        for i, txn in enumerate(txns):
+            patches = txn["patches"]
+            if len(patches) == 1:
+                pos, n, ins = patches[0]
+                text.replace(pos, n, ins)
+            else:
+                with s.doc.transaction():
+                    for pos, n, ins in patches:
+                        text.replace(pos, n, ins)
+            if i % 64 == 63:
+                bar.update(64)
+                await asyncio.sleep(0)  # let the session send
+        bar.update(len(txns) - bar.n)
+        bar.close()
+        local = time.perf_counter() - t0
+        await s.flush(timeout=120)
+        total = time.perf_counter() - t0
+        content = str(text)
+    if args.limit is None and content != trace["endContent"]:
+        print(f"palimpsest: {doc}: the result differs from the trace's endContent", file=sys.stderr)
+        return 1
+    print(
+        f"{doc}: {len(txns)} transactions, {len(content)} characters; "
+        f"applied in {local:.2f}s, durable on the server after {total:.2f}s "
+        f"({len(txns) / total:,.0f} txn/s)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+async def cmd_history(args: argparse.Namespace) -> int:
+    async with _history(args) as h:
+        page = await h.events(args.doc, after=args.after, limit=args.limit, actor=args.actor)
+    for e in page.events:
+        if args.json:
+            print(
+                json.dumps(
+                    {"seq": e.seq, "ts": e.ts, "actor": e.actor, "kind": e.kind,
+                     "size": e.size, "meta": e.meta, "reverts": e.reverts}
+                )
+            )  # fmt: skip
+        else:
+            reverts = f"  reverts {','.join(map(str, e.reverts))}" if e.reverts else ""
+            print(f"{e.seq:>7}  {e.ts}  {e.kind:<8} {e.size:>7}B  {e.actor}{reverts}")
+    if page.next_after is not None and not args.json:
+        print(f"... more: --after {page.next_after}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m client", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    register(sub)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,131 @@
+"""The client's exceptions: one small tree, each with a message that says what to do.
+
+::
+
+    ClientError
+    ├── Refused                  the server refused for good (close 44xx / HTTP 4xx)
+    │   ├── BadDocName           a document name the server does not allow (4400 / 400)
+    │   ├── BadRequest           a malformed request or frame (4400 / 400)
+    │   ├── AuthFailed           missing, bad or expired token (4401 / 401)
+    │   │   └── Forbidden        valid token, not allowed here (4403 / 403)
+    │   ├── ReadOnly             edits refused on a read-only connection (auth message)
+    │   ├── TooLarge             a frame or body over the server's limit (4413 / 413)
+    │   ├── NotFound             unknown document, seq or tag (404)
+    │   └── RateLimited          too many events or connections (4429 / 429)
+    ├── ServerGone               cannot reach the server, or it went away for good
+    ├── ServerError              the server failed (5xx, close 1011)
+    └── Timeout                  a wait ran out (also a builtin TimeoutError)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ClientError(Exception):
+    """Base of every error the Palimpsest client raises on purpose."""
+
+    def __init__(self, message: str, *, code: int | None = None, detail: Any = None) -> None:
+        super().__init__(message)
+        #: websocket close code or HTTP status, when there was one
+        self.code = code
+        self.detail = detail
+
+
+class Refused(ClientError):
+    """The server refused the request; retrying the same thing will not help."""
+
+
+class BadDocName(Refused):
+    pass
+
+
+class BadRequest(Refused):
+    pass
+
+
+class AuthFailed(Refused):
+    pass
+
+
+class Forbidden(AuthFailed):
+    pass
+
+
+class ReadOnly(Refused):
+    pass
+
+
+class TooLarge(Refused):
+    pass
+
+
+class NotFound(Refused):
+    pass
+
+
+class RateLimited(Refused):
+    pass
+
+
+class ServerGone(ClientError):
+    pass
+
+
+class ServerError(ClientError):
+    pass
+
+
+class Timeout(ClientError, TimeoutError):
+    pass
+
+
+#: websocket close code -> the exception a permanent refusal raises
+CLOSE_CODES: dict[int, type[Refused]] = {
+    4400: BadRequest,
+    4401: AuthFailed,
+    4403: Forbidden,
+    4404: NotFound,
+    4413: TooLarge,
+    4429: RateLimited,
+}
+
+#: HTTP status -> exception
+HTTP_STATUSES: dict[int, type[ClientError]] = {
+    400: BadRequest,
+    401: AuthFailed,
+    403: Forbidden,
+    404: NotFound,
+    413: TooLarge,
+    429: RateLimited,
+}
+
+
+def from_close(code: int, reason: str, doc: str) -> ClientError:
+    """The exception for a websocket closed by the server with `code`."""
+    why = reason or "no reason given"
+    if code == 4400 and "document name" in reason:
+        return BadDocName(f"the server refused document {doc!r}: {why}", code=code)
+    cls = CLOSE_CODES.get(code)
+    if cls is not None:
+        return cls(f"the server closed the connection to {doc!r} with {code}: {why}", code=code)
+    if code == 1011:
+        return ServerError(f"the server failed on {doc!r} (1011): {why}", code=code)
+    return ServerGone(f"the connection to {doc!r} closed with {code}: {why}", code=code)
+
+
+def from_http(status: int, body: Any, what: str) -> ClientError:
+    """The exception for an HTTP error answer ({"error", "detail"} or anything else)."""
+    if isinstance(body, dict):
+        error = body.get("error") or ""
+        detail = body.get("detail") or ""
+        text = f"{error}: {detail}" if error and detail else str(error or detail or body)
+    else:
+        text = str(body)[:300] or "no detail"
+    msg = f"{what} failed with HTTP {status}: {text}"
+    if status == 400 and "document name" in text:
+        return BadDocName(msg, code=status, detail=body)
+    cls = HTTP_STATUSES.get(status)
+    if cls is None:
+        cls = ServerError if status >= 500 else Refused
+    return cls(msg, code=status, detail=body)

@@ -1,0 +1,347 @@
+"""The history of documents over HTTP (httpx): events, versions, diffs, blame, restore, tags.
+
+    async with History("http://127.0.0.1:8000", user="ada") as h:
+        page = await h.events("notes", limit=50)
+        v = await h.version("notes", 12)          # or at="2026-11-27T10:00:00Z", or tag=
+        print(v.text)
+        await h.restore("notes", 12)
+
+One method per route of the HTTP API; errors become :mod:`client.errors` exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote
+
+import httpx
+
+from server.errors import DocNameError
+from server.names import validate_doc_name
+
+from .errors import BadDocName, ServerGone, Timeout, from_http
+from .session import OpResult
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+@dataclass(frozen=True, slots=True)
+class DocInfo:
+    doc: str
+    head: int
+    updated: str | None
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    seq: int
+    ts: str
+    actor: str
+    kind: str
+    size: int
+    meta: dict[str, Any] = field(default_factory=dict)
+    reverts: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    events: list[Event]
+    #: pass as ``after=`` for the next page; None at the end
+    next_after: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    seq: int
+    ts: str | None
+    #: every root type: {"content": {"type": "text", "value": "..."}}
+    roots: dict[str, Any]
+
+    @property
+    def text(self) -> str:
+        """The value of the "content" text root ("" when there is none)."""
+        return self.root_text("content")
+
+    def root_text(self, name: str) -> str:
+        root = self.roots.get(name)
+        if isinstance(root, dict):
+            value = root.get("value")
+            return value if isinstance(value, str) else ""
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
+class BlameRun:
+    text: str
+    actor: str
+    seq: int
+
+
+def http_url(url: str) -> str:
+    """An HTTP base URL from http(s):// or ws(s)://HOST:PORT[/ws]."""
+    base = url.rstrip("/")
+    if base.startswith("ws://") or base.startswith("wss://"):
+        base = "http" + base[2:]
+        if base.endswith("/ws"):
+            base = base[:-3]
+    return base
+
+
+def _doc_path(doc: str) -> str:
+    try:
+        validate_doc_name(doc)
+    except DocNameError as e:
+        raise BadDocName(str(e)) from None
+    return f"/api/docs/{quote(doc, safe='')}"
+
+
+def _iso(at: str | datetime) -> str:
+    return at.isoformat() if isinstance(at, datetime) else at
+
+
+class History:
+    """An HTTP client for one server. ``user`` names you in open development mode,
+    ``token`` is sent as ``Authorization: Bearer``."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        user: str | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        params = {"user": user} if user and not token else {}
+        self.url = http_url(url)
+        self._http = httpx.AsyncClient(
+            base_url=self.url, headers=headers, params=params, timeout=timeout,
+            transport=transport,
+        )  # fmt: skip
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        what: str,
+    ) -> httpx.Response:
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            r = await self._http.request(method, path, params=clean, json=json)
+        except httpx.TimeoutException as e:
+            raise Timeout(f"{what}: no answer from {self.url} ({e!r})") from e
+        except httpx.TransportError as e:
+            raise ServerGone(f"{what}: cannot reach {self.url}: {e}") from e
+        if r.status_code >= 400:
+            try:
+                body: Any = r.json()
+            except ValueError:
+                body = r.text
+            raise from_http(r.status_code, body, what)
+        return r
+
+    async def _json(self, method: str, path: str, what: str, **kw: Any) -> dict[str, Any]:
+        r = await self._call(method, path, what=what, **kw)
+        try:
+            body = r.json()
+        except ValueError as e:
+            raise from_http(502, f"not JSON: {r.text[:200]}", what) from e
+        if not isinstance(body, dict):
+            raise from_http(502, f"expected a JSON object, got {body!r:.200}", what)
+        return body
+
+    # --- documents ---------------------------------------------------------------------------
+
+    async def docs(self) -> list[DocInfo]:
+        body = await self._json("GET", "/api/docs", "listing documents")
+        return [
+            DocInfo(d["doc"], int(d.get("head") or 0), d.get("updated"), int(d.get("size") or 0))
+            for d in body.get("docs", [])
+        ]
+
+    # --- events --------------------------------------------------------------------------------
+
+    async def events(
+        self,
+        doc: str,
+        *,
+        after: int | None = None,
+        limit: int | None = None,
+        actor: str | None = None,
+        since: str | datetime | None = None,
+        until: str | datetime | None = None,
+    ) -> EventPage:
+        """One page of the event log (oldest first), filtered by actor and time."""
+        params = {
+            "after": after, "limit": limit, "actor": actor,
+            "since": None if since is None else _iso(since),
+            "until": None if until is None else _iso(until),
+        }  # fmt: skip
+        body = await self._json(
+            "GET", f"{_doc_path(doc)}/events", f"listing events of {doc!r}", params=params
+        )
+        events = [
+            Event(
+                int(e["seq"]),
+                str(e.get("ts")),
+                str(e.get("actor")),
+                str(e.get("kind")),
+                int(e.get("size") or 0),
+                dict(e.get("meta") or {}),
+                list(e.get("reverts") or []),
+            )  # fmt: skip
+            for e in body.get("events", [])
+        ]
+        nxt = body.get("next_after")
+        return EventPage(events, int(nxt) if nxt is not None else None)
+
+    async def iter_events(
+        self, doc: str, *, after: int | None = None, page_size: int = 500, **filters: Any
+    ) -> AsyncIterator[Event]:
+        """Every event (matching the filters), page after page."""
+        while True:
+            page = await self.events(doc, after=after, limit=page_size, **filters)
+            for e in page.events:
+                yield e
+            if page.next_after is None or not page.events:
+                return
+            after = page.next_after
+
+    # --- versions -------------------------------------------------------------------------------
+
+    def _version_path(
+        self, doc: str, seq: int | None, tag: str | None, at: str | datetime | None
+    ) -> tuple[str, dict[str, Any]]:
+        given = sum(x is not None for x in (seq, tag, at))
+        if given > 1:
+            raise ValueError("give one of seq, tag or at")
+        path = f"{_doc_path(doc)}/versions"
+        if at is not None:
+            return path, {"at": _iso(at)}
+        ref = str(int(seq)) if seq is not None else tag if tag is not None else "head"
+        return f"{path}/{quote(ref, safe='')}", {}
+
+    async def version(
+        self,
+        doc: str,
+        seq: int | None = None,
+        *,
+        at: str | datetime | None = None,
+        tag: str | None = None,
+    ) -> Version:
+        """The document after event `seq`, at a named version `tag`, at time `at`, or now."""
+        path, params = self._version_path(doc, seq, tag, at)
+        body = await self._json("GET", path, f"reading {doc!r} ({path})", params=params)
+        return Version(int(body.get("seq") or 0), body.get("ts"), dict(body.get("roots") or {}))
+
+    async def version_update(
+        self,
+        doc: str,
+        seq: int | None = None,
+        *,
+        at: str | datetime | None = None,
+        tag: str | None = None,
+    ) -> bytes:
+        """The document at a version as one Yjs update (apply it to a pycrdt Doc)."""
+        path, params = self._version_path(doc, seq, tag, at)
+        r = await self._call(
+            "GET", path, params={**params, "format": "update"},
+            what=f"reading {doc!r} ({path}) as an update",
+        )  # fmt: skip
+        return r.content
+
+    async def diff(self, doc: str, from_: int, to: int | None = None) -> dict[str, Any]:
+        """What changed between two seqs, per root type, with attribution."""
+        return await self._json(
+            "GET", f"{_doc_path(doc)}/diff", f"diffing {doc!r} {from_}..{to}",
+            params={"from": from_, "to": to},
+        )  # fmt: skip
+
+    async def blame(
+        self, doc: str, seq: int | None = None, root: str = "content"
+    ) -> list[BlameRun]:
+        """Who wrote each piece of the text root `root` at `seq` (now by default)."""
+        body = await self._json(
+            "GET", f"{_doc_path(doc)}/blame", f"blaming {doc!r}", params={"seq": seq}
+        )
+        runs = ((body.get("roots") or {}).get(root) or {}).get("runs") or []
+        return [BlameRun(str(r["text"]), str(r.get("actor")), int(r.get("seq") or 0)) for r in runs]
+
+    # --- changes -------------------------------------------------------------------------------
+
+    async def restore(self, doc: str, seq: int | str) -> int | None:
+        """Make the document equal its version at `seq` (a seq or a tag name) with a new,
+        undoable event; returns its seq, or None when the document already was equal."""
+        body = await self._json(
+            "POST", f"{_doc_path(doc)}/restore", f"restoring {doc!r} to {seq}", json={"seq": seq}
+        )
+        new = body.get("seq")
+        return int(new) if new is not None else None
+
+    async def tags(self, doc: str) -> list[dict[str, Any]]:
+        body = await self._json("GET", f"{_doc_path(doc)}/tags", f"listing tags of {doc!r}")
+        return list(body.get("tags") or [])
+
+    async def tag(self, doc: str, name: str, seq: int | None = None) -> list[dict[str, Any]]:
+        """Name the version `seq` (the head by default); returns every tag of the doc."""
+        body = await self._json(
+            "POST", f"{_doc_path(doc)}/tags", f"tagging {doc!r}",
+            json={k: v for k, v in (("name", name), ("seq", seq)) if v is not None},
+        )  # fmt: skip
+        return list(body.get("tags") or [])
+
+    async def undo(self, doc: str) -> OpResult:
+        """Undo the user's most recent change group (as over the websocket)."""
+        return await self._op(doc, "undo", "undo")
+
+    async def redo(self, doc: str) -> OpResult:
+        return await self._op(doc, "redo", "redo")
+
+    async def close_group(self, doc: str) -> OpResult:
+        """End the user's current undo group."""
+        return await self._op(doc, "undo/close", "close_group")
+
+    async def _op(self, doc: str, path: str, op: str) -> OpResult:
+        what = f"{op} on {doc!r}"
+        try:
+            r = await self._http.post(f"{_doc_path(doc)}/{path}", json={})
+        except httpx.TimeoutException as e:
+            raise Timeout(f"{what}: no answer from {self.url} ({e!r})") from e
+        except httpx.TransportError as e:
+            raise ServerGone(f"{what}: cannot reach {self.url}: {e}") from e
+        try:
+            body: Any = r.json()
+        except ValueError:
+            body = r.text
+        # 409 {"ok": false, "reason"} is an answer ("nothing to undo"), not an error
+        if r.status_code >= 400 and not (r.status_code == 409 and isinstance(body, dict)):
+            raise from_http(r.status_code, body, what)
+        if not isinstance(body, dict):
+            raise from_http(502, f"expected a JSON object, got {body!r:.200}", what)
+        seq = body.get("seq")
+        ok = bool(body.get("ok"))
+        return OpResult(ok, seq if isinstance(seq, int) else None,
+                        None if ok else str(body.get("reason") or body.get("detail")))  # fmt: skip

@@ -1,0 +1,730 @@
+"""A live session: a local pycrdt Doc kept in sync with the server over the y-websocket
+protocol, reconnecting by itself.
+
+    async with client.connect("ws://127.0.0.1:8000/ws", "notes", user="ada") as session:
+        session.text().insert(0, "hello ")           # edit; sent in the background
+        await session.wait_for(lambda: "world" in session.text(), timeout=5)
+        result = await session.undo()                 # server-side, per user
+        await session.flush()                         # the server holds all our edits
+
+How the wire is used (see docs/readme/client.md for the long version):
+
+- On every (re)connect the client sends its step 1 (its state vector) and the server
+  sends its own. The client answers the server's step 1 with a step 2 holding every
+  local change the server lacks: that is how edits made while offline reach the server,
+  exactly once. Local changes made before that answer are not sent separately (the
+  step 2 carries them); changes made after it are sent as sync updates, coalesced into
+  at most ``max_frames_per_second`` frames so the server's rate limit is never hit.
+- Remote updates are applied under a flag so they are never sent back.
+- Undo, redo and close_group go through the extension message (type 100) on the same
+  socket, after every edit sent before them.
+- Close codes 4400-4499 (except 4429) are permanent: the session fails with the
+  matching :mod:`client.errors` exception. Anything else (server restart, kill -9,
+  1011/1013, a dead network) makes it back off and reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import json
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote, urlencode
+
+import websockets
+from pycrdt import Doc, TransactionEvent, merge_updates
+from pycrdt import Text as YText
+
+from server import protocol as P
+from server.errors import DocNameError, ProtocolError
+from server.names import validate_doc_name
+
+from .errors import (
+    BadDocName,
+    ClientError,
+    NotFound,
+    ReadOnly,
+    Refused,
+    ServerGone,
+    Timeout,
+    from_close,
+    from_http,
+)
+from .text import Text
+
+log = logging.getLogger("palimpsest.client")
+
+_EMPTY_UPDATE = b"\x00\x00"
+_MAX_FRAME_UPDATE_BYTES = 1 << 20  # coalesce local updates up to this size per frame
+_PRESENCE_RENEW_SECONDS = 15.0  # y-protocols drops presence not renewed for 30 s
+
+
+@dataclass(frozen=True, slots=True)
+class OpResult:
+    """The answer to undo / redo / close_group: the new seq, or why nothing happened."""
+
+    ok: bool
+    seq: int | None = None
+    reason: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def ws_url(url: str, doc: str, user: str | None = None, token: str | None = None) -> str:
+    """The websocket URL of `doc` under a base like ``ws://HOST:PORT/ws`` (http:// works too;
+    a bare ``http://HOST:PORT`` gets ``/ws`` added)."""
+    base = url.rstrip("/")
+    if base.startswith("http://") or base.startswith("https://"):
+        base = "ws" + base[4:]
+        if not base.endswith("/ws"):
+            base += "/ws"
+    params = {k: v for k, v in (("user", user), ("token", token)) if v is not None}
+    return f"{base}/{quote(doc, safe='')}" + (f"?{urlencode(params)}" if params else "")
+
+
+class Session:
+    """One document, live. Create it with :func:`connect`; use it with ``async with``."""
+
+    def __init__(
+        self,
+        url: str,
+        doc: str,
+        *,
+        user: str | None = None,
+        token: str | None = None,
+        ydoc: Doc[Any] | None = None,
+        reconnect: bool = True,
+        connect_timeout: float = 10.0,
+        max_backoff: float = 5.0,
+        give_up_after: float | None = None,
+        max_frames_per_second: float = 100.0,
+    ) -> None:
+        try:
+            validate_doc_name(doc)
+        except DocNameError as e:
+            raise BadDocName(str(e)) from None
+        self.name = doc
+        self.url = ws_url(url, doc, user, token)
+        self.doc: Doc[Any] = ydoc if ydoc is not None else Doc()
+        #: the user and role the server knows us as (from the hello answer)
+        self.user: str | None = user
+        self.role: str | None = None
+        #: the reason of the server's last "permission denied" (a read-only connection)
+        self.denied: str | None = None
+        #: how many times the session connected (1 after open(), +1 per reconnect)
+        self.connections = 0
+        self._reconnect = reconnect
+        self._connect_timeout = connect_timeout
+        self._max_backoff = max_backoff
+        self._give_up_after = give_up_after
+        self._frame_interval = 1.0 / max_frames_per_second if max_frames_per_second > 0 else 0.0
+
+        self._ws: Any = None
+        self._replied = False  # this connection answered the server's step 1
+        self._synced_now = False  # this connection got its step 2
+        self._ready = asyncio.Event()  # connected, answered and synced
+        self._first_sync = asyncio.Event()
+        self._failed: ClientError | None = None
+        self._closing = False
+        self._runner: asyncio.Task[None] | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
+
+        self._applying = False
+        self._pending: list[bytes] = []  # local updates not yet sent
+        self._offline_changes = 0  # local transactions no step 2 has carried yet
+        self._outbox: collections.deque[bytes] = collections.deque()
+        self._wake = asyncio.Event()
+        self._sending = False
+        self._last_update_sent = 0.0
+
+        self._ids = itertools.count(1)
+        self._requests: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._probe: asyncio.Future[bytes] | None = None
+        self._waiters: list[asyncio.Future[None]] = []
+
+        self._presence: dict[str, Any] | None = None
+        self._clock = 0
+        #: other clients' presence, by client id
+        self.presence: dict[int, dict[str, Any]] = {}
+        self._presence_clocks: dict[int, int] = {}
+
+        self._texts: dict[str, Text] = {}
+        self._sub = self.doc.observe(self._on_local)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def open(self) -> Self:
+        """Connect and wait for the first sync; raise a :mod:`client.errors` exception if the
+        server refuses or cannot be reached within `connect_timeout`."""
+        if self._runner is not None:
+            raise RuntimeError("the session is already open")
+        self._runner = asyncio.create_task(self._run(), name=f"palimpsest:{self.name}")
+        first = asyncio.ensure_future(self._first_sync.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {first, self._runner}, timeout=self._connect_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )  # fmt: skip
+        finally:
+            first.cancel()
+        if self._first_sync.is_set():
+            return self
+        await self._stop_runner()
+        if self._failed is not None:
+            raise self._failed
+        raise Timeout(
+            f"no sync with {self.url} within {self._connect_timeout}s (server not answering?)"
+        )
+
+    async def close(self, *, flush_timeout: float = 5.0) -> None:
+        """Send what is pending, withdraw presence, close the socket. Local edits made while
+        disconnected and never sent are lost (logged as a warning)."""
+        if self._closing:
+            return
+        if self._ready.is_set() and self._failed is None:
+            if self._presence is not None:
+                self._clock += 1
+                self._outbox.append(
+                    P.encode_awareness(
+                        P.encode_awareness_entries([(self.doc.client_id, self._clock, "null")])
+                    )
+                )
+                self._wake.set()
+            with contextlib.suppress(ClientError, TimeoutError):
+                await self._drained(flush_timeout)
+        elif self._offline_changes:
+            log.warning(
+                "%s: closing while disconnected; %d local changes were never sent",
+                self.name, self._offline_changes,
+            )  # fmt: skip
+        self._closing = True
+        await self._stop_runner()
+        self.doc.unobserve(self._sub)
+        self._fail_requests(ServerGone("the session is closed"))
+        self._notify()
+
+    async def __aenter__(self) -> Self:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _stop_runner(self) -> None:
+        self._closing = True
+        ws = self._ws
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 2)
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._runner
+
+    # --- state -----------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """Connected and in sync right now."""
+        return self._ready.is_set()
+
+    @property
+    def error(self) -> ClientError | None:
+        """Why the session stopped for good, if it did."""
+        return self._failed
+
+    @property
+    def pending(self) -> int:
+        """Local updates waiting to be sent."""
+        return len(self._pending) + len(self._outbox)
+
+    def text(self, name: str = "content") -> Text:
+        """The Y.Text root `name` with code-point positions (see :class:`client.text.Text`)."""
+        t = self._texts.get(name)
+        if t is None:
+            t = self._texts[name] = Text(self.doc.get(name, type=YText))
+        return t
+
+    # --- waiting ------------------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    async def wait_for(
+        self,
+        predicate: Callable[[], Any],
+        timeout: float | None = 10.0,  # noqa: ASYNC109 (the httpx-style API)
+        what: str = "",
+    ) -> None:
+        """Wait until ``predicate()`` is true; it is checked now and after every remote
+        change, presence change and (re)connection. Raises :class:`Timeout`, or the error
+        that stopped the session."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            if self._failed is not None:
+                raise self._failed
+            if predicate():
+                return
+            if self._closing:
+                raise ServerGone("the session is closed")
+            fut: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(fut)
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                raise Timeout(f"{what or 'condition'} not met within {timeout}s")
+            try:
+                await asyncio.wait_for(fut, remaining)
+            except TimeoutError:
+                raise Timeout(f"{what or 'condition'} not met within {timeout}s") from None
+
+    async def wait_connected(self, timeout: float | None = 10.0) -> None:  # noqa: ASYNC109 (the httpx-style API)
+        """Wait until the session is connected and in sync again."""
+        await self.wait_for(lambda: self._ready.is_set(), timeout, what="reconnection")
+
+    async def _ready_or_raise(self, within: float | None, what: str) -> None:
+        try:
+            await self.wait_connected(within)
+        except Timeout:
+            raise ServerGone(
+                f"cannot {what}: not connected to {self.url} for {within}s "
+                f"(reconnecting: {self._last_error or 'no error seen'})"
+            ) from None
+
+    async def _drained(self, within: float | None) -> None:
+        await self.wait_for(
+            lambda: not self._outbox and not self._pending and not self._sending
+            and self._replied, within, what="sending pending updates",
+        )  # fmt: skip
+
+    async def flush(self, timeout: float | None = 10.0) -> None:  # noqa: ASYNC109 (the httpx-style API)
+        """Return once the server holds every local change (its events are durable: the
+        server applies an update only after logging it). Raises :class:`ReadOnly` if the
+        server refused our edits, :class:`ServerGone` if not connected within `timeout`."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - loop.time())
+
+        while True:
+            if self.denied is not None:
+                raise ReadOnly(f"the server refused edits on {self.name!r}: {self.denied}")
+            await self._ready_or_raise(left(), "flush")
+            await self._drained(left())
+            if await self._server_has_everything(left()):
+                return
+            if deadline is not None and loop.time() >= deadline:
+                raise Timeout(f"the server did not confirm our edits within {timeout}s")
+            await asyncio.sleep(0.05)
+
+    async def _server_has_everything(self, within: float | None) -> bool:
+        """Ask for the server's whole state (a step 1 with an empty state vector) and see
+        whether our document holds anything it lacks."""
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._probe = fut
+        self._send_frame(P.encode_sync_step1(b"\x00"))
+        try:
+            theirs = await asyncio.wait_for(fut, within)
+        except TimeoutError:
+            raise Timeout("the server did not answer a sync step 1") from None
+        except ClientError:
+            return False
+        scratch: Doc[Any] = Doc()
+        scratch.apply_update(theirs)
+        changed: list[bool] = []
+        scratch.observe(lambda _e: changed.append(True))
+        scratch.apply_update(self.doc.get_update())
+        return not changed
+
+    # --- presence ---------------------------------------------------------------------------
+
+    def set_presence(self, state: dict[str, Any] | None) -> None:
+        """Publish our presence (cursor, name, colour…: any JSON object); None withdraws it."""
+        self._presence = state
+        self._clock += 1
+        if self._ready.is_set():
+            self._send_presence()
+
+    def _send_presence(self) -> None:
+        state = "null" if self._presence is None else json.dumps(self._presence)
+        self._send_frame(
+            P.encode_awareness(
+                P.encode_awareness_entries([(self.doc.client_id, self._clock, state)])
+            )
+        )
+
+    def _on_awareness(self, payload: bytes) -> None:
+        me = self.doc.client_id
+        changed = False
+        for client, clock, state in P.decode_awareness(payload):
+            if client == me:
+                continue
+            known = self._presence_clocks.get(client)
+            if known is not None and clock < known:
+                continue
+            self._presence_clocks[client] = clock
+            if state == "null":
+                changed |= self.presence.pop(client, None) is not None
+            else:
+                try:
+                    value = json.loads(state)
+                except ValueError:
+                    continue
+                self.presence[client] = value if isinstance(value, dict) else {"value": value}
+                changed = True
+        if changed:
+            self._notify()
+
+    # --- extension requests ---------------------------------------------------------------------
+
+    async def request(self, body: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:  # noqa: ASYNC109 (the httpx-style API)
+        """Send an extension request ({"type": …}) after every edit made so far, and return
+        the server's answer body."""
+        await self._ready_or_raise(timeout, f"send {body.get('type')!r}")
+        rid = next(self._ids)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._requests[rid] = fut
+        self._send_frame(P.encode_extension({**body, "id": rid}))
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise Timeout(f"no answer to {body.get('type')!r} within {timeout}s") from None
+        finally:
+            self._requests.pop(rid, None)
+
+    async def _op(self, op: str, within: float) -> OpResult:
+        answer = await self.request({"type": op}, within)
+        seq = answer.get("seq")
+        return OpResult(
+            bool(answer.get("ok")),
+            seq if isinstance(seq, int) else None,
+            answer.get("reason") if not answer.get("ok") else None,
+        )
+
+    async def undo(self, timeout: float = 10.0) -> OpResult:  # noqa: ASYNC109 (the httpx-style API)
+        """Undo our most recent change group (server-side, selective: others' edits stay)."""
+        return await self._op("undo", timeout)
+
+    async def redo(self, timeout: float = 10.0) -> OpResult:  # noqa: ASYNC109 (the httpx-style API)
+        """Re-apply what our last undo reverted."""
+        return await self._op("redo", timeout)
+
+    async def close_group(self, timeout: float = 10.0) -> OpResult:  # noqa: ASYNC109 (the httpx-style API)
+        """End the current undo group: the next edit starts a new one."""
+        # the server closes the group at once, not after the edits queued before the
+        # request: wait until it holds them, or they would join the next group
+        await self.flush(timeout)
+        return await self._op("close_group", timeout)
+
+    def _fail_requests(self, error: ClientError) -> None:
+        for fut in self._requests.values():
+            if not fut.done():
+                fut.set_exception(error)
+        self._requests.clear()
+        if self._probe is not None and not self._probe.done():
+            self._probe.set_exception(error)
+            self._probe.exception()  # retrieved: a flush that gave up does not warn
+        self._probe = None
+
+    # --- local changes ------------------------------------------------------------------------
+
+    def _on_local(self, event: TransactionEvent) -> None:
+        if self._applying:
+            return
+        if not self._replied:  # carried by the step 2 this connection has yet to send
+            self._offline_changes += 1
+            return
+        update = event.update
+        if update == _EMPTY_UPDATE:
+            return
+        self._pending.append(update)
+        self._wake.set()
+
+    def _send_frame(self, frame: bytes) -> None:
+        """Queue a frame after every local update made so far (they go first, merged)."""
+        if self._replied and self._pending:
+            self._outbox.extend(self._take_updates_frames())
+        self._outbox.append(frame)
+        self._wake.set()
+
+    def _take_updates_frames(self, limit: int | None = None) -> list[bytes]:
+        """Merge pending local updates into sync update frames of at most ~1 MiB each."""
+        frames: list[bytes] = []
+        while self._pending and (limit is None or len(frames) < limit):
+            n, size = 0, 0
+            for u in self._pending:
+                if n and size + len(u) > _MAX_FRAME_UPDATE_BYTES:
+                    break
+                n += 1
+                size += len(u)
+            batch = self._pending[:n]
+            del self._pending[:n]
+            merged = batch[0] if n == 1 else merge_updates(*batch)
+            frames.append(P.encode_sync_update(merged))
+        return frames
+
+    async def _send_loop(self, ws: Any) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._outbox or (self._replied and self._pending):
+                if self._outbox:
+                    frame = self._outbox[0]
+                else:
+                    wait = self._last_update_sent + self._frame_interval - loop.time()
+                    if wait > 0:  # let more local changes pile up into the next frame
+                        await asyncio.sleep(wait)
+                        continue
+                    self._outbox.extend(self._take_updates_frames(limit=1))
+                    self._last_update_sent = loop.time()
+                    continue
+                self._sending = True
+                try:
+                    await ws.send(frame)
+                except websockets.ConnectionClosed:
+                    return  # the reader sees the close and reconnects
+                finally:
+                    self._sending = False
+                # sent (in the socket's buffer, which the server reads eagerly)
+                if self._outbox and self._outbox[0] is frame:
+                    self._outbox.popleft()
+            self._notify()
+
+    # --- the connection ------------------------------------------------------------------------
+
+    _last_error: ClientError | None = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        down_since: float | None = None
+        while not self._closing:
+            try:
+                ws = await websockets.connect(
+                    self.url,
+                    max_size=None,
+                    compression=None,
+                    open_timeout=self._connect_timeout,
+                    ping_interval=10,
+                    ping_timeout=20,
+                    close_timeout=2,
+                )
+            except (OSError, TimeoutError, websockets.InvalidHandshake) as e:
+                err: ClientError = ServerGone(f"cannot connect to {self.url}: {e}")
+                if isinstance(e, websockets.InvalidStatus):
+                    status = e.response.status_code
+                    body = e.response.body.decode(errors="replace") if e.response.body else ""
+                    err = from_http(status, body, f"opening the websocket {self.url}")
+                    if status in (403, 404):
+                        # our server refuses with close codes after accepting; an HTTP
+                        # refusal of the handshake means no websocket route there
+                        err = NotFound(
+                            f"no websocket endpoint at {self.url} (HTTP {status}): "
+                            "the URL should look like ws://HOST:PORT/ws",
+                            code=status,
+                        )
+                self._last_error = err
+                first = not self._first_sync.is_set()
+                if first and (isinstance(e, OSError) or isinstance(err, Refused)):
+                    self._failed = err  # nothing to keep: say so at once
+                    return
+            else:
+                attempt = 0
+                try:
+                    code, reason = await self._serve(ws)
+                finally:
+                    self._disconnected()
+                if self._closing:
+                    return
+                err = from_close(code, reason, self.name)
+                self._last_error = err
+                permanent = 4400 <= code < 4500 and code != 4429
+                log.info("%s: connection closed with %s %s", self.name, code, reason)
+                if permanent:
+                    self._failed = err
+                    self._notify()
+                    return
+            if not self._reconnect and self._first_sync.is_set():
+                self._failed = self._last_error or ServerGone("the connection was lost")
+                self._notify()
+                return
+            now = loop.time()
+            down_since = down_since if down_since is not None and attempt else now
+            if self._give_up_after is not None and now - down_since > self._give_up_after:
+                self._failed = ServerGone(
+                    f"gave up reconnecting to {self.url} after {self._give_up_after}s: "
+                    f"{self._last_error}"
+                )
+                self._notify()
+                return
+            delay = min(self._max_backoff, 0.05 * 2**attempt) * (0.5 + random.random() / 2)
+            if self._last_error is not None and self._last_error.code == 4429:
+                delay = max(delay, 1.0)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    def _disconnected(self) -> None:
+        self._ws = None
+        self._ready.clear()
+        self._replied = False
+        self._synced_now = False
+        for task in (self._sender, self._renewer):
+            if task is not None:
+                task.cancel()
+        self._sender = self._renewer = None
+        self._sending = False
+        self._pending.clear()
+        # whatever was queued for the old socket is moot: the next step 2 carries every
+        # local change the server lacks, and requests are failed below
+        self._outbox.clear()
+        self._fail_requests(
+            ServerGone("the connection dropped before the server answered; it may or may "
+                       "not have been applied")
+        )  # fmt: skip
+        self._notify()
+
+    async def _serve(self, ws: Any) -> tuple[int, str]:
+        """Run one connection until it closes; return its close code and reason."""
+        self._ws = ws
+        self._replied = False
+        self._synced_now = False
+        self._outbox.clear()
+        # our step 1 first, then presence and the extension hello (which opts us in)
+        self._outbox.append(P.encode_sync_step1(self.doc.get_state()))
+        if self._presence is not None:
+            self._clock += 2  # past the "null" the server sent for our last connection
+            state = json.dumps(self._presence)
+            self._outbox.append(
+                P.encode_awareness(
+                    P.encode_awareness_entries([(self.doc.client_id, self._clock, state)])
+                )
+            )
+        hello_id = next(self._ids)
+        self._outbox.append(P.encode_extension({"type": "hello", "id": hello_id}))
+        self._sender = asyncio.create_task(self._send_loop(ws))
+        self._wake.set()
+        self._renewer = asyncio.create_task(self._renew_presence())
+        try:
+            async for raw in ws:
+                if isinstance(raw, str):
+                    raise ProtocolError("text frame from the server")
+                self._handle(P.decode(raw), hello_id)
+        except websockets.ConnectionClosed:
+            pass
+        except ProtocolError as e:
+            log.warning("%s: bad frame from the server: %s", self.name, e)
+            with contextlib.suppress(Exception):
+                await ws.close(4400, str(e)[:120])
+            return 4400, f"the server sent a bad frame: {e}"
+        code = ws.close_code
+        return (1006, "connection lost") if code is None else (int(code), ws.close_reason or "")
+
+    def _handle(self, msg: P.Message, hello_id: int) -> None:
+        if isinstance(msg, P.SyncStep1):
+            # The reply carries every local change the server lacks, offline edits included;
+            # updates queued before it are dropped so that none is sent twice.
+            self._pending.clear()
+            update = self.doc.get_update(msg.state_vector)
+            self._replied = True
+            self._offline_changes = 0
+            self._outbox.append(P.encode_sync_step2(update))
+            self._wake.set()
+            self._check_ready()
+        elif isinstance(msg, P.SyncStep2):
+            if self._probe is not None and not self._probe.done() and self._synced_now:
+                self._probe.set_result(msg.update)
+                self._probe = None
+                return
+            self._apply_remote(msg.update)
+            self._synced_now = True
+            self._check_ready()
+        elif isinstance(msg, P.SyncUpdate):
+            self._apply_remote(msg.update)
+        elif isinstance(msg, P.AwarenessUpdate):
+            self._on_awareness(msg.payload)
+        elif isinstance(msg, P.AuthMessage):
+            self.denied = msg.reason
+            log.warning("%s: the server refused our edits: %s", self.name, msg.reason)
+            self._notify()
+        elif isinstance(msg, P.Extension):
+            body = msg.body
+            if body.get("type") == "result":
+                rid = body.get("id")
+                if rid == hello_id:
+                    self.user = body.get("user", self.user)
+                    self.role = body.get("role")
+                    self._notify()
+                    return
+                fut = self._requests.get(rid) if isinstance(rid, int) else None
+                if fut is not None and not fut.done():
+                    fut.set_result(body)
+            elif body.get("type") == "error":
+                log.warning("%s: the server reports: %s", self.name, body.get("reason"))
+        # QueryAwareness is for servers; a client ignores it
+
+    def _check_ready(self) -> None:
+        if self._replied and self._synced_now and not self._ready.is_set():
+            self.connections += 1
+            self._ready.set()
+            self._first_sync.set()
+            self._notify()
+
+    def _apply_remote(self, update: bytes) -> None:
+        self._applying = True
+        try:
+            self.doc.apply_update(update)
+        except BaseException as e:  # pyo3 PanicException derives from BaseException
+            if isinstance(e, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
+                raise
+            raise ProtocolError(f"the server sent an update that does not apply: {e}") from e
+        finally:
+            self._applying = False
+        self._notify()
+
+    async def _renew_presence(self) -> None:
+        while True:
+            await asyncio.sleep(_PRESENCE_RENEW_SECONDS)
+            if self._presence is not None and self._ready.is_set():
+                self._clock += 1
+                self._send_presence()
+
+
+def connect(
+    url: str,
+    doc: str,
+    *,
+    user: str | None = None,
+    token: str | None = None,
+    ydoc: Doc[Any] | None = None,
+    reconnect: bool = True,
+    connect_timeout: float = 10.0,
+    max_backoff: float = 5.0,
+    give_up_after: float | None = None,
+    max_frames_per_second: float = 100.0,
+) -> Session:
+    """A session on `doc` at `url` (``ws://HOST:PORT/ws``); ``async with`` opens it (ready
+    after the first sync) and closes it. ``user`` names you in open development mode;
+    ``token`` is a JWT when the server has a secret."""
+    return Session(
+        url, doc, user=user, token=token, ydoc=ydoc, reconnect=reconnect,
+        connect_timeout=connect_timeout, max_backoff=max_backoff,
+        give_up_after=give_up_after, max_frames_per_second=max_frames_per_second,
+    )  # fmt: skip

@@ -1,0 +1,369 @@
+"""Fan-out between server processes over Redis pub/sub; the log stays the truth.
+
+Several processes share one store (PostgreSQL). Each still writes ahead: an edit is
+durable in the store before anyone sees it. Then its process publishes ``(doc, seq,
+update…)`` on the Redis channel ``PREFIX:DOC``; every other process with that document
+loaded hands the events to its room (``Room.receive_peer_events``), which applies them in
+seq order with a peer origin (never logged again) and broadcasts them to its own clients.
+
+Presence (awareness) travels the same way, and is relayed, not stored: a process's
+connections' states reach the others' clients; a process that dies leaves its clients'
+states to the clients' own 30-second timeout.
+
+Redis may lose messages (a restart, a slow subscriber cut off, a publish that failed), so
+correctness never depends on it:
+
+- a room that receives seq N+2 while at N reads N+1 from the store first;
+- after every (re)subscription, and after a room loads, each room reads what the store
+  has beyond its seq;
+- every ``check`` seconds, the heads of all loaded documents are read in one query, and a
+  room still behind a head seen at the previous check reads the rest from the store (so
+  even a lost last message, or Redis being down, costs at most two check periods).
+
+The fan-out URL is ``redis://HOST:PORT/DB`` plus optional query parameters of ours:
+``prefix`` (channel prefix, default ``palimpsest``: processes that share a log must share
+it) and ``check`` (seconds between gap checks, default 2).
+
+Snapshots with several processes: each process counts peer events toward its rooms'
+snapshot policy, so without coordination every process would checkpoint the same
+document. When the store offers ``put_snapshot_if_due`` (PostgreSQL), the policy writes
+through it: a per-document advisory lock lets one process write at a time, and a write is
+skipped when a valid snapshot within half a period already exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+
+from .errors import PalimpsestError, StoreError
+from .room import Room
+from .store.base import Event
+
+if TYPE_CHECKING:
+    from .backend import Backend
+
+log = logging.getLogger("palimpsest.fanout")
+
+#: messages waiting for Redis beyond this are dropped (the others heal from the log)
+OUTBOX_MAX = 10_000
+
+
+def parse_url(url: str) -> tuple[str, str, float]:
+    """(redis URL, channel prefix, gap-check seconds) from a fan-out URL."""
+    parts = urlsplit(url)
+    prefix, check, rest = "palimpsest", 2.0, []
+    for k, v in parse_qsl(parts.query, keep_blank_values=True):
+        if k == "prefix":
+            prefix = v
+        elif k == "check":
+            check = float(v)
+        else:
+            rest.append((k, v))
+    if not prefix or any(c in prefix for c in "*?[]\\"):
+        raise ValueError(f"fan-out prefix {prefix!r} must be non-empty, without glob characters")
+    return urlunsplit(parts._replace(query=urlencode(rest))), prefix, check
+
+
+def encode(instance: str, events: list[Event]) -> bytes:
+    """One message: a JSON header line, then the updates back to back."""
+    head = {
+        "i": instance,
+        "e": [[e.seq, e.ts, e.actor, e.kind, e.meta, len(e.update)] for e in events],
+    }
+    return (
+        json.dumps(head, separators=(",", ":")).encode()
+        + b"\n"
+        + b"".join(e.update for e in events)
+    )
+
+
+def encode_awareness(instance: str, entries: bytes) -> bytes:
+    """Presence: ``A``, a JSON header line, then the encoded awareness entries."""
+    return b"A" + json.dumps({"i": instance}).encode() + b"\n" + entries
+
+
+def decode(doc: str, data: bytes) -> tuple[str, list[Event] | bytes]:
+    """(instance, events) for an events message, (instance, entries) for presence."""
+    nl = data.index(b"\n")
+    if data[:1] == b"A":
+        return str(json.loads(data[1:nl])["i"]), data[nl + 1 :]
+    head = json.loads(data[:nl])
+    pos = nl + 1
+    events = []
+    for seq, ts, actor, kind, meta, n in head["e"]:
+        events.append(Event(doc, int(seq), int(ts), actor, kind, data[pos : pos + n], meta))
+        pos += n
+    if pos != len(data):
+        raise ValueError(f"fan-out message for {doc!r}: {len(data) - pos} bytes left over")
+    return str(head["i"]), events
+
+
+class _Relay:
+    """Stands for another process's connections in a room's presence (never joins it)."""
+
+    def __init__(self, instance: str) -> None:
+        self.id = f"fanout:{instance}"
+        self.actor = ""
+
+    def send(self, frame: bytes) -> None:
+        pass
+
+    def close(self, code: int, reason: str) -> None:
+        pass
+
+
+class Fanout:
+    """The fan-out service of one process (start/stop with the backend)."""
+
+    def __init__(self, backend: Backend, url: str) -> None:
+        self.backend = backend
+        self.redis_url, self.prefix, self.check_seconds = parse_url(url)
+        self.instance = backend.settings.instance
+        self._redis: aioredis.Redis | None = None
+        self._outbox: list[tuple[str, bytes]] = []
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._heals: set[asyncio.Task[None]] = set()
+        self._behind: dict[str, int] = {}
+        #: observable state, for logs, metrics and tests
+        self.connected = False
+        self.subscriptions = 0
+        self.published = 0
+        self.received = 0
+        self.dropped = 0
+        self.healed = 0
+
+    def channel(self, doc: str) -> str:
+        return f"{self.prefix}:{doc}"
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        # never fails on Redis being down: the service keeps trying, the log covers it
+        self._redis = aioredis.Redis.from_url(
+            self.redis_url, socket_connect_timeout=2.0, socket_keepalive=True
+        )
+        self._tasks = [
+            asyncio.create_task(self._subscriber(), name="fanout-subscriber"),
+            asyncio.create_task(self._publisher(), name="fanout-publisher"),
+            asyncio.create_task(self._checker(), name="fanout-gap-check"),
+        ]
+        log.info("fan-out on %s, channels %s:*, instance %s", self.redis_url, self.prefix,
+                 self.instance)  # fmt: skip
+
+    async def stop(self) -> None:
+        tasks = [*self._tasks, *self._heals]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks = []
+        if self._redis is not None:
+            with contextlib.suppress(Exception):
+                await self._redis.aclose()
+            self._redis = None
+
+    # --- publishing ----------------------------------------------------------------------
+
+    def committed(self, room: Room, events: list[Event]) -> None:
+        """Room hook: events this process just made durable."""
+        if events:
+            self._queue(room.name, encode(self.instance, events))
+
+    def awareness(self, room: Room, entries: bytes) -> None:
+        """Room hook: presence changed by this process's connections."""
+        self._queue(room.name, encode_awareness(self.instance, entries))
+
+    def _queue(self, doc: str, message: bytes) -> None:
+        self._outbox.append((doc, message))
+        if len(self._outbox) > OUTBOX_MAX:
+            del self._outbox[: len(self._outbox) - OUTBOX_MAX]
+            self.dropped += 1
+        self._wake.set()
+
+    async def _publisher(self) -> None:
+        while True:
+            if not self._outbox:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch, self._outbox = self._outbox, []
+            assert self._redis is not None
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for doc, message in batch:
+                        pipe.publish(self.channel(doc), message)
+                    await pipe.execute()
+                self.published += len(batch)
+            except (RedisError, OSError) as e:
+                # the events are in the log: the other processes heal from it
+                self.dropped += len(batch)
+                log.warning("fan-out publish of %d messages failed: %s", len(batch), e)
+                await asyncio.sleep(0.5)
+
+    # --- receiving -----------------------------------------------------------------------
+
+    async def _subscriber(self) -> None:
+        backoff = 0.1
+        while True:
+            assert self._redis is not None
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.psubscribe(f"{self.prefix}:*")
+                self.connected = True
+                self.subscriptions += 1
+                backoff = 0.1
+                log.info("fan-out subscribed (%d)", self.subscriptions)
+                # whatever was published while we were not listening is in the log
+                await self.heal_all()
+                while True:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if msg is not None and msg["type"] == "pmessage":
+                        self._receive(msg["channel"], msg["data"])
+            except (RedisError, OSError) as e:
+                if self.connected:
+                    log.warning("fan-out lost Redis (%s); healing from the log meanwhile", e)
+                self.connected = False
+            finally:
+                self.connected = False
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    def _receive(self, channel: bytes | str, data: bytes) -> None:
+        ch = channel.decode() if isinstance(channel, bytes) else channel
+        doc = ch[len(self.prefix) + 1 :]
+        room = self.backend.rooms.get_loaded(doc)
+        if room is None:
+            return
+        try:
+            instance, body = decode(doc, data)
+        except (ValueError, KeyError, TypeError) as e:
+            log.error("fan-out: malformed message on %s: %s", ch, e)
+            return
+        if instance == self.instance:
+            return  # ours, already applied
+        self.received += 1
+        if isinstance(body, bytes):
+            try:
+                room.receive_awareness(_Relay(instance), body, relayed=True)
+            except PalimpsestError as e:
+                log.error("fan-out: bad presence from %s on %s: %s", instance, doc, e)
+            return
+        with contextlib.suppress(StoreError):  # the room is being reloaded: it reads the log
+            room.receive_peer_events(body)
+
+    # --- healing from the log ---------------------------------------------------------------
+
+    async def heal(self, room: Room) -> int:
+        """Hand the room whatever the store has beyond its seq; returns how many events."""
+        events = await self.backend.store.read(room.name, after=room.seq)
+        events = [e for e in events if e.seq > room.seq]
+        if events:
+            self.healed += len(events)
+            log.info("fan-out: %s behind the log by %d events; applying them from the store",
+                     room.name, len(events))  # fmt: skip
+            with contextlib.suppress(StoreError):
+                room.receive_peer_events(events)
+        return len(events)
+
+    async def heal_all(self) -> None:
+        for room in list(self.backend.rooms.loaded.values()):
+            try:
+                await self.heal(room)
+            except StoreError as e:
+                log.warning("fan-out: cannot heal %s now: %s", room.name, e)
+
+    def _loaded(self, name: str, seconds: float, replayed: int) -> None:
+        """Rooms hook: a message published while the room loaded may have been missed."""
+        room = self.backend.rooms.get_loaded(name)
+        if room is not None:
+            task = asyncio.create_task(self._heal_quietly(room))
+            self._heals.add(task)
+            task.add_done_callback(self._heals.discard)
+
+    async def _heal_quietly(self, room: Room) -> None:
+        try:
+            await self.heal(room)
+        except StoreError as e:
+            log.warning("fan-out: cannot heal %s now: %s", room.name, e)
+
+    async def _checker(self) -> None:
+        while True:
+            await asyncio.sleep(self.check_seconds)
+            try:
+                await self.check_gaps()
+            except StoreError as e:
+                log.warning("fan-out gap check failed: %s", e)
+
+    async def check_gaps(self) -> None:
+        """Heal rooms that are still behind a head seen one check ago (the delay lets
+        this process's own commits in flight land first)."""
+        rooms = self.backend.rooms.loaded
+        if not rooms:
+            self._behind.clear()
+            return
+        store: Any = self.backend.store
+        if hasattr(store, "heads"):
+            heads: dict[str, int] = await store.heads(list(rooms))
+        else:
+            heads = {name: await store.head(name) for name in rooms}
+        behind: dict[str, int] = {}
+        for name, room in rooms.items():
+            seen = self._behind.get(name)
+            if seen is not None and room.seq < seen:
+                await self.heal(room)
+            if heads.get(name, 0) > room.seq:
+                behind[name] = heads[name]
+        self._behind = behind
+
+
+def _coordinate_snapshots(backend: Backend) -> None:
+    """Write snapshots through the store's put_snapshot_if_due (one process at a time)."""
+    store: Any = backend.store
+    if not hasattr(store, "put_snapshot_if_due"):
+        return
+    policy = backend.snapshots
+
+    async def write(name: str, seq: int, state: bytes, meta: dict[str, Any]) -> None:
+        min_gap = max(1, policy.every // 2)
+        t0 = time.perf_counter()
+        try:
+            done = await store.put_snapshot_if_due(name, seq, state, meta, min_gap=min_gap)
+        except Exception as e:  # a failed checkpoint costs load time, never data
+            log.warning("snapshot %s@%d not written: %s", name, seq, e)
+            return
+        dt = time.perf_counter() - t0
+        if done:
+            log.info("snapshot %s@%d written (%d bytes, %.1f ms)", name, seq, len(state), dt * 1e3)
+            for cb in policy.on_taken:
+                cb(name, seq, len(state), dt)
+        else:
+            log.debug("snapshot %s@%d left to another process", name, seq)
+
+    # an instance attribute shadows the method for this policy object only
+    setattr(policy, "_write", write)  # noqa: B010
+
+
+def install(backend: Backend) -> None:
+    url = backend.settings.fanout
+    if not url:
+        return
+    fanout = Fanout(backend, url)
+    backend.hooks.committed.append(fanout.committed)
+    backend.hooks.awareness.append(fanout.awareness)
+    backend.rooms.on_loaded.append(fanout._loaded)
+    backend.services.append(fanout)
+    _coordinate_snapshots(backend)
+    setattr(backend, "fanout", fanout)  # noqa: B010 - for tools and tests in the same process

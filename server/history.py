@@ -1,0 +1,396 @@
+"""Browsable history: events, editing sessions, any version, attributed diffs, blame,
+restore and named versions (tags). Framework-free; server/routes/history.py is the HTTP
+face of it.
+
+- A version at seq S is rebuilt by :func:`server.snapshots.load` (nearest valid
+  snapshot at or below S + the events after it, never the whole log).
+- Blame and text diffs come from the attribution index (server.history_attribution),
+  kept in memory per document and extended incrementally.
+- Restore is a forward event of kind ``restore`` computed on the live document
+  (server.history_restore), so it broadcasts, converges and is undoable like any edit.
+- Sessions group each actor's events separated by less than a gap (5 minutes).
+
+A ``ref`` (wherever a seq is accepted) is a seq number, a tag name, or ``head``.
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pycrdt import Doc
+
+from .errors import BadRequest, NotFound
+from .history_attribution import AttributionCache, AttributionIndex
+from .history_render import (
+    TEXT,
+    infer_root_types,
+    render_root,
+    root_names,
+    structural_diff,
+    typed_roots,
+)
+from .history_restore import make_equal
+from .origins import ServerOrigin
+from .snapshots import load
+from .store.base import DocInfo, Event, EventStore, Tag
+from .util import iso
+
+if TYPE_CHECKING:
+    from .backend import Backend
+
+#: editing sessions: same actor, gaps shorter than this
+SESSION_GAP_MS = 5 * 60 * 1000
+MAX_PAGE = 1000
+#: a diff over at most this many events, asked before the document's attribution index
+#: exists, folds just its range rather than building the index
+RANGE_DIFF_MAX = 20_000
+_TAG = re.compile(r"[^\x00-\x1f\x7f/]{1,64}")
+_INT = re.compile(r"-?[0-9]+")
+
+
+def event_json(ev: Event) -> dict[str, Any]:
+    reverts: list[int] | None = None
+    if isinstance(ev.meta.get("reverts"), list):
+        reverts = [int(s) for s in ev.meta["reverts"]]
+    elif ev.kind == "restore" and isinstance(ev.meta.get("restores"), int):
+        reverts = [int(ev.meta["restores"])]
+    return {
+        "seq": ev.seq,
+        "ts": iso(ev.ts),
+        "actor": ev.actor,
+        "kind": ev.kind,
+        "size": len(ev.update),
+        "meta": ev.meta,
+        "reverts": reverts,
+    }
+
+
+def tag_json(tag: Tag) -> dict[str, Any]:
+    return {"name": tag.name, "seq": tag.seq, "ts": iso(tag.ts), "actor": tag.actor}
+
+
+def validate_tag_name(name: Any) -> str:
+    if not isinstance(name, str) or not _TAG.fullmatch(name):
+        raise BadRequest("a tag name is 1-64 printable characters, without '/'")
+    if _INT.fullmatch(name) or name == "head":
+        raise BadRequest(f"{name!r} cannot be a tag name: it reads as a seq")
+    return name
+
+
+@dataclass
+class _Sessions:
+    gap_ms: int
+    seq: int = 0
+    done: list[dict[str, Any]] = field(default_factory=list)
+    open: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, ev: Event) -> None:
+        cur = self.open.get(ev.actor)
+        if cur is not None and ev.ts - cur["_end"] < self.gap_ms:
+            cur.update(end_seq=ev.seq, _end=max(cur["_end"], ev.ts), events=cur["events"] + 1)
+        else:
+            if cur is not None:
+                self.done.append(cur)
+            self.open[ev.actor] = {
+                "actor": ev.actor,
+                "start_seq": ev.seq,
+                "end_seq": ev.seq,
+                "_start": ev.ts,
+                "_end": ev.ts,
+                "events": 1,
+            }
+        self.seq = ev.seq
+
+    def all(self) -> list[dict[str, Any]]:
+        out = sorted([*self.done, *self.open.values()], key=lambda s: s["start_seq"])
+        return [
+            {
+                "actor": s["actor"],
+                "start_seq": s["start_seq"],
+                "end_seq": s["end_seq"],
+                "start": iso(s["_start"]),
+                "end": iso(s["_end"]),
+                "events": s["events"],
+            }
+            for s in out
+        ]
+
+
+class History:
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.attribution = AttributionCache(backend.store)
+        #: per document, the root types learnt so far (a root's type never changes)
+        self._types: dict[str, dict[str, str]] = {}
+        self._sessions: dict[tuple[str, int], _Sessions] = {}
+
+    @property
+    def store(self) -> EventStore:
+        return self.backend.store
+
+    # --- resolving references -------------------------------------------------------------
+
+    async def info(self, doc: str) -> DocInfo:
+        info = await self.store.doc_info(doc)
+        if info is None:
+            raise NotFound(f"no document named {doc!r}")
+        return info
+
+    async def resolve(self, doc: str, ref: Any, info: DocInfo | None = None) -> int:
+        """A seq from a seq number, a tag name or "head"; checked against the log."""
+        info = info or await self.info(doc)
+        if ref is None or ref == "" or ref == "head":
+            return info.head
+        if isinstance(ref, bool) or not isinstance(ref, int | str):
+            raise BadRequest(f"a version is a seq number or a tag name, not {ref!r}")
+        if isinstance(ref, str) and not _INT.fullmatch(ref.strip()):
+            for tag in await self.store.tags(doc):
+                if tag.name == ref:
+                    return self._check(doc, tag.seq, info)
+            raise NotFound(f"document {doc!r} has no tag named {ref!r}")
+        return self._check(doc, int(ref), info)
+
+    @staticmethod
+    def _check(doc: str, seq: int, info: DocInfo) -> int:
+        if seq < 0:
+            raise BadRequest(f"seq must be >= 0, not {seq}")
+        if seq > info.head:
+            raise NotFound(f"document {doc!r} has no seq {seq}: its head is {info.head}")
+        if seq < info.base_seq:
+            raise NotFound(
+                f"seq {seq} of {doc!r} was compacted away: history starts at {info.base_seq}"
+            )
+        return seq
+
+    async def seq_at(self, doc: str, ts_ms: int, info: DocInfo | None = None) -> int:
+        info = info or await self.info(doc)
+        return max(await self.store.seq_at(doc, ts_ms), info.base_seq)
+
+    async def event_ts(self, doc: str, seq: int) -> str | None:
+        if seq <= 0:
+            return None
+        evs = await self.store.read(doc, after=seq - 1, upto=seq)
+        return iso(evs[0].ts) if evs else None
+
+    # --- versions ---------------------------------------------------------------------------
+
+    async def doc_at(self, doc: str, seq: int) -> Doc[Any]:
+        """A scratch document equal to the fold of events 1..seq."""
+        return (await self._load(doc, seq))[0]
+
+    async def _load(self, doc: str, seq: int) -> tuple[Doc[Any], int | None]:
+        """The document at seq (nearest snapshot + the events after it), and the ts of
+        event seq when it was among those replayed."""
+        last: list[Event] = []
+        loaded = await load(self.store, doc, upto=seq, on_event=last.append)
+        ts = last[-1].ts if last and last[-1].seq == seq else None
+        return loaded.doc, ts
+
+    def types(self, doc: str, ydoc: Doc[Any]) -> dict[str, str]:
+        """Types of every root of `ydoc` (cached per document once learnt)."""
+        known = self._types.setdefault(doc, {})
+        names = root_names(ydoc)
+        for name, kind in typed_roots(ydoc).items():
+            known.setdefault(name, kind)
+        unknown = [n for n in names if n not in known]
+        guessed = infer_root_types(ydoc, unknown)
+        for name, g in guessed.items():
+            if g is not None:
+                known[name] = g
+        return {n: known.get(n, TEXT) for n in names}
+
+    async def version(self, doc: str, seq: int) -> dict[str, Any]:
+        ydoc, ts_ms = await self._load(doc, seq)
+        types = self.types(doc, ydoc)
+        roots = {n: {"type": k, "value": render_root(ydoc, n, k)} for n, k in types.items()}
+        ts = iso(ts_ms) if ts_ms is not None else await self.event_ts(doc, seq)
+        return {"doc": doc, "seq": seq, "ts": ts, "roots": roots}
+
+    async def version_update(self, doc: str, seq: int) -> bytes:
+        return (await self.doc_at(doc, seq)).get_update()
+
+    # --- attribution ----------------------------------------------------------------------
+
+    async def _index_for(self, doc: str, info: DocInfo) -> AttributionIndex:
+        """The attribution index, folded to head, tracking every root known to be text."""
+        cached = self.attribution.peek(doc)
+        if cached is not None and cached.seq > info.head:  # deleted and re-created
+            self.attribution.drop(doc)
+        known = self._types.get(doc)
+        if known is None:
+            self.types(doc, await self.doc_at(doc, info.head))
+            known = self._types.get(doc, {})
+        text_roots = sorted(n for n, k in known.items() if k == TEXT)
+        index = await self.attribution.get(doc, info.head, text_roots)
+        for name in index.tracks:
+            known.setdefault(name, TEXT)
+        return index
+
+    async def blame(self, doc: str, seq: int, info: DocInfo, root: str | None) -> dict[str, Any]:
+        index = await self._index_for(doc, info)
+        roots: dict[str, Any] = {}
+        for name in sorted(index.tracks):
+            if root is not None and name != root:
+                continue
+            roots[name] = {"type": TEXT, "runs": index.blame(name, seq)}
+        if root is not None and root not in roots:
+            raise NotFound(f"document {doc!r} has no text root {root!r} at seq {seq}")
+        return {"doc": doc, "seq": seq, "roots": roots}
+
+    async def diff(
+        self, doc: str, a: int, b: int, info: DocInfo, root: str | None
+    ) -> dict[str, Any]:
+        if a > b:
+            raise BadRequest(f"from ({a}) is after to ({b})")
+        cached = self.attribution.peek(doc)
+        docs: tuple[Doc[Any], Doc[Any]] | None = None
+        if (cached is None or cached.seq > info.head) and b - a <= RANGE_DIFF_MAX:
+            # no index yet: fold just the range instead of building one from seq 0
+            docs = await self.doc_at(doc, a), await self.doc_at(doc, b)
+            texts = sorted({n for d in docs for n, k in self.types(doc, d).items() if k == TEXT})
+            index = AttributionIndex(doc, texts)
+            index.start_from(a, docs[0].get_update())
+            index.fold(await self.store.read(doc, after=a, upto=b))
+        else:
+            index = await self._index_for(doc, info)
+        # roots are never removed: the index's document (at b or later) names them all
+        names = sorted(set(index.doc.keys()) | set(index.tracks))
+        if root is not None:
+            if root not in names:
+                raise NotFound(f"document {doc!r} has no root {root!r}")
+            names = [root]
+        roots: dict[str, Any] = {}
+        for name in names:
+            if name in index.tracks:
+                roots[name] = {"type": TEXT, "ops": index.diff(name, a, b)}
+                continue
+            if docs is None:  # only structural diffs need the two versions
+                docs = await self.doc_at(doc, a), await self.doc_at(doc, b)
+            ta, tb = self.types(doc, docs[0]), self.types(doc, docs[1])
+            if name not in ta and name not in tb:
+                continue
+            kind = tb.get(name) or ta[name]
+            old = render_root(docs[0], name, kind) if name in ta else None
+            new = render_root(docs[1], name, kind) if name in tb else None
+            roots[name] = structural_diff(kind, old, new)
+        return {"doc": doc, "from": a, "to": b, "roots": roots}
+
+    # --- events and sessions ------------------------------------------------------------
+
+    async def events(
+        self,
+        doc: str,
+        *,
+        after: int,
+        limit: int,
+        actor: str | None,
+        since_ts: int | None,
+        until_ts: int | None,
+        kinds: list[str] | None,
+    ) -> dict[str, Any]:
+        await self.info(doc)
+        evs = await self.store.query(
+            doc,
+            after=after,
+            limit=limit,
+            actor=actor,
+            since_ts=since_ts,
+            until_ts=until_ts,
+            kinds=kinds,
+        )
+        return {
+            "events": [event_json(e) for e in evs],
+            "next_after": evs[-1].seq if len(evs) == limit else None,
+        }
+
+    async def sessions(
+        self,
+        doc: str,
+        info: DocInfo,
+        *,
+        gap_ms: int,
+        after: int,
+        limit: int,
+        actor: str | None,
+    ) -> dict[str, Any]:
+        key = (doc, gap_ms)
+        cache = self._sessions.get(key)
+        if cache is None or cache.seq > info.head:
+            cache = self._sessions[key] = _Sessions(gap_ms, seq=info.base_seq)
+        while cache.seq < info.head:
+            evs = await self.store.read(doc, after=cache.seq, upto=info.head, limit=5000)
+            if not evs:
+                break
+            for ev in evs:
+                cache.add(ev)
+        out = [
+            s
+            for s in cache.all()
+            if s["start_seq"] > after and (actor is None or s["actor"] == actor)
+        ]
+        page = out[:limit]
+        return {
+            "sessions": page,
+            "next_after": page[-1]["start_seq"] if len(out) > limit else None,
+        }
+
+    # --- restore ------------------------------------------------------------------------
+
+    async def restore(self, doc: str, actor: str, seq: int) -> Event | None:
+        """Make the live document equal to version `seq`, as an event of kind restore."""
+        target = await self.doc_at(doc, seq)
+        room = await self.backend.rooms.get(doc)
+        try:
+
+            def change(live: Doc[Any]) -> None:
+                known = self.types(doc, target)
+                live_types = typed_roots(live)
+                names = set(known) | set(live.keys())
+                untyped = [n for n in names if n not in live_types and n not in known]
+                guessed = infer_root_types(live, untyped)
+                types = {
+                    n: live_types.get(n) or known.get(n) or guessed.get(n) or TEXT for n in names
+                }
+                with live.transaction(origin=ServerOrigin(actor, "restore")):
+                    make_equal(live, target, types)
+
+            return await room.server_change(actor, "restore", change, meta={"restores": seq})
+        finally:
+            self.backend.rooms.release(room)
+
+    # --- tags ---------------------------------------------------------------------------
+
+    async def tags(self, doc: str) -> list[dict[str, Any]]:
+        return [tag_json(t) for t in await self.store.tags(doc)]
+
+    async def put_tag(self, doc: str, name: Any, ref: Any, actor: str) -> dict[str, Any]:
+        name = validate_tag_name(name)
+        info = await self.info(doc)
+        seq = await self.resolve(doc, ref, info)
+        return tag_json(await self.store.put_tag(doc, name, seq, actor))
+
+    async def delete_tag(self, doc: str, name: str) -> None:
+        await self.info(doc)
+        if not await self.store.delete_tag(doc, name):
+            raise NotFound(f"document {doc!r} has no tag named {name!r}")
+
+
+_services: weakref.WeakKeyDictionary[Backend, History] = weakref.WeakKeyDictionary()
+
+
+def history_of(backend: Backend) -> History:
+    service = _services.get(backend)
+    if service is None:
+        service = _services[backend] = History(backend)
+    return service
+
+
+def install(backend: Backend) -> None:
+    """Wired by server.features: one History per backend."""
+    history_of(backend)
+
+
+__all__ = ["History", "event_json", "history_of", "install"]

@@ -1,0 +1,373 @@
+"""Who wrote what: the attribution index behind blame and attributed diffs.
+
+For each text root, the index keeps every byte ever inserted (UTF-8, the unit of
+pycrdt's Text positions), in document order, deleted ones included (tombstones), each
+with the seq of the event that inserted it and the seq of the event that deleted it (0
+while alive). It is built by folding the log's events onto a scratch document and
+reading each transaction's text delta (retain/insert/delete at visible positions).
+
+Because a Yjs sequence never reorders its items and a deleted item never comes back
+(undo and restore insert copies), the order at head, restricted to the bytes alive at
+seq S (inserted <= S, not deleted by S), is the text at S. So one structure answers
+blame at any seq, and the diff of any two seqs, without replaying anything per request.
+Where a new insertion lands among tombstones is not recorded exactly, and it does not
+matter: such a tombstone and the new bytes are never alive at the same seq.
+
+Cost and lifetime (see docs/readme/history.md): the index lives in memory, one per
+document, built on first use from the start of the log (the only full pass, at about
+the cost of replaying the log with text observers), then extended with the events
+appended since, on each request. A least-recently-used bound limits how many documents
+keep one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+from pycrdt import Doc, Subscription, Text, TextEvent
+
+from .history_render import TEXT, infer_root_types
+from .store.base import Event, EventStore
+
+log = logging.getLogger("palimpsest.history")
+
+#: an embedded object in a text counts one position; shown as U+FFFC in blame and diffs
+EMBED = b"\x1a"
+#: runs per block of the blocked list (split at twice this)
+BLOCK = 64
+#: events read per store query while folding
+READ_PAGE = 2000
+#: events folded between two yields to the event loop (~50 ms of work at most on a large
+#: document), so that the other rooms keep flowing during a long first build
+FOLD_SLICE = 250
+
+
+class TextTrack:
+    """The runs of one text root: [first byte id, length, inserted by seq, deleted by seq].
+
+    Runs live in blocks (a blocked list) with each block's count of alive bytes, so that
+    finding a visible position costs O(blocks + block size), not O(document)."""
+
+    __slots__ = ("blocks", "alive", "content", "_bi", "_base")
+
+    def __init__(self) -> None:
+        self.blocks: list[list[list[int]]] = [[]]
+        self.alive: list[int] = [0]
+        #: every byte ever inserted, by id
+        self.content = bytearray()
+        # the block of the last edit and the alive bytes before it: edits are local, and
+        # edits only change counts at or after this block
+        self._bi = 0
+        self._base = 0
+
+    @property
+    def length(self) -> int:
+        return sum(self.alive)
+
+    def apply_delta(self, delta: list[dict[str, Any]], seq: int) -> None:
+        pos = 0
+        for op in delta:
+            if "retain" in op:
+                pos += int(op["retain"])
+            elif "insert" in op:
+                value = op["insert"]
+                data = value.encode() if isinstance(value, str) else EMBED
+                if data:
+                    self.insert(pos, data, seq)
+                pos += len(data)
+            elif "delete" in op:
+                self.delete(pos, int(op["delete"]), seq)
+
+    def _find(self, p: int) -> tuple[int, int, int]:
+        """The point after `p` alive bytes: (block, run, offset inside the run or 0)."""
+        if p == 0:
+            self._bi = self._base = 0
+            return 0, 0, 0
+        alive, last = self.alive, len(self.blocks) - 1
+        bi, base = self._bi, self._base
+        while bi > 0 and base >= p:
+            bi -= 1
+            base -= alive[bi]
+        while bi < last and base + alive[bi] < p:
+            base += alive[bi]
+            bi += 1
+        self._bi, self._base = bi, base
+        p -= base
+        runs = self.blocks[bi]
+        for ri, run in enumerate(runs):
+            if run[3] == 0:
+                n = run[1]
+                if p < n:
+                    return bi, ri, p
+                p -= n
+                if p == 0:
+                    return bi, ri + 1, 0
+        raise ValueError("position past the end of the text")
+
+    @staticmethod
+    def _split(runs: list[list[int]], ri: int, off: int) -> None:
+        s, n, ins, dele = runs[ri]
+        runs[ri] = [s, off, ins, dele]
+        runs.insert(ri + 1, [s + off, n - off, ins, dele])
+
+    def _split_block(self, bi: int) -> None:
+        runs = self.blocks[bi]
+        half = len(runs) // 2
+        a, b = runs[:half], runs[half:]
+        alive_a = sum(r[1] for r in a if r[3] == 0)
+        self.blocks[bi : bi + 1] = [a, b]
+        self.alive[bi : bi + 1] = [alive_a, self.alive[bi] - alive_a]
+        self._bi = self._base = 0
+
+    def insert(self, p: int, data: bytes, seq: int) -> None:
+        start = len(self.content)
+        self.content += data
+        bi, ri, off = self._find(p)
+        runs = self.blocks[bi]
+        if off:
+            self._split(runs, ri, off)
+            ri += 1
+        prev = runs[ri - 1] if ri > 0 else None
+        if prev is not None and prev[2] == seq and prev[3] == 0 and prev[0] + prev[1] == start:
+            prev[1] += len(data)
+        else:
+            runs.insert(ri, [start, len(data), seq, 0])
+        self.alive[bi] += len(data)
+        if len(runs) > 2 * BLOCK:
+            self._split_block(bi)
+
+    def delete(self, p: int, n: int, seq: int) -> None:
+        bi, ri, off = self._find(p)
+        runs = self.blocks[bi]
+        if off:
+            self._split(runs, ri, off)
+            ri += 1
+        grown = bi
+        while n > 0:
+            if ri >= len(runs):
+                bi += 1
+                if bi >= len(self.blocks):
+                    raise ValueError("deletion past the end of the text")
+                runs, ri = self.blocks[bi], 0
+                continue
+            run = runs[ri]
+            if run[3] == 0:
+                if run[1] > n:
+                    self._split(runs, ri, n)
+                    run = runs[ri]
+                run[3] = seq
+                n -= run[1]
+                self.alive[bi] -= run[1]
+            ri += 1
+        if len(self.blocks[grown]) > 2 * BLOCK:
+            self._split_block(grown)
+
+    def runs(self) -> Iterator[list[int]]:
+        for block in self.blocks:
+            yield from block
+
+
+def _alive_at(run: list[int], seq: int) -> bool:
+    return run[2] <= seq and (run[3] == 0 or run[3] > seq)
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace").replace("\x1a", "\ufffc")
+
+
+class AttributionIndex:
+    """The attribution of one document's text roots, folded up to `seq`."""
+
+    def __init__(self, doc: str, text_roots: list[str]) -> None:
+        self.doc_name = doc
+        self.doc: Doc[Any] = Doc(skip_gc=True)
+        self.tracks: dict[str, TextTrack] = {}
+        self.actors: dict[int, str] = {}
+        self.seq = 0
+        self.failed = 0
+        #: roots seen with nothing visible yet: their type is still unknown
+        self.pending: set[str] = set()
+        self._cur = 0
+        self._seen: set[str] = set(text_roots)
+        self._subs: list[Subscription] = []
+        for name in text_roots:
+            self._track(name)
+
+    def _track(self, name: str) -> None:
+        track = TextTrack()
+        self.tracks[name] = track
+
+        def on_text(e: TextEvent) -> None:
+            track.apply_delta(e.delta, self._cur)  # type: ignore[attr-defined]
+
+        self._subs.append(self.doc.get(name, type=Text).observe(on_text))
+
+    def start_from(self, seq: int, state: bytes) -> None:
+        """Start from the state at `seq` (a compacted log's base snapshot, or the first
+        version of a range diff): its text counts as written at `seq`, by nobody known."""
+        self._cur = seq
+        self.actors[seq] = ""
+        self.doc.apply_update(state)
+        self.seq = seq
+
+    def fold(self, events: list[Event]) -> None:
+        for ev in events:
+            self._cur = ev.seq
+            self.actors[ev.seq] = ev.actor
+            try:
+                self.doc.apply_update(ev.update)
+            except BaseException as e:
+                if isinstance(e, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
+                    raise
+                # the same event fails in every fold (see room.replay); an error from our
+                # own delta reading would surface here too: say so
+                log.error("attribution of %s: event %d: %r", self.doc_name, ev.seq, e)
+                self.failed += 1
+            self.seq = ev.seq
+
+    def new_text_roots(self) -> list[str]:
+        """Roots untracked so far that turned out to be text (the index is then rebuilt)."""
+        untracked = [n for n in self.doc.keys() if n not in self.tracks]
+        candidates = [n for n in untracked if n in self.pending or n not in self._seen]
+        self._seen.update(untracked)
+        if not candidates:
+            return []
+        types = infer_root_types(self.doc, candidates)
+        self.pending = (self.pending - set(candidates)) | {n for n, t in types.items() if t is None}
+        return sorted(n for n, t in types.items() if t == TEXT)
+
+    def actor(self, seq: int) -> str | None:
+        return self.actors.get(seq)
+
+    # --- answers ---------------------------------------------------------------------
+
+    def blame(self, root: str, seq: int) -> list[dict[str, Any]]:
+        track = self.tracks[root]
+        out: list[dict[str, Any]] = []
+        cur_seq, buf = -1, bytearray()
+        content = track.content
+        for run in track.runs():
+            if not _alive_at(run, seq):
+                continue
+            if run[2] != cur_seq and buf:
+                out.append(
+                    {"text": _text(bytes(buf)), "actor": self.actor(cur_seq), "seq": cur_seq}
+                )
+                buf = bytearray()
+            cur_seq = run[2]
+            buf += content[run[0] : run[0] + run[1]]
+        if buf:
+            out.append({"text": _text(bytes(buf)), "actor": self.actor(cur_seq), "seq": cur_seq})
+        return out
+
+    def text_at(self, root: str, seq: int) -> str:
+        track = self.tracks[root]
+        content = track.content
+        return _text(
+            b"".join(bytes(content[r[0] : r[0] + r[1]]) for r in track.runs() if _alive_at(r, seq))
+        )
+
+    def diff(self, root: str, a: int, b: int) -> list[dict[str, Any]]:
+        """Equal, inserted and deleted runs from seq a to seq b, inserts attributed to who
+        inserted them, deletes to who deleted them."""
+        track = self.tracks[root]
+        content = track.content
+        out: list[dict[str, Any]] = []
+        key: tuple[str, int | None] | None = None
+        buf = bytearray()
+
+        def flush() -> None:
+            if key is not None and buf:
+                op, s = key
+                out.append(
+                    {
+                        "op": op,
+                        "text": _text(bytes(buf)),
+                        "actor": self.actor(s) if s else None,
+                        "seq": s,
+                    }
+                )
+
+        for run in track.runs():
+            in_a, in_b = _alive_at(run, a), _alive_at(run, b)
+            if in_a and in_b:
+                k: tuple[str, int | None] = ("equal", None)
+            elif in_b:
+                k = ("insert", run[2])
+            elif in_a:
+                k = ("delete", run[3])
+            else:
+                continue
+            if k != key:
+                flush()
+                key, buf = k, bytearray()
+            buf += content[run[0] : run[0] + run[1]]
+        flush()
+        return out
+
+
+class AttributionCache:
+    """One index per document, built on first use, extended on each use, LRU-bounded."""
+
+    def __init__(self, store: EventStore, max_docs: int = 8) -> None:
+        self.store = store
+        self.max_docs = max_docs
+        self._indexes: OrderedDict[str, AttributionIndex] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+        #: (doc, seconds, events) for each full build, for logs and the bench
+        self.builds: list[tuple[str, float, int]] = []
+
+    def peek(self, doc: str) -> AttributionIndex | None:
+        return self._indexes.get(doc)
+
+    def drop(self, doc: str) -> None:
+        self._indexes.pop(doc, None)
+
+    async def get(self, doc: str, upto: int, text_roots: list[str]) -> AttributionIndex:
+        """The document's index, folded at least up to `upto`, tracking `text_roots`."""
+        lock = self._locks.setdefault(doc, asyncio.Lock())
+        async with lock:
+            index = self._indexes.get(doc)
+            if index is None or not set(text_roots) <= set(index.tracks):
+                known = set(index.tracks) if index is not None else set()
+                index = await self._build(doc, sorted(known | set(text_roots)))
+            await self._extend(index, upto)
+            found = index.new_text_roots()
+            if found:
+                index = await self._build(doc, sorted(set(index.tracks) | set(found)))
+            self._indexes[doc] = index
+            self._indexes.move_to_end(doc)
+            while len(self._indexes) > self.max_docs:
+                self._indexes.popitem(last=False)
+            return index
+
+    async def _build(self, doc: str, text_roots: list[str]) -> AttributionIndex:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        index = AttributionIndex(doc, text_roots)
+        info = await self.store.doc_info(doc)
+        if info is not None and info.base_seq:
+            snap = await self.store.latest_snapshot(doc, info.base_seq)
+            if snap is not None:
+                index.start_from(snap.seq, snap.state)
+        await self._extend(index, None)
+        self.builds.append((doc, loop.time() - t0, index.seq))
+        log.info(
+            "attribution index of %s built to seq %d in %.2f s", doc, index.seq, loop.time() - t0
+        )
+        return index
+
+    async def _extend(self, index: AttributionIndex, upto: int | None) -> None:
+        while upto is None or index.seq < upto:
+            events = await self.store.read(
+                index.doc_name, after=index.seq, upto=upto, limit=READ_PAGE
+            )
+            if not events:
+                return
+            for i in range(0, len(events), FOLD_SLICE):
+                index.fold(events[i : i + FOLD_SLICE])
+                await asyncio.sleep(0)

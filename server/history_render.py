@@ -1,0 +1,204 @@
+"""Root types, rendering and structural diffs of document versions (no I/O).
+
+A document that the server only knows from updates has untyped roots (pycrdt shows them
+as None), and asking for a root with a type fixes that type, so types are guessed on
+scratch copies, in the same order as server.undo does: a Map if it has keys, an
+XmlFragment if it has element or text children, Text if it has characters, an Array if
+it has elements; a root with nothing visible renders as empty text.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
+
+TEXT, MAP, ARRAY, XML = "text", "map", "array", "xml"
+ROOT_CLASSES: dict[str, type[Any]] = {TEXT: Text, MAP: Map, ARRAY: Array, XML: XmlFragment}
+
+
+def root_names(doc: Doc[Any]) -> list[str]:
+    return sorted(doc.keys())
+
+
+def typed_roots(doc: Doc[Any]) -> dict[str, str]:
+    """Types of the roots this doc object has already fixed (live docs)."""
+    out: dict[str, str] = {}
+    for name, root in doc.items():
+        for kind, cls in ROOT_CLASSES.items():
+            if isinstance(root, cls):
+                out[name] = kind
+    return out
+
+
+def infer_root_types(doc: Doc[Any], names: Iterable[str]) -> dict[str, str | None]:
+    """Guess each root's type on a scratch copy; None when nothing is visible in it."""
+    names = list(names)
+    if not names:
+        return {}
+    scratch: Doc[Any] = Doc()
+    scratch.apply_update(doc.get_update())
+    out: dict[str, str | None] = {}
+    for name in names:
+        if len(scratch.get(name, type=Map)) > 0:
+            out[name] = MAP
+        elif len(list(scratch.get(name, type=XmlFragment).children)) > 0:
+            out[name] = XML
+        elif str(scratch.get(name, type=Text)):
+            out[name] = TEXT
+        elif len(scratch.get(name, type=Array)) > 0:
+            out[name] = ARRAY
+        else:
+            out[name] = None
+    return out
+
+
+def jsonable(value: Any) -> Any:
+    """pycrdt values as JSON: shared types rendered, floats that are integers as ints."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, Text | XmlFragment | XmlElement | XmlText):
+        return str(value)
+    if isinstance(value, Map | Array):
+        return jsonable(value.to_py())
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def render_root(doc: Doc[Any], name: str, kind: str) -> Any:
+    root = doc.get(name, type=ROOT_CLASSES[kind])
+    if kind == TEXT:
+        return str(root)
+    if kind == XML:
+        return str(root)
+    return jsonable(root.to_py())
+
+
+def render(doc: Doc[Any], types: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Every root of `doc` (a scratch doc: this fixes its root types) as {type, value}."""
+    return {
+        name: {
+            "type": types.get(name, TEXT),
+            "value": render_root(doc, name, types.get(name, TEXT)),
+        }
+        for name in root_names(doc)
+    }
+
+
+def empty_value(kind: str) -> Any:
+    return {TEXT: "", XML: "", MAP: {}, ARRAY: []}[kind]
+
+
+# --- structural diffs (non-text roots) -------------------------------------------------
+
+
+def diff_map(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
+    changes: list[dict[str, Any]] = []
+    for key in sorted(set(old) | set(new)):
+        if key not in new:
+            changes.append({"key": key, "op": "remove", "old": old[key]})
+        elif key not in old:
+            changes.append({"key": key, "op": "add", "new": new[key]})
+        elif old[key] != new[key]:
+            changes.append({"key": key, "op": "change", "old": old[key], "new": new[key]})
+    return changes
+
+
+def diff_array(old: list[Any], new: list[Any]) -> list[dict[str, Any]]:
+    a = [json.dumps(v, sort_keys=True) for v in old]
+    b = [json.dumps(v, sort_keys=True) for v in new]
+    ops: list[dict[str, Any]] = []
+    sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    for tag, i1, i2, j1, j2 in sm.get_opcodes():
+        if tag == "equal":
+            ops.append({"op": "equal", "index": i1, "values": old[i1:i2]})
+        if tag in ("delete", "replace"):
+            ops.append({"op": "delete", "index": i1, "values": old[i1:i2]})
+        if tag in ("insert", "replace"):
+            ops.append({"op": "insert", "index": j1, "values": new[j1:j2]})
+    return ops
+
+
+def diff_strings(old: str, new: str) -> list[dict[str, Any]]:
+    """A character diff without attribution (XML roots)."""
+    ops: list[dict[str, Any]] = []
+    for tag, i1, i2, j1, j2 in string_opcodes(old, new):
+        if tag == "equal":
+            ops.append({"op": "equal", "text": old[i1:i2]})
+        if tag in ("delete", "replace"):
+            ops.append({"op": "delete", "text": old[i1:i2]})
+        if tag in ("insert", "replace"):
+            ops.append({"op": "insert", "text": new[j1:j2]})
+    return ops
+
+
+#: a character diff (difflib, quadratic in the worst case) only on changed spans up to
+#: this many characters; longer spans are first diffed by lines
+CHAR_DIFF_LIMIT = 4000
+
+Opcode = tuple[str, int, int, int, int]
+
+
+def _char_opcodes(a: str, b: str, i0: int, j0: int) -> list[Opcode]:
+    if a and b and len(a) + len(b) <= CHAR_DIFF_LIMIT:
+        sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
+        return [(t, i1 + i0, i2 + i0, j1 + j0, j2 + j0) for t, i1, i2, j1, j2 in sm.get_opcodes()]
+    if not a and not b:
+        return []
+    tag = "replace" if a and b else ("delete" if a else "insert")
+    return [(tag, i0, i0 + len(a), j0, j0 + len(b))]
+
+
+def _line_opcodes(a: str, b: str, i0: int, j0: int) -> list[Opcode]:
+    la, lb = a.splitlines(keepends=True), b.splitlines(keepends=True)
+    offa = [0, *itertools.accumulate(len(x) for x in la)]
+    offb = [0, *itertools.accumulate(len(x) for x in lb)]
+    out: list[Opcode] = []
+    sm = difflib.SequenceMatcher(None, la, lb, autojunk=False)
+    for tag, i1, i2, j1, j2 in sm.get_opcodes():
+        ca, cb = a[offa[i1] : offa[i2]], b[offb[j1] : offb[j2]]
+        if tag == "equal":
+            out.append(("equal", i0 + offa[i1], i0 + offa[i2], j0 + offb[j1], j0 + offb[j2]))
+        else:
+            out.extend(_char_opcodes(ca, cb, i0 + offa[i1], j0 + offb[j1]))
+    return out
+
+
+def string_opcodes(a: str, b: str) -> list[Opcode]:
+    """difflib-style opcodes over code points: common prefix and suffix trimmed, then a
+    character diff, or for long changed spans a line diff refined by characters."""
+    n = min(len(a), len(b))
+    pre = 0
+    while pre < n and a[pre] == b[pre]:
+        pre += 1
+    suf = 0
+    while suf < n - pre and a[len(a) - 1 - suf] == b[len(b) - 1 - suf]:
+        suf += 1
+    am, bm = a[pre : len(a) - suf], b[pre : len(b) - suf]
+    ops: list[Opcode] = []
+    if pre:
+        ops.append(("equal", 0, pre, 0, pre))
+    if len(am) + len(bm) <= CHAR_DIFF_LIMIT:
+        ops.extend(_char_opcodes(am, bm, pre, pre))
+    else:
+        ops.extend(_line_opcodes(am, bm, pre, pre))
+    if suf:
+        ops.append(("equal", len(a) - suf, len(a), len(b) - suf, len(b)))
+    return ops
+
+
+def structural_diff(kind: str, old: Any, new: Any) -> dict[str, Any]:
+    if kind == MAP:
+        return {"type": MAP, "changes": diff_map(old or {}, new or {})}
+    if kind == ARRAY:
+        return {"type": ARRAY, "ops": diff_array(old or [], new or [])}
+    return {"type": kind, "ops": diff_strings(old or "", new or "")}

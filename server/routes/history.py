@@ -1,0 +1,190 @@
+"""History over HTTP: events, sessions, versions, diffs, blame, restore and tags.
+
+Reads need the "read" role, restore needs "write", creating or deleting tags "admin".
+Wherever a seq is accepted, a tag name or ``head`` is too. Documented in
+docs/openapi.yaml and docs/readme/history.md.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..backend import Backend
+from ..errors import BadRequest
+from ..history import MAX_PAGE, SESSION_GAP_MS, History, history_of
+from ..names import validate_doc_name
+from ..util import iso, parse_iso
+
+
+def _backend(request: Request) -> Backend:
+    b: Backend = request.app.state.backend
+    return b
+
+
+def _open(request: Request, need: str) -> tuple[History, str, str]:
+    """(history service, doc name, acting user) after validating the name and the role."""
+    backend = _backend(request)
+    doc = validate_doc_name(request.path_params["doc"])
+    identity = backend.authenticate_http(request, doc, need)
+    return history_of(backend), doc, identity.user
+
+
+def _int(request: Request, name: str, default: int, lo: int = 0, hi: int | None = None) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as e:
+        raise BadRequest(f"?{name}= must be an integer, not {raw!r}") from e
+    if value < lo or (hi is not None and value > hi):
+        bound = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+        raise BadRequest(f"?{name}= must be {bound}, not {value}")
+    return value
+
+
+def _ts(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    return parse_iso(raw) if raw else None
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as e:
+        raise BadRequest(f"the body is not JSON: {e}") from e
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+async def events(request: Request) -> Response:
+    history, doc, _ = _open(request, "read")
+    kinds = [k for raw in request.query_params.getlist("kind") for k in raw.split(",") if k] or None
+    since, until = _ts(request, "since"), _ts(request, "until")
+    if since is not None and until is not None and since > until:
+        raise BadRequest("?since= is after ?until=")
+    return JSONResponse(
+        await history.events(
+            doc,
+            after=_int(request, "after", 0),
+            limit=_int(request, "limit", 100, 1, MAX_PAGE),
+            actor=request.query_params.get("actor") or None,
+            since_ts=since,
+            until_ts=until,
+            kinds=kinds,
+        )
+    )
+
+
+async def sessions(request: Request) -> Response:
+    history, doc, _ = _open(request, "read")
+    info = await history.info(doc)
+    gap_s = _int(request, "gap", SESSION_GAP_MS // 1000, 1, 7 * 24 * 3600)
+    return JSONResponse(
+        await history.sessions(
+            doc,
+            info,
+            gap_ms=gap_s * 1000,
+            after=_int(request, "after", 0),
+            limit=_int(request, "limit", 100, 1, MAX_PAGE),
+            actor=request.query_params.get("actor") or None,
+        )
+    )
+
+
+async def version(request: Request) -> Response:
+    history, doc, _ = _open(request, "read")
+    info = await history.info(doc)
+    ref = request.path_params.get("ref") or request.query_params.get("seq")
+    at = request.query_params.get("at")
+    if at:
+        if ref:
+            raise BadRequest("give a seq (or tag) or ?at=, not both")
+        seq = await history.seq_at(doc, parse_iso(at), info)
+    else:
+        seq = await history.resolve(doc, ref, info)
+    fmt = request.query_params.get("format", "json")
+    if fmt == "update":
+        return Response(
+            await history.version_update(doc, seq),
+            media_type="application/octet-stream",
+            headers={"X-Palimpsest-Seq": str(seq)},
+        )
+    if fmt != "json":
+        raise BadRequest(f"?format= is json or update, not {fmt!r}")
+    return JSONResponse(await history.version(doc, seq))
+
+
+async def diff(request: Request) -> Response:
+    history, doc, _ = _open(request, "read")
+    info = await history.info(doc)
+    q = request.query_params
+    a = await history.resolve(doc, q.get("from") or "0", info)
+    b = await history.resolve(doc, q.get("to") or "head", info)
+    return JSONResponse(await history.diff(doc, a, b, info, q.get("root") or None))
+
+
+async def blame(request: Request) -> Response:
+    history, doc, _ = _open(request, "read")
+    info = await history.info(doc)
+    q = request.query_params
+    seq = await history.resolve(doc, q.get("seq") or "head", info)
+    return JSONResponse(await history.blame(doc, seq, info, q.get("root") or None))
+
+
+async def restore(request: Request) -> Response:
+    history, doc, user = _open(request, "write")
+    body = await _body(request)
+    if "seq" not in body:
+        raise BadRequest('the body must name the version to restore: {"seq": N} or a tag')
+    info = await history.info(doc)
+    seq = await history.resolve(doc, body["seq"], info)
+    ev = await history.restore(doc, user, seq)
+    if ev is None:
+        return JSONResponse({"seq": None, "restores": seq, "reason": "already equal"})
+    return JSONResponse({"seq": ev.seq, "restores": seq, "ts": iso(ev.ts)})
+
+
+async def tags(request: Request) -> Response:
+    if request.method == "POST":
+        history, doc, user = _open(request, "admin")
+        body = await _body(request)
+        tag = await history.put_tag(doc, body.get("name"), body.get("seq"), user)
+        return JSONResponse({"tag": tag, "tags": await history.tags(doc)}, status_code=201)
+    history, doc, _ = _open(request, "read")
+    await history.info(doc)
+    return JSONResponse({"tags": await history.tags(doc)})
+
+
+async def one_tag(request: Request) -> Response:
+    """PUT names a version (body {"seq"}, head by default); DELETE removes the name."""
+    history, doc, user = _open(request, "admin")
+    name = request.path_params["name"]
+    if request.method == "PUT":
+        body = await _body(request)
+        tag = await history.put_tag(doc, name, body.get("seq"), user)
+        return JSONResponse({"tag": tag, "tags": await history.tags(doc)})
+    await history.delete_tag(doc, name)
+    return JSONResponse({"deleted": name, "tags": await history.tags(doc)})
+
+
+routes = [
+    Route("/api/docs/{doc}/events", events),
+    Route("/api/docs/{doc}/sessions", sessions),
+    Route("/api/docs/{doc}/versions", version),
+    Route("/api/docs/{doc}/versions/{ref}", version),
+    Route("/api/docs/{doc}/diff", diff),
+    Route("/api/docs/{doc}/blame", blame),
+    Route("/api/docs/{doc}/restore", restore, methods=["POST"]),
+    Route("/api/docs/{doc}/tags", tags, methods=["GET", "POST"]),
+    Route("/api/docs/{doc}/tags/{name}", one_tag, methods=["PUT", "DELETE"]),
+]

@@ -1,0 +1,67 @@
+"""Undo and redo over HTTP, as the authenticated user (no websocket needed).
+
+``POST /api/docs/{doc}/undo`` and ``POST /api/docs/{doc}/redo`` answer
+``200 {"ok": true, "seq": S, "reverts": [...]}`` with the new event, or
+``409 {"ok": false, "reason": "nothing to undo"}``. ``POST /api/docs/{doc}/undo/close``
+ends the user's current undo step.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .. import undo
+from ..backend import Backend
+from ..names import validate_doc_name
+
+
+def _backend(request: Request) -> Backend:
+    b: Backend = request.app.state.backend
+    return b
+
+
+async def _perform(request: Request, kind: str) -> Response:
+    backend = _backend(request)
+    doc = request.path_params["doc"]
+    validate_doc_name(doc)
+    identity = backend.authenticate_http(request, doc, "write")
+    room = await backend.rooms.get(doc)
+    try:
+        ev = await undo.perform(room, identity.user, kind)
+    finally:
+        backend.rooms.release(room)
+    if ev is None:
+        return JSONResponse({"ok": False, "reason": f"nothing to {kind}"}, status_code=409)
+    return JSONResponse(
+        {"ok": True, "seq": ev.seq, "kind": kind, "reverts": list(ev.meta.get("reverts", []))}
+    )
+
+
+async def undo_route(request: Request) -> Response:
+    return await _perform(request, undo.UNDO)
+
+
+async def redo_route(request: Request) -> Response:
+    return await _perform(request, undo.REDO)
+
+
+async def close_route(request: Request) -> Response:
+    backend = _backend(request)
+    doc = request.path_params["doc"]
+    validate_doc_name(doc)
+    identity = backend.authenticate_http(request, doc, "write")
+    room = await backend.rooms.get(doc)
+    try:
+        seq = await undo.close_group(backend, room, identity.user)
+    finally:
+        backend.rooms.release(room)
+    return JSONResponse({"ok": True, "seq": seq})
+
+
+routes = [
+    Route("/api/docs/{doc}/undo", undo_route, methods=["POST"]),
+    Route("/api/docs/{doc}/redo", redo_route, methods=["POST"]),
+    Route("/api/docs/{doc}/undo/close", close_route, methods=["POST"]),
+]

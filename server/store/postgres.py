@@ -1,0 +1,653 @@
+"""PostgreSQL, for several server processes sharing one log (through asyncpg).
+
+Seqs stay gap-free and unique under concurrent appenders in different processes: an
+append bumps each document's ``docs.head`` with ``INSERT … ON CONFLICT DO UPDATE SET
+head = head + n RETURNING head``, which holds that row's lock until the transaction
+commits, so two appenders to one document take turns and a rolled-back append gives its
+seqs back. Documents are locked in name order, so multi-document batches cannot
+deadlock each other; a deadlock or serialization failure is retried anyway.
+
+Snapshots from several processes: :meth:`PostgresStore.put_snapshot_if_due` takes a
+per-document transaction-scoped advisory lock (``pg_try_advisory_xact_lock``) and skips
+the write when another process holds it, or when a valid snapshot within ``min_gap``
+events already exists. So one process at a time writes a document's snapshots and two
+processes with the same document open do not both checkpoint it.
+
+The URL may carry ``?schema=NAME``: the tables then live in that schema (created if
+missing), which lets several test runs share one database.
+
+Connection failures (the server restarting, the network) become
+:class:`~server.errors.StoreUnavailable`; the pool reconnects by itself on the next call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+
+from ..errors import StoreError, StoreUnavailable
+from .base import (
+    DocInfo,
+    Event,
+    EventStore,
+    NewEvent,
+    Snapshot,
+    SnapshotInfo,
+    Tag,
+    checksum,
+    dump_meta,
+    now_ms,
+)
+
+log = logging.getLogger("palimpsest.store.postgres")
+
+SCHEMA_VERSION = 1
+
+_MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        """CREATE TABLE IF NOT EXISTS docs (
+            name TEXT PRIMARY KEY,
+            head BIGINT NOT NULL,
+            base_seq BIGINT NOT NULL DEFAULT 0,
+            created_ts BIGINT NOT NULL,
+            updated_ts BIGINT NOT NULL,
+            events_bytes BIGINT NOT NULL DEFAULT 0
+        )""",
+        """CREATE TABLE IF NOT EXISTS events (
+            doc TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            ts BIGINT NOT NULL,
+            actor TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            data BYTEA NOT NULL,
+            meta TEXT NOT NULL,
+            PRIMARY KEY (doc, seq)
+        )""",
+        "CREATE INDEX IF NOT EXISTS events_doc_ts ON events (doc, ts)",
+        """CREATE TABLE IF NOT EXISTS snapshots (
+            doc TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            ts BIGINT NOT NULL,
+            state BYTEA NOT NULL,
+            checksum TEXT NOT NULL,
+            meta TEXT NOT NULL,
+            PRIMARY KEY (doc, seq)
+        )""",
+        """CREATE TABLE IF NOT EXISTS tags (
+            doc TEXT NOT NULL,
+            name TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            ts BIGINT NOT NULL,
+            actor TEXT NOT NULL,
+            PRIMARY KEY (doc, name)
+        )""",
+    ],
+}
+
+_EVENT_COLS = "doc, seq, ts, actor, kind, data, meta"
+_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+#: advisory lock namespace (first key of the two-int form) for snapshot writers
+_SNAPSHOT_LOCK = 0x50616C69  # "Pali"
+_RETRIES = 5
+
+T = TypeVar("T")
+
+#: errors that mean "the server cannot be reached now"; the pool reconnects later
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.InvalidCatalogNameError,  # the database is not there (yet)
+    asyncpg.exceptions.ObjectInUseError,
+)
+_RETRYABLE: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+)
+
+
+def split_url(url: str) -> tuple[str, str | None]:
+    """The DSN for asyncpg and the schema named by ``?schema=`` (if any)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = None
+    rest = []
+    for k, v in query:
+        if k == "schema":
+            schema = v
+        else:
+            rest.append((k, v))
+    dsn = urlunsplit(parts._replace(query=urlencode(rest)))
+    if dsn.startswith("postgres://"):
+        dsn = "postgresql://" + dsn[len("postgres://") :]
+    return dsn, schema
+
+
+def _event(r: Any) -> Event:
+    return Event(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), json.loads(r[6]))
+
+
+class PostgresStore(EventStore):
+    name = "postgresql"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        min_size: int = 1,
+        max_size: int = 10,
+        command_timeout: float = 30.0,
+    ) -> None:
+        self.dsn, url_schema = split_url(url)
+        self.schema = schema or url_schema
+        if self.schema is not None and not _SCHEMA_RE.match(self.schema):
+            raise StoreError(f"schema name {self.schema!r} must match {_SCHEMA_RE.pattern}")
+        self.min_size = min_size
+        self.max_size = max_size
+        self.command_timeout = command_timeout
+        self._pool: asyncpg.Pool | None = None
+
+    def __repr__(self) -> str:
+        w = urlsplit(self.dsn)
+        return f"<PostgresStore {w.hostname}:{w.port or 5432}{w.path} schema={self.schema}>"
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreUnavailable("the PostgreSQL store is not started")
+        return self._pool
+
+    async def start(self) -> None:
+        settings = {"application_name": "palimpsest"}
+        if self.schema:
+            settings["search_path"] = self.schema
+        try:
+            if self.schema:
+                conn = await asyncpg.connect(self.dsn, timeout=10)
+                try:
+                    await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                except asyncpg.exceptions.UniqueViolationError:
+                    pass  # a concurrent start created it
+                finally:
+                    await conn.close()
+            self._pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=self.min_size,
+                max_size=self.max_size,
+                command_timeout=self.command_timeout,
+                server_settings=settings,
+                timeout=10,
+            )
+        except _UNAVAILABLE as e:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL: {e}") from e
+        except asyncpg.PostgresError as e:
+            raise StoreError(f"cannot open the PostgreSQL store: {e}") from e
+        await self.migrate()
+
+    async def stop(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), 10)
+            except _UNAVAILABLE:
+                pool.terminate()
+
+    async def migrate(self) -> int:
+        """Bring the schema to this version (idempotent, safe from several processes)."""
+
+        async def run(conn: asyncpg.Connection) -> int:
+            async with conn.transaction():
+                # one migrator at a time, whichever process
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _SNAPSHOT_LOCK - 1)
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS palimpsest_schema (version INT NOT NULL)"
+                )
+                version = await conn.fetchval("SELECT max(version) FROM palimpsest_schema") or 0
+                if version > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"the PostgreSQL schema has version {version}, newer than this "
+                        f"server's {SCHEMA_VERSION}: upgrade Palimpsest"
+                    )
+                for v in range(version + 1, SCHEMA_VERSION + 1):
+                    for stmt in _MIGRATIONS[v]:
+                        await conn.execute(stmt)
+                    await conn.execute("INSERT INTO palimpsest_schema (version) VALUES ($1)", v)
+                return SCHEMA_VERSION
+
+        return await self._run(run, "migration")
+
+    async def schema_version(self) -> int:
+        async def run(conn: asyncpg.Connection) -> int:
+            return int(await conn.fetchval("SELECT max(version) FROM palimpsest_schema") or 0)
+
+        return await self._run(run, "schema version")
+
+    async def ping(self) -> None:
+        async def run(conn: asyncpg.Connection) -> None:
+            await conn.fetchval("SELECT 1")
+
+        await self._run(run, "ping")
+
+    async def _run(
+        self,
+        fn: Callable[[asyncpg.Connection], Awaitable[T]],
+        what: str,
+        *,
+        idempotent: bool = False,
+    ) -> T:
+        """Run fn on a pooled connection; translate driver errors; retry deadlocks.
+
+        ``idempotent``: also retry once when the connection turns out dead (pooled
+        connections die with a server restart), which is safe only for statements that may
+        run twice. An append is never retried: its commit may have happened."""
+        reconnected = False
+        for attempt in range(_RETRIES):
+            try:
+                async with self.pool.acquire() as conn:
+                    return await fn(conn)
+            except _RETRYABLE as e:
+                if attempt == _RETRIES - 1:
+                    raise StoreError(f"PostgreSQL {what} failed: {e}") from e
+                await asyncio.sleep(0.01 * (attempt + 1))
+            except StoreError:
+                raise
+            except _UNAVAILABLE as e:
+                if idempotent and not reconnected:
+                    reconnected = True
+                    continue
+                raise StoreUnavailable(f"PostgreSQL is unavailable ({what}): {e!r}") from e
+            except asyncpg.PostgresError as e:
+                raise StoreError(f"PostgreSQL {what} failed: {e}") from e
+        raise StoreError(f"PostgreSQL {what} failed after {_RETRIES} attempts")
+
+    async def _fetch(self, sql: str, *args: Any, what: str = "query") -> list[Any]:
+        """One statement that may safely run twice (reads, upserts, deletes)."""
+
+        async def run(conn: asyncpg.Connection) -> list[Any]:
+            return list(await conn.fetch(sql, *args))
+
+        return await self._run(run, what, idempotent=True)
+
+    # --- the log ---------------------------------------------------------------------
+
+    async def append(self, batches: Sequence[tuple[str, Sequence[NewEvent]]]) -> list[list[Event]]:
+        batches = [(doc, list(evs)) for doc, evs in batches]
+        if not any(evs for _, evs in batches):
+            return [[] for _ in batches]
+        counts: dict[str, int] = {}
+        sizes: dict[str, int] = {}
+        last_ts: dict[str, int] = {}
+        for doc, evs in batches:
+            for ev in evs:
+                counts[doc] = counts.get(doc, 0) + 1
+                sizes[doc] = sizes.get(doc, 0) + len(ev.update)
+                last_ts[doc] = max(last_ts.get(doc, 0), ev.ts)
+        names = sorted(counts)
+
+        async def run(conn: asyncpg.Connection) -> list[list[Event]]:
+            async with conn.transaction():
+                rows = await conn.fetch(
+                    "INSERT INTO docs AS d (name, head, created_ts, updated_ts, events_bytes) "
+                    "SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $3::bigint[], "
+                    "$4::bigint[]) ORDER BY 1 "
+                    "ON CONFLICT (name) DO UPDATE SET head = d.head + excluded.head, "
+                    "updated_ts = GREATEST(d.updated_ts, excluded.updated_ts), "
+                    "events_bytes = d.events_bytes + excluded.events_bytes "
+                    "RETURNING name, head",
+                    names,
+                    [counts[n] for n in names],
+                    [last_ts[n] for n in names],
+                    [sizes[n] for n in names],
+                )
+                # the seq before this transaction's first event, per document
+                nxt = {r[0]: int(r[1]) - counts[r[0]] for r in rows}
+                out: list[list[Event]] = []
+                cols: list[list[Any]] = [[] for _ in range(7)]
+                for doc, evs in batches:
+                    stored = []
+                    for ev in evs:
+                        nxt[doc] += 1
+                        e = Event(doc, nxt[doc], ev.ts, ev.actor, ev.kind, ev.update, ev.meta)
+                        stored.append(e)
+                        for col, v in zip(
+                            cols,
+                            (doc, e.seq, e.ts, e.actor, e.kind, e.update, dump_meta(e.meta)),
+                            strict=True,
+                        ):
+                            col.append(v)
+                    out.append(stored)
+                await conn.execute(
+                    f"INSERT INTO events ({_EVENT_COLS}) SELECT * FROM unnest($1::text[], "
+                    "$2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bytea[], $7::text[])",
+                    *cols,
+                )
+                return out
+
+        return await self._run(run, "append")
+
+    async def read(
+        self, doc: str, after: int = 0, upto: int | None = None, limit: int | None = None
+    ) -> list[Event]:
+        sql = f"SELECT {_EVENT_COLS} FROM events WHERE doc = $1 AND seq > $2"
+        args: list[Any] = [doc, after]
+        if upto is not None:
+            args.append(upto)
+            sql += f" AND seq <= ${len(args)}"
+        sql += " ORDER BY seq"
+        if limit is not None:
+            args.append(limit)
+            sql += f" LIMIT ${len(args)}"
+        return [_event(r) for r in await self._fetch(sql, *args, what="read")]
+
+    async def head(self, doc: str) -> int:
+        rows = await self._fetch("SELECT head FROM docs WHERE name = $1", doc, what="head")
+        return int(rows[0][0]) if rows else 0
+
+    async def heads(self, docs: Sequence[str]) -> dict[str, int]:
+        """The heads of several documents in one round trip (0 for unknown ones)."""
+        rows = await self._fetch(
+            "SELECT name, head FROM docs WHERE name = ANY($1::text[])", list(docs), what="heads"
+        )
+        found = {r[0]: int(r[1]) for r in rows}
+        return {d: found.get(d, 0) for d in docs}
+
+    async def query(
+        self,
+        doc: str,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        actor: str | None = None,
+        since_ts: int | None = None,
+        until_ts: int | None = None,
+        kinds: Sequence[str] | None = None,
+    ) -> list[Event]:
+        sql = f"SELECT {_EVENT_COLS} FROM events WHERE doc = $1 AND seq > $2"
+        args: list[Any] = [doc, after]
+        if actor is not None:
+            args.append(actor)
+            sql += f" AND actor = ${len(args)}"
+        if since_ts is not None:
+            args.append(since_ts)
+            sql += f" AND ts >= ${len(args)}"
+        if until_ts is not None:
+            args.append(until_ts)
+            sql += f" AND ts <= ${len(args)}"
+        if kinds:
+            args.append(list(kinds))
+            sql += f" AND kind = ANY(${len(args)}::text[])"
+        args.append(limit)
+        sql += f" ORDER BY seq LIMIT ${len(args)}"
+        return [_event(r) for r in await self._fetch(sql, *args, what="query")]
+
+    async def seq_at(self, doc: str, ts: int) -> int:
+        rows = await self._fetch(
+            "SELECT max(seq) FROM events WHERE doc = $1 AND ts <= $2", doc, ts, what="seq_at"
+        )
+        if rows and rows[0][0] is not None:
+            return int(rows[0][0])
+        info = await self.doc_info(doc)
+        if info is not None and info.base_seq:
+            snap = await self.latest_snapshot(doc, info.base_seq)
+            if snap is not None and snap.ts <= ts:
+                return info.base_seq
+        return 0
+
+    async def list_docs(self) -> list[DocInfo]:
+        rows = await self._fetch(
+            "SELECT name, head, updated_ts, events_bytes, base_seq FROM docs ORDER BY name",
+            what="list_docs",
+        )
+        return [DocInfo(r[0], int(r[1]), r[2], int(r[3]), int(r[4])) for r in rows]
+
+    async def doc_info(self, doc: str) -> DocInfo | None:
+        rows = await self._fetch(
+            "SELECT name, head, updated_ts, events_bytes, base_seq FROM docs WHERE name = $1",
+            doc,
+            what="doc_info",
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return DocInfo(r[0], int(r[1]), r[2], int(r[3]), int(r[4]))
+
+    async def delete_doc(self, doc: str) -> bool:
+        async def run(conn: asyncpg.Connection) -> bool:
+            async with conn.transaction():
+                status = await conn.execute("DELETE FROM docs WHERE name = $1", doc)
+                for table in ("events", "snapshots", "tags"):
+                    await conn.execute(f"DELETE FROM {table} WHERE doc = $1", doc)
+                return bool(status != "DELETE 0")
+
+        return await self._run(run, "delete")
+
+    # --- snapshots -------------------------------------------------------------------
+
+    async def put_snapshot(
+        self, doc: str, seq: int, state: bytes, meta: dict[str, Any] | None = None
+    ) -> None:
+        await self._fetch(
+            "INSERT INTO snapshots (doc, seq, ts, state, checksum, meta) "
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (doc, seq) DO UPDATE SET "
+            "ts = excluded.ts, state = excluded.state, checksum = excluded.checksum, "
+            "meta = excluded.meta",
+            doc,
+            seq,
+            now_ms(),
+            state,
+            checksum(state),
+            dump_meta(meta or {}),
+            what="snapshot write",
+        )
+
+    async def put_snapshot_if_due(
+        self,
+        doc: str,
+        seq: int,
+        state: bytes,
+        meta: dict[str, Any] | None = None,
+        *,
+        min_gap: int = 1,
+    ) -> bool:
+        """Write the snapshot unless another process is writing one of this document right
+        now, or a valid snapshot at a seq > ``seq - min_gap`` exists. True if written."""
+
+        async def run(conn: asyncpg.Connection) -> bool:
+            async with conn.transaction():
+                got = await conn.fetchval(
+                    "SELECT pg_try_advisory_xact_lock($1, hashtext($2))", _SNAPSHOT_LOCK, doc
+                )
+                if not got:
+                    return False
+                newer = await conn.fetch(
+                    "SELECT state, checksum FROM snapshots WHERE doc = $1 AND seq > $2 "
+                    "ORDER BY seq DESC",
+                    doc,
+                    seq - max(min_gap, 1),
+                )
+                if any(checksum(bytes(r[0])) == r[1] for r in newer):
+                    return False
+                await conn.execute(
+                    "INSERT INTO snapshots (doc, seq, ts, state, checksum, meta) "
+                    "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (doc, seq) DO UPDATE SET "
+                    "ts = excluded.ts, state = excluded.state, checksum = excluded.checksum, "
+                    "meta = excluded.meta",
+                    doc,
+                    seq,
+                    now_ms(),
+                    state,
+                    checksum(state),
+                    dump_meta(meta or {}),
+                )
+                return True
+
+        return await self._run(run, "snapshot write")
+
+    async def latest_snapshot(self, doc: str, at_most: int | None = None) -> Snapshot | None:
+        # newest first, a few at a time: a damaged one is skipped without reading them all
+        bound = at_most if at_most is not None else 2**62
+        while True:
+            rows = await self._fetch(
+                "SELECT doc, seq, ts, state, checksum, meta FROM snapshots "
+                "WHERE doc = $1 AND seq <= $2 ORDER BY seq DESC LIMIT 4",
+                doc,
+                bound,
+                what="snapshot read",
+            )
+            for r in rows:
+                snap = Snapshot(r[0], int(r[1]), r[2], bytes(r[3]), r[4], json.loads(r[5]))
+                if snap.valid:
+                    return snap
+                log.error("snapshot %s@%d is damaged (checksum); skipping it", doc, snap.seq)
+            if len(rows) < 4:
+                return None
+            bound = int(rows[-1][1]) - 1
+
+    async def snapshots(self, doc: str) -> list[SnapshotInfo]:
+        rows = await self._fetch(
+            "SELECT doc, seq, ts, state, checksum FROM snapshots WHERE doc = $1 ORDER BY seq",
+            doc,
+            what="snapshot list",
+        )
+        return [
+            SnapshotInfo(r[0], int(r[1]), r[2], len(r[3]), checksum(bytes(r[3])) == r[4])
+            for r in rows
+        ]
+
+    async def compact(self, doc: str, before: int, state: bytes) -> int:
+        async def run(conn: asyncpg.Connection) -> int:
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO snapshots (doc, seq, ts, state, checksum, meta) "
+                    "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (doc, seq) DO UPDATE SET "
+                    "ts = excluded.ts, state = excluded.state, checksum = excluded.checksum, "
+                    "meta = excluded.meta",
+                    doc,
+                    before,
+                    now_ms(),
+                    state,
+                    checksum(state),
+                    dump_meta({"base": True}),
+                )
+                status = await conn.execute(
+                    "DELETE FROM events WHERE doc = $1 AND seq <= $2", doc, before
+                )
+                await conn.execute("DELETE FROM snapshots WHERE doc = $1 AND seq < $2", doc, before)
+                await conn.execute(
+                    "UPDATE docs SET base_seq = GREATEST(base_seq, $2), events_bytes = "
+                    "(SELECT COALESCE(SUM(length(data)), 0) FROM events WHERE doc = $1) "
+                    "WHERE name = $1",
+                    doc,
+                    before,
+                )
+                return int(status.split()[-1])
+
+        return await self._run(run, "compact")
+
+    # --- named versions --------------------------------------------------------------
+
+    async def put_tag(self, doc: str, name: str, seq: int, actor: str) -> Tag:
+        tag = Tag(doc, name, seq, now_ms(), actor)
+        await self._fetch(
+            "INSERT INTO tags (doc, name, seq, ts, actor) VALUES ($1, $2, $3, $4, $5) "
+            "ON CONFLICT (doc, name) DO UPDATE SET seq = excluded.seq, ts = excluded.ts, "
+            "actor = excluded.actor",
+            tag.doc,
+            tag.name,
+            tag.seq,
+            tag.ts,
+            tag.actor,
+            what="tag write",
+        )
+        return tag
+
+    async def tags(self, doc: str) -> list[Tag]:
+        rows = await self._fetch(
+            "SELECT doc, name, seq, ts, actor FROM tags WHERE doc = $1 ORDER BY seq, name",
+            doc,
+            what="tags",
+        )
+        return [Tag(r[0], r[1], int(r[2]), r[3], r[4]) for r in rows]
+
+    async def delete_tag(self, doc: str, name: str) -> bool:
+        rows = await self._fetch(
+            "DELETE FROM tags WHERE doc = $1 AND name = $2 RETURNING 1",
+            doc,
+            name,
+            what="tag delete",
+        )
+        return bool(rows)
+
+    # --- bulk copy (palimpsest copy) ---------------------------------------------------
+
+    async def import_doc(
+        self,
+        info: DocInfo,
+        events: Sequence[Event],
+        snapshots: Sequence[Snapshot],
+        tags: Sequence[Tag],
+        *,
+        replace: bool = False,
+    ) -> None:
+        """Write a whole document as it is (seqs kept) in one transaction; used by `copy`.
+
+        Refuses a document that already exists here unless ``replace``."""
+
+        async def run(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                exists = await conn.fetchval("SELECT 1 FROM docs WHERE name = $1", info.doc)
+                if exists and not replace:
+                    raise StoreError(f"document {info.doc!r} already exists in the target")
+                for table, col in (
+                    ("docs", "name"),
+                    ("events", "doc"),
+                    ("snapshots", "doc"),
+                    ("tags", "doc"),
+                ):
+                    await conn.execute(f"DELETE FROM {table} WHERE {col} = $1", info.doc)
+                created = min((e.ts for e in events), default=info.updated_ts or now_ms())
+                await conn.execute(
+                    "INSERT INTO docs (name, head, base_seq, created_ts, updated_ts, events_bytes) "
+                    "VALUES ($1, $2, $3, $4, $5, $6)",
+                    info.doc, info.head, info.base_seq, created,
+                    info.updated_ts or created, sum(len(e.update) for e in events),
+                )  # fmt: skip
+                if events:
+                    await conn.copy_records_to_table(
+                        "events",
+                        records=[
+                            (e.doc, e.seq, e.ts, e.actor, e.kind, e.update, dump_meta(e.meta))
+                            for e in events
+                        ],
+                        columns=["doc", "seq", "ts", "actor", "kind", "data", "meta"],
+                        schema_name=self.schema,
+                    )
+                for s in snapshots:
+                    await conn.execute(
+                        "INSERT INTO snapshots (doc, seq, ts, state, checksum, meta) "
+                        "VALUES ($1, $2, $3, $4, $5, $6)",
+                        s.doc, s.seq, s.ts, s.state, s.checksum, dump_meta(s.meta),
+                    )  # fmt: skip
+                for t in tags:
+                    await conn.execute(
+                        "INSERT INTO tags (doc, name, seq, ts, actor) VALUES ($1, $2, $3, $4, $5)",
+                        t.doc, t.name, t.seq, t.ts, t.actor,
+                    )  # fmt: skip
+
+        await self._run(run, "import")

@@ -1,0 +1,348 @@
+"""Signed tokens (JWT) and the limits that protect a server on the open internet.
+
+Auth. With ``--jwt-secret`` (HS256) and/or ``--jwt-public-key`` (a PEM file: RS256 for
+an RSA key, ES256 for an EC P-256 key), every websocket and HTTP request needs a token:
+``?token=`` on the websocket URL (what y-websocket's ``params`` sends), ``Authorization:
+Bearer`` on HTTP. Claims::
+
+    sub   the user (1-64 printable characters): the actor of every event it makes
+    docs  the documents it may open: a list of names or glob patterns ("team-*", "*")
+    role  read | write | admin
+    exp   expiry (required; a small leeway absorbs clock skew)
+
+A missing, malformed, expired or wrongly signed token is an AuthError (close 4401,
+HTTP 401); a valid token for another document or a role below what the operation needs
+is Forbidden (close 4403, HTTP 403). In JWT mode ``?user=`` is ignored. With neither
+setting the server runs open (``?user=``, every right) and says so loudly.
+
+Limits (see :class:`Limits`): connections per client address and the size of a document.
+Frame size, events per second, awareness size and the send queue are enforced by
+``server.routes.ws`` from the same settings.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import re
+import warnings
+import weakref
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from jwt.warnings import InsecureKeyLengthWarning
+
+from .auth import ROLES, Identity
+from .errors import AuthError, Forbidden, FrameTooLarge
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from .backend import Backend
+    from .room import Room
+    from .store.base import Event
+
+log = logging.getLogger("palimpsest.auth")
+
+#: seconds of clock skew tolerated on exp / nbf / iat
+LEEWAY = 30
+#: an HS256 secret shorter than the hash is weak (RFC 7518 section 3.2)
+MIN_SECRET_BYTES = 32
+_RANK = {role: i for i, role in enumerate(ROLES)}
+_USER = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
+_MAX_PATTERNS = 256
+
+OPEN_MODE_WARNING = (
+    "palimpsest: WARNING: no --jwt-secret / PALIMPSEST_JWT_SECRET and no --jwt-public-key: "
+    "the server is OPEN: anyone who can reach it may read, edit and delete every document, "
+    "as any user they name with ?user=. Never expose it like this."
+)
+
+
+# --- auth ----------------------------------------------------------------------------------
+
+
+def may_open(identity: Identity, doc: str) -> bool:
+    """Whether the identity's ``docs`` patterns grant `doc` (case-sensitive globs)."""
+    return any(fnmatch.fnmatchcase(doc, pattern) for pattern in identity.docs)
+
+
+def authorize(identity: Identity, doc: str | None, need: str) -> None:
+    """Raise Forbidden unless `identity` may do `need` (read|write|admin) on `doc`.
+
+    `doc` None is an operation on no single document (e.g. the document list)."""
+    if need not in _RANK:
+        raise ValueError(f"unknown permission {need!r}: expected one of {ROLES}")
+    if doc is not None and not may_open(identity, doc):
+        raise Forbidden(f"this token does not grant document {doc!r}")
+    if _RANK.get(identity.role, -1) < _RANK[need]:
+        raise Forbidden(f"role {identity.role!r} may not do this: it needs role {need!r}")
+
+
+class JWTAuthenticator:
+    """Identities from signed tokens; replaces the open-mode Authenticator."""
+
+    open = False
+
+    def __init__(self, secret: str | None = None, public_key: Any = None) -> None:
+        if not secret and public_key is None:
+            raise ValueError("JWT mode needs a secret or a public key")
+        self._keys: dict[str, Any] = {}
+        if secret:
+            if len(secret.encode()) < MIN_SECRET_BYTES:
+                log.warning(
+                    "the JWT secret is %d bytes long: use at least %d random bytes "
+                    "(e.g. `openssl rand -hex 32`)", len(secret.encode()), MIN_SECRET_BYTES
+                )
+            self._keys["HS256"] = secret
+        if isinstance(public_key, rsa.RSAPublicKey):
+            self._keys["RS256"] = public_key
+        elif isinstance(public_key, ec.EllipticCurvePublicKey):
+            if not isinstance(public_key.curve, ec.SECP256R1):
+                raise ValueError(f"ES256 needs a P-256 key, not {public_key.curve.name}")
+            self._keys["ES256"] = public_key
+        elif public_key is not None:
+            raise ValueError(f"unsupported public key type {type(public_key).__name__}")
+
+    @property
+    def algorithms(self) -> list[str]:
+        return sorted(self._keys)
+
+    def identify(self, token: str | None, user: str | None) -> Identity:
+        """The identity a token proves; `user` (``?user=``) is ignored in this mode."""
+        if not token:
+            raise AuthError(
+                "a token is required: ?token= on the websocket, Authorization: Bearer on HTTP"
+            )
+        try:
+            alg = jwt.get_unverified_header(token).get("alg")
+        except jwt.InvalidTokenError as e:
+            raise AuthError(f"malformed token: {e}") from e
+        # the key is chosen by the server's configuration, never by the token: a token
+        # cannot make us verify an RS256 key as an HMAC secret
+        key = self._keys.get(alg) if isinstance(alg, str) else None
+        if key is None or not isinstance(alg, str):
+            raise AuthError(f"token algorithm {alg!r} is not accepted here ({self.algorithms})")
+        try:
+            with warnings.catch_warnings():
+                # a short secret was reported once at start-up, not on every token
+                warnings.simplefilter("ignore", InsecureKeyLengthWarning)
+                claims = jwt.decode(
+                    token,
+                    key,
+                    algorithms=[alg],
+                    leeway=LEEWAY,
+                    options={"require": ["exp", "sub"], "verify_aud": False},
+                )
+        except jwt.ExpiredSignatureError as e:
+            raise AuthError("token expired") from e
+        except jwt.InvalidSignatureError as e:
+            raise AuthError("token signature does not verify") from e
+        except jwt.InvalidTokenError as e:
+            raise AuthError(f"invalid token: {e}") from e
+        return identity_from_claims(claims)
+
+    def authorize(self, identity: Identity, doc: str | None, need: str) -> None:
+        authorize(identity, doc, need)
+
+
+def identity_from_claims(claims: dict[str, Any]) -> Identity:
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not _USER.fullmatch(sub):
+        raise AuthError("token claim 'sub' must be a user name of 1-64 printable characters")
+    role = claims.get("role")
+    if role not in _RANK:
+        raise AuthError(f"token claim 'role' must be one of {', '.join(ROLES)}; got {role!r}")
+    docs = claims.get("docs", [])
+    if isinstance(docs, str):
+        docs = [docs]
+    if (
+        not isinstance(docs, list)
+        or len(docs) > _MAX_PATTERNS
+        or not all(isinstance(d, str) and 0 < len(d) <= 256 for d in docs)
+    ):
+        raise AuthError("token claim 'docs' must be a list of document names or glob patterns")
+    return Identity(sub, str(role), tuple(docs))
+
+
+def load_public_key(path: str) -> Any:
+    try:
+        return load_pem_public_key(Path(path).read_bytes())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read the JWT public key {path}: {e}") from e
+
+
+def mint(
+    secret_or_key: Any,
+    user: str,
+    role: str,
+    docs: list[str],
+    ttl: float = 3600,
+    algorithm: str = "HS256",
+    now: float | None = None,
+) -> str:
+    """A signed token (for development, tests and the ``palimpsest token`` command)."""
+    import time
+
+    if role not in _RANK:
+        raise ValueError(f"role must be one of {ROLES}")
+    t = int(time.time() if now is None else now)
+    claims = {"sub": user, "role": role, "docs": list(docs), "iat": t, "exp": t + int(ttl)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InsecureKeyLengthWarning)
+        return jwt.encode(claims, secret_or_key, algorithm=algorithm)
+
+
+def auth_banner(settings: Settings) -> str:
+    """One line for start-up: which auth mode the server is in."""
+    if settings.jwt_secret or settings.jwt_public_key:
+        kinds = (["HS256"] if settings.jwt_secret else []) + (
+            [f"public key {settings.jwt_public_key}"] if settings.jwt_public_key else []
+        )
+        return f"palimpsest: auth: signed tokens required ({', '.join(kinds)})"
+    return OPEN_MODE_WARNING
+
+
+# --- limits --------------------------------------------------------------------------------
+
+
+@dataclass
+class _DocSize:
+    #: encoded size of the live document when last measured
+    measured: int = 0
+    #: update bytes accepted or applied since (an over-estimate of the growth: updates merge)
+    added: int = 0
+    #: bytes of this process's client updates accepted but not applied yet
+    pending: int = 0
+
+
+class Limits:
+    """Per-backend limit state: open websockets per client address, document sizes.
+
+    Client addresses are what the ASGI server reports: uvicorn replaces the socket's
+    address with the X-Forwarded-For entry of a trusted proxy only when the proxy's
+    address is in ``FORWARDED_ALLOW_IPS`` (default: loopback only), so a client on the
+    internet cannot choose its own address."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.connections: Counter[str] = Counter()
+
+    # connections per address
+
+    def connect(self, host: str) -> bool:
+        """Count a new websocket from `host`; False (not counted) when over the limit."""
+        if self.connections[host] >= self.settings.max_connections_per_ip:
+            return False
+        self.connections[host] += 1
+        return True
+
+    def disconnect(self, host: str) -> None:
+        self.connections[host] -= 1
+        if self.connections[host] <= 0:
+            del self.connections[host]
+
+    # document size
+
+    def check_update(self, room: Room, nbytes: int) -> None:
+        """Raise FrameTooLarge (4413) if an update of `nbytes` would take the document over
+        ``max_doc_bytes``.
+
+        Cheap: the estimate is the last measured encoded size plus every update accepted
+        or applied since. Only when the estimate crosses the limit, and enough has been
+        added since the last measurement (an eighth of the document or 1/64 of the limit,
+        whichever is less), is the live document measured again (plus what is accepted
+        but not applied yet); so the cost stays proportional to what is written, and an
+        update near the limit may be refused up to that margin early."""
+        limit = self.settings.max_doc_bytes
+        size = self._size(room)
+        if size.measured + size.added + nbytes <= limit:
+            return
+        margin = max(1024, min(size.measured // 8, limit // 64))
+        if size.added - size.pending >= margin:
+            size.measured = len(room.doc.get_update())
+            size.added = size.pending
+            if size.measured + size.added + nbytes <= limit:
+                return
+        raise FrameTooLarge(
+            f"document {room.name!r} would grow over the limit of {limit} bytes "
+            f"(now about {size.measured + size.added}, update {nbytes})"
+        )
+
+    def accepted(self, room: Room, nbytes: int) -> None:
+        """A client update passed check_update and was queued for the log."""
+        size = self._size(room)
+        size.added += nbytes
+        size.pending += nbytes
+
+    def _size(self, room: Room) -> _DocSize:
+        size = room.extra.get("limits.size")
+        if not isinstance(size, _DocSize):
+            size = _DocSize(measured=len(room.doc.get_update()))
+            room.extra["limits.size"] = size
+        return size
+
+    def _applied(self, room: Room, events: list[Event], ours: bool = False) -> None:
+        size = room.extra.get("limits.size")
+        if not isinstance(size, _DocSize):
+            return
+        nbytes = sum(len(e.update) for e in events)
+        if ours:  # counted when accepted
+            size.pending = max(0, size.pending - nbytes)
+        else:
+            size.added += nbytes
+
+
+_limits: weakref.WeakKeyDictionary[Backend, Limits] = weakref.WeakKeyDictionary()
+
+
+def limits_of(backend: Backend) -> Limits:
+    found = _limits.get(backend)
+    if found is None:
+        found = _limits[backend] = Limits(backend.settings)
+    return found
+
+
+# --- wiring --------------------------------------------------------------------------------
+
+
+def install(backend: Backend) -> None:
+    settings = backend.settings
+    if settings.jwt_secret or settings.jwt_public_key:
+        key = load_public_key(settings.jwt_public_key) if settings.jwt_public_key else None
+        backend.auth = JWTAuthenticator(settings.jwt_secret, key)
+        log.info("auth: signed tokens required (%s)", ", ".join(backend.auth.algorithms))
+    else:
+        log.warning(OPEN_MODE_WARNING)
+    limits = limits_of(backend)
+    ours = settings.instance + "/"
+
+    def committed(room: Room, events: list[Event]) -> None:
+        # server-made changes (undo, redo, restore, import) of this process
+        limits._applied(room, [e for e in events if e.kind != "edit"])
+
+    def applied(room: Room, ev: Event) -> None:
+        # this process's client edits were counted on arrival; events of others were not
+        mine = ev.kind == "edit" and str(ev.meta.get("conn", "")).startswith(ours)
+        limits._applied(room, [ev], ours=mine)
+
+    backend.hooks.committed.append(committed)
+    backend.hooks.after_apply.append(applied)
+
+
+__all__ = [
+    "JWTAuthenticator",
+    "Limits",
+    "OPEN_MODE_WARNING",
+    "auth_banner",
+    "authorize",
+    "identity_from_claims",
+    "install",
+    "limits_of",
+    "may_open",
+    "mint",
+]

@@ -1,0 +1,301 @@
+"""The store contract: one abstract test class that every EventStore backend passes.
+
+A backend's test module only says how to create its store (``create``), how to open the
+same data again (``reopen``, None when nothing survives), and how to damage a snapshot in
+its own storage (``damage_snapshot``). See test_memory.py, test_sqlite.py, test_postgres.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from server.errors import StoreError
+from server.store.base import Event, EventStore, NewEvent, checksum
+
+
+def ev(actor: str = "ann", kind: str = "edit", update: bytes = b"u", ts: int = 1000,
+       **meta: Any) -> NewEvent:  # fmt: skip
+    return NewEvent(actor, kind, update, dict(meta), ts)
+
+
+class StoreContract:
+    """Subclass as ``TestXStore(StoreContract)`` and implement the three hooks."""
+
+    #: whether a failing event can be made for this backend (see poison_event)
+    can_fail_midway = True
+
+    async def create(self) -> EventStore:
+        raise NotImplementedError
+
+    async def reopen(self, store: EventStore) -> EventStore | None:
+        """A new store over the same data (after store.stop()), or None."""
+        return None
+
+    async def damage_snapshot(self, store: EventStore, doc: str, seq: int) -> None:
+        """Corrupt the stored state of snapshot (doc, seq) behind the store's back."""
+        raise NotImplementedError
+
+    def poison_event(self) -> NewEvent:
+        """An event the backend's storage refuses (to test that batches are atomic)."""
+        return NewEvent(None, "edit", b"u", {}, 1)  # type: ignore[arg-type]
+
+    @pytest.fixture
+    async def store(self) -> AsyncIterator[EventStore]:
+        s = await self.create()
+        await s.start()
+        try:
+            yield s
+        finally:
+            await s.stop()
+
+    # --- append --------------------------------------------------------------------------
+
+    async def test_append_gives_gap_free_seqs_per_doc(self, store: EventStore) -> None:
+        out = await store.append([("a", [ev(), ev()]), ("b", [ev()])])
+        assert [[e.seq for e in b] for b in out] == [[1, 2], [1]]
+        out = await store.append([("a", [ev()]), ("b", [ev(), ev(), ev()])])
+        assert [[e.seq for e in b] for b in out] == [[3], [2, 3, 4]]
+        assert await store.head("a") == 3
+        assert await store.head("b") == 4
+        assert await store.head("nope") == 0
+
+    async def test_same_doc_twice_in_one_batch(self, store: EventStore) -> None:
+        out = await store.append([("a", [ev(update=b"1")]), ("a", [ev(update=b"2")])])
+        assert [[e.seq for e in b] for b in out] == [[1], [2]]
+        assert [e.update for e in await store.read("a")] == [b"1", b"2"]
+
+    async def test_empty_batches(self, store: EventStore) -> None:
+        assert await store.append([("a", [])]) == [[]]
+        assert await store.append([]) == []
+        assert await store.head("a") == 0
+
+    async def test_events_round_trip_exactly(self, store: EventStore) -> None:
+        data = bytes(range(256)) * 3
+        [[stored]] = await store.append(
+            [("doc/é", [ev("bob", "undo", data, 1234567890123, reverts=[1, 2], conn="x")])]
+        )
+        assert stored == Event("doc/é", 1, 1234567890123, "bob", "undo", data,
+                               {"reverts": [1, 2], "conn": "x"})  # fmt: skip
+        [back] = await store.read("doc/é")
+        assert back == stored
+        assert isinstance(back.update, bytes)
+
+    async def test_concurrent_appends_stay_gap_free(self, store: EventStore) -> None:
+        async def writer(i: int) -> list[int]:
+            seqs = []
+            for j in range(10):
+                [[e]] = await store.append([("c", [ev(update=f"{i}:{j}".encode())])])
+                seqs.append(e.seq)
+            return seqs
+
+        got = await asyncio.gather(*(writer(i) for i in range(5)))
+        allseqs = sorted(s for seqs in got for s in seqs)
+        assert allseqs == list(range(1, 51))
+        assert [e.seq for e in await store.read("c")] == list(range(1, 51))
+        # each writer's events are in its own order
+        for i, seqs in enumerate(got):
+            assert seqs == sorted(seqs), i
+
+    async def test_a_failing_batch_leaves_nothing(self, store: EventStore) -> None:
+        if not self.can_fail_midway:
+            pytest.skip("this backend cannot refuse an event midway")
+        await store.append([("a", [ev()])])
+        with pytest.raises(StoreError):
+            await store.append([("a", [ev(), ev()]), ("b", [ev()]), ("z", [self.poison_event()])])
+        assert await store.head("a") == 1
+        assert await store.head("b") == 0
+        assert [e.seq for e in await store.read("a")] == [1]
+        assert await store.read("b") == []
+        assert await store.doc_info("b") is None
+        # and the store still works, with no gap
+        [[e]] = await store.append([("a", [ev()])])
+        assert e.seq == 2
+
+    async def test_events_survive_a_restart(self, store: EventStore) -> None:
+        await store.append([("a", [ev(update=b"x"), ev(update=b"y")])])
+        await store.put_snapshot("a", 1, b"state")
+        await store.stop()
+        again = await self.reopen(store)
+        if again is None:
+            await store.start()
+            pytest.skip("nothing survives this backend")
+        await again.start()
+        try:
+            assert [e.update for e in await again.read("a")] == [b"x", b"y"]
+            [[e]] = await again.append([("a", [ev()])])
+            assert e.seq == 3
+            snap = await again.latest_snapshot("a")
+            assert snap is not None and snap.state == b"state"
+        finally:
+            await again.stop()
+        await store.start()
+
+    # --- reading ---------------------------------------------------------------------------
+
+    async def test_read_ranges(self, store: EventStore) -> None:
+        await store.append([("a", [ev(update=bytes([i])) for i in range(1, 11)])])
+        assert [e.seq for e in await store.read("a")] == list(range(1, 11))
+        assert [e.seq for e in await store.read("a", after=3)] == list(range(4, 11))
+        assert [e.seq for e in await store.read("a", after=3, upto=5)] == [4, 5]
+        assert [e.seq for e in await store.read("a", after=3, limit=2)] == [4, 5]
+        assert [e.seq for e in await store.read("a", upto=2)] == [1, 2]
+        assert await store.read("a", after=10) == []
+        assert await store.read("a", after=5, upto=5) == []
+        assert await store.read("other") == []
+
+    async def test_query_filters_and_pages(self, store: EventStore) -> None:
+        evs = [
+            ev("ann", "edit", b"1", 100),
+            ev("bob", "edit", b"2", 200),
+            ev("ann", "undo", b"3", 300),
+            ev("bob", "redo", b"4", 400),
+            ev("ann", "edit", b"5", 500),
+            ev("cy", "restore", b"6", 600),
+        ]
+        await store.append([("q", evs), ("other", [ev("ann")])])
+
+        async def seqs(**kw: Any) -> list[int]:
+            return [e.seq for e in await store.query("q", **kw)]
+
+        assert await seqs() == [1, 2, 3, 4, 5, 6]
+        assert await seqs(actor="ann") == [1, 3, 5]
+        assert await seqs(actor="nobody") == []
+        assert await seqs(kinds=["undo", "redo"]) == [3, 4]
+        assert await seqs(since_ts=200, until_ts=400) == [2, 3, 4]
+        assert await seqs(since_ts=450) == [5, 6]
+        assert await seqs(until_ts=100) == [1]
+        assert await seqs(actor="ann", kinds=["edit"], since_ts=200) == [5]
+        # pagination: after the last seq of a page
+        assert await seqs(limit=2) == [1, 2]
+        assert await seqs(after=2, limit=2) == [3, 4]
+        assert await seqs(after=4, limit=2) == [5, 6]
+        assert await seqs(after=6, limit=2) == []
+        assert await seqs(actor="ann", after=1, limit=1) == [3]
+        page = await store.query("q", after=1, limit=1)
+        assert page[0].update == b"2" and page[0].actor == "bob"
+
+    async def test_seq_at(self, store: EventStore) -> None:
+        await store.append([("t", [ev(ts=100), ev(ts=200), ev(ts=200), ev(ts=300)])])
+        assert await store.seq_at("t", 50) == 0
+        assert await store.seq_at("t", 100) == 1
+        assert await store.seq_at("t", 199) == 1
+        assert await store.seq_at("t", 200) == 3
+        assert await store.seq_at("t", 10**13) == 4
+        assert await store.seq_at("none", 10**13) == 0
+
+    async def test_list_docs_and_doc_info(self, store: EventStore) -> None:
+        assert await store.list_docs() == []
+        assert await store.doc_info("b") is None
+        await store.append([("b", [ev(update=b"12", ts=5), ev(update=b"345", ts=9)])])
+        await store.append([("a", [ev(update=b"x", ts=7)])])
+        docs = await store.list_docs()
+        assert [(d.doc, d.head, d.updated_ts, d.events_bytes, d.base_seq) for d in docs] == [
+            ("a", 1, 7, 1, 0),
+            ("b", 2, 9, 5, 0),
+        ]
+        info = await store.doc_info("b")
+        assert info is not None and (info.head, info.events_bytes, info.updated_ts) == (2, 5, 9)
+
+    async def test_delete_doc(self, store: EventStore) -> None:
+        await store.append([("d", [ev(), ev()]), ("keep", [ev()])])
+        await store.put_snapshot("d", 2, b"s")
+        await store.put_tag("d", "v1", 1, "ann")
+        assert await store.delete_doc("d") is True
+        assert await store.delete_doc("d") is False
+        assert await store.head("d") == 0
+        assert await store.read("d") == []
+        assert await store.doc_info("d") is None
+        assert await store.latest_snapshot("d") is None
+        assert await store.snapshots("d") == []
+        assert await store.tags("d") == []
+        assert [d.doc for d in await store.list_docs()] == ["keep"]
+        assert await store.head("keep") == 1
+        [[e]] = await store.append([("d", [ev()])])
+        assert e.seq == 1  # a deleted document starts over
+
+    # --- snapshots --------------------------------------------------------------------------
+
+    async def test_snapshots(self, store: EventStore) -> None:
+        await store.append([("s", [ev() for _ in range(10)])])
+        assert await store.latest_snapshot("s") is None
+        await store.put_snapshot("s", 3, b"three", {"undo": {"ann": ["x"]}})
+        await store.put_snapshot("s", 7, b"seven")
+        snap = await store.latest_snapshot("s")
+        assert snap is not None and (snap.seq, snap.state, snap.doc) == (7, b"seven", "s")
+        assert snap.checksum == checksum(b"seven") and snap.valid
+        snap = await store.latest_snapshot("s", at_most=6)
+        assert snap is not None and (snap.seq, snap.state) == (3, b"three")
+        assert snap.meta == {"undo": {"ann": ["x"]}}
+        assert await store.latest_snapshot("s", at_most=2) is None
+        infos = await store.snapshots("s")
+        assert [(i.seq, i.size, i.valid) for i in infos] == [(3, 5, True), (7, 5, True)]
+        # the same seq again replaces it
+        await store.put_snapshot("s", 7, b"seven!")
+        snap = await store.latest_snapshot("s")
+        assert snap is not None and snap.state == b"seven!"
+        assert len(await store.snapshots("s")) == 2
+
+    async def test_a_damaged_snapshot_is_skipped_and_reported(self, store: EventStore) -> None:
+        await store.append([("s", [ev() for _ in range(10)])])
+        for seq in (2, 5, 8):
+            await store.put_snapshot("s", seq, f"state-{seq}".encode())
+        await self.damage_snapshot(store, "s", 8)
+        snap = await store.latest_snapshot("s")
+        assert snap is not None and (snap.seq, snap.state) == (5, b"state-5")
+        infos = await store.snapshots("s")
+        assert [(i.seq, i.valid) for i in infos] == [(2, True), (5, True), (8, False)]
+        await self.damage_snapshot(store, "s", 5)
+        await self.damage_snapshot(store, "s", 2)
+        assert await store.latest_snapshot("s") is None
+        # a new good one at the damaged seq repairs it
+        await store.put_snapshot("s", 8, b"fixed")
+        snap = await store.latest_snapshot("s")
+        assert snap is not None and (snap.seq, snap.state) == (8, b"fixed")
+
+    async def test_compact(self, store: EventStore) -> None:
+        await store.append([("c", [ev(update=b"ab", ts=100 + i) for i in range(10)])])
+        await store.put_snapshot("c", 3, b"three")
+        await store.put_snapshot("c", 8, b"eight")
+        removed = await store.compact("c", 6, b"base-6")
+        assert removed == 6
+        assert [e.seq for e in await store.read("c")] == [7, 8, 9, 10]
+        assert await store.head("c") == 10
+        info = await store.doc_info("c")
+        assert info is not None and (info.base_seq, info.events_bytes) == (6, 8)
+        base = await store.latest_snapshot("c", at_most=7)
+        assert base is not None and (base.seq, base.state) == (6, b"base-6")
+        assert [i.seq for i in await store.snapshots("c")] == [6, 8]
+        # the version at a time before the first kept event is the base
+        assert await store.seq_at("c", 109) == 10
+        [[e]] = await store.append([("c", [ev()])])
+        assert e.seq == 11  # seqs are not renumbered
+        assert await store.compact("c", 6, b"base-6") == 0
+
+    # --- tags -------------------------------------------------------------------------------
+
+    async def test_tags(self, store: EventStore) -> None:
+        await store.append([("t", [ev() for _ in range(5)])])
+        assert await store.tags("t") == []
+        t = await store.put_tag("t", "draft", 4, "ann")
+        assert (t.doc, t.name, t.seq, t.actor) == ("t", "draft", 4, "ann") and t.ts > 0
+        await store.put_tag("t", "v1", 2, "bob")
+        await store.put_tag("t", "a", 4, "bob")
+        assert [(x.name, x.seq) for x in await store.tags("t")] == [
+            ("v1", 2),
+            ("a", 4),
+            ("draft", 4),
+        ]
+        await store.put_tag("t", "v1", 5, "cy")  # the same name moves
+        tags = {x.name: x for x in await store.tags("t")}
+        assert (tags["v1"].seq, tags["v1"].actor) == (5, "cy") and len(tags) == 3
+        assert await store.delete_tag("t", "v1") is True
+        assert await store.delete_tag("t", "v1") is False
+        assert [x.name for x in await store.tags("t")] == ["a", "draft"]
+        assert await store.tags("other") == []
+
+    async def test_ping(self, store: EventStore) -> None:
+        await store.ping()

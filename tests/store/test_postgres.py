@@ -1,0 +1,180 @@
+"""The store contract against PostgresStore on the machine's PostgreSQL, each test in a
+fresh schema (so parallel runs never see each other), plus what only a shared database
+can show: appenders in separate processes on one document."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from server.errors import StoreUnavailable
+from server.store.base import EventStore, NewEvent
+from server.store.postgres import PostgresStore
+from store.contract import StoreContract
+
+pytestmark = pytest.mark.postgres
+
+PG_URL = os.environ.get("PALIMPSEST_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def schema() -> AsyncIterator[str]:
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    yield name
+    conn = await asyncpg.connect(PG_URL)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    finally:
+        await conn.close()
+
+
+class TestPostgresStore(StoreContract):
+    @pytest.fixture(autouse=True)
+    def _schema(self, schema: str) -> None:
+        self.schema = schema
+
+    async def create(self) -> EventStore:
+        return PostgresStore(f"{PG_URL}?schema={self.schema}")
+
+    async def reopen(self, store: EventStore) -> EventStore | None:
+        return PostgresStore(PG_URL, schema=self.schema)
+
+    async def damage_snapshot(self, store: EventStore, doc: str, seq: int) -> None:
+        conn = await asyncpg.connect(PG_URL)
+        try:
+            status = await conn.execute(
+                f"UPDATE \"{self.schema}\".snapshots SET state = state || '\\x00'::bytea "
+                "WHERE doc = $1 AND seq = $2",
+                doc,
+                seq,
+            )
+        finally:
+            await conn.close()
+        assert status == "UPDATE 1"
+
+
+# --- beyond the contract: several processes on one database ---------------------------
+
+WRITER = """
+import asyncio, json, sys
+from server.store.base import NewEvent
+from server.store.postgres import PostgresStore
+
+async def main(url, tag, n):
+    async with PostgresStore(url) as store:
+        print("ready", flush=True)
+        sys.stdin.readline()  # start together
+        seqs = []
+        for i in range(n):
+            evs = [NewEvent(tag, "edit", f"{tag}:{i}:{k}".encode(), {}, 1)
+                   for k in range(1 + i % 3)]
+            [stored] = await store.append([("shared", evs)])
+            seqs.extend(e.seq for e in stored)
+        print(json.dumps(seqs), flush=True)
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+async def test_appenders_in_separate_processes_get_unique_gap_free_seqs(schema: str) -> None:
+    url = f"{PG_URL}?schema={schema}"
+    async with PostgresStore(url) as store:  # creates the schema once
+        procs = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                WRITER,
+                url,
+                f"w{i}",
+                "60",
+                cwd=REPO,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )  # fmt: skip
+            for i in range(3)
+        ]
+        for p in procs:
+            assert p.stdout is not None
+            assert (await asyncio.wait_for(p.stdout.readline(), 30)).strip() == b"ready"
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write(b"go\n")
+            await p.stdin.drain()
+        # and a second pool in this process at the same time
+        other = PostgresStore(url)
+        await other.start()
+        mine: list[int] = []
+        for _ in range(60):
+            [stored] = await other.append([("shared", [NewEvent("here", "edit", b"h", {}, 1)])])
+            mine.extend(e.seq for e in stored)
+        await other.stop()
+        results = []
+        for p in procs:
+            out, _ = await asyncio.wait_for(p.communicate(), 60)
+            assert p.returncode == 0
+            results.append(json.loads(out.decode().strip().splitlines()[-1]))
+        total = sum(len(r) for r in results) + len(mine)
+        every = sorted([s for r in results for s in r] + mine)
+        assert every == list(range(1, total + 1))  # unique and gap-free
+        log = await store.read("shared")
+        assert [e.seq for e in log] == every
+        for i, seqs in enumerate(results):
+            assert seqs == sorted(seqs)
+            got = [e.update.decode() for e in log if e.actor == f"w{i}"]
+            assert got == [f"w{i}:{j}:{k}" for j in range(60) for k in range(1 + j % 3)]
+        assert await store.head("shared") == total
+
+
+async def test_snapshot_writers_take_turns(schema: str) -> None:
+    url = f"{PG_URL}?schema={schema}"
+    async with PostgresStore(url) as a, PostgresStore(url) as b:
+        await a.append([("s", [NewEvent("x", "edit", b"u", {}, 1)] * 50)])
+        assert await a.put_snapshot_if_due("s", 20, b"twenty", min_gap=10) is True
+        # within min_gap of a valid snapshot: nobody writes again
+        assert await b.put_snapshot_if_due("s", 25, b"25", min_gap=10) is False
+        assert await b.put_snapshot_if_due("s", 30, b"30", min_gap=10) is True
+        # an older one than the newest is never written over it
+        assert await a.put_snapshot_if_due("s", 28, b"28", min_gap=1) is False
+        # two at once: exactly one writes
+        got = await asyncio.gather(
+            a.put_snapshot_if_due("s", 45, b"45a", min_gap=5),
+            b.put_snapshot_if_due("s", 45, b"45b", min_gap=5),
+        )
+        assert sorted(got) == [False, True]
+        assert [(i.seq, i.valid) for i in await a.snapshots("s")] == [
+            (20, True), (30, True), (45, True)
+        ]  # fmt: skip
+
+
+async def test_an_unreachable_server_is_store_unavailable() -> None:
+    store = PostgresStore("postgresql://postgres@127.0.0.1:1/test")
+    with pytest.raises(StoreUnavailable):
+        await store.start()
+
+
+async def test_migrate_is_idempotent_and_versioned(schema: str) -> None:
+    url = f"{PG_URL}?schema={schema}"
+    async with PostgresStore(url) as a:
+        assert await a.schema_version() == 1
+        assert await a.migrate() == 1
+        # concurrent starts of several processes migrate once
+        others = [PostgresStore(url) for _ in range(3)]
+        await asyncio.gather(*(o.start() for o in others))
+        for o in others:
+            await o.stop()
+        conn = await asyncpg.connect(PG_URL)
+        try:
+            versions = await conn.fetch(f'SELECT version FROM "{schema}".palimpsest_schema')
+        finally:
+            await conn.close()
+        assert [r[0] for r in versions] == [1]

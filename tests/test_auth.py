@@ -1,0 +1,530 @@
+"""Who may do what: the token matrix over every HTTP route and every websocket message type.
+
+Every route of the app must appear in HTTP_ROUTES with the role it needs: a route that
+is missing fails test_every_route_is_in_the_matrix, so new routes cannot skip auth."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+import websockets
+from conftest import RunningServer, eventually, run_server
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from pycrdt import Doc, Text
+from starlette.routing import Mount, Route, WebSocketRoute
+
+from server import protocol as P
+from server.app import create_app
+from server.backend import Backend
+from server.cli import main as cli_main
+from server.errors import AuthError, Forbidden
+from server.settings import Settings
+from server.tokens import OPEN_MODE_WARNING, mint
+
+SECRET = "test-secret-of-at-least-thirty-two-bytes!"
+DOC = "matrix-1"
+ROLES = ("read", "write", "admin")
+RANK = {r: i for i, r in enumerate(ROLES)}
+
+#: (method, path template) -> the role the route needs (None: public)
+HTTP_ROUTES: dict[tuple[str, str], str | None] = {
+    ("GET", "/"): None,
+    ("GET", "/healthz"): None,
+    ("GET", "/metrics"): None,
+    ("GET", "/api/docs"): "read",
+    ("GET", "/api/docs/{doc}"): "read",
+    ("DELETE", "/api/docs/{doc}"): "admin",
+    ("GET", "/api/docs/{doc}/content"): "read",
+    ("GET", "/api/docs/{doc}/events"): "read",
+    ("GET", "/api/docs/{doc}/events/{seq}"): "read",
+    ("GET", "/api/docs/{doc}/versions"): "read",
+    ("GET", "/api/docs/{doc}/versions/{seq}"): "read",
+    ("GET", "/api/docs/{doc}/versions/{ref}"): "read",
+    ("GET", "/api/docs/{doc}/sessions"): "read",
+    ("GET", "/api/docs/{doc}/at"): "read",
+    ("GET", "/api/docs/{doc}/diff"): "read",
+    ("GET", "/api/docs/{doc}/blame"): "read",
+    ("GET", "/api/docs/{doc}/snapshots"): "read",
+    ("GET", "/api/docs/{doc}/tags"): "read",
+    ("POST", "/api/docs/{doc}/tags"): "admin",
+    ("PUT", "/api/docs/{doc}/tags/{name}"): "admin",
+    ("DELETE", "/api/docs/{doc}/tags/{name}"): "admin",
+    ("POST", "/api/docs/{doc}/restore"): "write",
+    ("POST", "/api/docs/{doc}/undo"): "write",
+    ("POST", "/api/docs/{doc}/redo"): "write",
+    ("POST", "/api/docs/{doc}/undo/close"): "write",
+}
+PATH_VALUES = {"doc": DOC, "seq": "1", "ref": "1", "name": "v1", "tag": "v1"}
+
+
+def token(role: str = "write", docs: tuple[str, ...] = ("matrix-*",), user: str = "alice",
+          ttl: float = 600, secret: str = SECRET, now: float | None = None) -> str:
+    return mint(secret, user, role, list(docs), ttl, now=now)
+
+
+#: token variants refused before any role check: name -> (token or None, expected status)
+BAD_TOKENS: dict[str, tuple[str | None, int]] = {
+    "missing": (None, 401),
+    "garbage": ("not-a-token", 401),
+    "expired": (token("admin", now=time.time() - 7200, ttl=60), 401),
+    "wrong-signature": (token("admin", secret="another-secret-also-thirty-two-bytes!"), 401),
+    "alg-none": (jwt.encode({"sub": "eve", "role": "admin", "docs": ["*"],
+                             "exp": int(time.time()) + 600}, None, algorithm="none"), 401),
+    "no-role": (jwt.encode({"sub": "eve", "docs": ["*"], "exp": int(time.time()) + 600},
+                           SECRET, algorithm="HS256"), 401),
+    "no-exp": (jwt.encode({"sub": "eve", "role": "admin", "docs": ["*"]},
+                          SECRET, algorithm="HS256"), 401),
+    "bad-role": (jwt.encode({"sub": "eve", "role": "root", "docs": ["*"],
+                             "exp": int(time.time()) + 600}, SECRET, algorithm="HS256"), 401),
+    "wrong-doc": (token("admin", docs=("other-*", "matrix")), 403),
+}
+
+
+@pytest.fixture
+def jwt_settings(db_path: Path, settings: Settings) -> Settings:
+    settings.jwt_secret = SECRET
+    return settings
+
+
+@pytest.fixture
+async def jserver(jwt_settings: Settings) -> AsyncIterator[RunningServer]:
+    async with run_server(jwt_settings) as s:
+        yield s
+
+
+def ws_url(server: RunningServer, doc: str, tok: str | None, **extra: str) -> str:
+    q = {**({"token": tok} if tok else {}), **extra}
+    qs = "&".join(f"{k}={v}" for k, v in q.items())
+    return f"{server.ws_url}/{doc}" + (f"?{qs}" if qs else "")
+
+
+async def close_of(ws: websockets.ClientConnection) -> tuple[int, str]:
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), 10)
+    except websockets.ConnectionClosed as e:
+        assert e.rcvd is not None, "closed without a close frame"
+        return e.rcvd.code, e.rcvd.reason
+
+
+class Raw:
+    """A websocket that records every decoded frame it receives."""
+
+    def __init__(self, ws: websockets.ClientConnection) -> None:
+        self.ws = ws
+        self.frames: list[P.Message] = []
+        self.closed: tuple[int, str] | None = None
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            async for raw in self.ws:
+                assert isinstance(raw, bytes)
+                self.frames.append(P.decode(raw))
+        except websockets.ConnectionClosed:
+            pass
+        rcvd = self.ws.protocol.close_rcvd
+        self.closed = (rcvd.code, rcvd.reason) if rcvd else (1006, "")
+
+    def of(self, kind: type) -> list[Any]:
+        return [f for f in self.frames if isinstance(f, kind)]
+
+    async def answer(self, rid: int) -> dict[str, Any]:
+        def found() -> dict[str, Any] | None:
+            for f in self.of(P.Extension):
+                if f.body.get("id") == rid:
+                    return dict(f.body)
+            return None
+
+        return await eventually(found, what=f"an answer to request {rid}")  # type: ignore[no-any-return]
+
+    async def aclose(self) -> None:
+        await self.ws.close()
+        await self.task
+
+
+async def open_raw(server: RunningServer, doc: str, tok: str | None, **extra: str) -> Raw:
+    ws = await websockets.connect(ws_url(server, doc, tok, **extra), compression=None)
+    raw = Raw(ws)
+    await ws.send(P.encode_sync_step1(b"\x00"))
+    await eventually(lambda: raw.of(P.SyncStep2) or raw.closed, what="sync step 2")
+    return raw
+
+
+def an_update(text: str, client_id: int = 4242) -> bytes:
+    d: Doc = Doc(client_id=client_id)
+    d.get("content", type=Text).insert(0, text)
+    return d.get_update()
+
+
+async def content_of(server: RunningServer, doc: str) -> str:
+    room = server.backend.rooms.get_loaded(doc)
+    if room is None:
+        return ""
+    return str(room.doc.get("content", type=Text))
+
+
+# --- the websocket ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", sorted(BAD_TOKENS))
+async def test_bad_tokens_close_the_websocket_with_a_code_and_reason(
+    jserver: RunningServer, variant: str
+) -> None:
+    tok, status = BAD_TOKENS[variant]
+    ws = await websockets.connect(ws_url(jserver, DOC, tok), compression=None)
+    code, reason = await close_of(ws)
+    assert code == {401: 4401, 403: 4403}[status], (variant, code, reason)
+    assert reason, "the close carries a reason"
+    assert DOC not in jserver.backend.rooms, "a refused connection never loads the document"
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_websocket_message_matrix(jserver: RunningServer, role: str) -> None:
+    store = jserver.backend.store
+    watcher = await open_raw(jserver, DOC, token("read", user="watcher"))
+    conn = await open_raw(jserver, DOC, token(role, user=f"u-{role}"), user="mallory")
+    assert conn.closed is None
+    head0 = await store.head(DOC)
+    before = await content_of(jserver, DOC)
+
+    # hello: the identity is the token's, whatever ?user= claims
+    await conn.ws.send(P.encode_extension({"type": "hello", "id": 1}))
+    hello = await conn.answer(1)
+    assert (hello["user"], hello["role"]) == (f"u-{role}", role)
+
+    # sync step 1: everyone may read
+    n2 = len(conn.of(P.SyncStep2))
+    await conn.ws.send(P.encode_sync_step1(b"\x00"))
+    await eventually(lambda: len(conn.of(P.SyncStep2)) > n2, what="step 2 answer")
+
+    # awareness and query awareness: everyone has presence
+    state = f'{{"user":{{"name":"{role}"}}}}'
+    await conn.ws.send(P.encode_awareness(P.encode_awareness_entries([(777, 1, state)])))
+    await eventually(
+        lambda: any(role in p.payload.decode(errors="replace")
+                    for p in watcher.of(P.AwarenessUpdate)),
+        what="the watcher sees the presence",
+    )
+    na = len(conn.of(P.AwarenessUpdate))
+    await conn.ws.send(P.encode_query_awareness())
+    await eventually(lambda: len(conn.of(P.AwarenessUpdate)) > na, what="awareness answer")
+
+    # updates (sync update and step 2): only write and admin
+    await conn.ws.send(P.encode_sync_update(an_update(f"[{role}-update]", 1000 + RANK[role])))
+    await conn.ws.send(P.encode_sync_step2(an_update(f"[{role}-step2]", 2000 + RANK[role])))
+    if role == "read":
+        await eventually(lambda: len(conn.of(P.AuthMessage)) >= 2, what="two permission denials")
+        assert all(m.kind == P.AUTH_PERMISSION_DENIED and "read-only" in m.reason
+                   for m in conn.of(P.AuthMessage))
+        # the server handled both frames (it answered them); a barrier on the pipeline,
+        # then nothing may have been applied, logged or broadcast
+        room = jserver.backend.rooms.get_loaded(DOC)
+        assert room is not None
+        await room.flush()
+        assert await store.head(DOC) == head0
+        assert await content_of(jserver, DOC) == before
+        assert not watcher.of(P.SyncUpdate)
+    else:
+        await eventually(
+            lambda: len(watcher.of(P.SyncUpdate)) >= 2, what="the watcher receives both edits"
+        )
+        events = await store.read(DOC, after=head0)
+        assert {e.actor for e in events} == {f"u-{role}"}, "the actor comes from the token"
+        text = await content_of(jserver, DOC)
+        assert f"[{role}-update]" in text and f"[{role}-step2]" in text
+        assert not conn.of(P.AuthMessage)
+
+    # undo / redo over the websocket: never for read
+    head1 = await store.head(DOC)
+    await conn.ws.send(P.encode_extension({"type": "undo", "id": 2}))
+    undo = await conn.answer(2)
+    await conn.ws.send(P.encode_extension({"type": "redo", "id": 3}))
+    redo = await conn.answer(3)
+    if role == "read":
+        assert undo["ok"] is False and redo["ok"] is False
+        assert await store.head(DOC) == head1
+    elif "undo" in jserver.backend.extensions:
+        assert undo["ok"] is True, undo
+        assert redo["ok"] is True, redo
+    assert conn.closed is None, "no message of the matrix closes a valid connection"
+    assert watcher.closed is None
+    await conn.aclose()
+    await watcher.aclose()
+
+
+#: extension operations a read-only connection may use (everything else must be refused)
+#: (close_group only ends the caller's own undo capture group: it changes no document)
+READ_OK_OPS = {"hello", "close_group"}
+
+
+async def test_every_extension_op_is_refused_to_read_tokens(jserver: RunningServer) -> None:
+    """Every registered websocket operation, present or future, is checked: a read token
+    gets ok=false and nothing changes."""
+    await seed(jserver)
+    store = jserver.backend.store
+    ops = sorted(set(jserver.backend.extensions) - READ_OK_OPS)
+    conn = await open_raw(jserver, DOC, token("read", user="reader"))
+    head, tags = await store.head(DOC), len(await store.tags(DOC))
+    for i, op in enumerate(ops, start=10):
+        await conn.ws.send(P.encode_extension({"type": op, "id": i, "seq": 1, "name": "v1"}))
+        answer = await conn.answer(i)
+        assert answer["ok"] is False, (op, answer)
+    assert await store.head(DOC) == head and len(await store.tags(DOC)) == tags
+    assert conn.closed is None
+    await conn.aclose()
+
+
+async def test_auth_messages_from_clients_are_refused(jserver: RunningServer) -> None:
+    conn = await open_raw(jserver, DOC, token("admin"))
+    await conn.ws.send(P.encode_permission_denied("let me in"))
+    await eventually(lambda: conn.closed, what="close")
+    assert conn.closed is not None and conn.closed[0] == 4400
+
+
+async def test_identity_comes_from_the_token_not_from_user_param(jserver: RunningServer) -> None:
+    conn = await open_raw(jserver, DOC, token("write", user="alice"), user="mallory")
+    await conn.ws.send(P.encode_sync_update(an_update("by alice")))
+    await eventually(lambda: jserver.backend.store.head(DOC), what="logged")
+    events = await jserver.backend.store.read(DOC)
+    assert [e.actor for e in events] == ["alice"]
+    await conn.aclose()
+
+
+async def test_glob_patterns_grant_exactly_their_documents(jserver: RunningServer) -> None:
+    tok = token("read", docs=("team-*", "notes"))
+    for doc, code in (("team-a", None), ("notes", None), ("notes2", 4403), ("xteam-a", 4403),
+                      ("Team-a", 4403)):
+        ws = await websockets.connect(ws_url(jserver, doc, tok), compression=None)
+        if code is None:
+            assert isinstance(P.decode(await ws.recv()), P.SyncStep1)
+            await ws.close()
+        else:
+            assert (await close_of(ws))[0] == code, doc
+
+
+# --- HTTP ---------------------------------------------------------------------------------
+
+
+def http_routes(app: Any) -> list[tuple[str, str]]:
+    out = []
+    for r in app.routes:
+        if isinstance(r, Route):
+            for m in sorted(r.methods or {"GET"}):
+                if m != "HEAD":
+                    out.append((m, r.path))
+        elif isinstance(r, WebSocketRoute):
+            assert r.path in ("/ws/{doc}", "/ws/{doc:path}"), f"unknown websocket route {r.path}"
+        elif isinstance(r, Mount):
+            assert r.path == "/static", f"an unknown mount {r.path}: add it to the matrix"
+    return out
+
+
+def fill(path: str) -> str:
+    def value(m: re.Match[str]) -> str:
+        name = m.group(1).split(":")[0]
+        assert name in PATH_VALUES, f"no test value for path parameter {name!r} of {path}"
+        return PATH_VALUES[name]
+
+    return re.sub(r"\{([^}]+)\}", value, path)
+
+
+def test_every_route_is_in_the_matrix(jwt_settings: Settings) -> None:
+    app = create_app(jwt_settings)
+    missing = [r for r in http_routes(app) if r not in HTTP_ROUTES]
+    assert not missing, f"routes missing from the token matrix in tests/test_auth.py: {missing}"
+
+
+async def seed(server: RunningServer) -> None:
+    conn = await open_raw(server, DOC, token("write"))
+    await conn.ws.send(P.encode_sync_update(an_update("seed")))
+    await eventually(lambda: server.backend.store.head(DOC), what="seeded")
+    await conn.aclose()
+
+
+async def test_http_token_matrix(jserver: RunningServer) -> None:
+    await seed(jserver)
+    app = jserver.server.config.app
+    routes = [r for r in http_routes(app) if r in HTTP_ROUTES]
+    # destructive routes last, so that the others still find the document
+    routes.sort(key=lambda r: (r[0] == "DELETE", r[1] == "/api/docs/{doc}"))
+    failures: list[str] = []
+    store = jserver.backend.store
+    async with httpx.AsyncClient(base_url=jserver.url, timeout=10) as http:
+
+        async def call(method: str, path: str, tok: str | None) -> httpx.Response:
+            headers = {"authorization": f"Bearer {tok}"} if tok else {}
+            body = {} if method in ("POST", "PUT", "PATCH") else None
+            return await http.request(method, fill(path), headers=headers, json=body,
+                                      params={"user": "mallory"})
+
+        # refusals first: nothing they ask may happen
+        head = await store.head(DOC)
+        tags = len(await store.tags(DOC))
+        for method, path in routes:
+            need = HTTP_ROUTES[(method, path)]
+            for variant, (tok, status) in BAD_TOKENS.items():
+                if need is None:
+                    continue
+                if variant == "wrong-doc" and "{doc}" not in path:
+                    continue
+                r = await call(method, path, tok)
+                if r.status_code != status:
+                    failures.append(f"{method} {path} with {variant}: {r.status_code} != {status}")
+                elif r.json().get("error") != ("AuthError" if status == 401 else "Forbidden"):
+                    failures.append(f"{method} {path} with {variant}: body {r.text[:100]}")
+            for role in ROLES:
+                if need is not None and RANK[role] < RANK[need]:
+                    r = await call(method, path, token(role))
+                    if r.status_code != 403:
+                        failures.append(f"{method} {path} as {role}: {r.status_code}, not 403")
+        assert await store.head(DOC) == head, "a refused request changed the log"
+        assert len(await store.tags(DOC)) == tags, "a refused request changed the tags"
+        assert await store.doc_info(DOC) is not None, "a refused request deleted the document"
+
+        # then every role that suffices gets past auth (the answer may still be 4xx
+        # for the empty body, but never 401/403)
+        for method, path in routes:
+            need = HTTP_ROUTES[(method, path)]
+            for role in ROLES:
+                if need is None or RANK[role] >= RANK[need]:
+                    if (method, path) == ("DELETE", "/api/docs/{doc}") and role != "admin":
+                        continue
+                    r = await call(method, path, token(role))
+                    if r.status_code in (401, 403) or r.status_code >= 500:
+                        failures.append(f"{method} {path} as {role}: {r.status_code} {r.text[:80]}")
+            if need is None:
+                r = await call(method, path, None)
+                if r.status_code in (401, 403) or r.status_code >= 500:
+                    failures.append(f"public {method} {path}: {r.status_code}")
+    assert not failures, "\n".join(failures)
+
+
+async def test_delete_doc_is_admin_only_and_closes_its_connections(jserver: RunningServer) -> None:
+    await seed(jserver)
+    conn = await open_raw(jserver, DOC, token("read", user="reader"))
+    async with httpx.AsyncClient(base_url=jserver.url) as http:
+        url = f"/api/docs/{DOC}"
+        r = await http.delete(url, headers={"authorization": f"Bearer {token('write')}"})
+        assert r.status_code == 403
+        assert conn.closed is None
+        r = await http.delete(url, headers={"authorization": f"Bearer {token('admin')}"})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"doc": DOC, "deleted": True, "closed": 1}
+        await eventually(lambda: conn.closed, what="the reader is closed")
+        assert conn.closed is not None and conn.closed[0] == 4404
+        assert await jserver.backend.store.head(DOC) == 0
+        assert await jserver.backend.store.doc_info(DOC) is None
+        assert await jserver.backend.store.latest_snapshot(DOC) is None, "no final snapshot"
+        r = await http.delete(url, headers={"authorization": f"Bearer {token('admin')}"})
+        assert r.status_code == 404
+        admin = {"authorization": f"Bearer {token('admin')}"}
+        r = await http.delete("/api/docs/..%2Fetc", headers=admin)
+        assert r.status_code in (400, 404)
+
+
+async def test_bearer_and_query_token_on_http(jserver: RunningServer) -> None:
+    async with httpx.AsyncClient(base_url=jserver.url) as http:
+        assert (await http.get("/api/docs")).status_code == 401
+        r = await http.get("/api/docs", headers={"authorization": f"Bearer {token('read')}"})
+        assert r.status_code == 200
+        r = await http.get("/api/docs", params={"token": token("read")})
+        assert r.status_code == 200
+        r = await http.get("/api/docs", headers={"authorization": "Basic YWxpY2U6eA=="})
+        assert r.status_code == 401 and r.json()["error"] == "AuthError"
+
+
+# --- modes, keys, the CLI -------------------------------------------------------------------
+
+
+def test_open_mode_says_so_loudly(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="palimpsest.auth"):
+        backend = Backend(settings)
+    assert backend.auth.open is True
+    assert any(OPEN_MODE_WARNING in r.getMessage() and r.levelno == logging.WARNING
+               for r in caplog.records)
+    ident = backend.identify(None, "bob")
+    assert (ident.user, ident.role) == ("bob", "admin")
+
+
+def test_jwt_mode_ignores_user_param_and_needs_a_token(jwt_settings: Settings) -> None:
+    backend = Backend(jwt_settings)
+    assert backend.auth.open is False
+    with pytest.raises(AuthError):
+        backend.identify(None, "bob")
+    ident = backend.identify(token("read", user="carol", docs=("a*",)), "bob")
+    assert (ident.user, ident.role, ident.docs) == ("carol", "read", ("a*",))
+    backend.auth.authorize(ident, "abc", "read")
+    with pytest.raises(Forbidden):
+        backend.auth.authorize(ident, "abc", "write")
+    with pytest.raises(Forbidden):
+        backend.auth.authorize(ident, "bcd", "read")
+
+
+def _pem(public: Any) -> bytes:
+    return bytes(public.public_bytes(serialization.Encoding.PEM,
+                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+@pytest.mark.parametrize("kind", ["RS256", "ES256"])
+async def test_public_key_tokens(kind: str, settings: Settings, tmp_path: Path) -> None:
+    private: Any = (rsa.generate_private_key(65537, 2048) if kind == "RS256"
+                    else ec.generate_private_key(ec.SECP256R1()))
+    pub = tmp_path / "key.pub.pem"
+    pub.write_bytes(_pem(private.public_key()))
+    settings.jwt_public_key = str(pub)
+    backend = Backend(settings)
+    good = mint(private, "dora", "write", ["*"], 60, algorithm=kind)
+    assert backend.identify(good, None).user == "dora"
+    # the public key is not an HMAC secret: algorithm confusion is refused
+    forged = jwt.encode({"sub": "eve", "role": "admin", "docs": ["*"],
+                         "exp": int(time.time()) + 60}, SECRET, algorithm="HS256")
+    with pytest.raises(AuthError, match="algorithm"):
+        backend.identify(forged, None)
+    other: Any = (rsa.generate_private_key(65537, 2048) if kind == "RS256"
+                  else ec.generate_private_key(ec.SECP256R1()))
+    with pytest.raises(AuthError, match="signature"):
+        backend.identify(mint(other, "eve", "admin", ["*"], 60, algorithm=kind), None)
+    async with run_server(settings, backend) as srv:
+        raw = await open_raw(srv, "pk-doc", good)
+        assert raw.closed is None
+        await raw.aclose()
+        ws = await websockets.connect(ws_url(srv, "pk-doc", forged), compression=None)
+        assert (await close_of(ws))[0] == 4401
+
+
+def test_cli_mints_tokens_the_server_accepts(
+    jwt_settings: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    code = cli_main(["token", "--user", "erin", "--role", "read", "--docs", "a*,b",
+                     "--docs", "c", "--ttl", "120", "--secret", SECRET])
+    assert code == 0
+    tok = capsys.readouterr().out.strip()
+    claims = jwt.decode(tok, SECRET, algorithms=["HS256"])
+    assert (claims["sub"], claims["role"], claims["docs"]) == ("erin", "read", ["a*", "b", "c"])
+    assert 110 <= claims["exp"] - time.time() <= 121
+    ident = Backend(jwt_settings).identify(tok, None)
+    assert ident.docs == ("a*", "b", "c")
+    # with an EC private key: ES256
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = tmp_path / "k.pem"
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    assert cli_main(["token", "--user", "f", "--private-key", str(pem)]) == 0
+    tok = capsys.readouterr().out.strip()
+    assert jwt.get_unverified_header(tok)["alg"] == "ES256"
+    assert jwt.decode(tok, key.public_key(), algorithms=["ES256"])["docs"] == ["*"]
+    monkeypatch.delenv("PALIMPSEST_JWT_SECRET", raising=False)
+    assert cli_main(["token", "--user", "g"]) == 2, "no secret, no key: refused"

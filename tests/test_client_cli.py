@@ -1,0 +1,121 @@
+"""The client subcommands (cat, edit, replay, history) against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import RunningServer
+
+from client.cli import TRACES_DIR, main
+from server import cli as server_cli
+
+TRACE = TRACES_DIR / "sveltecomponent.json.gz"
+
+
+async def run(*argv: str) -> int:
+    # the commands call asyncio.run(): give them a thread of their own
+    return await asyncio.to_thread(main, list(argv))
+
+
+async def has_history_api(server: RunningServer, doc: str) -> bool:
+    async with httpx.AsyncClient(base_url=server.url) as h:
+        r = await h.get(f"/api/docs/{doc}/events", params={"user": "probe"})
+    return r.status_code != 404
+
+
+async def test_edit_then_cat(
+    server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = tmp_path / "draft.md"
+    f.write_text("# Title\n\nfirst paragraph, naïve café\n", encoding="utf-8")
+    assert await run("edit", "notes", str(f), "--url", server.url, "--user", "ada") == 0
+    assert "1 changed span" in capsys.readouterr().err
+    assert await run("cat", "notes", "--url", server.url) == 0
+    assert capsys.readouterr().out == "# Title\n\nfirst paragraph, naïve café\n"
+
+    f.write_text("# Title\n\nfirst paragraph, naïve café\nsecond\n", encoding="utf-8")
+    assert await run("edit", "notes", str(f), "--url", server.url, "--user", "bob") == 0
+    events = await server.backend.store.read("notes")
+    assert [e.actor for e in events] == ["ada", "bob"]
+    assert len(events[1].update) < 60  # a small diff, not the whole text again
+    assert await run("cat", "notes", "--url", server.url) == 0
+    assert capsys.readouterr().out.endswith("café\nsecond\n")
+
+
+async def test_edit_from_stdin(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("from stdin ✓"))
+    monkeypatch.setenv("PALIMPSEST_URL", server.url)
+    assert await asyncio.to_thread(main, ["edit", "piped", "-"]) == 0
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["cat", "piped"]) == 0
+    assert capsys.readouterr().out == "from stdin ✓"
+
+
+async def test_replay_a_trace(server: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
+    with gzip.open(TRACE, "rt") as fh:
+        trace = json.load(fh)
+    content = ""
+    for txn in trace["txns"][:2500]:
+        for pos, n, ins in txn["patches"]:
+            content = content[:pos] + ins + content[pos + n :]
+    assert await run("replay", "sveltecomponent", "--doc", "svelte", "--limit", "2500",
+                     "--url", server.url) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "2500/2500" in err  # the progress bar
+    assert "2500 transactions" in err and "txn/s" in err
+    assert await run("cat", "svelte", "--url", server.url) == 0
+    assert capsys.readouterr().out == content
+    # replaying into a document that is not empty is refused
+    assert await run("replay", str(TRACE), "--doc", "svelte", "--limit", "5",
+                     "--url", server.url, "--no-progress") == 2  # fmt: skip
+
+
+async def test_cat_at_a_version_and_history(
+    server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = tmp_path / "v.txt"
+    for i, body in enumerate(["one\n", "one\ntwo\n", "one\ntwo\nthree\n"]):
+        f.write_text(body)
+        assert await run("edit", "versions", str(f), "--url", server.url, "--user", f"u{i}") == 0
+    if not await has_history_api(server, "versions"):
+        pytest.skip("the HTTP history API is not mounted yet")
+    capsys.readouterr()
+    assert await run("cat", "versions", "--seq", "2", "--url", server.url) == 0
+    assert capsys.readouterr().out == "one\ntwo\n"
+    assert await run("history", "versions", "--url", server.url) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and "u0" in lines[0] and "u2" in lines[2] and "edit" in lines[1]
+    assert await run("history", "versions", "--json", "--limit", "1", "--after", "1",
+                     "--url", server.url) == 0  # fmt: skip
+    (only,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert only["seq"] == 2 and only["actor"] == "u1"
+
+
+async def test_errors_are_one_line_messages(
+    server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await run("cat", "bad/name", "--url", server.url) == 2
+    assert "not allowed" in capsys.readouterr().err
+    assert await run("cat", "doc", "--url", "http://127.0.0.1:9") == 1
+    assert "cannot connect" in capsys.readouterr().err
+
+
+def test_entry_points() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "client", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for cmd in ("cat", "edit", "replay", "history"):
+        assert cmd in out
+    with pytest.raises(SystemExit) as e:
+        server_cli.main(["cat", "--help"])
+    assert e.value.code == 0

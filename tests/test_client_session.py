@@ -1,0 +1,277 @@
+"""The client's live session against a real server on a free port: editing, convergence,
+presence, undo/redo over the extension message, and every error it raises."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from typing import Any
+
+import pytest
+from conftest import RunningServer, free_port, run_server
+from pycrdt import Doc
+
+import client
+from server.settings import Settings
+from server.tokens import mint
+
+SECRET = "a-test-secret-that-is-long-enough-for-hs256!"
+
+
+async def test_two_clients_converge_with_code_point_positions(server: RunningServer) -> None:
+    async with (
+        client.connect(server.ws_url, "conv", user="ada") as a,
+        client.connect(server.ws_url, "conv", user="bob") as b,
+    ):
+        assert a.connected and a.user == "ada" and b.user == "bob"
+        a.text().insert(0, "héllo wörld 🌍!")
+        await b.wait_for(lambda: b.text() == "héllo wörld 🌍!", timeout=5)
+        # positions count characters, not UTF-8 bytes: 🌍 is one character
+        b.text().insert(13, "🌎")
+        b.text().delete(1, 1)
+        b.text().insert(1, "e")
+        await a.wait_for(lambda: a.text() == "hello wörld 🌍🌎!", timeout=5)
+        # concurrent edits on both sides
+        for i in range(20):
+            a.text().insert(0, "a")
+            b.text().append("b")
+            if i % 5 == 0:
+                await asyncio.sleep(0)
+        await a.flush()
+        await b.flush()
+        await a.wait_for(lambda: str(a.text()) == str(b.text()), timeout=5)
+        await b.wait_for(lambda: str(a.text()) == str(b.text()), timeout=5)
+        assert str(a.text()).count("a") == 20 and str(a.text()).count("b") == 20
+        with pytest.raises(IndexError):
+            a.text().insert(len(a.text()) + 1, "x")
+    # the server holds it: a third client sees the same
+    async with client.connect(server.ws_url, "conv", user="cy") as c:
+        assert str(c.text()) == "a" * 20 + "hello wörld 🌍🌎!" + "b" * 20
+
+
+async def test_set_is_a_small_diff(server: RunningServer) -> None:
+    async with client.connect(server.ws_url, "diffdoc", user="ada") as a:
+        a.text().insert(0, "line one\nline two\nline three\n")
+        await a.flush()
+        spans = a.text().set("line one\nline 2\nline three\nline four\n")
+        assert spans == 2
+        assert a.text() == "line one\nline 2\nline three\nline four\n"
+        await a.flush()
+    events = await server.backend.store.read("diffdoc")
+    assert len(events) == 2  # one event for the whole set()
+
+
+async def test_many_local_edits_are_coalesced_under_the_rate_limit(
+    server: RunningServer,
+) -> None:
+    # 3000 one-character transactions, yielding after each: far above the server's
+    # 500 updates/s per connection, so the client must coalesce them into frames
+    async with client.connect(server.ws_url, "burst", user="ada") as a:
+        for i in range(3000):
+            a.text().append(chr(ord("a") + i % 26))
+            await asyncio.sleep(0)
+        await a.flush(timeout=20)
+        assert a.connections == 1  # never dropped with 4429
+    events = await server.backend.store.read("burst")
+    assert 1 <= len(events) < 3000
+    async with client.connect(server.ws_url, "burst", user="bob") as b:
+        assert len(b.text()) == 3000
+
+
+async def test_presence_and_wait_for_timeout(server: RunningServer) -> None:
+    async with client.connect(server.ws_url, "pres", user="ada") as a:
+        async with client.connect(server.ws_url, "pres", user="bob") as b:
+            b.set_presence({"name": "bob", "cursor": 3})
+            await a.wait_for(lambda: {"name": "bob", "cursor": 3} in a.presence.values())
+            b.set_presence({"name": "bob", "cursor": 4})
+            await a.wait_for(lambda: {"name": "bob", "cursor": 4} in a.presence.values())
+            assert b.doc.client_id in a.presence and a.doc.client_id not in a.presence
+        await a.wait_for(lambda: not a.presence, timeout=5)  # bob left
+        with pytest.raises(client.Timeout) as e:
+            await a.wait_for(lambda: "never" in a.text(), timeout=0.2, what="a word")
+        assert isinstance(e.value, TimeoutError) and "a word" in str(e.value)
+
+
+async def test_undo_redo_close_group_over_the_socket(server: RunningServer) -> None:
+    if "undo" not in server.backend.extensions:
+        pytest.skip("the undo feature is not installed")
+    async with (
+        client.connect(server.ws_url, "undo", user="ada") as a,
+        client.connect(server.ws_url, "undo", user="bob") as b,
+    ):
+        a.text().insert(0, "ada ")
+        assert (await a.close_group()).ok
+        await b.wait_for(lambda: b.text() == "ada ")
+        b.text().append("bob")
+        await a.wait_for(lambda: a.text() == "ada bob")
+        # undo goes after the edit sent just before it
+        a.text().append("!")
+        r = await a.undo()
+        assert r.ok and r.seq is not None and r.reason is None
+        await b.wait_for(lambda: b.text() == "ada bob", timeout=5)
+        r2 = await a.undo()
+        assert r2.ok and r2.seq is not None and r2.seq > r.seq
+        await b.wait_for(lambda: b.text() == "bob", timeout=5)  # bob's text stays
+        r3 = await a.undo()
+        assert not r3 and r3.seq is None and "nothing to undo" in (r3.reason or "")
+        assert (await a.redo()).ok
+        await b.wait_for(lambda: b.text() == "ada bob", timeout=5)
+        await a.wait_for(lambda: a.text() == "ada bob", timeout=5)
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+async def test_bad_doc_name_is_refused_before_connecting(server: RunningServer) -> None:
+    with pytest.raises(client.BadDocName, match="not allowed"):
+        client.connect(server.ws_url, "no/slashes", user="ada")
+    async with client.History(server.url, user="ada") as h:
+        with pytest.raises(client.BadDocName):
+            await h.events("bad name")
+
+
+async def test_server_gone() -> None:
+    port = free_port()  # nobody listens there
+    with pytest.raises(client.ServerGone, match="cannot connect"):
+        async with client.connect(f"ws://127.0.0.1:{port}/ws", "doc", user="ada"):
+            pass
+    async with client.History(f"http://127.0.0.1:{port}") as h:
+        with pytest.raises(client.ServerGone):
+            await h.docs()
+
+
+async def test_requests_while_the_server_is_gone_raise_server_gone(
+    settings: Settings,
+) -> None:
+    async with run_server(settings) as srv:
+        s = client.connect(srv.ws_url, "gone", user="ada", max_backoff=0.2)
+        await s.open()
+        s.text().insert(0, "x")
+        await s.flush()
+    # the server stopped; the session keeps trying to reconnect
+    await s.wait_for(lambda: not s.connected, timeout=5)
+    with pytest.raises(client.ServerGone, match="not connected"):
+        await s.undo(timeout=0.3)
+    with pytest.raises(client.ServerGone):
+        await s.flush(timeout=0.3)
+    await s.close()
+
+
+async def test_give_up_after(settings: Settings) -> None:
+    async with run_server(settings) as srv:
+        s = client.connect(srv.ws_url, "giveup", user="ada", max_backoff=0.1, give_up_after=0.5)
+        await s.open()
+    with pytest.raises(client.ServerGone, match="gave up"):
+        await s.wait_for(lambda: False, timeout=10)
+    await s.close()
+
+
+async def test_tokens_bad_forbidden_and_read_only(settings: Settings) -> None:
+    settings = dataclasses.replace(settings, jwt_secret=SECRET)
+    async with run_server(settings) as srv:
+        with pytest.raises(client.AuthFailed) as bad:
+            async with client.connect(srv.ws_url, "secret", token="not-a-token"):
+                pass
+        assert bad.value.code == 4401 and not isinstance(bad.value, client.Forbidden)
+        with pytest.raises(client.AuthFailed):  # no token at all
+            async with client.connect(srv.ws_url, "secret", user="ada"):
+                pass
+
+        other = mint(SECRET, "ada", "write", ["other-*"])
+        with pytest.raises(client.Forbidden) as forbidden:
+            async with client.connect(srv.ws_url, "secret", token=other):
+                pass
+        assert forbidden.value.code == 4403
+
+        writer = mint(SECRET, "ada", "write", ["secret"])
+        async with client.connect(srv.ws_url, "secret", token=writer) as w:
+            assert w.user == "ada" and w.role == "write"
+            w.text().insert(0, "signed")
+            await w.flush()
+
+        reader = mint(SECRET, "rex", "read", ["secret"])
+        async with client.connect(srv.ws_url, "secret", token=reader) as r:
+            assert r.role == "read" and r.text() == "signed"
+            r.text().insert(0, "nope ")
+            with pytest.raises(client.ReadOnly, match="read-only"):
+                await r.flush(timeout=5)
+        async with client.connect(srv.ws_url, "secret", token=writer) as w:
+            assert w.text() == "signed"  # the read-only edit never landed
+
+        async with client.History(srv.url, token="garbage") as h:
+            with pytest.raises(client.AuthFailed) as e:
+                await h.docs()
+            assert e.value.code == 401
+        async with client.History(srv.url, token=other) as h:
+            with pytest.raises(client.Forbidden):
+                await h.undo("secret")
+        async with client.History(srv.url, token=reader) as h:
+            with pytest.raises(client.Forbidden):
+                await h.undo("secret")
+
+
+async def test_a_server_that_never_syncs_times_out() -> None:
+    # a TCP listener that accepts and says nothing: the websocket handshake never ends
+    handlers: list[asyncio.Task[None]] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.read()
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.append(asyncio.create_task(silent(reader, writer)))
+
+    srv = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(client.Timeout):
+            async with client.connect(
+                f"ws://127.0.0.1:{port}/ws", "doc", user="ada", connect_timeout=0.5
+            ):
+                pass
+    finally:
+        srv.close()
+        await srv.wait_closed()
+        await asyncio.wait_for(asyncio.gather(*handlers), 5)
+
+
+async def test_shares_a_caller_doc(server: RunningServer) -> None:
+    mine: Doc[Any] = Doc()
+    async with client.connect(server.ws_url, "own", user="ada", ydoc=mine) as a:
+        assert a.doc is mine
+        a.text().insert(0, "x")
+        await a.flush()
+    events = await server.backend.store.read("own")
+    assert [e.actor for e in events] == ["ada"]
+
+
+async def test_rate_limited_connection_comes_back_and_loses_nothing(settings: Settings) -> None:
+    # a server that allows 10 updates/s (burst 20) and a client that does not throttle:
+    # the server drops the connection (1013 or 4429), the client backs off, reconnects,
+    # and its step 2 carries everything the server did not take
+    settings = dataclasses.replace(settings, max_events_per_second=10.0)
+    async with run_server(settings) as srv:
+        async with client.connect(
+            srv.ws_url, "ratelimited", user="ada", max_frames_per_second=0, max_backoff=0.2
+        ) as a:
+            for i in range(100):
+                a.text().append(str(i % 10))
+                await asyncio.sleep(0.001)
+            await a.wait_for(lambda: a.connections >= 2, timeout=10, what="a reconnection")
+            await a.flush(timeout=20)
+        async with client.connect(srv.ws_url, "ratelimited", user="bob") as b:
+            assert b.text() == "0123456789" * 10
+
+
+async def test_a_wrong_url_says_so(server: RunningServer) -> None:
+    with pytest.raises(client.NotFound, match="ws://HOST:PORT/ws"):
+        async with client.connect(f"ws://127.0.0.1:{server.port}/nope", "doc", user="ada"):
+            pass
+    # an http:// base URL is understood
+    async with client.connect(server.url, "doc", user="ada") as s:
+        assert s.connected

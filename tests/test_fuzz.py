@@ -1,0 +1,229 @@
+"""Hostile input: the frame decoder and the update path under generated frames.
+
+Hypothesis drives the pure decoders and the room's update path in process; the harness of
+bench/fuzz_bench.py (which runs 100k frames) sends a few thousand generated frames to a
+real server: no crash, no hang, the predicted clean 44xx close for every refused frame,
+a document that only accepted refusals is unchanged, and the others keep working."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import eventually, run_server
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from yclient import connect
+
+from server import protocol as P
+from server.backend import Backend
+from server.errors import ProtocolError, UpdateRejected
+from server.settings import Settings
+from server.snapshots import load
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from fuzz_bench import LIMITS, OK, UPDATE, FrameGen, Fuzzer, predict  # noqa: E402
+
+CORPUS = FrameGen(0).corpus
+UPDATES = FrameGen(0).updates
+
+
+# --- the pure decoders ------------------------------------------------------------------------
+
+
+def _decode_only_protocol_errors(frame: bytes) -> None:
+    try:
+        msg = P.decode(frame)
+    except ProtocolError as e:
+        assert str(e), "a ProtocolError says what was wrong"
+        return
+    # what decodes re-encodes to a frame that decodes to the same message
+    assert P.decode(P.encode(msg)) == msg
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.binary(max_size=64))
+def test_decoder_raises_only_protocol_errors_on_random_bytes(frame: bytes) -> None:
+    _decode_only_protocol_errors(frame)
+
+
+@st.composite
+def mutated_frames(draw: st.DrawFn) -> bytes:
+    frame = bytearray(draw(st.sampled_from(CORPUS)))
+    for _ in range(draw(st.integers(1, 4))):
+        pos = draw(st.integers(0, len(frame)))
+        op = draw(st.sampled_from(["set", "insert", "delete", "truncate"]))
+        if op == "set" and pos < len(frame):
+            frame[pos] = draw(st.integers(0, 255))
+        elif op == "insert":
+            frame[pos:pos] = draw(st.binary(min_size=1, max_size=4))
+        elif op == "delete":
+            del frame[pos : pos + draw(st.integers(1, 4))]
+        else:
+            del frame[pos:]
+    return bytes(frame)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(mutated_frames())
+def test_decoder_raises_only_protocol_errors_on_mutated_frames(frame: bytes) -> None:
+    _decode_only_protocol_errors(frame)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=48))
+def test_payload_decoders_raise_only_protocol_errors(payload: bytes) -> None:
+    for decoder in (P.decode_state_vector, P.decode_awareness):
+        try:
+            decoder(payload)
+        except ProtocolError:
+            pass
+
+
+messages = st.one_of(
+    st.binary(max_size=40).map(P.SyncStep1),
+    st.binary(max_size=40).map(P.SyncStep2),
+    st.binary(max_size=40).map(P.SyncUpdate),
+    st.binary(max_size=40).map(P.AwarenessUpdate),
+    st.just(P.QueryAwareness()),
+    st.builds(P.AuthMessage, st.integers(0, 2**32), st.text(max_size=20)),
+    st.dictionaries(st.text(max_size=8), st.integers() | st.text(max_size=8), max_size=4).map(
+        P.Extension
+    ),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(messages)
+def test_every_message_round_trips(msg: P.Message) -> None:
+    assert P.decode(P.encode(msg)) == msg
+
+
+# --- the update path, in process ---------------------------------------------------------------
+
+
+class RecordingPeer:
+    """The room's view of a connection: what it was sent, how it was closed."""
+
+    def __init__(self, pid: str) -> None:
+        self.id = pid
+        self.actor = "fuzzer"
+        self.sent: list[bytes] = []
+        self.closed: tuple[int, str] | None = None
+
+    def send(self, frame: bytes) -> None:
+        self.sent.append(frame)
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed = self.closed or (code, reason)
+
+
+@st.composite
+def damaged_updates(draw: st.DrawFn) -> bytes:
+    upd = bytearray(draw(st.sampled_from(UPDATES)))
+    for _ in range(draw(st.integers(0, 3))):
+        if not upd:
+            break
+        i = draw(st.integers(0, len(upd) - 1))
+        kind = draw(st.integers(0, 2))
+        if kind == 0:
+            upd[i] = draw(st.integers(0, 255))
+        elif kind == 1:
+            del upd[i:]
+        else:
+            upd[i:i] = draw(st.binary(min_size=1, max_size=3))
+    return bytes(upd)
+
+
+async def _update_path(updates: list[tuple[bytes, bool]]) -> None:
+    async with Backend(Settings(store="memory://", unload_after_seconds=60)) as backend:
+        room = await backend.rooms.get("h")
+        peer = RecordingPeer("p1")
+        room.join(peer)
+        for update, as_step2 in updates:
+            try:
+                room.receive_update(peer, update, reply_to_step1=as_step2)
+            except UpdateRejected:
+                pass  # refused at the door: the sender is closed with 4400
+        await room.flush()
+        # the live document holds exactly what the log holds, and every logged event applies
+        loaded = await load(backend.store, "h")
+        assert loaded.failed == 0, "an event in the log does not apply"
+        assert loaded.seq == room.seq
+        assert P.decode_state_vector(loaded.doc.get_state()) == P.decode_state_vector(
+            room.doc.get_state()
+        )
+        assert peer.closed is None or peer.closed[0] == 4400, peer.closed
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(damaged_updates(), st.booleans()), min_size=1, max_size=12))
+def test_update_path_logs_only_what_applies(updates: list[tuple[bytes, bool]]) -> None:
+    asyncio.run(_update_path(updates))
+
+
+def test_predictions_match_the_decoders() -> None:
+    """The fuzz harness's oracle agrees with the server's pieces on known frames."""
+    assert predict(P.encode_sync_update(UPDATES[0])) == UPDATE
+    assert predict(P.encode_sync_update(b"\xff" * 20)) == 4400
+    assert predict(b"\x07") == 4400
+    assert predict(P.encode_query_awareness()) == OK
+    assert predict(P.encode_sync_update(b"\x00" * LIMITS["max_frame_bytes"])) == 4413
+    assert predict(P.encode_permission_denied("x")) == 4400
+
+
+# --- a real server --------------------------------------------------------------------------
+
+
+async def test_thousands_of_generated_frames_against_a_real_server(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.max_frame_bytes = LIMITS["max_frame_bytes"]
+    settings.max_awareness_bytes = LIMITS["max_awareness_bytes"]
+    settings.max_events_per_second = 0  # the decoder, not the rate limit
+    settings.unload_after_seconds = 30
+    caplog.set_level(logging.WARNING)
+    uvicorn_errors = logging.getLogger("uvicorn.error")  # does not propagate to the root
+    uvicorn_errors.addHandler(caplog.handler)
+    async with run_server(settings) as server, \
+            connect(server.ws_url, "fuzz-a", "owner") as owner, \
+            connect(server.ws_url, "fuzz-a", "watcher") as watcher:  # fmt: skip
+        owner.insert(0, "unchanged")
+        await eventually(lambda: watcher.content == "unchanged", what="watcher synced")
+        store = server.backend.store
+        head_a = await store.head("fuzz-a")
+
+        fuzzer = Fuzzer(server.ws_url, "fuzz-a", "fuzz-b", batch=60)
+        report = await fuzzer.run(FrameGen(seed=7), 3000, concurrency=4)
+        summary: dict[str, Any] = report.summary()
+        assert not report.failures, "\n".join(report.failures[:10])
+        assert report.closes[4400] > 500 and report.closes[4413] > 0, summary
+        assert summary["predicted"].get(UPDATE, 0) > 50, summary
+
+        # doc A only ever got frames that must not change it
+        assert await store.head("fuzz-a") == head_a
+        assert watcher.content == owner.content == "unchanged"
+        # and its clients are still connected and working
+        owner.insert(9, "!")
+        await eventually(lambda: watcher.content == "unchanged!", what="the watcher still syncs")
+        async with connect(server.ws_url, "fuzz-a", "late") as late:
+            assert late.content == "unchanged!"
+
+        # doc B took the updates that decode: its log replays without a failure and
+        # equals the live document
+        room_b = server.backend.rooms.get_loaded("fuzz-b")
+        assert room_b is not None
+        await room_b.flush()
+        loaded = await load(store, "fuzz-b")
+        assert loaded.failed == 0
+        assert P.decode_state_vector(loaded.doc.get_state()) == P.decode_state_vector(
+            room_b.doc.get_state()
+        )
+        assert not server.task.done(), "the server is still running"
+    uvicorn_errors.removeHandler(caplog.handler)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors[:5]]

@@ -1,0 +1,364 @@
+"""History over HTTP against a real server: events, sessions, versions, diffs, blame,
+restore and tags."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+from conftest import RunningServer, eventually, run_server
+from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
+from yclient import connect
+
+from server.routes.history import routes as history_routes
+from server.settings import Settings
+from server.store.base import NewEvent
+from server.tokens import mint
+from server.util import iso
+
+
+async def _head(server: RunningServer, doc: str) -> int:
+    return await server.backend.store.head(doc)
+
+
+async def _write(server: RunningServer, doc: str) -> dict[str, int]:
+    """alice types "Hello", bob appends " world", alice replaces "Hello" by "Bye";
+    returns the seq after each step."""
+    marks: dict[str, int] = {}
+    async with connect(server.ws_url, doc, "alice") as a, connect(server.ws_url, doc, "bob") as b:
+        a.insert(0, "Hello")
+        await eventually(lambda: b.content == "Hello")
+        marks["hello"] = await _head(server, doc)
+        b.insert(5, " world")
+        await eventually(lambda: a.content == "Hello world")
+        marks["world"] = await _head(server, doc)
+        with a.doc.transaction():
+            del a.text[0:5]
+            a.text.insert(0, "Bye")
+        await eventually(lambda: b.content == "Bye world")
+        marks["bye"] = await _head(server, doc)
+    return marks
+
+
+async def test_events_versions_blame_and_diff(server: RunningServer) -> None:
+    marks = await _write(server, "h1")
+    async with httpx.AsyncClient(base_url=server.url) as c:
+        r = await c.get("/api/docs/h1/events", params={"limit": 2})
+        page = r.json()
+        assert r.status_code == 200 and len(page["events"]) == 2
+        assert page["next_after"] == page["events"][-1]["seq"]
+        ev = page["events"][0]
+        assert set(ev) >= {"seq", "ts", "actor", "kind", "size", "meta", "reverts"}
+        assert ev["kind"] == "edit" and ev["size"] > 0 and ev["reverts"] is None
+        assert ev["ts"].endswith("Z")
+        rest = (await c.get("/api/docs/h1/events", params={"after": page["next_after"]})).json()
+        assert rest["next_after"] is None
+        seqs = [e["seq"] for e in page["events"] + rest["events"]]
+        assert seqs == list(range(1, marks["bye"] + 1))
+        bobs = (await c.get("/api/docs/h1/events", params={"actor": "bob"})).json()["events"]
+        assert bobs and {e["actor"] for e in bobs} == {"bob"}
+        future = iso(10**13)
+        none = (await c.get("/api/docs/h1/events", params={"since": future})).json()
+        assert none["events"] == []
+
+        v = (await c.get(f"/api/docs/h1/versions/{marks['hello']}")).json()
+        assert v["seq"] == marks["hello"] and v["ts"]
+        assert v["roots"]["content"] == {"type": "text", "value": "Hello"}
+        head = (await c.get("/api/docs/h1/versions/head")).json()
+        assert head["roots"]["content"]["value"] == "Bye world"
+        at = (await c.get("/api/docs/h1/versions", params={"at": v["ts"]})).json()
+        assert at["seq"] >= marks["hello"]
+        before = await c.get("/api/docs/h1/versions", params={"at": "2000-01-01T00:00:00Z"})
+        assert before.json()["seq"] == 0 and before.json()["roots"] == {}
+
+        r = await c.get(f"/api/docs/h1/versions/{marks['world']}", params={"format": "update"})
+        assert r.headers["content-type"] == "application/octet-stream"
+        ydoc: Doc[Any] = Doc()
+        ydoc.apply_update(r.content)
+        assert str(ydoc.get("content", type=Text)) == "Hello world"
+
+        blame = (await c.get("/api/docs/h1/blame")).json()
+        runs = blame["roots"]["content"]["runs"]
+        assert "".join(x["text"] for x in runs) == "Bye world"
+        assert runs[0]["actor"] == "alice" and runs[0]["text"] == "Bye"
+        assert runs[-1]["actor"] == "bob" and runs[-1]["text"] == " world"
+        assert all(0 < x["seq"] <= marks["bye"] for x in runs)
+        old = (await c.get("/api/docs/h1/blame", params={"seq": marks["world"]})).json()
+        assert [(x["text"], x["actor"]) for x in old["roots"]["content"]["runs"]] == [
+            ("Hello", "alice"),
+            (" world", "bob"),
+        ]
+
+        d = (await c.get("/api/docs/h1/diff", params={"from": marks["hello"], "to": "head"})).json()
+        assert d["from"] == marks["hello"] and d["to"] == marks["bye"]
+        ops = d["roots"]["content"]["ops"]
+        assert "".join(o["text"] for o in ops if o["op"] != "delete") == "Bye world"
+        assert "".join(o["text"] for o in ops if o["op"] != "insert") == "Hello"
+        deleted = [o for o in ops if o["op"] == "delete"]
+        assert deleted and all(o["actor"] == "alice" for o in deleted)
+        inserted = {o["text"]: o["actor"] for o in ops if o["op"] == "insert"}
+        assert inserted[" world"] == "bob" and inserted["Bye"] == "alice"
+        assert all(o["seq"] > marks["hello"] for o in ops if o["op"] != "equal")
+
+
+async def test_sessions_group_each_actors_edits(server: RunningServer) -> None:
+    await _write(server, "h2")
+    async with httpx.AsyncClient(base_url=server.url) as c:
+        s = (await c.get("/api/docs/h2/sessions")).json()["sessions"]
+        assert {x["actor"] for x in s} == {"alice", "bob"}
+        assert len(s) == 2  # interleaved edits, but each actor typed without a pause
+        total = (await c.get("/api/docs/h2/events", params={"limit": 1000})).json()["events"]
+        assert sum(x["events"] for x in s) == len(total)
+        alice = next(x for x in s if x["actor"] == "alice")
+        assert alice["start_seq"] == 1 and alice["end_seq"] == len(total)
+        assert alice["start"] <= alice["end"]
+        only_bob = (await c.get("/api/docs/h2/sessions", params={"actor": "bob"})).json()
+        assert [x["actor"] for x in only_bob["sessions"]] == ["bob"]
+
+
+async def test_bad_requests_get_4xx_and_write_nothing(server: RunningServer) -> None:
+    marks = await _write(server, "h3")
+    head = marks["bye"]
+    async with httpx.AsyncClient(base_url=server.url) as c:
+        cases = [
+            ("GET", "/api/docs/nope/versions/1", None, 404),
+            ("GET", "/api/docs/nope/events", None, 404),
+            ("GET", "/api/docs/h3/versions/999", None, 404),
+            ("GET", "/api/docs/h3/versions/-1", None, 400),
+            ("GET", "/api/docs/h3/versions/no-such-tag", None, 404),
+            ("GET", "/api/docs/h3/versions?at=yesterday", None, 400),
+            ("GET", "/api/docs/h3/events?since=not-a-time", None, 400),
+            ("GET", "/api/docs/h3/events?limit=0", None, 400),
+            ("GET", "/api/docs/h3/events?after=x", None, 400),
+            ("GET", f"/api/docs/h3/diff?from={head}&to=1", None, 400),
+            ("GET", "/api/docs/h3/diff?from=0&to=999", None, 404),
+            ("GET", "/api/docs/h3/blame?seq=999", None, 404),
+            ("GET", "/api/docs/h3/versions/1?format=pdf", None, 400),
+            ("GET", "/api/docs/bad name/versions/1", None, 400),
+            ("POST", "/api/docs/h3/restore", {}, 400),
+            ("POST", "/api/docs/h3/restore", {"seq": 999}, 404),
+            ("POST", "/api/docs/h3/restore", {"seq": "nope"}, 404),
+            ("POST", "/api/docs/nope/restore", {"seq": 1}, 404),
+            ("POST", "/api/docs/h3/tags", {"name": "", "seq": 1}, 400),
+            ("POST", "/api/docs/h3/tags", {"name": "12", "seq": 1}, 400),
+            ("POST", "/api/docs/h3/tags", {"name": "v1", "seq": 999}, 404),
+            ("DELETE", "/api/docs/h3/tags/none", None, 404),
+        ]
+        for method, url, body, status in cases:
+            r = await c.request(method, url, json=body)
+            assert r.status_code == status, (method, url, r.status_code, r.text)
+            err = r.json()
+            assert err["error"] and err["detail"], (url, err)
+        r = await c.post("/api/docs/h3/restore", content=b"{not json")
+        assert r.status_code == 400
+    assert await _head(server, "h3") == head
+    assert await server.backend.store.tags("h3") == []
+
+
+async def test_tags_name_versions(server: RunningServer) -> None:
+    marks = await _write(server, "h4")
+    async with httpx.AsyncClient(base_url=server.url) as c:
+        r = await c.post(
+            "/api/docs/h4/tags",
+            json={"name": "draft 1", "seq": marks["hello"]},
+            params={"user": "carol"},
+        )
+        assert r.status_code == 201
+        assert r.json()["tag"]["seq"] == marks["hello"] and r.json()["tag"]["actor"] == "carol"
+        r = await c.post("/api/docs/h4/tags", json={"name": "final"})
+        assert r.json()["tag"]["seq"] == marks["bye"]
+        tags = (await c.get("/api/docs/h4/tags")).json()["tags"]
+        assert [(t["name"], t["seq"]) for t in tags] == [
+            ("draft 1", marks["hello"]),
+            ("final", marks["bye"]),
+        ]
+        assert all(set(t) == {"name", "seq", "ts", "actor"} for t in tags)
+        v = (await c.get("/api/docs/h4/versions/draft 1")).json()
+        assert v["roots"]["content"]["value"] == "Hello"
+        d = (await c.get("/api/docs/h4/diff", params={"from": "draft 1", "to": "final"})).json()
+        assert (d["from"], d["to"]) == (marks["hello"], marks["bye"])
+        b = (await c.get("/api/docs/h4/blame", params={"seq": "draft 1"})).json()
+        assert b["seq"] == marks["hello"]
+        r = await c.put("/api/docs/h4/tags/final", json={"seq": marks["world"]})
+        assert r.status_code == 200 and r.json()["tag"]["seq"] == marks["world"]
+        r = await c.put("/api/docs/h4/tags/final", json={"seq": "head"})
+        assert r.json()["tag"]["seq"] == marks["bye"]
+        r = await c.delete("/api/docs/h4/tags/draft 1")
+        assert r.status_code == 200
+        assert [t["name"] for t in r.json()["tags"]] == ["final"]
+        assert (await c.get("/api/docs/h4/versions/draft 1")).status_code == 404
+
+
+async def test_restore_broadcasts_and_is_undoable_by_its_author(server: RunningServer) -> None:
+    marks = await _write(server, "h5")
+    async with connect(server.ws_url, "h5", "dave") as watcher:
+        async with httpx.AsyncClient(base_url=server.url) as c:
+            r = await c.post(
+                "/api/docs/h5/restore", json={"seq": marks["hello"]}, params={"user": "carol"}
+            )
+            assert r.status_code == 200, r.text
+            seq = r.json()["seq"]
+            assert seq == marks["bye"] + 1
+            await eventually(lambda: watcher.content == "Hello", what="restore broadcast")
+            ev = (await c.get("/api/docs/h5/events", params={"after": seq - 1})).json()["events"][0]
+            assert (ev["kind"], ev["actor"], ev["meta"]["restores"]) == (
+                "restore",
+                "carol",
+                marks["hello"],
+            )
+            assert ev["reverts"] == [marks["hello"]]
+            only = (await c.get("/api/docs/h5/events", params={"kind": "restore,undo"})).json()
+            assert [e["seq"] for e in only["events"]] == [seq]
+            again = (await c.post("/api/docs/h5/restore", json={"seq": marks["hello"]})).json()
+            assert again == {"seq": None, "restores": marks["hello"], "reason": "already equal"}
+            assert await _head(server, "h5") == seq
+
+            blame = (await c.get("/api/docs/h5/blame")).json()["roots"]["content"]["runs"]
+            assert "".join(x["text"] for x in blame) == "Hello"
+            # a minimal diff: kept characters keep their authors, the rest is carol's
+            assert "carol" in {x["actor"] for x in blame}
+            assert all(x["seq"] == seq for x in blame if x["actor"] == "carol")
+
+            r = await c.post("/api/docs/h5/undo", params={"user": "carol"})
+            assert r.status_code == 200, r.text
+            await eventually(lambda: watcher.content == "Bye world", what="restore undone")
+            v = (await c.get("/api/docs/h5/versions/head")).json()
+            assert v["roots"]["content"]["value"] == "Bye world"
+
+
+async def test_restore_while_others_type_converges(server: RunningServer) -> None:
+    marks = await _write(server, "h6")
+    async with connect(server.ws_url, "h6", "alice") as a, connect(server.ws_url, "h6", "bob") as b:
+
+        async def typing(client: Any, ch: str) -> None:
+            for _ in range(40):
+                client.insert(len(client.text), ch)
+                await asyncio.sleep(0.005)
+
+        async def restoring() -> None:
+            async with httpx.AsyncClient(base_url=server.url) as c:
+                for ref in (marks["hello"], marks["world"]):
+                    r = await c.post(
+                        "/api/docs/h6/restore", json={"seq": ref}, params={"user": "carol"}
+                    )
+                    assert r.status_code == 200, r.text
+                    await asyncio.sleep(0.02)
+
+        await asyncio.gather(typing(a, "a"), typing(b, "b"), restoring())
+
+        async def converged() -> bool:
+            room = server.backend.rooms.get_loaded("h6")
+            live = str(room.doc.get("content", type=Text)) if room else None
+            return a.content == b.content == live
+
+        await eventually(converged, what="every replica on the same content")
+        final = a.content
+        assert final.count("a") + final.count("b") >= 1
+    async with httpx.AsyncClient(base_url=server.url) as c:
+        v = (await c.get("/api/docs/h6/versions/head")).json()
+        assert v["roots"]["content"]["value"] == final
+        kinds = {
+            e["kind"] for e in (await c.get("/api/docs/h6/events?limit=1000")).json()["events"]
+        }
+        assert "restore" in kinds
+
+
+async def test_map_array_xml_roots_render_diff_and_restore(server: RunningServer) -> None:
+    src: Doc[Any] = Doc()
+    async with connect(server.ws_url, "h7", "alice", ydoc=src) as a:
+        m = src.get("m", type=Map)
+        arr = src.get("a", type=Array)
+        x = src.get("x", type=XmlFragment)
+        a.insert(0, "héllo")
+        m["k"] = 1
+        arr.extend([1, "two"])
+        x.children.append(XmlElement("p", {"class": "c"}, [XmlText("hi")]))
+        await eventually(lambda: _head(server, "h7"))
+        first = 0
+
+        async def settled() -> bool:
+            nonlocal first
+            first = await _head(server, "h7")
+            return first >= 4
+
+        await eventually(settled)
+        with src.transaction():
+            m["k"] = 2
+            m["new"] = "v"
+            arr.append(3.5)
+            a.text.insert(len(a.text), " wörld")
+            x.children.append(XmlText("tail"))
+        await eventually(lambda: _head(server, "h7"))
+        async with httpx.AsyncClient(base_url=server.url) as c:
+
+            async def at_head() -> bool:
+                v = (await c.get("/api/docs/h7/versions/head")).json()
+                return v["roots"].get("a", {}).get("value") == [1, "two", 3.5]
+
+            await eventually(at_head)
+            v1 = (await c.get(f"/api/docs/h7/versions/{first}")).json()["roots"]
+            assert v1["content"] == {"type": "text", "value": "héllo"}
+            assert v1["m"] == {"type": "map", "value": {"k": 1}}
+            assert v1["a"] == {"type": "array", "value": [1, "two"]}
+            assert v1["x"] == {"type": "xml", "value": '<p class="c">hi</p>'}
+            d = (await c.get("/api/docs/h7/diff", params={"from": first})).json()["roots"]
+            assert d["m"]["type"] == "map"
+            assert {(ch["key"], ch["op"]) for ch in d["m"]["changes"]} == {
+                ("k", "change"),
+                ("new", "add"),
+            }
+            assert [o for o in d["a"]["ops"] if o["op"] == "insert"][0]["values"] == [3.5]
+            assert [o["text"] for o in d["content"]["ops"] if o["op"] == "insert"] == [" wörld"]
+            blame = (await c.get("/api/docs/h7/blame", params={"root": "content"})).json()
+            assert "".join(r["text"] for r in blame["roots"]["content"]["runs"]) == "héllo wörld"
+
+            r = await c.post("/api/docs/h7/restore", json={"seq": first}, params={"user": "bob"})
+            assert r.status_code == 200 and r.json()["seq"], r.text
+            await eventually(lambda: str(m) == '{"k":1}' and a.content == "héllo")
+            await eventually(lambda: arr.to_py() == [1.0, "two"])
+            await eventually(lambda: str(x) == '<p class="c">hi</p>')
+            head = (await c.get("/api/docs/h7/versions/head")).json()["roots"]
+            assert {k: v for k, v in head.items()} == v1
+
+
+async def test_roles_read_write_admin(settings: Settings) -> None:
+    secret = "history-test-secret-with-enough-bytes-0123456789"
+    settings.jwt_secret = secret
+    async with run_server(settings) as srv:
+        backend = srv.backend
+        await backend.committer.append("h8", [NewEvent("alice", "edit", _text_update("hi"))])
+
+        def auth(role: str) -> dict[str, str]:
+            return {"authorization": f"Bearer {mint(secret, 'u-' + role, role, ['h8'])}"}
+
+        async with httpx.AsyncClient(base_url=srv.url) as c:
+            assert (await c.get("/api/docs/h8/versions/1")).status_code == 401
+            r = await c.get("/api/docs/h8/versions/1", headers=auth("read"))
+            assert r.status_code == 200 and r.json()["roots"]["content"]["value"] == "hi"
+            for role, status in (("read", 403), ("write", 200)):
+                r = await c.post("/api/docs/h8/restore", json={"seq": 0}, headers=auth(role))
+                assert r.status_code == status, (role, r.text)
+            for role, status in (("write", 403), ("admin", 201)):
+                r = await c.post("/api/docs/h8/tags", json={"name": "t"}, headers=auth(role))
+                assert r.status_code == status, (role, r.text)
+            r = await c.delete("/api/docs/h8/tags/t", headers=auth("write"))
+            assert r.status_code == 403
+            assert (await c.get("/api/docs/h8/tags", headers=auth("read"))).json()["tags"]
+            other = {"authorization": f"Bearer {mint(secret, 'eve', 'admin', ['other'])}"}
+            assert (await c.get("/api/docs/h8/events", headers=other)).status_code == 403
+        evs = await backend.store.read("h8")
+        assert [(e.kind, e.actor) for e in evs] == [("edit", "alice"), ("restore", "u-write")]
+
+
+def _text_update(s: str) -> bytes:
+    d: Doc[Any] = Doc()
+    d.get("content", type=Text).insert(0, s)
+    return d.get_update()
+
+
+def test_every_history_route_is_in_the_openapi_file() -> None:
+    spec = (Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml").read_text()
+    for route in history_routes:
+        assert f"  {route.path}:" in spec, route.path

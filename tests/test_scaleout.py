@@ -1,0 +1,210 @@
+"""Several `palimpsest serve` processes on the machine's PostgreSQL (a schema per test) and
+Redis (a channel prefix per test): clients spread over them converge, a client survives its
+process being killed, undo works from any process, snapshots are taken once."""
+
+from __future__ import annotations
+
+import asyncio
+import string
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import eventually
+from scaleout import cluster, fanout_url, fresh_schema, open_store
+from yclient import YClient, connect
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+
+async def type_into(c: YClient, text: str, pause: float = 0.0) -> None:
+    for ch in text:
+        c.insert(len(c.content), ch)
+        await asyncio.sleep(pause)
+
+
+async def test_clients_on_three_processes_converge(tmp_path: Path) -> None:
+    async with (
+        fresh_schema() as store_url,
+        cluster(tmp_path, 3, store_url=store_url, fanout=fanout_url()) as c,
+    ):
+        async with (
+            connect(c.ws(0), "shared", user="ann") as a0,
+            connect(c.ws(0), "shared", user="bob") as b0,
+            connect(c.ws(1), "shared", user="cy") as a1,
+            connect(c.ws(1), "shared", user="dee") as b1,
+            connect(c.ws(2), "shared", user="eve") as a2,
+            connect(c.ws(2), "shared", user="fay") as b2,
+        ):
+            clients = [a0, b0, a1, b1, a2, b2]
+            # concurrent typing interleaves: each client types letters of its own, and
+            # every client's letters must all be there, in the order it typed them
+            letters = string.printable[:72]  # no whitespace, all distinct
+            words = [letters[12 * i : 12 * i + 12] for i in range(6)]
+            await asyncio.gather(
+                *(type_into(cl, w, 0.002) for cl, w in zip(clients, words, strict=True))
+            )
+
+            def in_order(word: str, text: str) -> bool:
+                return "".join(ch for ch in text if ch in word) == word
+
+            def converged() -> bool:
+                texts = {cl.content for cl in clients}
+                if len(texts) != 1:
+                    return False
+                text = next(iter(texts))
+                return len(text) == 72 and all(in_order(w, text) for w in words)
+
+            await eventually(converged, timeout=15, what="six clients agree")
+            total = sum(len(w) for w in words)
+            async with open_store(store_url) as store:
+                assert await store.head("shared") == total  # every keystroke logged once
+                log = await store.read("shared")
+                assert [e.seq for e in log] == list(range(1, total + 1))
+                assert {e.actor for e in log} == {"ann", "bob", "cy", "dee", "eve", "fay"}
+
+
+async def test_a_client_moves_after_its_process_is_killed(tmp_path: Path) -> None:
+    async with (
+        fresh_schema() as store_url,
+        cluster(tmp_path, 2, store_url=store_url, fanout=fanout_url()) as c,
+    ):
+        async with connect(c.ws(1), "moving", user="watcher") as watcher:
+            async with connect(c.ws(0), "moving", user="mover") as mover:
+                await type_into(mover, "before the crash. ")
+                await eventually(
+                    lambda: watcher.content == "before the crash. ",
+                    what="the other process saw the edits",
+                )
+                ydoc = mover.doc
+                await c.procs[0].akill9()
+                # the mover keeps typing while it has no server (offline edits)
+                await type_into(mover, "typed offline. ")
+            # reconnect to the surviving process with the same local document
+            async with connect(c.ws(1), "moving", user="mover", ydoc=ydoc) as again:
+                await type_into(again, "after the move.")
+                want = "before the crash. typed offline. after the move."
+                await eventually(lambda: again.content == want, what="mover's doc")
+                await eventually(lambda: watcher.content == want, what="watcher sees all")
+        async with open_store(store_url) as store:
+            from server.snapshots import load
+
+            loaded = await load(store, "moving")
+            assert str(loaded.doc.get("content", type=__import__("pycrdt").Text)) == want
+
+
+async def test_undo_and_history_work_on_whichever_process(tmp_path: Path) -> None:
+    async with (
+        fresh_schema() as store_url,
+        cluster(tmp_path, 2, store_url=store_url, fanout=fanout_url()) as c,
+    ):
+        async with (
+            connect(c.ws(0), "undo", user="ann") as ann0,
+            connect(c.ws(1), "undo", user="bob") as bob1,
+        ):
+            await type_into(ann0, "ann wrote this.")
+            await eventually(lambda: bob1.content == "ann wrote this.")
+            await ann0.request({"type": "close_group"})
+            await type_into(bob1, " bob too.")
+            await eventually(lambda: ann0.content == "ann wrote this. bob too.")
+            # ann's second tab lands on the other process and undoes there
+            async with connect(c.ws(1), "undo", user="ann") as ann1:
+                answer = await ann1.request({"type": "undo"})
+                assert answer["ok"] is True, answer
+                await eventually(lambda: ann0.content == " bob too.", what="undo everywhere")
+                await eventually(lambda: bob1.content == " bob too.")
+                answer = await ann0.request({"type": "redo"})  # and redo on the first one
+                assert answer["ok"] is True, answer
+                await eventually(lambda: ann1.content == "ann wrote this. bob too.")
+                await eventually(lambda: bob1.content == "ann wrote this. bob too.")
+            # history read on one process, restore made on the other
+            async with httpx.AsyncClient() as http:
+                r = await http.get(f"{c.procs[1].http_url}/api/docs/undo/versions/15?user=bob")
+                assert r.status_code == 200 and "ann wrote this." in r.text, r.text
+                r = await http.post(
+                    f"{c.procs[0].http_url}/api/docs/undo/restore?user=cy", json={"seq": 15}
+                )
+                assert r.status_code == 200, r.text
+            await eventually(lambda: bob1.content == "ann wrote this.", what="restore seen")
+            await eventually(lambda: ann0.content == "ann wrote this.")
+        async with open_store(store_url) as store:
+            kinds = [e.kind for e in await store.read("undo")]
+            assert kinds.count("undo") == 1 and kinds.count("redo") == 1
+            assert kinds[-1] == "restore"
+
+
+async def test_snapshots_are_taken_by_one_process_at_a_time(tmp_path: Path) -> None:
+    async with (
+        fresh_schema() as store_url,
+        cluster(
+            tmp_path, 2, store_url=store_url, fanout=fanout_url(), extra=["--snapshot-every", "20"]
+        ) as c,
+    ):
+        async with (
+            connect(c.ws(0), "snap", user="ann") as a,
+            connect(c.ws(1), "snap", user="bob") as b,
+        ):
+            await asyncio.gather(type_into(a, "a" * 100, 0.003), type_into(b, "b" * 100, 0.003))
+            await eventually(lambda: a.content == b.content and len(a.content) == 200)
+            async with open_store(store_url) as store:
+
+                async def enough() -> bool:
+                    snaps = await store.snapshots("snap")
+                    return len(snaps) >= 4
+
+                await eventually(enough, what="snapshots written")
+                snaps = await store.snapshots("snap")
+                assert all(s.valid for s in snaps)
+                seqs = [s.seq for s in snaps]
+                gaps = [b - a for a, b in zip(seqs, seqs[1:], strict=False)]
+                # both processes count all 200 events; without coordination each would
+                # write one every 20, i.e. pairs a few seqs apart
+                assert all(g >= 10 for g in gaps), seqs
+                assert len(snaps) <= 200 // 10, seqs
+
+
+async def test_presence_crosses_processes(tmp_path: Path) -> None:
+    from server import protocol as P
+
+    def states(c: YClient) -> dict[int, str]:
+        seen: dict[int, str] = {}
+        for f in c.frames:
+            if isinstance(f, P.AwarenessUpdate):
+                for client, _clock, state in P.decode_awareness(f.payload):
+                    seen[client] = state
+        return seen
+
+    async with (
+        fresh_schema() as store_url,
+        cluster(tmp_path, 2, store_url=store_url, fanout=fanout_url()) as c,
+    ):
+        async with connect(c.ws(1), "presence", user="bob") as bob:
+            async with connect(c.ws(0), "presence", user="ann") as ann:
+                entry = P.encode_awareness_entries([(4242, 1, '{"user":{"name":"ann"}}')])
+                await ann.send_raw(P.encode_awareness(entry))
+                await eventually(
+                    lambda: states(bob).get(4242) == '{"user":{"name":"ann"}}',
+                    what="ann's cursor on the other process",
+                )
+                # a newcomer on the other process gets it with the known states
+                async with connect(c.ws(1), "presence", user="cy") as cy:
+                    await eventually(lambda: 4242 in states(cy), what="known presence on join")
+            # ann leaves: her state is withdrawn on the other process too
+            await eventually(lambda: states(bob).get(4242) == "null", what="ann's cursor gone")
+
+
+def test_fanout_messages_round_trip() -> None:
+    from server.fanout import decode, encode, encode_awareness, parse_url
+    from server.store.base import Event
+
+    events = [
+        Event("d", 7, 1000, "ann", "edit", b"\x01\n\x02", {"conn": "x"}),
+        Event("d", 8, 1001, "bob", "undo", b"", {"reverts": [3]}),
+        Event("d", 9, 1002, "é", "edit", bytes(range(256)), {}),
+    ]
+    assert decode("d", encode("p1", events)) == ("p1", events)
+    assert decode("d", encode_awareness("p2", b"\x01\x02\n")) == ("p2", b"\x01\x02\n")
+    assert parse_url("redis://h:1/3?prefix=ab&check=0.25") == ("redis://h:1/3", "ab", 0.25)
+    assert parse_url("redis://h:1/0")[1:] == ("palimpsest", 2.0)
+    with pytest.raises(ValueError):
+        parse_url("redis://h/0?prefix=a*")
