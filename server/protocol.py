@@ -252,15 +252,23 @@ def encode(msg: Message) -> bytes:
 
 
 def decode_state_vector(sv: bytes) -> dict[int, int]:
-    """Decode a Yjs v1 state vector into {client id: clock}."""
-    r = Reader(sv)
-    n = r.read_var_uint("state vector length")
-    out: dict[int, int] = {}
-    for _ in range(n):
-        client = r.read_var_uint("client id")
-        out[client] = r.read_var_uint("clock")
-    r.expect_end("state vector")
-    return out
+    """Decode a Yjs v1 state vector into {client id: clock}.
+
+    On the path of every update (hence the inlined varint loop)."""
+    values: list[int] = []
+    value = shift = 0
+    for byte in sv:
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            values.append(value)
+            value = shift = 0
+        else:
+            shift += 7
+            if shift > 63:
+                raise ProtocolError("varUint in state vector longer than 10 bytes")
+    if shift or not values or len(values) != 1 + 2 * values[0]:
+        raise ProtocolError(f"malformed state vector of {len(sv)} bytes")
+    return dict(zip(values[1::2], values[2::2], strict=True))
 
 
 def decode_awareness(payload: bytes) -> list[tuple[int, int, str]]:

@@ -131,6 +131,8 @@ class Room:
         self.current_event: Event | None = None
         self.peers: dict[str, Peer] = {}
         self.awareness: dict[int, _AwarenessEntry] = {}
+        #: clock at which a client's presence was removed (for stale re-announcements)
+        self._gone_clocks: dict[int, int] = {}
         self.hooks = hooks or RoomHooks()
         self.events_since_snapshot = 0
         self.extra: dict[str, Any] = {}  # per-feature state (undo managers, …)
@@ -195,8 +197,9 @@ class Room:
             return
         gone = [(c, e) for c, e in self.awareness.items() if e.peer_id == peer.id]
         if gone:
-            for client, _ in gone:
+            for client, e in gone:
                 del self.awareness[client]
+                self._remember_gone(client, e.clock + 1)
             entries = P.encode_awareness_entries([(c, e.clock + 1, "null") for c, e in gone])
             self.broadcast(P.encode_awareness(entries))
             for hook in self.hooks.awareness:
@@ -291,13 +294,30 @@ class Room:
             known = self.awareness.get(client)
             if known is not None and known.peer_id != peer.id and known.peer_id in self.peers:
                 continue  # a connection may only speak for its own clients
+            if known is None:
+                gone = self._gone_clocks.get(client)
+                if state == "null":
+                    # nothing to remove; remember the clock so a stale echo cannot revive it
+                    self._remember_gone(client, max(clock, gone or 0))
+                    continue
+                if gone is not None and clock <= gone:
+                    # Everyone holds a removal of this client at clock `gone` and would
+                    # ignore this state. Tell the client it was removed: y-protocols then
+                    # bumps its clock and re-sends its state, which everyone accepts.
+                    if not relayed:
+                        peer.send(P.encode_awareness(
+                            P.encode_awareness_entries([(client, gone, "null")])
+                        ))
+                    continue
             if known is None or clock > known.clock or (
                 clock == known.clock and state == "null" and known.state != "null"
             ):
                 if state == "null":
                     self.awareness.pop(client, None)
+                    self._remember_gone(client, clock)
                 else:
                     self.awareness[client] = _AwarenessEntry(clock, state, peer.id)
+                    self._gone_clocks.pop(client, None)
                 accepted.append((client, clock, state))
         if accepted:
             # echo to the sender too: y-websocket clients close sockets silent for 30 s
@@ -306,6 +326,12 @@ class Room:
             if not relayed:
                 for hook in self.hooks.awareness:
                     hook(self, encoded)
+
+    def _remember_gone(self, client: int, clock: int) -> None:
+        self._gone_clocks.pop(client, None)
+        self._gone_clocks[client] = clock
+        while len(self._gone_clocks) > 10_000:  # bounded: oldest removals first
+            del self._gone_clocks[next(iter(self._gone_clocks))]
 
     def send_awareness(self, peer: Peer) -> None:
         peer.send(P.encode_awareness(self._awareness_payload()))

@@ -38,8 +38,12 @@ def checksum(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# one encoder for every event: json.dumps with options builds a new encoder per call
+_encode_meta = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def dump_meta(meta: dict[str, Any]) -> str:
-    return json.dumps(meta, separators=(",", ":"), sort_keys=True)
+    return _encode_meta(meta)
 
 
 @dataclass(frozen=True, slots=True)
