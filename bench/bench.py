@@ -33,7 +33,8 @@ import psutil
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 NODE_DIR = BENCH / "node"
-OUT = BENCH / "out"
+OUT = BENCH / "out"  # raw results, logs, data dirs (--out)
+REPORT = BENCH  # RESULTS.md and the PNGs (--report)
 TRACES = Path(os.environ.get("PALIMPSEST_TRACES", ROOT.parent / "shared" / "data" / "traces"))
 PALIMPSEST_BIN = Path(os.environ.get("PALIMPSEST_BIN", ROOT / ".venv" / "bin" / "palimpsest"))
 HOST = "127.0.0.1"  # loopback only
@@ -56,6 +57,8 @@ class ServerSpec:
     version: str = ""
     env: dict[str, str] = field(default_factory=dict)
     needs: Callable[[], str | None] = lambda: None  # reason it cannot run, or None
+    disk: Callable[[Path], int] | None = None  # bytes stored, when not (only) in the data dir
+    reset: Callable[[Path], None] | None = None  # drop what a run stored outside its data dir
 
 
 def _node() -> str:
@@ -66,7 +69,11 @@ def _palimpsest_missing() -> str | None:
     if not PALIMPSEST_BIN.exists():
         return f"{PALIMPSEST_BIN} not found"
     r = subprocess.run([str(PALIMPSEST_BIN), "serve", "--help"], capture_output=True, text=True)
-    return None if r.returncode == 0 else "`palimpsest serve --help` fails: " + (r.stderr.strip().splitlines() or ["?"])[-1]
+    return (
+        None
+        if r.returncode == 0
+        else "`palimpsest serve --help` fails: " + (r.stderr.strip().splitlines() or ["?"])[-1]
+    )
 
 
 SERVERS: dict[str, ServerSpec] = {
@@ -78,8 +85,16 @@ SERVERS: dict[str, ServerSpec] = {
         promise="**durable**: each update is committed to the SQLite event log (WAL, synchronous=FULL, group commit) before it is broadcast",
         storage="SQLite event log + snapshots",
         command=lambda port, d: [
-            str(PALIMPSEST_BIN), "serve", "--host", HOST, "--port", str(port),
-            "--db", str(d / "palimpsest.db"), "--log-level", "warning",
+            str(PALIMPSEST_BIN),
+            "serve",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--db",
+            str(d / "palimpsest.db"),
+            "--log-level",
+            "warning",
         ],
         url=lambda port: f"ws://{HOST}:{port}/ws",
         durable=lambda port, d: {
@@ -89,7 +104,10 @@ SERVERS: dict[str, ServerSpec] = {
         needs=_palimpsest_missing,
         # The peers have no per-connection rate limit nor per-address connection cap: lift
         # Palimpsest's (1,000 updates/s, 200 connections) so that the same load is measured.
-        env={"PALIMPSEST_MAX_EVENTS_PER_SECOND": "0", "PALIMPSEST_MAX_CONNECTIONS_PER_IP": "1000000"},
+        env={
+            "PALIMPSEST_MAX_EVENTS_PER_SECOND": "0",
+            "PALIMPSEST_MAX_CONNECTIONS_PER_IP": "1000000",
+        },
     ),
     "hocuspocus": ServerSpec(
         name="hocuspocus",
@@ -98,7 +116,16 @@ SERVERS: dict[str, ServerSpec] = {
         persistent=True,
         promise="not durable: broadcasts at once; stores the whole document to SQLite after a 2 s debounce (at most 10 s)",
         storage="SQLite, one row per document (full state)",
-        command=lambda port, d: [_node(), str(NODE_DIR / "hocuspocus-server.mjs"), "--port", str(port), "--host", HOST, "--db", str(d / "hocuspocus.sqlite")],
+        command=lambda port, d: [
+            _node(),
+            str(NODE_DIR / "hocuspocus-server.mjs"),
+            "--port",
+            str(port),
+            "--host",
+            HOST,
+            "--db",
+            str(d / "hocuspocus.sqlite"),
+        ],
         url=lambda port: f"ws://{HOST}:{port}",
         durable=lambda port, d: {"kind": "hocuspocus-sqlite", "file": str(d / "hocuspocus.sqlite")},
     ),
@@ -109,7 +136,14 @@ SERVERS: dict[str, ServerSpec] = {
         persistent=False,
         promise="nothing: memory only, a restart loses every document",
         storage="none",
-        command=lambda port, d: [_node(), str(NODE_DIR / "y-websocket-server.mjs"), "--port", str(port), "--host", HOST],
+        command=lambda port, d: [
+            _node(),
+            str(NODE_DIR / "y-websocket-server.mjs"),
+            "--port",
+            str(port),
+            "--host",
+            HOST,
+        ],
         url=lambda port: f"ws://{HOST}:{port}",
         durable=lambda port, d: {"kind": "none"},
     ),
@@ -120,9 +154,22 @@ SERVERS: dict[str, ServerSpec] = {
         persistent=True,
         promise="not durable: broadcasts first, then appends the update to LevelDB asynchronously, without fsync",
         storage="LevelDB (y-leveldb), one record per update",
-        command=lambda port, d: [_node(), str(NODE_DIR / "y-websocket-server.mjs"), "--port", str(port), "--host", HOST, "--persist", str(d / "leveldb")],
+        command=lambda port, d: [
+            _node(),
+            str(NODE_DIR / "y-websocket-server.mjs"),
+            "--port",
+            str(port),
+            "--host",
+            HOST,
+            "--persist",
+            str(d / "leveldb"),
+        ],
         url=lambda port: f"ws://{HOST}:{port}",
-        durable=lambda port, d: {"kind": "http-count", "url": f"http://{HOST}:{port}/durable", "extra": 1},
+        durable=lambda port, d: {
+            "kind": "http-count",
+            "url": f"http://{HOST}:{port}/durable",
+            "extra": 1,
+        },
     ),
     "pycrdt-websocket": ServerSpec(
         name="pycrdt-websocket",
@@ -131,12 +178,125 @@ SERVERS: dict[str, ServerSpec] = {
         persistent=True,
         promise="not durable: broadcasts first, then writes each update to SQLite in a background task (one transaction each)",
         storage="SQLite (pycrdt-store), one row per update",
-        command=lambda port, d: [sys.executable, str(BENCH / "pycrdt_runner.py"), "--port", str(port), "--host", HOST, "--db", str(d / "ystore.db")],
+        command=lambda port, d: [
+            sys.executable,
+            str(BENCH / "pycrdt_runner.py"),
+            "--port",
+            str(port),
+            "--host",
+            HOST,
+            "--db",
+            str(d / "ystore.db"),
+        ],
         url=lambda port: f"ws://{HOST}:{port}",
         durable=lambda port, d: {"kind": "pycrdt-sqlite", "file": str(d / "ystore.db")},
     ),
 }
-ORDER = ["palimpsest", "hocuspocus", "y-websocket", "y-websocket-leveldb", "pycrdt-websocket"]
+# --- Palimpsest on PostgreSQL + Redis (opt-in: --servers ...,palimpsest-pg); the database and
+# Redis are the machine's own (PALIMPSEST_BENCH_PG, PALIMPSEST_BENCH_REDIS); each run uses its
+# own schema and channel prefix, dropped afterwards.
+PG_URL = os.environ.get("PALIMPSEST_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("PALIMPSEST_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def _pg_schema(d: Path) -> str:
+    import hashlib
+
+    return "pbench_" + hashlib.sha1(str(d).encode()).hexdigest()[:12]
+
+
+def _psql(sql: str) -> str:
+    r = subprocess.run(["psql", PG_URL, "-XAtqc", sql], capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr.strip())
+    return r.stdout.strip()
+
+
+def _pg_disk(d: Path) -> int:
+    try:
+        out = _psql(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c JOIN pg_namespace n "
+            f"ON n.oid = c.relnamespace WHERE n.nspname = '{_pg_schema(d)}' AND c.relkind IN ('r', 'm')"
+        )
+        return int(out or 0)
+    except (RuntimeError, ValueError, OSError, subprocess.TimeoutExpired):
+        return 0
+
+
+def _pg_reset(d: Path) -> None:
+    try:
+        _psql(f'DROP SCHEMA IF EXISTS "{_pg_schema(d)}" CASCADE')
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+        note(f"could not drop schema {_pg_schema(d)}: {exc}")
+
+
+def _pg_missing() -> str | None:
+    from urllib.parse import urlsplit
+
+    why = _palimpsest_missing()
+    if why:
+        return why
+    if not shutil.which("psql"):
+        return "psql not found"
+    for url, default in ((PG_URL, 5432), (REDIS_URL, 6379)):
+        u = urlsplit(url)
+        host = u.hostname or "127.0.0.1"
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            return f"{url} is not on loopback"
+        try:
+            socket.create_connection((host, u.port or default), timeout=2).close()
+        except OSError:
+            return f"nothing listens at {url} (set PALIMPSEST_BENCH_PG / PALIMPSEST_BENCH_REDIS)"
+    return None
+
+
+def _pg_store_url(d: Path) -> str:
+    sep = "&" if "?" in PG_URL else "?"
+    return f"{PG_URL}{sep}schema={_pg_schema(d)}"
+
+
+def _redis_url(d: Path) -> str:
+    sep = "&" if "?" in REDIS_URL else "?"
+    return f"{REDIS_URL}{sep}prefix={_pg_schema(d)}"
+
+
+SERVERS["palimpsest-pg"] = ServerSpec(
+    name="palimpsest-pg",
+    label="Palimpsest (PostgreSQL + Redis)",
+    client="y-websocket",
+    persistent=True,
+    promise="**durable**: each update is committed to the PostgreSQL event log (group commit) before it is broadcast, locally and through Redis",
+    storage="PostgreSQL event log + snapshots, Redis fan-out",
+    command=lambda port, d: [
+        str(PALIMPSEST_BIN),
+        "serve",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--store",
+        _pg_store_url(d),
+        "--fanout",
+        _redis_url(d),
+        "--log-level",
+        "warning",
+    ],
+    url=lambda port: f"ws://{HOST}:{port}/ws",
+    durable=lambda port, d: {"kind": "broadcast"},
+    needs=_pg_missing,
+    env={"PALIMPSEST_MAX_EVENTS_PER_SECOND": "0", "PALIMPSEST_MAX_CONNECTIONS_PER_IP": "1000000"},
+    disk=_pg_disk,
+    reset=_pg_reset,
+)
+
+ORDER = [
+    "palimpsest",
+    "palimpsest-pg",
+    "hocuspocus",
+    "y-websocket",
+    "y-websocket-leveldb",
+    "pycrdt-websocket",
+]
 PEER_OF_RECORD = "palimpsest"
 
 
@@ -355,7 +515,10 @@ def run_driver(
         timer.cancel()
     t.join(2)
     if result is None:
-        result = {"error": f"driver gave no result (rc={p.returncode}, timeout={timeout}s)", "log": logs[-10:]}
+        result = {
+            "error": f"driver gave no result (rc={p.returncode}, timeout={timeout}s)",
+            "log": logs[-10:],
+        }
     if logs and "error" in result:
         result["log"] = logs[-10:]
     return result
@@ -426,17 +589,33 @@ class Bench:
 
     def start_profilers(self, srv: Running) -> list[subprocess.Popen[bytes]]:
         """py-spy on the server for its whole main phase: a flame graph and collapsed stacks."""
-        pyspy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+        pyspy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which(
+            "py-spy"
+        )
         if not pyspy:
             note("py-spy not found: no profile")
             return []
         out = []
-        for fmt, dest in (("flamegraph", BENCH / "profile.svg"), ("raw", OUT / "profile.txt")):
-            out.append(subprocess.Popen(
-                [pyspy, "record", "--pid", str(srv.proc.pid), "--rate", "200", "--nonblocking",
-                 "--format", fmt, "-o", str(dest)],
-                stdout=subprocess.DEVNULL, stderr=open(OUT / f"py-spy-{fmt}.log", "w"),
-            ))
+        for fmt, dest in (("flamegraph", REPORT / "profile.svg"), ("raw", OUT / "profile.txt")):
+            out.append(
+                subprocess.Popen(
+                    [
+                        pyspy,
+                        "record",
+                        "--pid",
+                        str(srv.proc.pid),
+                        "--rate",
+                        "200",
+                        "--nonblocking",
+                        "--format",
+                        fmt,
+                        "-o",
+                        str(dest),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=open(OUT / f"py-spy-{fmt}.log", "w"),
+                )
+            )
         time.sleep(1.0)
         return out
 
@@ -467,7 +646,10 @@ class Bench:
         try:
             for rep in range(c.repeats):
                 # alternate the order between repeats so no server always runs first/last
-                order = self.servers[rep % len(self.servers):] + self.servers[: rep % len(self.servers)]
+                order = (
+                    self.servers[rep % len(self.servers) :]
+                    + self.servers[: rep % len(self.servers)]
+                )
                 if rep % 2 == 1:
                     order = list(reversed(order))
                 for name in order:
@@ -479,27 +661,58 @@ class Bench:
                         run = {"server": name, "rep": rep, "error": str(exc)}
                     self.raw["runs"].append(run)
                     (OUT / "results.json").write_text(json.dumps(self.raw, indent=1))
+            if self.profile and PEER_OF_RECORD in self.servers:
+                # a separate pass, so that the sampler's own CPU use never shows in the figures
+                prog.total += self.steps_per_server(SERVERS[PEER_OF_RECORD])
+                try:
+                    self.raw["profile_run"] = self.run_server(SERVERS[PEER_OF_RECORD], -1, prog)
+                except Exception as exc:
+                    note(f"!! profiling pass: {exc}")
         finally:
             prog.close()
             marks = prog.times + [["end", time.monotonic()]]
-            self.raw["step_seconds"] = [[a[0], round(b[1] - a[1], 2)] for a, b in zip(marks, marks[1:])]
-            self.raw["loadavg_1min"] = {"min": min(prog.loads, default=0), "max": max(prog.loads, default=0),
-                                        "median": statistics.median(prog.loads) if prog.loads else 0}
+            self.raw["step_seconds"] = [
+                [a[0], round(b[1] - a[1], 2)] for a, b in zip(marks, marks[1:], strict=False)
+            ]
+            self.raw["loadavg_1min"] = {
+                "min": min(prog.loads, default=0),
+                "max": max(prog.loads, default=0),
+                "median": statistics.median(prog.loads) if prog.loads else 0,
+            }
         return self.raw
 
     def run_server(self, spec: ServerSpec, rep: int, prog: Progress) -> dict[str, Any]:
         c = self.cfg
-        base = OUT / "runs" / f"{spec.name}-r{rep}"
+        base = OUT / "runs" / (f"{spec.name}-r{rep}" if rep >= 0 else f"{spec.name}-profile")
         shutil.rmtree(base, ignore_errors=True)
         datadir = base / "data"
         datadir.mkdir(parents=True)
-        run: dict[str, Any] = {"server": spec.name, "rep": rep, "ingest": {}, "fanout": {}, "concurrent": {}, "connections": {}, "load": {}}
+        if spec.reset:
+            spec.reset(datadir)
+        disk = (
+            (lambda: disk_bytes(datadir) + spec.disk(datadir))
+            if spec.disk
+            else (lambda: disk_bytes(datadir))
+        )
+        run: dict[str, Any] = {
+            "server": spec.name,
+            "rep": rep,
+            "ingest": {},
+            "fanout": {},
+            "concurrent": {},
+            "connections": {},
+            "load": {},
+        }
         srv = Running(spec, datadir)
-        profilers = self.start_profilers(srv) if (self.profile and spec.name == PEER_OF_RECORD and rep == 0) else []
+        profilers = self.start_profilers(srv) if rep < 0 else []  # the profiling pass only
         run["rss_start"] = srv.rss()
         run["start_seconds"] = srv.start_seconds
-        server = {"kind": spec.client, "url": spec.url(srv.port), "durable": spec.durable(srv.port, datadir)}
-        tag = f"r{rep + 1} {spec.name}"
+        server = {
+            "kind": spec.client,
+            "url": spec.url(srv.port),
+            "durable": spec.durable(srv.port, datadir),
+        }
+        tag = f"r{rep + 1} {spec.name}" if rep >= 0 else f"profiling {spec.name}"
         try:
             # ---- idle connections, first, on a fresh process: memory per connection
             for n in c.conns:
@@ -508,14 +721,25 @@ class Bench:
                 rss0 = srv.rss()
                 box: dict[str, Any] = {}
 
-                def ready(obj: dict[str, Any], box: dict[str, Any] = box, srv: Running = srv) -> None:
+                def ready(
+                    obj: dict[str, Any], box: dict[str, Any] = box, srv: Running = srv
+                ) -> None:
                     time.sleep(c.hold)
                     box["rss"] = srv.rss()
                     box["ready"] = obj
 
                 res = run_driver(
-                    {"scenario": "connections", "doc": f"idle{n}", "clients": n, "perDoc": 10, "server": server, "holdSec": 120},
-                    prog, timeout=300, on_ready=ready,
+                    {
+                        "scenario": "connections",
+                        "doc": f"idle{n}",
+                        "clients": n,
+                        "perDoc": 10,
+                        "server": server,
+                        "holdSec": 120,
+                    },
+                    prog,
+                    timeout=300,
+                    on_ready=ready,
                 )
                 res["rss_before"] = rss0
                 res["rss_connected"] = box.get("rss")
@@ -523,7 +747,9 @@ class Bench:
                     res["bytes_per_connection"] = (box["rss"] - rss0) / n
                 run["connections"][str(n)] = res
                 if res.get("error") or res.get("connected") != n:
-                    note(f"!! {tag} {n} connections: {res.get('error') or str(res.get('connected')) + ' connected'}")
+                    note(
+                        f"!! {tag} {n} connections: {res.get('error') or str(res.get('connected')) + ' connected'}"
+                    )
                 prog.finish_step()
             # ---- ingest: one writer, one observer, every patch of the trace
             for name, limit in c.traces:
@@ -532,53 +758,78 @@ class Bench:
                 cpu0 = srv.cpu()
                 res = run_driver(
                     {
-                        "scenario": "ingest", "trace": str(trace_path(name)), "limit": limit,
-                        "doc": f"ingest-{name}", "server": server,
-                        "timeoutSec": c.ingest_timeout, "durableTimeoutSec": c.durable_cap,
+                        "scenario": "ingest",
+                        "trace": str(trace_path(name)),
+                        "limit": limit,
+                        "doc": f"ingest-{name}",
+                        "server": server,
+                        "timeoutSec": c.ingest_timeout,
+                        "durableTimeoutSec": c.durable_cap,
                     },
-                    prog, timeout=c.ingest_timeout + c.durable_cap + 120,
+                    prog,
+                    timeout=c.ingest_timeout + c.durable_cap + 120,
                 )
                 res["cpu_seconds"] = srv.cpu() - cpu0
                 res["rss_after"] = srv.rss()
-                res["disk_after"] = disk_bytes(datadir)
+                res["disk_after"] = disk()
                 run["ingest"][key] = res
                 if res.get("error") or not res.get("correct"):
-                    note(f"!! {tag} ingest {key}: {res.get('error') or 'content differs / timed out'}")
+                    note(
+                        f"!! {tag} ingest {key}: {res.get('error') or 'content differs / timed out'}"
+                    )
                 prog.finish_step()
             # ---- fan-out latency at a fixed edit rate
             for n in c.fanout:
                 prog.step(f"{tag} · fan-out {n} observers")
-                samples = self.samples_dir / f"fanout-{spec.name}-{n}-r{rep}.json"
+                samples = self.samples_dir / (
+                    f"fanout-{spec.name}-{n}-r{rep}.json"
+                    if rep >= 0
+                    else f"profile-fanout-{n}.json"
+                )
                 res = run_driver(
                     {
-                        "scenario": "fanout", "doc": f"fanout-{n}", "observers": n, "rate": c.fan_rate,
-                        "edits": c.fan_edits, "server": server, "samplesFile": str(samples),
+                        "scenario": "fanout",
+                        "doc": f"fanout-{n}",
+                        "observers": n,
+                        "rate": c.fan_rate,
+                        "edits": c.fan_edits,
+                        "server": server,
+                        "samplesFile": str(samples),
                     },
-                    prog, timeout=c.fan_edits / c.fan_rate + 120,
+                    prog,
+                    timeout=c.fan_edits / c.fan_rate + 120,
                 )
                 run["fanout"][str(n)] = res
                 if res.get("error") or res.get("lost"):
-                    note(f"!! {tag} fan-out {n}: {res.get('error') or str(res.get('lost')) + ' lost'}")
+                    note(
+                        f"!! {tag} fan-out {n}: {res.get('error') or str(res.get('lost')) + ' lost'}"
+                    )
                 prog.finish_step()
             # ---- two writers replaying a concurrent trace
             for name in c.ctraces:
                 prog.step(f"{tag} · concurrent {name}")
                 res = run_driver(
                     {
-                        "scenario": "concurrent", "doc": f"concurrent-{name}", "server": server,
-                        "trace": str(TRACES / "concurrent_traces" / f"{name}.json.gz"), "limit": c.ctrace_limit,
+                        "scenario": "concurrent",
+                        "doc": f"concurrent-{name}",
+                        "server": server,
+                        "trace": str(TRACES / "concurrent_traces" / f"{name}.json.gz"),
+                        "limit": c.ctrace_limit,
                         "timeoutSec": c.ingest_timeout,
                     },
-                    prog, timeout=c.ingest_timeout + 60,
+                    prog,
+                    timeout=c.ingest_timeout + 60,
                 )
                 run["concurrent"][name] = res
                 if res.get("error") or not res.get("correct"):
-                    note(f"!! {tag} concurrent {name}: {res.get('error') or 'did not converge correctly'}")
+                    note(
+                        f"!! {tag} concurrent {name}: {res.get('error') or 'did not converge correctly'}"
+                    )
                 prog.finish_step()
             run["rss_end"] = srv.rss()
             run["rss_peak"] = srv.peak_rss
             run["cpu_seconds"] = srv.cpu()
-            run["disk_end"] = disk_bytes(datadir)
+            run["disk_end"] = disk()
         finally:
             self.stop_profilers(profilers)
             srv.stop()
@@ -589,30 +840,46 @@ class Bench:
                 prog.step(f"{tag} · cold load {key}")
                 ing = run["ingest"].get(key, {})
                 if ing.get("durableSeconds") is None:
-                    run["load"][key] = {"skipped": "the server had not stored the whole trace when it was stopped", "history": ing.get("patches")}
+                    run["load"][key] = {
+                        "skipped": "the server had not stored the whole trace when it was stopped",
+                        "history": ing.get("patches"),
+                    }
                     prog.finish_step()
                     continue
                 srv = Running(spec, datadir)
                 try:
-                    server = {"kind": spec.client, "url": spec.url(srv.port), "durable": {"kind": "none"}}
+                    server = {
+                        "kind": spec.client,
+                        "url": spec.url(srv.port),
+                        "durable": {"kind": "none"},
+                    }
                     res = run_driver(
                         {
-                            "scenario": "load", "doc": f"ingest-{name}", "server": server,
-                            "trace": str(trace_path(name)), "limit": limit,
-                            "writerId": ing.get("writerId"), "finalClock": ing.get("finalClock"),
+                            "scenario": "load",
+                            "doc": f"ingest-{name}",
+                            "server": server,
+                            "trace": str(trace_path(name)),
+                            "limit": limit,
+                            "writerId": ing.get("writerId"),
+                            "finalClock": ing.get("finalClock"),
                             "timeoutSec": 60,
                         },
-                        prog, timeout=120,
+                        prog,
+                        timeout=120,
                     )
                     res["restart_seconds"] = srv.start_seconds
                     res["rss_after"] = srv.rss()
                     res["history"] = ing.get("patches")
                     run["load"][key] = res
                     if res.get("error") or not res.get("correct"):
-                        note(f"!! {tag} cold load {key}: {res.get('error') or 'incomplete document'}")
+                        note(
+                            f"!! {tag} cold load {key}: {res.get('error') or 'incomplete document'}"
+                        )
                 finally:
                     srv.stop()
                 prog.finish_step()
+        if spec.reset:
+            spec.reset(datadir)
         return run
 
 
@@ -659,10 +926,22 @@ def summarize_profile(path: Path, top: int = 25) -> dict[str, Any]:
 
 def versions() -> dict[str, str]:
     v: dict[str, str] = {}
-    for pkg in ["yjs", "y-websocket", "ws", "@hocuspocus/server", "@hocuspocus/extension-sqlite",
-                "@hocuspocus/provider", "@y/websocket-server", "y-leveldb", "better-sqlite3", "leveldown"]:
+    for pkg in [
+        "yjs",
+        "y-websocket",
+        "ws",
+        "@hocuspocus/server",
+        "@hocuspocus/extension-sqlite",
+        "@hocuspocus/provider",
+        "@y/websocket-server",
+        "y-leveldb",
+        "better-sqlite3",
+        "leveldown",
+    ]:
         try:
-            v[pkg] = json.loads((NODE_DIR / "node_modules" / pkg / "package.json").read_text())["version"]
+            v[pkg] = json.loads((NODE_DIR / "node_modules" / pkg / "package.json").read_text())[
+                "version"
+            ]
         except OSError:
             v[pkg] = "?"
     for pkg in ["pycrdt", "pycrdt-websocket", "pycrdt-store", "uvicorn", "websockets"]:
@@ -670,19 +949,35 @@ def versions() -> dict[str, str]:
             v[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
             v[pkg] = "?"
-    v["node"] = subprocess.run([_node(), "--version"], capture_output=True, text=True).stdout.strip()
+    v["node"] = subprocess.run(
+        [_node(), "--version"], capture_output=True, text=True
+    ).stdout.strip()
     v["python (peers)"] = platform.python_version()
     try:
         py = PALIMPSEST_BIN.parent / "python"
-        v["palimpsest"] = subprocess.run(
-            [str(py), "-c", "import importlib.metadata as m; print(m.version('palimpsest'))"],
-            capture_output=True, text=True,
-        ).stdout.strip() or "?"
-        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "server", "client"], capture_output=True, text=True).stdout.strip()
+        v["palimpsest"] = (
+            subprocess.run(
+                [str(py), "-c", "import importlib.metadata as m; print(m.version('palimpsest'))"],
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            or "?"
+        )
+        rev = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "server", "client"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         v["palimpsest"] += f" (git {rev}{', with uncommitted changes' if dirty else ''})"
         for pkg in ["pycrdt", "uvicorn", "websockets", "aiosqlite"]:
-            out = subprocess.run([str(py), "-c", f"import importlib.metadata as m; print(m.version('{pkg}'))"], capture_output=True, text=True).stdout.strip()
+            out = subprocess.run(
+                [str(py), "-c", f"import importlib.metadata as m; print(m.version('{pkg}'))"],
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
             v[f"{pkg} (palimpsest)"] = out or "?"
     except OSError:
         pass
@@ -715,29 +1010,63 @@ def machine() -> dict[str, str]:
 
 def _disk_of(path: Path) -> str:
     try:
-        r = subprocess.run(["df", "-T", str(path)], capture_output=True, text=True).stdout.splitlines()[-1].split()
+        r = (
+            subprocess.run(["df", "-T", str(path)], capture_output=True, text=True)
+            .stdout.splitlines()[-1]
+            .split()
+        )
         return f"{r[1]} filesystem ({r[0]})"
     except (OSError, IndexError):
         return "?"
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="a run under 5 minutes: 2 short traces, 1 repeat, 100 idle clients")
-    ap.add_argument("--servers", default=",".join(ORDER), help="comma-separated subset of: " + ", ".join(ORDER))
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="a run under 5 minutes: 2 short traces, 1 repeat, 100 idle clients",
+    )
+    ap.add_argument(
+        "--servers",
+        default=",".join(ORDER),
+        help="comma-separated, from: "
+        + ", ".join(SERVERS)
+        + " (default: all; palimpsest-pg is skipped when no PostgreSQL/Redis listens)",
+    )
     ap.add_argument("--repeats", type=int, help="override the number of repeats")
-    ap.add_argument("--durable-cap", type=int, help="seconds to wait for a peer's storage to catch up")
-    ap.add_argument("--profile", action="store_true", help="py-spy the Palimpsest server during its first run: bench/profile.svg + a summary in RESULTS.md")
-    ap.add_argument("--report-only", action="store_true", help="re-write RESULTS.md and plots from bench/out/results.json")
+    ap.add_argument(
+        "--durable-cap", type=int, help="seconds to wait for a peer's storage to catch up"
+    )
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the measured runs, a separate pass of Palimpsest under py-spy: bench/profile.svg + a summary in RESULTS.md",
+    )
+    ap.add_argument("--out", help="directory for raw results, logs and data (default bench/out)")
+    ap.add_argument("--report", help="directory for RESULTS.md and the plots (default bench/)")
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="re-write RESULTS.md and plots from bench/out/results.json",
+    )
     args = ap.parse_args()
 
+    global OUT, REPORT
+    if args.out:
+        OUT = Path(args.out).resolve()
+    if args.report:
+        REPORT = Path(args.report).resolve()
+        REPORT.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(BENCH))
     from report import write_report  # local module
 
     if args.report_only:
         raw = json.loads((OUT / "results.json").read_text())
-        write_report(raw, BENCH)
-        print(f"wrote {BENCH / 'RESULTS.md'}")
+        write_report(raw, REPORT, OUT / "samples")
+        print(f"wrote {REPORT / 'RESULTS.md'}")
         return 0
 
     cfg = QUICK if args.quick else FULL
@@ -760,8 +1089,8 @@ def main() -> int:
     if not servers:
         note("no server to run")
         return 1
-    OUT.mkdir(exist_ok=True)
-    started = dt.datetime.now(dt.timezone.utc)
+    OUT.mkdir(parents=True, exist_ok=True)
+    started = dt.datetime.now(dt.UTC)
     bench = Bench(cfg, servers, "quick" if args.quick else "full")
     bench.profile = args.profile
     bench.raw.update(
@@ -770,7 +1099,15 @@ def main() -> int:
             "config": cfg.__dict__,
             "servers": servers,
             "skipped": skipped,
-            "specs": {s: {"label": SERVERS[s].label, "promise": SERVERS[s].promise, "storage": SERVERS[s].storage, "persistent": SERVERS[s].persistent} for s in SERVERS},
+            "specs": {
+                s: {
+                    "label": SERVERS[s].label,
+                    "promise": SERVERS[s].promise,
+                    "storage": SERVERS[s].storage,
+                    "persistent": SERVERS[s].persistent,
+                }
+                for s in SERVERS
+            },
             "machine": machine(),
             "versions": versions(),
             "traces": str(TRACES),
@@ -780,8 +1117,8 @@ def main() -> int:
     raw = bench.run()
     raw["seconds"] = time.monotonic() - t0
     (OUT / "results.json").write_text(json.dumps(raw, indent=1))
-    write_report(raw, BENCH)
-    note(f"done in {raw['seconds'] / 60:.1f} min: {BENCH / 'RESULTS.md'}")
+    write_report(raw, REPORT, OUT / "samples")
+    note(f"done in {raw['seconds'] / 60:.1f} min: {REPORT / 'RESULTS.md'}")
     return 0
 
 

@@ -38,7 +38,7 @@ def main() -> None:
             super().__init__(
                 rooms_ready=False,
                 auto_clean_rooms=False,
-                exception_handler=lambda exc, log: (log.error("%r", exc) or True),
+                exception_handler=lambda exc, log: log.error("%r", exc) or True,
             )
             self._loading: dict[str, asyncio.Lock] = {}
 

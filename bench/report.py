@@ -15,6 +15,7 @@ COLORS = {
     "y-websocket": "#7f8c8d",
     "y-websocket-leveldb": "#27ae60",
     "pycrdt-websocket": "#8e44ad",
+    "palimpsest-pg": "#e67e22",
 }
 
 
@@ -25,7 +26,9 @@ def _num(x: Any) -> float | None:
     return float(x) if isinstance(x, (int, float)) and x == x else None  # drops NaN
 
 
-def collect(runs: list[dict[str, Any]], server: str, get: Callable[[dict[str, Any]], Any]) -> list[float]:
+def collect(
+    runs: list[dict[str, Any]], server: str, get: Callable[[dict[str, Any]], Any]
+) -> list[float]:
     out = []
     for r in runs:
         if r.get("server") != server or r.get("error"):
@@ -92,7 +95,7 @@ def table(header: list[str], rows: Iterable[list[str]]) -> str:
 # --------------------------------------------------------------------------- report
 
 
-def write_report(raw: dict[str, Any], bench_dir: Path) -> None:
+def write_report(raw: dict[str, Any], bench_dir: Path, samples_dir: Path | None = None) -> None:
     runs: list[dict[str, Any]] = raw.get("runs", [])
     servers: list[str] = raw.get("servers", [])
     specs: dict[str, Any] = raw.get("specs", {})
@@ -101,7 +104,6 @@ def write_report(raw: dict[str, Any], bench_dir: Path) -> None:
     traces = [(t[0], t[1]) for t in cfg.get("traces", [])]
     tkey = lambda n, lim: f"{n}[:{lim}]" if lim else n  # noqa: E731
     has_pal = PAL in servers
-    peers = [s for s in servers if s != PAL]
 
     def metric_table(
         cols: list[tuple[str, Callable[[dict[str, Any]], Any]]],
@@ -109,6 +111,7 @@ def write_report(raw: dict[str, Any], bench_dir: Path) -> None:
         ratio_cols: bool = True,
         only: Callable[[str], bool] = lambda s: True,
         special: Callable[[str, str], str | None] = lambda s, c: None,
+        special_ratio: Callable[[str, str], str] | None = None,
     ) -> str:
         header = ["server"] + [c[0] for c in cols]
         if has_pal and ratio_cols:
@@ -129,7 +132,7 @@ def write_report(raw: dict[str, Any], bench_dir: Path) -> None:
                     if s == PAL:
                         row.append("1")
                     elif special(s, name) is not None:
-                        row.append("–")
+                        row.append(special_ratio(s, name) if special_ratio else "–")
                     else:
                         row.append(ratio(collect(runs, PAL, get), vals))
             rows.append(row)
@@ -149,7 +152,11 @@ def write_report(raw: dict[str, Any], bench_dir: Path) -> None:
     reps = cfg.get("repeats", 1)
     md.append(
         f"Mode **{raw.get('mode')}**: {reps} repeat(s), servers run one at a time in alternating order; "
-        + ("each cell is the median with min–max in parentheses." if reps > 1 else "one run per cell (use the full mode for medians over repeats).")
+        + (
+            "each cell is the median with min–max in parentheses."
+            if reps > 1
+            else "one run per cell (use the full mode for medians over repeats)."
+        )
     )
     md.append("")
     md.append("## Machine and versions")
@@ -162,7 +169,11 @@ def write_report(raw: dict[str, Any], bench_dir: Path) -> None:
         md.append(
             f"- 1-minute load average at the start of each step: median {la['median']:.1f} "
             f"(min {la['min']:.1f}, max {la['max']:.1f}) on {raw.get('machine', {}).get('cpu', '?').split(', ')[-1]}"
-            + (": other jobs shared the machine, so absolute figures are noisy; compare within a run" if la["max"] > 1.5 else "")
+            + (
+                ": other jobs shared the machine, so absolute figures are noisy; compare within a run"
+                if la["max"] > 1.5
+                else ""
+            )
         )
     if raw.get("skipped"):
         md.append("- not run: " + "; ".join(f"{k} ({v})" for k, v in raw["skipped"].items()))
@@ -173,7 +184,10 @@ def write_report(raw: dict[str, Any], bench_dir: Path) -> None:
     md.append(
         table(
             ["server", "storage", "when an edit is broadcast, it is…"],
-            [[label(s), specs.get(s, {}).get("storage", ""), specs.get(s, {}).get("promise", "")] for s in servers],
+            [
+                [label(s), specs.get(s, {}).get("storage", ""), specs.get(s, {}).get("promise", "")]
+                for s in servers
+            ],
         )
     )
     md.append("")
@@ -191,12 +205,18 @@ def write_report(raw: dict[str, Any], bench_dir: Path) -> None:
             if r.get("server") == PAL and not r.get("error"):
                 for k, v in r.get("ingest", {}).items():
                     if isinstance(v.get("loggedAtObserver"), int):
-                        logged.append(f"{k}: {v['loggedAtObserver']:,} events logged for {v.get('updates', 0):,} updates sent")
+                        logged.append(
+                            f"{k}: {v['loggedAtObserver']:,} events logged for {v.get('updates', 0):,} updates sent"
+                        )
         if logged:
-            md.append("Palimpsest's event log, read when the observer had everything: " + "; ".join(logged) + ".")
+            md.append(
+                "Palimpsest's event log, read when the observer had everything: "
+                + "; ".join(logged)
+                + "."
+            )
             md.append("")
     md.append(
-        "\"Durable\" below means: present in the server's own storage, as read back from that storage "
+        '"Durable" below means: present in the server\'s own storage, as read back from that storage '
         "by the driver (Hocuspocus: the SQLite row decoded; pycrdt-websocket: its rows counted; "
         "y-websocket + LevelDB: writes LevelDB acknowledged, which are not fsynced). For Palimpsest, "
         "which broadcasts only after commit, the observer's time is the durable time; the driver also "
@@ -212,9 +232,29 @@ def write_report(raw: dict[str, Any], bench_dir: Path) -> None:
         "transaction per patch and stays at most 2,000 patches ahead of the observer."
     )
     md.append("")
-    cols = [(tkey(n, lim), (lambda k: lambda r: r["ingest"][k]["observerRate"] if r["ingest"][k].get("correct") else None)(tkey(n, lim))) for n, lim in traces]
+    cols = [
+        (
+            tkey(n, lim),
+            (
+                lambda k: (
+                    lambda r: (
+                        r["ingest"][k]["observerRate"] if r["ingest"][k].get("correct") else None
+                    )
+                )
+            )(tkey(n, lim)),
+        )
+        for n, lim in traces
+    ]
     md.append(metric_table(cols, fmt_rate))
     md.append("")
+    if "y-websocket" in servers:
+        md.append(
+            "One Node.js process runs both the writer's and the observer's Yjs, which caps what any server can "
+            "show: on a quiet moment of this machine the in-memory y-websocket server (the least work per "
+            "patch) reached 13–16k patches/s. Single runs vary by up to 2× on a shared 2-core machine; quote "
+            "the full mode's medians over repeats."
+        )
+        md.append("")
     md.append("Patches per second until the server has all of them durable (higher is better):")
     md.append("")
 
@@ -224,24 +264,70 @@ def write_report(raw: dict[str, Any], bench_dir: Path) -> None:
         vals = [r["ingest"].get(c, {}) for r in runs if r.get("server") == s and not r.get("error")]
         if vals and all(v.get("durableSeconds") is None for v in vals):
             capped = cfg.get("durable_cap")
+            at = [v for v in vals if v.get("storedAtCap") is not None]
+            if at:
+                rates = [v["storedRateAtCap"] for v in at]
+                return (
+                    f"≈ {cell(rates, fmt_rate)}: {at[0]['storedAtCap']:,} of {at[0]['patches']:,} stored "
+                    f"{capped} s after the observer had all"
+                )
             stored = [v for v in vals if v.get("observerSeconds") is not None]
             return f"not within {capped} s of the end" if stored else "–"
         return None
 
-    cols = [(tkey(n, lim), (lambda k: lambda r: r["ingest"][k]["durableRate"] if r["ingest"][k].get("correct") else None)(tkey(n, lim))) for n, lim in traces]
-    md.append(metric_table(cols, fmt_rate, special=durable_special))
+    cols = [
+        (
+            tkey(n, lim),
+            (
+                lambda k: (
+                    lambda r: (
+                        r["ingest"][k]["durableRate"] if r["ingest"][k].get("correct") else None
+                    )
+                )
+            )(tkey(n, lim)),
+        )
+        for n, lim in traces
+    ]
+
+    def durable_ratio(s: str, c: str) -> str:
+        pal = collect(
+            runs,
+            PAL,
+            lambda r: r["ingest"][c]["durableRate"] if r["ingest"][c].get("correct") else None,
+        )
+        at = collect(runs, s, lambda r: r["ingest"][c]["storedRateAtCap"])
+        return ratio(pal, at) if at else "–"
+
+    md.append(metric_table(cols, fmt_rate, special=durable_special, special_ratio=durable_ratio))
     md.append("")
     md.append("Server CPU seconds spent per 1,000 patches during ingest (lower is better):")
     md.append("")
-    cols = [(tkey(n, lim), (lambda k: lambda r: 1000 * r["ingest"][k]["cpu_seconds"] / r["ingest"][k]["patches"])(tkey(n, lim))) for n, lim in traces]
+    cols = [
+        (
+            tkey(n, lim),
+            (lambda k: lambda r: 1000 * r["ingest"][k]["cpu_seconds"] / r["ingest"][k]["patches"])(
+                tkey(n, lim)
+            ),
+        )
+        for n, lim in traces
+    ]
     md.append(metric_table(cols, lambda x: f"{x:.3f}"))
     md.append("")
     bad = [
-        f"{label(r['server'])} {k} (repeat {r['rep'] + 1}): " + (v.get("error") or ("timed out" if v.get("timedOut") else "observer content differs from the trace"))
-        for r in runs if not r.get("error") for k, v in r.get("ingest", {}).items() if v.get("error") or not v.get("correct")
+        f"{label(r['server'])} {k} (repeat {r['rep'] + 1}): "
+        + (
+            v.get("error")
+            or ("timed out" if v.get("timedOut") else "observer content differs from the trace")
+        )
+        for r in runs
+        if not r.get("error")
+        for k, v in r.get("ingest", {}).items()
+        if v.get("error") or not v.get("correct")
     ]
     if bad:
-        md.append("Failed or incomplete ingest runs (left out of the tables): " + "; ".join(bad) + ".")
+        md.append(
+            "Failed or incomplete ingest runs (left out of the tables): " + "; ".join(bad) + "."
+        )
         md.append("")
     md.append("![ingest throughput](ingest.png)")
     md.append("")
@@ -257,7 +343,9 @@ def write_report(raw: dict[str, Any], bench_dir: Path) -> None:
         "p50 / p99 / max (lower is better). The ratio columns compare p99."
     )
     md.append("")
-    header = ["server"] + [f"{n} observer{'s' if int(n) > 1 else ''}" for n in map(str, cfg.get("fanout", []))]
+    header = ["server"] + [
+        f"{n} observer{'s' if int(n) > 1 else ''}" for n in map(str, cfg.get("fanout", []))
+    ]
     if has_pal:
         header += [f"Palimpsest ÷ this, p99, {n}" for n in cfg.get("fanout", [])]
     rows = []
@@ -274,7 +362,9 @@ def write_report(raw: dict[str, Any], bench_dir: Path) -> None:
         if has_pal:
             for n in map(str, cfg.get("fanout", [])):
                 get = lambda r, n=n: r["fanout"][n]["p99"]  # noqa: E731
-                row.append("1" if s == PAL else ratio(collect(runs, PAL, get), collect(runs, s, get)))
+                row.append(
+                    "1" if s == PAL else ratio(collect(runs, PAL, get), collect(runs, s, get))
+                )
         rows.append(row)
     md.append(table(header, rows))
     md.append("")
@@ -282,7 +372,9 @@ def write_report(raw: dict[str, Any], bench_dir: Path) -> None:
     md.append("")
 
     # ---------------- cold load
-    md.append("## Cold load: restart the server, then a fresh client until it holds the whole document")
+    md.append(
+        "## Cold load: restart the server, then a fresh client until it holds the whole document"
+    )
     md.append("")
     md.append(
         "Time from creating the client to its document equalling the trace's final text, right after a "
@@ -291,17 +383,34 @@ def write_report(raw: dict[str, Any], bench_dir: Path) -> None:
     )
     md.append("")
     cols = [
-        (f"{tkey(n, lim)} ({_hist(runs, tkey(n, lim))} patches)", (lambda k: lambda r: r["load"][k]["seconds"] if r["load"][k].get("correct") else None)(tkey(n, lim)))
+        (
+            f"{tkey(n, lim)} ({_hist(runs, tkey(n, lim))} patches)",
+            (lambda k: lambda r: r["load"][k]["seconds"] if r["load"][k].get("correct") else None)(
+                tkey(n, lim)
+            ),
+        )
         for n, lim in traces
     ]
+
     def load_special(s: str, c: str) -> str | None:
         k = c.split(" (")[0]
-        vals = [r.get("load", {}).get(k, {}) for r in runs if r.get("server") == s and not r.get("error")]
+        vals = [
+            r.get("load", {}).get(k, {})
+            for r in runs
+            if r.get("server") == s and not r.get("error")
+        ]
         if vals and all(v.get("skipped") for v in vals):
             return "not run: its store had not caught up"
         return None
 
-    md.append(metric_table(cols, fmt_s, only=lambda s: specs.get(s, {}).get("persistent", True), special=load_special))
+    md.append(
+        metric_table(
+            cols,
+            fmt_s,
+            only=lambda s: specs.get(s, {}).get("persistent", True),
+            special=load_special,
+        )
+    )
     md.append("")
     md.append("![cold load against history length](cold_load.png)")
     md.append("")
@@ -310,14 +419,30 @@ def write_report(raw: dict[str, Any], bench_dir: Path) -> None:
     md.append("## Concurrent traces: two writers, convergence time")
     md.append("")
     md.append(
-        (f"Only the first {cfg['ctrace_limit']:,} transactions of each trace in this mode. " if cfg.get("ctrace_limit") else "")
+        (
+            f"Only the first {cfg['ctrace_limit']:,} transactions of each trace in this mode. "
+            if cfg.get("ctrace_limit")
+            else ""
+        )
         + "Two writers replay the two agents of a concurrent trace; each waits for the other agent's edits "
         "that its next edit depends on (as the trace's parents say), so the run is paced by round trips "
         "through the server. Time until both writers hold everything, equal to the trace's final text "
         "(lower is better)."
     )
     md.append("")
-    cols = [(n, (lambda k: lambda r: r["concurrent"][k]["seconds"] if r["concurrent"][k].get("correct") else None)(n)) for n in cfg.get("ctraces", [])]
+    cols = [
+        (
+            n,
+            (
+                lambda k: (
+                    lambda r: (
+                        r["concurrent"][k]["seconds"] if r["concurrent"][k].get("correct") else None
+                    )
+                )
+            )(n),
+        )
+        for n in cfg.get("ctraces", [])
+    ]
     md.append(metric_table(cols, fmt_s))
     md.append("")
 
@@ -329,10 +454,16 @@ def write_report(raw: dict[str, Any], bench_dir: Path) -> None:
         "divided by N (lower is better). Connect time is for all N, 50 at a time."
     )
     md.append("")
-    cols = [(f"{n} clients", (lambda k: lambda r: r["connections"][k]["bytes_per_connection"])(str(n))) for n in cfg.get("conns", [])]
+    cols = [
+        (f"{n} clients", (lambda k: lambda r: r["connections"][k]["bytes_per_connection"])(str(n)))
+        for n in cfg.get("conns", [])
+    ]
     md.append(metric_table(cols, fmt_bytes))
     md.append("")
-    cols = [(f"connect {n}", (lambda k: lambda r: r["connections"][k]["connectSeconds"])(str(n))) for n in cfg.get("conns", [])]
+    cols = [
+        (f"connect {n}", (lambda k: lambda r: r["connections"][k]["connectSeconds"])(str(n)))
+        for n in cfg.get("conns", [])
+    ]
     md.append(metric_table(cols, fmt_s, ratio_cols=False))
     md.append("")
 
@@ -351,8 +482,13 @@ def write_report(raw: dict[str, Any], bench_dir: Path) -> None:
     md.append("")
     md.append("Bytes on disk after each ingest (cumulative):")
     md.append("")
-    cols = [(tkey(n, lim), (lambda k: lambda r: r["ingest"][k]["disk_after"])(tkey(n, lim))) for n, lim in traces]
-    md.append(metric_table(cols, fmt_bytes, only=lambda s: specs.get(s, {}).get("persistent", True)))
+    cols = [
+        (tkey(n, lim), (lambda k: lambda r: r["ingest"][k]["disk_after"])(tkey(n, lim)))
+        for n, lim in traces
+    ]
+    md.append(
+        metric_table(cols, fmt_bytes, only=lambda s: specs.get(s, {}).get("persistent", True))
+    )
     md.append("")
 
     # ---------------- targets
@@ -367,9 +503,10 @@ def write_report(raw: dict[str, Any], bench_dir: Path) -> None:
         md.append("## Where Palimpsest's time goes (py-spy)")
         md.append("")
         md.append(
-            f"py-spy sampled the Palimpsest server at 200 Hz through its whole first run (connections, ingest, "
-            f"fan-out, concurrent; {prof['samples']:,} samples, idle time included as the event loop's "
-            "`select`). Flame graph: [profile.svg](profile.svg)."
+            f"py-spy sampled the Palimpsest server at 200 Hz through a separate, unmeasured pass of the same "
+            f"steps (connections, ingest, fan-out, concurrent; {prof['samples']:,} samples; waiting shows as "
+            "the event loop's `select` and as aiosqlite's worker thread, which also runs SQLite itself). "
+            "Flame graph: [profile.svg](profile.svg)."
         )
         md.append("")
         rows = []
@@ -377,14 +514,32 @@ def write_report(raw: dict[str, Any], bench_dir: Path) -> None:
         for i in range(max(len(selfl), len(incl))):
             a = selfl[i] if i < len(selfl) else ["", 0]
             b = incl[i] if i < len(incl) else ["", 0]
-            rows.append([f"`{a[0]}`" if a[0] else "", f"{a[1] * 100:.1f}%" if a[0] else "", f"`{b[0]}`" if b[0] else "", f"{b[1] * 100:.1f}%" if b[0] else ""])
-        md.append(table(["function (self time)", "share", "function (inclusive)", "share"], rows[:20]))
+            rows.append(
+                [
+                    f"`{a[0]}`" if a[0] else "",
+                    f"{a[1] * 100:.1f}%" if a[0] else "",
+                    f"`{b[0]}`" if b[0] else "",
+                    f"{b[1] * 100:.1f}%" if b[0] else "",
+                ]
+            )
+        md.append(
+            table(["function (self time)", "share", "function (inclusive)", "share"], rows[:20])
+        )
         md.append("")
         if raw.get("profile_notes"):
             md.append(raw["profile_notes"])
             md.append("")
 
-    errs = [f"{label(r['server'])} repeat {r['rep'] + 1}: {r['error']}" for r in runs if r.get("error")]
+    notes = bench_dir / "notes.md"
+    if notes.exists():
+        md.append("## Notes")
+        md.append("")
+        md.append(notes.read_text().strip())
+        md.append("")
+
+    errs = [
+        f"{label(r['server'])} repeat {r['rep'] + 1}: {r['error']}" for r in runs if r.get("error")
+    ]
     if errs:
         md.append("## Runs that failed")
         md.append("")
@@ -414,7 +569,7 @@ def write_report(raw: dict[str, Any], bench_dir: Path) -> None:
     md.append("")
     (bench_dir / "RESULTS.md").write_text("\n".join(md))
     try:
-        plots(raw, bench_dir, tkey)
+        plots(raw, bench_dir, tkey, samples_dir or bench_dir / "out" / "samples")
     except Exception as exc:  # a report without plots beats no report
         print(f"plots failed: {exc!r}")
 
@@ -427,11 +582,23 @@ def _hist(runs: list[dict[str, Any]], key: str) -> str:
     return "?"
 
 
-def _targets(runs: list[dict[str, Any]], servers: list[str], traces: list[tuple[str, int]], cfg: dict[str, Any], tkey: Callable[[str, int], str]) -> str:
+def _targets(
+    runs: list[dict[str, Any]],
+    servers: list[str],
+    traces: list[tuple[str, int]],
+    cfg: dict[str, Any],
+    tkey: Callable[[str, int], str],
+) -> str:
     rows = []
 
     def ing(s: str, k: str) -> float | None:
-        return med(collect(runs, s, lambda r: r["ingest"][k]["observerRate"] if r["ingest"][k].get("correct") else None))
+        return med(
+            collect(
+                runs,
+                s,
+                lambda r: r["ingest"][k]["observerRate"] if r["ingest"][k].get("correct") else None,
+            )
+        )
 
     for peer, factor in (("hocuspocus", 1), ("pycrdt-websocket", 10)):
         if peer not in servers:
@@ -442,18 +609,66 @@ def _targets(runs: list[dict[str, Any]], servers: list[str], traces: list[tuple[
             if a is None or b is None:
                 rows.append([f"ingest ≥ {factor}× {peer}, {k}", "–", "not measured"])
                 continue
-            rows.append([f"ingest ≥ {factor}× {peer}, {k}", f"{a / b:.2f}×", "met" if a >= factor * b else "**missed**"])
+            rows.append(
+                [
+                    f"ingest ≥ {factor}× {peer}, {k}",
+                    f"{a / b:.2f}×",
+                    "met" if a >= factor * b else "**missed**",
+                ]
+            )
+    if "pycrdt-websocket" in servers:
+        for n, lim in traces:
+            k = tkey(n, lim)
+            a = med(
+                collect(
+                    runs,
+                    PAL,
+                    lambda r, k=k: (
+                        r["ingest"][k]["durableRate"] if r["ingest"][k].get("correct") else None
+                    ),
+                )
+            )
+            b = med(
+                collect(
+                    runs,
+                    "pycrdt-websocket",
+                    lambda r, k=k: (
+                        r["ingest"][k]["durableRate"] or r["ingest"][k]["storedRateAtCap"]
+                    ),
+                )
+            )
+            if a is None or b is None:
+                continue
+            rows.append(
+                [
+                    f"ingest until durable ≥ 10× pycrdt-websocket, {k}",
+                    f"{a / b:.1f}×",
+                    "met" if a >= 10 * b else "**missed**",
+                ]
+            )
     if "hocuspocus" in servers:
         for n in map(str, cfg.get("fanout", [])):
             a = med(collect(runs, PAL, lambda r, n=n: r["fanout"][n]["p99"]))
             b = med(collect(runs, "hocuspocus", lambda r, n=n: r["fanout"][n]["p99"]))
             if a is None or b is None:
                 continue
-            rows.append([f"fan-out p99 ≤ Hocuspocus, {n} observers", f"{fmt_ms(a)} vs {fmt_ms(b)} ms", "met" if a <= b else "**missed**"])
+            rows.append(
+                [
+                    f"fan-out p99 ≤ Hocuspocus, {n} observers",
+                    f"{fmt_ms(a)} vs {fmt_ms(b)} ms",
+                    "met" if a <= b else "**missed**",
+                ]
+            )
     loads = []
     for n, lim in traces:
         k = tkey(n, lim)
-        v = med(collect(runs, PAL, lambda r, k=k: r["load"][k]["seconds"] if r["load"][k].get("correct") else None))
+        v = med(
+            collect(
+                runs,
+                PAL,
+                lambda r, k=k: r["load"][k]["seconds"] if r["load"][k].get("correct") else None,
+            )
+        )
         h = None
         for r in runs:
             h = h or r.get("ingest", {}).get(k, {}).get("patches")
@@ -461,20 +676,29 @@ def _targets(runs: list[dict[str, Any]], servers: list[str], traces: list[tuple[
             loads.append((h, v, k))
     if len(loads) >= 2:
         loads.sort()
-        (h0, v0, k0), (h1, v1, k1) = loads[0], loads[-1]
-        verdict = "met" if v1 <= 2 * v0 else "**missed**"
-        rows.append([
-            "cold load flat in history length",
-            f"{fmt_s(v0)} at {h0:,} patches → {fmt_s(v1)} at {h1:,} ({v1 / v0:.2f}× for {h1 / h0:.1f}× the history)",
-            verdict + " (criterion: ≤ 2× across the range)",
-        ])
+        (h0, v0, _k0), (h1, v1, _k1) = loads[0], loads[-1]
+        if h1 < 2 * h0:
+            verdict = "not shown: the histories differ by less than 2× (the full mode has 20k–260k)"
+        else:
+            verdict = (
+                "met" if v1 <= 2 * v0 else "**missed**"
+            ) + " (criterion: ≤ 2× across the range)"
+        rows.append(
+            [
+                "cold load flat in history length",
+                f"{fmt_s(v0)} at {h0:,} patches → {fmt_s(v1)} at {h1:,} ({v1 / v0:.2f}× for {h1 / h0:.1f}× the history)",
+                verdict,
+            ]
+        )
     return table(["target", "Palimpsest", "verdict"], rows)
 
 
 # --------------------------------------------------------------------------- plots
 
 
-def plots(raw: dict[str, Any], bench_dir: Path, tkey: Callable[[str, int], str]) -> None:
+def plots(
+    raw: dict[str, Any], bench_dir: Path, tkey: Callable[[str, int], str], samples_dir: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -493,21 +717,53 @@ def plots(raw: dict[str, Any], bench_dir: Path, tkey: Callable[[str, int], str])
     for i, s in enumerate(servers):
         for j, k in enumerate(traces):
             x = j + (i - (len(servers) - 1) / 2) * width
-            obs = collect(runs, s, lambda r, k=k: r["ingest"][k]["observerRate"] if r["ingest"][k].get("correct") else None)
-            dur = collect(runs, s, lambda r, k=k: r["ingest"][k]["durableRate"] if r["ingest"][k].get("correct") else None)
+            obs = collect(
+                runs,
+                s,
+                lambda r, k=k: (
+                    r["ingest"][k]["observerRate"] if r["ingest"][k].get("correct") else None
+                ),
+            )
+            dur = collect(
+                runs,
+                s,
+                lambda r, k=k: (
+                    (r["ingest"][k]["durableRate"] or r["ingest"][k].get("storedRateAtCap"))
+                    if r["ingest"][k].get("correct")
+                    else None
+                ),
+            )
             if obs:
                 m = med(obs)
-                ax.bar(x, m, width * 0.95, color=COLORS.get(s, "grey"), label=label(s) if j == 0 else None,
-                       yerr=[[m - min(obs)], [max(obs) - m]] if len(obs) > 1 else None, capsize=2)
+                ax.bar(
+                    x,
+                    m,
+                    width * 0.95,
+                    color=COLORS.get(s, "grey"),
+                    label=label(s) if j == 0 else None,
+                    yerr=[[m - min(obs)], [max(obs) - m]] if len(obs) > 1 else None,
+                    capsize=2,
+                )
             if dur:
                 m = med(dur)
                 ax.bar(x, m, width * 0.95, fill=False, hatch="//", edgecolor="black", linewidth=0.5)
-    ax.bar(0, 0, 0, fill=False, hatch="//", edgecolor="black", linewidth=0.5, label="hatched: rate until durable")
+    ax.bar(
+        0,
+        0,
+        0,
+        fill=False,
+        hatch="//",
+        edgecolor="black",
+        linewidth=0.5,
+        label="hatched: rate until durable",
+    )
     ax.set_xticks(range(len(traces)))
     ax.set_xticklabels(traces)
     ax.set_yscale("log")
     ax.set_ylabel("patches per second (log)")
-    ax.set_title("Ingest: patches/s until the observer has everything (bars) and until durable (hatched)")
+    ax.set_title(
+        "Ingest: patches/s until the observer has everything (bars), until durable (hatched)"
+    )
     ax.legend(fontsize=8)
     ax.grid(axis="y", which="both", alpha=0.3)
     fig.tight_layout()
@@ -521,10 +777,19 @@ def plots(raw: dict[str, Any], bench_dir: Path, tkey: Callable[[str, int], str])
         for s in servers:
             tl = None
             for r in runs:
-                if r.get("server") == s and not r.get("error") and r.get("ingest", {}).get(k, {}).get("timeline"):
+                if (
+                    r.get("server") == s
+                    and not r.get("error")
+                    and r.get("ingest", {}).get(k, {}).get("timeline")
+                ):
                     tl = r["ingest"][k]["timeline"]
             if tl:
-                ax.plot([p[0] for p in tl], [p[1] for p in tl], color=COLORS.get(s, "grey"), label=label(s))
+                ax.plot(
+                    [p[0] for p in tl],
+                    [p[1] for p in tl],
+                    color=COLORS.get(s, "grey"),
+                    label=label(s),
+                )
         ax.set_xlabel("seconds since the first patch")
         ax.set_ylabel("patches the observer holds")
         ax.set_title(f"Ingest progress, {k}")
@@ -536,7 +801,6 @@ def plots(raw: dict[str, Any], bench_dir: Path, tkey: Callable[[str, int], str])
 
     # fan-out latency: ECDF per observer count
     ns = [str(n) for n in cfg.get("fanout", [])]
-    samples_dir = bench_dir / "out" / "samples"
     if ns:
         fig, axes = plt.subplots(1, len(ns), figsize=(5 * len(ns), 4.2), sharey=True)
         if len(ns) == 1:
@@ -553,7 +817,9 @@ def plots(raw: dict[str, Any], bench_dir: Path, tkey: Callable[[str, int], str])
                     continue
                 data.sort()
                 ys = [(i + 1) / len(data) for i in range(len(data))]
-                ax.plot([max(d, 0.01) for d in data], ys, color=COLORS.get(s, "grey"), label=label(s))
+                ax.plot(
+                    [max(d, 0.01) for d in data], ys, color=COLORS.get(s, "grey"), label=label(s)
+                )
             ax.set_xscale("log")
             ax.set_xlabel("latency, ms (log)")
             ax.set_title(f"{n} observer{'s' if n != '1' else ''}")
@@ -573,7 +839,11 @@ def plots(raw: dict[str, Any], bench_dir: Path, tkey: Callable[[str, int], str])
             continue
         pts = []
         for k in traces:
-            v = collect(runs, s, lambda r, k=k: r["load"][k]["seconds"] if r["load"][k].get("correct") else None)
+            v = collect(
+                runs,
+                s,
+                lambda r, k=k: r["load"][k]["seconds"] if r["load"][k].get("correct") else None,
+            )
             h = None
             for r in runs:
                 h = h or r.get("ingest", {}).get(k, {}).get("patches")
@@ -581,9 +851,15 @@ def plots(raw: dict[str, Any], bench_dir: Path, tkey: Callable[[str, int], str])
                 pts.append((h, med(v), min(v), max(v)))
         pts.sort()
         if pts:
-            ax.errorbar([p[0] for p in pts], [p[1] for p in pts],
-                        yerr=[[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]],
-                        marker="o", color=COLORS.get(s, "grey"), label=label(s), capsize=3)
+            ax.errorbar(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                yerr=[[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]],
+                marker="o",
+                color=COLORS.get(s, "grey"),
+                label=label(s),
+                capsize=3,
+            )
     ax.set_xlabel("history length (patches)")
     ax.set_ylabel("seconds to hold the whole document")
     ax.set_yscale("log")

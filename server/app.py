@@ -22,7 +22,9 @@ from .settings import Settings
 
 log = logging.getLogger("palimpsest.app")
 
-STATIC_DIR = Path(os.environ.get("PALIMPSEST_STATIC", Path(__file__).resolve().parent.parent / "static"))
+STATIC_DIR = Path(
+    os.environ.get("PALIMPSEST_STATIC", Path(__file__).resolve().parent.parent / "static")
+)
 
 
 async def index(request: Request) -> Response:

@@ -47,6 +47,8 @@ class Backend:
         self.auth: Any = Authenticator()
         #: things with start()/stop() that live as long as the backend (fan-out, …)
         self.services: list[Any] = []
+        #: called with a short reason label whenever a connection or a frame is refused
+        self.on_refused: list[Callable[[str], None]] = []
         self._started = False
         self._install_features()
 
@@ -76,6 +78,29 @@ class Backend:
         identity = self.identify(token, request.query_params.get("user"))
         self.auth.authorize(identity, doc, need)
         return identity
+
+    def refused(self, reason: str) -> None:
+        for cb in self.on_refused:
+            cb(reason)
+
+    async def going_away(self, reason: str = "server shutting down, reconnect") -> int:
+        """Graceful shutdown, before the web server closes its sockets: close every
+        connection with 1001 (going away: clients reconnect, elsewhere or later) and
+        flush every room, so that everything already read is durable. Returns how many
+        connections were closed."""
+        closed = 0
+        rooms = list(self.rooms.loaded.values())
+        for room in rooms:
+            for peer in list(room.peers.values()):
+                peer.close(1001, reason)
+                closed += 1
+        for room in rooms:
+            try:
+                await room.flush()
+            except Exception as e:  # the room reloads from the log; nothing acknowledged is lost
+                log.warning("flushing %s on shutdown failed: %s", room.name, e)
+        log.info("going away: closed %d connections, flushed %d rooms", closed, len(rooms))
+        return closed
 
     async def __aenter__(self) -> Self:
         await self.start()

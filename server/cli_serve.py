@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Any
 
 from .cli import add_store_options, settings_from, setup_logging
 
@@ -17,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--port", type=int, help="port (env PALIMPSEST_PORT; default 8000)")
     add_store_options(p)
     p.add_argument("--fanout", help="redis://… to run several processes (env PALIMPSEST_FANOUT)")
-    p.add_argument("--jwt-secret", help="HS256 secret; none = open mode (env PALIMPSEST_JWT_SECRET)")
+    p.add_argument(
+        "--jwt-secret", help="HS256 secret; none = open mode (env PALIMPSEST_JWT_SECRET)"
+    )
     p.add_argument("--jwt-public-key", help="PEM file for RS256/ES256 tokens")
     p.add_argument("--snapshot-every", type=int, help="events between snapshots (default 1000)")
     p.add_argument("--max-frame-bytes", type=int, help="largest frame accepted (default 8 MiB)")
@@ -59,15 +62,84 @@ def run(args: argparse.Namespace) -> int:
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
         log_level="warning",
+        log_config=None,  # uvicorn's own lines go through our handler (JSON with --log-json)
         lifespan="on",
         timeout_graceful_shutdown=10,
     )
-    server = uvicorn.Server(config)
+    uv = logging.getLogger("uvicorn")
+    uv.handlers[:] = logging.getLogger("palimpsest").handlers
+    uv.propagate = False
+    server = _going_away_server()(config)
     ok = _serve(server, settings.host, settings.port)
     return 0 if ok else 1
 
 
-def _serve(server: "object", host: str, port: int) -> bool:
+#: at most this long to close connections with 1001 and flush the rooms on SIGTERM
+GOING_AWAY_SECONDS = 10
+
+
+def _going_away_server() -> Any:
+    import uvicorn
+
+    class GoingAwayServer(uvicorn.Server):
+        """On SIGTERM/SIGINT: stop accepting, close our websockets with 1001 (going away,
+        so clients reconnect elsewhere) and flush every room, THEN let uvicorn shut down
+        (it would close them with 1012), after which the lifespan stops the backend (final
+        snapshots of open rooms, the committer drained)."""
+
+        async def shutdown(self, sockets: list[Any] | None = None) -> None:
+            log.info("shutting down: no new connections; closing clients with 1001")
+            for srv in self.servers:
+                srv.close()
+            app: Any = self.config.loaded_app if self.config.loaded else self.config.app
+            backend = _find_backend(app)
+            if backend is not None:
+                import asyncio
+
+                try:
+                    # bounded: a store that hangs must not make SIGTERM hang (the rest is
+                    # in the log or still on the clients, who re-send on reconnect)
+                    closed = await asyncio.wait_for(backend.going_away(), GOING_AWAY_SECONDS)
+                    # let the close frames go out before uvicorn takes the sockets down
+                    await _wait_closed(backend, closed)
+                except TimeoutError:
+                    log.error("flushing the rooms took over %ds; shutting down anyway",
+                              GOING_AWAY_SECONDS)  # fmt: skip
+                except Exception:
+                    log.exception("graceful close of the connections failed")
+            await super().shutdown(sockets)
+            log.info("stopped")
+
+    return GoingAwayServer
+
+
+def _find_backend(app: Any) -> Any:
+    """The Backend behind uvicorn's middleware wrappers (each keeps the next in .app)."""
+    for _ in range(10):
+        state = getattr(app, "state", None)
+        backend = getattr(state, "backend", None) if state is not None else None
+        if backend is not None:
+            return backend
+        app = getattr(app, "app", None)
+        if app is None:
+            return None
+    return None
+
+
+async def _wait_closed(backend: Any, closed: int, within: float = 3.0) -> None:
+    import asyncio
+
+    if not closed:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while loop.time() < deadline:
+        if not any(room.peers for room in backend.rooms.loaded.values()):
+            return
+        await asyncio.sleep(0.02)
+
+
+def _serve(server: object, host: str, port: int) -> bool:
     import asyncio
 
     import uvicorn
@@ -80,7 +152,9 @@ def _serve(server: "object", host: str, port: int) -> bool:
             if task.done():
                 return bool(task.result() is None and server.started)
             await asyncio.sleep(0.02)
-        print(f"palimpsest: listening on http://{host}:{port} (ws://{host}:{port}/ws/DOC)", flush=True)
+        print(
+            f"palimpsest: listening on http://{host}:{port} (ws://{host}:{port}/ws/DOC)", flush=True
+        )
         await task
         return True
 

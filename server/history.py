@@ -15,6 +15,7 @@ A ``ref`` (wherever a seq is accepted) is a seq number, a tag name, or ``head``.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import weakref
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pycrdt import Doc
 
 from .errors import BadRequest, NotFound
-from .history_attribution import AttributionCache, AttributionIndex
+from .history_attribution import FOLD_SLICE, AttributionCache, AttributionIndex
 from .history_render import (
     TEXT,
     infer_root_types,
@@ -214,23 +215,33 @@ class History:
 
     # --- attribution ----------------------------------------------------------------------
 
-    async def _index_for(self, doc: str, info: DocInfo) -> AttributionIndex:
-        """The attribution index, folded to head, tracking every root known to be text."""
+    async def _index_for(self, doc: str, info: DocInfo, seqs: list[int]) -> AttributionIndex:
+        """The attribution index, folded to head, tracking every root known to be text.
+
+        A root with nothing visible at head has no known type: the versions asked for
+        (`seqs`) teach it, and a root learnt to be text makes the index track it."""
         cached = self.attribution.peek(doc)
         if cached is not None and cached.seq > info.head:  # deleted and re-created
             self.attribution.drop(doc)
         known = self._types.get(doc)
         if known is None:
             self.types(doc, await self.doc_at(doc, info.head))
-            known = self._types.get(doc, {})
-        text_roots = sorted(n for n, k in known.items() if k == TEXT)
-        index = await self.attribution.get(doc, info.head, text_roots)
+            known = self._types.setdefault(doc, {})
+        index = await self.attribution.get(doc, info.head, self._texts(known))
+        if any(n not in known and n not in index.tracks for n in index.doc.keys()):
+            for seq in sorted(set(seqs)):
+                self.types(doc, await self.doc_at(doc, seq))
+            index = await self.attribution.get(doc, info.head, self._texts(known))
         for name in index.tracks:
             known.setdefault(name, TEXT)
         return index
 
+    @staticmethod
+    def _texts(known: dict[str, str]) -> list[str]:
+        return sorted(n for n, k in known.items() if k == TEXT)
+
     async def blame(self, doc: str, seq: int, info: DocInfo, root: str | None) -> dict[str, Any]:
-        index = await self._index_for(doc, info)
+        index = await self._index_for(doc, info, [seq])
         roots: dict[str, Any] = {}
         for name in sorted(index.tracks):
             if root is not None and name != root:
@@ -253,9 +264,12 @@ class History:
             texts = sorted({n for d in docs for n, k in self.types(doc, d).items() if k == TEXT})
             index = AttributionIndex(doc, texts)
             index.start_from(a, docs[0].get_update())
-            index.fold(await self.store.read(doc, after=a, upto=b))
+            events = await self.store.read(doc, after=a, upto=b)
+            for i in range(0, len(events), FOLD_SLICE):
+                index.fold(events[i : i + FOLD_SLICE])
+                await asyncio.sleep(0)  # other rooms keep flowing
         else:
-            index = await self._index_for(doc, info)
+            index = await self._index_for(doc, info, [a, b])
         # roots are never removed: the index's document (at b or later) names them all
         names = sorted(set(index.doc.keys()) | set(index.tracks))
         if root is not None:

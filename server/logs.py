@@ -27,9 +27,7 @@ def configure(level: str = "info", json_lines: bool = False) -> None:
     if json_lines:
         handler.setFormatter(JSONFormatter())
     else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-        )
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger("palimpsest")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -227,9 +227,7 @@ def encode_permission_denied(reason: str) -> bytes:
 
 
 def encode_extension(body: dict[str, Any]) -> bytes:
-    return write_var_uint(MSG_EXTENSION) + write_var_string(
-        json.dumps(body, separators=(",", ":"))
-    )
+    return write_var_uint(MSG_EXTENSION) + write_var_string(json.dumps(body, separators=(",", ":")))
 
 
 def encode(msg: Message) -> bytes:

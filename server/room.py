@@ -67,7 +67,7 @@ class _ClientUpdate:
 class _ServerChange:
     actor: str
     kind: str
-    change: Callable[[Doc], Any]
+    change: Callable[[Doc[Any]], Any]
     meta: dict[str, Any]
     future: asyncio.Future[Event | None]
 
@@ -113,7 +113,7 @@ class Room:
     def __init__(
         self,
         name: str,
-        doc: Doc,
+        doc: Doc[Any],
         seq: int,
         *,
         committer: Committer,
@@ -271,7 +271,7 @@ class Room:
         if any(clock > ours.get(client, 0) for client, clock in sv.items()):
             return True
         # No new items: only deletions could be new. Try them on a scratch copy.
-        scratch: Doc = Doc(skip_gc=True)
+        scratch: Doc[Any] = Doc(skip_gc=True)
         scratch.apply_update(self.doc.get_update())
         changed: list[bool] = []
         sub = scratch.observe(lambda _e: changed.append(True))
@@ -305,12 +305,14 @@ class Room:
                     # ignore this state. Tell the client it was removed: y-protocols then
                     # bumps its clock and re-sends its state, which everyone accepts.
                     if not relayed:
-                        peer.send(P.encode_awareness(
-                            P.encode_awareness_entries([(client, gone, "null")])
-                        ))
+                        peer.send(
+                            P.encode_awareness(P.encode_awareness_entries([(client, gone, "null")]))
+                        )
                     continue
-            if known is None or clock > known.clock or (
-                clock == known.clock and state == "null" and known.state != "null"
+            if (
+                known is None
+                or clock > known.clock
+                or (clock == known.clock and state == "null" and known.state != "null")
             ):
                 if state == "null":
                     self.awareness.pop(client, None)
@@ -347,7 +349,7 @@ class Room:
         self,
         actor: str,
         kind: str,
-        change: Callable[[Doc], Any],
+        change: Callable[[Doc[Any]], Any],
         meta: dict[str, Any] | None = None,
     ) -> Event | None:
         """Run `change(doc)` in the pipeline; log what it changed as one event of `kind`.
@@ -411,7 +413,9 @@ class Room:
         except StoreError as e:
             # Nothing was logged, nothing applied, nothing acknowledged. The senders
             # reconnect (transient close code) and re-send through sync step 2.
-            log.warning("room %s: commit failed (%s); dropping %d senders", self.name, e, len(batch))
+            log.warning(
+                "room %s: commit failed (%s); dropping %d senders", self.name, e, len(batch)
+            )
             for peer in {u.peer.id: u.peer for u in batch}.values():
                 peer.close(e.close_code, "the store is unavailable, reconnect to re-send")
             return
@@ -575,7 +579,9 @@ def _merged_frames(updates: list[bytes]) -> list[bytes]:
     return frames
 
 
-def replay(room_or_doc: Doc, events: Sequence[Event], on_apply: Callable[[Event], None] | None = None) -> int:
+def replay(
+    room_or_doc: Doc[Any], events: Sequence[Event], on_apply: Callable[[Event], None] | None = None
+) -> int:
     """Fold events onto a doc with replay origins; returns how many failed to apply."""
     failed = 0
     for ev in events:

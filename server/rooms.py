@@ -73,7 +73,7 @@ class Rooms:
     async def _load(self, name: str) -> Room:
         holder: dict[str, Room] = {}
 
-        def before_replay(doc: Doc, snap: Snapshot | None) -> None:
+        def before_replay(doc: Doc[Any], snap: Snapshot | None) -> None:
             room = self._make(name, doc, snap.seq if snap else 0)
             # what features persisted with the snapshot (e.g. undo stacks), for on_load
             room.extra["snapshot_meta"] = dict(snap.meta) if snap is not None else {}
@@ -106,7 +106,7 @@ class Rooms:
             cb(name, loaded.seconds, loaded.replayed)
         return room
 
-    def _make(self, name: str, doc: Doc, seq: int) -> Room:
+    def _make(self, name: str, doc: Doc[Any], seq: int) -> Room:
         return Room(
             name,
             doc,
@@ -121,7 +121,9 @@ class Rooms:
     def _broken(self, room: Room, error: BaseException) -> None:
         if self._rooms.get(room.name) is room:
             del self._rooms[room.name]
-        log.error("room %s dropped after a failure (%r); the next connection reloads it", room.name, error)
+        log.error(
+            "room %s dropped after a failure (%r); the next connection reloads it", room.name, error
+        )
         for hook in room.hooks.closed:
             hook(room)
 

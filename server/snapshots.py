@@ -40,14 +40,14 @@ def server_client_id(doc: str) -> int:
     return int.from_bytes(hashlib.blake2b(doc.encode(), digest_size=4).digest(), "big") & 0x7FFFFFFF
 
 
-def new_doc(doc: str) -> Doc:
+def new_doc(doc: str) -> Doc[Any]:
     # skip_gc: deleted content stays, so undo and history can bring it back after reload
     return Doc(skip_gc=True, client_id=server_client_id(doc))
 
 
 @dataclass
 class Loaded:
-    doc: Doc
+    doc: Doc[Any]
     seq: int
     snapshot: Snapshot | None
     replayed: int
@@ -60,7 +60,7 @@ async def load(
     name: str,
     *,
     upto: int | None = None,
-    before_replay: Callable[[Doc, Snapshot | None], None] | None = None,
+    before_replay: Callable[[Doc[Any], Snapshot | None], None] | None = None,
     on_event: Callable[[Event], None] | None = None,
 ) -> Loaded:
     """The document at `upto` (default: head): nearest valid snapshot + the events after it."""

@@ -9,8 +9,10 @@ from .errors import BadRequest
 
 def iso(ts_ms: int) -> str:
     """Milliseconds since the epoch as an ISO-8601 UTC timestamp."""
-    return datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
+    return (
+        datetime.fromtimestamp(ts_ms / 1000, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
     )
 
 

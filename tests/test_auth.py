@@ -40,6 +40,7 @@ RANK = {r: i for i, r in enumerate(ROLES)}
 HTTP_ROUTES: dict[tuple[str, str], str | None] = {
     ("GET", "/"): None,
     ("GET", "/healthz"): None,
+    ("GET", "/readyz"): None,
     ("GET", "/metrics"): None,
     ("GET", "/api/docs"): "read",
     ("GET", "/api/docs/{doc}"): "read",

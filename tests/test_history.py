@@ -362,3 +362,26 @@ def test_every_history_route_is_in_the_openapi_file() -> None:
     spec = (Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml").read_text()
     for route in history_routes:
         assert f"  {route.path}:" in spec, route.path
+
+
+async def test_a_text_emptied_at_head_keeps_its_history(server: RunningServer) -> None:
+    async with connect(server.ws_url, "h9", "alice") as a:
+        a.insert(0, "gone soon")
+        await eventually(lambda: _head(server, "h9"))
+        written = await _head(server, "h9")
+        del a.text[0 : len(a.text)]
+
+        async def deleted() -> bool:
+            return await _head(server, "h9") > written
+
+        await eventually(deleted)
+    async with httpx.AsyncClient(base_url=server.url) as c:
+        head = (await c.get("/api/docs/h9/versions/head")).json()
+        assert head["roots"]["content"]["value"] == ""
+        b = (await c.get("/api/docs/h9/blame", params={"seq": written})).json()
+        assert b["roots"]["content"]["runs"] == [
+            {"text": "gone soon", "actor": "alice", "seq": written}
+        ]
+        d = (await c.get("/api/docs/h9/diff", params={"from": written})).json()
+        ops = d["roots"]["content"]["ops"]
+        assert [(o["op"], o["text"], o["actor"]) for o in ops] == [("delete", "gone soon", "alice")]

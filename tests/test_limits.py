@@ -119,7 +119,8 @@ async def test_slow_consumer_is_dropped_and_nobody_waits(settings: Settings) -> 
             # memory: the server held at most a bounded backlog for the slow client
             grown = rss() - rss0
             sent = len(latencies) * len(chunk)
-            assert grown < 40 * 2**20 + 4 * sent, (grown, sent)
+            # (this process also holds the writer's, the reader's and the room's copies)
+            assert grown < 64 * 2**20 + 6 * sent, (grown, sent)
             # the slow client's socket was torn down (abort: RST, or a close after its data)
             slow.settimeout(0.0)
 

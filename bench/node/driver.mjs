@@ -132,6 +132,7 @@ function httpJson (url) {
 }
 
 let BetterSqlite3 = null
+let durableProgress = null // {stored, at}: the last count a probe saw, for a store that did not catch up
 async function openSqlite (file) {
   if (!BetterSqlite3) BetterSqlite3 = (await import('better-sqlite3')).default
   return new BetterSqlite3(file, { readonly: true, fileMustExist: true, timeout: 2000 })
@@ -163,10 +164,12 @@ async function waitDurable (durable, docName, writerId, clock, updates, expected
         const db = await openSqlite(durable.file)
         try {
           const row = db.prepare('SELECT count(*) AS n FROM yupdates WHERE path = ?').get('/' + docName)
+          if (row) durableProgress = { stored: row.n, at: now() }
           if (row && row.n >= updates) return now()
         } finally { db.close() }
       } else if (kind === 'http-count') {
         const r = await httpJson(`${durable.url}/${encodeURIComponent(docName)}`)
+        durableProgress = { stored: r.stored - (durable.extra || 0), at: now() }
         if (r.stored >= updates + (durable.extra || 0)) return now()
       }
     } catch (e) {
@@ -278,6 +281,10 @@ async function ingest (spec) {
     durableSeconds: secDur === null || Number.isNaN(secDur) ? null : secDur,
     observerRate: timedOut ? doneObserved / ((now() - t0) / 1000) : patches.length / secObs,
     durableRate: secDur === null || Number.isNaN(secDur) ? null : patches.length / secDur,
+    // a store that had not caught up by the cap: how far it got, and how fast
+    durableCapped: secDur !== null && Number.isNaN(secDur),
+    storedAtCap: durableProgress && Number.isNaN(secDur) ? durableProgress.stored : null,
+    storedRateAtCap: durableProgress && Number.isNaN(secDur) ? durableProgress.stored / ((durableProgress.at - t0) / 1000) : null,
     timeline
   }
 }

@@ -1,4 +1,4 @@
-"""Health and the document list."""
+"""The document list. (Health, readiness and metrics: server.routes.ops.)"""
 
 from __future__ import annotations
 
@@ -13,10 +13,6 @@ from ..util import iso
 def backend_of(request: Request) -> Backend:
     b: Backend = request.app.state.backend
     return b
-
-
-async def healthz(request: Request) -> Response:
-    return JSONResponse({"status": "alive"})
 
 
 async def list_docs(request: Request) -> Response:
@@ -40,6 +36,5 @@ async def list_docs(request: Request) -> Response:
 
 
 routes = [
-    Route("/healthz", healthz),
     Route("/api/docs", list_docs),
 ]

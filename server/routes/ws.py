@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -65,8 +66,12 @@ class Connection:
         if self._close is not None:
             return
         if self._queued_bytes + len(frame) > self._max_queued_bytes:
-            log.warning("%s: send queue over %d bytes, dropping the connection",
-                        self.id, self._max_queued_bytes)
+            log.warning(
+                "%s: send queue over %d bytes, dropping the connection",
+                self.id,
+                self._max_queued_bytes,
+            )
+            self.backend.refused("send_queue_overflow")
             self.close(1013, "send queue overflow: reconnect and re-sync")
             return
         try:
@@ -74,6 +79,7 @@ class Connection:
             self._queued_bytes += len(frame)
         except asyncio.QueueFull:
             log.warning("%s: send queue overflow, dropping the connection", self.id)
+            self.backend.refused("send_queue_overflow")
             self.close(1013, "send queue overflow: reconnect and re-sync")
 
     def close(self, code: int, reason: str) -> None:
@@ -149,6 +155,7 @@ class Connection:
         elif isinstance(msg, P.SyncStep2 | P.SyncUpdate):
             if not self.identity.can_write:
                 if msg.update != b"\x00\x00":
+                    self.backend.refused("read_only")
                     self.send(P.encode_permission_denied("read-only: your edits are not accepted"))
                 return
             if self._rate > 0 and not self._take_token():
@@ -183,8 +190,12 @@ class Connection:
         rid = body.get("id")
         handler = self.backend.extensions.get(op) if isinstance(op, str) else None
         if op == "hello":
-            answer: dict[str, Any] = {"ok": True, "user": self.actor, "role": self.identity.role,
-                                      "ops": sorted(self.backend.extensions)}
+            answer: dict[str, Any] = {
+                "ok": True,
+                "user": self.actor,
+                "role": self.identity.role,
+                "ops": sorted(self.backend.extensions),
+            }
         elif handler is None:
             answer = {"ok": False, "reason": f"unknown extension message type {op!r}"}
         else:
@@ -213,12 +224,16 @@ class Connection:
         except WebSocketDisconnect:
             pass
         except (ProtocolError, UpdateRejected, FrameTooLarge, StoreError, RateLimited) as e:
-            log.info("%s (%s on %s): closing with %d: %s", self.id, self.actor, self.doc, e.close_code, e)
+            log.info(
+                "%s (%s on %s): closing with %d: %s", self.id, self.actor, self.doc, e.close_code, e
+            )
+            self.backend.refused(reason_of(e))
             if isinstance(e, UpdateRejected | ProtocolError) and self.ext:
                 self.send(P.encode_extension({"type": "error", "reason": str(e)}))
             self.close(e.close_code, str(e))
         except PalimpsestError as e:
             log.info("%s: closing with %d: %s", self.id, e.close_code, e)
+            self.backend.refused(reason_of(e))
             self.close(e.close_code, str(e))
         finally:
             room.leave(self)
@@ -228,6 +243,11 @@ class Connection:
             await self.closed.wait()
             for task in list(self._tasks):
                 task.cancel()
+
+
+def reason_of(e: BaseException) -> str:
+    """A metrics label for a refusal: the error class in snake case (frame_too_large, …)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(e).__name__).lower()
 
 
 async def refuse(ws: WebSocket, code: int, reason: str) -> None:
@@ -243,12 +263,14 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         identity = backend.authenticate_ws(ws, doc)
     except PalimpsestError as e:
         log.info("refused websocket for %r: %s", doc, e)
+        backend.refused(reason_of(e))
         await refuse(ws, e.close_code, str(e))
         return
     limits = limits_of(backend)
     host = ws.client.host if ws.client else "unknown"
     if not limits.connect(host):
         log.warning("refused websocket for %r from %s: too many connections", doc, host)
+        backend.refused("too_many_connections")
         limit = backend.settings.max_connections_per_ip
         await refuse(ws, 4429, f"more than {limit} connections from your address")
         return
@@ -258,6 +280,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
             room = await backend.rooms.get(doc)
         except StoreError as e:
             log.warning("cannot load %s: %s", doc, e)
+            backend.refused("store_unavailable")
             await ws.close(1013, "the store is unavailable, try again")
             return
         conn = Connection(ws, backend, identity, doc)

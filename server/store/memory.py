@@ -136,7 +136,7 @@ class MemoryStore(EventStore):
         self._check()
         existed = doc in self._heads
         for d in (self._events, self._heads, self._base, self._snaps, self._tags):
-            d.pop(doc, None)  # type: ignore[attr-defined]
+            d.pop(doc, None)
         return existed
 
     async def put_snapshot(

@@ -200,7 +200,9 @@ class SQLiteStore(EventStore):
                         last_ts[doc] = max(last_ts.get(doc, 0), ev.ts)
                     heads[doc] = head
                     out.append(stored)
-                await db.executemany(f"INSERT INTO events ({_EVENT_COLS}) VALUES (?,?,?,?,?,?,?)", rows)
+                await db.executemany(
+                    f"INSERT INTO events ({_EVENT_COLS}) VALUES (?,?,?,?,?,?,?)", rows
+                )
                 await db.executemany(
                     "INSERT INTO docs (name, head, created_ts, updated_ts, events_bytes) "
                     "VALUES (?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET head=excluded.head, "
@@ -370,9 +372,7 @@ class SQLiteStore(EventStore):
                     "DELETE FROM events WHERE doc = ? AND seq <= ?", (doc, before)
                 )
                 removed = cur.rowcount
-                await db.execute(
-                    "DELETE FROM snapshots WHERE doc = ? AND seq < ?", (doc, before)
-                )
+                await db.execute("DELETE FROM snapshots WHERE doc = ? AND seq < ?", (doc, before))
                 await db.execute(
                     "UPDATE docs SET base_seq = MAX(base_seq, ?), events_bytes = "
                     "(SELECT COALESCE(SUM(LENGTH(data)), 0) FROM events WHERE doc = ?) "
@@ -410,9 +410,7 @@ class SQLiteStore(EventStore):
     @_writes
     async def delete_tag(self, doc: str, name: str) -> bool:
         try:
-            cur = await self.db.execute(
-                "DELETE FROM tags WHERE doc = ? AND name = ?", (doc, name)
-            )
+            cur = await self.db.execute("DELETE FROM tags WHERE doc = ? AND name = ?", (doc, name))
         except sqlite3.Error as e:
             raise StoreError(f"SQLite tag delete failed: {e}") from e
         return cur.rowcount > 0

@@ -1,0 +1,562 @@
+"""Admin commands that work on the store directly: export, import, snapshot, inspect,
+verify, compact, delete.
+
+They are meant for a stopped server, or for documents no server has open. What happens
+when one does (SQLite in WAL mode and PostgreSQL both allow it):
+
+- export, inspect, verify only read: always safe;
+- import appends one event; a server that has the document open reads it at its next
+  commit (or fan-out gap check) and its clients see it then;
+- snapshot writes a checkpoint equal to the log at its seq: harmless, like the server's;
+- compact only touches events at or below --before, which never change, so a moving head
+  is harmless; a named version below --before is refused (it would stop rendering);
+- delete removes the document under a server that has it open, which would keep writing
+  into a fresh log: use ``DELETE /api/docs/DOC`` on a running server instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from pycrdt import Doc, Text, get_state
+
+from . import protocol as P
+from .cli import add_store_options, settings_from, setup_logging
+from .errors import PalimpsestError, StoreError
+from .history_render import TEXT, infer_root_types, render, root_names
+from .names import validate_doc_name
+from .snapshots import load, new_doc
+from .store import EventStore, open_store
+from .store.base import Event, NewEvent
+from .util import iso, parse_iso
+
+LIVE_NOTE = (
+    "Meant for a stopped server or for documents no server has open "
+    "(see docs/readme/operations.md)."
+)
+PAGE = 5000
+
+
+class AdminError(Exception):
+    """A refusal or failure of an admin command: printed, exit status 1."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    def add(name: str, help: str, description: str, func: Callable[..., Any]) -> Any:
+        p = sub.add_parser(
+            name,
+            help=help,
+            description=f"{description} {LIVE_NOTE}",
+        )
+        add_store_options(p)
+        p.set_defaults(func=lambda args: _run(name, func, args))
+        return p
+
+    p = add("export", "print a document (or a past version of it)",
+            "Print the document at its head, or at --seq, as text, JSON or a Yjs update.",
+            export)  # fmt: skip
+    p.add_argument("doc", metavar="DOC")
+    p.add_argument("--seq", type=int, help="the version to export (default: the head)")
+    p.add_argument("--format", choices=["text", "json", "update"], default="text",
+                   help="text: the text roots; json: every root with its type; "
+                   "update: the Yjs v1 update (binary) (default text)")  # fmt: skip
+    p.add_argument("-o", "--out", help="write to this file instead of stdout")
+
+    p = add("import", "append a Yjs update or a text file to a document",
+            "Append FILE as one event of kind 'import': a Yjs v1 update (from export "
+            "--format update, or any Yjs app), or plain UTF-8 text, which becomes the text "
+            "root of a document that has no events yet.", import_)  # fmt: skip
+    p.add_argument("doc", metavar="DOC")
+    p.add_argument("file", metavar="FILE", help="the update or text file ('-' for stdin)")
+    p.add_argument("--user", default="admin", help="actor of the event (default admin)")
+    p.add_argument("--root", default="content", help="text root for plain text (default content)")
+    p.add_argument("--text", action="store_true", help="treat FILE as text even if it decodes")
+
+    p = add("snapshot", "force a checkpoint of a document",
+            "Load the document (snapshot + tail) and write a snapshot at its head, with the "
+            "undo stacks the server keeps with snapshots.", snapshot)  # fmt: skip
+    p.add_argument("doc", metavar="DOC")
+
+    p = add("inspect", "show a document's head, snapshots, sizes, tags and actors",
+            "Show what the store holds for a document.", inspect)  # fmt: skip
+    p.add_argument("doc", metavar="DOC")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = add("verify", "re-fold every log and compare it with its snapshots",
+            "For every document (or each DOC given), fold the log from its start (or its "
+            "compaction base) and compare the result with every snapshot: state vectors and "
+            "rendered content must match and checksums must hold; seqs must be gap-free and "
+            "every event must apply; tags must point into the log. Exits 1 on any problem.",
+            verify)  # fmt: skip
+    p.add_argument("docs", metavar="DOC", nargs="*", help="only these documents")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = add("compact", "fold old events into a base snapshot (explicit retention)",
+            "Fold events 1..SEQ (or up to TIME) into a base snapshot and delete them. The "
+            "document at every later seq stays identical; versions before the base are gone "
+            "from history. Named versions pin history: a --before past a tag is refused. "
+            "Refuses to run without --yes.", compact)  # fmt: skip
+    p.add_argument("doc", metavar="DOC")
+    p.add_argument("--before", required=True,
+                   help="a seq, a tag name, or an ISO-8601 time (the last seq at or "
+                   "before it)")  # fmt: skip
+    p.add_argument("--yes", action="store_true", help="really delete the old events")
+
+    p = add("delete", "delete a document: its events, snapshots and tags",
+            "Delete a document from the store, for good. Refuses to run without --yes. "
+            "On a running server prefer DELETE /api/docs/DOC.", delete)  # fmt: skip
+    p.add_argument("doc", metavar="DOC")
+    p.add_argument("--yes", action="store_true", help="really delete it")
+
+
+def _run(
+    name: str, func: Callable[[EventStore, argparse.Namespace], Awaitable[int]],
+    args: argparse.Namespace,
+) -> int:  # fmt: skip
+    settings = settings_from(args)
+    args.settings = settings
+    # the commands print their own results; the core's log lines would only be noise here
+    # (e.g. the open-mode warning of the Backend that `snapshot` builds), errors still show
+    setup_logging("error")
+
+    async def main() -> int:
+        missing = _missing_sqlite_file(settings.store_url)
+        if missing and name != "import":  # opening it would create an empty database
+            raise AdminError(f"no SQLite database at {missing} (give --db or --store)")
+        store = open_store(settings.store_url)
+        await store.start()
+        try:
+            return await func(store, args)
+        finally:
+            await store.stop()
+
+    try:
+        return asyncio.run(main())
+    except BrokenPipeError:  # `palimpsest export DOC | head`: the reader has had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (AdminError, PalimpsestError) as e:
+        print(f"palimpsest {name}: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"palimpsest {name}: {e}", file=sys.stderr)
+        return 1
+
+
+def _missing_sqlite_file(url: str) -> str | None:
+    if url.startswith(("postgresql://", "postgres://", "memory://")):
+        return None
+    path = url.removeprefix("sqlite://")
+    if path.startswith("/") and not path.startswith("//"):
+        path = path[1:]
+    elif path.startswith("//"):
+        path = path[1:]
+    if not path or path == ":memory:" or Path(path).exists():
+        return None
+    return path
+
+
+def _progress(total: int, desc: str, quiet: bool = False) -> Any:
+    from tqdm import tqdm
+
+    # disable=None: bars only on a terminal, never in pipes and logs
+    return tqdm(total=total, desc=desc, unit="ev", disable=True if quiet else None,
+                file=sys.stderr, leave=False)  # fmt: skip
+
+
+async def _require(store: EventStore, doc: str) -> Any:
+    validate_doc_name(doc)
+    info = await store.doc_info(doc)
+    if info is None or (info.head == 0 and not await store.snapshots(doc)):
+        raise AdminError(f"no document named {doc!r} in this store")
+    return info
+
+
+async def _events(store: EventStore, doc: str, after: int, upto: int) -> AsyncIterator[Event]:
+    while after < upto:
+        page = await store.read(doc, after=after, upto=upto, limit=PAGE)
+        if not page:
+            return
+        for ev in page:
+            yield ev
+        after = page[-1].seq
+
+
+def _types(ydoc: Doc[Any]) -> dict[str, str]:
+    return {n: t or TEXT for n, t in infer_root_types(ydoc, root_names(ydoc)).items()}
+
+
+def rendered(ydoc: Doc[Any]) -> dict[str, dict[str, Any]]:
+    """Every root as {type, value}, on a scratch copy (fixing root types is harmless there)."""
+    scratch: Doc[Any] = Doc()
+    scratch.apply_update(ydoc.get_update())
+    return render(scratch, _types(ydoc))
+
+
+# --- export -----------------------------------------------------------------------------
+
+
+async def export(store: EventStore, args: argparse.Namespace) -> int:
+    info = await _require(store, args.doc)
+    seq = info.head if args.seq is None else args.seq
+    if seq > info.head or seq < info.base_seq:
+        raise AdminError(f"{args.doc!r} has versions {info.base_seq}..{info.head}, not {seq}")
+    loaded = await load(store, args.doc, upto=seq)
+    if args.format == "update":
+        data = loaded.doc.get_update()
+    else:
+        roots = rendered(loaded.doc)
+        if args.format == "json":
+            out = {"doc": args.doc, "seq": loaded.seq, "roots": roots}
+            data = (json.dumps(out, ensure_ascii=False, indent=2) + "\n").encode()
+        else:
+            texts = {n: r["value"] for n, r in roots.items() if isinstance(r["value"], str)}
+            if len(texts) == 1:
+                data = next(iter(texts.values())).encode()
+            else:
+                data = "".join(f"=== {n} ===\n{v}\n" for n, v in texts.items()).encode()
+    if args.out:
+        await asyncio.to_thread(Path(args.out).write_bytes, data)
+        print(f"palimpsest export: {args.doc}@{loaded.seq} -> {args.out} ({len(data)} bytes)",
+              file=sys.stderr)  # fmt: skip
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    return 0
+
+
+# --- import -----------------------------------------------------------------------------
+
+
+def _as_update(data: bytes) -> bytes | None:
+    """data if it is a Yjs update that applies to an empty document, else None."""
+    if not data or data.startswith(b"\xef\xbb\xbf"):
+        return None
+    try:
+        P.decode_state_vector(get_state(data))
+        probe: Doc[Any] = Doc()
+        probe.apply_update(data)
+    except BaseException as e:  # pyo3 PanicException derives from BaseException
+        if isinstance(e, KeyboardInterrupt | SystemExit):
+            raise
+        return None
+    return data
+
+
+async def import_(store: EventStore, args: argparse.Namespace) -> int:
+    validate_doc_name(args.doc)
+    if args.file == "-":
+        data = await asyncio.to_thread(sys.stdin.buffer.read)
+    else:
+        data = await asyncio.to_thread(Path(args.file).read_bytes)
+    update = None if args.text else _as_update(data)
+    head = await store.head(args.doc)
+    loaded = await load(store, args.doc)
+    meta: dict[str, Any] = {"source": Path(args.file).name if args.file != "-" else "stdin"}
+    if update is None:
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise AdminError(f"{args.file} is neither a Yjs update nor UTF-8 text ({e})") from e
+        if head > 0:
+            raise AdminError(
+                f"{args.doc!r} already has {head} events: plain text is imported only as the "
+                "first event (import a Yjs update instead, or restore through the history API)"
+            )
+        ydoc = loaded.doc
+        before = ydoc.get_state()
+        ydoc.get(args.root, type=Text).insert(0, text)
+        update = ydoc.get_update(before)
+        meta.update(format="text", root=args.root, chars=len(text))
+    else:
+        try:
+            loaded.doc.apply_update(update)
+        except BaseException as e:
+            if isinstance(e, KeyboardInterrupt | SystemExit):
+                raise
+            raise AdminError(f"the update does not apply to {args.doc!r}: {e}") from e
+        meta.update(format="update")
+    meta["clients"] = sorted(P.decode_state_vector(get_state(update)))
+    [[ev]] = await store.append([(args.doc, [NewEvent(args.user, "import", update, meta)])])
+    print(f"palimpsest import: {args.doc}@{ev.seq} ({len(update)} bytes, {meta['format']}, "
+          f"by {args.user})")  # fmt: skip
+    return 0
+
+
+# --- snapshot ---------------------------------------------------------------------------
+
+
+async def snapshot(store: EventStore, args: argparse.Namespace) -> int:
+    await _require(store, args.doc)
+    # Through a Backend over this store, so that the features' snapshot meta (undo stacks)
+    # is written as the server writes it. Nothing listens; no fan-out.
+    from .backend import Backend
+
+    settings = dataclasses.replace(args.settings, fanout=None)
+    backend = Backend(settings, store=store)
+    await backend.committer.start()
+    try:
+        room = await backend.rooms.get(args.doc)
+        captured = backend.snapshots.capture(room)
+        if captured is None:
+            raise AdminError(f"{args.doc!r} has no events to snapshot")
+        seq, state, meta = captured
+        await store.put_snapshot(args.doc, seq, state, meta)
+        await room.stop()
+    finally:
+        await backend.committer.stop()
+    print(f"palimpsest snapshot: {args.doc}@{seq} written ({len(state)} bytes)")
+    return 0
+
+
+# --- inspect ----------------------------------------------------------------------------
+
+
+async def inspect(store: EventStore, args: argparse.Namespace) -> int:
+    info = await _require(store, args.doc)
+    snaps = await store.snapshots(args.doc)
+    tags = await store.tags(args.doc)
+    actors: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
+    first_ts = None
+    bar = _progress(info.head - info.base_seq, f"reading {args.doc}")
+    async for ev in _events(store, args.doc, info.base_seq, info.head):
+        actors[ev.actor] += 1
+        kinds[ev.kind] += 1
+        first_ts = ev.ts if first_ts is None else first_ts
+        bar.update(1)
+    bar.close()
+    out = {
+        "doc": args.doc,
+        "head": info.head,
+        "base_seq": info.base_seq,
+        "events": sum(kinds.values()),
+        "events_bytes": info.events_bytes,
+        "first": iso(first_ts) if first_ts else None,
+        "updated": iso(info.updated_ts) if info.updated_ts else None,
+        "kinds": dict(kinds.most_common()),
+        "actors": dict(actors.most_common()),
+        "snapshots": [
+            {"seq": s.seq, "at": iso(s.ts), "bytes": s.size, "valid": s.valid} for s in snaps
+        ],
+        "tags": [{"name": t.name, "seq": t.seq, "actor": t.actor, "at": iso(t.ts)} for t in tags],
+    }
+    if args.json:
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+        return 0
+    print(f"document   {args.doc}")
+    base = f" (compacted up to {info.base_seq})" if info.base_seq else ""
+    print(f"head       {info.head}{base}")
+    print(f"events     {out['events']} ({_size(info.events_bytes)} of updates)")
+    print(f"first      {out['first'] or '-'}")
+    print(f"updated    {out['updated'] or '-'}")
+    print("kinds      " + (", ".join(f"{k} {n}" for k, n in kinds.most_common()) or "-"))
+    print("actors     " + (", ".join(f"{a} {n}" for a, n in actors.most_common()) or "-"))
+    print(f"snapshots  {len(snaps)}")
+    for s in snaps:
+        bad = "" if s.valid else "  DAMAGED (checksum)"
+        print(f"  @{s.seq:<10} {_size(s.size):>10}  {iso(s.ts)}{bad}")
+    print(f"tags       {len(tags)}")
+    for t in tags:
+        print(f"  {t.name:<20} @{t.seq}  by {t.actor}")
+    return 0
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+# --- verify -----------------------------------------------------------------------------
+
+
+async def verify_doc(store: EventStore, doc: str, quiet: bool = True) -> list[str]:
+    """Problems found in one document (empty when it is sound)."""
+    problems: list[str] = []
+    info = await store.doc_info(doc)
+    if info is None:
+        return [f"{doc}: listed but has no info"]
+    snaps = sorted(await store.snapshots(doc), key=lambda s: s.seq)
+    for s in snaps:
+        if not s.valid:
+            problems.append(f"{doc}: snapshot @{s.seq} is damaged (checksum does not match)")
+    fold = new_doc(doc)
+    seq = 0
+    if info.base_seq > 0:
+        base = await store.latest_snapshot(doc, at_most=info.base_seq)
+        if base is None or base.seq != info.base_seq:
+            problems.append(f"{doc}: the compaction base snapshot @{info.base_seq} is missing "
+                            "or damaged: the document cannot be rebuilt")  # fmt: skip
+            return problems
+        try:
+            fold.apply_update(base.state)
+        except BaseException as e:
+            if isinstance(e, KeyboardInterrupt | SystemExit):
+                raise
+            return [*problems, f"{doc}: the base snapshot @{base.seq} does not apply: {e}"]
+        seq = base.seq
+    pending = [s for s in snaps if s.valid and s.seq > seq]
+    bar = _progress(info.head - seq, doc, quiet)
+
+    async def check(at: int) -> None:
+        snap = await store.latest_snapshot(doc, at_most=at)
+        if snap is None or snap.seq != at:
+            return  # damaged in between: already reported
+        problems.extend(_compare(doc, at, fold, snap.state))
+
+    async for ev in _events(store, doc, seq, info.head):
+        while pending and pending[0].seq <= seq:
+            await check(pending.pop(0).seq)
+        if ev.seq != seq + 1:
+            problems.append(f"{doc}: events {seq + 1}..{ev.seq - 1} are missing from the log")
+        try:
+            fold.apply_update(ev.update)
+        except BaseException as e:
+            if isinstance(e, KeyboardInterrupt | SystemExit):
+                raise
+            problems.append(f"{doc}: event {ev.seq} ({ev.kind} by {ev.actor}) does not apply: {e}")
+        seq = ev.seq
+        bar.update(1)
+    bar.close()
+    while pending and pending[0].seq <= seq:
+        await check(pending.pop(0).seq)
+    if seq != info.head:
+        problems.append(f"{doc}: the log ends at {seq} but the head is {info.head}")
+    if pending:  # a live server may have appended and checkpointed since we started
+        now = await store.head(doc)
+        for s in pending:
+            if s.seq > now:
+                problems.append(f"{doc}: snapshot @{s.seq} is beyond the end of the log ({now})")
+    for t in await store.tags(doc):
+        if not info.base_seq <= t.seq <= info.head:
+            problems.append(f"{doc}: tag {t.name!r} @{t.seq} is outside the log "
+                            f"({info.base_seq}..{info.head})")  # fmt: skip
+    return problems
+
+
+def _compare(doc: str, seq: int, fold: Doc[Any], state: bytes) -> list[str]:
+    snap = new_doc(doc)
+    try:
+        snap.apply_update(state)
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt | SystemExit):
+            raise
+        return [f"{doc}: snapshot @{seq} does not decode: {e}"]
+    # compare decoded state vectors (their byte order differs) and rendered content
+    sv_fold = P.decode_state_vector(fold.get_state())
+    sv_snap = P.decode_state_vector(snap.get_state())
+    out = []
+    if sv_fold != sv_snap:
+        out.append(f"{doc}: snapshot @{seq} has state vector {sv_snap}, the log gives {sv_fold}")
+    types = _types(fold)
+    a, b = Doc(), Doc()  # type: ignore[var-annotated]
+    a.apply_update(fold.get_update())
+    b.apply_update(snap.get_update())
+    if render(a, types) != render(b, types) or root_names(fold) != root_names(snap):
+        out.append(f"{doc}: snapshot @{seq} renders differently from the log folded to {seq}")
+    return out
+
+
+async def verify(store: EventStore, args: argparse.Namespace) -> int:
+    docs = list(args.docs) or [d.doc for d in await store.list_docs()]
+    problems: list[str] = []
+    from tqdm import tqdm
+
+    for doc in tqdm(docs, desc="documents", unit="doc", file=sys.stderr,
+                    disable=True if args.quiet else None):  # fmt: skip
+        try:
+            found = await verify_doc(store, doc, args.quiet)
+        except StoreError as e:
+            found = [f"{doc}: cannot be read: {e}"]
+        for p in found:
+            print(f"PROBLEM {p}")
+        problems.extend(found)
+    if problems:
+        print(f"palimpsest verify: {len(problems)} problems in {len(docs)} documents",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    print(f"palimpsest verify: {len(docs)} documents OK")
+    return 0
+
+
+# --- compact ----------------------------------------------------------------------------
+
+
+async def compact(store: EventStore, args: argparse.Namespace) -> int:
+    info = await _require(store, args.doc)
+    raw = str(args.before).strip()
+    tags = {t.name: t.seq for t in await store.tags(args.doc)}
+    if raw.isdigit():
+        before = int(raw)
+    elif raw in tags:
+        before = tags[raw]
+    else:
+        try:
+            ts = parse_iso(raw)
+        except Exception as e:
+            raise AdminError(
+                f"--before is a seq, a tag name or an ISO-8601 time, not {raw!r}"
+            ) from e
+        before = await store.seq_at(args.doc, ts)
+    if before > info.head:
+        raise AdminError(f"{args.doc!r} has no seq {before}: its head is {info.head}")
+    if before <= info.base_seq:
+        print(f"palimpsest compact: nothing to do: {args.doc!r} is compacted up to "
+              f"{info.base_seq}")  # fmt: skip
+        return 0
+    pinned = [t for t in await store.tags(args.doc) if t.seq < before]
+    if pinned:
+        oldest = min(pinned, key=lambda t: t.seq)
+        raise AdminError(
+            f"named version {oldest.name!r} is at seq {oldest.seq}, before {before}: compacting "
+            f"would make it unreadable. Compact with --before {oldest.seq} at most, or delete "
+            "the tag first"
+        )
+    n = before - info.base_seq
+    if not args.yes:
+        raise AdminError(
+            f"this deletes the {n} oldest events of {args.doc!r} (seqs "
+            f"{info.base_seq + 1}..{before}) for good; run again with --yes"
+        )
+    bar = _progress(n, f"folding {args.doc}")
+    loaded = await load(store, args.doc, upto=before, on_event=lambda _e: bar.update(1))
+    bar.close()
+    if loaded.seq != before or loaded.failed:
+        raise AdminError(
+            f"folding {args.doc!r} to {before} reached {loaded.seq} with {loaded.failed} events "
+            "that do not apply: run `palimpsest verify` first"
+        )
+    removed = await store.compact(args.doc, before, loaded.doc.get_update())
+    print(f"palimpsest compact: {args.doc}: {removed} events folded into a base snapshot "
+          f"@{before}; history now starts at {before}")  # fmt: skip
+    return 0
+
+
+# --- delete -----------------------------------------------------------------------------
+
+
+async def delete(store: EventStore, args: argparse.Namespace) -> int:
+    info = await _require(store, args.doc)
+    if not args.yes:
+        raise AdminError(
+            f"this deletes {args.doc!r} ({info.head} events, its snapshots and tags) for good; "
+            "run again with --yes"
+        )
+    await store.delete_doc(args.doc)
+    print(f"palimpsest delete: {args.doc} deleted ({info.head} events)")
+    return 0
+
+
+__all__ = ["register", "rendered", "verify_doc"]

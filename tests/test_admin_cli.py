@@ -1,0 +1,269 @@
+"""The admin commands (export, import, snapshot, inspect, verify, compact, delete) on
+stores written by a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import RunningServer, eventually, free_port, run_server
+from serverproc import REPO_ROOT
+from yclient import YClient, connect
+
+from server.cli import main
+from server.settings import Settings
+
+
+class Ran:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+    def __repr__(self) -> str:
+        return f"<exit {self.code}; out={self.out[-500:]!r}; err={self.err[-500:]!r}>"
+
+
+async def cli(capfd: pytest.CaptureFixture[str], *argv: str) -> Ran:
+    """Run `palimpsest ARGV` in this process (in a thread: the command runs its own loop)."""
+    capfd.readouterr()
+    try:
+        code = await asyncio.to_thread(main, list(argv))
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capfd.readouterr()
+    return Ran(code, out, err)
+
+
+def settings_for(db: Path, **kw: Any) -> Settings:
+    kw.setdefault("unload_after_seconds", 0.2)
+    return Settings(db=str(db), port=free_port(), **kw)
+
+
+async def type_each(srv: RunningServer, c: YClient, doc: str, parts: list[str]) -> None:
+    """Type each part as its own event, waiting for it to be durable."""
+    for part in parts:
+        room = srv.backend.rooms.get_loaded(doc)
+        want = (room.seq if room else 0) + 1
+        c.insert(len(c.content), part)
+        await eventually(lambda w=want: srv.backend.rooms.get_loaded(doc).seq >= w)  # type: ignore[union-attr,misc]
+
+
+async def version(http: httpx.AsyncClient, doc: str, ref: str | int) -> str:
+    r = await http.get(f"/api/docs/{doc}/versions/{ref}")
+    assert r.status_code == 200, r.text
+    return str(r.json()["roots"]["content"]["value"])
+
+
+async def test_every_admin_command_has_help(capfd: pytest.CaptureFixture[str]) -> None:
+    for cmd in ("export", "import", "snapshot", "inspect", "verify", "compact", "delete"):
+        r = await cli(capfd, cmd, "--help")
+        assert r.code == 0, r
+        assert "--db" in r.out and "--store" in r.out
+        assert "stopped server" in " ".join(r.out.split()), cmd
+    # the installed entry point, as an operator runs it
+    r2 = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "server", "verify", "--help"], cwd=REPO_ROOT,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r2.returncode == 0, r2.stderr
+    assert "compare the result with every snapshot" in " ".join(r2.stdout.split())
+
+
+async def test_export_and_import(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "e.db"
+    async with run_server(settings_for(db)) as srv:
+        async with connect(srv.ws_url, "notes", user="ann") as c:
+            await type_each(srv, c, "notes", ["Hello", ", ", "world"])
+    r = await cli(capfd, "export", "notes", "--db", str(db))
+    assert r.code == 0 and r.out == "Hello, world", r
+    r = await cli(capfd, "export", "notes", "--seq", "2", "--db", str(db))
+    assert r.out == "Hello, ", r
+    r = await cli(capfd, "export", "notes", "--format", "json", "--db", str(db))
+    body = json.loads(r.out)
+    assert body["seq"] == 3
+    assert body["roots"] == {"content": {"type": "text", "value": "Hello, world"}}
+    r = await cli(capfd, "export", "notes", "--seq", "9", "--db", str(db))
+    assert r.code == 1 and "not 9" in r.err, r
+    r = await cli(capfd, "export", "nothing-here", "--db", str(db))
+    assert r.code == 1 and "no document named 'nothing-here'" in r.err, r
+
+    # an update round-trips into another document, as one event of kind import
+    upd = tmp_path / "notes.yjs"
+    r = await cli(capfd, "export", "notes", "--format", "update", "-o", str(upd), "--db", str(db))
+    assert r.code == 0 and upd.stat().st_size > 0, r
+    r = await cli(capfd, "import", "copy", str(upd), "--user", "ops", "--db", str(db))
+    assert r.code == 0 and "copy@1" in r.out, r
+    assert (await cli(capfd, "export", "copy", "--db", str(db))).out == "Hello, world"
+
+    # plain text becomes the first event of a new document, and only the first
+    txt = tmp_path / "draft.txt"
+    txt.write_text("Dear all,\nplease read.\n")
+    r = await cli(capfd, "import", "draft", str(txt), "--db", str(db))
+    assert r.code == 0, r
+    r = await cli(capfd, "import", "draft", str(txt), "--db", str(db))
+    assert r.code == 1 and "only as the first event" in r.err, r
+
+    # a server serves what was imported, and the event says who and what
+    async with run_server(settings_for(db)) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        async with connect(srv.ws_url, "draft", user="bob") as c:
+            assert c.content == "Dear all,\nplease read.\n"
+        evs = (await http.get("/api/docs/copy/events")).json()["events"]
+        assert [(e["kind"], e["actor"]) for e in evs] == [("import", "ops")]
+
+
+async def test_inspect_and_snapshot(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "i.db"
+    async with run_server(settings_for(db, snapshot_every=100_000,
+                                       snapshot_quiet_seconds=0)) as srv:  # fmt: skip
+        async with connect(srv.ws_url, "memo", user="ann") as a:
+            await type_each(srv, a, "memo", ["a1 ", "a2 ", "a3 "])
+            async with connect(srv.ws_url, "memo", user="bob") as b:
+                await eventually(lambda: b.content == "a1 a2 a3 ")
+                await type_each(srv, b, "memo", ["b1 "])
+        # the server snapshots on unload; drop its snapshots to see `snapshot` write one
+        await eventually(lambda: "memo" not in srv.backend.rooms)
+    with sqlite3.connect(db) as con:
+        con.execute("DELETE FROM snapshots")
+    r = await cli(capfd, "inspect", "memo", "--json", "--db", str(db))
+    info = json.loads(r.out)
+    assert info["head"] == 4 and info["events"] == 4
+    assert info["actors"] == {"ann": 3, "bob": 1} and info["kinds"] == {"edit": 4}
+    assert info["snapshots"] == [] and info["events_bytes"] > 0
+
+    r = await cli(capfd, "snapshot", "memo", "--db", str(db))
+    assert r.code == 0 and "memo@4" in r.out, r
+    r = await cli(capfd, "inspect", "memo", "--db", str(db))
+    assert "@4" in r.out and "ann 3, bob 1" in r.out and "DAMAGED" not in r.out, r
+
+    # the forced snapshot carries the undo stacks: after a restart, loading from it (and
+    # no event after it), ann's undo still reverts ann's last change group (her three
+    # quick edits) and keeps bob's
+    async with run_server(settings_for(db)) as srv:
+        async with connect(srv.ws_url, "memo", user="ann") as a:
+            answer = await a.request({"type": "undo"})
+            assert answer["ok"], answer
+            await eventually(lambda: a.content == "b1 ", what="ann's edits undone")
+
+
+def _plant_in_bad(db: Path, seq: int, state: bytes | None = None, flip: bool = False) -> None:
+    with sqlite3.connect(db) as con:
+        where = "WHERE doc = 'bad' AND seq = ?"
+        (old,) = con.execute(f"SELECT state FROM snapshots {where}", (seq,)).fetchone()
+        if flip:
+            bad = bytearray(old)
+            bad[len(bad) // 2] ^= 0xFF
+            con.execute(f"UPDATE snapshots SET state = ? {where}", (bytes(bad), seq))
+        else:
+            assert state is not None
+            con.execute(f"UPDATE snapshots SET state = ?, checksum = ? {where}",
+                        (state, hashlib.sha256(state).hexdigest(), seq))  # fmt: skip
+
+
+async def test_verify_catches_corrupted_snapshots(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "v.db"
+    async with run_server(settings_for(db, snapshot_every=4)) as srv:
+        for doc in ("good", "bad"):
+            async with connect(srv.ws_url, doc, user="ann") as c:
+                await type_each(srv, c, doc, [f"{i} " for i in range(12)])
+            await eventually(lambda d=doc: d not in srv.backend.rooms)  # type: ignore[misc]
+    with sqlite3.connect(db) as con:
+        seqs = [s for (s,) in con.execute("SELECT seq FROM snapshots WHERE doc='bad' ORDER BY seq")]
+        (other,) = con.execute("SELECT state FROM snapshots WHERE doc='bad' AND seq=?",
+                               (seqs[0],)).fetchone()  # fmt: skip
+    assert len(seqs) >= 3, seqs
+    r = await cli(capfd, "verify", "--db", str(db))
+    assert r.code == 0 and "2 documents OK" in r.out, r
+
+    # a snapshot whose checksum holds but whose content is another version's
+    _plant_in_bad(db, seqs[1], state=other)
+    r = await cli(capfd, "verify", "--db", str(db))
+    assert r.code == 1, r
+    assert f"bad: snapshot @{seqs[1]}" in r.out and "good" not in r.out, r
+    # and a flipped byte: the checksum catches it
+    _plant_in_bad(db, seqs[2], flip=True)
+    r = await cli(capfd, "verify", "--store", f"sqlite:///{db}")
+    assert r.code == 1, r
+    assert f"snapshot @{seqs[2]} is damaged (checksum" in r.out, r
+    assert "2 problems" in r.err or "3 problems" in r.err, r
+    r = await cli(capfd, "verify", "good", "--db", str(db))
+    assert r.code == 0, r
+    # a hole in the log
+    with sqlite3.connect(db) as con:
+        con.execute("DELETE FROM events WHERE doc = 'good' AND seq = 6")
+    r = await cli(capfd, "verify", "good", "--db", str(db))
+    assert r.code == 1 and "good: events 6..6 are missing from the log" in r.out, r
+
+
+async def test_compact_keeps_head_and_named_versions(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "c.db"
+    async with (
+        run_server(settings_for(db, snapshot_every=7)) as srv,
+        httpx.AsyncClient(base_url=srv.url) as http,
+    ):
+        async with connect(srv.ws_url, "log", user="ann") as c:
+            await type_each(srv, c, "log", [f"a{i} " for i in range(10)])
+            r = await http.post("/api/docs/log/tags", json={"name": "v1", "seq": 10})
+            assert r.status_code == 201, r.text
+            await type_each(srv, c, "log", [f"b{i} " for i in range(10)])
+            del c.text[0:3]  # a deletion too
+            await eventually(lambda: srv.backend.rooms.get_loaded("log").seq == 21)  # type: ignore[union-attr]
+            await http.post("/api/docs/log/tags", json={"name": "v2", "seq": 21})
+            await type_each(srv, c, "log", [f"c{i} " for i in range(5)])
+        want = {ref: await version(http, "log", ref) for ref in ("v1", "v2", "head", 15)}
+    assert want["head"].startswith("a1 ") and want["v1"].endswith("a9 ")
+
+    r = await cli(capfd, "compact", "log", "--before", "15", "--yes", "--db", str(db))
+    assert r.code == 1 and "named version 'v1' is at seq 10" in r.err, r
+    r = await cli(capfd, "compact", "log", "--before", "10", "--db", str(db))
+    assert r.code == 1 and "--yes" in r.err, r
+    r = await cli(capfd, "inspect", "log", "--json", "--db", str(db))
+    assert json.loads(r.out)["events"] == 26  # refused: nothing was touched
+    r = await cli(capfd, "compact", "log", "--before", "1970-01-01T00:00:00Z", "--yes",
+                  "--db", str(db))  # fmt: skip
+    assert r.code == 0 and "nothing to do" in r.out, r
+
+    r = await cli(capfd, "compact", "log", "--before", "v1", "--yes", "--db", str(db))
+    assert r.code == 0 and "10 events folded" in r.out, r
+    r = await cli(capfd, "inspect", "log", "--json", "--db", str(db))
+    info = json.loads(r.out)
+    assert info["base_seq"] == 10 and info["events"] == 16 and info["head"] == 26
+    assert (await cli(capfd, "verify", "--db", str(db))).code == 0
+    assert (await cli(capfd, "export", "log", "--db", str(db))).out == want["head"]
+    assert (await cli(capfd, "export", "log", "--seq", "10", "--db", str(db))).out == want["v1"]
+
+    # the server after compaction: same document, same named versions, old seqs gone
+    async with run_server(settings_for(db)) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        for ref in ("v1", "v2", "head", 15):
+            assert await version(http, "log", ref) == want[ref], ref
+        assert (await http.get("/api/docs/log/versions/5")).status_code == 404
+        async with connect(srv.ws_url, "log", user="bob") as c:
+            assert c.content == want["head"]
+            c.insert(len(c.content), "after")
+            await eventually(lambda: srv.backend.rooms.get_loaded("log").seq == 27)  # type: ignore[union-attr]
+
+
+async def test_delete(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "d.db"
+    async with run_server(settings_for(db)) as srv:
+        async with connect(srv.ws_url, "gone", user="ann") as c:
+            await type_each(srv, c, "gone", ["x"])
+    r = await cli(capfd, "delete", "gone", "--db", str(db))
+    assert r.code == 1 and "--yes" in r.err, r
+    assert (await cli(capfd, "export", "gone", "--db", str(db))).out == "x"
+    r = await cli(capfd, "delete", "gone", "--yes", "--db", str(db))
+    assert r.code == 0, r
+    r = await cli(capfd, "export", "gone", "--db", str(db))
+    assert r.code == 1 and "no document named" in r.err, r
+    r = await cli(capfd, "delete", "bad name!", "--yes", "--db", str(db))
+    assert r.code == 1, r

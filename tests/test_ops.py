@@ -1,0 +1,257 @@
+"""Operating the server: /metrics, /healthz, /readyz and the log lines."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from conftest import eventually, free_port, run_server
+from prometheus_client.parser import text_string_to_metric_families
+from scaleout import fanout_url, fresh_schema
+from yclient import connect
+
+from server import protocol as P
+from server.settings import Settings
+
+
+async def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    async with httpx.AsyncClient() as http:
+        r = await http.get(url + "/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    out = {}
+    for family in text_string_to_metric_families(r.text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def val(m: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return m.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_metrics_change_as_events_flow(tmp_path: Path) -> None:
+    settings = Settings(db=str(tmp_path / "m.db"), port=free_port(), snapshot_every=5,
+                        unload_after_seconds=0.3)  # fmt: skip
+    async with run_server(settings) as srv:
+        before = await scrape(srv.url)
+        assert all(k[0].startswith("palimpsest_") for k in before)
+        assert val(before, "palimpsest_events_appended_total", kind="edit") == 0
+        assert val(before, "palimpsest_connections") == 0
+        async with connect(srv.ws_url, "metered", user="ann") as c:
+            for i in range(12):
+                c.insert(len(c.content), f"{i},")
+            await eventually(lambda: srv.backend.rooms.get_loaded("metered") is not None
+                             and srv.backend.rooms.get_loaded("metered").seq == 12)  # fmt: skip
+            answer = await c.request({"type": "undo"})
+            assert answer["ok"], answer
+
+            async def during() -> dict | None:  # type: ignore[type-arg]
+                m = await scrape(srv.url)
+                return m if val(m, "palimpsest_snapshots_total") >= 1 else None
+
+            mid = await eventually(during, what="a snapshot at every=5")
+        assert val(mid, "palimpsest_events_appended_total", kind="edit") == 12
+        assert val(mid, "palimpsest_events_appended_total", kind="undo") == 1
+        assert val(mid, "palimpsest_undo_operations_total", op="undo") == 1
+        assert val(mid, "palimpsest_connections") == 1
+        assert val(mid, "palimpsest_rooms_open") == 1
+        assert val(mid, "palimpsest_commit_batch_events_count") >= 1
+        assert val(mid, "palimpsest_commit_batch_events_sum") == 13
+        assert val(mid, "palimpsest_commit_batch_seconds_count") >= 1
+        assert val(mid, "palimpsest_room_load_seconds_count") == 1
+        assert val(mid, "palimpsest_snapshot_seconds_count") >= 1
+        assert val(mid, "palimpsest_snapshot_bytes_total") > 0
+
+        # a refused connection is counted by reason
+
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async with websockets.connect(srv.ws_url + "/bad%20name!") as ws:
+                await ws.recv()
+
+        async def after() -> dict | None:  # type: ignore[type-arg]
+            m = await scrape(srv.url)
+            done = val(m, "palimpsest_connections") == 0 and val(m, "palimpsest_rooms_open") == 0
+            return (
+                m if done and val(m, "palimpsest_refused_total", reason="doc_name_error") else None
+            )
+
+        end = await eventually(after, what="disconnect, unload and a refusal seen")
+        assert val(end, "palimpsest_refused_total", reason="doc_name_error") == 1
+
+
+async def test_metrics_registries_are_per_backend(tmp_path: Path) -> None:
+    a = Settings(db=str(tmp_path / "a.db"), port=free_port())
+    b = Settings(db=str(tmp_path / "b.db"), port=free_port())
+    async with run_server(a) as sa, run_server(b) as sb:
+        async with connect(sa.ws_url, "only-a", user="ann") as c:
+            c.insert(0, "x")
+            await eventually(lambda: sa.backend.rooms.get_loaded("only-a").seq == 1)  # type: ignore[union-attr]
+        ma, mb = await scrape(sa.url), await scrape(sb.url)
+    assert val(ma, "palimpsest_events_appended_total", kind="edit") == 1
+    assert val(mb, "palimpsest_events_appended_total", kind="edit") == 0
+
+
+async def test_healthz_and_readyz(server) -> None:  # type: ignore[no-untyped-def]
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        r = await http.get("/healthz")
+        assert r.status_code == 200 and r.json() == {"status": "alive"}
+        r = await http.get("/readyz")
+        assert r.status_code == 200, r.text
+        assert r.json() == {"status": "ready", "store": "ok", "fanout": "off"}
+
+
+# --- readiness when the store goes away: PostgreSQL behind a TCP relay we can cut ----------
+
+
+class Relay:
+    """A TCP relay to a real server; cut() drops every connection and stops listening."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def _handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            ur, uw = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            w.close()
+            return
+        self._writers |= {w, uw}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            with contextlib.suppress(Exception):
+                dst.close()
+
+        await asyncio.gather(pipe(r, uw), pipe(ur, w))
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for w in list(self._writers):
+            with contextlib.suppress(Exception):
+                w.transport.abort()
+        self._writers.clear()
+
+
+@contextlib.asynccontextmanager
+async def relay_to(port: int) -> AsyncIterator[Relay]:
+    relay = Relay(port)
+    await relay.start()
+    try:
+        yield relay
+    finally:
+        await relay.cut()
+
+
+@pytest.mark.postgres
+async def test_readyz_fails_when_the_store_is_down(tmp_path: Path) -> None:
+    async with fresh_schema() as url, relay_to(5432) as relay:
+        settings = Settings(store=url.replace(":5432/", f":{relay.port}/"), port=free_port())
+        async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+            r = await http.get("/readyz")
+            assert r.status_code == 200, r.text
+            await relay.cut()
+
+            async def down() -> httpx.Response | None:
+                r = await http.get("/readyz", timeout=10)
+                return r if r.status_code == 503 else None
+
+            r = await eventually(down, what="/readyz turns 503")
+            body = r.json()
+            assert body["status"] == "not ready" and body["store"] != "ok", body
+            # alive is not ready: the process still serves HTTP
+            assert (await http.get("/healthz")).status_code == 200
+
+
+@pytest.mark.redis
+async def test_readyz_needs_the_fanout_bus_when_configured(tmp_path: Path) -> None:
+    dead = free_port()
+    settings = Settings(db=str(tmp_path / "f.db"), port=free_port(),
+                        fanout=f"redis://127.0.0.1:{dead}/0")  # fmt: skip
+    async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        r = await http.get("/readyz")
+        assert r.status_code == 503
+        assert r.json()["store"] == "ok" and r.json()["fanout"] != "ok"
+        m = await scrape(srv.url)
+        assert val(m, "palimpsest_fanout_connected") == 0
+    settings = Settings(db=str(tmp_path / "f.db"), port=free_port(),
+                        fanout="redis://127.0.0.1:6379/0?prefix=test-ops")  # fmt: skip
+    async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+
+        async def ready() -> bool:
+            return (await http.get("/readyz")).status_code == 200
+
+        await eventually(ready, what="ready once subscribed to Redis")
+        assert val(await scrape(srv.url), "palimpsest_fanout_connected") == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+async def test_fanout_metrics_across_two_processes(tmp_path: Path) -> None:
+    """Two backends share a log and a bus: the one that applies the other's edits
+    measures their lag; the writer publishes."""
+    async with fresh_schema() as url:
+        bus = fanout_url()
+        a = Settings(store=url, fanout=bus, port=free_port(), instance="ops-a")
+        b = Settings(store=url, fanout=bus, port=free_port(), instance="ops-b")
+        async with run_server(a) as sa, run_server(b) as sb:
+            fa: Any = getattr(sa.backend, "fanout")  # noqa: B009
+            fb: Any = getattr(sb.backend, "fanout")  # noqa: B009
+            await eventually(lambda: fa.connected and fb.connected, what="both subscribed")
+            async with connect(sb.ws_url, "shared", user="bob") as cb:
+                async with connect(sa.ws_url, "shared", user="ann") as ca:
+                    ca.insert(0, "from a")
+                    await eventually(lambda: cb.content == "from a", what="fan-out")
+            ma, mb = await scrape(sa.url), await scrape(sb.url)
+    assert val(mb, "palimpsest_fanout_lag_seconds_count") >= 1
+    assert 0 <= val(mb, "palimpsest_fanout_lag_seconds_sum") < 5
+    assert val(mb, "palimpsest_fanout_received_messages_total") >= 1
+    assert val(mb, "palimpsest_events_appended_total", kind="edit") == 0
+    assert val(ma, "palimpsest_fanout_lag_seconds_count") == 0
+    assert val(ma, "palimpsest_fanout_published_messages_total") >= 1
+    assert val(ma, "palimpsest_events_appended_total", kind="edit") == 1
+
+
+# --- logs --------------------------------------------------------------------------------
+
+
+async def test_log_lines_say_what_happened_but_never_the_content(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="palimpsest")
+    secret = "SECRET-CONTENT-7f3a"
+    settings = Settings(db=str(tmp_path / "l.db"), port=free_port(), unload_after_seconds=0.2)
+    async with run_server(settings) as srv:
+        async with connect(srv.ws_url, "logged", user="bob") as c:
+            c.insert(0, secret)
+            await eventually(lambda: srv.backend.rooms.get_loaded("logged").seq == 1)  # type: ignore[union-attr]
+            # an update that does not decode, carrying the secret: refused with a reason,
+            # and its bytes are not in the log either
+            await c.send_raw(P.encode_sync_update(b"\x01\x01" + secret.encode()))
+            await eventually(lambda: c.close_code is not None, what="refusal")
+        await eventually(lambda: "logged" not in srv.backend.rooms, what="unload")
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "connect " in text and "doc=logged user=bob" in text
+    assert "disconnect " in text
+    assert "loaded logged" in text and "unloaded logged" in text
+    assert "snapshot logged@1 written" in text
+    assert "closing with 4400: update does not" in text
+    assert secret not in text
+    assert secret.encode().hex() not in text
