@@ -251,7 +251,7 @@ def write_report(raw: dict[str, Any], bench_dir: Path, samples_dir: Path | None 
         md.append(
             "One Node.js process runs both the writer's and the observer's Yjs, which caps what any server can "
             "show: on a quiet moment of this machine the in-memory y-websocket server (the least work per "
-            "patch) reached 13–16k patches/s. Single runs vary by up to 2× on a shared 2-core machine; quote "
+            "patch) reached 13–19k patches/s. Single runs vary by up to 2× on a shared 2-core machine; quote "
             "the full mode's medians over repeats."
         )
         md.append("")
