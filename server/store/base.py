@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from json.encoder import encode_basestring_ascii as _quote
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -43,6 +44,11 @@ _encode_meta = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encod
 
 
 def dump_meta(meta: dict[str, Any]) -> str:
+    if len(meta) == 2 and "clients" in meta and "conn" in meta:
+        # the meta of every client edit: formatted directly, on the path of every event
+        clients, conn = meta["clients"], meta["conn"]
+        if isinstance(conn, str) and all(type(c) is int for c in clients):
+            return f'{{"clients":[{",".join(map(str, clients))}],"conn":{_quote(conn)}}}'
     return _encode_meta(meta)
 
 
