@@ -175,6 +175,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="only the first N transactions")
     ap.add_argument("--loads", type=int, default=5, help="cold loads to time (median)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--keep", type=Path, help="copy the database here at the end")
     args = ap.parse_args()
 
     txns, _ = load_trace(args.trace, args.limit)
@@ -195,22 +196,28 @@ def main() -> None:
         srv.stop()
         with sqlite3.connect(db) as c:
             events, log_bytes = c.execute("SELECT COUNT(*), SUM(LENGTH(data)) FROM events").fetchone()
-            snaps = c.execute("SELECT COUNT(*), MAX(seq) FROM snapshots").fetchone()
+            snaps = c.execute(
+                "SELECT COUNT(*), MAX(seq), SUM(LENGTH(state)), SUM(LENGTH(meta)) FROM snapshots"
+            ).fetchone()
         db_bytes = sum(p.stat().st_size for p in Path(tmp).glob("bench.db*"))
 
-        def loads(label: str) -> float:
+        def loads(label: str, drop_snapshots: bool = False) -> float:
             times = []
             for _ in tqdm(range(args.loads), desc=f"cold load ({label})", leave=False):
+                if drop_snapshots:  # every stop writes one again: drop it before each start
+                    with sqlite3.connect(db) as c:
+                        c.execute("DELETE FROM snapshots")
                 srv.start()
                 times.append(asyncio.run(cold_load(port, final)))
                 srv.stop()
             return median(times)
 
         with_snap = loads("snapshots")
-        with sqlite3.connect(db) as c:
-            c.execute("DELETE FROM snapshots")
-        log_only = loads("log alone")
-        # the final stop took a snapshot again: that is how the next load becomes fast
+        log_only = loads("log alone", drop_snapshots=True)
+        if args.keep:
+            import shutil
+
+            shutil.copy(db, args.keep)
     d: Doc = Doc()
     for u in updates:
         d.apply_update(u)
@@ -229,6 +236,8 @@ def main() -> None:
         "log_bytes": log_bytes,
         "db_bytes": db_bytes,
         "snapshots": snaps[0],
+        "snapshot_state_bytes": snaps[2],
+        "snapshot_meta_bytes": snaps[3],
         "cold_load_ms_with_snapshots": round(with_snap * 1e3, 1),
         "cold_load_ms_log_only": round(log_only * 1e3, 1),
         "one_update_load_ms": round(baseline * 1e3, 1),

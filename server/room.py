@@ -135,6 +135,11 @@ class Room:
         self._gone_clocks: dict[int, int] = {}
         self.hooks = hooks or RoomHooks()
         self.events_since_snapshot = 0
+        #: update bytes applied since the last snapshot, and that snapshot's size
+        self.bytes_since_snapshot = 0
+        self.last_snapshot_bytes = 0
+        #: most client updates committed in one transaction
+        self.max_batch = 1024
         self.extra: dict[str, Any] = {}  # per-feature state (undo managers, …)
         self._committer = committer
         self._reader = reader
@@ -383,11 +388,15 @@ class Room:
                 while i < len(items):
                     item = items[i]
                     if isinstance(item, _ClientUpdate):
+                        # one batch per commit, bounded: the first edits of a burst
+                        # are broadcast (and checkpointed) without waiting for the last
                         j = i
-                        while j < len(items) and isinstance(items[j], _ClientUpdate):
+                        limit = i + self.max_batch
+                        while j < len(items) and j < limit and isinstance(items[j], _ClientUpdate):
                             j += 1
                         await self._commit_client_updates(items[i:j])  # type: ignore[arg-type]
                         i = j
+                        await self._maybe_snapshot()
                         continue
                     if isinstance(item, _ServerChange):
                         await self._run_server_change(item)
@@ -467,6 +476,7 @@ class Room:
                 await self._catch_up(ev.seq - 1)
             self.seq = ev.seq
             self.events_since_snapshot += 1
+            self.bytes_since_snapshot += len(update)
             self.broadcast(P.encode_sync_update(update))
             self._committed(stored)
             if not item.future.done():
@@ -531,6 +541,7 @@ class Room:
             log.error("room %s: event %d does not apply: %r", self.name, ev.seq, e)
             ok = False
         self.seq = ev.seq
+        self.bytes_since_snapshot += len(ev.update)
         self.current_event = None
         if ok:
             for hook in self.hooks.after_apply:

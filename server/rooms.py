@@ -85,6 +85,7 @@ class Rooms:
             room = holder["room"]
             room.seq = ev.seq
             room.current_ts = ev.ts
+            room.bytes_since_snapshot += len(ev.update)
             for cb in self.on_replay:
                 cb(room, ev)
 
@@ -92,6 +93,7 @@ class Rooms:
         room = holder["room"]
         room.seq = loaded.seq
         room.events_since_snapshot = loaded.replayed
+        room.last_snapshot_bytes = len(loaded.snapshot.state) if loaded.snapshot else 0
         room.start()
         self._rooms[name] = room
         log.info(

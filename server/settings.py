@@ -38,6 +38,8 @@ class Settings:
     unload_after_seconds: float = 5.0
     undo_capture_ms: int = 500
     undo_max_depth: int = 200
+    #: events in one undo step at most (typing that never pauses still makes steps)
+    undo_max_group: int = 1000
     #: largest number of events in one group commit
     commit_batch_max: int = 4096
     log_json: bool = False

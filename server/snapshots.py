@@ -1,7 +1,9 @@
 """Checkpoint policy and loading, kept out of append().
 
 A snapshot at seq N holds ``doc.get_update()`` of a document that is exactly the fold of
-events 1..N. Taken every N events, after a quiet period, and when a room unloads; the
+events 1..N. Taken every N events (once the edits since the last one amount to a quarter
+of its size, so that a large document does not store a copy of itself per thousand
+keystrokes), after a quiet period, and when a room unloads; the
 state is captured between two pipeline steps (cheap, in memory) and written by a
 background task, never on the path of an edit.
 
@@ -94,14 +96,25 @@ class SnapshotPolicy:
     store: EventStore
     every: int = 1000
     quiet_seconds: float = 10.0
+    #: periodic snapshots need edits worth this fraction of the last snapshot's size
+    size_ratio: float = 0.25
+    #: and snapshots after a quiet period this fraction
+    quiet_ratio: float = 0.02
     meta_hooks: list[MetaHook] = field(default_factory=list)
     on_taken: list[Callable[[str, int, int, float], None]] = field(default_factory=list)
     _timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     _writes: set[asyncio.Task[None]] = field(default_factory=set)
 
+    def due(self, room: Room, ratio: float) -> bool:
+        """Whether the edits since the last snapshot are worth a new one: storing a
+        snapshot costs its size, so the edits must amount to `ratio` of the last one.
+        That bounds all snapshots together to about (1 + 1/ratio) x the log's size, while
+        replaying the tail after any snapshot stays cheaper than loading a fraction of it."""
+        return room.bytes_since_snapshot >= ratio * room.last_snapshot_bytes
+
     def __call__(self, room: Room) -> None:
         """Called by the room after each pipeline step."""
-        if room.events_since_snapshot >= self.every:
+        if room.events_since_snapshot >= self.every and self.due(room, self.size_ratio):
             self.take(room)
         elif room.events_since_snapshot > 0 and self.quiet_seconds > 0:
             old = self._timers.pop(room.name, None)
@@ -112,7 +125,7 @@ class SnapshotPolicy:
 
     def _quiet(self, room: Room) -> None:
         self._timers.pop(room.name, None)
-        if not room.closed and room.events_since_snapshot > 0:
+        if not room.closed and room.events_since_snapshot > 0 and self.due(room, self.quiet_ratio):
             self.take(room)
 
     def capture(self, room: Room) -> tuple[int, bytes, dict[str, Any]] | None:
@@ -123,6 +136,8 @@ class SnapshotPolicy:
             meta.update(hook(room))
         state = room.doc.get_update()
         room.events_since_snapshot = 0
+        room.bytes_since_snapshot = 0
+        room.last_snapshot_bytes = len(state)
         return room.seq, state, meta
 
     def take(self, room: Room) -> asyncio.Task[None] | None:

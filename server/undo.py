@@ -31,6 +31,7 @@ originals when the undo happens (when one step inserted all of them; see
 from __future__ import annotations
 
 import base64
+import bisect
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ from pycrdt import (
 )
 
 from . import protocol as P
-from .errors import BadRequest, Forbidden
+from .errors import BadRequest, Forbidden, PalimpsestError, StoreError
 from .room import Room
 from .store.base import Event, NewEvent, now_ms
 
@@ -84,9 +85,40 @@ def _normalize(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 def union(a: Ranges, b: Ranges) -> Ranges:
     out = {c: list(r) for c, r in a.items()}
-    for c, r in b.items():
-        out[c] = _normalize(out.get(c, []) + r)
-    return {c: r for c, r in out.items() if r}
+    union_into(out, b)
+    return out
+
+
+def union_into(target: Ranges, b: Ranges) -> None:
+    """Add b's ranges to target, in place.
+
+    On the path of every edit, and a step can hold thousands of them: a range at or past
+    the end of a client's list (every insertion: Yjs clocks only grow) is appended or
+    merged in O(1); any other (a deletion in the middle) is placed by bisection."""
+    for c, rs in b.items():
+        cur = target.get(c)
+        if cur is None:
+            cur = target[c] = []
+        for start, end in rs:
+            if end <= start:
+                continue
+            if not cur or start > cur[-1][1]:
+                cur.append((start, end))
+            elif start >= cur[-1][0]:
+                if end > cur[-1][1]:
+                    cur[-1] = (cur[-1][0], end)
+            else:
+                i = bisect.bisect_left(cur, (start, end))
+                lo = i - 1 if i > 0 and cur[i - 1][1] >= start else i
+                hi = i
+                while hi < len(cur) and cur[hi][0] <= end:
+                    hi += 1
+                if lo < hi:
+                    start = min(start, cur[lo][0])
+                    end = max(end, cur[hi - 1][1])
+                cur[lo:hi] = [(start, end)]
+        if not cur:
+            del target[c]
 
 
 def intersect(a: Ranges, b: Ranges) -> Ranges:
@@ -165,6 +197,17 @@ def inserted(before: bytes, after: bytes) -> Ranges:
 # --- steps and stacks ---------------------------------------------------------------------
 
 
+def _runs(seqs: list[int]) -> list[list[int]]:
+    """[1, 2, 3, 7, 8] -> [[1, 3], [7, 8]]: a step's seqs, compact in snapshot meta."""
+    out: list[list[int]] = []
+    for s in seqs:
+        if out and s == out[-1][1] + 1:
+            out[-1][1] = s
+        else:
+            out.append([s, s])
+    return out
+
+
 @dataclass
 class Step:
     """One undoable unit: the seqs of its events and the IDs they inserted and deleted."""
@@ -175,15 +218,20 @@ class Step:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "seqs": self.seqs,
+            "runs": _runs(self.seqs),
             "ins": base64.b64encode(encode_ranges(self.ins)).decode(),
             "dels": base64.b64encode(encode_ranges(self.dels)).decode(),
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Step:
+        seqs = (
+            [s for a, b in d["runs"] for s in range(int(a), int(b) + 1)]
+            if "runs" in d
+            else [int(s) for s in d["seqs"]]
+        )
         return cls(
-            [int(s) for s in d["seqs"]],
+            seqs,
             decode_ranges(base64.b64decode(d["ins"])),
             decode_ranges(base64.b64decode(d["dels"])),
         )
@@ -247,11 +295,18 @@ def infer_root_types(doc: Doc[Any], names: Iterable[str]) -> dict[str, str]:
 class RoomUndo:
     """The undo state of one live room: per-actor stacks, fed by every applied event."""
 
-    def __init__(self, room: Room, capture_ms: int, max_depth: int) -> None:
+    def __init__(
+        self, room: Room, capture_ms: int, max_depth: int, max_group: int = 1000
+    ) -> None:
         self.room = room
         self.capture_ms = int(capture_ms)
         self.max_depth = max(1, int(max_depth))
+        #: events in one step at most: typing that never pauses still makes steps
+        self.max_group = max(1, int(max_group))
         self.actors: dict[str, Stacks] = {}
+        #: stacks from a snapshot's meta, decoded when their actor is first needed:
+        #: loading a document costs nothing for the stacks of people who are not around
+        self._raw: dict[str, dict[str, Any]] = {}
         #: what each transaction since the last recorded event did: (inserted, deleted)
         self._pending: list[tuple[Ranges, Ranges]] = []
         self._mark = 0
@@ -283,17 +338,19 @@ class RoomUndo:
     def take(self, since: int = 0) -> tuple[Ranges, Ranges]:
         got, self._pending = self._pending[since:], self._pending[:since]
         self._mark = 0
+        if len(got) == 1:
+            return got[0]
         ins: Ranges = {}
         dels: Ranges = {}
         for i, d in got:
-            ins = union(ins, i)
-            dels = union(dels, d)
+            union_into(ins, i)
+            union_into(dels, d)
         return ins, dels
 
     def record(self, ev: Event, ins: Ranges, dels: Ranges) -> None:
         """Update the stacks with one applied event and what it did."""
         self.last_seq = max(self.last_seq, ev.seq)
-        st = self.actors.get(ev.actor)
+        st = self.get(ev.actor)
         if ev.kind == MARK:
             if st is not None:
                 st.open = False
@@ -308,13 +365,18 @@ class RoomUndo:
         if st is None:
             st = self.actors[ev.actor] = Stacks()
         st.redo.clear()
-        if st.open and st.undo and 0 <= ev.ts - st.last_ts < self.capture_ms:
+        if (
+            st.open
+            and st.undo
+            and 0 <= ev.ts - st.last_ts < self.capture_ms
+            and len(st.undo[-1].seqs) < self.max_group
+        ):
             top = st.undo[-1]
             top.seqs.append(ev.seq)
-            top.ins = union(top.ins, ins)
-            top.dels = union(top.dels, dels)
+            union_into(top.ins, ins)
+            union_into(top.dels, dels)
         else:
-            st.undo.append(Step([ev.seq], ins, dels))
+            st.undo.append(Step([ev.seq], union({}, ins), union({}, dels)))
             del st.undo[: -self.max_depth]
         st.last_ts = ev.ts
         st.open = True
@@ -348,6 +410,7 @@ class RoomUndo:
         if not originals:
             return
         whole = size(originals)
+        self.materialize()
         for st in self.actors.values():
             for step in (*st.undo, *st.redo):
                 if size(intersect(step.ins, originals)) == whole:
@@ -359,7 +422,8 @@ class RoomUndo:
         return {
             "seq": self.last_seq,
             "actors": {
-                a: st.to_json() for a, st in self.actors.items() if st.undo or st.redo
+                **self._raw,
+                **{a: st.to_json() for a, st in self.actors.items() if st.undo or st.redo},
             },
         }
 
@@ -367,7 +431,8 @@ class RoomUndo:
         if not meta:
             return
         try:
-            self.actors = {a: Stacks.from_json(d) for a, d in meta.get("actors", {}).items()}
+            self._raw = dict(meta.get("actors", {}))
+            self.actors = {}
         except Exception as e:  # a damaged entry costs the undo history, never the doc
             log.warning("room %s: undo stacks in the snapshot unreadable: %r", self.room.name, e)
             self.actors = {}
@@ -383,26 +448,57 @@ class RoomUndo:
         return [r for r in roots.values() if r is not None]
 
     def revert(self, doc: Doc[Any], step: Step) -> bool:
-        """Revert one step on the live doc; False when nothing of it is left to revert."""
+        """Revert one step on the live doc; False when nothing of it is left to revert.
+
+        yrs 0.28 panics (and leaves the doc broken) when an UndoManager's item holds
+        two ranges of one client that fall in the same block, which the server's own
+        client id (shared by every user's undos) makes common. So the insertions go
+        in layers of at most one range per client, the first with the deletions: what
+        the layers delete commutes, and every deletion is restored by the first."""
         scopes = self.scopes(doc)
         if not scopes:
             return False
-        item: StackItem[Any] = StackItem(
-            doc._doc,
-            IdSet.decode(encode_ranges(step.dels)),
-            IdSet.decode(encode_ranges(step.ins)),
-        )
+        layers: list[Ranges] = [{}]
+        for client, ranges in step.ins.items():
+            for i, r in enumerate(ranges):
+                while len(layers) <= i:
+                    layers.append({})
+                layers[i][client] = [r]
+        dels = subtract(step.dels, step.ins) if len(layers) > 1 else step.dels
         room = self.room
-        um = UndoManager(
-            scopes=scopes,
-            capture_timeout_millis=0,
-            timestamp=lambda: int(room.current_ts),
-            undo_stack=[item],
-        )
-        return um.undo()
+        changed = False
+        for i, layer in enumerate(layers):
+            item: StackItem[Any] = StackItem(
+                doc._doc,
+                IdSet.decode(encode_ranges(dels if i == 0 else {})),
+                IdSet.decode(encode_ranges(layer)),
+            )
+            um = UndoManager(
+                scopes=scopes,
+                capture_timeout_millis=0,
+                timestamp=lambda: int(room.current_ts),
+                undo_stack=[item],
+            )
+            changed = um.undo() or changed
+        return changed
 
     def stacks(self, actor: str) -> Stacks:
-        return self.actors.get(actor) or Stacks()
+        return self.get(actor) or Stacks()
+
+    def get(self, actor: str) -> Stacks | None:
+        """The actor's stacks, decoding them from the snapshot's meta on first use."""
+        st = self.actors.get(actor)
+        if st is None and actor in self._raw:
+            raw = self._raw.pop(actor)
+            try:
+                st = self.actors[actor] = Stacks.from_json(raw)
+            except Exception as e:  # a damaged entry costs the undo history, never the doc
+                log.warning("room %s: undo stacks of %r unreadable: %r", self.room.name, actor, e)
+        return st
+
+    def materialize(self) -> None:
+        for actor in list(self._raw):
+            self.get(actor)
 
 
 # --- the room pipeline side ----------------------------------------------------------------
@@ -417,8 +513,14 @@ def state_of(room: Room) -> RoomUndo:
     return st
 
 
-async def perform(room: Room, actor: str, kind: str) -> Event | None:
-    """Undo (kind "undo") or redo (kind "redo") actor's last step; None if nothing to."""
+async def perform(
+    room: Room, actor: str, kind: str, backend: Backend | None = None
+) -> Event | None:
+    """Undo (kind "undo") or redo (kind "redo") actor's last step; None if nothing to.
+
+    If the CRDT library fails in the middle of it, the live doc may be damaged: the
+    room is dropped (its connections get 1013 and re-sync) and reloaded from the log on
+    next use, and the caller gets a StoreError."""
     if kind not in (UNDO, REDO):
         raise BadRequest(f"kind must be undo or redo, not {kind!r}")
     state = state_of(room)
@@ -427,7 +529,7 @@ async def perform(room: Room, actor: str, kind: str) -> Event | None:
     reverts: list[int] = []
 
     def change(doc: Doc[Any]) -> None:
-        st = state.actors.get(actor)
+        st = state.get(actor)
         if st is None:
             return
         # Steps above the first one with anything left to revert are dropped (as Yjs
@@ -437,7 +539,18 @@ async def perform(room: Room, actor: str, kind: str) -> Event | None:
                 reverts.extend(step.seqs)
                 return
 
-    return await room.server_change(actor, kind, change, meta={"reverts": reverts})
+    try:
+        return await room.server_change(actor, kind, change, meta={"reverts": reverts})
+    except PalimpsestError:
+        raise
+    except Exception as e:
+        log.error("room %s: %s by %s failed (%r); reloading the room", room.name, kind, actor, e)
+        for peer in list(room.peers.values()):
+            peer.close(1013, "the document is being reloaded, reconnect")
+        discard = getattr(backend.rooms, "discard", None) if backend is not None else None
+        if discard is not None:
+            await discard(room.name)
+        raise StoreError(f"{kind} failed ({e}); the document was reloaded, try again") from e
 
 
 async def close_group(backend: Backend, room: Room, actor: str) -> int | None:
@@ -445,7 +558,7 @@ async def close_group(backend: Backend, room: Room, actor: str) -> int | None:
     undo_mark, empty update) so that grouping is the same after a restart; None when
     no step was open."""
     state = state_of(room)
-    st = state.actors.get(actor)
+    st = state.get(actor)
     if st is None or not st.open or now_ms() - st.last_ts >= state.capture_ms:
         if st is not None:
             st.open = False
@@ -471,7 +584,7 @@ def _ext(kind: str) -> Any:
     ) -> dict[str, Any]:
         if not conn.identity.can_write:
             raise Forbidden(f"read-only: you cannot {kind}")
-        return _answer(await perform(room, conn.actor, kind), kind)
+        return _answer(await perform(room, conn.actor, kind, backend), kind)
 
     return handler
 
@@ -488,7 +601,9 @@ def install(backend: Backend) -> None:
     rooms = backend.rooms
 
     def on_load(room: Room) -> None:
-        state = RoomUndo(room, settings.undo_capture_ms, settings.undo_max_depth)
+        state = RoomUndo(
+            room, settings.undo_capture_ms, settings.undo_max_depth, settings.undo_max_group
+        )
         snapshot_meta = room.extra.get("snapshot_meta") or {}
         state.load_meta(snapshot_meta.get(META_KEY))
         room.extra[STATE_KEY] = state

@@ -29,7 +29,7 @@ async def _perform(request: Request, kind: str) -> Response:
     identity = backend.authenticate_http(request, doc, "write")
     room = await backend.rooms.get(doc)
     try:
-        ev = await undo.perform(room, identity.user, kind)
+        ev = await undo.perform(room, identity.user, kind, backend)
     finally:
         backend.rooms.release(room)
     if ev is None:
