@@ -215,13 +215,20 @@ class Step:
     seqs: list[int]
     ins: Ranges
     dels: Ranges
+    #: to_json() of an unchanged step, reused by every snapshot; touch() forgets it
+    _json: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+
+    def touch(self) -> None:
+        self._json = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "runs": _runs(self.seqs),
-            "ins": base64.b64encode(encode_ranges(self.ins)).decode(),
-            "dels": base64.b64encode(encode_ranges(self.dels)).decode(),
-        }
+        if self._json is None:
+            self._json = {
+                "runs": _runs(self.seqs),
+                "ins": base64.b64encode(encode_ranges(self.ins)).decode(),
+                "dels": base64.b64encode(encode_ranges(self.dels)).decode(),
+            }
+        return self._json
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Step:
@@ -307,6 +314,8 @@ class RoomUndo:
         #: stacks from a snapshot's meta, decoded when their actor is first needed:
         #: loading a document costs nothing for the stacks of people who are not around
         self._raw: dict[str, dict[str, Any]] = {}
+        self._sv_bytes = b""
+        self._sv: dict[int, int] = {}
         #: what each transaction since the last recorded event did: (inserted, deleted)
         self._pending: list[tuple[Ranges, Ranges]] = []
         self._mark = 0
@@ -326,8 +335,17 @@ class RoomUndo:
 
     def _on_transaction(self, e: TransactionEvent) -> None:
         ev: Any = e  # pycrdt's stubs lack the state vectors and delete set it carries
-        ins = inserted(ev.before_state, ev.after_state)
-        dels = decode_ranges(ev.delete_set)
+        before, after = ev.before_state, ev.after_state
+        if before == after:
+            ins: Ranges = {}
+        else:
+            # the previous transaction's after is usually this one's before: decode once
+            b = self._sv if before == self._sv_bytes else P.decode_state_vector(before)
+            a = P.decode_state_vector(after)
+            self._sv_bytes, self._sv = after, a
+            ins = {c: [(b.get(c, 0), k)] for c, k in a.items() if k > b.get(c, 0)}
+        delete_set = ev.delete_set
+        dels = decode_ranges(delete_set) if delete_set != b"\x00" else {}
         if ins or dels:
             self._pending.append((ins, dels))
 
@@ -372,6 +390,7 @@ class RoomUndo:
             and len(st.undo[-1].seqs) < self.max_group
         ):
             top = st.undo[-1]
+            top.touch()
             top.seqs.append(ev.seq)
             union_into(top.ins, ins)
             union_into(top.dels, dels)
@@ -415,6 +434,7 @@ class RoomUndo:
             for step in (*st.undo, *st.redo):
                 if size(intersect(step.ins, originals)) == whole:
                     step.ins = union(step.ins, copies)
+                    step.touch()
 
     # --- persistence -------------------------------------------------------------------
 
