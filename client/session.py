@@ -7,7 +7,7 @@ protocol, reconnecting by itself.
         result = await session.undo()                 # server-side, per user
         await session.flush()                         # the server holds all our edits
 
-How the wire is used (see docs/readme/client.md for the long version):
+How the wire is used (see docs/client.md for the long version):
 
 - On every (re)connect the client sends its step 1 (its state vector) and the server
   sends its own. The client answers the server's step 1 with a step 2 holding every

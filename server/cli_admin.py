@@ -41,7 +41,7 @@ from .util import iso, parse_iso
 
 LIVE_NOTE = (
     "Meant for a stopped server or for documents no server has open "
-    "(see docs/readme/operations.md)."
+    "(see docs/operations.md)."
 )
 PAGE = 5000
 

@@ -13,7 +13,7 @@ blame at any seq, and the diff of any two seqs, without replaying anything per r
 Where a new insertion lands among tombstones is not recorded exactly, and it does not
 matter: such a tombstone and the new bytes are never alive at the same seq.
 
-Cost and lifetime (see docs/readme/history.md): the index lives in memory, one per
+Cost and lifetime (see docs/history.md): the index lives in memory, one per
 document, built on first use from the start of the log (the only full pass, at about
 the cost of replaying the log with text observers), then extended with the events
 appended since, on each request. A least-recently-used bound limits how many documents

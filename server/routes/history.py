@@ -2,7 +2,7 @@
 
 Reads need the "read" role, restore needs "write", creating or deleting tags "admin".
 Wherever a seq is accepted, a tag name or ``head`` is too. Documented in
-docs/openapi.yaml and docs/readme/history.md.
+docs/openapi.yaml and docs/history.md.
 """
 
 from __future__ import annotations
