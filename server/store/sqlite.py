@@ -120,6 +120,8 @@ class SQLiteStore(EventStore):
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
             await self._db.execute("PRAGMA journal_mode=WAL")
             await self._db.execute("PRAGMA synchronous=FULL")
+            # keep the WAL file small once checkpointed (it otherwise stays at its peak)
+            await self._db.execute("PRAGMA journal_size_limit=8388608")
             await self._db.execute("PRAGMA busy_timeout=10000")
             await self._migrate()
         except (sqlite3.Error, OSError) as e:
