@@ -65,8 +65,21 @@ class Server:
     def start(self) -> None:
         env = {**os.environ, "PALIMPSEST_MAX_EVENTS_PER_SECOND": "0"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve", "--port", str(self.port), "--db", str(self.db), *self.extra],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "server",
+                "serve",
+                "--port",
+                str(self.port),
+                "--db",
+                str(self.db),
+                *self.extra,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
         )
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
@@ -145,7 +158,9 @@ async def ingest(port: int, updates: list[bytes], final: str) -> float:
 async def cold_load(port: int, final: str) -> float:
     doc: Doc = Doc()
     t0 = time.perf_counter()
-    async with websockets.connect(f"ws://127.0.0.1:{port}/ws/bench", max_size=None, compression=None) as ws:
+    async with websockets.connect(
+        f"ws://127.0.0.1:{port}/ws/bench", max_size=None, compression=None
+    ) as ws:
         await ws.send(P.encode_sync_step1(doc.get_state()))
         async for raw in ws:
             msg = P.decode(raw)
@@ -170,7 +185,9 @@ def median(xs: list[float]) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--trace", default="automerge-paper")
     ap.add_argument("--limit", type=int, default=None, help="only the first N transactions")
     ap.add_argument("--loads", type=int, default=5, help="cold loads to time (median)")
@@ -195,7 +212,9 @@ def main() -> None:
         rss = rss_mb(srv.proc.pid)
         srv.stop()
         with sqlite3.connect(db) as c:
-            events, log_bytes = c.execute("SELECT COUNT(*), SUM(LENGTH(data)) FROM events").fetchone()
+            events, log_bytes = c.execute(
+                "SELECT COUNT(*), SUM(LENGTH(data)) FROM events"
+            ).fetchone()
             snaps = c.execute(
                 "SELECT COUNT(*), MAX(seq), SUM(LENGTH(state)), SUM(LENGTH(meta)) FROM snapshots"
             ).fetchone()

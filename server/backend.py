@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from .auth import Authenticator, Identity
 from .commit import Committer
+from .lifecycle import Service
 from .room import Room, RoomHooks
 from .rooms import Rooms
 from .settings import Settings
@@ -25,7 +25,7 @@ log = logging.getLogger("palimpsest")
 ExtensionHandler = Callable[["Backend", Room, Any, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
-class Backend:
+class Backend(Service):
     def __init__(self, settings: Settings | None = None, store: EventStore | None = None) -> None:
         self.settings = settings or Settings()
         self.store = store or open_store(self.settings.store_url)
@@ -101,18 +101,6 @@ class Backend:
                 log.warning("flushing %s on shutdown failed: %s", room.name, e)
         log.info("going away: closed %d connections, flushed %d rooms", closed, len(rooms))
         return closed
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         await self.store.start()

@@ -13,10 +13,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from types import TracebackType
-from typing import Self
 
 from .errors import StoreError, StoreUnavailable
+from .lifecycle import Service
 from .store.base import Event, EventStore, NewEvent
 
 log = logging.getLogger("palimpsest.commit")
@@ -24,7 +23,7 @@ log = logging.getLogger("palimpsest.commit")
 BatchObserver = Callable[[int, float], None]
 
 
-class Committer:
+class Committer(Service):
     def __init__(
         self,
         store: EventStore,
@@ -39,18 +38,6 @@ class Committer:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         self._closing = False

@@ -365,7 +365,8 @@ class Room:
         return await fut
 
     def receive_peer_events(self, events: list[Event]) -> None:
-        """Events another process logged (fan-out); applied in seq order, gaps read from the store."""
+        """Events another process logged (fan-out): applied in seq order, gaps read from
+        the store."""
         self._push(_PeerEvents(events))
 
     # --- the pipeline ----------------------------------------------------------------------

@@ -45,7 +45,9 @@ class RunningServer:
 
 
 @contextlib.asynccontextmanager
-async def run_server(settings: Settings, backend: Backend | None = None) -> AsyncIterator[RunningServer]:
+async def run_server(
+    settings: Settings, backend: Backend | None = None
+) -> AsyncIterator[RunningServer]:
     settings.port = settings.port if settings.port != 8000 else free_port()
     backend = backend or Backend(settings)
     app = create_app(settings, backend)
@@ -104,5 +106,7 @@ async def eventually(
         if last:
             return last
         if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {what or check}; last={last!r}")
+            raise AssertionError(
+                f"condition not met within {timeout}s: {what or check}; last={last!r}"
+            )
         await asyncio.sleep(interval)

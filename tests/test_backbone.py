@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 import websockets
-from pycrdt import Doc, Text
-
 from conftest import RunningServer, eventually, run_server
+from pycrdt import Doc, Text
+from yclient import connect
+
 from server import protocol as P
 from server.settings import Settings
 from server.snapshots import load
 from server.store.memory import MemoryStore
 from server.store.sqlite import SQLiteStore
-from yclient import connect
 
 
 async def raw(server: RunningServer, doc: str, q: str = "") -> websockets.ClientConnection:
@@ -100,7 +100,9 @@ async def test_text_frame_and_oversized_frame_are_refused(settings: Settings) ->
         assert await server.backend.store.head("big") == 0
 
 
-@pytest.mark.parametrize("name", ["..", ".hidden", "a%20b", "a%2Fb", "x" * 129, "semi;colon", "%C3%A9"])
+@pytest.mark.parametrize(
+    "name", ["..", ".hidden", "a%20b", "a%2Fb", "x" * 129, "semi;colon", "%C3%A9"]
+)
 async def test_bad_doc_names_are_refused_with_a_reason(server: RunningServer, name: str) -> None:
     ws = await raw(server, name)
     code, reason = await closed_with(ws)
@@ -128,6 +130,7 @@ async def test_reconnect_with_nothing_new_logs_nothing(server: RunningServer) ->
     async with connect(server.ws_url, "noop", "alice", ydoc=ydoc) as a:
         a.insert(0, "abc")
         del a.text[0:1]
+
         async def two() -> bool:
             return await server.backend.store.head("noop") == 2
 
@@ -157,11 +160,11 @@ async def _type_and_close(server: RunningServer) -> None:
     for u in updates:
         await ws.send(P.encode_sync_update(u))
     await ws.close()
-    await eventually(
-        lambda: server.backend.store.head("burst"), what="events logged"
-    )
+    await eventually(lambda: server.backend.store.head("burst"), what="events logged")
+
     async def all_logged() -> bool:
         return await server.backend.store.head("burst") == 2000
+
     await eventually(all_logged, timeout=20, what="2000 events logged")
     async with connect(server.ws_url, "burst") as c:
         assert c.content == "x" * 2000
@@ -189,7 +192,8 @@ async def test_awareness_is_relayed_and_dropped_on_leave(server: RunningServer) 
         # a newcomer is told the known states right after the server's step 1
         async with connect(server.ws_url, "aw", "carol") as c:
             assert not any(
-                isinstance(f, P.AwarenessUpdate) and any(cl == 42 for cl, _, s in P.decode_awareness(f.payload) if s != "null")
+                isinstance(f, P.AwarenessUpdate)
+                and any(cl == 42 for cl, _, s in P.decode_awareness(f.payload) if s != "null")
                 for f in c.frames
             )
 
@@ -202,9 +206,11 @@ async def test_concurrent_first_connections_load_once(server: RunningServer) -> 
         await eventually(lambda: server.backend.store.head("once"))
     await eventually(lambda: "once" not in server.backend.rooms, what="room unloads when idle")
     loads.clear()
+
     async def one() -> str:
         async with connect(server.ws_url, "once") as c:
             return c.content
+
     contents = await asyncio.gather(*(one() for _ in range(8)))
     assert contents == ["hi"] * 8
     assert loads == ["once"]
@@ -217,8 +223,10 @@ async def test_restart_reloads_log_and_snapshots(settings: Settings, db_path: Pa
             for i in range(25):
                 a.insert(i, chr(ord("a") + i % 26))
             await eventually(lambda: server.backend.store.head("r"))
+
             async def done() -> bool:
                 return await server.backend.store.head("r") == 25
+
             await eventually(done)
             expected = a.content
     # unload on shutdown wrote a final snapshot at the head
@@ -234,11 +242,16 @@ async def test_restart_reloads_log_and_snapshots(settings: Settings, db_path: Pa
 async def test_snapshot_equals_fold_of_events(settings: Settings, db_path: Path) -> None:
     settings.snapshot_every = 7
     async with run_server(settings) as server:
-        async with connect(server.ws_url, "fold", "a") as a, connect(server.ws_url, "fold", "b") as b:
+        async with (
+            connect(server.ws_url, "fold", "a") as a,
+            connect(server.ws_url, "fold", "b") as b,
+        ):
             for i in range(30):
                 (a if i % 2 else b).insert(0, str(i % 10))
+
             async def done() -> bool:
                 return await server.backend.store.head("fold") == 30
+
             await eventually(done)
         store = server.backend.store
         await eventually(lambda: server.backend.store.snapshots("fold"))
@@ -261,6 +274,7 @@ async def test_damaged_snapshot_falls_back_to_an_older_one(tmp_path: Path) -> No
     path = tmp_path / "dmg.db"
     async with SQLiteStore(path) as store:
         from server.store.base import NewEvent
+
         d: Doc = Doc()
         t = d.get("content", type=Text)
         ups: list[bytes] = []
@@ -287,6 +301,7 @@ async def test_damaged_snapshot_falls_back_to_an_older_one(tmp_path: Path) -> No
 async def test_store_down_refuses_edits_transiently_and_loses_nothing(settings: Settings) -> None:
     store = MemoryStore()
     from server.backend import Backend
+
     backend = Backend(settings, store=store)
     async with run_server(settings, backend) as server:
         ydoc: Doc = Doc()

@@ -7,19 +7,21 @@ import contextlib
 import sqlite3
 from pathlib import Path
 
-from pycrdt import Doc, Text
-
-import client
 from conftest import eventually
-from server import protocol as P
+from pycrdt import Doc, Text
 from serverproc import ServerProcess
 from yclient import connect as raw_connect
+
+import client
+from server import protocol as P
 
 
 def fold_log(db: Path, doc: str) -> Doc:
     d: Doc = Doc()
     with contextlib.closing(sqlite3.connect(db)) as c:
-        rows = c.execute("SELECT seq, data FROM events WHERE doc = ? ORDER BY seq", (doc,)).fetchall()
+        rows = c.execute(
+            "SELECT seq, data FROM events WHERE doc = ? ORDER BY seq", (doc,)
+        ).fetchall()
     assert [r[0] for r in rows] == list(range(1, len(rows) + 1)), "seqs are gap-free"
     for _, data in rows:
         d.apply_update(data)
@@ -44,7 +46,10 @@ async def test_kill9_while_typing_loses_nothing_broadcast(tmp_path: Path) -> Non
             client.connect(url, "crash", user="ann", max_backoff=0.5) as ann,
             client.connect(url, "crash", user="ben", max_backoff=0.5) as ben,
         ):
-            typers = [asyncio.create_task(type_forever(ann, "a")), asyncio.create_task(type_forever(ben, "b"))]
+            typers = [
+                asyncio.create_task(type_forever(ann, "a")),
+                asyncio.create_task(type_forever(ben, "b")),
+            ]
             async with raw_connect(url, "crash", "observer") as obs:
                 await eventually(lambda: len(obs.content) > 200, what="typing reaches the observer")
                 await srv.akill9()
@@ -66,7 +71,9 @@ async def test_kill9_while_typing_loses_nothing_broadcast(tmp_path: Path) -> Non
             await srv.astart()
             await ann.flush(timeout=30)
             await ben.flush(timeout=30)
-            await eventually(lambda: str(ann.text()) == str(ben.text()), timeout=30, what="converge")
+            await eventually(
+                lambda: str(ann.text()) == str(ben.text()), timeout=30, what="converge"
+            )
         async with client.connect(url, "crash", user="late") as late:
             assert str(late.text()) == str(ann.text())
         final = fold_log(srv.db_path, "crash")

@@ -63,7 +63,13 @@ def test_malformed_frames_say_what_is_wrong(frame: bytes, expected: str) -> None
 
 
 def test_state_vector_and_awareness_decoding() -> None:
-    sv = P.write_var_uint(2) + P.write_var_uint(5) + P.write_var_uint(10) + P.write_var_uint(9) + P.write_var_uint(1)
+    sv = (
+        P.write_var_uint(2)
+        + P.write_var_uint(5)
+        + P.write_var_uint(10)
+        + P.write_var_uint(9)
+        + P.write_var_uint(1)
+    )
     assert P.decode_state_vector(sv) == {5: 10, 9: 1}
     with pytest.raises(ProtocolError):
         P.decode_state_vector(sv[:-1])

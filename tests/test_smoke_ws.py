@@ -5,7 +5,10 @@ from yclient import connect
 
 
 async def test_two_clients_converge_and_events_are_logged(server: RunningServer) -> None:
-    async with connect(server.ws_url, "doc1", "alice") as a, connect(server.ws_url, "doc1", "bob") as b:
+    async with (
+        connect(server.ws_url, "doc1", "alice") as a,
+        connect(server.ws_url, "doc1", "bob") as b,
+    ):
         a.insert(0, "hello")
         await eventually(lambda: b.content == "hello", what="bob sees alice's text")
         b.insert(5, " world")

@@ -82,7 +82,12 @@ class YClient:
 
 @contextlib.asynccontextmanager
 async def connect(
-    base: str, doc: str, user: str | None = None, ydoc: Doc | None = None, wait_sync: bool = True, **q: str
+    base: str,
+    doc: str,
+    user: str | None = None,
+    ydoc: Doc | None = None,
+    wait_sync: bool = True,
+    **q: str,
 ) -> AsyncIterator[YClient]:
     params = dict(q)
     if user:

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from json.encoder import encode_basestring_ascii as _quote
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from json.encoder import encode_basestring_ascii as _quote
+from typing import Any
+
+from ..lifecycle import Service
 
 
 def now_ms() -> int:
@@ -115,23 +116,11 @@ class Tag:
     actor: str
 
 
-class EventStore(ABC):
+class EventStore(Service, ABC):
     """Where events, snapshots and tags live. Used with ``async with`` or start()/stop()."""
 
     #: a short name for logs and metrics: "memory", "sqlite", "postgresql"
     name: str = "abstract"
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @abstractmethod
     async def start(self) -> None:

@@ -208,7 +208,8 @@ class SQLiteStore(EventStore):
                 await db.executemany(
                     "INSERT INTO docs (name, head, created_ts, updated_ts, events_bytes) "
                     "VALUES (?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET head=excluded.head, "
-                    "updated_ts=excluded.updated_ts, events_bytes=docs.events_bytes+excluded.events_bytes",
+                    "updated_ts=excluded.updated_ts, "
+                    "events_bytes=docs.events_bytes+excluded.events_bytes",
                     [
                         (doc, heads[doc], last_ts[doc], last_ts[doc], sizes[doc])
                         for doc in names
