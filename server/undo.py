@@ -612,6 +612,9 @@ def _ext(kind: str) -> Any:
 async def _ext_close_group(
     backend: Backend, room: Room, conn: Any, body: dict[str, Any]
 ) -> dict[str, Any]:
+    # edits this connection sent before the request are still in the pipeline: they
+    # belong to the group being closed
+    await room.flush()
     seq = await close_group(backend, room, conn.actor)
     return {"ok": True, "seq": seq}
 

@@ -29,6 +29,7 @@ from server.backend import Backend
 from server.cli import main as cli_main
 from server.errors import AuthError, Forbidden
 from server.settings import Settings
+from server.store.base import NewEvent
 from server.tokens import OPEN_MODE_WARNING, mint
 
 SECRET = "test-secret-of-at-least-thirty-two-bytes!"
@@ -537,3 +538,14 @@ def test_cli_mints_tokens_the_server_accepts(
     assert jwt.decode(tok, key.public_key(), algorithms=["ES256"])["docs"] == ["*"]
     monkeypatch.delenv("PALIMPSEST_JWT_SECRET", raising=False)
     assert cli_main(["token", "--user", "g"]) == 2, "no secret, no key: refused"
+
+
+async def test_document_list_shows_only_granted_documents(jserver: RunningServer) -> None:
+    store = jserver.backend.store
+    for name in ("team-a", "team-b", "secret"):
+        await store.append([(name, [NewEvent("u", "edit", an_update(name))])])
+    tok = token("read", docs=("team-*",), user="carol")
+    async with httpx.AsyncClient(base_url=jserver.url) as http:
+        r = await http.get("/api/docs", headers={"Authorization": f"Bearer {tok}"})
+    assert r.status_code == 200
+    assert sorted(d["doc"] for d in r.json()["docs"]) == ["team-a", "team-b"]

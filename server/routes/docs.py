@@ -7,6 +7,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..backend import Backend
+from ..tokens import may_open
 from ..util import iso
 
 
@@ -17,8 +18,9 @@ def backend_of(request: Request) -> Backend:
 
 async def list_docs(request: Request) -> Response:
     backend = backend_of(request)
-    backend.authenticate_http(request, None, "read")
-    docs = await backend.store.list_docs()
+    identity = backend.authenticate_http(request, None, "read")
+    # a token lists only the documents it grants (open mode grants "*")
+    docs = [d for d in await backend.store.list_docs() if may_open(identity, d.doc)]
     return JSONResponse(
         {
             "docs": [
