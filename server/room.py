@@ -135,9 +135,14 @@ class Room:
         self._gone_clocks: dict[int, int] = {}
         self.hooks = hooks or RoomHooks()
         self.events_since_snapshot = 0
-        #: update bytes applied since the last snapshot, and that snapshot's size
-        self.bytes_since_snapshot = 0
+        #: update bytes applied since the room was loaded (replay included); at the last
+        #: snapshot, this count and the snapshot's size. Snapshot policy and the document
+        #: size limit both derive what they need from these.
+        self.applied_bytes = 0
+        self.snapshot_applied_bytes = 0
         self.last_snapshot_bytes = 0
+        #: update bytes of client updates queued for the log, not applied yet
+        self.queued_bytes = 0
         #: most client updates committed in one transaction
         self.max_batch = 1024
         self.extra: dict[str, Any] = {}  # per-feature state (undo managers, …)
@@ -268,6 +273,7 @@ class Room:
             return False
         meta = {"conn": peer.id, "clients": sorted(sv)}
         self._push(_ClientUpdate(peer, update, meta))
+        self.queued_bytes += len(update)
         return True
 
     def _adds_anything(self, update: bytes, sv: dict[int, int]) -> bool:
@@ -416,6 +422,13 @@ class Room:
             await self._maybe_snapshot()
 
     async def _commit_client_updates(self, batch: list[_ClientUpdate]) -> None:
+        queued = sum(len(u.update) for u in batch)
+        try:
+            await self._commit_and_apply(batch)
+        finally:
+            self.queued_bytes -= queued
+
+    async def _commit_and_apply(self, batch: list[_ClientUpdate]) -> None:
         ts = now_ms()
         new = [NewEvent(u.peer.actor, "edit", u.update, u.meta, ts) for u in batch]
         try:
@@ -477,7 +490,7 @@ class Room:
                 await self._catch_up(ev.seq - 1)
             self.seq = ev.seq
             self.events_since_snapshot += 1
-            self.bytes_since_snapshot += len(update)
+            self.applied_bytes += len(update)
             self.broadcast(P.encode_sync_update(update))
             self._committed(stored)
             if not item.future.done():
@@ -542,7 +555,7 @@ class Room:
             log.error("room %s: event %d does not apply: %r", self.name, ev.seq, e)
             ok = False
         self.seq = ev.seq
-        self.bytes_since_snapshot += len(ev.update)
+        self.applied_bytes += len(ev.update)
         self.current_event = None
         if ok:
             for hook in self.hooks.after_apply:

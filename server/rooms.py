@@ -85,7 +85,7 @@ class Rooms:
             room = holder["room"]
             room.seq = ev.seq
             room.current_ts = ev.ts
-            room.bytes_since_snapshot += len(ev.update)
+            room.applied_bytes += len(ev.update)
             for cb in self.on_replay:
                 cb(room, ev)
 

@@ -110,7 +110,8 @@ class SnapshotPolicy:
         snapshot costs its size, so the edits must amount to `ratio` of the last one.
         That bounds all snapshots together to about (1 + 1/ratio) x the log's size, while
         replaying the tail after any snapshot stays cheaper than loading a fraction of it."""
-        return room.bytes_since_snapshot >= ratio * room.last_snapshot_bytes
+        edits = room.applied_bytes - room.snapshot_applied_bytes
+        return edits >= ratio * room.last_snapshot_bytes
 
     def __call__(self, room: Room) -> None:
         """Called by the room after each pipeline step."""
@@ -136,7 +137,7 @@ class SnapshotPolicy:
             meta.update(hook(room))
         state = room.doc.get_update()
         room.events_since_snapshot = 0
-        room.bytes_since_snapshot = 0
+        room.snapshot_applied_bytes = room.applied_bytes
         room.last_snapshot_bytes = len(state)
         return room.seq, state, meta
 

@@ -28,7 +28,6 @@ import re
 import warnings
 import weakref
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +43,6 @@ from .settings import Settings
 if TYPE_CHECKING:
     from .backend import Backend
     from .room import Room
-    from .store.base import Event
 
 log = logging.getLogger("palimpsest.auth")
 
@@ -210,16 +208,6 @@ def auth_banner(settings: Settings) -> str:
 # --- limits --------------------------------------------------------------------------------
 
 
-@dataclass
-class _DocSize:
-    #: encoded size of the live document when last measured
-    measured: int = 0
-    #: update bytes accepted or applied since (an over-estimate of the growth: updates merge)
-    added: int = 0
-    #: bytes of this process's client updates accepted but not applied yet
-    pending: int = 0
-
-
 class Limits:
     """Per-backend limit state: open websockets per client address, document sizes.
 
@@ -252,49 +240,33 @@ class Limits:
         """Raise FrameTooLarge (4413) if an update of `nbytes` would take the document over
         ``max_doc_bytes``.
 
-        Cheap: the estimate is the last measured encoded size plus every update accepted
-        or applied since. Only when the estimate crosses the limit, and enough has been
-        added since the last measurement (an eighth of the document or 1/64 of the limit,
-        whichever is less), is the live document measured again (plus what is accepted
-        but not applied yet); so the cost stays proportional to what is written, and an
-        update near the limit may be refused up to that margin early."""
+        Cheap: the estimate is the document's last measured encoded size plus every update
+        applied or queued since (an over-estimate: updates merge). Each snapshot is a
+        measurement (the room keeps its size and the bytes applied at that point); beyond
+        those, the live document is measured only when the estimate crosses the limit and
+        enough was applied since the last measurement (an eighth of the document or 1/64
+        of the limit, whichever is less), so the cost stays proportional to what is
+        written, and an update near the limit may be refused up to that margin early."""
         limit = self.settings.max_doc_bytes
-        size = self._size(room)
-        if size.measured + size.added + nbytes <= limit:
+        size, at = room.last_snapshot_bytes, room.snapshot_applied_bytes
+        measured = room.extra.get(_MEASURED)
+        if isinstance(measured, tuple) and measured[1] > at:
+            size, at = measured
+        if size + room.applied_bytes - at + room.queued_bytes + nbytes <= limit:
             return
-        margin = max(1024, min(size.measured // 8, limit // 64))
-        if size.added - size.pending >= margin:
-            size.measured = len(room.doc.get_update())
-            size.added = size.pending
-            if size.measured + size.added + nbytes <= limit:
+        if room.applied_bytes - at >= max(1024, min(size // 8, limit // 64)):
+            size, at = len(room.doc.get_update()), room.applied_bytes
+            room.extra[_MEASURED] = (size, at)
+            if size + room.queued_bytes + nbytes <= limit:
                 return
         raise FrameTooLarge(
             f"document {room.name!r} would grow over the limit of {limit} bytes "
-            f"(now about {size.measured + size.added}, update {nbytes})"
+            f"(now about {size + room.applied_bytes - at + room.queued_bytes}, update {nbytes})"
         )
 
-    def accepted(self, room: Room, nbytes: int) -> None:
-        """A client update passed check_update and was queued for the log."""
-        size = self._size(room)
-        size.added += nbytes
-        size.pending += nbytes
 
-    def _size(self, room: Room) -> _DocSize:
-        size = room.extra.get("limits.size")
-        if not isinstance(size, _DocSize):
-            size = _DocSize(measured=len(room.doc.get_update()))
-            room.extra["limits.size"] = size
-        return size
-
-    def _applied(self, room: Room, events: list[Event], ours: bool = False) -> None:
-        size = room.extra.get("limits.size")
-        if not isinstance(size, _DocSize):
-            return
-        nbytes = sum(len(e.update) for e in events)
-        if ours:  # counted when accepted
-            size.pending = max(0, size.pending - nbytes)
-        else:
-            size.added += nbytes
+#: room.extra key: (encoded size, room.applied_bytes) of the last measurement
+_MEASURED = "limits.measured"
 
 
 _limits: weakref.WeakKeyDictionary[Backend, Limits] = weakref.WeakKeyDictionary()
@@ -318,20 +290,6 @@ def install(backend: Backend) -> None:
         log.info("auth: signed tokens required (%s)", ", ".join(backend.auth.algorithms))
     else:
         log.warning(OPEN_MODE_WARNING)
-    limits = limits_of(backend)
-    ours = settings.instance + "/"
-
-    def committed(room: Room, events: list[Event]) -> None:
-        # server-made changes (undo, redo, restore, import) of this process
-        limits._applied(room, [e for e in events if e.kind != "edit"])
-
-    def applied(room: Room, ev: Event) -> None:
-        # this process's client edits were counted on arrival; events of others were not
-        mine = ev.kind == "edit" and str(ev.meta.get("conn", "")).startswith(ours)
-        limits._applied(room, [ev], ours=mine)
-
-    backend.hooks.committed.append(committed)
-    backend.hooks.after_apply.append(applied)
 
 
 __all__ = [

@@ -166,8 +166,7 @@ class Connection:
                 )
             if msg.update != b"\x00\x00":
                 self.limits.check_update(room, len(msg.update))
-            if room.receive_update(self, msg.update, reply_to_step1=isinstance(msg, P.SyncStep2)):
-                self.limits.accepted(room, len(msg.update))
+            room.receive_update(self, msg.update, reply_to_step1=isinstance(msg, P.SyncStep2))
         elif isinstance(msg, P.AwarenessUpdate):
             if len(msg.payload) > settings.max_awareness_bytes:
                 raise FrameTooLarge(
