@@ -31,7 +31,7 @@ from pycrdt import Doc, Text, get_state
 
 from . import protocol as P
 from .cli import add_store_options, settings_from, setup_logging
-from .errors import PalimpsestError, StoreError
+from .errors import FATAL, PalimpsestError, StoreError
 from .history_render import TEXT, infer_root_types, render, root_names
 from .names import validate_doc_name
 from .snapshots import load, new_doc
@@ -245,9 +245,9 @@ def _as_update(data: bytes) -> bytes | None:
         P.decode_state_vector(get_state(data))
         probe: Doc[Any] = Doc()
         probe.apply_update(data)
-    except BaseException as e:  # pyo3 PanicException derives from BaseException
-        if isinstance(e, KeyboardInterrupt | SystemExit):
-            raise
+    except FATAL:
+        raise
+    except BaseException:  # pyo3 PanicException is one
         return None
     return data
 
@@ -280,9 +280,9 @@ async def import_(store: EventStore, args: argparse.Namespace) -> int:
     else:
         try:
             loaded.doc.apply_update(update)
-        except BaseException as e:
-            if isinstance(e, KeyboardInterrupt | SystemExit):
-                raise
+        except FATAL:
+            raise
+        except BaseException as e:  # pyo3 PanicException is one
             raise AdminError(f"the update does not apply to {args.doc!r}: {e}") from e
         meta.update(format="update")
     meta["clients"] = sorted(P.decode_state_vector(get_state(update)))
@@ -402,9 +402,9 @@ async def verify_doc(store: EventStore, doc: str, quiet: bool = True) -> list[st
             return problems
         try:
             fold.apply_update(base.state)
-        except BaseException as e:
-            if isinstance(e, KeyboardInterrupt | SystemExit):
-                raise
+        except FATAL:
+            raise
+        except BaseException as e:  # pyo3 PanicException is one
             return [*problems, f"{doc}: the base snapshot @{base.seq} does not apply: {e}"]
         seq = base.seq
     pending = [s for s in snaps if s.valid and s.seq > seq]
@@ -423,9 +423,9 @@ async def verify_doc(store: EventStore, doc: str, quiet: bool = True) -> list[st
             problems.append(f"{doc}: events {seq + 1}..{ev.seq - 1} are missing from the log")
         try:
             fold.apply_update(ev.update)
-        except BaseException as e:
-            if isinstance(e, KeyboardInterrupt | SystemExit):
-                raise
+        except FATAL:
+            raise
+        except BaseException as e:  # pyo3 PanicException is one
             problems.append(f"{doc}: event {ev.seq} ({ev.kind} by {ev.actor}) does not apply: {e}")
         seq = ev.seq
         bar.update(1)
@@ -450,9 +450,9 @@ def _compare(doc: str, seq: int, fold: Doc[Any], state: bytes) -> list[str]:
     snap = new_doc(doc)
     try:
         snap.apply_update(state)
-    except BaseException as e:
-        if isinstance(e, KeyboardInterrupt | SystemExit):
-            raise
+    except FATAL:
+        raise
+    except BaseException as e:  # pyo3 PanicException is one
         return [f"{doc}: snapshot @{seq} does not decode: {e}"]
     # compare decoded state vectors (their byte order differs) and rendered content
     sv_fold = P.decode_state_vector(fold.get_state())

@@ -19,6 +19,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
+#: Never swallowed. pycrdt raises ``pyo3_runtime.PanicException``, which derives from
+#: BaseException, so the boundaries around it catch BaseException: after these.
+FATAL: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit, asyncio.CancelledError)
+
 
 class PalimpsestError(Exception):
     """Base of every error Palimpsest raises on purpose."""

@@ -31,6 +31,7 @@ from typing import Any
 
 from pycrdt import Doc, Text
 
+from .errors import FATAL
 from .history_render import TEXT, infer_root_types
 from .store.base import Event, EventStore
 
@@ -228,9 +229,9 @@ class AttributionIndex:
             self._note(ev.seq, ev.actor)
             try:
                 self.doc.apply_update(ev.update)
-            except BaseException as e:
-                if isinstance(e, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
-                    raise
+            except FATAL:
+                raise
+            except BaseException as e:  # pyo3 PanicException is one
                 # the same event fails in every fold (see room.replay); an error from our
                 # own delta reading would surface here too: say so
                 log.error("attribution of %s: event %d: %r", self.doc_name, ev.seq, e)

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from pycrdt import Doc, Subscription, TransactionEvent, get_state, merge_updates
 
 from . import protocol as P
-from .errors import ProtocolError, StoreError, UpdateRejected
+from .errors import FATAL, ProtocolError, StoreError, UpdateRejected
 from .origins import ClientOrigin, PeerOrigin, ReplayOrigin, ServerOrigin, SystemOrigin
 from .store.base import Event, NewEvent, now_ms
 
@@ -253,9 +253,9 @@ class Room:
             return
         try:
             update = self.doc.get_update(state_vector)
-        except (ValueError, BaseException) as e:
-            if isinstance(e, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
-                raise
+        except FATAL:
+            raise
+        except BaseException as e:  # pyo3 PanicException is one
             raise ProtocolError(f"sync step 1 carries an invalid state vector: {e}") from e
         peer.send(P.encode_sync_step2(update))
 
@@ -265,9 +265,9 @@ class Room:
             return False
         try:
             sv = P.decode_state_vector(get_state(update))
-        except BaseException as e:  # pyo3 PanicException derives from BaseException
-            if isinstance(e, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
-                raise
+        except FATAL:
+            raise
+        except BaseException as e:  # pyo3 PanicException is one
             raise UpdateRejected(f"update does not decode: {e}") from e
         if reply_to_step1 and not self._adds_anything(update, sv):
             return False
@@ -288,9 +288,9 @@ class Room:
         sub = scratch.observe(lambda _e: changed.append(True))
         try:
             scratch.apply_update(update)
-        except BaseException as e:
-            if isinstance(e, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
-                raise
+        except FATAL:
+            raise
+        except BaseException as e:  # pyo3 PanicException is one
             raise UpdateRejected(f"update does not apply: {e}") from e
         finally:
             scratch.unobserve(sub)
@@ -465,9 +465,9 @@ class Room:
             self.current_ts = now_ms()
             try:
                 item.change(self.doc)
-            except BaseException as e:
-                if isinstance(e, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
-                    raise
+            except FATAL:
+                raise
+            except BaseException as e:  # pyo3 PanicException is one
                 self.doc.unobserve(sub)
                 if captured:
                     raise  # the doc changed and we cannot log it: reload the room
@@ -549,9 +549,9 @@ class Room:
         try:
             with self.doc.transaction(origin=origin):
                 self.doc.apply_update(ev.update)
-        except BaseException as e:
-            if isinstance(e, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
-                raise
+        except FATAL:
+            raise
+        except BaseException as e:  # pyo3 PanicException is one
             log.error("room %s: event %d does not apply: %r", self.name, ev.seq, e)
             ok = False
         self.seq = ev.seq
@@ -597,9 +597,9 @@ def _merged_frames(updates: list[bytes]) -> list[bytes]:
             continue
         try:
             frames.append(P.encode_sync_update(merge_updates(*chunk)))
-        except BaseException as e:
-            if isinstance(e, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
-                raise
+        except FATAL:
+            raise
+        except BaseException:  # pyo3 PanicException is one
             frames.extend(P.encode_sync_update(u) for u in chunk)
     return frames
 
@@ -613,9 +613,9 @@ def replay(
         try:
             with room_or_doc.transaction(origin=ReplayOrigin(ev.actor, ev.seq, ev.kind)):
                 room_or_doc.apply_update(ev.update)
-        except BaseException as e:
-            if isinstance(e, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
-                raise
+        except FATAL:
+            raise
+        except BaseException as e:  # pyo3 PanicException is one
             log.error("event %s/%d does not apply on replay: %r", ev.doc, ev.seq, e)
             failed += 1
         if on_apply is not None:

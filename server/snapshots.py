@@ -22,6 +22,7 @@ from typing import Any
 
 from pycrdt import Doc
 
+from .errors import FATAL
 from .origins import SystemOrigin
 from .room import Room, replay
 from .store.base import Event, EventStore, Snapshot
@@ -77,9 +78,9 @@ async def load(
             with doc.transaction(origin=SystemOrigin("snapshot")):
                 doc.apply_update(snap.state)
             break
-        except BaseException as e:
-            if isinstance(e, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
-                raise
+        except FATAL:
+            raise
+        except BaseException as e:  # pyo3 PanicException is one
             log.error("snapshot %s@%d does not apply (%r); trying an older one", name, snap.seq, e)
             at_most = snap.seq - 1
     base = snap.seq if snap is not None else 0
