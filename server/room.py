@@ -70,6 +70,8 @@ class _ServerChange:
     change: Callable[[Doc[Any]], Any]
     meta: dict[str, Any]
     future: asyncio.Future[Event | None]
+    #: log an event (with an empty update) even when the change changes nothing
+    always: bool = False
 
 
 @dataclass(slots=True)
@@ -362,12 +364,16 @@ class Room:
         kind: str,
         change: Callable[[Doc[Any]], Any],
         meta: dict[str, Any] | None = None,
+        *,
+        always: bool = False,
     ) -> Event | None:
         """Run `change(doc)` in the pipeline; log what it changed as one event of `kind`.
 
-        Returns the event, or None when the change changed nothing (no event)."""
+        Returns the event, or None when the change changed nothing (no event), unless
+        `always`: then a change of nothing is logged too, with an empty update (a marker,
+        such as the end of an undo group)."""
         fut: asyncio.Future[Event | None] = asyncio.get_running_loop().create_future()
-        self._push(_ServerChange(actor, kind, change, dict(meta or {}), fut))
+        self._push(_ServerChange(actor, kind, change, dict(meta or {}), fut, always))
         return await fut
 
     def receive_peer_events(self, events: list[Event]) -> None:
@@ -475,11 +481,14 @@ class Room:
                     item.future.set_exception(e if isinstance(e, Exception) else RuntimeError(e))
                 return
             self.doc.unobserve(sub)
-            if not captured:
+            if not captured and not item.always:
                 if not item.future.done():
                     item.future.set_result(None)
                 return
-            update = captured[0] if len(captured) == 1 else merge_updates(*captured)
+            if not captured:
+                update = EMPTY_UPDATE
+            else:
+                update = captured[0] if len(captured) == 1 else merge_updates(*captured)
             sv = P.decode_state_vector(get_state(update))
             meta = {**item.meta, "clients": sorted(sv)}
             new = NewEvent(item.actor, item.kind, update, meta, self.current_ts)
@@ -491,7 +500,8 @@ class Room:
             self.seq = ev.seq
             self.events_since_snapshot += 1
             self.applied_bytes += len(update)
-            self.broadcast(P.encode_sync_update(update))
+            if update != EMPTY_UPDATE:
+                self.broadcast(P.encode_sync_update(update))
             self._committed(stored)
             if not item.future.done():
                 item.future.set_result(ev)

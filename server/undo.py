@@ -53,7 +53,7 @@ from pycrdt import (
 from . import protocol as P
 from .errors import BadRequest, Forbidden, PalimpsestError, StoreError
 from .room import Room
-from .store.base import Event, NewEvent, now_ms
+from .store.base import Event, now_ms
 
 if TYPE_CHECKING:
     from .backend import Backend
@@ -63,7 +63,6 @@ log = logging.getLogger("palimpsest.undo")
 #: kinds that are not a new change by their actor
 UNDO, REDO, MARK = "undo", "redo", "undo_mark"
 META_KEY = "undo"
-EMPTY_UPDATE = b"\x00\x00"
 
 # --- ID ranges (a Yjs IdSet as {client: [(start, end), ...]}, sorted, disjoint) --------
 
@@ -584,9 +583,8 @@ async def close_group(backend: Backend, room: Room, actor: str) -> int | None:
             st.open = False
         return None
     st.open = False
-    stored = await backend.committer.append(room.name, [NewEvent(actor, MARK, EMPTY_UPDATE, {})])
-    room.receive_peer_events(stored)
-    return stored[0].seq
+    ev = await room.server_change(actor, MARK, lambda _doc: None, always=True)
+    return ev.seq if ev is not None else None
 
 
 # --- wiring ----------------------------------------------------------------------------------

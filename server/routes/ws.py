@@ -23,7 +23,7 @@ from ..errors import (
     UpdateRejected,
 )
 from ..names import validate_doc_name
-from ..room import Room
+from ..room import EMPTY_UPDATE, Room
 from ..tokens import limits_of
 
 log = logging.getLogger("palimpsest.ws")
@@ -154,7 +154,7 @@ class Connection:
             room.answer_sync_step1(self, msg.state_vector)
         elif isinstance(msg, P.SyncStep2 | P.SyncUpdate):
             if not self.identity.can_write:
-                if msg.update != b"\x00\x00":
+                if msg.update != EMPTY_UPDATE:
                     self.backend.refused("read_only")
                     self.send(P.encode_permission_denied("read-only: your edits are not accepted"))
                 return
@@ -164,7 +164,7 @@ class Connection:
                     f"more than {self._rate:g} updates per second on this connection; "
                     "reconnect to re-sync"
                 )
-            if msg.update != b"\x00\x00":
+            if msg.update != EMPTY_UPDATE:
                 self.limits.check_update(room, len(msg.update))
             room.receive_update(self, msg.update, reply_to_step1=isinstance(msg, P.SyncStep2))
         elif isinstance(msg, P.AwarenessUpdate):
