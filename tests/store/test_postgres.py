@@ -154,6 +154,17 @@ async def test_snapshot_writers_take_turns(schema: str) -> None:
         assert [(i.seq, i.valid) for i in await a.snapshots("s")] == [
             (20, True), (30, True), (45, True)
         ]  # fmt: skip
+        # a damaged newer snapshot does not count: the older one is written
+        conn = await asyncpg.connect(PG_URL)
+        try:
+            await conn.execute(
+                f'UPDATE "{schema}".snapshots SET checksum = $1 WHERE doc = $2 AND seq = 45',
+                "0" * 64,
+                "s",
+            )
+        finally:
+            await conn.close()
+        assert await a.put_snapshot_if_due("s", 44, b"44", min_gap=5) is True
 
 
 async def test_an_unreachable_server_is_store_unavailable() -> None:
