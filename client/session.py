@@ -707,24 +707,8 @@ class Session:
                 self._send_presence()
 
 
-def connect(
-    url: str,
-    doc: str,
-    *,
-    user: str | None = None,
-    token: str | None = None,
-    ydoc: Doc[Any] | None = None,
-    reconnect: bool = True,
-    connect_timeout: float = 10.0,
-    max_backoff: float = 5.0,
-    give_up_after: float | None = None,
-    max_frames_per_second: float = 100.0,
-) -> Session:
-    """A session on `doc` at `url` (``ws://HOST:PORT/ws``); ``async with`` opens it (ready
-    after the first sync) and closes it. ``user`` names you in open development mode;
-    ``token`` is a JWT when the server has a secret."""
-    return Session(
-        url, doc, user=user, token=token, ydoc=ydoc, reconnect=reconnect,
-        connect_timeout=connect_timeout, max_backoff=max_backoff,
-        give_up_after=give_up_after, max_frames_per_second=max_frames_per_second,
-    )  # fmt: skip
+#: ``connect(url, doc, user=..., token=...)``: a session on `doc` at `url`
+#: (``ws://HOST:PORT/ws``); ``async with`` opens it (ready after the first sync) and closes
+#: it. ``user`` names you in open development mode; ``token`` is a JWT when the server has
+#: a secret. The name reads well at the call site; the parameters are Session's.
+connect = Session
