@@ -8,7 +8,7 @@ client until synced) with snapshots and from the log alone.
 
     .venv/bin/python bench/backbone.py [--trace automerge-paper] [--limit N]
 
-Traces: ../shared/data/traces (josephg/editing-traces, CC BY 4.0).
+Traces: data/traces (josephg/editing-traces, CC BY 4.0).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from server import protocol as P  # noqa: E402
 
-TRACES = ROOT.parent / "shared" / "data" / "traces" / "sequential_traces"
+TRACES = ROOT / "data" / "traces" / "sequential_traces"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 

@@ -35,7 +35,7 @@ ROOT = BENCH.parent
 NODE_DIR = BENCH / "node"
 OUT = BENCH / "out"  # raw results, logs, data dirs (--out)
 REPORT = BENCH  # RESULTS.md and the PNGs (--report)
-TRACES = Path(os.environ.get("PALIMPSEST_TRACES", ROOT.parent / "shared" / "data" / "traces"))
+TRACES = Path(os.environ.get("PALIMPSEST_TRACES", ROOT / "data" / "traces"))
 PALIMPSEST_BIN = Path(os.environ.get("PALIMPSEST_BIN", ROOT / ".venv" / "bin" / "palimpsest"))
 HOST = "127.0.0.1"  # loopback only
 

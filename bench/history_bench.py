@@ -13,7 +13,7 @@ and, over HTTP against a real server on a loopback port, GET /versions/{seq}.
 
     .venv/bin/python bench/history_bench.py [--trace automerge-paper] [--limit N] [--samples 200]
 
-Traces: ../shared/data/traces (josephg/editing-traces, CC BY 4.0).
+Traces: data/traces (josephg/editing-traces, CC BY 4.0).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from server.snapshots import new_doc  # noqa: E402
 from server.store.base import EventStore, NewEvent  # noqa: E402
 
-TRACES = ROOT.parent / "shared" / "data" / "traces" / "sequential_traces"
+TRACES = ROOT / "data" / "traces" / "sequential_traces"
 ACTORS = ("alice", "bob", "carol")
 
 

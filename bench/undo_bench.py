@@ -14,7 +14,7 @@ process through the real Backend (rooms, pipeline, group committer, SQLite):
 
     .venv/bin/python bench/undo_bench.py [--trace automerge-paper] [--limit N] [--n 100]
 
-Traces: ../shared/data/traces (josephg/editing-traces, CC BY 4.0).
+Traces: data/traces (josephg/editing-traces, CC BY 4.0).
 """
 
 from __future__ import annotations

@@ -28,11 +28,11 @@ from .errors import ClientError, Refused
 from .history import DEFAULT_URL, History
 from .session import Session, connect
 
-#: where trace names are looked up (the repository's ../shared/data/traces)
+#: where trace names are looked up (the repository's data/traces)
 TRACES_DIR = Path(
     os.environ.get(
         "PALIMPSEST_TRACES",
-        Path(__file__).resolve().parent.parent.parent / "shared/data/traces/sequential_traces",
+        Path(__file__).resolve().parent.parent / "data/traces/sequential_traces",
     )
 )
 
