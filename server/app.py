@@ -1,24 +1,38 @@
-"""The ASGI app: starlette routes over a Backend."""
+"""The ASGI app: :class:`Palimpsest`, a Backend with its routes, mountable in any
+Starlette or FastAPI app::
+
+    collab = Palimpsest(store="sqlite:///app.db", extensions=[MyAuth()])
+    app = Starlette(routes=[Mount("/collab", app=collab)], lifespan=collab.lifespan)
+
+The websocket is then at ``/collab/ws/{doc}``, the HTTP API under ``/collab/api/``, the
+page at ``/collab/``. ``palimpsest serve`` runs the same object under uvicorn.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import html
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import State
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from .backend import Backend
 from .errors import PalimpsestError
-from .routes import route_modules
+from .extensions import Extension
+from .routes import docs, ops
 from .routes.ws import websocket_endpoint
 from .settings import Settings
+from .store import EventStore, open_store
 
 log = logging.getLogger("palimpsest.app")
 
@@ -29,9 +43,14 @@ STATIC_DIR = Path(
 
 async def index(request: Request) -> Response:
     page = STATIC_DIR / "index.html"
-    if page.is_file():
-        return FileResponse(page, media_type="text/html")
-    return PlainTextResponse("Palimpsest is running. The page is not built (static/index.html).")
+    if not page.is_file():
+        return PlainTextResponse(
+            "Palimpsest is running. The page is not built (static/index.html)."
+        )
+    # the page's URLs are relative to where it is mounted: tell it with <base>
+    base = html.escape(request.scope.get("root_path", "").rstrip("/") + "/", quote=True)
+    text = page.read_text(encoding="utf-8").replace("<head>", f'<head>\n  <base href="{base}">', 1)
+    return HTMLResponse(text)
 
 
 async def palimpsest_error(request: Request, exc: Exception) -> Response:
@@ -41,26 +60,82 @@ async def palimpsest_error(request: Request, exc: Exception) -> Response:
     )
 
 
-def create_app(settings: Settings | None = None, backend: Backend | None = None) -> Starlette:
-    backend = backend or Backend(settings)
+class Palimpsest:
+    """Palimpsest as an ASGI app: the websocket, the HTTP API and the page.
+
+    ``store``: a store URL (``sqlite:///path``, ``postgresql://…``, ``memory://``) or an
+    EventStore; default: the settings' (``palimpsest.db``). ``extensions``: the app's own,
+    whose hooks run first; then the built-in features for the settings (undo, history,
+    limits, metrics, …; fan-out when ``settings.fanout`` is set; signed tokens when a JWT
+    secret is set, open mode when no extension authenticates). ``builtins=False`` leaves
+    the built-ins out: ``extensions`` is then the whole list.
+
+    Mounted in another app, its lifespan must run: pass ``lifespan=collab.lifespan`` to
+    the host (or enter ``collab.lifespan(app)`` inside the host's own lifespan)."""
+
+    def __init__(
+        self,
+        store: str | EventStore | None = None,
+        extensions: Sequence[Extension] = (),
+        *,
+        settings: Settings | None = None,
+        builtins: bool = True,
+        backend: Backend | None = None,
+    ) -> None:
+        if backend is None:
+            settings = settings or Settings()
+            if isinstance(store, str):
+                store = open_store(store)
+            exts = list(extensions)
+            if builtins:
+                from .features import builtin_extensions
+
+                exts += builtin_extensions(settings, others=exts)
+            backend = Backend(settings, store, exts)
+        self.backend = backend
+        routes: list[BaseRoute] = [
+            Route("/", index),
+            WebSocketRoute("/ws/{doc:path}", websocket_endpoint),
+            *docs.routes,
+            *ops.routes,
+            *backend.extensions.routes,
+        ]
+        if STATIC_DIR.is_dir():
+            routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
+        self.app = Starlette(
+            routes=routes,
+            lifespan=self._own_lifespan,
+            exception_handlers={PalimpsestError: palimpsest_error},
+        )
+        self.app.state.backend = backend
+
+    @property
+    def settings(self) -> Settings:
+        return self.backend.settings
+
+    @property
+    def state(self) -> State:
+        return self.app.state
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        return self.app.routes
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with backend:
+    async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
+        """Start the backend (store, committer, extensions' services) for the duration."""
+        async with self.backend:
             yield
 
-    routes: list[BaseRoute] = [
-        Route("/", index),
-        WebSocketRoute("/ws/{doc:path}", websocket_endpoint),
-    ]
-    for module in route_modules():
-        routes.extend(module.routes)
-    if STATIC_DIR.is_dir():
-        routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
-    app = Starlette(
-        routes=routes,
-        lifespan=lifespan,
-        exception_handlers={PalimpsestError: palimpsest_error},
-    )
-    app.state.backend = backend
-    return app
+    @contextlib.asynccontextmanager
+    async def _own_lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        async with self.lifespan(app):
+            yield
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None, backend: Backend | None = None) -> Palimpsest:
+    """The app ``palimpsest serve`` runs: the built-in features for these settings."""
+    return Palimpsest(settings=settings, backend=backend)

@@ -1,21 +1,40 @@
-"""Who is asking: identities from tokens (or, in open development mode, from ?user=)."""
+"""Who is asking and what they may do: identities and the one authorization rule.
+
+Extensions say who is asking (``Extension.authenticate`` returns an :class:`Identity`);
+the core then decides with :func:`authorize` whether that identity may do what it asks
+on the document: its ``docs`` patterns must grant the document and its role must rank at
+least as high as the operation needs (read < write < admin).
+"""
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from dataclasses import dataclass
 
-from .errors import AuthError
+from .errors import AuthError, Forbidden
 
 ROLES = ("read", "write", "admin")
+RANK = {role: i for i, role in enumerate(ROLES)}
 _USER = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
 class Identity:
+    """An authenticated user: the actor of every event they make, their role
+    (read | write | admin) and the documents they may open (names or glob patterns)."""
+
     user: str
-    role: str = "admin"
+    role: str
     docs: tuple[str, ...] = ("*",)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.user, str) or not _USER.fullmatch(self.user):
+            raise AuthError("user name must be 1-64 printable characters")
+        if self.role not in RANK:
+            raise AuthError(f"role must be one of {', '.join(ROLES)}; got {self.role!r}")
+        if isinstance(self.docs, str):  # a lone pattern, not its characters
+            object.__setattr__(self, "docs", (self.docs,))
 
     @property
     def can_write(self) -> bool:
@@ -26,25 +45,27 @@ class Identity:
         return self.role == "admin"
 
 
+def may_open(identity: Identity, doc: str) -> bool:
+    """Whether the identity's ``docs`` patterns grant `doc` (case-sensitive globs)."""
+    return any(fnmatch.fnmatchcase(doc, pattern) for pattern in identity.docs)
+
+
+def authorize(identity: Identity, doc: str | None, need: str) -> None:
+    """Raise Forbidden unless `identity` may do `need` (read|write|admin) on `doc`.
+
+    `doc` None is an operation on no single document (e.g. the document list)."""
+    if need not in RANK:
+        raise ValueError(f"unknown permission {need!r}: expected one of {ROLES}")
+    if doc is not None and not may_open(identity, doc):
+        raise Forbidden(f"this token does not grant document {doc!r}")
+    if RANK.get(identity.role, -1) < RANK[need]:
+        raise Forbidden(f"role {identity.role!r} may not do this: it needs role {need!r}")
+
+
 def open_identity(user: str | None) -> Identity:
     """Open development mode: whoever you say you are, with every right."""
     if user is None or user == "":
-        return Identity("anonymous")
+        return Identity("anonymous", "admin")
     if not _USER.fullmatch(user):
         raise AuthError("user name must be 1-64 printable characters")
-    return Identity(user)
-
-
-class Authenticator:
-    """Open development mode: the user comes from ``?user=``, every right is granted.
-
-    The JWT mode replaces this object (see ``server.tokens``)."""
-
-    open = True
-
-    def identify(self, token: str | None, user: str | None) -> Identity:
-        return open_identity(user)
-
-    def authorize(self, identity: Identity, doc: str | None, need: str) -> None:
-        """Raise Forbidden unless `identity` may do `need` (read|write|admin) on `doc`."""
-        return None
+    return Identity(user, "admin")

@@ -1,87 +1,89 @@
-"""The backend: the store, the group committer, the rooms and the features wired to them.
+"""The backend: the store, the group committer, the rooms, and the extensions that
+every feature attaches through (server.extensions; dispatched by server.dispatch).
 
-Framework-free: app.py puts HTTP and websocket routes on top of it, the CLI and the
-tests use it directly. Lifecycle: ``async with Backend(settings):`` or start()/stop().
+Framework-free apart from the HTTPConnection that ``authenticate`` hands to extensions:
+server.app puts HTTP and websocket routes on top of it, the CLI and the tests use it
+directly. Lifecycle: ``async with Backend(settings):`` or start()/stop().
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, TypeVar
 
-from .auth import Authenticator, Identity
+from .auth import Identity, authorize
 from .commit import Committer
+from .dispatch import Extensions
 from .lifecycle import Service
-from .room import Room, RoomHooks
 from .rooms import Rooms
 from .settings import Settings
 from .snapshots import SnapshotPolicy
 from .store import EventStore, open_store
 
+if TYPE_CHECKING:
+    from starlette.requests import HTTPConnection
+
+    from .extensions import Extension
+
 log = logging.getLogger("palimpsest")
 
-#: an extension-message handler: (backend, room, peer, request body) -> answer body
-ExtensionHandler = Callable[["Backend", Room, Any, dict[str, Any]], Awaitable[dict[str, Any]]]
+E = TypeVar("E", bound="Extension")
 
 
 class Backend(Service):
-    def __init__(self, settings: Settings | None = None, store: EventStore | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        store: EventStore | None = None,
+        extensions: Sequence[Extension] | None = None,
+    ) -> None:
+        """`extensions`: every extension, in order; None = the built-in features for
+        these settings (server.features.builtin_extensions)."""
         self.settings = settings or Settings()
         self.store = store or open_store(self.settings.store_url)
-        self.committer = Committer(self.store, batch_max=self.settings.commit_batch_max)
-        self.hooks = RoomHooks()
+        if extensions is None:
+            from .features import builtin_extensions
+
+            extensions = builtin_extensions(self.settings)
+        self.extensions = Extensions(extensions)
+        self.committer = Committer(
+            self.store,
+            batch_max=self.settings.commit_batch_max,
+            on_batch=self.extensions.commit_batch,
+        )
         self.snapshots = SnapshotPolicy(
             self.store,
             every=self.settings.snapshot_every,
             quiet_seconds=self.settings.snapshot_quiet_seconds,
+            shared=bool(self.settings.fanout),
+            observer=self.extensions,
         )
         self.rooms = Rooms(
             self.store,
             self.committer,
             self.snapshots,
-            hooks=self.hooks,
+            observer=self.extensions,
+            on_load=self.extensions.loaded,
             unload_after=self.settings.unload_after_seconds,
         )
-        self.extensions: dict[str, ExtensionHandler] = {}
-        self.auth: Any = Authenticator()
-        #: things with start()/stop() that live as long as the backend (fan-out, …)
-        self.services: list[Any] = []
-        #: called with a short reason label whenever a connection or a frame is refused
-        self.on_refused: list[Callable[[str], None]] = []
         self._started = False
-        self._install_features()
+        self.extensions.setup(self)
 
-    def _install_features(self) -> None:
-        """Each feature module wires itself with an install(backend) function."""
-        from . import features
+    def extension(self, kind: type[E]) -> E | None:
+        """The first extension of this type, or None (e.g. ``backend.extension(Fanout)``)."""
+        return self.extensions.get(kind)
 
-        for install in features.installers():
-            install(self)
-
-    def identify(self, token: str | None, user: str | None) -> Identity:
-        return self.auth.identify(token, user)  # type: ignore[no-any-return]
-
-    def authenticate_ws(self, ws: Any, doc: str) -> Identity:
-        """Identity of a websocket from ?token= (or ?user= in open mode), allowed to read doc."""
-        q = ws.query_params
-        identity = self.identify(q.get("token"), q.get("user"))
-        self.auth.authorize(identity, doc, "read")
-        return identity
-
-    def authenticate_http(self, request: Any, doc: str | None, need: str) -> Identity:
-        """Identity of an HTTP request from the Bearer token (or ?user=), allowed `need` on doc."""
-        header = request.headers.get("authorization", "")
-        token = header[7:].strip() if header.lower().startswith("bearer ") else None
-        if token is None:
-            token = request.query_params.get("token")
-        identity = self.identify(token, request.query_params.get("user"))
-        self.auth.authorize(identity, doc, need)
+    async def authenticate(self, conn: HTTPConnection, doc: str | None, need: str) -> Identity:
+        """Who is asking (the extensions' ``authenticate``, in order), allowed to do `need`
+        (read | write | admin) on `doc` (None: no single document). Raises AuthError
+        (401 / 4401) or Forbidden (403 / 4403)."""
+        identity = await self.extensions.authenticate(conn)
+        authorize(identity, doc, need)
         return identity
 
     def refused(self, reason: str) -> None:
-        for cb in self.on_refused:
-            cb(reason)
+        self.extensions.refused(reason)
 
     async def going_away(self, reason: str = "server shutting down, reconnect") -> int:
         """Graceful shutdown, before the web server closes its sockets: close every
@@ -105,8 +107,7 @@ class Backend(Service):
     async def start(self) -> None:
         await self.store.start()
         await self.committer.start()
-        for svc in self.services:
-            await svc.start()
+        await self.extensions.start()
         self._started = True
 
     async def stop(self) -> None:
@@ -114,10 +115,7 @@ class Backend(Service):
             return
         self._started = False
         await self.rooms.stop()
-        for svc in reversed(self.services):
-            try:
-                await svc.stop()
-            except Exception:
-                log.exception("stopping %r failed", svc)
+        # on_committed catches up with the last events, then the services stop
+        await self.extensions.stop()
         await self.committer.stop()
         await self.store.stop()

@@ -6,11 +6,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import Any
 
 from .cli import add_store_options, settings_from
 from .errors import PalimpsestError
-from .store import EventStore, open_store
+from .store import open_store
 from .store.base import Snapshot
 
 
@@ -47,7 +46,7 @@ def run_migrate(args: argparse.Namespace) -> int:
         store = open_store(settings.store_url)
         await store.start()  # every store creates or migrates its schema on start
         try:
-            version = await _schema_version(store)
+            version = await store.schema_version()
         finally:
             await store.stop()
         print(f"palimpsest: {store.name} store {settings.store_url} at schema version {version}")
@@ -58,11 +57,6 @@ def run_migrate(args: argparse.Namespace) -> int:
     except PalimpsestError as e:
         print(f"palimpsest migrate: {e}", file=sys.stderr)
         return 1
-
-
-async def _schema_version(store: EventStore) -> int | str:
-    fn: Any = getattr(store, "schema_version", None)
-    return int(await fn()) if fn is not None else "n/a"
 
 
 def run_copy(args: argparse.Namespace) -> int:
@@ -84,10 +78,6 @@ async def copy(
     from tqdm import tqdm
 
     source, target = open_store(source_url), open_store(target_url)
-    importer: Any = getattr(target, "import_doc", None)
-    if importer is None:
-        print(f"palimpsest copy: cannot copy into a {target.name} store", file=sys.stderr)
-        return 1
     await source.start()
     try:
         await target.start()
@@ -108,7 +98,7 @@ async def copy(
                             snaps.append(snap)  # damaged ones are left behind
                     tags = await source.tags(info.doc)
                     try:
-                        await importer(info, events, snaps, tags, replace=replace)
+                        await target.import_doc(info, events, snaps, tags, replace=replace)
                     except PalimpsestError as e:
                         failed += 1
                         tqdm.write(f"{info.doc}: not copied: {e}", file=sys.stderr)

@@ -9,8 +9,9 @@
     ├── FrameTooLarge            a frame over the configured limit (close 4413)
     ├── AuthError                missing, bad or expired token (close 4401 / HTTP 401)
     │   └── Forbidden            valid token, not allowed here (close 4403 / HTTP 403)
-    ├── RateLimited              too many events (close 1013, transient) or connections
-    │                            (HTTP 429)
+    ├── RateLimited              too many events (close 1013, transient) or requests
+    │   │                        (HTTP 429)
+    │   └── TooManyConnections   too many websockets from one address (close 4429)
     ├── NotFound                 unknown document, seq or tag (HTTP 404)
     ├── BadRequest               a malformed HTTP request (HTTP 400)
     └── StoreError               the event store failed (close 1011 / HTTP 503)
@@ -65,6 +66,11 @@ class Forbidden(AuthError):
 
 class RateLimited(PalimpsestError):
     close_code = 1013
+    http_status = 429
+
+
+class TooManyConnections(RateLimited):
+    close_code = 4429
     http_status = 429
 
 

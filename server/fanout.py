@@ -26,9 +26,13 @@ it) and ``check`` (seconds between gap checks, default 2).
 
 Snapshots with several processes: each process counts peer events toward its rooms'
 snapshot policy, so without coordination every process would checkpoint the same
-document. When the store offers ``put_snapshot_if_due`` (PostgreSQL), the policy writes
-through it: a per-document advisory lock lets one process write at a time, and a write is
-skipped when a valid snapshot within half a period already exists.
+document. With a fan-out URL the policy is ``shared`` and writes through the store's
+``put_snapshot_if_due`` (PostgreSQL: a per-document advisory lock lets one process write
+at a time), skipped when a valid snapshot within half a period already exists.
+
+:class:`Fanout` is an extension: it publishes what ``on_committed`` and ``on_awareness``
+see (this process's own events and presence: peer origins are never published again),
+heals a room in ``on_load``, and is its own service.
 """
 
 from __future__ import annotations
@@ -37,14 +41,16 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from .errors import PalimpsestError, StoreError
+from .extensions import Extension
+from .lifecycle import Service
 from .room import Room
 from .store.base import Event
 
@@ -121,13 +127,12 @@ class _Relay:
         pass
 
 
-class Fanout:
-    """The fan-out service of one process (start/stop with the backend)."""
+class Fanout(Extension, Service):
+    """The fan-out of one process: an extension and its own service (start/stop)."""
 
-    def __init__(self, backend: Backend, url: str) -> None:
-        self.backend = backend
+    def __init__(self, url: str) -> None:
         self.redis_url, self.prefix, self.check_seconds = parse_url(url)
-        self.instance = backend.settings.instance
+        self.instance = ""
         self._redis: aioredis.Redis | None = None
         self._outbox: list[tuple[str, bytes]] = []
         self._wake = asyncio.Event()
@@ -141,6 +146,13 @@ class Fanout:
         self.received = 0
         self.dropped = 0
         self.healed = 0
+
+    def setup(self, backend: Backend) -> None:
+        self.backend = backend
+        self.instance = backend.settings.instance
+
+    def services(self) -> Sequence[Service]:
+        return [self]
 
     def channel(self, doc: str) -> str:
         return f"{self.prefix}:{doc}"
@@ -175,13 +187,13 @@ class Fanout:
 
     # --- publishing ----------------------------------------------------------------------
 
-    def committed(self, room: Room, events: list[Event]) -> None:
-        """Room hook: events this process just made durable."""
+    async def on_committed(self, doc: str, events: Sequence[Event]) -> None:
+        """Events this process just made durable."""
         if events:
-            self._queue(room.name, encode(self.instance, events))
+            self._queue(doc, encode(self.instance, list(events)))
 
-    def awareness(self, room: Room, entries: bytes) -> None:
-        """Room hook: presence changed by this process's connections."""
+    def on_awareness(self, room: Room, entries: bytes) -> None:
+        """Presence changed by this process's connections."""
         self._queue(room.name, encode_awareness(self.instance, entries))
 
     def _queue(self, doc: str, message: bytes) -> None:
@@ -285,13 +297,11 @@ class Fanout:
             except StoreError as e:
                 log.warning("fan-out: cannot heal %s now: %s", room.name, e)
 
-    def _loaded(self, name: str, seconds: float, replayed: int) -> None:
-        """Rooms hook: a message published while the room loaded may have been missed."""
-        room = self.backend.rooms.get_loaded(name)
-        if room is not None:
-            task = asyncio.create_task(self._heal_quietly(room))
-            self._heals.add(task)
-            task.add_done_callback(self._heals.discard)
+    def on_load(self, room: Room) -> None:
+        """A message published while the room loaded may have been missed."""
+        task = asyncio.create_task(self._heal_quietly(room))
+        self._heals.add(task)
+        task.add_done_callback(self._heals.discard)
 
     async def _heal_quietly(self, room: Room) -> None:
         try:
@@ -314,11 +324,7 @@ class Fanout:
         if not rooms:
             self._behind.clear()
             return
-        store: Any = self.backend.store
-        if hasattr(store, "heads"):
-            heads: dict[str, int] = await store.heads(list(rooms))
-        else:
-            heads = {name: await store.head(name) for name in rooms}
+        heads = await self.backend.store.heads(list(rooms))
         behind: dict[str, int] = {}
         for name, room in rooms.items():
             seen = self._behind.get(name)
@@ -327,43 +333,3 @@ class Fanout:
             if heads.get(name, 0) > room.seq:
                 behind[name] = heads[name]
         self._behind = behind
-
-
-def _coordinate_snapshots(backend: Backend) -> None:
-    """Write snapshots through the store's put_snapshot_if_due (one process at a time)."""
-    store: Any = backend.store
-    if not hasattr(store, "put_snapshot_if_due"):
-        return
-    policy = backend.snapshots
-
-    async def write(name: str, seq: int, state: bytes, meta: dict[str, Any]) -> None:
-        min_gap = max(1, policy.every // 2)
-        t0 = time.perf_counter()
-        try:
-            done = await store.put_snapshot_if_due(name, seq, state, meta, min_gap=min_gap)
-        except Exception as e:  # a failed checkpoint costs load time, never data
-            log.warning("snapshot %s@%d not written: %s", name, seq, e)
-            return
-        dt = time.perf_counter() - t0
-        if done:
-            log.info("snapshot %s@%d written (%d bytes, %.1f ms)", name, seq, len(state), dt * 1e3)
-            for cb in policy.on_taken:
-                cb(name, seq, len(state), dt)
-        else:
-            log.debug("snapshot %s@%d left to another process", name, seq)
-
-    # an instance attribute shadows the method for this policy object only
-    setattr(policy, "_write", write)  # noqa: B010
-
-
-def install(backend: Backend) -> None:
-    url = backend.settings.fanout
-    if not url:
-        return
-    fanout = Fanout(backend, url)
-    backend.hooks.committed.append(fanout.committed)
-    backend.hooks.awareness.append(fanout.awareness)
-    backend.rooms.on_loaded.append(fanout._loaded)
-    backend.services.append(fanout)
-    _coordinate_snapshots(backend)
-    setattr(backend, "fanout", fanout)  # noqa: B010 - for tools and tests in the same process

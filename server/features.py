@@ -1,35 +1,45 @@
-"""The feature modules the backend wires in at construction.
+"""Palimpsest's own features, as the extensions a server is built with.
 
-Each feature (undo, fan-out, tokens, metrics, …) lives in its own module with
-``install(backend)``, which registers room hooks, extension handlers and services.
-A module listed here that is not present is skipped."""
+Listed here, explicitly, in the order their hooks run (after the app's own extensions):
+nothing is discovered by scanning modules. ``palimpsest serve`` and ``create_app`` use
+:func:`builtin_extensions`; ``Palimpsest(extensions=[...])`` puts the app's first.
+"""
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
-if TYPE_CHECKING:
-    from .backend import Backend
-
-FEATURE_MODULES = [
-    "server.tokens",  # JWT auth and limits
-    "server.undo",  # per-user server-side undo/redo
-    "server.history",  # restore, tags
-    "server.fanout",  # Redis fan-out between processes
-    "server.metrics",  # Prometheus metrics
-]
+from .extensions import Extension
+from .fanout import Fanout
+from .history import HistoryExtension
+from .metrics import Metrics
+from .routes.admin import Admin
+from .settings import Settings
+from .tokens import JWTAuth, Limits, OpenAccess
+from .undo import Undo
 
 
-def installers() -> list[Callable[[Backend], None]]:
-    out = []
-    for name in FEATURE_MODULES:
-        if importlib.util.find_spec(name) is None:
-            continue
-        module = importlib.import_module(name)
-        install = getattr(module, "install", None)
-        if install is not None:
-            out.append(install)
+def builtin_extensions(
+    settings: Settings, *, others: Sequence[Extension] = ()
+) -> list[Extension]:
+    """The features of a server with these settings.
+
+    Auth: signed tokens when a JWT secret or public key is configured; otherwise open
+    development mode, unless one of `others` authenticates (an app with its own users)."""
+    out: list[Extension] = []
+    if settings.jwt_secret or settings.jwt_public_key:
+        out.append(JWTAuth.from_settings(settings))
+    elif not any(_authenticates(e) for e in others):
+        out.append(OpenAccess())
+    out += [Limits(settings), Undo.from_settings(settings), HistoryExtension(), Admin()]
+    if settings.fanout:
+        out.append(Fanout(settings.fanout))
+    out.append(Metrics())
     return out
+
+
+def _authenticates(ext: Extension) -> bool:
+    return type(ext).authenticate is not Extension.authenticate
+
+
+__all__ = ["builtin_extensions"]

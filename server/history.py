@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import re
-import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pycrdt import Doc
+from starlette.routing import BaseRoute
 
 from .errors import BadRequest, NotFound
+from .extensions import Extension
 from .history_attribution import FOLD_SLICE, AttributionCache, AttributionIndex
 from .history_render import (
     TEXT,
@@ -392,19 +394,24 @@ class History:
             raise NotFound(f"document {doc!r} has no tag named {name!r}")
 
 
-_services: weakref.WeakKeyDictionary[Backend, History] = weakref.WeakKeyDictionary()
+class HistoryExtension(Extension):
+    """The history service of a backend, and its HTTP routes (server.routes.history)."""
+
+    def setup(self, backend: Backend) -> None:
+        self.service = History(backend)
+
+    def routes(self) -> Sequence[BaseRoute]:
+        from .routes.history import routes
+
+        return routes
 
 
 def history_of(backend: Backend) -> History:
-    service = _services.get(backend)
-    if service is None:
-        service = _services[backend] = History(backend)
-    return service
+    """The backend's history service (its HistoryExtension's)."""
+    ext = backend.extension(HistoryExtension)
+    if ext is None:
+        raise NotFound("history is not served here")
+    return ext.service
 
 
-def install(backend: Backend) -> None:
-    """Wired by server.features: one History per backend."""
-    history_of(backend)
-
-
-__all__ = ["History", "event_json", "history_of", "install"]
+__all__ = ["History", "HistoryExtension", "event_json", "history_of"]

@@ -1,18 +1,18 @@
 """Prometheus metrics, one registry per backend (several backends in one process never
 collide). Every name starts with ``palimpsest_``.
 
-Counters and histograms are fed by the hooks the core offers (group-commit batches,
-snapshots taken, rooms loaded, events committed, refusals); gauges that describe the
-present (connections, open rooms, fan-out state) are read at scrape time by a collector,
-so they can never drift from the truth. ``GET /metrics`` (server.routes.ops) renders it.
+An extension: counters and histograms are fed by its hooks (group-commit batches,
+snapshots written, rooms loaded, events committed, events from other processes,
+refusals); gauges that describe the present (connections, open rooms, fan-out state)
+are read at scrape time by a collector, so they can never drift from the truth. Its
+route ``GET /metrics`` renders them.
 """
 
 from __future__ import annotations
 
 import time
-import weakref
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -23,8 +23,14 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 
+from .extensions import Extension
+from .origins import Origin, PeerOrigin
 from .room import Room
+from .snapshots import SnapshotWritten
 from .store.base import Event, now_ms
 
 if TYPE_CHECKING:
@@ -37,12 +43,11 @@ _SLOW = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _COUNTS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 
-class Metrics:
-    """The metrics of one backend."""
+class Metrics(Extension):
+    """The metrics of one backend, and ``GET /metrics``."""
 
-    def __init__(self, backend: Backend) -> None:
-        self._backend = weakref.ref(backend)
-        self.instance = backend.settings.instance
+    def __init__(self) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created: noise
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.events = Counter(
             "palimpsest_events_appended", "Events appended to the log by this process",
@@ -86,28 +91,34 @@ class Metrics:
             "Age of events written by another process when they are applied here",
             buckets=_SLOW, registry=r,
         )  # fmt: skip
-        r.register(_LiveCollector(self))
+        self.backend: Backend | None = None
 
-    @property
-    def backend(self) -> Backend | None:
-        return self._backend()
+    def setup(self, backend: Backend) -> None:
+        self.backend = backend
+        self.registry.register(_LiveCollector(self))
+
+    def routes(self) -> Sequence[BaseRoute]:
+        return [Route("/metrics", self.endpoint)]
+
+    async def endpoint(self, request: Request) -> Response:
+        return Response(self.render(), media_type=CONTENT_TYPE)
 
     # --- hooks ---------------------------------------------------------------------------
 
-    def on_batch(self, n_events: int, seconds: float) -> None:
-        self.batch_events.observe(n_events)
+    def on_commit_batch(self, events: int, seconds: float) -> None:
+        self.batch_events.observe(events)
         self.batch_seconds.observe(seconds)
 
-    def on_snapshot(self, name: str, seq: int, size: int, seconds: float) -> None:
+    def on_snapshot(self, written: SnapshotWritten) -> None:
         self.snapshots.inc()
-        self.snapshot_seconds.observe(seconds)
-        self.snapshot_bytes.inc(size)
+        self.snapshot_seconds.observe(written.seconds)
+        self.snapshot_bytes.inc(written.size)
 
-    def on_loaded(self, name: str, seconds: float, replayed: int) -> None:
-        self.load_seconds.observe(seconds)
-        self.load_replayed.observe(replayed)
+    def on_load(self, room: Room) -> None:
+        self.load_seconds.observe(room.loaded.seconds)
+        self.load_replayed.observe(room.loaded.replayed)
 
-    def on_committed(self, room: Room, events: list[Event]) -> None:
+    async def on_committed(self, doc: str, events: Sequence[Event]) -> None:
         if len(events) > 1 and all(ev.kind == "edit" for ev in events):
             self.events.labels("edit").inc(len(events))  # the common batch: one call
             return
@@ -119,13 +130,11 @@ class Metrics:
     def on_refused(self, reason: str) -> None:
         self.refused.labels(reason).inc()
 
-    def after_apply(self, room: Room, ev: Event) -> None:
+    def on_applied(self, room: Room, event: Event, origin: Origin) -> None:
         """Events applied to a live room that another process wrote: their age is the
-        fan-out lag (own client edits carry this instance's connection id in meta)."""
-        conn = ev.meta.get("conn")
-        if isinstance(conn, str) and conn.startswith(self.instance + "/"):
-            return
-        self.fanout_lag.observe(max(0.0, (now_ms() - ev.ts) / 1000.0))
+        fan-out lag."""
+        if isinstance(origin, PeerOrigin):
+            self.fanout_lag.observe(max(0.0, (now_ms() - event.ts) / 1000.0))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -153,7 +162,9 @@ class _LiveCollector(Collector):
                      backend.committer.pending)  # fmt: skip
         yield _gauge("palimpsest_start_time_seconds", "When this backend started (unix time)",
                      self.started)  # fmt: skip
-        fanout: Any = getattr(backend, "fanout", None)
+        from .fanout import Fanout
+
+        fanout = backend.extension(Fanout)
         if fanout is None:
             return
         yield _gauge("palimpsest_fanout_connected", "1 when subscribed to the fan-out bus",
@@ -179,35 +190,9 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=float(value))
 
 
-_by_backend: weakref.WeakKeyDictionary[Backend, Metrics] = weakref.WeakKeyDictionary()
+def metrics_of(backend: Backend) -> Metrics | None:
+    """The backend's Metrics extension, if it has one."""
+    return backend.extension(Metrics)
 
 
-def metrics_of(backend: Backend) -> Metrics:
-    m = _by_backend.get(backend)
-    if m is None:
-        m = _by_backend[backend] = Metrics(backend)
-    return m
-
-
-def install(backend: Backend) -> None:
-    """Wired by server.features."""
-    disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created: noise
-    m = metrics_of(backend)
-    previous = backend.committer.on_batch
-    if previous is None:
-        backend.committer.on_batch = m.on_batch
-    else:
-
-        def both(n: int, seconds: float) -> None:
-            previous(n, seconds)
-            m.on_batch(n, seconds)
-
-        backend.committer.on_batch = both
-    backend.snapshots.on_taken.append(m.on_snapshot)
-    backend.rooms.on_loaded.append(m.on_loaded)
-    backend.hooks.committed.append(m.on_committed)
-    backend.hooks.after_apply.append(m.after_apply)
-    backend.on_refused.append(m.on_refused)
-
-
-__all__ = ["CONTENT_TYPE", "Metrics", "install", "metrics_of"]
+__all__ = ["CONTENT_TYPE", "Metrics", "metrics_of"]

@@ -17,6 +17,11 @@ ReplayOrigin       no (read   no           yes: rebuilds the actor's stacks on l
 SystemOrigin       no         no           no
 =================  =========  ===========  =======================================
 
+The table is read from the origins themselves: each class says whether its changes are
+``logged`` by this process (and so reach ``on_committed`` and the fan-out), ``broadcast``
+to this process's connections, and ``tracked`` for undo. The room, the undo extension
+and the fan-out decide from these attributes, nothing else.
+
 pycrdt identifies a transaction's origin by ``hash()``. Every origin that carries an
 actor hashes as that actor, so one UndoManager per actor, with
 ``include_origin(actor_origin(actor))``, tracks that actor's changes whichever
@@ -26,6 +31,7 @@ connection, process or replay they came through.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 
 def _actor_hash(actor: str) -> int:
@@ -35,6 +41,10 @@ def _actor_hash(actor: str) -> int:
 @dataclass(frozen=True, slots=True, eq=False)
 class _ActorOrigin:
     actor: str
+
+    logged: ClassVar[bool] = False
+    broadcast: ClassVar[bool] = True
+    tracked: ClassVar[bool] = True
 
     def __hash__(self) -> int:
         return _actor_hash(self.actor)
@@ -47,6 +57,7 @@ class _ActorOrigin:
 class ClientOrigin(_ActorOrigin):
     """An update sent by a client connection."""
 
+    logged: ClassVar[bool] = True
     conn_id: str = ""
 
 
@@ -54,6 +65,7 @@ class ClientOrigin(_ActorOrigin):
 class ServerOrigin(_ActorOrigin):
     """A change the server made on behalf of an actor: undo, redo, restore, import."""
 
+    logged: ClassVar[bool] = True
     kind: str = "restore"
 
 
@@ -68,6 +80,7 @@ class PeerOrigin(_ActorOrigin):
 class ReplayOrigin(_ActorOrigin):
     """An event replayed from the log while loading a document."""
 
+    broadcast: ClassVar[bool] = False
     seq: int = 0
     kind: str = "edit"
 
@@ -76,6 +89,9 @@ class ReplayOrigin(_ActorOrigin):
 class SystemOrigin:
     """Loading a snapshot, internal bookkeeping: never logged, broadcast or tracked."""
 
+    logged: ClassVar[bool] = False
+    broadcast: ClassVar[bool] = False
+    tracked: ClassVar[bool] = False
     reason: str = "system"
 
 

@@ -20,14 +20,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 from pycrdt import Doc, Subscription, TransactionEvent, get_state, merge_updates
 
 from . import protocol as P
 from .errors import FATAL, ProtocolError, StoreError, UpdateRejected
-from .origins import ClientOrigin, PeerOrigin, ReplayOrigin, ServerOrigin, SystemOrigin
+from .origins import (
+    ClientOrigin,
+    Origin,
+    PeerOrigin,
+    ReplayOrigin,
+    ServerOrigin,
+    SystemOrigin,
+)
 from .store.base import Event, NewEvent, now_ms
 
 log = logging.getLogger("palimpsest.room")
@@ -94,21 +101,49 @@ class _AwarenessEntry:
     peer_id: str
 
 
-@dataclass
-class RoomHooks:
-    """Extension points, so that undo, fan-out, metrics and snapshots stay in their modules."""
+class RoomObserver(Protocol):
+    """What a room tells the extensions (server.dispatch.Extensions is the one)."""
 
-    #: after events are durable and applied: (room, events)
-    committed: list[Callable[[Room, list[Event]], None]] = field(default_factory=list)
-    #: around every applied event, before apply: (room, event)
-    before_apply: list[Callable[[Room, Event], None]] = field(default_factory=list)
-    #: after every applied event: (room, event)
-    after_apply: list[Callable[[Room, Event], None]] = field(default_factory=list)
-    #: when the room stops (unload or failure)
-    closed: list[Callable[[Room], None]] = field(default_factory=list)
-    #: presence changes made by this process's connections (encoded awareness entries,
-    #: e.g. for fan-out to other processes): (room, entries)
-    awareness: list[Callable[[Room, bytes], None]] = field(default_factory=list)
+    def before_apply(self, room: Room, event: Event, origin: Origin) -> None: ...
+
+    def applied(self, room: Room, event: Event, origin: Origin) -> None: ...
+
+    def committed(self, room: Room, events: list[Event]) -> None: ...
+
+    def awareness(self, room: Room, entries: bytes) -> None: ...
+
+    def unloaded(self, room: Room) -> None: ...
+
+
+class _Nobody:
+    """A room nobody observes (tools that fold documents outside a server)."""
+
+    def before_apply(self, room: Room, event: Event, origin: Origin) -> None:
+        pass
+
+    def applied(self, room: Room, event: Event, origin: Origin) -> None:
+        pass
+
+    def committed(self, room: Room, events: list[Event]) -> None:
+        pass
+
+    def awareness(self, room: Room, entries: bytes) -> None:
+        pass
+
+    def unloaded(self, room: Room) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class LoadInfo:
+    """How a room was loaded."""
+
+    snapshot_seq: int | None
+    replayed: int
+    seconds: float
+
+
+S = TypeVar("S")
 
 
 class Room:
@@ -120,7 +155,7 @@ class Room:
         *,
         committer: Committer,
         reader: EventReader,
-        hooks: RoomHooks | None = None,
+        observer: RoomObserver | None = None,
         on_broken: Callable[[Room, BaseException], None] | None = None,
         snapshotter: Callable[[Room], Awaitable[None] | None] | None = None,
     ) -> None:
@@ -135,7 +170,7 @@ class Room:
         self.awareness: dict[int, _AwarenessEntry] = {}
         #: clock at which a client's presence was removed (for stale re-announcements)
         self._gone_clocks: dict[int, int] = {}
-        self.hooks = hooks or RoomHooks()
+        self.observer: RoomObserver = observer or _Nobody()
         self.events_since_snapshot = 0
         #: update bytes applied since the room was loaded (replay included); at the last
         #: snapshot, this count and the snapshot's size. Snapshot policy and the document
@@ -147,7 +182,11 @@ class Room:
         self.queued_bytes = 0
         #: most client updates committed in one transaction
         self.max_batch = 1024
-        self.extra: dict[str, Any] = {}  # per-feature state (undo managers, …)
+        #: what extensions stored in the meta of the snapshot the room loaded from
+        self.snapshot_meta: dict[str, Any] = {}
+        #: how the room was loaded (set once loading is done)
+        self.loaded = LoadInfo(None, 0, 0.0)
+        self._states: dict[type[Any], Any] = {}
         self._committer = committer
         self._reader = reader
         self._on_broken = on_broken
@@ -175,8 +214,21 @@ class Room:
             except asyncio.CancelledError:
                 pass
         self.closed = True
-        for hook in self.hooks.closed:
-            hook(self)
+        self.observer.unloaded(self)
+
+    # --- per-room state of extensions -----------------------------------------------------
+
+    def state(self, kind: type[S], factory: Callable[[Room], S] | None = None) -> S:
+        """The room's instance of `kind`, made by ``factory(room)`` (default ``kind(room)``)
+        the first time it is asked for."""
+        found = self._states.get(kind)
+        if found is None:
+            found = self._states[kind] = (factory or kind)(self)  # type: ignore[call-arg]
+        return found
+
+    def peek(self, kind: type[S]) -> S | None:
+        """The room's instance of `kind` if one was made, else None."""
+        return self._states.get(kind)
 
     @property
     def consistent(self) -> bool:
@@ -214,8 +266,7 @@ class Room:
                 self._remember_gone(client, e.clock + 1)
             entries = P.encode_awareness_entries([(c, e.clock + 1, "null") for c, e in gone])
             self.broadcast(P.encode_awareness(entries))
-            for hook in self.hooks.awareness:
-                hook(self, entries)
+            self.observer.awareness(self, entries)
 
     def _broadcast_events(self, events: list[tuple[Event, str | None]]) -> None:
         """Send durable events to every connection but their author's.
@@ -339,8 +390,7 @@ class Room:
             encoded = P.encode_awareness_entries(accepted)
             self.broadcast(P.encode_awareness(encoded))
             if not relayed:
-                for hook in self.hooks.awareness:
-                    hook(self, encoded)
+                self.observer.awareness(self, encoded)
 
     def _remember_gone(self, client: int, clock: int) -> None:
         self._gone_clocks.pop(client, None)
@@ -502,6 +552,7 @@ class Room:
             self.applied_bytes += len(update)
             if update != EMPTY_UPDATE:
                 self.broadcast(P.encode_sync_update(update))
+            self.observer.applied(self, ev, ServerOrigin(ev.actor, ev.kind))
             self._committed(stored)
             if not item.future.done():
                 item.future.set_result(ev)
@@ -549,12 +600,11 @@ class Room:
         # events logged elsewhere: count them toward snapshots, but never publish again
         self.events_since_snapshot += len(events)
 
-    def _apply(self, ev: Event, origin: Any) -> bool:
+    def _apply(self, ev: Event, origin: Origin) -> bool:
         """Apply one durable event to the live doc. False if it does not apply."""
         self.current_ts = ev.ts
         self.current_event = ev
-        for hook in self.hooks.before_apply:
-            hook(self, ev)
+        self.observer.before_apply(self, ev, origin)
         ok = True
         try:
             with self.doc.transaction(origin=origin):
@@ -568,13 +618,11 @@ class Room:
         self.applied_bytes += len(ev.update)
         self.current_event = None
         if ok:
-            for hook in self.hooks.after_apply:
-                hook(self, ev)
+            self.observer.applied(self, ev, origin)
         return ok
 
     def _committed(self, events: list[Event]) -> None:
-        for hook in self.hooks.committed:
-            hook(self, events)
+        self.observer.committed(self, events)
 
     async def _maybe_snapshot(self) -> None:
         if self._snapshotter is not None:
@@ -615,14 +663,20 @@ def _merged_frames(updates: list[bytes]) -> list[bytes]:
 
 
 def replay(
-    room_or_doc: Doc[Any], events: Sequence[Event], on_apply: Callable[[Event], None] | None = None
+    doc: Doc[Any],
+    events: Sequence[Event],
+    on_apply: Callable[[Event], None] | None = None,
+    before_apply: Callable[[Event], None] | None = None,
 ) -> int:
     """Fold events onto a doc with replay origins; returns how many failed to apply."""
     failed = 0
     for ev in events:
+        origin = ReplayOrigin(ev.actor, ev.seq, ev.kind)
+        if before_apply is not None:
+            before_apply(ev)
         try:
-            with room_or_doc.transaction(origin=ReplayOrigin(ev.actor, ev.seq, ev.kind)):
-                room_or_doc.apply_update(ev.update)
+            with doc.transaction(origin=origin):
+                doc.apply_update(ev.update)
         except FATAL:
             raise
         except BaseException as e:  # pyo3 PanicException is one
@@ -633,4 +687,4 @@ def replay(
     return failed
 
 
-__all__ = ["Peer", "Room", "RoomHooks", "ServerOrigin", "SystemOrigin", "replay"]
+__all__ = ["LoadInfo", "Peer", "Room", "RoomObserver", "ServerOrigin", "SystemOrigin", "replay"]

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from pycrdt import Doc
 
-from .room import Room, RoomHooks
+from .origins import ReplayOrigin
+from .room import LoadInfo, Room, RoomObserver
 from .snapshots import SnapshotPolicy, load
 from .store.base import Event, EventStore, Snapshot
 
@@ -24,23 +24,21 @@ class Rooms:
         committer: Any,
         snapshots: SnapshotPolicy,
         *,
-        hooks: RoomHooks | None = None,
+        observer: RoomObserver | None = None,
+        on_load: Any = None,
         unload_after: float = 5.0,
     ) -> None:
         self.store = store
         self.committer = committer
         self.snapshots = snapshots
-        self.hooks = hooks or RoomHooks()
+        self.observer = observer
+        #: called with each room once it is loaded, before anyone joins
+        self._on_load = on_load
         self.unload_after = unload_after
         self._rooms: dict[str, Room] = {}
         self._loading: dict[str, asyncio.Task[Room]] = {}
         self._unload_timers: dict[str, asyncio.TimerHandle] = {}
         self._unloading: dict[str, asyncio.Task[None]] = {}
-        #: (room, doc, snapshot) before the events after the snapshot are replayed
-        self.on_load: list[Callable[[Room], None]] = []
-        #: called with (room, event) for each replayed event while loading
-        self.on_replay: list[Callable[[Room, Event], None]] = []
-        self.on_loaded: list[Callable[[str, float, int], None]] = []
 
     def __contains__(self, name: str) -> bool:
         return name in self._rooms
@@ -75,25 +73,38 @@ class Rooms:
 
         def before_replay(doc: Doc[Any], snap: Snapshot | None) -> None:
             room = self._make(name, doc, snap.seq if snap else 0)
-            # what features persisted with the snapshot (e.g. undo stacks), for on_load
-            room.extra["snapshot_meta"] = dict(snap.meta) if snap is not None else {}
+            # what extensions persisted with the snapshot (e.g. undo stacks)
+            room.snapshot_meta = dict(snap.meta) if snap is not None else {}
             holder["room"] = room
-            for cb in self.on_load:
-                cb(room)
+
+        def before_event(ev: Event) -> None:
+            room = holder["room"]
+            room.current_ts = ev.ts
+            room.observer.before_apply(room, ev, ReplayOrigin(ev.actor, ev.seq, ev.kind))
 
         def on_event(ev: Event) -> None:
             room = holder["room"]
             room.seq = ev.seq
             room.current_ts = ev.ts
             room.applied_bytes += len(ev.update)
-            for cb in self.on_replay:
-                cb(room, ev)
+            room.observer.applied(room, ev, ReplayOrigin(ev.actor, ev.seq, ev.kind))
 
-        loaded = await load(self.store, name, before_replay=before_replay, on_event=on_event)
+        loaded = await load(
+            self.store,
+            name,
+            before_replay=before_replay,
+            on_event=on_event,
+            before_event=before_event,
+        )
         room = holder["room"]
         room.seq = loaded.seq
         room.events_since_snapshot = loaded.replayed
         room.last_snapshot_bytes = len(loaded.snapshot.state) if loaded.snapshot else 0
+        room.loaded = LoadInfo(
+            loaded.snapshot.seq if loaded.snapshot else None, loaded.replayed, loaded.seconds
+        )
+        if self._on_load is not None:
+            self._on_load(room)
         room.start()
         self._rooms[name] = room
         log.info(
@@ -104,8 +115,6 @@ class Rooms:
             loaded.replayed,
             loaded.seconds * 1e3,
         )
-        for cb in self.on_loaded:
-            cb(name, loaded.seconds, loaded.replayed)
         return room
 
     def _make(self, name: str, doc: Doc[Any], seq: int) -> Room:
@@ -115,7 +124,7 @@ class Rooms:
             seq,
             committer=self.committer,
             reader=self.store,
-            hooks=self.hooks,
+            observer=self.observer,
             on_broken=self._broken,
             snapshotter=self.snapshots,
         )
@@ -126,8 +135,7 @@ class Rooms:
         log.error(
             "room %s dropped after a failure (%r); the next connection reloads it", room.name, error
         )
-        for hook in room.hooks.closed:
-            hook(room)
+        room.observer.unloaded(room)
 
     def release(self, room: Room) -> None:
         """A connection left; unload the room later if nobody is left."""

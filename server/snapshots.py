@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pycrdt import Doc
 
@@ -29,8 +29,30 @@ from .store.base import Event, EventStore, Snapshot
 
 log = logging.getLogger("palimpsest.snapshots")
 
-#: contributes entries to a snapshot's meta (e.g. persisted undo stacks)
-MetaHook = Callable[[Room], dict[str, Any]]
+@dataclass(frozen=True, slots=True)
+class SnapshotWritten:
+    doc: str
+    seq: int
+    size: int
+    seconds: float
+
+
+class SnapshotObserver(Protocol):
+    """What the policy tells the extensions (server.dispatch.Extensions is the one)."""
+
+    def snapshot_meta(self, room: Room) -> dict[str, Any]:
+        """Entries for the meta of a snapshot being captured (e.g. undo stacks)."""
+        ...
+
+    def snapshot(self, written: SnapshotWritten) -> None: ...
+
+
+class _Nobody:
+    def snapshot_meta(self, room: Room) -> dict[str, Any]:
+        return {}
+
+    def snapshot(self, written: SnapshotWritten) -> None:
+        pass
 
 
 def server_client_id(doc: str) -> int:
@@ -65,6 +87,7 @@ async def load(
     upto: int | None = None,
     before_replay: Callable[[Doc[Any], Snapshot | None], None] | None = None,
     on_event: Callable[[Event], None] | None = None,
+    before_event: Callable[[Event], None] | None = None,
 ) -> Loaded:
     """The document at `upto` (default: head): nearest valid snapshot + the events after it."""
     t0 = time.perf_counter()
@@ -87,7 +110,7 @@ async def load(
     if before_replay is not None:
         before_replay(doc, snap)
     events = await store.read(name, after=base, upto=upto)
-    failed = replay(doc, events, on_event)
+    failed = replay(doc, events, on_event, before_event)
     seq = events[-1].seq if events else base
     return Loaded(doc, seq, snap, len(events), time.perf_counter() - t0, failed)
 
@@ -101,8 +124,11 @@ class SnapshotPolicy:
     size_ratio: float = 0.25
     #: and snapshots after a quiet period this fraction
     quiet_ratio: float = 0.02
-    meta_hooks: list[MetaHook] = field(default_factory=list)
-    on_taken: list[Callable[[str, int, int, float], None]] = field(default_factory=list)
+    #: several processes checkpoint the same documents (fan-out): write through the
+    #: store's put_snapshot_if_due, so that one of them writes at a time and a snapshot
+    #: another process just wrote is not written again
+    shared: bool = False
+    observer: SnapshotObserver = field(default_factory=_Nobody)
     _timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     _writes: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -133,9 +159,7 @@ class SnapshotPolicy:
     def capture(self, room: Room) -> tuple[int, bytes, dict[str, Any]] | None:
         if not room.consistent or room.seq == 0:
             return None
-        meta: dict[str, Any] = {}
-        for hook in self.meta_hooks:
-            meta.update(hook(room))
+        meta = self.observer.snapshot_meta(room)
         state = room.doc.get_update()
         room.events_since_snapshot = 0
         room.snapshot_applied_bytes = room.applied_bytes
@@ -154,14 +178,21 @@ class SnapshotPolicy:
     async def _write(self, name: str, seq: int, state: bytes, meta: dict[str, Any]) -> None:
         t0 = time.perf_counter()
         try:
-            await self.store.put_snapshot(name, seq, state, meta)
+            if self.shared:
+                min_gap = max(1, self.every // 2)
+                done = await self.store.put_snapshot_if_due(name, seq, state, meta, min_gap=min_gap)
+            else:
+                await self.store.put_snapshot(name, seq, state, meta)
+                done = True
         except Exception as e:  # a failed checkpoint costs load time, never data
             log.warning("snapshot %s@%d not written: %s", name, seq, e)
             return
         dt = time.perf_counter() - t0
+        if not done:
+            log.debug("snapshot %s@%d left to another process", name, seq)
+            return
         log.info("snapshot %s@%d written (%d bytes, %.1f ms)", name, seq, len(state), dt * 1e3)
-        for cb in self.on_taken:
-            cb(name, seq, len(state), dt)
+        self.observer.snapshot(SnapshotWritten(name, seq, len(state), dt))
 
     async def final(self, room: Room) -> None:
         """On unload: a last snapshot if anything happened since the previous one."""

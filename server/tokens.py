@@ -15,34 +15,36 @@ HTTP 401); a valid token for another document or a role below what the operation
 is Forbidden (close 4403, HTTP 403). In JWT mode ``?user=`` is ignored. With neither
 setting the server runs open (``?user=``, every right) and says so loudly.
 
-Limits (see :class:`Limits`): connections per client address and the size of a document.
-Frame size, events per second, awareness size and the send queue are enforced by
-``server.routes.ws`` from the same settings.
+Both modes are extensions (:class:`JWTAuth`, :class:`OpenAccess`): their ``authenticate``
+reads the credentials of a request or a websocket. An app that embeds Palimpsest with
+its own authentication lists its own extension instead (docs/extending.md).
+
+Limits (see :class:`Limits`, an extension too): connections per client address and the
+size of a document. Frame size, events per second, awareness size and the send queue
+are enforced by ``server.routes.ws`` from the same settings.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import re
 import warnings
-import weakref
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.warnings import InsecureKeyLengthWarning
+from starlette.requests import HTTPConnection
 
-from .auth import ROLES, Identity
-from .errors import AuthError, Forbidden, FrameTooLarge
+from .auth import RANK, ROLES, Identity, authorize, may_open, open_identity
+from .errors import AuthError, FrameTooLarge, TooManyConnections
+from .extensions import Client, Extension
+from .room import Room
 from .settings import Settings
-
-if TYPE_CHECKING:
-    from .backend import Backend
-    from .room import Room
 
 log = logging.getLogger("palimpsest.auth")
 
@@ -50,7 +52,7 @@ log = logging.getLogger("palimpsest.auth")
 LEEWAY = 30
 #: an HS256 secret shorter than the hash is weak (RFC 7518 section 3.2)
 MIN_SECRET_BYTES = 32
-_RANK = {role: i for i, role in enumerate(ROLES)}
+_RANK = RANK
 _USER = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
 _MAX_PATTERNS = 256
 
@@ -64,27 +66,22 @@ OPEN_MODE_WARNING = (
 # --- auth ----------------------------------------------------------------------------------
 
 
-def may_open(identity: Identity, doc: str) -> bool:
-    """Whether the identity's ``docs`` patterns grant `doc` (case-sensitive globs)."""
-    return any(fnmatch.fnmatchcase(doc, pattern) for pattern in identity.docs)
+def token_of(conn: HTTPConnection) -> str | None:
+    """The token of a request: ``Authorization: Bearer`` (HTTP), else ``?token=`` (what
+    y-websocket's ``params`` sends on the websocket URL)."""
+    header = conn.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return conn.query_params.get("token")
 
 
-def authorize(identity: Identity, doc: str | None, need: str) -> None:
-    """Raise Forbidden unless `identity` may do `need` (read|write|admin) on `doc`.
+class JWTAuth(Extension):
+    """Identities from signed tokens (HS256 with a secret; RS256/ES256 with a public key).
 
-    `doc` None is an operation on no single document (e.g. the document list)."""
-    if need not in _RANK:
-        raise ValueError(f"unknown permission {need!r}: expected one of {ROLES}")
-    if doc is not None and not may_open(identity, doc):
-        raise Forbidden(f"this token does not grant document {doc!r}")
-    if _RANK.get(identity.role, -1) < _RANK[need]:
-        raise Forbidden(f"role {identity.role!r} may not do this: it needs role {need!r}")
+    A request without a token is not this extension's (another one may accept it); when
+    none does, it is refused with 401 / close 4401. A bad token is refused here."""
 
-
-class JWTAuthenticator:
-    """Identities from signed tokens; replaces the open-mode Authenticator."""
-
-    open = False
+    credentials = "a token: ?token= on the websocket, Authorization: Bearer on HTTP"
 
     def __init__(self, secret: str | None = None, public_key: Any = None) -> None:
         if not secret and public_key is None:
@@ -106,12 +103,23 @@ class JWTAuthenticator:
         elif public_key is not None:
             raise ValueError(f"unsupported public key type {type(public_key).__name__}")
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> JWTAuth:
+        key = load_public_key(settings.jwt_public_key) if settings.jwt_public_key else None
+        auth = cls(settings.jwt_secret, key)
+        log.info("auth: signed tokens required (%s)", ", ".join(auth.algorithms))
+        return auth
+
     @property
     def algorithms(self) -> list[str]:
         return sorted(self._keys)
 
-    def identify(self, token: str | None, user: str | None) -> Identity:
-        """The identity a token proves; `user` (``?user=``) is ignored in this mode."""
+    async def authenticate(self, conn: HTTPConnection) -> Identity | None:
+        token = token_of(conn)
+        return self.identify(token) if token else None
+
+    def identify(self, token: str | None) -> Identity:
+        """The identity a token proves (``?user=`` means nothing in this mode)."""
         if not token:
             raise AuthError(
                 "a token is required: ?token= on the websocket, Authorization: Bearer on HTTP"
@@ -144,8 +152,17 @@ class JWTAuthenticator:
             raise AuthError(f"invalid token: {e}") from e
         return identity_from_claims(claims)
 
-    def authorize(self, identity: Identity, doc: str | None, need: str) -> None:
-        authorize(identity, doc, need)
+
+class OpenAccess(Extension):
+    """Open development mode: the user is whoever ``?user=`` names, with every right.
+
+    Accepts every request, so it goes last; a server that lists it says so loudly."""
+
+    def setup(self, backend: Any) -> None:
+        log.warning(OPEN_MODE_WARNING)
+
+    async def authenticate(self, conn: HTTPConnection) -> Identity:
+        return open_identity(conn.query_params.get("user"))
 
 
 def identity_from_claims(claims: dict[str, Any]) -> Identity:
@@ -208,8 +225,16 @@ def auth_banner(settings: Settings) -> str:
 # --- limits --------------------------------------------------------------------------------
 
 
-class Limits:
-    """Per-backend limit state: open websockets per client address, document sizes.
+@dataclass(slots=True)
+class _Measured:
+    """A room's last measurement of its encoded size, at ``room.applied_bytes`` = at."""
+
+    size: int = 0
+    at: int = -1
+
+
+class Limits(Extension):
+    """Open websockets per client address, and the size of documents.
 
     Client addresses are what the ASGI server reports: uvicorn replaces the socket's
     address with the X-Forwarded-For entry of a trusted proxy only when the proxy's
@@ -219,6 +244,19 @@ class Limits:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.connections: Counter[str] = Counter()
+
+    async def on_connect(self, client: Client) -> None:
+        if not self.connect(client.address):
+            log.warning("refused websocket for %r from %s: too many connections",
+                        client.doc, client.address)  # fmt: skip
+            limit = self.settings.max_connections_per_ip
+            raise TooManyConnections(f"more than {limit} connections from your address")
+
+    async def on_disconnect(self, client: Client) -> None:
+        self.disconnect(client.address)
+
+    def on_update(self, room: Room, client: Client, update: bytes) -> None:
+        self.check_update(room, len(update))
 
     # connections per address
 
@@ -249,14 +287,14 @@ class Limits:
         written, and an update near the limit may be refused up to that margin early."""
         limit = self.settings.max_doc_bytes
         size, at = room.last_snapshot_bytes, room.snapshot_applied_bytes
-        measured = room.extra.get(_MEASURED)
-        if isinstance(measured, tuple) and measured[1] > at:
-            size, at = measured
+        measured = room.state(_Measured, lambda _room: _Measured())
+        if measured.at > at:
+            size, at = measured.size, measured.at
         if size + room.applied_bytes - at + room.queued_bytes + nbytes <= limit:
             return
         if room.applied_bytes - at >= max(1024, min(size // 8, limit // 64)):
             size, at = len(room.doc.get_update()), room.applied_bytes
-            room.extra[_MEASURED] = (size, at)
+            measured.size, measured.at = size, at
             if size + room.queued_bytes + nbytes <= limit:
                 return
         raise FrameTooLarge(
@@ -265,42 +303,15 @@ class Limits:
         )
 
 
-#: room.extra key: (encoded size, room.applied_bytes) of the last measurement
-_MEASURED = "limits.measured"
-
-
-_limits: weakref.WeakKeyDictionary[Backend, Limits] = weakref.WeakKeyDictionary()
-
-
-def limits_of(backend: Backend) -> Limits:
-    found = _limits.get(backend)
-    if found is None:
-        found = _limits[backend] = Limits(backend.settings)
-    return found
-
-
-# --- wiring --------------------------------------------------------------------------------
-
-
-def install(backend: Backend) -> None:
-    settings = backend.settings
-    if settings.jwt_secret or settings.jwt_public_key:
-        key = load_public_key(settings.jwt_public_key) if settings.jwt_public_key else None
-        backend.auth = JWTAuthenticator(settings.jwt_secret, key)
-        log.info("auth: signed tokens required (%s)", ", ".join(backend.auth.algorithms))
-    else:
-        log.warning(OPEN_MODE_WARNING)
-
-
 __all__ = [
-    "JWTAuthenticator",
+    "JWTAuth",
     "Limits",
     "OPEN_MODE_WARNING",
+    "OpenAccess",
     "auth_banner",
     "authorize",
     "identity_from_claims",
-    "install",
-    "limits_of",
     "may_open",
     "mint",
+    "token_of",
 ]

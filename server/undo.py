@@ -33,7 +33,7 @@ from __future__ import annotations
 import base64
 import bisect
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -49,10 +49,14 @@ from pycrdt import (
     UndoManager,
     XmlFragment,
 )
+from starlette.routing import BaseRoute
 
 from . import protocol as P
 from .errors import BadRequest, Forbidden, PalimpsestError, StoreError
+from .extensions import Extension, OpContext, Operation
+from .origins import Origin, ServerOrigin
 from .room import Room
+from .settings import Settings
 from .store.base import Event, now_ms
 
 if TYPE_CHECKING:
@@ -522,12 +526,10 @@ class RoomUndo:
 
 # --- the room pipeline side ----------------------------------------------------------------
 
-STATE_KEY = "undo"
-
 
 def state_of(room: Room) -> RoomUndo:
-    st = room.extra.get(STATE_KEY)
-    if not isinstance(st, RoomUndo):
+    st = room.peek(RoomUndo)
+    if st is None:
         raise BadRequest(f"undo is not tracked on document {room.name!r}")
     return st
 
@@ -566,13 +568,12 @@ async def perform(
         log.error("room %s: %s by %s failed (%r); reloading the room", room.name, kind, actor, e)
         for peer in list(room.peers.values()):
             peer.close(1013, "the document is being reloaded, reconnect")
-        discard = getattr(backend.rooms, "discard", None) if backend is not None else None
-        if discard is not None:
-            await discard(room.name)
+        if backend is not None:
+            await backend.rooms.discard(room.name)
         raise StoreError(f"{kind} failed ({e}); the document was reloaded, try again") from e
 
 
-async def close_group(backend: Backend, room: Room, actor: str) -> int | None:
+async def close_group(room: Room, actor: str) -> int | None:
     """End actor's current step: their next change starts a new one. Logged (kind
     undo_mark, empty update) so that grouping is the same after a restart; None when
     no step was open."""
@@ -587,7 +588,7 @@ async def close_group(backend: Backend, room: Room, actor: str) -> int | None:
     return ev.seq if ev is not None else None
 
 
-# --- wiring ----------------------------------------------------------------------------------
+# --- the extension ---------------------------------------------------------------------------
 
 
 def _answer(ev: Event | None, kind: str) -> dict[str, Any]:
@@ -596,89 +597,93 @@ def _answer(ev: Event | None, kind: str) -> dict[str, Any]:
     return {"ok": True, "seq": ev.seq, "reverts": list(ev.meta.get("reverts", []))}
 
 
-def _ext(kind: str) -> Any:
-    async def handler(
-        backend: Backend, room: Room, conn: Any, body: dict[str, Any]
-    ) -> dict[str, Any]:
-        if not conn.identity.can_write:
-            raise Forbidden(f"read-only: you cannot {kind}")
-        return _answer(await perform(room, conn.actor, kind, backend), kind)
+class Undo(Extension):
+    """Per-user undo and redo: the stacks of every live room (typed room state, persisted
+    in snapshot meta), the websocket operations undo / redo / close_group and the HTTP
+    routes POST /api/docs/{doc}/undo, /redo, /undo/close."""
 
-    return handler
+    def __init__(self, capture_ms: int = 500, max_depth: int = 200, max_group: int = 1000) -> None:
+        self.capture_ms = capture_ms
+        self.max_depth = max_depth
+        self.max_group = max_group
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Undo:
+        return cls(settings.undo_capture_ms, settings.undo_max_depth, settings.undo_max_group)
 
-async def _ext_close_group(
-    backend: Backend, room: Room, conn: Any, body: dict[str, Any]
-) -> dict[str, Any]:
-    # edits this connection sent before the request are still in the pipeline: they
-    # belong to the group being closed
-    await room.flush()
-    seq = await close_group(backend, room, conn.actor)
-    return {"ok": True, "seq": seq}
+    def setup(self, backend: Backend) -> None:
+        self.backend = backend
 
+    def state(self, room: Room) -> RoomUndo:
+        """The room's undo state, made (from the snapshot's meta) on first use."""
+        return room.state(RoomUndo, self._new_state)
 
-def install(backend: Backend) -> None:
-    settings = backend.settings
-    rooms = backend.rooms
+    def _new_state(self, room: Room) -> RoomUndo:
+        state = RoomUndo(room, self.capture_ms, self.max_depth, self.max_group)
+        state.load_meta(room.snapshot_meta.get(META_KEY))
+        return state
 
-    def on_load(room: Room) -> None:
-        state = RoomUndo(
-            room, settings.undo_capture_ms, settings.undo_max_depth, settings.undo_max_group
-        )
-        snapshot_meta = room.extra.get("snapshot_meta") or {}
-        state.load_meta(snapshot_meta.get(META_KEY))
-        room.extra[STATE_KEY] = state
+    # --- hooks ---------------------------------------------------------------------------
 
-    def on_replay(room: Room, ev: Event) -> None:
-        state = room.extra.get(STATE_KEY)
-        if isinstance(state, RoomUndo):
-            state.record(ev, *state.take())
+    def on_load(self, room: Room) -> None:
+        self.state(room)  # replay made it already unless no event came after the snapshot
 
-    def before_apply(room: Room, ev: Event) -> None:
-        state = room.extra.get(STATE_KEY)
-        if isinstance(state, RoomUndo):
-            state.mark()
+    def before_apply(self, room: Room, event: Event, origin: Origin) -> None:
+        # what the doc's transactions record from here on is this event's
+        self.state(room).mark()
 
-    def after_apply(room: Room, ev: Event) -> None:
-        state = room.extra.get(STATE_KEY)
-        if isinstance(state, RoomUndo):
-            state.record(ev, *state.take(state._mark))
+    def on_applied(self, room: Room, event: Event, origin: Origin) -> None:
+        state = self.state(room)
+        if isinstance(origin, ServerOrigin):
+            # a server change: made on the live doc before its event was logged
+            state.record(event, *state.take())
+        elif origin.tracked:
+            state.record(event, *state.take(state._mark))
 
-    def committed(room: Room, events: list[Event]) -> None:
-        state = room.extra.get(STATE_KEY)
-        if not isinstance(state, RoomUndo):
-            return
-        for ev in events:
-            if ev.seq > state.last_seq:  # a server change: not applied through _apply
-                state.record(ev, *state.take())
-
-    def closed(room: Room) -> None:
-        state = room.extra.get(STATE_KEY)
-        if isinstance(state, RoomUndo):
+    def on_unload(self, room: Room) -> None:
+        state = room.peek(RoomUndo)
+        if state is not None:
             state.close()
 
-    def meta_hook(room: Room) -> dict[str, Any]:
-        state = room.extra.get(STATE_KEY)
-        return {META_KEY: state.to_meta()} if isinstance(state, RoomUndo) else {}
+    def snapshot_meta(self, room: Room) -> Mapping[str, Any]:
+        return {META_KEY: self.state(room).to_meta()}
 
-    rooms.on_load.append(on_load)
-    rooms.on_replay.append(on_replay)
-    backend.hooks.before_apply.append(before_apply)
-    backend.hooks.after_apply.append(after_apply)
-    backend.hooks.committed.append(committed)
-    backend.hooks.closed.append(closed)
-    backend.snapshots.meta_hooks.append(meta_hook)
-    backend.extensions[UNDO] = _ext(UNDO)
-    backend.extensions[REDO] = _ext(REDO)
-    backend.extensions["close_group"] = _ext_close_group
+    # --- websocket operations -------------------------------------------------------------
+
+    def operations(self) -> Mapping[str, Operation]:
+        return {UNDO: self._op_undo, REDO: self._op_redo, "close_group": self._op_close_group}
+
+    async def _op(self, ctx: OpContext, kind: str) -> dict[str, Any]:
+        if not ctx.client.identity.can_write:
+            raise Forbidden(f"read-only: you cannot {kind}")
+        return _answer(await perform(ctx.room, ctx.client.user, kind, self.backend), kind)
+
+    async def _op_undo(self, ctx: OpContext, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._op(ctx, UNDO)
+
+    async def _op_redo(self, ctx: OpContext, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._op(ctx, REDO)
+
+    async def _op_close_group(self, ctx: OpContext, body: dict[str, Any]) -> dict[str, Any]:
+        # edits this connection sent before the request are still in the pipeline: they
+        # belong to the group being closed
+        await ctx.flush()
+        return {"ok": True, "seq": await close_group(ctx.room, ctx.client.user)}
+
+    # --- HTTP -------------------------------------------------------------------------------
+
+    def routes(self) -> Sequence[BaseRoute]:
+        from .routes.undo import routes
+
+        return routes
 
 
 __all__ = [
     "RoomUndo",
     "Stacks",
     "Step",
+    "Undo",
     "close_group",
-    "install",
     "perform",
     "state_of",
 ]

@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import jwt
@@ -21,16 +22,18 @@ from conftest import RunningServer, eventually, run_server
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pycrdt import Doc, Text
+from starlette.requests import Request
 from starlette.routing import Mount, Route, WebSocketRoute
 
 from server import protocol as P
 from server.app import create_app
+from server.auth import Identity, authorize
 from server.backend import Backend
 from server.cli import main as cli_main
 from server.errors import AuthError, Forbidden
 from server.settings import Settings
 from server.store.base import NewEvent
-from server.tokens import OPEN_MODE_WARNING, mint
+from server.tokens import OPEN_MODE_WARNING, JWTAuth, OpenAccess, mint
 
 SECRET = "test-secret-of-at-least-thirty-two-bytes!"
 DOC = "matrix-1"
@@ -264,7 +267,7 @@ async def test_websocket_message_matrix(jserver: RunningServer, role: str) -> No
     if role == "read":
         assert undo["ok"] is False and redo["ok"] is False
         assert await store.head(DOC) == head1
-    elif "undo" in jserver.backend.extensions:
+    elif "undo" in jserver.backend.extensions.ops:
         assert undo["ok"] is True, undo
         assert redo["ok"] is True, redo
     assert conn.closed is None, "no message of the matrix closes a valid connection"
@@ -283,7 +286,7 @@ async def test_every_extension_op_is_refused_to_read_tokens(jserver: RunningServ
     gets ok=false and nothing changes."""
     await seed(jserver)
     store = jserver.backend.store
-    ops = sorted(set(jserver.backend.extensions) - READ_OK_OPS)
+    ops = sorted(set(jserver.backend.extensions.ops) - READ_OK_OPS)
     conn = await open_raw(jserver, DOC, token("read", user="reader"))
     head, tags = await store.head(DOC), len(await store.tags(DOC))
     for i, op in enumerate(ops, start=10):
@@ -457,28 +460,51 @@ async def test_bearer_and_query_token_on_http(jserver: RunningServer) -> None:
 # --- modes, keys, the CLI -------------------------------------------------------------------
 
 
+def request(query: str = "", headers: dict[str, str] | None = None) -> Request:
+    """A starlette Request as an extension's authenticate() receives it."""
+    raw = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    scope = {"type": "http", "method": "GET", "path": "/api/docs", "query_string": query.encode(),
+             "headers": raw}  # fmt: skip
+    return Request(scope)
+
+
+async def aidentify(backend: Backend, token: str | None, user: str | None) -> Identity:
+    """Who the backend's extensions say a request with ?token= and ?user= is."""
+    query = urlencode({k: v for k, v in (("token", token), ("user", user)) if v})
+    return await backend.extensions.authenticate(request(query))
+
+
+def identify(backend: Backend, token: str | None, user: str | None) -> Identity:
+    return asyncio.run(aidentify(backend, token, user))
+
+
 def test_open_mode_says_so_loudly(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="palimpsest.auth"):
         backend = Backend(settings)
-    assert backend.auth.open is True
+    assert backend.extension(OpenAccess) is not None and backend.extension(JWTAuth) is None
     assert any(OPEN_MODE_WARNING in r.getMessage() and r.levelno == logging.WARNING
                for r in caplog.records)
-    ident = backend.identify(None, "bob")
+    ident = identify(backend, None, "bob")
     assert (ident.user, ident.role) == ("bob", "admin")
 
 
 def test_jwt_mode_ignores_user_param_and_needs_a_token(jwt_settings: Settings) -> None:
     backend = Backend(jwt_settings)
-    assert backend.auth.open is False
-    with pytest.raises(AuthError):
-        backend.identify(None, "bob")
-    ident = backend.identify(token("read", user="carol", docs=("a*",)), "bob")
+    assert backend.extension(OpenAccess) is None and backend.extension(JWTAuth) is not None
+    with pytest.raises(AuthError, match="a token"):
+        identify(backend, None, "bob")
+    ident = identify(backend, token("read", user="carol", docs=("a*",)), "bob")
     assert (ident.user, ident.role, ident.docs) == ("carol", "read", ("a*",))
-    backend.auth.authorize(ident, "abc", "read")
+    # the Bearer header carries it on HTTP
+    bearer = token("write", user="dan")
+    ident2 = asyncio.run(backend.extensions.authenticate(
+        request(headers={"Authorization": f"Bearer {bearer}"})))  # fmt: skip
+    assert (ident2.user, ident2.role) == ("dan", "write")
+    authorize(ident, "abc", "read")
     with pytest.raises(Forbidden):
-        backend.auth.authorize(ident, "abc", "write")
+        authorize(ident, "abc", "write")
     with pytest.raises(Forbidden):
-        backend.auth.authorize(ident, "bcd", "read")
+        authorize(ident, "bcd", "read")
 
 
 def _pem(public: Any) -> bytes:
@@ -495,16 +521,16 @@ async def test_public_key_tokens(kind: str, settings: Settings, tmp_path: Path) 
     settings.jwt_public_key = str(pub)
     backend = Backend(settings)
     good = mint(private, "dora", "write", ["*"], 60, algorithm=kind)
-    assert backend.identify(good, None).user == "dora"
+    assert (await aidentify(backend, good, None)).user == "dora"
     # the public key is not an HMAC secret: algorithm confusion is refused
     forged = jwt.encode({"sub": "eve", "role": "admin", "docs": ["*"],
                          "exp": int(time.time()) + 60}, SECRET, algorithm="HS256")
     with pytest.raises(AuthError, match="algorithm"):
-        backend.identify(forged, None)
+        await aidentify(backend, forged, None)
     other: Any = (rsa.generate_private_key(65537, 2048) if kind == "RS256"
                   else ec.generate_private_key(ec.SECP256R1()))
     with pytest.raises(AuthError, match="signature"):
-        backend.identify(mint(other, "eve", "admin", ["*"], 60, algorithm=kind), None)
+        await aidentify(backend, mint(other, "eve", "admin", ["*"], 60, algorithm=kind), None)
     async with run_server(settings, backend) as srv:
         raw = await open_raw(srv, "pk-doc", good)
         assert raw.closed is None
@@ -524,7 +550,7 @@ def test_cli_mints_tokens_the_server_accepts(
     claims = jwt.decode(tok, SECRET, algorithms=["HS256"])
     assert (claims["sub"], claims["role"], claims["docs"]) == ("erin", "read", ["a*", "b", "c"])
     assert 110 <= claims["exp"] - time.time() <= 121
-    ident = Backend(jwt_settings).identify(tok, None)
+    ident = identify(Backend(jwt_settings), tok, None)
     assert ident.docs == ("a*", "b", "c")
     # with an EC private key: ES256
     key = ec.generate_private_key(ec.SECP256R1())

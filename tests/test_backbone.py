@@ -13,6 +13,10 @@ from pycrdt import Doc, Text
 from yclient import connect
 
 from server import protocol as P
+from server.backend import Backend
+from server.extensions import Extension
+from server.features import builtin_extensions
+from server.room import Room
 from server.settings import Settings
 from server.snapshots import load
 from server.store.memory import MemoryStore
@@ -198,9 +202,22 @@ async def test_awareness_is_relayed_and_dropped_on_leave(server: RunningServer) 
             )
 
 
-async def test_concurrent_first_connections_load_once(server: RunningServer) -> None:
-    loads: list[str] = []
-    server.backend.rooms.on_loaded.append(lambda name, secs, n: loads.append(name))
+class LoadRecorder(Extension):
+    def __init__(self) -> None:
+        self.loads: list[str] = []
+
+    def on_load(self, room: Room) -> None:
+        self.loads.append(room.name)
+
+
+async def test_concurrent_first_connections_load_once(settings: Settings) -> None:
+    recorder = LoadRecorder()
+    backend = Backend(settings, extensions=[recorder, *builtin_extensions(settings)])
+    async with run_server(settings, backend) as server:
+        await _load_once(server, recorder.loads)
+
+
+async def _load_once(server: RunningServer, loads: list[str]) -> None:
     async with connect(server.ws_url, "once", "a") as a:
         a.insert(0, "hi")
         await eventually(lambda: server.backend.store.head("once"))

@@ -7,7 +7,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +17,7 @@ from scaleout import fanout_url, fresh_schema
 from yclient import connect
 
 from server import protocol as P
+from server.fanout import Fanout
 from server.settings import Settings
 
 
@@ -212,8 +212,9 @@ async def test_fanout_metrics_across_two_processes(tmp_path: Path) -> None:
         a = Settings(store=url, fanout=bus, port=free_port(), instance="ops-a")
         b = Settings(store=url, fanout=bus, port=free_port(), instance="ops-b")
         async with run_server(a) as sa, run_server(b) as sb:
-            fa: Any = getattr(sa.backend, "fanout")  # noqa: B009
-            fb: Any = getattr(sb.backend, "fanout")  # noqa: B009
+            fa = sa.backend.extension(Fanout)
+            fb = sb.backend.extension(Fanout)
+            assert fa is not None and fb is not None
             await eventually(lambda: fa.connected and fb.connected, what="both subscribed")
             async with connect(sb.ws_url, "shared", user="bob") as cb:
                 async with connect(sa.ws_url, "shared", user="ann") as ca:

@@ -11,19 +11,29 @@ the others' rooms notice nothing until their connections leave.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from ..backend import Backend
 from ..errors import NotFound
+from ..extensions import Extension
 from ..names import validate_doc_name
+
+
+class Admin(Extension):
+    """Administration routes."""
+
+    def routes(self) -> Sequence[BaseRoute]:
+        return [Route("/api/docs/{doc}", delete_doc, methods=["DELETE"])]
 
 
 async def delete_doc(request: Request) -> Response:
     backend: Backend = request.app.state.backend
     doc = validate_doc_name(request.path_params["doc"])
-    identity = backend.authenticate_http(request, doc, "admin")
+    identity = await backend.authenticate(request, doc, "admin")
     room = backend.rooms.get_loaded(doc)
     closed = 0
     if room is not None:
@@ -35,6 +45,3 @@ async def delete_doc(request: Request) -> Response:
     if not existed and discarded is None:
         raise NotFound(f"no document {doc!r}")
     return JSONResponse({"doc": doc, "deleted": True, "closed": closed})
-
-
-routes = [Route("/api/docs/{doc}", delete_doc, methods=["DELETE"])]

@@ -26,11 +26,11 @@ def _backend(request: Request) -> Backend:
     return b
 
 
-def _open(request: Request, need: str) -> tuple[History, str, str]:
+async def _open(request: Request, need: str) -> tuple[History, str, str]:
     """(history service, doc name, acting user) after validating the name and the role."""
     backend = _backend(request)
     doc = validate_doc_name(request.path_params["doc"])
-    identity = backend.authenticate_http(request, doc, need)
+    identity = await backend.authenticate(request, doc, need)
     return history_of(backend), doc, identity.user
 
 
@@ -67,7 +67,7 @@ async def _body(request: Request) -> dict[str, Any]:
 
 
 async def events(request: Request) -> Response:
-    history, doc, _ = _open(request, "read")
+    history, doc, _ = await _open(request, "read")
     kinds = [k for raw in request.query_params.getlist("kind") for k in raw.split(",") if k] or None
     since, until = _ts(request, "since"), _ts(request, "until")
     if since is not None and until is not None and since > until:
@@ -86,7 +86,7 @@ async def events(request: Request) -> Response:
 
 
 async def sessions(request: Request) -> Response:
-    history, doc, _ = _open(request, "read")
+    history, doc, _ = await _open(request, "read")
     info = await history.info(doc)
     gap_s = _int(request, "gap", SESSION_GAP_MS // 1000, 1, 7 * 24 * 3600)
     return JSONResponse(
@@ -102,7 +102,7 @@ async def sessions(request: Request) -> Response:
 
 
 async def version(request: Request) -> Response:
-    history, doc, _ = _open(request, "read")
+    history, doc, _ = await _open(request, "read")
     info = await history.info(doc)
     ref = request.path_params.get("ref") or request.query_params.get("seq")
     at = request.query_params.get("at")
@@ -125,7 +125,7 @@ async def version(request: Request) -> Response:
 
 
 async def diff(request: Request) -> Response:
-    history, doc, _ = _open(request, "read")
+    history, doc, _ = await _open(request, "read")
     info = await history.info(doc)
     q = request.query_params
     a = await history.resolve(doc, q.get("from") or "0", info)
@@ -134,7 +134,7 @@ async def diff(request: Request) -> Response:
 
 
 async def blame(request: Request) -> Response:
-    history, doc, _ = _open(request, "read")
+    history, doc, _ = await _open(request, "read")
     info = await history.info(doc)
     q = request.query_params
     seq = await history.resolve(doc, q.get("seq") or "head", info)
@@ -142,7 +142,7 @@ async def blame(request: Request) -> Response:
 
 
 async def restore(request: Request) -> Response:
-    history, doc, user = _open(request, "write")
+    history, doc, user = await _open(request, "write")
     body = await _body(request)
     if "seq" not in body:
         raise BadRequest('the body must name the version to restore: {"seq": N} or a tag')
@@ -156,18 +156,18 @@ async def restore(request: Request) -> Response:
 
 async def tags(request: Request) -> Response:
     if request.method == "POST":
-        history, doc, user = _open(request, "admin")
+        history, doc, user = await _open(request, "admin")
         body = await _body(request)
         tag = await history.put_tag(doc, body.get("name"), body.get("seq"), user)
         return JSONResponse({"tag": tag, "tags": await history.tags(doc)}, status_code=201)
-    history, doc, _ = _open(request, "read")
+    history, doc, _ = await _open(request, "read")
     await history.info(doc)
     return JSONResponse({"tags": await history.tags(doc)})
 
 
 async def one_tag(request: Request) -> Response:
     """PUT names a version (body {"seq"}, head by default); DELETE removes the name."""
-    history, doc, user = _open(request, "admin")
+    history, doc, user = await _open(request, "admin")
     name = request.path_params["name"]
     if request.method == "PUT":
         body = await _body(request)

@@ -2,8 +2,9 @@
 
 ``/healthz`` says the process serves HTTP; ``/readyz`` says it can do its job (the store
 answers, the fan-out bus is subscribed when one is configured), so a load balancer sends
-clients elsewhere while it cannot; ``/metrics`` is the Prometheus text format. None of
-them needs a token and none reveals document names or contents.
+clients elsewhere while it cannot. ``/metrics`` (the Prometheus text format) is the
+Metrics extension's route. None of them needs a token and none reveals document names
+or contents.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from starlette.routing import Route
 
 from ..backend import Backend
 from ..errors import PalimpsestError
-from ..metrics import CONTENT_TYPE, metrics_of
+from ..fanout import Fanout
 
 #: a store that does not answer a ping within this many seconds is not ready
 PING_TIMEOUT = 2.0
@@ -47,7 +48,7 @@ async def readiness(backend: Backend) -> tuple[bool, dict[str, Any]]:
     except Exception as e:  # a driver error a store forgot to translate is still "not ready"
         ok = False
         checks["store"] = repr(e)
-    fanout: Any = getattr(backend, "fanout", None)
+    fanout = backend.extension(Fanout)
     if fanout is None:
         checks["fanout"] = "off"
     elif fanout.connected:
@@ -65,12 +66,7 @@ async def readyz(request: Request) -> Response:
     )
 
 
-async def metrics(request: Request) -> Response:
-    return Response(metrics_of(_backend(request)).render(), media_type=CONTENT_TYPE)
-
-
 routes = [
     Route("/healthz", healthz),
     Route("/readyz", readyz),
-    Route("/metrics", metrics),
 ]

@@ -26,7 +26,7 @@ async def _perform(request: Request, kind: str) -> Response:
     backend = _backend(request)
     doc = request.path_params["doc"]
     validate_doc_name(doc)
-    identity = backend.authenticate_http(request, doc, "write")
+    identity = await backend.authenticate(request, doc, "write")
     room = await backend.rooms.get(doc)
     try:
         ev = await undo.perform(room, identity.user, kind, backend)
@@ -51,10 +51,10 @@ async def close_route(request: Request) -> Response:
     backend = _backend(request)
     doc = request.path_params["doc"]
     validate_doc_name(doc)
-    identity = backend.authenticate_http(request, doc, "write")
+    identity = await backend.authenticate(request, doc, "write")
     room = await backend.rooms.get(doc)
     try:
-        seq = await undo.close_group(backend, room, identity.user)
+        seq = await undo.close_group(room, identity.user)
     finally:
         backend.rooms.release(room)
     return JSONResponse({"ok": True, "seq": seq})

@@ -12,7 +12,6 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from .. import protocol as P
-from ..auth import Identity
 from ..backend import Backend
 from ..errors import (
     FrameTooLarge,
@@ -22,9 +21,9 @@ from ..errors import (
     StoreError,
     UpdateRejected,
 )
+from ..extensions import Client, OpContext
 from ..names import validate_doc_name
 from ..room import EMPTY_UPDATE, Room
-from ..tokens import limits_of
 
 log = logging.getLogger("palimpsest.ws")
 
@@ -37,20 +36,20 @@ CLOSE_GRACE = 2.0
 class Connection:
     """A Peer of a room, over a starlette WebSocket."""
 
-    def __init__(self, ws: WebSocket, backend: Backend, identity: Identity, doc: str) -> None:
+    def __init__(self, ws: WebSocket, backend: Backend, client: Client) -> None:
         self.ws = ws
         self.backend = backend
-        self.identity = identity
-        self.actor = identity.user
-        self.doc = doc
-        self.id = f"{backend.settings.instance}/{next(_ids)}"
+        self.client = client
+        self.identity = client.identity
+        self.actor = client.identity.user
+        self.doc = client.doc
+        self.id = client.id
         self.ext = False  # opted in to extension messages
         settings = backend.settings
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(settings.send_queue_frames)
         # a backlog bigger than a whole document is worse than a re-sync
         self._queued_bytes = 0
         self._max_queued_bytes = max(settings.max_doc_bytes, 8 * settings.max_frame_bytes)
-        self.limits = limits_of(backend)
         self._close: tuple[int, str] | None = None
         self._sender: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -165,7 +164,7 @@ class Connection:
                     "reconnect to re-sync"
                 )
             if msg.update != EMPTY_UPDATE:
-                self.limits.check_update(room, len(msg.update))
+                self.backend.extensions.update(room, self.client, msg.update)
             room.receive_update(self, msg.update, reply_to_step1=isinstance(msg, P.SyncStep2))
         elif isinstance(msg, P.AwarenessUpdate):
             if len(msg.payload) > settings.max_awareness_bytes:
@@ -187,19 +186,21 @@ class Connection:
     async def _extension(self, room: Room, body: dict[str, Any]) -> None:
         op = body.get("type")
         rid = body.get("id")
-        handler = self.backend.extensions.get(op) if isinstance(op, str) else None
+        ops = self.backend.extensions.ops
+        handler = ops.get(op) if isinstance(op, str) else None
         if op == "hello":
             answer: dict[str, Any] = {
                 "ok": True,
                 "user": self.actor,
                 "role": self.identity.role,
-                "ops": sorted(self.backend.extensions),
+                "ops": sorted(ops),
             }
         elif handler is None:
             answer = {"ok": False, "reason": f"unknown extension message type {op!r}"}
         else:
             try:
-                answer = await handler(self.backend, room, self, body)
+                ctx = OpContext(self.backend, room, self.client, room.flush)
+                answer = await handler(ctx, body)
             except PalimpsestError as e:
                 answer = {"ok": False, "reason": str(e), "code": type(e).__name__}
             except Exception as e:
@@ -259,19 +260,18 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     doc = ws.path_params["doc"]
     try:
         validate_doc_name(doc)
-        identity = backend.authenticate_ws(ws, doc)
+        identity = await backend.authenticate(ws, doc, "read")
+        client = Client(
+            f"{backend.settings.instance}/{next(_ids)}",
+            doc,
+            identity,
+            ws.client.host if ws.client else "unknown",
+        )
+        passed = await backend.extensions.connect(client)
     except PalimpsestError as e:
         log.info("refused websocket for %r: %s", doc, e)
         backend.refused(reason_of(e))
         await refuse(ws, e.close_code, str(e))
-        return
-    limits = limits_of(backend)
-    host = ws.client.host if ws.client else "unknown"
-    if not limits.connect(host):
-        log.warning("refused websocket for %r from %s: too many connections", doc, host)
-        backend.refused("too_many_connections")
-        limit = backend.settings.max_connections_per_ip
-        await refuse(ws, 4429, f"more than {limit} connections from your address")
         return
     try:
         await ws.accept()
@@ -282,11 +282,11 @@ async def websocket_endpoint(ws: WebSocket) -> None:
             backend.refused("store_unavailable")
             await ws.close(1013, "the store is unavailable, try again")
             return
-        conn = Connection(ws, backend, identity, doc)
+        conn = Connection(ws, backend, client)
         log.info("connect %s doc=%s user=%s", conn.id, doc, conn.actor)
         try:
             await conn.serve(room)
         finally:
             log.info("disconnect %s doc=%s user=%s", conn.id, doc, conn.actor)
     finally:
-        limits.disconnect(host)
+        await backend.extensions.disconnect(client, passed)

@@ -133,6 +133,10 @@ class EventStore(Service, ABC):
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the store answers now."""
 
+    @abstractmethod
+    async def schema_version(self) -> int:
+        """The version of the schema the store holds (after start(): this code's)."""
+
     # --- the log ---------------------------------------------------------------------
 
     @abstractmethod
@@ -148,6 +152,11 @@ class EventStore(Service, ABC):
     @abstractmethod
     async def head(self, doc: str) -> int:
         """The last seq of the document, 0 if it has none."""
+
+    async def heads(self, docs: Sequence[str]) -> dict[str, int]:
+        """The last seq of each document (0 for one with none), in as few round trips as
+        the store allows (fan-out checks every loaded document every few seconds)."""
+        return {doc: await self.head(doc) for doc in docs}
 
     @abstractmethod
     async def query(
@@ -185,6 +194,25 @@ class EventStore(Service, ABC):
     ) -> None:
         """Store the state at seq (replacing one at the same seq)."""
 
+    async def put_snapshot_if_due(
+        self,
+        doc: str,
+        seq: int,
+        state: bytes,
+        meta: dict[str, Any] | None = None,
+        *,
+        min_gap: int = 1,
+    ) -> bool:
+        """Write the snapshot unless a valid one at a seq > ``seq - min_gap`` exists (or,
+        in a store shared by several processes, another one is writing a snapshot of the
+        document right now). True if written. Several processes that checkpoint the same
+        documents write through this, so that one of them does it."""
+        for info in reversed(await self.snapshots(doc)):
+            if info.seq > seq - max(min_gap, 1) and info.valid:
+                return False
+        await self.put_snapshot(doc, seq, state, meta)
+        return True
+
     @abstractmethod
     async def latest_snapshot(self, doc: str, at_most: int | None = None) -> Snapshot | None:
         """The newest snapshot with seq <= at_most whose checksum holds."""
@@ -210,3 +238,19 @@ class EventStore(Service, ABC):
 
     @abstractmethod
     async def delete_tag(self, doc: str, name: str) -> bool: ...
+
+    # --- bulk copy (palimpsest copy) ---------------------------------------------------
+
+    @abstractmethod
+    async def import_doc(
+        self,
+        info: DocInfo,
+        events: Sequence[Event],
+        snapshots: Sequence[Snapshot],
+        tags: Sequence[Tag],
+        *,
+        replace: bool = False,
+    ) -> None:
+        """Write a whole document as it is (seqs, snapshots and tags kept) atomically.
+
+        Raises StoreError for a document that already exists here, unless ``replace``."""

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import StoreUnavailable
+from ..errors import StoreError, StoreUnavailable
 from .base import (
     DocInfo,
     Event,
@@ -46,6 +46,10 @@ class MemoryStore(EventStore):
 
     async def ping(self) -> None:
         self._check()
+
+    async def schema_version(self) -> int:
+        self._check()
+        return 1  # nothing persists: always this code's
 
     async def append(self, batches: Sequence[tuple[str, Sequence[NewEvent]]]) -> list[list[Event]]:
         self._check()
@@ -186,3 +190,25 @@ class MemoryStore(EventStore):
     async def delete_tag(self, doc: str, name: str) -> bool:
         self._check()
         return self._tags.get(doc, {}).pop(name, None) is not None
+
+    async def import_doc(
+        self,
+        info: DocInfo,
+        events: Sequence[Event],
+        snapshots: Sequence[Snapshot],
+        tags: Sequence[Tag],
+        *,
+        replace: bool = False,
+    ) -> None:
+        self._check()
+        async with self._lock:
+            if info.doc in self._heads and not replace:
+                raise StoreError(f"document {info.doc!r} already exists in the target")
+            for d in (self._events, self._heads, self._base, self._snaps, self._tags):
+                d.pop(info.doc, None)
+            self._events[info.doc] = list(events)
+            self._heads[info.doc] = info.head
+            if info.base_seq:
+                self._base[info.doc] = info.base_seq
+            self._snaps[info.doc] = {s.seq: s for s in snapshots}
+            self._tags[info.doc] = {t.name: t for t in tags}

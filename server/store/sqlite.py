@@ -238,6 +238,17 @@ class SQLiteStore(EventStore):
             params.append(limit)
         return [_event(r) for r in await self._fetchall(sql, params)]
 
+    async def heads(self, docs: Sequence[str]) -> dict[str, int]:
+        out = dict.fromkeys(docs, 0)
+        for i in range(0, len(docs), 500):  # SQLite's bound parameters are limited
+            chunk = list(docs[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = await self._fetchall(
+                f"SELECT name, head FROM docs WHERE name IN ({marks})", chunk
+            )
+            out.update({r[0]: int(r[1]) for r in rows})
+        return out
+
     async def head(self, doc: str) -> int:
         rows = await self._fetchall("SELECT head FROM docs WHERE name = ?", (doc,))
         return int(rows[0][0]) if rows else 0
@@ -417,3 +428,57 @@ class SQLiteStore(EventStore):
         except sqlite3.Error as e:
             raise StoreError(f"SQLite tag delete failed: {e}") from e
         return cur.rowcount > 0
+
+    # --- bulk copy (palimpsest copy) ---------------------------------------------------
+
+    @_writes
+    async def import_doc(
+        self,
+        info: DocInfo,
+        events: Sequence[Event],
+        snapshots: Sequence[Snapshot],
+        tags: Sequence[Tag],
+        *,
+        replace: bool = False,
+    ) -> None:
+        db = self.db
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                async with db.execute("SELECT 1 FROM docs WHERE name = ?", (info.doc,)) as cur:
+                    exists = await cur.fetchone() is not None
+                if exists and not replace:
+                    raise StoreError(f"document {info.doc!r} already exists in the target")
+                await db.execute("DELETE FROM docs WHERE name = ?", (info.doc,))
+                for table in ("events", "snapshots", "tags"):
+                    await db.execute(f"DELETE FROM {table} WHERE doc = ?", (info.doc,))
+                created = min((e.ts for e in events), default=info.updated_ts or now_ms())
+                await db.execute(
+                    "INSERT INTO docs (name, head, base_seq, created_ts, updated_ts, "
+                    "events_bytes) VALUES (?,?,?,?,?,?)",
+                    (info.doc, info.head, info.base_seq, created, info.updated_ts or created,
+                     sum(len(e.update) for e in events)),
+                )  # fmt: skip
+                await db.executemany(
+                    f"INSERT INTO events ({_EVENT_COLS}) VALUES (?,?,?,?,?,?,?)",
+                    [
+                        (e.doc, e.seq, e.ts, e.actor, e.kind, e.update, dump_meta(e.meta))
+                        for e in events
+                    ],
+                )
+                await db.executemany(
+                    "INSERT INTO snapshots (doc, seq, ts, state, checksum, meta) "
+                    "VALUES (?,?,?,?,?,?)",
+                    [(s.doc, s.seq, s.ts, s.state, s.checksum, dump_meta(s.meta))
+                     for s in snapshots],
+                )  # fmt: skip
+                await db.executemany(
+                    "INSERT INTO tags (doc, name, seq, ts, actor) VALUES (?,?,?,?,?)",
+                    [(t.doc, t.name, t.seq, t.ts, t.actor) for t in tags],
+                )
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            raise StoreError(f"SQLite import failed: {e}") from e

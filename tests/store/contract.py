@@ -299,3 +299,55 @@ class StoreContract:
 
     async def test_ping(self, store: EventStore) -> None:
         await store.ping()
+
+    # --- capabilities every caller may use (no hasattr probing) ---------------------------
+
+    async def test_schema_version(self, store: EventStore) -> None:
+        assert await store.schema_version() >= 1
+
+    async def test_heads_of_many_docs_at_once(self, store: EventStore) -> None:
+        await store.append([("h1", [ev(), ev()]), ("h2", [ev()])])
+        assert await store.heads(["h1", "h2", "none"]) == {"h1": 2, "h2": 1, "none": 0}
+        assert await store.heads([]) == {}
+
+    async def test_put_snapshot_if_due_skips_when_a_recent_valid_one_exists(
+        self, store: EventStore
+    ) -> None:
+        await store.append([("d", [ev() for _ in range(50)])])
+        assert await store.put_snapshot_if_due("d", 20, b"twenty", min_gap=10) is True
+        assert await store.put_snapshot_if_due("d", 25, b"25", min_gap=10) is False
+        assert await store.put_snapshot_if_due("d", 30, b"30", {"k": 1}, min_gap=10) is True
+        snap = await store.latest_snapshot("d")
+        assert snap is not None and (snap.seq, snap.state, snap.meta) == (30, b"30", {"k": 1})
+        # a damaged recent one does not count
+        await self.damage_snapshot(store, "d", 30)
+        assert await store.put_snapshot_if_due("d", 32, b"32", min_gap=10) is True
+        assert [i.seq for i in await store.snapshots("d")] == [20, 30, 32]
+
+    async def test_import_doc_keeps_seqs_snapshots_and_tags(self, store: EventStore) -> None:
+        from server.store.base import DocInfo, Snapshot, Tag
+
+        events = [Event("imp", seq, 1000 + seq, "ann", "edit", b"u%d" % seq, {"n": seq})
+                  for seq in range(5, 9)]  # fmt: skip
+        snap = Snapshot("imp", 4, 999, b"base", checksum(b"base"), {"base": True})
+        tag = Tag("imp", "v1", 6, 1006, "bob")
+        info = DocInfo("imp", 8, 1008, 8, base_seq=4)
+        await store.import_doc(info, events, [snap], [tag])
+        assert await store.read("imp") == events
+        assert await store.head("imp") == 8
+        got = await store.doc_info("imp")
+        assert got is not None and (got.head, got.base_seq) == (8, 4)
+        latest = await store.latest_snapshot("imp")
+        assert latest is not None and (latest.seq, latest.state) == (4, b"base")
+        assert [(t.name, t.seq, t.actor) for t in await store.tags("imp")] == [("v1", 6, "bob")]
+        # the next append continues after the imported head
+        [[e]] = await store.append([("imp", [ev()])])
+        assert e.seq == 9
+        # an existing document is refused unless replaced, and nothing changes
+        with pytest.raises(StoreError):
+            await store.import_doc(info, events[:1], [], [])
+        assert await store.head("imp") == 9
+        await store.import_doc(DocInfo("imp", 5, 1005, 2, base_seq=4), events[:1], [], [],
+                               replace=True)  # fmt: skip
+        assert [e.seq for e in await store.read("imp")] == [5]
+        assert await store.tags("imp") == [] and await store.head("imp") == 5

@@ -1,0 +1,279 @@
+"""The one dispatcher: calls the extensions' hooks, in list order.
+
+Each hook is dispatched only to the extensions that override it (found once, when the
+app is built), so a hook nobody uses costs nothing on the editing path. ``on_committed``
+runs off the editing path: each extension that has it gets its own ordered feed, drained
+by its own task; the rest are plain calls whose exceptions are logged, never raised into
+the room that made them (``on_update``, ``authenticate`` and ``on_connect`` excepted:
+refusing is what they are for).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from starlette.requests import HTTPConnection
+from starlette.routing import BaseRoute
+
+from .auth import Identity
+from .errors import AuthError
+from .extensions import Client, Extension, Operation
+from .lifecycle import Service
+from .origins import Origin
+from .snapshots import SnapshotWritten
+from .store.base import Event
+
+if TYPE_CHECKING:
+    from .backend import Backend
+    from .room import Room
+
+log = logging.getLogger("palimpsest.extensions")
+
+E = TypeVar("E", bound=Extension)
+
+#: batches waiting for one extension's on_committed before the oldest are dropped
+FEED_MAX = 100_000
+
+_HOOKS = (
+    "authenticate",
+    "on_connect",
+    "on_disconnect",
+    "on_committed",
+    "on_load",
+    "on_unload",
+    "before_apply",
+    "on_applied",
+    "on_update",
+    "on_awareness",
+    "snapshot_meta",
+    "on_snapshot",
+    "on_refused",
+    "on_commit_batch",
+)
+
+
+class _Feed:
+    """One extension's on_committed calls, in order, on its own task."""
+
+    def __init__(self, ext: Extension) -> None:
+        self.ext = ext
+        self.queue: list[tuple[str, list[Event]]] = []
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.dropped = 0
+        #: set whenever nothing is queued or running
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def put(self, doc: str, events: list[Event]) -> None:
+        self.queue.append((doc, events))
+        self.idle.clear()
+        if len(self.queue) > FEED_MAX:
+            del self.queue[0]
+            self.dropped += 1
+            if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
+                log.error("%r: on_committed is %d batches behind; %d dropped",
+                          self.ext, FEED_MAX, self.dropped)  # fmt: skip
+        self.wake.set()
+
+    async def run(self) -> None:
+        while True:
+            if not self.queue:
+                self.idle.set()
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            doc, events = self.queue.pop(0)
+            try:
+                await self.ext.on_committed(doc, events)
+            except Exception:
+                log.exception("%r: on_committed(%s, seq %d..%d) failed",
+                              self.ext, doc, events[0].seq, events[-1].seq)  # fmt: skip
+
+    async def drain(self) -> None:
+        await self.idle.wait()
+
+
+class Extensions(Service):
+    """The extensions of one backend, and the hooks' dispatch."""
+
+    def __init__(self, extensions: Sequence[Extension]) -> None:
+        self.all: tuple[Extension, ...] = tuple(extensions)
+        self.ops: dict[str, Operation] = {}
+        self.routes: list[BaseRoute] = []
+        self.services: list[Service] = []
+        self._by: dict[str, tuple[Extension, ...]] = {}
+        for hook in _HOOKS:
+            base = getattr(Extension, hook)
+            self._by[hook] = tuple(e for e in self.all if getattr(type(e), hook) is not base)
+        self._feeds = [_Feed(e) for e in self._by["on_committed"]]
+
+    def setup(self, backend: Backend) -> None:
+        for ext in self.all:
+            ext.setup(backend)
+        for ext in self.all:
+            for name, op in ext.operations().items():
+                if name in self.ops or name == "hello":
+                    raise ValueError(f"{ext!r}: the operation {name!r} is taken")
+                self.ops[name] = op
+            self.routes.extend(ext.routes())
+            self.services.extend(ext.services())
+
+    def get(self, kind: type[E]) -> E | None:
+        """The first extension of this type (e.g. ``extensions.get(Fanout)``), or None."""
+        for ext in self.all:
+            if isinstance(ext, kind):
+                return ext
+        return None
+
+    def __iter__(self) -> Any:
+        return iter(self.all)
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for feed in self._feeds:
+            feed.task = asyncio.create_task(feed.run(), name=f"on_committed:{feed.ext!r}")
+        for svc in self.services:
+            await svc.start()
+
+    async def drain(self) -> None:
+        """Wait until every on_committed queued so far has run."""
+        for feed in self._feeds:
+            await feed.drain()
+
+    async def stop(self) -> None:
+        for feed in self._feeds:
+            if feed.task is None:
+                continue
+            try:
+                await asyncio.wait_for(feed.drain(), 10.0)
+            except TimeoutError:
+                log.error("%r: on_committed did not catch up within 10 s on shutdown", feed.ext)
+            feed.task.cancel()
+            try:
+                await feed.task
+            except asyncio.CancelledError:
+                pass
+            feed.task = None
+        for svc in reversed(self.services):
+            try:
+                await svc.stop()
+            except Exception:
+                log.exception("stopping %r failed", svc)
+
+    # --- requests ---------------------------------------------------------------------
+
+    async def authenticate(self, conn: HTTPConnection) -> Identity:
+        for ext in self._by["authenticate"]:
+            identity = await ext.authenticate(conn)
+            if identity is not None:
+                return identity
+        wanted = [e.credentials for e in self._by["authenticate"] if e.credentials]
+        raise AuthError(
+            "not authenticated: " + ("; or ".join(wanted) or "no credentials this server accepts")
+        )
+
+    async def connect(self, client: Client) -> list[Extension]:
+        """on_connect in order; returns the extensions it passed (their on_disconnect is
+        owed even when a later one refuses)."""
+        passed: list[Extension] = []
+        try:
+            for ext in self._by["on_connect"]:
+                await ext.on_connect(client)
+                passed.append(ext)
+        except BaseException:
+            await self.disconnect(client, passed)
+            raise
+        return passed
+
+    async def disconnect(self, client: Client, passed: Sequence[Extension] | None = None) -> None:
+        wanted = self._by["on_disconnect"]
+        if passed is not None:
+            wanted = tuple(e for e in wanted if e in passed or e not in self._by["on_connect"])
+        for ext in wanted:
+            try:
+                await ext.on_disconnect(client)
+            except Exception:
+                log.exception("%r: on_disconnect failed", ext)
+
+    # --- after the fact -------------------------------------------------------------------
+
+    def committed(self, room: Room, events: list[Event]) -> None:
+        if events:
+            for feed in self._feeds:
+                feed.put(room.name, events)
+
+    # --- in the pipeline ----------------------------------------------------------------
+
+    def loaded(self, room: Room) -> None:
+        for ext in self._by["on_load"]:
+            try:
+                ext.on_load(room)
+            except Exception:
+                log.exception("%r: on_load(%s) failed", ext, room.name)
+
+    def unloaded(self, room: Room) -> None:
+        for ext in self._by["on_unload"]:
+            try:
+                ext.on_unload(room)
+            except Exception:
+                log.exception("%r: on_unload(%s) failed", ext, room.name)
+
+    def before_apply(self, room: Room, event: Event, origin: Origin) -> None:
+        for ext in self._by["before_apply"]:
+            try:
+                ext.before_apply(room, event, origin)
+            except Exception:
+                log.exception("%r: before_apply(%s@%d) failed", ext, room.name, event.seq)
+
+    def applied(self, room: Room, event: Event, origin: Origin) -> None:
+        for ext in self._by["on_applied"]:
+            try:
+                ext.on_applied(room, event, origin)
+            except Exception:
+                log.exception("%r: on_applied(%s@%d) failed", ext, room.name, event.seq)
+
+    def update(self, room: Room, client: Client, update: bytes) -> None:
+        for ext in self._by["on_update"]:
+            ext.on_update(room, client, update)
+
+    def awareness(self, room: Room, entries: bytes) -> None:
+        for ext in self._by["on_awareness"]:
+            try:
+                ext.on_awareness(room, entries)
+            except Exception:
+                log.exception("%r: on_awareness(%s) failed", ext, room.name)
+
+    def snapshot_meta(self, room: Room) -> dict[str, Any]:
+        meta: dict[str, Any] = {}
+        for ext in self._by["snapshot_meta"]:
+            try:
+                meta.update(ext.snapshot_meta(room))
+            except Exception:
+                log.exception("%r: snapshot_meta(%s) failed", ext, room.name)
+        return meta
+
+    def snapshot(self, written: SnapshotWritten) -> None:
+        for ext in self._by["on_snapshot"]:
+            try:
+                ext.on_snapshot(written)
+            except Exception:
+                log.exception("%r: on_snapshot failed", ext)
+
+    def refused(self, reason: str) -> None:
+        for ext in self._by["on_refused"]:
+            try:
+                ext.on_refused(reason)
+            except Exception:
+                log.exception("%r: on_refused failed", ext)
+
+    def commit_batch(self, events: int, seconds: float) -> None:
+        for ext in self._by["on_commit_batch"]:
+            try:
+                ext.on_commit_batch(events, seconds)
+            except Exception:
+                log.exception("%r: on_commit_batch failed", ext)

@@ -1,0 +1,192 @@
+"""The extension interface: the one way a feature attaches to Palimpsest.
+
+An extension is an object with named hooks. Subclass :class:`Extension`, override the
+hooks you need, and list the object when you build the app::
+
+    class Audit(Extension):
+        async def on_committed(self, doc: str, events: Sequence[Event]) -> None:
+            for ev in events:
+                print(doc, ev.seq, ev.actor, ev.kind)
+
+    collab = Palimpsest(store="sqlite:///app.db", extensions=[MyAuth(), Audit()])
+
+Palimpsest's own features (signed tokens, open mode, limits, undo, history, fan-out,
+metrics, administration) are extensions too, built from the settings and listed after
+the app's own (see ``server.features``). Hooks run in list order; one dispatcher
+(``server.dispatch.Extensions``) calls them. docs/extending.md shows every hook with an
+example and the order they run in.
+
+Three kinds of hooks, by where they run:
+
+- **requests** (``authenticate``, ``on_connect``, ``on_disconnect``): awaited on the
+  request's own path; raising a :class:`~server.errors.PalimpsestError` refuses the
+  request with that error's close code / HTTP status.
+- **after the fact** (``on_committed``): awaited off the editing path, one batch at a
+  time and in order, per extension. An exception is logged; it never reaches a room
+  or a client.
+- **in the pipeline** (``on_load``, ``on_unload``, ``before_apply``, ``on_applied``,
+  ``on_update``, ``on_awareness``, ``snapshot_meta``, ``on_snapshot``, ``on_refused``,
+  ``on_commit_batch``): plain functions called where the thing happens, so they see
+  the room exactly as it is then. They must be quick and must not block: hand slow
+  work to a task or to ``on_committed``. An exception is logged and the room goes on
+  (``on_update`` excepted: a PalimpsestError there refuses the update).
+
+Per-room state is typed: ``room.state(MyState)`` returns the room's ``MyState``, made
+with ``MyState(room)`` (or a factory) the first time; ``room.peek(MyState)`` returns it
+or None. Nothing is keyed by strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import HTTPConnection
+from starlette.routing import BaseRoute
+
+from .auth import Identity
+from .lifecycle import Service
+from .origins import Origin
+from .snapshots import SnapshotWritten
+from .store.base import Event
+
+if TYPE_CHECKING:
+    from .backend import Backend
+    from .room import Room
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """One websocket connection, as extensions see it."""
+
+    #: unique in this process: ``INSTANCE/N``
+    id: str
+    doc: str
+    identity: Identity
+    #: the client's address, as the ASGI server reports it
+    address: str
+
+    @property
+    def user(self) -> str:
+        return self.identity.user
+
+
+@dataclass(frozen=True, slots=True)
+class OpContext:
+    """What a websocket extension operation is called with."""
+
+    backend: Backend
+    room: Room
+    client: Client
+    #: wait until everything this connection sent before the request is applied
+    flush: Callable[[], Awaitable[None]]
+
+
+#: a websocket extension operation: (context, request body) -> answer body. The answer
+#: goes back as ``{"type": "result", "id": <request id>, **answer}``; a PalimpsestError
+#: becomes ``{"ok": false, "reason": ..., "code": <error class>}``.
+Operation = Callable[[OpContext, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class Extension:
+    """Base class of every extension. Every hook does nothing unless overridden."""
+
+    #: a name for logs (default: the class name)
+    name: str = ""
+    #: what credentials ``authenticate`` accepts, said to a client nobody accepted
+    credentials: str = ""
+
+    # --- wiring (once, when the app is built) ---------------------------------------
+
+    def setup(self, backend: Backend) -> None:
+        """Called once, before anything starts: keep the backend if the hooks need it
+        (its store, rooms and settings)."""
+
+    def routes(self) -> Sequence[BaseRoute]:
+        """Starlette routes to mount next to Palimpsest's own (under the app's mount
+        point). Endpoints authenticate with ``backend.authenticate(request, doc, need)``."""
+        return ()
+
+    def services(self) -> Sequence[Service]:
+        """Long-lived services, started (in list order) when the app starts and stopped
+        (in reverse) when it stops."""
+        return ()
+
+    def operations(self) -> Mapping[str, Operation]:
+        """Websocket extension operations by message ``type`` (message type 100 on the
+        wire, also what ``hello`` lists). Two extensions may not claim one name."""
+        return {}
+
+    # --- requests ---------------------------------------------------------------------
+
+    async def authenticate(self, conn: HTTPConnection) -> Identity | None:
+        """Who is asking. ``conn`` is a starlette ``Request`` or ``WebSocket`` (headers,
+        cookies, ``query_params``), before the websocket is accepted. Return None when
+        the credentials are not yours (the next extension is asked; when none accepts,
+        the request is refused with 401 / close 4401). Raise AuthError for credentials
+        that are yours and bad. The core then checks ``identity.docs`` and the role."""
+        return None
+
+    async def on_connect(self, client: Client) -> None:
+        """A websocket is authenticated and about to be served (its document is loaded
+        next). Raise a PalimpsestError to refuse it with that error's close code."""
+
+    async def on_disconnect(self, client: Client) -> None:
+        """A websocket whose ``on_connect`` passed has gone away (whatever the reason)."""
+
+    # --- after the fact -------------------------------------------------------------------
+
+    async def on_committed(self, doc: str, events: Sequence[Event]) -> None:
+        """Events this process appended to the log, after they are durable (seq, ts,
+        actor, kind, update, meta), in seq order per document. Runs off the editing path:
+        a slow hook delays only its own later calls; an exception is logged."""
+
+    # --- in the pipeline ----------------------------------------------------------------
+
+    def on_load(self, room: Room) -> None:
+        """A document was loaded (``room.loaded`` says from which snapshot, how many
+        events were replayed and how long it took), before any connection joins."""
+
+    def on_unload(self, room: Room) -> None:
+        """A room stopped: unloaded when idle (after its final snapshot) or dropped after
+        a failure (it reloads from the log on next use). Release per-room resources."""
+
+    def before_apply(self, room: Room, event: Event, origin: Origin) -> None:
+        """A durable event is about to be applied to the live document (also while a
+        document loads: replayed events carry a ReplayOrigin)."""
+
+    def on_applied(self, room: Room, event: Event, origin: Origin) -> None:
+        """A durable event was applied to the live document. The origin says where it
+        came from: a client of this process, a server change (undo, redo, restore; called
+        once its event is durable), another process (fan-out, or read from the store), or
+        the log while loading."""
+
+    def on_update(self, room: Room, client: Client, update: bytes) -> None:
+        """A client's update passed decoding and is about to be queued for the log.
+        Raise a PalimpsestError to refuse it (the connection is closed with its code)."""
+
+    def on_awareness(self, room: Room, entries: bytes) -> None:
+        """Presence changed by this process's connections: encoded awareness entries
+        (``protocol.decode_awareness`` reads them). Not called for presence relayed from
+        other processes."""
+
+    def snapshot_meta(self, room: Room) -> Mapping[str, Any]:
+        """Entries to store in the meta of a snapshot being taken of the room (read back
+        as ``room.snapshot_meta`` when the document loads from it)."""
+        return {}
+
+    def on_snapshot(self, written: SnapshotWritten) -> None:
+        """A snapshot was written by this process."""
+
+    def on_refused(self, reason: str) -> None:
+        """A connection or a frame was refused; `reason` is a short snake_case label."""
+
+    def on_commit_batch(self, events: int, seconds: float) -> None:
+        """One group-commit transaction finished: how many events, how long it took."""
+
+    def __repr__(self) -> str:
+        return f"<extension {self.name or type(self).__name__}>"
+
+
+__all__ = ["Client", "Extension", "Identity", "OpContext", "Operation", "SnapshotWritten"]
