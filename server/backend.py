@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pycrdt import Doc
 
 from .auth import Identity, authorize
 from .commit import Committer
@@ -18,7 +20,7 @@ from .dispatch import Extensions
 from .lifecycle import Service
 from .rooms import Rooms
 from .settings import Settings
-from .snapshots import SnapshotPolicy
+from .snapshots import SnapshotPolicy, load
 from .store import EventStore, open_store
 
 if TYPE_CHECKING:
@@ -84,6 +86,11 @@ class Backend(Service):
 
     def refused(self, reason: str) -> None:
         self.extensions.refused(reason)
+
+    async def doc_at(self, doc: str, seq: int | None = None) -> Doc[Any]:
+        """A scratch copy of the document as it was at `seq` (default: the log's head):
+        the nearest valid snapshot + the events after it. Never the live room's doc."""
+        return (await load(self.store, doc, upto=seq)).doc
 
     async def going_away(self, reason: str = "server shutting down, reconnect") -> int:
         """Graceful shutdown, before the web server closes its sockets: close every

@@ -214,7 +214,6 @@ class Room:
             except asyncio.CancelledError:
                 pass
         self.closed = True
-        self.observer.unloaded(self)
 
     # --- per-room state of extensions -----------------------------------------------------
 

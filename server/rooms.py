@@ -159,9 +159,12 @@ class Rooms:
 
     async def unload(self, room: Room) -> None:
         await room.stop()  # flushes queued events first
-        await self.snapshots.final(room)
-        if self._rooms.get(room.name) is room:
-            del self._rooms[room.name]
+        try:
+            await self.snapshots.final(room)
+        finally:
+            if self._rooms.get(room.name) is room:
+                del self._rooms[room.name]
+            room.observer.unloaded(room)
         log.info("unloaded %s at seq %d", room.name, room.seq)
 
     async def discard(self, name: str) -> Room | None:
@@ -181,6 +184,7 @@ class Rooms:
         room = self._rooms.pop(name, None)
         if room is not None:
             await room.stop()
+            room.observer.unloaded(room)
         await self.snapshots.drain()
         return room
 

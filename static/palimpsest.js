@@ -113,7 +113,7 @@ export class ServerUndo {
    * @param {string} [opts.doc]      document name (defaults to provider.roomname); for the HTTP fallback
    * @param {string} [opts.user]     user name for the HTTP fallback (`?user=`, open dev mode)
    * @param {string} [opts.token]    bearer token for the HTTP fallback
-   * @param {string} [opts.baseUrl]  HTTP origin of the server (defaults to the page's origin)
+   * @param {string} [opts.baseUrl]  where the server is mounted, e.g. https://host/collab (default: the page's origin)
    * @param {number} [opts.timeout]  ms to wait for an answer before rejecting (default 10000)
    * @param {boolean} [opts.httpFallback] use HTTP when the websocket is closed (default true)
    */

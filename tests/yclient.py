@@ -87,6 +87,7 @@ async def connect(
     user: str | None = None,
     ydoc: Doc | None = None,
     wait_sync: bool = True,
+    headers: dict[str, str] | None = None,
     **q: str,
 ) -> AsyncIterator[YClient]:
     params = dict(q)
@@ -94,7 +95,9 @@ async def connect(
         params["user"] = user
     qs = "&".join(f"{k}={v}" for k, v in params.items())
     url = f"{base}/{doc}" + (f"?{qs}" if qs else "")
-    async with websockets.connect(url, max_size=None, compression=None) as ws:
+    async with websockets.connect(
+        url, max_size=None, compression=None, additional_headers=headers
+    ) as ws:
         client = YClient(ws, ydoc or Doc())
         await ws.send(P.encode_sync_step1(client.doc.get_state()))
         client._reader = asyncio.create_task(client.run())

@@ -1,4 +1,5 @@
-// The HTTP API of the Palimpsest server (all JSON). Authenticated with
+// The HTTP API of the Palimpsest server (all JSON), at paths relative to the page's
+// <base> (where Palimpsest is mounted). Authenticated with
 // `Authorization: Bearer TOKEN` when a token is known, else `?user=NAME`
 // (the server's open development mode).
 
@@ -57,9 +58,9 @@ export class Api {
     return data
   }
 
-  _doc (doc) { return `/api/docs/${encodeURIComponent(doc)}` }
+  _doc (doc) { return `api/docs/${encodeURIComponent(doc)}` }
 
-  docs () { return this._fetch('GET', '/api/docs') }
+  docs () { return this._fetch('GET', 'api/docs') }
   events (doc, { after, limit, actor, since, until } = {}) {
     return this._fetch('GET', `${this._doc(doc)}/events`, { params: { after, limit, actor, since, until } })
   }

@@ -15,12 +15,12 @@ import { searchKeymap, highlightSelectionMatches } from '@codemirror/search'
 import { yCollab, ySyncAnnotation } from 'y-codemirror.next'
 import { ServerUndo } from '../../static/palimpsest.js'
 import { colorFor, lightColorFor } from './colors.js'
-import { $ } from './util.js'
+import { $, mountUrl, wsBase } from './util.js'
 
 export function openDocument ({ doc, user, token, parent }) {
   const ydoc = new Y.Doc()
   const ytext = ydoc.getText('content')
-  const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`
+  const wsUrl = wsBase()
   const params = { user }
   if (token) params.token = token
   // disableBc: tabs talk through the server only, so what you see is what it has.
@@ -34,7 +34,7 @@ export function openDocument ({ doc, user, token, parent }) {
     colorLight: lightColorFor(user, 0x33)
   })
 
-  const undo = new ServerUndo(provider, { doc, user, token })
+  const undo = new ServerUndo(provider, { doc, user, token, baseUrl: mountUrl().replace(/\/$/, '') })
   const session = { doc, user, ydoc, ytext, provider, undo, view: null, onUndo: null, onRedo: null }
 
   const runUndo = () => { session.onUndo?.(); return true }

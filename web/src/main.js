@@ -6,7 +6,7 @@
 
 import { Api } from './api.js'
 import { colorFor, initials } from './colors.js'
-import { $, h, clear, relativeTime, absoluteTime, formatBytes } from './util.js'
+import { $, h, clear, relativeTime, absoluteTime, formatBytes, mountUrl, wsBase } from './util.js'
 import { toast } from './toast.js'
 import { openDocument } from './editor.js'
 import { HistoryPanel } from './history.js'
@@ -79,16 +79,15 @@ function showUser (user) {
 }
 
 function docHref (doc) {
-  return `/?doc=${encodeURIComponent(doc)}`
+  return mountUrl(`?doc=${encodeURIComponent(doc)}`)
 }
 
 async function showHome (api) {
   document.body.dataset.view = 'home'
   $('#home').hidden = false
   document.title = 'Documents · Palimpsest'
-  for (const el of document.querySelectorAll('[data-origin]')) el.textContent = location.origin
-  const wsBase = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`
-  for (const el of document.querySelectorAll('[data-ws]')) el.textContent = wsBase
+  for (const el of document.querySelectorAll('[data-origin]')) el.textContent = mountUrl().replace(/\/$/, '')
+  for (const el of document.querySelectorAll('[data-ws]')) el.textContent = wsBase()
 
   const input = $('#open-name')
   $('#open-form').addEventListener('submit', (event) => {

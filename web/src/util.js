@@ -112,3 +112,16 @@ export function clockTime (ts) {
   const sameDay = d.toDateString() === new Date().toDateString()
   return sameDay ? tsf.format(d) : `${df.format(d)}, ${tsf.format(d)}`
 }
+
+// Where Palimpsest is mounted (the page's <base>, e.g. https://app.example/collab/):
+// every URL the page uses is relative to it, so the page works under any mount point.
+export function mountUrl (path = '') {
+  return new URL(path, document.baseURI).href
+}
+
+// The websocket base a WebsocketProvider wants (ws(s)://HOST/MOUNT/ws).
+export function wsBase () {
+  const url = new URL('ws', document.baseURI)
+  url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:'
+  return url.href
+}

@@ -1,0 +1,124 @@
+"""Palimpsest mounted inside another app: examples/notes_app.py, run for real (uvicorn on a
+free port, the app's own cookie sessions, real websocket clients, both SQLite files)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+import websockets
+from conftest import eventually, free_port
+from yclient import connect
+
+from server.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+def example() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("notes_app", REPO / "examples" / "notes_app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextlib.asynccontextmanager
+async def running(app: Any) -> AsyncIterator[str]:
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, ws="websockets-sansio", ws_per_message_deflate=False,
+        log_level="warning", lifespan="on",
+    )  # fmt: skip
+    server = uvicorn.Server(config)
+
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("server did not start")
+        await asyncio.sleep(0.01)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+async def notes(tmp_path: Path) -> AsyncIterator[tuple[str, Any]]:
+    settings = Settings(unload_after_seconds=0.5)
+    app = example().build_app(tmp_path / "app.db", f"sqlite:///{tmp_path / 'collab.db'}", settings)
+    async with running(app) as host:
+        yield host, app
+
+
+async def login(host: str, user: str = "ada", password: str = "lovelace") -> str:
+    async with httpx.AsyncClient(base_url=f"http://{host}") as http:
+        r = await http.post("/login", content=f"user={user}&password={password}", headers=FORM)
+        assert r.status_code == 303, r.text
+        return str(r.cookies["session"])
+
+
+async def test_the_app_session_is_the_identity_and_a_plain_text_copy_follows(
+    notes: tuple[str, Any],
+) -> None:
+    host, app = notes
+    cookie = {"Cookie": f"session={await login(host)}"}
+    base = f"ws://{host}/collab/ws"
+    async with connect(base, "notes", headers=cookie) as c:
+        answer = await c.request({"type": "hello"})
+        assert (answer["user"], answer["role"]) == ("ada", "write")
+        c.insert(0, "hello")
+        c.insert(5, " world")
+
+        async def copied() -> Any:
+            found = await app.state.db.copy("notes")
+            return found is not None and found[1] == "hello world" and found
+
+        seq, text = await eventually(copied, what="the app's plain-text copy")
+        assert seq == await app.state.collab.backend.store.head("notes")
+    async with httpx.AsyncClient(base_url=f"http://{host}") as http:
+        r = await http.get("/collab/api/docs", headers=cookie)
+        assert r.status_code == 200 and [d["doc"] for d in r.json()["docs"]] == ["notes"]
+        r = await http.get("/collab/api/docs/notes/events", headers=cookie)
+        assert [e["actor"] for e in r.json()["events"]] == ["ada", "ada"]
+        r = await http.get("/copies/notes")
+        assert r.json() == {"seq": seq, "text": "hello world"}
+
+
+async def test_without_a_session_nothing_is_served(notes: tuple[str, Any]) -> None:
+    host, _ = notes
+    async with websockets.connect(f"ws://{host}/collab/ws/notes?user=ada") as ws:
+        with pytest.raises(websockets.ConnectionClosed) as e:
+            await ws.recv()
+    assert e.value.rcvd is not None and e.value.rcvd.code == 4401
+    assert "session cookie" in e.value.rcvd.reason
+    bad = {"Cookie": "session=forged"}
+    async with httpx.AsyncClient(base_url=f"http://{host}") as http:
+        for headers in ({}, bad):
+            r = await http.get("/collab/api/docs", headers=headers, params={"user": "ada"})
+            assert r.status_code == 401 and r.json()["error"] == "AuthError"
+        r = await http.post("/login", content="user=ada&password=wrong", headers=FORM)
+        assert r.status_code == 401
+
+
+async def test_the_page_works_under_the_mount_point(notes: tuple[str, Any]) -> None:
+    host, _ = notes
+    async with httpx.AsyncClient(base_url=f"http://{host}") as http:
+        r = await http.get("/collab/")
+        assert r.status_code == 200 and '<base href="/collab/">' in r.text
+        # every URL the page loads is relative to that base
+        assert 'src="/' not in r.text and r.text.count('href="/') == 1  # the base's
+        r = await http.get("/collab/static/app.js")
+        assert r.status_code == 200 and "javascript" in r.headers["content-type"]
+    # (tests/test_embedding_browser.py drives the page under the mount point in Chromium)

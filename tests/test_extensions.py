@@ -1,0 +1,312 @@
+"""The extension interface, from the outside: a real server, real websockets, extensions
+that record what they see (docs/extending.md describes the hooks and their order)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from conftest import RunningServer, eventually, run_server
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from yclient import connect
+
+from server import Client, Event, Extension, Identity, OpContext, Origin, Room
+from server.backend import Backend
+from server.dispatch import Extensions
+from server.errors import AuthError, FrameTooLarge, RateLimited
+from server.extensions import Operation
+from server.features import builtin_extensions
+from server.lifecycle import Service
+from server.origins import ClientOrigin, ReplayOrigin, ServerOrigin
+from server.settings import Settings
+from server.snapshots import SnapshotWritten
+
+
+class Recorder(Extension):
+    """Writes down every hook call, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.committed: list[Event] = []
+
+    async def on_connect(self, client: Client) -> None:
+        self.calls.append(("on_connect", client.doc, client.user))
+
+    async def on_disconnect(self, client: Client) -> None:
+        self.calls.append(("on_disconnect", client.doc, client.user))
+
+    async def on_committed(self, doc: str, events: Sequence[Event]) -> None:
+        self.calls.append(("on_committed", doc, [e.seq for e in events]))
+        self.committed.extend(events)
+
+    def on_load(self, room: Room) -> None:
+        self.calls.append(("on_load", room.name, room.loaded.replayed))
+
+    def on_unload(self, room: Room) -> None:
+        self.calls.append(("on_unload", room.name))
+
+    def before_apply(self, room: Room, event: Event, origin: Origin) -> None:
+        self.calls.append(("before_apply", event.seq, type(origin).__name__))
+
+    def on_applied(self, room: Room, event: Event, origin: Origin) -> None:
+        self.calls.append(("on_applied", event.seq, type(origin).__name__))
+
+    def on_snapshot(self, written: SnapshotWritten) -> None:
+        self.calls.append(("on_snapshot", written.doc, written.seq))
+
+    def names(self) -> list[str]:
+        return [c[0] for c in self.calls]
+
+
+@pytest.fixture
+async def recorded(settings: Settings) -> AsyncIterator[tuple[RunningServer, Recorder]]:
+    rec = Recorder()
+    backend = Backend(settings, extensions=[rec, *builtin_extensions(settings)])
+    async with run_server(settings, backend) as srv:
+        yield srv, rec
+
+
+async def test_hooks_run_in_their_documented_order(
+    recorded: tuple[RunningServer, Recorder],
+) -> None:
+    srv, rec = recorded
+    async with connect(srv.ws_url, "order", "ada") as c:
+        c.insert(0, "a")
+        await eventually(lambda: rec.committed, what="on_committed")
+        assert (await c.request({"type": "undo"}))["ok"] is True
+        await eventually(lambda: len(rec.committed) == 2, what="the undo committed")
+    await eventually(lambda: "on_unload" in rec.names(), what="unload when idle")
+    names = rec.names()
+    assert names[:2] == ["on_connect", "on_load"], names
+    i = names.index("before_apply")
+    assert rec.calls[i : i + 2] == [("before_apply", 1, "ClientOrigin"),
+                                    ("on_applied", 1, "ClientOrigin")]  # fmt: skip
+    # a server change: on_applied (no before_apply) once its event is durable
+    assert ("on_applied", 2, "ServerOrigin") in rec.calls
+    assert ("before_apply", 2, "ServerOrigin") not in rec.calls
+    assert [e.kind for e in rec.committed] == ["edit", "undo"]
+    assert names.index("on_committed") > i
+    # the final snapshot of the unload, then the room stops
+    assert names.index("on_disconnect") < names.index("on_snapshot") < names.index("on_unload")
+    # loading it again replays the log through the same hooks, with replay origins
+    rec.calls.clear()
+    async with connect(srv.ws_url, "order", "ada"):
+        pass
+    assert rec.calls[1][0] == "on_load" and not any(c[0] == "on_applied" for c in rec.calls)
+    srv.backend.snapshots.every = 10**9
+
+
+class Boom(Extension):
+    """Fails in every after-the-fact and pipeline hook."""
+
+    async def on_committed(self, doc: str, events: Sequence[Event]) -> None:
+        raise RuntimeError("on_committed exploded")
+
+    def on_applied(self, room: Room, event: Event, origin: Origin) -> None:
+        raise RuntimeError("on_applied exploded")
+
+
+async def test_a_failing_hook_is_logged_and_never_breaks_a_room(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    rec = Recorder()
+    backend = Backend(settings, extensions=[Boom(), rec, *builtin_extensions(settings)])
+    with caplog.at_level(logging.ERROR, logger="palimpsest.extensions"):
+        async with run_server(settings, backend) as srv:
+            async with connect(srv.ws_url, "boom", "ada") as a, connect(srv.ws_url, "boom") as b:
+                for i, ch in enumerate("hello"):
+                    a.insert(i, ch)
+                await eventually(lambda: b.content == "hello", what="edits still flow")
+                await eventually(lambda: len(rec.committed) == 5, what="others still fed")
+            assert await backend.store.head("boom") == 5
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("on_committed" in m for m in messages) and any("on_applied" in m for m in messages)
+    assert all(r.exc_info for r in caplog.records if "exploded" in str(r.exc_info))
+
+
+class HeaderAuth(Extension):
+    """Accepts ``X-User``; refuses a known-bad one; otherwise not its business."""
+
+    credentials = "an X-User header"
+
+    async def authenticate(self, conn: HTTPConnection) -> Identity | None:
+        user = conn.headers.get("x-user")
+        if user is None:
+            return None
+        if user == "mallory":
+            raise AuthError("mallory is banned")
+        return Identity(user, "read" if user.startswith("ro-") else "write", docs=("team-*",))
+
+
+async def test_authenticate_chain(settings: Settings) -> None:
+    backend = Backend(settings, extensions=[HeaderAuth(), *builtin_extensions(
+        settings, others=[HeaderAuth()])])  # fmt: skip
+    async with run_server(settings, backend) as srv:
+        url = f"ws://127.0.0.1:{srv.port}/ws/team-a"
+
+        async def close_of(headers: dict[str, str], doc: str = "team-a") -> tuple[int, str]:
+            async with websockets.connect(url.replace("team-a", doc),
+                                          additional_headers=headers) as ws:  # fmt: skip
+                with pytest.raises(websockets.ConnectionClosed) as e:
+                    while True:
+                        await ws.recv()
+            assert e.value.rcvd is not None
+            return e.value.rcvd.code, e.value.rcvd.reason
+
+        # nobody accepts: refused, saying what would be accepted (no open mode fallback)
+        code, reason = await close_of({})
+        assert code == 4401 and "X-User" in reason
+        assert (await close_of({"X-User": "mallory"}))[0] == 4401
+        assert (await close_of({"X-User": "ada"}, doc="other"))[0] == 4403
+        async with connect(srv.ws_url, "team-a", headers={"X-User": "ada"}) as c:
+            assert (await c.request({"type": "hello"}))["role"] == "write"
+        async with httpx.AsyncClient(base_url=srv.url) as http:
+            r = await http.get("/api/docs", headers={"X-User": "ro-bob"})
+            assert r.status_code == 200
+            r = await http.post("/api/docs/team-a/undo", headers={"X-User": "ro-bob"})
+            assert r.status_code == 403
+            r = await http.get("/api/docs", params={"user": "ada"})
+            assert r.status_code == 401
+
+
+class Gatekeeper(Extension, Service):
+    """A connection limit of its own, an operation, a route and a service."""
+
+    def __init__(self) -> None:
+        self.open: list[str] = []
+        self.running = False
+        self.backend: Backend | None = None
+
+    def setup(self, backend: Backend) -> None:
+        self.backend = backend
+
+    async def start(self) -> None:
+        self.running = True
+
+    async def stop(self) -> None:
+        self.running = False
+
+    def services(self) -> Sequence[Service]:
+        return [self]
+
+    async def on_connect(self, client: Client) -> None:
+        if client.doc == "closed":
+            raise RateLimited("this document takes no visitors")
+        self.open.append(client.id)
+
+    async def on_disconnect(self, client: Client) -> None:
+        self.open.remove(client.id)
+
+    def on_update(self, room: Room, client: Client, update: bytes) -> None:
+        if len(update) > 200:
+            raise FrameTooLarge("updates over 200 bytes are not welcome here")
+
+    def operations(self) -> Mapping[str, Operation]:
+        return {"whoami": self.whoami}
+
+    async def whoami(self, ctx: OpContext, body: dict[str, Any]) -> dict[str, Any]:
+        await ctx.flush()
+        return {"ok": True, "user": ctx.client.user, "seq": ctx.room.seq, "echo": body.get("x")}
+
+    def routes(self) -> Sequence[BaseRoute]:
+        return [Route("/api/gatekeeper", self.status)]
+
+    async def status(self, request: Request) -> Response:
+        assert self.backend is not None
+        await self.backend.authenticate(request, None, "read")
+        return JSONResponse({"open": len(self.open), "running": self.running})
+
+
+async def test_connect_refusal_operations_routes_and_services(settings: Settings) -> None:
+    gate = Gatekeeper()
+    backend = Backend(settings, extensions=[gate, *builtin_extensions(settings)])
+    assert gate.running is False
+    async with run_server(settings, backend) as srv:
+        assert gate.running is True
+        async with websockets.connect(f"{srv.ws_url}/closed?user=ada") as ws:
+            with pytest.raises(websockets.ConnectionClosed) as e:
+                await ws.recv()
+        assert e.value.rcvd is not None and e.value.rcvd.code == 1013
+        assert gate.open == []
+        async with connect(srv.ws_url, "gated", "ada") as c:
+            c.insert(0, "short")
+            answer = await c.request({"type": "whoami", "x": 7})
+            assert answer == {"type": "result", "id": answer["id"], "ok": True, "user": "ada",
+                              "seq": 1, "echo": 7}  # fmt: skip
+            assert "whoami" in (await c.request({"type": "hello"}))["ops"]
+            async with httpx.AsyncClient(base_url=srv.url) as http:
+                r = await http.get("/api/gatekeeper", params={"user": "x"})
+                assert r.json() == {"open": 1, "running": True}
+            c.insert(5, "x" * 500)
+            await eventually(lambda: c.ws.close_code == 4413, what="refused by on_update")
+        await eventually(lambda: gate.open == [], what="on_disconnect")
+        assert await backend.store.head("gated") == 1
+    assert gate.running is False
+
+
+def test_two_extensions_cannot_claim_one_operation(settings: Settings) -> None:
+    with pytest.raises(ValueError, match="whoami"):
+        Backend(settings, extensions=[Gatekeeper(), Gatekeeper()])
+
+
+class Counter_:
+    """Typed per-room state."""
+
+    def __init__(self, room: Room) -> None:
+        self.room = room
+        self.edits = 0
+
+
+class Counting(Extension):
+    def on_applied(self, room: Room, event: Event, origin: Origin) -> None:
+        if isinstance(origin, ClientOrigin | ReplayOrigin | ServerOrigin):
+            room.state(Counter_).edits += 1
+
+    def snapshot_meta(self, room: Room) -> Mapping[str, Any]:
+        return {"counting": room.state(Counter_).edits}
+
+
+async def test_typed_room_state_and_snapshot_meta_survive_a_reload(settings: Settings) -> None:
+    counting = Counting()
+    backend = Backend(settings, extensions=[counting, *builtin_extensions(settings)])
+    async with run_server(settings, backend) as srv:
+        async with connect(srv.ws_url, "count", "ada") as c:
+            for i in range(3):
+                c.insert(i, "x")
+            await eventually(lambda: (r := backend.rooms.get_loaded("count")) is not None
+                             and r.peek(Counter_) is not None
+                             and r.state(Counter_).edits == 3)  # fmt: skip
+        await eventually(lambda: "count" not in backend.rooms, what="unload")
+        snap = await backend.store.latest_snapshot("count")
+        assert snap is not None and snap.meta["counting"] == 3
+        room = await backend.rooms.get("count")
+        try:
+            assert room.snapshot_meta["counting"] == 3 and room.peek(Counter_) is None
+        finally:
+            backend.rooms.release(room)
+
+
+def test_hooks_are_dispatched_only_to_extensions_that_override_them() -> None:
+    class OnlyLoad(Extension):
+        def on_load(self, room: Room) -> None:
+            pass
+
+    exts = Extensions([OnlyLoad(), Recorder()])
+    assert [type(e).__name__ for e in exts._by["on_load"]] == ["OnlyLoad", "Recorder"]
+    assert [type(e).__name__ for e in exts._by["on_committed"]] == ["Recorder"]
+    assert exts._by["authenticate"] == ()
+
+
+async def test_authenticate_with_no_extension_refuses() -> None:
+    exts = Extensions([Recorder()])
+    scope = {"type": "http", "method": "GET", "path": "/", "query_string": b"", "headers": []}
+    with pytest.raises(AuthError, match="not authenticated"):
+        await exts.authenticate(Request(scope))
+    await asyncio.sleep(0)
