@@ -4,20 +4,42 @@
 
     collab = Palimpsest(store="sqlite:///app.db", extensions=[MyAuth()])
 
-docs/extending.md describes the extension hooks.
+docs/extending.md describes the extension hooks. The names below are imported on
+first use, so that the client (which shares the wire format: ``protocol``, ``errors``,
+``names``) never loads the server's web and database stack.
 """
 
 from __future__ import annotations
 
-from .app import Palimpsest, create_app
-from .auth import Identity
-from .backend import Backend
-from .errors import PalimpsestError
-from .extensions import Client, Extension, OpContext
-from .origins import Origin
-from .room import Room
-from .settings import Settings
-from .store.base import Event, EventStore
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .app import Palimpsest, create_app
+    from .auth import Identity
+    from .backend import Backend
+    from .errors import PalimpsestError
+    from .extensions import Client, Extension, OpContext
+    from .origins import Origin
+    from .room import Room
+    from .settings import Settings
+    from .store.base import Event, EventStore
+
+_WHERE = {
+    "Backend": ".backend",
+    "Client": ".extensions",
+    "Event": ".store.base",
+    "EventStore": ".store.base",
+    "Extension": ".extensions",
+    "Identity": ".auth",
+    "OpContext": ".extensions",
+    "Origin": ".origins",
+    "Palimpsest": ".app",
+    "PalimpsestError": ".errors",
+    "Room": ".room",
+    "Settings": ".settings",
+    "create_app": ".app",
+}
 
 __all__ = [
     "Backend",
@@ -34,3 +56,16 @@ __all__ = [
     "Settings",
     "create_app",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(where, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
