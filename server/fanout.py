@@ -317,6 +317,13 @@ class Fanout(Extension, Service):
             except StoreError as e:
                 log.warning("fan-out gap check failed: %s", e)
 
+    def behind(self) -> int:
+        """Events the store had, at the last gap check, that loaded rooms had not applied."""
+        rooms = self.backend.rooms.loaded
+        return sum(
+            max(0, head - rooms[name].seq) for name, head in self._behind.items() if name in rooms
+        )
+
     async def check_gaps(self) -> None:
         """Heal rooms that are still behind a head seen one check ago (the delay lets
         this process's own commits in flight land first)."""

@@ -169,9 +169,7 @@ class _LiveCollector(Collector):
             return
         yield _gauge("palimpsest_fanout_connected", "1 when subscribed to the fan-out bus",
                      1 if fanout.connected else 0)  # fmt: skip
-        behind = sum(
-            max(0, head - rooms[name].seq) for name, head in fanout._behind.items() if name in rooms
-        )
+        behind = fanout.behind()
         yield _gauge("palimpsest_fanout_behind_events",
                      "Events the store has that loaded rooms had not applied at the last check",
                      behind)  # fmt: skip
