@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# ruff: noqa: E501  (patterns and generated code are quoted whole)
 """The mechanical part of issue 17 (import names, layout by concept), as scripted steps.
 
     scripts/relayout.py names      # distribution provides `palimpsest` (+ palimpsest.client)
