@@ -104,6 +104,19 @@ def relative_up(path: str, siblings: set[str]) -> None:
     edit(path, fix)
 
 
+def add_package(name: str) -> None:
+    """List a new subpackage in pyproject's packages (a wheel holds only those)."""
+
+    def fix(t: str) -> str:
+        m = re.search(r'^packages = \[([^\]]*)\]', t, flags=re.M)
+        if m is None or f'"{name}"' in m.group(1):
+            return t
+        names = sorted([*(n.strip() for n in m.group(1).split(",") if n.strip()), f'"{name}"'])
+        return t[: m.start(1)] + ", ".join(names) + t[m.end(1) :]
+
+    edit("pyproject.toml", fix)
+
+
 def cut(text: str, start: str, end: str | None) -> tuple[str, str]:
     """(text without [start, end), the part cut out)."""
     i = text.index(start)
@@ -262,6 +275,7 @@ def history() -> None:
     for f in py_files(["server"]):
         edit(f, lambda t: re.sub(r"from (\.+)history_(\w+) import", r"from \1history.\2 import", t))
     ruff_fix("server/history")
+    add_package("palimpsest.history")
     print("history: done")
 
 
@@ -333,6 +347,7 @@ def undo() -> None:
             "from palimpsest.undo.ranges import _normalize, union_into\n"
             "from palimpsest.undo.stacks import Step, _runs"))  # fmt: skip
     ruff_fix("server/undo")
+    add_package("palimpsest.undo")
     print("undo: done")
 
 
@@ -369,6 +384,7 @@ def cli() -> None:
     edit("server/cli/__init__.py", explicit)
     edit("server/cli/__init__.py", lambda t: t.replace("import importlib\nimport importlib.util\n", ""))
     ruff_fix("server/cli")
+    add_package("palimpsest.cli")
     print("cli: done")
 
 
@@ -457,6 +473,7 @@ def auth() -> None:
 
         edit(f, names_move)
     ruff_fix("server/auth", "server/limits.py", "server/features.py", "tests")
+    add_package("palimpsest.auth")
     print("auth: done")
 
 
