@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlencode
 
 from pycrdt import Doc
+from starlette.requests import HTTPConnection
 
 from .auth import Identity, authorize
 from .commit import Committer
@@ -24,11 +26,19 @@ from .snapshots import SnapshotPolicy, load
 from .store import EventStore, open_store
 
 if TYPE_CHECKING:
-    from starlette.requests import HTTPConnection
-
     from .extensions import Extension
 
 log = logging.getLogger("palimpsest")
+
+
+def with_params(conn: HTTPConnection, **params: str) -> HTTPConnection:
+    """The same request or websocket with these query parameters set: for credentials
+    that travel inside a protocol rather than in the URL (a Hocuspocus auth message), so
+    that the extensions' ``authenticate`` sees them where it looks (``?token=``), along
+    with the connection's headers and cookies."""
+    query = [(k, v) for k, v in conn.query_params.multi_items() if k not in params]
+    query += list(params.items())
+    return HTTPConnection({**conn.scope, "query_string": urlencode(query).encode()})
 
 E = TypeVar("E", bound="Extension")
 

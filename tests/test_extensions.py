@@ -310,3 +310,24 @@ async def test_authenticate_with_no_extension_refuses() -> None:
     with pytest.raises(AuthError, match="not authenticated"):
         await exts.authenticate(Request(scope))
     await asyncio.sleep(0)
+
+
+async def test_credentials_from_inside_a_protocol_reach_authenticate(settings: Settings) -> None:
+    """A token that arrives in a message (Hocuspocus) is shown to the extensions as
+    ?token= of the same connection: its headers and cookies stay."""
+    from server.backend import with_params
+
+    seen: list[tuple[str | None, str | None]] = []
+
+    class Spy(Extension):
+        async def authenticate(self, conn: HTTPConnection) -> Identity | None:
+            seen.append((conn.query_params.get("token"), conn.headers.get("x-app")))
+            return Identity("spy", "read")
+
+    backend = Backend(settings, extensions=[Spy()])
+    scope = {"type": "websocket", "path": "/ws/d", "query_string": b"token=old&user=u",
+             "headers": [(b"x-app", b"yes")]}  # fmt: skip
+    conn = with_params(HTTPConnection(scope), token="in-band")
+    assert conn.query_params.get("user") == "u"
+    identity = await backend.authenticate(conn, "d", "read")
+    assert identity.user == "spy" and seen == [("in-band", "yes")]
