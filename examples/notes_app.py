@@ -7,7 +7,8 @@ of the app's users except through two extensions:
 
 - ``SessionAuth.authenticate`` turns the app's session cookie into an Identity;
 - ``PlainTextCopy.on_committed`` keeps the app's ``copies`` table up to date with the
-  text of each document, after every durable change, off the editing path.
+  text of each document, after every durable change, off the editing path (and
+  ``on_deleted`` drops the copy of a deleted document).
 
 Run it (from the repository root)::
 
@@ -46,6 +47,8 @@ from server.settings import Settings  # noqa: E402
 from server.store.base import Event  # noqa: E402
 
 USERS = {"ada": "lovelace", "grace": "hopper"}
+#: the app's roles: ada administers (she may delete documents), grace writes
+ROLES = {"ada": "admin", "grace": "write"}
 
 
 def _hash(password: str, salt: bytes) -> bytes:
@@ -110,6 +113,10 @@ class AppDB:
         )
         await self.db.commit()
 
+    async def delete_copy(self, doc: str) -> None:
+        await self.db.execute("DELETE FROM copies WHERE doc = ?", (doc,))
+        await self.db.commit()
+
     async def copy(self, doc: str) -> tuple[int, str] | None:
         async with self.db.execute("SELECT seq, text FROM copies WHERE doc = ?", (doc,)) as c:
             row = await c.fetchone()
@@ -129,7 +136,7 @@ class SessionAuth(Extension):
         user = await self.db.user_of(token) if token else None
         if user is None:
             return None  # not ours: no other extension accepts it either, so: 401 / 4401
-        return Identity(user, "write", docs=("*",))
+        return Identity(user, ROLES.get(user, "read"), docs=("*",))
 
 
 class PlainTextCopy(Extension):
@@ -157,6 +164,10 @@ class PlainTextCopy(Extension):
 
     def on_unload(self, room: Room) -> None:
         self._docs.pop(room.name, None)  # memory follows the live documents
+
+    async def on_deleted(self, doc: str, by: str) -> None:
+        self._docs.pop(doc, None)
+        await self.db.delete_copy(doc)
 
 
 def build_app(db_path: str | Path, store: str, settings: Settings | None = None) -> Starlette:

@@ -19,7 +19,7 @@ from starlette.requests import HTTPConnection
 from starlette.routing import BaseRoute
 
 from .auth import Identity
-from .errors import AuthError
+from .errors import AuthError, PalimpsestError
 from .extensions import Client, Extension, Operation
 from .lifecycle import Service
 from .origins import Origin
@@ -42,6 +42,7 @@ _HOOKS = (
     "on_connect",
     "on_disconnect",
     "on_committed",
+    "on_deleted",
     "on_load",
     "on_unload",
     "before_apply",
@@ -209,12 +210,21 @@ class Extensions(Service):
 
     # --- in the pipeline ----------------------------------------------------------------
 
-    def loaded(self, room: Room) -> None:
+    async def loaded(self, room: Room) -> None:
         for ext in self._by["on_load"]:
             try:
-                ext.on_load(room)
+                await ext.on_load(room)
+            except PalimpsestError:
+                raise
             except Exception:
                 log.exception("%r: on_load(%s) failed", ext, room.name)
+
+    async def deleted(self, doc: str, by: str) -> None:
+        for ext in self._by["on_deleted"]:
+            try:
+                await ext.on_deleted(doc, by)
+            except Exception:
+                log.exception("%r: on_deleted(%s) failed", ext, doc)
 
     def unloaded(self, room: Room) -> None:
         for ext in self._by["on_unload"]:

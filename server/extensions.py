@@ -18,13 +18,15 @@ example and the order they run in.
 
 Three kinds of hooks, by where they run:
 
-- **requests** (``authenticate``, ``on_connect``, ``on_disconnect``): awaited on the
-  request's own path; raising a :class:`~server.errors.PalimpsestError` refuses the
-  request with that error's close code / HTTP status.
-- **after the fact** (``on_committed``): awaited off the editing path, one batch at a
-  time and in order, per extension. An exception is logged; it never reaches a room
-  or a client.
-- **in the pipeline** (``on_load``, ``on_unload``, ``before_apply``, ``on_applied``,
+- **requests** (``authenticate``, ``on_connect``, ``on_disconnect``) and **loading**
+  (``on_load``): awaited on the request's own path; raising a
+  :class:`~server.errors.PalimpsestError` refuses the request (or the load) with that
+  error's close code / HTTP status.
+- **after the fact** (``on_committed``, ``on_deleted``): ``on_committed`` is awaited off
+  the editing path, one batch at a time and in order, per extension; ``on_deleted``
+  before the deletion is answered. An exception is logged; it never reaches a room or
+  a client.
+- **in the pipeline** (``on_unload``, ``before_apply``, ``on_applied``,
   ``on_update``, ``on_awareness``, ``snapshot_meta``, ``on_snapshot``, ``on_refused``,
   ``on_commit_batch``): plain functions called where the thing happens, so they see
   the room exactly as it is then. They must be quick and must not block: hand slow
@@ -142,11 +144,19 @@ class Extension:
         actor, kind, update, meta), in seq order per document. Runs off the editing path:
         a slow hook delays only its own later calls; an exception is logged."""
 
+    async def on_deleted(self, doc: str, by: str) -> None:
+        """This process deleted a document (by user `by`): its events, snapshots and tags
+        are gone from the store and its connections here are closed. An exception is
+        logged."""
+
     # --- in the pipeline ----------------------------------------------------------------
 
-    def on_load(self, room: Room) -> None:
+    async def on_load(self, room: Room) -> None:
         """A document was loaded (``room.loaded`` says from which snapshot, how many
-        events were replayed and how long it took), before any connection joins."""
+        events were replayed and how long it took), before any connection joins and
+        before its pipeline starts. May read the store. A PalimpsestError refuses the
+        load (the connections waiting for it get its close code, 1013 for a StoreError,
+        and retry); any other exception is logged."""
 
     def on_unload(self, room: Room) -> None:
         """A room stopped: unloaded when idle (after its final snapshot) or dropped after

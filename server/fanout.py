@@ -297,7 +297,7 @@ class Fanout(Extension, Service):
             except StoreError as e:
                 log.warning("fan-out: cannot heal %s now: %s", room.name, e)
 
-    def on_load(self, room: Room) -> None:
+    async def on_load(self, room: Room) -> None:
         """A message published while the room loaded may have been missed."""
         task = asyncio.create_task(self._heal_quietly(room))
         self._heals.add(task)

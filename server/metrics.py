@@ -114,7 +114,7 @@ class Metrics(Extension):
         self.snapshot_seconds.observe(written.seconds)
         self.snapshot_bytes.inc(written.size)
 
-    def on_load(self, room: Room) -> None:
+    async def on_load(self, room: Room) -> None:
         self.load_seconds.observe(room.loaded.seconds)
         self.load_replayed.observe(room.loaded.replayed)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pycrdt import Doc
@@ -25,7 +26,7 @@ class Rooms:
         snapshots: SnapshotPolicy,
         *,
         observer: RoomObserver | None = None,
-        on_load: Any = None,
+        on_load: Callable[[Room], Awaitable[None]] | None = None,
         unload_after: float = 5.0,
     ) -> None:
         self.store = store
@@ -104,7 +105,11 @@ class Rooms:
             loaded.snapshot.seq if loaded.snapshot else None, loaded.replayed, loaded.seconds
         )
         if self._on_load is not None:
-            self._on_load(room)
+            try:
+                await self._on_load(room)
+            except BaseException:
+                room.observer.unloaded(room)  # never started: release what extensions made
+                raise
         room.start()
         self._rooms[name] = room
         log.info(

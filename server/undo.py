@@ -625,7 +625,7 @@ class Undo(Extension):
 
     # --- hooks ---------------------------------------------------------------------------
 
-    def on_load(self, room: Room) -> None:
+    async def on_load(self, room: Room) -> None:
         self.state(room)  # replay made it already unless no event came after the snapshot
 
     def before_apply(self, room: Room, event: Event, origin: Origin) -> None:

@@ -206,7 +206,7 @@ class LoadRecorder(Extension):
     def __init__(self) -> None:
         self.loads: list[str] = []
 
-    def on_load(self, room: Room) -> None:
+    async def on_load(self, room: Room) -> None:
         self.loads.append(room.name)
 
 

@@ -77,7 +77,7 @@ async def test_the_app_session_is_the_identity_and_a_plain_text_copy_follows(
     base = f"ws://{host}/collab/ws"
     async with connect(base, "notes", headers=cookie) as c:
         answer = await c.request({"type": "hello"})
-        assert (answer["user"], answer["role"]) == ("ada", "write")
+        assert (answer["user"], answer["role"]) == ("ada", "admin")
         c.insert(0, "hello")
         c.insert(5, " world")
 
@@ -94,6 +94,13 @@ async def test_the_app_session_is_the_identity_and_a_plain_text_copy_follows(
         assert [e["actor"] for e in r.json()["events"]] == ["ada", "ada"]
         r = await http.get("/copies/notes")
         assert r.json() == {"seq": seq, "text": "hello world"}
+        # deleting the document (ada is an admin of the app) drops the app's copy too
+        grace = {"Cookie": f"session={await login(host, 'grace', 'hopper')}"}
+        r = await http.delete("/collab/api/docs/notes", headers=grace)
+        assert r.status_code == 403
+        r = await http.delete("/collab/api/docs/notes", headers=cookie)
+        assert r.status_code == 200 and r.json()["deleted"] is True
+        assert (await http.get("/copies/notes")).status_code == 404
 
 
 async def test_without_a_session_nothing_is_served(notes: tuple[str, Any]) -> None:

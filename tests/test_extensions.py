@@ -46,7 +46,7 @@ class Recorder(Extension):
         self.calls.append(("on_committed", doc, [e.seq for e in events]))
         self.committed.extend(events)
 
-    def on_load(self, room: Room) -> None:
+    async def on_load(self, room: Room) -> None:
         self.calls.append(("on_load", room.name, room.loaded.replayed))
 
     def on_unload(self, room: Room) -> None:
@@ -295,7 +295,7 @@ async def test_typed_room_state_and_snapshot_meta_survive_a_reload(settings: Set
 
 def test_hooks_are_dispatched_only_to_extensions_that_override_them() -> None:
     class OnlyLoad(Extension):
-        def on_load(self, room: Room) -> None:
+        async def on_load(self, room: Room) -> None:
             pass
 
     exts = Extensions([OnlyLoad(), Recorder()])

@@ -44,4 +44,5 @@ async def delete_doc(request: Request) -> Response:
     existed = await backend.store.delete_doc(doc)
     if not existed and discarded is None:
         raise NotFound(f"no document {doc!r}")
+    await backend.extensions.deleted(doc, identity.user)
     return JSONResponse({"doc": doc, "deleted": True, "closed": closed})
