@@ -81,7 +81,7 @@ class JWTAuth(Extension):
     A request without a token is not this extension's (another one may accept it); when
     none does, it is refused with 401 / close 4401. A bad token is refused here."""
 
-    credentials = "a token: ?token= on the websocket, Authorization: Bearer on HTTP"
+    credentials = "a token is required (?token= on the websocket, Authorization: Bearer on HTTP)"
 
     def __init__(self, secret: str | None = None, public_key: Any = None) -> None:
         if not secret and public_key is None:
