@@ -444,11 +444,20 @@ def auth() -> None:
           + '\n\n\n__all__ = ["OpenAccess"]\n')  # fmt: skip
     relative_up("server/auth/open.py", {"identity", "tokens", "open"})
     limits = limits.split("\n", 1)[1].lstrip()  # the section's marker line
-    write("server/limits.py", '"""The limits that protect a server on the open internet:'
-          ' websockets per client\naddress and the size of documents (an extension)."""'
-          + body_imports.replace("from .identity", "from .auth")
-          + '\nlog = logging.getLogger("palimpsest.limits")\n\n\n' + limits.rstrip()
-          + '\n\n\n__all__ = ["Limits"]\n')  # fmt: skip
+    limits_imports = body_imports.replace("from ..", "from .").replace("from .identity", "from .auth")
+    if (SERVER / "limits.py").exists():
+        # a limits module exists (the primitives): the extension joins them
+        existing = read("server/limits.py")
+        head_end = existing.index('"""', 3) + 3
+        existing = existing[:head_end] + limits_imports + existing[head_end:]
+        existing = existing.replace("__all__ = [", limits.rstrip() + "\n\n\n__all__ = [\n    \"Limits\",", 1)
+        write("server/limits.py", existing)
+    else:
+        write("server/limits.py", '"""The limits that protect a server on the open internet:'
+              ' websockets per client\naddress and the size of documents (an extension)."""'
+              + limits_imports
+              + '\nlog = logging.getLogger("palimpsest.limits")\n\n\n' + limits.rstrip()
+              + '\n\n\n__all__ = ["Limits"]\n')  # fmt: skip
     write(
         "server/auth/__init__.py",
         '"""Who is asking and what they may do. ``identity``: identities and the one\n'
