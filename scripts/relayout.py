@@ -449,7 +449,11 @@ def auth() -> None:
         # a limits module exists (the primitives): the extension joins them
         existing = read("server/limits.py")
         head_end = existing.index('"""', 3) + 3
-        existing = existing[:head_end] + limits_imports + existing[head_end:]
+        own = re.sub(r"^from \.limits import .*\n", "", limits_imports, flags=re.M)
+        if "\nlog = " not in existing:
+            own = own.rstrip() + "\nimport logging\n"
+            limits = 'log = logging.getLogger("palimpsest.limits")\n\n\n' + limits
+        existing = existing[:head_end] + own + existing[head_end:]
         existing = existing.replace("__all__ = [", limits.rstrip() + "\n\n\n__all__ = [\n    \"Limits\",", 1)
         write("server/limits.py", existing)
     else:
