@@ -446,7 +446,10 @@ def auth() -> None:
     limits = limits.split("\n", 1)[1].lstrip()  # the section's marker line
     limits_imports = body_imports.replace("from ..", "from .").replace("from .identity", "from .auth")
     if (SERVER / "limits.py").exists():
-        # a limits module exists (the primitives): the extension joins them
+        # a limits module exists (the primitives): the extension joins them, and its
+        # bounded-JSON reader moves out, since the wire format (protocol.py, which the
+        # client imports) uses it and must not import the extension interface
+        split_bounded_json()
         existing = read("server/limits.py")
         head_end = existing.index('"""', 3) + 3
         own = re.sub(r"^from \.limits import .*\n", "", limits_imports, flags=re.M)
@@ -488,6 +491,32 @@ def auth() -> None:
     ruff_fix("server/auth", "server/limits.py", "server/features.py", "tests")
     add_package("palimpsest.auth")
     print("auth: done")
+
+
+def split_bounded_json() -> None:
+    text = read("server/limits.py")
+    if "def loads_bounded" not in text:
+        return
+    text, part = cut(text, "#: nesting depth of a JSON value", "class ")
+    write("server/limits.py", text)
+    write(
+        "server/bounded_json.py",
+        '"""JSON from clients, read without letting it exhaust the stack or make answers\n'
+        'invalid (extension messages, awareness states, HTTP bodies)."""\n\n'
+        "from __future__ import annotations\n\nimport json\nimport re\nfrom typing import Any\n\n"
+        + part.rstrip() + '\n\n\n__all__ = ["MAX_JSON_DEPTH", "json_depth", "loads_bounded"]\n',
+    )
+    for f in [*py_files(["server"]), *py_files(OUTSIDE)]:
+
+        def fix(t: str) -> str:
+            for name in ("loads_bounded", "json_depth", "MAX_JSON_DEPTH"):
+                for p in ("palimpsest.", ".", ".."):
+                    t = move_name(t, f"{p}limits", name, f"{p}bounded_json")
+            return t
+
+        edit(f, fix)
+    edit("server/limits.py", lambda t: re.sub(r'\n    "(MAX_JSON_DEPTH|json_depth|loads_bounded)",', "", t))
+    ruff_fix("server/limits.py", "server/bounded_json.py")
 
 
 STEPS = {"names": names, "history": history, "undo": undo, "cli": cli, "auth": auth}
