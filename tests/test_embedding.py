@@ -129,3 +129,24 @@ async def test_the_page_works_under_the_mount_point(notes: tuple[str, Any]) -> N
         r = await http.get("/collab/static/app.js")
         assert r.status_code == 200 and "javascript" in r.headers["content-type"]
     # (tests/test_embedding_browser.py drives the page under the mount point in Chromium)
+
+
+async def test_the_lifespan_of_palimpsest_is_the_host_apps() -> None:
+    """The shortest embedding: Mount + lifespan=collab.lifespan (open mode, memory store)."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from server import Palimpsest
+
+    collab = Palimpsest(store="memory://", settings=Settings(unload_after_seconds=0.2))
+    app = Starlette(routes=[Mount("/c", app=collab)], lifespan=collab.lifespan)
+    async with running(app) as host:
+        async with connect(f"ws://{host}/c/ws", "mounted", user="ada") as c:
+            c.insert(0, "hi")
+            await eventually(lambda: collab.backend.rooms.get_loaded("mounted") is not None
+                             and collab.backend.rooms.get_loaded("mounted").seq == 1)  # type: ignore[union-attr]  # fmt: skip
+        async with httpx.AsyncClient(base_url=f"http://{host}") as http:
+            r = await http.get("/c/api/docs", params={"user": "ada"})
+            assert [d["doc"] for d in r.json()["docs"]] == ["mounted"]
+            assert (await http.get("/c/healthz")).json() == {"status": "alive"}
+    assert collab.backend._started is False  # the host's shutdown stopped it
