@@ -111,6 +111,9 @@ class Extensions(Service):
             base = getattr(Extension, hook)
             self._by[hook] = tuple(e for e in self.all if getattr(type(e), hook) is not base)
         self._feeds = [_Feed(e) for e in self._by["on_committed"]]
+        # the hooks called per event, bound once: on the editing path (and replay)
+        self._before_apply = tuple(e.before_apply for e in self._by["before_apply"])
+        self._on_applied = tuple(e.on_applied for e in self._by["on_applied"])
 
     def setup(self, backend: Backend) -> None:
         for ext in self.all:
@@ -234,18 +237,18 @@ class Extensions(Service):
                 log.exception("%r: on_unload(%s) failed", ext, room.name)
 
     def before_apply(self, room: Room, event: Event, origin: Origin) -> None:
-        for ext in self._by["before_apply"]:
+        for hook in self._before_apply:
             try:
-                ext.before_apply(room, event, origin)
+                hook(room, event, origin)
             except Exception:
-                log.exception("%r: before_apply(%s@%d) failed", ext, room.name, event.seq)
+                log.exception("%r: before_apply(%s@%d) failed", hook, room.name, event.seq)
 
     def applied(self, room: Room, event: Event, origin: Origin) -> None:
-        for ext in self._by["on_applied"]:
+        for hook in self._on_applied:
             try:
-                ext.on_applied(room, event, origin)
+                hook(room, event, origin)
             except Exception:
-                log.exception("%r: on_applied(%s@%d) failed", ext, room.name, event.seq)
+                log.exception("%r: on_applied(%s@%d) failed", hook, room.name, event.seq)
 
     def update(self, room: Room, client: Client, update: bytes) -> None:
         for ext in self._by["on_update"]:

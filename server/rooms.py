@@ -78,17 +78,20 @@ class Rooms:
             room.snapshot_meta = dict(snap.meta) if snap is not None else {}
             holder["room"] = room
 
+        origin: list[ReplayOrigin] = []  # the event being replayed's, for both hooks
+
         def before_event(ev: Event) -> None:
             room = holder["room"]
             room.current_ts = ev.ts
-            room.observer.before_apply(room, ev, ReplayOrigin(ev.actor, ev.seq, ev.kind))
+            origin[:] = [ReplayOrigin(ev.actor, ev.seq, ev.kind)]
+            room.observer.before_apply(room, ev, origin[0])
 
         def on_event(ev: Event) -> None:
             room = holder["room"]
             room.seq = ev.seq
             room.current_ts = ev.ts
             room.applied_bytes += len(ev.update)
-            room.observer.applied(room, ev, ReplayOrigin(ev.actor, ev.seq, ev.kind))
+            room.observer.applied(room, ev, origin[0])
 
         loaded = await load(
             self.store,

@@ -630,10 +630,10 @@ class Undo(Extension):
 
     def before_apply(self, room: Room, event: Event, origin: Origin) -> None:
         # what the doc's transactions record from here on is this event's
-        self.state(room).mark()
+        room.state(RoomUndo, self._new_state).mark()
 
     def on_applied(self, room: Room, event: Event, origin: Origin) -> None:
-        state = self.state(room)
+        state = room.state(RoomUndo, self._new_state)
         if isinstance(origin, ServerOrigin):
             # a server change: made on the live doc before its event was logged
             state.record(event, *state.take())
