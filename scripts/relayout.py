@@ -166,8 +166,8 @@ def names() -> None:
         )
 
     edit("pyproject.toml", pyproject)
-    edit("server/cli.py", lambda t: t.replace('"server.cli_', '"palimpsest.cli_').replace(
-        '"client.cli"', '"palimpsest.client.cli"'))
+    edit("server/cli.py", lambda t: t.replace(
+        "from client import cli as client_cli", "from .client import cli as client_cli"))
     # the client imports the wire format from the package it is installed in
     for f in py_files(["client"]):
         edit(f, lambda t: re.sub(r"^from server(\.| )", r"from palimpsest\1", t, flags=re.M))
@@ -371,38 +371,16 @@ def cli() -> None:
                    py_files(OUTSIDE))  # fmt: skip
 
     def explicit(t: str) -> str:
-        t = t.replace("Subcommands live in their own modules (see COMMAND_MODULES);",
-                      "Subcommands live in their own modules (see commands());")  # fmt: skip
-        t = re.sub(r"COMMAND_MODULES = \[.*?\n\]\n", COMMANDS, t, flags=re.S)
-        return t.replace(
-            "    for name in COMMAND_MODULES:\n"
-            "        if importlib.util.find_spec(name) is not None:\n"
-            "            importlib.import_module(name).register(sub)\n",
-            "    for module in commands():\n        module.register(sub)\n",
-        )
+        t = re.sub(r"from \.\.? import cli_admin, cli_serve, cli_store, cli_tokens",
+                   "from . import admin, copy, serve, token", t)  # fmt: skip
+        for new, old in moved.items():
+            t = t.replace(f"        {old},  #", f"        {new},  #")
+        return t
 
     edit("server/cli/__init__.py", explicit)
-    edit("server/cli/__init__.py", lambda t: t.replace("import importlib\nimport importlib.util\n", ""))
     ruff_fix("server/cli")
     add_package("palimpsest.cli")
     print("cli: done")
-
-
-COMMANDS = '''
-def commands() -> list[ModuleType]:
-    """The modules of the subcommands, in the order of --help: listed, not discovered.
-    The commands call domain functions that live outside the CLI."""
-    from ..client import cli as client_cli
-    from . import admin, copy, serve, token
-
-    return [
-        serve,  # serve
-        admin,  # export, import, snapshot, inspect, verify, compact, delete
-        copy,  # migrate, copy (SQLite -> PostgreSQL)
-        token,  # token (mint development tokens)
-        client_cli,  # cat, edit, replay, history
-    ]
-'''.replace("\ndef commands", "from types import ModuleType\n\n\ndef commands", 1)
 
 
 # --- auth/ and limits.py ---------------------------------------------------------------------

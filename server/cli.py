@@ -1,24 +1,30 @@
-"""The `palimpsest` command. Subcommands live in their own modules (see COMMAND_MODULES);
+"""The `palimpsest` command. Subcommands live in their own modules (see commands());
 each has ``register(subparsers)`` that adds its parser with ``func=`` set."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from .settings import Settings
 
-COMMAND_MODULES = [
-    "server.cli_serve",  # serve
-    "server.cli_admin",  # export, import, snapshot, inspect, verify, compact, delete
-    "server.cli_store",  # migrate, copy (SQLite -> PostgreSQL)
-    "server.cli_tokens",  # token (mint development tokens)
-    "client.cli",  # cat, edit, replay, history
-]
+
+def commands() -> list[ModuleType]:
+    """The modules of the subcommands, in the order of --help: listed, not discovered."""
+    from client import cli as client_cli
+
+    from . import cli_admin, cli_serve, cli_store, cli_tokens
+
+    return [
+        cli_serve,  # serve
+        cli_admin,  # export, import, snapshot, inspect, verify, compact, delete
+        cli_store,  # migrate, copy (SQLite -> PostgreSQL)
+        cli_tokens,  # token (mint development tokens)
+        client_cli,  # cat, edit, replay, history
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,9 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMAND_MODULES:
-        if importlib.util.find_spec(name) is not None:
-            importlib.import_module(name).register(sub)
+    for module in commands():
+        module.register(sub)
     args = parser.parse_args(argv)
     try:
         result = args.func(args)
