@@ -417,3 +417,12 @@ class SQLiteStore(EventStore):
         except sqlite3.Error as e:
             raise StoreError(f"SQLite tag delete failed: {e}") from e
         return cur.rowcount > 0
+
+    async def pragmas(self) -> dict[str, Any]:
+        """The durability settings of the writer connection, as SQLite reports them
+        (``synchronous`` 2 is FULL): what write-ahead relies on, for tests and checks."""
+        out: dict[str, Any] = {}
+        for name in ("journal_mode", "synchronous"):
+            rows = await self._fetchall(f"PRAGMA {name}")
+            out[name] = rows[0][0]
+        return out
