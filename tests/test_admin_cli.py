@@ -193,7 +193,13 @@ async def test_verify_catches_corrupted_snapshots(
     r = await cli(capfd, "verify", "--store", f"sqlite:///{db}")
     assert r.code == 1, r
     assert f"snapshot @{seqs[2]} is damaged (checksum" in r.out, r
-    assert "2 problems" in r.err or "3 problems" in r.err, r
+    # the planted one: its state vector and its text differ from the log's; the flipped
+    # one: its checksum; each a PROBLEM line, and the summary counts exactly those
+    problems = [line for line in r.out.splitlines() if line.startswith("PROBLEM")]
+    assert all(line.startswith("PROBLEM bad: snapshot @") for line in problems), r
+    assert sum(f"@{seqs[1]} " in line for line in problems) == 2, r
+    assert sum(f"@{seqs[2]} " in line for line in problems) == 1, r
+    assert len(problems) == 3 and "3 problems in 2 documents" in r.err, r
     r = await cli(capfd, "verify", "good", "--db", str(db))
     assert r.code == 0, r
     # a hole in the log

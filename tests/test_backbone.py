@@ -185,17 +185,37 @@ async def test_awareness_is_relayed_and_dropped_on_leave(server: RunningServer) 
                 for f in b.frames
             )
 
+        # a newer clock after it: relayed, and it would follow the old one if that was
+        later = '{"user":{"name":"alice","later":true}}'
+        await a.send(P.encode_awareness(P.encode_awareness_entries([(42, 2, later)])))
         await eventually(lambda: seen(state), what="bob sees alice's presence")
+        await eventually(lambda: seen(later), what="bob sees alice's newer presence")
         assert not seen('{"old":1}')
         await a.close()
         await eventually(lambda: seen("null"), what="alice's presence removed when she leaves")
-        # a newcomer is told the known states right after the server's step 1
-        async with connect(server.ws_url, "aw", "carol") as c:
-            assert not any(
+        # bob has a presence too: a newcomer is told the known states (bob's, not the gone
+        # alice's) in the answer that follows the server's step 1
+        bobs = '{"user":{"name":"bob"}}'
+        await b.send_raw(P.encode_awareness(P.encode_awareness_entries([(7, 1, bobs)])))
+        await eventually(
+            lambda: any(
                 isinstance(f, P.AwarenessUpdate)
-                and any(cl == 42 for cl, _, s in P.decode_awareness(f.payload) if s != "null")
-                for f in c.frames
-            )
+                and any(cl == 7 for cl, _, _ in P.decode_awareness(f.payload))
+                for f in b.frames
+            ),
+            what="bob's own presence echoed",
+        )
+        async with connect(server.ws_url, "aw", "carol") as c:
+
+            def states() -> dict[int, str]:
+                out: dict[int, str] = {}
+                for f in c.frames:
+                    if isinstance(f, P.AwarenessUpdate):
+                        out.update({cl: s for cl, _, s in P.decode_awareness(f.payload)})
+                return out
+
+            await eventually(lambda: 7 in states(), what="carol is told bob's presence")
+            assert states().get(42, "null") == "null", states()
 
 
 async def test_concurrent_first_connections_load_once(server: RunningServer) -> None:
