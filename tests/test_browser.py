@@ -23,10 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-pytest.importorskip("playwright")
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright  # noqa: E402
-from serverproc import ServerProcess  # noqa: E402
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from serverproc import ServerProcess
 
 pytestmark = pytest.mark.browser
 
@@ -137,7 +135,8 @@ def server_undo_ops(page: Page) -> list[str]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
+        # scripts/test installs it: a missing browser is a broken set-up, not a pass
+        pytest.fail(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
         try:
