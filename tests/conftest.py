@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import uvicorn
@@ -16,6 +18,12 @@ import uvicorn
 from server.app import create_app
 from server.backend import Backend
 from server.settings import Settings
+
+#: the machine's PostgreSQL and Redis, for every test that uses them (one place: override
+#: with PALIMPSEST_TEST_PG / PALIMPSEST_TEST_REDIS)
+PG_URL = os.environ.get("PALIMPSEST_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("PALIMPSEST_TEST_REDIS", "redis://127.0.0.1:6379/0")
+PG_PORT = urlsplit(PG_URL).port or 5432
 
 
 def free_port() -> int:

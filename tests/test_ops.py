@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from conftest import eventually, free_port, run_server
+from conftest import PG_PORT, REDIS_URL, eventually, free_port, run_server
 from prometheus_client.parser import text_string_to_metric_families
 from scaleout import fanout_url, fresh_schema
 from yclient import connect
@@ -162,8 +162,8 @@ async def relay_to(port: int) -> AsyncIterator[Relay]:
 
 @pytest.mark.postgres
 async def test_readyz_fails_when_the_store_is_down(tmp_path: Path) -> None:
-    async with fresh_schema() as url, relay_to(5432) as relay:
-        settings = Settings(store=url.replace(":5432/", f":{relay.port}/"), port=free_port())
+    async with fresh_schema() as url, relay_to(PG_PORT) as relay:
+        settings = Settings(store=url.replace(f":{PG_PORT}/", f":{relay.port}/"), port=free_port())
         async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
             r = await http.get("/readyz")
             assert r.status_code == 200, r.text
@@ -192,7 +192,7 @@ async def test_readyz_needs_the_fanout_bus_when_configured(tmp_path: Path) -> No
         m = await scrape(srv.url)
         assert val(m, "palimpsest_fanout_connected") == 0
     settings = Settings(db=str(tmp_path / "f.db"), port=free_port(),
-                        fanout="redis://127.0.0.1:6379/0?prefix=test-ops")  # fmt: skip
+                        fanout=f"{REDIS_URL}?prefix=test-ops")  # fmt: skip
     async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
 
         async def ready() -> bool:
