@@ -177,7 +177,8 @@ class FrameGen:
             n = rng.randrange(0, 4)
             entries = [
                 (rng.randrange(2**40), rng.randrange(2**32), rng.choice(
-                    ['{"a":1}', "null", "{}", "x" * rng.randrange(0, 1500), "\u00e9\u4e2d"]))
+                    ['{"a":1}', "null", "{}", json.dumps("x" * rng.randrange(0, 1500)),
+                     '"\u00e9\u4e2d"', "[1,2.5,true]"]))
                 for _ in range(n)
             ]
             return P.encode_awareness(P.encode_awareness_entries(entries))
@@ -297,10 +298,20 @@ class WireModel:
 
     @classmethod
     def awareness(cls, payload: bytes) -> list[tuple[int, int, str]]:
+        """Entries (client, clock, state); y-protocols JSON.parse()s every state."""
         m = cls(payload)
         entries = [(m.uint(), m.uint(), m.string()) for _ in range(m.uint())]
         m.end()
+        for _, _, state in entries:
+            try:
+                json.loads(state, parse_constant=_js_has_no)
+            except (ValueError, RecursionError):
+                raise _Malformed from None
         return entries
+
+
+def _js_has_no(name: str) -> Any:
+    raise ValueError(f"JSON.parse rejects {name}")
 
 
 def predict(frame: bytes) -> Outcome:

@@ -182,8 +182,10 @@ def test_predictions_on_hand_made_frames() -> None:
     assert predict(b"\x80" * 10 + b"\x00\x00\x01\x00") == 4400  # 11 bytes
     assert predict(b"\x03") == OK  # query awareness
     assert predict(b"\x03\x00") == 4400
-    assert predict(b"\x01\x05\x01\x2a\x01\x01\x7b") == OK  # 1 entry: 42, clock 1, "{"
-    assert predict(b"\x01\x05\x01\x2a\x01\x02\x7b") == 4400  # state overruns
+    assert predict(b"\x01\x05\x01\x2a\x01\x01\x31") == OK  # 1 entry: 42, clock 1, "1"
+    assert predict(b"\x01\x05\x01\x2a\x01\x01\x7b") == 4400  # state "{": not JSON
+    assert predict(b"\x01\x07\x01\x2a\x01\x03NaN") == 4400  # JSON.parse refuses it
+    assert predict(b"\x01\x05\x01\x2a\x01\x02\x31") == 4400  # state overruns
     assert predict(b"\x01\x04\x01\x2a\x01\x01") == 4400  # state missing
     assert predict(b"\x64\x02{}") == OK  # extension: a JSON object
     assert predict(b"\x64\x02[]") == 4400  # a JSON array

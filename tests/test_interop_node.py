@@ -20,8 +20,11 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 from pycrdt import Doc, Text
 from serverproc import ServerProcess
+
+from server import protocol as P
 
 pytestmark = pytest.mark.node
 
@@ -316,6 +319,27 @@ async def test_awareness_crosses_and_is_removed_on_disconnect(client: ClientFact
     # a clean disconnect: the state goes away long before the 30 s client-side timeout
     await a.call("disconnect")
     await b.call("waitAwareness", name="alice", present=False, timeout=AWARENESS_GONE_MS)
+
+
+async def test_a_presence_that_is_not_json_is_refused_not_relayed(
+    client: ClientFactory, server: ServerProcess
+) -> None:
+    """y-protocols JSON.parse()s every awareness state it receives; one that does not
+    parse throws out of y-websocket's message handler and kills a Node.js client. So the
+    server refuses it (4400) instead of relaying it to everyone in the document."""
+    a = await client("aw-bad", "alice", awareness={"user": {"name": "alice"}})
+    async with websockets.connect(f"{server.ws_url}/aw-bad?user=mallory") as ws:
+        await ws.send(P.encode_awareness(P.encode_awareness_entries([(4242, 1, "not json")])))
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.recv(), 10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4400
+        assert "not JSON" in closed.value.rcvd.reason
+    # alice is alive and still editing, and sees a later presence of someone else
+    b = await client("aw-bad", "bob", awareness={"user": {"name": "bob"}})
+    await a.call("waitAwareness", name="bob")
+    await a.call("insert", text="still here")
+    await b.wait_text(equals="still here")
 
 
 async def test_awareness_back_after_reconnect(client: ClientFactory) -> None:
