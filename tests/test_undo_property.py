@@ -212,10 +212,18 @@ def test_undo_all_leaves_exactly_the_others_text(
 ) -> None:
     async def body(world: World) -> None:
         await apply_ops(world, program)
+
+        def last(p: Peer) -> None:  # who always has something of its own to take back
+            p.text.insert(len(p.text) // 2, ALPHABETS[who][:2])
+
+        await world.local(who, last)
         text_before = str(world.room.doc.get("content", type=Text))
+        undone = 0
         for _ in range(200):
             if not await world.op(who, "undo"):
                 break
+            undone += 1
+        assert undone >= 1
         world.check_converged()
         mine = ALPHABETS[who]
         assert str(world.room.doc.get("content", type=Text)) == "".join(
