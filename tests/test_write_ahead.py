@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 from conftest import eventually, free_port, run_server
+from serverproc import ServerProcess
 from yclient import connect
 
 from server import protocol as P
@@ -47,8 +48,9 @@ def saw_marker(client: Any, clock: int) -> bool:
 async def test_nobody_sees_an_edit_before_its_commit_returns(tmp_path: Path) -> None:
     db = tmp_path / "wal.db"
     settings = Settings(db=str(db), port=free_port(), unload_after_seconds=60)
-    other = Settings(db=str(db), port=free_port(), unload_after_seconds=60)
-    async with run_server(settings) as server, run_server(other) as elsewhere, \
+    # another OS process serving the same file, with its own SQLite connection
+    async with ServerProcess(tmp_path / "elsewhere", db_path=db) as elsewhere, \
+            run_server(settings) as server, \
             connect(server.ws_url, "wal", "ann") as ann, \
             connect(server.ws_url, "wal", "obs") as obs:  # fmt: skip
         store = server.backend.store
@@ -92,7 +94,7 @@ async def test_nobody_sees_an_edit_before_its_commit_returns(tmp_path: Path) -> 
             async with connect(server.ws_url, "wal", "newcomer") as newcomer:
                 assert newcomer.content == "before|"
             # another process on the same file: its /events and a newcomer there
-            async with httpx.AsyncClient(base_url=elsewhere.url) as http:
+            async with httpx.AsyncClient(base_url=elsewhere.http_url) as http:
                 r = await http.get("/api/docs/wal/events", params={"user": "x"})
                 assert r.status_code == 200, r.text
                 assert [e["seq"] for e in r.json()["events"]] == [1]
@@ -112,7 +114,7 @@ async def test_nobody_sees_an_edit_before_its_commit_returns(tmp_path: Path) -> 
         assert events_in_file(db, "wal") == 2
         async with connect(server.ws_url, "wal", "late") as late:
             assert late.content == want
-        async with httpx.AsyncClient(base_url=elsewhere.url) as http:
+        async with httpx.AsyncClient(base_url=elsewhere.http_url) as http:
             r = await http.get("/api/docs/wal/events", params={"user": "x"})
             assert [e["seq"] for e in r.json()["events"]] == [1, 2]
             assert r.json()["events"][1]["actor"] == "ann"
