@@ -8,7 +8,9 @@ a document that only accepted refusals is unchanged, and the others keep working
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -223,6 +225,37 @@ def test_the_model_and_the_servers_decoder_agree() -> None:
             except ProtocolError:
                 theirs = None
             assert entries == theirs, frame
+
+
+@pytest.mark.node
+def test_every_presence_the_server_relays_y_protocols_can_read() -> None:
+    """The reference reader as the oracle: every awareness update the server accepts (and
+    so relays to everyone) must go through y-protocols' applyAwarenessUpdate under Node.js,
+    whose throw kills a y-websocket client. Damaged updates are not held to this: y-protocols
+    catches what Y.applyUpdate throws (see the report of the fuzz run in docs/security.md)."""
+    node_dir = Path(__file__).resolve().parent / "node"
+    if not (node_dir / "node_modules" / "y-protocols").is_dir():
+        pytest.fail(f"npm packages missing: run `npm ci` in {node_dir} (scripts/test does)")
+    gen = FrameGen(seed=5)
+    relayed: list[bytes] = []
+    for _ in range(20_000):
+        frame = next(gen)
+        try:
+            msg = P.decode(frame)
+            if isinstance(msg, P.AwarenessUpdate):
+                P.decode_awareness(msg.payload)
+                relayed.append(msg.payload)
+        except ProtocolError:
+            pass
+    assert len(relayed) > 500
+    lines = "".join(json.dumps({"kind": "awareness", "hex": p.hex()}) + "\n" for p in relayed)
+    r = subprocess.run(["node", "yreaders.mjs"], input=lines, capture_output=True, text=True,
+                       cwd=node_dir, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    answers = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(answers) == len(relayed)
+    refused = [(p, a["error"]) for p, a in zip(relayed, answers, strict=True) if not a["ok"]]
+    assert not refused, refused[:5]
 
 
 # --- a real server --------------------------------------------------------------------------
