@@ -74,6 +74,7 @@ class Committer(Service):
         self.refusing_since: float | None = None
         self.held = 0
         self._last_log = 0.0
+        self._last_logged = ""
 
     async def start(self) -> None:
         self._closing = False
@@ -156,17 +157,16 @@ class Committer(Service):
         for a in take:
             if a not in keep and not a.future.done():
                 a.future.set_exception(err)
-        first = self.refusing is None
-        if first or str(err) != str(self.refusing):
-            self._last_log = 0.0
-        if first:
+        if self.refusing is None:
             self.refusing_since = now
+        if str(err) != self._last_logged:
+            self._last_log = 0.0
         self.refusing = err
         self.held = len(keep)
         for a in keep:
             a.tried = True
         if now - self._last_log >= LOG_EVERY:
-            self._last_log = now
+            self._last_log, self._last_logged = now, str(err)
             log.error(
                 "the %s store refuses commits: %s%s; %s",
                 self.store.name,

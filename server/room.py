@@ -172,6 +172,7 @@ class Room:
         self._deferred_sync: list[tuple[Peer, bytes]] = []
         self.broken: BaseException | None = None
         self.closed = False
+        self.stopping = False
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -180,6 +181,7 @@ class Room:
 
     async def stop(self) -> None:
         """Finish what is queued, then stop the pipeline."""
+        self.stopping = True  # a store that refuses writes is not waited out any more
         if self._task is not None and not self._task.done():
             await self.flush()
             self._task.cancel()
@@ -482,7 +484,7 @@ class Room:
 
     def _hold(self) -> bool:
         """Whether to keep waiting for a store that refuses writes (asked after each try)."""
-        return not self.closed and self.queued_bytes <= self.hold_max_bytes
+        return not self.stopping and self.queued_bytes <= self.hold_max_bytes
 
     async def _run_server_change(self, item: _ServerChange) -> None:
         captured: list[bytes] = []
