@@ -192,7 +192,7 @@ async def test_verify_catches_corrupted_snapshots(
     _plant_in_bad(db, seqs[2], flip=True)
     r = await cli(capfd, "verify", "--store", f"sqlite:///{db}")
     assert r.code == 1, r
-    assert f"snapshot @{seqs[2]} is damaged (checksum" in r.out, r
+    assert f"snapshot @{seqs[2]} is damaged (state checksum" in r.out, r
     assert "2 problems" in r.err or "3 problems" in r.err, r
     r = await cli(capfd, "verify", "good", "--db", str(db))
     assert r.code == 0, r
