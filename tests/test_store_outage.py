@@ -32,7 +32,7 @@ OUTAGE_S = 15.0
 CLIENTS = 3
 
 
-class _InProcess:
+class InProcessServer:
     """What NodeClient needs of a server, for one run in this process."""
 
     def __init__(self, ws_url: str, log_path: Path) -> None:
@@ -62,7 +62,7 @@ async def test_a_full_disk_for_15_s_holds_editors_and_loses_nothing(
     async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
         store = srv.backend.store
         assert isinstance(store, SQLiteStore)
-        fake = _InProcess(srv.ws_url, tmp_path / "server.log")
+        fake = InProcessServer(srv.ws_url, tmp_path / "server.log")
         clients: list[NodeClient] = []
         try:
             for i in range(CLIENTS):
