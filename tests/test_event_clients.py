@@ -95,3 +95,78 @@ async def test_event_clients_are_the_yjs_clients_of_the_update(tmp_path: Path) -
     with sqlite3.connect(db) as con:
         metas = [json.loads(m) for (m,) in con.execute("SELECT meta FROM events ORDER BY seq")]
     assert all(set(m) == {"conn"} for m in metas), metas
+
+
+#: updates of every content kind Yjs writes, from several clients, with Yjs's answer
+KINDS = """
+import * as Y from 'yjs'
+const out = []
+const ids = (u) => {
+  const own = Y.decodeUpdate(u).structs.filter((s) => s.constructor.name !== 'Skip')
+  return [...new Set(own.map((s) => s.id.client))].sort((x, y) => x - y)
+}
+const b64 = (u) => Buffer.from(u).toString('base64')
+const docs = [1, 2, 3].map((id) => {
+  const d = new Y.Doc()
+  d.clientID = 1000 * id + 7
+  return d
+})
+const sync = () => {
+  for (const x of docs) {
+    for (const y of docs) {
+      if (x !== y) Y.applyUpdate(y, Y.encodeStateAsUpdate(x, Y.encodeStateVector(y)))
+    }
+  }
+}
+const record = (d, f) => {
+  const before = Y.encodeStateVector(d)
+  f(d)
+  const u = Y.encodeStateAsUpdate(d, before)
+  out.push({ u: b64(u), clients: ids(u) })
+  sync()
+}
+const [a, b, c] = docs
+record(a, (d) => d.getText('t').insert(0, 'héllo ✓ wörld'))
+record(b, (d) => d.getText('t').format(1, 4, { bold: true, color: '#f00', n: 3.5 }))
+record(c, (d) => d.getText('t').insertEmbed(2, { image: 'x.png', size: [1, 2] }))
+record(a, (d) => d.getMap('m').set('k', { deep: [1, -2, 3.25, 2n ** 40n, true, false, null] }))
+record(b, (d) => d.getMap('m').set('bin', new Uint8Array([0, 1, 255])))
+record(c, (d) => d.getArray('a').insert(0, [1, 'two', { three: 3 }, [4], -123456789, 1e300]))
+record(a, (d) => {
+  const m = new Y.Map()
+  d.getMap('m').set('sub', m)
+  m.set('x', 1)
+})
+record(b, (d) => {
+  const e = new Y.XmlElement('p')
+  d.getXmlFragment('x').insert(0, [e])
+  e.setAttribute('class', 'c')
+  e.insert(0, [new Y.XmlText('in p')])
+})
+record(c, (d) => d.getMap('m').set('doc', new Y.Doc({ guid: 'sub-guid', meta: { a: 1 } })))
+record(a, (d) => d.getText('t').delete(0, 3))
+record(b, (d) => {
+  d.getArray('a').delete(1, 2)
+  d.getText('t').insert(1, 'Z')
+})
+record(c, (d) => d.getMap('m').set('k', 'replaced'))
+const merged = Y.mergeUpdates(out.slice(0, 4).map((o) => Buffer.from(o.u, 'base64')))
+out.push({ u: b64(merged), clients: ids(merged) })
+const full = Y.encodeStateAsUpdate(a)
+out.push({ u: b64(full), clients: ids(full) })
+process.stdout.write(JSON.stringify(out))
+"""
+
+
+async def test_update_clients_reads_every_content_kind_as_yjs_does() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        "node", "--input-type=module", "-e", KINDS, cwd=NODE_DIR,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    cases = json.loads(out)
+    assert len(cases) == 14
+    for i, case in enumerate(cases):
+        assert update_clients(base64.b64decode(case["u"])) == case["clients"], i
+    assert cases[-1]["clients"] == [1007, 2007, 3007]
