@@ -320,16 +320,29 @@ async def test_store_down_holds_edits_and_loses_nothing(settings: Settings) -> N
             store.down = False
             await eventually(lambda: store._heads.get("sd") == 2, what="committed when back")
             assert a.close_code is None
+            # an undo (a server-made change) waits for the store the same way
+            store.down = True
+            undo = asyncio.create_task(a.request({"type": "undo"}, timeout=30))
+            await eventually(lambda: committer.refusing is not None and committer.held,
+                             what="the undo held")  # fmt: skip
+            assert not undo.done() and store._heads["sd"] == 2
+            store.down = False
+            answer = await undo
+            assert answer["ok"] and answer["seq"] == 3, answer
+            await eventually(lambda: a.content == "", what="the undo reaches its author")
+            a.insert(0, "safe held")
+            await eventually(lambda: store._heads.get("sd") == 4, what="typed again")
+            assert a.close_code is None
             # past the bound of held bytes, the sender is closed with 1013 instead
             room.hold_max_bytes = 0
             store.down = True
             a.insert(9, " lost?")
             await eventually(lambda: a._reader is not None and a._reader.done(), what="closed")
             assert a.close_code == 1013
-        assert store._heads["sd"] == 2
+        assert store._heads["sd"] == 4
         store.down = False
         # the client comes back and its step 2 re-sends the unacknowledged edit
         async with connect(server.ws_url, "sd", "alice", ydoc=ydoc):
-            await eventually(lambda: store._heads.get("sd") == 3, what="re-sent after reconnect")
+            await eventually(lambda: store._heads.get("sd") == 5, what="re-sent after reconnect")
         async with connect(server.ws_url, "sd") as c:
             assert c.content == "safe held lost?"
