@@ -123,7 +123,8 @@ class Committer(Service):
                 n += len(item.events)
             if any(a.tried for a in take):
                 take = await self._settle(take)
-                if not take:
+                if not take:  # they had committed: the store works
+                    self.clear_refusal()
                     continue
             t0 = time.perf_counter()
             try:
