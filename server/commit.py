@@ -153,10 +153,12 @@ class Committer(Service):
         """Fail what cannot wait, put back (first in line) what holds. True if any held."""
         now = time.monotonic()
         transient = isinstance(err, StoreUnavailable) and not self._closing
-        keep = [a for a in take if transient and a.hold is not None and not a.future.done()]
-        keep = [a for a in keep if a.hold is not None and a.hold()]
+        keep = [
+            a for a in take if transient and a.hold is not None and not a.future.done() and a.hold()
+        ]
+        kept = {id(a) for a in keep}
         for a in take:
-            if a not in keep and not a.future.done():
+            if id(a) not in kept and not a.future.done():
                 a.future.set_exception(err)
         if self.refusing is None:
             self.refusing_since = now
