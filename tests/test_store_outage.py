@@ -21,11 +21,10 @@ import pytest
 from conftest import eventually, free_port, run_server
 from pycrdt import Doc, Text
 from test_interop_node import NodeClient, node_modules  # noqa: F401 - the fixture
+from yclient import connect
 
 from server.settings import Settings
 from server.store.sqlite import SQLiteStore
-
-pytestmark = [pytest.mark.node, pytest.mark.usefixtures("node_modules")]
 
 #: how long the store refuses writes (the figure of issue 19's fault injection)
 OUTAGE_S = 15.0
@@ -54,6 +53,8 @@ async def _refuse_growth(store: SQLiteStore, refuse: bool) -> None:
         await store.db.execute("PRAGMA max_page_count = 1073741823")
 
 
+@pytest.mark.node
+@pytest.mark.usefixtures("node_modules")
 async def test_a_full_disk_for_15_s_holds_editors_and_loses_nothing(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -134,4 +135,34 @@ async def test_a_full_disk_for_15_s_holds_editors_and_loses_nothing(
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "database or disk is full" in text
     assert "takes commits again" in text
+    assert "cannot rollback" not in text
+
+
+async def test_readyz_is_503_while_the_database_is_read_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nobody editing: readiness itself tries a write (SQLite's query_only makes the
+    store's connection refuse every write, SQLITE_READONLY, like a read-only file)."""
+    caplog.set_level(logging.INFO, logger="palimpsest")
+    settings = Settings(db=str(tmp_path / "ro.db"), port=free_port())
+    async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        store = srv.backend.store
+        assert isinstance(store, SQLiteStore)
+        assert (await http.get("/readyz")).status_code == 200
+        await store.db.execute("PRAGMA query_only = 1")
+        r = await http.get("/readyz")
+        assert r.status_code == 503, r.text
+        assert "readonly" in r.json()["commits"], r.text
+        # an edit meanwhile is held, not lost, and its sender stays connected
+        async with connect(srv.ws_url, "ro", user="ann") as c:
+            c.insert(0, "kept")
+            committer = srv.backend.committer
+            await eventually(lambda: committer.held, what="the edit held")
+            assert await store.head("ro") == 0
+            await store.db.execute("PRAGMA query_only = 0")
+            await eventually(lambda: store.head("ro"), what="committed once writable")
+            assert c.close_code is None
+        assert (await http.get("/readyz")).status_code == 200
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "attempt to write a readonly database" in text
     assert "cannot rollback" not in text
