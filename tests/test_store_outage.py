@@ -106,9 +106,7 @@ async def test_a_full_disk_for_15_s_holds_editors_and_loses_nothing(
 
             # typed concurrently at the end, the runs interleave: compare the characters
             want = "".join(before + during)
-            texts = [
-                await c.wait_text(length=len(want), timeout=30_000) for c in clients[:CLIENTS]
-            ]
+            texts = [await c.wait_text(length=len(want), timeout=30_000) for c in clients[:CLIENTS]]
             assert len(set(texts)) == 1, texts
             assert sorted(texts[0]) == sorted(want)
 

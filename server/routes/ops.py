@@ -68,7 +68,7 @@ async def readiness(backend: Backend) -> tuple[bool, dict[str, Any]]:
 
 
 async def _commits(backend: Backend) -> str:
-    """"ok" when an edit would commit now, else why not."""
+    """Say "ok" when an edit would commit now, else why not."""
     committer = backend.committer
     refusing = committer.refusing
     if refusing is not None and committer.held:

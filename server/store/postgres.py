@@ -537,8 +537,7 @@ class PostgresStore(EventStore):
 
     async def snapshots(self, doc: str) -> list[SnapshotInfo]:
         rows = await self._fetch(
-            "SELECT doc, seq, ts, state, checksum, meta FROM snapshots WHERE doc = $1 "
-            "ORDER BY seq",
+            "SELECT doc, seq, ts, state, checksum, meta FROM snapshots WHERE doc = $1 ORDER BY seq",
             doc,
             what="snapshot list",
         )
