@@ -285,7 +285,6 @@ async def import_(store: EventStore, args: argparse.Namespace) -> int:
         except BaseException as e:  # pyo3 PanicException is one
             raise AdminError(f"the update does not apply to {args.doc!r}: {e}") from e
         meta.update(format="update")
-    meta["clients"] = sorted(P.decode_state_vector(get_state(update)))
     [[ev]] = await store.append([(args.doc, [NewEvent(args.user, "import", update, meta)])])
     print(f"palimpsest import: {args.doc}@{ev.seq} ({len(update)} bytes, {meta['format']}, "
           f"by {args.user})")  # fmt: skip
@@ -363,7 +362,7 @@ async def inspect(store: EventStore, args: argparse.Namespace) -> int:
     print("actors     " + (", ".join(f"{a} {n}" for a, n in actors.most_common()) or "-"))
     print(f"snapshots  {len(snaps)}")
     for s in snaps:
-        bad = "" if s.valid else "  DAMAGED (checksum)"
+        bad = "" if s.valid else f"  DAMAGED ({s.damage or 'checksum'})"
         print(f"  @{s.seq:<10} {_size(s.size):>10}  {iso(s.ts)}{bad}")
     print(f"tags       {len(tags)}")
     for t in tags:
@@ -391,7 +390,7 @@ async def verify_doc(store: EventStore, doc: str, quiet: bool = True) -> list[st
     snaps = sorted(await store.snapshots(doc), key=lambda s: s.seq)
     for s in snaps:
         if not s.valid:
-            problems.append(f"{doc}: snapshot @{s.seq} is damaged (checksum does not match)")
+            problems.append(f"{doc}: snapshot @{s.seq} is damaged ({s.damage or 'checksum'})")
     fold = new_doc(doc)
     seq = 0
     if info.base_seq > 0:

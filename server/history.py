@@ -64,7 +64,8 @@ def event_json(ev: Event) -> dict[str, Any]:
         "actor": ev.actor,
         "kind": ev.kind,
         "size": len(ev.update),
-        "meta": ev.meta,
+        # the Yjs clients are derived from the update (the log does not store them)
+        "meta": {**ev.meta, "clients": ev.clients},
         "reverts": reverts,
     }
 

@@ -11,8 +11,15 @@ Write-ahead order for every update a client sends:
 So the live document only ever holds what the log holds, and a step 2 answered to a
 newcomer never contains an edit that could still be lost. Server-made changes (undo,
 redo, restore) are computed on the live document, held back from everyone until their
-event is durable, and if the store refuses them the room is dropped and reloaded from
-the log (its connections get 1013 and re-sync).
+event is durable, and if the store refuses them for good the room is dropped and
+reloaded from the log (its connections get 1013 and re-sync).
+
+While the store refuses writes for a reason that may pass (a full disk, an I/O error, a
+read-only file, the database unreachable), the room holds: what is queued stays queued
+(not applied, not broadcast, not acknowledged) while the committer retries with back-off,
+connections stay open and readers keep reading; when the store is back, everything
+commits in order. Held client updates are bounded (``hold_max_bytes``): past the bound
+their senders are closed with 1013 and re-send through sync step 2 when they come back.
 """
 
 from __future__ import annotations
@@ -26,13 +33,15 @@ from typing import Any, Protocol
 from pycrdt import Doc, Subscription, TransactionEvent, get_state, merge_updates
 
 from . import protocol as P
-from .errors import FATAL, ProtocolError, StoreError, UpdateRejected
+from .errors import FATAL, ProtocolError, StoreError, StoreUnavailable, UpdateRejected
 from .origins import ClientOrigin, PeerOrigin, ReplayOrigin, ServerOrigin, SystemOrigin
 from .store.base import Event, NewEvent, now_ms
 
 log = logging.getLogger("palimpsest.room")
 
 EMPTY_UPDATE = b"\x00\x00"
+#: client update bytes a room keeps queued while the store refuses writes
+HOLD_MAX_BYTES = 16 * 1024 * 1024
 
 
 class Peer(Protocol):
@@ -47,7 +56,9 @@ class Peer(Protocol):
 
 
 class Committer(Protocol):
-    async def append(self, doc: str, events: Sequence[NewEvent]) -> list[Event]: ...
+    async def append(
+        self, doc: str, events: Sequence[NewEvent], *, hold: Callable[[], bool] | None = None
+    ) -> list[Event]: ...
 
 
 class EventReader(Protocol):
@@ -147,6 +158,8 @@ class Room:
         self.queued_bytes = 0
         #: most client updates committed in one transaction
         self.max_batch = 1024
+        #: bound of ``queued_bytes`` while the store refuses writes (see the module doc)
+        self.hold_max_bytes = HOLD_MAX_BYTES
         self.extra: dict[str, Any] = {}  # per-feature state (undo managers, …)
         self._committer = committer
         self._reader = reader
@@ -159,6 +172,7 @@ class Room:
         self._deferred_sync: list[tuple[Peer, bytes]] = []
         self.broken: BaseException | None = None
         self.closed = False
+        self.stopping = False
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -167,6 +181,7 @@ class Room:
 
     async def stop(self) -> None:
         """Finish what is queued, then stop the pipeline."""
+        self.stopping = True  # a store that refuses writes is not waited out any more
         if self._task is not None and not self._task.done():
             await self.flush()
             self._task.cancel()
@@ -273,7 +288,7 @@ class Room:
             raise UpdateRejected(f"update does not decode: {e}") from e
         if reply_to_step1 and not self._adds_anything(update, sv):
             return False
-        meta = {"conn": peer.id, "clients": sorted(sv)}
+        meta = {"conn": peer.id}
         self._push(_ClientUpdate(peer, update, meta))
         self.queued_bytes += len(update)
         return True
@@ -438,15 +453,23 @@ class Room:
         ts = now_ms()
         new = [NewEvent(u.peer.actor, "edit", u.update, u.meta, ts) for u in batch]
         try:
-            stored = await self._committer.append(self.name, new)
+            stored = await self._committer.append(self.name, new, hold=self._hold)
         except StoreError as e:
-            # Nothing was logged, nothing applied, nothing acknowledged. The senders
-            # reconnect (transient close code) and re-send through sync step 2.
+            # Refused for good, or held past the bound. Nothing was logged, applied or
+            # acknowledged: the senders come back later and re-send through sync step 2.
+            if isinstance(e, StoreUnavailable):
+                reason = (
+                    f"the store refuses writes and {self.queued_bytes} bytes of edits are "
+                    "waiting; reconnect later to re-send"
+                )
+            else:
+                reason = "the store failed to log your edits; reconnect to re-send"
             log.warning(
-                "room %s: commit failed (%s); dropping %d senders", self.name, e, len(batch)
-            )
+                "room %s: commit failed (%s); closing %d senders with %d: %s",
+                self.name, e, len({u.peer.id for u in batch}), e.close_code, reason,
+            )  # fmt: skip
             for peer in {u.peer.id: u.peer for u in batch}.values():
-                peer.close(e.close_code, "the store is unavailable, reconnect to re-send")
+                peer.close(e.close_code, reason[:120])
             return
         await self._catch_up(stored[0].seq - 1)
         out: list[tuple[Event, str | None]] = []
@@ -458,6 +481,10 @@ class Room:
         self._broadcast_events(out)
         self.events_since_snapshot += len(stored)
         self._committed(stored)
+
+    def _hold(self) -> bool:
+        """Whether to keep waiting for a store that refuses writes (asked after each try)."""
+        return not self.stopping and self.queued_bytes <= self.hold_max_bytes
 
     async def _run_server_change(self, item: _ServerChange) -> None:
         captured: list[bytes] = []
@@ -489,10 +516,10 @@ class Room:
                 update = EMPTY_UPDATE
             else:
                 update = captured[0] if len(captured) == 1 else merge_updates(*captured)
-            sv = P.decode_state_vector(get_state(update))
-            meta = {**item.meta, "clients": sorted(sv)}
-            new = NewEvent(item.actor, item.kind, update, meta, self.current_ts)
-            stored = await self._committer.append(self.name, [new])
+            new = NewEvent(item.actor, item.kind, update, dict(item.meta), self.current_ts)
+            # held like client edits while the store refuses writes: the live doc already
+            # has the change, so giving up means reloading the room
+            stored = await self._committer.append(self.name, [new], hold=self._hold)
             ev = stored[0]
             if ev.seq != self.seq + 1:
                 # someone else appended in between (another process): bring them in too

@@ -318,7 +318,7 @@ async def test_damaged_snapshot_falls_back_to_an_older_one(tmp_path: Path) -> No
         assert str(loaded.doc.get("content", type=Text)) == "ababab"
 
 
-async def test_store_down_refuses_edits_transiently_and_loses_nothing(settings: Settings) -> None:
+async def test_store_down_holds_edits_and_loses_nothing(settings: Settings) -> None:
     store = MemoryStore()
     from server.backend import Backend
 
@@ -328,14 +328,41 @@ async def test_store_down_refuses_edits_transiently_and_loses_nothing(settings: 
         async with connect(server.ws_url, "sd", "alice", ydoc=ydoc) as a:
             a.insert(0, "safe")
             await eventually(lambda: store._heads.get("sd") == 1)
+            # the store goes down: the edit is held (not applied, not acknowledged), the
+            # connection stays open, and it commits once the store is back
             store.down = True
-            a.insert(4, " lost?")
+            a.insert(4, " held")
+            committer = backend.committer
+            await eventually(lambda: committer.refusing is not None and committer.held,
+                             what="the edit held")  # fmt: skip
+            room = backend.rooms.get_loaded("sd")
+            assert room is not None and room.seq == 1  # held: not applied
+            store.down = False
+            await eventually(lambda: store._heads.get("sd") == 2, what="committed when back")
+            assert a.close_code is None
+            # an undo (a server-made change) waits for the store the same way
+            store.down = True
+            undo = asyncio.create_task(a.request({"type": "undo"}, timeout=30))
+            await eventually(lambda: committer.refusing is not None and committer.held,
+                             what="the undo held")  # fmt: skip
+            assert not undo.done() and store._heads["sd"] == 2
+            store.down = False
+            answer = await undo
+            assert answer["ok"] and answer["seq"] == 3, answer
+            await eventually(lambda: a.content == "", what="the undo reaches its author")
+            a.insert(0, "safe held")
+            await eventually(lambda: store._heads.get("sd") == 4, what="typed again")
+            assert a.close_code is None
+            # past the bound of held bytes, the sender is closed with 1013 instead
+            room.hold_max_bytes = 0
+            store.down = True
+            a.insert(9, " lost?")
             await eventually(lambda: a._reader is not None and a._reader.done(), what="closed")
             assert a.close_code == 1013
-        assert store._heads["sd"] == 1
+        assert store._heads["sd"] == 4
         store.down = False
         # the client comes back and its step 2 re-sends the unacknowledged edit
         async with connect(server.ws_url, "sd", "alice", ydoc=ydoc):
-            await eventually(lambda: store._heads.get("sd") == 2, what="re-sent after reconnect")
+            await eventually(lambda: store._heads.get("sd") == 5, what="re-sent after reconnect")
         async with connect(server.ws_url, "sd") as c:
-            assert c.content == "safe lost?"
+            assert c.content == "safe held lost?"

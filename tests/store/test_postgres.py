@@ -61,6 +61,27 @@ class TestPostgresStore(StoreContract):
             await conn.close()
         assert status == "UPDATE 1"
 
+    async def _set(self, doc: str, seq: int, column: str, value: str) -> None:
+        conn = await asyncpg.connect(PG_URL)
+        try:
+            status = await conn.execute(
+                f'UPDATE "{self.schema}".snapshots SET {column} = $3 WHERE doc = $1 AND seq = $2',
+                doc,
+                seq,
+                value,
+            )
+        finally:
+            await conn.close()
+        assert status == "UPDATE 1"
+
+    async def set_snapshot_meta(self, store: EventStore, doc: str, seq: int, text: str) -> None:
+        await self._set(doc, seq, "meta", text)
+
+    async def set_snapshot_checksum(
+        self, store: EventStore, doc: str, seq: int, value: str
+    ) -> None:
+        await self._set(doc, seq, "checksum", value)
+
 
 # --- beyond the contract: several processes on one database ---------------------------
 
