@@ -197,10 +197,12 @@ class Room:
 
     # --- connections -------------------------------------------------------------------
 
-    def join(self, peer: Peer) -> None:
-        """Register a connection; send it the server's step 1 and the known presence."""
+    def join(self, peer: Peer, *, sync_step1: bool = True) -> None:
+        """Register a connection; send it the server's step 1 (unless its protocol sends
+        that in answer to the client's) and the known presence."""
         self.peers[peer.id] = peer
-        peer.send(P.encode_sync_step1(self.doc.get_state()))
+        if sync_step1:
+            peer.send(P.encode_sync_step1(self.doc.get_state()))
         if self.awareness:
             peer.send(P.encode_awareness(self._awareness_payload()))
 
