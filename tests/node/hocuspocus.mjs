@@ -97,10 +97,11 @@ const commands = {
     for (;;) {
       const s = state(c)
       const v = s[field]
+      const hay = typeof v === 'string' ? v : Array.isArray(v) ? v.join('\n') : JSON.stringify(v)
       const holds = equals !== undefined ? JSON.stringify(v) === JSON.stringify(equals)
-        : contains !== undefined ? (Array.isArray(contains) ? contains.every((x) => JSON.stringify(v).includes(x)) : JSON.stringify(v).includes(contains))
+        : contains !== undefined ? [contains].flat().every((x) => hay.includes(x))
           : atLeast !== undefined ? v >= atLeast
-            : truthy === false ? !v : !!v
+            : truthy === false ? !truthful(v) : truthful(v)
       if (holds) return s
       if (Date.now() > deadline) throw new Error(`${name}.${field} did not hold: ${JSON.stringify(s)}`)
       await new Promise((resolve) => setTimeout(resolve, 20))
@@ -112,6 +113,8 @@ const commands = {
     return null
   },
 }
+
+const truthful = (v) => (Array.isArray(v) ? v.length > 0 : !!v)
 
 function state (c) {
   const p = c.provider
