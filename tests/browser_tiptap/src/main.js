@@ -11,6 +11,7 @@
 import { Editor } from '@tiptap/core'
 import StarterKit from '@tiptap/starter-kit'
 import Collaboration from '@tiptap/extension-collaboration'
+import { ySyncPluginKey } from '@tiptap/y-tiptap'
 import { HocuspocusProvider } from '@hocuspocus/provider'
 import { WebsocketProvider } from 'y-websocket'
 import * as Y from 'yjs'
@@ -81,6 +82,8 @@ window.harness = {
   viewText: () => editor.getText(),
   /** the shared Y.XmlFragment, as XML (what every peer holds) */
   fragmentXML: () => ydoc.getXmlFragment(FIELD).toString(),
-  ready: () => state.connected && state.synced
+  ready: () => state.connected && state.synced,
+  /** y-tiptap's binding (its cached selection explains many binding bugs) */
+  binding: () => ySyncPluginKey.getState(editor.state)?.binding ?? null
 }
 document.body.dataset.ready = 'harness'
