@@ -163,9 +163,16 @@ def _utf16_length(text: str) -> int:
 
 def _skip_any(r: Reader, count: int) -> None:
     """Skip `count` lib0 ``any`` values, iteratively (nesting depth is attacker-chosen)."""
-    todo = count
-    while todo:
-        todo -= 1
+    # a stack of open containers: [values left, whether each value follows a key]
+    stack: list[list[int]] = [[count, 0]]
+    while stack:
+        top = stack[-1]
+        if top[0] == 0:
+            stack.pop()
+            continue
+        top[0] -= 1
+        if top[1]:
+            r.read_var_bytes("object key")
         tag = _read_byte(r, "any value tag")
         if tag in (127, 126, 121, 120):  # undefined, null, false, true
             continue
@@ -178,12 +185,9 @@ def _skip_any(r: Reader, count: int) -> None:
             _skip(r, 8, "float64/bigint")
         elif tag in (119, 116):  # string, Uint8Array
             r.read_var_bytes("any string or bytes")
-        elif tag == 118:  # object: key, value pairs
-            n = r.read_var_uint("object size")
-            for _ in range(n):
-                r.read_var_bytes("object key")
-            todo += n
+        elif tag == 118:  # object: n (key, value) pairs
+            stack.append([r.read_var_uint("object size"), 1])
         elif tag == 117:  # array
-            todo += r.read_var_uint("array length")
+            stack.append([r.read_var_uint("array length"), 0])
         else:
             raise ProtocolError(f"unknown any value tag {tag} at offset {r.pos - 1}")
