@@ -303,8 +303,9 @@ class HocuspocusSocket(Connection):
 
     def update(self, peer: DocPeer, room: Room, update: bytes, *, step2: bool) -> None:
         if not peer.identity.can_write:
-            # Hocuspocus's read-only answer: saved only when it changes nothing
-            saved = update == EMPTY_UPDATE or (step2 and not _adds_anything(room, update))
+            # Hocuspocus's read-only answer: saved only when it changes nothing (a step 2
+            # of a reader who has not edited; an echo), refused otherwise
+            saved = update == EMPTY_UPDATE or not _adds_anything(room, update)
             if not saved:
                 self.backend.refused("read_only")
             self.send(H.encode_sync_status(peer.doc, saved))
@@ -341,12 +342,12 @@ class HocuspocusSocket(Connection):
 
 def _adds_anything(room: Room, update: bytes) -> bool:
     try:
-        sv = P.decode_state_vector(get_state(update))
+        get_state(update)
     except FATAL:
         raise
     except BaseException as e:  # pyo3 PanicException is one
         raise UpdateRejected(f"update does not decode: {e}") from e
-    return room._adds_anything(update, sv)
+    return room._adds_anything(update)
 
 
 async def hocuspocus_endpoint(ws: WebSocket) -> None:
