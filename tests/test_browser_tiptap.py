@@ -165,7 +165,7 @@ def ws_base(server: ServerProcess, provider: str) -> str:
 # ---------------------------------------------------------------- tests
 
 
-@pytest.mark.parametrize("provider", ["y-websocket"])
+@pytest.mark.parametrize("provider", ["y-websocket", "hocuspocus"])
 def test_tiptap_client_undo_then_remote_change_loses_nothing(
     server: ServerProcess, page_url: str, people: Any, doc_name: str, provider: str
 ) -> None:
