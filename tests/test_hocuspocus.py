@@ -182,3 +182,28 @@ async def test_close_one_document_and_malformed_frames(srv: Any) -> None:
     async with raw_client(srv) as raw:
         await raw.auth("two", "bob")
         await eventually(lambda: raw.of("two", H.AUTH), what="authenticated again")
+
+
+async def test_awareness_echo_query_and_broadcast_stateless(srv: Any) -> None:
+    async with raw_client(srv) as one, raw_client(srv) as two:
+        for raw, user in ((one, "alice"), (two, "bob")):
+            await raw.auth("aw", user)
+        await eventually(lambda: one.of("aw", H.AUTH) and two.of("aw", H.AUTH), what="auth")
+        presence = P.encode_awareness_entries([(4242, 1, '{"user":{"name":"alice"}}')])
+        await one.send("aw", H.AWARENESS, P.write_var_bytes(presence))
+        # relayed to the other client and echoed to the sender
+        for raw in (one, two):
+            got = await eventually(lambda r=raw: r.of("aw", H.AWARENESS), what="awareness")
+            assert H.decode_awareness(got[0].body) == presence
+        await two.send("aw", H.QUERY_AWARENESS)
+        await eventually(lambda: len(two.of("aw", H.AWARENESS)) == 2, what="query answered")
+
+        await two.send("aw", H.BROADCAST_STATELESS, P.write_var_string("cursor moved"))
+        for raw in (one, two):
+            got = await eventually(lambda r=raw: r.of("aw", H.STATELESS), what="stateless")
+            assert H.decode_string(got[0].body, "payload") == "cursor moved"
+        # an application's own stateless message is not a request: nothing answers it
+        await one.send("aw", H.STATELESS, P.write_var_string("just for my app"))
+        await one.send("aw", H.STATELESS, P.write_var_string('{"type":"hello","id":9}'))
+        got = await eventually(lambda: len(one.of("aw", H.STATELESS)) == 2 and one.of("aw", 5))
+        assert json.loads(H.decode_string(got[1].body, "payload"))["id"] == 9
