@@ -20,7 +20,7 @@ FEATURE_MODULES = [
     "server.history",  # restore, tags
     "server.fanout",  # Redis fan-out between processes
     "server.metrics",  # Prometheus metrics
-    "server.routes.hocuspocus",  # sync-status acknowledgements for Hocuspocus clients
+    "server.hocuspocus_peer",  # sync-status acknowledgements for Hocuspocus clients
 ]
 
 

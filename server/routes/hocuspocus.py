@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import weakref
 from typing import Any
 
 import jwt
@@ -39,9 +38,9 @@ from ..errors import (
     StoreError,
     UpdateRejected,
 )
+from ..hocuspocus_peer import DocPeer
 from ..names import validate_doc_name
 from ..room import EMPTY_UPDATE, Room
-from ..store.base import Event
 from ..tokens import limits_of
 from .ws import Connection, extension_answer, reason_of, refuse
 
@@ -51,67 +50,6 @@ log = logging.getLogger("palimpsest.hocuspocus")
 MAX_DOCS_PER_SOCKET = 256
 #: refused document names remembered per socket (their frames are dropped quietly)
 MAX_DENIED = 1024
-
-#: the author of each pending client update, by the connection id in its event's meta
-_authors: weakref.WeakValueDictionary[str, _Author] = weakref.WeakValueDictionary()
-
-
-class DocPeer:
-    """One document on a Hocuspocus socket: the Peer its room sees."""
-
-    def __init__(self, sock: HocuspocusSocket, doc: str, identity: Identity, n: int) -> None:
-        self.sock = sock
-        self.doc = doc
-        self.identity = identity
-        self.actor = identity.user
-        self.id = f"{sock.id}#{n}"
-        self.room: Room | None = None
-        #: frames read before the room was loaded
-        self.pending: list[H.Frame] = []
-        self.pending_bytes = 0
-        self.author = _Author(self)
-        _authors[self.author.id] = self.author
-
-    def send(self, frame: bytes) -> None:
-        self.sock.send(H.from_y_websocket(self.doc, frame))
-
-    def close(self, code: int, reason: str) -> None:
-        # One socket for every document: 2.x providers cannot read a close message for
-        # one document, so closing one closes all. Each provider reconnects and re-syncs.
-        self.sock.close(code, reason)
-
-
-class _Author:
-    """The sender its room records for a DocPeer's updates. Its id differs from the
-    DocPeer's, so the room's broadcast never leaves the DocPeer out: the update comes
-    back to its sender (Hocuspocus echoes) whether or not the room echoes to authors."""
-
-    def __init__(self, peer: DocPeer) -> None:
-        self.peer = peer
-        self.id = peer.id + "/w"
-        self.actor = peer.actor
-
-    def send(self, frame: bytes) -> None:
-        self.peer.send(frame)
-
-    def close(self, code: int, reason: str) -> None:
-        self.peer.close(code, reason)
-
-    def saved(self) -> None:
-        self.peer.sock.send(H.encode_sync_status(self.peer.doc, True))
-
-
-def _committed(room: Room, events: list[Event]) -> None:
-    """Sync status after the commit (and after the broadcast that echoes the update)."""
-    for ev in events:
-        conn = ev.meta.get("conn")
-        author = _authors.get(conn) if isinstance(conn, str) else None
-        if author is not None:
-            author.saved()
-
-
-def install(backend: Backend) -> None:
-    backend.hooks.committed.append(_committed)
 
 
 def close_code_of(e: PalimpsestError) -> int:
@@ -264,7 +202,7 @@ class HocuspocusSocket(Connection):
     def leave(self, peer: DocPeer) -> None:
         if self.docs.get(peer.doc) is peer:
             del self.docs[peer.doc]
-        _authors.pop(peer.author.id, None)
+        peer.forget()
         room, peer.room = peer.room, None
         if room is not None:
             room.leave(peer)
