@@ -20,6 +20,7 @@ FEATURE_MODULES = [
     "server.history",  # restore, tags
     "server.fanout",  # Redis fan-out between processes
     "server.metrics",  # Prometheus metrics
+    "server.hocuspocus_peer",  # sync-status acknowledgements for Hocuspocus clients
 ]
 
 

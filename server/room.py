@@ -34,6 +34,7 @@ from pycrdt import Doc, Subscription, TransactionEvent, get_state, merge_updates
 
 from . import protocol as P
 from .errors import FATAL, ProtocolError, StoreError, StoreUnavailable, UpdateRejected
+from .known import KnownDeletions, adds_anything, deletions_of
 from .origins import ClientOrigin, PeerOrigin, ReplayOrigin, ServerOrigin, SystemOrigin
 from .store.base import Event, NewEvent, now_ms
 
@@ -170,6 +171,8 @@ class Room:
         self._task: asyncio.Task[None] | None = None
         self._server_change_in_flight = False
         self._deferred_sync: list[tuple[Peer, bytes]] = []
+        #: every deletion the log holds (built on first use, then extended per event)
+        self._deleted: KnownDeletions | None = None
         self.broken: BaseException | None = None
         self.closed = False
         self.stopping = False
@@ -212,10 +215,12 @@ class Room:
 
     # --- connections -------------------------------------------------------------------
 
-    def join(self, peer: Peer) -> None:
-        """Register a connection; send it the server's step 1 and the known presence."""
+    def join(self, peer: Peer, *, sync_step1: bool = True) -> None:
+        """Register a connection; send it the server's step 1 (unless its protocol sends
+        that in answer to the client's) and the known presence."""
         self.peers[peer.id] = peer
-        peer.send(P.encode_sync_step1(self.doc.get_state()))
+        if sync_step1:
+            peer.send(P.encode_sync_step1(self.doc.get_state()))
         if self.awareness:
             peer.send(P.encode_awareness(self._awareness_payload()))
 
@@ -232,8 +237,13 @@ class Room:
             for hook in self.hooks.awareness:
                 hook(self, entries)
 
-    def _broadcast_events(self, events: list[tuple[Event, str | None]]) -> None:
-        """Send durable events to every connection but their author's.
+    def _broadcast_events(self, events: list[Event]) -> None:
+        """Send durable events to every connection, their authors' included.
+
+        The echo to the author is what y-websocket's server and Hocuspocus do, and editor
+        bindings rely on it: y-prosemirror (Tiptap) keeps a stale selection after a
+        client-side undo until the next transaction, and without the echo that next
+        transaction is someone else's edit, which the binding then fails to draw.
 
         A batch goes out as merged updates (one frame per MERGE_CHUNK events) instead of
         one frame per event: a client that receives a burst of thousands of keystrokes
@@ -241,21 +251,8 @@ class Room:
         websocket write per event per connection."""
         if not events:
             return
-        if len(events) == 1:
-            ev, author = events[0]
-            self.broadcast(P.encode_sync_update(ev.update), exclude=author)
-            return
-        authors = {a for _, a in events if a is not None}
-        shared: list[bytes] | None = None
-        for pid, peer in list(self.peers.items()):
-            if pid in authors:
-                for frame in _merged_frames([ev.update for ev, a in events if a != pid]):
-                    peer.send(frame)
-                continue
-            if shared is None:
-                shared = _merged_frames([ev.update for ev, _ in events])
-            for frame in shared:
-                peer.send(frame)
+        for frame in _merged_frames([ev.update for ev in events]):
+            self.broadcast(frame)
 
     def broadcast(self, frame: bytes, exclude: str | None = None) -> None:
         for pid, peer in list(self.peers.items()):
@@ -277,41 +274,36 @@ class Room:
         peer.send(P.encode_sync_step2(update))
 
     def receive_update(self, peer: Peer, update: bytes, *, reply_to_step1: bool = False) -> bool:
-        """Validate and queue a client's update. Returns False when it is a no-op."""
+        """Validate and queue a client's update. Returns False when it is a no-op: it
+        adds no item and deletes nothing the log does not already hold (pycrdt's
+        `Provider` echoes every update back; a step 2 re-sends the whole delete set).
+        `reply_to_step1` is kept for callers; the rule is the same for every update."""
         if update == EMPTY_UPDATE:
             return False
         try:
-            sv = P.decode_state_vector(get_state(update))
+            P.decode_state_vector(get_state(update))
         except FATAL:
             raise
         except BaseException as e:  # pyo3 PanicException is one
             raise UpdateRejected(f"update does not decode: {e}") from e
-        if reply_to_step1 and not self._adds_anything(update, sv):
+        if not self._adds_anything(update):
             return False
         meta = {"conn": peer.id}
         self._push(_ClientUpdate(peer, update, meta))
         self.queued_bytes += len(update)
         return True
 
-    def _adds_anything(self, update: bytes, sv: dict[int, int]) -> bool:
-        """Whether a sync step 2 changes the document (it always carries the whole delete set)."""
-        ours = P.decode_state_vector(self.doc.get_state())
-        if any(clock > ours.get(client, 0) for client, clock in sv.items()):
-            return True
-        # No new items: only deletions could be new. Try them on a scratch copy.
-        scratch: Doc[Any] = Doc(skip_gc=True)
-        scratch.apply_update(self.doc.get_update())
-        changed: list[bool] = []
-        sub = scratch.observe(lambda _e: changed.append(True))
-        try:
-            scratch.apply_update(update)
-        except FATAL:
-            raise
-        except BaseException as e:  # pyo3 PanicException is one
-            raise UpdateRejected(f"update does not apply: {e}") from e
-        finally:
-            scratch.unobserve(sub)
-        return bool(changed)
+    def _adds_anything(self, update: bytes) -> bool:
+        """The no-op rule (known.py): against the live document's state vector and the
+        deletions logged so far; the cost is the update's, not the document's."""
+        if self._deleted is None:
+            # once per room: everything deleted in the document as loaded
+            self._deleted = KnownDeletions.of_doc(self.doc)
+        return adds_anything(update, self.doc.get_state(), self._deleted)
+
+    def _note_deletions(self, update: bytes) -> None:
+        if self._deleted is not None:
+            self._deleted.add(deletions_of(update))
 
     def receive_awareness(self, peer: Peer, payload: bytes, *, relayed: bool = False) -> None:
         """Merge presence entries (newer clocks win) and relay them to the connections.
@@ -472,10 +464,10 @@ class Room:
                 peer.close(e.close_code, reason[:120])
             return
         await self._catch_up(stored[0].seq - 1)
-        out: list[tuple[Event, str | None]] = []
+        out: list[Event] = []
         for ev, u in zip(stored, batch, strict=True):
             if self._apply(ev, ClientOrigin(ev.actor, u.peer.id)):
-                out.append((ev, u.peer.id))
+                out.append(ev)
             else:
                 u.peer.close(4400, f"update at seq {ev.seq} does not apply")
         self._broadcast_events(out)
@@ -527,6 +519,7 @@ class Room:
             self.seq = ev.seq
             self.events_since_snapshot += 1
             self.applied_bytes += len(update)
+            self._note_deletions(update)
             if update != EMPTY_UPDATE:
                 self.broadcast(P.encode_sync_update(update))
             self._committed(stored)
@@ -555,7 +548,7 @@ class Room:
                 await self._catch_up(ev.seq - 1)
             if self._apply(ev, PeerOrigin(ev.actor, "peer")):
                 applied.append(ev)
-        self._broadcast_events([(ev, None) for ev in applied])
+        self._broadcast_events(applied)
         self._after_peer(applied)
 
     async def _catch_up(self, upto: int) -> None:
@@ -595,6 +588,7 @@ class Room:
         self.applied_bytes += len(ev.update)
         self.current_event = None
         if ok:
+            self._note_deletions(ev.update)
             for hook in self.hooks.after_apply:
                 hook(self, ev)
         return ok

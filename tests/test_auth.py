@@ -346,7 +346,10 @@ def http_routes(app: Any) -> list[tuple[str, str]]:
                 if m != "HEAD":
                     out.append((m, r.path))
         elif isinstance(r, WebSocketRoute):
-            assert r.path in ("/ws/{doc}", "/ws/{doc:path}"), f"unknown websocket route {r.path}"
+            # /hocuspocus authenticates each document in-band, with the same identify()
+            # and authorize(): tests/test_hocuspocus_node.py runs its token cases
+            known = ("/ws/{doc}", "/ws/{doc:path}", "/hocuspocus")
+            assert r.path in known, f"unknown websocket route {r.path}"
         elif isinstance(r, Mount):
             assert r.path == "/static", f"an unknown mount {r.path}: add it to the matrix"
     return out

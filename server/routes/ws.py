@@ -158,21 +158,10 @@ class Connection:
                     self.backend.refused("read_only")
                     self.send(P.encode_permission_denied("read-only: your edits are not accepted"))
                 return
-            if self._rate > 0 and not self._take_token():
-                # transient: the client keeps its unsent edits and re-sends them on re-sync
-                raise RateLimited(
-                    f"more than {self._rate:g} updates per second on this connection; "
-                    "reconnect to re-sync"
-                )
-            if msg.update != EMPTY_UPDATE:
-                self.limits.check_update(room, len(msg.update))
+            self.admit_update(room, msg.update)
             room.receive_update(self, msg.update, reply_to_step1=isinstance(msg, P.SyncStep2))
         elif isinstance(msg, P.AwarenessUpdate):
-            if len(msg.payload) > settings.max_awareness_bytes:
-                raise FrameTooLarge(
-                    f"awareness update of {len(msg.payload)} bytes is over the limit "
-                    f"of {settings.max_awareness_bytes}"
-                )
+            self.admit_awareness(msg.payload)
             room.receive_awareness(self, msg.payload)
         elif isinstance(msg, P.QueryAwareness):
             room.send_awareness(self)
@@ -184,28 +173,27 @@ class Connection:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def admit_update(self, room: Room, update: bytes) -> None:
+        """Raise unless this connection may send `update` now (rate, document size)."""
+        if self._rate > 0 and not self._take_token():
+            # transient: the client keeps its unsent edits and re-sends them on re-sync
+            raise RateLimited(
+                f"more than {self._rate:g} updates per second on this connection; "
+                "reconnect to re-sync"
+            )
+        if update != EMPTY_UPDATE:
+            self.limits.check_update(room, len(update))
+
+    def admit_awareness(self, payload: bytes) -> None:
+        limit = self.backend.settings.max_awareness_bytes
+        if len(payload) > limit:
+            raise FrameTooLarge(
+                f"awareness update of {len(payload)} bytes is over the limit of {limit}"
+            )
+
     async def _extension(self, room: Room, body: dict[str, Any]) -> None:
-        op = body.get("type")
-        rid = body.get("id")
-        handler = self.backend.extensions.get(op) if isinstance(op, str) else None
-        if op == "hello":
-            answer: dict[str, Any] = {
-                "ok": True,
-                "user": self.actor,
-                "role": self.identity.role,
-                "ops": sorted(self.backend.extensions),
-            }
-        elif handler is None:
-            answer = {"ok": False, "reason": f"unknown extension message type {op!r}"}
-        else:
-            try:
-                answer = await handler(self.backend, room, self, body)
-            except PalimpsestError as e:
-                answer = {"ok": False, "reason": str(e), "code": type(e).__name__}
-            except Exception as e:
-                log.exception("extension %s failed", op)
-                answer = {"ok": False, "reason": f"internal error: {e!r}"}
-        self.send(P.encode_extension({"type": "result", "id": rid, **answer}))
+        answer = await extension_answer(self.backend, room, self, body)
+        self.send(P.encode_extension(answer))
 
     async def serve(self, room: Room) -> None:
         """Read every frame as soon as it arrives until the client goes away."""
@@ -242,6 +230,32 @@ class Connection:
             await self.closed.wait()
             for task in list(self._tasks):
                 task.cancel()
+
+
+async def extension_answer(
+    backend: Backend, room: Room, peer: Any, body: dict[str, Any]
+) -> dict[str, Any]:
+    """The result message for an extension request from `peer` (which has .identity)."""
+    op = body.get("type")
+    handler = backend.extensions.get(op) if isinstance(op, str) else None
+    if op == "hello":
+        answer: dict[str, Any] = {
+            "ok": True,
+            "user": peer.actor,
+            "role": peer.identity.role,
+            "ops": sorted(backend.extensions),
+        }
+    elif handler is None:
+        answer = {"ok": False, "reason": f"unknown extension message type {op!r}"}
+    else:
+        try:
+            answer = await handler(backend, room, peer, body)
+        except PalimpsestError as e:
+            answer = {"ok": False, "reason": str(e), "code": type(e).__name__}
+        except Exception as e:
+            log.exception("extension %s failed", op)
+            answer = {"ok": False, "reason": f"internal error: {e!r}"}
+    return {"type": "result", "id": body.get("id"), **answer}
 
 
 def reason_of(e: BaseException) -> str:
