@@ -484,6 +484,15 @@ class RoomUndo:
                     layers.append({})
                 layers[i][client] = [r]
         dels = subtract(step.dels, step.ins) if len(layers) > 1 else step.dels
+        # A map entry is restored only when every newer value of its key is going too:
+        # yrs looks for those in the item's insertions (here one layer's) or in the
+        # deletions of the manager's stacks. A redo stack that "deletes" all of the
+        # step's insertions (never popped) shows it the other layers' ones.
+        going: list[StackItem[Any]] = (
+            [StackItem(doc._doc, IdSet.decode(encode_ranges(step.ins)), IdSet.decode(b"\x00"))]
+            if len(layers) > 1
+            else []
+        )
         room = self.room
         changed = False
         for i, layer in enumerate(layers):
@@ -497,6 +506,7 @@ class RoomUndo:
                 capture_timeout_millis=0,
                 timestamp=lambda: int(room.current_ts),
                 undo_stack=[item],
+                redo_stack=going if i == 0 else [],
             )
             changed = um.undo() or changed
         return changed
