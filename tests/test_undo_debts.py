@@ -83,3 +83,43 @@ async def test_undo_of_a_two_range_step_brings_an_overwritten_map_key_back(
             await maps_are(srv, "mk", {"k": "B2"}, a, b)
             assert (await undo(a))["ok"]
             await maps_are(srv, "mk", {"k": "B2", "j": "J"}, a, b)
+
+
+async def unloaded(srv: RunningServer, doc: str) -> None:
+    await eventually(lambda: doc not in srv.backend.rooms, what=f"{doc} unloads")
+
+
+async def test_deletion_across_steps_undone_after_reload_takes_its_copies_along(
+    tmp_path: Path,
+) -> None:
+    """Alice types "abc", then "def" (two steps), then deletes "bcde" (a third). The
+    deletion is undone after a reload: each insertion step owns the restored copy of
+    what it inserted, so undoing "def" after another reload removes "de" too."""
+    async with serving(make_settings(tmp_path / "db")) as srv:
+        for reload_between in (True, False):
+            doc = f"spans{int(reload_between)}"
+            async with connect(srv.ws_url, doc, "alice") as a:
+                await edit(a, srv, doc, lambda: a.insert(0, "abc"))
+                await edit(a, srv, doc, lambda: a.insert(3, "def"))
+                await converged(srv, doc, "abcdef", a)
+                await edit(a, srv, doc, lambda: a.text.__delitem__(slice(1, 5)))
+                await converged(srv, doc, "af", a)
+            await unloaded(srv, doc)
+            async with connect(srv.ws_url, doc, "alice") as a:
+                assert (await undo(a))["ok"]
+                await converged(srv, doc, "abcdef", a)
+            if reload_between:
+                await unloaded(srv, doc)
+            async with connect(srv.ws_url, doc, "alice") as a:
+                assert (await undo(a))["ok"]  # "def", the restored "de" with it
+                await converged(srv, doc, "abc", a)
+                assert (await undo(a))["ok"]  # "abc", the restored "bc" with it
+                await converged(srv, doc, "", a)
+                assert (await undo(a, "redo"))["ok"]
+                await converged(srv, doc, "abc", a)
+            await unloaded(srv, doc)
+            async with connect(srv.ws_url, doc, "alice") as a:
+                assert (await undo(a, "redo"))["ok"]
+                await converged(srv, doc, "abcdef", a)
+                assert (await undo(a, "redo"))["ok"]
+                await converged(srv, doc, "af", a)
