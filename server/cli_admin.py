@@ -30,6 +30,7 @@ from typing import Any
 from pycrdt import Doc, Text, get_state
 
 from . import protocol as P
+from . import undo
 from .cli import add_store_options, settings_from, setup_logging
 from .errors import FATAL, PalimpsestError, StoreError
 from .history_render import TEXT, infer_root_types, render, root_names
@@ -531,14 +532,23 @@ async def compact(store: EventStore, args: argparse.Namespace) -> int:
             f"{info.base_seq + 1}..{before}) for good; run again with --yes"
         )
     bar = _progress(n, f"folding {args.doc}")
-    loaded = await load(store, args.doc, upto=before, on_event=lambda _e: bar.update(1))
+    loaded, stacks = await undo.fold(store, args.doc, before, args.settings)
+    bar.update(loaded.replayed)
     bar.close()
     if loaded.seq != before or loaded.failed:
         raise AdminError(
             f"folding {args.doc!r} to {before} reached {loaded.seq} with {loaded.failed} events "
             "that do not apply: run `palimpsest verify` first"
         )
-    removed = await store.compact(args.doc, before, loaded.doc.get_update())
+    state = loaded.doc.get_update()
+    removed = await store.compact(args.doc, before, state)
+    # the base snapshot carries the undo stacks of the folded events, as any snapshot
+    # does: their steps stay undoable (a second write: if it fails, only they are lost)
+    try:
+        await store.put_snapshot(args.doc, before, state, {"base": True, undo.META_KEY: stacks})
+    except StoreError as e:
+        print(f"palimpsest compact: the undo stacks of the folded events were not kept: {e}",
+              file=sys.stderr)  # fmt: skip
     print(f"palimpsest compact: {args.doc}: {removed} events folded into a base snapshot "
           f"@{before}; history now starts at {before}")  # fmt: skip
     return 0

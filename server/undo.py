@@ -52,12 +52,15 @@ from pycrdt import (
 )
 
 from . import protocol as P
+from .commit import Committer
 from .errors import BadRequest, Forbidden, PalimpsestError, StoreError
 from .room import Room
-from .store.base import Event, now_ms
+from .snapshots import Loaded, load
+from .store.base import Event, EventStore, Snapshot, now_ms
 
 if TYPE_CHECKING:
     from .backend import Backend
+    from .settings import Settings
 
 log = logging.getLogger("palimpsest.undo")
 
@@ -582,6 +585,38 @@ class RoomUndo:
             self.get(actor)
 
 
+async def fold(
+    store: EventStore, name: str, upto: int, settings: Settings
+) -> tuple[Loaded, dict[str, Any]]:
+    """The document at `upto` and the undo stacks a snapshot there would carry.
+
+    For a compaction base (``palimpsest compact``): the stacks are ranges of Yjs IDs,
+    which folding events into a snapshot keeps, so steps of folded events stay undoable.
+    The stacks are rebuilt exactly as a room loading the same snapshot and events does."""
+    holder: dict[str, RoomUndo] = {}
+
+    def before_replay(doc: Doc[Any], snap: Snapshot | None) -> None:
+        # a room that is never started (nor its committer): RoomUndo records what
+        # its doc does
+        room = Room(name, doc, snap.seq if snap else 0, committer=Committer(store), reader=store)
+        state = RoomUndo(
+            room, settings.undo_capture_ms, settings.undo_max_depth, settings.undo_max_group
+        )
+        state.load_meta(snap.meta.get(META_KEY) if snap is not None else None)
+        holder["undo"] = state
+
+    def on_event(ev: Event) -> None:
+        state = holder["undo"]
+        state.room.seq = ev.seq
+        state.room.current_ts = ev.ts
+        state.record(ev, *state.take())
+
+    loaded = await load(store, name, upto=upto, before_replay=before_replay, on_event=on_event)
+    state = holder["undo"]
+    state.close()
+    return loaded, state.to_meta()
+
+
 # --- the room pipeline side ----------------------------------------------------------------
 
 STATE_KEY = "undo"
@@ -743,6 +778,7 @@ __all__ = [
     "Stacks",
     "Step",
     "close_group",
+    "fold",
     "install",
     "perform",
     "state_of",

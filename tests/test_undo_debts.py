@@ -3,12 +3,15 @@ deletion that spanned several steps after a reload, and undo stacks across `comp
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from conftest import RunningServer, eventually
 from pycrdt import Map
+from test_admin_cli import cli
 from test_undo import converged, edit, make_settings, serving, undo
 from yclient import YClient, connect
 
@@ -123,3 +126,35 @@ async def test_deletion_across_steps_undone_after_reload_takes_its_copies_along(
                 await converged(srv, doc, "abcdef", a)
                 assert (await undo(a, "redo"))["ok"]
                 await converged(srv, doc, "af", a)
+
+
+async def test_compact_keeps_the_undo_stacks_of_folded_events(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "db"
+    async with serving(make_settings(db)) as srv:
+        async with connect(srv.ws_url, "c1", "alice") as a, connect(srv.ws_url, "c1", "bob") as b:
+            await edit(a, srv, "c1", lambda: a.insert(0, "hello world"))
+            await edit(a, srv, "c1", lambda: a.text.__delitem__(slice(5, 11)))
+            await edit(b, srv, "c1", lambda: b.insert(5, "!"))
+            await edit(a, srv, "c1", lambda: a.text.__delitem__(slice(0, 2)))
+            await converged(srv, "c1", "llo!", a, b)
+    r = await cli(capfd, "compact", "c1", "--before", "4", "--yes", "--db", str(db))
+    assert r.code == 0 and "4 events folded" in r.out, r
+    r = await cli(capfd, "inspect", "c1", "--json", "--db", str(db))
+    info = json.loads(r.out)
+    assert info["base_seq"] == 4 and info["events"] == 0, info
+    assert (await cli(capfd, "verify", "--db", str(db))).code == 0
+
+    async with serving(make_settings(db)) as srv:
+        async with connect(srv.ws_url, "c1", "alice") as a:
+            assert (await undo(a))["ok"]
+            await converged(srv, "c1", "hello!", a)
+            assert (await undo(a))["ok"]  # " world" comes back at its place
+            await converged(srv, "c1", "hello world!", a)
+            assert (await undo(a))["ok"]
+            await converged(srv, "c1", "!", a)  # bob's edit stays
+            r = await undo(a)
+            assert r["ok"] is False and r["reason"] == "nothing to undo"
+            assert (await undo(a, "redo"))["ok"]
+            await converged(srv, "c1", "hello world!", a)
