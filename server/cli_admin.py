@@ -32,7 +32,9 @@ from pycrdt import Doc, Text, get_state
 from . import protocol as P
 from . import undo
 from .cli import add_store_options, settings_from, setup_logging
+from .deletion import tombstone_for
 from .errors import FATAL, PalimpsestError, StoreError
+from .fanout import publish_deleted
 from .history_render import TEXT, infer_root_types, render, root_names
 from .names import validate_doc_name
 from .snapshots import load, new_doc
@@ -564,7 +566,14 @@ async def delete(store: EventStore, args: argparse.Namespace) -> int:
             f"this deletes {args.doc!r} ({info.head} events, its snapshots and tags) for good; "
             "run again with --yes"
         )
-    await store.delete_doc(args.doc)
+    await store.delete_doc(args.doc, await tombstone_for(store, args.doc))
+    url = args.settings.fanout
+    if url:  # the processes serving it drop it now (else at their next gap check)
+        try:
+            await publish_deleted(url, args.doc, "palimpsest delete")
+        except Exception as e:
+            print(f"palimpsest delete: fan-out not told ({e}); the servers notice from the "
+                  "store within two gap checks", file=sys.stderr)  # fmt: skip
     print(f"palimpsest delete: {args.doc} deleted ({info.head} events)")
     return 0
 

@@ -31,7 +31,7 @@ from .base import (
     now_ms,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -70,6 +70,13 @@ _MIGRATIONS: dict[int, list[str]] = {
             ts INTEGER NOT NULL,
             actor TEXT NOT NULL,
             PRIMARY KEY (doc, name)
+        )""",
+    ],
+    2: [
+        """CREATE TABLE IF NOT EXISTS tombstones (
+            doc TEXT PRIMARY KEY,
+            ts INTEGER NOT NULL,
+            state_vector BLOB NOT NULL
         )""",
     ],
 }
@@ -300,7 +307,7 @@ class SQLiteStore(EventStore):
         return DocInfo(rows[0][0], rows[0][1], rows[0][2], rows[0][3], rows[0][4]) if rows else None
 
     @_writes
-    async def delete_doc(self, doc: str) -> bool:
+    async def delete_doc(self, doc: str, tombstone: bytes = b"") -> bool:
         db = self.db
         try:
             await db.execute("BEGIN IMMEDIATE")
@@ -309,6 +316,10 @@ class SQLiteStore(EventStore):
                 existed = cur.rowcount > 0
                 for table in ("events", "snapshots", "tags"):
                     await db.execute(f"DELETE FROM {table} WHERE doc = ?", (doc,))
+                await db.execute(
+                    "INSERT OR REPLACE INTO tombstones (doc, ts, state_vector) VALUES (?,?,?)",
+                    (doc, now_ms(), tombstone),
+                )
                 await db.execute("COMMIT")
             except BaseException:
                 await db.execute("ROLLBACK")
@@ -316,6 +327,16 @@ class SQLiteStore(EventStore):
         except sqlite3.Error as e:
             raise StoreError(f"SQLite delete failed: {e}") from e
         return existed
+
+    async def tombstone(self, doc: str) -> bytes | None:
+        try:
+            async with self.db.execute(
+                "SELECT state_vector FROM tombstones WHERE doc = ?", (doc,)
+            ) as cur:
+                row = await cur.fetchone()
+        except sqlite3.Error as e:
+            raise StoreError(f"SQLite query failed: {e}") from e
+        return bytes(row[0]) if row else None
 
     # --- snapshots -------------------------------------------------------------------
 
