@@ -35,8 +35,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("palimpsest.deletion")
 
-#: room.extra key: the tombstone's state vector, decoded
+#: room.extra keys: the tombstone's state vector (decoded), the highest seq this room
+#: committed or loaded, and whether it is being dropped
 TOMBSTONE_KEY = "tombstone"
+SEEN_KEY = "deletion.seen"
+DROPPED_KEY = "deletion.dropped"
 
 
 def merge_state_vectors(*svs: bytes | None) -> bytes:
@@ -108,17 +111,21 @@ def install(backend: Backend) -> None:
     pending: set[asyncio.Task[None]] = set()
 
     async def prepare(room: Room) -> None:
+        room.extra[SEEN_KEY] = room.seq
         tomb = await backend.store.tombstone(room.name)
         if tomb:
             room.extra[TOMBSTONE_KEY] = P.decode_state_vector(tomb)
 
-    def before_apply(room: Room, ev: Event) -> None:
-        if ev.seq > room.seq or room.extra.get("deleted_under"):
+    def committed(room: Room, events: list[Event]) -> None:
+        seen = room.extra.get(SEEN_KEY, 0)
+        if events:
+            room.extra[SEEN_KEY] = max(seen, events[-1].seq)
+        if not events or events[0].seq > seen or room.extra.get(DROPPED_KEY):
             return
-        # the store's seqs went back: the document was deleted while this room held it
-        room.extra["deleted_under"] = True
-        log.warning("room %s at seq %d got seq %d: deleted elsewhere", room.name, room.seq,
-                    ev.seq)  # fmt: skip
+        # the store gave a seq this room had already: the log was deleted under it
+        room.extra[DROPPED_KEY] = True
+        log.warning("room %s past seq %d committed seq %d: deleted elsewhere", room.name,
+                    seen, events[0].seq)  # fmt: skip
         task = asyncio.get_running_loop().create_task(
             deleted_elsewhere(backend, room.name, f"document {room.name!r} was deleted")
         )
@@ -127,7 +134,7 @@ def install(backend: Backend) -> None:
 
     backend.rooms.prepare.append(prepare)
     backend.hooks.admit.append(refuse_deleted_content)
-    backend.hooks.before_apply.append(before_apply)
+    backend.hooks.committed.append(committed)
 
 
 __all__ = [
