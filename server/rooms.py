@@ -91,7 +91,11 @@ class Rooms:
             for cb in self.on_replay:
                 cb(room, ev)
 
-        loaded = await load(self.store, name, before_replay=before_replay, on_event=on_event)
+        # a name used again after a deletion: the server's own Yjs client id changes
+        generation = await self.store.tombstone(name)
+        loaded = await load(
+            self.store, name, before_replay=before_replay, on_event=on_event, generation=generation
+        )
         room = holder["room"]
         room.seq = loaded.seq
         room.events_since_snapshot = loaded.replayed

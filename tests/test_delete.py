@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import eventually
+from conftest import RunningServer, eventually
 from pycrdt import Doc
 from test_admin_cli import cli
 from test_undo import converged, edit, make_settings, serving
@@ -82,3 +82,41 @@ async def test_a_room_that_missed_the_deletion_drops_itself_at_its_next_commit(
             assert await store.latest_snapshot("d2") is None  # no final snapshot of it
         async with connect(srv.ws_url, "d2", "bob") as b:
             assert "old text" not in b.content
+
+
+async def test_the_new_document_of_a_deleted_name_makes_its_own_server_ids(
+    tmp_path: Path,
+) -> None:
+    """Server-made items (here undo copies) of the document made again under a deleted
+    name use another Yjs client id: their IDs can never be taken for deleted ones."""
+    from pycrdt import get_state
+
+    from server import protocol as P
+
+    async def undo_copies(srv: RunningServer, c: YClient) -> set[int]:
+        await edit(c, srv, "d3", lambda: c.insert(0, "abc"))
+        await edit(c, srv, "d3", lambda: c.text.__delitem__(slice(0, 3)))
+        assert (await c.request({"type": "undo"}))["ok"]  # "abc" comes back, as copies
+        await converged(srv, "d3", "abc", c)
+        [ev] = [e for e in await srv.backend.store.read("d3") if e.kind == "undo"]
+        return set(P.decode_state_vector(get_state(ev.update)))
+
+    async with serving(make_settings(tmp_path / "db")) as srv, httpx.AsyncClient() as http:
+        async with connect(srv.ws_url, "d3", "ann") as a:
+            first = await undo_copies(srv, a)
+        r = await http.delete(f"{srv.url}/api/docs/d3", params={"user": "root"})
+        assert r.status_code == 200, r.text
+        async with connect(srv.ws_url, "d3", "bob") as b:
+            again = await undo_copies(srv, b)
+        assert first and again and not first & again
+        # after a reload the new document keeps its id: undo and redo still line up
+        await eventually(lambda: "d3" not in srv.backend.rooms, what="d3 unloads")
+        async with connect(srv.ws_url, "d3", "bob") as b:
+            assert (await b.request({"type": "undo"}))["ok"]  # the insertion, copies too
+            await converged(srv, "d3", "", b)
+            assert (await b.request({"type": "redo"}))["ok"]
+            await converged(srv, "d3", "abc", b)
+            assert (await b.request({"type": "redo"}))["ok"]  # the deletion again
+            await converged(srv, "d3", "", b)
+            assert (await b.request({"type": "undo"}))["ok"]
+            await converged(srv, "d3", "abc", b)
