@@ -122,3 +122,25 @@ async def test_a_delete_that_fan_out_never_carries_is_noticed_from_the_store(
 
                 await eventually(logged, what="the new document's first edit is logged")
             assert [e.actor for e in await store.read("quiet")] == ["cy"]
+
+
+async def test_palimpsest_delete_with_fanout_tells_the_servers_at_once(tmp_path: Path) -> None:
+    """The gap check is an hour away here: only the command's message explains the 4404."""
+    bus = fanout_url(check=3600)
+    async with (
+        fresh_schema() as store_url,
+        cluster(tmp_path, 2, store_url=store_url, fanout=bus) as c,
+    ):
+        async with connect(c.ws(0), "told", user="ann") as a, connect(
+            c.ws(1), "told", user="bob"
+        ) as b:
+            await typed(a, "hello", b)
+            r = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "server", "delete", "told", "--yes", "--store",
+                 store_url, "--fanout", bus],
+                cwd=REPO, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert r.returncode == 0, r.stderr
+            await closed_4404(a, b)
+            assert "deleted by palimpsest delete" in (b.close_reason or "")
