@@ -549,22 +549,39 @@ class RoomUndo:
         return changed
 
     def _owned(self, step: Step, dels: Ranges) -> list[Ranges]:
-        """dels split by the step (of anyone's stacks) that inserted them; what no step
-        on a stack inserted comes last."""
+        """dels split so that each part lies wholly inside or wholly outside every other
+        step's insertions (anyone's, either stack): the copies of a part then belong to
+        exactly the steps that inserted all of it. What no step inserted comes last."""
         self.materialize()
-        rest = dels
-        out: list[Ranges] = []
+        parts = [dels]
         for st in self.actors.values():
             for other in (*st.undo, *st.redo):
-                if other is step or not rest:
+                if other is step or not other.ins:
                     continue
-                mine = intersect(other.ins, rest)
-                if mine:
-                    out.append(mine)
-                    rest = subtract(rest, mine)
-        if rest:
-            out.append(rest)
-        return out
+                split: list[Ranges] = []
+                for part in parts:
+                    inside = intersect(other.ins, part)
+                    if inside and size(inside) < size(part):
+                        split += [inside, subtract(part, other.ins)]
+                    else:
+                        split.append(part)
+                parts = split
+        owned: list[Ranges] = []
+        rest: Ranges = {}
+        for p in parts:
+            if self._has_owner(p, step):
+                owned.append(p)
+            else:
+                union_into(rest, p)
+        return owned + ([rest] if rest else [])
+
+    def _has_owner(self, part: Ranges, step: Step) -> bool:
+        whole = size(part)
+        return any(
+            other is not step and size(intersect(other.ins, part)) == whole
+            for st in self.actors.values()
+            for other in (*st.undo, *st.redo)
+        )
 
     def stacks(self, actor: str) -> Stacks:
         return self.get(actor) or Stacks()

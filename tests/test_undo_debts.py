@@ -128,6 +128,42 @@ async def test_deletion_across_steps_undone_after_reload_takes_its_copies_along(
                 await converged(srv, doc, "af", a)
 
 
+async def test_copies_of_copies_go_to_each_insertion_step_whoever_undoes(
+    tmp_path: Path,
+) -> None:
+    """Bob deletes across alice's two steps and undoes it; carol deletes the restored
+    copies and undoes that. Each of alice's steps owns its part of both generations of
+    copies (bob's undo step owns all of the first), so after a reload undoing alice's
+    "def" removes every copy of "de"."""
+    async with serving(make_settings(tmp_path / "db")) as srv:
+        async with (
+            connect(srv.ws_url, "cc", "bob") as b,
+            connect(srv.ws_url, "cc", "alice") as a,
+            connect(srv.ws_url, "cc", "carol") as c,
+        ):
+            await edit(b, srv, "cc", lambda: b.insert(0, ">"))
+            await edit(a, srv, "cc", lambda: a.insert(1, "abc"))
+            await edit(a, srv, "cc", lambda: a.insert(4, "def"))
+            await converged(srv, "cc", ">abcdef", a, b, c)
+            await edit(b, srv, "cc", lambda: b.text.__delitem__(slice(2, 6)))
+            await converged(srv, "cc", ">af", a, b, c)
+            assert (await undo(b))["ok"]
+            await converged(srv, "cc", ">abcdef", a, b, c)
+            await edit(c, srv, "cc", lambda: c.text.__delitem__(slice(2, 6)))
+            await converged(srv, "cc", ">af", a, b, c)
+            assert (await undo(c))["ok"]
+            await converged(srv, "cc", ">abcdef", a, b, c)
+        await unloaded(srv, "cc")
+        async with connect(srv.ws_url, "cc", "alice") as a:
+            assert (await undo(a))["ok"]
+            await converged(srv, "cc", ">abc", a)
+            assert (await undo(a))["ok"]
+            await converged(srv, "cc", ">", a)
+            assert (await undo(a, "redo"))["ok"]
+            assert (await undo(a, "redo"))["ok"]
+            await converged(srv, "cc", ">abcdef", a)
+
+
 async def test_compact_keeps_the_undo_stacks_of_folded_events(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
