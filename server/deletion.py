@@ -75,6 +75,8 @@ async def delete_document(backend: Backend, doc: str, by: str) -> tuple[bool, in
     discarded = await backend.rooms.discard(doc)
     tombstone = await tombstone_for(backend.store, doc, discarded)
     existed = await backend.store.delete_doc(doc, tombstone)
+    # a connection that came in meanwhile loaded the old document again
+    await deleted_elsewhere(backend, doc, f"document {doc!r} was deleted by {by}")
     fanout: Any = getattr(backend, "fanout", None)
     if fanout is not None:
         fanout.deleted(doc, by)

@@ -177,8 +177,8 @@ class EventStore(Service, ABC):
     async def delete_doc(self, doc: str, tombstone: bytes = b"") -> bool:
         """Remove the document's events, snapshots and tags; False if it had none.
 
-        In the same transaction, records `tombstone` (the encoded state vector of the
-        deleted document, merged by the caller with any earlier one) for
+        In the same transaction, when it existed, records `tombstone` (the encoded state
+        vector of the deleted document, merged by the caller with any earlier one) for
         :meth:`tombstone`: the name may be used again, and copies of the deleted
         content (a stale process's room, a client's local copy) are recognised by it."""
 

@@ -138,7 +138,8 @@ class MemoryStore(EventStore):
         existed = doc in self._heads
         for d in (self._events, self._heads, self._base, self._snaps, self._tags):
             d.pop(doc, None)
-        self._tombstones[doc] = tombstone
+        if existed:
+            self._tombstones[doc] = tombstone
         return existed
 
     async def tombstone(self, doc: str) -> bytes | None:

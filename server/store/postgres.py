@@ -454,15 +454,17 @@ class PostgresStore(EventStore):
                 status = await conn.execute("DELETE FROM docs WHERE name = $1", doc)
                 for table in ("events", "snapshots", "tags"):
                     await conn.execute(f"DELETE FROM {table} WHERE doc = $1", doc)
-                await conn.execute(
-                    "INSERT INTO tombstones (doc, ts, state_vector) VALUES ($1, $2, $3) "
-                    "ON CONFLICT (doc) DO UPDATE SET ts = excluded.ts, "
-                    "state_vector = excluded.state_vector",
-                    doc,
-                    now_ms(),
-                    tombstone,
-                )
-                return bool(status != "DELETE 0")
+                existed = status != "DELETE 0"
+                if existed:
+                    await conn.execute(
+                        "INSERT INTO tombstones (doc, ts, state_vector) VALUES ($1, $2, $3) "
+                        "ON CONFLICT (doc) DO UPDATE SET ts = excluded.ts, "
+                        "state_vector = excluded.state_vector",
+                        doc,
+                        now_ms(),
+                        tombstone,
+                    )
+                return bool(existed)
 
         return await self._run(run, "delete")
 

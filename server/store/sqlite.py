@@ -316,10 +316,12 @@ class SQLiteStore(EventStore):
                 existed = cur.rowcount > 0
                 for table in ("events", "snapshots", "tags"):
                     await db.execute(f"DELETE FROM {table} WHERE doc = ?", (doc,))
-                await db.execute(
-                    "INSERT OR REPLACE INTO tombstones (doc, ts, state_vector) VALUES (?,?,?)",
-                    (doc, now_ms(), tombstone),
-                )
+                if existed:
+                    await db.execute(
+                        "INSERT OR REPLACE INTO tombstones (doc, ts, state_vector) "
+                        "VALUES (?,?,?)",
+                        (doc, now_ms(), tombstone),
+                    )
                 await db.execute("COMMIT")
             except BaseException:
                 await db.execute("ROLLBACK")

@@ -223,6 +223,8 @@ class StoreContract:
         assert await store.delete_doc("t", b"\x01\x05\x03") is True
         assert await store.tombstone("t") == b"\x01\x05\x03"
         assert await store.tombstone("other") is None
+        assert await store.delete_doc("other", b"\x00") is False
+        assert await store.tombstone("other") is None  # nothing existed: nothing to keep out
         await store.append([("t", [ev()])])  # the name is used again: the tombstone stays
         assert await store.tombstone("t") == b"\x01\x05\x03"
         assert await store.delete_doc("t", b"\x01\x05\x07") is True
