@@ -191,6 +191,15 @@ def decode_ranges(data: bytes) -> Ranges:
     return {c: _normalize(rs) for c, rs in out.items() if rs}
 
 
+def _may_overlap(a: Ranges, b: Ranges) -> bool:
+    """False when a and b surely share no ID (cheap: per client, the overall bounds)."""
+    for c, ra in a.items():
+        rb = b.get(c)
+        if rb and ra[0][0] < rb[-1][1] and rb[0][0] < ra[-1][1]:
+            return True
+    return False
+
+
 def _b64(a: Ranges) -> str:
     return base64.b64encode(encode_ranges(a)).decode()
 
@@ -535,13 +544,17 @@ class RoomUndo:
         # cumulative: what an earlier layer restored is not copied again (Yjs follows
         # its in-memory link), and a child whose parent's owner comes later is
         # restored with it
+        if len(groups) <= 1:
+            # one owner (the common case): restore and delete in one run, as Yjs does
+            changed = run(dels, layers[0])
+            layers = layers[1:]
         upto: Ranges = {}
-        for group in groups:
+        for group in groups if len(groups) > 1 else []:
             union_into(upto, group)
             sv = doc.get_state()
             changed = run(upto, {}) or changed
             made = inserted(sv, doc.get_state())
-            if copies is not None and made and len(groups) > 1:
+            if copies is not None and made:
                 copies.append([_b64(group), _b64(made)])
         for layer in layers:
             if layer:
@@ -556,7 +569,7 @@ class RoomUndo:
         parts = [dels]
         for st in self.actors.values():
             for other in (*st.undo, *st.redo):
-                if other is step or not other.ins:
+                if other is step or not _may_overlap(other.ins, dels):
                     continue
                 split: list[Ranges] = []
                 for part in parts:
@@ -578,7 +591,9 @@ class RoomUndo:
     def _has_owner(self, part: Ranges, step: Step) -> bool:
         whole = size(part)
         return any(
-            other is not step and size(intersect(other.ins, part)) == whole
+            other is not step
+            and _may_overlap(other.ins, part)
+            and size(intersect(other.ins, part)) == whole
             for st in self.actors.values()
             for other in (*st.undo, *st.redo)
         )
