@@ -25,7 +25,7 @@ Yjs remembers, per deleted item, the copy an undo made of it (``item.redone``), 
 that undoing an older insertion deletes the copy. That link lives only in memory;
 to survive a reload this module gives the copies to the step that inserted the
 originals when the undo happens; when several steps did, the undo restores them one
-owner at a time and its meta (``"copies"``) says which copies are whose (see
+part at a time and its meta (``"copies"``) says which copies are whose (see
 ``RoomUndo.revert``).
 """
 
@@ -446,7 +446,7 @@ class RoomUndo:
     def _give_copies(self, originals: Ranges, copies: Ranges) -> None:
         """The items `copies` restore `originals`: a step that inserted all of them owns
         the copies too (Yjs's in-memory `redone` links, made persistent). An undo whose
-        originals came from several steps restores them one owner at a time and says
+        originals came from several steps restores them one part at a time and says
         which copies are whose in its meta (see `revert`)."""
         if not originals:
             return
@@ -500,11 +500,12 @@ class RoomUndo:
         in layers of at most one range per client, after the deletions: what the
         layers delete commutes.
 
-        The deletions are restored in layers too, one more owner at a time, when what
-        they restore was inserted by several steps (any actor's, either stack): each
-        layer's new items are the copies of that owner's originals, and `copies` gets
-        [originals, copies] per layer (encoded ranges, base64) for the event's meta,
-        so that the owner takes its copies along when undone, after a reload too."""
+        The deletions are restored in layers too, one more part at a time, when what
+        they restore was inserted by several steps (any actor's, either stack; see
+        `_owned`): each layer's new items are the copies of that part, and `copies`
+        gets [originals, copies] per layer (encoded ranges, base64) for the event's
+        meta, so that the owners take their copies along when undone, after a reload
+        too."""
         scopes = self.scopes(doc)
         if not scopes:
             return False
@@ -541,13 +542,13 @@ class RoomUndo:
             )
             return bool(um.undo())
 
-        # cumulative: what an earlier layer restored is not copied again (Yjs follows
-        # its in-memory link), and a child whose parent's owner comes later is
-        # restored with it
         if len(groups) <= 1:
             # one owner (the common case): restore and delete in one run, as Yjs does
             changed = run(dels, layers[0])
             layers = layers[1:]
+        # several: cumulative runs, so that what an earlier run restored is not copied
+        # again (Yjs follows its in-memory link), and a child whose parent's owner
+        # comes later is restored with it
         upto: Ranges = {}
         for group in groups if len(groups) > 1 else []:
             union_into(upto, group)
