@@ -454,7 +454,10 @@ class RoomUndo:
         self.materialize()
         for st in self.actors.values():
             for step in (*st.undo, *st.redo):
-                if size(intersect(step.ins, originals)) == whole:
+                if (
+                    _may_overlap(step.ins, originals)
+                    and size(intersect(step.ins, originals)) == whole
+                ):
                     step.ins = union(step.ins, copies)
                     step.touch()
 
@@ -567,37 +570,28 @@ class RoomUndo:
         step's insertions (anyone's, either stack): the copies of a part then belong to
         exactly the steps that inserted all of it. What no step inserted comes last."""
         self.materialize()
-        parts = [dels]
+        # (part, whether some step inserted all of it): a part inside a step stays
+        # inside it when later steps split it further
+        parts: list[tuple[Ranges, bool]] = [(dels, False)]
         for st in self.actors.values():
             for other in (*st.undo, *st.redo):
                 if other is step or not _may_overlap(other.ins, dels):
                     continue
-                split: list[Ranges] = []
-                for part in parts:
-                    inside = intersect(other.ins, part)
-                    if inside and size(inside) < size(part):
-                        split += [inside, subtract(part, other.ins)]
+                split: list[tuple[Ranges, bool]] = []
+                for part, owned in parts:
+                    inside = intersect(other.ins, part) if _may_overlap(other.ins, part) else {}
+                    if not inside:
+                        split.append((part, owned))
+                    elif size(inside) == size(part):
+                        split.append((part, True))
                     else:
-                        split.append(part)
+                        split += [(inside, True), (subtract(part, other.ins), owned)]
                 parts = split
-        owned: list[Ranges] = []
         rest: Ranges = {}
-        for p in parts:
-            if self._has_owner(p, step):
-                owned.append(p)
-            else:
-                union_into(rest, p)
-        return owned + ([rest] if rest else [])
-
-    def _has_owner(self, part: Ranges, step: Step) -> bool:
-        whole = size(part)
-        return any(
-            other is not step
-            and _may_overlap(other.ins, part)
-            and size(intersect(other.ins, part)) == whole
-            for st in self.actors.values()
-            for other in (*st.undo, *st.redo)
-        )
+        for part, owned in parts:
+            if not owned:
+                union_into(rest, part)
+        return [p for p, owned in parts if owned] + ([rest] if rest else [])
 
     def stacks(self, actor: str) -> Stacks:
         return self.get(actor) or Stacks()
