@@ -19,6 +19,7 @@ FEATURE_MODULES = [
     "server.undo",  # per-user server-side undo/redo
     "server.history",  # restore, tags
     "server.fanout",  # Redis fan-out between processes
+    "server.deletion",  # deleting a document on every process
     "server.metrics",  # Prometheus metrics
     "server.hocuspocus_peer",  # sync-status acknowledgements for Hocuspocus clients
 ]

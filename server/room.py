@@ -121,6 +121,9 @@ class RoomHooks:
     #: presence changes made by this process's connections (encoded awareness entries,
     #: e.g. for fan-out to other processes): (room, entries)
     awareness: list[Callable[[Room, bytes], None]] = field(default_factory=list)
+    #: before a client's update is queued, may refuse it by raising a PalimpsestError:
+    #: (room, update, its state vector)
+    admit: list[Callable[[Room, bytes, dict[int, int]], None]] = field(default_factory=list)
 
 
 class Room:
@@ -281,11 +284,13 @@ class Room:
         if update == EMPTY_UPDATE:
             return False
         try:
-            P.decode_state_vector(get_state(update))
+            sv = P.decode_state_vector(get_state(update))
         except FATAL:
             raise
         except BaseException as e:  # pyo3 PanicException is one
             raise UpdateRejected(f"update does not decode: {e}") from e
+        for hook in self.hooks.admit:
+            hook(self, update, sv)
         if not self._adds_anything(update):
             return False
         meta = {"conn": peer.id}

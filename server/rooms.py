@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pycrdt import Doc
@@ -41,6 +41,8 @@ class Rooms:
         #: called with (room, event) for each replayed event while loading
         self.on_replay: list[Callable[[Room, Event], None]] = []
         self.on_loaded: list[Callable[[str, float, int], None]] = []
+        #: awaited once a room is loaded, before anyone can use it
+        self.prepare: list[Callable[[Room], Awaitable[None]]] = []
 
     def __contains__(self, name: str) -> bool:
         return name in self._rooms
@@ -89,11 +91,17 @@ class Rooms:
             for cb in self.on_replay:
                 cb(room, ev)
 
-        loaded = await load(self.store, name, before_replay=before_replay, on_event=on_event)
+        # a name used again after a deletion: the server's own Yjs client id changes
+        generation = await self.store.tombstone(name)
+        loaded = await load(
+            self.store, name, before_replay=before_replay, on_event=on_event, generation=generation
+        )
         room = holder["room"]
         room.seq = loaded.seq
         room.events_since_snapshot = loaded.replayed
         room.last_snapshot_bytes = len(loaded.snapshot.state) if loaded.snapshot else 0
+        for prepare in self.prepare:
+            await prepare(room)
         room.start()
         self._rooms[name] = room
         log.info(

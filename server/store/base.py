@@ -239,8 +239,17 @@ class EventStore(Service, ABC):
     async def doc_info(self, doc: str) -> DocInfo | None: ...
 
     @abstractmethod
-    async def delete_doc(self, doc: str) -> bool:
-        """Remove the document's events, snapshots and tags; False if it had none."""
+    async def delete_doc(self, doc: str, tombstone: bytes = b"") -> bool:
+        """Remove the document's events, snapshots and tags; False if it had none.
+
+        In the same transaction, when it existed, records `tombstone` (the encoded state
+        vector of the deleted document, merged by the caller with any earlier one) for
+        :meth:`tombstone`: the name may be used again, and copies of the deleted
+        content (a stale process's room, a client's local copy) are recognised by it."""
+
+    @abstractmethod
+    async def tombstone(self, doc: str) -> bytes | None:
+        """The state vector recorded by the last ``delete_doc`` of this name, if any."""
 
     # --- snapshots -------------------------------------------------------------------
 

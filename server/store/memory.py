@@ -40,6 +40,7 @@ class MemoryStore(EventStore):
         self._base: dict[str, int] = {}
         self._snaps: dict[str, dict[int, _SnapRow]] = {}
         self._tags: dict[str, dict[str, Tag]] = {}
+        self._tombstones: dict[str, bytes] = {}
         self._lock = asyncio.Lock()
         self._up = False
         #: set to simulate an outage in tests of the layers above
@@ -146,12 +147,18 @@ class MemoryStore(EventStore):
         self._check()
         return self._info(doc) if doc in self._heads else None
 
-    async def delete_doc(self, doc: str) -> bool:
+    async def delete_doc(self, doc: str, tombstone: bytes = b"") -> bool:
         self._check()
         existed = doc in self._heads
         for d in (self._events, self._heads, self._base, self._snaps, self._tags):
             d.pop(doc, None)
+        if existed:
+            self._tombstones[doc] = tombstone
         return existed
+
+    async def tombstone(self, doc: str) -> bytes | None:
+        self._check()
+        return self._tombstones.get(doc)
 
     async def put_snapshot(
         self, doc: str, seq: int, state: bytes, meta: dict[str, Any] | None = None

@@ -50,7 +50,7 @@ from .base import (
 
 log = logging.getLogger("palimpsest.store.postgres")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -89,6 +89,13 @@ _MIGRATIONS: dict[int, list[str]] = {
             ts BIGINT NOT NULL,
             actor TEXT NOT NULL,
             PRIMARY KEY (doc, name)
+        )""",
+    ],
+    2: [
+        """CREATE TABLE IF NOT EXISTS tombstones (
+            doc TEXT PRIMARY KEY,
+            ts BIGINT NOT NULL,
+            state_vector BYTEA NOT NULL
         )""",
     ],
 }
@@ -462,15 +469,31 @@ class PostgresStore(EventStore):
         r = rows[0]
         return DocInfo(r[0], int(r[1]), r[2], int(r[3]), int(r[4]))
 
-    async def delete_doc(self, doc: str) -> bool:
+    async def delete_doc(self, doc: str, tombstone: bytes = b"") -> bool:
         async def run(conn: asyncpg.Connection) -> bool:
             async with conn.transaction():
                 status = await conn.execute("DELETE FROM docs WHERE name = $1", doc)
                 for table in ("events", "snapshots", "tags"):
                     await conn.execute(f"DELETE FROM {table} WHERE doc = $1", doc)
-                return bool(status != "DELETE 0")
+                existed = status != "DELETE 0"
+                if existed:
+                    await conn.execute(
+                        "INSERT INTO tombstones (doc, ts, state_vector) VALUES ($1, $2, $3) "
+                        "ON CONFLICT (doc) DO UPDATE SET ts = excluded.ts, "
+                        "state_vector = excluded.state_vector",
+                        doc,
+                        now_ms(),
+                        tombstone,
+                    )
+                return bool(existed)
 
         return await self._run(run, "delete")
+
+    async def tombstone(self, doc: str) -> bytes | None:
+        rows = await self._fetch(
+            "SELECT state_vector FROM tombstones WHERE doc = $1", doc, what="tombstone"
+        )
+        return bytes(rows[0][0]) if rows else None
 
     # --- snapshots -------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from .base import (
 
 log = logging.getLogger("palimpsest.store.sqlite")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -76,6 +76,13 @@ _MIGRATIONS: dict[int, list[str]] = {
             ts INTEGER NOT NULL,
             actor TEXT NOT NULL,
             PRIMARY KEY (doc, name)
+        )""",
+    ],
+    2: [
+        """CREATE TABLE IF NOT EXISTS tombstones (
+            doc TEXT PRIMARY KEY,
+            ts INTEGER NOT NULL,
+            state_vector BLOB NOT NULL
         )""",
     ],
 }
@@ -338,13 +345,28 @@ class SQLiteStore(EventStore):
         return DocInfo(rows[0][0], rows[0][1], rows[0][2], rows[0][3], rows[0][4]) if rows else None
 
     @_writes
-    async def delete_doc(self, doc: str) -> bool:
+    async def delete_doc(self, doc: str, tombstone: bytes = b"") -> bool:
         async with _transaction(self.db, "delete") as db:
             cur = await db.execute("DELETE FROM docs WHERE name = ?", (doc,))
             existed = cur.rowcount > 0
             for table in ("events", "snapshots", "tags"):
                 await db.execute(f"DELETE FROM {table} WHERE doc = ?", (doc,))
+            if existed:
+                await db.execute(
+                    "INSERT OR REPLACE INTO tombstones (doc, ts, state_vector) VALUES (?,?,?)",
+                    (doc, now_ms(), tombstone),
+                )
         return existed
+
+    async def tombstone(self, doc: str) -> bytes | None:
+        try:
+            async with self.db.execute(
+                "SELECT state_vector FROM tombstones WHERE doc = ?", (doc,)
+            ) as cur:
+                row = await cur.fetchone()
+        except sqlite3.Error as e:
+            raise StoreError(f"SQLite query failed: {e}") from e
+        return bytes(row[0]) if row else None
 
     # --- snapshots -------------------------------------------------------------------
 

@@ -228,6 +228,19 @@ class StoreContract:
         [[e]] = await store.append([("d", [ev()])])
         assert e.seq == 1  # a deleted document starts over
 
+    async def test_delete_doc_leaves_a_tombstone(self, store: EventStore) -> None:
+        await store.append([("t", [ev()])])
+        assert await store.tombstone("t") is None
+        assert await store.delete_doc("t", b"\x01\x05\x03") is True
+        assert await store.tombstone("t") == b"\x01\x05\x03"
+        assert await store.tombstone("other") is None
+        assert await store.delete_doc("other", b"\x00") is False
+        assert await store.tombstone("other") is None  # nothing existed: nothing to keep out
+        await store.append([("t", [ev()])])  # the name is used again: the tombstone stays
+        assert await store.tombstone("t") == b"\x01\x05\x03"
+        assert await store.delete_doc("t", b"\x01\x05\x07") is True
+        assert await store.tombstone("t") == b"\x01\x05\x07"
+
     # --- snapshots --------------------------------------------------------------------------
 
     async def test_snapshots(self, store: EventStore) -> None:

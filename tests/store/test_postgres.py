@@ -198,8 +198,8 @@ async def test_an_unreachable_server_is_store_unavailable() -> None:
 async def test_migrate_is_idempotent_and_versioned(schema: str) -> None:
     url = f"{PG_URL}?schema={schema}"
     async with PostgresStore(url) as a:
-        assert await a.schema_version() == 1
-        assert await a.migrate() == 1
+        assert await a.schema_version() == 2
+        assert await a.migrate() == 2
         # concurrent starts of several processes migrate once
         others = [PostgresStore(url) for _ in range(3)]
         await asyncio.gather(*(o.start() for o in others))
@@ -210,4 +210,4 @@ async def test_migrate_is_idempotent_and_versioned(schema: str) -> None:
             versions = await conn.fetch(f'SELECT version FROM "{schema}".palimpsest_schema')
         finally:
             await conn.close()
-        assert [r[0] for r in versions] == [1]
+        assert [r[0] for r in versions] == [1, 2]
