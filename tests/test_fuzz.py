@@ -185,6 +185,9 @@ async def test_thousands_of_generated_frames_against_a_real_server(
     settings.max_frame_bytes = LIMITS["max_frame_bytes"]
     settings.max_awareness_bytes = LIMITS["max_awareness_bytes"]
     settings.max_events_per_second = 0  # the decoder, not the rate limit
+    settings.max_bytes_per_second = 0
+    # presence limits that depend on earlier frames are not predicted per frame
+    settings.max_awareness_clients_per_connection = 10**6
     settings.unload_after_seconds = 30
     caplog.set_level(logging.WARNING)
     uvicorn_errors = logging.getLogger("uvicorn.error")  # does not propagate to the root
