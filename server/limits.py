@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 import weakref
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -105,6 +105,41 @@ class Budget:
                 self.held.pop(key, None)
 
 
+class CreationQuota:
+    """New documents per identity in a sliding hour: a token granting ``*`` would
+    otherwise let its holder create documents without end (each one a log, rows,
+    snapshots). Counted in memory by this process."""
+
+    WINDOW = 3600.0
+
+    def __init__(self) -> None:
+        self._made: dict[str, deque[tuple[float, str]]] = {}
+
+    def allow(self, user: str, doc: str, limit: int, now: float) -> bool:
+        """Count `doc` as created by `user`; False when that is over `limit` an hour."""
+        if limit <= 0:
+            return True
+        made = self._made.setdefault(user, deque())
+        while made and made[0][0] < now - self.WINDOW:
+            made.popleft()
+        if any(d == doc for _, d in made):
+            return True
+        if len(made) >= limit:
+            return False
+        made.append((now, doc))
+        return True
+
+
+_quotas: weakref.WeakKeyDictionary[Any, CreationQuota] = weakref.WeakKeyDictionary()
+
+
+def quota_of(backend: Any) -> CreationQuota:
+    found = _quotas.get(backend)
+    if found is None:
+        found = _quotas[backend] = CreationQuota()
+    return found
+
+
 _budgets: weakref.WeakKeyDictionary[Any, Budget] = weakref.WeakKeyDictionary()
 
 
@@ -116,4 +151,13 @@ def budget_of(backend: Any) -> Budget:
     return found
 
 
-__all__ = ["Bucket", "Budget", "budget_of", "MAX_JSON_DEPTH", "json_depth", "loads_bounded"]
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "Bucket",
+    "Budget",
+    "CreationQuota",
+    "budget_of",
+    "json_depth",
+    "loads_bounded",
+    "quota_of",
+]

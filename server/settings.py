@@ -60,8 +60,8 @@ class Settings:
     #: Origins allowed for websockets and state-changing HTTP requests, besides the
     #: server's own and localhost ones; "*" allows every origin
     allow_origin: tuple[str, ...] = ()
-    #: documents one identity may create (JWT mode); 0 = unlimited
-    max_docs_per_user: int = 1000
+    #: new documents one non-admin identity may create per hour (per process); 0 = unlimited
+    max_new_docs_per_hour: int = 100
     snapshot_every: int = 1000
     snapshot_quiet_seconds: float = 10.0
     unload_after_seconds: float = 5.0

@@ -17,6 +17,7 @@ from ..auth import Identity
 from ..backend import Backend
 from ..errors import (
     AuthError,
+    Forbidden,
     FrameTooLarge,
     PalimpsestError,
     ProtocolError,
@@ -24,7 +25,7 @@ from ..errors import (
     StoreError,
     UpdateRejected,
 )
-from ..limits import Bucket, budget_of
+from ..limits import Bucket, budget_of, quota_of
 from ..names import validate_doc_name
 from ..presence import PresenceGuard
 from ..room import EMPTY_UPDATE, Room
@@ -189,6 +190,15 @@ class Connection:
         the edit it reverts) against its byte rate."""
         self._bytes.charge(nbytes, asyncio.get_running_loop().time())
 
+    def _check_creation_quota(self) -> None:
+        """The first write into an empty document creates it."""
+        limit = self.backend.settings.max_new_docs_per_hour
+        if not quota_of(self.backend).allow(self.actor, self.doc, limit, time.time()):
+            raise Forbidden(
+                f"{self.actor!r} created {limit} documents in the last hour: "
+                "that is the limit (max_new_docs_per_hour)"
+            )
+
     def _check_rate(self, nbytes: int) -> None:
         now = asyncio.get_running_loop().time()
         if not self._frames.take(1, now):
@@ -230,6 +240,8 @@ class Connection:
                 return
             if msg.update != EMPTY_UPDATE:
                 self.limits.check_update(room, len(msg.update))
+                if room.seq == 0 and not room.queued_bytes and not self.identity.is_admin:
+                    self._check_creation_quota()
             room.receive_update(self, msg.update, reply_to_step1=isinstance(msg, P.SyncStep2))
         elif isinstance(msg, P.AwarenessUpdate):
             if len(msg.payload) > settings.max_awareness_bytes:
