@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 import websockets
 from conftest import RunningServer, eventually, run_server
+from pycrdt import Text
 from serverproc import ServerProcess
 from test_interop_node import NodeClient, node_modules
 from test_limits import raw_handshake
@@ -153,8 +156,9 @@ async def test_awareness_and_sync_step1_count_against_the_rate(settings: Setting
 # --- 9. read-only connections cannot write through extension ops --------------------------
 
 
-def token(user: str, role: str, ttl: float = 600, **claims: Any) -> str:
-    if not claims:
+def token(user: str, role: Any, ttl: float = 600, **claims: Any) -> str:
+    """A signed token; extra `claims` (even malformed ones) go in as given."""
+    if not claims and isinstance(role, str):
         return mint(SECRET, user, role, ["*"], ttl=ttl)
     body = {"sub": user, "role": role, "docs": ["*"], "exp": int(time.time() + ttl), **claims}
     return jwt.encode(body, SECRET, algorithm="HS256")
@@ -276,3 +280,171 @@ async def test_sync_step1_amplification_is_bounded_per_address(settings: Setting
         finally:
             for s in socks:
                 s.close()
+
+
+# --- 8. browsers: Origin allow-list and JSON-only bodies ----------------------------------
+
+
+async def test_foreign_origins_are_refused_in_open_mode(settings: Settings) -> None:
+    settings.allow_origin = ("https://app.example",)
+    doc = "origins"
+    async with run_server(settings) as server:
+        async with connect(server.ws_url, doc, user="w") as w:
+            w.insert(0, "keep me")
+            room = await eventually(lambda: server.backend.rooms.get_loaded(doc))
+            await eventually(lambda: room.seq >= 1)
+        url = f"{server.ws_url}/{doc}?user=evil"
+        async with websockets.connect(url, origin="https://evil.example") as ws:  # type: ignore[arg-type]
+            code, reason = await closed_with(ws)
+        assert code == 4403 and "origin" in reason, (code, reason)
+        for origin in ("http://localhost:5173", "https://app.example", f"http://127.0.0.1:{server.port}"):
+            async with websockets.connect(url, origin=origin) as ws:  # type: ignore[arg-type]
+                assert P.decode(await ws.recv())  # the server's sync step 1
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            restore = f"/api/docs/{doc}/restore"
+            r = await http.post(restore, json={"seq": 0}, headers={"origin": "https://evil.example"})
+            assert r.status_code == 403 and "origin" in r.json()["detail"]
+            # the cross-site form / no-cors fetch shape: text/plain, no preflight
+            plain = {"content-type": "text/plain"}
+            r = await http.post(restore, content=b'{"seq": 0}', headers=plain)
+            assert r.status_code == 415
+            r = await http.post(restore, content=b"{" + b" " * (2 << 20) + b"}",
+                                headers={"content-type": "application/json"})  # fmt: skip
+            assert r.status_code == 413
+            assert (await http.get(f"/api/docs/{doc}/versions/head")).json()["roots"]
+            await room.flush()
+            assert str(room.doc.get("content", type=Text)) == "keep me"
+            # non-browser clients send no Origin and pass
+            r = await http.post(f"/api/docs/{doc}/undo/close")
+            assert r.status_code == 200, r.text
+
+
+# --- 4. handshakes that never end ---------------------------------------------------------
+
+
+def _raw(port: int, data: bytes, timeout: float = 10.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(timeout)
+        s.sendall(data)
+        out = b""
+        while chunk := s.recv(4096):
+            out += chunk
+        return out
+
+
+async def test_handshakes_are_bounded_in_time_size_and_number(settings: Settings) -> None:
+    settings.handshake_timeout = 1.0
+    settings.max_connections_per_ip = 4
+    settings.jwt_secret = SECRET
+    async with run_server(settings) as server:
+        port = server.port
+        half = await asyncio.to_thread(_raw, port, b"GET /ws/x HTTP/1.1\r\nHost: a\r\n")
+        assert half.startswith(b"HTTP/1.1 408"), half
+        long_line = b"GET /" + b"a" * (settings.max_request_head_bytes + 10) + b" HTTP/1.1\r\n"
+        answer = await asyncio.to_thread(_raw, port, long_line)
+        assert answer.startswith(b"HTTP/1.1 431"), answer[:80]
+        # sockets still in their handshake count against the address
+        dripping = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+        try:
+            for s in dripping:
+                s.sendall(b"GET /ws/")
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                async with websockets.connect(f"{server.ws_url}/d?token={token('u', 'write')}"):
+                    pass
+            assert refused.value.response.status_code == 429
+            # ... until the timeout closes them
+            for s in dripping:
+                s.settimeout(10)
+                assert (await asyncio.to_thread(s.recv, 100)).startswith(b"HTTP/1.1 408")
+        finally:
+            for s in dripping:
+                s.close()
+        # a legitimate token of 16 KB opens a websocket
+        big = token("u", "write", pad="p" * 16_000)
+        assert len(big) > 16_000
+        async with connect(server.ws_url, "d", token=big) as c:
+            c.insert(0, "ok")
+            room = await eventually(lambda: server.backend.rooms.get_loaded("d"))
+            await eventually(lambda: room.seq >= 1)
+
+
+# --- 11. bad input gets a clean 4xx / 44xx ----------------------------------------------
+
+
+async def test_bad_claims_refs_and_json_get_clean_refusals(settings: Settings) -> None:
+    settings.jwt_secret = SECRET
+    doc = "bad-input"
+    async with run_server(settings) as server:
+        async with connect(server.ws_url, doc, token=token("w", "write")) as w:
+            w.insert(0, "x")
+            room = await eventually(lambda: server.backend.rooms.get_loaded(doc))
+            await eventually(lambda: room.seq >= 1)
+        bad_tokens = {
+            "role list": token("m", ["admin"]),
+            "exp string": token("m", "write", exp=str(int(time.time()) + 600)),
+            "exp 10^30": token("m", "write", exp=10**30),
+        }
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            for what, tok in bad_tokens.items():
+                r = await http.get(f"/api/docs/{doc}/events", headers=_bearer(tok))
+                assert r.status_code == 401, (what, r.status_code, r.text)
+                async with websockets.connect(f"{server.ws_url}/{doc}?token={tok}") as ws:
+                    assert (await closed_with(ws))[0] == 4401, what
+            reader = _bearer(token("r", "read"))
+            writer = {**_bearer(token("w", "write")), "content-type": "application/json"}
+            digits = "9" * 5000
+            for url in (f"/api/docs/{doc}/versions/{digits}", f"/api/docs/{doc}/blame?seq={digits}",
+                        f"/api/docs/{doc}/diff?from=1&to={digits}"):  # fmt: skip
+                r = await http.get(url, headers=reader)
+                assert r.status_code == 400, (url[:40], r.status_code)
+            for body in (b"[" * 100_000, b'{"seq": "' + digits.encode() + b'"}'):
+                r = await http.post(f"/api/docs/{doc}/restore", content=body, headers=writer)
+                assert r.status_code == 400, (body[:12], r.status_code, r.text[:100])
+            # readers do not learn the server's host name and pid from event metadata
+            events = (await http.get(f"/api/docs/{doc}/events", headers=reader)).json()["events"]
+            conn = events[0]["meta"]["conn"]
+            assert server.backend.settings.instance.split(":")[0] not in conn, conn
+        # extension messages: NaN ids, huge numbers, deep nesting: 4400, never invalid JSON
+        for body in ('{"type":"hello","id":NaN}', '{"type":"hello","id":' + digits + "}",
+                     '{"type":"hello","x":' + "[" * 5000 + "]" * 5000 + "}"):  # fmt: skip
+            url = f"{server.ws_url}/{doc}?token={token('w', 'write')}"
+            async with websockets.connect(url) as ws:
+                await ws.send(P.write_var_uint(P.MSG_EXTENSION) + P.write_var_string(body))
+                code, reason = await closed_with(ws)
+            assert code == 4400 and "not JSON" in reason, (body[:30], code, reason)
+        await room.flush()
+        assert str(room.doc.get("content", type=Text)) == "x"
+
+
+def _bearer(tok: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {tok}"}
+
+
+def test_short_hs256_secrets_are_refused_at_start_up(tmp_path: Path) -> None:
+    from server.backend import Backend
+
+    with pytest.raises(ValueError, match="at least 32"):
+        Backend(Settings(db=str(tmp_path / "x.db"), jwt_secret="123456"))
+
+
+async def test_document_creation_quota_per_identity(settings: Settings) -> None:
+    settings.jwt_secret = SECRET
+    settings.max_new_docs_per_hour = 3
+    async with run_server(settings) as server:
+        tok = token("spammer", "write")
+        for i in range(3):
+            async with connect(server.ws_url, f"spam-{i}", token=tok) as c:
+                c.insert(0, "x")
+                room = await eventually(lambda i=i: server.backend.rooms.get_loaded(f"spam-{i}"))
+                await eventually(lambda room=room: room.seq >= 1)
+        async with connect(server.ws_url, "spam-3", token=tok) as c:
+            c.insert(0, "x")
+            await eventually(lambda: c.ws.close_code is not None, what="refused")
+            assert c.ws.close_code == 4403 and "max_new_docs_per_hour" in (c.ws.close_reason or "")
+        assert await server.backend.store.head("spam-3") == 0
+        # writing into documents it already made is not creating
+        async with connect(server.ws_url, "spam-0", token=tok) as c:
+            c.insert(0, "more ")
+            room = server.backend.rooms.get_loaded("spam-0")
+            assert room is not None
+            await eventually(lambda: room.seq >= 2)
