@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
                 RequestGuard,
                 settings=backend.settings,
                 is_open=lambda: bool(getattr(backend.auth, "open", False)),
+                refused=backend.refused,
             )
         ],
     )

@@ -54,10 +54,17 @@ def origin_allowed(origin: str, host: str | None, allow: tuple[str, ...]) -> boo
 
 
 class RequestGuard:
-    def __init__(self, app: ASGIApp, settings: Settings, is_open: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: Settings,
+        is_open: Callable[[], bool],
+        refused: Callable[[str], None] = lambda reason: None,
+    ) -> None:
         self.app = app
         self.settings = settings
         self.is_open = is_open
+        self.refused = refused
 
     def _origin_refusal(self, scope: Scope, headers: dict[str, str]) -> str | None:
         origin = headers.get("origin")
@@ -67,6 +74,7 @@ class RequestGuard:
             return None
         if origin_allowed(origin, headers.get("host"), self.settings.allow_origin):
             return None
+        self.refused("origin")
         return f"origin {origin[:100]!r} is not allowed here (see --allow-origin)"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -95,6 +103,7 @@ class RequestGuard:
         too_large = f"the request body is over the limit of {limit} bytes"
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
+            self.refused("body_too_large")
             return await _answer(send, 413, "FrameTooLarge", too_large)
         chunks: list[bytes] = []
         size = 0
@@ -105,6 +114,7 @@ class RequestGuard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
+                self.refused("body_too_large")
                 return await _answer(send, 413, "FrameTooLarge", too_large)
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -112,6 +122,7 @@ class RequestGuard:
         body = b"".join(chunks)
         kind = headers.get("content-type", "").split(";")[0].strip().lower()
         if body.strip() and kind != "application/json":
+            self.refused("unsupported_media_type")
             return await _answer(
                 send, 415, "UnsupportedMediaType",
                 f"the request body must be application/json, not {kind[:60] or 'untyped'}",

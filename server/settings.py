@@ -28,7 +28,7 @@ class Settings:
     max_frame_bytes: int = 8 * 1024 * 1024
     max_doc_bytes: int = 64 * 1024 * 1024
     max_awareness_bytes: int = 64 * 1024
-    #: per connection, updates per second (burst = 2x); 0 = unlimited
+    #: per connection, messages of every kind per second (burst = 2x); 0 = unlimited
     max_events_per_second: float = 1000.0
     max_connections_per_ip: int = 200
     #: frames queued for one slow client before it is dropped
