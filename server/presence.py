@@ -2,9 +2,9 @@
 
 Every peer parses the states we relay: y-websocket's ``JSON.parse`` throws on a state
 that is not JSON and the client stops syncing; a deeply nested state overflows a
-recursive parser. So a state must be a JSON object or null, small and shallow, or the
-connection is closed with 4400 and nothing is relayed. Entries are bounded per
-connection (a connection speaks for its own Yjs client ids: one, for y-websocket) and
+recursive parser. So a state must be a JSON object or null, small and shallow, else
+the connection is closed with 4400 and nothing is relayed. Entries are bounded per
+connection (it speaks for its own Yjs client ids: one, for y-websocket; 4400 beyond) and
 per document (the room's whole presence is every newcomer's first frame)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from .errors import FrameTooLarge, ProtocolError
+from .errors import ProtocolError
 from .limits import loads_bounded
 from .settings import Settings
 
@@ -28,7 +28,7 @@ def check_state(state: str, settings: Settings) -> int:
     """Raise unless `state` is an acceptable presence state; its size in bytes."""
     size = len(state.encode())
     if size > settings.max_awareness_state_bytes:
-        raise FrameTooLarge(
+        raise ProtocolError(
             f"presence state of {size} bytes is over the limit of "
             f"{settings.max_awareness_state_bytes}"
         )
@@ -64,7 +64,7 @@ class PresenceGuard:
             else:
                 mine[client] = size
         if len(mine) > s.max_awareness_clients_per_connection:
-            raise FrameTooLarge(
+            raise ProtocolError(
                 f"presence for {len(mine)} clients on one connection is over the limit of "
                 f"{s.max_awareness_clients_per_connection}"
             )

@@ -114,7 +114,7 @@ async def test_presence_flood_is_bounded_per_connection_and_per_room(settings: S
             entries = [(10_000 + i, 1, "{}") for i in range(6000)]
             await ws.send(presence(*entries))
             code, reason = await closed_with(ws)
-        assert code == 4413, (code, reason)
+        assert code == 4400, (code, reason)
         assert "presence for" in reason
         room = server.backend.rooms.get_loaded(doc)
         assert room is not None and not room.awareness
