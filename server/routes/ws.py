@@ -7,7 +7,6 @@ import asyncio
 import itertools
 import logging
 import re
-import time
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -15,9 +14,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from .. import protocol as P
 from ..auth import Identity
 from ..backend import Backend
+from ..conn_guard import ConnectionGuard
 from ..errors import (
     AuthError,
-    Forbidden,
     FrameTooLarge,
     PalimpsestError,
     ProtocolError,
@@ -25,11 +24,8 @@ from ..errors import (
     StoreError,
     UpdateRejected,
 )
-from ..limits import Bucket, budget_of, quota_of
 from ..names import validate_doc_name
-from ..presence import PresenceGuard
 from ..room import EMPTY_UPDATE, Room
-from ..tokens import LEEWAY as EXPIRY_LEEWAY
 from ..tokens import limits_of
 
 log = logging.getLogger("palimpsest.ws")
@@ -60,27 +56,17 @@ class Connection:
         self._queued_bytes = 0
         self._max_queued_bytes = settings.max_send_queue_bytes
         self.host = ws.client.host if ws.client else "unknown"
+        self.guard = ConnectionGuard(backend, settings, identity, doc, self.host)
         # Answers are private to this connection (a broadcast frame is one object shared
         # by every queue), so they are what a client can multiply: they also count
-        # against its address and its document.
-        self._budget = budget_of(backend)
-        self._budget_keys = [
-            ("ip:" + self.host, settings.max_send_queue_bytes_per_ip),
-            ("doc:" + doc, settings.max_send_queue_bytes_per_room),
-        ]
+        # against its address and its document (self.guard.reserve).
         self._answering = False
         self._answers_queued = 0
-        self.presence = PresenceGuard(settings)
         self.limits = limits_of(backend)
         self._close: tuple[int, str] | None = None
         self._sender: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.closed = asyncio.Event()
-        # every frame kind counts, by number and by bytes
-        now = asyncio.get_running_loop().time()
-        self._rate = settings.max_events_per_second
-        self._frames = Bucket(self._rate, now)
-        self._bytes = Bucket(settings.max_bytes_per_second, now)
         self._expiry: asyncio.TimerHandle | None = None
 
     # --- Peer ---------------------------------------------------------------------------
@@ -90,7 +76,7 @@ class Connection:
             return
         reserved = 0
         if self._answering:
-            over = self._budget.reserve(self._budget_keys, len(frame))
+            over = self.guard.reserve(len(frame))
             if over is not None:
                 log.warning("%s: answers queued for %s over budget, dropping", self.id, over)
                 self.backend.refused("send_budget_overflow")
@@ -103,7 +89,7 @@ class Connection:
                 self.id,
                 self._max_queued_bytes,
             )
-            self._release(reserved)
+            self.guard.release(reserved)
             self.backend.refused("send_queue_overflow")
             self.close(1013, "send queue overflow: reconnect and re-sync")
             return
@@ -113,7 +99,7 @@ class Connection:
             self._queued_bytes += len(frame)
             self._answers_queued += answer
         except asyncio.QueueFull:
-            self._release(reserved)
+            self.guard.release(reserved)
             log.warning("%s: send queue overflow, dropping the connection", self.id)
             self.backend.refused("send_queue_overflow")
             self.close(1013, "send queue overflow: reconnect and re-sync")
@@ -131,15 +117,11 @@ class Connection:
             self._queue.put_nowait(None)
         asyncio.get_running_loop().call_later(CLOSE_GRACE, self._abort_if_stuck)
 
-    def _release(self, reserved: int) -> None:
-        if reserved:
-            self._budget.release((k for k, _ in self._budget_keys), reserved)
-
     def _drain(self) -> None:
         while not self._queue.empty():
             item = self._queue.get_nowait()
             if item is not None:
-                self._release(item[1])
+                self.guard.release(item[1])
         self._queued_bytes = 0
         self._answers_queued = 0
 
@@ -172,7 +154,7 @@ class Connection:
                 try:
                     await self.ws.send_bytes(frame)
                 finally:
-                    self._release(reserved)
+                    self.guard.release(reserved)
         except Exception:  # the socket went away: the reader sees the disconnect
             pass
         finally:
@@ -186,32 +168,8 @@ class Connection:
             self.closed.set()
 
     def charge(self, nbytes: int) -> None:
-        """Count bytes written on this client's behalf (an undo or redo appends as much as
-        the edit it reverts) against its byte rate."""
-        self._bytes.charge(nbytes, asyncio.get_running_loop().time())
-
-    def _check_creation_quota(self) -> None:
-        """The first write into an empty document creates it."""
-        limit = self.backend.settings.max_new_docs_per_hour
-        if not quota_of(self.backend).allow(self.actor, self.doc, limit, time.time()):
-            raise Forbidden(
-                f"{self.actor!r} created {limit} documents in the last hour: "
-                "that is the limit (max_new_docs_per_hour)"
-            )
-
-    def _check_rate(self, nbytes: int) -> None:
-        now = asyncio.get_running_loop().time()
-        if not self._frames.take(1, now):
-            # transient: the client keeps its unsent edits and re-sends them on re-sync
-            raise RateLimited(
-                f"more than {self._rate:g} messages per second on this connection; "
-                "reconnect to re-sync"
-            )
-        if not self._bytes.take(nbytes, now):
-            raise RateLimited(
-                f"more than {self._bytes.rate:g} bytes per second on this connection; "
-                "reconnect to re-sync"
-            )
+        """Bytes written on this client's behalf (undo, redo) count against its rate."""
+        self.guard.charge(nbytes)
 
     def handle(self, room: Room, frame: bytes) -> None:
         """Handle one frame synchronously: decode, then hand it to the room (never waits)."""
@@ -220,7 +178,7 @@ class Connection:
             raise FrameTooLarge(
                 f"frame of {len(frame)} bytes is over the limit of {settings.max_frame_bytes}"
             )
-        self._check_rate(len(frame))
+        self.guard.check_rate(len(frame))
         msg = P.decode(frame)
         if isinstance(msg, P.SyncStep1):
             if self._answers_queued:
@@ -240,8 +198,8 @@ class Connection:
                 return
             if msg.update != EMPTY_UPDATE:
                 self.limits.check_update(room, len(msg.update))
-                if room.seq == 0 and not room.queued_bytes and not self.identity.is_admin:
-                    self._check_creation_quota()
+                if room.seq == 0 and not room.queued_bytes:
+                    self.guard.check_creation()
             room.receive_update(self, msg.update, reply_to_step1=isinstance(msg, P.SyncStep2))
         elif isinstance(msg, P.AwarenessUpdate):
             if len(msg.payload) > settings.max_awareness_bytes:
@@ -249,7 +207,7 @@ class Connection:
                     f"awareness update of {len(msg.payload)} bytes is over the limit "
                     f"of {settings.max_awareness_bytes}"
                 )
-            entries = self.presence.admit(room, P.decode_awareness(msg.payload))
+            entries = self.guard.presence.admit(room, P.decode_awareness(msg.payload))
             if entries:
                 room.receive_awareness(self, P.encode_awareness_entries(entries))
         elif isinstance(msg, P.QueryAwareness):
@@ -345,18 +303,16 @@ class Connection:
     def _watch_expiry(self) -> None:
         """A session ends with its token: close with 4401 once it expires (plus the
         leeway its verification allowed), so the client fetches a fresh token."""
-        exp = self.identity.exp
-        if exp is None:
+        delay = self.guard.seconds_left()
+        if delay is None:
             return
-        loop = asyncio.get_running_loop()
-        delay = exp + EXPIRY_LEEWAY - time.time()
 
         def expire() -> None:
             log.info("%s (%s): token expired, closing with 4401", self.id, self.actor)
             self.backend.refused("token_expired")
             self.close(AuthError.close_code, "token expired: reconnect with a fresh token")
 
-        self._expiry = loop.call_later(max(0.0, delay), expire)
+        self._expiry = asyncio.get_running_loop().call_later(delay, expire)
 
 
 #: frame prefix of a sync step 2 (message type 0, sync message type 1)
