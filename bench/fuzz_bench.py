@@ -47,7 +47,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from server import protocol as P  # noqa: E402
-from server.errors import ProtocolError  # noqa: E402
+from server.errors import PalimpsestError, ProtocolError  # noqa: E402
+from server.presence import check_state  # noqa: E402
+from server.settings import Settings  # noqa: E402
 
 OK, UPDATE = "ok", "update"
 Outcome = str | int  # "ok" | "update" | close code
@@ -217,6 +219,8 @@ def _pycrdt_ok(fn: Any, *args: Any) -> bool:
 
 
 _SV_DOC: Doc = Doc()
+#: the presence-state limits the fuzzed server runs with (the defaults)
+_SETTINGS = Settings()
 
 
 class _Malformed(Exception):
@@ -333,9 +337,16 @@ def predict(frame: bytes) -> Outcome:
         if len(payload) > LIMITS["max_awareness_bytes"]:
             return 4413
         try:
-            WireModel.awareness(payload)
+            entries = WireModel.awareness(payload)
         except _Malformed:
             return 4400
+        for _, _, state in entries:  # presence states: JSON objects or null, small
+            if state == "null":
+                continue
+            try:
+                check_state(state, _SETTINGS)
+            except PalimpsestError as e:
+                return e.close_code
         return OK
     if kind == "auth":
         return 4400  # auth messages only go from the server to clients
@@ -507,6 +518,9 @@ async def bench(n: int, seed: int, concurrency: int) -> dict[str, Any]:
     env = {f"PALIMPSEST_{k.upper()}": str(v) for k, v in LIMITS.items()}
     env["PALIMPSEST_MAX_EVENTS_PER_SECOND"] = "0"  # measure the decoder, not the rate limit
     env["PALIMPSEST_MAX_CONNECTIONS_PER_IP"] = "1000"
+    # presence limits that depend on earlier frames are not predicted per frame
+    env["PALIMPSEST_MAX_AWARENESS_CLIENTS_PER_CONNECTION"] = "1000000"
+    env["PALIMPSEST_MAX_BYTES_PER_SECOND"] = "0"
     with tempfile.TemporaryDirectory() as tmp:
         async with ServerProcess(tmp, env=env) as srv:
             async with connect(srv.ws_url, "fuzz-a", "owner") as owner:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
@@ -16,6 +17,7 @@ from starlette.staticfiles import StaticFiles
 
 from .backend import Backend
 from .errors import PalimpsestError
+from .request_guard import RequestGuard
 from .routes import route_modules
 from .routes.ws import websocket_endpoint
 from .settings import Settings
@@ -61,6 +63,14 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         routes=routes,
         lifespan=lifespan,
         exception_handlers={PalimpsestError: palimpsest_error},
+        middleware=[
+            Middleware(
+                RequestGuard,
+                settings=backend.settings,
+                is_open=lambda: bool(getattr(backend.auth, "open", False)),
+                refused=backend.refused,
+            )
+        ],
     )
     app.state.backend = backend
     return app

@@ -16,6 +16,8 @@ class Identity:
     user: str
     role: str = "admin"
     docs: tuple[str, ...] = ("*",)
+    #: when the token expires (Unix seconds); None = never (open mode)
+    exp: float | None = None
 
     @property
     def can_write(self) -> bool:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from . import hocuspocus as H
 from .auth import Identity
+from .conn_guard import ConnectionGuard
 from .room import Room
 from .store.base import Event
 
@@ -34,8 +35,12 @@ _authors: weakref.WeakValueDictionary[str, _Author] = weakref.WeakValueDictionar
 class DocPeer:
     """One document on a Hocuspocus socket: the Peer its room sees."""
 
-    def __init__(self, sock: Socket, doc: str, identity: Identity, n: int) -> None:
+    def __init__(
+        self, sock: Socket, doc: str, identity: Identity, n: int, guard: ConnectionGuard
+    ) -> None:
         self.sock = sock
+        #: this document's identity's limits (creation quota); rates are the socket's
+        self.guard = guard
         self.doc = doc
         self.identity = identity
         self.actor = identity.user

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ProtocolError
+from .limits import loads_bounded
 
 MSG_SYNC = 0
 MSG_AWARENESS = 1
@@ -185,9 +186,9 @@ def decode(frame: bytes) -> Message:
     elif mtype == MSG_EXTENSION:
         text = r.read_var_string("extension message")
         try:
-            body = json.loads(text)
+            body = loads_bounded(text)
         except ValueError as e:
-            raise ProtocolError(f"extension message is not JSON: {e}") from e
+            raise ProtocolError(f"extension message is not JSON: {str(e)[:120]}") from e
         if not isinstance(body, dict):
             raise ProtocolError(
                 f"extension message must be a JSON object, got {type(body).__name__}"
@@ -289,7 +290,9 @@ def decode_awareness(payload: bytes) -> list[tuple[int, int, str]]:
         try:
             json.loads(state, parse_constant=_not_json)
         except (ValueError, RecursionError) as e:
-            raise ProtocolError(f"awareness state of client {client} is not JSON: {e}") from e
+            raise ProtocolError(
+                f"presence (awareness) state of client {client} is not JSON: {e}"
+            ) from e
         out.append((client, clock, state))
     r.expect_end("awareness update")
     return out

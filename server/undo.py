@@ -729,7 +729,11 @@ def _ext(kind: str) -> Any:
     ) -> dict[str, Any]:
         if not conn.identity.can_write:
             raise Forbidden(f"read-only: you cannot {kind}")
-        return _answer(await perform(room, conn.actor, kind, backend), kind)
+        ev = await perform(room, conn.actor, kind, backend)
+        charge = getattr(conn, "charge", None)
+        if ev is not None and callable(charge):
+            charge(len(ev.update))  # an undo appends as much as the edit it reverts
+        return _answer(ev, kind)
 
     return handler
 
@@ -737,6 +741,8 @@ def _ext(kind: str) -> Any:
 async def _ext_close_group(
     backend: Backend, room: Room, conn: Any, body: dict[str, Any]
 ) -> dict[str, Any]:
+    if not conn.identity.can_write:
+        raise Forbidden("read-only: you cannot close an undo step")
     # edits this connection sent before the request are still in the pipeline: they
     # belong to the group being closed
     await room.flush()

@@ -17,7 +17,9 @@ import uvicorn
 
 from server.app import create_app
 from server.backend import Backend
+from server.handshake import uvicorn_options
 from server.settings import Settings
+from server.tokens import limits_of
 
 #: the machine's PostgreSQL and Redis, for every test that uses them (one place: override
 #: with PALIMPSEST_TEST_PG / PALIMPSEST_TEST_REDIS)
@@ -68,6 +70,7 @@ async def run_server(
         ws_max_size=max(settings.max_frame_bytes * 2, 1 << 20),
         log_level="warning",
         lifespan="on",
+        **uvicorn_options(settings, limits_of(backend)),
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

@@ -184,7 +184,9 @@ def test_predictions_on_hand_made_frames() -> None:
     assert predict(b"\x80" * 10 + b"\x00\x00\x01\x00") == 4400  # 11 bytes
     assert predict(b"\x03") == OK  # query awareness
     assert predict(b"\x03\x00") == 4400
-    assert predict(b"\x01\x05\x01\x2a\x01\x01\x31") == OK  # 1 entry: 42, clock 1, "1"
+    assert predict(b"\x01\x05\x01\x2a\x01\x01\x31") == 4400  # state "1": not an object
+    assert predict(b"\x01\x06\x01\x2a\x01\x02{}") == OK  # 1 entry: 42, clock 1, "{}"
+    assert predict(b"\x01\x08\x01\x2a\x01\x04null") == OK  # a removal
     assert predict(b"\x01\x05\x01\x2a\x01\x01\x7b") == 4400  # state "{": not JSON
     assert predict(b"\x01\x07\x01\x2a\x01\x03NaN") == 4400  # JSON.parse refuses it
     assert predict(b"\x01\x05\x01\x2a\x01\x02\x31") == 4400  # state overruns
@@ -267,6 +269,9 @@ async def test_thousands_of_generated_frames_against_a_real_server(
     settings.max_frame_bytes = LIMITS["max_frame_bytes"]
     settings.max_awareness_bytes = LIMITS["max_awareness_bytes"]
     settings.max_events_per_second = 0  # the decoder, not the rate limit
+    settings.max_bytes_per_second = 0
+    # presence limits that depend on earlier frames are not predicted per frame
+    settings.max_awareness_clients_per_connection = 10**6
     settings.unload_after_seconds = 30
     caplog.set_level(logging.WARNING)
     uvicorn_errors = logging.getLogger("uvicorn.error")  # does not propagate to the root

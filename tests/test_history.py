@@ -159,7 +159,11 @@ async def test_bad_requests_get_4xx_and_write_nothing(server: RunningServer) -> 
             assert r.status_code == status, (method, url, r.status_code, r.text)
             err = r.json()
             assert err["error"] and err["detail"], (url, err)
-        r = await c.post("/api/docs/h3/restore", content=b"{not json")
+        r = await c.post(
+            "/api/docs/h3/restore",
+            content=b"{not json",
+            headers={"content-type": "application/json"},
+        )
         assert r.status_code == 400
     assert await _head(server, "h3") == head
     assert await server.backend.store.tags("h3") == []

@@ -87,12 +87,15 @@ async def test_slow_consumer_is_dropped_and_nobody_waits(settings: Settings, bou
     if bound == "frames":
         settings.send_queue_frames = 64
     else:
-        # the byte bound, max(max_doc_bytes, 8 x max_frame_bytes) = 512 KiB, reached with
-        # presence updates: edits cannot reach it (the log keeps what they delete, so a
-        # document grows by what is written and is refused at max_doc_bytes first)
+        # the byte bound, max_send_queue_bytes = 512 KiB here, reached with presence
+        # updates: edits cannot reach it (the log keeps what they delete, so a document
+        # grows by what is written and is refused at max_doc_bytes first)
         settings.max_frame_bytes = 64 * 1024
         settings.max_doc_bytes = 512 * 1024
+        settings.max_send_queue_bytes = 512 * 1024
         settings.max_awareness_bytes = 40_000
+        settings.max_awareness_state_bytes = 40_000
+        settings.max_bytes_per_second = 0
     async with run_server(settings) as server, \
             connect(server.ws_url, "slow", "writer") as writer, \
             connect(server.ws_url, "slow", "reader") as reader:  # fmt: skip
@@ -114,7 +117,7 @@ async def test_slow_consumer_is_dropped_and_nobody_waits(settings: Settings, bou
                 queue_bound = settings.send_queue_frames * frame_max
             else:
                 queue_bound = conn._max_queued_bytes
-                assert queue_bound == settings.max_doc_bytes
+                assert queue_bound == settings.max_send_queue_bytes
             # the slow path holds at most this much before the server must decide:
             # kernel buffers, the transport up to its high-water mark plus the frame being
             # written, and the queue; twice that is plenty to make the drop certain

@@ -29,6 +29,7 @@ from .. import hocuspocus as H
 from .. import protocol as P
 from ..auth import Identity
 from ..backend import Backend
+from ..conn_guard import ConnectionGuard
 from ..errors import (
     FATAL,
     FrameTooLarge,
@@ -119,6 +120,7 @@ class HocuspocusSocket(Connection):
         limit = self.backend.settings.max_frame_bytes
         if len(data) > limit:
             raise FrameTooLarge(f"frame of {len(data)} bytes is over the limit of {limit}")
+        self.guard.check_rate(len(data))  # every frame kind, of every document on the socket
         frame = H.decode(data)
         peer = self.docs.get(frame.doc)
         if peer is None:
@@ -160,7 +162,8 @@ class HocuspocusSocket(Connection):
             self.send(H.encode_permission_denied(frame.doc, str(e)))
             return
         self.denied.discard(frame.doc)
-        peer = DocPeer(self, frame.doc, identity, next(self._n))
+        guard = ConnectionGuard(self.backend, self.backend.settings, identity, frame.doc, self.host)
+        peer = DocPeer(self, frame.doc, identity, next(self._n), guard)
         self.docs[frame.doc] = peer
         if frame.type == H.AUTH:
             self.send(H.encode_authenticated(frame.doc, read_only=not identity.can_write))
@@ -222,9 +225,9 @@ class HocuspocusSocket(Connection):
             else:
                 self.update(peer, room, msg.update, step2=isinstance(msg, P.SyncStep2))
         elif t == H.AWARENESS:
-            payload = H.decode_awareness(frame.body)
-            self.admit_awareness(payload)
-            room.receive_awareness(peer, payload)
+            entries = self.admit_awareness(room, H.decode_awareness(frame.body))
+            if entries is not None:
+                room.receive_awareness(peer, entries)
         elif t == H.QUERY_AWARENESS:
             room.send_awareness(peer)
         elif t == H.STATELESS:
@@ -248,7 +251,7 @@ class HocuspocusSocket(Connection):
                 self.backend.refused("read_only")
             self.send(H.encode_sync_status(peer.doc, saved))
             return
-        self.admit_update(room, update)
+        self.admit_update(room, update, peer.guard)
         if not room.receive_update(peer.author, update, reply_to_step1=step2):
             # nothing to log: saved as soon as everything this client sent before is
             self.spawn(self.saved_after_flush(peer, room))
@@ -266,8 +269,6 @@ class HocuspocusSocket(Connection):
         self.send(H.encode_json(peer.doc, answer))
 
     def broadcast_stateless(self, room: Room, payload: str) -> None:
-        if self._rate > 0 and not self._take_token():
-            raise RateLimited(f"more than {self._rate:g} messages per second on this socket")
         for other in list(room.peers.values()):
             if isinstance(other, DocPeer):  # y-websocket clients have no stateless messages
                 other.sock.send(H.encode_stateless(other.doc, payload))
