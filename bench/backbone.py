@@ -140,17 +140,26 @@ async def observer_until(url: str, final: str, ready: asyncio.Event, done: async
                     return
 
 
+async def _discard(ws: websockets.ClientConnection) -> None:
+    async for _ in ws:
+        pass
+
+
 async def ingest(port: int, updates: list[bytes], final: str) -> float:
     base = f"ws://127.0.0.1:{port}/ws/bench"
     ready, done = asyncio.Event(), asyncio.Event()
     obs = asyncio.create_task(observer_until(base + "?user=observer", final, ready, done))
     await asyncio.wait_for(ready.wait(), 30)
     async with websockets.connect(base + "?user=writer", max_size=None, compression=None) as ws:
+        # the server echoes each update to its sender too: read them, as an editor would
+        # (a socket nobody reads is a slow consumer the server drops)
+        drain = asyncio.create_task(_discard(ws))
         t0 = time.perf_counter()
         for u in tqdm(updates, desc="sending", unit="upd", leave=False):
             await ws.send(P.encode_sync_update(u))
         await asyncio.wait_for(done.wait(), 600)
         elapsed = time.perf_counter() - t0
+        drain.cancel()
     await obs
     return elapsed
 

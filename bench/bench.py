@@ -129,6 +129,38 @@ SERVERS: dict[str, ServerSpec] = {
         url=lambda port: f"ws://{HOST}:{port}",
         durable=lambda port, d: {"kind": "hocuspocus-sqlite", "file": str(d / "hocuspocus.sqlite")},
     ),
+    # Hocuspocus's own provider (@hocuspocus/provider, the driver's hocuspocus client)
+    # against Palimpsest's /hocuspocus endpoint: the same server and log as "palimpsest"
+    "palimpsest-hocuspocus": ServerSpec(
+        name="palimpsest-hocuspocus",
+        label="Palimpsest /hocuspocus (SQLite)",
+        client="hocuspocus",
+        persistent=True,
+        promise="**durable**: as Palimpsest; Hocuspocus's protocol, its sync status sent after the commit",
+        storage="SQLite event log + snapshots",
+        command=lambda port, d: [
+            str(PALIMPSEST_BIN),
+            "serve",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--db",
+            str(d / "palimpsest.db"),
+            "--log-level",
+            "warning",
+        ],
+        url=lambda port: f"ws://{HOST}:{port}/hocuspocus",
+        durable=lambda port, d: {
+            "kind": "broadcast",
+            "verify": {"kind": "palimpsest-sqlite", "file": str(d / "palimpsest.db")},
+        },
+        needs=_palimpsest_missing,
+        env={
+            "PALIMPSEST_MAX_EVENTS_PER_SECOND": "0",
+            "PALIMPSEST_MAX_CONNECTIONS_PER_IP": "1000000",
+        },
+    ),
     "y-websocket": ServerSpec(
         name="y-websocket",
         label="y-websocket (memory)",
@@ -293,6 +325,7 @@ ORDER = [
     "palimpsest",
     "palimpsest-pg",
     "hocuspocus",
+    "palimpsest-hocuspocus",
     "y-websocket",
     "y-websocket-leveldb",
     "pycrdt-websocket",

@@ -6,7 +6,8 @@ Starts `palimpsest serve` (a subprocess, SQLite in a temporary directory), then 
 generated frames: random bytes, mutations of valid frames (bit flips, truncation,
 insertion, splicing, length fields), valid envelopes around mutated Yjs updates, and
 valid but odd frames (awareness, state vectors, extension messages). Each frame's outcome
-is predicted locally with the same decoders the server uses:
+is predicted locally by an independent model of the wire format (WireModel, which does
+not use server.protocol) and pycrdt for what a Yjs payload is:
 
 - ``ok``      a frame the server must accept without closing (and without changing the
               document: doc A only ever receives these and refused ones),
@@ -14,7 +15,9 @@ is predicted locally with the same decoders the server uses:
 - ``4400`` / ``4413``  the server must close the connection with that code.
 
 With ``--atheris [libFuzzer flags]`` it instead runs the decoders under the coverage-guided
-fuzzer atheris (``--atheris -runs=500000``), seeded with the valid corpus.
+fuzzer atheris (200,000 inputs unless ``-runs=`` says otherwise), seeded with the valid
+corpus: the decoders may raise only ProtocolError, and the decoder and WireModel must agree
+on every input.
 
 Reports frames/s and the outcomes; fails (exit 1) on any mismatch: an unexpected close
 code, a close that never came (a hang), a changed doc A, a server that died, or a logged
@@ -44,7 +47,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from server import protocol as P  # noqa: E402
-from server.errors import ProtocolError  # noqa: E402
+from server.errors import PalimpsestError, ProtocolError  # noqa: E402
+from server.presence import check_state  # noqa: E402
+from server.settings import Settings  # noqa: E402
 
 OK, UPDATE = "ok", "update"
 Outcome = str | int  # "ok" | "update" | close code
@@ -174,7 +179,8 @@ class FrameGen:
             n = rng.randrange(0, 4)
             entries = [
                 (rng.randrange(2**40), rng.randrange(2**32), rng.choice(
-                    ['{"a":1}', "null", "{}", "x" * rng.randrange(0, 1500), "\u00e9\u4e2d"]))
+                    ['{"a":1}', "null", "{}", json.dumps("x" * rng.randrange(0, 1500)),
+                     '"\u00e9\u4e2d"', "[1,2.5,true]"]))
                 for _ in range(n)
             ]
             return P.encode_awareness(P.encode_awareness_entries(entries))
@@ -213,34 +219,139 @@ def _pycrdt_ok(fn: Any, *args: Any) -> bool:
 
 
 _SV_DOC: Doc = Doc()
+#: the presence-state limits the fuzzed server runs with (the defaults)
+_SETTINGS = Settings()
+
+
+class _Malformed(Exception):
+    pass
+
+
+class WireModel:
+    """An independent model of the y-websocket wire format, the oracle of the fuzz runs:
+    written from the protocol (lib0 encoding: varUint in 7-bit groups, least significant
+    first; byte arrays and strings prefixed by their varUint length) and the server's
+    documented strictness (at most 10 bytes per varUint, strict UTF-8, nothing after the
+    message), without any of server.protocol, so that a decoder bug cannot be its own
+    oracle. Message types: 0 sync (0 step 1, 1 step 2, 2 update), 1 awareness, 2 auth,
+    3 query awareness, 100 extension (a JSON object)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def uint(self) -> int:
+        value = 0
+        for i in range(10):
+            if self.pos >= len(self.data):
+                raise _Malformed
+            byte = self.data[self.pos]
+            self.pos += 1
+            value += (byte & 0x7F) << (7 * i)
+            if byte < 0x80:
+                return value
+        raise _Malformed
+
+    def array(self) -> bytes:
+        n = self.uint()
+        if self.pos + n > len(self.data):
+            raise _Malformed
+        self.pos += n
+        return self.data[self.pos - n : self.pos]
+
+    def string(self) -> str:
+        try:
+            return self.array().decode("utf-8", errors="strict")
+        except UnicodeDecodeError:
+            raise _Malformed from None
+
+    def end(self) -> None:
+        if self.pos != len(self.data):
+            raise _Malformed
+
+    @classmethod
+    def message(cls, frame: bytes) -> tuple[str, Any]:
+        """(kind, payload) or _Malformed."""
+        m = cls(frame)
+        t = m.uint()
+        out: tuple[str, Any]
+        if t == 0:
+            sub = m.uint()
+            if sub not in (0, 1, 2):
+                raise _Malformed
+            out = (("step1", "step2", "update")[sub], m.array())
+        elif t == 1:
+            out = ("awareness", m.array())
+        elif t == 2:
+            m.uint()
+            out = ("auth", m.string())
+        elif t == 3:
+            out = ("query", None)
+        elif t == 100:
+            try:
+                body = json.loads(m.string())
+            except ValueError:
+                raise _Malformed from None
+            if not isinstance(body, dict):
+                raise _Malformed
+            out = ("extension", body)
+        else:
+            raise _Malformed
+        m.end()
+        return out
+
+    @classmethod
+    def awareness(cls, payload: bytes) -> list[tuple[int, int, str]]:
+        """Entries (client, clock, state); y-protocols JSON.parse()s every state."""
+        m = cls(payload)
+        entries = [(m.uint(), m.uint(), m.string()) for _ in range(m.uint())]
+        m.end()
+        for _, _, state in entries:
+            try:
+                json.loads(state, parse_constant=_js_has_no)
+            except (ValueError, RecursionError):
+                raise _Malformed from None
+        return entries
+
+
+def _js_has_no(name: str) -> Any:
+    raise ValueError(f"JSON.parse rejects {name}")
 
 
 def predict(frame: bytes) -> Outcome:
-    """What the server must do with this frame, on a connection with every right."""
+    """What the server must do with this frame, on a connection with every right: from
+    the independent WireModel, and pycrdt (the CRDT library) for what a Yjs payload is."""
     if len(frame) > LIMITS["max_frame_bytes"]:
         return 4413
     try:
-        msg = P.decode(frame)
-    except ProtocolError:
+        kind, payload = WireModel.message(frame)
+    except _Malformed:
         return 4400
-    if isinstance(msg, P.SyncStep1):
-        return OK if _pycrdt_ok(_SV_DOC.get_update, msg.state_vector) else 4400
-    if isinstance(msg, P.SyncStep2 | P.SyncUpdate):
-        if msg.update == b"\x00\x00":
+    if kind == "step1":
+        return OK if _pycrdt_ok(_SV_DOC.get_update, payload) else 4400
+    if kind in ("step2", "update"):
+        if payload == b"\x00\x00":
             return OK
-        return UPDATE if _pycrdt_ok(get_state, msg.update) else 4400
-    if isinstance(msg, P.AwarenessUpdate):
-        if len(msg.payload) > LIMITS["max_awareness_bytes"]:
+        return UPDATE if _pycrdt_ok(get_state, payload) else 4400
+    if kind == "awareness":
+        if len(payload) > LIMITS["max_awareness_bytes"]:
             return 4413
         try:
-            P.decode_awareness(msg.payload)
-        except ProtocolError:
+            entries = WireModel.awareness(payload)
+        except _Malformed:
             return 4400
+        for _, _, state in entries:  # presence states: JSON objects or null, small
+            if state == "null":
+                continue
+            try:
+                check_state(state, _SETTINGS)
+            except PalimpsestError as e:
+                return e.close_code
         return OK
-    if isinstance(msg, P.AuthMessage):
-        return 4400
-    if isinstance(msg, P.Extension):
-        op = msg.body.get("type")
+    if kind == "auth":
+        return 4400  # auth messages only go from the server to clients
+    if kind == "extension":
+        op = payload.get("type")
         if isinstance(op, str) and not op.startswith("fuzz-") and op != "hello":
             return UPDATE  # a real operation (undo, restore, …): only on doc B
         return OK
@@ -407,6 +518,9 @@ async def bench(n: int, seed: int, concurrency: int) -> dict[str, Any]:
     env = {f"PALIMPSEST_{k.upper()}": str(v) for k, v in LIMITS.items()}
     env["PALIMPSEST_MAX_EVENTS_PER_SECOND"] = "0"  # measure the decoder, not the rate limit
     env["PALIMPSEST_MAX_CONNECTIONS_PER_IP"] = "1000"
+    # presence limits that depend on earlier frames are not predicted per frame
+    env["PALIMPSEST_MAX_AWARENESS_CLIENTS_PER_CONNECTION"] = "1000000"
+    env["PALIMPSEST_MAX_BYTES_PER_SECOND"] = "0"
     with tempfile.TemporaryDirectory() as tmp:
         async with ServerProcess(tmp, env=env) as srv:
             async with connect(srv.ws_url, "fuzz-a", "owner") as owner:
@@ -458,9 +572,17 @@ def atheris_target(data: bytes) -> None:
     """Coverage-guided (atheris): the decoders may only raise ProtocolError; what pycrdt
     raises on a damaged update is the server's UpdateRejected path, tolerated here."""
     try:
+        model: tuple[str, Any] | None = WireModel.message(data)
+    except _Malformed:
+        model = None
+    try:
         msg = P.decode(data)
     except ProtocolError:
+        if model is not None:
+            raise AssertionError(f"the decoder refuses what the model reads: {data!r}") from None
         return
+    if model is None:
+        raise AssertionError(f"the decoder reads what the model refuses: {data!r}")
     try:
         if isinstance(msg, P.SyncStep1):
             P.decode_state_vector(msg.state_vector)
@@ -474,8 +596,12 @@ def atheris_target(data: bytes) -> None:
 
 
 def run_atheris(argv: list[str]) -> None:
-    """``fuzz_bench.py --atheris -runs=200000 [libFuzzer flags]``: never returns."""
+    """``fuzz_bench.py --atheris [-runs=200000] [libFuzzer flags]``: never returns (libFuzzer
+    exits 0 after the runs, non-zero with the crashing input on a failure)."""
     import atheris  # optional: pip install atheris (the [bench] extra)
+
+    if not any(a.startswith(("-runs=", "-max_total_time=")) for a in argv):
+        argv = ["-runs=200000", *argv]  # bounded unless told otherwise
 
     atheris.instrument_all()
     corpus_dir = Path(tempfile.mkdtemp(prefix="palimpsest-fuzz-corpus-"))

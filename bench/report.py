@@ -16,6 +16,7 @@ COLORS = {
     "y-websocket-leveldb": "#27ae60",
     "pycrdt-websocket": "#8e44ad",
     "palimpsest-pg": "#e67e22",
+    "palimpsest-hocuspocus": "#f1948a",
 }
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.datastructures import State
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
@@ -29,10 +30,12 @@ from starlette.types import Receive, Scope, Send
 from .backend import Backend
 from .errors import PalimpsestError
 from .extensions import Extension
-from .routes import docs, ops
+from .request_guard import RequestGuard
+from .routes import docs, hocuspocus, ops
 from .routes.ws import websocket_endpoint
 from .settings import Settings
 from .store import EventStore, open_store
+from .tokens import OpenAccess
 
 log = logging.getLogger("palimpsest.app")
 
@@ -96,6 +99,7 @@ class Palimpsest:
         routes: list[BaseRoute] = [
             Route("/", index),
             WebSocketRoute("/ws/{doc:path}", websocket_endpoint),
+            *hocuspocus.routes,
             *docs.routes,
             *ops.routes,
             *backend.extensions.routes,
@@ -106,6 +110,14 @@ class Palimpsest:
             routes=routes,
             lifespan=self._own_lifespan,
             exception_handlers={PalimpsestError: palimpsest_error},
+            middleware=[
+                Middleware(
+                    RequestGuard,
+                    settings=backend.settings,
+                    is_open=lambda: backend.extension(OpenAccess) is not None,
+                    refused=backend.refused,
+                )
+            ],
         )
         self.app.state.backend = backend
 

@@ -27,6 +27,8 @@ class Identity:
     user: str
     role: str
     docs: tuple[str, ...] = ("*",)
+    #: when the token expires (Unix seconds); None = never (open mode)
+    exp: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.user, str) or not _USER.fullmatch(self.user):

@@ -30,8 +30,11 @@ from typing import Any
 from pycrdt import Doc, Text, get_state
 
 from . import protocol as P
+from . import undo
 from .cli import add_store_options, settings_from, setup_logging
+from .deletion import tombstone_for
 from .errors import FATAL, PalimpsestError, StoreError
+from .fanout import publish_deleted
 from .history_render import TEXT, infer_root_types, render, root_names
 from .names import validate_doc_name
 from .snapshots import load, new_doc
@@ -116,6 +119,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "On a running server prefer DELETE /api/docs/DOC.", delete)  # fmt: skip
     p.add_argument("doc", metavar="DOC")
     p.add_argument("--yes", action="store_true", help="really delete it")
+    p.add_argument("--fanout", help="tell the servers on this Redis fan-out at once "
+                   "(env PALIMPSEST_FANOUT; else they notice from the store)")  # fmt: skip
 
 
 def _run(
@@ -285,7 +290,6 @@ async def import_(store: EventStore, args: argparse.Namespace) -> int:
         except BaseException as e:  # pyo3 PanicException is one
             raise AdminError(f"the update does not apply to {args.doc!r}: {e}") from e
         meta.update(format="update")
-    meta["clients"] = sorted(P.decode_state_vector(get_state(update)))
     [[ev]] = await store.append([(args.doc, [NewEvent(args.user, "import", update, meta)])])
     print(f"palimpsest import: {args.doc}@{ev.seq} ({len(update)} bytes, {meta['format']}, "
           f"by {args.user})")  # fmt: skip
@@ -363,7 +367,7 @@ async def inspect(store: EventStore, args: argparse.Namespace) -> int:
     print("actors     " + (", ".join(f"{a} {n}" for a, n in actors.most_common()) or "-"))
     print(f"snapshots  {len(snaps)}")
     for s in snaps:
-        bad = "" if s.valid else "  DAMAGED (checksum)"
+        bad = "" if s.valid else f"  DAMAGED ({s.damage or 'checksum'})"
         print(f"  @{s.seq:<10} {_size(s.size):>10}  {iso(s.ts)}{bad}")
     print(f"tags       {len(tags)}")
     for t in tags:
@@ -391,7 +395,7 @@ async def verify_doc(store: EventStore, doc: str, quiet: bool = True) -> list[st
     snaps = sorted(await store.snapshots(doc), key=lambda s: s.seq)
     for s in snaps:
         if not s.valid:
-            problems.append(f"{doc}: snapshot @{s.seq} is damaged (checksum does not match)")
+            problems.append(f"{doc}: snapshot @{s.seq} is damaged ({s.damage or 'checksum'})")
     fold = new_doc(doc)
     seq = 0
     if info.base_seq > 0:
@@ -531,14 +535,23 @@ async def compact(store: EventStore, args: argparse.Namespace) -> int:
             f"{info.base_seq + 1}..{before}) for good; run again with --yes"
         )
     bar = _progress(n, f"folding {args.doc}")
-    loaded = await load(store, args.doc, upto=before, on_event=lambda _e: bar.update(1))
+    loaded, stacks = await undo.fold(store, args.doc, before, args.settings)
+    bar.update(loaded.replayed)
     bar.close()
     if loaded.seq != before or loaded.failed:
         raise AdminError(
             f"folding {args.doc!r} to {before} reached {loaded.seq} with {loaded.failed} events "
             "that do not apply: run `palimpsest verify` first"
         )
-    removed = await store.compact(args.doc, before, loaded.doc.get_update())
+    state = loaded.doc.get_update()
+    removed = await store.compact(args.doc, before, state)
+    # the base snapshot carries the undo stacks of the folded events, as any snapshot
+    # does: their steps stay undoable (a second write: if it fails, only they are lost)
+    try:
+        await store.put_snapshot(args.doc, before, state, {"base": True, undo.META_KEY: stacks})
+    except StoreError as e:
+        print(f"palimpsest compact: the undo stacks of the folded events were not kept: {e}",
+              file=sys.stderr)  # fmt: skip
     print(f"palimpsest compact: {args.doc}: {removed} events folded into a base snapshot "
           f"@{before}; history now starts at {before}")  # fmt: skip
     return 0
@@ -554,7 +567,14 @@ async def delete(store: EventStore, args: argparse.Namespace) -> int:
             f"this deletes {args.doc!r} ({info.head} events, its snapshots and tags) for good; "
             "run again with --yes"
         )
-    await store.delete_doc(args.doc)
+    await store.delete_doc(args.doc, await tombstone_for(store, args.doc))
+    url = args.fanout or args.settings.fanout
+    if url:  # the processes serving it drop it now (else at their next gap check)
+        try:
+            await publish_deleted(url, args.doc, "palimpsest delete")
+        except Exception as e:
+            print(f"palimpsest delete: fan-out not told ({e}); the servers notice from the "
+                  "store within two gap checks", file=sys.stderr)  # fmt: skip
     print(f"palimpsest delete: {args.doc} deleted ({info.head} events)")
     return 0
 

@@ -24,6 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--jwt-public-key", help="PEM file for RS256/ES256 tokens")
     p.add_argument("--snapshot-every", type=int, help="events between snapshots (default 1000)")
     p.add_argument("--max-frame-bytes", type=int, help="largest frame accepted (default 8 MiB)")
+    p.add_argument(
+        "--allow-origin", action="append", metavar="ORIGIN",
+        help="a browser origin allowed to open websockets and POST (repeatable; besides the "
+        "server's own and localhost; env PALIMPSEST_ALLOW_ORIGIN, comma-separated)",
+    )  # fmt: skip
     p.add_argument("--log-json", action="store_true", default=None, help="JSON log lines")
     p.add_argument("--log-level", help="debug, info, warning, error (default info)")
     p.set_defaults(func=run)
@@ -33,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
-    from .tokens import auth_banner
+    from .handshake import uvicorn_options
+    from .tokens import Limits, auth_banner
 
     settings = settings_from(
         args,
@@ -44,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         jwt_public_key=args.jwt_public_key,
         snapshot_every=args.snapshot_every,
         max_frame_bytes=args.max_frame_bytes,
+        allow_origin=tuple(args.allow_origin) if args.allow_origin else None,
         log_json=args.log_json,
         log_level=args.log_level,
     )
@@ -65,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         log_config=None,  # uvicorn's own lines go through our handler (JSON with --log-json)
         lifespan="on",
         timeout_graceful_shutdown=10,
+        **uvicorn_options(settings, app.backend.extension(Limits)),
     )
     uv = logging.getLogger("uvicorn")
     uv.handlers[:] = logging.getLogger("palimpsest").handlers

@@ -5,6 +5,18 @@ they are durable. One writer task drains everything queued while the previous
 transaction was in flight into the next one, so under load the batch grows with the
 arrival rate and the number of fsyncs per event falls, while a lone edit still
 commits at once.
+
+When the store refuses a transaction for a reason that may pass (``StoreUnavailable``:
+a full disk, an I/O error, a read-only file, the database unreachable), appends whose
+caller said ``hold`` stay queued, first in line and in order, and the transaction is
+retried with exponential back-off; their callers simply wait. An outage thus costs
+editors latency, not their connections (a closed y-websocket connection comes back at
+once and re-sends its whole state, again and again). ``hold()`` is asked after every
+failure: when it says False (the caller's bound is exceeded) that append fails with
+the store's error. Any other StoreError fails the transaction's appends at once.
+
+``refusing`` is the error of the last failed transaction, None once one succeeds:
+readiness (/readyz) reads it.
 """
 
 from __future__ import annotations
@@ -13,6 +25,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from .errors import StoreError, StoreUnavailable
 from .lifecycle import Service
@@ -21,6 +34,22 @@ from .store.base import Event, EventStore, NewEvent
 log = logging.getLogger("palimpsest.commit")
 
 BatchObserver = Callable[[int, float], None]
+
+#: first and longest pause between retries of a refused transaction (seconds)
+RETRY_FIRST = 0.05
+RETRY_MAX = 2.0
+#: while the store refuses, the cause is logged again at most this often (seconds)
+LOG_EVERY = 10.0
+
+
+@dataclass(slots=True)
+class _Append:
+    doc: str
+    events: Sequence[NewEvent]
+    future: asyncio.Future[list[Event]]
+    hold: Callable[[], bool] | None
+    #: a transaction with it failed before: it may have committed all the same
+    tried: bool = False
 
 
 class Committer(Service):
@@ -34,18 +63,28 @@ class Committer(Service):
         self.store = store
         self.batch_max = batch_max
         self.on_batch = on_batch
-        self._queue: list[tuple[str, Sequence[NewEvent], asyncio.Future[list[Event]]]] = []
+        self._queue: list[_Append] = []
         self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        #: the store's error while it refuses transactions (None once one succeeds)
+        self.refusing: StoreError | None = None
+        #: when the current refusal began (time.monotonic()), and appends held by it
+        self.refusing_since: float | None = None
+        self.held = 0
+        self._last_log = 0.0
+        self._last_logged = ""
 
     async def start(self) -> None:
         self._closing = False
+        self._stopping.clear()
         self._task = asyncio.create_task(self._run(), name="palimpsest-committer")
 
     async def stop(self) -> None:
-        """Commit what is queued, then stop."""
+        """Commit what is queued, then stop (nothing is held any more: one last try)."""
         self._closing = True
+        self._stopping.set()
         self._wake.set()
         if self._task is not None:
             await self._task
@@ -53,17 +92,22 @@ class Committer(Service):
 
     @property
     def pending(self) -> int:
-        return sum(len(evs) for _, evs, _ in self._queue)
+        return sum(len(a.events) for a in self._queue)
 
-    async def append(self, doc: str, events: Sequence[NewEvent]) -> list[Event]:
+    async def append(
+        self, doc: str, events: Sequence[NewEvent], *, hold: Callable[[], bool] | None = None
+    ) -> list[Event]:
+        """Append durably; returns the stored events. With ``hold``, a transient refusal
+        of the store is waited out (see the module docstring) while hold() is True."""
         if self._task is None or self._task.done():
             raise StoreUnavailable("the committer is not running")
         fut: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
-        self._queue.append((doc, events, fut))
+        self._queue.append(_Append(doc, events, fut, hold))
         self._wake.set()
         return await fut
 
     async def _run(self) -> None:
+        delay = RETRY_FIRST
         while True:
             if not self._queue:
                 if self._closing:
@@ -71,29 +115,121 @@ class Committer(Service):
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            take: list[tuple[str, Sequence[NewEvent], asyncio.Future[list[Event]]]] = []
+            take: list[_Append] = []
             n = 0
-            while self._queue and (not take or n + len(self._queue[0][1]) <= self.batch_max):
+            while self._queue and (not take or n + len(self._queue[0].events) <= self.batch_max):
                 item = self._queue.pop(0)
                 take.append(item)
-                n += len(item[1])
+                n += len(item.events)
+            if any(a.tried for a in take):
+                take = await self._settle(take)
+                if not take:  # they had committed: the store works
+                    self.clear_refusal()
+                    continue
             t0 = time.perf_counter()
             try:
-                results = await self.store.append([(doc, evs) for doc, evs, _ in take])
-            except StoreError as e:
-                for _, _, fut in take:
-                    if not fut.done():
-                        fut.set_exception(e)
+                results = await self.store.append([(a.doc, a.events) for a in take])
+            except Exception as e:
+                if isinstance(e, StoreError):
+                    err = e
+                else:  # a driver error the store failed to translate
+                    log.exception("store append failed")
+                    err = StoreError(f"store append failed: {e!r}")
+                    err.__cause__ = e
+                if self._refused(err, take):
+                    await self._pause(delay)
+                    delay = min(delay * 2, RETRY_MAX)
                 continue
-            except Exception as e:  # a driver error the store failed to translate
-                log.exception("store append failed")
-                err = StoreError(f"store append failed: {e!r}")
-                for _, _, fut in take:
-                    if not fut.done():
-                        fut.set_exception(err)
-                continue
+            delay = RETRY_FIRST
+            if self.refusing is not None:
+                self._recovered(n)
             if self.on_batch is not None:
                 self.on_batch(n, time.perf_counter() - t0)
-            for (_, _, fut), stored in zip(take, results, strict=True):
-                if not fut.done():
-                    fut.set_result(stored)
+            for a, stored in zip(take, results, strict=True):
+                if not a.future.done():
+                    a.future.set_result(stored)
+
+    def _refused(self, err: StoreError, take: list[_Append]) -> bool:
+        """Fail what cannot wait, put back (first in line) what holds. True if any held."""
+        now = time.monotonic()
+        transient = isinstance(err, StoreUnavailable) and not self._closing
+        keep = [
+            a for a in take if transient and a.hold is not None and not a.future.done() and a.hold()
+        ]
+        kept = {id(a) for a in keep}
+        for a in take:
+            if id(a) not in kept and not a.future.done():
+                a.future.set_exception(err)
+        if self.refusing is None:
+            self.refusing_since = now
+        if str(err) != self._last_logged:
+            self._last_log = 0.0
+        self.refusing = err
+        self.held = len(keep)
+        for a in keep:
+            a.tried = True
+        if now - self._last_log >= LOG_EVERY:
+            self._last_log, self._last_logged = now, str(err)
+            log.error(
+                "the %s store refuses commits: %s%s; %s",
+                self.store.name,
+                err,
+                f" (cause: {err.__cause__!r})" if err.__cause__ is not None else "",
+                f"holding {sum(len(a.events) for a in keep)} events, retrying with back-off"
+                if keep
+                else f"{len(take)} appends failed",
+            )
+        if keep:
+            self._queue[:0] = keep
+        return bool(keep)
+
+    async def _settle(self, take: list[_Append]) -> list[_Append]:
+        """Resolve the appends that a failed transaction committed after all (a lost
+        connection can fail a COMMIT that took effect); returns the others. Retrying those
+        would log every edit twice."""
+        rest = []
+        for a in take:
+            found = None
+            if a.tried and a.events:
+                try:
+                    found = await self._find(a)
+                except StoreError:
+                    found = None  # cannot tell yet: the append will fail and hold again
+            if found is None:
+                rest.append(a)
+            elif not a.future.done():
+                a.future.set_result(found)
+        return rest
+
+    async def _find(self, a: _Append) -> list[Event] | None:
+        evs = a.events
+        lo, hi = min(e.ts for e in evs), max(e.ts for e in evs)
+        logged = await self.store.query(a.doc, since_ts=lo, until_ts=hi, limit=len(evs) + 10_000)
+        want = [(e.ts, e.actor, e.kind, e.update) for e in evs]
+        have = [(e.ts, e.actor, e.kind, e.update) for e in logged]
+        for i in range(len(have) - len(want) + 1):
+            if have[i : i + len(want)] == want:
+                return logged[i : i + len(want)]
+        return None
+
+    def _recovered(self, n: int) -> None:
+        since = self.refusing_since or time.monotonic()
+        log.warning(
+            "the %s store takes commits again after %.1f s (%d events in the first batch)",
+            self.store.name,
+            time.monotonic() - since,
+            n,
+        )
+        self.clear_refusal()
+
+    def clear_refusal(self) -> None:
+        """The store took a write (a commit, or the readiness write check)."""
+        self.refusing = None
+        self.refusing_since = None
+        self.held = 0
+
+    async def _pause(self, delay: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), delay)
+        except TimeoutError:
+            pass

@@ -83,6 +83,9 @@ class OpContext:
     client: Client
     #: wait until everything this connection sent before the request is applied
     flush: Callable[[], Awaitable[None]]
+    #: count bytes written on the client's behalf against its rate (an undo appends as
+    #: much as the edit it reverts)
+    charge: Callable[[int], None] = lambda _n: None
 
 
 #: a websocket extension operation: (context, request body) -> answer body. The answer

@@ -6,6 +6,10 @@ update…)`` on the Redis channel ``PREFIX:DOC``; every other process with that 
 loaded hands the events to its room (``Room.receive_peer_events``), which applies them in
 seq order with a peer origin (never logged again) and broadcasts them to its own clients.
 
+A deletion travels the same way (``D`` and a JSON header): every process closes its
+connections to the document with 4404 and drops its room (see ``server/deletion.py``);
+the gap check below notices a lost one from the store (a head that went back).
+
 Presence (awareness) travels the same way, and is relayed, not stored: a process's
 connections' states reach the others' clients; a process that dies leaves its clients'
 states to the clients' own 30-second timeout.
@@ -48,6 +52,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
+from .deletion import deleted_elsewhere
 from .errors import PalimpsestError, StoreError
 from .extensions import Extension
 from .lifecycle import Service
@@ -95,6 +100,22 @@ def encode(instance: str, events: list[Event]) -> bytes:
 def encode_awareness(instance: str, entries: bytes) -> bytes:
     """Presence: ``A``, a JSON header line, then the encoded awareness entries."""
     return b"A" + json.dumps({"i": instance}).encode() + b"\n" + entries
+
+
+def encode_deleted(instance: str, by: str) -> bytes:
+    """A deletion: ``D``, a JSON header line."""
+    return b"D" + json.dumps({"i": instance, "by": by}).encode() + b"\n"
+
+
+async def publish_deleted(url: str, doc: str, by: str) -> None:
+    """Tell the processes on the fan-out bus `url` that `doc` was deleted (one-shot, for
+    tools that delete without serving, such as ``palimpsest delete``)."""
+    redis_url, prefix, _check = parse_url(url)
+    r = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2.0)
+    try:
+        await r.publish(f"{prefix}:{doc}", encode_deleted("cli", by))
+    finally:
+        await r.aclose()
 
 
 def decode(doc: str, data: bytes) -> tuple[str, list[Event] | bytes]:
@@ -192,6 +213,10 @@ class Fanout(Extension, Service):
         if events:
             self._queue(doc, encode(self.instance, list(events)))
 
+    async def on_deleted(self, doc: str, by: str) -> None:
+        """This process deleted `doc` (already gone from the store)."""
+        self._queue(doc, encode_deleted(self.instance, by))
+
     def on_awareness(self, room: Room, entries: bytes) -> None:
         """Presence changed by this process's connections."""
         self._queue(room.name, encode_awareness(self.instance, entries))
@@ -259,6 +284,9 @@ class Fanout(Extension, Service):
         room = self.backend.rooms.get_loaded(doc)
         if room is None:
             return
+        if data[:1] == b"D":
+            self._deleted(ch, doc, data)
+            return
         try:
             instance, body = decode(doc, data)
         except (ValueError, KeyError, TypeError) as e:
@@ -275,6 +303,23 @@ class Fanout(Extension, Service):
             return
         with contextlib.suppress(StoreError):  # the room is being reloaded: it reads the log
             room.receive_peer_events(body)
+
+    def _deleted(self, channel: str, doc: str, data: bytes) -> None:
+        try:
+            head = json.loads(data[1 : data.index(b"\n")])
+            instance, by = str(head["i"]), str(head["by"])
+        except (ValueError, KeyError, TypeError) as e:
+            log.error("fan-out: malformed message on %s: %s", channel, e)
+            return
+        if instance == self.instance:
+            return  # ours: done before it was published
+        self.received += 1
+        self._drop(doc, f"document {doc!r} was deleted by {by}")
+
+    def _drop(self, doc: str, reason: str) -> None:
+        task = asyncio.create_task(deleted_elsewhere(self.backend, doc, reason))
+        self._heals.add(task)
+        task.add_done_callback(self._heals.discard)
 
     # --- healing from the log ---------------------------------------------------------------
 
@@ -331,9 +376,15 @@ class Fanout(Extension, Service):
         if not rooms:
             self._behind.clear()
             return
+        # seqs before the heads are read: a commit landing meanwhile is not a deletion
+        seqs = {name: room.seq for name, room in rooms.items()}
         heads = await self.backend.store.heads(list(rooms))
         behind: dict[str, int] = {}
         for name, room in rooms.items():
+            if heads.get(name, 0) < seqs[name]:
+                # only a deletion takes a head back: its message was lost
+                self._drop(name, f"document {name!r} was deleted")
+                continue
             seen = self._behind.get(name)
             if seen is not None and room.seq < seen:
                 await self.heal(room)

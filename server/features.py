@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .deletion import Deletion
 from .extensions import Extension
 from .fanout import Fanout
 from .history import HistoryExtension
+from .hocuspocus_peer import SyncStatus
 from .metrics import Metrics
 from .routes.admin import Admin
 from .settings import Settings
@@ -31,7 +33,14 @@ def builtin_extensions(
         out.append(JWTAuth.from_settings(settings))
     elif not any(_authenticates(e) for e in others):
         out.append(OpenAccess())
-    out += [Limits(settings), Undo.from_settings(settings), HistoryExtension(), Admin()]
+    out += [
+        Limits(settings),
+        Deletion(),
+        Undo.from_settings(settings),
+        HistoryExtension(),
+        Admin(),
+        SyncStatus(),
+    ]
     if settings.fanout:
         out.append(Fanout(settings.fanout))
     out.append(Metrics())

@@ -16,6 +16,7 @@ A ``ref`` (wherever a seq is accepted) is a seq number, a tag name, or ``head``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -54,6 +55,17 @@ _TAG = re.compile(r"[^\x00-\x1f\x7f/]{1,64}")
 _INT = re.compile(r"-?[0-9]+")
 
 
+def public_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """Event metadata as readers see it: the connection id names the server's host and
+    process (``host:pid/n``), so they get an opaque digest that still tells connections
+    apart."""
+    conn = meta.get("conn")
+    if not isinstance(conn, str):
+        return meta
+    digest = hashlib.sha256(conn.encode()).hexdigest()[:12]
+    return {**meta, "conn": digest}
+
+
 def event_json(ev: Event) -> dict[str, Any]:
     reverts: list[int] | None = None
     if isinstance(ev.meta.get("reverts"), list):
@@ -66,7 +78,8 @@ def event_json(ev: Event) -> dict[str, Any]:
         "actor": ev.actor,
         "kind": ev.kind,
         "size": len(ev.update),
-        "meta": ev.meta,
+        # the Yjs clients are derived from the update (the log does not store them)
+        "meta": {**public_meta(ev.meta), "clients": ev.clients},
         "reverts": reverts,
     }
 
@@ -154,6 +167,8 @@ class History:
                 if tag.name == ref:
                     return self._check(doc, tag.seq, info)
             raise NotFound(f"document {doc!r} has no tag named {ref!r}")
+        if isinstance(ref, str) and len(ref.strip().lstrip("-")) > 18:
+            raise BadRequest(f"seq {ref[:24]}... is out of range")
         return self._check(doc, int(ref), info)
 
     @staticmethod

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ProtocolError
+from .limits import loads_bounded
 
 MSG_SYNC = 0
 MSG_AWARENESS = 1
@@ -185,9 +186,9 @@ def decode(frame: bytes) -> Message:
     elif mtype == MSG_EXTENSION:
         text = r.read_var_string("extension message")
         try:
-            body = json.loads(text)
+            body = loads_bounded(text)
         except ValueError as e:
-            raise ProtocolError(f"extension message is not JSON: {e}") from e
+            raise ProtocolError(f"extension message is not JSON: {str(e)[:120]}") from e
         if not isinstance(body, dict):
             raise ProtocolError(
                 f"extension message must be a JSON object, got {type(body).__name__}"
@@ -269,15 +270,30 @@ def decode_state_vector(sv: bytes) -> dict[int, int]:
     return dict(zip(values[1::2], values[2::2], strict=True))
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def decode_awareness(payload: bytes) -> list[tuple[int, int, str]]:
-    """Decode an awareness update into [(client id, clock, state JSON)]."""
+    """Decode an awareness update into [(client id, clock, state JSON)].
+
+    A state must be JSON: y-protocols parses every state it receives, and one that does
+    not parse throws out of y-websocket's message handler (a Node.js client dies), so a
+    relayed one would take down every other client of the document."""
     r = Reader(payload)
     n = r.read_var_uint("awareness entry count")
     out: list[tuple[int, int, str]] = []
     for _ in range(n):
         client = r.read_var_uint("awareness client id")
         clock = r.read_var_uint("awareness clock")
-        out.append((client, clock, r.read_var_string("awareness state")))
+        state = r.read_var_string("awareness state")
+        try:
+            json.loads(state, parse_constant=_not_json)
+        except (ValueError, RecursionError) as e:
+            raise ProtocolError(
+                f"presence (awareness) state of client {client} is not JSON: {e}"
+            ) from e
+        out.append((client, clock, state))
     r.expect_end("awareness update")
     return out
 

@@ -11,8 +11,15 @@ Write-ahead order for every update a client sends:
 So the live document only ever holds what the log holds, and a step 2 answered to a
 newcomer never contains an edit that could still be lost. Server-made changes (undo,
 redo, restore) are computed on the live document, held back from everyone until their
-event is durable, and if the store refuses them the room is dropped and reloaded from
-the log (its connections get 1013 and re-sync).
+event is durable, and if the store refuses them for good the room is dropped and
+reloaded from the log (its connections get 1013 and re-sync).
+
+While the store refuses writes for a reason that may pass (a full disk, an I/O error, a
+read-only file, the database unreachable), the room holds: what is queued stays queued
+(not applied, not broadcast, not acknowledged) while the committer retries with back-off,
+connections stay open and readers keep reading; when the store is back, everything
+commits in order. Held client updates are bounded (``hold_max_bytes``): past the bound
+their senders are closed with 1013 and re-send through sync step 2 when they come back.
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ from typing import Any, Protocol, TypeVar
 from pycrdt import Doc, Subscription, TransactionEvent, get_state, merge_updates
 
 from . import protocol as P
-from .errors import FATAL, ProtocolError, StoreError, UpdateRejected
+from .errors import FATAL, ProtocolError, StoreError, StoreUnavailable, UpdateRejected
+from .known import KnownDeletions, adds_anything, deletions_of
 from .origins import (
     ClientOrigin,
     Origin,
@@ -40,6 +48,8 @@ from .store.base import Event, NewEvent, now_ms
 log = logging.getLogger("palimpsest.room")
 
 EMPTY_UPDATE = b"\x00\x00"
+#: client update bytes a room keeps queued while the store refuses writes
+HOLD_MAX_BYTES = 16 * 1024 * 1024
 
 
 class Peer(Protocol):
@@ -54,7 +64,9 @@ class Peer(Protocol):
 
 
 class Committer(Protocol):
-    async def append(self, doc: str, events: Sequence[NewEvent]) -> list[Event]: ...
+    async def append(
+        self, doc: str, events: Sequence[NewEvent], *, hold: Callable[[], bool] | None = None
+    ) -> list[Event]: ...
 
 
 class EventReader(Protocol):
@@ -187,6 +199,8 @@ class Room:
         #: how the room was loaded (set once loading is done)
         self.loaded = LoadInfo(None, 0, 0.0)
         self._states: dict[type[Any], Any] = {}
+        #: bound of ``queued_bytes`` while the store refuses writes (see the module doc)
+        self.hold_max_bytes = HOLD_MAX_BYTES
         self._committer = committer
         self._reader = reader
         self._on_broken = on_broken
@@ -196,8 +210,11 @@ class Room:
         self._task: asyncio.Task[None] | None = None
         self._server_change_in_flight = False
         self._deferred_sync: list[tuple[Peer, bytes]] = []
+        #: every deletion the log holds (built on first use, then extended per event)
+        self._deleted: KnownDeletions | None = None
         self.broken: BaseException | None = None
         self.closed = False
+        self.stopping = False
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -206,6 +223,7 @@ class Room:
 
     async def stop(self) -> None:
         """Finish what is queued, then stop the pipeline."""
+        self.stopping = True  # a store that refuses writes is not waited out any more
         if self._task is not None and not self._task.done():
             await self.flush()
             self._task.cancel()
@@ -248,10 +266,12 @@ class Room:
 
     # --- connections -------------------------------------------------------------------
 
-    def join(self, peer: Peer) -> None:
-        """Register a connection; send it the server's step 1 and the known presence."""
+    def join(self, peer: Peer, *, sync_step1: bool = True) -> None:
+        """Register a connection; send it the server's step 1 (unless its protocol sends
+        that in answer to the client's) and the known presence."""
         self.peers[peer.id] = peer
-        peer.send(P.encode_sync_step1(self.doc.get_state()))
+        if sync_step1:
+            peer.send(P.encode_sync_step1(self.doc.get_state()))
         if self.awareness:
             peer.send(P.encode_awareness(self._awareness_payload()))
 
@@ -267,8 +287,13 @@ class Room:
             self.broadcast(P.encode_awareness(entries))
             self.observer.awareness(self, entries)
 
-    def _broadcast_events(self, events: list[tuple[Event, str | None]]) -> None:
-        """Send durable events to every connection but their author's.
+    def _broadcast_events(self, events: list[Event]) -> None:
+        """Send durable events to every connection, their authors' included.
+
+        The echo to the author is what y-websocket's server and Hocuspocus do, and editor
+        bindings rely on it: y-prosemirror (Tiptap) keeps a stale selection after a
+        client-side undo until the next transaction, and without the echo that next
+        transaction is someone else's edit, which the binding then fails to draw.
 
         A batch goes out as merged updates (one frame per MERGE_CHUNK events) instead of
         one frame per event: a client that receives a burst of thousands of keystrokes
@@ -276,21 +301,8 @@ class Room:
         websocket write per event per connection."""
         if not events:
             return
-        if len(events) == 1:
-            ev, author = events[0]
-            self.broadcast(P.encode_sync_update(ev.update), exclude=author)
-            return
-        authors = {a for _, a in events if a is not None}
-        shared: list[bytes] | None = None
-        for pid, peer in list(self.peers.items()):
-            if pid in authors:
-                for frame in _merged_frames([ev.update for ev, a in events if a != pid]):
-                    peer.send(frame)
-                continue
-            if shared is None:
-                shared = _merged_frames([ev.update for ev, _ in events])
-            for frame in shared:
-                peer.send(frame)
+        for frame in _merged_frames([ev.update for ev in events]):
+            self.broadcast(frame)
 
     def broadcast(self, frame: bytes, exclude: str | None = None) -> None:
         for pid, peer in list(self.peers.items()):
@@ -312,41 +324,36 @@ class Room:
         peer.send(P.encode_sync_step2(update))
 
     def receive_update(self, peer: Peer, update: bytes, *, reply_to_step1: bool = False) -> bool:
-        """Validate and queue a client's update. Returns False when it is a no-op."""
+        """Validate and queue a client's update. Returns False when it is a no-op: it
+        adds no item and deletes nothing the log does not already hold (pycrdt's
+        `Provider` echoes every update back; a step 2 re-sends the whole delete set).
+        `reply_to_step1` is kept for callers; the rule is the same for every update."""
         if update == EMPTY_UPDATE:
             return False
         try:
-            sv = P.decode_state_vector(get_state(update))
+            P.decode_state_vector(get_state(update))  # it decodes, or the sender is refused
         except FATAL:
             raise
         except BaseException as e:  # pyo3 PanicException is one
             raise UpdateRejected(f"update does not decode: {e}") from e
-        if reply_to_step1 and not self._adds_anything(update, sv):
+        if not self._adds_anything(update):
             return False
-        meta = {"conn": peer.id, "clients": sorted(sv)}
+        meta = {"conn": peer.id}
         self._push(_ClientUpdate(peer, update, meta))
         self.queued_bytes += len(update)
         return True
 
-    def _adds_anything(self, update: bytes, sv: dict[int, int]) -> bool:
-        """Whether a sync step 2 changes the document (it always carries the whole delete set)."""
-        ours = P.decode_state_vector(self.doc.get_state())
-        if any(clock > ours.get(client, 0) for client, clock in sv.items()):
-            return True
-        # No new items: only deletions could be new. Try them on a scratch copy.
-        scratch: Doc[Any] = Doc(skip_gc=True)
-        scratch.apply_update(self.doc.get_update())
-        changed: list[bool] = []
-        sub = scratch.observe(lambda _e: changed.append(True))
-        try:
-            scratch.apply_update(update)
-        except FATAL:
-            raise
-        except BaseException as e:  # pyo3 PanicException is one
-            raise UpdateRejected(f"update does not apply: {e}") from e
-        finally:
-            scratch.unobserve(sub)
-        return bool(changed)
+    def _adds_anything(self, update: bytes) -> bool:
+        """The no-op rule (known.py): against the live document's state vector and the
+        deletions logged so far; the cost is the update's, not the document's."""
+        if self._deleted is None:
+            # once per room: everything deleted in the document as loaded
+            self._deleted = KnownDeletions.of_doc(self.doc)
+        return adds_anything(update, self.doc.get_state(), self._deleted)
+
+    def _note_deletions(self, update: bytes) -> None:
+        if self._deleted is not None:
+            self._deleted.add(deletions_of(update))
 
     def receive_awareness(self, peer: Peer, payload: bytes, *, relayed: bool = False) -> None:
         """Merge presence entries (newer clocks win) and relay them to the connections.
@@ -487,26 +494,38 @@ class Room:
         ts = now_ms()
         new = [NewEvent(u.peer.actor, "edit", u.update, u.meta, ts) for u in batch]
         try:
-            stored = await self._committer.append(self.name, new)
+            stored = await self._committer.append(self.name, new, hold=self._hold)
         except StoreError as e:
-            # Nothing was logged, nothing applied, nothing acknowledged. The senders
-            # reconnect (transient close code) and re-send through sync step 2.
+            # Refused for good, or held past the bound. Nothing was logged, applied or
+            # acknowledged: the senders come back later and re-send through sync step 2.
+            if isinstance(e, StoreUnavailable):
+                reason = (
+                    f"the store refuses writes and {self.queued_bytes} bytes of edits are "
+                    "waiting; reconnect later to re-send"
+                )
+            else:
+                reason = "the store failed to log your edits; reconnect to re-send"
             log.warning(
-                "room %s: commit failed (%s); dropping %d senders", self.name, e, len(batch)
-            )
+                "room %s: commit failed (%s); closing %d senders with %d: %s",
+                self.name, e, len({u.peer.id for u in batch}), e.close_code, reason,
+            )  # fmt: skip
             for peer in {u.peer.id: u.peer for u in batch}.values():
-                peer.close(e.close_code, "the store is unavailable, reconnect to re-send")
+                peer.close(e.close_code, reason[:120])
             return
         await self._catch_up(stored[0].seq - 1)
-        out: list[tuple[Event, str | None]] = []
+        out: list[Event] = []
         for ev, u in zip(stored, batch, strict=True):
             if self._apply(ev, ClientOrigin(ev.actor, u.peer.id)):
-                out.append((ev, u.peer.id))
+                out.append(ev)
             else:
                 u.peer.close(4400, f"update at seq {ev.seq} does not apply")
         self._broadcast_events(out)
         self.events_since_snapshot += len(stored)
         self._committed(stored)
+
+    def _hold(self) -> bool:
+        """Whether to keep waiting for a store that refuses writes (asked after each try)."""
+        return not self.stopping and self.queued_bytes <= self.hold_max_bytes
 
     async def _run_server_change(self, item: _ServerChange) -> None:
         captured: list[bytes] = []
@@ -538,10 +557,10 @@ class Room:
                 update = EMPTY_UPDATE
             else:
                 update = captured[0] if len(captured) == 1 else merge_updates(*captured)
-            sv = P.decode_state_vector(get_state(update))
-            meta = {**item.meta, "clients": sorted(sv)}
-            new = NewEvent(item.actor, item.kind, update, meta, self.current_ts)
-            stored = await self._committer.append(self.name, [new])
+            new = NewEvent(item.actor, item.kind, update, dict(item.meta), self.current_ts)
+            # held like client edits while the store refuses writes: the live doc already
+            # has the change, so giving up means reloading the room
+            stored = await self._committer.append(self.name, [new], hold=self._hold)
             ev = stored[0]
             if ev.seq != self.seq + 1:
                 # someone else appended in between (another process): bring them in too
@@ -549,6 +568,7 @@ class Room:
             self.seq = ev.seq
             self.events_since_snapshot += 1
             self.applied_bytes += len(update)
+            self._note_deletions(update)
             if update != EMPTY_UPDATE:
                 self.broadcast(P.encode_sync_update(update))
             self.observer.applied(self, ev, ServerOrigin(ev.actor, ev.kind))
@@ -578,7 +598,7 @@ class Room:
                 await self._catch_up(ev.seq - 1)
             if self._apply(ev, PeerOrigin(ev.actor, "peer")):
                 applied.append(ev)
-        self._broadcast_events([(ev, None) for ev in applied])
+        self._broadcast_events(applied)
         self._after_peer(applied)
 
     async def _catch_up(self, upto: int) -> None:
@@ -617,6 +637,7 @@ class Room:
         self.applied_bytes += len(ev.update)
         self.current_event = None
         if ok:
+            self._note_deletions(ev.update)
             self.observer.applied(self, ev, origin)
         return ok
 

@@ -93,12 +93,15 @@ class Rooms:
             room.applied_bytes += len(ev.update)
             room.observer.applied(room, ev, origin[0])
 
+        # a name used again after a deletion: the server's own Yjs client id changes
+        generation = await self.store.tombstone(name)
         loaded = await load(
             self.store,
             name,
             before_replay=before_replay,
             on_event=on_event,
             before_event=before_event,
+            generation=generation,
         )
         room = holder["room"]
         room.seq = loaded.seq

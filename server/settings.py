@@ -28,11 +28,40 @@ class Settings:
     max_frame_bytes: int = 8 * 1024 * 1024
     max_doc_bytes: int = 64 * 1024 * 1024
     max_awareness_bytes: int = 64 * 1024
-    #: per connection, updates per second (burst = 2x); 0 = unlimited
+    #: per connection, messages of every kind per second (burst = 2x); 0 = unlimited
     max_events_per_second: float = 1000.0
     max_connections_per_ip: int = 200
     #: frames queued for one slow client before it is dropped
     send_queue_frames: int = 65536
+    # --- hostile clients (docs/security.md says which threat each one stops) ---
+    #: inbound bytes per second per connection, every frame kind, plus what its undo/redo
+    #: requests append (burst = 2x); 0 = unlimited
+    max_bytes_per_second: float = 8 * 1024 * 1024
+    #: bytes queued for one connection before it is dropped
+    max_send_queue_bytes: int = 64 * 1024 * 1024
+    #: answers (sync step 2, presence snapshots, extension results) queued for all the
+    #: connections of one client address / one document before the one asking is dropped
+    max_send_queue_bytes_per_ip: int = 256 * 1024 * 1024
+    max_send_queue_bytes_per_room: int = 512 * 1024 * 1024
+    #: one presence state (JSON object or null): encoded size and nesting depth
+    max_awareness_state_bytes: int = 16 * 1024
+    max_awareness_depth: int = 16
+    #: presence entries (Yjs client ids) one connection / one document may hold
+    max_awareness_clients_per_connection: int = 8
+    max_awareness_clients_per_room: int = 1000
+    #: all presence states of one document together (what a newcomer receives first)
+    max_awareness_room_bytes: int = 2 * 1024 * 1024
+    #: seconds a client has to send a complete HTTP request head (websocket upgrade too)
+    handshake_timeout: float = 10.0
+    #: largest HTTP request head (request line + headers): tokens travel in the URL
+    max_request_head_bytes: int = 64 * 1024
+    #: largest HTTP request body (restore, tags)
+    max_http_body_bytes: int = 1024 * 1024
+    #: Origins allowed for websockets and state-changing HTTP requests, besides the
+    #: server's own and localhost ones; "*" allows every origin
+    allow_origin: tuple[str, ...] = ()
+    #: new documents one non-admin identity may create per hour (per process); 0 = unlimited
+    max_new_docs_per_hour: int = 100
     snapshot_every: int = 1000
     snapshot_quiet_seconds: float = 10.0
     unload_after_seconds: float = 5.0
@@ -69,6 +98,8 @@ def _coerce(typ: Any, raw: str) -> Any:
         return int(raw)
     if t.startswith("float"):
         return float(raw)
+    if t.startswith("tuple"):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
     if t.startswith("bool"):
         return raw.lower() in ("1", "true", "yes", "on")
     return raw

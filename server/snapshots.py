@@ -55,19 +55,22 @@ class _Nobody:
         pass
 
 
-def server_client_id(doc: str) -> int:
+def server_client_id(doc: str, generation: bytes | None = None) -> int:
     """A fixed Yjs client id per document for server-made changes (undo, redo, restore).
 
     Fixed so that the live doc after a reload continues the same client's clock: the
-    items it makes then are exactly the ones its logged updates describe."""
+    items it makes then are exactly the ones its logged updates describe. A document
+    made again under the name of a deleted one (`generation`: the deletion's tombstone)
+    gets another, so that its items never take the IDs of the deleted ones."""
     import hashlib
 
-    return int.from_bytes(hashlib.blake2b(doc.encode(), digest_size=4).digest(), "big") & 0x7FFFFFFF
+    key = doc.encode() + (b"\x00" + generation if generation else b"")
+    return int.from_bytes(hashlib.blake2b(key, digest_size=4).digest(), "big") & 0x7FFFFFFF
 
 
-def new_doc(doc: str) -> Doc[Any]:
+def new_doc(doc: str, generation: bytes | None = None) -> Doc[Any]:
     # skip_gc: deleted content stays, so undo and history can bring it back after reload
-    return Doc(skip_gc=True, client_id=server_client_id(doc))
+    return Doc(skip_gc=True, client_id=server_client_id(doc, generation))
 
 
 @dataclass
@@ -88,13 +91,15 @@ async def load(
     before_replay: Callable[[Doc[Any], Snapshot | None], None] | None = None,
     on_event: Callable[[Event], None] | None = None,
     before_event: Callable[[Event], None] | None = None,
+    generation: bytes | None = None,
 ) -> Loaded:
-    """The document at `upto` (default: head): nearest valid snapshot + the events after it."""
+    """The document at `upto` (default: head): nearest valid snapshot + the events after it.
+    `generation`: the tombstone of a deleted document of the same name (see new_doc)."""
     t0 = time.perf_counter()
     at_most = upto
     while True:
         snap = await store.latest_snapshot(name, at_most)
-        doc = new_doc(name)
+        doc = new_doc(name, generation)
         if snap is None:
             break
         try:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from starlette.requests import HTTPConnection
 from .auth import RANK, ROLES, Identity, authorize, may_open, open_identity
 from .errors import AuthError, FrameTooLarge, TooManyConnections
 from .extensions import Client, Extension
+from .limits import Budget, CreationQuota
 from .room import Room
 from .settings import Settings
 
@@ -55,6 +57,8 @@ MIN_SECRET_BYTES = 32
 _RANK = RANK
 _USER = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
 _MAX_PATTERNS = 256
+#: tokens may not live longer than this (an exp of 10**30 is a token that never expires)
+MAX_TOKEN_LIFETIME = 10 * 366 * 86400
 
 OPEN_MODE_WARNING = (
     "palimpsest: WARNING: no --jwt-secret / PALIMPSEST_JWT_SECRET and no --jwt-public-key: "
@@ -89,9 +93,10 @@ class JWTAuth(Extension):
         self._keys: dict[str, Any] = {}
         if secret:
             if len(secret.encode()) < MIN_SECRET_BYTES:
-                log.warning(
-                    "the JWT secret is %d bytes long: use at least %d random bytes "
-                    "(e.g. `openssl rand -hex 32`)", len(secret.encode()), MIN_SECRET_BYTES
+                # a short HMAC secret is brute-forced offline from any one token
+                raise ValueError(
+                    f"the JWT secret is {len(secret.encode())} bytes long: use at least "
+                    f"{MIN_SECRET_BYTES} random bytes (e.g. `openssl rand -hex 32`)"
                 )
             self._keys["HS256"] = secret
         if isinstance(public_key, rsa.RSAPublicKey):
@@ -170,7 +175,7 @@ def identity_from_claims(claims: dict[str, Any]) -> Identity:
     if not isinstance(sub, str) or not _USER.fullmatch(sub):
         raise AuthError("token claim 'sub' must be a user name of 1-64 printable characters")
     role = claims.get("role")
-    if role not in _RANK:
+    if not isinstance(role, str) or role not in _RANK:
         raise AuthError(f"token claim 'role' must be one of {', '.join(ROLES)}; got {role!r}")
     docs = claims.get("docs", [])
     if isinstance(docs, str):
@@ -181,7 +186,17 @@ def identity_from_claims(claims: dict[str, Any]) -> Identity:
         or not all(isinstance(d, str) and 0 < len(d) <= 256 for d in docs)
     ):
         raise AuthError("token claim 'docs' must be a list of document names or glob patterns")
-    return Identity(sub, str(role), tuple(docs))
+    exp = claims.get("exp")
+    if (
+        isinstance(exp, bool)
+        or not isinstance(exp, int | float)
+        or not 0 < exp < time.time() + MAX_TOKEN_LIFETIME
+    ):
+        raise AuthError(
+            "token claim 'exp' must be a number of seconds since 1970, "
+            f"at most {MAX_TOKEN_LIFETIME // 86400} days ahead"
+        )
+    return Identity(sub, str(role), tuple(docs), float(exp))
 
 
 def load_public_key(path: str) -> Any:
@@ -201,8 +216,6 @@ def mint(
     now: float | None = None,
 ) -> str:
     """A signed token (for development, tests and the ``palimpsest token`` command)."""
-    import time
-
     if role not in _RANK:
         raise ValueError(f"role must be one of {ROLES}")
     t = int(time.time() if now is None else now)
@@ -244,6 +257,10 @@ class Limits(Extension):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.connections: Counter[str] = Counter()
+        #: the send-queue budget shared by every connection of the backend
+        self.budget = Budget()
+        #: new documents per identity in the last hour
+        self.quota = CreationQuota()
 
     async def on_connect(self, client: Client) -> None:
         if not self.connect(client.address):

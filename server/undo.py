@@ -24,8 +24,9 @@ empty update), so grouping is the same after a restart.
 Yjs remembers, per deleted item, the copy an undo made of it (``item.redone``), so
 that undoing an older insertion deletes the copy. That link lives only in memory;
 to survive a reload this module gives the copies to the step that inserted the
-originals when the undo happens (when one step inserted all of them; see
-``RoomUndo._map_copies``).
+originals when the undo happens; when several steps did, the undo restores them one
+part at a time and its meta (``"copies"``) says which copies are whose (see
+``RoomUndo.revert``).
 """
 
 from __future__ import annotations
@@ -52,15 +53,18 @@ from pycrdt import (
 from starlette.routing import BaseRoute
 
 from . import protocol as P
+from .commit import Committer
 from .errors import BadRequest, Forbidden, PalimpsestError, StoreError
 from .extensions import Extension, OpContext, Operation
 from .origins import Origin, ServerOrigin
 from .room import Room
 from .settings import Settings
-from .store.base import Event, now_ms
+from .snapshots import Loaded, load
+from .store.base import Event, EventStore, Snapshot, now_ms
 
 if TYPE_CHECKING:
     from .backend import Backend
+    from .settings import Settings
 
 log = logging.getLogger("palimpsest.undo")
 
@@ -189,6 +193,23 @@ def decode_ranges(data: bytes) -> Ranges:
             start = r.read_var_uint("clock")
             got.append((start, start + r.read_var_uint("length")))
     return {c: _normalize(rs) for c, rs in out.items() if rs}
+
+
+def _may_overlap(a: Ranges, b: Ranges) -> bool:
+    """False when a and b surely share no ID (cheap: per client, the overall bounds)."""
+    for c, ra in a.items():
+        rb = b.get(c)
+        if rb and ra[0][0] < rb[-1][1] and rb[0][0] < ra[-1][1]:
+            return True
+    return False
+
+
+def _b64(a: Ranges) -> str:
+    return base64.b64encode(encode_ranges(a)).decode()
+
+
+def _unb64(s: str) -> Ranges:
+    return decode_ranges(base64.b64decode(s))
 
 
 def inserted(before: bytes, after: bytes) -> Ranges:
@@ -417,25 +438,30 @@ class RoomUndo:
             log.warning(
                 "%s seq %d reverts %s, not on %s's stack", ev.kind, ev.seq, reverts, ev.actor
             )
+        elif ev.meta.get("copies"):
+            for of, made in ev.meta["copies"]:
+                self._give_copies(_unb64(of), _unb64(made))
         elif ins:
-            self._map_copies(reverted, ins)
+            self._give_copies(subtract(reverted.dels, reverted.ins), ins)
         target.append(Step([ev.seq], ins, dels))
         del target[: -self.max_depth]
         st.open = False  # the next change starts a new step (Yjs: stopCapturing)
 
-    def _map_copies(self, reverted: Step, copies: Ranges) -> None:
-        """The items `copies` restore those of reverted.dels: a step that inserted all
-        of the originals owns the copies too (Yjs's in-memory `redone` links, made
-        persistent). When the originals came from several steps, which copy is whose
-        is not known here: those steps keep only the in-memory links (lost on reload)."""
-        originals = subtract(reverted.dels, reverted.ins)
+    def _give_copies(self, originals: Ranges, copies: Ranges) -> None:
+        """The items `copies` restore `originals`: a step that inserted all of them owns
+        the copies too (Yjs's in-memory `redone` links, made persistent). An undo whose
+        originals came from several steps restores them one part at a time and says
+        which copies are whose in its meta (see `revert`)."""
         if not originals:
             return
         whole = size(originals)
         self.materialize()
         for st in self.actors.values():
             for step in (*st.undo, *st.redo):
-                if size(intersect(step.ins, originals)) == whole:
+                if (
+                    _may_overlap(step.ins, originals)
+                    and size(intersect(step.ins, originals)) == whole
+                ):
                     step.ins = union(step.ins, copies)
                     step.touch()
 
@@ -470,14 +496,23 @@ class RoomUndo:
                 roots[name] = doc.get(name, type=_ROOT_TYPES[kind])
         return [r for r in roots.values() if r is not None]
 
-    def revert(self, doc: Doc[Any], step: Step) -> bool:
+    def revert(
+        self, doc: Doc[Any], step: Step, copies: list[list[str]] | None = None
+    ) -> bool:
         """Revert one step on the live doc; False when nothing of it is left to revert.
 
         yrs 0.28 panics (and leaves the doc broken) when an UndoManager's item holds
         two ranges of one client that fall in the same block, which the server's own
         client id (shared by every user's undos) makes common. So the insertions go
-        in layers of at most one range per client, the first with the deletions: what
-        the layers delete commutes, and every deletion is restored by the first."""
+        in layers of at most one range per client, after the deletions: what the
+        layers delete commutes.
+
+        The deletions are restored in layers too, one more part at a time, when what
+        they restore was inserted by several steps (any actor's, either stack; see
+        `_owned`): each layer's new items are the copies of that part, and `copies`
+        gets [originals, copies] per layer (encoded ranges, base64) for the event's
+        meta, so that the owners take their copies along when undone, after a reload
+        too."""
         scopes = self.scopes(doc)
         if not scopes:
             return False
@@ -487,23 +522,80 @@ class RoomUndo:
                 while len(layers) <= i:
                     layers.append({})
                 layers[i][client] = [r]
-        dels = subtract(step.dels, step.ins) if len(layers) > 1 else step.dels
+        dels = subtract(step.dels, step.ins)
+        groups = self._owned(step, dels) if dels else []
+        # A map entry is restored only when every newer value of its key is going too:
+        # yrs looks for those in the item's insertions or in the deletions of the
+        # manager's stacks. A redo stack that "deletes" all of the step's insertions
+        # (never popped) shows it every layer's.
+        going: list[StackItem[Any]] = [
+            StackItem(doc._doc, IdSet.decode(encode_ranges(step.ins)), IdSet.decode(b"\x00"))
+        ]
         room = self.room
         changed = False
-        for i, layer in enumerate(layers):
+
+        def run(deletions: Ranges, insertions: Ranges) -> bool:
             item: StackItem[Any] = StackItem(
                 doc._doc,
-                IdSet.decode(encode_ranges(dels if i == 0 else {})),
-                IdSet.decode(encode_ranges(layer)),
+                IdSet.decode(encode_ranges(deletions)),
+                IdSet.decode(encode_ranges(insertions)),
             )
             um = UndoManager(
                 scopes=scopes,
                 capture_timeout_millis=0,
                 timestamp=lambda: int(room.current_ts),
                 undo_stack=[item],
+                redo_stack=going,
             )
-            changed = um.undo() or changed
+            return bool(um.undo())
+
+        if len(groups) <= 1:
+            # one owner (the common case): restore and delete in one run, as Yjs does
+            changed = run(dels, layers[0])
+            layers = layers[1:]
+        # several: cumulative runs, so that what an earlier run restored is not copied
+        # again (Yjs follows its in-memory link), and a child whose parent's owner
+        # comes later is restored with it
+        upto: Ranges = {}
+        for group in groups if len(groups) > 1 else []:
+            union_into(upto, group)
+            sv = doc.get_state()
+            changed = run(upto, {}) or changed
+            made = inserted(sv, doc.get_state())
+            if copies is not None and made:
+                copies.append([_b64(group), _b64(made)])
+        for layer in layers:
+            if layer:
+                changed = run({}, layer) or changed
         return changed
+
+    def _owned(self, step: Step, dels: Ranges) -> list[Ranges]:
+        """dels split so that each part lies wholly inside or wholly outside every other
+        step's insertions (anyone's, either stack): the copies of a part then belong to
+        exactly the steps that inserted all of it. What no step inserted comes last."""
+        self.materialize()
+        # (part, whether some step inserted all of it): a part inside a step stays
+        # inside it when later steps split it further
+        parts: list[tuple[Ranges, bool]] = [(dels, False)]
+        for st in self.actors.values():
+            for other in (*st.undo, *st.redo):
+                if other is step or not _may_overlap(other.ins, dels):
+                    continue
+                split: list[tuple[Ranges, bool]] = []
+                for part, owned in parts:
+                    inside = intersect(other.ins, part) if _may_overlap(other.ins, part) else {}
+                    if not inside:
+                        split.append((part, owned))
+                    elif size(inside) == size(part):
+                        split.append((part, True))
+                    else:
+                        split += [(inside, True), (subtract(part, other.ins), owned)]
+                parts = split
+        rest: Ranges = {}
+        for part, owned in parts:
+            if not owned:
+                union_into(rest, part)
+        return [p for p, owned in parts if owned] + ([rest] if rest else [])
 
     def stacks(self, actor: str) -> Stacks:
         return self.get(actor) or Stacks()
@@ -522,6 +614,38 @@ class RoomUndo:
     def materialize(self) -> None:
         for actor in list(self._raw):
             self.get(actor)
+
+
+async def fold(
+    store: EventStore, name: str, upto: int, settings: Settings
+) -> tuple[Loaded, dict[str, Any]]:
+    """The document at `upto` and the undo stacks a snapshot there would carry.
+
+    For a compaction base (``palimpsest compact``): the stacks are ranges of Yjs IDs,
+    which folding events into a snapshot keeps, so steps of folded events stay undoable.
+    The stacks are rebuilt exactly as a room loading the same snapshot and events does."""
+    holder: dict[str, RoomUndo] = {}
+
+    def before_replay(doc: Doc[Any], snap: Snapshot | None) -> None:
+        # a room that is never started (nor its committer): RoomUndo records what
+        # its doc does
+        room = Room(name, doc, snap.seq if snap else 0, committer=Committer(store), reader=store)
+        state = RoomUndo(
+            room, settings.undo_capture_ms, settings.undo_max_depth, settings.undo_max_group
+        )
+        state.load_meta(snap.meta.get(META_KEY) if snap is not None else None)
+        holder["undo"] = state
+
+    def on_event(ev: Event) -> None:
+        state = holder["undo"]
+        state.room.seq = ev.seq
+        state.room.current_ts = ev.ts
+        state.record(ev, *state.take())
+
+    loaded = await load(store, name, upto=upto, before_replay=before_replay, on_event=on_event)
+    state = holder["undo"]
+    state.close()
+    return loaded, state.to_meta()
 
 
 # --- the room pipeline side ----------------------------------------------------------------
@@ -548,6 +672,7 @@ async def perform(
     # Filled in by change() before the event is logged: the shallow copies the room
     # makes of meta share this list.
     reverts: list[int] = []
+    copies: list[list[str]] = []
 
     def change(doc: Doc[Any]) -> None:
         st = state.get(actor)
@@ -556,12 +681,14 @@ async def perform(
         # Steps above the first one with anything left to revert are dropped (as Yjs
         # does) when the event is recorded, so that the log alone decides the stacks.
         for step in reversed(st.undo if kind == UNDO else st.redo):
-            if state.revert(doc, step):
+            del copies[:]  # what a step with nothing left to revert tried
+            if state.revert(doc, step, copies):
                 reverts.extend(step.seqs)
                 return
 
     try:
-        return await room.server_change(actor, kind, change, meta={"reverts": reverts})
+        meta = {"reverts": reverts, "copies": copies}
+        return await room.server_change(actor, kind, change, meta=meta)
     except PalimpsestError:
         raise
     except Exception as e:
@@ -656,7 +783,10 @@ class Undo(Extension):
     async def _op(self, ctx: OpContext, kind: str) -> dict[str, Any]:
         if not ctx.client.identity.can_write:
             raise Forbidden(f"read-only: you cannot {kind}")
-        return _answer(await perform(ctx.room, ctx.client.user, kind, self.backend), kind)
+        ev = await perform(ctx.room, ctx.client.user, kind, self.backend)
+        if ev is not None:
+            ctx.charge(len(ev.update))  # an undo appends as much as the edit it reverts
+        return _answer(ev, kind)
 
     async def _op_undo(self, ctx: OpContext, body: dict[str, Any]) -> dict[str, Any]:
         return await self._op(ctx, UNDO)
@@ -665,6 +795,8 @@ class Undo(Extension):
         return await self._op(ctx, REDO)
 
     async def _op_close_group(self, ctx: OpContext, body: dict[str, Any]) -> dict[str, Any]:
+        if not ctx.client.identity.can_write:
+            raise Forbidden("read-only: you cannot close an undo step")
         # edits this connection sent before the request are still in the pipeline: they
         # belong to the group being closed
         await ctx.flush()
@@ -684,6 +816,7 @@ __all__ = [
     "Step",
     "Undo",
     "close_group",
+    "fold",
     "perform",
     "state_of",
 ]

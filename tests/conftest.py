@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import uvicorn
 
 from server.app import create_app
 from server.backend import Backend
+from server.handshake import uvicorn_options
 from server.settings import Settings
+from server.tokens import Limits
+
+#: the machine's PostgreSQL and Redis, for every test that uses them (one place: override
+#: with PALIMPSEST_TEST_PG / PALIMPSEST_TEST_REDIS)
+PG_URL = os.environ.get("PALIMPSEST_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("PALIMPSEST_TEST_REDIS", "redis://127.0.0.1:6379/0")
+PG_PORT = urlsplit(PG_URL).port or 5432
 
 
 def free_port() -> int:
@@ -60,6 +70,7 @@ async def run_server(
         ws_max_size=max(settings.max_frame_bytes * 2, 1 << 20),
         log_level="warning",
         lifespan="on",
+        **uvicorn_options(settings, backend.extension(Limits)),
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

@@ -18,12 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
+from conftest import PG_URL, REDIS_URL
 from serverproc import ServerProcess, free_port
 
 from server.store.postgres import PostgresStore
-
-PG_URL = os.environ.get("PALIMPSEST_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("PALIMPSEST_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
 @contextlib.asynccontextmanager
@@ -65,12 +63,16 @@ class PrivateRedis:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 10
-        while True:
-            if self.cli("PING") == "PONG":
-                return self
-            if time.monotonic() > deadline:
-                raise TimeoutError("private redis-server did not start")
-            time.sleep(0.05)
+        try:
+            while True:
+                if self.cli("PING") == "PONG":
+                    return self
+                if time.monotonic() > deadline:
+                    raise TimeoutError("private redis-server did not start")
+                time.sleep(0.05)
+        except BaseException:
+            self.kill()  # __exit__ never runs when __enter__ fails
+            raise
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

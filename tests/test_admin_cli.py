@@ -192,8 +192,14 @@ async def test_verify_catches_corrupted_snapshots(
     _plant_in_bad(db, seqs[2], flip=True)
     r = await cli(capfd, "verify", "--store", f"sqlite:///{db}")
     assert r.code == 1, r
-    assert f"snapshot @{seqs[2]} is damaged (checksum" in r.out, r
-    assert "2 problems" in r.err or "3 problems" in r.err, r
+    assert f"snapshot @{seqs[2]} is damaged (state checksum" in r.out, r
+    # the planted one: its state vector and its text differ from the log's; the flipped
+    # one: its checksum; each a PROBLEM line, and the summary counts exactly those
+    problems = [line for line in r.out.splitlines() if line.startswith("PROBLEM")]
+    assert all(line.startswith("PROBLEM bad: snapshot @") for line in problems), r
+    assert sum(f"@{seqs[1]} " in line for line in problems) == 2, r
+    assert sum(f"@{seqs[2]} " in line for line in problems) == 1, r
+    assert len(problems) == 3 and "3 problems in 2 documents" in r.err, r
     r = await cli(capfd, "verify", "good", "--db", str(db))
     assert r.code == 0, r
     # a hole in the log
@@ -267,3 +273,29 @@ async def test_delete(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None
     assert r.code == 1 and "no document named" in r.err, r
     r = await cli(capfd, "delete", "bad name!", "--yes", "--db", str(db))
     assert r.code == 1, r
+
+
+async def test_a_snapshot_with_damaged_meta_is_a_problem_line_and_export_still_works(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 19 fault 1: the newest snapshot's meta JSON cut short. The document loads
+    from the log or an older snapshot; verify reports it; nothing raises a traceback."""
+    db = tmp_path / "m.db"
+    async with run_server(settings_for(db, snapshot_every=4)) as srv:
+        async with connect(srv.ws_url, "memo", user="ann") as c:
+            await type_each(srv, c, "memo", [f"{i} " for i in range(12)])
+        await eventually(lambda: "memo" not in srv.backend.rooms)
+    with sqlite3.connect(db) as con:
+        (seq, meta) = con.execute("SELECT seq, meta FROM snapshots WHERE doc='memo' "
+                                  "ORDER BY seq DESC LIMIT 1").fetchone()  # fmt: skip
+        con.execute("UPDATE snapshots SET meta = ? WHERE doc='memo' AND seq=?", (meta[:-3], seq))
+    r = await cli(capfd, "verify", "--db", str(db))
+    assert r.code == 1, r
+    assert f"PROBLEM memo: snapshot @{seq} is damaged (meta" in r.out, r
+    assert "Traceback" not in r.err, r
+    r = await cli(capfd, "export", "memo", "--db", str(db))
+    assert r.code == 0 and r.out == "".join(f"{i} " for i in range(12)), r
+    # and a server loads it (from the older snapshot and the log), editors see it all
+    async with run_server(settings_for(db)) as srv:
+        async with connect(srv.ws_url, "memo", user="bob") as c:
+            assert c.content == "".join(f"{i} " for i in range(12))

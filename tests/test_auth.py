@@ -77,22 +77,28 @@ def token(role: str = "write", docs: tuple[str, ...] = ("matrix-*",), user: str 
     return mint(secret, user, role, list(docs), ttl, now=now)
 
 
-#: token variants refused before any role check: name -> (token or None, expected status)
-BAD_TOKENS: dict[str, tuple[str | None, int]] = {
-    "missing": (None, 401),
-    "garbage": ("not-a-token", 401),
-    "expired": (token("admin", now=time.time() - 7200, ttl=60), 401),
-    "wrong-signature": (token("admin", secret="another-secret-also-thirty-two-bytes!"), 401),
-    "alg-none": (jwt.encode({"sub": "eve", "role": "admin", "docs": ["*"],
-                             "exp": int(time.time()) + 600}, None, algorithm="none"), 401),
-    "no-role": (jwt.encode({"sub": "eve", "docs": ["*"], "exp": int(time.time()) + 600},
-                           SECRET, algorithm="HS256"), 401),
-    "no-exp": (jwt.encode({"sub": "eve", "role": "admin", "docs": ["*"]},
-                          SECRET, algorithm="HS256"), 401),
-    "bad-role": (jwt.encode({"sub": "eve", "role": "root", "docs": ["*"],
-                             "exp": int(time.time()) + 600}, SECRET, algorithm="HS256"), 401),
-    "wrong-doc": (token("admin", docs=("other-*", "matrix")), 403),
-}
+def bad_tokens() -> dict[str, tuple[str | None, int]]:
+    """Token variants refused before any role check: name -> (token or None, expected
+    status). Minted when a test runs (a module-level token would expire in a long run)."""
+    exp = int(time.time()) + 600
+    return {
+        "missing": (None, 401),
+        "garbage": ("not-a-token", 401),
+        "expired": (token("admin", now=time.time() - 7200, ttl=60), 401),
+        "wrong-signature": (token("admin", secret="another-secret-also-thirty-two-bytes!"), 401),
+        "alg-none": (jwt.encode({"sub": "eve", "role": "admin", "docs": ["*"], "exp": exp},
+                                None, algorithm="none"), 401),
+        "no-role": (jwt.encode({"sub": "eve", "docs": ["*"], "exp": exp},
+                               SECRET, algorithm="HS256"), 401),
+        "no-exp": (jwt.encode({"sub": "eve", "role": "admin", "docs": ["*"]},
+                              SECRET, algorithm="HS256"), 401),
+        "bad-role": (jwt.encode({"sub": "eve", "role": "root", "docs": ["*"], "exp": exp},
+                                SECRET, algorithm="HS256"), 401),
+        "wrong-doc": (token("admin", docs=("other-*", "matrix")), 403),
+    }
+
+
+BAD_TOKEN_NAMES = sorted(bad_tokens())
 
 
 @pytest.fixture
@@ -182,11 +188,11 @@ async def content_of(server: RunningServer, doc: str) -> str:
 # --- the websocket ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", sorted(BAD_TOKENS))
+@pytest.mark.parametrize("variant", BAD_TOKEN_NAMES)
 async def test_bad_tokens_close_the_websocket_with_a_code_and_reason(
     jserver: RunningServer, variant: str
 ) -> None:
-    tok, status = BAD_TOKENS[variant]
+    tok, status = bad_tokens()[variant]
     ws = await websockets.connect(ws_url(jserver, DOC, tok), compression=None)
     code, reason = await close_of(ws)
     assert code == {401: 4401, 403: 4403}[status], (variant, code, reason)
@@ -266,10 +272,15 @@ async def test_websocket_message_matrix(jserver: RunningServer, role: str) -> No
     redo = await conn.answer(3)
     if role == "read":
         assert undo["ok"] is False and redo["ok"] is False
+        assert undo.get("code") == redo.get("code") == "Forbidden", (undo, redo)
         assert await store.head(DOC) == head1
-    elif "undo" in jserver.backend.extensions.ops:
+    else:
+        # its own edits above are there to undo, and the redo brings them back
         assert undo["ok"] is True, undo
         assert redo["ok"] is True, redo
+        assert await store.head(DOC) == head1 + 2
+        text = await content_of(jserver, DOC)
+        assert f"[{role}-update]" in text and f"[{role}-step2]" in text
     assert conn.closed is None, "no message of the matrix closes a valid connection"
     assert watcher.closed is None
     await conn.aclose()
@@ -287,12 +298,13 @@ async def test_every_extension_op_is_refused_to_read_tokens(jserver: RunningServ
     await seed(jserver)
     store = jserver.backend.store
     ops = sorted(set(jserver.backend.extensions.ops) - READ_OK_OPS)
+    assert {"undo", "redo"} <= set(ops), ops  # an empty registry would check nothing
     conn = await open_raw(jserver, DOC, token("read", user="reader"))
     head, tags = await store.head(DOC), len(await store.tags(DOC))
     for i, op in enumerate(ops, start=10):
         await conn.ws.send(P.encode_extension({"type": op, "id": i, "seq": 1, "name": "v1"}))
         answer = await conn.answer(i)
-        assert answer["ok"] is False, (op, answer)
+        assert answer["ok"] is False and answer.get("code") == "Forbidden", (op, answer)
     assert await store.head(DOC) == head and len(await store.tags(DOC)) == tags
     assert conn.closed is None
     await conn.aclose()
@@ -337,7 +349,10 @@ def http_routes(app: Any) -> list[tuple[str, str]]:
                 if m != "HEAD":
                     out.append((m, r.path))
         elif isinstance(r, WebSocketRoute):
-            assert r.path in ("/ws/{doc}", "/ws/{doc:path}"), f"unknown websocket route {r.path}"
+            # /hocuspocus authenticates each document in-band, with the same identify()
+            # and authorize(): tests/test_hocuspocus_node.py runs its token cases
+            known = ("/ws/{doc}", "/ws/{doc:path}", "/hocuspocus")
+            assert r.path in known, f"unknown websocket route {r.path}"
         elif isinstance(r, Mount):
             assert r.path == "/static", f"an unknown mount {r.path}: add it to the matrix"
     return out
@@ -386,7 +401,7 @@ async def test_http_token_matrix(jserver: RunningServer) -> None:
         tags = len(await store.tags(DOC))
         for method, path in routes:
             need = HTTP_ROUTES[(method, path)]
-            for variant, (tok, status) in BAD_TOKENS.items():
+            for variant, (tok, status) in bad_tokens().items():
                 if need is None:
                     continue
                 if variant == "wrong-doc" and "{doc}" not in path:
@@ -543,13 +558,15 @@ def test_cli_mints_tokens_the_server_accepts(
     jwt_settings: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    t0 = time.time()
     code = cli_main(["token", "--user", "erin", "--role", "read", "--docs", "a*,b",
                      "--docs", "c", "--ttl", "120", "--secret", SECRET])
+    t1 = time.time()
     assert code == 0
     tok = capsys.readouterr().out.strip()
     claims = jwt.decode(tok, SECRET, algorithms=["HS256"])
     assert (claims["sub"], claims["role"], claims["docs"]) == ("erin", "read", ["a*", "b", "c"])
-    assert 110 <= claims["exp"] - time.time() <= 121
+    assert int(t0) + 120 <= claims["exp"] <= int(t1) + 121  # minted in between, 120 s ahead
     ident = identify(Backend(jwt_settings), tok, None)
     assert ident.docs == ("a*", "b", "c")
     # with an EC private key: ES256

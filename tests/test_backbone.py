@@ -189,17 +189,37 @@ async def test_awareness_is_relayed_and_dropped_on_leave(server: RunningServer) 
                 for f in b.frames
             )
 
+        # a newer clock after it: relayed, and it would follow the old one if that was
+        later = '{"user":{"name":"alice","later":true}}'
+        await a.send(P.encode_awareness(P.encode_awareness_entries([(42, 2, later)])))
         await eventually(lambda: seen(state), what="bob sees alice's presence")
+        await eventually(lambda: seen(later), what="bob sees alice's newer presence")
         assert not seen('{"old":1}')
         await a.close()
         await eventually(lambda: seen("null"), what="alice's presence removed when she leaves")
-        # a newcomer is told the known states right after the server's step 1
-        async with connect(server.ws_url, "aw", "carol") as c:
-            assert not any(
+        # bob has a presence too: a newcomer is told the known states (bob's, not the gone
+        # alice's) in the answer that follows the server's step 1
+        bobs = '{"user":{"name":"bob"}}'
+        await b.send_raw(P.encode_awareness(P.encode_awareness_entries([(7, 1, bobs)])))
+        await eventually(
+            lambda: any(
                 isinstance(f, P.AwarenessUpdate)
-                and any(cl == 42 for cl, _, s in P.decode_awareness(f.payload) if s != "null")
-                for f in c.frames
-            )
+                and any(cl == 7 for cl, _, _ in P.decode_awareness(f.payload))
+                for f in b.frames
+            ),
+            what="bob's own presence echoed",
+        )
+        async with connect(server.ws_url, "aw", "carol") as c:
+
+            def states() -> dict[int, str]:
+                out: dict[int, str] = {}
+                for f in c.frames:
+                    if isinstance(f, P.AwarenessUpdate):
+                        out.update({cl: s for cl, _, s in P.decode_awareness(f.payload)})
+                return out
+
+            await eventually(lambda: 7 in states(), what="carol is told bob's presence")
+            assert states().get(42, "null") == "null", states()
 
 
 class LoadRecorder(Extension):
@@ -315,7 +335,7 @@ async def test_damaged_snapshot_falls_back_to_an_older_one(tmp_path: Path) -> No
         assert str(loaded.doc.get("content", type=Text)) == "ababab"
 
 
-async def test_store_down_refuses_edits_transiently_and_loses_nothing(settings: Settings) -> None:
+async def test_store_down_holds_edits_and_loses_nothing(settings: Settings) -> None:
     store = MemoryStore()
     from server.backend import Backend
 
@@ -325,14 +345,41 @@ async def test_store_down_refuses_edits_transiently_and_loses_nothing(settings: 
         async with connect(server.ws_url, "sd", "alice", ydoc=ydoc) as a:
             a.insert(0, "safe")
             await eventually(lambda: store._heads.get("sd") == 1)
+            # the store goes down: the edit is held (not applied, not acknowledged), the
+            # connection stays open, and it commits once the store is back
             store.down = True
-            a.insert(4, " lost?")
+            a.insert(4, " held")
+            committer = backend.committer
+            await eventually(lambda: committer.refusing is not None and committer.held,
+                             what="the edit held")  # fmt: skip
+            room = backend.rooms.get_loaded("sd")
+            assert room is not None and room.seq == 1  # held: not applied
+            store.down = False
+            await eventually(lambda: store._heads.get("sd") == 2, what="committed when back")
+            assert a.close_code is None
+            # an undo (a server-made change) waits for the store the same way
+            store.down = True
+            undo = asyncio.create_task(a.request({"type": "undo"}, timeout=30))
+            await eventually(lambda: committer.refusing is not None and committer.held,
+                             what="the undo held")  # fmt: skip
+            assert not undo.done() and store._heads["sd"] == 2
+            store.down = False
+            answer = await undo
+            assert answer["ok"] and answer["seq"] == 3, answer
+            await eventually(lambda: a.content == "", what="the undo reaches its author")
+            a.insert(0, "safe held")
+            await eventually(lambda: store._heads.get("sd") == 4, what="typed again")
+            assert a.close_code is None
+            # past the bound of held bytes, the sender is closed with 1013 instead
+            room.hold_max_bytes = 0
+            store.down = True
+            a.insert(9, " lost?")
             await eventually(lambda: a._reader is not None and a._reader.done(), what="closed")
             assert a.close_code == 1013
-        assert store._heads["sd"] == 1
+        assert store._heads["sd"] == 4
         store.down = False
         # the client comes back and its step 2 re-sends the unacknowledged edit
         async with connect(server.ws_url, "sd", "alice", ydoc=ydoc):
-            await eventually(lambda: store._heads.get("sd") == 2, what="re-sent after reconnect")
+            await eventually(lambda: store._heads.get("sd") == 5, what="re-sent after reconnect")
         async with connect(server.ws_url, "sd") as c:
-            assert c.content == "safe lost?"
+            assert c.content == "safe held lost?"

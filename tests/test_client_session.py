@@ -94,8 +94,6 @@ async def test_presence_and_wait_for_timeout(server: RunningServer) -> None:
 
 
 async def test_undo_redo_close_group_over_the_socket(server: RunningServer) -> None:
-    if "undo" not in server.backend.extensions.ops:
-        pytest.skip("the undo feature is not installed")
     async with (
         client.connect(server.ws_url, "undo", user="ada") as a,
         client.connect(server.ws_url, "undo", user="bob") as b,

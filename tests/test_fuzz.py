@@ -8,7 +8,9 @@ a document that only accepted refusals is unchanged, and the others keep working
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from server.settings import Settings
 from server.snapshots import load
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from fuzz_bench import LIMITS, OK, UPDATE, FrameGen, Fuzzer, predict  # noqa: E402
+from fuzz_bench import LIMITS, OK, UPDATE, FrameGen, Fuzzer, WireModel, predict  # noqa: E402
 
 CORPUS = FrameGen(0).corpus
 UPDATES = FrameGen(0).updates
@@ -166,14 +168,96 @@ def test_update_path_logs_only_what_applies(updates: list[tuple[bytes, bool]]) -
     asyncio.run(_update_path(updates))
 
 
-def test_predictions_match_the_decoders() -> None:
-    """The fuzz harness's oracle agrees with the server's pieces on known frames."""
+def test_predictions_on_hand_made_frames() -> None:
+    """The fuzz oracle (an independent model of the wire format, plus pycrdt) on frames
+    whose fate is worked out by hand from the protocol."""
     assert predict(P.encode_sync_update(UPDATES[0])) == UPDATE
+    assert predict(bytes([0, 2, len(UPDATES[0])]) + UPDATES[0]) == UPDATE
     assert predict(P.encode_sync_update(b"\xff" * 20)) == 4400
-    assert predict(b"\x07") == 4400
-    assert predict(P.encode_query_awareness()) == OK
+    assert predict(b"\x07") == 4400  # unknown message type
+    assert predict(b"\x00\x03\x01\x00") == 4400  # unknown sync type
+    assert predict(b"\x00\x00\x01\x00") == OK  # step 1, empty state vector
+    assert predict(b"\x00\x00\x01\x00\x00") == 4400  # a trailing byte
+    assert predict(b"\x00\x00\x05\x00") == 4400  # declares more than there is
+    assert predict(b"\x80\x00\x00\x01\x00") == OK  # non-minimal varUint 0
+    assert predict(b"\x80" * 9 + b"\x00\x00\x01\x00") == OK  # 10 bytes: the most read
+    assert predict(b"\x80" * 10 + b"\x00\x00\x01\x00") == 4400  # 11 bytes
+    assert predict(b"\x03") == OK  # query awareness
+    assert predict(b"\x03\x00") == 4400
+    assert predict(b"\x01\x05\x01\x2a\x01\x01\x31") == 4400  # state "1": not an object
+    assert predict(b"\x01\x06\x01\x2a\x01\x02{}") == OK  # 1 entry: 42, clock 1, "{}"
+    assert predict(b"\x01\x08\x01\x2a\x01\x04null") == OK  # a removal
+    assert predict(b"\x01\x05\x01\x2a\x01\x01\x7b") == 4400  # state "{": not JSON
+    assert predict(b"\x01\x07\x01\x2a\x01\x03NaN") == 4400  # JSON.parse refuses it
+    assert predict(b"\x01\x05\x01\x2a\x01\x02\x31") == 4400  # state overruns
+    assert predict(b"\x01\x04\x01\x2a\x01\x01") == 4400  # state missing
+    assert predict(b"\x64\x02{}") == OK  # extension: a JSON object
+    assert predict(b"\x64\x02[]") == 4400  # a JSON array
+    assert predict(b"\x64\x02\xc3\x28") == 4400  # invalid UTF-8
+    assert predict(b"\x64\x13" + b'{"type":"fuzz-x"}  ') == OK
+    assert predict(b"\x64\x10" + b'{"type":"undo"}!') == 4400  # not JSON
+    assert predict(b"\x64\x0f" + b'{"type":"undo"}') == UPDATE  # a real operation
+    assert predict(b"\x02\x00\x01x") == 4400  # auth goes from the server to clients
     assert predict(P.encode_sync_update(b"\x00" * LIMITS["max_frame_bytes"])) == 4413
     assert predict(P.encode_permission_denied("x")) == 4400
+
+
+def test_the_model_and_the_servers_decoder_agree() -> None:
+    """Two independent readings of the wire format, on generated frames: a disagreement
+    means one of them is wrong (the real-server run below says which)."""
+    gen = FrameGen(seed=11)
+    for _ in range(20_000):
+        frame = next(gen)
+        try:
+            model: tuple[str, Any] | None = WireModel.message(frame)
+        except Exception:
+            model = None
+        try:
+            msg: P.Message | None = P.decode(frame)
+        except ProtocolError:
+            msg = None
+        assert (model is None) == (msg is None), (frame, model, msg)
+        if model is not None and model[0] == "awareness" and isinstance(msg, P.AwarenessUpdate):
+            try:
+                entries: list[tuple[int, int, str]] | None = WireModel.awareness(model[1])
+            except Exception:
+                entries = None
+            try:
+                theirs: list[tuple[int, int, str]] | None = P.decode_awareness(msg.payload)
+            except ProtocolError:
+                theirs = None
+            assert entries == theirs, frame
+
+
+@pytest.mark.node
+def test_every_presence_the_server_relays_y_protocols_can_read() -> None:
+    """The reference reader as the oracle: every awareness update the server accepts (and
+    so relays to everyone) must go through y-protocols' applyAwarenessUpdate under Node.js,
+    whose throw kills a y-websocket client. Damaged updates are not held to this: y-protocols
+    catches what Y.applyUpdate throws (see the report of the fuzz run in docs/security.md)."""
+    node_dir = Path(__file__).resolve().parent / "node"
+    if not (node_dir / "node_modules" / "y-protocols").is_dir():
+        pytest.fail(f"npm packages missing: run `npm ci` in {node_dir} (scripts/test does)")
+    gen = FrameGen(seed=5)
+    relayed: list[bytes] = []
+    for _ in range(20_000):
+        frame = next(gen)
+        try:
+            msg = P.decode(frame)
+            if isinstance(msg, P.AwarenessUpdate):
+                P.decode_awareness(msg.payload)
+                relayed.append(msg.payload)
+        except ProtocolError:
+            pass
+    assert len(relayed) > 500
+    lines = "".join(json.dumps({"kind": "awareness", "hex": p.hex()}) + "\n" for p in relayed)
+    r = subprocess.run(["node", "yreaders.mjs"], input=lines, capture_output=True, text=True,
+                       cwd=node_dir, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    answers = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(answers) == len(relayed)
+    refused = [(p, a["error"]) for p, a in zip(relayed, answers, strict=True) if not a["ok"]]
+    assert not refused, refused[:5]
 
 
 # --- a real server --------------------------------------------------------------------------
@@ -185,6 +269,9 @@ async def test_thousands_of_generated_frames_against_a_real_server(
     settings.max_frame_bytes = LIMITS["max_frame_bytes"]
     settings.max_awareness_bytes = LIMITS["max_awareness_bytes"]
     settings.max_events_per_second = 0  # the decoder, not the rate limit
+    settings.max_bytes_per_second = 0
+    # presence limits that depend on earlier frames are not predicted per frame
+    settings.max_awareness_clients_per_connection = 10**6
     settings.unload_after_seconds = 30
     caplog.set_level(logging.WARNING)
     uvicorn_errors = logging.getLogger("uvicorn.error")  # does not propagate to the root

@@ -4,6 +4,7 @@ restore and tags."""
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,14 @@ async def test_events_versions_blame_and_diff(server: RunningServer) -> None:
         head = (await c.get("/api/docs/h1/versions/head")).json()
         assert head["roots"]["content"]["value"] == "Bye world"
         at = (await c.get("/api/docs/h1/versions", params={"at": v["ts"]})).json()
-        assert at["seq"] >= marks["hello"]
+        # the last event at or before that instant (events of the same millisecond too)
+        all_events = (await c.get("/api/docs/h1/events")).json()["events"]
+        when = datetime.fromisoformat(v["ts"])
+        want = max(e["seq"] for e in all_events if datetime.fromisoformat(e["ts"]) <= when)
+        assert want >= marks["hello"]
+        assert at["seq"] == want, (at["seq"], want)
+        want_text = (await c.get(f"/api/docs/h1/versions/{want}")).json()["roots"]["content"]
+        assert at["roots"]["content"] == want_text
         before = await c.get("/api/docs/h1/versions", params={"at": "2000-01-01T00:00:00Z"})
         assert before.json()["seq"] == 0 and before.json()["roots"] == {}
 
@@ -151,7 +159,11 @@ async def test_bad_requests_get_4xx_and_write_nothing(server: RunningServer) -> 
             assert r.status_code == status, (method, url, r.status_code, r.text)
             err = r.json()
             assert err["error"] and err["detail"], (url, err)
-        r = await c.post("/api/docs/h3/restore", content=b"{not json")
+        r = await c.post(
+            "/api/docs/h3/restore",
+            content=b"{not json",
+            headers={"content-type": "application/json"},
+        )
         assert r.status_code == 400
     assert await _head(server, "h3") == head
     assert await server.backend.store.tags("h3") == []
@@ -255,14 +267,19 @@ async def test_restore_while_others_type_converges(server: RunningServer) -> Non
 
         await eventually(converged, what="every replica on the same content")
         final = a.content
-        assert final.count("a") + final.count("b") >= 1
     async with httpx.AsyncClient(base_url=server.url) as c:
         v = (await c.get("/api/docs/h6/versions/head")).json()
         assert v["roots"]["content"]["value"] == final
-        kinds = {
-            e["kind"] for e in (await c.get("/api/docs/h6/events?limit=1000")).json()["events"]
-        }
-        assert "restore" in kinds
+        events = (await c.get("/api/docs/h6/events?limit=1000")).json()["events"]
+    # the oracle, from the log alone: the last restore brings back "Hello world" and
+    # removes every character logged before it; each keystroke logged after it stays
+    restores = [e["seq"] for e in events if e["kind"] == "restore"]
+    assert len(restores) == 2
+    after = [e["actor"] for e in events if e["seq"] > restores[-1]]
+    assert set(after) <= {"alice", "bob"}
+    assert sum(1 for e in events if e["actor"] in ("alice", "bob") and e["seq"] > 3) == 80
+    assert "".join(ch for ch in final if ch not in "ab") == "Hello world"
+    assert (final.count("a"), final.count("b")) == (after.count("alice"), after.count("bob"))
 
 
 async def test_map_array_xml_roots_render_diff_and_restore(server: RunningServer) -> None:

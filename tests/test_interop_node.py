@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -19,8 +20,11 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 from pycrdt import Doc, Text
 from serverproc import ServerProcess
+
+from server import protocol as P
 
 pytestmark = pytest.mark.node
 
@@ -68,11 +72,15 @@ class NodeClientError(AssertionError):
 class NodeClient:
     """One `node client.mjs --interactive` process: one Y.Doc, one WebsocketProvider."""
 
-    def __init__(self, server: ServerProcess, doc: str, user: str | None, log_path: Path) -> None:
+    def __init__(
+        self, server: ServerProcess, doc: str, user: str | None, log_path: Path,
+        y_websocket: str = "3.0",
+    ) -> None:  # fmt: skip
         self.server = server
         self.doc = doc
         self.user = user
         self.log_path = log_path
+        self.y_websocket = y_websocket
         self.proc: asyncio.subprocess.Process | None = None
         self._log: Any = None
 
@@ -85,6 +93,7 @@ class NodeClient:
         self.proc = await asyncio.create_subprocess_exec(
             *args,
             cwd=NODE_DIR,
+            env=node_env(self.y_websocket),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=self._log,
@@ -161,6 +170,19 @@ class NodeClient:
 
 ClientFactory = Callable[..., Awaitable[NodeClient]]
 
+#: the y-websocket releases the README claims (package.json pins 2.1 as the alias
+#: y-websocket-2): every test with a `client` runs on each
+Y_WEBSOCKET = {"3.0": "3", "2.1": "2"}
+
+
+def node_env(version: str) -> dict[str, str]:
+    return {**os.environ, "PALIMPSEST_Y_WEBSOCKET": Y_WEBSOCKET[version]}
+
+
+@pytest.fixture(params=list(Y_WEBSOCKET), ids=[f"y-websocket-{v}" for v in Y_WEBSOCKET])
+def y_websocket(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[ServerProcess]:
@@ -170,7 +192,7 @@ async def server(tmp_path: Path) -> AsyncIterator[ServerProcess]:
 
 @pytest.fixture
 async def client(
-    node_modules: Path, server: ServerProcess, tmp_path: Path
+    node_modules: Path, server: ServerProcess, tmp_path: Path, y_websocket: str
 ) -> AsyncIterator[ClientFactory]:
     """client(doc, user, awareness=None, connect=True) -> a started NodeClient."""
     made: list[NodeClient] = []
@@ -178,9 +200,11 @@ async def client(
     async def make(
         doc: str, user: str | None, *, awareness: dict[str, Any] | None = None, connect: bool = True
     ) -> NodeClient:
-        c = NodeClient(server, doc, user, tmp_path / f"node-{len(made)}-{user}.log")
+        c = NodeClient(server, doc, user, tmp_path / f"node-{len(made)}-{user}.log", y_websocket)
         made.append(c)
         await c.start()
+        running = (await c.call("state"))["yWebsocket"]
+        assert running.startswith(y_websocket + "."), (running, y_websocket)
         if awareness is not None:
             await c.call("awareness", state=awareness)
         if connect:
@@ -198,21 +222,28 @@ async def client(
 
 
 async def run_script(
-    server: ServerProcess, doc: str, user: str, actions: list[dict[str, Any]]
-) -> dict[str, Any]:
+    server: ServerProcess, doc: str, user: str, actions: list[dict[str, Any]],
+    y_websocket: str = "3.0",
+) -> dict[str, Any]:  # fmt: skip
     """Run client.mjs once in script mode (JSON on stdin, one JSON result on stdout)."""
     proc = await asyncio.create_subprocess_exec(
         "node", str(CLIENT_JS), "--url", server.ws_url, "--doc", doc, "--user", user,
-        cwd=NODE_DIR, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        cwd=NODE_DIR, env=node_env(y_websocket), stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(json.dumps(actions).encode()), 60)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(json.dumps(actions).encode()), 60)
+    finally:
+        if proc.returncode is None:  # timed out or cancelled: never leave it running
+            proc.kill()
+            await proc.wait()
     if proc.returncode != 0:
         raise NodeClientError(
             f"script client exited {proc.returncode}: {err.decode()}\n{out.decode()}\n"
             f"--- server log tail:\n{server.log_tail(30)}"
         )
     result: dict[str, Any] = json.loads(out)
+    assert result["yWebsocket"].startswith(y_websocket + "."), (result, y_websocket)
     return result
 
 
@@ -290,6 +321,27 @@ async def test_awareness_crosses_and_is_removed_on_disconnect(client: ClientFact
     await b.call("waitAwareness", name="alice", present=False, timeout=AWARENESS_GONE_MS)
 
 
+async def test_a_presence_that_is_not_json_is_refused_not_relayed(
+    client: ClientFactory, server: ServerProcess
+) -> None:
+    """y-protocols JSON.parse()s every awareness state it receives; one that does not
+    parse throws out of y-websocket's message handler and kills a Node.js client. So the
+    server refuses it (4400) instead of relaying it to everyone in the document."""
+    a = await client("aw-bad", "alice", awareness={"user": {"name": "alice"}})
+    async with websockets.connect(f"{server.ws_url}/aw-bad?user=mallory") as ws:
+        await ws.send(P.encode_awareness(P.encode_awareness_entries([(4242, 1, "not json")])))
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.recv(), 10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4400
+        assert "not JSON" in closed.value.rcvd.reason
+    # alice is alive and still editing, and sees a later presence of someone else
+    b = await client("aw-bad", "bob", awareness={"user": {"name": "bob"}})
+    await a.call("waitAwareness", name="bob")
+    await a.call("insert", text="still here")
+    await b.wait_text(equals="still here")
+
+
 async def test_awareness_back_after_reconnect(client: ClientFactory) -> None:
     """provider.disconnect() then provider.connect(): the others see the user again
     at once, not only at the client's 15 s awareness renewal.
@@ -345,7 +397,7 @@ async def test_offline_edits_merge(client: ClientFactory) -> None:
 
 @pytest.mark.parametrize("crash", [False, True], ids=["sigterm", "sigkill"])
 async def test_document_survives_server_restart(
-    client: ClientFactory, server: ServerProcess, crash: bool
+    client: ClientFactory, server: ServerProcess, crash: bool, y_websocket: str
 ) -> None:
     a = await client("persist", "alice")
     await a.call("type", text="durable ")
@@ -354,12 +406,14 @@ async def test_document_survives_server_restart(
     # bob saw it through the server, and the server broadcasts only what is durable
     await b.wait_text(equals="durable text")
     await server.arestart(crash=crash)
-    fresh = await run_script(server, "persist", "carol", [{"op": "connect"}, {"op": "state"}])
+    fresh = await run_script(
+        server, "persist", "carol", [{"op": "connect"}, {"op": "state"}], y_websocket
+    )
     assert fresh["text"] == "durable text"
 
 
 async def test_client_reconnects_after_server_restart(
-    client: ClientFactory, server: ServerProcess
+    client: ClientFactory, server: ServerProcess, y_websocket: str
 ) -> None:
     a = await client("reconnect", "alice")
     await a.call("insert", text="before|")
@@ -375,6 +429,7 @@ async def test_client_reconnects_after_server_restart(
         "reconnect",
         "carol",
         [{"op": "connect"}, {"op": "waitText", "contains": "while-down|"}],
+        y_websocket,
     )
     assert fresh["text"] == "before|while-down|"
     await b.wait_text(equals="before|while-down|", timeout=15_000)
@@ -411,7 +466,7 @@ async def test_event_log_records_each_update(client: ClientFactory, server: Serv
 
 
 async def test_type_fast_then_close_loses_nothing(
-    client: ClientFactory, server: ServerProcess
+    client: ClientFactory, server: ServerProcess, y_websocket: str
 ) -> None:
     """A user types a burst and closes at once (no waiting for anything): every
     keystroke is in the log and in the document."""
@@ -420,7 +475,8 @@ async def test_type_fast_then_close_loses_nothing(
     await a.call("type", text="x" * n)
     await a.aclose()  # exit: provider.destroy(), close handshake, process ends
     fresh = await run_script(
-        server, "burst", "carol", [{"op": "connect"}, {"op": "waitText", "length": n}]
+        server, "burst", "carol", [{"op": "connect"}, {"op": "waitText", "length": n}],
+        y_websocket,
     )
     assert fresh["text"] == "x" * n
     events = read_events(server.db_path, "burst")

@@ -31,7 +31,7 @@ async def test_migrate_creates_the_schema(tmp_path: Path) -> None:
     async with fresh_schema() as url:
         r = palimpsest("migrate", "--store", url)
         assert r.returncode == 0, r.stderr
-        assert "schema version 1" in r.stdout
+        assert "schema version 2" in r.stdout
         schema = url.split("schema=")[1]
         conn = await asyncpg.connect(PG_URL)
         try:
@@ -44,7 +44,7 @@ async def test_migrate_creates_the_schema(tmp_path: Path) -> None:
             }
         finally:
             await conn.close()
-        assert {"docs", "events", "snapshots", "tags", "palimpsest_schema"} <= tables
+        assert {"docs", "events", "snapshots", "tags", "tombstones", "palimpsest_schema"} <= tables
         again = palimpsest("migrate", "--store", url)  # idempotent
         assert again.returncode == 0, again.stderr
 

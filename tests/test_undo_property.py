@@ -177,13 +177,26 @@ def test_undo_redo_neutral_and_convergent(
 ) -> None:
     async def body(world: World) -> None:
         await apply_ops(world, program)
+        # a last edit of who's own, so that there is always something to undo: without
+        # it, a program where every undo answers "nothing to undo" passes unchecked
+        pre = content(world.room.doc)
+        mark = ALPHABETS[who][0] * 2
+
+        def last(p: Peer) -> None:
+            p.text.insert(0, mark)
+
+        await world.local(who, last)
         before = content(world.room.doc)
+        assert before[0] == mark + pre[0]
         done = 0
         for _ in range(n):
             if not await world.op(who, "undo"):
                 break
             done += 1
             world.check_converged()
+            if done == 1:
+                assert content(world.room.doc) == pre, "the first undo reverts the last edit"
+        assert done >= 1
         for _ in range(done):
             assert await world.op(who, "redo")
             world.check_converged()
@@ -199,10 +212,18 @@ def test_undo_all_leaves_exactly_the_others_text(
 ) -> None:
     async def body(world: World) -> None:
         await apply_ops(world, program)
+
+        def last(p: Peer) -> None:  # who always has something of its own to take back
+            p.text.insert(len(p.text) // 2, ALPHABETS[who][:2])
+
+        await world.local(who, last)
         text_before = str(world.room.doc.get("content", type=Text))
+        undone = 0
         for _ in range(200):
             if not await world.op(who, "undo"):
                 break
+            undone += 1
+        assert undone >= 1
         world.check_converged()
         mine = ALPHABETS[who]
         assert str(world.room.doc.get("content", type=Text)) == "".join(

@@ -7,7 +7,6 @@ docs/openapi.yaml and docs/history.md.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
@@ -17,6 +16,7 @@ from starlette.routing import Route
 from ..backend import Backend
 from ..errors import BadRequest
 from ..history import MAX_PAGE, SESSION_GAP_MS, History, history_of
+from ..limits import loads_bounded
 from ..names import validate_doc_name
 from ..util import iso, parse_iso
 
@@ -58,9 +58,9 @@ async def _body(request: Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
+        body = loads_bounded(raw)
     except ValueError as e:
-        raise BadRequest(f"the body is not JSON: {e}") from e
+        raise BadRequest(f"the body is not JSON: {str(e)[:200]}") from e
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     return body

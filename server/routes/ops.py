@@ -1,8 +1,11 @@
 """Operations endpoints: liveness, readiness and Prometheus metrics.
 
-``/healthz`` says the process serves HTTP; ``/readyz`` says it can do its job (the store
-answers, the fan-out bus is subscribed when one is configured), so a load balancer sends
-clients elsewhere while it cannot. ``/metrics`` (the Prometheus text format) is the
+``/healthz`` says the process serves HTTP; ``/readyz`` says whether it can accept and
+durably commit an edit now, so a load balancer sends clients elsewhere exactly while it
+cannot: the store answers, and takes writes (no commit is being refused and held, and a
+small write transaction commits). Fan-out is not part of it: with Redis down, edits still
+commit and reach the other processes through the log's gap check, so the body says
+"degraded" but the answer stays 200. ``/metrics`` (the Prometheus text format) is the
 Metrics extension's route. None of them needs a token and none reveals document names
 or contents.
 """
@@ -10,6 +13,7 @@ or contents.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from starlette.requests import Request
@@ -48,15 +52,45 @@ async def readiness(backend: Backend) -> tuple[bool, dict[str, Any]]:
     except Exception as e:  # a driver error a store forgot to translate is still "not ready"
         ok = False
         checks["store"] = repr(e)
+    if ok:
+        checks["commits"] = await _commits(backend)
+        ok = checks["commits"] == "ok"
     fanout = backend.extension(Fanout)
     if fanout is None:
         checks["fanout"] = "off"
     elif fanout.connected:
         checks["fanout"] = "ok"
     else:
-        ok = False
-        checks["fanout"] = "not subscribed to the fan-out bus"
+        checks["fanout"] = (
+            "degraded: not subscribed to the fan-out bus; edits still commit, and other "
+            "processes see them through the log's gap check instead of at once"
+        )
     return ok, checks
+
+
+async def _commits(backend: Backend) -> str:
+    """Say "ok" when an edit would commit now, else why not."""
+    committer = backend.committer
+    refusing = committer.refusing
+    if refusing is not None and committer.held:
+        # edits are waiting on the store right now: that is the answer, whatever a
+        # one-page write check would say (a full disk may still take that one)
+        since = time.monotonic() - (committer.refusing_since or time.monotonic())
+        return (
+            f"the store has refused commits for {since:.0f} s ({refusing}); "
+            f"{committer.held} appends held, retrying"
+        )
+    try:
+        await asyncio.wait_for(backend.store.check_writable(), PING_TIMEOUT)
+    except TimeoutError:
+        return f"a write does not commit within {PING_TIMEOUT:g} s"
+    except PalimpsestError as e:
+        return f"the store refuses writes: {e}"
+    except Exception as e:  # untranslated driver error: still not ready
+        return f"the store refuses writes: {e!r}"
+    if refusing is not None:
+        committer.clear_refusal()  # nobody was held, and the store takes writes again
+    return "ok"
 
 
 async def readyz(request: Request) -> Response:

@@ -7,13 +7,16 @@ import asyncio
 import itertools
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from .. import protocol as P
 from ..backend import Backend
+from ..conn_guard import ConnectionGuard
 from ..errors import (
+    AuthError,
     FrameTooLarge,
     PalimpsestError,
     ProtocolError,
@@ -46,37 +49,57 @@ class Connection:
         self.id = client.id
         self.ext = False  # opted in to extension messages
         settings = backend.settings
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(settings.send_queue_frames)
+        # (frame, bytes reserved in the address/room budget, is a sync step 2 answer)
+        self._queue: asyncio.Queue[tuple[bytes, int, bool] | None] = asyncio.Queue(
+            settings.send_queue_frames
+        )
         # a backlog bigger than a whole document is worse than a re-sync
         self._queued_bytes = 0
-        self._max_queued_bytes = max(settings.max_doc_bytes, 8 * settings.max_frame_bytes)
+        self._max_queued_bytes = settings.max_send_queue_bytes
+        self.host = client.address
+        self.guard = ConnectionGuard(backend, settings, client.identity, client.doc, self.host)
+        # Answers are private to this connection (a broadcast frame is one object shared
+        # by every queue), so they are what a client can multiply: they also count
+        # against its address and its document (self.guard.reserve).
+        self._answering = False
+        self._answers_queued = 0
         self._close: tuple[int, str] | None = None
         self._sender: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.closed = asyncio.Event()
-        # token bucket for events per second
-        self._rate = settings.max_events_per_second
-        self._tokens = 2 * self._rate
-        self._last = asyncio.get_running_loop().time()
+        self._expiry: asyncio.TimerHandle | None = None
 
     # --- Peer ---------------------------------------------------------------------------
 
     def send(self, frame: bytes) -> None:
         if self._close is not None:
             return
+        reserved = 0
+        if self._answering:
+            over = self.guard.reserve(len(frame))
+            if over is not None:
+                log.warning("%s: answers queued for %s over budget, dropping", self.id, over)
+                self.backend.refused("send_budget_overflow")
+                self.close(1013, "server busy: too much queued for your address or document")
+                return
+            reserved = len(frame)
         if self._queued_bytes + len(frame) > self._max_queued_bytes:
             log.warning(
                 "%s: send queue over %d bytes, dropping the connection",
                 self.id,
                 self._max_queued_bytes,
             )
+            self.guard.release(reserved)
             self.backend.refused("send_queue_overflow")
             self.close(1013, "send queue overflow: reconnect and re-sync")
             return
+        answer = self._answering and frame[:2] == _STEP2
         try:
-            self._queue.put_nowait(frame)
+            self._queue.put_nowait((frame, reserved, answer))
             self._queued_bytes += len(frame)
+            self._answers_queued += answer
         except asyncio.QueueFull:
+            self.guard.release(reserved)
             log.warning("%s: send queue overflow, dropping the connection", self.id)
             self.backend.refused("send_queue_overflow")
             self.close(1013, "send queue overflow: reconnect and re-sync")
@@ -90,11 +113,17 @@ class Connection:
             self._queue.put_nowait(None)
         except asyncio.QueueFull:
             # drop the backlog: the client re-syncs anyway
-            while not self._queue.empty():
-                self._queue.get_nowait()
-            self._queued_bytes = 0
+            self._drain()
             self._queue.put_nowait(None)
         asyncio.get_running_loop().call_later(CLOSE_GRACE, self._abort_if_stuck)
+
+    def _drain(self) -> None:
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not None:
+                self.guard.release(item[1])
+        self._queued_bytes = 0
+        self._answers_queued = 0
 
     def _abort_if_stuck(self) -> None:
         """A client that stopped reading fills its socket, so neither the frame being sent
@@ -116,14 +145,20 @@ class Connection:
     async def _send_loop(self) -> None:
         try:
             while True:
-                frame = await self._queue.get()
-                if frame is None:
+                item = await self._queue.get()
+                if item is None:
                     break
+                frame, reserved, answer = item
                 self._queued_bytes -= len(frame)
-                await self.ws.send_bytes(frame)
+                self._answers_queued -= answer
+                try:
+                    await self.ws.send_bytes(frame)
+                finally:
+                    self.guard.release(reserved)
         except Exception:  # the socket went away: the reader sees the disconnect
             pass
         finally:
+            self._drain()
             code, reason = self._close or (1000, "")
             if self.ws.application_state == WebSocketState.CONNECTED:
                 try:
@@ -132,14 +167,9 @@ class Connection:
                     pass
             self.closed.set()
 
-    def _take_token(self) -> bool:
-        now = asyncio.get_running_loop().time()
-        self._tokens = min(2 * self._rate, self._tokens + (now - self._last) * self._rate)
-        self._last = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
+    def charge(self, nbytes: int) -> None:
+        """Bytes written on this client's behalf (undo, redo) count against its rate."""
+        self.guard.charge(nbytes)
 
     def handle(self, room: Room, frame: bytes) -> None:
         """Handle one frame synchronously: decode, then hand it to the room (never waits)."""
@@ -148,33 +178,36 @@ class Connection:
             raise FrameTooLarge(
                 f"frame of {len(frame)} bytes is over the limit of {settings.max_frame_bytes}"
             )
+        self.guard.check_rate(len(frame))
         msg = P.decode(frame)
         if isinstance(msg, P.SyncStep1):
-            room.answer_sync_step1(self, msg.state_vector)
+            if self._answers_queued:
+                # the answer still queued plus the updates broadcast after it already
+                # bring this client up to date: answering again only multiplies memory
+                return
+            self._answering = True
+            try:
+                room.answer_sync_step1(self, msg.state_vector)
+            finally:
+                self._answering = False
         elif isinstance(msg, P.SyncStep2 | P.SyncUpdate):
             if not self.identity.can_write:
                 if msg.update != EMPTY_UPDATE:
                     self.backend.refused("read_only")
                     self.send(P.encode_permission_denied("read-only: your edits are not accepted"))
                 return
-            if self._rate > 0 and not self._take_token():
-                # transient: the client keeps its unsent edits and re-sends them on re-sync
-                raise RateLimited(
-                    f"more than {self._rate:g} updates per second on this connection; "
-                    "reconnect to re-sync"
-                )
-            if msg.update != EMPTY_UPDATE:
-                self.backend.extensions.update(room, self.client, msg.update)
+            self.admit_update(room, msg.update, self.guard)
             room.receive_update(self, msg.update, reply_to_step1=isinstance(msg, P.SyncStep2))
         elif isinstance(msg, P.AwarenessUpdate):
-            if len(msg.payload) > settings.max_awareness_bytes:
-                raise FrameTooLarge(
-                    f"awareness update of {len(msg.payload)} bytes is over the limit "
-                    f"of {settings.max_awareness_bytes}"
-                )
-            room.receive_awareness(self, msg.payload)
+            entries = self.admit_awareness(room, msg.payload)
+            if entries is not None:
+                room.receive_awareness(self, entries)
         elif isinstance(msg, P.QueryAwareness):
-            room.send_awareness(self)
+            self._answering = True
+            try:
+                room.send_awareness(self)
+            finally:
+                self._answering = False
         elif isinstance(msg, P.AuthMessage):
             raise ProtocolError("auth messages go from the server to clients, not back")
         elif isinstance(msg, P.Extension):
@@ -183,35 +216,48 @@ class Connection:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def admit_update(
+        self, room: Room, update: bytes, guard: ConnectionGuard, client: Client | None = None
+    ) -> None:
+        """Raise unless `guard`'s identity may send `update` now: the extensions'
+        on_update (document size, …), the quota of new documents. The frame was already
+        charged against the rate. `client`: the document's, when one socket serves
+        several (Hocuspocus)."""
+        if update != EMPTY_UPDATE:
+            self.backend.extensions.update(room, client or self.client, update)
+            if room.seq == 0 and not room.queued_bytes:
+                guard.check_creation()
+
+    def admit_awareness(self, room: Room, payload: bytes) -> bytes | None:
+        """The presence entries of `payload` this connection may publish (validated,
+        bounded per connection and per room), encoded; None when there are none."""
+        limit = self.backend.settings.max_awareness_bytes
+        if len(payload) > limit:
+            raise FrameTooLarge(
+                f"awareness update of {len(payload)} bytes is over the limit of {limit}"
+            )
+        entries = self.guard.presence.admit(room, P.decode_awareness(payload))
+        return P.encode_awareness_entries(entries) if entries else None
+
     async def _extension(self, room: Room, body: dict[str, Any]) -> None:
-        op = body.get("type")
-        rid = body.get("id")
-        ops = self.backend.extensions.ops
-        handler = ops.get(op) if isinstance(op, str) else None
-        if op == "hello":
-            answer: dict[str, Any] = {
-                "ok": True,
-                "user": self.actor,
-                "role": self.identity.role,
-                "ops": sorted(ops),
-            }
-        elif handler is None:
-            answer = {"ok": False, "reason": f"unknown extension message type {op!r}"}
-        else:
-            try:
-                ctx = OpContext(self.backend, room, self.client, room.flush)
-                answer = await handler(ctx, body)
-            except PalimpsestError as e:
-                answer = {"ok": False, "reason": str(e), "code": type(e).__name__}
-            except Exception as e:
-                log.exception("extension %s failed", op)
-                answer = {"ok": False, "reason": f"internal error: {e!r}"}
-        self.send(P.encode_extension({"type": "result", "id": rid, **answer}))
+        answer = await extension_answer(
+            self.backend, room, self.client, body, flush=room.flush, charge=self.charge
+        )
+        self._answering = True
+        try:
+            self.send(P.encode_extension(answer))
+        finally:
+            self._answering = False
 
     async def serve(self, room: Room) -> None:
         """Read every frame as soon as it arrives until the client goes away."""
         self._sender = asyncio.create_task(self._send_loop(), name=f"send:{self.id}")
-        room.join(self)
+        self._watch_expiry()
+        self._answering = True
+        try:
+            room.join(self)
+        finally:
+            self._answering = False
         try:
             while self._close is None:
                 message = await self.ws.receive()
@@ -236,6 +282,8 @@ class Connection:
             self.backend.refused(reason_of(e))
             self.close(e.close_code, str(e))
         finally:
+            if self._expiry is not None:
+                self._expiry.cancel()
             room.leave(self)
             self.backend.rooms.release(room)
             if self._close is None:
@@ -243,6 +291,69 @@ class Connection:
             await self.closed.wait()
             for task in list(self._tasks):
                 task.cancel()
+
+
+    def _watch_expiry(self) -> None:
+        """A session ends with its token: close with 4401 once it expires (plus the
+        leeway its verification allowed), so the client fetches a fresh token."""
+        delay = self.guard.seconds_left()
+        if delay is None:
+            return
+
+        def expire() -> None:
+            log.info("%s (%s): token expired, closing with 4401", self.id, self.actor)
+            self.backend.refused("token_expired")
+            self.close(AuthError.close_code, "token expired: reconnect with a fresh token")
+
+        self._expiry = asyncio.get_running_loop().call_later(delay, expire)
+
+
+#: frame prefix of a sync step 2 (message type 0, sync message type 1)
+_STEP2 = bytes([0, 1])
+
+
+async def extension_answer(
+    backend: Backend,
+    room: Room,
+    client: Client,
+    body: dict[str, Any],
+    *,
+    flush: Callable[[], Awaitable[None]],
+    charge: Callable[[int], None] = lambda _n: None,
+) -> dict[str, Any]:
+    """The result message for an extension request of `client`: an extension's websocket
+    operation, or ``hello`` (who you are, which operations there are)."""
+    op = body.get("type")
+    ops = backend.extensions.ops
+    handler = ops.get(op) if isinstance(op, str) else None
+    if op == "hello":
+        answer: dict[str, Any] = {
+            "ok": True,
+            "user": client.user,
+            "role": client.identity.role,
+            "ops": sorted(ops),
+        }
+    elif handler is None:
+        answer = {"ok": False, "reason": f"unknown extension message type {op!r}"}
+    else:
+        try:
+            answer = await handler(OpContext(backend, room, client, flush, charge), body)
+        except PalimpsestError as e:
+            answer = {
+                "ok": False,
+                "reason": str(e),
+                "code": type(e).__name__,
+                "status": e.http_status,
+            }
+        except Exception as e:
+            log.exception("extension %s failed", op)
+            answer = {"ok": False, "reason": f"internal error: {e!r}"}
+    return {"type": "result", "id": body.get("id"), **answer}
+
+
+def client_id(backend: Backend) -> str:
+    """A connection id unique in this process (and, with the instance, across them)."""
+    return f"{backend.settings.instance}/{next(_ids)}"
 
 
 def reason_of(e: BaseException) -> str:
@@ -262,7 +373,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         validate_doc_name(doc)
         identity = await backend.authenticate(ws, doc, "read")
         client = Client(
-            f"{backend.settings.instance}/{next(_ids)}",
+            client_id(backend),
             doc,
             identity,
             ws.client.host if ws.client else "unknown",

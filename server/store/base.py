@@ -9,27 +9,35 @@ Contract:
   the whole batch durable atomically, across documents: all of it or none of it.
 - Events are never changed or deleted, except by the explicit retention command
   (``compact``) and by ``delete_doc``.
-- ``put_snapshot(doc, seq, state)`` stores the full encoded state equal to folding events
-  1..seq; a checksum is kept with it and checked when it is read back, and a damaged one
-  is reported by ``snapshots()`` as ``valid=False`` and skipped by ``latest_snapshot``.
+- ``put_snapshot(doc, seq, state, meta)`` stores the full encoded state equal to folding
+  events 1..seq; a checksum of the state and of the meta JSON is kept with it and checked
+  when it is read back (:func:`snapshot_damage`), and a damaged one (either part, or meta
+  that is not a JSON object) is reported by ``snapshots()`` as ``valid=False`` with the
+  reason in ``damage`` and skipped by ``latest_snapshot``, never raised.
 - Timestamps are integers, milliseconds since the epoch, given by the caller (the server's
   clock) so that undo grouping is the same after a restart.
 - Driver errors become :class:`~server.errors.StoreError` (or ``StoreUnavailable`` when the
-  store cannot be reached) at this boundary.
+  store cannot be reached) at this boundary, with the driver's error as ``__cause__``.
+- Event meta holds nothing the update already says: the Yjs clients of an event are
+  :attr:`Event.clients`, derived from its update.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from json.encoder import encode_basestring_ascii as _quote
+from json.encoder import encode_basestring as _quote
 from typing import Any
 
 from ..lifecycle import Service
+from .update_clients import update_clients
+
+log = logging.getLogger("palimpsest.store")
 
 
 def now_ms() -> int:
@@ -45,12 +53,47 @@ _encode_meta = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encod
 
 
 def dump_meta(meta: dict[str, Any]) -> str:
-    if len(meta) == 2 and "clients" in meta and "conn" in meta:
+    if len(meta) == 1 and type(meta.get("conn")) is str:
         # the meta of every client edit: formatted directly, on the path of every event
-        clients, conn = meta["clients"], meta["conn"]
-        if isinstance(conn, str) and all(type(c) is int for c in clients):
-            return f'{{"clients":[{",".join(map(str, clients))}],"conn":{_quote(conn)}}}'
+        # (the same text as the encoder's, so that a snapshot meta checksum survives a copy)
+        return f'{{"conn":{_quote(meta["conn"])}}}'
     return _encode_meta(meta)
+
+
+def snapshot_checksum(state: bytes, meta_text: str) -> str:
+    """What a snapshot row stores: the state's sha256, ':', the meta JSON text's sha256.
+
+    Rows written before the meta was covered hold only the state's sha256; they stay
+    valid (their meta is still checked to be a JSON object)."""
+    return f"{checksum(state)}:{checksum(meta_text.encode())}"
+
+
+def snapshot_damage(state: bytes, stored: str, meta_text: str) -> str | None:
+    """Why a stored snapshot row cannot be used, or None when it is sound."""
+    state_sum, _, meta_sum = stored.partition(":")
+    if checksum(state) != state_sum:
+        return "state checksum does not match"
+    if meta_sum and checksum(meta_text.encode()) != meta_sum:
+        return "meta checksum does not match"
+    try:
+        meta = json.loads(meta_text)
+    except ValueError as e:  # JSONDecodeError, and UnicodeDecodeError from bad bytes
+        return f"meta is not JSON ({e})"
+    if not isinstance(meta, dict):
+        return f"meta is a JSON {type(meta).__name__}, not an object"
+    return None
+
+
+def snapshot_from_row(
+    doc: str, seq: int, ts: int, state: bytes, stored: str, meta_text: str
+) -> Snapshot | None:
+    """The snapshot of a stored row, or None (logged) when the row is damaged: every store
+    reads snapshots through here, so a damaged one is skipped the same way everywhere."""
+    damage = snapshot_damage(state, stored, meta_text)
+    if damage is not None:
+        log.error("snapshot %s@%d is damaged (%s); skipping it", doc, seq, damage)
+        return None
+    return Snapshot(doc, seq, ts, state, stored, json.loads(meta_text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +117,11 @@ class Event:
     update: bytes
     meta: dict[str, Any]
 
+    @property
+    def clients(self) -> list[int]:
+        """The Yjs client ids whose items this event's update carries (derived, not stored)."""
+        return update_clients(self.update)
+
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
@@ -86,7 +134,7 @@ class Snapshot:
 
     @property
     def valid(self) -> bool:
-        return checksum(self.state) == self.checksum
+        return snapshot_damage(self.state, self.checksum, dump_meta(self.meta)) is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +144,15 @@ class SnapshotInfo:
     ts: int
     size: int
     valid: bool
+    #: why it is not valid ("" when it is)
+    damage: str = ""
+
+
+def snapshot_info(
+    doc: str, seq: int, ts: int, state: bytes, stored: str, meta_text: str
+) -> SnapshotInfo:
+    damage = snapshot_damage(state, stored, meta_text)
+    return SnapshotInfo(doc, seq, ts, len(state), damage is None, damage or "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +189,14 @@ class EventStore(Service, ABC):
     @abstractmethod
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the store answers now."""
+
+    @abstractmethod
+    async def check_writable(self) -> None:
+        """Raise StoreError (with the cause) unless a write transaction commits durably now.
+
+        A small real write (no rows of the log change): /readyz uses it to tell a store
+        that answers reads but refuses writes (full disk, I/O errors, read-only) from one
+        that works."""
 
     @abstractmethod
     async def schema_version(self) -> int:
@@ -183,8 +248,17 @@ class EventStore(Service, ABC):
     async def doc_info(self, doc: str) -> DocInfo | None: ...
 
     @abstractmethod
-    async def delete_doc(self, doc: str) -> bool:
-        """Remove the document's events, snapshots and tags; False if it had none."""
+    async def delete_doc(self, doc: str, tombstone: bytes = b"") -> bool:
+        """Remove the document's events, snapshots and tags; False if it had none.
+
+        In the same transaction, when it existed, records `tombstone` (the encoded state
+        vector of the deleted document, merged by the caller with any earlier one) for
+        :meth:`tombstone`: the name may be used again, and copies of the deleted
+        content (a stale process's room, a client's local copy) are recognised by it."""
+
+    @abstractmethod
+    async def tombstone(self, doc: str) -> bytes | None:
+        """The state vector recorded by the last ``delete_doc`` of this name, if any."""
 
     # --- snapshots -------------------------------------------------------------------
 

@@ -15,9 +15,20 @@ from .base import (
     Snapshot,
     SnapshotInfo,
     Tag,
-    checksum,
+    dump_meta,
     now_ms,
+    snapshot_checksum,
+    snapshot_from_row,
+    snapshot_info,
 )
+
+#: a stored snapshot as the other stores keep it: ts, state, checksum, meta JSON text
+_SnapRow = tuple[int, bytes, str, str]
+
+
+def _snap_row(state: bytes, meta: dict[str, Any]) -> _SnapRow:
+    text = dump_meta(meta)
+    return now_ms(), state, snapshot_checksum(state, text), text
 
 
 class MemoryStore(EventStore):
@@ -27,8 +38,9 @@ class MemoryStore(EventStore):
         self._events: dict[str, list[Event]] = {}
         self._heads: dict[str, int] = {}
         self._base: dict[str, int] = {}
-        self._snaps: dict[str, dict[int, Snapshot]] = {}
+        self._snaps: dict[str, dict[int, _SnapRow]] = {}
         self._tags: dict[str, dict[str, Tag]] = {}
+        self._tombstones: dict[str, bytes] = {}
         self._lock = asyncio.Lock()
         self._up = False
         #: set to simulate an outage in tests of the layers above
@@ -45,6 +57,9 @@ class MemoryStore(EventStore):
         self._up = False
 
     async def ping(self) -> None:
+        self._check()
+
+    async def check_writable(self) -> None:
         self._check()
 
     async def schema_version(self) -> int:
@@ -116,7 +131,7 @@ class MemoryStore(EventStore):
             return max(seqs)
         base = self._base.get(doc, 0)
         snap = self._snaps.get(doc, {}).get(base)
-        return base if base and snap is not None and snap.ts <= ts else 0
+        return base if base and snap is not None and snap[0] <= ts else 0
 
     def _info(self, doc: str) -> DocInfo:
         evs = self._events.get(doc, [])
@@ -136,34 +151,38 @@ class MemoryStore(EventStore):
         self._check()
         return self._info(doc) if doc in self._heads else None
 
-    async def delete_doc(self, doc: str) -> bool:
+    async def delete_doc(self, doc: str, tombstone: bytes = b"") -> bool:
         self._check()
         existed = doc in self._heads
         for d in (self._events, self._heads, self._base, self._snaps, self._tags):
             d.pop(doc, None)
+        if existed:
+            self._tombstones[doc] = tombstone
         return existed
+
+    async def tombstone(self, doc: str) -> bytes | None:
+        self._check()
+        return self._tombstones.get(doc)
 
     async def put_snapshot(
         self, doc: str, seq: int, state: bytes, meta: dict[str, Any] | None = None
     ) -> None:
         self._check()
-        self._snaps.setdefault(doc, {})[seq] = Snapshot(
-            doc, seq, now_ms(), state, checksum(state), dict(meta or {})
-        )
+        self._snaps.setdefault(doc, {})[seq] = _snap_row(state, meta or {})
 
     async def latest_snapshot(self, doc: str, at_most: int | None = None) -> Snapshot | None:
         self._check()
         for seq in sorted(self._snaps.get(doc, {}), reverse=True):
-            snap = self._snaps[doc][seq]
-            if (at_most is None or seq <= at_most) and snap.valid:
-                return snap
+            if at_most is None or seq <= at_most:
+                snap = snapshot_from_row(doc, seq, *self._snaps[doc][seq])
+                if snap is not None:
+                    return snap
         return None
 
     async def snapshots(self, doc: str) -> list[SnapshotInfo]:
         self._check()
         return [
-            SnapshotInfo(doc, s.seq, s.ts, len(s.state), s.valid)
-            for _, s in sorted(self._snaps.get(doc, {}).items())
+            snapshot_info(doc, seq, *row) for seq, row in sorted(self._snaps.get(doc, {}).items())
         ]
 
     async def compact(self, doc: str, before: int, state: bytes) -> int:
@@ -172,7 +191,7 @@ class MemoryStore(EventStore):
         kept = [e for e in evs if e.seq > before]
         self._events[doc] = kept
         snaps = {s: v for s, v in self._snaps.get(doc, {}).items() if s > before}
-        snaps[before] = Snapshot(doc, before, now_ms(), state, checksum(state), {"base": True})
+        snaps[before] = _snap_row(state, {"base": True})
         self._snaps[doc] = snaps
         self._base[doc] = max(self._base.get(doc, 0), before)
         return len(evs) - len(kept)
@@ -210,5 +229,7 @@ class MemoryStore(EventStore):
             self._heads[info.doc] = info.head
             if info.base_seq:
                 self._base[info.doc] = info.base_seq
-            self._snaps[info.doc] = {s.seq: s for s in snapshots}
+            self._snaps[info.doc] = {
+                s.seq: (s.ts, s.state, s.checksum, dump_meta(s.meta)) for s in snapshots
+            }
             self._tags[info.doc] = {t.name: t for t in tags}

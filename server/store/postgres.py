@@ -41,14 +41,16 @@ from .base import (
     Snapshot,
     SnapshotInfo,
     Tag,
-    checksum,
     dump_meta,
     now_ms,
+    snapshot_checksum,
+    snapshot_from_row,
+    snapshot_info,
 )
 
 log = logging.getLogger("palimpsest.store.postgres")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -89,6 +91,13 @@ _MIGRATIONS: dict[int, list[str]] = {
             PRIMARY KEY (doc, name)
         )""",
     ],
+    2: [
+        """CREATE TABLE IF NOT EXISTS tombstones (
+            doc TEXT PRIMARY KEY,
+            ts BIGINT NOT NULL,
+            state_vector BYTEA NOT NULL
+        )""",
+    ],
 }
 
 _EVENT_COLS = "doc, seq, ts, actor, kind, data, meta"
@@ -96,6 +105,11 @@ _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 #: advisory lock namespace (first key of the two-int form) for snapshot writers
 _SNAPSHOT_LOCK = 0x50616C69  # "Pali"
 _RETRIES = 5
+#: SQL: a snapshot row's checksum holds, in either form (see base.snapshot_checksum)
+_VALID_SNAPSHOT_SQL = (
+    "checksum IN (encode(sha256(state), 'hex'), encode(sha256(state), 'hex') || ':' || "
+    "encode(sha256(convert_to(meta, 'UTF8')), 'hex'))"
+)
 
 T = TypeVar("T")
 
@@ -112,6 +126,11 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.InvalidCatalogNameError,  # the database is not there (yet)
     asyncpg.exceptions.ObjectInUseError,
+    # the server answers but cannot write now (disk full, out of memory, I/O error,
+    # read-only): edits held by the committer are retried, not refused
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.PostgresIOError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
 )
 _RETRYABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.DeadlockDetectedError,
@@ -151,7 +170,8 @@ _PUT_SNAPSHOT = (
 def _snapshot_row(
     doc: str, seq: int, state: bytes, meta: dict[str, Any] | None
 ) -> tuple[str, int, int, bytes, str, str]:
-    return doc, seq, now_ms(), state, checksum(state), dump_meta(meta or {})
+    text = dump_meta(meta or {})
+    return doc, seq, now_ms(), state, snapshot_checksum(state, text), text
 
 
 class PostgresStore(EventStore):
@@ -257,6 +277,14 @@ class PostgresStore(EventStore):
             await conn.fetchval("SELECT 1")
 
         await self._run(run, "ping")
+
+    async def check_writable(self) -> None:
+        async def run(conn: asyncpg.Connection) -> None:
+            # a committed row write that changes nothing: refused by a read-only server
+            # (default_transaction_read_only, a standby) or one that cannot extend its WAL
+            await conn.execute("UPDATE palimpsest_schema SET version = version")
+
+        await self._run(run, "write check")
 
     async def _run(
         self,
@@ -441,15 +469,31 @@ class PostgresStore(EventStore):
         r = rows[0]
         return DocInfo(r[0], int(r[1]), r[2], int(r[3]), int(r[4]))
 
-    async def delete_doc(self, doc: str) -> bool:
+    async def delete_doc(self, doc: str, tombstone: bytes = b"") -> bool:
         async def run(conn: asyncpg.Connection) -> bool:
             async with conn.transaction():
                 status = await conn.execute("DELETE FROM docs WHERE name = $1", doc)
                 for table in ("events", "snapshots", "tags"):
                     await conn.execute(f"DELETE FROM {table} WHERE doc = $1", doc)
-                return bool(status != "DELETE 0")
+                existed = status != "DELETE 0"
+                if existed:
+                    await conn.execute(
+                        "INSERT INTO tombstones (doc, ts, state_vector) VALUES ($1, $2, $3) "
+                        "ON CONFLICT (doc) DO UPDATE SET ts = excluded.ts, "
+                        "state_vector = excluded.state_vector",
+                        doc,
+                        now_ms(),
+                        tombstone,
+                    )
+                return bool(existed)
 
         return await self._run(run, "delete")
+
+    async def tombstone(self, doc: str) -> bytes | None:
+        rows = await self._fetch(
+            "SELECT state_vector FROM tombstones WHERE doc = $1", doc, what="tombstone"
+        )
+        return bytes(rows[0][0]) if rows else None
 
     # --- snapshots -------------------------------------------------------------------
 
@@ -484,7 +528,7 @@ class PostgresStore(EventStore):
                 # a valid newer one (checked in the database: no blobs over the wire)
                 newer = await conn.fetchval(
                     "SELECT 1 FROM snapshots WHERE doc = $1 AND seq > $2 "
-                    "AND encode(sha256(state), 'hex') = checksum LIMIT 1",
+                    f"AND {_VALID_SNAPSHOT_SQL} LIMIT 1",
                     doc,
                     seq - max(min_gap, 1),
                 )
@@ -507,24 +551,20 @@ class PostgresStore(EventStore):
                 what="snapshot read",
             )
             for r in rows:
-                snap = Snapshot(r[0], int(r[1]), r[2], bytes(r[3]), r[4], json.loads(r[5]))
-                if snap.valid:
+                snap = snapshot_from_row(r[0], int(r[1]), r[2], bytes(r[3]), r[4], r[5])
+                if snap is not None:
                     return snap
-                log.error("snapshot %s@%d is damaged (checksum); skipping it", doc, snap.seq)
             if len(rows) < 4:
                 return None
             bound = int(rows[-1][1]) - 1
 
     async def snapshots(self, doc: str) -> list[SnapshotInfo]:
         rows = await self._fetch(
-            "SELECT doc, seq, ts, state, checksum FROM snapshots WHERE doc = $1 ORDER BY seq",
+            "SELECT doc, seq, ts, state, checksum, meta FROM snapshots WHERE doc = $1 ORDER BY seq",
             doc,
             what="snapshot list",
         )
-        return [
-            SnapshotInfo(r[0], int(r[1]), r[2], len(r[3]), checksum(bytes(r[3])) == r[4])
-            for r in rows
-        ]
+        return [snapshot_info(r[0], int(r[1]), r[2], bytes(r[3]), r[4], r[5]) for r in rows]
 
     async def compact(self, doc: str, before: int, state: bytes) -> int:
         async def run(conn: asyncpg.Connection) -> int:
@@ -534,12 +574,7 @@ class PostgresStore(EventStore):
                     "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (doc, seq) DO UPDATE SET "
                     "ts = excluded.ts, state = excluded.state, checksum = excluded.checksum, "
                     "meta = excluded.meta",
-                    doc,
-                    before,
-                    now_ms(),
-                    state,
-                    checksum(state),
-                    dump_meta({"base": True}),
+                    *_snapshot_row(doc, before, state, {"base": True}),
                 )
                 status = await conn.execute(
                     "DELETE FROM events WHERE doc = $1 AND seq <= $2", doc, before
@@ -635,10 +670,12 @@ class PostgresStore(EventStore):
                         schema_name=self.schema,
                     )
                 for s in snapshots:
+                    # checksummed anew: the source's may predate the meta checksum
+                    text = dump_meta(s.meta)
                     await conn.execute(
                         "INSERT INTO snapshots (doc, seq, ts, state, checksum, meta) "
                         "VALUES ($1, $2, $3, $4, $5, $6)",
-                        s.doc, s.seq, s.ts, s.state, s.checksum, dump_meta(s.meta),
+                        s.doc, s.seq, s.ts, s.state, snapshot_checksum(s.state, text), text,
                     )  # fmt: skip
                 for t in tags:
                     await conn.execute(

@@ -8,10 +8,12 @@ many events into one ``append`` (group commit), never from weaker syncing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
+import logging
 import sqlite3
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -26,12 +28,16 @@ from .base import (
     Snapshot,
     SnapshotInfo,
     Tag,
-    checksum,
     dump_meta,
     now_ms,
+    snapshot_checksum,
+    snapshot_from_row,
+    snapshot_info,
 )
 
-SCHEMA_VERSION = 1
+log = logging.getLogger("palimpsest.store.sqlite")
+
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -72,6 +78,13 @@ _MIGRATIONS: dict[int, list[str]] = {
             PRIMARY KEY (doc, name)
         )""",
     ],
+    2: [
+        """CREATE TABLE IF NOT EXISTS tombstones (
+            doc TEXT PRIMARY KEY,
+            ts INTEGER NOT NULL,
+            state_vector BLOB NOT NULL
+        )""",
+    ],
 }
 
 _EVENT_COLS = "doc, seq, ts, actor, kind, data, meta"
@@ -97,6 +110,45 @@ def _writes(
 
 def _event(row: Any) -> Event:
     return Event(row[0], row[1], row[2], row[3], row[4], bytes(row[5]), json.loads(row[6]))
+
+
+@contextlib.asynccontextmanager
+async def _transaction(db: aiosqlite.Connection, what: str) -> AsyncIterator[aiosqlite.Connection]:
+    """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any error, which is then raised as a
+    StoreError naming `what` with the driver's error as its cause.
+
+    The ROLLBACK never hides that error: SQLite rolls a transaction back by itself on
+    some errors (SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM…), and a ROLLBACK then fails
+    with "cannot rollback - no transaction is active"; that failure is only logged."""
+    try:
+        await db.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as e:
+        raise _store_error(what, e) from e
+    try:
+        yield db
+        await db.execute("COMMIT")
+    except BaseException as e:
+        if db.in_transaction:
+            try:
+                await db.execute("ROLLBACK")
+            except sqlite3.Error as rb:
+                log.warning("SQLite %s: ROLLBACK after %r failed too: %s", what, e, rb)
+        if isinstance(e, sqlite3.Error):
+            raise _store_error(what, e) from e
+        raise
+
+
+#: primary result codes that mean "cannot write now, may later": a full disk, an I/O
+#: error, a read-only file, a lock held too long, no memory. Callers holding edits retry
+#: these (StoreUnavailable); anything else (a constraint, a bad statement) is final.
+_TRANSIENT = {5, 6, 7, 8, 10, 13, 14, 15}  # BUSY LOCKED NOMEM READONLY IOERR FULL CANTOPEN PROTOCOL
+
+
+def _store_error(what: str, e: sqlite3.Error) -> StoreError:
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in _TRANSIENT:
+        return StoreUnavailable(f"SQLite {what} failed: {e}")
+    return StoreError(f"SQLite {what} failed: {e}")
 
 
 class SQLiteStore(EventStore):
@@ -137,11 +189,10 @@ class SQLiteStore(EventStore):
                 f"server's {SCHEMA_VERSION}: upgrade Palimpsest"
             )
         for v in range(version + 1, SCHEMA_VERSION + 1):
-            await self.db.execute("BEGIN IMMEDIATE")
-            for stmt in _MIGRATIONS[v]:
-                await self.db.execute(stmt)
-            await self.db.execute(f"PRAGMA user_version = {v}")
-            await self.db.execute("COMMIT")
+            async with _transaction(self.db, f"migration to schema version {v}") as db:
+                for stmt in _MIGRATIONS[v]:
+                    await db.execute(stmt)
+                await db.execute(f"PRAGMA user_version = {v}")
 
     async def schema_version(self) -> int:
         async with self.db.execute("PRAGMA user_version") as cur:
@@ -159,6 +210,13 @@ class SQLiteStore(EventStore):
         except sqlite3.Error as e:
             raise StoreUnavailable(f"SQLite does not answer: {e}") from e
 
+    @_writes
+    async def check_writable(self) -> None:
+        # rewrites the header page with the same schema version: a committed, synced
+        # write that changes nothing (refused on a read-only file, EIO, a full disk)
+        async with _transaction(self.db, "write check") as db:
+            await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
     async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
             async with self.db.execute(sql, params) as cur:
@@ -173,55 +231,42 @@ class SQLiteStore(EventStore):
         batches = [(doc, evs) for doc, evs in batches]
         if not any(evs for _, evs in batches):
             return [[] for _ in batches]
-        db = self.db
-        try:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                names = sorted({doc for doc, _ in batches})
-                marks = ",".join("?" * len(names))
-                async with db.execute(
-                    f"SELECT name, head FROM docs WHERE name IN ({marks})", names
-                ) as cur:
-                    heads: dict[str, int] = {r[0]: r[1] for r in await cur.fetchall()}
-                out: list[list[Event]] = []
-                rows: list[tuple[Any, ...]] = []
-                sizes: dict[str, int] = {}
-                last_ts: dict[str, int] = {}
-                for doc, evs in batches:
-                    head = heads.get(doc, 0)
-                    stored: list[Event] = []
-                    for ev in evs:
-                        head += 1
-                        stored.append(
-                            Event(doc, head, ev.ts, ev.actor, ev.kind, ev.update, ev.meta)
-                        )
-                        rows.append(
-                            (doc, head, ev.ts, ev.actor, ev.kind, ev.update, dump_meta(ev.meta))
-                        )
-                        sizes[doc] = sizes.get(doc, 0) + len(ev.update)
-                        last_ts[doc] = max(last_ts.get(doc, 0), ev.ts)
-                    heads[doc] = head
-                    out.append(stored)
-                await db.executemany(
-                    f"INSERT INTO events ({_EVENT_COLS}) VALUES (?,?,?,?,?,?,?)", rows
-                )
-                await db.executemany(
-                    "INSERT INTO docs (name, head, created_ts, updated_ts, events_bytes) "
-                    "VALUES (?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET head=excluded.head, "
-                    "updated_ts=excluded.updated_ts, "
-                    "events_bytes=docs.events_bytes+excluded.events_bytes",
-                    [
-                        (doc, heads[doc], last_ts[doc], last_ts[doc], sizes[doc])
-                        for doc in names
-                        if doc in sizes
-                    ],
-                )
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as e:
-            raise StoreError(f"SQLite append failed: {e}") from e
+        async with _transaction(self.db, "append") as db:
+            names = sorted({doc for doc, _ in batches})
+            marks = ",".join("?" * len(names))
+            async with db.execute(
+                f"SELECT name, head FROM docs WHERE name IN ({marks})", names
+            ) as cur:
+                heads: dict[str, int] = {r[0]: r[1] for r in await cur.fetchall()}
+            out: list[list[Event]] = []
+            rows: list[tuple[Any, ...]] = []
+            sizes: dict[str, int] = {}
+            last_ts: dict[str, int] = {}
+            for doc, evs in batches:
+                head = heads.get(doc, 0)
+                stored: list[Event] = []
+                for ev in evs:
+                    head += 1
+                    stored.append(Event(doc, head, ev.ts, ev.actor, ev.kind, ev.update, ev.meta))
+                    rows.append(
+                        (doc, head, ev.ts, ev.actor, ev.kind, ev.update, dump_meta(ev.meta))
+                    )
+                    sizes[doc] = sizes.get(doc, 0) + len(ev.update)
+                    last_ts[doc] = max(last_ts.get(doc, 0), ev.ts)
+                heads[doc] = head
+                out.append(stored)
+            await db.executemany(f"INSERT INTO events ({_EVENT_COLS}) VALUES (?,?,?,?,?,?,?)", rows)
+            await db.executemany(
+                "INSERT INTO docs (name, head, created_ts, updated_ts, events_bytes) "
+                "VALUES (?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET head=excluded.head, "
+                "updated_ts=excluded.updated_ts, "
+                "events_bytes=docs.events_bytes+excluded.events_bytes",
+                [
+                    (doc, heads[doc], last_ts[doc], last_ts[doc], sizes[doc])
+                    for doc in names
+                    if doc in sizes
+                ],
+            )
         return out
 
     async def read(
@@ -311,22 +356,28 @@ class SQLiteStore(EventStore):
         return DocInfo(rows[0][0], rows[0][1], rows[0][2], rows[0][3], rows[0][4]) if rows else None
 
     @_writes
-    async def delete_doc(self, doc: str) -> bool:
-        db = self.db
-        try:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                cur = await db.execute("DELETE FROM docs WHERE name = ?", (doc,))
-                existed = cur.rowcount > 0
-                for table in ("events", "snapshots", "tags"):
-                    await db.execute(f"DELETE FROM {table} WHERE doc = ?", (doc,))
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as e:
-            raise StoreError(f"SQLite delete failed: {e}") from e
+    async def delete_doc(self, doc: str, tombstone: bytes = b"") -> bool:
+        async with _transaction(self.db, "delete") as db:
+            cur = await db.execute("DELETE FROM docs WHERE name = ?", (doc,))
+            existed = cur.rowcount > 0
+            for table in ("events", "snapshots", "tags"):
+                await db.execute(f"DELETE FROM {table} WHERE doc = ?", (doc,))
+            if existed:
+                await db.execute(
+                    "INSERT OR REPLACE INTO tombstones (doc, ts, state_vector) VALUES (?,?,?)",
+                    (doc, now_ms(), tombstone),
+                )
         return existed
+
+    async def tombstone(self, doc: str) -> bytes | None:
+        try:
+            async with self.db.execute(
+                "SELECT state_vector FROM tombstones WHERE doc = ?", (doc,)
+            ) as cur:
+                row = await cur.fetchone()
+        except sqlite3.Error as e:
+            raise StoreError(f"SQLite query failed: {e}") from e
+        return bytes(row[0]) if row else None
 
     # --- snapshots -------------------------------------------------------------------
 
@@ -334,14 +385,13 @@ class SQLiteStore(EventStore):
     async def put_snapshot(
         self, doc: str, seq: int, state: bytes, meta: dict[str, Any] | None = None
     ) -> None:
-        try:
-            await self.db.execute(
+        text = dump_meta(meta or {})
+        async with _transaction(self.db, "snapshot write") as db:
+            await db.execute(
                 "INSERT OR REPLACE INTO snapshots (doc, seq, ts, state, checksum, meta) "
                 "VALUES (?,?,?,?,?,?)",
-                (doc, seq, now_ms(), state, checksum(state), dump_meta(meta or {})),
+                (doc, seq, now_ms(), state, snapshot_checksum(state, text), text),
             )
-        except sqlite3.Error as e:
-            raise StoreError(f"SQLite snapshot write failed: {e}") from e
 
     async def latest_snapshot(self, doc: str, at_most: int | None = None) -> Snapshot | None:
         sql = "SELECT doc, seq, ts, state, checksum, meta FROM snapshots WHERE doc = ?"
@@ -355,8 +405,8 @@ class SQLiteStore(EventStore):
                 # one row at a time: aiosqlite would fetch 64 snapshot blobs per chunk
                 cur.iter_chunk_size = 1
                 async for r in cur:
-                    snap = Snapshot(r[0], r[1], r[2], bytes(r[3]), r[4], json.loads(r[5]))
-                    if snap.valid:
+                    snap = snapshot_from_row(r[0], r[1], r[2], bytes(r[3]), r[4], r[5])
+                    if snap is not None:
                         return snap
         except sqlite3.Error as e:
             raise StoreError(f"SQLite query failed: {e}") from e
@@ -364,41 +414,29 @@ class SQLiteStore(EventStore):
 
     async def snapshots(self, doc: str) -> list[SnapshotInfo]:
         rows = await self._fetchall(
-            "SELECT doc, seq, ts, state, checksum FROM snapshots WHERE doc = ? ORDER BY seq",
+            "SELECT doc, seq, ts, state, checksum, meta FROM snapshots WHERE doc = ? ORDER BY seq",
             (doc,),
         )
-        return [
-            SnapshotInfo(r[0], r[1], r[2], len(r[3]), checksum(bytes(r[3])) == r[4]) for r in rows
-        ]
+        return [snapshot_info(r[0], r[1], r[2], bytes(r[3]), r[4], r[5]) for r in rows]
 
     @_writes
     async def compact(self, doc: str, before: int, state: bytes) -> int:
-        db = self.db
-        try:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                await db.execute(
-                    "INSERT OR REPLACE INTO snapshots (doc, seq, ts, state, checksum, meta) "
-                    "VALUES (?,?,?,?,?,?)",
-                    (doc, before, now_ms(), state, checksum(state), dump_meta({"base": True})),
-                )
-                cur = await db.execute(
-                    "DELETE FROM events WHERE doc = ? AND seq <= ?", (doc, before)
-                )
-                removed = cur.rowcount
-                await db.execute("DELETE FROM snapshots WHERE doc = ? AND seq < ?", (doc, before))
-                await db.execute(
-                    "UPDATE docs SET base_seq = MAX(base_seq, ?), events_bytes = "
-                    "(SELECT COALESCE(SUM(LENGTH(data)), 0) FROM events WHERE doc = ?) "
-                    "WHERE name = ?",
-                    (before, doc, doc),
-                )
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as e:
-            raise StoreError(f"SQLite compact failed: {e}") from e
+        text = dump_meta({"base": True})
+        async with _transaction(self.db, "compact") as db:
+            await db.execute(
+                "INSERT OR REPLACE INTO snapshots (doc, seq, ts, state, checksum, meta) "
+                "VALUES (?,?,?,?,?,?)",
+                (doc, before, now_ms(), state, snapshot_checksum(state, text), text),
+            )
+            cur = await db.execute("DELETE FROM events WHERE doc = ? AND seq <= ?", (doc, before))
+            removed = cur.rowcount
+            await db.execute("DELETE FROM snapshots WHERE doc = ? AND seq < ?", (doc, before))
+            await db.execute(
+                "UPDATE docs SET base_seq = MAX(base_seq, ?), events_bytes = "
+                "(SELECT COALESCE(SUM(LENGTH(data)), 0) FROM events WHERE doc = ?) "
+                "WHERE name = ?",
+                (before, doc, doc),
+            )
         return int(removed)
 
     # --- named versions --------------------------------------------------------------
@@ -406,13 +444,11 @@ class SQLiteStore(EventStore):
     @_writes
     async def put_tag(self, doc: str, name: str, seq: int, actor: str) -> Tag:
         tag = Tag(doc, name, seq, now_ms(), actor)
-        try:
-            await self.db.execute(
+        async with _transaction(self.db, "tag write") as db:
+            await db.execute(
                 "INSERT OR REPLACE INTO tags (doc, name, seq, ts, actor) VALUES (?,?,?,?,?)",
                 (tag.doc, tag.name, tag.seq, tag.ts, tag.actor),
             )
-        except sqlite3.Error as e:
-            raise StoreError(f"SQLite tag write failed: {e}") from e
         return tag
 
     async def tags(self, doc: str) -> list[Tag]:
@@ -423,11 +459,18 @@ class SQLiteStore(EventStore):
 
     @_writes
     async def delete_tag(self, doc: str, name: str) -> bool:
-        try:
-            cur = await self.db.execute("DELETE FROM tags WHERE doc = ? AND name = ?", (doc, name))
-        except sqlite3.Error as e:
-            raise StoreError(f"SQLite tag delete failed: {e}") from e
+        async with _transaction(self.db, "tag delete") as db:
+            cur = await db.execute("DELETE FROM tags WHERE doc = ? AND name = ?", (doc, name))
         return cur.rowcount > 0
+
+    async def pragmas(self) -> dict[str, Any]:
+        """The durability settings of the writer connection, as SQLite reports them
+        (``synchronous`` 2 is FULL): what write-ahead relies on, for tests and checks."""
+        out: dict[str, Any] = {}
+        for name in ("journal_mode", "synchronous"):
+            rows = await self._fetchall(f"PRAGMA {name}")
+            out[name] = rows[0][0]
+        return out
 
     # --- bulk copy (palimpsest copy) ---------------------------------------------------
 
@@ -441,44 +484,33 @@ class SQLiteStore(EventStore):
         *,
         replace: bool = False,
     ) -> None:
-        db = self.db
-        try:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                async with db.execute("SELECT 1 FROM docs WHERE name = ?", (info.doc,)) as cur:
-                    exists = await cur.fetchone() is not None
-                if exists and not replace:
-                    raise StoreError(f"document {info.doc!r} already exists in the target")
-                await db.execute("DELETE FROM docs WHERE name = ?", (info.doc,))
-                for table in ("events", "snapshots", "tags"):
-                    await db.execute(f"DELETE FROM {table} WHERE doc = ?", (info.doc,))
-                created = min((e.ts for e in events), default=info.updated_ts or now_ms())
-                await db.execute(
-                    "INSERT INTO docs (name, head, base_seq, created_ts, updated_ts, "
-                    "events_bytes) VALUES (?,?,?,?,?,?)",
-                    (info.doc, info.head, info.base_seq, created, info.updated_ts or created,
-                     sum(len(e.update) for e in events)),
-                )  # fmt: skip
-                await db.executemany(
-                    f"INSERT INTO events ({_EVENT_COLS}) VALUES (?,?,?,?,?,?,?)",
-                    [
-                        (e.doc, e.seq, e.ts, e.actor, e.kind, e.update, dump_meta(e.meta))
-                        for e in events
-                    ],
-                )
-                await db.executemany(
-                    "INSERT INTO snapshots (doc, seq, ts, state, checksum, meta) "
-                    "VALUES (?,?,?,?,?,?)",
-                    [(s.doc, s.seq, s.ts, s.state, s.checksum, dump_meta(s.meta))
-                     for s in snapshots],
-                )  # fmt: skip
-                await db.executemany(
-                    "INSERT INTO tags (doc, name, seq, ts, actor) VALUES (?,?,?,?,?)",
-                    [(t.doc, t.name, t.seq, t.ts, t.actor) for t in tags],
-                )
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as e:
-            raise StoreError(f"SQLite import failed: {e}") from e
+        async with _transaction(self.db, "import") as db:
+            async with db.execute("SELECT 1 FROM docs WHERE name = ?", (info.doc,)) as cur:
+                exists = await cur.fetchone() is not None
+            if exists and not replace:
+                raise StoreError(f"document {info.doc!r} already exists in the target")
+            await db.execute("DELETE FROM docs WHERE name = ?", (info.doc,))
+            for table in ("events", "snapshots", "tags"):
+                await db.execute(f"DELETE FROM {table} WHERE doc = ?", (info.doc,))
+            created = min((e.ts for e in events), default=info.updated_ts or now_ms())
+            await db.execute(
+                "INSERT INTO docs (name, head, base_seq, created_ts, updated_ts, "
+                "events_bytes) VALUES (?,?,?,?,?,?)",
+                (info.doc, info.head, info.base_seq, created, info.updated_ts or created,
+                 sum(len(e.update) for e in events)),
+            )  # fmt: skip
+            await db.executemany(
+                f"INSERT INTO events ({_EVENT_COLS}) VALUES (?,?,?,?,?,?,?)",
+                [(e.doc, e.seq, e.ts, e.actor, e.kind, e.update, dump_meta(e.meta))
+                 for e in events],
+            )  # fmt: skip
+            await db.executemany(
+                "INSERT INTO snapshots (doc, seq, ts, state, checksum, meta) "
+                "VALUES (?,?,?,?,?,?)",
+                [(s.doc, s.seq, s.ts, s.state, s.checksum, dump_meta(s.meta))
+                 for s in snapshots],
+            )  # fmt: skip
+            await db.executemany(
+                "INSERT INTO tags (doc, name, seq, ts, actor) VALUES (?,?,?,?,?)",
+                [(t.doc, t.name, t.seq, t.ts, t.actor) for t in tags],
+            )

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // A scripted, unmodified y-websocket client, used by tests/test_interop_node.py.
 //
-// It keeps one Y.Doc whose shared text is Y.Text 'content', connected through
+// It keeps one Y.Doc whose shared text is Y.Text 'content' (y-websocket 3.0, or 2.1 with
+// PALIMPSEST_Y_WEBSOCKET=2), connected through
 // `new WebsocketProvider(url, doc, ydoc, {WebSocketPolyfill: ws})`, and runs
 // actions given as JSON:
 //
@@ -36,11 +37,18 @@
 //   exit                        destroy provider, answer, exit 0
 //   crash                       exit at once (SIGKILL on itself): no close frame, no goodbye
 import * as Y from 'yjs'
-import { WebsocketProvider } from 'y-websocket'
 import WebSocket from 'ws'
 import * as decoding from 'lib0/decoding'
 import { readFileSync } from 'node:fs'
 import readline from 'node:readline'
+
+// PALIMPSEST_Y_WEBSOCKET=2 runs the same actions on y-websocket 2.1 (the npm alias
+// y-websocket-2 in package.json); the default is y-websocket 3
+const Y_WEBSOCKET = process.env.PALIMPSEST_Y_WEBSOCKET === '2' ? 'y-websocket-2' : 'y-websocket'
+const { WebsocketProvider } = await import(Y_WEBSOCKET)
+const Y_WEBSOCKET_VERSION = JSON.parse(
+  readFileSync(new URL(`./node_modules/${Y_WEBSOCKET}/package.json`, import.meta.url))
+).version
 
 const USAGE = `usage: node client.mjs --url ws://HOST:PORT/ws --doc NAME [--user NAME]
        [--param KEY=VALUE]... [--timeout MS] [--trace] [--verbose]
@@ -195,6 +203,7 @@ const remoteStates = () => {
 const stateName = (s) => s?.user?.name ?? s?.name
 
 const snapshot = () => ({
+  yWebsocket: Y_WEBSOCKET_VERSION,
   text: ytext.toString(),
   clientID: ydoc.clientID,
   connected: provider?.wsconnected ?? false,
@@ -400,7 +409,7 @@ const main = async () => {
     if (a && a.op === 'exit') break
     try { results.push({ op: a.op, result: await run(a) }) } catch (e) { return fail(a && a.op, e) }
   }
-  return finish({ ok: true, clientID: ydoc.clientID, text: ytext.toString(), localUpdates, results }, 0)
+  return finish({ ok: true, yWebsocket: Y_WEBSOCKET_VERSION, clientID: ydoc.clientID, text: ytext.toString(), localUpdates, results }, 0)
 }
 
 process.on('unhandledRejection', (e) => fail('unhandledRejection', e))

@@ -2,7 +2,8 @@
 
 A backend's test module only says how to create its store (``create``), how to open the
 same data again (``reopen``, None when nothing survives), and how to damage a snapshot in
-its own storage (``damage_snapshot``). See test_memory.py, test_sqlite.py, test_postgres.py.
+its own storage (``damage_snapshot``, ``set_snapshot_meta``). See test_memory.py,
+test_sqlite.py, test_postgres.py.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from server.errors import StoreError
-from server.store.base import Event, EventStore, NewEvent, checksum
+from server.store.base import Event, EventStore, NewEvent, checksum, dump_meta
 
 
 def ev(actor: str = "ann", kind: str = "edit", update: bytes = b"u", ts: int = 1000,
@@ -37,6 +38,16 @@ class StoreContract:
 
     async def damage_snapshot(self, store: EventStore, doc: str, seq: int) -> None:
         """Corrupt the stored state of snapshot (doc, seq) behind the store's back."""
+        raise NotImplementedError
+
+    async def set_snapshot_meta(self, store: EventStore, doc: str, seq: int, text: str) -> None:
+        """Overwrite the stored meta JSON text of snapshot (doc, seq) behind the store's back."""
+        raise NotImplementedError
+
+    async def set_snapshot_checksum(
+        self, store: EventStore, doc: str, seq: int, value: str
+    ) -> None:
+        """Overwrite the stored checksum of snapshot (doc, seq) behind the store's back."""
         raise NotImplementedError
 
     def poison_event(self) -> NewEvent:
@@ -217,6 +228,19 @@ class StoreContract:
         [[e]] = await store.append([("d", [ev()])])
         assert e.seq == 1  # a deleted document starts over
 
+    async def test_delete_doc_leaves_a_tombstone(self, store: EventStore) -> None:
+        await store.append([("t", [ev()])])
+        assert await store.tombstone("t") is None
+        assert await store.delete_doc("t", b"\x01\x05\x03") is True
+        assert await store.tombstone("t") == b"\x01\x05\x03"
+        assert await store.tombstone("other") is None
+        assert await store.delete_doc("other", b"\x00") is False
+        assert await store.tombstone("other") is None  # nothing existed: nothing to keep out
+        await store.append([("t", [ev()])])  # the name is used again: the tombstone stays
+        assert await store.tombstone("t") == b"\x01\x05\x03"
+        assert await store.delete_doc("t", b"\x01\x05\x07") is True
+        assert await store.tombstone("t") == b"\x01\x05\x07"
+
     # --- snapshots --------------------------------------------------------------------------
 
     async def test_snapshots(self, store: EventStore) -> None:
@@ -226,7 +250,9 @@ class StoreContract:
         await store.put_snapshot("s", 7, b"seven")
         snap = await store.latest_snapshot("s")
         assert snap is not None and (snap.seq, snap.state, snap.doc) == (7, b"seven", "s")
-        assert snap.checksum == checksum(b"seven") and snap.valid
+        # the checksum covers the state and the meta JSON text
+        assert snap.checksum == f"{checksum(b'seven')}:{checksum(dump_meta({}).encode())}"
+        assert snap.valid
         snap = await store.latest_snapshot("s", at_most=6)
         assert snap is not None and (snap.seq, snap.state) == (3, b"three")
         assert snap.meta == {"undo": {"ann": ["x"]}}
@@ -255,6 +281,50 @@ class StoreContract:
         await store.put_snapshot("s", 8, b"fixed")
         snap = await store.latest_snapshot("s")
         assert snap is not None and (snap.seq, snap.state) == (8, b"fixed")
+
+    @pytest.mark.parametrize(
+        "meta",
+        [
+            '{"undo": {"ann": ["x"]',  # cut short: not JSON
+            '{"undo": {"ann": ["y"]}}',  # JSON, but not what was written
+            "[1, 2]",  # JSON, not an object
+            "\x01\ufffe{",  # control characters, not JSON
+        ],
+    )
+    async def test_a_snapshot_with_damaged_meta_is_skipped_and_reported(
+        self, store: EventStore, meta: str
+    ) -> None:
+        await store.append([("m", [ev() for _ in range(10)])])
+        await store.put_snapshot("m", 4, b"four", {"undo": {"ann": ["x"]}})
+        await store.put_snapshot("m", 8, b"eight", {"undo": {"ann": ["x"]}})
+        await self.set_snapshot_meta(store, "m", 8, meta)
+        snap = await store.latest_snapshot("m")  # no JSONDecodeError: the older one
+        assert snap is not None and (snap.seq, snap.state) == (4, b"four")
+        assert snap.meta == {"undo": {"ann": ["x"]}}
+        assert await store.latest_snapshot("m", at_most=7) == snap
+        infos = await store.snapshots("m")
+        assert [(i.seq, i.valid) for i in infos] == [(4, True), (8, False)]
+        assert "meta" in infos[1].damage, infos[1].damage
+        await self.set_snapshot_meta(store, "m", 4, "{")
+        assert await store.latest_snapshot("m") is None
+        # a new good one at the damaged seq repairs it
+        await store.put_snapshot("m", 8, b"eight", {"undo": {}})
+        snap = await store.latest_snapshot("m")
+        assert snap is not None and (snap.seq, snap.meta) == (8, {"undo": {}})
+
+    async def test_a_snapshot_written_before_meta_was_checksummed_still_loads(
+        self, store: EventStore
+    ) -> None:
+        """Rows whose checksum is the state's alone (written by earlier versions)."""
+        await store.append([("o", [ev() for _ in range(3)])])
+        await store.put_snapshot("o", 3, b"old", {"k": 1})
+        await self.set_snapshot_checksum(store, "o", 3, checksum(b"old"))
+        snap = await store.latest_snapshot("o")
+        assert snap is not None and (snap.seq, snap.meta) == (3, {"k": 1})
+        assert [i.valid for i in await store.snapshots("o")] == [True]
+        await self.set_snapshot_meta(store, "o", 3, "{")
+        assert await store.latest_snapshot("o") is None
+        assert [i.valid for i in await store.snapshots("o")] == [False]
 
     async def test_compact(self, store: EventStore) -> None:
         await store.append([("c", [ev(update=b"ab", ts=100 + i) for i in range(10)])])
@@ -351,3 +421,10 @@ class StoreContract:
                                replace=True)  # fmt: skip
         assert [e.seq for e in await store.read("imp")] == [5]
         assert await store.tags("imp") == [] and await store.head("imp") == 5
+
+    async def test_check_writable_changes_nothing(self, store: EventStore) -> None:
+        await store.append([("w", [ev(update=b"1")])])
+        await store.check_writable()
+        await store.check_writable()
+        assert [e.update for e in await store.read("w")] == [b"1"]
+        assert [d.doc for d in await store.list_docs()] == ["w"]

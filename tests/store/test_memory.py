@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from server.store.base import EventStore
 from server.store.memory import MemoryStore
 from store.contract import StoreContract
@@ -17,5 +15,17 @@ class TestMemoryStore(StoreContract):
 
     async def damage_snapshot(self, store: EventStore, doc: str, seq: int) -> None:
         assert isinstance(store, MemoryStore)
-        snap = store._snaps[doc][seq]
-        store._snaps[doc][seq] = dataclasses.replace(snap, state=snap.state + b"\x00")
+        ts, state, stored, meta = store._snaps[doc][seq]
+        store._snaps[doc][seq] = (ts, state + b"\x00", stored, meta)
+
+    async def set_snapshot_meta(self, store: EventStore, doc: str, seq: int, text: str) -> None:
+        assert isinstance(store, MemoryStore)
+        ts, state, stored, _ = store._snaps[doc][seq]
+        store._snaps[doc][seq] = (ts, state, stored, text)
+
+    async def set_snapshot_checksum(
+        self, store: EventStore, doc: str, seq: int, value: str
+    ) -> None:
+        assert isinstance(store, MemoryStore)
+        ts, state, _, meta = store._snaps[doc][seq]
+        store._snaps[doc][seq] = (ts, state, value, meta)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from conftest import PG_URL
 
 from server.errors import StoreUnavailable
 from server.store.base import EventStore, NewEvent
@@ -23,7 +23,6 @@ from store.contract import StoreContract
 
 pytestmark = pytest.mark.postgres
 
-PG_URL = os.environ.get("PALIMPSEST_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -62,6 +61,27 @@ class TestPostgresStore(StoreContract):
             await conn.close()
         assert status == "UPDATE 1"
 
+    async def _set(self, doc: str, seq: int, column: str, value: str) -> None:
+        conn = await asyncpg.connect(PG_URL)
+        try:
+            status = await conn.execute(
+                f'UPDATE "{self.schema}".snapshots SET {column} = $3 WHERE doc = $1 AND seq = $2',
+                doc,
+                seq,
+                value,
+            )
+        finally:
+            await conn.close()
+        assert status == "UPDATE 1"
+
+    async def set_snapshot_meta(self, store: EventStore, doc: str, seq: int, text: str) -> None:
+        await self._set(doc, seq, "meta", text)
+
+    async def set_snapshot_checksum(
+        self, store: EventStore, doc: str, seq: int, value: str
+    ) -> None:
+        await self._set(doc, seq, "checksum", value)
+
 
 # --- beyond the contract: several processes on one database ---------------------------
 
@@ -89,40 +109,42 @@ asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
 async def test_appenders_in_separate_processes_get_unique_gap_free_seqs(schema: str) -> None:
     url = f"{PG_URL}?schema={schema}"
     async with PostgresStore(url) as store:  # creates the schema once
-        procs = [
-            await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-c",
-                WRITER,
-                url,
-                f"w{i}",
-                "60",
-                cwd=REPO,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-            )  # fmt: skip
-            for i in range(3)
-        ]
-        for p in procs:
-            assert p.stdout is not None
-            assert (await asyncio.wait_for(p.stdout.readline(), 30)).strip() == b"ready"
-        for p in procs:
-            assert p.stdin is not None
-            p.stdin.write(b"go\n")
-            await p.stdin.drain()
-        # and a second pool in this process at the same time
-        other = PostgresStore(url)
-        await other.start()
-        mine: list[int] = []
-        for _ in range(60):
-            [stored] = await other.append([("shared", [NewEvent("here", "edit", b"h", {}, 1)])])
-            mine.extend(e.seq for e in stored)
-        await other.stop()
-        results = []
-        for p in procs:
-            out, _ = await asyncio.wait_for(p.communicate(), 60)
-            assert p.returncode == 0
-            results.append(json.loads(out.decode().strip().splitlines()[-1]))
+        procs: list[asyncio.subprocess.Process] = []
+        try:
+            for i in range(3):
+                procs.append(await asyncio.create_subprocess_exec(
+                    sys.executable, "-c", WRITER, url, f"w{i}", "60", cwd=REPO,
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                ))  # fmt: skip
+            for p in procs:
+                assert p.stdout is not None
+                assert (await asyncio.wait_for(p.stdout.readline(), 30)).strip() == b"ready"
+            for p in procs:
+                assert p.stdin is not None
+                p.stdin.write(b"go\n")
+                await p.stdin.drain()
+            # and a second pool in this process at the same time
+            other = PostgresStore(url)
+            await other.start()
+            mine: list[int] = []
+            try:
+                for _ in range(60):
+                    [stored] = await other.append(
+                        [("shared", [NewEvent("here", "edit", b"h", {}, 1)])]
+                    )
+                    mine.extend(e.seq for e in stored)
+            finally:
+                await other.stop()
+            results = []
+            for p in procs:
+                out, _ = await asyncio.wait_for(p.communicate(), 60)
+                assert p.returncode == 0
+                results.append(json.loads(out.decode().strip().splitlines()[-1]))
+        finally:
+            for p in procs:  # a failed assertion above must not leave writers behind
+                if p.returncode is None:
+                    p.kill()
+                    await p.wait()
         total = sum(len(r) for r in results) + len(mine)
         every = sorted([s for r in results for s in r] + mine)
         assert every == list(range(1, total + 1))  # unique and gap-free
@@ -176,8 +198,8 @@ async def test_an_unreachable_server_is_store_unavailable() -> None:
 async def test_migrate_is_idempotent_and_versioned(schema: str) -> None:
     url = f"{PG_URL}?schema={schema}"
     async with PostgresStore(url) as a:
-        assert await a.schema_version() == 1
-        assert await a.migrate() == 1
+        assert await a.schema_version() == 2
+        assert await a.migrate() == 2
         # concurrent starts of several processes migrate once
         others = [PostgresStore(url) for _ in range(3)]
         await asyncio.gather(*(o.start() for o in others))
@@ -188,4 +210,4 @@ async def test_migrate_is_idempotent_and_versioned(schema: str) -> None:
             versions = await conn.fetch(f'SELECT version FROM "{schema}".palimpsest_schema')
         finally:
             await conn.close()
-        assert [r[0] for r in versions] == [1]
+        assert [r[0] for r in versions] == [1, 2]

@@ -1,0 +1,169 @@
+"""Deleting a document, on every process: the store is the truth, fan-out the fast path.
+
+``delete_document`` closes this process's connections (4404), drops the live room without
+a final snapshot, and deletes the log, snapshots and tags, leaving a tombstone in the
+store: the state vector of the deleted document. Then it tells the other processes over
+fan-out. Each of them learns of a deletion in one of three ways:
+
+- the fan-out message (at once): connections closed with 4404, room dropped;
+- its gap check (when the message was lost): a loaded room whose seq is past the store's
+  head, which only a deletion makes go back;
+- a commit that lands at a seq not past the room's own (an edit the stale room took in
+  between): the room is dropped the same way.
+
+The name can be used again: a new document starts empty (a new generation). What it must
+never take in is the deleted content. Every room loads the tombstone and refuses an
+update that brings items of the deleted document (a Yjs client id below the clock the
+tombstone recorded for it, past what the room has): the sender is closed with 4404. A
+y-websocket client that kept its copy and reconnects is refused at its first step 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pycrdt import get_state
+
+from . import protocol as P
+from .errors import FATAL, NotFound
+from .extensions import Client, Extension
+from .room import Room
+from .snapshots import load
+from .store.base import Event, EventStore
+
+if TYPE_CHECKING:
+    from .backend import Backend
+
+log = logging.getLogger("palimpsest.deletion")
+
+
+@dataclass(slots=True)
+class Tombstone:
+    """Per room: the tombstone of a deleted document of the same name (its state vector,
+    decoded), the highest seq this room committed or loaded, and whether it is being
+    dropped."""
+
+    sv: dict[int, int] | None = None
+    seen: int = 0
+    dropped: bool = False
+
+
+def merge_state_vectors(*svs: bytes | None) -> bytes:
+    merged: dict[int, int] = {}
+    for sv in svs:
+        if sv:
+            for client, clock in P.decode_state_vector(sv).items():
+                merged[client] = max(merged.get(client, 0), clock)
+    out = bytearray(P.write_var_uint(len(merged)))
+    for client in sorted(merged):
+        out += P.write_var_uint(client) + P.write_var_uint(merged[client])
+    return bytes(out)
+
+
+async def tombstone_for(store: EventStore, doc: str, room: Room | None = None) -> bytes:
+    """What deleting `doc` must remember: its state vector (from the live room, or the
+    store), with any earlier tombstone's."""
+    sv = room.doc.get_state() if room is not None else (await load(store, doc)).doc.get_state()
+    return merge_state_vectors(await store.tombstone(doc), sv)
+
+
+def close_peers(room: Room, reason: str) -> int:
+    peers = list(room.peers.values())
+    for peer in peers:
+        peer.close(4404, reason)
+    return len(peers)
+
+
+async def delete_document(backend: Backend, doc: str, by: str) -> tuple[bool, int]:
+    """Delete `doc` everywhere; (whether there was anything, connections closed here)."""
+    room = backend.rooms.get_loaded(doc)
+    closed = close_peers(room, f"document {doc!r} was deleted by {by}") if room else 0
+    discarded = await backend.rooms.discard(doc)
+    tombstone = await tombstone_for(backend.store, doc, discarded)
+    existed = await backend.store.delete_doc(doc, tombstone)
+    # a connection that came in meanwhile loaded the old document again
+    await deleted_elsewhere(backend, doc, f"document {doc!r} was deleted by {by}")
+    await backend.extensions.deleted(doc, by)  # the fan-out tells the other processes
+    log.info("deleted %s (by %s; %d connections closed here)", doc, by, closed)
+    return existed or discarded is not None, closed
+
+
+async def deleted_elsewhere(backend: Backend, doc: str, reason: str) -> None:
+    """Another process (or the store) says `doc` was deleted: drop what we hold of it."""
+    room = backend.rooms.get_loaded(doc)
+    if room is None:
+        return
+    n = close_peers(room, reason)
+    await backend.rooms.discard(doc)
+    log.info("dropped %s: %s (%d connections closed)", doc, reason, n)
+
+
+def refuse_deleted_content(room: Room, tomb: dict[int, int], sv: dict[int, int]) -> None:
+    """An update bringing items of the deleted document is refused."""
+    ours = P.decode_state_vector(room.doc.get_state())
+    for client, end in sv.items():
+        have = ours.get(client, 0)
+        if end > have and have < tomb.get(client, 0):
+            raise NotFound(
+                f"document {room.name!r} was deleted: this copy holds its deleted content "
+                "(start from an empty document to use the name again)"
+            )
+
+
+class Deletion(Extension):
+    """Every room knows the tombstone of its name; a room whose log was deleted under it
+    (a commit lands at a seq it had already) is dropped."""
+
+    def setup(self, backend: Backend) -> None:
+        self.backend = backend
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def on_load(self, room: Room) -> None:
+        state = room.state(Tombstone, lambda r: Tombstone(seen=r.seq))
+        tomb = await self.backend.store.tombstone(room.name)
+        if tomb:
+            state.sv = P.decode_state_vector(tomb)
+
+    def on_update(self, room: Room, client: Client, update: bytes) -> None:
+        state = room.peek(Tombstone)
+        if state is None or not state.sv:
+            return
+        try:
+            sv = P.decode_state_vector(get_state(update))
+        except FATAL:
+            raise
+        except BaseException:  # pyo3 PanicException is one: the room refuses it
+            return
+        refuse_deleted_content(room, state.sv, sv)
+
+    async def on_committed(self, doc: str, events: Sequence[Event]) -> None:
+        room = self.backend.rooms.get_loaded(doc)
+        if room is None or not events:
+            return
+        state = room.state(Tombstone, lambda r: Tombstone(seen=r.seq))
+        seen, state.seen = state.seen, max(state.seen, events[-1].seq)
+        if events[0].seq > seen or state.dropped:
+            return
+        # the store gave a seq this room had already: the log was deleted under it
+        state.dropped = True
+        log.warning("room %s past seq %d committed seq %d: deleted elsewhere", doc, seen,
+                    events[0].seq)  # fmt: skip
+        task = asyncio.get_running_loop().create_task(
+            deleted_elsewhere(self.backend, doc, f"document {doc!r} was deleted")
+        )
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+
+__all__ = [
+    "Deletion",
+    "Tombstone",
+    "delete_document",
+    "deleted_elsewhere",
+    "merge_state_vectors",
+    "tombstone_for",
+]

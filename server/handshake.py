@@ -1,0 +1,133 @@
+"""The HTTP request head (a websocket upgrade too) under guard, below the ASGI app.
+
+uvicorn arms its keep-alive timer only after a response, so a socket that connects and
+sends half a request line, or drips one header byte at a time, stays open for good and
+is invisible to the app's per-address limit. This protocol (uvicorn's h11 protocol plus
+three rules) closes that:
+
+- a complete request head within ``handshake_timeout`` seconds of its first byte (or
+  of the connection), else ``408`` and close;
+- a head of at most ``max_request_head_bytes``, else ``431`` and close (h11 detects it;
+  uvicorn's own 400 for it is never written, because h11 refuses to send a response to
+  a request it never parsed);
+- while its head is incomplete, a socket counts against ``max_connections_per_ip``
+  (``429`` and close when over).
+
+A websocket upgrade is parsed again by ``websockets``, whose request-line limit is 8 KiB
+by default (``WEBSOCKETS_MAX_LINE_LENGTH``, read when it is imported): a token of 8 KiB
+in ``?token=`` would never open a socket. :func:`uvicorn_options` raises it to the head
+limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from .settings import Settings
+
+log = logging.getLogger("palimpsest.handshake")
+
+
+def _response(status: int, phrase: str, text: str) -> bytes:
+    body = text.encode()
+    return (
+        f"HTTP/1.1 {status} {phrase}\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode() + body
+
+
+def guarded_protocol(settings: Settings, limits: Any) -> type[H11Protocol]:
+    """An h11 protocol class bound to `settings` and the per-address counter `limits`
+    (an object with ``connect(host) -> bool`` and ``disconnect(host)``)."""
+
+    class GuardedH11Protocol(H11Protocol):
+        _head_timer: asyncio.TimerHandle | None = None
+        _counted: str | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)  # type: ignore[arg-type]
+            host = self.client[0] if self.client else "unknown"
+            if not limits.connect(host):
+                log.warning("refused a connection from %s: too many connections", host)
+                self._refuse(429, "Too Many Requests", "too many connections from your address")
+                return
+            self._counted = host
+            self._arm()
+
+        def _arm(self) -> None:
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(
+                    settings.handshake_timeout, self._head_timeout
+                )
+
+        def _head_done(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+            if self._counted is not None:
+                limits.disconnect(self._counted)
+                self._counted = None
+
+        def _head_timeout(self) -> None:
+            self._head_timer = None
+            log.info("closing a connection from %s: no request head within %gs",
+                     self.client, settings.handshake_timeout)  # fmt: skip
+            self._refuse(408, "Request Timeout", "the request head did not arrive in time")
+
+        def _refuse(self, status: int, phrase: str, text: str) -> None:
+            if not self.transport.is_closing():
+                self.transport.write(_response(status, phrase, text))
+                self.transport.close()
+            self._head_done()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.transport.is_closing() or self.transport.get_protocol() is not self:
+                self._head_done()  # closed, or handed over to the websocket protocol
+            elif self.conn.their_state is h11.IDLE:
+                self._arm()  # still waiting for a complete head
+            else:
+                self._head_done()
+
+        def send_400_response(self, msg: str) -> None:
+            if self.conn.their_state is h11.ERROR and self.conn.our_state is h11.IDLE:
+                # h11 cannot answer a request it never parsed: over-long heads land here
+                too_long = len(self.conn.trailing_data[0]) >= settings.max_request_head_bytes
+                if too_long:
+                    self._refuse(431, "Request Header Fields Too Large",
+                                 f"the request head is over {settings.max_request_head_bytes} "
+                                 "bytes")  # fmt: skip
+                else:
+                    self._refuse(400, "Bad Request", msg)
+                return
+            super().send_400_response(msg)
+            self._head_done()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._head_done()
+            super().connection_lost(exc)
+
+    return GuardedH11Protocol
+
+
+def uvicorn_options(settings: Settings, limits: Any) -> dict[str, Any]:
+    """The uvicorn.Config options that put the guard in place."""
+    import websockets.http11
+
+    # websockets reads this knob from the environment at import time; the head limit
+    # is what bounds the request line now
+    websockets.http11.MAX_LINE_LENGTH = max(
+        websockets.http11.MAX_LINE_LENGTH, settings.max_request_head_bytes
+    )
+    return {
+        "http": guarded_protocol(settings, limits),
+        "h11_max_incomplete_event_size": settings.max_request_head_bytes,
+    }
+
+
+__all__ = ["guarded_protocol", "uvicorn_options"]

@@ -1,0 +1,118 @@
+"""What a room's log already holds, for the no-op rule: an update that adds no item and
+deletes nothing new is not an event (clients such as pycrdt's ``Provider`` echo back
+every update they receive, and each sync step 2 carries the sender's whole delete set).
+
+Decided from the update's struct ranges against the document's state vector, and from
+its delete set against the union of every delete set the room has logged (taken from
+the document once, then extended per event): per update, the cost is its own size times
+a bisection, never a copy or a walk of the document.
+
+When unsure it says "adds": a logged no-op is harmless, a dropped deletion is not. So
+deletions of items the document does not hold yet (Yjs keeps them pending and applies
+them when the items arrive) count as new until logged once, and an update that does not
+parse counts as new.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Any
+
+from pycrdt import Doc, Snapshot, get_update
+
+from . import protocol as P
+from .errors import FATAL, ProtocolError
+from .updates import Ranges, decode_update_meta, read_delete_set
+
+
+class KnownDeletions:
+    """The union of delete sets seen: {client: sorted disjoint [(start, end)]}."""
+
+    __slots__ = ("ranges",)
+
+    def __init__(self) -> None:
+        self.ranges: Ranges = {}
+
+    @classmethod
+    def of_doc(cls, doc: Doc[Any]) -> KnownDeletions:
+        """Everything deleted in `doc` (its snapshot: delete set, then state vector)."""
+        known = cls()
+        known.add(read_delete_set(P.Reader(Snapshot.from_doc(doc).encode())))
+        return known
+
+    def add(self, ranges: Ranges) -> None:
+        for client, rs in ranges.items():
+            cur = self.ranges.setdefault(client, [])
+            for start, end in rs:
+                if end > start:
+                    _insert(cur, start, end)
+            if not cur:
+                del self.ranges[client]
+
+    def covers(self, client: int, start: int, end: int) -> bool:
+        cur = self.ranges.get(client)
+        if not cur:
+            return end <= start
+        i = bisect.bisect_right(cur, (start, float("inf"))) - 1
+        return i >= 0 and cur[i][0] <= start and end <= cur[i][1]
+
+
+def _insert(cur: list[tuple[int, int]], start: int, end: int) -> None:
+    """Add [start, end) to sorted disjoint ranges, merging what it touches. Appending at
+    the end (the common case: clocks only grow) is O(1); otherwise a bisection."""
+    if not cur or start > cur[-1][1]:
+        cur.append((start, end))
+        return
+    if start >= cur[-1][0]:
+        if end > cur[-1][1]:
+            cur[-1] = (cur[-1][0], end)
+        return
+    i = bisect.bisect_left(cur, (start, end))
+    lo = i - 1 if i > 0 and cur[i - 1][1] >= start else i
+    hi = i
+    while hi < len(cur) and cur[hi][0] <= end:
+        hi += 1
+    if lo < hi:
+        start, end = min(start, cur[lo][0]), max(end, cur[hi - 1][1])
+    cur[lo:hi] = [(start, end)]
+
+
+def adds_anything(update: bytes, state: bytes, deleted: KnownDeletions) -> bool:
+    """Whether `update` could change a document with state vector `state` (encoded) whose
+    logged deletions are `deleted`: an item past the state vector, or a deletion not
+    yet seen."""
+    try:
+        # yrs keeps only the structs past `state`, and the whole delete set: the cost is
+        # the update's, and items pending in the document (missing dependencies) are past
+        # its state vector, so re-sending them counts as adding
+        diff = get_update(update, state)
+    except FATAL:
+        raise
+    except BaseException:  # pyo3 PanicException is one: whatever it holds, log it
+        return True
+    if diff[:1] != b"\x00":
+        return True
+    r = P.Reader(diff)
+    r.pos = 1
+    try:
+        deletes = read_delete_set(r)
+        r.expect_end("the delete set")
+    except ProtocolError:
+        return True
+    return any(
+        not deleted.covers(client, start, end)
+        for client, rs in deletes.items()
+        for start, end in rs
+    )
+
+
+def deletions_of(update: bytes) -> Ranges:
+    """An update's delete set (empty if it does not parse: it did not apply either)."""
+    if update[-1:] == b"\x00":
+        # the last byte of a v1 update is 0 only when its delete set is empty (a range's
+        # length is a varUint >= 1, which never ends in a 0 byte): most updates insert
+        return {}
+    try:
+        return decode_update_meta(update).deletes
+    except ProtocolError:
+        return {}

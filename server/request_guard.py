@@ -1,0 +1,153 @@
+"""ASGI middleware in front of every route: where requests may come from, and what a
+request body may be.
+
+- Origin. A browser lets any web page open a websocket to ``ws://127.0.0.1:8000`` or
+  POST to it; only the ``Origin`` header tells us which page. Websockets and
+  state-changing HTTP requests (POST, PUT, PATCH, DELETE) from a browser are accepted
+  from the server's own origin, localhost origins and ``--allow-origin``; a request
+  without ``Origin`` (curl, a Python or Node client) is not a browser's and passes.
+  In open mode always; with tokens only when ``--allow-origin`` is given, because a
+  token is never sent by the browser on its own (it is not a cookie), so a foreign page
+  can do nothing the token's holder did not hand it.
+- Bodies: at most ``max_http_body_bytes`` (413), and ``application/json`` when not empty
+  (415): a cross-site form or ``text/plain`` fetch cannot pose as an API call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from .settings import Settings
+
+log = logging.getLogger("palimpsest.guard")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def origin_allowed(origin: str, host: str | None, allow: tuple[str, ...]) -> bool:
+    """Whether a browser page at `origin` may talk to the server reached as `host`."""
+    origin = origin.strip().rstrip("/").lower()
+    allowed = {a.strip().rstrip("/").lower() for a in allow}
+    if "*" in allowed or origin in allowed:
+        return True
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False  # "null" (sandboxed frames, file:// pages) and the like
+    if parts.hostname in _LOCAL_HOSTS:
+        return True
+    return host is not None and parts.netloc == host.strip().lower()
+
+
+class RequestGuard:
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: Settings,
+        is_open: Callable[[], bool],
+        refused: Callable[[str], None] = lambda reason: None,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.is_open = is_open
+        self.refused = refused
+
+    def _origin_refusal(self, scope: Scope, headers: dict[str, str]) -> str | None:
+        origin = headers.get("origin")
+        if origin is None:
+            return None
+        if not self.is_open() and not self.settings.allow_origin:
+            return None
+        if origin_allowed(origin, headers.get("host"), self.settings.allow_origin):
+            return None
+        self.refused("origin")
+        return f"origin {origin[:100]!r} is not allowed here (see --allow-origin)"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            refusal = self._origin_refusal(scope, _headers(scope))
+            if refusal is not None:
+                log.warning("refused websocket %s: %s", scope.get("path"), refusal)
+                await receive()  # websocket.connect
+                await send({"type": "websocket.accept"})
+                await send({"type": "websocket.close", "code": 4403, "reason": refusal[:120]})
+                return
+        elif scope["type"] == "http" and scope["method"] in _WRITES:
+            headers = _headers(scope)
+            refusal = self._origin_refusal(scope, headers)
+            if refusal is not None:
+                log.warning("refused %s %s: %s", scope["method"], scope.get("path"), refusal)
+                return await _answer(send, 403, "Forbidden", refusal)
+            await self._with_body(scope, receive, send, headers)
+            return
+        await self.app(scope, receive, send)
+
+    async def _with_body(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]
+    ) -> None:
+        limit = self.settings.max_http_body_bytes
+        too_large = f"the request body is over the limit of {limit} bytes"
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            self.refused("body_too_large")
+            return await _answer(send, 413, "FrameTooLarge", too_large)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                self.refused("body_too_large")
+                return await _answer(send, 413, "FrameTooLarge", too_large)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        kind = headers.get("content-type", "").split(";")[0].strip().lower()
+        if body.strip() and kind != "application/json":
+            self.refused("unsupported_media_type")
+            return await _answer(
+                send, 415, "UnsupportedMediaType",
+                f"the request body must be application/json, not {kind[:60] or 'untyped'}",
+            )  # fmt: skip
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _answer(send: Send, status: int, error: str, detail: str) -> None:
+    payload = json.dumps({"error": error, "detail": detail}).encode()
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode())],
+    })  # fmt: skip
+    await send({"type": "http.response.body", "body": payload})
+
+
+__all__ = ["RequestGuard", "origin_allowed"]

@@ -1,0 +1,350 @@
+"""The Hocuspocus endpoint, ``/hocuspocus``: ``@hocuspocus/provider`` clients, unmodified.
+
+One socket carries any number of documents (see :mod:`server.hocuspocus` for the
+frames). Each open document is a :class:`DocPeer` of the same room ``/ws/{doc}`` uses,
+so the documents, the log, undo and the rules are the same whichever protocol a client
+speaks. The socket itself is a :class:`~server.routes.ws.Connection`: the same eager
+reader, bounded send queue, rate limit and close handling.
+
+Each document's first frame is normally an auth message (3.x and 4.x providers always
+send one; 2.x only with a ``token``). Its token is checked with the same JWT rules as
+``?token=`` on ``/ws``; in open development mode it names the user (see
+docs/hocuspocus.md). The answer is Authenticated (``read-write`` / ``readonly``) or
+PermissionDenied with the reason; frames read while the room loads wait in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from typing import Any
+
+import jwt
+from pycrdt import get_state
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from .. import hocuspocus as H
+from .. import protocol as P
+from ..auth import Identity
+from ..backend import Backend, with_params
+from ..conn_guard import ConnectionGuard
+from ..errors import (
+    FATAL,
+    FrameTooLarge,
+    PalimpsestError,
+    ProtocolError,
+    RateLimited,
+    StoreError,
+    UpdateRejected,
+)
+from ..extensions import Client
+from ..hocuspocus_peer import DocPeer, SyncStatus
+from ..names import validate_doc_name
+from ..room import EMPTY_UPDATE, Room
+from ..tokens import OpenAccess
+from .ws import Connection, client_id, extension_answer, reason_of, refuse
+
+log = logging.getLogger("palimpsest.hocuspocus")
+
+#: documents one socket may have open (each holds a room in memory)
+MAX_DOCS_PER_SOCKET = 256
+#: refused document names remembered per socket (their frames are dropped quietly)
+MAX_DENIED = 1024
+
+
+def close_code_of(e: PalimpsestError) -> int:
+    """Hocuspocus's close codes where it has one for the case."""
+    if isinstance(e, FrameTooLarge):
+        return H.MESSAGE_TOO_BIG
+    if isinstance(e, ProtocolError | UpdateRejected):
+        return H.RESET_CONNECTION
+    return e.close_code
+
+
+def _claimed_user(token: str) -> str:
+    """Open mode: the token names the user, or is a JWT whose ``sub`` does (unverified:
+    open mode believes everyone), so an app's real tokens work against a dev server."""
+    if token.count(".") == 2:
+        try:
+            sub = jwt.decode(token, options={"verify_signature": False}).get("sub")
+        except jwt.InvalidTokenError:
+            return token
+        if isinstance(sub, str):
+            return sub
+    return token
+
+
+#: what extensions see of the socket itself (on_connect, on_disconnect): it has no
+#: identity of its own, each document is authenticated in-band
+SOCKET_IDENTITY = Identity("(hocuspocus socket)", "read", ())
+
+
+class HocuspocusSocket(Connection):
+    def __init__(self, ws: WebSocket, backend: Backend, client: Client) -> None:
+        super().__init__(ws, backend, client)
+        self.status = backend.extension(SyncStatus)
+        self.docs: dict[str, DocPeer] = {}
+        #: documents being authenticated, with the frames read for them meanwhile
+        self.opening: dict[str, list[H.Frame]] = {}
+        self.denied: set[str] = set()
+        self._n = itertools.count(1)
+        self._loads: set[asyncio.Task[None]] = set()
+
+    # --- the read loop ---------------------------------------------------------------
+
+    async def serve(self, room: Room | None = None) -> None:
+        self._sender = asyncio.create_task(self._send_loop(), name=f"send:{self.id}")
+        try:
+            while self._close is None:
+                message = await self.ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                data = message.get("bytes")
+                if data is None:
+                    raise ProtocolError("text frame received: the protocol uses binary frames")
+                self.dispatch(data)
+        except WebSocketDisconnect:
+            pass
+        except PalimpsestError as e:
+            self.refuse(e)
+        finally:
+            for peer in list(self.docs.values()):
+                self.leave(peer)
+            if self._close is None:
+                self.close(1000, "")
+            await self.closed.wait()
+            for task in list(self._tasks):
+                task.cancel()
+
+    def refuse(self, e: PalimpsestError) -> None:
+        code = close_code_of(e)
+        log.info("%s: closing with %d: %s", self.id, code, e)
+        self.backend.refused(reason_of(e))
+        self.close(code, str(e))
+
+    def dispatch(self, data: bytes) -> None:
+        limit = self.backend.settings.max_frame_bytes
+        if len(data) > limit:
+            raise FrameTooLarge(f"frame of {len(data)} bytes is over the limit of {limit}")
+        self.guard.check_rate(len(data))  # every frame kind, of every document on the socket
+        frame = H.decode(data)
+        peer = self.docs.get(frame.doc)
+        if peer is None:
+            waiting = self.opening.get(frame.doc)
+            if waiting is None:
+                self.open(frame)
+            elif frame.type == H.CLOSE:
+                del self.opening[frame.doc]  # closed before it was opened
+            elif frame.type != H.AUTH:
+                if sum(len(f.body) for f in waiting) + len(frame.body) > 8 * limit:
+                    raise RateLimited(f"over {8 * limit} bytes sent before {frame.doc!r} opened")
+                waiting.append(frame)
+        elif peer.room is None:
+            if frame.type == H.CLOSE:
+                self.leave(peer)
+            elif frame.type != H.AUTH:  # a second token while the first is served
+                peer.pending_bytes += len(frame.body)
+                if peer.pending_bytes > 8 * limit:
+                    raise RateLimited(f"over {8 * limit} bytes sent before {frame.doc!r} loaded")
+                peer.pending.append(frame)
+        else:
+            self.handle_frame(peer, peer.room, frame)
+
+    # --- opening and closing documents ---------------------------------------------------
+
+    def open(self, frame: H.Frame) -> None:
+        if frame.type == H.CLOSE:
+            return
+        if frame.type == H.AUTH:
+            token: str | None = H.decode_auth(frame.body).token
+        elif frame.doc in self.denied:
+            return  # answered already; a new auth message tries again
+        else:
+            token = None  # a 2.x provider without a token sends no auth message
+        frames = self.opening[frame.doc] = [] if frame.type == H.AUTH else [frame]
+        task = asyncio.create_task(
+            self.authenticate(frame.doc, token, frames, authed=frame.type == H.AUTH),
+            name=f"open:{self.id}:{frame.doc}",
+        )
+        self._loads.add(task)
+        task.add_done_callback(self._loads.discard)
+
+    async def authenticate(
+        self, doc: str, token: str | None, frames: list[H.Frame], *, authed: bool
+    ) -> None:
+        """The extensions' authenticate (the token as ?token=, or in open mode as the
+        claimed ?user=); then the document opens, with the frames read meanwhile."""
+        try:
+            validate_doc_name(doc)
+            identity = await self.backend.authenticate(self.credentials(token), doc, "read")
+            if len(self.docs) >= MAX_DOCS_PER_SOCKET:
+                raise RateLimited(f"more than {MAX_DOCS_PER_SOCKET} documents on one socket")
+        except PalimpsestError as e:
+            if self.opening.get(doc) is frames:
+                del self.opening[doc]
+            log.info("%s: refused %r: %s", self.id, doc, e)
+            self.backend.refused(reason_of(e))
+            if len(self.denied) >= MAX_DENIED:
+                self.denied.clear()
+            self.denied.add(doc)
+            self.send(H.encode_permission_denied(doc, str(e)))
+            return
+        if self.opening.get(doc) is not frames or self._close is not None:
+            return  # closed while its credentials were checked
+        del self.opening[doc]
+        self.denied.discard(doc)
+        guard = ConnectionGuard(self.backend, self.backend.settings, identity, doc, self.host)
+        peer = DocPeer(self, doc, identity, next(self._n), guard, self.status)
+        self.docs[doc] = peer
+        if authed:
+            self.send(H.encode_authenticated(doc, read_only=not identity.can_write))
+        peer.pending.extend(frames)
+        log.info("open %s doc=%s user=%s", peer.id, peer.doc, peer.actor)
+        await self.load(peer)
+
+    def credentials(self, token: str | None) -> Any:
+        """The socket's request, with an in-band token where the extensions look for
+        credentials: ?token=, or in open mode the user it claims as ?user=."""
+        if token is None:
+            return self.ws  # ?token= / ?user= of the socket's URL, its cookies
+        if self.backend.extension(OpenAccess) is not None:
+            return with_params(self.ws, user=_claimed_user(token))
+        return with_params(self.ws, token=token)
+
+    async def load(self, peer: DocPeer) -> None:
+        try:
+            room = await self.backend.rooms.get(peer.doc)
+        except StoreError as e:
+            log.warning("cannot load %s: %s", peer.doc, e)
+            self.backend.refused("store_unavailable")
+            self.close(1013, "the store is unavailable, try again")
+            return
+        if self.docs.get(peer.doc) is not peer or self._close is not None:
+            self.backend.rooms.release(room)  # closed while loading
+            return
+        peer.room = room
+        room.join(peer, sync_step1=False)  # Hocuspocus answers the client's step 1 instead
+        frames, peer.pending = peer.pending, []
+        try:
+            for frame in frames:
+                if peer.room is None:
+                    break
+                self.handle_frame(peer, room, frame)
+        except PalimpsestError as e:
+            self.refuse(e)
+
+    def leave(self, peer: DocPeer) -> None:
+        if self.docs.get(peer.doc) is peer:
+            del self.docs[peer.doc]
+        peer.forget()
+        room, peer.room = peer.room, None
+        if room is not None:
+            room.leave(peer)
+            self.backend.rooms.release(room)
+            log.info("close %s doc=%s user=%s", peer.id, peer.doc, peer.actor)
+
+    # --- one frame of an open document -----------------------------------------------------
+
+    def handle_frame(self, peer: DocPeer, room: Room, frame: H.Frame) -> None:
+        t = frame.type
+        if t in (H.SYNC, H.SYNC_REPLY):
+            msg = H.decode_sync(frame.body)
+            if isinstance(msg, P.SyncStep1):
+                if t == H.SYNC:  # a sync reply's step 1 wants the step 2 only
+                    peer.send(P.encode_sync_step1(room.doc.get_state()))
+                room.answer_sync_step1(peer, msg.state_vector)
+            else:
+                self.update(peer, room, msg.update, step2=isinstance(msg, P.SyncStep2))
+        elif t == H.AWARENESS:
+            entries = self.admit_awareness(room, H.decode_awareness(frame.body))
+            if entries is not None:
+                room.receive_awareness(peer, entries)
+        elif t == H.QUERY_AWARENESS:
+            room.send_awareness(peer)
+        elif t == H.STATELESS:
+            body = H.parse_request(H.decode_string(frame.body, "stateless payload"))
+            if body is not None:
+                self.spawn(self.request(peer, room, body))
+        elif t == H.BROADCAST_STATELESS:
+            self.broadcast_stateless(room, H.decode_string(frame.body, "stateless payload"))
+        elif t == H.CLOSE:
+            self.leave(peer)
+        elif t == H.SYNC_STATUS:
+            raise ProtocolError("sync status messages go from the server to clients")
+        # H.AUTH on an open document is a token refresh: the document keeps its identity
+
+    def update(self, peer: DocPeer, room: Room, update: bytes, *, step2: bool) -> None:
+        if not peer.identity.can_write:
+            # Hocuspocus's read-only answer: saved only when it changes nothing (a step 2
+            # of a reader who has not edited; an echo), refused otherwise
+            saved = update == EMPTY_UPDATE or not _adds_anything(room, update)
+            if not saved:
+                self.backend.refused("read_only")
+            self.send(H.encode_sync_status(peer.doc, saved))
+            return
+        self.admit_update(room, update, peer.guard, peer.client)
+        if not room.receive_update(peer.author, update, reply_to_step1=step2):
+            # nothing to log: saved as soon as everything this client sent before is
+            self.spawn(self.saved_after_flush(peer, room))
+
+    async def saved_after_flush(self, peer: DocPeer, room: Room) -> None:
+        try:
+            await room.flush()
+        except StoreError:
+            return  # the room is reloading and has closed its peers
+        if peer.room is room:
+            peer.author.saved()
+
+    async def request(self, peer: DocPeer, room: Room, body: dict[str, Any]) -> None:
+        answer = await extension_answer(
+            self.backend, room, peer.client, body, flush=room.flush, charge=self.charge
+        )
+        self.send(H.encode_json(peer.doc, answer))
+
+    def broadcast_stateless(self, room: Room, payload: str) -> None:
+        for other in list(room.peers.values()):
+            if isinstance(other, DocPeer):  # y-websocket clients have no stateless messages
+                other.sock.send(H.encode_stateless(other.doc, payload))
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _adds_anything(room: Room, update: bytes) -> bool:
+    try:
+        get_state(update)
+    except FATAL:
+        raise
+    except BaseException as e:  # pyo3 PanicException is one
+        raise UpdateRejected(f"update does not decode: {e}") from e
+    return room._adds_anything(update)
+
+
+async def hocuspocus_endpoint(ws: WebSocket) -> None:
+    backend: Backend = ws.app.state.backend
+    host = ws.client.host if ws.client else "unknown"
+    client = Client(client_id(backend), "*", SOCKET_IDENTITY, host)
+    try:
+        passed = await backend.extensions.connect(client)
+    except PalimpsestError as e:
+        log.warning("refused hocuspocus socket from %s: %s", host, e)
+        backend.refused(reason_of(e))
+        await refuse(ws, e.close_code, str(e))
+        return
+    try:
+        await ws.accept()
+        sock = HocuspocusSocket(ws, backend, client)
+        log.info("connect %s (hocuspocus)", sock.id)
+        try:
+            await sock.serve()
+        finally:
+            log.info("disconnect %s (hocuspocus)", sock.id)
+    finally:
+        await backend.extensions.disconnect(client, passed)
+
+
+routes = [WebSocketRoute("/hocuspocus", hocuspocus_endpoint)]

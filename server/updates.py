@@ -1,0 +1,193 @@
+"""What a Yjs update (v1 encoding) carries, read without applying it. Pure, no I/O.
+
+Which clock ranges of which clients its structs cover, and its delete set: enough to
+tell whether an update could change a document whose state vector and deletions are
+known (the no-op rule in room.py), at a cost proportional to the update, not to the
+document. Like Yjs's ``parseUpdateMeta`` plus ``readDeleteSet``.
+
+pycrdt's ``get_state(update)`` is no substitute: for an update whose structs do not
+start at clock 0 (every incremental update) it returns an empty state vector.
+
+The v1 layout (yjs ``encoding.js``, ``UpdateEncoderV1``)::
+
+    varUint(#clients) { varUint(#structs) varUint(client) varUint(first clock)
+                        struct* }*
+    delete set: varUint(#clients) { varUint(client) varUint(#ranges)
+                                    { varUint(clock) varUint(length) }* }*
+
+A struct is ``uint8(info)`` then: GC (info 0) and Skip (info 10) a varUint length; an
+Item its origin IDs (info bits 8 and 7), its parent when it has neither (a varUint flag,
+then a varString root name or an ID), its parent sub (bit 6) and its content (info &
+31), whose length is what the item advances its client's clock by.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import ProtocolError
+from .protocol import Reader
+
+#: {client: [(start, end), ...]}: clock ranges, end exclusive
+Ranges = dict[int, list[tuple[int, int]]]
+
+_BIT8, _BIT7, _BIT6 = 0x80, 0x40, 0x20
+_GC, _SKIP = 0, 10
+# content refs (yjs ``contentRefs``)
+_DELETED, _JSON, _BINARY, _STRING, _EMBED, _FORMAT, _TYPE, _ANY, _DOC = range(1, 10)
+_XML_ELEMENT, _XML_HOOK = 3, 5  # type refs that carry a name
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateMeta:
+    #: clock ranges covered by GC structs and items (Skips excluded), per client
+    structs: Ranges
+    #: the delete set, as encoded (ranges per client, in the order sent)
+    deletes: Ranges
+
+
+def decode_update_meta(update: bytes) -> UpdateMeta:
+    """Read an update's struct ranges and delete set. Raises ProtocolError if it is not
+    a well-formed v1 update (truncated, unknown struct or content, trailing bytes)."""
+    r = Reader(update)
+    structs: Ranges = {}
+    for _ in range(r.read_var_uint("number of clients")):
+        n = r.read_var_uint("number of structs")
+        client = r.read_var_uint("client id")
+        clock = r.read_var_uint("first clock")
+        for _ in range(n):
+            info = _read_byte(r, "struct info")
+            if info in (_GC, _SKIP):
+                length = r.read_var_uint("struct length")
+                if info == _GC:
+                    _add(structs, client, clock, clock + length)
+            else:
+                length = _skip_item(r, info)
+                _add(structs, client, clock, clock + length)
+            clock += length
+    deletes = read_delete_set(r)
+    r.expect_end("the update's delete set")
+    return UpdateMeta(structs, deletes)
+
+
+def read_delete_set(r: Reader) -> Ranges:
+    out: Ranges = {}
+    for _ in range(r.read_var_uint("delete set clients")):
+        client = r.read_var_uint("delete set client")
+        got = out.setdefault(client, [])
+        for _ in range(r.read_var_uint("delete set ranges")):
+            start = r.read_var_uint("deleted clock")
+            got.append((start, start + r.read_var_uint("deleted length")))
+    return out
+
+
+def _add(out: Ranges, client: int, start: int, end: int) -> None:
+    if end <= start:
+        return
+    got = out.setdefault(client, [])
+    if got and got[-1][1] == start:
+        got[-1] = (got[-1][0], end)
+    else:
+        got.append((start, end))
+
+
+def _read_byte(r: Reader, what: str) -> int:
+    if r.pos >= len(r.data):
+        raise ProtocolError(f"truncated update: expected {what} at offset {r.pos}")
+    b = r.data[r.pos]
+    r.pos += 1
+    return b
+
+
+def _skip(r: Reader, n: int, what: str) -> None:
+    if r.pos + n > len(r.data):
+        raise ProtocolError(f"truncated update: {what} needs {n} bytes at offset {r.pos}")
+    r.pos += n
+
+
+def _skip_item(r: Reader, info: int) -> int:
+    """Skip an Item's header and content; return its length (clock units)."""
+    if info & _BIT8:
+        r.read_var_uint("origin client")
+        r.read_var_uint("origin clock")
+    if info & _BIT7:
+        r.read_var_uint("right origin client")
+        r.read_var_uint("right origin clock")
+    if not info & (_BIT8 | _BIT7):
+        if r.read_var_uint("parent info"):
+            r.read_var_bytes("parent type name")
+        else:
+            r.read_var_uint("parent client")
+            r.read_var_uint("parent clock")
+        if info & _BIT6:
+            r.read_var_bytes("parent sub")
+    ref = info & 31
+    if ref == _DELETED:
+        return r.read_var_uint("deleted length")
+    if ref == _JSON:
+        n = r.read_var_uint("JSON content length")
+        for _ in range(n):
+            r.read_var_bytes("JSON value")
+        return n
+    if ref == _BINARY:
+        r.read_var_bytes("binary content")
+        return 1
+    if ref == _STRING:
+        return _utf16_length(r.read_var_string("string content"))
+    if ref == _EMBED:
+        r.read_var_bytes("embed")
+        return 1
+    if ref == _FORMAT:
+        r.read_var_bytes("format key")
+        r.read_var_bytes("format value")
+        return 1
+    if ref == _TYPE:
+        if r.read_var_uint("type ref") in (_XML_ELEMENT, _XML_HOOK):
+            r.read_var_bytes("type name")
+        return 1
+    if ref == _ANY:
+        n = r.read_var_uint("any content length")
+        _skip_any(r, n)
+        return n
+    if ref == _DOC:
+        r.read_var_bytes("subdocument guid")
+        _skip_any(r, 1)
+        return 1
+    raise ProtocolError(f"unknown item content ref {ref} (info byte {info}) at offset {r.pos}")
+
+
+def _utf16_length(text: str) -> int:
+    # Yjs clocks count UTF-16 code units; astral characters count two
+    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+
+
+def _skip_any(r: Reader, count: int) -> None:
+    """Skip `count` lib0 ``any`` values, iteratively (nesting depth is attacker-chosen)."""
+    # a stack of open containers: [values left, whether each value follows a key]
+    stack: list[list[int]] = [[count, 0]]
+    while stack:
+        top = stack[-1]
+        if top[0] == 0:
+            stack.pop()
+            continue
+        top[0] -= 1
+        if top[1]:
+            r.read_var_bytes("object key")
+        tag = _read_byte(r, "any value tag")
+        if tag in (127, 126, 121, 120):  # undefined, null, false, true
+            continue
+        if tag == 125:  # varInt
+            while _read_byte(r, "varInt") & 0x80:
+                pass
+        elif tag == 124:
+            _skip(r, 4, "float32")
+        elif tag in (123, 122):
+            _skip(r, 8, "float64/bigint")
+        elif tag in (119, 116):  # string, Uint8Array
+            r.read_var_bytes("any string or bytes")
+        elif tag == 118:  # object: n (key, value) pairs
+            stack.append([r.read_var_uint("object size"), 1])
+        elif tag == 117:  # array
+            stack.append([r.read_var_uint("array length"), 0])
+        else:
+            raise ProtocolError(f"unknown any value tag {tag} at offset {r.pos - 1}")

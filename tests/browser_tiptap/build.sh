@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Bundle the Tiptap test page into OUT (default: ./dist): index.html + bundle.js.
+# Inputs: package.json + package-lock.json (exact versions, installed by scripts/test
+# with `npm ci`) and src/. Run by tests/test_browser_tiptap.py at set-up.
+set -euo pipefail
+cd "$(dirname "$0")"
+OUT=${1:-dist}
+mkdir -p "$OUT"
+npx --no-install esbuild src/main.js --bundle --format=esm --target=es2020 \
+  --log-level=warning --outfile="$OUT/bundle.js"
+cp src/index.html "$OUT/index.html"

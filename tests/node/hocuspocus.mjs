@@ -1,0 +1,154 @@
+#!/usr/bin/env node
+// Unmodified @hocuspocus/provider clients (2.x and 3.x, installed as the npm aliases
+// hocuspocus-provider-2 / hocuspocus-provider-3) and y-websocket clients in one process,
+// driven by tests/test_hocuspocus_node.py. Every document's shared text is Y.Text 'content'.
+//
+// One JSON command per stdin line; one JSON answer per command on stdout:
+// {"ok": true, "result": ...} or {"ok": false, "error": "..."}.
+//
+//   socket {name, version: 2|3, url}     a HocuspocusProviderWebsocket (one socket, many docs)
+//   open {name, socket, doc, token?}     a HocuspocusProvider for doc on that socket
+//   yws {name, url, doc, params?}        a y-websocket WebsocketProvider (url ends in /ws)
+//   insert {name, text, pos?}            one transaction (pos: index, default the end)
+//   stateless {name, payload}            provider.sendStateless(payload)
+//   state {name}                         {text, synced, unsynced, scope, denied, stateless, status}
+//   wait {name, field, equals? | contains? | truthy? | atLeast?, timeout?}
+//                                        poll state[field] until it holds; answers the state
+//   destroy {name}                       provider.destroy()
+//   exit
+import * as Y from 'yjs'
+import WebSocket from 'ws'
+import { WebsocketProvider } from 'y-websocket'
+import readline from 'node:readline'
+import * as H2 from 'hocuspocus-provider-2'
+import * as H3 from 'hocuspocus-provider-3'
+
+const HOCUSPOCUS = { 2: H2, 3: H3 }
+const sockets = new Map()
+const clients = new Map()
+
+const client = (name) => {
+  const c = clients.get(name)
+  if (!c) throw new Error(`no client named ${name}`)
+  return c
+}
+
+const track = (doc) => ({
+  doc,
+  text: doc.getText('content'),
+  scope: null,
+  denied: [],
+  stateless: [],
+  closes: [],
+})
+
+const commands = {
+  socket ({ name, version, url }) {
+    const lib = HOCUSPOCUS[version]
+    if (!lib) throw new Error(`no provider version ${version}`)
+    const ws = new lib.HocuspocusProviderWebsocket({
+      url, WebSocketPolyfill: WebSocket, delay: 100, minDelay: 100, maxDelay: 500, quiet: true,
+    })
+    sockets.set(name, { ws, version })
+    return { version }
+  },
+  open ({ name, socket, doc, token }) {
+    const s = sockets.get(socket)
+    if (!s) throw new Error(`no socket named ${socket}`)
+    const ydoc = new Y.Doc()
+    const c = track(ydoc)
+    c.kind = `hocuspocus-${s.version}`
+    const config = {
+      websocketProvider: s.ws,
+      name: doc,
+      document: ydoc,
+      onAuthenticated: () => { c.scope = c.provider.authorizedScope ?? 'authenticated' },
+      onAuthenticationFailed: ({ reason }) => { c.denied.push(reason) },
+      onStateless: ({ payload }) => { c.stateless.push(payload) },
+      onClose: ({ event }) => { c.closes.push(event?.code ?? null) },
+    }
+    if (token !== undefined && token !== null) config.token = token
+    c.provider = new HOCUSPOCUS[s.version].HocuspocusProvider(config)
+    if (s.version >= 3) c.provider.attach()
+    clients.set(name, c)
+    return { clientID: ydoc.clientID }
+  },
+  yws ({ name, url, doc, params }) {
+    const ydoc = new Y.Doc()
+    const c = track(ydoc)
+    c.kind = 'y-websocket'
+    c.provider = new WebsocketProvider(url, doc, ydoc, { WebSocketPolyfill: WebSocket, params: params ?? {} })
+    clients.set(name, c)
+    return { clientID: ydoc.clientID }
+  },
+  insert ({ name, text, pos }) {
+    const c = client(name)
+    c.text.insert(pos ?? c.text.length, text)
+    return state(c)
+  },
+  stateless ({ name, payload }) {
+    client(name).provider.sendStateless(payload)
+    return null
+  },
+  state ({ name }) { return state(client(name)) },
+  async wait ({ name, field, equals, contains, truthy, atLeast, timeout }) {
+    const c = client(name)
+    const deadline = Date.now() + (timeout ?? 10000)
+    for (;;) {
+      const s = state(c)
+      const v = s[field]
+      const hay = typeof v === 'string' ? v : Array.isArray(v) ? v.join('\n') : JSON.stringify(v)
+      const holds = equals !== undefined ? JSON.stringify(v) === JSON.stringify(equals)
+        : contains !== undefined ? [contains].flat().every((x) => hay.includes(x))
+          : atLeast !== undefined ? v >= atLeast
+            : truthy === false ? !truthful(v) : truthful(v)
+      if (holds) return s
+      if (Date.now() > deadline) throw new Error(`${name}.${field} did not hold: ${JSON.stringify(s)}`)
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+  },
+  destroy ({ name }) {
+    client(name).provider.destroy()
+    clients.delete(name)
+    return null
+  },
+}
+
+const truthful = (v) => (Array.isArray(v) ? v.length > 0 : !!v)
+
+function state (c) {
+  const p = c.provider
+  const hocus = c.kind !== 'y-websocket'
+  return {
+    kind: c.kind,
+    text: c.text.toString(),
+    synced: !!p.synced,
+    unsynced: hocus ? p.unsyncedChanges : null,
+    hasUnsynced: hocus ? p.hasUnsyncedChanges : null,
+    scope: c.scope,
+    denied: c.denied,
+    stateless: c.stateless,
+    closes: c.closes,
+    connected: hocus ? p.configuration.websocketProvider.status === 'connected' : p.wsconnected,
+  }
+}
+
+const rl = readline.createInterface({ input: process.stdin })
+for await (const line of rl) {
+  if (!line.trim()) continue
+  let answer
+  try {
+    const cmd = JSON.parse(line)
+    if (cmd.op === 'exit') {
+      process.stdout.write(JSON.stringify({ ok: true, result: null }) + '\n')
+      process.exit(0)
+    }
+    const fn = commands[cmd.op]
+    if (!fn) throw new Error(`unknown op ${cmd.op}`)
+    answer = { ok: true, result: await fn(cmd) }
+  } catch (e) {
+    answer = { ok: false, error: String(e?.stack ?? e) }
+  }
+  process.stdout.write(JSON.stringify(answer) + '\n')
+}
+process.exit(0)

@@ -1,0 +1,241 @@
+"""Tiptap 3 + its Collaboration extension in Chromium, through the real server.
+
+The page (tests/browser_tiptap: pinned npm packages, bundled with esbuild at set-up) is
+what Tiptap's docs tell people to build: StarterKit, Collaboration with its own
+client-side undo (y-tiptap's Y.UndoManager), and a provider chosen by the query:
+`?provider=y-websocket` (against /ws) or `?provider=hocuspocus` (against /hocuspocus).
+It is served from a loopback HTTP server of its own; each user is a browser context.
+
+The scenario is issue 16's: Alice types, presses Ctrl-Z, Bob edits, Alice types again.
+Without the server echoing each update to its sender, Alice's binding keeps a stale
+position after the undo, never draws Bob's change, and her next keystroke writes her
+stale view back: Bob's text is deleted for everyone (ueberdosis/y-tiptap#48).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import re
+import shutil
+import subprocess
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("playwright")
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright  # noqa: E402
+from serverproc import ServerProcess, free_port  # noqa: E402
+from test_browser import CHROMIUM, CHROMIUM_FLAGS, eventually  # noqa: E402
+
+pytestmark = pytest.mark.browser
+
+HARNESS = Path(__file__).resolve().parent / "browser_tiptap"
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def page_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bundle the harness and serve it over HTTP on loopback; yields its base URL."""
+    if shutil.which("npx") is None:
+        pytest.skip("Node.js/npx not installed")
+    if not (HARNESS / "node_modules" / "@tiptap" / "core").is_dir():
+        pytest.skip("npm packages missing: ./scripts/test runs npm ci in tests/browser_tiptap")
+    out = tmp_path_factory.mktemp("tiptap-page")
+    subprocess.run([str(HARNESS / "build.sh"), str(out)], check=True, timeout=120)
+    handler = functools.partial(_QuietHandler, directory=str(out))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/index.html"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"Chromium not found at {CHROMIUM}")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with ServerProcess(tmp_path_factory.mktemp("tiptap")) as srv:
+        yield srv
+
+
+@pytest.fixture
+def people(browser: Browser) -> Iterator[Callable[[], BrowserContext]]:
+    made: list[BrowserContext] = []
+
+    def make() -> BrowserContext:
+        ctx = browser.new_context()
+        made.append(ctx)
+        return ctx
+
+    yield make
+    for ctx in made:
+        ctx.close()
+
+
+@pytest.fixture
+def doc_name(request: pytest.FixtureRequest) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", request.node.name).strip("-")[:60]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def open_tiptap(
+    ctx: BrowserContext, page_url: str, *, provider: str, ws: str, doc: str, user: str
+) -> Page:
+    """Open the harness page as `user` and wait until its provider has synced."""
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    # y-websocket catches what a Yjs observer throws and only logs it
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.errors = errors  # type: ignore[attr-defined]
+    query = urllib.parse.urlencode({"provider": provider, "ws": ws, "doc": doc, "user": user})
+    page.goto(f"{page_url}?{query}")
+    eventually(
+        lambda: page.evaluate("() => window.harness?.ready() ?? false"),
+        what=f"{user}'s {provider} provider synced",
+    )
+    return page
+
+
+def view_text(page: Page) -> str:
+    return str(page.evaluate("() => window.harness.viewText()"))
+
+
+def view_json(page: Page) -> Any:
+    return page.evaluate("() => window.harness.viewJSON()")
+
+
+def fragment(page: Page) -> str:
+    return str(page.evaluate("() => window.harness.fragmentXML()"))
+
+
+def type_at_end(page: Page, text: str) -> None:
+    page.locator(".ProseMirror").click()
+    page.keyboard.press("Control+End")
+    page.keyboard.type(text)
+
+
+def explain(*pages: Page) -> str:
+    """What each page shows, for failure messages."""
+    out = []
+    for p in pages:
+        user = p.evaluate("() => new URLSearchParams(location.search).get('user')")
+        out.append(
+            f"{user}: view={view_text(p)!r} fragment={fragment(p)!r} "
+            f"errors={p.errors + p.evaluate('() => window.harness.errors')}"  # type: ignore[attr-defined]
+        )
+    return "\n".join(out)
+
+
+def ws_base(server: ServerProcess, provider: str) -> str:
+    return (
+        server.ws_url
+        if provider == "y-websocket"
+        else f"ws://{server.host}:{server.port}/hocuspocus"
+    )
+
+
+# ---------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("provider", ["y-websocket", "hocuspocus"])
+def test_tiptap_client_undo_then_remote_change_loses_nothing(
+    server: ServerProcess, page_url: str, people: Any, doc_name: str, provider: str
+) -> None:
+    """Issue 16's sequence: Alice types, presses Ctrl-Z (Tiptap's own Y.UndoManager), Bob
+    makes a change, Alice types again; nobody's text is lost.
+
+    After the undo, y-tiptap's binding keeps the selection from before Alice's typing
+    as its "selection before the next transaction" until a transaction comes. With the
+    echo, that transaction is the echo of Alice's undo. Without it, it is Bob's change:
+    when the document shrank under Alice's caret meanwhile (here Bob clears his first
+    paragraph while Alice types; in the issue, his undo), the binding resolves the stale
+    offset, throws RangeError, never draws Bob's change, and Alice's next keystroke
+    writes her stale view back: Bob's change is deleted for everyone."""
+    ws = ws_base(server, provider)
+    bob = open_tiptap(people(), page_url, provider=provider, ws=ws, doc=doc_name, user="bob")
+    type_at_end(bob, "Bob's long first paragraph, with many words in it")
+    bob.keyboard.press("Enter")
+    bob.keyboard.type("Short")
+    alice = open_tiptap(people(), page_url, provider=provider, ws=ws, doc=doc_name, user="alice")
+    eventually(lambda: "Short" in view_text(alice), what="Alice sees Bob's text")
+
+    # Alice types
+    type_at_end(alice, " Alice wrote this")
+    eventually(lambda: "Alice wrote this" in view_text(bob), what="Bob sees Alice's text")
+    # Bob clears his first paragraph: the document shrinks under Alice's caret
+    bob.locator(".ProseMirror").click()
+    bob.keyboard.press("Control+Home")
+    bob.keyboard.press("Shift+End")
+    bob.keyboard.press("Backspace")
+    eventually(lambda: "many words" not in view_text(alice), what="Alice sees Bob's deletion")
+
+    # Alice presses Ctrl-Z
+    alice.keyboard.press("Control+z")
+    eventually(lambda: "Alice" not in view_text(alice), what="Alice's undo in her view")
+    eventually(lambda: "Alice" not in view_text(bob), what="Alice's undo reaches Bob")
+
+    # Bob makes a change: one transaction, as a redo or a paste would be
+    bob.locator(".ProseMirror").click()
+    bob.keyboard.press("Control+End")
+    bob.keyboard.insert_text(" and Bob's words")
+    # Alice's Y document receives it whatever her view does: wait for that, not the view
+    eventually(lambda: "Bob's words" in fragment(alice), what="Bob's change reaches Alice")
+
+    # Alice types again
+    type_at_end(alice, " Alice again")
+
+    def converged() -> bool:
+        return (
+            fragment(alice) == fragment(bob)
+            and view_json(alice) == view_json(bob)
+            and "Alice again" in fragment(bob)
+        )
+
+    try:
+        eventually(converged, what="both views and fragments identical")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{explain(alice, bob)}") from None
+    for page in (alice, bob):
+        text = view_text(page)
+        assert "Short and Bob's words" in text, explain(alice, bob)  # Bob's change kept
+        assert "Alice again" in text, explain(alice, bob)
+        assert "Alice wrote this" not in text, explain(alice, bob)  # undone stays undone
+        assert "many words" not in text, explain(alice, bob)
+    assert not alice.errors and not bob.errors, explain(alice, bob)  # type: ignore[attr-defined]
+
+
+def test_harness_refuses_an_unknown_provider(page_url: str, people: Any) -> None:
+    """The harness fails loudly rather than silently picking a default."""
+    page = people().new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{page_url}?provider=nope&ws=ws://127.0.0.1:1/ws&doc=x")
+    eventually(lambda: any("unknown provider" in e for e in errors), what="an error")

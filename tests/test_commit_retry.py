@@ -1,0 +1,97 @@
+"""The committer's retry after a commit whose outcome was lost (issue 19, fault 2).
+
+A connection can fail after COMMIT reached PostgreSQL and before its answer came back:
+the transaction took effect, the caller saw an error. Holding and retrying such an append
+would log every edit twice, so before a retry the committer looks for the events in the
+log. Real parts: the machine's PostgreSQL behind a TCP relay that swallows the answers on
+the connection that sent COMMIT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+from conftest import free_port
+from scaleout import fresh_schema
+
+from server.commit import Committer
+from server.store.base import NewEvent
+from server.store.postgres import PostgresStore
+
+pytestmark = pytest.mark.postgres
+
+
+class CommitSwallower:
+    """Relays TCP to PostgreSQL; once armed, the first connection that sends COMMIT is
+    broken as soon as PostgreSQL answers it, before the answer is passed on."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.port = free_port()
+        self.armed = False
+        self.swallowed = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def __aenter__(self) -> CommitSwallower:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for w in list(self._writers):
+            with contextlib.suppress(Exception):
+                w.transport.abort()
+
+    async def _handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        ur, uw = await asyncio.open_connection("127.0.0.1", self.target)
+        self._writers |= {w, uw}
+        muted = False
+
+        async def up() -> None:
+            nonlocal muted
+            with contextlib.suppress(Exception):
+                while data := await r.read(65536):
+                    uw.write(data)
+                    await uw.drain()
+                    if self.armed and b"COMMIT" in data:
+                        self.armed, muted = False, True
+                        self.swallowed += 1
+            with contextlib.suppress(Exception):
+                uw.close()
+
+        async def down() -> None:
+            with contextlib.suppress(Exception):
+                while data := await ur.read(65536):
+                    if muted:
+                        # PostgreSQL answered the COMMIT: it took effect. The client
+                        # never hears it: the connection breaks here.
+                        w.transport.abort()
+                        uw.transport.abort()
+                        return
+                    w.write(data)
+                    await w.drain()
+            with contextlib.suppress(Exception):
+                w.close()
+
+        await asyncio.gather(up(), down())
+
+
+async def test_a_commit_whose_answer_was_lost_is_not_logged_twice() -> None:
+    async with fresh_schema() as url, CommitSwallower(5432) as relay:
+        store = PostgresStore(url.replace(":5432/", f":{relay.port}/"), command_timeout=2.0)
+        async with store, Committer(store) as committer:
+            [first] = await committer.append("d", [NewEvent("ann", "edit", b"one", {}, 1)])
+            assert first.seq == 1
+            relay.armed = True
+            [second] = await committer.append(
+                "d", [NewEvent("ann", "edit", b"two", {}, 2)], hold=lambda: True
+            )
+            assert relay.swallowed == 1  # the answer to COMMIT was lost: the error was seen
+            assert second.seq == 2 and committer.refusing is None
+            assert [e.update for e in await store.read("d")] == [b"one", b"two"]
+            [third] = await committer.append("d", [NewEvent("ann", "edit", b"three", {}, 3)])
+            assert third.seq == 3

@@ -1,0 +1,122 @@
+"""Deleting a document on one process (SQLite): connections closed with 4404, a tombstone
+that keeps stale copies out, the name free for a new document, and a room that missed
+the deletion dropping itself at its next commit."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import RunningServer, eventually
+from pycrdt import Doc
+from test_admin_cli import cli
+from test_undo import converged, edit, make_settings, serving
+from yclient import YClient, connect
+
+from server.store import open_store
+
+
+async def closed_4404(*clients: YClient) -> None:
+    await eventually(
+        lambda: all(c.close_code == 4404 for c in clients),
+        what=f"closed with 4404: {[(c.close_code, c.close_reason) for c in clients]}",
+    )
+
+
+def copy_of(doc: Doc) -> Doc:
+    out: Doc = Doc()
+    out.apply_update(doc.get_update())
+    return out
+
+
+async def test_delete_then_a_stale_copy_is_refused_and_the_name_starts_over(
+    tmp_path: Path,
+) -> None:
+    async with serving(make_settings(tmp_path / "db")) as srv, httpx.AsyncClient() as http:
+        async with connect(srv.ws_url, "d1", "ann") as a:
+            await edit(a, srv, "d1", lambda: a.insert(0, "secret"))
+            r = await http.delete(f"{srv.url}/api/docs/d1", params={"user": "root"})
+            assert r.status_code == 200 and r.json()["closed"] == 1, r.text
+            await closed_4404(a)
+            stale = a.doc
+        async with connect(srv.ws_url, "d1", "ann", ydoc=copy_of(stale), wait_sync=False) as s:
+            await closed_4404(s)
+            assert "deleted" in (s.close_reason or "")
+        assert await srv.backend.store.head("d1") == 0
+        async with connect(srv.ws_url, "d1", "bob") as b:
+            assert b.content == ""
+            await edit(b, srv, "d1", lambda: b.insert(0, "fresh"))
+            async with connect(srv.ws_url, "d1", "ann", ydoc=copy_of(stale), wait_sync=False) as s:
+                await closed_4404(s)
+            await edit(b, srv, "d1", lambda: b.insert(5, "!"))
+            await converged(srv, "d1", "fresh!", b)
+            assert b.close_code is None
+        assert [e.actor for e in await srv.backend.store.read("d1")] == ["bob", "bob"]
+        r = await http.delete(f"{srv.url}/api/docs/nothing", params={"user": "root"})
+        assert r.status_code == 404
+
+
+@pytest.mark.parametrize("how", ["edit", "undo"])
+async def test_a_room_that_missed_the_deletion_drops_itself_at_its_next_commit(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], how: str
+) -> None:
+    """`palimpsest delete` on the database under a running server (no fan-out to tell
+    it): the room commits its next change at a seq it already had, and drops itself."""
+    db = tmp_path / "db"
+    async with serving(make_settings(db)) as srv:
+        async with connect(srv.ws_url, "d2", "ann") as a:
+            await edit(a, srv, "d2", lambda: a.insert(0, "old text"))
+            r = await cli(capfd, "delete", "d2", "--yes", "--db", str(db))
+            assert r.code == 0, r
+            if how == "edit":
+                a.insert(8, "!")
+            else:
+                # the room commits the undo, then closes the connection before answering
+                with contextlib.suppress(TimeoutError):
+                    await a.request({"type": "undo"}, timeout=1.0)
+            await closed_4404(a)
+            await eventually(lambda: "d2" not in srv.backend.rooms, what="the room is dropped")
+        async with open_store(f"sqlite:///{db}") as store:
+            assert await store.latest_snapshot("d2") is None  # no final snapshot of it
+        async with connect(srv.ws_url, "d2", "bob") as b:
+            assert "old text" not in b.content
+
+
+async def test_the_new_document_of_a_deleted_name_makes_its_own_server_ids(
+    tmp_path: Path,
+) -> None:
+    """Server-made items (here undo copies) of the document made again under a deleted
+    name use another Yjs client id: their IDs can never be taken for deleted ones."""
+    from pycrdt import get_state
+
+    from server import protocol as P
+
+    async def undo_copies(srv: RunningServer, c: YClient) -> set[int]:
+        await edit(c, srv, "d3", lambda: c.insert(0, "abc"))
+        await edit(c, srv, "d3", lambda: c.text.__delitem__(slice(0, 3)))
+        assert (await c.request({"type": "undo"}))["ok"]  # "abc" comes back, as copies
+        await converged(srv, "d3", "abc", c)
+        [ev] = [e for e in await srv.backend.store.read("d3") if e.kind == "undo"]
+        return set(P.decode_state_vector(get_state(ev.update)))
+
+    async with serving(make_settings(tmp_path / "db")) as srv, httpx.AsyncClient() as http:
+        async with connect(srv.ws_url, "d3", "ann") as a:
+            first = await undo_copies(srv, a)
+        r = await http.delete(f"{srv.url}/api/docs/d3", params={"user": "root"})
+        assert r.status_code == 200, r.text
+        async with connect(srv.ws_url, "d3", "bob") as b:
+            again = await undo_copies(srv, b)
+        assert first and again and not first & again
+        # after a reload the new document keeps its id: undo and redo still line up
+        await eventually(lambda: "d3" not in srv.backend.rooms, what="d3 unloads")
+        async with connect(srv.ws_url, "d3", "bob") as b:
+            assert (await b.request({"type": "undo"}))["ok"]  # the insertion, copies too
+            await converged(srv, "d3", "", b)
+            assert (await b.request({"type": "redo"}))["ok"]
+            await converged(srv, "d3", "abc", b)
+            assert (await b.request({"type": "redo"}))["ok"]  # the deletion again
+            await converged(srv, "d3", "", b)
+            assert (await b.request({"type": "undo"}))["ok"]
+            await converged(srv, "d3", "abc", b)

@@ -1,0 +1,209 @@
+"""The Hocuspocus endpoint frame by frame, over a real socket to an in-process server: the
+step-1 reply, write-ahead order of echo and sync status, stateless requests, closing one
+document, malformed frames. The real providers are in tests/test_hocuspocus_node.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+from conftest import eventually, free_port, run_server
+from pycrdt import Doc, Text
+from yclient import connect
+
+from server import hocuspocus as H
+from server import protocol as P
+from server.backend import Backend
+from server.errors import ProtocolError
+from server.settings import Settings
+from server.store.base import Event, NewEvent
+from server.store.sqlite import SQLiteStore
+
+
+class GatedStore(SQLiteStore):
+    """A real SQLite store whose appends wait while the gate is closed."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.held = 0
+
+    async def append(self, batches: Sequence[tuple[str, Sequence[NewEvent]]]) -> list[list[Event]]:
+        if not self.gate.is_set():
+            self.held += 1
+            await self.gate.wait()
+        return await super().append(batches)
+
+
+class Raw:
+    """A Hocuspocus client at the frame level."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.frames: list[H.Frame] = []
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for data in self.ws:
+                self.frames.append(H.decode(data))
+        except websockets.ConnectionClosed:
+            pass
+
+    async def send(self, doc: str, mtype: int, body: bytes = b"") -> None:
+        await self.ws.send(H.prefix(doc) + P.write_var_uint(mtype) + body)
+
+    async def auth(self, doc: str, token: str, version: str | None = None) -> None:
+        body = bytes([H.AUTH_TOKEN]) + P.write_var_string(token)
+        if version is not None:
+            body += P.write_var_string(version)
+        await self.send(doc, H.AUTH, body)
+
+    def of(self, doc: str, *types: int) -> list[H.Frame]:
+        return [f for f in self.frames if f.doc == doc and (not types or f.type in types)]
+
+
+@pytest.fixture
+async def srv(tmp_path: Path) -> AsyncIterator[Any]:
+    settings = Settings(db=str(tmp_path / "p.db"), port=free_port(), unload_after_seconds=0.5)
+    store = GatedStore(tmp_path / "p.db")
+    async with run_server(settings, Backend(settings, store=store)) as s:
+        try:
+            yield s
+        finally:
+            store.gate.set()  # a failed test must not leave the shutdown flush waiting
+
+
+@contextlib.asynccontextmanager
+async def raw_client(srv: Any) -> AsyncIterator[Raw]:
+    async with websockets.connect(f"ws://127.0.0.1:{srv.port}/hocuspocus") as ws:
+        raw = Raw(ws)
+        yield raw
+        raw.task.cancel()
+
+
+def test_frames_decode_and_say_what_is_wrong() -> None:
+    frame = H.decode(H.prefix("notes") + bytes([H.AUTH, 0]) + P.write_var_string("tok"))
+    assert (frame.doc, frame.type) == ("notes", H.AUTH)
+    assert H.decode_auth(frame.body) == H.Auth("tok", None)
+    # 4.x providers append their version to the token
+    v4 = bytes([0]) + P.write_var_string("tok") + P.write_var_string("4.7.0")
+    assert H.decode_auth(v4) == H.Auth("tok", "4.7.0")
+    assert H.encode_sync_status("d", True) == b"\x01d\x08\x01"
+    assert H.encode_authenticated("d", read_only=True) == b"\x01d\x02\x02\x08readonly"
+    assert H.from_y_websocket("d", P.encode_sync_update(b"\x00\x00")) == (
+        b"\x01d" + P.encode_sync_update(b"\x00\x00")
+    )
+    assert H.from_y_websocket("d", P.encode_extension({"ok": True})) == H.encode_json(
+        "d", {"ok": True}
+    )
+    for bad, expected in [
+        (b"", "empty frame"),
+        (b"\x05abc", "declares 5 bytes"),
+        (b"\x01d\x09", "unknown Hocuspocus message type 9"),
+        (b"\x01d", "truncated message type"),
+    ]:
+        with pytest.raises(ProtocolError, match=expected):
+            H.decode(bad)
+    with pytest.raises(ProtocolError, match="expected 0"):
+        H.decode_auth(b"\x01\x00")
+    assert H.parse_request('{"type": "undo", "id": 1}') == {"type": "undo", "id": 1}
+    assert H.parse_request("cursor moved") is None
+    assert H.parse_request('{"no": "type"}') is None
+
+
+async def test_step1_reply_echo_and_sync_status_come_after_the_commit(srv: Any) -> None:
+    store: GatedStore = srv.backend.store
+    async with raw_client(srv) as raw:
+        await raw.auth("wa", "alice", version="4.7.0")
+        await raw.send("wa", H.SYNC, bytes([P.SYNC_STEP1]) + P.write_var_bytes(b"\x00"))
+        # Authenticated, then the server's step 1, then the step 2 (Hocuspocus's order)
+        got = await eventually(lambda: len(raw.of("wa")) >= 3 and raw.of("wa"), what="sync")
+        assert [f.type for f in got[:3]] == [H.AUTH, H.SYNC, H.SYNC]
+        assert got[0].body == bytes([H.AUTH_AUTHENTICATED]) + P.write_var_string("read-write")
+        assert isinstance(H.decode_sync(got[1].body), P.SyncStep1)
+        assert isinstance(H.decode_sync(got[2].body), P.SyncStep2)
+
+        async with connect(srv.ws_url, "wa", user="bob") as bob:
+            doc: Doc[Any] = Doc()
+            updates: list[bytes] = []
+            doc.observe(lambda e: updates.append(e.update))
+            doc.get("content", type=Text).insert(0, "held")
+            store.gate.clear()
+            await raw.send("wa", H.SYNC, bytes([P.SYNC_UPDATE]) + P.write_var_bytes(updates[0]))
+            await raw.send("wa", H.STATELESS, P.write_var_string('{"type":"hello","id":1}'))
+            # the request after the update is answered: the update was read and queued
+            await eventually(lambda: raw.of("wa", H.STATELESS), what="hello answered")
+            assert json.loads(H.decode_string(raw.of("wa", H.STATELESS)[0].body, "p"))["ok"]
+            await eventually(lambda: store.held, what="the commit is held")
+            # one socket, one send queue: an acknowledgement or echo sent before the
+            # commit would have come before the answer
+            before = len(raw.frames)
+            assert [f.type for f in raw.frames[-1:]] == [H.STATELESS]
+            assert raw.of("wa", H.SYNC_STATUS) == []
+            assert bob.content == ""
+            store.gate.set()
+            await eventually(lambda: raw.of("wa", H.SYNC_STATUS), what="sync status")
+            assert bob.content == "held"
+        after = raw.frames[before:]
+        kinds = [(f.type, f.body[:1]) for f in after]
+        # the echo of the update to its sender, then its sync status
+        assert kinds.index((H.SYNC, bytes([P.SYNC_UPDATE]))) < kinds.index((H.SYNC_STATUS, b"\x01"))
+
+
+async def test_close_one_document_and_malformed_frames(srv: Any) -> None:
+    async with raw_client(srv) as raw:
+        await raw.auth("one", "alice")
+        await raw.auth("two", "alice")
+        await raw.auth("bad name/", "alice")
+        await eventually(lambda: len(raw.of("two", H.AUTH)) == 1, what="two authenticated")
+        denied = await eventually(lambda: raw.of("bad name/", H.AUTH), what="denied")
+        assert denied[0].body[0] == H.AUTH_PERMISSION_DENIED
+        assert "not allowed" in H.decode_string(denied[0].body[1:], "reason")
+
+        await eventually(lambda: "one" in srv.backend.rooms.loaded, what="one loaded")
+        await raw.send("one", H.CLOSE)
+        room = srv.backend.rooms.loaded["two"]
+        await eventually(lambda: len(room.peers) == 1, what="two still open")
+        await eventually(lambda: "one" not in srv.backend.rooms.loaded, what="one unloaded")
+
+        await raw.ws.send(b"\x03two\x00\x07")  # sync message type 7
+        await eventually(lambda: raw.ws.close_code is not None, what="closed")
+        assert raw.ws.close_code == H.RESET_CONNECTION
+        assert "unknown sync message type 7" in raw.ws.close_reason
+    # the server keeps serving everyone else
+    async with raw_client(srv) as raw:
+        await raw.auth("two", "bob")
+        await eventually(lambda: raw.of("two", H.AUTH), what="authenticated again")
+
+
+async def test_awareness_echo_query_and_broadcast_stateless(srv: Any) -> None:
+    async with raw_client(srv) as one, raw_client(srv) as two:
+        for raw, user in ((one, "alice"), (two, "bob")):
+            await raw.auth("aw", user)
+        await eventually(lambda: one.of("aw", H.AUTH) and two.of("aw", H.AUTH), what="auth")
+        presence = P.encode_awareness_entries([(4242, 1, '{"user":{"name":"alice"}}')])
+        await one.send("aw", H.AWARENESS, P.write_var_bytes(presence))
+        # relayed to the other client and echoed to the sender
+        for raw in (one, two):
+            got = await eventually(lambda r=raw: r.of("aw", H.AWARENESS), what="awareness")
+            assert H.decode_awareness(got[0].body) == presence
+        await two.send("aw", H.QUERY_AWARENESS)
+        await eventually(lambda: len(two.of("aw", H.AWARENESS)) == 2, what="query answered")
+
+        await two.send("aw", H.BROADCAST_STATELESS, P.write_var_string("cursor moved"))
+        for raw in (one, two):
+            got = await eventually(lambda r=raw: r.of("aw", H.STATELESS), what="stateless")
+            assert H.decode_string(got[0].body, "payload") == "cursor moved"
+        # an application's own stateless message is not a request: nothing answers it
+        await one.send("aw", H.STATELESS, P.write_var_string("just for my app"))
+        await one.send("aw", H.STATELESS, P.write_var_string('{"type":"hello","id":9}'))
+        got = await eventually(lambda: len(one.of("aw", H.STATELESS)) == 2 and one.of("aw", 5))
+        assert json.loads(H.decode_string(got[1].body, "payload"))["id"] == 9

@@ -1,0 +1,302 @@
+"""Unmodified `@hocuspocus/provider` clients (2.x and 3.x, pinned in tests/node/package.json
+as npm aliases) against `/hocuspocus`, beside plain y-websocket clients on `/ws`, all under
+Node.js (tests/node/hocuspocus.mjs), against the real server as a subprocess.
+
+Run:  .venv/bin/pytest -m node tests/test_hocuspocus_node.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+import pytest
+from serverproc import REPO_ROOT, ServerProcess
+from test_interop_node import NODE_DIR, node_modules
+
+from server.store.sqlite import SQLiteStore
+
+pytestmark = pytest.mark.node
+__all__ = ["node_modules"]  # the session fixture that runs `npm ci` when needed
+
+DRIVER_JS = NODE_DIR / "hocuspocus.mjs"
+SECRET = "hocuspocus-node-test-secret-32-bytes-long"
+
+
+def cli_token(user: str, role: str, docs: str = "hp-*") -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "server", "token", "--user", user, "--role", role,
+         "--docs", docs, "--ttl", "600", "--secret", SECRET],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    return out.stdout.strip()
+
+
+class Driver:
+    """One `node hocuspocus.mjs` process holding any number of sockets and providers."""
+
+    def __init__(self, server: ServerProcess, log_path: Path) -> None:
+        self.server = server
+        self.log_path = log_path
+        self.proc: asyncio.subprocess.Process | None = None
+        self._log: Any = None
+
+    @property
+    def hocuspocus_url(self) -> str:
+        return f"ws://{self.server.host}:{self.server.port}/hocuspocus"
+
+    async def __aenter__(self) -> Driver:
+        self._log = self.log_path.open("ab")
+        self.proc = await asyncio.create_subprocess_exec(
+            "node", str(DRIVER_JS), cwd=NODE_DIR, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=self._log, limit=16 << 20,
+        )  # fmt: skip
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        self._log.close()
+
+    async def call(self, op: str, **kw: Any) -> Any:
+        assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout
+        self.proc.stdin.write((json.dumps({"op": op, **kw}) + "\n").encode())
+        await self.proc.stdin.drain()
+        wait = kw.get("timeout", 10_000) / 1000 + 10
+        line = await asyncio.wait_for(self.proc.stdout.readline(), wait)
+        context = (
+            f"\n--- driver stderr ({self.log_path}):\n{self.log_path.read_text()[-3000:]}"
+            f"\n--- server log tail:\n{self.server.log_tail(30)}"
+        )
+        assert line, f"{op}: the node driver exited" + context
+        reply = json.loads(line)
+        assert reply["ok"], f"{op} {kw}: {reply.get('error')}" + context
+        return reply["result"]
+
+    async def socket(self, name: str, version: int) -> None:
+        await self.call("socket", name=name, version=version, url=self.hocuspocus_url)
+
+    async def open(self, name: str, socket: str, doc: str, token: str | None = None) -> None:
+        await self.call("open", name=name, socket=socket, doc=doc, token=token)
+
+    async def yws(self, name: str, doc: str, **params: str) -> None:
+        await self.call("yws", name=name, url=self.server.ws_url, doc=doc, params=params)
+
+    async def wait(self, name: str, field: str, **cond: Any) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("wait", name=name, field=field, **cond)
+        return result
+
+    async def request(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """An extension request over stateless messages; its JSON result."""
+        await self.call("stateless", name=name, payload=json.dumps(body))
+        rid = json.dumps(body["id"])
+        state = await self.wait(name, "stateless", contains=f'"id":{rid}')
+        for payload in state["stateless"]:
+            answer: dict[str, Any] = json.loads(payload)
+            if answer.get("id") == body["id"]:
+                return answer
+        raise AssertionError(f"no result for {body}: {state}")
+
+
+async def events_of(srv: ServerProcess, doc: str) -> list[Any]:
+    async with SQLiteStore(str(srv.db_path)) as store:
+        return await store.read(doc)
+
+
+async def test_both_provider_versions_share_a_socket_and_converge_with_y_websocket(
+    node_modules: Path, tmp_path: Path
+) -> None:
+    async with ServerProcess(tmp_path / "srv") as srv, Driver(srv, tmp_path / "d.log") as d:
+        await d.socket("s2", 2)
+        await d.socket("s3", 3)
+        # 2.x without a token (open mode: ?user= semantics, anonymous), 2.x and 3.x with
+        # a token that, in open mode, names the user
+        await d.open("a2", "s2", "hp-a")
+        await d.open("b2", "s2", "hp-b", token="bob")
+        await d.open("a3", "s3", "hp-a", token="carol")
+        await d.open("b3", "s3", "hp-b", token="dave")
+        await d.yws("ya", "hp-a", user="yuri")
+        await d.yws("yb", "hp-b", user="yvonne")
+        for name in ("a2", "b2", "a3", "b3", "ya", "yb"):
+            await d.wait(name, "synced")
+        assert (await d.wait("b2", "scope", truthy=True))["scope"] == "read-write"
+        assert (await d.wait("a3", "scope", truthy=True))["scope"] == "read-write"
+
+        docs = {"a2": "a", "a3": "a", "ya": "a", "b2": "b", "b3": "b", "yb": "b"}
+        for name in docs:
+            await d.call("insert", name=name, text=f"<{name}>", pos=0)
+        texts = {}
+        for name, doc in docs.items():
+            want = [f"<{n}>" for n, other in docs.items() if other == doc]
+            texts[name] = (await d.wait(name, "text", contains=want))["text"]
+        for name in ("a2", "a3", "b2", "b3"):
+            # every update acknowledged after its commit; 2.x counts exactly, no negatives
+            await d.wait(name, "unsynced", equals=0)
+        # converged: identical texts per document, whatever the protocol
+        for doc in ("a", "b"):
+            assert len({texts[n] for n, other in docs.items() if other == doc}) == 1, texts
+
+        # the edits are in the log with their users; the echo to the sender logged nothing
+        actors_a = sorted(e.actor for e in await events_of(srv, "hp-a"))
+        actors_b = sorted(e.actor for e in await events_of(srv, "hp-b"))
+        assert actors_a == ["anonymous", "carol", "yuri"]
+        assert actors_b == ["bob", "dave", "yvonne"]
+
+
+async def test_read_only_tokens_are_refused_on_write_and_nothing_is_logged(
+    node_modules: Path, tmp_path: Path
+) -> None:
+    write_tok, read_tok = cli_token("writer", "write"), cli_token("reader", "read")
+    async with ServerProcess(tmp_path / "srv", extra_args=["--jwt-secret", SECRET]) as srv, \
+            Driver(srv, tmp_path / "d.log") as d:  # fmt: skip
+        await d.socket("s2", 2)
+        await d.socket("s3", 3)
+        await d.socket("sw", 3)  # a socket has one provider per document name
+        await d.open("w", "sw", "hp-ro", token=write_tok)
+        await d.open("r2", "s2", "hp-ro", token=read_tok)
+        await d.open("r3", "s3", "hp-ro", token=read_tok)
+        await d.wait("w", "synced")
+        await d.call("insert", name="w", text="hello ")
+        for name in ("r2", "r3"):
+            await d.wait(name, "text", equals="hello ")
+            assert (await d.wait(name, "scope", truthy=True))["scope"] == "readonly"
+            await d.call("insert", name=name, text=f"SECRET-{name}", pos=0)
+            # frames of one socket are handled in order: once the answer to this request
+            # is back, the edit before it was handled (refused)
+            hello = await d.request(name, {"type": "hello", "id": name})
+            assert hello["ok"] and hello["user"] == "reader" and hello["role"] == "read"
+            state = await d.call("state", name=name)
+            assert state["hasUnsynced"] is True, "a refused edit is never acknowledged"
+            assert state["connected"] is True, "the read-only client stays connected"
+            # nor can it undo
+            undo = await d.request(name, {"type": "undo", "id": f"u-{name}"})
+            assert undo["ok"] is False and undo["code"] == "Forbidden"
+        await d.call("insert", name="w", text="MARK")
+        for name in ("r2", "r3"):
+            text = (await d.wait(name, "text", contains="MARK"))["text"]
+            assert f"SECRET-{name}" in text, "the reader keeps its local edit"
+        state = await d.wait("w", "unsynced", equals=0)
+        assert state["text"] == "hello MARK"
+        assert {e.actor for e in await events_of(srv, "hp-ro")} == {"writer"}
+
+
+async def test_bad_tokens_and_bad_names_get_permission_denied_with_a_reason(
+    node_modules: Path, tmp_path: Path
+) -> None:
+    good = cli_token("writer", "write")
+    async with ServerProcess(tmp_path / "srv", extra_args=["--jwt-secret", SECRET]) as srv, \
+            Driver(srv, tmp_path / "d.log") as d:  # fmt: skip
+        for v in (2, 3):
+            s = f"s{v}"
+            await d.socket(s, v)
+            await d.open(f"ok{v}", s, "hp-fine", token=good)
+            await d.open(f"garbage{v}", s, "hp-x", token="not-a-jwt")
+            await d.open(f"other{v}", s, "elsewhere", token=good)
+            await d.open(f"name{v}", s, "../etc/passwd", token=good)
+            await d.open(f"none{v}", s, "hp-y")
+            reasons = {}
+            for kind in ("garbage", "other", "name", "none"):
+                state = await d.wait(f"{kind}{v}", "denied", truthy=True)
+                reasons[kind] = state["denied"][0]
+                assert state["scope"] is None
+            assert "malformed token" in reasons["garbage"]
+            assert "does not grant document 'elsewhere'" in reasons["other"]
+            assert "not allowed" in reasons["name"]
+            assert "token is required" in reasons["none"]
+            # the socket keeps serving the documents it may open
+            await d.wait(f"ok{v}", "synced")
+            await d.call("insert", name=f"ok{v}", text=f"v{v} ")
+            await d.wait(f"ok{v}", "unsynced", equals=0)
+        assert {e.actor for e in await events_of(srv, "hp-fine")} == {"writer"}
+        assert await events_of(srv, "elsewhere") == []
+
+
+async def test_undo_and_redo_over_stateless_messages_and_http(
+    node_modules: Path, tmp_path: Path
+) -> None:
+    async with ServerProcess(tmp_path / "srv") as srv, Driver(srv, tmp_path / "d.log") as d:
+        await d.socket("s2", 2)
+        await d.socket("s3", 3)
+        await d.open("alice", "s3", "hp-undo", token="alice")
+        await d.open("bob", "s2", "hp-undo", token="bob")
+        await d.yws("obs", "hp-undo", user="observer")
+        for name in ("alice", "bob", "obs"):
+            await d.wait(name, "synced")
+        await d.call("insert", name="alice", text="alpha ")
+        await d.wait("alice", "unsynced", equals=0)
+        assert (await d.request("alice", {"type": "close_group", "id": 1}))["ok"] is True
+        await d.call("insert", name="bob", text="bravo ")
+        await d.wait("obs", "text", contains=["alpha", "bravo"])
+
+        hello = await d.request("alice", {"type": "hello", "id": "h"})
+        assert hello["user"] == "alice" and "undo" in hello["ops"]
+        undo = await d.request("alice", {"type": "undo", "id": 2})
+        assert undo["ok"] is True and undo["reverts"], undo
+        for name in ("alice", "bob", "obs"):
+            text = (await d.wait(name, "text", contains="bravo"))["text"]
+            await d.wait(name, "text", equals=text.replace("alpha ", ""))
+        redo = await d.request("alice", {"type": "redo", "id": 3})
+        assert redo["ok"] is True and redo["reverts"] == [undo["seq"]]
+        await d.wait("obs", "text", contains=["alpha", "bravo"])
+
+        # bob (2.x provider) undoes over HTTP as the same user: one undo, whichever way
+        async with httpx.AsyncClient(base_url=srv.http_url) as http:
+            resp = await http.post("/api/docs/hp-undo/undo", params={"user": "bob"})
+        assert resp.json()["ok"] is True
+        for name in ("alice", "bob", "obs"):
+            await d.wait(name, "text", equals="alpha ")
+        nothing = await d.request("bob", {"type": "undo", "id": 4})
+        assert nothing == {"type": "result", "id": 4, "ok": False, "reason": "nothing to undo"}
+        unknown = await d.request("bob", {"type": "frobnicate", "id": 5})
+        assert unknown["ok"] is False and "unknown" in unknown["reason"]
+        kinds = [e.kind for e in await events_of(srv, "hp-undo")]
+        assert kinds == ["edit", "undo_mark", "edit", "undo", "redo", "undo"]
+
+
+async def test_providers_resync_after_the_server_is_killed(
+    node_modules: Path, tmp_path: Path
+) -> None:
+    async with ServerProcess(tmp_path / "srv") as srv, Driver(srv, tmp_path / "d.log") as d:
+        await d.socket("s2", 2)
+        await d.socket("s3", 3)
+        names = {"a2": ("s2", "hp-k1"), "b2": ("s2", "hp-k2"),
+                 "a3": ("s3", "hp-k1"), "b3": ("s3", "hp-k2")}  # fmt: skip
+        for name, (sock, doc) in names.items():
+            await d.open(name, sock, doc, token=name)
+        for name in names:
+            await d.wait(name, "synced")
+            await d.call("insert", name=name, text=f"<{name} before>")
+        for name in names:
+            await d.wait(name, "unsynced", equals=0)  # durable: acknowledged after commit
+
+        await srv.akill9()
+        for name in names:
+            await d.wait(name, "connected", truthy=False)
+            await d.call("insert", name=name, text=f"<{name} offline>")
+        await srv.astart()
+
+        for name, (_, doc) in names.items():
+            same = [n for n, (_, other) in names.items() if other == doc]
+            want = [f"<{n} {when}>" for n in same for when in ("before", "offline")]
+            await d.wait(name, "text", contains=want, timeout=20_000)
+            if name.endswith("3"):
+                await d.wait(name, "unsynced", equals=0, timeout=20_000)
+            else:
+                # 2.x sends an edit queued offline AND the step 2 that holds it, and counts
+                # both acknowledgements against one reset: it ends at -1 against
+                # Hocuspocus's own server too. Nothing is unsynced either way.
+                await d.wait(name, "hasUnsynced", truthy=False, timeout=20_000)
+        # a newcomer through the other protocol loads all of it from the log
+        await d.yws("late", "hp-k1", user="late")
+        await d.wait("late", "text", contains=["<a2 offline>", "<a3 offline>", "<a3 before>"])
+        actors = {e.actor for e in await events_of(srv, "hp-k1")}
+        assert actors == {"a2", "a3"}

@@ -1,0 +1,453 @@
+"""Hostile clients (issue 15): each attack through real sockets, then refused, and the
+server keeps serving everyone else. docs/security.md lists the limits these exercise."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+import websockets
+from conftest import RunningServer, eventually, run_server
+from pycrdt import Text
+from serverproc import ServerProcess
+from test_interop_node import NodeClient, node_modules
+from test_limits import raw_handshake
+from yclient import connect
+
+from server import protocol as P
+from server.routes.ws import Connection
+from server.settings import Settings
+from server.tokens import LEEWAY, mint
+
+__all__ = ["node_modules"]  # the session fixture that runs `npm ci` when needed
+
+SECRET = "hostile-test-secret-of-at-least-32-bytes"
+
+
+def presence(*entries: tuple[int, int, str]) -> bytes:
+    return P.encode_awareness(P.encode_awareness_entries(list(entries)))
+
+
+async def closed_with(ws: Any, timeout: float = 10.0) -> tuple[int | None, str]:
+    """Read until the server closes; its close code and reason."""
+    try:
+        async with asyncio.timeout(timeout):
+            async for _ in ws:
+                pass
+    except websockets.ConnectionClosed:
+        pass
+    return ws.close_code, ws.close_reason or ""
+
+
+def connections(server: RunningServer, doc: str) -> list[Connection]:
+    room = server.backend.rooms.get_loaded(doc)
+    peers = room.peers.values() if room is not None else []
+    return [p for p in peers if isinstance(p, Connection)]
+
+
+def awareness_frames(client: Any) -> list[P.AwarenessUpdate]:
+    return [f for f in client.frames if isinstance(f, P.AwarenessUpdate)]
+
+
+# --- 6. presence states are validated, never relayed unchecked -------------------------------
+
+
+@pytest.mark.node
+async def test_invalid_presence_is_refused_and_y_websocket_clients_survive(
+    node_modules: Path, tmp_path: Path
+) -> None:
+    doc = "presence-doc"
+    async with ServerProcess(tmp_path / "srv") as srv:
+        before = NodeClient(srv, doc, "alice", tmp_path / "alice.log")
+        after = NodeClient(srv, doc, "bob", tmp_path / "bob.log")
+        try:
+            async with connect(srv.ws_url, doc, user="writer") as writer:
+                await before.start()
+                await before.connect()
+                await before.call("awareness", state={"user": {"name": "alice"}})
+                bad_states = [
+                    "{not json",  # y-websocket's JSON.parse throws on it
+                    "[" * 200 + "]" * 200,  # a recursive parser overflows
+                    '"a string"',
+                    '{"n": NaN}',
+                ]
+                for i, state in enumerate(bad_states):
+                    async with websockets.connect(f"{srv.ws_url}/{doc}?user=mallory") as ws:
+                        await ws.send(presence((777 + i, 1, '{"ok": true}'), (900 + i, 1, state)))
+                        code, reason = await closed_with(ws)
+                    assert code == 4400, (state[:20], code, reason)
+                    assert "presence" in reason and "state" in reason
+                writer.insert(0, "still editing")
+                assert await before.wait_text(equals="still editing") == "still editing"
+                # a newcomer joins after the attempts: it syncs and sees only valid presence
+                await after.start()
+                await after.connect()
+                assert await after.wait_text(equals="still editing") == "still editing"
+                await after.call("waitAwareness", name="alice")
+                state = await after.call("state")
+                remote = state["awareness"]
+                assert [r["state"]["user"]["name"] for r in remote] == ["alice"], remote
+                writer.insert(0, ">> ")
+                assert await after.wait_text(equals=">> still editing")
+                assert await before.wait_text(equals=">> still editing")
+        finally:
+            await before.aclose()
+            await after.aclose()
+
+
+# --- 1. presence flood --------------------------------------------------------------------
+
+
+async def test_presence_flood_is_bounded_per_connection_and_per_room(settings: Settings) -> None:
+    settings.max_awareness_clients_per_room = 5
+    doc = "flood"
+    async with run_server(settings) as server, connect(server.ws_url, doc, user="w") as peer:
+        # one connection claiming thousands of clients is closed; nothing is relayed
+        async with websockets.connect(f"{server.ws_url}/{doc}?user=mallory") as ws:
+            entries = [(10_000 + i, 1, "{}") for i in range(6000)]
+            await ws.send(presence(*entries))
+            code, reason = await closed_with(ws)
+        assert code == 4400, (code, reason)
+        assert "presence for" in reason
+        room = server.backend.rooms.get_loaded(doc)
+        assert room is not None and not room.awareness
+        assert not awareness_frames(peer)
+
+        # many connections with one client each: the room keeps at most 5 states, so a
+        # newcomer's first presence frame stays bounded
+        socks = []
+        for i in range(8):
+            ws = await websockets.connect(f"{server.ws_url}/{doc}?user=u{i}")
+            socks.append(ws)
+            await ws.send(presence((20_000 + i, 1, json.dumps({"user": {"name": f"u{i}"}}))))
+        try:
+            await eventually(lambda: len(room.awareness) == 5, what="5 states")
+            async with connect(server.ws_url, doc, user="late") as late:
+                first = await eventually(lambda: awareness_frames(late), what="presence")
+                assert len(P.decode_awareness(first[0].payload)) == 5
+            assert all(ws.close_code is None for ws in socks)  # they still edit, unseen
+        finally:
+            for ws in socks:
+                await ws.close()
+
+
+async def test_awareness_and_sync_step1_count_against_the_rate(settings: Settings) -> None:
+    settings.max_events_per_second = 50
+    async with run_server(settings) as server:
+        for frame in (presence((5, 1, '{"a":1}')), P.encode_sync_step1(b"\x00")):
+            async with websockets.connect(f"{server.ws_url}/rate?user=m") as ws:
+                for clock in range(1, 400):
+                    try:
+                        await ws.send(frame if frame[0] != 1 else presence((5, clock, "{}")))
+                    except websockets.ConnectionClosed:
+                        break
+                code, reason = await closed_with(ws)
+            assert code == 1013, (frame[:2], code, reason)
+            assert "messages per second" in reason
+
+
+# --- 9. read-only connections cannot write through extension ops --------------------------
+
+
+def token(user: str, role: Any, ttl: float = 600, **claims: Any) -> str:
+    """A signed token; extra `claims` (even malformed ones) go in as given."""
+    if not claims and isinstance(role, str):
+        return mint(SECRET, user, role, ["*"], ttl=ttl)
+    body = {"sub": user, "role": role, "docs": ["*"], "exp": int(time.time() + ttl), **claims}
+    return jwt.encode(body, SECRET, algorithm="HS256")
+
+
+async def test_read_only_close_group_is_refused_and_logs_nothing(settings: Settings) -> None:
+    settings.jwt_secret = SECRET
+    doc = "ro-close"
+    async with run_server(settings) as server:
+        async with connect(server.ws_url, doc, token=token("w", "write")) as writer:
+            writer.insert(0, "hello")
+            await eventually(lambda: server.backend.rooms.get_loaded(doc) is not None)
+            room = server.backend.rooms.get_loaded(doc)
+            assert room is not None
+            await eventually(lambda: room.seq >= 1, what="the edit logged")
+            async with connect(server.ws_url, doc, token=token("r", "read")) as reader:
+                head = await server.backend.store.head(doc)
+                for op in ("close_group", "undo", "redo"):
+                    answer = await reader.request({"type": op})
+                    assert answer["ok"] is False and answer["status"] == 403, answer
+                await room.flush()
+                assert await server.backend.store.head(doc) == head
+
+
+# --- 5. undo/redo count against the connection's byte rate --------------------------------
+
+
+async def test_undo_redo_amplification_is_rate_limited(settings: Settings) -> None:
+    settings.max_bytes_per_second = 1024 * 1024
+    settings.max_frame_bytes = 2 * 1024 * 1024
+    settings.undo_capture_ms = 0
+    doc = "amplify"
+    async with run_server(settings) as server, connect(server.ws_url, doc, user="m") as c:
+        await c.request({"type": "hello"})
+        c.insert(0, "x" * 400_000)  # 400 KB, under the 2 MiB burst
+        room = await eventually(lambda: server.backend.rooms.get_loaded(doc))
+        await eventually(lambda: room.seq >= 1, what="the insert logged")
+        head = room.seq
+        answers = []
+        for i in range(40):
+            try:
+                answers.append(await c.request({"type": "undo" if i % 2 == 0 else "redo"}))
+            except (TimeoutError, websockets.ConnectionClosed):
+                break
+            if c.close_code is not None or c.ws.close_code is not None:
+                break
+        await eventually(lambda: c.ws.close_code is not None, what="closed")
+        assert c.ws.close_code == 1013, (c.ws.close_code, c.ws.close_reason)
+        assert "bytes per second" in (c.ws.close_reason or "")
+        assert len([a for a in answers if a.get("ok")]) < 40, answers
+        await room.flush()
+        appended = sum(len(ev.update) for ev in await server.backend.store.read(doc, head))
+        # the 2 MiB burst (the insert spent 400 KB of it) plus the op that went into debt
+        assert appended <= 2 * settings.max_bytes_per_second + 500_000, appended
+
+
+# --- 7. a session ends with its token ----------------------------------------------------
+
+
+async def test_token_expiry_closes_open_sockets_with_4401(settings: Settings) -> None:
+    settings.jwt_secret = SECRET
+    doc = "expiry"
+    # valid now only thanks to the leeway; it runs out within two seconds
+    short = token("w", "write", ttl=-LEEWAY + 1.5)
+    async with run_server(settings) as server:
+        async with connect(server.ws_url, doc, token=short) as c:
+            c.insert(0, "before")
+            room = await eventually(lambda: server.backend.rooms.get_loaded(doc))
+            await eventually(lambda: room.seq >= 1)
+            await eventually(lambda: c.ws.close_code is not None, what="closed at exp")
+            assert c.ws.close_code == 4401, (c.ws.close_code, c.ws.close_reason)
+            assert "expired" in (c.ws.close_reason or "")
+            seq = room.seq
+            c.insert(0, "after")  # sent on a closed socket: never logged
+            await room.flush()
+            assert room.seq == seq
+
+
+# --- 2. step-1 amplification: answers queued are bounded by bytes -------------------------
+
+
+async def test_sync_step1_amplification_is_bounded_per_address(settings: Settings) -> None:
+    settings.max_send_queue_bytes_per_ip = 6 * 1024 * 1024
+    settings.max_frame_bytes = 2 * 1024 * 1024
+    settings.max_events_per_second = 0
+    settings.max_bytes_per_second = 0
+    doc = "amplify-step1"
+    async with run_server(settings) as server:
+        async with connect(server.ws_url, doc, user="w") as w:
+            for _ in range(4):
+                w.insert(0, "y" * 250_000)
+                await asyncio.sleep(0)
+            room = await eventually(lambda: server.backend.rooms.get_loaded(doc))
+            await eventually(lambda: len(room.doc.get_update()) > 900_000, what="1 MB doc")
+        socks = [
+            await asyncio.to_thread(raw_handshake, server.port, f"/ws/{doc}?user=m{i}")
+            for i in range(8)
+        ]
+        try:
+            step1 = P.encode_sync_step1(b"\x00")
+            header = bytes([0x82, 0x80 | len(step1)]) + b"\x00\x00\x00\x00"  # masked, key 0
+            for s in socks:
+                for _ in range(15):
+                    s.sendall(header + step1)
+
+            def queued() -> int:
+                return sum(c._queued_bytes for c in connections(server, doc))
+
+            def settled() -> bool:
+                conns = connections(server, doc)
+                # (today's code has no answer count: a queued byte stands in for it)
+                return len(conns) < 8 or all(
+                    getattr(c, "_answers_queued", c._queued_bytes) for c in conns
+                )
+
+            await eventually(settled, what="every step 1 handled")
+            await asyncio.sleep(0.2)  # let late frames arrive (nothing asserted on time)
+            # 8 x 15 answers of 1 MB would be 120 MB: deduplicated per connection and
+            # bounded per address
+            limit = settings.max_send_queue_bytes_per_ip
+            assert queued() <= limit + 2 * 1024 * 1024, queued()
+        finally:
+            for s in socks:
+                s.close()
+
+
+# --- 8. browsers: Origin allow-list and JSON-only bodies ----------------------------------
+
+
+async def test_foreign_origins_are_refused_in_open_mode(settings: Settings) -> None:
+    settings.allow_origin = ("https://app.example",)
+    doc = "origins"
+    async with run_server(settings) as server:
+        async with connect(server.ws_url, doc, user="w") as w:
+            w.insert(0, "keep me")
+            room = await eventually(lambda: server.backend.rooms.get_loaded(doc))
+            await eventually(lambda: room.seq >= 1)
+        url = f"{server.ws_url}/{doc}?user=evil"
+        async with websockets.connect(url, origin="https://evil.example") as ws:  # type: ignore[arg-type]
+            code, reason = await closed_with(ws)
+        assert code == 4403 and "origin" in reason, (code, reason)
+        for origin in ("http://localhost:5173", "https://app.example", f"http://127.0.0.1:{server.port}"):
+            async with websockets.connect(url, origin=origin) as ws:  # type: ignore[arg-type]
+                assert P.decode(await ws.recv())  # the server's sync step 1
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            restore = f"/api/docs/{doc}/restore"
+            r = await http.post(restore, json={"seq": 0}, headers={"origin": "https://evil.example"})
+            assert r.status_code == 403 and "origin" in r.json()["detail"]
+            # the cross-site form / no-cors fetch shape: text/plain, no preflight
+            plain = {"content-type": "text/plain"}
+            r = await http.post(restore, content=b'{"seq": 0}', headers=plain)
+            assert r.status_code == 415
+            r = await http.post(restore, content=b"{" + b" " * (2 << 20) + b"}",
+                                headers={"content-type": "application/json"})  # fmt: skip
+            assert r.status_code == 413
+            assert (await http.get(f"/api/docs/{doc}/versions/head")).json()["roots"]
+            await room.flush()
+            assert str(room.doc.get("content", type=Text)) == "keep me"
+            # non-browser clients send no Origin and pass
+            r = await http.post(f"/api/docs/{doc}/undo/close")
+            assert r.status_code == 200, r.text
+
+
+# --- 4. handshakes that never end ---------------------------------------------------------
+
+
+def _raw(port: int, data: bytes, timeout: float = 10.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(timeout)
+        s.sendall(data)
+        out = b""
+        while chunk := s.recv(4096):
+            out += chunk
+        return out
+
+
+async def test_handshakes_are_bounded_in_time_size_and_number(settings: Settings) -> None:
+    settings.handshake_timeout = 1.0
+    settings.max_connections_per_ip = 4
+    settings.jwt_secret = SECRET
+    async with run_server(settings) as server:
+        port = server.port
+        half = await asyncio.to_thread(_raw, port, b"GET /ws/x HTTP/1.1\r\nHost: a\r\n")
+        assert half.startswith(b"HTTP/1.1 408"), half
+        long_line = b"GET /" + b"a" * (settings.max_request_head_bytes + 10) + b" HTTP/1.1\r\n"
+        answer = await asyncio.to_thread(_raw, port, long_line)
+        assert answer.startswith(b"HTTP/1.1 431"), answer[:80]
+        # sockets still in their handshake count against the address
+        dripping = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+        try:
+            for s in dripping:
+                s.sendall(b"GET /ws/")
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                async with websockets.connect(f"{server.ws_url}/d?token={token('u', 'write')}"):
+                    pass
+            assert refused.value.response.status_code == 429
+            # ... until the timeout closes them
+            for s in dripping:
+                s.settimeout(10)
+                assert (await asyncio.to_thread(s.recv, 100)).startswith(b"HTTP/1.1 408")
+        finally:
+            for s in dripping:
+                s.close()
+        # a legitimate token of 16 KB opens a websocket
+        big = token("u", "write", pad="p" * 16_000)
+        assert len(big) > 16_000
+        async with connect(server.ws_url, "d", token=big) as c:
+            c.insert(0, "ok")
+            room = await eventually(lambda: server.backend.rooms.get_loaded("d"))
+            await eventually(lambda: room.seq >= 1)
+
+
+# --- 11. bad input gets a clean 4xx / 44xx ----------------------------------------------
+
+
+async def test_bad_claims_refs_and_json_get_clean_refusals(settings: Settings) -> None:
+    settings.jwt_secret = SECRET
+    doc = "bad-input"
+    async with run_server(settings) as server:
+        async with connect(server.ws_url, doc, token=token("w", "write")) as w:
+            w.insert(0, "x")
+            room = await eventually(lambda: server.backend.rooms.get_loaded(doc))
+            await eventually(lambda: room.seq >= 1)
+        bad_tokens = {
+            "role list": token("m", ["admin"]),
+            "exp string": token("m", "write", exp=str(int(time.time()) + 600)),
+            "exp 10^30": token("m", "write", exp=10**30),
+        }
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            for what, tok in bad_tokens.items():
+                r = await http.get(f"/api/docs/{doc}/events", headers=_bearer(tok))
+                assert r.status_code == 401, (what, r.status_code, r.text)
+                async with websockets.connect(f"{server.ws_url}/{doc}?token={tok}") as ws:
+                    assert (await closed_with(ws))[0] == 4401, what
+            reader = _bearer(token("r", "read"))
+            writer = {**_bearer(token("w", "write")), "content-type": "application/json"}
+            digits = "9" * 5000
+            for url in (f"/api/docs/{doc}/versions/{digits}", f"/api/docs/{doc}/blame?seq={digits}",
+                        f"/api/docs/{doc}/diff?from=1&to={digits}"):  # fmt: skip
+                r = await http.get(url, headers=reader)
+                assert r.status_code == 400, (url[:40], r.status_code)
+            for body in (b"[" * 100_000, b'{"seq": "' + digits.encode() + b'"}'):
+                r = await http.post(f"/api/docs/{doc}/restore", content=body, headers=writer)
+                assert r.status_code == 400, (body[:12], r.status_code, r.text[:100])
+            # readers do not learn the server's host name and pid from event metadata
+            events = (await http.get(f"/api/docs/{doc}/events", headers=reader)).json()["events"]
+            conn = events[0]["meta"]["conn"]
+            assert server.backend.settings.instance.split(":")[0] not in conn, conn
+        # extension messages: NaN ids, huge numbers, deep nesting: 4400, never invalid JSON
+        for body in ('{"type":"hello","id":NaN}', '{"type":"hello","id":' + digits + "}",
+                     '{"type":"hello","x":' + "[" * 5000 + "]" * 5000 + "}"):  # fmt: skip
+            url = f"{server.ws_url}/{doc}?token={token('w', 'write')}"
+            async with websockets.connect(url) as ws:
+                await ws.send(P.write_var_uint(P.MSG_EXTENSION) + P.write_var_string(body))
+                code, reason = await closed_with(ws)
+            assert code == 4400 and "not JSON" in reason, (body[:30], code, reason)
+        await room.flush()
+        assert str(room.doc.get("content", type=Text)) == "x"
+
+
+def _bearer(tok: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {tok}"}
+
+
+def test_short_hs256_secrets_are_refused_at_start_up(tmp_path: Path) -> None:
+    from server.backend import Backend
+
+    with pytest.raises(ValueError, match="at least 32"):
+        Backend(Settings(db=str(tmp_path / "x.db"), jwt_secret="123456"))
+
+
+async def test_document_creation_quota_per_identity(settings: Settings) -> None:
+    settings.jwt_secret = SECRET
+    settings.max_new_docs_per_hour = 3
+    async with run_server(settings) as server:
+        tok = token("spammer", "write")
+        for i in range(3):
+            async with connect(server.ws_url, f"spam-{i}", token=tok) as c:
+                c.insert(0, "x")
+                room = await eventually(lambda i=i: server.backend.rooms.get_loaded(f"spam-{i}"))
+                await eventually(lambda room=room: room.seq >= 1)
+        async with connect(server.ws_url, "spam-3", token=tok) as c:
+            c.insert(0, "x")
+            await eventually(lambda: c.ws.close_code is not None, what="refused")
+            assert c.ws.close_code == 4403 and "max_new_docs_per_hour" in (c.ws.close_reason or "")
+        assert await server.backend.store.head("spam-3") == 0
+        # writing into documents it already made is not creating
+        async with connect(server.ws_url, "spam-0", token=tok) as c:
+            c.insert(0, "more ")
+            room = server.backend.rooms.get_loaded("spam-0")
+            assert room is not None
+            await eventually(lambda: room.seq >= 2)

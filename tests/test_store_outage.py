@@ -1,0 +1,166 @@
+"""A store that refuses writes for a while (issue 19, faults 2 and 3), with real parts: a
+real SQLite file whose database may grow no further (SQLITE_FULL, "database or disk is
+full", exactly as on a full disk), unmodified y-websocket clients under Node.js typing
+through it, /readyz asked over HTTP.
+
+What must hold: the clients keep their connections (at most a few reconnects, not the
+~9 a second a close-on-every-failed-commit server caused), nothing typed is lost, the log
+names the real cause and never "cannot rollback", and /readyz is 503 while commits are
+refused and 200 once they are taken again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import eventually, free_port, run_server
+from pycrdt import Doc, Text
+from test_interop_node import NodeClient, node_modules  # noqa: F401 - the fixture
+from yclient import connect
+
+from server.settings import Settings
+from server.store.sqlite import SQLiteStore
+
+#: how long the store refuses writes (the figure of issue 19's fault injection)
+OUTAGE_S = 15.0
+CLIENTS = 3
+
+
+class InProcessServer:
+    """What NodeClient needs of a server, for one run in this process."""
+
+    def __init__(self, ws_url: str, log_path: Path) -> None:
+        self.ws_url = ws_url
+        self.log_path = log_path
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "(in-process server: its lines are in the test's captured log)"
+
+
+async def _refuse_growth(store: SQLiteStore, refuse: bool) -> None:
+    """max_page_count is a setting of the connection, so it is set on the store's own."""
+    if refuse:
+        async with store.db.execute("PRAGMA page_count") as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        await store.db.execute(f"PRAGMA max_page_count = {int(row[0])}")
+    else:
+        await store.db.execute("PRAGMA max_page_count = 1073741823")
+
+
+@pytest.mark.node
+@pytest.mark.usefixtures("node_modules")
+async def test_a_full_disk_for_15_s_holds_editors_and_loses_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="palimpsest")
+    settings = Settings(db=str(tmp_path / "outage.db"), port=free_port())
+    async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        store = srv.backend.store
+        assert isinstance(store, SQLiteStore)
+        fake = InProcessServer(srv.ws_url, tmp_path / "server.log")
+        clients: list[NodeClient] = []
+        try:
+            for i in range(CLIENTS):
+                c = NodeClient(fake, "outage", f"u{i}", tmp_path / f"node-{i}.log")  # type: ignore[arg-type]
+                clients.append(await c.start())
+                await c.connect()
+            before = [f"<{i}:before>" for i in range(CLIENTS)]
+            for c, text in zip(clients, before, strict=True):
+                await c.call("insert", text=text)
+            for c in clients:
+                await c.wait_text(containsAll=before)
+            assert (await http.get("/readyz")).status_code == 200
+
+            await _refuse_growth(store, True)
+            # each client types one character every 100 ms for longer than the outage
+            during = [f"[{i}:" + "abcdefghij" * 18 + "]" for i in range(CLIENTS)]
+            typing = [
+                asyncio.create_task(c.call("type", text=t, delayMs=100, timeout=60_000))
+                for c, t in zip(clients, during, strict=True)
+            ]
+            committer = srv.backend.committer
+            await eventually(lambda: committer.refusing is not None and committer.held,
+                             timeout=30, what="the store refusing commits")  # fmt: skip
+            refused_at = asyncio.get_running_loop().time()
+
+            r = await http.get("/readyz")
+            assert r.status_code == 503, r.text
+            assert "database or disk is full" in r.json()["commits"], r.text
+            assert (await http.get("/healthz")).status_code == 200
+            # readers keep working: a newcomer loads the document (what was committed)
+            rd = NodeClient(fake, "outage", "reader", tmp_path / "reader.log")  # type: ignore[arg-type]
+            clients.append(await rd.start())
+            await rd.connect()
+            seen = await rd.text()
+            assert all(t in seen for t in before), seen
+
+            await asyncio.sleep(max(0.0, refused_at + OUTAGE_S - asyncio.get_running_loop().time()))
+            await _refuse_growth(store, False)
+            await asyncio.gather(*typing)
+
+            # typed concurrently at the end, the runs interleave: compare the characters
+            want = "".join(before + during)
+            texts = [await c.wait_text(length=len(want), timeout=30_000) for c in clients[:CLIENTS]]
+            assert len(set(texts)) == 1, texts
+            assert sorted(texts[0]) == sorted(want)
+
+            async def ready() -> bool:
+                return (await http.get("/readyz")).status_code == 200
+
+            await eventually(ready, timeout=15, what="/readyz 200 once the store takes writes")
+            closes = []
+            for c in clients:
+                frames: list[dict[str, Any]] = (await c.call("frames"))["frames"]
+                closes.append([f for f in frames if f["dir"] == "close"])
+        finally:
+            for c in clients:
+                await c.aclose()
+        # the log holds every keystroke: its fold is what the clients show
+        events = await store.read("outage")
+    fold: Doc[Any] = Doc()
+    fold["content"] = Text()
+    for ev in events:
+        fold.apply_update(ev.update)
+    assert str(fold["content"]) == texts[0]
+    # at most a few reconnects per client over the whole outage (none expected)
+    assert all(len(cl) <= 2 for cl in closes), closes
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "database or disk is full" in text
+    assert "takes commits again" in text
+    assert "cannot rollback" not in text
+
+
+async def test_readyz_is_503_while_the_database_is_read_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nobody editing: readiness itself tries a write (SQLite's query_only makes the
+    store's connection refuse every write, SQLITE_READONLY, like a read-only file)."""
+    caplog.set_level(logging.INFO, logger="palimpsest")
+    settings = Settings(db=str(tmp_path / "ro.db"), port=free_port())
+    async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        store = srv.backend.store
+        assert isinstance(store, SQLiteStore)
+        assert (await http.get("/readyz")).status_code == 200
+        await store.db.execute("PRAGMA query_only = 1")
+        r = await http.get("/readyz")
+        assert r.status_code == 503, r.text
+        assert "readonly" in r.json()["commits"], r.text
+        # an edit meanwhile is held, not lost, and its sender stays connected
+        async with connect(srv.ws_url, "ro", user="ann") as c:
+            c.insert(0, "kept")
+            committer = srv.backend.committer
+            await eventually(lambda: committer.held, what="the edit held")
+            assert await store.head("ro") == 0
+            await store.db.execute("PRAGMA query_only = 0")
+            await eventually(lambda: store.head("ro"), what="committed once writable")
+            assert c.close_code is None
+        assert (await http.get("/readyz")).status_code == 200
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "attempt to write a readonly database" in text
+    assert "cannot rollback" not in text

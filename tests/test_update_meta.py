@@ -1,0 +1,129 @@
+"""server/updates.py reads what real Yjs updates carry: checked against yjs itself (Node,
+tests/node/update_meta.mjs prints what ``Y.decodeUpdate`` reads) and against pycrdt's own
+transactions (their state vectors and delete sets)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pycrdt import Array, Doc, Map, Text, TransactionEvent, XmlElement, XmlFragment, XmlText
+
+from server import protocol as P
+from server.errors import ProtocolError
+from server.updates import Ranges, decode_update_meta, read_delete_set
+
+NODE_DIR = Path(__file__).resolve().parent / "node"
+
+
+def merged(ranges: list[tuple[int, int, int]]) -> Ranges:
+    """[(client, start, length)] -> {client: sorted, merged [(start, end)]}."""
+    out: Ranges = {}
+    for client, start, length in sorted(ranges):
+        if length <= 0:
+            continue
+        cur = out.setdefault(client, [])
+        if cur and start <= cur[-1][1]:
+            cur[-1] = (cur[-1][0], max(cur[-1][1], start + length))
+        else:
+            cur.append((start, start + length))
+    return out
+
+
+def normal(r: Ranges) -> Ranges:
+    return merged([(c, s, e - s) for c, rs in r.items() for s, e in rs])
+
+
+@pytest.fixture(scope="module")
+def yjs_cases() -> list[dict[str, Any]]:
+    if shutil.which("node") is None or not (NODE_DIR / "node_modules" / "yjs").is_dir():
+        pytest.skip("Node.js or tests/node/node_modules missing (./scripts/test installs them)")
+    out = subprocess.run(
+        ["node", "update_meta.mjs"], cwd=NODE_DIR, check=True, capture_output=True, timeout=60
+    ).stdout
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def test_reads_what_yjs_reads(yjs_cases: list[dict[str, Any]]) -> None:
+    kinds = set()
+    for case in yjs_cases:
+        meta = decode_update_meta(bytes.fromhex(case["update"]))
+        structs = [(c, clock, n) for c, clock, n, kind in case["structs"] if kind != "skip"]
+        kinds.update(kind for *_, kind in case["structs"])
+        assert normal(meta.structs) == merged(structs), case["name"]
+        assert normal(meta.deletes) == merged([tuple(d) for d in case["ds"]]), case["name"]
+    # the cases do exercise every struct kind and some deletions
+    assert kinds == {"gc", "skip", "item"}
+    assert any(case["ds"] for case in yjs_cases)
+    assert len(yjs_cases) > 20
+
+
+def test_reads_what_pycrdt_writes() -> None:
+    doc: Doc[Any] = Doc(skip_gc=True)
+    seen: list[tuple[bytes, bytes, bytes, bytes]] = []
+
+    def record(ev: TransactionEvent) -> None:
+        e: Any = ev  # pycrdt's stubs lack the state vectors and delete set it carries
+        seen.append((e.update, e.before_state, e.after_state, e.delete_set))
+
+    doc.observe(record)
+    doc["content"] = text = Text()
+    doc["meta"] = meta = Map()
+    doc["list"] = arr = Array()
+    doc["default"] = frag = XmlFragment()
+    text += "hello 😀 world"
+    text.insert(3, "fmt", attrs={"bold": True})
+    del text[1:5]
+    meta["n"] = 1
+    meta["nested"] = {"a": [1, 2.5, None, True, "s"], "b": {"c": {}}}
+    meta["bytes"] = b"\x00\x01\xff"
+    arr += [1, "two", [3, [4]], {"five": 5}]
+    arr.append(Map({"k": "v"}))
+    del arr[0:2]
+    para = XmlElement("paragraph", {"align": "left"}, [XmlText("Tiptap")])
+    frag.children.append(para)
+    del meta["n"]
+    assert len(seen) > 10
+    for update, before_state, after_state, delete_set in seen:
+        got = decode_update_meta(update)
+        before = P.decode_state_vector(before_state)
+        after = P.decode_state_vector(after_state)
+        inserted = {c: [(before.get(c, 0), k)] for c, k in after.items() if k > before.get(c, 0)}
+        assert normal(got.structs) == inserted
+        assert normal(got.deletes) == normal(read_delete_set(P.Reader(delete_set)))
+    full = decode_update_meta(doc.get_update())
+    sv = P.decode_state_vector(doc.get_state())
+    assert normal(full.structs) == {c: [(0, k)] for c, k in sv.items()}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"",
+        b"\x01",  # a client count, then nothing
+        b"\x01\x01\x05\x00\x04",  # an item with no parent info
+        b"\x01\x01\x05\x00\x1f\x00",  # content ref 31 is unknown
+        b"\x00\x00\x00",  # trailing byte after an empty delete set
+        b"\x00\x01\x05\x01\x00",  # a delete set range cut short
+        b"\x01\x01\x05\x00\x08\x01\x01" + b"\x75" * 1_000 + b"\x00",  # nested arrays, cut short
+    ],
+)
+def test_malformed_updates_say_what_is_wrong(bad: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        decode_update_meta(bad)
+
+
+def test_deep_nesting_does_not_recurse() -> None:
+    """An attacker-chosen nesting depth is skipped iteratively (no RecursionError)."""
+    depth = 100_000
+    # one item (info: ContentAny, parent a root type named "m", key "k") holding one
+    # value: arrays nested `depth` deep around an empty array
+    content = b"\x01" + b"\x75\x01" * depth + b"\x75\x00"
+    item = b"\x28" + b"\x01" + P.write_var_string("m") + P.write_var_string("k") + content
+    update = b"\x01\x01\x07\x00" + item + b"\x00"
+    meta = decode_update_meta(update)
+    assert meta.structs == {7: [(0, 1)]}
