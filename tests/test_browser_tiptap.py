@@ -44,9 +44,9 @@ HARNESS = Path(__file__).resolve().parent / "browser_tiptap"
 def page_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Bundle the harness and serve it over HTTP on loopback; yields its base URL."""
     if shutil.which("npx") is None:
-        pytest.skip("Node.js/npx not installed")
+        pytest.fail("Node.js/npx not installed")
     if not (HARNESS / "node_modules" / "@tiptap" / "core").is_dir():
-        pytest.skip("npm packages missing: ./scripts/test runs npm ci in tests/browser_tiptap")
+        pytest.fail("npm packages missing: ./scripts/test runs npm ci in tests/browser_tiptap")
     out = tmp_path_factory.mktemp("tiptap-page")
     subprocess.run([str(HARNESS / "build.sh"), str(out)], check=True, timeout=120)
     handler = functools.partial(_QuietHandler, directory=str(out))
@@ -68,7 +68,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"Chromium not found at {CHROMIUM}")
+        pytest.fail(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
         try:

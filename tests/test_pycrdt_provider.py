@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import websockets
 from pycrdt import Doc, Provider, Text
 from serverproc import ServerProcess
@@ -27,6 +28,12 @@ from test_interop_node import (  # noqa: F401 (fixtures)
     read_events,
     server,
 )
+
+
+@pytest.fixture
+def y_websocket() -> str:
+    """The Node client beside the Provider: y-websocket 3.0 (the interop tests cover 2.1)."""
+    return "3.0"
 
 
 class WebsocketChannel:

@@ -41,7 +41,7 @@ def normal(r: Ranges) -> Ranges:
 @pytest.fixture(scope="module")
 def yjs_cases() -> list[dict[str, Any]]:
     if shutil.which("node") is None or not (NODE_DIR / "node_modules" / "yjs").is_dir():
-        pytest.skip("Node.js or tests/node/node_modules missing (./scripts/test installs them)")
+        pytest.fail("Node.js or tests/node/node_modules missing (./scripts/test installs them)")
     out = subprocess.run(
         ["node", "update_meta.mjs"], cwd=NODE_DIR, check=True, capture_output=True, timeout=60
     ).stdout
