@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from server import protocol as P  # noqa: E402
+from palimpsest import protocol as P  # noqa: E402
 
 TRACES = ROOT / "data" / "traces" / "sequential_traces"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -68,7 +68,7 @@ class Server:
             [
                 sys.executable,
                 "-m",
-                "server",
+                "palimpsest",
                 "serve",
                 "--port",
                 str(self.port),

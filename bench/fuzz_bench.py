@@ -46,10 +46,10 @@ from pycrdt import Array, Doc, Map, Text, get_state
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from server import protocol as P  # noqa: E402
-from server.errors import PalimpsestError, ProtocolError  # noqa: E402
-from server.presence import check_state  # noqa: E402
-from server.settings import Settings  # noqa: E402
+from palimpsest import protocol as P  # noqa: E402
+from palimpsest.errors import PalimpsestError, ProtocolError  # noqa: E402
+from palimpsest.presence import check_state  # noqa: E402
+from palimpsest.settings import Settings  # noqa: E402
 
 OK, UPDATE = "ok", "update"
 Outcome = str | int  # "ok" | "update" | close code
@@ -498,8 +498,8 @@ async def bench(n: int, seed: int, concurrency: int) -> dict[str, Any]:
     from serverproc import ServerProcess
     from yclient import connect
 
-    from server.snapshots import load
-    from server.store.sqlite import SQLiteStore
+    from palimpsest.snapshots import load
+    from palimpsest.store.sqlite import SQLiteStore
 
     # the decoder alone, in this process: decode + the local prediction of every frame
     sample = [next(FrameGen(seed + 1)) for _ in range(min(n, 20_000))]

@@ -35,8 +35,8 @@ from pycrdt import Doc, Text, TransactionEvent
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from server.snapshots import new_doc  # noqa: E402
-from server.store.base import EventStore, NewEvent  # noqa: E402
+from palimpsest.snapshots import new_doc  # noqa: E402
+from palimpsest.store.base import EventStore, NewEvent  # noqa: E402
 
 TRACES = ROOT / "data" / "traces" / "sequential_traces"
 ACTORS = ("alice", "bob", "carol")
@@ -143,10 +143,10 @@ async def main() -> None:
 
     import httpx
 
-    from server.app import create_app  # noqa: F401
-    from server.backend import Backend
-    from server.history import history_of
-    from server.settings import Settings
+    from palimpsest.app import create_app  # noqa: F401
+    from palimpsest.backend import Backend
+    from palimpsest.history import history_of
+    from palimpsest.settings import Settings
 
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import run_server  # type: ignore[import-not-found]

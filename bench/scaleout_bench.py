@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 from serverproc import ServerProcess  # noqa: E402
 
-from server import protocol as P  # noqa: E402
+from palimpsest import protocol as P  # noqa: E402
 
 PG = os.environ.get("PALIMPSEST_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("PALIMPSEST_BENCH_REDIS", "redis://127.0.0.1:6379/0")

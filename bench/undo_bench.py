@@ -36,10 +36,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from history_bench import trace_events  # noqa: E402
 
-from server import undo  # noqa: E402
-from server.backend import Backend  # noqa: E402
-from server.settings import Settings  # noqa: E402
-from server.snapshots import load  # noqa: E402
+from palimpsest import undo  # noqa: E402
+from palimpsest.backend import Backend  # noqa: E402
+from palimpsest.settings import Settings  # noqa: E402
+from palimpsest.snapshots import load  # noqa: E402
 
 DOC = "paper"
 

@@ -1,7 +1,7 @@
 """The Palimpsest Python client: live sessions over the y-websocket protocol, and the
 history over HTTP.
 
-    import client
+    from palimpsest import client
 
     async with client.connect("ws://127.0.0.1:8000/ws", "notes", user="ada") as s:
         s.text().insert(0, "hello")

@@ -20,8 +20,8 @@ from urllib.parse import quote
 
 import httpx
 
-from server.errors import DocNameError
-from server.names import validate_doc_name
+from palimpsest.errors import DocNameError
+from palimpsest.names import validate_doc_name
 
 from .errors import BadDocName, ServerGone, Timeout, from_http
 from .session import OpResult

@@ -42,9 +42,9 @@ import websockets
 from pycrdt import Doc, TransactionEvent, merge_updates
 from pycrdt import Text as YText
 
-from server import protocol as P
-from server.errors import DocNameError, ProtocolError
-from server.names import validate_doc_name
+from palimpsest import protocol as P
+from palimpsest.errors import DocNameError, ProtocolError
+from palimpsest.names import validate_doc_name
 
 from .errors import (
     BadDocName,

@@ -40,11 +40,11 @@ from starlette.routing import Mount, Route
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
-from server import Extension, Identity, Palimpsest  # noqa: E402
-from server.backend import Backend  # noqa: E402
-from server.room import Room  # noqa: E402
-from server.settings import Settings  # noqa: E402
-from server.store.base import Event  # noqa: E402
+from palimpsest import Extension, Identity, Palimpsest  # noqa: E402
+from palimpsest.backend import Backend  # noqa: E402
+from palimpsest.room import Room  # noqa: E402
+from palimpsest.settings import Settings  # noqa: E402
+from palimpsest.store.base import Event  # noqa: E402
 
 USERS = {"ada": "lovelace", "grace": "hopper"}
 #: the app's roles: ada administers (she may delete documents), grace writes

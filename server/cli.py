@@ -14,9 +14,8 @@ from .settings import Settings
 
 def commands() -> list[ModuleType]:
     """The modules of the subcommands, in the order of --help: listed, not discovered."""
-    from client import cli as client_cli
-
     from . import cli_admin, cli_serve, cli_store, cli_tokens
+    from .client import cli as client_cli
 
     return [
         cli_serve,  # serve

@@ -15,11 +15,11 @@ from urllib.parse import urlsplit
 import pytest
 import uvicorn
 
-from server.app import create_app
-from server.backend import Backend
-from server.handshake import uvicorn_options
-from server.settings import Settings
-from server.tokens import Limits
+from palimpsest.app import create_app
+from palimpsest.backend import Backend
+from palimpsest.handshake import uvicorn_options
+from palimpsest.settings import Settings
+from palimpsest.tokens import Limits
 
 #: the machine's PostgreSQL and Redis, for every test that uses them (one place: override
 #: with PALIMPSEST_TEST_PG / PALIMPSEST_TEST_REDIS)

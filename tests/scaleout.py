@@ -21,7 +21,7 @@ import asyncpg
 from conftest import PG_URL, REDIS_URL
 from serverproc import ServerProcess, free_port
 
-from server.store.postgres import PostgresStore
+from palimpsest.store.postgres import PostgresStore
 
 
 @contextlib.asynccontextmanager

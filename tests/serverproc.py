@@ -9,7 +9,7 @@
     async with ServerProcess(tmp_path) as srv:    # async: start/stop run in a thread
         await srv.arestart()
 
-The server runs as `sys.executable -m server serve --host 127.0.0.1 --port P --db PATH`
+The server runs as `sys.executable -m palimpsest serve --host 127.0.0.1 --port P --db PATH`
 with cwd at the repository root; its stdout+stderr go to `srv.log_path` (appended
 across restarts, one header line per start). Failures quote the tail of that log.
 """
@@ -83,7 +83,7 @@ class ServerProcess:
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "server", "serve",
+            sys.executable, "-m", "palimpsest", "serve",
             "--host", self.host, "--port", str(self.port), "--db", str(self.db_path),
             *self.extra_args,
         ]  # fmt: skip

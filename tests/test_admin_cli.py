@@ -18,8 +18,8 @@ from conftest import RunningServer, eventually, free_port, run_server
 from serverproc import REPO_ROOT
 from yclient import YClient, connect
 
-from server.cli import main
-from server.settings import Settings
+from palimpsest.cli import main
+from palimpsest.settings import Settings
 
 
 class Ran:
@@ -69,7 +69,7 @@ async def test_every_admin_command_has_help(capfd: pytest.CaptureFixture[str]) -
         assert "stopped server" in " ".join(r.out.split()), cmd
     # the installed entry point, as an operator runs it
     r2 = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "server", "verify", "--help"], cwd=REPO_ROOT,
+        subprocess.run, [sys.executable, "-m", "palimpsest", "verify", "--help"], cwd=REPO_ROOT,
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert r2.returncode == 0, r2.stderr

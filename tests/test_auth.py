@@ -25,15 +25,15 @@ from pycrdt import Doc, Text
 from starlette.requests import Request
 from starlette.routing import Mount, Route, WebSocketRoute
 
-from server import protocol as P
-from server.app import create_app
-from server.auth import Identity, authorize
-from server.backend import Backend
-from server.cli import main as cli_main
-from server.errors import AuthError, Forbidden
-from server.settings import Settings
-from server.store.base import NewEvent
-from server.tokens import OPEN_MODE_WARNING, JWTAuth, OpenAccess, mint
+from palimpsest import protocol as P
+from palimpsest.app import create_app
+from palimpsest.auth import Identity, authorize
+from palimpsest.backend import Backend
+from palimpsest.cli import main as cli_main
+from palimpsest.errors import AuthError, Forbidden
+from palimpsest.settings import Settings
+from palimpsest.store.base import NewEvent
+from palimpsest.tokens import OPEN_MODE_WARNING, JWTAuth, OpenAccess, mint
 
 SECRET = "test-secret-of-at-least-thirty-two-bytes!"
 DOC = "matrix-1"

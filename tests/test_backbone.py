@@ -12,15 +12,15 @@ from conftest import RunningServer, eventually, run_server
 from pycrdt import Doc, Text
 from yclient import connect
 
-from server import protocol as P
-from server.backend import Backend
-from server.extensions import Extension
-from server.features import builtin_extensions
-from server.room import Room
-from server.settings import Settings
-from server.snapshots import load
-from server.store.memory import MemoryStore
-from server.store.sqlite import SQLiteStore
+from palimpsest import protocol as P
+from palimpsest.backend import Backend
+from palimpsest.extensions import Extension
+from palimpsest.features import builtin_extensions
+from palimpsest.room import Room
+from palimpsest.settings import Settings
+from palimpsest.snapshots import load
+from palimpsest.store.memory import MemoryStore
+from palimpsest.store.sqlite import SQLiteStore
 
 
 async def raw(server: RunningServer, doc: str, q: str = "") -> websockets.ClientConnection:
@@ -310,7 +310,7 @@ async def test_snapshot_equals_fold_of_events(settings: Settings, db_path: Path)
 async def test_damaged_snapshot_falls_back_to_an_older_one(tmp_path: Path) -> None:
     path = tmp_path / "dmg.db"
     async with SQLiteStore(path) as store:
-        from server.store.base import NewEvent
+        from palimpsest.store.base import NewEvent
 
         d: Doc = Doc()
         t = d.get("content", type=Text)
@@ -337,7 +337,7 @@ async def test_damaged_snapshot_falls_back_to_an_older_one(tmp_path: Path) -> No
 
 async def test_store_down_holds_edits_and_loses_nothing(settings: Settings) -> None:
     store = MemoryStore()
-    from server.backend import Backend
+    from palimpsest.backend import Backend
 
     backend = Backend(settings, store=store)
     async with run_server(settings, backend) as server:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import RunningServer
 
-from client.cli import TRACES_DIR, main
-from server import cli as server_cli
+from palimpsest import cli as server_cli
+from palimpsest.client.cli import TRACES_DIR, main
 
 TRACE = TRACES_DIR / "sveltecomponent.json.gz"
 
@@ -103,7 +103,8 @@ async def test_errors_are_one_line_messages(
 
 def test_entry_points() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "client", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "palimpsest.client", "--help"],
+        capture_output=True, text=True, check=True,
     ).stdout
     for cmd in ("cat", "edit", "replay", "history"):
         assert cmd in out

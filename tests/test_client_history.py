@@ -9,7 +9,7 @@ import pytest
 from conftest import RunningServer
 from pycrdt import Doc, Text
 
-import client
+from palimpsest import client
 
 
 async def three_versions(server: RunningServer, doc: str) -> None:

@@ -12,8 +12,8 @@ from typing import Any
 from pycrdt import Doc, Text
 from serverproc import ServerProcess
 
-import client
-from server.store.sqlite import SQLiteStore
+from palimpsest import client
+from palimpsest.store.sqlite import SQLiteStore
 
 
 async def logged_edits(db: Path, doc: str) -> tuple[str, int]:

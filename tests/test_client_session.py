@@ -12,9 +12,9 @@ import pytest
 from conftest import RunningServer, free_port, run_server
 from pycrdt import Doc
 
-import client
-from server.settings import Settings
-from server.tokens import mint
+from palimpsest import client
+from palimpsest.settings import Settings
+from palimpsest.tokens import mint
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256!"
 

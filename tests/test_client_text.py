@@ -9,7 +9,7 @@ import pytest
 from pycrdt import Doc
 from pycrdt import Text as YText
 
-from client import Text
+from palimpsest.client import Text
 
 ALPHABET = "abc xyz\n" + "éü" + "✓→" + "🌍𝄞"  # 1-, 2-, 3- and 4-byte UTF-8
 

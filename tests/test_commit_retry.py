@@ -16,9 +16,9 @@ import pytest
 from conftest import free_port
 from scaleout import fresh_schema
 
-from server.commit import Committer
-from server.store.base import NewEvent
-from server.store.postgres import PostgresStore
+from palimpsest.commit import Committer
+from palimpsest.store.base import NewEvent
+from palimpsest.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres
 

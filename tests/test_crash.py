@@ -12,8 +12,8 @@ from pycrdt import Doc, Text
 from serverproc import ServerProcess
 from yclient import connect as raw_connect
 
-import client
-from server import protocol as P
+from palimpsest import client
+from palimpsest import protocol as P
 
 
 def fold_log(db: Path, doc: str) -> Doc:

@@ -15,7 +15,7 @@ from test_admin_cli import cli
 from test_undo import converged, edit, make_settings, serving
 from yclient import YClient, connect
 
-from server.store import open_store
+from palimpsest.store import open_store
 
 
 async def closed_4404(*clients: YClient) -> None:
@@ -91,7 +91,7 @@ async def test_the_new_document_of_a_deleted_name_makes_its_own_server_ids(
     name use another Yjs client id: their IDs can never be taken for deleted ones."""
     from pycrdt import get_state
 
-    from server import protocol as P
+    from palimpsest import protocol as P
 
     async def undo_copies(srv: RunningServer, c: YClient) -> set[int]:
         await edit(c, srv, "d3", lambda: c.insert(0, "abc"))

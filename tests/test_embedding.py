@@ -18,7 +18,7 @@ import websockets
 from conftest import eventually, free_port
 from yclient import connect
 
-from server.settings import Settings
+from palimpsest.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 FORM = {"content-type": "application/x-www-form-urlencoded"}
@@ -136,7 +136,7 @@ async def test_the_lifespan_of_palimpsest_is_the_host_apps() -> None:
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
-    from server import Palimpsest
+    from palimpsest import Palimpsest
 
     collab = Palimpsest(store="memory://", settings=Settings(unload_after_seconds=0.2))
     app = Starlette(routes=[Mount("/c", app=collab)], lifespan=collab.lifespan)

@@ -23,8 +23,8 @@ from conftest import free_port, run_server
 from test_interop_node import NODE_DIR, NodeClient, node_modules  # noqa: F401 - the fixture
 from test_store_outage import InProcessServer
 
-from server.settings import Settings
-from server.store.update_clients import update_clients
+from palimpsest.settings import Settings
+from palimpsest.store.update_clients import update_clients
 
 pytestmark = [pytest.mark.node, pytest.mark.usefixtures("node_modules")]
 

@@ -17,16 +17,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from yclient import connect
 
-from server import Client, Event, Extension, Identity, OpContext, Origin, Room
-from server.backend import Backend
-from server.dispatch import Extensions
-from server.errors import AuthError, FrameTooLarge, RateLimited
-from server.extensions import Operation
-from server.features import builtin_extensions
-from server.lifecycle import Service
-from server.origins import ClientOrigin, ReplayOrigin, ServerOrigin
-from server.settings import Settings
-from server.snapshots import SnapshotWritten
+from palimpsest import Client, Event, Extension, Identity, OpContext, Origin, Room
+from palimpsest.backend import Backend
+from palimpsest.dispatch import Extensions
+from palimpsest.errors import AuthError, FrameTooLarge, RateLimited
+from palimpsest.extensions import Operation
+from palimpsest.features import builtin_extensions
+from palimpsest.lifecycle import Service
+from palimpsest.origins import ClientOrigin, ReplayOrigin, ServerOrigin
+from palimpsest.settings import Settings
+from palimpsest.snapshots import SnapshotWritten
 
 
 class Recorder(Extension):
@@ -315,7 +315,7 @@ async def test_authenticate_with_no_extension_refuses() -> None:
 async def test_credentials_from_inside_a_protocol_reach_authenticate(settings: Settings) -> None:
     """A token that arrives in a message (Hocuspocus) is shown to the extensions as
     ?token= of the same connection: its headers and cookies stay."""
-    from server.backend import with_params
+    from palimpsest.backend import with_params
 
     seen: list[tuple[str | None, str | None]] = []
 

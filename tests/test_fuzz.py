@@ -21,11 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yclient import connect
 
-from server import protocol as P
-from server.backend import Backend
-from server.errors import ProtocolError, UpdateRejected
-from server.settings import Settings
-from server.snapshots import load
+from palimpsest import protocol as P
+from palimpsest.backend import Backend
+from palimpsest.errors import ProtocolError, UpdateRejected
+from palimpsest.settings import Settings
+from palimpsest.snapshots import load
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from fuzz_bench import LIMITS, OK, UPDATE, FrameGen, Fuzzer, WireModel, predict  # noqa: E402

@@ -13,11 +13,11 @@ from conftest import RunningServer, eventually, run_server
 from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
 from yclient import connect
 
-from server.routes.history import routes as history_routes
-from server.settings import Settings
-from server.store.base import NewEvent
-from server.tokens import mint
-from server.util import iso
+from palimpsest.routes.history import routes as history_routes
+from palimpsest.settings import Settings
+from palimpsest.store.base import NewEvent
+from palimpsest.tokens import mint
+from palimpsest.util import iso
 
 
 async def _head(server: RunningServer, doc: str) -> int:

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Text
 
-import server.history_attribution as A
-from server.store.base import Event
+import palimpsest.history_attribution as A
+from palimpsest.store.base import Event
 
 
 @pytest.mark.parametrize("block", [2, 64])

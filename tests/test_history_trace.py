@@ -13,10 +13,10 @@ import httpx
 from conftest import run_server
 from pycrdt import Doc, Text
 
-from server.backend import Backend
-from server.history import history_of
-from server.settings import Settings
-from server.snapshots import load
+from palimpsest.backend import Backend
+from palimpsest.history import history_of
+from palimpsest.settings import Settings
+from palimpsest.snapshots import load
 
 _BENCH = Path(__file__).resolve().parent.parent / "bench" / "history_bench.py"
 _spec = importlib.util.spec_from_file_location("history_bench", _BENCH)

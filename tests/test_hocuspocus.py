@@ -17,13 +17,13 @@ from conftest import eventually, free_port, run_server
 from pycrdt import Doc, Text
 from yclient import connect
 
-from server import hocuspocus as H
-from server import protocol as P
-from server.backend import Backend
-from server.errors import ProtocolError
-from server.settings import Settings
-from server.store.base import Event, NewEvent
-from server.store.sqlite import SQLiteStore
+from palimpsest import hocuspocus as H
+from palimpsest import protocol as P
+from palimpsest.backend import Backend
+from palimpsest.errors import ProtocolError
+from palimpsest.settings import Settings
+from palimpsest.store.base import Event, NewEvent
+from palimpsest.store.sqlite import SQLiteStore
 
 
 class GatedStore(SQLiteStore):

@@ -20,7 +20,7 @@ import pytest
 from serverproc import REPO_ROOT, ServerProcess
 from test_interop_node import NODE_DIR, node_modules
 
-from server.store.sqlite import SQLiteStore
+from palimpsest.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.node
 __all__ = ["node_modules"]  # the session fixture that runs `npm ci` when needed
@@ -31,7 +31,7 @@ SECRET = "hocuspocus-node-test-secret-32-bytes-long"
 
 def cli_token(user: str, role: str, docs: str = "hp-*") -> str:
     out = subprocess.run(
-        [sys.executable, "-m", "server", "token", "--user", user, "--role", role,
+        [sys.executable, "-m", "palimpsest", "token", "--user", user, "--role", role,
          "--docs", docs, "--ttl", "600", "--secret", SECRET],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, check=True,
     )  # fmt: skip

@@ -21,10 +21,10 @@ from test_interop_node import NodeClient, node_modules
 from test_limits import raw_handshake
 from yclient import connect
 
-from server import protocol as P
-from server.routes.ws import Connection
-from server.settings import Settings
-from server.tokens import LEEWAY, mint
+from palimpsest import protocol as P
+from palimpsest.routes.ws import Connection
+from palimpsest.settings import Settings
+from palimpsest.tokens import LEEWAY, mint
 
 __all__ = ["node_modules"]  # the session fixture that runs `npm ci` when needed
 
@@ -424,7 +424,7 @@ def _bearer(tok: str) -> dict[str, str]:
 
 
 def test_short_hs256_secrets_are_refused_at_start_up(tmp_path: Path) -> None:
-    from server.backend import Backend
+    from palimpsest.backend import Backend
 
     with pytest.raises(ValueError, match="at least 32"):
         Backend(Settings(db=str(tmp_path / "x.db"), jwt_secret="123456"))

@@ -24,7 +24,7 @@ import websockets
 from pycrdt import Doc, Text
 from serverproc import ServerProcess
 
-from server import protocol as P
+from palimpsest import protocol as P
 
 pytestmark = pytest.mark.node
 

@@ -16,10 +16,10 @@ from conftest import RunningServer, eventually, run_server
 from pycrdt import Doc, Text
 from yclient import connect
 
-from server import protocol as P
-from server.errors import RateLimited
-from server.routes.ws import Connection
-from server.settings import Settings
+from palimpsest import protocol as P
+from palimpsest.errors import RateLimited
+from palimpsest.routes.ws import Connection
+from palimpsest.settings import Settings
 
 
 def raw_handshake(port: int, path: str, rcvbuf: int = 4096) -> socket.socket:

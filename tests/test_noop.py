@@ -21,9 +21,9 @@ from conftest import RunningServer, eventually, run_server
 from pycrdt import Doc, Text, TransactionEvent
 from yclient import YClient, connect
 
-from server import protocol as P
-from server.known import KnownDeletions, adds_anything, deletions_of
-from server.settings import Settings
+from palimpsest import protocol as P
+from palimpsest.known import KnownDeletions, adds_anything, deletions_of
+from palimpsest.settings import Settings
 
 EMPTY = b"\x00\x00"
 

@@ -16,9 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from scaleout import PrivateRedis, fanout_url, fresh_schema
 from yclient import connect
 
-from server import protocol as P
-from server.fanout import Fanout
-from server.settings import Settings
+from palimpsest import protocol as P
+from palimpsest.fanout import Fanout
+from palimpsest.settings import Settings
 
 
 async def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

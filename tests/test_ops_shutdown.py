@@ -11,8 +11,8 @@ from pycrdt import Doc, Text
 from serverproc import ServerProcess
 from yclient import connect
 
-from server.snapshots import load
-from server.store import open_store
+from palimpsest.snapshots import load
+from palimpsest.store import open_store
 
 
 async def stored(db: Path, doc: str) -> tuple[str, int, list[int]]:

@@ -1,4 +1,5 @@
-"""Library hygiene: the public names, and a client that does not drag the server in."""
+"""Library hygiene: one import name (`palimpsest`), its public names, and a client that
+does not drag the server in."""
 
 from __future__ import annotations
 
@@ -7,37 +8,53 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
 SERVER_STACK = ("starlette", "uvicorn", "aiosqlite", "asyncpg", "redis", "jwt", "prometheus_client")
 
 
-def fresh(code: str) -> str:
-    """Run `code` in a new interpreter at the repository root; its stdout."""
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+def fresh(code: str, cwd: Path) -> str:
+    """Run `code` in a new interpreter in `cwd` (not the repository: what an installed
+    distribution provides, not what the checkout's folders happen to offer); its stdout."""
+    out = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True,
                          text=True, timeout=60, check=True)  # fmt: skip
     return out.stdout
 
 
-def test_importing_the_client_loads_none_of_the_server_stack() -> None:
+def test_importing_the_client_loads_none_of_the_server_stack(tmp_path: Path) -> None:
     loaded = json.loads(fresh(
         "import json, sys\n"
-        "import client, client.cli\n"
-        f"print(json.dumps([m for m in {SERVER_STACK!r} if m in sys.modules]))\n"
+        "from palimpsest import client\n"
+        "import palimpsest.client.cli\n"
+        "assert callable(client.connect) and client.History\n"
+        f"print(json.dumps([m for m in {SERVER_STACK!r} if m in sys.modules]))\n",
+        tmp_path,
     ))  # fmt: skip
     assert loaded == []
     # and the check can fail: the server does load them
     loaded = json.loads(fresh(
         "import json, sys\n"
-        "from server import Palimpsest, Extension, Identity\n"
-        f"print(json.dumps([m for m in {SERVER_STACK!r} if m in sys.modules]))\n"
+        "from palimpsest import Palimpsest, Extension, Identity\n"
+        "assert Palimpsest and Extension and Identity\n"
+        f"print(json.dumps([m for m in {SERVER_STACK!r} if m in sys.modules]))\n",
+        tmp_path,
     ))  # fmt: skip
     assert {"starlette", "aiosqlite"} <= set(loaded)
 
 
-def test_public_names() -> None:
-    import server
+def test_the_distribution_has_no_top_level_server_or_client(tmp_path: Path) -> None:
+    found = json.loads(fresh(
+        "import importlib.util, json\n"
+        "print(json.dumps({n: importlib.util.find_spec(n) is not None\n"
+        "                  for n in ('palimpsest', 'palimpsest.client', 'server', 'client')}))\n",
+        tmp_path,
+    ))  # fmt: skip
+    assert found == {"palimpsest": True, "palimpsest.client": True, "server": False,
+                     "client": False}  # fmt: skip
 
-    assert server.__all__ == sorted(server.__all__)
-    for name in server.__all__:
-        assert getattr(server, name) is not None, name
-    assert {"Palimpsest", "Extension", "Identity"} <= set(server.__all__)
+
+def test_public_names() -> None:
+    import palimpsest
+
+    assert palimpsest.__all__ == sorted(palimpsest.__all__)
+    for name in palimpsest.__all__:
+        assert getattr(palimpsest, name) is not None, name
+    assert {"Palimpsest", "Extension", "Identity"} <= set(palimpsest.__all__)

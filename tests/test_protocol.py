@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from server import protocol as P
-from server.errors import ProtocolError
+from palimpsest import protocol as P
+from palimpsest.errors import ProtocolError
 
 
 @pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 16384, 2**32 - 1, 2**53])

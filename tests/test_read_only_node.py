@@ -19,7 +19,7 @@ from serverproc import REPO_ROOT, ServerProcess
 from test_interop_node import CLIENT_JS, NODE_DIR, STEP_TIMEOUT_MS, NodeClient, node_modules
 from yclient import connect
 
-from server.store.sqlite import SQLiteStore
+from palimpsest.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.node
 __all__ = ["node_modules"]  # the session fixture that runs `npm ci` when needed
@@ -31,7 +31,7 @@ DOC = "ro-doc"
 def cli_token(user: str, role: str) -> str:
     """A token from the real `palimpsest token` command."""
     out = subprocess.run(
-        [sys.executable, "-m", "server", "token", "--user", user, "--role", role,
+        [sys.executable, "-m", "palimpsest", "token", "--user", user, "--role", role,
          "--docs", "ro-*", "--ttl", "600", "--secret", SECRET],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, check=True,
     )  # fmt: skip

@@ -87,7 +87,7 @@ async def test_a_client_moves_after_its_process_is_killed(tmp_path: Path) -> Non
                 await eventually(lambda: again.content == want, what="mover's doc")
                 await eventually(lambda: watcher.content == want, what="watcher sees all")
         async with open_store(store_url) as store:
-            from server.snapshots import load
+            from palimpsest.snapshots import load
 
             loaded = await load(store, "moving")
             assert str(loaded.doc.get("content", type=__import__("pycrdt").Text)) == want
@@ -164,7 +164,7 @@ async def test_snapshots_are_taken_by_one_process_at_a_time(tmp_path: Path) -> N
 
 
 async def test_presence_crosses_processes(tmp_path: Path) -> None:
-    from server import protocol as P
+    from palimpsest import protocol as P
 
     def states(c: YClient) -> dict[int, str]:
         seen: dict[int, str] = {}
@@ -194,8 +194,8 @@ async def test_presence_crosses_processes(tmp_path: Path) -> None:
 
 
 def test_fanout_messages_round_trip() -> None:
-    from server.fanout import decode, encode, encode_awareness, parse_url
-    from server.store.base import Event
+    from palimpsest.fanout import decode, encode, encode_awareness, parse_url
+    from palimpsest.store.base import Event
 
     events = [
         Event("d", 7, 1000, "ann", "edit", b"\x01\n\x02", {"conn": "x"}),

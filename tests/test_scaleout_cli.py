@@ -11,9 +11,9 @@ import pytest
 from pycrdt import Doc, Text
 from scaleout import PG_URL, fresh_schema, open_store
 
-from server.snapshots import load
-from server.store.base import NewEvent
-from server.store.sqlite import SQLiteStore
+from palimpsest.snapshots import load
+from palimpsest.store.base import NewEvent
+from palimpsest.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.postgres
 
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def palimpsest(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "server", *args],
+        [sys.executable, "-m", "palimpsest", *args],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 

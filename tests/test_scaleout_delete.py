@@ -104,7 +104,7 @@ async def test_a_delete_that_fan_out_never_carries_is_noticed_from_the_store(
             await typed(a, "hello", b)
             r = await asyncio.to_thread(
                 subprocess.run,
-                [sys.executable, "-m", "server", "delete", "quiet", "--yes", "--store",
+                [sys.executable, "-m", "palimpsest", "delete", "quiet", "--yes", "--store",
                  store_url],
                 cwd=REPO, capture_output=True, text=True, timeout=60,
             )  # fmt: skip
@@ -137,7 +137,7 @@ async def test_palimpsest_delete_with_fanout_tells_the_servers_at_once(tmp_path:
             await typed(a, "hello", b)
             r = await asyncio.to_thread(
                 subprocess.run,
-                [sys.executable, "-m", "server", "delete", "told", "--yes", "--store",
+                [sys.executable, "-m", "palimpsest", "delete", "told", "--yes", "--store",
                  store_url, "--fanout", bus],
                 cwd=REPO, capture_output=True, text=True, timeout=60,
             )  # fmt: skip

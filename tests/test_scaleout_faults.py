@@ -25,8 +25,8 @@ from scaleout import (
 )
 from yclient import YClient, connect
 
-from server.fanout import encode, parse_url
-from server.store.base import NewEvent
+from palimpsest.fanout import encode, parse_url
+from palimpsest.store.base import NewEvent
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -211,7 +211,7 @@ async def test_postgresql_restarted_mid_editing(tmp_path: Path) -> None:
                     assert a.close_code is None and b.close_code is None
                     await eventually(lambda: _is(readyz(), 200), timeout=15, what="ready again")
             async with open_store(store_url) as store:
-                from server.snapshots import load
+                from palimpsest.snapshots import load
 
                 loaded = await load(store, "pgr")
                 text = str(loaded.doc.get("content", type=Text))

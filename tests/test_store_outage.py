@@ -23,8 +23,8 @@ from pycrdt import Doc, Text
 from test_interop_node import NodeClient, node_modules  # noqa: F401 - the fixture
 from yclient import connect
 
-from server.settings import Settings
-from server.store.sqlite import SQLiteStore
+from palimpsest.settings import Settings
+from palimpsest.store.sqlite import SQLiteStore
 
 #: how long the store refuses writes (the figure of issue 19's fault injection)
 OUTAGE_S = 15.0

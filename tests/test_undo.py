@@ -12,7 +12,7 @@ from conftest import RunningServer, eventually, free_port, run_server
 from pycrdt import Doc, Map, Text
 from yclient import YClient, connect
 
-from server.settings import Settings
+from palimpsest.settings import Settings
 
 
 def make_settings(db: Path, **kw: Any) -> Settings:
@@ -264,7 +264,7 @@ async def test_undo_of_deletion_across_restarts_and_snapshots(tmp_path: Path) ->
 
 
 async def _snapshots(db: Path, doc: str) -> list[int]:
-    from server.store import open_store
+    from palimpsest.store import open_store
 
     async with open_store(f"sqlite:///{db}") as store:
         return [s.seq for s in await store.snapshots(doc)]
@@ -273,7 +273,7 @@ async def _snapshots(db: Path, doc: str) -> list[int]:
 async def test_server_change_by_actor_is_undoable(tmp_path: Path) -> None:
     """A restore (history) runs as a server change under ServerOrigin(actor, "restore"):
     it is that actor's step like an edit."""
-    from server.origins import ServerOrigin
+    from palimpsest.origins import ServerOrigin
 
     async with serving(make_settings(tmp_path / "db")) as srv:
         async with connect(srv.ws_url, "s1", "alice") as a, connect(srv.ws_url, "s1", "bob") as b:

@@ -75,7 +75,7 @@ async def test_undo_of_a_two_range_step_brings_an_overwritten_map_key_back(
             await maps_are(srv, "mk", {"k": "B2"}, a, b)
             room = srv.backend.rooms.get_loaded("mk")
             assert room is not None
-            from server.undo import state_of
+            from palimpsest.undo import state_of
 
             step = state_of(room).stacks("alice").undo[-1]
             assert len(step.seqs) == 2 and max(len(r) for r in step.ins.values()) == 2

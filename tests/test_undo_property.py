@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Map, Text
 
-from server import protocol as P
-from server import undo
-from server.backend import Backend
-from server.room import Room
-from server.settings import Settings
+from palimpsest import protocol as P
+from palimpsest import undo
+from palimpsest.backend import Backend
+from palimpsest.room import Room
+from palimpsest.settings import Settings
 
 USERS = ("u0", "u1", "u2")
 ALPHABETS = {"u0": "abcde", "u1": "ABCDE", "u2": "01234"}

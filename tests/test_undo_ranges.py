@@ -8,7 +8,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.undo import (
+from palimpsest.undo import (
     Ranges,
     Step,
     _runs,

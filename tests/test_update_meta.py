@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from pycrdt import Array, Doc, Map, Text, TransactionEvent, XmlElement, XmlFragment, XmlText
 
-from server import protocol as P
-from server.errors import ProtocolError
-from server.updates import Ranges, decode_update_meta, read_delete_set
+from palimpsest import protocol as P
+from palimpsest.errors import ProtocolError
+from palimpsest.updates import Ranges, decode_update_meta, read_delete_set
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 

@@ -18,10 +18,10 @@ from conftest import eventually, free_port, run_server
 from serverproc import ServerProcess
 from yclient import connect
 
-from server import protocol as P
-from server.settings import Settings
-from server.store.base import Event, NewEvent
-from server.store.sqlite import SQLiteStore
+from palimpsest import protocol as P
+from palimpsest.settings import Settings
+from palimpsest.store.base import Event, NewEvent
+from palimpsest.store.sqlite import SQLiteStore
 
 SECRET = "not-durable-yet"
 

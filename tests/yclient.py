@@ -10,7 +10,7 @@ from typing import Any
 import websockets
 from pycrdt import Doc, Text, TransactionEvent
 
-from server import protocol as P
+from palimpsest import protocol as P
 
 
 class YClient:

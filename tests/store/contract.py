@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from server.errors import StoreError
-from server.store.base import Event, EventStore, NewEvent, checksum, dump_meta
+from palimpsest.errors import StoreError
+from palimpsest.store.base import Event, EventStore, NewEvent, checksum, dump_meta
 
 
 def ev(actor: str = "ann", kind: str = "edit", update: bytes = b"u", ts: int = 1000,
@@ -395,7 +395,7 @@ class StoreContract:
         assert [i.seq for i in await store.snapshots("d")] == [20, 30, 32]
 
     async def test_import_doc_keeps_seqs_snapshots_and_tags(self, store: EventStore) -> None:
-        from server.store.base import DocInfo, Snapshot, Tag
+        from palimpsest.store.base import DocInfo, Snapshot, Tag
 
         events = [Event("imp", seq, 1000 + seq, "ann", "edit", b"u%d" % seq, {"n": seq})
                   for seq in range(5, 9)]  # fmt: skip

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from server.store.base import EventStore
-from server.store.memory import MemoryStore
+from palimpsest.store.base import EventStore
+from palimpsest.store.memory import MemoryStore
 from store.contract import StoreContract
 
 

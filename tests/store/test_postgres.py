@@ -16,9 +16,9 @@ import asyncpg
 import pytest
 from conftest import PG_URL
 
-from server.errors import StoreUnavailable
-from server.store.base import EventStore, NewEvent
-from server.store.postgres import PostgresStore
+from palimpsest.errors import StoreUnavailable
+from palimpsest.store.base import EventStore, NewEvent
+from palimpsest.store.postgres import PostgresStore
 from store.contract import StoreContract
 
 pytestmark = pytest.mark.postgres
@@ -87,8 +87,8 @@ class TestPostgresStore(StoreContract):
 
 WRITER = """
 import asyncio, json, sys
-from server.store.base import NewEvent
-from server.store.postgres import PostgresStore
+from palimpsest.store.base import NewEvent
+from palimpsest.store.postgres import PostgresStore
 
 async def main(url, tag, n):
     async with PostgresStore(url) as store:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from server.errors import StoreUnavailable
-from server.store.base import EventStore, NewEvent
-from server.store.sqlite import SQLiteStore
+from palimpsest.errors import StoreUnavailable
+from palimpsest.store.base import EventStore, NewEvent
+from palimpsest.store.sqlite import SQLiteStore
 from store.contract import StoreContract
 
 
