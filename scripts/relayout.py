@@ -138,9 +138,9 @@ def ruff_fix(*paths: str) -> None:
 
 
 def names() -> None:
-    if "palimpsest.cli:main" in read("pyproject.toml") or (SERVER / "cli" / "__init__.py").exists():
-        print("names: done already")
-        return
+    # rewriting imports is idempotent: run again after a merge brings code that still
+    # imports server or client
+    done = "palimpsest.cli:main" in read("pyproject.toml")
 
     def pyproject(text: str) -> str:
         text = text.replace('palimpsest = "server.cli:main"', 'palimpsest = "palimpsest.cli:main"')
@@ -165,9 +165,11 @@ def names() -> None:
             '[tool.ruff.lint.per-file-ignores]',
         )
 
-    edit("pyproject.toml", pyproject)
-    edit("server/cli.py", lambda t: t.replace(
-        "from client import cli as client_cli", "from .client import cli as client_cli"))
+    if not done:
+        edit("pyproject.toml", pyproject)
+    if (SERVER / "cli.py").exists():
+        edit("server/cli.py", lambda t: t.replace(
+            "from client import cli as client_cli", "from .client import cli as client_cli"))
     # the client imports the wire format from the package it is installed in
     for f in py_files(["client"]):
         edit(f, lambda t: re.sub(r"^from server(\.| )", r"from palimpsest\1", t, flags=re.M))
