@@ -35,7 +35,7 @@ from .cli import add_store_options, settings_from, setup_logging
 from .deletion import tombstone_for
 from .errors import FATAL, PalimpsestError, StoreError
 from .fanout import publish_deleted
-from .history_render import TEXT, infer_root_types, render, root_names
+from .history.render import TEXT, infer_root_types, render, root_names
 from .names import validate_doc_name
 from .snapshots import load, new_doc
 from .store import EventStore, open_store

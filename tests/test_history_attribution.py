@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Text
 
-import palimpsest.history_attribution as A
+import palimpsest.history.attribution as A
 from palimpsest.store.base import Event
 
 

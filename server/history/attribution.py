@@ -31,9 +31,9 @@ from typing import Any
 
 from pycrdt import Doc, Text
 
-from .errors import FATAL
-from .history_render import TEXT, infer_root_types
-from .store.base import Event, EventStore
+from ..errors import FATAL
+from ..store.base import Event, EventStore
+from .render import TEXT, infer_root_types
 
 log = logging.getLogger("palimpsest.history")
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
 
-from .history_render import ARRAY, MAP, ROOT_CLASSES, TEXT, XML, jsonable, string_opcodes
+from .render import ARRAY, MAP, ROOT_CLASSES, TEXT, XML, jsonable, string_opcodes
 
 
 def byte_offsets(s: str) -> list[int]:

@@ -18,17 +18,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pycrdt import Doc
-from starlette.routing import BaseRoute
 
-from .errors import BadRequest, NotFound
-from .extensions import Extension
-from .history_attribution import FOLD_SLICE, AttributionCache, AttributionIndex
-from .history_render import (
+from ..errors import BadRequest, NotFound
+from ..origins import ServerOrigin
+from ..snapshots import load
+from ..store.base import DocInfo, Event, EventStore, Tag
+from ..util import iso
+from .attribution import FOLD_SLICE, AttributionCache, AttributionIndex
+from .render import (
     TEXT,
     infer_root_types,
     render_root,
@@ -36,14 +36,11 @@ from .history_render import (
     structural_diff,
     typed_roots,
 )
-from .history_restore import make_equal
-from .origins import ServerOrigin
-from .snapshots import load
-from .store.base import DocInfo, Event, EventStore, Tag
-from .util import iso
+from .restore import make_equal
+from .sessions import Sessions
 
 if TYPE_CHECKING:
-    from .backend import Backend
+    from ..backend import Backend
 
 #: editing sessions: same actor, gaps shorter than this
 SESSION_GAP_MS = 5 * 60 * 1000
@@ -96,52 +93,13 @@ def validate_tag_name(name: Any) -> str:
     return name
 
 
-@dataclass
-class _Sessions:
-    gap_ms: int
-    seq: int = 0
-    done: list[dict[str, Any]] = field(default_factory=list)
-    open: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def add(self, ev: Event) -> None:
-        cur = self.open.get(ev.actor)
-        if cur is not None and ev.ts - cur["_end"] < self.gap_ms:
-            cur.update(end_seq=ev.seq, _end=max(cur["_end"], ev.ts), events=cur["events"] + 1)
-        else:
-            if cur is not None:
-                self.done.append(cur)
-            self.open[ev.actor] = {
-                "actor": ev.actor,
-                "start_seq": ev.seq,
-                "end_seq": ev.seq,
-                "_start": ev.ts,
-                "_end": ev.ts,
-                "events": 1,
-            }
-        self.seq = ev.seq
-
-    def all(self) -> list[dict[str, Any]]:
-        out = sorted([*self.done, *self.open.values()], key=lambda s: s["start_seq"])
-        return [
-            {
-                "actor": s["actor"],
-                "start_seq": s["start_seq"],
-                "end_seq": s["end_seq"],
-                "start": iso(s["_start"]),
-                "end": iso(s["_end"]),
-                "events": s["events"],
-            }
-            for s in out
-        ]
-
-
 class History:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.attribution = AttributionCache(backend.store)
         #: per document, the root types learnt so far (a root's type never changes)
         self._types: dict[str, dict[str, str]] = {}
-        self._sessions: dict[tuple[str, int], _Sessions] = {}
+        self._sessions: dict[tuple[str, int], Sessions] = {}
 
     @property
     def store(self) -> EventStore:
@@ -350,7 +308,7 @@ class History:
         key = (doc, gap_ms)
         cache = self._sessions.get(key)
         if cache is None or cache.seq > info.head:
-            cache = self._sessions[key] = _Sessions(gap_ms, seq=info.base_seq)
+            cache = self._sessions[key] = Sessions(gap_ms, seq=info.base_seq)
         while cache.seq < info.head:
             evs = await self.store.read(doc, after=cache.seq, upto=info.head, limit=5000)
             if not evs:
@@ -409,24 +367,4 @@ class History:
             raise NotFound(f"document {doc!r} has no tag named {name!r}")
 
 
-class HistoryExtension(Extension):
-    """The history service of a backend, and its HTTP routes (server.routes.history)."""
-
-    def setup(self, backend: Backend) -> None:
-        self.service = History(backend)
-
-    def routes(self) -> Sequence[BaseRoute]:
-        from .routes.history import routes
-
-        return routes
-
-
-def history_of(backend: Backend) -> History:
-    """The backend's history service (its HistoryExtension's)."""
-    ext = backend.extension(HistoryExtension)
-    if ext is None:
-        raise NotFound("history is not served here")
-    return ext.service
-
-
-__all__ = ["History", "HistoryExtension", "event_json", "history_of"]
+__all__ = ["History", "MAX_PAGE", "SESSION_GAP_MS", "event_json"]
