@@ -8,10 +8,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from palimpsest.undo import (
+from palimpsest.undo.ranges import (
     Ranges,
-    Step,
-    _runs,
     decode_ranges,
     encode_ranges,
     intersect,
@@ -20,6 +18,7 @@ from palimpsest.undo import (
     union,
     union_into,
 )
+from palimpsest.undo.stacks import Step, _runs
 
 items = st.lists(st.tuples(st.integers(1, 3), st.integers(0, 80), st.integers(0, 9)), max_size=40)
 

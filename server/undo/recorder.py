@@ -31,11 +31,8 @@ part at a time and its meta (``"copies"``) says which copies are whose (see
 
 from __future__ import annotations
 
-import base64
-import bisect
 import logging
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from pycrdt import (
@@ -50,250 +47,37 @@ from pycrdt import (
     UndoManager,
     XmlFragment,
 )
-from starlette.routing import BaseRoute
 
-from . import protocol as P
-from .commit import Committer
-from .errors import BadRequest, Forbidden, PalimpsestError, StoreError
-from .extensions import Extension, OpContext, Operation
-from .origins import Origin, ServerOrigin
-from .room import Room
-from .settings import Settings
-from .snapshots import Loaded, load
-from .store.base import Event, EventStore, Snapshot, now_ms
+from .. import protocol as P
+from ..commit import Committer
+from ..room import Room
+from ..settings import Settings
+from ..snapshots import Loaded, load
+from ..store.base import Event, EventStore, Snapshot
 
 if TYPE_CHECKING:
-    from .backend import Backend
-    from .settings import Settings
+    from ..settings import Settings
+from .ranges import (
+    Ranges,
+    decode_ranges,
+    encode_ranges,
+    from_b64,
+    inserted,
+    intersect,
+    may_overlap,
+    size,
+    subtract,
+    to_b64,
+    union,
+    union_into,
+)
+from .stacks import Stacks, Step
 
 log = logging.getLogger("palimpsest.undo")
 
 #: kinds that are not a new change by their actor
 UNDO, REDO, MARK = "undo", "redo", "undo_mark"
 META_KEY = "undo"
-
-# --- ID ranges (a Yjs IdSet as {client: [(start, end), ...]}, sorted, disjoint) --------
-
-Ranges = dict[int, list[tuple[int, int]]]
-
-
-def _normalize(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for start, end in sorted(ranges):
-        if end <= start:
-            continue
-        if out and start <= out[-1][1]:
-            if end > out[-1][1]:
-                out[-1] = (out[-1][0], end)
-        else:
-            out.append((start, end))
-    return out
-
-
-def union(a: Ranges, b: Ranges) -> Ranges:
-    out = {c: list(r) for c, r in a.items()}
-    union_into(out, b)
-    return out
-
-
-def union_into(target: Ranges, b: Ranges) -> None:
-    """Add b's ranges to target, in place.
-
-    On the path of every edit, and a step can hold thousands of them: a range at or past
-    the end of a client's list (every insertion: Yjs clocks only grow) is appended or
-    merged in O(1); any other (a deletion in the middle) is placed by bisection."""
-    for c, rs in b.items():
-        cur = target.get(c)
-        if cur is None:
-            cur = target[c] = []
-        for start, end in rs:
-            if end <= start:
-                continue
-            if not cur or start > cur[-1][1]:
-                cur.append((start, end))
-            elif start >= cur[-1][0]:
-                if end > cur[-1][1]:
-                    cur[-1] = (cur[-1][0], end)
-            else:
-                i = bisect.bisect_left(cur, (start, end))
-                lo = i - 1 if i > 0 and cur[i - 1][1] >= start else i
-                hi = i
-                while hi < len(cur) and cur[hi][0] <= end:
-                    hi += 1
-                if lo < hi:
-                    start = min(start, cur[lo][0])
-                    end = max(end, cur[hi - 1][1])
-                cur[lo:hi] = [(start, end)]
-        if not cur:
-            del target[c]
-
-
-def intersect(a: Ranges, b: Ranges) -> Ranges:
-    out: Ranges = {}
-    for c, ra in a.items():
-        rb = b.get(c)
-        if not rb:
-            continue
-        got: list[tuple[int, int]] = []
-        i = j = 0
-        while i < len(ra) and j < len(rb):
-            lo, hi = max(ra[i][0], rb[j][0]), min(ra[i][1], rb[j][1])
-            if lo < hi:
-                got.append((lo, hi))
-            if ra[i][1] < rb[j][1]:
-                i += 1
-            else:
-                j += 1
-        if got:
-            out[c] = got
-    return out
-
-
-def subtract(a: Ranges, b: Ranges) -> Ranges:
-    out: Ranges = {}
-    for c, ra in a.items():
-        cuts = b.get(c, [])
-        rest: list[tuple[int, int]] = []
-        for start, end in ra:
-            cur = start
-            for cs, ce in cuts:
-                if ce <= cur or cs >= end:
-                    continue
-                if cs > cur:
-                    rest.append((cur, cs))
-                cur = max(cur, ce)
-            if cur < end:
-                rest.append((cur, end))
-        if rest:
-            out[c] = rest
-    return out
-
-
-def size(a: Ranges) -> int:
-    return sum(e - s for r in a.values() for s, e in r)
-
-
-def encode_ranges(a: Ranges) -> bytes:
-    """The Yjs v1 encoding of an IdSet (the delete-set format)."""
-    out = bytearray(P.write_var_uint(len(a)))
-    for client in sorted(a):
-        out += P.write_var_uint(client) + P.write_var_uint(len(a[client]))
-        for start, end in a[client]:
-            out += P.write_var_uint(start) + P.write_var_uint(end - start)
-    return bytes(out)
-
-
-def decode_ranges(data: bytes) -> Ranges:
-    r = P.Reader(data)
-    out: Ranges = {}
-    for _ in range(r.read_var_uint("IdSet clients")):
-        client = r.read_var_uint("client")
-        got = out.setdefault(client, [])
-        for _ in range(r.read_var_uint("ranges")):
-            start = r.read_var_uint("clock")
-            got.append((start, start + r.read_var_uint("length")))
-    return {c: _normalize(rs) for c, rs in out.items() if rs}
-
-
-def _may_overlap(a: Ranges, b: Ranges) -> bool:
-    """False when a and b surely share no ID (cheap: per client, the overall bounds)."""
-    for c, ra in a.items():
-        rb = b.get(c)
-        if rb and ra[0][0] < rb[-1][1] and rb[0][0] < ra[-1][1]:
-            return True
-    return False
-
-
-def _b64(a: Ranges) -> str:
-    return base64.b64encode(encode_ranges(a)).decode()
-
-
-def _unb64(s: str) -> Ranges:
-    return decode_ranges(base64.b64decode(s))
-
-
-def inserted(before: bytes, after: bytes) -> Ranges:
-    """The IDs a transaction created, from its before/after state vectors."""
-    b, a = P.decode_state_vector(before), P.decode_state_vector(after)
-    return {c: [(b.get(c, 0), clock)] for c, clock in a.items() if clock > b.get(c, 0)}
-
-
-# --- steps and stacks ---------------------------------------------------------------------
-
-
-def _runs(seqs: list[int]) -> list[list[int]]:
-    """[1, 2, 3, 7, 8] -> [[1, 3], [7, 8]]: a step's seqs, compact in snapshot meta."""
-    out: list[list[int]] = []
-    for s in seqs:
-        if out and s == out[-1][1] + 1:
-            out[-1][1] = s
-        else:
-            out.append([s, s])
-    return out
-
-
-@dataclass
-class Step:
-    """One undoable unit: the seqs of its events and the IDs they inserted and deleted."""
-
-    seqs: list[int]
-    ins: Ranges
-    dels: Ranges
-    #: to_json() of an unchanged step, reused by every snapshot; touch() forgets it
-    _json: dict[str, Any] | None = field(default=None, compare=False, repr=False)
-
-    def touch(self) -> None:
-        self._json = None
-
-    def to_json(self) -> dict[str, Any]:
-        if self._json is None:
-            self._json = {
-                "runs": _runs(self.seqs),
-                "ins": base64.b64encode(encode_ranges(self.ins)).decode(),
-                "dels": base64.b64encode(encode_ranges(self.dels)).decode(),
-            }
-        return self._json
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Step:
-        seqs = (
-            [s for a, b in d["runs"] for s in range(int(a), int(b) + 1)]
-            if "runs" in d
-            else [int(s) for s in d["seqs"]]
-        )
-        return cls(
-            seqs,
-            decode_ranges(base64.b64decode(d["ins"])),
-            decode_ranges(base64.b64decode(d["dels"])),
-        )
-
-
-@dataclass
-class Stacks:
-    """One actor's undo and redo stacks, and whether their last step may still grow."""
-
-    undo: list[Step] = field(default_factory=list)
-    redo: list[Step] = field(default_factory=list)
-    last_ts: int = 0
-    open: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "undo": [s.to_json() for s in self.undo],
-            "redo": [s.to_json() for s in self.redo],
-            "last_ts": self.last_ts,
-            "open": self.open,
-        }
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Stacks:
-        return cls(
-            [Step.from_json(s) for s in d.get("undo", [])],
-            [Step.from_json(s) for s in d.get("redo", [])],
-            int(d.get("last_ts", 0)),
-            bool(d.get("open", False)),
-        )
-
 
 _ROOT_TYPES: dict[str, Any] = {
     "Text": Text,
@@ -440,7 +224,7 @@ class RoomUndo:
             )
         elif ev.meta.get("copies"):
             for of, made in ev.meta["copies"]:
-                self._give_copies(_unb64(of), _unb64(made))
+                self._give_copies(from_b64(of), from_b64(made))
         elif ins:
             self._give_copies(subtract(reverted.dels, reverted.ins), ins)
         target.append(Step([ev.seq], ins, dels))
@@ -459,7 +243,7 @@ class RoomUndo:
         for st in self.actors.values():
             for step in (*st.undo, *st.redo):
                 if (
-                    _may_overlap(step.ins, originals)
+                    may_overlap(step.ins, originals)
                     and size(intersect(step.ins, originals)) == whole
                 ):
                     step.ins = union(step.ins, copies)
@@ -563,7 +347,7 @@ class RoomUndo:
             changed = run(upto, {}) or changed
             made = inserted(sv, doc.get_state())
             if copies is not None and made:
-                copies.append([_b64(group), _b64(made)])
+                copies.append([to_b64(group), to_b64(made)])
         for layer in layers:
             if layer:
                 changed = run({}, layer) or changed
@@ -579,11 +363,11 @@ class RoomUndo:
         parts: list[tuple[Ranges, bool]] = [(dels, False)]
         for st in self.actors.values():
             for other in (*st.undo, *st.redo):
-                if other is step or not _may_overlap(other.ins, dels):
+                if other is step or not may_overlap(other.ins, dels):
                     continue
                 split: list[tuple[Ranges, bool]] = []
                 for part, owned in parts:
-                    inside = intersect(other.ins, part) if _may_overlap(other.ins, part) else {}
+                    inside = intersect(other.ins, part) if may_overlap(other.ins, part) else {}
                     if not inside:
                         split.append((part, owned))
                     elif size(inside) == size(part):
@@ -648,175 +432,4 @@ async def fold(
     return loaded, state.to_meta()
 
 
-# --- the room pipeline side ----------------------------------------------------------------
-
-
-def state_of(room: Room) -> RoomUndo:
-    st = room.peek(RoomUndo)
-    if st is None:
-        raise BadRequest(f"undo is not tracked on document {room.name!r}")
-    return st
-
-
-async def perform(
-    room: Room, actor: str, kind: str, backend: Backend | None = None
-) -> Event | None:
-    """Undo (kind "undo") or redo (kind "redo") actor's last step; None if nothing to.
-
-    If the CRDT library fails in the middle of it, the live doc may be damaged: the
-    room is dropped (its connections get 1013 and re-sync) and reloaded from the log on
-    next use, and the caller gets a StoreError."""
-    if kind not in (UNDO, REDO):
-        raise BadRequest(f"kind must be undo or redo, not {kind!r}")
-    state = state_of(room)
-    # Filled in by change() before the event is logged: the shallow copies the room
-    # makes of meta share this list.
-    reverts: list[int] = []
-    copies: list[list[str]] = []
-
-    def change(doc: Doc[Any]) -> None:
-        st = state.get(actor)
-        if st is None:
-            return
-        # Steps above the first one with anything left to revert are dropped (as Yjs
-        # does) when the event is recorded, so that the log alone decides the stacks.
-        for step in reversed(st.undo if kind == UNDO else st.redo):
-            del copies[:]  # what a step with nothing left to revert tried
-            if state.revert(doc, step, copies):
-                reverts.extend(step.seqs)
-                return
-
-    try:
-        meta = {"reverts": reverts, "copies": copies}
-        return await room.server_change(actor, kind, change, meta=meta)
-    except PalimpsestError:
-        raise
-    except Exception as e:
-        log.error("room %s: %s by %s failed (%r); reloading the room", room.name, kind, actor, e)
-        for peer in list(room.peers.values()):
-            peer.close(1013, "the document is being reloaded, reconnect")
-        if backend is not None:
-            await backend.rooms.discard(room.name)
-        raise StoreError(f"{kind} failed ({e}); the document was reloaded, try again") from e
-
-
-async def close_group(room: Room, actor: str) -> int | None:
-    """End actor's current step: their next change starts a new one. Logged (kind
-    undo_mark, empty update) so that grouping is the same after a restart; None when
-    no step was open."""
-    state = state_of(room)
-    st = state.get(actor)
-    if st is None or not st.open or now_ms() - st.last_ts >= state.capture_ms:
-        if st is not None:
-            st.open = False
-        return None
-    st.open = False
-    ev = await room.server_change(actor, MARK, lambda _doc: None, always=True)
-    return ev.seq if ev is not None else None
-
-
-# --- the extension ---------------------------------------------------------------------------
-
-
-def _answer(ev: Event | None, kind: str) -> dict[str, Any]:
-    if ev is None:
-        return {"ok": False, "reason": f"nothing to {kind}"}
-    return {"ok": True, "seq": ev.seq, "reverts": list(ev.meta.get("reverts", []))}
-
-
-class Undo(Extension):
-    """Per-user undo and redo: the stacks of every live room (typed room state, persisted
-    in snapshot meta), the websocket operations undo / redo / close_group and the HTTP
-    routes POST /api/docs/{doc}/undo, /redo, /undo/close."""
-
-    def __init__(self, capture_ms: int = 500, max_depth: int = 200, max_group: int = 1000) -> None:
-        self.capture_ms = capture_ms
-        self.max_depth = max_depth
-        self.max_group = max_group
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Undo:
-        return cls(settings.undo_capture_ms, settings.undo_max_depth, settings.undo_max_group)
-
-    def setup(self, backend: Backend) -> None:
-        self.backend = backend
-
-    def state(self, room: Room) -> RoomUndo:
-        """The room's undo state, made (from the snapshot's meta) on first use."""
-        return room.state(RoomUndo, self._new_state)
-
-    def _new_state(self, room: Room) -> RoomUndo:
-        state = RoomUndo(room, self.capture_ms, self.max_depth, self.max_group)
-        state.load_meta(room.snapshot_meta.get(META_KEY))
-        return state
-
-    # --- hooks ---------------------------------------------------------------------------
-
-    async def on_load(self, room: Room) -> None:
-        self.state(room)  # replay made it already unless no event came after the snapshot
-
-    def before_apply(self, room: Room, event: Event, origin: Origin) -> None:
-        # what the doc's transactions record from here on is this event's
-        room.state(RoomUndo, self._new_state).mark()
-
-    def on_applied(self, room: Room, event: Event, origin: Origin) -> None:
-        state = room.state(RoomUndo, self._new_state)
-        if isinstance(origin, ServerOrigin):
-            # a server change: made on the live doc before its event was logged
-            state.record(event, *state.take())
-        elif origin.tracked:
-            state.record(event, *state.take(state._mark))
-
-    def on_unload(self, room: Room) -> None:
-        state = room.peek(RoomUndo)
-        if state is not None:
-            state.close()
-
-    def snapshot_meta(self, room: Room) -> Mapping[str, Any]:
-        return {META_KEY: self.state(room).to_meta()}
-
-    # --- websocket operations -------------------------------------------------------------
-
-    def operations(self) -> Mapping[str, Operation]:
-        return {UNDO: self._op_undo, REDO: self._op_redo, "close_group": self._op_close_group}
-
-    async def _op(self, ctx: OpContext, kind: str) -> dict[str, Any]:
-        if not ctx.client.identity.can_write:
-            raise Forbidden(f"read-only: you cannot {kind}")
-        ev = await perform(ctx.room, ctx.client.user, kind, self.backend)
-        if ev is not None:
-            ctx.charge(len(ev.update))  # an undo appends as much as the edit it reverts
-        return _answer(ev, kind)
-
-    async def _op_undo(self, ctx: OpContext, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._op(ctx, UNDO)
-
-    async def _op_redo(self, ctx: OpContext, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._op(ctx, REDO)
-
-    async def _op_close_group(self, ctx: OpContext, body: dict[str, Any]) -> dict[str, Any]:
-        if not ctx.client.identity.can_write:
-            raise Forbidden("read-only: you cannot close an undo step")
-        # edits this connection sent before the request are still in the pipeline: they
-        # belong to the group being closed
-        await ctx.flush()
-        return {"ok": True, "seq": await close_group(ctx.room, ctx.client.user)}
-
-    # --- HTTP -------------------------------------------------------------------------------
-
-    def routes(self) -> Sequence[BaseRoute]:
-        from .routes.undo import routes
-
-        return routes
-
-
-__all__ = [
-    "RoomUndo",
-    "Stacks",
-    "Step",
-    "Undo",
-    "close_group",
-    "fold",
-    "perform",
-    "state_of",
-]
+__all__ = ["MARK", "META_KEY", "REDO", "UNDO", "RoomUndo", "fold", "infer_root_types"]

@@ -1,0 +1,15 @@
+"""Per-user, selective, server-side undo and redo (see recorder.py for how).
+
+``ranges``: ID sets; ``stacks``: steps and stacks; ``recorder``: what each change
+did, per actor, in a live room; ``actions``: undo, redo, close a step;
+``extension``: the hooks, operations and routes."""
+
+from __future__ import annotations
+
+from .actions import close_group, perform, state_of
+from .extension import Undo
+from .recorder import MARK, META_KEY, REDO, UNDO, RoomUndo, fold
+from .stacks import Stacks, Step
+
+__all__ = ["MARK", "META_KEY", "REDO", "UNDO", "RoomUndo", "Stacks", "Step", "Undo",
+           "close_group", "fold", "perform", "state_of"]

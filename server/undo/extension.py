@@ -1,0 +1,121 @@
+"""Undo as an extension: the recorder fed by the room's hooks, persisted in snapshot
+meta, and the websocket operations and HTTP routes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from starlette.routing import BaseRoute
+
+from ..errors import Forbidden
+from ..extensions import Extension, OpContext, Operation
+from ..origins import Origin, ServerOrigin
+from ..room import Room
+from ..settings import Settings
+from ..store.base import Event
+from .actions import close_group, perform
+from .recorder import META_KEY, REDO, UNDO, RoomUndo
+
+if TYPE_CHECKING:
+    from ..backend import Backend
+    from ..settings import Settings
+
+
+
+# --- the extension ---------------------------------------------------------------------------
+
+
+def _answer(ev: Event | None, kind: str) -> dict[str, Any]:
+    if ev is None:
+        return {"ok": False, "reason": f"nothing to {kind}"}
+    return {"ok": True, "seq": ev.seq, "reverts": list(ev.meta.get("reverts", []))}
+
+
+class Undo(Extension):
+    """Per-user undo and redo: the stacks of every live room (typed room state, persisted
+    in snapshot meta), the websocket operations undo / redo / close_group and the HTTP
+    routes POST /api/docs/{doc}/undo, /redo, /undo/close."""
+
+    def __init__(self, capture_ms: int = 500, max_depth: int = 200, max_group: int = 1000) -> None:
+        self.capture_ms = capture_ms
+        self.max_depth = max_depth
+        self.max_group = max_group
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Undo:
+        return cls(settings.undo_capture_ms, settings.undo_max_depth, settings.undo_max_group)
+
+    def setup(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def state(self, room: Room) -> RoomUndo:
+        """The room's undo state, made (from the snapshot's meta) on first use."""
+        return room.state(RoomUndo, self._new_state)
+
+    def _new_state(self, room: Room) -> RoomUndo:
+        state = RoomUndo(room, self.capture_ms, self.max_depth, self.max_group)
+        state.load_meta(room.snapshot_meta.get(META_KEY))
+        return state
+
+    # --- hooks ---------------------------------------------------------------------------
+
+    async def on_load(self, room: Room) -> None:
+        self.state(room)  # replay made it already unless no event came after the snapshot
+
+    def before_apply(self, room: Room, event: Event, origin: Origin) -> None:
+        # what the doc's transactions record from here on is this event's
+        room.state(RoomUndo, self._new_state).mark()
+
+    def on_applied(self, room: Room, event: Event, origin: Origin) -> None:
+        state = room.state(RoomUndo, self._new_state)
+        if isinstance(origin, ServerOrigin):
+            # a server change: made on the live doc before its event was logged
+            state.record(event, *state.take())
+        elif origin.tracked:
+            state.record(event, *state.take(state._mark))
+
+    def on_unload(self, room: Room) -> None:
+        state = room.peek(RoomUndo)
+        if state is not None:
+            state.close()
+
+    def snapshot_meta(self, room: Room) -> Mapping[str, Any]:
+        return {META_KEY: self.state(room).to_meta()}
+
+    # --- websocket operations -------------------------------------------------------------
+
+    def operations(self) -> Mapping[str, Operation]:
+        return {UNDO: self._op_undo, REDO: self._op_redo, "close_group": self._op_close_group}
+
+    async def _op(self, ctx: OpContext, kind: str) -> dict[str, Any]:
+        if not ctx.client.identity.can_write:
+            raise Forbidden(f"read-only: you cannot {kind}")
+        ev = await perform(ctx.room, ctx.client.user, kind, self.backend)
+        if ev is not None:
+            ctx.charge(len(ev.update))  # an undo appends as much as the edit it reverts
+        return _answer(ev, kind)
+
+    async def _op_undo(self, ctx: OpContext, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._op(ctx, UNDO)
+
+    async def _op_redo(self, ctx: OpContext, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._op(ctx, REDO)
+
+    async def _op_close_group(self, ctx: OpContext, body: dict[str, Any]) -> dict[str, Any]:
+        if not ctx.client.identity.can_write:
+            raise Forbidden("read-only: you cannot close an undo step")
+        # edits this connection sent before the request are still in the pipeline: they
+        # belong to the group being closed
+        await ctx.flush()
+        return {"ok": True, "seq": await close_group(ctx.room, ctx.client.user)}
+
+    # --- HTTP -------------------------------------------------------------------------------
+
+    def routes(self) -> Sequence[BaseRoute]:
+        from ..routes.undo import routes
+
+        return routes
+
+
+__all__ = ["Undo"]

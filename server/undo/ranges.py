@@ -1,0 +1,154 @@
+"""Sets of Yjs item IDs as sorted, disjoint ranges per client (an IdSet),
+and the arithmetic undo needs on them."""
+
+from __future__ import annotations
+
+import base64
+import bisect
+
+from .. import protocol as P
+
+# --- ID ranges (a Yjs IdSet as {client: [(start, end), ...]}, sorted, disjoint) --------
+
+Ranges = dict[int, list[tuple[int, int]]]
+
+
+def _normalize(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        if end <= start:
+            continue
+        if out and start <= out[-1][1]:
+            if end > out[-1][1]:
+                out[-1] = (out[-1][0], end)
+        else:
+            out.append((start, end))
+    return out
+
+
+def union(a: Ranges, b: Ranges) -> Ranges:
+    out = {c: list(r) for c, r in a.items()}
+    union_into(out, b)
+    return out
+
+
+def union_into(target: Ranges, b: Ranges) -> None:
+    """Add b's ranges to target, in place.
+
+    On the path of every edit, and a step can hold thousands of them: a range at or past
+    the end of a client's list (every insertion: Yjs clocks only grow) is appended or
+    merged in O(1); any other (a deletion in the middle) is placed by bisection."""
+    for c, rs in b.items():
+        cur = target.get(c)
+        if cur is None:
+            cur = target[c] = []
+        for start, end in rs:
+            if end <= start:
+                continue
+            if not cur or start > cur[-1][1]:
+                cur.append((start, end))
+            elif start >= cur[-1][0]:
+                if end > cur[-1][1]:
+                    cur[-1] = (cur[-1][0], end)
+            else:
+                i = bisect.bisect_left(cur, (start, end))
+                lo = i - 1 if i > 0 and cur[i - 1][1] >= start else i
+                hi = i
+                while hi < len(cur) and cur[hi][0] <= end:
+                    hi += 1
+                if lo < hi:
+                    start = min(start, cur[lo][0])
+                    end = max(end, cur[hi - 1][1])
+                cur[lo:hi] = [(start, end)]
+        if not cur:
+            del target[c]
+
+
+def intersect(a: Ranges, b: Ranges) -> Ranges:
+    out: Ranges = {}
+    for c, ra in a.items():
+        rb = b.get(c)
+        if not rb:
+            continue
+        got: list[tuple[int, int]] = []
+        i = j = 0
+        while i < len(ra) and j < len(rb):
+            lo, hi = max(ra[i][0], rb[j][0]), min(ra[i][1], rb[j][1])
+            if lo < hi:
+                got.append((lo, hi))
+            if ra[i][1] < rb[j][1]:
+                i += 1
+            else:
+                j += 1
+        if got:
+            out[c] = got
+    return out
+
+
+def subtract(a: Ranges, b: Ranges) -> Ranges:
+    out: Ranges = {}
+    for c, ra in a.items():
+        cuts = b.get(c, [])
+        rest: list[tuple[int, int]] = []
+        for start, end in ra:
+            cur = start
+            for cs, ce in cuts:
+                if ce <= cur or cs >= end:
+                    continue
+                if cs > cur:
+                    rest.append((cur, cs))
+                cur = max(cur, ce)
+            if cur < end:
+                rest.append((cur, end))
+        if rest:
+            out[c] = rest
+    return out
+
+
+def size(a: Ranges) -> int:
+    return sum(e - s for r in a.values() for s, e in r)
+
+
+def encode_ranges(a: Ranges) -> bytes:
+    """The Yjs v1 encoding of an IdSet (the delete-set format)."""
+    out = bytearray(P.write_var_uint(len(a)))
+    for client in sorted(a):
+        out += P.write_var_uint(client) + P.write_var_uint(len(a[client]))
+        for start, end in a[client]:
+            out += P.write_var_uint(start) + P.write_var_uint(end - start)
+    return bytes(out)
+
+
+def decode_ranges(data: bytes) -> Ranges:
+    r = P.Reader(data)
+    out: Ranges = {}
+    for _ in range(r.read_var_uint("IdSet clients")):
+        client = r.read_var_uint("client")
+        got = out.setdefault(client, [])
+        for _ in range(r.read_var_uint("ranges")):
+            start = r.read_var_uint("clock")
+            got.append((start, start + r.read_var_uint("length")))
+    return {c: _normalize(rs) for c, rs in out.items() if rs}
+
+
+def may_overlap(a: Ranges, b: Ranges) -> bool:
+    """False when a and b surely share no ID (cheap: per client, the overall bounds)."""
+    for c, ra in a.items():
+        rb = b.get(c)
+        if rb and ra[0][0] < rb[-1][1] and rb[0][0] < ra[-1][1]:
+            return True
+    return False
+
+
+def to_b64(a: Ranges) -> str:
+    return base64.b64encode(encode_ranges(a)).decode()
+
+
+def from_b64(s: str) -> Ranges:
+    return decode_ranges(base64.b64decode(s))
+
+
+def inserted(before: bytes, after: bytes) -> Ranges:
+    """The IDs a transaction created, from its before/after state vectors."""
+    b, a = P.decode_state_vector(before), P.decode_state_vector(after)
+    return {c: [(b.get(c, 0), clock)] for c, clock in a.items() if clock > b.get(c, 0)}
