@@ -7,7 +7,7 @@ import logging
 import sys
 from typing import Any
 
-from .cli import add_store_options, settings_from, setup_logging
+from . import add_store_options, settings_from, setup_logging
 
 log = logging.getLogger("palimpsest")
 
@@ -37,9 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .app import create_app
-    from .handshake import uvicorn_options
-    from .tokens import Limits, auth_banner
+    from ..app import create_app
+    from ..handshake import uvicorn_options
+    from ..tokens import Limits, auth_banner
 
     settings = settings_from(
         args,

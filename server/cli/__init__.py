@@ -9,19 +9,19 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from .settings import Settings
+from ..settings import Settings
 
 
 def commands() -> list[ModuleType]:
     """The modules of the subcommands, in the order of --help: listed, not discovered."""
-    from . import cli_admin, cli_serve, cli_store, cli_tokens
-    from .client import cli as client_cli
+    from ..client import cli as client_cli
+    from . import admin, copy, serve, token
 
     return [
-        cli_serve,  # serve
-        cli_admin,  # export, import, snapshot, inspect, verify, compact, delete
-        cli_store,  # migrate, copy (SQLite -> PostgreSQL)
-        cli_tokens,  # token (mint development tokens)
+        serve,  # serve
+        admin,  # export, import, snapshot, inspect, verify, compact, delete
+        copy,  # migrate, copy (SQLite -> PostgreSQL)
+        token,  # token (mint development tokens)
         client_cli,  # cat, edit, replay, history
     ]
 
@@ -58,7 +58,7 @@ def settings_from(args: argparse.Namespace, **extra: object) -> Settings:
 
 
 def setup_logging(level: str = "info", json_lines: bool = False) -> None:
-    from .logs import configure
+    from ..logs import configure
 
     configure(level, json_lines)
 

@@ -7,10 +7,10 @@ import argparse
 import asyncio
 import sys
 
-from .cli import add_store_options, settings_from
-from .errors import PalimpsestError
-from .store import open_store
-from .store.base import Snapshot
+from ..errors import PalimpsestError
+from ..store import open_store
+from ..store.base import Snapshot
+from . import add_store_options, settings_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .auth import ROLES
+from ..auth import ROLES
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from .tokens import mint
+    from ..tokens import mint
 
     docs = [d.strip() for arg in (args.docs or ["*"]) for d in arg.split(",") if d.strip()]
     if not docs:

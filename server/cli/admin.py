@@ -29,18 +29,18 @@ from typing import Any
 
 from pycrdt import Doc, Text, get_state
 
-from . import protocol as P
-from . import undo
-from .cli import add_store_options, settings_from, setup_logging
-from .deletion import tombstone_for
-from .errors import FATAL, PalimpsestError, StoreError
-from .fanout import publish_deleted
-from .history.render import TEXT, infer_root_types, render, root_names
-from .names import validate_doc_name
-from .snapshots import load, new_doc
-from .store import EventStore, open_store
-from .store.base import Event, NewEvent
-from .util import iso, parse_iso
+from .. import protocol as P
+from .. import undo
+from ..deletion import tombstone_for
+from ..errors import FATAL, PalimpsestError, StoreError
+from ..fanout import publish_deleted
+from ..history.render import TEXT, infer_root_types, render, root_names
+from ..names import validate_doc_name
+from ..snapshots import load, new_doc
+from ..store import EventStore, open_store
+from ..store.base import Event, NewEvent
+from ..util import iso, parse_iso
+from . import add_store_options, settings_from, setup_logging
 
 LIVE_NOTE = (
     "Meant for a stopped server or for documents no server has open "
@@ -303,7 +303,7 @@ async def snapshot(store: EventStore, args: argparse.Namespace) -> int:
     await _require(store, args.doc)
     # Through a Backend over this store, so that the features' snapshot meta (undo stacks)
     # is written as the server writes it. Nothing listens; no fan-out.
-    from .backend import Backend
+    from ..backend import Backend
 
     settings = dataclasses.replace(args.settings, fanout=None)
     backend = Backend(settings, store=store)
