@@ -23,30 +23,32 @@ import json
 import os
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from pycrdt import Doc, Text, get_state
-
-from .. import protocol as P
-from .. import undo
 from ..deletion import tombstone_for
-from ..errors import FATAL, PalimpsestError, StoreError
+from ..errors import PalimpsestError, StoreError
 from ..fanout import publish_deleted
-from ..history.render import TEXT, infer_root_types, render, root_names
-from ..names import validate_doc_name
-from ..snapshots import load, new_doc
+from ..maintenance import (
+    CompactedWithoutStacks,
+    compact_doc,
+    events,
+    import_data,
+    plan_compact,
+    rendered,
+    require,
+    verify_doc,
+)
+from ..snapshots import load
 from ..store import EventStore, open_store
-from ..store.base import Event, NewEvent
-from ..util import iso, parse_iso
+from ..util import iso
 from . import add_store_options, settings_from, setup_logging
 
 LIVE_NOTE = (
     "Meant for a stopped server or for documents no server has open "
     "(see docs/operations.md)."
 )
-PAGE = 5000
 
 
 class AdminError(Exception):
@@ -170,41 +172,16 @@ def _missing_sqlite_file(url: str) -> str | None:
     return path
 
 
+async def _require(store: EventStore, doc: str) -> Any:
+    return await require(store, doc)
+
+
 def _progress(total: int, desc: str, quiet: bool = False) -> Any:
     from tqdm import tqdm
 
     # disable=None: bars only on a terminal, never in pipes and logs
     return tqdm(total=total, desc=desc, unit="ev", disable=True if quiet else None,
                 file=sys.stderr, leave=False)  # fmt: skip
-
-
-async def _require(store: EventStore, doc: str) -> Any:
-    validate_doc_name(doc)
-    info = await store.doc_info(doc)
-    if info is None or (info.head == 0 and not await store.snapshots(doc)):
-        raise AdminError(f"no document named {doc!r} in this store")
-    return info
-
-
-async def _events(store: EventStore, doc: str, after: int, upto: int) -> AsyncIterator[Event]:
-    while after < upto:
-        page = await store.read(doc, after=after, upto=upto, limit=PAGE)
-        if not page:
-            return
-        for ev in page:
-            yield ev
-        after = page[-1].seq
-
-
-def _types(ydoc: Doc[Any]) -> dict[str, str]:
-    return {n: t or TEXT for n, t in infer_root_types(ydoc, root_names(ydoc)).items()}
-
-
-def rendered(ydoc: Doc[Any]) -> dict[str, dict[str, Any]]:
-    """Every root as {type, value}, on a scratch copy (fixing root types is harmless there)."""
-    scratch: Doc[Any] = Doc()
-    scratch.apply_update(ydoc.get_update())
-    return render(scratch, _types(ydoc))
 
 
 # --- export -----------------------------------------------------------------------------
@@ -242,57 +219,16 @@ async def export(store: EventStore, args: argparse.Namespace) -> int:
 # --- import -----------------------------------------------------------------------------
 
 
-def _as_update(data: bytes) -> bytes | None:
-    """data if it is a Yjs update that applies to an empty document, else None."""
-    if not data or data.startswith(b"\xef\xbb\xbf"):
-        return None
-    try:
-        P.decode_state_vector(get_state(data))
-        probe: Doc[Any] = Doc()
-        probe.apply_update(data)
-    except FATAL:
-        raise
-    except BaseException:  # pyo3 PanicException is one
-        return None
-    return data
-
-
 async def import_(store: EventStore, args: argparse.Namespace) -> int:
-    validate_doc_name(args.doc)
     if args.file == "-":
         data = await asyncio.to_thread(sys.stdin.buffer.read)
     else:
         data = await asyncio.to_thread(Path(args.file).read_bytes)
-    update = None if args.text else _as_update(data)
-    head = await store.head(args.doc)
-    loaded = await load(store, args.doc)
-    meta: dict[str, Any] = {"source": Path(args.file).name if args.file != "-" else "stdin"}
-    if update is None:
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError as e:
-            raise AdminError(f"{args.file} is neither a Yjs update nor UTF-8 text ({e})") from e
-        if head > 0:
-            raise AdminError(
-                f"{args.doc!r} already has {head} events: plain text is imported only as the "
-                "first event (import a Yjs update instead, or restore through the history API)"
-            )
-        ydoc = loaded.doc
-        before = ydoc.get_state()
-        ydoc.get(args.root, type=Text).insert(0, text)
-        update = ydoc.get_update(before)
-        meta.update(format="text", root=args.root, chars=len(text))
-    else:
-        try:
-            loaded.doc.apply_update(update)
-        except FATAL:
-            raise
-        except BaseException as e:  # pyo3 PanicException is one
-            raise AdminError(f"the update does not apply to {args.doc!r}: {e}") from e
-        meta.update(format="update")
-    [[ev]] = await store.append([(args.doc, [NewEvent(args.user, "import", update, meta)])])
-    print(f"palimpsest import: {args.doc}@{ev.seq} ({len(update)} bytes, {meta['format']}, "
-          f"by {args.user})")  # fmt: skip
+    source = Path(args.file).name if args.file != "-" else "stdin"
+    ev = await import_data(store, args.doc, data, user=args.user, source=source,
+                           root=args.root, as_text=args.text)  # fmt: skip
+    print(f"palimpsest import: {args.doc}@{ev.seq} ({len(ev.update)} bytes, "
+          f"{ev.meta['format']}, by {args.user})")  # fmt: skip
     return 0
 
 
@@ -333,7 +269,7 @@ async def inspect(store: EventStore, args: argparse.Namespace) -> int:
     kinds: Counter[str] = Counter()
     first_ts = None
     bar = _progress(info.head - info.base_seq, f"reading {args.doc}")
-    async for ev in _events(store, args.doc, info.base_seq, info.head):
+    async for ev in events(store, args.doc, info.base_seq, info.head):
         actors[ev.actor] += 1
         kinds[ev.kind] += 1
         first_ts = ev.ts if first_ts is None else first_ts
@@ -386,93 +322,6 @@ def _size(n: int) -> str:
 # --- verify -----------------------------------------------------------------------------
 
 
-async def verify_doc(store: EventStore, doc: str, quiet: bool = True) -> list[str]:
-    """Problems found in one document (empty when it is sound)."""
-    problems: list[str] = []
-    info = await store.doc_info(doc)
-    if info is None:
-        return [f"{doc}: listed but has no info"]
-    snaps = sorted(await store.snapshots(doc), key=lambda s: s.seq)
-    for s in snaps:
-        if not s.valid:
-            problems.append(f"{doc}: snapshot @{s.seq} is damaged ({s.damage or 'checksum'})")
-    fold = new_doc(doc)
-    seq = 0
-    if info.base_seq > 0:
-        base = await store.latest_snapshot(doc, at_most=info.base_seq)
-        if base is None or base.seq != info.base_seq:
-            problems.append(f"{doc}: the compaction base snapshot @{info.base_seq} is missing "
-                            "or damaged: the document cannot be rebuilt")  # fmt: skip
-            return problems
-        try:
-            fold.apply_update(base.state)
-        except FATAL:
-            raise
-        except BaseException as e:  # pyo3 PanicException is one
-            return [*problems, f"{doc}: the base snapshot @{base.seq} does not apply: {e}"]
-        seq = base.seq
-    pending = [s for s in snaps if s.valid and s.seq > seq]
-    bar = _progress(info.head - seq, doc, quiet)
-
-    async def check(at: int) -> None:
-        snap = await store.latest_snapshot(doc, at_most=at)
-        if snap is None or snap.seq != at:
-            return  # damaged in between: already reported
-        problems.extend(_compare(doc, at, fold, snap.state))
-
-    async for ev in _events(store, doc, seq, info.head):
-        while pending and pending[0].seq <= seq:
-            await check(pending.pop(0).seq)
-        if ev.seq != seq + 1:
-            problems.append(f"{doc}: events {seq + 1}..{ev.seq - 1} are missing from the log")
-        try:
-            fold.apply_update(ev.update)
-        except FATAL:
-            raise
-        except BaseException as e:  # pyo3 PanicException is one
-            problems.append(f"{doc}: event {ev.seq} ({ev.kind} by {ev.actor}) does not apply: {e}")
-        seq = ev.seq
-        bar.update(1)
-    bar.close()
-    while pending and pending[0].seq <= seq:
-        await check(pending.pop(0).seq)
-    if seq != info.head:
-        problems.append(f"{doc}: the log ends at {seq} but the head is {info.head}")
-    if pending:  # a live server may have appended and checkpointed since we started
-        now = await store.head(doc)
-        for s in pending:
-            if s.seq > now:
-                problems.append(f"{doc}: snapshot @{s.seq} is beyond the end of the log ({now})")
-    for t in await store.tags(doc):
-        if not info.base_seq <= t.seq <= info.head:
-            problems.append(f"{doc}: tag {t.name!r} @{t.seq} is outside the log "
-                            f"({info.base_seq}..{info.head})")  # fmt: skip
-    return problems
-
-
-def _compare(doc: str, seq: int, fold: Doc[Any], state: bytes) -> list[str]:
-    snap = new_doc(doc)
-    try:
-        snap.apply_update(state)
-    except FATAL:
-        raise
-    except BaseException as e:  # pyo3 PanicException is one
-        return [f"{doc}: snapshot @{seq} does not decode: {e}"]
-    # compare decoded state vectors (their byte order differs) and rendered content
-    sv_fold = P.decode_state_vector(fold.get_state())
-    sv_snap = P.decode_state_vector(snap.get_state())
-    out = []
-    if sv_fold != sv_snap:
-        out.append(f"{doc}: snapshot @{seq} has state vector {sv_snap}, the log gives {sv_fold}")
-    types = _types(fold)
-    a, b = Doc(), Doc()  # type: ignore[var-annotated]
-    a.apply_update(fold.get_update())
-    b.apply_update(snap.get_update())
-    if render(a, types) != render(b, types) or root_names(fold) != root_names(snap):
-        out.append(f"{doc}: snapshot @{seq} renders differently from the log folded to {seq}")
-    return out
-
-
 async def verify(store: EventStore, args: argparse.Namespace) -> int:
     docs = list(args.docs) or [d.doc for d in await store.list_docs()]
     problems: list[str] = []
@@ -481,7 +330,12 @@ async def verify(store: EventStore, args: argparse.Namespace) -> int:
     for doc in tqdm(docs, desc="documents", unit="doc", file=sys.stderr,
                     disable=True if args.quiet else None):  # fmt: skip
         try:
-            found = await verify_doc(store, doc, args.quiet)
+            info = await store.doc_info(doc)
+            bar = _progress((info.head - info.base_seq) if info else 0, doc, args.quiet)
+            try:
+                found = await verify_doc(store, doc, bar.update)
+            finally:
+                bar.close()
         except StoreError as e:
             found = [f"{doc}: cannot be read: {e}"]
         for p in found:
@@ -499,61 +353,23 @@ async def verify(store: EventStore, args: argparse.Namespace) -> int:
 
 
 async def compact(store: EventStore, args: argparse.Namespace) -> int:
-    info = await _require(store, args.doc)
-    raw = str(args.before).strip()
-    tags = {t.name: t.seq for t in await store.tags(args.doc)}
-    if raw.isdigit():
-        before = int(raw)
-    elif raw in tags:
-        before = tags[raw]
-    else:
-        try:
-            ts = parse_iso(raw)
-        except Exception as e:
-            raise AdminError(
-                f"--before is a seq, a tag name or an ISO-8601 time, not {raw!r}"
-            ) from e
-        before = await store.seq_at(args.doc, ts)
-    if before > info.head:
-        raise AdminError(f"{args.doc!r} has no seq {before}: its head is {info.head}")
-    if before <= info.base_seq:
+    plan = await plan_compact(store, args.doc, args.before)
+    if plan.events == 0:
         print(f"palimpsest compact: nothing to do: {args.doc!r} is compacted up to "
-              f"{info.base_seq}")  # fmt: skip
+              f"{plan.base_seq}")  # fmt: skip
         return 0
-    pinned = [t for t in await store.tags(args.doc) if t.seq < before]
-    if pinned:
-        oldest = min(pinned, key=lambda t: t.seq)
-        raise AdminError(
-            f"named version {oldest.name!r} is at seq {oldest.seq}, before {before}: compacting "
-            f"would make it unreadable. Compact with --before {oldest.seq} at most, or delete "
-            "the tag first"
-        )
-    n = before - info.base_seq
     if not args.yes:
         raise AdminError(
-            f"this deletes the {n} oldest events of {args.doc!r} (seqs "
-            f"{info.base_seq + 1}..{before}) for good; run again with --yes"
+            f"this deletes the {plan.events} oldest events of {args.doc!r} (seqs "
+            f"{plan.base_seq + 1}..{plan.before}) for good; run again with --yes"
         )
-    bar = _progress(n, f"folding {args.doc}")
-    loaded, stacks = await undo.fold(store, args.doc, before, args.settings)
-    bar.update(loaded.replayed)
-    bar.close()
-    if loaded.seq != before or loaded.failed:
-        raise AdminError(
-            f"folding {args.doc!r} to {before} reached {loaded.seq} with {loaded.failed} events "
-            "that do not apply: run `palimpsest verify` first"
-        )
-    state = loaded.doc.get_update()
-    removed = await store.compact(args.doc, before, state)
-    # the base snapshot carries the undo stacks of the folded events, as any snapshot
-    # does: their steps stay undoable (a second write: if it fails, only they are lost)
     try:
-        await store.put_snapshot(args.doc, before, state, {"base": True, undo.META_KEY: stacks})
-    except StoreError as e:
-        print(f"palimpsest compact: the undo stacks of the folded events were not kept: {e}",
-              file=sys.stderr)  # fmt: skip
+        removed = await compact_doc(store, plan, args.settings)
+    except CompactedWithoutStacks as e:
+        print(f"palimpsest compact: {e}", file=sys.stderr)
+        removed = e.removed
     print(f"palimpsest compact: {args.doc}: {removed} events folded into a base snapshot "
-          f"@{before}; history now starts at {before}")  # fmt: skip
+          f"@{plan.before}; history now starts at {plan.before}")  # fmt: skip
     return 0
 
 
@@ -579,4 +395,4 @@ async def delete(store: EventStore, args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["register", "rendered", "verify_doc"]
+__all__ = ["register"]

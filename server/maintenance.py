@@ -1,0 +1,319 @@
+"""Maintenance of stored documents, on the store directly: verify a document's log
+against its snapshots, fold its oldest events into a base snapshot (compact), append a
+Yjs update or a text file as an event (import).
+
+The commands ``palimpsest verify``, ``compact`` and ``import`` call these and only add
+arguments, confirmation and output; docs/operations.md says when they are safe with a
+server running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pycrdt import Doc, Text, get_state
+
+from . import protocol as P
+from . import undo
+from .errors import FATAL, PalimpsestError, StoreError
+from .history.render import TEXT, infer_root_types, render, root_names
+from .names import validate_doc_name
+from .settings import Settings
+from .snapshots import load, new_doc
+from .store import EventStore
+from .store.base import DocInfo, Event, NewEvent
+from .util import parse_iso
+
+#: events read per query while folding a log
+PAGE = 5000
+
+
+class MaintenanceError(PalimpsestError):
+    """A maintenance operation refused: what was asked and why it cannot be done."""
+
+    close_code = 4400
+    http_status = 400
+
+
+async def require(store: EventStore, doc: str) -> DocInfo:
+    """The document's info; MaintenanceError when the store has no such document."""
+    validate_doc_name(doc)
+    info = await store.doc_info(doc)
+    if info is None or (info.head == 0 and not await store.snapshots(doc)):
+        raise MaintenanceError(f"no document named {doc!r} in this store")
+    return info
+
+
+async def events(store: EventStore, doc: str, after: int, upto: int) -> AsyncIterator[Event]:
+    """Events after < seq <= upto, read a page at a time."""
+    while after < upto:
+        page = await store.read(doc, after=after, upto=upto, limit=PAGE)
+        if not page:
+            return
+        for ev in page:
+            yield ev
+        after = page[-1].seq
+
+
+def root_types(ydoc: Doc[Any]) -> dict[str, str]:
+    return {n: t or TEXT for n, t in infer_root_types(ydoc, root_names(ydoc)).items()}
+
+
+def rendered(ydoc: Doc[Any]) -> dict[str, dict[str, Any]]:
+    """Every root as {type, value}, on a scratch copy (fixing root types is harmless there)."""
+    scratch: Doc[Any] = Doc()
+    scratch.apply_update(ydoc.get_update())
+    return render(scratch, root_types(ydoc))
+
+
+# --- verify -----------------------------------------------------------------------------
+
+
+async def verify_doc(
+    store: EventStore, doc: str, on_event: Callable[[], None] | None = None
+) -> list[str]:
+    """Problems found in one document (empty when it is sound): the log folded from its
+    start (or compaction base) must equal every valid snapshot, seqs must be gap-free,
+    every event must apply, checksums must hold and tags must point into the log.
+    `on_event` is called once per event folded (for a progress bar)."""
+    problems: list[str] = []
+    info = await store.doc_info(doc)
+    if info is None:
+        return [f"{doc}: listed but has no info"]
+    snaps = sorted(await store.snapshots(doc), key=lambda s: s.seq)
+    for s in snaps:
+        if not s.valid:
+            problems.append(f"{doc}: snapshot @{s.seq} is damaged ({s.damage or 'checksum'})")
+    fold = new_doc(doc)
+    seq = 0
+    if info.base_seq > 0:
+        base = await store.latest_snapshot(doc, at_most=info.base_seq)
+        if base is None or base.seq != info.base_seq:
+            problems.append(f"{doc}: the compaction base snapshot @{info.base_seq} is missing "
+                            "or damaged: the document cannot be rebuilt")  # fmt: skip
+            return problems
+        try:
+            fold.apply_update(base.state)
+        except FATAL:
+            raise
+        except BaseException as e:  # pyo3 PanicException is one
+            return [*problems, f"{doc}: the base snapshot @{base.seq} does not apply: {e}"]
+        seq = base.seq
+    pending = [s for s in snaps if s.valid and s.seq > seq]
+
+    async def check(at: int) -> None:
+        snap = await store.latest_snapshot(doc, at_most=at)
+        if snap is None or snap.seq != at:
+            return  # damaged in between: already reported
+        problems.extend(_compare(doc, at, fold, snap.state))
+
+    async for ev in events(store, doc, seq, info.head):
+        while pending and pending[0].seq <= seq:
+            await check(pending.pop(0).seq)
+        if ev.seq != seq + 1:
+            problems.append(f"{doc}: events {seq + 1}..{ev.seq - 1} are missing from the log")
+        try:
+            fold.apply_update(ev.update)
+        except FATAL:
+            raise
+        except BaseException as e:  # pyo3 PanicException is one
+            problems.append(f"{doc}: event {ev.seq} ({ev.kind} by {ev.actor}) does not apply: {e}")
+        seq = ev.seq
+        if on_event is not None:
+            on_event()
+    while pending and pending[0].seq <= seq:
+        await check(pending.pop(0).seq)
+    if seq != info.head:
+        problems.append(f"{doc}: the log ends at {seq} but the head is {info.head}")
+    if pending:  # a live server may have appended and checkpointed since we started
+        now = await store.head(doc)
+        for s in pending:
+            if s.seq > now:
+                problems.append(f"{doc}: snapshot @{s.seq} is beyond the end of the log ({now})")
+    for t in await store.tags(doc):
+        if not info.base_seq <= t.seq <= info.head:
+            problems.append(f"{doc}: tag {t.name!r} @{t.seq} is outside the log "
+                            f"({info.base_seq}..{info.head})")  # fmt: skip
+    return problems
+
+
+def _compare(doc: str, seq: int, fold: Doc[Any], state: bytes) -> list[str]:
+    snap = new_doc(doc)
+    try:
+        snap.apply_update(state)
+    except FATAL:
+        raise
+    except BaseException as e:  # pyo3 PanicException is one
+        return [f"{doc}: snapshot @{seq} does not decode: {e}"]
+    # compare decoded state vectors (their byte order differs) and rendered content
+    sv_fold = P.decode_state_vector(fold.get_state())
+    sv_snap = P.decode_state_vector(snap.get_state())
+    out = []
+    if sv_fold != sv_snap:
+        out.append(f"{doc}: snapshot @{seq} has state vector {sv_snap}, the log gives {sv_fold}")
+    types = root_types(fold)
+    a, b = Doc(), Doc()  # type: ignore[var-annotated]
+    a.apply_update(fold.get_update())
+    b.apply_update(snap.get_update())
+    if render(a, types) != render(b, types) or root_names(fold) != root_names(snap):
+        out.append(f"{doc}: snapshot @{seq} renders differently from the log folded to {seq}")
+    return out
+
+
+# --- compact ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompactPlan:
+    """What compacting `doc` up to `before` would fold: events base_seq+1..before."""
+
+    doc: str
+    before: int
+    base_seq: int
+
+    @property
+    def events(self) -> int:
+        return max(0, self.before - self.base_seq)
+
+
+async def plan_compact(store: EventStore, doc: str, before: str | int) -> CompactPlan:
+    """Where a compaction of `doc` would end: `before` is a seq, a tag name or an ISO-8601
+    time (the last seq at or before it). Refused past the head, or past a named version
+    (it would stop rendering)."""
+    info = await require(store, doc)
+    raw = str(before).strip()
+    tags = {t.name: t.seq for t in await store.tags(doc)}
+    if raw.isdigit():
+        seq = int(raw)
+    elif raw in tags:
+        seq = tags[raw]
+    else:
+        try:
+            ts = parse_iso(raw)
+        except Exception as e:
+            raise MaintenanceError(
+                f"--before is a seq, a tag name or an ISO-8601 time, not {raw!r}"
+            ) from e
+        seq = await store.seq_at(doc, ts)
+    if seq > info.head:
+        raise MaintenanceError(f"{doc!r} has no seq {seq}: its head is {info.head}")
+    pinned = [t for t in await store.tags(doc) if t.seq < seq]
+    if pinned and seq > info.base_seq:
+        oldest = min(pinned, key=lambda t: t.seq)
+        raise MaintenanceError(
+            f"named version {oldest.name!r} is at seq {oldest.seq}, before {seq}: compacting "
+            f"would make it unreadable. Compact with --before {oldest.seq} at most, or delete "
+            "the tag first"
+        )
+    return CompactPlan(doc, seq, info.base_seq)
+
+
+async def compact_doc(store: EventStore, plan: CompactPlan, settings: Settings) -> int:
+    """Fold events up to plan.before into a base snapshot and delete them; returns how
+    many were removed. Refused when the fold does not reach it cleanly. The base
+    snapshot carries the undo stacks of the folded events, as any snapshot does, so that
+    their steps stay undoable (a second write: see CompactedWithoutStacks)."""
+    loaded, stacks = await undo.fold(store, plan.doc, plan.before, settings)
+    if loaded.seq != plan.before or loaded.failed:
+        raise MaintenanceError(
+            f"folding {plan.doc!r} to {plan.before} reached {loaded.seq} with {loaded.failed} "
+            "events that do not apply: run `palimpsest verify` first"
+        )
+    state = loaded.doc.get_update()
+    removed = await store.compact(plan.doc, plan.before, state)
+    try:
+        meta = {"base": True, undo.META_KEY: stacks}
+        await store.put_snapshot(plan.doc, plan.before, state, meta)
+    except StoreError as e:
+        raise CompactedWithoutStacks(removed, e) from e
+    return removed
+
+
+class CompactedWithoutStacks(StoreError):
+    """The events were folded, but the base snapshot with their undo stacks was not
+    written: only those steps are no longer undoable."""
+
+    def __init__(self, removed: int, cause: StoreError) -> None:
+        super().__init__(f"the undo stacks of the folded events were not kept: {cause}")
+        self.removed = removed
+
+
+# --- import -----------------------------------------------------------------------------
+
+
+def as_update(data: bytes) -> bytes | None:
+    """data if it is a Yjs update that applies to an empty document, else None."""
+    if not data or data.startswith(b"\xef\xbb\xbf"):
+        return None
+    try:
+        P.decode_state_vector(get_state(data))
+        probe: Doc[Any] = Doc()
+        probe.apply_update(data)
+    except FATAL:
+        raise
+    except BaseException:  # pyo3 PanicException is one
+        return None
+    return data
+
+
+async def import_data(
+    store: EventStore,
+    doc: str,
+    data: bytes,
+    *,
+    user: str,
+    source: str,
+    root: str = "content",
+    as_text: bool = False,
+) -> Event:
+    """Append `data` to `doc` as one event of kind ``import``: a Yjs v1 update that
+    applies to the document, or (as_text, or when it is not an update) UTF-8 text that
+    becomes the `root` text of a document with no events yet."""
+    validate_doc_name(doc)
+    update = None if as_text else as_update(data)
+    head = await store.head(doc)
+    loaded = await load(store, doc)
+    meta: dict[str, Any] = {"source": source}
+    if update is None:
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise MaintenanceError(f"{source} is neither a Yjs update nor UTF-8 text ({e})") from e
+        if head > 0:
+            raise MaintenanceError(
+                f"{doc!r} already has {head} events: plain text is imported only as the "
+                "first event (import a Yjs update instead, or restore through the history API)"
+            )
+        ydoc = loaded.doc
+        before = ydoc.get_state()
+        ydoc.get(root, type=Text).insert(0, text)
+        update = ydoc.get_update(before)
+        meta.update(format="text", root=root, chars=len(text))
+    else:
+        try:
+            loaded.doc.apply_update(update)
+        except FATAL:
+            raise
+        except BaseException as e:  # pyo3 PanicException is one
+            raise MaintenanceError(f"the update does not apply to {doc!r}: {e}") from e
+        meta.update(format="update")
+    [[ev]] = await store.append([(doc, [NewEvent(user, "import", update, meta)])])
+    return ev
+
+
+__all__ = [
+    "CompactPlan",
+    "CompactedWithoutStacks",
+    "MaintenanceError",
+    "as_update",
+    "compact_doc",
+    "events",
+    "import_data",
+    "plan_compact",
+    "rendered",
+    "require",
+    "root_types",
+    "verify_doc",
+]
