@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
+from .auth.open import OpenAccess
 from .backend import Backend
 from .errors import PalimpsestError
 from .extensions import Extension
@@ -35,7 +36,6 @@ from .routes import docs, hocuspocus, ops
 from .routes.ws import websocket_endpoint
 from .settings import Settings
 from .store import EventStore, open_store
-from .tokens import OpenAccess
 
 log = logging.getLogger("palimpsest.app")
 

@@ -11,11 +11,11 @@ import time
 from typing import Any
 
 from .auth import Identity
+from .auth.tokens import LEEWAY
 from .errors import Forbidden, RateLimited
-from .limits import Bucket, Budget, CreationQuota
+from .limits import Bucket, Budget, CreationQuota, Limits
 from .presence import PresenceGuard
 from .settings import Settings
-from .tokens import LEEWAY, Limits
 
 
 class ConnectionGuard:

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .auth.open import OpenAccess
+from .auth.tokens import JWTAuth
 from .deletion import Deletion
 from .extensions import Extension
 from .fanout import Fanout
 from .history import HistoryExtension
 from .hocuspocus_peer import SyncStatus
+from .limits import Limits
 from .metrics import Metrics
 from .routes.admin import Admin
 from .settings import Settings
-from .tokens import JWTAuth, Limits, OpenAccess
 from .undo import Undo
 
 

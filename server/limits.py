@@ -1,49 +1,20 @@
-"""Limits against hostile clients that are not about tokens: rates, send-queue budgets and
-JSON that cannot exhaust the stack. docs/security.md lists each with its threat.
-
-Pure bookkeeping, no I/O: ``server.routes.ws`` and the HTTP guard call these."""
+"""Limits against hostile clients that are not about tokens: rates, send-queue budgets,
+documents created per hour, and the :class:`Limits` extension that holds the shared
+ones (websockets per address, the send budget, the creation quota) and checks the size
+of documents. docs/security.md lists each with its threat. (JSON from clients is read
+by ``bounded_json``.)"""
 
 from __future__ import annotations
 
-import json
-import re
+import logging
 from collections import Counter, deque
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
 
-#: nesting depth of a JSON value from a client (extension messages, HTTP bodies)
-MAX_JSON_DEPTH = 32
-_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKETS = re.compile(r"[\[\]{}]")
-
-
-def json_depth(text: str) -> int:
-    """The deepest nesting of arrays/objects in `text`, counted without parsing it (so
-    without recursion: ``json.loads`` of 100,000 ``[`` raises RecursionError)."""
-    depth = deepest = 0
-    for m in _BRACKETS.finditer(_STRINGS.sub("", text)):
-        if m.group() in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        else:
-            depth -= 1
-    return deepest
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def loads_bounded(text: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
-    """``json.loads`` that refuses (ValueError) what a stricter peer would choke on:
-    nesting deeper than `max_depth`, NaN and Infinity (not JSON: echoed back they make
-    the answer invalid JSON), integers too long to convert (Python's limit)."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8")
-    depth = json_depth(text)
-    if depth > max_depth:
-        raise ValueError(f"JSON nested {depth} deep, over the limit of {max_depth}")
-    return json.loads(text, parse_constant=_no_constant)
+from .errors import FrameTooLarge, TooManyConnections
+from .extensions import Client, Extension
+from .room import Room
+from .settings import Settings
 
 
 class Bucket:
@@ -129,11 +100,94 @@ class CreationQuota:
         return True
 
 
+log = logging.getLogger("palimpsest.limits")
+
+
+@dataclass(slots=True)
+class _Measured:
+    """A room's last measurement of its encoded size, at ``room.applied_bytes`` = at."""
+
+    size: int = 0
+    at: int = -1
+
+
+class Limits(Extension):
+    """Open websockets per client address, and the size of documents.
+
+    Client addresses are what the ASGI server reports: uvicorn replaces the socket's
+    address with the X-Forwarded-For entry of a trusted proxy only when the proxy's
+    address is in ``FORWARDED_ALLOW_IPS`` (default: loopback only), so a client on the
+    internet cannot choose its own address."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.connections: Counter[str] = Counter()
+        #: the send-queue budget shared by every connection of the backend
+        self.budget = Budget()
+        #: new documents per identity in the last hour
+        self.quota = CreationQuota()
+
+    async def on_connect(self, client: Client) -> None:
+        if not self.connect(client.address):
+            log.warning("refused websocket for %r from %s: too many connections",
+                        client.doc, client.address)  # fmt: skip
+            limit = self.settings.max_connections_per_ip
+            raise TooManyConnections(f"more than {limit} connections from your address")
+
+    async def on_disconnect(self, client: Client) -> None:
+        self.disconnect(client.address)
+
+    def on_update(self, room: Room, client: Client, update: bytes) -> None:
+        self.check_update(room, len(update))
+
+    # connections per address
+
+    def connect(self, host: str) -> bool:
+        """Count a new websocket from `host`; False (not counted) when over the limit."""
+        if self.connections[host] >= self.settings.max_connections_per_ip:
+            return False
+        self.connections[host] += 1
+        return True
+
+    def disconnect(self, host: str) -> None:
+        self.connections[host] -= 1
+        if self.connections[host] <= 0:
+            del self.connections[host]
+
+    # document size
+
+    def check_update(self, room: Room, nbytes: int) -> None:
+        """Raise FrameTooLarge (4413) if an update of `nbytes` would take the document over
+        ``max_doc_bytes``.
+
+        Cheap: the estimate is the document's last measured encoded size plus every update
+        applied or queued since (an over-estimate: updates merge). Each snapshot is a
+        measurement (the room keeps its size and the bytes applied at that point); beyond
+        those, the live document is measured only when the estimate crosses the limit and
+        enough was applied since the last measurement (an eighth of the document or 1/64
+        of the limit, whichever is less), so the cost stays proportional to what is
+        written, and an update near the limit may be refused up to that margin early."""
+        limit = self.settings.max_doc_bytes
+        size, at = room.last_snapshot_bytes, room.snapshot_applied_bytes
+        measured = room.state(_Measured, lambda _room: _Measured())
+        if measured.at > at:
+            size, at = measured.size, measured.at
+        if size + room.applied_bytes - at + room.queued_bytes + nbytes <= limit:
+            return
+        if room.applied_bytes - at >= max(1024, min(size // 8, limit // 64)):
+            size, at = len(room.doc.get_update()), room.applied_bytes
+            measured.size, measured.at = size, at
+            if size + room.queued_bytes + nbytes <= limit:
+                return
+        raise FrameTooLarge(
+            f"document {room.name!r} would grow over the limit of {limit} bytes "
+            f"(now about {size + room.applied_bytes - at + room.queued_bytes}, update {nbytes})"
+        )
+
+
 __all__ = [
-    "MAX_JSON_DEPTH",
+    "Limits",
     "Bucket",
     "Budget",
     "CreationQuota",
-    "json_depth",
-    "loads_bounded",
 ]

@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from .bounded_json import loads_bounded
 from .errors import ProtocolError
-from .limits import loads_bounded
 from .settings import Settings
 
 if TYPE_CHECKING:

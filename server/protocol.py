@@ -21,8 +21,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from .bounded_json import loads_bounded
 from .errors import ProtocolError
-from .limits import loads_bounded
 
 MSG_SYNC = 0
 MSG_AWARENESS = 1

@@ -18,8 +18,8 @@ import uvicorn
 from palimpsest.app import create_app
 from palimpsest.backend import Backend
 from palimpsest.handshake import uvicorn_options
+from palimpsest.limits import Limits
 from palimpsest.settings import Settings
-from palimpsest.tokens import Limits
 
 #: the machine's PostgreSQL and Redis, for every test that uses them (one place: override
 #: with PALIMPSEST_TEST_PG / PALIMPSEST_TEST_REDIS)

@@ -28,12 +28,13 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from palimpsest import protocol as P
 from palimpsest.app import create_app
 from palimpsest.auth import Identity, authorize
+from palimpsest.auth.open import OpenAccess
+from palimpsest.auth.tokens import OPEN_MODE_WARNING, JWTAuth, mint
 from palimpsest.backend import Backend
 from palimpsest.cli import main as cli_main
 from palimpsest.errors import AuthError, Forbidden
 from palimpsest.settings import Settings
 from palimpsest.store.base import NewEvent
-from palimpsest.tokens import OPEN_MODE_WARNING, JWTAuth, OpenAccess, mint
 
 SECRET = "test-secret-of-at-least-thirty-two-bytes!"
 DOC = "matrix-1"

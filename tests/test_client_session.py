@@ -13,8 +13,8 @@ from conftest import RunningServer, free_port, run_server
 from pycrdt import Doc
 
 from palimpsest import client
+from palimpsest.auth.tokens import mint
 from palimpsest.settings import Settings
-from palimpsest.tokens import mint
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256!"
 

@@ -13,10 +13,10 @@ from conftest import RunningServer, eventually, run_server
 from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
 from yclient import connect
 
+from palimpsest.auth.tokens import mint
 from palimpsest.routes.history import routes as history_routes
 from palimpsest.settings import Settings
 from palimpsest.store.base import NewEvent
-from palimpsest.tokens import mint
 from palimpsest.util import iso
 
 

@@ -22,9 +22,9 @@ from test_limits import raw_handshake
 from yclient import connect
 
 from palimpsest import protocol as P
+from palimpsest.auth.tokens import LEEWAY, mint
 from palimpsest.routes.ws import Connection
 from palimpsest.settings import Settings
-from palimpsest.tokens import LEEWAY, mint
 
 __all__ = ["node_modules"]  # the session fixture that runs `npm ci` when needed
 

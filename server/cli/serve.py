@@ -38,8 +38,9 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..app import create_app
+    from ..auth.tokens import auth_banner
     from ..handshake import uvicorn_options
-    from ..tokens import Limits, auth_banner
+    from ..limits import Limits
 
     settings = settings_from(
         args,

@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..tokens import mint
+    from ..auth.tokens import mint
 
     docs = [d.strip() for arg in (args.docs or ["*"]) for d in arg.split(",") if d.strip()]
     if not docs:

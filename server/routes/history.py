@@ -14,9 +14,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..backend import Backend
+from ..bounded_json import loads_bounded
 from ..errors import BadRequest
 from ..history import MAX_PAGE, SESSION_GAP_MS, History, history_of
-from ..limits import loads_bounded
 from ..names import validate_doc_name
 from ..util import iso, parse_iso
 

@@ -28,6 +28,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from .. import hocuspocus as H
 from .. import protocol as P
 from ..auth import Identity
+from ..auth.open import OpenAccess
 from ..backend import Backend, with_params
 from ..conn_guard import ConnectionGuard
 from ..errors import (
@@ -43,7 +44,6 @@ from ..extensions import Client
 from ..hocuspocus_peer import DocPeer, SyncStatus
 from ..names import validate_doc_name
 from ..room import EMPTY_UPDATE, Room
-from ..tokens import OpenAccess
 from .ws import Connection, client_id, extension_answer, reason_of, refuse
 
 log = logging.getLogger("palimpsest.hocuspocus")

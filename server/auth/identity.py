@@ -12,7 +12,7 @@ import fnmatch
 import re
 from dataclasses import dataclass
 
-from .errors import AuthError, Forbidden
+from ..errors import AuthError, Forbidden
 
 ROLES = ("read", "write", "admin")
 RANK = {role: i for i, role in enumerate(ROLES)}

@@ -30,8 +30,6 @@ import logging
 import re
 import time
 import warnings
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +39,10 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.warnings import InsecureKeyLengthWarning
 from starlette.requests import HTTPConnection
 
-from .auth import RANK, ROLES, Identity, authorize, may_open, open_identity
-from .errors import AuthError, FrameTooLarge, TooManyConnections
-from .extensions import Client, Extension
-from .limits import Budget, CreationQuota
-from .room import Room
-from .settings import Settings
+from ..errors import AuthError
+from ..extensions import Extension
+from ..settings import Settings
+from .identity import RANK, ROLES, Identity, authorize, may_open
 
 log = logging.getLogger("palimpsest.auth")
 
@@ -158,18 +154,6 @@ class JWTAuth(Extension):
         return identity_from_claims(claims)
 
 
-class OpenAccess(Extension):
-    """Open development mode: the user is whoever ``?user=`` names, with every right.
-
-    Accepts every request, so it goes last; a server that lists it says so loudly."""
-
-    def setup(self, backend: Any) -> None:
-        log.warning(OPEN_MODE_WARNING)
-
-    async def authenticate(self, conn: HTTPConnection) -> Identity:
-        return open_identity(conn.query_params.get("user"))
-
-
 def identity_from_claims(claims: dict[str, Any]) -> Identity:
     sub = claims.get("sub")
     if not isinstance(sub, str) or not _USER.fullmatch(sub):
@@ -235,96 +219,9 @@ def auth_banner(settings: Settings) -> str:
     return OPEN_MODE_WARNING
 
 
-# --- limits --------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Measured:
-    """A room's last measurement of its encoded size, at ``room.applied_bytes`` = at."""
-
-    size: int = 0
-    at: int = -1
-
-
-class Limits(Extension):
-    """Open websockets per client address, and the size of documents.
-
-    Client addresses are what the ASGI server reports: uvicorn replaces the socket's
-    address with the X-Forwarded-For entry of a trusted proxy only when the proxy's
-    address is in ``FORWARDED_ALLOW_IPS`` (default: loopback only), so a client on the
-    internet cannot choose its own address."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.connections: Counter[str] = Counter()
-        #: the send-queue budget shared by every connection of the backend
-        self.budget = Budget()
-        #: new documents per identity in the last hour
-        self.quota = CreationQuota()
-
-    async def on_connect(self, client: Client) -> None:
-        if not self.connect(client.address):
-            log.warning("refused websocket for %r from %s: too many connections",
-                        client.doc, client.address)  # fmt: skip
-            limit = self.settings.max_connections_per_ip
-            raise TooManyConnections(f"more than {limit} connections from your address")
-
-    async def on_disconnect(self, client: Client) -> None:
-        self.disconnect(client.address)
-
-    def on_update(self, room: Room, client: Client, update: bytes) -> None:
-        self.check_update(room, len(update))
-
-    # connections per address
-
-    def connect(self, host: str) -> bool:
-        """Count a new websocket from `host`; False (not counted) when over the limit."""
-        if self.connections[host] >= self.settings.max_connections_per_ip:
-            return False
-        self.connections[host] += 1
-        return True
-
-    def disconnect(self, host: str) -> None:
-        self.connections[host] -= 1
-        if self.connections[host] <= 0:
-            del self.connections[host]
-
-    # document size
-
-    def check_update(self, room: Room, nbytes: int) -> None:
-        """Raise FrameTooLarge (4413) if an update of `nbytes` would take the document over
-        ``max_doc_bytes``.
-
-        Cheap: the estimate is the document's last measured encoded size plus every update
-        applied or queued since (an over-estimate: updates merge). Each snapshot is a
-        measurement (the room keeps its size and the bytes applied at that point); beyond
-        those, the live document is measured only when the estimate crosses the limit and
-        enough was applied since the last measurement (an eighth of the document or 1/64
-        of the limit, whichever is less), so the cost stays proportional to what is
-        written, and an update near the limit may be refused up to that margin early."""
-        limit = self.settings.max_doc_bytes
-        size, at = room.last_snapshot_bytes, room.snapshot_applied_bytes
-        measured = room.state(_Measured, lambda _room: _Measured())
-        if measured.at > at:
-            size, at = measured.size, measured.at
-        if size + room.applied_bytes - at + room.queued_bytes + nbytes <= limit:
-            return
-        if room.applied_bytes - at >= max(1024, min(size // 8, limit // 64)):
-            size, at = len(room.doc.get_update()), room.applied_bytes
-            measured.size, measured.at = size, at
-            if size + room.queued_bytes + nbytes <= limit:
-                return
-        raise FrameTooLarge(
-            f"document {room.name!r} would grow over the limit of {limit} bytes "
-            f"(now about {size + room.applied_bytes - at + room.queued_bytes}, update {nbytes})"
-        )
-
-
 __all__ = [
     "JWTAuth",
-    "Limits",
     "OPEN_MODE_WARNING",
-    "OpenAccess",
     "auth_banner",
     "authorize",
     "identity_from_claims",

@@ -1,0 +1,9 @@
+"""Who is asking and what they may do. ``identity``: identities and the one
+authorization rule; ``tokens``: signed tokens (JWT); ``open``: open development
+mode."""
+
+from __future__ import annotations
+
+from .identity import RANK, ROLES, Identity, authorize, may_open, open_identity
+
+__all__ = ["RANK", "ROLES", "Identity", "authorize", "may_open", "open_identity"]
