@@ -33,6 +33,7 @@ from typing import Any, Protocol, TypeVar
 from pycrdt import Doc, Subscription, TransactionEvent, get_state, merge_updates
 
 from . import protocol as P
+from .awareness import Awareness, Entry
 from .errors import FATAL, ProtocolError, StoreError, StoreUnavailable, UpdateRejected
 from .known import KnownDeletions, adds_anything, deletions_of
 from .origins import (
@@ -106,13 +107,6 @@ class _Barrier:
 _Item = _ClientUpdate | _ServerChange | _PeerEvents | _Barrier
 
 
-@dataclass(slots=True)
-class _AwarenessEntry:
-    clock: int
-    state: str
-    peer_id: str
-
-
 class RoomObserver(Protocol):
     """What a room tells the extensions (server.dispatch.Extensions is the one)."""
 
@@ -179,9 +173,8 @@ class Room:
         self.current_ts = now_ms()
         self.current_event: Event | None = None
         self.peers: dict[str, Peer] = {}
-        self.awareness: dict[int, _AwarenessEntry] = {}
-        #: clock at which a client's presence was removed (for stale re-announcements)
-        self._gone_clocks: dict[int, int] = {}
+        #: who is here (presence, relayed, never stored)
+        self.presence = Awareness()
         self.observer: RoomObserver = observer or _Nobody()
         self.events_since_snapshot = 0
         #: update bytes applied since the room was loaded (replay included); at the last
@@ -272,18 +265,14 @@ class Room:
         self.peers[peer.id] = peer
         if sync_step1:
             peer.send(P.encode_sync_step1(self.doc.get_state()))
-        if self.awareness:
-            peer.send(P.encode_awareness(self._awareness_payload()))
+        if self.presence.entries:
+            peer.send(P.encode_awareness(self.presence.payload()))
 
     def leave(self, peer: Peer) -> None:
         if self.peers.pop(peer.id, None) is None:
             return
-        gone = [(c, e) for c, e in self.awareness.items() if e.peer_id == peer.id]
-        if gone:
-            for client, e in gone:
-                del self.awareness[client]
-                self._remember_gone(client, e.clock + 1)
-            entries = P.encode_awareness_entries([(c, e.clock + 1, "null") for c, e in gone])
+        entries = self.presence.drop(peer.id)
+        if entries is not None:
             self.broadcast(P.encode_awareness(entries))
             self.observer.awareness(self, entries)
 
@@ -355,62 +344,25 @@ class Room:
         if self._deleted is not None:
             self._deleted.add(deletions_of(update))
 
+    @property
+    def awareness(self) -> dict[int, Entry]:
+        """The presence entries by Yjs client id (clock, state, announcing connection)."""
+        return self.presence.entries
+
     def receive_awareness(self, peer: Peer, payload: bytes, *, relayed: bool = False) -> None:
         """Merge presence entries (newer clocks win) and relay them to the connections.
         ``relayed``: they come from another process (fan-out), so hooks do not see them."""
-        entries = P.decode_awareness(payload)
-        accepted: list[tuple[int, int, str]] = []
-        for client, clock, state in entries:
-            known = self.awareness.get(client)
-            if known is not None and known.peer_id != peer.id and known.peer_id in self.peers:
-                continue  # a connection may only speak for its own clients
-            if known is None:
-                gone = self._gone_clocks.get(client)
-                if state == "null":
-                    # nothing to remove; remember the clock so a stale echo cannot revive it
-                    self._remember_gone(client, max(clock, gone or 0))
-                    continue
-                if gone is not None and clock <= gone:
-                    # Everyone holds a removal of this client at clock `gone` and would
-                    # ignore this state. Tell the client it was removed: y-protocols then
-                    # bumps its clock and re-sends its state, which everyone accepts.
-                    if not relayed:
-                        peer.send(
-                            P.encode_awareness(P.encode_awareness_entries([(client, gone, "null")]))
-                        )
-                    continue
-            if (
-                known is None
-                or clock > known.clock
-                or (clock == known.clock and state == "null" and known.state != "null")
-            ):
-                if state == "null":
-                    self.awareness.pop(client, None)
-                    self._remember_gone(client, clock)
-                else:
-                    self.awareness[client] = _AwarenessEntry(clock, state, peer.id)
-                    self._gone_clocks.pop(client, None)
-                accepted.append((client, clock, state))
-        if accepted:
+        encoded = self.presence.merge(
+            peer.id, payload, self.peers, tell=None if relayed else peer.send
+        )
+        if encoded is not None:
             # echo to the sender too: y-websocket clients close sockets silent for 30 s
-            encoded = P.encode_awareness_entries(accepted)
             self.broadcast(P.encode_awareness(encoded))
             if not relayed:
                 self.observer.awareness(self, encoded)
 
-    def _remember_gone(self, client: int, clock: int) -> None:
-        self._gone_clocks.pop(client, None)
-        self._gone_clocks[client] = clock
-        while len(self._gone_clocks) > 10_000:  # bounded: oldest removals first
-            del self._gone_clocks[next(iter(self._gone_clocks))]
-
     def send_awareness(self, peer: Peer) -> None:
-        peer.send(P.encode_awareness(self._awareness_payload()))
-
-    def _awareness_payload(self) -> bytes:
-        return P.encode_awareness_entries(
-            [(c, e.clock, e.state) for c, e in self.awareness.items()]
-        )
+        peer.send(P.encode_awareness(self.presence.payload()))
 
     # --- server-made changes and peers ---------------------------------------------------
 

@@ -1,0 +1,100 @@
+"""Presence of one document (y-protocols awareness): who is here, with their cursor and
+name. Relayed to everyone, never stored.
+
+Each entry is a Yjs client id with a clock and a JSON state (or ``null``: gone). A newer
+clock wins; a connection may only speak for the clients it announced; a connection that
+leaves takes its clients' states with it. Removals are remembered (the newest 10,000)
+so that a stale re-announcement cannot revive a client everyone dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Container
+from dataclasses import dataclass
+
+from . import protocol as P
+
+#: removals remembered per document, oldest forgotten first
+GONE_MAX = 10_000
+
+
+@dataclass(slots=True)
+class Entry:
+    clock: int
+    state: str
+    #: the connection that announced it
+    peer_id: str
+
+
+class Awareness:
+    def __init__(self) -> None:
+        self.entries: dict[int, Entry] = {}
+        #: clock at which a client's presence was removed (for stale re-announcements)
+        self._gone: dict[int, int] = {}
+
+    def payload(self) -> bytes:
+        """Every known state, encoded (what a newcomer or a query gets)."""
+        return P.encode_awareness_entries([(c, e.clock, e.state) for c, e in self.entries.items()])
+
+    def drop(self, peer_id: str) -> bytes | None:
+        """A connection left: remove its clients; their removal, encoded, or None."""
+        gone = [(c, e) for c, e in self.entries.items() if e.peer_id == peer_id]
+        if not gone:
+            return None
+        for client, e in gone:
+            del self.entries[client]
+            self._remember_gone(client, e.clock + 1)
+        return P.encode_awareness_entries([(c, e.clock + 1, "null") for c, e in gone])
+
+    def merge(
+        self,
+        peer_id: str,
+        payload: bytes,
+        live: Container[str],
+        tell: Callable[[bytes], None] | None = None,
+    ) -> bytes | None:
+        """Merge the entries a connection sent (newer clocks win); what was accepted,
+        encoded, or None. `live`: the ids of connections still here (an entry of one that
+        left may be taken over). `tell` sends a frame back to the sender (None: the entries
+        were relayed from another process, nobody to tell)."""
+        accepted: list[tuple[int, int, str]] = []
+        for client, clock, state in P.decode_awareness(payload):
+            known = self.entries.get(client)
+            if known is not None and known.peer_id != peer_id and known.peer_id in live:
+                continue  # a connection may only speak for its own clients
+            if known is None:
+                gone = self._gone.get(client)
+                if state == "null":
+                    # nothing to remove; remember the clock so a stale echo cannot revive it
+                    self._remember_gone(client, max(clock, gone or 0))
+                    continue
+                if gone is not None and clock <= gone:
+                    # Everyone holds a removal of this client at clock `gone` and would
+                    # ignore this state. Tell the client it was removed: y-protocols then
+                    # bumps its clock and re-sends its state, which everyone accepts.
+                    if tell is not None:
+                        removed = P.encode_awareness_entries([(client, gone, "null")])
+                        tell(P.encode_awareness(removed))
+                    continue
+            if (
+                known is None
+                or clock > known.clock
+                or (clock == known.clock and state == "null" and known.state != "null")
+            ):
+                if state == "null":
+                    self.entries.pop(client, None)
+                    self._remember_gone(client, clock)
+                else:
+                    self.entries[client] = Entry(clock, state, peer_id)
+                    self._gone.pop(client, None)
+                accepted.append((client, clock, state))
+        return P.encode_awareness_entries(accepted) if accepted else None
+
+    def _remember_gone(self, client: int, clock: int) -> None:
+        self._gone.pop(client, None)
+        self._gone[client] = clock
+        while len(self._gone) > GONE_MAX:  # bounded: oldest removals first
+            del self._gone[next(iter(self._gone))]
+
+
+__all__ = ["Awareness", "Entry"]
