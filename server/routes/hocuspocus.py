@@ -207,8 +207,8 @@ class HocuspocusSocket(Connection):
     def credentials(self, token: str | None) -> Any:
         """The socket's request, with an in-band token where the extensions look for
         credentials: ?token=, or in open mode the user it claims as ?user=."""
-        if token is None:
-            return self.ws  # ?token= / ?user= of the socket's URL, its cookies
+        if not token:  # none, or empty: what the socket's URL says (?token=, ?user=)
+            return self.ws
         if self.backend.extension(OpenAccess) is not None:
             return with_params(self.ws, user=_claimed_user(token))
         return with_params(self.ws, token=token)
