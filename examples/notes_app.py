@@ -10,9 +10,9 @@ of the app's users except through two extensions:
   text of each document, after every durable change, off the editing path (and
   ``on_deleted`` drops the copy of a deleted document).
 
-Run it (from the repository root)::
+Run it with Palimpsest installed (``pip install -e .``, which ./scripts/serve does)::
 
-    python examples/notes_app.py --port 8000
+    .venv/bin/python examples/notes_app.py --port 8000
     # open http://127.0.0.1:8000/ , log in as ada / lovelace (or grace / hopper)
 
 tests/test_embedding.py runs it with a real server and real websocket clients.
@@ -25,7 +25,6 @@ import contextlib
 import hashlib
 import html
 import secrets
-import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -38,13 +37,11 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
-
-from palimpsest import Extension, Identity, Palimpsest  # noqa: E402
-from palimpsest.backend import Backend  # noqa: E402
-from palimpsest.room import Room  # noqa: E402
-from palimpsest.settings import Settings  # noqa: E402
-from palimpsest.store.base import Event  # noqa: E402
+from palimpsest import Extension, Identity, Palimpsest
+from palimpsest.backend import Backend
+from palimpsest.room import Room
+from palimpsest.settings import Settings
+from palimpsest.store.base import Event
 
 USERS = {"ada": "lovelace", "grace": "hopper"}
 #: the app's roles: ada administers (she may delete documents), grace writes
