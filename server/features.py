@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 FEATURE_MODULES = [
     "server.tokens",  # JWT auth and limits
+    "server.ownership",  # who may write which Yjs client ids
     "server.undo",  # per-user server-side undo/redo
     "server.history",  # restore, tags
     "server.fanout",  # Redis fan-out between processes

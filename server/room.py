@@ -36,6 +36,7 @@ from . import protocol as P
 from .errors import FATAL, ProtocolError, StoreError, StoreUnavailable, UpdateRejected
 from .known import KnownDeletions, adds_anything, deletions_of
 from .origins import ClientOrigin, PeerOrigin, ReplayOrigin, ServerOrigin, SystemOrigin
+from .ownership import Owners
 from .store.base import Event, NewEvent, now_ms
 
 log = logging.getLogger("palimpsest.room")
@@ -176,6 +177,8 @@ class Room:
         self._deferred_sync: list[tuple[Peer, bytes]] = []
         #: every deletion the log holds (built on first use, then extended per event)
         self._deleted: KnownDeletions | None = None
+        #: which actor owns which Yjs client id (ownership.py)
+        self.owners = Owners(doc.client_id)
         self.broken: BaseException | None = None
         self.closed = False
         self.stopping = False
@@ -293,6 +296,8 @@ class Room:
             hook(self, update, sv)
         if not self._adds_anything(update):
             return False
+        # the attribution rule: forged client ids and would-be pending items are refused
+        self.owners.admit(peer.actor, update, P.decode_state_vector(self.doc.get_state()))
         meta = {"conn": peer.id}
         self._push(_ClientUpdate(peer, update, meta))
         self.queued_bytes += len(update)
@@ -467,6 +472,7 @@ class Room:
             )  # fmt: skip
             for peer in {u.peer.id: u.peer for u in batch}.values():
                 peer.close(e.close_code, reason[:120])
+            self.owners.forget_queued()
             return
         await self._catch_up(stored[0].seq - 1)
         out: list[Event] = []
@@ -594,6 +600,7 @@ class Room:
         self.current_event = None
         if ok:
             self._note_deletions(ev.update)
+            self.owners.record(ev.actor, ev.update)
             for hook in self.hooks.after_apply:
                 hook(self, ev)
         return ok
