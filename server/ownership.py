@@ -38,13 +38,18 @@ META_KEY = "owners"
 
 
 class Owners:
-    __slots__ = ("owners", "queued", "server")
+    __slots__ = ("claims", "owners", "queued", "server")
 
     def __init__(self, server_client: int) -> None:
         self.server = server_client
         #: client id -> the actor who first wrote it
         self.owners: dict[int, str] = {}
-        #: client id -> clock its admitted, not yet applied updates reach
+        #: client id -> the actor whose admitted, not yet logged update writes it first;
+        #: the log decides (another process may log an earlier claim)
+        self.claims: dict[int, str] = {}
+        #: client id -> clock its admitted, not yet applied updates reach. Kept when a
+        #: commit fails: other updates may still be queued behind it, and a stale entry
+        #: only lets that client's own owner re-send its clocks
         self.queued: dict[int, int] = {}
 
     def admit(self, actor: str, update: bytes, state: dict[int, int]) -> None:
@@ -62,7 +67,7 @@ class Owners:
                 continue
             if client == self.server:
                 raise Forbidden(f"client id {client} is the server's")
-            owner = self.owners.get(client)
+            owner = self.owners.get(client) or self.claims.get(client)
             if owner is not None and owner != actor:
                 raise Forbidden(f"client id {client} belongs to another user")
             for start, end in new:
@@ -81,12 +86,9 @@ class Owners:
                     "does not have: re-sync"
                 )
         for client, end in reach.items():
-            self.owners.setdefault(client, actor)
+            if client not in self.owners:
+                self.claims.setdefault(client, actor)
             self.queued[client] = end
-
-    def forget_queued(self) -> None:
-        """Queued updates were dropped (not logged): their senders re-send via step 2."""
-        self.queued.clear()
 
     def record(self, actor: str, update: bytes) -> None:
         """A logged event (replayed, applied, or from another process): its new client
@@ -98,6 +100,7 @@ class Owners:
         for client in clients:
             if client != self.server:
                 self.owners.setdefault(client, actor)
+                self.claims.pop(client, None)
 
     def to_meta(self) -> dict[str, str]:
         return {str(c): a for c, a in self.owners.items()}

@@ -472,7 +472,6 @@ class Room:
             )  # fmt: skip
             for peer in {u.peer.id: u.peer for u in batch}.values():
                 peer.close(e.close_code, reason[:120])
-            self.owners.forget_queued()
             return
         await self._catch_up(stored[0].seq - 1)
         out: list[Event] = []

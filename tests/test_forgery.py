@@ -10,11 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 from conftest import RunningServer, eventually, run_server
 from pycrdt import Doc, Text
 from yclient import YClient, connect
 
 from server import protocol as P
+from server.errors import Forbidden
 from server.settings import Settings
 
 ALICE, MALLORY = 1111, 2222
@@ -149,3 +151,46 @@ async def test_ownership_survives_a_restart_from_a_snapshot(settings: Settings) 
 
 async def _len(coro: Any, n: int) -> bool:
     return len(await coro) >= n
+
+
+def test_the_log_decides_an_owner_over_a_claim_not_yet_logged() -> None:
+    """Another process may log a first write of a client id before this one logs its own
+    claim; the log's order wins, here as on reload."""
+    from server.ownership import Owners
+
+    d = doc_of(ALICE)
+    d.get("content", type=Text).insert(0, "hi")
+    update = d.get_update()
+    owners = Owners(server_client=9)
+    owners.admit("mallory", update, {})  # admitted here, not logged yet
+    owners.record("alice", update)  # alice's event, logged first elsewhere
+    owners.record("mallory", update)
+    assert owners.owners == {ALICE: "alice"} and not owners.claims
+    s = d.get_state()
+    d.get("content", type=Text).insert(2, "!")
+    owners.admit("alice", d.get_update(s), {ALICE: 2})
+    s = d.get_state()
+    d.get("content", type=Text).insert(3, "?")
+    with pytest.raises(Forbidden):
+        owners.admit("mallory", d.get_update(s), {ALICE: 2})
+    server_side = doc_of(9, d.get_update())
+    s = server_side.get_state()
+    server_side.get("content", type=Text).insert(0, ">")
+    with pytest.raises(Forbidden):  # the server's own client id
+        owners.admit("alice", server_side.get_update(s), {ALICE: 3})
+
+
+def test_a_snapshot_without_an_owner_map_leaves_its_client_ids_to_the_first_writer() -> None:
+    from server.ownership import Owners
+
+    d = doc_of(ALICE)
+    d.get("content", type=Text).insert(0, "hi")
+    s = d.get_state()
+    d.get("content", type=Text).insert(2, "!")
+    owners = Owners(server_client=9)
+    owners.restore(None)  # an old snapshot's meta
+    owners.admit("alice", d.get_update(s), {ALICE: 2})
+    s = d.get_state()
+    d.get("content", type=Text).insert(3, "?")
+    with pytest.raises(Forbidden):
+        owners.admit("bob", d.get_update(s), {ALICE: 2})
