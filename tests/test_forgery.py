@@ -7,10 +7,12 @@ origin the document does not hold), are refused whole and never logged.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
 import pytest
+import websockets
 from conftest import RunningServer, eventually, run_server
 from pycrdt import Doc, Text
 from yclient import YClient, connect
@@ -194,3 +196,28 @@ def test_a_snapshot_without_an_owner_map_leaves_its_client_ids_to_the_first_writ
     d.get("content", type=Text).insert(3, "?")
     with pytest.raises(Forbidden):
         owners.admit("bob", d.get_update(s), {ALICE: 2})
+
+
+async def test_the_hocuspocus_endpoint_refuses_forged_client_ids(server: RunningServer) -> None:
+    from server import hocuspocus as H
+
+    async with connect(server.ws_url, "f5", "alice", ydoc=Doc(client_id=ALICE)) as alice:
+        alice.insert(0, "hi")
+        await eventually(lambda: _len(events(server, "f5"), 1), what="alice logged")
+        forged = doc_of(ALICE, alice.doc.get_update())
+        before = forged.get_state()
+        forged.get("content", type=Text).insert(2, " evil")
+        url = f"ws://127.0.0.1:{server.port}/hocuspocus"
+        async with websockets.connect(url) as ws:
+            auth = bytes([H.AUTH_TOKEN]) + P.write_var_string("mallory")
+            await ws.send(H.prefix("f5") + P.write_var_uint(H.AUTH) + auth)
+            body = bytes([P.SYNC_UPDATE]) + P.write_var_bytes(forged.get_update(before))
+            await ws.send(H.prefix("f5") + P.write_var_uint(H.SYNC) + body)
+            await asyncio.wait_for(ws.wait_closed(), 10)
+            assert ws.close_code is not None and "belongs to another user" in (
+                ws.close_reason or ""
+            )
+        alice.insert(2, " there")
+        await eventually(lambda: alice.content == "hi there", what="alice's edit")
+        await eventually(lambda: _len(events(server, "f5"), 2), what="alice's edit logged")
+    assert [e.actor for e in await events(server, "f5")] == ["alice", "alice"]
