@@ -24,6 +24,7 @@ The cost per update is its own size, never the document's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .errors import Forbidden, ProtocolError, UpdateRejected
@@ -38,7 +39,7 @@ META_KEY = "owners"
 
 
 class Owners:
-    __slots__ = ("claims", "owners", "queued", "server")
+    __slots__ = ("claims", "clocks", "owners", "server")
 
     def __init__(self, server_client: int) -> None:
         self.server = server_client
@@ -47,21 +48,27 @@ class Owners:
         #: client id -> the actor whose admitted, not yet logged update writes it first;
         #: the log decides (another process may log an earlier claim)
         self.claims: dict[int, str] = {}
-        #: client id -> clock its admitted, not yet applied updates reach. Kept when a
-        #: commit fails: other updates may still be queued behind it, and a stale entry
-        #: only lets that client's own owner re-send its clocks
-        self.queued: dict[int, int] = {}
+        #: client id -> clock the document and the admitted updates reach: seeded from
+        #: the document's state vector once (decoding it costs the number of clients),
+        #: then extended by each admitted update and each event applied, so that a check
+        #: costs the update's size. Kept when a commit fails (other updates may still be
+        #: queued behind it), and past items Yjs holds pending: both only let the owner
+        #: of that client id re-send its own clocks
+        self.clocks: dict[int, int] | None = None
 
-    def admit(self, actor: str, update: bytes, state: dict[int, int]) -> None:
+    def admit(self, actor: str, update: bytes, state: Callable[[], dict[int, int]]) -> None:
         """Refuse `update` from `actor` (raises) unless it follows the rule; note what it
-        claims and reaches. `state`: the live document's state vector."""
+        claims and reaches. `state`: the live document's state vector (asked once)."""
+        if self.clocks is None:
+            self.clocks = dict(state())
+        clocks = self.clocks
         try:
             meta = decode_update_meta(update)
         except ProtocolError as e:
             raise UpdateRejected(f"update does not parse: {e}") from e
         reach: dict[int, int] = {}
         for client, ranges in meta.structs.items():
-            have = max(state.get(client, 0), self.queued.get(client, 0))
+            have = clocks.get(client, 0)
             new = [(s, e) for s, e in ranges if e > have]
             if not new:
                 continue
@@ -79,7 +86,7 @@ class Owners:
                 have = end
             reach[client] = have
         for client, need in meta.refs.items():
-            got = reach.get(client) or max(state.get(client, 0), self.queued.get(client, 0))
+            got = reach.get(client) or clocks.get(client, 0)
             if need > got:
                 raise UpdateRejected(
                     f"an item refers to client {client} clock {need - 1}, which the document "
@@ -88,16 +95,18 @@ class Owners:
         for client, end in reach.items():
             if client not in self.owners:
                 self.claims.setdefault(client, actor)
-            self.queued[client] = end
+            clocks[client] = end
 
     def record(self, actor: str, update: bytes) -> None:
-        """A logged event (replayed, applied, or from another process): its new client
-        ids belong to its actor."""
+        """A logged event (replayed, applied, from another process, or the server's own):
+        its new client ids belong to its actor."""
         try:
             clients = decode_update_meta(update).structs
         except ProtocolError:
             return
-        for client in clients:
+        for client, ranges in clients.items():
+            if self.clocks is not None and self.clocks.get(client, 0) < ranges[-1][1]:
+                self.clocks[client] = ranges[-1][1]
             if client != self.server:
                 self.owners.setdefault(client, actor)
                 self.claims.pop(client, None)

@@ -297,7 +297,7 @@ class Room:
         if not self._adds_anything(update):
             return False
         # the attribution rule: forged client ids and would-be pending items are refused
-        self.owners.admit(peer.actor, update, P.decode_state_vector(self.doc.get_state()))
+        self.owners.admit(peer.actor, update, lambda: P.decode_state_vector(self.doc.get_state()))
         meta = {"conn": peer.id}
         self._push(_ClientUpdate(peer, update, meta))
         self.queued_bytes += len(update)
@@ -530,6 +530,7 @@ class Room:
             self.events_since_snapshot += 1
             self.applied_bytes += len(update)
             self._note_deletions(update)
+            self.owners.record(item.actor, update)
             if update != EMPTY_UPDATE:
                 self.broadcast(P.encode_sync_update(update))
             self._committed(stored)

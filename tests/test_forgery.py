@@ -164,22 +164,22 @@ def test_the_log_decides_an_owner_over_a_claim_not_yet_logged() -> None:
     d.get("content", type=Text).insert(0, "hi")
     update = d.get_update()
     owners = Owners(server_client=9)
-    owners.admit("mallory", update, {})  # admitted here, not logged yet
+    owners.admit("mallory", update, lambda: {})  # admitted here, not logged yet
     owners.record("alice", update)  # alice's event, logged first elsewhere
     owners.record("mallory", update)
     assert owners.owners == {ALICE: "alice"} and not owners.claims
     s = d.get_state()
     d.get("content", type=Text).insert(2, "!")
-    owners.admit("alice", d.get_update(s), {ALICE: 2})
+    owners.admit("alice", d.get_update(s), lambda: {ALICE: 2})
     s = d.get_state()
     d.get("content", type=Text).insert(3, "?")
     with pytest.raises(Forbidden):
-        owners.admit("mallory", d.get_update(s), {ALICE: 2})
+        owners.admit("mallory", d.get_update(s), lambda: {ALICE: 2})
     server_side = doc_of(9, d.get_update())
     s = server_side.get_state()
     server_side.get("content", type=Text).insert(0, ">")
     with pytest.raises(Forbidden):  # the server's own client id
-        owners.admit("alice", server_side.get_update(s), {ALICE: 3})
+        owners.admit("alice", server_side.get_update(s), lambda: {ALICE: 3})
 
 
 def test_a_snapshot_without_an_owner_map_leaves_its_client_ids_to_the_first_writer() -> None:
@@ -191,11 +191,11 @@ def test_a_snapshot_without_an_owner_map_leaves_its_client_ids_to_the_first_writ
     d.get("content", type=Text).insert(2, "!")
     owners = Owners(server_client=9)
     owners.restore(None)  # an old snapshot's meta
-    owners.admit("alice", d.get_update(s), {ALICE: 2})
+    owners.admit("alice", d.get_update(s), lambda: {ALICE: 2})
     s = d.get_state()
     d.get("content", type=Text).insert(3, "?")
     with pytest.raises(Forbidden):
-        owners.admit("bob", d.get_update(s), {ALICE: 2})
+        owners.admit("bob", d.get_update(s), lambda: {ALICE: 2})
 
 
 async def test_the_hocuspocus_endpoint_refuses_forged_client_ids(server: RunningServer) -> None:
