@@ -18,6 +18,7 @@ from .history import HistoryExtension
 from .hocuspocus_peer import SyncStatus
 from .limits import Limits
 from .metrics import Metrics
+from .ownership_extension import Ownership
 from .routes.admin import Admin
 from .settings import Settings
 from .undo import Undo
@@ -37,6 +38,7 @@ def builtin_extensions(
         out.append(OpenAccess())
     out += [
         Limits(settings),
+        Ownership(),
         Deletion(),
         Undo.from_settings(settings),
         HistoryExtension(),

@@ -44,6 +44,7 @@ from .origins import (
     ServerOrigin,
     SystemOrigin,
 )
+from .ownership import Owners
 from .store.base import Event, NewEvent, now_ms
 
 log = logging.getLogger("palimpsest.room")
@@ -205,6 +206,8 @@ class Room:
         self._deferred_sync: list[tuple[Peer, bytes]] = []
         #: every deletion the log holds (built on first use, then extended per event)
         self._deleted: KnownDeletions | None = None
+        #: which actor owns which Yjs client id (ownership.py)
+        self.owners = Owners(doc.client_id)
         self.broken: BaseException | None = None
         self.closed = False
         self.stopping = False
@@ -327,6 +330,8 @@ class Room:
             raise UpdateRejected(f"update does not decode: {e}") from e
         if not self._adds_anything(update):
             return False
+        # the attribution rule: forged client ids and would-be pending items are refused
+        self.owners.admit(peer.actor, update, lambda: P.decode_state_vector(self.doc.get_state()))
         meta = {"conn": peer.id}
         self._push(_ClientUpdate(peer, update, meta))
         self.queued_bytes += len(update)
@@ -521,6 +526,7 @@ class Room:
             self.events_since_snapshot += 1
             self.applied_bytes += len(update)
             self._note_deletions(update)
+            self.owners.record(item.actor, update)
             if update != EMPTY_UPDATE:
                 self.broadcast(P.encode_sync_update(update))
             self.observer.applied(self, ev, ServerOrigin(ev.actor, ev.kind))
@@ -590,6 +596,7 @@ class Room:
         self.current_event = None
         if ok:
             self._note_deletions(ev.update)
+            self.owners.record(ev.actor, ev.update)
             self.observer.applied(self, ev, origin)
         return ok
 

@@ -44,6 +44,9 @@ class UpdateMeta:
     structs: Ranges
     #: the delete set, as encoded (ranges per client, in the order sent)
     deletes: Ranges
+    #: per client, one past the highest clock an item names as its left or right origin
+    #: or its parent: what must exist for the update to integrate (the ownership rule)
+    refs: dict[int, int]
 
 
 def decode_update_meta(update: bytes) -> UpdateMeta:
@@ -51,6 +54,7 @@ def decode_update_meta(update: bytes) -> UpdateMeta:
     a well-formed v1 update (truncated, unknown struct or content, trailing bytes)."""
     r = Reader(update)
     structs: Ranges = {}
+    refs: dict[int, int] = {}
     for _ in range(r.read_var_uint("number of clients")):
         n = r.read_var_uint("number of structs")
         client = r.read_var_uint("client id")
@@ -62,12 +66,12 @@ def decode_update_meta(update: bytes) -> UpdateMeta:
                 if info == _GC:
                     _add(structs, client, clock, clock + length)
             else:
-                length = _skip_item(r, info)
+                length = _skip_item(r, info, refs)
                 _add(structs, client, clock, clock + length)
             clock += length
     deletes = read_delete_set(r)
     r.expect_end("the update's delete set")
-    return UpdateMeta(structs, deletes)
+    return UpdateMeta(structs, deletes, refs)
 
 
 def read_delete_set(r: Reader) -> Ranges:
@@ -105,20 +109,23 @@ def _skip(r: Reader, n: int, what: str) -> None:
     r.pos += n
 
 
-def _skip_item(r: Reader, info: int) -> int:
-    """Skip an Item's header and content; return its length (clock units)."""
+def _ref(refs: dict[int, int], client: int, clock: int) -> None:
+    if refs.get(client, 0) <= clock:
+        refs[client] = clock + 1
+
+
+def _skip_item(r: Reader, info: int, refs: dict[int, int]) -> int:
+    """Skip an Item's header and content, noting the IDs it refers to in `refs`; return
+    its length (clock units)."""
     if info & _BIT8:
-        r.read_var_uint("origin client")
-        r.read_var_uint("origin clock")
+        _ref(refs, r.read_var_uint("origin client"), r.read_var_uint("origin clock"))
     if info & _BIT7:
-        r.read_var_uint("right origin client")
-        r.read_var_uint("right origin clock")
+        _ref(refs, r.read_var_uint("right origin client"), r.read_var_uint("right origin clock"))
     if not info & (_BIT8 | _BIT7):
         if r.read_var_uint("parent info"):
             r.read_var_bytes("parent type name")
         else:
-            r.read_var_uint("parent client")
-            r.read_var_uint("parent clock")
+            _ref(refs, r.read_var_uint("parent client"), r.read_var_uint("parent clock"))
         if info & _BIT6:
             r.read_var_bytes("parent sub")
     ref = info & 31

@@ -558,3 +558,40 @@ def test_client_script_fails_loudly(node_modules: Path) -> None:
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert (out["ok"], out["text"], out["localUpdates"]) == (True, "hello worl", 8)
+
+
+async def test_normal_editing_is_never_refused_by_the_attribution_rule(
+    client: ClientFactory, server: ServerProcess
+) -> None:
+    """Concurrent typing, offline edits, reconnects and a restart (snapshot and owner map
+    reloaded): every y-websocket client keeps writing, and nobody is refused."""
+    a = await client("owners", "alice")
+    b = await client("owners", "bob")
+    await a.call("type", text="abc")
+    await b.call("type", text="xyz", pos=0)
+    await a.wait_text(length=6)
+    await b.wait_text(length=6)
+    await a.call("disconnect")
+    await a.call("type", text="123")
+    await b.call("insert", pos=0, text="B|")
+    await a.call("connect")
+    await b.wait_text(length=11)
+    await server.astop()  # an orderly stop: the room unloads with a snapshot
+    await a.call("waitConnected", connected=False)
+    await a.call("insert", text="|down")
+    await server.astart()
+    await a.call("waitSynced", timeout=15_000)
+    await b.call("waitSynced", timeout=15_000)
+    await b.call("insert", pos=0, text="after|")
+    await a.call("insert", text="|more")
+    want = ["abc", "xyz", "123", "B|", "|down", "after|", "|more"]
+    ta = await a.wait_text(containsAll=want, timeout=15_000)
+    tb = await b.wait_text(containsAll=want, timeout=15_000)
+    assert ta == tb
+    events = read_events(server.db_path, "owners")
+    assert fold(events) == ta
+    assert {e["actor"] for e in events} == {"alice", "bob"}
+    log_text = server.log_text()
+    assert "closing with 4403" not in log_text and "closing with 4400" not in log_text, (
+        server.log_tail(40)
+    )

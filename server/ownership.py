@@ -1,0 +1,119 @@
+"""Who may write which Yjs client ids, and no update that would wait forever as pending.
+
+Attribution (``blame``, per-user undo) trusts the event that carried an item, and Yjs
+trusts the (client, clock) IDs in an update. Without a rule a writer could send items
+under another user's client id (swallowing that user's own undelivered edits, which
+then look like duplicates) or items whose origin is another user's *next* clock (they
+wait as pending and appear, inside the victim's event, when the victim types). So:
+
+- A client id belongs to the actor whose update first wrote it in this document. An
+  update may carry new structs (past what the document and the updates queued before it
+  hold) only for client ids that are new or that belong to its sender; the server's own
+  client id (undo, redo, restore) belongs to no client. Otherwise it is refused whole
+  (Forbidden, 4403), nothing logged.
+- New structs must continue their client's clock without a gap, and every origin and
+  parent they name must be held by the document, the queued updates or the update
+  itself. Otherwise it is refused whole (UpdateRejected, 4400): it could only wait as
+  pending. A legitimate client re-syncs through step 2, which has no gap.
+
+The owner map persists in snapshot meta (``owners``) and is extended by every event
+replayed or applied afterwards. A snapshot written before the map existed leaves the
+client ids it holds unowned: the first actor who writes one of them again claims it.
+The cost per update is its own size, never the document's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .errors import Forbidden, ProtocolError, UpdateRejected
+from .updates import decode_update_meta
+
+META_KEY = "owners"
+
+
+class Owners:
+    __slots__ = ("claims", "clocks", "owners", "server")
+
+    def __init__(self, server_client: int) -> None:
+        self.server = server_client
+        #: client id -> the actor who first wrote it
+        self.owners: dict[int, str] = {}
+        #: client id -> the actor whose admitted, not yet logged update writes it first;
+        #: the log decides (another process may log an earlier claim)
+        self.claims: dict[int, str] = {}
+        #: client id -> clock the document and the admitted updates reach: seeded from
+        #: the document's state vector once (decoding it costs the number of clients),
+        #: then extended by each admitted update and each event applied, so that a check
+        #: costs the update's size. Kept when a commit fails (other updates may still be
+        #: queued behind it), and past items Yjs holds pending: both only let the owner
+        #: of that client id re-send its own clocks
+        self.clocks: dict[int, int] | None = None
+
+    def admit(self, actor: str, update: bytes, state: Callable[[], dict[int, int]]) -> None:
+        """Refuse `update` from `actor` (raises) unless it follows the rule; note what it
+        claims and reaches. `state`: the live document's state vector (asked once)."""
+        if self.clocks is None:
+            self.clocks = dict(state())
+        clocks = self.clocks
+        try:
+            meta = decode_update_meta(update)
+        except ProtocolError as e:
+            raise UpdateRejected(f"update does not parse: {e}") from e
+        reach: dict[int, int] = {}
+        for client, ranges in meta.structs.items():
+            have = clocks.get(client, 0)
+            new = [(s, e) for s, e in ranges if e > have]
+            if not new:
+                continue
+            if client == self.server:
+                raise Forbidden(f"client id {client} is the server's")
+            owner = self.owners.get(client) or self.claims.get(client)
+            if owner is not None and owner != actor:
+                raise Forbidden(f"client id {client} belongs to another user")
+            for start, end in new:
+                if start > have:
+                    raise UpdateRejected(
+                        f"items of client {client} start at clock {start}, the document has "
+                        f"{have}: re-sync"
+                    )
+                have = end
+            reach[client] = have
+        for client, need in meta.refs.items():
+            got = reach.get(client) or clocks.get(client, 0)
+            if need > got:
+                raise UpdateRejected(
+                    f"an item refers to client {client} clock {need - 1}, which the document "
+                    "does not have: re-sync"
+                )
+        for client, end in reach.items():
+            if client not in self.owners:
+                self.claims.setdefault(client, actor)
+            clocks[client] = end
+
+    def record(self, actor: str, update: bytes) -> None:
+        """A logged event (replayed, applied, from another process, or the server's own):
+        its new client ids belong to its actor."""
+        try:
+            clients = decode_update_meta(update).structs
+        except ProtocolError:
+            return
+        for client, ranges in clients.items():
+            if self.clocks is not None and self.clocks.get(client, 0) < ranges[-1][1]:
+                self.clocks[client] = ranges[-1][1]
+            if client != self.server:
+                self.owners.setdefault(client, actor)
+                self.claims.pop(client, None)
+
+    def to_meta(self) -> dict[str, str]:
+        return {str(c): a for c, a in self.owners.items()}
+
+    def restore(self, meta: Any) -> None:
+        if isinstance(meta, dict):
+            for c, a in meta.items():
+                if isinstance(a, str) and str(c).isdigit():
+                    self.owners.setdefault(int(c), a)
+
+
+__all__ = ["META_KEY", "Owners"]

@@ -1,0 +1,33 @@
+"""The attribution rule's extension: each room's owner map (ownership.Owners) is
+restored from the snapshot's meta when a document loads, extended by every event
+replayed after that snapshot, and written with each snapshot. Live events are recorded
+by the room itself (Room._apply), before anyone else may claim a client id.
+
+Kept apart from ownership.py, which the room imports: the extension interface imports
+the snapshot machinery, which imports the room."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .extensions import Extension
+from .origins import Origin, ReplayOrigin
+from .ownership import META_KEY
+from .room import Room
+from .store.base import Event
+
+
+class Ownership(Extension):
+    async def on_load(self, room: Room) -> None:
+        room.owners.restore(room.snapshot_meta.get(META_KEY))
+
+    def on_applied(self, room: Room, event: Event, origin: Origin) -> None:
+        if isinstance(origin, ReplayOrigin):
+            room.owners.record(event.actor, event.update)
+
+    def snapshot_meta(self, room: Room) -> Mapping[str, Any]:
+        return {META_KEY: room.owners.to_meta()}
+
+
+__all__ = ["Ownership"]

@@ -1,0 +1,223 @@
+"""The attribution rule (server/ownership.py, docs/security.md "Forged attribution").
+
+A Yjs client id belongs to the user who first wrote it in a document; new items under
+someone else's client id, or items that could only wait as pending (a clock gap, an
+origin the document does not hold), are refused whole and never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from conftest import RunningServer, eventually, run_server
+from pycrdt import Doc, Text
+from yclient import YClient, connect
+
+from palimpsest import protocol as P
+from palimpsest.errors import Forbidden
+from palimpsest.settings import Settings
+
+ALICE, MALLORY = 1111, 2222
+
+
+def doc_of(client_id: int, *updates: bytes) -> Doc[Any]:
+    d: Doc[Any] = Doc(client_id=client_id)
+    for u in updates:
+        d.apply_update(u)
+    return d
+
+
+async def events(server: RunningServer, doc: str) -> list[Any]:
+    return await server.backend.store.read(doc)
+
+
+async def closed(client: YClient) -> tuple[int | None, str | None]:
+    assert client._reader is not None
+    await eventually(lambda: client._reader.done(), what="the connection closes")  # type: ignore[union-attr]
+    return client.close_code, client.close_reason
+
+
+async def blame_actors(server: RunningServer, doc: str) -> list[tuple[str, str]]:
+    async with httpx.AsyncClient(base_url=server.url) as c:
+        runs = (await c.get(f"/api/docs/{doc}/blame")).json()["roots"]["content"]["runs"]
+    return [(x["text"], x["actor"]) for x in runs]
+
+
+async def test_an_insert_after_another_users_next_clock_is_refused(server: RunningServer) -> None:
+    async with connect(server.ws_url, "f1", "alice", ydoc=Doc(client_id=ALICE)) as alice:
+        alice.insert(0, "hi")
+        await eventually(lambda: _len(events(server, "f1"), 1), what="alice logged")
+        # mallory imagines alice's next character and inserts after it
+        future = doc_of(ALICE, alice.doc.get_update())
+        future.get("content", type=Text).insert(2, "!")
+        forged = doc_of(MALLORY, future.get_update())
+        before = forged.get_state()
+        forged.get("content", type=Text).insert(3, "FORGED")
+        update = forged.get_update(before)
+        async with connect(server.ws_url, "f1", "mallory") as mallory:
+            await mallory.send_raw(P.encode_sync_update(update))
+            code, reason = await closed(mallory)
+        assert code == 4400 and "does not have" in (reason or "")
+        alice.insert(2, "!")  # the clock mallory's item waited for
+        alice.insert(3, " there")
+        await eventually(lambda: alice.content == "hi! there", what="alice's own edits")
+        await eventually(lambda: _len(events(server, "f1"), 3), what="alice's edits logged")
+    logged = await events(server, "f1")
+    assert [e.actor for e in logged] == ["alice"] * 3
+    room = await server.backend.rooms.get("f1")
+    assert str(room.doc.get("content", type=Text)) == "hi! there"
+    runs = await blame_actors(server, "f1")
+    assert "".join(t for t, _ in runs) == "hi! there" and {a for _, a in runs} == {"alice"}
+
+
+async def test_items_under_another_users_client_id_are_refused(server: RunningServer) -> None:
+    async with connect(server.ws_url, "f2", "alice", ydoc=Doc(client_id=ALICE)) as alice:
+        alice.insert(0, "hi")
+        await eventually(lambda: _len(events(server, "f2"), 1), what="alice logged")
+        # mallory writes alice's next clocks before alice does
+        forged = doc_of(ALICE, alice.doc.get_update())
+        before = forged.get_state()
+        forged.get("content", type=Text).insert(2, " evil")
+        async with connect(server.ws_url, "f2", "mallory") as mallory:
+            await mallory.send_raw(P.encode_sync_update(forged.get_update(before)))
+            code, reason = await closed(mallory)
+        assert code == 4403 and "belongs to another user" in (reason or "")
+        # and a clock gap under a client id of her own: it would wait forever as pending
+        gap = doc_of(MALLORY)
+        gap.get("content", type=Text).insert(0, "ab")
+        s1 = gap.get_state()
+        gap.get("content", type=Text).insert(2, "cd")
+        async with connect(server.ws_url, "f2", "mallory", ydoc=Doc()) as mallory:
+            await mallory.send_raw(P.encode_sync_update(gap.get_update(s1)))
+            code, reason = await closed(mallory)
+        assert code == 4400 and "start at clock 2" in (reason or "")
+        alice.insert(2, " there")  # the clocks mallory tried to take
+        await eventually(lambda: _len(events(server, "f2"), 2), what="alice's edit logged")
+    room = await server.backend.rooms.get("f2")
+    assert str(room.doc.get("content", type=Text)) == "hi there"
+    assert [e.actor for e in await events(server, "f2")] == ["alice", "alice"]
+    runs = await blame_actors(server, "f2")
+    assert "".join(t for t, _ in runs) == "hi there" and {a for _, a in runs} == {"alice"}
+
+
+async def test_the_same_user_may_reuse_a_client_id_across_tabs_and_reconnects(
+    server: RunningServer,
+) -> None:
+    ydoc: Doc[Any] = Doc(client_id=ALICE)
+    async with connect(server.ws_url, "f3", "alice", ydoc=ydoc) as tab:
+        tab.insert(0, "one")
+        await eventually(lambda: _len(events(server, "f3"), 1), what="logged")
+    # offline edits, then a reconnect with the same client id: sent in sync step 2
+    ydoc.get("content", type=Text).insert(3, " two")
+    async with connect(server.ws_url, "f3", "alice", ydoc=ydoc) as tab:
+        await eventually(lambda: _len(events(server, "f3"), 2), what="offline edit logged")
+        # a second tab of alice's that writes under the same client id
+        other = doc_of(ALICE, ydoc.get_update())
+        before = other.get_state()
+        other.get("content", type=Text).insert(7, " three")
+        async with connect(server.ws_url, "f3", "alice") as tab2:
+            await tab2.send_raw(P.encode_sync_update(other.get_update(before)))
+            await eventually(lambda: tab.content == "one two three", what="tab sees tab2")
+            assert tab2._reader is not None and not tab2._reader.done()
+    assert [e.actor for e in await events(server, "f3")] == ["alice"] * 3
+
+
+async def test_ownership_survives_a_restart_from_a_snapshot(settings: Settings) -> None:
+    async with run_server(settings) as server:
+        async with connect(server.ws_url, "f4", "alice", ydoc=Doc(client_id=ALICE)) as alice:
+            alice.insert(0, "hi")
+            await eventually(lambda: _len(events(server, "f4"), 1), what="logged")
+            state = alice.doc.get_update()
+    async with run_server(settings) as server:
+        snap = await server.backend.store.latest_snapshot("f4")
+        assert snap is not None and snap.seq == 1
+        assert snap.meta["owners"] == {str(ALICE): "alice"}
+        forged = doc_of(ALICE, state)
+        before = forged.get_state()
+        forged.get("content", type=Text).insert(2, " evil")
+        async with connect(server.ws_url, "f4", "mallory") as mallory:
+            room = server.backend.rooms.loaded["f4"]
+            assert room.seq == 1 and room.owners.owners == {ALICE: "alice"}
+            await mallory.send_raw(P.encode_sync_update(forged.get_update(before)))
+            code, _ = await closed(mallory)
+        assert code == 4403
+        async with connect(server.ws_url, "f4", "alice", ydoc=doc_of(ALICE, state)) as alice:
+            alice.insert(2, " there")
+            await eventually(lambda: _len(events(server, "f4"), 2), what="alice's edit")
+        assert [e.actor for e in await events(server, "f4")] == ["alice", "alice"]
+
+
+async def _len(coro: Any, n: int) -> bool:
+    return len(await coro) >= n
+
+
+def test_the_log_decides_an_owner_over_a_claim_not_yet_logged() -> None:
+    """Another process may log a first write of a client id before this one logs its own
+    claim; the log's order wins, here as on reload."""
+    from palimpsest.ownership import Owners
+
+    d = doc_of(ALICE)
+    d.get("content", type=Text).insert(0, "hi")
+    update = d.get_update()
+    owners = Owners(server_client=9)
+    owners.admit("mallory", update, lambda: {})  # admitted here, not logged yet
+    owners.record("alice", update)  # alice's event, logged first elsewhere
+    owners.record("mallory", update)
+    assert owners.owners == {ALICE: "alice"} and not owners.claims
+    s = d.get_state()
+    d.get("content", type=Text).insert(2, "!")
+    owners.admit("alice", d.get_update(s), lambda: {ALICE: 2})
+    s = d.get_state()
+    d.get("content", type=Text).insert(3, "?")
+    with pytest.raises(Forbidden):
+        owners.admit("mallory", d.get_update(s), lambda: {ALICE: 2})
+    server_side = doc_of(9, d.get_update())
+    s = server_side.get_state()
+    server_side.get("content", type=Text).insert(0, ">")
+    with pytest.raises(Forbidden):  # the server's own client id
+        owners.admit("alice", server_side.get_update(s), lambda: {ALICE: 3})
+
+
+def test_a_snapshot_without_an_owner_map_leaves_its_client_ids_to_the_first_writer() -> None:
+    from palimpsest.ownership import Owners
+
+    d = doc_of(ALICE)
+    d.get("content", type=Text).insert(0, "hi")
+    s = d.get_state()
+    d.get("content", type=Text).insert(2, "!")
+    owners = Owners(server_client=9)
+    owners.restore(None)  # an old snapshot's meta
+    owners.admit("alice", d.get_update(s), lambda: {ALICE: 2})
+    s = d.get_state()
+    d.get("content", type=Text).insert(3, "?")
+    with pytest.raises(Forbidden):
+        owners.admit("bob", d.get_update(s), lambda: {ALICE: 2})
+
+
+async def test_the_hocuspocus_endpoint_refuses_forged_client_ids(server: RunningServer) -> None:
+    from palimpsest import hocuspocus as H
+
+    async with connect(server.ws_url, "f5", "alice", ydoc=Doc(client_id=ALICE)) as alice:
+        alice.insert(0, "hi")
+        await eventually(lambda: _len(events(server, "f5"), 1), what="alice logged")
+        forged = doc_of(ALICE, alice.doc.get_update())
+        before = forged.get_state()
+        forged.get("content", type=Text).insert(2, " evil")
+        url = f"ws://127.0.0.1:{server.port}/hocuspocus"
+        async with websockets.connect(url) as ws:
+            auth = bytes([H.AUTH_TOKEN]) + P.write_var_string("mallory")
+            await ws.send(H.prefix("f5") + P.write_var_uint(H.AUTH) + auth)
+            body = bytes([P.SYNC_UPDATE]) + P.write_var_bytes(forged.get_update(before))
+            await ws.send(H.prefix("f5") + P.write_var_uint(H.SYNC) + body)
+            await asyncio.wait_for(ws.wait_closed(), 10)
+            assert ws.close_code is not None and "belongs to another user" in (
+                ws.close_reason or ""
+            )
+        alice.insert(2, " there")
+        await eventually(lambda: alice.content == "hi there", what="alice's edit")
+        await eventually(lambda: _len(events(server, "f5"), 2), what="alice's edit logged")
+    assert [e.actor for e in await events(server, "f5")] == ["alice", "alice"]
