@@ -12,9 +12,10 @@ wait as pending and appear, inside the victim's event, when the victim types). S
   client id (undo, redo, restore) belongs to no client. Otherwise it is refused whole
   (Forbidden, 4403), nothing logged.
 - New structs must continue their client's clock without a gap, and every origin and
-  parent they name must be held by the document, the queued updates or the update
-  itself. Otherwise it is refused whole (UpdateRejected, 4400): it could only wait as
-  pending. A legitimate client re-syncs through step 2, which has no gap.
+  parent they name, and every item the update deletes, must be held by the document, the
+  queued updates or the update itself. Otherwise it is refused whole (UpdateRejected,
+  4400): it could only wait as pending. A legitimate client re-syncs through step 2,
+  which has no gap.
 
 The owner map persists in snapshot meta (``owners``) and is extended by every event
 replayed or applied afterwards. A snapshot written before the map existed leaves the
@@ -86,6 +87,16 @@ class Owners:
                 raise UpdateRejected(
                     f"an item refers to client {client} clock {need - 1}, which the document "
                     "does not have: re-sync"
+                )
+        for client, ranges in meta.deletes.items():
+            # a deletion of items nobody has written yet would wait as pending and take
+            # them out as their author types them, in the author's name
+            got = reach.get(client) or clocks.get(client, 0)
+            upto = max(e for _, e in ranges) if ranges else 0
+            if upto > got:
+                raise UpdateRejected(
+                    f"the update deletes items of client {client} up to clock {upto - 1}, "
+                    "which the document does not have: re-sync"
                 )
         for client, end in reach.items():
             if client not in self.owners:

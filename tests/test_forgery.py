@@ -104,6 +104,28 @@ async def test_items_under_another_users_client_id_are_refused(server: RunningSe
     assert "".join(t for t, _ in runs) == "hi there" and {a for _, a in runs} == {"alice"}
 
 
+async def test_a_deletion_of_another_users_next_clocks_is_refused(server: RunningServer) -> None:
+    async with connect(server.ws_url, "f3", "alice", ydoc=Doc(client_id=ALICE)) as alice:
+        alice.insert(0, "hi")
+        await eventually(lambda: _len(events(server, "f3"), 1), what="alice logged")
+        # mallory deletes what alice will type next: Yjs would keep the deletion pending
+        # and take alice's text out as she types it, in alice's name
+        future = doc_of(ALICE, alice.doc.get_update())
+        future.get("content", type=Text).insert(2, " there")
+        before = future.get_state()
+        del future.get("content", type=Text)[2:8]
+        deletion = future.get_update(before)
+        async with connect(server.ws_url, "f3", "mallory") as mallory:
+            await mallory.send_raw(P.encode_sync_update(deletion))
+            code, reason = await closed(mallory)
+        assert code == 4400 and "deletes items of client" in (reason or ""), (code, reason)
+        alice.insert(2, " there")
+        await eventually(lambda: _len(events(server, "f3"), 2), what="alice's edit logged")
+    room = await server.backend.rooms.get("f3")
+    assert str(room.doc.get("content", type=Text)) == "hi there"
+    assert [e.actor for e in await events(server, "f3")] == ["alice", "alice"]
+
+
 async def test_the_same_user_may_reuse_a_client_id_across_tabs_and_reconnects(
     server: RunningServer,
 ) -> None:
