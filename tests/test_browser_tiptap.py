@@ -28,9 +28,9 @@ from typing import Any
 import pytest
 
 pytest.importorskip("playwright")
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, BrowserContext, Page  # noqa: E402
 from serverproc import ServerProcess, free_port  # noqa: E402
-from test_browser import CHROMIUM, CHROMIUM_FLAGS, eventually  # noqa: E402
+from test_browser import browser, eventually  # noqa: E402, F401 (browser: the fixture)
 
 pytestmark = pytest.mark.browser
 
@@ -66,25 +66,13 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with ServerProcess(tmp_path_factory.mktemp("tiptap")) as srv:
         yield srv
 
 
 @pytest.fixture
-def people(browser: Browser) -> Iterator[Callable[[], BrowserContext]]:
+def people(browser: Browser) -> Iterator[Callable[[], BrowserContext]]:  # noqa: F811
     made: list[BrowserContext] = []
 
     def make() -> BrowserContext:

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("playwright")
-from playwright.sync_api import Browser, expect, sync_playwright  # noqa: E402
-from test_browser import CHROMIUM, CHROMIUM_FLAGS, editor_text, eventually  # noqa: E402
+from playwright.sync_api import Browser, expect  # noqa: E402
+from test_browser import browser, editor_text, eventually  # noqa: E402, F401 (browser: the fixture)
 
 pytestmark = pytest.mark.browser
 
@@ -54,18 +54,6 @@ def notes_app(tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"Chromium not found at {CHROMIUM}")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 def copy_of(base: str, doc: str) -> dict[str, object] | None:
     try:
         with urllib.request.urlopen(f"{base}/copies/{doc}", timeout=5) as r:
@@ -74,7 +62,7 @@ def copy_of(base: str, doc: str) -> dict[str, object] | None:
         return None
 
 
-def test_the_page_works_mounted_inside_an_app(notes_app: str, browser: Browser) -> None:
+def test_the_page_works_mounted_inside_an_app(notes_app: str, browser: Browser) -> None:  # noqa: F811
     ctx = browser.new_context(viewport={"width": 1200, "height": 800})
     page = ctx.new_page()
     errors: list[str] = []
