@@ -52,9 +52,13 @@ class Owners:
         #: of that client id re-send its own clocks
         self.clocks: dict[int, int] | None = None
 
-    def admit(self, actor: str, update: bytes, state: Callable[[], dict[int, int]]) -> None:
+    def admit(
+        self, actor: str, update: bytes, state: Callable[[], dict[int, int]]
+    ) -> dict[int, int]:
         """Refuse `update` from `actor` (raises) unless it follows the rule; note what it
-        claims and reaches. `state`: the live document's state vector (asked once)."""
+        claims and reaches, and return that (client id -> clock reached by its new items:
+        ``written`` once the update is logged, so it is parsed once). `state`: the live
+        document's state vector (asked once)."""
         if self.clocks is None:
             self.clocks = dict(state())
         clocks = self.clocks
@@ -102,6 +106,7 @@ class Owners:
             if client not in self.owners:
                 self.claims.setdefault(client, actor)
             clocks[client] = end
+        return reach
 
     def record(self, actor: str, update: bytes) -> None:
         """A logged event (replayed, applied, from another process, or the server's own):
@@ -110,9 +115,13 @@ class Owners:
             clients = decode_update_meta(update).structs
         except ProtocolError:
             return
-        for client, ranges in clients.items():
-            if self.clocks is not None and self.clocks.get(client, 0) < ranges[-1][1]:
-                self.clocks[client] = ranges[-1][1]
+        self.written(actor, {client: ranges[-1][1] for client, ranges in clients.items()})
+
+    def written(self, actor: str, reach: dict[int, int]) -> None:
+        """As `record`, from what `admit` returned for the logged update."""
+        for client, end in reach.items():
+            if self.clocks is not None and self.clocks.get(client, 0) < end:
+                self.clocks[client] = end
             if client != self.server:
                 self.owners.setdefault(client, actor)
                 self.claims.pop(client, None)

@@ -82,6 +82,8 @@ class _ClientUpdate:
     peer: Peer
     update: bytes
     meta: dict[str, Any]
+    #: what its new items reach (ownership.Owners.admit), recorded once it is logged
+    reach: dict[int, int]
 
 
 @dataclass(slots=True)
@@ -331,9 +333,11 @@ class Room:
         if not self._adds_anything(update):
             return False
         # the attribution rule: forged client ids and would-be pending items are refused
-        self.owners.admit(peer.actor, update, lambda: P.decode_state_vector(self.doc.get_state()))
+        reach = self.owners.admit(
+            peer.actor, update, lambda: P.decode_state_vector(self.doc.get_state())
+        )
         meta = {"conn": peer.id}
-        self._push(_ClientUpdate(peer, update, meta))
+        self._push(_ClientUpdate(peer, update, meta, reach))
         self.queued_bytes += len(update)
         return True
 
@@ -472,7 +476,7 @@ class Room:
         await self._catch_up(stored[0].seq - 1)
         out: list[Event] = []
         for ev, u in zip(stored, batch, strict=True):
-            if self._apply(ev, ClientOrigin(ev.actor, u.peer.id)):
+            if self._apply(ev, ClientOrigin(ev.actor, u.peer.id), u.reach):
                 out.append(ev)
             else:
                 u.peer.close(4400, f"update at seq {ev.seq} does not apply")
@@ -577,8 +581,9 @@ class Room:
         # events logged elsewhere: count them toward snapshots, but never publish again
         self.events_since_snapshot += len(events)
 
-    def _apply(self, ev: Event, origin: Origin) -> bool:
-        """Apply one durable event to the live doc. False if it does not apply."""
+    def _apply(self, ev: Event, origin: Origin, reach: dict[int, int] | None = None) -> bool:
+        """Apply one durable event to the live doc. False if it does not apply. `reach`:
+        what ownership's admit found in a client's update (so it is not parsed again)."""
         self.current_ts = ev.ts
         self.current_event = ev
         self.observer.before_apply(self, ev, origin)
@@ -596,7 +601,10 @@ class Room:
         self.current_event = None
         if ok:
             self._note_deletions(ev.update)
-            self.owners.record(ev.actor, ev.update)
+            if reach is None:
+                self.owners.record(ev.actor, ev.update)
+            else:
+                self.owners.written(ev.actor, reach)
             self.observer.applied(self, ev, origin)
         return ok
 
