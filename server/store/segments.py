@@ -1,0 +1,210 @@
+"""Sealed segments: a run of consecutive events of one document, stored column by column
+and compressed, with a checksum. Pure encode/decode, no I/O.
+
+A segment holds events ``first_seq .. first_seq + n - 1`` of one document (``seq`` is
+implied by the position inside the segment). Its columns, in this order:
+
+- ``len``   the byte length of each update                      (uint32)
+- ``ts``    the first timestamp, then the difference to the one before (int64; clocks
+            can step back, so the differences are signed)
+- ``pos``   the first global commit position, then the differences (int64, > 0)
+- ``actor`` interned actor ids                                  (uint32)
+- ``kind``  interned kind ids                                   (uint32)
+- ``mlen``  the byte length of each event's meta JSON text, 0 for ``{}`` (uint32)
+- the meta texts, concatenated (UTF-8)
+- the updates, concatenated
+
+Each integer column is a little-endian array whose bytes are transposed (all first bytes,
+then all second bytes…): small numbers then leave long runs of zero bytes that deflate to
+almost nothing, and both directions are slicing at C speed. The whole body is deflated
+(zlib from the standard library: zstd was not worth a dependency here, see
+bench/RESULTS.md). The stored blob is one format byte and the deflated body; its checksum
+is the SHA-256 of the stored blob, so damage is found before anything is decompressed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import sys
+import zlib
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+#: the format byte of the blobs this module writes
+FORMAT = 1
+#: events per sealed segment (a full run; the remainder stays in the tail)
+SEGMENT_EVENTS = 256
+#: deflate level: 6 is zlib's default; 9 saved under 1 % on automerge-paper at twice
+#: the CPU (bench/storage_bench.py --codec)
+LEVEL = 6
+
+_HEADER = struct.Struct("<BIQ")  # format, n, first_seq
+_BIG = sys.byteorder == "big"
+
+
+class SegmentDamaged(ValueError):
+    """A stored segment whose checksum or structure does not hold."""
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """The per-event fields of a run of consecutive events, as parallel lists."""
+
+    first_seq: int
+    ts: list[int]
+    pos: list[int]
+    actor: list[int]
+    kind: list[int]
+    meta: list[str]  # "" for an empty meta
+    updates: list[bytes]
+
+    def __len__(self) -> int:
+        return len(self.updates)
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + len(self.updates) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """A segment ready to store: its blob, checksum and the index fields kept beside it."""
+
+    first_seq: int
+    last_seq: int
+    first_pos: int
+    last_pos: int
+    ts_min: int
+    ts_max: int
+    raw_bytes: int  # the update bytes it holds (the store's events_bytes)
+    blob: bytes
+    checksum: bytes
+
+
+def checksum(blob: bytes) -> bytes:
+    return hashlib.sha256(blob).digest()
+
+
+def _shuffle(values: Sequence[int], code: str) -> bytes:
+    arr = array(code, values)
+    if _BIG:
+        arr.byteswap()
+    raw = arr.tobytes()
+    w = arr.itemsize
+    return b"".join(raw[i::w] for i in range(w))
+
+
+def _unshuffle(data: bytes | memoryview, n: int, code: str) -> list[int]:
+    w = array(code).itemsize
+    if len(data) != n * w:
+        raise SegmentDamaged(f"a column holds {len(data)} bytes, expected {n * w}")
+    raw = bytearray(n * w)
+    for i in range(w):
+        raw[i::w] = data[i * n : (i + 1) * n]
+    arr = array(code)
+    arr.frombytes(raw)
+    if _BIG:
+        arr.byteswap()
+    return arr.tolist()
+
+
+def _deltas(values: list[int]) -> list[int]:
+    return [values[0], *(b - a for a, b in zip(values, values[1:], strict=False))]
+
+
+def _sums(deltas: list[int]) -> list[int]:
+    out = []
+    acc = 0
+    for d in deltas:
+        acc += d
+        out.append(acc)
+    return out
+
+
+# the integer columns and their array type codes ("I" is 4 bytes, "q" 8, everywhere
+# CPython runs; checked at import so that a blob is the same on every machine)
+_U32, _I64 = "I", "q"
+assert array(_U32).itemsize == 4 and array(_I64).itemsize == 8
+
+
+def encode(cols: Columns, level: int = LEVEL) -> Sealed:
+    """Seal a run of events (at least one) into a stored segment."""
+    n = len(cols)
+    if n == 0:
+        raise ValueError("a segment holds at least one event")
+    if not (len(cols.ts) == len(cols.pos) == len(cols.actor) == len(cols.kind) == len(cols.meta)
+            == n):  # fmt: skip
+        raise ValueError("the columns of a segment must have one value per event")
+    metas = [m.encode() for m in cols.meta]
+    body = b"".join(
+        [
+            _shuffle([len(u) for u in cols.updates], _U32),
+            _shuffle(_deltas(cols.ts), _I64),
+            _shuffle(_deltas(cols.pos), _I64),
+            _shuffle(cols.actor, _U32),
+            _shuffle(cols.kind, _U32),
+            _shuffle([len(m) for m in metas], _U32),
+            *metas,
+            *cols.updates,
+        ]
+    )
+    blob = _HEADER.pack(FORMAT, n, cols.first_seq) + zlib.compress(body, level)
+    return Sealed(
+        first_seq=cols.first_seq,
+        last_seq=cols.last_seq,
+        first_pos=min(cols.pos),
+        last_pos=max(cols.pos),
+        ts_min=min(cols.ts),
+        ts_max=max(cols.ts),
+        raw_bytes=sum(len(u) for u in cols.updates),
+        blob=blob,
+        checksum=checksum(blob),
+    )
+
+
+def damage(blob: bytes, stored_checksum: bytes) -> str | None:
+    """Why a stored segment cannot be used (checksum only, no decompression), or None."""
+    if checksum(blob) != bytes(stored_checksum):
+        return "checksum does not match"
+    if len(blob) < _HEADER.size or blob[0] != FORMAT:
+        return f"unknown segment format {blob[0] if blob else None}"
+    return None
+
+
+def decode(blob: bytes, stored_checksum: bytes) -> Columns:
+    """The columns of a stored segment; SegmentDamaged when its checksum or structure
+    does not hold (a damaged segment is never decoded into events)."""
+    why = damage(blob, stored_checksum)
+    if why is not None:
+        raise SegmentDamaged(why)
+    _, n, first_seq = _HEADER.unpack_from(blob)
+    try:
+        body = memoryview(zlib.decompress(blob[_HEADER.size :]))
+    except zlib.error as e:
+        raise SegmentDamaged(f"does not inflate: {e}") from e
+    at = 0
+
+    def take(size: int) -> memoryview:
+        nonlocal at
+        if at + size > len(body):
+            raise SegmentDamaged("the body is shorter than its columns")
+        part = body[at : at + size]
+        at += size
+        return part
+
+    lens = _unshuffle(take(4 * n), n, _U32)
+    ts = _sums(_unshuffle(take(8 * n), n, _I64))
+    pos = _sums(_unshuffle(take(8 * n), n, _I64))
+    actor = _unshuffle(take(4 * n), n, _U32)
+    kind = _unshuffle(take(4 * n), n, _U32)
+    mlens = _unshuffle(take(4 * n), n, _U32)
+    try:
+        meta = [bytes(take(m)).decode() if m else "" for m in mlens]
+    except UnicodeDecodeError as e:
+        raise SegmentDamaged(f"a meta text is not UTF-8: {e}") from e
+    updates = [bytes(take(size)) for size in lens]
+    if at != len(body):
+        raise SegmentDamaged(f"{len(body) - at} bytes after the last column")
+    return Columns(first_seq, ts, pos, actor, kind, meta, updates)
