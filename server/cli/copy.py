@@ -17,8 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "migrate",
         help="create or update the store's schema",
-        description="Create the tables of a store, or bring them to this version. Safe to run "
-        "from several machines at once, and again.",
+        description="Create the tables of a store, or bring them to this version. Upgrading "
+        "to version 4 (the compact event log) rewrites every event in one transaction: stop "
+        "the servers first (they refuse to start until it is done). Safe to run from several "
+        "machines at once, and again.",
     )
     add_store_options(p)
     p.set_defaults(func=run_migrate)
@@ -43,8 +45,8 @@ def run_migrate(args: argparse.Namespace) -> int:
     settings = settings_from(args)
 
     async def main() -> int:
-        store = open_store(settings.store_url)
-        await store.start()  # every store creates or migrates its schema on start
+        store = open_store(settings.store_url, migrate=True)
+        await store.start()  # creates the schema, or upgrades it (migrate=True)
         try:
             version = await store.schema_version()
         finally:

@@ -20,12 +20,15 @@ __all__ = [
 ]
 
 
-def open_store(url: str) -> EventStore:
-    """A store for a URL: ``sqlite:///path`` (or a bare path), ``postgresql://…``, ``memory://``."""
+def open_store(url: str, *, migrate: bool = False) -> EventStore:
+    """A store for a URL: ``sqlite:///path`` (or a bare path), ``postgresql://…``, ``memory://``.
+
+    ``migrate``: upgrade an older schema when it starts (what ``palimpsest migrate`` does);
+    otherwise a store whose log needs rewriting refuses to start and says so."""
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, migrate=migrate)
     if url.startswith("memory://"):
         return MemoryStore()
     if url.startswith("sqlite://"):
@@ -34,4 +37,4 @@ def open_store(url: str) -> EventStore:
             url = url[1:] or ":memory:"
         elif url.startswith("//"):
             url = url[1:]
-    return SQLiteStore(url)
+    return SQLiteStore(url, migrate=migrate)

@@ -22,6 +22,8 @@ Contract:
   in commit order across documents: positions become visible in order (no reader sees P
   before every position below P that will ever exist), so ``read_all(after=P)`` resumes a
   reader of the whole log exactly. A document's positions increase with its seqs.
+- A damaged sealed segment (its checksum does not hold) is never read as events: a read
+  that needs it raises StoreError, and :meth:`EventStore.segment_damage` names it.
 - Event meta holds nothing the update already says: the Yjs clients of an event are
   :attr:`Event.clients`, derived from its update.
 """
@@ -275,6 +277,25 @@ class EventStore(Service, ABC):
     @abstractmethod
     async def tombstone(self, doc: str) -> bytes | None:
         """The state vector recorded by the last ``delete_doc`` of this name, if any."""
+
+    # --- sealing (the compact log, see store/log_layout.py) ----------------------------
+
+    @abstractmethod
+    async def seal(self, doc: str, *, run: int = 256) -> int:
+        """Seal the document's oldest tail events, ``run`` at a time, into compressed
+        segments; returns how many events were sealed (0 when fewer than ``run`` wait).
+
+        Off the editing path, safe beside appends and other sealers (in any process): each
+        run moves from the tail into its segment in one transaction, or not at all. Every
+        read sees a sealed event exactly as before."""
+
+    @abstractmethod
+    async def seal_due(self, *, run: int = 256) -> int:
+        """Seal every document that has at least ``run`` unsealed events; the count sealed."""
+
+    @abstractmethod
+    async def segment_damage(self, doc: str) -> list[str]:
+        """Why each damaged segment of the document cannot be read (empty when all hold)."""
 
     # --- snapshots -------------------------------------------------------------------
 

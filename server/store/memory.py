@@ -113,6 +113,19 @@ class MemoryStore(EventStore):
         self._check()
         return self._pos
 
+    # nothing to seal: this store keeps events as objects, and nothing persists
+    async def seal(self, doc: str, *, run: int = 256) -> int:
+        self._check()
+        return 0
+
+    async def seal_due(self, *, run: int = 256) -> int:
+        self._check()
+        return 0
+
+    async def segment_damage(self, doc: str) -> list[str]:
+        self._check()
+        return []
+
     async def head(self, doc: str) -> int:
         self._check()
         return self._heads.get(doc, 0)

@@ -9,12 +9,15 @@ run beside a write); an in-memory database has one connection, the writer's, for
 Durability: ``synchronous=FULL`` in WAL mode, so a committed transaction survives a
 power cut, not only a crash of the process. Throughput comes from the caller batching
 many events into one ``append`` (group commit), never from weaker syncing.
+
+The log's layout (a tail of rows, sealed segments, interned ids) is described in
+:mod:`.log_layout`; the schema and its upgrades are in :mod:`.sqlite_schema`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import dataclasses
 import logging
 import queue
 import sqlite3
@@ -26,6 +29,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from ..errors import StoreError, StoreUnavailable
+from . import segments as S
 from .base import (
     DocInfo,
     Event,
@@ -40,84 +44,40 @@ from .base import (
     snapshot_from_row,
     snapshot_info,
 )
+from .log_layout import (
+    LAYOUT_VERSION,
+    MAX,
+    Reread,
+    SegmentRow,
+    Symbols,
+    TailRow,
+    UnknownSymbol,
+    assemble,
+    columns,
+    decode_segment,
+    merge_by_pos,
+    runs,
+    tail_columns,
+)
+from .sqlite_schema import (
+    FRESH,
+    OLD_STEPS,
+    SCHEMA_VERSION,
+    insert_segment,
+    insert_tail,
+    to_compact_log,
+)
 
 log = logging.getLogger("palimpsest.store.sqlite")
 
-SCHEMA_VERSION = 3
-
-_MIGRATIONS: dict[int, list[str]] = {
-    1: [
-        """CREATE TABLE IF NOT EXISTS docs (
-            name TEXT PRIMARY KEY,
-            head INTEGER NOT NULL,
-            base_seq INTEGER NOT NULL DEFAULT 0,
-            created_ts INTEGER NOT NULL,
-            updated_ts INTEGER NOT NULL,
-            events_bytes INTEGER NOT NULL DEFAULT 0
-        )""",
-        """CREATE TABLE IF NOT EXISTS events (
-            doc TEXT NOT NULL,
-            seq INTEGER NOT NULL,
-            ts INTEGER NOT NULL,
-            actor TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            data BLOB NOT NULL,
-            meta TEXT NOT NULL,
-            PRIMARY KEY (doc, seq)
-        ) WITHOUT ROWID""",
-        "CREATE INDEX IF NOT EXISTS events_doc_ts ON events (doc, ts)",
-        """CREATE TABLE IF NOT EXISTS snapshots (
-            doc TEXT NOT NULL,
-            seq INTEGER NOT NULL,
-            ts INTEGER NOT NULL,
-            state BLOB NOT NULL,
-            checksum TEXT NOT NULL,
-            meta TEXT NOT NULL,
-            PRIMARY KEY (doc, seq)
-        )""",
-        """CREATE TABLE IF NOT EXISTS tags (
-            doc TEXT NOT NULL,
-            name TEXT NOT NULL,
-            seq INTEGER NOT NULL,
-            ts INTEGER NOT NULL,
-            actor TEXT NOT NULL,
-            PRIMARY KEY (doc, name)
-        )""",
-    ],
-    2: [
-        """CREATE TABLE IF NOT EXISTS tombstones (
-            doc TEXT PRIMARY KEY,
-            ts INTEGER NOT NULL,
-            state_vector BLOB NOT NULL
-        )""",
-    ],
-    # the global commit position of every event (see EventStore.read_all); existing events
-    # are numbered in time order (each document's in seq order), new ones from a counter
-    # row that every append updates
-    3: [
-        "ALTER TABLE events ADD COLUMN pos INTEGER",
-        """UPDATE events SET pos = o.p FROM (
-            SELECT doc, seq, row_number() OVER (ORDER BY eff_ts, doc, seq) AS p FROM (
-                SELECT doc, seq, max(ts) OVER (PARTITION BY doc ORDER BY seq) AS eff_ts
-                FROM events)) AS o
-            WHERE events.doc = o.doc AND events.seq = o.seq""",
-        "CREATE UNIQUE INDEX IF NOT EXISTS events_pos ON events (pos)",
-        """CREATE TABLE IF NOT EXISTS log_position (
-            id INTEGER PRIMARY KEY CHECK (id = 1),
-            pos INTEGER NOT NULL
-        )""",
-        "INSERT OR IGNORE INTO log_position SELECT 1, COALESCE(MAX(pos), 0) FROM events",
-    ],
-}
-
-_EVENT_COLS = "doc, seq, ts, actor, kind, data, meta, pos"
-
-
 _T = TypeVar("_T")
 
+#: seqs read per statement by query() (a window of the log, tail and segments)
+_WINDOW = 4096
 
-def _event(row: Any) -> Event:
-    return Event(row[0], row[1], row[2], row[3], row[4], bytes(row[5]), json.loads(row[6]), row[7])
+
+class _Raced(Exception):
+    """A seal found its run changed under it (another sealer, a compaction, a deletion)."""
 
 
 def _in_transaction(
@@ -189,43 +149,70 @@ def _take_positions(conn: sqlite3.Connection, n: int) -> int:
     return int(last) - n + 1
 
 
+def _intern(conn: sqlite3.Connection, symbols: Symbols, names: set[str]) -> None:
+    """Give every name an id, committed before any event uses it (its own transaction:
+    an id is cached only once it exists for good). Runs on the writer thread."""
+    if any(type(n) is not str for n in names):
+        raise StoreError(f"an event's actor and kind must be text, not {names!r}")
+    missing = symbols.missing_names(names)
+    if not missing:
+        return
+
+    def run(c: sqlite3.Connection) -> None:
+        c.executemany("INSERT OR IGNORE INTO symbols (name) VALUES (?)", [(n,) for n in missing])
+
+    _in_transaction(conn, "symbol write", run)
+    marks = ",".join("?" * len(missing))
+    symbols.add(conn.execute(f"SELECT id, name FROM symbols WHERE name IN ({marks})", missing))
+
+
 def _append(
-    conn: sqlite3.Connection, batches: Sequence[tuple[str, Sequence[NewEvent]]]
+    conn: sqlite3.Connection, batches: Sequence[tuple[str, Sequence[NewEvent]]], symbols: Symbols
 ) -> list[list[Event]]:
     """The body of one append transaction, on the writer thread."""
-    names = sorted({doc for doc, _ in batches})
+    names = sorted({doc for doc, evs in batches if evs})
     marks = ",".join("?" * len(names))
-    heads: dict[str, int] = dict(
-        conn.execute(f"SELECT name, head FROM docs WHERE name IN ({marks})", names).fetchall()
-    )
+    docs: dict[str, tuple[int, int]] = {
+        r[1]: (r[0], r[2])
+        for r in conn.execute(f"SELECT id, name, head FROM docs WHERE name IN ({marks})", names)
+    }
     pos = _take_positions(conn, sum(len(evs) for _, evs in batches)) - 1
     out: list[list[Event]] = []
     rows: list[tuple[Any, ...]] = []
     sizes: dict[str, int] = {}
     last_ts: dict[str, int] = {}
+    ids = symbols.ids
     for doc, evs in batches:
-        head = heads.get(doc, 0)
+        if not evs:
+            out.append([])
+            continue
+        if doc not in docs:
+            ts = evs[0].ts
+            (new_id,) = conn.execute(
+                "INSERT INTO docs (name, head, created_ts, updated_ts) VALUES (?,0,?,?) "
+                "RETURNING id",
+                (doc, ts, ts),
+            ).fetchone()
+            docs[doc] = (int(new_id), 0)
+        doc_id, head = docs[doc]
         stored: list[Event] = []
         for ev in evs:
             head += 1
             pos += 1
             stored.append(Event(doc, head, ev.ts, ev.actor, ev.kind, ev.update, ev.meta, pos))
-            rows.append((doc, head, ev.ts, ev.actor, ev.kind, ev.update, dump_meta(ev.meta), pos))
+            rows.append((doc_id, head, pos, ev.ts, ids[ev.actor], ids[ev.kind], ev.update,
+                         dump_meta(ev.meta) if ev.meta else None))  # fmt: skip
             sizes[doc] = sizes.get(doc, 0) + len(ev.update)
             last_ts[doc] = max(last_ts.get(doc, 0), ev.ts)
-        heads[doc] = head
+        docs[doc] = (doc_id, head)
         out.append(stored)
-    conn.executemany(f"INSERT INTO events ({_EVENT_COLS}) VALUES (?,?,?,?,?,?,?,?)", rows)
     conn.executemany(
-        "INSERT INTO docs (name, head, created_ts, updated_ts, events_bytes) "
-        "VALUES (?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET head=excluded.head, "
-        "updated_ts=excluded.updated_ts, "
-        "events_bytes=docs.events_bytes+excluded.events_bytes",
-        [
-            (doc, heads[doc], last_ts[doc], last_ts[doc], sizes[doc])
-            for doc in names
-            if doc in sizes
-        ],
+        "INSERT INTO log (doc, seq, pos, ts, actor, kind, data, meta) VALUES (?,?,?,?,?,?,?,?)",
+        rows,
+    )
+    conn.executemany(
+        "UPDATE docs SET head = ?, updated_ts = ?, events_bytes = events_bytes + ? WHERE id = ?",
+        [(docs[d][1], last_ts[d], sizes[d], docs[d][0]) for d in names],
     )
     return out
 
@@ -291,10 +278,15 @@ class _Writer:
 class SQLiteStore(EventStore):
     name = "sqlite"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, migrate: bool = False) -> None:
+        """``migrate``: upgrade an older schema at start (``palimpsest migrate``); without
+        it a database that needs the rewrite of version 4 is refused with a message."""
         self.path = str(path)
+        self.upgrade = migrate
         self._db: aiosqlite.Connection | None = None
         self._writer: _Writer | None = None
+        self._wsym = Symbols()  # the writer thread's
+        self._sym = Symbols()  # the event loop's
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -313,7 +305,10 @@ class SQLiteStore(EventStore):
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._writer = _Writer(self.path)
             await self._writer.start()
-            await self._writer.call(self._migrate)
+            upgraded = await self._writer.call(self._migrate)
+            if upgraded and not self._memory:
+                # the old rows are gone: give their pages back to the file system
+                await self._writer.call(lambda c: c.execute("VACUUM"))
             if not self._memory:
                 self._db = await aiosqlite.connect(self.path, isolation_level=None)
                 await self._db.execute("PRAGMA busy_timeout=10000")
@@ -324,7 +319,8 @@ class SQLiteStore(EventStore):
             await self.stop()
             raise
 
-    def _migrate(self, conn: sqlite3.Connection) -> None:
+    def _migrate(self, conn: sqlite3.Connection) -> bool:
+        """Create or upgrade the schema; True when the log was rewritten."""
         row = conn.execute("PRAGMA user_version").fetchone()
         version = int(row[0]) if row else 0
         if version > SCHEMA_VERSION:
@@ -332,14 +328,39 @@ class SQLiteStore(EventStore):
                 f"database {self.path!r} has schema version {version}, newer than this "
                 f"server's {SCHEMA_VERSION}: upgrade Palimpsest"
             )
+        if (
+            version == 0
+            and not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'docs'").fetchone()
+        ):
+
+            def fresh(c: sqlite3.Connection) -> None:
+                for stmt in FRESH:
+                    c.execute(stmt)
+                c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+            _in_transaction(conn, "schema creation", fresh)
+            return False
+        if version < LAYOUT_VERSION and not self.upgrade:
+            raise StoreError(
+                f"database {self.path!r} has schema version {version}; this version of "
+                f"Palimpsest keeps the event log in a new layout (version {LAYOUT_VERSION}). "
+                f"Stop every server using it, then run `palimpsest migrate --db {self.path}` "
+                "(it rewrites the log in one transaction; back the file up first)"
+            )
+        rewrote = False
         for v in range(version + 1, SCHEMA_VERSION + 1):
 
             def step(c: sqlite3.Connection, v: int = v) -> None:
-                for stmt in _MIGRATIONS[v]:
-                    c.execute(stmt)
+                if v == LAYOUT_VERSION:
+                    to_compact_log(c)
+                else:
+                    for stmt in OLD_STEPS[v]:
+                        c.execute(stmt)
                 c.execute(f"PRAGMA user_version = {v}")
 
             _in_transaction(conn, f"migration to schema version {v}", step)
+            rewrote = rewrote or v == LAYOUT_VERSION
+        return rewrote
 
     async def schema_version(self) -> int:
         rows = await self._fetchall("PRAGMA user_version")
@@ -368,6 +389,17 @@ class SQLiteStore(EventStore):
         """One write transaction: one call on the writer thread."""
         return await self.writer.call(lambda conn: _in_transaction(conn, what, fn))
 
+    async def _write_interned(
+        self, what: str, names: set[str], fn: Callable[[sqlite3.Connection, Symbols], _T]
+    ) -> _T:
+        """A write transaction whose rows name these actors and kinds by id."""
+
+        def run(conn: sqlite3.Connection) -> _T:
+            _intern(conn, self._wsym, names)
+            return _in_transaction(conn, what, lambda c: fn(c, self._wsym))
+
+        return await self.writer.call(run)
+
     async def ping(self) -> None:
         try:
             await self._fetchall("SELECT 1")
@@ -393,34 +425,129 @@ class SQLiteStore(EventStore):
         except sqlite3.Error as e:
             raise StoreError(f"SQLite query failed: {e}") from e
 
+    async def _load_symbols(self) -> None:
+        self._sym.add(await self._fetchall("SELECT id, name FROM symbols"))
+
+    async def _decoded(self, read: Callable[[], Any]) -> Any:
+        """Run a read that turns rows into events; a symbol id not cached yet (written by
+        another process or connection since) loads the table, once; a segment that went
+        away meanwhile (compaction, deletion) reads again."""
+        for attempt in range(3):
+            try:
+                return await read()
+            except UnknownSymbol as e:
+                if attempt:
+                    raise StoreError(f"an event names symbol id {e} that is not stored") from e
+                await self._load_symbols()
+            except Reread:
+                continue
+        raise StoreError("the log kept changing while it was read; try again")
+
     # --- the log ---------------------------------------------------------------------
 
     async def append(self, batches: Sequence[tuple[str, Sequence[NewEvent]]]) -> list[list[Event]]:
         batches = [(doc, evs) for doc, evs in batches]
         if not any(evs for _, evs in batches):
             return [[] for _ in batches]
-        return await self._write("append", lambda conn: _append(conn, batches))
+        names = {n for _, evs in batches for ev in evs for n in (ev.actor, ev.kind)}
+        return await self._write_interned(
+            "append", names, lambda conn, sym: _append(conn, batches, sym)
+        )
+
+    async def _doc_tail(
+        self, doc: str, after: int, upto: int, limit: int = -1, where: str = "",
+        params: Sequence[Any] = (),
+    ) -> tuple[tuple[int, int, int] | None, list[TailRow]]:  # fmt: skip
+        """((doc id, head, base_seq) or None, tail rows in (after, upto]) in one statement."""
+        # the filter's own parameters follow the four numbered ones
+        parts = where.split("?")
+        where = parts[0] + "".join(f"?{5 + i}{p}" for i, p in enumerate(parts[1:]))
+        rows = await self._fetchall(
+            "SELECT 0, id, head, base_seq, 0, 0, 0, NULL, NULL FROM docs WHERE name = ?1 "
+            "UNION ALL SELECT * FROM (SELECT 1, seq, pos, ts, actor, kind, 0, data, meta "
+            "FROM log WHERE doc = (SELECT id FROM docs WHERE name = ?1) AND seq > ?2 "
+            f"AND seq <= ?3{where} ORDER BY seq LIMIT ?4)",
+            (doc, after, upto, limit, *params),
+        )
+        info = None
+        tail = []
+        for r in rows:
+            if r[0] == 0:
+                info = (int(r[1]), int(r[2]), int(r[3]))
+            else:
+                tail.append(TailRow(doc, r[1], r[2], r[3], r[4], r[5], r[7], r[8]))
+        return info, tail
+
+    async def _doc_segments(
+        self, doc: str, doc_id: int, after: int, upto: int, where: str = "",
+        params: Sequence[Any] = (),
+    ) -> list[SegmentRow]:  # fmt: skip
+        rows = await self._fetchall(
+            "SELECT first_seq, last_seq, body, checksum FROM segments WHERE doc = ? "
+            f"AND last_seq > ? AND first_seq <= ?{where} ORDER BY first_seq",
+            (doc_id, after, upto, *params),
+        )
+        return [SegmentRow(doc, r[0], r[1], bytes(r[2]), bytes(r[3])) for r in rows]
 
     async def read(
         self, doc: str, after: int = 0, upto: int | None = None, limit: int | None = None
     ) -> list[Event]:
-        sql = f"SELECT {_EVENT_COLS} FROM events WHERE doc = ? AND seq > ?"
-        params: list[Any] = [doc, after]
-        if upto is not None:
-            sql += " AND seq <= ?"
-            params.append(upto)
-        sql += " ORDER BY seq"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        return [_event(r) for r in await self._fetchall(sql, params)]
+        async def run() -> list[Event]:
+            top = MAX if upto is None else upto
+            info, tail = await self._doc_tail(doc, after, top, -1 if limit is None else limit)
+            if info is None:
+                return []
+            doc_id, head, base = info
+            lo = max(after, base)
+            hi = min(top, head)
+            if limit is not None:
+                hi = min(hi, lo + limit)
+            if hi <= lo:
+                return []
+            segs = await self._doc_segments(doc, doc_id, lo, hi)
+            return assemble(tail, segs, self._sym, lambda e: lo < e.seq <= hi)
+
+        result: list[Event] = await self._decoded(run)
+        return result
 
     async def read_all(self, after: int = 0, limit: int = 1000) -> list[Event]:
-        rows = await self._fetchall(
-            f"SELECT {_EVENT_COLS} FROM events WHERE pos > ? ORDER BY pos LIMIT ?",
-            (after, limit),
-        )
-        return [_event(r) for r in rows]
+        async def run() -> list[Event]:
+            rows = await self._fetchall(
+                "SELECT 0, pos, NULL, 0, 0, 0, 0, NULL, NULL FROM log_position WHERE id = 1 "
+                "UNION ALL SELECT * FROM (SELECT 1, l.pos, d.name, l.seq, l.ts, l.actor, l.kind, "
+                "l.data, l.meta FROM log l JOIN docs d ON d.id = l.doc WHERE l.pos > ? "
+                "ORDER BY l.pos LIMIT ?)",
+                (after, limit),
+            )
+            bound = 0
+            tail = []
+            for r in rows:
+                if r[0] == 0:
+                    bound = int(r[1])
+                else:
+                    tail.append(TailRow(r[2], r[3], r[1], r[4], r[5], r[6], r[7], r[8]))
+            index = await self._fetchall(
+                "SELECT first_pos, id FROM segments WHERE last_pos > ? AND first_pos <= ? "
+                "ORDER BY first_pos",
+                (after, bound),
+            )
+
+            async def fetch(ids: list[int]) -> list[SegmentRow]:
+                marks = ",".join("?" * len(ids))
+                got = await self._fetchall(
+                    "SELECT d.name, s.first_seq, s.last_seq, s.body, s.checksum FROM segments s "
+                    f"JOIN docs d ON d.id = s.doc WHERE s.id IN ({marks})",
+                    ids,
+                )
+                return [SegmentRow(r[0], r[1], r[2], bytes(r[3]), bytes(r[4])) for r in got]
+
+            return await merge_by_pos(
+                tail, [(int(r[0]), int(r[1])) for r in index], fetch, self._sym, after, bound,
+                limit,
+            )  # fmt: skip
+
+        result: list[Event] = await self._decoded(run)
+        return result
 
     async def last_position(self) -> int:
         rows = await self._fetchall("SELECT pos FROM log_position WHERE id = 1")
@@ -452,32 +579,93 @@ class SQLiteStore(EventStore):
         until_ts: int | None = None,
         kinds: Sequence[str] | None = None,
     ) -> list[Event]:
-        sql = f"SELECT {_EVENT_COLS} FROM events WHERE doc = ? AND seq > ?"
-        params: list[Any] = [doc, after]
+        # filters on the tail in SQL, on segments once decoded (segments outside the time
+        # range are skipped by their ts_min/ts_max)
+        if self._sym.missing_names([n for n in [actor, *(kinds or [])] if n is not None]):
+            await self._load_symbols()
+        tail_where, tail_params = "", []
+        seg_where, seg_params = "", []
         if actor is not None:
-            sql += " AND actor = ?"
-            params.append(actor)
-        if since_ts is not None:
-            sql += " AND ts >= ?"
-            params.append(since_ts)
-        if until_ts is not None:
-            sql += " AND ts <= ?"
-            params.append(until_ts)
+            if actor not in self._sym.ids:
+                return []
+            tail_where += " AND actor = ?"
+            tail_params.append(self._sym.ids[actor])
         if kinds:
-            sql += f" AND kind IN ({','.join('?' * len(kinds))})"
-            params.extend(kinds)
-        sql += " ORDER BY seq LIMIT ?"
-        params.append(limit)
-        return [_event(r) for r in await self._fetchall(sql, params)]
+            kind_ids = [self._sym.ids[k] for k in kinds if k in self._sym.ids]
+            if not kind_ids:
+                return []
+            tail_where += f" AND kind IN ({','.join('?' * len(kind_ids))})"
+            tail_params.extend(kind_ids)
+        if since_ts is not None:
+            tail_where += " AND ts >= ?"
+            tail_params.append(since_ts)
+            seg_where += " AND ts_max >= ?"
+            seg_params.append(since_ts)
+        if until_ts is not None:
+            tail_where += " AND ts <= ?"
+            tail_params.append(until_ts)
+            seg_where += " AND ts_min <= ?"
+            seg_params.append(until_ts)
+        kind_set = set(kinds) if kinds else None
+
+        def keep(e: Event) -> bool:
+            return (
+                (actor is None or e.actor == actor)
+                and (kind_set is None or e.kind in kind_set)
+                and (since_ts is None or e.ts >= since_ts)
+                and (until_ts is None or e.ts <= until_ts)
+            )
+
+        def window(lo: int, hi: int) -> Callable[[Event], bool]:
+            return lambda e: lo < e.seq <= hi and keep(e)
+
+        async def run() -> list[Event]:
+            out: list[Event] = []
+            rows = await self._fetchall("SELECT head, base_seq FROM docs WHERE name = ?", (doc,))
+            if not rows:
+                return []
+            head = int(rows[0][0])
+            lo = max(after, int(rows[0][1]))
+            while lo < head and len(out) < limit:
+                hi = min(head, lo + _WINDOW)
+                info, tail = await self._doc_tail(doc, lo, hi, limit, tail_where, tail_params)
+                if info is None:
+                    break
+                segs = await self._doc_segments(doc, info[0], lo, hi, seg_where, seg_params)
+                out += assemble(tail, segs, self._sym, window(lo, hi))
+                lo = hi
+            return out[:limit]
+
+        result: list[Event] = await self._decoded(run)
+        return result
 
     async def seq_at(self, doc: str, ts: int) -> int:
         # ts is not monotonic in seq in general (clock steps); take the last seq whose
         # ts is <= the bound, which is what "the document as it was at ts" means here.
-        rows = await self._fetchall(
-            "SELECT MAX(seq) FROM events WHERE doc = ? AND ts <= ?", (doc, ts)
-        )
-        if rows and rows[0][0] is not None:
-            return int(rows[0][0])
+        async def run() -> int:
+            rows = await self._fetchall(
+                "SELECT d.id, (SELECT MAX(seq) FROM log WHERE doc = d.id AND ts <= ?) "
+                "FROM docs d WHERE d.name = ?",
+                (ts, doc),
+            )
+            if not rows:
+                return 0
+            if rows[0][1] is not None:
+                return int(rows[0][1])
+            segs = await self._fetchall(
+                "SELECT first_seq, last_seq, body, checksum FROM segments WHERE doc = ? "
+                "AND ts_min <= ? ORDER BY first_seq DESC LIMIT 1",
+                (rows[0][0], ts),
+            )
+            if segs:
+                r = segs[0]
+                c = decode_segment(SegmentRow(doc, r[0], r[1], bytes(r[2]), bytes(r[3])))
+                return max(c.first_seq + i for i, t in enumerate(c.ts) if t <= ts)
+            return 0
+
+        found: int = await self._decoded(run)
+        if found:
+            return found
         info = await self.doc_info(doc)
         if info is not None and info.base_seq:
             snap = await self.latest_snapshot(doc, info.base_seq)
@@ -500,21 +688,98 @@ class SQLiteStore(EventStore):
 
     async def delete_doc(self, doc: str, tombstone: bytes = b"") -> bool:
         def run(db: sqlite3.Connection) -> bool:
-            existed = db.execute("DELETE FROM docs WHERE name = ?", (doc,)).rowcount > 0
-            for table in ("events", "snapshots", "tags"):
+            row = db.execute("DELETE FROM docs WHERE name = ? RETURNING id", (doc,)).fetchone()
+            if row is not None:
+                db.execute("DELETE FROM log WHERE doc = ?", (row[0],))
+                db.execute("DELETE FROM segments WHERE doc = ?", (row[0],))
+            for table in ("snapshots", "tags"):
                 db.execute(f"DELETE FROM {table} WHERE doc = ?", (doc,))
-            if existed:
+            if row is not None:
                 db.execute(
                     "INSERT OR REPLACE INTO tombstones (doc, ts, state_vector) VALUES (?,?,?)",
                     (doc, now_ms(), tombstone),
                 )
-            return existed
+            return row is not None
 
         return await self._write("delete", run)
 
     async def tombstone(self, doc: str) -> bytes | None:
         rows = await self._fetchall("SELECT state_vector FROM tombstones WHERE doc = ?", (doc,))
         return bytes(rows[0][0]) if rows else None
+
+    # --- sealing ---------------------------------------------------------------------
+
+    async def seal(self, doc: str, *, run: int = S.SEGMENT_EVENTS) -> int:
+        sealed_now = 0
+        while True:
+            rows = await self._fetchall("SELECT id, sealed, head FROM docs WHERE name = ?", (doc,))
+            if not rows or rows[0][2] - rows[0][1] < run:
+                return sealed_now
+            doc_id, sealed = int(rows[0][0]), int(rows[0][1])
+            tail = [
+                TailRow(doc, *r)
+                for r in await self._fetchall(
+                    "SELECT seq, pos, ts, actor, kind, data, meta FROM log WHERE doc = ? "
+                    "AND seq > ? ORDER BY seq LIMIT ?",
+                    (doc_id, sealed, run),
+                )
+            ]
+            if len(tail) < run or any(r.seq != sealed + 1 + i for i, r in enumerate(tail)):
+                log.warning("cannot seal %s after seq %d: its tail is not a whole run", doc, sealed)
+                return sealed_now
+            seg = S.encode(tail_columns(tail))
+
+            def write(
+                db: sqlite3.Connection, seg: S.Sealed = seg, doc_id: int = doc_id,
+                sealed: int = sealed,
+            ) -> None:  # fmt: skip
+                now = db.execute("SELECT sealed FROM docs WHERE id = ?", (doc_id,)).fetchone()
+                if now is None or now[0] != sealed:
+                    raise _Raced
+                gone = db.execute(
+                    "DELETE FROM log WHERE doc = ? AND seq > ? AND seq <= ?",
+                    (doc_id, sealed, seg.last_seq),
+                ).rowcount
+                if gone != run:
+                    raise _Raced
+                insert_segment(db, doc_id, seg)
+                db.execute("UPDATE docs SET sealed = ? WHERE id = ?", (seg.last_seq, doc_id))
+
+            try:
+                await self._write("seal", write)
+            except _Raced:
+                return sealed_now
+            sealed_now += run
+
+    async def seal_due(self, *, run: int = S.SEGMENT_EVENTS) -> int:
+        rows = await self._fetchall(
+            "SELECT name FROM docs WHERE head - sealed >= ? ORDER BY name", (run,)
+        )
+        total = 0
+        for (doc,) in rows:
+            total += await self.seal(doc, run=run)
+        return total
+
+    async def segment_damage(self, doc: str) -> list[str]:
+        rows = await self._fetchall(
+            "SELECT s.first_seq, s.last_seq, s.body, s.checksum FROM segments s "
+            "JOIN docs d ON d.id = s.doc WHERE d.name = ? ORDER BY s.first_seq",
+            (doc,),
+        )
+        out = []
+        for r in rows:
+            why = S.damage(bytes(r[2]), bytes(r[3]))
+            if why is None:
+                try:
+                    c = S.decode(bytes(r[2]), bytes(r[3]))
+                except S.SegmentDamaged as e:
+                    why = str(e)
+                else:
+                    if (c.first_seq, c.last_seq) != (r[0], r[1]):
+                        why = f"it holds seqs {c.first_seq}..{c.last_seq}"
+            if why is not None:
+                out.append(f"segment {r[0]}..{r[1]}: {why}")
+        return out
 
     # --- snapshots -------------------------------------------------------------------
 
@@ -573,15 +838,37 @@ class SQLiteStore(EventStore):
                 "VALUES (?,?,?,?,?,?)",
                 (doc, before, now_ms(), state, snapshot_checksum(state, text), text),
             )
-            removed = db.execute(
-                "DELETE FROM events WHERE doc = ? AND seq <= ?", (doc, before)
-            ).rowcount
             db.execute("DELETE FROM snapshots WHERE doc = ? AND seq < ?", (doc, before))
+            row = db.execute("SELECT id FROM docs WHERE name = ?", (doc,)).fetchone()
+            if row is None:
+                return 0
+            doc_id = row[0]
+            removed = db.execute(
+                "DELETE FROM log WHERE doc = ? AND seq <= ?", (doc_id, before)
+            ).rowcount
+            for sid, first, last, body, check in db.execute(
+                "SELECT id, first_seq, last_seq, body, checksum FROM segments "
+                "WHERE doc = ? AND first_seq <= ?",
+                (doc_id, before),
+            ).fetchall():
+                if last <= before:
+                    db.execute("DELETE FROM segments WHERE id = ?", (sid,))
+                    removed += last - first + 1
+                    continue
+                # the segment across the cut keeps its events after it
+                c = decode_segment(SegmentRow(doc, first, last, bytes(body), bytes(check)))
+                k = before - first + 1
+                rest = S.encode(S.Columns(before + 1, c.ts[k:], c.pos[k:], c.actor[k:],
+                                          c.kind[k:], c.meta[k:], c.updates[k:]))  # fmt: skip
+                db.execute("DELETE FROM segments WHERE id = ?", (sid,))
+                insert_segment(db, doc_id, rest)
+                removed += k
             db.execute(
-                "UPDATE docs SET base_seq = MAX(base_seq, ?), events_bytes = "
-                "(SELECT COALESCE(SUM(LENGTH(data)), 0) FROM events WHERE doc = ?) "
-                "WHERE name = ?",
-                (before, doc, doc),
+                "UPDATE docs SET base_seq = MAX(base_seq, ?1), sealed = MAX(sealed, ?1), "
+                "events_bytes = (SELECT COALESCE(SUM(LENGTH(data)), 0) FROM log WHERE doc = ?2)"
+                " + (SELECT COALESCE(SUM(raw_bytes), 0) FROM segments WHERE doc = ?2) "
+                "WHERE id = ?2",
+                (before, doc_id),
             )
             return int(removed)
 
@@ -637,27 +924,35 @@ class SQLiteStore(EventStore):
         *,
         replace: bool = False,
     ) -> None:
-        def run(db: sqlite3.Connection) -> None:
-            exists = db.execute("SELECT 1 FROM docs WHERE name = ?", (info.doc,)).fetchone()
-            if exists is not None and not replace:
+        names = {n for e in events for n in (e.actor, e.kind)}
+
+        def run(db: sqlite3.Connection, symbols: Symbols) -> None:
+            old = db.execute("SELECT id FROM docs WHERE name = ?", (info.doc,)).fetchone()
+            if old is not None and not replace:
                 raise StoreError(f"document {info.doc!r} already exists in the target")
-            db.execute("DELETE FROM docs WHERE name = ?", (info.doc,))
-            for table in ("events", "snapshots", "tags"):
+            if old is not None:
+                db.execute("DELETE FROM docs WHERE id = ?", (old[0],))
+                db.execute("DELETE FROM log WHERE doc = ?", (old[0],))
+                db.execute("DELETE FROM segments WHERE doc = ?", (old[0],))
+            for table in ("snapshots", "tags"):
                 db.execute(f"DELETE FROM {table} WHERE doc = ?", (info.doc,))
             created = min((e.ts for e in events), default=info.updated_ts or now_ms())
-            db.execute(
-                "INSERT INTO docs (name, head, base_seq, created_ts, updated_ts, "
-                "events_bytes) VALUES (?,?,?,?,?,?)",
-                (info.doc, info.head, info.base_seq, created, info.updated_ts or created,
-                 sum(len(e.update) for e in events)),
-            )  # fmt: skip
             # imported events are new to this store: they get its next positions
             first = _take_positions(db, len(events)) if events else 0
-            db.executemany(
-                f"INSERT INTO events ({_EVENT_COLS}) VALUES (?,?,?,?,?,?,?,?)",
-                [(e.doc, e.seq, e.ts, e.actor, e.kind, e.update, dump_meta(e.meta), first + i)
-                 for i, e in enumerate(events)],
-            )  # fmt: skip
+            fresh = [dataclasses.replace(e, pos=first + i) for i, e in enumerate(events)]
+            whole = runs(fresh, info.base_seq + 1)
+            sealed = fresh[whole - 1].seq if whole else info.base_seq
+            (doc_id,) = db.execute(
+                "INSERT INTO docs (name, head, base_seq, sealed, created_ts, updated_ts, "
+                "events_bytes) VALUES (?,?,?,?,?,?,?) RETURNING id",
+                (info.doc, info.head, info.base_seq, sealed, created,
+                 info.updated_ts or created, sum(len(e.update) for e in events)),
+            ).fetchone()  # fmt: skip
+            for i in range(0, whole, S.SEGMENT_EVENTS):
+                insert_segment(db, doc_id, S.encode(columns(fresh[i : i + S.SEGMENT_EVENTS],
+                                                            symbols)))  # fmt: skip
+            if fresh[whole:]:
+                insert_tail(db, doc_id, fresh[whole:], symbols)
             db.executemany(
                 "INSERT INTO snapshots (doc, seq, ts, state, checksum, meta) "
                 "VALUES (?,?,?,?,?,?)",
@@ -669,4 +964,4 @@ class SQLiteStore(EventStore):
                 [(t.doc, t.name, t.seq, t.ts, t.actor) for t in tags],
             )
 
-        await self._write("import", run)
+        await self._write_interned("import", names, run)

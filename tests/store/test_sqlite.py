@@ -92,12 +92,12 @@ async def test_a_full_disk_is_reported_as_such_and_nothing_half_written(
 async def test_version_2_events_get_positions_in_time_order(tmp_path: Path) -> None:
     """A file written before positions existed: its events are numbered by time (each
     document's in seq order, even where its clock stepped back), then appends go on."""
-    from palimpsest.store import sqlite as sqlite_store
+    from palimpsest.store.sqlite_schema import OLD_STEPS
 
     path = tmp_path / "v2.db"
     with sqlite3.connect(path) as db:
         for v in (1, 2):
-            for stmt in sqlite_store._MIGRATIONS[v]:
+            for stmt in OLD_STEPS[v]:
                 db.execute(stmt)
         db.execute("PRAGMA user_version = 2")
         rows = [("a", 1, 100), ("b", 1, 150), ("a", 2, 200), ("a", 3, 120), ("b", 2, 300)]
@@ -110,8 +110,8 @@ async def test_version_2_events_get_positions_in_time_order(tmp_path: Path) -> N
             "INSERT INTO docs (name, head, created_ts, updated_ts) VALUES ('a', 3, 100, 200), "
             "('b', 2, 150, 300)"
         )
-    async with SQLiteStore(path) as store:
-        assert await store.schema_version() == 3
+    async with SQLiteStore(path, migrate=True) as store:
+        assert await store.schema_version() == 4
         got = [(e.doc, e.seq, e.pos) for e in await store.read_all()]
         # a3's clock went back to 120: it stays after a2 (its document's order)
         assert got == [("a", 1, 1), ("b", 1, 2), ("a", 2, 3), ("a", 3, 4), ("b", 2, 5)]

@@ -1,0 +1,247 @@
+"""The compact event log, as the SQLite and PostgreSQL stores keep it (schema version 4).
+
+A document's events live in two places, and every read sees both as one log:
+
+- the **tail**: one row per recent event, appended by group commit (``log``: doc id, seq,
+  pos, ts, actor id, kind id, update, meta text or NULL for ``{}``);
+- **sealed segments**: runs of :data:`~.segments.SEGMENT_EVENTS` consecutive events of one
+  document, column by column and compressed (:mod:`.segments`), each with a checksum.
+  Sealing (:meth:`EventStore.seal`) runs off the editing path: one transaction deletes
+  the run's tail rows and inserts its segment, so a run is in exactly one of the two.
+
+Doc names get an integer id in ``docs`` (never reused: a document made again under a
+deleted one's name gets a new id); actors and kinds are interned in ``symbols``. Ids
+never change, so each process caches them.
+
+Reads that touch both places take the tail first and the segments second, each in one
+statement: an event sealed in between is then seen twice (and kept once), never missed,
+because segments are only ever added (compaction and deletion aside). The tail statement
+also reads the document's head (or the global position), and nothing above it is
+returned, so an event appended after the tail was read is never returned before one
+below it that the read missed.
+
+A segment whose checksum does not hold is never decoded into events: a read that needs it
+raises :class:`~server.errors.StoreError` naming it, and ``palimpsest verify`` reports it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import StoreError
+from . import segments as S
+from .base import Event, dump_meta
+
+#: the schema version of this layout; a database below it is upgraded by ``palimpsest
+#: migrate`` (servers refuse to start on it), a fresh one is created at it directly
+LAYOUT_VERSION = 4
+#: an upper bound for seqs and positions in queries
+MAX = 2**62
+
+
+def meta_text(meta: dict[str, Any]) -> str:
+    """What a tail row or a segment keeps of an event's meta: "" for none."""
+    return dump_meta(meta) if meta else ""
+
+
+def parse_meta(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise StoreError(f"an event's meta is a JSON {type(value).__name__}, not an object")
+    return value
+
+
+class UnknownSymbol(LookupError):
+    """A stored event names a symbol id this process has not loaded (yet)."""
+
+
+class Symbols:
+    """Interned strings (actors, kinds) of one store, cached both ways. A store fills it
+    from its ``symbols`` table; an id is only cached once its row is committed."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.names: dict[int, str] = {}
+
+    def add(self, rows: Iterable[tuple[int, str]]) -> None:
+        for i, name in rows:
+            self.ids[name] = int(i)
+            self.names[int(i)] = name
+
+    def name(self, i: int) -> str:
+        try:
+            return self.names[i]
+        except KeyError:
+            raise UnknownSymbol(i) from None
+
+    def missing_names(self, names: Iterable[str]) -> list[str]:
+        return sorted({n for n in names if n not in self.ids})
+
+    def missing_ids(self, ids: Iterable[int]) -> list[int]:
+        return sorted({i for i in ids if i not in self.names})
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentRow:
+    """A stored segment as a read fetches it."""
+
+    doc: str
+    first_seq: int
+    last_seq: int
+    blob: bytes
+    checksum: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TailRow:
+    doc: str
+    seq: int
+    pos: int
+    ts: int
+    actor: int
+    kind: int
+    data: bytes
+    meta: str | None
+
+
+def decode_segment(row: SegmentRow) -> S.Columns:
+    try:
+        return S.decode(row.blob, row.checksum)
+    except S.SegmentDamaged as e:
+        raise StoreError(
+            f"segment {row.doc}@{row.first_seq}..{row.last_seq} of the event log is damaged "
+            f"({e}): its events cannot be read; run `palimpsest verify`"
+        ) from e
+
+
+def segment_events(row: SegmentRow, symbols: Symbols) -> list[Event]:
+    c = decode_segment(row)
+    if len(c) != row.last_seq - row.first_seq + 1 or c.first_seq != row.first_seq:
+        raise StoreError(
+            f"segment {row.doc}@{row.first_seq}..{row.last_seq} of the event log is damaged "
+            f"(it holds seqs {c.first_seq}..{c.last_seq}); run `palimpsest verify`"
+        )
+    name = symbols.name
+    doc = row.doc
+    return [
+        Event(doc, c.first_seq + i, c.ts[i], name(c.actor[i]), name(c.kind[i]),
+              c.updates[i], parse_meta(c.meta[i]), c.pos[i])
+        for i in range(len(c))
+    ]  # fmt: skip
+
+
+def tail_event(row: TailRow, symbols: Symbols) -> Event:
+    return Event(row.doc, row.seq, row.ts, symbols.name(row.actor), symbols.name(row.kind),
+                 bytes(row.data),
+                 parse_meta(row.meta), row.pos)  # fmt: skip
+
+
+def assemble(
+    tail: Sequence[TailRow],
+    segs: Sequence[SegmentRow],
+    symbols: Symbols,
+    keep: Callable[[Event], bool],
+) -> list[Event]:
+    """The events of tail rows and segments of ONE document, in seq order, each once."""
+    out: dict[int, Event] = {}
+    for s in segs:
+        for e in segment_events(s, symbols):
+            if keep(e):
+                out[e.seq] = e
+    for r in tail:
+        if r.seq not in out:
+            e = tail_event(r, symbols)
+            if keep(e):
+                out[e.seq] = e
+    return [out[k] for k in sorted(out)]
+
+
+async def merge_by_pos(
+    tail: Sequence[TailRow],
+    segs: Sequence[tuple[int, int]],
+    fetch: Callable[[list[int]], Awaitable[list[SegmentRow]]],
+    symbols: Symbols,
+    after: int,
+    bound: int,
+    limit: int,
+) -> list[Event]:
+    """The ``limit`` events with after < pos <= bound, in pos order, from tail rows and
+    segments given as (first_pos, id) in first_pos order: segments are fetched (a few ids
+    at a time) and decoded only while they can still hold one of those events."""
+    best: list[tuple[int, Event]] = []  # a heap of the smallest found, largest on top
+    seen: set[int] = set()
+
+    def offer(e: Event) -> None:
+        if not after < e.pos <= bound or e.pos in seen:
+            return
+        if len(best) < limit:
+            heapq.heappush(best, (-e.pos, e))
+            seen.add(e.pos)
+        elif e.pos < -best[0][0]:
+            _, out = heapq.heapreplace(best, (-e.pos, e))
+            seen.discard(out.pos)
+            seen.add(e.pos)
+
+    for r in tail:
+        offer(tail_event(r, symbols))
+    i = 0
+    while i < len(segs):
+        if len(best) >= limit and segs[i][0] > -best[0][0]:
+            break
+        batch = [sid for _, sid in segs[i : i + 8]]
+        i += len(batch)
+        got = await fetch(batch)
+        if len(got) != len(batch):
+            raise Reread("a segment went away while it was read (compaction or deletion)")
+        for row in got:
+            for e in segment_events(row, symbols):
+                offer(e)
+    return [e for _, e in sorted(best, key=lambda t: -t[0])]
+
+
+class Reread(Exception):
+    """A read raced with a compaction or deletion: the caller reads again."""
+
+
+def runs(events: Sequence[Event], first_seq: int, size: int = S.SEGMENT_EVENTS) -> int:
+    """How many leading events (a multiple of ``size``) are consecutive from first_seq, so
+    that they can be written as whole segments."""
+    n = 0
+    for e in events:
+        if e.seq != first_seq + n:
+            break
+        n += 1
+    return n - n % size
+
+
+def columns(events: Sequence[Event], symbols: Symbols) -> S.Columns:
+    """Columns of consecutive events (their actors and kinds already interned)."""
+    ids = symbols.ids
+    return S.Columns(
+        events[0].seq,
+        [e.ts for e in events],
+        [e.pos for e in events],
+        [ids[e.actor] for e in events],
+        [ids[e.kind] for e in events],
+        [meta_text(e.meta) for e in events],
+        [e.update for e in events],
+    )
+
+
+def tail_columns(rows: Sequence[TailRow]) -> S.Columns:
+    """Columns of consecutive tail rows, as they are stored (ids, meta text)."""
+    return S.Columns(
+        rows[0].seq,
+        [r.ts for r in rows],
+        [r.pos for r in rows],
+        [r.actor for r in rows],
+        [r.kind for r in rows],
+        [r.meta or "" for r in rows],
+        [bytes(r.data) for r in rows],
+    )
