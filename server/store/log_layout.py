@@ -165,7 +165,7 @@ def assemble(
 async def merge_by_pos(
     tail: Sequence[TailRow],
     segs: Sequence[tuple[int, int]],
-    fetch: Callable[[list[int]], Awaitable[list[SegmentRow]]],
+    fetch: Callable[[list[int]], Awaitable[dict[int, SegmentRow]]],
     symbols: Symbols,
     after: int,
     bound: int,
@@ -192,15 +192,15 @@ async def merge_by_pos(
         offer(tail_event(r, symbols))
     i = 0
     while i < len(segs):
-        if len(best) >= limit and segs[i][0] > -best[0][0]:
-            break
-        batch = [sid for _, sid in segs[i : i + 8]]
+        batch = segs[i : i + 4]
         i += len(batch)
-        got = await fetch(batch)
+        got = await fetch([sid for _, sid in batch])
         if len(got) != len(batch):
             raise Reread("a segment went away while it was read (compaction or deletion)")
-        for row in got:
-            for e in segment_events(row, symbols):
+        for first_pos, sid in batch:
+            if len(best) >= limit and first_pos > -best[0][0]:
+                return [e for _, e in sorted(best, key=lambda t: -t[0])]
+            for e in segment_events(got[sid], symbols):
                 offer(e)
     return [e for _, e in sorted(best, key=lambda t: -t[0])]
 

@@ -532,14 +532,14 @@ class SQLiteStore(EventStore):
                 (after, bound),
             )
 
-            async def fetch(ids: list[int]) -> list[SegmentRow]:
+            async def fetch(ids: list[int]) -> dict[int, SegmentRow]:
                 marks = ",".join("?" * len(ids))
                 got = await self._fetchall(
-                    "SELECT d.name, s.first_seq, s.last_seq, s.body, s.checksum FROM segments s "
-                    f"JOIN docs d ON d.id = s.doc WHERE s.id IN ({marks})",
+                    "SELECT s.id, d.name, s.first_seq, s.last_seq, s.body, s.checksum "
+                    f"FROM segments s JOIN docs d ON d.id = s.doc WHERE s.id IN ({marks})",
                     ids,
                 )
-                return [SegmentRow(r[0], r[1], r[2], bytes(r[3]), bytes(r[4])) for r in got]
+                return {r[0]: SegmentRow(r[1], r[2], r[3], bytes(r[4]), bytes(r[5])) for r in got}
 
             return await merge_by_pos(
                 tail, [(int(r[0]), int(r[1])) for r in index], fetch, self._sym, after, bound,

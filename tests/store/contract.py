@@ -1,8 +1,9 @@
 """The store contract: one abstract test class that every EventStore backend passes.
 
 A backend's test module only says how to create its store (``create``), how to open the
-same data again (``reopen``, None when nothing survives), and how to damage a snapshot in
-its own storage (``damage_snapshot``, ``set_snapshot_meta``). See test_memory.py,
+same data again (``reopen``, None when nothing survives; ``child_url`` for another
+process), and how to damage a snapshot or a sealed segment in its own storage
+(``damage_snapshot``, ``set_snapshot_meta``, ``damage_segment``). See test_memory.py,
 test_sqlite.py, test_postgres.py.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,6 +31,16 @@ class StoreContract:
 
     #: whether a failing event can be made for this backend (see poison_event)
     can_fail_midway = True
+    #: whether the backend seals its log into segments (the memory store does not)
+    seals = True
+
+    def child_url(self) -> str | None:
+        """A URL another process can open the same store with (None: it cannot)."""
+        return None
+
+    async def damage_segment(self, store: EventStore, doc: str, first_seq: int) -> None:
+        """Flip a byte of the stored segment of doc that starts at first_seq."""
+        raise NotImplementedError
 
     async def create(self) -> EventStore:
         raise NotImplementedError
@@ -480,3 +492,203 @@ class StoreContract:
         await store.check_writable()
         assert [e.update for e in await store.read("w")] == [b"1"]
         assert [d.doc for d in await store.list_docs()] == ["w"]
+
+    # --- sealed segments (the compact log) -----------------------------------------------
+    # Tests seal in runs of RUN events (the server seals 256 at a time) so that a few
+    # hundred events make many segments and boundaries.
+
+    async def _history(self, store: EventStore, docs: str = "ab", n: int = 300) -> list[Event]:
+        """n events in each of `docs`, interleaved batch by batch, with varied actors,
+        kinds, metas, clocks (one steps back) and sizes; returns them as stored."""
+        out: list[Event] = []
+        kinds = ["edit", "edit", "undo", "redo", "restore"]
+        for i in range(0, n, 7):
+            batch = []
+            for d in docs:
+                evs = [
+                    ev(["ann", "bob", "cy"][(j + ord(d)) % 3], kinds[j % 5],
+                       bytes([j % 256]) * (1 + j % 9), 1000 + 10 * j - (50 if j == 100 else 0),
+                       **({"conn": f"c{j % 4}"} if j % 3 else {}),
+                       **({"reverts": [j - 1]} if kinds[j % 5] == "undo" else {}))
+                    for j in range(i, min(i + 7, n))
+                ]  # fmt: skip
+                batch.append((d, evs))
+            for stored in await store.append(batch):
+                out += stored
+        return out
+
+    async def _sealed(self, store: EventStore, doc: str) -> int:
+        return await store.seal(doc, run=RUN)
+
+    async def test_reads_are_the_same_across_the_tail_and_segments(
+        self, store: EventStore
+    ) -> None:
+        stored = await self._history(store)
+        a = [e for e in stored if e.doc == "a"]
+
+        async def answers() -> list[Any]:
+            out: list[Any] = [await store.read("a"), await store.read("b"),
+                              await store.read_all(limit=10_000), await store.list_docs()]  # fmt: skip
+            for after, upto, limit in [(0, None, 5), (30, 100, None), (31, 33, None),
+                                       (60, None, 70), (250, None, 100), (299, None, None),
+                                       (0, 64, None), (64, 65, None), (290, 400, 3)]:  # fmt: skip
+                out.append(await store.read("a", after=after, upto=upto, limit=limit))
+            for after in (0, 5, 64, 200, 599):
+                out.append(await store.read_all(after=after, limit=37))
+            for kw in [{}, {"actor": "bob"}, {"kinds": ["undo", "redo"]}, {"since_ts": 1500},
+                       {"until_ts": 1700, "actor": "cy"}, {"after": 100, "limit": 20},
+                       {"kinds": ["nothing"]}]:  # fmt: skip
+                q: dict[str, Any] = {"limit": 1000, **kw}
+                out.append(await store.query("a", **q))
+            for ts in (999, 1000, 1955, 2000, 3500, 10**13):
+                out.append(await store.seq_at("a", ts))
+            return out
+
+        before = await answers()
+        assert before[0] == a
+        sealed = await self._sealed(store, "a")
+        if self.seals:
+            assert sealed == 300 - 300 % RUN
+        assert await self._sealed(store, "a") == 0  # nothing more is due
+        mid = await answers()
+        assert mid == before
+        await store.seal_due(run=RUN)
+        assert await answers() == before
+        assert await store.segment_damage("a") == []
+        # appends go on after sealing, and read the same
+        [[e]] = await store.append([("a", [ev(update=b"new")])])
+        assert (e.seq, e.pos) == (301, 601)
+        assert await store.read("a", after=299) == [a[-1], e]
+
+    async def test_sealing_beside_appends_loses_and_doubles_nothing(
+        self, store: EventStore
+    ) -> None:
+        written: dict[str, list[bytes]] = {"a": [], "b": []}
+        done = False
+
+        async def writer(doc: str) -> None:
+            for i in range(120):
+                batch = [ev(update=f"{doc}{i}.{k}".encode()) for k in range(3)]
+                await store.append([(doc, batch)])
+                written[doc] += [e.update for e in batch]
+
+        async def sealer() -> int:
+            n = 0
+            while not done:
+                n += await store.seal_due(run=RUN)
+                await asyncio.sleep(0)
+            return n
+
+        task = asyncio.create_task(sealer())
+        await asyncio.gather(writer("a"), writer("b"))
+        done = True
+        sealed = await task
+        sealed += await store.seal_due(run=RUN)
+        if self.seals:
+            assert sealed == 2 * (360 - 360 % RUN)
+        for doc in "ab":
+            got = await store.read(doc)
+            assert [e.seq for e in got] == list(range(1, 361))
+            assert [e.update for e in got] == written[doc]
+        everything = await store.read_all(limit=10_000)
+        assert [e.pos for e in everything] == list(range(1, 721))
+
+    async def test_a_damaged_segment_is_reported_and_never_served(
+        self, store: EventStore
+    ) -> None:
+        if not self.seals:
+            pytest.skip("this backend keeps no segments")
+        stored = await self._history(store, "a", 100)
+        await self._sealed(store, "a")  # segments 1..32, 33..64, 65..96; tail 97..100
+        await self.damage_segment(store, "a", 33)
+        assert await store.segment_damage("a") == ["segment 33..64: checksum does not match"]
+        for read in (lambda: store.read("a"), lambda: store.read("a", after=40, upto=41),
+                     lambda: store.read_all(), lambda: store.query("a", after=10, limit=50)):  # fmt: skip
+            with pytest.raises(StoreError, match=r"segment a@33\.\.64 .* is damaged"):
+                await read()
+        # what does not need it still reads
+        assert await store.read("a", upto=32) == stored[:32]
+        assert await store.read("a", after=64) == stored[64:]
+        assert [e.pos for e in await store.read_all(limit=32)] == list(range(1, 33))
+        # and it is not sealed over, nor compacted through
+        assert await self._sealed(store, "a") == 0
+        with pytest.raises(StoreError, match="damaged"):
+            await store.compact("a", 40, b"state")
+        assert await store.read("a", upto=32) == stored[:32]
+
+    async def test_compact_delete_and_import_across_segments(self, store: EventStore) -> None:
+        from palimpsest.store.base import DocInfo
+
+        stored = await self._history(store, "ab", 100)
+        a = [e for e in stored if e.doc == "a"]
+        await store.seal_due(run=RUN)
+        info = await store.doc_info("a")
+        assert info is not None and info.events_bytes == sum(len(e.update) for e in a)
+        # a cut inside a segment keeps the events after it, sealed or not
+        assert await store.compact("a", 40, b"base") == 40
+        assert await store.read("a") == a[40:]
+        assert await store.read("a", after=50, limit=3) == a[50:53]
+        info = await store.doc_info("a")
+        assert info is not None and (info.base_seq, info.events_bytes) == (
+            40, sum(len(e.update) for e in a[40:]))  # fmt: skip
+        assert await store.compact("a", 99, b"base2") == 59
+        assert await store.read("a") == a[99:]
+        assert await self._sealed(store, "a") == 0
+        # deleting drops every segment; the name starts over
+        assert await store.delete_doc("b") is True
+        assert await store.read("b") == [] and await store.segment_damage("b") == []
+        [[e]] = await store.append([("b", [ev(update=b"again")])])
+        assert e.seq == 1 and await store.read("b") == [e]
+        # an imported log is written as segments and tail, and reads back the same
+        events = [dataclasses.replace(x, doc="imp") for x in a]
+        await store.import_doc(DocInfo("imp", 100, 2000, 0), events, [], [])
+        back = await store.read("imp")
+        assert [(x.seq, x.ts, x.actor, x.kind, x.update, x.meta) for x in back] == [
+            (x.seq, x.ts, x.actor, x.kind, x.update, x.meta) for x in a]  # fmt: skip
+        assert await store.query("imp", actor="bob", limit=5) == [
+            x for x in back if x.actor == "bob"][:5]  # fmt: skip
+
+    async def test_kill_9_while_sealing_loses_and_doubles_nothing(
+        self, store: EventStore
+    ) -> None:
+        url = self.child_url()
+        if url is None or not self.seals:
+            pytest.skip("no other process can open this backend's store")
+        stored = await self._history(store, "k", 1200)
+        expected = [(e.seq, e.update, e.pos) for e in stored]
+        for delay in (0.3, 0.8, 1.5):
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", _SEALER, url, "k",
+                stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            assert child.stdout is not None
+            assert (await child.stdout.readline()).strip() == b"sealing"
+            await asyncio.sleep(delay)
+            child.kill()
+            await child.wait()
+            got = await store.read("k")
+            assert [(e.seq, e.update, e.pos) for e in got] == expected
+            assert await store.segment_damage("k") == []
+            assert [e.pos for e in await store.read_all(limit=5000)] == list(range(1, 1201))
+        # sealing picks up where the killed one stopped
+        await store.seal("k", run=4)
+        assert [(e.seq, e.update, e.pos) for e in await store.read("k")] == expected
+
+
+RUN = 32
+
+#: a child process that seals one document four events at a time until it is killed
+_SEALER = """
+import asyncio, sys
+from palimpsest.store import open_store
+
+async def main(url, doc):
+    store = open_store(url)
+    await store.start()
+    print("sealing", flush=True)
+    while True:
+        if not await store.seal(doc, run=4):
+            await asyncio.sleep(0.01)
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""

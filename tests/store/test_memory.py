@@ -9,6 +9,7 @@ from store.contract import StoreContract
 
 class TestMemoryStore(StoreContract):
     can_fail_midway = False  # nothing in memory refuses an event
+    seals = False  # events stay objects: nothing to compress
 
     async def create(self) -> EventStore:
         return MemoryStore()

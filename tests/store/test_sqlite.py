@@ -25,6 +25,17 @@ class TestSQLiteStore(StoreContract):
     async def reopen(self, store: EventStore) -> EventStore | None:
         return SQLiteStore(self.path)
 
+    def child_url(self) -> str | None:
+        return f"sqlite:///{self.path}"
+
+    async def damage_segment(self, store: EventStore, doc: str, first_seq: int) -> None:
+        where = "WHERE first_seq = ? AND doc = (SELECT id FROM docs WHERE name = ?)"
+        with sqlite3.connect(self.path) as db:
+            (body,) = db.execute(f"SELECT body FROM segments {where}", (first_seq, doc)).fetchone()
+            bad = bytearray(body)
+            bad[len(bad) // 2] ^= 0x01
+            db.execute(f"UPDATE segments SET body = ? {where}", (bytes(bad), first_seq, doc))
+
     async def damage_snapshot(self, store: EventStore, doc: str, seq: int) -> None:
         with sqlite3.connect(self.path) as db:
             n = db.execute(
