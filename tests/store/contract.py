@@ -520,15 +520,13 @@ class StoreContract:
     async def _sealed(self, store: EventStore, doc: str) -> int:
         return await store.seal(doc, run=RUN)
 
-    async def test_reads_are_the_same_across_the_tail_and_segments(
-        self, store: EventStore
-    ) -> None:
+    async def test_reads_are_the_same_across_the_tail_and_segments(self, store: EventStore) -> None:
         stored = await self._history(store)
         a = [e for e in stored if e.doc == "a"]
 
         async def answers() -> list[Any]:
-            out: list[Any] = [await store.read("a"), await store.read("b"),
-                              await store.read_all(limit=10_000), await store.list_docs()]  # fmt: skip
+            out: list[Any] = [await store.read("a"), await store.read("b")]
+            out += [await store.read_all(limit=10_000), await store.list_docs()]
             for after, upto, limit in [(0, None, 5), (30, 100, None), (31, 33, None),
                                        (60, None, 70), (250, None, 100), (299, None, None),
                                        (0, 64, None), (64, 65, None), (290, 400, 3)]:  # fmt: skip
@@ -593,9 +591,7 @@ class StoreContract:
         everything = await store.read_all(limit=10_000)
         assert [e.pos for e in everything] == list(range(1, 721))
 
-    async def test_a_damaged_segment_is_reported_and_never_served(
-        self, store: EventStore
-    ) -> None:
+    async def test_a_damaged_segment_is_reported_and_never_served(self, store: EventStore) -> None:
         if not self.seals:
             pytest.skip("this backend keeps no segments")
         stored = await self._history(store, "a", 100)
@@ -603,7 +599,8 @@ class StoreContract:
         await self.damage_segment(store, "a", 33)
         assert await store.segment_damage("a") == ["segment 33..64: checksum does not match"]
         for read in (lambda: store.read("a"), lambda: store.read("a", after=40, upto=41),
-                     lambda: store.read_all(), lambda: store.query("a", after=10, limit=50)):  # fmt: skip
+                     lambda: store.read_all(),
+                     lambda: store.query("a", after=10, limit=50)):  # fmt: skip
             with pytest.raises(StoreError, match=r"segment a@33\.\.64 .* is damaged"):
                 await read()
         # what does not need it still reads
@@ -648,9 +645,7 @@ class StoreContract:
         assert await store.query("imp", actor="bob", limit=5) == [
             x for x in back if x.actor == "bob"][:5]  # fmt: skip
 
-    async def test_kill_9_while_sealing_loses_and_doubles_nothing(
-        self, store: EventStore
-    ) -> None:
+    async def test_kill_9_while_sealing_loses_and_doubles_nothing(self, store: EventStore) -> None:
         url = self.child_url()
         if url is None or not self.seals:
             pytest.skip("no other process can open this backend's store")
