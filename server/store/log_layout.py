@@ -220,6 +220,15 @@ def runs(events: Sequence[Event], first_seq: int, size: int = S.SEGMENT_EVENTS) 
     return n - n % size
 
 
+def plan(events: Sequence[Event], base_seq: int) -> tuple[list[Sequence[Event]], list[Event], int]:
+    """How a document's events (in seq order, after base_seq) are written at once (import,
+    migration): whole runs as segments, the rest as tail rows; and the sealed seq."""
+    whole = runs(events, base_seq + 1)
+    segs = [events[i : i + S.SEGMENT_EVENTS] for i in range(0, whole, S.SEGMENT_EVENTS)]
+    sealed = events[whole - 1].seq if whole else base_seq
+    return segs, list(events[whole:]), sealed
+
+
 def columns(events: Sequence[Event], symbols: Symbols) -> S.Columns:
     """Columns of consecutive events (their actors and kinds already interned)."""
     ids = symbols.ids

@@ -23,7 +23,7 @@ Connection failures (the server restarting, the network) become
 from __future__ import annotations
 
 import asyncio
-import json
+import dataclasses
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -33,6 +33,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from ..errors import StoreError, StoreUnavailable
+from . import segments as S
 from .base import (
     DocInfo,
     Event,
@@ -47,78 +48,38 @@ from .base import (
     snapshot_from_row,
     snapshot_info,
 )
+from .log_layout import (
+    LAYOUT_VERSION,
+    MAX,
+    Reread,
+    SegmentRow,
+    Symbols,
+    TailRow,
+    UnknownSymbol,
+    assemble,
+    decode_segment,
+    merge_by_pos,
+    tail_columns,
+)
+from .postgres_schema import (
+    OLD_STEPS,
+    SCHEMA_VERSION,
+    create_fresh,
+    insert_segments,
+    to_compact_log,
+    write_log,
+)
 
 log = logging.getLogger("palimpsest.store.postgres")
 
-SCHEMA_VERSION = 3
+#: seqs read per statement by query() (a window of the log, tail and segments)
+_WINDOW = 4096
 
-_MIGRATIONS: dict[int, list[str]] = {
-    1: [
-        """CREATE TABLE IF NOT EXISTS docs (
-            name TEXT PRIMARY KEY,
-            head BIGINT NOT NULL,
-            base_seq BIGINT NOT NULL DEFAULT 0,
-            created_ts BIGINT NOT NULL,
-            updated_ts BIGINT NOT NULL,
-            events_bytes BIGINT NOT NULL DEFAULT 0
-        )""",
-        """CREATE TABLE IF NOT EXISTS events (
-            doc TEXT NOT NULL,
-            seq BIGINT NOT NULL,
-            ts BIGINT NOT NULL,
-            actor TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            data BYTEA NOT NULL,
-            meta TEXT NOT NULL,
-            PRIMARY KEY (doc, seq)
-        )""",
-        "CREATE INDEX IF NOT EXISTS events_doc_ts ON events (doc, ts)",
-        """CREATE TABLE IF NOT EXISTS snapshots (
-            doc TEXT NOT NULL,
-            seq BIGINT NOT NULL,
-            ts BIGINT NOT NULL,
-            state BYTEA NOT NULL,
-            checksum TEXT NOT NULL,
-            meta TEXT NOT NULL,
-            PRIMARY KEY (doc, seq)
-        )""",
-        """CREATE TABLE IF NOT EXISTS tags (
-            doc TEXT NOT NULL,
-            name TEXT NOT NULL,
-            seq BIGINT NOT NULL,
-            ts BIGINT NOT NULL,
-            actor TEXT NOT NULL,
-            PRIMARY KEY (doc, name)
-        )""",
-    ],
-    2: [
-        """CREATE TABLE IF NOT EXISTS tombstones (
-            doc TEXT PRIMARY KEY,
-            ts BIGINT NOT NULL,
-            state_vector BYTEA NOT NULL
-        )""",
-    ],
-    # the global commit position of every event (see EventStore.read_all); existing events
-    # are numbered in time order (each document's in seq order), new ones by a counter row
-    # that every append updates first, so positions are assigned in commit order
-    3: [
-        "ALTER TABLE events ADD COLUMN IF NOT EXISTS pos BIGINT",
-        """UPDATE events e SET pos = o.p FROM (
-            SELECT doc, seq, row_number() OVER (ORDER BY eff_ts, doc, seq) AS p FROM (
-                SELECT doc, seq, max(ts) OVER (PARTITION BY doc ORDER BY seq) AS eff_ts
-                FROM events) x) o
-            WHERE e.doc = o.doc AND e.seq = o.seq""",
-        "CREATE UNIQUE INDEX IF NOT EXISTS events_pos ON events (pos)",
-        """CREATE TABLE IF NOT EXISTS log_position (
-            id INT PRIMARY KEY CHECK (id = 1),
-            pos BIGINT NOT NULL
-        )""",
-        "INSERT INTO log_position SELECT 1, COALESCE(max(pos), 0) FROM events "
-        "ON CONFLICT (id) DO NOTHING",
-    ],
-}
 
-_EVENT_COLS = "doc, seq, ts, actor, kind, data, meta, pos"
+class _Raced(Exception):
+    """A seal found its run changed under it (another sealer, a compaction, a deletion)."""
+
+
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 #: advisory lock namespace (first key of the two-int form) for snapshot writers
 _SNAPSHOT_LOCK = 0x50616C69  # "Pali"
@@ -173,10 +134,6 @@ def split_url(url: str) -> tuple[str, str | None]:
     return dsn, schema
 
 
-def _event(r: Any) -> Event:
-    return Event(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), json.loads(r[6]), int(r[7]))
-
-
 _PUT_SNAPSHOT = (
     "INSERT INTO snapshots (doc, seq, ts, state, checksum, meta) "
     "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (doc, seq) DO UPDATE SET "
@@ -203,8 +160,13 @@ class PostgresStore(EventStore):
         min_size: int = 1,
         max_size: int = 10,
         command_timeout: float = 30.0,
+        migrate: bool = False,
     ) -> None:
+        """``migrate``: upgrade an older schema at start (``palimpsest migrate``); without
+        it a schema that needs the rewrite of version 4 is refused with a message."""
         self.dsn, url_schema = split_url(url)
+        self.upgrade = migrate
+        self._sym = Symbols()
         self.schema = schema or url_schema
         if self.schema is not None and not _SCHEMA_RE.match(self.schema):
             raise StoreError(f"schema name {self.schema!r} must match {_SCHEMA_RE.pattern}")
@@ -276,9 +238,27 @@ class PostgresStore(EventStore):
                         f"the PostgreSQL schema has version {version}, newer than this "
                         f"server's {SCHEMA_VERSION}: upgrade Palimpsest"
                     )
+                if version == 0:  # a fresh schema: this version at once
+                    await create_fresh(conn)
+                    await conn.executemany(
+                        "INSERT INTO palimpsest_schema (version) VALUES ($1)",
+                        [(v,) for v in range(1, SCHEMA_VERSION + 1)],
+                    )
+                    return SCHEMA_VERSION
+                if version < LAYOUT_VERSION and not self.upgrade:
+                    raise StoreError(
+                        f"the PostgreSQL schema{f' {self.schema!r}' if self.schema else ''} has "
+                        f"version {version}; this version of Palimpsest keeps the event log in "
+                        f"a new layout (version {LAYOUT_VERSION}). Stop every server using it, "
+                        "then run `palimpsest migrate --store URL` (it rewrites the log in one "
+                        "transaction)"
+                    )
                 for v in range(version + 1, SCHEMA_VERSION + 1):
-                    for stmt in _MIGRATIONS[v]:
-                        await conn.execute(stmt)
+                    if v == LAYOUT_VERSION:
+                        await to_compact_log(conn)
+                    else:
+                        for stmt in OLD_STEPS[v]:
+                            await conn.execute(stmt)
                     await conn.execute("INSERT INTO palimpsest_schema (version) VALUES ($1)", v)
                 return SCHEMA_VERSION
 
@@ -346,10 +326,49 @@ class PostgresStore(EventStore):
 
     # --- the log ---------------------------------------------------------------------
 
+    async def _intern(self, names: set[str]) -> None:
+        """Give every name an id, committed before any event uses it (an id is cached only
+        once it exists for good)."""
+        if any(type(n) is not str for n in names):
+            raise StoreError(f"an event's actor and kind must be text, not {names!r}")
+        missing = self._sym.missing_names(names)
+        if not missing:
+            return
+        rows = await self._fetch(
+            "WITH new AS (INSERT INTO symbols (name) SELECT unnest($1::text[]) "
+            "ON CONFLICT DO NOTHING RETURNING id, name) "
+            "SELECT id, name FROM new UNION ALL "
+            "SELECT id, name FROM symbols WHERE name = ANY($1::text[])",
+            missing,
+            what="symbol write",
+        )
+        self._sym.add((r[0], r[1]) for r in rows)
+
+    async def _load_symbols(self) -> None:
+        rows = await self._fetch("SELECT id, name FROM symbols", what="symbols")
+        self._sym.add((r[0], r[1]) for r in rows)
+
+    async def _decoded(self, read: Callable[[], Awaitable[T]]) -> T:
+        """Run a read that turns rows into events; a symbol id not cached yet (written by
+        another process since) loads the table, once; a segment that went away meanwhile
+        (compaction, deletion) reads again."""
+        for attempt in range(3):
+            try:
+                return await read()
+            except UnknownSymbol as e:
+                if attempt:
+                    raise StoreError(f"an event names symbol id {e} that is not stored") from e
+                await self._load_symbols()
+            except Reread:
+                continue
+        raise StoreError("the log kept changing while it was read; try again")
+
     async def append(self, batches: Sequence[tuple[str, Sequence[NewEvent]]]) -> list[list[Event]]:
         batches = [(doc, list(evs)) for doc, evs in batches]
         if not any(evs for _, evs in batches):
             return [[] for _ in batches]
+        await self._intern({n for _, evs in batches for ev in evs for n in (ev.actor, ev.kind)})
+        ids = self._sym.ids
         counts: dict[str, int] = {}
         sizes: dict[str, int] = {}
         last_ts: dict[str, int] = {}
@@ -381,7 +400,7 @@ class PostgresStore(EventStore):
                     "ON CONFLICT (name) DO UPDATE SET head = d.head + excluded.head, "
                     "updated_ts = GREATEST(d.updated_ts, excluded.updated_ts), "
                     "events_bytes = d.events_bytes + excluded.events_bytes "
-                    "RETURNING name, head",
+                    "RETURNING name, head, id",
                     names,
                     [counts[n] for n in names],
                     [last_ts[n] for n in names],
@@ -389,6 +408,7 @@ class PostgresStore(EventStore):
                 )
                 # the seq before this transaction's first event, per document
                 nxt = {r[0]: int(r[1]) - counts[r[0]] for r in rows}
+                doc_ids = {r[0]: int(r[2]) for r in rows}
                 out: list[list[Event]] = []
                 cols: list[list[Any]] = [[] for _ in range(8)]
                 for doc, evs in batches:
@@ -400,43 +420,118 @@ class PostgresStore(EventStore):
                         stored.append(e)
                         for col, v in zip(
                             cols,
-                            (doc, e.seq, e.ts, e.actor, e.kind, e.update, dump_meta(e.meta), pos),
+                            (doc_ids[doc], e.seq, pos, e.ts, ids[e.actor], ids[e.kind], e.update,
+                             dump_meta(e.meta) if e.meta else None),
                             strict=True,
-                        ):
+                        ):  # fmt: skip
                             col.append(v)
                     out.append(stored)
                 await conn.execute(
-                    f"INSERT INTO events ({_EVENT_COLS}) SELECT * FROM unnest($1::text[], "
-                    "$2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bytea[], $7::text[], "
-                    "$8::bigint[])",
+                    "INSERT INTO log (doc, seq, pos, ts, actor, kind, data, meta) SELECT * FROM "
+                    "unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::int[], "
+                    "$6::int[], $7::bytea[], $8::text[])",
                     *cols,
                 )
                 return out
 
         return await self._run(run, "append")
 
+    async def _doc_tail(
+        self, doc: str, after: int, upto: int, limit: int | None = None, where: str = "",
+        params: Sequence[Any] = (),
+    ) -> tuple[tuple[int, int, int] | None, list[TailRow]]:  # fmt: skip
+        """((doc id, head, base_seq) or None, tail rows in (after, upto]) in one statement."""
+        n = 5
+        parts = where.split("?")
+        where = parts[0] + "".join(f"${n + i}{p}" for i, p in enumerate(parts[1:]))
+        rows = await self._fetch(
+            "SELECT 0, id, head, base_seq, 0, 0, 0, NULL::bytea, NULL FROM docs WHERE name = $1 "
+            "UNION ALL (SELECT 1, seq, pos, ts, actor, kind, 0, data, meta "
+            "FROM log WHERE doc = (SELECT id FROM docs WHERE name = $1) AND seq > $2 "
+            f"AND seq <= $3{where} ORDER BY seq LIMIT $4)",
+            doc, after, upto, limit, *params, what="read",
+        )  # fmt: skip
+        info = None
+        tail = []
+        for r in rows:
+            if r[0] == 0:
+                info = (int(r[1]), int(r[2]), int(r[3]))
+            else:
+                tail.append(TailRow(doc, int(r[1]), int(r[2]), int(r[3]), r[4], r[5],
+                                    bytes(r[7]), r[8]))  # fmt: skip
+        return info, tail
+
+    async def _doc_segments(
+        self, doc: str, doc_id: int, after: int, upto: int, where: str = "",
+        params: Sequence[Any] = (),
+    ) -> list[SegmentRow]:  # fmt: skip
+        parts = where.split("?")
+        where = parts[0] + "".join(f"${4 + i}{p}" for i, p in enumerate(parts[1:]))
+        rows = await self._fetch(
+            "SELECT first_seq, last_seq, body, checksum FROM segments WHERE doc = $1 "
+            f"AND last_seq > $2 AND first_seq <= $3{where} ORDER BY first_seq",
+            doc_id, after, upto, *params, what="read",
+        )  # fmt: skip
+        return [SegmentRow(doc, int(r[0]), int(r[1]), bytes(r[2]), bytes(r[3])) for r in rows]
+
     async def read(
         self, doc: str, after: int = 0, upto: int | None = None, limit: int | None = None
     ) -> list[Event]:
-        sql = f"SELECT {_EVENT_COLS} FROM events WHERE doc = $1 AND seq > $2"
-        args: list[Any] = [doc, after]
-        if upto is not None:
-            args.append(upto)
-            sql += f" AND seq <= ${len(args)}"
-        sql += " ORDER BY seq"
-        if limit is not None:
-            args.append(limit)
-            sql += f" LIMIT ${len(args)}"
-        return [_event(r) for r in await self._fetch(sql, *args, what="read")]
+        async def run() -> list[Event]:
+            top = MAX if upto is None else upto
+            info, tail = await self._doc_tail(doc, after, top, limit)
+            if info is None:
+                return []
+            doc_id, head, base = info
+            lo = max(after, base)
+            hi = min(top, head)
+            if limit is not None:
+                hi = min(hi, lo + limit)
+            if hi <= lo:
+                return []
+            segs = await self._doc_segments(doc, doc_id, lo, hi)
+            return assemble(tail, segs, self._sym, lambda e: lo < e.seq <= hi)
+
+        return await self._decoded(run)
 
     async def read_all(self, after: int = 0, limit: int = 1000) -> list[Event]:
-        rows = await self._fetch(
-            f"SELECT {_EVENT_COLS} FROM events WHERE pos > $1 ORDER BY pos LIMIT $2",
-            after,
-            limit,
-            what="read_all",
-        )
-        return [_event(r) for r in rows]
+        async def run() -> list[Event]:
+            rows = await self._fetch(
+                "SELECT 0, pos, NULL, 0, 0, 0, 0, NULL::bytea, NULL FROM log_position WHERE id = 1 "
+                "UNION ALL (SELECT 1, l.pos, d.name, l.seq, l.ts, l.actor, l.kind, l.data, "
+                "l.meta FROM log l JOIN docs d ON d.id = l.doc WHERE l.pos > $1 "
+                "ORDER BY l.pos LIMIT $2)",
+                after, limit, what="read_all",
+            )  # fmt: skip
+            bound = 0
+            tail = []
+            for r in rows:
+                if r[0] == 0:
+                    bound = int(r[1])
+                else:
+                    tail.append(TailRow(r[2], int(r[3]), int(r[1]), int(r[4]), r[5], r[6],
+                                        bytes(r[7]), r[8]))  # fmt: skip
+            index = await self._fetch(
+                "SELECT first_pos, id FROM segments WHERE last_pos > $1 AND first_pos <= $2 "
+                "ORDER BY first_pos",
+                after, bound, what="read_all",
+            )  # fmt: skip
+
+            async def fetch(ids: list[int]) -> dict[int, SegmentRow]:
+                got = await self._fetch(
+                    "SELECT s.id, d.name, s.first_seq, s.last_seq, s.body, s.checksum "
+                    "FROM segments s JOIN docs d ON d.id = s.doc WHERE s.id = ANY($1::bigint[])",
+                    ids, what="read_all",
+                )  # fmt: skip
+                return {int(r[0]): SegmentRow(r[1], int(r[2]), int(r[3]), bytes(r[4]),
+                                              bytes(r[5])) for r in got}  # fmt: skip
+
+            return await merge_by_pos(
+                tail, [(int(r[0]), int(r[1])) for r in index], fetch, self._sym, after, bound,
+                limit,
+            )  # fmt: skip
+
+        return await self._decoded(run)
 
     async def last_position(self) -> int:
         rows = await self._fetch("SELECT pos FROM log_position WHERE id = 1", what="position")
@@ -465,30 +560,92 @@ class PostgresStore(EventStore):
         until_ts: int | None = None,
         kinds: Sequence[str] | None = None,
     ) -> list[Event]:
-        sql = f"SELECT {_EVENT_COLS} FROM events WHERE doc = $1 AND seq > $2"
-        args: list[Any] = [doc, after]
+        # filters on the tail in SQL, on segments once decoded (segments outside the time
+        # range are skipped by their ts_min/ts_max)
+        if self._sym.missing_names([n for n in [actor, *(kinds or [])] if n is not None]):
+            await self._load_symbols()
+        tail_where, tail_params = "", list[Any]()
+        seg_where, seg_params = "", list[Any]()
         if actor is not None:
-            args.append(actor)
-            sql += f" AND actor = ${len(args)}"
-        if since_ts is not None:
-            args.append(since_ts)
-            sql += f" AND ts >= ${len(args)}"
-        if until_ts is not None:
-            args.append(until_ts)
-            sql += f" AND ts <= ${len(args)}"
+            if actor not in self._sym.ids:
+                return []
+            tail_where += " AND actor = ?"
+            tail_params.append(self._sym.ids[actor])
         if kinds:
-            args.append(list(kinds))
-            sql += f" AND kind = ANY(${len(args)}::text[])"
-        args.append(limit)
-        sql += f" ORDER BY seq LIMIT ${len(args)}"
-        return [_event(r) for r in await self._fetch(sql, *args, what="query")]
+            kind_ids = [self._sym.ids[k] for k in kinds if k in self._sym.ids]
+            if not kind_ids:
+                return []
+            tail_where += " AND kind = ANY(?::int[])"
+            tail_params.append(kind_ids)
+        if since_ts is not None:
+            tail_where += " AND ts >= ?"
+            tail_params.append(since_ts)
+            seg_where += " AND ts_max >= ?"
+            seg_params.append(since_ts)
+        if until_ts is not None:
+            tail_where += " AND ts <= ?"
+            tail_params.append(until_ts)
+            seg_where += " AND ts_min <= ?"
+            seg_params.append(until_ts)
+        kind_set = set(kinds) if kinds else None
+
+        def keep(e: Event) -> bool:
+            return (
+                (actor is None or e.actor == actor)
+                and (kind_set is None or e.kind in kind_set)
+                and (since_ts is None or e.ts >= since_ts)
+                and (until_ts is None or e.ts <= until_ts)
+            )
+
+        def window(lo: int, hi: int) -> Callable[[Event], bool]:
+            return lambda e: lo < e.seq <= hi and keep(e)
+
+        async def run() -> list[Event]:
+            out: list[Event] = []
+            rows = await self._fetch(
+                "SELECT head, base_seq FROM docs WHERE name = $1", doc, what="query"
+            )
+            if not rows:
+                return []
+            head = int(rows[0][0])
+            lo = max(after, int(rows[0][1]))
+            while lo < head and len(out) < limit:
+                hi = min(head, lo + _WINDOW)
+                info, tail = await self._doc_tail(doc, lo, hi, limit, tail_where, tail_params)
+                if info is None:
+                    break
+                segs = await self._doc_segments(doc, info[0], lo, hi, seg_where, seg_params)
+                out += assemble(tail, segs, self._sym, window(lo, hi))
+                lo = hi
+            return out[:limit]
+
+        return await self._decoded(run)
 
     async def seq_at(self, doc: str, ts: int) -> int:
-        rows = await self._fetch(
-            "SELECT max(seq) FROM events WHERE doc = $1 AND ts <= $2", doc, ts, what="seq_at"
-        )
-        if rows and rows[0][0] is not None:
-            return int(rows[0][0])
+        async def run() -> int:
+            rows = await self._fetch(
+                "SELECT d.id, (SELECT max(seq) FROM log WHERE doc = d.id AND ts <= $1) "
+                "FROM docs d WHERE d.name = $2",
+                ts, doc, what="seq_at",
+            )  # fmt: skip
+            if not rows:
+                return 0
+            if rows[0][1] is not None:
+                return int(rows[0][1])
+            segs = await self._fetch(
+                "SELECT first_seq, last_seq, body, checksum FROM segments WHERE doc = $1 "
+                "AND ts_min <= $2 ORDER BY first_seq DESC LIMIT 1",
+                rows[0][0], ts, what="seq_at",
+            )  # fmt: skip
+            if segs:
+                r = segs[0]
+                c = decode_segment(SegmentRow(doc, int(r[0]), int(r[1]), bytes(r[2]), bytes(r[3])))
+                return max(c.first_seq + i for i, t in enumerate(c.ts) if t <= ts)
+            return 0
+
+        found = await self._decoded(run)
+        if found:
+            return found
         info = await self.doc_info(doc)
         if info is not None and info.base_seq:
             snap = await self.latest_snapshot(doc, info.base_seq)
@@ -517,11 +674,13 @@ class PostgresStore(EventStore):
     async def delete_doc(self, doc: str, tombstone: bytes = b"") -> bool:
         async def run(conn: asyncpg.Connection) -> bool:
             async with conn.transaction():
-                status = await conn.execute("DELETE FROM docs WHERE name = $1", doc)
-                for table in ("events", "snapshots", "tags"):
+                doc_id = await conn.fetchval("DELETE FROM docs WHERE name = $1 RETURNING id", doc)
+                if doc_id is not None:
+                    await conn.execute("DELETE FROM log WHERE doc = $1", doc_id)
+                    await conn.execute("DELETE FROM segments WHERE doc = $1", doc_id)
+                for table in ("snapshots", "tags"):
                     await conn.execute(f"DELETE FROM {table} WHERE doc = $1", doc)
-                existed = status != "DELETE 0"
-                if existed:
+                if doc_id is not None:
                     await conn.execute(
                         "INSERT INTO tombstones (doc, ts, state_vector) VALUES ($1, $2, $3) "
                         "ON CONFLICT (doc) DO UPDATE SET ts = excluded.ts, "
@@ -530,7 +689,7 @@ class PostgresStore(EventStore):
                         now_ms(),
                         tombstone,
                     )
-                return bool(existed)
+                return doc_id is not None
 
         return await self._run(run, "delete")
 
@@ -539,6 +698,93 @@ class PostgresStore(EventStore):
             "SELECT state_vector FROM tombstones WHERE doc = $1", doc, what="tombstone"
         )
         return bytes(rows[0][0]) if rows else None
+
+    # --- sealing ---------------------------------------------------------------------
+
+    async def seal(self, doc: str, *, run: int = S.SEGMENT_EVENTS) -> int:
+        sealed_now = 0
+        while True:
+            rows = await self._fetch(
+                "SELECT id, sealed, head FROM docs WHERE name = $1", doc, what="seal"
+            )
+            if not rows or rows[0][2] - rows[0][1] < run:
+                return sealed_now
+            doc_id, sealed = int(rows[0][0]), int(rows[0][1])
+            tail = [
+                TailRow(doc, int(r[0]), int(r[1]), int(r[2]), r[3], r[4], bytes(r[5]), r[6])
+                for r in await self._fetch(
+                    "SELECT seq, pos, ts, actor, kind, data, meta FROM log WHERE doc = $1 "
+                    "AND seq > $2 ORDER BY seq LIMIT $3",
+                    doc_id,
+                    sealed,
+                    run,
+                    what="seal",
+                )  # fmt: skip
+            ]
+            if len(tail) < run or any(r.seq != sealed + 1 + i for i, r in enumerate(tail)):
+                log.warning("cannot seal %s after seq %d: its tail is not a whole run", doc, sealed)
+                return sealed_now
+            seg = S.encode(tail_columns(tail))
+
+            async def write(
+                conn: asyncpg.Connection, seg: S.Sealed = seg, doc_id: int = doc_id,
+                sealed: int = sealed,
+            ) -> None:  # fmt: skip
+                async with conn.transaction():
+                    # the document's row first (as compact does): one sealer at a time;
+                    # appenders wait only for this short transaction
+                    now = await conn.fetchval(
+                        "SELECT sealed FROM docs WHERE id = $1 FOR UPDATE", doc_id
+                    )
+                    if now != sealed:
+                        raise _Raced
+                    status = await conn.execute(
+                        "DELETE FROM log WHERE doc = $1 AND seq > $2 AND seq <= $3",
+                        doc_id, sealed, seg.last_seq,
+                    )  # fmt: skip
+                    if int(status.split()[-1]) != run:
+                        raise _Raced
+                    await insert_segments(conn, doc_id, [seg])
+                    await conn.execute(
+                        "UPDATE docs SET sealed = $2 WHERE id = $1", doc_id, seg.last_seq
+                    )
+
+            try:
+                await self._run(write, "seal")
+            except _Raced:
+                return sealed_now
+            sealed_now += run
+
+    async def seal_due(self, *, run: int = S.SEGMENT_EVENTS) -> int:
+        rows = await self._fetch(
+            "SELECT name FROM docs WHERE head - sealed >= $1 ORDER BY name", run, what="seal"
+        )
+        total = 0
+        for (doc,) in rows:
+            total += await self.seal(doc, run=run)
+        return total
+
+    async def segment_damage(self, doc: str) -> list[str]:
+        rows = await self._fetch(
+            "SELECT s.first_seq, s.last_seq, s.body, s.checksum FROM segments s "
+            "JOIN docs d ON d.id = s.doc WHERE d.name = $1 ORDER BY s.first_seq",
+            doc, what="segment check",
+        )  # fmt: skip
+        out = []
+        for r in rows:
+            first, last = int(r[0]), int(r[1])
+            why = S.damage(bytes(r[2]), bytes(r[3]))
+            if why is None:
+                try:
+                    c = S.decode(bytes(r[2]), bytes(r[3]))
+                except S.SegmentDamaged as e:
+                    why = str(e)
+                else:
+                    if (c.first_seq, c.last_seq) != (first, last):
+                        why = f"it holds seqs {c.first_seq}..{c.last_seq}"
+            if why is not None:
+                out.append(f"segment {first}..{last}: {why}")
+        return out
 
     # --- snapshots -------------------------------------------------------------------
 
@@ -621,18 +867,41 @@ class PostgresStore(EventStore):
                     "meta = excluded.meta",
                     *_snapshot_row(doc, before, state, {"base": True}),
                 )
-                status = await conn.execute(
-                    "DELETE FROM events WHERE doc = $1 AND seq <= $2", doc, before
-                )
                 await conn.execute("DELETE FROM snapshots WHERE doc = $1 AND seq < $2", doc, before)
+                # the document's row first: appenders and sealers of it wait for us
+                doc_id = await conn.fetchval("SELECT id FROM docs WHERE name = $1 FOR UPDATE", doc)
+                if doc_id is None:
+                    return 0
+                status = await conn.execute(
+                    "DELETE FROM log WHERE doc = $1 AND seq <= $2", doc_id, before
+                )
+                removed = int(status.split()[-1])
+                for sid, first, last, body, check in await conn.fetch(
+                    "SELECT id, first_seq, last_seq, body, checksum FROM segments "
+                    "WHERE doc = $1 AND first_seq <= $2",
+                    doc_id, before,
+                ):  # fmt: skip
+                    await conn.execute("DELETE FROM segments WHERE id = $1", sid)
+                    if last <= before:
+                        removed += last - first + 1
+                        continue
+                    # the segment across the cut keeps its events after it
+                    c = decode_segment(SegmentRow(doc, first, last, bytes(body), bytes(check)))
+                    k = before - first + 1
+                    rest = S.encode(S.Columns(before + 1, c.ts[k:], c.pos[k:], c.actor[k:],
+                                              c.kind[k:], c.meta[k:], c.updates[k:]))  # fmt: skip
+                    await insert_segments(conn, doc_id, [rest])
+                    removed += k
                 await conn.execute(
-                    "UPDATE docs SET base_seq = GREATEST(base_seq, $2), events_bytes = "
-                    "(SELECT COALESCE(SUM(length(data)), 0) FROM events WHERE doc = $1) "
-                    "WHERE name = $1",
-                    doc,
+                    "UPDATE docs SET base_seq = GREATEST(base_seq, $2), "
+                    "sealed = GREATEST(sealed, $2), events_bytes = "
+                    "(SELECT COALESCE(SUM(length(data)), 0) FROM log WHERE doc = $1) + "
+                    "(SELECT COALESCE(SUM(raw_bytes), 0) FROM segments WHERE doc = $1) "
+                    "WHERE id = $1",
+                    doc_id,
                     before,
                 )
-                return int(status.split()[-1])
+                return removed
 
         return await self._run(run, "compact")
 
@@ -685,25 +954,27 @@ class PostgresStore(EventStore):
 
         Refuses a document that already exists here unless ``replace``."""
 
+        await self._intern({n for e in events for n in (e.actor, e.kind)})
+
         async def run(conn: asyncpg.Connection) -> None:
             async with conn.transaction():
-                exists = await conn.fetchval("SELECT 1 FROM docs WHERE name = $1", info.doc)
-                if exists and not replace:
+                old = await conn.fetchval("SELECT id FROM docs WHERE name = $1", info.doc)
+                if old is not None and not replace:
                     raise StoreError(f"document {info.doc!r} already exists in the target")
-                for table, col in (
-                    ("docs", "name"),
-                    ("events", "doc"),
-                    ("snapshots", "doc"),
-                    ("tags", "doc"),
-                ):
-                    await conn.execute(f"DELETE FROM {table} WHERE {col} = $1", info.doc)
+                if old is not None:
+                    await conn.execute("DELETE FROM docs WHERE id = $1", old)
+                    await conn.execute("DELETE FROM log WHERE doc = $1", old)
+                    await conn.execute("DELETE FROM segments WHERE doc = $1", old)
+                for table in ("snapshots", "tags"):
+                    await conn.execute(f"DELETE FROM {table} WHERE doc = $1", info.doc)
                 created = min((e.ts for e in events), default=info.updated_ts or now_ms())
-                await conn.execute(
+                doc_id = await conn.fetchval(
                     "INSERT INTO docs (name, head, base_seq, created_ts, updated_ts, events_bytes) "
-                    "VALUES ($1, $2, $3, $4, $5, $6)",
+                    "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
                     info.doc, info.head, info.base_seq, created,
                     info.updated_ts or created, sum(len(e.update) for e in events),
                 )  # fmt: skip
+                fresh: list[Event] = []
                 if events:
                     # imported events are new to this store: they get its next positions
                     last = int(
@@ -713,24 +984,8 @@ class PostgresStore(EventStore):
                         )
                     )
                     first = last - len(events) + 1
-                    await conn.copy_records_to_table(
-                        "events",
-                        records=[
-                            (
-                                e.doc,
-                                e.seq,
-                                e.ts,
-                                e.actor,
-                                e.kind,
-                                e.update,
-                                dump_meta(e.meta),
-                                first + i,
-                            )
-                            for i, e in enumerate(events)
-                        ],  # fmt: skip
-                        columns=["doc", "seq", "ts", "actor", "kind", "data", "meta", "pos"],
-                        schema_name=self.schema,
-                    )
+                    fresh = [dataclasses.replace(e, pos=first + i) for i, e in enumerate(events)]
+                await write_log(conn, int(doc_id), fresh, info.base_seq, self._sym)
                 for s in snapshots:
                     # checksummed anew: the source's may predate the meta checksum
                     text = dump_meta(s.meta)
