@@ -20,6 +20,7 @@ from .limits import Limits
 from .metrics import Metrics
 from .ownership_extension import Ownership
 from .routes.admin import Admin
+from .sealing import Sealing
 from .settings import Settings
 from .undo import Undo
 
@@ -44,6 +45,7 @@ def builtin_extensions(
         HistoryExtension(),
         Admin(),
         SyncStatus(),
+        Sealing(),
     ]
     if settings.fanout:
         out.append(Fanout(settings.fanout))

@@ -1,0 +1,94 @@
+"""Sealing policy: runs of committed events move from the tail into compressed segments,
+off the editing path.
+
+The store does the work (``EventStore.seal_due``: each run in its own short transaction,
+safe beside appends and other processes' sealers); this service only decides when. It
+wakes once a run's worth of events has been committed by this process, and every
+``interval`` seconds anyway (events appended by another process, or before a restart),
+and seals every document that has a whole run waiting. A failure is logged and tried
+again at the next wake: unsealed events are simply read from the tail meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from .errors import FATAL
+from .extensions import Extension
+from .lifecycle import Service
+from .store.base import Event, EventStore
+from .store.segments import SEGMENT_EVENTS
+
+if TYPE_CHECKING:
+    from .backend import Backend
+
+log = logging.getLogger("palimpsest.sealing")
+
+
+class Sealing(Extension, Service):
+    """Seals every document's log ``run`` events at a time (an extension and its service)."""
+
+    def __init__(self, run: int = SEGMENT_EVENTS, interval: float = 30.0) -> None:
+        self.run = run
+        self.interval = interval
+        self._store: EventStore | None = None
+        self._since = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        #: observable: events sealed by this process, passes made
+        self.sealed = 0
+        self.passes = 0
+
+    def setup(self, backend: Backend) -> None:
+        self._store = backend.store
+
+    def services(self) -> Sequence[Service]:
+        return [self]
+
+    async def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._wake.set()  # a first pass at start: whatever is due from before
+        self._task = asyncio.create_task(self._loop(), name="sealing")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def on_committed(self, doc: str, events: Sequence[Event]) -> None:
+        self._since += len(events)
+        if self._since >= self.run:
+            self._wake.set()
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
+            self._since = 0
+            await self.seal_now()
+
+    async def seal_now(self) -> int:
+        """One pass: seal every document with a whole run waiting; the events sealed."""
+        assert self._store is not None
+        try:
+            n = await self._store.seal_due(run=self.run)
+        except FATAL:
+            raise
+        except Exception as e:
+            log.warning("sealing the log failed (tried again later): %s", e)
+            return 0
+        self.passes += 1
+        self.sealed += n
+        if n:
+            log.debug("sealed %d events into segments", n)
+        return n
+
+
+__all__ = ["Sealing"]

@@ -1,0 +1,129 @@
+"""Upgrading a database of the row-per-event layout (schema version 2, and 1) to the
+compact log: the server refuses it until `palimpsest migrate`, then every history answer
+is the one the old code gave (tests/fixtures/history-v2.json, recorded by
+tests/fixtures/make_history_fixture.py with the code of version 2)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from serverproc import ServerProcess
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+sys.path.insert(0, str(FIXTURES))
+
+import make_history_fixture as fixture  # noqa: E402
+
+RECORDED = json.loads((FIXTURES / "history-v2.json").read_text())
+
+
+def without(value: Any, keys: set[str]) -> Any:
+    """The value with these dict keys dropped everywhere (what the old API did not say)."""
+    if isinstance(value, dict):
+        return {k: without(v, keys) for k, v in value.items() if k not in keys}
+    if isinstance(value, list):
+        return [without(v, keys) for v in value]
+    return value
+
+
+def migrate(db: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "palimpsest", "migrate", "--db", str(db)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("version", [2, 1])
+async def test_an_old_database_is_refused_then_migrated_with_the_same_history(
+    tmp_path: Path, version: int
+) -> None:
+    db = tmp_path / "history.db"
+    shutil.copy(FIXTURES / f"history-v{version}.db", db)
+    before = db.read_bytes()
+    srv = ServerProcess(tmp_path / "srv", db_path=db, extra_args=["--snapshot-every", "20"])
+    # refused, with what to do, and the file untouched
+    with pytest.raises(RuntimeError) as refused:
+        await srv.astart()
+    assert f"schema version {version}" in str(refused.value)
+    assert "palimpsest migrate" in str(refused.value)
+    assert db.read_bytes() == before
+
+    done = migrate(db)
+    assert done.returncode == 0, done.stderr
+    assert "schema version 4" in done.stdout
+    with sqlite3.connect(db) as c:
+        tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        segments = c.execute("SELECT COUNT(*) FROM segments").fetchone()[0]
+        tail = c.execute("SELECT COUNT(*) FROM log").fetchone()[0]
+    assert "events" not in tables and {"log", "segments", "symbols"} <= tables
+    assert tail > 0  # runs shorter than a segment stay rows (sealed later, when whole)
+    # migrating again changes nothing
+    assert migrate(db).returncode == 0
+
+    await srv.astart()
+    try:
+        bases = {"old": 20}
+        got = await fixture.answers(srv.http_url, bases)
+        # `pos` (the global position) and `loaded` are new or live: the rest must be equal
+        assert without(got, {"pos", "loaded"}) == without(
+            {k: v for k, v in RECORDED.items() if k != "after"}, {"pos", "loaded"}
+        )
+        # the undo stacks and the log carry on: an undo, an edit, a redo, as before
+        assert await fixture.after_undo(srv) == RECORDED["after"]
+    finally:
+        await srv.astop()
+    verify = subprocess.run(
+        [sys.executable, "-m", "palimpsest", "verify", "--db", str(db), "--quiet"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert segments == 0  # a fixture's documents are shorter than one segment
+
+
+def test_a_migration_killed_halfway_leaves_the_old_database(tmp_path: Path) -> None:
+    """The rewrite is one transaction: a process killed in it leaves the rows as they were
+    (version 2, or 3 when the step before it was done); migrating again completes it."""
+    db = tmp_path / "history.db"
+    shutil.copy(FIXTURES / "history-v2.db", db)
+    # make it big enough to be killed mid-way: many events in one more document
+    with sqlite3.connect(db) as c:
+        rows = [("big", i, 1_796_000_000_000 + i, "zed", "edit", bytes([i % 251]) * 40,
+                 '{"conn":"x"}') for i in range(1, 200_001)]  # fmt: skip
+        c.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?)", rows)
+        c.execute("INSERT INTO docs VALUES ('big', 200000, 0, 1, 1, 8000000)")
+        count = c.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "palimpsest", "migrate", "--db", str(db)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    import time
+
+    time.sleep(1.5)  # the rewrite takes about 3 s here: killed in the middle of it
+    proc.kill()
+    proc.wait()
+    with sqlite3.connect(db) as c:
+        version = c.execute("PRAGMA user_version").fetchone()[0]
+        # each step is one transaction: positions (3) may be done, the rewrite (4) not
+        assert version in (2, 3), "the migration finished before it was killed"
+        if version in (2, 3):  # nothing of the rewrite shows
+            assert c.execute("SELECT COUNT(*) FROM events").fetchone()[0] == count
+            assert "segments" not in {r[0] for r in c.execute("SELECT name FROM sqlite_master")}
+    done = migrate(db)
+    assert done.returncode == 0, done.stderr
+    with sqlite3.connect(db) as c:
+        assert c.execute("PRAGMA user_version").fetchone()[0] == 4
+        n = c.execute(
+            "SELECT (SELECT COUNT(*) FROM log WHERE doc = d.id) + "
+            "(SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM segments WHERE doc = d.id) "
+            "FROM docs d WHERE name = 'big'"
+        ).fetchone()[0]
+        assert n == 200_000
+        # whole runs were sealed at once: 781 segments of 256, and 64 rows
+        assert c.execute("SELECT COUNT(*) FROM segments").fetchone()[0] == 200_000 // 256
