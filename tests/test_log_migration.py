@@ -5,6 +5,7 @@ tests/fixtures/make_history_fixture.py with the code of version 2)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import sqlite3
@@ -55,7 +56,7 @@ async def test_an_old_database_is_refused_then_migrated_with_the_same_history(
     assert "palimpsest migrate" in str(refused.value)
     assert db.read_bytes() == before
 
-    done = migrate(db)
+    done = await asyncio.to_thread(migrate, db)
     assert done.returncode == 0, done.stderr
     assert "schema version 4" in done.stdout
     with sqlite3.connect(db) as c:
@@ -65,7 +66,7 @@ async def test_an_old_database_is_refused_then_migrated_with_the_same_history(
     assert "events" not in tables and {"log", "segments", "symbols"} <= tables
     assert tail > 0  # runs shorter than a segment stay rows (sealed later, when whole)
     # migrating again changes nothing
-    assert migrate(db).returncode == 0
+    assert (await asyncio.to_thread(migrate, db)).returncode == 0
 
     await srv.astart()
     try:
@@ -79,7 +80,8 @@ async def test_an_old_database_is_refused_then_migrated_with_the_same_history(
         assert await fixture.after_undo(srv) == RECORDED["after"]
     finally:
         await srv.astop()
-    verify = subprocess.run(
+    verify = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "palimpsest", "verify", "--db", str(db), "--quiet"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
