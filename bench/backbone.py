@@ -222,7 +222,7 @@ def main() -> None:
         srv.stop()
         with sqlite3.connect(db) as c:
             events, log_bytes = c.execute(
-                "SELECT COUNT(*), SUM(LENGTH(data)) FROM events"
+                "SELECT SUM(head - base_seq), SUM(events_bytes) FROM docs"
             ).fetchone()
             snaps = c.execute(
                 "SELECT COUNT(*), MAX(seq), SUM(LENGTH(state)), SUM(LENGTH(meta)) FROM snapshots"

@@ -86,6 +86,10 @@ async def verify_doc(
     for s in snaps:
         if not s.valid:
             problems.append(f"{doc}: snapshot @{s.seq} is damaged ({s.damage or 'checksum'})")
+    damaged = await store.segment_damage(doc)
+    if damaged:
+        # its events cannot be read, so the log cannot be folded past it: say so and stop
+        return [*problems, *(f"{doc}: {d}; its events cannot be read" for d in damaged)]
     fold = new_doc(doc)
     seq = 0
     if info.base_seq > 0:
@@ -109,20 +113,25 @@ async def verify_doc(
             return  # damaged in between: already reported
         problems.extend(_compare(doc, at, fold, snap.state))
 
-    async for ev in events(store, doc, seq, info.head):
-        while pending and pending[0].seq <= seq:
-            await check(pending.pop(0).seq)
-        if ev.seq != seq + 1:
-            problems.append(f"{doc}: events {seq + 1}..{ev.seq - 1} are missing from the log")
-        try:
-            fold.apply_update(ev.update)
-        except FATAL:
-            raise
-        except BaseException as e:  # pyo3 PanicException is one
-            problems.append(f"{doc}: event {ev.seq} ({ev.kind} by {ev.actor}) does not apply: {e}")
-        seq = ev.seq
-        if on_event is not None:
-            on_event()
+    try:
+        async for ev in events(store, doc, seq, info.head):
+            while pending and pending[0].seq <= seq:
+                await check(pending.pop(0).seq)
+            if ev.seq != seq + 1:
+                problems.append(f"{doc}: events {seq + 1}..{ev.seq - 1} are missing from the log")
+            try:
+                fold.apply_update(ev.update)
+            except FATAL:
+                raise
+            except BaseException as e:  # pyo3 PanicException is one
+                problems.append(
+                    f"{doc}: event {ev.seq} ({ev.kind} by {ev.actor}) does not apply: {e}"
+                )
+            seq = ev.seq
+            if on_event is not None:
+                on_event()
+    except StoreError as e:
+        return [*problems, f"{doc}: the log cannot be read after seq {seq}: {e}"]
     while pending and pending[0].seq <= seq:
         await check(pending.pop(0).seq)
     if seq != info.head:

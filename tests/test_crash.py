@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 from pathlib import Path
 
 from conftest import eventually
@@ -14,14 +13,12 @@ from yclient import connect as raw_connect
 
 from palimpsest import client
 from palimpsest import protocol as P
+from palimpsest.store.sqlite import events_in_file
 
 
 def fold_log(db: Path, doc: str) -> Doc:
     d: Doc = Doc()
-    with contextlib.closing(sqlite3.connect(db)) as c:
-        rows = c.execute(
-            "SELECT seq, data FROM events WHERE doc = ? ORDER BY seq", (doc,)
-        ).fetchall()
+    rows = [(e.seq, e.update) for e in events_in_file(db, doc)]
     assert [r[0] for r in rows] == list(range(1, len(rows) + 1)), "seqs are gap-free"
     for _, data in rows:
         d.apply_update(data)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import sqlite3
 from pathlib import Path
 
 import httpx
@@ -24,6 +23,7 @@ from test_interop_node import NODE_DIR, NodeClient, node_modules  # noqa: F401 -
 from test_store_outage import InProcessServer
 
 from palimpsest.settings import Settings
+from palimpsest.store.sqlite import events_in_file
 from palimpsest.store.update_clients import update_clients
 
 pytestmark = [pytest.mark.node, pytest.mark.usefixtures("node_modules")]
@@ -92,8 +92,7 @@ async def test_event_clients_are_the_yjs_clients_of_the_update(tmp_path: Path) -
     # and what Yjs says is who typed: each client's own id, none for the deletion
     assert oracle == [[id_a]] * 5 + [[id_b], [], [id_a]]
     # nothing derived is stored: the log's meta holds the connection only
-    with sqlite3.connect(db) as con:
-        metas = [json.loads(m) for (m,) in con.execute("SELECT meta FROM events ORDER BY seq")]
+    metas = [e.meta for e in events_in_file(db, "who")]
     assert all(set(m) == {"conn"} for m in metas), metas
 
 

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from pycrdt import Doc, Text
 from serverproc import ServerProcess
 
 from palimpsest import protocol as P
+from palimpsest.store.sqlite import events_in_file
 
 pytestmark = pytest.mark.node
 
@@ -248,21 +248,11 @@ async def run_script(
 
 
 def read_events(db: Path, doc: str) -> list[dict[str, Any]]:
-    with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
-        rows = conn.execute(
-            "SELECT seq, ts, actor, kind, data, meta FROM events WHERE doc = ? ORDER BY seq", (doc,)
-        ).fetchall()
     return [
-        {
-            "seq": s,
-            "ts": ts,
-            "actor": a,
-            "kind": k,
-            "data": bytes(d),
-            "meta": json.loads(m or "null"),
-        }
-        for s, ts, a, k, d, m in rows
-    ]
+        {"seq": e.seq, "ts": e.ts, "actor": e.actor, "kind": e.kind, "data": e.update,
+         "meta": e.meta}
+        for e in events_in_file(db, doc)
+    ]  # fmt: skip
 
 
 def fold(events: list[dict[str, Any]]) -> str:

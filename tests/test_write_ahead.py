@@ -22,13 +22,13 @@ from palimpsest import protocol as P
 from palimpsest.settings import Settings
 from palimpsest.store.base import Event, NewEvent
 from palimpsest.store.sqlite import SQLiteStore
+from palimpsest.store.sqlite import events_in_file as read_file_events
 
 SECRET = "not-durable-yet"
 
 
 def events_in_file(db: Path, doc: str) -> int:
-    with sqlite3.connect(db) as c:
-        return int(c.execute("SELECT count(*) FROM events WHERE doc = ?", (doc,)).fetchone()[0])
+    return len(read_file_events(db, doc))
 
 
 def awareness_marker(client_id: int, clock: int) -> bytes:

@@ -965,3 +965,35 @@ class SQLiteStore(EventStore):
             )
 
         await self._write_interned("import", names, run)
+
+
+def events_in_file(path: str | Path, doc: str) -> list[Event]:
+    """A document's events read straight from a database file (tail and segments, in one
+    read transaction), without a store: for tools and tests that look behind a running
+    server's back. Raises StoreError for a damaged segment, as the store does."""
+    conn = sqlite3.connect(str(path), timeout=10)
+    try:
+        conn.execute("BEGIN")
+        symbols = Symbols()
+        symbols.add(conn.execute("SELECT id, name FROM symbols"))
+        row = conn.execute("SELECT id FROM docs WHERE name = ?", (doc,)).fetchone()
+        if row is None:
+            return []
+        tail = [
+            TailRow(doc, *r)
+            for r in conn.execute(
+                "SELECT seq, pos, ts, actor, kind, data, meta FROM log WHERE doc = ? ORDER BY seq",
+                (row[0],),
+            )
+        ]
+        segs = [
+            SegmentRow(doc, r[0], r[1], bytes(r[2]), bytes(r[3]))
+            for r in conn.execute(
+                "SELECT first_seq, last_seq, body, checksum FROM segments WHERE doc = ? "
+                "ORDER BY first_seq",
+                (row[0],),
+            )
+        ]
+        return assemble(tail, segs, symbols, lambda e: True)
+    finally:
+        conn.close()
