@@ -1,0 +1,125 @@
+"""The compact log in use: a real trace sealed into segments reads back exactly (the trace
+is the oracle), on SQLite and PostgreSQL; a real server seals as clients type, and what
+it serves (versions, /events pages, a cold load) is unchanged by it."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import random
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from conftest import PG_URL, eventually, free_port, run_server
+
+from palimpsest import client
+from palimpsest.backend import Backend
+from palimpsest.history import history_of
+from palimpsest.sealing import Sealing
+from palimpsest.settings import Settings
+from palimpsest.store.sqlite import events_in_file
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("history_bench", ROOT / "bench" / "history_bench.py")
+assert _spec is not None and _spec.loader is not None
+bench = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault("history_bench", bench)
+_spec.loader.exec_module(bench)
+
+N = 3000
+
+
+def trace_texts(name: str, n: int) -> list[str]:
+    """The text after each of the first n transactions, from the trace's own patches."""
+    path = ROOT / "data" / "traces" / "sequential_traces" / f"{name}.json.gz"
+    with gzip.open(path, "rt") as f:
+        txns = json.load(f)["txns"][:n]
+    text, out = "", [""]
+    for txn in txns:
+        for pos, ndel, ins in txn["patches"]:
+            text = text[:pos] + ins + text[pos + ndel :]
+        out.append(text)
+    return out
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'trace.db'}"
+        return
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    yield f"{PG_URL}?schema={schema}"
+    conn = await asyncpg.connect(PG_URL)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+async def test_a_sealed_trace_reads_back_exactly(store_url: str) -> None:
+    events, final = bench.trace_events("automerge-paper", limit=N)
+    texts = trace_texts("automerge-paper", N)
+    assert texts[-1] == final
+    async with Backend(Settings(store=store_url, snapshot_every=1000)) as backend:
+        store = backend.store
+        await bench.write_log(store, "paper", events, 1000)
+        assert await store.seal_due() == N - N % 256
+        assert await store.segment_damage("paper") == []
+        logged = await store.read("paper")
+        assert [e.seq for e in logged] == list(range(1, N + 1))
+        assert [e.update for e in logged] == [e.update for e in events]
+        assert [(e.actor, e.ts, e.kind) for e in logged] == [(e.actor, e.ts, e.kind)
+                                                              for e in events]  # fmt: skip
+        h = history_of(backend)
+        rng = random.Random(13)
+        for n in sorted({*rng.sample(range(1, N + 1), 30), 255, 256, 257, 2816, 2817, N}):
+            v = await h.version("paper", n)
+            assert v["roots"]["content"]["value"] == texts[n], f"version {n}"
+        # the event pages of the API, across every boundary
+        seen: list[int] = []
+        after = 0
+        while True:
+            page = await h.events("paper", after=after, limit=97, actor=None, since_ts=None,
+                                  until_ts=None, kinds=None)  # fmt: skip
+            if not page["events"]:
+                break
+            seen += [e["seq"] for e in page["events"]]
+            after = page["events"][-1]["seq"]
+        assert seen == list(range(1, N + 1))
+        # the global stream, a page at a time
+        pos = [e.pos for e in await store.read_all(limit=N)]
+        assert pos == sorted(pos) and len(set(pos)) == N
+
+
+async def test_a_server_seals_as_clients_type_and_serves_the_same(tmp_path: Path) -> None:
+    db = tmp_path / "typed.db"
+    settings = Settings(db=str(db), port=free_port(), unload_after_seconds=0.5)
+    typed = ""
+    async with run_server(settings) as srv:
+        sealing = srv.backend.extension(Sealing)
+        assert sealing is not None
+        async with client.connect(srv.ws_url, "typed", user="ann") as s:
+            for i in range(600):
+                ch = "abcdefghij"[i % 10]
+                s.text().append(ch)
+                typed += ch
+                await s.flush()
+        await eventually(lambda: sealing.sealed >= 512, what="512 events sealed")
+        async with httpx.AsyncClient(base_url=srv.url) as http:
+            r = await http.get("/api/docs/typed/events", params={"after": 250, "limit": 20})
+            assert [e["seq"] for e in r.json()["events"]] == list(range(251, 271))
+            for n in (1, 255, 256, 257, 511, 512, 513, 600):
+                r = await http.get(f"/api/docs/typed/versions/{n}")
+                assert r.json()["roots"]["content"]["value"] == typed[:n]
+    logged = events_in_file(db, "typed")
+    assert [e.seq for e in logged] == list(range(1, 601))
+    # a cold server loads it from a snapshot and the segments
+    settings.port = free_port()
+    async with run_server(settings) as srv, client.connect(srv.ws_url, "typed", user="bo") as s:
+        await s.wait_for(lambda: str(s.text()) == typed)
