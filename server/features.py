@@ -45,7 +45,7 @@ def builtin_extensions(
         HistoryExtension(),
         Admin(),
         SyncStatus(),
-        Sealing(),
+        Sealing(settings.segment_events),
     ]
     if settings.fanout:
         out.append(Fanout(settings.fanout))

@@ -63,6 +63,8 @@ class Settings:
     #: new documents one non-admin identity may create per hour (per process); 0 = unlimited
     max_new_docs_per_hour: int = 100
     snapshot_every: int = 1000
+    #: events per sealed segment of the log (compressed off the editing path)
+    segment_events: int = 1024
     snapshot_quiet_seconds: float = 10.0
     unload_after_seconds: float = 5.0
     undo_capture_ms: int = 500

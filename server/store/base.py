@@ -41,6 +41,7 @@ from json.encoder import encode_basestring as _quote
 from typing import Any
 
 from ..lifecycle import Service
+from .segments import SEGMENT_EVENTS
 from .update_clients import update_clients
 
 log = logging.getLogger("palimpsest.store")
@@ -281,7 +282,7 @@ class EventStore(Service, ABC):
     # --- sealing (the compact log, see store/log_layout.py) ----------------------------
 
     @abstractmethod
-    async def seal(self, doc: str, *, run: int = 256) -> int:
+    async def seal(self, doc: str, *, run: int = SEGMENT_EVENTS) -> int:
         """Seal the document's oldest tail events, ``run`` at a time, into compressed
         segments; returns how many events were sealed (0 when fewer than ``run`` wait).
 
@@ -290,7 +291,7 @@ class EventStore(Service, ABC):
         read sees a sealed event exactly as before."""
 
     @abstractmethod
-    async def seal_due(self, *, run: int = 256) -> int:
+    async def seal_due(self, *, run: int = SEGMENT_EVENTS) -> int:
         """Seal every document that has at least ``run`` unsealed events; the count sealed."""
 
     @abstractmethod

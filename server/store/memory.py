@@ -24,6 +24,7 @@ from .base import (
     snapshot_from_row,
     snapshot_info,
 )
+from .segments import SEGMENT_EVENTS
 
 #: a stored snapshot as the other stores keep it: ts, state, checksum, meta JSON text
 _SnapRow = tuple[int, bytes, str, str]
@@ -114,11 +115,11 @@ class MemoryStore(EventStore):
         return self._pos
 
     # nothing to seal: this store keeps events as objects, and nothing persists
-    async def seal(self, doc: str, *, run: int = 256) -> int:
+    async def seal(self, doc: str, *, run: int = SEGMENT_EVENTS) -> int:
         self._check()
         return 0
 
-    async def seal_due(self, *, run: int = 256) -> int:
+    async def seal_due(self, *, run: int = SEGMENT_EVENTS) -> int:
         self._check()
         return 0
 

@@ -17,6 +17,7 @@ The log's layout (a tail of rows, sealed segments, interned ids) is described in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import queue
@@ -74,6 +75,8 @@ _T = TypeVar("_T")
 
 #: seqs read per statement by query() (a window of the log, tail and segments)
 _WINDOW = 4096
+#: free pages of the file kept for new tail rows after sealing (4 MB of 4 kB pages)
+_FREE_PAGES_KEPT = 1024
 
 
 class _Raced(Exception):
@@ -307,8 +310,11 @@ class SQLiteStore(EventStore):
             await self._writer.start()
             upgraded = await self._writer.call(self._migrate)
             if upgraded and not self._memory:
-                # the old rows are gone: give their pages back to the file system
-                await self._writer.call(lambda c: c.execute("VACUUM"))
+                # the old rows are gone: give their pages back to the file system, and
+                # from now on the pages that sealing frees (see _give_back_pages)
+                await self._writer.call(
+                    lambda c: (c.execute("PRAGMA auto_vacuum = INCREMENTAL"), c.execute("VACUUM"))
+                )
             if not self._memory:
                 self._db = await aiosqlite.connect(self.path, isolation_level=None)
                 await self._db.execute("PRAGMA busy_timeout=10000")
@@ -332,6 +338,8 @@ class SQLiteStore(EventStore):
             version == 0
             and not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'docs'").fetchone()
         ):
+            # pages freed by sealing go back to the file system (see _give_back_pages)
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
 
             def fresh(c: sqlite3.Connection) -> None:
                 for stmt in FRESH:
@@ -367,6 +375,9 @@ class SQLiteStore(EventStore):
         return int(rows[0][0]) if rows else 0
 
     async def stop(self) -> None:
+        if self._writer is not None and not self._memory:
+            with contextlib.suppress(Exception):  # a smaller file is nice, not needed
+                await self._give_back_pages(0)
         if self._db is not None:
             db, self._db = self._db, None
             await db.close()
@@ -758,7 +769,21 @@ class SQLiteStore(EventStore):
         total = 0
         for (doc,) in rows:
             total += await self.seal(doc, run=run)
+        if total:
+            await self._give_back_pages(_FREE_PAGES_KEPT)
         return total
+
+    async def _give_back_pages(self, keep: int) -> None:
+        """Sealing leaves the pages of the tail rows it moved free in the file, where new
+        tail rows reuse them; past `keep` free pages, give the rest back (auto_vacuum is
+        INCREMENTAL in every database this code created or migrated)."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            (free,) = conn.execute("PRAGMA freelist_count").fetchone()
+            if free > keep:
+                conn.execute(f"PRAGMA incremental_vacuum({int(free) - keep})").fetchall()
+
+        await self.writer.call(run)
 
     async def segment_damage(self, doc: str) -> list[str]:
         rows = await self._fetchall(

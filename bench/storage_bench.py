@@ -1,0 +1,316 @@
+"""Storage benchmark: what the store keeps of a real editing trace, before and after the
+compact event log (issue #13), in the same run.
+
+For each trace and store (SQLite, PostgreSQL), and each layout -- "rows" (the code of
+commit BASELINE: one row per event) and "compact" (this tree: tail rows sealed into
+compressed segments) -- a real `palimpsest serve` process on a loopback port takes the
+trace through its websocket (one writer sending one Yjs update per transaction of the
+trace, one observer; bench/backbone.py's clients), is stopped cleanly (SIGTERM), and we
+measure:
+
+- the whole store's bytes: the SQLite file + WAL after the stop, or the
+  pg_total_relation_size of every table of its PostgreSQL schema; by table too;
+- the raw bytes of the Yjs updates the trace sent (what any store must keep at least);
+- server CPU per logged event during the ingest (sealing included: it runs in the server);
+- cold load: the server restarted, a fresh client until it holds the final text (median).
+
+    .venv/bin/python bench/storage_bench.py                      # every trace, SQLite + PG
+    .venv/bin/python bench/storage_bench.py --traces automerge-paper --stores sqlite --repeats 3
+    .venv/bin/python bench/storage_bench.py --quick              # sveltecomponent, SQLite
+
+Writes bench/results/storage.json, a section of bench/RESULTS.md and bench/storage.png.
+Traces: data/traces (josephg/editing-traces, CC BY 4.0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+import backbone  # noqa: E402
+
+#: the last commit of the row-per-event layout (main, with global positions)
+BASELINE = "2b7d0eb"
+PG_URL = os.environ.get("PALIMPSEST_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+TRACES = ["automerge-paper", "sveltecomponent", "seph-blog1"]
+RESULTS = ROOT / "bench" / "RESULTS.md"
+BEGIN, END = "<!-- storage-bench -->", "<!-- /storage-bench -->"
+
+
+def baseline_tree(rev: str, into: Path) -> Path:
+    """The package of another commit, importable as `palimpsest` with PYTHONPATH=result."""
+    raw = into / "raw"
+    raw.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "server", "client"],
+                             check=True, capture_output=True).stdout  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(raw)], input=archive, check=True)
+    pkg = into / "pkg"
+    pkg.mkdir()
+    shutil.move(raw / "server", pkg / "palimpsest")
+    shutil.move(raw / "client", pkg / "palimpsest" / "client")
+    return pkg
+
+
+class Server:
+    """`palimpsest serve` on a store URL, with the code of this tree or of `pythonpath`."""
+
+    def __init__(self, store: str, port: int, pythonpath: Path | None) -> None:
+        self.store, self.port, self.pythonpath = store, port, pythonpath
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "PALIMPSEST_MAX_EVENTS_PER_SECOND": "0"}
+        if self.pythonpath is not None:
+            env["PYTHONPATH"] = str(self.pythonpath)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "palimpsest", "serve", "--port", str(self.port),
+             "--store", self.store, "--log-level", "warning"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        lines = []
+        for line in self.proc.stdout:
+            lines.append(line.decode(errors="replace"))
+            if b"listening on" in line:
+                # keep draining its output so that it never blocks on a full pipe
+                out = self.proc.stdout
+                threading.Thread(target=lambda: [None for _ in out], daemon=True).start()
+                return
+        raise RuntimeError("server did not start:\n" + "".join(lines[-20:]))
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(120)
+            self.proc = None
+
+
+def psql(sql: str) -> str:
+    r = subprocess.run(["psql", PG_URL, "-XAtqc", sql], capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr.strip())
+    return r.stdout.strip()
+
+
+def sizes(store: str, path: Path | None, schema: str | None) -> dict[str, int]:
+    """Bytes by table (indexes counted with their table), and 'total'."""
+    out: dict[str, int] = {}
+    if path is not None:
+        with sqlite3.connect(path) as c:
+            rows = c.execute(
+                "SELECT COALESCE(m.tbl_name, s.name), SUM(s.pgsize) FROM dbstat s "
+                "LEFT JOIN sqlite_master m ON m.name = s.name GROUP BY 1"
+            ).fetchall()
+        out = {name: int(n) for name, n in rows}
+        files = sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+        out["total"] = files
+        out["wal"] = sum(p.stat().st_size for p in path.parent.glob(path.name + "-wal"))
+        return out
+    rows = psql(
+        "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n "
+        f"ON n.oid = c.relnamespace WHERE n.nspname = '{schema}' AND c.relkind = 'r'"
+    )
+    for line in rows.splitlines():
+        name, n = line.split("|")
+        out[name] = int(n)
+    out["total"] = sum(out.values())
+    return out
+
+
+def one_run(trace: str, kind: str, layout: str, pythonpath: Path | None,
+            updates: list[bytes], final: str, loads: int) -> dict[str, Any]:  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        path: Path | None = None
+        schema: str | None = None
+        if kind == "sqlite":
+            path = Path(tmp) / "bench.db"
+            url = f"sqlite:///{path}"
+        else:
+            schema = f"sbench_{uuid.uuid4().hex[:12]}"
+            url = f"{PG_URL}?schema={schema}"
+        port = backbone.free_port()
+        srv = Server(url, port, pythonpath)
+        try:
+            srv.start()
+            assert srv.proc is not None
+            cpu0 = backbone.cpu_seconds(srv.proc.pid)
+            elapsed = asyncio.run(backbone.ingest(port, updates, final))
+            time.sleep(2.0)  # idle again: the unload snapshot, sealing
+            cpu = backbone.cpu_seconds(srv.proc.pid) - cpu0
+            srv.stop()
+            by_table = sizes(kind, path, schema)
+            times = []
+            for _ in range(loads):
+                srv.start()
+                times.append(asyncio.run(backbone.cold_load(port, final)))
+                srv.stop()
+        finally:
+            srv.stop()
+            if schema:
+                psql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    raw = sum(len(u) for u in updates)
+    return {
+        "trace": trace, "store": kind, "layout": layout, "events": len(updates),
+        "raw_bytes": raw, "bytes": by_table, "ratio": by_table["total"] / raw,
+        "ingest_s": elapsed, "cpu_us_per_event": cpu / len(updates) * 1e6,
+        "cold_load_ms": statistics.median(times) * 1e3 if times else None,
+    }  # fmt: skip
+
+
+def log_part(run: dict[str, Any]) -> int:
+    """Bytes of the event log alone (every table but snapshots; indexes included)."""
+    b = run["bytes"]
+    if run["store"] == "sqlite":
+        return int(sum(v for k, v in b.items() if k not in ("total", "wal", "snapshots")))
+    return int(sum(v for k, v in b.items() if k not in ("total", "snapshots")))
+
+
+def fmt_bytes(n: float) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+
+
+def rng(xs: list[float], f: str = "{:.2f}") -> str:
+    lo, hi = min(xs), max(xs)
+    return f.format(lo) if f.format(lo) == f.format(hi) else f"{f.format(lo)}–{f.format(hi)}"
+
+
+def report(runs: list[dict[str, Any]], command: str) -> str:
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["trace"], r["store"], r["layout"]), []).append(r)
+    lines = [
+        BEGIN,
+        "## Storage: the compact event log (issue #13)",
+        "",
+        f"`{command}` — each trace sent through a real `palimpsest serve` by one writer (one Yjs "
+        "update per transaction of the trace) and one observer; the server stopped cleanly; "
+        "then the whole store measured: SQLite file + WAL, or `pg_total_relation_size` of "
+        "every table of the schema. **rows** = the code of commit "
+        f"`{BASELINE}` (one row per event), **compact** = this tree (tail rows sealed into "
+        "deflated column segments of 256 events). Ranges are over repeated runs.",
+        "",
+        "| trace | store | layout | runs | raw update bytes | whole store | × raw | event log only | × raw "
+        "| snapshots | ingest CPU / event | cold load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (trace, store, layout), rs in sorted(groups.items()):
+        raw = rs[0]["raw_bytes"]
+        lines.append(
+            f"| {trace} ({rs[0]['events']:,} events) | {store} | {layout} | {len(rs)} | "
+            f"{fmt_bytes(raw)} | {rng([r['bytes']['total'] / 1e6 for r in rs])} MB | "
+            f"{rng([r['ratio'] for r in rs])}× | {rng([log_part(r) / 1e6 for r in rs])} MB | "
+            f"{rng([log_part(r) / raw for r in rs])}× | "
+            f"{rng([r['bytes'].get('snapshots', 0) / 1e6 for r in rs])} MB | "
+            f"{rng([r['cpu_us_per_event'] for r in rs], '{:.0f}')} µs | "
+            f"{rng([r['cold_load_ms'] for r in rs], '{:.0f}')} ms |"
+        )
+    lines += ["", "![store bytes ÷ raw update bytes](storage.png)", "", END]
+    return "\n".join(lines)
+
+
+def plot(runs: list[dict[str, Any]], out: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot", file=sys.stderr)
+        return
+    keys = sorted({(r["trace"], r["store"]) for r in runs})
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(keys)), 4))
+    width = 0.38
+    for i, layout in enumerate(["rows", "compact"]):
+        logs, snaps = [], []
+        for trace, store in keys:
+            rs = [r for r in runs if (r["trace"], r["store"], r["layout"]) == (trace, store, layout)]
+            logs.append(statistics.median([log_part(r) / r["raw_bytes"] for r in rs]) if rs else 0)
+            snaps.append(statistics.median([(r["bytes"]["total"] - log_part(r)) / r["raw_bytes"]
+                                            for r in rs]) if rs else 0)  # fmt: skip
+        xs = [k + (i - 0.5) * width for k in range(len(keys))]
+        ax.bar(xs, logs, width, label=f"{layout}: event log", color=["#d62728", "#2ca02c"][i])
+        ax.bar(xs, snaps, width, bottom=logs, label=f"{layout}: snapshots, WAL",
+               color=["#ff9896", "#98df8a"][i])  # fmt: skip
+    ax.axhline(0.5, color="k", ls="--", lw=1, label="target 0.5×")
+    ax.set_xticks(range(len(keys)), [f"{t}\n{s}" for t, s in keys], fontsize=8)
+    ax.set_ylabel("store bytes ÷ raw update bytes")
+    ax.set_title("What the store keeps of a trace (lower is better)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap.add_argument("--traces", default=",".join(TRACES))
+    ap.add_argument("--stores", default="sqlite,postgresql")
+    ap.add_argument("--layouts", default="rows,compact")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--loads", type=int, default=3, help="cold loads per run (median)")
+    ap.add_argument("--baseline", default=BASELINE, help="the commit of the rows layout")
+    ap.add_argument("--quick", action="store_true", help="sveltecomponent on SQLite, once")
+    ap.add_argument("--no-write", action="store_true", help="print, do not write RESULTS.md")
+    args = ap.parse_args()
+    if args.quick:
+        args.traces, args.stores = "sveltecomponent", "sqlite"
+    traces = args.traces.split(",")
+    stores = args.stores.split(",")
+    layouts = args.layouts.split(",")
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(exist_ok=True)
+    runs: list[dict[str, Any]] = []
+    total = len(traces) * len(stores) * len(layouts) * args.repeats
+    with tempfile.TemporaryDirectory() as tmp:
+        base = baseline_tree(args.baseline, Path(tmp)) if "rows" in layouts else None
+        done = 0
+        for trace in traces:
+            txns, _ = backbone.load_trace(trace, None)
+            updates, final = backbone.make_updates(txns)
+            for rep in range(args.repeats):
+                for store in stores:
+                    for layout in layouts:
+                        done += 1
+                        print(f"[{done}/{total}] {trace} · {store} · {layout} · run {rep + 1}",
+                              file=sys.stderr, flush=True)  # fmt: skip
+                        r = one_run(trace, store, layout, base if layout == "rows" else None,
+                                    updates, final, args.loads)  # fmt: skip
+                        print(f"    {r['bytes']['total']:,} bytes = {r['ratio']:.3f}× raw; "
+                              f"log {log_part(r) / r['raw_bytes']:.3f}×; "
+                              f"{r['cpu_us_per_event']:.0f} µs CPU/event; "
+                              f"cold load {r['cold_load_ms']:.0f} ms", file=sys.stderr)  # fmt: skip
+                        runs.append(r)
+    command = "bench/storage_bench.py " + " ".join(sys.argv[1:])
+    (out_dir / "storage.json").write_text(json.dumps(runs, indent=1) + "\n")
+    text = report(runs, command.strip())
+    print(text)
+    if not args.no_write:
+        plot(runs, ROOT / "bench" / "storage.png")
+        old = RESULTS.read_text()
+        if BEGIN in old:
+            new = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: text, old,
+                         flags=re.S)  # fmt: skip
+        else:
+            new = old.rstrip("\n") + "\n\n" + text + "\n"
+        RESULTS.write_text(new)
+
+
+if __name__ == "__main__":
+    main()
