@@ -54,13 +54,18 @@ RESULTS = ROOT / "bench" / "RESULTS.md"
 BEGIN, END = "<!-- storage-bench -->", "<!-- /storage-bench -->"
 
 
-def baseline_tree(rev: str, into: Path) -> Path:
-    """The package of another commit, importable as `palimpsest` with PYTHONPATH=result."""
+def package_tree(rev: str | None, into: Path) -> Path:
+    """The package of a commit (or, with None, of the working tree as it is now, so that
+    editing it during a run changes nothing), importable with PYTHONPATH=result."""
     raw = into / "raw"
     raw.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "server", "client"],
-                             check=True, capture_output=True).stdout  # fmt: skip
-    subprocess.run(["tar", "-x", "-C", str(raw)], input=archive, check=True)
+    if rev is None:
+        for part in ("server", "client"):
+            shutil.copytree(ROOT / part, raw / part, ignore=shutil.ignore_patterns("__pycache__"))
+    else:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "server", "client"],
+                                 check=True, capture_output=True).stdout  # fmt: skip
+        subprocess.run(["tar", "-x", "-C", str(raw)], input=archive, check=True)
     pkg = into / "pkg"
     pkg.mkdir()
     shutil.move(raw / "server", pkg / "palimpsest")
@@ -68,17 +73,21 @@ def baseline_tree(rev: str, into: Path) -> Path:
     return pkg
 
 
+def _drain(stream: Any) -> None:
+    for _ in stream:
+        pass
+
+
 class Server:
     """`palimpsest serve` on a store URL, with the code of this tree or of `pythonpath`."""
 
-    def __init__(self, store: str, port: int, pythonpath: Path | None) -> None:
+    def __init__(self, store: str, port: int, pythonpath: Path) -> None:
         self.store, self.port, self.pythonpath = store, port, pythonpath
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "PALIMPSEST_MAX_EVENTS_PER_SECOND": "0"}
-        if self.pythonpath is not None:
-            env["PYTHONPATH"] = str(self.pythonpath)
+        env = {**os.environ, "PALIMPSEST_MAX_EVENTS_PER_SECOND": "0",
+               "PYTHONPATH": str(self.pythonpath)}  # fmt: skip
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "palimpsest", "serve", "--port", str(self.port),
              "--store", self.store, "--log-level", "warning"],
@@ -90,8 +99,7 @@ class Server:
             lines.append(line.decode(errors="replace"))
             if b"listening on" in line:
                 # keep draining its output so that it never blocks on a full pipe
-                out = self.proc.stdout
-                threading.Thread(target=lambda: [None for _ in out], daemon=True).start()
+                threading.Thread(target=_drain, args=(self.proc.stdout,), daemon=True).start()
                 return
         raise RuntimeError("server did not start:\n" + "".join(lines[-20:]))
 
@@ -123,18 +131,18 @@ def sizes(store: str, path: Path | None, schema: str | None) -> dict[str, int]:
         out["total"] = files
         out["wal"] = sum(p.stat().st_size for p in path.parent.glob(path.name + "-wal"))
         return out
-    rows = psql(
+    text = psql(
         "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n "
         f"ON n.oid = c.relnamespace WHERE n.nspname = '{schema}' AND c.relkind = 'r'"
     )
-    for line in rows.splitlines():
+    for line in text.splitlines():
         name, n = line.split("|")
         out[name] = int(n)
     out["total"] = sum(out.values())
     return out
 
 
-def one_run(trace: str, kind: str, layout: str, pythonpath: Path | None,
+def one_run(trace: str, kind: str, layout: str, pythonpath: Path,
             updates: list[bytes], final: str, loads: int) -> dict[str, Any]:  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         path: Path | None = None
@@ -206,8 +214,8 @@ def report(runs: list[dict[str, Any]], command: str) -> str:
         f"`{BASELINE}` (one row per event), **compact** = this tree (tail rows sealed into "
         "deflated column segments of 256 events). Ranges are over repeated runs.",
         "",
-        "| trace | store | layout | runs | raw update bytes | whole store | × raw | event log only | × raw "
-        "| snapshots | ingest CPU / event | cold load |",
+        "| trace | store | layout | runs | raw update bytes | whole store | × raw "
+        "| event log only | × raw | snapshots | ingest CPU / event | cold load |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (trace, store, layout), rs in sorted(groups.items()):
@@ -240,7 +248,8 @@ def plot(runs: list[dict[str, Any]], out: Path) -> None:
     for i, layout in enumerate(["rows", "compact"]):
         logs, snaps = [], []
         for trace, store in keys:
-            rs = [r for r in runs if (r["trace"], r["store"], r["layout"]) == (trace, store, layout)]
+            rs = [r for r in runs
+                  if (r["trace"], r["store"], r["layout"]) == (trace, store, layout)]  # fmt: skip
             logs.append(statistics.median([log_part(r) / r["raw_bytes"] for r in rs]) if rs else 0)
             snaps.append(statistics.median([(r["bytes"]["total"] - log_part(r)) / r["raw_bytes"]
                                             for r in rs]) if rs else 0)  # fmt: skip
@@ -279,7 +288,8 @@ def main() -> None:
     runs: list[dict[str, Any]] = []
     total = len(traces) * len(stores) * len(layouts) * args.repeats
     with tempfile.TemporaryDirectory() as tmp:
-        base = baseline_tree(args.baseline, Path(tmp)) if "rows" in layouts else None
+        trees = {"rows": package_tree(args.baseline, Path(tmp) / "rows"),
+                 "compact": package_tree(None, Path(tmp) / "compact")}  # fmt: skip
         done = 0
         for trace in traces:
             txns, _ = backbone.load_trace(trace, None)
@@ -290,8 +300,8 @@ def main() -> None:
                         done += 1
                         print(f"[{done}/{total}] {trace} · {store} · {layout} · run {rep + 1}",
                               file=sys.stderr, flush=True)  # fmt: skip
-                        r = one_run(trace, store, layout, base if layout == "rows" else None,
-                                    updates, final, args.loads)  # fmt: skip
+                        r = one_run(trace, store, layout, trees[layout], updates, final,
+                                    args.loads)  # fmt: skip
                         print(f"    {r['bytes']['total']:,} bytes = {r['ratio']:.3f}× raw; "
                               f"log {log_part(r) / r['raw_bytes']:.3f}×; "
                               f"{r['cpu_us_per_event']:.0f} µs CPU/event; "

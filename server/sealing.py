@@ -5,8 +5,10 @@ The store does the work (``EventStore.seal_due``: each run in its own short tran
 safe beside appends and other processes' sealers); this service only decides when. It
 wakes once a run's worth of events has been committed by this process, and every
 ``interval`` seconds anyway (events appended by another process, or before a restart),
-and seals every document that has a whole run waiting. A failure is logged and tried
-again at the next wake: unsealed events are simply read from the tail meanwhile.
+and seals every document that has a whole run waiting. When a document unloads (idle),
+its shorter last run is sealed as well, if it has at least ``IDLE_REST`` events. A
+failure is logged and tried again at the next wake: unsealed events are simply read from
+the tail meanwhile.
 """
 
 from __future__ import annotations
@@ -25,8 +27,12 @@ from .store.segments import SEGMENT_EVENTS
 
 if TYPE_CHECKING:
     from .backend import Backend
+    from .room import Room
 
 log = logging.getLogger("palimpsest.sealing")
+
+#: the shortest last run sealed when a document goes idle (fewer stay rows until more come)
+IDLE_REST = 64
 
 
 class Sealing(Extension, Service):
@@ -38,6 +44,7 @@ class Sealing(Extension, Service):
         self._store: EventStore | None = None
         self._since = 0
         self._wake = asyncio.Event()
+        self._idle: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         #: observable: events sealed by this process, passes made
         self.sealed = 0
@@ -66,6 +73,12 @@ class Sealing(Extension, Service):
         if self._since >= self.run:
             self._wake.set()
 
+    def on_unload(self, room: Room) -> None:
+        # a document gone idle: its shorter last run is sealed too (at least IDLE_REST
+        # events), so that short documents are not kept as rows for good
+        self._idle.add(room.name)
+        self._wake.set()
+
     async def _loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
@@ -73,6 +86,22 @@ class Sealing(Extension, Service):
             self._wake.clear()
             self._since = 0
             await self.seal_now()
+            idle, self._idle = self._idle, set()
+            for doc in sorted(idle):
+                await self.seal_idle(doc)
+
+    async def seal_idle(self, doc: str) -> int:
+        """Seal a document that went idle, its last shorter run included."""
+        assert self._store is not None
+        try:
+            n = await self._store.seal(doc, run=self.run, rest=IDLE_REST)
+        except FATAL:
+            raise
+        except Exception as e:
+            log.warning("sealing %s failed (tried again later): %s", doc, e)
+            return 0
+        self.sealed += n
+        return n
 
     async def seal_now(self) -> int:
         """One pass: seal every document with a whole run waiting; the events sealed."""

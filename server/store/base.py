@@ -282,9 +282,11 @@ class EventStore(Service, ABC):
     # --- sealing (the compact log, see store/log_layout.py) ----------------------------
 
     @abstractmethod
-    async def seal(self, doc: str, *, run: int = SEGMENT_EVENTS) -> int:
+    async def seal(self, doc: str, *, run: int = SEGMENT_EVENTS, rest: int = 0) -> int:
         """Seal the document's oldest tail events, ``run`` at a time, into compressed
         segments; returns how many events were sealed (0 when fewer than ``run`` wait).
+        With ``rest``, a last shorter run of at least ``rest`` events is sealed too (a
+        document gone idle).
 
         Off the editing path, safe beside appends and other sealers (in any process): each
         run moves from the tail into its segment in one transaction, or not at all. Every

@@ -115,7 +115,7 @@ class MemoryStore(EventStore):
         return self._pos
 
     # nothing to seal: this store keeps events as objects, and nothing persists
-    async def seal(self, doc: str, *, run: int = SEGMENT_EVENTS) -> int:
+    async def seal(self, doc: str, *, run: int = SEGMENT_EVENTS, rest: int = 0) -> int:
         self._check()
         return 0
 

@@ -74,6 +74,8 @@ log = logging.getLogger("palimpsest.store.postgres")
 
 #: seqs read per statement by query() (a window of the log, tail and segments)
 _WINDOW = 4096
+#: events sealed by this process between two VACUUMs of the tail's table
+_VACUUM_EVERY = 4096
 
 
 class _Raced(Exception):
@@ -167,6 +169,7 @@ class PostgresStore(EventStore):
         self.dsn, url_schema = split_url(url)
         self.upgrade = migrate
         self._sym = Symbols()
+        self._sealed_since_vacuum = 0
         self.schema = schema or url_schema
         if self.schema is not None and not _SCHEMA_RE.match(self.schema):
             raise StoreError(f"schema name {self.schema!r} must match {_SCHEMA_RE.pattern}")
@@ -343,6 +346,17 @@ class PostgresStore(EventStore):
             what="symbol write",
         )
         self._sym.add((r[0], r[1]) for r in rows)
+        missing = self._sym.missing_names(missing)
+        if missing:
+            # another process inserted them meanwhile: its rows committed after this
+            # statement's snapshot was taken, so they are read by a new one
+            rows = await self._fetch(
+                "SELECT id, name FROM symbols WHERE name = ANY($1::text[])", missing,
+                what="symbol read",
+            )  # fmt: skip
+            self._sym.add((r[0], r[1]) for r in rows)
+        if self._sym.missing_names(missing):
+            raise StoreError(f"could not intern {missing!r}")
 
     async def _load_symbols(self) -> None:
         rows = await self._fetch("SELECT id, name FROM symbols", what="symbols")
@@ -701,13 +715,15 @@ class PostgresStore(EventStore):
 
     # --- sealing ---------------------------------------------------------------------
 
-    async def seal(self, doc: str, *, run: int = S.SEGMENT_EVENTS) -> int:
+    async def seal(self, doc: str, *, run: int = S.SEGMENT_EVENTS, rest: int = 0) -> int:
         sealed_now = 0
         while True:
             rows = await self._fetch(
                 "SELECT id, sealed, head FROM docs WHERE name = $1", doc, what="seal"
             )
-            if not rows or rows[0][2] - rows[0][1] < run:
+            waiting = int(rows[0][2]) - int(rows[0][1]) if rows else 0
+            n = run if waiting >= run else waiting if rest and waiting >= rest else 0
+            if not n:
                 return sealed_now
             doc_id, sealed = int(rows[0][0]), int(rows[0][1])
             tail = [
@@ -721,14 +737,14 @@ class PostgresStore(EventStore):
                     what="seal",
                 )  # fmt: skip
             ]
-            if len(tail) < run or any(r.seq != sealed + 1 + i for i, r in enumerate(tail)):
+            if len(tail) < n or any(r.seq != sealed + 1 + i for i, r in enumerate(tail)):
                 log.warning("cannot seal %s after seq %d: its tail is not a whole run", doc, sealed)
                 return sealed_now
             seg = S.encode(tail_columns(tail))
 
             async def write(
                 conn: asyncpg.Connection, seg: S.Sealed = seg, doc_id: int = doc_id,
-                sealed: int = sealed,
+                sealed: int = sealed, n: int = n,
             ) -> None:  # fmt: skip
                 async with conn.transaction():
                     # the document's row first (as compact does): one sealer at a time;
@@ -742,7 +758,7 @@ class PostgresStore(EventStore):
                         "DELETE FROM log WHERE doc = $1 AND seq > $2 AND seq <= $3",
                         doc_id, sealed, seg.last_seq,
                     )  # fmt: skip
-                    if int(status.split()[-1]) != run:
+                    if int(status.split()[-1]) != n:
                         raise _Raced
                     await insert_segments(conn, doc_id, [seg])
                     await conn.execute(
@@ -753,7 +769,7 @@ class PostgresStore(EventStore):
                 await self._run(write, "seal")
             except _Raced:
                 return sealed_now
-            sealed_now += run
+            sealed_now += n
 
     async def seal_due(self, *, run: int = S.SEGMENT_EVENTS) -> int:
         rows = await self._fetch(
@@ -762,7 +778,22 @@ class PostgresStore(EventStore):
         total = 0
         for (doc,) in rows:
             total += await self.seal(doc, run=run)
+        self._sealed_since_vacuum += total
+        if self._sealed_since_vacuum >= _VACUUM_EVERY:
+            self._sealed_since_vacuum = 0
+            await self._vacuum_tail()
         return total
+
+    async def _vacuum_tail(self) -> None:
+        """Sealing deletes tail rows; their space is reused only once vacuumed, and until
+        then new rows extend the table. Vacuumed every _VACUUM_EVERY sealed events (a few ms)
+        rather than waiting for autovacuum (a minute or more), so that the tail's table
+        stays about that many rows big instead of growing with the whole log."""
+
+        async def run(conn: asyncpg.Connection) -> None:
+            await conn.execute("VACUUM log")
+
+        await self._run(run, "vacuum", idempotent=True)
 
     async def segment_damage(self, doc: str) -> list[str]:
         rows = await self._fetch(

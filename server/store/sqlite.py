@@ -720,11 +720,13 @@ class SQLiteStore(EventStore):
 
     # --- sealing ---------------------------------------------------------------------
 
-    async def seal(self, doc: str, *, run: int = S.SEGMENT_EVENTS) -> int:
+    async def seal(self, doc: str, *, run: int = S.SEGMENT_EVENTS, rest: int = 0) -> int:
         sealed_now = 0
         while True:
             rows = await self._fetchall("SELECT id, sealed, head FROM docs WHERE name = ?", (doc,))
-            if not rows or rows[0][2] - rows[0][1] < run:
+            waiting = int(rows[0][2]) - int(rows[0][1]) if rows else 0
+            n = run if waiting >= run else waiting if rest and waiting >= rest else 0
+            if not n:
                 return sealed_now
             doc_id, sealed = int(rows[0][0]), int(rows[0][1])
             tail = [
@@ -732,17 +734,17 @@ class SQLiteStore(EventStore):
                 for r in await self._fetchall(
                     "SELECT seq, pos, ts, actor, kind, data, meta FROM log WHERE doc = ? "
                     "AND seq > ? ORDER BY seq LIMIT ?",
-                    (doc_id, sealed, run),
+                    (doc_id, sealed, n),
                 )
             ]
-            if len(tail) < run or any(r.seq != sealed + 1 + i for i, r in enumerate(tail)):
+            if len(tail) < n or any(r.seq != sealed + 1 + i for i, r in enumerate(tail)):
                 log.warning("cannot seal %s after seq %d: its tail is not a whole run", doc, sealed)
                 return sealed_now
             seg = S.encode(tail_columns(tail))
 
             def write(
                 db: sqlite3.Connection, seg: S.Sealed = seg, doc_id: int = doc_id,
-                sealed: int = sealed,
+                sealed: int = sealed, n: int = n,
             ) -> None:  # fmt: skip
                 now = db.execute("SELECT sealed FROM docs WHERE id = ?", (doc_id,)).fetchone()
                 if now is None or now[0] != sealed:
@@ -751,7 +753,7 @@ class SQLiteStore(EventStore):
                     "DELETE FROM log WHERE doc = ? AND seq > ? AND seq <= ?",
                     (doc_id, sealed, seg.last_seq),
                 ).rowcount
-                if gone != run:
+                if gone != n:
                     raise _Raced
                 insert_segment(db, doc_id, seg)
                 db.execute("UPDATE docs SET sealed = ? WHERE id = ?", (seg.last_seq, doc_id))
@@ -760,7 +762,7 @@ class SQLiteStore(EventStore):
                 await self._write("seal", write)
             except _Raced:
                 return sealed_now
-            sealed_now += run
+            sealed_now += n
 
     async def seal_due(self, *, run: int = S.SEGMENT_EVENTS) -> int:
         rows = await self._fetchall(

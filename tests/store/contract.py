@@ -558,6 +558,24 @@ class StoreContract:
         assert (e.seq, e.pos) == (301, 601)
         assert await store.read("a", after=299) == [a[-1], e]
 
+    async def test_an_idle_document_seals_its_shorter_last_run(self, store: EventStore) -> None:
+        stored = await self._history(store, "i", 100)
+        k = 1 if self.seals else 0
+        # 96 in whole runs; the 4 left are fewer than `rest`: they stay rows
+        assert await store.seal("i", run=RUN, rest=5) == 96 * k
+        two = await store.append([("i", [ev(update=b"x"), ev(update=b"y")])])
+        assert await store.seal("i", run=RUN, rest=5) == 6 * k  # a short segment
+        four = await store.append([("i", [ev(update=b"z") for _ in range(4)])])
+        assert await store.seal("i", run=RUN, rest=5) == 0
+        got = await store.read("i")
+        assert got == stored + two[0] + four[0]
+        assert await store.read("i", after=99, upto=103) == got[99:103]
+        # whole runs go on after a short one
+        await store.append([("i", [ev(update=b"w") for _ in range(RUN)])])
+        assert await store.seal("i", run=RUN) == RUN * k
+        assert [e.seq for e in await store.read("i")] == list(range(1, 107 + RUN))
+        assert await store.segment_damage("i") == []
+
     async def test_sealing_beside_appends_loses_and_doubles_nothing(
         self, store: EventStore
     ) -> None:
