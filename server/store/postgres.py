@@ -770,6 +770,10 @@ class PostgresStore(EventStore):
             except _Raced:
                 return sealed_now
             sealed_now += n
+            self._sealed_since_vacuum += n
+            if self._sealed_since_vacuum >= _VACUUM_EVERY:
+                self._sealed_since_vacuum = 0
+                await self._vacuum_tail()
 
     async def seal_due(self, *, run: int = S.SEGMENT_EVENTS) -> int:
         rows = await self._fetch(
@@ -778,10 +782,6 @@ class PostgresStore(EventStore):
         total = 0
         for (doc,) in rows:
             total += await self.seal(doc, run=run)
-        self._sealed_since_vacuum += total
-        if self._sealed_since_vacuum >= _VACUUM_EVERY:
-            self._sealed_since_vacuum = 0
-            await self._vacuum_tail()
         return total
 
     async def _vacuum_tail(self) -> None:
