@@ -4,10 +4,13 @@ it serves (versions, /events pages, a cold load) is unchanged by it."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import importlib.util
 import json
 import random
+import sqlite3
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -124,3 +127,44 @@ async def test_a_server_seals_as_clients_type_and_serves_the_same(tmp_path: Path
     settings.port = free_port()
     async with run_server(settings) as srv, client.connect(srv.ws_url, "typed", user="bo") as s:
         await s.wait_for(lambda: str(s.text()) == typed)
+
+
+async def test_a_damaged_segment_is_reported_by_verify_and_never_served(tmp_path: Path) -> None:
+    from pycrdt import Doc, Text
+
+    from palimpsest.store.base import NewEvent
+    from palimpsest.store.sqlite import SQLiteStore
+
+    db = tmp_path / "damaged.db"
+    ydoc: Doc = Doc()
+    text = ydoc.get("content", type=Text)
+    updates: list[bytes] = []
+    ydoc.observe(lambda e: updates.append(e.update))
+    for i in range(2100):
+        text += "abcdefghij"[i % 10]
+    async with SQLiteStore(db) as store:
+        await store.append([("doc", [NewEvent("ann", "edit", u, {}, 1000 + i)
+                                     for i, u in enumerate(updates)])])  # fmt: skip
+        assert await store.seal("doc") == 2048
+    with sqlite3.connect(db) as c:
+        (body,) = c.execute("SELECT body FROM segments WHERE first_seq = 1025").fetchone()
+        bad = bytearray(body)
+        bad[100] ^= 0x20
+        c.execute("UPDATE segments SET body = ? WHERE first_seq = 1025", (bytes(bad),))
+    verify = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "palimpsest", "verify", "--db", str(db), "--quiet"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert verify.returncode == 1
+    assert "PROBLEM doc: segment 1025..2048: checksum does not match" in verify.stdout
+    settings = Settings(db=str(db), port=free_port())
+    async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        ok = await http.get("/api/docs/doc/versions/1000")
+        assert ok.status_code == 200
+        assert ok.json()["roots"]["content"]["value"] == ("abcdefghij" * 100)
+        r = await http.get("/api/docs/doc/versions/1500")
+        assert r.status_code == 503
+        assert "segment doc@1025..2048 of the event log is damaged" in r.text
+        r = await http.get("/api/docs/doc/events", params={"after": 1020, "limit": 10})
+        assert r.status_code == 503
