@@ -243,6 +243,19 @@ def columns(events: Sequence[Event], symbols: Symbols) -> S.Columns:
     )
 
 
+def run_columns(rows: Sequence[Sequence[Any]], sealed: int, n: int) -> S.Columns | None:
+    """Columns of n tail rows (seq, pos, ts, actor, kind, data, meta, in seq order) that
+    follow seq `sealed` without a gap; None when they do not (a hole, or fewer rows)."""
+    if len(rows) != n or n == 0:
+        return None
+    seq, pos, ts, actor, kind, data, meta = map(list, zip(*rows, strict=True))
+    # seqs are unique and sorted: the first and the last say there is no hole
+    if seq[0] != sealed + 1 or seq[-1] != sealed + n:
+        return None
+    return S.Columns(sealed + 1, ts, pos, actor, kind, [m or "" for m in meta],
+                     list(map(bytes, data)))  # fmt: skip
+
+
 def tail_columns(rows: Sequence[TailRow]) -> S.Columns:
     """Columns of consecutive tail rows, as they are stored (ids, meta text)."""
     return S.Columns(

@@ -59,7 +59,7 @@ from .log_layout import (
     assemble,
     decode_segment,
     merge_by_pos,
-    tail_columns,
+    run_columns,
 )
 from .postgres_schema import (
     OLD_STEPS,
@@ -726,21 +726,16 @@ class PostgresStore(EventStore):
             if not n:
                 return sealed_now
             doc_id, sealed = int(rows[0][0]), int(rows[0][1])
-            tail = [
-                TailRow(doc, int(r[0]), int(r[1]), int(r[2]), r[3], r[4], bytes(r[5]), r[6])
-                for r in await self._fetch(
-                    "SELECT seq, pos, ts, actor, kind, data, meta FROM log WHERE doc = $1 "
-                    "AND seq > $2 ORDER BY seq LIMIT $3",
-                    doc_id,
-                    sealed,
-                    run,
-                    what="seal",
-                )  # fmt: skip
-            ]
-            if len(tail) < n or any(r.seq != sealed + 1 + i for i, r in enumerate(tail)):
+            rows = await self._fetch(
+                "SELECT seq, pos, ts, actor, kind, data, meta FROM log WHERE doc = $1 "
+                "AND seq > $2 ORDER BY seq LIMIT $3",
+                doc_id, sealed, n, what="seal",
+            )  # fmt: skip
+            cols = run_columns(rows, sealed, n)
+            if cols is None:
                 log.warning("cannot seal %s after seq %d: its tail is not a whole run", doc, sealed)
                 return sealed_now
-            seg = S.encode(tail_columns(tail))
+            seg = S.encode(cols)
 
             async def write(
                 conn: asyncpg.Connection, seg: S.Sealed = seg, doc_id: int = doc_id,

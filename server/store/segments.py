@@ -25,6 +25,8 @@ is the SHA-256 of the stored blob, so damage is found before anything is decompr
 from __future__ import annotations
 
 import hashlib
+import itertools
+import operator
 import struct
 import sys
 import zlib
@@ -114,16 +116,11 @@ def _unshuffle(data: bytes | memoryview, n: int, code: str) -> list[int]:
 
 
 def _deltas(values: list[int]) -> list[int]:
-    return [values[0], *(b - a for a, b in zip(values, values[1:], strict=False))]
+    return [values[0], *map(operator.sub, values[1:], values[:-1])]
 
 
 def _sums(deltas: list[int]) -> list[int]:
-    out = []
-    acc = 0
-    for d in deltas:
-        acc += d
-        out.append(acc)
-    return out
+    return list(itertools.accumulate(deltas))
 
 
 # the integer columns and their array type codes ("I" is 4 bytes, "q" 8, everywhere
@@ -140,15 +137,15 @@ def encode(cols: Columns, level: int = LEVEL) -> Sealed:
     if not (len(cols.ts) == len(cols.pos) == len(cols.actor) == len(cols.kind) == len(cols.meta)
             == n):  # fmt: skip
         raise ValueError("the columns of a segment must have one value per event")
-    metas = [m.encode() for m in cols.meta]
+    metas = list(map(str.encode, cols.meta))
     body = b"".join(
         [
-            _shuffle([len(u) for u in cols.updates], _U32),
+            _shuffle(list(map(len, cols.updates)), _U32),
             _shuffle(_deltas(cols.ts), _I64),
             _shuffle(_deltas(cols.pos), _I64),
             _shuffle(cols.actor, _U32),
             _shuffle(cols.kind, _U32),
-            _shuffle([len(m) for m in metas], _U32),
+            _shuffle(list(map(len, metas)), _U32),
             *metas,
             *cols.updates,
         ]
@@ -161,7 +158,7 @@ def encode(cols: Columns, level: int = LEVEL) -> Sealed:
         last_pos=max(cols.pos),
         ts_min=min(cols.ts),
         ts_max=max(cols.ts),
-        raw_bytes=sum(len(u) for u in cols.updates),
+        raw_bytes=sum(map(len, cols.updates)),
         blob=blob,
         checksum=checksum(blob),
     )

@@ -57,8 +57,8 @@ from .log_layout import (
     columns,
     decode_segment,
     merge_by_pos,
+    run_columns,
     runs,
-    tail_columns,
 )
 from .sqlite_schema import (
     FRESH,
@@ -729,18 +729,16 @@ class SQLiteStore(EventStore):
             if not n:
                 return sealed_now
             doc_id, sealed = int(rows[0][0]), int(rows[0][1])
-            tail = [
-                TailRow(doc, *r)
-                for r in await self._fetchall(
-                    "SELECT seq, pos, ts, actor, kind, data, meta FROM log WHERE doc = ? "
-                    "AND seq > ? ORDER BY seq LIMIT ?",
-                    (doc_id, sealed, n),
-                )
-            ]
-            if len(tail) < n or any(r.seq != sealed + 1 + i for i, r in enumerate(tail)):
+            rows = await self._fetchall(
+                "SELECT seq, pos, ts, actor, kind, data, meta FROM log WHERE doc = ? "
+                "AND seq > ? ORDER BY seq LIMIT ?",
+                (doc_id, sealed, n),
+            )
+            cols = run_columns(rows, sealed, n)
+            if cols is None:
                 log.warning("cannot seal %s after seq %d: its tail is not a whole run", doc, sealed)
                 return sealed_now
-            seg = S.encode(tail_columns(tail))
+            seg = S.encode(cols)
 
             def write(
                 db: sqlite3.Connection, seg: S.Sealed = seg, doc_id: int = doc_id,
