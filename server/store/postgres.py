@@ -215,7 +215,11 @@ class PostgresStore(EventStore):
             raise StoreUnavailable(f"cannot connect to PostgreSQL: {e}") from e
         except asyncpg.PostgresError as e:
             raise StoreError(f"cannot open the PostgreSQL store: {e}") from e
-        await self.migrate()
+        try:
+            await self.migrate()
+        except BaseException:
+            await self.stop()  # refused (an old schema) or failed: no pool left behind
+            raise
 
     async def stop(self) -> None:
         if self._pool is not None:

@@ -267,3 +267,51 @@ async def test_version_2_events_get_positions_in_time_order(schema: str) -> None
         assert await store.last_position() == 5
         [[e]] = await store.append([("b", [NewEvent("ann", "edit", b"x", {}, 400)])])
         assert (e.seq, e.pos) == (3, 6)
+
+
+async def test_an_old_schema_is_refused_then_rewritten_into_segments(schema: str) -> None:
+    """Version 2 with a long log: a server refuses it; `migrate` seals whole runs into
+    segments and keeps the rest as rows, every event the same."""
+    from palimpsest.errors import StoreError
+    from palimpsest.store.postgres_schema import OLD_STEPS
+
+    n = 2500
+    conn = await asyncpg.connect(PG_URL)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{schema}"; SET search_path = "{schema}"')
+        await conn.execute("CREATE TABLE palimpsest_schema (version INT NOT NULL)")
+        for v in (1, 2):
+            for stmt in OLD_STEPS[v]:
+                await conn.execute(stmt)
+            await conn.execute("INSERT INTO palimpsest_schema VALUES ($1)", v)
+        await conn.executemany(
+            "INSERT INTO events (doc, seq, ts, actor, kind, data, meta) "
+            "VALUES ('long', $1, $2, $3, $4, $5, $6)",
+            [(i, 1000 + i, ["ann", "bob"][i % 2], ["edit", "undo"][i % 7 == 0],
+              bytes([i % 256]) * (1 + i % 5), '{"conn":"c"}' if i % 3 else "{}")
+             for i in range(1, n + 1)],
+        )  # fmt: skip
+        await conn.execute(
+            "INSERT INTO docs (name, head, created_ts, updated_ts) VALUES ('long', $1, 1, 1)", n
+        )
+    finally:
+        await conn.close()
+    with pytest.raises(StoreError, match="palimpsest migrate"):
+        await PostgresStore(f"{PG_URL}?schema={schema}").start()
+    async with PostgresStore(f"{PG_URL}?schema={schema}", migrate=True) as store:
+        got = await store.read("long")
+        want = [(i, 1000 + i, ["ann", "bob"][i % 2], ["edit", "undo"][i % 7 == 0],
+                 bytes([i % 256]) * (1 + i % 5), {"conn": "c"} if i % 3 else {})
+                for i in range(1, n + 1)]  # fmt: skip
+        have = [(e.seq, e.ts, e.actor, e.kind, e.update, e.meta) for e in got]
+        wrong = [i for i, (a, b) in enumerate(zip(have, want, strict=False)) if a != b]
+        assert len(have) == n and not wrong, (len(have), wrong[:3])
+        assert [e.pos for e in got] == list(range(1, n + 1))
+        assert await store.segment_damage("long") == []
+    conn = await asyncpg.connect(PG_URL)
+    try:
+        segs = await conn.fetchval(f'SELECT count(*) FROM "{schema}".segments')
+        rows = await conn.fetchval(f'SELECT count(*) FROM "{schema}".log')
+    finally:
+        await conn.close()
+    assert (segs, rows) == (2, n - 2048)
