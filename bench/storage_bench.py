@@ -295,7 +295,14 @@ def main() -> None:
     ap.add_argument("--baseline", default=BASELINE, help="the commit of the rows layout")
     ap.add_argument("--quick", action="store_true", help="sveltecomponent on SQLite, once")
     ap.add_argument("--no-write", action="store_true", help="print, do not write RESULTS.md")
+    ap.add_argument("--report", metavar="COMMAND",
+                    help="only write the report of bench/results/storage.json (the command "
+                    "that measured it)")  # fmt: skip
     args = ap.parse_args()
+    if args.report:
+        runs = json.loads((ROOT / "bench" / "results" / "storage.json").read_text())
+        write_report(runs, args.report)
+        return
     if args.quick:
         args.traces, args.stores = "sveltecomponent", "sqlite"
     traces = args.traces.split(",")
@@ -331,17 +338,24 @@ def main() -> None:
                         runs.append(r)
     command = "bench/storage_bench.py " + " ".join(sys.argv[1:])
     (out_dir / "storage.json").write_text(json.dumps(runs, indent=1) + "\n")
-    text = report(runs, command.strip())
+    if args.no_write:
+        print(report(runs, command.strip()))
+    else:
+        write_report(runs, command.strip())
+
+
+def write_report(runs: list[dict[str, Any]], command: str) -> None:
+    """The section of bench/RESULTS.md (replaced in place) and bench/storage.png."""
+    text = report(runs, command)
     print(text)
-    if not args.no_write:
-        plot(runs, ROOT / "bench" / "storage.png")
-        old = RESULTS.read_text()
-        if BEGIN in old:
-            new = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: text, old,
-                         flags=re.S)  # fmt: skip
-        else:
-            new = old.rstrip("\n") + "\n\n" + text + "\n"
-        RESULTS.write_text(new)
+    plot(runs, ROOT / "bench" / "storage.png")
+    old = RESULTS.read_text()
+    if BEGIN in old:
+        new = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: text, old,
+                     flags=re.S)  # fmt: skip
+    else:
+        new = old.rstrip("\n") + "\n\n" + text + "\n"
+    RESULTS.write_text(new)
 
 
 if __name__ == "__main__":
