@@ -50,7 +50,7 @@ import websockets  # noqa: E402
 
 # no keepalive pings from the bench's clients: on a loaded 2-core machine a late pong
 # closed a run's socket with 1011 (what is measured here is the store, not liveness)
-websockets.connect = functools.partial(websockets.connect, ping_interval=None)  # type: ignore[misc]
+websockets.connect = functools.partial(websockets.connect, ping_interval=None)  # type: ignore[misc,assignment]
 
 #: the last commit of the row-per-event layout (main, with global positions)
 BASELINE = "2b7d0eb"
