@@ -218,7 +218,7 @@ def report(runs: list[dict[str, Any]], command: str) -> str:
         "then the whole store measured: SQLite file + WAL, or `pg_total_relation_size` of "
         "every table of the schema. **rows** = the code of commit "
         f"`{BASELINE}` (one row per event), **compact** = this tree (tail rows sealed into "
-        "deflated column segments of 256 events). Ranges are over repeated runs.",
+        "deflated column segments of 1,024 events). Ranges are over repeated runs.",
         "",
         "| trace | store | layout | runs | raw update bytes | whole store | × raw "
         "| event log only | × raw | snapshots | ingest CPU / event | cold load |",
