@@ -33,6 +33,8 @@ log = logging.getLogger("palimpsest.sealing")
 
 #: the shortest last run sealed when a document goes idle (fewer stay rows until more come)
 IDLE_REST = 64
+#: at most this long sealing idle documents when the server stops
+STOP_SECONDS = 5.0
 
 
 class Sealing(Extension, Service):
@@ -67,6 +69,14 @@ class Sealing(Extension, Service):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        # the documents that unloaded as the server stopped: their last runs, now (the
+        # store stops after the extensions), within a bound so that shutdown stays quick
+        idle, self._idle = self._idle, set()
+        if idle and self._store is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STOP_SECONDS):
+                    for doc in sorted(idle):
+                        await self.seal_idle(doc)
 
     async def on_committed(self, doc: str, events: Sequence[Event]) -> None:
         self._since += len(events)
@@ -86,9 +96,11 @@ class Sealing(Extension, Service):
             self._wake.clear()
             self._since = 0
             await self.seal_now()
-            idle, self._idle = self._idle, set()
-            for doc in sorted(idle):
+            while self._idle:
+                # taken out once sealed: stop() finishes what a cancelled pass left
+                doc = min(self._idle)
                 await self.seal_idle(doc)
+                self._idle.discard(doc)
 
     async def seal_idle(self, doc: str) -> int:
         """Seal a document that went idle, its last shorter run included."""

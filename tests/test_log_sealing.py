@@ -168,3 +168,30 @@ async def test_a_damaged_segment_is_reported_by_verify_and_never_served(tmp_path
         assert "segment doc@1025..2048 of the event log is damaged" in r.text
         r = await http.get("/api/docs/doc/events", params={"after": 1020, "limit": 10})
         assert r.status_code == 503
+
+
+async def test_an_idle_document_and_a_stopping_server_seal_the_last_run(tmp_path: Path) -> None:
+    db = tmp_path / "idle.db"
+    settings = Settings(db=str(db), port=free_port(), unload_after_seconds=0.3)
+
+    def counts() -> tuple[int, int]:
+        with sqlite3.connect(db) as c:
+            segs = c.execute("SELECT COUNT(*) FROM segments").fetchone()[0]
+            rows = c.execute("SELECT COUNT(*) FROM log").fetchone()[0]
+        return int(segs), int(rows)
+
+    async with run_server(settings) as srv:
+        async with client.connect(srv.ws_url, "idle", user="ann") as s:
+            for i in range(100):
+                s.text().append(str(i % 10))
+                await s.flush()
+        # fewer than a segment's 1,024, but the document unloads: sealed anyway
+        await eventually(lambda: counts() == (1, 0), what="the idle document sealed")
+        async with client.connect(srv.ws_url, "idle", user="ann") as s:
+            await s.wait_for(lambda: len(s.text()) == 100)
+            for i in range(80):
+                s.text().append("x")
+                await s.flush()
+    # the server stopped with the document open: its last run sealed on the way out
+    assert counts() == (2, 0)
+    assert [e.seq for e in events_in_file(db, "idle")] == list(range(1, 181))
