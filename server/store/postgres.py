@@ -728,6 +728,11 @@ class PostgresStore(EventStore):
             waiting = int(rows[0][2]) - int(rows[0][1]) if rows else 0
             n = run if waiting >= run else waiting if rest and waiting >= rest else 0
             if not n:
+                if rest and sealed_now and self._sealed_since_vacuum:
+                    # a document gone idle: its tail rows are all gone, give their space
+                    # back now rather than after the next 4,096 sealed events
+                    self._sealed_since_vacuum = 0
+                    await self._vacuum_tail()
                 return sealed_now
             doc_id, sealed = int(rows[0][0]), int(rows[0][1])
             rows = await self._fetch(
