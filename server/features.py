@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from .auth.open import OpenAccess
 from .auth.tokens import JWTAuth
+from .changefeed import Changefeed
 from .deletion import Deletion
 from .extensions import Extension
 from .fanout import Fanout
@@ -47,6 +48,7 @@ def builtin_extensions(
     ]
     if settings.fanout:
         out.append(Fanout(settings.fanout))
+    out.append(Changefeed.from_settings(settings))
     out.append(Metrics())
     return out
 

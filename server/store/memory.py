@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import StoreError, StoreUnavailable
+from .cursors import MemoryCursors, WebhookCursors
 from .base import (
     DocInfo,
     Event,
@@ -41,6 +42,7 @@ class MemoryStore(EventStore):
         self._snaps: dict[str, dict[int, _SnapRow]] = {}
         self._tags: dict[str, dict[str, Tag]] = {}
         self._tombstones: dict[str, bytes] = {}
+        self._cursors = MemoryCursors()
         self._lock = asyncio.Lock()
         self._up = False
         #: set to simulate an outage in tests of the layers above
@@ -233,3 +235,6 @@ class MemoryStore(EventStore):
                 s.seq: (s.ts, s.state, s.checksum, dump_meta(s.meta)) for s in snapshots
             }
             self._tags[info.doc] = {t.name: t for t in tags}
+
+    def webhook_cursors(self) -> WebhookCursors:
+        return self._cursors

@@ -48,6 +48,9 @@ from .base import (
     snapshot_info,
 )
 
+from .cursors import WebhookCursors
+from .sql_cursors import PostgresCursors
+
 log = logging.getLogger("palimpsest.store.postgres")
 
 SCHEMA_VERSION = 2
@@ -194,6 +197,7 @@ class PostgresStore(EventStore):
         self.max_size = max_size
         self.command_timeout = command_timeout
         self._pool: asyncpg.Pool | None = None
+        self._cursors: PostgresCursors | None = None
 
     def __repr__(self) -> str:
         w = urlsplit(self.dsn)
@@ -684,3 +688,8 @@ class PostgresStore(EventStore):
                     )  # fmt: skip
 
         await self._run(run, "import")
+
+    def webhook_cursors(self) -> WebhookCursors:
+        if self._cursors is None:
+            self._cursors = PostgresCursors(self)
+        return self._cursors

@@ -35,6 +35,9 @@ from .base import (
     snapshot_info,
 )
 
+from .cursors import MemoryCursors, WebhookCursors
+from .sql_cursors import SQLiteCursors
+
 log = logging.getLogger("palimpsest.store.sqlite")
 
 SCHEMA_VERSION = 2
@@ -158,6 +161,7 @@ class SQLiteStore(EventStore):
         self.path = str(path)
         self._db: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
+        self._cursors: WebhookCursors | None = None
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -200,6 +204,8 @@ class SQLiteStore(EventStore):
         return int(row[0]) if row else 0
 
     async def stop(self) -> None:
+        if self._cursors is not None:
+            self._cursors.close()
         if self._db is not None:
             db, self._db = self._db, None
             await db.close()
@@ -514,3 +520,11 @@ class SQLiteStore(EventStore):
                 "INSERT INTO tags (doc, name, seq, ts, actor) VALUES (?,?,?,?,?)",
                 [(t.doc, t.name, t.seq, t.ts, t.actor) for t in tags],
             )
+
+    def webhook_cursors(self) -> WebhookCursors:
+        if self._cursors is None:
+            # a private in-memory database cannot be shared with a second connection
+            self._cursors = (
+                MemoryCursors() if self.path == ":memory:" else SQLiteCursors(self.path)
+            )
+        return self._cursors
