@@ -86,9 +86,6 @@ class WebhookCursors(ABC):
     @abstractmethod
     async def remove(self, hook_id: str) -> bool: ...
 
-    def close(self) -> None:
-        """Release what it holds of its own (the store calls it when it stops)."""
-
 
 class MemoryCursors(WebhookCursors):
     """The memory store's (one process, lost when it stops, like the rest of it)."""

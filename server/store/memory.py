@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import heapq
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
 from ..errors import StoreError, StoreUnavailable
-from .cursors import MemoryCursors, WebhookCursors
 from .base import (
     DocInfo,
     Event,
@@ -22,6 +24,7 @@ from .base import (
     snapshot_from_row,
     snapshot_info,
 )
+from .cursors import MemoryCursors, WebhookCursors
 
 #: a stored snapshot as the other stores keep it: ts, state, checksum, meta JSON text
 _SnapRow = tuple[int, bytes, str, str]
@@ -43,6 +46,7 @@ class MemoryStore(EventStore):
         self._tags: dict[str, dict[str, Tag]] = {}
         self._tombstones: dict[str, bytes] = {}
         self._cursors = MemoryCursors()
+        self._pos = 0
         self._lock = asyncio.Lock()
         self._up = False
         #: set to simulate an outage in tests of the layers above
@@ -77,7 +81,10 @@ class MemoryStore(EventStore):
                 stored = []
                 for ev in evs:
                     head += 1
-                    stored.append(Event(doc, head, ev.ts, ev.actor, ev.kind, ev.update, ev.meta))
+                    self._pos += 1
+                    stored.append(
+                        Event(doc, head, ev.ts, ev.actor, ev.kind, ev.update, ev.meta, self._pos)
+                    )
                 if stored:
                     self._events.setdefault(doc, []).extend(stored)
                     self._heads[doc] = head
@@ -94,6 +101,19 @@ class MemoryStore(EventStore):
             if e.seq > after and (upto is None or e.seq <= upto)
         ]
         return evs[:limit] if limit is not None else evs
+
+    async def read_all(self, after: int = 0, limit: int = 1000) -> list[Event]:
+        self._check()
+        # each document's events are in pos order already: merge them
+        merged = heapq.merge(
+            *([e for e in evs if e.pos > after] for evs in self._events.values()),
+            key=lambda e: e.pos,
+        )
+        return list(itertools.islice(merged, limit))
+
+    async def last_position(self) -> int:
+        self._check()
+        return self._pos
 
     async def head(self, doc: str) -> int:
         self._check()
@@ -227,7 +247,12 @@ class MemoryStore(EventStore):
                 raise StoreError(f"document {info.doc!r} already exists in the target")
             for d in (self._events, self._heads, self._base, self._snaps, self._tags):
                 d.pop(info.doc, None)
-            self._events[info.doc] = list(events)
+            # imported events are new to this store: they get its next positions
+            fresh = []
+            for e in events:
+                self._pos += 1
+                fresh.append(dataclasses.replace(e, pos=self._pos))
+            self._events[info.doc] = fresh
             self._heads[info.doc] = info.head
             if info.base_seq:
                 self._base[info.doc] = info.base_seq

@@ -10,10 +10,8 @@ forward.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import sqlite3
-import threading
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -24,6 +22,7 @@ from .cursors import ACTIVE, DISABLED, FAILING, HookState, WebhookCursors
 
 if TYPE_CHECKING:
     from .postgres import PostgresStore
+    from .sqlite import SQLiteStore
 
 _COLS = "id, url, cursor, state, failures, last_error, delivered, owner, lease_until, updated_ts"
 
@@ -126,48 +125,22 @@ class SQLCursors(WebhookCursors):
 
 
 class SQLiteCursors(SQLCursors):
-    """On a connection of its own to the store's file, in a worker thread: cursor writes
-    are rare (one per delivered batch) and tiny, and keeping them off the store's
-    connection keeps them out of the log's write path."""
+    """Through the store's writer thread: one transaction per statement, in turn with
+    the log's writes (cursor writes are rare: one per delivered batch)."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._conn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout=10000")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute(_CREATE)
-            self._conn = conn
-        return self._conn
-
-    def _run(self, sql: str, args: Sequence[Any]) -> list[Sequence[Any]]:
-        with self._lock:
-            conn = self._connect()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                rows = list(conn.execute(sql, tuple(args)).fetchall())
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            return rows
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+        self._created = False
 
     async def _exec(self, sql: str, args: Sequence[Any]) -> list[Sequence[Any]]:
-        try:
-            return await asyncio.to_thread(self._run, sql, args)
-        except sqlite3.Error as e:
-            raise StoreError(f"SQLite webhook cursor statement failed: {e}") from e
+        def run(conn: sqlite3.Connection) -> list[Sequence[Any]]:
+            if not self._created:
+                conn.execute(_CREATE)
+            return list(conn.execute(sql, tuple(args)).fetchall())
 
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        rows = await self.store._write("webhook cursor", run)
+        self._created = True
+        return rows
 
 
 class PostgresCursors(SQLCursors):
