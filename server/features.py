@@ -48,7 +48,8 @@ def builtin_extensions(
     ]
     if settings.fanout:
         out.append(Fanout(settings.fanout))
-    out.append(Changefeed.from_settings(settings))
+    if not any(isinstance(e, Changefeed) for e in others):  # an app may bring its own
+        out.append(Changefeed.from_settings(settings))
     out.append(Metrics())
     return out
 

@@ -41,7 +41,8 @@ async def test_backlog_then_live_with_ids_and_updates(tmp_path: Path) -> None:
             assert [e["seq"] for e in backlog] == [1, 2, 3]
             assert {e["doc"] for e in backlog} == {"notes"}
             # the same JSON as /events, plus doc, pos and the update
-            page = httpx.get(f"{srv.http_url}/api/docs/notes/events").json()["events"]
+            async with httpx.AsyncClient() as http:
+                page = (await http.get(f"{srv.http_url}/api/docs/notes/events")).json()["events"]
             for mine, theirs in zip(backlog, page, strict=True):
                 assert {k: mine[k] for k in theirs} == theirs
             await type_into(srv.ws_url, "notes", ["d", "e"])
@@ -110,17 +111,16 @@ async def test_bad_cursor_and_unknown_rights_are_refused(tmp_path: Path) -> None
                 sess.text().insert(0, doc)
                 await sess.flush()
         base = srv.http_url
-        r = httpx.get(f"{base}/api/events/stream", headers={"Last-Event-ID": "x"}, timeout=5)
-        assert r.status_code in (400, 401)
         bearer = {"Authorization": f"Bearer {team}"}
-        r = httpx.get(
-            f"{base}/api/events/stream", headers={**bearer, "Last-Event-ID": "nope"}, timeout=5
-        )
-        assert r.status_code == 400 and "Last-Event-ID" in r.json()["detail"]
-        r = httpx.get(f"{base}/api/docs/private/events/stream", headers=bearer, timeout=5)
-        assert r.status_code == 403
-        r = httpx.get(f"{base}/api/events/stream", timeout=5)
-        assert r.status_code == 401
+        async with httpx.AsyncClient(timeout=5) as http:
+            r = await http.get(
+                f"{base}/api/events/stream", headers={**bearer, "Last-Event-ID": "nope"}
+            )
+            assert r.status_code == 400 and "Last-Event-ID" in r.json()["detail"]
+            r = await http.get(f"{base}/api/docs/private/events/stream", headers=bearer)
+            assert r.status_code == 403
+            r = await http.get(f"{base}/api/events/stream")
+            assert r.status_code == 401
         async with RawStream(f"{base}/api/events/stream", bearer) as s:
             seen = await s.events(2)
             assert [e["doc"] for e in seen] == ["team-a", "team-b"]

@@ -97,7 +97,8 @@ async def test_projection_ends_equal_to_every_document(tmp_path: Path) -> None:
             assert mine == texts
             assert mine["lovelace"] != "Ada wrote the first program"
             # searchable
-            r = subprocess.run(
+            r = await asyncio.to_thread(
+                subprocess.run,
                 [sys.executable, str(EXAMPLE), "--db", str(db), "--search", "cobol29"],
                 cwd=REPO_ROOT, capture_output=True, text=True, timeout=30,
             )  # fmt: skip

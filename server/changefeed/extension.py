@@ -156,11 +156,11 @@ class Changefeed(Extension, Service):
 
     # --- waking ----------------------------------------------------------------------------
 
-    async def wait(self, ticket: asyncio.Event, timeout: float | None = None) -> bool:
-        """Wait for a commit (True) or `timeout` (default: the heartbeat; False)."""
+    async def wait(self, ticket: asyncio.Event, seconds: float | None = None) -> bool:
+        """Wait for a commit (True) or `seconds` (default: the heartbeat; False)."""
         if self.closing:
             return True
-        return await self.wakeup.wait(ticket, self.heartbeat if timeout is None else timeout)
+        return await self.wakeup.wait(ticket, self.heartbeat if seconds is None else seconds)
 
     async def on_committed(self, doc: str, events: Sequence[Event]) -> None:
         self.wakeup.notify(doc)

@@ -50,10 +50,11 @@ class Wakeup:
         self.fired += 1
 
     @staticmethod
-    async def wait(ticket: asyncio.Event, timeout: float) -> bool:
-        """True when woken, False after `timeout` seconds."""
+    async def wait(ticket: asyncio.Event, seconds: float) -> bool:
+        """True when woken, False after `seconds`."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ticket.wait(), timeout)
+            async with asyncio.timeout(seconds):
+                await ticket.wait()
             return True
         return False
 

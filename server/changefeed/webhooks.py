@@ -139,11 +139,7 @@ class Deliverer:
 
     async def _run(self) -> None:
         feed = self.feed
-        pause = 0.0
         while True:
-            if pause:
-                await asyncio.sleep(pause)
-                pause = 0.0
             try:
                 pause = await self._step()
             except StoreError as e:
@@ -154,6 +150,9 @@ class Deliverer:
             except Exception:
                 log.exception("webhook %s: unexpected failure; retrying", self.hook.id)
                 pause = feed.poll
+            # always through the loop: a store whose calls never suspend (memory) must not
+            # starve the other tasks
+            await asyncio.sleep(pause)
 
     async def _lease(self) -> HookState | None:
         """The row, with our lease renewed when half of it is used (None: not ours)."""
@@ -184,6 +183,8 @@ class Deliverer:
         events = await feed.backend.store.read_all(after=state.cursor, limit=feed.webhook_batch)
         if not events:
             self.log_end = state.cursor
+            if feed.closing:  # shutting down: nothing will wake us any more
+                return feed.poll
             await feed.wait(ticket, min(feed.poll * 5, feed.heartbeat))
             return 0.0
         events = trim(events, feed.webhook_batch_bytes)
@@ -207,7 +208,7 @@ class Deliverer:
                       self.hook.id, self.hook.url, after.failures, error, self.hook.id,
                       after.cursor)  # fmt: skip
             return 0.0
-        delay = min(feed.retry_first * 2 ** (after.failures - 1), feed.retry_max)
+        delay = min(feed.retry_first * 2.0 ** (after.failures - 1), feed.retry_max)
         log.warning("webhook %s: delivery of %d..%d failed (%s); retry %d in %.1fs",
                     self.hook.id, events[0].pos, events[-1].pos, error, after.failures,
                     delay)  # fmt: skip

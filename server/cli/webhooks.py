@@ -50,8 +50,10 @@ async def webhooks(args: argparse.Namespace) -> int:
             if not rows:
                 print("no webhooks")
             for r in rows:
-                print(f"{r['id']}  {r['state']:<8}  cursor {r['cursor']} (behind {r['behind']})"
-                      f"  delivered {r['delivered']}  failures {r['failures']}  {r['url']}")
+                print(
+                    f"{r['id']}  {r['state']:<8}  cursor {r['cursor']} (behind {r['behind']})"
+                    f"  delivered {r['delivered']}  failures {r['failures']}  {r['url']}"
+                )
                 if r["last_error"]:
                     print(f"    last error: {r['last_error']}")
             return 0
@@ -71,8 +73,11 @@ async def webhooks(args: argparse.Namespace) -> int:
             return 1
         if row is not None:
             out = hook_json(row, last)
-            print(json.dumps(out) if args.json else
-                  f"{out['id']}: {out['state']}, cursor {out['cursor']} (behind {out['behind']})")
+            print(
+                json.dumps(out)
+                if args.json
+                else f"{out['id']}: {out['state']}, cursor {out['cursor']} (behind {out['behind']})"
+            )
         else:
             print(f"{hook_id}: removed")
         return 0

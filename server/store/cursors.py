@@ -157,4 +157,12 @@ class MemoryCursors(WebhookCursors):
         return self._rows.pop(hook_id, None) is not None
 
 
-__all__ = ["ACTIVE", "DISABLED", "FAILING", "STATES", "HookState", "MemoryCursors", "WebhookCursors"]
+__all__ = [
+    "ACTIVE",
+    "DISABLED",
+    "FAILING",
+    "STATES",
+    "HookState",
+    "MemoryCursors",
+    "WebhookCursors",
+]
