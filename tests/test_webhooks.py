@@ -138,6 +138,17 @@ async def test_failing_hook_is_reported_and_resumes_from_its_cursor_when_enabled
         await type_into(srv.ws_url, "gamma", ["more"])
         await asyncio.sleep(1.5)
         assert rx.deliveries == []
+        hook_id = Webhook(rx.url).id
+        async with httpx.AsyncClient(base_url=srv.http_url, timeout=5) as http:
+            listed = (await http.get("/api/webhooks")).json()
+            assert [h["state"] for h in listed["webhooks"]] == ["failing"]
+            assert listed["webhooks"][0]["behind"] == listed["position"] > 0
+            r = await http.post(f"/api/webhooks/{hook_id}/disable")
+            assert r.status_code == 200 and r.json()["state"] == "disabled"
+            assert (await http.post(f"/api/webhooks/{hook_id}/explode")).status_code == 404
+            assert (await http.post("/api/webhooks/wh-nope/enable")).status_code == 404
+        await asyncio.sleep(1.0)
+        assert rx.deliveries == []
         r = cli("webhooks", "enable", rx.url, "--db", str(srv.db_path))
         assert r.returncode == 0 and "active" in r.stdout, r.stderr
         log = await log_of(srv.db_path)
