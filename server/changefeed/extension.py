@@ -82,6 +82,7 @@ class Changefeed(Extension, Service):
         self.deliverers: list[Deliverer] = []
         self.closing = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._collector: _Collector | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Changefeed:
@@ -116,7 +117,7 @@ class Changefeed(Extension, Service):
     async def start(self) -> None:
         self.closing = False
         metrics = metrics_of(self.backend)
-        if metrics is not None and not getattr(self, "_collector", None):
+        if metrics is not None and self._collector is None:
             self._collector = _Collector(self)
             metrics.registry.register(self._collector)
         self._tasks = [
