@@ -184,3 +184,19 @@ async def test_followers_stay_gap_free_across_kill_9(tmp_path: Path) -> None:
     text = fold(by_doc["notes"])
     assert text.endswith("end") and all(f"2:{i} " in text for i in range(15))
     assert json.dumps(sorted(by_doc)) == '["notes", "side"]'
+
+
+async def test_a_shutdown_ends_open_streams_instead_of_waiting_for_them(tmp_path: Path) -> None:
+    srv = ServerProcess(tmp_path, env=FAST)
+    await srv.astart()
+    try:
+        await type_into(srv.ws_url, "notes", ["a"])
+        async with RawStream(f"{srv.http_url}/api/events/stream") as s:
+            await s.events(1)
+            await srv.astop()
+            with pytest.raises(StopAsyncIteration):  # ended by the server, cleanly
+                while True:
+                    await s.next()
+    finally:
+        await srv.astop()
+    assert "graceful shutdown exceeded" not in srv.log_text()
