@@ -83,6 +83,9 @@ class Settings:
     webhook_retry_max: float = 60.0
     #: events per webhook POST at most
     webhook_batch: int = 100
+    #: how long a process's claim on delivering a webhook holds without renewal (another
+    #: process, or this one restarted after a crash, takes over after it)
+    webhook_lease_seconds: float = 10.0
     #: seconds between heartbeats of an idle SSE stream
     changefeed_heartbeat: float = 15.0
     #: seconds between reads of the store's last position (wakes followers when another

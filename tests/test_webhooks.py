@@ -27,6 +27,7 @@ FAST = {
     "PALIMPSEST_WEBHOOK_RETRY_MAX": "0.3",
     "PALIMPSEST_WEBHOOK_BATCH": "7",
     "PALIMPSEST_CHANGEFEED_POLL": "0.3",
+    "PALIMPSEST_WEBHOOK_LEASE_SECONDS": "2",
 }
 
 
@@ -161,3 +162,36 @@ async def test_failing_hook_is_reported_and_resumes_from_its_cursor_when_enabled
     finally:
         await srv.astop()
         rx.down()
+
+
+async def test_kill_9_may_repeat_a_batch_but_never_skips_or_reorders(tmp_path: Path) -> None:
+    with Receiver() as rx:
+        srv = ServerProcess(tmp_path, extra_args=["--webhook", rx.url], env=FAST)
+        await srv.astart()
+        try:
+            for round_ in range(3):
+                writing = asyncio.create_task(
+                    type_into(srv.ws_url, f"doc{round_ % 2}", [f"{round_}.{i} " for i in range(20)])
+                )
+                await asyncio.sleep(0.2)
+                await srv.akill9()  # mid-stream: deliveries and typing both cut off
+                writing.cancel()
+                await asyncio.gather(writing, return_exceptions=True)
+                await srv.astart()
+            await type_into(srv.ws_url, "doc0", ["last"])
+            log = await log_of(srv.db_path)
+            positions = {p for _, _, p in log}
+            await eventually(
+                lambda: positions <= {e["pos"] for e in rx.accepted_events()},
+                timeout=30, what="everything delivered",
+            )  # fmt: skip
+        finally:
+            await srv.astop()
+    seen: list[tuple[str, int, int]] = []
+    for key in keys(rx.accepted_events()):
+        if key not in seen:
+            seen.append(key)
+    assert seen == log  # first arrivals: the log, in order; repeats are whole batches
+    for d in rx.accepted():
+        body = d.json
+        assert [e["pos"] for e in body["events"]] == sorted(e["pos"] for e in body["events"])

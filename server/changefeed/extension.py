@@ -63,6 +63,7 @@ class Changefeed(Extension, Service):
         webhook_batch: int = 100,
         webhook_batch_bytes: int = 1 << 20,
         webhook_timeout: float = 10.0,
+        lease_seconds: float = 10.0,
     ) -> None:
         ids = [h.id for h in webhooks]
         if len(set(ids)) != len(ids):
@@ -77,6 +78,7 @@ class Changefeed(Extension, Service):
         self.webhook_batch = max(1, webhook_batch)
         self.webhook_batch_bytes = webhook_batch_bytes
         self.webhook_timeout = webhook_timeout
+        self.lease_seconds = lease_seconds
         self.wakeup = Wakeup()
         self.streams = Streams(self)
         self.deliverers: list[Deliverer] = []
@@ -94,6 +96,7 @@ class Changefeed(Extension, Service):
             retry_first=settings.webhook_retry_first,
             retry_max=settings.webhook_retry_max,
             webhook_batch=settings.webhook_batch,
+            lease_seconds=settings.webhook_lease_seconds,
         )
 
     # --- wiring ----------------------------------------------------------------------------

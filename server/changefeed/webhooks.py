@@ -19,7 +19,8 @@ that one page, whatever the backlog.
   again until an operator enables it (``palimpsest webhooks enable``, or
   ``POST /api/webhooks/{id}/enable``); it then resumes from its cursor.
 - Several processes configured with the same hook share its row: the lease holder
-  delivers, the others wait for the lease to lapse.
+  delivers, the others wait for the lease to lapse (``lease_seconds``, 10: also how long
+  a restarted process waits after a crash of its predecessor).
 - A hook new to the store starts at the log's current end (it is told what happens
   from now on, not the whole history).
 """
@@ -47,8 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("palimpsest.webhooks")
 
-#: how long a lease holds without renewal (ms); renewed when half of it is left
-LEASE_MS = 30_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,13 +155,14 @@ class Deliverer:
 
     async def _lease(self) -> HookState | None:
         """The row, with our lease renewed when half of it is used (None: not ours)."""
+        lease_ms = int(self.feed.lease_seconds * 1000)
         loop_ms = int(asyncio.get_running_loop().time() * 1000)
-        if self.holding and self.state is not None and loop_ms < self._lease_until - LEASE_MS // 2:
-            return self.state
-        state = await self.feed.cursors.claim(self.hook.id, self.owner, LEASE_MS)
+        if self.holding and self.state is not None and loop_ms < self._lease_until - lease_ms // 2:
+            return self.state  # renewed when half of it is used
+        state = await self.feed.cursors.claim(self.hook.id, self.owner, lease_ms)
         self.holding = state is not None
         if state is not None:
-            self._lease_until = loop_ms + LEASE_MS
+            self._lease_until = loop_ms + lease_ms
             self.state = state
         return state
 
