@@ -16,7 +16,7 @@ from webhook_receiver import Receiver
 
 pytestmark = pytest.mark.postgres
 
-SLOW_POLL = ["--webhook-retry-max", "0.3"]
+FAST_RETRY = ["--webhook-retry-max", "0.3"]
 
 
 async def test_events_from_another_process_arrive_live_in_order(tmp_path: Path) -> None:
@@ -48,7 +48,7 @@ async def test_a_webhook_on_every_process_is_delivered_once(tmp_path: Path) -> N
     with Receiver() as rx:
         async with fresh_schema() as url, cluster(
             tmp_path, 2, store_url=url, fanout=fanout_url(),
-            extra=["--webhook", rx.url, *SLOW_POLL],
+            extra=["--webhook", rx.url, *FAST_RETRY],
         ) as c:  # fmt: skip
             await asyncio.gather(
                 type_into(c.procs[0].ws_url, "d0", [f"x{i}" for i in range(15)]),
@@ -62,3 +62,19 @@ async def test_a_webhook_on_every_process_is_delivered_once(tmp_path: Path) -> N
     got = [(e["doc"], e["seq"], e["pos"]) for e in rx.accepted_events()]
     assert got == log  # once each, in commit order
     assert row.cursor == log[-1][2] and row.delivered == len(log)
+
+
+async def test_without_redis_the_poll_still_brings_other_processes_events(
+    tmp_path: Path,
+) -> None:
+    from serverproc import free_port
+
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0?prefix=nobody"  # nothing listens there
+    async with fresh_schema() as url, cluster(tmp_path, 2, store_url=url, fanout=dead_redis) as c:
+        p0, p1 = c.procs
+        p0.env["PALIMPSEST_CHANGEFEED_POLL"] = "0.3"
+        await p0.arestart()
+        async with RawStream(f"{p0.http_url}/api/docs/solo/events/stream") as s:
+            await type_into(p1.ws_url, "solo", ["one", "two", "three"])
+            got = await s.events(3, timeout=15)
+    assert [e["seq"] for e in got] == [1, 2, 3]

@@ -111,7 +111,6 @@ class Deliverer:
         self.failed_attempts = 0
         self.delivered = 0
         self.holding = False
-        self.log_end = 0
         self._lease_until = 0
         self._task: asyncio.Task[None] | None = None
         self._http: httpx.AsyncClient | None = None
@@ -182,7 +181,6 @@ class Deliverer:
         ticket = feed.wakeup.ticket()
         events = await feed.backend.store.read_all(after=state.cursor, limit=feed.webhook_batch)
         if not events:
-            self.log_end = state.cursor
             if feed.closing:  # shutting down: nothing will wake us any more
                 return feed.poll
             await feed.wait(ticket, min(feed.poll * 5, feed.heartbeat))

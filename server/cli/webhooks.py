@@ -2,7 +2,7 @@
 operator's switches (enable a failing hook: it resumes from its cursor; disable one).
 
 Works on the store directly, with or without a running server: a server notices a
-change of state within its poll period (``changefeed_poll``, 2 s)."""
+change of state within half its lease (``webhook_lease_seconds`` / 2, 5 s)."""
 
 from __future__ import annotations
 
