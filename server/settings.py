@@ -88,6 +88,8 @@ class Settings:
     webhook_lease_seconds: float = 10.0
     #: seconds between heartbeats of an idle SSE stream
     changefeed_heartbeat: float = 15.0
+    #: SSE changefeed streams open at once from one client address (429 beyond)
+    changefeed_max_streams_per_ip: int = 64
     #: seconds between reads of the store's last position (wakes followers when another
     #: writer's commit was not announced)
     changefeed_poll: float = 2.0

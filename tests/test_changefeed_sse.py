@@ -200,3 +200,21 @@ async def test_a_shutdown_ends_open_streams_instead_of_waiting_for_them(tmp_path
     finally:
         await srv.astop()
     assert "graceful shutdown exceeded" not in srv.log_text()
+
+
+async def test_streams_per_address_are_bounded(tmp_path: Path) -> None:
+    env = {**FAST, "PALIMPSEST_CHANGEFEED_MAX_STREAMS_PER_IP": "3"}
+    async with ServerProcess(tmp_path, env=env) as srv:
+        url = f"{srv.http_url}/api/events/stream"
+        await type_into(srv.ws_url, "first", ["x"])
+        async with RawStream(url) as a, RawStream(url) as b, RawStream(url) as c:
+            for s in (a, b, c):
+                await s.events(1)  # all three are running
+            async with RawStream(url) as d:
+                assert d.status == 429 and "CHANGEFEED_MAX_STREAMS_PER_IP" in d.body
+        # closed streams count no more (once the server has seen them go)
+        async def admitted() -> bool:
+            async with RawStream(url) as e:
+                return e.status == 200 and [ev["doc"] for ev in await e.events(1)] == ["first"]
+
+        await eventually(admitted, timeout=10, interval=0.2, what="a stream admitted again")

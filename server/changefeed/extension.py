@@ -64,6 +64,7 @@ class Changefeed(Extension, Service):
         webhook_batch_bytes: int = 1 << 20,
         webhook_timeout: float = 10.0,
         lease_seconds: float = 10.0,
+        max_streams_per_ip: int = 64,
     ) -> None:
         ids = [h.id for h in webhooks]
         if len(set(ids)) != len(ids):
@@ -79,6 +80,7 @@ class Changefeed(Extension, Service):
         self.webhook_batch_bytes = webhook_batch_bytes
         self.webhook_timeout = webhook_timeout
         self.lease_seconds = lease_seconds
+        self.max_streams_per_ip = max_streams_per_ip
         self.wakeup = Wakeup()
         self.streams = Streams(self)
         self.deliverers: list[Deliverer] = []
@@ -97,6 +99,7 @@ class Changefeed(Extension, Service):
             retry_max=settings.webhook_retry_max,
             webhook_batch=settings.webhook_batch,
             lease_seconds=settings.webhook_lease_seconds,
+            max_streams_per_ip=settings.changefeed_max_streams_per_ip,
         )
 
     # --- wiring ----------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from ..auth import Identity, may_open
-from ..errors import BadRequest
+from ..errors import BadRequest, TooManyConnections
 from ..names import validate_doc_name
 from .events import HEARTBEAT, feed_text, sse_cursor, sse_frame
 
@@ -60,8 +60,33 @@ class Streams:
 
     def __init__(self, feed: Changefeed) -> None:
         self.feed = feed
-        #: streams open now (a gauge in /metrics)
+        #: streams open now (a gauge in /metrics), and per client address
         self.open = 0
+        self._by_address: dict[str, int] = {}
+
+    def _admit(self, request: Request) -> str:
+        """Check the stream against its address's bound (429 beyond it). The stream
+        counts itself once it runs (a response that never starts never counts)."""
+        address = request.client.host if request.client else "unknown"
+        if self._by_address.get(address, 0) >= self.feed.max_streams_per_ip:
+            self.feed.backend.refused("too_many_streams")
+            raise TooManyConnections(
+                f"{self.feed.max_streams_per_ip} changefeed streams are open from {address} "
+                "already (CHANGEFEED_MAX_STREAMS_PER_IP)"
+            )
+        return address
+
+    def _count(self, address: str) -> None:
+        self.open += 1
+        self._by_address[address] = self._by_address.get(address, 0) + 1
+
+    def _release(self, address: str) -> None:
+        self.open -= 1
+        left = self._by_address.get(address, 1) - 1
+        if left > 0:
+            self._by_address[address] = left
+        else:
+            self._by_address.pop(address, None)
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -74,8 +99,9 @@ class Streams:
         doc = validate_doc_name(request.path_params["doc"])
         identity = await backend.authenticate(request, doc, "read")
         after, updates = _after(request), _updates(request)
+        address = self._admit(request)
         return StreamingResponse(
-            self._doc_events(doc, after, updates, identity),
+            self._doc_events(doc, after, updates, identity, address),
             media_type="text/event-stream",
             headers=_HEADERS,
         )
@@ -83,8 +109,9 @@ class Streams:
     async def all_stream(self, request: Request) -> Response:
         identity = await self.feed.backend.authenticate(request, None, "read")
         after, updates = _after(request), _updates(request)
+        address = self._admit(request)
         return StreamingResponse(
-            self._all_events(after, updates, identity),
+            self._all_events(after, updates, identity, address),
             media_type="text/event-stream",
             headers=_HEADERS,
         )
@@ -93,10 +120,10 @@ class Streams:
         return identity.exp is not None and time.time() >= identity.exp
 
     async def _doc_events(
-        self, doc: str, after: int, updates: bool, identity: Identity
+        self, doc: str, after: int, updates: bool, identity: Identity, address: str
     ) -> AsyncIterator[bytes]:
         feed, store = self.feed, self.feed.backend.store
-        self.open += 1
+        self._count(address)
         try:
             yield f"retry: {RETRY_MS}\n\n".encode()
             cursor = after
@@ -111,13 +138,13 @@ class Streams:
                 if not await feed.wait(ticket):
                     yield HEARTBEAT
         finally:
-            self.open -= 1
+            self._release(address)
 
     async def _all_events(
-        self, after: int, updates: bool, identity: Identity
+        self, after: int, updates: bool, identity: Identity, address: str
     ) -> AsyncIterator[bytes]:
         feed, store = self.feed, self.feed.backend.store
-        self.open += 1
+        self._count(address)
         try:
             yield f"retry: {RETRY_MS}\n\n".encode()
             cursor = sent = after
@@ -130,17 +157,17 @@ class Streams:
                     if everything or may_open(identity, ev.doc):
                         yield sse_frame(ev.pos, feed_text(ev, updates=updates))
                         sent = cursor
-                if len(events) == feed.page:
-                    continue
                 if sent != cursor:
                     # events the caller may not see moved the cursor: say so, so that a
-                    # reconnect does not read them again
+                    # reconnect does not read them again (and a long scan is not silent)
                     yield sse_cursor(cursor)
                     sent = cursor
+                if len(events) == feed.page:
+                    continue
                 if not await feed.wait(ticket):
                     yield HEARTBEAT
         finally:
-            self.open -= 1
+            self._release(address)
 
 
 __all__ = ["RETRY_MS", "Streams"]
