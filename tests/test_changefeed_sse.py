@@ -212,6 +212,7 @@ async def test_streams_per_address_are_bounded(tmp_path: Path) -> None:
                 await s.events(1)  # all three are running
             async with RawStream(url) as d:
                 assert d.status == 429 and "CHANGEFEED_MAX_STREAMS_PER_IP" in d.body
+
         # closed streams count no more (once the server has seen them go)
         async def admitted() -> bool:
             async with RawStream(url) as e:

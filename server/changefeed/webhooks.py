@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("palimpsest.webhooks")
 
 
-
 @dataclass(frozen=True, slots=True)
 class Webhook:
     """One receiver. ``secret`` signs the bodies (None: unsigned)."""
