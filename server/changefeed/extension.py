@@ -7,9 +7,10 @@ Built by ``server.features.builtin_extensions`` from the settings (``--webhook``
                                  webhook_secret="s3cret"))
 
 What wakes the followers (server.changefeed.wakeup): ``on_committed`` for this process's
-events; with a fan-out URL, the fan-out's Redis messages (events written by other
-processes); and a poller that reads the store's last position every ``poll`` seconds,
-for whatever else wrote to the store (and any message Redis lost).
+events; ``on_peer_commit``, the fan-out's messages (events written by other processes,
+through the fan-out's own Redis subscription); and a poller that reads the store's last
+position every ``poll`` seconds, for whatever else wrote to the store (and any message
+Redis lost).
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from redis import asyncio as aioredis
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -130,8 +129,6 @@ class Changefeed(Extension, Service):
             asyncio.create_task(self._poller(), name="changefeed-poller"),
             asyncio.create_task(self._until_stopping(), name="changefeed-stopping"),
         ]
-        if self.backend.settings.fanout:
-            self._tasks.append(asyncio.create_task(self._listen(), name="changefeed-redis"))
         start = await self.backend.store.last_position()
         self.deliverers = []
         for hook in self.webhooks:
@@ -185,36 +182,9 @@ class Changefeed(Extension, Service):
                 log.debug("changefeed poll failed: %s", e)
             await asyncio.sleep(self.poll)
 
-    async def _listen(self) -> None:
-        """Wake on the fan-out's messages: events committed by the other processes."""
-        from ..fanout import parse_url
-
-        assert self.backend.settings.fanout
-        redis_url, prefix, _ = parse_url(self.backend.settings.fanout)
-        backoff = 0.1
-        while True:
-            r = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2.0)
-            pubsub = r.pubsub()
-            try:
-                await pubsub.psubscribe(f"{prefix}:*")
-                backoff = 0.1
-                self.wakeup.notify_all()  # whatever was missed meanwhile
-                while True:
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if msg is None or msg["type"] != "pmessage" or msg["data"][:1] == b"A":
-                        continue  # presence is not in the log
-                    channel = msg["channel"]
-                    ch = channel.decode() if isinstance(channel, bytes) else channel
-                    self.wakeup.notify(ch[len(prefix) + 1 :])
-            except (RedisError, OSError) as e:
-                log.debug("changefeed lost Redis (%s); the poller covers it", e)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-                with contextlib.suppress(Exception):
-                    await r.aclose()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
+    def on_peer_commit(self, doc: str) -> None:
+        """Another process committed events of `doc` (its fan-out message)."""
+        self.wakeup.notify(doc)
 
     # --- the operator's view -----------------------------------------------------------------
 
