@@ -219,3 +219,17 @@ async def test_streams_per_address_are_bounded(tmp_path: Path) -> None:
                 return e.status == 200 and [ev["doc"] for ev in await e.events(1)] == ["first"]
 
         await eventually(admitted, timeout=10, interval=0.2, what="a stream admitted again")
+
+
+async def test_a_stream_ends_when_the_token_expires(tmp_path: Path) -> None:
+    secret = "e" * 32
+    async with ServerProcess(tmp_path, extra_args=["--jwt-secret", secret], env=FAST) as srv:
+        token = mint(secret, "brief", "read", ["*"], ttl=2)
+        async with RawStream(
+            f"{srv.http_url}/api/events/stream", {"Authorization": f"Bearer {token}"}
+        ) as s:
+            assert s.status == 200
+            with pytest.raises(StopAsyncIteration):  # ended by the server at the expiry
+                while True:
+                    await s.next(timeout=10)
+            assert s.heartbeats >= 1  # it was open and idle until then
