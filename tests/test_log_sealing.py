@@ -189,7 +189,7 @@ async def test_an_idle_document_and_a_stopping_server_seal_the_last_run(tmp_path
         await eventually(lambda: counts() == (1, 0), what="the idle document sealed")
         async with client.connect(srv.ws_url, "idle", user="ann") as s:
             await s.wait_for(lambda: len(s.text()) == 100)
-            for i in range(80):
+            for _ in range(80):
                 s.text().append("x")
                 await s.flush()
     # the server stopped with the document open: its last run sealed on the way out

@@ -38,11 +38,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring as _quote
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..lifecycle import Service
 from .segments import SEGMENT_EVENTS
 from .update_clients import update_clients
+
+if TYPE_CHECKING:
+    from .cursors import WebhookCursors
 
 log = logging.getLogger("palimpsest.store")
 
@@ -368,3 +371,10 @@ class EventStore(Service, ABC):
         """Write a whole document as it is (seqs, snapshots and tags kept) atomically.
 
         Raises StoreError for a document that already exists here, unless ``replace``."""
+
+    # --- webhook delivery cursors (server.changefeed) ---------------------------------
+
+    @abstractmethod
+    def webhook_cursors(self) -> WebhookCursors:
+        """Where webhook deliveries keep their cursors (server.store.cursors): in this
+        store, so that a restart (or another process) resumes where delivery stopped."""

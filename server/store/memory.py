@@ -24,6 +24,7 @@ from .base import (
     snapshot_from_row,
     snapshot_info,
 )
+from .cursors import MemoryCursors, WebhookCursors
 from .segments import SEGMENT_EVENTS
 
 #: a stored snapshot as the other stores keep it: ts, state, checksum, meta JSON text
@@ -45,6 +46,7 @@ class MemoryStore(EventStore):
         self._snaps: dict[str, dict[int, _SnapRow]] = {}
         self._tags: dict[str, dict[str, Tag]] = {}
         self._tombstones: dict[str, bytes] = {}
+        self._cursors = MemoryCursors()
         self._pos = 0
         self._lock = asyncio.Lock()
         self._up = False
@@ -272,3 +274,6 @@ class MemoryStore(EventStore):
                 s.seq: (s.ts, s.state, s.checksum, dump_meta(s.meta)) for s in snapshots
             }
             self._tags[info.doc] = {t.name: t for t in tags}
+
+    def webhook_cursors(self) -> WebhookCursors:
+        return self._cursors

@@ -48,6 +48,7 @@ from .base import (
     snapshot_from_row,
     snapshot_info,
 )
+from .cursors import WebhookCursors
 from .log_layout import (
     LAYOUT_VERSION,
     MAX,
@@ -69,6 +70,7 @@ from .postgres_schema import (
     to_compact_log,
     write_log,
 )
+from .sql_cursors import PostgresCursors
 
 log = logging.getLogger("palimpsest.store.postgres")
 
@@ -177,6 +179,7 @@ class PostgresStore(EventStore):
         self.max_size = max_size
         self.command_timeout = command_timeout
         self._pool: asyncpg.Pool | None = None
+        self._cursors: PostgresCursors | None = None
 
     def __repr__(self) -> str:
         w = urlsplit(self.dsn)
@@ -1036,3 +1039,8 @@ class PostgresStore(EventStore):
                     )  # fmt: skip
 
         await self._run(run, "import")
+
+    def webhook_cursors(self) -> WebhookCursors:
+        if self._cursors is None:
+            self._cursors = PostgresCursors(self)
+        return self._cursors

@@ -45,6 +45,7 @@ from .base import (
     snapshot_from_row,
     snapshot_info,
 )
+from .cursors import WebhookCursors
 from .log_layout import (
     LAYOUT_VERSION,
     MAX,
@@ -60,6 +61,7 @@ from .log_layout import (
     run_columns,
     runs,
 )
+from .sql_cursors import SQLiteCursors
 from .sqlite_schema import (
     FRESH,
     OLD_STEPS,
@@ -290,6 +292,7 @@ class SQLiteStore(EventStore):
         self._writer: _Writer | None = None
         self._wsym = Symbols()  # the writer thread's
         self._sym = Symbols()  # the event loop's
+        self._cursors: WebhookCursors | None = None
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -990,6 +993,11 @@ class SQLiteStore(EventStore):
             )
 
         await self._write_interned("import", names, run)
+
+    def webhook_cursors(self) -> WebhookCursors:
+        if self._cursors is None:
+            self._cursors = SQLiteCursors(self)
+        return self._cursors
 
 
 def events_in_file(path: str | Path, doc: str) -> list[Event]:
