@@ -127,5 +127,5 @@ def test_a_migration_killed_halfway_leaves_the_old_database(tmp_path: Path) -> N
             "FROM docs d WHERE name = 'big'"
         ).fetchone()[0]
         assert n == 200_000
-        # whole runs were sealed at once: 781 segments of 256, and 64 rows
-        assert c.execute("SELECT COUNT(*) FROM segments").fetchone()[0] == 200_000 // 256
+        # whole runs were sealed at once: 195 segments of 1,024, and 320 rows
+        assert c.execute("SELECT COUNT(*) FROM segments").fetchone()[0] == 200_000 // 1024
