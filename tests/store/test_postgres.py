@@ -315,3 +315,47 @@ async def test_an_old_schema_is_refused_then_rewritten_into_segments(schema: str
     finally:
         await conn.close()
     assert (segs, rows) == (2, n - 2048)
+
+
+async def test_two_sealing_processes_beside_an_appender(schema: str) -> None:
+    """Two other processes seal one document while this one appends to it: every event
+    once, in order, each run sealed by one of them."""
+    from store.contract import _SEALER
+
+    url = f"{PG_URL}?schema={schema}"
+    async with PostgresStore(url) as store:
+        await store.append([("hot", [NewEvent("ann", "edit", b"first", {}, 1)])])
+        sealers = [
+            await asyncio.create_subprocess_exec(
+                sys.executable, "-c", _SEALER, url, "hot", cwd=REPO, stdout=subprocess.PIPE
+            )
+            for _ in range(2)
+        ]
+        try:
+            for p in sealers:
+                assert p.stdout is not None
+                assert (await asyncio.wait_for(p.stdout.readline(), 30)).strip() == b"sealing"
+            sent = [b"first"]
+            for i in range(300):
+                batch = [f"{i}.{k}".encode() for k in range(1 + i % 4)]
+                await store.append([("hot", [NewEvent("bob", "edit", u, {}, 2) for u in batch])])
+                sent += batch
+            # they seal 4 at a time: wait until at most 3 are left as rows
+            for _ in range(200):
+                conn = await asyncpg.connect(PG_URL)
+                try:
+                    rows = await conn.fetchval(f'SELECT count(*) FROM "{schema}".log')
+                finally:
+                    await conn.close()
+                if rows < 4:
+                    break
+                await asyncio.sleep(0.05)
+            assert rows < 4
+        finally:
+            for p in sealers:
+                p.kill()
+                await p.wait()
+        got = await store.read("hot")
+        assert [e.update for e in got] == sent
+        assert [e.seq for e in got] == list(range(1, len(sent) + 1))
+        assert await store.segment_damage("hot") == []
