@@ -13,26 +13,23 @@ blame at any seq, and the diff of any two seqs, without replaying anything per r
 Where a new insertion lands among tombstones is not recorded exactly, and it does not
 matter: such a tombstone and the new bytes are never alive at the same seq.
 
-Cost and lifetime (see docs/history.md): the index lives in memory, one per
-document, built on first use from the start of the log (the only full pass, at about
-the cost of replaying the log with text observers), then extended with the events
-appended since, on each request. A least-recently-used bound limits how many documents
-keep one.
+Cost and lifetime (see docs/history.md and attribution_cache): the index is built
+once from the start of the log (the only full pass, at about the cost of replaying the
+log with text observers), stored (attribution_codec), read back by a cold server, and
+extended with the events appended since.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
-from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
 from pycrdt import Doc, Text
 
 from ..errors import FATAL
-from ..store.base import Event, EventStore
+from ..store.base import Event
 from .render import TEXT, infer_root_types
 
 log = logging.getLogger("palimpsest.history")
@@ -186,9 +183,13 @@ def _text(data: bytes) -> str:
 class AttributionIndex:
     """The attribution of one document's text roots, folded up to `seq`."""
 
-    def __init__(self, doc: str, text_roots: list[str]) -> None:
+    def __init__(
+        self, doc: str, text_roots: list[str], *, ydoc: Doc[Any] | None = None
+    ) -> None:
         self.doc_name = doc
-        self.doc: Doc[Any] = Doc(skip_gc=True)
+        #: the document the index folds (`ydoc`: one already at the index's seq, when a
+        #: stored index is read back, see attribution_codec)
+        self.doc: Doc[Any] = Doc(skip_gc=True) if ydoc is None else ydoc
         self.tracks: dict[str, TextTrack] = {}
         #: the actor of each seq from `first` on (interned: a few distinct names)
         self.actors: list[str] = []
@@ -204,7 +205,10 @@ class AttributionIndex:
             self._track(name)
 
     def _track(self, name: str) -> None:
-        track = TextTrack()
+        self.adopt(name, TextTrack())
+
+    def adopt(self, name: str, track: TextTrack) -> None:
+        """Track root `name` with `track` (new, or read back with the index)."""
         self.tracks[name] = track
 
         def on_text(e: Any) -> None:
@@ -329,66 +333,3 @@ class AttributionIndex:
             buf += content[run[0] : run[0] + run[1]]
         flush()
         return out
-
-
-class AttributionCache:
-    """One index per document, built on first use, extended on each use, LRU-bounded."""
-
-    def __init__(self, store: EventStore, max_docs: int = 8) -> None:
-        self.store = store
-        self.max_docs = max_docs
-        self._indexes: OrderedDict[str, AttributionIndex] = OrderedDict()
-        self._locks: dict[str, asyncio.Lock] = {}
-        #: (doc, seconds, events) for each full build, for logs and the bench
-        self.builds: list[tuple[str, float, int]] = []
-
-    def peek(self, doc: str) -> AttributionIndex | None:
-        return self._indexes.get(doc)
-
-    def drop(self, doc: str) -> None:
-        self._indexes.pop(doc, None)
-
-    async def get(self, doc: str, upto: int, text_roots: list[str]) -> AttributionIndex:
-        """The document's index, folded at least up to `upto`, tracking `text_roots`."""
-        lock = self._locks.setdefault(doc, asyncio.Lock())
-        async with lock:
-            index = self._indexes.get(doc)
-            if index is None or not set(text_roots) <= set(index.tracks):
-                known = set(index.tracks) if index is not None else set()
-                index = await self._build(doc, sorted(known | set(text_roots)))
-            await self._extend(index, upto)
-            found = index.new_text_roots()
-            if found:
-                index = await self._build(doc, sorted(set(index.tracks) | set(found)))
-            self._indexes[doc] = index
-            self._indexes.move_to_end(doc)
-            while len(self._indexes) > self.max_docs:
-                self._indexes.popitem(last=False)
-            return index
-
-    async def _build(self, doc: str, text_roots: list[str]) -> AttributionIndex:
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        index = AttributionIndex(doc, text_roots)
-        info = await self.store.doc_info(doc)
-        if info is not None and info.base_seq:
-            snap = await self.store.latest_snapshot(doc, info.base_seq)
-            if snap is not None:
-                index.start_from(snap.seq, snap.state)
-        await self._extend(index, None)
-        self.builds.append((doc, loop.time() - t0, index.seq))
-        log.info(
-            "attribution index of %s built to seq %d in %.2f s", doc, index.seq, loop.time() - t0
-        )
-        return index
-
-    async def _extend(self, index: AttributionIndex, upto: int | None) -> None:
-        while upto is None or index.seq < upto:
-            events = await self.store.read(
-                index.doc_name, after=index.seq, upto=upto, limit=READ_PAGE
-            )
-            if not events:
-                return
-            for i in range(0, len(events), FOLD_SLICE):
-                index.fold(events[i : i + FOLD_SLICE])
-                await asyncio.sleep(0)

@@ -27,7 +27,8 @@ from ..origins import ServerOrigin
 from ..snapshots import load
 from ..store.base import DocInfo, Event, EventStore, Tag
 from ..util import iso
-from .attribution import FOLD_SLICE, AttributionCache, AttributionIndex
+from .attribution import FOLD_SLICE, AttributionIndex
+from .attribution_cache import AttributionCache
 from .render import (
     TEXT,
     infer_root_types,
@@ -160,9 +161,8 @@ class History:
     async def _load(self, doc: str, seq: int) -> tuple[Doc[Any], int | None]:
         """The document at seq (nearest snapshot + the events after it), and the ts of
         event seq when it was among those replayed."""
-        last: list[Event] = []
-        loaded = await load(self.store, doc, upto=seq, on_event=last.append)
-        ts = last[-1].ts if last and last[-1].seq == seq else None
+        loaded = await load(self.store, doc, upto=seq)
+        ts = loaded.last_ts if loaded.replayed and loaded.seq == seq else None
         return loaded.doc, ts
 
     def types(self, doc: str, ydoc: Doc[Any]) -> dict[str, str]:
