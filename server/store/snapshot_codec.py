@@ -2,10 +2,12 @@
 stored.
 
 A packed row holds, in the store's ``state`` column, ``zlib(varUint(len(state)) + state
-+ meta JSON)``; in ``checksum`` the sha256 (hex) of exactly those stored bytes; in
-``meta`` the marker :data:`PACKED`. The checksum is of what is stored, so a damaged row
-is recognised before anything is decompressed, and the PostgreSQL store's SQL check
-(``checksum = sha256(state)``) holds for packed rows as for the older form.
++ meta JSON)``; in ``meta`` the marker :data:`PACKED`; in ``checksum``
+``sha256(stored bytes):sha256(marker)``, the same two-part form as the rows before it,
+over exactly what is stored. So a damaged row is recognised before anything is
+decompressed, a marker damaged into JSON is caught by its checksum (never read as an
+older row whose state would be the compressed bytes), and the PostgreSQL store's SQL
+check of a row holds for both forms.
 
 Rows written before (``meta`` holds the JSON text, ``state`` the raw update, checksum
 ``sha256(state)[:sha256(meta)]``) stay readable: :func:`damage` and :func:`unpack` take
@@ -67,7 +69,7 @@ def pack(state: bytes, meta_text: str) -> tuple[bytes, str, str]:
     """(stored bytes, checksum, meta column) of a snapshot row."""
     body = _varuint(len(state)) + state + meta_text.encode()
     blob = zlib.compress(body, LEVEL)
-    return blob, _sha(blob), PACKED
+    return blob, f"{_sha(blob)}:{_sha(PACKED.encode())}", PACKED
 
 
 async def pack_async(state: bytes, meta_text: str) -> tuple[bytes, str, str]:
@@ -96,13 +98,13 @@ def unpack(stored: bytes, meta_column: str) -> tuple[bytes, str]:
 def damage(stored: bytes, checksum: str, meta_column: str) -> str | None:
     """Why a row's stored bytes cannot be trusted (checksum only, nothing decompressed),
     or None. Older rows: see base.snapshot_damage, which also checks their meta."""
-    if is_packed(meta_column):
-        return None if _sha(stored) == checksum else "stored bytes checksum does not match"
     state_sum, _, meta_sum = checksum.partition(":")
     if _sha(stored) != state_sum:
         return "state checksum does not match"
     if meta_sum and _sha(meta_column.encode()) != meta_sum:
         return "meta checksum does not match"
+    if is_packed(meta_column) and not meta_sum:
+        return "meta checksum missing"
     return None
 
 
