@@ -95,23 +95,30 @@ class AttributionCache:
             await self._maybe_store(index)
             return index
 
-    async def refresh(self, doc: str, text_roots: Callable[[], Awaitable[list[str]]]) -> None:
-        """Bring the stored index of `doc` up to its head (building the first one), for a
-        cold server to read; not kept in memory unless it was already."""
+    async def refresh(
+        self, doc: str, text_roots: Callable[[], Awaitable[list[str]]], build_from: int
+    ) -> bool:
+        """Bring the stored index of `doc` up to its head, for a cold server to read;
+        build the first one only when the log has at least `build_from` events (a short
+        log is folded quickly enough on first use). Not kept in memory unless it was
+        already. True when an index was stored."""
         lock = self._locks.setdefault(doc, asyncio.Lock())
-        head = await self.store.head(doc)
-        if head == 0 or self._stored.get(doc, -1) >= head:
-            return
+        info = await self.store.doc_info(doc)
+        if info is None or info.head == 0 or self._stored.get(doc, -1) >= info.head:
+            return False
         async with lock:
-            index = self._indexes.get(doc) or await self._restore(doc, head)
+            index = self._indexes.get(doc) or await self._restore(doc, info.head)
             if index is None:
+                if info.head - info.base_seq < build_from:
+                    return False
                 index = await self._build(doc, await text_roots())
-            await self._extend(index, head)
+            await self._extend(index, info.head)
             found = index.new_text_roots()
             if found:
                 index = await self._build(doc, sorted(set(index.tracks) | set(found)))
             await self._maybe_store(index, force=True)
         await self.drain()
+        return True
 
     async def drain(self) -> None:
         if self._writes:

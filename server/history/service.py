@@ -213,6 +213,20 @@ class History:
             known.setdefault(name, TEXT)
         return index
 
+    async def refresh_attribution(self, doc: str, build_from: int) -> bool:
+        """Store the attribution index of `doc` up to its head (see attribution_cache):
+        called off the editing path, when the document's room unloads."""
+
+        async def text_roots() -> list[str]:
+            known = self._types.get(doc)
+            if known is None:
+                info = await self.info(doc)
+                self.types(doc, await self.doc_at(doc, info.head))
+                known = self._types.setdefault(doc, {})
+            return self._texts(known)
+
+        return await self.attribution.refresh(doc, text_roots, build_from)
+
     @staticmethod
     def _texts(known: dict[str, str]) -> list[str]:
         return sorted(n for n, k in known.items() if k == TEXT)
