@@ -10,8 +10,8 @@ length / max_gap instead of its number of checkpoints. ``max_bytes`` bounds them
 further: the gap doubles until the ladder fits (old versions then load more slowly,
 never wrongly).
 
-Never dropped: the compaction base (``meta.base``, at ``DocInfo.base_seq``), and damaged
-snapshots (``palimpsest verify`` reports them; an operator decides). Pruning runs after
+Never dropped: the compaction base (``meta.base``, at ``DocInfo.base_seq``) and anything
+before it (compact decides about those), and damaged snapshots (``palimpsest verify`` reports them; an operator decides). Pruning runs after
 a snapshot is written, in the background task that wrote it, never on the path of an
 edit (SnapshotPolicy), and on demand (``maintenance.prune_doc``).
 """
@@ -74,7 +74,8 @@ def plan(infos: Sequence[SnapshotInfo], base_seq: int, rules: Retention) -> list
         kept = _ladder(older, start, recent[0].seq, gap)
         if gap > recent[0].seq:
             kept = []
-    keep = {s.seq for s in kept} | {s.seq for s in recent} | {s.seq for s in pinned}
+    below = {s.seq for s in valid if s.seq < start}  # before the base: not the ladder's
+    keep = {s.seq for s in kept} | {s.seq for s in recent} | {s.seq for s in pinned} | below
     return [s.seq for s in valid if s.seq not in keep]
 
 
