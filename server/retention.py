@@ -11,9 +11,10 @@ further: the gap doubles until the ladder fits (old versions then load more slow
 never wrongly).
 
 Never dropped: the compaction base (``meta.base``, at ``DocInfo.base_seq``) and anything
-before it (compact decides about those), and damaged snapshots (``palimpsest verify`` reports them; an operator decides). Pruning runs after
-a snapshot is written, in the background task that wrote it, never on the path of an
-edit (SnapshotPolicy), and on demand (``maintenance.prune_doc``).
+before it (compact decides about those), and damaged snapshots (``palimpsest verify``
+reports them; an operator decides). Pruning runs after a snapshot is written, in the
+background task that wrote it, never on the path of an edit (SnapshotPolicy), and on
+demand (:func:`prune`: the bench, a database written before retention existed).
 """
 
 from __future__ import annotations

@@ -95,6 +95,23 @@ class AttributionCache:
             await self._maybe_store(index)
             return index
 
+    async def warm(self, doc: str, upto: int) -> AttributionIndex | None:
+        """The index in memory, or read back from the store (then kept in memory), or
+        None: never a build. Lets a cold server learn the text roots from the stored
+        index instead of loading the head version first."""
+        lock = self._locks.setdefault(doc, asyncio.Lock())
+        async with lock:
+            index = self._indexes.get(doc)
+            if index is None:
+                index = await self._restore(doc, upto)
+                if index is None:
+                    return None
+                self._indexes[doc] = index
+                while len(self._indexes) > self.max_docs:
+                    gone, _ = self._indexes.popitem(last=False)
+                    self._stored.pop(gone, None)
+            return index
+
     async def refresh(
         self, doc: str, text_roots: Callable[[], Awaitable[list[str]]], build_from: int
     ) -> bool:

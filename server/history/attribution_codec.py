@@ -175,11 +175,12 @@ def decode(data: bytes, doc: Doc[Any]) -> AttributionIndex:
         dels = [d + i if d else 0 for d, i in zip(_from_ints(r.chunk()), ins, strict=True)]
         if not len(starts) == len(lens) == len(ins) == len(dels):
             raise ValueError(f"attribution index of root {name!r}: columns differ in length")
-        runs = [list(t) for t in zip(starts, lens, ins, dels, strict=True)]
+        runs = list(map(list, zip(starts, lens, ins, dels, strict=True)))
+        alive = [n if d == 0 else 0 for n, d in zip(lens, dels, strict=True)]
         track = TextTrack()
         track.content = content
         track.blocks = [runs[i : i + BLOCK] for i in range(0, len(runs), BLOCK)] or [[]]
-        track.alive = [sum(x[1] for x in b if x[3] == 0) for b in track.blocks]
+        track.alive = [sum(alive[i : i + BLOCK]) for i in range(0, len(runs), BLOCK)] or [0]
         index.adopt(name, track)
     if r.i != len(body):
         raise ValueError("attribution index has trailing bytes")

@@ -202,8 +202,14 @@ class History:
             self.attribution.drop(doc)
         known = self._types.get(doc)
         if known is None:
-            self.types(doc, await self.doc_at(doc, info.head))
-            known = self._types.setdefault(doc, {})
+            stored = await self.attribution.warm(doc, info.head)
+            if stored is not None:  # a cold server: the stored index names its text roots
+                known = self._types.setdefault(doc, {})
+                for name in stored.tracks:
+                    known.setdefault(name, TEXT)
+            else:
+                self.types(doc, await self.doc_at(doc, info.head))
+                known = self._types.setdefault(doc, {})
         index = await self.attribution.get(doc, info.head, self._texts(known))
         if any(n not in known and n not in index.tracks for n in index.doc.keys()):
             for seq in sorted(set(seqs)):
