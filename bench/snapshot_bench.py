@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import os
 import random
 import sqlite3
 import sys
@@ -81,11 +82,13 @@ def progress(what: str, i: int, n: int) -> None:
 
 
 async def write_both(
-    events: list[NewEvent], before: SQLiteStore, after: SQLiteStore, every: int
+    events: list[NewEvent], before: SQLiteStore, after: SQLiteStore, every: int, cap: int
 ) -> tuple[int, int, int]:
     """Append the log to both stores and take the policy's snapshots, with undo stacks
-    and owners folded by the real recorder. Returns (snapshots, meta JSON bytes, state
-    bytes) written."""
+    and owners folded by the real recorder: `before` where the policy took them before
+    (every `every` events once the edits amount to a quarter of the last snapshot),
+    `after` where it takes them now (also whenever `cap` events passed: the ladder's
+    gap). Returns (snapshots, meta JSON bytes, state bytes) written to `before`."""
     settings = Settings()
     doc = new_doc(DOC)
     room = Room(DOC, doc, 0, committer=Committer(after), reader=after)
@@ -94,6 +97,7 @@ async def write_both(
     )
     owners = Owners(server_client_id(DOC))
     since = since_bytes = last_bytes = 0
+    a_since = a_bytes = a_last = 0
     n = meta_bytes = state_bytes = 0
     for i in range(0, len(events), 1000):
         chunk = events[i : i + 1000]
@@ -110,7 +114,16 @@ async def write_both(
             owners.record(ev.actor, ev.update)
             since += 1
             since_bytes += len(ev.update)
-            # SnapshotPolicy: every `every` events, once the edits are worth a quarter
+            a_since += 1
+            a_bytes += len(ev.update)
+            # SnapshotPolicy now: the same, or at the latest after `cap` events
+            if a_since >= every and (a_bytes >= 0.25 * a_last or a_since >= cap):
+                state = doc.get_update()
+                meta = {"undo": undo.to_meta(), "owners": owners.to_meta()}
+                await after.put_snapshot(DOC, ev.seq, state, meta)
+                a_since = a_bytes = 0
+                a_last = len(state)
+            # SnapshotPolicy before: every `every` events, once the edits are worth a quarter
             if since >= every and since_bytes >= 0.25 * last_bytes:
                 state = doc.get_update()
                 meta = {"undo": undo.to_meta(), "owners": owners.to_meta()}
@@ -122,7 +135,6 @@ async def write_both(
                         (DOC, s, 0, st, f"{checksum(st)}:{checksum(t.encode())}", t),
                     )
                 )
-                await after.put_snapshot(DOC, ev.seq, state, meta)
                 n += 1
                 meta_bytes += len(text)
                 state_bytes += len(state)
@@ -140,9 +152,15 @@ def snapshot_bytes(path: Path) -> tuple[int, int]:
     return int(n), int(size or 0)
 
 
+#: CPU time of the last versions() run (all threads: SQLite's reader too), per seq
+CPU: list[float] = []
+
+
 async def versions(store: SQLiteStore, seqs: list[int], one_by_one: bool) -> list[float]:
     out = []
+    CPU.clear()
     for i, s in enumerate(seqs):
+        c = time.process_time()
         t = time.perf_counter()
         if one_by_one:  # a per-event hook: the replay the code did before (one by one)
             loaded = await load(store, DOC, upto=s, on_event=lambda e: None)
@@ -150,6 +168,7 @@ async def versions(store: SQLiteStore, seqs: list[int], one_by_one: bool) -> lis
             loaded = await load(store, DOC, upto=s)
         loaded.doc.get_update()
         out.append(time.perf_counter() - t)
+        CPU.append(time.process_time() - c)
         progress("versions", i + 1, len(seqs))
     return out
 
@@ -165,6 +184,7 @@ async def main() -> None:
     ap.add_argument("--plot", default=None, help="write a PNG of bytes vs any-version p99")
     ap.add_argument("--dir", default=None, help="keep the databases here")
     args = ap.parse_args()
+    print(f"load average at start: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
     gaps = [int(g) for g in args.gaps.split(",") if g]
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -179,14 +199,17 @@ async def main() -> None:
               f"({time.perf_counter() - t:.1f} s to generate)")  # fmt: skip
         before_path, after_path = d / "before.db", d / "after.db"
         async with SQLiteStore(before_path) as before, SQLiteStore(after_path) as after:
-            n, meta_bytes, state_bytes = await write_both(events, before, after, args.every)
+            n, meta_bytes, state_bytes = await write_both(
+                events, before, after, args.every, min(gaps)
+            )
         print(f"{n} snapshots as the policy takes them: states {state_bytes} bytes, "
               f"meta JSON (undo stacks + owners) {meta_bytes} bytes")  # fmt: skip
         b_count, b_bytes = snapshot_bytes(before_path)
         a_count, a_bytes = snapshot_bytes(after_path)
         print(f"before (raw rows, all kept): {b_count} snapshots, {b_bytes} bytes "
               f"({b_bytes / raw:.2f}x the raw updates)")  # fmt: skip
-        print(f"packed (zlib, all kept):     {a_count} snapshots, {a_bytes} bytes "
+        print(f"after, policy capped at {min(gaps)} events, packed (zlib), all kept: "
+              f"{a_count} snapshots, {a_bytes} bytes "
               f"({a_bytes / raw:.2f}x; {a_bytes / b_bytes:.2f} of before)")  # fmt: skip
 
         head = len(events)
@@ -195,18 +218,18 @@ async def main() -> None:
         rows: list[tuple[str, int, int, float, float]] = []
         async with SQLiteStore(before_path) as store:
             v = await versions(store, seqs, one_by_one=True)
-        print(f"any version, before (all snapshots, one-by-one replay): {ms(v)}")
+        print(f"any version, before (all snapshots, one-by-one replay): {ms(v)}; CPU {ms(CPU)}")
         rows.append(("before", b_count, b_bytes, pct(v, 50), pct(v, 99)))
         async with SQLiteStore(after_path) as store:
             v = await versions(store, seqs, one_by_one=False)
-            print(f"any version, packed, all kept (merged replay): {ms(v)}")
-            rows.append(("packed, all kept", a_count, a_bytes, pct(v, 50), pct(v, 99)))
+            print(f"any version, after, all kept (merged replay): {ms(v)}; CPU {ms(CPU)}")
+            rows.append(("after, all kept", a_count, a_bytes, pct(v, 50), pct(v, 99)))
             for gap in gaps:
                 await prune(store, DOC, Retention(args.keep_recent, gap))
                 c, size = snapshot_bytes(after_path)
                 v = await versions(store, seqs, one_by_one=False)
                 print(f"ladder max_gap {gap}: {c} snapshots, {size} bytes ({size / raw:.2f}x "
-                      f"the raw updates), any version {ms(v)}")  # fmt: skip
+                      f"the raw updates), any version {ms(v)}; CPU {ms(CPU)}")  # fmt: skip
                 rows.append((f"ladder {gap}", c, size, pct(v, 50), pct(v, 99)))
 
         # blame: the first build (what every cold server paid before), then a cold one

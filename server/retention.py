@@ -34,7 +34,7 @@ class Retention:
     keep_recent: int = 3
     #: at most this many events between two kept snapshots further back (measured on
     #: automerge-paper: see bench/snapshot_bench.py and docs/history.md)
-    max_gap: int = 8000
+    max_gap: int = 4000
     #: bytes (as stored) of the snapshots older than the newest few; 0: no bound
     max_bytes: int = 0
 

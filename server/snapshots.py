@@ -3,7 +3,8 @@
 A snapshot at seq N holds ``doc.get_update()`` of a document that is exactly the fold of
 events 1..N. Taken every N events (once the edits since the last one amount to a quarter
 of its size, so that a large document does not store a copy of itself per thousand
-keystrokes), after a quiet period, and when a room unloads; the
+keystrokes; but at least every ``retention.max_gap`` events, so that any version stays
+a bounded replay away), after a quiet period, and when a room unloads; the
 state is captured between two pipeline steps (cheap, in memory) and written by a
 background task, never on the path of an edit.
 
@@ -190,7 +191,8 @@ class SnapshotPolicy:
 
     def __call__(self, room: Room) -> None:
         """Called by the room after each pipeline step."""
-        if room.events_since_snapshot >= self.every and self.due(room, self.size_ratio):
+        since = room.events_since_snapshot
+        if since >= self.every and (self.due(room, self.size_ratio) or self._gap_full(since)):
             self.take(room)
         elif room.events_since_snapshot > 0 and self.quiet_seconds > 0:
             old = self._timers.pop(room.name, None)
@@ -198,6 +200,11 @@ class SnapshotPolicy:
                 old.cancel()
             loop = asyncio.get_running_loop()
             self._timers[room.name] = loop.call_later(self.quiet_seconds, self._quiet, room)
+
+    def _gap_full(self, since: int) -> bool:
+        """No more than the retention ladder's gap between two snapshots, whatever their
+        size: retention keeps the bytes bounded, this keeps any version's replay bounded."""
+        return self.retention is not None and since >= self.retention.max_gap
 
     def _quiet(self, room: Room) -> None:
         self._timers.pop(room.name, None)

