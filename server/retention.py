@@ -10,6 +10,15 @@ length / max_gap instead of its number of checkpoints. ``max_bytes`` bounds them
 further: the gap doubles until the ladder fits (old versions then load more slowly,
 never wrongly).
 
+The ladder's rungs are stored as differences: a rung older than the newest few holds
+``doc.get_update(state vector of the rung below)`` (the items added since, and the
+delete set) instead of the whole state, with ``meta.delta_of`` naming the rung below;
+every ``key_every``-th rung (by distance: ``key_every * max_gap`` events) stays whole,
+so a version loads from at most ``key_every`` small differences on top of one whole
+state (snapshots.chain). Measured on automerge-paper: 6-9 kB compressed per 4,000
+events, against 61-142 kB for the whole state. A rung is converted only when the
+difference applied to the rung below gives exactly the rung's own state.
+
 Never dropped: the compaction base (``meta.base``, at ``DocInfo.base_seq``) and anything
 before it (compact decides about those), and damaged snapshots (``palimpsest verify``
 reports them; an operator decides). Pruning runs after a snapshot is written, in the
@@ -22,6 +31,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .store.base import EventStore, SnapshotInfo
 
@@ -37,6 +47,9 @@ class Retention:
     max_gap: int = 4000
     #: bytes (as stored) of the snapshots older than the newest few; 0: no bound
     max_bytes: int = 0
+    #: a whole rung at least every key_every * max_gap events; the rungs between are
+    #: differences (0: every rung whole)
+    key_every: int = 8
 
     def __post_init__(self) -> None:
         if self.keep_recent < 1:
@@ -77,17 +90,87 @@ def plan(infos: Sequence[SnapshotInfo], base_seq: int, rules: Retention) -> list
             kept = []
     below = {s.seq for s in valid if s.seq < start}  # before the base: not the ladder's
     keep = {s.seq for s in kept} | {s.seq for s in recent} | {s.seq for s in pinned} | below
+    # a rung stored as a difference needs the one below it
+    by_seq = {s.seq: s for s in valid}
+    todo = list(keep)
+    while todo:
+        base = by_seq.get(todo.pop(), None)
+        if base is not None and base.delta_of and base.delta_of not in keep:
+            keep.add(base.delta_of)
+            todo.append(base.delta_of)
     return [s.seq for s in valid if s.seq not in keep]
 
 
+def to_convert(
+    infos: Sequence[SnapshotInfo], base_seq: int, rules: Retention
+) -> list[tuple[int, int]]:
+    """(rung, the rung below it) pairs to store as differences (pure)."""
+    if rules.key_every <= 0:
+        return []
+    valid = sorted((s for s in infos if s.valid), key=lambda s: s.seq)
+    older = valid[: -rules.keep_recent] if len(valid) > rules.keep_recent else []
+    key_gap = rules.key_every * rules.max_gap
+    out: list[tuple[int, int]] = []
+    last_whole = base_seq
+    prev: SnapshotInfo | None = None
+    for s in older:
+        if s.seq <= base_seq:
+            prev = s if s.seq == base_seq else prev
+            continue
+        if s.delta_of:
+            pass
+        elif prev is None or s.seq - last_whole >= key_gap:
+            last_whole = s.seq
+        else:
+            out.append((s.seq, prev.seq))
+        prev = s
+    return out
+
+
 async def prune(store: EventStore, doc: str, rules: Retention) -> list[int]:
-    """Drop what :func:`plan` says from the store; returns the seqs dropped."""
+    """Drop what :func:`plan` says from the store, then store the ladder's older rungs
+    as differences (:func:`to_convert`); returns the seqs dropped."""
     info = await store.doc_info(doc)
-    drop = plan(await store.snapshots(doc), info.base_seq if info else 0, rules)
+    base_seq = info.base_seq if info else 0
+    drop = plan(await store.snapshots(doc), base_seq, rules)
     if drop:
         await store.delete_snapshots(doc, drop)
         log.debug("snapshots of %s pruned: %d dropped", doc, len(drop))
+    pairs = to_convert(await store.snapshots(doc), base_seq, rules)
+    for seq, below in pairs:
+        await _as_difference(store, doc, seq, below)
     return drop
+
+
+async def _as_difference(store: EventStore, doc: str, seq: int, below: int) -> bool:
+    """Rewrite the whole snapshot at `seq` as its difference from the one at `below`,
+    if that difference gives back exactly its state."""
+    from pycrdt import Doc
+
+    from .snapshots import apply_chain, chain  # the snapshot policy imports this module
+
+    top, base = await store.latest_snapshot(doc, seq), await store.latest_snapshot(doc, below)
+    if top is None or base is None or top.seq != seq or base.seq != below or top.delta_of:
+        return False
+    links = await chain(store, base)
+    if links is None:
+        return False
+    old: Doc[Any] = Doc(skip_gc=True)
+    if not apply_chain(old, links):
+        return False
+    new: Doc[Any] = Doc(skip_gc=True)
+    new.apply_update(top.state)
+    delta = new.get_update(old.get_state())
+    check: Doc[Any] = Doc(skip_gc=True)
+    if not apply_chain(check, links):
+        return False
+    check.apply_update(delta)
+    if check.get_update() != new.get_update():
+        log.warning("snapshot %s@%d kept whole: its difference from @%d does not give it back",
+                    doc, seq, below)  # fmt: skip
+        return False
+    await store.put_snapshot(doc, seq, delta, {**top.meta, "delta_of": below})
+    return True
 
 
 __all__ = ["Retention", "plan", "prune"]

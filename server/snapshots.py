@@ -116,6 +116,41 @@ def replay_merged(doc: Doc[Any], events: list[Event]) -> bool:
     return True
 
 
+#: longest chain of ladder rungs stored as differences (server.retention keeps it short)
+MAX_CHAIN = 64
+
+
+async def chain(store: EventStore, snap: Snapshot) -> list[Snapshot] | None:
+    """The snapshots to apply, in order, for the state at `snap`: itself when it holds the
+    whole state; for a ladder rung stored as a difference, the whole one below it, then
+    each difference up to it. None (logged) when a link is missing or damaged."""
+    links = [snap]
+    while links[-1].delta_of:
+        below = links[-1].delta_of
+        base = await store.latest_snapshot(snap.doc, below)
+        if base is None or base.seq != below or len(links) > MAX_CHAIN:
+            log.error("snapshot %s@%d: the snapshot @%d it is a difference from is missing or "
+                      "damaged; trying an older one", snap.doc, snap.seq, below)  # fmt: skip
+            return None
+        links.append(base)
+    return links[::-1]
+
+
+def apply_chain(doc: Doc[Any], links: list[Snapshot]) -> bool:
+    """Apply a chain (see :func:`chain`) to a new doc; False (logged) when it does not."""
+    try:
+        with doc.transaction(origin=SystemOrigin("snapshot")):
+            for s in links:
+                doc.apply_update(s.state)
+    except FATAL:
+        raise
+    except BaseException as e:  # pyo3 PanicException is one
+        top = links[-1]
+        log.error("snapshot %s@%d does not apply (%r); trying an older one", top.doc, top.seq, e)
+        return False
+    return True
+
+
 async def load(
     store: EventStore,
     name: str,
@@ -130,20 +165,17 @@ async def load(
     `generation`: the tombstone of a deleted document of the same name (see new_doc)."""
     t0 = time.perf_counter()
     at_most = upto
+    states: list[bytes] = []
     while True:
         snap = await store.latest_snapshot(name, at_most)
         doc = new_doc(name, generation)
         if snap is None:
             break
-        try:
-            with doc.transaction(origin=SystemOrigin("snapshot")):
-                doc.apply_update(snap.state)
+        links = await chain(store, snap)
+        if links is not None and apply_chain(doc, links):
+            states = [s.state for s in links]
             break
-        except FATAL:
-            raise
-        except BaseException as e:  # pyo3 PanicException is one
-            log.error("snapshot %s@%d does not apply (%r); trying an older one", name, snap.seq, e)
-            at_most = snap.seq - 1
+        at_most = snap.seq - 1
     base = snap.seq if snap is not None else 0
     if before_replay is not None:
         before_replay(doc, snap)
@@ -154,8 +186,8 @@ async def load(
     else:
         if events and not hooked:  # the merged attempt left it part-way: start again
             doc = new_doc(name, generation)
-            if snap is not None:
-                doc.apply_update(snap.state)
+            for state in states:
+                doc.apply_update(state)
         failed = replay(doc, events, on_event, before_event)
     seq = events[-1].seq if events else base
     last_ts = events[-1].ts if events else None

@@ -17,7 +17,7 @@ from yclient import connect
 from palimpsest.backend import Backend
 from palimpsest.history import history_of
 from palimpsest.maintenance import verify_doc
-from palimpsest.retention import Retention, plan, prune
+from palimpsest.retention import Retention, plan, prune, to_convert
 from palimpsest.settings import Settings
 from palimpsest.snapshots import load
 from palimpsest.store import snapshot_codec
@@ -191,3 +191,81 @@ async def test_a_server_prunes_its_snapshots_off_the_edit_path(tmp_path: Path) -
         for n in (7, 23, 41, 60):
             v = await h.version("pruned", n)
             assert v["roots"]["content"]["value"] == "".join(parts[:n])
+
+
+# --- ladder rungs stored as differences ---------------------------------------------------------
+
+
+def test_older_rungs_become_differences_with_a_whole_one_every_key_gap() -> None:
+    infos = [info(s) for s in range(1000, 30_001, 1000)]
+    pairs = dict(to_convert(infos, 0, Retention(keep_recent=3, max_gap=1000, key_every=4)))
+    older = [s.seq for s in infos[:-3]]
+    whole = [s for s in older if s not in pairs]
+    assert whole == [1000, 5000, 9000, 13000, 17000, 21000, 25000]
+    assert all(pairs[s] == s - 1000 for s in pairs)  # each from the rung just below
+    assert not set(pairs) & {28_000, 29_000, 30_000}  # the newest stay whole
+    # once converted, a rung is not converted again
+    done = [info(s) if s not in pairs else SnapshotInfo("d", s, 0, 10, True, "", pairs[s])
+            for s in (x.seq for x in infos)]  # fmt: skip
+    assert to_convert(done, 0, Retention(keep_recent=3, max_gap=1000, key_every=4)) == []
+    # and the plan never drops the rung a kept difference is taken from
+    drop = plan(done, 0, Retention(keep_recent=3, max_gap=1_000_000))
+    kept = {s.seq for s in done} - set(drop)
+    assert all(d.delta_of in kept for d in done if d.seq in kept and d.delta_of)
+
+
+async def test_difference_rungs_load_exactly_and_survive_damage_and_compaction(
+    tmp_path: Path,
+) -> None:
+    n = 8000
+    events, _ = bench.trace_events("automerge-paper", limit=n)
+    texts = trace_texts("automerge-paper", n)
+    path = tmp_path / "k.db"
+    rules = Retention(keep_recent=2, max_gap=1000, key_every=3)
+    async with Backend(Settings(db=str(path), snapshot_every=EVERY)) as backend:
+        store = backend.store
+        await bench.write_log(store, "paper", events, EVERY)
+        whole_bytes = sum(s.size for s in await store.snapshots("paper"))
+        await prune(store, "paper", rules)
+        infos = await store.snapshots("paper")
+        deltas = [s for s in infos if s.delta_of]
+        assert len(deltas) >= 4 and sum(s.size for s in infos) < whole_bytes / 2
+        h = history_of(backend)
+        for s in [500, 1700, 2999, 3000, 4321, 6100, 7999]:
+            v = await h.version("paper", s)
+            assert v["roots"]["content"]["value"] == texts[s], s
+            loaded = await load(store, "paper", upto=s)
+            assert loaded.replayed < 1000
+        assert await verify_doc(store, "paper") == []
+
+        # a damaged whole rung: the differences above it fall back to an older snapshot
+        whole = [s.seq for s in infos if not s.delta_of]
+        hit = max(w for w in whole if w < deltas[0].seq)
+        above = [s.seq for s in deltas if s.seq > hit]
+        assert above
+    with sqlite3.connect(path) as db:
+        (blob,) = db.execute("SELECT state FROM snapshots WHERE seq = ?", (hit,)).fetchone()
+        db.execute("UPDATE snapshots SET state = ? WHERE seq = ?", (blob[:-1] + b"\x00", hit))
+    async with Backend(Settings(db=str(path), snapshot_every=EVERY)) as backend:
+        store, h = backend.store, history_of(backend)
+        loaded = await load(store, "paper", upto=above[0])
+        assert loaded.snapshot is None or loaded.snapshot.seq < hit  # or the log alone
+        v = await h.version("paper", above[0])
+        assert v["roots"]["content"]["value"] == texts[above[0]]
+        problems = await verify_doc(store, "paper")
+        assert f"paper: snapshot @{hit} is damaged (state checksum does not match)" in problems
+        assert any(f"difference from @{hit}" in p for p in problems)
+        # a new whole snapshot at the damaged seq repairs it
+        good = await load(store, "paper", upto=hit)
+        await store.put_snapshot("paper", hit, good.doc.get_update(), {})
+        assert await verify_doc(store, "paper") == []
+
+        # compaction drops what differences above it are taken from: they become whole
+        from palimpsest.maintenance import compact_doc, plan_compact
+
+        cut = deltas[1].seq + 1
+        await compact_doc(store, await plan_compact(store, "paper", cut), Settings())
+        for s in [cut, 5555, 7999]:
+            v = await h.version("paper", s)
+            assert v["roots"]["content"]["value"] == texts[s], s
+        assert await verify_doc(store, "paper") == []

@@ -106,16 +106,23 @@ def snapshot_from_row(
     return Snapshot(doc, seq, ts, plain, stored, meta)
 
 
+def _delta_of(meta: dict[str, Any] | None) -> int:
+    value = (meta or {}).get("delta_of", 0)
+    return value if isinstance(value, int) and value > 0 else 0
+
+
 def snapshot_row(state: bytes, meta: dict[str, Any] | None) -> tuple[bytes, str, str]:
-    """What a store writes for a snapshot: (state column, checksum, meta column)."""
-    return snapshot_codec.pack(state, dump_meta(meta or {}))
+    """What a store writes for a snapshot: (state column, checksum, meta column). A meta
+    ``delta_of`` (a ladder rung stored as a difference, see server.retention) is also
+    said by the meta column, so that listing snapshots tells it without decompressing."""
+    return snapshot_codec.pack(state, dump_meta(meta or {}), _delta_of(meta))
 
 
 async def snapshot_row_async(
     state: bytes, meta: dict[str, Any] | None
 ) -> tuple[bytes, str, str]:
     """:func:`snapshot_row`, compressing a large state on a worker thread."""
-    return await snapshot_codec.pack_async(state, dump_meta(meta or {}))
+    return await snapshot_codec.pack_async(state, dump_meta(meta or {}), _delta_of(meta))
 
 
 def derived_from_row(doc: str, kind: str, data: bytes, stored: str) -> bytes | None:
@@ -171,7 +178,13 @@ class Snapshot:
         text = dump_meta(self.meta)
         if snapshot_damage(self.state, self.checksum, text) is None:
             return True  # the older row form
-        return snapshot_codec.pack(self.state, text)[1] == self.checksum
+        return snapshot_codec.pack(self.state, text, self.delta_of)[1] == self.checksum
+
+    @property
+    def delta_of(self) -> int:
+        """The seq of the snapshot this one is the difference from (0: `state` is the
+        whole state). See snapshots.load, which resolves it."""
+        return _delta_of(self.meta)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +196,8 @@ class SnapshotInfo:
     valid: bool
     #: why it is not valid ("" when it is)
     damage: str = ""
+    #: the seq of the snapshot this one is the difference from (0: a whole state)
+    delta_of: int = 0
 
 
 def snapshot_info(
@@ -190,7 +205,8 @@ def snapshot_info(
 ) -> SnapshotInfo:
     """`size`: the bytes the row stores (compressed, for a packed row)."""
     damage = snapshot_damage(state, stored, meta_text)
-    return SnapshotInfo(doc, seq, ts, len(state), damage is None, damage or "")
+    delta = snapshot_codec.delta_of(meta_text) if snapshot_codec.is_packed(meta_text) else 0
+    return SnapshotInfo(doc, seq, ts, len(state), damage is None, damage or "", delta)
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,22 +65,35 @@ def _read_varuint(data: bytes) -> tuple[int, int]:
             return n, i
 
 
-def pack(state: bytes, meta_text: str) -> tuple[bytes, str, str]:
+def marker(delta_of: int = 0) -> str:
+    """The meta column of a packed row; a ladder rung stored as the difference from the
+    snapshot at seq `delta_of` (see server.retention) says so: ``zlib1@<seq>``."""
+    return f"{PACKED}@{delta_of}" if delta_of else PACKED
+
+
+def pack(state: bytes, meta_text: str, delta_of: int = 0) -> tuple[bytes, str, str]:
     """(stored bytes, checksum, meta column) of a snapshot row."""
     body = _varuint(len(state)) + state + meta_text.encode()
     blob = zlib.compress(body, LEVEL)
-    return blob, f"{_sha(blob)}:{_sha(PACKED.encode())}", PACKED
+    column = marker(delta_of)
+    return blob, f"{_sha(blob)}:{_sha(column.encode())}", column
 
 
-async def pack_async(state: bytes, meta_text: str) -> tuple[bytes, str, str]:
+async def pack_async(state: bytes, meta_text: str, delta_of: int = 0) -> tuple[bytes, str, str]:
     """:func:`pack`, on a worker thread for a large state: the event loop keeps serving."""
     if len(state) < THREAD_AT:
-        return pack(state, meta_text)
-    return await asyncio.to_thread(pack, state, meta_text)
+        return pack(state, meta_text, delta_of)
+    return await asyncio.to_thread(pack, state, meta_text, delta_of)
 
 
 def is_packed(meta_column: str) -> bool:
-    return meta_column == PACKED
+    return meta_column == PACKED or meta_column.startswith(PACKED + "@")
+
+
+def delta_of(meta_column: str) -> int:
+    """The seq a packed row is the difference from (0: it holds the whole state)."""
+    _, at, seq = meta_column.partition("@")
+    return int(seq) if at and seq.isdigit() else 0
 
 
 def unpack(stored: bytes, meta_column: str) -> tuple[bytes, str]:
@@ -126,4 +139,15 @@ def decode(stored: bytes, checksum: str, meta_column: str) -> tuple[bytes, dict[
     return state, meta
 
 
-__all__ = ["LEVEL", "PACKED", "damage", "decode", "is_packed", "pack", "pack_async", "unpack"]
+__all__ = [
+    "LEVEL",
+    "PACKED",
+    "damage",
+    "decode",
+    "delta_of",
+    "is_packed",
+    "marker",
+    "pack",
+    "pack_async",
+    "unpack",
+]
