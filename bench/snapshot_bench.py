@@ -187,6 +187,7 @@ async def main() -> None:
     ap.add_argument("--every", type=int, default=1000)
     ap.add_argument("--gaps", default="4000,8000,16000")
     ap.add_argument("--keep-recent", type=int, default=3)
+    ap.add_argument("--key-every", type=int, default=Retention().key_every)
     ap.add_argument("--plot", default=None, help="write a PNG of bytes vs any-version p99")
     ap.add_argument("--dir", default=None, help="keep the databases here")
     args = ap.parse_args()
@@ -240,11 +241,15 @@ async def main() -> None:
             with sqlite3.connect(after_path) as src, sqlite3.connect(path) as dst:
                 src.backup(dst)
             async with SQLiteStore(path) as store:
-                await prune(store, DOC, Retention(args.keep_recent, gap))
+                t = time.perf_counter()
+                await prune(store, DOC, Retention(args.keep_recent, gap, key_every=args.key_every))
+                dt = time.perf_counter() - t
                 c, size = snapshot_bytes(path)
+                deltas = sum(1 for i in await store.snapshots(DOC) if i.delta_of)
                 v = await versions(store, seqs, one_by_one=False)
-            print(f"ladder max_gap {gap}: {c} snapshots, {size} bytes ({size / raw:.2f}x "
-                  f"the raw updates), any version {ms(v)}; CPU {ms(CPU)}")  # fmt: skip
+            print(f"ladder max_gap {gap} (key every {args.key_every}): {c} snapshots ({deltas} "
+                  f"differences), {size} bytes ({size / raw:.2f}x the raw updates; pruned in "
+                  f"{dt:.1f} s), any version {ms(v)}; CPU {ms(CPU)}")  # fmt: skip
             rows.append((f"ladder {gap}", c, size, pct(v, 50), pct(v, 99)))
             if gap == default_gap:
                 ladder_path = path

@@ -201,6 +201,7 @@ def test_older_rungs_become_differences_with_a_whole_one_every_key_gap() -> None
     pairs = dict(to_convert(infos, 0, Retention(keep_recent=3, max_gap=1000, key_every=4)))
     older = [s.seq for s in infos[:-3]]
     whole = [s for s in older if s not in pairs]
+    # every 4th rung whole: at most 3 differences on top of one whole state
     assert whole == [1000, 5000, 9000, 13000, 17000, 21000, 25000]
     assert all(pairs[s] == s - 1000 for s in pairs)  # each from the rung just below
     assert not set(pairs) & {28_000, 29_000, 30_000}  # the newest stay whole

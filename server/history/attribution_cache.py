@@ -10,7 +10,8 @@ instead of replaying the whole log.
   so that the index does not change under it).
 - Kept current off the editing path: when a document's room unloads (idle, nobody
   connected), :meth:`AttributionCache.refresh` extends the stored index to the head (or
-  builds the first one) in the background, at the cost of the events since. Ingest
+  builds the first one) in the background, at the cost of the events since, paced to
+  at most half of a core (it waits after each slice as long as the slice took). Ingest
   never waits for it.
 """
 
@@ -128,11 +129,11 @@ class AttributionCache:
             if index is None:
                 if info.head - info.base_seq < build_from:
                     return False
-                index = await self._build(doc, await text_roots())
-            await self._extend(index, info.head)
+                index = await self._build(doc, await text_roots(), paced=True)
+            await self._extend(index, info.head, paced=True)
             found = index.new_text_roots()
             if found:
-                index = await self._build(doc, sorted(set(index.tracks) | set(found)))
+                index = await self._build(doc, sorted(set(index.tracks) | set(found)), True)
             await self._maybe_store(index, force=True)
         await self.drain()
         return True
@@ -221,7 +222,9 @@ class AttributionCache:
 
     # --- folding ------------------------------------------------------------------------
 
-    async def _build(self, doc: str, text_roots: list[str]) -> AttributionIndex:
+    async def _build(
+        self, doc: str, text_roots: list[str], paced: bool = False
+    ) -> AttributionIndex:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         index = AttributionIndex(doc, text_roots)
@@ -230,7 +233,7 @@ class AttributionCache:
             snap = await self.store.latest_snapshot(doc, info.base_seq)
             if snap is not None:
                 index.start_from(snap.seq, snap.state)
-        await self._extend(index, None)
+        await self._extend(index, None, paced)
         self._stored.pop(doc, None)  # a new index: store it
         self.builds.append((doc, loop.time() - t0, index.seq))
         log.info(
@@ -238,7 +241,13 @@ class AttributionCache:
         )
         return index
 
-    async def _extend(self, index: AttributionIndex, upto: int | None) -> None:
+    async def _extend(
+        self, index: AttributionIndex, upto: int | None, paced: bool = False
+    ) -> None:
+        """Fold the events after the index's seq (up to `upto`), a slice at a time.
+        `paced` (background refreshes): after each slice, wait as long as it took, so
+        that a refresh takes at most half of the CPU from whatever else runs."""
+        loop = asyncio.get_running_loop()
         while upto is None or index.seq < upto:
             events = await self.store.read(
                 index.doc_name, after=index.seq, upto=upto, limit=READ_PAGE
@@ -246,8 +255,9 @@ class AttributionCache:
             if not events:
                 return
             for i in range(0, len(events), FOLD_SLICE):
+                t0 = loop.time()
                 index.fold(events[i : i + FOLD_SLICE])
-                await asyncio.sleep(0)
+                await asyncio.sleep(loop.time() - t0 if paced else 0)
 
 
 __all__ = ["AttributionCache", "TextTrack", "fingerprint"]
