@@ -14,9 +14,10 @@ The ladder's rungs are stored as differences: a rung older than the newest few h
 ``doc.get_update(state vector of the rung below)`` (the items added since, and the
 delete set) instead of the whole state, with ``meta.delta_of`` naming the rung below;
 every ``key_every``-th rung stays whole, so a version loads at most ``key_every - 1``
-small differences on top of one whole state (snapshots.chain). Measured on automerge-paper: 6-9 kB compressed per 4,000
-events, against 61-142 kB for the whole state. A rung is converted only when the
-difference applied to the rung below gives exactly the rung's own state.
+small differences on top of one whole state (snapshots.chain). Measured on
+automerge-paper: 6-9 kB compressed per 4,000 events, against 61-142 kB for the whole
+state. A rung is converted only when the difference applied to the rung below gives
+exactly the rung's own state.
 
 Never dropped: the compaction base (``meta.base``, at ``DocInfo.base_seq``) and anything
 before it (compact decides about those), and damaged snapshots (``palimpsest verify``
@@ -43,7 +44,7 @@ class Retention:
     keep_recent: int = 3
     #: at most this many events between two kept snapshots further back (measured on
     #: automerge-paper: see bench/snapshot_bench.py and docs/history.md)
-    max_gap: int = 4000
+    max_gap: int = 3000
     #: bytes (as stored) of the snapshots older than the newest few; 0: no bound
     max_bytes: int = 0
     #: every key_every-th rung stays whole, the ones between are differences: a version
