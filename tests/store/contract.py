@@ -433,6 +433,23 @@ class StoreContract:
         snap = await store.latest_snapshot("z")
         assert snap is not None and (snap.seq, snap.state, snap.meta) == (3, b"three", {"k": 3})
 
+    async def test_a_snapshot_stored_as_a_difference_says_so(self, store: EventStore) -> None:
+        """A ladder rung stored as a difference (server.retention): its row names the
+        snapshot it is taken from, and listing tells it without decompressing."""
+        await store.append([("r", [ev() for _ in range(6)])])
+        await store.put_snapshot("r", 3, b"whole", {"undo": {}})
+        await store.put_snapshot("r", 6, b"diff", {"undo": {}, "delta_of": 3})
+        snap = await store.latest_snapshot("r")
+        assert snap is not None and (snap.seq, snap.state, snap.delta_of) == (6, b"diff", 3)
+        assert snap.valid
+        infos = await store.snapshots("r")
+        assert [(i.seq, i.delta_of, i.valid) for i in infos] == [(3, 0, True), (6, 3, True)]
+        # the marker is covered by the checksum: changed, the row is damaged
+        await self.set_snapshot_meta(store, "r", 6, snapshot_codec.marker(2))
+        assert [(i.seq, i.valid) for i in await store.snapshots("r")] == [(3, True), (6, False)]
+        snap = await store.latest_snapshot("r")
+        assert snap is not None and snap.seq == 3
+
     async def test_delete_snapshots(self, store: EventStore) -> None:
         await store.append([("d", [ev() for _ in range(9)])])
         for seq in (3, 6, 9):
