@@ -132,11 +132,13 @@ async def prune(store: EventStore, doc: str, rules: Retention) -> list[int]:
     as differences (:func:`to_convert`); returns the seqs dropped."""
     info = await store.doc_info(doc)
     base_seq = info.base_seq if info else 0
-    drop = plan(await store.snapshots(doc), base_seq, rules)
+    infos = await store.snapshots(doc)  # reads every row (checksums): once
+    drop = plan(infos, base_seq, rules)
     if drop:
         await store.delete_snapshots(doc, drop)
         log.debug("snapshots of %s pruned: %d dropped", doc, len(drop))
-    pairs = to_convert(await store.snapshots(doc), base_seq, rules)
+    gone = set(drop)
+    pairs = to_convert([s for s in infos if s.seq not in gone], base_seq, rules)
     for seq, below in pairs:
         await _as_difference(store, doc, seq, below)
     return drop

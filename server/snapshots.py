@@ -212,6 +212,7 @@ class SnapshotPolicy:
     retention: Retention | None = field(default_factory=Retention)
     _timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     _writes: set[asyncio.Task[None]] = field(default_factory=set)
+    _pruning: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     def due(self, room: Room, ratio: float) -> bool:
         """Whether the edits since the last snapshot are worth a new one: storing a
@@ -282,7 +283,8 @@ class SnapshotPolicy:
         self.observer.snapshot(SnapshotWritten(name, seq, len(state), dt))
         if self.retention is not None:
             try:
-                await prune(self.store, name, self.retention)
+                async with self._pruning.setdefault(name, asyncio.Lock()):  # one at a time
+                    await prune(self.store, name, self.retention)
             except Exception as e:  # pruning costs bytes on disk when it fails, never data
                 log.warning("snapshots of %s not pruned: %s", name, e)
 
