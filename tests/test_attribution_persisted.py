@@ -7,11 +7,13 @@ from __future__ import annotations
 import random
 import sqlite3
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PG_URL, eventually, run_server
+from conftest import eventually, run_server
+from scaleout import fresh_schema
 from test_snapshot_retention import bench, trace_texts
 from yclient import connect
 
@@ -42,12 +44,12 @@ async def _answers(backend: Backend, seqs: list[int]) -> dict[int, Any]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'a.db'}"
-    import uuid
-
-    return f"{PG_URL}?schema=t_{uuid.uuid4().hex[:16]}"
+        yield f"sqlite:///{tmp_path / 'a.db'}"
+        return
+    async with fresh_schema() as url:
+        yield url
 
 
 async def test_cold_blame_reads_the_stored_index_and_equals_warm_blame(store_url: str) -> None:
