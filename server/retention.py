@@ -19,6 +19,11 @@ automerge-paper: 6-9 kB compressed per 4,000 events, against 61-142 kB for the w
 state. A rung is converted only when the difference applied to the rung below gives
 exactly the rung's own state.
 
+The server drops after every snapshot it writes; it converts rungs when the document
+goes idle (its last snapshot, on unload) or every 16 writes of a busy one: each
+conversion loads a few states (20-40 ms at the end of automerge-paper), kept away from
+the ingest of a document being typed into.
+
 Never dropped: the compaction base (``meta.base``, at ``DocInfo.base_seq``) and anything
 before it (compact decides about those), and damaged snapshots (``palimpsest verify``
 reports them; an operator decides). Pruning runs after a snapshot is written, in the
@@ -127,9 +132,11 @@ def to_convert(
     return out
 
 
-async def prune(store: EventStore, doc: str, rules: Retention) -> list[int]:
-    """Drop what :func:`plan` says from the store, then store the ladder's older rungs
-    as differences (:func:`to_convert`); returns the seqs dropped."""
+async def prune(
+    store: EventStore, doc: str, rules: Retention, *, convert: bool = True
+) -> list[int]:
+    """Drop what :func:`plan` says from the store, then (`convert`) store the ladder's
+    older rungs as differences (:func:`to_convert`); returns the seqs dropped."""
     info = await store.doc_info(doc)
     base_seq = info.base_seq if info else 0
     infos = await store.snapshots(doc)  # reads every row (checksums): once
@@ -137,6 +144,8 @@ async def prune(store: EventStore, doc: str, rules: Retention) -> list[int]:
     if drop:
         await store.delete_snapshots(doc, drop)
         log.debug("snapshots of %s pruned: %d dropped", doc, len(drop))
+    if not convert:
+        return drop
     gone = set(drop)
     pairs = to_convert([s for s in infos if s.seq not in gone], base_seq, rules)
     for seq, below in pairs:

@@ -194,6 +194,11 @@ async def load(
     return Loaded(doc, seq, snap, len(events), time.perf_counter() - t0, failed, last_ts)
 
 
+#: snapshot writes of a document that never goes idle between two conversions of its
+#: ladder rungs to differences (server.retention)
+CONVERT_EVERY = 16
+
+
 @dataclass
 class SnapshotPolicy:
     store: EventStore
@@ -213,6 +218,7 @@ class SnapshotPolicy:
     _timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     _writes: set[asyncio.Task[None]] = field(default_factory=set)
     _pruning: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _since_convert: dict[str, int] = field(default_factory=dict)
 
     def due(self, room: Room, ratio: float) -> bool:
         """Whether the edits since the last snapshot are worth a new one: storing a
@@ -263,7 +269,9 @@ class SnapshotPolicy:
         task.add_done_callback(self._writes.discard)
         return task
 
-    async def _write(self, name: str, seq: int, state: bytes, meta: dict[str, Any]) -> None:
+    async def _write(
+        self, name: str, seq: int, state: bytes, meta: dict[str, Any], idle: bool = False
+    ) -> None:
         t0 = time.perf_counter()
         try:
             if self.shared:
@@ -282,9 +290,15 @@ class SnapshotPolicy:
         log.info("snapshot %s@%d written (%d bytes, %.1f ms)", name, seq, len(state), dt * 1e3)
         self.observer.snapshot(SnapshotWritten(name, seq, len(state), dt))
         if self.retention is not None:
+            # dropping is cheap and done after every write; storing rungs as differences
+            # costs a few document loads each, so it waits for the document to go idle
+            # (its last snapshot, on unload), or for CONVERT_EVERY writes of a busy one
+            writes = self._since_convert.get(name, 0) + 1
+            convert = idle or writes >= CONVERT_EVERY
+            self._since_convert[name] = 0 if convert else writes
             try:
                 async with self._pruning.setdefault(name, asyncio.Lock()):  # one at a time
-                    await prune(self.store, name, self.retention)
+                    await prune(self.store, name, self.retention, convert=convert)
             except Exception as e:  # pruning costs bytes on disk when it fails, never data
                 log.warning("snapshots of %s not pruned: %s", name, e)
 
@@ -296,7 +310,7 @@ class SnapshotPolicy:
         if room.events_since_snapshot > 0:
             captured = self.capture(room)
             if captured is not None:
-                await self._write(room.name, *captured)
+                await self._write(room.name, *captured, idle=True)
 
     async def drain(self) -> None:
         if self._writes:
