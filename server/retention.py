@@ -19,7 +19,7 @@ automerge-paper: 6-9 kB compressed per 4,000 events, against 61-142 kB for the w
 state. A rung is converted only when the difference applied to the rung below gives
 exactly the rung's own state.
 
-The server drops after every snapshot it writes; it converts rungs when the document
+The server drops after every 4th snapshot it writes; it converts rungs when the document
 goes idle (its last snapshot, on unload) or every 16 writes of a busy one: each
 conversion loads a few states (20-40 ms at the end of automerge-paper), kept away from
 the ingest of a document being typed into.

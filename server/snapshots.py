@@ -197,6 +197,8 @@ async def load(
 #: snapshot writes of a document that never goes idle between two conversions of its
 #: ladder rungs to differences (server.retention)
 CONVERT_EVERY = 16
+#: snapshot writes of a document between two prunes (drops) of its older snapshots
+PRUNE_EVERY = 4
 
 
 @dataclass
@@ -290,12 +292,15 @@ class SnapshotPolicy:
         log.info("snapshot %s@%d written (%d bytes, %.1f ms)", name, seq, len(state), dt * 1e3)
         self.observer.snapshot(SnapshotWritten(name, seq, len(state), dt))
         if self.retention is not None:
-            # dropping is cheap and done after every write; storing rungs as differences
-            # costs a few document loads each, so it waits for the document to go idle
-            # (its last snapshot, on unload), or for CONVERT_EVERY writes of a busy one
+            # dropping reads every snapshot row (their checksums): done every PRUNE_EVERY
+            # writes; storing rungs as differences costs a few document loads each, so
+            # it waits for the document to go idle (its last snapshot, on unload), or
+            # for CONVERT_EVERY writes of a busy one
             writes = self._since_convert.get(name, 0) + 1
             convert = idle or writes >= CONVERT_EVERY
             self._since_convert[name] = 0 if convert else writes
+            if not convert and writes % PRUNE_EVERY:
+                return
             try:
                 async with self._pruning.setdefault(name, asyncio.Lock()):  # one at a time
                     await prune(self.store, name, self.retention, convert=convert)

@@ -31,7 +31,7 @@ from typing import Any
 
 #: the ``meta`` column of a packed row (never JSON: older rows always start with "{")
 PACKED = "zlib1"
-LEVEL = 6
+LEVEL = 1
 #: states at least this big are compressed on a worker thread (zlib releases the GIL)
 THREAD_AT = 32 * 1024
 
