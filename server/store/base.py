@@ -41,11 +41,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring as _quote
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..lifecycle import Service
 from . import snapshot_codec
 from .update_clients import update_clients
+
+if TYPE_CHECKING:
+    from .cursors import WebhookCursors
 
 log = logging.getLogger("palimpsest.store")
 
@@ -408,3 +411,10 @@ class EventStore(Service, ABC):
     async def derived(self, doc: str, kind: str) -> tuple[int, bytes] | None:
         """(seq, data) of the stored derived data of this kind, or None when there is
         none or its checksum does not hold (logged, never raised)."""
+
+    # --- webhook delivery cursors (server.changefeed) ---------------------------------
+
+    @abstractmethod
+    def webhook_cursors(self) -> WebhookCursors:
+        """Where webhook deliveries keep their cursors (server.store.cursors): in this
+        store, so that a restart (or another process) resumes where delivery stopped."""

@@ -25,6 +25,7 @@ from .base import (
     snapshot_info,
     snapshot_row,
 )
+from .cursors import MemoryCursors, WebhookCursors
 
 #: a stored snapshot as the other stores keep it: ts, state column, checksum, meta column
 _SnapRow = tuple[int, bytes, str, str]
@@ -46,6 +47,7 @@ class MemoryStore(EventStore):
         self._derived: dict[str, dict[str, tuple[int, bytes, str]]] = {}
         self._tags: dict[str, dict[str, Tag]] = {}
         self._tombstones: dict[str, bytes] = {}
+        self._cursors = MemoryCursors()
         self._pos = 0
         self._lock = asyncio.Lock()
         self._up = False
@@ -283,3 +285,6 @@ class MemoryStore(EventStore):
             return None
         data = derived_from_row(doc, kind, row[1], row[2])
         return None if data is None else (row[0], data)
+
+    def webhook_cursors(self) -> WebhookCursors:
+        return self._cursors

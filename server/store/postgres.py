@@ -50,6 +50,8 @@ from .base import (
     snapshot_row,
     snapshot_row_async,
 )
+from .cursors import WebhookCursors
+from .sql_cursors import PostgresCursors
 
 log = logging.getLogger("palimpsest.store.postgres")
 
@@ -229,6 +231,7 @@ class PostgresStore(EventStore):
         self.max_size = max_size
         self.command_timeout = command_timeout
         self._pool: asyncpg.Pool | None = None
+        self._cursors: PostgresCursors | None = None
 
     def __repr__(self) -> str:
         w = urlsplit(self.dsn)
@@ -802,3 +805,8 @@ class PostgresStore(EventStore):
             return None
         data = derived_from_row(doc, kind, bytes(rows[0][1]), rows[0][2])
         return None if data is None else (int(rows[0][0]), data)
+
+    def webhook_cursors(self) -> WebhookCursors:
+        if self._cursors is None:
+            self._cursors = PostgresCursors(self)
+        return self._cursors

@@ -43,6 +43,8 @@ from .base import (
     snapshot_row,
     snapshot_row_async,
 )
+from .cursors import WebhookCursors
+from .sql_cursors import SQLiteCursors
 
 log = logging.getLogger("palimpsest.store.sqlite")
 
@@ -313,6 +315,7 @@ class SQLiteStore(EventStore):
         self.path = str(path)
         self._db: aiosqlite.Connection | None = None
         self._writer: _Writer | None = None
+        self._cursors: WebhookCursors | None = None
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -719,3 +722,8 @@ class SQLiteStore(EventStore):
             return None
         data = derived_from_row(doc, kind, bytes(rows[0][1]), rows[0][2])
         return None if data is None else (int(rows[0][0]), data)
+
+    def webhook_cursors(self) -> WebhookCursors:
+        if self._cursors is None:
+            self._cursors = SQLiteCursors(self)
+        return self._cursors

@@ -18,6 +18,7 @@ import pytest
 from palimpsest.errors import StoreError
 from palimpsest.store import snapshot_codec
 from palimpsest.store.base import Event, EventStore, NewEvent, checksum, dump_meta
+from store.cursor_contract import CursorContract
 
 
 def ev(actor: str = "ann", kind: str = "edit", update: bytes = b"u", ts: int = 1000,
@@ -25,7 +26,7 @@ def ev(actor: str = "ann", kind: str = "edit", update: bytes = b"u", ts: int = 1
     return NewEvent(actor, kind, update, dict(meta), ts)
 
 
-class StoreContract:
+class StoreContract(CursorContract):
     """Subclass as ``TestXStore(StoreContract)`` and implement the three hooks."""
 
     #: whether a failing event can be made for this backend (see poison_event)
