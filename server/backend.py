@@ -21,6 +21,7 @@ from .auth import Identity, authorize
 from .commit import Committer
 from .dispatch import Extensions
 from .lifecycle import Service
+from .retention import Retention
 from .rooms import Rooms
 from .settings import Settings
 from .snapshots import SnapshotPolicy, load
@@ -71,6 +72,11 @@ class Backend(Service):
             quiet_seconds=self.settings.snapshot_quiet_seconds,
             shared=bool(self.settings.fanout),
             observer=self.extensions,
+            retention=Retention(
+                self.settings.snapshot_keep_recent,
+                self.settings.snapshot_max_gap,
+                self.settings.snapshot_ladder_bytes,
+            ),
         )
         self.rooms = Rooms(
             self.store,

@@ -66,6 +66,11 @@ class Settings:
     #: events per sealed segment of the log (compressed off the editing path)
     segment_events: int = 1024
     snapshot_quiet_seconds: float = 10.0
+    #: snapshot retention (server.retention): the newest kept, then a ladder with at most
+    #: this many events between two kept ones, its bytes bounded by the last (0: unbounded)
+    snapshot_keep_recent: int = 3
+    snapshot_max_gap: int = 3000
+    snapshot_ladder_bytes: int = 0
     unload_after_seconds: float = 5.0
     undo_capture_ms: int = 500
     undo_max_depth: int = 200

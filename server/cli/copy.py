@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "migrate",
         help="create or update the store's schema",
         description="Create the tables of a store, or bring them to this version. Upgrading "
-        "to version 4 (the compact event log) rewrites every event in one transaction: stop "
+        "to version 5 (the compact event log) rewrites every event in one transaction: stop "
         "the servers first (they refuse to start until it is done). Safe to run from several "
         "machines at once, and again.",
     )

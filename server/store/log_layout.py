@@ -1,4 +1,4 @@
-"""The compact event log, as the SQLite and PostgreSQL stores keep it (schema version 4).
+"""The compact event log, as the SQLite and PostgreSQL stores keep it (schema version 5).
 
 A document's events live in two places, and every read sees both as one log:
 
@@ -38,7 +38,7 @@ from .base import Event, dump_meta
 
 #: the schema version of this layout; a database below it is upgraded by ``palimpsest
 #: migrate`` (servers refuse to start on it), a fresh one is created at it directly
-LAYOUT_VERSION = 4
+LAYOUT_VERSION = 5
 #: an upper bound for seqs and positions in queries
 MAX = 2**62
 

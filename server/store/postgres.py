@@ -42,11 +42,14 @@ from .base import (
     Snapshot,
     SnapshotInfo,
     Tag,
+    checksum,
+    derived_from_row,
     dump_meta,
     now_ms,
-    snapshot_checksum,
     snapshot_from_row,
     snapshot_info,
+    snapshot_row,
+    snapshot_row_async,
 )
 from .cursors import WebhookCursors
 from .log_layout import (
@@ -146,11 +149,10 @@ _PUT_SNAPSHOT = (
 )
 
 
-def _snapshot_row(
+async def _snapshot_row(
     doc: str, seq: int, state: bytes, meta: dict[str, Any] | None
 ) -> tuple[str, int, int, bytes, str, str]:
-    text = dump_meta(meta or {})
-    return doc, seq, now_ms(), state, snapshot_checksum(state, text), text
+    return doc, seq, now_ms(), *await snapshot_row_async(state, meta)
 
 
 class PostgresStore(EventStore):
@@ -167,7 +169,7 @@ class PostgresStore(EventStore):
         migrate: bool = False,
     ) -> None:
         """``migrate``: upgrade an older schema at start (``palimpsest migrate``); without
-        it a schema that needs the rewrite of version 4 is refused with a message."""
+        it a schema that needs the rewrite of version 5 is refused with a message."""
         self.dsn, url_schema = split_url(url)
         self.upgrade = migrate
         self._sym = Symbols()
@@ -699,7 +701,7 @@ class PostgresStore(EventStore):
                 if doc_id is not None:
                     await conn.execute("DELETE FROM log WHERE doc = $1", doc_id)
                     await conn.execute("DELETE FROM segments WHERE doc = $1", doc_id)
-                for table in ("snapshots", "tags"):
+                for table in ("snapshots", "tags", "derived"):
                     await conn.execute(f"DELETE FROM {table} WHERE doc = $1", doc)
                 if doc_id is not None:
                     await conn.execute(
@@ -831,7 +833,7 @@ class PostgresStore(EventStore):
     ) -> None:
         await self._fetch(
             _PUT_SNAPSHOT,
-            *_snapshot_row(doc, seq, state, meta),
+            *await _snapshot_row(doc, seq, state, meta),
             what="snapshot write",
         )
 
@@ -846,6 +848,8 @@ class PostgresStore(EventStore):
     ) -> bool:
         """Write the snapshot unless another process is writing one of this document right
         now, or a valid snapshot at a seq > ``seq - min_gap`` exists. True if written."""
+
+        row = await _snapshot_row(doc, seq, state, meta)
 
         async def run(conn: asyncpg.Connection) -> bool:
             async with conn.transaction():
@@ -863,7 +867,7 @@ class PostgresStore(EventStore):
                 )
                 if newer:
                     return False
-                await conn.execute(_PUT_SNAPSHOT, *_snapshot_row(doc, seq, state, meta))
+                await conn.execute(_PUT_SNAPSHOT, *row)
                 return True
 
         return await self._run(run, "snapshot write")
@@ -896,6 +900,8 @@ class PostgresStore(EventStore):
         return [snapshot_info(r[0], int(r[1]), r[2], bytes(r[3]), r[4], r[5]) for r in rows]
 
     async def compact(self, doc: str, before: int, state: bytes) -> int:
+        base = await _snapshot_row(doc, before, state, {"base": True})
+
         async def run(conn: asyncpg.Connection) -> int:
             async with conn.transaction():
                 await conn.execute(
@@ -903,7 +909,7 @@ class PostgresStore(EventStore):
                     "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (doc, seq) DO UPDATE SET "
                     "ts = excluded.ts, state = excluded.state, checksum = excluded.checksum, "
                     "meta = excluded.meta",
-                    *_snapshot_row(doc, before, state, {"base": True}),
+                    *base,
                 )
                 await conn.execute("DELETE FROM snapshots WHERE doc = $1 AND seq < $2", doc, before)
                 # the document's row first: appenders and sealers of it wait for us
@@ -1003,7 +1009,7 @@ class PostgresStore(EventStore):
                     await conn.execute("DELETE FROM docs WHERE id = $1", old)
                     await conn.execute("DELETE FROM log WHERE doc = $1", old)
                     await conn.execute("DELETE FROM segments WHERE doc = $1", old)
-                for table in ("snapshots", "tags"):
+                for table in ("snapshots", "tags", "derived"):
                     await conn.execute(f"DELETE FROM {table} WHERE doc = $1", info.doc)
                 created = min((e.ts for e in events), default=info.updated_ts or now_ms())
                 doc_id = await conn.fetchval(
@@ -1025,12 +1031,11 @@ class PostgresStore(EventStore):
                     fresh = [dataclasses.replace(e, pos=first + i) for i, e in enumerate(events)]
                 await write_log(conn, int(doc_id), fresh, info.base_seq, self._sym)
                 for s in snapshots:
-                    # checksummed anew: the source's may predate the meta checksum
-                    text = dump_meta(s.meta)
+                    # packed anew: the source's row may be of an older form
                     await conn.execute(
                         "INSERT INTO snapshots (doc, seq, ts, state, checksum, meta) "
                         "VALUES ($1, $2, $3, $4, $5, $6)",
-                        s.doc, s.seq, s.ts, s.state, snapshot_checksum(s.state, text), text,
+                        s.doc, s.seq, s.ts, *snapshot_row(s.state, s.meta),
                     )  # fmt: skip
                 for t in tags:
                     await conn.execute(
@@ -1039,6 +1044,41 @@ class PostgresStore(EventStore):
                     )  # fmt: skip
 
         await self._run(run, "import")
+
+    # --- retention and derived data ------------------------------------------------------
+
+    async def delete_snapshots(self, doc: str, seqs: Sequence[int]) -> int:
+        if not seqs:
+            return 0
+        rows = await self._fetch(
+            "DELETE FROM snapshots WHERE doc = $1 AND seq = ANY($2::bigint[]) RETURNING seq",
+            doc,
+            list(seqs),
+            what="snapshot delete",
+        )
+        return len(rows)
+
+    async def put_derived(self, doc: str, kind: str, seq: int, data: bytes) -> None:
+        await self._fetch(
+            "INSERT INTO derived (doc, kind, seq, ts, data, checksum) "
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (doc, kind) DO UPDATE SET "
+            "seq = excluded.seq, ts = excluded.ts, data = excluded.data, "
+            "checksum = excluded.checksum WHERE excluded.seq >= derived.seq",
+            doc, kind, seq, now_ms(), data, checksum(data),
+            what="derived data write",
+        )  # fmt: skip
+
+    async def derived(self, doc: str, kind: str) -> tuple[int, bytes] | None:
+        rows = await self._fetch(
+            "SELECT seq, data, checksum FROM derived WHERE doc = $1 AND kind = $2",
+            doc,
+            kind,
+            what="derived data read",
+        )
+        if not rows:
+            return None
+        data = derived_from_row(doc, kind, bytes(rows[0][1]), rows[0][2])
+        return None if data is None else (int(rows[0][0]), data)
 
     def webhook_cursors(self) -> WebhookCursors:
         if self._cursors is None:

@@ -1,6 +1,7 @@
 """The PostgreSQL schema: created at this version directly, or upgraded step by step.
 
-Versions 1-3 kept one row per event (``events``). Version 4 is the compact log of
+Versions 1-4 kept one row per event (``events``; 4 added the ``derived`` table).
+Version 5 is the compact log of
 :mod:`.log_layout`. Upgrading to it rewrites every event, so servers refuse to start on
 an older schema and ``palimpsest migrate`` does it, in one transaction.
 """
@@ -81,10 +82,22 @@ OLD_STEPS: dict[int, list[str]] = {
         "INSERT INTO log_position SELECT 1, COALESCE(max(pos), 0) FROM events "
         "ON CONFLICT (id) DO NOTHING",
     ],
+    # derived data: caches of the log (the stored attribution index), checksummed
+    4: [
+        """CREATE TABLE IF NOT EXISTS derived (
+            doc TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            ts BIGINT NOT NULL,
+            data BYTEA NOT NULL,
+            checksum TEXT NOT NULL,
+            PRIMARY KEY (doc, kind)
+        )""",
+    ],
 }
 
 
-#: the compact log (version 4), for a schema that has the tables of version 3
+#: the compact log (version 5), for a schema that has the tables of version 4
 LOG_TABLES = [
     "CREATE TABLE IF NOT EXISTS symbols (id SERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE)",
     # an identity is never given twice: a document made again under a deleted one's name
@@ -136,7 +149,7 @@ async def create_fresh(conn: asyncpg.Connection) -> None:
 
 
 async def to_compact_log(conn: asyncpg.Connection) -> None:
-    """Version 3 -> 4, inside the caller's transaction: every document's events become
+    """Version 4 -> 5, inside the caller's transaction: every document's events become
     sealed segments (whole runs) and tail rows (the rest); ``events`` is dropped."""
     for stmt in LOG_TABLES:
         await conn.execute(stmt)

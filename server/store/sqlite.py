@@ -39,11 +39,14 @@ from .base import (
     Snapshot,
     SnapshotInfo,
     Tag,
+    checksum,
+    derived_from_row,
     dump_meta,
     now_ms,
-    snapshot_checksum,
     snapshot_from_row,
     snapshot_info,
+    snapshot_row,
+    snapshot_row_async,
 )
 from .cursors import WebhookCursors
 from .log_layout import (
@@ -285,7 +288,7 @@ class SQLiteStore(EventStore):
 
     def __init__(self, path: str | Path, *, migrate: bool = False) -> None:
         """``migrate``: upgrade an older schema at start (``palimpsest migrate``); without
-        it a database that needs the rewrite of version 4 is refused with a message."""
+        it a database that needs the rewrite of version 5 is refused with a message."""
         self.path = str(path)
         self.upgrade = migrate
         self._db: aiosqlite.Connection | None = None
@@ -706,7 +709,7 @@ class SQLiteStore(EventStore):
             if row is not None:
                 db.execute("DELETE FROM log WHERE doc = ?", (row[0],))
                 db.execute("DELETE FROM segments WHERE doc = ?", (row[0],))
-            for table in ("snapshots", "tags"):
+            for table in ("snapshots", "tags", "derived"):
                 db.execute(f"DELETE FROM {table} WHERE doc = ?", (doc,))
             if row is not None:
                 db.execute(
@@ -814,8 +817,7 @@ class SQLiteStore(EventStore):
     async def put_snapshot(
         self, doc: str, seq: int, state: bytes, meta: dict[str, Any] | None = None
     ) -> None:
-        text = dump_meta(meta or {})
-        row = (doc, seq, now_ms(), state, snapshot_checksum(state, text), text)
+        row = (doc, seq, now_ms(), *await snapshot_row_async(state, meta))
         await self._write(
             "snapshot write",
             lambda db: db.execute(
@@ -858,13 +860,13 @@ class SQLiteStore(EventStore):
         return [snapshot_info(r[0], r[1], r[2], bytes(r[3]), r[4], r[5]) for r in rows]
 
     async def compact(self, doc: str, before: int, state: bytes) -> int:
-        text = dump_meta({"base": True})
+        packed = await snapshot_row_async(state, {"base": True})
 
         def run(db: sqlite3.Connection) -> int:
             db.execute(
                 "INSERT OR REPLACE INTO snapshots (doc, seq, ts, state, checksum, meta) "
                 "VALUES (?,?,?,?,?,?)",
-                (doc, before, now_ms(), state, snapshot_checksum(state, text), text),
+                (doc, before, now_ms(), *packed),
             )
             db.execute("DELETE FROM snapshots WHERE doc = ? AND seq < ?", (doc, before))
             row = db.execute("SELECT id FROM docs WHERE name = ?", (doc,)).fetchone()
@@ -962,7 +964,7 @@ class SQLiteStore(EventStore):
                 db.execute("DELETE FROM docs WHERE id = ?", (old[0],))
                 db.execute("DELETE FROM log WHERE doc = ?", (old[0],))
                 db.execute("DELETE FROM segments WHERE doc = ?", (old[0],))
-            for table in ("snapshots", "tags"):
+            for table in ("snapshots", "tags", "derived"):
                 db.execute(f"DELETE FROM {table} WHERE doc = ?", (info.doc,))
             created = min((e.ts for e in events), default=info.updated_ts or now_ms())
             # imported events are new to this store: they get its next positions
@@ -984,8 +986,7 @@ class SQLiteStore(EventStore):
             db.executemany(
                 "INSERT INTO snapshots (doc, seq, ts, state, checksum, meta) "
                 "VALUES (?,?,?,?,?,?)",
-                [(s.doc, s.seq, s.ts, s.state, s.checksum, dump_meta(s.meta))
-                 for s in snapshots],
+                [(s.doc, s.seq, s.ts, *snapshot_row(s.state, s.meta)) for s in snapshots],
             )  # fmt: skip
             db.executemany(
                 "INSERT INTO tags (doc, name, seq, ts, actor) VALUES (?,?,?,?,?)",
@@ -993,6 +994,39 @@ class SQLiteStore(EventStore):
             )
 
         await self._write_interned("import", names, run)
+
+    # --- retention and derived data ------------------------------------------------------
+
+    async def delete_snapshots(self, doc: str, seqs: Sequence[int]) -> int:
+        def run(db: sqlite3.Connection) -> int:
+            cur = db.executemany(
+                "DELETE FROM snapshots WHERE doc = ? AND seq = ?", [(doc, s) for s in seqs]
+            )
+            return int(cur.rowcount)
+
+        return await self._write("snapshot delete", run) if seqs else 0
+
+    async def put_derived(self, doc: str, kind: str, seq: int, data: bytes) -> None:
+        row = (doc, kind, seq, now_ms(), data, checksum(data))
+        await self._write(
+            "derived data write",
+            lambda db: db.execute(
+                "INSERT INTO derived (doc, kind, seq, ts, data, checksum) VALUES (?,?,?,?,?,?) "
+                "ON CONFLICT (doc, kind) DO UPDATE SET seq = excluded.seq, ts = excluded.ts, "
+                "data = excluded.data, checksum = excluded.checksum "
+                "WHERE excluded.seq >= derived.seq",
+                row,
+            ),
+        )
+
+    async def derived(self, doc: str, kind: str) -> tuple[int, bytes] | None:
+        rows = await self._fetchall(
+            "SELECT seq, data, checksum FROM derived WHERE doc = ? AND kind = ?", (doc, kind)
+        )
+        if not rows:
+            return None
+        data = derived_from_row(doc, kind, bytes(rows[0][1]), rows[0][2])
+        return None if data is None else (int(rows[0][0]), data)
 
     def webhook_cursors(self) -> WebhookCursors:
         if self._cursors is None:

@@ -1,10 +1,11 @@
 """The SQLite schema: created at this version directly, or upgraded step by step.
 
-Versions 1-3 kept one row per event (``events``: doc name, seq, ts, actor, kind, update,
-meta JSON, pos). Version 4 is the compact log of :mod:`.log_layout`: interned ids, a tail
-of small rows and sealed segments. Upgrading to it rewrites every event, so a server
-refuses to start on an older database and ``palimpsest migrate`` does it (in one
-transaction: killed halfway, the database is as it was).
+Versions 1-4 kept one row per event (``events``: doc name, seq, ts, actor, kind, update,
+meta JSON, pos; 4 added the ``derived`` table). Version 5 is the compact log of
+:mod:`.log_layout`: interned ids, a tail of small rows and sealed segments. Upgrading to
+it rewrites every event, so a server refuses to start on an older database and
+``palimpsest migrate`` does it (in one transaction: killed halfway, the database is as
+it was).
 """
 
 from __future__ import annotations
@@ -41,12 +42,22 @@ _TOMBSTONES = """CREATE TABLE IF NOT EXISTS tombstones (
     ts INTEGER NOT NULL,
     state_vector BLOB NOT NULL
 )"""
+# derived data: caches of the log (the stored attribution index), checksummed (version 4)
+_DERIVED = """CREATE TABLE IF NOT EXISTS derived (
+    doc TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    checksum TEXT NOT NULL,
+    PRIMARY KEY (doc, kind)
+)"""
 _POSITION = """CREATE TABLE IF NOT EXISTS log_position (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     pos INTEGER NOT NULL
 )"""
 
-#: the tables of the compact log (version 4)
+#: the tables of the compact log (version 5)
 LOG_TABLES = [
     "CREATE TABLE symbols (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)",
     # AUTOINCREMENT: the id of a deleted document is never given to another one
@@ -90,7 +101,7 @@ LOG_TABLES = [
     "CREATE INDEX segments_pos ON segments (last_pos)",
 ]
 
-FRESH = [*LOG_TABLES, _SNAPSHOTS, _TAGS, _TOMBSTONES, _POSITION,
+FRESH = [*LOG_TABLES, _SNAPSHOTS, _TAGS, _TOMBSTONES, _POSITION, _DERIVED,
          "INSERT INTO log_position VALUES (1, 0)"]  # fmt: skip
 
 #: the row-per-event schema, version by version (what older databases hold)
@@ -133,11 +144,12 @@ OLD_STEPS: dict[int, list[str]] = {
         _POSITION,
         "INSERT OR IGNORE INTO log_position SELECT 1, COALESCE(MAX(pos), 0) FROM events",
     ],
+    4: [_DERIVED],
 }
 
 
 def to_compact_log(conn: sqlite3.Connection, progress: Callable[[int], None] | None = None) -> None:
-    """Version 3 -> 4, inside the caller's transaction: every document's events become
+    """Version 4 -> 5, inside the caller's transaction: every document's events become
     sealed segments (whole runs) and tail rows (the rest); ``events`` is dropped."""
     for stmt in LOG_TABLES:
         conn.execute(stmt.replace("CREATE TABLE docs", "CREATE TABLE docs_v4"))
