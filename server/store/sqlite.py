@@ -132,6 +132,10 @@ def _store_error(what: str, e: sqlite3.Error) -> StoreError:
 
 def _open(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    # first: a new file takes it only before anything is written to it, WAL mode included
+    # (pages that sealing and snapshot pruning free are given back, see _give_back_pages;
+    # an existing file keeps its mode until a VACUUM, which migrate runs)
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     # keep the WAL file small once checkpointed (it otherwise stays at its peak)
@@ -344,9 +348,6 @@ class SQLiteStore(EventStore):
             version == 0
             and not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'docs'").fetchone()
         ):
-            # pages freed by sealing go back to the file system (see _give_back_pages)
-            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-
             def fresh(c: sqlite3.Connection) -> None:
                 for stmt in FRESH:
                     c.execute(stmt)
@@ -787,7 +788,8 @@ class SQLiteStore(EventStore):
         def run(conn: sqlite3.Connection) -> None:
             (free,) = conn.execute("PRAGMA freelist_count").fetchone()
             if free > keep:
-                conn.execute(f"PRAGMA incremental_vacuum({int(free) - keep})").fetchall()
+                # executescript steps it to the end (execute() would free one page only)
+                conn.executescript(f"PRAGMA incremental_vacuum({int(free) - keep});")
 
         await self.writer.call(run)
 
