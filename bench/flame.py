@@ -31,18 +31,19 @@ import bench as B  # noqa: E402  (bench/bench.py)
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("-o", "--output", required=True, help="SVG to write")
-    ap.add_argument("--server", default="palimpsest", help="a Palimpsest server of bench.py's SERVERS")
+    ap.add_argument("-o", "--output", default="/dev/null", help="SVG to write")
+    ap.add_argument("--server", default="palimpsest", help="one of bench.py's SERVERS (profiles only Palimpsest's)")
     ap.add_argument("--observers", type=int, default=50)
     ap.add_argument("--edits", type=int, default=1000)
     ap.add_argument("--rate", type=int, default=50, help="edits per second")
     ap.add_argument("--sample-rate", type=int, default=500, help="py-spy samples per second")
     ap.add_argument("--launch", action="store_true", help="start the server under py-spy")
     ap.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
+    ap.add_argument("--no-profile", action="store_true", help="latency figures only (no py-spy)")
     args = ap.parse_args()
 
     pyspy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
-    if not pyspy:
+    if not pyspy and not args.no_profile:
         print("py-spy not found (bench/run installs it in bench/.peers/venv)", file=sys.stderr)
         return 1
     spec = B.SERVERS[args.server]
@@ -54,12 +55,12 @@ def main() -> int:
     if spec.reset:
         spec.reset(datadir)
     flags = ["--rate", str(args.sample_rate), "--nonblocking"] + (["--native"] if args.native else [])
-    if args.launch:
+    if args.launch and not args.no_profile:
         inner = spec.command
         spec.command = lambda port, d: [pyspy, "record", *flags, "-o", str(out), "--", *inner(port, d)]
     srv = B.Running(spec, datadir)
     spies: list[subprocess.Popen[bytes]] = []
-    if not args.launch:
+    if not args.launch and not args.no_profile:
         for fmt, dest in (("flamegraph", out), ("raw", raw)):
             spies.append(
                 subprocess.Popen(
@@ -99,11 +100,12 @@ def main() -> int:
         srv.stop()  # under --launch, py-spy writes its output when the server exits
         if spec.reset:
             spec.reset(datadir)
-    if raw.exists():
+    if raw.exists() and not args.no_profile:
         summary = B.summarize_profile(raw, top=30)
         (out.with_suffix(".json")).write_text(json.dumps(summary, indent=1))
     print(json.dumps({k: res.get(k) for k in ("observers", "edits", "received", "lost", "p50", "p99", "max", "mean", "error")}))
-    print(f"wrote {out} and {raw}", file=sys.stderr)
+    if not args.no_profile:
+        print(f"wrote {out} and {raw}", file=sys.stderr)
     shutil.rmtree(work, ignore_errors=True)
     return 0
 
