@@ -88,7 +88,7 @@ def encode(instance: str, events: list[Event]) -> bytes:
     """One message: a JSON header line, then the updates back to back."""
     head = {
         "i": instance,
-        "e": [[e.seq, e.ts, e.actor, e.kind, e.meta, len(e.update)] for e in events],
+        "e": [[e.seq, e.ts, e.actor, e.kind, e.meta, len(e.update), e.pos] for e in events],
     }
     return (
         json.dumps(head, separators=(",", ":")).encode()
@@ -126,8 +126,10 @@ def decode(doc: str, data: bytes) -> tuple[str, list[Event] | bytes]:
     head = json.loads(data[:nl])
     pos = nl + 1
     events = []
-    for seq, ts, actor, kind, meta, n in head["e"]:
-        events.append(Event(doc, int(seq), int(ts), actor, kind, data[pos : pos + n], meta))
+    for seq, ts, actor, kind, meta, n, *rest in head["e"]:
+        # the global position is the 7th field (absent from older processes' messages)
+        gpos = int(rest[0]) if rest else 0
+        events.append(Event(doc, int(seq), int(ts), actor, kind, data[pos : pos + n], meta, gpos))
         pos += n
     if pos != len(data):
         raise ValueError(f"fan-out message for {doc!r}: {len(data) - pos} bytes left over")

@@ -45,12 +45,10 @@ class InProcessServer:
 async def _refuse_growth(store: SQLiteStore, refuse: bool) -> None:
     """max_page_count is a setting of the connection, so it is set on the store's own."""
     if refuse:
-        async with store.db.execute("PRAGMA page_count") as cur:
-            row = await cur.fetchone()
-        assert row is not None
-        await store.db.execute(f"PRAGMA max_page_count = {int(row[0])}")
+        pages = await store.on_writer(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
+        await store.on_writer(lambda c: c.execute(f"PRAGMA max_page_count = {int(pages)}"))
     else:
-        await store.db.execute("PRAGMA max_page_count = 1073741823")
+        await store.on_writer(lambda c: c.execute("PRAGMA max_page_count = 1073741823"))
 
 
 @pytest.mark.node
@@ -147,7 +145,7 @@ async def test_readyz_is_503_while_the_database_is_read_only(
         store = srv.backend.store
         assert isinstance(store, SQLiteStore)
         assert (await http.get("/readyz")).status_code == 200
-        await store.db.execute("PRAGMA query_only = 1")
+        await store.on_writer(lambda c: c.execute("PRAGMA query_only = 1"))
         r = await http.get("/readyz")
         assert r.status_code == 503, r.text
         assert "readonly" in r.json()["commits"], r.text
@@ -157,7 +155,7 @@ async def test_readyz_is_503_while_the_database_is_read_only(
             committer = srv.backend.committer
             await eventually(lambda: committer.held, what="the edit held")
             assert await store.head("ro") == 0
-            await store.db.execute("PRAGMA query_only = 0")
+            await store.on_writer(lambda c: c.execute("PRAGMA query_only = 0"))
             await eventually(lambda: store.head("ro"), what="committed once writable")
             assert c.close_code is None
         assert (await http.get("/readyz")).status_code == 200

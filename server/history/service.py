@@ -71,6 +71,8 @@ def event_json(ev: Event) -> dict[str, Any]:
         reverts = [int(ev.meta["restores"])]
     return {
         "seq": ev.seq,
+        # the global commit position (GET /api/events/stream resumes by it)
+        "pos": ev.pos,
         "ts": iso(ev.ts),
         "actor": ev.actor,
         "kind": ev.kind,

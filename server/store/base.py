@@ -18,6 +18,10 @@ Contract:
   clock) so that undo grouping is the same after a restart.
 - Driver errors become :class:`~server.errors.StoreError` (or ``StoreUnavailable`` when the
   store cannot be reached) at this boundary, with the driver's error as ``__cause__``.
+- ``append`` also gives every event a global position (``Event.pos``), strictly increasing
+  in commit order across documents: positions become visible in order (no reader sees P
+  before every position below P that will ever exist), so ``read_all(after=P)`` resumes a
+  reader of the whole log exactly. A document's positions increase with its seqs.
 - Event meta holds nothing the update already says: the Yjs clients of an event are
   :attr:`Event.clients`, derived from its update.
 """
@@ -116,6 +120,10 @@ class Event:
     kind: str
     update: bytes
     meta: dict[str, Any]
+    #: the global commit position: assigned by the store at append, strictly increasing
+    #: in commit order across every document (and every process sharing the store), so
+    #: that a reader that has seen position P has seen everything committed before it
+    pos: int = 0
 
     @property
     def clients(self) -> list[int]:
@@ -213,6 +221,14 @@ class EventStore(Service, ABC):
         self, doc: str, after: int = 0, upto: int | None = None, limit: int | None = None
     ) -> list[Event]:
         """Events with after < seq <= upto, in seq order."""
+
+    @abstractmethod
+    async def read_all(self, after: int = 0, limit: int = 1000) -> list[Event]:
+        """Events of every document with pos > after, in pos (commit) order."""
+
+    @abstractmethod
+    async def last_position(self) -> int:
+        """The highest global position assigned so far (0 for an empty store)."""
 
     @abstractmethod
     async def head(self, doc: str) -> int:

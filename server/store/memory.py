@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import heapq
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,6 +44,7 @@ class MemoryStore(EventStore):
         self._snaps: dict[str, dict[int, _SnapRow]] = {}
         self._tags: dict[str, dict[str, Tag]] = {}
         self._tombstones: dict[str, bytes] = {}
+        self._pos = 0
         self._lock = asyncio.Lock()
         self._up = False
         #: set to simulate an outage in tests of the layers above
@@ -75,7 +79,10 @@ class MemoryStore(EventStore):
                 stored = []
                 for ev in evs:
                     head += 1
-                    stored.append(Event(doc, head, ev.ts, ev.actor, ev.kind, ev.update, ev.meta))
+                    self._pos += 1
+                    stored.append(
+                        Event(doc, head, ev.ts, ev.actor, ev.kind, ev.update, ev.meta, self._pos)
+                    )
                 if stored:
                     self._events.setdefault(doc, []).extend(stored)
                     self._heads[doc] = head
@@ -92,6 +99,19 @@ class MemoryStore(EventStore):
             if e.seq > after and (upto is None or e.seq <= upto)
         ]
         return evs[:limit] if limit is not None else evs
+
+    async def read_all(self, after: int = 0, limit: int = 1000) -> list[Event]:
+        self._check()
+        # each document's events are in pos order already: merge them
+        merged = heapq.merge(
+            *([e for e in evs if e.pos > after] for evs in self._events.values()),
+            key=lambda e: e.pos,
+        )
+        return list(itertools.islice(merged, limit))
+
+    async def last_position(self) -> int:
+        self._check()
+        return self._pos
 
     async def head(self, doc: str) -> int:
         self._check()
@@ -225,7 +245,12 @@ class MemoryStore(EventStore):
                 raise StoreError(f"document {info.doc!r} already exists in the target")
             for d in (self._events, self._heads, self._base, self._snaps, self._tags):
                 d.pop(info.doc, None)
-            self._events[info.doc] = list(events)
+            # imported events are new to this store: they get its next positions
+            fresh = []
+            for e in events:
+                self._pos += 1
+                fresh.append(dataclasses.replace(e, pos=self._pos))
+            self._events[info.doc] = fresh
             self._heads[info.doc] = info.head
             if info.base_seq:
                 self._base[info.doc] = info.base_seq

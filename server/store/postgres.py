@@ -50,7 +50,7 @@ from .base import (
 
 log = logging.getLogger("palimpsest.store.postgres")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -98,9 +98,27 @@ _MIGRATIONS: dict[int, list[str]] = {
             state_vector BYTEA NOT NULL
         )""",
     ],
+    # the global commit position of every event (see EventStore.read_all); existing events
+    # are numbered in time order (each document's in seq order), new ones by a counter row
+    # that every append updates first, so positions are assigned in commit order
+    3: [
+        "ALTER TABLE events ADD COLUMN IF NOT EXISTS pos BIGINT",
+        """UPDATE events e SET pos = o.p FROM (
+            SELECT doc, seq, row_number() OVER (ORDER BY eff_ts, doc, seq) AS p FROM (
+                SELECT doc, seq, max(ts) OVER (PARTITION BY doc ORDER BY seq) AS eff_ts
+                FROM events) x) o
+            WHERE e.doc = o.doc AND e.seq = o.seq""",
+        "CREATE UNIQUE INDEX IF NOT EXISTS events_pos ON events (pos)",
+        """CREATE TABLE IF NOT EXISTS log_position (
+            id INT PRIMARY KEY CHECK (id = 1),
+            pos BIGINT NOT NULL
+        )""",
+        "INSERT INTO log_position SELECT 1, COALESCE(max(pos), 0) FROM events "
+        "ON CONFLICT (id) DO NOTHING",
+    ],
 }
 
-_EVENT_COLS = "doc, seq, ts, actor, kind, data, meta"
+_EVENT_COLS = "doc, seq, ts, actor, kind, data, meta, pos"
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 #: advisory lock namespace (first key of the two-int form) for snapshot writers
 _SNAPSHOT_LOCK = 0x50616C69  # "Pali"
@@ -156,7 +174,7 @@ def split_url(url: str) -> tuple[str, str | None]:
 
 
 def _event(r: Any) -> Event:
-    return Event(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), json.loads(r[6]))
+    return Event(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), json.loads(r[6]), int(r[7]))
 
 
 _PUT_SNAPSHOT = (
@@ -341,9 +359,21 @@ class PostgresStore(EventStore):
                 sizes[doc] = sizes.get(doc, 0) + len(ev.update)
                 last_ts[doc] = max(last_ts.get(doc, 0), ev.ts)
         names = sorted(counts)
+        total = sum(counts.values())
 
         async def run(conn: asyncpg.Connection) -> list[list[Event]]:
             async with conn.transaction():
+                # first: appenders of every process queue on this row until the holder
+                # commits, so positions are assigned (and become visible) in commit order
+                pos = (
+                    int(
+                        await conn.fetchval(
+                            "UPDATE log_position SET pos = pos + $1 WHERE id = 1 RETURNING pos",
+                            total,
+                        )
+                    )
+                    - total
+                )
                 rows = await conn.fetch(
                     "INSERT INTO docs AS d (name, head, created_ts, updated_ts, events_bytes) "
                     "SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $3::bigint[], "
@@ -360,23 +390,25 @@ class PostgresStore(EventStore):
                 # the seq before this transaction's first event, per document
                 nxt = {r[0]: int(r[1]) - counts[r[0]] for r in rows}
                 out: list[list[Event]] = []
-                cols: list[list[Any]] = [[] for _ in range(7)]
+                cols: list[list[Any]] = [[] for _ in range(8)]
                 for doc, evs in batches:
                     stored = []
                     for ev in evs:
                         nxt[doc] += 1
-                        e = Event(doc, nxt[doc], ev.ts, ev.actor, ev.kind, ev.update, ev.meta)
+                        pos += 1
+                        e = Event(doc, nxt[doc], ev.ts, ev.actor, ev.kind, ev.update, ev.meta, pos)
                         stored.append(e)
                         for col, v in zip(
                             cols,
-                            (doc, e.seq, e.ts, e.actor, e.kind, e.update, dump_meta(e.meta)),
+                            (doc, e.seq, e.ts, e.actor, e.kind, e.update, dump_meta(e.meta), pos),
                             strict=True,
                         ):
                             col.append(v)
                     out.append(stored)
                 await conn.execute(
                     f"INSERT INTO events ({_EVENT_COLS}) SELECT * FROM unnest($1::text[], "
-                    "$2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bytea[], $7::text[])",
+                    "$2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bytea[], $7::text[], "
+                    "$8::bigint[])",
                     *cols,
                 )
                 return out
@@ -396,6 +428,19 @@ class PostgresStore(EventStore):
             args.append(limit)
             sql += f" LIMIT ${len(args)}"
         return [_event(r) for r in await self._fetch(sql, *args, what="read")]
+
+    async def read_all(self, after: int = 0, limit: int = 1000) -> list[Event]:
+        rows = await self._fetch(
+            f"SELECT {_EVENT_COLS} FROM events WHERE pos > $1 ORDER BY pos LIMIT $2",
+            after,
+            limit,
+            what="read_all",
+        )
+        return [_event(r) for r in rows]
+
+    async def last_position(self) -> int:
+        rows = await self._fetch("SELECT pos FROM log_position WHERE id = 1", what="position")
+        return int(rows[0][0]) if rows else 0
 
     async def head(self, doc: str) -> int:
         rows = await self._fetch("SELECT head FROM docs WHERE name = $1", doc, what="head")
@@ -660,13 +705,30 @@ class PostgresStore(EventStore):
                     info.updated_ts or created, sum(len(e.update) for e in events),
                 )  # fmt: skip
                 if events:
+                    # imported events are new to this store: they get its next positions
+                    last = int(
+                        await conn.fetchval(
+                            "UPDATE log_position SET pos = pos + $1 WHERE id = 1 RETURNING pos",
+                            len(events),
+                        )
+                    )
+                    first = last - len(events) + 1
                     await conn.copy_records_to_table(
                         "events",
                         records=[
-                            (e.doc, e.seq, e.ts, e.actor, e.kind, e.update, dump_meta(e.meta))
-                            for e in events
-                        ],
-                        columns=["doc", "seq", "ts", "actor", "kind", "data", "meta"],
+                            (
+                                e.doc,
+                                e.seq,
+                                e.ts,
+                                e.actor,
+                                e.kind,
+                                e.update,
+                                dump_meta(e.meta),
+                                first + i,
+                            )
+                            for i, e in enumerate(events)
+                        ],  # fmt: skip
+                        columns=["doc", "seq", "ts", "actor", "kind", "data", "meta", "pos"],
                         schema_name=self.schema,
                     )
                 for s in snapshots:

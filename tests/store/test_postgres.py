@@ -198,8 +198,8 @@ async def test_an_unreachable_server_is_store_unavailable() -> None:
 async def test_migrate_is_idempotent_and_versioned(schema: str) -> None:
     url = f"{PG_URL}?schema={schema}"
     async with PostgresStore(url) as a:
-        assert await a.schema_version() == 2
-        assert await a.migrate() == 2
+        assert await a.schema_version() == 3
+        assert await a.migrate() == 3
         # concurrent starts of several processes migrate once
         others = [PostgresStore(url) for _ in range(3)]
         await asyncio.gather(*(o.start() for o in others))
@@ -210,4 +210,39 @@ async def test_migrate_is_idempotent_and_versioned(schema: str) -> None:
             versions = await conn.fetch(f'SELECT version FROM "{schema}".palimpsest_schema')
         finally:
             await conn.close()
-        assert [r[0] for r in versions] == [1, 2]
+        assert [r[0] for r in versions] == [1, 2, 3]
+
+
+async def test_version_2_events_get_positions_in_time_order(schema: str) -> None:
+    """A log written before positions existed: its events are numbered by time (each
+    document's in seq order, even where its clock stepped back), then appends go on."""
+    from palimpsest.store import postgres
+
+    conn = await asyncpg.connect(PG_URL)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{schema}"; SET search_path = "{schema}"')
+        await conn.execute("CREATE TABLE palimpsest_schema (version INT NOT NULL)")
+        for v in (1, 2):
+            for stmt in postgres._MIGRATIONS[v]:
+                await conn.execute(stmt)
+            await conn.execute("INSERT INTO palimpsest_schema VALUES ($1)", v)
+        rows = [("a", 1, 100), ("b", 1, 150), ("a", 2, 200), ("a", 3, 120), ("b", 2, 300)]
+        await conn.executemany(
+            "INSERT INTO events (doc, seq, ts, actor, kind, data, meta) "
+            "VALUES ($1, $2, $3, 'ann', 'edit', '\\x00', '{}')",
+            rows,
+        )
+        await conn.execute(
+            "INSERT INTO docs (name, head, created_ts, updated_ts) VALUES ('a', 3, 100, 200), "
+            "('b', 2, 150, 300)"
+        )
+    finally:
+        await conn.close()
+    async with PostgresStore(f"{PG_URL}?schema={schema}") as store:
+        assert await store.schema_version() == 3
+        got = [(e.doc, e.seq, e.pos) for e in await store.read_all()]
+        # a3's clock went back to 120: it stays after a2 (its document's order)
+        assert got == [("a", 1, 1), ("b", 1, 2), ("a", 2, 3), ("a", 3, 4), ("b", 2, 5)]
+        assert await store.last_position() == 5
+        [[e]] = await store.append([("b", [NewEvent("ann", "edit", b"x", {}, 400)])])
+        assert (e.seq, e.pos) == (3, 6)

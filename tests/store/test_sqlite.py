@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -55,10 +56,8 @@ class TestSQLiteStore(StoreContract):
 async def _fill_up(store: SQLiteStore) -> None:
     """Let the database grow no more: SQLite then refuses with SQLITE_FULL, as on a full
     disk (max_page_count is per connection, so it is set on the store's own one)."""
-    async with store.db.execute("PRAGMA page_count") as cur:
-        row = await cur.fetchone()
-    assert row is not None
-    await store.db.execute(f"PRAGMA max_page_count = {int(row[0])}")
+    pages = await store.on_writer(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
+    await store.on_writer(lambda c: c.execute(f"PRAGMA max_page_count = {int(pages)}"))
 
 
 async def test_a_full_disk_is_reported_as_such_and_nothing_half_written(
@@ -84,7 +83,62 @@ async def test_a_full_disk_is_reported_as_such_and_nothing_half_written(
         with pytest.raises(StoreUnavailable, match="database or disk is full"):
             await store.put_snapshot("a", head, bytes(50_000))
         # room again: the store works, without a gap
-        await store.db.execute("PRAGMA max_page_count = 1073741823")
+        await store.on_writer(lambda c: c.execute("PRAGMA max_page_count = 1073741823"))
         [[e]] = await store.append([("a", [NewEvent("ann", "edit", b"later", {})])])
         assert e.seq == head + 1
         await store.check_writable()
+
+
+async def test_version_2_events_get_positions_in_time_order(tmp_path: Path) -> None:
+    """A file written before positions existed: its events are numbered by time (each
+    document's in seq order, even where its clock stepped back), then appends go on."""
+    from palimpsest.store import sqlite as sqlite_store
+
+    path = tmp_path / "v2.db"
+    with sqlite3.connect(path) as db:
+        for v in (1, 2):
+            for stmt in sqlite_store._MIGRATIONS[v]:
+                db.execute(stmt)
+        db.execute("PRAGMA user_version = 2")
+        rows = [("a", 1, 100), ("b", 1, 150), ("a", 2, 200), ("a", 3, 120), ("b", 2, 300)]
+        db.executemany(
+            "INSERT INTO events (doc, seq, ts, actor, kind, data, meta) "
+            "VALUES (?, ?, ?, 'ann', 'edit', x'00', '{}')",
+            rows,
+        )
+        db.execute(
+            "INSERT INTO docs (name, head, created_ts, updated_ts) VALUES ('a', 3, 100, 200), "
+            "('b', 2, 150, 300)"
+        )
+    async with SQLiteStore(path) as store:
+        assert await store.schema_version() == 3
+        got = [(e.doc, e.seq, e.pos) for e in await store.read_all()]
+        # a3's clock went back to 120: it stays after a2 (its document's order)
+        assert got == [("a", 1, 1), ("b", 1, 2), ("a", 2, 3), ("a", 3, 4), ("b", 2, 5)]
+        assert await store.last_position() == 5
+        [[e]] = await store.append([("b", [NewEvent("ann", "edit", b"x", {}, 400)])])
+        assert (e.seq, e.pos) == (3, 6)
+
+
+async def test_writes_run_on_one_thread_with_full_sync(tmp_path: Path) -> None:
+    """The writer connection (the one every commit goes through) syncs fully, and every
+    write runs on its one thread, whichever task asked."""
+    import threading
+
+    async with SQLiteStore(tmp_path / "w.db") as store:
+        assert await store.pragmas() == {"journal_mode": "wal", "synchronous": 2}
+        names = await asyncio.gather(
+            *(store.on_writer(lambda c: threading.current_thread().name) for _ in range(5))
+        )
+        assert set(names) == {"palimpsest-sqlite-writer"}
+        assert threading.current_thread().name not in names
+        await asyncio.gather(*(store.append([(f"d{i}", [NewEvent("a", "edit", b"u", {})])])
+                               for i in range(20)))  # fmt: skip
+        assert await store.last_position() == 20
+
+
+async def test_an_in_memory_database_reads_what_it_wrote() -> None:
+    async with SQLiteStore(":memory:") as store:
+        await store.append([("a", [NewEvent("ann", "edit", b"x", {})])])
+        assert [e.update for e in await store.read("a")] == [b"x"]
+        assert await store.head("a") == 1
