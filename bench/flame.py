@@ -30,9 +30,15 @@ import bench as B  # noqa: E402  (bench/bench.py)
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("-o", "--output", default="/dev/null", help="SVG to write")
-    ap.add_argument("--server", default="palimpsest", help="one of bench.py's SERVERS (profiles only Palimpsest's)")
+    ap.add_argument(
+        "--server",
+        default="palimpsest",
+        help="one of bench.py's SERVERS (profiles only Palimpsest's)",
+    )
     ap.add_argument("--observers", type=int, default=50)
     ap.add_argument("--edits", type=int, default=1000)
     ap.add_argument("--rate", type=int, default=50, help="edits per second")
@@ -54,17 +60,37 @@ def main() -> int:
     datadir.mkdir()
     if spec.reset:
         spec.reset(datadir)
-    flags = ["--rate", str(args.sample_rate), "--nonblocking"] + (["--native"] if args.native else [])
+    flags = ["--rate", str(args.sample_rate), "--nonblocking"] + (
+        ["--native"] if args.native else []
+    )
     if args.launch and not args.no_profile:
         inner = spec.command
-        spec.command = lambda port, d: [pyspy, "record", *flags, "-o", str(out), "--", *inner(port, d)]
+        spec.command = lambda port, d: [
+            pyspy,
+            "record",
+            *flags,
+            "-o",
+            str(out),
+            "--",
+            *inner(port, d),
+        ]
     srv = B.Running(spec, datadir)
     spies: list[subprocess.Popen[bytes]] = []
     if not args.launch and not args.no_profile:
         for fmt, dest in (("flamegraph", out), ("raw", raw)):
             spies.append(
                 subprocess.Popen(
-                    [pyspy, "record", "--pid", str(srv.proc.pid), *flags, "--format", fmt, "-o", str(dest)],
+                    [
+                        pyspy,
+                        "record",
+                        "--pid",
+                        str(srv.proc.pid),
+                        *flags,
+                        "--format",
+                        fmt,
+                        "-o",
+                        str(dest),
+                    ],
                     stdout=subprocess.DEVNULL,
                     stderr=open(work / f"py-spy-{fmt}.log", "w"),
                 )
@@ -85,7 +111,11 @@ def main() -> int:
                 "observers": args.observers,
                 "rate": args.rate,
                 "edits": args.edits,
-                "server": {"kind": spec.client, "url": spec.url(srv.port), "durable": {"kind": "none"}},
+                "server": {
+                    "kind": spec.client,
+                    "url": spec.url(srv.port),
+                    "durable": {"kind": "none"},
+                },
             },
             prog,
             timeout=args.edits / args.rate + 120,
@@ -103,7 +133,24 @@ def main() -> int:
     if raw.exists() and not args.no_profile:
         summary = B.summarize_profile(raw, top=30)
         (out.with_suffix(".json")).write_text(json.dumps(summary, indent=1))
-    print(json.dumps({k: res.get(k) for k in ("observers", "edits", "received", "lost", "p50", "p99", "max", "mean", "error")}))
+    print(
+        json.dumps(
+            {
+                k: res.get(k)
+                for k in (
+                    "observers",
+                    "edits",
+                    "received",
+                    "lost",
+                    "p50",
+                    "p99",
+                    "max",
+                    "mean",
+                    "error",
+                )
+            }
+        )
+    )
     if not args.no_profile:
         print(f"wrote {out} and {raw}", file=sys.stderr)
     shutil.rmtree(work, ignore_errors=True)

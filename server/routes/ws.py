@@ -309,7 +309,6 @@ class Connection:
             for task in list(self._tasks):
                 task.cancel()
 
-
     def _watch_expiry(self) -> None:
         """A session ends with its token: close with 4401 once it expires (plus the
         leeway its verification allowed), so the client fetches a fresh token."""

@@ -20,12 +20,14 @@ __all__ = [
 ]
 
 
-def open_store(url: str) -> EventStore:
-    """A store for a URL: ``sqlite:///path`` (or a bare path), ``postgresql://…``, ``memory://``."""
+def open_store(url: str, *, durability: str = "fsync") -> EventStore:
+    """A store for a URL: ``sqlite:///path`` (or a bare path), ``postgresql://…``, ``memory://``.
+    ``durability``: "fsync" (the default) or "os", see ``base.DURABILITY`` (the memory
+    store keeps nothing either way)."""
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, durability=durability)
     if url.startswith("memory://"):
         return MemoryStore()
     if url.startswith("sqlite://"):
@@ -34,4 +36,4 @@ def open_store(url: str) -> EventStore:
             url = url[1:] or ":memory:"
         elif url.startswith("//"):
             url = url[1:]
-    return SQLiteStore(url)
+    return SQLiteStore(url, durability=durability)
