@@ -654,9 +654,10 @@ def _latency_targets(
                         ]
                     )
             for c in cfg.get("ctraces", []):
-                get = lambda r, c=c: (
-                    r["concurrent"][c]["seconds"] if r["concurrent"][c].get("correct") else None
-                )  # noqa: E731
+                def get(r: dict[str, Any], c: str = c) -> Any:
+                    conc = r["concurrent"][c]
+                    return conc["seconds"] if conc.get("correct") else None
+
                 a, b = m(s, get), m("hocuspocus", get)
                 if a is None or b is None:
                     continue
