@@ -325,7 +325,7 @@ class Room:
         if update == EMPTY_UPDATE:
             return False
         try:
-            P.decode_state_vector(get_state(update))  # it decodes, or the sender is refused
+            get_state(update)  # it decodes, or the sender is refused
         except FATAL:
             raise
         except BaseException as e:  # pyo3 PanicException is one
@@ -414,6 +414,7 @@ class Room:
                 continue
             items, self._inbox = self._inbox, []
             i = 0
+            checked = False  # the snapshot policy saw the last step already
             try:
                 while i < len(items):
                     item = items[i]
@@ -427,7 +428,9 @@ class Room:
                         await self._commit_client_updates(items[i:j])  # type: ignore[arg-type]
                         i = j
                         await self._maybe_snapshot()
+                        checked = True
                         continue
+                    checked = False
                     if isinstance(item, _ServerChange):
                         await self._run_server_change(item)
                     elif isinstance(item, _PeerEvents):
@@ -442,7 +445,8 @@ class Room:
                 log.exception("room %s pipeline failed", self.name)
                 self._fail(e, items[i:])
                 return
-            await self._maybe_snapshot()
+            if not checked:
+                await self._maybe_snapshot()
 
     async def _commit_client_updates(self, batch: list[_ClientUpdate]) -> None:
         queued = sum(len(u.update) for u in batch)
