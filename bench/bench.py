@@ -1075,6 +1075,26 @@ def machine() -> dict[str, str]:
     }
 
 
+def fsync_probe(where: Path, n: int = 200) -> dict[str, float]:
+    """What one fsync costs on the data disk right now: n appends of 100 bytes to a file
+    in `where`, each followed by fdatasync (what a WAL commit with synchronous=FULL
+    waits for). Shared disks vary by 10x within minutes, so the report shows it."""
+    path = where / "fsync-probe.bin"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    times = []
+    try:
+        for _ in range(n):
+            os.write(fd, b"x" * 100)
+            t0 = time.perf_counter()
+            os.fdatasync(fd)
+            times.append((time.perf_counter() - t0) * 1e6)
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    times.sort()
+    return {"p50_us": times[n // 2], "p90_us": times[n * 9 // 10], "n": n}
+
+
 def _disk_of(path: Path) -> str:
     try:
         r = (
@@ -1181,7 +1201,9 @@ def main() -> int:
         }
     )
     t0 = time.monotonic()
+    bench.raw["fsync_probe"] = {"start": fsync_probe(OUT)}
     raw = bench.run()
+    raw["fsync_probe"]["end"] = fsync_probe(OUT)
     raw["seconds"] = time.monotonic() - t0
     (OUT / "results.json").write_text(json.dumps(raw, indent=1))
     write_report(raw, REPORT, OUT / "samples")

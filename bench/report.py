@@ -176,6 +176,16 @@ def write_report(raw: dict[str, Any], bench_dir: Path, samples_dir: Path | None 
                 else ""
             )
         )
+    probe = raw.get("fsync_probe")
+    if probe:
+        md.append(
+            "- the data disk's fdatasync (100-byte appends, what a commit with the default "
+            "durability waits for): "
+            + "; ".join(
+                f"p50 {v['p50_us']:,.0f} µs, p90 {v['p90_us']:,.0f} µs at the {k}"
+                for k, v in probe.items()
+            )
+        )
     if raw.get("skipped"):
         md.append("- not run: " + "; ".join(f"{k} ({v})" for k, v in raw["skipped"].items()))
     md.append("")
