@@ -49,7 +49,9 @@ def pct(xs: list[float], p: float) -> float:
 
 
 async def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n", type=int, default=2000, help="appends per store (default 2000)")
     ap.add_argument("--pg", help="also PostgreSQL at this URL (a schema is created and dropped)")
     args = ap.parse_args()

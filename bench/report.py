@@ -664,6 +664,7 @@ def _latency_targets(
                         ]
                     )
             for c in cfg.get("ctraces", []):
+
                 def get(r: dict[str, Any], c: str = c) -> Any:
                     conc = r["concurrent"][c]
                     return conc["seconds"] if conc.get("correct") else None
