@@ -122,8 +122,10 @@ class Committer(Service):
                 await self._commit_next()
             finally:
                 self._busy = False
-                if self._queue:
-                    self._wake.set()  # what came meanwhile: the writer task's turn
+                if self._queue or self._closing:
+                    # what came meanwhile is the writer task's turn; a stopping writer
+                    # task waits for this transaction before it can finish
+                    self._wake.set()
         else:
             self._wake.set()
         return await fut
