@@ -34,6 +34,7 @@ from pycrdt import Doc, Subscription, TransactionEvent, get_state, merge_updates
 
 from . import protocol as P
 from .awareness import Awareness, Entry
+from .doc_observers import DocObservers
 from .errors import FATAL, ProtocolError, StoreError, StoreUnavailable, UpdateRejected
 from .known import KnownDeletions, adds_anything, deletions_of
 from .origins import (
@@ -46,6 +47,7 @@ from .origins import (
 )
 from .ownership import Owners
 from .store.base import Event, NewEvent, now_ms
+from .updates import Ranges
 
 log = logging.getLogger("palimpsest.room")
 
@@ -82,8 +84,9 @@ class _ClientUpdate:
     peer: Peer
     update: bytes
     meta: dict[str, Any]
-    #: what its new items reach (ownership.Owners.admit), recorded once it is logged
-    reach: dict[int, int]
+    #: where its new items start and what they reach, per client (ownership.Owners.admit),
+    #: recorded once it is logged
+    reach: dict[int, tuple[int, int]]
 
 
 @dataclass(slots=True)
@@ -210,6 +213,13 @@ class Room:
         self._deleted: KnownDeletions | None = None
         #: which actor owns which Yjs client id (ownership.py)
         self.owners = Owners(doc.client_id)
+        #: transaction observers of the doc (extensions'), muted for client edits
+        self.doc_observers = DocObservers(doc)
+        #: while a client's edit is applied: (inserted, deleted) ranges, so that document
+        #: observers need not see its transaction (None otherwise: observe it)
+        self.current_change: tuple[Ranges, Ranges] | None = None
+        #: admitted clocks match the document (no commit or apply has failed)
+        self._exact_reach = True
         self.broken: BaseException | None = None
         self.closed = False
         self.stopping = False
@@ -484,6 +494,7 @@ class Room:
                 )
             else:
                 reason = "the store failed to log your edits; reconnect to re-send"
+            self._exact_reach = False  # admitted, never applied: clocks ran ahead
             log.warning(
                 "room %s: commit failed (%s); closing %d senders with %d: %s",
                 self.name, e, len({u.peer.id for u in batch}), e.close_code, reason,
@@ -599,21 +610,32 @@ class Room:
         # events logged elsewhere: count them toward snapshots, but never publish again
         self.events_since_snapshot += len(events)
 
-    def _apply(self, ev: Event, origin: Origin, reach: dict[int, int] | None = None) -> bool:
+    def _apply(
+        self, ev: Event, origin: Origin, reach: dict[int, tuple[int, int]] | None = None
+    ) -> bool:
         """Apply one durable event to the live doc. False if it does not apply. `reach`:
-        what ownership's admit found in a client's update (so it is not parsed again)."""
+        what ownership's admit found in a client's update (so it is not parsed again):
+        then the document's observers are muted and the change handed over instead
+        (``current_change``, see doc_observers.py)."""
         self.current_ts = ev.ts
         self.current_event = ev
+        change = self._known_change(ev, reach) if reach is not None else None
+        self.current_change = change
         self.observer.before_apply(self, ev, origin)
         ok = True
         try:
-            with self.doc.transaction(origin=origin):
-                self.doc.apply_update(ev.update)
+            if change is None:
+                with self.doc.transaction(origin=origin):
+                    self.doc.apply_update(ev.update)
+            else:
+                with self.doc_observers.muted(), self.doc.transaction(origin=origin):
+                    self.doc.apply_update(ev.update)
         except FATAL:
             raise
         except BaseException as e:  # pyo3 PanicException is one
             log.error("room %s: event %d does not apply: %r", self.name, ev.seq, e)
             ok = False
+            self._exact_reach = False
         self.seq = ev.seq
         self.applied_bytes += len(ev.update)
         self.current_event = None
@@ -624,7 +646,22 @@ class Room:
             else:
                 self.owners.written(ev.actor, reach)
             self.observer.applied(self, ev, origin)
+        self.current_change = None
         return ok
+
+    def _known_change(
+        self, ev: Event, reach: dict[int, tuple[int, int]]
+    ) -> tuple[Ranges, Ranges] | None:
+        """What a client's update inserts and deletes, applied now, without observing the
+        transaction: its new items from its admission (in order, whole: the attribution
+        rule refuses gaps and unknown references), its deletions that the log does not
+        hold yet. None when unsure: once a commit or an apply failed, admitted clocks may
+        run ahead of the document (the next updates would wait as pending)."""
+        if not self._exact_reach or self._deleted is None:
+            return None
+        ins: Ranges = {c: [(s, e)] for c, (s, e) in reach.items() if e > s}
+        dels = deletions_of(ev.update)
+        return ins, (self._deleted.missing(dels) if dels else {})
 
     def _committed(self, events: list[Event]) -> None:
         self.observer.committed(self, events)
