@@ -28,6 +28,7 @@ from .errors import (
 )
 from .history import BlameRun, DocInfo, Event, EventPage, History, Version
 from .session import OpResult, Session, connect, ws_url
+from .stream import StreamEvent
 from .text import Text
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "ServerError",
     "ServerGone",
     "Session",
+    "StreamEvent",
     "Text",
     "Timeout",
     "TooLarge",

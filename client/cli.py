@@ -1,4 +1,5 @@
-"""Client subcommands of ``palimpsest`` (and ``python -m client``): cat, edit, replay, history.
+"""Client subcommands of ``palimpsest`` (and ``python -m client``): cat, edit, replay, history,
+tail.
 
     palimpsest cat notes                       # the text now
     palimpsest cat notes --seq 12              # ... at a version (or --at ISO, --tag NAME)
@@ -6,6 +7,7 @@
     echo hi | palimpsest edit notes -
     palimpsest replay automerge-paper --limit 20000
     palimpsest history notes --limit 20
+    palimpsest tail notes --from 0             # every event, then each new one (Ctrl-C)
 
 The server is ``--url`` / PALIMPSEST_URL (default http://127.0.0.1:8000); you are
 ``--user`` / PALIMPSEST_USER in open mode, or ``--token`` / PALIMPSEST_TOKEN.
@@ -87,6 +89,22 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     _common(p)
     p.set_defaults(func=_runner(cmd_history))
+
+    p = subparsers.add_parser(
+        "tail", help="print a document's events as they happen (like tail -f)",
+        description="Print a document's events (the last 10, or those after --from), then "
+        "each new one as it is committed, until interrupted. Resumes by itself across "
+        "disconnects and server restarts.",
+    )  # fmt: skip
+    p.add_argument("doc", nargs="?", help="the document (omit with --all)")
+    p.add_argument("--from", dest="after", type=int,
+                   help="start after this seq (--all: this global position); default: "
+                   "the last 10 events")  # fmt: skip
+    p.add_argument("--all", action="store_true", help="every document you may read")
+    p.add_argument("-n", "--count", type=int, help="stop after N events")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    _common(p)
+    p.set_defaults(func=_runner(cmd_tail))
 
 
 def _runner(cmd: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]) -> Callable[..., int]:
@@ -223,6 +241,39 @@ async def cmd_history(args: argparse.Namespace) -> int:
             print(f"{e.seq:>7}  {e.ts}  {e.kind:<8} {e.size:>7}B  {e.actor}{reverts}")
     if page.next_after is not None and not args.json:
         print(f"... more: --after {page.next_after}", file=sys.stderr)
+    return 0
+
+
+async def cmd_tail(args: argparse.Namespace) -> int:
+    if args.all == bool(args.doc):
+        print("palimpsest tail: give a document, or --all", file=sys.stderr)
+        return 2
+    n = 0
+    async with _history(args) as h:
+        after = args.after
+        if after is None and args.doc:
+            head = next((d.head for d in await h.docs() if d.doc == args.doc), 0)
+            after = max(0, head - 10)
+        elif after is None:
+            after = 0
+        follow = (
+            h.stream_all(after=after, updates=False)
+            if args.all
+            else h.stream(args.doc, after=after, updates=False)
+        )
+        async for e in follow:
+            if args.json:
+                print(json.dumps({"doc": e.doc, "seq": e.seq, "pos": e.pos, "ts": e.ts,
+                                  "actor": e.actor, "kind": e.kind, "size": e.size,
+                                  "meta": e.meta, "reverts": e.reverts}), flush=True)  # fmt: skip
+            else:
+                where = f"{e.doc}@{e.seq}" if args.all else f"{e.seq:>7}"
+                reverts = f"  reverts {','.join(map(str, e.reverts))}" if e.reverts else ""
+                print(f"{where}  {e.ts}  {e.kind:<8} {e.size:>7}B  {e.actor}{reverts}",
+                      flush=True)  # fmt: skip
+            n += 1
+            if args.count is not None and n >= args.count:
+                break
     return 0
 
 

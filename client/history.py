@@ -25,6 +25,7 @@ from palimpsest.names import validate_doc_name
 
 from .errors import BadDocName, ServerGone, Timeout, from_http
 from .session import OpResult
+from .stream import Follower
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -217,6 +218,39 @@ class History:
         ]
         nxt = body.get("next_after")
         return EventPage(events, int(nxt) if nxt is not None else None)
+
+    def stream(
+        self,
+        doc: str,
+        *,
+        after: int = 0,
+        updates: bool = True,
+        idle_timeout: float = 60.0,
+        give_up: float | None = None,
+    ) -> Follower:
+        """The document's events after seq `after`, then live, for ever: an async
+        iterator of :class:`~client.stream.StreamEvent` that reconnects by itself and
+        resumes after the last seq it handed out (``.after``). ``updates=False`` leaves the
+        Yjs updates out; ``give_up``: raise ServerGone after so many seconds unreachable."""
+        return Follower(
+            self._http, f"{_doc_path(doc)}/events/stream", after=after, updates=updates,
+            idle_timeout=idle_timeout, give_up=give_up,
+        )  # fmt: skip
+
+    def stream_all(
+        self,
+        *,
+        after: int = 0,
+        updates: bool = True,
+        idle_timeout: float = 60.0,
+        give_up: float | None = None,
+    ) -> Follower:
+        """Every document's events (those you may read) after global position `after`, in
+        commit order, then live, for ever (like :meth:`stream`; ``.after`` is a position)."""
+        return Follower(
+            self._http, "/api/events/stream", after=after, updates=updates,
+            idle_timeout=idle_timeout, give_up=give_up,
+        )  # fmt: skip
 
     async def iter_events(
         self, doc: str, *, after: int | None = None, page_size: int = 500, **filters: Any

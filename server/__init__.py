@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .app import Palimpsest, create_app
     from .auth import Identity
     from .backend import Backend
+    from .changefeed import Changefeed, Webhook
     from .errors import PalimpsestError
     from .extensions import Client, Extension, OpContext
     from .origins import Origin
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 _WHERE = {
     "Backend": ".backend",
+    "Changefeed": ".changefeed",
     "Client": ".extensions",
     "Event": ".store.base",
     "EventStore": ".store.base",
@@ -38,11 +40,13 @@ _WHERE = {
     "PalimpsestError": ".errors",
     "Room": ".room",
     "Settings": ".settings",
+    "Webhook": ".changefeed",
     "create_app": ".app",
 }
 
 __all__ = [
     "Backend",
+    "Changefeed",
     "Client",
     "Event",
     "EventStore",
@@ -54,6 +58,7 @@ __all__ = [
     "PalimpsestError",
     "Room",
     "Settings",
+    "Webhook",
     "create_app",
 ]
 

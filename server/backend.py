@@ -8,6 +8,7 @@ directly. Lifecycle: ``async with Backend(settings):`` or start()/stop().
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -20,6 +21,7 @@ from .auth import Identity, authorize
 from .commit import Committer
 from .dispatch import Extensions
 from .lifecycle import Service
+from .retention import Retention
 from .rooms import Rooms
 from .settings import Settings
 from .snapshots import SnapshotPolicy, load
@@ -73,6 +75,11 @@ class Backend(Service):
             quiet_seconds=self.settings.snapshot_quiet_seconds,
             shared=bool(self.settings.fanout),
             observer=self.extensions,
+            retention=Retention(
+                self.settings.snapshot_keep_recent,
+                self.settings.snapshot_max_gap,
+                self.settings.snapshot_ladder_bytes,
+            ),
         )
         self.rooms = Rooms(
             self.store,
@@ -83,6 +90,9 @@ class Backend(Service):
             unload_after=self.settings.unload_after_seconds,
         )
         self._started = False
+        #: set when the server starts shutting down (before connections are closed):
+        #: long-lived HTTP responses (the changefeed's streams) end on it
+        self.stopping = asyncio.Event()
         self.extensions.setup(self)
 
     def extension(self, kind: type[E]) -> E | None:
@@ -110,6 +120,7 @@ class Backend(Service):
         connection with 1001 (going away: clients reconnect, elsewhere or later) and
         flush every room, so that everything already read is durable. Returns how many
         connections were closed."""
+        self.stopping.set()
         closed = 0
         rooms = list(self.rooms.loaded.values())
         for room in rooms:
@@ -125,6 +136,7 @@ class Backend(Service):
         return closed
 
     async def start(self) -> None:
+        self.stopping.clear()
         await self.store.start()
         await self.committer.start()
         await self.extensions.start()
@@ -134,6 +146,7 @@ class Backend(Service):
         if not self._started:
             return
         self._started = False
+        self.stopping.set()
         await self.rooms.stop()
         # on_committed catches up with the last events, then the services stop
         await self.extensions.stop()

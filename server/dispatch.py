@@ -53,6 +53,7 @@ _HOOKS = (
     "on_snapshot",
     "on_refused",
     "on_commit_batch",
+    "on_peer_commit",
 )
 
 
@@ -290,3 +291,10 @@ class Extensions(Service):
                 ext.on_commit_batch(events, seconds)
             except Exception:
                 log.exception("%r: on_commit_batch failed", ext)
+
+    def peer_commit(self, doc: str) -> None:
+        for ext in self._by["on_peer_commit"]:
+            try:
+                ext.on_peer_commit(doc)
+            except Exception:
+                log.exception("%r: on_peer_commit(%s) failed", ext, doc)

@@ -28,10 +28,10 @@ Three kinds of hooks, by where they run:
   a client.
 - **in the pipeline** (``on_unload``, ``before_apply``, ``on_applied``,
   ``on_update``, ``on_awareness``, ``snapshot_meta``, ``on_snapshot``, ``on_refused``,
-  ``on_commit_batch``): plain functions called where the thing happens, so they see
-  the room exactly as it is then. They must be quick and must not block: hand slow
-  work to a task or to ``on_committed``. An exception is logged and the room goes on
-  (``on_update`` excepted: a PalimpsestError there refuses the update).
+  ``on_commit_batch``, ``on_peer_commit``): plain functions called where the thing
+  happens, so they see the room exactly as it is then. They must be quick and must not
+  block: hand slow work to a task or to ``on_committed``. An exception is logged and the
+  room goes on (``on_update`` excepted: a PalimpsestError there refuses the update).
 
 Per-room state is typed: ``room.state(MyState)`` returns the room's ``MyState``, made
 with ``MyState(room)`` (or a factory) the first time; ``room.peek(MyState)`` returns it
@@ -197,6 +197,12 @@ class Extension:
 
     def on_commit_batch(self, events: int, seconds: float) -> None:
         """One group-commit transaction finished: how many events, how long it took."""
+
+    def on_peer_commit(self, doc: str) -> None:
+        """The fan-out bus announced events of `doc` committed by a process sharing the
+        store (whether or not the document is loaded here; the announcement may be this
+        process's own, and Redis may lose one: read the store, don't count on it). The
+        changefeed wakes its followers with it."""
 
     def __repr__(self) -> str:
         return f"<extension {self.name or type(self).__name__}>"

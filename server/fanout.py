@@ -283,6 +283,8 @@ class Fanout(Extension, Service):
     def _receive(self, channel: bytes | str, data: bytes) -> None:
         ch = channel.decode() if isinstance(channel, bytes) else channel
         doc = ch[len(self.prefix) + 1 :]
+        if data[:1] not in (b"A", b"D"):  # events, loaded here or not
+            self.backend.extensions.peer_commit(doc)
         room = self.backend.rooms.get_loaded(doc)
         if room is None:
             return

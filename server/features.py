@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from .auth.open import OpenAccess
 from .auth.tokens import JWTAuth
+from .changefeed import Changefeed
 from .deletion import Deletion
 from .extensions import Extension
 from .fanout import Fanout
@@ -47,6 +48,8 @@ def builtin_extensions(
     ]
     if settings.fanout:
         out.append(Fanout(settings.fanout))
+    if not any(isinstance(e, Changefeed) for e in others):  # an app may bring its own
+        out.append(Changefeed.from_settings(settings))
     out.append(Metrics())
     return out
 

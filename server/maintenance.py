@@ -9,6 +9,7 @@ server running.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,7 @@ from .errors import FATAL, PalimpsestError, StoreError
 from .history.render import TEXT, infer_root_types, render, root_names
 from .names import validate_doc_name
 from .settings import Settings
-from .snapshots import load, new_doc
+from .snapshots import chain, load, new_doc
 from .store import EventStore
 from .store.base import DocInfo, Event, NewEvent
 from .util import parse_iso
@@ -107,7 +108,12 @@ async def verify_doc(
         snap = await store.latest_snapshot(doc, at_most=at)
         if snap is None or snap.seq != at:
             return  # damaged in between: already reported
-        problems.extend(_compare(doc, at, fold, snap.state))
+        links = await chain(store, snap)
+        if links is None:
+            problems.append(f"{doc}: snapshot @{at} is a difference from @{snap.delta_of}, "
+                            "which is missing or damaged")  # fmt: skip
+            return
+        problems.extend(_compare(doc, at, fold, [s.state for s in links]))
 
     async for ev in events(store, doc, seq, info.head):
         while pending and pending[0].seq <= seq:
@@ -139,10 +145,11 @@ async def verify_doc(
     return problems
 
 
-def _compare(doc: str, seq: int, fold: Doc[Any], state: bytes) -> list[str]:
+def _compare(doc: str, seq: int, fold: Doc[Any], states: list[bytes]) -> list[str]:
     snap = new_doc(doc)
     try:
-        snap.apply_update(state)
+        for state in states:
+            snap.apply_update(state)
     except FATAL:
         raise
     except BaseException as e:  # pyo3 PanicException is one
@@ -222,6 +229,7 @@ async def compact_doc(store: EventStore, plan: CompactPlan, settings: Settings) 
             "events that do not apply: run `palimpsest verify` first"
         )
     state = loaded.doc.get_update()
+    await _whole_above(store, plan.doc, plan.before)
     removed = await store.compact(plan.doc, plan.before, state)
     try:
         meta = {"base": True, undo.META_KEY: stacks}
@@ -229,6 +237,30 @@ async def compact_doc(store: EventStore, plan: CompactPlan, settings: Settings) 
     except StoreError as e:
         raise CompactedWithoutStacks(removed, e) from e
     return removed
+
+
+async def _whole_above(store: EventStore, doc: str, before: int) -> None:
+    """Store whole again the ladder rungs after `before` that are differences from a
+    snapshot compaction is about to drop (their chain would break)."""
+    infos = {s.seq: s for s in await store.snapshots(doc)}
+    for s in sorted(infos.values(), key=lambda s: s.seq):
+        if s.seq <= before or not s.delta_of:
+            continue
+        below, crosses = s.delta_of, False
+        while below:
+            if below < before:
+                crosses = True
+                break
+            link = infos.get(below)
+            below = link.delta_of if link is not None else 0
+        if not crosses:
+            continue
+        loaded = await load(store, doc, upto=s.seq)
+        snap = await store.latest_snapshot(doc, s.seq)
+        if loaded.seq == s.seq and snap is not None and snap.seq == s.seq:
+            meta = {k: v for k, v in snap.meta.items() if k != "delta_of"}
+            await store.put_snapshot(doc, s.seq, loaded.doc.get_update(), meta)
+            infos[s.seq] = dataclasses.replace(s, delta_of=0)
 
 
 class CompactedWithoutStacks(StoreError):

@@ -67,6 +67,11 @@ class Settings:
     max_new_docs_per_hour: int = 100
     snapshot_every: int = 1000
     snapshot_quiet_seconds: float = 10.0
+    #: snapshot retention (server.retention): the newest kept, then a ladder with at most
+    #: this many events between two kept ones, its bytes bounded by the last (0: unbounded)
+    snapshot_keep_recent: int = 3
+    snapshot_max_gap: int = 3000
+    snapshot_ladder_bytes: int = 0
     unload_after_seconds: float = 5.0
     undo_capture_ms: int = 500
     undo_max_depth: int = 200
@@ -74,6 +79,28 @@ class Settings:
     undo_max_group: int = 1000
     #: largest number of events in one group commit
     commit_batch_max: int = 4096
+    # --- the changefeed (docs/changefeed.md) ---
+    #: webhook URLs that receive every event in batches (repeatable --webhook)
+    webhooks: tuple[str, ...] = ()
+    #: HMAC-SHA256 key that signs webhook bodies (X-Palimpsest-Signature); none = unsigned
+    webhook_secret: str | None = None
+    #: failed deliveries in a row before a webhook is marked failing
+    webhook_max_failures: int = 10
+    #: first and longest pause between retries of a failed delivery (seconds)
+    webhook_retry_first: float = 0.5
+    webhook_retry_max: float = 60.0
+    #: events per webhook POST at most
+    webhook_batch: int = 100
+    #: how long a process's claim on delivering a webhook holds without renewal (another
+    #: process, or this one restarted after a crash, takes over after it)
+    webhook_lease_seconds: float = 10.0
+    #: seconds between heartbeats of an idle SSE stream
+    changefeed_heartbeat: float = 15.0
+    #: SSE changefeed streams open at once from one client address (429 beyond)
+    changefeed_max_streams_per_ip: int = 64
+    #: seconds between reads of the store's last position (wakes followers when another
+    #: writer's commit was not announced)
+    changefeed_poll: float = 2.0
     log_json: bool = False
     log_level: str = "info"
     instance: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")

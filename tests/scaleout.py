@@ -154,13 +154,14 @@ class Cluster:
     workdir: Path
     procs: list[ServerProcess] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
     def add(self) -> ServerProcess:
         i = len(self.procs)
         p = ServerProcess(
             self.workdir / f"p{i}",
             extra_args=["--store", self.store_url, "--fanout", self.fanout_url, *self.extra],
-            env={"PALIMPSEST_UNLOAD_AFTER_SECONDS": "2"},
+            env={"PALIMPSEST_UNLOAD_AFTER_SECONDS": "2", **self.env},
         )
         self.procs.append(p)
         return p
@@ -196,9 +197,15 @@ class Cluster:
 
 @contextlib.asynccontextmanager
 async def cluster(
-    tmp_path: Path, n: int, *, store_url: str, fanout: str, extra: list[str] | None = None
+    tmp_path: Path,
+    n: int,
+    *,
+    store_url: str,
+    fanout: str,
+    extra: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[Cluster]:
-    c = Cluster(store_url, fanout, tmp_path, extra=list(extra or []))
+    c = Cluster(store_url, fanout, tmp_path, extra=list(extra or []), env=dict(env or {}))
     try:
         await c.start(n)
         yield c

@@ -152,7 +152,9 @@ async def test_inspect_and_snapshot(tmp_path: Path, capfd: pytest.CaptureFixture
             await eventually(lambda: a.content == "b1 ", what="ann's edits undone")
 
 
-def _plant_in_bad(db: Path, seq: int, state: bytes | None = None, flip: bool = False) -> None:
+def _plant_in_bad(
+    db: Path, seq: int, state: bytes | None = None, flip: bool = False, stored: str = ""
+) -> None:
     with sqlite3.connect(db) as con:
         where = "WHERE doc = 'bad' AND seq = ?"
         (old,) = con.execute(f"SELECT state FROM snapshots {where}", (seq,)).fetchone()
@@ -163,7 +165,7 @@ def _plant_in_bad(db: Path, seq: int, state: bytes | None = None, flip: bool = F
         else:
             assert state is not None
             con.execute(f"UPDATE snapshots SET state = ?, checksum = ? {where}",
-                        (state, hashlib.sha256(state).hexdigest(), seq))  # fmt: skip
+                        (state, stored or hashlib.sha256(state).hexdigest(), seq))  # fmt: skip
 
 
 async def test_verify_catches_corrupted_snapshots(
@@ -177,14 +179,16 @@ async def test_verify_catches_corrupted_snapshots(
             await eventually(lambda d=doc: d not in srv.backend.rooms)  # type: ignore[misc]
     with sqlite3.connect(db) as con:
         seqs = [s for (s,) in con.execute("SELECT seq FROM snapshots WHERE doc='bad' ORDER BY seq")]
-        (other,) = con.execute("SELECT state FROM snapshots WHERE doc='bad' AND seq=?",
-                               (seqs[0],)).fetchone()  # fmt: skip
+        # a whole row (packed state and meta, its checksum): another version's
+        other, other_sum = con.execute(
+            "SELECT state, checksum FROM snapshots WHERE doc='bad' AND seq=?", (seqs[0],)
+        ).fetchone()
     assert len(seqs) >= 3, seqs
     r = await cli(capfd, "verify", "--db", str(db))
     assert r.code == 0 and "2 documents OK" in r.out, r
 
     # a snapshot whose checksum holds but whose content is another version's
-    _plant_in_bad(db, seqs[1], state=other)
+    _plant_in_bad(db, seqs[1], state=other, stored=other_sum)
     r = await cli(capfd, "verify", "--db", str(db))
     assert r.code == 1, r
     assert f"bad: snapshot @{seqs[1]}" in r.out and "good" not in r.out, r

@@ -88,13 +88,13 @@ async def test_history_is_the_fold_of_the_log_on_a_real_trace(tmp_path: Path) ->
         # the same diff from the full index
         assert await h.diff("trace", ns[2], ns[5], info, "content") == ranged
 
-    # the same over HTTP, from a fresh process-like start (the index is rebuilt)
+    # the same over HTTP, from a fresh process-like start (the stored index is read back)
     async with run_server(Settings(db=str(tmp_path / "trace.db"))) as srv:
         async with httpx.AsyncClient(base_url=srv.url) as c:
             r = await c.get(f"/api/docs/trace/versions/{info.head}")
             assert r.json()["roots"]["content"]["value"] == final
             r = await c.get("/api/docs/trace/blame", params={"seq": ns[3]})
             runs = r.json()["roots"]["content"]["runs"]
-            # what was checked against the log above, now from a rebuilt index
+            # what was checked against the log above, now from the index read back
             assert runs == blames[ns[3]]
             assert {x["actor"] for x in runs} <= {"alice", "bob", "carol"}

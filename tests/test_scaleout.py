@@ -137,7 +137,13 @@ async def test_snapshots_are_taken_by_one_process_at_a_time(tmp_path: Path) -> N
     async with (
         fresh_schema() as store_url,
         cluster(
-            tmp_path, 2, store_url=store_url, fanout=fanout_url(), extra=["--snapshot-every", "20"]
+            tmp_path,
+            2,
+            store_url=store_url,
+            fanout=fanout_url(),
+            extra=["--snapshot-every", "20"],
+            # every snapshot written stays (retention would keep the newest 3 of these)
+            env={"PALIMPSEST_SNAPSHOT_KEEP_RECENT": "1000"},
         ) as c,
     ):
         async with (

@@ -35,6 +35,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="a browser origin allowed to open websockets and POST (repeatable; besides the "
         "server's own and localhost; env PALIMPSEST_ALLOW_ORIGIN, comma-separated)",
     )  # fmt: skip
+    p.add_argument(
+        "--webhook", action="append", metavar="URL",
+        help="POST every event, in batches, to this URL (repeatable; env PALIMPSEST_WEBHOOKS, "
+        "comma-separated; see docs/changefeed.md)",
+    )  # fmt: skip
+    p.add_argument(
+        "--webhook-secret", help="sign webhook bodies with HMAC-SHA256 (X-Palimpsest-Signature)"
+    )
+    p.add_argument(
+        "--webhook-max-failures", type=int,
+        help="failed deliveries in a row before a webhook is marked failing (default 10)",
+    )  # fmt: skip
+    p.add_argument(
+        "--webhook-retry-max", type=float,
+        help="longest pause between retries of a failed delivery, seconds (default 60)",
+    )  # fmt: skip
     p.add_argument("--log-json", action="store_true", default=None, help="JSON log lines")
     p.add_argument("--log-level", help="debug, info, warning, error (default info)")
     p.set_defaults(func=run)
@@ -59,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
         snapshot_every=args.snapshot_every,
         max_frame_bytes=args.max_frame_bytes,
         allow_origin=tuple(args.allow_origin) if args.allow_origin else None,
+        webhooks=tuple(args.webhook) if args.webhook else None,
+        webhook_secret=args.webhook_secret,
+        webhook_max_failures=args.webhook_max_failures,
+        webhook_retry_max=args.webhook_retry_max,
         log_json=args.log_json,
         log_level=args.log_level,
     )

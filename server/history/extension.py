@@ -1,7 +1,10 @@
-"""History as an extension: the service of a backend and its HTTP routes."""
+"""History as an extension: the service of a backend, its HTTP routes, and keeping the
+stored attribution index current when a document goes idle."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -9,14 +12,45 @@ from starlette.routing import BaseRoute
 
 from ..errors import NotFound
 from ..extensions import Extension
+from ..lifecycle import Service
+from ..room import Room
 from .service import History
 
 if TYPE_CHECKING:
     from ..backend import Backend
 
+log = logging.getLogger("palimpsest.history")
+
+
+class _Refresher(Service):
+    """Background refreshes of stored attribution indexes, one per document at a time;
+    cancelled when the app stops (they are a cache: the next one catches up)."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        tasks = list(self.tasks.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
 
 class HistoryExtension(Extension):
-    """The history service of a backend, and its HTTP routes (server.routes.history)."""
+    """The history service of a backend and its HTTP routes (server.routes.history).
+
+    `refresh_on_unload`: when a document's room unloads, bring its stored attribution
+    index up to the head in the background (building the first one once the log has
+    `build_from` events), so that blame on a cold server reads it instead of replaying
+    the log. Ingest never waits for it."""
+
+    def __init__(self, *, refresh_on_unload: bool = True, build_from: int = 2000) -> None:
+        self.refresh_on_unload = refresh_on_unload
+        self.build_from = build_from
+        self._refresher = _Refresher()
 
     def setup(self, backend: Backend) -> None:
         self.service = History(backend)
@@ -25,6 +59,34 @@ class HistoryExtension(Extension):
         from ..routes.history import routes
 
         return routes
+
+    def services(self) -> Sequence[Service]:
+        return (self._refresher,)
+
+    def on_unload(self, room: Room) -> None:
+        if not self.refresh_on_unload or room.name in self._refresher.tasks:
+            return
+        doc = room.name
+        task = asyncio.create_task(self._refresh(doc))
+        self._refresher.tasks[doc] = task
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._refresher.tasks.pop(doc, None)
+
+        task.add_done_callback(done)
+
+    async def _refresh(self, doc: str) -> None:
+        try:
+            await self.service.refresh_attribution(doc, self.build_from)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a cache: the next blame builds or extends it
+            log.warning("attribution index of %s not refreshed: %s", doc, e)
+
+    async def drain(self) -> None:
+        """Wait for the refreshes under way (tests, the bench)."""
+        tasks = list(self._refresher.tasks.values())
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def history_of(backend: Backend) -> History:

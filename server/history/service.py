@@ -27,7 +27,8 @@ from ..origins import ServerOrigin
 from ..snapshots import load
 from ..store.base import DocInfo, Event, EventStore, Tag
 from ..util import iso
-from .attribution import FOLD_SLICE, AttributionCache, AttributionIndex
+from .attribution import FOLD_SLICE, AttributionIndex
+from .attribution_cache import AttributionCache
 from .render import (
     TEXT,
     infer_root_types,
@@ -162,9 +163,8 @@ class History:
     async def _load(self, doc: str, seq: int) -> tuple[Doc[Any], int | None]:
         """The document at seq (nearest snapshot + the events after it), and the ts of
         event seq when it was among those replayed."""
-        last: list[Event] = []
-        loaded = await load(self.store, doc, upto=seq, on_event=last.append)
-        ts = last[-1].ts if last and last[-1].seq == seq else None
+        loaded = await load(self.store, doc, upto=seq)
+        ts = loaded.last_ts if loaded.replayed and loaded.seq == seq else None
         return loaded.doc, ts
 
     def types(self, doc: str, ydoc: Doc[Any]) -> dict[str, str]:
@@ -202,8 +202,14 @@ class History:
             self.attribution.drop(doc)
         known = self._types.get(doc)
         if known is None:
-            self.types(doc, await self.doc_at(doc, info.head))
-            known = self._types.setdefault(doc, {})
+            stored = await self.attribution.warm(doc, info.head)
+            if stored is not None:  # a cold server: the stored index names its text roots
+                known = self._types.setdefault(doc, {})
+                for name in stored.tracks:
+                    known.setdefault(name, TEXT)
+            else:
+                self.types(doc, await self.doc_at(doc, info.head))
+                known = self._types.setdefault(doc, {})
         index = await self.attribution.get(doc, info.head, self._texts(known))
         if any(n not in known and n not in index.tracks for n in index.doc.keys()):
             for seq in sorted(set(seqs)):
@@ -212,6 +218,20 @@ class History:
         for name in index.tracks:
             known.setdefault(name, TEXT)
         return index
+
+    async def refresh_attribution(self, doc: str, build_from: int) -> bool:
+        """Store the attribution index of `doc` up to its head (see attribution_cache):
+        called off the editing path, when the document's room unloads."""
+
+        async def text_roots() -> list[str]:
+            known = self._types.get(doc)
+            if known is None:
+                info = await self.info(doc)
+                self.types(doc, await self.doc_at(doc, info.head))
+                known = self._types.setdefault(doc, {})
+            return self._texts(known)
+
+        return await self.attribution.refresh(doc, text_roots, build_from)
 
     @staticmethod
     def _texts(known: dict[str, str]) -> list[str]:

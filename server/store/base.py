@@ -13,7 +13,12 @@ Contract:
   events 1..seq; a checksum of the state and of the meta JSON is kept with it and checked
   when it is read back (:func:`snapshot_damage`), and a damaged one (either part, or meta
   that is not a JSON object) is reported by ``snapshots()`` as ``valid=False`` with the
-  reason in ``damage`` and skipped by ``latest_snapshot``, never raised.
+  reason in ``damage`` and skipped by ``latest_snapshot``, never raised. Stores write
+  snapshot rows packed (:func:`snapshot_row`: state and meta compressed together, the
+  checksum of exactly the stored bytes, see ``snapshot_codec``) and read both forms.
+- Snapshots are a cache: ``delete_snapshots`` drops the ones retention does not keep.
+  Derived data (``put_derived``/``derived``: e.g. the stored attribution index) is a
+  cache of the log too, checksummed, dropped with the document.
 - Timestamps are integers, milliseconds since the epoch, given by the caller (the server's
   clock) so that undo grouping is the same after a restart.
 - Driver errors become :class:`~server.errors.StoreError` (or ``StoreUnavailable`` when the
@@ -36,10 +41,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring as _quote
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..lifecycle import Service
+from . import snapshot_codec
 from .update_clients import update_clients
+
+if TYPE_CHECKING:
+    from .cursors import WebhookCursors
 
 log = logging.getLogger("palimpsest.store")
 
@@ -73,12 +82,11 @@ def snapshot_checksum(state: bytes, meta_text: str) -> str:
 
 
 def snapshot_damage(state: bytes, stored: str, meta_text: str) -> str | None:
-    """Why a stored snapshot row cannot be used, or None when it is sound."""
-    state_sum, _, meta_sum = stored.partition(":")
-    if checksum(state) != state_sum:
-        return "state checksum does not match"
-    if meta_sum and checksum(meta_text.encode()) != meta_sum:
-        return "meta checksum does not match"
+    """Why a stored snapshot row cannot be used, or None when it is sound (a packed row:
+    its checksum; an older row: both checksums and its meta JSON)."""
+    why = snapshot_codec.damage(state, stored, meta_text)
+    if why is not None or snapshot_codec.is_packed(meta_text):
+        return why
     try:
         meta = json.loads(meta_text)
     except ValueError as e:  # JSONDecodeError, and UnicodeDecodeError from bad bytes
@@ -93,11 +101,39 @@ def snapshot_from_row(
 ) -> Snapshot | None:
     """The snapshot of a stored row, or None (logged) when the row is damaged: every store
     reads snapshots through here, so a damaged one is skipped the same way everywhere."""
-    damage = snapshot_damage(state, stored, meta_text)
-    if damage is not None:
-        log.error("snapshot %s@%d is damaged (%s); skipping it", doc, seq, damage)
+    try:
+        plain, meta = snapshot_codec.decode(state, stored, meta_text)
+    except ValueError as e:
+        log.error("snapshot %s@%d is damaged (%s); skipping it", doc, seq, e)
         return None
-    return Snapshot(doc, seq, ts, state, stored, json.loads(meta_text))
+    return Snapshot(doc, seq, ts, plain, stored, meta)
+
+
+def _delta_of(meta: dict[str, Any] | None) -> int:
+    value = (meta or {}).get("delta_of", 0)
+    return value if isinstance(value, int) and value > 0 else 0
+
+
+def snapshot_row(state: bytes, meta: dict[str, Any] | None) -> tuple[bytes, str, str]:
+    """What a store writes for a snapshot: (state column, checksum, meta column). A meta
+    ``delta_of`` (a ladder rung stored as a difference, see server.retention) is also
+    said by the meta column, so that listing snapshots tells it without decompressing."""
+    return snapshot_codec.pack(state, dump_meta(meta or {}), _delta_of(meta))
+
+
+async def snapshot_row_async(
+    state: bytes, meta: dict[str, Any] | None
+) -> tuple[bytes, str, str]:
+    """:func:`snapshot_row`, compressing a large state on a worker thread."""
+    return await snapshot_codec.pack_async(state, dump_meta(meta or {}), _delta_of(meta))
+
+
+def derived_from_row(doc: str, kind: str, data: bytes, stored: str) -> bytes | None:
+    """The bytes of a derived-data row whose checksum holds, or None (logged)."""
+    if checksum(data) != stored:
+        log.error("derived data %s/%s is damaged (checksum); ignoring it", doc, kind)
+        return None
+    return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +178,16 @@ class Snapshot:
 
     @property
     def valid(self) -> bool:
-        return snapshot_damage(self.state, self.checksum, dump_meta(self.meta)) is None
+        text = dump_meta(self.meta)
+        if snapshot_damage(self.state, self.checksum, text) is None:
+            return True  # the older row form
+        return snapshot_codec.pack(self.state, text, self.delta_of)[1] == self.checksum
+
+    @property
+    def delta_of(self) -> int:
+        """The seq of the snapshot this one is the difference from (0: `state` is the
+        whole state). See snapshots.load, which resolves it."""
+        return _delta_of(self.meta)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,13 +199,17 @@ class SnapshotInfo:
     valid: bool
     #: why it is not valid ("" when it is)
     damage: str = ""
+    #: the seq of the snapshot this one is the difference from (0: a whole state)
+    delta_of: int = 0
 
 
 def snapshot_info(
     doc: str, seq: int, ts: int, state: bytes, stored: str, meta_text: str
 ) -> SnapshotInfo:
+    """`size`: the bytes the row stores (compressed, for a packed row)."""
     damage = snapshot_damage(state, stored, meta_text)
-    return SnapshotInfo(doc, seq, ts, len(state), damage is None, damage or "")
+    delta = snapshot_codec.delta_of(meta_text) if snapshot_codec.is_packed(meta_text) else 0
+    return SnapshotInfo(doc, seq, ts, len(state), damage is None, damage or "", delta)
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,3 +407,28 @@ class EventStore(Service, ABC):
         """Write a whole document as it is (seqs, snapshots and tags kept) atomically.
 
         Raises StoreError for a document that already exists here, unless ``replace``."""
+
+    # --- retention and derived data (caches of the log) --------------------------------
+
+    @abstractmethod
+    async def delete_snapshots(self, doc: str, seqs: Sequence[int]) -> int:
+        """Drop the snapshots of `doc` at these seqs (retention: see server.retention);
+        returns how many there were. Never touches the log."""
+
+    @abstractmethod
+    async def put_derived(self, doc: str, kind: str, seq: int, data: bytes) -> None:
+        """Store `data` derived from the log of `doc` up to `seq` (e.g. the attribution
+        index), checksummed, replacing the one of this kind unless that one is at a
+        higher seq (several processes may store it). Dropped with the document."""
+
+    @abstractmethod
+    async def derived(self, doc: str, kind: str) -> tuple[int, bytes] | None:
+        """(seq, data) of the stored derived data of this kind, or None when there is
+        none or its checksum does not hold (logged, never raised)."""
+
+    # --- webhook delivery cursors (server.changefeed) ---------------------------------
+
+    @abstractmethod
+    def webhook_cursors(self) -> WebhookCursors:
+        """Where webhook deliveries keep their cursors (server.store.cursors): in this
+        store, so that a restart (or another process) resumes where delivery stopped."""

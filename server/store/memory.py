@@ -18,20 +18,21 @@ from .base import (
     Snapshot,
     SnapshotInfo,
     Tag,
-    dump_meta,
+    checksum,
+    derived_from_row,
     now_ms,
-    snapshot_checksum,
     snapshot_from_row,
     snapshot_info,
+    snapshot_row,
 )
+from .cursors import MemoryCursors, WebhookCursors
 
-#: a stored snapshot as the other stores keep it: ts, state, checksum, meta JSON text
+#: a stored snapshot as the other stores keep it: ts, state column, checksum, meta column
 _SnapRow = tuple[int, bytes, str, str]
 
 
 def _snap_row(state: bytes, meta: dict[str, Any]) -> _SnapRow:
-    text = dump_meta(meta)
-    return now_ms(), state, snapshot_checksum(state, text), text
+    return now_ms(), *snapshot_row(state, meta)
 
 
 class MemoryStore(EventStore):
@@ -42,8 +43,11 @@ class MemoryStore(EventStore):
         self._heads: dict[str, int] = {}
         self._base: dict[str, int] = {}
         self._snaps: dict[str, dict[int, _SnapRow]] = {}
+        #: doc -> kind -> (seq, data, checksum)
+        self._derived: dict[str, dict[str, tuple[int, bytes, str]]] = {}
         self._tags: dict[str, dict[str, Tag]] = {}
         self._tombstones: dict[str, bytes] = {}
+        self._cursors = MemoryCursors()
         self._pos = 0
         self._lock = asyncio.Lock()
         self._up = False
@@ -174,7 +178,7 @@ class MemoryStore(EventStore):
     async def delete_doc(self, doc: str, tombstone: bytes = b"") -> bool:
         self._check()
         existed = doc in self._heads
-        for d in (self._events, self._heads, self._base, self._snaps, self._tags):
+        for d in (self._events, self._heads, self._base, self._snaps, self._tags, self._derived):
             d.pop(doc, None)
         if existed:
             self._tombstones[doc] = tombstone
@@ -243,7 +247,9 @@ class MemoryStore(EventStore):
         async with self._lock:
             if info.doc in self._heads and not replace:
                 raise StoreError(f"document {info.doc!r} already exists in the target")
-            for d in (self._events, self._heads, self._base, self._snaps, self._tags):
+            for d in (
+                self._events, self._heads, self._base, self._snaps, self._tags, self._derived
+            ):
                 d.pop(info.doc, None)
             # imported events are new to this store: they get its next positions
             fresh = []
@@ -255,6 +261,30 @@ class MemoryStore(EventStore):
             if info.base_seq:
                 self._base[info.doc] = info.base_seq
             self._snaps[info.doc] = {
-                s.seq: (s.ts, s.state, s.checksum, dump_meta(s.meta)) for s in snapshots
+                s.seq: (s.ts, *snapshot_row(s.state, s.meta)) for s in snapshots
             }
             self._tags[info.doc] = {t.name: t for t in tags}
+
+    # --- retention and derived data ------------------------------------------------------
+
+    async def delete_snapshots(self, doc: str, seqs: Sequence[int]) -> int:
+        self._check()
+        snaps = self._snaps.get(doc, {})
+        return sum(1 for s in set(seqs) if snaps.pop(s, None) is not None)
+
+    async def put_derived(self, doc: str, kind: str, seq: int, data: bytes) -> None:
+        self._check()
+        rows = self._derived.setdefault(doc, {})
+        if kind not in rows or rows[kind][0] <= seq:
+            rows[kind] = (seq, bytes(data), checksum(data))
+
+    async def derived(self, doc: str, kind: str) -> tuple[int, bytes] | None:
+        self._check()
+        row = self._derived.get(doc, {}).get(kind)
+        if row is None:
+            return None
+        data = derived_from_row(doc, kind, row[1], row[2])
+        return None if data is None else (row[0], data)
+
+    def webhook_cursors(self) -> WebhookCursors:
+        return self._cursors

@@ -42,16 +42,21 @@ from .base import (
     SnapshotInfo,
     Tag,
     check_durability,
+    checksum,
+    derived_from_row,
     dump_meta,
     now_ms,
-    snapshot_checksum,
     snapshot_from_row,
     snapshot_info,
+    snapshot_row,
+    snapshot_row_async,
 )
+from .cursors import WebhookCursors
+from .sql_cursors import PostgresCursors
 
 log = logging.getLogger("palimpsest.store.postgres")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -118,6 +123,21 @@ _MIGRATIONS: dict[int, list[str]] = {
         "ON CONFLICT (id) DO NOTHING",
     ],
 }
+
+# derived data: caches of the log (the stored attribution index), checksummed. Kept in
+# its own list so that it can be renumbered beside other schema steps when merged.
+_DERIVED_TABLE = [
+    """CREATE TABLE IF NOT EXISTS derived (
+        doc TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        ts BIGINT NOT NULL,
+        data BYTEA NOT NULL,
+        checksum TEXT NOT NULL,
+        PRIMARY KEY (doc, kind)
+    )""",
+]
+_MIGRATIONS[4] = _DERIVED_TABLE
 
 _EVENT_COLS = "doc, seq, ts, actor, kind, data, meta, pos"
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -229,11 +249,10 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     rolls back a transaction left open before calling this."""
 
 
-def _snapshot_row(
+async def _snapshot_row(
     doc: str, seq: int, state: bytes, meta: dict[str, Any] | None
 ) -> tuple[str, int, int, bytes, str, str]:
-    text = dump_meta(meta or {})
-    return doc, seq, now_ms(), state, snapshot_checksum(state, text), text
+    return doc, seq, now_ms(), *await snapshot_row_async(state, meta)
 
 
 class PostgresStore(EventStore):
@@ -261,6 +280,7 @@ class PostgresStore(EventStore):
         self.max_size = max_size
         self.command_timeout = command_timeout
         self._pool: asyncpg.Pool | None = None
+        self._cursors: PostgresCursors | None = None
 
     def __repr__(self) -> str:
         w = urlsplit(self.dsn)
@@ -562,7 +582,7 @@ class PostgresStore(EventStore):
         async def run(conn: asyncpg.Connection) -> bool:
             async with conn.transaction():
                 status = await conn.execute("DELETE FROM docs WHERE name = $1", doc)
-                for table in ("events", "snapshots", "tags"):
+                for table in ("events", "snapshots", "tags", "derived"):
                     await conn.execute(f"DELETE FROM {table} WHERE doc = $1", doc)
                 existed = status != "DELETE 0"
                 if existed:
@@ -591,7 +611,7 @@ class PostgresStore(EventStore):
     ) -> None:
         await self._fetch(
             _PUT_SNAPSHOT,
-            *_snapshot_row(doc, seq, state, meta),
+            *await _snapshot_row(doc, seq, state, meta),
             what="snapshot write",
         )
 
@@ -606,6 +626,8 @@ class PostgresStore(EventStore):
     ) -> bool:
         """Write the snapshot unless another process is writing one of this document right
         now, or a valid snapshot at a seq > ``seq - min_gap`` exists. True if written."""
+
+        row = await _snapshot_row(doc, seq, state, meta)
 
         async def run(conn: asyncpg.Connection) -> bool:
             async with conn.transaction():
@@ -623,7 +645,7 @@ class PostgresStore(EventStore):
                 )
                 if newer:
                     return False
-                await conn.execute(_PUT_SNAPSHOT, *_snapshot_row(doc, seq, state, meta))
+                await conn.execute(_PUT_SNAPSHOT, *row)
                 return True
 
         return await self._run(run, "snapshot write")
@@ -656,6 +678,8 @@ class PostgresStore(EventStore):
         return [snapshot_info(r[0], int(r[1]), r[2], bytes(r[3]), r[4], r[5]) for r in rows]
 
     async def compact(self, doc: str, before: int, state: bytes) -> int:
+        base = await _snapshot_row(doc, before, state, {"base": True})
+
         async def run(conn: asyncpg.Connection) -> int:
             async with conn.transaction():
                 await conn.execute(
@@ -663,7 +687,7 @@ class PostgresStore(EventStore):
                     "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (doc, seq) DO UPDATE SET "
                     "ts = excluded.ts, state = excluded.state, checksum = excluded.checksum, "
                     "meta = excluded.meta",
-                    *_snapshot_row(doc, before, state, {"base": True}),
+                    *base,
                 )
                 status = await conn.execute(
                     "DELETE FROM events WHERE doc = $1 AND seq <= $2", doc, before
@@ -739,6 +763,7 @@ class PostgresStore(EventStore):
                     ("events", "doc"),
                     ("snapshots", "doc"),
                     ("tags", "doc"),
+                    ("derived", "doc"),
                 ):
                     await conn.execute(f"DELETE FROM {table} WHERE {col} = $1", info.doc)
                 created = min((e.ts for e in events), default=info.updated_ts or now_ms())
@@ -776,12 +801,11 @@ class PostgresStore(EventStore):
                         schema_name=self.schema,
                     )
                 for s in snapshots:
-                    # checksummed anew: the source's may predate the meta checksum
-                    text = dump_meta(s.meta)
+                    # packed anew: the source's row may be of an older form
                     await conn.execute(
                         "INSERT INTO snapshots (doc, seq, ts, state, checksum, meta) "
                         "VALUES ($1, $2, $3, $4, $5, $6)",
-                        s.doc, s.seq, s.ts, s.state, snapshot_checksum(s.state, text), text,
+                        s.doc, s.seq, s.ts, *snapshot_row(s.state, s.meta),
                     )  # fmt: skip
                 for t in tags:
                     await conn.execute(
@@ -790,3 +814,43 @@ class PostgresStore(EventStore):
                     )  # fmt: skip
 
         await self._run(run, "import")
+
+    # --- retention and derived data ------------------------------------------------------
+
+    async def delete_snapshots(self, doc: str, seqs: Sequence[int]) -> int:
+        if not seqs:
+            return 0
+        rows = await self._fetch(
+            "DELETE FROM snapshots WHERE doc = $1 AND seq = ANY($2::bigint[]) RETURNING seq",
+            doc,
+            list(seqs),
+            what="snapshot delete",
+        )
+        return len(rows)
+
+    async def put_derived(self, doc: str, kind: str, seq: int, data: bytes) -> None:
+        await self._fetch(
+            "INSERT INTO derived (doc, kind, seq, ts, data, checksum) "
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (doc, kind) DO UPDATE SET "
+            "seq = excluded.seq, ts = excluded.ts, data = excluded.data, "
+            "checksum = excluded.checksum WHERE excluded.seq >= derived.seq",
+            doc, kind, seq, now_ms(), data, checksum(data),
+            what="derived data write",
+        )  # fmt: skip
+
+    async def derived(self, doc: str, kind: str) -> tuple[int, bytes] | None:
+        rows = await self._fetch(
+            "SELECT seq, data, checksum FROM derived WHERE doc = $1 AND kind = $2",
+            doc,
+            kind,
+            what="derived data read",
+        )
+        if not rows:
+            return None
+        data = derived_from_row(doc, kind, bytes(rows[0][1]), rows[0][2])
+        return None if data is None else (int(rows[0][0]), data)
+
+    def webhook_cursors(self) -> WebhookCursors:
+        if self._cursors is None:
+            self._cursors = PostgresCursors(self)
+        return self._cursors

@@ -37,16 +37,21 @@ from .base import (
     SnapshotInfo,
     Tag,
     check_durability,
+    checksum,
+    derived_from_row,
     dump_meta,
     now_ms,
-    snapshot_checksum,
     snapshot_from_row,
     snapshot_info,
+    snapshot_row,
+    snapshot_row_async,
 )
+from .cursors import WebhookCursors
+from .sql_cursors import SQLiteCursors
 
 log = logging.getLogger("palimpsest.store.sqlite")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -112,6 +117,21 @@ _MIGRATIONS: dict[int, list[str]] = {
         "INSERT OR IGNORE INTO log_position SELECT 1, COALESCE(MAX(pos), 0) FROM events",
     ],
 }
+
+# derived data: caches of the log (the stored attribution index), checksummed. Kept in
+# its own list so that it can be renumbered beside other schema steps when merged.
+_DERIVED_TABLE = [
+    """CREATE TABLE IF NOT EXISTS derived (
+        doc TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        checksum TEXT NOT NULL,
+        PRIMARY KEY (doc, kind)
+    )""",
+]
+_MIGRATIONS[4] = _DERIVED_TABLE
 
 _EVENT_COLS = "doc, seq, ts, actor, kind, data, meta, pos"
 
@@ -307,6 +327,7 @@ class SQLiteStore(EventStore):
         self.durability = check_durability(durability)
         self._db: aiosqlite.Connection | None = None
         self._writer: _Writer | None = None
+        self._cursors: WebhookCursors | None = None
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -513,7 +534,7 @@ class SQLiteStore(EventStore):
     async def delete_doc(self, doc: str, tombstone: bytes = b"") -> bool:
         def run(db: sqlite3.Connection) -> bool:
             existed = db.execute("DELETE FROM docs WHERE name = ?", (doc,)).rowcount > 0
-            for table in ("events", "snapshots", "tags"):
+            for table in ("events", "snapshots", "tags", "derived"):
                 db.execute(f"DELETE FROM {table} WHERE doc = ?", (doc,))
             if existed:
                 db.execute(
@@ -533,8 +554,7 @@ class SQLiteStore(EventStore):
     async def put_snapshot(
         self, doc: str, seq: int, state: bytes, meta: dict[str, Any] | None = None
     ) -> None:
-        text = dump_meta(meta or {})
-        row = (doc, seq, now_ms(), state, snapshot_checksum(state, text), text)
+        row = (doc, seq, now_ms(), *await snapshot_row_async(state, meta))
         await self._write(
             "snapshot write",
             lambda db: db.execute(
@@ -577,13 +597,13 @@ class SQLiteStore(EventStore):
         return [snapshot_info(r[0], r[1], r[2], bytes(r[3]), r[4], r[5]) for r in rows]
 
     async def compact(self, doc: str, before: int, state: bytes) -> int:
-        text = dump_meta({"base": True})
+        packed = await snapshot_row_async(state, {"base": True})
 
         def run(db: sqlite3.Connection) -> int:
             db.execute(
                 "INSERT OR REPLACE INTO snapshots (doc, seq, ts, state, checksum, meta) "
                 "VALUES (?,?,?,?,?,?)",
-                (doc, before, now_ms(), state, snapshot_checksum(state, text), text),
+                (doc, before, now_ms(), *packed),
             )
             removed = db.execute(
                 "DELETE FROM events WHERE doc = ? AND seq <= ?", (doc, before)
@@ -654,7 +674,7 @@ class SQLiteStore(EventStore):
             if exists is not None and not replace:
                 raise StoreError(f"document {info.doc!r} already exists in the target")
             db.execute("DELETE FROM docs WHERE name = ?", (info.doc,))
-            for table in ("events", "snapshots", "tags"):
+            for table in ("events", "snapshots", "tags", "derived"):
                 db.execute(f"DELETE FROM {table} WHERE doc = ?", (info.doc,))
             created = min((e.ts for e in events), default=info.updated_ts or now_ms())
             db.execute(
@@ -673,8 +693,7 @@ class SQLiteStore(EventStore):
             db.executemany(
                 "INSERT INTO snapshots (doc, seq, ts, state, checksum, meta) "
                 "VALUES (?,?,?,?,?,?)",
-                [(s.doc, s.seq, s.ts, s.state, s.checksum, dump_meta(s.meta))
-                 for s in snapshots],
+                [(s.doc, s.seq, s.ts, *snapshot_row(s.state, s.meta)) for s in snapshots],
             )  # fmt: skip
             db.executemany(
                 "INSERT INTO tags (doc, name, seq, ts, actor) VALUES (?,?,?,?,?)",
@@ -682,3 +701,41 @@ class SQLiteStore(EventStore):
             )
 
         await self._write("import", run)
+
+    # --- retention and derived data ------------------------------------------------------
+
+    async def delete_snapshots(self, doc: str, seqs: Sequence[int]) -> int:
+        def run(db: sqlite3.Connection) -> int:
+            cur = db.executemany(
+                "DELETE FROM snapshots WHERE doc = ? AND seq = ?", [(doc, s) for s in seqs]
+            )
+            return int(cur.rowcount)
+
+        return await self._write("snapshot delete", run) if seqs else 0
+
+    async def put_derived(self, doc: str, kind: str, seq: int, data: bytes) -> None:
+        row = (doc, kind, seq, now_ms(), data, checksum(data))
+        await self._write(
+            "derived data write",
+            lambda db: db.execute(
+                "INSERT INTO derived (doc, kind, seq, ts, data, checksum) VALUES (?,?,?,?,?,?) "
+                "ON CONFLICT (doc, kind) DO UPDATE SET seq = excluded.seq, ts = excluded.ts, "
+                "data = excluded.data, checksum = excluded.checksum "
+                "WHERE excluded.seq >= derived.seq",
+                row,
+            ),
+        )
+
+    async def derived(self, doc: str, kind: str) -> tuple[int, bytes] | None:
+        rows = await self._fetchall(
+            "SELECT seq, data, checksum FROM derived WHERE doc = ? AND kind = ?", (doc, kind)
+        )
+        if not rows:
+            return None
+        data = derived_from_row(doc, kind, bytes(rows[0][1]), rows[0][2])
+        return None if data is None else (int(rows[0][0]), data)
+
+    def webhook_cursors(self) -> WebhookCursors:
+        if self._cursors is None:
+            self._cursors = SQLiteCursors(self)
+        return self._cursors

@@ -29,3 +29,8 @@ class TestMemoryStore(StoreContract):
         assert isinstance(store, MemoryStore)
         ts, state, _, meta = store._snaps[doc][seq]
         store._snaps[doc][seq] = (ts, state, value, meta)
+
+    async def set_snapshot_state(self, store: EventStore, doc: str, seq: int, data: bytes) -> None:
+        assert isinstance(store, MemoryStore)
+        ts, _, stored, meta = store._snaps[doc][seq]
+        store._snaps[doc][seq] = (ts, data, stored, meta)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from pathlib import Path
 
@@ -49,6 +50,9 @@ class TestSQLiteStore(StoreContract):
     ) -> None:
         self._set(doc, seq, "checksum", value)
 
+    async def set_snapshot_state(self, store: EventStore, doc: str, seq: int, data: bytes) -> None:
+        self._set(doc, seq, "state", data)  # type: ignore[arg-type]
+
 
 # --- beyond the contract: a disk that fills up --------------------------------------------
 
@@ -81,7 +85,7 @@ async def test_a_full_disk_is_reported_as_such_and_nothing_half_written(
         assert [e.seq for e in await store.read("a")] == list(range(1, head + 1))
         assert await store.head("b") == head - 1
         with pytest.raises(StoreUnavailable, match="database or disk is full"):
-            await store.put_snapshot("a", head, bytes(50_000))
+            await store.put_snapshot("a", head, os.urandom(50_000))  # incompressible
         # room again: the store works, without a gap
         await store.on_writer(lambda c: c.execute("PRAGMA max_page_count = 1073741823"))
         [[e]] = await store.append([("a", [NewEvent("ann", "edit", b"later", {})])])
@@ -111,7 +115,7 @@ async def test_version_2_events_get_positions_in_time_order(tmp_path: Path) -> N
             "('b', 2, 150, 300)"
         )
     async with SQLiteStore(path) as store:
-        assert await store.schema_version() == 3
+        assert await store.schema_version() == sqlite_store.SCHEMA_VERSION
         got = [(e.doc, e.seq, e.pos) for e in await store.read_all()]
         # a3's clock went back to 120: it stays after a2 (its document's order)
         assert got == [("a", 1, 1), ("b", 1, 2), ("a", 2, 3), ("a", 3, 4), ("b", 2, 5)]

@@ -1,0 +1,169 @@
+"""Following the changefeed: Server-Sent Events of one document or of every document.
+
+    async with History("http://127.0.0.1:8000", user="ada") as h:
+        async for ev in h.stream("notes", after=0):      # backlog, then live, forever
+            print(ev.seq, ev.actor, ev.kind)
+        async for ev in h.stream_all(after=position):    # every document you may read
+            save(ev.pos, ev.doc, ev.update)
+
+The iterators never end by themselves: when the connection drops or the server
+restarts they reconnect (with back-off) and resume after the last id they saw (the
+``Last-Event-ID`` header), so the events come gap-free and in order. A refusal
+(unknown document, bad token, forbidden) is raised; so is a server that stays
+unreachable past ``give_up`` seconds, when given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from .errors import ClientError, Refused, ServerGone, from_http
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """An event of the log as the changefeed carries it."""
+
+    doc: str
+    seq: int
+    #: the global commit position (strictly increasing across every document)
+    pos: int
+    ts: str
+    actor: str
+    kind: str
+    size: int
+    meta: dict[str, Any] = field(default_factory=dict)
+    reverts: list[int] = field(default_factory=list)
+    #: the Yjs update, exactly as logged (None when asked with updates=False)
+    update: bytes | None = None
+
+
+def event_of(data: str) -> StreamEvent:
+    e = json.loads(data)
+    update = e.get("update")
+    return StreamEvent(
+        str(e["doc"]), int(e["seq"]), int(e.get("pos") or 0), str(e.get("ts")),
+        str(e.get("actor")), str(e.get("kind")), int(e.get("size") or 0),
+        dict(e.get("meta") or {}), list(e.get("reverts") or []),
+        base64.b64decode(update) if isinstance(update, str) else None,
+    )  # fmt: skip
+
+
+@dataclass(slots=True)
+class SSEMessage:
+    id: str | None
+    data: str
+
+
+async def parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[SSEMessage]:
+    """SSE messages as the EventSource spec reads them. A block with an ``id:`` and no
+    data is yielded with ``data == ""``: it moves the resume point all the same."""
+    data: list[str] = []
+    ident: str | None = None
+    async for line in lines:
+        if line == "":
+            if data or ident is not None:
+                yield SSEMessage(ident, "\n".join(data))
+            data, ident = [], None
+            continue
+        if line.startswith(":"):
+            continue  # a comment: the heartbeat
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            data.append(value)
+        elif name == "id" and "\0" not in value:
+            ident = value
+
+
+class Follower:
+    """One stream, reconnecting: ``async for ev in Follower(...)``."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        path: str,
+        *,
+        after: int,
+        updates: bool,
+        idle_timeout: float = 60.0,
+        max_delay: float = 5.0,
+        give_up: float | None = None,
+    ) -> None:
+        self.http = http
+        self.path = path
+        #: the last id seen (seq for one document, position for the global stream)
+        self.after = after
+        self.updates = updates
+        self.idle_timeout = idle_timeout
+        self.max_delay = max_delay
+        self.give_up = give_up
+        #: how many times it (re)connected
+        self.connects = 0
+
+    def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        return self._run()
+
+    async def _run(self) -> AsyncIterator[StreamEvent]:
+        delay = 0.1
+        loop = asyncio.get_running_loop()
+        failing_since: float | None = None
+        while True:
+            try:
+                async for ev in self._once():
+                    delay, failing_since = 0.1, None
+                    yield ev
+                # the server ended the stream (shutting down, or a token about to expire)
+                delay = 0.1
+            except (httpx.TransportError, ServerGone) as e:
+                now = loop.time()
+                failing_since = failing_since or now
+                if self.give_up is not None and now - failing_since > self.give_up:
+                    raise ServerGone(f"following {self.path}: server unreachable: {e}") from e
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, self.max_delay)
+
+    async def _once(self) -> AsyncIterator[StreamEvent]:
+        headers = {"Accept": "text/event-stream", "Last-Event-ID": str(self.after)}
+        params = {"updates": "true" if self.updates else "false"}
+        timeout = httpx.Timeout(10.0, read=self.idle_timeout)
+        async with self.http.stream(
+            "GET", self.path, headers=headers, params=params, timeout=timeout
+        ) as r:
+            if r.status_code >= 400:
+                body = (await r.aread()).decode(errors="replace")
+                try:
+                    detail: Any = json.loads(body)
+                except ValueError:
+                    detail = body
+                err: ClientError = from_http(r.status_code, detail, f"following {self.path}")
+                if isinstance(err, Refused):
+                    raise err
+                raise ServerGone(str(err))
+            self.connects += 1
+            async for msg in parse_sse(r.aiter_lines()):
+                if msg.id is not None and msg.id.isdigit():
+                    last = int(msg.id)
+                else:
+                    last = None
+                if msg.data:
+                    ev = event_of(msg.data)
+                    if last is not None and last <= self.after:
+                        continue  # never again what was already handed out
+                    if last is not None:
+                        self.after = last
+                    yield ev
+                elif last is not None and last > self.after:
+                    self.after = last
+
+
+__all__ = ["Follower", "SSEMessage", "StreamEvent", "event_of", "parse_sse"]

@@ -1,0 +1,173 @@
+"""The changefeed over Server-Sent Events.
+
+- ``GET /api/docs/{doc}/events/stream``: one document's events in seq order, each with
+  ``id: <seq>``; the backlog from the log first, then live.
+- ``GET /api/events/stream``: every document the caller may read, in global commit
+  order, each with ``id: <pos>``.
+
+Resuming: ``Last-Event-ID`` (sent by a reconnecting EventSource) or ``?after=``; the
+header wins, since a browser reconnects to the same URL. A stream holds no queue: it
+reads a page of the store after its cursor, sends it, and when the store has nothing
+more it waits for a commit (server.changefeed.wakeup) or a heartbeat period, whichever
+comes first. A slow reader therefore costs one page of memory and backs up only its own
+TCP connection. The stream ends when the server shuts down and when the caller's token
+expires; clients reconnect and resume.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from ..auth import Identity, may_open
+from ..errors import BadRequest, TooManyConnections
+from ..names import validate_doc_name
+from .events import HEARTBEAT, feed_text, sse_cursor, sse_frame
+
+if TYPE_CHECKING:
+    from .extension import Changefeed
+
+_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+#: what an EventSource waits before reconnecting (ms), sent first on every stream
+RETRY_MS = 1000
+
+
+def _after(request: Request) -> int:
+    raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"Last-Event-ID / ?after= must be an integer, not {raw[:40]!r}") from None
+    if value < 0:
+        raise BadRequest(f"Last-Event-ID / ?after= must be >= 0, not {value}")
+    return value
+
+
+def _updates(request: Request) -> bool:
+    raw = request.query_params.get("updates", "true").lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise BadRequest(f"?updates= must be true or false, not {raw[:20]!r}")
+    return raw in ("true", "1")
+
+
+class Streams:
+    """The two SSE routes of one Changefeed."""
+
+    def __init__(self, feed: Changefeed) -> None:
+        self.feed = feed
+        #: streams open now (a gauge in /metrics), and per client address
+        self.open = 0
+        self._by_address: dict[str, int] = {}
+
+    def _admit(self, request: Request) -> str:
+        """Check the stream against its address's bound (429 beyond it). The stream
+        counts itself once it runs (a response that never starts never counts)."""
+        address = request.client.host if request.client else "unknown"
+        if self._by_address.get(address, 0) >= self.feed.max_streams_per_ip:
+            self.feed.backend.refused("too_many_streams")
+            raise TooManyConnections(
+                f"{self.feed.max_streams_per_ip} changefeed streams are open from {address} "
+                "already (CHANGEFEED_MAX_STREAMS_PER_IP)"
+            )
+        return address
+
+    def _count(self, address: str) -> None:
+        self.open += 1
+        self._by_address[address] = self._by_address.get(address, 0) + 1
+
+    def _release(self, address: str) -> None:
+        self.open -= 1
+        left = self._by_address.get(address, 1) - 1
+        if left > 0:
+            self._by_address[address] = left
+        else:
+            self._by_address.pop(address, None)
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/api/docs/{doc:path}/events/stream", self.doc_stream),
+            Route("/api/events/stream", self.all_stream),
+        ]
+
+    async def doc_stream(self, request: Request) -> Response:
+        backend = self.feed.backend
+        doc = validate_doc_name(request.path_params["doc"])
+        identity = await backend.authenticate(request, doc, "read")
+        after, updates = _after(request), _updates(request)
+        address = self._admit(request)
+        return StreamingResponse(
+            self._doc_events(doc, after, updates, identity, address),
+            media_type="text/event-stream",
+            headers=_HEADERS,
+        )
+
+    async def all_stream(self, request: Request) -> Response:
+        identity = await self.feed.backend.authenticate(request, None, "read")
+        after, updates = _after(request), _updates(request)
+        address = self._admit(request)
+        return StreamingResponse(
+            self._all_events(after, updates, identity, address),
+            media_type="text/event-stream",
+            headers=_HEADERS,
+        )
+
+    def _expired(self, identity: Identity) -> bool:
+        return identity.exp is not None and time.time() >= identity.exp
+
+    async def _doc_events(
+        self, doc: str, after: int, updates: bool, identity: Identity, address: str
+    ) -> AsyncIterator[bytes]:
+        feed, store = self.feed, self.feed.backend.store
+        self._count(address)
+        try:
+            yield f"retry: {RETRY_MS}\n\n".encode()
+            cursor = after
+            while not feed.closing and not self._expired(identity):
+                ticket = feed.wakeup.ticket(doc)
+                events = await store.read(doc, after=cursor, limit=feed.page)
+                for ev in events:
+                    yield sse_frame(ev.seq, feed_text(ev, updates=updates))
+                    cursor = ev.seq
+                if len(events) == feed.page:
+                    continue
+                if not await feed.wait(ticket):
+                    yield HEARTBEAT
+        finally:
+            self._release(address)
+
+    async def _all_events(
+        self, after: int, updates: bool, identity: Identity, address: str
+    ) -> AsyncIterator[bytes]:
+        feed, store = self.feed, self.feed.backend.store
+        self._count(address)
+        try:
+            yield f"retry: {RETRY_MS}\n\n".encode()
+            cursor = sent = after
+            everything = identity.docs == ("*",)
+            while not feed.closing and not self._expired(identity):
+                ticket = feed.wakeup.ticket()
+                events = await store.read_all(after=cursor, limit=feed.page)
+                for ev in events:
+                    cursor = ev.pos
+                    if everything or may_open(identity, ev.doc):
+                        yield sse_frame(ev.pos, feed_text(ev, updates=updates))
+                        sent = cursor
+                if sent != cursor:
+                    # events the caller may not see moved the cursor: say so, so that a
+                    # reconnect does not read them again (and a long scan is not silent)
+                    yield sse_cursor(cursor)
+                    sent = cursor
+                if len(events) == feed.page:
+                    continue
+                if not await feed.wait(ticket):
+                    yield HEARTBEAT
+        finally:
+            self._release(address)
+
+
+__all__ = ["RETRY_MS", "Streams"]

@@ -1,0 +1,263 @@
+"""Where attribution indexes live: in memory (least recently used first out), and in the
+store, so that a cold server (a restarted process, another instance) reads an index
+instead of replaying the whole log.
+
+- First use of a document: read the stored index (its blob, then the version at its
+  seq, loaded like any version) and extend it with the events since; only when none is
+  stored (or it does not match the log) is it built from the start of the log.
+- Stored again after a build, and after an extension of at least ``persist_every``
+  events, by a background task (the encoding itself is done under the document's lock,
+  so that the index does not change under it).
+- Kept current off the editing path: when a document's room unloads (idle, nobody
+  connected), :meth:`AttributionCache.refresh` extends the stored index to the head (or
+  builds the first one) in the background, at the cost of the events since, paced to
+  at most half of a core (it waits after each slice as long as the slice took). Ingest
+  never waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+
+from ..errors import FATAL
+from ..snapshots import load
+from ..store.base import EventStore
+from . import attribution_codec as codec
+from .attribution import FOLD_SLICE, READ_PAGE, AttributionIndex, TextTrack
+
+log = logging.getLogger("palimpsest.history")
+
+
+def fingerprint(update: bytes) -> str:
+    """What the stored index says of the event at its seq (see attribution_codec)."""
+    return hashlib.sha256(update).hexdigest()[:32]
+
+
+def _length_matches(index: AttributionIndex) -> bool:
+    """Each tracked root's alive bytes equal its text's UTF-8 length in the index's doc:
+    a cheap check that the stored runs and the version they fold on agree."""
+    from pycrdt import Text
+
+    for name, track in index.tracks.items():
+        text = str(index.doc.get(name, type=Text))
+        if track.length != len(text.encode()):
+            return False
+    return True
+
+
+class AttributionCache:
+    """One index per document: built, stored and read back, extended on each use,
+    LRU-bounded in memory."""
+
+    def __init__(self, store: EventStore, max_docs: int = 8, persist_every: int = 1000) -> None:
+        self.store = store
+        self.max_docs = max_docs
+        self.persist_every = persist_every
+        self._indexes: OrderedDict[str, AttributionIndex] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+        #: the seq of the index last stored, per document
+        self._stored: dict[str, int] = {}
+        self._writes: set[asyncio.Task[None]] = set()
+        #: (doc, seconds, events) for each full build, for logs and the bench
+        self.builds: list[tuple[str, float, int]] = []
+        #: (doc, seconds, seq) for each index read back from the store
+        self.restores: list[tuple[str, float, int]] = []
+
+    def peek(self, doc: str) -> AttributionIndex | None:
+        return self._indexes.get(doc)
+
+    def drop(self, doc: str) -> None:
+        self._indexes.pop(doc, None)
+        self._stored.pop(doc, None)
+
+    async def get(self, doc: str, upto: int, text_roots: list[str]) -> AttributionIndex:
+        """The document's index, folded at least up to `upto`, tracking `text_roots`."""
+        lock = self._locks.setdefault(doc, asyncio.Lock())
+        async with lock:
+            index = self._indexes.get(doc)
+            if index is None:
+                index = await self._restore(doc, upto)
+            if index is None or not set(text_roots) <= set(index.tracks):
+                known = set(index.tracks) if index is not None else set()
+                index = await self._build(doc, sorted(known | set(text_roots)))
+            await self._extend(index, upto)
+            found = index.new_text_roots()
+            if found:
+                index = await self._build(doc, sorted(set(index.tracks) | set(found)))
+            self._indexes[doc] = index
+            self._indexes.move_to_end(doc)
+            while len(self._indexes) > self.max_docs:
+                gone, _ = self._indexes.popitem(last=False)
+                self._stored.pop(gone, None)
+            await self._maybe_store(index)
+            return index
+
+    async def warm(self, doc: str, upto: int) -> AttributionIndex | None:
+        """The index in memory, or read back from the store (then kept in memory), or
+        None: never a build. Lets a cold server learn the text roots from the stored
+        index instead of loading the head version first."""
+        lock = self._locks.setdefault(doc, asyncio.Lock())
+        async with lock:
+            index = self._indexes.get(doc)
+            if index is None:
+                index = await self._restore(doc, upto)
+                if index is None:
+                    return None
+                self._indexes[doc] = index
+                while len(self._indexes) > self.max_docs:
+                    gone, _ = self._indexes.popitem(last=False)
+                    self._stored.pop(gone, None)
+            return index
+
+    async def refresh(
+        self, doc: str, text_roots: Callable[[], Awaitable[list[str]]], build_from: int
+    ) -> bool:
+        """Bring the stored index of `doc` up to its head, for a cold server to read;
+        build the first one only when the log has at least `build_from` events (a short
+        log is folded quickly enough on first use). Not kept in memory unless it was
+        already. True when an index was stored."""
+        lock = self._locks.setdefault(doc, asyncio.Lock())
+        info = await self.store.doc_info(doc)
+        if info is None or info.head == 0 or self._stored.get(doc, -1) >= info.head:
+            return False
+        async with lock:
+            index = self._indexes.get(doc) or await self._restore(doc, info.head)
+            if index is None:
+                if info.head - info.base_seq < build_from:
+                    return False
+                index = await self._build(doc, await text_roots(), paced=True)
+            await self._extend(index, info.head, paced=True)
+            found = index.new_text_roots()
+            if found:
+                index = await self._build(doc, sorted(set(index.tracks) | set(found)), True)
+            await self._maybe_store(index, force=True)
+        await self.drain()
+        return True
+
+    async def drain(self) -> None:
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+
+    # --- the store ----------------------------------------------------------------------
+
+    async def _restore(self, doc: str, upto: int) -> AttributionIndex | None:
+        """The stored index, read back and matched against the log, or None."""
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        row = await self.store.derived(doc, codec.KIND)
+        if row is None:
+            return None
+        seq, data = row
+        why = await self._mismatch(doc, seq, data, upto)
+        if why is not None:
+            log.info("stored attribution index of %s not used: %s", doc, why)
+            return None
+        loaded = await load(self.store, doc, upto=seq)
+        if loaded.seq != seq or loaded.failed:
+            log.info("stored attribution index of %s not used: version %d does not load", doc, seq)
+            return None
+        try:
+            index = codec.decode(data, loaded.doc)
+        except FATAL:
+            raise
+        except Exception as e:
+            log.warning("stored attribution index of %s does not decode (%s): rebuilding", doc, e)
+            return None
+        if not _length_matches(index):
+            log.warning("stored attribution index of %s disagrees with version %d: rebuilding",
+                        doc, seq)  # fmt: skip
+            return None
+        self._stored[doc] = seq
+        dt = loop.time() - t0
+        self.restores.append((doc, dt, seq))
+        log.info("attribution index of %s read back at seq %d in %.3f s", doc, seq, dt)
+        return index
+
+    async def _mismatch(self, doc: str, seq: int, data: bytes, upto: int) -> str | None:
+        try:
+            h = codec.header(data)
+        except ValueError as e:
+            return str(e)
+        if int(h["seq"]) != seq or h.get("doc") != doc:
+            return "its header names another document or seq"
+        info = await self.store.doc_info(doc)
+        if info is None or seq > info.head or seq < info.base_seq:
+            return f"its seq {seq} is outside the log"
+        if seq > info.base_seq:
+            evs = await self.store.read(doc, after=seq - 1, upto=seq)
+            if not evs or fingerprint(evs[0].update) != h.get("fp"):
+                return f"event {seq} is not the one it was built from"
+        elif h.get("fp"):
+            return "it was built from an event the log no longer holds"
+        return None
+
+    async def _maybe_store(self, index: AttributionIndex, force: bool = False) -> None:
+        doc = index.doc_name
+        last = self._stored.get(doc)
+        if last is not None and index.seq - last < (1 if force else self.persist_every):
+            return
+        fp = ""  # an index at the compaction base: its event is no longer in the log
+        if index.seq > 0:
+            evs = await self.store.read(doc, after=index.seq - 1, upto=index.seq)
+            fp = fingerprint(evs[0].update) if evs else ""
+        data = codec.encode(index, fp)
+        self._stored[doc] = index.seq
+        task = asyncio.create_task(self._write(doc, index.seq, data))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write(self, doc: str, seq: int, data: bytes) -> None:
+        try:
+            await self.store.put_derived(doc, codec.KIND, seq, data)
+        except Exception as e:  # a cache: the next use rebuilds or extends it
+            log.warning("attribution index of %s@%d not stored: %s", doc, seq, e)
+            if self._stored.get(doc) == seq:
+                self._stored.pop(doc, None)
+            return
+        log.info("attribution index of %s stored at seq %d (%d bytes)", doc, seq, len(data))
+
+    # --- folding ------------------------------------------------------------------------
+
+    async def _build(
+        self, doc: str, text_roots: list[str], paced: bool = False
+    ) -> AttributionIndex:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        index = AttributionIndex(doc, text_roots)
+        info = await self.store.doc_info(doc)
+        if info is not None and info.base_seq:
+            snap = await self.store.latest_snapshot(doc, info.base_seq)
+            if snap is not None:
+                index.start_from(snap.seq, snap.state)
+        await self._extend(index, None, paced)
+        self._stored.pop(doc, None)  # a new index: store it
+        self.builds.append((doc, loop.time() - t0, index.seq))
+        log.info(
+            "attribution index of %s built to seq %d in %.2f s", doc, index.seq, loop.time() - t0
+        )
+        return index
+
+    async def _extend(
+        self, index: AttributionIndex, upto: int | None, paced: bool = False
+    ) -> None:
+        """Fold the events after the index's seq (up to `upto`), a slice at a time.
+        `paced` (background refreshes): after each slice, wait as long as it took, so
+        that a refresh takes at most half of the CPU from whatever else runs."""
+        loop = asyncio.get_running_loop()
+        while upto is None or index.seq < upto:
+            events = await self.store.read(
+                index.doc_name, after=index.seq, upto=upto, limit=READ_PAGE
+            )
+            if not events:
+                return
+            for i in range(0, len(events), FOLD_SLICE):
+                t0 = loop.time()
+                index.fold(events[i : i + FOLD_SLICE])
+                await asyncio.sleep(loop.time() - t0 if paced else 0)
+
+
+__all__ = ["AttributionCache", "TextTrack", "fingerprint"]

@@ -1,0 +1,187 @@
+"""Snapshot retention: snapshots are a cache of the log, not the record.
+
+A document keeps its newest few snapshots (a room loads from the newest; the ones
+before it stand in if it is damaged) and, further back, a sparse ladder: an older
+snapshot is kept only where dropping it would leave more than ``max_gap`` events
+between two kept ones (or between the start of the log and the first kept one). So any
+version is at most ``max_gap`` events of replay away from a snapshot, which bounds what
+loading it costs, while the bytes of all the snapshots of a document grow with its
+length / max_gap instead of its number of checkpoints. ``max_bytes`` bounds them
+further: the gap doubles until the ladder fits (old versions then load more slowly,
+never wrongly).
+
+The ladder's rungs are stored as differences: a rung older than the newest few holds
+``doc.get_update(state vector of the rung below)`` (the items added since, and the
+delete set) instead of the whole state, with ``meta.delta_of`` naming the rung below;
+every ``key_every``-th rung stays whole, so a version loads at most ``key_every - 1``
+small differences on top of one whole state (snapshots.chain). Measured on
+automerge-paper: 6-9 kB compressed per 4,000 events, against 61-142 kB for the whole
+state. A rung is converted only when the difference applied to the rung below gives
+exactly the rung's own state.
+
+The server drops after every 4th snapshot it writes; it converts rungs when the document
+goes idle (its last snapshot, on unload) or every 16 writes of a busy one: each
+conversion loads a few states (20-40 ms at the end of automerge-paper), kept away from
+the ingest of a document being typed into.
+
+Never dropped: the compaction base (``meta.base``, at ``DocInfo.base_seq``) and anything
+before it (compact decides about those), and damaged snapshots (``palimpsest verify``
+reports them; an operator decides). Pruning runs after a snapshot is written, in the
+background task that wrote it, never on the path of an edit (SnapshotPolicy), and on
+demand (:func:`prune`: the bench, a database written before retention existed).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .store.base import EventStore, SnapshotInfo
+
+log = logging.getLogger("palimpsest.retention")
+
+
+@dataclass(frozen=True)
+class Retention:
+    #: the newest valid snapshots always kept
+    keep_recent: int = 3
+    #: at most this many events between two kept snapshots further back (measured on
+    #: automerge-paper: see bench/snapshot_bench.py and docs/history.md)
+    max_gap: int = 3000
+    #: bytes (as stored) of the snapshots older than the newest few; 0: no bound
+    max_bytes: int = 0
+    #: every key_every-th rung stays whole, the ones between are differences: a version
+    #: loads one whole rung and at most key_every - 1 differences (0: every rung whole)
+    key_every: int = 4
+
+    def __post_init__(self) -> None:
+        if self.keep_recent < 1:
+            raise ValueError("keep_recent must be at least 1: a room loads the newest snapshot")
+        if self.max_gap < 1:
+            raise ValueError("max_gap must be at least 1")
+
+
+def _ladder(older: Sequence[SnapshotInfo], start: int, top: int, gap: int) -> list[SnapshotInfo]:
+    """The snapshots of `older` (ascending) to keep so that no two kept seqs (with `start`
+    below and `top` above them) are more than `gap` apart, where the snapshots allow."""
+    kept: list[SnapshotInfo] = []
+    last = start
+    for i, s in enumerate(older):
+        nxt = older[i + 1].seq if i + 1 < len(older) else top
+        if nxt - last > gap:
+            kept.append(s)
+            last = s.seq
+    return kept
+
+
+def plan(infos: Sequence[SnapshotInfo], base_seq: int, rules: Retention) -> list[int]:
+    """The seqs of the snapshots to drop (pure: the listing in, the decision out)."""
+    valid = sorted((s for s in infos if s.valid), key=lambda s: s.seq)
+    if len(valid) <= rules.keep_recent:
+        return []
+    recent = valid[-rules.keep_recent :]
+    pinned = [s for s in valid if s.seq == base_seq and base_seq > 0]
+    older = [s for s in valid[: -rules.keep_recent] if s not in pinned]
+    start = max(base_seq, 0)
+    older = [s for s in older if s.seq > start]
+    gap = rules.max_gap
+    kept = _ladder(older, start, recent[0].seq, gap)
+    while rules.max_bytes and sum(s.size for s in kept) > rules.max_bytes and len(kept) > 0:
+        gap *= 2
+        kept = _ladder(older, start, recent[0].seq, gap)
+        if gap > recent[0].seq:
+            kept = []
+    below = {s.seq for s in valid if s.seq < start}  # before the base: not the ladder's
+    keep = {s.seq for s in kept} | {s.seq for s in recent} | {s.seq for s in pinned} | below
+    # a rung stored as a difference needs the one below it
+    by_seq = {s.seq: s for s in valid}
+    todo = list(keep)
+    while todo:
+        base = by_seq.get(todo.pop(), None)
+        if base is not None and base.delta_of and base.delta_of not in keep:
+            keep.add(base.delta_of)
+            todo.append(base.delta_of)
+    return [s.seq for s in valid if s.seq not in keep]
+
+
+def to_convert(
+    infos: Sequence[SnapshotInfo], base_seq: int, rules: Retention
+) -> list[tuple[int, int]]:
+    """(rung, the rung below it) pairs to store as differences (pure)."""
+    if rules.key_every <= 0:
+        return []
+    valid = sorted((s for s in infos if s.valid), key=lambda s: s.seq)
+    older = valid[: -rules.keep_recent] if len(valid) > rules.keep_recent else []
+    out: list[tuple[int, int]] = []
+    links = 0  # differences since the last whole rung
+    prev: SnapshotInfo | None = None
+    for s in older:
+        if s.seq <= base_seq:
+            prev = s if s.seq == base_seq else prev
+            continue
+        if s.delta_of:
+            links += 1
+        elif prev is None or links + 1 >= rules.key_every:
+            links = 0
+        else:
+            out.append((s.seq, prev.seq))
+            links += 1
+        prev = s
+    return out
+
+
+async def prune(
+    store: EventStore, doc: str, rules: Retention, *, convert: bool = True
+) -> list[int]:
+    """Drop what :func:`plan` says from the store, then (`convert`) store the ladder's
+    older rungs as differences (:func:`to_convert`); returns the seqs dropped."""
+    info = await store.doc_info(doc)
+    base_seq = info.base_seq if info else 0
+    infos = await store.snapshots(doc)  # reads every row (checksums): once
+    drop = plan(infos, base_seq, rules)
+    if drop:
+        await store.delete_snapshots(doc, drop)
+        log.debug("snapshots of %s pruned: %d dropped", doc, len(drop))
+    if not convert:
+        return drop
+    gone = set(drop)
+    pairs = to_convert([s for s in infos if s.seq not in gone], base_seq, rules)
+    for seq, below in pairs:
+        await _as_difference(store, doc, seq, below)
+    return drop
+
+
+async def _as_difference(store: EventStore, doc: str, seq: int, below: int) -> bool:
+    """Rewrite the whole snapshot at `seq` as its difference from the one at `below`,
+    if that difference gives back exactly its state."""
+    from pycrdt import Doc
+
+    from .snapshots import apply_chain, chain  # the snapshot policy imports this module
+
+    top, base = await store.latest_snapshot(doc, seq), await store.latest_snapshot(doc, below)
+    if top is None or base is None or top.seq != seq or base.seq != below or top.delta_of:
+        return False
+    links = await chain(store, base)
+    if links is None:
+        return False
+    old: Doc[Any] = Doc(skip_gc=True)
+    if not apply_chain(old, links):
+        return False
+    new: Doc[Any] = Doc(skip_gc=True)
+    new.apply_update(top.state)
+    delta = new.get_update(old.get_state())
+    check: Doc[Any] = Doc(skip_gc=True)
+    if not apply_chain(check, links):
+        return False
+    check.apply_update(delta)
+    if check.get_update() != new.get_update():
+        log.warning("snapshot %s@%d kept whole: its difference from @%d does not give it back",
+                    doc, seq, below)  # fmt: skip
+        return False
+    await store.put_snapshot(doc, seq, delta, {**top.meta, "delta_of": below})
+    return True
+
+
+__all__ = ["Retention", "plan", "prune"]

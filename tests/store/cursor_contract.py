@@ -1,0 +1,88 @@
+"""The webhook cursors' part of the store contract (server.store.cursors): mixed into
+StoreContract, so every backend runs it with its own ``create`` and ``reopen``."""
+
+from __future__ import annotations
+
+import pytest
+
+from palimpsest.store.base import EventStore
+from palimpsest.store.cursors import ACTIVE, DISABLED, FAILING
+
+
+class CursorContract:
+    async def create(self) -> EventStore:
+        raise NotImplementedError
+
+    async def reopen(self, store: EventStore) -> EventStore | None:
+        return None
+
+    async def test_webhook_register_keeps_an_existing_cursor(self, store: EventStore) -> None:
+        c = store.webhook_cursors()
+        row = await c.register("h1", "http://x/hook", 7)
+        assert (row.id, row.url, row.cursor, row.state, row.failures) == ("h1", "http://x/hook", 7,
+                                                                          ACTIVE, 0)  # fmt: skip
+        assert (await c.register("h1", "http://x/hook", 99)).cursor == 7
+        assert [r.id for r in await c.list()] == ["h1"]
+        assert await c.get("nope") is None
+
+    async def test_webhook_only_the_lease_holder_moves_the_cursor_and_only_forward(
+        self, store: EventStore
+    ) -> None:
+        c = store.webhook_cursors()
+        await c.register("h", "http://x", 0)
+        mine = await c.claim("h", "p1", 60_000)
+        assert mine is not None and mine.owner == "p1"
+        assert await c.claim("h", "p2", 60_000) is None  # held by p1
+        assert await c.claim("h", "p1", 60_000) is not None  # renewed
+        assert not await c.advance("h", "p2", 10, 3)
+        assert await c.advance("h", "p1", 10, 3)
+        assert await c.advance("h", "p1", 5, 1)  # a stale batch never moves it back
+        row = await c.get("h")
+        assert row is not None and (row.cursor, row.delivered) == (10, 4)
+        await c.release("h", "p1")
+        taken = await c.claim("h", "p2", 60_000)
+        assert taken is not None and taken.owner == "p2" and taken.cursor == 10
+        # a lapsed lease is taken over
+        await c.claim("h", "p2", -1)
+        assert (await c.claim("h", "p3", 60_000)) is not None
+
+    async def test_webhook_failures_mark_failing_and_enable_resumes_from_the_cursor(
+        self, store: EventStore
+    ) -> None:
+        c = store.webhook_cursors()
+        await c.register("h", "http://x", 4)
+        await c.claim("h", "p", 60_000)
+        for i in range(1, 3):
+            row = await c.failed("h", "p", f"HTTP 500 #{i}", max_failures=3)
+            assert row is not None and (row.failures, row.state) == (i, ACTIVE)
+        row = await c.failed("h", "p", "x" * 2000, max_failures=3)
+        assert row is not None and row.state == FAILING and len(row.last_error) == 500
+        assert await c.failed("h", "other", "e", 3) is None
+        row = await c.set_state("h", ACTIVE)
+        assert row is not None and (row.state, row.failures, row.cursor) == (ACTIVE, 0, 4)
+        row = await c.set_state("h", DISABLED)
+        assert row is not None and row.state == DISABLED
+        assert await c.set_state("missing", ACTIVE) is None
+        with pytest.raises(ValueError):
+            await c.set_state("h", FAILING)
+        assert await c.advance("h", "p", 9, 2)
+        row = await c.get("h")
+        assert row is not None and (row.cursor, row.failures, row.last_error) == (9, 0, "")
+        assert await c.remove("h") and not await c.remove("h")
+
+    async def test_webhook_cursors_survive_reopening(self, store: EventStore) -> None:
+        c = store.webhook_cursors()
+        await c.register("h", "http://x", 0)
+        await c.claim("h", "p", 60_000)
+        assert await c.advance("h", "p", 42, 42)
+        await store.stop()
+        again = await self.reopen(store)
+        if again is None:
+            await store.start()
+            pytest.skip("nothing survives this backend")
+        await again.start()
+        try:
+            row = await again.webhook_cursors().get("h")
+            assert row is not None and (row.cursor, row.delivered) == (42, 42)
+        finally:
+            await again.stop()

@@ -1,0 +1,147 @@
+"""The stored attribution index: blame and attributed diffs on a cold server (a new
+process over the same store) read it instead of replaying the log, and answer exactly
+what a warm server answers, which the trace's own text confirms."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import eventually, run_server
+from scaleout import fresh_schema
+from test_snapshot_retention import bench, trace_texts
+from yclient import connect
+
+from palimpsest.backend import Backend
+from palimpsest.history import HistoryExtension, history_of
+from palimpsest.history import attribution_codec as codec
+from palimpsest.settings import Settings
+
+assert "history_bench" in sys.modules
+
+N = 6_000
+EVERY = 500
+
+
+def _text(runs: list[dict[str, Any]]) -> str:
+    return "".join(r["text"] for r in runs)
+
+
+async def _answers(backend: Backend, seqs: list[int]) -> dict[int, Any]:
+    h = history_of(backend)
+    info = await h.info("paper")
+    out: dict[int, Any] = {}
+    for s in seqs:
+        blame = await h.blame("paper", s, info, "content")
+        diff = await h.diff("paper", s // 2, s, info, "content")
+        out[s] = (blame["roots"]["content"]["runs"], diff["roots"]["content"]["ops"])
+    return out
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'a.db'}"
+        return
+    async with fresh_schema() as url:
+        yield url
+
+
+async def test_cold_blame_reads_the_stored_index_and_equals_warm_blame(store_url: str) -> None:
+    events, _ = bench.trace_events("automerge-paper", limit=N)
+    texts = trace_texts("automerge-paper", N)
+    settings = Settings(store=store_url, snapshot_every=EVERY)
+    rng = random.Random(5)
+    seqs = sorted({N, *rng.sample(range(1, N), 12)})
+    async with Backend(settings) as warm:
+        await bench.write_log(warm.store, "paper", events[: N - 700], EVERY)
+        h = history_of(warm)
+        await h.blame("paper", 10, await h.info("paper"), None)  # builds and stores it
+        assert len(h.attribution.builds) == 1
+        await h.attribution.drain()
+        stored = await warm.store.derived("paper", codec.KIND)
+        assert stored is not None and stored[0] == N - 700
+        # more events after the stored index: a cold server extends it from there
+        await warm.store.append([("paper", events[N - 700 :])])
+        expected = await _answers(warm, seqs)
+    for s, (runs, ops) in expected.items():
+        assert _text(runs) == texts[s]
+        assert "".join(o["text"] for o in ops if o["op"] != "delete") == texts[s]
+        assert "".join(o["text"] for o in ops if o["op"] != "insert") == texts[s // 2]
+
+    async with Backend(settings) as cold:
+        h = history_of(cold)
+        got = await _answers(cold, seqs)
+        assert h.attribution.builds == []  # nothing replayed from the start of the log
+        [(doc, _seconds, seq)] = h.attribution.restores
+        assert (doc, seq) == ("paper", N - 700)
+        assert got == expected
+
+
+async def test_a_stored_index_that_does_not_match_is_rebuilt(tmp_path: Path) -> None:
+    """Damaged bytes, or a document deleted and made again under the same name: the
+    stored index is not served; the rebuilt one answers from the log."""
+    n = 1500
+    events, _ = bench.trace_events("automerge-paper", limit=n)
+    texts = trace_texts("automerge-paper", n)
+    path = tmp_path / "m.db"
+    settings = Settings(db=str(path), snapshot_every=EVERY)
+    async with Backend(settings) as backend:
+        await bench.write_log(backend.store, "paper", events, EVERY)
+        h = history_of(backend)
+        await h.blame("paper", n, await h.info("paper"), None)
+        await h.attribution.drain()
+    with sqlite3.connect(path) as db:
+        (data,) = db.execute("SELECT data FROM derived WHERE doc = 'paper'").fetchone()
+        bad = bytearray(data)
+        bad[len(bad) // 3] ^= 0x10
+        db.execute("UPDATE derived SET data = ? WHERE doc = 'paper'", (bytes(bad),))
+    async with Backend(settings) as backend:
+        h = history_of(backend)
+        b = await h.blame("paper", 900, await h.info("paper"), "content")
+        assert _text(b["roots"]["content"]["runs"]) == texts[900]
+        assert h.attribution.restores == [] and len(h.attribution.builds) == 1
+        await h.attribution.drain()
+        # deleted and made again: the new document's first events differ
+        await backend.store.delete_doc("paper")
+        assert await backend.store.derived("paper", codec.KIND) is None
+        other, _ = bench.trace_events("rustcode", limit=300)
+        await bench.write_log(backend.store, "paper", other, EVERY)
+    async with Backend(settings) as backend:
+        h = history_of(backend)
+        b = await h.blame("paper", 300, await h.info("paper"), "content")
+        assert _text(b["roots"]["content"]["runs"]) == trace_texts("rustcode", 300)[300]
+
+
+async def test_a_room_that_unloads_stores_its_index_for_the_next_process(
+    tmp_path: Path,
+) -> None:
+    """Nobody asked for blame: the idle document's index is built in the background
+    once its room unloads, and a restarted server reads it."""
+    n = 2500
+    events, _ = bench.trace_events("automerge-paper", limit=n)
+    texts = trace_texts("automerge-paper", n)
+    settings = Settings(db=str(tmp_path / "u.db"), snapshot_every=EVERY, unload_after_seconds=0.2)
+    async with Backend(settings) as backend:
+        await bench.write_log(backend.store, "paper", events, EVERY)
+    async with run_server(settings) as srv:
+        ext = srv.backend.extension(HistoryExtension)
+        assert ext is not None and n >= ext.build_from
+        async with connect(srv.ws_url, "paper", user="ann") as c:
+            assert c.content == texts[n]
+        await eventually(lambda: "paper" not in srv.backend.rooms)
+        await eventually(lambda: not ext._refresher.tasks, timeout=60)
+        stored = await srv.backend.store.derived("paper", codec.KIND)
+        assert stored is not None and stored[0] == n
+        assert history_of(srv.backend).attribution.peek("paper") is None  # not kept in memory
+    async with run_server(settings) as srv:
+        h = history_of(srv.backend)
+        b = await h.blame("paper", 1234, await h.info("paper"), "content")
+        assert _text(b["roots"]["content"]["runs"]) == texts[1234]
+        assert h.attribution.builds == [] and len(h.attribution.restores) == 1
+

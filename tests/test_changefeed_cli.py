@@ -1,0 +1,46 @@
+"""`palimpsest tail` against a real server: the backlog, then events as they happen."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from feedhelp import type_into
+from serverproc import REPO_ROOT, ServerProcess
+
+
+def tail(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "palimpsest", "tail", *args],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+async def test_tail_prints_the_backlog_then_live_events(tmp_path: Path) -> None:
+    async with ServerProcess(tmp_path) as srv:
+        await type_into(srv.ws_url, "notes", list("abc"), user="ada")
+        one = tail("notes", "--from", "1", "-n", "3", "--url", srv.http_url)
+        every = tail("--all", "--json", "-n", "5", "--url", srv.http_url)
+        await asyncio.sleep(1.0)  # both are following now (or will read it from the log)
+        await type_into(srv.ws_url, "notes", ["d"], user="bo")
+        await type_into(srv.ws_url, "todo", ["x"], user="cy")
+        out, err = await asyncio.to_thread(one.communicate, timeout=30)
+        assert one.returncode == 0, err
+        lines = out.splitlines()
+        assert [int(line.split()[0]) for line in lines] == [2, 3, 4]
+        assert [line.split()[-1] for line in lines] == ["ada", "ada", "bo"]
+        out, err = await asyncio.to_thread(every.communicate, timeout=30)
+        assert every.returncode == 0, err
+        events = [json.loads(line) for line in out.splitlines()]
+        assert [(e["doc"], e["seq"]) for e in events] == [
+            ("notes", 1), ("notes", 2), ("notes", 3), ("notes", 4), ("todo", 1),
+        ]  # fmt: skip
+        assert [e["pos"] for e in events] == sorted(e["pos"] for e in events)
+        assert events[-1]["actor"] == "cy"
+        # refusals are clear
+        bad = tail("no/such doc!", "--url", srv.http_url)
+        _, err = await asyncio.to_thread(bad.communicate, timeout=30)
+        assert bad.returncode == 2 and "document name" in err

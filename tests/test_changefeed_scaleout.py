@@ -1,0 +1,80 @@
+"""The changefeed with several processes on PostgreSQL + Redis: events committed by
+another process arrive on a stream live (woken by the fan-out's messages: the store
+poll and heartbeat are set far beyond the test's patience), in order; and a webhook
+configured on every process is delivered once, by whichever holds its lease."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from conftest import eventually
+from feedhelp import RawStream, type_into
+from scaleout import cluster, fanout_url, fresh_schema, open_store
+from webhook_receiver import Receiver
+
+pytestmark = pytest.mark.postgres
+
+FAST_RETRY = ["--webhook-retry-max", "0.3"]
+
+
+async def test_events_from_another_process_arrive_live_in_order(tmp_path: Path) -> None:
+    async with fresh_schema() as url, cluster(
+        tmp_path, 2, store_url=url, fanout=fanout_url(),
+    ) as c:  # fmt: skip
+        for p in c.procs:  # restart with a poll and heartbeat of 60 s
+            p.env.update({"PALIMPSEST_CHANGEFEED_POLL": "60",
+                          "PALIMPSEST_CHANGEFEED_HEARTBEAT": "60"})  # fmt: skip
+            await p.arestart()
+        p0, p1 = c.procs
+        async with RawStream(f"{p0.http_url}/api/events/stream") as everything, RawStream(
+            f"{p0.http_url}/api/docs/shared/events/stream"
+        ) as one:  # fmt: skip
+            await asyncio.gather(
+                type_into(p1.ws_url, "shared", [f"p1-{i} " for i in range(6)], user="bo"),
+                type_into(p0.ws_url, "local", [f"p0-{i} " for i in range(4)], user="al"),
+            )
+            got = await everything.events(10, timeout=10)
+            mine = await one.events(6, timeout=10)
+        async with open_store(url) as store:
+            log = [(e.doc, e.seq, e.pos) for e in await store.read_all()]
+    assert [(e["doc"], e["seq"], e["pos"]) for e in got] == log
+    assert [e["seq"] for e in mine] == [1, 2, 3, 4, 5, 6]
+    assert {e["actor"] for e in mine} == {"bo"}
+
+
+async def test_a_webhook_on_every_process_is_delivered_once(tmp_path: Path) -> None:
+    with Receiver() as rx:
+        async with fresh_schema() as url, cluster(
+            tmp_path, 2, store_url=url, fanout=fanout_url(),
+            extra=["--webhook", rx.url, *FAST_RETRY],
+        ) as c:  # fmt: skip
+            await asyncio.gather(
+                type_into(c.procs[0].ws_url, "d0", [f"x{i}" for i in range(15)]),
+                type_into(c.procs[1].ws_url, "d1", [f"y{i}" for i in range(15)]),
+            )
+            async with open_store(url) as store:
+                log = [(e.doc, e.seq, e.pos) for e in await store.read_all()]
+                await eventually(lambda: len(rx.accepted_events()) >= len(log), timeout=20,
+                                 what="everything delivered")  # fmt: skip
+                (row,) = await store.webhook_cursors().list()
+    got = [(e["doc"], e["seq"], e["pos"]) for e in rx.accepted_events()]
+    assert got == log  # once each, in commit order
+    assert row.cursor == log[-1][2] and row.delivered == len(log)
+
+
+async def test_without_redis_the_poll_still_brings_other_processes_events(
+    tmp_path: Path,
+) -> None:
+    from serverproc import free_port
+
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0?prefix=nobody"  # nothing listens there
+    async with fresh_schema() as url, cluster(tmp_path, 2, store_url=url, fanout=dead_redis) as c:
+        p0, p1 = c.procs
+        p0.env["PALIMPSEST_CHANGEFEED_POLL"] = "0.3"
+        await p0.arestart()
+        async with RawStream(f"{p0.http_url}/api/docs/solo/events/stream") as s:
+            await type_into(p1.ws_url, "solo", ["one", "two", "three"])
+            got = await s.events(3, timeout=15)
+    assert [e["seq"] for e in got] == [1, 2, 3]

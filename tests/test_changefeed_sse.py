@@ -1,0 +1,235 @@
+"""The changefeed over SSE against a real `palimpsest serve` process (SQLite): backlog
+then live, resuming with exactly the missed events, heartbeats, permissions, and a
+follower that stays gap-free and in order across a kill -9 of the server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import eventually
+from feedhelp import RawStream, fold, type_into
+from serverproc import ServerProcess
+
+from palimpsest import client
+from palimpsest.auth.tokens import mint
+from palimpsest.client.stream import StreamEvent
+from palimpsest.store.sqlite import SQLiteStore
+
+FAST = {"PALIMPSEST_CHANGEFEED_HEARTBEAT": "0.3"}
+
+
+async def stored(db: Path) -> list[tuple[str, int, int]]:
+    """(doc, seq, pos) of every event in the server's store, in position order."""
+    store = SQLiteStore(db)
+    async with store:
+        return [(e.doc, e.seq, e.pos) for e in await store.read_all(limit=1_000_000)]
+
+
+async def test_backlog_then_live_with_ids_and_updates(tmp_path: Path) -> None:
+    async with ServerProcess(tmp_path, env=FAST) as srv:
+        await type_into(srv.ws_url, "notes", ["a", "b", "c"])
+        url = f"{srv.http_url}/api/docs/notes/events/stream"
+        async with RawStream(url) as s:
+            assert s.status == 200 and s.content_type.startswith("text/event-stream")
+            backlog = await s.events(3)
+            assert [e["_id"] for e in backlog] == [1, 2, 3]
+            assert [e["seq"] for e in backlog] == [1, 2, 3]
+            assert {e["doc"] for e in backlog} == {"notes"}
+            # the same JSON as /events, plus doc, pos and the update
+            async with httpx.AsyncClient() as http:
+                page = (await http.get(f"{srv.http_url}/api/docs/notes/events")).json()["events"]
+            for mine, theirs in zip(backlog, page, strict=True):
+                assert {k: mine[k] for k in theirs} == theirs
+            await type_into(srv.ws_url, "notes", ["d", "e"])
+            live = await s.events(2)
+            assert [e["_id"] for e in live] == [4, 5]
+            positions = [e["pos"] for e in backlog + live]
+            assert positions == sorted(positions) and len(set(positions)) == 5
+            updates = [base64.b64decode(e["update"]) for e in backlog + live]
+            assert fold(updates) == "abcde"
+            # idle: heartbeats keep the connection alive (and nothing else comes)
+            with pytest.raises(TimeoutError):
+                await s.next(timeout=1.0)
+            assert s.heartbeats >= 2
+
+
+async def test_resume_gives_exactly_the_missed_events(tmp_path: Path) -> None:
+    async with ServerProcess(tmp_path, env=FAST) as srv:
+        await type_into(srv.ws_url, "notes", list("abc"))
+        url = f"{srv.http_url}/api/docs/notes/events/stream"
+        async with RawStream(url) as s:
+            first = await s.events(3)
+        assert [e["_id"] for e in first] == [1, 2, 3]
+        await type_into(srv.ws_url, "notes", list("defg"))
+        await type_into(srv.ws_url, "other", list("xy"))  # another document: not on this stream
+        # an EventSource reconnects to the same URL with Last-Event-ID: the header wins
+        async with RawStream(url + "?after=1", {"Last-Event-ID": "3"}) as s:
+            missed = await s.events(4)
+            assert [e["_id"] for e in missed] == [4, 5, 6, 7]
+            # and nothing else: the next thing on the stream is a heartbeat
+            beats = s.heartbeats
+            with pytest.raises(TimeoutError):
+                await s.next(timeout=1.0)
+            assert s.heartbeats > beats
+        async with RawStream(url + "?after=6&updates=false") as s:
+            (last,) = await s.events(1)
+            assert last["_id"] == 7 and "update" not in last
+
+
+async def test_global_stream_orders_every_document_by_position(tmp_path: Path) -> None:
+    async with ServerProcess(tmp_path, env=FAST) as srv:
+        await asyncio.gather(
+            type_into(srv.ws_url, "one", list("abcd")), type_into(srv.ws_url, "two", list("wxyz"))
+        )
+        async with RawStream(f"{srv.http_url}/api/events/stream") as s:
+            evs = await s.events(8)
+            await type_into(srv.ws_url, "three", ["!"])
+            (live,) = await s.events(1)
+        log = await stored(srv.db_path)
+        assert [(e["doc"], e["seq"], e["pos"]) for e in [*evs, live]] == log
+        assert [e["_id"] for e in evs] == [e["pos"] for e in evs]
+        # resume by position
+        async with RawStream(
+            f"{srv.http_url}/api/events/stream", {"Last-Event-ID": str(evs[5]["pos"])}
+        ) as s:
+            rest = await s.events(3)
+        assert [(e["doc"], e["seq"], e["pos"]) for e in rest] == log[6:]
+
+
+async def test_bad_cursor_and_unknown_rights_are_refused(tmp_path: Path) -> None:
+    secret = "s" * 32
+    async with ServerProcess(tmp_path, extra_args=["--jwt-secret", secret], env=FAST) as srv:
+        admin = mint(secret, "root", "admin", ["*"])
+        team = mint(secret, "tess", "read", ["team-*"])
+        for doc in ("team-a", "team-b", "private"):
+            async with client.connect(srv.ws_url, doc, token=admin) as sess:
+                sess.text().insert(0, doc)
+                await sess.flush()
+        base = srv.http_url
+        bearer = {"Authorization": f"Bearer {team}"}
+        async with httpx.AsyncClient(timeout=5) as http:
+            r = await http.get(
+                f"{base}/api/events/stream", headers={**bearer, "Last-Event-ID": "nope"}
+            )
+            assert r.status_code == 400 and "Last-Event-ID" in r.json()["detail"]
+            r = await http.get(f"{base}/api/docs/private/events/stream", headers=bearer)
+            assert r.status_code == 403
+            r = await http.get(f"{base}/api/events/stream")
+            assert r.status_code == 401
+        async with RawStream(f"{base}/api/events/stream", bearer) as s:
+            seen = await s.events(2)
+            assert [e["doc"] for e in seen] == ["team-a", "team-b"]
+            # the cursor moves past what the caller may not see (an id without data)
+            moved = None
+            for _ in range(5):
+                msg = await s.next()
+                if not msg.data:
+                    moved = msg.id
+                    break
+            assert moved == "3"
+
+
+async def _follow(
+    follower: client.stream.Follower, into: list[StreamEvent], stop: asyncio.Event
+) -> None:
+    async for ev in follower:
+        into.append(ev)
+        if stop.is_set():
+            return
+
+
+async def test_followers_stay_gap_free_across_kill_9(tmp_path: Path) -> None:
+    srv = ServerProcess(tmp_path, env=FAST)
+    await srv.astart()
+    one: list[StreamEvent] = []
+    everything: list[StreamEvent] = []
+    stop = asyncio.Event()
+    try:
+        async with client.History(srv.http_url, user="reader") as h:
+            tasks = [
+                asyncio.create_task(_follow(h.stream("notes", updates=False), one, stop)),
+                asyncio.create_task(_follow(h.stream_all(), everything, stop)),
+            ]
+            for round_ in range(3):
+                await asyncio.gather(
+                    type_into(srv.ws_url, "notes", [f"{round_}:{i} " for i in range(15)]),
+                    type_into(srv.ws_url, "side", [f"<{round_}.{i}>" for i in range(10)]),
+                )
+                await srv.akill9()
+                await asyncio.sleep(0.5)  # the followers fail to reconnect meanwhile
+                await srv.astart()
+            await type_into(srv.ws_url, "notes", ["end"])
+            log = await stored(srv.db_path)
+            await eventually(lambda: len(everything) >= len(log), timeout=20,
+                             what="the global follower catches up")  # fmt: skip
+            notes = [e for e in log if e[0] == "notes"]
+            await eventually(lambda: len(one) >= len(notes), timeout=20, what="doc follower")
+            stop.set()
+            for t in tasks:
+                t.cancel()
+    finally:
+        await srv.astop()
+    assert [(e.doc, e.seq, e.pos) for e in everything] == log
+    assert [e.seq for e in one] == list(range(1, len(notes) + 1))
+    # and the content: the global stream's updates fold to each document's text
+    by_doc: dict[str, list[bytes]] = {}
+    for e in everything:
+        assert e.update is not None
+        by_doc.setdefault(e.doc, []).append(e.update)
+    text = fold(by_doc["notes"])
+    assert text.endswith("end") and all(f"2:{i} " in text for i in range(15))
+    assert json.dumps(sorted(by_doc)) == '["notes", "side"]'
+
+
+async def test_a_shutdown_ends_open_streams_instead_of_waiting_for_them(tmp_path: Path) -> None:
+    srv = ServerProcess(tmp_path, env=FAST)
+    await srv.astart()
+    try:
+        await type_into(srv.ws_url, "notes", ["a"])
+        async with RawStream(f"{srv.http_url}/api/events/stream") as s:
+            await s.events(1)
+            await srv.astop()
+            with pytest.raises(StopAsyncIteration):  # ended by the server, cleanly
+                while True:
+                    await s.next()
+    finally:
+        await srv.astop()
+    assert "graceful shutdown exceeded" not in srv.log_text()
+
+
+async def test_streams_per_address_are_bounded(tmp_path: Path) -> None:
+    env = {**FAST, "PALIMPSEST_CHANGEFEED_MAX_STREAMS_PER_IP": "3"}
+    async with ServerProcess(tmp_path, env=env) as srv:
+        url = f"{srv.http_url}/api/events/stream"
+        await type_into(srv.ws_url, "first", ["x"])
+        async with RawStream(url) as a, RawStream(url) as b, RawStream(url) as c:
+            for s in (a, b, c):
+                await s.events(1)  # all three are running
+            async with RawStream(url) as d:
+                assert d.status == 429 and "CHANGEFEED_MAX_STREAMS_PER_IP" in d.body
+
+        # closed streams count no more (once the server has seen them go)
+        async def admitted() -> bool:
+            async with RawStream(url) as e:
+                return e.status == 200 and [ev["doc"] for ev in await e.events(1)] == ["first"]
+
+        await eventually(admitted, timeout=10, interval=0.2, what="a stream admitted again")
+
+
+async def test_a_stream_ends_when_the_token_expires(tmp_path: Path) -> None:
+    secret = "e" * 32
+    async with ServerProcess(tmp_path, extra_args=["--jwt-secret", secret], env=FAST) as srv:
+        token = mint(secret, "brief", "read", ["*"], ttl=2)
+        async with RawStream(
+            f"{srv.http_url}/api/events/stream", {"Authorization": f"Bearer {token}"}
+        ) as s:
+            assert s.status == 200
+            with pytest.raises(StopAsyncIteration):  # ended by the server at the expiry
+                while True:
+                    await s.next(timeout=10)
+            assert s.heartbeats >= 1  # it was open and idle until then
