@@ -176,6 +176,16 @@ def write_report(raw: dict[str, Any], bench_dir: Path, samples_dir: Path | None 
                 else ""
             )
         )
+    probe = raw.get("fsync_probe")
+    if probe:
+        md.append(
+            "- the data disk's fdatasync (100-byte appends, what a commit with the default "
+            "durability waits for): "
+            + "; ".join(
+                f"p50 {v['p50_us']:,.0f} µs, p90 {v['p90_us']:,.0f} µs at the {k}"
+                for k, v in probe.items()
+            )
+        )
     if raw.get("skipped"):
         md.append("- not run: " + "; ".join(f"{k} ({v})" for k, v in raw["skipped"].items()))
     md.append("")
@@ -341,13 +351,15 @@ def write_report(raw: dict[str, Any], bench_dir: Path, samples_dir: Path | None 
     md.append(
         f"The writer types {cfg.get('fan_edits')} single characters at {cfg.get('fan_rate')} edits/s; latency is from the "
         "writer's edit to each observer's copy holding it, over every (edit, observer) pair, in ms: "
-        "p50 / p99 / max (lower is better). The ratio columns compare p99."
+        "p50 / p99 / max (lower is better). The ratio columns compare p50 and p99. "
+        + _fan_samples(cfg)
     )
     md.append("")
     header = ["server"] + [
         f"{n} observer{'s' if int(n) > 1 else ''}" for n in map(str, cfg.get("fanout", []))
     ]
     if has_pal:
+        header += [f"Palimpsest ÷ this, p50, {n}" for n in cfg.get("fanout", [])]
         header += [f"Palimpsest ÷ this, p99, {n}" for n in cfg.get("fanout", [])]
     rows = []
     for s in servers:
@@ -361,11 +373,12 @@ def write_report(raw: dict[str, Any], bench_dir: Path, samples_dir: Path | None 
             extra = f" ({int(max(lost))} lost)" if lost and max(lost) > 0 else ""
             row.append(" / ".join(parts) + extra)
         if has_pal:
-            for n in map(str, cfg.get("fanout", [])):
-                get = lambda r, n=n: r["fanout"][n]["p99"]  # noqa: E731
-                row.append(
-                    "1" if s == PAL else ratio(collect(runs, PAL, get), collect(runs, s, get))
-                )
+            for m in ("p50", "p99"):
+                for n in map(str, cfg.get("fanout", [])):
+                    get = lambda r, n=n, m=m: r["fanout"][n][m]  # noqa: E731
+                    row.append(
+                        "1" if s == PAL else ratio(collect(runs, PAL, get), collect(runs, s, get))
+                    )
         rows.append(row)
     md.append(table(header, rows))
     md.append("")
@@ -498,6 +511,19 @@ def write_report(raw: dict[str, Any], bench_dir: Path, samples_dir: Path | None 
         md.append("")
         md.append(_targets(runs, servers, traces, cfg, tkey))
         md.append("")
+    latency = _latency_targets(runs, servers, traces, cfg, tkey, label)
+    if latency:
+        md.append("## Latency targets (issue #14): Palimpsest beside Hocuspocus and y-websocket")
+        md.append("")
+        md.append(
+            "Ratios within this run (medians over repeats). The targets hold for the default "
+            "durability (`fsync`); `--durability os` rows are shown for comparison. Flame graphs "
+            "of the server during the fan-out scenario (`bench/flame.py`, 50 observers): "
+            "[before](flame-before.svg) and [after](flame-after.svg) the latency work."
+        )
+        md.append("")
+        md.append(latency)
+        md.append("")
 
     prof = raw.get("profile")
     if prof and prof.get("samples"):
@@ -573,6 +599,107 @@ def write_report(raw: dict[str, Any], bench_dir: Path, samples_dir: Path | None 
         plots(raw, bench_dir, tkey, samples_dir or bench_dir / "out" / "samples")
     except Exception as exc:  # a report without plots beats no report
         print(f"plots failed: {exc!r}")
+
+
+def _fan_samples(cfg: dict[str, Any]) -> str:
+    """How many latencies each fan-out cell holds, and which one p99 is."""
+    edits, reps = int(cfg.get("fan_edits") or 0), int(cfg.get("repeats") or 1)
+    if not edits:
+        return ""
+    parts = []
+    for n in cfg.get("fanout", []):
+        k = edits * int(n)
+        rank = k - max(1, -(-99 * k // 100)) + 1  # p99 is the rank-th largest
+        parts.append(f"{k:,} at {n} (p99 = the {_ordinal(rank)} largest)")
+    per = "per run" if reps == 1 else f"per run, {reps} runs (medians of the runs' figures)"
+    return f"Samples {per}: " + ", ".join(parts) + "."
+
+
+def _ordinal(n: int) -> str:
+    if n == 1:
+        return "1st"
+    suffix = {2: "nd", 3: "rd"}.get(n % 10 if n % 100 not in (11, 12, 13) else 0, "th")
+    return f"{n}{suffix}"
+
+
+def _latency_targets(
+    runs: list[dict[str, Any]],
+    servers: list[str],
+    traces: list[tuple[str, int]],
+    cfg: dict[str, Any],
+    tkey: Callable[[str, int], str],
+    label: Callable[[str], str],
+) -> str:
+    """Issue #14's targets: fan-out p50 ≤ Hocuspocus and p99 ≤ 1.2×, concurrent replay
+    ≤ 1.0× Hocuspocus, server CPU per event during ingest ≤ y-websocket (memory)."""
+    ours = [
+        s
+        for s in ("palimpsest", "palimpsest-os", "palimpsest-pg", "palimpsest-pg-os")
+        if s in servers
+    ]
+    rows: list[list[str]] = []
+
+    def m(s: str, get: Callable[[dict[str, Any]], Any]) -> float | None:
+        return med(collect(runs, s, get))
+
+    def verdict(ok: bool, s: str) -> str:
+        if s not in ("palimpsest", "palimpsest-pg"):
+            return "met" if ok else "not met"  # informational (durability os)
+        return "met" if ok else "**missed**"
+
+    for s in ours:
+        if "hocuspocus" in servers:
+            for n in map(str, cfg.get("fanout", [])):
+                for q, bound in (("p50", 1.0), ("p99", 1.2)):
+                    a = m(s, lambda r, n=n, q=q: r["fanout"][n][q])
+                    b = m("hocuspocus", lambda r, n=n, q=q: r["fanout"][n][q])
+                    if a is None or b is None:
+                        continue
+                    rows.append(
+                        [
+                            label(s),
+                            f"fan-out {q} ≤ {bound:g}× Hocuspocus, {n} observer{'s' if n != '1' else ''}",
+                            f"{fmt_ms(a)} vs {fmt_ms(b)} ms = {a / b:.2f}×",
+                            verdict(a <= bound * b, s),
+                        ]
+                    )
+            for c in cfg.get("ctraces", []):
+
+                def get(r: dict[str, Any], c: str = c) -> Any:
+                    conc = r["concurrent"][c]
+                    return conc["seconds"] if conc.get("correct") else None
+
+                a, b = m(s, get), m("hocuspocus", get)
+                if a is None or b is None:
+                    continue
+                rows.append(
+                    [
+                        label(s),
+                        f"concurrent replay ≤ 1.0× Hocuspocus, {c}",
+                        f"{fmt_s(a)} vs {fmt_s(b)} = {a / b:.2f}×",
+                        verdict(a <= b, s),
+                    ]
+                )
+        if "y-websocket" in servers:
+            for n, lim in traces:
+                k = tkey(n, lim)
+                get = lambda r, k=k: (  # noqa: E731
+                    1e6 * r["ingest"][k]["cpu_seconds"] / r["ingest"][k]["patches"]
+                    if r["ingest"][k].get("correct") and r["ingest"][k].get("patches")
+                    else None
+                )
+                a, b = m(s, get), m("y-websocket", get)
+                if a is None or b is None:
+                    continue
+                rows.append(
+                    [
+                        label(s),
+                        f"server CPU per event, ingest ≤ y-websocket (memory), {k}",
+                        f"{a:.1f} vs {b:.1f} µs = {a / b:.2f}×",
+                        verdict(a <= b, s),
+                    ]
+                )
+    return table(["server", "target", "measured", "verdict"], rows) if rows else ""
 
 
 def _hist(runs: list[dict[str, Any]], key: str) -> str:

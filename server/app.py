@@ -88,7 +88,7 @@ class Palimpsest:
         if backend is None:
             settings = settings or Settings()
             if isinstance(store, str):
-                store = open_store(store)
+                store = open_store(store, durability=settings.durability)
             exts = list(extensions)
             if builtins:
                 from .features import builtin_extensions

@@ -42,6 +42,7 @@ def with_params(conn: HTTPConnection, **params: str) -> HTTPConnection:
     query += list(params.items())
     return HTTPConnection({**conn.scope, "query_string": urlencode(query).encode()})
 
+
 E = TypeVar("E", bound="Extension")
 
 
@@ -55,7 +56,9 @@ class Backend(Service):
         """`extensions`: every extension, in order; None = the built-in features for
         these settings (server.features.builtin_extensions)."""
         self.settings = settings or Settings()
-        self.store = store or open_store(self.settings.store_url)
+        self.store = store or open_store(
+            self.settings.store_url, durability=self.settings.durability
+        )
         if extensions is None:
             from .features import builtin_extensions
 

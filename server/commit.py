@@ -1,10 +1,10 @@
 """Group commit: many appends from many rooms share one store transaction.
 
 Callers ``await committer.append(doc, events)`` and get their stored events back once
-they are durable. One writer task drains everything queued while the previous
-transaction was in flight into the next one, so under load the batch grows with the
-arrival rate and the number of fsyncs per event falls, while a lone edit still
-commits at once.
+they are durable. Everything queued while a transaction is in flight goes into the
+next one, which one writer task runs, so under load the batch grows with the arrival
+rate and the number of fsyncs per event falls; a lone edit commits at once, on its
+caller's own task (no transaction in flight: the caller leads, see ``append``).
 
 When the store refuses a transaction for a reason that may pass (``StoreUnavailable``:
 a full disk, an I/O error, a read-only file, the database unreachable), appends whose
@@ -68,6 +68,8 @@ class Committer(Service):
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        #: a transaction is in flight (run by the writer task or by a caller's task)
+        self._busy = False
         #: the store's error while it refuses transactions (None once one succeeds)
         self.refusing: StoreError | None = None
         #: when the current refusal began (time.monotonic()), and appends held by it
@@ -98,56 +100,99 @@ class Committer(Service):
         self, doc: str, events: Sequence[NewEvent], *, hold: Callable[[], bool] | None = None
     ) -> list[Event]:
         """Append durably; returns the stored events. With ``hold``, a transient refusal
-        of the store is waited out (see the module docstring) while hold() is True."""
+        of the store is waited out (see the module docstring) while hold() is True.
+
+        When no transaction is in flight, the caller's own task runs the next one (with
+        everything queued, its append included): a lone edit then reaches the store and
+        comes back without waking the writer task, two task switches fewer on the
+        latency of every edit typed alone. While a transaction is in flight, appends
+        queue up and the writer task commits them together next (group commit)."""
         if self._task is None or self._task.done():
             raise StoreUnavailable("the committer is not running")
         fut: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Append(doc, events, fut, hold))
-        self._wake.set()
+        if (
+            not self._busy
+            and self.refusing is None
+            and not self._closing
+            and not self._queue[0].tried  # those are the writer task's to settle
+        ):
+            self._busy = True
+            try:
+                await self._commit_next()
+            finally:
+                self._busy = False
+                if self._queue or self._closing:
+                    # what came meanwhile is the writer task's turn; a stopping writer
+                    # task waits for this transaction before it can finish
+                    self._wake.set()
+        else:
+            self._wake.set()
         return await fut
 
     async def _run(self) -> None:
         delay = RETRY_FIRST
         while True:
-            if not self._queue:
-                if self._closing:
+            if not self._queue or self._busy:
+                if self._closing and not self._queue and not self._busy:
                     return
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            take: list[_Append] = []
-            n = 0
-            while self._queue and (not take or n + len(self._queue[0].events) <= self.batch_max):
-                item = self._queue.pop(0)
-                take.append(item)
-                n += len(item.events)
-            if any(a.tried for a in take):
-                take = await self._settle(take)
-                if not take:  # they had committed: the store works
-                    self.clear_refusal()
-                    continue
-            t0 = time.perf_counter()
+            self._busy = True
             try:
-                results = await self.store.append([(a.doc, a.events) for a in take])
-            except Exception as e:
-                if isinstance(e, StoreError):
-                    err = e
-                else:  # a driver error the store failed to translate
-                    log.exception("store append failed")
-                    err = StoreError(f"store append failed: {e!r}")
-                    err.__cause__ = e
-                if self._refused(err, take):
-                    await self._pause(delay)
-                    delay = min(delay * 2, RETRY_MAX)
-                continue
-            delay = RETRY_FIRST
-            if self.refusing is not None:
-                self._recovered(n)
-            if self.on_batch is not None:
-                self.on_batch(n, time.perf_counter() - t0)
-            for a, stored in zip(take, results, strict=True):
-                if not a.future.done():
-                    a.future.set_result(stored)
+                held = await self._commit_next()
+            finally:
+                self._busy = False
+            if held:  # refused, and held appends went back first in line
+                await self._pause(delay)
+                delay = min(delay * 2, RETRY_MAX)
+            elif self.refusing is None:
+                delay = RETRY_FIRST
+
+    async def _commit_next(self) -> bool:
+        """One transaction with what is queued (up to batch_max events); resolves its
+        appends. True when the store refused it and appends are held (queued again,
+        first in line): the writer task pauses before the next try."""
+        take: list[_Append] = []
+        n = 0
+        while self._queue and (not take or n + len(self._queue[0].events) <= self.batch_max):
+            item = self._queue.pop(0)
+            take.append(item)
+            n += len(item.events)
+        if any(a.tried for a in take):
+            take = await self._settle(take)
+            if not take:  # they had committed: the store works
+                self.clear_refusal()
+                return False
+        t0 = time.perf_counter()
+        try:
+            results = await self.store.append([(a.doc, a.events) for a in take])
+        except asyncio.CancelledError:
+            # the caller that led this transaction was cancelled: the store may commit it
+            # all the same, so the others' appends are settled (found in the log, or
+            # tried again) by the writer task
+            for a in take:
+                a.tried = True
+            self._queue[:0] = [a for a in take if not a.future.done()]
+            self._wake.set()
+            raise
+        except Exception as e:
+            if isinstance(e, StoreError):
+                err = e
+            else:  # a driver error the store failed to translate
+                log.exception("store append failed")
+                err = StoreError(f"store append failed: {e!r}")
+                err.__cause__ = e
+            return self._refused(err, take)
+        if self.refusing is not None:
+            self._recovered(n)
+        if self.on_batch is not None:
+            self.on_batch(n, time.perf_counter() - t0)
+        for a, stored in zip(take, results, strict=True):
+            if not a.future.done():
+                a.future.set_result(stored)
+        return False
 
     def _refused(self, err: StoreError, take: list[_Append]) -> bool:
         """Fail what cannot wait, put back (first in line) what holds. True if any held."""

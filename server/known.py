@@ -49,6 +49,27 @@ class KnownDeletions:
             if not cur:
                 del self.ranges[client]
 
+    def missing(self, ranges: Ranges) -> Ranges:
+        """The parts of `ranges` not in the union yet: what a delete set deletes anew."""
+        out: Ranges = {}
+        for client, rs in ranges.items():
+            cur = self.ranges.get(client, [])
+            got: list[tuple[int, int]] = []
+            for start, end in rs:
+                i = max(0, bisect.bisect_right(cur, (start, float("inf"))) - 1)
+                while start < end:
+                    while i < len(cur) and cur[i][1] <= start:
+                        i += 1
+                    if i == len(cur) or cur[i][0] >= end:
+                        got.append((start, end))
+                        break
+                    if cur[i][0] > start:
+                        got.append((start, cur[i][0]))
+                    start = cur[i][1]
+            if got:
+                out[client] = got
+        return out
+
     def covers(self, client: int, start: int, end: int) -> bool:
         cur = self.ranges.get(client)
         if not cur:

@@ -54,11 +54,12 @@ class Owners:
 
     def admit(
         self, actor: str, update: bytes, state: Callable[[], dict[int, int]]
-    ) -> dict[int, int]:
+    ) -> dict[int, tuple[int, int]]:
         """Refuse `update` from `actor` (raises) unless it follows the rule; note what it
-        claims and reaches, and return that (client id -> clock reached by its new items:
-        ``written`` once the update is logged, so it is parsed once). `state`: the live
-        document's state vector (asked once)."""
+        claims and reaches, and return that: client id -> (the clock its new items start
+        at, the clock they reach), for ``written`` once the update is logged, so it is
+        parsed once; applied in order, that is exactly what the update inserts. `state`:
+        the live document's state vector (asked once)."""
         if self.clocks is None:
             self.clocks = dict(state())
         clocks = self.clocks
@@ -67,6 +68,7 @@ class Owners:
         except ProtocolError as e:
             raise UpdateRejected(f"update does not parse: {e}") from e
         reach: dict[int, int] = {}
+        starts: dict[int, int] = {}
         for client, ranges in meta.structs.items():
             have = clocks.get(client, 0)
             new = [(s, e) for s, e in ranges if e > have]
@@ -77,6 +79,7 @@ class Owners:
             owner = self.owners.get(client) or self.claims.get(client)
             if owner is not None and owner != actor:
                 raise Forbidden(f"client id {client} belongs to another user")
+            starts[client] = have
             for start, end in new:
                 if start > have:
                     raise UpdateRejected(
@@ -106,7 +109,7 @@ class Owners:
             if client not in self.owners:
                 self.claims.setdefault(client, actor)
             clocks[client] = end
-        return reach
+        return {client: (starts[client], end) for client, end in reach.items()}
 
     def record(self, actor: str, update: bytes) -> None:
         """A logged event (replayed, applied, from another process, or the server's own):
@@ -115,11 +118,13 @@ class Owners:
             clients = decode_update_meta(update).structs
         except ProtocolError:
             return
-        self.written(actor, {client: ranges[-1][1] for client, ranges in clients.items()})
+        self.written(
+            actor, {client: (ranges[0][0], ranges[-1][1]) for client, ranges in clients.items()}
+        )
 
-    def written(self, actor: str, reach: dict[int, int]) -> None:
+    def written(self, actor: str, reach: dict[int, tuple[int, int]]) -> None:
         """As `record`, from what `admit` returned for the logged update."""
-        for client, end in reach.items():
+        for client, (_start, end) in reach.items():
             if self.clocks is not None and self.clocks.get(client, 0) < end:
                 self.clocks[client] = end
             if client != self.server:

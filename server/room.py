@@ -34,6 +34,7 @@ from pycrdt import Doc, Subscription, TransactionEvent, get_state, merge_updates
 
 from . import protocol as P
 from .awareness import Awareness, Entry
+from .doc_observers import DocObservers
 from .errors import FATAL, ProtocolError, StoreError, StoreUnavailable, UpdateRejected
 from .known import KnownDeletions, adds_anything, deletions_of
 from .origins import (
@@ -46,6 +47,7 @@ from .origins import (
 )
 from .ownership import Owners
 from .store.base import Event, NewEvent, now_ms
+from .updates import Ranges
 
 log = logging.getLogger("palimpsest.room")
 
@@ -82,8 +84,9 @@ class _ClientUpdate:
     peer: Peer
     update: bytes
     meta: dict[str, Any]
-    #: what its new items reach (ownership.Owners.admit), recorded once it is logged
-    reach: dict[int, int]
+    #: where its new items start and what they reach, per client (ownership.Owners.admit),
+    #: recorded once it is logged
+    reach: dict[int, tuple[int, int]]
 
 
 @dataclass(slots=True)
@@ -210,6 +213,13 @@ class Room:
         self._deleted: KnownDeletions | None = None
         #: which actor owns which Yjs client id (ownership.py)
         self.owners = Owners(doc.client_id)
+        #: transaction observers of the doc (extensions'), muted for client edits
+        self.doc_observers = DocObservers(doc)
+        #: while a client's edit is applied: (inserted, deleted) ranges, so that document
+        #: observers need not see its transaction (None otherwise: observe it)
+        self.current_change: tuple[Ranges, Ranges] | None = None
+        #: admitted clocks match the document (no commit or apply has failed)
+        self._exact_reach = True
         self.broken: BaseException | None = None
         self.closed = False
         self.stopping = False
@@ -281,7 +291,7 @@ class Room:
             self.broadcast(P.encode_awareness(entries))
             self.observer.awareness(self, entries)
 
-    def _broadcast_events(self, events: list[Event]) -> None:
+    def _broadcast_events(self, events: list[Event], authors: frozenset[str] = frozenset()) -> None:
         """Send durable events to every connection, their authors' included.
 
         The echo to the author is what y-websocket's server and Hocuspocus do, and editor
@@ -292,11 +302,25 @@ class Room:
         A batch goes out as merged updates (one frame per MERGE_CHUNK events) instead of
         one frame per event: a client that receives a burst of thousands of keystrokes
         then gets a handful of frames, which keeps send queues short and saves a
-        websocket write per event per connection."""
+        websocket write per event per connection.
+
+        ``authors`` (connection ids) get the frames last: they already hold their edits,
+        everyone else is waiting for them (a socket write on loopback costs tens of µs,
+        the time it takes to wake the reader on the other end)."""
         if not events:
             return
         for frame in _merged_frames([ev.update for ev in events]):
-            self.broadcast(frame)
+            if not authors:
+                self.broadcast(frame)
+                continue
+            later = []
+            for pid, peer in list(self.peers.items()):
+                if pid in authors:
+                    later.append(peer)
+                else:
+                    peer.send(frame)
+            for peer in later:
+                peer.send(frame)
 
     def broadcast(self, frame: bytes, exclude: str | None = None) -> None:
         for pid, peer in list(self.peers.items()):
@@ -325,7 +349,7 @@ class Room:
         if update == EMPTY_UPDATE:
             return False
         try:
-            P.decode_state_vector(get_state(update))  # it decodes, or the sender is refused
+            get_state(update)  # it decodes, or the sender is refused
         except FATAL:
             raise
         except BaseException as e:  # pyo3 PanicException is one
@@ -414,6 +438,7 @@ class Room:
                 continue
             items, self._inbox = self._inbox, []
             i = 0
+            checked = False  # the snapshot policy saw the last step already
             try:
                 while i < len(items):
                     item = items[i]
@@ -427,7 +452,9 @@ class Room:
                         await self._commit_client_updates(items[i:j])  # type: ignore[arg-type]
                         i = j
                         await self._maybe_snapshot()
+                        checked = True
                         continue
+                    checked = False
                     if isinstance(item, _ServerChange):
                         await self._run_server_change(item)
                     elif isinstance(item, _PeerEvents):
@@ -442,7 +469,8 @@ class Room:
                 log.exception("room %s pipeline failed", self.name)
                 self._fail(e, items[i:])
                 return
-            await self._maybe_snapshot()
+            if not checked:
+                await self._maybe_snapshot()
 
     async def _commit_client_updates(self, batch: list[_ClientUpdate]) -> None:
         queued = sum(len(u.update) for u in batch)
@@ -466,6 +494,7 @@ class Room:
                 )
             else:
                 reason = "the store failed to log your edits; reconnect to re-send"
+            self._exact_reach = False  # admitted, never applied: clocks ran ahead
             log.warning(
                 "room %s: commit failed (%s); closing %d senders with %d: %s",
                 self.name, e, len({u.peer.id for u in batch}), e.close_code, reason,
@@ -480,7 +509,7 @@ class Room:
                 out.append(ev)
             else:
                 u.peer.close(4400, f"update at seq {ev.seq} does not apply")
-        self._broadcast_events(out)
+        self._broadcast_events(out, frozenset(u.peer.id for u in batch))
         self.events_since_snapshot += len(stored)
         self._committed(stored)
 
@@ -581,21 +610,32 @@ class Room:
         # events logged elsewhere: count them toward snapshots, but never publish again
         self.events_since_snapshot += len(events)
 
-    def _apply(self, ev: Event, origin: Origin, reach: dict[int, int] | None = None) -> bool:
+    def _apply(
+        self, ev: Event, origin: Origin, reach: dict[int, tuple[int, int]] | None = None
+    ) -> bool:
         """Apply one durable event to the live doc. False if it does not apply. `reach`:
-        what ownership's admit found in a client's update (so it is not parsed again)."""
+        what ownership's admit found in a client's update (so it is not parsed again):
+        then the document's observers are muted and the change handed over instead
+        (``current_change``, see doc_observers.py)."""
         self.current_ts = ev.ts
         self.current_event = ev
+        change = self._known_change(ev, reach) if reach is not None else None
+        self.current_change = change
         self.observer.before_apply(self, ev, origin)
         ok = True
         try:
-            with self.doc.transaction(origin=origin):
-                self.doc.apply_update(ev.update)
+            if change is None:
+                with self.doc.transaction(origin=origin):
+                    self.doc.apply_update(ev.update)
+            else:
+                with self.doc_observers.muted(), self.doc.transaction(origin=origin):
+                    self.doc.apply_update(ev.update)
         except FATAL:
             raise
         except BaseException as e:  # pyo3 PanicException is one
             log.error("room %s: event %d does not apply: %r", self.name, ev.seq, e)
             ok = False
+            self._exact_reach = False
         self.seq = ev.seq
         self.applied_bytes += len(ev.update)
         self.current_event = None
@@ -606,7 +646,22 @@ class Room:
             else:
                 self.owners.written(ev.actor, reach)
             self.observer.applied(self, ev, origin)
+        self.current_change = None
         return ok
+
+    def _known_change(
+        self, ev: Event, reach: dict[int, tuple[int, int]]
+    ) -> tuple[Ranges, Ranges] | None:
+        """What a client's update inserts and deletes, applied now, without observing the
+        transaction: its new items from its admission (in order, whole: the attribution
+        rule refuses gaps and unknown references), its deletions that the log does not
+        hold yet. None when unsure: once a commit or an apply failed, admitted clocks may
+        run ahead of the document (the next updates would wait as pending)."""
+        if not self._exact_reach or self._deleted is None:
+            return None
+        ins: Ranges = {c: [(s, e)] for c, (s, e) in reach.items() if e > s}
+        dels = deletions_of(ev.update)
+        return ins, (self._deleted.missing(dels) if dels else {})
 
     def _committed(self, events: list[Event]) -> None:
         self.observer.committed(self, events)

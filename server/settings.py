@@ -19,6 +19,9 @@ class Settings:
     db: str = "palimpsest.db"
     #: store URL: sqlite:///path, postgresql://..., memory://
     store: str | None = None
+    #: what a commit survives before an edit is broadcast: "fsync" (a power cut; the
+    #: default) or "os" (the process being killed, not the machine going down)
+    durability: str = "fsync"
     #: fan-out bus URL (redis://...); none = single process
     fanout: str | None = None
     #: HS256 secret; none = open development mode

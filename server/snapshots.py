@@ -36,6 +36,7 @@ from .store.base import Event, EventStore, Snapshot
 
 log = logging.getLogger("palimpsest.snapshots")
 
+
 @dataclass(frozen=True, slots=True)
 class SnapshotWritten:
     doc: str
@@ -218,6 +219,8 @@ class SnapshotPolicy:
     #: which older snapshots are dropped after each write (None: all are kept)
     retention: Retention | None = field(default_factory=Retention)
     _timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    #: loop time of each room's last step with unsnapshotted events (its quiet timer's base)
+    _last: dict[str, float] = field(default_factory=dict)
     _writes: set[asyncio.Task[None]] = field(default_factory=set)
     _pruning: dict[str, asyncio.Lock] = field(default_factory=dict)
     _since_convert: dict[str, int] = field(default_factory=dict)
@@ -236,11 +239,12 @@ class SnapshotPolicy:
         if since >= self.every and (self.due(room, self.size_ratio) or self._gap_full(since)):
             self.take(room)
         elif room.events_since_snapshot > 0 and self.quiet_seconds > 0:
-            old = self._timers.pop(room.name, None)
-            if old is not None:
-                old.cancel()
+            # one timer per room, pushed back when it fires early (not re-armed per step:
+            # a TimerHandle per edit was a measurable share of an edit's CPU)
             loop = asyncio.get_running_loop()
-            self._timers[room.name] = loop.call_later(self.quiet_seconds, self._quiet, room)
+            self._last[room.name] = loop.time()
+            if room.name not in self._timers:
+                self._timers[room.name] = loop.call_later(self.quiet_seconds, self._quiet, room)
 
     def _gap_full(self, since: int) -> bool:
         """No more than the retention ladder's gap between two snapshots, whatever their
@@ -249,6 +253,12 @@ class SnapshotPolicy:
 
     def _quiet(self, room: Room) -> None:
         self._timers.pop(room.name, None)
+        loop = asyncio.get_running_loop()
+        rest = self._last.get(room.name, 0.0) + self.quiet_seconds - loop.time()
+        if rest > 0 and not room.closed:  # an edit came since the timer was set
+            self._timers[room.name] = loop.call_later(rest, self._quiet, room)
+            return
+        self._last.pop(room.name, None)
         if not room.closed and room.events_since_snapshot > 0 and self.due(room, self.quiet_ratio):
             self.take(room)
 
@@ -312,6 +322,7 @@ class SnapshotPolicy:
         timer = self._timers.pop(room.name, None)
         if timer is not None:
             timer.cancel()
+        self._last.pop(room.name, None)
         if room.events_since_snapshot > 0:
             captured = self.capture(room)
             if captured is not None:

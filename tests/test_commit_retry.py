@@ -1,10 +1,11 @@
 """The committer's retry after a commit whose outcome was lost (issue 19, fault 2).
 
-A connection can fail after COMMIT reached PostgreSQL and before its answer came back:
-the transaction took effect, the caller saw an error. Holding and retrying such an append
-would log every edit twice, so before a retry the committer looks for the events in the
-log. Real parts: the machine's PostgreSQL behind a TCP relay that swallows the answers on
-the connection that sent COMMIT.
+A connection can fail after the append reached PostgreSQL and before its answer came
+back: the transaction took effect, the caller saw an error. Holding and retrying such an
+append would log every edit twice, so before a retry the committer looks for the events in
+the log. Real parts: the machine's PostgreSQL behind a TCP relay that swallows the answer
+to the message carrying the append (an append is one statement, its own transaction: the
+message with the event's bytes is the one that commits).
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ pytestmark = pytest.mark.postgres
 
 
 class CommitSwallower:
-    """Relays TCP to PostgreSQL; once armed, the first connection that sends COMMIT is
-    broken as soon as PostgreSQL answers it, before the answer is passed on."""
+    """Relays TCP to PostgreSQL; once armed with some bytes, the first connection that
+    sends a message containing them is broken as soon as PostgreSQL answers it, before
+    the answer is passed on."""
 
     def __init__(self, target: int) -> None:
         self.target = target
         self.port = free_port()
-        self.armed = False
+        self.armed: bytes | None = None
         self.swallowed = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -57,8 +59,8 @@ class CommitSwallower:
                 while data := await r.read(65536):
                     uw.write(data)
                     await uw.drain()
-                    if self.armed and b"COMMIT" in data:
-                        self.armed, muted = False, True
+                    if self.armed is not None and self.armed in data:
+                        self.armed, muted = None, True
                         self.swallowed += 1
             with contextlib.suppress(Exception):
                 uw.close()
@@ -86,11 +88,11 @@ async def test_a_commit_whose_answer_was_lost_is_not_logged_twice() -> None:
         async with store, Committer(store) as committer:
             [first] = await committer.append("d", [NewEvent("ann", "edit", b"one", {}, 1)])
             assert first.seq == 1
-            relay.armed = True
+            relay.armed = b"\x00\x00\x00\x03two"  # the update, a bytea parameter
             [second] = await committer.append(
                 "d", [NewEvent("ann", "edit", b"two", {}, 2)], hold=lambda: True
             )
-            assert relay.swallowed == 1  # the answer to COMMIT was lost: the error was seen
+            assert relay.swallowed == 1  # the answer to the append was lost: the error was seen
             assert second.seq == 2 and committer.refusing is None
             assert [e.update for e in await store.read("d")] == [b"one", b"two"]
             [third] = await committer.append("d", [NewEvent("ann", "edit", b"three", {}, 3)])

@@ -17,6 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--host", help="address to listen on (env PALIMPSEST_HOST; default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (env PALIMPSEST_PORT; default 8000)")
     add_store_options(p)
+    p.add_argument(
+        "--durability", choices=("fsync", "os"),
+        help="what a commit survives before anyone sees the edit: fsync = a power cut "
+        "(default), os = the process being killed, not the machine going down "
+        "(env PALIMPSEST_DURABILITY; docs/durability.md)",
+    )  # fmt: skip
     p.add_argument("--fanout", help="redis://… to run several processes (env PALIMPSEST_FANOUT)")
     p.add_argument(
         "--jwt-secret", help="HS256 secret; none = open mode (env PALIMPSEST_JWT_SECRET)"
@@ -63,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         fanout=args.fanout,
+        durability=args.durability,
         jwt_secret=args.jwt_secret,
         jwt_public_key=args.jwt_public_key,
         snapshot_every=args.snapshot_every,
@@ -78,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(settings.log_level, settings.log_json)
     app = create_app(settings)
     where = settings.store if settings.store else f"SQLite database {settings.db}"
-    print(f"palimpsest: store: {where}", flush=True)
+    print(f"palimpsest: store: {where}, durability {settings.durability}", flush=True)
     print(auth_banner(settings), file=sys.stderr, flush=True)  # loud when the server is open
     config = uvicorn.Config(
         app,

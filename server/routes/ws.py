@@ -1,5 +1,6 @@
-"""The websocket endpoint: one Connection per socket, read eagerly, written through a
-bounded queue so that a slow client never stalls anyone else."""
+"""The websocket endpoint: one Connection per socket, read eagerly, written straight to
+the socket while it keeps up (``wire_write``) and through a bounded queue when it does
+not, so that a slow client never stalls anyone else."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from ..errors import (
 from ..extensions import Client, OpContext
 from ..names import validate_doc_name
 from ..room import EMPTY_UPDATE, Room
+from .wire_write import direct_writer, protocol_of
 
 log = logging.getLogger("palimpsest.ws")
 
@@ -65,6 +67,11 @@ class Connection:
         self._answers_queued = 0
         self._close: tuple[int, str] | None = None
         self._sender: asyncio.Task[None] | None = None
+        #: writes a frame synchronously when the socket is writable (None: not uvicorn's
+        #: sansio protocol, every frame goes through the queue and the sender task)
+        self._direct = direct_writer(ws)
+        #: the sender task holds a frame it is writing (the queue may look empty)
+        self._sending = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.closed = asyncio.Event()
         self._expiry: asyncio.TimerHandle | None = None
@@ -73,6 +80,14 @@ class Connection:
 
     def send(self, frame: bytes) -> None:
         if self._close is not None:
+            return
+        # nothing waits before it: straight to the socket, in order, no task in between
+        if (
+            self._direct is not None
+            and not self._sending
+            and self._queue.empty()
+            and self._direct(frame)
+        ):
             return
         reserved = 0
         if self._answering:
@@ -133,7 +148,7 @@ class Connection:
             return
         # uvicorn's protocol object is the ASGI receive callable's owner (starlette wraps
         # send, not receive); without it the keepalive ping timeout ends the connection
-        protocol = getattr(getattr(self.ws, "_receive", None), "__self__", None)
+        protocol = protocol_of(self.ws)
         transport = getattr(protocol, "transport", None)
         abort = getattr(transport, "abort", None)
         if callable(abort):
@@ -151,9 +166,11 @@ class Connection:
                 frame, reserved, answer = item
                 self._queued_bytes -= len(frame)
                 self._answers_queued -= answer
+                self._sending = True
                 try:
                     await self.ws.send_bytes(frame)
                 finally:
+                    self._sending = False
                     self.guard.release(reserved)
         except Exception:  # the socket went away: the reader sees the disconnect
             pass
@@ -291,7 +308,6 @@ class Connection:
             await self.closed.wait()
             for task in list(self._tasks):
                 task.cancel()
-
 
     def _watch_expiry(self) -> None:
         """A session ends with its token: close with 4401 once it expires (plus the

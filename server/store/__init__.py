@@ -20,15 +20,16 @@ __all__ = [
 ]
 
 
-def open_store(url: str, *, migrate: bool = False) -> EventStore:
+def open_store(url: str, *, durability: str = "fsync", migrate: bool = False) -> EventStore:
     """A store for a URL: ``sqlite:///path`` (or a bare path), ``postgresql://…``, ``memory://``.
-
-    ``migrate``: upgrade an older schema when it starts (what ``palimpsest migrate`` does);
-    otherwise a store whose log needs rewriting refuses to start and says so."""
+    ``durability``: "fsync" (the default) or "os", see ``base.DURABILITY`` (the memory
+    store keeps nothing either way). ``migrate``: upgrade an older schema when it starts
+    (what ``palimpsest migrate`` does); otherwise a store whose log needs rewriting
+    refuses to start and says so."""
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore
 
-        return PostgresStore(url, migrate=migrate)
+        return PostgresStore(url, durability=durability, migrate=migrate)
     if url.startswith("memory://"):
         return MemoryStore()
     if url.startswith("sqlite://"):
@@ -37,4 +38,4 @@ def open_store(url: str, *, migrate: bool = False) -> EventStore:
             url = url[1:] or ":memory:"
         elif url.startswith("//"):
             url = url[1:]
-    return SQLiteStore(url, migrate=migrate)
+    return SQLiteStore(url, durability=durability, migrate=migrate)

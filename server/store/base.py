@@ -233,6 +233,20 @@ class Tag:
     actor: str
 
 
+#: what a committed append survives (``--durability``): ``fsync`` (the default) waits for
+#: the disk, so a commit survives a power cut or a kernel crash; ``os`` hands the commit
+#: to the operating system without waiting for the disk, so it survives the server
+#: process being killed but not the machine going down (the last moments of commits are
+#: lost then, never reordered or torn). See docs/durability.md.
+DURABILITY = ("fsync", "os")
+
+
+def check_durability(durability: str) -> str:
+    if durability not in DURABILITY:
+        raise ValueError(f"durability must be one of {', '.join(DURABILITY)}, not {durability!r}")
+    return durability
+
+
 class EventStore(Service, ABC):
     """Where events, snapshots and tags live. Used with ``async with`` or start()/stop()."""
 

@@ -42,6 +42,7 @@ from .base import (
     Snapshot,
     SnapshotInfo,
     Tag,
+    check_durability,
     checksum,
     derived_from_row,
     dump_meta,
@@ -149,6 +150,49 @@ _PUT_SNAPSHOT = (
 )
 
 
+#: One group commit as one statement: one round trip, and the implicit transaction of a
+#: single statement makes it atomic. In order: the global position counter row (locked
+#: first, as every writer of positions does, so positions become visible in commit
+#: order), the documents' heads in name order (``d`` reads ``p``, so it runs after it;
+#: two appenders cannot deadlock), then the events, numbered from the new heads and the
+#: reserved positions. $1-$4 per document (name, events, last ts, bytes), $5 the number of
+#: events, $6-$13 per event (document, place among its document's events of this commit,
+#: that document's count, ts, actor, kind, update, meta). Returns each document's new
+#: head and the position before the first event.
+_APPEND = """
+WITH p AS (
+    UPDATE log_position SET pos = pos + $5 WHERE id = 1 RETURNING pos - $5 AS base
+), d AS (
+    INSERT INTO docs AS d (name, head, created_ts, updated_ts, events_bytes)
+    SELECT n.name, n.cnt, n.ts, n.ts, n.bytes
+    FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS n(name, cnt, ts, bytes)
+    CROSS JOIN p
+    ORDER BY n.name
+    ON CONFLICT (name) DO UPDATE SET head = d.head + excluded.head,
+        updated_ts = GREATEST(d.updated_ts, excluded.updated_ts),
+        events_bytes = d.events_bytes + excluded.events_bytes
+    RETURNING d.name, d.head, d.id
+), e AS (
+    INSERT INTO log (doc, seq, pos, ts, actor, kind, data, meta)
+    SELECT d.id, d.head - x.cnt + x.k, p.base + x.i, x.ts, x.actor, x.kind, x.data, x.meta
+    FROM unnest($6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::int[],
+                $11::int[], $12::bytea[], $13::text[])
+         WITH ORDINALITY AS x(doc, k, cnt, ts, actor, kind, data, meta, i)
+    JOIN d ON d.name = x.doc
+    CROSS JOIN p
+)
+SELECT d.name, d.head, p.base FROM d CROSS JOIN p
+"""
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A connection goes back to the pool as it is. Our sessions change no setting after
+    connecting and hold no session-level lock, cursor or LISTEN (advisory locks are
+    transaction-scoped), so asyncpg's default reset query (``RESET ALL; UNLISTEN *; …``)
+    would only add a round trip to every call, an append's included. asyncpg still
+    rolls back a transaction left open before calling this."""
+
+
 async def _snapshot_row(
     doc: str, seq: int, state: bytes, meta: dict[str, Any] | None
 ) -> tuple[str, int, int, bytes, str, str]:
@@ -166,11 +210,16 @@ class PostgresStore(EventStore):
         min_size: int = 1,
         max_size: int = 10,
         command_timeout: float = 30.0,
+        durability: str = "fsync",
         migrate: bool = False,
     ) -> None:
         """``migrate``: upgrade an older schema at start (``palimpsest migrate``); without
         it a schema that needs the rewrite of version 5 is refused with a message."""
         self.dsn, url_schema = split_url(url)
+        #: "fsync": every commit waits for PostgreSQL's WAL flush (synchronous_commit
+        #: as the server is configured, on by default); "os": our sessions set
+        #: synchronous_commit=off (see base.DURABILITY)
+        self.durability = check_durability(durability)
         self.upgrade = migrate
         self._sym = Symbols()
         self._sealed_since_vacuum = 0
@@ -197,6 +246,8 @@ class PostgresStore(EventStore):
 
     async def start(self) -> None:
         settings = {"application_name": "palimpsest"}
+        if self.durability == "os":
+            settings["synchronous_commit"] = "off"
         if self.schema:
             settings["search_path"] = self.schema
         try:
@@ -215,6 +266,7 @@ class PostgresStore(EventStore):
                 command_timeout=self.command_timeout,
                 server_settings=settings,
                 timeout=10,
+                reset=_keep_session,
             )
         except _UNAVAILABLE as e:
             raise StoreUnavailable(f"cannot connect to PostgreSQL: {e}") from e
@@ -387,6 +439,7 @@ class PostgresStore(EventStore):
         raise StoreError("the log kept changing while it was read; try again")
 
     async def append(self, batches: Sequence[tuple[str, Sequence[NewEvent]]]) -> list[list[Event]]:
+        """One group commit in one statement, so one round trip (see ``_APPEND``)."""
         batches = [(doc, list(evs)) for doc, evs in batches]
         if not any(evs for _, evs in batches):
             return [[] for _ in batches]
@@ -402,62 +455,52 @@ class PostgresStore(EventStore):
                 last_ts[doc] = max(last_ts.get(doc, 0), ev.ts)
         names = sorted(counts)
         total = sum(counts.values())
+        # per event, in batch order: its document, its place among that document's
+        # events of this commit (1, 2, …) and that document's count of them
+        cols: list[list[Any]] = [[] for _ in range(8)]
+        nth: dict[str, int] = {}
+        for doc, evs in batches:
+            for ev in evs:
+                k = nth[doc] = nth.get(doc, 0) + 1
+                for col, v in zip(
+                    cols,
+                    (doc, k, counts[doc], ev.ts, ids[ev.actor], ids[ev.kind], ev.update,
+                     dump_meta(ev.meta) if ev.meta else None),
+                    strict=True,
+                ):  # fmt: skip
+                    col.append(v)
 
-        async def run(conn: asyncpg.Connection) -> list[list[Event]]:
-            async with conn.transaction():
-                # first: appenders of every process queue on this row until the holder
-                # commits, so positions are assigned (and become visible) in commit order
-                pos = (
-                    int(
-                        await conn.fetchval(
-                            "UPDATE log_position SET pos = pos + $1 WHERE id = 1 RETURNING pos",
-                            total,
-                        )
-                    )
-                    - total
-                )
-                rows = await conn.fetch(
-                    "INSERT INTO docs AS d (name, head, created_ts, updated_ts, events_bytes) "
-                    "SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $3::bigint[], "
-                    "$4::bigint[]) ORDER BY 1 "
-                    "ON CONFLICT (name) DO UPDATE SET head = d.head + excluded.head, "
-                    "updated_ts = GREATEST(d.updated_ts, excluded.updated_ts), "
-                    "events_bytes = d.events_bytes + excluded.events_bytes "
-                    "RETURNING name, head, id",
+        async def run(conn: asyncpg.Connection) -> list[Any]:
+            return list(
+                await conn.fetch(
+                    _APPEND,
                     names,
                     [counts[n] for n in names],
                     [last_ts[n] for n in names],
                     [sizes[n] for n in names],
-                )
-                # the seq before this transaction's first event, per document
-                nxt = {r[0]: int(r[1]) - counts[r[0]] for r in rows}
-                doc_ids = {r[0]: int(r[2]) for r in rows}
-                out: list[list[Event]] = []
-                cols: list[list[Any]] = [[] for _ in range(8)]
-                for doc, evs in batches:
-                    stored = []
-                    for ev in evs:
-                        nxt[doc] += 1
-                        pos += 1
-                        e = Event(doc, nxt[doc], ev.ts, ev.actor, ev.kind, ev.update, ev.meta, pos)
-                        stored.append(e)
-                        for col, v in zip(
-                            cols,
-                            (doc_ids[doc], e.seq, pos, e.ts, ids[e.actor], ids[e.kind], e.update,
-                             dump_meta(e.meta) if e.meta else None),
-                            strict=True,
-                        ):  # fmt: skip
-                            col.append(v)
-                    out.append(stored)
-                await conn.execute(
-                    "INSERT INTO log (doc, seq, pos, ts, actor, kind, data, meta) SELECT * FROM "
-                    "unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::int[], "
-                    "$6::int[], $7::bytea[], $8::text[])",
+                    total,
                     *cols,
                 )
-                return out
+            )
 
-        return await self._run(run, "append")
+        rows = await self._run(run, "append")
+        if len(rows) != len(names):
+            raise StoreError(f"PostgreSQL append: {len(rows)} documents updated, not {len(names)}")
+        # the seq before this commit's first event of each document, and the position
+        # before its first event: as the statement assigned them
+        nxt = {r[0]: int(r[1]) - counts[r[0]] for r in rows}
+        pos = int(rows[0][2])
+        out: list[list[Event]] = []
+        for doc, evs in batches:
+            stored = []
+            for ev in evs:
+                nxt[doc] += 1
+                pos += 1
+                stored.append(
+                    Event(doc, nxt[doc], ev.ts, ev.actor, ev.kind, ev.update, ev.meta, pos)
+                )
+            out.append(stored)
+        return out
 
     async def _doc_tail(
         self, doc: str, after: int, upto: int, limit: int | None = None, where: str = "",

@@ -6,9 +6,11 @@ commit's ``append``, is one call on that thread: one hop from the event loop and
 not one per statement. Reads go through aiosqlite on a second connection (WAL lets them
 run beside a write); an in-memory database has one connection, the writer's, for both.
 
-Durability: ``synchronous=FULL`` in WAL mode, so a committed transaction survives a
-power cut, not only a crash of the process. Throughput comes from the caller batching
-many events into one ``append`` (group commit), never from weaker syncing.
+Durability: ``synchronous=FULL`` in WAL mode by default, so a committed transaction
+survives a power cut, not only a crash of the process. Throughput comes from the caller
+batching many events into one ``append`` (group commit), never from weaker syncing.
+``durability="os"`` (``--durability os``) opts into ``synchronous=NORMAL``: a commit
+then survives the process being killed, not the machine losing power.
 
 The log's layout (a tail of rows, sealed segments, interned ids) is described in
 :mod:`.log_layout`; the schema and its upgrades are in :mod:`.sqlite_schema`.
@@ -39,6 +41,7 @@ from .base import (
     Snapshot,
     SnapshotInfo,
     Tag,
+    check_durability,
     checksum,
     derived_from_row,
     dump_meta,
@@ -130,14 +133,20 @@ def _store_error(what: str, e: sqlite3.Error) -> StoreError:
     return StoreError(f"SQLite {what} failed: {e}")
 
 
-def _open(path: str) -> sqlite3.Connection:
+#: PRAGMA synchronous per durability: FULL syncs the WAL at every commit; NORMAL in WAL
+#: mode syncs only at checkpoints (a commit survives a crash of the process, not of the
+#: machine; the database is never corrupted either way)
+_SYNCHRONOUS = {"fsync": "FULL", "os": "NORMAL"}
+
+
+def _open(path: str, durability: str = "fsync") -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     # first: a new file takes it only before anything is written to it, WAL mode included
     # (pages that sealing and snapshot pruning free are given back, see _give_back_pages;
     # an existing file keeps its mode until a VACUUM, which migrate runs)
     conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA synchronous={_SYNCHRONOUS[durability]}")
     # keep the WAL file small once checkpointed (it otherwise stays at its peak)
     conn.execute("PRAGMA journal_size_limit=8388608")
     conn.execute("PRAGMA busy_timeout=10000")
@@ -234,8 +243,9 @@ class _Writer:
     and returns its result: one hop from the event loop and one back, whatever fn does.
     Calls run one at a time in the order they were made, so writes never interleave."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, durability: str = "fsync") -> None:
         self.path = path
+        self.durability = durability
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
@@ -252,7 +262,7 @@ class _Writer:
             raise
 
     def _connect(self, _conn: Any) -> None:
-        self._conn = _open(self.path)
+        self._conn = _open(self.path, self.durability)
 
     def _run(self) -> None:
         while True:
@@ -290,10 +300,14 @@ class _Writer:
 class SQLiteStore(EventStore):
     name = "sqlite"
 
-    def __init__(self, path: str | Path, *, migrate: bool = False) -> None:
+    def __init__(
+        self, path: str | Path, *, durability: str = "fsync", migrate: bool = False
+    ) -> None:
         """``migrate``: upgrade an older schema at start (``palimpsest migrate``); without
         it a database that needs the rewrite of version 5 is refused with a message."""
         self.path = str(path)
+        #: "fsync" (synchronous=FULL, the default) or "os" (NORMAL): see base.DURABILITY
+        self.durability = check_durability(durability)
         self.upgrade = migrate
         self._db: aiosqlite.Connection | None = None
         self._writer: _Writer | None = None
@@ -316,7 +330,7 @@ class SQLiteStore(EventStore):
         try:
             if not self._memory:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._writer = _Writer(self.path)
+            self._writer = _Writer(self.path, self.durability)
             await self._writer.start()
             upgraded = await self._writer.call(self._migrate)
             if upgraded and not self._memory:

@@ -73,7 +73,8 @@ class Undo(Extension):
             # a server change: made on the live doc before its event was logged
             state.record(event, *state.take())
         elif origin.tracked:
-            state.record(event, *state.take(state._mark))
+            change = room.current_change  # a client's edit: its transaction went unobserved
+            state.record(event, *(change if change is not None else state.take(state._mark)))
 
     def on_unload(self, room: Room) -> None:
         state = room.peek(RoomUndo)

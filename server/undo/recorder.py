@@ -41,7 +41,6 @@ from pycrdt import (
     IdSet,
     Map,
     StackItem,
-    Subscription,
     Text,
     TransactionEvent,
     UndoManager,
@@ -129,15 +128,11 @@ class RoomUndo:
         self._mark = 0
         #: the seq of the last event recorded
         self.last_seq = room.seq
-        self._sub: Subscription | None = room.doc.observe(self._on_transaction)
+        # muted by the room for a client's edit, whose change it hands over instead
+        room.doc_observers.add(self._on_transaction)
 
     def close(self) -> None:
-        if self._sub is not None:
-            try:
-                self.room.doc.unobserve(self._sub)
-            except Exception:  # the doc may already be gone
-                pass
-            self._sub = None
+        self.room.doc_observers.remove(self._on_transaction)
 
     # --- recording -------------------------------------------------------------------
 

@@ -1,0 +1,46 @@
+"""A committed edit reaches the other connections before its author's echo: the author
+already holds it, the others are waiting (server/room.py, _broadcast_events)."""
+
+from __future__ import annotations
+
+from pycrdt import Doc, Text
+
+from palimpsest import protocol as P
+from palimpsest.backend import Backend
+from palimpsest.settings import Settings
+from palimpsest.store.memory import MemoryStore
+
+
+class Recorder:
+    """A connection as a room sees it; records who was sent an update, in order."""
+
+    def __init__(self, pid: str, actor: str, log: list[str]) -> None:
+        self.id = pid
+        self.actor = actor
+        self.log = log
+
+    def send(self, frame: bytes) -> None:
+        if isinstance(P.decode(frame), P.SyncUpdate):
+            self.log.append(self.id)
+
+    def close(self, code: int, reason: str) -> None:
+        raise AssertionError(f"{self.id} closed: {code} {reason}")
+
+
+async def test_the_author_gets_its_echo_last() -> None:
+    backend = Backend(Settings(), MemoryStore())
+    async with backend:
+        room = await backend.rooms.get("d")
+        log: list[str] = []
+        ann = Recorder("ann-1", "ann", log)  # joined first, so first in the room's order
+        others = [Recorder(f"obs-{i}", f"obs{i}", log) for i in range(3)]
+        for peer in [ann, *others]:
+            room.join(peer)
+        src: Doc = Doc()
+        updates: list[bytes] = []
+        src.observe(lambda e: updates.append(e.update))
+        src.get("content", type=Text).insert(0, "hello")
+        assert room.receive_update(ann, updates[0])
+        await room.flush()
+        assert log == ["obs-0", "obs-1", "obs-2", "ann-1"]
+        assert str(room.doc.get("content", type=Text)) == "hello"

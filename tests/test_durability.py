@@ -1,0 +1,148 @@
+"""`--durability fsync|os`: what a commit survives before an edit is broadcast.
+
+fsync (the default) is SQLite's synchronous=FULL on the writer connection and
+PostgreSQL's synchronous_commit as configured (on); os is synchronous=NORMAL and
+synchronous_commit=off for our sessions. Either way nothing broadcast is lost when the
+server process is killed, which is what `os` still promises."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from conftest import PG_URL, eventually, run_server
+from serverproc import ServerProcess
+from yclient import connect as raw_connect
+
+from palimpsest.settings import Settings
+from palimpsest.store import open_store
+from palimpsest.store.base import NewEvent
+from palimpsest.store.postgres import PostgresStore
+from palimpsest.store.sqlite import SQLiteStore
+
+
+async def test_the_default_is_fsync(tmp_path: Path) -> None:
+    settings = Settings(db=str(tmp_path / "p.db"))
+    assert settings.durability == "fsync"
+    async with run_server(settings) as server:
+        store = server.backend.store
+        assert isinstance(store, SQLiteStore)
+        assert await store.pragmas() == {"journal_mode": "wal", "synchronous": 2}  # FULL
+
+
+async def test_os_durability_is_synchronous_normal_on_the_writer(tmp_path: Path) -> None:
+    settings = Settings(db=str(tmp_path / "p.db"), durability="os")
+    async with run_server(settings) as server:
+        store = server.backend.store
+        assert isinstance(store, SQLiteStore)
+        assert await store.pragmas() == {"journal_mode": "wal", "synchronous": 1}  # NORMAL
+
+
+def test_an_unknown_durability_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="fsync, os"):
+        open_store(str(tmp_path / "p.db"), durability="never")
+    r = subprocess.run(
+        [sys.executable, "-m", "palimpsest", "serve", "--durability", "never"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode != 0
+    assert "invalid choice: 'never'" in r.stderr
+
+
+async def test_os_durability_survives_kill9(tmp_path: Path) -> None:
+    """synchronous=NORMAL: a commit is in the OS's hands when the edit is broadcast, so
+    killing the process loses nothing anyone saw."""
+    srv = ServerProcess(tmp_path, extra_args=["--durability", "os"])
+    await srv.astart()
+    try:
+        assert "durability os" in srv.log_text()
+        async with (
+            raw_connect(srv.ws_url, "kill", "ann") as ann,
+            raw_connect(srv.ws_url, "kill", "obs") as obs,
+        ):
+            for i in range(200):
+                ann.insert(len(ann.content), str(i % 10))
+                if i % 20 == 0:
+                    await asyncio.sleep(0.01)
+            await eventually(lambda: len(obs.content) == 200, what="the observer has it all")
+            seen = obs.content
+            await srv.akill9()
+        with contextlib.closing(sqlite3.connect(srv.db_path)) as c:
+            rows = c.execute("SELECT data FROM events WHERE doc = 'kill' ORDER BY seq").fetchall()
+        from pycrdt import Doc, Text
+
+        d: Doc = Doc()
+        for (data,) in rows:
+            d.apply_update(data)
+        assert str(d.get("content", type=Text)) == seen
+    finally:
+        await srv.astop()
+
+
+# --- PostgreSQL -----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def schema() -> AsyncIterator[str]:
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    yield name
+    conn = await asyncpg.connect(PG_URL)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    finally:
+        await conn.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(("durability", "expected"), [("fsync", "on"), ("os", "off")])
+async def test_postgres_synchronous_commit(schema: str, durability: str, expected: str) -> None:
+    store = PostgresStore(f"{PG_URL}?schema={schema}", durability=durability, max_size=2)
+    async with store:
+        async with store.pool.acquire() as conn:
+            assert await conn.fetchval("SHOW synchronous_commit") == expected
+
+
+@pytest.mark.postgres
+async def test_postgres_append_is_one_round_trip(schema: str) -> None:
+    """A group commit of several documents is one statement on one connection: the
+    positions counter, the heads and the events in a single query, and no reset query
+    when the connection goes back to the pool."""
+    store = PostgresStore(f"{PG_URL}?schema={schema}", min_size=1, max_size=1)
+    queries: list[str] = []
+    async with store:
+        await store.append([("a", [NewEvent("u", "edit", b"\x00\x00", {}, 1)])])  # prepared
+        async with store.pool.acquire() as conn:
+            conn.add_query_logger(lambda rec: queries.append(rec.query))
+        stored = await store.append(
+            [
+                ("b", [NewEvent("u", "edit", b"b1", {}, 2), NewEvent("v", "edit", b"b2", {}, 3)]),
+                ("a", [NewEvent("u", "edit", b"a2", {"k": 1}, 4)]),
+                ("b", [NewEvent("u", "edit", b"b3", {}, 5)]),
+            ]
+        )
+        assert len(queries) == 1, queries
+        assert "INSERT INTO events" in queries[0]
+        assert [[(e.doc, e.seq, e.update) for e in evs] for evs in stored] == [
+            [("b", 1, b"b1"), ("b", 2, b"b2")],
+            [("a", 2, b"a2")],
+            [("b", 3, b"b3")],
+        ]
+        positions = [e.pos for evs in stored for e in evs]
+        assert positions == list(range(positions[0], positions[0] + 4)) and positions[0] == 2
+        # what the statement wrote is what append returned
+        assert [(e.seq, e.update, e.meta, e.pos) for e in await store.read("a")] == [
+            (1, b"\x00\x00", {}, 1),
+            (2, b"a2", {"k": 1}, 4),
+        ]
+        assert [(e.seq, e.pos) for e in await store.read("b")] == [(1, 2), (2, 3), (3, 5)]
+        assert await store.head("b") == 3
+        assert await store.last_position() == 5

@@ -1,0 +1,114 @@
+"""A client's edit is applied with the document's observers muted; the room hands over
+what it inserts and deletes instead (Room.current_change, server/doc_observers.py). That
+must be exactly what an observer of the transaction would have seen: the same inserted
+clock ranges (state vector before/after) and the same newly deleted ranges (the
+transaction's delete set), through inserts, deletions of others' text, deletions of
+what is already deleted, and an update that deletes its own new items."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pycrdt import Doc, Text, TransactionEvent
+
+from palimpsest import protocol as P
+from palimpsest.backend import Backend
+from palimpsest.extensions import Extension
+from palimpsest.origins import ClientOrigin, Origin
+from palimpsest.room import Room
+from palimpsest.settings import Settings
+from palimpsest.store.base import Event
+from palimpsest.store.memory import MemoryStore
+from palimpsest.undo.ranges import decode_ranges
+from palimpsest.updates import Ranges
+
+
+def as_set(r: Ranges) -> set[tuple[int, int]]:
+    return {(c, k) for c, rs in r.items() for s, e in rs for k in range(s, e)}
+
+
+class Peer:
+    def __init__(self, pid: str, actor: str) -> None:
+        self.id, self.actor = pid, actor
+
+    def send(self, frame: bytes) -> None:
+        pass
+
+    def close(self, code: int, reason: str) -> None:
+        raise AssertionError(f"{self.id} closed: {code} {reason}")
+
+
+class Spy(Extension):
+    """Records, per applied client edit, the change the room handed over."""
+
+    def __init__(self) -> None:
+        self.handed: list[tuple[Ranges, Ranges] | None] = []
+
+    def on_applied(self, room: Room, event: Event, origin: Origin) -> None:
+        if isinstance(origin, ClientOrigin):
+            self.handed.append(room.current_change)
+
+
+async def test_the_handed_change_is_what_an_observer_sees() -> None:
+    spy = Spy()
+    backend = Backend(Settings(), MemoryStore(), [spy])
+    async with backend:
+        room = await backend.rooms.get("d")
+        seen: list[tuple[Ranges, Ranges]] = []
+
+        def observe(e: TransactionEvent) -> None:  # not muted: subscribed directly
+            ev: Any = e
+            b = P.decode_state_vector(ev.before_state)
+            a = P.decode_state_vector(ev.after_state)
+            ins = {c: [(b.get(c, 0), k)] for c, k in a.items() if k > b.get(c, 0)}
+            seen.append((ins, decode_ranges(ev.delete_set)))
+
+        room.doc.observe(observe)
+        docs = {name: Doc() for name in ("ann", "bob")}
+        peers = {name: Peer(f"{name}-1", name) for name in docs}
+        out: dict[str, list[bytes]] = {name: [] for name in docs}
+        for name, d in docs.items():
+            d.observe(lambda e, name=name: out[name].append(e.update))
+
+        async def send(name: str) -> None:
+            for u in out[name]:
+                assert room.receive_update(peers[name], u)
+                await room.flush()
+                for other, d in docs.items():  # everyone catches up (as the broadcast would)
+                    if other != name:
+                        d.apply_update(u)
+            out[name].clear()
+            for o in out.values():
+                o.clear()  # what the others just applied is not theirs to send
+
+        ann = docs["ann"].get("content", type=Text)
+        bob = docs["bob"].get("content", type=Text)
+        ann.insert(0, "hello world")
+        await send("ann")
+        bob.insert(5, ", dear")
+        await send("bob")
+        del ann[3:9]  # across ann's and bob's text
+        await send("ann")
+        bob.insert(0, ">>")
+        await send("bob")
+        with docs["bob"].transaction():  # new text, deleted in the same update
+            bob.insert(2, "tmp")
+            del bob[2:5]
+        await send("bob")
+        # bob deletes a range part of which ann deleted already
+        docs["bob"].apply_update(docs["ann"].get_update())
+        del bob[2:6]
+        await send("bob")
+        # a sync step 2 after an offline edit: bob's whole state, every deletion so far
+        # (known) and a new one, new text
+        del bob[0:1]
+        bob.insert(len(bob), "!")
+        out["bob"] = [docs["bob"].get_update()]
+        await send("bob")
+        assert str(room.doc.get("content", type=Text)) == str(ann) == str(bob)
+        assert len(spy.handed) == len(seen) == 7
+        for handed, observed in zip(spy.handed, seen, strict=True):
+            assert handed is not None, "a client edit's change is handed over"
+            assert as_set(handed[0]) == as_set(observed[0])
+            assert as_set(handed[1]) == as_set(observed[1])
+        assert any(h and h[1] for h in spy.handed), "deletions were exercised"
