@@ -96,7 +96,7 @@ class Server:
                "PYTHONPATH": str(self.pythonpath)}  # fmt: skip
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "palimpsest", "serve", "--port", str(self.port),
-             "--store", self.store, "--log-level", "warning"],
+             "--store", self.store, "--log-level", os.environ.get("SIZE_LOG", "warning")],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )  # fmt: skip
         assert self.proc.stdout is not None

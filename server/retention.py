@@ -172,18 +172,20 @@ async def prune(
     if drop:
         await store.delete_snapshots(doc, drop)
         log.debug("snapshots of %s pruned: %d dropped", doc, len(drop))
-    if not convert:
-        return drop
-    gone = set(drop)
-    left = [s for s in infos if s.seq not in gone]
-    pairs = to_convert(left, base_seq, rules)
-    done: set[int] = set()
-    for seq, below in pairs:
-        if await _as_difference(store, doc, seq, below):
-            done.add(seq)  # made bare as it became a difference
-    for seq in to_strip(left, base_seq, rules):
-        if seq not in done:
-            await _strip(store, doc, seq)
+    changed = bool(drop)
+    if convert:
+        gone = set(drop)
+        left = [s for s in infos if s.seq not in gone]
+        done: set[int] = set()
+        for seq, below in to_convert(left, base_seq, rules):
+            if await _as_difference(store, doc, seq, below):
+                done.add(seq)  # made bare as it became a difference
+        for seq in to_strip(left, base_seq, rules):
+            if seq not in done and await _strip(store, doc, seq):
+                done.add(seq)
+        changed = changed or bool(done)
+    if changed:
+        await store.reclaim_snapshots()
     return drop
 
 
