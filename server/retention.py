@@ -63,7 +63,7 @@ class Retention:
     max_bytes: int = 0
     #: every key_every-th rung stays whole, the ones between are differences: a version
     #: loads one whole rung and at most key_every - 1 differences (0: every rung whole)
-    key_every: int = 4
+    key_every: int = 6
 
     def __post_init__(self) -> None:
         if self.keep_recent < 1:

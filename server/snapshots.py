@@ -206,7 +206,7 @@ async def load(
 
 #: snapshot writes of a document that never goes idle between two conversions of its
 #: ladder rungs to differences (server.retention)
-CONVERT_EVERY = 16
+CONVERT_EVERY = 4
 #: snapshot writes of a document between two prunes (drops) of its older snapshots
 PRUNE_EVERY = 4
 

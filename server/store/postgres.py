@@ -783,10 +783,10 @@ class PostgresStore(EventStore):
             waiting = int(rows[0][2]) - int(rows[0][1]) if rows else 0
             n = run if waiting >= run else waiting if rest and waiting >= rest else 0
             if not n:
-                if rest and sealed_now:
+                if rest and self._sealed_since_vacuum:
                     # a document gone idle: its tail rows are all gone, give their space
-                    # back now rather than after the next 4,096 sealed events
-                    self._sealed_since_vacuum = 0
+                    # back now rather than after the next 4,096 sealed events (owed also
+                    # when the pass that sealed them was stopped before its vacuum)
                     await self._vacuum_tail(idle=True)
                 return sealed_now
             doc_id, sealed = int(rows[0][0]), int(rows[0][1])
@@ -831,7 +831,6 @@ class PostgresStore(EventStore):
             sealed_now += n
             self._sealed_since_vacuum += n
             if self._sealed_since_vacuum >= _VACUUM_EVERY:
-                self._sealed_since_vacuum = 0
                 await self._vacuum_tail()
 
     async def seal_due(self, *, run: int = S.SEGMENT_EVENTS) -> int:
@@ -864,12 +863,22 @@ class PostgresStore(EventStore):
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _REINDEX_LOCK):
                 return  # another process is at it
             try:
+                # a rebuild interrupted before (the server killed) leaves an invalid
+                # index behind, kept up to date by every append: dropped first
+                for (name,) in await conn.fetch(
+                    "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                    "WHERE i.indrelid = 'log'::regclass AND NOT i.indisvalid"
+                ):
+                    await conn.execute(f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"')
                 await conn.execute("REINDEX TABLE CONCURRENTLY log")
                 log.info("the tail's indexes rebuilt (%d bytes over a %d-byte table)", index, heap)
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", _REINDEX_LOCK)
 
-        await self._run(run, "vacuum", idempotent=True)
+        # shielded: a server stopping while it runs lets it finish (the pool's close waits
+        # for it) rather than leave a rebuild half done
+        await asyncio.shield(self._run(run, "vacuum", idempotent=True))
+        self._sealed_since_vacuum = 0
 
     async def reclaim_snapshots(self) -> None:
         """VACUUM the snapshots' table (and its TOAST): rows that pruning deleted or

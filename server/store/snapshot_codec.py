@@ -35,6 +35,10 @@ from typing import Any
 #: the ``meta`` column of a packed row (never JSON: older rows always start with "{")
 PACKED = "zlib1"
 LEVEL = 1
+#: a bare ladder rung (server.retention) is written once, off the editing path, and
+#: kept long: compressed harder (level 6: 44.5 % of the bytes against 49.4 % at level
+#: 1, measured above; ~10 ms for the largest state of automerge-paper)
+BARE_LEVEL = 6
 #: states at least this big are compressed on a worker thread (zlib releases the GIL)
 THREAD_AT = 32 * 1024
 
@@ -85,7 +89,7 @@ def pack(
 ) -> tuple[bytes, str, str]:
     """(stored bytes, checksum, meta column) of a snapshot row."""
     body = _varuint(len(state)) + state + meta_text.encode()
-    blob = zlib.compress(body, LEVEL)
+    blob = zlib.compress(body, BARE_LEVEL if bare else LEVEL)
     column = marker(delta_of, bare)
     return blob, f"{_sha(blob)}:{_sha(column.encode())}", column
 
@@ -159,6 +163,7 @@ def decode(stored: bytes, checksum: str, meta_column: str) -> tuple[bytes, dict[
 
 __all__ = [
     "BARE",
+    "BARE_LEVEL",
     "LEVEL",
     "PACKED",
     "damage",
