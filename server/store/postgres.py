@@ -83,10 +83,13 @@ _WINDOW = 4096
 #: events sealed by this process between two VACUUMs of the tail's table
 _VACUUM_EVERY = 4096
 #: when a document goes idle, the tail's indexes are rebuilt (REINDEX CONCURRENTLY) if
-#: they take more than twice the table's bytes and this many bytes more: B-tree pages
-#: emptied by sealing are not given back by VACUUM (measured: 10.4 MB of indexes over
-#: an empty tail after automerge-paper, 0.3 MB of live rows at most during its ingest)
+#: they take more than _INDEX_BYTES_PER_ROW per live row and this many bytes more:
+#: B-tree pages emptied by sealing are not given back by VACUUM (measured: 10-14 MB of
+#: indexes over an empty tail after automerge-paper)
 _REINDEX_SLACK = 1 << 20
+#: the two indexes of a tail row, (doc, seq) and pos, take ~40 bytes together when
+#: packed; twice that before a rebuild is worth it
+_INDEX_BYTES_PER_ROW = 80
 #: the advisory lock that keeps two processes from rebuilding the tail's indexes at once
 _REINDEX_LOCK = 0x50616C69 - 2
 
@@ -848,17 +851,19 @@ class PostgresStore(EventStore):
         rather than waiting for autovacuum (a minute or more, or never: it may be off), so
         that the tail's table stays about that many rows big instead of growing with the
         whole log. `idle` (a document sealed to its end): its indexes are also rebuilt when
-        they outgrew the table (see _REINDEX_SLACK); REINDEX CONCURRENTLY blocks no append
+        they outgrew the rows left (see _REINDEX_SLACK); REINDEX CONCURRENTLY blocks no append
         nor read, and one process at a time does it."""
 
         async def run(conn: asyncpg.Connection) -> None:
             await conn.execute("VACUUM log")
             if not idle:
                 return
-            heap, index = await conn.fetchrow(
-                "SELECT pg_relation_size('log'::regclass), pg_indexes_size('log'::regclass)"
+            # reltuples: the live rows as this VACUUM counted them
+            rows, index = await conn.fetchrow(
+                "SELECT greatest(reltuples, 0)::bigint, pg_indexes_size(oid) FROM pg_class "
+                "WHERE oid = 'log'::regclass"
             )
-            if index <= 2 * heap + _REINDEX_SLACK:
+            if index <= _INDEX_BYTES_PER_ROW * rows + _REINDEX_SLACK:
                 return
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _REINDEX_LOCK):
                 return  # another process is at it
@@ -871,7 +876,7 @@ class PostgresStore(EventStore):
                 ):
                     await conn.execute(f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"')
                 await conn.execute("REINDEX TABLE CONCURRENTLY log")
-                log.info("the tail's indexes rebuilt (%d bytes over a %d-byte table)", index, heap)
+                log.info("the tail's indexes rebuilt (%d bytes for %d rows)", index, rows)
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", _REINDEX_LOCK)
 
