@@ -90,6 +90,10 @@ _REINDEX_SLACK = 1 << 20
 #: the two indexes of a tail row, (doc, seq) and pos, take ~40 bytes together when
 #: packed; twice that before a rebuild is worth it
 _INDEX_BYTES_PER_ROW = 80
+#: the idle VACUUM of the tail is tried again this many times, this many seconds apart,
+#: while rows it could not remove yet remain (see _vacuum_tail)
+_IDLE_VACUUM_RETRIES = 3
+_IDLE_VACUUM_PAUSE = 0.5
 #: the advisory lock that keeps two processes from rebuilding the tail's indexes at once
 _REINDEX_LOCK = 0x50616C69 - 2
 
@@ -858,6 +862,16 @@ class PostgresStore(EventStore):
             await conn.execute("VACUUM log")
             if not idle:
                 return
+            for _ in range(_IDLE_VACUUM_RETRIES):
+                # rows deleted a moment ago stay while any transaction of the database
+                # that began before may still see them (and keep the table's last pages)
+                left = await conn.fetchval(
+                    "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'log'::regclass"
+                )
+                if not left:
+                    break
+                await asyncio.sleep(_IDLE_VACUUM_PAUSE)
+                await conn.execute("VACUUM log")
             # reltuples: the live rows as this VACUUM counted them
             rows, index = await conn.fetchrow(
                 "SELECT greatest(reltuples, 0)::bigint, pg_indexes_size(oid) FROM pg_class "
