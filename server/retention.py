@@ -20,7 +20,8 @@ state. A rung is converted only when the difference applied to the rung below gi
 exactly the rung's own state.
 
 The server drops after every 4th snapshot it writes; it converts rungs when the document
-goes idle (its last snapshot, on unload) or every 16 writes of a busy one: each
+goes idle (its last snapshot, on unload) or every 4 writes of a busy one (16 kept the
+high-water of that many whole rungs in a PostgreSQL table, for the same work): each
 conversion loads a few states (20-40 ms at the end of automerge-paper), kept away from
 the ingest of a document being typed into.
 
@@ -160,11 +161,12 @@ def to_strip(infos: Sequence[SnapshotInfo], base_seq: int, rules: Retention) -> 
 
 
 async def prune(
-    store: EventStore, doc: str, rules: Retention, *, convert: bool = True
+    store: EventStore, doc: str, rules: Retention, *, convert: bool = True, idle: bool = False
 ) -> list[int]:
     """Drop what :func:`plan` says from the store, then (`convert`) store the ladder's
     older rungs as differences (:func:`to_convert`) and make them bare
-    (:func:`to_strip`); returns the seqs dropped."""
+    (:func:`to_strip`); returns the seqs dropped. `idle`: the document went idle, the
+    store may take longer to give the space back (EventStore.reclaim_snapshots)."""
     info = await store.doc_info(doc)
     base_seq = info.base_seq if info else 0
     infos = await store.snapshots(doc)  # reads every row (checksums): once
@@ -185,7 +187,7 @@ async def prune(
                 done.add(seq)
         changed = changed or bool(done)
     if changed:
-        await store.reclaim_snapshots()
+        await store.reclaim_snapshots(idle=idle)
     return drop
 
 

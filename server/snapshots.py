@@ -322,7 +322,7 @@ class SnapshotPolicy:
                 return
             try:
                 async with self._pruning.setdefault(name, asyncio.Lock()):  # one at a time
-                    await prune(self.store, name, self.retention, convert=convert)
+                    await prune(self.store, name, self.retention, convert=convert, idle=idle)
             except Exception as e:  # pruning costs bytes on disk when it fails, never data
                 log.warning("snapshots of %s not pruned: %s", name, e)
 

@@ -456,10 +456,10 @@ class EventStore(Service, ABC):
         """Drop the snapshots of `doc` at these seqs (retention: see server.retention);
         returns how many there were. Never touches the log."""
 
-    async def reclaim_snapshots(self) -> None:  # noqa: B027 - optional, nothing to do here
+    async def reclaim_snapshots(self, *, idle: bool = False) -> None:  # noqa: B027 - optional
         """Make the space of snapshots deleted or rewritten (retention) reusable, where
         the store does not by itself (PostgreSQL: VACUUM). Retention calls it after a prune
-        that changed anything."""
+        that changed anything; `idle`: after the last snapshot of a document gone idle."""
 
     @abstractmethod
     async def put_derived(self, doc: str, kind: str, seq: int, data: bytes) -> None:

@@ -90,3 +90,26 @@ async def test_pruned_snapshot_space_is_reused(
         grown = await conn.fetchval("SELECT pg_total_relation_size('snapshots'::regclass)")
         assert grown - size < 100_000, (size, grown)  # 400 kB without the vacuum
         assert [s.seq for s in await store.snapshots("d")][:2] == [11_000, 12_000]
+
+
+async def test_an_idle_prune_rewrites_a_bloated_snapshot_table(
+    schema: str, conn: asyncpg.Connection
+) -> None:
+    async with PostgresStore(f"{PG_URL}?schema={schema}") as store:
+        states = {seq: os.urandom(40_000) for seq in range(1000, 13_000, 1000)}
+        for seq, state in states.items():
+            await store.put_snapshot("d", seq, state, {})
+        rules = Retention(keep_recent=2, max_gap=1_000_000)
+        # a busy document's prune: the space is reusable, the table keeps its size
+        await prune(store, "d", rules, convert=False)
+        size = await conn.fetchval("SELECT pg_total_relation_size('snapshots'::regclass)")
+        assert size > 400_000
+        # its last one, gone idle: the table is rewritten to what its rows take
+        await store.put_snapshot("d", 13_000, states[1000], {})
+        await prune(store, "d", rules, convert=False, idle=True)
+        after = await conn.fetchval("SELECT pg_total_relation_size('snapshots'::regclass)")
+        assert after < 200_000, (size, after)
+        kept = await store.snapshots("d")
+        assert [s.seq for s in kept] == [12_000, 13_000] and all(s.valid for s in kept)
+        snap = await store.latest_snapshot("d")
+        assert snap is not None and snap.state == states[1000]
