@@ -96,7 +96,7 @@ class Server:
                "PYTHONPATH": str(self.pythonpath)}  # fmt: skip
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "palimpsest", "serve", "--port", str(self.port),
-             "--store", self.store, "--log-level", "warning"],
+             "--store", self.store, "--log-level", os.environ.get("SIZE_LOG", "warning")],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )  # fmt: skip
         assert self.proc.stdout is not None
@@ -238,13 +238,15 @@ def report(runs: list[dict[str, Any]], command: str) -> str:
     lines += [
         "",
         "Read it so: **event log only** is the log's layout (tail rows, segments, ids, their "
-        "indexes); **snapshots** are the checkpoint cache (retained as a ladder and "
-        "compressed by the other half of issue #13, in this tree too), most of what is left "
-        "of the whole store. On PostgreSQL the tail's table keeps the high-water mark of "
-        "rows not yet sealed or vacuumed during the ingest (a whole trace sent at full "
-        "speed; the table is vacuumed every 4,096 sealed events), and its B-tree indexes "
-        "keep their size: bounded, it does not grow with the history; the snapshots' table "
-        "there likewise keeps the rows that pruning deleted until a vacuum.",
+        "indexes); **snapshots** are the checkpoint cache: the newest three whole, with the "
+        "undo stacks and owners a loading room needs, and a ladder of older rungs, mostly "
+        "differences, bare of that meta (docs/history.md). On PostgreSQL the server "
+        "vacuums the snapshots' table after every prune that changed it, and when a "
+        "document goes idle it vacuums the tail's table and rebuilds its indexes if they "
+        "outgrew its rows (docs/storage.md, PostgreSQL upkeep); what a VACUUM cannot "
+        "remove yet (rows another transaction of the same database may still see: on this "
+        "machine other engineers' tests share the database) stays in the tail's table "
+        "until a later one, which is what the spread of the PostgreSQL log bytes shows.",
         "",
         "Cold load alone, the two layouts alternating on one machine minute "
         "(`bench/storage_cold_ab.py`, automerge-paper on SQLite, before the snapshot "

@@ -102,6 +102,7 @@ class Rooms:
             on_event=on_event,
             before_event=before_event,
             generation=generation,
+            with_meta=True,
         )
         room = holder["room"]
         room.seq = loaded.seq

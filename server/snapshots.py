@@ -161,9 +161,13 @@ async def load(
     on_event: Callable[[Event], None] | None = None,
     before_event: Callable[[Event], None] | None = None,
     generation: bytes | None = None,
+    with_meta: bool = False,
 ) -> Loaded:
     """The document at `upto` (default: head): nearest valid snapshot + the events after it.
-    `generation`: the tombstone of a deleted document of the same name (see new_doc)."""
+    `generation`: the tombstone of a deleted document of the same name (see new_doc).
+    `with_meta`: the caller restores state from the snapshot's meta (undo stacks,
+    owners): a bare ladder rung (server.retention) is passed over for an older snapshot
+    that is not bare, or none (the whole log replayed, which rebuilds that state)."""
     t0 = time.perf_counter()
     at_most = upto
     states: list[bytes] = []
@@ -172,6 +176,11 @@ async def load(
         doc = new_doc(name, generation)
         if snap is None:
             break
+        if with_meta and snap.bare:
+            log.info("snapshot %s@%d is bare (no undo stacks): loading from an older one",
+                     name, snap.seq)  # fmt: skip
+            at_most = snap.seq - 1
+            continue
         links = await chain(store, snap)
         if links is not None and apply_chain(doc, links):
             states = [s.state for s in links]
@@ -197,7 +206,7 @@ async def load(
 
 #: snapshot writes of a document that never goes idle between two conversions of its
 #: ladder rungs to differences (server.retention)
-CONVERT_EVERY = 16
+CONVERT_EVERY = 4
 #: snapshot writes of a document between two prunes (drops) of its older snapshots
 PRUNE_EVERY = 4
 
@@ -313,7 +322,7 @@ class SnapshotPolicy:
                 return
             try:
                 async with self._pruning.setdefault(name, asyncio.Lock()):  # one at a time
-                    await prune(self.store, name, self.retention, convert=convert)
+                    await prune(self.store, name, self.retention, convert=convert, idle=idle)
             except Exception as e:  # pruning costs bytes on disk when it fails, never data
                 log.warning("snapshots of %s not pruned: %s", name, e)
 

@@ -117,18 +117,24 @@ def _delta_of(meta: dict[str, Any] | None) -> int:
     return value if isinstance(value, int) and value > 0 else 0
 
 
+def _bare(meta: dict[str, Any] | None) -> bool:
+    return (meta or {}).get("bare") is True
+
+
 def snapshot_row(state: bytes, meta: dict[str, Any] | None) -> tuple[bytes, str, str]:
     """What a store writes for a snapshot: (state column, checksum, meta column). A meta
     ``delta_of`` (a ladder rung stored as a difference, see server.retention) is also
     said by the meta column, so that listing snapshots tells it without decompressing."""
-    return snapshot_codec.pack(state, dump_meta(meta or {}), _delta_of(meta))
+    return snapshot_codec.pack(state, dump_meta(meta or {}), _delta_of(meta), _bare(meta))
 
 
 async def snapshot_row_async(
     state: bytes, meta: dict[str, Any] | None
 ) -> tuple[bytes, str, str]:
     """:func:`snapshot_row`, compressing a large state on a worker thread."""
-    return await snapshot_codec.pack_async(state, dump_meta(meta or {}), _delta_of(meta))
+    return await snapshot_codec.pack_async(
+        state, dump_meta(meta or {}), _delta_of(meta), _bare(meta)
+    )
 
 
 def derived_from_row(doc: str, kind: str, data: bytes, stored: str) -> bytes | None:
@@ -184,7 +190,14 @@ class Snapshot:
         text = dump_meta(self.meta)
         if snapshot_damage(self.state, self.checksum, text) is None:
             return True  # the older row form
-        return snapshot_codec.pack(self.state, text, self.delta_of)[1] == self.checksum
+        packed = snapshot_codec.pack(self.state, text, self.delta_of, self.bare)
+        return packed[1] == self.checksum
+
+    @property
+    def bare(self) -> bool:
+        """Its meta kept only what the ladder needs (see server.retention): a room, which
+        restores undo stacks and owners from a snapshot's meta, never loads from it."""
+        return _bare(self.meta)
 
     @property
     def delta_of(self) -> int:
@@ -204,6 +217,9 @@ class SnapshotInfo:
     damage: str = ""
     #: the seq of the snapshot this one is the difference from (0: a whole state)
     delta_of: int = 0
+    #: its meta kept only what the ladder needs: no undo stacks, no owners (a room never
+    #: loads from it, see server.retention)
+    bare: bool = False
 
 
 def snapshot_info(
@@ -212,7 +228,8 @@ def snapshot_info(
     """`size`: the bytes the row stores (compressed, for a packed row)."""
     damage = snapshot_damage(state, stored, meta_text)
     delta = snapshot_codec.delta_of(meta_text) if snapshot_codec.is_packed(meta_text) else 0
-    return SnapshotInfo(doc, seq, ts, len(state), damage is None, damage or "", delta)
+    bare = snapshot_codec.is_bare(meta_text)
+    return SnapshotInfo(doc, seq, ts, len(state), damage is None, damage or "", delta, bare)
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,6 +455,11 @@ class EventStore(Service, ABC):
     async def delete_snapshots(self, doc: str, seqs: Sequence[int]) -> int:
         """Drop the snapshots of `doc` at these seqs (retention: see server.retention);
         returns how many there were. Never touches the log."""
+
+    async def reclaim_snapshots(self, *, idle: bool = False) -> None:  # noqa: B027 - optional
+        """Make the space of snapshots deleted or rewritten (retention) reusable, where
+        the store does not by itself (PostgreSQL: VACUUM). Retention calls it after a prune
+        that changed anything; `idle`: after the last snapshot of a document gone idle."""
 
     @abstractmethod
     async def put_derived(self, doc: str, kind: str, seq: int, data: bytes) -> None:

@@ -134,6 +134,8 @@ LOG_TABLES = [
     )""",
     # already deflated: TOAST need not try again
     "ALTER TABLE segments ALTER COLUMN body SET STORAGE EXTERNAL",
+    # so are snapshot rows (store/snapshot_codec.py)
+    "ALTER TABLE snapshots ALTER COLUMN state SET STORAGE EXTERNAL",
     "CREATE INDEX IF NOT EXISTS segments_pos ON segments (last_pos)",
 ]
 

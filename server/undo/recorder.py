@@ -421,7 +421,9 @@ async def fold(
         state.room.current_ts = ev.ts
         state.record(ev, *state.take())
 
-    loaded = await load(store, name, upto=upto, before_replay=before_replay, on_event=on_event)
+    loaded = await load(
+        store, name, upto=upto, before_replay=before_replay, on_event=on_event, with_meta=True
+    )
     state = holder["undo"]
     state.close()
     return loaded, state.to_meta()

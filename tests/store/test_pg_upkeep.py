@@ -1,0 +1,115 @@
+"""What the PostgreSQL store does about the space of rows it deletes (docs/storage.md,
+"PostgreSQL upkeep"), on the machine's PostgreSQL, each test in a fresh schema: the
+tail's indexes rebuilt when a document goes idle, the snapshots' table vacuumed after a
+prune so that new snapshots reuse the space."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from conftest import PG_URL
+
+from palimpsest.retention import Retention, prune
+from palimpsest.store.base import NewEvent
+from palimpsest.store.postgres import PostgresStore
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+async def schema() -> AsyncIterator[str]:
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    yield name
+    c = await asyncpg.connect(PG_URL)
+    try:
+        await c.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    finally:
+        await c.close()
+
+
+@pytest.fixture
+async def conn(schema: str) -> AsyncIterator[asyncpg.Connection]:
+    c = await asyncpg.connect(PG_URL)
+    await c.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+    await c.execute(f'SET search_path = "{schema}"')
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+async def test_the_tail_indexes_are_rebuilt_when_a_document_goes_idle(
+    schema: str, conn: asyncpg.Connection
+) -> None:
+    n = 100_000
+    async with PostgresStore(f"{PG_URL}?schema={schema}") as store:
+        for i in range(0, n, 1000):
+            batch = [NewEvent("ann", "update", bytes([1, 1, k % 251, 0, 4, 1, 0, 120]))
+                     for k in range(i, i + 1000)]  # fmt: skip
+            await store.append([("d", batch)])
+        # a tail that grew faster than sealing took it (a full-speed ingest), then sealed
+        await store.seal_due()
+        before = await conn.fetchval("SELECT pg_indexes_size('log'::regclass)")
+        # B-tree pages emptied by sealing stay with the index, vacuumed or not (what
+        # made the tail cost more than the whole rest of the store)
+        assert before > 2 * 1024 * 1024, before
+        await store.seal("d", rest=64)  # the document went idle: sealed to its end
+        after = await conn.fetchval("SELECT pg_indexes_size('log'::regclass)")
+        heap = await conn.fetchval("SELECT pg_relation_size('log'::regclass)")
+        assert after < 256 * 1024, (before, after, heap)
+        assert await conn.fetchval(
+            "SELECT count(*) FROM pg_index WHERE indrelid = 'log'::regclass AND indisvalid"
+        ) == 2
+        assert await conn.fetchval("SELECT count(*) FROM log") == 0
+        events = await store.read("d")
+        assert [e.seq for e in events] == list(range(1, n + 1))
+        assert events[-1].update == bytes([1, 1, (n - 1) % 251, 0, 4, 1, 0, 120])
+        # and appends go on, through the rebuilt indexes
+        await store.append([("d", [NewEvent("ann", "update", b"\x00\x00")])])
+        assert (await store.read("d", after=n))[0].seq == n + 1
+
+
+async def test_pruned_snapshot_space_is_reused(
+    schema: str, conn: asyncpg.Connection
+) -> None:
+    async with PostgresStore(f"{PG_URL}?schema={schema}") as store:
+        # incompressible states of 40 kB: TOASTed, as real snapshots are
+        for seq in range(1000, 13_000, 1000):
+            await store.put_snapshot("d", seq, os.urandom(40_000), {})
+        rules = Retention(keep_recent=2, max_gap=1_000_000)
+        dropped = await prune(store, "d", rules, convert=False)
+        assert len(dropped) == 10
+        size = await conn.fetchval("SELECT pg_total_relation_size('snapshots'::regclass)")
+        # ten more: they go where the dropped ones were, not at the end of the table
+        for seq in range(13_000, 23_000, 1000):
+            await store.put_snapshot("d", seq, os.urandom(40_000), {})
+        grown = await conn.fetchval("SELECT pg_total_relation_size('snapshots'::regclass)")
+        assert grown - size < 100_000, (size, grown)  # 400 kB without the vacuum
+        assert [s.seq for s in await store.snapshots("d")][:2] == [11_000, 12_000]
+
+
+async def test_an_idle_prune_rewrites_a_bloated_snapshot_table(
+    schema: str, conn: asyncpg.Connection
+) -> None:
+    async with PostgresStore(f"{PG_URL}?schema={schema}") as store:
+        states = {seq: os.urandom(40_000) for seq in range(1000, 13_000, 1000)}
+        for seq, state in states.items():
+            await store.put_snapshot("d", seq, state, {})
+        rules = Retention(keep_recent=2, max_gap=1_000_000)
+        # a busy document's prune: the space is reusable, the table keeps its size
+        await prune(store, "d", rules, convert=False)
+        size = await conn.fetchval("SELECT pg_total_relation_size('snapshots'::regclass)")
+        assert size > 400_000
+        # its last one, gone idle: the table is rewritten to what its rows take
+        await store.put_snapshot("d", 13_000, states[1000], {})
+        await prune(store, "d", rules, convert=False, idle=True)
+        after = await conn.fetchval("SELECT pg_total_relation_size('snapshots'::regclass)")
+        assert after < 200_000, (size, after)
+        kept = await store.snapshots("d")
+        assert [s.seq for s in kept] == [12_000, 13_000] and all(s.valid for s in kept)
+        snap = await store.latest_snapshot("d")
+        assert snap is not None and snap.state == states[1000]
