@@ -71,9 +71,15 @@ class Reader:
         self.pos = 0
 
     def read_var_uint(self, what: str = "varUint") -> int:
+        data = self.data
+        pos = self.pos
+        if pos < len(data):
+            byte = data[pos]
+            if byte < 0x80:  # most varUints are one byte: no loop
+                self.pos = pos + 1
+                return byte
         result = 0
         shift = 0
-        data = self.data
         for i in range(_MAX_VARUINT_BYTES):
             if self.pos >= len(data):
                 raise ProtocolError(
@@ -91,7 +97,12 @@ class Reader:
         raise ProtocolError(f"{what} longer than {_MAX_VARUINT_BYTES} bytes")
 
     def read_var_bytes(self, what: str = "payload") -> bytes:
-        length = self.read_var_uint(f"length of {what}")
+        data, pos = self.data, self.pos
+        if pos < len(data) and data[pos] < 0x80:  # a one-byte length
+            length = data[pos]
+            self.pos = pos + 1
+        else:
+            length = self.read_var_uint(f"length of {what}")
         end = self.pos + length
         if end > len(self.data):
             raise ProtocolError(

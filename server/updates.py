@@ -49,9 +49,35 @@ class UpdateMeta:
     refs: dict[int, int]
 
 
+#: the metas of the last updates read, by their bytes: a client's update is read when it
+#: is admitted (ownership), then again for its deletions as it is applied (known.py),
+#: and `bytes` caches its hash, so the second read is a dict lookup. Bounded in entries
+#: and in the size of what it keeps (a large update is rare and read anew).
+_MEMO: dict[bytes, UpdateMeta] = {}
+_MEMO_ENTRIES = 2048
+_MEMO_MAX_BYTES = 4096
+
+
 def decode_update_meta(update: bytes) -> UpdateMeta:
     """Read an update's struct ranges and delete set. Raises ProtocolError if it is not
-    a well-formed v1 update (truncated, unknown struct or content, trailing bytes)."""
+    a well-formed v1 update (truncated, unknown struct or content, trailing bytes).
+
+    The result may be shared with other callers (recent updates are remembered): read it,
+    never change it."""
+    small = type(update) is bytes and len(update) <= _MEMO_MAX_BYTES
+    if small:
+        got = _MEMO.get(update)
+        if got is not None:
+            return got
+    meta = _decode_update_meta(update)
+    if small:
+        if len(_MEMO) >= _MEMO_ENTRIES:
+            del _MEMO[next(iter(_MEMO))]  # the oldest
+        _MEMO[update] = meta
+    return meta
+
+
+def _decode_update_meta(update: bytes) -> UpdateMeta:
     r = Reader(update)
     structs: Ranges = {}
     refs: dict[int, int] = {}
