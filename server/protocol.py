@@ -80,20 +80,20 @@ class Reader:
                 return byte
         result = 0
         shift = 0
-        for i in range(_MAX_VARUINT_BYTES):
-            if self.pos >= len(data):
-                raise ProtocolError(
-                    f"truncated {what}: expected another byte at offset {self.pos}, "
-                    f"frame ends at {len(data)}"
-                )
-            byte = data[self.pos]
-            self.pos += 1
+        end = min(pos + _MAX_VARUINT_BYTES, len(data))
+        while pos < end:
+            byte = data[pos]
+            pos += 1
             result |= (byte & 0x7F) << shift
             if byte < 0x80:
+                self.pos = pos
                 return result
             shift += 7
-            if i == _MAX_VARUINT_BYTES - 1:
-                break
+        if pos >= len(data) and shift < 7 * _MAX_VARUINT_BYTES:
+            raise ProtocolError(
+                f"truncated {what}: expected another byte at offset {pos}, "
+                f"frame ends at {len(data)}"
+            )
         raise ProtocolError(f"{what} longer than {_MAX_VARUINT_BYTES} bytes")
 
     def read_var_bytes(self, what: str = "payload") -> bytes:

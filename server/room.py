@@ -354,7 +354,7 @@ class Room:
             raise
         except BaseException as e:  # pyo3 PanicException is one
             raise UpdateRejected(f"update does not decode: {e}") from e
-        if not self._adds_anything(update):
+        if not self.owners.surely_new(update) and not self._adds_anything(update):
             return False
         # the attribution rule: forged client ids and would-be pending items are refused
         reach = self.owners.admit(
