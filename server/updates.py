@@ -72,7 +72,9 @@ def decode_update_meta(update: bytes) -> UpdateMeta:
     meta = _decode_update_meta(update)
     if small:
         if len(_MEMO) >= _MEMO_ENTRIES:
-            del _MEMO[next(iter(_MEMO))]  # the oldest
+            # all at once: dropping the oldest one by one makes each next(iter()) skip
+            # the holes the previous deletions left at the front of the dict
+            _MEMO.clear()
         _MEMO[update] = meta
     return meta
 
