@@ -153,3 +153,27 @@ def test_a_held_batch_mutes_once_and_observes_again_after() -> None:
     edit("7")
     assert seen == ["a"] * 3 and late == ["b"] * 3
     assert str(text) == "1234567"
+
+
+def test_surely_new_only_when_an_item_is_past_the_admitted_clocks() -> None:
+    """Owners.surely_new lets an update skip the no-op diff: only when one of its items
+    lies past what was admitted or logged for its client; unsure (False) before any
+    admission, for an echo of what is known, for a deletion alone, for garbage."""
+    from palimpsest.ownership import Owners
+
+    doc: Doc[Any] = Doc()
+    text = doc.get("t", type=Text)
+    ups: list[bytes] = []
+    doc.observe(lambda e: ups.append(e.update))
+    text.insert(0, "ab")
+    text.insert(2, "c")
+    del text[0:1]
+    owners = Owners(1)
+    assert not owners.surely_new(ups[0])  # no clocks yet: the diff decides
+    owners.admit("ann", ups[0], lambda: {})
+    assert not owners.surely_new(ups[0])  # an echo: nothing past the clocks
+    assert owners.surely_new(ups[1])  # "c" comes after "ab"
+    owners.admit("ann", ups[1], lambda: {})
+    assert not owners.surely_new(ups[1])
+    assert not owners.surely_new(ups[2])  # a deletion alone: the diff decides
+    assert not owners.surely_new(b"\x01\x05")  # does not parse: the diff decides
