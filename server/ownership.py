@@ -111,6 +111,24 @@ class Owners:
             clocks[client] = end
         return {client: (starts[client], end) for client, end in reach.items()}
 
+    def surely_new(self, update: bytes) -> bool:
+        """Whether an item of `update` lies past the clock admitted or logged for its
+        client: then it adds to the document for sure (the live document's state vector
+        never runs ahead of these clocks), and the no-op rule need not diff it. False
+        when unsure (no clocks yet, an update that does not parse, nothing past them).
+        The update's meta is remembered (updates.py): `admit` does not read it again."""
+        clocks = self.clocks
+        if clocks is None:
+            return False
+        try:
+            structs = decode_update_meta(update).structs
+        except ProtocolError:
+            return False
+        for client, ranges in structs.items():
+            if ranges and ranges[-1][1] > clocks.get(client, 0):
+                return True
+        return False
+
     def record(self, actor: str, update: bytes) -> None:
         """A logged event (replayed, applied, from another process, or the server's own):
         its new client ids belong to its actor."""

@@ -18,6 +18,7 @@ expected and what arrived.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +62,20 @@ def write_var_string(text: str) -> bytes:
     return write_var_bytes(text.encode("utf-8"))
 
 
+#: a varUint of 4 to _MAX_VARUINT_BYTES bytes (continuation bytes, then a last one)
+_LONG_VARUINT = re.compile(rb"[\x80-\xff]{3,%d}[\x00-\x7f]" % (_MAX_VARUINT_BYTES - 1))
+#: long varUints seen, by their bytes: client ids repeat in every update of a client
+_LONG_VALUES: dict[bytes, int] = {}
+_LONG_VALUES_MAX = 4096
+
+
+def _decode_long(raw: bytes) -> int:
+    result = 0
+    for i, byte in enumerate(raw):
+        result |= (byte & 0x7F) << (7 * i)
+    return result
+
+
 class Reader:
     """A cursor over a frame; every read checks bounds."""
 
@@ -71,27 +86,64 @@ class Reader:
         self.pos = 0
 
     def read_var_uint(self, what: str = "varUint") -> int:
+        data = self.data
+        pos = self.pos
+        if pos + 2 < len(data):
+            # most varUints are one to three bytes (lengths, counts, clocks): no loop
+            byte = data[pos]
+            if byte < 0x80:
+                self.pos = pos + 1
+                return byte
+            b1 = data[pos + 1]
+            if b1 < 0x80:
+                self.pos = pos + 2
+                return (byte & 0x7F) | (b1 << 7)
+            b2 = data[pos + 2]
+            if b2 < 0x80:
+                self.pos = pos + 3
+                return (byte & 0x7F) | ((b1 & 0x7F) << 7) | (b2 << 14)
+            if type(data) is bytes:
+                # longer: a Yjs client id (53 bits, 7-8 bytes) most often, the same few
+                # again and again: scanned in C, decoded once
+                m = _LONG_VARUINT.match(data, pos)
+                if m is not None:
+                    raw = m.group()
+                    got = _LONG_VALUES.get(raw)
+                    if got is None:
+                        got = _decode_long(raw)
+                        if len(_LONG_VALUES) >= _LONG_VALUES_MAX:
+                            _LONG_VALUES.clear()
+                        _LONG_VALUES[raw] = got
+                    self.pos = m.end()
+                    return got
+        elif pos < len(data) and data[pos] < 0x80:
+            self.pos = pos + 1
+            return data[pos]
         result = 0
         shift = 0
-        data = self.data
-        for i in range(_MAX_VARUINT_BYTES):
-            if self.pos >= len(data):
-                raise ProtocolError(
-                    f"truncated {what}: expected another byte at offset {self.pos}, "
-                    f"frame ends at {len(data)}"
-                )
-            byte = data[self.pos]
-            self.pos += 1
+        end = min(pos + _MAX_VARUINT_BYTES, len(data))
+        while pos < end:
+            byte = data[pos]
+            pos += 1
             result |= (byte & 0x7F) << shift
             if byte < 0x80:
+                self.pos = pos
                 return result
             shift += 7
-            if i == _MAX_VARUINT_BYTES - 1:
-                break
+        if pos >= len(data) and shift < 7 * _MAX_VARUINT_BYTES:
+            raise ProtocolError(
+                f"truncated {what}: expected another byte at offset {pos}, "
+                f"frame ends at {len(data)}"
+            )
         raise ProtocolError(f"{what} longer than {_MAX_VARUINT_BYTES} bytes")
 
     def read_var_bytes(self, what: str = "payload") -> bytes:
-        length = self.read_var_uint(f"length of {what}")
+        data, pos = self.data, self.pos
+        if pos < len(data) and data[pos] < 0x80:  # a one-byte length
+            length = data[pos]
+            self.pos = pos + 1
+        else:
+            length = self.read_var_uint(f"length of {what}")
         end = self.pos + length
         if end > len(self.data):
             raise ProtocolError(

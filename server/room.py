@@ -354,7 +354,7 @@ class Room:
             raise
         except BaseException as e:  # pyo3 PanicException is one
             raise UpdateRejected(f"update does not decode: {e}") from e
-        if not self._adds_anything(update):
+        if not self.owners.surely_new(update) and not self._adds_anything(update):
             return False
         # the attribution rule: forged client ids and would-be pending items are refused
         reach = self.owners.admit(
@@ -504,11 +504,12 @@ class Room:
             return
         await self._catch_up(stored[0].seq - 1)
         out: list[Event] = []
-        for ev, u in zip(stored, batch, strict=True):
-            if self._apply(ev, ClientOrigin(ev.actor, u.peer.id), u.reach):
-                out.append(ev)
-            else:
-                u.peer.close(4400, f"update at seq {ev.seq} does not apply")
+        with self.doc_observers.held():  # muted once for the batch, not per edit
+            for ev, u in zip(stored, batch, strict=True):
+                if self._apply(ev, ClientOrigin(ev.actor, u.peer.id), u.reach):
+                    out.append(ev)
+                else:
+                    u.peer.close(4400, f"update at seq {ev.seq} does not apply")
         self._broadcast_events(out, frozenset(u.peer.id for u in batch))
         self.events_since_snapshot += len(stored)
         self._committed(stored)
@@ -625,6 +626,7 @@ class Room:
         ok = True
         try:
             if change is None:
+                self.doc_observers.resume()  # observed (muted while a batch is held)
                 with self.doc.transaction(origin=origin):
                     self.doc.apply_update(ev.update)
             else:

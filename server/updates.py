@@ -49,22 +49,67 @@ class UpdateMeta:
     refs: dict[int, int]
 
 
+#: the metas of the last updates read, by their bytes: a client's update is read when it
+#: is admitted (ownership), then again for its deletions as it is applied (known.py),
+#: and `bytes` caches its hash, so the second read is a dict lookup. Bounded in entries
+#: and in the size of what it keeps (a large update is rare and read anew).
+_MEMO: dict[bytes, UpdateMeta] = {}
+_MEMO_ENTRIES = 2048
+_MEMO_MAX_BYTES = 4096
+
+
 def decode_update_meta(update: bytes) -> UpdateMeta:
     """Read an update's struct ranges and delete set. Raises ProtocolError if it is not
-    a well-formed v1 update (truncated, unknown struct or content, trailing bytes)."""
+    a well-formed v1 update (truncated, unknown struct or content, trailing bytes).
+
+    The result may be shared with other callers (recent updates are remembered): read it,
+    never change it."""
+    small = type(update) is bytes and len(update) <= _MEMO_MAX_BYTES
+    if small:
+        got = _MEMO.get(update)
+        if got is not None:
+            return got
+    meta = _decode_update_meta(update)
+    if small:
+        if len(_MEMO) >= _MEMO_ENTRIES:
+            # all at once: dropping the oldest one by one makes each next(iter()) skip
+            # the holes the previous deletions left at the front of the dict
+            _MEMO.clear()
+        _MEMO[update] = meta
+    return meta
+
+
+def _decode_update_meta(update: bytes) -> UpdateMeta:
     r = Reader(update)
+    uint = r.read_var_uint
+    size = len(update)
     structs: Ranges = {}
     refs: dict[int, int] = {}
-    for _ in range(r.read_var_uint("number of clients")):
-        n = r.read_var_uint("number of structs")
-        client = r.read_var_uint("client id")
-        clock = r.read_var_uint("first clock")
+    for _ in range(uint("number of clients")):
+        n = uint("number of structs")
+        client = uint("client id")
+        clock = uint("first clock")
         for _ in range(n):
-            info = _read_byte(r, "struct info")
-            if info in (_GC, _SKIP):
-                length = r.read_var_uint("struct length")
+            if r.pos >= size:
+                raise ProtocolError(f"truncated update: expected struct info at offset {r.pos}")
+            info = update[r.pos]
+            r.pos += 1
+            if info == _GC or info == _SKIP:
+                length = uint("struct length")
                 if info == _GC:
                     _add(structs, client, clock, clock + length)
+            elif info & 31 == _STRING and info & (_BIT8 | _BIT7):
+                # the common item, typed text after or before another: inline
+                if info & _BIT8:
+                    c, k = uint("origin client"), uint("origin clock")
+                    if refs.get(c, 0) <= k:
+                        refs[c] = k + 1
+                if info & _BIT7:
+                    c, k = uint("right origin client"), uint("right origin clock")
+                    if refs.get(c, 0) <= k:
+                        refs[c] = k + 1
+                length = _utf16_length(r.read_var_string("string content"))
+                _add(structs, client, clock, clock + length)
             else:
                 length = _skip_item(r, info, refs)
                 _add(structs, client, clock, clock + length)
@@ -165,7 +210,9 @@ def _skip_item(r: Reader, info: int, refs: dict[int, int]) -> int:
 
 def _utf16_length(text: str) -> int:
     # Yjs clocks count UTF-16 code units; astral characters count two
-    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+    if text.isascii():
+        return len(text)
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def _skip_any(r: Reader, count: int) -> None:

@@ -112,3 +112,68 @@ async def test_the_handed_change_is_what_an_observer_sees() -> None:
             assert as_set(handed[0]) == as_set(observed[0])
             assert as_set(handed[1]) == as_set(observed[1])
         assert any(h and h[1] for h in spy.handed), "deletions were exercised"
+
+
+def test_a_held_batch_mutes_once_and_observes_again_after() -> None:
+    """DocObservers.held(): muted transactions in a row go unseen, a `resume()` inside
+    makes the next one seen, an observer added while muted waits for the resume, and
+    the hold's end subscribes every observer again (even when the batch raises)."""
+    from palimpsest.doc_observers import DocObservers
+
+    doc: Doc[Any] = Doc()
+    text = doc.get("t", type=Text)
+    seen: list[str] = []
+    late: list[str] = []
+    obs = DocObservers(doc)
+    obs.add(lambda e: seen.append("a"))
+
+    def edit(s: str) -> None:
+        with doc.transaction():
+            text.insert(len(text), s)
+
+    with obs.held():
+        with obs.muted():
+            edit("1")
+        with obs.muted():
+            edit("2")
+        obs.add(lambda e: late.append("b"))
+        edit("3")  # still muted: the hold is on and nothing resumed
+        obs.resume()
+        edit("4")
+        with obs.muted():
+            edit("5")
+    assert seen == ["a"] and late == ["b"]  # only "4" was observed
+    edit("6")
+    assert seen == ["a", "a"] and late == ["b", "b"]
+    try:
+        with obs.held(), obs.muted():
+            raise RuntimeError("a failed batch")
+    except RuntimeError:
+        pass
+    edit("7")
+    assert seen == ["a"] * 3 and late == ["b"] * 3
+    assert str(text) == "1234567"
+
+
+def test_surely_new_only_when_an_item_is_past_the_admitted_clocks() -> None:
+    """Owners.surely_new lets an update skip the no-op diff: only when one of its items
+    lies past what was admitted or logged for its client; unsure (False) before any
+    admission, for an echo of what is known, for a deletion alone, for garbage."""
+    from palimpsest.ownership import Owners
+
+    doc: Doc[Any] = Doc()
+    text = doc.get("t", type=Text)
+    ups: list[bytes] = []
+    doc.observe(lambda e: ups.append(e.update))
+    text.insert(0, "ab")
+    text.insert(2, "c")
+    del text[0:1]
+    owners = Owners(1)
+    assert not owners.surely_new(ups[0])  # no clocks yet: the diff decides
+    owners.admit("ann", ups[0], lambda: {})
+    assert not owners.surely_new(ups[0])  # an echo: nothing past the clocks
+    assert owners.surely_new(ups[1])  # "c" comes after "ab"
+    owners.admit("ann", ups[1], lambda: {})
+    assert not owners.surely_new(ups[1])
+    assert not owners.surely_new(ups[2])  # a deletion alone: the diff decides
+    assert not owners.surely_new(b"\x01\x05")  # does not parse: the diff decides

@@ -15,6 +15,25 @@ def test_var_uint_round_trip(value: int) -> None:
     r.expect_end("varUint")
 
 
+def test_var_uints_in_a_row_every_width() -> None:
+    """The reader's fast paths (1-3 bytes inline, longer ones scanned and remembered by
+    their bytes) read every width back to back, from bytes and from a memoryview; a
+    truncated or over-long one is refused with its offset, not misread."""
+    values = [2**k + d for k in range(64) for d in (-1, 0, 1) if 2**k + d >= 0]
+    values += [2**64 - 1, 5, 2**53 - 1, 5, 2**53 - 1]  # a client id seen again
+    frame = b"".join(P.write_var_uint(v) for v in values)
+    for data in (frame, memoryview(frame)):
+        r = P.Reader(data)
+        assert [r.read_var_uint() for _ in values] == values
+        r.expect_end("varUints")
+    long = P.write_var_uint(2**53 - 1)
+    for cut in range(len(long)):
+        with pytest.raises(ProtocolError, match="truncated"):
+            P.Reader(long[:cut]).read_var_uint()
+    with pytest.raises(ProtocolError, match="longer than 10 bytes"):
+        P.Reader(b"\x80" * 10 + b"\x01").read_var_uint()
+
+
 @pytest.mark.parametrize(
     "msg",
     [
