@@ -121,3 +121,20 @@ async def eventually(
                 f"condition not met within {timeout}s: {what or check}; last={last!r}"
             )
         await asyncio.sleep(interval)
+
+
+@pytest.fixture
+async def schema() -> AsyncIterator[str]:
+    """A fresh PostgreSQL schema name for one test (tests that share the database never
+    see each other's tables), dropped after it."""
+    import uuid
+
+    import asyncpg
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    yield name
+    conn = await asyncpg.connect(PG_URL)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    finally:
+        await conn.close()

@@ -10,11 +10,8 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 from conftest import PG_URL, eventually, run_server
 from serverproc import ServerProcess
@@ -86,17 +83,6 @@ async def test_os_durability_survives_kill9(tmp_path: Path) -> None:
 
 
 # --- PostgreSQL -----------------------------------------------------------------------
-
-
-@pytest.fixture
-async def schema() -> AsyncIterator[str]:
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    yield name
-    conn = await asyncpg.connect(PG_URL)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    finally:
-        await conn.close()
 
 
 @pytest.mark.postgres

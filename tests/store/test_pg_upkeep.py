@@ -6,7 +6,6 @@ prune so that new snapshots reuse the space."""
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -18,17 +17,6 @@ from palimpsest.store.base import NewEvent
 from palimpsest.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-async def schema() -> AsyncIterator[str]:
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    yield name
-    c = await asyncpg.connect(PG_URL)
-    try:
-        await c.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    finally:
-        await c.close()
 
 
 @pytest.fixture
@@ -61,9 +49,12 @@ async def test_the_tail_indexes_are_rebuilt_when_a_document_goes_idle(
         after = await conn.fetchval("SELECT pg_indexes_size('log'::regclass)")
         heap = await conn.fetchval("SELECT pg_relation_size('log'::regclass)")
         assert after < 256 * 1024, (before, after, heap)
-        assert await conn.fetchval(
-            "SELECT count(*) FROM pg_index WHERE indrelid = 'log'::regclass AND indisvalid"
-        ) == 2
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_index WHERE indrelid = 'log'::regclass AND indisvalid"
+            )
+            == 2
+        )
         assert await conn.fetchval("SELECT count(*) FROM log") == 0
         events = await store.read("d")
         assert [e.seq for e in events] == list(range(1, n + 1))
@@ -73,9 +64,7 @@ async def test_the_tail_indexes_are_rebuilt_when_a_document_goes_idle(
         assert (await store.read("d", after=n))[0].seq == n + 1
 
 
-async def test_pruned_snapshot_space_is_reused(
-    schema: str, conn: asyncpg.Connection
-) -> None:
+async def test_pruned_snapshot_space_is_reused(schema: str, conn: asyncpg.Connection) -> None:
     async with PostgresStore(f"{PG_URL}?schema={schema}") as store:
         # incompressible states of 40 kB: TOASTed, as real snapshots are
         for seq in range(1000, 13_000, 1000):
