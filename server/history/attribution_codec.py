@@ -27,6 +27,8 @@ from typing import Any
 
 from pycrdt import Doc
 
+from ..errors import ProtocolError
+from ..protocol import Reader, write_var_bytes
 from .attribution import BLOCK, AttributionIndex, TextTrack, gc_paused
 
 #: the store's derived-data kind of the persisted index
@@ -35,42 +37,16 @@ VERSION = 1
 LEVEL = 6
 
 
-def _varuint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
+class _Reader(Reader):
+    """The protocol's bounds-checked reader, over the index's length-prefixed chunks."""
 
-
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.i = 0
-
-    def varuint(self) -> int:
-        n = shift = 0
-        while True:
-            if self.i >= len(self.data) or shift > 63:
-                raise ValueError("truncated attribution index")
-            b = self.data[self.i]
-            self.i += 1
-            n |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                return n
+    __slots__ = ()
 
     def chunk(self) -> bytes:
-        n = self.varuint()
-        if self.i + n > len(self.data):
-            raise ValueError("truncated attribution index")
-        out = self.data[self.i : self.i + n]
-        self.i += n
-        return out
+        try:
+            return self.read_var_bytes("attribution index chunk")
+        except ProtocolError as e:
+            raise ValueError(f"truncated attribution index: {e}") from e
 
 
 def _ints(values: list[int]) -> bytes:
@@ -126,13 +102,18 @@ def encode(index: AttributionIndex, fingerprint: str) -> bytes:
             _ints(_deltas(ins)),
             _ints([r[3] - r[2] if r[3] else 0 for r in runs]),
         ]
-    body = b"".join(_varuint(len(p)) + p for p in parts)
+    body = b"".join(write_var_bytes(p) for p in parts)
     return zlib.compress(body, LEVEL)
 
 
 def header(data: bytes) -> dict[str, Any]:
     """The header of a stored index (seq, fingerprint…), raising ValueError if it does
     not decode."""
+    return _open(data)[1]
+
+
+def _open(data: bytes) -> tuple[_Reader, dict[str, Any]]:
+    """A reader past the header of a stored index, and the header."""
     try:
         body = zlib.decompress(data)
     except zlib.error as e:
@@ -141,7 +122,7 @@ def header(data: bytes) -> dict[str, Any]:
     h = json.loads(r.chunk())
     if not isinstance(h, dict) or h.get("v") != VERSION:
         raise ValueError("not an attribution index of this version")
-    return h
+    return r, h
 
 
 def decode(data: bytes, doc: Doc[Any]) -> AttributionIndex:
@@ -151,14 +132,7 @@ def decode(data: bytes, doc: Doc[Any]) -> AttributionIndex:
 
 
 def _decode(data: bytes, doc: Doc[Any]) -> AttributionIndex:
-    try:
-        body = zlib.decompress(data)
-    except zlib.error as e:
-        raise ValueError(f"attribution index does not decompress: {e}") from e
-    r = _Reader(body)
-    h = json.loads(r.chunk())
-    if not isinstance(h, dict) or h.get("v") != VERSION:
-        raise ValueError("not an attribution index of this version")
+    r, h = _open(data)
     names = [sys.intern(str(a)) for a in h["actors"]]
     actors: list[str] = []
     runs_col = _from_ints(r.chunk())
@@ -187,7 +161,7 @@ def _decode(data: bytes, doc: Doc[Any]) -> AttributionIndex:
         track.blocks = [runs[i : i + BLOCK] for i in range(0, len(runs), BLOCK)] or [[]]
         track.alive = [sum(alive[i : i + BLOCK]) for i in range(0, len(runs), BLOCK)] or [0]
         index.adopt(name, track)
-    if r.i != len(body):
+    if r.pos != len(r.data):
         raise ValueError("attribution index has trailing bytes")
     return index
 

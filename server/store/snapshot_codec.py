@@ -32,6 +32,9 @@ import json
 import zlib
 from typing import Any
 
+from ..errors import ProtocolError
+from ..protocol import Reader, write_var_bytes
+
 #: the ``meta`` column of a packed row (never JSON: older rows always start with "{")
 PACKED = "zlib1"
 LEVEL = 1
@@ -45,31 +48,6 @@ THREAD_AT = 32 * 1024
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _varuint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _read_varuint(data: bytes) -> tuple[int, int]:
-    n = shift = i = 0
-    while True:
-        if i >= len(data) or shift > 63:
-            raise ValueError("truncated length")
-        b = data[i]
-        i += 1
-        n |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return n, i
 
 
 #: the suffix of the meta column of a bare row (a ladder rung whose meta kept only what
@@ -88,7 +66,7 @@ def pack(
     state: bytes, meta_text: str, delta_of: int = 0, bare: bool = False
 ) -> tuple[bytes, str, str]:
     """(stored bytes, checksum, meta column) of a snapshot row."""
-    body = _varuint(len(state)) + state + meta_text.encode()
+    body = write_var_bytes(state) + meta_text.encode()
     blob = zlib.compress(body, BARE_LEVEL if bare else LEVEL)
     column = marker(delta_of, bare)
     return blob, f"{_sha(blob)}:{_sha(column.encode())}", column
@@ -123,11 +101,12 @@ def unpack(stored: bytes, meta_column: str) -> tuple[bytes, str]:
     when a packed row does not decode."""
     if not is_packed(meta_column):
         return stored, meta_column
-    body = zlib.decompress(stored)
-    n, i = _read_varuint(body)
-    if i + n > len(body):
-        raise ValueError(f"the state is {n} bytes, the row holds {len(body) - i}")
-    return body[i : i + n], body[i + n :].decode()
+    r = Reader(zlib.decompress(stored))
+    try:
+        state = r.read_var_bytes("snapshot state")
+    except ProtocolError as e:
+        raise ValueError(str(e)) from e
+    return state, r.data[r.pos :].decode()
 
 
 def damage(stored: bytes, checksum: str, meta_column: str) -> str | None:
