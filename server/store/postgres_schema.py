@@ -132,7 +132,7 @@ LOG_TABLES = [
         checksum BYTEA NOT NULL,
         UNIQUE (doc, first_seq)
     )""",
-    # already deflated: TOAST need not try again
+    # already compressed: TOAST need not try again
     "ALTER TABLE segments ALTER COLUMN body SET STORAGE EXTERNAL",
     # so are snapshot rows (store/snapshot_codec.py)
     "ALTER TABLE snapshots ALTER COLUMN state SET STORAGE EXTERNAL",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lzma
 import zlib
 
 import pytest
@@ -76,17 +77,44 @@ def test_a_wrong_checksum_is_found() -> None:
         S.decode(sealed.blob, bytes(32))
 
 
-def test_structure_is_checked_even_when_the_checksum_matches() -> None:
+def _lzma(body: bytes) -> bytes:
+    return lzma.compress(body, format=lzma.FORMAT_RAW, filters=S.LZMA_FILTERS)
+
+
+def _unlzma(packed: bytes) -> bytes:
+    return lzma.decompress(packed, format=lzma.FORMAT_RAW, filters=S.LZMA_FILTERS)
+
+
+@pytest.mark.parametrize(
+    "fmt, pack, unpack", [(S.FORMAT, _lzma, _unlzma), (S.FORMAT_ZLIB, zlib.compress, zlib.decompress)]
+)
+def test_structure_is_checked_even_when_the_checksum_matches(fmt, pack, unpack) -> None:  # type: ignore[no-untyped-def]
     # a blob written by a broken encoder: the checksum is of the bad blob itself
-    sealed = S.encode(cols())
-    body = zlib.decompress(sealed.blob[S._HEADER.size :])
+    sealed = S.encode(cols(), fmt)
+    assert sealed.blob[0] == fmt
+    body = unpack(sealed.blob[S._HEADER.size :])
     for bad_body in (body[:-1], body + b"x"):
-        blob = sealed.blob[: S._HEADER.size] + zlib.compress(bad_body)
+        blob = sealed.blob[: S._HEADER.size] + pack(bad_body)
         with pytest.raises(S.SegmentDamaged):
             S.decode(blob, S.checksum(blob))
+    # a body that is not a stream of its format at all
+    blob = sealed.blob[: S._HEADER.size] + b"\xff" * 40
+    with pytest.raises(S.SegmentDamaged, match="does not decompress"):
+        S.decode(blob, S.checksum(blob))
     blob = bytes([99]) + sealed.blob[1:]
     with pytest.raises(S.SegmentDamaged, match="format"):
         S.decode(blob, S.checksum(blob))
+
+
+def test_segments_of_the_zlib_format_still_read() -> None:
+    # stores sealed before format 2 hold format-1 blobs; both read back the same columns
+    c = cols(300)
+    old, new = S.encode(c, S.FORMAT_ZLIB), S.encode(c)
+    assert (old.blob[0], new.blob[0]) == (1, 2)
+    assert S.decode(old.blob, old.checksum) == S.decode(new.blob, new.checksum) == c
+    assert S.damage(old.blob, old.checksum) is None
+    with pytest.raises(ValueError):
+        S.encode(c, 3)
 
 
 def test_bad_input_is_refused() -> None:
