@@ -92,8 +92,10 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        # both layouts on asyncio's event loop (the baseline's only one): what differs
+        # between them is the store, not the loop
         env = {**os.environ, "PALIMPSEST_MAX_EVENTS_PER_SECOND": "0",
-               "PYTHONPATH": str(self.pythonpath)}  # fmt: skip
+               "PALIMPSEST_EVENT_LOOP": "asyncio", "PYTHONPATH": str(self.pythonpath)}  # fmt: skip
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "palimpsest", "serve", "--port", str(self.port),
              "--store", self.store, "--log-level", os.environ.get("SIZE_LOG", "warning")],

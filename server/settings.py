@@ -22,6 +22,9 @@ class Settings:
     #: what a commit survives before an edit is broadcast: "fsync" (a power cut; the
     #: default) or "os" (the process being killed, not the machine going down)
     durability: str = "fsync"
+    #: `palimpsest serve`'s event loop: "uvloop" (libuv, the default where it is
+    #: installed) or "asyncio" (the standard library's)
+    event_loop: str = "uvloop"
     #: fan-out bus URL (redis://...); none = single process
     fanout: str | None = None
     #: HS256 secret; none = open development mode

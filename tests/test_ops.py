@@ -102,7 +102,7 @@ async def test_metrics_registries_are_per_backend(tmp_path: Path) -> None:
 async def test_healthz_and_readyz(server) -> None:  # type: ignore[no-untyped-def]
     async with httpx.AsyncClient(base_url=server.url) as http:
         r = await http.get("/healthz")
-        assert r.status_code == 200 and r.json() == {"status": "alive"}
+        assert r.status_code == 200 and r.json() == {"status": "alive", "event_loop": "asyncio"}
         r = await http.get("/readyz")
         assert r.status_code == 200, r.text
         assert r.json() == {"status": "ready", "store": "ok", "commits": "ok", "fanout": "off"}

@@ -23,6 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "(default), os = the process being killed, not the machine going down "
         "(env PALIMPSEST_DURABILITY; docs/durability.md)",
     )  # fmt: skip
+    p.add_argument(
+        "--event-loop", choices=("uvloop", "asyncio"),
+        help="uvloop (default, where installed) or the standard library's asyncio loop "
+        "(env PALIMPSEST_EVENT_LOOP)",
+    )  # fmt: skip
     p.add_argument("--fanout", help="redis://… to run several processes (env PALIMPSEST_FANOUT)")
     p.add_argument(
         "--jwt-secret", help="HS256 secret; none = open mode (env PALIMPSEST_JWT_SECRET)"
@@ -70,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         fanout=args.fanout,
         durability=args.durability,
+        event_loop=args.event_loop,
         jwt_secret=args.jwt_secret,
         jwt_public_key=args.jwt_public_key,
         snapshot_every=args.snapshot_every,
@@ -83,14 +89,16 @@ def run(args: argparse.Namespace) -> int:
         log_level=args.log_level,
     )
     setup_logging(settings.log_level, settings.log_json)
+    loop = _event_loop(settings.event_loop)
     app = create_app(settings)
     where = settings.store if settings.store else f"SQLite database {settings.db}"
-    print(f"palimpsest: store: {where}, durability {settings.durability}", flush=True)
+    print(f"palimpsest: store: {where}, durability {settings.durability}, loop {loop}", flush=True)
     print(auth_banner(settings), file=sys.stderr, flush=True)  # loud when the server is open
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        loop="none",  # _serve runs it on the loop chosen above
         ws="websockets-sansio",
         ws_per_message_deflate=False,  # see DESIGN.md: deflate stalls many tiny frames
         ws_max_size=max(settings.max_frame_bytes * 2, 1 << 20),
@@ -107,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     uv.propagate = False
     server = _going_away_server()(config)
     _tune_gc()
-    ok = _serve(server, settings.host, settings.port)
+    ok = _serve(server, settings.host, settings.port, loop)
     return 0 if ok else 1
 
 
@@ -196,7 +204,22 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
-def _serve(server: object, host: str, port: int) -> bool:
+def _event_loop(wanted: str) -> str:
+    """The event loop `serve` will run on: uvloop when asked for and importable (its
+    libuv loop wakes a task in about half the time of asyncio's, which is most of what
+    an edit's round trip costs besides the fsync: bench/RESULTS.md), else asyncio."""
+    if wanted not in ("uvloop", "asyncio"):
+        raise SystemExit(f"palimpsest: unknown event loop {wanted!r} (uvloop or asyncio)")
+    if wanted == "uvloop":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            log.warning("uvloop is not installed: running on asyncio's event loop")
+            return "asyncio"
+    return wanted
+
+
+def _serve(server: object, host: str, port: int, loop: str = "asyncio") -> bool:
     import asyncio
 
     import uvicorn
@@ -215,8 +238,14 @@ def _serve(server: object, host: str, port: int) -> bool:
         await task
         return True
 
+    factory = None
+    if loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
     try:
-        return asyncio.run(main())
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(main())
     except KeyboardInterrupt:
         return True
     finally:

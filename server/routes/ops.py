@@ -34,7 +34,9 @@ def _backend(request: Request) -> Backend:
 
 
 async def healthz(request: Request) -> Response:
-    return JSONResponse({"status": "alive"})
+    # the loop this process runs on: "uvloop" under `palimpsest serve` by default
+    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    return JSONResponse({"status": "alive", "event_loop": loop})
 
 
 async def readiness(backend: Backend) -> tuple[bool, dict[str, Any]]:
