@@ -119,7 +119,7 @@ def main() -> None:
         results[name] = (size, best_c / len(bodies) * 1e3, best_d / len(bodies) * 1e3)
         print(f"  {name:40} done", file=sys.stderr, flush=True)
     base = next(v[0] for k, v in results.items() if "format 1" in k)
-    print(f"| codec | bytes | × format 1 | compress ms/segment | decompress ms/segment |")
+    print("| codec | bytes | × format 1 | compress ms/segment | decompress ms/segment |")
     print("|---|---|---|---|---|")
     for name, (size, c, d) in results.items():
         print(f"| {name} | {size:,} | {size / base:.2f}× | {c:.2f} | {d:.3f} |")

@@ -29,6 +29,7 @@ import asyncio
 import functools
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -150,8 +151,64 @@ def sizes(store: str, path: Path | None, schema: str | None) -> dict[str, int]:
     return out
 
 
-def one_run(trace: str, kind: str, layout: str, pythonpath: Path,
-            updates: list[bytes], final: str, loads: int) -> dict[str, Any]:  # fmt: skip
+#: events a document may keep as tail rows once sealing caught up (a run not yet whole)
+SEGMENT_EVENTS = 1024
+
+
+def sealed_events(port: int) -> int | None:
+    """Events the server has sealed (its /metrics), None for a layout without sealing."""
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+    for line in text.splitlines():
+        if line.startswith("palimpsest_sealed_events_total "):
+            return int(float(line.split()[1]))
+    return None
+
+
+def wait_sealed(port: int, events: int, within: float = 120) -> None:
+    """Until the server's sealing has caught up with the ingest: on a loaded machine it
+    may lag behind for a while (what a clean stop leaves unsealed is sealed at the next
+    start), and the store is measured as an idle server keeps it."""
+    whole = events // SEGMENT_EVENTS * SEGMENT_EVENTS
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        done = sealed_events(port)
+        if done is None or done >= whole:
+            return
+        time.sleep(0.5)
+    print(f"    sealing still behind after {within:.0f} s: {sealed_events(port)} of {whole}",
+          file=sys.stderr)  # fmt: skip
+
+
+async def history_times(port: int, seqs: list[int]) -> dict[str, Any]:
+    """On a server just started (cold): blame of the whole document first, then the
+    version at each seq (the JSON any client reads), wall-clock seconds each."""
+    import httpx
+
+    out: dict[str, Any] = {}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600) as http:
+        t = time.perf_counter()
+        r = await http.get("/api/docs/bench/blame")
+        out["cold_blame_s"] = time.perf_counter() - t
+        r.raise_for_status()
+        times = []
+        for seq in seqs:
+            t = time.perf_counter()
+            r = await http.get(f"/api/docs/bench/versions/{seq}")
+            times.append(time.perf_counter() - t)
+            r.raise_for_status()
+        out["version_s"] = times
+    return out
+
+
+def pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def one_run(trace: str, kind: str, layout: str, pythonpath: Path, updates: list[bytes],
+            final: str, loads: int, versions: int = 0) -> dict[str, Any]:  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         path: Path | None = None
         schema: str | None = None
@@ -168,7 +225,8 @@ def one_run(trace: str, kind: str, layout: str, pythonpath: Path,
             assert srv.proc is not None
             cpu0 = backbone.cpu_seconds(srv.proc.pid)
             elapsed = asyncio.run(backbone.ingest(port, updates, final))
-            time.sleep(2.0)  # idle again: the unload snapshot, sealing
+            wait_sealed(port, len(updates))
+            time.sleep(2.0)  # idle again: the unload snapshot, the last run sealed
             cpu = backbone.cpu_seconds(srv.proc.pid) - cpu0
             srv.stop()
             by_table = sizes(kind, path, schema)
@@ -176,6 +234,13 @@ def one_run(trace: str, kind: str, layout: str, pythonpath: Path,
             for _ in range(loads):
                 srv.start()
                 times.append(asyncio.run(backbone.cold_load(port, final)))
+                srv.stop()
+            hist: dict[str, Any] = {}
+            if versions:
+                # the same seqs for every layout and run: seeded by the trace
+                seqs = random.Random(trace).sample(range(1, len(updates) + 1), versions)
+                srv.start()
+                hist = asyncio.run(history_times(port, seqs))
                 srv.stop()
         finally:
             srv.stop()
@@ -187,6 +252,8 @@ def one_run(trace: str, kind: str, layout: str, pythonpath: Path,
         "raw_bytes": raw, "bytes": by_table, "ratio": by_table["total"] / raw,
         "ingest_s": elapsed, "cpu_us_per_event": cpu / len(updates) * 1e6,
         "cold_load_ms": statistics.median(times) * 1e3 if times else None,
+        **({"version_ms": [t * 1e3 for t in hist["version_s"]],
+            "cold_blame_ms": hist["cold_blame_s"] * 1e3} if hist else {}),
     }  # fmt: skip
 
 
@@ -207,6 +274,20 @@ def rng(xs: list[float], f: str = "{:.2f}") -> str:
     return f.format(lo) if f.format(lo) == f.format(hi) else f"{f.format(lo)}–{f.format(hi)}"
 
 
+def history_cells(rs: list[dict[str, Any]]) -> str:
+    """any version p50 / p99, cold blame, cold blame ÷ the version p50 (ranges over runs)."""
+    rs = [r for r in rs if r.get("version_ms")]
+    if not rs:
+        return "– | – | –"
+    p50 = [pct(r["version_ms"], 0.5) for r in rs]
+    p99 = [pct(r["version_ms"], 0.99) for r in rs]
+    blame = [r["cold_blame_ms"] for r in rs]
+    ratio = [b / v for b, v in zip(blame, p50, strict=True)]
+    n = len(rs[0]["version_ms"])
+    return (f"{rng(p50, '{:.1f}')} / {rng(p99, '{:.0f}')} ms ({n} seqs) | "
+            f"{rng(blame, '{:.0f}')} ms | {rng(ratio, '{:.1f}')}×")  # fmt: skip
+
+
 def report(runs: list[dict[str, Any]], command: str) -> str:
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in runs:
@@ -223,8 +304,9 @@ def report(runs: list[dict[str, Any]], command: str) -> str:
         "deflated column segments of 1,024 events). Ranges are over repeated runs.",
         "",
         "| trace | store | layout | runs | raw update bytes | whole store | × raw "
-        "| event log only | × raw | snapshots | ingest CPU / event | cold load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| event log only | × raw | snapshots | ingest CPU / event | cold load "
+        "| any version p50 / p99 | cold blame | ÷ a version p50 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (trace, store, layout), rs in sorted(groups.items()):
         raw = rs[0]["raw_bytes"]
@@ -235,7 +317,7 @@ def report(runs: list[dict[str, Any]], command: str) -> str:
             f"{rng([log_part(r) / raw for r in rs])}× | "
             f"{rng([r['bytes'].get('snapshots', 0) / 1e6 for r in rs])} MB | "
             f"{rng([r['cpu_us_per_event'] for r in rs], '{:.0f}')} µs | "
-            f"{rng([r['cold_load_ms'] for r in rs], '{:.0f}')} ms |"
+            f"{rng([r['cold_load_ms'] for r in rs], '{:.0f}')} ms | {history_cells(rs)} |"
         )
     lines += [
         "",
@@ -306,6 +388,9 @@ def main() -> None:
     ap.add_argument("--layouts", default="rows,compact")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--loads", type=int, default=3, help="cold loads per run (median)")
+    ap.add_argument("--versions", type=int, default=200,
+                    help="versions read at random seqs on a cold server, after its blame "
+                    "(0: none)")  # fmt: skip
     ap.add_argument("--baseline", default=BASELINE, help="the commit of the rows layout")
     ap.add_argument("--quick", action="store_true", help="sveltecomponent on SQLite, once")
     ap.add_argument("--no-write", action="store_true", help="print, do not write RESULTS.md")
@@ -341,7 +426,7 @@ def main() -> None:
                               file=sys.stderr, flush=True)  # fmt: skip
                         try:
                             r = one_run(trace, store, layout, trees[layout], updates, final,
-                                        args.loads)  # fmt: skip
+                                        args.loads, args.versions)  # fmt: skip
                         except Exception as e:  # noqa: BLE001 - reported, the others still run
                             print(f"    failed: {e!r}", file=sys.stderr)
                             continue
@@ -349,6 +434,12 @@ def main() -> None:
                               f"log {log_part(r) / r['raw_bytes']:.3f}×; "
                               f"{r['cpu_us_per_event']:.0f} µs CPU/event; "
                               f"cold load {r['cold_load_ms']:.0f} ms", file=sys.stderr)  # fmt: skip
+                        if r.get("version_ms"):
+                            v = r["version_ms"]
+                            print(f"    any version p50 {pct(v, 0.5):.1f} ms, p99 "
+                                  f"{pct(v, 0.99):.1f} ms; cold blame {r['cold_blame_ms']:.0f} ms "
+                                  f"= {r['cold_blame_ms'] / pct(v, 0.5):.1f}× a version",
+                                  file=sys.stderr)  # fmt: skip
                         runs.append(r)
     command = "bench/storage_bench.py " + " ".join(sys.argv[1:])
     (out_dir / "storage.json").write_text(json.dumps(runs, indent=1) + "\n")

@@ -163,6 +163,15 @@ class _LiveCollector(Collector):
         yield _gauge("palimpsest_start_time_seconds", "When this backend started (unix time)",
                      self.started)  # fmt: skip
         from .fanout import Fanout
+        from .sealing import Sealing
+
+        sealing = backend.extension(Sealing)
+        if sealing is not None:
+            c = CounterMetricFamily(
+                "palimpsest_sealed_events", "Events sealed into compressed segments by this process"
+            )
+            c.add_metric([], float(sealing.sealed))
+            yield c
 
         fanout = backend.extension(Fanout)
         if fanout is None:

@@ -116,6 +116,8 @@ async def test_a_server_seals_as_clients_type_and_serves_the_same(tmp_path: Path
                 await s.flush()
         await eventually(lambda: sealing.sealed >= 512, what="512 events sealed")
         async with httpx.AsyncClient(base_url=srv.url) as http:
+            metrics = (await http.get("/metrics")).text
+            assert f"palimpsest_sealed_events_total {float(sealing.sealed)}" in metrics
             r = await http.get("/api/docs/typed/events", params={"after": 250, "limit": 20})
             assert [e["seq"] for e in r.json()["events"]] == list(range(251, 271))
             for n in (1, 255, 256, 257, 511, 512, 513, 600):

@@ -191,6 +191,12 @@ async def _wait_closed(backend: Any, closed: int, within: float = 3.0) -> None:
 #: here: reference counting frees the rest at once) waits a little longer.
 GC_YOUNG_THRESHOLD = 20_000
 
+#: how long a thread holding the GIL keeps it while another waits (Python's default: 5
+#: ms). Upkeep runs on worker threads (sealing's columns, ladder differences, the SQLite
+#: writer between statements); at 5 ms an edit arriving while one of them computes waited
+#: up to 5 ms for the event loop to get the interpreter back, at 1 ms up to 1 ms.
+SWITCH_INTERVAL = 0.001
+
 
 def _tune_gc() -> None:
     """The server process's collector, set once the app is built: the objects of the start
@@ -202,6 +208,7 @@ def _tune_gc() -> None:
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+    sys.setswitchinterval(SWITCH_INTERVAL)
 
 
 def _event_loop(wanted: str) -> str:

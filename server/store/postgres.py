@@ -808,11 +808,13 @@ class PostgresStore(EventStore):
                 "AND seq > $2 ORDER BY seq LIMIT $3",
                 doc_id, sealed, n, what="seal",
             )  # fmt: skip
-            cols = run_columns(rows, sealed, n)
+            # the columns and their compression off the event loop (lzma lets go of the
+            # GIL): a segment is a few ms of CPU that live edits need not wait behind
+            cols = await asyncio.to_thread(run_columns, rows, sealed, n)
             if cols is None:
                 log.warning("cannot seal %s after seq %d: its tail is not a whole run", doc, sealed)
                 return sealed_now
-            seg = S.encode(cols)
+            seg = await asyncio.to_thread(S.encode, cols)
 
             async def write(
                 conn: asyncpg.Connection, seg: S.Sealed = seg, doc_id: int = doc_id,

@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import lzma
 import operator
 import struct
 import sys
-import lzma
 import zlib
 from array import array
 from collections.abc import Sequence

@@ -755,11 +755,13 @@ class SQLiteStore(EventStore):
                 "AND seq > ? ORDER BY seq LIMIT ?",
                 (doc_id, sealed, n),
             )
-            cols = run_columns(rows, sealed, n)
+            # the columns and their compression off the event loop (lzma lets go of the
+            # GIL): a segment is a few ms of CPU that live edits need not wait behind
+            cols = await asyncio.to_thread(run_columns, rows, sealed, n)
             if cols is None:
                 log.warning("cannot seal %s after seq %d: its tail is not a whole run", doc, sealed)
                 return sealed_now
-            seg = S.encode(cols)
+            seg = await asyncio.to_thread(S.encode, cols)
 
             def write(
                 db: sqlite3.Connection, seg: S.Sealed = seg, doc_id: int = doc_id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import lzma
 import zlib
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -85,10 +86,16 @@ def _unlzma(packed: bytes) -> bytes:
     return lzma.decompress(packed, format=lzma.FORMAT_RAW, filters=S.LZMA_FILTERS)
 
 
+Codec = Callable[[bytes], bytes]
+
+
 @pytest.mark.parametrize(
-    "fmt, pack, unpack", [(S.FORMAT, _lzma, _unlzma), (S.FORMAT_ZLIB, zlib.compress, zlib.decompress)]
+    ("fmt", "pack", "unpack"),
+    [(S.FORMAT, _lzma, _unlzma), (S.FORMAT_ZLIB, zlib.compress, zlib.decompress)],
 )
-def test_structure_is_checked_even_when_the_checksum_matches(fmt, pack, unpack) -> None:  # type: ignore[no-untyped-def]
+def test_structure_is_checked_even_when_the_checksum_matches(
+    fmt: int, pack: Codec, unpack: Codec
+) -> None:
     # a blob written by a broken encoder: the checksum is of the bad blob itself
     sealed = S.encode(cols(), fmt)
     assert sealed.blob[0] == fmt
