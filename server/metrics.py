@@ -163,6 +163,7 @@ class _LiveCollector(Collector):
         yield _gauge("palimpsest_start_time_seconds", "When this backend started (unix time)",
                      self.started)  # fmt: skip
         from .fanout import Fanout
+        from .history.extension import HistoryExtension
         from .sealing import Sealing
 
         sealing = backend.extension(Sealing)
@@ -171,6 +172,14 @@ class _LiveCollector(Collector):
                 "palimpsest_sealed_events", "Events sealed into compressed segments by this process"
             )
             c.add_metric([], float(sealing.sealed))
+            yield c
+        history = backend.extension(HistoryExtension)
+        if history is not None:
+            c = CounterMetricFamily(
+                "palimpsest_attribution_indexes_stored",
+                "Who-wrote-what indexes stored for cold servers by this process",
+            )
+            c.add_metric([], float(history.service.attribution.stored))
             yield c
 
         fanout = backend.extension(Fanout)

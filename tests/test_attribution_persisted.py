@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from conftest import eventually, run_server
 from scaleout import fresh_schema
@@ -139,6 +140,9 @@ async def test_a_room_that_unloads_stores_its_index_for_the_next_process(
         stored = await srv.backend.store.derived("paper", codec.KIND)
         assert stored is not None and stored[0] == n
         assert history_of(srv.backend).attribution.peek("paper") is None  # not kept in memory
+        async with httpx.AsyncClient(base_url=srv.url) as http:  # what a watcher sees
+            metrics = (await http.get("/metrics")).text
+        assert "palimpsest_attribution_indexes_stored_total 1.0" in metrics
     async with run_server(settings) as srv:
         h = history_of(srv.backend)
         b = await h.blame("paper", 1234, await h.info("paper"), "content")

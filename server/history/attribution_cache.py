@@ -57,6 +57,8 @@ class AttributionCache:
         self.store = store
         self.max_docs = max_docs
         self.persist_every = persist_every
+        #: observable: indexes written to the store by this process
+        self.stored = 0
         self._indexes: OrderedDict[str, AttributionIndex] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
         #: the seq of the index last stored, per document
@@ -218,6 +220,7 @@ class AttributionCache:
             if self._stored.get(doc) == seq:
                 self._stored.pop(doc, None)
             return
+        self.stored += 1
         log.info("attribution index of %s stored at seq %d (%d bytes)", doc, seq, len(data))
 
     # --- folding ------------------------------------------------------------------------
