@@ -28,7 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
+try:
+    import psutil
+except ImportError:  # bench/storage_bench.py imports this module from the server's venv
+    psutil = None  # type: ignore[assignment]
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -63,6 +66,13 @@ class ServerSpec:
 
 def _node() -> str:
     return shutil.which("node") or "node"
+
+
+def _peers_python() -> str:
+    """The peers' venv (bench/run creates it and runs this module with it), where
+    pycrdt-websocket is installed; the running interpreter when there is none."""
+    venv = BENCH / ".peers" / "venv" / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
 
 
 def _palimpsest_missing() -> str | None:
@@ -211,7 +221,7 @@ SERVERS: dict[str, ServerSpec] = {
         promise="not durable: broadcasts first, then writes each update to SQLite in a background task (one transaction each)",
         storage="SQLite (pycrdt-store), one row per update",
         command=lambda port, d: [
-            sys.executable,
+            _peers_python(),
             str(BENCH / "pycrdt_runner.py"),
             "--port",
             str(port),
@@ -401,9 +411,11 @@ class Running:
             self.stop()
             raise RuntimeError(f"{spec.name} did not start:\n{out}")
         self.start_seconds = time.monotonic() - t0
-        self.ps = psutil.Process(self.proc.pid)
-        self._sampling = True
-        threading.Thread(target=self._sample, daemon=True).start()
+        # without psutil (imported by storage_bench.py) no RSS/CPU: main() requires it
+        self.ps = psutil.Process(self.proc.pid) if psutil is not None else None
+        self._sampling = self.ps is not None
+        if self._sampling:
+            threading.Thread(target=self._sample, daemon=True).start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -415,6 +427,8 @@ class Running:
                 self.ready.set()
 
     def _tree(self) -> list[psutil.Process]:
+        if self.ps is None:
+            return []
         try:
             return [self.ps, *self.ps.children(recursive=True)]
         except psutil.Error:
@@ -1140,6 +1154,8 @@ def main() -> int:
         help="re-write RESULTS.md and plots from bench/out/results.json",
     )
     args = ap.parse_args()
+    if psutil is None:
+        ap.error("psutil is not installed: run this through bench/run, which installs it")
 
     global OUT, REPORT
     if args.out:

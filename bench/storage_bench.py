@@ -14,11 +14,21 @@ measure:
 - server CPU per logged event during the ingest (sealing included: it runs in the server);
 - cold load: the server restarted, a fresh client until it holds the final text (median).
 
+With --peers, the same updates go to the servers people would pick instead (bench/bench.py's
+peers: Hocuspocus + SQLite, y-websocket + LevelDB, pycrdt-websocket + SQLiteYStore), each
+started fresh on an empty data dir and driven by bench/node/driver.mjs's ingest (a real Yjs
+client applies each of our updates and its provider sends it, in the peer's own protocol);
+once the peer's storage holds the whole trace (or --peer-cap seconds passed: recorded), it
+is stopped with SIGTERM and every file of its data dir is measured.
+
     .venv/bin/python bench/storage_bench.py                      # every trace, SQLite + PG
     .venv/bin/python bench/storage_bench.py --traces automerge-paper --stores sqlite --repeats 3
     .venv/bin/python bench/storage_bench.py --quick              # sveltecomponent, SQLite
+    .venv/bin/python bench/storage_bench.py --peers-only \
+        --peers hocuspocus,y-websocket-leveldb,pycrdt-websocket  # merged into storage.json
 
-Writes bench/results/storage.json, a section of bench/RESULTS.md and bench/storage.png.
+Writes bench/results/storage.json, a section of bench/RESULTS.md, bench/storage.png and,
+with peers, bench/storage_peers.png.
 Traces: data/traces (josephg/editing-traces, CC BY 4.0).
 """
 
@@ -49,6 +59,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 import backbone  # noqa: E402
 import websockets  # noqa: E402
 
+import bench as peers  # noqa: E402  (bench/bench.py: the peers' servers and the driver)
+
 # no keepalive pings from the bench's clients: on a loaded 2-core machine a late pong
 # closed a run's socket with 1011 (what is measured here is the store, not liveness)
 websockets.connect = functools.partial(websockets.connect, ping_interval=None)  # type: ignore[misc,assignment]
@@ -58,7 +70,27 @@ BASELINE = "2b7d0eb"
 PG_URL = os.environ.get("PALIMPSEST_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 TRACES = ["automerge-paper", "sveltecomponent", "seph-blog1"]
 RESULTS = ROOT / "bench" / "RESULTS.md"
+STORAGE_JSON = ROOT / "bench" / "results" / "storage.json"
 BEGIN, END = "<!-- storage-bench -->", "<!-- /storage-bench -->"
+#: the peers' part of that section (what --peers-only rewrites, leaving the rest as it is)
+PBEGIN, PEND = "<!-- storage-peers -->", "<!-- /storage-peers -->"
+#: the peers that keep something on disk, in the report's order
+PEERS = ["hocuspocus", "y-websocket-leveldb", "pycrdt-websocket"]
+#: what each keeps, so that its column is read right
+KEEPS = {
+    "hocuspocus": "one SQLite row per document: its whole merged state "
+    "(`Y.encodeStateAsUpdate`), rewritten at each store (2 s debounce, at most 10 s); "
+    "no history",
+    "y-websocket-leveldb": "every update, one LevelDB record each, keyed by document name "
+    "and clock (in LevelDB's write-ahead log, and past its 4 MB write buffer in "
+    "snappy-compressed tables); y-leveldb merges a document's records into one only when "
+    "it loads one that holds more than 500, which a run never does (the document is "
+    "loaded once, empty)",
+    "pycrdt-websocket": "every update, one SQLite row each (with the document's path, "
+    "its metadata and a timestamp, and an index on path and timestamp; never squashed: "
+    "no TTL set), plus a checkpoint of the whole state every 100 updates (one row per "
+    "document, replaced)",
+}
 
 
 def package_tree(rev: str | None, into: Path) -> Path:
@@ -279,6 +311,95 @@ def one_run(trace: str, kind: str, layout: str, pythonpath: Path, updates: list[
     }  # fmt: skip
 
 
+def peer_run(trace: str, name: str, updates: list[bytes], final: str, cap: int,
+             timeout: int, prog: peers.Progress) -> dict[str, Any]:  # fmt: skip
+    """One peer, fresh on an empty data dir: the updates sent by the driver's ingest
+    (one writer, one observer), its storage waited for (at most `cap` s), SIGTERM, and
+    every file of its data dir measured."""
+    spec = peers.SERVERS[name]
+    with tempfile.TemporaryDirectory(prefix=f"storage-{name}-") as tmp:
+        base = Path(tmp)
+        datadir = base / "data"  # the peer's log goes to base/<name>.log, not counted
+        datadir.mkdir()
+        with open(base / "updates.bin", "wb") as f:
+            for u in updates:
+                f.write(len(u).to_bytes(4, "little"))
+                f.write(u)
+        (base / "expected.txt").write_text(final, encoding="utf-8")
+        if spec.reset:
+            spec.reset(datadir)
+        srv = peers.Running(spec, datadir)
+        try:
+            res = peers.run_driver(
+                # the document's name is ours (backbone.ingest's): the peers' records repeat it
+                {"scenario": "ingest", "doc": "bench",
+                 "updatesFile": str(base / "updates.bin"),
+                 "expectedFile": str(base / "expected.txt"),
+                 "server": {"kind": spec.client, "url": spec.url(srv.port),
+                            "durable": spec.durable(srv.port, datadir)},
+                 "timeoutSec": timeout, "durableTimeoutSec": cap},
+                prog, timeout=timeout + cap + 120,
+            )  # fmt: skip
+            time.sleep(2.0)  # idle again, as our stores get before their stop
+        finally:
+            srv.stop()
+        if "error" in res:
+            log = "\n".join(res.get("log", []) + srv.lines[-10:])
+            raise RuntimeError(f"{res['error']}\n{log}")
+        rc = srv.proc.returncode
+        parts = {str(p.relative_to(datadir)): p.stat().st_size
+                 for p in sorted(datadir.rglob("*")) if p.is_file()}  # fmt: skip
+        total = peers.disk_bytes(datadir) + (spec.disk(datadir) if spec.disk else 0)
+        if spec.reset:
+            spec.reset(datadir)
+    raw = sum(len(u) for u in updates)
+    capped = bool(res.get("durableCapped")) or res.get("durableSeconds") is None
+    return {
+        "trace": trace, "store": name, "layout": "peer", "label": spec.label,
+        "events": len(updates), "raw_bytes": raw,
+        # what the driver's Yjs writer sent: it re-encodes each update it applies
+        "sent_updates": res.get("updates"), "sent_bytes": res.get("updateBytes"),
+        "bytes": {"total": total, **parts}, "ratio": total / raw,
+        "complete": bool(res.get("correct")) and not capped and rc == 0,
+        "correct": res.get("correct"), "capped": capped, "cap_s": cap,
+        "stored_at_cap": res.get("storedAtCap"), "stop_returncode": rc,
+        "observer_s": res.get("observerSeconds"), "durable_s": res.get("durableSeconds"),
+    }  # fmt: skip
+
+
+def run_peers(names: list[str], traces: list[str], cap: int, timeout: int,
+              command: str) -> list[dict[str, Any]]:  # fmt: skip
+    out: list[dict[str, Any]] = []
+    prog = peers.Progress(len(traces) * len(names))
+    try:
+        for trace in traces:
+            txns, _ = backbone.load_trace(trace, None)
+            updates, final = backbone.make_updates(txns)
+            for name in names:
+                prog.step(f"{trace} · {name}")
+                try:
+                    r = peer_run(trace, name, updates, final, cap, timeout, prog)
+                except Exception as e:  # noqa: BLE001 - reported, the others still run
+                    peers.note(f"    {trace} · {name} failed: {e}")
+                    prog.finish_step()
+                    continue
+                r["command"] = command
+                out.append(r)
+                sent = r["sent_bytes"]
+                peers.note(
+                    f"    {trace} · {name}: {r['bytes']['total']:,} bytes = "
+                    f"{r['ratio']:.3f}× raw ({r['raw_bytes']:,} bytes; the driver sent "
+                    f"{sent if sent is None else format(sent, ',')}); "
+                    + ("complete" if r["complete"] else
+                       f"INCOMPLETE (correct={r['correct']}, cap reached={r['capped']}, "
+                       f"stored at cap={r['stored_at_cap']}, exit={r['stop_returncode']})")
+                )  # fmt: skip
+                prog.finish_step()
+    finally:
+        prog.close()
+    return out
+
+
 def log_part(run: dict[str, Any]) -> int:
     """Bytes of the event log alone (every table but snapshots; indexes included)."""
     b = run["bytes"]
@@ -313,7 +434,116 @@ def history_cells(rs: list[dict[str, Any]]) -> str:
             f"{rng(ratio, '{:.1f}')}×")  # fmt: skip
 
 
-def report(runs: list[dict[str, Any]], command: str) -> str:
+def ours(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in runs if r.get("layout") != "peer"]
+
+
+def theirs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in runs if r.get("layout") == "peer"]
+
+
+def commands(runs: list[dict[str, Any]], default: str) -> str:
+    """The command(s) that measured these runs (entries older than the field: `default`)."""
+    seen = list(dict.fromkeys(r.get("command") or default for r in runs))
+    return "`; `".join(seen) if seen else default
+
+
+def peers_report(runs: list[dict[str, Any]], command: str) -> list[str]:
+    """Beside the peers: per trace, each peer's bytes on disk next to our whole store."""
+    them = theirs(runs)
+    if not them:
+        return []
+    names = [n for n in PEERS if any(r["store"] == n for r in them)]
+    names += sorted({r["store"] for r in them} - set(names))
+    labels = {r["store"]: r.get("label", r["store"]) for r in them}
+    compact = {r["store"] for r in ours(runs) if r["layout"] == "compact"}
+    ourstores = [s for s in ("sqlite", "postgresql") if s in compact]
+    ourlabel = {"sqlite": "Palimpsest SQLite", "postgresql": "Palimpsest PostgreSQL"}
+    cap = max(r.get("cap_s", 0) for r in them)
+    lines = [
+        "",
+        PBEGIN,
+        "### Beside the peers: their bytes on disk",
+        "",
+        f"`{commands(them, command)}` — each peer (bench/bench.py's servers) started fresh on "
+        "an empty data dir and sent the same updates as above, one per transaction of the "
+        "trace, by bench/node/driver.mjs's ingest (one writer, one observer, the peer's own "
+        "protocol: a real Yjs client applies each update and its provider sends it; "
+        "Hocuspocus's provider for Hocuspocus); then, once its storage held the whole "
+        f"trace (waited for at most {cap} s), stopped with SIGTERM, and every file of its "
+        "data dir measured. The document is named `bench`, as in our runs (the peers repeat "
+        "the name in every record). **×** is over the raw update bytes: the bytes of the "
+        "updates our bench sends, as in the table above; ours is the **compact** layout's "
+        "whole store (snapshots included).",
+        "",
+        "| trace | raw update bytes | "
+        + " | ".join([ourlabel[s] for s in ourstores] + [labels[n] for n in names])
+        + " |",
+        "|---|---|" + "---|" * (len(ourstores) + len(names)),
+    ]
+    notes: list[str] = []
+    missing: list[str] = []
+    for trace in sorted({r["trace"] for r in them}):
+        rs = [r for r in runs if r["trace"] == trace]
+        raw = rs[0]["raw_bytes"]
+        cells = [f"{trace} ({rs[0]['events']:,} updates)", fmt_bytes(raw)]
+        for s in ourstores:
+            mine = [r for r in rs if r["store"] == s and r["layout"] == "compact"]
+            cells.append(f"{rng([r['bytes']['total'] / 1e6 for r in mine])} MB · "
+                         f"{rng([r['ratio'] for r in mine])}×" if mine else "—")  # fmt: skip
+            if not mine:
+                missing.append(f"{ourlabel[s]}, {trace}")
+        for n in names:
+            got = [r for r in rs if r["store"] == n and r["layout"] == "peer"]
+            if not got:
+                cells.append("—")
+                continue
+            mark = "" if all(r.get("complete", True) for r in got) else " †"
+            cells.append(f"{rng([r['bytes']['total'] / 1e6 for r in got])} MB · "
+                         f"{rng([r['ratio'] for r in got])}×{mark}")  # fmt: skip
+            for r in got:
+                if r.get("complete", True):
+                    continue
+                why = []
+                if r.get("capped"):
+                    why.append(f"its storage had not caught up after {r.get('cap_s')} s "
+                               f"({r.get('stored_at_cap')} of {r.get('sent_updates')} "
+                               "updates stored): the bytes are of that part")  # fmt: skip
+                if not r.get("correct"):
+                    why.append("the observer did not end with the trace's text")
+                if r.get("stop_returncode") not in (0, None):
+                    why.append(f"it did not exit cleanly (exit {r.get('stop_returncode')})")
+                notes.append(f"† {labels[n]}, {trace}: " + "; ".join(why) + ".")
+            sent = {r.get("sent_bytes") for r in got} - {None, raw}
+            if sent:
+                notes.append(
+                    f"{labels[n]}, {trace}: the driver's Yjs writer re-encodes each update "
+                    f"it applies, so the peer received {fmt_bytes(min(sent))} of updates "
+                    f"({min(sent) / raw:.3f}× raw), not {fmt_bytes(raw)}; × is over the latter."
+                )  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "What each keeps:", ""]
+    lines.append("- **Palimpsest**: every update in its event log (compact: tail rows sealed "
+                 "into compressed column segments) plus the snapshot cache: the whole "
+                 "history, with who wrote what and when;")  # fmt: skip
+    for n in names:
+        lines.append(f"- **{labels[n]}**: {KEEPS.get(n, 'see bench/bench.py')};")
+    lines[-1] = lines[-1][:-1] + "."
+    if missing:
+        notes.append("— no compact run of ours in bench/results/storage.json: "
+                     + "; ".join(missing) + ".")  # fmt: skip
+    if notes:
+        lines += [""] + notes
+    lines += ["", "![store bytes ÷ raw update bytes, beside the peers](storage_peers.png)", PEND]
+    return lines
+
+
+def report(runs: list[dict[str, Any]], command: str, peers_command: str | None = None) -> str:
+    """The section: our stores' table (`command` for entries without their own), then the
+    peers' (`peers_command` likewise, default `command`)."""
+    peer_lines = peers_report(runs, peers_command or command)
+    runs = ours(runs)
+    command = commands(runs, command)
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in runs:
         groups.setdefault((r["trace"], r["store"], r["layout"]), []).append(r)
@@ -368,6 +598,7 @@ def report(runs: list[dict[str, Any]], command: str) -> str:
         "the snapshot half (compression and pruning run in the server too).",
         "",
         "![store bytes ÷ raw update bytes](storage.png)",
+        *peer_lines,
         "",
         END,
     ]
@@ -383,6 +614,7 @@ def plot(runs: list[dict[str, Any]], out: Path) -> None:
     except ImportError:
         print("matplotlib is not installed: no plot", file=sys.stderr)
         return
+    runs = ours(runs)
     keys = sorted({(r["trace"], r["store"]) for r in runs})
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(keys)), 4))
     width = 0.38
@@ -407,6 +639,70 @@ def plot(runs: list[dict[str, Any]], out: Path) -> None:
     fig.savefig(out, dpi=110)
 
 
+def plot_peers(runs: list[dict[str, Any]], out: Path) -> None:
+    """Per trace: whole store ÷ raw update bytes, ours (compact) beside each peer's."""
+    them = theirs(runs)
+    if not them:
+        return
+    try:
+        import matplotlib
+        import matplotlib.ticker
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot", file=sys.stderr)
+        return
+    traces = sorted({r["trace"] for r in them})
+    series = [("sqlite", "compact", "Palimpsest SQLite"),
+              ("postgresql", "compact", "Palimpsest PostgreSQL")]  # fmt: skip
+    names = [n for n in PEERS if any(r["store"] == n for r in them)]
+    names += sorted({r["store"] for r in them} - set(names))
+    labels = {r["store"]: r.get("label", r["store"]) for r in them}
+    series += [(n, "peer", labels[n]) for n in names]
+    series = [x for x in series if any((r["store"], r["layout"]) == x[:2] for r in runs)]
+    colors = ["#2ca02c", "#98df8a", "#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2"]
+    fig, ax = plt.subplots(figsize=(max(7, 2.6 * len(traces)), 4.5))
+    width = 0.8 / len(series)
+    lowest = 1.0
+    for i, (store, layout, label) in enumerate(series):
+        xs, ys = [], []
+        for k, trace in enumerate(traces):
+            rs = [r for r in runs
+                  if (r["trace"], r["store"], r["layout"]) == (trace, store, layout)]  # fmt: skip
+            if not rs:
+                continue
+            xs.append(k + (i - (len(series) - 1) / 2) * width)
+            ys.append(statistics.median([r["ratio"] for r in rs]))
+            mark = "" if all(r.get("complete", True) for r in rs) else "†"
+            ax.annotate(f"{ys[-1]:.2f}×{mark}", (xs[-1], ys[-1]), xytext=(0, 2),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=7,
+                        rotation=90)  # fmt: skip
+        lowest = min([lowest, *ys])
+        ax.bar(xs, ys, width, label=label, color=colors[i % len(colors)])
+    ax.axhline(1.0, color="k", ls="--", lw=1, label="raw update bytes")
+    ax.set_yscale("log")
+    ax.set_ylim(lowest / 2, ax.get_ylim()[1] * 2)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g×"))
+    ax.set_xticks(range(len(traces)), traces, fontsize=8)
+    ax.set_ylabel("bytes on disk ÷ raw update bytes (log scale)")
+    ax.set_title("What each server keeps of a trace († its storage had not caught up)",
+                 fontsize=10)  # fmt: skip
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def section_command() -> str | None:
+    """The command the RESULTS.md section names for our stores' table, if there is one."""
+    try:
+        old = RESULTS.read_text()
+    except OSError:
+        return None
+    m = re.search(re.escape(BEGIN) + r".*?`(bench/storage_bench\.py[^`]*)`", old, flags=re.S)
+    return m.group(1) if m else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -420,32 +716,92 @@ def main() -> None:
                     "(0: none)")  # fmt: skip
     ap.add_argument("--baseline", default=BASELINE, help="the commit of the rows layout")
     ap.add_argument("--quick", action="store_true", help="sveltecomponent on SQLite, once")
-    ap.add_argument("--no-write", action="store_true", help="print, do not write RESULTS.md")
+    ap.add_argument("--no-write", action="store_true",
+                    help="print the report, do not write RESULTS.md nor the plots "
+                    "(bench/results/storage.json is written all the same)")  # fmt: skip
     ap.add_argument("--report", metavar="COMMAND",
                     help="only write the report of bench/results/storage.json (the command "
                     "that measured it)")  # fmt: skip
+    ap.add_argument("--peers", default="",
+                    help="also measure these peers' bytes on disk, once per trace, comma-"
+                    f"separated, from: {', '.join(PEERS)} (default: none)")  # fmt: skip
+    ap.add_argument("--peers-only", action="store_true",
+                    help="measure only the peers and merge them into the existing "
+                    "bench/results/storage.json (replacing their earlier entries of the "
+                    "same traces) instead of measuring our stores again; of RESULTS.md's "
+                    "section it rewrites only the peers' part")  # fmt: skip
+    ap.add_argument("--peer-cap", type=int, default=300, metavar="SECONDS",
+                    help="how long to wait for a peer's storage to catch up after the "
+                    "observer has the whole trace (whether it ran out is recorded; "
+                    "default 300)")  # fmt: skip
+    ap.add_argument("--peer-timeout", type=int, default=900, metavar="SECONDS",
+                    help="how long a peer may take until the observer has the whole trace "
+                    "(default 900)")  # fmt: skip
     args = ap.parse_args()
     if args.report:
-        write_report(json.loads((ROOT / "bench" / "results" / "storage.json").read_text()),
-                     args.report)  # fmt: skip
+        write_report(json.loads(STORAGE_JSON.read_text()), args.report)
         return
     if args.quick:
         args.traces, args.stores = "sveltecomponent", "sqlite"
     traces = args.traces.split(",")
     stores = args.stores.split(",")
     layouts = args.layouts.split(",")
-    out_dir = ROOT / "bench" / "results"
+    names = [n.strip() for n in args.peers.split(",") if n.strip()]
+    for n in names:
+        if n not in PEERS:
+            ap.error(f"--peers: unknown peer {n!r}; the peers that store something: "
+                     + ", ".join(PEERS))  # fmt: skip
+        why = peers.SERVERS[n].needs()
+        if why:
+            ap.error(f"--peers: {n} cannot run: {why}")
+    if names and not shutil.which("node"):
+        ap.error("--peers: Node.js is needed (node >= 20)")
+    if names and not (peers.NODE_DIR / "node_modules").is_dir():
+        ap.error("--peers: bench/node/node_modules is missing: run `npm ci` in bench/node "
+                 "(bench/run does it)")  # fmt: skip
+    if args.peers_only and not names:
+        ap.error("--peers-only needs --peers")
+    out_dir = STORAGE_JSON.parent
     out_dir.mkdir(exist_ok=True)
+    command = ("bench/storage_bench.py " + " ".join(sys.argv[1:])).strip()
     runs: list[dict[str, Any]] = []
-    total = len(traces) * len(stores) * len(layouts) * args.repeats
+    if args.peers_only:
+        if STORAGE_JSON.exists():
+            runs = json.loads(STORAGE_JSON.read_text())
+        n_before = len(runs)
+        runs = [r for r in runs
+                if not (r.get("layout") == "peer" and r["store"] in names
+                        and r["trace"] in traces)]  # fmt: skip
+        print(f"{STORAGE_JSON}: {n_before} entries kept but {n_before - len(runs)} earlier "
+              "ones of these peers and traces", file=sys.stderr)  # fmt: skip
+    else:
+        runs = measure_ours(traces, stores, layouts, args.repeats, args.loads, args.baseline,
+                           args.versions)
+        for r in runs:
+            r["command"] = command
+    if names:
+        runs += run_peers(names, traces, args.peer_cap, args.peer_timeout, command)
+    STORAGE_JSON.write_text(json.dumps(runs, indent=1) + "\n")
+    # our stores' table names the command that measured it: with --peers-only, an earlier one
+    ours_command = (section_command() or "bench/storage_bench.py") if args.peers_only else command
+    if args.no_write:
+        print(report(runs, ours_command, command))
+    else:
+        write_report(runs, ours_command, command, peers_only=args.peers_only)
+
+
+def measure_ours(traces: list[str], stores: list[str], layouts: list[str], repeats: int,
+                 loads: int, baseline: str, versions: int = 0) -> list[dict[str, Any]]:  # fmt: skip
+    runs: list[dict[str, Any]] = []
+    total = len(traces) * len(stores) * len(layouts) * repeats
     with tempfile.TemporaryDirectory() as tmp:
-        trees = {"rows": package_tree(args.baseline, Path(tmp) / "rows"),
+        trees = {"rows": package_tree(baseline, Path(tmp) / "rows"),
                  "compact": package_tree(None, Path(tmp) / "compact")}  # fmt: skip
         done = 0
         for trace in traces:
             txns, _ = backbone.load_trace(trace, None)
             updates, final = backbone.make_updates(txns)
-            for rep in range(args.repeats):
+            for rep in range(repeats):
                 for store in stores:
                     for layout in layouts:
                         done += 1
@@ -453,7 +809,7 @@ def main() -> None:
                               file=sys.stderr, flush=True)  # fmt: skip
                         try:
                             r = one_run(trace, store, layout, trees[layout], updates, final,
-                                        args.loads, args.versions)  # fmt: skip
+                                        loads, versions)  # fmt: skip
                         except Exception as e:  # noqa: BLE001 - reported, the others still run
                             print(f"    failed: {e!r}", file=sys.stderr)
                             continue
@@ -469,20 +825,36 @@ def main() -> None:
                                   f"ms = {r['cold_blame_ms'] / r['cold_version_ms']:.1f}×",
                                   file=sys.stderr)  # fmt: skip
                         runs.append(r)
-    command = "bench/storage_bench.py " + " ".join(sys.argv[1:])
-    (out_dir / "storage.json").write_text(json.dumps(runs, indent=1) + "\n")
-    if args.no_write:
-        print(report(runs, command.strip()))
-    else:
-        write_report(runs, command.strip())
+    return runs
 
 
-def write_report(runs: list[dict[str, Any]], command: str) -> None:
-    """The section of bench/RESULTS.md (replaced in place) and bench/storage.png."""
-    text = report(runs, command)
+def write_report(runs: list[dict[str, Any]], command: str,
+                 peers_command: str | None = None, peers_only: bool = False) -> None:  # fmt: skip
+    """The section of bench/RESULTS.md (replaced in place), bench/storage.png and
+    bench/storage_peers.png. With `peers_only`, only the peers' part of the section (and
+    their plot): the rest, our stores' table and its notes, stays as it is."""
+    old = RESULTS.read_text()
+    plot_peers(runs, ROOT / "bench" / "storage_peers.png")
+    if peers_only and BEGIN in old:
+        lines = peers_report(runs, peers_command or command)
+        if not lines:
+            print("no peer was measured: RESULTS.md left as it is", file=sys.stderr)
+            return
+        text = "\n".join(lines[1:])
+        print(text)
+        section = re.search(re.escape(BEGIN) + ".*?" + re.escape(END), old, flags=re.S)
+        assert section is not None
+        part = section.group(0)
+        if PBEGIN in part:
+            part = re.sub(re.escape(PBEGIN) + ".*?" + re.escape(PEND), lambda _: text, part,
+                          flags=re.S)  # fmt: skip
+        else:
+            part = part[: -len(END)].rstrip("\n") + "\n\n" + text + "\n\n" + END
+        RESULTS.write_text(old[: section.start()] + part + old[section.end() :])
+        return
+    text = report(runs, command, peers_command)
     print(text)
     plot(runs, ROOT / "bench" / "storage.png")
-    old = RESULTS.read_text()
     if BEGIN in old:
         new = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: text, old,
                      flags=re.S)  # fmt: skip

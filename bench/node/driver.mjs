@@ -53,6 +53,28 @@ function applyPatches (content, patches) {
   return s
 }
 
+// A file of Yjs updates, each prefixed by its length (uint32, little-endian): another
+// writer's exact updates (bench/storage_bench.py sends the ones its own bench sends), and
+// the text they end with. Returns {updates, expected, writerId} (the updates' one client).
+export function loadUpdates (file, expectedFile) {
+  const buf = fs.readFileSync(file)
+  const updates = []
+  for (let at = 0; at < buf.length;) {
+    if (at + 4 > buf.length) throw new Error(`${file}: truncated length at byte ${at}`)
+    const n = buf.readUInt32LE(at)
+    if (at + 4 + n > buf.length) throw new Error(`${file}: truncated update at byte ${at}`)
+    updates.push(new Uint8Array(buf.buffer, buf.byteOffset + at + 4, n))
+    at += 4 + n
+  }
+  const clients = new Set()
+  for (const u of updates) {
+    for (const id of Y.decodeStateVector(Y.encodeStateVectorFromUpdate(u)).keys()) clients.add(id)
+    if (clients.size) break
+  }
+  if (clients.size !== 1) throw new Error(`${file}: the updates are not one writer's (${clients.size} clients)`)
+  return { updates, expected: fs.readFileSync(expectedFile, 'utf8'), writerId: [...clients][0] }
+}
+
 // ---------------------------------------------------------------- clients
 
 function makeClient (server, docName, { user = 'bench', awareness = true } = {}) {
@@ -182,17 +204,22 @@ async function waitDurable (durable, docName, writerId, clock, updates, expected
 
 // ---------------------------------------------------------------- scenarios
 
+// One writer sends the trace, one patch per transaction; or, with spec.updatesFile (and
+// spec.expectedFile), it applies those updates one by one, each sent as the provider sends
+// any change of its document (patches below then means those updates).
 async function ingest (spec) {
-  const { patches, expected } = loadTrace(spec.trace, spec.limit || 0)
+  const given = spec.updatesFile ? loadUpdates(spec.updatesFile, spec.expectedFile) : null
+  const { patches, expected } = given ? { patches: given.updates, expected: given.expected } : loadTrace(spec.trace, spec.limit || 0)
   const docName = spec.doc
   const writer = makeClient(spec.server, docName, { user: 'writer', awareness: false })
   const observer = makeClient(spec.server, docName, { user: 'observer', awareness: false })
   await withTimeout(Promise.all([writer.whenSynced, observer.whenSynced]), 30000, 'initial sync')
   const ytext = writer.ydoc.getText('content')
   const otext = observer.ydoc.getText('content')
-  const writerId = writer.ydoc.clientID
+  const writerId = given ? given.writerId : writer.ydoc.clientID
   let updates = 0
-  writer.ydoc.on('update', () => { updates++ })
+  let updateBytes = 0 // what the writer's provider sent: Yjs re-encodes a given update
+  writer.ydoc.on('update', u => { updates++; updateBytes += u.length })
   const clocks = new Uint32Array(patches.length) // writer clock after patch i
   const window = spec.window || 2000
   const deadline = now() + (spec.timeoutSec || 300) * 1000
@@ -213,11 +240,15 @@ async function ingest (spec) {
     progress(done, patches.length)
   }, 100)
   for (let i = 0; i < patches.length; i++) {
-    const [pos, del, ins] = patches[i]
-    writer.ydoc.transact(() => {
-      if (del > 0) ytext.delete(pos, del)
-      if (ins.length > 0) ytext.insert(pos, ins)
-    })
+    if (given) {
+      Y.applyUpdate(writer.ydoc, patches[i]) // origin null: the provider sends it
+    } else {
+      const [pos, del, ins] = patches[i]
+      writer.ydoc.transact(() => {
+        if (del > 0) ytext.delete(pos, del)
+        if (ins.length > 0) ytext.insert(pos, ins)
+      })
+    }
     clocks[i] = Y.getState(writer.ydoc.store, writerId) || 1
     sent = i + 1
     if ((i & 63) === 63) {
@@ -269,6 +300,7 @@ async function ingest (spec) {
     sent,
     observedPatches: doneObserved,
     updates,
+    updateBytes,
     timedOut,
     correct,
     contentLength: content.length,
