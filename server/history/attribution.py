@@ -21,10 +21,12 @@ extended with the events appended since.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,9 +44,13 @@ EMBED = b"\x1a"
 BLOCK = 64
 #: events read per store query while folding
 READ_PAGE = 2000
-#: events folded between two yields to the event loop (~50 ms of work at most on a large
-#: document), so that the other rooms keep flowing during a long first build
+#: at most this many events folded between two yields to the event loop
 FOLD_SLICE = 250
+#: about this much wall time folded between two yields to the event loop: a first build
+#: of a long log takes seconds, and an edit arriving meanwhile waits for the slice under
+#: way (slices of 250 events took up to ~50 ms on a large document, and showed as a run
+#: of 5-25 ms fan-out latencies while an idle document's index was built)
+SLICE_SECONDS = 0.001
 
 
 class TextTrack:
@@ -248,6 +254,19 @@ class AttributionIndex:
     def fold(self, events: list[Event]) -> None:
         with gc_paused():
             self._fold(events)
+
+    async def fold_sliced(self, events: list[Event], *, paced: bool = False) -> None:
+        """Fold `events` in slices of about SLICE_SECONDS, yielding to the event loop after
+        each; `paced` (background work): sleeping as long as the slice took, so that it
+        takes at most half of the CPU from whatever else runs."""
+        n, i = 8, 0
+        while i < len(events):
+            t0 = time.perf_counter()
+            self.fold(events[i : i + n])
+            i += n
+            dt = time.perf_counter() - t0
+            n = max(1, min(FOLD_SLICE, int(n * SLICE_SECONDS / dt))) if dt > 0 else FOLD_SLICE
+            await asyncio.sleep(dt if paced else 0)
 
     def _fold(self, events: list[Event]) -> None:
         for ev in events:

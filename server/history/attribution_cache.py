@@ -27,7 +27,7 @@ from ..errors import FATAL
 from ..snapshots import load
 from ..store.base import EventStore
 from . import attribution_codec as codec
-from .attribution import FOLD_SLICE, READ_PAGE, AttributionIndex, TextTrack
+from .attribution import READ_PAGE, AttributionIndex, TextTrack
 
 log = logging.getLogger("palimpsest.history")
 
@@ -206,7 +206,9 @@ class AttributionCache:
         if index.seq > 0:
             evs = await self.store.read(doc, after=index.seq - 1, upto=index.seq)
             fp = fingerprint(evs[0].update) if evs else ""
-        data = codec.encode(index, fp)
+        # tens of ms for a long document's index: off the event loop (the lock is held, so
+        # nothing folds into the index meanwhile)
+        data = await asyncio.to_thread(codec.encode, index, fp)
         self._stored[doc] = index.seq
         task = asyncio.create_task(self._write(doc, index.seq, data))
         self._writes.add(task)
@@ -250,17 +252,13 @@ class AttributionCache:
         """Fold the events after the index's seq (up to `upto`), a slice at a time.
         `paced` (background refreshes): after each slice, wait as long as it took, so
         that a refresh takes at most half of the CPU from whatever else runs."""
-        loop = asyncio.get_running_loop()
         while upto is None or index.seq < upto:
             events = await self.store.read(
                 index.doc_name, after=index.seq, upto=upto, limit=READ_PAGE
             )
             if not events:
                 return
-            for i in range(0, len(events), FOLD_SLICE):
-                t0 = loop.time()
-                index.fold(events[i : i + FOLD_SLICE])
-                await asyncio.sleep(loop.time() - t0 if paced else 0)
+            await index.fold_sliced(events, paced=paced)
 
 
 __all__ = ["AttributionCache", "TextTrack", "fingerprint"]

@@ -15,7 +15,6 @@ A ``ref`` (wherever a seq is accepted) is a seq number, a tag name, or ``head``.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 from typing import TYPE_CHECKING, Any
@@ -27,7 +26,7 @@ from ..origins import ServerOrigin
 from ..snapshots import load
 from ..store.base import DocInfo, Event, EventStore, Tag
 from ..util import iso
-from .attribution import FOLD_SLICE, AttributionIndex
+from .attribution import AttributionIndex
 from .attribution_cache import AttributionCache
 from .render import (
     TEXT,
@@ -262,9 +261,7 @@ class History:
             index = AttributionIndex(doc, texts)
             index.start_from(a, docs[0].get_update())
             events = await self.store.read(doc, after=a, upto=b)
-            for i in range(0, len(events), FOLD_SLICE):
-                index.fold(events[i : i + FOLD_SLICE])
-                await asyncio.sleep(0)  # other rooms keep flowing
+            await index.fold_sliced(events)  # other rooms keep flowing
         else:
             index = await self._index_for(doc, info, [a, b])
         # roots are never removed: the index's document (at b or later) names them all

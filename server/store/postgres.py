@@ -62,7 +62,7 @@ from .log_layout import (
     Symbols,
     TailRow,
     UnknownSymbol,
-    assemble,
+    assemble_off_loop,
     decode_segment,
     merge_by_pos,
     run_columns,
@@ -576,7 +576,7 @@ class PostgresStore(EventStore):
             if hi <= lo:
                 return []
             segs = await self._doc_segments(doc, doc_id, lo, hi)
-            return assemble(tail, segs, self._sym, lambda e: lo < e.seq <= hi)
+            return await assemble_off_loop(tail, segs, self._sym, lambda e: lo < e.seq <= hi)
 
         return await self._decoded(run)
 
@@ -701,7 +701,7 @@ class PostgresStore(EventStore):
                 if info is None:
                     break
                 segs = await self._doc_segments(doc, info[0], lo, hi, seg_where, seg_params)
-                out += assemble(tail, segs, self._sym, window(lo, hi))
+                out += await assemble_off_loop(tail, segs, self._sym, window(lo, hi))
                 lo = hi
             return out[:limit]
 

@@ -61,6 +61,7 @@ from .log_layout import (
     TailRow,
     UnknownSymbol,
     assemble,
+    assemble_off_loop,
     columns,
     decode_segment,
     merge_by_pos,
@@ -537,7 +538,7 @@ class SQLiteStore(EventStore):
             if hi <= lo:
                 return []
             segs = await self._doc_segments(doc, doc_id, lo, hi)
-            return assemble(tail, segs, self._sym, lambda e: lo < e.seq <= hi)
+            return await assemble_off_loop(tail, segs, self._sym, lambda e: lo < e.seq <= hi)
 
         result: list[Event] = await self._decoded(run)
         return result
@@ -664,7 +665,7 @@ class SQLiteStore(EventStore):
                 if info is None:
                     break
                 segs = await self._doc_segments(doc, info[0], lo, hi, seg_where, seg_params)
-                out += assemble(tail, segs, self._sym, window(lo, hi))
+                out += await assemble_off_loop(tail, segs, self._sym, window(lo, hi))
                 lo = hi
             return out[:limit]
 
