@@ -30,15 +30,20 @@ async def conn(schema: str) -> AsyncIterator[asyncpg.Connection]:
         await c.close()
 
 
+async def _keystrokes(store: PostgresStore, n: int) -> None:
+    """n keystroke-sized events in document "d", appended 1,000 at a time."""
+    for i in range(0, n, 1000):
+        batch = [NewEvent("ann", "update", bytes([1, 1, k % 251, 0, 4, 1, 0, 120]))
+                 for k in range(i, i + 1000)]  # fmt: skip
+        await store.append([("d", batch)])
+
+
 async def test_the_tail_indexes_are_rebuilt_when_a_document_goes_idle(
     schema: str, conn: asyncpg.Connection
 ) -> None:
     n = 100_000
     async with PostgresStore(f"{PG_URL}?schema={schema}") as store:
-        for i in range(0, n, 1000):
-            batch = [NewEvent("ann", "update", bytes([1, 1, k % 251, 0, 4, 1, 0, 120]))
-                     for k in range(i, i + 1000)]  # fmt: skip
-            await store.append([("d", batch)])
+        await _keystrokes(store, n)
         # a tail that grew faster than sealing took it (a full-speed ingest), then sealed
         await store.seal_due()
         before = await conn.fetchval("SELECT pg_indexes_size('log'::regclass)")
@@ -74,10 +79,7 @@ async def test_the_tail_gives_its_pages_back_when_a_document_goes_idle(
     with one is not empty (an empty tail kept 18.6 MB after automerge-paper)."""
     n = 100_000
     async with PostgresStore(f"{PG_URL}?schema={schema}") as store:
-        for i in range(0, n, 1000):
-            batch = [NewEvent("ann", "update", bytes([1, 1, k % 251, 0, 4, 1, 0, 120]))
-                     for k in range(i, i + 1000)]  # fmt: skip
-            await store.append([("d", batch)])
+        await _keystrokes(store, n)
         await store.seal_due()  # whole runs, a VACUUM every 4,096 events
         big = await conn.fetchval("SELECT pg_relation_size('log'::regclass)")
         assert big > 4 * 1024 * 1024, big  # every row was written before sealing took it
