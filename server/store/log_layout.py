@@ -177,6 +177,96 @@ async def assemble_off_loop(
     return await asyncio.to_thread(assemble, tail, segs, symbols, keep)
 
 
+@dataclass(frozen=True, slots=True)
+class QueryFilter:
+    """The filters of ``EventStore.query``: as SQL for the tail rows and for the
+    segments' index fields (``?`` placeholders, numbered by each store), and as a
+    predicate for the events decoded from segments."""
+
+    tail_where: str
+    tail_params: list[Any]
+    seg_where: str
+    seg_params: list[Any]
+    keep: Callable[[Event], bool]
+
+
+def query_filter(
+    symbols: Symbols,
+    actor: str | None,
+    kinds: Sequence[str] | None,
+    since_ts: int | None,
+    until_ts: int | None,
+    kinds_sql: Callable[[list[int]], tuple[str, list[Any]]],
+) -> QueryFilter | None:
+    """The filter of a query, or None when nothing can match (an actor or kinds never
+    written). `kinds_sql` is the store's dialect for "kind is one of these ids"."""
+    tail_where, tail_params = "", list[Any]()
+    seg_where, seg_params = "", list[Any]()
+    if actor is not None:
+        if actor not in symbols.ids:
+            return None
+        tail_where += " AND actor = ?"
+        tail_params.append(symbols.ids[actor])
+    if kinds:
+        kind_ids = [symbols.ids[k] for k in kinds if k in symbols.ids]
+        if not kind_ids:
+            return None
+        sql, params = kinds_sql(kind_ids)
+        tail_where += sql
+        tail_params += params
+    if since_ts is not None:
+        tail_where += " AND ts >= ?"
+        tail_params.append(since_ts)
+        seg_where += " AND ts_max >= ?"
+        seg_params.append(since_ts)
+    if until_ts is not None:
+        tail_where += " AND ts <= ?"
+        tail_params.append(until_ts)
+        seg_where += " AND ts_min <= ?"
+        seg_params.append(until_ts)
+    kind_set = set(kinds) if kinds else None
+
+    def keep(e: Event) -> bool:
+        return (
+            (actor is None or e.actor == actor)
+            and (kind_set is None or e.kind in kind_set)
+            and (since_ts is None or e.ts >= since_ts)
+            and (until_ts is None or e.ts <= until_ts)
+        )
+
+    return QueryFilter(tail_where, tail_params, seg_where, seg_params, keep)
+
+
+#: seqs read per step of a filtered query (a filter may keep few of them)
+QUERY_WINDOW = 4096
+
+
+async def query_windows(
+    doc: str,
+    lo: int,
+    head: int,
+    limit: int,
+    f: QueryFilter,
+    tail: Callable[..., Awaitable[tuple[tuple[int, int, int] | None, list[TailRow]]]],
+    segments: Callable[..., Awaitable[list[SegmentRow]]],
+    symbols: Symbols,
+) -> list[Event]:
+    """The first `limit` events after seq `lo` that pass `f`, read QUERY_WINDOW seqs at a
+    time with the store's ``_doc_tail`` and ``_doc_segments``."""
+    out: list[Event] = []
+    while lo < head and len(out) < limit:
+        hi = min(head, lo + QUERY_WINDOW)
+        info, rows = await tail(doc, lo, hi, limit, f.tail_where, f.tail_params)
+        if info is None:
+            break
+        segs = await segments(doc, info[0], lo, hi, f.seg_where, f.seg_params)
+        out += await assemble_off_loop(
+            rows, segs, symbols, lambda e, lo=lo, hi=hi: lo < e.seq <= hi and f.keep(e)
+        )
+        lo = hi
+    return out[:limit]
+
+
 async def merge_by_pos(
     tail: Sequence[TailRow],
     segs: Sequence[tuple[int, int]],

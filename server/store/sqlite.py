@@ -65,6 +65,8 @@ from .log_layout import (
     columns,
     decode_segment,
     merge_by_pos,
+    query_filter,
+    query_windows,
     run_columns,
     runs,
 )
@@ -82,8 +84,6 @@ log = logging.getLogger("palimpsest.store.sqlite")
 
 _T = TypeVar("_T")
 
-#: seqs read per statement by query() (a window of the log, tail and segments)
-_WINDOW = 4096
 #: free pages of the file kept for new tail rows after sealing (4 MB of 4 kB pages)
 _FREE_PAGES_KEPT = 1024
 
@@ -616,58 +616,21 @@ class SQLiteStore(EventStore):
         # range are skipped by their ts_min/ts_max)
         if self._sym.missing_names([n for n in [actor, *(kinds or [])] if n is not None]):
             await self._load_symbols()
-        tail_where, tail_params = "", []
-        seg_where, seg_params = "", []
-        if actor is not None:
-            if actor not in self._sym.ids:
-                return []
-            tail_where += " AND actor = ?"
-            tail_params.append(self._sym.ids[actor])
-        if kinds:
-            kind_ids = [self._sym.ids[k] for k in kinds if k in self._sym.ids]
-            if not kind_ids:
-                return []
-            tail_where += f" AND kind IN ({','.join('?' * len(kind_ids))})"
-            tail_params.extend(kind_ids)
-        if since_ts is not None:
-            tail_where += " AND ts >= ?"
-            tail_params.append(since_ts)
-            seg_where += " AND ts_max >= ?"
-            seg_params.append(since_ts)
-        if until_ts is not None:
-            tail_where += " AND ts <= ?"
-            tail_params.append(until_ts)
-            seg_where += " AND ts_min <= ?"
-            seg_params.append(until_ts)
-        kind_set = set(kinds) if kinds else None
-
-        def keep(e: Event) -> bool:
-            return (
-                (actor is None or e.actor == actor)
-                and (kind_set is None or e.kind in kind_set)
-                and (since_ts is None or e.ts >= since_ts)
-                and (until_ts is None or e.ts <= until_ts)
-            )
-
-        def window(lo: int, hi: int) -> Callable[[Event], bool]:
-            return lambda e: lo < e.seq <= hi and keep(e)
+        f = query_filter(
+            self._sym, actor, kinds, since_ts, until_ts,
+            lambda ids: (f" AND kind IN ({','.join('?' * len(ids))})", ids),
+        )  # fmt: skip
+        if f is None:
+            return []
 
         async def run() -> list[Event]:
-            out: list[Event] = []
             rows = await self._fetchall("SELECT head, base_seq FROM docs WHERE name = ?", (doc,))
             if not rows:
                 return []
-            head = int(rows[0][0])
-            lo = max(after, int(rows[0][1]))
-            while lo < head and len(out) < limit:
-                hi = min(head, lo + _WINDOW)
-                info, tail = await self._doc_tail(doc, lo, hi, limit, tail_where, tail_params)
-                if info is None:
-                    break
-                segs = await self._doc_segments(doc, info[0], lo, hi, seg_where, seg_params)
-                out += await assemble_off_loop(tail, segs, self._sym, window(lo, hi))
-                lo = hi
-            return out[:limit]
+            return await query_windows(
+                doc, max(after, int(rows[0][1])), int(rows[0][0]), limit, f,
+                self._doc_tail, self._doc_segments, self._sym,
+            )  # fmt: skip
 
         result: list[Event] = await self._decoded(run)
         return result
