@@ -173,19 +173,11 @@ class StoreContract(CursorContract):
 
     async def test_positions_survive_a_restart_and_continue(self, store: EventStore) -> None:
         await store.append([("a", [ev(), ev()])])
-        await store.stop()
-        again = await self.reopen(store)
-        if again is None:
-            await store.start()
-            pytest.skip("nothing survives this backend")
-        await again.start()
-        try:
+        async with self.reopened(store) as again:
             assert await again.last_position() == 2
             [[e]] = await again.append([("b", [ev()])])
             assert e.pos == 3
             assert [x.pos for x in await again.read_all()] == [1, 2, 3]
-        finally:
-            await again.stop()
 
     async def test_a_failing_batch_leaves_nothing(self, store: EventStore) -> None:
         if not self.can_fail_midway:
@@ -205,20 +197,12 @@ class StoreContract(CursorContract):
     async def test_events_survive_a_restart(self, store: EventStore) -> None:
         await store.append([("a", [ev(update=b"x"), ev(update=b"y")])])
         await store.put_snapshot("a", 1, b"state")
-        await store.stop()
-        again = await self.reopen(store)
-        if again is None:
-            await store.start()
-            pytest.skip("nothing survives this backend")
-        await again.start()
-        try:
+        async with self.reopened(store) as again:
             assert [e.update for e in await again.read("a")] == [b"x", b"y"]
             [[e]] = await again.append([("a", [ev()])])
             assert e.seq == 3
             snap = await again.latest_snapshot("a")
             assert snap is not None and snap.state == b"state"
-        finally:
-            await again.stop()
         await store.start()
 
     # --- reading ---------------------------------------------------------------------------

@@ -3,6 +3,9 @@ StoreContract, so every backend runs it with its own ``create`` and ``reopen``."
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import pytest
 
 from palimpsest.store.base import EventStore
@@ -15,6 +18,21 @@ class CursorContract:
 
     async def reopen(self, store: EventStore) -> EventStore | None:
         return None
+
+    @contextlib.asynccontextmanager
+    async def reopened(self, store: EventStore) -> AsyncIterator[EventStore]:
+        """Stop `store` and yield a new store over the same data, started; skip the test
+        on a backend where nothing survives (``reopen`` is the contract's)."""
+        await store.stop()
+        again = await self.reopen(store)  # type: ignore[attr-defined]
+        if again is None:
+            await store.start()
+            pytest.skip("nothing survives this backend")
+        await again.start()
+        try:
+            yield again
+        finally:
+            await again.stop()
 
     async def test_webhook_register_keeps_an_existing_cursor(self, store: EventStore) -> None:
         c = store.webhook_cursors()
@@ -75,14 +93,6 @@ class CursorContract:
         await c.register("h", "http://x", 0)
         await c.claim("h", "p", 60_000)
         assert await c.advance("h", "p", 42, 42)
-        await store.stop()
-        again = await self.reopen(store)
-        if again is None:
-            await store.start()
-            pytest.skip("nothing survives this backend")
-        await again.start()
-        try:
+        async with self.reopened(store) as again:
             row = await again.webhook_cursors().get("h")
             assert row is not None and (row.cursor, row.delivered) == (42, 42)
-        finally:
-            await again.stop()

@@ -226,19 +226,26 @@ async def test_migrate_is_idempotent_and_versioned(schema: str) -> None:
         assert [r[0] for r in versions] == list(range(1, postgres.SCHEMA_VERSION + 1))
 
 
+async def _version_2_schema(conn: asyncpg.Connection, schema: str) -> None:
+    """An empty schema as version 2 of this store made it (before positions and
+    segments), in `schema`, which becomes the connection's search path."""
+    from palimpsest.store.postgres_schema import OLD_STEPS
+
+    await conn.execute(f'CREATE SCHEMA "{schema}"; SET search_path = "{schema}"')
+    await conn.execute("CREATE TABLE palimpsest_schema (version INT NOT NULL)")
+    for v in (1, 2):
+        for stmt in OLD_STEPS[v]:
+            await conn.execute(stmt)
+        await conn.execute("INSERT INTO palimpsest_schema VALUES ($1)", v)
+
+
 async def test_version_2_events_get_positions_in_time_order(schema: str) -> None:
     """A log written before positions existed: its events are numbered by time (each
     document's in seq order, even where its clock stepped back), then appends go on."""
-    from palimpsest.store.postgres_schema import OLD_STEPS
 
     conn = await asyncpg.connect(PG_URL)
     try:
-        await conn.execute(f'CREATE SCHEMA "{schema}"; SET search_path = "{schema}"')
-        await conn.execute("CREATE TABLE palimpsest_schema (version INT NOT NULL)")
-        for v in (1, 2):
-            for stmt in OLD_STEPS[v]:
-                await conn.execute(stmt)
-            await conn.execute("INSERT INTO palimpsest_schema VALUES ($1)", v)
+        await _version_2_schema(conn, schema)
         rows = [("a", 1, 100), ("b", 1, 150), ("a", 2, 200), ("a", 3, 120), ("b", 2, 300)]
         await conn.executemany(
             "INSERT INTO events (doc, seq, ts, actor, kind, data, meta) "
@@ -265,17 +272,11 @@ async def test_an_old_schema_is_refused_then_rewritten_into_segments(schema: str
     """Version 2 with a long log: a server refuses it; `migrate` seals whole runs into
     segments and keeps the rest as rows, every event the same."""
     from palimpsest.errors import StoreError
-    from palimpsest.store.postgres_schema import OLD_STEPS
 
     n = 2500
     conn = await asyncpg.connect(PG_URL)
     try:
-        await conn.execute(f'CREATE SCHEMA "{schema}"; SET search_path = "{schema}"')
-        await conn.execute("CREATE TABLE palimpsest_schema (version INT NOT NULL)")
-        for v in (1, 2):
-            for stmt in OLD_STEPS[v]:
-                await conn.execute(stmt)
-            await conn.execute("INSERT INTO palimpsest_schema VALUES ($1)", v)
+        await _version_2_schema(conn, schema)
         await conn.executemany(
             "INSERT INTO events (doc, seq, ts, actor, kind, data, meta) "
             "VALUES ('long', $1, $2, $3, $4, $5, $6)",
