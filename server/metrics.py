@@ -181,6 +181,13 @@ class _LiveCollector(Collector):
             )
             c.add_metric([], float(history.service.attribution.stored))
             yield c
+            c = CounterMetricFamily(
+                "palimpsest_attribution_upkeep_cpu_seconds",
+                "CPU seconds this process spent building and encoding who-wrote-what indexes "
+                "in the background (after a document unloads)",
+            )
+            c.add_metric([], history.service.attribution.upkeep_cpu_seconds)
+            yield c
 
         fanout = backend.extension(Fanout)
         if fanout is None:

@@ -20,14 +20,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from ..errors import FATAL
 from ..snapshots import load
 from ..store.base import EventStore
 from . import attribution_codec as codec
 from .attribution import READ_PAGE, AttributionIndex, TextTrack
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("palimpsest.history")
 
@@ -59,6 +63,9 @@ class AttributionCache:
         self.persist_every = persist_every
         #: observable: indexes written to the store by this process
         self.stored = 0
+        #: CPU seconds spent folding and encoding indexes in the background (refresh, when
+        #: a document unloads): /metrics, so that a bench can tell it from the ingest's
+        self.upkeep_cpu_seconds = 0.0
         self._indexes: OrderedDict[str, AttributionIndex] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
         #: the seq of the index last stored, per document
@@ -208,7 +215,8 @@ class AttributionCache:
             fp = fingerprint(evs[0].update) if evs else ""
         # tens of ms for a long document's index: off the event loop (the lock is held, so
         # nothing folds into the index meanwhile)
-        data = await asyncio.to_thread(codec.encode, index, fp)
+        data, cpu = await asyncio.to_thread(_timed, codec.encode, index, fp)
+        self.upkeep_cpu_seconds += cpu
         self._stored[doc] = index.seq
         task = asyncio.create_task(self._write(doc, index.seq, data))
         self._writes.add(task)
@@ -258,7 +266,15 @@ class AttributionCache:
             )
             if not events:
                 return
-            await index.fold_sliced(events, paced=paced)
+            cpu = await index.fold_sliced(events, paced=paced)
+            if paced:
+                self.upkeep_cpu_seconds += cpu
+
+
+def _timed(fn: Callable[..., _T], *args: Any) -> tuple[_T, float]:
+    """fn(*args) and the CPU seconds it took on this (worker) thread."""
+    c0 = time.thread_time()
+    return fn(*args), time.thread_time() - c0
 
 
 __all__ = ["AttributionCache", "TextTrack", "fingerprint"]
