@@ -3,11 +3,14 @@
 
     .venv/bin/python bench/append_latency.py                  # SQLite, fsync and os
     .venv/bin/python bench/append_latency.py --pg postgresql://postgres@127.0.0.1/test
+    .venv/bin/python bench/append_latency.py --gap 20   # one append every 20 ms, as typed
 
 Each store gets a fresh database (PostgreSQL: a fresh schema, dropped after), 50 appends
 to warm up, then ``--n`` appends of one small event, one at a time, each awaited before
 the next, from the event loop as the server's committer makes them. Prints p50 / p90 /
-p99 in µs: what one edit typed alone waits for before anyone sees it.
+p99 in µs: what one edit typed alone waits for before anyone sees it. With ``--gap``,
+the event loop sleeps that long before each append, as between keystrokes: the disk and
+the threads are then woken from idle, which costs more than back to back.
 """
 
 from __future__ import annotations
@@ -29,13 +32,15 @@ from palimpsest.store.sqlite import SQLiteStore  # noqa: E402
 UPDATE = b"\x01\x01\xb9\xe3\xa4\x8a\x0c\x00\x04\x01\x07content\x01a\x00"
 
 
-async def measure(store: EventStore, n: int) -> list[float]:
+async def measure(store: EventStore, n: int, gap: float = 0.0) -> list[float]:
     ev = NewEvent("bench", "edit", UPDATE, {"conn": "bench/1"}, 1)
     async with store:
         for _ in range(50):
             await store.append([("doc", [ev])])
         out = []
         for i in range(n):
+            if gap:
+                await asyncio.sleep(gap)
             t0 = time.perf_counter()
             await store.append([("doc", [ev])])
             out.append((time.perf_counter() - t0) * 1e6)
@@ -53,13 +58,16 @@ async def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--n", type=int, default=2000, help="appends per store (default 2000)")
+    ap.add_argument("--gap", type=float, default=0.0, help="ms of idle before each append")
     ap.add_argument("--pg", help="also PostgreSQL at this URL (a schema is created and dropped)")
     args = ap.parse_args()
     rows: list[tuple[str, list[float]]] = []
     with tempfile.TemporaryDirectory() as d:
         for durability in ("fsync", "os"):
             store = SQLiteStore(Path(d) / f"{durability}.db", durability=durability)
-            rows.append((f"SQLite, durability {durability}", await measure(store, args.n)))
+            rows.append(
+                (f"SQLite, durability {durability}", await measure(store, args.n, args.gap / 1e3))
+            )
     if args.pg:
         import asyncpg
 
@@ -70,14 +78,20 @@ async def main() -> int:
             sep = "&" if "?" in args.pg else "?"
             pg = PostgresStore(f"{args.pg}{sep}schema={schema}", durability=durability)
             try:
-                rows.append((f"PostgreSQL, durability {durability}", await measure(pg, args.n)))
+                rows.append(
+                    (
+                        f"PostgreSQL, durability {durability}",
+                        await measure(pg, args.n, args.gap / 1e3),
+                    )
+                )
             finally:
                 conn = await asyncpg.connect(args.pg)
                 try:
                     await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
                 finally:
                     await conn.close()
-    print(f"{'store':32s} {'p50':>8s} {'p90':>8s} {'p99':>8s}  (µs per lone append, n={args.n})")
+    head = f"{'store':32s} {'p50':>8s} {'p90':>8s} {'p99':>8s}"
+    print(f"{head}  (µs per lone append, n={args.n}, gap {args.gap:g} ms)")
     for name, xs in rows:
         print(f"{name:32s} {pct(xs, 50):8.0f} {pct(xs, 90):8.0f} {pct(xs, 99):8.0f}")
     return 0

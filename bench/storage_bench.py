@@ -815,8 +815,9 @@ def main() -> None:
         print(f"{STORAGE_JSON}: {n_before} entries kept but {n_before - len(runs)} earlier "
               "ones of these peers and traces", file=sys.stderr)  # fmt: skip
     else:
-        runs = measure_ours(traces, stores, layouts, args.repeats, args.loads, args.baseline,
-                           args.versions)
+        runs = measure_ours(
+            traces, stores, layouts, args.repeats, args.loads, args.baseline, args.versions
+        )
         for r in runs:
             r["command"] = command
     if names:

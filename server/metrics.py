@@ -186,7 +186,7 @@ class _LiveCollector(Collector):
                 "CPU seconds this process spent building and encoding who-wrote-what indexes "
                 "in the background (after a document unloads)",
             )
-            c.add_metric([], history.service.attribution.upkeep_cpu_seconds)
+            c.add_metric([], history.service.attribution.upkeep.seconds)
             yield c
 
         fanout = backend.extension(Fanout)

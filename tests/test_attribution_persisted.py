@@ -143,6 +143,12 @@ async def test_a_room_that_unloads_stores_its_index_for_the_next_process(
         async with httpx.AsyncClient(base_url=srv.url) as http:  # what a watcher sees
             metrics = (await http.get("/metrics")).text
         assert "palimpsest_attribution_indexes_stored_total 1.0" in metrics
+        # the CPU of that build is counted apart (the storage bench tells it from ingest)
+        spent = history_of(srv.backend).attribution.upkeep.seconds
+        assert spent > 0
+        line = next(x for x in metrics.splitlines() if x.startswith("palimpsest_attribution_up"))
+        assert line.startswith("palimpsest_attribution_upkeep_cpu_seconds_total ")
+        assert float(line.split()[1]) == spent
     async with run_server(settings) as srv:
         h = history_of(srv.backend)
         b = await h.blame("paper", 1234, await h.info("paper"), "content")

@@ -32,6 +32,7 @@ from typing import Any
 
 from pycrdt import Doc, Text
 
+from .. import cpu_account
 from ..errors import FATAL
 from ..store.base import Event
 from .render import TEXT, infer_root_types
@@ -207,9 +208,7 @@ def _text(data: bytes) -> str:
 class AttributionIndex:
     """The attribution of one document's text roots, folded up to `seq`."""
 
-    def __init__(
-        self, doc: str, text_roots: list[str], *, ydoc: Doc[Any] | None = None
-    ) -> None:
+    def __init__(self, doc: str, text_roots: list[str], *, ydoc: Doc[Any] | None = None) -> None:
         self.doc_name = doc
         #: the document the index folds (`ydoc`: one already at the index's seq, when a
         #: stored index is read back, see attribution_codec)
@@ -255,22 +254,20 @@ class AttributionIndex:
         with gc_paused():
             self._fold(events)
 
-    async def fold_sliced(self, events: list[Event], *, paced: bool = False) -> float:
+    async def fold_sliced(self, events: list[Event], *, paced: bool = False) -> None:
         """Fold `events` in slices of about SLICE_SECONDS, yielding to the event loop after
         each; `paced` (background work): sleeping as long as the slice took, so that it
-        takes at most half of the CPU from whatever else runs. Returns the CPU seconds the
-        folding took (this thread's, the sleeps and whatever ran between excluded)."""
+        takes at most half of the CPU from whatever else runs. The CPU time of the folding
+        is charged to the task's CPU account, if any (server.cpu_account)."""
         n, i = 8, 0
-        cpu = 0.0
         while i < len(events):
-            t0, c0 = time.perf_counter(), time.thread_time()
-            self.fold(events[i : i + n])
+            t0 = time.perf_counter()
+            with cpu_account.on_loop():
+                self.fold(events[i : i + n])
             i += n
-            cpu += time.thread_time() - c0
             dt = time.perf_counter() - t0
             n = max(1, min(FOLD_SLICE, int(n * SLICE_SECONDS / dt))) if dt > 0 else FOLD_SLICE
             await asyncio.sleep(dt if paced else 0)
-        return cpu
 
     def _fold(self, events: list[Event]) -> None:
         for ev in events:

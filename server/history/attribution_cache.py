@@ -20,18 +20,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
 
+from .. import cpu_account
 from ..errors import FATAL
 from ..snapshots import load
 from ..store.base import EventStore
 from . import attribution_codec as codec
 from .attribution import READ_PAGE, AttributionIndex, TextTrack
-
-_T = TypeVar("_T")
 
 log = logging.getLogger("palimpsest.history")
 
@@ -63,9 +60,10 @@ class AttributionCache:
         self.persist_every = persist_every
         #: observable: indexes written to the store by this process
         self.stored = 0
-        #: CPU seconds spent folding and encoding indexes in the background (refresh, when
-        #: a document unloads): /metrics, so that a bench can tell it from the ingest's
-        self.upkeep_cpu_seconds = 0.0
+        #: the CPU of background refreshes (when a document unloads): reading the log,
+        #: folding, encoding (server.cpu_account; /metrics, so that a bench can tell it
+        #: from the ingest's)
+        self.upkeep = cpu_account.Account()
         self._indexes: OrderedDict[str, AttributionIndex] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
         #: the seq of the index last stored, per document
@@ -129,6 +127,12 @@ class AttributionCache:
         build the first one only when the log has at least `build_from` events (a short
         log is folded quickly enough on first use). Not kept in memory unless it was
         already. True when an index was stored."""
+        with cpu_account.charged_to(self.upkeep):
+            return await self._refresh(doc, text_roots, build_from)
+
+    async def _refresh(
+        self, doc: str, text_roots: Callable[[], Awaitable[list[str]]], build_from: int
+    ) -> bool:
         lock = self._locks.setdefault(doc, asyncio.Lock())
         info = await self.store.doc_info(doc)
         if info is None or info.head == 0 or self._stored.get(doc, -1) >= info.head:
@@ -215,8 +219,7 @@ class AttributionCache:
             fp = fingerprint(evs[0].update) if evs else ""
         # tens of ms for a long document's index: off the event loop (the lock is held, so
         # nothing folds into the index meanwhile)
-        data, cpu = await asyncio.to_thread(_timed, codec.encode, index, fp)
-        self.upkeep_cpu_seconds += cpu
+        data = await cpu_account.to_thread(codec.encode, index, fp)
         self._stored[doc] = index.seq
         task = asyncio.create_task(self._write(doc, index.seq, data))
         self._writes.add(task)
@@ -254,9 +257,7 @@ class AttributionCache:
         )
         return index
 
-    async def _extend(
-        self, index: AttributionIndex, upto: int | None, paced: bool = False
-    ) -> None:
+    async def _extend(self, index: AttributionIndex, upto: int | None, paced: bool = False) -> None:
         """Fold the events after the index's seq (up to `upto`), a slice at a time.
         `paced` (background refreshes): after each slice, wait as long as it took, so
         that a refresh takes at most half of the CPU from whatever else runs."""
@@ -266,15 +267,7 @@ class AttributionCache:
             )
             if not events:
                 return
-            cpu = await index.fold_sliced(events, paced=paced)
-            if paced:
-                self.upkeep_cpu_seconds += cpu
-
-
-def _timed(fn: Callable[..., _T], *args: Any) -> tuple[_T, float]:
-    """fn(*args) and the CPU seconds it took on this (worker) thread."""
-    c0 = time.thread_time()
-    return fn(*args), time.thread_time() - c0
+            await index.fold_sliced(events, paced=paced)
 
 
 __all__ = ["AttributionCache", "TextTrack", "fingerprint"]

@@ -26,13 +26,13 @@ raises :class:`~server.errors.StoreError` naming it, and ``palimpsest verify`` r
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .. import cpu_account
 from ..errors import StoreError
 from . import segments as S
 from .base import Event, dump_meta
@@ -173,8 +173,9 @@ async def assemble_off_loop(
     ~1.5 ms of CPU (decompressed, then 1,024 events built), so a page of a long log read
     on the event loop held every room's edits for tens of ms."""
     if not segs:
-        return assemble(tail, segs, symbols, keep)
-    return await asyncio.to_thread(assemble, tail, segs, symbols, keep)
+        with cpu_account.on_loop():
+            return assemble(tail, segs, symbols, keep)
+    return await cpu_account.to_thread(assemble, tail, segs, symbols, keep)
 
 
 @dataclass(frozen=True, slots=True)

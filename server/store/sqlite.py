@@ -25,6 +25,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -239,10 +240,27 @@ def _append(
     return out
 
 
+#: an append of at most this many events (a lone edit, a few typed together) commits on
+#: the event loop's own thread when the writer thread has nothing queued: no thread to
+#: wake, none to wake the loop back. After a pause those two wake-ups cost 0.1-0.15 ms of
+#: a keystroke's latency on this machine (bench/append_latency.py --gap). The loop then
+#: waits for the disk itself, as that edit does anyway; a bigger batch (a burst) goes to
+#: the writer thread, so that the loop keeps reading frames while the disk syncs.
+INLINE_EVENTS = 4
+#: ... and only while such commits are quick (their moving average): a disk that takes
+#: longer would hold up every connection of the process for as long
+INLINE_MAX_SECONDS = 0.002
+
+
 class _Writer:
     """The write connection, owned by one thread. ``call(fn)`` runs ``fn(conn)`` there
     and returns its result: one hop from the event loop and one back, whatever fn does.
-    Calls run one at a time in the order they were made, so writes never interleave."""
+    Calls run one at a time in the order they were made, so writes never interleave.
+
+    ``call(fn, small=True)`` (a small append) may run ``fn`` on the calling thread
+    instead, when no call is queued or running and small calls have been quick (see
+    INLINE_EVENTS): the connection is used by one thread at a time either way (``_lock``)
+    and the order of calls is kept (none is waiting when one runs inline)."""
 
     def __init__(self, path: str, durability: str = "fsync") -> None:
         self.path = path
@@ -250,6 +268,15 @@ class _Writer:
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        #: calls handed to the thread (changed by the event loop's thread only) and calls
+        #: it finished (by the writer thread only): equal when it has nothing to do
+        self._queued = 0
+        self._finished = 0
+        #: moving average of the seconds a small call takes, wherever it ran
+        self.small_seconds = 0.0
+        #: small calls run inline so far (tests, /metrics-free introspection)
+        self.inline_calls = 0
 
     async def start(self) -> None:
         self._thread = threading.Thread(
@@ -265,16 +292,24 @@ class _Writer:
     def _connect(self, _conn: Any) -> None:
         self._conn = _open(self.path, self.durability)
 
+    def _note(self, seconds: float) -> None:
+        self.small_seconds += (seconds - self.small_seconds) * 0.125
+
     def _run(self) -> None:
         while True:
             job = self._jobs.get()
             if job is None:
                 break
-            fn, loop, fut = job
-            try:
-                value, ok = fn(self._conn), True
-            except BaseException as e:  # handed to the caller, whatever it is
-                value, ok = e, False
+            fn, loop, fut, small = job
+            with self._lock:
+                t0 = time.perf_counter()
+                try:
+                    value, ok = fn(self._conn), True
+                except BaseException as e:  # handed to the caller, whatever it is
+                    value, ok = e, False
+                if small:
+                    self._note(time.perf_counter() - t0)
+            self._finished += 1
             try:
                 loop.call_soon_threadsafe(_resolve, fut, ok, value)
             except RuntimeError:  # the loop is closed: nobody waits any more
@@ -283,12 +318,29 @@ class _Writer:
             self._conn.close()
             self._conn = None
 
-    async def call(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+    async def call(self, fn: Callable[[sqlite3.Connection], _T], *, small: bool = False) -> _T:
         if self._thread is None or not self._thread.is_alive():
             raise StoreUnavailable("the SQLite store is not started")
+        if (
+            small
+            and self._queued == self._finished
+            and self.small_seconds < INLINE_MAX_SECONDS
+            and self._conn is not None
+            and self._lock.acquire(blocking=False)
+        ):
+            try:
+                t0 = time.perf_counter()
+                try:
+                    return fn(self._conn)
+                finally:
+                    self._note(time.perf_counter() - t0)
+                    self.inline_calls += 1
+            finally:
+                self._lock.release()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[_T] = loop.create_future()
-        self._jobs.put((fn, loop, fut))
+        self._queued += 1
+        self._jobs.put((fn, loop, fut, small))
         return await fut
 
     async def stop(self) -> None:
@@ -363,6 +415,7 @@ class SQLiteStore(EventStore):
             version == 0
             and not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'docs'").fetchone()
         ):
+
             def fresh(c: sqlite3.Connection) -> None:
                 for stmt in FRESH:
                     c.execute(stmt)
@@ -423,15 +476,21 @@ class SQLiteStore(EventStore):
         return await self.writer.call(lambda conn: _in_transaction(conn, what, fn))
 
     async def _write_interned(
-        self, what: str, names: set[str], fn: Callable[[sqlite3.Connection, Symbols], _T]
+        self,
+        what: str,
+        names: set[str],
+        fn: Callable[[sqlite3.Connection, Symbols], _T],
+        *,
+        small: bool = False,
     ) -> _T:
-        """A write transaction whose rows name these actors and kinds by id."""
+        """A write transaction whose rows name these actors and kinds by id. `small`: a
+        few events' append, which may commit on the calling thread (_Writer.call)."""
 
         def run(conn: sqlite3.Connection) -> _T:
             _intern(conn, self._wsym, names)
             return _in_transaction(conn, what, lambda c: fn(c, self._wsym))
 
-        return await self.writer.call(run)
+        return await self.writer.call(run, small=small)
 
     async def ping(self) -> None:
         try:
@@ -483,8 +542,9 @@ class SQLiteStore(EventStore):
         if not any(evs for _, evs in batches):
             return [[] for _ in batches]
         names = {n for _, evs in batches for ev in evs for n in (ev.actor, ev.kind)}
+        small = sum(len(evs) for _, evs in batches) <= INLINE_EVENTS
         return await self._write_interned(
-            "append", names, lambda conn, sym: _append(conn, batches, sym)
+            "append", names, lambda conn, sym: _append(conn, batches, sym), small=small
         )
 
     async def _doc_tail(

@@ -1,0 +1,111 @@
+"""The SQLite store's writer: one connection, calls in order, small appends inline.
+
+A small append (a lone keystroke) commits on the event loop's thread when the writer
+thread has nothing queued or running, and on the writer thread otherwise (a burst, a
+write in flight, or small commits that have been slow). Either way the commit is
+synchronous=FULL and on disk when append returns, and calls never overlap or reorder."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from palimpsest.store.base import NewEvent
+from palimpsest.store.sqlite import INLINE_EVENTS, INLINE_MAX_SECONDS, SQLiteStore
+
+UPDATE = b"\x01\x01\xb9\xe3\xa4\x8a\x0c\x00\x04\x01\x07content\x01a\x00"
+
+
+def ev(i: int = 0) -> NewEvent:
+    return NewEvent("ann", "edit", UPDATE, {"conn": "t/1"}, 1_000 + i)
+
+
+def rows_in_file(path: Path) -> int:
+    with sqlite3.connect(path) as c:  # another connection: what is committed
+        return int(c.execute("SELECT COUNT(*) FROM log").fetchone()[0])
+
+
+async def test_a_lone_append_commits_on_the_loop_thread_durably(tmp_path: Path) -> None:
+    path = tmp_path / "w.db"
+    async with SQLiteStore(path) as store:
+        await store.append([("doc", [ev()])])  # the first creates the doc and symbols
+        before = store.writer.inline_calls
+        stored = await store.append([("doc", [ev(1)])])
+        assert store.writer.inline_calls == before + 1
+        assert [e.seq for e in stored[0]] == [2]
+        assert rows_in_file(path) == 2
+        assert (await store.pragmas())["synchronous"] == 2  # FULL: fsynced at commit
+        where = await store.writer.call(lambda c: threading.get_ident(), small=True)
+        assert where == threading.get_ident()
+
+
+async def test_a_burst_commits_on_the_writer_thread(tmp_path: Path) -> None:
+    path = tmp_path / "w.db"
+    async with SQLiteStore(path) as store:
+        await store.append([("doc", [ev()])])
+        before = store.writer.inline_calls
+        stored = await store.append([("doc", [ev(i) for i in range(INLINE_EVENTS + 1)])])
+        assert store.writer.inline_calls == before
+        assert [e.seq for e in stored[0]] == list(range(2, INLINE_EVENTS + 3))
+        assert rows_in_file(path) == INLINE_EVENTS + 2
+        where = await store.writer.call(lambda c: threading.get_ident())
+        assert where != threading.get_ident()
+
+
+async def test_small_calls_go_to_the_thread_while_commits_are_slow(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path / "w.db") as store:
+        store.writer.small_seconds = INLINE_MAX_SECONDS * 10  # a slow disk lately
+        where = await store.writer.call(lambda c: threading.get_ident(), small=True)
+        assert where != threading.get_ident()
+        # each small call measured on the thread brings the average back down
+        for _ in range(40):
+            await store.writer.call(lambda c: None, small=True)
+        assert store.writer.small_seconds < INLINE_MAX_SECONDS
+        where = await store.writer.call(lambda c: threading.get_ident(), small=True)
+        assert where == threading.get_ident()
+
+
+async def test_a_small_call_waits_behind_a_call_in_flight(tmp_path: Path) -> None:
+    """Never two users of the connection at once, and calls finish in the order made."""
+    async with SQLiteStore(tmp_path / "w.db") as store:
+        release = threading.Event()
+        order: list[str] = []
+
+        def slow(c: sqlite3.Connection) -> None:
+            assert release.wait(10)
+            order.append("slow")
+
+        def small(c: sqlite3.Connection) -> int:
+            order.append("small")
+            return threading.get_ident()
+
+        first = asyncio.create_task(store.writer.call(slow))
+        await asyncio.sleep(0.05)  # the writer thread is inside `slow`
+        second = asyncio.create_task(store.writer.call(small, small=True))
+        await asyncio.sleep(0.05)
+        assert order == [] and not second.done()
+        release.set()
+        await first
+        where = await second
+        assert order == ["slow", "small"]
+        assert where != threading.get_ident()
+
+
+async def test_an_inline_call_that_fails_leaves_the_writer_usable(tmp_path: Path) -> None:
+    path = tmp_path / "w.db"
+    async with SQLiteStore(path) as store:
+
+        def broken(c: sqlite3.Connection) -> None:
+            c.execute("INSERT INTO no_such_table VALUES (1)")
+
+        before = store.writer.inline_calls
+        with pytest.raises(sqlite3.OperationalError):
+            await store.writer.call(broken, small=True)
+        assert store.writer.inline_calls == before + 1  # it did run inline
+        await store.append([("doc", [ev()])])
+        await store.append([("doc", [ev(1)])])
+        assert rows_in_file(path) == 2
