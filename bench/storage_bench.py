@@ -625,17 +625,20 @@ def report(runs: list[dict[str, Any]], command: str, peers_command: str | None =
         "in the tail's table until a later one. The event log includes the stored "
         "attribution index (table `derived`, 0.2-0.3 MB for automerge-paper).",
         "",
-        "Ingest CPU per event is higher with this tree, and that is not in this machine's "
-        "noise: on SQLite and automerge-paper 52-56 µs against 40 µs (1 Dec, 2 runs). A "
-        "py-spy profile of the compact server during that ingest puts about 14 % of its CPU "
-        "in what the rows layout does not do: storing ladder rungs as differences (5 %), "
-        "compressing snapshots (3 %), sealing (3-4 %) and capturing snapshots of a growing "
-        "document (2 %). Any version's p50 is about the same on the long traces and higher "
-        "on sveltecomponent (12-15 ms against 7-9 ms: beyond the newest three snapshots, the "
-        "ladder keeps one every 3,000 events at most, and the rows layout kept them all); "
-        "its p99 is lower everywhere. The PostgreSQL tail of sveltecomponent kept 1.1 MB "
-        "in one run: the idle upkeep vacuums again only above 1 MB of heap for an empty "
-        "tail.",
+        "Ingest CPU per event is still higher with this tree, in the same run: on "
+        "automerge-paper 56-57 against 49-50 µs on SQLite and 51 against 48 µs on "
+        "PostgreSQL (1 Dec, 2 runs each). Until 1 Dec the bench's ingest window also took "
+        "in 1-2 s of the attribution index build that the unload starts (52-56 against 40 "
+        "µs was reported then, on a busier machine); the server now counts that build's "
+        "CPU (`palimpsest_attribution_upkeep_cpu_seconds`) and the bench leaves it out. "
+        "What remains is work the rows layout never does: sealing every event into "
+        "segments (on SQLite the tail's reads and deletes are this process's CPU; on "
+        "PostgreSQL mostly the database's), storing ladder rungs as differences, and "
+        "compressing snapshots. Any version's p50 is about the same on the long traces and "
+        "higher on sveltecomponent (beyond the newest three snapshots, the ladder keeps "
+        "one every 3,000 events at most, and the rows layout kept them all); its p99 is "
+        "lower everywhere. The PostgreSQL tail of sveltecomponent kept 1.1 MB in one run: "
+        "the idle upkeep vacuums again only above 1 MB of heap for an empty tail.",
         "",
         "![store bytes ÷ raw update bytes](storage.png)",
         *peer_lines,

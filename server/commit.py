@@ -4,7 +4,8 @@ Callers ``await committer.append(doc, events)`` and get their stored events back
 they are durable. Everything queued while a transaction is in flight goes into the
 next one, which one writer task runs, so under load the batch grows with the arrival
 rate and the number of fsyncs per event falls; a lone edit commits at once, on its
-caller's own task (no transaction in flight: the caller leads, see ``append``).
+caller's own task (no transaction in flight: the caller leads, see ``append``), with
+whatever other tasks append in the same turn of the event loop.
 
 When the store refuses a transaction for a reason that may pass (``StoreUnavailable``:
 a full disk, an I/O error, a read-only file, the database unreachable), appends whose
@@ -70,6 +71,9 @@ class Committer(Service):
         self._closing = False
         #: a transaction is in flight (run by the writer task or by a caller's task)
         self._busy = False
+        #: when a transaction last committed (time.monotonic()): background work that
+        #: would slow edits down waits for a pause (server.history.attribution_cache)
+        self.last_commit = 0.0
         #: the store's error while it refuses transactions (None once one succeeds)
         self.refusing: StoreError | None = None
         #: when the current refusal began (time.monotonic()), and appends held by it
@@ -110,7 +114,8 @@ class Committer(Service):
         if self._task is None or self._task.done():
             raise StoreUnavailable("the committer is not running")
         fut: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Append(doc, events, fut, hold))
+        item = _Append(doc, events, fut, hold)
+        self._queue.append(item)
         if (
             not self._busy
             and self.refusing is None
@@ -119,6 +124,17 @@ class Committer(Service):
         ):
             self._busy = True
             try:
+                # one turn of the loop first: appends that other tasks make in this same
+                # turn (other rooms' edits that arrived together) join this transaction.
+                # A store may commit a small one on this very thread, without awaiting
+                # anything (server.store.sqlite: INLINE_EVENTS), and then nothing else
+                # would run and queue while it is in flight
+                try:
+                    await asyncio.sleep(0)
+                except asyncio.CancelledError:
+                    if item in self._queue:  # nothing was sent: withdrawn
+                        self._queue.remove(item)
+                    raise
                 await self._commit_next()
             finally:
                 self._busy = False
@@ -187,6 +203,7 @@ class Committer(Service):
             return self._refused(err, take)
         if self.refusing is not None:
             self._recovered(n)
+        self.last_commit = time.monotonic()
         if self.on_batch is not None:
             self.on_batch(n, time.perf_counter() - t0)
         for a, stored in zip(take, results, strict=True):

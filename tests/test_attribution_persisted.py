@@ -155,3 +155,35 @@ async def test_a_room_that_unloads_stores_its_index_for_the_next_process(
         assert _text(b["roots"]["content"]["runs"]) == texts[1234]
         assert h.attribution.builds == [] and len(h.attribution.restores) == 1
 
+
+
+@pytest.mark.parametrize("editing", [False, True])
+async def test_a_background_refresh_gives_way_to_edits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, editing: bool
+) -> None:
+    """While edits are being committed, a background refresh waits for a pause (at most
+    MAX_DEFER_SECONDS) before each page it reads; on an idle server it never waits. The
+    index it stores is the same either way."""
+    from palimpsest.history import attribution_cache
+
+    monkeypatch.setattr(attribution_cache, "MAX_DEFER_SECONDS", 0.05)
+    n = 2500
+    events, _ = bench.trace_events("automerge-paper", limit=n)
+    settings = Settings(db=str(tmp_path / "g.db"), snapshot_every=EVERY)
+    async with Backend(settings) as backend:
+        await bench.write_log(backend.store, "paper", events, EVERY)
+        h = history_of(backend)
+        clock = attribution_cache.time.monotonic
+        h.attribution.last_edit = clock if editing else (lambda: 0.0)  # an edit "just now"
+        assert await h.refresh_attribution("paper", build_from=1000)
+        pages = -(-n // attribution_cache.READ_PAGE)
+        if editing:  # each page, and the read that finds the end
+            assert h.attribution.deferred >= pages
+        else:
+            assert h.attribution.deferred == 0
+        stored = await backend.store.derived("paper", codec.KIND)
+        assert stored is not None and stored[0] == n
+    async with Backend(settings) as backend:  # a cold process reads it and blames right
+        h = history_of(backend)
+        b = await h.blame("paper", 1234, await h.info("paper"), "content")
+        assert _text(b["roots"]["content"]["runs"]) == trace_texts("automerge-paper", n)[1234]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
@@ -31,6 +32,13 @@ from . import attribution_codec as codec
 from .attribution import READ_PAGE, AttributionIndex, TextTrack
 
 log = logging.getLogger("palimpsest.history")
+
+#: a background refresh reads its next page of events once no edit was committed in the
+#: process for this long (seconds)...
+QUIET_SECONDS = 0.25
+#: ...or after waiting this long for such a pause: while editing never pauses, a refresh
+#: still reads a page every couple of seconds
+MAX_DEFER_SECONDS = 2.0
 
 
 def fingerprint(update: bytes) -> str:
@@ -54,8 +62,20 @@ class AttributionCache:
     """One index per document: built, stored and read back, extended on each use,
     LRU-bounded in memory."""
 
-    def __init__(self, store: EventStore, max_docs: int = 8, persist_every: int = 1000) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        max_docs: int = 8,
+        persist_every: int = 1000,
+        *,
+        last_edit: Callable[[], float] | None = None,
+    ) -> None:
         self.store = store
+        #: when an edit was last committed in this process (time.monotonic()): a
+        #: background refresh gives way to edits (see QUIET_SECONDS)
+        self.last_edit = last_edit
+        #: pages a background refresh waited for a pause in the editing before reading
+        self.deferred = 0
         self.max_docs = max_docs
         self.persist_every = persist_every
         #: observable: indexes written to the store by this process
@@ -236,6 +256,28 @@ class AttributionCache:
         self.stored += 1
         log.info("attribution index of %s stored at seq %d (%d bytes)", doc, seq, len(data))
 
+    async def _give_way(self) -> None:
+        """Before a background refresh reads its next page: wait until no edit was
+        committed for QUIET_SECONDS, at most MAX_DEFER_SECONDS. Reading a page decodes
+        its segments on a worker thread, which holds the interpreter for ~1.5 ms a
+        segment; meanwhile an edit's every I/O step on the event loop (the socket, the
+        commit's fsync) waits up to the switch interval to take it back, and a few of
+        those add up to the 2-7 ms outliers measured while typing went on
+        (docs/durability.md)."""
+        if self.last_edit is None:
+            return
+        deadline = time.monotonic() + MAX_DEFER_SECONDS
+        waited = False
+        while True:
+            now = time.monotonic()
+            rest = min(self.last_edit() + QUIET_SECONDS, deadline) - now
+            if rest <= 0:
+                break
+            waited = True
+            await asyncio.sleep(rest)
+        if waited:
+            self.deferred += 1
+
     # --- folding ------------------------------------------------------------------------
 
     async def _build(
@@ -262,6 +304,8 @@ class AttributionCache:
         `paced` (background refreshes): after each slice, wait as long as it took, so
         that a refresh takes at most half of the CPU from whatever else runs."""
         while upto is None or index.seq < upto:
+            if paced:
+                await self._give_way()
             events = await self.store.read(
                 index.doc_name, after=index.seq, upto=upto, limit=READ_PAGE
             )

@@ -98,7 +98,9 @@ def validate_tag_name(name: Any) -> str:
 class History:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
-        self.attribution = AttributionCache(backend.store)
+        self.attribution = AttributionCache(
+            backend.store, last_edit=lambda: backend.committer.last_commit
+        )
         #: per document, the root types learnt so far (a root's type never changes)
         self._types: dict[str, dict[str, str]] = {}
         self._sessions: dict[tuple[str, int], Sessions] = {}
