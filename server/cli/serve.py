@@ -192,10 +192,13 @@ async def _wait_closed(backend: Any, closed: int, within: float = 3.0) -> None:
 GC_YOUNG_THRESHOLD = 20_000
 
 #: how long a thread holding the GIL keeps it while another waits (Python's default: 5
-#: ms). Upkeep runs on worker threads (sealing's columns, ladder differences, the SQLite
-#: writer between statements); at 5 ms an edit arriving while one of them computes waited
-#: up to 5 ms for the event loop to get the interpreter back, at 1 ms up to 1 ms.
-SWITCH_INTERVAL = 0.001
+#: ms). Upkeep runs on worker threads (sealing's columns, ladder differences, segment
+#: decoding, the SQLite writer between statements); an edit arriving while one of them
+#: computes waits up to this long for the event loop to get the interpreter back, and
+#: again at each of the loop's I/O steps on its path (the socket, the commit, the send).
+#: 0.25 ms: a loop waking every 0.3 ms beside a thread running Python woke 1.47 ms
+#: apart (p50) at 1 ms, 0.67 ms at 0.2 ms (docs/durability.md)
+SWITCH_INTERVAL = 0.00025
 
 
 def _tune_gc() -> None:

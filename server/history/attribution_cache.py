@@ -256,6 +256,10 @@ class AttributionCache:
         self.stored += 1
         log.info("attribution index of %s stored at seq %d (%d bytes)", doc, seq, len(data))
 
+    def _editing(self) -> bool:
+        """Whether an edit was committed in the last QUIET_SECONDS."""
+        return self.last_edit is not None and time.monotonic() - self.last_edit() < QUIET_SECONDS
+
     async def _give_way(self) -> None:
         """Before a background refresh reads its next page: wait until no edit was
         committed for QUIET_SECONDS, at most MAX_DEFER_SECONDS. Reading a page decodes
@@ -311,7 +315,7 @@ class AttributionCache:
             )
             if not events:
                 return
-            await index.fold_sliced(events, paced=paced)
+            await index.fold_sliced(events, paced=paced, busy=self._editing if paced else None)
 
 
 __all__ = ["AttributionCache", "TextTrack", "fingerprint"]
