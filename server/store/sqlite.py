@@ -141,6 +141,11 @@ def _store_error(what: str, e: sqlite3.Error) -> StoreError:
 _SYNCHRONOUS = {"fsync": "FULL", "os": "NORMAL"}
 
 
+#: how long a write waits for another connection's write lock (another process on the
+#: same file: an admin command, a second server)
+BUSY_TIMEOUT_MS = 10_000
+
+
 def _open(path: str, durability: str = "fsync") -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     # first: a new file takes it only before anything is written to it, WAL mode included
@@ -151,8 +156,18 @@ def _open(path: str, durability: str = "fsync") -> sqlite3.Connection:
     conn.execute(f"PRAGMA synchronous={_SYNCHRONOUS[durability]}")
     # keep the WAL file small once checkpointed (it otherwise stays at its peak)
     conn.execute("PRAGMA journal_size_limit=8388608")
-    conn.execute("PRAGMA busy_timeout=10000")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     return conn
+
+
+def _is_busy(e: BaseException | None) -> bool:
+    """Whether `e` (or what it was raised from) is SQLite's "the database is locked"."""
+    while e is not None:
+        code = getattr(e, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF in (5, 6):  # SQLITE_BUSY, SQLITE_LOCKED
+            return True
+        e = e.__cause__
+    return False
 
 
 def _resolve(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -275,8 +290,11 @@ class _Writer:
         self._finished = 0
         #: moving average of the seconds a small call takes, wherever it ran
         self.small_seconds = 0.0
-        #: small calls run inline so far (tests, /metrics-free introspection)
+        #: small calls run inline so far (tests, /metrics-free introspection), and those
+        #: of them that found the database locked by another connection and went to the
+        #: writer thread after all
         self.inline_calls = 0
+        self.busy_fallbacks = 0
 
     async def start(self) -> None:
         self._thread = threading.Thread(
@@ -328,11 +346,20 @@ class _Writer:
             and self._conn is not None
             and self._lock.acquire(blocking=False)
         ):
+            conn = self._conn
             try:
                 t0 = time.perf_counter()
+                # never wait for another process's write lock here: that would hold the
+                # event loop; the writer thread waits for it instead (below)
+                conn.execute("PRAGMA busy_timeout=0")
                 try:
-                    return fn(self._conn)
+                    return fn(conn)
+                except Exception as e:
+                    if not _is_busy(e):
+                        raise
+                    self.busy_fallbacks += 1
                 finally:
+                    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
                     self._note(time.perf_counter() - t0)
                     self.inline_calls += 1
             finally:
@@ -394,7 +421,7 @@ class SQLiteStore(EventStore):
                 )
             if not self._memory:
                 self._db = await aiosqlite.connect(self.path, isolation_level=None)
-                await self._db.execute("PRAGMA busy_timeout=10000")
+                await self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         except (sqlite3.Error, OSError) as e:
             await self.stop()
             raise StoreUnavailable(f"cannot open SQLite database {self.path!r}: {e}") from e

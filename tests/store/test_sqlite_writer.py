@@ -109,3 +109,38 @@ async def test_an_inline_call_that_fails_leaves_the_writer_usable(tmp_path: Path
         await store.append([("doc", [ev()])])
         await store.append([("doc", [ev(1)])])
         assert rows_in_file(path) == 2
+
+
+async def test_a_lock_held_by_another_process_never_holds_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    """Another connection (an admin command on the same file) holds the write lock: a
+    small append does not wait for it on the event loop's thread; it goes to the writer
+    thread, which waits (busy_timeout), while the loop keeps serving."""
+    path = tmp_path / "w.db"
+    async with SQLiteStore(path) as store:
+        await store.append([("doc", [ev()])])
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # the write lock, held
+        try:
+            append = asyncio.create_task(store.append([("doc", [ev(1)])]))
+            ticks = 0
+            for _ in range(20):  # the loop runs while the append waits for the lock
+                await asyncio.sleep(0.01)
+                ticks += 1
+            assert ticks == 20 and not append.done()
+            assert store.writer.busy_fallbacks == 1
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        stored = await asyncio.wait_for(append, 10)
+        assert [e.seq for e in stored[0]] == [2]
+        assert rows_in_file(path) == 2
+        # that wait counted as a slow commit: lone appends go to the thread until the
+        # average comes down, then commit inline again, their wait for locks restored
+        before = store.writer.inline_calls
+        for i in range(60):
+            await store.append([("doc", [ev(3 + i)])])
+        assert store.writer.inline_calls > before
+        (timeout,) = await store.writer.call(lambda c: c.execute("PRAGMA busy_timeout").fetchone())
+        assert timeout == 10_000
