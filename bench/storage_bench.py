@@ -35,8 +35,8 @@ Traces: data/traces (josephg/editing-traces, CC BY 4.0).
 from __future__ import annotations
 
 import argparse
-import compileall
 import asyncio
+import compileall
 import functools
 import json
 import os
@@ -631,8 +631,11 @@ def report(runs: list[dict[str, Any]], command: str, peers_command: str | None =
         "attribution index (table `derived`, 0.2-0.3 MB for automerge-paper).",
         "",
         "Ingest CPU per event is still higher with this tree, in the same run: on "
-        "automerge-paper 56-57 against 49-50 µs on SQLite and 51 against 48 µs on "
-        "PostgreSQL (1 Dec, 2 runs each). Until 1 Dec the bench's ingest window also took "
+        "automerge-paper 56-59 against 49-51 µs on SQLite and 50-51 against 48-49 µs on "
+        "PostgreSQL (1 Dec, two runs of 2 each), and on the short sveltecomponent 76-83 "
+        "against 51-55 µs (what a document costs once, its last snapshot and ladder, its "
+        "last runs sealed, weighs more on 18,335 events). Until 1 Dec the bench's ingest "
+        "window also took "
         "in 1-2 s of the attribution index build that the unload starts (52-56 against 40 "
         "µs was reported then, on a busier machine); the server now counts that build's "
         "CPU (`palimpsest_attribution_upkeep_cpu_seconds`) and the bench leaves it out. "
