@@ -257,8 +257,8 @@ def _append(
 
 #: an append of at most this many events (a lone edit, a few typed together) commits on
 #: the event loop's own thread when the writer thread has nothing queued: no thread to
-#: wake, none to wake the loop back. After a pause those two wake-ups cost 0.1-0.15 ms of
-#: a keystroke's latency on this machine (bench/append_latency.py --gap). The loop then
+#: wake, none to wake the loop back (after a pause, 20-50 µs of a lone append's 0.5 ms
+#: on this machine with fsync, 35 µs with os: bench/append_latency.py --gap). The loop then
 #: waits for the disk itself, as that edit does anyway; a bigger batch (a burst) goes to
 #: the writer thread, so that the loop keeps reading frames while the disk syncs.
 INLINE_EVENTS = 4
