@@ -297,7 +297,7 @@ def one_run(trace: str, kind: str, layout: str, pythonpath: Path, updates: list[
             time.sleep(1.0)  # what the unload set going (a seal, a VACUUM) finishes
             # the unload also starts building the document's attribution index (idle
             # upkeep, paced): the server counts that CPU apart, and it is not the ingest's
-            building = metric(port, "palimpsest_attribution_upkeep_cpu_seconds") or 0.0
+            building = metric(port, "palimpsest_attribution_upkeep_cpu_seconds_total") or 0.0
             cpu = backbone.cpu_seconds(srv.proc.pid) - cpu0 - building
             # then the upkeep of an idle document: its attribution index built and stored,
             # and (no counter for it) the last VACUUM of PostgreSQL's tail, which may be
