@@ -630,23 +630,23 @@ def report(runs: list[dict[str, Any]], command: str, peers_command: str | None =
         "in the tail's table until a later one. The event log includes the stored "
         "attribution index (table `derived`, 0.2-0.3 MB for automerge-paper).",
         "",
-        "Ingest CPU per event is still higher with this tree, in the same run: on "
-        "automerge-paper 56-59 against 49-51 µs on SQLite and 50-51 against 48-49 µs on "
-        "PostgreSQL (1 Dec, two runs of 2 each), and on the short sveltecomponent 76-83 "
-        "against 51-55 µs (what a document costs once, its last snapshot and ladder, its "
-        "last runs sealed, weighs more on 18,335 events). Until 1 Dec the bench's ingest "
-        "window also took "
-        "in 1-2 s of the attribution index build that the unload starts (52-56 against 40 "
-        "µs was reported then, on a busier machine); the server now counts that build's "
-        "CPU (`palimpsest_attribution_upkeep_cpu_seconds`) and the bench leaves it out. "
+        "Ingest CPU per event, in the same run: on PostgreSQL the same as the rows layout's "
+        "(automerge-paper 51 against 49-52 µs, seph-blog1 50-51 against 50-51, "
+        "sveltecomponent 54-56 against 55); on SQLite higher, by 2-20 % (automerge-paper "
+        "54-56 against 50 µs, seph-blog1 56-59 against 49-53, sveltecomponent 57-61 "
+        "against 54-56; 1 Dec). Until 1 Dec the bench's ingest window also took in 1-2 s "
+        "of the attribution index build that the unload starts (52-56 against 40 µs was "
+        "reported then); the server now counts that build's CPU "
+        "(`palimpsest_attribution_upkeep_cpu_seconds_total`) and the bench leaves it out. "
         "What remains is work the rows layout never does: sealing every event into "
         "segments (on SQLite the tail's reads and deletes are this process's CPU; on "
         "PostgreSQL mostly the database's), storing ladder rungs as differences, and "
         "compressing snapshots. Any version's p50 is about the same on the long traces and "
         "higher on sveltecomponent (beyond the newest three snapshots, the ladder keeps "
         "one every 3,000 events at most, and the rows layout kept them all); its p99 is "
-        "lower everywhere. The PostgreSQL tail of sveltecomponent kept 1.1 MB in one run: "
-        "the idle upkeep vacuums again only above 1 MB of heap for an empty tail.",
+        "lower everywhere. The PostgreSQL tail of sveltecomponent kept 1.1-1.8 MB in some "
+        "runs: the idle upkeep vacuums again only above 1 MB of heap for an empty tail, "
+        "which on a log of 785 kB is most of the whole store.",
         "",
         "![store bytes ÷ raw update bytes](storage.png)",
         *peer_lines,
