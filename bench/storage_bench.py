@@ -644,7 +644,8 @@ def report(runs: list[dict[str, Any]], command: str, peers_command: str | None =
         "compressing snapshots. Any version's p50 is about the same on the long traces and "
         "higher on sveltecomponent (beyond the newest three snapshots, the ladder keeps "
         "one every 3,000 events at most, and the rows layout kept them all); its p99 is "
-        "lower everywhere. The PostgreSQL tail of sveltecomponent kept 1.1-1.8 MB in some "
+        "less than half the rows layout's on the long traces and about the same on "
+        "sveltecomponent. The PostgreSQL tail of sveltecomponent kept 1.1-1.8 MB in some "
         "runs: the idle upkeep vacuums again only above 1 MB of heap for an empty tail, "
         "which on a log of 785 kB is most of the whole store.",
         "",
