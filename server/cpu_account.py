@@ -8,7 +8,8 @@ context variable follows the task across awaits and into the threads (asyncio co
 the context), and nothing is charged outside such a task. What is not wrapped (a SQL
 statement's own thread, the glue between steps) is not counted: the account is a lower
 bound, close to the whole for work made of a few large steps, such as building a
-document's attribution index (/metrics: ``palimpsest_attribution_upkeep_cpu_seconds``)."""
+document's attribution index (/metrics:
+``palimpsest_attribution_upkeep_cpu_seconds_total``)."""
 
 from __future__ import annotations
 

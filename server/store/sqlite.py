@@ -125,7 +125,9 @@ def _in_transaction(
 #: primary result codes that mean "cannot write now, may later": a full disk, an I/O
 #: error, a read-only file, a lock held too long, no memory. Callers holding edits retry
 #: these (StoreUnavailable); anything else (a constraint, a bad statement) is final.
-_TRANSIENT = {5, 6, 7, 8, 10, 13, 14, 15}  # BUSY LOCKED NOMEM READONLY IOERR FULL CANTOPEN PROTOCOL
+#: SQLITE_BUSY, SQLITE_LOCKED: another connection holds the lock this one needs
+_BUSY = frozenset({5, 6})
+_TRANSIENT = _BUSY | {7, 8, 10, 13, 14, 15}  # NOMEM READONLY IOERR FULL CANTOPEN PROTOCOL
 
 
 def _store_error(what: str, e: sqlite3.Error) -> StoreError:
@@ -164,7 +166,7 @@ def _is_busy(e: BaseException | None) -> bool:
     """Whether `e` (or what it was raised from) is SQLite's "the database is locked"."""
     while e is not None:
         code = getattr(e, "sqlite_errorcode", None)
-        if code is not None and code & 0xFF in (5, 6):  # SQLITE_BUSY, SQLITE_LOCKED
+        if code is not None and code & 0xFF in _BUSY:
             return True
         e = e.__cause__
     return False
@@ -358,6 +360,9 @@ class _Writer:
                     if not _is_busy(e):
                         raise
                     self.busy_fallbacks += 1
+                    # its wait on the thread is another connection's doing, not the
+                    # disk's: it does not count toward the average of small calls
+                    small = False
                 finally:
                     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
                     self._note(time.perf_counter() - t0)

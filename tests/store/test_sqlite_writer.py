@@ -136,11 +136,11 @@ async def test_a_lock_held_by_another_process_never_holds_the_event_loop(
         stored = await asyncio.wait_for(append, 10)
         assert [e.seq for e in stored[0]] == [2]
         assert rows_in_file(path) == 2
-        # that wait counted as a slow commit: lone appends go to the thread until the
-        # average comes down, then commit inline again, their wait for locks restored
+        # that wait was the other connection's, not a slow disk's: the next lone append
+        # commits inline again at once, its wait for locks restored
+        assert store.writer.small_seconds < INLINE_MAX_SECONDS
         before = store.writer.inline_calls
-        for i in range(60):
-            await store.append([("doc", [ev(3 + i)])])
-        assert store.writer.inline_calls > before
+        await store.append([("doc", [ev(3)])])
+        assert store.writer.inline_calls == before + 1
         (timeout,) = await store.writer.call(lambda c: c.execute("PRAGMA busy_timeout").fetchone())
         assert timeout == 10_000
