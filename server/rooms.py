@@ -198,6 +198,7 @@ class Rooms:
             await room.stop()
             room.observer.unloaded(room)
         await self.snapshots.drain()
+        self.snapshots.forget(name)
         return room
 
     async def stop(self) -> None:

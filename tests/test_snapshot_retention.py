@@ -5,6 +5,7 @@ damaged compressed snapshot is skipped, never served."""
 from __future__ import annotations
 
 import importlib.util
+import logging
 import random
 import sqlite3
 import sys
@@ -267,6 +268,63 @@ async def test_difference_rungs_load_exactly_and_survive_damage_and_compaction(
         cut = deltas[1].seq + 1
         await compact_doc(store, await plan_compact(store, "paper", cut), Settings())
         for s in [cut, 5555, 7999]:
+            v = await h.version("paper", s)
+            assert v["roots"]["content"]["value"] == texts[s], s
+        assert await verify_doc(store, "paper") == []
+
+
+class _Writer:
+    """The room's side of one author's connection (nothing sent back: no observer)."""
+
+    def __init__(self, actor: str) -> None:
+        self.id, self.actor = f"conn-{actor}", actor
+
+    def send(self, frame: bytes) -> None:
+        pass
+
+    def close(self, code: int, reason: str) -> None:
+        raise AssertionError(f"the room closed {self.actor}: {code} {reason}")
+
+
+async def test_rungs_take_the_difference_captured_from_the_live_document(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A room's snapshots, written by the policy as edits come: their older rungs become
+    differences taken from the live document at capture (no state loaded to compute
+    them), and every version over them is the trace's text."""
+    n = 6000
+    events, _ = bench.trace_events("automerge-paper", limit=n)
+    texts = trace_texts("automerge-paper", n)
+    settings = Settings(
+        db=str(tmp_path / "c.db"),
+        snapshot_every=250,
+        snapshot_quiet_seconds=0,
+        snapshot_keep_recent=2,
+        snapshot_max_gap=600,  # the ladder keeps about every other one: merged steps
+    )
+    caplog.set_level(logging.DEBUG, logger="palimpsest.retention")
+    async with Backend(settings) as backend:
+        room = await backend.rooms.get("paper")
+        writers: dict[str, _Writer] = {}
+        for i, e in enumerate(events):
+            assert room.receive_update(writers.setdefault(e.actor, _Writer(e.actor)), e.update)
+            if i % 50 == 49:
+                await room.flush()  # as frames arrive: the policy runs between steps
+        await room.flush()
+        await backend.rooms.unload(room)  # the last snapshot, and the idle conversion
+        await backend.snapshots.drain()
+        store = backend.store
+        infos = await store.snapshots("paper")
+        deltas = [s for s in infos if s.delta_of]
+        captured = [r.getMessage() for r in caplog.records if "taken at capture" in r.getMessage()]
+        # all of one room's life: every conversion used what was captured
+        assert len(deltas) >= 5, [d.seq for d in deltas]
+        assert len(captured) == len(deltas), ([d.seq for d in deltas], captured)
+        assert not backend.snapshots._captured and not backend.snapshots._previous  # forgotten
+        h = history_of(backend)
+        seqs = sorted({*(d.seq for d in deltas), *(d.seq - 1 for d in deltas),
+                       *random.Random(5).sample(range(1, n + 1), 12)})  # fmt: skip
+        for s in seqs:
             v = await h.version("paper", s)
             assert v["roots"]["content"]["value"] == texts[s], s
         assert await verify_doc(store, "paper") == []
