@@ -23,10 +23,11 @@ then a varString root name or an ID), its parent sub (bit 6) and its content (in
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .errors import ProtocolError
-from .protocol import Reader
+from .protocol import _LONG_VALUES, _LONG_VALUES_MAX, _MAX_VARUINT_BYTES, Reader, _decode_long
 
 #: {client: [(start, end), ...]}: clock ranges, end exclusive
 Ranges = dict[int, list[tuple[int, int]]]
@@ -79,7 +80,64 @@ def decode_update_meta(update: bytes) -> UpdateMeta:
     return meta
 
 
+#: one varUint, as a regex group (continuation bytes, then a last one)
+_V = rb"([\x80-\xff]{0,%d}[\x00-\x7f])" % (_MAX_VARUINT_BYTES - 1)
+#: the update a keystroke makes: one client, one struct, a string item after and/or
+#: before another (info 0xC4, 0x84 or 0x44), then its length; an empty delete set follows
+#: the string (checked apart). Groups: client, clock, then the origins (4, 2 or 2 of them),
+#: then the string's byte length.
+_KEYSTROKE = re.compile(
+    rb"\x01\x01" + _V + _V
+    + rb"(?:\xc4" + _V * 4 + rb"|\x84" + _V * 2 + rb"|\x44" + _V * 2 + rb")" + _V,
+    re.DOTALL,
+)  # fmt: skip
+
+
+def _uint(raw: bytes) -> int:
+    if len(raw) == 1:
+        return raw[0]
+    got = _LONG_VALUES.get(raw)  # client ids: the same few in every update
+    if got is None:
+        got = _decode_long(raw)
+        if len(_LONG_VALUES) >= _LONG_VALUES_MAX:
+            _LONG_VALUES.clear()
+        _LONG_VALUES[raw] = got
+    return got
+
+
+def _keystroke(update: bytes) -> UpdateMeta | None:
+    """:func:`_decode_update_meta` of the commonest update, by one regex match instead of
+    a read per field (5 us to ~2 us for a typed character); None for any other shape,
+    which the general reader then reads (and judges)."""
+    m = _KEYSTROKE.match(update)
+    if m is None:
+        return None
+    end = m.end()
+    g = m.groups()
+    length = _uint(g[10])
+    if update[end + length :] != b"\x00" or not length:
+        return None  # a delete set, trailing bytes, a truncated string, an empty one
+    try:
+        text = update[end : end + length].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    clock = _uint(g[1])
+    refs: dict[int, int] = {}
+    if g[2] is not None:  # both origins
+        refs[_uint(g[2])] = _uint(g[3]) + 1
+        c, k = _uint(g[4]), _uint(g[5]) + 1
+    else:
+        i = 6 if g[6] is not None else 8
+        c, k = _uint(g[i]), _uint(g[i + 1]) + 1
+    if refs.get(c, 0) < k:
+        refs[c] = k
+    return UpdateMeta({_uint(g[0]): [(clock, clock + _utf16_length(text))]}, {}, refs)
+
+
 def _decode_update_meta(update: bytes) -> UpdateMeta:
+    fast = _keystroke(update) if type(update) is bytes else None
+    if fast is not None:
+        return fast
     r = Reader(update)
     uint = r.read_var_uint
     size = len(update)

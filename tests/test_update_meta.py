@@ -127,3 +127,54 @@ def test_deep_nesting_does_not_recurse() -> None:
     update = b"\x01\x01\x07\x00" + item + b"\x00"
     meta = decode_update_meta(update)
     assert meta.structs == {7: [(0, 1)]}
+
+
+def _typed_updates() -> list[bytes]:
+    """What a client's keystrokes send: characters typed at the end, in the middle,
+    before the first, astral and multi-byte ones, a paste, a deletion, a remote client's
+    edit merged in, under two client ids of different varUint lengths."""
+    out: list[bytes] = []
+    for client in (7, 0x1F_FFFF_FFFF_FFFF):
+        doc: Doc[Any] = Doc(client_id=client)
+        text = doc.get("t", type=Text)
+        doc.observe(lambda e: out.append(e.update))
+        for i, s in enumerate(["a", "b", "é", "😀", "c", "漢字", "xyz" * 40, "d"]):
+            text.insert(0 if i == 3 else len(text) if i % 2 else len(text) // 2, s)
+        del text[1:3]
+        text.insert(1, "e")
+    return out
+
+
+def test_the_keystroke_fast_path_reads_what_the_general_reader_reads() -> None:
+    """updates._keystroke reads the commonest update shape by one regex: wherever it
+    answers, its answer is the general reader's; on anything else (other shapes, every
+    truncation and byte flip of a keystroke) it declines, and the general reader judges."""
+    from palimpsest import updates as U
+
+    updates = _typed_updates()
+    fast = [u for u in updates if U._keystroke(u) is not None]
+    assert len(fast) >= 10 and len(fast) < len(updates)  # both paths are exercised
+
+    def general_only(u: bytes) -> Any:
+        saved, U._keystroke = U._keystroke, (lambda _u: None)
+        try:
+            return U._decode_update_meta(u)
+        except ProtocolError as e:
+            return type(e)
+        finally:
+            U._keystroke = saved
+
+    for u in updates:
+        got = U._keystroke(u)
+        assert got is None or got == general_only(u), u.hex()
+    # every truncation and every single-byte change of the typed updates: the fast path
+    # answers only what the general reader answers the same
+    for u in fast:
+        variants = [u[:i] for i in range(len(u))] + [u + b"\x00"]
+        variants += [
+            u[:i] + bytes([b]) + u[i + 1 :] for i in range(len(u)) for b in (0, 0x7F, 0x80, 0xC4)
+        ]
+        for v in variants:
+            got = U._keystroke(v)
+            if got is not None:
+                assert got == general_only(v), v.hex()
