@@ -26,6 +26,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -207,9 +208,13 @@ def _intern(conn: sqlite3.Connection, symbols: Symbols, names: set[str]) -> None
 
 
 def _append(
-    conn: sqlite3.Connection, batches: Sequence[tuple[str, Sequence[NewEvent]]], symbols: Symbols
+    conn: sqlite3.Connection,
+    batches: Sequence[tuple[str, Sequence[NewEvent]]],
+    symbols: Symbols,
+    written: list[tuple[Any, ...]] | None = None,
 ) -> list[list[Event]]:
-    """The body of one append transaction, on the writer thread."""
+    """The body of one append transaction, on the writer thread. `written`: filled with
+    the rows inserted (doc id first, then as the log stores them), for _RecentRows."""
     names = sorted({doc for doc, evs in batches if evs})
     marks = ",".join("?" * len(names))
     docs: dict[str, tuple[int, int]] = {
@@ -250,6 +255,8 @@ def _append(
         "INSERT INTO log (doc, seq, pos, ts, actor, kind, data, meta) VALUES (?,?,?,?,?,?,?,?)",
         rows,
     )
+    if written is not None:
+        written[:] = rows
     conn.executemany(
         "UPDATE docs SET head = ?, updated_ts = ?, events_bytes = events_bytes + ? WHERE id = ?",
         [(docs[d][1], last_ts[d], sizes[d], docs[d][0]) for d in names],
@@ -382,6 +389,65 @@ class _Writer:
             await asyncio.to_thread(thread.join)
 
 
+class _RecentRows:
+    """The tail rows this process appended lately, per document id, as stored (seq, pos,
+    ts, actor, kind, data, meta): sealing takes a run from here instead of reading it
+    back (on automerge-paper that read was 1.6 us of CPU per event). Only rows whose
+    transaction committed are noted, in consecutive seqs per document (a gap, such as
+    another process's appends, starts the list again), and at most ``MAX_ROWS`` in all
+    (the documents appended to least recently go first). A row, once stored, never
+    changes (document ids are never reused; rows are only ever deleted), and sealing's
+    write checks that every row of the run is still there, so a run taken from here is
+    exactly what the log holds; whatever is missing is read from the database."""
+
+    MAX_ROWS = 65_536
+
+    def __init__(self) -> None:
+        self._docs: OrderedDict[int, list[tuple[Any, ...]]] = OrderedDict()
+        self._count = 0
+
+    def note(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        for row in rows:
+            doc_id = row[0]
+            got = self._docs.get(doc_id)
+            if got is None:
+                got = self._docs[doc_id] = []
+            elif got and got[-1][0] + 1 != row[1]:
+                self._count -= len(got)
+                got.clear()
+            got.append(row[1:])
+            self._count += 1
+            self._docs.move_to_end(doc_id)
+        while self._count > self.MAX_ROWS and self._docs:
+            _, gone = self._docs.popitem(last=False)
+            self._count -= len(gone)
+
+    def run(self, doc_id: int, first: int, n: int) -> list[tuple[Any, ...]] | None:
+        """Rows of seqs first .. first + n - 1, or None when not all are here."""
+        got = self._docs.get(doc_id)
+        if not got or got[0][0] > first or got[-1][0] < first + n - 1:
+            return None
+        i = first - got[0][0]
+        return got[i : i + n]
+
+    def sealed(self, doc_id: int, upto: int) -> None:
+        """Rows up to seq `upto` are in a segment now."""
+        got = self._docs.get(doc_id)
+        if got:
+            drop = min(len(got), max(0, upto - got[0][0] + 1))
+            del got[:drop]
+            self._count -= drop
+
+    def forget(self, doc_id: int) -> None:
+        gone = self._docs.pop(doc_id, None)
+        if gone:
+            self._count -= len(gone)
+
+    def clear(self) -> None:
+        self._docs.clear()
+        self._count = 0
+
+
 class SQLiteStore(EventStore):
     name = "sqlite"
 
@@ -399,6 +465,7 @@ class SQLiteStore(EventStore):
         self._wsym = Symbols()  # the writer thread's
         self._sym = Symbols()  # the event loop's
         self._cursors: WebhookCursors | None = None
+        self._recent = _RecentRows()
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -575,9 +642,12 @@ class SQLiteStore(EventStore):
             return [[] for _ in batches]
         names = {n for _, evs in batches for ev in evs for n in (ev.actor, ev.kind)}
         small = sum(len(evs) for _, evs in batches) <= INLINE_EVENTS
-        return await self._write_interned(
-            "append", names, lambda conn, sym: _append(conn, batches, sym), small=small
+        written: list[tuple[Any, ...]] = []
+        out = await self._write_interned(
+            "append", names, lambda conn, sym: _append(conn, batches, sym, written), small=small
         )
+        self._recent.note(written)  # committed
+        return out
 
     async def _doc_tail(
         self, doc: str, after: int, upto: int, limit: int = -1, where: str = "",
@@ -789,7 +859,10 @@ class SQLiteStore(EventStore):
                 )
             return row is not None
 
-        return await self._write("delete", run)
+        try:
+            return await self._write("delete", run)
+        finally:
+            self._recent.clear()  # rare: what it held of that document is gone
 
     async def tombstone(self, doc: str) -> bytes | None:
         rows = await self._fetchall("SELECT state_vector FROM tombstones WHERE doc = ?", (doc,))
@@ -806,7 +879,7 @@ class SQLiteStore(EventStore):
             if not n:
                 return sealed_now
             doc_id, sealed = int(rows[0][0]), int(rows[0][1])
-            rows = await self._fetchall(
+            rows = self._recent.run(doc_id, sealed + 1, n) or await self._fetchall(
                 "SELECT seq, pos, ts, actor, kind, data, meta FROM log WHERE doc = ? "
                 "AND seq > ? ORDER BY seq LIMIT ?",
                 (doc_id, sealed, n),
@@ -838,7 +911,9 @@ class SQLiteStore(EventStore):
             try:
                 await self._write("seal", write)
             except _Raced:
+                self._recent.forget(doc_id)  # the next try reads what the log holds
                 return sealed_now
+            self._recent.sealed(doc_id, seg.last_seq)
             sealed_now += n
 
     async def seal_due(self, *, run: int = S.SEGMENT_EVENTS) -> int:
@@ -976,7 +1051,10 @@ class SQLiteStore(EventStore):
             )
             return int(removed)
 
-        return await self._write("compact", run)
+        try:
+            return await self._write("compact", run)
+        finally:
+            self._recent.clear()
 
     # --- named versions --------------------------------------------------------------
 
@@ -1067,7 +1145,10 @@ class SQLiteStore(EventStore):
                 [(t.doc, t.name, t.seq, t.ts, t.actor) for t in tags],
             )
 
-        await self._write_interned("import", names, run)
+        try:
+            await self._write_interned("import", names, run)
+        finally:
+            self._recent.clear()
 
     # --- retention and derived data ------------------------------------------------------
 
