@@ -569,6 +569,24 @@ def peers_report(runs: list[dict[str, Any]], command: str) -> list[str]:
     return lines
 
 
+def cpu_sentence(runs: list[dict[str, Any]]) -> str:
+    """Per store, per trace: the compact layout's ingest CPU per event against the rows
+    layout's (ranges over the runs)."""
+    parts = []
+    for store in ("sqlite", "postgresql"):
+        per = []
+        for trace in dict.fromkeys(r["trace"] for r in runs):
+            got = {lay: [r["cpu_us_per_event"] for r in runs
+                         if (r["trace"], r["store"], r["layout"]) == (trace, store, lay)]
+                   for lay in ("compact", "rows")}  # fmt: skip
+            if got["compact"] and got["rows"]:
+                per.append(f"{trace} {rng(got['compact'], '{:.0f}')} against "
+                           f"{rng(got['rows'], '{:.0f}')} µs")  # fmt: skip
+        if per:
+            parts.append(("SQLite: " if store == "sqlite" else "PostgreSQL: ") + ", ".join(per))
+    return "; ".join(parts)
+
+
 def report(runs: list[dict[str, Any]], command: str, peers_command: str | None = None) -> str:
     """The section: our stores' table (`command` for entries without their own), then the
     peers' (`peers_command` likewise, default `command`)."""
@@ -630,18 +648,18 @@ def report(runs: list[dict[str, Any]], command: str, peers_command: str | None =
         "in the tail's table until a later one. The event log includes the stored "
         "attribution index (table `derived`, 0.2-0.3 MB for automerge-paper).",
         "",
-        "Ingest CPU per event, in the same run: on PostgreSQL the same as the rows layout's "
-        "(automerge-paper 51 against 49-52 µs, seph-blog1 50-51 against 50-51, "
-        "sveltecomponent 54-56 against 55); on SQLite higher, by 2-20 % (automerge-paper "
-        "54-56 against 50 µs, seph-blog1 56-59 against 49-53, sveltecomponent 57-61 "
-        "against 54-56; 1 Dec). Until 1 Dec the bench's ingest window also took in 1-2 s "
-        "of the attribution index build that the unload starts (52-56 against 40 µs was "
-        "reported then); the server now counts that build's CPU "
-        "(`palimpsest_attribution_upkeep_cpu_seconds_total`) and the bench leaves it out. "
-        "What remains is work the rows layout never does: sealing every event into "
-        "segments (on SQLite the tail's reads and deletes are this process's CPU; on "
-        "PostgreSQL mostly the database's), storing ladder rungs as differences, and "
-        "compressing snapshots. Any version's p50 is about the same on the long traces and "
+        "Ingest CPU per event, compact against rows, in the same run: " + cpu_sentence(runs)
+        + ". The bench's ingest window ends when the room has unloaded (its last snapshot "
+        "and ladder written) and leaves out the CPU the server counts to the attribution "
+        "index build that the unload starts "
+        "(`palimpsest_attribution_upkeep_cpu_seconds_total`; until 1 Dec it was counted in, "
+        "1-2 s on automerge-paper). "
+        "The compact layout does work the rows layout never does (sealing every event "
+        "into segments, ladder rungs stored as differences, compressed snapshots); since 1 "
+        "Dec rungs take the differences noted at capture instead of loading two states, "
+        "SQLite seals from the rows it appended instead of reading them back, and a typed "
+        "character's update is read by one regex (docs/storage.md). Any version's p50 is "
+        "about the same on the long traces and "
         "higher on sveltecomponent (beyond the newest three snapshots, the ladder keeps "
         "one every 3,000 events at most, and the rows layout kept them all); its p99 is "
         "less than half the rows layout's on the long traces and about the same on "

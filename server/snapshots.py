@@ -214,6 +214,9 @@ PRUNE_EVERY = 4
 #: newest few rungs stay whole, conversions come every CONVERT_EVERY writes, and a rung
 #: may be several captures above the one below it, the ones between dropped)
 MAX_CAPTURED = 16
+#: ... and at most this many bytes of them per document (each holds the whole delete set:
+#: a document with a very fragmented history keeps fewer)
+MAX_CAPTURED_BYTES = 8 << 20
 
 
 def _task_name(doc: str) -> str:
@@ -307,7 +310,9 @@ class SnapshotPolicy:
             return
         taken = self._captured.setdefault(room.name, {})
         taken[room.seq] = Captured(prev[1], room.doc.get_update(prev[2]), zlib.crc32(state))
-        while len(taken) > MAX_CAPTURED:
+        while len(taken) > MAX_CAPTURED or (
+            len(taken) > 1 and sum(len(c.delta) for c in taken.values()) > MAX_CAPTURED_BYTES
+        ):
             del taken[min(taken)]
 
     def forget(self, name: str) -> None:

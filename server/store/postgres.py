@@ -57,6 +57,7 @@ from .cursors import WebhookCursors
 from .log_layout import (
     LAYOUT_VERSION,
     MAX,
+    RecentRows,
     Reread,
     SegmentRow,
     Symbols,
@@ -206,7 +207,7 @@ WITH p AS (
     JOIN d ON d.name = x.doc
     CROSS JOIN p
 )
-SELECT d.name, d.head, p.base FROM d CROSS JOIN p
+SELECT d.name, d.head, p.base, d.id FROM d CROSS JOIN p
 """
 
 
@@ -248,6 +249,8 @@ class PostgresStore(EventStore):
         self.upgrade = migrate
         self._sym = Symbols()
         self._sealed_since_vacuum = 0
+        #: the rows this process appended lately, which sealing takes instead of reading
+        self._recent = RecentRows()
         self._snapshot_rewrite_after = 0.0
         self.schema = schema or url_schema
         if self.schema is not None and not _SCHEMA_RE.match(self.schema):
@@ -515,8 +518,11 @@ class PostgresStore(EventStore):
         # the seq before this commit's first event of each document, and the position
         # before its first event: as the statement assigned them
         nxt = {r[0]: int(r[1]) - counts[r[0]] for r in rows}
+        doc_ids = {r[0]: int(r[3]) for r in rows}
         pos = int(rows[0][2])
         out: list[list[Event]] = []
+        written: list[tuple[Any, ...]] = []
+        i = 0
         for doc, evs in batches:
             stored = []
             for ev in evs:
@@ -525,7 +531,11 @@ class PostgresStore(EventStore):
                 stored.append(
                     Event(doc, nxt[doc], ev.ts, ev.actor, ev.kind, ev.update, ev.meta, pos)
                 )
+                # the row as the statement inserted it (its columns, in batch order)
+                written.append((doc_ids[doc], nxt[doc], pos, *(c[i] for c in cols[3:])))
+                i += 1
             out.append(stored)
+        self._recent.note(sorted(written, key=lambda r: (r[0], r[1])))
         return out
 
     async def _doc_tail(
@@ -744,7 +754,10 @@ class PostgresStore(EventStore):
                     )
                 return doc_id is not None
 
-        return await self._run(run, "delete")
+        try:
+            return await self._run(run, "delete")
+        finally:
+            self._recent.clear()  # rare: what it held of that document is gone
 
     async def tombstone(self, doc: str) -> bytes | None:
         rows = await self._fetch(
@@ -770,7 +783,7 @@ class PostgresStore(EventStore):
                     await self._vacuum_tail(idle=True)
                 return sealed_now
             doc_id, sealed = int(rows[0][0]), int(rows[0][1])
-            rows = await self._fetch(
+            rows = self._recent.run(doc_id, sealed + 1, n) or await self._fetch(
                 "SELECT seq, pos, ts, actor, kind, data, meta FROM log WHERE doc = $1 "
                 "AND seq > $2 ORDER BY seq LIMIT $3",
                 doc_id, sealed, n, what="seal",
@@ -809,7 +822,9 @@ class PostgresStore(EventStore):
             try:
                 await self._run(write, "seal")
             except _Raced:
+                self._recent.forget(doc_id)  # the next try reads what the log holds
                 return sealed_now
+            self._recent.sealed(doc_id, seg.last_seq)
             sealed_now += n
             self._sealed_since_vacuum += n
             if self._sealed_since_vacuum >= _VACUUM_EVERY:
@@ -1064,7 +1079,10 @@ class PostgresStore(EventStore):
                 )
                 return removed
 
-        return await self._run(run, "compact")
+        try:
+            return await self._run(run, "compact")
+        finally:
+            self._recent.clear()
 
     # --- named versions --------------------------------------------------------------
 
@@ -1160,7 +1178,10 @@ class PostgresStore(EventStore):
                         t.doc, t.name, t.seq, t.ts, t.actor,
                     )  # fmt: skip
 
-        await self._run(run, "import")
+        try:
+            await self._run(run, "import")
+        finally:
+            self._recent.clear()
 
     # --- retention and derived data ------------------------------------------------------
 

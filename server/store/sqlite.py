@@ -26,7 +26,6 @@ import queue
 import sqlite3
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -57,6 +56,7 @@ from .cursors import WebhookCursors
 from .log_layout import (
     LAYOUT_VERSION,
     MAX,
+    RecentRows,
     Reread,
     SegmentRow,
     Symbols,
@@ -214,7 +214,7 @@ def _append(
     written: list[tuple[Any, ...]] | None = None,
 ) -> list[list[Event]]:
     """The body of one append transaction, on the writer thread. `written`: filled with
-    the rows inserted (doc id first, then as the log stores them), for _RecentRows."""
+    the rows inserted (doc id first, then as the log stores them), for RecentRows."""
     names = sorted({doc for doc, evs in batches if evs})
     marks = ",".join("?" * len(names))
     docs: dict[str, tuple[int, int]] = {
@@ -389,65 +389,6 @@ class _Writer:
             await asyncio.to_thread(thread.join)
 
 
-class _RecentRows:
-    """The tail rows this process appended lately, per document id, as stored (seq, pos,
-    ts, actor, kind, data, meta): sealing takes a run from here instead of reading it
-    back (on automerge-paper that read was 1.6 us of CPU per event). Only rows whose
-    transaction committed are noted, in consecutive seqs per document (a gap, such as
-    another process's appends, starts the list again), and at most ``MAX_ROWS`` in all
-    (the documents appended to least recently go first). A row, once stored, never
-    changes (document ids are never reused; rows are only ever deleted), and sealing's
-    write checks that every row of the run is still there, so a run taken from here is
-    exactly what the log holds; whatever is missing is read from the database."""
-
-    MAX_ROWS = 65_536
-
-    def __init__(self) -> None:
-        self._docs: OrderedDict[int, list[tuple[Any, ...]]] = OrderedDict()
-        self._count = 0
-
-    def note(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        for row in rows:
-            doc_id = row[0]
-            got = self._docs.get(doc_id)
-            if got is None:
-                got = self._docs[doc_id] = []
-            elif got and got[-1][0] + 1 != row[1]:
-                self._count -= len(got)
-                got.clear()
-            got.append(row[1:])
-            self._count += 1
-            self._docs.move_to_end(doc_id)
-        while self._count > self.MAX_ROWS and self._docs:
-            _, gone = self._docs.popitem(last=False)
-            self._count -= len(gone)
-
-    def run(self, doc_id: int, first: int, n: int) -> list[tuple[Any, ...]] | None:
-        """Rows of seqs first .. first + n - 1, or None when not all are here."""
-        got = self._docs.get(doc_id)
-        if not got or got[0][0] > first or got[-1][0] < first + n - 1:
-            return None
-        i = first - got[0][0]
-        return got[i : i + n]
-
-    def sealed(self, doc_id: int, upto: int) -> None:
-        """Rows up to seq `upto` are in a segment now."""
-        got = self._docs.get(doc_id)
-        if got:
-            drop = min(len(got), max(0, upto - got[0][0] + 1))
-            del got[:drop]
-            self._count -= drop
-
-    def forget(self, doc_id: int) -> None:
-        gone = self._docs.pop(doc_id, None)
-        if gone:
-            self._count -= len(gone)
-
-    def clear(self) -> None:
-        self._docs.clear()
-        self._count = 0
-
-
 class SQLiteStore(EventStore):
     name = "sqlite"
 
@@ -465,7 +406,7 @@ class SQLiteStore(EventStore):
         self._wsym = Symbols()  # the writer thread's
         self._sym = Symbols()  # the event loop's
         self._cursors: WebhookCursors | None = None
-        self._recent = _RecentRows()
+        self._recent = RecentRows()
 
     @property
     def db(self) -> aiosqlite.Connection:

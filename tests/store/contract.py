@@ -47,6 +47,11 @@ class StoreContract(CursorContract):
     async def create(self) -> EventStore:
         raise NotImplementedError
 
+    async def delete_tail_row(self, store: EventStore, doc: str, seq: int) -> None:
+        """Delete the tail row (doc, seq) through another connection (an admin command's
+        compaction, as the server sees it)."""
+        raise NotImplementedError
+
     async def reopen(self, store: EventStore) -> EventStore | None:
         """A new store over the same data (after store.stop()), or None."""
         return None
@@ -658,6 +663,34 @@ class StoreContract(CursorContract):
         assert await store.seal("i", run=RUN) == RUN * k
         assert [e.seq for e in await store.read("i")] == list(range(1, 107 + RUN))
         assert await store.segment_damage("i") == []
+
+    async def test_sealing_takes_what_it_appended_from_memory_exactly(
+        self, store: EventStore
+    ) -> None:
+        """A run this process appended is sealed from the rows it noted at commit (no read
+        back, log_layout.RecentRows): the log reads the same after; when another connection
+        deleted one of those rows meanwhile, the seal is refused by its own row count and
+        the memory of that document is dropped (the next try reads the log)."""
+        if not self.seals:
+            pytest.skip("this backend keeps no segments")
+        recent = store._recent  # type: ignore[attr-defined]
+        for i in range(3 * RUN):  # appends of one event, as typed
+            await store.append([("m", [ev(update=f"x{i}".encode())])])
+        doc_id = next(iter(recent._docs))
+        held = recent.run(doc_id, 1, 3 * RUN)
+        assert held is not None and [r[0] for r in held] == list(range(1, 3 * RUN + 1))
+        before = await store.read("m")
+        assert [bytes(r[5]) for r in held] == [e.update for e in before]
+        assert await store.seal("m", run=RUN) == 3 * RUN
+        assert await store.read("m") == before and await store.segment_damage("m") == []
+        assert recent.run(doc_id, 1, 1) is None  # sealed: let go
+        more = await store.append([("m", [ev(update=f"y{i}".encode()) for i in range(RUN)])])
+        assert recent.run(doc_id, 3 * RUN + 1, RUN) is not None
+        await self.delete_tail_row(store, "m", 3 * RUN + 2)
+        assert await store.seal("m", run=RUN) == 0
+        assert recent.run(doc_id, 3 * RUN + 1, 1) is None
+        del more[0][1]
+        assert await store.read("m") == before + more[0]
 
     async def test_sealing_beside_appends_loses_and_doubles_nothing(
         self, store: EventStore

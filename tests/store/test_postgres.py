@@ -39,6 +39,17 @@ class TestPostgresStore(StoreContract):
     def child_url(self) -> str | None:
         return f"{PG_URL}?schema={self.schema}"
 
+    async def delete_tail_row(self, store: EventStore, doc: str, seq: int) -> None:
+        conn = await asyncpg.connect(PG_URL)
+        try:
+            await conn.execute(
+                f'DELETE FROM "{self.schema}".log WHERE seq = $1 AND doc = '
+                f'(SELECT id FROM "{self.schema}".docs WHERE name = $2)',
+                seq, doc,
+            )  # fmt: skip
+        finally:
+            await conn.close()
+
     async def damage_segment(self, store: EventStore, doc: str, first_seq: int) -> None:
         conn = await asyncpg.connect(PG_URL)
         try:

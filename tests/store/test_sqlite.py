@@ -29,6 +29,13 @@ class TestSQLiteStore(StoreContract):
     def child_url(self) -> str | None:
         return f"sqlite:///{self.path}"
 
+    async def delete_tail_row(self, store: EventStore, doc: str, seq: int) -> None:
+        with sqlite3.connect(self.path) as db:
+            db.execute(
+                "DELETE FROM log WHERE seq = ? AND doc = (SELECT id FROM docs WHERE name = ?)",
+                (seq, doc),
+            )
+
     async def damage_segment(self, store: EventStore, doc: str, first_seq: int) -> None:
         where = "WHERE first_seq = ? AND doc = (SELECT id FROM docs WHERE name = ?)"
         with sqlite3.connect(self.path) as db:
@@ -158,49 +165,3 @@ async def test_an_in_memory_database_reads_what_it_wrote() -> None:
         assert [e.update for e in await store.read("a")] == [b"x"]
         assert await store.head("a") == 1
 
-
-async def test_sealing_takes_the_rows_it_appended_from_memory_exactly(tmp_path: Path) -> None:
-    """A run this process appended is sealed from the rows it noted at commit (no read
-    back); the segment holds exactly what the log held. When another connection deleted
-    some of those rows meanwhile (an admin command's compaction), the seal is refused by
-    its own check and nothing is sealed from the stale memory."""
-    from palimpsest.store import segments as S
-
-    run = 8
-    path = tmp_path / "m.db"
-    async with SQLiteStore(path) as store:
-        for i in range(3 * run):  # in appends of one, as typed
-            e = NewEvent(f"u{i % 2}", "edit", f"x{i}".encode(), {"i": i}, 1)
-            await store.append([("d", [e])])
-        with sqlite3.connect(path) as db:
-            (doc_id,) = db.execute("SELECT id FROM docs WHERE name = 'd'").fetchone()
-            stored = db.execute(
-                "SELECT seq, pos, ts, actor, kind, data, meta FROM log WHERE doc = ? ORDER BY seq",
-                (doc_id,),
-            ).fetchall()
-        held = store._recent.run(doc_id, 1, run)
-        assert held is not None and [tuple(r) for r in held] == stored[:run]
-        before = await store.read("d")
-        assert await store.seal("d", run=run) == 3 * run
-        assert await store.read("d") == before
-        with sqlite3.connect(path) as db:
-            blobs = db.execute(
-                "SELECT body, checksum FROM segments WHERE doc = ? ORDER BY first_seq", (doc_id,)
-            ).fetchall()
-        cols = [S.decode(bytes(b), bytes(c)) for b, c in blobs]
-        assert [c.updates for c in cols] == [[r[5] for r in stored[i : i + run]]
-                                             for i in range(0, 3 * run, run)]  # fmt: skip
-        assert store._recent.run(doc_id, 1, 1) is None  # sealed: let go
-
-        # rows held in memory, then deleted by another connection: never sealed from memory
-        await store.append([("d", [NewEvent("u0", "edit", f"y{i}".encode(), {}, 1)
-                                   for i in range(run)])])  # fmt: skip
-        assert store._recent.run(doc_id, 3 * run + 1, run) is not None
-        with sqlite3.connect(path) as db:
-            db.execute("DELETE FROM log WHERE doc = ? AND seq = ?", (doc_id, 3 * run + 2))
-        assert await store.seal("d", run=run) == 0
-        assert store._recent.run(doc_id, 3 * run + 1, 1) is None  # forgotten: read next time
-        with sqlite3.connect(path) as db:
-            count = "SELECT COUNT(*) FROM {} WHERE doc = ?"
-            assert db.execute(count.format("segments"), (doc_id,)).fetchone()[0] == 3
-            assert db.execute(count.format("log"), (doc_id,)).fetchone()[0] == run - 1
