@@ -809,7 +809,11 @@ def main() -> None:
                     "(default 900)")  # fmt: skip
     args = ap.parse_args()
     if args.report:
-        write_report(json.loads(STORAGE_JSON.read_text()), args.report)
+        runs = json.loads(STORAGE_JSON.read_text())
+        # the peers' part names the command that measured them, recorded with their runs
+        peers_cmd = next((r["command"] for r in runs
+                          if r.get("layout") == "peer" and r.get("command")), None)  # fmt: skip
+        write_report(runs, args.report, peers_cmd)
         return
     if args.quick:
         args.traces, args.stores = "sveltecomponent", "sqlite"
