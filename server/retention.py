@@ -207,8 +207,13 @@ async def prune(
         gone = set(drop)
         left = [s for s in infos if s.seq not in gone]
         done: set[int] = set()
+        listed = {s.seq: s for s in left}
         for seq, below in to_convert(left, base_seq, rules):
-            known = _captured_difference(captured, seq, below) if captured else None
+            known = (
+                _captured_difference(captured, seq, below)
+                if captured and _resolves(listed, below)
+                else None
+            )
             if await _as_difference(store, doc, seq, below, known):
                 done.add(seq)  # made bare as it became a difference
         for seq in to_strip(left, base_seq, rules):
@@ -218,6 +223,19 @@ async def prune(
     if changed:
         await store.reclaim_snapshots(idle=idle)
     return drop
+
+
+def _resolves(listed: Mapping[int, SnapshotInfo], seq: int) -> bool:
+    """Whether the rung at `seq` and every rung it is a difference from are listed valid
+    (what :func:`snapshots.chain` would find), from the listing alone."""
+    for _ in range(64):
+        info = listed.get(seq)
+        if info is None or not info.valid:
+            return False
+        if not info.delta_of:
+            return True
+        seq = info.delta_of
+    return False
 
 
 def _captured_difference(captured: Mapping[int, Captured], seq: int, below: int) -> Captured | None:

@@ -273,6 +273,23 @@ async def test_difference_rungs_load_exactly_and_survive_damage_and_compaction(
         assert await verify_doc(store, "paper") == []
 
 
+def test_a_captured_difference_is_used_only_over_a_chain_that_resolves() -> None:
+    """retention._resolves, from the listing alone: the rung below and every rung it is a
+    difference from must be there and valid, or the conversion loads the states (which
+    refuses a broken chain) instead of storing a captured difference over it."""
+    from palimpsest.retention import _resolves
+
+    def delta(seq: int, of: int) -> SnapshotInfo:
+        return SnapshotInfo("d", seq, 0, 10, True, "", of)
+
+    listed = {1000: info(1000), 2000: delta(2000, 1000), 3000: delta(3000, 2000)}
+    assert _resolves(listed, 3000) and _resolves(listed, 1000)
+    listed[1000] = info(1000, valid=False)
+    assert not _resolves(listed, 3000) and not _resolves(listed, 2000)
+    del listed[1000]
+    assert not _resolves(listed, 2000) and not _resolves(listed, 4000)
+
+
 class _Writer:
     """The room's side of one author's connection (nothing sent back: no observer)."""
 
