@@ -76,6 +76,20 @@ def _decode_long(raw: bytes) -> int:
     return result
 
 
+def varuint_value(raw: bytes) -> int:
+    """The value of one whole varUint's bytes; long ones (client ids, the same few again
+    and again) decoded once and remembered."""
+    if len(raw) == 1:
+        return raw[0]
+    got = _LONG_VALUES.get(raw)
+    if got is None:
+        got = _decode_long(raw)
+        if len(_LONG_VALUES) >= _LONG_VALUES_MAX:
+            _LONG_VALUES.clear()
+        _LONG_VALUES[raw] = got
+    return got
+
+
 class Reader:
     """A cursor over a frame; every read checks bounds."""
 
@@ -107,15 +121,8 @@ class Reader:
                 # again and again: scanned in C, decoded once
                 m = _LONG_VARUINT.match(data, pos)
                 if m is not None:
-                    raw = m.group()
-                    got = _LONG_VALUES.get(raw)
-                    if got is None:
-                        got = _decode_long(raw)
-                        if len(_LONG_VALUES) >= _LONG_VALUES_MAX:
-                            _LONG_VALUES.clear()
-                        _LONG_VALUES[raw] = got
                     self.pos = m.end()
-                    return got
+                    return varuint_value(m.group())
         elif pos < len(data) and data[pos] < 0x80:
             self.pos = pos + 1
             return data[pos]

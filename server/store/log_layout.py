@@ -379,10 +379,10 @@ def tail_columns(rows: Sequence[TailRow]) -> S.Columns:
 class RecentRows:
     """The tail rows this process appended lately, per document id, as stored (seq, pos,
     ts, actor, kind, data, meta): sealing takes a run from here instead of reading it
-    back (on seph-blog1 that read was 1.6 us of the SQLite server's CPU per event). Only rows whose
-    transaction committed are noted, in consecutive seqs per document (a gap, such as
-    another process's appends, starts the list again), and at most ``MAX_ROWS`` in all
-    (the documents appended to least recently go first). A row, once stored, never
+    back (on seph-blog1 that read was 1.6 us of the SQLite server's CPU per event). Only
+    rows whose transaction committed are noted, in consecutive seqs per document (a gap,
+    such as another process's appends, starts the list again), and at most ``MAX_ROWS``
+    in all (the documents appended to least recently go first). A row, once stored, never
     changes (document ids are never reused; rows are only ever deleted), and sealing's
     write checks that every row of the run is still there, so a run taken from here is
     exactly what the log holds; whatever is missing is read from the database."""
@@ -394,6 +394,8 @@ class RecentRows:
         self._count = 0
 
     def note(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Rows (doc id first) of one committed append, each document's in seq order."""
+        touched = set()
         for row in rows:
             doc_id = row[0]
             got = self._docs.get(doc_id)
@@ -403,7 +405,9 @@ class RecentRows:
                 self._count -= len(got)
                 got.clear()
             got.append(row[1:])
-            self._count += 1
+            touched.add(doc_id)
+        self._count += len(rows)
+        for doc_id in touched:
             self._docs.move_to_end(doc_id)
         while self._count > self.MAX_ROWS and self._docs:
             _, gone = self._docs.popitem(last=False)
