@@ -130,7 +130,9 @@ async def test_a_room_never_loads_undo_stacks_from_a_bare_rung(tmp_path: Path) -
             (blob,) = c.execute(
                 "SELECT state FROM snapshots WHERE seq = ?", (s.seq,)
             ).fetchone()
-            c.execute("UPDATE snapshots SET state = ? WHERE seq = ?", (blob[:-1] + b"\x00", s.seq))
+            # the last byte flipped (set to 0 it was no damage when it was 0 already)
+            bad = blob[:-1] + bytes([blob[-1] ^ 0xFF])
+            c.execute("UPDATE snapshots SET state = ? WHERE seq = ?", (bad, s.seq))
     async with open_store(f"sqlite:///{db}") as store:
         newest = await store.latest_snapshot("b1")
         assert newest is not None and newest.bare  # what a version would start from

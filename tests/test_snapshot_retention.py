@@ -247,7 +247,8 @@ async def test_difference_rungs_load_exactly_and_survive_damage_and_compaction(
         assert above
     with sqlite3.connect(path) as db:
         (blob,) = db.execute("SELECT state FROM snapshots WHERE seq = ?", (hit,)).fetchone()
-        db.execute("UPDATE snapshots SET state = ? WHERE seq = ?", (blob[:-1] + b"\x00", hit))
+        bad = blob[:-1] + bytes([blob[-1] ^ 0xFF])  # flipped: a 0 set to 0 is no damage
+        db.execute("UPDATE snapshots SET state = ? WHERE seq = ?", (bad, hit))
     async with Backend(Settings(db=str(path), snapshot_every=EVERY)) as backend:
         store, h = backend.store, history_of(backend)
         loaded = await load(store, "paper", upto=above[0])
