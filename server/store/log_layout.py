@@ -50,12 +50,27 @@ def meta_text(meta: dict[str, Any]) -> str:
     return dump_meta(meta) if meta else ""
 
 
+#: metas parsed lately whose values are all scalars, by text: the events of one
+#: connection all carry the same meta ({"conn": ...}), and parsing it again for each of a
+#: segment's 1,024 events was most of a read's CPU. Each caller gets its own copy.
+_PARSED: dict[str, dict[str, Any]] = {}
+_PARSED_MAX = 1024
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def parse_meta(text: str | None) -> dict[str, Any]:
     if not text:
         return {}
+    flat = _PARSED.get(text)
+    if flat is not None:
+        return flat.copy()
     value = json.loads(text)
     if not isinstance(value, dict):
         raise StoreError(f"an event's meta is a JSON {type(value).__name__}, not an object")
+    if all(isinstance(v, _SCALARS) for v in value.values()):
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[text] = value.copy()
     return value
 
 
@@ -122,7 +137,11 @@ def decode_segment(row: SegmentRow) -> S.Columns:
         ) from e
 
 
-def segment_events(row: SegmentRow, symbols: Symbols) -> list[Event]:
+def segment_events(
+    row: SegmentRow, symbols: Symbols, seqs: tuple[int, int] | None = None
+) -> list[Event]:
+    """The events of a segment; with `seqs` (lo, hi), only those with lo < seq <= hi
+    (the rest are not built: a version read needs part of its first segment)."""
     c = decode_segment(row)
     if len(c) != row.last_seq - row.first_seq + 1 or c.first_seq != row.first_seq:
         raise StoreError(
@@ -131,10 +150,14 @@ def segment_events(row: SegmentRow, symbols: Symbols) -> list[Event]:
         )
     name = symbols.name
     doc = row.doc
+    start, stop = 0, len(c)
+    if seqs is not None:
+        start = min(stop, max(0, seqs[0] + 1 - c.first_seq))
+        stop = max(start, min(stop, seqs[1] + 1 - c.first_seq))
     return [
         Event(doc, c.first_seq + i, c.ts[i], name(c.actor[i]), name(c.kind[i]),
               c.updates[i], parse_meta(c.meta[i]), c.pos[i])
-        for i in range(len(c))
+        for i in range(start, stop)
     ]  # fmt: skip
 
 
@@ -149,11 +172,13 @@ def assemble(
     segs: Sequence[SegmentRow],
     symbols: Symbols,
     keep: Callable[[Event], bool],
+    seqs: tuple[int, int] | None = None,
 ) -> list[Event]:
-    """The events of tail rows and segments of ONE document, in seq order, each once."""
+    """The events of tail rows and segments of ONE document, in seq order, each once.
+    `seqs` (lo, hi): no event outside lo < seq <= hi is kept (nor built)."""
     out: dict[int, Event] = {}
     for s in segs:
-        for e in segment_events(s, symbols):
+        for e in segment_events(s, symbols, seqs):
             if keep(e):
                 out[e.seq] = e
     for r in tail:
@@ -169,14 +194,15 @@ async def assemble_off_loop(
     segs: Sequence[SegmentRow],
     symbols: Symbols,
     keep: Callable[[Event], bool],
+    seqs: tuple[int, int] | None = None,
 ) -> list[Event]:
     """:func:`assemble` on a worker thread when it has segments to decode: a segment is
     ~1.5 ms of CPU (decompressed, then 1,024 events built), so a page of a long log read
     on the event loop held every room's edits for tens of ms."""
     if not segs:
         with cpu_account.on_loop():
-            return assemble(tail, segs, symbols, keep)
-    return await cpu_account.to_thread(assemble, tail, segs, symbols, keep)
+            return assemble(tail, segs, symbols, keep, seqs)
+    return await cpu_account.to_thread(assemble, tail, segs, symbols, keep, seqs)
 
 
 @dataclass(frozen=True, slots=True)

@@ -592,7 +592,9 @@ class PostgresStore(EventStore):
             if hi <= lo:
                 return []
             segs = await self._doc_segments(doc, doc_id, lo, hi)
-            return await assemble_off_loop(tail, segs, self._sym, lambda e: lo < e.seq <= hi)
+            return await assemble_off_loop(
+                tail, segs, self._sym, lambda e: lo < e.seq <= hi, (lo, hi)
+            )
 
         return await self._decoded(run)
 

@@ -226,11 +226,19 @@ def decode(blob: bytes, stored_checksum: bytes) -> Columns:
     actor = _unshuffle(take(4 * n), n, _U32)
     kind = _unshuffle(take(4 * n), n, _U32)
     mlens = _unshuffle(take(4 * n), n, _U32)
+    # the texts and the updates, sliced from the body by their running ends (one slice
+    # per value: this loop is most of a read's decoding)
+    ends = list(itertools.accumulate(mlens, initial=at))
+    if ends[-1] > len(raw):
+        raise SegmentDamaged("the body is shorter than its columns")
     try:
-        meta = [bytes(take(m)).decode() if m else "" for m in mlens]
+        meta = [raw[a:b].decode() for a, b in itertools.pairwise(ends)]
     except UnicodeDecodeError as e:
         raise SegmentDamaged(f"a meta text is not UTF-8: {e}") from e
-    updates = [bytes(take(size)) for size in lens]
-    if at != len(body):
-        raise SegmentDamaged(f"{len(body) - at} bytes after the last column")
+    ends = list(itertools.accumulate(lens, initial=ends[-1]))
+    if ends[-1] > len(raw):
+        raise SegmentDamaged("the body is shorter than its columns")
+    updates = [raw[a:b] for a, b in itertools.pairwise(ends)]
+    if ends[-1] != len(raw):
+        raise SegmentDamaged(f"{len(raw) - ends[-1]} bytes after the last column")
     return Columns(first_seq, ts, pos, actor, kind, meta, updates)

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from palimpsest.store import log_layout as L
 from palimpsest.store import segments as S
 
 
@@ -100,7 +101,9 @@ def test_structure_is_checked_even_when_the_checksum_matches(
     sealed = S.encode(cols(), fmt)
     assert sealed.blob[0] == fmt
     body = unpack(sealed.blob[S._HEADER.size :])
-    for bad_body in (body[:-1], body + b"x"):
+    # cut in the updates, one byte too many, cut in the metas
+    cut_in_metas = body[: len(body) - sum(map(len, cols().updates)) - 1]
+    for bad_body in (body[:-1], body + b"x", cut_in_metas):
         blob = sealed.blob[: S._HEADER.size] + pack(bad_body)
         with pytest.raises(S.SegmentDamaged):
             S.decode(blob, S.checksum(blob))
@@ -140,3 +143,41 @@ def test_a_run_of_similar_updates_compresses() -> None:
                   [1] * 256, ['{"conn":"vm:1/1"}'] * 256, ups)  # fmt: skip
     sealed = S.encode(c)
     assert len(sealed.blob) < 0.3 * sum(map(len, ups))
+
+
+def _symbols() -> L.Symbols:
+    sym = L.Symbols()
+    sym.add([(1, "alice"), (2, "bob")])
+    return sym
+
+
+def test_a_read_builds_only_the_events_of_its_range() -> None:
+    sealed = S.encode(cols(300, first_seq=101))
+    row = L.SegmentRow("d", 101, 400, sealed.blob, sealed.checksum)
+    every = L.segment_events(row, _symbols())
+    assert [e.seq for e in every] == list(range(101, 401))
+    for lo, hi in ((100, 400), (150, 160), (0, 101), (399, 10_000), (400, 500), (0, 100)):
+        part = L.segment_events(row, _symbols(), (lo, hi))
+        assert part == [e for e in every if lo < e.seq <= hi], (lo, hi)
+
+
+def test_each_event_gets_its_own_meta() -> None:
+    # metas are parsed once per distinct text (most events of a connection share one):
+    # changing one event's meta must not change another's
+    sealed = S.encode(cols(6))
+    row = L.SegmentRow("d", 7, 12, sealed.blob, sealed.checksum)
+    events = L.segment_events(row, _symbols())
+    shared = [e for e in events if e.meta]
+    assert len(shared) == 4 and all(e.meta == {"conn": "vm:1/1"} for e in shared)
+    shared[0].meta["conn"] = "changed"
+    assert all(e.meta == {"conn": "vm:1/1"} for e in shared[1:])
+    again = L.segment_events(row, _symbols())
+    assert [e.meta for e in again] == [e.meta for e in L.segment_events(row, _symbols())]
+    assert again[1].meta == {"conn": "vm:1/1"}
+    # a meta holding a list or an object is parsed afresh each time (never shared)
+    nested = '{"clients":[1,2],"x":{"y":1}}'
+    a, b = L.parse_meta(nested), L.parse_meta(nested)
+    a["clients"].append(3)
+    assert b == {"clients": [1, 2], "x": {"y": 1}}
+    with pytest.raises(L.StoreError, match="not an object"):
+        L.parse_meta("[1]")
