@@ -794,6 +794,14 @@ class PostgresStore(EventStore):
             # GIL): a segment is a few ms of CPU that live edits need not wait behind
             cols = await asyncio.to_thread(run_columns, rows, sealed, n)
             if cols is None:
+                now = await self._fetch(
+                    "SELECT sealed FROM docs WHERE id = $1", doc_id, what="seal"
+                )
+                if now and int(now[0][0]) > sealed:
+                    # another sealer (process) sealed it between the two reads: go on
+                    # from where that one stopped
+                    self._recent.forget(doc_id)
+                    continue
                 log.warning("cannot seal %s after seq %d: its tail is not a whole run", doc, sealed)
                 return sealed_now
             seg = await asyncio.to_thread(S.encode, cols)

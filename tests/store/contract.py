@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from palimpsest.errors import StoreError
-from palimpsest.store import snapshot_codec
+from palimpsest.store import open_store, snapshot_codec
 from palimpsest.store.base import Event, EventStore, NewEvent, checksum, dump_meta
 from store.cursor_contract import CursorContract
 
@@ -691,6 +691,48 @@ class StoreContract(CursorContract):
         assert recent.run(doc_id, 3 * RUN + 1, 1) is None
         del more[0][1]
         assert await store.read("m") == before + more[0]
+
+    #: the store method every SQL read goes through (wrapped by the next test)
+    reader = "_fetchall"
+
+    async def test_a_sealer_that_another_overtook_goes_on_from_there(
+        self, store: EventStore, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Two sealers of one document (two processes): one reads where the log is sealed
+        up to, the other seals that run before the first reads the rows after it. The
+        first finds a tail that starts past its run, and goes on from where the other
+        stopped instead of warning that the tail is broken (it was, until 1 Dec)."""
+        url = self.child_url()
+        if url is None or not self.seals:
+            pytest.skip("no other process can open this backend's store")
+        other = open_store(url)
+        await other.start()
+        try:
+            # appended by the other: this store holds none of the rows in memory, and
+            # reads them from the log
+            for i in range(0, 3 * RUN, 8):
+                await other.append([("o", [ev(update=f"x{j}".encode()) for j in range(i, i + 8)])])
+            before = await store.read("o")
+            read = getattr(store, self.reader)
+            overtaken = []
+
+            async def reading(sql: str, *args: Any, **kw: Any) -> Any:
+                if "FROM log WHERE doc" in sql and not overtaken:
+                    # the other seals the first two runs (as one segment) right here
+                    overtaken.append(await other.seal("o", run=2 * RUN))
+                return await read(sql, *args, **kw)
+
+            setattr(store, self.reader, reading)
+            with caplog.at_level("WARNING", logger="palimpsest"):
+                sealed = await store.seal("o", run=RUN)
+            assert overtaken == [2 * RUN]
+            assert sealed == RUN  # the third run, after the other's
+            assert not [r for r in caplog.records if "not a whole run" in r.getMessage()]
+            assert await store.read("o") == before
+            assert await other.read("o") == before
+            assert await store.segment_damage("o") == []
+        finally:
+            await other.stop()
 
     async def test_sealing_beside_appends_loses_and_doubles_nothing(
         self, store: EventStore

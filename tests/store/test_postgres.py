@@ -26,6 +26,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class TestPostgresStore(StoreContract):
+    reader = "_fetch"
+
     @pytest.fixture(autouse=True)
     def _schema(self, schema: str) -> None:
         self.schema = schema
