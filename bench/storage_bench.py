@@ -587,6 +587,28 @@ def cpu_sentence(runs: list[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
+def version_sentence(runs: list[dict[str, Any]]) -> str:
+    """Per store, per trace: any version's p50 and p99, compact against rows (ranges over
+    the runs that read versions)."""
+    parts = []
+    for store in ("sqlite", "postgresql"):
+        per = []
+        for trace in dict.fromkeys(r["trace"] for r in runs):
+            got = {lay: [r["version_ms"] for r in runs if r.get("version_ms")
+                         and (r["trace"], r["store"], r["layout"]) == (trace, store, lay)]
+                   for lay in ("compact", "rows")}  # fmt: skip
+            if got["compact"] and got["rows"]:
+                cells = [
+                    f"{rng([pct(v, q) for v in got['compact']], '{:.1f}')} against "
+                    f"{rng([pct(v, q) for v in got['rows']], '{:.1f}')} ms"
+                    for q in (0.5, 0.99)
+                ]
+                per.append(f"{trace} p50 {cells[0]}, p99 {cells[1]}")
+        if per:
+            parts.append(("SQLite: " if store == "sqlite" else "PostgreSQL: ") + "; ".join(per))
+    return ". ".join(parts)
+
+
 def report(runs: list[dict[str, Any]], command: str, peers_command: str | None = None) -> str:
     """The section: our stores' table (`command` for entries without their own), then the
     peers' (`peers_command` likewise, default `command`)."""
@@ -648,7 +670,8 @@ def report(runs: list[dict[str, Any]], command: str, peers_command: str | None =
         "in the tail's table until a later one. The event log includes the stored "
         "attribution index (table `derived`, 0.2-0.3 MB for automerge-paper).",
         "",
-        "Ingest CPU per event, compact against rows, in the same run: " + cpu_sentence(runs)
+        "Ingest CPU per event, compact against rows, in the same run: "
+        + cpu_sentence(runs)
         + ". The bench's ingest window ends when the room has unloaded (its last snapshot "
         "and ladder written) and leaves out the CPU the server counts to the attribution "
         "index build that the unload starts "
@@ -658,12 +681,15 @@ def report(runs: list[dict[str, Any]], command: str, peers_command: str | None =
         "into segments, ladder rungs stored as differences, compressed snapshots); since 1 "
         "Dec rungs take the differences noted at capture instead of loading two states, "
         "SQLite seals from the rows it appended instead of reading them back, and a typed "
-        "character's update is read by one regex (docs/storage.md). Any version's p50 is "
-        "up to a third higher than the rows layout's on the long traces and about 1.5× "
-        "on sveltecomponent (beyond the newest three snapshots, the ladder keeps one "
-        "every 3,000 events at most, and the rows layout kept them all); its p99 is lower "
-        "on the long traces (about half on automerge-paper) and a little higher on "
-        "sveltecomponent. The PostgreSQL tail of sveltecomponent kept 1.1-1.8 MB in some "
+        "character's update is read by one regex (docs/storage.md). "
+        "Any version, compact against rows, in the same run: "
+        + version_sentence(runs)
+        + ". Beyond the newest three snapshots the compact layout's ladder keeps one every "
+        "3,000 events at most (the rows layout kept one every ~1,000), and a rung is a "
+        "difference applied on the whole one below it, so a version replays more events; "
+        "since 1 Dec a segment read parses each distinct meta text once and builds only "
+        "the events of the range it reads (docs/storage.md). "
+        "The PostgreSQL tail of sveltecomponent kept 1.1-1.8 MB in some "
         "runs: the idle upkeep vacuums again only above 1 MB of heap for an empty tail, "
         "which on a log of 785 kB is most of the whole store.",
         "",
