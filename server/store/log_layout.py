@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -127,9 +128,63 @@ class TailRow:
     meta: str | None
 
 
+class _Decoded:
+    """Segments decoded lately, by their stored checksum, up to a few MB: reading one
+    seq decodes its whole segment (~1 ms: decompressed, then every column), and a
+    history browser reads neighbouring versions, a diff two of them, a version's
+    timestamp one event. A hit is only taken when the blob as read now still has that
+    checksum, so a segment damaged after it was decoded is found as before. Shared by
+    the worker threads that decode."""
+
+    MAX_BYTES = 16 << 20
+    #: a segment bigger than this (huge updates) is not kept
+    MAX_ONE = 4 << 20
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cols: OrderedDict[bytes, tuple[S.Columns, int]] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, row: SegmentRow) -> S.Columns | None:
+        key = bytes(row.checksum)
+        with self._lock:
+            got = self._cols.get(key)
+            if got is None:
+                return None
+            self._cols.move_to_end(key)
+        return got[0] if S.checksum(row.blob) == key else None
+
+    def put(self, row: SegmentRow, cols: S.Columns) -> None:
+        size = sum(map(len, cols.updates)) + sum(map(len, cols.meta)) + 200 * len(cols)
+        if size > self.MAX_ONE:
+            return
+        key = bytes(row.checksum)
+        with self._lock:
+            if key in self._cols:
+                return
+            self._cols[key] = (cols, size)
+            self._bytes += size
+            while self._bytes > self.MAX_BYTES:
+                _, (_, gone) = self._cols.popitem(last=False)
+                self._bytes -= gone
+
+    def clear(self) -> None:
+        with self._lock:
+            self._cols.clear()
+            self._bytes = 0
+
+
+DECODED = _Decoded()
+
+
 def decode_segment(row: SegmentRow) -> S.Columns:
+    cols = DECODED.get(row)
+    if cols is not None:
+        return cols
     try:
-        return S.decode(row.blob, row.checksum)
+        cols = S.decode(row.blob, row.checksum)
+        DECODED.put(row, cols)
+        return cols
     except S.SegmentDamaged as e:
         raise StoreError(
             f"segment {row.doc}@{row.first_seq}..{row.last_seq} of the event log is damaged "

@@ -692,6 +692,23 @@ class StoreContract(CursorContract):
         del more[0][1]
         assert await store.read("m") == before + more[0]
 
+    async def test_a_segment_damaged_after_it_was_read_is_still_found(
+        self, store: EventStore
+    ) -> None:
+        """Decoded segments are kept for the next reads (log_layout.DECODED): one damaged
+        after it was read is found all the same, and never served."""
+        if not self.seals:
+            pytest.skip("this backend keeps no segments")
+        await self._history(store, "z", 3 * RUN)
+        assert await store.seal("z", run=RUN) == 3 * RUN
+        before = await store.read("z")
+        assert await store.read("z") == before
+        await self.damage_segment(store, "z", RUN + 1)
+        with pytest.raises(StoreError, match="damaged"):
+            await store.read("z", after=RUN, upto=RUN + 2)
+        assert await store.read("z", upto=RUN) == before[:RUN]
+        assert await store.read("z", after=2 * RUN) == before[2 * RUN :]
+
     #: the store method every SQL read goes through (wrapped by the next test)
     reader = "_fetchall"
 

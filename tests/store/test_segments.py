@@ -181,3 +181,23 @@ def test_each_event_gets_its_own_meta() -> None:
     assert b == {"clients": [1, 2], "x": {"y": 1}}
     with pytest.raises(L.StoreError, match="not an object"):
         L.parse_meta("[1]")
+
+
+def test_a_decoded_segment_is_kept_and_its_blob_checked_again() -> None:
+    L.DECODED.clear()
+    sealed = S.encode(cols(300, first_seq=101))
+    row = L.SegmentRow("d", 101, 400, sealed.blob, sealed.checksum)
+    first = L.decode_segment(row)
+    assert L.decode_segment(row) is first  # kept: not decoded again
+    # the same stored checksum over a blob damaged since: found, never served
+    bad = bytearray(sealed.blob)
+    bad[len(bad) // 2] ^= 0x01
+    with pytest.raises(L.StoreError, match="damaged"):
+        L.decode_segment(L.SegmentRow("d", 101, 400, bytes(bad), sealed.checksum))
+    # a segment of huge updates is not kept
+    big = S.Columns(1, [1, 2], [1, 2], [1, 1], [1, 1], ["", ""], [b"x" * (3 << 20)] * 2)
+    sealed = S.encode(big)
+    row = L.SegmentRow("d", 1, 2, sealed.blob, sealed.checksum)
+    one = L.decode_segment(row)
+    again = L.decode_segment(row)
+    assert one == again == big and one is not again
