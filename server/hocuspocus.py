@@ -124,6 +124,12 @@ def encode_permission_denied(doc: str, reason: str) -> bytes:
     return prefix(doc) + bytes([AUTH, AUTH_PERMISSION_DENIED]) + P.write_var_string(reason)
 
 
+def encode_close(doc: str, reason: str) -> bytes:
+    """The server closes one document of the socket (the socket and its other documents
+    stay), as Hocuspocus does when handling a message of that document failed."""
+    return prefix(doc) + bytes([CLOSE]) + P.write_var_string(reason)
+
+
 def encode_sync_status(doc: str, saved: bool) -> bytes:
     return prefix(doc) + bytes([SYNC_STATUS, 1 if saved else 0])
 

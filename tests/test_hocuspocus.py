@@ -174,10 +174,32 @@ async def test_close_one_document_and_malformed_frames(srv: Any) -> None:
         await eventually(lambda: len(room.peers) == 1, what="two still open")
         await eventually(lambda: "one" not in srv.backend.rooms.loaded, what="one unloaded")
 
+        # a refused frame of one document closes that document, as Hocuspocus does: a
+        # close message saying why; the socket and its other documents stay open
+        await raw.auth("three", "alice")
+        await eventually(lambda: len(raw.of("three", H.AUTH)) == 1, what="three authenticated")
+        three = srv.backend.rooms.loaded["three"]
         await raw.ws.send(b"\x03two\x00\x07")  # sync message type 7
+        closed = await eventually(lambda: raw.of("two", H.CLOSE), what="two closed")
+        assert "unknown sync message type 7" in H.decode_string(closed[0].body, "reason")
+        await eventually(lambda: len(room.peers) == 0, what="two left")
+        assert raw.ws.close_code is None and len(three.peers) == 1
+        # its frames are dropped until a new auth message opens it again
+        await raw.send("two", H.SYNC, P.encode_sync_step1(b"\x00")[1:])
+        await raw.send("three", H.SYNC, P.encode_sync_step1(b"\x00")[1:])
+        await eventually(lambda: raw.of("three", H.SYNC), what="three answers")
+        assert raw.of("two", H.SYNC) == []
+        assert not getattr(srv.backend.rooms.loaded.get("two"), "peers", None)
+        await raw.auth("two", "alice")
+        await eventually(lambda: len(raw.of("two", H.AUTH)) == 2, what="two open again")
+        await raw.send("two", H.SYNC, P.encode_sync_step1(b"\x00")[1:])
+        await eventually(lambda: raw.of("two", H.SYNC), what="two answers again")
+
+        # a frame whose document cannot even be read closes the socket
+        await raw.ws.send(b"\x03two\x09")  # Hocuspocus message type 9
         await eventually(lambda: raw.ws.close_code is not None, what="closed")
         assert raw.ws.close_code == H.RESET_CONNECTION
-        assert "unknown sync message type 7" in raw.ws.close_reason
+        assert "unknown Hocuspocus message type 9" in raw.ws.close_reason
     # the server keeps serving everyone else
     async with raw_client(srv) as raw:
         await raw.auth("two", "bob")

@@ -73,6 +73,8 @@ class Driver:
         await self.proc.stdin.drain()
         wait = kw.get("timeout", 10_000) / 1000 + 10
         line = await asyncio.wait_for(self.proc.stdout.readline(), wait)
+        while line and not line.startswith(b'{"ok"'):  # a library's console.log
+            line = await asyncio.wait_for(self.proc.stdout.readline(), wait)
         context = (
             f"\n--- driver stderr ({self.log_path}):\n{self.log_path.read_text()[-3000:]}"
             f"\n--- server log tail:\n{self.server.log_tail(30)}"
@@ -85,8 +87,13 @@ class Driver:
     async def socket(self, name: str, version: int) -> None:
         await self.call("socket", name=name, version=version, url=self.hocuspocus_url)
 
-    async def open(self, name: str, socket: str, doc: str, token: str | None = None) -> None:
-        await self.call("open", name=name, socket=socket, doc=doc, token=token)
+    async def open(
+        self, name: str, socket: str, doc: str, token: str | None = None
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call(
+            "open", name=name, socket=socket, doc=doc, token=token
+        )
+        return result
 
     async def yws(self, name: str, doc: str, **params: str) -> None:
         await self.call("yws", name=name, url=self.server.ws_url, doc=doc, params=params)
@@ -218,6 +225,40 @@ async def test_bad_tokens_and_bad_names_get_permission_denied_with_a_reason(
             await d.wait(f"ok{v}", "unsynced", equals=0)
         assert {e.actor for e in await events_of(srv, "hp-fine")} == {"writer"}
         assert await events_of(srv, "elsewhere") == []
+
+
+async def test_a_refused_edit_closes_its_document_and_the_socket_keeps_the_others(
+    node_modules: Path, tmp_path: Path
+) -> None:
+    """Mallory's provider edits with Alice's Yjs client id (a forgery the server refuses):
+    that document is closed with a close message saying why, as Hocuspocus closes a
+    document whose message failed, and her other document on the same socket goes on
+    syncing, its socket never closed."""
+    async with ServerProcess(tmp_path / "srv") as srv, Driver(srv, tmp_path / "d.log") as d:
+        await d.socket("sa", 3)
+        await d.socket("sm", 3)
+        alice = (await d.open("alice", "sa", "hp-owned", token="alice"))["clientID"]
+        await d.wait("alice", "synced")
+        await d.call("insert", name="alice", text="mine")
+        await d.wait("alice", "unsynced", equals=0)
+        await d.open("forger", "sm", "hp-owned", token="mallory")
+        await d.open("honest", "sm", "hp-other", token="mallory")
+        await d.yws("watcher", "hp-other", user="wendy")
+        for name in ("forger", "honest", "watcher"):
+            await d.wait(name, "synced")
+        await d.wait("forger", "text", equals="mine")
+        # Yjs itself takes a new client id when it syncs items of its own: forge after
+        await d.call("forge", name="forger", clientID=alice)
+        await d.call("insert", name="forger", text=" evil")
+        closed = await d.wait("forger", "closes", truthy=True)
+        assert closed["connected"] is True
+        await d.call("insert", name="honest", text="still here")
+        await d.wait("watcher", "text", equals="still here")
+        state = await d.wait("honest", "unsynced", equals=0)
+        assert state["socketCloses"] == 0 and state["connected"] is True
+        assert "belongs to another user" in srv.log_tail(200)
+        assert [e.actor for e in await events_of(srv, "hp-owned")] == ["alice"]
+        assert [e.actor for e in await events_of(srv, "hp-other")] == ["mallory"]
 
 
 async def test_undo_and_redo_over_stateless_messages_and_http(

@@ -150,7 +150,10 @@ class HocuspocusSocket(Connection):
                     raise RateLimited(f"over {8 * limit} bytes sent before {frame.doc!r} loaded")
                 peer.pending.append(frame)
         else:
-            self.handle_frame(peer, peer.room, frame)
+            try:
+                self.handle_frame(peer, peer.room, frame)
+            except PalimpsestError as e:
+                self.close_doc(peer, e)
 
     # --- opening and closing documents ---------------------------------------------------
 
@@ -186,9 +189,7 @@ class HocuspocusSocket(Connection):
                 del self.opening[doc]
             log.info("%s: refused %r: %s", self.id, doc, e)
             self.backend.refused(reason_of(e))
-            if len(self.denied) >= MAX_DENIED:
-                self.denied.clear()
-            self.denied.add(doc)
+            self.deny(doc)
             self.send(H.encode_permission_denied(doc, str(e)))
             return
         if self.opening.get(doc) is not frames or self._close is not None:
@@ -203,6 +204,23 @@ class HocuspocusSocket(Connection):
         peer.pending.extend(frames)
         log.info("open %s doc=%s user=%s", peer.id, peer.doc, peer.actor)
         await self.load(peer)
+
+    def deny(self, doc: str) -> None:
+        """Frames of `doc` are dropped until a new auth message opens it again."""
+        if len(self.denied) >= MAX_DENIED:
+            self.denied.clear()
+        self.denied.add(doc)
+
+    def close_doc(self, peer: DocPeer, e: PalimpsestError) -> None:
+        """A frame of an open document was refused (malformed, forged, over a limit):
+        as Hocuspocus does, that document closes, with a close message saying why, and
+        the socket stays open for its other documents. The client opens it again with a
+        new auth message (a 4.x provider does when its socket reconnects)."""
+        log.info("%s: closing %r: %s", self.id, peer.doc, e)
+        self.backend.refused(reason_of(e))
+        self.leave(peer)
+        self.deny(peer.doc)
+        self.send(H.encode_close(peer.doc, str(e)[:1000]))
 
     def credentials(self, token: str | None) -> Any:
         """The socket's request, with an in-band token where the extensions look for
@@ -233,7 +251,7 @@ class HocuspocusSocket(Connection):
                     break
                 self.handle_frame(peer, room, frame)
         except PalimpsestError as e:
-            self.refuse(e)
+            self.close_doc(peer, e)
 
     def leave(self, peer: DocPeer) -> None:
         if self.docs.get(peer.doc) is peer:

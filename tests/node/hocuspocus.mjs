@@ -10,8 +10,10 @@
 //   open {name, socket, doc, token?}     a HocuspocusProvider for doc on that socket
 //   yws {name, url, doc, params?}        a y-websocket WebsocketProvider (url ends in /ws)
 //   insert {name, text, pos?}            one transaction (pos: index, default the end)
+//   forge {name, clientID}               the doc's next edits carry another Yjs client id
 //   stateless {name, payload}            provider.sendStateless(payload)
-//   state {name}                         {text, synced, unsynced, scope, denied, stateless, status}
+//   state {name}                         {text, synced, unsynced, scope, denied, stateless,
+//                                        closes, connected, socketCloses}
 //   wait {name, field, equals? | contains? | truthy? | atLeast?, timeout?}
 //                                        poll state[field] until it holds; answers the state
 //   destroy {name}                       provider.destroy()
@@ -49,7 +51,9 @@ const commands = {
     const ws = new lib.HocuspocusProviderWebsocket({
       url, WebSocketPolyfill: WebSocket, delay: 100, minDelay: 100, maxDelay: 500, quiet: true,
     })
-    sockets.set(name, { ws, version })
+    const entry = { ws, version, closes: 0 }
+    ws.on('close', () => { entry.closes++ })
+    sockets.set(name, entry)
     return { version }
   },
   open ({ name, socket, doc, token }) {
@@ -58,6 +62,7 @@ const commands = {
     const ydoc = new Y.Doc()
     const c = track(ydoc)
     c.kind = `hocuspocus-${s.version}`
+    c.socket = s
     const config = {
       websocketProvider: s.ws,
       name: doc,
@@ -85,6 +90,10 @@ const commands = {
     const c = client(name)
     c.text.insert(pos ?? c.text.length, text)
     return state(c)
+  },
+  forge ({ name, clientID }) {
+    client(name).doc.clientID = clientID
+    return null
   },
   stateless ({ name, payload }) {
     client(name).provider.sendStateless(payload)
@@ -130,6 +139,7 @@ function state (c) {
     stateless: c.stateless,
     closes: c.closes,
     connected: hocus ? p.configuration.websocketProvider.status === 'connected' : p.wsconnected,
+    socketCloses: c.socket ? c.socket.closes : null,
   }
 }
 
