@@ -252,8 +252,8 @@ async def assemble_off_loop(
     seqs: tuple[int, int] | None = None,
 ) -> list[Event]:
     """:func:`assemble` on a worker thread when it has segments to decode: a segment is
-    ~1.5 ms of CPU (decompressed, then 1,024 events built), so a page of a long log read
-    on the event loop held every room's edits for tens of ms."""
+    ~1-2 ms of CPU (decompressed, then its events built; see DECODED), so a page of a
+    long log read on the event loop held every room's edits for tens of ms."""
     if not segs:
         with cpu_account.on_loop():
             return assemble(tail, segs, symbols, keep, seqs)
