@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 from pycrdt import Doc
 from starlette.requests import HTTPConnection
 
+from . import stall_watch
 from .auth import Identity, authorize
 from .commit import Committer
 from .dispatch import Extensions
@@ -90,6 +91,7 @@ class Backend(Service):
             unload_after=self.settings.unload_after_seconds,
         )
         self._started = False
+        self._stall_watch: stall_watch.StallWatch | None = None
         #: set when the server starts shutting down (before connections are closed):
         #: long-lived HTTP responses (the changefeed's streams) end on it
         self.stopping = asyncio.Event()
@@ -140,6 +142,7 @@ class Backend(Service):
         await self.store.start()
         await self.committer.start()
         await self.extensions.start()
+        self._stall_watch = stall_watch.start_from_settings(self.settings.stall_report_ms)
         self._started = True
 
     async def stop(self) -> None:
@@ -147,6 +150,9 @@ class Backend(Service):
             return
         self._started = False
         self.stopping.set()
+        if self._stall_watch is not None:
+            self._stall_watch.stop()
+            self._stall_watch = None
         await self.rooms.stop()
         # on_committed catches up with the last events, then the services stop
         await self.extensions.stop()

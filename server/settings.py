@@ -78,6 +78,9 @@ class Settings:
     snapshot_max_gap: int = 3000
     snapshot_ladder_bytes: int = 0
     unload_after_seconds: float = 5.0
+    #: log where the event loop was whenever it was held this long (ms; a diagnostic,
+    #: server/stall_watch.py); 0 = off
+    stall_report_ms: float = 0.0
     undo_capture_ms: int = 500
     undo_max_depth: int = 200
     #: events in one undo step at most (typing that never pauses still makes steps)

@@ -1,0 +1,86 @@
+"""Where the event loop was when it stalled: a diagnostic, off unless asked for
+(`PALIMPSEST_STALL_REPORT_MS`, or `Settings.stall_report_ms`).
+
+A thread posts a beat to the loop every BEAT_SECONDS and waits for the loop to run it.
+While it waits, it samples the loop thread's stack every SAMPLE_SECONDS. A beat that came
+back later than the threshold is logged (logger ``palimpsest.stalls``) with how long the
+loop was held and the stacks seen meanwhile, most frequent first, so that a latency tail
+can be traced to the code that held the loop (a commit on the loop's thread, a fold, a
+decode, the collector...). Every stall is also counted in :attr:`StallWatch.stalls`.
+
+Its cost while on: one wake-up of the loop every 5 ms, and a thread taking the
+interpreter briefly every 1 ms while a beat is pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+import time
+import traceback
+from collections import Counter
+
+log = logging.getLogger("palimpsest.stalls")
+
+BEAT_SECONDS = 0.005
+SAMPLE_SECONDS = 0.001
+#: frames of each sampled stack shown, innermost last
+DEPTH = 14
+
+
+class StallWatch:
+    def __init__(self, loop: asyncio.AbstractEventLoop, threshold_ms: float) -> None:
+        self.loop = loop
+        self.threshold = threshold_ms / 1000.0
+        #: (seconds held, {stack: samples}) of each stall seen, the last 1,000
+        self.stalls: list[tuple[float, dict[str, int]]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop_thread = threading.get_ident()  # started from the loop's thread
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="stall-watch", daemon=True)
+        self._thread.start()
+        log.info("watching the event loop for stalls over %.1f ms", self.threshold * 1000)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(1.0)
+
+    def _run(self) -> None:
+        while not self._stop.wait(BEAT_SECONDS):
+            done = threading.Event()
+            sent = time.perf_counter()
+            try:
+                self.loop.call_soon_threadsafe(done.set)
+            except RuntimeError:  # the loop is closed
+                return
+            samples: Counter[str] = Counter()
+            while not done.wait(SAMPLE_SECONDS):
+                if self._stop.is_set():
+                    return
+                frame = sys._current_frames().get(self._loop_thread)
+                if frame is not None:
+                    samples["".join(traceback.format_stack(frame, DEPTH))] += 1
+            held = time.perf_counter() - sent
+            if held >= self.threshold:
+                self._report(held, samples)
+
+    def _report(self, held: float, samples: Counter[str]) -> None:
+        self.stalls.append((held, dict(samples)))
+        del self.stalls[:-1000]
+        parts = [f"event loop held for {held * 1000:.1f} ms; {sum(samples.values())} samples"]
+        for stack, n in samples.most_common(3):
+            parts.append(f"--- {n} samples:\n{stack}")
+        log.warning("\n".join(parts))
+
+
+def start_from_settings(threshold_ms: float | None) -> StallWatch | None:
+    if not threshold_ms or threshold_ms <= 0:
+        return None
+    watch = StallWatch(asyncio.get_running_loop(), threshold_ms)
+    watch.start()
+    return watch
