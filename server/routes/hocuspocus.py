@@ -96,9 +96,12 @@ class HocuspocusSocket(Connection):
 
     async def serve(self, room: Room | None = None) -> None:
         self._sender = asyncio.create_task(self._send_loop(), name=f"send:{self.id}")
+        self.read_directly(self.dispatch)  # as the /ws connections (Connection.serve)
         try:
             while self._close is None:
                 message = await self.ws.receive()
+                if self._refused is not None:
+                    raise self._refused
                 if message["type"] == "websocket.disconnect":
                     break
                 data = message.get("bytes")

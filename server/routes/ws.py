@@ -28,7 +28,7 @@ from ..errors import (
 from ..extensions import Client, OpContext
 from ..names import validate_doc_name
 from ..room import EMPTY_UPDATE, Room
-from .wire_write import direct_writer, protocol_of
+from .wire_write import direct_reader, direct_writer, protocol_of, wake_reader
 
 log = logging.getLogger("palimpsest.ws")
 
@@ -75,6 +75,10 @@ class Connection:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.closed = asyncio.Event()
         self._expiry: asyncio.TimerHandle | None = None
+        #: what the direct reader could not handle, for the reading task to raise
+        self._refused: BaseException | None = None
+        #: messages the direct reader handled (the rest came through ws.receive())
+        self.direct_messages = 0
 
     # --- Peer ---------------------------------------------------------------------------
 
@@ -275,9 +279,14 @@ class Connection:
             room.join(self)
         finally:
             self._answering = False
+        # binary messages are handled as uvicorn parses them, not via a task wake-up
+        # (wire_write.direct_reader); the loop below still sees the rest and the close
+        self.read_directly(lambda data: self.handle(room, data))
         try:
             while self._close is None:
                 message = await self.ws.receive()
+                if self._refused is not None:
+                    raise self._refused
                 if message["type"] == "websocket.disconnect":
                     break
                 data = message.get("bytes")
@@ -308,6 +317,24 @@ class Connection:
             await self.closed.wait()
             for task in list(self._tasks):
                 task.cancel()
+
+    def read_directly(self, handle: Callable[[bytes], None]) -> bool:
+        """Have each binary message handled by `handle` as uvicorn parses it (False: not
+        uvicorn's sansio protocol; the reading loop gets them all). What `handle` raises
+        is kept for the reading loop, which raises it on its next turn (woken for it)
+        and so closes as for a message it read itself."""
+
+        def on_message(data: bytes) -> None:
+            if self._close is not None or self._refused is not None:
+                return  # closing: the reading loop would not have read it either
+            self.direct_messages += 1
+            try:
+                handle(data)
+            except Exception as e:
+                self._refused = e
+                wake_reader(self.ws)
+
+        return direct_reader(self.ws, on_message)
 
     def _watch_expiry(self) -> None:
         """A session ends with its token: close with 4401 once it expires (plus the

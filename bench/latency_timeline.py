@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Where one edit's time goes inside the server, stage by stage, during the bench's
+fan-out scenario (one writer at a fixed rate, N observers).
+
+    bench/.peers/venv/bin/python bench/latency_timeline.py
+    bench/.peers/venv/bin/python bench/latency_timeline.py --edits 1000 --observers 10
+
+Starts the Palimpsest server as `bench/run` does, but through a launcher that wraps a
+few functions on the edit's path with a timestamp (``time.perf_counter``, ~1 µs each):
+
+    recv      uvicorn's data_received: the frame's bytes came off the socket
+    handle    Connection.handle: the message decoded, about to be admitted
+    room      Room.receive_update: admitted, about to be checked against the document
+    queued    Room._push: checked, queued for the room's task
+    commit<   Room._commit_and_apply starts (the room's task runs)
+    store<    the store's append starts        store>  committed (fsync'd by default)
+    write     the first socket write of the broadcast
+    done      Room._commit_and_apply returns (the document applied, undo, ...)
+
+and prints, for the edits after the first 20, the p50 and p90 of each step in µs, and of
+recv → write (the server's share of what the observers measure). The fan-out figures of
+the driver itself are printed too. The stamps stay in memory and are written to a file
+by a thread every second, so they cost the edit nothing but the stamps themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench as B  # noqa: E402  (bench/bench.py)
+
+LAUNCHER = r"""
+import json, os, sys, threading, time
+pc = time.perf_counter
+STAMPS = []
+OUT = os.environ["TIMELINE_OUT"]
+
+def wrap(owner, name, label, is_async=False):
+    f = getattr(owner, name)
+    if is_async:
+        async def g(*a, **k):
+            STAMPS.append((pc(), label + "<"))
+            try:
+                return await f(*a, **k)
+            finally:
+                STAMPS.append((pc(), label + ">"))
+    else:
+        def g(*a, **k):
+            STAMPS.append((pc(), label))
+            return f(*a, **k)
+    setattr(owner, name, g)
+
+from uvicorn.protocols.websockets import websockets_sansio_impl as W
+import palimpsest.room as R
+import palimpsest.routes.ws as WS
+import palimpsest.routes.wire_write as WW
+import palimpsest.commit as C
+import palimpsest.store.sqlite as S
+wrap(W.WebSocketsSansIOProtocol, "data_received", "recv")
+wrap(WS.Connection, "handle", "handle")
+wrap(R.Room, "receive_update", "room")
+wrap(R.Room, "_push", "queued")
+wrap(R.Room, "_commit_and_apply", "commit", True)
+wrap(S.SQLiteStore, "append", "store", True)
+writer = WW.direct_writer
+def direct_writer(ws):
+    w = writer(ws)
+    if w is None:
+        return None
+    def write(frame):
+        STAMPS.append((pc(), "write"))
+        return w(frame)
+    return write
+WS.direct_writer = direct_writer
+
+def dump():
+    while True:
+        time.sleep(1.0)
+        with open(OUT + ".tmp", "w") as fh:
+            json.dump(STAMPS, fh)
+        os.replace(OUT + ".tmp", OUT)
+threading.Thread(target=dump, daemon=True).start()
+
+from palimpsest.cli import main
+sys.exit(main())
+"""
+
+STEPS = [
+    ("recv", "handle"),
+    ("handle", "room"),
+    ("room", "queued"),
+    ("queued", "commit<"),
+    ("commit<", "store<"),
+    ("store<", "store>"),
+    ("store>", "write"),
+    ("write", "commit>"),
+    ("recv", "write"),
+]
+
+
+def edits(stamps: list[tuple[float, str]]) -> list[dict[str, float]]:
+    """One dict of label -> time per committed edit (each commit< with the stamps of the
+    frame before it and of its own commit after it)."""
+    out = []
+    for i, (t, label) in enumerate(stamps):
+        if label != "commit<":
+            continue
+        d: dict[str, float] = {"commit<": t}
+        for j in range(i - 1, max(0, i - 40), -1):
+            lj = stamps[j][1]
+            if lj in ("recv", "handle", "room", "queued") and lj not in d:
+                d[lj] = stamps[j][0]
+            if lj == "recv" and "room" in d:
+                break
+        for j in range(i + 1, min(len(stamps), i + 40)):
+            lj = stamps[j][1]
+            if lj not in d:
+                d[lj] = stamps[j][0]
+            if lj == "commit>":
+                break
+        out.append(d)
+    return out
+
+
+def pct(xs: list[float], p: float) -> float:
+    return sorted(xs)[min(len(xs) - 1, int(len(xs) * p))]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--observers", type=int, default=1)
+    ap.add_argument("--edits", type=int, default=500)
+    ap.add_argument("--rate", type=int, default=50, help="edits per second")
+    ap.add_argument("--json", help="also write the per-step figures here")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="palimpsest-timeline-"))
+    launcher = work / "palimpsest"
+    launcher.write_text(f"#!{B.PALIMPSEST_BIN.parent / 'python'}\n{LAUNCHER}")
+    launcher.chmod(0o755)
+    stamps_file = work / "stamps.json"
+    os.environ["TIMELINE_OUT"] = str(stamps_file)
+    B.PALIMPSEST_BIN = launcher
+    spec = B.SERVERS["palimpsest"]
+    datadir = work / "data"
+    datadir.mkdir()
+    srv = B.Running(spec, datadir)
+    prog = B.Progress(1)
+    prog.step(f"fan-out {args.observers} observers, {args.edits} edits, timestamped")
+    try:
+        res = B.run_driver(
+            {
+                "scenario": "fanout",
+                "doc": "timeline",
+                "observers": args.observers,
+                "rate": args.rate,
+                "edits": args.edits,
+                "server": {
+                    "kind": spec.client,
+                    "url": spec.url(srv.port),
+                    "durable": {"kind": "none"},
+                },
+            },
+            prog,
+            timeout=args.edits / args.rate + 120,
+        )
+        import time
+
+        time.sleep(1.5)  # the launcher's last dump
+    finally:
+        prog.finish_step()
+        prog.close()
+        srv.stop()
+    found = edits([tuple(x) for x in json.loads(stamps_file.read_text())])[20:]
+    rows = {}
+    print(f"{'step':<22}{'edits':>7}{'p50 µs':>9}{'p90 µs':>9}")
+    for a, b in STEPS:
+        xs = [(d[b] - d[a]) * 1e6 for d in found if a in d and b in d]
+        if not xs:
+            continue
+        rows[f"{a} -> {b}"] = {"n": len(xs), "p50": pct(xs, 0.5), "p90": pct(xs, 0.9)}
+        print(f"{a + ' -> ' + b:<22}{len(xs):>7}{pct(xs, 0.5):>9.0f}{pct(xs, 0.9):>9.0f}")
+    fan = {k: res.get(k) for k in ("observers", "edits", "received", "p50", "p99", "max")}
+    print("fan-out, as the observers measured it (ms):", json.dumps(fan))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"steps": rows, "fanout": fan}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
