@@ -137,6 +137,7 @@ class Palimpsest:
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
         """Start the backend (store, committer, extensions' services) for the duration."""
         async with self.backend:
+            await _warm_up()
             yield
 
     @contextlib.asynccontextmanager
@@ -146,6 +147,17 @@ class Palimpsest:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.app(scope, receive, send)
+
+
+async def _warm_up() -> None:
+    """Import now what starlette otherwise imports on the first request: anyio's asyncio
+    backend (and its sockets and streams modules), loaded the first time a task group is
+    made. That took 16-28 ms on the event loop, a stall for every connection open at the
+    time (the stall watch caught it, server/stall_watch.py)."""
+    import anyio
+
+    async with anyio.create_task_group():
+        pass
 
 
 def create_app(settings: Settings | None = None, backend: Backend | None = None) -> Palimpsest:

@@ -21,6 +21,7 @@ import threading
 import time
 import traceback
 from collections import Counter
+from typing import Any
 
 log = logging.getLogger("palimpsest.stalls")
 
@@ -59,23 +60,42 @@ class StallWatch:
             except RuntimeError:  # the loop is closed
                 return
             samples: Counter[str] = Counter()
+            others: Counter[str] = Counter()
+            me = threading.get_ident()
             while not done.wait(SAMPLE_SECONDS):
                 if self._stop.is_set():
                     return
-                frame = sys._current_frames().get(self._loop_thread)
+                frames = sys._current_frames()
+                frame = frames.get(self._loop_thread)
                 if frame is not None:
                     samples["".join(traceback.format_stack(frame, DEPTH))] += 1
+                # the loop may be waiting for the interpreter: who else was running
+                for ident, other in frames.items():
+                    if ident not in (me, self._loop_thread) and not _idle(other):
+                        others["".join(traceback.format_stack(other, DEPTH // 2))] += 1
             held = time.perf_counter() - sent
             if held >= self.threshold:
-                self._report(held, samples)
+                self._report(held, samples, others)
 
-    def _report(self, held: float, samples: Counter[str]) -> None:
+    def _report(self, held: float, samples: Counter[str], others: Counter[str]) -> None:
         self.stalls.append((held, dict(samples)))
         del self.stalls[:-1000]
         parts = [f"event loop held for {held * 1000:.1f} ms; {sum(samples.values())} samples"]
         for stack, n in samples.most_common(3):
             parts.append(f"--- {n} samples:\n{stack}")
+        for stack, n in others.most_common(2):
+            parts.append(f"--- another thread, busy in {n} samples:\n{stack}")
         log.warning("\n".join(parts))
+
+
+#: where a thread waits for work (nothing it does holds the event loop)
+_IDLE = ("get", "wait", "_worker", "_connection_worker_thread", "_run", "select", "poll")
+
+
+def _idle(frame: Any) -> bool:
+    return frame.f_code.co_name in _IDLE and frame.f_code.co_filename.endswith(
+        ("queue.py", "threading.py", "thread.py", "core.py", "sqlite.py", "selectors.py")
+    )
 
 
 def start_from_settings(threshold_ms: float | None) -> StallWatch | None:

@@ -44,3 +44,38 @@ async def test_the_author_gets_its_echo_last() -> None:
         await room.flush()
         assert log == ["obs-0", "obs-1", "obs-2", "ann-1"]
         assert str(room.doc.get("content", type=Text)) == "hello"
+
+
+async def test_a_committed_edit_goes_out_before_the_room_applies_it() -> None:
+    """Durable is enough to send: the room broadcasts a committed batch, echo included,
+    and only then applies it to its own document (undo, attribution and the rest of the
+    document's upkeep are off the latency of the edit)."""
+    from palimpsest.extensions import Extension
+    from palimpsest.features import builtin_extensions
+
+    log: list[str] = []
+
+    class Applied(Extension):
+        def before_apply(self, room: object, event: object, origin: object) -> None:
+            log.append("apply")
+
+        def on_applied(self, room: object, event: object, origin: object) -> None:
+            log.append("applied")
+
+    settings = Settings()
+    backend = Backend(settings, MemoryStore(), [Applied(), *builtin_extensions(settings)])
+    async with backend:
+        room = await backend.rooms.get("d")
+        ann = Recorder("ann-1", "ann", log)
+        obs = Recorder("obs-1", "obs", log)
+        for peer in (ann, obs):
+            room.join(peer)
+        src: Doc = Doc()
+        updates: list[bytes] = []
+        src.observe(lambda e: updates.append(e.update))
+        src.get("content", type=Text).insert(0, "hi")
+        log.clear()
+        assert room.receive_update(ann, updates[0])
+        await room.flush()
+        assert log == ["obs-1", "ann-1", "apply", "applied"]
+        assert str(room.doc.get("content", type=Text)) == "hi"
