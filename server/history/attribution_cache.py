@@ -37,8 +37,12 @@ log = logging.getLogger("palimpsest.history")
 #: process for this long (seconds)...
 QUIET_SECONDS = 0.25
 #: ...or after waiting this long for such a pause: while editing never pauses, a refresh
-#: still reads a page every couple of seconds
-MAX_DEFER_SECONDS = 2.0
+#: still reads a page twice a minute. It is upkeep for a cold server's first blame (a
+#: blame here builds what it needs itself), and the fan-out scenario's worst latencies
+#: came from refreshes that read and folded pages every 2 s while others typed (the
+#: stall watch, 2 Dec 2026: folding and its segment decoding in every stall of 13-52 ms
+#: at 50 observers)
+MAX_DEFER_SECONDS = 30.0
 
 
 def fingerprint(update: bytes) -> str:
