@@ -229,3 +229,32 @@ async def test_awareness_echo_query_and_broadcast_stateless(srv: Any) -> None:
         await one.send("aw", H.STATELESS, P.write_var_string('{"type":"hello","id":9}'))
         got = await eventually(lambda: len(one.of("aw", H.STATELESS)) == 2 and one.of("aw", 5))
         assert json.loads(H.decode_string(got[1].body, "payload"))["id"] == 9
+
+
+async def test_frames_are_handled_as_they_are_parsed(srv: Any) -> None:
+    """/hocuspocus reads like /ws (wire_write.direct_reader): a socket's frames go from
+    uvicorn's parser to its dispatch with no task in between, for every document on it,
+    and a refused frame still closes only its own document."""
+    async with raw_client(srv) as raw:
+        await raw.auth("da", "alice")
+        await raw.auth("db", "alice")
+        await eventually(lambda: raw.of("da", H.AUTH) and raw.of("db", H.AUTH), what="auth")
+        room = await eventually(lambda: srv.backend.rooms.get_loaded("da"), what="loaded")
+        peer = await eventually(lambda: next(iter(room.peers.values()), None), what="joined")
+        sock = peer.sock
+        handled = sock.direct_messages
+        assert handled >= 2, "the auth messages came the direct way"
+        doc: Doc[Any] = Doc()
+        updates: list[bytes] = []
+        doc.observe(lambda e: updates.append(e.update))
+        doc.get("content", type=Text).insert(0, "direct")
+        await raw.send("da", H.SYNC, bytes([P.SYNC_UPDATE]) + P.write_var_bytes(updates[0]))
+        await eventually(lambda: str(room.doc.get("content", type=Text)) == "direct", what="applied")
+        assert sock.direct_messages == handled + 1
+        # a frame that does not decode, for "db" only: that document is closed, not the socket
+        await raw.send("db", H.SYNC, bytes([P.SYNC_UPDATE]) + P.write_var_bytes(b"\xff" * 9))
+        await eventually(lambda: raw.of("db", H.CLOSE), what="db closed")
+        assert sock._close is None
+        doc.get("content", type=Text).insert(6, "!")
+        await raw.send("da", H.SYNC, bytes([P.SYNC_UPDATE]) + P.write_var_bytes(updates[1]))
+        await eventually(lambda: str(room.doc.get("content", type=Text)) == "direct!", what="on")
