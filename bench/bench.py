@@ -543,6 +543,32 @@ def note(msg: str) -> None:
 # --------------------------------------------------------------------------- driver
 
 
+def run_fanout(
+    spec: ServerSpec,
+    port: int,
+    progress: Progress,
+    *,
+    doc: str,
+    observers: int,
+    rate: int,
+    edits: int,
+) -> dict[str, Any]:
+    """One fan-out run on a server already started (bench/flame.py, latency_timeline.py):
+    one writer at `rate` edits/s, `observers` observers; the driver's result."""
+    return run_driver(
+        {
+            "scenario": "fanout",
+            "doc": doc,
+            "observers": observers,
+            "rate": rate,
+            "edits": edits,
+            "server": {"kind": spec.client, "url": spec.url(port), "durable": {"kind": "none"}},
+        },
+        progress,
+        timeout=edits / rate + 120,
+    )
+
+
 def run_driver(
     spec: dict[str, Any],
     progress: Progress,

@@ -157,21 +157,14 @@ def main() -> int:
     prog = B.Progress(1)
     prog.step(f"fan-out {args.observers} observers, {args.edits} edits, timestamped")
     try:
-        res = B.run_driver(
-            {
-                "scenario": "fanout",
-                "doc": "timeline",
-                "observers": args.observers,
-                "rate": args.rate,
-                "edits": args.edits,
-                "server": {
-                    "kind": spec.client,
-                    "url": spec.url(srv.port),
-                    "durable": {"kind": "none"},
-                },
-            },
+        res = B.run_fanout(
+            spec,
+            srv.port,
             prog,
-            timeout=args.edits / args.rate + 120,
+            doc="timeline",
+            observers=args.observers,
+            rate=args.rate,
+            edits=args.edits,
         )
         import time
 
