@@ -587,8 +587,19 @@ class Room:
         if not events:
             return
         await self._catch_up(events[0].seq - 1)
-        applied = []
+        # the events that follow the document without a gap go out before they are
+        # applied here, as a client's committed batch does (_commit_and_apply): they
+        # are durable, and were checked by the process that logged them
+        run: list[Event] = []
         for ev in events:
+            if ev.seq != self.seq + 1 + len(run):
+                break
+            run.append(ev)
+        self._broadcast_events(run)
+        for ev in run:
+            self._apply(ev, PeerOrigin(ev.actor, "peer"))
+        applied = []
+        for ev in events[len(run) :]:  # after a gap (or a repeat): read, applied, sent
             if ev.seq <= self.seq:
                 continue
             if ev.seq != self.seq + 1:
@@ -596,7 +607,7 @@ class Room:
             if self._apply(ev, PeerOrigin(ev.actor, "peer")):
                 applied.append(ev)
         self._broadcast_events(applied)
-        self._after_peer(applied)
+        self._after_peer(run + applied)
 
     async def _catch_up(self, upto: int) -> None:
         """Apply events seq+1..upto from the store (written by another process)."""

@@ -79,3 +79,39 @@ async def test_a_committed_edit_goes_out_before_the_room_applies_it() -> None:
         await room.flush()
         assert log == ["obs-1", "ann-1", "apply", "applied"]
         assert str(room.doc.get("content", type=Text)) == "hi"
+
+
+async def test_events_from_another_process_go_out_before_they_are_applied() -> None:
+    """Fan-out (another process logged them, server.fanout): the events that follow the
+    document without a gap are sent on before the room applies them, as its own
+    clients' are."""
+    from palimpsest.extensions import Extension
+    from palimpsest.features import builtin_extensions
+    from palimpsest.store.base import NewEvent
+
+    log: list[str] = []
+
+    class Applied(Extension):
+        def before_apply(self, room: object, event: object, origin: object) -> None:
+            log.append("apply")
+
+    settings = Settings()
+    store = MemoryStore()
+    backend = Backend(settings, store, [Applied(), *builtin_extensions(settings)])
+    async with backend:
+        room = await backend.rooms.get("d")
+        room.join(Recorder("obs-1", "obs", log))
+        src: Doc = Doc()
+        updates: list[bytes] = []
+        src.observe(lambda e: updates.append(e.update))
+        text = src.get("content", type=Text)
+        text.insert(0, "from ")
+        text.insert(5, "elsewhere")
+        # as another process does: logged first, then published
+        [logged] = await store.append([("d", [NewEvent("eve", "edit", u, {}, 0) for u in updates])])
+        log.clear()
+        room.receive_peer_events(logged)
+        await room.flush()
+        assert log == ["obs-1", "apply", "apply"]  # one merged frame, then both applied
+        assert str(room.doc.get("content", type=Text)) == "from elsewhere"
+        assert room.seq == 2
