@@ -249,7 +249,8 @@ async def test_frames_are_handled_as_they_are_parsed(srv: Any) -> None:
         doc.observe(lambda e: updates.append(e.update))
         doc.get("content", type=Text).insert(0, "direct")
         await raw.send("da", H.SYNC, bytes([P.SYNC_UPDATE]) + P.write_var_bytes(updates[0]))
-        await eventually(lambda: str(room.doc.get("content", type=Text)) == "direct", what="applied")
+        text = room.doc.get("content", type=Text)
+        await eventually(lambda: str(text) == "direct", what="applied")
         assert sock.direct_messages == handled + 1
         # a frame that does not decode, for "db" only: that document is closed, not the socket
         await raw.send("db", H.SYNC, bytes([P.SYNC_UPDATE]) + P.write_var_bytes(b"\xff" * 9))
@@ -257,4 +258,4 @@ async def test_frames_are_handled_as_they_are_parsed(srv: Any) -> None:
         assert sock._close is None
         doc.get("content", type=Text).insert(6, "!")
         await raw.send("da", H.SYNC, bytes([P.SYNC_UPDATE]) + P.write_var_bytes(updates[1]))
-        await eventually(lambda: str(room.doc.get("content", type=Text)) == "direct!", what="on")
+        await eventually(lambda: str(text) == "direct!", what="the other document goes on")

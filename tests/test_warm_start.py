@@ -23,12 +23,13 @@ SCRIPT = textwrap.dedent(
     async def get(port, path):
         # plain HTTP over asyncio streams: an HTTP client library would import anyio
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(f"GET {{path}} HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n".encode())
+        head = f"GET {{path}} HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n"
+        writer.write(head.encode())
         await writer.drain()
-        head = await reader.readline()
+        status = await reader.readline()
         await reader.read()
         writer.close()
-        return head
+        return status
 
     async def main():
         async with run_server(Settings(db={db!r})) as server:

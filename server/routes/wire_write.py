@@ -18,10 +18,11 @@ queues the message then, and its sender task writes it later, in order.
 websocket.receive()`` in a task: uvicorn parses the frame in its ``data_received``, puts
 the message on a queue, pauses reading the socket, and wakes the task, which resumes
 reading once the queue is empty: a task wake-up and two changes of the socket's poll
-registration per message. From the frame's bytes to its handler took 174 µs (p50) after a
-pause in typing, 123 µs without them (bench/latency_timeline.py). A direct reader is called with each binary message from
-``data_received`` itself, in order; text messages, the close and anything that arrives
-while messages it did not take are still queued go the ASGI way, so nothing overtakes.
+registration per message. From the frame's bytes to its handler took 174 µs (p50) after
+a pause in typing, 123 µs without them (bench/latency_timeline.py). A direct reader is
+called with each binary message from ``data_received`` itself, in order; text messages,
+the close, and anything that arrives while messages it did not take are still queued go
+the ASGI way, so nothing overtakes.
 
 A broadcast hands the same ``bytes`` object to every connection: the frame header is
 built once for it (a one-entry cache keyed by the object itself), so fanning one update
