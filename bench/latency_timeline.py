@@ -30,6 +30,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -61,7 +62,6 @@ from uvicorn.protocols.websockets import websockets_sansio_impl as W
 import palimpsest.room as R
 import palimpsest.routes.ws as WS
 import palimpsest.routes.wire_write as WW
-import palimpsest.commit as C
 import palimpsest.store.sqlite as S
 wrap(W.WebSocketsSansIOProtocol, "data_received", "recv")
 wrap(WS.Connection, "handle", "handle")
@@ -166,8 +166,6 @@ def main() -> int:
             rate=args.rate,
             edits=args.edits,
         )
-        import time
-
         time.sleep(1.5)  # the launcher's last dump
     finally:
         prog.finish_step()
