@@ -152,7 +152,7 @@ class Palimpsest:
 async def _warm_up() -> None:
     """Import now what starlette otherwise imports on the first request: anyio's asyncio
     backend (and its sockets and streams modules), loaded the first time a task group is
-    made. That took 16-28 ms on the event loop, a stall for every connection open at the
+    made. That took 16-30 ms on the event loop, a stall for every connection open at the
     time (the stall watch caught it, server/stall_watch.py)."""
     import anyio
 

@@ -1,5 +1,5 @@
 """What the server imports on its first connection and request, it imports at start: a
-module imported on the event loop (anyio's backend took 16-28 ms) holds every other
+module imported on the event loop (anyio's backend took 16-30 ms) holds every other
 connection meanwhile (server/app.py, _warm_up)."""
 
 from __future__ import annotations
