@@ -9,13 +9,14 @@ Starts the Palimpsest server as `bench/run` does, but through a launcher that wr
 few functions on the edit's path with a timestamp (``time.perf_counter``, ~1 µs each):
 
     recv      uvicorn's data_received: the frame's bytes came off the socket
-    handle    Connection.handle: the message decoded, about to be admitted
-    room      Room.receive_update: admitted, about to be checked against the document
+    handle    Connection.handle is called: the message is parsed, about to be decoded
+    room      Room.receive_update: decoded and admitted (limits), about to be checked
+              against the document
     queued    Room._push: checked, queued for the room's task
     commit<   Room._commit_and_apply starts (the room's task runs)
     store<    the store's append starts        store>  committed (fsync'd by default)
     write     the first socket write of the broadcast
-    done      Room._commit_and_apply returns (the document applied, undo, ...)
+    commit>   Room._commit_and_apply returns (the document applied, undo, ...)
 
 and prints, for the edits after the first 20, the p50 and p90 of each step in µs, and of
 recv → write (the server's share of what the observers measure). The fan-out figures of

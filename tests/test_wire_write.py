@@ -12,9 +12,17 @@ from websockets.streams import StreamReader
 from yclient import connect
 
 from palimpsest import protocol as P
+from palimpsest.room import Room
 from palimpsest.routes.wire_write import frame_binary, protocol_of
 from palimpsest.routes.ws import Connection
 from palimpsest.settings import Settings
+
+
+def connection_of(room: Room, actor: str) -> Connection:
+    """The server side of `actor`'s connection to `room`."""
+    conn = next(p for p in room.peers.values() if p.actor == actor)
+    assert isinstance(conn, Connection)
+    return conn
 
 
 def parse(data: bytes) -> Frame:
@@ -56,8 +64,7 @@ async def test_frames_keep_their_order_across_a_backlog(settings: Settings) -> N
     ):
         room = server.backend.rooms.get_loaded("order")
         assert room is not None
-        conn = next(p for p in room.peers.values() if p.actor == "reader")
-        assert isinstance(conn, Connection)
+        conn = connection_of(room, "reader")
         assert conn._direct is not None, "uvicorn's sansio protocol: frames go out directly"
         proto = protocol_of(conn.ws)
         base = len(reader.frames)
@@ -106,8 +113,7 @@ async def test_messages_are_handled_as_they_are_parsed(settings: Settings) -> No
     ):
         room = server.backend.rooms.get_loaded("direct")
         assert room is not None
-        conn = next(p for p in room.peers.values() if p.actor == "writer")
-        assert isinstance(conn, Connection)
+        conn = connection_of(room, "writer")
         before = conn.direct_messages
         for i in range(50):
             writer.insert(len(writer.content), f"{i},")
@@ -133,8 +139,7 @@ async def test_a_message_queued_before_is_not_overtaken(settings: Settings) -> N
     ):
         room = server.backend.rooms.get_loaded("queued")
         assert room is not None
-        conn = next(p for p in room.peers.values() if p.actor == "writer")
-        assert isinstance(conn, Connection)
+        conn = connection_of(room, "writer")
         proto = protocol_of(conn.ws)
         source: Doc = Doc()
         updates = []
@@ -171,8 +176,7 @@ async def test_a_refused_direct_message_closes_only_its_connection(settings: Set
     ):
         room = server.backend.rooms.get_loaded("refused")
         assert room is not None
-        conn = next(p for p in room.peers.values() if p.actor == "bad")
-        assert isinstance(conn, Connection)
+        conn = connection_of(room, "bad")
         direct = conn.direct_messages
         await bad.send_raw(b"\x07")  # unknown message type
         await eventually(lambda: bad.close_code is not None, what="the bad client closed")

@@ -96,18 +96,8 @@ class HocuspocusSocket(Connection):
 
     async def serve(self, room: Room | None = None) -> None:
         self._sender = asyncio.create_task(self._send_loop(), name=f"send:{self.id}")
-        self.read_directly(self.dispatch)  # as the /ws connections (Connection.serve)
         try:
-            while self._close is None:
-                message = await self.ws.receive()
-                if self._refused is not None:
-                    raise self._refused
-                if message["type"] == "websocket.disconnect":
-                    break
-                data = message.get("bytes")
-                if data is None:
-                    raise ProtocolError("text frame received: the protocol uses binary frames")
-                self.dispatch(data)
+            await self.read(self.dispatch)
         except WebSocketDisconnect:
             pass
         except PalimpsestError as e:

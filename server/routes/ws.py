@@ -279,20 +279,8 @@ class Connection:
             room.join(self)
         finally:
             self._answering = False
-        # binary messages are handled as uvicorn parses them, not via a task wake-up
-        # (wire_write.direct_reader); the loop below still sees the rest and the close
-        self.read_directly(lambda data: self.handle(room, data))
         try:
-            while self._close is None:
-                message = await self.ws.receive()
-                if self._refused is not None:
-                    raise self._refused
-                if message["type"] == "websocket.disconnect":
-                    break
-                data = message.get("bytes")
-                if data is None:
-                    raise ProtocolError("text frame received: the protocol uses binary frames")
-                self.handle(room, data)
+            await self.read(lambda data: self.handle(room, data))
         except WebSocketDisconnect:
             pass
         except (ProtocolError, UpdateRejected, FrameTooLarge, StoreError, RateLimited) as e:
@@ -318,11 +306,14 @@ class Connection:
             for task in list(self._tasks):
                 task.cancel()
 
-    def read_directly(self, handle: Callable[[bytes], None]) -> bool:
-        """Have each binary message handled by `handle` as uvicorn parses it (False: not
-        uvicorn's sansio protocol; the reading loop gets them all). What `handle` raises
-        is kept for the reading loop, which raises it on its next turn (woken for it)
-        and so closes as for a message it read itself."""
+    async def read(self, handle: Callable[[bytes], None]) -> None:
+        """Hand every binary message to `handle` until the client goes away or the
+        connection closes; raise what `handle` raises (the caller closes for it).
+
+        Under uvicorn's sansio protocol a message is handled as uvicorn parses it, not
+        via this task (wire_write.direct_reader): what `handle` raises there is kept,
+        and this task, woken for it, raises it as for a message it read itself. This
+        task still sees what the direct reader leaves: text messages and the close."""
 
         def on_message(data: bytes) -> None:
             if self._close is not None or self._refused is not None:
@@ -334,7 +325,17 @@ class Connection:
                 self._refused = e
                 wake_reader(self.ws)
 
-        return direct_reader(self.ws, on_message)
+        direct_reader(self.ws, on_message)
+        while self._close is None:
+            message = await self.ws.receive()
+            if self._refused is not None:
+                raise self._refused
+            if message["type"] == "websocket.disconnect":
+                return
+            data = message.get("bytes")
+            if data is None:
+                raise ProtocolError("text frame received: the protocol uses binary frames")
+            handle(data)
 
     def _watch_expiry(self) -> None:
         """A session ends with its token: close with 4401 once it expires (plus the
