@@ -4,6 +4,13 @@ sent through the sender task."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import os
+import socket
+from collections.abc import AsyncIterator, Callable, Generator
+from contextlib import asynccontextmanager
+
 import pytest
 from conftest import eventually, run_server
 from pycrdt import Doc, Text
@@ -13,7 +20,7 @@ from yclient import connect
 
 from palimpsest import protocol as P
 from palimpsest.room import Room
-from palimpsest.routes.wire_write import frame_binary, protocol_of
+from palimpsest.routes.wire_write import frame_binary, protocol_of, stats
 from palimpsest.routes.ws import Connection
 from palimpsest.settings import Settings
 
@@ -184,3 +191,165 @@ async def test_a_refused_direct_message_closes_only_its_connection(settings: Set
         assert conn.direct_messages == direct + 1
         good.insert(0, "still here")
         await eventually(lambda: watcher.content == "still here", what="the others go on")
+
+
+class RawClient:
+    """A websocket client at the byte level: it writes frames exactly as given (several
+    in one write, or one cut in pieces) and reads the server's frames as they come."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.frames: list[Frame] = []
+        self._stream = StreamReader()
+        self._parser = self._parse()
+        next(self._parser)
+
+    def _parse(self) -> Generator[None, None, None]:
+        while True:
+            frame = yield from Frame.parse(self._stream.read_exact, mask=False)
+            self.frames.append(frame)
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def read_until(self, want: Callable[[Frame], bool]) -> Frame:
+        """The first frame (read so far or next) that `want` accepts."""
+        seen = 0
+        while True:
+            for f in self.frames[seen:]:
+                if want(f):
+                    return f
+            seen = len(self.frames)
+            chunk = await asyncio.wait_for(self.reader.read(65536), 5)
+            assert chunk, "the server closed the connection"
+            self._stream.feed_data(chunk)
+            next(self._parser)
+
+
+@asynccontextmanager
+async def raw_client(port: int, path: str) -> AsyncIterator[RawClient]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    try:
+        yield RawClient(reader, writer)
+    finally:
+        writer.close()
+
+
+def keystrokes(n: int, *, paste_at: int = -1) -> tuple[list[bytes], str]:
+    """n updates of one writer, each typing `i,` at the end (the one at `paste_at`
+    pastes 300 characters: a frame whose length takes 2 more bytes of header); and the
+    text they make."""
+    doc: Doc = Doc(client_id=4242)
+    text = doc.get("content", type=Text)
+    updates: list[bytes] = []
+    for i in range(n):
+        before = doc.get_state()
+        text += "p" * 300 if i == paste_at else f"{i},"
+        updates.append(doc.get_update(before))
+    return updates, str(text)
+
+
+def client_frame(opcode: Opcode, payload: bytes, *, fin: bool = True) -> bytes:
+    return Frame(opcode, payload, fin=fin).serialize(mask=True)
+
+
+async def test_frames_of_one_read_are_parsed_in_order_around_a_ping(settings: Settings) -> None:
+    """Binary frames that arrive together are parsed by the direct reader's own path
+    (wire_write._parse_binary_frames), in order; a ping among them goes to websockets,
+    which answers it, and the frames after it are still parsed here."""
+    settings.max_events_per_second = 0
+    updates, want = keystrokes(40)
+    burst = b"".join(
+        client_frame(Opcode.BINARY, P.encode_sync_update(u))
+        + (client_frame(Opcode.PING, b"are you there") if i == 9 else b"")
+        for i, u in enumerate(updates)
+    )
+    async with (
+        run_server(settings) as server,
+        connect(server.ws_url, "one-read", "reader") as reader,
+        raw_client(server.port, "/ws/one-read?user=writer") as writer,
+    ):
+        before = stats.parsed_here
+        await writer.send(burst)  # one write: one read on loopback
+        pong = await writer.read_until(lambda f: f.opcode is Opcode.PONG)
+        assert pong.data == b"are you there"
+        await eventually(lambda: reader.content == want, what="the reader has every keystroke")
+        # every binary frame of the burst, before and after the ping
+        assert stats.parsed_here - before == 40
+        logged = await server.backend.store.read("one-read", after=0)
+        assert [ev.update for ev in logged] == updates
+
+
+async def test_a_frame_cut_across_reads_is_read_whole(settings: Settings) -> None:
+    """A frame cut anywhere (inside its header, its mask, its payload) goes to websockets'
+    parser, which waits for the rest; whole frames after it are parsed here again."""
+    settings.max_events_per_second = 0
+    updates, want = keystrokes(30, paste_at=1)
+    frames = [client_frame(Opcode.BINARY, P.encode_sync_update(u)) for u in updates]
+    assert frames[1][1] & 0x7F == 126  # the paste's length is in 2 more bytes
+    async with (
+        run_server(settings) as server,
+        connect(server.ws_url, "cut", "reader") as reader,
+        raw_client(server.port, "/ws/cut?user=writer") as writer,
+    ):
+        first = b"".join(frames[:20])
+        # inside a header, a mask, a payload, the paste's 2 bytes of length, the last frame
+        start = len(frames[0])
+        cuts = [1, 3, 7, 12, start + 3, start + 9, len(first) - 2]
+        at = 0
+        for cut in cuts:
+            await writer.send(first[at:cut])
+            await asyncio.sleep(0.02)  # its own read
+            at = cut
+        await writer.send(first[at:])
+        await eventually(
+            lambda: reader.content == keystrokes(20, paste_at=1)[1], what="the cut frames"
+        )
+        before = stats.parsed_here
+        await writer.send(b"".join(frames[20:]))
+        await eventually(lambda: reader.content == want, what="the whole frames after")
+        assert stats.parsed_here - before == 10
+        logged = await server.backend.store.read("cut", after=0)
+        assert [ev.update for ev in logged] == updates
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        # unmasked: a client must mask (RFC 6455 5.1)
+        (Frame(Opcode.BINARY, P.encode_sync_update(b"\x00\x00")).serialize(mask=False), 1002),
+        # a continuation with no message begun
+        (client_frame(Opcode.CONT, b"\x00"), 1002),
+        # over websockets' size limit (ws_max_size): refused before it is read whole
+        (b"\x82\xff" + (1 << 40).to_bytes(8, "big") + b"mask", 1009),
+    ],
+)
+async def test_frames_this_path_does_not_take_are_refused_as_before(
+    settings: Settings, frame: bytes, code: int
+) -> None:
+    """What is not a whole, masked binary frame within the limit is websockets' to judge:
+    it closes with the code it always used. The frames before it in the same read are
+    handled first (websockets' own path dropped them: uvicorn handles a read's frames only
+    when the parser found no error in it)."""
+    settings.max_events_per_second = 0
+    updates, want = keystrokes(5)
+    good = b"".join(client_frame(Opcode.BINARY, P.encode_sync_update(u)) for u in updates)
+    async with (
+        run_server(settings) as server,
+        connect(server.ws_url, "refused-frames", "reader") as reader,
+        raw_client(server.port, "/ws/refused-frames?user=writer") as writer,
+    ):
+        await writer.send(good + frame)
+        close = await writer.read_until(lambda f: f.opcode is Opcode.CLOSE)
+        assert int.from_bytes(close.data[:2], "big") == code
+        await eventually(lambda: reader.content == want, what="the frames before it")

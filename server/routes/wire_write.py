@@ -37,12 +37,24 @@ from typing import Any
 
 try:  # uvicorn is the server `palimpsest serve` runs, but the app mounts anywhere
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    from websockets.frames import apply_mask  # type: ignore[attr-defined]
     from websockets.protocol import State
+    from websockets.streams import StreamReader
 except ImportError:  # pragma: no cover
     WebSocketsSansIOProtocol = None  # type: ignore[assignment,misc]
     State = None  # type: ignore[assignment,misc]
+    StreamReader = None  # type: ignore[assignment,misc]
 
 Writer = Callable[[bytes], bool]
+
+
+class Stats:
+    #: binary frames parsed by ``direct_reader``'s own path, not websockets' (all
+    #: connections of the process; tests compare it before and after)
+    parsed_here = 0
+
+
+stats = Stats()
 
 _last: list[Any] = [None, b""]  # [payload object, its framed bytes]
 
@@ -124,7 +136,92 @@ def direct_reader(ws: Any, on_message: Reader) -> bool:
         on_message(data)
 
     proto.send_receive_event_to_app = deliver  # type: ignore[method-assign]
+    _parse_binary_frames(proto)
     return True
+
+
+def _parse_binary_frames(proto: Any) -> None:
+    """Parse the common frame here, not in websockets' parser: a whole, final, masked
+    binary frame (0x82) within the size limit, on a connection that is open, has no
+    extension and is not inside a fragmented message. Its payload is unmasked
+    (websockets' C ``apply_mask``) and delivered like any message
+    (``send_receive_event_to_app``).
+
+    websockets' sans-I/O parser is a chain of generators: a frame's header, length, mask
+    and payload are four resumptions of them, then an event object, a list and uvicorn's
+    dispatch on the opcode, about 5 µs per message (of a keystroke's ~75 µs in the
+    server, bench/README.md). Every other frame goes to websockets, one whole frame at a
+    time, in order: a ping (answered as before), the close, a text frame, fragments, an
+    unmasked or too big frame (refused as before). A frame cut short by the end of the
+    read goes to websockets with everything after it; while websockets' parser is
+    inside a frame, all that arrives goes to it. So websockets' parser is only ever fed
+    from a frame boundary, and makes every check and state change it made before."""
+    conn = proto.conn
+    if conn.extensions or not _between_frames(conn):
+        return  # pragma: no cover  (another websockets, or deflate: its own parser reads)
+    websockets_received = proto.data_received
+    open_ = State.OPEN
+    from_bytes = int.from_bytes
+    # the smaller of websockets' two limits (a message's, a fragment's): a frame over it
+    # goes to websockets, which closes with 1009 as before
+    limits = [x for x in (conn.max_message_size, conn.max_fragment_size) if x is not None]
+    limit = min(limits) if limits else None
+
+    def data_received(data: bytes) -> None:
+        if not _between_frames(conn):
+            websockets_received(data)
+            return
+        n = len(data)
+        i = 0
+        while n - i >= 6:  # a masked frame's smallest: 2 bytes of header, 4 of mask
+            size = data[i + 1] ^ 0x80  # the mask bit, which a client's frame must set
+            at = i + 2
+            if size == 126:
+                size = from_bytes(data[at : at + 2], "big")
+                at += 2
+            elif size == 127:
+                size = from_bytes(data[at : at + 8], "big")
+                at += 8
+            elif size > 127:
+                break  # unmasked: websockets refuses it
+            end = at + 4 + size
+            if end > n or (limit is not None and size > limit):
+                break  # cut short by the read (websockets waits for the rest), or too big
+            if data[i] != 0x82 or conn.state is not open_ or conn.current_size is not None:
+                # anything else (a ping, the close, a fragment...): websockets judges
+                # that one frame, whole; then this path goes on if its parser is still
+                # between frames (not after the close, nor after an error)
+                websockets_received(data[i:end])
+                i = end
+                if not _between_frames(conn):
+                    break
+                continue
+            payload = apply_mask(data[at + 4 : end], data[at : at + 4])
+            i = end
+            stats.parsed_here += 1
+            proto.curr_msg_data_type = "bytes"
+            proto.frames = [payload]
+            proto.send_receive_event_to_app()
+        if i < n:
+            websockets_received(data[i:] if i else data)
+
+    proto.data_received = data_received
+    # uvloop's transport keeps the bound data_received it was given: hand it the new one
+    if proto.transport is not None:
+        proto.transport.set_protocol(proto)
+
+
+_AT_EOF = StreamReader.at_eof.__code__ if StreamReader is not None else None
+
+
+def _between_frames(conn: Any) -> bool:
+    """Whether websockets' parser waits for the first byte of a frame: its innermost
+    generator (ServerProtocol.parse delegates to Protocol.parse) is in ``at_eof()``, the
+    wait at the top of its loop, with nothing buffered."""
+    gen = conn.parser
+    while (sub := getattr(gen, "gi_yieldfrom", None)) is not None:
+        gen = sub
+    return getattr(gen, "gi_code", None) is _AT_EOF and not conn.reader.buffer
 
 
 def wake_reader(ws: Any) -> None:
@@ -145,5 +242,6 @@ __all__ = [
     "direct_writer",
     "frame_binary",
     "protocol_of",
+    "stats",
     "wake_reader",
 ]
