@@ -65,6 +65,18 @@ import palimpsest.routes.ws as WS
 import palimpsest.routes.wire_write as WW
 import palimpsest.store.sqlite as S
 wrap(W.WebSocketsSansIOProtocol, "data_received", "recv")
+# the direct reader's own frame parser replaces data_received on the protocol object
+parse_frames = WW._parse_binary_frames
+def _parse_binary_frames(proto):
+    parse_frames(proto)
+    received = proto.data_received
+    def data_received(data):
+        STAMPS.append((pc(), "recv"))
+        return received(data)
+    proto.data_received = data_received
+    if proto.transport is not None:
+        proto.transport.set_protocol(proto)  # uvloop keeps the bound method it was given
+WW._parse_binary_frames = _parse_binary_frames
 wrap(WS.Connection, "handle", "handle")
 wrap(R.Room, "receive_update", "room")
 wrap(R.Room, "_push", "queued")

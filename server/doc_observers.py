@@ -70,6 +70,12 @@ class DocObservers:
             if not self._held:
                 self.resume()
 
+    @property
+    def quiet(self) -> bool:
+        """Inside `held()` with every observer unsubscribed already (or none at all): a
+        muted transaction needs nothing done around it."""
+        return not self._subs or (self._off and self._held > 0)
+
     def resume(self) -> None:
         """Every observer subscribed again (nothing to do unless muted)."""
         if not self._off:

@@ -645,8 +645,12 @@ class Room:
                 self.doc_observers.resume()  # observed (muted while a batch is held)
                 with self.doc.transaction(origin=origin):
                     self.doc.apply_update(ev.update)
+            elif self.doc_observers.quiet:  # muted for the whole batch (held) already
+                self.doc.apply_update(ev.update)
             else:
-                with self.doc_observers.muted(), self.doc.transaction(origin=origin):
+                # no observer sees this transaction: its origin would go unread, and
+                # apply_update's own transaction is enough
+                with self.doc_observers.muted():
                     self.doc.apply_update(ev.update)
         except FATAL:
             raise
