@@ -66,7 +66,8 @@ import palimpsest.routes.wire_write as WW
 import palimpsest.store.sqlite as S
 wrap(W.WebSocketsSansIOProtocol, "data_received", "recv")
 # the direct reader's own frame parser replaces data_received on the protocol object
-parse_frames = WW._parse_binary_frames
+# (absent before 2 Dec: PYTHONPATH may point at an older tree's package)
+parse_frames = getattr(WW, "_parse_binary_frames", None)
 def _parse_binary_frames(proto):
     parse_frames(proto)
     received = proto.data_received
@@ -76,7 +77,8 @@ def _parse_binary_frames(proto):
     proto.data_received = data_received
     if proto.transport is not None:
         proto.transport.set_protocol(proto)  # uvloop keeps the bound method it was given
-WW._parse_binary_frames = _parse_binary_frames
+if parse_frames is not None:
+    WW._parse_binary_frames = _parse_binary_frames
 wrap(WS.Connection, "handle", "handle")
 wrap(R.Room, "receive_update", "room")
 wrap(R.Room, "_push", "queued")
