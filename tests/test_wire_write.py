@@ -15,12 +15,13 @@ import pytest
 from conftest import eventually, run_server
 from pycrdt import Doc, Text
 from websockets.frames import Frame, Opcode
+from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
 from yclient import connect
 
 from palimpsest import protocol as P
 from palimpsest.room import Room
-from palimpsest.routes.wire_write import frame_binary, protocol_of, stats
+from palimpsest.routes.wire_write import _between_frames, frame_binary, protocol_of, stats
 from palimpsest.routes.ws import Connection
 from palimpsest.settings import Settings
 
@@ -353,3 +354,29 @@ async def test_frames_this_path_does_not_take_are_refused_as_before(
         close = await writer.read_until(lambda f: f.opcode is Opcode.CLOSE)
         assert int.from_bytes(close.data[:2], "big") == code
         await eventually(lambda: reader.content == want, what="the frames before it")
+
+
+def test_the_parser_is_between_frames_only_at_a_frame_boundary() -> None:
+    """What decides whether bytes may be parsed here (wire_write._between_frames), on
+    websockets' own server protocol: after the handshake, between frames; not while a
+    frame is half read (whatever part of it: header, length, mask, payload); again once
+    it is whole."""
+    server = ServerProtocol()
+    key = base64.b64encode(os.urandom(16)).decode()
+    server.receive_data(
+        (
+            "GET /ws/x HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    (request,) = server.events_received()
+    server.send_response(server.accept(request))
+    assert _between_frames(server)
+    frame = client_frame(Opcode.BINARY, b"x" * 300)  # 2 + 2 (length) + 4 (mask) + 300
+    for cut in (1, 3, 6, 100):
+        server.receive_data(frame[:cut])
+        assert not _between_frames(server), cut
+        server.receive_data(frame[cut:])
+        assert _between_frames(server), cut
+        (got,) = server.events_received()
+        assert got.data == b"x" * 300

@@ -150,15 +150,15 @@ def _parse_binary_frames(proto: Any) -> None:
     websockets' sans-I/O parser is a chain of generators: a frame's header, length, mask
     and payload are four resumptions of them, then an event object, a list and uvicorn's
     dispatch on the opcode, about 5 µs per message (of a keystroke's ~75 µs in the
-    server, bench/README.md). Every other frame goes to websockets, one whole frame at a
+    server: README, Benchmarks). Every other frame goes to websockets, one whole frame at a
     time, in order: a ping (answered as before), the close, a text frame, fragments, an
     unmasked or too big frame (refused as before). A frame cut short by the end of the
     read goes to websockets with everything after it; while websockets' parser is
     inside a frame, all that arrives goes to it. So websockets' parser is only ever fed
     from a frame boundary, and makes every check and state change it made before."""
     conn = proto.conn
-    if conn.extensions or not _between_frames(conn):
-        return  # pragma: no cover  (another websockets, or deflate: its own parser reads)
+    if conn.extensions or _AT_EOF is None:
+        return  # pragma: no cover  (deflate, or no websockets: its own parser reads)
     websockets_received = proto.data_received
     open_ = State.OPEN
     from_bytes = int.from_bytes
@@ -168,6 +168,7 @@ def _parse_binary_frames(proto: Any) -> None:
     limit = min(limits) if limits else None
 
     def data_received(data: bytes) -> None:
+        # websockets' parser holds part of a frame (or is past the close): all its own
         if not _between_frames(conn):
             websockets_received(data)
             return
