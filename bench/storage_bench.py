@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import compileall
 import functools
 import json
 import os
@@ -94,27 +93,8 @@ KEEPS = {
 }
 
 
-def package_tree(rev: str | None, into: Path) -> Path:
-    """The package of a commit (or, with None, of the working tree as it is now, so that
-    editing it during a run changes nothing), importable with PYTHONPATH=result."""
-    raw = into / "raw"
-    raw.mkdir(parents=True)
-    if rev is None:
-        for part in ("server", "client"):
-            shutil.copytree(ROOT / part, raw / part, ignore=shutil.ignore_patterns("__pycache__"))
-    else:
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "server", "client"],
-                                 check=True, capture_output=True).stdout  # fmt: skip
-        subprocess.run(["tar", "-x", "-C", str(raw)], input=archive, check=True)
-    pkg = into / "pkg"
-    pkg.mkdir()
-    shutil.move(raw / "server", pkg / "palimpsest")
-    shutil.move(raw / "client", pkg / "palimpsest" / "client")
-    # compiled ahead, as an installed package is: a module first imported during the
-    # ingest (sealing's, the history's) was otherwise compiled from source in the
-    # server's measured CPU, which weighed on a short trace (0.3-0.5 s of 1.5 s)
-    compileall.compile_dir(str(pkg), quiet=1)
-    return pkg
+#: the package of a commit, or of the working tree (bench/bench.py)
+package_tree = peers.package_tree
 
 
 def _drain(stream: Any) -> None:
