@@ -400,6 +400,24 @@ def package_tree(rev: str | None, into: Path) -> Path:
     return pkg
 
 
+def launcher_tail(name: str, every: float) -> str:
+    """The end of a server launcher (a script run in place of `palimpsest`, wrapping some
+    of its functions: bench/latency_timeline.py, bench/concurrent_alone.py): a thread that
+    writes the launcher's global `name` as JSON to the file OUT every `every` seconds
+    (replaced whole each time), then palimpsest's own command line."""
+    return f"""
+def dump():
+    while True:
+        time.sleep({every})
+        with open(OUT + ".tmp", "w") as fh:
+            json.dump({name}, fh)
+        os.replace(OUT + ".tmp", OUT)
+threading.Thread(target=dump, daemon=True).start()
+from palimpsest.cli import main
+sys.exit(main())
+"""
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))

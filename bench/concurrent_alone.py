@@ -67,16 +67,7 @@ def _in_transaction(conn, what, fn):
     SUMS["commit"] += t3 - t[1]
     return result
 S._in_transaction = _in_transaction
-def dump():
-    while True:
-        time.sleep(0.5)
-        with open(OUT + ".tmp", "w") as fh:
-            json.dump(SUMS, fh)
-        os.replace(OUT + ".tmp", OUT)
-threading.Thread(target=dump, daemon=True).start()
-from palimpsest.cli import main
-sys.exit(main())
-"""
+""" + B.launcher_tail("SUMS", 0.5)
 
 
 def metrics(port: int) -> dict[str, float]:

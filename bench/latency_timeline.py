@@ -94,18 +94,7 @@ def direct_writer(ws):
         return w(frame)
     return write
 WS.direct_writer = direct_writer
-
-def dump():
-    while True:
-        time.sleep(1.0)
-        with open(OUT + ".tmp", "w") as fh:
-            json.dump(STAMPS, fh)
-        os.replace(OUT + ".tmp", OUT)
-threading.Thread(target=dump, daemon=True).start()
-
-from palimpsest.cli import main
-sys.exit(main())
-"""
+""" + B.launcher_tail("STAMPS", 1.0)
 
 STEPS = [
     ("recv", "handle"),
