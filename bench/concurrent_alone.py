@@ -9,7 +9,7 @@
 else it measures; this replays the whole trace (26,078 transactions by two agents, each
 waiting for the other's edits where the trace says it saw them) against one server at a
 time, in rounds: this tree's Palimpsest, then each ``--rev``'s (its package built from
-git, as bench/storage_bench.py builds one), then with ``--os`` this tree with
+git: bench.package_tree), then with ``--os`` this tree with
 ``--durability os``, then with ``--hocuspocus`` Hocuspocus + SQLite. Each run gets a new
 server and a new database. Printed per run: the seconds until both writers hold the
 whole document, the server's CPU per transaction (the process tree, psutil), and for

@@ -22,7 +22,9 @@ registration per message. From the frame's bytes to its handler took 174 µs (p5
 a pause in typing, 123 µs without them (bench/latency_timeline.py). A direct reader is
 called with each binary message from ``data_received`` itself, in order; text messages,
 the close, and anything that arrives while messages it did not take are still queued go
-the ASGI way, so nothing overtakes.
+the ASGI way, so nothing overtakes. It also parses the commonest frame itself, without
+websockets' parser (:func:`_parse_binary_frames`): 66-69 µs from the bytes to the
+handler after a pause, against 125-140 µs on the same machine.
 
 A broadcast hands the same ``bytes`` object to every connection: the frame header is
 built once for it (a one-entry cache keyed by the object itself), so fanning one update
