@@ -382,3 +382,30 @@ def test_the_parser_is_between_frames_only_at_a_frame_boundary() -> None:
         assert _between_frames(server), cut
         (got,) = server.events_received()
         assert got.data == b"x" * 300
+
+
+def test_the_parser_takes_frames_under_uvloop(settings: Settings) -> None:
+    """`palimpsest serve` runs on uvloop, whose transport calls the data_received it was
+    given when the connection was made, not the protocol's attribute: the direct reader
+    hands the transport the protocol again (set_protocol), so its frames are parsed here
+    there too."""
+    uvloop = pytest.importorskip("uvloop")
+    settings.max_events_per_second = 0
+    updates, want = keystrokes(20)
+    burst = b"".join(client_frame(Opcode.BINARY, P.encode_sync_update(u)) for u in updates)
+
+    async def main() -> int:
+        assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+        async with (
+            run_server(settings) as server,
+            connect(server.ws_url, "uvloop", "reader") as reader,
+            raw_client(server.port, "/ws/uvloop?user=writer") as writer,
+        ):
+            before = stats.parsed_here
+            await writer.send(burst)
+            await eventually(lambda: reader.content == want, what="the reader has them all")
+            return stats.parsed_here - before
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        parsed = runner.run(main())
+    assert parsed >= 15  # of 20 (see test_frames_of_one_read_are_parsed_in_order_around_a_ping)
