@@ -104,9 +104,9 @@ async def test_frames_keep_their_order_across_a_backlog(settings: Settings) -> N
         assert conn._queue.empty() and not conn._sending
 
 
-def _client_frame(payload: bytes) -> bytes:
-    """A client's binary frame as it comes off the socket (masked, final)."""
-    return Frame(Opcode.BINARY, payload).serialize(mask=True)
+def client_frame(opcode: Opcode, payload: bytes) -> bytes:
+    """A client's frame as it comes off the socket (masked, final)."""
+    return Frame(opcode, payload).serialize(mask=True)
 
 
 async def test_messages_are_handled_as_they_are_parsed(settings: Settings) -> None:
@@ -162,7 +162,7 @@ async def test_a_message_queued_before_is_not_overtaken(settings: Settings) -> N
         proto.queue.put_nowait({"type": "websocket.receive", "bytes": first})
         # ...and before that turn, the next message comes off the socket
         direct = conn.direct_messages
-        proto.data_received(_client_frame(P.encode_sync_update(updates[1])))
+        proto.data_received(client_frame(Opcode.BINARY, P.encode_sync_update(updates[1])))
         assert conn.direct_messages == direct, "it waited behind the queued one"
         await eventually(lambda: room.seq >= seq0 + 2, what="both logged")
         logged = await server.backend.store.read("queued", after=seq0)
@@ -258,10 +258,6 @@ def keystrokes(n: int, *, paste_at: int = -1) -> tuple[list[bytes], str]:
         text += "p" * 300 if i == paste_at else f"{i},"
         updates.append(doc.get_update(before))
     return updates, str(text)
-
-
-def client_frame(opcode: Opcode, payload: bytes, *, fin: bool = True) -> bytes:
-    return Frame(opcode, payload, fin=fin).serialize(mask=True)
 
 
 async def test_frames_of_one_read_are_parsed_in_order_around_a_ping(settings: Settings) -> None:
