@@ -8,6 +8,7 @@ server process is killed, which is what `os` still promises."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ from palimpsest.settings import Settings
 from palimpsest.store import open_store
 from palimpsest.store.base import NewEvent
 from palimpsest.store.postgres import PostgresStore
-from palimpsest.store.sqlite import SQLiteStore, events_in_file
+from palimpsest.store.sqlite import WAL_RESERVE_BYTES, SQLiteStore, _reserve_wal, events_in_file
 
 
 async def test_the_default_is_fsync(tmp_path: Path) -> None:
@@ -131,3 +132,101 @@ async def test_postgres_append_is_one_round_trip(schema: str) -> None:
         assert [(e.seq, e.pos) for e in await store.read("b")] == [(1, 2), (2, 3), (3, 5)]
         assert await store.head("b") == 3
         assert await store.last_position() == 5
+
+
+# --- the WAL's blocks ------------------------------------------------------------------
+
+
+def _wal_size(db: Path) -> int:
+    return Path(f"{db}-wal").stat().st_size
+
+
+async def test_commits_overwrite_a_wal_laid_down_at_start(tmp_path: Path) -> None:
+    """A fresh store's WAL already has its blocks, so lone commits overwrite them rather
+    than grow the file (each growth costs the fdatasync a journal commit), and nothing of
+    the database changed to lay them down."""
+    db = tmp_path / "p.db"
+    store = SQLiteStore(db)
+    async with store:
+        laid = _wal_size(db)
+        assert laid >= WAL_RESERVE_BYTES
+        ev = NewEvent("ann", "edit", b"\x00\x00", None, 1)
+        for _ in range(300):  # ~1.2 MB of frames: a fresh WAL would grow by as much
+            await store.append([("doc", [ev])])
+        assert _wal_size(db) == laid
+        assert await store.head("doc") == 300
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        assert not any("reserve" in n for n in names)
+    finally:
+        conn.close()
+    assert [e.seq for e in events_in_file(db, "doc")] == list(range(1, 301))
+
+
+_KILLED_WRITER = """
+import asyncio, os, sys
+from palimpsest.store.base import NewEvent
+from palimpsest.store.sqlite import SQLiteStore
+
+async def main():
+    store = SQLiteStore(sys.argv[1])
+    await store.start()
+    for i in range(int(sys.argv[2])):
+        await store.append([("doc", [NewEvent("ann", "edit", bytes([i % 256]), None, 1)])])
+    print("appended", flush=True)
+    os.kill(os.getpid(), 9)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("appends", [0, 1, 250])
+def test_a_crash_never_reads_the_laid_down_blocks_as_data(tmp_path: Path, appends: int) -> None:
+    """kill -9 with the laid-down frames still in the WAL (none, one or many commits
+    written over their start): recovery keeps every commit and nothing else."""
+    db = tmp_path / "p.db"
+    r = subprocess.run(
+        [sys.executable, "-c", _KILLED_WRITER, str(db), str(appends)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == -9, r.stderr
+    assert "appended" in r.stdout
+    assert _wal_size(db) >= WAL_RESERVE_BYTES  # the WAL was left for recovery
+    assert [e.update for e in events_in_file(db, "doc")] == [
+        bytes([i % 256]) for i in range(appends)
+    ]
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        conn.close()
+
+
+def test_the_wal_is_not_laid_down_over_another_writer(tmp_path: Path) -> None:
+    """Another connection holding the write lock: skipped at once (the store starts
+    without waiting for it); a WAL already that big: left as it is."""
+    db = str(tmp_path / "p.db")
+    other = sqlite3.connect(db, isolation_level=None)
+    mine = sqlite3.connect(db, isolation_level=None)
+    try:
+        other.execute("PRAGMA journal_mode=WAL")
+        other.execute("CREATE TABLE t (x)")
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO t VALUES (1)")
+        assert _reserve_wal(mine, db) is False
+        assert not mine.in_transaction
+        other.execute("COMMIT")
+        assert _reserve_wal(mine, db) is True
+        size = _wal_size(Path(db))
+        assert size >= WAL_RESERVE_BYTES
+        assert _reserve_wal(mine, db) is False  # already laid down
+        assert _wal_size(Path(db)) == size
+        assert mine.execute("SELECT x FROM t").fetchall() == [(1,)]
+        assert mine.execute("PRAGMA cache_size").fetchone() == (-2000,)  # put back
+    finally:
+        other.close()
+        mine.close()
