@@ -144,3 +144,32 @@ async def test_a_lock_held_by_another_process_never_holds_the_event_loop(
         assert store.writer.inline_calls == before + 1
         (timeout,) = await store.writer.call(lambda c: c.execute("PRAGMA busy_timeout").fetchone())
         assert timeout == 10_000
+
+
+async def test_the_wait_for_locks_is_switched_only_between_sides(tmp_path: Path) -> None:
+    """Inline the connection must not wait for another connection's lock, on the thread
+    it must: busy_timeout is switched when a call runs on the other side from the call
+    before, so a run of lone appends runs no PRAGMA at all (the first SQLite statement
+    after a pause is the expensive one)."""
+    path = tmp_path / "w.db"
+    async with SQLiteStore(path) as store:
+        seen: list[str] = []
+        await store.on_writer(lambda c: c.set_trace_callback(seen.append))
+        for i in range(5):
+            await store.append([("doc", [ev(i)])])
+        assert store.writer.inline_calls == 5
+        pragmas = [s for s in seen if "busy_timeout" in s]
+        assert pragmas == ["PRAGMA busy_timeout=0"]  # once, before the first
+        seen.clear()
+        (timeout,) = await store.writer.call(lambda c: c.execute("PRAGMA busy_timeout").fetchone())
+        assert timeout == 10_000  # the thread waits again
+        await store.append([("doc", [ev(5)])])
+        (inline,) = await store.writer.call(
+            lambda c: c.execute("PRAGMA busy_timeout").fetchone(), small=True
+        )
+        assert inline == 0
+        assert [s for s in seen if "busy_timeout=" in s] == [
+            "PRAGMA busy_timeout=10000",
+            "PRAGMA busy_timeout=0",
+        ]
+        await store.on_writer(lambda c: c.set_trace_callback(None))
