@@ -183,8 +183,9 @@ def _reserve_wal(conn: sqlite3.Connection, path: str, size: int = WAL_RESERVE_BY
     frames without a commit mark, and its ROLLBACK leaves them there as plain bytes that
     no reader or recovery ever takes for data (SQLite's own rule for spilled frames). No
     row, table or header of the database changes. Skipped when the WAL is already that
-    big, and when another connection holds the write lock (never waited for). Runs on
-    the writer thread; True if it laid the WAL down."""
+    big, when another connection holds the write lock (never waited for), and on any
+    SQLite error (a full disk: the store starts all the same, its commits then grow the
+    WAL as before). Runs on the writer thread; True if it laid the WAL down."""
     wal = Path(path + "-wal")
     with contextlib.suppress(OSError):
         if wal.stat().st_size >= size:
