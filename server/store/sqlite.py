@@ -360,7 +360,7 @@ class _Writer:
         #: whether the connection waits for another connection's write lock (busy_timeout
         #: BUSY_TIMEOUT_MS, as on the writer thread) or not at all (0, as inline). Switched
         #: only when a call runs on the other side from the one before, so a run of inline
-        #: commits runs no PRAGMA: the first SQLite call after a pause costs 65-77 µs on
+        #: commits runs no PRAGMA: the first SQLite call after a pause costs 66-77 µs on
         #: this machine, whatever it is, and the switch back 11-21 µs
         self._waits = True
 
