@@ -8,6 +8,7 @@ server process is killed, which is what `os` still promises."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import subprocess
 import sys
@@ -155,13 +156,10 @@ async def test_commits_overwrite_a_wal_laid_down_at_start(tmp_path: Path) -> Non
             await store.append([("doc", [ev])])
         assert _wal_size(db) == laid
         assert await store.head("doc") == 300
-    conn = sqlite3.connect(db)
-    try:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         assert not any("reserve" in n for n in names)
-    finally:
-        conn.close()
     assert [e.seq for e in events_in_file(db, "doc")] == list(range(1, 301))
 
 
@@ -199,11 +197,8 @@ def test_a_crash_never_reads_the_laid_down_blocks_as_data(tmp_path: Path, append
     assert [e.update for e in events_in_file(db, "doc")] == [
         bytes([i % 256]) for i in range(appends)
     ]
-    conn = sqlite3.connect(db)
-    try:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    finally:
-        conn.close()
 
 
 def test_the_wal_is_not_laid_down_over_another_writer(tmp_path: Path) -> None:
