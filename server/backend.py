@@ -58,7 +58,9 @@ class Backend(Service):
         these settings (server.features.builtin_extensions)."""
         self.settings = settings or Settings()
         self.store = store or open_store(
-            self.settings.store_url, durability=self.settings.durability
+            self.settings.store_url,
+            durability=self.settings.durability,
+            warm_disk_ms=self.settings.warm_disk_ms,
         )
         if extensions is None:
             from .features import builtin_extensions

@@ -22,6 +22,10 @@ class Settings:
     #: what a commit survives before an edit is broadcast: "fsync" (a power cut; the
     #: default) or "os" (the process being killed, not the machine going down)
     durability: str = "fsync"
+    #: SQLite with durability fsync: while edits come in, an fdatasync of the database
+    #: file every so many ms without a commit keeps the disk's I/O path warm, so that the
+    #: next lone edit's commit does not pay for waking it (docs/durability.md); 0 = off
+    warm_disk_ms: float = 2.0
     #: `palimpsest serve`'s event loop: "uvloop" (libuv, the default where it is
     #: installed) or "asyncio" (the standard library's)
     event_loop: str = "uvloop"

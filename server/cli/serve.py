@@ -24,6 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "(env PALIMPSEST_DURABILITY; docs/durability.md)",
     )  # fmt: skip
     p.add_argument(
+        "--warm-disk-ms", type=float, metavar="MS",
+        help="SQLite, durability fsync: while edits come in, fdatasync the database file "
+        "every MS ms without a commit, so a lone edit's commit finds the disk awake; 0 = "
+        "off (env PALIMPSEST_WARM_DISK_MS; default 2; docs/durability.md)",
+    )  # fmt: skip
+    p.add_argument(
         "--event-loop", choices=("uvloop", "asyncio"),
         help="uvloop (default, where installed) or the standard library's asyncio loop "
         "(env PALIMPSEST_EVENT_LOOP)",
@@ -75,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         fanout=args.fanout,
         durability=args.durability,
+        warm_disk_ms=args.warm_disk_ms,
         event_loop=args.event_loop,
         jwt_secret=args.jwt_secret,
         jwt_public_key=args.jwt_public_key,

@@ -20,12 +20,14 @@ __all__ = [
 ]
 
 
-def open_store(url: str, *, durability: str = "fsync", migrate: bool = False) -> EventStore:
+def open_store(
+    url: str, *, durability: str = "fsync", migrate: bool = False, warm_disk_ms: float = 0.0
+) -> EventStore:
     """A store for a URL: ``sqlite:///path`` (or a bare path), ``postgresql://…``, ``memory://``.
     ``durability``: "fsync" (the default) or "os", see ``base.DURABILITY`` (the memory
     store keeps nothing either way). ``migrate``: upgrade an older schema when it starts
     (what ``palimpsest migrate`` does); otherwise a store whose log needs rewriting
-    refuses to start and says so."""
+    refuses to start and says so. ``warm_disk_ms``: SQLite only, see SQLiteStore."""
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore
 
@@ -38,4 +40,4 @@ def open_store(url: str, *, durability: str = "fsync", migrate: bool = False) ->
             url = url[1:] or ":memory:"
         elif url.startswith("//"):
             url = url[1:]
-    return SQLiteStore(url, durability=durability, migrate=migrate)
+    return SQLiteStore(url, durability=durability, migrate=migrate, warm_disk_ms=warm_disk_ms)

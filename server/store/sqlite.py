@@ -53,6 +53,7 @@ from .base import (
     snapshot_row_async,
 )
 from .cursors import WebhookCursors
+from .disk_warm import DiskWarmer
 from .log_layout import (
     LAYOUT_VERSION,
     MAX,
@@ -363,6 +364,9 @@ class _Writer:
         #: commits runs no PRAGMA: the first SQLite call after a pause costs 66-77 µs on
         #: this machine, whatever it is, and the switch back 11-21 µs
         self._waits = True
+        #: keeps the disk warm between commits (disk_warm.py); set by the store once the
+        #: file exists
+        self.warmer: DiskWarmer | None = None
 
     async def start(self) -> None:
         self._thread = threading.Thread(
@@ -398,6 +402,8 @@ class _Writer:
                     value, ok = e, False
                 if small:
                     self._note(time.perf_counter() - t0)
+            if self.warmer is not None:
+                self.warmer.touch()
             self._finished += 1
             try:
                 loop.call_soon_threadsafe(_resolve, fut, ok, value)
@@ -437,6 +443,8 @@ class _Writer:
                 finally:
                     self._note(time.perf_counter() - t0)
                     self.inline_calls += 1
+                    if self.warmer is not None:
+                        self.warmer.touch()
             finally:
                 self._lock.release()
         loop = asyncio.get_running_loop()
@@ -446,6 +454,9 @@ class _Writer:
         return await fut
 
     async def stop(self) -> None:
+        warmer, self.warmer = self.warmer, None
+        if warmer is not None:
+            await asyncio.to_thread(warmer.stop)
         thread, self._thread = self._thread, None
         if thread is not None and thread.is_alive():
             self._jobs.put(None)
@@ -456,14 +467,25 @@ class SQLiteStore(EventStore):
     name = "sqlite"
 
     def __init__(
-        self, path: str | Path, *, durability: str = "fsync", migrate: bool = False
+        self,
+        path: str | Path,
+        *,
+        durability: str = "fsync",
+        migrate: bool = False,
+        warm_disk_ms: float = 0.0,
     ) -> None:
         """``migrate``: upgrade an older schema at start (``palimpsest migrate``); without
-        it a database that needs the rewrite of version 5 is refused with a message."""
+        it a database that needs the rewrite of version 5 is refused with a message.
+        ``warm_disk_ms``: with durability fsync, keep the disk's I/O path warm while
+        writes come in, with an fdatasync every so many ms without a commit (disk_warm.py;
+        the server's setting ``warm_disk_ms``); 0 = never."""
         self.path = str(path)
         #: "fsync" (synchronous=FULL, the default) or "os" (NORMAL): see base.DURABILITY
         self.durability = check_durability(durability)
         self.upgrade = migrate
+        if not warm_disk_ms >= 0:
+            raise ValueError(f"warm_disk_ms must be 0 or more, not {warm_disk_ms!r}")
+        self.warm_disk_ms = warm_disk_ms
         self._db: aiosqlite.Connection | None = None
         self._writer: _Writer | None = None
         self._wsym = Symbols()  # the writer thread's
@@ -497,6 +519,10 @@ class SQLiteStore(EventStore):
                 )
             if not self._memory:
                 await self._writer.call(lambda c: _reserve_wal(c, self.path))
+                if self.warm_disk_ms > 0 and self.durability == "fsync":
+                    warmer = DiskWarmer(self.path, self.warm_disk_ms / 1000)
+                    warmer.start()
+                    self._writer.warmer = warmer
                 self._db = await aiosqlite.connect(self.path, isolation_level=None)
                 await self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         except (sqlite3.Error, OSError) as e:

@@ -1,0 +1,130 @@
+"""Keeping the disk warm (server/store/disk_warm.py): a real SQLite file, a real thread,
+real fdatasyncs counted. While writes come in, the thread syncs the database file every
+period that passes without a commit; it stops a window after the last write, does
+nothing while commits come faster than the period, and only exists for a file store
+with durability fsync. Its timing is not asserted, only what it does."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from palimpsest.backend import Backend
+from palimpsest.settings import Settings
+from palimpsest.store.base import NewEvent
+from palimpsest.store.disk_warm import DiskWarmer
+from palimpsest.store.sqlite import SQLiteStore
+
+UPDATE = b"\x01\x01\xb9\xe3\xa4\x8a\x0c\x00\x04\x01\x07content\x01a\x00"
+
+
+def ev(i: int = 0) -> NewEvent:
+    return NewEvent("ann", "edit", UPDATE, {"conn": "t/1"}, 1_000 + i)
+
+
+def warm_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "palimpsest-disk-warm"]
+
+
+async def wait_for(cond: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_writes_keep_the_disk_warm_until_a_pause(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path / "w.db", warm_disk_ms=2) as store:
+        warmer = store.writer.warmer
+        assert warmer is not None and warmer.running
+        warmer.window = 0.3
+        await asyncio.sleep(0.2)
+        assert warmer.syncs == 0  # nothing written since the start: nothing to keep warm
+        await store.append([("doc", [ev()])])
+        await wait_for(lambda: warmer.syncs >= 5)
+        # a pause longer than the window: it stops by itself
+        await asyncio.sleep(0.3 + 0.2)
+        settled = warmer.syncs
+        await asyncio.sleep(0.3)
+        assert warmer.syncs == settled
+        # and starts again with the next write
+        await store.append([("doc", [ev(1)])])
+        await wait_for(lambda: warmer.syncs >= settled + 5)
+        assert [e.seq for e in await store.read("doc")] == [1, 2]
+
+
+async def test_commits_faster_than_the_period_need_no_warming(tmp_path: Path) -> None:
+    # a period of 200 ms and a commit every ~10 ms: each time the thread looks, a commit
+    # came along less than a period ago
+    async with SQLiteStore(tmp_path / "w.db", warm_disk_ms=200) as store:
+        warmer = store.writer.warmer
+        assert warmer is not None
+        for i in range(60):
+            await store.append([("doc", [ev(i)])])
+            await asyncio.sleep(0.01)
+        assert warmer.syncs <= 1  # the first look may come just before the first commit
+        await wait_for(lambda: warmer.syncs >= 1)  # then quiet: it syncs
+        assert await store.head("doc") == 60
+
+
+@pytest.mark.parametrize(
+    ("where", "kwargs"),
+    [
+        ("file", {"warm_disk_ms": 0}),
+        ("file", {"warm_disk_ms": 2, "durability": "os"}),
+        (":memory:", {"warm_disk_ms": 2}),
+    ],
+)
+async def test_no_warming_without_fsync_a_file_or_a_period(
+    tmp_path: Path, where: str, kwargs: dict[str, object]
+) -> None:
+    path = tmp_path / "w.db" if where == "file" else where
+    async with SQLiteStore(path, **kwargs) as store:  # type: ignore[arg-type]
+        await store.append([("doc", [ev()])])
+        assert store.writer.warmer is None
+        assert warm_threads() == []
+
+
+async def test_stop_ends_the_thread_and_closes_the_file(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "w.db", warm_disk_ms=2)
+    await store.start()
+    warmer = store.writer.warmer
+    assert warmer is not None
+    await store.append([("doc", [ev()])])
+    await wait_for(lambda: warmer.syncs >= 1)
+    await store.stop()
+    assert not warmer.running and warm_threads() == []
+    assert warmer._fd == -1
+
+
+def test_a_period_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        DiskWarmer(str(tmp_path / "x"), 0)
+    with pytest.raises(ValueError):
+        SQLiteStore(tmp_path / "w.db", warm_disk_ms=-1)
+
+
+async def test_the_server_keeps_its_disk_warm_by_default_and_the_setting_turns_it_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert Settings().warm_disk_ms == 2.0
+    on = Backend(Settings(db=str(tmp_path / "on.db")))
+    await on.start()
+    try:
+        assert isinstance(on.store, SQLiteStore)
+        warmer = on.store.writer.warmer
+        assert warmer is not None and warmer.period == pytest.approx(0.002)
+    finally:
+        await on.stop()
+    monkeypatch.setenv("PALIMPSEST_WARM_DISK_MS", "0")
+    off = Backend(Settings.from_env(db=str(tmp_path / "off.db")))
+    await off.start()
+    try:
+        assert isinstance(off.store, SQLiteStore)
+        assert off.store.writer.warmer is None
+    finally:
+        await off.stop()
