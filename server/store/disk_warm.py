@@ -12,9 +12,10 @@ periodic I/O does.
 So while the store is being written to, a thread issues an ``fdatasync`` of the
 database file (opened read-only; nothing of ours is dirty in it, so this is a device
 cache flush, about 50 µs of the device's time) every ``period`` in which no commit came
-along, and stops ``window`` seconds after the last one. It never touches SQLite or its
-locks and never runs while commits keep the path warm anyway (a burst, an ingest), so a
-busy server does no extra I/O, and an idle one none at all.
+along and none is under way, and stops ``window`` seconds after the last one. It never
+touches SQLite or its locks (``busy`` only asks whether a write holds the connection)
+and never runs while commits keep the path warm anyway (a burst, an ingest), so a busy
+server does no extra I/O, and an idle one none at all.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 
 log = logging.getLogger("palimpsest.store")
 
@@ -33,12 +35,20 @@ WINDOW_SECONDS = 1.0
 class DiskWarmer:
     """One thread per store that keeps ``path``'s device warm while ``touch`` is called."""
 
-    def __init__(self, path: str, period: float, window: float = WINDOW_SECONDS) -> None:
+    def __init__(
+        self,
+        path: str,
+        period: float,
+        window: float = WINDOW_SECONDS,
+        busy: Callable[[], bool] | None = None,
+    ) -> None:
+        """``busy``: whether a write is in flight now (then it is not joined by a sync)."""
         if period <= 0:
             raise ValueError("the period must be positive")
         self.path = path
         self.period = period
         self.window = window
+        self.busy = busy
         #: fdatasyncs issued so far (tests, the bench)
         self.syncs = 0
         self._last = -window  # perf_counter of the last touch
@@ -82,6 +92,9 @@ class DiskWarmer:
                     continue
                 if idle < self.period:  # a commit kept it warm
                     time.sleep(self.period - idle)
+                    continue
+                if self.busy is not None and self.busy():  # one is keeping it warm
+                    time.sleep(self.period)
                     continue
                 try:
                     os.fdatasync(self._fd)

@@ -382,6 +382,10 @@ class _Writer:
     def _connect(self, _conn: Any) -> None:
         self._conn = _open(self.path, self.durability)
 
+    def in_call(self) -> bool:
+        """Whether a call is running now (on either side): it holds the connection."""
+        return self._lock.locked()
+
     def _note(self, seconds: float) -> None:
         self.small_seconds += (seconds - self.small_seconds) * 0.125
 
@@ -520,7 +524,9 @@ class SQLiteStore(EventStore):
             if not self._memory:
                 await self._writer.call(lambda c: _reserve_wal(c, self.path))
                 if self.warm_disk_ms > 0 and self.durability == "fsync":
-                    warmer = DiskWarmer(self.path, self.warm_disk_ms / 1000)
+                    warmer = DiskWarmer(
+                        self.path, self.warm_disk_ms / 1000, busy=self._writer.in_call
+                    )
                     warmer.start()
                     self._writer.warmer = warmer
                 self._db = await aiosqlite.connect(self.path, isolation_level=None)

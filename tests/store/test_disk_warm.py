@@ -128,3 +128,21 @@ async def test_the_server_keeps_its_disk_warm_by_default_and_the_setting_turns_i
         assert off.store.writer.warmer is None
     finally:
         await off.stop()
+
+
+async def test_no_sync_joins_a_write_in_flight(tmp_path: Path) -> None:
+    # a write that holds the connection for 0.3 s (another connection's lock, say): the
+    # thread waits for it instead of adding its own flush to the disk's queue
+    async with SQLiteStore(tmp_path / "w.db", warm_disk_ms=2) as store:
+        warmer = store.writer.warmer
+        assert warmer is not None
+        await store.append([("doc", [ev()])])
+        await wait_for(lambda: warmer.syncs >= 1)
+
+        def slow(conn: object) -> int:
+            before = warmer.syncs
+            time.sleep(0.3)
+            return warmer.syncs - before
+
+        assert await store.on_writer(slow) == 0
+        await wait_for(lambda: warmer.syncs >= 1 + 5)  # and goes on afterwards
