@@ -10,7 +10,9 @@ to warm up, then ``--n`` appends of one small event, one at a time, each awaited
 the next, from the event loop as the server's committer makes them. Prints p50 / p90 /
 p99 in µs: what one edit typed alone waits for before anyone sees it. With ``--gap``,
 the event loop sleeps that long before each append, as between keystrokes: the disk and
-the threads are then woken from idle, which costs more than back to back.
+the threads are then woken from idle, which costs more than back to back. SQLite with
+fsync runs twice: as ``SQLiteStore`` defaults (the disk left alone) and with the disk
+kept warm as ``palimpsest serve`` does (``--warm-disk-ms``, server/store/disk_warm.py).
 """
 
 from __future__ import annotations
@@ -59,15 +61,24 @@ async def main() -> int:
     )
     ap.add_argument("--n", type=int, default=2000, help="appends per store (default 2000)")
     ap.add_argument("--gap", type=float, default=0.0, help="ms of idle before each append")
+    ap.add_argument(
+        "--warm-disk-ms",
+        type=float,
+        default=2.0,
+        help="also SQLite fsync with the disk kept warm every so many ms (the server's "
+        "default, 2; 0 = leave that row out)",
+    )
     ap.add_argument("--pg", help="also PostgreSQL at this URL (a schema is created and dropped)")
     args = ap.parse_args()
     rows: list[tuple[str, list[float]]] = []
     with tempfile.TemporaryDirectory() as d:
-        for durability in ("fsync", "os"):
-            store = SQLiteStore(Path(d) / f"{durability}.db", durability=durability)
-            rows.append(
-                (f"SQLite, durability {durability}", await measure(store, args.n, args.gap / 1e3))
+        variants = [("fsync", 0.0), ("fsync", args.warm_disk_ms), ("os", 0.0)]
+        for durability, warm in variants if args.warm_disk_ms else variants[::2]:
+            store = SQLiteStore(
+                Path(d) / f"{durability}-{warm}.db", durability=durability, warm_disk_ms=warm
             )
+            name = f"SQLite, durability {durability}" + (f", warm {warm:g} ms" if warm else "")
+            rows.append((name, await measure(store, args.n, args.gap / 1e3)))
     if args.pg:
         import asyncpg
 

@@ -188,6 +188,15 @@ class _LiveCollector(Collector):
             )
             c.add_metric([], history.service.attribution.upkeep.seconds)
             yield c
+        warm_syncs = getattr(backend.store, "disk_warm_syncs", None)
+        if warm_syncs is not None:
+            c = CounterMetricFamily(
+                "palimpsest_disk_warm_syncs",
+                "fdatasyncs of the SQLite file issued between commits to keep the disk "
+                "awake while edits come in (--warm-disk-ms)",
+            )
+            c.add_metric([], float(warm_syncs))
+            yield c
 
         fanout = backend.extension(Fanout)
         if fanout is None:

@@ -30,6 +30,8 @@ log = logging.getLogger("palimpsest.store")
 
 #: how long after the last write the path is kept warm (a pause in the typing)
 WINDOW_SECONDS = 1.0
+#: macOS has no fdatasync; its fsync does the same for a file with nothing dirty
+_sync = getattr(os, "fdatasync", os.fsync)
 
 
 class DiskWarmer:
@@ -97,7 +99,7 @@ class DiskWarmer:
                     time.sleep(self.period)
                     continue
                 try:
-                    os.fdatasync(self._fd)
+                    _sync(self._fd)
                 except OSError as e:
                     log.warning("keeping %s warm stopped: fdatasync failed: %s", self.path, e)
                     return

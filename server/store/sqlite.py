@@ -490,6 +490,7 @@ class SQLiteStore(EventStore):
         if not warm_disk_ms >= 0:
             raise ValueError(f"warm_disk_ms must be 0 or more, not {warm_disk_ms!r}")
         self.warm_disk_ms = warm_disk_ms
+        self._warmer: DiskWarmer | None = None
         self._db: aiosqlite.Connection | None = None
         self._writer: _Writer | None = None
         self._wsym = Symbols()  # the writer thread's
@@ -528,7 +529,7 @@ class SQLiteStore(EventStore):
                         self.path, self.warm_disk_ms / 1000, busy=self._writer.in_call
                     )
                     warmer.start()
-                    self._writer.warmer = warmer
+                    self._writer.warmer = self._warmer = warmer
                 self._db = await aiosqlite.connect(self.path, isolation_level=None)
                 await self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         except (sqlite3.Error, OSError) as e:
@@ -595,6 +596,12 @@ class SQLiteStore(EventStore):
         if self._writer is not None:
             writer, self._writer = self._writer, None
             await writer.stop()
+
+    @property
+    def disk_warm_syncs(self) -> int | None:
+        """The fdatasyncs issued so far to keep the disk warm, or None when it is not kept
+        warm (durability os, in memory, ``warm_disk_ms`` 0, or not started)."""
+        return None if self._warmer is None else self._warmer.syncs
 
     @property
     def writer(self) -> _Writer:

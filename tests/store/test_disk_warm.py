@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from palimpsest.backend import Backend
+from palimpsest.metrics import metrics_of
 from palimpsest.settings import Settings
 from palimpsest.store.base import NewEvent
 from palimpsest.store.disk_warm import DiskWarmer
@@ -118,6 +119,11 @@ async def test_the_server_keeps_its_disk_warm_by_default_and_the_setting_turns_i
         assert isinstance(on.store, SQLiteStore)
         warmer = on.store.writer.warmer
         assert warmer is not None and warmer.period == pytest.approx(0.002)
+        await on.store.append([("doc", [ev()])])
+        await wait_for(lambda: warmer.syncs >= 3)
+        # /metrics counts them (what it costs is visible to the operator)
+        shown = metric(on, "palimpsest_disk_warm_syncs_total")
+        assert shown is not None and shown >= 3
     finally:
         await on.stop()
     monkeypatch.setenv("PALIMPSEST_WARM_DISK_MS", "0")
@@ -125,9 +131,21 @@ async def test_the_server_keeps_its_disk_warm_by_default_and_the_setting_turns_i
     await off.start()
     try:
         assert isinstance(off.store, SQLiteStore)
-        assert off.store.writer.warmer is None
+        await off.store.append([("doc", [ev()])])
+        assert off.store.writer.warmer is None and off.store.disk_warm_syncs is None
+        assert metric(off, "palimpsest_disk_warm_syncs_total") is None
+        assert metric(off, "palimpsest_rooms_open") == 0  # the page itself is there
     finally:
         await off.stop()
+
+
+def metric(backend: Backend, name: str) -> float | None:
+    m = metrics_of(backend)
+    assert m is not None
+    for line in m.render().decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
 
 
 async def test_no_sync_joins_a_write_in_flight(tmp_path: Path) -> None:
