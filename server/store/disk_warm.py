@@ -2,9 +2,9 @@
 
 On a virtual machine a commit's ``fdatasync`` costs far more after the disk has been
 idle a few milliseconds than back to back: on this project's test machines (a
-Firecracker VM, virtio block device) 4 kB written and synced cost 105-114 µs back to
-back, 122-141 µs 1 ms after the last one, 252-275 µs after 5 ms and 442-480 µs after
-20 ms (``bench/disk_warm.py``). Someone typing sends an edit every 50-300 ms, so every
+Firecracker VM, virtio block device) four WAL frames written and synced cost 126-134 µs
+back to back, 124-159 µs 1 ms after the last write, 206-301 µs after 5 ms and
+427-494 µs after 20 ms (``bench/disk_warm.py``, docs/durability.md). Someone typing sends an edit every 50-300 ms, so every
 keystroke paid the cold price. What goes cold is the I/O path, not the CPU: a busy
 process on the other core, or a thread waking up without doing I/O, changes little;
 periodic I/O does.
