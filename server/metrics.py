@@ -188,7 +188,7 @@ class _LiveCollector(Collector):
             )
             c.add_metric([], history.service.attribution.upkeep.seconds)
             yield c
-        warm_syncs = getattr(backend.store, "disk_warm_syncs", None)
+        warm_syncs = backend.store.disk_warm_syncs
         if warm_syncs is not None:
             c = CounterMetricFamily(
                 "palimpsest_disk_warm_syncs",

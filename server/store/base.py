@@ -270,6 +270,12 @@ class EventStore(Service, ABC):
     #: a short name for logs and metrics: "memory", "sqlite", "postgresql"
     name: str = "abstract"
 
+    @property
+    def disk_warm_syncs(self) -> int | None:
+        """Syncs issued between commits to keep the disk awake (SQLite's ``warm_disk_ms``),
+        for /metrics; None for a store that does not (the default)."""
+        return None
+
     @abstractmethod
     async def start(self) -> None:
         """Connect and create or migrate the schema."""

@@ -2,12 +2,12 @@
 
 On a virtual machine a commit's ``fdatasync`` costs far more after the disk has been
 idle a few milliseconds than back to back: on this project's test machines (a
-Firecracker VM, virtio block device) four WAL frames written and synced cost 126-134 µs
+virtual machine, virtio block device) four WAL frames written and synced cost 126-134 µs
 back to back, 124-159 µs 1 ms after the last write, 206-301 µs after 5 ms and
-427-494 µs after 20 ms (``bench/disk_warm.py``, docs/durability.md). Someone typing sends an edit every 50-300 ms, so every
-keystroke paid the cold price. What goes cold is the I/O path, not the CPU: a busy
-process on the other core, or a thread waking up without doing I/O, changes little;
-periodic I/O does.
+427-494 µs after 20 ms (``bench/disk_warm.py``, docs/durability.md). Someone typing
+sends an edit every 50-300 ms, so every keystroke paid the cold price. What goes cold
+is the I/O path, not the CPU: a busy process on the other core, or a thread waking up
+without doing I/O, changes little or nothing reliably; periodic I/O does.
 
 So while the store is being written to, a thread issues an ``fdatasync`` of the
 database file (opened read-only; nothing of ours is dirty in it, so this is a device
@@ -60,7 +60,7 @@ class DiskWarmer:
         self._fd = -1
 
     def touch(self) -> None:
-        """A write just finished (any thread): keep warm for the next `window` seconds."""
+        """A write just ended (called from any thread): keep warm for `window` seconds."""
         self._last = time.perf_counter()
         if not self._active.is_set():
             self._active.set()

@@ -528,8 +528,12 @@ class SQLiteStore(EventStore):
                     warmer = DiskWarmer(
                         self.path, self.warm_disk_ms / 1000, busy=self._writer.in_call
                     )
-                    warmer.start()
-                    self._writer.warmer = self._warmer = warmer
+                    try:
+                        warmer.start()
+                    except OSError as e:  # a speed-up only: the store works without it
+                        log.warning("not keeping the disk of %s warm: %s", self.path, e)
+                    else:
+                        self._writer.warmer = self._warmer = warmer
                 self._db = await aiosqlite.connect(self.path, isolation_level=None)
                 await self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         except (sqlite3.Error, OSError) as e:

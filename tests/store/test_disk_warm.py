@@ -164,3 +164,17 @@ async def test_no_sync_joins_a_write_in_flight(tmp_path: Path) -> None:
 
         assert await store.on_writer(slow) == 0
         await wait_for(lambda: warmer.syncs >= 1 + 5)  # and goes on afterwards
+
+
+async def test_a_warmer_that_cannot_start_leaves_the_store_working(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse(self: DiskWarmer) -> None:
+        raise PermissionError(13, "Permission denied", self.path)
+
+    monkeypatch.setattr(DiskWarmer, "start", refuse)
+    async with SQLiteStore(tmp_path / "w.db", warm_disk_ms=2) as store:
+        await store.append([("doc", [ev()])])
+        assert store.writer.warmer is None and store.disk_warm_syncs is None
+        assert [e.seq for e in await store.read("doc")] == [1]
+    assert "not keeping the disk" in caplog.text
