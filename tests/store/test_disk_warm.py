@@ -11,7 +11,10 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
+from serverproc import ServerProcess
+from yclient import connect as raw_connect
 
 from palimpsest.backend import Backend
 from palimpsest.metrics import metrics_of
@@ -178,3 +181,34 @@ async def test_a_warmer_that_cannot_start_leaves_the_store_working(
         assert store.writer.warmer is None and store.disk_warm_syncs is None
         assert [e.seq for e in await store.read("doc")] == [1]
     assert "not keeping the disk" in caplog.text
+
+
+@pytest.mark.parametrize("flag", ["5", "0"])
+async def test_palimpsest_serve_takes_the_flag(tmp_path: Path, flag: str) -> None:
+    """A real `palimpsest serve`: edits over its websocket keep the disk warm with
+    ``--warm-disk-ms 5`` (its /metrics counts the syncs) and not with ``0``."""
+    srv = ServerProcess(tmp_path, extra_args=["--warm-disk-ms", flag])
+    await srv.astart()
+    try:
+        async with raw_connect(srv.ws_url, "warm", "ann") as ann:
+            for i in range(5):
+                ann.insert(len(ann.content), str(i))
+                await asyncio.sleep(0.03)  # lone edits, each its own commit
+
+            async def syncs() -> float | None:
+                async with httpx.AsyncClient() as http:
+                    text = (await http.get(srv.http_url + "/metrics")).text
+                for line in text.splitlines():
+                    if line.startswith("palimpsest_disk_warm_syncs_total "):
+                        return float(line.split()[1])
+                return None
+
+            if flag == "0":
+                assert await syncs() is None
+            else:
+                deadline = time.monotonic() + 10
+                while not (await syncs() or 0) >= 3:
+                    assert time.monotonic() < deadline, "no warm syncs counted"
+                    await asyncio.sleep(0.05)
+    finally:
+        await srv.astop()
