@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import eventually
 from serverproc import ServerProcess
 from yclient import connect as raw_connect
 
@@ -34,13 +35,6 @@ def warm_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "palimpsest-disk-warm"]
 
 
-async def wait_for(cond: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.01)
-
-
 async def test_writes_keep_the_disk_warm_until_a_pause(tmp_path: Path) -> None:
     async with SQLiteStore(tmp_path / "w.db", warm_disk_ms=2) as store:
         warmer = store.writer.warmer
@@ -49,7 +43,7 @@ async def test_writes_keep_the_disk_warm_until_a_pause(tmp_path: Path) -> None:
         await asyncio.sleep(0.2)
         assert warmer.syncs == 0  # nothing written since the start: nothing to keep warm
         await store.append([("doc", [ev()])])
-        await wait_for(lambda: warmer.syncs >= 5)
+        await eventually(lambda: warmer.syncs >= 5)
         # a pause longer than the window: it stops by itself
         await asyncio.sleep(0.3 + 0.2)
         settled = warmer.syncs
@@ -57,7 +51,7 @@ async def test_writes_keep_the_disk_warm_until_a_pause(tmp_path: Path) -> None:
         assert warmer.syncs == settled
         # and starts again with the next write
         await store.append([("doc", [ev(1)])])
-        await wait_for(lambda: warmer.syncs >= settled + 5)
+        await eventually(lambda: warmer.syncs >= settled + 5)
         assert [e.seq for e in await store.read("doc")] == [1, 2]
 
 
@@ -71,7 +65,7 @@ async def test_commits_faster_than_the_period_need_no_warming(tmp_path: Path) ->
             await store.append([("doc", [ev(i)])])
             await asyncio.sleep(0.01)
         assert warmer.syncs <= 1  # the first look may come just before the first commit
-        await wait_for(lambda: warmer.syncs >= 1)  # then quiet: it syncs
+        await eventually(lambda: warmer.syncs >= 1)  # then quiet: it syncs
         assert await store.head("doc") == 60
 
 
@@ -99,7 +93,7 @@ async def test_stop_ends_the_thread_and_closes_the_file(tmp_path: Path) -> None:
     warmer = store.writer.warmer
     assert warmer is not None
     await store.append([("doc", [ev()])])
-    await wait_for(lambda: warmer.syncs >= 1)
+    await eventually(lambda: warmer.syncs >= 1)
     await store.stop()
     assert not warmer.running and warm_threads() == []
     assert warmer._fd == -1
@@ -123,7 +117,7 @@ async def test_the_server_keeps_its_disk_warm_by_default_and_the_setting_turns_i
         warmer = on.store.writer.warmer
         assert warmer is not None and warmer.period == pytest.approx(0.002)
         await on.store.append([("doc", [ev()])])
-        await wait_for(lambda: warmer.syncs >= 3)
+        await eventually(lambda: warmer.syncs >= 3)
         # /metrics counts them (what it costs is visible to the operator)
         shown = metric(on, "palimpsest_disk_warm_syncs_total")
         assert shown is not None and shown >= 3
@@ -158,7 +152,7 @@ async def test_no_sync_joins_a_write_in_flight(tmp_path: Path) -> None:
         warmer = store.writer.warmer
         assert warmer is not None
         await store.append([("doc", [ev()])])
-        await wait_for(lambda: warmer.syncs >= 1)
+        await eventually(lambda: warmer.syncs >= 1)
 
         def slow(conn: object) -> int:
             before = warmer.syncs
@@ -166,7 +160,7 @@ async def test_no_sync_joins_a_write_in_flight(tmp_path: Path) -> None:
             return warmer.syncs - before
 
         assert await store.on_writer(slow) == 0
-        await wait_for(lambda: warmer.syncs >= 1 + 5)  # and goes on afterwards
+        await eventually(lambda: warmer.syncs >= 1 + 5)  # and goes on afterwards
 
 
 async def test_a_warmer_that_cannot_start_leaves_the_store_working(
@@ -195,7 +189,7 @@ async def test_palimpsest_serve_takes_the_flag(tmp_path: Path, flag: str) -> Non
                 ann.insert(len(ann.content), str(i))
                 await asyncio.sleep(0.03)  # lone edits, each its own commit
 
-            async def syncs() -> float | None:
+            async def syncs() -> float | None:  # None: /metrics has no such line
                 async with httpx.AsyncClient() as http:
                     text = (await http.get(srv.http_url + "/metrics")).text
                 for line in text.splitlines():
@@ -203,12 +197,12 @@ async def test_palimpsest_serve_takes_the_flag(tmp_path: Path, flag: str) -> Non
                         return float(line.split()[1])
                 return None
 
+            async def three() -> bool:
+                return (await syncs() or 0) >= 3
+
             if flag == "0":
                 assert await syncs() is None
             else:
-                deadline = time.monotonic() + 10
-                while not (await syncs() or 0) >= 3:
-                    assert time.monotonic() < deadline, "no warm syncs counted"
-                    await asyncio.sleep(0.05)
+                await eventually(three, what="3 warm syncs on /metrics")
     finally:
         await srv.astop()
