@@ -97,6 +97,8 @@ def main() -> int:
     finally:
         os.close(fd)
         path.unlink(missing_ok=True)
+        if not args.dir:
+            where.rmdir()
     return 0
 
 
