@@ -72,8 +72,8 @@ async def main() -> int:
     args = ap.parse_args()
     rows: list[tuple[str, list[float]]] = []
     with tempfile.TemporaryDirectory() as d:
-        variants = [("fsync", 0.0), ("fsync", args.warm_disk_ms), ("os", 0.0)]
-        for durability, warm in variants if args.warm_disk_ms else variants[::2]:
+        warm_row = [("fsync", args.warm_disk_ms)] if args.warm_disk_ms else []
+        for durability, warm in [("fsync", 0.0), *warm_row, ("os", 0.0)]:
             store = SQLiteStore(
                 Path(d) / f"{durability}-{warm}.db", durability=durability, warm_disk_ms=warm
             )

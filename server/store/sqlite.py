@@ -364,8 +364,7 @@ class _Writer:
         #: commits runs no PRAGMA: the first SQLite call after a pause costs 66-77 µs on
         #: this machine, whatever it is, and the switch back 11-21 µs
         self._waits = True
-        #: keeps the disk warm between commits (disk_warm.py); set by the store once the
-        #: file exists
+        #: keeps the disk warm between commits (keep_warm, once the file exists)
         self.warmer: DiskWarmer | None = None
 
     async def start(self) -> None:
@@ -385,6 +384,17 @@ class _Writer:
     def in_call(self) -> bool:
         """Whether a call is running now (on either side): it holds the connection."""
         return self._lock.locked()
+
+    def keep_warm(self, period: float) -> None:
+        """From now on, keep the disk of this file warm between calls (disk_warm.py). A
+        speed-up only: if it cannot start, that is logged and the writer works without."""
+        warmer = DiskWarmer(self.path, period, busy=self.in_call)
+        try:
+            warmer.start()
+        except OSError as e:
+            log.warning("not keeping the disk of %s warm: %s", self.path, e)
+            return
+        self.warmer = warmer
 
     def _note(self, seconds: float) -> None:
         self.small_seconds += (seconds - self.small_seconds) * 0.125
@@ -490,7 +500,6 @@ class SQLiteStore(EventStore):
         if not warm_disk_ms >= 0:
             raise ValueError(f"warm_disk_ms must be 0 or more, not {warm_disk_ms!r}")
         self.warm_disk_ms = warm_disk_ms
-        self._warmer: DiskWarmer | None = None
         self._db: aiosqlite.Connection | None = None
         self._writer: _Writer | None = None
         self._wsym = Symbols()  # the writer thread's
@@ -525,15 +534,7 @@ class SQLiteStore(EventStore):
             if not self._memory:
                 await self._writer.call(lambda c: _reserve_wal(c, self.path))
                 if self.warm_disk_ms > 0 and self.durability == "fsync":
-                    warmer = DiskWarmer(
-                        self.path, self.warm_disk_ms / 1000, busy=self._writer.in_call
-                    )
-                    try:
-                        warmer.start()
-                    except OSError as e:  # a speed-up only: the store works without it
-                        log.warning("not keeping the disk of %s warm: %s", self.path, e)
-                    else:
-                        self._writer.warmer = self._warmer = warmer
+                    self._writer.keep_warm(self.warm_disk_ms / 1000)
                 self._db = await aiosqlite.connect(self.path, isolation_level=None)
                 await self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         except (sqlite3.Error, OSError) as e:
@@ -605,7 +606,8 @@ class SQLiteStore(EventStore):
     def disk_warm_syncs(self) -> int | None:
         """The fdatasyncs issued so far to keep the disk warm, or None when it is not kept
         warm (durability os, in memory, ``warm_disk_ms`` 0, or not started)."""
-        return None if self._warmer is None else self._warmer.syncs
+        warmer = None if self._writer is None else self._writer.warmer
+        return None if warmer is None else warmer.syncs
 
     @property
     def writer(self) -> _Writer:
