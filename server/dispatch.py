@@ -115,6 +115,11 @@ class Extensions(Service):
         # the hooks called per event, bound once: on the editing path (and replay)
         self._before_apply = tuple(e.before_apply for e in self._by["before_apply"])
         self._on_applied = tuple(e.on_applied for e in self._by["on_applied"])
+        #: whether a committed batch of client edits may be applied to the document as
+        #: merged updates, the per-event hooks run after (Extension.reads_doc_per_event)
+        self.merged_apply = not any(
+            e.reads_doc_per_event for e in self._by["before_apply"] + self._by["on_applied"]
+        )
 
     def setup(self, backend: Backend) -> None:
         for ext in self.all:

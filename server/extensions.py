@@ -101,6 +101,14 @@ class Extension:
     name: str = ""
     #: what credentials ``authenticate`` accepts, said to a client nobody accepted
     credentials: str = ""
+    #: whether ``before_apply`` / ``on_applied`` read the live document (``room.doc``)
+    #: and need it exactly before / after that one event. An extension whose hooks read
+    #: only the event and the room's bookkeeping (``room.seq``, ``room.current_change``,
+    #: its own state) sets this False: when no extension needs it, a committed batch of
+    #: client edits is applied to the document as one merged update per broadcast frame
+    #: (the merge the broadcast made already), and the hooks then run for each event
+    #: of the batch in order, as they would otherwise
+    reads_doc_per_event: bool = True
 
     # --- wiring (once, when the app is built) ---------------------------------------
 

@@ -46,6 +46,8 @@ _COUNTS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 class Metrics(Extension):
     """The metrics of one backend, and ``GET /metrics``."""
 
+    reads_doc_per_event = False  # on_applied reads the event's time
+
     def __init__(self) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created: noise
         r = self.registry = CollectorRegistry(auto_describe=True)

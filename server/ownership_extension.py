@@ -19,6 +19,8 @@ from .store.base import Event
 
 
 class Ownership(Extension):
+    reads_doc_per_event = False  # on_applied reads the event
+
     async def on_load(self, room: Room) -> None:
         room.owners.restore(room.snapshot_meta.get(META_KEY))
 

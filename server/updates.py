@@ -39,7 +39,7 @@ _DELETED, _JSON, _BINARY, _STRING, _EMBED, _FORMAT, _TYPE, _ANY, _DOC = range(1,
 _XML_ELEMENT, _XML_HOOK = 3, 5  # type refs that carry a name
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class UpdateMeta:
     #: clock ranges covered by GC structs and items (Skips excluded), per client
     structs: Ranges
@@ -48,6 +48,18 @@ class UpdateMeta:
     #: per client, one past the highest clock an item names as its left or right origin
     #: or its parent: what must exist for the update to integrate (the ownership rule)
     refs: dict[int, int]
+
+    def __init__(self, structs: Ranges, deletes: Ranges, refs: dict[int, int]) -> None:
+        # one per update received: the slots set through their descriptors, at half the
+        # cost of the frozen dataclass's object.__setattr__ (see store/base.py's Event)
+        _set_structs(self, structs)
+        _set_deletes(self, deletes)
+        _set_refs(self, refs)
+
+
+_set_structs, _set_deletes, _set_refs = (
+    getattr(UpdateMeta, f).__set__ for f in ("structs", "deletes", "refs")
+)
 
 
 #: the metas of the last updates read, by their bytes: a client's update is read when it

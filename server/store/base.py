@@ -145,7 +145,13 @@ def derived_from_row(doc: str, kind: str, data: bytes, stored: str) -> bytes | N
     return data
 
 
-@dataclass(frozen=True, slots=True)
+# NewEvent and Event are frozen, and built for every event on the editing path and for
+# every event read: their __init__ are written out below (init=False) and set each slot
+# through its descriptor, which is what the frozen dataclass's generated __init__ does
+# through object.__setattr__, at about half the cost (1.9 -> 1.1 µs for an Event).
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class NewEvent:
     """An event to append; the store gives it its seq."""
 
@@ -155,8 +161,27 @@ class NewEvent:
     meta: dict[str, Any] = field(default_factory=dict)
     ts: int = field(default_factory=now_ms)
 
+    def __init__(
+        self,
+        actor: str,
+        kind: str,
+        update: bytes,
+        meta: dict[str, Any] | None = None,
+        ts: int | None = None,
+    ) -> None:
+        _new_actor(self, actor)
+        _new_kind(self, kind)
+        _new_update(self, update)
+        _new_meta(self, {} if meta is None else meta)
+        _new_ts(self, now_ms() if ts is None else ts)
 
-@dataclass(frozen=True, slots=True)
+
+_new_actor, _new_kind, _new_update, _new_meta, _new_ts = (
+    getattr(NewEvent, f).__set__ for f in ("actor", "kind", "update", "meta", "ts")
+)
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class Event:
     doc: str
     seq: int
@@ -170,10 +195,36 @@ class Event:
     #: that a reader that has seen position P has seen everything committed before it
     pos: int = 0
 
+    def __init__(
+        self,
+        doc: str,
+        seq: int,
+        ts: int,
+        actor: str,
+        kind: str,
+        update: bytes,
+        meta: dict[str, Any],
+        pos: int = 0,
+    ) -> None:
+        _ev_doc(self, doc)
+        _ev_seq(self, seq)
+        _ev_ts(self, ts)
+        _ev_actor(self, actor)
+        _ev_kind(self, kind)
+        _ev_update(self, update)
+        _ev_meta(self, meta)
+        _ev_pos(self, pos)
+
     @property
     def clients(self) -> list[int]:
         """The Yjs client ids whose items this event's update carries (derived, not stored)."""
         return update_clients(self.update)
+
+
+_ev_doc, _ev_seq, _ev_ts, _ev_actor, _ev_kind, _ev_update, _ev_meta, _ev_pos = (
+    getattr(Event, f).__set__
+    for f in ("doc", "seq", "ts", "actor", "kind", "update", "meta", "pos")
+)
 
 
 @dataclass(frozen=True, slots=True)

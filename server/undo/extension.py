@@ -37,6 +37,9 @@ class Undo(Extension):
     in snapshot meta), the websocket operations undo / redo / close_group and the HTTP
     routes POST /api/docs/{doc}/undo, /redo, /undo/close."""
 
+    #: its hooks read the event and the change the room hands over, never the document
+    reads_doc_per_event = False
+
     def __init__(self, capture_ms: int = 500, max_depth: int = 200, max_group: int = 1000) -> None:
         self.capture_ms = capture_ms
         self.max_depth = max_depth

@@ -1,0 +1,197 @@
+"""A committed batch of client edits is applied to the room's document as the merged
+updates it was broadcast in (Room._apply_merged), one transaction per merged update
+instead of one per edit, when no extension's per-event hook reads the document
+(Extension.reads_doc_per_event). Every event still goes through the room's bookkeeping
+and the hooks, in order, with the change it made handed over; an extension that reads
+the document gets every event applied by itself, as before."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pycrdt import Doc, Text, TransactionEvent
+
+from palimpsest import protocol as P
+from palimpsest.backend import Backend
+from palimpsest.extensions import Extension
+from palimpsest.features import builtin_extensions
+from palimpsest.origins import ClientOrigin, Origin
+from palimpsest.room import MERGE_CHUNK, Room
+from palimpsest.settings import Settings
+from palimpsest.store.base import Event
+from palimpsest.store.memory import MemoryStore
+from palimpsest.undo.actions import perform
+from palimpsest.undo.ranges import decode_ranges
+from palimpsest.updates import Ranges
+
+
+def as_set(r: Ranges) -> set[tuple[int, int]]:
+    return {(c, k) for c, rs in r.items() for s, e in rs for k in range(s, e)}
+
+
+class Peer:
+    def __init__(self, pid: str, actor: str) -> None:
+        self.id, self.actor = pid, actor
+
+    def send(self, frame: bytes) -> None:
+        pass
+
+    def close(self, code: int, reason: str) -> None:
+        raise AssertionError(f"{self.id} closed: {code} {reason}")
+
+
+class Hooks(Extension):
+    """Records the hooks' calls: (hook, seq, room.seq, the handed change)."""
+
+    reads_doc_per_event = False
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, int]] = []
+        self.handed: list[tuple[Ranges, Ranges] | None] = []
+
+    def before_apply(self, room: Room, event: Event, origin: Origin) -> None:
+        self.calls.append(("before_apply", event.seq, room.seq))
+
+    def on_applied(self, room: Room, event: Event, origin: Origin) -> None:
+        assert isinstance(origin, ClientOrigin) and origin.actor == event.actor
+        self.calls.append(("on_applied", event.seq, room.seq))
+        self.handed.append(room.current_change)
+
+
+class ReadsDoc(Extension):
+    """An extension that reads the document at each event (the default)."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def on_applied(self, room: Room, event: Event, origin: Origin) -> None:
+        self.texts.append(str(room.doc.get("content", type=Text)))
+
+
+def typed(n_ann: int, n_bob: int) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """Keystrokes of two writers, interleaved, each writer's own after the other's (as
+    the broadcast brings them): (actor, update) in order, and the text after each."""
+    docs = {name: Doc() for name in ("ann", "bob")}
+    texts = {name: d.get("content", type=Text) for name, d in docs.items()}
+    out: list[tuple[str, bytes]] = []
+    after: list[str] = []
+    for i in range(max(n_ann, n_bob)):
+        for name, n in (("ann", n_ann), ("bob", n_bob)):
+            if i >= n:
+                continue
+            got: list[bytes] = []
+            sub = docs[name].observe(lambda e, got=got: got.append(e.update))
+            t = texts[name]
+            if name == "bob" and i % 7 == 6 and len(t) > 3:
+                del t[1:3]  # deletions of the other's text too
+            else:
+                t.insert(len(t) // 2, "ab"[name == "bob"])
+            docs[name].unobserve(sub)
+            (other,) = set(docs) - {name}
+            docs[other].apply_update(got[0])
+            out.append((name, got[0]))
+            after.append(str(t))
+    return out, after
+
+
+async def test_a_batch_is_applied_merged_and_every_event_still_goes_through_the_hooks() -> None:
+    hooks = Hooks()
+    settings = Settings()
+    backend = Backend(settings, MemoryStore(), [hooks, *builtin_extensions(settings)])
+    async with backend:
+        room = await backend.rooms.get("d")
+        assert room.observer.merged_apply
+        transactions: list[int] = []
+        room.doc.observe(lambda e: transactions.append(1))  # not muted: subscribed directly
+        updates, after = typed(300, 120)
+        peers = {name: Peer(f"{name}-1", name) for name in ("ann", "bob")}
+        for name, u in updates:
+            assert room.receive_update(peers[name], u)
+        await room.flush()  # one batch: 420 edits, max_batch 1024
+        n = len(updates)
+        assert room.seq == n
+        assert str(room.doc.get("content", type=Text)) == after[-1]
+        # one transaction per merged update (256 + 164), not one per edit
+        assert len(transactions) == -(-n // MERGE_CHUNK) == 2
+        # the hooks, for every event in order, before and after room.seq moves
+        expected = []
+        for seq in range(1, n + 1):
+            expected += [("before_apply", seq, seq - 1), ("on_applied", seq, seq)]
+        assert hooks.calls == expected
+        # the change handed over for each event is what applying it alone does
+        ref: Doc[Any] = Doc()
+        seen: list[tuple[Ranges, Ranges]] = []
+
+        def observe(e: TransactionEvent) -> None:
+            ev: Any = e
+            b = P.decode_state_vector(ev.before_state)
+            a = P.decode_state_vector(ev.after_state)
+            ins = {c: [(b.get(c, 0), k)] for c, k in a.items() if k > b.get(c, 0)}
+            seen.append((ins, decode_ranges(ev.delete_set)))
+
+        ref.observe(observe)
+        for _, u in updates:
+            ref.apply_update(u)
+        assert len(hooks.handed) == len(seen) == n
+        for handed, observed in zip(hooks.handed, seen, strict=True):
+            assert handed is not None
+            assert as_set(handed[0]) == as_set(observed[0])
+            assert as_set(handed[1]) == as_set(observed[1])
+        # undo's stacks were fed per actor: ann's undo takes out her text, not bob's
+        assert await perform(room, "ann", "undo", backend) is not None
+        text = str(room.doc.get("content", type=Text))
+        assert "a" not in text and text.count("b") > 0
+        assert await perform(room, "ann", "redo", backend) is not None
+        assert str(room.doc.get("content", type=Text)) == after[-1]
+
+
+async def test_an_extension_that_reads_the_document_gets_each_event_applied_alone() -> None:
+    reads = ReadsDoc()
+    settings = Settings()
+    backend = Backend(settings, MemoryStore(), [reads, *builtin_extensions(settings)])
+    async with backend:
+        room = await backend.rooms.get("d")
+        assert not room.observer.merged_apply
+        transactions: list[int] = []
+        room.doc.observe(lambda e: transactions.append(1))
+        updates, after = typed(40, 20)
+        peers = {name: Peer(f"{name}-1", name) for name in ("ann", "bob")}
+        for name, u in updates:
+            assert room.receive_update(peers[name], u)
+        await room.flush()
+        assert len(transactions) == len(updates)
+        assert reads.texts == after  # the document exactly after each event
+
+
+async def test_a_merged_update_that_fails_to_apply_falls_back_to_one_by_one(
+    caplog: Any,
+) -> None:
+    """Fault injection: the document refuses the first merged update (as a panic in the
+    CRDT library would); the room applies that chunk's events one by one instead, and
+    nothing is lost or skipped."""
+    hooks = Hooks()
+    settings = Settings()
+    backend = Backend(settings, MemoryStore(), [hooks, *builtin_extensions(settings)])
+    async with backend:
+        room = await backend.rooms.get("d")
+        real = room.doc.apply_update
+        refused: list[bytes] = []
+
+        def apply_update(update: bytes) -> None:
+            if not refused and len(update) > 200:  # a merged update, not a keystroke
+                refused.append(update)
+                raise RuntimeError("injected")
+            real(update)
+
+        room.doc.apply_update = apply_update  # type: ignore[method-assign]
+        updates, after = typed(30, 10)
+        peers = {name: Peer(f"{name}-1", name) for name in ("ann", "bob")}
+        for name, u in updates:
+            assert room.receive_update(peers[name], u)
+        await room.flush()
+        assert refused, "the merged update was tried"
+        assert str(room.doc.get("content", type=Text)) == after[-1]
+        assert [c[1] for c in hooks.calls if c[0] == "on_applied"] == list(
+            range(1, len(updates) + 1)
+        )
+        assert "merged do not apply" in caplog.text
