@@ -71,9 +71,14 @@ class Owners:
         starts: dict[int, int] = {}
         for client, ranges in meta.structs.items():
             have = clocks.get(client, 0)
-            new = [(s, e) for s, e in ranges if e > have]
-            if not new:
-                continue
+            if len(ranges) == 1:  # the commonest: a keystroke, a paste (no list made)
+                if ranges[0][1] <= have:
+                    continue
+                new = ranges
+            else:
+                new = [(s, e) for s, e in ranges if e > have]
+                if not new:
+                    continue
             if client == self.server:
                 raise Forbidden(f"client id {client} is the server's")
             owner = self.owners.get(client) or self.claims.get(client)
@@ -105,11 +110,13 @@ class Owners:
                     f"the update deletes items of client {client} up to clock {upto - 1}, "
                     "which the document does not have: re-sync"
                 )
+        out: dict[int, tuple[int, int]] = {}
         for client, end in reach.items():
             if client not in self.owners:
                 self.claims.setdefault(client, actor)
             clocks[client] = end
-        return {client: (starts[client], end) for client, end in reach.items()}
+            out[client] = (starts[client], end)
+        return out
 
     def surely_new(self, update: bytes) -> bool:
         """Whether an item of `update` lies past the clock admitted or logged for its

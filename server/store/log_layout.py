@@ -32,6 +32,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 from .. import cpu_account
@@ -475,21 +477,19 @@ class RecentRows:
         self._count = 0
 
     def note(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Rows (doc id first) of one committed append, each document's in seq order."""
-        touched = set()
-        for row in rows:
-            doc_id = row[0]
+        """Rows (doc id first) of one committed append, each document's in seq order
+        (a document's rows in a run: one check per run, not per row)."""
+        for doc_id, run in groupby(rows, itemgetter(0)):
+            part = [row[1:] for row in run]
             got = self._docs.get(doc_id)
             if got is None:
                 got = self._docs[doc_id] = []
-            elif got and got[-1][0] + 1 != row[1]:
+            elif got and got[-1][0] + 1 != part[0][0]:
                 self._count -= len(got)
                 got.clear()
-            got.append(row[1:])
-            touched.add(doc_id)
-        self._count += len(rows)
-        for doc_id in touched:
+            got.extend(part)
             self._docs.move_to_end(doc_id)
+        self._count += len(rows)
         while self._count > self.MAX_ROWS and self._docs:
             _, gone = self._docs.popitem(last=False)
             self._count -= len(gone)
