@@ -290,8 +290,9 @@ async def test_frames_of_one_read_are_parsed_in_order_around_a_ping(settings: Se
 
 
 async def test_a_frame_cut_across_reads_is_read_whole(settings: Settings) -> None:
-    """A frame cut anywhere (inside its header, its mask, its payload) goes to websockets'
-    parser, which waits for the rest; whole frames after it are parsed here again."""
+    """A binary frame cut anywhere (inside its header, its mask, its payload) is kept by
+    the direct reader until the rest arrives, and parsed there then: websockets' parser
+    never sees part of it, so the frames after it are parsed here too."""
     settings.max_events_per_second = 0
     updates, want = keystrokes(30, paste_at=1)
     frames = [client_frame(Opcode.BINARY, P.encode_sync_update(u)) for u in updates]
@@ -304,6 +305,7 @@ async def test_a_frame_cut_across_reads_is_read_whole(settings: Settings) -> Non
         first = b"".join(frames[:20])
         # inside a header, a mask, a payload, the paste's 2 bytes of length, the last frame
         start = len(frames[0])
+        parsed = stats.parsed_here
         cuts = [1, 3, 7, 12, start + 3, start + 9, len(first) - 2]
         at = 0
         for cut in cuts:
@@ -314,6 +316,7 @@ async def test_a_frame_cut_across_reads_is_read_whole(settings: Settings) -> Non
         await eventually(
             lambda: reader.content == keystrokes(20, paste_at=1)[1], what="the cut frames"
         )
+        assert stats.parsed_here - parsed == 20  # every one, cut or not, parsed here
         before = stats.parsed_here
         await writer.send(b"".join(frames[20:]))
         await eventually(lambda: reader.content == want, what="the whole frames after")

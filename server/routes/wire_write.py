@@ -154,10 +154,14 @@ def _parse_binary_frames(proto: Any) -> None:
     dispatch on the opcode, about 5 µs per message (of a keystroke's ~75 µs in the
     server: README, Benchmarks). Every other frame goes to websockets, one whole frame at a
     time, in order: a ping (answered as before), the close, a text frame, fragments, an
-    unmasked or too big frame (refused as before). A frame cut short by the end of the
-    read goes to websockets with everything after it; while websockets' parser is
-    inside a frame, all that arrives goes to it. So websockets' parser is only ever fed
-    from a frame boundary, and makes every check and state change it made before."""
+    unmasked or too big frame (refused as before). A binary frame cut short by the end
+    of the read (a backlog is read 64 kB at a time, wherever that cuts) is kept here
+    until the rest arrives and parsed then; any other frame cut short goes to websockets
+    with everything after it, and while websockets' parser is inside a frame, all that
+    arrives goes to it. So websockets' parser is only ever fed from a frame boundary,
+    and makes every check and state change it made before. (Before the binary frames
+    were kept, a cut one handed websockets the rest of the stream: the next read was
+    likely cut too, and under a sustained backlog most frames went through it.)"""
     conn = proto.conn
     if conn.extensions or _AT_EOF is None:
         return  # pragma: no cover  (deflate, or no websockets: its own parser reads)
@@ -169,13 +173,21 @@ def _parse_binary_frames(proto: Any) -> None:
     limits = [x for x in (conn.max_message_size, conn.max_fragment_size) if x is not None]
     limit = min(limits) if limits else None
 
+    #: the start of a binary frame cut short by the end of a read (websockets' parser
+    #: has not seen it: it is between frames)
+    held = b""
+
     def data_received(data: bytes) -> None:
-        # websockets' parser holds part of a frame (or is past the close): all its own
-        if not _between_frames(conn):
+        nonlocal held
+        if held:
+            data, held = held + data, b""
+        elif not _between_frames(conn):
+            # websockets' parser holds part of a frame (or is past the close): its own
             websockets_received(data)
             return
         n = len(data)
         i = 0
+        cut = False  # the frame at i is a binary one the read cut short
         while n - i >= 6:  # a masked frame's smallest: 2 bytes of header, 4 of mask
             size = data[i + 1] ^ 0x80  # the mask bit, which a client's frame must set
             at = i + 2
@@ -188,8 +200,11 @@ def _parse_binary_frames(proto: Any) -> None:
             elif size > 127:
                 break  # unmasked: websockets refuses it
             end = at + 4 + size
-            if end > n or (limit is not None and size > limit):
-                break  # cut short by the read (websockets waits for the rest), or too big
+            if limit is not None and size > limit:
+                break  # too big: websockets refuses it
+            if end > n:  # cut short by the read (a short header's size is short too)
+                cut = True
+                break
             if data[i] != 0x82 or conn.state is not open_ or conn.current_size is not None:
                 # anything else (a ping, the close, a fragment...): websockets judges
                 # that one frame, whole; then this path goes on if its parser is still
@@ -206,7 +221,15 @@ def _parse_binary_frames(proto: Any) -> None:
             proto.frames = [payload]
             proto.send_receive_event_to_app()
         if i < n:
-            websockets_received(data[i:] if i else data)
+            if (
+                (cut or (n - i < 6 and (n - i < 2 or data[i + 1] & 0x80)))
+                and data[i] == 0x82
+                and conn.state is open_
+                and conn.current_size is None
+            ):
+                held = data[i:] if i else data  # parsed here when the rest comes
+            else:
+                websockets_received(data[i:] if i else data)
 
     proto.data_received = data_received
     # uvloop's transport keeps the bound data_received it was given: hand it the new one
