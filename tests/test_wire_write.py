@@ -325,6 +325,40 @@ async def test_a_frame_cut_across_reads_is_read_whole(settings: Settings) -> Non
         assert [ev.update for ev in logged] == updates
 
 
+async def test_a_big_frame_read_in_many_pieces_is_parsed_here_once_whole(
+    settings: Settings,
+) -> None:
+    """A paste of 200 kB (a frame with 8 bytes of length) sent in 50 pieces, each its
+    own read: the direct reader keeps the pieces until the frame is whole and parses it
+    then, once; the frames after it are parsed here too."""
+    settings.max_events_per_second = 0
+    settings.max_bytes_per_second = 0
+    doc: Doc = Doc(client_id=4343)
+    text = doc.get("content", type=Text)
+    updates = []
+    for piece in ("x" * 200_000, "after"):
+        before = doc.get_state()
+        text += piece
+        updates.append(doc.get_update(before))
+    big, small = (client_frame(Opcode.BINARY, P.encode_sync_update(u)) for u in updates)
+    assert big[1] & 0x7F == 127  # its length is in 8 more bytes
+    async with (
+        run_server(settings) as server,
+        connect(server.ws_url, "big", "reader") as reader,
+        raw_client(server.port, "/ws/big?user=writer") as writer,
+    ):
+        before = stats.parsed_here
+        step = len(big) // 50 + 1
+        for at in range(0, len(big), step):
+            await writer.send(big[at : at + step])
+            await asyncio.sleep(0.005)  # its own read
+        await writer.send(small)
+        await eventually(lambda: reader.content == str(text), what="the paste and after")
+        assert stats.parsed_here - before == 2
+        logged = await server.backend.store.read("big", after=0)
+        assert [ev.update for ev in logged] == updates
+
+
 @pytest.mark.parametrize(
     ("frame", "code"),
     [

@@ -173,14 +173,23 @@ def _parse_binary_frames(proto: Any) -> None:
     limits = [x for x in (conn.max_message_size, conn.max_fragment_size) if x is not None]
     limit = min(limits) if limits else None
 
-    #: the start of a binary frame cut short by the end of a read (websockets' parser
-    #: has not seen it: it is between frames)
-    held = b""
+    #: the start of a binary frame cut short by the end of a read, as read (websockets'
+    #: parser has not seen it: it is between frames); joined once the frame is whole,
+    #: so a big frame read 64 kB at a time is copied once, not once per read
+    held: list[bytes] = []
+    held_size = 0
+    #: how many bytes the held frame needs in all (0: its header is not whole yet)
+    held_need = 0
 
     def data_received(data: bytes) -> None:
-        nonlocal held
+        nonlocal held, held_size, held_need
         if held:
-            data, held = held + data, b""
+            held.append(data)
+            held_size += len(data)
+            if held_size < held_need:
+                return  # the frame is still not whole
+            data = b"".join(held)
+            held, held_size, held_need = [], 0, 0
         elif not _between_frames(conn):
             # websockets' parser holds part of a frame (or is past the close): its own
             websockets_received(data)
@@ -188,6 +197,7 @@ def _parse_binary_frames(proto: Any) -> None:
         n = len(data)
         i = 0
         cut = False  # the frame at i is a binary one the read cut short
+        end = 0
         while n - i >= 6:  # a masked frame's smallest: 2 bytes of header, 4 of mask
             size = data[i + 1] ^ 0x80  # the mask bit, which a client's frame must set
             at = i + 2
@@ -227,7 +237,9 @@ def _parse_binary_frames(proto: Any) -> None:
                 and conn.state is open_
                 and conn.current_size is None
             ):
-                held = data[i:] if i else data  # parsed here when the rest comes
+                held = [data[i:] if i else data]  # parsed here when the rest comes
+                held_size = n - i
+                held_need = end - i if cut else 0
             else:
                 websockets_received(data[i:] if i else data)
 
