@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pycrdt import Doc, Text, TransactionEvent
+from pycrdt import Doc, Text
+from roomhelp import Peer, as_set, observed_change
 
-from palimpsest import protocol as P
 from palimpsest.backend import Backend
 from palimpsest.extensions import Extension
 from palimpsest.origins import ClientOrigin, Origin
@@ -19,23 +19,7 @@ from palimpsest.room import Room
 from palimpsest.settings import Settings
 from palimpsest.store.base import Event
 from palimpsest.store.memory import MemoryStore
-from palimpsest.undo.ranges import decode_ranges
 from palimpsest.updates import Ranges
-
-
-def as_set(r: Ranges) -> set[tuple[int, int]]:
-    return {(c, k) for c, rs in r.items() for s, e in rs for k in range(s, e)}
-
-
-class Peer:
-    def __init__(self, pid: str, actor: str) -> None:
-        self.id, self.actor = pid, actor
-
-    def send(self, frame: bytes) -> None:
-        pass
-
-    def close(self, code: int, reason: str) -> None:
-        raise AssertionError(f"{self.id} closed: {code} {reason}")
 
 
 class Spy(Extension):
@@ -56,14 +40,8 @@ async def test_the_handed_change_is_what_an_observer_sees() -> None:
         room = await backend.rooms.get("d")
         seen: list[tuple[Ranges, Ranges]] = []
 
-        def observe(e: TransactionEvent) -> None:  # not muted: subscribed directly
-            ev: Any = e
-            b = P.decode_state_vector(ev.before_state)
-            a = P.decode_state_vector(ev.after_state)
-            ins = {c: [(b.get(c, 0), k)] for c, k in a.items() if k > b.get(c, 0)}
-            seen.append((ins, decode_ranges(ev.delete_set)))
-
-        room.doc.observe(observe)
+        # not muted: subscribed directly
+        room.doc.observe(lambda e: seen.append(observed_change(e)))
         docs = {name: Doc() for name in ("ann", "bob")}
         peers = {name: Peer(f"{name}-1", name) for name in docs}
         out: dict[str, list[bytes]] = {name: [] for name in docs}

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pycrdt import Doc, Text, TransactionEvent
+from pycrdt import Doc, Text
+from roomhelp import Peer, as_set, observed_change
 
-from palimpsest import protocol as P
 from palimpsest.backend import Backend
 from palimpsest.extensions import Extension
 from palimpsest.features import builtin_extensions
@@ -22,23 +22,7 @@ from palimpsest.settings import Settings
 from palimpsest.store.base import Event
 from palimpsest.store.memory import MemoryStore
 from palimpsest.undo.actions import perform
-from palimpsest.undo.ranges import decode_ranges
 from palimpsest.updates import Ranges
-
-
-def as_set(r: Ranges) -> set[tuple[int, int]]:
-    return {(c, k) for c, rs in r.items() for s, e in rs for k in range(s, e)}
-
-
-class Peer:
-    def __init__(self, pid: str, actor: str) -> None:
-        self.id, self.actor = pid, actor
-
-    def send(self, frame: bytes) -> None:
-        pass
-
-    def close(self, code: int, reason: str) -> None:
-        raise AssertionError(f"{self.id} closed: {code} {reason}")
 
 
 class Hooks(Extension):
@@ -95,6 +79,13 @@ def typed(n_ann: int, n_bob: int) -> tuple[list[tuple[str, bytes]], list[str]]:
     return out, after
 
 
+def queue(room: Room, updates: list[tuple[str, bytes]]) -> None:
+    """Each (actor, update) received from that actor's connection, none flushed yet."""
+    peers = {name: Peer(f"{name}-1", name) for name in ("ann", "bob")}
+    for name, u in updates:
+        assert room.receive_update(peers[name], u)
+
+
 async def test_a_batch_is_applied_merged_and_every_event_still_goes_through_the_hooks() -> None:
     hooks = Hooks()
     settings = Settings()
@@ -105,9 +96,7 @@ async def test_a_batch_is_applied_merged_and_every_event_still_goes_through_the_
         transactions: list[int] = []
         room.doc.observe(lambda e: transactions.append(1))  # not muted: subscribed directly
         updates, after = typed(300, 120)
-        peers = {name: Peer(f"{name}-1", name) for name in ("ann", "bob")}
-        for name, u in updates:
-            assert room.receive_update(peers[name], u)
+        queue(room, updates)
         await room.flush()  # one batch: 420 edits, max_batch 1024
         n = len(updates)
         assert room.seq == n
@@ -123,14 +112,7 @@ async def test_a_batch_is_applied_merged_and_every_event_still_goes_through_the_
         ref: Doc[Any] = Doc()
         seen: list[tuple[Ranges, Ranges]] = []
 
-        def observe(e: TransactionEvent) -> None:
-            ev: Any = e
-            b = P.decode_state_vector(ev.before_state)
-            a = P.decode_state_vector(ev.after_state)
-            ins = {c: [(b.get(c, 0), k)] for c, k in a.items() if k > b.get(c, 0)}
-            seen.append((ins, decode_ranges(ev.delete_set)))
-
-        ref.observe(observe)
+        ref.observe(lambda e: seen.append(observed_change(e)))
         for _, u in updates:
             ref.apply_update(u)
         assert len(hooks.handed) == len(seen) == n
@@ -156,9 +138,7 @@ async def test_an_extension_that_reads_the_document_gets_each_event_applied_alon
         transactions: list[int] = []
         room.doc.observe(lambda e: transactions.append(1))
         updates, after = typed(40, 20)
-        peers = {name: Peer(f"{name}-1", name) for name in ("ann", "bob")}
-        for name, u in updates:
-            assert room.receive_update(peers[name], u)
+        queue(room, updates)
         await room.flush()
         assert len(transactions) == len(updates)
         assert reads.texts == after  # the document exactly after each event
@@ -184,9 +164,7 @@ async def test_a_merged_update_that_fails_to_apply_falls_back_to_one_by_one() ->
 
         room.doc.apply_update = apply_update  # type: ignore[method-assign]
         updates, after = typed(30, 10)
-        peers = {name: Peer(f"{name}-1", name) for name in ("ann", "bob")}
-        for name, u in updates:
-            assert room.receive_update(peers[name], u)
+        queue(room, updates)
         # a handler on the room's logger itself: `palimpsest serve`'s log set-up (run by
         # other tests in this process) keeps the package's records from the root's
         got: list[logging.LogRecord] = []
