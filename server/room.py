@@ -481,7 +481,9 @@ class Room:
                 if isinstance(e, asyncio.CancelledError):
                     raise
                 log.exception("room %s pipeline failed", self.name)
-                self._fail(e, items[i:])
+                # and what was queued meanwhile: its waiters are told too
+                rest, self._inbox = items[i:] + self._inbox, []
+                self._fail(e, rest)
                 return
             if not checked:
                 await self._maybe_snapshot()
