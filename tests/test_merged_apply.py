@@ -26,7 +26,7 @@ from palimpsest.updates import Ranges
 
 
 class Hooks(Extension):
-    """Records the hooks' calls: (hook, seq, room.seq, the handed change)."""
+    """Records the hooks' calls, (hook, seq, room.seq), and the change handed to each."""
 
     reads_doc_per_event = False
 
