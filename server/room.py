@@ -708,7 +708,7 @@ class Room:
         ok = True
         try:
             if in_doc:
-                pass
+                pass  # the merged update of its batch put it there (_apply_merged)
             elif change is None:
                 self.doc_observers.resume()  # observed (muted while a batch is held)
                 with self.doc.transaction(origin=origin):

@@ -79,6 +79,12 @@ def typed(n_ann: int, n_bob: int) -> tuple[list[tuple[str, bytes]], list[str]]:
     return out, after
 
 
+def backend_with(ext: Extension) -> Backend:
+    """A backend over a memory store: `ext` first, then the built-in extensions."""
+    settings = Settings()
+    return Backend(settings, MemoryStore(), [ext, *builtin_extensions(settings)])
+
+
 def queue(room: Room, updates: list[tuple[str, bytes]]) -> None:
     """Each (actor, update) received from that actor's connection, none flushed yet."""
     peers = {name: Peer(f"{name}-1", name) for name in ("ann", "bob")}
@@ -88,8 +94,7 @@ def queue(room: Room, updates: list[tuple[str, bytes]]) -> None:
 
 async def test_a_batch_is_applied_merged_and_every_event_still_goes_through_the_hooks() -> None:
     hooks = Hooks()
-    settings = Settings()
-    backend = Backend(settings, MemoryStore(), [hooks, *builtin_extensions(settings)])
+    backend = backend_with(hooks)
     async with backend:
         room = await backend.rooms.get("d")
         assert room.observer.merged_apply
@@ -130,8 +135,7 @@ async def test_a_batch_is_applied_merged_and_every_event_still_goes_through_the_
 
 async def test_an_extension_that_reads_the_document_gets_each_event_applied_alone() -> None:
     reads = ReadsDoc()
-    settings = Settings()
-    backend = Backend(settings, MemoryStore(), [reads, *builtin_extensions(settings)])
+    backend = backend_with(reads)
     async with backend:
         room = await backend.rooms.get("d")
         assert not room.observer.merged_apply
@@ -149,8 +153,7 @@ async def test_a_merged_update_that_fails_to_apply_falls_back_to_one_by_one() ->
     CRDT library would); the room applies that chunk's events one by one instead, and
     nothing is lost or skipped."""
     hooks = Hooks()
-    settings = Settings()
-    backend = Backend(settings, MemoryStore(), [hooks, *builtin_extensions(settings)])
+    backend = backend_with(hooks)
     async with backend:
         room = await backend.rooms.get("d")
         real = room.doc.apply_update
