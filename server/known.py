@@ -70,6 +70,11 @@ class KnownDeletions:
                 out[client] = got
         return out
 
+    def adds_to(self, deletes: Ranges) -> bool:
+        """Whether a delete set deletes anything the union does not hold yet."""
+        covers = self.covers
+        return any(not covers(client, s, e) for client, rs in deletes.items() for s, e in rs)
+
     def covers(self, client: int, start: int, end: int) -> bool:
         cur = self.ranges.get(client)
         if not cur:
@@ -120,11 +125,7 @@ def adds_anything(update: bytes, state: bytes, deleted: KnownDeletions) -> bool:
         r.expect_end("the delete set")
     except ProtocolError:
         return True
-    return any(
-        not deleted.covers(client, start, end)
-        for client, rs in deletes.items()
-        for start, end in rs
-    )
+    return deleted.adds_to(deletes)
 
 
 def deletions_of(update: bytes) -> Ranges:

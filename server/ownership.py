@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import Forbidden, ProtocolError, UpdateRejected
-from .updates import decode_update_meta
+from .updates import UpdateMeta, decode_update_meta
 
 META_KEY = "owners"
 
@@ -53,20 +53,26 @@ class Owners:
         self.clocks: dict[int, int] | None = None
 
     def admit(
-        self, actor: str, update: bytes, state: Callable[[], dict[int, int]]
+        self,
+        actor: str,
+        update: bytes,
+        state: Callable[[], dict[int, int]],
+        meta: UpdateMeta | None = None,
     ) -> dict[int, tuple[int, int]]:
         """Refuse `update` from `actor` (raises) unless it follows the rule; note what it
         claims and reaches, and return that: client id -> (the clock its new items start
         at, the clock they reach), for ``written`` once the update is logged, so it is
         parsed once; applied in order, that is exactly what the update inserts. `state`:
-        the live document's state vector (asked once)."""
+        the live document's state vector (asked once). `meta`: the update's, when the
+        caller read it already."""
         if self.clocks is None:
             self.clocks = dict(state())
         clocks = self.clocks
-        try:
-            meta = decode_update_meta(update)
-        except ProtocolError as e:
-            raise UpdateRejected(f"update does not parse: {e}") from e
+        if meta is None:
+            try:
+                meta = decode_update_meta(update)
+            except ProtocolError as e:
+                raise UpdateRejected(f"update does not parse: {e}") from e
         reach: dict[int, int] = {}
         starts: dict[int, int] = {}
         for client, ranges in meta.structs.items():
@@ -118,20 +124,22 @@ class Owners:
             out[client] = (starts[client], end)
         return out
 
-    def surely_new(self, update: bytes) -> bool:
+    def surely_new(self, update: bytes, meta: UpdateMeta | None = None) -> bool:
         """Whether an item of `update` lies past the clock admitted or logged for its
         client: then it adds to the document for sure (the live document's state vector
         never runs ahead of these clocks), and the no-op rule need not diff it. False
         when unsure (no clocks yet, an update that does not parse, nothing past them).
-        The update's meta is remembered (updates.py): `admit` does not read it again."""
+        The update's meta is remembered (updates.py): `admit` does not read it again.
+        `meta`: the update's, when the caller read it already."""
         clocks = self.clocks
         if clocks is None:
             return False
-        try:
-            structs = decode_update_meta(update).structs
-        except ProtocolError:
-            return False
-        for client, ranges in structs.items():
+        if meta is None:
+            try:
+                meta = decode_update_meta(update)
+            except ProtocolError:
+                return False
+        for client, ranges in meta.structs.items():
             if ranges and ranges[-1][1] > clocks.get(client, 0):
                 return True
         return False

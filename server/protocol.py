@@ -218,6 +218,22 @@ Message = (
 )
 
 
+def sync_update_of(frame: bytes) -> bytes | None:
+    """The update of a sync update frame (type 0, 2) whose length takes one or two bytes,
+    as :func:`decode` would read it; None for any other frame (``decode`` reads and judges
+    those). An editor's every keystroke is such a frame: this skips the Reader and the
+    message object (a third of decoding one)."""
+    n = len(frame)
+    if n < 3 or frame[0] != MSG_SYNC or frame[1] != SYNC_UPDATE:
+        return None
+    size = frame[2]
+    if size < 0x80:
+        return frame[3:] if n == 3 + size else None
+    if n < 4 or frame[3] >= 0x80:
+        return None
+    return frame[4:] if n == 4 + ((size & 0x7F) | (frame[3] << 7)) else None
+
+
 def decode(frame: bytes) -> Message:
     """Decode one frame, or raise ProtocolError."""
     if not frame:

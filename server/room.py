@@ -47,7 +47,7 @@ from .origins import (
 )
 from .ownership import Owners
 from .store.base import Event, NewEvent, now_ms
-from .updates import Ranges
+from .updates import Ranges, UpdateMeta, decode_update_meta
 
 log = logging.getLogger("palimpsest.room")
 
@@ -368,23 +368,34 @@ class Room:
             raise
         except BaseException as e:  # pyo3 PanicException is one
             raise UpdateRejected(f"update does not decode: {e}") from e
-        if not self.owners.surely_new(update) and not self._adds_anything(update):
+        try:
+            parsed: UpdateMeta | None = decode_update_meta(update)  # once, for both rules
+        except ProtocolError:
+            parsed = None  # admit() refuses it below, unless it is a no-op
+        owners = self.owners
+        if not owners.surely_new(update, parsed) and not self._adds_anything(update, parsed):
             return False
         # the attribution rule: forged client ids and would-be pending items are refused
-        reach = self.owners.admit(
-            peer.actor, update, lambda: P.decode_state_vector(self.doc.get_state())
-        )
+        reach = owners.admit(peer.actor, update, self._live_state, parsed)
         meta = {"conn": peer.id}
         self._push(_ClientUpdate(peer, update, meta, reach))
         self.queued_bytes += len(update)
         return True
 
-    def _adds_anything(self, update: bytes) -> bool:
+    def _live_state(self) -> dict[int, int]:
+        return P.decode_state_vector(self.doc.get_state())
+
+    def _adds_anything(self, update: bytes, meta: UpdateMeta | None = None) -> bool:
         """The no-op rule (known.py): against the live document's state vector and the
-        deletions logged so far; the cost is the update's, not the document's."""
+        deletions logged so far; the cost is the update's, not the document's. `meta`:
+        the update's, when it was read already."""
         if self._deleted is None:
             # once per room: everything deleted in the document as loaded
             self._deleted = KnownDeletions.of_doc(self.doc)
+        if meta is not None and update[:1] == b"\x00":
+            # no structs at all (a deletion, typed or echoed): the diff against the state
+            # vector would be its own delete set, so that is what is checked, without it
+            return self._deleted.adds_to(meta.deletes)
         return adds_anything(update, self.doc.get_state(), self._deleted)
 
     def _note_deletions(self, update: bytes) -> None:

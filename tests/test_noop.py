@@ -24,6 +24,7 @@ from yclient import YClient, connect
 from palimpsest import protocol as P
 from palimpsest.known import KnownDeletions, adds_anything, deletions_of
 from palimpsest.settings import Settings
+from palimpsest.updates import decode_update_meta
 
 EMPTY = b"\x00\x00"
 
@@ -112,6 +113,37 @@ def test_deleting_unknown_items_counts_as_new_until_logged() -> None:
     assert adds_anything(b.updates[0], state, deleted)
     deleted.add(deletions_of(b.updates[0]))
     assert not adds_anything(b.updates[0], state, deleted)
+
+
+def test_a_deletion_alone_is_judged_by_its_delete_set_as_the_diff_would() -> None:
+    """The room reads an update without structs (a deletion) from its delete set alone
+    (KnownDeletions.adds_to), without the diff against the state vector: the same answer
+    for deletions known, partly known, new, and of items the document does not hold."""
+    a, b = Recorder(), Recorder()
+    a.text += "abcdefghij"
+    b.text += "0123456789"
+    doc, deleted = _server_view(*a.updates)  # holds a's items, not b's
+    deletions: list[bytes] = []
+    for rec, spans in ((a, [(0, 2), (3, 1), (0, 4)]), (b, [(2, 3), (0, 1)])):
+        for start, n in spans:
+            before = len(rec.updates)
+            del rec.text[start : start + n]
+            deletions.extend(rec.updates[before:])
+    # and the whole delete set of both, as a sync step 2 of a client up to date sends it
+    both = Recorder()
+    both.doc.apply_update(a.doc.get_update())
+    both.doc.apply_update(b.doc.get_update())
+    deletions.append(both.doc.get_update(both.doc.get_state()))
+    answers = []
+    for u in deletions:
+        assert u[:1] == b"\x00", "a deletion carries no struct"
+        meta = decode_update_meta(u)
+        for _ in range(2):  # first new (or pending), then logged
+            expect = adds_anything(u, doc.get_state(), deleted)
+            assert deleted.adds_to(meta.deletes) == expect
+            answers.append(expect)
+            deleted.add(meta.deletes)
+    assert True in answers and False in answers
 
 
 def test_known_deletions_merge_and_cover() -> None:

@@ -94,3 +94,39 @@ def test_state_vector_and_awareness_decoding() -> None:
         P.decode_state_vector(sv[:-1])
     entries = [(1, 2, "null"), (300, 1, '{"x":1}')]
     assert P.decode_awareness(P.encode_awareness_entries(entries)) == entries
+
+
+@pytest.mark.parametrize("size", [0, 1, 27, 127, 128, 129, 5000, 16383, 16384, 70000])
+def test_the_sync_update_fast_path_reads_what_decode_reads(size: int) -> None:
+    """`sync_update_of` (the keystroke's path in the connection) returns the update
+    `decode` reads, or None and leaves the frame to `decode`: never another answer."""
+    update = bytes((i * 7 + 3) % 256 for i in range(size))
+    frame = P.encode_sync_update(update)
+    got = P.sync_update_of(frame)
+    if size < 16384:  # a length of one or two bytes
+        assert got == update
+    else:
+        assert got is None
+    assert P.decode(frame) == P.SyncUpdate(update)
+    # cut short or with a byte too many: not a sync update of this shape
+    for bad in (frame[:-1], frame + b"\x00"):
+        assert P.sync_update_of(bad) is None
+        if size:
+            with pytest.raises(ProtocolError):
+                P.decode(bad)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        P.encode_sync_step1(b"\x00"),
+        P.encode_sync_step2(b"\x00\x00"),
+        P.encode_awareness(b"\x00"),
+        b"\x00\x02",
+        b"\x00\x02\x80",
+        b"\x00\x02\x81\x80\x01",
+        b"",
+    ],
+)
+def test_other_frames_are_left_to_decode(frame: bytes) -> None:
+    assert P.sync_update_of(frame) is None

@@ -9,6 +9,7 @@ import itertools
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -27,6 +28,7 @@ from ..errors import (
 )
 from ..extensions import Client, OpContext
 from ..names import validate_doc_name
+from ..protocol import sync_update_of
 from ..room import EMPTY_UPDATE, Room
 from .wire_write import direct_reader, direct_writer, protocol_of, wake_reader
 
@@ -200,6 +202,10 @@ class Connection:
                 f"frame of {len(frame)} bytes is over the limit of {settings.max_frame_bytes}"
             )
         self.guard.check_rate(len(frame))
+        update = sync_update_of(frame)
+        if update is not None:  # the commonest frame, read without a message object
+            self._receive_update(room, update, False)
+            return
         msg = P.decode(frame)
         if isinstance(msg, P.SyncStep1):
             if self._answers_queued:
@@ -212,13 +218,7 @@ class Connection:
             finally:
                 self._answering = False
         elif isinstance(msg, P.SyncStep2 | P.SyncUpdate):
-            if not self.identity.can_write:
-                if msg.update != EMPTY_UPDATE:
-                    self.backend.refused("read_only")
-                    self.send(P.encode_permission_denied("read-only: your edits are not accepted"))
-                return
-            self.admit_update(room, msg.update, self.guard)
-            room.receive_update(self, msg.update, reply_to_step1=isinstance(msg, P.SyncStep2))
+            self._receive_update(room, msg.update, isinstance(msg, P.SyncStep2))
         elif isinstance(msg, P.AwarenessUpdate):
             entries = self.admit_awareness(room, msg.payload)
             if entries is not None:
@@ -236,6 +236,15 @@ class Connection:
             task = asyncio.create_task(self._extension(room, msg.body))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _receive_update(self, room: Room, update: bytes, step2: bool) -> None:
+        if not self.identity.can_write:
+            if update != EMPTY_UPDATE:
+                self.backend.refused("read_only")
+                self.send(P.encode_permission_denied("read-only: your edits are not accepted"))
+            return
+        self.admit_update(room, update, self.guard)
+        room.receive_update(self, update, reply_to_step1=step2)
 
     def admit_update(
         self, room: Room, update: bytes, guard: ConnectionGuard, client: Client | None = None
@@ -280,7 +289,7 @@ class Connection:
         finally:
             self._answering = False
         try:
-            await self.read(lambda data: self.handle(room, data))
+            await self.read(partial(self.handle, room))
         except WebSocketDisconnect:
             pass
         except (ProtocolError, UpdateRejected, FrameTooLarge, StoreError, RateLimited) as e:
