@@ -101,6 +101,8 @@ class SyncStatus(Extension):
         self.authors: dict[str, _Author] = {}
 
     async def on_committed(self, doc: str, events: Sequence[Event]) -> None:
+        if not self.authors:  # no Hocuspocus client anywhere: nothing to tell
+            return
         for ev in events:
             conn = ev.meta.get("conn")
             author = self.authors.get(conn) if isinstance(conn, str) else None

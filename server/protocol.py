@@ -78,9 +78,16 @@ def _decode_long(raw: bytes) -> int:
 
 def varuint_value(raw: bytes) -> int:
     """The value of one whole varUint's bytes; long ones (client ids, the same few again
-    and again) decoded once and remembered."""
-    if len(raw) == 1:
+    and again) decoded once and remembered. Two and three bytes (clocks and positions up
+    to 2 million, each a different value) are computed: remembered, they would only push
+    the client ids out."""
+    n = len(raw)
+    if n == 1:
         return raw[0]
+    if n == 2:
+        return (raw[0] & 0x7F) | (raw[1] << 7)
+    if n == 3:
+        return (raw[0] & 0x7F) | ((raw[1] & 0x7F) << 7) | (raw[2] << 14)
     got = _LONG_VALUES.get(raw)
     if got is None:
         got = _decode_long(raw)

@@ -398,9 +398,10 @@ class Room:
             return self._deleted.adds_to(meta.deletes)
         return adds_anything(update, self.doc.get_state(), self._deleted)
 
-    def _note_deletions(self, update: bytes) -> None:
+    def _note_deletions(self, update: bytes, dels: Ranges | None = None) -> None:
+        """Add the update's delete set (`dels`, when read already) to the union."""
         if self._deleted is not None:
-            self._deleted.add(deletions_of(update))
+            self._deleted.add(deletions_of(update) if dels is None else dels)
 
     @property
     def awareness(self) -> dict[int, Entry]:
@@ -713,7 +714,11 @@ class Room:
         (``_apply_merged``, with `reach`): only the bookkeeping and the hooks."""
         self.current_ts = ev.ts
         self.current_event = ev
-        change = self._known_change(ev, reach) if reach is not None else None
+        dels: Ranges | None = None
+        change = None
+        if reach is not None:
+            dels = deletions_of(ev.update)  # read once, for the change and the union
+            change = self._known_change(reach, dels)
         self.current_change = change
         self.observer.before_apply(self, ev, origin)
         ok = True
@@ -741,7 +746,7 @@ class Room:
         self.applied_bytes += len(ev.update)
         self.current_event = None
         if ok:
-            self._note_deletions(ev.update)
+            self._note_deletions(ev.update, dels)
             if reach is None:
                 self.owners.record(ev.actor, ev.update)
             else:
@@ -751,17 +756,17 @@ class Room:
         return ok
 
     def _known_change(
-        self, ev: Event, reach: dict[int, tuple[int, int]]
+        self, reach: dict[int, tuple[int, int]], dels: Ranges
     ) -> tuple[Ranges, Ranges] | None:
-        """What a client's update inserts and deletes, applied now, without observing the
-        transaction: its new items from its admission (in order, whole: the attribution
-        rule refuses gaps and unknown references), its deletions that the log does not
-        hold yet. None when unsure: once a commit or an apply failed, admitted clocks may
-        run ahead of the document (the next updates would wait as pending)."""
+        """What a client's update inserts and deletes (`dels`: its delete set), applied
+        now, without observing the transaction: its new items from its admission (in
+        order, whole: the attribution rule refuses gaps and unknown references), its
+        deletions that the log does not hold yet. None when unsure: once a commit or an
+        apply failed, admitted clocks may run ahead of the document (the next updates
+        would wait as pending)."""
         if not self._exact_reach or self._deleted is None:
             return None
         ins: Ranges = {c: [(s, e)] for c, (s, e) in reach.items() if e > s}
-        dels = deletions_of(ev.update)
         return ins, (self._deleted.missing(dels) if dels else {})
 
     def _committed(self, events: list[Event]) -> None:

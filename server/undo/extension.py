@@ -67,8 +67,10 @@ class Undo(Extension):
         self.state(room)  # replay made it already unless no event came after the snapshot
 
     def before_apply(self, room: Room, event: Event, origin: Origin) -> None:
-        # what the doc's transactions record from here on is this event's
-        room.state(RoomUndo, self._new_state).mark()
+        # what the doc's transactions record from here on is this event's; unless its
+        # change is handed over (room.current_change): then on_applied does not look
+        if room.current_change is None:
+            room.state(RoomUndo, self._new_state).mark()
 
     def on_applied(self, room: Room, event: Event, origin: Origin) -> None:
         state = room.state(RoomUndo, self._new_state)

@@ -169,9 +169,13 @@ class RoomUndo:
         return ins, dels
 
     def record(self, ev: Event, ins: Ranges, dels: Ranges) -> None:
-        """Update the stacks with one applied event and what it did."""
-        self.last_seq = max(self.last_seq, ev.seq)
-        st = self.get(ev.actor)
+        """Update the stacks with one applied event and what it did. (On the path of
+        every edit: the common case, a keystroke joining the open step, is kept short.)"""
+        if ev.seq > self.last_seq:
+            self.last_seq = ev.seq
+        st = self.actors.get(ev.actor)
+        if st is None:
+            st = self.get(ev.actor)
         if ev.kind == MARK:
             if st is not None:
                 st.open = False
@@ -185,7 +189,8 @@ class RoomUndo:
             return  # changed nothing: not a step, and does not clear the redo stack
         if st is None:
             st = self.actors[ev.actor] = Stacks()
-        st.redo.clear()
+        if st.redo:
+            st.redo.clear()
         if (
             st.open
             and st.undo
@@ -195,8 +200,10 @@ class RoomUndo:
             top = st.undo[-1]
             top.touch()
             top.seqs.append(ev.seq)
-            union_into(top.ins, ins)
-            union_into(top.dels, dels)
+            if ins:
+                union_into(top.ins, ins)
+            if dels:
+                union_into(top.dels, dels)
         else:
             st.undo.append(Step([ev.seq], union({}, ins), union({}, dels)))
             del st.undo[: -self.max_depth]
