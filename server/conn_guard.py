@@ -26,7 +26,8 @@ class ConnectionGuard:
         self.settings = settings
         self.identity = identity
         self.doc = doc
-        now = asyncio.get_running_loop().time()
+        self._loop = asyncio.get_running_loop()
+        now = self._loop.time()
         # every frame kind counts, by number and by bytes
         self.frames = Bucket(settings.max_events_per_second, now)
         self.bytes = Bucket(settings.max_bytes_per_second, now)
@@ -42,7 +43,7 @@ class ConnectionGuard:
 
     def check_rate(self, nbytes: int) -> None:
         """Count one inbound message of `nbytes`; RateLimited (1013) over either rate."""
-        now = asyncio.get_running_loop().time()
+        now = self._loop.time()
         if not self.frames.take(1, now):
             # transient: the client keeps its unsent edits and re-sends them on re-sync
             raise RateLimited(

@@ -799,7 +799,10 @@ def _origin_of(origins: dict[str, ClientOrigin], peer: Peer) -> ClientOrigin:
     return got
 
 
-MERGE_CHUNK = 256
+#: pycrdt's merge costs more per update the more it merges at once (automerge-paper's
+#: keystrokes: 1.3 µs each 64 at a time, 2.2 at 256), and applying the merged update less
+#: (0.7 against 0.6 µs): 64 costs the least in all, and a burst still goes out in few frames
+MERGE_CHUNK = 64
 
 
 def _merged(updates: list[bytes]) -> list[tuple[int, bytes]]:

@@ -65,8 +65,12 @@ _set_structs, _set_deletes, _set_refs = (
 #: the metas of the last updates read, by their bytes: a client's update is read when it
 #: is admitted (ownership), then again for its deletions as it is applied (known.py),
 #: and `bytes` caches its hash, so the second read is a dict lookup. Bounded in entries
-#: and in the size of what it keeps (a large update is rare and read anew).
+#: and in the size of what it keeps (a large update is rare and read anew). Two
+#: generations: when the newer one is full it becomes the older one (the one before is
+#: dropped at once), so the last _MEMO_ENTRIES updates read are always found, however
+#: many a burst admits before the first of them is applied.
 _MEMO: dict[bytes, UpdateMeta] = {}
+_MEMO_OLD: dict[bytes, UpdateMeta] = {}
 _MEMO_ENTRIES = 2048
 _MEMO_MAX_BYTES = 4096
 
@@ -77,17 +81,18 @@ def decode_update_meta(update: bytes) -> UpdateMeta:
 
     The result may be shared with other callers (recent updates are remembered): read it,
     never change it."""
+    global _MEMO, _MEMO_OLD
     small = type(update) is bytes and len(update) <= _MEMO_MAX_BYTES
     if small:
-        got = _MEMO.get(update)
+        got = _MEMO.get(update) or _MEMO_OLD.get(update)
         if got is not None:
             return got
     meta = _decode_update_meta(update)
     if small:
         if len(_MEMO) >= _MEMO_ENTRIES:
-            # all at once: dropping the oldest one by one makes each next(iter()) skip
-            # the holes the previous deletions left at the front of the dict
-            _MEMO.clear()
+            # a generation at a time: dropping the oldest one by one makes each
+            # next(iter()) skip the holes the previous deletions left in the dict
+            _MEMO_OLD, _MEMO = _MEMO, {}
         _MEMO[update] = meta
     return meta
 

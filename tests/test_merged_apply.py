@@ -106,8 +106,8 @@ async def test_a_batch_is_applied_merged_and_every_event_still_goes_through_the_
         n = len(updates)
         assert room.seq == n
         assert str(room.doc.get("content", type=Text)) == after[-1]
-        # one transaction per merged update (256 + 164), not one per edit
-        assert len(transactions) == -(-n // MERGE_CHUNK) == 2
+        # one transaction per merged update (MERGE_CHUNK edits each), not one per edit
+        assert len(transactions) == -(-n // MERGE_CHUNK) <= n // 50
         # the hooks, for every event in order, before and after room.seq moves
         expected = []
         for seq in range(1, n + 1):
