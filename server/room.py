@@ -87,6 +87,9 @@ class _ClientUpdate:
     #: where its new items start and what they reach, per client (ownership.Owners.admit),
     #: recorded once it is logged
     reach: dict[int, tuple[int, int]]
+    #: its delete set, as read when it was admitted (not read again as it is applied);
+    #: None when that read failed (then it is read as it is applied)
+    deletes: Ranges | None
 
 
 @dataclass(slots=True)
@@ -378,7 +381,8 @@ class Room:
         # the attribution rule: forged client ids and would-be pending items are refused
         reach = owners.admit(peer.actor, update, self._live_state, parsed)
         meta = {"conn": peer.id}
-        self._push(_ClientUpdate(peer, update, meta, reach))
+        deletes = parsed.deletes if parsed is not None else None
+        self._push(_ClientUpdate(peer, update, meta, reach, deletes))
         self.queued_bytes += len(update)
         return True
 
@@ -551,7 +555,7 @@ class Room:
     def _apply_each(self, events: list[Event], batch: list[_ClientUpdate]) -> None:
         origins: dict[str, ClientOrigin] = {}
         for ev, u in zip(events, batch, strict=True):
-            if not self._apply(ev, _origin_of(origins, u.peer), u.reach):
+            if not self._apply(ev, _origin_of(origins, u.peer), u.reach, u.deletes):
                 u.peer.close(4400, f"update at seq {ev.seq} does not apply")
 
     def _apply_merged(
@@ -589,7 +593,7 @@ class Room:
                 continue
             origins: dict[str, ClientOrigin] = {}
             for ev, u in zip(evs, part, strict=True):
-                self._apply(ev, _origin_of(origins, u.peer), u.reach, in_doc=True)
+                self._apply(ev, _origin_of(origins, u.peer), u.reach, u.deletes, in_doc=True)
 
     def _hold(self) -> bool:
         """Whether to keep waiting for a store that refuses writes (asked after each try)."""
@@ -704,20 +708,22 @@ class Room:
         ev: Event,
         origin: Origin,
         reach: dict[int, tuple[int, int]] | None = None,
+        dels: Ranges | None = None,
         *,
         in_doc: bool = False,
     ) -> bool:
         """Apply one durable event to the live doc. False if it does not apply. `reach`:
         what ownership's admit found in a client's update (so it is not parsed again):
         then the document's observers are muted and the change handed over instead
-        (``current_change``, see doc_observers.py). `in_doc`: the document has it already
-        (``_apply_merged``, with `reach`): only the bookkeeping and the hooks."""
+        (``current_change``, see doc_observers.py); `dels`: its delete set, when read
+        already. `in_doc`: the document has it already (``_apply_merged``, with `reach`):
+        only the bookkeeping and the hooks."""
         self.current_ts = ev.ts
         self.current_event = ev
-        dels: Ranges | None = None
         change = None
         if reach is not None:
-            dels = deletions_of(ev.update)  # read once, for the change and the union
+            if dels is None:
+                dels = deletions_of(ev.update)  # read once, for the change and the union
             change = self._known_change(reach, dels)
         self.current_change = change
         self.observer.before_apply(self, ev, origin)

@@ -250,3 +250,82 @@ async def test_the_hocuspocus_endpoint_refuses_forged_client_ids(server: Running
         await eventually(lambda: alice.content == "hi there", what="alice's edit")
         await eventually(lambda: _len(events(server, "f5"), 2), what="alice's edit logged")
     assert [e.actor for e in await events(server, "f5")] == ["alice", "alice"]
+
+
+def test_the_one_run_path_of_admit_decides_as_the_general_one() -> None:
+    """`Owners.admit` takes a shortcut for one run of new items of one client; on a mix of
+    keystrokes, pastes, deletions, replays, clock gaps, forged client ids and references
+    to items nobody has, it answers (reach, refusal, claims, clocks) exactly as the
+    general path alone does."""
+    import random
+
+    from palimpsest.errors import PalimpsestError
+    from palimpsest.ownership import Owners
+
+    rng = random.Random(7)
+    clients = {ALICE: "alice", MALLORY: "mallory", 3333: "bob"}
+    docs = {c: doc_of(c) for c in clients}
+    made: list[bytes] = []  # each local transaction's update, as a provider sends it
+    for d in docs.values():
+        d.observe(lambda e: made.append(e.update))
+    sent: list[tuple[str, bytes]] = []
+    for step in range(300):
+        c = rng.choice(list(clients))
+        d = docs[c]
+        other = docs[rng.choice(list(clients))]
+        if other is not d and rng.random() < 0.3:  # catch up on someone's edits
+            d.apply_update(other.get_update(d.get_state()))
+        text = d.get("content", type=Text)
+        made.clear()
+        if len(text) and rng.random() < 0.3:
+            start = rng.randrange(len(text))
+            del text[start : min(len(text), start + rng.randint(1, 3))]
+        else:
+            text.insert(rng.randint(0, len(text)), rng.choice(["a", "bc", "def"]))
+        (update,) = made
+        if step > 30 and rng.random() < 0.1:  # each id is its owner's by then
+            thief = rng.choice([a for a in clients.values() if a != clients[c]])
+            sent.append((thief, update))  # a forged copy first
+        sent.append((clients[c], update))
+        if rng.random() < 0.1:
+            sent.append((clients[c], update))  # sent again (a replay)
+        if rng.random() < 0.1:
+            sent.append((clients[c], d.get_update()))  # the whole state
+    tail = sent[-40:]
+    rng.shuffle(tail)  # gaps and references to what has not come yet
+    sent[-40:] = tail
+    # at the edge: an insertion after the one item of another client not sent yet
+    carol, dave = doc_of(4444), doc_of(5555)
+    for d in (carol, dave):
+        d.observe(lambda e: made.append(e.update))
+    made.clear()
+    typed = carol.get("content", type=Text)
+    for ch in "xyz":
+        typed += ch
+    sent += [("carol", made[0]), ("carol", made[1])]  # "z" is held back
+    dave.apply_update(carol.get_update())
+    made.clear()
+    dave.get("content", type=Text).insert(3, "!")
+    sent.append(("dave", made[0]))
+
+    class GeneralOnly(Owners):
+        def _admit_one_run(self, *args: Any) -> None:
+            return None
+
+    def run(fast: bool) -> list[Any]:
+        owners = Owners(server_client=9) if fast else GeneralOnly(server_client=9)
+        answers: list[Any] = []
+        for actor, update in sent:
+            try:
+                answers.append(owners.admit(actor, update, lambda: {}))
+            except PalimpsestError as e:
+                answers.append(f"{type(e).__name__}: {e}")
+            if not isinstance(answers[-1], str):
+                owners.written(actor, answers[-1])  # logged
+        return [*answers, dict(owners.clocks or {}), owners.claims, owners.owners]
+
+    general = run(fast=False)
+    assert run(fast=True) == general
+    refused = [a for a in general[:-3] if isinstance(a, str)]
+    assert len(sent) - len(refused) > 200
+    assert {a.split(":")[0] for a in refused} == {"Forbidden", "UpdateRejected"}
