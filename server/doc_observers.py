@@ -6,7 +6,9 @@ vectors and the delete set, encoded), whether or not the observer reads them: ab
 edit the room already knows what the transaction will insert and delete (ownership's
 admission parsed the update), so it mutes these observers around that one transaction
 and hands the change over instead (``Room.current_change``). Every other transaction
-(server changes, events from other processes, replay) is observed as usual.
+(server changes, events from other processes, replay) is observed as usual. The room
+keeps them muted from one batch of client edits to the next while it is busy
+(``hold``/``release``), and subscribes them again before any other change and when idle.
 """
 
 from __future__ import annotations
@@ -62,13 +64,20 @@ class DocObservers:
         no await between them): observers are unsubscribed once and subscribed again
         once, at the end, whatever happens inside. A transaction inside that must be
         observed calls `resume()` first."""
-        self._held += 1
+        self.hold()
         try:
             yield
         finally:
-            self._held -= 1
-            if not self._held:
-                self.resume()
+            self.release()
+
+    def hold(self) -> None:
+        """`held()` without a block: until the matching `release()`."""
+        self._held += 1
+
+    def release(self) -> None:
+        self._held -= 1
+        if not self._held:
+            self.resume()
 
     @property
     def quiet(self) -> bool:

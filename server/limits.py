@@ -111,6 +111,10 @@ class _Measured:
     at: int = -1
 
 
+def _new_measured(_room: Room) -> _Measured:
+    return _Measured()
+
+
 class Limits(Extension):
     """Open websockets per client address, and the size of documents.
 
@@ -169,7 +173,7 @@ class Limits(Extension):
         written, and an update near the limit may be refused up to that margin early."""
         limit = self.settings.max_doc_bytes
         size, at = room.last_snapshot_bytes, room.snapshot_applied_bytes
-        measured = room.state(_Measured, lambda _room: _Measured())
+        measured = room.state(_Measured, _new_measured)
         if measured.at > at:
             size, at = measured.size, measured.at
         if size + room.applied_bytes - at + room.queued_bytes + nbytes <= limit:

@@ -461,8 +461,23 @@ class Room:
         self._wake.set()
 
     async def _run(self) -> None:
+        # The document's observers stay muted from one batch of client edits to the next
+        # while the room is busy (unsubscribing and subscribing them again costs more than
+        # a keystroke: doc_observers.py), and are subscribed again before anything else
+        # changes the document (a server change; an event from elsewhere, in _apply) and
+        # whenever the room goes idle. Only this task changes the live document.
+        observers = self.doc_observers
+        observers.hold()
+        try:
+            await self._pipeline()
+        finally:
+            observers.release()
+
+    async def _pipeline(self) -> None:
+        observers = self.doc_observers
         while True:
             if not self._inbox:
+                observers.resume()
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -606,6 +621,7 @@ class Room:
             captured.append(e.update)
 
         self._server_change_in_flight = True
+        self.doc_observers.resume()  # its transactions are observed (undo tracks them)
         try:
             sub: Subscription = self.doc.observe(capture)
             self.current_ts = now_ms()

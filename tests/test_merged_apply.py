@@ -7,6 +7,7 @@ the document gets every event applied by itself, as before."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -188,3 +189,31 @@ async def test_a_merged_update_that_fails_to_apply_falls_back_to_one_by_one() ->
             range(1, len(updates) + 1)
         )
         assert any("merged do not apply" in r.getMessage() for r in got)
+
+
+async def test_a_server_change_between_batches_is_tracked_for_undo() -> None:
+    """The document's observers stay muted from one batch of client edits to the next
+    while the room is busy; a server change queued between two batches is still observed
+    (its author can undo it), and the room ends subscribed again once idle."""
+    backend = backend_with(Hooks())
+    async with backend:
+        room = await backend.rooms.get("d")
+        updates, after = typed(40, 0)
+        queue(room, updates[:20])
+        change = asyncio.create_task(
+            room.server_change(
+                "bob", "restore", lambda d: d.get("content", type=Text).insert(0, "SRV")
+            )
+        )
+        await asyncio.sleep(0)  # queued behind the first batch
+        queue(room, updates[20:])
+        await room.flush()
+        ev = await change
+        assert ev is not None and ev.seq == 21
+        text = room.doc.get("content", type=Text)
+        assert str(text) == "SRV" + after[-1]
+        assert await perform(room, "bob", "undo", backend) is not None
+        assert str(text) == after[-1]
+        assert await perform(room, "ann", "undo", backend) is not None
+        assert str(text) == ""
+        assert not room.doc_observers.quiet  # idle: subscribed again
