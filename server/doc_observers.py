@@ -26,8 +26,8 @@ class DocObservers:
     def __init__(self, doc: Doc[Any]) -> None:
         self.doc = doc
         self._subs: dict[Callback, Subscription | None] = {}
-        #: inside `held()`: muting stays on between muted transactions (re-subscribing
-        #: costs ~4 µs per observer: pycrdt's wrapper inspects the callback each time)
+        #: between `hold()` and `release()`: muting stays on between muted transactions
+        #: (re-subscribing costs ~4 µs per observer: pycrdt inspects the callback each time)
         self._held = 0
         self._off = False
 
@@ -47,7 +47,7 @@ class DocObservers:
     @contextmanager
     def muted(self) -> Iterator[None]:
         """No observer sees the transactions made inside (re-subscribed on the way out,
-        whatever happens inside; inside `held()`, when the hold ends or `resume()`)."""
+        whatever happens inside; inside a `hold()`, at its `release()` or `resume()`)."""
         if not self._subs:
             yield
             return
@@ -58,20 +58,11 @@ class DocObservers:
             if not self._held:
                 self.resume()
 
-    @contextmanager
-    def held(self) -> Iterator[None]:
-        """A run of muted transactions (a batch of client edits applied in a row, with
-        no await between them): observers are unsubscribed once and subscribed again
-        once, at the end, whatever happens inside. A transaction inside that must be
-        observed calls `resume()` first."""
-        self.hold()
-        try:
-            yield
-        finally:
-            self.release()
-
     def hold(self) -> None:
-        """`held()` without a block: until the matching `release()`."""
+        """A run of muted transactions (the room's batches of client edits, one after
+        another, while its task is busy): from here to the matching `release()`,
+        observers unsubscribed by `muted()` stay so, and are subscribed again once, at
+        the release. A transaction inside that must be observed calls `resume()` first."""
         self._held += 1
 
     def release(self) -> None:
@@ -81,7 +72,7 @@ class DocObservers:
 
     @property
     def quiet(self) -> bool:
-        """Inside `held()` with every observer unsubscribed already (or none at all): a
+        """Inside a `hold()` with every observer unsubscribed already (or none at all): a
         muted transaction needs nothing done around it."""
         return not self._subs or (self._off and self._held > 0)
 

@@ -559,11 +559,12 @@ class Room:
         # should one still fail, the log holds it all the same, a reload meets the same
         # failure, and its sender is closed.
         merged = self._broadcast_events(stored, frozenset(u.peer.id for u in batch))
-        with self.doc_observers.held():  # muted once for the batch, not per edit
-            if self.observer.merged_apply:
-                self._apply_merged(stored, batch, merged)
-            else:
-                self._apply_each(stored, batch)
+        # the document's observers stay muted across the batch (and the next ones): the
+        # room's task holds them while it is busy (_run)
+        if self.observer.merged_apply:
+            self._apply_merged(stored, batch, merged)
+        else:
+            self._apply_each(stored, batch)
         self.events_since_snapshot += len(stored)
         self._committed(stored)
 
@@ -577,10 +578,10 @@ class Room:
         self, events: list[Event], batch: list[_ClientUpdate], merged: list[tuple[int, bytes]]
     ) -> None:
         """Apply a committed batch of client edits as the merged updates it was broadcast
-        in: one transaction per merged update instead of one per edit (applying 256
-        keystrokes merged costs about a tenth of applying them one by one, and the merge
-        was made for the broadcast anyway). Then each event goes through the room's
-        bookkeeping and the extensions' before_apply / on_applied in order, as when
+        in: one transaction per merged update instead of one per edit (applying
+        MERGE_CHUNK keystrokes merged costs a small part of applying them one by one,
+        and the merge was made for the broadcast anyway). Then each event goes through
+        the room's bookkeeping and the extensions' before_apply / on_applied in order, as when
         applied alone, with the change it made handed over (``current_change``). Only
         when no hook reads the document per event (``Extension.reads_doc_per_event``)
         and the change of every edit is known (``_known_change``); otherwise, or when a
@@ -748,10 +749,10 @@ class Room:
             if in_doc:
                 pass  # the merged update of its batch put it there (_apply_merged)
             elif change is None:
-                self.doc_observers.resume()  # observed (muted while a batch is held)
+                self.doc_observers.resume()  # observed (muted while the room holds them)
                 with self.doc.transaction(origin=origin):
                     self.doc.apply_update(ev.update)
-            elif self.doc_observers.quiet:  # muted for the whole batch (held) already
+            elif self.doc_observers.quiet:  # muted already (the room holds them)
                 self.doc.apply_update(ev.update)
             else:
                 # no observer sees this transaction: its origin would go unread, and

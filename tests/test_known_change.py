@@ -93,9 +93,10 @@ async def test_the_handed_change_is_what_an_observer_sees() -> None:
 
 
 def test_a_held_batch_mutes_once_and_observes_again_after() -> None:
-    """DocObservers.held(): muted transactions in a row go unseen, a `resume()` inside
-    makes the next one seen, an observer added while muted waits for the resume, and
-    the hold's end subscribes every observer again (even when the batch raises)."""
+    """DocObservers.hold() / release() (as the room's task holds them while busy):
+    muted transactions in a row go unseen, a `resume()` inside makes the next one seen,
+    an observer added while muted waits for the resume, and the release subscribes every
+    observer again (even when the batch raises)."""
     from palimpsest.doc_observers import DocObservers
 
     doc: Doc[Any] = Doc()
@@ -109,7 +110,8 @@ def test_a_held_batch_mutes_once_and_observes_again_after() -> None:
         with doc.transaction():
             text.insert(len(text), s)
 
-    with obs.held():
+    obs.hold()
+    try:
         with obs.muted():
             edit("1")
         with obs.muted():
@@ -120,14 +122,19 @@ def test_a_held_batch_mutes_once_and_observes_again_after() -> None:
         edit("4")
         with obs.muted():
             edit("5")
+    finally:
+        obs.release()
     assert seen == ["a"] and late == ["b"]  # only "4" was observed
     edit("6")
     assert seen == ["a", "a"] and late == ["b", "b"]
+    obs.hold()
     try:
-        with obs.held(), obs.muted():
+        with obs.muted():
             raise RuntimeError("a failed batch")
     except RuntimeError:
         pass
+    finally:
+        obs.release()
     edit("7")
     assert seen == ["a"] * 3 and late == ["b"] * 3
     assert str(text) == "1234567"
