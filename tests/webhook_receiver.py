@@ -1,6 +1,7 @@
 """A real HTTP receiver on a loopback port for the webhook tests, in a thread: it
 answers 500 while told to fail, can be taken down and brought back on the same port,
-and keeps every request it got (headers, body, what it answered)."""
+and keeps every request it got (headers, body, what it answered; 0 for a request
+cut off before its whole body came, which it does not answer)."""
 
 from __future__ import annotations
 
@@ -43,8 +44,16 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - the http.server API
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
                 with receiver._lock:
+                    if len(body) < length:
+                        # the sender died mid-request (kill -9): nothing was delivered, and
+                        # nobody is left to read an answer
+                        receiver.deliveries.append(
+                            Delivery({k.lower(): v for k, v in self.headers.items()}, body, 0)
+                        )
+                        return
                     status = 500 if receiver.fail_next > 0 else 204
                     if receiver.fail_next > 0:
                         receiver.fail_next -= 1

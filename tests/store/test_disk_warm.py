@@ -159,7 +159,10 @@ async def test_no_sync_joins_a_write_in_flight(tmp_path: Path) -> None:
             time.sleep(0.3)
             return warmer.syncs - before
 
-        assert await store.on_writer(slow) == 0
+        # one sync may have begun just before the write did and end during it (a slow
+        # disk's flush takes milliseconds); a warmer that ignored the write would have
+        # issued one every 2 ms of the 0.3 s
+        assert await store.on_writer(slow) <= 1
         await eventually(lambda: warmer.syncs >= 1 + 5)  # and goes on afterwards
 
 
