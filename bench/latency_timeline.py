@@ -68,8 +68,8 @@ wrap(W.WebSocketsSansIOProtocol, "data_received", "recv")
 # the direct reader's own frame parser replaces data_received on the protocol object
 # (absent before 2 Dec: PYTHONPATH may point at an older tree's package)
 parse_frames = getattr(WW, "_parse_binary_frames", None)
-def _parse_binary_frames(proto):
-    parse_frames(proto)
+def _parse_binary_frames(proto, *args):
+    parse_frames(proto, *args)  # (proto, on_message) since 2 Dec, (proto) before
     received = proto.data_received
     def data_received(data):
         STAMPS.append((pc(), "recv"))
