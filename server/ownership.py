@@ -159,7 +159,6 @@ class Owners:
         client: then it adds to the document for sure (the live document's state vector
         never runs ahead of these clocks), and the no-op rule need not diff it. False
         when unsure (no clocks yet, an update that does not parse, nothing past them).
-        The update's meta is remembered (updates.py): `admit` does not read it again.
         `meta`: the update's, when the caller read it already."""
         clocks = self.clocks
         if clocks is None:
@@ -174,13 +173,16 @@ class Owners:
                 return True
         return False
 
-    def record(self, actor: str, update: bytes) -> None:
+    def record(self, actor: str, update: bytes, meta: UpdateMeta | None = None) -> None:
         """A logged event (replayed, applied, from another process, or the server's own):
-        its new client ids belong to its actor."""
-        try:
-            clients = decode_update_meta(update).structs
-        except ProtocolError:
-            return
+        its new client ids belong to its actor. `meta`: the update's, when the caller read
+        it already."""
+        if meta is None:
+            try:
+                meta = decode_update_meta(update)
+            except ProtocolError:
+                return
+        clients = meta.structs
         self.written(
             actor, {client: (ranges[0][0], ranges[-1][1]) for client, ranges in clients.items()}
         )

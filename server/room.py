@@ -402,10 +402,21 @@ class Room:
             return self._deleted.adds_to(meta.deletes)
         return adds_anything(update, self.doc.get_state(), self._deleted)
 
-    def _note_deletions(self, update: bytes, dels: Ranges | None = None) -> None:
-        """Add the update's delete set (`dels`, when read already) to the union."""
+    def _note_deletions(self, dels: Ranges) -> None:
+        """Add an applied update's delete set to the union."""
         if self._deleted is not None:
-            self._deleted.add(deletions_of(update) if dels is None else dels)
+            self._deleted.add(dels)
+
+    def _note_logged(self, actor: str, update: bytes) -> None:
+        """An applied event this room did not admit (a server change, one from another
+        process or the store): its deletions to the union and its new client ids to
+        `actor`, from one read of it. One that does not parse did not apply either."""
+        try:
+            meta = decode_update_meta(update)
+        except ProtocolError:
+            return
+        self._note_deletions(meta.deletes)
+        self.owners.record(actor, update, meta)
 
     @property
     def awareness(self) -> dict[int, Entry]:
@@ -657,8 +668,7 @@ class Room:
             self.seq = ev.seq
             self.events_since_snapshot += 1
             self.applied_bytes += len(update)
-            self._note_deletions(update)
-            self.owners.record(item.actor, update)
+            self._note_logged(item.actor, update)
             if update != EMPTY_UPDATE:
                 self.broadcast(P.encode_sync_update(update))
             self.observer.applied(self, ev, ServerOrigin(ev.actor, ev.kind))
@@ -769,10 +779,10 @@ class Room:
         self.applied_bytes += len(ev.update)
         self.current_event = None
         if ok:
-            self._note_deletions(ev.update, dels)
-            if reach is None:
-                self.owners.record(ev.actor, ev.update)
+            if reach is None:  # not admitted here
+                self._note_logged(ev.actor, ev.update)
             else:
+                self._note_deletions(dels or {})  # read above whenever reach is given
                 self.owners.written(ev.actor, reach)
             self.observer.applied(self, ev, origin)
         self.current_change = None

@@ -62,39 +62,14 @@ _set_structs, _set_deletes, _set_refs = (
 )
 
 
-#: the metas of the last updates read, by their bytes: a client's update is read when it
-#: is admitted (ownership), then again for its deletions as it is applied (known.py),
-#: and `bytes` caches its hash, so the second read is a dict lookup. Bounded in entries
-#: and in the size of what it keeps (a large update is rare and read anew). Two
-#: generations: when the newer one is full it becomes the older one (the one before is
-#: dropped at once), so the last _MEMO_ENTRIES updates read are always found, however
-#: many a burst admits before the first of them is applied.
-_MEMO: dict[bytes, UpdateMeta] = {}
-_MEMO_OLD: dict[bytes, UpdateMeta] = {}
-_MEMO_ENTRIES = 2048
-_MEMO_MAX_BYTES = 4096
-
-
 def decode_update_meta(update: bytes) -> UpdateMeta:
     """Read an update's struct ranges and delete set. Raises ProtocolError if it is not
     a well-formed v1 update (truncated, unknown struct or content, trailing bytes).
 
-    The result may be shared with other callers (recent updates are remembered): read it,
-    never change it."""
-    global _MEMO, _MEMO_OLD
-    small = type(update) is bytes and len(update) <= _MEMO_MAX_BYTES
-    if small:
-        got = _MEMO.get(update) or _MEMO_OLD.get(update)
-        if got is not None:
-            return got
-    meta = _decode_update_meta(update)
-    if small:
-        if len(_MEMO) >= _MEMO_ENTRIES:
-            # a generation at a time: dropping the oldest one by one makes each
-            # next(iter()) skip the holes the previous deletions left in the dict
-            _MEMO_OLD, _MEMO = _MEMO, {}
-        _MEMO[update] = meta
-    return meta
+    Each update is read once on its way in (``Room.receive_update``), and what was read
+    goes along with it (to admission, to the apply): nothing keeps the results."""
+    fast = _keystroke(update) if type(update) is bytes else None
+    return fast if fast is not None else _read_meta(update)
 
 
 #: one varUint, as a regex group (continuation bytes, then a last one)
@@ -137,11 +112,6 @@ def _keystroke(update: bytes) -> UpdateMeta | None:
     if refs.get(c, 0) < k:
         refs[c] = k
     return UpdateMeta({varuint_value(g[0]): [(clock, clock + _utf16_length(text))]}, {}, refs)
-
-
-def _decode_update_meta(update: bytes) -> UpdateMeta:
-    fast = _keystroke(update) if type(update) is bytes else None
-    return fast if fast is not None else _read_meta(update)
 
 
 def _read_meta(update: bytes) -> UpdateMeta:

@@ -11,16 +11,18 @@ import asyncio
 import logging
 from typing import Any
 
+import pytest
 from pycrdt import Doc, Text
 from roomhelp import Peer, as_set, observed_change
 
 from palimpsest.backend import Backend
+from palimpsest.errors import Forbidden
 from palimpsest.extensions import Extension
 from palimpsest.features import builtin_extensions
 from palimpsest.origins import ClientOrigin, Origin
 from palimpsest.room import MERGE_CHUNK, Room
 from palimpsest.settings import Settings
-from palimpsest.store.base import Event
+from palimpsest.store.base import Event, NewEvent
 from palimpsest.store.memory import MemoryStore
 from palimpsest.undo.actions import perform
 from palimpsest.updates import Ranges
@@ -217,3 +219,53 @@ async def test_a_server_change_between_batches_is_tracked_for_undo() -> None:
         assert await perform(room, "ann", "undo", backend) is not None
         assert str(text) == ""
         assert not room.doc_observers.quiet  # idle: subscribed again
+
+
+async def test_each_update_is_read_once_on_its_way_through_the_room(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An update's struct ranges and delete set are read once (updates.py keeps nothing
+    read): a client's as it comes in, and admission, the no-op rule and the apply use
+    that read; an event logged by another process once as it is applied here, for both
+    the deletions the no-op rule knows and the client ids ownership gives its author."""
+    from palimpsest import updates as U
+
+    reads: list[bytes] = []
+    real = U._keystroke  # every read of a bytes update starts there
+
+    def counting(update: bytes) -> U.UpdateMeta | None:
+        reads.append(update)
+        return real(update)
+
+    monkeypatch.setattr(U, "_keystroke", counting)
+    store = MemoryStore()
+    settings = Settings()
+    backend = Backend(settings, store, builtin_extensions(settings))
+    async with backend:
+        room = await backend.rooms.get("d")
+        updates, after = typed(30, 20)  # bob's include deletions
+        queue(room, updates)
+        await room.flush()
+        assert str(room.doc.get("content", type=Text)) == after[-1]
+        assert sorted(reads) == sorted(u for _, u in updates)  # each once
+        # another process's events: eve types on the same document, and deletes
+        eve: Doc[Any] = Doc()
+        eve.apply_update(room.doc.get_update())
+        theirs: list[bytes] = []
+        eve.observe(lambda e: theirs.append(e.update))
+        text = eve.get("content", type=Text)
+        text.insert(0, "eve ")
+        del text[4:6]
+        [logged] = await store.append([("d", [NewEvent("eve", "edit", u, {}, 0) for u in theirs])])
+        reads.clear()
+        room.receive_peer_events(logged)
+        await room.flush()
+        assert str(room.doc.get("content", type=Text)) == str(text)
+        assert sorted(reads) == sorted(theirs)  # each once, the deletion included
+        # what that one read gave: eve's deletion is known (sent again, it is a no-op),
+        # and her client id is hers
+        ann = Peer("ann-1", "ann")
+        assert not room.receive_update(ann, theirs[1])
+        text.insert(0, "!")
+        with pytest.raises(Forbidden):
+            room.receive_update(ann, theirs[-1])

@@ -175,36 +175,3 @@ def test_the_keystroke_fast_path_reads_what_the_general_reader_reads() -> None:
             got = U._keystroke(v)
             if got is not None:
                 assert got == general_only(v), v.hex()
-
-
-def test_the_last_updates_read_are_remembered_however_many_came(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A burst admits (reads) thousands of updates before the first is applied (read
-    again for its deletions): the last _MEMO_ENTRIES read are found without a second
-    parse, whenever the table turned over."""
-    from palimpsest import updates as U
-
-    doc: Doc[Any] = Doc()
-    text = doc.get("content", type=Text)
-    typed: list[bytes] = []
-    doc.observe(lambda e: typed.append(e.update))
-    for i in range(U._MEMO_ENTRIES * 3 + 17):
-        text.insert(len(text), "ab"[i % 2])
-    parsed: list[bytes] = []
-    real = U._decode_update_meta
-
-    def counting(update: bytes) -> U.UpdateMeta:
-        parsed.append(update)
-        return real(update)
-
-    monkeypatch.setattr(U, "_decode_update_meta", counting)
-    for u in typed:
-        decode_update_meta(u)
-    assert len(parsed) == len(typed)
-    last = typed[-U._MEMO_ENTRIES :]
-    for u in last:
-        assert decode_update_meta(u) == real(u)
-    assert len(parsed) == len(typed), "one of the last updates read was parsed again"
-    decode_update_meta(typed[0])  # long gone
-    assert len(parsed) == len(typed) + 1
