@@ -214,6 +214,28 @@ SERVERS: dict[str, ServerSpec] = {
             "extra": 1,
         },
     ),
+    # the floor of a durable-first server, for scale: y-websocket that syncs each update to
+    # a plain file before handling it (bench/node/y-websocket-server.mjs --fsync-log)
+    "y-websocket-fsync": ServerSpec(
+        name="y-websocket-fsync",
+        label="y-websocket + fsync'd log (floor)",
+        client="y-websocket",
+        persistent=True,
+        promise="**durable**, nothing more: each update is written to a plain file and fdatasync'd (the updates read in one turn of its event loop share one sync) before y-websocket applies and broadcasts it; no index, no history, no snapshots (the least a durable-first server does, in Node.js)",
+        storage="a plain file of updates (memory for the documents)",
+        command=lambda port, d: [
+            _node(),
+            str(NODE_DIR / "y-websocket-server.mjs"),
+            "--port",
+            str(port),
+            "--host",
+            HOST,
+            "--fsync-log",
+            str(d / "updates.log"),
+        ],
+        url=lambda port: f"ws://{HOST}:{port}",
+        durable=lambda port, d: {"kind": "http-count", "url": f"http://{HOST}:{port}/durable"},
+    ),
     "pycrdt-websocket": ServerSpec(
         name="pycrdt-websocket",
         label="pycrdt-websocket + SQLiteYStore",
@@ -372,6 +394,7 @@ ORDER = [
     "palimpsest-hocuspocus",
     "y-websocket",
     "y-websocket-leveldb",
+    "y-websocket-fsync",
     "pycrdt-websocket",
 ]
 PEER_OF_RECORD = "palimpsest"

@@ -10,7 +10,9 @@ else it measures; this replays the whole trace (26,078 transactions by two agent
 waiting for the other's edits where the trace says it saw them) against one server at a
 time, in rounds: this tree's Palimpsest, then each ``--rev``'s (its package built from
 git: bench.package_tree), then with ``--os`` this tree with
-``--durability os``, then with ``--hocuspocus`` Hocuspocus + SQLite. Each run gets a new
+``--durability os``, then with ``--hocuspocus`` Hocuspocus + SQLite, then each
+``--peer``'s server of ``bench/run`` (``y-websocket-fsync``: the floor of a durable-first
+server). Each run gets a new
 server and a new database. Printed per run: the seconds until both writers hold the
 whole document, the server's CPU per transaction (the process tree, psutil), and for
 Palimpsest the group commits it made and their mean duration (its /metrics).
@@ -140,6 +142,13 @@ def main() -> int:
     )
     ap.add_argument("--os", action="store_true", help="also this tree with --durability os")
     ap.add_argument("--hocuspocus", action="store_true", help="also Hocuspocus + SQLite")
+    ap.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        choices=sorted(B.SERVERS),
+        help="also this server of bench/run (repeatable), e.g. y-websocket-fsync",
+    )
     ap.add_argument("--split", action="store_true",
                     help="time the parts of each store transaction (this tree only)")  # fmt: skip
     args = ap.parse_args()
@@ -164,6 +173,8 @@ def main() -> int:
         variants.append(("this tree, --durability os", B.SERVERS["palimpsest-os"], here))
     if args.hocuspocus:
         variants.append(("Hocuspocus + SQLite", B.SERVERS["hocuspocus"], None))
+    for name in args.peer:
+        variants.append((B.SERVERS[name].label, B.SERVERS[name], None))
 
     results: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in variants}
     for r in range(args.rounds):

@@ -3,7 +3,17 @@
 // (exactly what YPERSISTENCE=DIR does in its bin/server.js). The only addition is a
 // measurement counter: GET /durable/<doc> answers how many updates of <doc> LevelDB has
 // acknowledged (level writes are not fsynced: "durable" here means handed to the OS).
-// Usage: node y-websocket-server.mjs --port P [--persist DIR]
+//
+// --fsync-log FILE makes it the floor of a durable-first server: every sync update a
+// client sends is written to FILE and fdatasync'd before y-websocket handles it (applies
+// it, broadcasts it), the messages read in one turn of the event loop sharing one sync
+// (a group commit). Nothing else: no index, no rows, no snapshots; the file is laid down
+// (zeros) at start so that a commit overwrites blocks the file already has, the cheapest
+// sync this disk does; read back at start. What Palimpsest's SQLite store does at the
+// least, in Node.js.
+// GET /durable/<doc> then answers how many of <doc>'s updates were synced.
+// Usage: node y-websocket-server.mjs --port P [--persist DIR | --fsync-log FILE]
+import fs from 'node:fs'
 import http from 'node:http'
 
 const args = Object.fromEntries(
@@ -29,18 +39,89 @@ if (persistence !== null) {
   }
 }
 
+// the durable-first floor (--fsync-log). The file holds records [u32 name length, name,
+// u32 update length, update] (little-endian), then zeros; read back at start, so that a
+// restart keeps every synced update (the cold load). Messages wait in `pending` as
+// [message, its handler, its doc] until the sync of their turn.
+const LOG_RESERVE = 64 * 1024 * 1024
+let log = null
+if (args['fsync-log']) {
+  const file = args['fsync-log']
+  const Y = await import('yjs')
+  const fd = fs.openSync(file, fs.existsSync(file) ? 'r+' : 'w+')
+  const have = fs.readFileSync(file)
+  let offset = 0
+  while (offset + 4 <= have.length) { // the records written before a restart
+    const nameLength = have.readUInt32LE(offset)
+    if (nameLength === 0 || offset + 8 + nameLength > have.length) break
+    const name = have.toString('utf8', offset + 4, offset + 4 + nameLength)
+    const length = have.readUInt32LE(offset + 4 + nameLength)
+    const at = offset + 8 + nameLength
+    if (length === 0 || at + length > have.length) break
+    Y.applyUpdate(utils.getYDoc(name), have.subarray(at, at + length))
+    offset = at + length
+  }
+  const zeros = Buffer.alloc(1024 * 1024)
+  for (let at = offset; at < offset + LOG_RESERVE; at += zeros.length) fs.writeSync(fd, zeros, 0, zeros.length, at)
+  fs.fsyncSync(fd)
+  log = { fd, offset, pending: [], scheduled: false }
+}
+// a sync update message: [0 (sync), 2 (update), varuint length, update]
+const isUpdate = m => m.length > 1 && m[0] === 0 && m[1] === 2
+const updateOf = m => {
+  let at = 2; let length = 0; let shift = 0
+  while (true) { const b = m[at++]; length += (b & 0x7f) * 2 ** shift; shift += 7; if (b < 0x80) break }
+  return m.subarray(at, at + length)
+}
+const record = (doc, update) => {
+  const name = Buffer.from(doc, 'utf8')
+  const head = Buffer.alloc(4); head.writeUInt32LE(name.length)
+  const size = Buffer.alloc(4); size.writeUInt32LE(update.length)
+  return [head, name, size, update]
+}
+const flush = () => {
+  log.scheduled = false
+  const batch = log.pending
+  log.pending = []
+  const parts = []
+  for (const [m, , doc] of batch) if (isUpdate(m)) parts.push(...record(doc, updateOf(m)))
+  if (parts.length > 0) {
+    const body = Buffer.concat(parts)
+    fs.writeSync(log.fd, body, 0, body.length, log.offset)
+    log.offset += body.length
+    fs.fdatasyncSync(log.fd)
+    for (const [m, , doc] of batch) if (isUpdate(m)) stored.set(doc, (stored.get(doc) || 0) + 1)
+  }
+  for (const [, handler] of batch) handler()
+}
+const logFirst = (conn, doc) => {
+  const on = conn.on.bind(conn)
+  conn.on = (event, handler) => on(event, event !== 'message'
+    ? handler
+    : message => {
+      const m = new Uint8Array(message)
+      // anything after an update waits for it, so that the order of messages holds
+      if (!isUpdate(m) && log.pending.length === 0) return handler(message)
+      log.pending.push([m, () => handler(message), doc])
+      if (!log.scheduled) { log.scheduled = true; setImmediate(flush) }
+    })
+}
+
 const wss = new WebSocketServer({ noServer: true })
 const server = http.createServer((req, res) => {
   if (req.url.startsWith('/durable/')) {
     const doc = decodeURIComponent(req.url.slice('/durable/'.length))
     res.writeHead(200, { 'Content-Type': 'application/json' })
-    res.end(JSON.stringify({ stored: stored.get(doc) || 0, persistent: persistence !== null }))
+    res.end(JSON.stringify({ stored: stored.get(doc) || 0, persistent: persistence !== null || log !== null }))
     return
   }
   res.writeHead(200, { 'Content-Type': 'text/plain' })
   res.end('okay')
 })
-wss.on('connection', setupWSConnection)
+wss.on('connection', (conn, req) => {
+  if (log !== null) logFirst(conn, (req.url || '').slice(1).split('?')[0])
+  setupWSConnection(conn, req)
+})
 server.on('upgrade', (request, socket, head) => {
   wss.handleUpgrade(request, socket, head, ws => wss.emit('connection', ws, request))
 })
