@@ -236,6 +236,30 @@ SERVERS: dict[str, ServerSpec] = {
         url=lambda port: f"ws://{HOST}:{port}",
         durable=lambda port, d: {"kind": "http-count", "url": f"http://{HOST}:{port}/durable"},
     ),
+    # ... and with the disk kept warm between syncs as Palimpsest's store does (every 2 ms
+    # of a pause, for a second after the last sync; server/store/disk_warm.py)
+    "y-websocket-fsync-warm": ServerSpec(
+        name="y-websocket-fsync-warm",
+        label="y-websocket + fsync'd log, disk kept warm (floor)",
+        client="y-websocket",
+        persistent=True,
+        promise="**durable**, nothing more: as the floor above, and the disk kept warm between syncs as Palimpsest's store does (an fdatasync of the clean file every 2 ms of a pause, for a second after the last sync)",
+        storage="a plain file of updates (memory for the documents)",
+        command=lambda port, d: [
+            _node(),
+            str(NODE_DIR / "y-websocket-server.mjs"),
+            "--port",
+            str(port),
+            "--host",
+            HOST,
+            "--fsync-log",
+            str(d / "updates.log"),
+            "--warm-ms",
+            "2",
+        ],
+        url=lambda port: f"ws://{HOST}:{port}",
+        durable=lambda port, d: {"kind": "http-count", "url": f"http://{HOST}:{port}/durable"},
+    ),
     "pycrdt-websocket": ServerSpec(
         name="pycrdt-websocket",
         label="pycrdt-websocket + SQLiteYStore",

@@ -15,6 +15,7 @@ COLORS = {
     "y-websocket": "#7f8c8d",
     "y-websocket-leveldb": "#27ae60",
     "y-websocket-fsync": "#2c3e50",
+    "y-websocket-fsync-warm": "#5d6d7e",
     "pycrdt-websocket": "#8e44ad",
     "palimpsest-pg": "#e67e22",
     "palimpsest-hocuspocus": "#f1948a",
@@ -639,7 +640,7 @@ def _latency_targets(
     ours = [
         s
         for s in ("palimpsest", "palimpsest-os", "palimpsest-pg", "palimpsest-pg-os",
-                  "y-websocket-fsync")  # fmt: skip
+                  "y-websocket-fsync", "y-websocket-fsync-warm")  # fmt: skip
         if s in servers
     ]
     rows: list[list[str]] = []

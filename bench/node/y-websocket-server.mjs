@@ -12,7 +12,8 @@
 // sync this disk does; read back at start. What Palimpsest's SQLite store does at the
 // least, in Node.js.
 // GET /durable/<doc> then answers how many of <doc>'s updates were synced.
-// Usage: node y-websocket-server.mjs --port P [--persist DIR | --fsync-log FILE]
+// --warm-ms P keeps the disk warm between syncs as Palimpsest's store does (below).
+// Usage: node y-websocket-server.mjs --port P [--persist DIR | --fsync-log FILE [--warm-ms P]]
 import fs from 'node:fs'
 import http from 'node:http'
 
@@ -64,7 +65,22 @@ if (args['fsync-log']) {
   const zeros = Buffer.alloc(1024 * 1024)
   for (let at = offset; at < offset + LOG_RESERVE; at += zeros.length) fs.writeSync(fd, zeros, 0, zeros.length, at)
   fs.fsyncSync(fd)
-  log = { fd, offset, pending: [], scheduled: false }
+  log = { fd, offset, pending: [], scheduled: false, last: 0 }
+  // --warm-ms P: keep the disk's I/O path warm as Palimpsest's SQLite store does
+  // (server/store/disk_warm.py): an fdatasync of the (clean) file every P ms in which no
+  // sync came along, for one second after the last one; on libuv's thread pool, so that
+  // the event loop goes on meanwhile
+  const period = Number(args['warm-ms'] || 0)
+  if (period > 0) {
+    const warmFd = fs.openSync(file, 'r')
+    let warming = false
+    setInterval(() => {
+      const idle = Date.now() - log.last
+      if (warming || idle < period || idle > 1000) return
+      warming = true
+      fs.fdatasync(warmFd, () => { warming = false })
+    }, period).unref()
+  }
 }
 // a sync update message: [0 (sync), 2 (update), varuint length, update]
 const isUpdate = m => m.length > 1 && m[0] === 0 && m[1] === 2
@@ -90,6 +106,7 @@ const flush = () => {
     fs.writeSync(log.fd, body, 0, body.length, log.offset)
     log.offset += body.length
     fs.fdatasyncSync(log.fd)
+    log.last = Date.now()
     for (const [m, , doc] of batch) if (isUpdate(m)) stored.set(doc, (stored.get(doc) || 0) + 1)
   }
   for (const [, handler] of batch) handler()
