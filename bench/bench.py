@@ -87,6 +87,48 @@ def _palimpsest_missing() -> str | None:
     )
 
 
+def _y_websocket(extra: Callable[[Path], list[str]]) -> Callable[[int, Path], list[str]]:
+    """The command of bench/node/y-websocket-server.mjs with `extra(data dir)` arguments."""
+    return lambda port, d: [
+        _node(),
+        str(NODE_DIR / "y-websocket-server.mjs"),
+        "--port",
+        str(port),
+        "--host",
+        HOST,
+        *extra(d),
+    ]
+
+
+def _floor(name: str, *, warm: bool) -> ServerSpec:
+    """The floor of a durable-first server: y-websocket that writes and fdatasyncs each
+    update to a plain file before handling it; `warm`: the disk kept warm between syncs."""
+    promise = (
+        "**durable**, nothing more: each update is written to a plain file and fdatasync'd "
+        "(the updates read in one turn of its event loop share one sync) before y-websocket "
+        "applies and broadcasts it; no index, no history, no snapshots (the least a "
+        "durable-first server does, in Node.js)"
+    )
+    if warm:
+        promise += (
+            "; and the disk kept warm between syncs as Palimpsest's store does (an fdatasync "
+            "of the clean file every 2 ms of a pause, for a second after the last sync)"
+        )
+    return ServerSpec(
+        name=name,
+        label="y-websocket + fsync'd log" + (", disk kept warm" if warm else "") + " (floor)",
+        client="y-websocket",
+        persistent=True,
+        promise=promise,
+        storage="a plain file of updates (memory for the documents)",
+        command=_y_websocket(
+            lambda d: ["--fsync-log", str(d / "updates.log"), *(["--warm-ms", "2"] if warm else [])]
+        ),
+        url=lambda port: f"ws://{HOST}:{port}",
+        durable=lambda port, d: {"kind": "http-count", "url": f"http://{HOST}:{port}/durable"},
+    )
+
+
 SERVERS: dict[str, ServerSpec] = {
     "palimpsest": ServerSpec(
         name="palimpsest",
@@ -179,14 +221,7 @@ SERVERS: dict[str, ServerSpec] = {
         persistent=False,
         promise="nothing: memory only, a restart loses every document",
         storage="none",
-        command=lambda port, d: [
-            _node(),
-            str(NODE_DIR / "y-websocket-server.mjs"),
-            "--port",
-            str(port),
-            "--host",
-            HOST,
-        ],
+        command=_y_websocket(lambda d: []),
         url=lambda port: f"ws://{HOST}:{port}",
         durable=lambda port, d: {"kind": "none"},
     ),
@@ -197,16 +232,7 @@ SERVERS: dict[str, ServerSpec] = {
         persistent=True,
         promise="not durable: broadcasts first, then appends the update to LevelDB asynchronously, without fsync",
         storage="LevelDB (y-leveldb), one record per update",
-        command=lambda port, d: [
-            _node(),
-            str(NODE_DIR / "y-websocket-server.mjs"),
-            "--port",
-            str(port),
-            "--host",
-            HOST,
-            "--persist",
-            str(d / "leveldb"),
-        ],
+        command=_y_websocket(lambda d: ["--persist", str(d / "leveldb")]),
         url=lambda port: f"ws://{HOST}:{port}",
         durable=lambda port, d: {
             "kind": "http-count",
@@ -215,51 +241,11 @@ SERVERS: dict[str, ServerSpec] = {
         },
     ),
     # the floor of a durable-first server, for scale: y-websocket that syncs each update to
-    # a plain file before handling it (bench/node/y-websocket-server.mjs --fsync-log)
-    "y-websocket-fsync": ServerSpec(
-        name="y-websocket-fsync",
-        label="y-websocket + fsync'd log (floor)",
-        client="y-websocket",
-        persistent=True,
-        promise="**durable**, nothing more: each update is written to a plain file and fdatasync'd (the updates read in one turn of its event loop share one sync) before y-websocket applies and broadcasts it; no index, no history, no snapshots (the least a durable-first server does, in Node.js)",
-        storage="a plain file of updates (memory for the documents)",
-        command=lambda port, d: [
-            _node(),
-            str(NODE_DIR / "y-websocket-server.mjs"),
-            "--port",
-            str(port),
-            "--host",
-            HOST,
-            "--fsync-log",
-            str(d / "updates.log"),
-        ],
-        url=lambda port: f"ws://{HOST}:{port}",
-        durable=lambda port, d: {"kind": "http-count", "url": f"http://{HOST}:{port}/durable"},
-    ),
+    # a plain file before handling it (bench/node/y-websocket-server.mjs --fsync-log) ...
+    "y-websocket-fsync": _floor("y-websocket-fsync", warm=False),
     # ... and with the disk kept warm between syncs as Palimpsest's store does (every 2 ms
     # of a pause, for a second after the last sync; server/store/disk_warm.py)
-    "y-websocket-fsync-warm": ServerSpec(
-        name="y-websocket-fsync-warm",
-        label="y-websocket + fsync'd log, disk kept warm (floor)",
-        client="y-websocket",
-        persistent=True,
-        promise="**durable**, nothing more: as the floor above, and the disk kept warm between syncs as Palimpsest's store does (an fdatasync of the clean file every 2 ms of a pause, for a second after the last sync)",
-        storage="a plain file of updates (memory for the documents)",
-        command=lambda port, d: [
-            _node(),
-            str(NODE_DIR / "y-websocket-server.mjs"),
-            "--port",
-            str(port),
-            "--host",
-            HOST,
-            "--fsync-log",
-            str(d / "updates.log"),
-            "--warm-ms",
-            "2",
-        ],
-        url=lambda port: f"ws://{HOST}:{port}",
-        durable=lambda port, d: {"kind": "http-count", "url": f"http://{HOST}:{port}/durable"},
-    ),
+    "y-websocket-fsync-warm": _floor("y-websocket-fsync-warm", warm=True),
     "pycrdt-websocket": ServerSpec(
         name="pycrdt-websocket",
         label="pycrdt-websocket + SQLiteYStore",
