@@ -4,14 +4,14 @@
 // measurement counter: GET /durable/<doc> answers how many updates of <doc> LevelDB has
 // acknowledged (level writes are not fsynced: "durable" here means handed to the OS).
 //
-// --fsync-log FILE makes it the floor of a durable-first server: every sync update a
-// client sends is written to FILE and fdatasync'd before y-websocket handles it (applies
+// --fsync-log FILE makes it the floor of a durable-first server: every sync update (and
+// non-empty sync step 2) a client sends is written to FILE and fdatasync'd before y-websocket handles it (applies
 // it, broadcasts it), the messages read in one turn of the event loop sharing one sync
 // (a group commit). Nothing else: no index, no rows, no snapshots; the file is laid down
 // (zeros) at start so that a commit overwrites blocks the file already has, the cheapest
 // sync this disk does; read back at start. What Palimpsest's SQLite store does at the
 // least, in Node.js.
-// GET /durable/<doc> then answers how many of <doc>'s updates were synced.
+// GET /durable/<doc> then answers how many of <doc>'s updates (not steps 2) were synced.
 // --warm-ms P keeps the disk warm between syncs as Palimpsest's store does (below).
 // Usage: node y-websocket-server.mjs --port P [--persist DIR | --fsync-log FILE [--warm-ms P]]
 import fs from 'node:fs'
@@ -82,8 +82,12 @@ if (args['fsync-log']) {
     }, period).unref()
   }
 }
-// a sync update message: [0 (sync), 2 (update), varuint length, update]
+// a sync update message: [0 (sync), 2 (update), varuint length, update]; a sync step 2
+// (what a client holds that the server lacks, on connecting) has the same layout with 1,
+// and is logged too unless it is empty (an update of no structs and no deletions, [0, 0])
 const isUpdate = m => m.length > 1 && m[0] === 0 && m[1] === 2
+const isLogged = m => m.length > 2 && m[0] === 0 && (m[1] === 2 || (m[1] === 1 && !isEmpty(updateOf(m))))
+const isEmpty = u => u.length === 2 && u[0] === 0 && u[1] === 0
 const updateOf = m => {
   let at = 2; let length = 0; let shift = 0
   while (true) { const b = m[at++]; length += (b & 0x7f) * 2 ** shift; shift += 7; if (b < 0x80) break }
@@ -100,7 +104,7 @@ const flush = () => {
   const batch = log.pending
   log.pending = []
   const parts = []
-  for (const [m, , doc] of batch) if (isUpdate(m)) parts.push(...record(doc, updateOf(m)))
+  for (const [m, , doc] of batch) if (isLogged(m)) parts.push(...record(doc, updateOf(m)))
   if (parts.length > 0) {
     const body = Buffer.concat(parts)
     fs.writeSync(log.fd, body, 0, body.length, log.offset)
@@ -118,7 +122,7 @@ const logFirst = (conn, doc) => {
     : message => {
       const m = new Uint8Array(message)
       // anything after an update waits for it, so that the order of messages holds
-      if (!isUpdate(m) && log.pending.length === 0) return handler(message)
+      if (!isLogged(m) && log.pending.length === 0) return handler(message)
       log.pending.push([m, () => handler(message), doc])
       if (!log.scheduled) { log.scheduled = true; setImmediate(flush) }
     })
