@@ -23,6 +23,7 @@ readiness (/readyz) reads it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -291,7 +292,6 @@ class Committer(Service):
         self.held = 0
 
     async def _pause(self, delay: float) -> None:
-        try:
-            await asyncio.wait_for(self._stopping.wait(), delay)
-        except TimeoutError:
-            pass
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):  # not wait_for: it can lose a cancel
+                await self._stopping.wait()

@@ -140,10 +140,8 @@ class Deletion(Extension):
             return
         refuse_deleted_content(room, state.sv, sv)
 
-    async def on_committed(self, doc: str, events: Sequence[Event]) -> None:
-        room = self.backend.rooms.get_loaded(doc)
-        if room is None or not events:
-            return
+    def on_logged(self, room: Room, events: Sequence[Event]) -> None:
+        doc = room.name
         state = room.state(Tombstone, lambda r: Tombstone(seen=r.seq))
         seen, state.seen = state.seen, max(state.seen, events[-1].seq)
         if events[0].seq > seen or state.dropped:

@@ -1,9 +1,11 @@
 """The one dispatcher: calls the extensions' hooks, in list order.
 
 Each hook is dispatched only to the extensions that override it (found once, when the
-app is built), so a hook nobody uses costs nothing on the editing path. ``on_committed``
-runs off the editing path: each extension that has it gets its own ordered feed, drained
-by its own task; the rest are plain calls whose exceptions are logged, never raised into
+app is built), so a hook nobody uses costs nothing on the editing path. ``on_logged``
+sees each committed batch in the room's task; ``on_committed`` runs off the editing
+path: each extension that has it gets its own ordered feed, drained by its own task
+(a task switch per batch, so the built-in features that never await use
+``on_logged``); the rest are plain calls whose exceptions are logged, never raised into
 the room that made them (``on_update``, ``authenticate`` and ``on_connect`` excepted:
 refusing is what they are for).
 """
@@ -47,6 +49,7 @@ _HOOKS = (
     "on_unload",
     "before_apply",
     "on_applied",
+    "on_logged",
     "on_update",
     "on_awareness",
     "snapshot_meta",
@@ -214,6 +217,12 @@ class Extensions(Service):
 
     def committed(self, room: Room, events: list[Event]) -> None:
         if events:
+            for ext in self._by["on_logged"]:
+                try:
+                    ext.on_logged(room, events)
+                except Exception:
+                    log.exception("%r: on_logged(%s, seq %d..%d) failed",
+                                  ext, room.name, events[0].seq, events[-1].seq)  # fmt: skip
             for feed in self._feeds:
                 feed.put(room.name, events)
 

@@ -26,7 +26,7 @@ Three kinds of hooks, by where they run:
   the editing path, one batch at a time and in order, per extension; ``on_deleted``
   before the deletion is answered. An exception is logged; it never reaches a room or
   a client.
-- **in the pipeline** (``on_unload``, ``before_apply``, ``on_applied``,
+- **in the pipeline** (``on_unload``, ``before_apply``, ``on_applied``, ``on_logged``,
   ``on_update``, ``on_awareness``, ``snapshot_meta``, ``on_snapshot``, ``on_refused``,
   ``on_commit_batch``, ``on_peer_commit``): plain functions called where the thing
   happens, so they see the room exactly as it is then. They must be quick and must not
@@ -182,6 +182,13 @@ class Extension:
         came from: a client of this process, a server change (undo, redo, restore; called
         once its event is durable), another process (fan-out, or read from the store), or
         the log while loading."""
+
+    def on_logged(self, room: Room, events: Sequence[Event]) -> None:
+        """Events this process appended to the room's log, once durable, broadcast and
+        applied (after their ``on_applied``), in seq order: the same batches as
+        ``on_committed``, called in the room's own task. For bookkeeping that never
+        waits (a counter, a flag, a wake-up); ``on_committed`` costs a task switch per
+        batch and suits work that awaits."""
 
     def on_update(self, room: Room, client: Client, update: bytes) -> None:
         """A client's update passed decoding and is about to be queued for the log.

@@ -3,7 +3,7 @@
 The room sends y-websocket frames; a :class:`DocPeer` prefixes the document name (and
 translates the few frames that differ). Its updates are recorded under an
 :class:`_Author`, through which the sync status goes out once they are committed: the
-:class:`SyncStatus` extension sees the commits (``on_committed``).
+:class:`SyncStatus` extension sees the commits (``on_logged``).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class SyncStatus(Extension):
         #: the author of each pending client update, by the connection id in its meta
         self.authors: dict[str, _Author] = {}
 
-    async def on_committed(self, doc: str, events: Sequence[Event]) -> None:
+    def on_logged(self, room: Room, events: Sequence[Event]) -> None:
         if not self.authors:  # no Hocuspocus client anywhere: nothing to tell
             return
         for ev in events:

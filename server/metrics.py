@@ -120,7 +120,7 @@ class Metrics(Extension):
         self.load_seconds.observe(room.loaded.seconds)
         self.load_replayed.observe(room.loaded.replayed)
 
-    async def on_committed(self, doc: str, events: Sequence[Event]) -> None:
+    def on_logged(self, room: Room, events: Sequence[Event]) -> None:
         if len(events) > 1 and all(ev.kind == "edit" for ev in events):
             self.events.labels("edit").inc(len(events))  # the common batch: one call
             return

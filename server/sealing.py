@@ -78,7 +78,7 @@ class Sealing(Extension, Service):
                     for doc in sorted(idle):
                         await self.seal_idle(doc)
 
-    async def on_committed(self, doc: str, events: Sequence[Event]) -> None:
+    def on_logged(self, room: Room, events: Sequence[Event]) -> None:
         self._since += len(events)
         if self._since >= self.run:
             self._wake.set()
@@ -91,8 +91,12 @@ class Sealing(Extension, Service):
 
     async def _loop(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancel that comes
+            # in the turn the event is set (a room unloading as the server stops), and
+            # stop() would then wait for the next interval
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()
             self._wake.clear()
             self._since = 0
             await self.seal_now()

@@ -1,6 +1,7 @@
-"""Group commit with a leading caller (server/commit.py): a lone append is committed on
-its caller's own task at once (after one turn of the loop, in which appends of other
-tasks join it); appends made while a transaction is in flight share the next one; stopping waits for a transaction a caller is running. Real SQLite files."""
+"""Group commit with a leading caller (server/commit.py): a lone append is committed on its
+caller's own task at once (after one turn of the loop, in which appends of other tasks
+join it); appends made while a transaction is in flight share the next one; stopping
+waits for a transaction a caller is running. Real SQLite files."""
 
 from __future__ import annotations
 

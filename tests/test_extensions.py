@@ -58,6 +58,10 @@ class Recorder(Extension):
     def on_applied(self, room: Room, event: Event, origin: Origin) -> None:
         self.calls.append(("on_applied", event.seq, type(origin).__name__))
 
+    def on_logged(self, room: Room, events: Sequence[Event]) -> None:
+        # in the room's task: the room has applied the batch already
+        self.calls.append(("on_logged", room.name, [e.seq for e in events], room.seq))
+
     def on_snapshot(self, written: SnapshotWritten) -> None:
         self.calls.append(("on_snapshot", written.doc, written.seq))
 
@@ -93,6 +97,12 @@ async def test_hooks_run_in_their_documented_order(
     assert ("before_apply", 2, "ServerOrigin") not in rec.calls
     assert [e.kind for e in rec.committed] == ["edit", "undo"]
     assert names.index("on_committed") > i
+    # on_logged: the same batches, right after their on_applied, the room past them
+    logged = [c for c in rec.calls if c[0] == "on_logged"]
+    assert logged == [("on_logged", "order", [1], 1), ("on_logged", "order", [2], 2)], logged
+    assert rec.calls[i + 2] == ("on_logged", "order", [1], 1)
+    j = rec.calls.index(("on_applied", 2, "ServerOrigin"))
+    assert rec.calls[j + 1] == ("on_logged", "order", [2], 2)
     # the final snapshot of the unload, then the room stops
     assert names.index("on_disconnect") < names.index("on_snapshot") < names.index("on_unload")
     # loading it again replays the log through the same hooks, with replay origins
@@ -108,6 +118,9 @@ class Boom(Extension):
 
     async def on_committed(self, doc: str, events: Sequence[Event]) -> None:
         raise RuntimeError("on_committed exploded")
+
+    def on_logged(self, room: Room, events: Sequence[Event]) -> None:
+        raise RuntimeError("on_logged exploded")
 
     def on_applied(self, room: Room, event: Event, origin: Origin) -> None:
         raise RuntimeError("on_applied exploded")
@@ -128,6 +141,7 @@ async def test_a_failing_hook_is_logged_and_never_breaks_a_room(
             assert await backend.store.head("boom") == 5
     messages = [r.getMessage() for r in caplog.records]
     assert any("on_committed" in m for m in messages) and any("on_applied" in m for m in messages)
+    assert any("on_logged(boom" in m for m in messages), messages
     assert all(r.exc_info for r in caplog.records if "exploded" in str(r.exc_info))
 
 
@@ -302,6 +316,16 @@ def test_hooks_are_dispatched_only_to_extensions_that_override_them() -> None:
     assert [type(e).__name__ for e in exts._by["on_load"]] == ["OnlyLoad", "Recorder"]
     assert [type(e).__name__ for e in exts._by["on_committed"]] == ["Recorder"]
     assert exts._by["authenticate"] == ()
+
+
+def test_the_builtin_features_use_no_task_per_commit(settings: Settings) -> None:
+    """The built-in features that only count or wake something take each committed batch
+    in the room's task (on_logged): on a single-process server no on_committed feed
+    wakes a task per commit. Fan-out, which awaits Redis, keeps its feed."""
+    exts = Extensions(builtin_extensions(settings))
+    assert exts._by["on_committed"] == (), exts._by["on_committed"]
+    names = {type(e).__name__ for e in exts._by["on_logged"]}
+    assert {"Metrics", "Deletion", "SyncStatus", "Sealing", "Changefeed"} <= names, names
 
 
 async def test_authenticate_with_no_extension_refuses() -> None:

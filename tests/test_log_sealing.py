@@ -26,6 +26,7 @@ from palimpsest.backend import Backend
 from palimpsest.history import history_of
 from palimpsest.sealing import Sealing
 from palimpsest.settings import Settings
+from palimpsest.store import NewEvent, open_store
 from palimpsest.store.sqlite import events_in_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -197,3 +198,29 @@ async def test_an_idle_document_and_a_stopping_server_seal_the_last_run(tmp_path
     # the server stopped with the document open: its last run sealed on the way out
     assert counts() == (2, 0)
     assert [e.seq for e in events_in_file(db, "idle")] == list(range(1, 181))
+
+
+async def test_stopping_while_a_document_unloads_does_not_wait_for_the_next_pass(
+    tmp_path: Path,
+) -> None:
+    """A document unloading in the very turn the server stops wakes the sealing loop as it
+    is cancelled; the cancel must not be lost (asyncio.wait_for on 3.11 loses it, and stop
+    then waited for the next pass, an hour here)."""
+    store = open_store(f"sqlite:///{tmp_path / 'race.db'}")
+    async with store:
+        await store.append([("doc", [NewEvent("ann", "edit", b"\x00\x00") for _ in range(3)])])
+        sealing = Sealing(run=1024, interval=3600.0)
+        sealing._store = store
+        await sealing.start()
+        await eventually(lambda: sealing.passes == 1, what="the first pass")
+        sealing._idle.add("doc")
+        sealing._wake.set()  # what on_unload does, in the same turn as stop()'s cancel
+        stopping = asyncio.ensure_future(sealing.stop())
+        # a hang guard, not a timing: with the bug, stop() waits out the 3600 s interval
+        done, _ = await asyncio.wait([stopping], timeout=30)
+        if not done:
+            stopping.cancel()
+            sealing._store = None
+        assert stopping in done, "stop() waited for the next sealing pass"
+    rows = [e.seq for e in events_in_file(tmp_path / "race.db", "doc")]
+    assert rows == [1, 2, 3]

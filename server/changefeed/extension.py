@@ -40,6 +40,7 @@ from .webhooks import Deliverer, Webhook
 
 if TYPE_CHECKING:
     from ..backend import Backend
+    from ..room import Room
 
 log = logging.getLogger("palimpsest.changefeed")
 
@@ -166,8 +167,8 @@ class Changefeed(Extension, Service):
             return True
         return await self.wakeup.wait(ticket, self.heartbeat if seconds is None else seconds)
 
-    async def on_committed(self, doc: str, events: Sequence[Event]) -> None:
-        self.wakeup.notify(doc)
+    def on_logged(self, room: Room, events: Sequence[Event]) -> None:
+        self.wakeup.notify(room.name)
 
     async def _poller(self) -> None:
         last = -1

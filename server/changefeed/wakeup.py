@@ -4,7 +4,7 @@ Followers (SSE streams, webhook deliverers) never queue events: each keeps a cur
 reads the store after it. When a read finds nothing, the follower takes a *ticket*
 (before the read, so that a commit landing between the read and the wait is not missed)
 and waits on it. A commit sets the tickets of its document and the global one, whoever
-made it: this process (``on_committed``), another process (a fan-out message on Redis),
+made it: this process (``on_logged``), another process (a fan-out message on Redis),
 or anyone at all (a poller that reads the store's last position every few seconds, the
 safety net for lost messages and for writers that publish nothing).
 """
