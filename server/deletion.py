@@ -142,7 +142,9 @@ class Deletion(Extension):
 
     def on_logged(self, room: Room, events: Sequence[Event]) -> None:
         doc = room.name
-        state = room.state(Tombstone, lambda r: Tombstone(seen=r.seq))
+        # the room has applied this batch already: had it no state, it had seen up to
+        # just before it (r.seq would read the batch as a seq it had, a false deletion)
+        state = room.state(Tombstone, lambda r: Tombstone(seen=events[0].seq - 1))
         seen, state.seen = state.seen, max(state.seen, events[-1].seq)
         if events[0].seq > seen or state.dropped:
             return

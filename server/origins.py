@@ -18,9 +18,9 @@ SystemOrigin       no         no           no
 =================  =========  ===========  =======================================
 
 The table is read from the origins themselves: each class says whether its changes are
-``logged`` by this process (and so reach ``on_committed`` and the fan-out), ``broadcast``
-to this process's connections, and ``tracked`` for undo. The room, the undo extension
-and the fan-out decide from these attributes, nothing else.
+``logged`` by this process (and so reach ``on_logged``, ``on_committed`` and the
+fan-out), ``broadcast`` to this process's connections, and ``tracked`` for undo. The
+room, the undo extension and the fan-out decide from these attributes, nothing else.
 
 pycrdt identifies a transaction's origin by ``hash()``. Every origin that carries an
 actor hashes as that actor, so one UndoManager per actor, with

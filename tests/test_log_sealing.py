@@ -215,12 +215,14 @@ async def test_stopping_while_a_document_unloads_does_not_wait_for_the_next_pass
         await eventually(lambda: sealing.passes == 1, what="the first pass")
         sealing._idle.add("doc")
         sealing._wake.set()  # what on_unload does, in the same turn as stop()'s cancel
+        loop_task = sealing._task
         stopping = asyncio.ensure_future(sealing.stop())
         # a hang guard, not a timing: with the bug, stop() waits out the 3600 s interval
         done, _ = await asyncio.wait([stopping], timeout=30)
         if not done:
             stopping.cancel()
-            sealing._store = None
+            assert loop_task is not None
+            loop_task.cancel()  # not left running past the store's close
         assert stopping in done, "stop() waited for the next sealing pass"
     rows = [e.seq for e in events_in_file(tmp_path / "race.db", "doc")]
     assert rows == [1, 2, 3]

@@ -6,7 +6,7 @@ Built by ``server.features.builtin_extensions`` from the settings (``--webhook``
     Palimpsest(settings=Settings(webhooks=("https://example.com/hook",),
                                  webhook_secret="s3cret"))
 
-What wakes the followers (server.changefeed.wakeup): ``on_committed`` for this process's
+What wakes the followers (server.changefeed.wakeup): ``on_logged`` for this process's
 events; ``on_peer_commit``, the fan-out's messages (events written by other processes,
 through the fan-out's own Redis subscription); and a poller that reads the store's last
 position every ``poll`` seconds, for whatever else wrote to the store (and any message
