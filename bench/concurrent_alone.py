@@ -104,22 +104,7 @@ def one_run(
     prog.step(f"{label}: concurrent {trace.name}")
     try:
         cpu0 = srv.cpu()
-        res = B.run_driver(
-            {
-                "scenario": "concurrent",
-                "doc": "concurrent",
-                "server": {
-                    "kind": spec.client,
-                    "url": spec.url(srv.port),
-                    "durable": {"kind": "none"},
-                },
-                "trace": str(trace),
-                "limit": limit,
-                "timeoutSec": 600,
-            },
-            prog,
-            timeout=700,
-        )
+        res = B.run_concurrent(spec, srv.port, prog, doc="concurrent", trace=trace, limit=limit)
         res["cpu_seconds"] = srv.cpu() - cpu0
         if spec.name.startswith("palimpsest"):
             res["metrics"] = metrics(srv.port)

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""A py-spy flame graph of the Palimpsest server during the fan-out scenario only.
+"""A py-spy flame graph of the Palimpsest server during the fan-out scenario only (or,
+with ``--concurrent friendsforever``, during the two-writer replay of that trace).
 
     bench/.peers/venv/bin/python bench/flame.py -o bench/flame-after.svg
     bench/.peers/venv/bin/python bench/flame.py --observers 50 --edits 1500 -o /tmp/f.svg
@@ -39,6 +40,12 @@ def main() -> int:
         default="palimpsest",
         help="one of bench.py's SERVERS (profiles only Palimpsest's)",
     )
+    ap.add_argument(
+        "--concurrent",
+        metavar="TRACE",
+        help="profile the two-writer replay of this concurrent trace (friendsforever) instead",
+    )
+    ap.add_argument("--limit", type=int, default=0, help="with --concurrent: the first N txns")
     ap.add_argument("--observers", type=int, default=50)
     ap.add_argument("--edits", type=int, default=1000)
     ap.add_argument("--rate", type=int, default=50, help="edits per second")
@@ -102,17 +109,22 @@ def main() -> int:
             print("py-spy could not attach (ptrace refused?): try --launch", file=sys.stderr)
             return 1
     prog = B.Progress(1)
-    prog.step(f"fan-out {args.observers} observers, {args.edits} edits under py-spy")
     try:
-        res = B.run_fanout(
-            spec,
-            srv.port,
-            prog,
-            doc="flame",
-            observers=args.observers,
-            rate=args.rate,
-            edits=args.edits,
-        )
+        if args.concurrent:
+            prog.step(f"two-writer replay of {args.concurrent} under py-spy")
+            trace = B.TRACES / "concurrent_traces" / f"{args.concurrent}.json.gz"
+            res = B.run_concurrent(spec, srv.port, prog, doc="flame", trace=trace, limit=args.limit)
+        else:
+            prog.step(f"fan-out {args.observers} observers, {args.edits} edits under py-spy")
+            res = B.run_fanout(
+                spec,
+                srv.port,
+                prog,
+                doc="flame",
+                observers=args.observers,
+                rate=args.rate,
+                edits=args.edits,
+            )
     finally:
         prog.finish_step()
         prog.close()
@@ -131,6 +143,9 @@ def main() -> int:
             {
                 k: res.get(k)
                 for k in (
+                    "seconds",
+                    "txns",
+                    "correct",
                     "observers",
                     "edits",
                     "received",
