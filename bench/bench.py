@@ -644,33 +644,23 @@ def run_fanout(
     )
 
 
-def run_concurrent(
-    spec: ServerSpec, port: int, progress: Progress, *, doc: str, trace: Path, limit: int
+def run_trace(
+    scenario: str,
+    spec: ServerSpec,
+    port: int,
+    progress: Progress,
+    *,
+    doc: str,
+    trace: Path,
+    limit: int,
 ) -> dict[str, Any]:
-    """One two-writer replay of a concurrent trace on a server already started
-    (bench/concurrent_alone.py, flame.py --concurrent); the driver's result."""
+    """One run of a scenario that plays a trace ("concurrent": the two-writer replay;
+    "ingest": one writer, one observer) on a server already started
+    (bench/concurrent_alone.py, ingest_alone.py, flame.py --concurrent); the driver's
+    result."""
     return run_driver(
         {
-            "scenario": "concurrent",
-            "doc": doc,
-            "server": {"kind": spec.client, "url": spec.url(port), "durable": {"kind": "none"}},
-            "trace": str(trace),
-            "limit": limit,
-            "timeoutSec": 600,
-        },
-        progress,
-        timeout=700,
-    )
-
-
-def run_ingest(
-    spec: ServerSpec, port: int, progress: Progress, *, doc: str, trace: Path, limit: int
-) -> dict[str, Any]:
-    """One ingest of a sequential trace (one writer, one observer) on a server already
-    started (bench/ingest_alone.py); the driver's result."""
-    return run_driver(
-        {
-            "scenario": "ingest",
+            "scenario": scenario,
             "doc": doc,
             "server": {"kind": spec.client, "url": spec.url(port), "durable": {"kind": "none"}},
             "trace": str(trace),

@@ -104,7 +104,9 @@ def one_run(
     prog.step(f"{label}: concurrent {trace.name}")
     try:
         cpu0 = srv.cpu()
-        res = B.run_concurrent(spec, srv.port, prog, doc="concurrent", trace=trace, limit=limit)
+        res = B.run_trace(
+            "concurrent", spec, srv.port, prog, doc="concurrent", trace=trace, limit=limit
+        )
         res["cpu_seconds"] = srv.cpu() - cpu0
         if spec.name.startswith("palimpsest"):
             res["metrics"] = metrics(srv.port)

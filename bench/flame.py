@@ -113,7 +113,9 @@ def main() -> int:
         if args.concurrent:
             prog.step(f"two-writer replay of {args.concurrent} under py-spy")
             trace = B.TRACES / "concurrent_traces" / f"{args.concurrent}.json.gz"
-            res = B.run_concurrent(spec, srv.port, prog, doc="flame", trace=trace, limit=args.limit)
+            res = B.run_trace(
+                "concurrent", spec, srv.port, prog, doc="flame", trace=trace, limit=args.limit
+            )
         else:
             prog.step(f"fan-out {args.observers} observers, {args.edits} edits under py-spy")
             res = B.run_fanout(

@@ -83,12 +83,12 @@ def one_run(spec: B.ServerSpec, trace: Path, limit: int, work: Path, label: str,
     try:
         if warm:
             prog.step(f"{label}: warm-up")
-            B.run_ingest(spec, srv.port, prog, doc="warm-up", trace=trace, limit=limit)
+            B.run_trace("ingest", spec, srv.port, prog, doc="warm-up", trace=trace, limit=limit)
             prog.finish_step()
             wait_quiet(srv)
         prog.step(f"{label}: ingest")
         t0, cpu0 = thread_times(srv.proc.pid), srv.cpu()
-        res = B.run_ingest(spec, srv.port, prog, doc="ingest", trace=trace, limit=limit)
+        res = B.run_trace("ingest", spec, srv.port, prog, doc="ingest", trace=trace, limit=limit)
         res["cpu_seconds"] = srv.cpu() - cpu0
         if settle:
             wait_quiet(srv)
