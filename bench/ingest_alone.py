@@ -10,9 +10,9 @@ only that scenario (one writer sends every patch of a trace, one observer, the b
 Node.js driver with the real Yjs clients), each run on a new server and a new database,
 the servers in turn within each round, and prints for every run the server's CPU per
 event (its process tree, from before the first patch until the observer holds the whole
-text) and how that CPU splits over the server's threads (user and system time of the
-busiest four, from /proc: which thread is which is not named, but the event loop's is the
-first).
+text) and how that CPU splits over the threads of the server's own process (user and
+system time of the busiest four, from /proc, busiest first; threads are not named, but
+the busiest is the event loop's for every server measured so far).
 
 ``--warm`` first ingests the same trace into another document of the same server and
 waits until the server is quiet before the measured run: Node.js servers compile their
@@ -24,7 +24,7 @@ ingests.
 ``--settle`` keeps counting the server's CPU after the observer has everything, until
 the server is quiet (no 5 ms of CPU in half a second): what a server defers (Palimpsest's
 sealing of the log into segments, a last snapshot) is work done for those events too.
-Without it the figure is what `bench/run` reports.
+Without it the figure is measured as `bench/run` measures it.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def main() -> int:
     trace = B.trace_path(args.trace)
     work = Path(tempfile.mkdtemp(prefix="palimpsest-ingest-"))
     key = "settled_seconds" if args.settle else "cpu_seconds"
-    got: dict[str, list[float]] = {}
+    got: dict[str, dict[int, float]] = {}
     for r in range(args.rounds):
         for name in names:
             spec = B.SERVERS[name]
@@ -139,7 +139,7 @@ def main() -> int:
                 continue
             n = res["patches"]
             us = 1e6 * res[key] / n
-            got.setdefault(name, []).append(us)
+            got.setdefault(name, {})[r] = us
             threads = ", ".join(f"{1e6 * u / n:.1f}+{1e6 * s / n:.1f}" for u, s in res["threads"])
             extra = ""
             if args.settle:
@@ -147,14 +147,15 @@ def main() -> int:
             print(f"round {r + 1}  {spec.label:<40} {us:5.1f} µs of CPU per event{extra}; "
                   f"threads, user+system µs per event: {threads}", flush=True)  # fmt: skip
     print()
-    base = got.get(names[0])
+    base = got.get(names[0], {})
     for name in names:
-        runs = got.get(name)
-        if not runs:
+        by_round = got.get(name)
+        if not by_round:
             continue
+        runs = list(by_round.values())
         ratio = ""
-        if base and name != names[0] and len(base) == len(runs):
-            pairs = sorted(a / b for a, b in zip(base, runs, strict=True))
+        pairs = sorted(base[r] / us for r, us in by_round.items() if r in base)
+        if name != names[0] and pairs:
             ratio = f"; {names[0]} ÷ this, per round: {pairs[0]:.2f}–{pairs[-1]:.2f}×"
         print(f"{B.SERVERS[name].label:<40} {min(runs):.1f}–{max(runs):.1f} µs per event, "
               f"median {statistics.median(runs):.1f} ({len(runs)} runs){ratio}")  # fmt: skip
