@@ -46,23 +46,26 @@ ROOT = Path(__file__).resolve().parent.parent
 SPLIT_LAUNCHER = r"""
 import json, os, sys, threading, time
 pc = time.perf_counter
-SUMS = {"transactions": 0, "begin": 0.0, "body": 0.0, "commit": 0.0}
+tt = time.thread_time
+SUMS = {"transactions": 0, "begin": 0.0, "body": 0.0, "commit": 0.0, "cpu": 0.0, "body_cpu": 0.0}
 OUT = os.environ["SPLIT_OUT"]
 import palimpsest.store.sqlite as S
 inner = S._in_transaction
 def _in_transaction(conn, what, fn):
     if what != "append":
         return inner(conn, what, fn)
-    t = [0.0, 0.0]
+    t = [0.0, 0.0, 0.0, 0.0]
     def timed(c):
-        t[0] = pc()
+        t[0], t[2] = pc(), tt()
         try:
             return fn(c)
         finally:
-            t[1] = pc()
-    t0 = pc()
+            t[1], t[3] = pc(), tt()
+    t0, c0 = pc(), tt()
     result = inner(conn, what, timed)
-    t3 = pc()
+    t3, c3 = pc(), tt()
+    SUMS["cpu"] += c3 - c0
+    SUMS["body_cpu"] += t[3] - t[2]
     SUMS["transactions"] += 1
     SUMS["begin"] += t[0] - t0
     SUMS["body"] += t[1] - t[0]
@@ -186,9 +189,12 @@ def main() -> int:
                 s = res.get("split") or {}
                 if s.get("transactions"):
                     k = s["transactions"]
-                    us = {part: 1e6 * s[part] / k for part in ("begin", "body", "commit")}
+                    us = {part: 1e6 * s.get(part, 0.0) / k
+                          for part in ("begin", "body", "commit", "cpu", "body_cpu")}  # fmt: skip
                     line += (f" (BEGIN {us['begin']:.0f}, statements and rows {us['body']:.0f}, "
-                             f"COMMIT {us['commit']:.0f} µs)")  # fmt: skip
+                             f"COMMIT {us['commit']:.0f} µs; CPU of the thread that ran it "
+                             f"{us['cpu']:.0f}, of which statements and rows "
+                             f"{us['body_cpu']:.0f} µs)")  # fmt: skip
             print(line, flush=True)
     print()
     for label, runs in results.items():

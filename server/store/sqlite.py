@@ -325,6 +325,12 @@ def _append(
 #: waits for the disk itself, as that edit does anyway; a bigger batch (a burst) goes to
 #: the writer thread, so that the loop keeps reading frames while the disk syncs.
 INLINE_EVENTS = 4
+#: ... and with durability "os", where a commit waits for no sync and is CPU only, an
+#: append of up to this many: the hop to the writer thread and back cost more CPU than it
+#: saved (the two-writer replay of friendsforever 1.49-1.63 -> 1.31-1.38 s, 46-51 -> 42-44
+#: µs of server CPU per transaction; docs/durability.md, 3 Dec 2026). A bigger one (a bulk
+#: import) still goes to the thread, so that the loop is not held for its whole commit.
+INLINE_EVENTS_OS = 1024
 #: ... and only while such commits are quick (their moving average): a disk that takes
 #: longer would hold up every connection of the process for as long
 INLINE_MAX_SECONDS = 0.002
@@ -691,7 +697,8 @@ class SQLiteStore(EventStore):
         if not any(evs for _, evs in batches):
             return [[] for _ in batches]
         names = {n for _, evs in batches for ev in evs for n in (ev.actor, ev.kind)}
-        small = sum(len(evs) for _, evs in batches) <= INLINE_EVENTS
+        inline = INLINE_EVENTS_OS if self.durability == "os" else INLINE_EVENTS
+        small = sum(len(evs) for _, evs in batches) <= inline
         written: list[tuple[Any, ...]] = []
         out = await self._write_interned(
             "append", names, lambda conn, sym: _append(conn, batches, sym, written), small=small

@@ -16,7 +16,7 @@ import pytest
 
 from palimpsest.store import sqlite as sqlite_store
 from palimpsest.store.base import NewEvent
-from palimpsest.store.sqlite import INLINE_EVENTS, INLINE_MAX_SECONDS, SQLiteStore
+from palimpsest.store.sqlite import INLINE_EVENTS, INLINE_EVENTS_OS, INLINE_MAX_SECONDS, SQLiteStore
 
 UPDATE = b"\x01\x01\xb9\xe3\xa4\x8a\x0c\x00\x04\x01\x07content\x01a\x00"
 
@@ -65,6 +65,26 @@ async def test_a_burst_commits_on_the_writer_thread(tmp_path: Path) -> None:
         assert rows_in_file(path) == INLINE_EVENTS + 2
         where = await store.writer.call(lambda c: threading.get_ident())
         assert where != threading.get_ident()
+
+
+async def test_with_durability_os_a_burst_commits_inline_up_to_its_bound(
+    tmp_path: Path, quick_disk: None
+) -> None:
+    """No sync to wait for: a burst commits on the loop's thread (no hop), unless it is
+    bigger than INLINE_EVENTS_OS (a bulk import goes to the writer thread)."""
+    path = tmp_path / "w.db"
+    async with SQLiteStore(path, durability="os") as store:
+        await store.append([("doc", [ev()])])
+        before = store.writer.inline_calls
+        burst = [ev(i) for i in range(INLINE_EVENTS + 12)]
+        stored = await store.append([("doc", burst)])
+        assert store.writer.inline_calls == before + 1
+        assert [e.seq for e in stored[0]] == list(range(2, len(burst) + 2))
+        assert rows_in_file(path) == len(burst) + 1
+        bulk = [ev(i) for i in range(INLINE_EVENTS_OS + 1)]
+        await store.append([("doc", bulk)])
+        assert store.writer.inline_calls == before + 1  # on the writer thread
+        assert rows_in_file(path) == len(burst) + len(bulk) + 1
 
 
 async def test_small_calls_go_to_the_thread_while_commits_are_slow(tmp_path: Path) -> None:
