@@ -328,9 +328,10 @@ INLINE_EVENTS = 4
 #: ... and with durability "os", where a commit waits for no sync and is CPU only, an
 #: append of up to this many: the hop to the writer thread and back cost more CPU than it
 #: saved (the two-writer replay of friendsforever 1.49-1.63 -> 1.31-1.38 s, 46-51 -> 42-44
-#: µs of server CPU per transaction; docs/durability.md, 3 Dec 2026). A bigger one (a bulk
-#: import) still goes to the thread, so that the loop is not held for its whole commit.
-INLINE_EVENTS_OS = 1024
+#: µs of server CPU per transaction; docs/durability.md, 3 Dec 2026). 256 events commit in
+#: about 1 ms (max 1.5), inside INLINE_MAX_SECONDS; 1,024 took 3.8 ms, so a bigger append
+#: (a bulk import, an ingest's batch) still goes to the thread and the loop keeps serving.
+INLINE_EVENTS_OS = 256
 #: ... and only while such commits are quick (their moving average): a disk that takes
 #: longer would hold up every connection of the process for as long
 INLINE_MAX_SECONDS = 0.002
