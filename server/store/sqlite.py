@@ -336,6 +336,26 @@ INLINE_EVENTS_OS = 256
 #: longer would hold up every connection of the process for as long
 INLINE_MAX_SECONDS = 0.002
 
+#: WAL checkpoints are the writer thread's, between calls, never a commit's: SQLite's own
+#: (wal_autocheckpoint, 1,000 pages) ran inside the COMMIT that crossed the mark, so one
+#: commit in a few hundred took 1-13 ms longer, and held the event loop for as long when
+#: it was an inline one (bench/append_latency.py; docs/durability.md). The writer counts
+#: the pages its calls wrote (an estimate: CALL_PAGES a call, one more per
+#: EVENTS_PER_PAGE events appended) and checkpoints (PASSIVE: never waits for a reader)
+#: once CHECKPOINT_PAGES are due and nothing is queued, or at CHECKPOINT_PAGES_MAX even
+#: with calls queued, so that the WAL stays bounded under a steady stream of commits.
+#: SQLite's own checkpoint stays on as a backstop, at AUTOCHECKPOINT_BACKSTOP pages, in
+#: case the estimate runs low (a seal or a compaction writes more pages than it counts).
+CHECKPOINT_PAGES = 1000
+CHECKPOINT_PAGES_MAX = 4 * CHECKPOINT_PAGES
+AUTOCHECKPOINT_BACKSTOP = 10 * CHECKPOINT_PAGES
+CALL_PAGES = 4
+EVENTS_PER_PAGE = 16
+
+
+#: the job that asks the writer thread for a checkpoint (_Writer.call)
+_CHECKPOINT = object()
+
 
 class _Writer:
     """The write connection, owned by one thread. ``call(fn)`` runs ``fn(conn)`` there
@@ -373,6 +393,19 @@ class _Writer:
         self._waits = True
         #: keeps the disk warm between commits (keep_warm, once the file exists)
         self.warmer: DiskWarmer | None = None
+        #: pages written since the last checkpoint (an estimate, see CHECKPOINT_PAGES;
+        #: changed under _lock only); checkpoints run so far and the seconds of the last
+        self.pages_due = 0
+        self.checkpoints = 0
+        self.checkpoint_seconds = 0.0
+        #: the last checkpoint's frames in the WAL and frames checkpointed (PASSIVE may
+        #: leave some to a later one while a reader holds them)
+        self.last_checkpoint = (0, 0)
+        #: WAL frames per estimated page, learnt from the checkpoints (_checkpoint)
+        self.page_scale = 1.0
+        #: a checkpoint job is queued (set by the event loop's thread, cleared by the
+        #: writer thread when it runs it)
+        self._checkpoint_queued = False
 
     async def start(self) -> None:
         self._thread = threading.Thread(
@@ -386,7 +419,45 @@ class _Writer:
             raise
 
     def _connect(self, _conn: Any) -> None:
-        self._conn = _open(self.path, self.durability)
+        conn = _open(self.path, self.durability)
+        if self.path != ":memory:":
+            # checkpoints are the writer's, between calls (_checkpoint); SQLite's own only
+            # as a backstop
+            conn.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_BACKSTOP}")
+        self._conn = conn
+
+    def _checkpoint(self) -> None:
+        """A PASSIVE checkpoint on the write connection, on the writer thread, holding
+        _lock, outside any call. A failure is logged; SQLite's backstop remains.
+
+        The WAL's frame count it reports corrects the estimate (``page_scale``): when the
+        checkpoint before it went through whole, SQLite began the WAL anew at the next
+        write, so its frames are what the calls since wrote."""
+        conn = self._conn
+        estimated, self.pages_due = self.pages_due, 0
+        if conn is None or self.path == ":memory:":
+            return
+        t0 = time.perf_counter()
+        try:
+            row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as e:
+            log.warning("SQLite checkpoint of %s failed: %s", self.path, e)
+            return
+        finally:
+            self.checkpoint_seconds = time.perf_counter() - t0
+        frames, done = int(row[1]), int(row[2])
+        before = self.last_checkpoint
+        if before[0] == before[1] and estimated > 0 and frames > 0:
+            ratio = min(4.0, max(0.25, frames / (estimated * self.page_scale)))
+            self.page_scale = min(8.0, max(0.25, self.page_scale * ratio))
+        self.last_checkpoint = (frames, done)
+        self.checkpoints += 1
+
+    def _checkpoint_due(self, queued: bool) -> bool:
+        """Whether to checkpoint now: enough pages are due, and nothing waits (or far
+        too many are due to wait any longer)."""
+        due = self.pages_due * self.page_scale
+        return due >= CHECKPOINT_PAGES_MAX or (due >= CHECKPOINT_PAGES and not queued)
 
     def in_call(self) -> bool:
         """Whether a call is running now (on either side): it holds the connection."""
@@ -411,7 +482,16 @@ class _Writer:
             job = self._jobs.get()
             if job is None:
                 break
-            fn, loop, fut, small = job
+            if job is _CHECKPOINT:  # asked for after an inline call (call)
+                with self._lock:
+                    self._checkpoint_queued = False
+                    if self.pages_due * self.page_scale >= CHECKPOINT_PAGES:
+                        self._checkpoint()
+                self._finished += 1
+                if self.warmer is not None:
+                    self.warmer.touch()
+                continue
+            fn, loop, fut, small, pages = job
             with self._lock:
                 t0 = time.perf_counter()
                 try:
@@ -423,6 +503,7 @@ class _Writer:
                     value, ok = e, False
                 if small:
                     self._note(time.perf_counter() - t0)
+                self.pages_due += pages
             if self.warmer is not None:
                 self.warmer.touch()
             self._finished += 1
@@ -430,11 +511,24 @@ class _Writer:
                 loop.call_soon_threadsafe(_resolve, fut, ok, value)
             except RuntimeError:  # the loop is closed: nobody waits any more
                 pass
+            # after the caller has its answer: the checkpoint delays no commit that is
+            # done, only one that comes while it runs
+            if self._checkpoint_due(queued=not self._jobs.empty()):
+                with self._lock:
+                    self._checkpoint()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
-    async def call(self, fn: Callable[[sqlite3.Connection], _T], *, small: bool = False) -> _T:
+    async def call(
+        self,
+        fn: Callable[[sqlite3.Connection], _T],
+        *,
+        small: bool = False,
+        pages: int = CALL_PAGES,
+    ) -> _T:
+        """``pages``: about how many pages of the database ``fn`` writes (towards the next
+        checkpoint, see CHECKPOINT_PAGES)."""
         if self._thread is None or not self._thread.is_alive():
             raise StoreUnavailable("the SQLite store is not started")
         if (
@@ -464,14 +558,24 @@ class _Writer:
                 finally:
                     self._note(time.perf_counter() - t0)
                     self.inline_calls += 1
+                    if small:  # done here (not handed to the thread after all)
+                        self.pages_due += pages
                     if self.warmer is not None:
                         self.warmer.touch()
+                    if (
+                        self.pages_due * self.page_scale >= CHECKPOINT_PAGES
+                        and not self._checkpoint_queued
+                    ):
+                        # the writer thread checkpoints, not this one (the event loop's)
+                        self._checkpoint_queued = True
+                        self._queued += 1
+                        self._jobs.put(_CHECKPOINT)
             finally:
                 self._lock.release()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[_T] = loop.create_future()
         self._queued += 1
-        self._jobs.put((fn, loop, fut, small))
+        self._jobs.put((fn, loop, fut, small, pages))
         return await fut
 
     async def stop(self) -> None:
@@ -638,15 +742,17 @@ class SQLiteStore(EventStore):
         fn: Callable[[sqlite3.Connection, Symbols], _T],
         *,
         small: bool = False,
+        pages: int = CALL_PAGES,
     ) -> _T:
         """A write transaction whose rows name these actors and kinds by id. `small`: a
-        few events' append, which may commit on the calling thread (_Writer.call)."""
+        few events' append, which may commit on the calling thread (_Writer.call);
+        `pages`: about how many pages it writes (ibid.)."""
 
         def run(conn: sqlite3.Connection) -> _T:
             _intern(conn, self._wsym, names)
             return _in_transaction(conn, what, lambda c: fn(c, self._wsym))
 
-        return await self.writer.call(run, small=small)
+        return await self.writer.call(run, small=small, pages=pages)
 
     async def ping(self) -> None:
         try:
@@ -699,11 +805,12 @@ class SQLiteStore(EventStore):
             return [[] for _ in batches]
         names = {n for _, evs in batches for ev in evs for n in (ev.actor, ev.kind)}
         inline = INLINE_EVENTS_OS if self.durability == "os" else INLINE_EVENTS
-        small = sum(len(evs) for _, evs in batches) <= inline
+        count = sum(len(evs) for _, evs in batches)
         written: list[tuple[Any, ...]] = []
         out = await self._write_interned(
-            "append", names, lambda conn, sym: _append(conn, batches, sym, written), small=small
-        )
+            "append", names, lambda conn, sym: _append(conn, batches, sym, written),
+            small=count <= inline, pages=CALL_PAGES + count // EVENTS_PER_PAGE,
+        )  # fmt: skip
         self._recent.note(written)  # committed
         return out
 

@@ -208,3 +208,87 @@ async def test_the_wait_for_locks_is_switched_only_between_sides(
             "PRAGMA busy_timeout=0",
         ]
         await store.on_writer(lambda c: c.set_trace_callback(None))
+
+
+@pytest.fixture
+def checkpoint_often(monkeypatch: pytest.MonkeyPatch) -> int:
+    """A checkpoint every 40 estimated pages (about 10 lone appends), not every 1,000."""
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_PAGES", 40)
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_PAGES_MAX", 160)
+    return 40
+
+
+def spy_checkpoints(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The thread of every checkpoint the writer runs (the real one still runs)."""
+    threads: list[int] = []
+    real = sqlite_store._Writer._checkpoint
+
+    def spy(self: sqlite_store._Writer) -> None:
+        threads.append(threading.get_ident())
+        real(self)
+
+    monkeypatch.setattr(sqlite_store._Writer, "_checkpoint", spy)
+    return threads
+
+
+@pytest.mark.parametrize("durability", ["fsync", "os"])
+async def test_inline_commits_leave_the_checkpoints_to_the_writer_thread(
+    tmp_path: Path,
+    quick_disk: None,
+    checkpoint_often: int,
+    monkeypatch: pytest.MonkeyPatch,
+    durability: str,
+) -> None:
+    """A WAL checkpoint takes milliseconds (it syncs the WAL, copies pages, syncs the
+    database): SQLite's own ran inside the COMMIT that crossed its mark, on the event
+    loop's thread when that commit was an inline one. Now the writer thread runs them,
+    between calls, and the WAL stays bounded all the same."""
+    threads = spy_checkpoints(monkeypatch)
+    path = tmp_path / "w.db"
+    async with SQLiteStore(path, durability=durability) as store:
+        writer = store.writer
+        (auto,) = await store.on_writer(lambda c: c.execute("PRAGMA wal_autocheckpoint").fetchone())
+        assert auto == sqlite_store.AUTOCHECKPOINT_BACKSTOP  # SQLite's own: a backstop only
+        await store.append([("doc", [ev()])])
+        inline_before = writer.inline_calls
+        for i in range(200):
+            await store.append([("doc", [ev(i)])])
+            await asyncio.sleep(0)  # as between a room's commits: the thread's turn
+        await writer.call(lambda c: None)  # whatever was asked for has run
+        assert writer.inline_calls - inline_before >= 150  # the appends ran inline...
+        assert writer.checkpoints >= 5  # ...and the WAL was checkpointed meanwhile...
+        assert len(threads) >= writer.checkpoints
+        assert threading.get_ident() not in threads  # ...never on the loop's thread
+        frames, done = writer.last_checkpoint
+        assert 0 < frames <= 4 * checkpoint_often and done == frames  # bounded, and whole
+        assert rows_in_file(path) == 201
+
+
+async def test_a_steady_stream_of_commits_still_gets_checkpointed(
+    tmp_path: Path, checkpoint_often: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls always queued (a burst on the writer thread): no pause to checkpoint in, so
+    the writer checkpoints at CHECKPOINT_PAGES_MAX rather than let the WAL grow."""
+    threads = spy_checkpoints(monkeypatch)
+    async with SQLiteStore(tmp_path / "w.db") as store:
+        writer = store.writer
+        burst = [ev(i) for i in range(INLINE_EVENTS + 4)]  # each one for the thread
+        await asyncio.gather(*(store.append([("doc", burst)]) for _ in range(150)))
+        assert writer.inline_calls == 0
+        assert writer.checkpoints >= 2
+        assert threading.get_ident() not in threads
+        frames, _ = writer.last_checkpoint
+        assert frames <= 2 * sqlite_store.CHECKPOINT_PAGES_MAX
+
+
+def test_when_a_checkpoint_is_due() -> None:
+    writer = sqlite_store._Writer(":memory:")
+    assert not writer._checkpoint_due(queued=False)
+    writer.pages_due = sqlite_store.CHECKPOINT_PAGES
+    assert writer._checkpoint_due(queued=False)  # due, and nothing waits
+    assert not writer._checkpoint_due(queued=True)  # a call waits: it goes first
+    writer.pages_due = sqlite_store.CHECKPOINT_PAGES_MAX
+    assert writer._checkpoint_due(queued=True)  # the WAL has grown enough: now
+    writer.pages_due = sqlite_store.CHECKPOINT_PAGES // 2
+    writer.page_scale = 2.0  # learnt: each estimated page was two frames
+    assert writer._checkpoint_due(queued=False)
