@@ -19,6 +19,7 @@ The log's layout (a tail of rows, sealed segments, interned ids) is described in
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -353,6 +354,22 @@ CALL_PAGES = 4
 EVENTS_PER_PAGE = 16
 
 
+#: Upkeep writes (a seal, old snapshots dropped, derived data, pages given back:
+#: ``call(..., background=True)``) give way to appends. Nobody's edit waits for
+#: them, but each is a transaction of its own, synced, of a few ms: run in the order
+#: they came, the ones queued just after an ingest doubled the commit time of the edits
+#: typed meanwhile (bench/notes.md, 3 Dec 2026). So when one is next in line, an append
+#: queued behind it (and ahead of any other call) goes first, and while appends keep
+#: coming (the last ended less than BACKGROUND_GRACE seconds ago) it waits for the next,
+#: BACKGROUND_MAX_WAIT seconds at most. Other calls keep their order with both (a
+#: snapshot's write too: retention converts rungs with what was taken at capture, and
+#: held back, they loaded both states instead; docs/durability.md).
+BACKGROUND_GRACE = 0.003
+BACKGROUND_MAX_WAIT = 0.1
+
+#: the kinds of call: appends (which may go ahead of upkeep), the rest, upkeep
+_APPEND, _ORDINARY, _BACKGROUND = 0, 1, 2
+
 #: the job that asks the writer thread for a checkpoint (_Writer.call)
 _CHECKPOINT = object()
 
@@ -360,7 +377,9 @@ _CHECKPOINT = object()
 class _Writer:
     """The write connection, owned by one thread. ``call(fn)`` runs ``fn(conn)`` there
     and returns its result: one hop from the event loop and one back, whatever fn does.
-    Calls run one at a time in the order they were made, so writes never interleave.
+    Calls run one at a time in the order they were made, so writes never interleave;
+    the one exception is upkeep (``background=True``), which lets appends queued behind
+    it go first (BACKGROUND_GRACE).
 
     ``call(fn, small=True)`` (a small append) may run ``fn`` on the calling thread
     instead, when no call is queued or running and small calls have been quick (see
@@ -370,14 +389,29 @@ class _Writer:
     def __init__(self, path: str, durability: str = "fsync") -> None:
         self.path = path
         self.durability = durability
+        #: one token per call handed to the thread (None: stop), and the calls themselves,
+        #: in the order they came: (kind, fn, loop, future, small, pages, queued at).
+        #: Each token runs one call, not necessarily its own (_next_job)
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._pending: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._pending_lock = threading.Lock()
+        #: set when an append is queued (what a waiting upkeep call waits for)
+        self._append_queued = threading.Event()
+        #: perf_counter when the last append ended, wherever it ran
+        self._last_append = 0.0
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
-        #: calls handed to the thread (changed by the event loop's thread only) and calls
-        #: it finished (by the writer thread only): equal when it has nothing to do
+        #: calls other than upkeep handed to the thread (changed by the event loop's
+        #: thread only) and those it finished (by the writer thread only): equal when it
+        #: has none of them to do. Upkeep calls are counted apart (inline calls do not
+        #: wait for them, see BACKGROUND_GRACE)
         self._queued = 0
         self._finished = 0
+        self._bg_queued = 0
+        self._bg_finished = 0
+        #: upkeep calls an append went ahead of, so far
+        self.overtaken = 0
         #: moving average of the seconds a small call takes, wherever it ran
         self.small_seconds = 0.0
         #: small calls run inline so far (tests, /metrics-free introspection), and those
@@ -477,12 +511,40 @@ class _Writer:
     def _note(self, seconds: float) -> None:
         self.small_seconds += (seconds - self.small_seconds) * 0.125
 
+    def _next_job(self) -> tuple[Any, ...]:
+        """The call to run now (one is pending: its token was taken): the first in line,
+        unless that is an upkeep call and an append comes before any other call (then the
+        append), or only upkeep is queued while appends are still coming (then wait for
+        one, see BACKGROUND_GRACE)."""
+        while True:
+            with self._pending_lock:
+                pending = self._pending
+                first = pending[0]
+                if first[0] != _BACKGROUND:
+                    return pending.popleft()
+                for i, job in enumerate(pending):
+                    if job[0] == _ORDINARY:  # it waits behind the upkeep: no waiting
+                        return pending.popleft()
+                    if job[0] == _APPEND:
+                        del pending[i]
+                        self.overtaken += 1
+                        return job
+                now = time.perf_counter()
+                wait = min(
+                    self._last_append + BACKGROUND_GRACE - now,
+                    first[6] + BACKGROUND_MAX_WAIT - now,
+                )
+                if wait <= 0:
+                    return pending.popleft()
+                self._append_queued.clear()
+            self._append_queued.wait(wait)
+
     def _run(self) -> None:
         while True:
-            job = self._jobs.get()
-            if job is None:
+            if self._jobs.get() is None:
                 break
-            if job is _CHECKPOINT:  # asked for after an inline call (call)
+            kind, fn, loop, fut, small, pages, _ = self._next_job()
+            if fn is _CHECKPOINT:  # asked for after an inline call (call)
                 with self._lock:
                     self._checkpoint_queued = False
                     if self.pages_due * self.page_scale >= CHECKPOINT_PAGES:
@@ -491,7 +553,6 @@ class _Writer:
                 if self.warmer is not None:
                     self.warmer.touch()
                 continue
-            fn, loop, fut, small, pages = job
             with self._lock:
                 t0 = time.perf_counter()
                 try:
@@ -504,16 +565,21 @@ class _Writer:
                 if small:
                     self._note(time.perf_counter() - t0)
                 self.pages_due += pages
+                if kind == _APPEND:
+                    self._last_append = time.perf_counter()
             if self.warmer is not None:
                 self.warmer.touch()
-            self._finished += 1
+            if kind == _BACKGROUND:
+                self._bg_finished += 1
+            else:
+                self._finished += 1
             try:
                 loop.call_soon_threadsafe(_resolve, fut, ok, value)
             except RuntimeError:  # the loop is closed: nobody waits any more
                 pass
             # after the caller has its answer: the checkpoint delays no commit that is
             # done, only one that comes while it runs
-            if self._checkpoint_due(queued=not self._jobs.empty()):
+            if self._checkpoint_due(queued=bool(self._pending)):
                 with self._lock:
                     self._checkpoint()
         if self._conn is not None:
@@ -526,9 +592,12 @@ class _Writer:
         *,
         small: bool = False,
         pages: int = CALL_PAGES,
+        append: bool = False,
+        background: bool = False,
     ) -> _T:
         """``pages``: about how many pages of the database ``fn`` writes (towards the next
-        checkpoint, see CHECKPOINT_PAGES)."""
+        checkpoint, see CHECKPOINT_PAGES). ``append``: it appends events (it may go ahead
+        of upkeep); ``background``: it is upkeep (see BACKGROUND_GRACE)."""
         if self._thread is None or not self._thread.is_alive():
             raise StoreUnavailable("the SQLite store is not started")
         if (
@@ -560,6 +629,8 @@ class _Writer:
                     self.inline_calls += 1
                     if small:  # done here (not handed to the thread after all)
                         self.pages_due += pages
+                        if append:
+                            self._last_append = time.perf_counter()
                     if self.warmer is not None:
                         self.warmer.touch()
                     if (
@@ -569,14 +640,25 @@ class _Writer:
                         # the writer thread checkpoints, not this one (the event loop's)
                         self._checkpoint_queued = True
                         self._queued += 1
-                        self._jobs.put(_CHECKPOINT)
+                        self._submit((_ORDINARY, _CHECKPOINT, None, None, False, 0, 0.0))
             finally:
                 self._lock.release()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[_T] = loop.create_future()
-        self._queued += 1
-        self._jobs.put((fn, loop, fut, small, pages))
+        kind = _BACKGROUND if background else _APPEND if append else _ORDINARY
+        if background:
+            self._bg_queued += 1
+        else:
+            self._queued += 1
+        self._submit((kind, fn, loop, fut, small, pages, time.perf_counter()))
         return await fut
+
+    def _submit(self, job: tuple[Any, ...]) -> None:
+        with self._pending_lock:
+            self._pending.append(job)
+        self._jobs.put(True)
+        if job[0] == _APPEND:
+            self._append_queued.set()
 
     async def stop(self) -> None:
         warmer, self.warmer = self.warmer, None
@@ -731,9 +813,14 @@ class SQLiteStore(EventStore):
         (for checks and tests: its per-connection settings are the ones writes obey)."""
         return await self.writer.call(fn)
 
-    async def _write(self, what: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        """One write transaction: one call on the writer thread."""
-        return await self.writer.call(lambda conn: _in_transaction(conn, what, fn))
+    async def _write(
+        self, what: str, fn: Callable[[sqlite3.Connection], _T], *, background: bool = False
+    ) -> _T:
+        """One write transaction: one call on the writer thread. ``background``: upkeep,
+        which gives way to appends (BACKGROUND_GRACE)."""
+        return await self.writer.call(
+            lambda conn: _in_transaction(conn, what, fn), background=background
+        )
 
     async def _write_interned(
         self,
@@ -743,16 +830,17 @@ class SQLiteStore(EventStore):
         *,
         small: bool = False,
         pages: int = CALL_PAGES,
+        append: bool = False,
     ) -> _T:
         """A write transaction whose rows name these actors and kinds by id. `small`: a
         few events' append, which may commit on the calling thread (_Writer.call);
-        `pages`: about how many pages it writes (ibid.)."""
+        `pages`: about how many pages it writes; `append`: an append (ibid.)."""
 
         def run(conn: sqlite3.Connection) -> _T:
             _intern(conn, self._wsym, names)
             return _in_transaction(conn, what, lambda c: fn(c, self._wsym))
 
-        return await self.writer.call(run, small=small, pages=pages)
+        return await self.writer.call(run, small=small, pages=pages, append=append)
 
     async def ping(self) -> None:
         try:
@@ -809,7 +897,7 @@ class SQLiteStore(EventStore):
         written: list[tuple[Any, ...]] = []
         out = await self._write_interned(
             "append", names, lambda conn, sym: _append(conn, batches, sym, written),
-            small=count <= inline, pages=CALL_PAGES + count // EVENTS_PER_PAGE,
+            small=count <= inline, pages=CALL_PAGES + count // EVENTS_PER_PAGE, append=True,
         )  # fmt: skip
         self._recent.note(written)  # committed
         return out
@@ -1082,7 +1170,7 @@ class SQLiteStore(EventStore):
                 db.execute("UPDATE docs SET sealed = ? WHERE id = ?", (seg.last_seq, doc_id))
 
             try:
-                await self._write("seal", write)
+                await self._write("seal", write, background=True)
             except _Raced:
                 self._recent.forget(doc_id)  # the next try reads what the log holds
                 return sealed_now
@@ -1111,7 +1199,7 @@ class SQLiteStore(EventStore):
                 # executescript steps it to the end (execute() would free one page only)
                 conn.executescript(f"PRAGMA incremental_vacuum({int(free) - keep});")
 
-        await self.writer.call(run)
+        await self.writer.call(run, background=True)
 
     async def segment_damage(self, doc: str) -> list[str]:
         rows = await self._fetchall(
@@ -1142,7 +1230,7 @@ class SQLiteStore(EventStore):
         row = (doc, seq, now_ms(), *await snapshot_row_async(state, meta))
         await self._write(
             "snapshot write",
-            lambda db: db.execute(
+            fn=lambda db: db.execute(
                 "INSERT OR REPLACE INTO snapshots (doc, seq, ts, state, checksum, meta) "
                 "VALUES (?,?,?,?,?,?)",
                 row,
@@ -1332,13 +1420,14 @@ class SQLiteStore(EventStore):
             )
             return int(cur.rowcount)
 
-        return await self._write("snapshot delete", run) if seqs else 0
+        return await self._write("snapshot delete", run, background=True) if seqs else 0
 
     async def put_derived(self, doc: str, kind: str, seq: int, data: bytes) -> None:
         row = (doc, kind, seq, now_ms(), data, checksum(data))
         await self._write(
             "derived data write",
-            lambda db: db.execute(
+            background=True,
+            fn=lambda db: db.execute(
                 "INSERT INTO derived (doc, kind, seq, ts, data, checksum) VALUES (?,?,?,?,?,?) "
                 "ON CONFLICT (doc, kind) DO UPDATE SET seq = excluded.seq, ts = excluded.ts, "
                 "data = excluded.data, checksum = excluded.checksum "

@@ -3,20 +3,29 @@
 A small append (a lone keystroke) commits on the event loop's thread when the writer
 thread has nothing queued or running, and on the writer thread otherwise (a burst, a
 write in flight, or small commits that have been slow). Either way the commit is
-synchronous=FULL and on disk when append returns, and calls never overlap or reorder."""
+synchronous=FULL and on disk when append returns, and calls never overlap or reorder,
+except that upkeep (a seal, a snapshot) lets appends queued behind it go first. WAL
+checkpoints run on the writer thread between calls."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from palimpsest.store import sqlite as sqlite_store
 from palimpsest.store.base import NewEvent
-from palimpsest.store.sqlite import INLINE_EVENTS, INLINE_EVENTS_OS, INLINE_MAX_SECONDS, SQLiteStore
+from palimpsest.store.sqlite import (
+    INLINE_EVENTS,
+    INLINE_EVENTS_OS,
+    INLINE_MAX_SECONDS,
+    SQLiteStore,
+    _in_transaction,
+)
 
 UPDATE = b"\x01\x01\xb9\xe3\xa4\x8a\x0c\x00\x04\x01\x07content\x01a\x00"
 
@@ -292,3 +301,153 @@ def test_when_a_checkpoint_is_due() -> None:
     writer.pages_due = sqlite_store.CHECKPOINT_PAGES // 2
     writer.page_scale = 2.0  # learnt: each estimated page was two frames
     assert writer._checkpoint_due(queued=False)
+
+
+def _recorder(order: list[str], name: str) -> Callable[[sqlite3.Connection], str]:
+    def fn(c: sqlite3.Connection) -> str:
+        order.append(name)
+        return name
+
+    return fn
+
+
+async def _behind_a_slow_call(
+    store: SQLiteStore, queue_them: Callable[[], list[asyncio.Task[str]]]
+) -> list[str]:
+    """Holds the writer thread in a call, queues what queue_them makes, lets go: the
+    order the thread ran them in."""
+    order: list[str] = []
+    release = threading.Event()
+
+    def slow(c: sqlite3.Connection) -> None:
+        assert release.wait(10)
+        order.append("slow")
+
+    first = asyncio.create_task(store.writer.call(slow))
+    await asyncio.sleep(0.05)  # the writer thread is inside `slow`
+    tasks = queue_them()
+    await asyncio.sleep(0.05)
+    release.set()
+    await first
+    await asyncio.gather(*tasks)
+    return order
+
+
+async def test_an_append_goes_ahead_of_upkeep_queued_before_it(tmp_path: Path) -> None:
+    """A seal or a snapshot is nobody's edit: an append queued behind it goes first."""
+    async with SQLiteStore(tmp_path / "w.db") as store:
+        w = store.writer
+        seen: list[str] = []
+
+        def queue_them() -> list[asyncio.Task[str]]:
+            return [
+                asyncio.create_task(w.call(_recorder(seen, "upkeep"), background=True)),
+                asyncio.create_task(w.call(_recorder(seen, "append"), append=True)),
+            ]
+
+        order = await _behind_a_slow_call(store, queue_them)
+        assert order + seen == ["slow", "append", "upkeep"]
+        assert w.overtaken == 1
+
+
+async def test_an_append_never_goes_ahead_of_other_calls(tmp_path: Path) -> None:
+    """Only upkeep gives way: a deletion, a compaction, a tag keep their place, and
+    upkeep keeps its place before them (a snapshot queued before a deletion of its
+    document must not land after it)."""
+    async with SQLiteStore(tmp_path / "w.db") as store:
+        w = store.writer
+        seen: list[str] = []
+
+        def upkeep_other_append() -> list[asyncio.Task[str]]:
+            return [
+                asyncio.create_task(w.call(_recorder(seen, "upkeep"), background=True)),
+                asyncio.create_task(w.call(_recorder(seen, "other"))),
+                asyncio.create_task(w.call(_recorder(seen, "append"), append=True)),
+            ]
+
+        order = await _behind_a_slow_call(store, upkeep_other_append)
+        assert order + seen == ["slow", "upkeep", "other", "append"]
+        seen.clear()
+
+        def other_upkeep_append() -> list[asyncio.Task[str]]:
+            return [
+                asyncio.create_task(w.call(_recorder(seen, "other"))),
+                asyncio.create_task(w.call(_recorder(seen, "upkeep"), background=True)),
+                asyncio.create_task(w.call(_recorder(seen, "append"), append=True)),
+            ]
+
+        order = await _behind_a_slow_call(store, other_upkeep_append)
+        assert order + seen == ["slow", "other", "append", "upkeep"]
+
+
+async def test_upkeep_waits_while_appends_keep_coming_but_not_for_ever(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "BACKGROUND_GRACE", 0.05)
+    monkeypatch.setattr(sqlite_store, "BACKGROUND_MAX_WAIT", 0.3)
+    async with SQLiteStore(tmp_path / "w.db") as store:
+        w = store.writer
+        burst = [ev(i) for i in range(INLINE_EVENTS + 1)]  # appends for the thread
+        await store.append([("doc", burst)])
+        appended_before_it_ran: list[int] = []
+        appended = 0
+
+        def upkeep(c: sqlite3.Connection) -> None:
+            appended_before_it_ran.append(appended)
+
+        task = asyncio.create_task(w.call(upkeep, background=True))
+        for _ in range(200):  # an append every few ms, for about a second or more
+            await store.append([("doc", burst)])
+            appended += 1
+            await asyncio.sleep(0.005)
+            if task.done() and appended > 10 + appended_before_it_ran[0]:
+                break
+        await task
+        # it gave way to the appends that came meanwhile, then ran while they still came
+        assert appended_before_it_ran[0] >= 3
+        assert appended > appended_before_it_ran[0]
+        assert w.overtaken >= 3
+
+
+async def test_small_appends_run_inline_while_upkeep_waits(
+    tmp_path: Path, quick_disk: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "BACKGROUND_GRACE", 0.3)
+    async with SQLiteStore(tmp_path / "w.db") as store:
+        w = store.writer
+        await store.append([("doc", [ev()])])  # an append just ended: upkeep waits
+        ran = threading.Event()
+        task = asyncio.create_task(w.call(lambda c: ran.set(), background=True))
+        await asyncio.sleep(0.01)
+        assert not ran.is_set()
+        before = w.inline_calls
+        await store.append([("doc", [ev(1)])])
+        assert w.inline_calls == before + 1  # not queued behind the waiting upkeep
+        await task
+        assert ran.is_set()
+        assert rows_in_file(tmp_path / "w.db") == 2
+
+
+async def test_upkeep_queued_when_the_store_stops_still_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopping waits for the upkeep that was waiting for appends; none is dropped."""
+    monkeypatch.setattr(sqlite_store, "BACKGROUND_GRACE", 0.2)
+    store = SQLiteStore(tmp_path / "w.db")
+    await store.start()
+    await store.append([("doc", [ev()])])  # an append just ended: upkeep waits
+    w = store.writer
+
+    def upkeep(c: sqlite3.Connection) -> str:
+        _in_transaction(
+            c, "test", lambda c: c.execute("INSERT INTO tags VALUES ('doc', 'v', 1, 1, 'ann')")
+        )
+        return "ran"
+
+    task = asyncio.create_task(w.call(upkeep, background=True))
+    await asyncio.sleep(0)  # queued (call hands it over before it awaits)
+    assert not task.done()
+    await store.stop()
+    assert task.done() and task.result() == "ran"
+    async with SQLiteStore(tmp_path / "w.db") as again:
+        assert [t.name for t in await again.tags("doc")] == ["v"]
