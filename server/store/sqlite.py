@@ -579,7 +579,8 @@ class _Writer:
                 pass
             # after the caller has its answer: the checkpoint delays no commit that is
             # done, only one that comes while it runs
-            if self._checkpoint_due(queued=bool(self._pending)):
+            # (upkeep waiting for appends does not count as queued: it can wait)
+            if self._checkpoint_due(queued=self._queued != self._finished):
                 with self._lock:
                     self._checkpoint()
         if self._conn is not None:

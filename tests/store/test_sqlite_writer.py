@@ -4,8 +4,8 @@ A small append (a lone keystroke) commits on the event loop's thread when the wr
 thread has nothing queued or running, and on the writer thread otherwise (a burst, a
 write in flight, or small commits that have been slow). Either way the commit is
 synchronous=FULL and on disk when append returns, and calls never overlap or reorder,
-except that upkeep (a seal, a snapshot) lets appends queued behind it go first. WAL
-checkpoints run on the writer thread between calls."""
+except that upkeep (a seal, old snapshots dropped) lets appends queued behind it go
+first. WAL checkpoints run on the writer thread between calls."""
 
 from __future__ import annotations
 
@@ -334,7 +334,7 @@ async def _behind_a_slow_call(
 
 
 async def test_an_append_goes_ahead_of_upkeep_queued_before_it(tmp_path: Path) -> None:
-    """A seal or a snapshot is nobody's edit: an append queued behind it goes first."""
+    """A seal is nobody's edit: an append queued behind it goes first."""
     async with SQLiteStore(tmp_path / "w.db") as store:
         w = store.writer
         seen: list[str] = []
