@@ -339,14 +339,15 @@ INLINE_MAX_SECONDS = 0.002
 
 #: WAL checkpoints are the writer thread's, between calls, never a commit's: SQLite's own
 #: (wal_autocheckpoint, 1,000 pages) ran inside the COMMIT that crossed the mark, so one
-#: commit in a few hundred took 1-13 ms longer, and held the event loop for as long when
-#: it was an inline one (bench/append_latency.py; docs/durability.md). The writer counts
-#: the pages its calls wrote (an estimate: CALL_PAGES a call, one more per
-#: EVENTS_PER_PAGE events appended) and checkpoints (PASSIVE: never waits for a reader)
-#: once CHECKPOINT_PAGES are due and nothing is queued, or at CHECKPOINT_PAGES_MAX even
-#: with calls queued, so that the WAL stays bounded under a steady stream of commits.
-#: SQLite's own checkpoint stays on as a backstop, at AUTOCHECKPOINT_BACKSTOP pages, in
-#: case the estimate runs low (a seal or a compaction writes more pages than it counts).
+#: commit in a few hundred took longer (0.6-6 ms with fsync, 6-10 with os), and held the
+#: event loop for as long when it was an inline one (bench/append_latency.py;
+#: docs/durability.md). The writer counts the pages its calls wrote (an estimate:
+#: CALL_PAGES a call, one more per EVENTS_PER_PAGE events appended) and checkpoints
+#: (PASSIVE: never waits for a reader) once CHECKPOINT_PAGES are due and nothing is
+#: queued, or at CHECKPOINT_PAGES_MAX even with calls queued, so that the WAL stays
+#: bounded under a steady stream of commits. SQLite's own checkpoint stays on as a
+#: backstop, at AUTOCHECKPOINT_BACKSTOP pages, in case the estimate runs low (a seal or
+#: a compaction writes more pages than it counts).
 CHECKPOINT_PAGES = 1000
 CHECKPOINT_PAGES_MAX = 4 * CHECKPOINT_PAGES
 AUTOCHECKPOINT_BACKSTOP = 10 * CHECKPOINT_PAGES
@@ -357,8 +358,8 @@ EVENTS_PER_PAGE = 16
 #: Upkeep writes (a seal, old snapshots dropped, derived data, pages given back:
 #: ``call(..., background=True)``) give way to appends. Nobody's edit waits for
 #: them, but each is a transaction of its own, synced, of a few ms: run in the order
-#: they came, the ones queued just after an ingest doubled the commit time of the edits
-#: typed meanwhile (bench/notes.md, 3 Dec 2026). So when one is next in line, an append
+#: they came, a document's sealing beside a stream of appends doubled their commit time
+#: (bench/upkeep_contention.py, docs/durability.md). So when one is next in line, an append
 #: queued behind it (and ahead of any other call) goes first, and while appends keep
 #: coming (the last ended less than BACKGROUND_GRACE seconds ago) it waits for the next,
 #: BACKGROUND_MAX_WAIT seconds at most. Other calls keep their order with both (a
@@ -382,9 +383,10 @@ class _Writer:
     it go first (BACKGROUND_GRACE).
 
     ``call(fn, small=True)`` (a small append) may run ``fn`` on the calling thread
-    instead, when no call is queued or running and small calls have been quick (see
-    INLINE_EVENTS): the connection is used by one thread at a time either way (``_lock``)
-    and the order of calls is kept (none is waiting when one runs inline)."""
+    instead, when no call but upkeep is queued, none runs, and small calls have been
+    quick (see INLINE_EVENTS): the connection is used by one thread at a time either way
+    (``_lock``) and the order of calls is kept (none but upkeep is waiting when one runs
+    inline)."""
 
     def __init__(self, path: str, durability: str = "fsync") -> None:
         self.path = path
