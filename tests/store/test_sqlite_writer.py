@@ -303,19 +303,13 @@ def test_when_a_checkpoint_is_due() -> None:
     assert writer._checkpoint_due(queued=False)
 
 
-def _recorder(order: list[str], name: str) -> Callable[[sqlite3.Connection], str]:
-    def fn(c: sqlite3.Connection) -> str:
-        order.append(name)
-        return name
-
-    return fn
+#: how each kind of call is made (_behind_a_slow_call)
+_KINDS = {"append": {"append": True}, "upkeep": {"background": True}, "other": {}}
 
 
-async def _behind_a_slow_call(
-    store: SQLiteStore, queue_them: Callable[[], list[asyncio.Task[str]]]
-) -> list[str]:
-    """Holds the writer thread in a call, queues what queue_them makes, lets go: the
-    order the thread ran them in."""
+async def _behind_a_slow_call(store: SQLiteStore, kinds: list[str]) -> list[str]:
+    """Holds the writer thread in a call, queues one call of each of `kinds` (in that
+    order), lets go: the order the thread ran them in."""
     order: list[str] = []
     release = threading.Event()
 
@@ -323,9 +317,12 @@ async def _behind_a_slow_call(
         assert release.wait(10)
         order.append("slow")
 
+    def named(name: str) -> Callable[[sqlite3.Connection], None]:
+        return lambda c: order.append(name)
+
     first = asyncio.create_task(store.writer.call(slow))
     await asyncio.sleep(0.05)  # the writer thread is inside `slow`
-    tasks = queue_them()
+    tasks = [asyncio.create_task(store.writer.call(named(k), **_KINDS[k])) for k in kinds]
     await asyncio.sleep(0.05)
     release.set()
     await first
@@ -336,48 +333,21 @@ async def _behind_a_slow_call(
 async def test_an_append_goes_ahead_of_upkeep_queued_before_it(tmp_path: Path) -> None:
     """A seal is nobody's edit: an append queued behind it goes first."""
     async with SQLiteStore(tmp_path / "w.db") as store:
-        w = store.writer
-        seen: list[str] = []
-
-        def queue_them() -> list[asyncio.Task[str]]:
-            return [
-                asyncio.create_task(w.call(_recorder(seen, "upkeep"), background=True)),
-                asyncio.create_task(w.call(_recorder(seen, "append"), append=True)),
-            ]
-
-        order = await _behind_a_slow_call(store, queue_them)
-        assert order + seen == ["slow", "append", "upkeep"]
-        assert w.overtaken == 1
+        order = await _behind_a_slow_call(store, ["upkeep", "append"])
+        assert order == ["slow", "append", "upkeep"]
+        assert store.writer.overtaken == 1
 
 
 async def test_an_append_never_goes_ahead_of_other_calls(tmp_path: Path) -> None:
-    """Only upkeep gives way: a deletion, a compaction, a tag keep their place, and
-    upkeep keeps its place before them (a snapshot queued before a deletion of its
-    document must not land after it)."""
+    """Only upkeep gives way: a deletion, a compaction, a snapshot's write keep their
+    place, and upkeep keeps its place before them (derived data queued before a
+    document's deletion must not be written after it)."""
     async with SQLiteStore(tmp_path / "w.db") as store:
-        w = store.writer
-        seen: list[str] = []
-
-        def upkeep_other_append() -> list[asyncio.Task[str]]:
-            return [
-                asyncio.create_task(w.call(_recorder(seen, "upkeep"), background=True)),
-                asyncio.create_task(w.call(_recorder(seen, "other"))),
-                asyncio.create_task(w.call(_recorder(seen, "append"), append=True)),
-            ]
-
-        order = await _behind_a_slow_call(store, upkeep_other_append)
-        assert order + seen == ["slow", "upkeep", "other", "append"]
-        seen.clear()
-
-        def other_upkeep_append() -> list[asyncio.Task[str]]:
-            return [
-                asyncio.create_task(w.call(_recorder(seen, "other"))),
-                asyncio.create_task(w.call(_recorder(seen, "upkeep"), background=True)),
-                asyncio.create_task(w.call(_recorder(seen, "append"), append=True)),
-            ]
-
-        order = await _behind_a_slow_call(store, other_upkeep_append)
-        assert order + seen == ["slow", "other", "append", "upkeep"]
+        order = await _behind_a_slow_call(store, ["upkeep", "other", "append"])
+        assert order == ["slow", "upkeep", "other", "append"]
+        order = await _behind_a_slow_call(store, ["other", "upkeep", "append"])
+        assert order == ["slow", "other", "append", "upkeep"]
+        assert store.writer.overtaken == 1
 
 
 async def test_upkeep_waits_while_appends_keep_coming_but_not_for_ever(
