@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import contextlib
 import datetime as dt
 import importlib.metadata
 import json
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -642,6 +643,21 @@ def run_fanout(
         progress,
         timeout=edits / rate + 120,
     )
+
+
+@contextlib.contextmanager
+def serving(spec: ServerSpec, datadir: Path, steps: int = 1) -> Iterator[tuple[Running, Progress]]:
+    """A server started for one measuring run, with its progress line; the step under
+    way is finished and both are closed after (bench/concurrent_alone.py,
+    ingest_alone.py)."""
+    srv = Running(spec, datadir)
+    prog = Progress(steps)
+    try:
+        yield srv, prog
+    finally:
+        prog.finish_step()
+        prog.close()
+        srv.stop()
 
 
 def run_trace(

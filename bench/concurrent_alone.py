@@ -101,11 +101,8 @@ def one_run(
 ) -> dict[str, Any]:
     if binary is not None:
         B.PALIMPSEST_BIN = binary
-    datadir = Path(tempfile.mkdtemp(dir=work))
-    srv = B.Running(spec, datadir)
-    prog = B.Progress(1)
-    prog.step(f"{label}: concurrent {trace.name}")
-    try:
+    with B.serving(spec, Path(tempfile.mkdtemp(dir=work))) as (srv, prog):
+        prog.step(f"{label}: concurrent {trace.name}")
         cpu0 = srv.cpu()
         res = B.run_trace(
             "concurrent", spec, srv.port, prog, doc="concurrent", trace=trace, limit=limit
@@ -113,10 +110,6 @@ def one_run(
         res["cpu_seconds"] = srv.cpu() - cpu0
         if spec.name.startswith("palimpsest"):
             res["metrics"] = metrics(srv.port)
-    finally:
-        prog.finish_step()
-        prog.close()
-        srv.stop()
     return res
 
 

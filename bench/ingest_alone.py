@@ -76,10 +76,7 @@ def wait_quiet(srv: B.Running, limit: float = 20.0) -> None:
 
 def one_run(spec: B.ServerSpec, trace: Path, limit: int, work: Path, label: str, warm: bool,
             settle: bool) -> dict[str, Any]:  # fmt: skip
-    datadir = Path(tempfile.mkdtemp(dir=work))
-    srv = B.Running(spec, datadir)
-    prog = B.Progress(2 if warm else 1)
-    try:
+    with B.serving(spec, Path(tempfile.mkdtemp(dir=work)), 2 if warm else 1) as (srv, prog):
         if warm:
             prog.step(f"{label}: warm-up")
             B.run_trace("ingest", spec, srv.port, prog, doc="warm-up", trace=trace, limit=limit)
@@ -101,10 +98,6 @@ def one_run(spec: B.ServerSpec, trace: Path, limit: int, work: Path, label: str,
             key=sum,
             reverse=True,
         )[:4]
-    finally:
-        prog.finish_step()
-        prog.close()
-        srv.stop()
     return res
 
 

@@ -406,12 +406,10 @@ class _Writer:
         self._lock = threading.Lock()
         #: calls other than upkeep handed to the thread (changed by the event loop's
         #: thread only) and those it finished (by the writer thread only): equal when it
-        #: has none of them to do. Upkeep calls are counted apart (inline calls do not
-        #: wait for them, see BACKGROUND_GRACE)
+        #: has none of them to do (inline calls do not wait for upkeep, see
+        #: BACKGROUND_GRACE)
         self._queued = 0
         self._finished = 0
-        self._bg_queued = 0
-        self._bg_finished = 0
         #: upkeep calls an append went ahead of, so far
         self.overtaken = 0
         #: moving average of the seconds a small call takes, wherever it ran
@@ -430,10 +428,9 @@ class _Writer:
         #: keeps the disk warm between commits (keep_warm, once the file exists)
         self.warmer: DiskWarmer | None = None
         #: pages written since the last checkpoint (an estimate, see CHECKPOINT_PAGES;
-        #: changed under _lock only); checkpoints run so far and the seconds of the last
+        #: changed under _lock only); checkpoints run so far
         self.pages_due = 0
         self.checkpoints = 0
-        self.checkpoint_seconds = 0.0
         #: the last checkpoint's frames in the WAL and frames checkpointed (PASSIVE may
         #: leave some to a later one while a reader holds them)
         self.last_checkpoint = (0, 0)
@@ -473,14 +470,11 @@ class _Writer:
         estimated, self.pages_due = self.pages_due, 0
         if conn is None or self.path == ":memory:":
             return
-        t0 = time.perf_counter()
         try:
             row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as e:
             log.warning("SQLite checkpoint of %s failed: %s", self.path, e)
             return
-        finally:
-            self.checkpoint_seconds = time.perf_counter() - t0
         frames, done = int(row[1]), int(row[2])
         before = self.last_checkpoint
         if before[0] == before[1] and estimated > 0 and frames > 0:
@@ -549,7 +543,7 @@ class _Writer:
             if fn is _CHECKPOINT:  # asked for after an inline call (call)
                 with self._lock:
                     self._checkpoint_queued = False
-                    if self.pages_due * self.page_scale >= CHECKPOINT_PAGES:
+                    if self._checkpoint_due(queued=False):
                         self._checkpoint()
                 self._finished += 1
                 if self.warmer is not None:
@@ -571,9 +565,7 @@ class _Writer:
                     self._last_append = time.perf_counter()
             if self.warmer is not None:
                 self.warmer.touch()
-            if kind == _BACKGROUND:
-                self._bg_finished += 1
-            else:
+            if kind != _BACKGROUND:
                 self._finished += 1
             try:
                 loop.call_soon_threadsafe(_resolve, fut, ok, value)
@@ -636,10 +628,7 @@ class _Writer:
                             self._last_append = time.perf_counter()
                     if self.warmer is not None:
                         self.warmer.touch()
-                    if (
-                        self.pages_due * self.page_scale >= CHECKPOINT_PAGES
-                        and not self._checkpoint_queued
-                    ):
+                    if not self._checkpoint_queued and self._checkpoint_due(queued=False):
                         # the writer thread checkpoints, not this one (the event loop's)
                         self._checkpoint_queued = True
                         self._queued += 1
@@ -649,9 +638,7 @@ class _Writer:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[_T] = loop.create_future()
         kind = _BACKGROUND if background else _APPEND if append else _ORDINARY
-        if background:
-            self._bg_queued += 1
-        else:
+        if not background:
             self._queued += 1
         self._submit((kind, fn, loop, fut, small, pages, time.perf_counter()))
         return await fut
