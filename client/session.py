@@ -231,8 +231,16 @@ class Session:
                 await asyncio.wait_for(ws.close(), 2)
         if self._runner is not None:
             self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            try:
                 await self._runner
+            except asyncio.CancelledError:
+                # the runner's own cancel ends here; one aimed at whoever is closing the
+                # session (a timeout around close()) goes on up
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+            except Exception as e:  # what it expects, it reports through _failed
+                log.warning("%s: the connection's task failed: %r", self.name, e)
 
     # --- state -----------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute
 from .auth import Identity
 from .errors import AuthError, PalimpsestError
 from .extensions import Client, Extension, Operation
-from .lifecycle import Service
+from .lifecycle import Service, cancel_and_wait
 from .origins import Origin
 from .snapshots import SnapshotWritten
 from .store.base import Event
@@ -166,11 +166,7 @@ class Extensions(Service):
                 await asyncio.wait_for(feed.drain(), 10.0)
             except TimeoutError:
                 log.error("%r: on_committed did not catch up within 10 s on shutdown", feed.ext)
-            feed.task.cancel()
-            try:
-                await feed.task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(feed.task)
             feed.task = None
         for svc in reversed(self.services):
             try:

@@ -55,7 +55,7 @@ from redis.exceptions import RedisError
 from .deletion import deleted_elsewhere
 from .errors import PalimpsestError, StoreError
 from .extensions import Extension
-from .lifecycle import Service
+from .lifecycle import Service, cancel_and_wait
 from .room import Room
 from .store.base import Event
 
@@ -196,12 +196,7 @@ class Fanout(Extension, Service):
                  self.instance)  # fmt: skip
 
     async def stop(self) -> None:
-        tasks = [*self._tasks, *self._heals]
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait(*self._tasks, *self._heals, log=log)
         self._tasks = []
         if self._redis is not None:
             with contextlib.suppress(Exception):

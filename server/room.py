@@ -37,6 +37,7 @@ from .awareness import Awareness, Entry
 from .doc_observers import DocObservers
 from .errors import FATAL, ProtocolError, StoreError, StoreUnavailable, UpdateRejected
 from .known import KnownDeletions, adds_anything, deletions_of
+from .lifecycle import cancel_and_wait
 from .origins import (
     ClientOrigin,
     Origin,
@@ -243,11 +244,7 @@ class Room:
         self.stopping = True  # a store that refuses writes is not waited out any more
         if self._task is not None and not self._task.done():
             await self.flush()
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(self._task)
         self.closed = True
 
     # --- per-room state of extensions -----------------------------------------------------

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from .errors import FATAL
 from .extensions import Extension
-from .lifecycle import Service
+from .lifecycle import Service, cancel_and_wait
 from .store.base import Event, EventStore
 from .store.segments import SEGMENT_EVENTS
 
@@ -66,9 +66,7 @@ class Sealing(Extension, Service):
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         # the documents that unloaded as the server stopped: their last runs, now (the
         # store stops after the extensions), within a bound so that shutdown stays quick
         idle, self._idle = self._idle, set()

@@ -16,7 +16,6 @@ Redis lost).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -29,7 +28,7 @@ from starlette.routing import BaseRoute, Route
 
 from ..errors import NotFound, StoreError
 from ..extensions import Extension
-from ..lifecycle import Service
+from ..lifecycle import Service, cancel_and_wait
 from ..metrics import metrics_of
 from ..settings import Settings
 from ..store.base import Event
@@ -146,11 +145,7 @@ class Changefeed(Extension, Service):
         self.wakeup.notify_all()
         for d in self.deliverers:
             await d.stop()
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await cancel_and_wait(*self._tasks)
         self._tasks = []
 
     async def _until_stopping(self) -> None:

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from ..errors import StoreError
+from ..lifecycle import cancel_and_wait
 from ..store.base import Event
 from ..store.cursors import ACTIVE, HookState
 from .events import feed_json
@@ -120,9 +121,7 @@ class Deliverer:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         if self._http is not None:
             await self._http.aclose()
