@@ -156,6 +156,52 @@ async def test_a_room_that_unloads_stores_its_index_for_the_next_process(
         assert h.attribution.builds == [] and len(h.attribution.restores) == 1
 
 
+async def test_documents_that_unload_together_are_refreshed_one_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each background refresh is paced on its own; several at once would add their
+    shares up and take the event loop from the edits. So they queue: all three indexes
+    are stored, and never two of them were being worked on at once."""
+    n = 2500
+    events, _ = bench.trace_events("automerge-paper", limit=n)
+    texts = trace_texts("automerge-paper", n)
+    docs = ["a", "b", "c"]
+    settings = Settings(db=str(tmp_path / "q.db"), snapshot_every=EVERY, unload_after_seconds=0.2)
+    async with Backend(settings) as backend:
+        for doc in docs:
+            await bench.write_log(backend.store, doc, events, EVERY)
+    async with run_server(settings) as srv:
+        ext = srv.backend.extension(HistoryExtension)
+        assert ext is not None and n >= ext.build_from
+        h = history_of(srv.backend)
+        refresh = h.refresh_attribution
+        at_work: list[str] = []
+        most = 0
+
+        async def counted(doc: str, build_from: int) -> bool:  # the real one, counted
+            nonlocal most
+            at_work.append(doc)
+            most = max(most, len(at_work))
+            try:
+                return await refresh(doc, build_from)
+            finally:
+                at_work.remove(doc)
+
+        monkeypatch.setattr(h, "refresh_attribution", counted)
+        async with (
+            connect(srv.ws_url, "a", user="ann") as a,
+            connect(srv.ws_url, "b", user="ann") as b,
+            connect(srv.ws_url, "c", user="ann") as c,
+        ):
+            assert a.content == b.content == c.content == texts[n]
+        # the three rooms unload within a moment of each other
+        await eventually(lambda: not any(d in srv.backend.rooms for d in docs))
+        await eventually(lambda: not ext._refresher.tasks, timeout=60)
+        for doc in docs:
+            stored = await srv.backend.store.derived(doc, codec.KIND)
+            assert stored is not None and stored[0] == n, doc
+        assert most == 1
+
 
 @pytest.mark.parametrize("editing", [False, True])
 async def test_a_background_refresh_gives_way_to_edits(

@@ -12,7 +12,7 @@ from starlette.routing import BaseRoute
 
 from ..errors import NotFound
 from ..extensions import Extension
-from ..lifecycle import Service
+from ..lifecycle import Service, cancel_and_wait
 from ..room import Room
 from .service import History
 
@@ -23,20 +23,25 @@ log = logging.getLogger("palimpsest.history")
 
 
 class _Refresher(Service):
-    """Background refreshes of stored attribution indexes, one per document at a time;
-    cancelled when the app stops (they are a cache: the next one catches up)."""
+    """Background refreshes of stored attribution indexes: at most one queued per
+    document, and one at work at a time (``turn``, first come first served); cancelled
+    when the app stops (they are a cache: the next one catches up).
+
+    One at a time because each is paced on its own (a fifth of a core while edits are
+    being made, half of one otherwise: AttributionIndex.fold_sliced): four documents that
+    unloaded during a stretch of typing, their refreshes deferred until it paused, took
+    0.5-0.9 s of the event loop's CPU together during the two-writer replay that came
+    next, which lasted about a second (bench/notes.md, 3 Dec 2026)."""
 
     def __init__(self) -> None:
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.turn = asyncio.Lock()
 
     async def start(self) -> None:
         pass
 
     async def stop(self) -> None:
-        tasks = list(self.tasks.values())
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*self.tasks.values(), log=log)
 
 
 class HistoryExtension(Extension):
@@ -77,7 +82,8 @@ class HistoryExtension(Extension):
 
     async def _refresh(self, doc: str) -> None:
         try:
-            await self.service.refresh_attribution(doc, self.build_from)
+            async with self._refresher.turn:
+                await self.service.refresh_attribution(doc, self.build_from)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # a cache: the next blame builds or extends it
