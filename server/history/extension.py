@@ -30,7 +30,7 @@ class _Refresher(Service):
     One at a time because each is paced on its own (a fifth of a core while edits are
     being made, half of one otherwise: AttributionIndex.fold_sliced): four documents that
     unloaded during a stretch of typing, their refreshes deferred until it paused, took
-    0.5-0.9 s of the event loop's CPU together during the two-writer replay that came
+    0.5-0.8 s of the event loop's CPU together during the two-writer replay that came
     next, which lasted about a second (bench/notes.md, 3 Dec 2026)."""
 
     def __init__(self) -> None:
