@@ -38,7 +38,7 @@ class _Refresher(Service):
         self.turn = asyncio.Lock()
 
     async def start(self) -> None:
-        pass
+        self.turn = asyncio.Lock()  # of this run's event loop (a lock binds to one)
 
     async def stop(self) -> None:
         await cancel_and_wait(*self.tasks.values(), log=log)
