@@ -82,6 +82,7 @@ def metrics(port: int) -> dict[str, float]:
         "commit_batch_events_count",
         "commit_batch_events_sum",
         "commit_batch_seconds_sum",
+        "attribution_upkeep_cpu_seconds_total",  # bench/replay_after_steps.py
     ):
         m = re.search(rf"^palimpsest_{name} ([0-9.e+-]+)$", text, re.M)
         if m:

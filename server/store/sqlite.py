@@ -1220,7 +1220,7 @@ class SQLiteStore(EventStore):
         row = (doc, seq, now_ms(), *await snapshot_row_async(state, meta))
         await self._write(
             "snapshot write",
-            fn=lambda db: db.execute(
+            lambda db: db.execute(
                 "INSERT OR REPLACE INTO snapshots (doc, seq, ts, state, checksum, meta) "
                 "VALUES (?,?,?,?,?,?)",
                 row,
