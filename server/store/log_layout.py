@@ -345,9 +345,11 @@ async def query_windows(
         if info is None:
             break
         segs = await segments(doc, info[0], lo, hi, f.seg_where, f.seg_params)
-        out += await assemble_off_loop(
-            rows, segs, symbols, lambda e, lo=lo, hi=hi: lo < e.seq <= hi and f.keep(e)
-        )
+
+        def keep(e: Event, lo: int = lo, hi: int = hi) -> bool:
+            return lo < e.seq <= hi and f.keep(e)
+
+        out += await assemble_off_loop(rows, segs, symbols, keep)
         lo = hi
     return out[:limit]
 
