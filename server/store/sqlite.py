@@ -319,13 +319,19 @@ def _append(
     return out
 
 
-#: an append of at most this many events (a lone edit, a few typed together) commits on
-#: the event loop's own thread when the writer thread has nothing queued: no thread to
-#: wake, none to wake the loop back (after a pause, 20-50 µs of a lone append's 0.5 ms
-#: on this machine with fsync, 35 µs with os: bench/append_latency.py --gap). The loop then
-#: waits for the disk itself, as that edit does anyway; a bigger batch (a burst) goes to
-#: the writer thread, so that the loop keeps reading frames while the disk syncs.
-INLINE_EVENTS = 4
+#: an append of at most this many events (a lone edit, a few typed together, a turn of
+#: the two-writer replay: 12-15) commits on the event loop's own thread when the writer
+#: thread has nothing queued: no thread to wake, none to wake the loop back (after a
+#: pause, 20-50 µs of a lone append's 0.5 ms on this machine with fsync, 35 µs with os:
+#: bench/append_latency.py --gap; under load, with the Node.js clients on the other core,
+#: the replay's commit took 890-1,125 µs through the thread and 630-800 inline). The loop
+#: then waits for the disk itself, as that edit does anyway. 4 until 3 Dec 2026: the
+#: replay of friendsforever[:10k] took 1.23-1.50 s with 4 and 1.18-1.41 with 64 (12
+#: alternated pairs, medians 4-8 % apart), and six documents typed into at once at 200
+#: edits/s each, or three at 700, did no worse (docs/durability.md). A bigger batch (a
+#: bulk import, an ingest's) goes to the writer thread, so that the loop keeps reading
+#: frames while the disk syncs it.
+INLINE_EVENTS = 64
 #: ... and with durability "os", where a commit waits for no sync and is CPU only, an
 #: append of up to this many: the hop to the writer thread and back cost more CPU than it
 #: saved (the two-writer replay of friendsforever 1.49-1.63 -> 1.31-1.38 s, 46-51 -> 42-44

@@ -63,6 +63,25 @@ async def test_a_lone_append_commits_on_the_loop_thread_durably(
         assert where == threading.get_ident()
 
 
+async def test_a_turn_of_typing_commits_on_the_loop_thread(
+    tmp_path: Path, quick_disk: None
+) -> None:
+    """The 12-15 events a turn of the two-writer replay commits (one writer's edits
+    while it waited for the other's) go inline with fsync too: through the writer
+    thread, the hop cost that replay's commits a third of their time."""
+    path = tmp_path / "w.db"
+    async with SQLiteStore(path) as store:
+        await store.append([("doc", [ev()])])
+        before = store.writer.inline_calls
+        stored = await store.append([("doc", [ev(i) for i in range(15)])])
+        assert store.writer.inline_calls == before + 1
+        assert [e.seq for e in stored[0]] == list(range(2, 17))
+        assert rows_in_file(path) == 16  # committed, as another connection reads it
+        stored = await store.append([("doc", [ev(i) for i in range(INLINE_EVENTS)])])
+        assert store.writer.inline_calls == before + 2
+        assert rows_in_file(path) == 16 + INLINE_EVENTS
+
+
 async def test_a_burst_commits_on_the_writer_thread(tmp_path: Path) -> None:
     path = tmp_path / "w.db"
     async with SQLiteStore(path) as store:
@@ -85,7 +104,7 @@ async def test_with_durability_os_a_burst_commits_inline_up_to_its_bound(
     async with SQLiteStore(path, durability="os") as store:
         await store.append([("doc", [ev()])])
         before = store.writer.inline_calls
-        burst = [ev(i) for i in range(INLINE_EVENTS + 12)]
+        burst = [ev(i) for i in range(INLINE_EVENTS + 12)]  # too many for fsync
         stored = await store.append([("doc", burst)])
         assert store.writer.inline_calls == before + 1
         assert [e.seq for e in stored[0]] == list(range(2, len(burst) + 2))
