@@ -1181,6 +1181,8 @@ def versions() -> dict[str, str]:
     v["python (peers)"] = platform.python_version()
     try:
         py = PALIMPSEST_BIN.parent / "python"
+        if not py.exists():  # PALIMPSEST_BIN is a launcher (a packaged tree): the venv's
+            py = ROOT / ".venv" / "bin" / "python"
         v["palimpsest"] = (
             subprocess.run(
                 [str(py), "-c", "import importlib.metadata as m; print(m.version('palimpsest'))"],
@@ -1197,7 +1199,10 @@ def versions() -> dict[str, str]:
             capture_output=True,
             text=True,
         ).stdout.strip()
-        v["palimpsest"] += f" (git {rev}{', with uncommitted changes' if dirty else ''})"
+        if "PALIMPSEST_BIN" in os.environ:  # not necessarily this checkout's code
+            v["palimpsest"] += f" (run as {PALIMPSEST_BIN}; the checkout is at git {rev})"
+        else:
+            v["palimpsest"] += f" (git {rev}{', with uncommitted changes' if dirty else ''})"
         for pkg in ["pycrdt", "uvicorn", "websockets", "aiosqlite"]:
             out = subprocess.run(
                 [str(py), "-c", f"import importlib.metadata as m; print(m.version('{pkg}'))"],
