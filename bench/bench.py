@@ -546,6 +546,41 @@ class Running:
         self.log.close()
 
 
+#: ``--settle``: a server counts as quiet once it has spent at most QUIET_CPU seconds of
+#: CPU in every QUIET_WINDOW seconds for this long. Longer than Palimpsest's room unload
+#: (5 s after a document's last connection), where its deferred work starts (the
+#: attribution index, bench/notes.md, 3 Dec 2026): a single quiet half second, as
+#: bench/ingest_alone.py first waited for, ended before it
+SETTLE_QUIET_SECONDS = 6.0
+#: a window of a second, and at most one clock tick of CPU in it (psutil reads the
+#: process's times in 10 ms ticks): an idle Palimpsest spends 2-8 ms a second (uvicorn's
+#: tick, /metrics when read), so half a second with under 5 ms, i.e. no tick at all, came
+#: rarely enough that six seconds of it never did within a minute
+QUIET_WINDOW = 1.0
+QUIET_CPU = 0.015
+#: ... and waiting stops after this long, quiet or not
+SETTLE_LIMIT_SECONDS = 60.0
+
+
+def wait_quiet(
+    srv: Running, quiet_for: float = SETTLE_QUIET_SECONDS, limit: float = SETTLE_LIMIT_SECONDS
+) -> tuple[float, float]:
+    """Wait until the server has spent at most QUIET_CPU of CPU in every QUIET_WINDOW
+    for `quiet_for` seconds (at most `limit` seconds). Returns the seconds waited and
+    the server's CPU seconds (Running.cpu) when that quiet began, so that the idle
+    stretch's own few milliseconds are not counted as work."""
+    t0 = time.monotonic()
+    quiet_since, cpu_then = t0, srv.cpu()
+    while time.monotonic() - t0 < limit:
+        c = srv.cpu()
+        time.sleep(QUIET_WINDOW)
+        if srv.cpu() - c > QUIET_CPU:
+            quiet_since, cpu_then = time.monotonic(), srv.cpu()
+        elif time.monotonic() - quiet_since >= quiet_for:
+            break
+    return time.monotonic() - t0, cpu_then
+
+
 def disk_bytes(path: Path) -> int:
     total = 0
     for root, _dirs, files in os.walk(path):
@@ -812,6 +847,8 @@ class Bench:
         self.raw: dict[str, Any] = {"mode": mode, "runs": []}
         self.samples_dir = OUT / "samples"
         self.profile = False
+        #: wait for each server to be quiet after each ingest (--settle)
+        self.settle = False
 
     def start_profilers(self, srv: Running) -> list[subprocess.Popen[bytes]]:
         """py-spy on the server for its whole main phase: a flame graph and collapsed stacks."""
@@ -996,6 +1033,13 @@ class Bench:
                     timeout=c.ingest_timeout + c.durable_cap + 120,
                 )
                 res["cpu_seconds"] = srv.cpu() - cpu0
+                if self.settle:
+                    # what the server does for these patches after the observer has
+                    # them all, until it is quiet: counted here, not in the next step
+                    prog.step(f"{tag} · ingest {key}, settling")
+                    waited, cpu_quiet = wait_quiet(srv)
+                    res["settle_seconds"] = waited
+                    res["settled_cpu_seconds"] = cpu_quiet - cpu0
                 res["rss_after"] = srv.rss()
                 res["disk_after"] = disk()
                 run["ingest"][key] = res
@@ -1296,6 +1340,14 @@ def main() -> int:
         action="store_true",
         help="after the measured runs, a separate pass of Palimpsest under py-spy: bench/profile.svg + a summary in RESULTS.md",
     )
+    ap.add_argument(
+        "--settle",
+        action="store_true",
+        help="after each ingest, wait until the server is quiet (at most 10 ms of CPU in any "
+        "second for 6 s) and report its CPU until then too: the work it deferred (a "
+        "store's debounced write, Palimpsest's attribution index), which otherwise lands "
+        "in the next step",
+    )
     ap.add_argument("--out", help="directory for raw results, logs and data (default bench/out)")
     ap.add_argument("--report", help="directory for RESULTS.md and the plots (default bench/)")
     ap.add_argument(
@@ -1346,10 +1398,12 @@ def main() -> int:
     started = dt.datetime.now(dt.UTC)
     bench = Bench(cfg, servers, "quick" if args.quick else "full")
     bench.profile = args.profile
+    bench.settle = args.settle
     bench.raw.update(
         {
             "started": started.isoformat(timespec="seconds"),
             "config": cfg.__dict__,
+            "settle": args.settle,
             "servers": servers,
             "skipped": skipped,
             "specs": {
