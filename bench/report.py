@@ -316,18 +316,21 @@ def write_report(raw: dict[str, Any], bench_dir: Path, samples_dir: Path | None 
 
     md.append(metric_table(cols, fmt_rate, special=durable_special, special_ratio=durable_ratio))
     md.append("")
+    def cpu_per_1000(field: str) -> list[tuple[str, Callable[[dict[str, Any]], float]]]:
+        """A column per trace: the ingest's `field` (CPU seconds) per 1,000 patches."""
+        return [
+            (
+                tkey(n, lim),
+                (lambda k: lambda r: 1000 * r["ingest"][k][field] / r["ingest"][k]["patches"])(
+                    tkey(n, lim)
+                ),
+            )
+            for n, lim in traces
+        ]
+
     md.append("Server CPU seconds spent per 1,000 patches during ingest (lower is better):")
     md.append("")
-    cols = [
-        (
-            tkey(n, lim),
-            (lambda k: lambda r: 1000 * r["ingest"][k]["cpu_seconds"] / r["ingest"][k]["patches"])(
-                tkey(n, lim)
-            ),
-        )
-        for n, lim in traces
-    ]
-    md.append(metric_table(cols, lambda x: f"{x:.3f}"))
+    md.append(metric_table(cpu_per_1000("cpu_seconds"), lambda x: f"{x:.3f}"))
     md.append("")
     if raw.get("settle"):
         md.append(
@@ -339,18 +342,7 @@ def write_report(raw: dict[str, Any], bench_dir: Path, samples_dir: Path | None 
             "step's figure. Lower is better:"
         )
         md.append("")
-        cols = [
-            (
-                tkey(n, lim),
-                (
-                    lambda k: lambda r: 1000
-                    * r["ingest"][k]["settled_cpu_seconds"]
-                    / r["ingest"][k]["patches"]
-                )(tkey(n, lim)),
-            )
-            for n, lim in traces
-        ]
-        md.append(metric_table(cols, lambda x: f"{x:.3f}"))
+        md.append(metric_table(cpu_per_1000("settled_cpu_seconds"), lambda x: f"{x:.3f}"))
         md.append("")
     bad = [
         f"{label(r['server'])} {k} (repeat {r['rep'] + 1}): "
