@@ -43,6 +43,12 @@ log = logging.getLogger("palimpsest.history")
 EMBED = b"\x1a"
 #: runs per block of the blocked list (split at twice this)
 BLOCK = 64
+#: the fields of a run: [first byte, bytes, inserted by seq, deleted by seq (0 alive)];
+#: a run folded by ids (attribution_ids) carries more after these four
+R_START, R_LEN, R_INS, R_DEL = 0, 1, 2, 3
+#: (by ids) the Yjs id of its first clock unit, its length in clock units, the origins of
+#: its first unit, the block that holds it and the track it belongs to
+R_CLIENT, R_CLOCK, R_NCLOCK, R_ORIGIN, R_RIGHT, R_BLOCK, R_TRACK = 4, 5, 6, 7, 8, 9, 10
 #: events read per store query while folding
 READ_PAGE = 2000
 #: at most this many events folded between two yields to the event loop
@@ -64,7 +70,7 @@ class TextTrack:
     Runs live in blocks (a blocked list) with each block's count of alive bytes, so that
     finding a visible position costs O(blocks + block size), not O(document)."""
 
-    __slots__ = ("blocks", "alive", "content", "_bi", "_base")
+    __slots__ = ("blocks", "alive", "content", "_bi", "_base", "by_block")
 
     def __init__(self) -> None:
         self.blocks: list[list[list[int]]] = [[]]
@@ -75,6 +81,8 @@ class TextTrack:
         # edits only change counts at or after this block
         self._bi = 0
         self._base = 0
+        #: while folded by ids (attribution_ids): each block's index, by id(block)
+        self.by_block: dict[int, int] | None = None
 
     @property
     def length(self) -> int:
@@ -121,19 +129,27 @@ class TextTrack:
         raise ValueError("position past the end of the text")
 
     @staticmethod
-    def _split(runs: list[list[int]], ri: int, off: int) -> None:
-        s, n, ins, dele = runs[ri]
+    def _split(runs: list[list[Any]], ri: int, off: int) -> None:
+        # a run folded by ids (attribution_ids) carries more fields: by deltas they are
+        # not kept, the fold by ids having stopped for good
+        run = runs[ri]
+        s, n, ins, dele = run[0], run[1], run[2], run[3]
         runs[ri] = [s, off, ins, dele]
         runs.insert(ri + 1, [s + off, n - off, ins, dele])
 
     def _split_block(self, bi: int) -> None:
         runs = self.blocks[bi]
         half = len(runs) // 2
-        a, b = runs[:half], runs[half:]
-        alive_a = sum(r[1] for r in a if r[3] == 0)
-        self.blocks[bi : bi + 1] = [a, b]
+        b = runs[half:]
+        del runs[half:]  # the first half stays the same list: its runs still point to it
+        alive_a = sum(r[1] for r in runs if r[3] == 0)
+        self.blocks.insert(bi + 1, b)
         self.alive[bi : bi + 1] = [alive_a, self.alive[bi] - alive_a]
         self._bi = self._base = 0
+        if self.by_block is not None:
+            self.by_block = {id(blk): i for i, blk in enumerate(self.blocks)}
+            for run in b:
+                run[R_BLOCK] = b
 
     def insert(self, p: int, data: bytes, seq: int) -> None:
         start = len(self.content)
@@ -212,7 +228,16 @@ def _text(data: bytes) -> str:
 class AttributionIndex:
     """The attribution of one document's text roots, folded up to `seq`."""
 
-    def __init__(self, doc: str, text_roots: list[str], *, ydoc: Doc[Any] | None = None) -> None:
+    def __init__(
+        self,
+        doc: str,
+        text_roots: list[str],
+        *,
+        ydoc: Doc[Any] | None = None,
+        by_ids: bool = True,
+    ) -> None:
+        from .attribution_ids import IdFold
+
         self.doc_name = doc
         #: the document the index folds (`ydoc`: one already at the index's seq, when a
         #: stored index is read back, see attribution_codec)
@@ -228,6 +253,15 @@ class AttributionIndex:
         self._cur = 0
         self._seen: set[str] = set(text_roots)
         self._subs: list[Any] = []  # keep the subscriptions alive
+        #: folding by ids (attribution_ids) while this is set: from an empty document only
+        self._ids: IdFold | None = IdFold(self.tracks) if by_ids and ydoc is None else None
+        #: events folded by ids, for logs and tests
+        self.by_ids = 0
+        #: the runs no longer mirror the document (attribution_ids.Broken): build again
+        self.broken = False
+        #: whether the text must be compared with the document's (verify): after
+        #: concurrent inserts were placed by ids
+        self._unchecked = self._ids is not None
         for name in text_roots:
             self._track(name)
 
@@ -237,6 +271,15 @@ class AttributionIndex:
     def adopt(self, name: str, track: TextTrack) -> None:
         """Track root `name` with `track` (new, or read back with the index)."""
         self.tracks[name] = track
+        if self._ids is not None:
+            if self.seq:  # its earlier items were not placed: from here, by deltas
+                self._to_deltas("a root tracked after the first event")
+            else:
+                self._ids.adopt(track)
+                return
+        self._observe(name, track)
+
+    def _observe(self, name: str, track: TextTrack) -> None:
 
         def on_text(e: Any) -> None:
             track.apply_delta(e.delta, self._cur)
@@ -246,9 +289,21 @@ class AttributionIndex:
         text = self.doc.get(name, type=Text)
         self._subs.append(text.integrated.observe(on_text))
 
+    def _to_deltas(self, why: str) -> None:
+        """Fold by text deltas from here on (the runs so far mirror the document)."""
+        if self._ids is None:
+            return
+        log.info("attribution of %s folds by deltas from event %d: %s", self.doc_name,
+                 self.seq + 1, why)  # fmt: skip
+        self._ids = None
+        for name, track in self.tracks.items():
+            track.by_block = None
+            self._observe(name, track)
+
     def start_from(self, seq: int, state: bytes) -> None:
         """Start from the state at `seq` (a compacted log's base snapshot, or the first
         version of a range diff): its text counts as written at `seq`, by nobody known."""
+        self._to_deltas("it starts from a snapshot")
         self._cur = seq
         self._note(seq, "")
         self.doc.apply_update(state)
@@ -285,7 +340,8 @@ class AttributionIndex:
             await asyncio.sleep(dt * (BUSY_PAUSE if hurry else 1) if paced else 0)
 
     def _fold(self, events: list[Event]) -> None:
-        for ev in events:
+        done = self._fold_by_ids(events) if self._ids is not None else 0
+        for ev in events[done:]:
             self._cur = ev.seq
             self._note(ev.seq, ev.actor)
             try:
@@ -298,6 +354,80 @@ class AttributionIndex:
                 log.error("attribution of %s: event %d: %r", self.doc_name, ev.seq, e)
                 self.failed += 1
             self.seq = ev.seq
+
+    def _fold_by_ids(self, events: list[Event]) -> int:
+        """Fold `events` by ids while that holds; how many were folded. With no text
+        observer to feed, they apply to the document in one transaction."""
+        from .attribution_ids import Broken
+        from .yupdate import Unsupported
+
+        ids = self._ids
+        assert ids is not None
+        done = 0
+        with self.doc.transaction() as txn:
+            ytxn = txn._txn
+            for ev in events:
+                try:
+                    structs, deletes = ids.plan(ev.update)
+                except Unsupported as e:
+                    why = str(e)
+                    break
+                self._cur = ev.seq
+                self._note(ev.seq, ev.actor)
+                done += 1
+                try:
+                    self.doc._doc.apply_update(ytxn, ev.update)
+                except FATAL:
+                    raise
+                except BaseException as e:  # pyo3 PanicException is one
+                    log.error("attribution of %s: event %d: %r", self.doc_name, ev.seq, e)
+                    self.failed += 1
+                    # what of it the document took is not known here
+                    self._lose_ids("the event does not apply")
+                    self.seq = ev.seq
+                    return done
+                try:
+                    if ids.apply(structs, deletes, ev.seq):
+                        self._unchecked = True
+                except Broken as e:
+                    self._lose_ids(str(e))
+                    self.seq = ev.seq
+                    return done
+                self.by_ids += 1
+                self.seq = ev.seq
+            else:
+                return done
+        # the transaction is over: the next event's delta is its own
+        self._to_deltas(why)
+        return done
+
+    def _lose_ids(self, why: str) -> None:
+        log.warning("attribution of %s by ids stopped at event %d (%s): to build again",
+                    self.doc_name, self._cur, why)  # fmt: skip
+        self.broken = True
+        self._ids = None
+        for track in self.tracks.values():
+            track.by_block = None
+
+    def verify(self) -> bool:
+        """Whether the index can be served: not broken, and each text at the index's seq
+        is the document's (compared in full after concurrent inserts were placed by ids,
+        by length otherwise)."""
+        if self.broken:
+            return False
+        full, self._unchecked = self._unchecked, False
+        for name, track in self.tracks.items():
+            ytext = self.doc.get(name, type=Text)
+            if not full:
+                if track.length != len(ytext):  # UTF-8 bytes, an embed counting one
+                    return False
+                continue
+            text = str(ytext).encode()  # without the embeds
+            content = track.content
+            ours = b"".join([content[r[0] : r[0] + r[1]] for r in track.runs() if r[1] and not r[3]])
+            if ours.replace(EMBED, b"") != text.replace(EMBED, b""):
+                return False
+        return True
 
     def new_text_roots(self) -> list[str]:
         """Roots untracked so far that turned out to be text (the index is then rebuilt)."""
@@ -339,8 +469,9 @@ class AttributionIndex:
         groups: list[tuple[int, list[bytes]]] = []
         cur, parts = -1, [b""]
         for block in track.blocks:
-            for start, n, ins, dele in block:
-                if ins > seq or (dele and dele <= seq):
+            for run in block:
+                start, n, ins, dele = run[0], run[1], run[2], run[3]
+                if ins > seq or (dele and dele <= seq) or not n:
                     continue
                 if ins != cur:
                     parts = []
@@ -372,37 +503,51 @@ class AttributionIndex:
             return self._diff(root, a, b)
 
     def _diff(self, root: str, a: int, b: int) -> list[dict[str, Any]]:
+        # Between two runs alive at both seqs, the runs deleted keep their order at `a`
+        # and the runs inserted theirs at `b`; how the two interleave depends on where
+        # an insert landed among tombstones, which a fold by deltas does not know
+        # (attribution_ids does). So each such gap lists its deletions, then its
+        # insertions: one answer whichever way the index was folded, and the usual shape.
         track = self.tracks[root]
         content = track.content
         out: list[dict[str, Any]] = []
-        key: tuple[str, int | None] | None = None
-        buf = bytearray()
+        equal = bytearray()
+        gap: dict[str, list[tuple[int, bytearray]]] = {"delete": [], "insert": []}
 
-        def flush() -> None:
-            if key is not None and buf:
-                op, s = key
-                out.append(
-                    {
-                        "op": op,
-                        "text": _text(bytes(buf)),
-                        "actor": self.actor(s) if s else None,
-                        "seq": s,
-                    }
-                )
+        def op(kind: str, s: int | None, data: bytes) -> dict[str, Any]:
+            return {"op": kind, "text": _text(data), "actor": self.actor(s) if s else None,
+                    "seq": s}  # fmt: skip
+
+        def flush_gap() -> None:
+            for kind in ("delete", "insert"):
+                out.extend(op(kind, s, bytes(data)) for s, data in gap[kind])
+                gap[kind] = []
 
         for run in track.runs():
+            if not run[1]:
+                continue  # a format mark or deleted content: nothing to show
             in_a, in_b = _alive_at(run, a), _alive_at(run, b)
+            data = content[run[0] : run[0] + run[1]]
             if in_a and in_b:
-                k: tuple[str, int | None] = ("equal", None)
-            elif in_b:
-                k = ("insert", run[2])
+                if gap["delete"] or gap["insert"]:
+                    if equal:
+                        out.append(op("equal", None, bytes(equal)))
+                        equal = bytearray()
+                    flush_gap()
+                equal += data
+                continue
+            if in_b:
+                kind, s = "insert", run[2]
             elif in_a:
-                k = ("delete", run[3])
+                kind, s = "delete", run[3]
             else:
                 continue
-            if k != key:
-                flush()
-                key, buf = k, bytearray()
-            buf += content[run[0] : run[0] + run[1]]
-        flush()
+            runs = gap[kind]
+            if runs and runs[-1][0] == s:
+                runs[-1][1].extend(data)
+            else:
+                runs.append((s, bytearray(data)))
+        if equal:
+            out.append(op("equal", None, bytes(equal)))
+        flush_gap()
         return out

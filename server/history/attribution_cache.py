@@ -57,8 +57,9 @@ def _length_matches(index: AttributionIndex) -> bool:
     from pycrdt import Text
 
     for name, track in index.tracks.items():
-        text = str(index.doc.get(name, type=Text))
-        if track.length != len(text.encode()):
+        # len(): UTF-8 bytes with an embed counting one, as the runs count (str() would
+        # leave the embeds out, and refuse every stored index of a text that has one)
+        if track.length != len(index.doc.get(name, type=Text)):
             return False
     return True
 
@@ -96,6 +97,8 @@ class AttributionCache:
         self._writes: set[asyncio.Task[None]] = set()
         #: (doc, seconds, events) for each full build, for logs and the bench
         self.builds: list[tuple[str, float, int]] = []
+        #: indexes folded by ids that had to be built again by deltas (attribution_ids)
+        self.rebuilt_by_deltas = 0
         #: (doc, seconds, seq) for each index read back from the store
         self.restores: list[tuple[str, float, int]] = []
 
@@ -117,6 +120,7 @@ class AttributionCache:
                 known = set(index.tracks) if index is not None else set()
                 index = await self._build(doc, sorted(known | set(text_roots)))
             await self._extend(index, upto)
+            index = await self._checked(index)
             found = index.new_text_roots()
             if found:
                 index = await self._build(doc, sorted(set(index.tracks) | set(found)))
@@ -169,6 +173,7 @@ class AttributionCache:
                     return False
                 index = await self._build(doc, await text_roots(), paced=True)
             await self._extend(index, info.head, paced=True)
+            index = await self._checked(index, paced=True)
             found = index.new_text_roots()
             if found:
                 index = await self._build(doc, sorted(set(index.tracks) | set(found)), True)
@@ -290,22 +295,34 @@ class AttributionCache:
     # --- folding ------------------------------------------------------------------------
 
     async def _build(
-        self, doc: str, text_roots: list[str], paced: bool = False
+        self, doc: str, text_roots: list[str], paced: bool = False, by_ids: bool = True
     ) -> AttributionIndex:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        index = AttributionIndex(doc, text_roots)
+        index = AttributionIndex(doc, text_roots, by_ids=by_ids)
         info = await self.store.doc_info(doc)
         if info is not None and info.base_seq:
             snap = await self.store.latest_snapshot(doc, info.base_seq)
             if snap is not None:
                 index.start_from(snap.seq, snap.state)
         await self._extend(index, None, paced)
+        if by_ids:
+            index = await self._checked(index, paced)
         self._stored.pop(doc, None)  # a new index: store it
         self.builds.append((doc, loop.time() - t0, index.seq))
         log.info(
             "attribution index of %s built to seq %d in %.2f s", doc, index.seq, loop.time() - t0
         )
+        return index
+
+    async def _checked(self, index: AttributionIndex, paced: bool = False) -> AttributionIndex:
+        """`index`, or, if folding it by ids went wrong (attribution_ids), the same index
+        built again by text deltas."""
+        if (index.by_ids or index.broken) and not index.verify():
+            log.warning("attribution index of %s by ids disagrees with the document at seq "
+                        "%d: building it by deltas", index.doc_name, index.seq)  # fmt: skip
+            self.rebuilt_by_deltas += 1
+            return await self._build(index.doc_name, sorted(index.tracks), paced, by_ids=False)
         return index
 
     async def _extend(self, index: AttributionIndex, upto: int | None, paced: bool = False) -> None:
