@@ -14,8 +14,7 @@ from pycrdt import Array, Doc, Map, Text
 
 import palimpsest.history.attribution_ids as I
 from palimpsest.backend import Backend
-from palimpsest.history import history_of
-from palimpsest.history import yupdate
+from palimpsest.history import history_of, yupdate
 from palimpsest.history.attribution import AttributionIndex
 from palimpsest.settings import Settings
 from palimpsest.store.base import Event, NewEvent

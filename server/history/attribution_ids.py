@@ -37,8 +37,10 @@ from .attribution import (
     R_INS,
     R_LEN,
     R_NCLOCK,
-    R_ORIGIN,
-    R_RIGHT,
+    R_OC,
+    R_OK,
+    R_RC,
+    R_RK,
     R_START,
     R_TRACK,
     TextTrack,
@@ -74,7 +76,7 @@ def _byte_offset(track: TextTrack, run: Run, k: int) -> int:
 class IdFold:
     """Places each event's items in the index's tracks by their Yjs ids."""
 
-    __slots__ = ("tracks", "state", "starts", "runs")
+    __slots__ = ("tracks", "state", "starts", "runs", "clients")
 
     def __init__(self, tracks: dict[str, TextTrack]) -> None:
         self.tracks = tracks
@@ -83,6 +85,8 @@ class IdFold:
         #: per client, the tracked runs by their first clock (sorted), and the runs
         self.starts: dict[int, list[int]] = {}
         self.runs: dict[int, list[Run]] = {}
+        #: one int object per client id, shared by every run that names it
+        self.clients: dict[int, int] = {}
         for track in tracks.values():
             self.adopt(track)
 
@@ -136,17 +140,17 @@ class IdFold:
         bi, ri = self._where(track, run)
         blocks = track.blocks
         if ri + 1 < len(blocks[bi]):
-            return blocks[bi][ri + 1]  # type: ignore[no-any-return]
+            return blocks[bi][ri + 1]
         for b in blocks[bi + 1 :]:
             if b:
-                return b[0]  # type: ignore[no-any-return]
+                return b[0]
         return None
 
     @staticmethod
     def _first(track: TextTrack) -> Run | None:
         for b in track.blocks:
             if b:
-                return b[0]  # type: ignore[no-any-return]
+                return b[0]
         return None
 
     def _split(self, run: Run, k: int) -> Run:
@@ -162,8 +166,10 @@ class IdFold:
             client,
             clock + k,
             run[R_NCLOCK] - k,
-            (client, clock + k - 1),
-            run[R_RIGHT],
+            client,
+            clock + k - 1,
+            run[R_RC],
+            run[R_RK],
             None,
             track,
         ]
@@ -248,16 +254,27 @@ class IdFold:
         resolved = nxt is not right
         if resolved:
             left = self._resolve(track, s, left, right, nxt)
+        clients = self.clients
+        client = clients.setdefault(s.client, s.client)
+        oc = ok = rc = rk = None
+        if s.origin is not None:
+            oc, ok = s.origin
+            oc = clients.setdefault(oc, oc)
+        if s.right is not None:
+            rc, rk = s.right
+            rc = clients.setdefault(rc, rc)
         run: Run = [
             len(track.content),
             len(data),
             seq,
             seq if kind == yupdate.DELETED else 0,
-            s.client,
+            client,
             s.clock,
             s.length,
-            s.origin,
-            s.right,
+            oc,
+            ok,
+            rc,
+            rk,
             None,
             track,
         ]
@@ -267,12 +284,12 @@ class IdFold:
         else:
             bi, ri = self._where(track, left)
             self._put(track, bi, ri + 1, run)
-        starts = self.starts.get(s.client)
+        starts = self.starts.get(client)
         if starts is None:
-            self.starts[s.client], self.runs[s.client] = [s.clock], [run]
+            self.starts[client], self.runs[client] = [s.clock], [run]
         else:
             starts.append(s.clock)  # a client's clock only grows
-            self.runs[s.client].append(run)
+            self.runs[client].append(run)
         return resolved
 
     def _resolve(
@@ -285,20 +302,21 @@ class IdFold:
     ) -> Run | None:
         """Where between `left` and `right` the item goes among concurrent inserts: Yjs's
         conflict resolution (Item.integrate), on runs."""
+        origin = s.origin or (None, None)
+        right_origin = s.right or (None, None)
         conflicting: set[int] = set()
         before_origin: set[int] = set()
         while o is not None and o is not right:
             before_origin.add(id(o))
             conflicting.add(id(o))
-            if o[R_ORIGIN] == s.origin:
+            if (o[R_OC], o[R_OK]) == origin:
                 if o[4] < s.client:
                     left = o
                     conflicting.clear()
-                elif o[R_RIGHT] == s.right:
+                elif (o[R_RC], o[R_RK]) == right_origin:
                     break
             else:
-                oo = o[R_ORIGIN]
-                holder = self.find(*oo) if oo is not None else None
+                holder = self.find(o[R_OC], o[R_OK]) if o[R_OC] is not None else None
                 if holder is not None and id(holder) in before_origin:
                     if id(holder) not in conflicting:
                         left = o
