@@ -3,20 +3,25 @@
 For each text root, the index keeps every byte ever inserted (UTF-8, the unit of
 pycrdt's Text positions), in document order, deleted ones included (tombstones), each
 with the seq of the event that inserted it and the seq of the event that deleted it (0
-while alive). It is built by folding the log's events onto a scratch document and
-reading each transaction's text delta (retain/insert/delete at visible positions).
+while alive). It is built by folding the log's events onto a scratch document: from an
+empty document, by the Yjs ids of each update's items (attribution_ids: where each
+goes, by its origins, without walking the text); otherwise (from a snapshot, read back
+from the store, or past an update the fold by ids does not follow) by each
+transaction's text delta (retain/insert/delete at visible positions), which pycrdt
+computes by walking the text from its start.
 
 Because a Yjs sequence never reorders its items and a deleted item never comes back
 (undo and restore insert copies), the order at head, restricted to the bytes alive at
 seq S (inserted <= S, not deleted by S), is the text at S. So one structure answers
 blame at any seq, and the diff of any two seqs, without replaying anything per request.
-Where a new insertion lands among tombstones is not recorded exactly, and it does not
-matter: such a tombstone and the new bytes are never alive at the same seq.
+Where a new insertion lands among tombstones is not recorded exactly by deltas (by ids
+it is), and it does not matter: such a tombstone and the new bytes are never alive at
+the same seq, and a diff lists each gap's deletions before its insertions.
 
 Cost and lifetime (see docs/history.md and attribution_cache): the index is built
-once from the start of the log (the only full pass, at about the cost of replaying the
-log with text observers), stored (attribution_codec), read back by a cold server, and
-extended with the events appended since.
+once from the start of the log (the only full pass: 5.4 s for automerge-paper's 259,778
+events by ids, 31.9 s by deltas), stored (attribution_codec), read back by a cold server,
+and extended with the events appended since (by deltas: the stored runs carry no ids).
 """
 
 from __future__ import annotations
