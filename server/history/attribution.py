@@ -534,14 +534,13 @@ class AttributionIndex:
             if not run[1]:
                 continue  # a format mark or deleted content: nothing to show
             in_a, in_b = _alive_at(run, a), _alive_at(run, b)
-            data = content[run[0] : run[0] + run[1]]
             if in_a and in_b:
                 if gap["delete"] or gap["insert"]:
                     if equal:
                         out.append(op("equal", None, bytes(equal)))
                         equal = bytearray()
                     flush_gap()
-                equal += data
+                equal += content[run[0] : run[0] + run[1]]
                 continue
             if in_b:
                 kind, s = "insert", run[2]
@@ -549,6 +548,7 @@ class AttributionIndex:
                 kind, s = "delete", run[3]
             else:
                 continue
+            data = content[run[0] : run[0] + run[1]]
             runs = gap[kind]
             if runs and runs[-1][0] == s:
                 runs[-1][1].extend(data)

@@ -307,7 +307,9 @@ class AttributionCache:
                 index.start_from(snap.seq, snap.state)
         await self._extend(index, None, paced)
         if by_ids:
-            index = await self._checked(index, paced)
+            checked = await self._checked(index, paced)
+            if checked is not index:
+                return checked  # built again by deltas (and counted there)
         self._stored.pop(doc, None)  # a new index: store it
         self.builds.append((doc, loop.time() - t0, index.seq))
         log.info(

@@ -178,7 +178,7 @@ def _decode(d: bytes) -> tuple[list[Struct], list[tuple[int, int, int]]]:
                 length = _utf16_length(data)
             elif kind == DELETED:
                 length, p = u(d, p)
-            elif kind == EMBED:
+            elif kind == EMBED or kind == BINARY:  # a JSON string, a buffer: one unit
                 p = _skip_bytes(d, p)
                 length = 1
             elif kind == FORMAT:
@@ -193,9 +193,6 @@ def _decode(d: bytes) -> tuple[list[Struct], list[tuple[int, int, int]]]:
                 length, p = u(d, p)
                 for _ in range(length):
                     p = _skip_bytes(d, p)
-            elif kind == BINARY:
-                p = _skip_bytes(d, p)
-                length = 1
             elif kind == ANY:
                 length, p = u(d, p)
                 for _ in range(length):
