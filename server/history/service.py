@@ -260,7 +260,7 @@ class History:
             # no index yet: fold just the range instead of building one from seq 0
             docs = await self.doc_at(doc, a), await self.doc_at(doc, b)
             texts = sorted({n for d in docs for n, k in self.types(doc, d).items() if k == TEXT})
-            index = AttributionIndex(doc, texts)
+            index = AttributionIndex(doc, texts, by_ids=False)  # from a version: by deltas
             index.start_from(a, docs[0].get_update())
             events = await self.store.read(doc, after=a, upto=b)
             await index.fold_sliced(events)  # other rooms keep flowing
