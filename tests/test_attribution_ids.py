@@ -16,6 +16,7 @@ import palimpsest.history.attribution_ids as I
 from palimpsest.backend import Backend
 from palimpsest.history import history_of, yupdate
 from palimpsest.history.attribution import AttributionIndex
+from palimpsest.protocol import decode_state_vector
 from palimpsest.settings import Settings
 from palimpsest.store.base import Event, NewEvent
 
@@ -265,19 +266,7 @@ def test_decoded_lengths_add_up_to_the_state_vector() -> None:
     state: dict[int, int] = {}
     for s in structs:
         state[s.client] = s.clock + s.length
-    assert state == ends == {42: _state_vector(doc)[42]}
-
-
-def _state_vector(doc: Doc[Any]) -> dict[int, int]:
-    data = doc.get_state()
-    p = 0
-    n, p = yupdate._uint(data, p)
-    out = {}
-    for _ in range(n):
-        c, p = yupdate._uint(data, p)
-        k, p = yupdate._uint(data, p)
-        out[c] = k
-    return out
+    assert state == ends == decode_state_vector(doc.get_state())
 
 
 def test_malformed_updates_are_unsupported_not_errors() -> None:

@@ -87,10 +87,9 @@ class IdFold:
         self.runs: dict[int, list[Run]] = {}
         #: one int object per client id, shared by every run that names it
         self.clients: dict[int, int] = {}
-        for track in tracks.values():
-            self.adopt(track)
 
     def adopt(self, track: TextTrack) -> None:
+        """Place items in `track` too (a new, empty root: AttributionIndex.adopt)."""
         if track.by_block is None:
             track.by_block = {id(b): i for i, b in enumerate(track.blocks)}
 

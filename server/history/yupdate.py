@@ -16,6 +16,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from ..errors import ProtocolError
+from ..protocol import Reader
+
 # content kinds (the info byte's low five bits)
 GC, DELETED, JSON, BINARY, STRING, EMBED, FORMAT, TYPE, ANY, SUBDOC = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9
 SKIP = 10
@@ -44,71 +47,30 @@ class Struct(NamedTuple):
     data: bytes | None
 
 
-def _uint(d: bytes, p: int) -> tuple[int, int]:
-    # unrolled for up to four bytes: a client id takes five, a clock one to three
-    b = d[p]
-    if b < 0x80:
-        return b, p + 1
-    n = b & 0x7F
-    b = d[p + 1]
-    if b < 0x80:
-        return n | b << 7, p + 2
-    n |= (b & 0x7F) << 7
-    b = d[p + 2]
-    if b < 0x80:
-        return n | b << 14, p + 3
-    n |= (b & 0x7F) << 14
-    b = d[p + 3]
-    if b < 0x80:
-        return n | b << 21, p + 4
-    n |= (b & 0x7F) << 21
-    p += 3
-    shift = 28
-    while True:
-        p += 1
-        b = d[p]
-        n |= (b & 0x7F) << shift
-        if b < 0x80:
-            return n, p + 1
-        shift += 7
-        if shift > 70:
-            raise Unsupported("varUint too long")
-
-
-def _skip_bytes(d: bytes, p: int) -> int:
-    n, p = _uint(d, p)
-    return p + n
-
-
-def _skip_any(d: bytes, p: int, depth: int = 0) -> int:
+def _skip_any(r: Reader, depth: int = 0) -> None:
     if depth > 64:
         raise Unsupported("Any nested too deep")
-    t = d[p]
-    p += 1
+    t = r.data[r.pos]
+    r.pos += 1
     if t in (127, 126, 121, 120):  # undefined, null, false, true
-        return p
-    if t == 125:  # varInt
-        while d[p] & 0x80:
-            p += 1
-        return p + 1
-    if t == 124:
-        return p + 4
-    if t in (123, 122):
-        return p + 8
-    if t in (119, 116):  # string, bytes
-        return _skip_bytes(d, p)
-    if t == 118:  # object
-        n, p = _uint(d, p)
-        for _ in range(n):
-            p = _skip_bytes(d, p)
-            p = _skip_any(d, p, depth + 1)
-        return p
-    if t == 117:  # array
-        n, p = _uint(d, p)
-        for _ in range(n):
-            p = _skip_any(d, p, depth + 1)
-        return p
-    raise Unsupported(f"Any of type {t}")
+        return
+    if t == 125:  # varInt: the same continuation bits as a varUint
+        r.read_var_uint("varInt")
+    elif t == 124:
+        r.pos += 4
+    elif t in (123, 122):
+        r.pos += 8
+    elif t in (119, 116):  # string, bytes
+        r.read_var_bytes("Any")
+    elif t == 118:  # object
+        for _ in range(r.read_var_uint()):
+            r.read_var_bytes("key")
+            _skip_any(r, depth + 1)
+    elif t == 117:  # array
+        for _ in range(r.read_var_uint()):
+            _skip_any(r, depth + 1)
+    else:
+        raise Unsupported(f"Any of type {t}")
 
 
 def _utf16_length(data: bytes) -> int:
@@ -122,24 +84,26 @@ def decode(update: bytes) -> tuple[list[Struct], list[tuple[int, int, int]]]:
     """The structs of `update` in their encoded order, and its delete set as
     (client, clock, length) ranges."""
     try:
-        return _decode(update)
-    except IndexError as e:
-        raise Unsupported("truncated update") from e
+        return _decode(Reader(update))
+    except (ProtocolError, IndexError) as e:
+        raise Unsupported(f"malformed update: {e}") from e
     except UnicodeDecodeError as e:
         raise Unsupported("string is not UTF-8") from e
 
 
-def _decode(d: bytes) -> tuple[list[Struct], list[tuple[int, int, int]]]:
+def _decode(r: Reader) -> tuple[list[Struct], list[tuple[int, int, int]]]:
+    # the protocol's bounds-checked reader (its varUints unrolled, client ids remembered)
+    d = r.data
+    u = r.read_var_uint
+    skip = r.read_var_bytes
     structs: list[Struct] = []
-    u = _uint
-    nclients, p = u(d, 0)
-    for _ in range(nclients):
-        nstructs, p = u(d, p)
-        client, p = u(d, p)
-        clock, p = u(d, p)
+    for _ in range(u()):
+        nstructs = u()
+        client = u()
+        clock = u()
         for _ in range(nstructs):
-            info = d[p]
-            p += 1
+            info = d[r.pos]
+            r.pos += 1
             kind = info & 0x1F
             if kind == GC or kind == SKIP:
                 raise Unsupported("GC or Skip struct")
@@ -147,58 +111,41 @@ def _decode(d: bytes) -> tuple[list[Struct], list[tuple[int, int, int]]]:
             parent: str | ID | None = None
             sub = None
             if info & 0x80:
-                oc, p = u(d, p)
-                ok, p = u(d, p)
-                origin = (oc, ok)
+                origin = (u(), u())
             if info & 0x40:
-                rc, p = u(d, p)
-                rk, p = u(d, p)
-                right = (rc, rk)
+                right = (u(), u())
             if not info & 0xC0:
-                is_root, p = u(d, p)
-                if is_root == 1:
-                    n, p = u(d, p)
-                    parent = d[p : p + n].decode()
-                    p += n
-                else:
-                    pc, p = u(d, p)
-                    pk, p = u(d, p)
-                    parent = (pc, pk)
+                parent = r.read_var_string("root name") if u() == 1 else (u(), u())
                 if info & 0x20:
-                    n, p = u(d, p)
-                    sub = d[p : p + n].decode()
-                    p += n
+                    sub = r.read_var_string("key")
             data = None
             if kind == STRING:
-                n, p = u(d, p)
-                data = d[p : p + n]
-                if len(data) != n:
-                    raise Unsupported("truncated string")
-                p += n
+                data = skip("string")
                 length = _utf16_length(data)
             elif kind == DELETED:
-                length, p = u(d, p)
+                length = u()
             elif kind == EMBED or kind == BINARY:  # a JSON string, a buffer: one unit
-                p = _skip_bytes(d, p)
+                skip("content")
                 length = 1
             elif kind == FORMAT:
-                p = _skip_bytes(d, _skip_bytes(d, p))
+                skip("key")
+                skip("value")
                 length = 1
             elif kind == TYPE:
-                ref, p = u(d, p)
-                if ref in (_XML_ELEMENT, _XML_HOOK):
-                    p = _skip_bytes(d, p)
+                if u() in (_XML_ELEMENT, _XML_HOOK):
+                    skip("name")
                 length = 1
             elif kind == JSON:
-                length, p = u(d, p)
+                length = u()
                 for _ in range(length):
-                    p = _skip_bytes(d, p)
+                    skip("JSON")
             elif kind == ANY:
-                length, p = u(d, p)
+                length = u()
                 for _ in range(length):
-                    p = _skip_any(d, p)
+                    _skip_any(r)
             elif kind == SUBDOC:
-                p = _skip_any(d, _skip_bytes(d, p))
+                skip("guid")
+                _skip_any(r)
                 length = 1
             else:
                 raise Unsupported(f"content kind {kind}")
@@ -207,16 +154,12 @@ def _decode(d: bytes) -> tuple[list[Struct], list[tuple[int, int, int]]]:
             structs.append(Struct(client, clock, length, origin, right, parent, sub, kind, data))
             clock += length
     deletes: list[tuple[int, int, int]] = []
-    nclients, p = u(d, p)
-    for _ in range(nclients):
-        client, p = u(d, p)
-        n, p = u(d, p)
-        for _ in range(n):
-            clock, p = u(d, p)
-            length, p = u(d, p)
-            deletes.append((client, clock, length))
-    if p != len(d):
-        raise Unsupported("trailing bytes")
+    for _ in range(u()):
+        client = u()
+        for _ in range(u()):
+            clock = u()
+            deletes.append((client, clock, u()))
+    r.expect_end("the update")
     return structs, deletes
 
 
