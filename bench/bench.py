@@ -20,6 +20,7 @@ import platform
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -1303,6 +1304,53 @@ def fsync_probe(where: Path, n: int = 200) -> dict[str, float]:
     return {"p50_us": times[n // 2], "p90_us": times[n * 9 // 10], "n": n}
 
 
+def wake_probe(where: Path, n: int = 100, gap: float = 0.02) -> dict[str, Any]:
+    """What a keystroke's commit costs right after the process was idle, against back to
+    back (bench/wake_cost.py has the full table): a SQLite commit without a sync (WAL,
+    synchronous=OFF: SQLite's own work) and a 100-byte append with fdatasync (the
+    floor's commit), p50 in µs with no gap and after `gap` seconds of sleep. Hosts
+    differ here by several times (3 Dec 2026, AMD EPYC: the SQLite commit 20 µs back to
+    back, 173 after 20 ms), and every server's latency at the fan-out's 50 edits/s pays
+    it, so the report shows it beside the fsync probe."""
+    db = where / "wake-probe.db"
+    log_path = where / "wake-probe.bin"
+    conn = sqlite3.connect(db, isolation_level=None)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("CREATE TABLE IF NOT EXISTS t (a INTEGER PRIMARY KEY, b BLOB)")
+
+        def commit() -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO t (b) VALUES (?)", (b"x" * 24,))
+            conn.execute("COMMIT")
+
+        def append() -> None:
+            os.write(fd, b"x" * 100)
+            os.fdatasync(fd)
+
+        out: dict[str, Any] = {"gap_ms": gap * 1e3}
+        for name, fn in (("sqlite_commit_nosync", commit), ("append_fdatasync", append)):
+            row = {}
+            for label, pause in (("hot_p50_us", 0.0), ("idle_p50_us", gap)):
+                times = []
+                for _ in range(n):
+                    if pause:
+                        time.sleep(pause)
+                    t0 = time.perf_counter()
+                    fn()
+                    times.append((time.perf_counter() - t0) * 1e6)
+                row[label] = statistics.median(times)
+            out[name] = row
+        return out
+    finally:
+        conn.close()
+        os.close(fd)
+        for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm"), log_path):
+            p.unlink(missing_ok=True)
+
+
 def _disk_of(path: Path) -> str:
     try:
         r = (
@@ -1422,6 +1470,7 @@ def main() -> int:
     )
     t0 = time.monotonic()
     bench.raw["fsync_probe"] = {"start": fsync_probe(OUT)}
+    bench.raw["wake_probe"] = wake_probe(OUT)
     raw = bench.run()
     raw["fsync_probe"]["end"] = fsync_probe(OUT)
     raw["seconds"] = time.monotonic() - t0

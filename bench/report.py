@@ -191,6 +191,21 @@ def write_report(raw: dict[str, Any], bench_dir: Path, samples_dir: Path | None 
                 for k, v in probe.items()
             )
         )
+    wake = raw.get("wake_probe")
+    if wake:
+        gap = wake.get("gap_ms", 20)
+        md.append(
+            f"- work after {gap:g} ms of idle, as between keystrokes at 50 edits/s "
+            "(`bench/wake_cost.py`), p50 back to back → after the pause: "
+            + "; ".join(
+                f"{label} {wake[key]['hot_p50_us']:,.0f} → {wake[key]['idle_p50_us']:,.0f} µs"
+                for key, label in (
+                    ("sqlite_commit_nosync", "a SQLite commit without a sync"),
+                    ("append_fdatasync", "a 100-byte append with fdatasync"),
+                )
+                if key in wake
+            )
+        )
     if raw.get("skipped"):
         md.append("- not run: " + "; ".join(f"{k} ({v})" for k, v in raw["skipped"].items()))
     md.append("")
