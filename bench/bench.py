@@ -1304,6 +1304,21 @@ def fsync_probe(where: Path, n: int = 200) -> dict[str, float]:
     return {"p50_us": times[n // 2], "p90_us": times[n * 9 // 10], "n": n}
 
 
+def timed_after_idle(fn: Callable[[], Any], gap: float, n: int, warm: int = 20) -> list[float]:
+    """µs of each of `n` calls of `fn`, each after `gap` seconds of sleep (0: back to
+    back), sorted; `warm` calls first, untimed (wake_probe, bench/wake_cost.py)."""
+    for _ in range(warm):
+        fn()
+    out = []
+    for _ in range(n):
+        if gap:
+            time.sleep(gap)
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1e6)
+    return sorted(out)
+
+
 def wake_probe(where: Path, n: int = 100, gap: float = 0.02) -> dict[str, Any]:
     """What a keystroke's commit costs right after the process was idle, against back to
     back (bench/wake_cost.py has the full table): a SQLite commit without a sync (WAL,
@@ -1334,14 +1349,7 @@ def wake_probe(where: Path, n: int = 100, gap: float = 0.02) -> dict[str, Any]:
         for name, fn in (("sqlite_commit_nosync", commit), ("append_fdatasync", append)):
             row = {}
             for label, pause in (("hot_p50_us", 0.0), ("idle_p50_us", gap)):
-                times = []
-                for _ in range(n):
-                    if pause:
-                        time.sleep(pause)
-                    t0 = time.perf_counter()
-                    fn()
-                    times.append((time.perf_counter() - t0) * 1e6)
-                row[label] = statistics.median(times)
+                row[label] = statistics.median(timed_after_idle(fn, pause, n))
             out[name] = row
         return out
     finally:

@@ -20,7 +20,7 @@ For each gap (ms of sleep before each sample), ``--n`` samples of each of:
 
 and prints the p50 and p90 in µs, and the p50 as a multiple of the same work with no gap.
 Found on 3 Dec 2026 (bench/notes.md): on the AMD EPYC host, after 20 ms of idle the SQLite
-commit without a sync cost ~10x its back-to-back time and a 4 KB pwrite ~30x, which is
+commit without a sync cost ~9x its back-to-back time and a 4 KB pwrite ~20x, which is
 why a lone keystroke's server-side path (about 1 ms) costs several times what the same
 code costs under load, and why a commit through SQLite trails a plain appended log.
 """
@@ -40,6 +40,10 @@ from pathlib import Path
 
 from palimpsest.store.base import NewEvent
 from palimpsest.store.sqlite import SQLiteStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench as B  # noqa: E402  (bench/bench.py)
 
 #: one typed character's update, as a Yjs client sends it (bench/append_latency.py)
 UPDATE = b"\x01\x01\xb9\xe3\xa4\x8a\x0c\x00\x04\x01\x07content\x01a\x00"
@@ -92,19 +96,6 @@ def _append_sync(d: Path) -> Callable[[], None]:
     return run
 
 
-def sample(run: Callable[[], None], gap: float, n: int) -> list[float]:
-    for _ in range(20):
-        run()
-    out = []
-    for _ in range(n):
-        if gap:
-            time.sleep(gap)
-        t0 = time.perf_counter()
-        run()
-        out.append((time.perf_counter() - t0) * 1e6)
-    return sorted(out)
-
-
 async def sample_store(d: Path, gap: float, n: int) -> list[float]:
     store = SQLiteStore(d / f"store-{gap}.db", durability="fsync")
     batch = [NewEvent("bench", "edit", UPDATE, {"conn": "bench/1"}, 1)]
@@ -145,7 +136,7 @@ def main() -> int:
                 if kind == "our append":
                     xs = asyncio.run(sample_store(d, gap / 1e3, args.n))
                 else:
-                    xs = sample(makers[kind], gap / 1e3, args.n)
+                    xs = B.timed_after_idle(makers[kind], gap / 1e3, args.n)
                 table[kind][gap] = xs
         print(" " * 60, end="\r", file=sys.stderr)
     base = gaps[0]
