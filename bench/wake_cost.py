@@ -34,19 +34,16 @@ import sqlite3
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-from palimpsest.store.base import NewEvent
 from palimpsest.store.sqlite import SQLiteStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench as B  # noqa: E402  (bench/bench.py)
+from append_latency import UPDATE, measure  # noqa: E402
 
-#: one typed character's update, as a Yjs client sends it (bench/append_latency.py)
-UPDATE = b"\x01\x01\xb9\xe3\xa4\x8a\x0c\x00\x04\x01\x07content\x01a\x00"
+import bench as B  # noqa: E402  (bench/bench.py)
 
 
 def _python_loop() -> Callable[[], None]:
@@ -96,22 +93,6 @@ def _append_sync(d: Path) -> Callable[[], None]:
     return run
 
 
-async def sample_store(d: Path, gap: float, n: int) -> list[float]:
-    store = SQLiteStore(d / f"store-{gap}.db", durability="fsync")
-    batch = [NewEvent("bench", "edit", UPDATE, {"conn": "bench/1"}, 1)]
-    out = []
-    async with store:
-        for _ in range(20):
-            await store.append([("doc", batch)])
-        for _ in range(n):
-            if gap:
-                await asyncio.sleep(gap)
-            t0 = time.perf_counter()
-            await store.append([("doc", batch)])
-            out.append((time.perf_counter() - t0) * 1e6)
-    return sorted(out)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -134,7 +115,8 @@ def main() -> int:
             for kind in kinds:
                 print(f"  gap {gap:g} ms: {kind} ...", end="\r", file=sys.stderr, flush=True)
                 if kind == "our append":
-                    xs = asyncio.run(sample_store(d, gap / 1e3, args.n))
+                    store = SQLiteStore(d / f"store-{gap}.db", durability="fsync")
+                    xs, _ = asyncio.run(measure(store, args.n, gap / 1e3))
                 else:
                     xs = B.timed_after_idle(makers[kind], gap / 1e3, args.n)
                 table[kind][gap] = xs
