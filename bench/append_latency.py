@@ -57,16 +57,17 @@ async def _ticker(lates: list[float]) -> None:
 
 
 async def measure(
-    store: EventStore, n: int, gap: float = 0.0, events: int = 1
+    store: EventStore, n: int, gap: float = 0.0, events: int = 1, *, tick: bool = True
 ) -> tuple[list[float], list[float]]:
-    """Sorted µs per append, and the ticker's latenesses (µs)."""
+    """Sorted µs per append, and the ticker's latenesses (µs). ``tick=False``: no ticker
+    (the process is idle for the whole gap, bench/wake_cost.py)."""
     batch = [NewEvent("bench", "edit", UPDATE, {"conn": "bench/1"}, 1)] * events
     lates: list[float] = []
     async with store:
         for _ in range(50):
             await store.append([("doc", batch)])
         out = []
-        ticker = asyncio.create_task(_ticker(lates))
+        ticker = asyncio.create_task(_ticker(lates) if tick else asyncio.sleep(0))
         await asyncio.sleep(0)
         try:
             for i in range(n):

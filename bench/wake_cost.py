@@ -55,8 +55,13 @@ def _python_loop() -> Callable[[], None]:
     return run
 
 
+#: what to close before the temporary directory goes
+CLOSE: list[Callable[[], None]] = []
+
+
 def _pwrite(d: Path) -> Callable[[], None]:
     fd = os.open(d / "pwrite.bin", os.O_RDWR | os.O_CREAT, 0o600)
+    CLOSE.append(lambda: os.close(fd))
     os.pwrite(fd, b"\0" * (1 << 20), 0)
     block = b"y" * 4096
     at = [0]
@@ -70,6 +75,7 @@ def _pwrite(d: Path) -> Callable[[], None]:
 
 def _sqlite_nosync(d: Path) -> Callable[[], None]:
     conn = sqlite3.connect(d / "nosync.db", isolation_level=None)
+    CLOSE.append(conn.close)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=OFF")
     conn.execute("CREATE TABLE t (a INTEGER PRIMARY KEY, b BLOB)")
@@ -84,6 +90,7 @@ def _sqlite_nosync(d: Path) -> Callable[[], None]:
 
 def _append_sync(d: Path) -> Callable[[], None]:
     fd = os.open(d / "log.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    CLOSE.append(lambda: os.close(fd))
     rec = b"x" * 100
 
     def run() -> None:
@@ -116,11 +123,13 @@ def main() -> int:
                 print(f"  gap {gap:g} ms: {kind} ...", end="\r", file=sys.stderr, flush=True)
                 if kind == "our append":
                     store = SQLiteStore(d / f"store-{gap}.db", durability="fsync")
-                    xs, _ = asyncio.run(measure(store, args.n, gap / 1e3))
+                    xs, _ = asyncio.run(measure(store, args.n, gap / 1e3, tick=False))
                 else:
                     xs = B.timed_after_idle(makers[kind], gap / 1e3, args.n)
                 table[kind][gap] = xs
         print(" " * 60, end="\r", file=sys.stderr)
+        for close in CLOSE:
+            close()
     base = gaps[0]
     print(f"µs per sample, p50 / p90 (× the p50 at {base:g} ms), n={args.n} per cell")
     print(f"{'':18s}" + "".join(f"{f'gap {g:g} ms':>24s}" for g in gaps))
