@@ -14,8 +14,10 @@ from pycrdt import Array, Doc, Map, Text
 
 import palimpsest.history.attribution_ids as I
 from palimpsest.backend import Backend
+from palimpsest.history import attribution_codec as codec
 from palimpsest.history import history_of, yupdate
-from palimpsest.history.attribution import AttributionIndex
+from palimpsest.history.attribution import R_CLOCK, AttributionIndex
+from palimpsest.history.attribution_cache import fingerprint
 from palimpsest.protocol import decode_state_vector
 from palimpsest.settings import Settings
 from palimpsest.store.base import Event, NewEvent
@@ -361,3 +363,75 @@ def test_content_deleted_before_it_was_sent() -> None:
         {"op": "insert", "text": "y", "actor": "dan", "seq": 2},
         {"op": "equal", "text": "z", "actor": None, "seq": None},
     ]
+
+
+async def test_a_stored_index_goes_on_folding_by_ids(tmp_path: Path) -> None:
+    """Stored with its ids (attribution_codec version 2) and read back by a new server,
+    an index extends by ids, not by text deltas, and answers at every seq as an index
+    folded by deltas from the start."""
+    for seed in (1, 2, 3):
+        log, texts = session(seed)
+        k = len(log) // 2
+        news = [NewEvent(e.actor, e.kind, e.update) for e in log]
+        settings = Settings(db=str(tmp_path / f"s{seed}.db"))
+        async with Backend(settings) as backend:
+            await backend.store.append([("d", news[:k])])
+            cache = history_of(backend).attribution
+            first = await cache.get("d", k, list(ROOTS))
+            assert first.by_ids == k
+            await cache.drain()
+            row = await backend.store.derived("d", codec.KIND)
+            assert row is not None and row[0] == k
+            assert codec.header(row[1])["v"] == 2
+            await backend.store.append([("d", news[k:])])
+        async with Backend(settings) as backend:
+            cache = history_of(backend).attribution
+            index = await cache.get("d", len(log), list(ROOTS))
+            assert len(cache.restores) == 1 and cache.builds == []
+            assert cache.rebuilt_by_deltas == 0
+            assert index.by_ids == len(log) - k and index.folds_by_ids
+        full = AttributionIndex("d", list(ROOTS), by_ids=False)
+        full.fold(log)
+        _same_answers(index, full, texts, random.Random(seed))
+
+
+def test_an_index_folded_by_deltas_is_stored_without_ids() -> None:
+    """Version 1 (no ids) for an index that folds by deltas; read back, it folds on by
+    deltas, as before."""
+    log, texts = session(5)
+    k = len(log) // 2
+    index = AttributionIndex("d", list(ROOTS), by_ids=False)
+    index.fold(log[:k])
+    data = codec.encode(index, fingerprint(log[k - 1].update))
+    assert codec.header(data)["v"] == 1
+    doc: Doc[Any] = Doc(skip_gc=True)
+    for ev in log[:k]:
+        doc.apply_update(ev.update)
+    back = codec.decode(data, doc)
+    assert not back.folds_by_ids
+    back.fold(log[k:])
+    assert back.by_ids == 0
+    full = AttributionIndex("d", list(ROOTS), by_ids=False)
+    full.fold(log)
+    _same_answers(back, full, texts, random.Random(5))
+
+
+async def test_stored_ids_that_do_not_fit_the_document_are_not_used(tmp_path: Path) -> None:
+    """A stored index whose ids go past the document's state vector (a bad write, a log
+    that changed) does not decode: the index is built again, and answers right."""
+    log, texts = session(6)
+    news = [NewEvent(e.actor, e.kind, e.update) for e in log]
+    index = AttributionIndex("d", list(ROOTS))
+    index.fold(log)
+    run = next(r for r in index.tracks["content"].runs())
+    run[R_CLOCK] += 10**6
+    async with Backend(Settings(db=str(tmp_path / "bad.db"))) as backend:
+        await backend.store.append([("d", news)])
+        blob = codec.encode(index, fingerprint(log[-1].update))
+        await backend.store.put_derived("d", codec.KIND, len(log), blob)
+        cache = history_of(backend).attribution
+        again = await cache.get("d", len(log), list(ROOTS))
+        assert cache.restores == [] and len(cache.builds) == 1
+    full = AttributionIndex("d", list(ROOTS), by_ids=False)
+    full.fold(log)
+    _same_answers(again, full, texts, random.Random(6))

@@ -5,7 +5,11 @@ One blob per document (the store's derived-data row of kind :data:`KIND`), zlib 
     varUint(len(header)) + header JSON
     per actor run:  varUint pairs in the "actors" section (actor index, count)
     per text root:  its content bytes, then its runs as four int64 columns
-                    (start and inserted-by as deltas, length, deleted-by - inserted-by)
+                    (start and inserted-by as deltas, length, deleted-by - inserted-by);
+                    with ids (version 2, an index folded by Yjs ids), seven more: each
+                    run's Yjs id (client, as an index into the header's "clients", and
+                    clock), its length in clock units, its origin's and its right
+                    origin's ids (client index and clock, -1 for none)
 
 Columns of fixed-width integers cost nothing to build or read in Python (``array``)
 and compress well (the high bytes are zeros). The Yjs document the index folds is not
@@ -14,6 +18,12 @@ stored: it is the version at the index's seq, loaded like any version (nearest s
 sha256 prefix of the update of event `seq`: a document deleted and made again under the
 same name, or a log that changed under the index, does not match, and the index is
 rebuilt instead of served.
+
+Version 2 adds the ids, so that an index read back goes on folding by ids
+(server/history/attribution_ids.py) instead of by text deltas, which walk the text from
+its start for every event: a long-lived document's refreshes then cost what its first
+build did. An index that folds by deltas (read back from version 1, or handed over) is
+stored without them. Version 1 blobs still decode.
 """
 
 from __future__ import annotations
@@ -28,12 +38,27 @@ from typing import Any
 from pycrdt import Doc
 
 from ..errors import ProtocolError
-from ..protocol import Reader, write_var_bytes
-from .attribution import BLOCK, AttributionIndex, TextTrack, gc_paused
+from ..protocol import Reader, decode_state_vector, write_var_bytes
+from .attribution import (
+    BLOCK,
+    R_CLIENT,
+    R_CLOCK,
+    R_NCLOCK,
+    R_OC,
+    R_OK,
+    R_RC,
+    R_RK,
+    AttributionIndex,
+    TextTrack,
+    gc_paused,
+)
+from .attribution_ids import IdFold
 
 #: the store's derived-data kind of the persisted index
 KIND = "attribution"
-VERSION = 1
+VERSION = 2
+#: the versions this code reads (1: without ids)
+READS = (1, 2)
 LEVEL = 6
 
 
@@ -77,8 +102,16 @@ def encode(index: AttributionIndex, fingerprint: str) -> bytes:
             actor_runs += [i, 1]
             prev = i
     roots = sorted(index.tracks)
+    by_ids = index.folds_by_ids
+    clients: dict[int, int] = {}
+    if by_ids:
+        for name in roots:
+            for r in index.tracks[name].runs():
+                for c in (r[R_CLIENT], r[R_OC], r[R_RC]):
+                    if c is not None and c not in clients:
+                        clients[c] = len(clients)
     header = {
-        "v": VERSION,
+        "v": VERSION if by_ids else 1,
         "doc": index.doc_name,
         "seq": index.seq,
         "first": index.first,
@@ -89,6 +122,8 @@ def encode(index: AttributionIndex, fingerprint: str) -> bytes:
         "actors": names,
         "fp": fingerprint,
     }
+    if by_ids:
+        header["clients"] = list(clients)
     parts = [json.dumps(header, separators=(",", ":")).encode(), _ints(actor_runs)]
     for name in roots:
         track = index.tracks[name]
@@ -102,6 +137,16 @@ def encode(index: AttributionIndex, fingerprint: str) -> bytes:
             _ints(_deltas(ins)),
             _ints([r[3] - r[2] if r[3] else 0 for r in runs]),
         ]
+        if by_ids:
+            parts += [
+                _ints([clients[r[R_CLIENT]] for r in runs]),
+                _ints([r[R_CLOCK] for r in runs]),
+                _ints([r[R_NCLOCK] for r in runs]),
+                _ints([-1 if r[R_OC] is None else clients[r[R_OC]] for r in runs]),
+                _ints([-1 if r[R_OK] is None else r[R_OK] for r in runs]),
+                _ints([-1 if r[R_RC] is None else clients[r[R_RC]] for r in runs]),
+                _ints([-1 if r[R_RK] is None else r[R_RK] for r in runs]),
+            ]
     body = b"".join(write_var_bytes(p) for p in parts)
     return zlib.compress(body, LEVEL)
 
@@ -120,7 +165,7 @@ def _open(data: bytes) -> tuple[_Reader, dict[str, Any]]:
         raise ValueError(f"attribution index does not decompress: {e}") from e
     r = _Reader(body)
     h = json.loads(r.chunk())
-    if not isinstance(h, dict) or h.get("v") != VERSION:
+    if not isinstance(h, dict) or h.get("v") not in READS:
         raise ValueError("not an attribution index of this version")
     return r, h
 
@@ -140,12 +185,16 @@ def _decode(data: bytes, doc: Doc[Any]) -> AttributionIndex:
         actors += [names[runs_col[k]]] * runs_col[k + 1]
     roots = [str(n) for n in h["roots"]]
     index = AttributionIndex(str(h["doc"]), [], ydoc=doc)
-    index.actors = actors
-    index.first = int(h["first"])
-    index.seq = int(h["seq"])
-    index.failed = int(h["failed"])
-    index.pending = {str(n) for n in h["pending"]}
-    index._seen = {str(n) for n in h["seen"]} | set(roots)
+    fold = None
+    clients: list[int] = []
+    if h["v"] >= 2:
+        # folds on by ids: every tracked item is in the runs, and the document's state
+        # vector is the next clock of every client (untracked roots included)
+        fold = IdFold(index.tracks)
+        fold.state = decode_state_vector(doc.get_state())
+        index.resume_by_ids(fold)
+        clients = [int(c) for c in h["clients"]]
+    tracks: list[tuple[str, TextTrack]] = []
     for name in roots:
         content = bytearray(r.chunk())
         starts = list(accumulate(_from_ints(r.chunk())))
@@ -154,16 +203,58 @@ def _decode(data: bytes, doc: Doc[Any]) -> AttributionIndex:
         dels = [d + i if d else 0 for d, i in zip(_from_ints(r.chunk()), ins, strict=True)]
         if not len(starts) == len(lens) == len(ins) == len(dels):
             raise ValueError(f"attribution index of root {name!r}: columns differ in length")
-        runs = list(map(list, zip(starts, lens, ins, dels, strict=True)))
-        alive = [n if d == 0 else 0 for n, d in zip(lens, dels, strict=True)]
         track = TextTrack()
+        if fold is None:
+            runs = list(map(list, zip(starts, lens, ins, dels, strict=True)))
+        else:
+            runs = _runs_with_ids(r, clients, track, starts, lens, ins, dels, name)
+        alive = [n if d == 0 else 0 for n, d in zip(lens, dels, strict=True)]
         track.content = content
         track.blocks = [runs[i : i + BLOCK] for i in range(0, len(runs), BLOCK)] or [[]]
         track.alive = [sum(alive[i : i + BLOCK]) for i in range(0, len(runs), BLOCK)] or [0]
-        index.adopt(name, track)
+        tracks.append((name, track))
     if r.pos != len(r.data):
         raise ValueError("attribution index has trailing bytes")
+    for name, track in tracks:
+        index.adopt(name, track)  # by ids: before the seq is set (adopt would hand over)
+    if fold is not None:
+        fold.place_runs(clients)
+    index.actors = actors
+    index.first = int(h["first"])
+    index.seq = int(h["seq"])
+    index.failed = int(h["failed"])
+    index.pending = {str(n) for n in h["pending"]}
+    index._seen = {str(n) for n in h["seen"]} | set(roots)
     return index
+
+
+def _runs_with_ids(
+    r: _Reader,
+    clients: list[int],
+    track: TextTrack,
+    starts: list[int],
+    lens: list[int],
+    ins: list[int],
+    dels: list[int],
+    name: str,
+) -> list[list[Any]]:
+    """The runs of one root with their ids (version 2): 13 fields, as IdFold makes them."""
+    cols = [_from_ints(r.chunk()) for _ in range(7)]
+    if any(len(c) != len(starts) for c in cols):
+        raise ValueError(f"attribution index of root {name!r}: id columns differ in length")
+    client_ix, clocks, nclocks, ocs, oks, rcs, rks = cols
+    try:
+        cl = [clients[i] for i in client_ix]
+        oc = [None if i < 0 else clients[i] for i in ocs]
+        rc = [None if i < 0 else clients[i] for i in rcs]
+    except IndexError as e:
+        raise ValueError(f"attribution index of root {name!r}: a client out of range") from e
+    return [
+        [s, n, i, d, c, k, nk, a, None if ak < 0 else ak, b, None if bk < 0 else bk, None, track]
+        for s, n, i, d, c, k, nk, a, ak, b, bk in zip(
+            starts, lens, ins, dels, cl, clocks, nclocks, oc, oks, rc, rks, strict=True
+        )
+    ]
 
 
 __all__ = ["KIND", "decode", "encode", "header"]
