@@ -417,21 +417,46 @@ def test_an_index_folded_by_deltas_is_stored_without_ids() -> None:
 
 
 async def test_stored_ids_that_do_not_fit_the_document_are_not_used(tmp_path: Path) -> None:
-    """A stored index whose ids go past the document's state vector (a bad write, a log
-    that changed) does not decode: the index is built again, and answers right."""
+    """A stored index whose ids go past the document's state vector (a bad write): its
+    runs still answer at its seq, and when it folds on, the ids are found not to fit
+    and it folds on by deltas, answering right."""
     log, texts = session(6)
+    k = len(log) // 2
     news = [NewEvent(e.actor, e.kind, e.update) for e in log]
     index = AttributionIndex("d", list(ROOTS))
-    index.fold(log)
+    index.fold(log[:k])
     run = next(r for r in index.tracks["content"].runs())
     run[R_CLOCK] += 10**6
     async with Backend(Settings(db=str(tmp_path / "bad.db"))) as backend:
         await backend.store.append([("d", news)])
-        blob = codec.encode(index, fingerprint(log[-1].update))
-        await backend.store.put_derived("d", codec.KIND, len(log), blob)
+        blob = codec.encode(index, fingerprint(log[k - 1].update))
+        await backend.store.put_derived("d", codec.KIND, k, blob)
         cache = history_of(backend).attribution
         again = await cache.get("d", len(log), list(ROOTS))
-        assert cache.restores == [] and len(cache.builds) == 1
+        assert len(cache.restores) == 1 and cache.builds == []
+        assert again.by_ids == 0 and not again.folds_by_ids and not again.broken
     full = AttributionIndex("d", list(ROOTS), by_ids=False)
     full.fold(log)
     _same_answers(again, full, texts, random.Random(6))
+
+
+def test_ids_read_back_are_given_to_the_runs_only_to_fold_on() -> None:
+    """Read back, an index answers at its seq without its ids made into objects, is
+    stored again byte for byte as it was read, and gets them when it folds on."""
+    log, _ = session(7)
+    k = len(log) // 2
+    index = AttributionIndex("d", list(ROOTS))
+    index.fold(log[:k])
+    data = codec.encode(index, fingerprint(log[k - 1].update))
+    doc: Doc[Any] = Doc(skip_gc=True)
+    for ev in log[:k]:
+        doc.apply_update(ev.update)
+    back = codec.decode(data, doc)
+    assert back._ids is not None and back._ids.pending is not None
+    assert all(len(r) == 4 for t in back.tracks.values() for r in t.runs())
+    for name in ROOTS:
+        assert back.blame(name, k) == index.blame(name, k)
+    assert codec.encode(back, fingerprint(log[k - 1].update)) == data
+    back.fold(log[k:])
+    assert back._ids is not None and back._ids.pending is None and back.by_ids == len(log) - k
+    assert all(len(r) == 13 for t in back.tracks.values() for r in t.runs())

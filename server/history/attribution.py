@@ -385,6 +385,13 @@ class AttributionIndex:
 
         ids = self._ids
         assert ids is not None
+        try:
+            ids.materialize()  # an index read back with its ids: they are needed now
+        except ValueError as e:
+            # its runs are sound (checked against the document when read back), its ids
+            # are not: fold on by deltas
+            self._to_deltas(str(e))
+            return 0
         done = 0
         with self.doc.transaction() as txn:
             ytxn = txn._txn

@@ -103,8 +103,13 @@ def encode(index: AttributionIndex, fingerprint: str) -> bytes:
             prev = i
     roots = sorted(index.tracks)
     by_ids = index.folds_by_ids
+    stored = index._ids.pending if index._ids is not None else None
+    if not isinstance(stored, _StoredIds):
+        stored = None
     clients: dict[int, int] = {}
-    if by_ids:
+    if stored is not None:
+        clients = {c: i for i, c in enumerate(stored.clients)}
+    elif by_ids:
         for name in roots:
             for r in index.tracks[name].runs():
                 for c in (r[R_CLIENT], r[R_OC], r[R_RC]):
@@ -137,7 +142,9 @@ def encode(index: AttributionIndex, fingerprint: str) -> bytes:
             _ints(_deltas(ins)),
             _ints([r[3] - r[2] if r[3] else 0 for r in runs]),
         ]
-        if by_ids:
+        if stored is not None:  # read back and not folded on since: as they were
+            parts += stored.columns[name]
+        elif by_ids:
             parts += [
                 _ints([clients[r[R_CLIENT]] for r in runs]),
                 _ints([r[R_CLOCK] for r in runs]),
@@ -185,15 +192,14 @@ def _decode(data: bytes, doc: Doc[Any]) -> AttributionIndex:
         actors += [names[runs_col[k]]] * runs_col[k + 1]
     roots = [str(n) for n in h["roots"]]
     index = AttributionIndex(str(h["doc"]), [], ydoc=doc)
-    fold = None
-    clients: list[int] = []
+    stored = None
     if h["v"] >= 2:
-        # folds on by ids: every tracked item is in the runs, and the document's state
-        # vector is the next clock of every client (untracked roots included)
+        # folds on by ids: every tracked item is in the runs. Their ids are only read
+        # when the index folds on (IdFold.pending), not for a blame or diff at its seq
         fold = IdFold(index.tracks)
-        fold.state = decode_state_vector(doc.get_state())
+        stored = _StoredIds(fold, [int(c) for c in h["clients"]], doc)
+        fold.pending = stored
         index.resume_by_ids(fold)
-        clients = [int(c) for c in h["clients"]]
     tracks: list[tuple[str, TextTrack]] = []
     for name in roots:
         content = bytearray(r.chunk())
@@ -203,12 +209,13 @@ def _decode(data: bytes, doc: Doc[Any]) -> AttributionIndex:
         dels = [d + i if d else 0 for d, i in zip(_from_ints(r.chunk()), ins, strict=True)]
         if not len(starts) == len(lens) == len(ins) == len(dels):
             raise ValueError(f"attribution index of root {name!r}: columns differ in length")
-        track = TextTrack()
-        if fold is None:
-            runs = list(map(list, zip(starts, lens, ins, dels, strict=True)))
-        else:
-            runs = _runs_with_ids(r, clients, track, starts, lens, ins, dels, name)
+        if stored is not None:
+            cols = stored.columns[name] = [r.chunk() for _ in range(7)]
+            if any(len(c) != 8 * len(starts) for c in cols):
+                raise ValueError(f"attribution index of root {name!r}: id columns differ")
+        runs = list(map(list, zip(starts, lens, ins, dels, strict=True)))
         alive = [n if d == 0 else 0 for n, d in zip(lens, dels, strict=True)]
+        track = TextTrack()
         track.content = content
         track.blocks = [runs[i : i + BLOCK] for i in range(0, len(runs), BLOCK)] or [[]]
         track.alive = [sum(alive[i : i + BLOCK]) for i in range(0, len(runs), BLOCK)] or [0]
@@ -217,8 +224,6 @@ def _decode(data: bytes, doc: Doc[Any]) -> AttributionIndex:
         raise ValueError("attribution index has trailing bytes")
     for name, track in tracks:
         index.adopt(name, track)  # by ids: before the seq is set (adopt would hand over)
-    if fold is not None:
-        fold.place_runs(clients)
     index.actors = actors
     index.first = int(h["first"])
     index.seq = int(h["seq"])
@@ -228,33 +233,48 @@ def _decode(data: bytes, doc: Doc[Any]) -> AttributionIndex:
     return index
 
 
-def _runs_with_ids(
-    r: _Reader,
-    clients: list[int],
-    track: TextTrack,
-    starts: list[int],
-    lens: list[int],
-    ins: list[int],
-    dels: list[int],
-    name: str,
-) -> list[list[Any]]:
-    """The runs of one root with their ids (version 2): 13 fields, as IdFold makes them."""
-    cols = [_from_ints(r.chunk()) for _ in range(7)]
-    if any(len(c) != len(starts) for c in cols):
-        raise ValueError(f"attribution index of root {name!r}: id columns differ in length")
-    client_ix, clocks, nclocks, ocs, oks, rcs, rks = cols
-    try:
-        cl = [clients[i] for i in client_ix]
-        oc = [None if i < 0 else clients[i] for i in ocs]
-        rc = [None if i < 0 else clients[i] for i in rcs]
-    except IndexError as e:
-        raise ValueError(f"attribution index of root {name!r}: a client out of range") from e
-    return [
-        [s, n, i, d, c, k, nk, a, None if ak < 0 else ak, b, None if bk < 0 else bk, None, track]
-        for s, n, i, d, c, k, nk, a, ak, b, bk in zip(
-            starts, lens, ins, dels, cl, clocks, nclocks, oc, oks, rc, rks, strict=True
-        )
-    ]
+class _StoredIds:
+    """The ids of a stored index (version 2) as read: its runs get them, and the fold
+    its view of them, when it first folds on (``IdFold.materialize``); until then a
+    blame or a diff does without, and storing the index again writes them as read."""
+
+    __slots__ = ("fold", "clients", "doc", "columns")
+
+    def __init__(self, fold: IdFold, clients: list[int], doc: Doc[Any]) -> None:
+        self.fold = fold
+        self.clients = clients
+        #: the document at the index's seq (nothing folded on yet: its state vector is
+        #: the fold's)
+        self.doc = doc
+        #: per root, the seven id columns as stored
+        self.columns: dict[str, list[bytes]] = {}
+
+    def __call__(self) -> None:
+        """Give every run its ids (13 fields, as IdFold makes them) and index them;
+        ValueError when they cannot be a fold's (IdFold.place_runs)."""
+        fold, clients = self.fold, self.clients
+        for name, raw in self.columns.items():
+            track = fold.tracks[name]
+            ix, clocks, nclocks, ocs, oks, rcs, rks = (_from_ints(c) for c in raw)
+            try:
+                for run, c, k, nk, a, ak, b, bk in zip(
+                    track.runs(), ix, clocks, nclocks, ocs, oks, rcs, rks, strict=True
+                ):
+                    run += (
+                        clients[c],
+                        k,
+                        nk,
+                        None if a < 0 else clients[a],
+                        None if ak < 0 else ak,
+                        None if b < 0 else clients[b],
+                        None if bk < 0 else bk,
+                        None,
+                        track,
+                    )
+            except (IndexError, ValueError) as e:
+                raise ValueError(f"stored ids of root {name!r} do not fit: {e}") from e
+        fold.state = decode_state_vector(self.doc.get_state())
+        fold.place_runs(clients)
 
 
 __all__ = ["KIND", "decode", "encode", "header"]

@@ -77,7 +77,7 @@ def _byte_offset(track: TextTrack, run: Run, k: int) -> int:
 class IdFold:
     """Places each event's items in the index's tracks by their Yjs ids."""
 
-    __slots__ = ("tracks", "state", "starts", "runs", "clients")
+    __slots__ = ("tracks", "state", "starts", "runs", "clients", "pending")
 
     def __init__(self, tracks: dict[str, TextTrack]) -> None:
         self.tracks = tracks
@@ -88,6 +88,16 @@ class IdFold:
         self.runs: dict[int, list[Run]] = {}
         #: one int object per client id, shared by every run that names it
         self.clients: dict[int, int] = {}
+        #: ids read back with a stored index and not given to its runs yet: a callable
+        #: that does it (attribution_codec), called before the first fold (materialize)
+        self.pending: Any = None
+
+    def materialize(self) -> None:
+        """Give the runs read back with a stored index their ids, if not done yet
+        (ValueError when they do not fit; then the fold by ids cannot go on)."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending()
 
     def adopt(self, track: TextTrack) -> None:
         """Place items in `track` too (a new, empty root: AttributionIndex.adopt)."""
