@@ -34,7 +34,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pycrdt import Doc, Text
 
@@ -42,9 +42,6 @@ from .. import cpu_account
 from ..errors import FATAL
 from ..store.base import Event
 from .render import TEXT, infer_root_types
-
-if TYPE_CHECKING:
-    from .attribution_ids import IdFold
 
 log = logging.getLogger("palimpsest.history")
 
@@ -275,18 +272,6 @@ class AttributionIndex:
         for name in text_roots:
             self._track(name)
 
-    @property
-    def folds_by_ids(self) -> bool:
-        """Whether the index goes on folding by ids (what is stored with it then)."""
-        return self._ids is not None and not self.broken
-
-    def resume_by_ids(self, fold: IdFold) -> None:
-        """Fold by ids from here on, with `fold` (an index read back with its ids,
-        attribution_codec): call before its tracks are adopted."""
-        if self.tracks or self.seq:
-            raise ValueError("resume_by_ids before the tracks are adopted")
-        self._ids = fold
-
     def _track(self, name: str) -> None:
         self.adopt(name, TextTrack())
 
@@ -385,13 +370,6 @@ class AttributionIndex:
 
         ids = self._ids
         assert ids is not None
-        try:
-            ids.materialize()  # an index read back with its ids: they are needed now
-        except ValueError as e:
-            # its runs are sound (checked against the document when read back), its ids
-            # are not: fold on by deltas
-            self._to_deltas(str(e))
-            return 0
         done = 0
         with self.doc.transaction() as txn:
             ytxn = txn._txn

@@ -25,7 +25,6 @@ compares the visible text with the document's after each build or extension.
 from __future__ import annotations
 
 from bisect import bisect_right
-from operator import itemgetter
 from typing import Any
 
 from . import yupdate
@@ -77,7 +76,7 @@ def _byte_offset(track: TextTrack, run: Run, k: int) -> int:
 class IdFold:
     """Places each event's items in the index's tracks by their Yjs ids."""
 
-    __slots__ = ("tracks", "state", "starts", "runs", "clients", "pending")
+    __slots__ = ("tracks", "state", "starts", "runs", "clients")
 
     def __init__(self, tracks: dict[str, TextTrack]) -> None:
         self.tracks = tracks
@@ -88,52 +87,11 @@ class IdFold:
         self.runs: dict[int, list[Run]] = {}
         #: one int object per client id, shared by every run that names it
         self.clients: dict[int, int] = {}
-        #: ids read back with a stored index and not given to its runs yet: a callable
-        #: that does it (attribution_codec), called before the first fold (materialize)
-        self.pending: Any = None
-
-    def materialize(self) -> None:
-        """Give the runs read back with a stored index their ids, if not done yet
-        (ValueError when they do not fit; then the fold by ids cannot go on)."""
-        pending, self.pending = self.pending, None
-        if pending is not None:
-            pending()
 
     def adopt(self, track: TextTrack) -> None:
         """Place items in `track` too (a new, empty root: AttributionIndex.adopt)."""
         if track.by_block is None:
             track.by_block = {id(b): i for i, b in enumerate(track.blocks)}
-
-    def place_runs(self, clients: list[int]) -> None:
-        """Index the runs of the tracks as read back with their ids (attribution_codec,
-        version 2), whose client ids are the objects of `clients`: each run's block, each
-        client's runs by clock. ValueError when they cannot be the runs of a fold: two
-        runs holding the same id, or an id past the document's state vector (``state``,
-        set first)."""
-        self.clients = {c: c for c in clients}
-        by_client: dict[int, list[Run]] = {}
-        for track in self.tracks.values():
-            for block in track.blocks:
-                for run in block:
-                    run[R_BLOCK] = block
-                    runs = by_client.get(run[4])
-                    if runs is None:
-                        by_client[run[4]] = [run]
-                    else:
-                        runs.append(run)
-        by_clock = itemgetter(R_CLOCK)
-        for client, runs in by_client.items():
-            runs.sort(key=by_clock)
-            starts = [r[R_CLOCK] for r in runs]
-            ends = [r[R_CLOCK] + r[R_NCLOCK] for r in runs]
-            if any(n <= 0 for n in map(itemgetter(R_NCLOCK), runs)) or any(
-                s < e for s, e in zip(starts[1:], ends, strict=False)
-            ):
-                raise ValueError(f"runs of client {client} overlap")
-            if ends[-1] > self.state.get(client, 0):
-                raise ValueError(f"runs of client {client} go past the state vector")
-            self.starts[client] = starts
-            self.runs[client] = runs
 
     # --- reading an update ---------------------------------------------------------------
 
