@@ -1324,8 +1324,8 @@ def wake_probe(where: Path, n: int = 100, gap: float = 0.02) -> dict[str, Any]:
     back (bench/wake_cost.py has the full table): a SQLite commit without a sync (WAL,
     synchronous=OFF: SQLite's own work) and a 100-byte append with fdatasync (the
     floor's commit), p50 in µs with no gap and after `gap` seconds of sleep. Hosts
-    differ here by several times (3 Dec 2026, AMD EPYC: the SQLite commit 20 µs back to
-    back, 173 after 20 ms), and every server's latency at the fan-out's 50 edits/s pays
+    differ here by several times (3 Dec 2026, AMD EPYC: the SQLite commit 13-20 µs back
+    to back, 168-173 after 20 ms), and every server's latency at the fan-out's 50 edits/s pays
     it, so the report shows it beside the fsync probe."""
     db = where / "wake-probe.db"
     log_path = where / "wake-probe.bin"

@@ -20,7 +20,7 @@ For each gap (ms of sleep before each sample), ``--n`` samples of each of:
 
 and prints the p50 and p90 in µs, and the p50 as a multiple of the same work with no gap.
 Found on 3 Dec 2026 (bench/notes.md): on the AMD EPYC host, after 20 ms of idle the SQLite
-commit without a sync cost ~9x its back-to-back time and a 4 KB pwrite ~20x, which is
+commit without a sync cost 9-12x its back-to-back time and a 4 KB pwrite 21-25x, which is
 why a lone keystroke's server-side path (about 1 ms) costs several times what the same
 code costs under load, and why a commit through SQLite trails a plain appended log.
 """
