@@ -95,7 +95,7 @@ def _decode(r: Reader) -> tuple[list[Struct], list[tuple[int, int, int]]]:
     # the protocol's bounds-checked reader (its varUints unrolled, client ids remembered)
     d = r.data
     u = r.read_var_uint
-    skip = r.read_var_bytes
+    read_bytes = r.read_var_bytes  # returns them; most callers only step over
     structs: list[Struct] = []
     for _ in range(u()):
         nstructs = u()
@@ -120,31 +120,31 @@ def _decode(r: Reader) -> tuple[list[Struct], list[tuple[int, int, int]]]:
                     sub = r.read_var_string("key")
             data = None
             if kind == STRING:
-                data = skip("string")
+                data = read_bytes("string")
                 length = _utf16_length(data)
             elif kind == DELETED:
                 length = u()
             elif kind == EMBED or kind == BINARY:  # a JSON string, a buffer: one unit
-                skip("content")
+                read_bytes("content")
                 length = 1
             elif kind == FORMAT:
-                skip("key")
-                skip("value")
+                read_bytes("key")
+                read_bytes("value")
                 length = 1
             elif kind == TYPE:
                 if u() in (_XML_ELEMENT, _XML_HOOK):
-                    skip("name")
+                    read_bytes("name")
                 length = 1
             elif kind == JSON:
                 length = u()
                 for _ in range(length):
-                    skip("JSON")
+                    read_bytes("JSON")
             elif kind == ANY:
                 length = u()
                 for _ in range(length):
                     _skip_any(r)
             elif kind == SUBDOC:
-                skip("guid")
+                read_bytes("guid")
                 _skip_any(r)
                 length = 1
             else:
