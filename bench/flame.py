@@ -53,6 +53,12 @@ def main() -> int:
     ap.add_argument("--launch", action="store_true", help="start the server under py-spy")
     ap.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
     ap.add_argument("--no-profile", action="store_true", help="latency figures only (no py-spy)")
+    ap.add_argument(
+        "--gil",
+        action="store_true",
+        help="py-spy --gil: only samples of the thread holding the GIL (Python's CPU, not "
+        "its waits: a commit's fdatasync is otherwise half of a replay's samples)",
+    )
     args = ap.parse_args()
 
     pyspy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
@@ -69,7 +75,7 @@ def main() -> int:
         spec.reset(datadir)
     flags = ["--rate", str(args.sample_rate), "--nonblocking"] + (
         ["--native"] if args.native else []
-    )
+    ) + (["--gil"] if args.gil else [])
     if args.launch and not args.no_profile:
         inner = spec.command
         spec.command = lambda port, d: [

@@ -59,6 +59,17 @@ def wrap(owner, name, label, is_async=False):
             return f(*a, **k)
     setattr(owner, name, g)
 
+def span(owner, name, label):
+    # a synchronous function's start and end (label< and label>), on any thread
+    f = getattr(owner, name)
+    def g(*a, **k):
+        STAMPS.append((pc(), label + "<"))
+        try:
+            return f(*a, **k)
+        finally:
+            STAMPS.append((pc(), label + ">"))
+    setattr(owner, name, g)
+
 from uvicorn.protocols.websockets import websockets_sansio_impl as W
 import palimpsest.room as R
 import palimpsest.routes.ws as WS
@@ -84,6 +95,12 @@ wrap(R.Room, "receive_update", "room")
 wrap(R.Room, "_push", "queued")
 wrap(R.Room, "_commit_and_apply", "commit", True)
 wrap(S.SQLiteStore, "append", "store", True)
+# the store's own work beside the edits (--slowest names what overlapped a slow commit)
+span(S._Writer, "_checkpoint", "checkpoint")
+wrap(S.SQLiteStore, "put_snapshot", "snapshot", True)
+wrap(S.SQLiteStore, "seal", "seal", True)
+import palimpsest.store.disk_warm as DW
+span(DW, "_sync", "warm-sync")  # the disk warmer's fdatasync (docs/durability.md)
 writer = WW.direct_writer
 def direct_writer(ws):
     w = writer(ws)
@@ -107,6 +124,8 @@ STEPS = [
     ("write", "commit>"),
     ("recv", "write"),
 ]
+#: the store's upkeep, stamped at its start and end (label< and label>), for --slowest
+UPKEEP = ("checkpoint", "snapshot", "seal", "warm-sync")
 #: --concurrent: the room's pause from the end of one commit to the start of the next
 GAP = ("commit>", "next commit<")
 
@@ -137,6 +156,20 @@ def edits(stamps: list[tuple[float, str]]) -> list[dict[str, float]]:
     return out
 
 
+def upkeep_spans(stamps: list[tuple[float, str]]) -> list[tuple[str, float, float]]:
+    """(label, start, end) of each piece of the store's upkeep in the stamps (UPKEEP)."""
+    out, open_ = [], {}
+    for t, label in stamps:
+        name, mark = label[:-1], label[-1:]
+        if name not in UPKEEP:
+            continue
+        if mark == "<":
+            open_[name] = t
+        elif name in open_:
+            out.append((name, open_.pop(name), t))
+    return out
+
+
 def pct(xs: list[float], p: float) -> float:
     return sorted(xs)[min(len(xs) - 1, int(len(xs) * p))]
 
@@ -149,6 +182,8 @@ def main() -> int:
     ap.add_argument("--edits", type=int, default=500)
     ap.add_argument("--rate", type=int, default=50, help="edits per second")
     ap.add_argument("--json", help="also write the per-step figures here")
+    ap.add_argument("--slowest", type=int, default=0,
+                    help="also list the N slowest edits (recv -> write) step by step")  # fmt: skip
     ap.add_argument(
         "--concurrent",
         metavar="TRACE",
@@ -214,13 +249,35 @@ def main() -> int:
               file=sys.stderr)  # fmt: skip
         return 1
     rows = {}
-    print(f"{'step':<22}{'edits':>7}{'p50 µs':>9}{'p90 µs':>9}")
+    print(f"{'step':<22}{'edits':>7}{'p50 µs':>9}{'p90 µs':>9}{'p99 µs':>9}{'max µs':>9}")
     for a, b in [*STEPS, GAP] if args.concurrent else STEPS:
         xs = [(d[b] - d[a]) * 1e6 for d in found if a in d and b in d]
         if not xs:
             continue
-        rows[f"{a} -> {b}"] = {"n": len(xs), "p50": pct(xs, 0.5), "p90": pct(xs, 0.9)}
-        print(f"{a + ' -> ' + b:<22}{len(xs):>7}{pct(xs, 0.5):>9.0f}{pct(xs, 0.9):>9.0f}")
+        rows[f"{a} -> {b}"] = {"n": len(xs), "p50": pct(xs, 0.5), "p90": pct(xs, 0.9),
+                               "p99": pct(xs, 0.99), "max": max(xs)}  # fmt: skip
+        print(f"{a + ' -> ' + b:<22}{len(xs):>7}{pct(xs, 0.5):>9.0f}{pct(xs, 0.9):>9.0f}"
+              f"{pct(xs, 0.99):>9.0f}{max(xs):>9.0f}")  # fmt: skip
+    if args.slowest:
+        # the edits that took longest from their bytes to the first write, step by step:
+        # which step makes the server's part of the tail
+        whole = [d for d in found if "recv" in d and "write" in d]
+        whole.sort(key=lambda d: d["write"] - d["recv"], reverse=True)
+        print(f"\nthe {min(args.slowest, len(whole))} slowest edits, recv -> write and its "
+              f"steps in µs ({', '.join(a + '->' + b for a, b in STEPS[:-1])}):")  # fmt: skip
+        spans = upkeep_spans([tuple(x) for x in stamps])
+        for d in whole[: args.slowest]:
+            parts = " ".join(
+                f"{(d[b] - d[a]) * 1e6:6.0f}" if a in d and b in d else "     -"
+                for a, b in STEPS[:-1]
+            )
+            t0, t1 = d.get("store<", d["recv"]), d.get("store>", d["write"])
+            beside = [
+                f"{label} {(e - b) * 1e3:.1f} ms" for label, b, e in spans if b < t1 and e > t0
+            ]
+            print(f"{(d['write'] - d['recv']) * 1e6:7.0f}  {parts}  {', '.join(beside)}")
+        counts = {label: sum(1 for x in spans if x[0] == label) for label in UPKEEP}
+        print("the store's upkeep during the run:", json.dumps(counts))
     if args.concurrent:
         fan = {k: res.get(k) for k in ("txns", "seconds", "correct")}
         fan["commits"] = len(found) + 20

@@ -595,11 +595,12 @@ def write_report(raw: dict[str, Any], bench_dir: Path, samples_dir: Path | None 
             md.append(raw["profile_notes"])
             md.append("")
 
-    notes = bench_dir / "notes.md"
-    if notes.exists():
+    if (bench_dir / "notes.md").exists():
+        # linked, not copied: the hand-written notes run to hundreds of lines of their own
         md.append("## Notes")
         md.append("")
-        md.append(notes.read_text().strip())
+        md.append("The hand-written analysis of these runs, the experiments behind them and "
+                  "those not kept: [notes.md](notes.md).")  # fmt: skip
         md.append("")
 
     errs = [
@@ -654,9 +655,7 @@ def _fan_samples(cfg: dict[str, Any]) -> str:
 
 
 def _ordinal(n: int) -> str:
-    if n == 1:
-        return "1st"
-    suffix = {2: "nd", 3: "rd"}.get(n % 10 if n % 100 not in (11, 12, 13) else 0, "th")
+    suffix = {1: "st", 2: "nd", 3: "rd"}.get(n % 10 if n % 100 not in (11, 12, 13) else 0, "th")
     return f"{n}{suffix}"
 
 

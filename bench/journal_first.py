@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""What committing to a journal of our own first would gain: an emulation, measured.
+
+    bench/.peers/venv/bin/python bench/journal_first.py
+    bench/.peers/venv/bin/python bench/journal_first.py --rounds 3 --variants loop
+
+The fifteenth session (bench/notes.md, 3 Dec 2026) named a journal-first commit as what
+would close most of the gap to the floor: append the group's events to a plain file and
+`fdatasync` it, answer (so the room broadcasts), and commit SQLite (still
+synchronous=FULL) after. Before building its recovery, its readers that trail the
+journal and its rule for other processes, this measures the most it could gain. The
+server runs through a launcher that replaces ``SQLiteStore.append`` for the appends
+that commit on the event loop's thread (up to INLINE_EVENTS events, nothing queued for
+the writer): BEGIN IMMEDIATE and the statements as today, then the rows' bytes written to
+a preallocated slot file and `fdatasync`'d, then the events returned while the COMMIT
+is still to come. The next append waits for that COMMIT first (one transaction at a
+time). Variants:
+
+    thread   the COMMIT runs on a worker thread while the loop broadcasts
+    loop     the COMMIT runs on the loop's thread right after the broadcast (call_soon)
+
+There is no recovery and nothing reads the slot: **an emulation for measuring, never a
+way to run** (a crash between the slot's sync and the COMMIT would lose edits that were
+broadcast). Each round runs, on fresh servers, today's commit and each variant: the
+two-writer replay of friendsforever[:--limit] (seconds, server CPU per transaction,
+group commits and their mean time from /metrics) and the fan-out at 1 and 10 observers
+(500 edits at 50/s, p50 / p99 as the observers measured them). Then the ranges.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench as B  # noqa: E402  (bench/bench.py)
+from concurrent_alone import one_run  # noqa: E402
+
+#: the launcher's head; JOURNAL_VARIANT (thread or loop) is set in its environment
+LAUNCHER = r"""
+import asyncio, json, os, struct, sys, threading, time, zlib
+import palimpsest.store.sqlite as S
+VARIANT = os.environ["JOURNAL_VARIANT"]
+SLOT = 1 << 20
+COUNTS = {"journal": 0, "today": 0}
+_today = S.SQLiteStore.append
+_pending = {}  # store id -> the future of its COMMIT still to come
+_slot = {}  # store id -> the slot's fd
+
+def _fd(store):
+    fd = _slot.get(id(store))
+    if fd is None:
+        fd = os.open(store.path + "-journal-emulated", os.O_RDWR | os.O_CREAT, 0o600)
+        os.pwrite(fd, b"\0" * SLOT, 0)  # written and synced once: later syncs carry data only
+        os.fsync(fd)
+        _slot[id(store)] = fd
+    return fd
+
+async def append(self, batches):
+    batches = [(doc, evs) for doc, evs in batches]
+    if not any(evs for _, evs in batches):
+        return [[] for _ in batches]
+    before = _pending.get(id(self))
+    if before is not None and not before.done():
+        await before
+    w = self.writer
+    count = sum(len(evs) for _, evs in batches)
+    if (self.durability != "fsync" or count > S.INLINE_EVENTS or w._queued != w._finished
+            or not w._lock.acquire(blocking=False)):
+        COUNTS["today"] += 1
+        return await _today(self, batches)
+    conn, handed = w._conn, False
+    try:
+        S._intern(conn, self._wsym, {n for _, evs in batches for e in evs for n in (e.actor, e.kind)})
+        conn.execute("BEGIN IMMEDIATE")
+        written = []
+        try:
+            out = S._append(conn, batches, self._wsym, written)
+            body = b"".join(row[6] for row in written)
+            record = struct.pack("<IIq", len(body), zlib.crc32(body), written[0][2]) + body
+            if len(record) > SLOT:
+                raise ValueError("a group too big for the emulated slot")
+            fd = _fd(self)
+            os.pwrite(fd, record, 0)
+            os.fdatasync(fd)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+        def commit():
+            try:
+                conn.execute("COMMIT")
+            finally:
+                w._lock.release()
+                if w.warmer is not None:
+                    w.warmer.touch()
+
+        loop = asyncio.get_running_loop()
+        if VARIANT == "thread":
+            done = loop.run_in_executor(None, commit)
+        else:
+            done = loop.create_future()
+
+            def later():
+                try:
+                    commit()
+                    done.set_result(None)
+                except BaseException as e:
+                    done.set_exception(e)
+
+            loop.call_soon(later)
+        handed = True
+        _pending[id(self)] = done
+    finally:
+        if not handed:
+            w._lock.release()
+    COUNTS["journal"] += 1
+    self._recent.note(written)
+    return out
+
+S.SQLiteStore.append = append
+OUT = os.environ["JOURNAL_COUNTS_OUT"]
+"""
+
+
+def launcher(work: Path, variant: str) -> Path:
+    """An executable that runs `palimpsest` with the emulated commit of `variant`."""
+    head = work / f"journal-{variant}.py"
+    head.write_text(LAUNCHER + B.launcher_tail("COUNTS", 1.0))
+    py = B.PALIMPSEST_BIN.parent / "python"
+    if not py.exists():
+        py = B.ROOT / ".venv" / "bin" / "python"
+    path = work / f"journal-{variant}"
+    path.write_text(
+        "#!/bin/sh\n"
+        f"JOURNAL_VARIANT={variant} JOURNAL_COUNTS_OUT={work / (variant + '.json')} "
+        f'exec {py} {head} "$@"\n'
+    )
+    path.chmod(0o755)
+    return path
+
+
+def fanout(spec: B.ServerSpec, binary: Path, work: Path, observers: int, label: str,
+           prog: B.Progress) -> dict[str, Any]:  # fmt: skip
+    B.PALIMPSEST_BIN = binary
+    srv = B.Running(spec, Path(tempfile.mkdtemp(dir=work)))
+    try:
+        prog.step(f"{label}: fan-out, {observers} observers")
+        return B.run_fanout(spec, srv.port, prog, doc="fan", observers=observers, rate=50,
+                            edits=500)  # fmt: skip
+    finally:
+        srv.stop()
+        prog.finish_step()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--variants", default="thread,loop")
+    ap.add_argument("--limit", type=int, default=10000, help="the replay's first N txns")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="palimpsest-journal-"))
+    spec = B.SERVERS["palimpsest"]
+    today = B.PALIMPSEST_BIN
+    variants = [("today", today)] + [
+        (v, launcher(work, v)) for v in args.variants.split(",") if v
+    ]
+    trace = B.TRACES / "concurrent_traces" / "friendsforever.json.gz"
+    got: dict[tuple[str, str], list[tuple[float, ...]]] = {}
+    for r in range(args.rounds):
+        for name, binary in variants:
+            label = f"round {r + 1}, {name}"
+            res = one_run(spec, binary, trace, args.limit, work, label)
+            if res.get("seconds") is None or not res.get("correct"):
+                print(f"{label}: replay failed: {res.get('error') or 'wrong text'}", flush=True)
+            else:
+                m = res.get("metrics", {})
+                commits = m.get("commit_batch_events_count", 0)
+                mean = 1e6 * m.get("commit_batch_seconds_sum", 0) / max(1, commits)
+                cpu = 1e6 * res["cpu_seconds"] / res["txns"]
+                got.setdefault((name, "replay"), []).append((res["seconds"], cpu, mean))
+                print(f"{label:<20} replay {res['seconds']:.2f} s, {cpu:.0f} µs CPU/txn, "
+                      f"{commits:.0f} commits, {mean:.0f} µs each", flush=True)  # fmt: skip
+            prog = B.Progress(2)
+            try:
+                for n in (1, 10):
+                    fan = fanout(spec, binary, work, n, label, prog)
+                    if fan.get("p50") is None:
+                        print(f"{label}: fan-out failed: {fan.get('error')}", flush=True)
+                        continue
+                    got.setdefault((name, f"fan-out {n}"), []).append((fan["p50"], fan["p99"]))
+                    print(f"{label:<20} fan-out {n:>2} observers p50 {fan['p50']:.2f} "
+                          f"p99 {fan['p99']:.2f} ms", flush=True)  # fmt: skip
+            finally:
+                prog.close()
+    B.PALIMPSEST_BIN = today
+    print()
+    for scenario in ("replay", "fan-out 1", "fan-out 10"):
+        base = got.get(("today", scenario))
+        for name, _ in variants:
+            runs = got.get((name, scenario))
+            if not runs:
+                continue
+            first = [x[0] for x in runs]
+            ratio = ""
+            if base and name != "today":
+                ratio = f"; ÷ today's median: {statistics.median(first) / statistics.median(x[0] for x in base):.2f}×"  # noqa: E501
+            if scenario == "replay":
+                what = f"{min(first):.2f}–{max(first):.2f} s"
+            else:
+                p99 = [x[1] for x in runs]
+                what = (f"p50 {min(first):.2f}–{max(first):.2f}, "
+                        f"p99 {min(p99):.2f}–{max(p99):.2f} ms")  # fmt: skip
+            print(f"{scenario:<11} {name:<7} {what} ({len(runs)} runs){ratio}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
