@@ -38,8 +38,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench as B  # noqa: E402  (bench/bench.py)
 from concurrent_alone import one_run  # noqa: E402
+
+import bench as B  # noqa: E402  (bench/bench.py)
 
 #: the launcher's head; JOURNAL_VARIANT (thread or loop) is set in its environment
 LAUNCHER = r"""
@@ -76,7 +77,8 @@ async def append(self, batches):
         return await _today(self, batches)
     conn, handed = w._conn, False
     try:
-        S._intern(conn, self._wsym, {n for _, evs in batches for e in evs for n in (e.actor, e.kind)})
+        names = {n for _, evs in batches for e in evs for n in (e.actor, e.kind)}
+        S._intern(conn, self._wsym, names)
         conn.execute("BEGIN IMMEDIATE")
         written = []
         try:
