@@ -30,6 +30,7 @@ group commits and their mean time from /metrics) and the fan-out at 1 and 10 obs
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -133,7 +134,7 @@ OUT = os.environ["JOURNAL_COUNTS_OUT"]
 def launcher(work: Path, variant: str) -> Path:
     """An executable that runs `palimpsest` with the emulated commit of `variant`."""
     head = work / f"journal-{variant}.py"
-    head.write_text(LAUNCHER + B.launcher_tail("COUNTS", 1.0))
+    head.write_text(LAUNCHER + B.launcher_tail("COUNTS", 0.2))
     py = B.PALIMPSEST_BIN.parent / "python"
     if not py.exists():
         py = B.ROOT / ".venv" / "bin" / "python"
@@ -179,6 +180,8 @@ def main() -> int:
     for r in range(args.rounds):
         for name, binary in variants:
             label = f"round {r + 1}, {name}"
+            counts = work / f"{name}.json"  # the launcher's COUNTS, written every 0.2 s
+            counts.unlink(missing_ok=True)
             res = one_run(spec, binary, trace, args.limit, work, label)
             if res.get("seconds") is None or not res.get("correct"):
                 print(f"{label}: replay failed: {res.get('error') or 'wrong text'}", flush=True)
@@ -190,6 +193,10 @@ def main() -> int:
                 got.setdefault((name, "replay"), []).append((res["seconds"], cpu, mean))
                 print(f"{label:<20} replay {res['seconds']:.2f} s, {cpu:.0f} µs CPU/txn, "
                       f"{commits:.0f} commits, {mean:.0f} µs each", flush=True)  # fmt: skip
+                if counts.exists():  # that the emulation did commit (most of) the replay
+                    c = json.loads(counts.read_text())
+                    print(f"{'':<20} appends through the slot {c['journal']}, by today's "
+                          f"commit {c['today']} (as of the launcher's last write)")  # fmt: skip
             prog = B.Progress(2)
             try:
                 for n in (1, 10):
