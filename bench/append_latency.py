@@ -67,7 +67,7 @@ async def measure(
         for _ in range(50):
             await store.append([("doc", batch)])
         out = []
-        ticker = asyncio.create_task(_ticker(lates) if tick else asyncio.sleep(0))
+        ticker = asyncio.create_task(_ticker(lates)) if tick else None
         await asyncio.sleep(0)
         try:
             for i in range(n):
@@ -80,7 +80,8 @@ async def measure(
                 if i % 500 == 0:
                     print(f"  {i}/{n}", end="\r", file=sys.stderr, flush=True)
         finally:
-            ticker.cancel()
+            if ticker is not None:
+                ticker.cancel()
     return sorted(out), lates
 
 

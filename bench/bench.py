@@ -1329,22 +1329,9 @@ def wake_probe(where: Path, n: int = 100, gap: float = 0.02) -> dict[str, Any]:
     it, so the report shows it beside the fsync probe."""
     db = where / "wake-probe.db"
     log_path = where / "wake-probe.bin"
-    conn = sqlite3.connect(db, isolation_level=None)
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    commit, close_db = sqlite_commit_nosync(db)
+    append, close_log = append_fdatasync(log_path)
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=OFF")
-        conn.execute("CREATE TABLE IF NOT EXISTS t (a INTEGER PRIMARY KEY, b BLOB)")
-
-        def commit() -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("INSERT INTO t (b) VALUES (?)", (b"x" * 24,))
-            conn.execute("COMMIT")
-
-        def append() -> None:
-            os.write(fd, b"x" * 100)
-            os.fdatasync(fd)
-
         out: dict[str, Any] = {"gap_ms": gap * 1e3}
         for name, fn in (("sqlite_commit_nosync", commit), ("append_fdatasync", append)):
             row = {}
@@ -1353,10 +1340,41 @@ def wake_probe(where: Path, n: int = 100, gap: float = 0.02) -> dict[str, Any]:
             out[name] = row
         return out
     finally:
-        conn.close()
-        os.close(fd)
+        close_db()
+        close_log()
         for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm"), log_path):
             p.unlink(missing_ok=True)
+
+
+def sqlite_commit_nosync(
+    path: Path, row: bytes = b"x" * 24
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """A one-row SQLite commit with no sync (WAL, synchronous=OFF: SQLite's own work),
+    and what closes its connection (wake_probe, bench/wake_cost.py)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.execute("CREATE TABLE IF NOT EXISTS t (a INTEGER PRIMARY KEY, b BLOB)")
+
+    def commit() -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO t (b) VALUES (?)", (row,))
+        conn.execute("COMMIT")
+
+    return commit, conn.close
+
+
+def append_fdatasync(path: Path) -> tuple[Callable[[], None], Callable[[], None]]:
+    """A 100-byte append with fdatasync (the floor's commit), and what closes its file
+    (wake_probe, bench/wake_cost.py)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    record = b"x" * 100
+
+    def append() -> None:
+        os.write(fd, record)
+        os.fdatasync(fd)
+
+    return append, lambda: os.close(fd)
 
 
 def _disk_of(path: Path) -> str:

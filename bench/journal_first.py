@@ -148,17 +148,13 @@ def launcher(work: Path, variant: str) -> Path:
     return path
 
 
-def fanout(spec: B.ServerSpec, binary: Path, work: Path, observers: int, label: str,
-           prog: B.Progress) -> dict[str, Any]:  # fmt: skip
+def fanout(spec: B.ServerSpec, binary: Path, work: Path, observers: int,
+           label: str) -> dict[str, Any]:  # fmt: skip
     B.PALIMPSEST_BIN = binary
-    srv = B.Running(spec, Path(tempfile.mkdtemp(dir=work)))
-    try:
+    with B.serving(spec, Path(tempfile.mkdtemp(dir=work))) as (srv, prog):
         prog.step(f"{label}: fan-out, {observers} observers")
         return B.run_fanout(spec, srv.port, prog, doc="fan", observers=observers, rate=50,
                             edits=500)  # fmt: skip
-    finally:
-        srv.stop()
-        prog.finish_step()
 
 
 def main() -> int:
@@ -197,18 +193,14 @@ def main() -> int:
                     c = json.loads(counts.read_text())
                     print(f"{'':<20} appends through the slot {c['journal']}, by today's "
                           f"commit {c['today']} (as of the launcher's last write)")  # fmt: skip
-            prog = B.Progress(2)
-            try:
-                for n in (1, 10):
-                    fan = fanout(spec, binary, work, n, label, prog)
-                    if fan.get("p50") is None:
-                        print(f"{label}: fan-out failed: {fan.get('error')}", flush=True)
-                        continue
-                    got.setdefault((name, f"fan-out {n}"), []).append((fan["p50"], fan["p99"]))
-                    print(f"{label:<20} fan-out {n:>2} observers p50 {fan['p50']:.2f} "
-                          f"p99 {fan['p99']:.2f} ms", flush=True)  # fmt: skip
-            finally:
-                prog.close()
+            for n in (1, 10):
+                fan = fanout(spec, binary, work, n, label)
+                if fan.get("p50") is None:
+                    print(f"{label}: fan-out failed: {fan.get('error')}", flush=True)
+                    continue
+                got.setdefault((name, f"fan-out {n}"), []).append((fan["p50"], fan["p99"]))
+                print(f"{label:<20} fan-out {n:>2} observers p50 {fan['p50']:.2f} "
+                      f"p99 {fan['p99']:.2f} ms", flush=True)  # fmt: skip
     B.PALIMPSEST_BIN = today
     print()
     for scenario in ("replay", "fan-out 1", "fan-out 10"):

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -74,29 +73,14 @@ def _pwrite(d: Path) -> Callable[[], None]:
 
 
 def _sqlite_nosync(d: Path) -> Callable[[], None]:
-    conn = sqlite3.connect(d / "nosync.db", isolation_level=None)
-    CLOSE.append(conn.close)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=OFF")
-    conn.execute("CREATE TABLE t (a INTEGER PRIMARY KEY, b BLOB)")
-
-    def run() -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("INSERT INTO t (b) VALUES (?)", (UPDATE,))
-        conn.execute("COMMIT")
-
+    run, close = B.sqlite_commit_nosync(d / "nosync.db", UPDATE)
+    CLOSE.append(close)
     return run
 
 
 def _append_sync(d: Path) -> Callable[[], None]:
-    fd = os.open(d / "log.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    CLOSE.append(lambda: os.close(fd))
-    rec = b"x" * 100
-
-    def run() -> None:
-        os.write(fd, rec)
-        os.fdatasync(fd)
-
+    run, close = B.append_fdatasync(d / "log.bin")
+    CLOSE.append(close)
     return run
 
 

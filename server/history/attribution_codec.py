@@ -22,7 +22,7 @@ import json
 import sys
 import zlib
 from array import array
-from itertools import accumulate
+from itertools import accumulate, pairwise
 from typing import Any
 
 from pycrdt import Doc
@@ -60,7 +60,7 @@ def _from_ints(data: bytes) -> list[int]:
 
 
 def _deltas(values: list[int]) -> list[int]:
-    return [b - a for a, b in zip([0, *values], values, strict=False)]  # one longer
+    return [b - a for a, b in pairwise([0, *values])]
 
 
 def encode(index: AttributionIndex, fingerprint: str) -> bytes:
