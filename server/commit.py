@@ -5,7 +5,8 @@ they are durable. Everything queued while a transaction is in flight goes into t
 next one, which one writer task runs, so under load the batch grows with the arrival
 rate and the number of fsyncs per event falls; a lone edit commits at once, on its
 caller's own task (no transaction in flight: the caller leads, see ``append``), with
-whatever other tasks append in the same turn of the event loop.
+whatever other rooms append in the same turn of the event loop when they have work
+coming (``coming``).
 
 When the store refuses a transaction for a reason that may pass (``StoreUnavailable``:
 a full disk, an I/O error, a read-only file, the database unreachable), appends whose
@@ -82,6 +83,10 @@ class Committer(Service):
         self.held = 0
         self._last_log = 0.0
         self._last_logged = ""
+        #: documents whose rooms have work queued that their task has not taken up yet
+        #: (Room._push adds the name, the room's task discards it as it takes the work):
+        #: the appends that may come in this turn of the loop, see ``append``
+        self.coming: set[str] = set()
 
     async def start(self) -> None:
         self._closing = False
@@ -125,17 +130,21 @@ class Committer(Service):
         ):
             self._busy = True
             try:
-                # one turn of the loop first: appends that other tasks make in this same
-                # turn (other rooms' edits that arrived together) join this transaction.
-                # A store may commit a small one on this very thread, without awaiting
+                # When another room has work queued (``coming``), one turn of the loop
+                # first: its task appends in that turn and joins this transaction. A
+                # store may commit a small one on this very thread, without awaiting
                 # anything (server.store.sqlite: INLINE_EVENTS), and then nothing else
-                # would run and queue while it is in flight
-                try:
-                    await asyncio.sleep(0)
-                except asyncio.CancelledError:
-                    if item in self._queue:  # nothing was sent: withdrawn
-                        self._queue.remove(item)
-                    raise
+                # would run and queue while it is in flight. When no other room has,
+                # the turn would only read more frames before this commit, which delays
+                # it and groups nothing (they join the next): the two-writer replay took
+                # 0.86x the time without it (bench/notes.md, 4 Dec 2026).
+                if len(self.coming) > (doc in self.coming):
+                    try:
+                        await asyncio.sleep(0)
+                    except asyncio.CancelledError:
+                        if item in self._queue:  # nothing was sent: withdrawn
+                            self._queue.remove(item)
+                        raise
                 await self._commit_next()
             finally:
                 self._busy = False

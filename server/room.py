@@ -69,6 +69,9 @@ class Peer(Protocol):
 
 
 class Committer(Protocol):
+    #: names of documents whose rooms have work queued, not taken up yet (commit.py)
+    coming: set[str]
+
     async def append(
         self, doc: str, events: Sequence[NewEvent], *, hold: Callable[[], bool] | None = None
     ) -> list[Event]: ...
@@ -466,6 +469,7 @@ class Room:
         if self.broken is not None:
             raise StoreError(f"room {self.name!r} is being reloaded")
         self._inbox.append(item)
+        self._committer.coming.add(self.name)
         self._wake.set()
 
     async def _run(self) -> None:
@@ -480,6 +484,7 @@ class Room:
             await self._pipeline()
         finally:
             observers.release()
+            self._committer.coming.discard(self.name)  # what is left is never taken up
 
     async def _pipeline(self) -> None:
         observers = self.doc_observers
@@ -490,6 +495,7 @@ class Room:
                 await self._wake.wait()
                 continue
             items, self._inbox = self._inbox, []
+            self._committer.coming.discard(self.name)
             i = 0
             checked = False  # the snapshot policy saw the last step already
             try:

@@ -1,16 +1,21 @@
 """Group commit with a leading caller (server/commit.py): a lone append is committed on its
-caller's own task at once (after one turn of the loop, in which appends of other tasks
-join it); appends made while a transaction is in flight share the next one; stopping
-waits for a transaction a caller is running. Real SQLite files."""
+caller's own task at once (after one turn of the loop when other rooms have work coming,
+so that their appends join it; without that turn when none has); appends made while a
+transaction is in flight share the next one; stopping waits for a transaction a caller
+is running. Real SQLite files."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
+from pycrdt import Doc, Text
+
+from palimpsest.backend import Backend
 from palimpsest.commit import Committer
-from palimpsest.store.base import NewEvent
-from palimpsest.store.sqlite import SQLiteStore
+from palimpsest.settings import Settings
+from palimpsest.store.base import Event, NewEvent
+from palimpsest.store.sqlite import INLINE_EVENTS, SQLiteStore
 
 
 def ev(i: int) -> NewEvent:
@@ -26,9 +31,17 @@ async def test_a_lone_append_commits_alone_and_a_burst_shares_commits(tmp_path: 
             assert stored.seq == i + 1
         assert batches == [1, 1, 1]
         batches.clear()
-        # 40 documents at once: the first caller leads, after one turn of the loop in
-        # which the others queue; they share its transaction (or the following ones)
-        results = await asyncio.gather(*(committer.append(f"d{i}", [ev(i)]) for i in range(40)))
+        # 40 documents at once, as 40 rooms would have them: each has work coming
+        # until its task takes it up and appends. The first caller leads, after one turn
+        # of the loop in which the others queue; they share its transaction (or the
+        # following ones)
+        committer.coming.update(f"d{i}" for i in range(40))
+
+        async def room(i: int) -> list[Event]:
+            committer.coming.discard(f"d{i}")  # the room's task takes its work up
+            return await committer.append(f"d{i}", [ev(i)])
+
+        results = await asyncio.gather(*(room(i) for i in range(40)))
         assert [[(e.doc, e.seq) for e in r] for r in results] == [[(f"d{i}", 1)] for i in range(40)]
         assert sum(batches) == 40
         assert len(batches) < 40 and max(batches) > 1, batches
@@ -41,10 +54,99 @@ async def test_stop_waits_for_a_transaction_a_caller_leads(tmp_path: Path) -> No
     async with store:
         committer = Committer(store)
         await committer.start()
-        lead = asyncio.create_task(committer.append("d", [ev(1)]))
-        await asyncio.sleep(0)  # the caller leads: its transaction is on the writer thread
-        assert committer._busy
+        # more events than commit on the loop's own thread (INLINE_EVENTS): the caller
+        # leads, and its transaction runs on the writer thread
+        events = [ev(i) for i in range(INLINE_EVENTS + 1)]
+        lead = asyncio.create_task(committer.append("d", events))
+        await asyncio.sleep(0)
+        assert committer._busy and not lead.done()
         await asyncio.wait_for(committer.stop(), 10)  # does not hang on the leader
-        [stored] = await lead
-        assert stored.seq == 1
-        assert [e.update for e in await store.read("d")] == [b"u1"]
+        stored = await lead
+        assert [e.seq for e in stored] == list(range(1, INLINE_EVENTS + 2))
+        assert [e.update for e in await store.read("d")] == [e.update for e in events]
+
+
+async def test_a_lone_append_takes_no_turn_of_the_loop_unless_another_room_has_work(
+    tmp_path: Path,
+) -> None:
+    """With nothing else coming, the leader commits before the loop runs anything else
+    (the turn would only delay it); with another document's work coming, it lets that
+    turn pass first, and that document's append joins its transaction."""
+    order: list[str] = []
+    store = SQLiteStore(tmp_path / "p.db")
+    on_batch = lambda n, _s: order.append(f"commit of {n}")  # noqa: E731
+    async with store, Committer(store, on_batch=on_batch) as committer:
+        loop = asyncio.get_running_loop()
+        loop.call_soon(order.append, "the next turn")
+        await committer.append("a", [ev(1)])
+        assert order[0] == "commit of 1", order  # committed before that turn ran
+        await asyncio.sleep(0)
+        assert order == ["commit of 1", "the next turn"]
+
+        order.clear()
+        committer.coming.add("b")  # b's room has an edit queued, its task not run yet
+
+        async def room_b() -> list[Event]:
+            committer.coming.discard("b")
+            return await committer.append("b", [ev(2)])
+
+        b = asyncio.create_task(room_b())
+        loop.call_soon(order.append, "the next turn")
+        [a] = await committer.append("a", [ev(3)])
+        [b_ev] = await b
+        assert order[:2] == ["the next turn", "commit of 2"], order  # one transaction
+        assert (a.doc, a.seq, b_ev.doc, b_ev.seq) == ("a", 2, "b", 1)
+        assert not committer.coming
+
+
+class _Peer:
+    """A connection as a room sees it (the frames it is sent are not looked at)."""
+
+    def __init__(self, pid: str) -> None:
+        self.id = pid
+        self.actor = pid
+
+    def send(self, frame: bytes) -> None:
+        pass
+
+    def close(self, code: int, reason: str) -> None:
+        raise AssertionError(f"{self.id} closed: {code} {reason}")
+
+
+def _keystrokes(text: str) -> list[bytes]:
+    src: Doc = Doc()
+    updates: list[bytes] = []
+    src.observe(lambda e: updates.append(e.update))
+    for i, ch in enumerate(text):
+        src.get("content", type=Text).insert(i, ch)
+    return updates
+
+
+async def test_rooms_announce_their_work_so_that_edits_of_one_turn_share_a_commit(
+    tmp_path: Path,
+) -> None:
+    """Real rooms over a real SQLite file: edits that reach two rooms in one turn of the
+    loop are committed together; an edit alone is committed alone; once the rooms are
+    done, no document is left announced (which would cost every later commit a turn)."""
+    backend = Backend(Settings(), SQLiteStore(tmp_path / "p.db"))
+    async with backend:
+        batches: list[int] = []
+        backend.committer.on_batch = lambda n, _s: batches.append(n)
+        a, b = await backend.rooms.get("a"), await backend.rooms.get("b")
+        pa, pb = _Peer("ann"), _Peer("bob")
+        a.join(pa)
+        b.join(pb)
+        ka, kb = _keystrokes("xy"), _keystrokes("pq")
+        assert a.receive_update(pa, ka[0]) and b.receive_update(pb, kb[0])  # one turn
+        assert backend.committer.coming == {"a", "b"}
+        await a.flush()
+        await b.flush()
+        assert batches == [2]
+        assert not backend.committer.coming
+        assert a.receive_update(pa, ka[1])  # alone
+        await a.flush()
+        assert batches == [2, 1]
+        assert not backend.committer.coming
+        assert str(a.doc.get("content", type=Text)) == "xy"
+        assert [e.seq for e in await backend.store.read("a")] == [1, 2]
+        assert [e.seq for e in await backend.store.read("b")] == [1]
