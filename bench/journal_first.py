@@ -70,6 +70,17 @@ def _fd(store):
         _slot[id(store)] = fd
     return fd
 
+def _group(store, conn, batches):
+    # the group's statements as today's append runs them, its record for the slot
+    # (length, CRC and first position, then the updates' bytes), and the rows written
+    written = []
+    out = S._append(conn, batches, store._wsym, written)
+    body = b"".join(row[6] for row in written)
+    record = struct.pack("<IIq", len(body), zlib.crc32(body), written[0][2]) + body
+    if len(record) > SLOT:
+        raise ValueError("a group too big for the emulated slot")
+    return out, record, written
+
 async def append(self, batches):
     batches = [(doc, evs) for doc, evs in batches]
     if not any(evs for _, evs in batches):
@@ -88,13 +99,8 @@ async def append(self, batches):
         names = {n for _, evs in batches for e in evs for n in (e.actor, e.kind)}
         S._intern(conn, self._wsym, names)
         conn.execute("BEGIN IMMEDIATE")
-        written = []
         try:
-            out = S._append(conn, batches, self._wsym, written)
-            body = b"".join(row[6] for row in written)
-            record = struct.pack("<IIq", len(body), zlib.crc32(body), written[0][2]) + body
-            if len(record) > SLOT:
-                raise ValueError("a group too big for the emulated slot")
+            out, record, written = _group(self, conn, batches)
             fd = _fd(self)
             os.pwrite(fd, record, 0)
             os.fdatasync(fd)
@@ -186,14 +192,9 @@ async def deferred(self, batches):
             # write in flight: it asks about the slot's sync instead
             w.warmer.emulated = True
             w.warmer.busy = lambda: SYNCING[0] or (id(self) not in _open and w.in_call())
-    written = []
     conn.execute("SAVEPOINT g")
     try:
-        out = S._append(conn, batches, self._wsym, written)
-        body = b"".join(row[6] for row in written)
-        record = struct.pack("<IIq", len(body), zlib.crc32(body), written[0][2]) + body
-        if len(record) > SLOT:
-            raise ValueError("a group too big for the emulated slot")
+        out, record, written = _group(self, conn, batches)
         fd = _fd(self)
         at = _off.get(id(self), 0)
         if at + len(record) > SLOT:
