@@ -137,7 +137,8 @@ class Committer(Service):
                 # would run and queue while it is in flight. When no other room has,
                 # the turn would only read more frames before this commit, which delays
                 # it and groups nothing (they join the next): the two-writer replay took
-                # 0.86x the time without it (bench/notes.md, 4 Dec 2026).
+                # 0.88x the time without it (median of ten alternated pairs, bench/notes.md,
+                # 4 Dec 2026).
                 if len(self.coming) > (doc in self.coming):
                     try:
                         await asyncio.sleep(0)
