@@ -38,9 +38,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import sqlite3
 import statistics
+import struct
 import sys
 import tempfile
+import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +56,7 @@ from concurrent_alone import one_run  # noqa: E402
 
 import bench as B  # noqa: E402  (bench/bench.py)
 
-#: the launcher's head; JOURNAL_VARIANT (thread or loop) is set in its environment
+#: the launcher's head; JOURNAL_VARIANT (thread, loop or deferred) is set in its environment
 LAUNCHER = r"""
 import asyncio, json, os, struct, sys, threading, time, zlib
 import palimpsest.store.sqlite as S
@@ -256,12 +262,6 @@ def isolated(n: int) -> None:
     transaction left open, committed every 50 ms, and a record appended to a
     preallocated slot and `fdatasync`'d), with the gaps of the replay (0.5 ms) and of
     the fan-out (20 ms) before each. p50 / p90 µs."""
-    import os
-    import sqlite3
-    import struct
-    import time
-    import zlib
-
     work = Path(tempfile.mkdtemp(prefix="palimpsest-journal-isolated-"))
 
     def database(name: str) -> sqlite3.Connection:
@@ -329,6 +329,10 @@ def isolated(n: int) -> None:
               f"{q(took['full'])} µs; statements in an open transaction and the slot's "
               f"sync {q(took['deferred'])} µs", flush=True)  # fmt: skip
     deferred.execute("COMMIT")
+    for c in (full, deferred):
+        c.close()
+    os.close(slot)
+    shutil.rmtree(work)
 
 
 def main() -> int:
