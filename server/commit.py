@@ -83,10 +83,11 @@ class Committer(Service):
         self.held = 0
         self._last_log = 0.0
         self._last_logged = ""
-        #: documents whose rooms have work queued that their task has not taken up yet
-        #: (Room._push adds the name, the room's task discards it as it takes the work):
-        #: the appends that may come in this turn of the loop, see ``append``
-        self.coming: set[str] = set()
+        #: documents whose rooms have work queued that their task has not taken up yet,
+        #: each with the room that announced it (Room._push announces, the room's task
+        #: withdraws as it takes the work up): the appends that may come in this turn of
+        #: the loop, see ``append``
+        self.coming: dict[str, object] = {}
 
     async def start(self) -> None:
         self._closing = False
@@ -101,6 +102,16 @@ class Committer(Service):
         if self._task is not None:
             await self._task
             self._task = None
+
+    def announce(self, doc: str, owner: object) -> None:
+        """`owner` (a room) has work for `doc` queued that its task has not taken up."""
+        self.coming[doc] = owner
+
+    def withdraw(self, doc: str, owner: object) -> None:
+        """`owner` took its work up, or ended. Only its own announcement goes: a room
+        that replaced it under the same name (a reload) keeps its own."""
+        if self.coming.get(doc) is owner:
+            del self.coming[doc]
 
     @property
     def pending(self) -> int:

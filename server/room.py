@@ -69,8 +69,10 @@ class Peer(Protocol):
 
 
 class Committer(Protocol):
-    #: names of documents whose rooms have work queued, not taken up yet (commit.py)
-    coming: set[str]
+    #: a room's work queued, not yet taken up by its task, and taken up (commit.py)
+    def announce(self, doc: str, owner: object) -> None: ...
+
+    def withdraw(self, doc: str, owner: object) -> None: ...
 
     async def append(
         self, doc: str, events: Sequence[NewEvent], *, hold: Callable[[], bool] | None = None
@@ -469,7 +471,7 @@ class Room:
         if self.broken is not None:
             raise StoreError(f"room {self.name!r} is being reloaded")
         self._inbox.append(item)
-        self._committer.coming.add(self.name)
+        self._committer.announce(self.name, self)
         self._wake.set()
 
     async def _run(self) -> None:
@@ -484,7 +486,7 @@ class Room:
             await self._pipeline()
         finally:
             observers.release()
-            self._committer.coming.discard(self.name)  # what is left is never taken up
+            self._committer.withdraw(self.name, self)  # what is left is never taken up
 
     async def _pipeline(self) -> None:
         observers = self.doc_observers
@@ -495,7 +497,7 @@ class Room:
                 await self._wake.wait()
                 continue
             items, self._inbox = self._inbox, []
-            self._committer.coming.discard(self.name)
+            self._committer.withdraw(self.name, self)
             i = 0
             checked = False  # the snapshot policy saw the last step already
             try:

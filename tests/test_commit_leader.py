@@ -35,10 +35,12 @@ async def test_a_lone_append_commits_alone_and_a_burst_shares_commits(tmp_path: 
         # until its task takes it up and appends. The first caller leads, after one turn
         # of the loop in which the others queue; they share its transaction (or the
         # following ones)
-        committer.coming.update(f"d{i}" for i in range(40))
+        rooms = [object() for _ in range(40)]
+        for i, r in enumerate(rooms):
+            committer.announce(f"d{i}", r)
 
         async def room(i: int) -> list[Event]:
-            committer.coming.discard(f"d{i}")  # the room's task takes its work up
+            committer.withdraw(f"d{i}", rooms[i])  # the room's task takes its work up
             return await committer.append(f"d{i}", [ev(i)])
 
         results = await asyncio.gather(*(room(i) for i in range(40)))
@@ -84,10 +86,11 @@ async def test_a_lone_append_takes_no_turn_of_the_loop_unless_another_room_has_w
         assert order == ["commit of 1", "the next turn"]
 
         order.clear()
-        committer.coming.add("b")  # b's room has an edit queued, its task not run yet
+        room_b_itself = object()
+        committer.announce("b", room_b_itself)  # b's room has an edit queued, its task not run yet
 
         async def room_b() -> list[Event]:
-            committer.coming.discard("b")
+            committer.withdraw("b", room_b_itself)
             return await committer.append("b", [ev(2)])
 
         b = asyncio.create_task(room_b())
@@ -138,7 +141,7 @@ async def test_rooms_announce_their_work_so_that_edits_of_one_turn_share_a_commi
         b.join(pb)
         ka, kb = _keystrokes("xy"), _keystrokes("pq")
         assert a.receive_update(pa, ka[0]) and b.receive_update(pb, kb[0])  # one turn
-        assert backend.committer.coming == {"a", "b"}
+        assert backend.committer.coming == {"a": a, "b": b}
         await a.flush()
         await b.flush()
         assert batches == [2]
@@ -150,3 +153,32 @@ async def test_rooms_announce_their_work_so_that_edits_of_one_turn_share_a_commi
         assert str(a.doc.get("content", type=Text)) == "xy"
         assert [e.seq for e in await backend.store.read("a")] == [1, 2]
         assert [e.seq for e in await backend.store.read("b")] == [1]
+
+
+async def test_a_room_withdraws_only_its_own_announcement(tmp_path: Path) -> None:
+    """A room replaced under the same name (a reload after a failure) while the old
+    room's task is still ending: the old task's last withdrawal must not take the new
+    room's announcement with it, or the new room's edit would miss the turn that lets
+    it share a commit with another room's."""
+    store = SQLiteStore(tmp_path / "p.db")
+    async with store, Committer(store) as committer:
+        old, new, other = object(), object(), object()
+        committer.announce("d", old)
+        committer.announce("d", new)  # the new room queued an edit before the old ended
+        committer.withdraw("d", old)  # the old room's task ends
+        assert committer.coming == {"d": new}
+        committer.announce("e", other)
+        # so a commit led by another document still waits one turn for d's edit
+        order: list[str] = []
+        committer.on_batch = lambda n, _s: order.append(f"commit of {n}")
+
+        async def room_d() -> list[Event]:
+            committer.withdraw("d", new)
+            return await committer.append("d", [ev(1)])
+
+        d = asyncio.create_task(room_d())
+        committer.withdraw("e", other)
+        await committer.append("e", [ev(2)])
+        await d
+        assert order == ["commit of 2"], order  # one transaction for both
+        assert committer.coming == {}
