@@ -73,9 +73,11 @@ def main() -> int:
     datadir.mkdir()
     if spec.reset:
         spec.reset(datadir)
-    flags = ["--rate", str(args.sample_rate), "--nonblocking"] + (
-        ["--native"] if args.native else []
-    ) + (["--gil"] if args.gil else [])
+    flags = (
+        ["--rate", str(args.sample_rate), "--nonblocking"]
+        + (["--native"] if args.native else [])
+        + (["--gil"] if args.gil else [])
+    )
     if args.launch and not args.no_profile:
         inner = spec.command
         spec.command = lambda port, d: [

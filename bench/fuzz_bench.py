@@ -178,9 +178,20 @@ class FrameGen:
         if k == 0:
             n = rng.randrange(0, 4)
             entries = [
-                (rng.randrange(2**40), rng.randrange(2**32), rng.choice(
-                    ['{"a":1}', "null", "{}", json.dumps("x" * rng.randrange(0, 1500)),
-                     '"\u00e9\u4e2d"', "[1,2.5,true]"]))
+                (
+                    rng.randrange(2**40),
+                    rng.randrange(2**32),
+                    rng.choice(
+                        [
+                            '{"a":1}',
+                            "null",
+                            "{}",
+                            json.dumps("x" * rng.randrange(0, 1500)),
+                            '"\u00e9\u4e2d"',
+                            "[1,2.5,true]",
+                        ]
+                    ),
+                )
                 for _ in range(n)
             ]
             return P.encode_awareness(P.encode_awareness_entries(entries))
@@ -390,8 +401,15 @@ class Fuzzer:
     """Sends predicted frames in batches: a connection carries accepted frames until one
     that must close it; every close is checked against the prediction."""
 
-    def __init__(self, ws_base: str, doc_a: str, doc_b: str, query: str = "user=fuzzer",
-                 batch: int = 100, close_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        ws_base: str,
+        doc_a: str,
+        doc_b: str,
+        query: str = "user=fuzzer",
+        batch: int = 100,
+        close_timeout: float = 10.0,
+    ) -> None:
         self.ws_base = ws_base
         self.doc_a = doc_a
         self.doc_b = doc_b

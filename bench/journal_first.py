@@ -351,9 +351,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="palimpsest-journal-"))
     spec = B.SERVERS["palimpsest"]
     today = B.PALIMPSEST_BIN
-    variants = [("today", today)] + [
-        (v, launcher(work, v)) for v in args.variants.split(",") if v
-    ]
+    variants = [("today", today)] + [(v, launcher(work, v)) for v in args.variants.split(",") if v]
     trace = B.TRACES / "concurrent_traces" / "friendsforever.json.gz"
     got: dict[tuple[str, str], list[tuple[float, ...]]] = {}
     for r in range(args.rounds):

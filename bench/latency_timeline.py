@@ -217,8 +217,11 @@ def main() -> int:
                 {
                     "scenario": "concurrent",
                     "doc": "timeline",
-                    "server": {"kind": spec.client, "url": spec.url(srv.port),
-                               "durable": {"kind": "none"}},  # fmt: skip
+                    "server": {
+                        "kind": spec.client,
+                        "url": spec.url(srv.port),
+                        "durable": {"kind": "none"},
+                    },  # fmt: skip
                     "trace": str(B.TRACES / "concurrent_traces" / f"{args.concurrent}.json.gz"),
                     "limit": args.limit,
                     "timeoutSec": 600,

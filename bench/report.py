@@ -338,6 +338,7 @@ def write_report(raw: dict[str, Any], bench_dir: Path, samples_dir: Path | None 
 
     md.append(metric_table(cols, fmt_rate, special=durable_special, special_ratio=durable_ratio))
     md.append("")
+
     def cpu_per_1000(field: str) -> list[tuple[str, Callable[[dict[str, Any]], float]]]:
         """A column per trace: the ingest's `field` (CPU seconds) per 1,000 patches."""
         return [
@@ -678,8 +679,14 @@ def _latency_targets(
     ≤ 1.0× Hocuspocus, server CPU per event during ingest ≤ y-websocket (memory)."""
     ours = [
         s
-        for s in ("palimpsest", "palimpsest-os", "palimpsest-pg", "palimpsest-pg-os",
-                  "y-websocket-fsync", "y-websocket-fsync-warm")  # fmt: skip
+        for s in (
+            "palimpsest",
+            "palimpsest-os",
+            "palimpsest-pg",
+            "palimpsest-pg-os",
+            "y-websocket-fsync",
+            "y-websocket-fsync-warm",
+        )  # fmt: skip
         if s in servers
     ]
     rows: list[list[str]] = []

@@ -62,7 +62,9 @@ def py_files(where: Iterable[str]) -> list[Path]:
             out.append(p)
         elif p.is_dir():
             out.extend(
-                f for f in p.rglob("*.py") if "node_modules" not in f.parts and ".venv" not in f.parts
+                f
+                for f in p.rglob("*.py")
+                if "node_modules" not in f.parts and ".venv" not in f.parts
             )
     return sorted(f for f in out if f.resolve() != Path(__file__).resolve())
 
@@ -108,7 +110,7 @@ def add_package(name: str) -> None:
     """List a new subpackage in pyproject's packages (a wheel holds only those)."""
 
     def fix(t: str) -> str:
-        m = re.search(r'^packages = \[([^\]]*)\]', t, flags=re.M)
+        m = re.search(r"^packages = \[([^\]]*)\]", t, flags=re.M)
         if m is None or f'"{name}"' in m.group(1):
             return t
         names = sorted([*(n.strip() for n in m.group(1).split(",") if n.strip()), f'"{name}"'])
@@ -147,29 +149,33 @@ def names() -> None:
         text = re.sub(
             r"\[tool\.setuptools\]\npackages = \[[^\]]*\]\n\n\[tool\.setuptools\.package-data\]\n"
             r"server = \[\"py.typed\"\]\nclient = \[\"py.typed\"\]",
-            '[tool.setuptools]\n'
-            '# the repository keeps server/ and client/; installed, they are one package\n'
+            "[tool.setuptools]\n"
+            "# the repository keeps server/ and client/; installed, they are one package\n"
             'packages = ["palimpsest", "palimpsest.store", "palimpsest.routes", '
             '"palimpsest.client"]\n\n'
-            '[tool.setuptools.package-dir]\n'
+            "[tool.setuptools.package-dir]\n"
             'palimpsest = "server"\n'
             '"palimpsest.client" = "client"\n\n'
-            '[tool.setuptools.package-data]\n'
+            "[tool.setuptools.package-data]\n"
             'palimpsest = ["py.typed"]\n'
             '"palimpsest.client" = ["py.typed"]',
             text,
         )
         return text.replace(
-            '[tool.ruff.lint.per-file-ignores]',
+            "[tool.ruff.lint.per-file-ignores]",
             '[tool.ruff.lint.isort]\nknown-first-party = ["palimpsest"]\n\n'
-            '[tool.ruff.lint.per-file-ignores]',
+            "[tool.ruff.lint.per-file-ignores]",
         )
 
     if not done:
         edit("pyproject.toml", pyproject)
     if (SERVER / "cli.py").exists():
-        edit("server/cli.py", lambda t: t.replace(
-            "from client import cli as client_cli", "from .client import cli as client_cli"))
+        edit(
+            "server/cli.py",
+            lambda t: t.replace(
+                "from client import cli as client_cli", "from .client import cli as client_cli"
+            ),
+        )
     # the client imports the wire format from the package it is installed in
     for f in py_files(["client"]):
         edit(f, lambda t: re.sub(r"^from server(\.| )", r"from palimpsest\1", t, flags=re.M))
@@ -228,9 +234,14 @@ def history() -> None:
     service, sessions = cut(service, "@dataclass\nclass _Sessions:", "class History:")
     service, ext = cut(service, "class HistoryExtension(Extension):", "__all__ = [")
     service = service.replace("_Sessions", "Sessions")
-    service = re.sub(r"__all__ = \[[^\]]*\]",
-                     '__all__ = ["History", "MAX_PAGE", "SESSION_GAP_MS", "event_json"]', service)
-    service = service.replace("from .render import", "from .sessions import Sessions\nfrom .render import", 1)
+    service = re.sub(
+        r"__all__ = \[[^\]]*\]",
+        '__all__ = ["History", "MAX_PAGE", "SESSION_GAP_MS", "event_json"]',
+        service,
+    )
+    service = service.replace(
+        "from .render import", "from .sessions import Sessions\nfrom .render import", 1
+    )
     write("server/history/service.py", service)
     write(
         "server/history/sessions.py",
@@ -256,7 +267,7 @@ def history() -> None:
     write(
         "server/history/__init__.py",
         '"""Browsable history: events, editing sessions, any version, attributed diffs, blame,\n'
-        'restore and named versions. ``service`` is the History of a backend, ``attribution``\n'
+        "restore and named versions. ``service`` is the History of a backend, ``attribution``\n"
         "the who-wrote-what index, ``render`` turns versions into JSON and diffs, ``restore``\n"
         'makes the live document equal to a version, ``sessions`` groups events."""\n\n'
         "from __future__ import annotations\n\n"
@@ -311,8 +322,12 @@ def undo() -> None:
 
     module("ranges", "Sets of Yjs item IDs as sorted, disjoint ranges per client (an IdSet),\n"
            "and the arithmetic undo needs on them.", ranges, "")  # fmt: skip
-    module("stacks", "Undo steps and each actor's undo and redo stacks, as persisted in "
-           "snapshot meta.", stacks, "from .ranges import Ranges, decode_ranges, encode_ranges")
+    module(
+        "stacks",
+        "Undo steps and each actor's undo and redo stacks, as persisted in snapshot meta.",
+        stacks,
+        "from .ranges import Ranges, decode_ranges, encode_ranges",
+    )
     module("actions", "Undo, redo and closing a step on a live room, as server changes.",
            actions, "from .recorder import MARK, REDO, UNDO, RoomUndo\n\n"
            'log = logging.getLogger("palimpsest.undo")')  # fmt: skip
@@ -321,8 +336,10 @@ def undo() -> None:
            "from .actions import close_group, perform\n"
            "from .recorder import META_KEY, REDO, UNDO, RoomUndo")  # fmt: skip
     recorder = text.replace(
-        "\nlog = logging", "from .ranges import Ranges, decode_ranges, encode_ranges, intersect,"
-        " size, subtract, union, union_into\nfrom .stacks import Stacks, Step\n\nlog = logging", 1
+        "\nlog = logging",
+        "from .ranges import Ranges, decode_ranges, encode_ranges, intersect,"
+        " size, subtract, union, union_into\nfrom .stacks import Stacks, Step\n\nlog = logging",
+        1,
     )
     recorder = recorder.rstrip() + (
         '\n\n\n__all__ = ["MARK", "META_KEY", "REDO", "UNDO", "RoomUndo", "infer_root_types"]\n'
@@ -424,7 +441,9 @@ def auth() -> None:
           + '\n\n\n__all__ = ["OpenAccess"]\n')  # fmt: skip
     relative_up("server/auth/open.py", {"identity", "tokens", "open"})
     limits = limits.split("\n", 1)[1].lstrip()  # the section's marker line
-    limits_imports = body_imports.replace("from ..", "from .").replace("from .identity", "from .auth")
+    limits_imports = body_imports.replace("from ..", "from .").replace(
+        "from .identity", "from .auth"
+    )
     if (SERVER / "limits.py").exists():
         # a limits module exists (the primitives): the extension joins them, and its
         # bounded-JSON reader moves out, since the wire format (protocol.py, which the
@@ -437,7 +456,9 @@ def auth() -> None:
             own = own.rstrip() + "\nimport logging\n"
             limits = 'log = logging.getLogger("palimpsest.limits")\n\n\n' + limits
         existing = existing[:head_end] + own + existing[head_end:]
-        existing = existing.replace("__all__ = [", limits.rstrip() + "\n\n\n__all__ = [\n    \"Limits\",", 1)
+        existing = existing.replace(
+            "__all__ = [", limits.rstrip() + '\n\n\n__all__ = [\n    "Limits",', 1
+        )
         write("server/limits.py", existing)
     else:
         write("server/limits.py", '"""The limits that protect a server on the open internet:'
@@ -484,7 +505,8 @@ def split_bounded_json() -> None:
         '"""JSON from clients, read without letting it exhaust the stack or make answers\n'
         'invalid (extension messages, awareness states, HTTP bodies)."""\n\n'
         "from __future__ import annotations\n\nimport json\nimport re\nfrom typing import Any\n\n"
-        + part.rstrip() + '\n\n\n__all__ = ["MAX_JSON_DEPTH", "json_depth", "loads_bounded"]\n',
+        + part.rstrip()
+        + '\n\n\n__all__ = ["MAX_JSON_DEPTH", "json_depth", "loads_bounded"]\n',
     )
     for f in [*py_files(["server"]), *py_files(OUTSIDE)]:
 
@@ -495,7 +517,10 @@ def split_bounded_json() -> None:
             return t
 
         edit(f, fix)
-    edit("server/limits.py", lambda t: re.sub(r'\n    "(MAX_JSON_DEPTH|json_depth|loads_bounded)",', "", t))
+    edit(
+        "server/limits.py",
+        lambda t: re.sub(r'\n    "(MAX_JSON_DEPTH|json_depth|loads_bounded)",', "", t),
+    )
     ruff_fix("server/limits.py", "server/bounded_json.py")
 
 

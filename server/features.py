@@ -26,9 +26,7 @@ from .settings import Settings
 from .undo import Undo
 
 
-def builtin_extensions(
-    settings: Settings, *, others: Sequence[Extension] = ()
-) -> list[Extension]:
+def builtin_extensions(settings: Settings, *, others: Sequence[Extension] = ()) -> list[Extension]:
     """The features of a server with these settings.
 
     Auth: signed tokens when a JWT secret or public key is configured; otherwise open

@@ -106,8 +106,10 @@ def replay_merged(doc: Doc[Any], events: list[Event]) -> bool:
         with doc.transaction(origin=SystemOrigin("replay")):
             for i in range(0, len(events), MERGE):
                 chunk = events[i : i + MERGE]
-                update = chunk[0].update if len(chunk) == 1 else merge_updates(
-                    *[e.update for e in chunk]
+                update = (
+                    chunk[0].update
+                    if len(chunk) == 1
+                    else merge_updates(*[e.update for e in chunk])
                 )
                 doc.apply_update(update)
     except FATAL:

@@ -79,8 +79,14 @@ PATH_VALUES = {"doc": DOC, "seq": "1", "ref": "1", "name": "v1", "tag": "v1",
                "hook": "wh-000000000000", "action": "enable"}  # fmt: skip
 
 
-def token(role: str = "write", docs: tuple[str, ...] = ("matrix-*",), user: str = "alice",
-          ttl: float = 600, secret: str = SECRET, now: float | None = None) -> str:
+def token(
+    role: str = "write",
+    docs: tuple[str, ...] = ("matrix-*",),
+    user: str = "alice",
+    ttl: float = 600,
+    secret: str = SECRET,
+    now: float | None = None,
+) -> str:
     return mint(secret, user, role, list(docs), ttl, now=now)
 
 
@@ -93,14 +99,26 @@ def bad_tokens() -> dict[str, tuple[str | None, int]]:
         "garbage": ("not-a-token", 401),
         "expired": (token("admin", now=time.time() - 7200, ttl=60), 401),
         "wrong-signature": (token("admin", secret="another-secret-also-thirty-two-bytes!"), 401),
-        "alg-none": (jwt.encode({"sub": "eve", "role": "admin", "docs": ["*"], "exp": exp},
-                                None, algorithm="none"), 401),
-        "no-role": (jwt.encode({"sub": "eve", "docs": ["*"], "exp": exp},
-                               SECRET, algorithm="HS256"), 401),
-        "no-exp": (jwt.encode({"sub": "eve", "role": "admin", "docs": ["*"]},
-                              SECRET, algorithm="HS256"), 401),
-        "bad-role": (jwt.encode({"sub": "eve", "role": "root", "docs": ["*"], "exp": exp},
-                                SECRET, algorithm="HS256"), 401),
+        "alg-none": (
+            jwt.encode(
+                {"sub": "eve", "role": "admin", "docs": ["*"], "exp": exp}, None, algorithm="none"
+            ),
+            401,
+        ),
+        "no-role": (
+            jwt.encode({"sub": "eve", "docs": ["*"], "exp": exp}, SECRET, algorithm="HS256"),
+            401,
+        ),
+        "no-exp": (
+            jwt.encode({"sub": "eve", "role": "admin", "docs": ["*"]}, SECRET, algorithm="HS256"),
+            401,
+        ),
+        "bad-role": (
+            jwt.encode(
+                {"sub": "eve", "role": "root", "docs": ["*"], "exp": exp}, SECRET, algorithm="HS256"
+            ),
+            401,
+        ),
         "wrong-doc": (token("admin", docs=("other-*", "matrix")), 403),
     }
 
@@ -230,8 +248,9 @@ async def test_websocket_message_matrix(jserver: RunningServer, role: str) -> No
     state = f'{{"user":{{"name":"{role}"}}}}'
     await conn.ws.send(P.encode_awareness(P.encode_awareness_entries([(777, 1, state)])))
     await eventually(
-        lambda: any(role in p.payload.decode(errors="replace")
-                    for p in watcher.of(P.AwarenessUpdate)),
+        lambda: any(
+            role in p.payload.decode(errors="replace") for p in watcher.of(P.AwarenessUpdate)
+        ),
         what="the watcher sees the presence",
     )
     na = len(conn.of(P.AwarenessUpdate))
@@ -243,8 +262,10 @@ async def test_websocket_message_matrix(jserver: RunningServer, role: str) -> No
     await conn.ws.send(P.encode_sync_step2(an_update(f"[{role}-step2]", 2000 + RANK[role])))
     if role == "read":
         await eventually(lambda: len(conn.of(P.AuthMessage)) >= 2, what="two permission denials")
-        assert all(m.kind == P.AUTH_PERMISSION_DENIED and "read-only" in m.reason
-                   for m in conn.of(P.AuthMessage))
+        assert all(
+            m.kind == P.AUTH_PERMISSION_DENIED and "read-only" in m.reason
+            for m in conn.of(P.AuthMessage)
+        )
         # the server handled both frames (it answered them); a barrier on the pipeline,
         # then nothing may have been applied, logged or broadcast
         room = jserver.backend.rooms.get_loaded(DOC)
@@ -254,6 +275,7 @@ async def test_websocket_message_matrix(jserver: RunningServer, role: str) -> No
         assert await content_of(jserver, DOC) == before
         assert not watcher.of(P.SyncUpdate)
     else:
+
         def watcher_text() -> str:
             # a batch may arrive as one merged update: look at what the frames carry
             d: Doc = Doc()
@@ -335,8 +357,13 @@ async def test_identity_comes_from_the_token_not_from_user_param(jserver: Runnin
 
 async def test_glob_patterns_grant_exactly_their_documents(jserver: RunningServer) -> None:
     tok = token("read", docs=("team-*", "notes"))
-    for doc, code in (("team-a", None), ("notes", None), ("notes2", 4403), ("xteam-a", 4403),
-                      ("Team-a", 4403)):
+    for doc, code in (
+        ("team-a", None),
+        ("notes", None),
+        ("notes2", 4403),
+        ("xteam-a", 4403),
+        ("Team-a", 4403),
+    ):
         ws = await websockets.connect(ws_url(jserver, doc, tok), compression=None)
         if code is None:
             assert isinstance(P.decode(await ws.recv()), P.SyncStep1)
@@ -508,8 +535,9 @@ def test_open_mode_says_so_loudly(settings: Settings, caplog: pytest.LogCaptureF
     with caplog.at_level(logging.WARNING, logger="palimpsest.auth"):
         backend = Backend(settings)
     assert backend.extension(OpenAccess) is not None and backend.extension(JWTAuth) is None
-    assert any(OPEN_MODE_WARNING in r.getMessage() and r.levelno == logging.WARNING
-               for r in caplog.records)
+    assert any(
+        OPEN_MODE_WARNING in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records
+    )
     ident = identify(backend, None, "bob")
     assert (ident.user, ident.role) == ("bob", "admin")
 
@@ -534,14 +562,20 @@ def test_jwt_mode_ignores_user_param_and_needs_a_token(jwt_settings: Settings) -
 
 
 def _pem(public: Any) -> bytes:
-    return bytes(public.public_bytes(serialization.Encoding.PEM,
-                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    return bytes(
+        public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
 
 
 @pytest.mark.parametrize("kind", ["RS256", "ES256"])
 async def test_public_key_tokens(kind: str, settings: Settings, tmp_path: Path) -> None:
-    private: Any = (rsa.generate_private_key(65537, 2048) if kind == "RS256"
-                    else ec.generate_private_key(ec.SECP256R1()))
+    private: Any = (
+        rsa.generate_private_key(65537, 2048)
+        if kind == "RS256"
+        else ec.generate_private_key(ec.SECP256R1())
+    )
     pub = tmp_path / "key.pub.pem"
     pub.write_bytes(_pem(private.public_key()))
     settings.jwt_public_key = str(pub)
@@ -549,12 +583,18 @@ async def test_public_key_tokens(kind: str, settings: Settings, tmp_path: Path) 
     good = mint(private, "dora", "write", ["*"], 60, algorithm=kind)
     assert (await aidentify(backend, good, None)).user == "dora"
     # the public key is not an HMAC secret: algorithm confusion is refused
-    forged = jwt.encode({"sub": "eve", "role": "admin", "docs": ["*"],
-                         "exp": int(time.time()) + 60}, SECRET, algorithm="HS256")
+    forged = jwt.encode(
+        {"sub": "eve", "role": "admin", "docs": ["*"], "exp": int(time.time()) + 60},
+        SECRET,
+        algorithm="HS256",
+    )
     with pytest.raises(AuthError, match="algorithm"):
         await aidentify(backend, forged, None)
-    other: Any = (rsa.generate_private_key(65537, 2048) if kind == "RS256"
-                  else ec.generate_private_key(ec.SECP256R1()))
+    other: Any = (
+        rsa.generate_private_key(65537, 2048)
+        if kind == "RS256"
+        else ec.generate_private_key(ec.SECP256R1())
+    )
     with pytest.raises(AuthError, match="signature"):
         await aidentify(backend, mint(other, "eve", "admin", ["*"], 60, algorithm=kind), None)
     async with run_server(settings, backend) as srv:
@@ -566,12 +606,29 @@ async def test_public_key_tokens(kind: str, settings: Settings, tmp_path: Path) 
 
 
 def test_cli_mints_tokens_the_server_accepts(
-    jwt_settings: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    jwt_settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     t0 = time.time()
-    code = cli_main(["token", "--user", "erin", "--role", "read", "--docs", "a*,b",
-                     "--docs", "c", "--ttl", "120", "--secret", SECRET])
+    code = cli_main(
+        [
+            "token",
+            "--user",
+            "erin",
+            "--role",
+            "read",
+            "--docs",
+            "a*,b",
+            "--docs",
+            "c",
+            "--ttl",
+            "120",
+            "--secret",
+            SECRET,
+        ]
+    )
     t1 = time.time()
     assert code == 0
     tok = capsys.readouterr().out.strip()
@@ -583,9 +640,13 @@ def test_cli_mints_tokens_the_server_accepts(
     # with an EC private key: ES256
     key = ec.generate_private_key(ec.SECP256R1())
     pem = tmp_path / "k.pem"
-    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                      serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))
+    pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     assert cli_main(["token", "--user", "f", "--private-key", str(pem)]) == 0
     tok = capsys.readouterr().out.strip()
     assert jwt.get_unverified_header(tok)["alg"] == "ES256"

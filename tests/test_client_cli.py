@@ -104,7 +104,9 @@ async def test_errors_are_one_line_messages(
 def test_entry_points() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "palimpsest.client", "--help"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     for cmd in ("cat", "edit", "replay", "history"):
         assert cmd in out

@@ -303,12 +303,18 @@ async def test_foreign_origins_are_refused_in_open_mode(settings: Settings) -> N
         async with websockets.connect(url, origin="https://evil.example") as ws:  # type: ignore[arg-type]
             code, reason = await closed_with(ws)
         assert code == 4403 and "origin" in reason, (code, reason)
-        for origin in ("http://localhost:5173", "https://app.example", f"http://127.0.0.1:{server.port}"):
+        for origin in (
+            "http://localhost:5173",
+            "https://app.example",
+            f"http://127.0.0.1:{server.port}",
+        ):
             async with websockets.connect(url, origin=origin) as ws:  # type: ignore[arg-type]
                 assert P.decode(await ws.recv())  # the server's sync step 1
         async with httpx.AsyncClient(base_url=server.url) as http:
             restore = f"/api/docs/{doc}/restore"
-            r = await http.post(restore, json={"seq": 0}, headers={"origin": "https://evil.example"})
+            r = await http.post(
+                restore, json={"seq": 0}, headers={"origin": "https://evil.example"}
+            )
             assert r.status_code == 403 and "origin" in r.json()["detail"]
             # the cross-site form / no-cors fetch shape: text/plain, no preflight
             plain = {"content-type": "text/plain"}

@@ -465,7 +465,10 @@ async def test_type_fast_then_close_loses_nothing(
     await a.call("type", text="x" * n)
     await a.aclose()  # exit: provider.destroy(), close handshake, process ends
     fresh = await run_script(
-        server, "burst", "carol", [{"op": "connect"}, {"op": "waitText", "length": n}],
+        server,
+        "burst",
+        "carol",
+        [{"op": "connect"}, {"op": "waitText", "length": n}],
         y_websocket,
     )
     assert fresh["text"] == "x" * n

@@ -100,8 +100,9 @@ async def test_slow_consumer_is_dropped_and_nobody_waits(settings: Settings, bou
             connect(server.ws_url, "slow", "writer") as writer, \
             connect(server.ws_url, "slow", "reader") as reader:  # fmt: skip
         # blocking socket calls: in a thread, the server shares this event loop
-        slow = await asyncio.to_thread(raw_handshake, server.port, "/ws/slow?user=snail",
-                                       SMALL_BUFFER)
+        slow = await asyncio.to_thread(
+            raw_handshake, server.port, "/ws/slow?user=snail", SMALL_BUFFER
+        )
         try:
             conn = await eventually(lambda: connection_of(server, "slow", "snail"), what="joined")
             transport = transport_of(conn)
@@ -133,11 +134,18 @@ async def test_slow_consumer_is_dropped_and_nobody_waits(settings: Settings, bou
                     writer.insert(0, chunk)  # at 0: no need to measure the growing text
                 else:
                     state = json.dumps({"user": {"name": "writer", "note": chunk}})
-                    await writer.send_raw(P.encode_awareness(
-                        P.encode_awareness_entries([(writer.doc.client_id, i + 1, state)])))
+                    await writer.send_raw(
+                        P.encode_awareness(
+                            P.encode_awareness_entries([(writer.doc.client_id, i + 1, state)])
+                        )
+                    )
                 # a generous guard only: a stall here fails loudly, a slow machine does not
-                await eventually(lambda n=base + i + 1: received(reader, kind) >= n,  # type: ignore[misc]
-                                 timeout=30, interval=0.001, what=f"the reader gets update {i}")
+                await eventually(
+                    lambda n=base + i + 1: received(reader, kind) >= n,  # type: ignore[misc]
+                    timeout=30,
+                    interval=0.001,
+                    what=f"the reader gets update {i}",
+                )
                 if conn._close is not None:
                     dropped_at = i
                     break
@@ -165,14 +173,21 @@ async def test_slow_consumer_is_dropped_and_nobody_waits(settings: Settings, bou
             edits_before = received(reader)
             for i in range(8):
                 writer.insert(0, "after ")
-                await eventually(lambda n=edits_before + 1 + i: received(reader) >= n,  # type: ignore[misc]
-                                 timeout=30, interval=0.001, what=f"the reader gets edit {i} after")
+                await eventually(
+                    lambda n=edits_before + 1 + i: received(reader) >= n,  # type: ignore[misc]
+                    timeout=30,
+                    interval=0.001,
+                    what=f"the reader gets edit {i} after",
+                )
             await eventually(lambda: reader.content == writer.content, what="reader converged")
             # the slow one is torn down (the close frame cannot go out: aborted after the
             # grace period) and leaves the room
             await eventually(lambda: conn.closed.is_set(), timeout=30, what="its sender ended")
-            await eventually(lambda: connection_of(server, "slow", "snail") is None, timeout=30,
-                             what="the slow one left the room")
+            await eventually(
+                lambda: connection_of(server, "slow", "snail") is None,
+                timeout=30,
+                what="the slow one left the room",
+            )
             slow.settimeout(0.0)
 
             def torn_down() -> bool:
@@ -193,8 +208,10 @@ async def test_slow_consumer_is_dropped_and_nobody_waits(settings: Settings, bou
             await room.flush()
             async with connect(server.ws_url, "slow", "late") as late:
                 assert late.content == writer.content
-            print(f"\nslow consumer ({bound}) dropped at edit {dropped_at + 1} of {CHUNK} bytes; "
-                  f"kernel buffers {kernel} bytes, queue bound {queue_bound} bytes")
+            print(
+                f"\nslow consumer ({bound}) dropped at edit {dropped_at + 1} of {CHUNK} bytes; "
+                f"kernel buffers {kernel} bytes, queue bound {queue_bound} bytes"
+            )
         finally:
             slow.close()
 
@@ -264,8 +281,9 @@ async def test_document_size_limit(settings: Settings) -> None:
             assert late.content == watcher.content
             assert len(late.content) == head * 1000
             late.insert(0, "z" * 2000)
-            await eventually(lambda: late._reader is not None and late._reader.done(),
-                             what="closed")
+            await eventually(
+                lambda: late._reader is not None and late._reader.done(), what="closed"
+            )
             assert late.close_code == 4413
         assert await store.head("big") == head
 

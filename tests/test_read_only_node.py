@@ -57,9 +57,7 @@ class TokenNodeClient(NodeClient):
         return self
 
 
-async def test_read_only_y_websocket_client_cannot_edit(
-    node_modules: Path, tmp_path: Path
-) -> None:
+async def test_read_only_y_websocket_client_cannot_edit(node_modules: Path, tmp_path: Path) -> None:
     write_tok, read_tok = cli_token("writer", "write"), cli_token("reader", "read")
     async with ServerProcess(tmp_path / "srv", extra_args=["--jwt-secret", SECRET]) as srv:
         assert "signed tokens required" in srv.log_text()
@@ -78,8 +76,11 @@ async def test_read_only_y_websocket_client_cannot_edit(
 
                 async def denials() -> list[str]:
                     frames = (await reader.call("frames"))["frames"]
-                    return [f["reason"] for f in frames
-                            if f["dir"] == "recv" and f.get("type") == "auth"]
+                    return [
+                        f["reason"]
+                        for f in frames
+                        if f["dir"] == "recv" and f.get("type") == "auth"
+                    ]
 
                 # each update frame is answered with permission-denied: the server has
                 # handled all six when the sixth answer arrives

@@ -44,9 +44,10 @@ async def test_delete_travels_to_the_other_process_and_no_copy_comes_back(
         cluster(tmp_path, 2, store_url=store_url, fanout=fanout_url()) as c,
         httpx.AsyncClient() as http,
     ):
-        async with connect(c.ws(0), "gone", user="ann") as a, connect(
-            c.ws(1), "gone", user="bob"
-        ) as b:
+        async with (
+            connect(c.ws(0), "gone", user="ann") as a,
+            connect(c.ws(1), "gone", user="bob") as b,
+        ):
             await typed(a, "secret", b)
             await typed(b, " plans", a)
             r = await http.delete(f"{c.procs[0].http_url}/api/docs/gone", params={"user": "root"})
@@ -69,9 +70,10 @@ async def test_delete_travels_to_the_other_process_and_no_copy_comes_back(
             assert await store.head("gone") == 0
 
         # the name is used again: a new, empty document, on both processes
-        async with connect(c.ws(1), "gone", user="cy") as n1, connect(
-            c.ws(0), "gone", user="dee"
-        ) as n0:
+        async with (
+            connect(c.ws(1), "gone", user="cy") as n1,
+            connect(c.ws(0), "gone", user="dee") as n0,
+        ):
             assert n1.content == "" and n0.content == ""
             await typed(n1, "fresh", n0)
             await typed(n0, "!", n1)
@@ -98,9 +100,10 @@ async def test_a_delete_that_fan_out_never_carries_is_noticed_from_the_store(
         fresh_schema() as store_url,
         cluster(tmp_path, 2, store_url=store_url, fanout=fanout_url(check=0.3)) as c,
     ):
-        async with connect(c.ws(0), "quiet", user="ann") as a, connect(
-            c.ws(1), "quiet", user="bob"
-        ) as b:
+        async with (
+            connect(c.ws(0), "quiet", user="ann") as a,
+            connect(c.ws(1), "quiet", user="bob") as b,
+        ):
             await typed(a, "hello", b)
             r = await asyncio.to_thread(
                 subprocess.run,
@@ -116,7 +119,6 @@ async def test_a_delete_that_fan_out_never_carries_is_noticed_from_the_store(
                 assert n.content == ""
                 n.text.insert(0, "new")
 
-
                 async def logged() -> bool:
                     return await store.head("quiet") == 1
 
@@ -131,9 +133,10 @@ async def test_palimpsest_delete_with_fanout_tells_the_servers_at_once(tmp_path:
         fresh_schema() as store_url,
         cluster(tmp_path, 2, store_url=store_url, fanout=bus) as c,
     ):
-        async with connect(c.ws(0), "told", user="ann") as a, connect(
-            c.ws(1), "told", user="bob"
-        ) as b:
+        async with (
+            connect(c.ws(0), "told", user="ann") as a,
+            connect(c.ws(1), "told", user="bob") as b,
+        ):
             await typed(a, "hello", b)
             r = await asyncio.to_thread(
                 subprocess.run,

@@ -127,9 +127,7 @@ async def test_a_room_never_loads_undo_stacks_from_a_bare_rung(tmp_path: Path) -
     assert [s.bare for s in valid[-2:]] == [False, False] and all(s.bare for s in valid[:-2])
     with sqlite3.connect(db) as c:
         for s in valid[-2:]:
-            (blob,) = c.execute(
-                "SELECT state FROM snapshots WHERE seq = ?", (s.seq,)
-            ).fetchone()
+            (blob,) = c.execute("SELECT state FROM snapshots WHERE seq = ?", (s.seq,)).fetchone()
             # the last byte flipped (set to 0 it was no damage when it was 0 already)
             bad = blob[:-1] + bytes([blob[-1] ^ 0xFF])
             c.execute("UPDATE snapshots SET state = ? WHERE seq = ?", (bad, s.seq))

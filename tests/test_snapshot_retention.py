@@ -72,7 +72,10 @@ def test_the_ladder_never_drops_the_base_or_a_damaged_snapshot() -> None:
     assert 7_250 not in drop  # verify reports it; an operator decides
     # snapshots before the compaction base are not the ladder's (compact decides)
     assert sorted({s.seq for s in infos} - set(drop)) == [
-        *range(500, 3001, 500), 7_250, 19_500, 20_000
+        *range(500, 3001, 500),
+        7_250,
+        19_500,
+        20_000,
     ]
 
 

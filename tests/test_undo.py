@@ -121,8 +121,10 @@ async def test_map_three_users_undo_only_their_own(tmp_path: Path) -> None:
 
             async def all_maps(expected: dict[str, Any]) -> None:
                 await eventually(
-                    lambda: server_map() == expected
-                    and all(m.to_py() == expected for m in (ma, mb, mc)),
+                    lambda: (
+                        server_map() == expected
+                        and all(m.to_py() == expected for m in (ma, mb, mc))
+                    ),
                     what=f"every map is {expected}: {server_map()} {ma.to_py()} {mc.to_py()}",
                 )
 

@@ -23,8 +23,10 @@ def server_map(srv: RunningServer, doc: str) -> dict[str, Any] | None:
 
 async def maps_are(srv: RunningServer, doc: str, expected: dict[str, Any], *cs: YClient) -> None:
     await eventually(
-        lambda: server_map(srv, doc) == expected
-        and all(c.doc.get("m", type=Map).to_py() == expected for c in cs),
+        lambda: (
+            server_map(srv, doc) == expected
+            and all(c.doc.get("m", type=Map).to_py() == expected for c in cs)
+        ),
         what=f"every map is {expected}: server {server_map(srv, doc)}, "
         f"clients {[c.doc.get('m', type=Map).to_py() for c in cs]}",
     )

@@ -16,9 +16,7 @@ pytestmark = pytest.mark.node
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[ServerProcess]:
-    async with ServerProcess(
-        tmp_path / "server", env={"PALIMPSEST_UNDO_CAPTURE_MS": "0"}
-    ) as srv:
+    async with ServerProcess(tmp_path / "server", env={"PALIMPSEST_UNDO_CAPTURE_MS": "0"}) as srv:
         yield srv
 
 
@@ -73,8 +71,9 @@ async def test_node_client_sees_undo_as_an_update(
             # the undos and redos arrived as plain sync updates ...
             assert any(f.get("type") == "sync" and f.get("sub") == "update" for f in received)
             # ... and no extension frame (type 100) was ever sent to a client that did not ask
-            assert all(f.get("type") in ("sync", "awareness", "auth", "queryAwareness")
-                       for f in received), received
+            assert all(
+                f.get("type") in ("sync", "awareness", "auth", "queryAwareness") for f in received
+            ), received
     finally:
         await alice.aclose()
         await bob.aclose()

@@ -165,9 +165,7 @@ def run(body: Any) -> None:
         asyncio.run(with_world(Path(d), body))
 
 
-PROPS = settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+PROPS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @PROPS

@@ -46,8 +46,7 @@ from ..util import iso
 from . import add_store_options, settings_from, setup_logging
 
 LIVE_NOTE = (
-    "Meant for a stopped server or for documents no server has open "
-    "(see docs/operations.md)."
+    "Meant for a stopped server or for documents no server has open (see docs/operations.md)."
 )
 
 

@@ -128,9 +128,7 @@ def snapshot_row(state: bytes, meta: dict[str, Any] | None) -> tuple[bytes, str,
     return snapshot_codec.pack(state, dump_meta(meta or {}), _delta_of(meta), _bare(meta))
 
 
-async def snapshot_row_async(
-    state: bytes, meta: dict[str, Any] | None
-) -> tuple[bytes, str, str]:
+async def snapshot_row_async(state: bytes, meta: dict[str, Any] | None) -> tuple[bytes, str, str]:
     """:func:`snapshot_row`, compressing a large state on a worker thread."""
     return await snapshot_codec.pack_async(
         state, dump_meta(meta or {}), _delta_of(meta), _bare(meta)

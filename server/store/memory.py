@@ -262,7 +262,12 @@ class MemoryStore(EventStore):
             if info.doc in self._heads and not replace:
                 raise StoreError(f"document {info.doc!r} already exists in the target")
             for d in (
-                self._events, self._heads, self._base, self._snaps, self._tags, self._derived
+                self._events,
+                self._heads,
+                self._base,
+                self._snaps,
+                self._tags,
+                self._derived,
             ):
                 d.pop(info.doc, None)
             # imported events are new to this store: they get its next positions

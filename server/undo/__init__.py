@@ -11,5 +11,17 @@ from .extension import Undo
 from .recorder import MARK, META_KEY, REDO, UNDO, RoomUndo, fold
 from .stacks import Stacks, Step
 
-__all__ = ["MARK", "META_KEY", "REDO", "UNDO", "RoomUndo", "Stacks", "Step", "Undo",
-           "close_group", "fold", "perform", "state_of"]
+__all__ = [
+    "MARK",
+    "META_KEY",
+    "REDO",
+    "UNDO",
+    "RoomUndo",
+    "Stacks",
+    "Step",
+    "Undo",
+    "close_group",
+    "fold",
+    "perform",
+    "state_of",
+]

@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from ..backend import Backend
 
 
-
 # --- the room pipeline side ----------------------------------------------------------------
 
 

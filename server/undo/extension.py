@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from ..settings import Settings
 
 
-
 # --- the extension ---------------------------------------------------------------------------
 
 

@@ -109,9 +109,7 @@ def infer_root_types(doc: Doc[Any], names: Iterable[str]) -> dict[str, str]:
 class RoomUndo:
     """The undo state of one live room: per-actor stacks, fed by every applied event."""
 
-    def __init__(
-        self, room: Room, capture_ms: int, max_depth: int, max_group: int = 1000
-    ) -> None:
+    def __init__(self, room: Room, capture_ms: int, max_depth: int, max_group: int = 1000) -> None:
         self.room = room
         self.capture_ms = int(capture_ms)
         self.max_depth = max(1, int(max_depth))
@@ -282,9 +280,7 @@ class RoomUndo:
                 roots[name] = doc.get(name, type=_ROOT_TYPES[kind])
         return [r for r in roots.values() if r is not None]
 
-    def revert(
-        self, doc: Doc[Any], step: Step, copies: list[list[str]] | None = None
-    ) -> bool:
+    def revert(self, doc: Doc[Any], step: Step, copies: list[list[str]] | None = None) -> bool:
         """Revert one step on the live doc; False when nothing of it is left to revert.
 
         yrs 0.28 panics (and leaves the doc broken) when an UndoManager's item holds

@@ -164,4 +164,3 @@ async def test_an_in_memory_database_reads_what_it_wrote() -> None:
         await store.append([("a", [NewEvent("ann", "edit", b"x", {})])])
         assert [e.update for e in await store.read("a")] == [b"x"]
         assert await store.head("a") == 1
-
