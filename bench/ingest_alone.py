@@ -78,7 +78,7 @@ def one_run(spec: B.ServerSpec, trace: Path, limit: int, work: Path, label: str,
         res["cpu_seconds"] = srv.cpu() - cpu0
         if settle:
             _, cpu_quiet = B.wait_quiet(srv)
-            res["settled_seconds"] = cpu_quiet - cpu0
+            res["cpu_until_quiet_seconds"] = cpu_quiet - cpu0
         t1 = thread_times(srv.proc.pid)
         res["threads"] = sorted(
             (
@@ -108,7 +108,7 @@ def main() -> int:
         ap.error(f"unknown servers {unknown}; known: {', '.join(sorted(B.SERVERS))}")
     trace = B.trace_path(args.trace)
     work = Path(tempfile.mkdtemp(prefix="palimpsest-ingest-"))
-    key = "settled_seconds" if args.settle else "cpu_seconds"
+    key = "cpu_until_quiet_seconds" if args.settle else "cpu_seconds"
     got: dict[str, dict[int, float]] = {}
     for r in range(args.rounds):
         for name in names:
