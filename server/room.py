@@ -69,7 +69,8 @@ class Peer(Protocol):
 
 
 class Committer(Protocol):
-    #: a room's work queued, not yet taken up by its task, and taken up (commit.py)
+    #: a room announces work it has queued, and withdraws it once its task takes it up
+    #: or ends (commit.py)
     def announce(self, doc: str, owner: object) -> None: ...
 
     def withdraw(self, doc: str, owner: object) -> None: ...
