@@ -221,7 +221,7 @@ def main() -> int:
                         "kind": spec.client,
                         "url": spec.url(srv.port),
                         "durable": {"kind": "none"},
-                    },  # fmt: skip
+                    },
                     "trace": str(B.TRACES / "concurrent_traces" / f"{args.concurrent}.json.gz"),
                     "limit": args.limit,
                     "timeoutSec": 600,

@@ -686,7 +686,7 @@ def _latency_targets(
             "palimpsest-pg-os",
             "y-websocket-fsync",
             "y-websocket-fsync-warm",
-        )  # fmt: skip
+        )
         if s in servers
     ]
     rows: list[list[str]] = []
