@@ -22,6 +22,7 @@ from conftest import RunningServer, eventually, run_server
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pycrdt import Doc, Text
+from serverproc import ServerProcess
 from starlette.requests import Request
 from starlette.routing import Mount, Route, WebSocketRoute
 
@@ -540,6 +541,24 @@ def test_open_mode_says_so_loudly(settings: Settings, caplog: pytest.LogCaptureF
     )
     ident = identify(backend, None, "bob")
     assert (ident.user, ident.role) == ("bob", "admin")
+
+
+@pytest.mark.parametrize(
+    ("args", "open_warnings", "banners"),
+    [
+        ([], 1, 0),  # logged by the open mode's extension, not printed again
+        (["--log-level", "error"], 1, 0),  # the log hides it: printed instead
+        (["--jwt-secret", SECRET], 0, 1),
+    ],
+)
+def test_serve_names_its_auth_mode_once(
+    tmp_path: Path, args: list[str], open_warnings: int, banners: int
+) -> None:
+    """`palimpsest serve`'s start-up says which auth mode it is in, exactly once."""
+    with ServerProcess(tmp_path, extra_args=args) as srv:
+        text = srv.log_text()
+    assert text.count(OPEN_MODE_WARNING) == open_warnings, text
+    assert text.count("palimpsest: auth: signed tokens required (HS256)") == banners, text
 
 
 def test_jwt_mode_ignores_user_param_and_needs_a_token(jwt_settings: Settings) -> None:

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..app import create_app
-    from ..auth.tokens import auth_banner
+    from ..auth.tokens import OPEN_MODE_WARNING, auth_banner
     from ..handshake import uvicorn_options
     from ..limits import Limits
 
@@ -100,7 +100,13 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(settings)
     where = settings.store if settings.store else f"SQLite database {settings.db}"
     print(f"palimpsest: store: {where}, durability {settings.durability}, loop {loop}", flush=True)
-    print(auth_banner(settings), file=sys.stderr, flush=True)  # loud when the server is open
+    banner = auth_banner(settings)
+    # loud when the server is open: the open mode's extension has logged the warning
+    # already (once, where an embedding app sees it too), unless the log level hides it
+    if banner != OPEN_MODE_WARNING or not logging.getLogger("palimpsest.auth").isEnabledFor(
+        logging.WARNING
+    ):
+        print(banner, file=sys.stderr, flush=True)
     config = uvicorn.Config(
         app,
         host=settings.host,
