@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -139,8 +140,14 @@ async def test_inspect_and_snapshot(tmp_path: Path, capfd: pytest.CaptureFixture
 
     r = await cli(capfd, "snapshot", "memo", "--db", str(db))
     assert r.code == 0 and "memo@4" in r.out, r
+    said = re.search(r"\((\d+) B of state, (\d+) B stored\)", r.out)
+    assert said is not None, r
     r = await cli(capfd, "inspect", "memo", "--db", str(db))
     assert "@4" in r.out and "ann 3, bob 1" in r.out and "DAMAGED" not in r.out, r
+    # the size it reports is the one inspect lists, not only the document's state
+    r = await cli(capfd, "inspect", "memo", "--json", "--db", str(db))
+    (snap,) = json.loads(r.out)["snapshots"]
+    assert int(said[2]) == snap["bytes"] > int(said[1]) > 0, (said[0], snap)
 
     # the forced snapshot carries the undo stacks: after a restart, loading from it (and
     # no event after it), ann's undo still reverts ann's last change group (her three

@@ -253,7 +253,10 @@ async def snapshot(store: EventStore, args: argparse.Namespace) -> int:
         await room.stop()
     finally:
         await backend.committer.stop()
-    print(f"palimpsest snapshot: {args.doc}@{seq} written ({len(state)} bytes)")
+    # the stored size, as `inspect` lists it (the state plus the meta: undo bookkeeping…)
+    stored = next((x.size for x in await store.snapshots(args.doc) if x.seq == seq), None)
+    held = f", {_size(stored)} stored" if stored is not None else ""
+    print(f"palimpsest snapshot: {args.doc}@{seq} written ({_size(len(state))} of state{held})")
     return 0
 
 
