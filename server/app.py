@@ -20,6 +20,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.datastructures import State
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
@@ -60,6 +61,37 @@ async def palimpsest_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, PalimpsestError)
     return JSONResponse(
         {"error": type(exc).__name__, "detail": str(exc)}, status_code=exc.http_status
+    )
+
+
+#: what an HTTPException's status is called in the API's JSON errors
+_HTTP_ERRORS = {404: "NotFound", 405: "MethodNotAllowed"}
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Under ``/api/`` the answer is JSON like every other error of the API (no such
+    route, a method the route does not take); elsewhere (the page, ``/static``) it is
+    Starlette's plain text."""
+    assert isinstance(exc, HTTPException)
+    root = request.scope.get("root_path", "")
+    path = request.scope["path"]
+    path = path[len(root) :] if root and path.startswith(root) else path
+    if exc.status_code in (204, 304):
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    if not path.startswith("/api/"):
+        return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+    if exc.status_code == 404:
+        detail = f"no route {request.method} {path}"
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        detail = f"{path} does not take {request.method}" + (
+            f"; it takes {allowed}" if allowed else ""
+        )
+    else:
+        detail = exc.detail
+    error = _HTTP_ERRORS.get(exc.status_code, "HTTPError")
+    return JSONResponse(
+        {"error": error, "detail": detail}, status_code=exc.status_code, headers=exc.headers
     )
 
 
@@ -109,7 +141,7 @@ class Palimpsest:
         self.app = Starlette(
             routes=routes,
             lifespan=self._own_lifespan,
-            exception_handlers={PalimpsestError: palimpsest_error},
+            exception_handlers={PalimpsestError: palimpsest_error, HTTPException: http_error},
             middleware=[
                 Middleware(
                     RequestGuard,

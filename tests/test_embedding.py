@@ -128,6 +128,10 @@ async def test_the_page_works_under_the_mount_point(notes: tuple[str, Any]) -> N
         assert 'src="/' not in r.text and r.text.count('href="/') == 1  # the base's
         r = await http.get("/collab/static/app.js")
         assert r.status_code == 200 and "javascript" in r.headers["content-type"]
+        # a path under the mounted API that is no route: JSON, named from the mount point
+        r = await http.get("/collab/api/nothing")
+        assert r.status_code == 404, r.text
+        assert r.json() == {"error": "NotFound", "detail": "no route GET /api/nothing"}
     # (tests/test_embedding_browser.py drives the page under the mount point in Chromium)
 
 
