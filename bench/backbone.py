@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import websockets
 from pycrdt import Doc, Text
@@ -102,13 +103,13 @@ def load_trace(name: str, limit: int | None) -> tuple[list[list[tuple[int, int, 
     txns = [[tuple(p) for p in t["patches"]] for t in data["txns"]]
     if limit:
         txns = txns[:limit]
-        return txns, ""  # type: ignore[return-value]
-    return txns, data["endContent"]  # type: ignore[return-value]
+        return txns, ""
+    return txns, data["endContent"]
 
 
 def make_updates(txns: list[list[tuple[int, int, str]]]) -> tuple[list[bytes], str]:
     """One Yjs update per transaction of the trace, as a y-websocket writer would send."""
-    doc: Doc = Doc()
+    doc: Doc[Any] = Doc()
     text = doc.get("content", type=Text)
     updates: list[bytes] = []
     doc.observe(lambda e: updates.append(e.update))
@@ -123,7 +124,7 @@ def make_updates(txns: list[list[tuple[int, int, str]]]) -> tuple[list[bytes], s
 
 
 async def observer_until(url: str, final: str, ready: asyncio.Event, done: asyncio.Event) -> None:
-    doc: Doc = Doc()
+    doc: Doc[Any] = Doc()
     text = doc.get("content", type=Text)
     async with websockets.connect(url, max_size=None, compression=None) as ws:
         await ws.send(P.encode_sync_step1(doc.get_state()))
@@ -165,7 +166,7 @@ async def ingest(port: int, updates: list[bytes], final: str) -> float:
 
 
 async def cold_load(port: int, final: str) -> float:
-    doc: Doc = Doc()
+    doc: Doc[Any] = Doc()
     t0 = time.perf_counter()
     async with websockets.connect(
         f"ws://127.0.0.1:{port}/ws/bench", max_size=None, compression=None
@@ -183,7 +184,7 @@ async def cold_load(port: int, final: str) -> float:
 
 def one_update_load(final_state: bytes) -> float:
     t0 = time.perf_counter()
-    d: Doc = Doc()
+    d: Doc[Any] = Doc()
     d.apply_update(final_state)
     return time.perf_counter() - t0
 
@@ -246,7 +247,7 @@ def main() -> None:
             import shutil
 
             shutil.copy(db, args.keep)
-    d: Doc = Doc()
+    d: Doc[Any] = Doc()
     for u in updates:
         d.apply_update(u)
     baseline = median([one_update_load(d.get_update()) for _ in range(5)])

@@ -34,7 +34,7 @@ from typing import Any
 try:
     import psutil
 except ImportError:  # bench/storage_bench.py imports this module from the server's venv
-    psutil = None  # type: ignore[assignment]
+    psutil = None
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -953,9 +953,10 @@ class Bench:
         datadir.mkdir(parents=True)
         if spec.reset:
             spec.reset(datadir)
-        disk = (
-            (lambda: disk_bytes(datadir) + spec.disk(datadir))
-            if spec.disk
+        spec_disk = spec.disk
+        disk: Callable[[], int] = (
+            (lambda: disk_bytes(datadir) + spec_disk(datadir))
+            if spec_disk
             else (lambda: disk_bytes(datadir))
         )
         run: dict[str, Any] = {

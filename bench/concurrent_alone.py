@@ -149,10 +149,10 @@ def main() -> int:
     variants.append(("this tree", B.SERVERS["palimpsest"], here))
     for rev in args.rev:
         pkg = B.package_tree(rev, work / f"tree-{rev}")
-        binary = wrapper(
+        rev_binary = wrapper(
             work, f"{rev}.sh", f'PYTHONPATH="{pkg}" exec "{python}" -m palimpsest "$@"\n'
         )
-        variants.append((rev, B.SERVERS["palimpsest"], binary))
+        variants.append((rev, B.SERVERS["palimpsest"], rev_binary))
     if args.os:
         variants.append(("this tree, --durability os", B.SERVERS["palimpsest-os"], here))
     if args.hocuspocus:

@@ -79,6 +79,7 @@ def main() -> int:
         + (["--gil"] if args.gil else [])
     )
     if args.launch and not args.no_profile:
+        assert pyspy is not None  # or it returned above
         inner = spec.command
         spec.command = lambda port, d: [
             pyspy,
@@ -92,6 +93,7 @@ def main() -> int:
     srv = B.Running(spec, datadir)
     spies: list[subprocess.Popen[bytes]] = []
     if not args.launch and not args.no_profile:
+        assert pyspy is not None  # or it returned above
         for fmt, dest in (("flamegraph", out), ("raw", raw)):
             spies.append(
                 subprocess.Popen(

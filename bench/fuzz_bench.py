@@ -38,7 +38,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import websockets
 from pycrdt import Array, Doc, Map, Text, get_state
@@ -65,7 +65,7 @@ def _updates(rng: random.Random) -> list[bytes]:
     """Real Yjs updates of several kinds (text, map, array, deletes), from fresh clients."""
     out: list[bytes] = []
     for i in range(24):
-        d: Doc = Doc(client_id=rng.randrange(1, 2**31))
+        d: Doc[Any] = Doc(client_id=rng.randrange(1, 2**31))
         t = d.get("content", type=Text)
         if i % 4 == 0:
             t.insert(0, "x" * rng.randrange(1, 40))
@@ -83,7 +83,7 @@ def _updates(rng: random.Random) -> list[bytes]:
 
 
 def _varuint(n: int) -> bytes:
-    return P.write_var_uint(n)
+    return cast(bytes, P.write_var_uint(n))
 
 
 class FrameGen:
@@ -95,7 +95,7 @@ class FrameGen:
         self.rng = random.Random(seed)
         self.weights = weights
         self.updates = _updates(self.rng)
-        sv: Doc = Doc(client_id=7)
+        sv: Doc[Any] = Doc(client_id=7)
         sv.get("content", type=Text).insert(0, "abc")
         self.corpus = [
             P.encode_sync_step1(b"\x00"),
@@ -170,7 +170,7 @@ class FrameGen:
             else:
                 upd[i:i] = rng.randbytes(rng.randrange(1, 3))
         enc = P.encode_sync_step2 if rng.random() < 0.2 else P.encode_sync_update
-        return enc(bytes(upd))
+        return cast(bytes, enc(bytes(upd)))
 
     def odd_but_valid(self) -> bytes:
         rng = self.rng
@@ -194,26 +194,26 @@ class FrameGen:
                 )
                 for _ in range(n)
             ]
-            return P.encode_awareness(P.encode_awareness_entries(entries))
+            return cast(bytes, P.encode_awareness(P.encode_awareness_entries(entries)))
         if k == 1:
             pairs = [(rng.randrange(2**32), rng.randrange(2**20)) for _ in range(rng.randrange(4))]
             sv = _varuint(len(pairs)) + b"".join(_varuint(c) + _varuint(k) for c, k in pairs)
-            return P.encode_sync_step1(sv)
+            return cast(bytes, P.encode_sync_step1(sv))
         if k == 2:
-            return P.encode_query_awareness()
+            return cast(bytes, P.encode_query_awareness())
         if k == 3:
             body: dict[str, Any] = {"type": f"fuzz-{rng.randrange(100)}", "id": rng.randrange(9)}
             if rng.random() < 0.5:
                 body["payload"] = [rng.random(), "s" * rng.randrange(20), None, {"n": True}]
-            return P.encode_extension(body)
+            return cast(bytes, P.encode_extension(body))
         if k == 4:
-            return P.encode_sync_update(b"\x00\x00")
+            return cast(bytes, P.encode_sync_update(b"\x00\x00"))
         if k == 5:  # over the frame limit
             if rng.random() < 0.05:
-                return P.encode_sync_update(b"\x00" * (LIMITS["max_frame_bytes"] + 1))
-            return P.encode_query_awareness()
+                return cast(bytes, P.encode_sync_update(b"\x00" * (LIMITS["max_frame_bytes"] + 1)))
+            return cast(bytes, P.encode_query_awareness())
         # a non-minimal varUint message type (0x80 0x00 == 0): still a valid sync step 1
-        return b"\x80\x00" + bytes([P.SYNC_STEP1]) + P.write_var_bytes(b"\x00")
+        return cast(bytes, b"\x80\x00" + bytes([P.SYNC_STEP1]) + P.write_var_bytes(b"\x00"))
 
 
 # --- prediction ------------------------------------------------------------------------------
@@ -229,7 +229,7 @@ def _pycrdt_ok(fn: Any, *args: Any) -> bool:
         return False
 
 
-_SV_DOC: Doc = Doc()
+_SV_DOC: Doc[Any] = Doc()
 #: the presence-state limits the fuzzed server runs with (the defaults)
 _SETTINGS = Settings()
 
@@ -357,7 +357,7 @@ def predict(frame: bytes) -> Outcome:
             try:
                 check_state(state, _SETTINGS)
             except PalimpsestError as e:
-                return e.close_code
+                return cast(int, e.close_code)
         return OK
     if kind == "auth":
         return 4400  # auth messages only go from the server to clients

@@ -64,7 +64,7 @@ def trace_events(
     trace = load_trace(name)
     txns = trace["txns"][:limit] if limit else trace["txns"]
     rng = random.Random(seed)
-    docs = {a: Doc(client_id=1000 + i) for i, a in enumerate(actors)}
+    docs: dict[str, Doc[Any]] = {a: Doc(client_id=1000 + i) for i, a in enumerate(actors)}
     texts = {a: docs[a].get("content", type=Text) for a in actors}
     captured: list[bytes] = []
     local = {"on": False}
@@ -149,7 +149,7 @@ async def main() -> None:
     from palimpsest.settings import Settings
 
     sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import run_server  # type: ignore[import-not-found]
+    from conftest import run_server
 
     with tempfile.TemporaryDirectory() as tmp:
         db = args.db or f"{tmp}/bench.db"
@@ -157,6 +157,7 @@ async def main() -> None:
         settings = Settings(db=db, snapshot_every=args.snapshot_every)
         backend = Backend(settings)
         async with backend:
+            final: str | None
             if fresh:
                 t = time.perf_counter()
                 events, final = trace_events(args.trace, args.limit)
@@ -218,10 +219,10 @@ async def main() -> None:
 
         async with run_server(Settings(db=db)) as srv:
             http = []
-            async with httpx.AsyncClient(base_url=srv.url) as c:
+            async with httpx.AsyncClient(base_url=srv.url) as client:
                 for s in seqs:
                     t = time.perf_counter()
-                    r = await c.get(f"/api/docs/paper/versions/{s}")
+                    r = await client.get(f"/api/docs/paper/versions/{s}")
                     http.append(time.perf_counter() - t)
                     assert r.status_code == 200
             print(f"GET /versions/{{seq}} over HTTP: {_ms(http)}")

@@ -29,9 +29,9 @@ def _num(x: Any) -> float | None:
     return float(x) if isinstance(x, (int, float)) and x == x else None  # drops NaN
 
 
-def collect(
-    runs: list[dict[str, Any]], server: str, get: Callable[[dict[str, Any]], Any]
-) -> list[float]:
+# `get` is a Callable[..., Any], not [[dict[str, Any]], Any]: the callers' lambdas bind
+# loop variables as defaults (lambda r, k=k: ...), which mypy cannot infer against the latter
+def collect(runs: list[dict[str, Any]], server: str, get: Callable[..., Any]) -> list[float]:
     out = []
     for r in runs:
         if r.get("server") != server or r.get("error"):
@@ -103,9 +103,9 @@ def write_report(raw: dict[str, Any], bench_dir: Path, samples_dir: Path | None 
     servers: list[str] = raw.get("servers", [])
     specs: dict[str, Any] = raw.get("specs", {})
     cfg: dict[str, Any] = raw.get("config", {})
-    label = lambda s: specs.get(s, {}).get("label", s)  # noqa: E731
+    label: Callable[[str], str] = lambda s: specs.get(s, {}).get("label", s)  # noqa: E731
     traces = [(t[0], t[1]) for t in cfg.get("traces", [])]
-    tkey = lambda n, lim: f"{n}[:{lim}]" if lim else n  # noqa: E731
+    tkey: Callable[[str, int], str] = lambda n, lim: f"{n}[:{lim}]" if lim else n  # noqa: E731
     has_pal = PAL in servers
 
     def metric_table(
@@ -585,8 +585,8 @@ def write_report(raw: dict[str, Any], bench_dir: Path, samples_dir: Path | None 
         rows = []
         selfl, incl = prof.get("self", []), prof.get("inclusive", [])
         for i in range(max(len(selfl), len(incl))):
-            a = selfl[i] if i < len(selfl) else ["", 0]
-            b = incl[i] if i < len(incl) else ["", 0]
+            a: list[Any] = selfl[i] if i < len(selfl) else ["", 0]
+            b: list[Any] = incl[i] if i < len(incl) else ["", 0]
             rows.append(
                 [
                     f"`{a[0]}`" if a[0] else "",
@@ -691,7 +691,7 @@ def _latency_targets(
     ]
     rows: list[list[str]] = []
 
-    def m(s: str, get: Callable[[dict[str, Any]], Any]) -> float | None:
+    def m(s: str, get: Callable[..., Any]) -> float | None:  # Callable[...]: see collect()
         return med(collect(runs, s, get))
 
     def verdict(ok: bool, s: str) -> str:
@@ -735,12 +735,12 @@ def _latency_targets(
         if "y-websocket" in servers:
             for n, lim in traces:
                 k = tkey(n, lim)
-                get = lambda r, k=k: (  # noqa: E731
+                per_event = lambda r, k=k: (  # noqa: E731
                     1e6 * r["ingest"][k]["cpu_seconds"] / r["ingest"][k]["patches"]
                     if r["ingest"][k].get("correct") and r["ingest"][k].get("patches")
                     else None
                 )
-                a, b = m(s, get), m("y-websocket", get)
+                a, b = m(s, per_event), m("y-websocket", per_event)
                 if a is None or b is None:
                     continue
                 rows.append(
@@ -889,7 +889,7 @@ def plots(
     specs = raw.get("specs", {})
     cfg = raw.get("config", {})
     traces = [tkey(t[0], t[1]) for t in cfg.get("traces", [])]
-    label = lambda s: specs.get(s, {}).get("label", s)  # noqa: E731
+    label: Callable[[str], str] = lambda s: specs.get(s, {}).get("label", s)  # noqa: E731
 
     # ingest bars: observer rate (solid) and durable rate (hatched), median with min–max
     fig, ax = plt.subplots(figsize=(10, 5))
@@ -915,6 +915,7 @@ def plots(
             )
             if obs:
                 m = med(obs)
+                assert m is not None  # obs is not empty
                 ax.bar(
                     x,
                     m,
@@ -926,6 +927,7 @@ def plots(
                 )
             if dur:
                 m = med(dur)
+                assert m is not None  # dur is not empty
                 ax.bar(x, m, width * 0.95, fill=False, hatch="//", edgecolor="black", linewidth=0.5)
     ax.bar(
         0,
@@ -1028,7 +1030,9 @@ def plots(
             for r in runs:
                 h = h or r.get("ingest", {}).get(k, {}).get("patches")
             if v and h:
-                pts.append((h, med(v), min(v), max(v)))
+                mid = med(v)
+                assert mid is not None  # v is not empty
+                pts.append((h, mid, min(v), max(v)))
         pts.sort()
         if pts:
             ax.errorbar(

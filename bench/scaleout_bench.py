@@ -29,7 +29,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import websockets
@@ -51,7 +51,7 @@ class Client:
 
     def __init__(self, ws: Any) -> None:
         self.ws = ws
-        self.doc: Doc = Doc()
+        self.doc: Doc[Any] = Doc()
         self.text = self.doc.get("content", type=Text)
         self.updates: list[float] = []  # arrival time of each broadcast update
         self.synced = asyncio.Event()
@@ -84,7 +84,7 @@ class Client:
     def edit(self, ch: str) -> bytes:
         before = self.doc.get_state()
         self.text.insert(len(self.text), ch)
-        return P.encode_sync_update(self.doc.get_update(before))
+        return cast(bytes, P.encode_sync_update(self.doc.get_update(before)))
 
     async def close(self) -> None:
         await self.ws.close()

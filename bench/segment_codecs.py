@@ -56,7 +56,7 @@ def codecs() -> dict[str, Codec]:
     out["lzma2 preset 0, lc3 pb2 (its defaults)"] = _lzma([{"id": lzma.FILTER_LZMA2, "preset": 0}])
     out["lzma2 preset 6 (normal mode)"] = _lzma([{"id": lzma.FILTER_LZMA2, "preset": 6}])
     try:
-        import zstandard  # type: ignore[import-not-found]
+        import zstandard
     except ImportError:
         print("zstandard is not installed: zstd not measured", file=sys.stderr)
     else:

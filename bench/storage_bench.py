@@ -52,7 +52,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
@@ -297,10 +297,10 @@ def one_run(trace: str, kind: str, layout: str, pythonpath: Path, updates: list[
                 # cold: the first request of a server just started, the version at the
                 # head, then (another start) blame at the head; then the versions at
                 # random seqs (the same for every layout and run: seeded by the trace)
-                for what, path in (("cold_version_s", "/api/docs/bench/versions/head"),
-                                   ("cold_blame_s", "/api/docs/bench/blame")):  # fmt: skip
+                for what, route in (("cold_version_s", "/api/docs/bench/versions/head"),
+                                    ("cold_blame_s", "/api/docs/bench/blame")):  # fmt: skip
                     srv.start()
-                    hist[what] = asyncio.run(timed_get(port, path))
+                    hist[what] = asyncio.run(timed_get(port, route))
                     if what == "cold_blame_s":
                         seqs = random.Random(trace).sample(range(1, len(updates) + 1), versions)
                         hist["version_s"] = asyncio.run(versions_times(port, seqs))
@@ -525,7 +525,7 @@ def peers_report(runs: list[dict[str, Any]], command: str) -> list[str]:
                 if r.get("stop_returncode") not in (0, None):
                     why.append(f"it did not exit cleanly (exit {r.get('stop_returncode')})")
                 notes.append(f"† {labels[n]}, {trace}: " + "; ".join(why) + ".")
-            sent = {r.get("sent_bytes") for r in got} - {None, raw}
+            sent = cast(set[int], {r.get("sent_bytes") for r in got} - {None, raw})
             if sent:
                 notes.append(
                     f"{labels[n]}, {trace}: the driver's Yjs writer re-encodes each update "
@@ -815,7 +815,7 @@ def main() -> None:
                     "(default 900)")  # fmt: skip
     args = ap.parse_args()
     if args.report:
-        runs = json.loads(STORAGE_JSON.read_text())
+        runs: list[dict[str, Any]] = json.loads(STORAGE_JSON.read_text())
         # the peers' part names the command that measured them, recorded with their runs
         peers_cmd = next((r["command"] for r in runs
                           if r.get("layout") == "peer" and r.get("command")), None)  # fmt: skip
@@ -844,7 +844,7 @@ def main() -> None:
     out_dir = STORAGE_JSON.parent
     out_dir.mkdir(exist_ok=True)
     command = ("bench/storage_bench.py " + " ".join(sys.argv[1:])).strip()
-    runs: list[dict[str, Any]] = []
+    runs = []
     if args.peers_only:
         if STORAGE_JSON.exists():
             runs = json.loads(STORAGE_JSON.read_text())
