@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """The fan-out on a fresh server against the same server kind after `bench/run`'s quick
 ingest: whether what the ingest leaves behind (a bigger database, the ingested
-documents' unloads, their attribution refreshes waiting) slows the edits that follow.
+documents' unloads, their attribution refreshes waiting) slows the edits that follow,
+or (a Node.js peer, whose JIT has compiled its hot paths by then) speeds them up.
 
     bench/.peers/venv/bin/python bench/fanout_after_steps.py
     bench/.peers/venv/bin/python bench/fanout_after_steps.py --rounds 4 --observers 10
+    bench/.peers/venv/bin/python bench/fanout_after_steps.py --server hocuspocus
 
 Each run is a new server with a new database: "fresh" runs the fan-out (one writer at 50
 edits/s, 500 edits) at once; "after steps" first ingests the quick mode's traces, each
@@ -54,7 +56,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--server", default="palimpsest", choices=["palimpsest", "palimpsest-os"])
+    ap.add_argument("--server", default="palimpsest", choices=sorted(B.SERVERS))
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--observers", type=int, default=1)
     args = ap.parse_args()
