@@ -133,6 +133,11 @@ async def cmd_cat(args: argparse.Namespace) -> int:
     if args.seq is None and args.at is None and args.tag is None:
         async with _session(args, args.doc) as s:
             text = str(s.text(args.root))
+        if not text:
+            # a name nobody has written to (a typo?) is an error, as in `history`; a
+            # document whose text is empty prints nothing
+            async with _history(args) as h:
+                await h.events(args.doc, limit=1)
     else:
         async with _history(args) as h:
             v = await h.version(args.doc, args.seq, at=args.at, tag=args.tag)

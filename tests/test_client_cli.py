@@ -99,6 +99,21 @@ async def test_errors_are_one_line_messages(
     assert "not allowed" in capsys.readouterr().err
     assert await run("cat", "doc", "--url", "http://127.0.0.1:9") == 1
     assert "cannot connect" in capsys.readouterr().err
+    # a document nobody wrote to is not an empty one
+    assert await run("cat", "never-written", "--url", server.url) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and "no document named 'never-written'" in out.err, out
+
+
+async def test_cat_of_an_emptied_document_prints_nothing(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for text in ("gone soon", ""):
+        monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+        assert await run("edit", "emptied", "-", "--url", server.url) == 0
+    capsys.readouterr()
+    assert await run("cat", "emptied", "--url", server.url) == 0
+    assert capsys.readouterr().out == ""
 
 
 def test_entry_points() -> None:
