@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import uvicorn
+from starlette.routing import Mount, Route, WebSocketRoute
 
 from palimpsest.app import create_app
 from palimpsest.backend import Backend
@@ -138,3 +139,25 @@ async def schema() -> AsyncIterator[str]:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
     finally:
         await conn.close()
+
+
+def http_routes(app: Any) -> list[tuple[str, str]]:
+    """Every HTTP route of `app` as (method, path template), HEAD left out (Starlette
+    adds it to every GET). The websockets and the static files are no HTTP API; any
+    other websocket route or mount fails here, so that the checks built on this list
+    (the token matrix in test_auth.py, the OpenAPI file in test_openapi.py) cannot miss
+    routes behind it."""
+    out = []
+    for r in app.routes:
+        if isinstance(r, Route):
+            for m in sorted(r.methods or {"GET"}):
+                if m != "HEAD":
+                    out.append((m, r.path))
+        elif isinstance(r, WebSocketRoute):
+            # /hocuspocus authenticates each document in-band, with the same identify()
+            # and authorize(): tests/test_hocuspocus_node.py runs its token cases
+            known = ("/ws/{doc}", "/ws/{doc:path}", "/hocuspocus")
+            assert r.path in known, f"unknown websocket route {r.path}"
+        elif isinstance(r, Mount):
+            assert r.path == "/static", f"an unknown mount {r.path}: check its routes too"
+    return out

@@ -18,13 +18,12 @@ import httpx
 import jwt
 import pytest
 import websockets
-from conftest import RunningServer, eventually, run_server
+from conftest import RunningServer, eventually, http_routes, run_server
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pycrdt import Doc, Text
 from serverproc import ServerProcess
 from starlette.requests import Request
-from starlette.routing import Mount, Route, WebSocketRoute
 
 from palimpsest import protocol as P
 from palimpsest.app import create_app
@@ -70,8 +69,8 @@ HTTP_ROUTES: dict[tuple[str, str], str | None] = {
     ("GET", "/api/webhooks"): "admin",
     ("POST", "/api/webhooks/{hook}/{action:str}"): "admin",
 }
-PATH_VALUES = {"doc": DOC, "seq": "1", "ref": "1", "name": "v1", "tag": "v1",
-               "hook": "wh-000000000000", "action": "enable"}  # fmt: skip
+PATH_VALUES = {"doc": DOC, "ref": "1", "name": "v1", "hook": "wh-000000000000",
+               "action": "enable"}  # fmt: skip
 
 
 def token(
@@ -368,23 +367,6 @@ async def test_glob_patterns_grant_exactly_their_documents(jserver: RunningServe
 
 
 # --- HTTP ---------------------------------------------------------------------------------
-
-
-def http_routes(app: Any) -> list[tuple[str, str]]:
-    out = []
-    for r in app.routes:
-        if isinstance(r, Route):
-            for m in sorted(r.methods or {"GET"}):
-                if m != "HEAD":
-                    out.append((m, r.path))
-        elif isinstance(r, WebSocketRoute):
-            # /hocuspocus authenticates each document in-band, with the same identify()
-            # and authorize(): tests/test_hocuspocus_node.py runs its token cases
-            known = ("/ws/{doc}", "/ws/{doc:path}", "/hocuspocus")
-            assert r.path in known, f"unknown websocket route {r.path}"
-        elif isinstance(r, Mount):
-            assert r.path == "/static", f"an unknown mount {r.path}: add it to the matrix"
-    return out
 
 
 def fill(path: str) -> str:
