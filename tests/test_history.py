@@ -133,6 +133,8 @@ async def test_bad_requests_get_4xx_and_write_nothing(server: RunningServer) -> 
             ("GET", "/api/docs/nope/events", None, 404),
             ("GET", "/api/docs/h3/versions/999", None, 404),
             ("GET", "/api/docs/h3/versions/-1", None, 400),
+            ("GET", "/api/docs/h3/versions/-0", None, 400),
+            ("GET", "/api/docs/h3/versions/1234567890123456789", None, 400),
             ("GET", "/api/docs/h3/versions/no-such-tag", None, 404),
             ("GET", "/api/docs/h3/versions?at=yesterday", None, 400),
             ("GET", "/api/docs/h3/events?since=not-a-time", None, 400),
@@ -144,6 +146,9 @@ async def test_bad_requests_get_4xx_and_write_nothing(server: RunningServer) -> 
             ("GET", "/api/docs/h3/versions/1?format=pdf", None, 400),
             ("GET", "/api/docs/bad name/versions/1", None, 400),
             ("POST", "/api/docs/h3/restore", {}, 400),
+            ("POST", "/api/docs/h3/restore", {"seq": None}, 400),
+            ("POST", "/api/docs/h3/restore", {"seq": ""}, 400),
+            ("POST", "/api/docs/h3/restore", {"seq": 1.5}, 400),
             ("POST", "/api/docs/h3/restore", {"seq": 999}, 404),
             ("POST", "/api/docs/h3/restore", {"seq": "nope"}, 404),
             ("POST", "/api/docs/nope/restore", {"seq": 1}, 404),
@@ -195,6 +200,12 @@ async def test_tags_name_versions(server: RunningServer) -> None:
         assert r.status_code == 200 and r.json()["tag"]["seq"] == marks["world"]
         r = await c.put("/api/docs/h4/tags/final", json={"seq": "head"})
         assert r.json()["tag"]["seq"] == marks["bye"]
+        # JSON's 2.0 is the integer 2 (JSON Schema counts it so, and docs/openapi.yaml
+        # says integer); null names the head as an absent seq does
+        r = await c.put("/api/docs/h4/tags/final", json={"seq": float(marks["world"])})
+        assert r.status_code == 200 and r.json()["tag"]["seq"] == marks["world"]
+        r = await c.put("/api/docs/h4/tags/final", json={"seq": None})
+        assert r.status_code == 200 and r.json()["tag"]["seq"] == marks["bye"]
         r = await c.delete("/api/docs/h4/tags/draft 1")
         assert r.status_code == 200
         assert [t["name"] for t in r.json()["tags"]] == ["final"]

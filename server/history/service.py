@@ -122,6 +122,8 @@ class History:
         info = info or await self.info(doc)
         if ref is None or ref == "" or ref == "head":
             return info.head
+        if isinstance(ref, float) and ref.is_integer():
+            ref = int(ref)  # JSON's 220.0 is the integer 220 (as JSON Schema counts)
         if isinstance(ref, bool) or not isinstance(ref, int | str):
             raise BadRequest(f"a version is a seq number or a tag name, not {ref!r}")
         if isinstance(ref, str) and not _INT.fullmatch(ref.strip()):
@@ -129,7 +131,10 @@ class History:
                 if tag.name == ref:
                     return self._check(doc, tag.seq, info)
             raise NotFound(f"document {doc!r} has no tag named {ref!r}")
-        if isinstance(ref, str) and len(ref.strip().lstrip("-")) > 18:
+        if isinstance(ref, str) and ref.strip().startswith("-"):
+            # "-0" too: a seq is written as digits, as docs/openapi.yaml's Ref says
+            raise BadRequest(f"seq must be >= 0, not {ref.strip()}")
+        if isinstance(ref, str) and len(ref.strip()) > 18:
             raise BadRequest(f"seq {ref[:24]}... is out of range")
         return self._check(doc, int(ref), info)
 

@@ -144,7 +144,7 @@ async def blame(request: Request) -> Response:
 async def restore(request: Request) -> Response:
     history, doc, user = await _open(request, "write")
     body = await _body(request)
-    if "seq" not in body:
+    if body.get("seq") in (None, ""):
         raise BadRequest('the body must name the version to restore: {"seq": N} or a tag')
     info = await history.info(doc)
     seq = await history.resolve(doc, body["seq"], info)
