@@ -119,6 +119,7 @@ class Palimpsest:
     ) -> None:
         if backend is None:
             settings = settings or Settings()
+            settings.check()
             if isinstance(store, str):
                 store = open_store(store, durability=settings.durability)
             exts = list(extensions)
@@ -128,6 +129,8 @@ class Palimpsest:
                 exts += builtin_extensions(settings, others=exts)
             backend = Backend(settings, store, exts)
         self.backend = backend
+        #: why the lifespan could not start the backend (see lifespan)
+        self.startup_error: PalimpsestError | None = None
         routes: list[BaseRoute] = [
             Route("/", index),
             WebSocketRoute("/ws/{doc:path}", websocket_endpoint),
@@ -167,10 +170,20 @@ class Palimpsest:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
-        """Start the backend (store, committer, extensions' services) for the duration."""
-        async with self.backend:
-            await _warm_up()
-            yield
+        """Start the backend (store, committer, extensions' services) for the duration.
+
+        A start that fails for a reason we can name (a store that cannot be opened or
+        reached) is kept in ``startup_error``: ``palimpsest serve`` says it in one line."""
+        started = False
+        try:
+            async with self.backend:
+                started = True
+                await _warm_up()
+                yield
+        except PalimpsestError as e:
+            if not started:
+                self.startup_error = e
+            raise
 
     @contextlib.asynccontextmanager
     async def _own_lifespan(self, app: Starlette) -> AsyncIterator[None]:

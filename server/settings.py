@@ -123,25 +123,89 @@ class Settings:
         for f in fields(cls):
             raw = _env(f.name)
             if raw is not None:
-                setattr(s, f.name, _coerce(f.type, raw))
+                setattr(s, f.name, _coerce(f.name, f.type, raw))
         for k, v in overrides.items():
             if v is not None:
                 setattr(s, k, v)
         return s
+
+    def check(self) -> None:
+        """Raise ValueError naming the first setting that cannot work (a negative size, a
+        zero frame limit, an unknown log level...), as its environment variable names it.
+        ``palimpsest serve`` reports it and exits with 2; an embedding app gets it from
+        ``Palimpsest(settings=...)``."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            if value < 0 or (value == 0 and f.name in _POSITIVE) or value != value:
+                least = "above 0" if f.name in _POSITIVE else "0 or more"
+                raise ValueError(f"{_name(f.name)} must be {least}, not {value!r}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"{_name('port')} must be a port number (0-65535), not {self.port}")
+        for name, allowed in _CHOICES.items():
+            value = getattr(self, name)
+            if str(value).lower() not in allowed:
+                raise ValueError(
+                    f"{_name(name)} must be one of {', '.join(allowed)}, not {value!r}"
+                )
 
     @property
     def store_url(self) -> str:
         return self.store or f"sqlite:///{self.db}"
 
 
-def _coerce(typ: Any, raw: str) -> Any:
+#: settings that cannot be 0: nothing would fit, nothing would ever be done, or every
+#: wait would end at once (the others are 0 or more; where 0 means "off" or
+#: "unlimited", the field's comment says so)
+_POSITIVE = frozenset(
+    {
+        "max_frame_bytes", "max_doc_bytes", "max_awareness_bytes", "max_connections_per_ip",
+        "send_queue_frames", "max_send_queue_bytes", "max_send_queue_bytes_per_ip",
+        "max_send_queue_bytes_per_room", "max_awareness_state_bytes", "max_awareness_depth",
+        "max_awareness_clients_per_connection", "max_awareness_clients_per_room",
+        "max_awareness_room_bytes", "handshake_timeout", "max_request_head_bytes",
+        "max_http_body_bytes", "snapshot_every", "segment_events", "undo_max_depth",
+        "undo_max_group", "commit_batch_max", "webhook_max_failures", "webhook_retry_first",
+        "webhook_retry_max", "webhook_batch", "webhook_lease_seconds",
+        "changefeed_heartbeat", "changefeed_max_streams_per_ip", "changefeed_poll",
+    }
+)  # fmt: skip
+#: settings with a fixed set of values (compared lower-cased, as they are used)
+_CHOICES = {
+    "durability": ("fsync", "os"),
+    "event_loop": ("uvloop", "asyncio"),
+    "log_level": ("debug", "info", "warning", "error", "critical"),
+}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def _name(field_name: str) -> str:
+    """The field as an embedding app sets it, and the environment variable (each of
+    `serve`'s flags is the field's name with dashes)."""
+    return f"{field_name} (PALIMPSEST_{field_name.upper()})"
+
+
+def _env_name(field_name: str) -> str:
+    return "PALIMPSEST_" + field_name.upper()
+
+
+def _coerce(name: str, typ: Any, raw: str) -> Any:
     t = str(typ)
-    if t.startswith("int"):
-        return int(raw)
-    if t.startswith("float"):
-        return float(raw)
+    try:
+        if t.startswith("int"):
+            return int(raw)
+        if t.startswith("float"):
+            return float(raw)
+    except ValueError:
+        kind = "an integer" if t.startswith("int") else "a number"
+        raise ValueError(f"{_env_name(name)}={raw!r} is not {kind}") from None
     if t.startswith("tuple"):
         return tuple(part.strip() for part in raw.split(",") if part.strip())
     if t.startswith("bool"):
-        return raw.lower() in ("1", "true", "yes", "on")
+        if raw.strip().lower() not in _TRUE + _FALSE:
+            raise ValueError(
+                f"{_env_name(name)}={raw!r} is not one of {', '.join(_TRUE + _FALSE[:-1])}"
+            )
+        return raw.strip().lower() in _TRUE
     return raw

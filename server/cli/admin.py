@@ -135,10 +135,10 @@ def _run(
     setup_logging("error")
 
     async def main() -> int:
+        store = open_store(settings.store_url)  # refuses a URL of no store we know
         missing = _missing_sqlite_file(settings.store_url)
         if missing and name != "import":  # opening it would create an empty database
             raise AdminError(f"no SQLite database at {missing} (give --db or --store)")
-        store = open_store(settings.store_url)
         await store.start()
         try:
             return await func(store, args)
@@ -150,7 +150,7 @@ def _run(
     except BrokenPipeError:  # `palimpsest export DOC | head`: the reader has had enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (AdminError, PalimpsestError) as e:
+    except (AdminError, PalimpsestError, ValueError) as e:
         print(f"palimpsest {name}: {e}", file=sys.stderr)
         return 1
     except OSError as e:

@@ -56,7 +56,7 @@ def run_migrate(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(main())
-    except PalimpsestError as e:
+    except (PalimpsestError, ValueError) as e:  # ValueError: a store URL of no store
         print(f"palimpsest migrate: {e}", file=sys.stderr)
         return 1
 
@@ -64,7 +64,7 @@ def run_migrate(args: argparse.Namespace) -> int:
 def run_copy(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(copy(args.source, args.target, args.doc, args.replace, args.quiet))
-    except PalimpsestError as e:
+    except (PalimpsestError, ValueError) as e:  # ValueError: a store URL of no store
         print(f"palimpsest copy: {e}", file=sys.stderr)
         return 1
 

@@ -75,29 +75,34 @@ def run(args: argparse.Namespace) -> int:
     from ..handshake import uvicorn_options
     from ..limits import Limits
 
-    settings = settings_from(
-        args,
-        host=args.host,
-        port=args.port,
-        fanout=args.fanout,
-        durability=args.durability,
-        warm_disk_ms=args.warm_disk_ms,
-        event_loop=args.event_loop,
-        jwt_secret=args.jwt_secret,
-        jwt_public_key=args.jwt_public_key,
-        snapshot_every=args.snapshot_every,
-        max_frame_bytes=args.max_frame_bytes,
-        allow_origin=tuple(args.allow_origin) if args.allow_origin else None,
-        webhooks=tuple(args.webhook) if args.webhook else None,
-        webhook_secret=args.webhook_secret,
-        webhook_max_failures=args.webhook_max_failures,
-        webhook_retry_max=args.webhook_retry_max,
-        log_json=args.log_json,
-        log_level=args.log_level,
-    )
-    setup_logging(settings.log_level, settings.log_json)
-    loop = _event_loop(settings.event_loop)
-    app = create_app(settings)
+    try:
+        settings = settings_from(
+            args,
+            host=args.host,
+            port=args.port,
+            fanout=args.fanout,
+            durability=args.durability,
+            warm_disk_ms=args.warm_disk_ms,
+            event_loop=args.event_loop,
+            jwt_secret=args.jwt_secret,
+            jwt_public_key=args.jwt_public_key,
+            snapshot_every=args.snapshot_every,
+            max_frame_bytes=args.max_frame_bytes,
+            allow_origin=tuple(args.allow_origin) if args.allow_origin else None,
+            webhooks=tuple(args.webhook) if args.webhook else None,
+            webhook_secret=args.webhook_secret,
+            webhook_max_failures=args.webhook_max_failures,
+            webhook_retry_max=args.webhook_retry_max,
+            log_json=args.log_json,
+            log_level=args.log_level,
+        )
+        settings.check()
+        setup_logging(settings.log_level, settings.log_json)
+        loop = _event_loop(settings.event_loop)
+        app = create_app(settings)
+    except ValueError as e:  # what was configured cannot work: say what, start nothing
+        print(f"palimpsest serve: error: {e}", file=sys.stderr, flush=True)
+        return CONFIG_ERROR
     where = settings.store if settings.store else f"SQLite database {settings.db}"
     print(f"palimpsest: store: {where}, durability {settings.durability}, loop {loop}", flush=True)
     banner = auth_banner(settings)
@@ -126,10 +131,64 @@ def run(args: argparse.Namespace) -> int:
     uv = logging.getLogger("uvicorn")
     uv.handlers[:] = logging.getLogger("palimpsest").handlers
     uv.propagate = False
+    failure = _StartupFailure(app)
+    logging.getLogger("uvicorn.error").addFilter(failure)
     server = _going_away_server()(config)
     _tune_gc()
     ok = _serve(server, settings.host, settings.port, loop)
-    return 0 if ok else 1
+    if ok:
+        return 0
+    print(f"palimpsest: cannot start: {failure.reason(settings)}", file=sys.stderr, flush=True)
+    return STARTUP_FAILED
+
+
+#: exit statuses of `palimpsest serve`: what was configured cannot work (nothing was
+#: started), and the server could not start (its store, its address)
+CONFIG_ERROR = 2
+STARTUP_FAILED = 3
+
+
+class _StartupFailure(logging.Filter):
+    """Why uvicorn could not start the server, said once instead of in its log lines.
+
+    The two causes users meet: the store (the app's lifespan keeps the error; Starlette
+    hands uvicorn its traceback, and uvicorn logs it) and the address (uvicorn logs the
+    OSError of the bind). Both records are held back and `serve` says the cause in one
+    line. Anything else, a bug, keeps uvicorn's traceback."""
+
+    def __init__(self, app: Any) -> None:
+        super().__init__()
+        self.app = app
+        self.bind_error: OSError | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        if isinstance(record.msg, OSError):  # uvicorn: logger.error(exc) when bind fails
+            self.bind_error = record.msg
+            return False
+        if self.app.startup_error is not None:
+            message = str(record.msg)
+            # the lifespan's traceback, then "Application startup failed. Exiting."
+            return not message.startswith(("Traceback", "Application startup failed"))
+        return True
+
+    def reason(self, settings: Any) -> str:
+        import errno
+
+        if self.app.startup_error is not None:
+            return str(self.app.startup_error)
+        e = self.bind_error
+        if e is None:
+            return "see the errors above"
+        where = f"{settings.host}:{settings.port}"
+        if e.errno == errno.EADDRINUSE:
+            return f"{where} is in use (another server?): stop it or choose another --port"
+        if e.errno == errno.EADDRNOTAVAIL:
+            return f"{settings.host} is not an address of this machine (--host)"
+        if e.errno == errno.EACCES:
+            return f"no permission to listen on {where} (ports below 1024 need privileges)"
+        return f"cannot listen on {where}: {e.strerror or e}"
 
 
 #: at most this long to close connections with 1001 and flush the rooms on SIGTERM
@@ -249,8 +308,16 @@ def _serve(server: object, host: str, port: int, loop: str = "asyncio") -> bool:
 
     assert isinstance(server, uvicorn.Server)
 
+    async def serve() -> None:
+        try:
+            await server.serve()
+        except SystemExit:
+            # uvicorn's way out when it cannot start; raised in a task, it would end
+            # the loop and leave "Task exception was never retrieved" behind
+            return
+
     async def main() -> bool:
-        task = asyncio.create_task(server.serve())
+        task = asyncio.create_task(serve())
         while not server.started:
             if task.done():
                 return bool(task.result() is None and server.started)

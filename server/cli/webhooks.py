@@ -13,6 +13,7 @@ import sys
 
 from ..changefeed.extension import hook_json
 from ..changefeed.webhooks import Webhook
+from ..errors import PalimpsestError
 from ..store import open_store
 from ..store.cursors import ACTIVE, DISABLED
 from . import add_store_options, settings_from
@@ -84,4 +85,8 @@ async def webhooks(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    return asyncio.run(webhooks(args))
+    try:
+        return asyncio.run(webhooks(args))
+    except (PalimpsestError, ValueError) as e:  # ValueError: a store URL of no store
+        print(f"palimpsest webhooks: {e}", file=sys.stderr)
+        return 1

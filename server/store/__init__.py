@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 from .base import DocInfo, Event, EventStore, NewEvent, Snapshot, SnapshotInfo, Tag
 from .memory import MemoryStore
 from .sqlite import SQLiteStore
+
+#: a URL's scheme: a store URL names one of ours, or it is a file path
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
 __all__ = [
     "DocInfo",
@@ -34,6 +39,12 @@ def open_store(
         return PostgresStore(url, durability=durability, migrate=migrate)
     if url.startswith("memory://"):
         return MemoryStore()
+    scheme = _SCHEME.match(url)
+    if scheme and scheme.group(1) != "sqlite":
+        raise ValueError(
+            f"unknown store URL {scheme.group(0)}...: use sqlite:///path (or a file path), "
+            "postgresql://... or memory://"
+        )
     if url.startswith("sqlite://"):
         url = url[len("sqlite://") :]
         if url.startswith("/") and not url.startswith("//"):

@@ -1,0 +1,130 @@
+"""`palimpsest serve` that cannot work says why in one line, and starts nothing.
+
+A configuration that cannot work (a short JWT secret, a store URL of no store, a zero
+frame limit, an environment variable that is not a number) exits with 2 before anything
+is opened. A server that cannot start (its database cannot be opened, PostgreSQL does not
+answer, the port is taken) exits with 3. Neither prints a traceback: both print the
+cause, in words a user can act on. Real subprocesses, real files and sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from serverproc import free_port
+
+from palimpsest import Palimpsest
+from palimpsest.settings import Settings
+from palimpsest.store import open_store
+
+SECRET = "s" * 40
+
+
+def serve(
+    cwd: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Runs `palimpsest serve` in `cwd` (where it would create files); it must exit."""
+    cmd = [sys.executable, "-m", "palimpsest", "serve", "--host", "127.0.0.1"]
+    if "--port" not in args:
+        cmd += ["--port", str(free_port())]
+    if "--db" not in args and "--store" not in args:
+        cmd += ["--db", str(cwd / "p.db")]
+    return subprocess.run(
+        [*cmd, *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "says"),
+    [
+        (["--jwt-secret", "short"], {}, "the JWT secret is 5 bytes long"),
+        (["--jwt-public-key", "missing.pem"], {}, "cannot read the JWT public key missing.pem"),
+        (["--store", "redis://127.0.0.1:6379"], {}, "unknown store URL redis://"),
+        (["--webhook", "example.com/hook"], {}, "a webhook URL starts with http://"),
+        (["--max-frame-bytes", "0"], {}, "max_frame_bytes (PALIMPSEST_MAX_FRAME_BYTES) must"),
+        (["--snapshot-every", "-5"], {}, "snapshot_every (PALIMPSEST_SNAPSHOT_EVERY) must be"),
+        (["--log-level", "loud"], {}, "log_level (PALIMPSEST_LOG_LEVEL) must be one of debug"),
+        ([], {"PALIMPSEST_PORT": "eighty"}, "PALIMPSEST_PORT='eighty' is not an integer"),
+        ([], {"PALIMPSEST_LOG_JSON": "maybe"}, "PALIMPSEST_LOG_JSON='maybe' is not one of 1, true"),
+        ([], {"PALIMPSEST_UNDO_MAX_GROUP": "-1"}, "undo_max_group (PALIMPSEST_UNDO_MAX_GROUP)"),
+    ],
+)  # fmt: skip
+def test_a_configuration_that_cannot_work_exits_2_and_creates_nothing(
+    tmp_path: Path, args: list[str], env: dict[str, str], says: str
+) -> None:
+    r = serve(tmp_path, *args, env=env)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stdout + r.stderr, r.stderr
+    assert f"palimpsest serve: error: {says}" in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == [], "nothing may be created: no database, no directory"
+
+
+def test_a_database_that_cannot_be_opened_exits_3(tmp_path: Path) -> None:
+    garbage = tmp_path / "notes.db"
+    garbage.write_bytes(b"these are not the pages of a SQLite database" * 100)
+    r = serve(tmp_path, "--db", str(garbage))
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stdout + r.stderr, r.stderr
+    assert f"palimpsest: cannot start: cannot open SQLite database '{garbage}'" in r.stderr
+    assert "file is not a database" in r.stderr
+    # the file is left as it was: nothing was written into it
+    assert garbage.read_bytes() == b"these are not the pages of a SQLite database" * 100
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    r = serve(tmp_path, "--db", str(a_file / "p.db"))  # its directory is a file
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stdout + r.stderr, r.stderr
+    assert f"palimpsest: cannot start: cannot open SQLite database '{a_file / 'p.db'}'" in r.stderr
+
+
+@pytest.mark.postgres
+def test_postgresql_that_does_not_answer_exits_3(tmp_path: Path) -> None:
+    port = free_port()  # nobody listens there
+    r = serve(tmp_path, "--store", f"postgresql://127.0.0.1:{port}/test")
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stdout + r.stderr, r.stderr
+    assert "palimpsest: cannot start: cannot connect to PostgreSQL" in r.stderr, r.stderr
+    assert "Task exception was never retrieved" not in r.stderr
+
+
+def test_a_port_in_use_exits_3_and_names_it(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = serve(tmp_path, "--port", str(port))
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stdout + r.stderr, r.stderr
+    assert f"palimpsest: cannot start: 127.0.0.1:{port} is in use" in r.stderr, r.stderr
+    assert "choose another --port" in r.stderr
+    # the store had been opened before the bind failed (uvicorn starts the app first);
+    # it was closed again, and what it created opens as a database
+    r = subprocess.run(
+        [sys.executable, "-m", "palimpsest", "verify", "--db", str(tmp_path / "p.db")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 0, (r.stdout, r.stderr)
+
+
+def test_an_embedding_app_gets_the_same_refusals() -> None:
+    with pytest.raises(ValueError, match=r"max_doc_bytes \(PALIMPSEST_MAX_DOC_BYTES\)"):
+        Palimpsest(settings=Settings(max_doc_bytes=0))
+    with pytest.raises(ValueError, match="port number"):
+        Settings(port=70000).check()
+    with pytest.raises(ValueError, match="unknown store URL mysql://"):
+        open_store("mysql://127.0.0.1/notes")
+    # what 0 means "off" or "at once" for stays allowed, and so do the defaults
+    Settings(unload_after_seconds=0, undo_capture_ms=0, max_events_per_second=0).check()
+    Settings().check()
+    assert type(open_store("notes.db")).__name__ == "SQLiteStore"  # a bare path
