@@ -163,7 +163,17 @@ async def cmd_edit(args: argparse.Namespace) -> int:
 
 
 def _read_input(file: str) -> str:
-    return sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    """The new text: UTF-8, from a file or stdin; what cannot be read is said, not raised."""
+    where = "stdin" if file == "-" else repr(file)
+    try:
+        return sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    except OSError as e:
+        raise SystemExit(f"palimpsest: cannot read {where}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise SystemExit(
+            f"palimpsest: {where} is not UTF-8 text (byte {e.start}: {e.reason}); "
+            "edit sets a document's text"
+        ) from None
 
 
 def load_trace(trace: str) -> tuple[Path, dict[str, Any]]:

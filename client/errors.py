@@ -44,6 +44,10 @@ class BadRequest(Refused):
     pass
 
 
+class BadURL(Refused, ValueError):
+    """A server URL the client cannot use (raised before anything is sent)."""
+
+
 class AuthFailed(Refused):
     pass
 

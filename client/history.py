@@ -24,7 +24,7 @@ from palimpsest.errors import DocNameError
 from palimpsest.names import validate_doc_name
 
 from .errors import BadDocName, ServerGone, Timeout, from_http
-from .session import OpResult
+from .session import OpResult, check_url
 from .stream import Follower
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -85,7 +85,7 @@ class BlameRun:
 
 def http_url(url: str) -> str:
     """An HTTP base URL from http(s):// or ws(s)://HOST:PORT[/ws]."""
-    base = url.rstrip("/")
+    base = check_url(url).rstrip("/")
     if base.startswith("ws://") or base.startswith("wss://"):
         base = "http" + base[2:]
         if base.endswith("/ws"):

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import websockets
 from pycrdt import Doc, TransactionEvent, merge_updates
@@ -48,6 +48,7 @@ from palimpsest.names import validate_doc_name
 
 from .errors import (
     BadDocName,
+    BadURL,
     ClientError,
     NotFound,
     ReadOnly,
@@ -78,10 +79,18 @@ class OpResult:
         return self.ok
 
 
+def check_url(url: str) -> str:
+    """The URL, if it names a server: http(s):// or ws(s):// and a host; else BadURL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https", "ws", "wss") or not parts.netloc:
+        raise BadURL(f"{url!r} is not a server URL: give http://HOST:PORT (or ws://HOST:PORT/ws)")
+    return url
+
+
 def ws_url(url: str, doc: str, user: str | None = None, token: str | None = None) -> str:
     """The websocket URL of `doc` under a base like ``ws://HOST:PORT/ws`` (http:// works too;
     a bare ``http://HOST:PORT`` gets ``/ws`` added)."""
-    base = url.rstrip("/")
+    base = check_url(url).rstrip("/")
     if base.startswith("http://") or base.startswith("https://"):
         base = "ws" + base[4:]
         if not base.endswith("/ws"):

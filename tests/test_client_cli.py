@@ -128,3 +128,31 @@ def test_entry_points() -> None:
     with pytest.raises(SystemExit) as e:
         server_cli.main(["cat", "--help"])
     assert e.value.code == 0
+
+
+async def test_edit_says_what_it_cannot_read(
+    server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing file or one that is not UTF-8 text is said in one line, and the
+    document is not touched (it used to be a traceback)."""
+    binary = tmp_path / "photo.jpg"
+    binary.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)))
+    for path, says in (
+        (tmp_path / "missing.md", "cannot read"),
+        (binary, "is not UTF-8 text (byte 0: invalid start byte)"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            await run("edit", "untouched", str(path), "--url", server.url)
+        assert says in str(e.value.code) and str(path) in str(e.value.code)
+    assert await server.backend.store.doc_info("untouched") is None
+
+
+@pytest.mark.parametrize("url", ["notaurl", "127.0.0.1:8000", "ftp://127.0.0.1/x", "http://"])
+async def test_a_url_that_names_no_server_is_refused_at_once(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It used to wait ten seconds for a sync that could never come."""
+    for command in (["cat", "notes"], ["history", "notes"]):
+        assert await run(*command, "--url", url) == 2
+        err = capsys.readouterr().err
+        assert f"palimpsest: {url!r} is not a server URL: give http://HOST:PORT" in err, err

@@ -129,6 +129,14 @@ async def test_bad_doc_name_is_refused_before_connecting(server: RunningServer) 
             await h.events("bad name")
 
 
+def test_a_url_that_names_no_server_is_refused_before_connecting() -> None:
+    for url in ("localhost:8000", "notaurl", "ftp://127.0.0.1/ws"):
+        with pytest.raises(client.BadURL, match="is not a server URL"):
+            client.connect(url, "notes", user="ada")
+        with pytest.raises(ValueError, match="is not a server URL"):  # BadURL is one
+            client.History(url, user="ada")
+
+
 async def test_server_gone() -> None:
     port = free_port()  # nobody listens there
     with pytest.raises(client.ServerGone, match="cannot connect"):
