@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import re
 import sqlite3
 import subprocess
@@ -311,3 +312,32 @@ async def test_a_snapshot_with_damaged_meta_is_a_problem_line_and_export_still_w
     async with run_server(settings_for(db)) as srv:
         async with connect(srv.ws_url, "memo", user="bob") as c:
             assert c.content == "".join(f"{i} " for i in range(12))
+
+
+async def test_store_urls_of_no_store_and_a_copy_onto_itself_are_refused(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped store URL (`redis://`, `postgres+asyncpg://`) used to be taken for a
+    file path: `--store foo://bar` created a directory `foo:` with a database `bar` in
+    it. Every command that opens a store now refuses it and creates nothing."""
+    db = tmp_path / "p.db"
+    txt = tmp_path / "t.txt"
+    txt.write_text("hello")
+    assert (await cli(capfd, "import", "notes", str(txt), "--db", str(db))).code == 0
+    before = sorted(os.listdir(tmp_path))
+    for argv in (
+        ["inspect", "notes", "--store", "redis://127.0.0.1/0"],
+        ["export", "notes", "--store", "postgres+asyncpg://127.0.0.1/test"],
+        ["migrate", "--store", "mysql://127.0.0.1/test"],
+        ["webhooks", "list", "--store", "redis://127.0.0.1/0"],
+        ["copy", "--from", str(db), "--to", "redis://127.0.0.1/0", "--quiet"],
+    ):
+        r = await cli(capfd, *argv)
+        assert r.code == 1 and "unknown store URL" in r.err, (argv, r)
+        assert "Traceback" not in r.err, r
+    # the same file, however it is spelled, is not copied onto itself
+    same = f"sqlite:///{tmp_path}/../{tmp_path.name}/p.db"
+    r = await cli(capfd, "copy", "--from", str(db), "--to", same, "--quiet")
+    assert r.code == 1 and "--from and --to are the same store" in r.err, r
+    assert sorted(os.listdir(tmp_path)) == before
+    assert (await cli(capfd, "export", "notes", "--db", str(db))).out == "hello"

@@ -651,6 +651,16 @@ def test_cli_mints_tokens_the_server_accepts(
     assert jwt.decode(tok, key.public_key(), algorithms=["ES256"])["docs"] == ["*"]
     monkeypatch.delenv("PALIMPSEST_JWT_SECRET", raising=False)
     assert cli_main(["token", "--user", "g"]) == 2, "no secret, no key: refused"
+    capsys.readouterr()
+    # no token a server with that key would refuse: it is checked as the server checks it
+    for argv, says in (
+        (["--user", "", "--secret", SECRET], "token claim 'sub' must be a user name"),
+        (["--user", "h", "--secret", "short"], "the JWT secret is 5 bytes long"),
+        (["--user", "h", "--secret", SECRET, "--ttl", "1e9"], "token claim 'exp'"),
+    ):
+        assert cli_main(["token", *argv]) == 2, argv
+        out, err = capsys.readouterr()
+        assert out == "" and f"a server would refuse this token: {says}" in err, err
 
 
 async def test_document_list_shows_only_granted_documents(jserver: RunningServer) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
+from typing import Any
 
 from ..errors import PalimpsestError
 from ..store import open_store
@@ -61,6 +63,15 @@ def run_migrate(args: argparse.Namespace) -> int:
         return 1
 
 
+def _same_store(source: Any, target: Any, source_url: str, target_url: str) -> bool:
+    paths = [getattr(store, "path", None) for store in (source, target)]
+    if all(isinstance(p, str) and p != ":memory:" for p in paths):  # two SQLite files
+        return bool(Path(str(paths[0])).resolve() == Path(str(paths[1])).resolve())
+    return source_url.rstrip("/") == target_url.rstrip("/") and not source_url.startswith(
+        "memory://"
+    )
+
+
 def run_copy(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(copy(args.source, args.target, args.doc, args.replace, args.quiet))
@@ -80,6 +91,8 @@ async def copy(
     from tqdm import tqdm
 
     source, target = open_store(source_url), open_store(target_url)
+    if _same_store(source, target, source_url, target_url):
+        raise ValueError(f"--from and --to are the same store ({source_url}): nothing to copy")
     await source.start()
     try:
         await target.start()

@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..auth.tokens import mint
+    from ..auth.tokens import JWTAuth, mint
+    from ..errors import PalimpsestError
 
     docs = [d.strip() for arg in (args.docs or ["*"]) for d in arg.split(",") if d.strip()]
     if not docs:
@@ -65,7 +66,14 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-    print(mint(key, args.user, args.role, docs, args.ttl, algorithm=algorithm))
+    token = mint(key, args.user, args.role, docs, args.ttl, algorithm=algorithm)
+    try:  # checked as a server with this key checks it: no token a server would refuse
+        verifier = JWTAuth(key) if algorithm == "HS256" else JWTAuth(public_key=key.public_key())
+        verifier.identify(token)
+    except (ValueError, PalimpsestError) as e:
+        print(f"palimpsest token: a server would refuse this token: {e}", file=sys.stderr)
+        return 2
+    print(token)
     return 0
 
 
