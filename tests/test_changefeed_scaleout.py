@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import eventually
 from feedhelp import RawStream, type_into
 from scaleout import cluster, fanout_url, fresh_schema, open_store
+from serverproc import ServerProcess
 from webhook_receiver import Receiver
 
 pytestmark = pytest.mark.postgres
@@ -78,3 +80,28 @@ async def test_without_redis_the_poll_still_brings_other_processes_events(
             await type_into(p1.ws_url, "solo", ["one", "two", "three"])
             got = await s.events(3, timeout=15)
     assert [e["seq"] for e in got] == [1, 2, 3]
+
+
+async def test_a_cursor_past_a_bigint_is_refused_not_sent_to_postgresql(tmp_path: Path) -> None:
+    """`?after=` (or Last-Event-ID) beyond 2**63-1 went to asyncpg, which raised once the
+    stream had started: a traceback in the log and a broken stream. It is a 400 now, on
+    every route that takes a cursor."""
+    async with fresh_schema() as url, ServerProcess(tmp_path, extra_args=["--store", url]) as p:
+        base = p.http_url
+        await type_into(p.ws_url, "notes", ["a", "b"], user="al")
+        huge = str(2**63)
+        async with httpx.AsyncClient(timeout=5) as http:
+            for path, headers in (
+                (f"/api/events/stream?after={huge}", {}),
+                ("/api/events/stream", {"Last-Event-ID": huge}),
+                (f"/api/docs/notes/events/stream?after={huge}", {}),
+                (f"/api/docs/notes/events?after={huge}", {}),
+                (f"/api/docs/notes/sessions?after={huge}", {}),
+            ):
+                r = await http.get(base + path, headers=headers)
+                assert r.status_code == 400, (path, r.status_code, r.text)
+                assert "between 0 and 9223372036854775807" in r.json()["detail"], r.text
+            # the largest bigint is a cursor like any other
+            async with http.stream("GET", f"{base}/api/events/stream?after={2**63 - 1}") as r:
+                assert r.status_code == 200
+        assert "Traceback" not in p.log_text()

@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute, Route
 from ..auth import Identity, may_open
 from ..errors import BadRequest, TooManyConnections
 from ..names import validate_doc_name
+from ..store.base import MAX_SEQ
 from .events import HEARTBEAT, feed_text, sse_cursor, sse_frame
 
 if TYPE_CHECKING:
@@ -43,8 +44,8 @@ def _after(request: Request) -> int:
         value = int(raw)
     except ValueError:
         raise BadRequest(f"Last-Event-ID / ?after= must be an integer, not {raw[:40]!r}") from None
-    if value < 0:
-        raise BadRequest(f"Last-Event-ID / ?after= must be >= 0, not {value}")
+    if not 0 <= value <= MAX_SEQ:
+        raise BadRequest(f"Last-Event-ID / ?after= must be between 0 and {MAX_SEQ}, not {raw[:40]}")
     return value
 
 

@@ -18,6 +18,7 @@ from ..bounded_json import loads_bounded
 from ..errors import BadRequest
 from ..history import MAX_PAGE, SESSION_GAP_MS, History, history_of
 from ..names import validate_doc_name
+from ..store.base import MAX_SEQ
 from ..util import iso, parse_iso
 
 
@@ -34,7 +35,7 @@ async def _open(request: Request, need: str) -> tuple[History, str, str]:
     return history_of(backend), doc, identity.user
 
 
-def _int(request: Request, name: str, default: int, lo: int = 0, hi: int | None = None) -> int:
+def _int(request: Request, name: str, default: int, lo: int = 0, hi: int = MAX_SEQ) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
@@ -42,9 +43,8 @@ def _int(request: Request, name: str, default: int, lo: int = 0, hi: int | None 
         value = int(raw)
     except ValueError as e:
         raise BadRequest(f"?{name}= must be an integer, not {raw!r}") from e
-    if value < lo or (hi is not None and value > hi):
-        bound = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
-        raise BadRequest(f"?{name}= must be {bound}, not {value}")
+    if not lo <= value <= hi:
+        raise BadRequest(f"?{name}= must be between {lo} and {hi}, not {raw[:40]}")
     return value
 
 

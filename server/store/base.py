@@ -306,6 +306,10 @@ class Tag:
 #: lost then, never reordered or torn). See docs/durability.md.
 DURABILITY = ("fsync", "os")
 
+#: the largest seq or position a store holds (PostgreSQL's bigint, SQLite's integer): a
+#: request naming a larger one is refused as a bad request before it reaches the store
+MAX_SEQ = 2**63 - 1
+
 
 def check_durability(durability: str) -> str:
     if durability not in DURABILITY:
