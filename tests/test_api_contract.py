@@ -1,11 +1,12 @@
 """The HTTP API against its contract, docs/openapi.yaml, with generated requests.
 
 Schemathesis reads the OpenAPI file and sends requests to a real server on a loopback
-port, once on SQLite and once on PostgreSQL: the file's examples (the document ``notes``, its tag ``v1``), requests at the edges
-of each parameter's schema, and random ones, valid and invalid (bad document names,
-numbers out of range, odd bytes). Every answer is checked against the file: no 5xx,
-only documented status codes, a JSON body where JSON is promised, the documented schema,
-a request the schema allows not refused and one it forbids not accepted.
+port, once on SQLite and once on PostgreSQL: the file's examples (the document
+``notes``, its tag ``v1``), requests at the edges of each parameter's schema, and random
+ones, valid and invalid (bad document names, numbers out of range, odd bytes). Every
+answer is checked against the file: no 5xx, only documented status codes, a JSON body
+where JSON is promised, the documented schema, a request the schema allows not refused
+and one it forbids not accepted.
 
 Three callers: an admin, a reader (whose writes must be refused with 403) and nobody
 (401 on every route that needs a token). The two streaming routes are left out: their
