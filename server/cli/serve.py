@@ -134,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     failure = _StartupFailure(app)
     logging.getLogger("uvicorn.error").addFilter(failure)
     server = _going_away_server()(config)
+    failure.server = server
     _tune_gc()
     ok = _serve(server, settings.host, settings.port, loop)
     if ok:
@@ -159,10 +160,11 @@ class _StartupFailure(logging.Filter):
     def __init__(self, app: Any) -> None:
         super().__init__()
         self.app = app
+        self.server: Any = None  # once it has started, every record goes through
         self.bind_error: OSError | None = None
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.ERROR:
+        if record.levelno < logging.ERROR or (self.server is not None and self.server.started):
             return True
         if isinstance(record.msg, OSError):  # uvicorn: logger.error(exc) when bind fails
             self.bind_error = record.msg
