@@ -131,7 +131,7 @@ class Settings:
 
     def check(self) -> None:
         """Raise ValueError naming the first setting that cannot work (a negative size, a
-        zero frame limit, an unknown log level...), as its environment variable names it.
+        zero frame limit, an unknown log level...) by its field and environment variable.
         ``palimpsest serve`` reports it and exits with 2; an embedding app gets it from
         ``Palimpsest(settings=...)``."""
         for f in fields(self):
