@@ -7,10 +7,9 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any
 
 from ..errors import PalimpsestError
-from ..store import open_store
+from ..store import EventStore, MemoryStore, SQLiteStore, open_store
 from ..store.base import Snapshot
 from . import add_store_options, settings_from
 
@@ -63,13 +62,13 @@ def run_migrate(args: argparse.Namespace) -> int:
         return 1
 
 
-def _same_store(source: Any, target: Any, source_url: str, target_url: str) -> bool:
-    paths = [getattr(store, "path", None) for store in (source, target)]
-    if all(isinstance(p, str) and p != ":memory:" for p in paths):  # two SQLite files
-        return bool(Path(str(paths[0])).resolve() == Path(str(paths[1])).resolve())
-    return source_url.rstrip("/") == target_url.rstrip("/") and not source_url.startswith(
-        "memory://"
-    )
+def _same_store(source: EventStore, target: EventStore, source_url: str, target_url: str) -> bool:
+    if isinstance(source, SQLiteStore) and isinstance(target, SQLiteStore):
+        files = (source.path, target.path)
+        return ":memory:" not in files and Path(files[0]).resolve() == Path(files[1]).resolve()
+    if isinstance(source, MemoryStore):  # each memory:// is a store of its own
+        return False
+    return source_url.rstrip("/") == target_url.rstrip("/")
 
 
 def run_copy(args: argparse.Namespace) -> int:
