@@ -32,11 +32,13 @@ from .auth.open import OpenAccess
 from .backend import Backend
 from .errors import PalimpsestError
 from .extensions import Extension
+from .fanout import Fanout
 from .request_guard import RequestGuard
 from .routes import docs, hocuspocus, ops
 from .routes.ws import websocket_endpoint
+from .serving_lock import ServingLock
 from .settings import Settings
-from .store import EventStore, open_store
+from .store import EventStore, SQLiteStore, open_store
 
 log = logging.getLogger("palimpsest.app")
 
@@ -175,7 +177,10 @@ class Palimpsest:
         A start that fails for a reason we can name (a store that cannot be opened or
         reached) is kept in ``startup_error``: ``palimpsest serve`` says it in one line."""
         started = False
+        lock = _serving_lock(self.backend)
         try:
+            if lock is not None:
+                lock.acquire()
             async with self.backend:
                 started = True
                 await _warm_up()
@@ -184,6 +189,9 @@ class Palimpsest:
             if not started:
                 self.startup_error = e
             raise
+        finally:
+            if lock is not None:
+                lock.release()
 
     @contextlib.asynccontextmanager
     async def _own_lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -192,6 +200,15 @@ class Palimpsest:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.app(scope, receive, send)
+
+
+def _serving_lock(backend: Backend) -> ServingLock | None:
+    """A SQLite file is served by one process, or by several that share a fan-out bus
+    (server/serving_lock.py); other stores need no lock here."""
+    store = backend.store
+    if not isinstance(store, SQLiteStore) or store.path == ":memory:":
+        return None
+    return ServingLock(store.path, shared=backend.extension(Fanout) is not None)
 
 
 async def _warm_up() -> None:

@@ -9,16 +9,19 @@ cause, in words a user can act on. Real subprocesses, real files and sockets.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
-from serverproc import free_port
+from scaleout import fanout_url
+from serverproc import ServerProcess, free_port
 
-from palimpsest import Palimpsest
+from palimpsest import Palimpsest, client
 from palimpsest.settings import Settings
 from palimpsest.store import open_store
 
@@ -128,3 +131,50 @@ def test_an_embedding_app_gets_the_same_refusals() -> None:
     Settings(unload_after_seconds=0, undo_capture_ms=0, max_events_per_second=0).check()
     Settings().check()
     assert type(open_store("notes.db")).__name__ == "SQLiteStore"  # a bare path
+
+
+def test_a_second_server_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:
+    """Two servers on one SQLite file without a fan-out bus both started, and neither
+    heard of the other's edits: each one's clients saw the other's only after a reload.
+    The second is refused now; admin commands still work beside the first, and the lock
+    goes with the process, kill -9 included."""
+    db = tmp_path / "team.db"
+    with ServerProcess(tmp_path / "a", db_path=db) as first:
+        r = serve(tmp_path, "--db", str(db))
+        assert r.returncode == 3, (r.stdout, r.stderr)
+        assert "Traceback" not in r.stdout + r.stderr, r.stderr
+        assert (
+            f"palimpsest: cannot start: SQLite database '{db}' is in use: another server "
+            f"(pid {first.pid}) serves it"
+        ) in r.stderr, r.stderr
+        assert "--fanout redis://" in r.stderr
+        assert httpx.get(f"{first.http_url}/healthz").status_code == 200  # untouched
+        r = subprocess.run(
+            [sys.executable, "-m", "palimpsest", "verify", "--db", str(db)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.returncode == 0, (r.stdout, r.stderr)  # an admin command, beside it
+        first.kill9()
+        with ServerProcess(tmp_path / "b", db_path=db) as second:  # the lock went with it
+            assert httpx.get(f"{second.http_url}/healthz").status_code == 200
+
+
+@pytest.mark.redis
+async def test_servers_sharing_a_fanout_bus_share_a_sqlite_file(tmp_path: Path) -> None:
+    """With the same --fanout, several processes on one SQLite file hear each other: both
+    start, and a client of one sees the other's edits live. A server without the bus is
+    still refused beside them."""
+    db = tmp_path / "team.db"
+    bus = ["--fanout", fanout_url()]
+    async with ServerProcess(tmp_path / "a", db_path=db, extra_args=bus) as a, ServerProcess(
+        tmp_path / "b", db_path=db, extra_args=bus
+    ) as b:  # fmt: skip
+        async with client.connect(b.ws_url, "shared", user="bo") as on_b, client.connect(
+            a.ws_url, "shared", user="al"
+        ) as on_a:  # fmt: skip
+            on_a.text().insert(0, "from a")
+            await on_a.flush()
+            await on_b.wait_for(lambda: str(on_b.text()) == "from a", timeout=10)
+        r = await asyncio.to_thread(serve, tmp_path, "--db", str(db))
+        assert r.returncode == 3 and "serves it without a fan-out bus" not in r.stderr, r.stderr
+        assert "is in use" in r.stderr, r.stderr

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from conftest import eventually, free_port, run_server
+from scaleout import fanout_url
 from serverproc import ServerProcess
 from yclient import connect
 
@@ -45,11 +47,18 @@ def saw_marker(client: Any, clock: int) -> bool:
     return False
 
 
+@pytest.mark.redis
 async def test_nobody_sees_an_edit_before_its_commit_returns(tmp_path: Path) -> None:
     db = tmp_path / "wal.db"
-    settings = Settings(db=str(db), port=free_port(), unload_after_seconds=60)
-    # another OS process serving the same file, with its own SQLite connection
-    async with ServerProcess(tmp_path / "elsewhere", db_path=db) as elsewhere, \
+    # another OS process serving the same file, with its own SQLite connection; several
+    # servers on one SQLite file share a fan-out bus (server/serving_lock.py), so the
+    # edit could also reach it that way, and must not before its commit returns either
+    bus = fanout_url()
+    settings = Settings(db=str(db), port=free_port(), unload_after_seconds=60, fanout=bus)
+    elsewhere_server = ServerProcess(
+        tmp_path / "elsewhere", db_path=db, extra_args=["--fanout", bus]
+    )
+    async with elsewhere_server as elsewhere, \
             run_server(settings) as server, \
             connect(server.ws_url, "wal", "ann") as ann, \
             connect(server.ws_url, "wal", "obs") as obs:  # fmt: skip
