@@ -59,11 +59,8 @@ class ServingLock:
             who = f"another server (pid {holder})" if holder else "another server"
             if self.shared:
                 why = f"{who} serves it without a fan-out bus, so it would not hear this one"
-            else:
-                why = (
-                    f"{who} serves it, and without a fan-out bus neither would hear of the "
-                    "other's edits"
-                )
+            else:  # held exclusively (no bus there) or shared (a bus this one lacks)
+                why = f"{who} serves it, and this one has no fan-out bus to hear its edits by"
             raise StoreUnavailable(
                 f"SQLite database {self.db_path!r} is in use: {why}. Stop it, or run every "
                 "server on it with the same --fanout redis://... (docs/scaleout.md)"
