@@ -91,9 +91,8 @@ def test_a_database_that_cannot_be_opened_exits_3(tmp_path: Path) -> None:
     assert f"palimpsest: cannot start: cannot open SQLite database '{a_file / 'p.db'}'" in r.stderr
 
 
-@pytest.mark.postgres
 def test_postgresql_that_does_not_answer_exits_3(tmp_path: Path) -> None:
-    port = free_port()  # nobody listens there
+    port = free_port()  # nobody listens there: no PostgreSQL server is needed
     r = serve(tmp_path, "--store", f"postgresql://127.0.0.1:{port}/test")
     assert r.returncode == 3, (r.stdout, r.stderr)
     assert "Traceback" not in r.stdout + r.stderr, r.stderr
