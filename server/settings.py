@@ -145,7 +145,7 @@ class Settings:
             raise ValueError(f"{_name('port')} must be a port number (0-65535), not {self.port}")
         for name, allowed in _CHOICES.items():
             value = getattr(self, name)
-            if str(value).lower() not in allowed:
+            if (str(value).lower() if name == "log_level" else value) not in allowed:
                 raise ValueError(
                     f"{_name(name)} must be one of {', '.join(allowed)}, not {value!r}"
                 )
@@ -171,7 +171,7 @@ _POSITIVE = frozenset(
         "changefeed_heartbeat", "changefeed_max_streams_per_ip", "changefeed_poll",
     }
 )  # fmt: skip
-#: settings with a fixed set of values (compared lower-cased, as they are used)
+#: settings with a fixed set of values, as they are used (the log level in any case)
 _CHOICES = {
     "durability": ("fsync", "os"),
     "event_loop": ("uvloop", "asyncio"),

@@ -124,6 +124,9 @@ def test_an_embedding_app_gets_the_same_refusals() -> None:
         Palimpsest(settings=Settings(max_doc_bytes=0))
     with pytest.raises(ValueError, match="port number"):
         Settings(port=70000).check()
+    with pytest.raises(ValueError, match="must be one of uvloop, asyncio, not 'UVLOOP'"):
+        Settings(event_loop="UVLOOP").check()  # compared as it is used
+    Settings(log_level="WARNING").check()  # logging takes a level in any case
     with pytest.raises(ValueError, match="unknown store URL mysql://"):
         open_store("mysql://127.0.0.1/notes")
     # what 0 means "off" or "at once" for stays allowed, and so do the defaults
