@@ -152,6 +152,8 @@ async def test_bad_requests_get_4xx_and_write_nothing(server: RunningServer) -> 
             ("POST", "/api/docs/h3/restore", {"seq": None}, 400),
             ("POST", "/api/docs/h3/restore", {"seq": ""}, 400),
             ("POST", "/api/docs/h3/restore", {"seq": 1.5}, 400),
+            ("POST", "/api/docs/h3/restore", {"seq": 1e300}, 400),  # past a bigint
+            ("POST", "/api/docs/h3/restore", {"seq": 2**63}, 400),
             ("POST", "/api/docs/h3/restore", {"seq": 999}, 404),
             ("POST", "/api/docs/h3/restore", {"seq": "nope"}, 404),
             ("POST", "/api/docs/nope/restore", {"seq": 1}, 404),

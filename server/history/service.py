@@ -24,7 +24,7 @@ from pycrdt import Doc
 from ..errors import BadRequest, NotFound
 from ..origins import ServerOrigin
 from ..snapshots import load
-from ..store.base import DocInfo, Event, EventStore, Tag
+from ..store.base import MAX_SEQ, DocInfo, Event, EventStore, Tag
 from ..util import iso
 from .attribution import AttributionIndex
 from .attribution_cache import AttributionCache
@@ -136,6 +136,8 @@ class History:
             raise BadRequest(f"seq must be >= 0, not {ref.strip()}")
         if isinstance(ref, str) and len(ref.strip()) > 18:
             raise BadRequest(f"seq {ref[:24]}... is out of range")
+        if isinstance(ref, int) and ref > MAX_SEQ:  # a JSON number (strings: just above)
+            raise BadRequest(f"seq {str(ref)[:24]}... is out of range")
         return self._check(doc, int(ref), info)
 
     @staticmethod
