@@ -23,6 +23,7 @@ import collections
 import contextlib
 import dataclasses
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -695,6 +696,11 @@ class SQLiteStore(EventStore):
         self._sym = Symbols()  # the event loop's
         self._cursors: WebhookCursors | None = None
         self._recent = RecentRows()
+        #: the database file's (device, inode) when it was opened, and why writes stop
+        #: once the path no longer leads to it (see _watch_file)
+        self._file_id: tuple[int, int] | None = None
+        self._file_gone: str | None = None
+        self._watch: asyncio.Task[None] | None = None
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -726,6 +732,9 @@ class SQLiteStore(EventStore):
                     self._writer.keep_warm(self.warm_disk_ms / 1000)
                 self._db = await aiosqlite.connect(self.path, isolation_level=None)
                 await self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                st = os.stat(self.path)
+                self._file_id = (st.st_dev, st.st_ino)
+                self._watch = asyncio.get_running_loop().create_task(self._watch_file())
         except (sqlite3.Error, OSError) as e:
             await self.stop()
             raise StoreUnavailable(f"cannot open SQLite database {self.path!r}: {e}") from e
@@ -781,6 +790,9 @@ class SQLiteStore(EventStore):
         return int(rows[0][0]) if rows else 0
 
     async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         if self._writer is not None and not self._memory:
             with contextlib.suppress(Exception):  # a smaller file is nice, not needed
                 await self._give_back_pages(0)
@@ -814,6 +826,8 @@ class SQLiteStore(EventStore):
     ) -> _T:
         """One write transaction: one call on the writer thread. ``background``: upkeep,
         which gives way to appends (BACKGROUND_GRACE)."""
+        if self._file_gone is not None:
+            raise StoreUnavailable(self._file_gone)
         return await self.writer.call(
             lambda conn: _in_transaction(conn, what, fn), background=background
         )
@@ -831,6 +845,8 @@ class SQLiteStore(EventStore):
         """A write transaction whose rows name these actors and kinds by id. `small`: a
         few events' append, which may commit on the calling thread (_Writer.call);
         `pages`: about how many pages it writes; `append`: an append (ibid.)."""
+        if self._file_gone is not None:
+            raise StoreUnavailable(self._file_gone)
 
         def run(conn: sqlite3.Connection) -> _T:
             _intern(conn, self._wsym, names)
@@ -838,7 +854,45 @@ class SQLiteStore(EventStore):
 
         return await self.writer.call(run, small=small, pages=pages, append=append)
 
+    #: how often the database file's path is checked (a stat, off the edit's path)
+    FILE_CHECK_SECONDS = 1.0
+
+    async def _watch_file(self) -> None:
+        """Stop writing once the path no longer leads to the file we write.
+
+        Deleted or replaced while the server runs (a clean-up script, a restore copied
+        over it, a volume remounted), the open file takes commits that nobody can open
+        again: a restart loses them, and everything before. From then on every write is
+        refused (StoreUnavailable): the committer holds the edits and /readyz says why,
+        and clients keep what they typed and send it again to the restarted server."""
+        while self._file_gone is None:
+            await asyncio.sleep(self.FILE_CHECK_SECONDS)
+            self._check_file()
+
+    def _check_file(self) -> None:
+        if self._file_id is None or self._file_gone is not None:
+            return
+        try:
+            st = os.stat(self.path)
+            now: tuple[int, int] | None = (st.st_dev, st.st_ino)
+        except FileNotFoundError:
+            now = None
+        except OSError:
+            return  # cannot tell (a permission, a hiccup of the file system): try again
+        if now == self._file_id:
+            return
+        what = "removed" if now is None else "replaced by another file"
+        self._file_gone = (
+            f"the database file {self.path!r} was {what} while the server ran: writes "
+            "stop, so that nothing more goes into a file nobody can open again; restore "
+            "it and restart the server (clients send again what they typed)"
+        )
+        log.error("%s", self._file_gone)
+
     async def ping(self) -> None:
+        self._check_file()
+        if self._file_gone is not None:
+            raise StoreUnavailable(self._file_gone)
         try:
             await self._fetchall("SELECT 1")
         except StoreError as e:
