@@ -826,8 +826,7 @@ class SQLiteStore(EventStore):
     ) -> _T:
         """One write transaction: one call on the writer thread. ``background``: upkeep,
         which gives way to appends (BACKGROUND_GRACE)."""
-        if self._file_gone is not None:
-            raise StoreUnavailable(self._file_gone)
+        self._refuse_if_gone()
         return await self.writer.call(
             lambda conn: _in_transaction(conn, what, fn), background=background
         )
@@ -845,8 +844,7 @@ class SQLiteStore(EventStore):
         """A write transaction whose rows name these actors and kinds by id. `small`: a
         few events' append, which may commit on the calling thread (_Writer.call);
         `pages`: about how many pages it writes; `append`: an append (ibid.)."""
-        if self._file_gone is not None:
-            raise StoreUnavailable(self._file_gone)
+        self._refuse_if_gone()
 
         def run(conn: sqlite3.Connection) -> _T:
             _intern(conn, self._wsym, names)
@@ -860,14 +858,19 @@ class SQLiteStore(EventStore):
     async def _watch_file(self) -> None:
         """Stop writing once the path no longer leads to the file we write.
 
-        Deleted or replaced while the server runs (a clean-up script, a restore copied
-        over it, a volume remounted), the open file takes commits that nobody can open
-        again: a restart loses them, and everything before. From then on every write is
-        refused (StoreUnavailable): the committer holds the edits and /readyz says why,
-        and clients keep what they typed and send it again to the restarted server."""
+        Deleted or replaced while the server runs (a clean-up script, a restore moved
+        over it, a volume remounted; a copy written into the same file is not seen), the
+        open file takes commits that nobody can open again: a restart loses them, and
+        everything before. From then on every write is refused (StoreUnavailable): the
+        committer holds the edits and /readyz says why, and clients keep what they typed
+        and send it again to the restarted server."""
         while self._file_gone is None:
             await asyncio.sleep(self.FILE_CHECK_SECONDS)
             self._check_file()
+
+    def _refuse_if_gone(self) -> None:
+        if self._file_gone is not None:
+            raise StoreUnavailable(self._file_gone)
 
     def _check_file(self) -> None:
         if self._file_id is None or self._file_gone is not None:
@@ -891,8 +894,7 @@ class SQLiteStore(EventStore):
 
     async def ping(self) -> None:
         self._check_file()
-        if self._file_gone is not None:
-            raise StoreUnavailable(self._file_gone)
+        self._refuse_if_gone()
         try:
             await self._fetchall("SELECT 1")
         except StoreError as e:
