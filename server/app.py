@@ -36,7 +36,7 @@ from .fanout import Fanout
 from .request_guard import RequestGuard
 from .routes import docs, hocuspocus, ops
 from .routes.ws import websocket_endpoint
-from .serving_lock import ServingLock
+from .serving_lock import PostgresServingLock, ServingLock
 from .settings import Settings
 from .store import EventStore, SQLiteStore, open_store
 
@@ -180,7 +180,7 @@ class Palimpsest:
         lock = _serving_lock(self.backend)
         try:
             if lock is not None:
-                lock.acquire()
+                await lock.acquire()
             async with self.backend:
                 started = True
                 await _warm_up()
@@ -191,7 +191,7 @@ class Palimpsest:
             raise
         finally:
             if lock is not None:
-                lock.release()
+                await lock.release()
 
     @contextlib.asynccontextmanager
     async def _own_lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -202,13 +202,19 @@ class Palimpsest:
         await self.app(scope, receive, send)
 
 
-def _serving_lock(backend: Backend) -> ServingLock | None:
-    """A SQLite file is served by one process, or by several that share a fan-out bus
-    (server/serving_lock.py); other stores need no lock here."""
+def _serving_lock(backend: Backend) -> ServingLock | PostgresServingLock | None:
+    """A SQLite file or a PostgreSQL schema is served by one process, or by several that
+    share a fan-out bus (server/serving_lock.py); the memory store is one process's own."""
     store = backend.store
-    if not isinstance(store, SQLiteStore) or store.path == ":memory:":
-        return None
-    return ServingLock(store.path, shared=backend.extension(Fanout) is not None)
+    shared = backend.extension(Fanout) is not None
+    if isinstance(store, SQLiteStore):
+        return None if store.path == ":memory:" else ServingLock(store.path, shared=shared)
+    if store.name == "postgresql":
+        from .store.postgres import PostgresStore
+
+        if isinstance(store, PostgresStore):
+            return PostgresServingLock(store.dsn, store.schema, shared=shared)
+    return None
 
 
 async def _warm_up() -> None:

@@ -1,4 +1,4 @@
-"""One server process per SQLite file, unless they share a fan-out bus.
+"""One server process per SQLite file or PostgreSQL schema, unless they share a fan-out bus.
 
 Two `palimpsest serve` processes on one SQLite file without `--fanout` both start and
 both commit, but neither hears of the other's edits: a client of one sees what the
@@ -13,15 +13,24 @@ So a server holds a lock on ``<database>-serving`` (next to SQLite's ``-wal`` an
 that share a bus hear each other). The operating system drops it when the process ends,
 kill -9 included. Admin commands take no lock: they work beside a running server. The
 file holds the pid of the last process that took the lock, for the message.
+
+On PostgreSQL the same holds, one level up: several processes on one schema without a
+bus each commit, and each brings in the others' events only when it next appends. There
+the lock is a session-level advisory lock (``PostgresServingLock``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+import socket
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from .errors import StoreUnavailable
+from .errors import StoreError, StoreUnavailable
 
 try:
     import fcntl
@@ -40,7 +49,7 @@ class ServingLock:
         self.shared = shared
         self._fd = -1
 
-    def acquire(self) -> None:
+    async def acquire(self) -> None:
         """Takes the lock, or raises StoreUnavailable saying who holds it and what to do."""
         if fcntl is None:
             return
@@ -72,10 +81,136 @@ class ServingLock:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
 
-    def release(self) -> None:
+    async def release(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)  # closing drops the flock
             self._fd = -1
+
+
+#: advisory lock namespace (first key of the two-int form) for serving a PostgreSQL
+#: schema; the second key is the schema's name hashed. The snapshot writers use the
+#: namespace one below (server/store/postgres.py).
+_PG_SERVING = 0x50616C69 + 1
+#: how often the lock's connection is checked, and re-made when PostgreSQL dropped it
+_PG_CHECK_SECONDS = 5.0
+
+
+class PostgresServingLock:
+    """One server per PostgreSQL schema, unless they share a fan-out bus: the same rule
+    as for a SQLite file, with a session-level advisory lock for the flock. It is held by
+    a connection of its own for as long as the server serves; PostgreSQL drops it when
+    that session ends (the process killed, the connection lost). A lost connection is
+    re-made and the lock taken again; if another server took it in between, the log says
+    so (this one keeps serving: its clients' edits are still committed)."""
+
+    def __init__(self, dsn: str, schema: str | None, shared: bool) -> None:
+        self.dsn = dsn
+        self.schema = schema
+        self.shared = shared
+        self._conn: Any = None
+        self._keeper: asyncio.Task[None] | None = None
+        self.name = schema or ""
+
+    async def acquire(self) -> None:
+        await self._take(first=True)
+        self._keeper = asyncio.create_task(self._keep(), name="palimpsest-serving-lock")
+
+    async def release(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+            self._keeper = None
+        await self._close()
+
+    async def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 5)  # ends the session: drops the lock
+
+    async def _take(self, first: bool) -> None:
+        import asyncpg
+
+        from .store.postgres import _UNAVAILABLE
+
+        app = f"palimpsest serve pid {os.getpid()} on {socket.gethostname()}"[:63]
+        try:
+            conn = await asyncpg.connect(
+                self.dsn, timeout=10, server_settings={"application_name": app}
+            )
+        except _UNAVAILABLE as e:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL: {e}") from e
+        except asyncpg.PostgresError as e:
+            raise StoreError(f"cannot open the PostgreSQL store: {e}") from e
+        try:
+            # the schema the store's tables live in: its ?schema=, or the default one
+            self.name = self.schema or await conn.fetchval("SELECT current_schema()") or ""
+            take = "pg_try_advisory_lock_shared" if self.shared else "pg_try_advisory_lock"
+            got = await conn.fetchval(f"SELECT {take}($1, hashtext($2))", _PG_SERVING, self.name)
+            if not got:
+                holders = await conn.fetch(
+                    "SELECT l.mode, a.application_name FROM pg_locks l "
+                    "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 "
+                    "AND l.objid = hashtext($2)::oid AND l.objsubid = 2 "
+                    "AND l.database = (SELECT oid FROM pg_database "
+                    "WHERE datname = current_database())",
+                    _PG_SERVING,
+                    self.name,
+                )
+                raise StoreUnavailable(self._refusal(holders))
+        except BaseException:
+            await conn.close()
+            raise
+        self._conn = conn
+        if not first:
+            log.info("the serving lock on PostgreSQL schema %r is held again", self.name)
+
+    def _refusal(self, holders: list[Any]) -> str:
+        names = sorted({str(h["application_name"]) for h in holders if h["application_name"]})
+        who = f"another server ({', '.join(names)})" if names else "another server"
+        exclusive = any(h["mode"] == "ExclusiveLock" for h in holders)
+        if self.shared and exclusive:
+            why = f"{who} serves it without a fan-out bus, so it would not hear this one"
+        else:
+            why = f"{who} serves it, and this one has no fan-out bus to hear its edits by"
+        return (
+            f"PostgreSQL schema {self.name!r} is in use: {why}. Stop it, or run every server "
+            "on it with the same --fanout redis://... (docs/scaleout.md)"
+        )
+
+    async def _alive(self) -> bool:
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            return False
+        try:  # a cut without a FIN closes nothing: ask
+            await asyncio.wait_for(conn.fetchval("SELECT 1"), 5)
+        except Exception:  # noqa: BLE001 - any failure means the session is in doubt
+            return False
+        return True
+
+    async def _keep(self) -> None:
+        """Re-makes the lock's session when PostgreSQL dropped it (a restart, a network
+        cut): while it is gone, a server without a bus could start beside this one."""
+        lost = False
+        while True:
+            await asyncio.sleep(_PG_CHECK_SECONDS)
+            if await self._alive():
+                continue
+            if not lost:
+                log.warning("the serving lock's connection to PostgreSQL was lost; taking it again")
+                lost = True
+            await self._close()
+            try:
+                await self._take(first=False)
+                lost = False
+            except StoreUnavailable as e:
+                if "is in use" in str(e):
+                    log.error("%s (taken while this server's lock was lost)", e)
+                    return
+            except Exception as e:  # noqa: BLE001 - the store reports its own trouble
+                log.debug("serving lock: %s", e)
 
 
 def _read_pid(fd: int) -> int | None:
@@ -85,4 +220,26 @@ def _read_pid(fd: int) -> int | None:
         return None
 
 
-__all__ = ["SUFFIX", "ServingLock"]
+@contextlib.contextmanager
+def not_served(db_path: str) -> Iterator[None]:
+    """Holds the serving lock of the SQLite file ``db_path`` exclusively, so that no
+    server serves it meanwhile (``palimpsest backup --replace`` writing over it); raises
+    StoreUnavailable if a server serves it now."""
+    lock = ServingLock(db_path, shared=False)
+    if fcntl is None:
+        yield
+        return
+    fd = os.open(lock.path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_pid(fd)
+            who = f"a server (pid {holder})" if holder else "a server"
+            raise StoreUnavailable(f"{who} serves {db_path}: stop it first") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+__all__ = ["SUFFIX", "PostgresServingLock", "ServingLock", "not_served"]

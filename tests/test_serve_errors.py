@@ -16,9 +16,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
-from scaleout import fanout_url
+from conftest import PG_URL
+from scaleout import fanout_url, fresh_schema
 from serverproc import ServerProcess, free_port
 
 from palimpsest import Palimpsest, client
@@ -180,3 +182,90 @@ async def test_servers_sharing_a_fanout_bus_share_a_sqlite_file(tmp_path: Path) 
         r = await asyncio.to_thread(serve, tmp_path, "--db", str(db))
         assert r.returncode == 3 and "serves it without a fan-out bus" not in r.stderr, r.stderr
         assert "is in use" in r.stderr, r.stderr
+
+
+async def _serving_sessions(store_url: str) -> list[tuple[str, str]]:
+    """(application name, lock mode) of the sessions that hold the serving lock on the
+    schema of ``store_url`` (server/serving_lock.py)."""
+    schema = store_url.rsplit("schema=", 1)[1]
+    conn = await asyncpg.connect(PG_URL, timeout=10)
+    try:
+        rows = await conn.fetch(
+            "SELECT a.application_name, l.mode FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+            "AND l.granted AND l.classid = $1 AND l.objid = hashtext($2)::oid "
+            "AND l.objsubid = 2",
+            0x50616C69 + 1,
+            schema,
+        )
+    finally:
+        await conn.close()
+    return sorted((r[0], r[1]) for r in rows)
+
+
+@pytest.mark.postgres
+async def test_a_second_server_on_one_postgresql_schema_is_refused(tmp_path: Path) -> None:
+    """The same rule on PostgreSQL: two servers on one schema without a fan-out bus each
+    committed, and each brought in the other's events only when it next appended, so
+    their clients saw different text. The second is refused, naming the first; a server
+    on another schema starts; the lock goes with the first's session when it is killed,
+    and it is taken again when PostgreSQL drops that session under a running server."""
+    async with fresh_schema() as url, fresh_schema() as other:
+        store = ["--store", url]
+        async with ServerProcess(tmp_path / "a", extra_args=store) as first:
+            me = f"palimpsest serve pid {first.pid} on {socket.gethostname()}"[:63]
+            assert await _serving_sessions(url) == [(me, "ExclusiveLock")]
+            r = await asyncio.to_thread(serve, tmp_path, *store)
+            assert r.returncode == 3, (r.stdout, r.stderr)
+            assert "Traceback" not in r.stdout + r.stderr, r.stderr
+            schema = url.rsplit("schema=", 1)[1]
+            assert (
+                f"palimpsest: cannot start: PostgreSQL schema '{schema}' is in use: another "
+                f"server ({me}) serves it, and this one has no fan-out bus"
+            ) in r.stderr, r.stderr
+            # with a bus, beside one that has none: refused too, saying which lacks it
+            r = await asyncio.to_thread(serve, tmp_path, *store, "--fanout", fanout_url())
+            assert r.returncode == 3 and "serves it without a fan-out bus" in r.stderr, r.stderr
+            async with ServerProcess(tmp_path / "o", extra_args=["--store", other]):
+                pass  # another schema is another lock
+            # PostgreSQL drops the lock's session (a restart, a cut): the server takes the
+            # lock again, so a second server is still refused afterwards
+            conn = await asyncpg.connect(PG_URL, timeout=10)
+            try:
+                await conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = $1",
+                    me,
+                )
+            finally:
+                await conn.close()
+            for _ in range(100):
+                if await _serving_sessions(url) == [(me, "ExclusiveLock")]:
+                    break
+                await asyncio.sleep(0.2)
+            assert await _serving_sessions(url) == [(me, "ExclusiveLock")], first.log_tail()
+            assert "the serving lock's connection to PostgreSQL was lost" in first.log_text()
+            async with client.connect(first.ws_url, "still", user="al") as c:
+                c.text().insert(0, "served")  # the store's own pool was never touched
+                await c.flush()
+            first.kill9()
+            async with ServerProcess(tmp_path / "b", extra_args=store) as second:
+                async with client.connect(second.ws_url, "still", user="bo") as c:
+                    assert str(c.text()) == "served"
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+async def test_servers_sharing_a_fanout_bus_share_a_postgresql_schema(tmp_path: Path) -> None:
+    """With the same --fanout, several servers on one schema share the lock; one without
+    the bus is refused beside them."""
+    async with fresh_schema() as url:
+        bus = ["--store", url, "--fanout", fanout_url()]
+        async with ServerProcess(tmp_path / "a", extra_args=bus) as a, ServerProcess(
+            tmp_path / "b", extra_args=bus
+        ) as b:  # fmt: skip
+            assert [m for _, m in await _serving_sessions(url)] == ["ShareLock", "ShareLock"]
+            r = await asyncio.to_thread(serve, tmp_path, "--store", url)
+            assert r.returncode == 3, (r.stdout, r.stderr)
+            assert f"serve pid {a.pid} on" in r.stderr and f"serve pid {b.pid} on" in r.stderr
+            assert "this one has no fan-out bus" in r.stderr, r.stderr

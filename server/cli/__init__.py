@@ -15,12 +15,13 @@ from ..settings import Settings
 def commands() -> list[ModuleType]:
     """The modules of the subcommands, in the order of --help: listed, not discovered."""
     from ..client import cli as client_cli
-    from . import admin, copy, serve, token, webhooks
+    from . import admin, backup, copy, serve, token, webhooks
 
     return [
         serve,  # serve
         admin,  # export, import, snapshot, inspect, verify, compact, delete
         copy,  # migrate, copy (SQLite -> PostgreSQL)
+        backup,  # backup (a SQLite file, online)
         token,  # token (mint development tokens)
         webhooks,  # webhooks (delivery state, enable, disable)
         client_cli,  # cat, edit, replay, history, tail

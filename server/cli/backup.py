@@ -1,0 +1,205 @@
+"""`palimpsest backup`: a consistent copy of a SQLite database, taken while servers run.
+
+The copy is SQLite's online backup of one read transaction: the file as it was at one
+moment, every table at once (documents, logs, snapshots, tags, webhooks), while the
+servers keep committing (in WAL mode a reader holds up no writer). It is written to
+``OUT.partial``, checked (``PRAGMA quick_check``, and every table holds the rows the
+source held at that moment), flushed to the disk and renamed to ``OUT``, so ``OUT`` is
+either the whole backup or absent.
+
+The same command restores one: with the servers stopped, ``palimpsest backup --db
+backup.db palimpsest.db --replace`` puts the backup in place of the database and its
+``-wal`` and ``-shm`` (a stale ``-wal`` beside a restored file would be replayed into it).
+A database a server is serving is never replaced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import StoreUnavailable
+from ..serving_lock import not_served
+from ..store import SQLiteStore, open_store
+from . import add_store_options, settings_from
+
+#: pages copied per step of the backup (4 MB of 4 KB pages), for the progress bar
+_STEP_PAGES = 1024
+
+
+@dataclass
+class Done:
+    """What a backup wrote: the rows of each table at the moment it copied."""
+
+    docs: int
+    tables: dict[str, int]
+    size: int
+    seconds: float
+
+
+class BackupError(Exception):
+    """What the user is told, in one line, with exit status 1."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "backup",
+        help="copy a SQLite database into a file, consistently, while servers run on it",
+        description="Copy the SQLite database (--db/--store) into OUT as it is at one moment, "
+        "while servers keep serving it; the copy is checked before it takes the name OUT. "
+        "To restore, stop the server and back the backup up over the database: "
+        "`palimpsest backup --db backup.db palimpsest.db --replace`. "
+        "PostgreSQL: use pg_dump (docs/operations.md#backups).",
+    )
+    add_store_options(p)
+    p.add_argument("out", help="the file to write (refused if it exists, unless --replace)")
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="write over OUT (and drop its -wal and -shm); refused while a server serves OUT",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_backup)
+
+
+def run_backup(args: argparse.Namespace) -> int:
+    try:
+        store = open_store(settings_from(args).store_url)
+        if not isinstance(store, SQLiteStore) or store.path == ":memory:":
+            raise BackupError(
+                f"backup copies a SQLite database, not a {store.name} store; for PostgreSQL "
+                "use pg_dump (docs/operations.md#backups)"
+            )
+        done = backup(store.path, args.out, replace=args.replace, quiet=args.quiet)
+    except (BackupError, ValueError) as e:  # ValueError: a store URL of no store
+        print(f"palimpsest backup: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"palimpsest: backed up {store.path} to {args.out}: {done.docs} documents, "
+        f"{done.size / 1e6:.1f} MB in {done.seconds:.1f} s"
+    )
+    return 0
+
+
+def backup(
+    source: str,
+    out: str,
+    *,
+    replace: bool = False,
+    quiet: bool = True,
+    step_pages: int = _STEP_PAGES,
+) -> Done:
+    """Copies the SQLite database ``source`` into ``out``; returns what it did (for the
+    message and the tests). Raises BackupError for anything the user can act on.
+    ``step_pages``: pages copied between two looks at the progress bar."""
+    from tqdm import tqdm
+
+    src_path, out_path = Path(source), Path(out)
+    if not src_path.is_file():
+        raise BackupError(f"no SQLite database at {source}")
+    if out_path.exists() and src_path.resolve() == out_path.resolve():
+        raise BackupError(f"{out} is the database itself: back it up into another file")
+    if out_path.exists() and not replace:
+        raise BackupError(f"{out} exists: choose another file, or --replace to write over it")
+    if out_path.is_dir():
+        raise BackupError(f"{out} is a directory")
+    if out_path.exists():
+        try:
+            with not_served(str(out_path)):
+                pass  # refused now rather than after the copy (checked again at the end)
+        except StoreUnavailable as e:
+            raise BackupError(str(e)) from None
+    if not out_path.parent.is_dir():
+        raise BackupError(f"the directory of {out} does not exist")
+    partial = out_path.with_name(out_path.name + ".partial")
+    started = time.monotonic()
+    try:
+        src = sqlite3.connect(f"file:{src_path}?mode=ro", uri=True, isolation_level=None)
+    except sqlite3.Error as e:
+        raise BackupError(f"cannot open SQLite database {source}: {e}") from e
+    try:
+        try:
+            # one read transaction for the copy and the counts: one moment of the file,
+            # whatever the servers commit meanwhile
+            src.execute("BEGIN")
+            tables = [
+                r[0]
+                for r in src.execute(
+                    "SELECT name FROM sqlite_schema WHERE type = 'table' "
+                    "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+                )
+            ]
+            if "docs" not in tables:
+                raise BackupError(f"{source} is not a Palimpsest database (no docs table)")
+            counts = {t: _count(src, t) for t in tables}
+            docs = counts["docs"]
+            pages = int(src.execute("PRAGMA page_count").fetchone()[0])
+        except sqlite3.DatabaseError as e:
+            raise BackupError(f"cannot read SQLite database {source}: {e}") from e
+        partial.unlink(missing_ok=True)
+        dst = sqlite3.connect(partial, isolation_level=None)
+        try:
+            # the copy is synced once, whole, before it takes its name: no journal of its own
+            dst.execute("PRAGMA journal_mode = OFF")
+            dst.execute("PRAGMA synchronous = OFF")
+            with tqdm(
+                total=pages, unit="page", disable=quiet, desc="backup", file=sys.stderr
+            ) as bar:
+
+                def progress(status: int, remaining: int, total: int) -> None:
+                    bar.total = total
+                    bar.n = total - remaining
+                    bar.refresh()
+
+                src.backup(dst, pages=step_pages, progress=progress, sleep=0)
+            problems = [r[0] for r in dst.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                raise BackupError(f"the copy does not check: {'; '.join(problems[:5])}")
+            copied = {t: _count(dst, t) for t in tables}
+            if copied != counts:
+                differ = [t for t in tables if copied.get(t) != counts[t]]
+                raise BackupError(f"the copy's tables {differ} do not hold the source's rows")
+        except sqlite3.Error as e:
+            raise BackupError(f"cannot write {partial}: {e}") from e
+        finally:
+            dst.close()
+        src.execute("COMMIT")
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    finally:
+        src.close()
+    _fsync(partial)
+    if out_path.exists():  # --replace: no server may serve it from here to the rename
+        try:
+            with not_served(str(out_path)):
+                for extra in ("-wal", "-shm", "-journal"):  # the old file's, stale now
+                    Path(str(out_path) + extra).unlink(missing_ok=True)
+                os.replace(partial, out_path)
+        except StoreUnavailable as e:
+            partial.unlink(missing_ok=True)
+            raise BackupError(f"{e}; {out} is left as it was") from None
+    else:
+        os.replace(partial, out_path)
+    _fsync(out_path.parent)
+    return Done(docs, counts, out_path.stat().st_size, time.monotonic() - started)
+
+
+def _count(conn: sqlite3.Connection, table: str) -> int:
+    return int(conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0])
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+__all__ = ["BackupError", "Done", "backup", "register"]
