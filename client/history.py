@@ -335,6 +335,19 @@ class History:
         new = body.get("seq")
         return int(new) if new is not None else None
 
+    async def put_text(self, doc: str, text: str, root: str = "content") -> int | None:
+        """Make the text root `root` equal `text` by the smallest edit, as this user (an
+        undoable event of kind edit; the document is created if need be); returns its
+        seq, or None when the text already was equal."""
+        body = await self._json(
+            "PUT",
+            f"{_doc_path(doc)}/text",
+            f"writing the text of {doc!r}",
+            json={"text": text, "root": root},
+        )
+        new = body.get("seq")
+        return int(new) if new is not None else None
+
     async def tags(self, doc: str) -> list[dict[str, Any]]:
         body = await self._json("GET", f"{_doc_path(doc)}/tags", f"listing tags of {doc!r}")
         return list(body.get("tags") or [])

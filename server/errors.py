@@ -84,6 +84,13 @@ class BadRequest(PalimpsestError):
     http_status = 400
 
 
+class Conflict(PalimpsestError):
+    """The request does not fit the document as it is (a root of another type)."""
+
+    close_code = 4409
+    http_status = 409
+
+
 class StoreError(PalimpsestError):
     close_code = 1011
     http_status = 503

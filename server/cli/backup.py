@@ -76,8 +76,8 @@ def run_backup(args: argparse.Namespace) -> int:
                 "use pg_dump (docs/operations.md#backups)"
             )
         done = backup(store.path, args.out, replace=args.replace, quiet=args.quiet)
-    except (BackupError, ValueError) as e:  # ValueError: a store URL of no store
-        print(f"palimpsest backup: {e}", file=sys.stderr)
+    except (BackupError, ValueError, OSError) as e:  # ValueError: a store URL of no store
+        print(f"palimpsest backup: {e}", file=sys.stderr)  # OSError: a file it cannot write
         return 1
     print(
         f"palimpsest: backed up {store.path} to {args.out}: {done.docs} documents, "

@@ -19,9 +19,9 @@ import hashlib
 import re
 from typing import TYPE_CHECKING, Any
 
-from pycrdt import Doc
+from pycrdt import Doc, Text
 
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, Conflict, NotFound
 from ..origins import ServerOrigin
 from ..snapshots import load
 from ..store.base import MAX_SEQ, DocInfo, Event, EventStore, Tag
@@ -36,7 +36,7 @@ from .render import (
     structural_diff,
     typed_roots,
 )
-from .restore import make_equal
+from .restore import make_equal, set_text
 from .sessions import Sessions
 
 if TYPE_CHECKING:
@@ -375,6 +375,32 @@ class History:
                     make_equal(live, target, types)
 
             return await room.server_change(actor, "restore", change, meta={"restores": seq})
+        finally:
+            self.backend.rooms.release(room)
+
+    async def put_text(self, doc: str, actor: str, root: str, text: str) -> Event | None:
+        """Make the live document's text root ``root`` equal ``text``, by the smallest
+        change (as restore does), logged as one event of kind edit by ``actor``: it is
+        broadcast, undoable by them, and merges with what others type meanwhile. None
+        when the text was already equal. Conflict when ``root`` holds another type."""
+        from ..limits import Limits
+
+        room = await self.backend.rooms.get(doc)
+        try:
+            limits = self.backend.extension(Limits)
+            if limits is not None:
+                limits.check_update(room, len(text.encode()))
+
+            def change(live: Doc[Any]) -> None:
+                kind = typed_roots(live).get(root)
+                if kind is None and root in live.keys():
+                    kind = infer_root_types(live, [root]).get(root)
+                if kind not in (None, TEXT):
+                    raise Conflict(f"the root {root!r} of {doc!r} holds a {kind}, not text")
+                with live.transaction(origin=ServerOrigin(actor, "edit")):
+                    set_text(live.get(root, type=Text), text)
+
+            return await room.server_change(actor, "edit", change, meta={"root": root})
         finally:
             self.backend.rooms.release(room)
 

@@ -1,6 +1,8 @@
-"""History over HTTP: events, sessions, versions, diffs, blame, restore and tags.
+"""History over HTTP: events, sessions, versions, diffs, blame, restore and tags; and a
+text root written whole (PUT /text), which restore's smallest-change machinery serves.
 
-Reads need the "read" role, restore needs "write", creating or deleting tags "admin".
+Reads need the "read" role, restore and PUT /text "write", creating or deleting tags
+"admin".
 Wherever a seq is accepted, a tag name or ``head`` is too. Documented in
 docs/openapi.yaml and docs/history.md.
 """
@@ -154,6 +156,25 @@ async def restore(request: Request) -> Response:
     return JSONResponse({"seq": ev.seq, "restores": seq, "ts": iso(ev.ts)})
 
 
+#: the longest root name PUT /text accepts
+MAX_ROOT_NAME = 128
+
+
+async def put_text(request: Request) -> Response:
+    """PUT a text root's whole new content; the server writes the smallest change."""
+    history, doc, user = await _open(request, "write")
+    body = await _body(request)
+    text, root = body.get("text"), body.get("root", "content")
+    if not isinstance(text, str):
+        raise BadRequest('the body must hold the new text: {"text": "...", "root": "content"}')
+    if not isinstance(root, str) or not 0 < len(root) <= MAX_ROOT_NAME:
+        raise BadRequest(f'"root" must be a name of 1 to {MAX_ROOT_NAME} characters')
+    ev = await history.put_text(doc, user, root, text)
+    if ev is None:
+        return JSONResponse({"seq": None, "root": root, "reason": "already equal"})
+    return JSONResponse({"seq": ev.seq, "root": root, "ts": iso(ev.ts)})
+
+
 async def tags(request: Request) -> Response:
     if request.method == "POST":
         history, doc, user = await _open(request, "admin")
@@ -185,6 +206,7 @@ routes = [
     Route("/api/docs/{doc}/diff", diff),
     Route("/api/docs/{doc}/blame", blame),
     Route("/api/docs/{doc}/restore", restore, methods=["POST"]),
+    Route("/api/docs/{doc}/text", put_text, methods=["PUT"]),
     Route("/api/docs/{doc}/tags", tags, methods=["GET", "POST"]),
     Route("/api/docs/{doc}/tags/{name}", one_tag, methods=["PUT", "DELETE"]),
 ]

@@ -1,0 +1,181 @@
+"""PUT /api/docs/{doc}/text: an integration writes a text root whole, over HTTP, and the
+server makes the smallest change. A real server on a loopback port, real websocket
+clients (pycrdt), real SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from conftest import RunningServer, eventually, run_server
+from pycrdt import Map
+from yclient import connect
+
+from palimpsest.auth.tokens import mint
+from palimpsest.settings import Settings
+
+SECRET = "put-text-secret-of-at-least-32-bytes!"
+
+
+async def test_put_text_is_a_minimal_edit_broadcast_and_undoable(server: RunningServer) -> None:
+    async with connect(server.ws_url, "memo", "ann") as ann, httpx.AsyncClient(
+        base_url=server.url
+    ) as http:  # fmt: skip
+        ann.insert(0, "hello world")
+        await eventually(lambda: server.backend.rooms.get_loaded("memo") is not None)
+        await eventually(lambda: _live(server, "memo") == "hello world")
+        r = await http.put(
+            "/api/docs/memo/text", json={"text": "hello brave world"}, params={"user": "bot"}
+        )
+        assert r.status_code == 200, r.text
+        seq = r.json()["seq"]
+        assert r.json()["root"] == "content" and isinstance(seq, int)
+        await eventually(lambda: ann.content == "hello brave world", what="the PUT broadcast")
+
+        ev = (await http.get("/api/docs/memo/events", params={"after": seq - 1})).json()
+        [event] = ev["events"]
+        assert (event["kind"], event["actor"], event["meta"]["root"]) == ("edit", "bot", "content")
+        # the smallest change: "brave " is bot's, the rest keeps ann as its author
+        runs = (await http.get("/api/docs/memo/blame")).json()["roots"]["content"]["runs"]
+        by = {x["text"]: x["actor"] for x in runs}
+        assert by == {"hello ": "ann", "brave ": "bot", "world": "ann"}, runs
+
+        # the same text again: nothing to do, nothing logged
+        again = await http.put("/api/docs/memo/text", json={"text": "hello brave world"})
+        assert again.json() == {"seq": None, "root": "content", "reason": "already equal"}
+        assert await server.backend.store.head("memo") == seq
+
+        # bot undoes its write: ann's text is back, for her too
+        u = await http.post("/api/docs/memo/undo", params={"user": "bot"})
+        assert u.status_code == 200 and u.json()["reverts"] == [seq], u.text
+        await eventually(lambda: ann.content == "hello world", what="the undo broadcast")
+
+
+async def test_put_text_merges_with_typing_and_creates_documents(server: RunningServer) -> None:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        r = await http.put("/api/docs/fresh/text", json={"text": "line one\n", "root": "notes"})
+        assert r.status_code == 200 and r.json()["seq"] == 1, r.text
+        async with connect(server.ws_url, "fresh", "ann") as ann:
+            assert str(ann.doc.get("notes", type=type(ann.text))) == "line one\n"
+            ann.text.insert(0, "x")  # on the "content" root: another root, untouched
+
+            async def typing() -> None:
+                notes = ann.doc.get("notes", type=type(ann.text))
+                for _ in range(30):
+                    notes.insert(0, "a")
+                    await asyncio.sleep(0.004)
+
+            async def writing() -> None:
+                for text in ("line one\nline two\n", "line one\nline two\nline three\n"):
+                    w = await http.put("/api/docs/fresh/text", json={"text": text, "root": "notes"})
+                    assert w.status_code == 200, w.text
+                    await asyncio.sleep(0.03)
+
+            await asyncio.gather(typing(), writing())
+            notes = ann.doc.get("notes", type=type(ann.text))
+            await eventually(lambda: _live(server, "fresh", "notes") == str(notes))
+            final = str(notes)
+        # each write replaced the whole text it saw (the a's in it went); the a's typed
+        # after the last write was applied stay, so the log alone tells how many remain
+        events = (await http.get("/api/docs/fresh/events?limit=1000")).json()["events"]
+        writes = [e["seq"] for e in events if e["actor"] == "anonymous"]
+        assert len(writes) == 3, events
+        after = [e for e in events if e["seq"] > writes[-1]]
+        assert {e["actor"] for e in after} <= {"ann"}
+        assert final.replace("a", "") == "line one\nline two\nline three\n", final
+        assert final.count("a") == len(after), (final, len(after))
+        v = (await http.get("/api/docs/fresh/versions/head")).json()
+        assert v["roots"]["notes"]["value"] == final
+        assert v["roots"]["content"]["value"] == "x"
+
+
+async def test_put_text_refusals(server: RunningServer) -> None:
+    async with connect(server.ws_url, "shapes", "ann") as ann, httpx.AsyncClient(
+        base_url=server.url
+    ) as http:  # fmt: skip
+        ann.doc.get("meta", type=Map)["title"] = "a map"
+        await eventually(lambda: _head_sync(server, "shapes") >= 1)
+        head = await server.backend.store.head("shapes")
+        cases: list[tuple[dict[str, Any] | str, int, str]] = [
+            ({"text": "x", "root": "meta"}, 409, "the root 'meta' of 'shapes' holds a map"),
+            ({"root": "content"}, 400, "the body must hold the new text"),
+            ({"text": 5}, 400, "the body must hold the new text"),
+            ({"text": "x", "root": ""}, 400, '"root" must be a name of 1 to 128'),
+            ({"text": "x", "root": "r" * 129}, 400, '"root" must be a name of 1 to 128'),
+            ("[1, 2]", 400, "the body must be a JSON object"),
+        ]
+        for body, status, says in cases:
+            if isinstance(body, str):
+                r = await http.put(
+                    "/api/docs/shapes/text",
+                    content=body,
+                    headers={"content-type": "application/json"},
+                )
+            else:
+                r = await http.put("/api/docs/shapes/text", json=body)
+            assert r.status_code == status and says in r.json()["detail"], (body, r.text)
+        r = await http.put(
+            "/api/docs/shapes/text", content="x", headers={"content-type": "text/plain"}
+        )
+        assert r.status_code == 415, r.text
+        r = await http.put("/api/docs/bad%20name!/text", json={"text": "x"})
+        assert r.status_code == 400, r.text
+        assert await server.backend.store.head("shapes") == head  # nothing was logged
+        assert ann.doc.get("meta", type=Map)["title"] == "a map"
+
+
+async def test_put_text_needs_write_and_respects_the_size_limits(db_path: Any) -> None:
+    settings = Settings(db=str(db_path), jwt_secret=SECRET, max_doc_bytes=4096)
+    async with run_server(settings) as server, httpx.AsyncClient(base_url=server.url) as http:
+
+        def auth(role: str) -> dict[str, str]:
+            return {"authorization": f"Bearer {mint(SECRET, 'bot', role, ['team-*'], 600)}"}
+
+        url = "/api/docs/team-a/text"
+        assert (await http.put(url, json={"text": "x"})).status_code == 401
+        r = await http.put(url, json={"text": "x"}, headers=auth("read"))
+        assert r.status_code == 403, r.text
+        r = await http.put("/api/docs/other/text", json={"text": "x"}, headers=auth("write"))
+        assert r.status_code == 403, r.text
+        r = await http.put(url, json={"text": "y" * 5000}, headers=auth("write"))
+        assert r.status_code == 413 and "would grow over the limit" in r.text, r.text
+        assert await server.backend.store.head("team-a") == 0
+        r = await http.put(url, json={"text": "kept"}, headers=auth("write"))
+        assert r.status_code == 200 and r.json()["seq"] == 1, r.text
+        ev = (await http.get("/api/docs/team-a/events", headers=auth("read"))).json()
+        assert [e["actor"] for e in ev["events"]] == ["bot"]  # the token's user, not ?user=
+
+
+def _live(server: RunningServer, doc: str, root: str = "content") -> str | None:
+    from pycrdt import Text
+
+    room = server.backend.rooms.get_loaded(doc)
+    return str(room.doc.get(root, type=Text)) if room is not None else None
+
+
+def _head_sync(server: RunningServer, doc: str) -> int:
+    room = server.backend.rooms.get_loaded(doc)
+    return room.seq if room is not None else 0
+
+
+async def test_the_python_client_writes_a_text_whole(server: RunningServer) -> None:
+    from palimpsest import client
+
+    async with client.History(server.url, user="bot") as h:
+        assert await h.put_text("py", "one two") == 1
+        assert await h.put_text("py", "one two") is None
+        assert await h.put_text("py", "one, two", root="content") == 2
+        assert (await h.version("py")).text == "one, two"
+        [*_, last] = (await h.events("py")).events
+        assert (last.kind, last.actor) == ("edit", "bot")
+    async with connect(server.ws_url, "py-map", "ann") as ann:
+        ann.doc.get("content", type=Map)["k"] = 1
+        await eventually(lambda: _head_sync(server, "py-map") >= 1)
+        async with client.History(server.url, user="bot") as h:
+            try:
+                await h.put_text("py-map", "text")
+            except client.Refused as e:
+                assert e.code == 409 and "holds a map, not text" in str(e), e
+            else:
+                raise AssertionError("a text written over a map root")
