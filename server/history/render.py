@@ -9,13 +9,14 @@ it has elements; a root with nothing visible renders as empty text.
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import json
 from collections.abc import Iterable
 from typing import Any
 
 from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
+
+from .bounded_diff import Budget, Opcode, opcodes
 
 TEXT, MAP, ARRAY, XML = "text", "map", "array", "xml"
 ROOT_CLASSES: dict[str, type[Any]] = {TEXT: Text, MAP: Map, ARRAY: Array, XML: XmlFragment}
@@ -117,8 +118,7 @@ def diff_array(old: list[Any], new: list[Any]) -> list[dict[str, Any]]:
     a = [json.dumps(v, sort_keys=True) for v in old]
     b = [json.dumps(v, sort_keys=True) for v in new]
     ops: list[dict[str, Any]] = []
-    sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    for tag, i1, i2, j1, j2 in sm.get_opcodes():
+    for tag, i1, i2, j1, j2 in opcodes(a, b):
         if tag == "equal":
             ops.append({"op": "equal", "index": i1, "values": old[i1:i2]})
         if tag in ("delete", "replace"):
@@ -141,41 +141,40 @@ def diff_strings(old: str, new: str) -> list[dict[str, Any]]:
     return ops
 
 
-#: a character diff (difflib, quadratic in the worst case) only on changed spans up to
-#: this many characters; longer spans are first diffed by lines
+#: a character diff only on changed spans up to this many characters; longer spans are
+#: first diffed by lines
 CHAR_DIFF_LIMIT = 4000
 
-Opcode = tuple[str, int, int, int, int]
 
-
-def _char_opcodes(a: str, b: str, i0: int, j0: int) -> list[Opcode]:
-    if a and b and len(a) + len(b) <= CHAR_DIFF_LIMIT:
-        sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
-        return [(t, i1 + i0, i2 + i0, j1 + j0, j2 + j0) for t, i1, i2, j1, j2 in sm.get_opcodes()]
+def _char_opcodes(a: str, b: str, i0: int, j0: int, budget: Budget) -> list[Opcode]:
+    if len(a) + len(b) <= CHAR_DIFF_LIMIT:
+        return [
+            (t, i1 + i0, i2 + i0, j1 + j0, j2 + j0) for t, i1, i2, j1, j2 in opcodes(a, b, budget)
+        ]
     if not a and not b:
         return []
     tag = "replace" if a and b else ("delete" if a else "insert")
     return [(tag, i0, i0 + len(a), j0, j0 + len(b))]
 
 
-def _line_opcodes(a: str, b: str, i0: int, j0: int) -> list[Opcode]:
+def _line_opcodes(a: str, b: str, i0: int, j0: int, budget: Budget) -> list[Opcode]:
     la, lb = a.splitlines(keepends=True), b.splitlines(keepends=True)
     offa = [0, *itertools.accumulate(len(x) for x in la)]
     offb = [0, *itertools.accumulate(len(x) for x in lb)]
     out: list[Opcode] = []
-    sm = difflib.SequenceMatcher(None, la, lb, autojunk=False)
-    for tag, i1, i2, j1, j2 in sm.get_opcodes():
+    for tag, i1, i2, j1, j2 in opcodes(la, lb, budget):
         ca, cb = a[offa[i1] : offa[i2]], b[offb[j1] : offb[j2]]
         if tag == "equal":
             out.append(("equal", i0 + offa[i1], i0 + offa[i2], j0 + offb[j1], j0 + offb[j2]))
         else:
-            out.extend(_char_opcodes(ca, cb, i0 + offa[i1], j0 + offb[j1]))
+            out.extend(_char_opcodes(ca, cb, i0 + offa[i1], j0 + offb[j1], budget))
     return out
 
 
 def string_opcodes(a: str, b: str) -> list[Opcode]:
     """difflib-style opcodes over code points: common prefix and suffix trimmed, then a
-    character diff, or for long changed spans a line diff refined by characters."""
+    character diff, or for long changed spans a line diff refined by characters; the
+    work bounded (bounded_diff.py), whatever the texts."""
     n = min(len(a), len(b))
     pre = 0
     while pre < n and a[pre] == b[pre]:
@@ -184,13 +183,14 @@ def string_opcodes(a: str, b: str) -> list[Opcode]:
     while suf < n - pre and a[len(a) - 1 - suf] == b[len(b) - 1 - suf]:
         suf += 1
     am, bm = a[pre : len(a) - suf], b[pre : len(b) - suf]
+    budget = Budget()
     ops: list[Opcode] = []
     if pre:
         ops.append(("equal", 0, pre, 0, pre))
     if len(am) + len(bm) <= CHAR_DIFF_LIMIT:
-        ops.extend(_char_opcodes(am, bm, pre, pre))
+        ops.extend(_char_opcodes(am, bm, pre, pre, budget))
     else:
-        ops.extend(_line_opcodes(am, bm, pre, pre))
+        ops.extend(_line_opcodes(am, bm, pre, pre, budget))
     if suf:
         ops.append(("equal", len(a) - suf, len(a), len(b) - suf, len(b)))
     return ops

@@ -6,21 +6,22 @@ event of kind ``restore``, broadcast, and tracked for undo as the restoring user
 edit). Being an ordinary forward change, it merges with whatever others type at the
 same moment: every replica converges.
 
-Text is changed by a character diff (difflib over code points, after trimming the
-common prefix and suffix; pycrdt positions are UTF-8 byte offsets), so that untouched
-text keeps its identity (cursors, attribution). Maps set and delete keys; arrays
+Text is changed by a character diff (render.string_opcodes: over code points, after
+trimming the common prefix and suffix, its work bounded by bounded_diff.py; pycrdt
+positions are UTF-8 byte offsets), so that untouched text keeps its identity (cursors,
+attribution). Maps set and delete keys; arrays
 replace the differing slices; XML fragments are rebuilt when they differ.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 from itertools import accumulate
 from typing import Any
 
 from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
 
+from .bounded_diff import opcodes
 from .render import ARRAY, MAP, ROOT_CLASSES, TEXT, XML, jsonable, string_opcodes
 
 
@@ -77,8 +78,7 @@ def set_array(live: Array[Any], target: Array[Any] | None) -> None:
     b = [json.dumps(jsonable(v), sort_keys=True) for v in want]
     if a == b:
         return
-    ops = difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
-    for tag, i1, i2, j1, j2 in reversed(ops):
+    for tag, i1, i2, j1, j2 in reversed(opcodes(a, b)):
         if tag == "equal":
             continue
         if i2 > i1:
