@@ -81,7 +81,7 @@ def run_backup(args: argparse.Namespace) -> int:
         return 1
     print(
         f"palimpsest: backed up {store.path} to {args.out}: {done.docs} documents, "
-        f"{done.size / 1e6:.1f} MB in {done.seconds:.1f} s"
+        f"{done.size / 1e6:.1f} MB in {done.seconds:.2f} s"
     )
     return 0
 
