@@ -41,6 +41,20 @@ class Bucket:
         self.tokens -= cost
         return True
 
+    def take_whole(self, cost: float, now: float) -> bool:
+        """Spend `cost` only if the bucket holds it (no debt): a burst is exactly 2x."""
+        if self.rate <= 0:
+            return True
+        self._refill(now)
+        if self.tokens < cost:
+            return False
+        self.tokens -= cost
+        return True
+
+    def full(self, now: float) -> bool:
+        """Whether it has refilled to its burst: forgetting it changes nothing."""
+        return self.tokens + (now - self._last) * self.rate >= 2 * self.rate
+
     def charge(self, cost: float, now: float) -> None:
         """Spend `cost` after the fact (work done on the client's behalf)."""
         if self.rate > 0:

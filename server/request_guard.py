@@ -11,16 +11,21 @@ request body may be.
   can do nothing the token's holder did not hand it.
 - Bodies: at most ``max_http_body_bytes`` (413), and ``application/json`` when not empty
   (415): a cross-site form or ``text/plain`` fetch cannot pose as an API call.
+- Rate. State-changing API requests (restore, undo, a text written whole, tags, deletes)
+  do work on the event loop that a websocket's rate limit does not see: at most
+  ``max_http_writes_per_second`` per client address (burst 2x), 429 beyond.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from .limits import Bucket
 from .settings import Settings
 
 log = logging.getLogger("palimpsest.guard")
@@ -33,6 +38,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+#: client addresses whose write rate is tracked before the idle ones are forgotten
+_MAX_TRACKED = 10_000
 
 
 def _headers(scope: Scope) -> dict[str, str]:
@@ -65,6 +72,28 @@ class RequestGuard:
         self.settings = settings
         self.is_open = is_open
         self.refused = refused
+        #: per client address, for max_http_writes_per_second
+        self._writes: dict[str, Bucket] = {}
+
+    def _over_write_rate(self, scope: Scope) -> str | None:
+        rate = self.settings.max_http_writes_per_second
+        if rate <= 0 or not str(scope.get("path", "")).startswith("/api/"):
+            return None
+        client = scope.get("client")
+        host = str(client[0]) if client else "?"
+        now = time.monotonic()
+        bucket = self._writes.get(host)
+        if bucket is None:
+            if len(self._writes) >= _MAX_TRACKED:
+                self._writes = {k: b for k, b in self._writes.items() if not b.full(now)}
+            bucket = self._writes[host] = Bucket(rate, now)
+        if bucket.take_whole(1, now):
+            return None
+        self.refused("http_write_rate")
+        return (
+            f"too many write requests from {host}: at most {rate:g} a second "
+            f"(bursts of {2 * rate:g}); retry in a second"
+        )
 
     def _origin_refusal(self, scope: Scope, headers: dict[str, str]) -> str | None:
         origin = headers.get("origin")
@@ -92,6 +121,9 @@ class RequestGuard:
             if refusal is not None:
                 log.warning("refused %s %s: %s", scope["method"], scope.get("path"), refusal)
                 return await _answer(send, 403, "Forbidden", refusal)
+            refusal = self._over_write_rate(scope)
+            if refusal is not None:
+                return await _answer(send, 429, "RateLimited", refusal, ((b"retry-after", b"1"),))
             await self._with_body(scope, receive, send, headers)
             return
         await self.app(scope, receive, send)
@@ -139,13 +171,15 @@ class RequestGuard:
         await self.app(scope, replay, send)
 
 
-async def _answer(send: Send, status: int, error: str, detail: str) -> None:
+async def _answer(
+    send: Send, status: int, error: str, detail: str, extra: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
     payload = json.dumps({"error": error, "detail": detail}).encode()
     await send({
         "type": "http.response.start",
         "status": status,
         "headers": [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode())],
+                    (b"content-length", str(len(payload)).encode()), *extra],
     })  # fmt: skip
     await send({"type": "http.response.body", "body": payload})
 

@@ -67,6 +67,9 @@ class Settings:
     max_request_head_bytes: int = 64 * 1024
     #: largest HTTP request body (restore, tags)
     max_http_body_bytes: int = 1024 * 1024
+    #: state-changing API requests (POST, PUT, PATCH, DELETE under /api/) per second per
+    #: client address, burst = 2x; 0 = unlimited
+    max_http_writes_per_second: float = 50.0
     #: Origins allowed for websockets and state-changing HTTP requests, besides the
     #: server's own and localhost ones; "*" allows every origin
     allow_origin: tuple[str, ...] = ()

@@ -460,3 +460,38 @@ async def test_document_creation_quota_per_identity(settings: Settings) -> None:
             room = server.backend.rooms.get_loaded("spam-0")
             assert room is not None
             await eventually(lambda: room.seq >= 2)
+
+
+async def test_http_writes_are_rate_limited_per_address(settings: Settings) -> None:
+    """State-changing API requests do their work on the event loop (a restore, a text
+    written whole, an undo) where the websocket's rate limit does not see them: at most
+    max_http_writes_per_second per client address, 429 beyond; reads are not counted,
+    and another address has its own allowance."""
+    settings.max_http_writes_per_second = 2  # bursts of 4
+    async with run_server(settings) as server, httpx.AsyncClient(base_url=server.url) as http:
+        started = time.monotonic()
+        statuses = []
+        for i in range(20):
+            r = await http.put("/api/docs/rated/text", json={"text": f"v{i}"})
+            statuses.append(r.status_code)
+            if r.status_code != 200:
+                break
+        elapsed = time.monotonic() - started
+        accepted = statuses.count(200)
+        # the burst, plus what refilled while the requests ran (a slow machine)
+        assert 4 <= accepted <= 4 + 2 * elapsed + 1, (statuses, elapsed)
+        assert r.status_code == 429, r.text
+        assert r.json()["error"] == "RateLimited" and r.headers["retry-after"] == "1"
+        assert "too many write requests from 127.0.0.1: at most 2 a second" in r.json()["detail"]
+        assert await server.backend.store.head("rated") == accepted  # the refused did nothing
+        for _ in range(20):  # reads are not counted
+            assert (await http.get("/api/docs/rated/events")).status_code == 200
+        other = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+        async with httpx.AsyncClient(base_url=server.url, transport=other) as elsewhere:
+            r = await elsewhere.put("/api/docs/rated/text", json={"text": "from elsewhere"})
+            assert r.status_code == 200, r.text
+        await asyncio.sleep(1.0)  # two a second come back
+        r = await http.put("/api/docs/rated/text", json={"text": "later"})
+        assert r.status_code == 200, r.text
+        metrics = (await http.get("/metrics")).text
+        assert 'reason="http_write_rate"' in metrics, metrics[-500:]
