@@ -74,17 +74,24 @@ class RequestGuard:
         self.refused = refused
         #: per client address, for max_http_writes_per_second
         self._writes: dict[str, Bucket] = {}
+        self._pruned = 0.0
 
     def _over_write_rate(self, scope: Scope) -> str | None:
         rate = self.settings.max_http_writes_per_second
-        if rate <= 0 or not str(scope.get("path", "")).startswith("/api/"):
+        root, path = str(scope.get("root_path", "")), str(scope.get("path", ""))
+        if root and path.startswith(root):  # mounted in an embedding app
+            path = path[len(root) :]
+        if rate <= 0 or not path.startswith("/api/"):
             return None
         client = scope.get("client")
         host = str(client[0]) if client else "?"
         now = time.monotonic()
         bucket = self._writes.get(host)
         if bucket is None:
-            if len(self._writes) >= _MAX_TRACKED:
+            if len(self._writes) >= _MAX_TRACKED and now - self._pruned >= 1.0:
+                # at most once a second: many addresses at once must not make each new
+                # one cost a pass over all the others
+                self._pruned = now
                 self._writes = {k: b for k, b in self._writes.items() if not b.full(now)}
             bucket = self._writes[host] = Bucket(rate, now)
         if bucket.take_whole(1, now):

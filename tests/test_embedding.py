@@ -142,7 +142,10 @@ async def test_the_lifespan_of_palimpsest_is_the_host_apps() -> None:
 
     from palimpsest import Palimpsest
 
-    collab = Palimpsest(store="memory://", settings=Settings(unload_after_seconds=0.2))
+    collab = Palimpsest(
+        store="memory://",
+        settings=Settings(unload_after_seconds=0.2, max_http_writes_per_second=1),
+    )
     app = Starlette(routes=[Mount("/c", app=collab)], lifespan=collab.lifespan)
     async with running(app) as host:
         async with connect(f"ws://{host}/c/ws", "mounted", user="ada") as c:
@@ -153,4 +156,14 @@ async def test_the_lifespan_of_palimpsest_is_the_host_apps() -> None:
             r = await http.get("/c/api/docs", params={"user": "ada"})
             assert [d["doc"] for d in r.json()["docs"]] == ["mounted"]
             assert (await http.get("/c/healthz")).json()["status"] == "alive"
+            # the write rate counts the API's writes under the mount point too
+            statuses = []
+            for i in range(20):
+                w = await http.put(
+                    "/c/api/docs/mounted/text", json={"text": f"v{i}"}, params={"user": "ada"}
+                )
+                statuses.append(w.status_code)
+                if w.status_code != 200:
+                    break
+            assert statuses[:2] == [200, 200] and statuses[-1] == 429, statuses
     assert collab.backend._started is False  # the host's shutdown stopped it
