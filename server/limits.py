@@ -31,22 +31,13 @@ class Bucket:
         self.tokens = min(2 * self.rate, self.tokens + (now - self._last) * self.rate)
         self._last = now
 
-    def take(self, cost: float, now: float) -> bool:
-        """Spend `cost` unless the bucket is empty or in debt; False = over the rate."""
+    def take(self, cost: float, now: float, *, debt: bool = True) -> bool:
+        """Spend `cost` unless the bucket is empty or in debt; False = over the rate.
+        ``debt=False``: only if the bucket holds all of `cost` (a burst is exactly 2x)."""
         if self.rate <= 0:
             return True
         self._refill(now)
-        if self.tokens <= 0:
-            return False
-        self.tokens -= cost
-        return True
-
-    def take_whole(self, cost: float, now: float) -> bool:
-        """Spend `cost` only if the bucket holds it (no debt): a burst is exactly 2x."""
-        if self.rate <= 0:
-            return True
-        self._refill(now)
-        if self.tokens < cost:
+        if self.tokens <= 0 or (not debt and self.tokens < cost):
             return False
         self.tokens -= cost
         return True

@@ -94,7 +94,7 @@ class RequestGuard:
                 self._pruned = now
                 self._writes = {k: b for k, b in self._writes.items() if not b.full(now)}
             bucket = self._writes[host] = Bucket(rate, now)
-        if bucket.take_whole(1, now):
+        if bucket.take(1, now, debt=False):
             return None
         self.refused("http_write_rate")
         return (

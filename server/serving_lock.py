@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import StoreError, StoreUnavailable
+from .errors import StoreUnavailable
 
 try:
     import fcntl
@@ -87,10 +87,6 @@ class ServingLock:
             self._fd = -1
 
 
-#: advisory lock namespace (first key of the two-int form) for serving a PostgreSQL
-#: schema; the second key is the schema's name hashed. The snapshot writers use the
-#: namespace one below (server/store/postgres.py).
-_PG_SERVING = 0x50616C69 + 1
 #: how often the lock's connection is checked, and re-made when PostgreSQL dropped it
 _PG_CHECK_SECONDS = 5.0
 
@@ -132,22 +128,18 @@ class PostgresServingLock:
     async def _take(self, first: bool) -> None:
         import asyncpg
 
-        from .store.postgres import _UNAVAILABLE
+        from .store.postgres import SERVING_LOCK, opening
 
         app = f"palimpsest serve pid {os.getpid()} on {socket.gethostname()}"[:63]
-        try:
+        with opening():
             conn = await asyncpg.connect(
                 self.dsn, timeout=10, server_settings={"application_name": app}
             )
-        except _UNAVAILABLE as e:
-            raise StoreUnavailable(f"cannot connect to PostgreSQL: {e}") from e
-        except asyncpg.PostgresError as e:
-            raise StoreError(f"cannot open the PostgreSQL store: {e}") from e
         try:
             # the schema the store's tables live in: its ?schema=, or the default one
             self.name = self.schema or await conn.fetchval("SELECT current_schema()") or ""
             take = "pg_try_advisory_lock_shared" if self.shared else "pg_try_advisory_lock"
-            got = await conn.fetchval(f"SELECT {take}($1, hashtext($2))", _PG_SERVING, self.name)
+            got = await conn.fetchval(f"SELECT {take}($1, hashtext($2))", SERVING_LOCK, self.name)
             if not got:
                 holders = await conn.fetch(
                     "SELECT l.mode, a.application_name FROM pg_locks l "
@@ -156,7 +148,7 @@ class PostgresServingLock:
                     "AND l.objid = hashtext($2)::oid AND l.objsubid = 2 "
                     "AND l.database = (SELECT oid FROM pg_database "
                     "WHERE datname = current_database())",
-                    _PG_SERVING,
+                    SERVING_LOCK,
                     self.name,
                 )
                 raise StoreUnavailable(self._refusal(holders))
@@ -225,11 +217,10 @@ def not_served(db_path: str) -> Iterator[None]:
     """Holds the serving lock of the SQLite file ``db_path`` exclusively, so that no
     server serves it meanwhile (``palimpsest backup --replace`` writing over it); raises
     StoreUnavailable if a server serves it now."""
-    lock = ServingLock(db_path, shared=False)
     if fcntl is None:
         yield
         return
-    fd = os.open(lock.path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(db_path + SUFFIX, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -59,6 +59,7 @@ async def test_put_text_merges_with_typing_and_creates_documents(server: Running
         async with connect(server.ws_url, "fresh", "ann") as ann:
             assert str(ann.doc.get("notes", type=type(ann.text))) == "line one\n"
             ann.text.insert(0, "x")  # on the "content" root: another root, untouched
+            await eventually(lambda: _head_sync(server, "fresh") >= 2)  # logged before
 
             async def typing() -> None:
                 notes = ann.doc.get("notes", type=type(ann.text))

@@ -26,6 +26,7 @@ from serverproc import ServerProcess, free_port
 from palimpsest import Palimpsest, client
 from palimpsest.settings import Settings
 from palimpsest.store import open_store
+from palimpsest.store.postgres import SERVING_LOCK
 
 SECRET = "s" * 40
 
@@ -195,7 +196,7 @@ async def _serving_sessions(store_url: str) -> list[tuple[str, str]]:
             "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
             "AND l.granted AND l.classid = $1 AND l.objid = hashtext($2)::oid "
             "AND l.objsubid = 2",
-            0x50616C69 + 1,
+            SERVING_LOCK,
             schema,
         )
     finally:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pycrdt import Doc, Text
 
 from ..errors import BadRequest, Conflict, NotFound
+from ..limits import Limits
 from ..origins import ServerOrigin
 from ..snapshots import load
 from ..store.base import MAX_SEQ, DocInfo, Event, EventStore, Tag
@@ -383,8 +384,6 @@ class History:
         change (as restore does), logged as one event of kind edit by ``actor``: it is
         broadcast, undoable by them, and merges with what others type meanwhile. None
         when the text was already equal. Conflict when ``root`` holds another type."""
-        from ..limits import Limits
-
         room = await self.backend.rooms.get(doc)
         try:
             limits = self.backend.extension(Limits)

@@ -23,11 +23,12 @@ Connection failures (the server restarting, the network) become
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -117,6 +118,9 @@ class _Raced(Exception):
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 #: advisory lock namespace (first key of the two-int form) for snapshot writers
 _SNAPSHOT_LOCK = 0x50616C69  # "Pali"
+#: advisory lock namespace (two-int form, the second key ``hashtext(schema)``) for
+#: serving a schema (server/serving_lock.py)
+SERVING_LOCK = _SNAPSHOT_LOCK + 1
 _RETRIES = 5
 #: SQL: a snapshot row's checksum holds, in either form (see base.snapshot_checksum)
 _VALID_SNAPSHOT_SQL = (
@@ -149,6 +153,19 @@ _RETRYABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.DeadlockDetectedError,
     asyncpg.exceptions.SerializationError,
 )
+
+
+@contextlib.contextmanager
+def opening() -> Iterator[None]:
+    """Connecting's errors as the user is told them: PostgreSQL unavailable (a start may
+    pass later) or refusing us (StoreError). The store's start and the serving lock's
+    connection (server/serving_lock.py) say the same."""
+    try:
+        yield
+    except _UNAVAILABLE as e:
+        raise StoreUnavailable(f"cannot connect to PostgreSQL: {e}") from e
+    except asyncpg.PostgresError as e:
+        raise StoreError(f"cannot open the PostgreSQL store: {e}") from e
 
 
 def split_url(url: str) -> tuple[str, str | None]:
@@ -279,7 +296,7 @@ class PostgresStore(EventStore):
             settings["synchronous_commit"] = "off"
         if self.schema:
             settings["search_path"] = self.schema
-        try:
+        with opening():
             if self.schema:
                 conn = await asyncpg.connect(self.dsn, timeout=10)
                 try:
@@ -297,10 +314,6 @@ class PostgresStore(EventStore):
                 timeout=10,
                 reset=_keep_session,
             )
-        except _UNAVAILABLE as e:
-            raise StoreUnavailable(f"cannot connect to PostgreSQL: {e}") from e
-        except asyncpg.PostgresError as e:
-            raise StoreError(f"cannot open the PostgreSQL store: {e}") from e
         try:
             await self.migrate()
         except BaseException:
