@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
@@ -176,12 +176,8 @@ def string_opcodes(a: str, b: str) -> list[Opcode]:
     character diff, or for long changed spans a line diff refined by characters; the
     work bounded (bounded_diff.py), whatever the texts."""
     n = min(len(a), len(b))
-    pre = 0
-    while pre < n and a[pre] == b[pre]:
-        pre += 1
-    suf = 0
-    while suf < n - pre and a[len(a) - 1 - suf] == b[len(b) - 1 - suf]:
-        suf += 1
+    pre = _common(a, b, n, lambda s, k: s[:k])
+    suf = _common(a, b, n - pre, lambda s, k: s[len(s) - k :])
     am, bm = a[pre : len(a) - suf], b[pre : len(b) - suf]
     budget = Budget()
     ops: list[Opcode] = []
@@ -194,6 +190,21 @@ def string_opcodes(a: str, b: str) -> list[Opcode]:
     if suf:
         ops.append(("equal", len(a) - suf, len(a), len(b) - suf, len(b)))
     return ops
+
+
+def _common(a: str, b: str, n: int, part: Callable[[str, int], str]) -> int:
+    """The largest k <= n with part(a, k) == part(b, k) (a common prefix or suffix), by
+    comparing slices (a loop over characters took 0.3 s on a megabyte)."""
+    if n == 0 or part(a, 1) != part(b, 1):
+        return 0
+    lo, hi = 1, n
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if part(a, mid) == part(b, mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def structural_diff(kind: str, old: Any, new: Any) -> dict[str, Any]:

@@ -6,16 +6,27 @@ event of kind ``restore``, broadcast, and tracked for undo as the restoring user
 edit). Being an ordinary forward change, it merges with whatever others type at the
 same moment: every replica converges.
 
-Text is changed by a character diff (render.string_opcodes: over code points, after
-trimming the common prefix and suffix, its work bounded by bounded_diff.py; pycrdt
-positions are UTF-8 byte offsets), so that untouched text keeps its identity (cursors,
-attribution). Maps set and delete keys; arrays
-replace the differing slices; XML fragments are rebuilt when they differ.
+What is restored is everything an editor keeps in the document, not only its plain
+text: the formatting of rich text (Quill's bold or links, ProseMirror's marks, which
+y-prosemirror stores as formatting of the XML's text nodes), embeds (Quill's images),
+and the attributes of XML elements (a heading's level). A version that differs from
+the live document only in its formatting is restored too.
+
+Text is changed by a character diff of its content (render.string_opcodes: over code
+points, after trimming the common prefix and suffix, its work bounded by
+bounded_diff.py), then a pass that formats the ranges whose attributes differ, so that
+untouched text keeps its identity (cursors, attribution). pycrdt positions are UTF-8
+byte offsets, and an embed counts one. Maps set and delete keys; arrays replace the
+differing slices; XML children are diffed per node, and a node that only changed
+inside is changed in place (its text by the same character diff), so the paragraphs a
+version shares with the live document keep their identity too.
 """
 
 from __future__ import annotations
 
 import json
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import accumulate
 from typing import Any
 
@@ -23,6 +34,30 @@ from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
 
 from .bounded_diff import opcodes
 from .render import ARRAY, MAP, ROOT_CLASSES, TEXT, XML, jsonable, string_opcodes
+
+#: a run of rich text as pycrdt's ``diff()`` gives it: a string or an embed (a dict or
+#: another value), and its attributes (None when it has none)
+Run = tuple[Any, dict[str, Any] | None]
+RichText = Text | XmlText
+
+#: above this estimate of the work (calls into pycrdt times the runs each walks past to
+#: find its position, about 10 ns each here), a text is rewritten whole instead, from
+#: its end at offset 0, where finding the position costs nothing: a version whose
+#: formatting differs everywhere (thousands of runs) took seconds in place, 0.2 s whole
+REWRITE_COST = 2_000_000
+
+
+class _Embed:
+    """An embed among a text's pieces (so that an embedded string is not taken for text)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+#: a piece of rich text: a string or an embed, and its attributes ({} for none)
+Piece = tuple["str | _Embed", dict[str, Any]]
 
 
 def byte_offsets(s: str) -> list[int]:
@@ -32,34 +67,315 @@ def byte_offsets(s: str) -> list[int]:
     return [0, *accumulate(len(c.encode()) for c in s)]
 
 
-def set_text(text: Text, target: str) -> None:
-    current = str(text)
-    if current == target:
+def _pieces(delta: Sequence[Run]) -> list[Piece]:
+    """The delta's runs, adjacent strings with equal attributes joined."""
+    out: list[Piece] = []
+    for insert, attrs in delta:
+        a = dict(attrs) if attrs else {}
+        if not isinstance(insert, str):
+            out.append((_Embed(insert), a))
+        elif out and isinstance(out[-1][0], str) and out[-1][1] == a:
+            out[-1] = (out[-1][0] + insert, a)
+        elif insert:
+            out.append((insert, a))
+    return out
+
+
+def _size(content: str | _Embed) -> int:
+    return len(content) if isinstance(content, str) else 1
+
+
+def _width(content: str | _Embed) -> int:
+    """Its length in pycrdt's units: UTF-8 bytes, one for an embed."""
+    return len(content.encode()) if isinstance(content, str) else 1
+
+
+class _Layout:
+    """A text's pieces, addressed by code point (an embed counts one): its content as
+    a string for the character diff (each distinct embed standing for a code point of
+    the private use planes), pieces by range, and pycrdt's offset of a position."""
+
+    def __init__(self, pieces: list[Piece], codes: dict[str, str]) -> None:
+        self.pieces = pieces
+        self.starts = [0, *accumulate(_size(c) for c, _ in pieces)]
+        self.keys = "".join(c if isinstance(c, str) else codes[_embed_key(c)] for c, _ in pieces)
+        self._offs: list[int] | None = None
+        if not self.keys.isascii():
+            embeds = set(codes.values())
+            self._offs = [0, *accumulate(1 if c in embeds else len(c.encode()) for c in self.keys)]
+
+    def offset(self, i: int) -> int:
+        return i if self._offs is None else self._offs[i]
+
+    def between(self, i: int, j: int) -> Iterator[tuple[int, Piece]]:
+        """The pieces of positions i..j (cut to that range), each with its start."""
+        k = bisect_right(self.starts, i) - 1
+        while i < j:
+            content, attrs = self.pieces[k]
+            end = min(self.starts[k + 1], j)
+            if isinstance(content, str):
+                content = content[i - self.starts[k] : end - self.starts[k]]
+            yield i, (content, attrs)
+            i, k = end, k + 1
+
+
+def _embed_key(e: _Embed) -> str:
+    return json.dumps(jsonable(e.value), sort_keys=True, default=repr)
+
+
+def _codes(*sides: list[Piece]) -> dict[str, str]:
+    """A code point of the private use planes for each distinct embed, none that the
+    texts use."""
+    embeds = {_embed_key(c) for side in sides for c, _ in side if isinstance(c, _Embed)}
+    if not embeds:
+        return {}
+    used = set("".join(c for side in sides for c, _ in side if isinstance(c, str)))
+    spare = (chr(cp) for cp in range(0xF0000, 0x10FFFE) if chr(cp) not in used)
+    return {k: next(spare) for k in sorted(embeds)}
+
+
+def _patch(have: dict[str, Any], want: dict[str, Any]) -> dict[str, Any]:
+    """The formatting that turns attributes `have` into `want` (None removes one)."""
+    if have == want:
+        return {}
+    patch = {k: v for k, v in want.items() if k not in have or have[k] != v}
+    patch.update({k: None for k in have if k not in want})
+    return patch
+
+
+def _formats(
+    live: _Layout, i1: int, i2: int, target: _Layout, j1: int
+) -> list[tuple[int, int, dict[str, Any]]]:
+    """(start, end, patch) in pycrdt's offsets for live positions i1..i2, whose content
+    equals the target's from j1, where their attributes differ."""
+    lp, tp = list(live.between(i1, i2)), list(target.between(j1, j1 + i2 - i1))
+    out: list[tuple[int, int, dict[str, Any]]] = []
+    a = b = 0
+    pos = i1
+    while pos < i2:
+        la, ta = lp[a][1][1], tp[b][1][1]
+        end = min(lp[a][0] + _size(lp[a][1][0]), tp[b][0] - j1 + i1 + _size(tp[b][1][0]))
+        patch = _patch(la, ta)
+        if patch:
+            start, stop = live.offset(pos), live.offset(end)
+            if out and out[-1][1] == start and out[-1][2] == patch:
+                out[-1] = (out[-1][0], stop, patch)
+            else:
+                out.append((start, stop, patch))
+        pos = end
+        if pos >= lp[a][0] + _size(lp[a][1][0]):
+            a += 1
+        if pos >= tp[b][0] - j1 + i1 + _size(tp[b][1][0]):
+            b += 1
+    return out
+
+
+def _insert(text: RichText, pos: int, pieces: Iterable[Piece]) -> None:
+    for content, attrs in pieces:
+        # attributes given, even {}: an insert without them takes its left neighbour's
+        if isinstance(content, str):
+            text.insert(pos, content, attrs)
+        else:
+            text.insert_embed(pos, content.value, attrs)
+        pos += _width(content)
+
+
+def set_rich_text(text: RichText, target: Sequence[Run]) -> None:
+    """Make `text` (a Text or an XmlText) equal `target` (a ``diff()``): characters,
+    embeds and formatting, changing only what differs."""
+    current = text.diff()
+    if _plain(current) and _plain(target):
+        set_text(text, "".join(i for i, _ in target))
         return
-    offs = byte_offsets(current)
-    for tag, i1, i2, j1, j2 in reversed(string_opcodes(current, target)):
+    have, want = _pieces(current), _pieces(target)
+    codes = _codes(have, want)
+    live, goal = _Layout(have, codes), _Layout(want, codes)
+    # the plan, in document order: per opcode, the calls that make it so
+    plan: list[list[tuple[Any, ...]]] = []
+    calls = 0
+    for tag, i1, i2, j1, j2 in string_opcodes(live.keys, goal.keys):
+        if tag == "equal":
+            steps: list[tuple[Any, ...]] = [
+                ("format", *f) for f in _formats(live, i1, i2, goal, j1)
+            ]
+        else:
+            steps = []
+            if i2 > i1:
+                steps.append(("delete", live.offset(i1), live.offset(i2)))
+            if j2 > j1:
+                pieces = [p for _, p in goal.between(j1, j2)]
+                steps.append(("insert", live.offset(i1), pieces))
+                calls += len(pieces) - 1
+        calls += len(steps)
+        plan.append(steps)
+    if calls * (len(have) + calls) > REWRITE_COST:
+        del text[0 : live.offset(len(live.keys))]
+        for piece in reversed(want):
+            _insert(text, 0, [piece])
+        return
+    for steps in reversed(plan):  # from the end: the offsets before stay valid
+        for step in steps:
+            if step[0] == "format":
+                text.format(step[1], step[2], step[3])
+            elif step[0] == "delete":
+                del text[step[1] : step[2]]
+            else:
+                _insert(text, step[1], step[2])
+
+
+def _plain(delta: Sequence[Run]) -> bool:
+    """Characters alone, none formatted: the text is its string."""
+    return all(isinstance(i, str) and not a for i, a in delta)
+
+
+def set_text(text: RichText, target: str) -> None:
+    """Make the characters of `text` equal `target`, a plain string (PUT /text): new
+    characters are formatted as typing there would format them, and embeds, which a
+    plain string does not show, stay where they are."""
+    current = text.diff()
+    if all(isinstance(i, str) for i, _ in current):
+        chars = "".join(i for i, _ in current)
+        if chars == target:
+            return
+        offs = byte_offsets(chars)
+        for tag, i1, i2, j1, j2 in reversed(string_opcodes(chars, target)):
+            if tag == "equal":
+                continue
+            if i2 > i1:
+                del text[offs[i1] : offs[i2]]
+            if j2 > j1:
+                text.insert(offs[i1], target[j1:j2])
+        return
+    # embeds among the characters: each character's offset, the embeds skipped
+    starts: list[int] = []
+    widths: list[int] = []
+    parts: list[str] = []
+    pos = 0
+    for insert, _ in current:
+        if isinstance(insert, str):
+            parts.append(insert)
+            for c in insert:
+                starts.append(pos)
+                widths.append(len(c.encode()))
+                pos += widths[-1]
+        else:
+            pos += 1
+    chars = "".join(parts)
+    if chars == target:
+        return
+    for tag, i1, i2, j1, j2 in reversed(string_opcodes(chars, target)):
         if tag == "equal":
             continue
-        if i2 > i1:
-            del text[offs[i1] : offs[i2]]
+        at = starts[i1] if i1 < len(starts) else pos
+        for a, b in reversed(_spans(starts, widths, i1, i2)):
+            del text[a:b]  # character by character run, so that an embed among them stays
         if j2 > j1:
-            text.insert(offs[i1], target[j1:j2])
+            text.insert(at, target[j1:j2])
 
 
-def prelim(value: Any) -> Any:
-    """A value of the target version, ready to be inserted into the live document."""
-    if isinstance(value, Text):
-        return Text(str(value))
-    if isinstance(value, Map):
-        return Map({k: prelim(v) for k, v in value.items()})
-    if isinstance(value, Array):
-        return Array([prelim(v) for v in value])
+def _spans(starts: list[int], widths: list[int], i1: int, i2: int) -> list[tuple[int, int]]:
+    """The byte ranges of characters i1..i2, adjacent ones merged."""
+    out: list[tuple[int, int]] = []
+    for i in range(i1, i2):
+        if out and out[-1][1] == starts[i]:
+            out[-1] = (out[-1][0], starts[i] + widths[i])
+        else:
+            out.append((starts[i], starts[i] + widths[i]))
+    return out
+
+
+# --- faithful copies and comparisons ----------------------------------------------------
+
+
+def faithful(value: Any) -> Any:
+    """A value as JSON with everything a restore must reproduce: formatting and embeds
+    of text, XML tags, attributes and children, nested shared types."""
     if isinstance(value, XmlText):
-        return XmlText(str(value))
+        return {"xmltext": _delta_json(value.diff()), "attrs": _attrs(value)}
+    if isinstance(value, Text):
+        return {"text": _delta_json(value.diff())}
     if isinstance(value, XmlElement):
-        attrs: list[tuple[str, Any]] = [*value.attributes]  # type: ignore[misc]
-        return XmlElement(value.tag, attrs, [prelim(c) for c in value.children])
+        return {
+            "tag": value.tag,
+            "attrs": _attrs(value),
+            "children": [faithful(c) for c in value.children],
+        }
+    if isinstance(value, XmlFragment):
+        return {"fragment": [faithful(c) for c in value.children]}
+    if isinstance(value, Map):
+        return {"map": {k: faithful(v) for k, v in value.items()}}
+    if isinstance(value, Array):
+        return {"array": [faithful(v) for v in value]}
+    return {"value": jsonable(value)}
+
+
+def _delta_json(delta: Sequence[Run]) -> list[Any]:
+    """The delta with adjacent strings of equal attributes joined (pycrdt gives them
+    apart when they are apart in the document's structure)."""
+    out: list[Any] = []
+    for insert, attrs in delta:
+        a = jsonable(attrs or {})
+        if isinstance(insert, str) and out and isinstance(out[-1][0], str) and out[-1][1] == a:
+            out[-1][0] += insert
+        elif not isinstance(insert, str) or insert:
+            out.append([insert if isinstance(insert, str) else jsonable(insert), a])
+    return out
+
+
+def _attr_items(node: XmlElement | XmlText) -> list[tuple[str, Any]]:
+    return [*node.attributes]  # type: ignore[misc]
+
+
+def _attrs(node: XmlElement | XmlText) -> dict[str, Any]:
+    return {k: jsonable(v) for k, v in _attr_items(node)}
+
+
+def _key(value: Any) -> str:
+    return json.dumps(faithful(value), sort_keys=True, default=repr)
+
+
+def _empty(value: Any) -> Any:
+    """An empty shared type of `value`'s kind to insert, then fill (``_fill``); a plain
+    value as it is. A prelim Text cannot hold formatting: it is filled once in place."""
+    if isinstance(value, XmlText):
+        return XmlText()
+    if isinstance(value, Text):
+        return Text()
+    if isinstance(value, XmlElement):
+        return XmlElement(value.tag, _attr_items(value))
+    if isinstance(value, XmlFragment):
+        return XmlFragment()
+    if isinstance(value, Map):
+        return Map()
+    if isinstance(value, Array):
+        return Array()
     return value
+
+
+def _fill(live: Any, target: Any) -> None:
+    """Fill `live`, just made by ``_empty(target)`` and integrated, like `target`."""
+    if isinstance(target, XmlText):
+        for k, v in _attr_items(target):
+            live.attributes[k] = v
+        set_rich_text(live, target.diff())
+    elif isinstance(target, Text):
+        set_rich_text(live, target.diff())
+    elif isinstance(target, XmlElement | XmlFragment):
+        for child in target.children:
+            _fill(live.children.append(_empty(child)), child)
+    elif isinstance(target, Map):
+        for k, v in target.items():
+            live[k] = _empty(v)
+            _fill(live[k], v)
+    elif isinstance(target, Array):
+        for v in target:
+            live.append(_empty(v))
+            _fill(live[len(live) - 1], v)
+
+
+def _insert_copy(live: Any, index: int, target: Any) -> None:
+    """A copy of `target` as child `index` of the XML node `live`."""
+    _fill(live.children.insert(index, _empty(target)), target)
 
 
 def set_map(live: Map[Any], target: Map[Any] | None) -> None:
@@ -68,14 +384,15 @@ def set_map(live: Map[Any], target: Map[Any] | None) -> None:
         if key not in want:
             del live[key]
     for key, value in want.items():
-        if key not in live or jsonable(live[key]) != jsonable(value):
-            live[key] = prelim(value)
+        if key not in live or _key(live[key]) != _key(value):
+            live[key] = _empty(value)
+            _fill(live[key], value)
 
 
 def set_array(live: Array[Any], target: Array[Any] | None) -> None:
     want = list(target) if target is not None else []
-    a = [json.dumps(jsonable(v), sort_keys=True) for v in live]
-    b = [json.dumps(jsonable(v), sort_keys=True) for v in want]
+    a = [_key(v) for v in live]
+    b = [_key(v) for v in want]
     if a == b:
         return
     for tag, i1, i2, j1, j2 in reversed(opcodes(a, b)):
@@ -84,18 +401,52 @@ def set_array(live: Array[Any], target: Array[Any] | None) -> None:
         if i2 > i1:
             del live[i1:i2]
         for k, v in enumerate(want[j1:j2]):
-            live.insert(i1 + k, prelim(v))
+            live.insert(i1 + k, _empty(v))
+            _fill(live[i1 + k], v)
 
 
-def set_xml(live: XmlFragment, target: XmlFragment | None) -> None:
+def set_xml(live: XmlFragment | XmlElement, target: XmlFragment | XmlElement | None) -> None:
+    """Make the children of `live` equal those of `target`: per child, so that the ones
+    they share stay as they are; a child of the same kind (the same tag, or text) in
+    the place of one that differs is changed in place."""
+    have = list(live.children)
     want = list(target.children) if target is not None else []
-    if str(live) == (str(target) if target is not None else ""):
+    a, b = [_key(c) for c in have], [_key(c) for c in want]
+    if a == b:
         return
-    n = len(list(live.children))
-    if n:
-        del live.children[0:n]
-    for child in want:
-        live.children.append(prelim(child))
+    for tag, i1, i2, j1, j2 in reversed(opcodes(a, b)):
+        if tag == "equal":
+            continue
+        paired = min(i2 - i1, j2 - j1) if tag == "replace" else 0
+        # the rest first (from the end), so that the paired children keep their index
+        if i2 - i1 > paired:
+            del live.children[i1 + paired : i2]
+        for k in range(paired, j2 - j1):
+            _insert_copy(live, i1 + k, want[j1 + k])
+        for k in reversed(range(paired)):
+            old, new = have[i1 + k], want[j1 + k]
+            if isinstance(old, XmlText) and isinstance(new, XmlText):
+                _set_attributes(old, new)
+                set_rich_text(old, new.diff())
+            elif (
+                isinstance(old, XmlElement) and isinstance(new, XmlElement) and (old.tag == new.tag)
+            ):
+                _set_attributes(old, new)
+                set_xml(old, new)
+            else:
+                del live.children[i1 + k]
+                _insert_copy(live, i1 + k, new)
+
+
+def _set_attributes(live: XmlElement | XmlText, target: XmlElement | XmlText) -> None:
+    want = dict(_attr_items(target))
+    for k, v in _attr_items(live):
+        if k not in want:
+            del live.attributes[k]
+        elif jsonable(v) == jsonable(want[k]):
+            del want[k]
+    for k, v in want.items():
+        live.attributes[k] = v
 
 
 def make_equal(live: Doc[Any], target: Doc[Any], types: dict[str, str]) -> None:
@@ -107,7 +458,7 @@ def make_equal(live: Doc[Any], target: Doc[Any], types: dict[str, str]) -> None:
         root = live.get(name, type=cls)
         other = target.get(name, type=cls) if name in target_names else None
         if kind == TEXT:
-            set_text(root, str(other) if other is not None else "")
+            set_rich_text(root, other.diff() if other is not None else [])
         elif kind == MAP:
             set_map(root, other)
         elif kind == ARRAY:
