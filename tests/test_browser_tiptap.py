@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 pytest.importorskip("playwright")
@@ -218,6 +219,84 @@ def test_tiptap_client_undo_then_remote_change_loses_nothing(
         assert "Alice wrote this" not in text, explain(alice, bob)  # undone stays undone
         assert "many words" not in text, explain(alice, bob)
     assert not alice.errors and not bob.errors, explain(alice, bob)  # type: ignore[attr-defined]
+
+
+def _marked(doc: Any) -> list[tuple[str, str, list[str]]]:
+    """(node type, text, mark types) of every text node in a Tiptap JSON document."""
+    out: list[tuple[str, str, list[str]]] = []
+    for node in doc.get("content", []):
+        for leaf in node.get("content", []):
+            marks = [m["type"] for m in leaf.get("marks", [])]
+            out.append((node["type"], leaf.get("text", ""), marks))
+    return out
+
+
+def test_restore_brings_back_marks_and_headings(
+    server: ServerProcess, page_url: str, people: Any, doc_name: str
+) -> None:
+    """Alice writes a heading and a paragraph with a bold word, then rewrites it all; a
+    restore of the first version over HTTP gives her editor back the heading, the
+    paragraph and the bold mark. y-prosemirror keeps a mark as the formatting of the
+    XML's text ({"bold": {}}): a restore that copied text nodes as XML strings put the
+    literal text "<bold>bold</bold>" into her paragraph, and one that compared plain
+    text found a version that differed in its marks alone "already equal"."""
+    ws = ws_base(server, "y-websocket")
+    alice = open_tiptap(people(), page_url, provider="y-websocket", ws=ws, doc=doc_name,
+                        user="alice")  # fmt: skip
+    alice.locator(".ProseMirror").click()
+    alice.keyboard.type("# Title")  # StarterKit's input rule: a heading, level 1
+    alice.keyboard.press("Enter")
+    alice.keyboard.type("Some ")
+    alice.keyboard.press("Control+b")
+    alice.keyboard.type("bold")
+    alice.keyboard.press("Control+b")
+    alice.keyboard.type(" words")
+    want = [("heading", "Title", []), ("paragraph", "Some ", []),
+            ("paragraph", "bold", ["bold"]), ("paragraph", " words", [])]  # fmt: skip
+    eventually(lambda: _marked(view_json(alice)) == want, what="alice's first version")
+    api = f"{server.http_url}/api/docs/{doc_name}"
+
+    def version_with_all_of_it() -> int | None:
+        v = httpx.get(f"{api}/versions/head").json()
+        return v["seq"] if "words" in v["roots"].get("default", {}).get("value", "") else None
+
+    seq = eventually(version_with_all_of_it, what="the first version logged")
+
+    # the bold taken off, the heading made a paragraph, the words changed
+    alice.keyboard.press("Control+a")
+    alice.keyboard.type("Rewritten")
+    eventually(lambda: _marked(view_json(alice)) == [("paragraph", "Rewritten", [])],
+               what="alice's rewrite")  # fmt: skip
+    eventually(
+        lambda: (
+            "Rewritten" in httpx.get(f"{api}/versions/head").json()["roots"]["default"]["value"]
+        ),
+        what="the rewrite logged",
+    )
+    r = httpx.post(f"{api}/restore", json={"seq": seq}, params={"user": "bob"})
+    assert r.status_code == 200 and r.json()["seq"], r.text
+    try:
+        eventually(lambda: _marked(view_json(alice)) == want, what="the version in her editor")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{explain(alice)}") from None
+    assert "<bold>" not in view_text(alice), explain(alice)
+    assert not alice.errors, explain(alice)  # type: ignore[attr-defined]
+
+    # the formatting alone: bold taken off, then the version restored again
+    alice.locator(".ProseMirror").click()
+    alice.keyboard.press("Control+a")
+    alice.keyboard.press("Control+b")  # all bold
+    alice.keyboard.press("Control+b")  # none bold
+    eventually(lambda: all(not m for _, _, m in _marked(view_json(alice))), what="no bold")
+    eventually(
+        lambda: (
+            "<bold>" not in httpx.get(f"{api}/versions/head").json()["roots"]["default"]["value"]
+        ),
+        what="the unbolding logged",
+    )
+    r = httpx.post(f"{api}/restore", json={"seq": seq}, params={"user": "bob"})
+    assert r.status_code == 200 and r.json()["seq"], r.text
+    eventually(lambda: _marked(view_json(alice)) == want, what="the bold back in her editor")
 
 
 def test_harness_refuses_an_unknown_provider(page_url: str, people: Any) -> None:
