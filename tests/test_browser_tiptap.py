@@ -1,12 +1,15 @@
-"""Tiptap 3 + its Collaboration extension in Chromium, through the real server.
+"""Tiptap 3 + its Collaboration extension, and Quill 2 with y-quill, in Chromium,
+through the real server.
 
 The page (tests/browser_tiptap: pinned npm packages, bundled with esbuild at set-up) is
 what Tiptap's docs tell people to build: StarterKit, Collaboration with its own
 client-side undo (y-tiptap's Y.UndoManager), and a provider chosen by the query:
 `?provider=y-websocket` (against /ws) or `?provider=hocuspocus` (against /hocuspocus).
-It is served from a loopback HTTP server of its own; each user is a browser context.
+The Quill page (quill.html, bundled beside it) binds Quill 2 to a Y.Text with y-quill
+through y-websocket. Both are served from a loopback HTTP server of its own; each user
+is a browser context.
 
-The scenario is issue 16's: Alice types, presses Ctrl-Z, Bob edits, Alice types again.
+The first scenario is issue 16's: Alice types, presses Ctrl-Z, Bob edits, Alice types again.
 Without the server echoing each update to its sender, Alice's binding keeps a stale
 position after the undo, never draws Bob's change, and her next keystroke writes her
 stale view back: Bob's text is deleted for everyone (ueberdosis/y-tiptap#48).
@@ -297,6 +300,76 @@ def test_restore_brings_back_marks_and_headings(
     r = httpx.post(f"{api}/restore", json={"seq": seq}, params={"user": "bob"})
     assert r.status_code == 200 and r.json()["seq"], r.text
     eventually(lambda: _marked(view_json(alice)) == want, what="the bold back in her editor")
+
+
+def test_quill_restore_brings_back_formatting_and_images(
+    server: ServerProcess, page_url: str, people: Any, doc_name: str
+) -> None:
+    """Quill 2 with y-quill: a bold word, a header line and an image (an embed in the
+    Y.Text), then the bold taken off and the image deleted; a restore over HTTP gives
+    Quill the version back, as Quill's own delta shows it. The old restore compared the
+    plain text, which these changes leave as it was: "already equal", nothing done."""
+    page = people().new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    query = urllib.parse.urlencode({"ws": server.ws_url, "doc": doc_name, "user": "ann"})
+    page.goto(f"{page_url.rsplit('/', 1)[0]}/quill.html?{query}")
+    eventually(lambda: page.evaluate("() => window.harness?.ready() ?? false"), what="synced")
+    page.locator(".ql-editor").click()
+    page.keyboard.type("Title")
+    page.keyboard.press("Enter")
+    page.keyboard.type("Hello world")
+    for _ in range(5):
+        page.keyboard.press("Shift+ArrowLeft")
+    page.keyboard.press("Control+b")
+    page.keyboard.press("End")
+    gif = "data:image/gif;base64,R0lGODlhAQABAAAAACw="
+    page.evaluate(
+        """(gif) => {
+        const q = window.harness.quill
+        q.formatLine(0, 1, 'header', 1, 'user')
+        q.insertEmbed(q.getLength() - 1, 'image', gif, 'user')
+    }""",
+        gif,
+    )
+    contents = lambda: page.evaluate("() => window.harness.contents()")  # noqa: E731
+    want = [
+        {"insert": "Title"},
+        {"attributes": {"header": 1}, "insert": "\n"},
+        {"insert": "Hello "},
+        {"attributes": {"bold": True}, "insert": "world"},
+        {"insert": {"image": gif}},
+        {"insert": "\n"},
+    ]
+    eventually(lambda: contents() == want, what="ann's version in Quill")
+    api = f"{server.http_url}/api/docs/{doc_name}"
+    head = lambda: httpx.get(f"{api}/versions/head").json()  # noqa: E731
+    ytext = page.evaluate("() => window.harness.ytext()")
+
+    def all_logged() -> int | None:
+        """The head version's delta is what ann's Y.Text holds: all of it is logged."""
+        v = head()
+        return v["seq"] if v["roots"].get("quill", {}).get("delta") == ytext else None
+
+    seq = eventually(all_logged, what="ann's version logged, formatting and image included")
+
+    # the plain text stays; the bold, the header and the image go
+    page.evaluate(
+        """() => {
+        const q = window.harness.quill
+        q.formatText(0, q.getLength(), {bold: false, header: false}, 'user')
+        q.deleteText(q.getText().indexOf('world') + 5, 1, 'user')
+    }"""
+    )
+    eventually(lambda: contents() == [{"insert": "Title\nHello world\n"}], what="unformatted")
+    # plain text again: the head version has no delta any more
+    eventually(lambda: "delta" not in head()["roots"]["quill"], what="the change logged")
+    r = httpx.post(f"{api}/restore", json={"seq": seq}, params={"user": "bob"})
+    assert r.status_code == 200 and r.json()["seq"], r.text
+    eventually(lambda: contents() == want, what="the version back in Quill")
+    assert page.evaluate("() => window.harness.ytext()") == ytext
+    assert head()["roots"]["quill"]["delta"] == ytext
+    assert not errors and not page.evaluate("() => window.harness.errors"), errors
 
 
 def test_harness_refuses_an_unknown_provider(page_url: str, people: Any) -> None:

@@ -234,7 +234,18 @@ async def test_restore_over_http_brings_back_formatting_embeds_and_marks(
                 return "note" in v["roots"].get("meta", {}).get("value", {})
 
             await eventually(logged, what="alice's edits logged")
-            version = (await c.get("/api/docs/rich/versions/head")).json()["seq"]
+            head = (await c.get("/api/docs/rich/versions/head")).json()
+            version = head["seq"]
+            # the version shows the formatting and the image (Yjs's toDelta())
+            assert head["roots"]["quill"] == {
+                "type": "text",
+                "value": "Title\nbody text ",
+                "delta": [
+                    {"insert": "Title", "attributes": {"header": 1}},
+                    {"insert": "\nbody text "},
+                    {"insert": {"image": "cat.png"}, "attributes": {"width": "120"}},
+                ],
+            }
             want = {k: faithful(src.get(k, type=type(v))) for k, v in src.items()}
 
             # formatting taken away, an embed deleted, a mark removed, a level changed

@@ -84,15 +84,38 @@ def render_root(doc: Doc[Any], name: str, kind: str) -> Any:
     return jsonable(root.to_py())
 
 
+def root_entry(doc: Doc[Any], name: str, kind: str) -> dict[str, Any]:
+    """{type, value} of a root, and for a text with formatting or embeds (Quill's) its
+    ``delta`` too, as Yjs's ``toDelta()`` gives it: [{"insert", "attributes"?}], runs of
+    equal attributes joined. ``value`` is the characters alone."""
+    entry: dict[str, Any] = {"type": kind, "value": render_root(doc, name, kind)}
+    if kind == TEXT:
+        delta = doc.get(name, type=Text).diff()
+        if any(attrs or not isinstance(insert, str) for insert, attrs in delta):
+            entry["delta"] = text_delta(delta)
+    return entry
+
+
+def text_delta(delta: Iterable[tuple[Any, Any]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for insert, attrs in delta:
+        a = jsonable(attrs) if attrs else None
+        if isinstance(insert, str) and out and isinstance(out[-1]["insert"], str) and (
+            out[-1].get("attributes") == a
+        ):
+            out[-1]["insert"] += insert
+            continue
+        op: dict[str, Any] = {"insert": insert if isinstance(insert, str) else jsonable(insert)}
+        if a:
+            op["attributes"] = a
+        out.append(op)
+    return out
+
+
 def render(doc: Doc[Any], types: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """Every root of `doc` (a scratch doc: this fixes its root types) as {type, value}."""
-    return {
-        name: {
-            "type": types.get(name, TEXT),
-            "value": render_root(doc, name, types.get(name, TEXT)),
-        }
-        for name in root_names(doc)
-    }
+    """Every root of `doc` (a scratch doc: this fixes its root types) as {type, value}
+    (and ``delta``, see root_entry)."""
+    return {name: root_entry(doc, name, types.get(name, TEXT)) for name in root_names(doc)}
 
 
 def empty_value(kind: str) -> Any:

@@ -33,6 +33,7 @@ from .render import (
     TEXT,
     infer_root_types,
     render_root,
+    root_entry,
     root_names,
     structural_diff,
     typed_roots,
@@ -192,7 +193,7 @@ class History:
     async def version(self, doc: str, seq: int) -> dict[str, Any]:
         ydoc, ts_ms = await self._load(doc, seq)
         types = self.types(doc, ydoc)
-        roots = {n: {"type": k, "value": render_root(ydoc, n, k)} for n, k in types.items()}
+        roots = {n: root_entry(ydoc, n, k) for n, k in types.items()}
         ts = iso(ts_ms) if ts_ms is not None else await self.event_ts(doc, seq)
         return {"doc": doc, "seq": seq, "ts": ts, "roots": roots}
 

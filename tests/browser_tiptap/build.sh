@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Bundle the Tiptap test page into OUT (default: ./dist): index.html + bundle.js.
+# Bundle the test pages into OUT (default: ./dist): the Tiptap page (index.html +
+# bundle.js) and the Quill page (quill.html + quill-bundle.js).
 # Inputs: package.json + package-lock.json (exact versions, installed by scripts/test
 # with `npm ci`) and src/. Run by tests/test_browser_tiptap.py at set-up.
 set -euo pipefail
@@ -8,4 +9,7 @@ OUT=${1:-dist}
 mkdir -p "$OUT"
 npx --no-install esbuild src/main.js --bundle --format=esm --target=es2020 \
   --log-level=warning --outfile="$OUT/bundle.js"
+npx --no-install esbuild src/quill.js --bundle --format=esm --target=es2020 \
+  --log-level=warning --outfile="$OUT/quill-bundle.js"
 cp src/index.html "$OUT/index.html"
+cp src/quill.html "$OUT/quill.html"
