@@ -204,6 +204,33 @@ def test_paragraphs_a_version_shares_keep_their_identity() -> None:
     assert len(live_doc.get_update(state)) < size / 20
 
 
+def test_shared_types_inside_text_are_copied_whole() -> None:
+    """Lexical's layout: paragraphs are Y.XmlTexts embedded in the root, its text nodes
+    Y.Maps embedded before their characters. Restored, the embeds are the same shared
+    types with the same content (pycrdt's insert_embed of one made it empty)."""
+
+    def lexical(words: str, fmt: int) -> tuple[Doc[Any], Any]:
+        doc: Doc[Any] = Doc()
+        root = doc.get("root", type=XmlFragment)
+        para = root.children.append(XmlText())
+        para.attributes["__type"] = "paragraph"
+        para.insert_embed(0, Map({"__type": "text", "__format": fmt}))
+        para.insert(1, words)
+        para.insert_embed(len(para), XmlText())
+        return doc, root
+
+    live_doc, live = lexical("Hello", 0)
+    _, target = lexical("Hello lexical", 1)
+    (inner,) = [i for i, _ in list(target.children)[0].diff() if isinstance(i, XmlText)]
+    inner.insert(0, "nested", {"bold": True})
+    set_xml(live, target)
+    assert faithful(live) == faithful(target)
+    (para,) = live.children
+    node = para.diff()[0][0]
+    assert isinstance(node, Map) and node.to_py() == {"__type": "text", "__format": 1.0}
+    assert _updates(live_doc, lambda: set_xml(live, target)) == []
+
+
 # --- end to end: a real server and a real client ------------------------------------------
 
 

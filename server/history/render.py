@@ -100,11 +100,11 @@ def text_delta(delta: Iterable[tuple[Any, Any]]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for insert, attrs in delta:
         a = jsonable(attrs) if attrs else None
-        if isinstance(insert, str) and out and isinstance(out[-1]["insert"], str) and (
-            out[-1].get("attributes") == a
-        ):
-            out[-1]["insert"] += insert
-            continue
+        last = out[-1] if out else None
+        if isinstance(insert, str) and last and isinstance(last["insert"], str):
+            if last.get("attributes") == a:
+                last["insert"] += insert
+                continue
         op: dict[str, Any] = {"insert": insert if isinstance(insert, str) else jsonable(insert)}
         if a:
             op["attributes"] = a
