@@ -42,9 +42,11 @@ heals a room in ``on_load``, and is its own service.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -66,6 +68,10 @@ log = logging.getLogger("palimpsest.fanout")
 
 #: messages waiting for Redis beyond this are dropped (the others heal from the log)
 OUTBOX_MAX = 10_000
+#: this many gap checks within UNDELIVERED_WINDOW seconds that found events the bus never
+#: delivered, while subscribed throughout, are logged as a warning (see Fanout._missed)
+UNDELIVERED_WARN = 3
+UNDELIVERED_WINDOW = 60
 
 
 def parse_url(url: str) -> tuple[str, str, float]:
@@ -169,6 +175,12 @@ class Fanout(Extension, Service):
         self.received = 0
         self.dropped = 0
         self.healed = 0
+        #: when the subscription began (time.monotonic()), None while there is none
+        self._subscribed_at: float | None = None
+        #: gap checks that found a room behind by events the bus never delivered while
+        #: subscribed throughout (times), and when that was last logged
+        self._undelivered: collections.deque[float] = collections.deque(maxlen=UNDELIVERED_WARN)
+        self._undelivered_logged = -float(UNDELIVERED_WINDOW)
 
     def setup(self, backend: Backend) -> None:
         self.backend = backend
@@ -255,6 +267,7 @@ class Fanout(Extension, Service):
             try:
                 await pubsub.psubscribe(f"{self.prefix}:*")
                 self.connected = True
+                self._subscribed_at = time.monotonic()
                 self.subscriptions += 1
                 backoff = 0.1
                 log.info("fan-out subscribed (%d)", self.subscriptions)
@@ -270,6 +283,7 @@ class Fanout(Extension, Service):
                 self.connected = False
             finally:
                 self.connected = False
+                self._subscribed_at = None
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
             await asyncio.sleep(backoff)
@@ -368,6 +382,28 @@ class Fanout(Extension, Service):
             max(0, head - rooms[name].seq) for name, head in self._behind.items() if name in rooms
         )
 
+    def _missed(self, subscribed_for: float) -> None:
+        """A gap check found events the bus never delivered. Now and then a message is
+        lost (Redis restarted under a publisher); again and again, with the subscription
+        up throughout, means the processes on this store do not share a bus: another
+        Redis, or another prefix. Their users see each other's edits only as the gap
+        check heals them, seconds late. The serving lock lets them start (each has a
+        bus), so this is where it shows."""
+        if subscribed_for < 2 * self.check_seconds:
+            return  # the subscription is new: what it missed is expected
+        now = time.monotonic()
+        self._undelivered.append(now)
+        recent = [t for t in self._undelivered if now - t < UNDELIVERED_WINDOW]
+        if len(recent) >= UNDELIVERED_WARN and now - self._undelivered_logged >= UNDELIVERED_WINDOW:
+            self._undelivered_logged = now
+            log.warning(
+                "fan-out: %d times in the last %d s a room here was behind the store by "
+                "events the bus never delivered, with Redis subscribed throughout: does every "
+                "server on this store use the same --fanout URL and prefix (this one: %s, "
+                "prefix %r)? docs/scaleout.md",
+                len(recent), UNDELIVERED_WINDOW, self.redis_url, self.prefix,
+            )  # fmt: skip
+
     async def check_gaps(self) -> None:
         """Heal rooms that are still behind a head seen one check ago (the delay lets
         this process's own commits in flight land first)."""
@@ -386,7 +422,9 @@ class Fanout(Extension, Service):
                 continue
             seen = self._behind.get(name)
             if seen is not None and room.seq < seen:
-                await self.heal(room)
+                since = self._subscribed_at
+                if await self.heal(room) and since is not None:
+                    self._missed(time.monotonic() - since)
             if heads.get(name, 0) > room.seq:
                 behind[name] = heads[name]
         self._behind = behind

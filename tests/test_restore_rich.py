@@ -287,6 +287,7 @@ async def test_restore_over_http_brings_back_formatting_embeds_and_marks(
                 return await server.backend.store.head("rich") > version
 
             await eventually(changed, what="the changes logged")
+            changed_state = {k: faithful(src.get(k, type=type(v))) for k, v in src.items()}
             r = await c.post(
                 "/api/docs/rich/restore", json={"seq": version}, params={"user": "bob"}
             )
@@ -299,6 +300,17 @@ async def test_restore_over_http_brings_back_formatting_embeds_and_marks(
             assert pt.diff() == [("some ", None), ("bold", {"bold": {}}), (" words", None)]
             again = (await c.post("/api/docs/rich/restore", json={"seq": version})).json()
             assert again["seq"] is None and again["reason"] == "already equal"
+
+            # bob's undo takes the restore back, formatting and all, and his redo again
+            def now() -> dict[str, Any]:
+                return {k: faithful(src.get(k, type=type(v))) for k, v in src.items()}
+
+            r = await c.post("/api/docs/rich/undo", params={"user": "bob"})
+            assert r.status_code == 200, r.text
+            await eventually(lambda: now() == changed_state, what="the restore undone")
+            r = await c.post("/api/docs/rich/redo", params={"user": "bob"})
+            assert r.status_code == 200, r.text
+            await eventually(restored, what="the restore redone")
 
             # PUT /text over a text with an embed: the characters change, the image stays
             r = await c.put(

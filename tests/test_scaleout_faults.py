@@ -23,6 +23,7 @@ from scaleout import (
     open_store,
     private_postgres,
 )
+from serverproc import ServerProcess
 from yclient import YClient, connect
 
 from palimpsest.fanout import encode, parse_url
@@ -221,3 +222,37 @@ async def test_postgresql_restarted_mid_editing(tmp_path: Path) -> None:
 
 async def _is(status: Awaitable[int], want: int) -> bool:
     return await status == want
+
+
+async def test_servers_on_one_store_with_different_buses_are_told(tmp_path: Path) -> None:
+    """Two servers on one SQLite file, each with a bus, but not the same one (another
+    prefix here; another Redis is the same): the serving lock lets both start, and their
+    users see each other's edits only as the gap check heals them, seconds late. The
+    one whose rooms keep falling behind says why in its log; a pair on one bus does not."""
+    db = tmp_path / "shared.db"
+
+    async def pair(urls: tuple[str, str], doc: str) -> tuple[ServerProcess, ServerProcess]:
+        procs = tuple(
+            ServerProcess(tmp_path / f"{doc}-{i}", db_path=db, extra_args=["--fanout", url])
+            for i, url in enumerate(urls)
+        )
+        await asyncio.gather(*(p.astart() for p in procs))
+        try:
+            async with connect(procs[0].ws_url, doc, user="ann") as a:
+                async with connect(procs[1].ws_url, doc, user="bob") as b:
+                    await asyncio.sleep(1.0)  # both subscribed a while: nothing is new
+                    await type_into(a, "twelve chars", pause=0.3)
+                    await eventually(lambda: b.content == "twelve chars", timeout=10)
+        finally:
+            for p in procs:
+                await asyncio.to_thread(p.stop)
+        return procs[0], procs[1]
+
+    same = fanout_url(check=0.25)
+    ok = await pair((same, same), "one-bus")
+    assert "never delivered" not in ok[0].log_text() + ok[1].log_text()
+
+    writer, reader = await pair((fanout_url(check=0.25), fanout_url(check=0.25)), "two-buses")
+    assert "never delivered" in reader.log_text(), reader.log_tail()
+    assert "does every server on this store use the same --fanout" in reader.log_text()
+    assert "never delivered" not in writer.log_text()
