@@ -5,8 +5,9 @@ The page (tests/browser_tiptap: pinned npm packages, bundled with esbuild at set
 what Tiptap's docs tell people to build: StarterKit, Collaboration with its own
 client-side undo (y-tiptap's Y.UndoManager), and a provider chosen by the query:
 `?provider=y-websocket` (against /ws) or `?provider=hocuspocus` (against /hocuspocus).
-The Quill page (quill.html, bundled beside it) binds Quill 2 to a Y.Text with y-quill
-through y-websocket. Both are served from a loopback HTTP server of its own; each user
+The Quill page (quill.html, bundled beside it) binds Quill 2 to a Y.Text with y-quill,
+and the Lexical page (lexical.html) binds Lexical with @lexical/yjs, both through
+y-websocket. All are served from a loopback HTTP server of its own; each user
 is a browser context.
 
 The first scenario is issue 16's: Alice types, presses Ctrl-Z, Bob edits, Alice types again.
@@ -17,6 +18,7 @@ stale view back: Bob's text is deleted for everyone (ueberdosis/y-tiptap#48).
 
 from __future__ import annotations
 
+import base64
 import functools
 import http.server
 import re
@@ -369,6 +371,61 @@ def test_quill_restore_brings_back_formatting_and_images(
     eventually(lambda: contents() == want, what="the version back in Quill")
     assert page.evaluate("() => window.harness.ytext()") == ytext
     assert head()["roots"]["quill"]["delta"] == ytext
+    assert not errors and not page.evaluate("() => window.harness.errors"), errors
+
+
+def logged_seq(page: Page, api: str) -> int | None:
+    """The head's seq once the server's head version holds everything the page's Y.Doc
+    holds (the same state vector, both encoded by the page's Yjs), else None."""
+    r = httpx.get(f"{api}/versions/head", params={"format": "update"})
+    same = page.evaluate(
+        """(b64) => {
+        const { Y, ydoc } = window.harness
+        const head = new Y.Doc()
+        Y.applyUpdate(head, Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)))
+        const a = Y.encodeStateVector(head), b = Y.encodeStateVector(ydoc)
+        return a.length === b.length && a.every((x, i) => x === b[i])
+    }""",
+        base64.b64encode(r.content).decode(),
+    )
+    return int(r.headers["X-Palimpsest-Seq"]) if same else None
+
+
+def test_lexical_restore_brings_back_its_nodes_and_formats(
+    server: ServerProcess, page_url: str, people: Any, doc_name: str
+) -> None:
+    """Lexical with @lexical/yjs keeps its document unlike ProseMirror: the root is a
+    Y.XmlText, each paragraph a Y.XmlText embedded in it, each text node a Y.Map (its
+    format bits, 1 for bold) embedded before its characters. A bold word,
+    rewritten, then restored over HTTP comes back as Lexical's own nodes. (pycrdt's
+    insert_embed of an integrated Y.Map makes an empty one: copied that way, the text
+    nodes lost their type and format.)"""
+    page = people().new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    query = urllib.parse.urlencode({"ws": server.ws_url, "doc": doc_name, "user": "ann"})
+    page.goto(f"{page_url.rsplit('/', 1)[0]}/lexical.html?{query}")
+    eventually(lambda: page.evaluate("() => window.harness?.ready() ?? false"), what="synced")
+    nodes = lambda: page.evaluate("() => window.harness.nodes()")  # noqa: E731
+    page.locator("#editor").click()
+    page.keyboard.type("Hello world")
+    typed = [{"type": "paragraph", "text": [["Hello world", 0]]}]
+    eventually(lambda: nodes() == typed, what="ann's typing in Lexical")
+    page.evaluate("() => window.harness.select(0, 6, 11)")  # "world", as a drag would
+    page.keyboard.press("Control+b")
+    want = [{"type": "paragraph", "text": [["Hello ", 0], ["world", 1]]}]
+    eventually(lambda: nodes() == want, what="ann's bold word in Lexical")
+    api = f"{server.http_url}/api/docs/{doc_name}"
+    seq = eventually(lambda: logged_seq(page, api), what="all of it logged")
+
+    page.keyboard.press("Control+a")
+    page.keyboard.type("Rewritten")
+    rewritten = [{"type": "paragraph", "text": [["Rewritten", 0]]}]
+    eventually(lambda: nodes() == rewritten, what="ann's rewrite")
+    eventually(lambda: (logged_seq(page, api) or 0) > seq, what="the rewrite logged")
+    r = httpx.post(f"{api}/restore", json={"seq": seq}, params={"user": "bob"})
+    assert r.status_code == 200 and r.json()["seq"], r.text
+    eventually(lambda: nodes() == want, what="the version back in Lexical")
     assert not errors and not page.evaluate("() => window.harness.errors"), errors
 
 

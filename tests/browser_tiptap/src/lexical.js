@@ -1,0 +1,81 @@
+// The Lexical page of tests/test_browser_tiptap.py: Lexical with rich text, bound to
+// Yjs with @lexical/yjs the way @lexical/react's CollaborationPlugin binds it
+// (createBinding, syncLexicalUpdateToYjs, syncYjsChangesToLexical), through y-websocket:
+//
+//   lexical.html?ws=ws://HOST:PORT/ws&doc=NAME[&user=NAME]
+//
+// Everything a test needs is on window.harness; nothing here knows what is tested.
+import { createEditor, $getRoot, $createRangeSelection, $setSelection } from 'lexical'
+import { registerRichText, HeadingNode, QuoteNode } from '@lexical/rich-text'
+import { createBinding, syncLexicalUpdateToYjs, syncYjsChangesToLexical } from '@lexical/yjs'
+import { WebsocketProvider } from 'y-websocket'
+import * as Y from 'yjs'
+
+const q = new URLSearchParams(location.search)
+const wsBase = q.get('ws')
+const docName = q.get('doc')
+const user = q.get('user') || ''
+
+const errors = []
+window.addEventListener('error', (e) => errors.push(String(e.error || e.message)))
+window.addEventListener('unhandledrejection', (e) => errors.push(String(e.reason)))
+
+if (!wsBase || !docName) throw new Error('the page needs ?ws=…&doc=…')
+const ydoc = new Y.Doc()
+const state = { connected: false, synced: false }
+const provider = new WebsocketProvider(wsBase, docName, ydoc, {
+  params: user ? { user } : {},
+  connect: false
+})
+provider.on('status', (e) => { state.connected = e.status === 'connected' })
+provider.on('sync', (s) => { state.synced = s })
+
+const editor = createEditor({
+  namespace: 'harness',
+  nodes: [HeadingNode, QuoteNode],
+  onError: (e) => errors.push(String(e))
+})
+editor.setRootElement(document.querySelector('#editor'))
+registerRichText(editor)
+
+const docMap = new Map([[docName, ydoc]])
+const binding = createBinding(editor, provider, docName, ydoc, docMap)
+binding.root.getSharedType().observeDeep((events, transaction) => {
+  if (transaction.origin !== binding) {
+    syncYjsChangesToLexical(binding, provider, events, transaction.origin instanceof Y.UndoManager)
+  }
+})
+editor.registerUpdateListener(({ prevEditorState, editorState, dirtyElements, dirtyLeaves,
+  normalizedNodes, tags }) => {
+  if (!tags.has('skip-collab')) {
+    syncLexicalUpdateToYjs(binding, provider, prevEditorState, editorState, dirtyElements,
+      dirtyLeaves, normalizedNodes, tags)
+  }
+})
+provider.connect()
+
+window.harness = {
+  Y,
+  ydoc,
+  editor,
+  binding,
+  provider,
+  errors,
+  state,
+  /** what the user sees: per paragraph, its text nodes as [text, format bits] */
+  nodes: () => editor.getEditorState().read(() =>
+    $getRoot().getChildren().map((p) => ({
+      type: p.getType(),
+      text: p.getChildren ? p.getChildren().map((t) => [t.getTextContent(), t.getFormat ? t.getFormat() : null]) : []
+    }))),
+  /** select characters start..end of the first text node of paragraph i */
+  select: (i, start, end) => new Promise((resolve) => editor.update(() => {
+    const text = $getRoot().getChildAtIndex(i).getFirstChild()
+    const sel = $createRangeSelection()
+    sel.anchor.set(text.getKey(), start, 'text')
+    sel.focus.set(text.getKey(), end, 'text')
+    $setSelection(sel)
+  }, { onUpdate: resolve })),
+  ready: () => state.connected && state.synced
+}
+document.body.dataset.ready = 'harness'
