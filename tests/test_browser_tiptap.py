@@ -321,6 +321,8 @@ def test_quill_restore_brings_back_formatting_and_images(
     page.keyboard.type("Title")
     page.keyboard.press("Enter")
     page.keyboard.type("Hello world")
+    contents = lambda: page.evaluate("() => window.harness.contents()")  # noqa: E731
+    eventually(lambda: contents() == [{"insert": "Title\nHello world\n"}], what="typed")
     for _ in range(5):
         page.keyboard.press("Shift+ArrowLeft")
     page.keyboard.press("Control+b")
@@ -334,7 +336,6 @@ def test_quill_restore_brings_back_formatting_and_images(
     }""",
         gif,
     )
-    contents = lambda: page.evaluate("() => window.harness.contents()")  # noqa: E731
     want = [
         {"insert": "Title"},
         {"attributes": {"header": 1}, "insert": "\n"},
