@@ -427,6 +427,10 @@ def test_lexical_restore_brings_back_its_nodes_and_formats(
     r = httpx.post(f"{api}/restore", json={"seq": seq}, params={"user": "bob"})
     assert r.status_code == 200 and r.json()["seq"], r.text
     eventually(lambda: nodes() == want, what="the version back in Lexical")
+    # server-side undo on Lexical's layout: bob's undo takes his restore back
+    r = httpx.post(f"{api}/undo", params={"user": "bob"})
+    assert r.status_code == 200, r.text
+    eventually(lambda: nodes() == rewritten, what="bob's restore undone in Lexical")
     assert not errors and not page.evaluate("() => window.harness.errors"), errors
 
 
