@@ -304,6 +304,20 @@ def test_restore_brings_back_marks_and_headings(
     eventually(lambda: _marked(view_json(alice)) == want, what="the bold back in her editor")
 
 
+def open_binding_page(
+    ctx: BrowserContext, page_url: str, name: str, server: ServerProcess, doc: str
+) -> tuple[Page, list[str]]:
+    """Open the harness page `name` (quill.html, lexical.html) as ann on y-websocket and
+    wait until it has synced; returns the page and the list its errors go to."""
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    query = urllib.parse.urlencode({"ws": server.ws_url, "doc": doc, "user": "ann"})
+    page.goto(f"{page_url.rsplit('/', 1)[0]}/{name}?{query}")
+    eventually(lambda: page.evaluate("() => window.harness?.ready() ?? false"), what="synced")
+    return page, errors
+
+
 def test_quill_restore_brings_back_formatting_and_images(
     server: ServerProcess, page_url: str, people: Any, doc_name: str
 ) -> None:
@@ -311,12 +325,7 @@ def test_quill_restore_brings_back_formatting_and_images(
     Y.Text), then the bold taken off and the image deleted; a restore over HTTP gives
     Quill the version back, as Quill's own delta shows it. The old restore compared the
     plain text, which these changes leave as it was: "already equal", nothing done."""
-    page = people().new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    query = urllib.parse.urlencode({"ws": server.ws_url, "doc": doc_name, "user": "ann"})
-    page.goto(f"{page_url.rsplit('/', 1)[0]}/quill.html?{query}")
-    eventually(lambda: page.evaluate("() => window.harness?.ready() ?? false"), what="synced")
+    page, errors = open_binding_page(people(), page_url, "quill.html", server, doc_name)
     page.locator(".ql-editor").click()
     page.keyboard.type("Title")
     page.keyboard.press("Enter")
@@ -401,12 +410,7 @@ def test_lexical_restore_brings_back_its_nodes_and_formats(
     rewritten, then restored over HTTP comes back as Lexical's own nodes. (pycrdt's
     insert_embed of an integrated Y.Map makes an empty one: copied that way, the text
     nodes lost their type and format.)"""
-    page = people().new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    query = urllib.parse.urlencode({"ws": server.ws_url, "doc": doc_name, "user": "ann"})
-    page.goto(f"{page_url.rsplit('/', 1)[0]}/lexical.html?{query}")
-    eventually(lambda: page.evaluate("() => window.harness?.ready() ?? false"), what="synced")
+    page, errors = open_binding_page(people(), page_url, "lexical.html", server, doc_name)
     nodes = lambda: page.evaluate("() => window.harness.nodes()")  # noqa: E731
     page.locator("#editor").click()
     page.keyboard.type("Hello world")

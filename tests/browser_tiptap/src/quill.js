@@ -8,18 +8,10 @@ import Quill from 'quill'
 import { QuillBinding } from 'y-quill'
 import { WebsocketProvider } from 'y-websocket'
 import * as Y from 'yjs'
+import { wsBase, docName, user, errors } from './page.js'
 
-const q = new URLSearchParams(location.search)
-const wsBase = q.get('ws')
-const docName = q.get('doc')
-const user = q.get('user') || ''
 const FIELD = 'quill'
 
-const errors = []
-window.addEventListener('error', (e) => errors.push(String(e.error || e.message)))
-window.addEventListener('unhandledrejection', (e) => errors.push(String(e.reason)))
-
-if (!wsBase || !docName) throw new Error('the page needs ?ws=…&doc=…')
 const ydoc = new Y.Doc()
 const state = { connected: false, synced: false }
 const provider = new WebsocketProvider(wsBase, docName, ydoc, { params: user ? { user } : {} })
