@@ -135,6 +135,19 @@ def test_plain_text_written_over_embeds_keeps_them(
     assert [i for i, _ in live.diff() if not isinstance(i, str)] == embeds
 
 
+def test_plain_text_written_over_formatting_keeps_it_and_types_like_a_user() -> None:
+    """Kept characters keep their formatting; new ones take the formatting before them,
+    as typing there does; an embed among replaced characters stays."""
+    _, t = _text([("insert", 0, "hello world", {}), ("format", 6, 5, {"bold": True}),
+                  ("embed", 3, {"image": "a.png"}, {})])  # fmt: skip
+    assert t.diff() == [("hel", None), ({"image": "a.png"}, None), ("lo ", None),
+                        ("world", {"bold": True})]  # fmt: skip
+    set_text(t, "help brave world!")
+    # "lo" and the image replaced by "p brave": the new text first, the image after it
+    assert t.diff() == [("help brave", None), ({"image": "a.png"}, None), (" ", None),
+                        ("world!", {"bold": True})]  # fmt: skip
+
+
 def test_a_version_that_differs_only_in_formatting_is_restored() -> None:
     doc: Doc[Any] = Doc()
     live = doc.get("t", type=Text)
