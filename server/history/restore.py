@@ -126,13 +126,14 @@ def _embed_key(e: _Embed) -> str:
     return json.dumps(faithful(e.value), sort_keys=True, default=repr)
 
 
-def _codes(*sides: list[Piece]) -> dict[str, str]:
+def _codes(*sides: list[Piece], also: str = "") -> dict[str, str]:
     """A code point of the private use planes for each distinct embed, none that the
-    texts use."""
+    texts (or `also`) use."""
     embeds = {_embed_key(c) for side in sides for c, _ in side if isinstance(c, _Embed)}
     if not embeds:
         return {}
     used = set("".join(c for side in sides for c, _ in side if isinstance(c, str)))
+    used.update(also)
     spare = (chr(cp) for cp in range(0xF0000, 0x10FFFE) if chr(cp) not in used)
     return {k: next(spare) for k in sorted(embeds)}
 
@@ -276,7 +277,7 @@ def _typed_over(current: Sequence[Run], target: str) -> list[Run]:
     characters keep their attributes, new ones take the attributes before them, embeds
     stay (after the new characters that replace characters around them)."""
     have = _pieces(current)
-    live = _Layout(have, _codes(have))  # an embed is a code point `target` never has
+    live = _Layout(have, _codes(have, also=target))  # embeds: code points `target` lacks
     out: list[Piece] = []
     for tag, i1, i2, j1, j2 in string_opcodes(live.keys, target):
         if tag == "equal":
