@@ -96,7 +96,12 @@ def root_entry(doc: Doc[Any], name: str, kind: str) -> dict[str, Any]:
     return entry
 
 
-def text_delta(delta: Iterable[tuple[Any, Any]]) -> list[dict[str, Any]]:
+def text_delta(
+    delta: Iterable[tuple[Any, Any]], embed: Callable[[Any], Any] = jsonable
+) -> list[dict[str, Any]]:
+    """pycrdt's ``diff()`` as Yjs's ``toDelta()`` gives it: adjacent strings with equal
+    attributes joined (pycrdt gives them apart when they are apart in the document's
+    structure), empty ones left out, each embed as ``embed`` renders it."""
     out: list[dict[str, Any]] = []
     for insert, attrs in delta:
         a = jsonable(attrs) if attrs else None
@@ -105,7 +110,9 @@ def text_delta(delta: Iterable[tuple[Any, Any]]) -> list[dict[str, Any]]:
             if last.get("attributes") == a:
                 last["insert"] += insert
                 continue
-        op: dict[str, Any] = {"insert": insert if isinstance(insert, str) else jsonable(insert)}
+        if insert == "":
+            continue
+        op: dict[str, Any] = {"insert": insert if isinstance(insert, str) else embed(insert)}
         if a:
             op["attributes"] = a
         out.append(op)

@@ -33,7 +33,7 @@ from typing import Any
 from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
 
 from .bounded_diff import opcodes
-from .render import ARRAY, MAP, ROOT_CLASSES, TEXT, XML, jsonable, string_opcodes
+from .render import ARRAY, MAP, ROOT_CLASSES, TEXT, XML, jsonable, string_opcodes, text_delta
 
 #: a run of rich text as pycrdt's ``diff()`` gives it: a string or an embed (a dict or
 #: another value), and its attributes (None when it has none)
@@ -194,7 +194,7 @@ def _embed_at(text: RichText, pos: int) -> Any:
     for insert, _ in text.diff():
         if at == pos and not isinstance(insert, str):
             return insert
-        at += _width(insert if isinstance(insert, str) else _Embed(insert))
+        at += len(insert.encode()) if isinstance(insert, str) else 1
         if at > pos:
             break
     raise LookupError(f"no embed at offset {pos}")
@@ -303,9 +303,9 @@ def faithful(value: Any) -> Any:
     """A value as JSON with everything a restore must reproduce: formatting and embeds
     of text, XML tags, attributes and children, nested shared types."""
     if isinstance(value, XmlText):
-        return {"xmltext": _delta_json(value.diff()), "attrs": _attrs(value)}
+        return {"xmltext": text_delta(value.diff(), faithful), "attrs": _attrs(value)}
     if isinstance(value, Text):
-        return {"text": _delta_json(value.diff())}
+        return {"text": text_delta(value.diff(), faithful)}
     if isinstance(value, XmlElement):
         return {
             "tag": value.tag,
@@ -319,19 +319,6 @@ def faithful(value: Any) -> Any:
     if isinstance(value, Array):
         return {"array": [faithful(v) for v in value]}
     return {"value": jsonable(value)}
-
-
-def _delta_json(delta: Sequence[Run]) -> list[Any]:
-    """The delta with adjacent strings of equal attributes joined (pycrdt gives them
-    apart when they are apart in the document's structure)."""
-    out: list[Any] = []
-    for insert, attrs in delta:
-        a = jsonable(attrs or {})
-        if isinstance(insert, str) and out and isinstance(out[-1][0], str) and out[-1][1] == a:
-            out[-1][0] += insert
-        elif not isinstance(insert, str) or insert:
-            out.append([insert if isinstance(insert, str) else faithful(insert), a])
-    return out
 
 
 def _attr_items(node: XmlElement | XmlText) -> list[tuple[str, Any]]:
