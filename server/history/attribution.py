@@ -77,7 +77,7 @@ class TextTrack:
     Runs live in blocks (a blocked list) with each block's count of alive bytes, so that
     finding a visible position costs O(blocks + block size), not O(document)."""
 
-    __slots__ = ("blocks", "alive", "content", "_bi", "_base", "by_block")
+    __slots__ = ("blocks", "alive", "content", "_bi", "_base", "by_block", "rich")
 
     def __init__(self) -> None:
         self.blocks: list[list[list[Any]]] = [[]]
@@ -90,6 +90,10 @@ class TextTrack:
         self._base = 0
         #: while folded by ids (attribution_ids): each block's index, by id(block)
         self.by_block: dict[int, int] | None = None
+        #: whether the text ever had formatting or embeds (a diff then lays the versions'
+        #: formatting over its runs, see rich_diff); None: not known (an index stored
+        #: before it was noted), taken as maybe
+        self.rich: bool | None = False
 
     @property
     def length(self) -> int:
@@ -100,9 +104,16 @@ class TextTrack:
         for op in delta:
             if "retain" in op:
                 pos += int(op["retain"])
+                if "attributes" in op:
+                    self.rich = True
             elif "insert" in op:
                 value = op["insert"]
-                data = value.encode() if isinstance(value, str) else EMBED
+                if isinstance(value, str):
+                    data = value.encode()
+                    if "attributes" in op:
+                        self.rich = True
+                else:
+                    data, self.rich = EMBED, True
                 if data:
                     self.insert(pos, data, seq)
                 pos += len(data)

@@ -242,8 +242,10 @@ class IdFold:
         if kind == yupdate.STRING:
             data: bytes = s.data or b""
         elif kind == yupdate.EMBED or kind == yupdate.TYPE:
-            data = EMBED
-        elif kind == yupdate.FORMAT or kind == yupdate.DELETED:
+            data, track.rich = EMBED, True
+        elif kind == yupdate.FORMAT:
+            data, track.rich = b"", True
+        elif kind == yupdate.DELETED:
             data = b""
         else:
             raise Broken(f"content of kind {kind} in a text")

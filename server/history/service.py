@@ -39,6 +39,7 @@ from .render import (
     typed_roots,
 )
 from .restore import make_equal, set_text
+from .rich_diff import formatted_ops
 from .sessions import Sessions
 
 if TYPE_CHECKING:
@@ -284,7 +285,13 @@ class History:
         roots: dict[str, Any] = {}
         for name in names:
             if name in index.tracks:
-                roots[name] = {"type": TEXT, "ops": index.diff(name, a, b)}
+                ops = index.diff(name, a, b)
+                if index.tracks[name].rich is not False:  # lay the formatting over it
+                    if docs is None:
+                        docs = await self.doc_at(doc, a), await self.doc_at(doc, b)
+                    da, db = (d.get(name, type=Text).diff() for d in docs)
+                    ops = formatted_ops(doc, name, ops, da, db)
+                roots[name] = {"type": TEXT, "ops": ops}
                 continue
             if docs is None:  # only structural diffs need the two versions
                 docs = await self.doc_at(doc, a), await self.doc_at(doc, b)

@@ -1,0 +1,238 @@
+"""A text diff shows formatting and embeds (rich_diff): a word made bold is a ``format``
+op, an image is an op with its ``embed``, inserted and deleted text carry their
+attributes; read back to front, the ops spell each version's delta. A plain text's diff
+is what it always was."""
+
+from __future__ import annotations
+
+import json
+import random
+import zlib
+from typing import Any
+
+import httpx
+import jsonschema
+import pytest
+import yaml
+from conftest import RunningServer, eventually
+from pycrdt import Doc, Text
+from serverproc import REPO_ROOT
+from test_attribution_ids import ROOTS, session
+from yclient import connect
+
+from palimpsest.history import attribution_codec as codec
+from palimpsest.history.attribution import AttributionIndex
+from palimpsest.history.render import text_delta
+from palimpsest.history.rich_diff import Mismatch, runs_of, with_formatting
+from palimpsest.protocol import Reader, write_var_bytes
+from palimpsest.store.base import Event
+
+TEXT_OP = yaml.safe_load((REPO_ROOT / "docs" / "openapi.yaml").read_text())["components"][
+    "schemas"
+]["TextOp"]
+
+
+def _versions(log: list[Event], name: str) -> list[list[dict[str, Any]]]:
+    """The text's delta at each seq (0 to the end)."""
+    doc: Doc[Any] = Doc()
+    out = [text_delta([])]
+    for ev in log:
+        doc.apply_update(ev.update)
+        out.append(text_delta(doc.get(name, type=Text).diff()))
+    return out
+
+
+def _spelled(ops: list[dict[str, Any]], side: str) -> list[dict[str, Any]]:
+    """The delta the ops spell for the earlier version ("a") or the later ("b")."""
+    keep = {"a": ("equal", "delete", "format"), "b": ("equal", "insert", "format")}[side]
+    pieces = []
+    for op in ops:
+        if op["op"] not in keep:
+            continue
+        attrs = op["was"] if op["op"] == "format" and side == "a" else op.get("attributes")
+        pieces.append((op["embed"] if "embed" in op else op["text"], attrs or None))
+    return text_delta(pieces)
+
+
+def _check(ops: list[dict[str, Any]], va: Any, vb: Any) -> None:
+    assert _spelled(ops, "a") == va
+    assert _spelled(ops, "b") == vb
+    for op in ops:
+        assert op["op"] in ("equal", "insert", "delete", "format")
+        if op["op"] == "format":
+            # only where the formatting differs, and nobody is named for it
+            assert op["attributes"] != op["was"] and op["actor"] is None
+        if "embed" in op:
+            assert op["text"] == "\ufffc"
+
+
+@pytest.mark.parametrize("by_ids", [True, False])
+def test_concurrent_rich_sessions_diff_to_both_versions(by_ids: bool) -> None:
+    # three clients editing at once, with embeds and bold, each seeing the others late
+    rich_seen: set[bool] = set()
+    for seed in range(12):
+        log, _ = session(seed)
+        index = AttributionIndex("d", list(ROOTS), by_ids=by_ids)
+        index.fold(log)
+        assert index.verify()
+        rng = random.Random(seed)
+        n = len(log)
+        for name in ROOTS:
+            versions = _versions(log, name)
+            ever = any(
+                "attributes" in op or not isinstance(op["insert"], str)
+                for v in versions
+                for op in v
+            )
+            # a text that had formatting or an embed at any version is known as rich
+            if ever:
+                assert index.tracks[name].rich is True
+            rich_seen.add(bool(ever))
+            for _ in range(15):
+                a, b = sorted(rng.randint(0, n) for _ in range(2))
+                ops = index.diff(name, a, b)
+                va, vb = versions[a], versions[b]
+                runs_a, runs_b = runs_of(_diff(log, name, a)), runs_of(_diff(log, name, b))
+                got = with_formatting(ops, runs_a, runs_b)
+                _check(got, va, vb)
+                # the characters and their attribution are the index's
+                assert "".join(o["text"] for o in got) == "".join(o["text"] for o in ops)
+    assert rich_seen == {True}  # the sessions do format and embed
+
+
+def _diff(log: list[Event], name: str, seq: int) -> Any:
+    doc: Doc[Any] = Doc()
+    for ev in log[:seq]:
+        doc.apply_update(ev.update)
+    return doc.get(name, type=Text).diff()
+
+
+def _log(changes: list[Any]) -> tuple[Doc[Any], list[Event]]:
+    doc: Doc[Any] = Doc()
+    t = doc.get("t", type=Text)
+    got: list[bytes] = []
+    doc.observe(lambda e: got.append(e.update))
+    for change in changes:
+        change(t)
+    log = [Event("d", i + 1, 0, f"u{i + 1}", "edit", u, {}) for i, u in enumerate(got)]
+    return doc, log
+
+
+def test_bold_an_image_and_typing_read_as_editors_would() -> None:
+    doc, log = _log(
+        [
+            lambda t: t.insert(0, "Hello brave world"),
+            lambda t: t.format(6, 11, {"bold": True}),
+            lambda t: t.insert_embed(17, {"image": "cat.png"}, {"width": "120"}),
+            lambda t: t.insert(0, "Oh! ", {"italic": True}),
+            lambda t: t.format(0, 3, {"italic": None}),
+        ]
+    )
+    index = AttributionIndex("d", ["t"])
+    index.fold(log)
+    assert index.tracks["t"].rich is True
+    got = with_formatting(
+        index.diff("t", 1, 5), runs_of(_diff(log, "t", 1)), runs_of(doc.get("t", type=Text).diff())
+    )
+    assert got == [
+        {"op": "insert", "text": "Oh!", "actor": "u4", "seq": 4},
+        {"op": "insert", "text": " ", "actor": "u4", "seq": 4, "attributes": {"italic": True}},
+        {"op": "equal", "text": "Hello ", "actor": None, "seq": None},
+        {
+            "op": "format",
+            "text": "brave",
+            "actor": None,
+            "seq": None,
+            "attributes": {"bold": True},
+            "was": {},
+        },  # fmt: skip
+        {"op": "equal", "text": " world", "actor": None, "seq": None},
+        {
+            "op": "insert",
+            "text": "\ufffc",
+            "actor": "u3",
+            "seq": 3,
+            "attributes": {"width": "120"},
+            "embed": {"image": "cat.png"},
+        },  # fmt: skip
+    ]
+    # and back: the bold taken off is a format op the other way, the image a delete
+    back = with_formatting(
+        index.diff("t", 3, 3), runs_of(_diff(log, "t", 3)), runs_of(_diff(log, "t", 3))
+    )
+    assert [o["op"] for o in back] == ["equal", "equal", "equal", "equal"]
+    assert back[1] == {"op": "equal", "text": "brave", "actor": None, "seq": None,
+                       "attributes": {"bold": True}}  # fmt: skip
+
+
+def test_a_plain_text_is_not_rich_and_ops_that_do_not_spell_the_versions_are_refused() -> None:
+    _, log = _log([lambda t: t.insert(0, "abc"), lambda t: t.insert(3, "def")])
+    index = AttributionIndex("d", ["t"])
+    index.fold(log)
+    assert index.tracks["t"].rich is False
+    ops = index.diff("t", 1, 2)
+    assert with_formatting(ops, runs_of(_diff(log, "t", 1)), runs_of(_diff(log, "t", 2))) == ops
+    with pytest.raises(Mismatch):
+        with_formatting(ops, runs_of(_diff(log, "t", 2)), runs_of(_diff(log, "t", 2)))
+
+
+def test_the_stored_index_keeps_what_it_knows_of_formatting() -> None:
+    doc, log = _log([lambda t: t.insert(0, "plain"), lambda t: t.format(0, 2, {"bold": True})])
+    index = AttributionIndex("d", ["t", "u"])
+    index.fold(log)
+    assert index.tracks["t"].rich is True and index.tracks["u"].rich is False
+    data = codec.encode(index, "fp")
+    back = codec.decode(data, doc)
+    assert back.tracks["t"].rich is True and back.tracks["u"].rich is False
+    # an index stored before "rich" was kept: maybe, for every root
+    body = zlib.decompress(data)
+    r = Reader(body)
+    header = json.loads(r.read_var_bytes("header"))
+    del header["rich"]
+    old = zlib.compress(write_var_bytes(json.dumps(header).encode()) + body[r.pos :])
+    assert {n: t.rich for n, t in codec.decode(old, doc).tracks.items()} == {"t": None, "u": None}
+
+
+async def test_diff_over_http_shows_formatting_and_embeds(server: RunningServer) -> None:
+    src: Doc[Any] = Doc()
+    async with (
+        connect(server.ws_url, "quill", "alice", ydoc=src),
+        httpx.AsyncClient(base_url=server.url) as c,
+    ):
+        quill = src.get("quill", type=Text)
+        quill.insert(0, "Title\nsome words\n")
+
+        async def head() -> int:
+            return int(await server.backend.store.head("quill"))
+
+        await eventually(lambda: _at_least(head, 1), what="alice's text logged")
+        first = await head()
+        quill.format(0, 5, {"header": 1})
+        quill.format(11, 16, {"bold": True})
+        quill.insert_embed(17, {"image": "cat.png"})
+        await eventually(lambda: _at_least(head, first + 3), what="alice's formatting logged")
+        # no index yet (a range diff), then with the index a blame builds
+        for _ in range(2):
+            r = await c.get("/api/docs/quill/diff", params={"from": first})
+            assert r.status_code == 200, r.text
+            ops = r.json()["roots"]["quill"]["ops"]
+            assert [o["op"] for o in ops] == ["format", "equal", "format", "equal", "insert"]
+            assert ops[0]["text"] == "Title" and ops[0]["attributes"] == {"header": 1}
+            assert ops[2] == {"op": "format", "text": "words", "actor": None, "seq": None,
+                              "attributes": {"bold": True}, "was": {}}  # fmt: skip
+            assert ops[4]["embed"] == {"image": "cat.png"} and ops[4]["actor"] == "alice"
+            for op in ops:  # as the API's contract says
+                jsonschema.validate(op, TEXT_OP)
+            assert (await c.get("/api/docs/quill/blame")).status_code == 200
+        # a plain text's diff is as it was: no formatting keys
+        plain = src.get("plain", type=Text)
+        plain.insert(0, "just text")
+        await eventually(lambda: _at_least(head, first + 4), what="the plain text logged")
+        ops = (await c.get("/api/docs/quill/diff", params={"root": "plain"})).json()
+        assert ops["roots"]["plain"]["ops"] == [
+            {"op": "insert", "text": "just text", "actor": "alice", "seq": first + 4}
+        ]
+
+
+async def _at_least(head: Any, n: int) -> bool:
+    return bool(await head() >= n)
