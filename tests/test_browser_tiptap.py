@@ -1,4 +1,4 @@
-"""Tiptap 3 + its Collaboration extension, and Quill 2 with y-quill, in Chromium,
+"""Tiptap 3 + its Collaboration extension, Quill 2, Lexical and Monaco, in Chromium,
 through the real server.
 
 The page (tests/browser_tiptap: pinned npm packages, bundled with esbuild at set-up) is
@@ -6,8 +6,8 @@ what Tiptap's docs tell people to build: StarterKit, Collaboration with its own
 client-side undo (y-tiptap's Y.UndoManager), and a provider chosen by the query:
 `?provider=y-websocket` (against /ws) or `?provider=hocuspocus` (against /hocuspocus).
 The Quill page (quill.html, bundled beside it) binds Quill 2 to a Y.Text with y-quill,
-and the Lexical page (lexical.html) binds Lexical with @lexical/yjs, both through
-y-websocket. All are served from a loopback HTTP server of its own; each user
+the Lexical page (lexical.html) binds Lexical with @lexical/yjs, and the Monaco page
+(monaco.html) binds Monaco with y-monaco, all through y-websocket. All are served from a loopback HTTP server of its own; each user
 is a browser context.
 
 The first scenario is issue 16's: Alice types, presses Ctrl-Z, Bob edits, Alice types again.
@@ -309,14 +309,20 @@ def test_restore_brings_back_marks_and_headings(
 
 
 def open_binding_page(
-    ctx: BrowserContext, page_url: str, name: str, server: ServerProcess, doc: str
+    ctx: BrowserContext,
+    page_url: str,
+    name: str,
+    server: ServerProcess,
+    doc: str,
+    user: str = "ann",
 ) -> tuple[Page, list[str]]:
-    """Open the harness page `name` (quill.html, lexical.html) as ann on y-websocket and
-    wait until it has synced; returns the page and the list its errors go to."""
+    """Open the harness page `name` (quill.html, lexical.html, monaco.html) as `user` on
+    y-websocket and wait until it has synced; returns the page and the list its errors
+    go to."""
     page = ctx.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    query = urllib.parse.urlencode({"ws": server.ws_url, "doc": doc, "user": "ann"})
+    query = urllib.parse.urlencode({"ws": server.ws_url, "doc": doc, "user": user})
     page.goto(f"{page_url.rsplit('/', 1)[0]}/{name}?{query}")
     eventually(lambda: page.evaluate("() => window.harness?.ready() ?? false"), what="synced")
     return page, errors
@@ -328,7 +334,8 @@ def test_quill_restore_brings_back_formatting_and_images(
     """Quill 2 with y-quill: a bold word, a header line and an image (an embed in the
     Y.Text), then the bold taken off and the image deleted; a restore over HTTP gives
     Quill the version back, as Quill's own delta shows it. The old restore compared the
-    plain text, which these changes leave as it was: "already equal", nothing done."""
+    plain text, which these changes leave as it was: "already equal", nothing done. The
+    restore's diff shows the formatting it brought back and the image."""
     page, errors = open_binding_page(people(), page_url, "quill.html", server, doc_name)
     page.locator(".ql-editor").click()
     page.keyboard.type("Title")
@@ -380,11 +387,24 @@ def test_quill_restore_brings_back_formatting_and_images(
     eventually(lambda: contents() == [{"insert": "Title\nHello world\n"}], what="unformatted")
     # plain text again: the head version has no delta any more
     eventually(lambda: "delta" not in head()["roots"]["quill"], what="the change logged")
+    plain = head()["seq"]
     r = httpx.post(f"{api}/restore", json={"seq": seq}, params={"user": "bob"})
     assert r.status_code == 200 and r.json()["seq"], r.text
     eventually(lambda: contents() == want, what="the version back in Quill")
     assert page.evaluate("() => window.harness.ytext()") == ytext
     assert head()["roots"]["quill"]["delta"] == ytext
+    # the diff of the restore shows what it did: the header and the bold as format ops,
+    # the image inserted by bob
+    d = httpx.get(f"{api}/diff", params={"from": plain, "to": r.json()["seq"]}).json()
+    ops = [(o["op"], o["text"], o.get("attributes"), o.get("was"), o.get("embed"), o["actor"])
+           for o in d["roots"]["quill"]["ops"]]  # fmt: skip
+    assert ops == [
+        ("equal", "Title", None, None, None, None),
+        ("format", "\n", {"header": 1}, {}, None, None),
+        ("equal", "Hello ", None, None, None, None),
+        ("format", "world", {"bold": True}, {}, None, None),
+        ("insert", "\ufffc", None, None, {"image": gif}, "bob"),
+    ], ops  # (Quill's last newline is its own, not the Y.Text's)
     assert not errors and not page.evaluate("() => window.harness.errors"), errors
 
 
@@ -423,6 +443,50 @@ def test_lexical_restore_brings_back_its_nodes_and_formats(
     assert r.status_code == 200, r.text
     eventually(lambda: nodes() == rewritten, what="bob's restore undone in Lexical")
     assert not errors and not page.evaluate("() => window.harness.errors"), errors
+
+
+def test_monaco_edits_carets_and_server_undo(
+    server: ServerProcess, page_url: str, people: Any, doc_name: str
+) -> None:
+    """Monaco (VS Code's editor) with y-monaco, the binding Yjs's docs name for it: two
+    people type into one document, each sees the other's text, a caret stays where its
+    owner left it when text arrives before it (y-monaco keeps selections as relative
+    positions), and a server-side undo reaches both editors."""
+    ann, ann_errors = open_binding_page(people(), page_url, "monaco.html", server, doc_name)
+    bob, bob_errors = open_binding_page(people(), page_url, "monaco.html", server, doc_name,
+                                        user="bob")  # fmt: skip
+    value = lambda p: p.evaluate("() => window.harness.value()")  # noqa: E731
+    ann.locator(".monaco-editor").click()
+    ann.keyboard.type("Hello world")
+    eventually(lambda: value(bob) == "Hello world", what="ann's typing in bob's Monaco")
+    bob.locator(".monaco-editor").click()
+    bob.keyboard.press("Control+End")
+    bob.keyboard.type("!")
+    eventually(lambda: value(ann) == "Hello world!", what="bob's typing in ann's Monaco")
+    api = f"{server.http_url}/api/docs/{doc_name}"
+    eventually(lambda: logged_seq(ann, api), what="both logged")
+    ann.wait_for_timeout(600)  # past the server's undo capture (500 ms): a group of its own
+    ann.keyboard.press("Control+Home")
+    ann.keyboard.type("Oh, ")
+    want = "Oh, Hello world!"
+    eventually(lambda: value(ann) == want and value(bob) == want, what="ann's second edit")
+    # bob's caret stayed after his "!", with ann's text arriving before it
+    assert bob.evaluate("() => window.harness.caret()") == len(want)
+    eventually(lambda: logged_seq(ann, api), what="ann's second edit logged")
+    r = httpx.post(f"{api}/undo", params={"user": "ann"})
+    assert r.status_code == 200 and r.json()["ok"], r.text
+    eventually(
+        lambda: value(ann) == "Hello world!" and value(bob) == "Hello world!",
+        what="ann's undo in both editors",
+    )
+    for page in (ann, bob):
+        assert page.evaluate("() => window.harness.text()") == "Hello world!"
+    assert bob.evaluate("() => window.harness.caret()") == len("Hello world!")
+    bob.keyboard.type("?")
+    eventually(lambda: value(ann) == "Hello world!?", what="bob typing on after the undo")
+    harness_errors = [p.evaluate("() => window.harness.errors") for p in (ann, bob)]
+    assert not ann_errors and not bob_errors and harness_errors == [[], []], (
+        ann_errors, bob_errors, harness_errors)  # fmt: skip
 
 
 def test_harness_refuses_an_unknown_provider(page_url: str, people: Any) -> None:
