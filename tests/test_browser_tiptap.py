@@ -7,8 +7,8 @@ client-side undo (y-tiptap's Y.UndoManager), and a provider chosen by the query:
 `?provider=y-websocket` (against /ws) or `?provider=hocuspocus` (against /hocuspocus).
 The Quill page (quill.html, bundled beside it) binds Quill 2 to a Y.Text with y-quill,
 the Lexical page (lexical.html) binds Lexical with @lexical/yjs, and the Monaco page
-(monaco.html) binds Monaco with y-monaco, all through y-websocket. All are served from a loopback HTTP server of its own; each user
-is a browser context.
+(monaco.html) binds Monaco with y-monaco, all through y-websocket. All are served from
+a loopback HTTP server of its own; each user is a browser context.
 
 The first scenario is issue 16's: Alice types, presses Ctrl-Z, Bob edits, Alice types again.
 Without the server echoing each update to its sender, Alice's binding keeps a stale

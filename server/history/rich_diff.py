@@ -22,7 +22,9 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from .render import text_delta
+from pycrdt import Doc, Text
+
+from .render import jsonable
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +36,22 @@ Run = tuple[str, dict[str, Any] | None, Any]
 
 
 def runs_of(diff: Any) -> list[Run]:
-    """A version's runs, from pycrdt's ``Text.diff()``: an embed is one character."""
+    """A version's runs, from pycrdt's ``Text.diff()``: an embed is one character;
+    adjacent strings with equal attributes joined, as :func:`render.text_delta` does
+    (without building its dicts: a formatted megabyte is tens of thousands of runs)."""
     out: list[Run] = []
-    for op in text_delta(diff):
-        value, attrs = op["insert"], op.get("attributes")
+    for value, raw in diff:
+        attrs = jsonable(raw) if raw else None
         if isinstance(value, str):
-            out.append((value, attrs, _NO_EMBED))
+            if not value:
+                continue
+            if out and out[-1][2] is _NO_EMBED and out[-1][1] == attrs:
+                last = out[-1]
+                out[-1] = (last[0] + value, attrs, _NO_EMBED)
+            else:
+                out.append((value, attrs, _NO_EMBED))
         else:
-            out.append((EMBED_CHAR, attrs, value))
+            out.append((EMBED_CHAR, attrs, jsonable(value)))
     return out
 
 
@@ -142,12 +152,14 @@ def _same(x: dict[str, Any], y: dict[str, Any]) -> bool:
 
 
 def formatted_ops(
-    doc: str, root: str, ops: list[dict[str, Any]], diff_a: Any, diff_b: Any
+    doc: str, root: str, ops: list[dict[str, Any]], version_a: Doc[Any], version_b: Doc[Any]
 ) -> list[dict[str, Any]]:
-    """:func:`with_formatting` of two versions' ``Text.diff()``; the plain ops, logged,
-    if they do not match (the index would have failed its check first)."""
+    """:func:`with_formatting` of text `root` of two versions (scratch documents: the
+    caller runs this in a worker thread); the plain ops, logged, if they do not match
+    (the index would have failed its check first)."""
     try:
-        return with_formatting(ops, runs_of(diff_a), runs_of(diff_b))
+        runs = [runs_of(v.get(root, type=Text).diff()) for v in (version_a, version_b)]
+        return with_formatting(ops, runs[0], runs[1])
     except Mismatch as e:
         log.warning("diff of %s/%s without formatting: %s", doc, root, e)
         return ops
