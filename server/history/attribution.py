@@ -91,9 +91,8 @@ class TextTrack:
         #: while folded by ids (attribution_ids): each block's index, by id(block)
         self.by_block: dict[int, int] | None = None
         #: whether the text ever had formatting or embeds (a diff then lays the versions'
-        #: formatting over its runs, see rich_diff); None: not known (an index stored
-        #: before it was noted), taken as maybe
-        self.rich: bool | None = False
+        #: formatting over its runs, see rich_diff)
+        self.rich = False
 
     @property
     def length(self) -> int:

@@ -3,7 +3,7 @@
 One blob per document (the store's derived-data row of kind :data:`KIND`), zlib of:
 
     varUint(len(header)) + header JSON (its "rich": the roots that ever had formatting
-                    or embeds; an index without it is read as "maybe" for every root)
+                    or embeds)
     per actor run:  varUint pairs in the "actors" section (actor index, count)
     per text root:  its content bytes, then its runs as four int64 columns
                     (start and inserted-by as deltas, length, deleted-by - inserted-by)
@@ -34,7 +34,9 @@ from .attribution import BLOCK, AttributionIndex, TextTrack, gc_paused
 
 #: the store's derived-data kind of the persisted index
 KIND = "attribution"
-VERSION = 1
+#: 2: the header says which roots ever had formatting or embeds ("rich"); an index of
+#: version 1 does not, and is rebuilt like any index that does not match
+VERSION = 2
 LEVEL = 6
 
 
@@ -89,7 +91,7 @@ def encode(index: AttributionIndex, fingerprint: str) -> bytes:
         "seen": sorted(index._seen),
         "actors": names,
         "fp": fingerprint,
-        "rich": [n for n in roots if index.tracks[n].rich is not False],
+        "rich": [n for n in roots if index.tracks[n].rich],
     }
     parts = [json.dumps(header, separators=(",", ":")).encode(), _ints(actor_runs)]
     for name in roots:
@@ -141,8 +143,7 @@ def _decode(data: bytes, doc: Doc[Any]) -> AttributionIndex:
     for k in range(0, len(runs_col), 2):
         actors += [names[runs_col[k]]] * runs_col[k + 1]
     roots = [str(n) for n in h["roots"]]
-    # an index stored before formatting was noted does not say: maybe (None)
-    rich = {str(n) for n in h["rich"]} if "rich" in h else None
+    rich = {str(n) for n in h["rich"]}
     index = AttributionIndex(str(h["doc"]), [], ydoc=doc)
     index.actors = actors
     index.first = int(h["first"])
@@ -162,7 +163,7 @@ def _decode(data: bytes, doc: Doc[Any]) -> AttributionIndex:
         alive = [n if d == 0 else 0 for n, d in zip(lens, dels, strict=True)]
         track = TextTrack()
         track.content = content
-        track.rich = None if rich is None else name in rich
+        track.rich = name in rich
         track.blocks = [runs[i : i + BLOCK] for i in range(0, len(runs), BLOCK)] or [[]]
         track.alive = [sum(alive[i : i + BLOCK]) for i in range(0, len(runs), BLOCK)] or [0]
         index.adopt(name, track)

@@ -287,7 +287,7 @@ class History:
         for name in names:
             if name in index.tracks:
                 ops = index.diff(name, a, b)
-                if index.tracks[name].rich is not False:  # lay the formatting over it
+                if index.tracks[name].rich:  # lay the formatting over it
                     if docs is None:
                         docs = await self.doc_at(doc, a), await self.doc_at(doc, b)
                     # 0.1-0.4 s for a formatted megabyte: off the loop's thread
