@@ -393,16 +393,16 @@ def test_quill_restore_brings_back_formatting_and_images(
     eventually(lambda: contents() == want, what="the version back in Quill")
     assert page.evaluate("() => window.harness.ytext()") == ytext
     assert head()["roots"]["quill"]["delta"] == ytext
-    # the diff of the restore shows what it did: the header and the bold as format ops,
-    # the image inserted by bob
+    # the diff of the restore shows what it did: the header and the bold as format ops
+    # by bob, who restored, and the image he inserted
     d = httpx.get(f"{api}/diff", params={"from": plain, "to": r.json()["seq"]}).json()
     ops = [(o["op"], o["text"], o.get("attributes"), o.get("was"), o.get("embed"), o["actor"])
            for o in d["roots"]["quill"]["ops"]]  # fmt: skip
     assert ops == [
         ("equal", "Title", None, None, None, None),
-        ("format", "\n", {"header": 1}, {}, None, None),
+        ("format", "\n", {"header": 1}, {}, None, "bob"),
         ("equal", "Hello ", None, None, None, None),
-        ("format", "world", {"bold": True}, {}, None, None),
+        ("format", "world", {"bold": True}, {}, None, "bob"),
         ("insert", "\ufffc", None, None, {"image": gif}, "bob"),
     ], ops  # (Quill's last newline is its own, not the Y.Text's)
     assert not errors and not page.evaluate("() => window.harness.errors"), errors

@@ -21,9 +21,17 @@ from test_attribution_ids import ROOTS, session
 from yclient import connect
 
 from palimpsest.history import attribution_codec as codec
+from palimpsest.history import service
 from palimpsest.history.attribution import AttributionIndex
 from palimpsest.history.render import text_delta
-from palimpsest.history.rich_diff import Mismatch, runs_of, with_formatting
+from palimpsest.history.rich_diff import (
+    Mismatch,
+    _may_format,
+    attribute_formats,
+    formatted_by,
+    runs_of,
+    with_formatting,
+)
 from palimpsest.protocol import Reader, write_var_bytes
 from palimpsest.store.base import Event
 
@@ -97,7 +105,32 @@ def test_concurrent_rich_sessions_diff_to_both_versions(by_ids: bool) -> None:
                 _check(got, va, vb)
                 # the characters and their attribution are the index's
                 assert "".join(o["text"] for o in got) == "".join(o["text"] for o in ops)
-    assert rich_seen == {True}  # the sessions do format and embed
+                if any(o["op"] == "format" for o in got):
+                    _check_formats_attributed(log, name, a, b, got)
+    assert True in rich_seen  # the sessions do format and embed
+
+
+def _check_formats_attributed(
+    log: list[Event], name: str, a: int, b: int, ops: list[dict[str, Any]]
+) -> None:
+    """Every format op names an event between the versions (some event changed those
+    characters' formatting), one that formats or deletes; nothing else changes."""
+    version_a: Doc[Any] = Doc()
+    for ev in log[:a]:
+        version_a.apply_update(ev.update)
+    events = log[a:b]
+    ranges = formatted_by(version_a, [name], events)[name]
+    actors = {ev.seq: ev.actor for ev in events}
+    got = attribute_formats(ops, ranges, actors)
+    assert [(o["op"], o.get("attributes"), o.get("was")) for o in got if o["op"] != "format"] == [
+        (o["op"], o.get("attributes"), o.get("was")) for o in ops if o["op"] != "format"
+    ]
+    assert "".join(o["text"] for o in got) == "".join(o["text"] for o in ops)
+    for o in got:
+        if o["op"] == "format":
+            assert o["seq"] is not None and a < o["seq"] <= b, o
+            assert o["actor"] == actors[o["seq"]]
+            assert _may_format(log[o["seq"] - 1].update)
 
 
 def _diff(log: list[Event], name: str, seq: int) -> Any:
@@ -165,6 +198,55 @@ def test_bold_an_image_and_typing_read_as_editors_would() -> None:
                        "attributes": {"bold": True}}  # fmt: skip
 
 
+def test_who_formatted_is_the_last_to_set_what_differs() -> None:
+    doc, log = _log(
+        [
+            lambda t: t.insert(0, "Hello brave new world"),  # u1
+            lambda t: t.format(6, 15, {"bold": True}),  # u2: "brave new"
+            lambda t: t.insert(0, "Oh, "),  # u3: everything moves
+            lambda t: t.format(16, 25, {"italic": True}),  # u4: "new world"
+            lambda t: t.format(16, 19, {"italic": None}),  # u5: not "new"
+            lambda t: t.insert(15, "ly"),  # u6: "bravely", inside the bold
+            lambda t: t.format(18, 21, {"italic": True}),  # u7: "new" again
+        ]
+    )
+    index = AttributionIndex("d", ["t"])
+    index.fold(log)
+    ops = with_formatting(
+        index.diff("t", 1, 7), runs_of(_diff(log, "t", 1)), runs_of(doc.get("t", type=Text).diff())
+    )
+    va: Doc[Any] = Doc()
+    va.apply_update(log[0].update)
+    ranges = formatted_by(va, ["t"], log[1:])["t"]
+    got = attribute_formats(ops, ranges, {ev.seq: ev.actor for ev in log})
+    brief = [(o["op"], o["text"], o["actor"], o.get("attributes")) for o in got]
+    assert brief == [
+        ("insert", "Oh, ", "u3", None),
+        ("equal", "Hello ", None, None),
+        ("format", "brave", "u2", {"bold": True}),
+        ("insert", "ly", "u6", {"bold": True}),
+        ("format", " ", "u2", {"bold": True}),
+        # bold by u2, italic by u4, u5 took it off, u7 put it back: u7 was the last
+        ("format", "new", "u7", {"bold": True, "italic": True}),
+        ("format", " world", "u4", {"italic": True}),
+    ], brief
+    # a bold taken off and put back between the versions is no change, and names nobody
+    _, log = _log([lambda t: t.insert(0, "abc"), lambda t: t.format(0, 3, {"bold": True}),
+                   lambda t: t.format(0, 3, {"italic": True}),
+                   lambda t: t.format(0, 3, {"bold": None})])  # fmt: skip
+    index = AttributionIndex("d", ["t"])
+    index.fold(log)
+    ops = with_formatting(
+        index.diff("t", 1, 4), runs_of(_diff(log, "t", 1)), runs_of(_diff(log, "t", 4))
+    )
+    va = Doc()
+    va.apply_update(log[0].update)
+    got = attribute_formats(ops, formatted_by(va, ["t"], log[1:])["t"], {3: "u3", 2: "u2", 4: "u4"})
+    assert [(o["op"], o["actor"], o["attributes"]) for o in got] == [
+        ("format", "u3", {"italic": True})
+    ]
+
+
 def test_a_plain_text_is_not_rich_and_ops_that_do_not_spell_the_versions_are_refused() -> None:
     _, log = _log([lambda t: t.insert(0, "abc"), lambda t: t.insert(3, "def")])
     index = AttributionIndex("d", ["t"])
@@ -195,44 +277,79 @@ def test_the_stored_index_keeps_what_it_knows_of_formatting() -> None:
         codec.decode(old, doc)
 
 
-async def test_diff_over_http_shows_formatting_and_embeds(server: RunningServer) -> None:
+async def test_diff_over_http_shows_formatting_embeds_and_who_formatted(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     src: Doc[Any] = Doc()
+    other: Doc[Any] = Doc()
     async with (
         connect(server.ws_url, "quill", "alice", ydoc=src),
+        connect(server.ws_url, "quill", "bob", ydoc=other),
         httpx.AsyncClient(base_url=server.url) as c,
     ):
         quill = src.get("quill", type=Text)
+        bobs = other.get("quill", type=Text)
         quill.insert(0, "Title\nsome words\n")
 
         async def head() -> int:
             return int(await server.backend.store.head("quill"))
 
-        await eventually(lambda: _at_least(head, 1), what="alice's text logged")
+        await eventually(lambda: str(bobs) == "Title\nsome words\n", what="bob has the text")
         first = await head()
         quill.format(0, 5, {"header": 1})
-        quill.format(11, 16, {"bold": True})
+        bobs.format(11, 16, {"bold": True})  # bob's bold
+        await eventually(lambda: _at_least(head, first + 2), what="both formats logged")
         quill.insert_embed(17, {"image": "cat.png"})
-        await eventually(lambda: _at_least(head, first + 3), what="alice's formatting logged")
+        await eventually(lambda: _at_least(head, first + 3), what="the image logged")
+        events = (await c.get("/api/docs/quill/events", params={"after": first})).json()
+        seq_of = {e["actor"]: e["seq"] for e in events["events"] if e["seq"] <= first + 2}
         # no index yet (a range diff), then with the index a blame builds
         for _ in range(2):
             r = await c.get("/api/docs/quill/diff", params={"from": first})
             assert r.status_code == 200, r.text
             ops = r.json()["roots"]["quill"]["ops"]
             assert [o["op"] for o in ops] == ["format", "equal", "format", "equal", "insert"]
-            assert ops[0]["text"] == "Title" and ops[0]["attributes"] == {"header": 1}
-            assert ops[2] == {"op": "format", "text": "words", "actor": None, "seq": None,
-                              "attributes": {"bold": True}, "was": {}}  # fmt: skip
+            header, bold = ({"header": 1}, seq_of["alice"]), ({"bold": True}, seq_of["bob"])
+            assert ops[0] == {"op": "format", "text": "Title", "actor": "alice",
+                              "seq": header[1], "attributes": header[0], "was": {}}  # fmt: skip
+            assert ops[2] == {"op": "format", "text": "words", "actor": "bob",
+                              "seq": bold[1], "attributes": bold[0], "was": {}}  # fmt: skip
             assert ops[4]["embed"] == {"image": "cat.png"} and ops[4]["actor"] == "alice"
             for op in ops:  # as the API's contract says
                 jsonschema.validate(op, TEXT_OP)
             assert (await c.get("/api/docs/quill/blame")).status_code == 200
+        # bob's server-side undo takes his bold off: a format op the other way, his
+        before = await head()
+        r = await c.post("/api/docs/quill/undo", params={"user": "bob"})
+        assert r.status_code == 200 and r.json()["ok"], r.text
+        undo = r.json()["seq"]
+        await eventually(
+            lambda: not any((a or {}).get("bold") for _, a in quill.diff()), what="unbolded"
+        )
+        ops = (await c.get("/api/docs/quill/diff", params={"from": before})).json()
+        assert [o for o in ops["roots"]["quill"]["ops"] if o["op"] == "format"] == [
+            {
+                "op": "format",
+                "text": "words",
+                "actor": "bob",
+                "seq": undo,
+                "attributes": {},
+                "was": {"bold": True},
+            }  # fmt: skip
+        ]
+        # past the work bound, the format ops name nobody (the rest is as before)
+        monkeypatch.setattr(service, "ATTRIBUTE_FORMATS_WORK", 0)
+        ops = (await c.get("/api/docs/quill/diff", params={"from": first})).json()
+        got = [(o["op"], o["actor"]) for o in ops["roots"]["quill"]["ops"]]
+        assert got == [("format", None), ("equal", None), ("insert", "alice")]
+        monkeypatch.undo()
         # a plain text's diff is as it was: no formatting keys
         plain = src.get("plain", type=Text)
         plain.insert(0, "just text")
-        await eventually(lambda: _at_least(head, first + 4), what="the plain text logged")
+        await eventually(lambda: _at_least(head, undo + 1), what="the plain text logged")
         ops = (await c.get("/api/docs/quill/diff", params={"root": "plain"})).json()
         assert ops["roots"]["plain"]["ops"] == [
-            {"op": "insert", "text": "just text", "actor": "alice", "seq": first + 4}
+            {"op": "insert", "text": "just text", "actor": "alice", "seq": undo + 1}
         ]
 
 

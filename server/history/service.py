@@ -40,7 +40,7 @@ from .render import (
     typed_roots,
 )
 from .restore import make_equal, set_text
-from .rich_diff import formatted_ops
+from .rich_diff import ATTRIBUTE_FORMATS_WORK, attribute_formats, formatted_by, formatted_ops
 from .sessions import Sessions
 
 if TYPE_CHECKING:
@@ -267,6 +267,7 @@ class History:
             raise BadRequest(f"from ({a}) is after to ({b})")
         cached = self.attribution.peek(doc)
         docs: tuple[Doc[Any], Doc[Any]] | None = None
+        events: list[Event] | None = None
         if (cached is None or cached.seq > info.head) and b - a <= RANGE_DIFF_MAX:
             # no index yet: fold just the range instead of building one from seq 0
             docs = await self.doc_at(doc, a), await self.doc_at(doc, b)
@@ -284,6 +285,7 @@ class History:
                 raise NotFound(f"document {doc!r} has no root {root!r}")
             names = [root]
         roots: dict[str, Any] = {}
+        reformatted: list[str] = []
         for name in names:
             if name in index.tracks:
                 ops = index.diff(name, a, b)
@@ -292,6 +294,8 @@ class History:
                         docs = await self.doc_at(doc, a), await self.doc_at(doc, b)
                     # 0.1-0.4 s for a formatted megabyte: off the loop's thread
                     ops = await cpu_account.to_thread(formatted_ops, doc, name, ops, *docs)
+                    if any(op["op"] == "format" for op in ops):
+                        reformatted.append(name)
                 roots[name] = {"type": TEXT, "ops": ops}
                 continue
             if docs is None:  # only structural diffs need the two versions
@@ -303,6 +307,15 @@ class History:
             old = render_root(docs[0], name, kind) if name in ta else None
             new = render_root(docs[1], name, kind) if name in tb else None
             roots[name] = structural_diff(kind, old, new)
+        work = (b - a) * sum(len(docs[1].get(n, type=Text)) for n in reformatted) if docs else 0
+        if reformatted and docs is not None and work <= ATTRIBUTE_FORMATS_WORK:
+            # who formatted: the events between, replayed onto version a (rich_diff)
+            if events is None:
+                events = await self.store.read(doc, after=a, upto=b)
+            ranges = await cpu_account.to_thread(formatted_by, docs[0], reformatted, events)
+            actors = {ev.seq: ev.actor for ev in events}
+            for name in reformatted:
+                roots[name]["ops"] = attribute_formats(roots[name]["ops"], ranges[name], actors)
         return {"doc": doc, "from": a, "to": b, "roots": roots}
 
     # --- events and sessions ------------------------------------------------------------
