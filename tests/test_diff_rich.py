@@ -13,11 +13,12 @@ from typing import Any
 import httpx
 import jsonschema
 import pytest
+import test_attribution_ids
 import yaml
 from conftest import RunningServer, eventually
 from pycrdt import Doc, Text
 from serverproc import REPO_ROOT
-from test_attribution_ids import ROOTS, session
+from test_attribution_ids import ROOTS, _bounds, session
 from yclient import connect
 
 from palimpsest.history import attribution_codec as codec
@@ -26,7 +27,6 @@ from palimpsest.history.attribution import AttributionIndex
 from palimpsest.history.render import text_delta
 from palimpsest.history.rich_diff import (
     Mismatch,
-    _may_format,
     attribute_formats,
     formatted_by,
     runs_of,
@@ -74,10 +74,39 @@ def _check(ops: list[dict[str, Any]], va: Any, vb: Any) -> None:
             assert op["text"] == "\ufffc"
 
 
+def _rich_edit(rng: random.Random, doc: Doc[Any]) -> None:
+    """An editor's edit: typing (formatted or not), deleting, an embed, a format set or
+    taken off (bold, italic, a header's level)."""
+    t = doc.get("content" if rng.random() < 0.8 else "notes", type=Text)
+    b = _bounds(t)
+    n = len(b) - 1
+    r = rng.random()
+    attrs = rng.choice([{"bold": True}, {"italic": True}, {"header": rng.randint(1, 2)}])
+    if n and r < 0.25:
+        i = rng.randrange(n)
+        del t[b[i] : b[min(n, i + rng.randint(1, 4))]]
+    elif r < 0.3:
+        t.insert_embed(b[rng.randint(0, n)], {"img": rng.randrange(9)})
+    elif n and r < 0.6:
+        i = rng.randrange(n)
+        j = min(n, i + rng.randint(1, 8))
+        t.format(b[i], b[j], attrs if rng.random() < 0.6 else dict.fromkeys(attrs))
+    else:
+        word = "".join(rng.choice("abc é😀\n") for _ in range(rng.randint(1, 4)))
+        t.insert(b[rng.randint(0, n)], word, attrs if rng.random() < 0.2 else None)
+
+
+@pytest.mark.parametrize("edits", ["bold", "rich"])
 @pytest.mark.parametrize("by_ids", [True, False])
-def test_concurrent_rich_sessions_diff_to_both_versions(by_ids: bool) -> None:
-    # three clients editing at once, with embeds and bold, each seeing the others late
+def test_concurrent_rich_sessions_diff_to_both_versions(
+    by_ids: bool, edits: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # three clients editing at once, each seeing the others late: the index's own test
+    # sessions (embeds and bold), then with formats set and taken off
+    if edits == "rich":
+        monkeypatch.setattr(test_attribution_ids, "_edit", _rich_edit)
     rich_seen: set[bool] = set()
+    attributed = 0
     for seed in range(12):
         log, _ = session(seed)
         index = AttributionIndex("d", list(ROOTS), by_ids=by_ids)
@@ -96,6 +125,7 @@ def test_concurrent_rich_sessions_diff_to_both_versions(by_ids: bool) -> None:
             if ever:
                 assert index.tracks[name].rich is True
             rich_seen.add(bool(ever))
+            chars = None
             for _ in range(15):
                 a, b = sorted(rng.randint(0, n) for _ in range(2))
                 ops = index.diff(name, a, b)
@@ -106,15 +136,43 @@ def test_concurrent_rich_sessions_diff_to_both_versions(by_ids: bool) -> None:
                 # the characters and their attribution are the index's
                 assert "".join(o["text"] for o in got) == "".join(o["text"] for o in ops)
                 if any(o["op"] == "format" for o in got):
-                    _check_formats_attributed(log, name, a, b, got)
-    assert True in rich_seen  # the sessions do format and embed
+                    if chars is None:
+                        chars = _by_identity(index, log, name)
+                    _check_formats_attributed(log, name, a, b, got, chars)
+                    attributed += 1
+    assert True in rich_seen and attributed > 20  # the sessions do format and embed
+
+
+def _by_identity(index: AttributionIndex, log: list[Event], name: str) -> list[list[Any]]:
+    """For each seq, the text's characters as (identity, attributes): a character's
+    identity is where its bytes are in the index (the same character at every seq)."""
+    track = index.tracks[name]
+    doc: Doc[Any] = Doc()
+    out = []
+    for seq in range(len(log) + 1):
+        if seq:
+            doc.apply_update(log[seq - 1].update)
+        ids = []
+        for run in track.runs():
+            if run[1] and run[2] <= seq and not (run[3] and run[3] <= seq):
+                at = run[0]
+                for ch in bytes(track.content[at : at + run[1]]).decode():
+                    ids.append(at)
+                    at += len(ch.encode())
+        attrs = []
+        for text, a, _ in runs_of(doc.get(name, type=Text).diff()):
+            attrs += [a or {}] * len(text)
+        assert len(ids) == len(attrs), seq
+        out.append(list(zip(ids, attrs, strict=True)))
+    return out
 
 
 def _check_formats_attributed(
-    log: list[Event], name: str, a: int, b: int, ops: list[dict[str, Any]]
+    log: list[Event], name: str, a: int, b: int, ops: list[dict[str, Any]], chars: list[Any]
 ) -> None:
-    """Every format op names an event between the versions (some event changed those
-    characters' formatting), one that formats or deletes; nothing else changes."""
+    """Each character of a format op names the last event between the versions that
+    changed one of its attributes that differ between them (found by looking at every
+    version: `chars`, _by_identity's); nothing else changes."""
     version_a: Doc[Any] = Doc()
     for ev in log[:a]:
         version_a.apply_update(ev.update)
@@ -126,11 +184,21 @@ def _check_formats_attributed(
         (o["op"], o.get("attributes"), o.get("was")) for o in ops if o["op"] != "format"
     ]
     assert "".join(o["text"] for o in got) == "".join(o["text"] for o in ops)
+    attrs_at = [dict(v) for v in chars]
+    at_b = iter(chars[b])
     for o in got:
-        if o["op"] == "format":
-            assert o["seq"] is not None and a < o["seq"] <= b, o
+        if o["op"] == "delete":
+            continue
+        for _ in o["text"]:
+            ident, _now = next(at_b)
+            if o["op"] != "format":
+                continue
+            differ = {k for k in {*o["attributes"], *o["was"]}
+                      if o["attributes"].get(k) != o["was"].get(k)}  # fmt: skip
+            changed = [s for s in range(a + 1, b + 1) for k in differ
+                       if attrs_at[s - 1][ident].get(k) != attrs_at[s][ident].get(k)]  # fmt: skip
+            assert o["seq"] == max(changed), (o, changed)
             assert o["actor"] == actors[o["seq"]]
-            assert _may_format(log[o["seq"] - 1].update)
 
 
 def _diff(log: list[Event], name: str, seq: int) -> Any:
