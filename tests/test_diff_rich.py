@@ -28,6 +28,7 @@ from palimpsest.history.render import text_delta
 from palimpsest.history.rich_diff import (
     Mismatch,
     attribute_formats,
+    formatted_blame,
     formatted_by,
     runs_of,
     with_formatting,
@@ -135,6 +136,13 @@ def test_concurrent_rich_sessions_diff_to_both_versions(
                 _check(got, va, vb)
                 # the characters and their attribution are the index's
                 assert "".join(o["text"] for o in got) == "".join(o["text"] for o in ops)
+                # blame at b, with b's formatting: the runs spell b's delta
+                runs = index.blame(name, b)
+                laid = formatted_blame("d", name, runs, _doc(log, b))
+                assert _spelled([{"op": "insert", **r} for r in laid], "b") == vb
+                assert [(r["text"], r["actor"]) for r in _merged(laid)] == [
+                    (r["text"], r["actor"]) for r in _merged(runs)
+                ]
                 if any(o["op"] == "format" for o in got):
                     if chars is None:
                         chars = _by_identity(index, log, name)
@@ -201,11 +209,26 @@ def _check_formats_attributed(
             assert o["actor"] == actors[o["seq"]]
 
 
-def _diff(log: list[Event], name: str, seq: int) -> Any:
+def _doc(log: list[Event], seq: int) -> Doc[Any]:
     doc: Doc[Any] = Doc()
     for ev in log[:seq]:
         doc.apply_update(ev.update)
-    return doc.get(name, type=Text).diff()
+    return doc
+
+
+def _diff(log: list[Event], name: str, seq: int) -> Any:
+    return _doc(log, seq).get(name, type=Text).diff()
+
+
+def _merged(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Adjacent runs of one event joined (blame's runs, split or not by formatting)."""
+    out: list[dict[str, Any]] = []
+    for r in runs:
+        if out and out[-1]["seq"] == r["seq"]:
+            out[-1] = {**out[-1], "text": out[-1]["text"] + r["text"]}
+        else:
+            out.append(dict(r))
+    return out
 
 
 def _log(changes: list[Any]) -> tuple[Doc[Any], list[Event]]:
@@ -386,6 +409,15 @@ async def test_diff_over_http_shows_formatting_embeds_and_who_formatted(
             for op in ops:  # as the API's contract says
                 jsonschema.validate(op, TEXT_OP)
             assert (await c.get("/api/docs/quill/blame")).status_code == 200
+        # blame shows who typed each run, in the version's formatting
+        blame = (await c.get("/api/docs/quill/blame")).json()["roots"]["quill"]["runs"]
+        assert [(r["text"], r["actor"], r.get("attributes"), r.get("embed")) for r in blame] == [
+            ("Title", "alice", {"header": 1}, None),
+            ("\nsome ", "alice", None, None),
+            ("words", "alice", {"bold": True}, None),
+            ("\n", "alice", None, None),
+            ("\ufffc", "alice", None, {"image": "cat.png"}),
+        ]
         # bob's server-side undo takes his bold off: a format op the other way, his
         before = await head()
         r = await c.post("/api/docs/quill/undo", params={"user": "bob"})

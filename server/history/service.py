@@ -40,7 +40,13 @@ from .render import (
     typed_roots,
 )
 from .restore import make_equal, set_text
-from .rich_diff import ATTRIBUTE_FORMATS_WORK, attribute_formats, formatted_by, formatted_ops
+from .rich_diff import (
+    ATTRIBUTE_FORMATS_WORK,
+    attribute_formats,
+    formatted_blame,
+    formatted_by,
+    formatted_ops,
+)
 from .sessions import Sessions
 
 if TYPE_CHECKING:
@@ -252,10 +258,16 @@ class History:
     async def blame(self, doc: str, seq: int, info: DocInfo, root: str | None) -> dict[str, Any]:
         index = await self._index_for(doc, info, [seq])
         roots: dict[str, Any] = {}
+        version: Doc[Any] | None = None
         for name in sorted(index.tracks):
             if root is not None and name != root:
                 continue
-            roots[name] = {"type": TEXT, "runs": index.blame(name, seq)}
+            runs = index.blame(name, seq)
+            if index.tracks[name].rich:  # the version's formatting and embeds on the runs
+                if version is None:
+                    version = await self.doc_at(doc, seq)
+                runs = await cpu_account.to_thread(formatted_blame, doc, name, runs, version)
+            roots[name] = {"type": TEXT, "runs": runs}
         if root is not None and root not in roots:
             raise NotFound(f"document {doc!r} has no text root {root!r} at seq {seq}")
         return {"doc": doc, "seq": seq, "roots": roots}
