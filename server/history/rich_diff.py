@@ -265,6 +265,7 @@ def _follow(delta: list[dict[str, Any]], marks: list[list[Any]], seq: int) -> No
         elif "delete" in op:
             n = int(op["delete"])
             end = pos + n
+            gone = False
             for m in marks:
                 for k in (0, 1):
                     x = m[k]
@@ -272,6 +273,9 @@ def _follow(delta: list[dict[str, Any]], marks: list[list[Any]], seq: int) -> No
                         m[k] = x - n
                     elif x > pos:
                         m[k] = pos
+                gone = gone or m[1] <= m[0]
+            if gone:  # ranges whose text is all deleted name nobody: not moved any more
+                marks[:] = [m for m in marks if m[1] > m[0]]
 
 
 def attribute_formats(
