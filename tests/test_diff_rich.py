@@ -1,7 +1,9 @@
 """A text diff shows formatting and embeds (rich_diff): a word made bold is a ``format``
 op, an image is an op with its ``embed``, inserted and deleted text carry their
-attributes; read back to front, the ops spell each version's delta. A plain text's diff
-is what it always was."""
+attributes; read back to front, the ops spell each version's delta. A format op names
+the last event that changed what differs (checked against every version, character by
+character), and blame carries the version's formatting. A plain text's diff is what it
+always was."""
 
 from __future__ import annotations
 
