@@ -193,11 +193,13 @@ def formatted_blame(
     return [{k: v for k, v in op.items() if k != "op"} for op in laid]
 
 
-#: format ops are attributed while the events between the versions times the text's
-#: length (bytes) is at most this: each event's text delta, read by yrs walking the
-#: text, cost about 2 ns per byte of text (217 us per event on a 100 kB text), so this
-#: is about half a second (2,000 events on 100 kB, 20,000 on 10 kB)
-ATTRIBUTE_FORMATS_WORK = 200_000_000
+#: format ops are attributed while (b - a) * b is at most this: the events replayed
+#: times what stands for the items each one's integration and delta may walk (about one
+#: per event before it). Scratch replays of keystroke logs, with a bold every 100 events,
+#: onto a version loaded as the server loads one (4 Dec 2026): 0.1-3.3 ns per unit; so
+#: at most about half a second: a whole log of 12,000 events (0.42-0.44 s), the last
+#: 7,500 of 20,000 (0.17 s), the last 1,500 of 100,000
+ATTRIBUTE_FORMATS_WORK = 150_000_000
 
 #: a range an event formatted: start, end (byte offsets, an embed one), seq, attributes
 Mark = tuple[int, int, int, dict[str, Any]]

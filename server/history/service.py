@@ -319,8 +319,7 @@ class History:
             old = render_root(docs[0], name, kind) if name in ta else None
             new = render_root(docs[1], name, kind) if name in tb else None
             roots[name] = structural_diff(kind, old, new)
-        work = (b - a) * sum(len(docs[1].get(n, type=Text)) for n in reformatted) if docs else 0
-        if reformatted and docs is not None and work <= ATTRIBUTE_FORMATS_WORK:
+        if reformatted and docs is not None and (b - a) * b <= ATTRIBUTE_FORMATS_WORK:
             # who formatted: the events between, replayed onto version a (rich_diff)
             if events is None:
                 events = await self.store.read(doc, after=a, upto=b)
