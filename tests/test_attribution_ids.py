@@ -6,6 +6,7 @@ follow, and its owner builds it again by deltas when the ids stop mirroring the 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +61,13 @@ def _edit(rng: random.Random, doc: Doc[Any]) -> None:
                 t.insert(b[rng.randint(0, n)], word)
 
 
-def session(seed: int, steps: int = 400) -> tuple[list[Event], list[dict[str, str]]]:
+def session(
+    seed: int, steps: int = 400, edit: Callable[[random.Random, Doc[Any]], None] | None = None
+) -> tuple[list[Event], list[dict[str, str]]]:
     """Three clients editing at once through a server, each seeing the others' updates
-    late: the server's log (in the order updates reached it) and its texts at each seq."""
+    late: the server's log (in the order updates reached it) and its texts at each seq.
+    Each client's edit is `edit`'s (default: typing, deleting, embeds and bold)."""
+    edit = edit or _edit
     rng = random.Random(seed)
     clients: list[Doc[Any]] = [Doc(client_id=rng.choice([5, 10, 99]) * 1000 + i) for i in range(3)]
     outbox: list[list[bytes]] = [[] for _ in clients]
@@ -77,7 +82,7 @@ def session(seed: int, steps: int = 400) -> tuple[list[Event], list[dict[str, st
         i = rng.randrange(3)
         r = rng.random()
         if r < 0.6:
-            _edit(rng, clients[i])
+            edit(rng, clients[i])
         elif r < 0.85 and outbox[i]:
             update = outbox[i].pop(0)
             server.apply_update(update)

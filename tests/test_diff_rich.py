@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import jsonschema
 import pytest
-import test_attribution_ids
 import yaml
 from conftest import RunningServer, eventually
 from pycrdt import Doc, Text
@@ -101,17 +100,14 @@ def _rich_edit(rng: random.Random, doc: Doc[Any]) -> None:
 
 @pytest.mark.parametrize("edits", ["bold", "rich"])
 @pytest.mark.parametrize("by_ids", [True, False])
-def test_concurrent_rich_sessions_diff_to_both_versions(
-    by_ids: bool, edits: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_concurrent_rich_sessions_diff_to_both_versions(by_ids: bool, edits: str) -> None:
     # three clients editing at once, each seeing the others late: the index's own test
     # sessions (embeds and bold), then with formats set and taken off
-    if edits == "rich":
-        monkeypatch.setattr(test_attribution_ids, "_edit", _rich_edit)
+    edit = _rich_edit if edits == "rich" else None
     rich_seen: set[bool] = set()
     attributed = 0
     for seed in range(12):
-        log, _ = session(seed)
+        log, _ = session(seed, edit=edit)
         index = AttributionIndex("d", list(ROOTS), by_ids=by_ids)
         index.fold(log)
         assert index.verify()
@@ -338,6 +334,18 @@ def test_who_formatted_is_the_last_to_set_what_differs() -> None:
     assert [(o["op"], o["actor"], o["attributes"]) for o in got] == [
         ("format", "u3", {"italic": True})
     ]
+
+
+def test_an_embedded_text_stays_apart_from_the_text_after_it() -> None:
+    # an embed that renders as a string (a Y.Text inside a Y.Text) was joined to the
+    # characters after it in a version's delta: "inner" and "b" became "innerb"
+    doc: Doc[Any] = Doc()
+    t = doc.get("t", type=Text)
+    t.insert(0, "ab")
+    t.insert_embed(1, Text("inner"))
+    assert text_delta(t.diff()) == [{"insert": "a"}, {"insert": "inner"}, {"insert": "b"}]
+    runs = runs_of(t.diff())
+    assert [text for text, _, _ in runs] == ["a", "\ufffc", "b"] and runs[1][2] == "inner"
 
 
 def test_a_plain_text_is_not_rich_and_ops_that_do_not_spell_the_versions_are_refused() -> None:

@@ -224,7 +224,9 @@ def gc_paused() -> Iterator[None]:
     acyclic objects (the runs of an index, the answer of a blame): its collections,
     triggered by the allocations and scanning every run each time, otherwise cost more
     than the pass itself (measured on automerge-paper: a blame 180 -> 65 ms, reading a
-    stored index back 140 -> 60 ms). Nothing awaits inside, so nothing else runs."""
+    stored index back 140 -> 60 ms). Nothing awaits inside, so nothing else runs on the
+    loop; a worker thread's pass (rich_diff) pauses it for the process meanwhile, and
+    whichever pass found it enabled enables it again, so overlapping passes leave it on."""
     was = gc.isenabled()
     gc.disable()
     try:

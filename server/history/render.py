@@ -96,27 +96,37 @@ def root_entry(doc: Doc[Any], name: str, kind: str) -> dict[str, Any]:
     return entry
 
 
+def joined_runs(
+    delta: Iterable[tuple[Any, Any]], attrs: Callable[[Any], Any] = jsonable
+) -> list[tuple[Any, Any, bool]]:
+    """pycrdt's ``diff()`` with adjacent strings of equal attributes joined (pycrdt gives
+    them apart when they are apart in the document's structure) and empty ones left out,
+    as (insert, attributes or None, whether it is an embed): each attribute set as
+    `attrs` makes it, each embed as pycrdt gives it. What text_delta, restore and the
+    rich diff read a text through."""
+    out: list[tuple[Any, Any, bool]] = []
+    for insert, raw in delta:
+        a = attrs(raw) if raw else None
+        if not isinstance(insert, str):
+            out.append((insert, a, True))
+        elif out and not out[-1][2] and out[-1][1] == a:
+            out[-1] = (out[-1][0] + insert, a, False)
+        elif insert:
+            out.append((insert, a, False))
+    return out
+
+
 def text_delta(
     delta: Iterable[tuple[Any, Any]], embed: Callable[[Any], Any] = jsonable
 ) -> list[dict[str, Any]]:
-    """pycrdt's ``diff()`` as Yjs's ``toDelta()`` gives it: adjacent strings with equal
-    attributes joined (pycrdt gives them apart when they are apart in the document's
-    structure), empty ones left out, each embed as ``embed`` renders it."""
-    out: list[dict[str, Any]] = []
-    for insert, attrs in delta:
-        a = jsonable(attrs) if attrs else None
-        last = out[-1] if out else None
-        if isinstance(insert, str) and last and isinstance(last["insert"], str):
-            if last.get("attributes") == a:
-                last["insert"] += insert
-                continue
-        if insert == "":
-            continue
-        op: dict[str, Any] = {"insert": insert if isinstance(insert, str) else embed(insert)}
-        if a:
-            op["attributes"] = a
-        out.append(op)
-    return out
+    """pycrdt's ``diff()`` as Yjs's ``toDelta()`` gives it (:func:`joined_runs`), each
+    embed as ``embed`` renders it."""
+    return [
+        {"insert": embed(v) if is_embed else v, "attributes": a}
+        if a
+        else {"insert": embed(v) if is_embed else v}
+        for v, a, is_embed in joined_runs(delta)
+    ]
 
 
 def render(doc: Doc[Any], types: dict[str, str]) -> dict[str, dict[str, Any]]:

@@ -33,7 +33,17 @@ from typing import Any
 from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
 
 from .bounded_diff import opcodes
-from .render import ARRAY, MAP, ROOT_CLASSES, TEXT, XML, jsonable, string_opcodes, text_delta
+from .render import (
+    ARRAY,
+    MAP,
+    ROOT_CLASSES,
+    TEXT,
+    XML,
+    joined_runs,
+    jsonable,
+    string_opcodes,
+    text_delta,
+)
 
 #: a run of rich text as pycrdt's ``diff()`` gives it: a string or an embed (a dict or
 #: another value), and its attributes (None when it has none)
@@ -71,17 +81,8 @@ def byte_offsets(s: str) -> list[int]:
 
 
 def _pieces(delta: Sequence[Run]) -> list[Piece]:
-    """The delta's runs, adjacent strings with equal attributes joined."""
-    out: list[Piece] = []
-    for insert, attrs in delta:
-        a = dict(attrs) if attrs else {}
-        if not isinstance(insert, str):
-            out.append((_Embed(insert), a))
-        elif out and isinstance(out[-1][0], str) and out[-1][1] == a:
-            out[-1] = (out[-1][0] + insert, a)
-        elif insert:
-            out.append((insert, a))
-    return out
+    """The delta's runs (render.joined_runs), attributes as pycrdt gives them."""
+    return [(_Embed(v) if is_embed else v, a or {}) for v, a, is_embed in joined_runs(delta, dict)]
 
 
 def _size(content: str | _Embed) -> int:

@@ -36,7 +36,8 @@ from pycrdt import Doc, Text
 
 from ..store.base import Event
 from . import yupdate
-from .render import jsonable
+from .attribution import gc_paused
+from .render import joined_runs, jsonable
 
 log = logging.getLogger(__name__)
 
@@ -48,23 +49,12 @@ Run = tuple[str, dict[str, Any] | None, Any]
 
 
 def runs_of(diff: Any) -> list[Run]:
-    """A version's runs, from pycrdt's ``Text.diff()``: an embed is one character;
-    adjacent strings with equal attributes joined, as :func:`render.text_delta` does
-    (without building its dicts: a formatted megabyte is tens of thousands of runs)."""
-    out: list[Run] = []
-    for value, raw in diff:
-        attrs = jsonable(raw) if raw else None
-        if isinstance(value, str):
-            if not value:
-                continue
-            if out and out[-1][2] is _NO_EMBED and out[-1][1] == attrs:
-                last = out[-1]
-                out[-1] = (last[0] + value, attrs, _NO_EMBED)
-            else:
-                out.append((value, attrs, _NO_EMBED))
-        else:
-            out.append((EMBED_CHAR, attrs, jsonable(value)))
-    return out
+    """A version's runs, from pycrdt's ``Text.diff()`` (render.joined_runs): an embed is
+    one character."""
+    return [
+        (EMBED_CHAR, a, jsonable(v)) if is_embed else (v, a, _NO_EMBED)
+        for v, a, is_embed in joined_runs(diff)
+    ]
 
 
 class _Cursor:
@@ -170,8 +160,9 @@ def formatted_ops(
     caller runs this in a worker thread); the plain ops, logged, if they do not match
     (the index would have failed its check first)."""
     try:
-        runs = [runs_of(v.get(root, type=Text).diff()) for v in (version_a, version_b)]
-        return with_formatting(ops, runs[0], runs[1])
+        with gc_paused():
+            runs = [runs_of(v.get(root, type=Text).diff()) for v in (version_a, version_b)]
+            return with_formatting(ops, runs[0], runs[1])
     except Mismatch as e:
         log.warning("diff of %s/%s without formatting: %s", doc, root, e)
         return ops
@@ -185,8 +176,9 @@ def formatted_blame(
     own); the plain runs, logged, if they do not match (in a worker thread, as
     :func:`formatted_ops`)."""
     try:
-        ops = [{"op": "insert", **run} for run in runs]
-        laid = with_formatting(ops, [], runs_of(version.get(root, type=Text).diff()))
+        with gc_paused():
+            ops = [{"op": "insert", **run} for run in runs]
+            laid = with_formatting(ops, [], runs_of(version.get(root, type=Text).diff()))
     except Mismatch as e:
         log.warning("blame of %s/%s without formatting: %s", doc, root, e)
         return runs

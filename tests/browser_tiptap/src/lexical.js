@@ -8,19 +8,11 @@
 import { createEditor, $getRoot, $createRangeSelection, $setSelection } from 'lexical'
 import { registerRichText, HeadingNode, QuoteNode } from '@lexical/rich-text'
 import { createBinding, syncLexicalUpdateToYjs, syncYjsChangesToLexical } from '@lexical/yjs'
-import { WebsocketProvider } from 'y-websocket'
 import * as Y from 'yjs'
-import { wsBase, docName, user, errors } from './page.js'
+import { docName, errors, connect, expose } from './page.js'
 
-
-const ydoc = new Y.Doc()
-const state = { connected: false, synced: false }
-const provider = new WebsocketProvider(wsBase, docName, ydoc, {
-  params: user ? { user } : {},
-  connect: false
-})
-provider.on('status', (e) => { state.connected = e.status === 'connected' })
-provider.on('sync', (s) => { state.synced = s })
+const session = connect({ connect: false })  // connected once the binding is made
+const { ydoc, provider } = session
 
 const editor = createEditor({
   namespace: 'harness',
@@ -46,14 +38,9 @@ editor.registerUpdateListener(({ prevEditorState, editorState, dirtyElements, di
 })
 provider.connect()
 
-window.harness = {
-  Y,
-  ydoc,
+expose(session, {
   editor,
   binding,
-  provider,
-  errors,
-  state,
   /** what the user sees: per paragraph, its text nodes as [text, format bits] */
   nodes: () => editor.getEditorState().read(() =>
     $getRoot().getChildren().map((p) => ({
@@ -67,7 +54,5 @@ window.harness = {
     sel.anchor.set(text.getKey(), start, 'text')
     sel.focus.set(text.getKey(), end, 'text')
     $setSelection(sel)
-  }, { onUpdate: resolve })),
-  ready: () => state.connected && state.synced
-}
-document.body.dataset.ready = 'harness'
+  }, { onUpdate: resolve }))
+})

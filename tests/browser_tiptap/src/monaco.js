@@ -8,19 +8,14 @@
 // work on the page. Everything a test needs is on window.harness.
 import * as monaco from 'monaco-editor/esm/vs/editor/editor.api.js'
 import { MonacoBinding } from 'y-monaco'
-import { WebsocketProvider } from 'y-websocket'
-import * as Y from 'yjs'
-import { wsBase, docName, user, errors } from './page.js'
+import { connect, expose } from './page.js'
 
 const FIELD = 'monaco'
 
 self.MonacoEnvironment = { getWorker: () => { throw new Error('no workers on this page') } }
 
-const ydoc = new Y.Doc()
-const state = { connected: false, synced: false }
-const provider = new WebsocketProvider(wsBase, docName, ydoc, { params: user ? { user } : {} })
-provider.on('status', (e) => { state.connected = e.status === 'connected' })
-provider.on('sync', (s) => { state.synced = s })
+const session = connect()
+const { ydoc, provider } = session
 
 const editor = monaco.editor.create(document.querySelector('#editor'), {
   value: '',
@@ -33,20 +28,13 @@ const editor = monaco.editor.create(document.querySelector('#editor'), {
 const ytext = ydoc.getText(FIELD)
 const binding = new MonacoBinding(ytext, editor.getModel(), new Set([editor]), provider.awareness)
 
-window.harness = {
-  Y,
-  ydoc,
+expose(session, {
   editor,
   binding,
-  provider,
-  errors,
-  state,
   /** what the user sees */
   value: () => editor.getModel().getValue(),
   /** the shared Y.Text */
   text: () => ytext.toString(),
   /** where the caret is, as an offset into the text */
-  caret: () => editor.getModel().getOffsetAt(editor.getPosition()),
-  ready: () => state.connected && state.synced
-}
-document.body.dataset.ready = 'harness'
+  caret: () => editor.getModel().getOffsetAt(editor.getPosition())
+})
