@@ -308,6 +308,66 @@ def test_restore_brings_back_marks_and_headings(
     eventually(lambda: _marked(view_json(alice)) == want, what="the bold back in her editor")
 
 
+def test_tiptap_blame_and_diff_name_who_wrote_each_part(
+    server: ServerProcess, page_url: str, people: Any, doc_name: str
+) -> None:
+    """Alice writes a heading and a paragraph in Tiptap, Bob adds bold words to her
+    paragraph from his: the XML root's blame names Alice for the heading, the paragraph
+    and her words, Bob for his, with his bold mark; the diff since Alice's version
+    shows his words as his insert."""
+    ws = ws_base(server, "y-websocket")
+    alice = open_tiptap(people(), page_url, provider="y-websocket", ws=ws, doc=doc_name,
+                        user="alice")  # fmt: skip
+    alice.locator(".ProseMirror").click()
+    alice.keyboard.type("# Plan")
+    alice.keyboard.press("Enter")
+    alice.keyboard.type("We ship it")
+    api = f"{server.http_url}/api/docs/{doc_name}"
+    mine = eventually(lambda: logged_seq(alice, api), what="alice's text logged")
+    bob = open_tiptap(people(), page_url, provider="y-websocket", ws=ws, doc=doc_name,
+                      user="bob")  # fmt: skip
+    eventually(lambda: "We ship it" in view_text(bob), what="bob sees alice's text")
+    type_at_end(bob, "")
+    bob.keyboard.press("Control+b")
+    bob.keyboard.type(" today")
+    eventually(lambda: "today" in view_text(alice), what="alice sees bob's words")
+    eventually(lambda: (logged_seq(bob, api) or 0) > mine, what="bob's words logged")
+
+    blame = httpx.get(f"{api}/blame", params={"root": "default"}).json()["roots"]["default"]
+    assert blame["type"] == "xml", blame
+    # the tree is the editor's: a block per element, each with its text
+    blocks = [(n["element"], "".join(r["text"] for t in n["children"] for r in t["runs"]))
+              for n in blame["nodes"]]  # fmt: skip
+    shown = [(b["type"], "".join(x.get("text", "") for x in b.get("content", [])))
+             for b in view_json(alice)["content"]]  # fmt: skip
+    assert blocks == shown, blame
+    heading = blame["nodes"][0]
+    assert (heading["element"], heading["attributes"], heading["actor"]) == (
+        "heading",
+        {"level": 1},
+        "alice",
+    ), blame
+    # who wrote each character, and bob's words in his bold
+    written: dict[str, str] = {}
+    for node in blame["nodes"]:
+        assert node["actor"] == "alice"  # alice made every block (bob typed into hers)
+        for run in (r for t in node["children"] for r in t["runs"]):
+            written[run["actor"]] = written.get(run["actor"], "") + run["text"]
+            assert (run.get("attributes") == {"bold": {}}) == (run["actor"] == "bob"), blame
+    assert written == {"alice": "PlanWe ship it", "bob": " today"}, blame
+
+    d = httpx.get(f"{api}/diff", params={"from": mine, "root": "default"}).json()
+    nodes = d["roots"]["default"]["nodes"]
+    assert {n["op"] for n in nodes} == {"equal"}, d
+    changed = [o for n in nodes for t in n["children"] for o in t["ops"] if o["op"] != "equal"]
+    # an op per keystroke (each its own seq), as a text root's diff has
+    assert "".join(o["text"] for o in changed) == " today", d
+    assert {(o["op"], o["actor"], str(o.get("attributes"))) for o in changed} == {
+        ("insert", "bob", "{'bold': {}}")
+    }, d
+    assert not alice.errors and not bob.errors, explain(alice, bob)  # type: ignore[attr-defined]
+
+
 def open_binding_page(
     ctx: BrowserContext,
     page_url: str,

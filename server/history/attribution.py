@@ -33,15 +33,18 @@ import gc
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
-from pycrdt import Doc, Text
+from pycrdt import Doc, Text, XmlFragment
 
 from .. import cpu_account
 from ..errors import FATAL
 from ..store.base import Event
-from .render import TEXT, infer_root_types
+from .render import TEXT, XML, infer_root_types
+
+if TYPE_CHECKING:
+    from .attribution_xml import XmlTrack
 
 log = logging.getLogger("palimpsest.history")
 
@@ -244,24 +247,41 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", errors="replace").replace("\x1a", "\ufffc")
 
 
+#: roots to track: text roots by name, or name -> kind (TEXT or XML)
+Roots = Iterable[str] | Mapping[str, str]
+
+
+def root_kinds(roots: Roots) -> dict[str, str]:
+    """Roots to track, name -> kind (TEXT or XML); a plain list names text roots."""
+    if isinstance(roots, Mapping):
+        return {str(n): str(k) for n, k in roots.items()}
+    return dict.fromkeys(roots, TEXT)
+
+
 class AttributionIndex:
-    """The attribution of one document's text roots, folded up to `seq`."""
+    """The attribution of one document's text and XML roots, folded up to `seq`."""
 
     def __init__(
         self,
         doc: str,
-        text_roots: list[str],
+        roots: Roots,
         *,
         ydoc: Doc[Any] | None = None,
         by_ids: bool = True,
     ) -> None:
         from .attribution_ids import IdFold
+        from .attribution_xml import XmlTrack
+
+        kinds = root_kinds(roots)
 
         self.doc_name = doc
         #: the document the index folds (`ydoc`: one already at the index's seq, when a
         #: stored index is read back, see attribution_codec)
         self.doc: Doc[Any] = Doc(skip_gc=True) if ydoc is None else ydoc
         self.tracks: dict[str, TextTrack] = {}
+        #: the XML roots' trees (attribution_xml): folded by their deep events, each
+        #: event a transaction of its own, so an index with one never folds by ids
+        self.xml: dict[str, XmlTrack] = {}
         #: the actor of each seq from `first` on (interned: a few distinct names)
         self.actors: list[str] = []
         self.first = 0
@@ -270,10 +290,11 @@ class AttributionIndex:
         #: roots seen with nothing visible yet: their type is still unknown
         self.pending: set[str] = set()
         self._cur = 0
-        self._seen: set[str] = set(text_roots)
+        self._seen: set[str] = set(kinds)
         self._subs: list[Any] = []  # keep the subscriptions alive
         #: folding by ids (attribution_ids) while this is set: from an empty document only
-        self._ids: IdFold | None = IdFold(self.tracks) if by_ids and ydoc is None else None
+        by_ids = by_ids and ydoc is None and XML not in kinds.values()
+        self._ids: IdFold | None = IdFold(self.tracks) if by_ids else None
         #: events folded by ids, for logs and tests
         self.by_ids = 0
         #: the runs no longer mirror the document (attribution_ids.Broken): build again
@@ -281,11 +302,35 @@ class AttributionIndex:
         #: whether the text must be compared with the document's (verify): after
         #: concurrent inserts were placed by ids
         self._unchecked = self._ids is not None
-        for name in text_roots:
-            self._track(name)
+        for name, kind in sorted(kinds.items()):
+            if kind == XML:
+                self.adopt_xml(name, XmlTrack())
+            else:
+                self.adopt(name, TextTrack())
 
-    def _track(self, name: str) -> None:
-        self.adopt(name, TextTrack())
+    def roots(self) -> dict[str, str]:
+        """The roots tracked, name -> kind."""
+        return {**dict.fromkeys(self.tracks, TEXT), **dict.fromkeys(self.xml, XML)}
+
+    def adopt_xml(self, name: str, track: XmlTrack) -> None:
+        """Track XML root `name` with `track` (new, or read back with the index)."""
+        self._to_deltas("an XML root is tracked")
+        self.xml[name] = track
+
+        def on_xml(events: list[Any]) -> None:
+            track.apply(events, self._cur)
+
+        self._subs.append(self.doc.get(name, type=XmlFragment).observe_deep(on_xml))
+
+    def check_xml(self) -> None:
+        """Stop serving the attribution of an XML root whose tree at head is not the
+        document's (its answers then carry no names, as before XML was attributed)."""
+        for name, track in self.xml.items():
+            if track.failed is None and not track.matches(self.doc.get(name, type=XmlFragment)):
+                track.failed = f"the tree at seq {self.seq} differs from the document's"
+            if track.failed is not None and not track.told:
+                log.warning("attribution of %s/%s: %s", self.doc_name, name, track.failed)
+                track.told = True
 
     def adopt(self, name: str, track: TextTrack) -> None:
         """Track root `name` with `track` (new, or read back with the index)."""
@@ -449,16 +494,17 @@ class AttributionIndex:
                 return False
         return True
 
-    def new_text_roots(self) -> list[str]:
-        """Roots untracked so far that turned out to be text (the index is then rebuilt)."""
-        untracked = [n for n in self.doc.keys() if n not in self.tracks]
+    def new_roots(self) -> dict[str, str]:
+        """Roots untracked so far that turned out to be text or XML, name -> kind (the
+        index is then rebuilt)."""
+        untracked = [n for n in self.doc.keys() if n not in self.tracks and n not in self.xml]
         candidates = [n for n in untracked if n in self.pending or n not in self._seen]
         self._seen.update(untracked)
         if not candidates:
-            return []
+            return {}
         types = infer_root_types(self.doc, candidates)
         self.pending = (self.pending - set(candidates)) | {n for n, t in types.items() if t is None}
-        return sorted(n for n, t in types.items() if t == TEXT)
+        return {n: t for n, t in sorted(types.items()) if t in (TEXT, XML)}
 
     def _note(self, seq: int, actor: str) -> None:
         if not self.actors:
@@ -482,32 +528,7 @@ class AttributionIndex:
             return self._blame(root, seq)
 
     def _blame(self, root: str, seq: int) -> list[dict[str, Any]]:
-        # one pass over the runs with everything local: a blame of a keystroke trace
-        # answers one run per keystroke (105k for automerge-paper), so this loop is its cost
-        track = self.tracks[root]
-        content = bytes(track.content)
-        groups: list[tuple[int, list[bytes]]] = []
-        cur, parts = -1, [b""]
-        for block in track.blocks:
-            for run in block:
-                start, n, ins, dele = run[0], run[1], run[2], run[3]
-                if ins > seq or (dele and dele <= seq) or not n:
-                    continue
-                if ins != cur:
-                    parts = []
-                    groups.append((ins, parts))
-                    cur = ins
-                parts.append(content[start : start + n])
-        actors, first, known = self.actors, self.first, len(self.actors)
-        out: list[dict[str, Any]] = []
-        for ins, chunks in groups:
-            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            text = data.decode("utf-8", errors="replace")
-            if "\x1a" in text:
-                text = text.replace("\x1a", "\ufffc")
-            i = ins - first
-            out.append({"text": text, "actor": actors[i] if 0 <= i < known else None, "seq": ins})
-        return out
+        return track_blame(self.tracks[root], seq, self.actors, self.first)
 
     def text_at(self, root: str, seq: int) -> str:
         track = self.tracks[root]
@@ -523,51 +544,96 @@ class AttributionIndex:
             return self._diff(root, a, b)
 
     def _diff(self, root: str, a: int, b: int) -> list[dict[str, Any]]:
-        # Between two runs alive at both seqs, the runs deleted keep their order at `a`
-        # and the runs inserted theirs at `b`; how the two interleave depends on where
-        # an insert landed among tombstones, which a fold by deltas does not know
-        # (attribution_ids does). So each such gap lists its deletions, then its
-        # insertions: one answer whichever way the index was folded, and the usual shape.
-        track = self.tracks[root]
-        content = track.content
-        out: list[dict[str, Any]] = []
-        equal = bytearray()
-        gap: dict[str, list[tuple[int, bytearray]]] = {"delete": [], "insert": []}
+        return track_diff(self.tracks[root], a, b, self.actor)
 
-        def op(kind: str, s: int | None, data: bytes) -> dict[str, Any]:
-            return {"op": kind, "text": _text(data), "actor": self.actor(s) if s else None,
-                    "seq": s}  # fmt: skip
 
-        def flush_gap() -> None:
-            for kind in ("delete", "insert"):
-                out.extend(op(kind, s, bytes(data)) for s, data in gap[kind])
-                gap[kind] = []
-
-        for run in track.runs():
-            if not run[1]:
-                continue  # a format mark or deleted content: nothing to show
-            in_a, in_b = _alive_at(run, a), _alive_at(run, b)
-            if in_a and in_b:
-                if gap["delete"] or gap["insert"]:
-                    if equal:
-                        out.append(op("equal", None, bytes(equal)))
-                        equal = bytearray()
-                    flush_gap()
-                equal += content[run[0] : run[0] + run[1]]
+def track_blame(track: TextTrack, seq: int, actors: list[str], first: int) -> list[dict[str, Any]]:
+    """The runs of `track` alive at `seq`, grouped by who inserted them."""
+    # one pass over the runs with everything local: a blame of a keystroke trace
+    # answers one run per keystroke (105k for automerge-paper), so this loop is its cost
+    content = bytes(track.content)
+    groups: list[tuple[int, list[bytes]]] = []
+    cur, parts = -1, [b""]
+    for block in track.blocks:
+        for run in block:
+            start, n, ins, dele = run[0], run[1], run[2], run[3]
+            if ins > seq or (dele and dele <= seq) or not n:
                 continue
-            if in_b:
-                kind, s = "insert", run[2]
-            elif in_a:
-                kind, s = "delete", run[3]
-            else:
-                continue
-            data = content[run[0] : run[0] + run[1]]
-            runs = gap[kind]
-            if runs and runs[-1][0] == s:
-                runs[-1][1].extend(data)
-            else:
-                runs.append((s, bytearray(data)))
-        if equal:
-            out.append(op("equal", None, bytes(equal)))
-        flush_gap()
-        return out
+            if ins != cur:
+                parts = []
+                groups.append((ins, parts))
+                cur = ins
+            parts.append(content[start : start + n])
+    known = len(actors)
+    out: list[dict[str, Any]] = []
+    for ins, chunks in groups:
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        text = data.decode("utf-8", errors="replace")
+        if "\x1a" in text:
+            text = text.replace("\x1a", "\ufffc")
+        i = ins - first
+        out.append({"text": text, "actor": actors[i] if 0 <= i < known else None, "seq": ins})
+    return out
+
+
+def track_diff(
+    track: TextTrack,
+    a: int,
+    b: int,
+    actor: Callable[[int], str | None],
+    *,
+    at_a: bool = True,
+    at_b: bool = True,
+    gone: int = 0,
+) -> list[dict[str, Any]]:
+    """Equal, inserted and deleted runs of `track` from seq a to seq b (see
+    AttributionIndex.diff). `at_a`/`at_b` false: nothing of it is alive at that seq (an
+    XML node not in that version, attribution_xml); a run deleted only with its node
+    counts as deleted by `gone`, the event that deleted the node."""
+    # Between two runs alive at both seqs, the runs deleted keep their order at `a`
+    # and the runs inserted theirs at `b`; how the two interleave depends on where
+    # an insert landed among tombstones, which a fold by deltas does not know
+    # (attribution_ids does). So each such gap lists its deletions, then its
+    # insertions: one answer whichever way the index was folded, and the usual shape.
+    content = track.content
+    out: list[dict[str, Any]] = []
+    equal = bytearray()
+    gap: dict[str, list[tuple[int, bytearray]]] = {"delete": [], "insert": []}
+
+    def op(kind: str, s: int | None, data: bytes) -> dict[str, Any]:
+        return {"op": kind, "text": _text(data), "actor": actor(s) if s else None,
+                "seq": s}  # fmt: skip
+
+    def flush_gap() -> None:
+        for kind in ("delete", "insert"):
+            out.extend(op(kind, s, bytes(data)) for s, data in gap[kind])
+            gap[kind] = []
+
+    for run in track.runs():
+        if not run[1]:
+            continue  # a format mark or deleted content: nothing to show
+        in_a, in_b = at_a and _alive_at(run, a), at_b and _alive_at(run, b)
+        if in_a and in_b:
+            if gap["delete"] or gap["insert"]:
+                if equal:
+                    out.append(op("equal", None, bytes(equal)))
+                    equal = bytearray()
+                flush_gap()
+            equal += content[run[0] : run[0] + run[1]]
+            continue
+        if in_b:
+            kind, s = "insert", run[2]
+        elif in_a:
+            kind, s = "delete", run[3] if run[3] and run[3] <= b else gone
+        else:
+            continue
+        data = content[run[0] : run[0] + run[1]]
+        runs = gap[kind]
+        if runs and runs[-1][0] == s:
+            runs[-1][1].extend(data)
+        else:
+            runs.append((s, bytearray(data)))
+    if equal:
+        out.append(op("equal", None, bytes(equal)))
+    flush_gap()
+    return out

@@ -29,7 +29,7 @@ from ..errors import FATAL
 from ..snapshots import load
 from ..store.base import EventStore
 from . import attribution_codec as codec
-from .attribution import READ_PAGE, AttributionIndex, TextTrack
+from .attribution import READ_PAGE, AttributionIndex, Roots, TextTrack, root_kinds
 
 log = logging.getLogger("palimpsest.history")
 
@@ -54,14 +54,17 @@ def fingerprint(update: bytes) -> str:
 def _length_matches(index: AttributionIndex) -> bool:
     """Each tracked root's alive bytes equal its text's UTF-8 length in the index's doc:
     a cheap check that the stored runs and the version they fold on agree."""
-    from pycrdt import Text
+    from pycrdt import Text, XmlFragment
 
     for name, track in index.tracks.items():
         # len(): UTF-8 bytes with an embed counting one, as the runs count (str() would
         # leave the embeds out, and refuse every stored index of a text that has one)
         if track.length != len(index.doc.get(name, type=Text)):
             return False
-    return True
+    return all(
+        x.failed is not None or x.matches(index.doc.get(name, type=XmlFragment))
+        for name, x in index.xml.items()
+    )
 
 
 class AttributionCache:
@@ -109,21 +112,23 @@ class AttributionCache:
         self._indexes.pop(doc, None)
         self._stored.pop(doc, None)
 
-    async def get(self, doc: str, upto: int, text_roots: list[str]) -> AttributionIndex:
-        """The document's index, folded at least up to `upto`, tracking `text_roots`."""
+    async def get(self, doc: str, upto: int, roots: Roots) -> AttributionIndex:
+        """The document's index, folded at least up to `upto`, tracking `roots` (text
+        roots, or name -> kind: see attribution.root_kinds)."""
+        wanted = root_kinds(roots)
         lock = self._locks.setdefault(doc, asyncio.Lock())
         async with lock:
             index = self._indexes.get(doc)
             if index is None:
                 index = await self._restore(doc, upto)
-            if index is None or not set(text_roots) <= set(index.tracks):
-                known = set(index.tracks) if index is not None else set()
-                index = await self._build(doc, sorted(known | set(text_roots)))
+            if index is None or not wanted.items() <= index.roots().items():
+                known = index.roots() if index is not None else {}
+                index = await self._build(doc, {**known, **wanted})
             await self._extend(index, upto)
             index = await self._checked(index)
-            found = index.new_text_roots()
+            found = index.new_roots()
             if found:
-                index = await self._build(doc, sorted(set(index.tracks) | set(found)))
+                index = await self._build(doc, {**index.roots(), **found})
             self._indexes[doc] = index
             self._indexes.move_to_end(doc)
             while len(self._indexes) > self.max_docs:
@@ -150,17 +155,17 @@ class AttributionCache:
             return index
 
     async def refresh(
-        self, doc: str, text_roots: Callable[[], Awaitable[list[str]]], build_from: int
+        self, doc: str, roots: Callable[[], Awaitable[Roots]], build_from: int
     ) -> bool:
         """Bring the stored index of `doc` up to its head, for a cold server to read;
         build the first one only when the log has at least `build_from` events (a short
         log is folded quickly enough on first use). Not kept in memory unless it was
         already. True when an index was stored."""
         with cpu_account.charged_to(self.upkeep):
-            return await self._refresh(doc, text_roots, build_from)
+            return await self._refresh(doc, roots, build_from)
 
     async def _refresh(
-        self, doc: str, text_roots: Callable[[], Awaitable[list[str]]], build_from: int
+        self, doc: str, roots: Callable[[], Awaitable[Roots]], build_from: int
     ) -> bool:
         lock = self._locks.setdefault(doc, asyncio.Lock())
         info = await self.store.doc_info(doc)
@@ -171,12 +176,12 @@ class AttributionCache:
             if index is None:
                 if info.head - info.base_seq < build_from:
                     return False
-                index = await self._build(doc, await text_roots(), paced=True)
+                index = await self._build(doc, await roots(), paced=True)
             await self._extend(index, info.head, paced=True)
             index = await self._checked(index, paced=True)
-            found = index.new_text_roots()
+            found = index.new_roots()
             if found:
-                index = await self._build(doc, sorted(set(index.tracks) | set(found)), True)
+                index = await self._build(doc, {**index.roots(), **found}, True)
             await self._maybe_store(index, force=True)
         await self.drain()
         return True
@@ -295,11 +300,11 @@ class AttributionCache:
     # --- folding ------------------------------------------------------------------------
 
     async def _build(
-        self, doc: str, text_roots: list[str], paced: bool = False, by_ids: bool = True
+        self, doc: str, roots: Roots, paced: bool = False, by_ids: bool = True
     ) -> AttributionIndex:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        index = AttributionIndex(doc, text_roots, by_ids=by_ids)
+        index = AttributionIndex(doc, roots, by_ids=by_ids)
         info = await self.store.doc_info(doc)
         if info is not None and info.base_seq:
             snap = await self.store.latest_snapshot(doc, info.base_seq)
@@ -324,7 +329,8 @@ class AttributionCache:
             log.warning("attribution index of %s by ids disagrees with the document at seq "
                         "%d: building it by deltas", index.doc_name, index.seq)  # fmt: skip
             self.rebuilt_by_deltas += 1
-            return await self._build(index.doc_name, sorted(index.tracks), paced, by_ids=False)
+            return await self._build(index.doc_name, index.roots(), paced, by_ids=False)
+        index.check_xml()
         return index
 
     async def _extend(self, index: AttributionIndex, upto: int | None, paced: bool = False) -> None:

@@ -16,10 +16,11 @@ A ``ref`` (wherever a seq is accepted) is a seq number, a tag name, or ``head``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-from pycrdt import Doc, Text
+from pycrdt import Doc, Text, XmlFragment
 
 from .. import cpu_account
 from ..errors import BadRequest, Conflict, NotFound
@@ -32,6 +33,7 @@ from .attribution import AttributionIndex
 from .attribution_cache import AttributionCache
 from .render import (
     TEXT,
+    XML,
     infer_root_types,
     render_root,
     root_entry,
@@ -42,6 +44,7 @@ from .render import (
 from .restore import make_equal, set_text
 from .rich_diff import (
     ATTRIBUTE_FORMATS_WORK,
+    Mismatch,
     attribute_formats,
     formatted_blame,
     formatted_by,
@@ -51,6 +54,8 @@ from .sessions import Sessions
 
 if TYPE_CHECKING:
     from ..backend import Backend
+
+log = logging.getLogger("palimpsest.history")
 
 #: editing sessions: same actor, gaps shorter than this
 SESSION_GAP_MS = 5 * 60 * 1000
@@ -103,6 +108,12 @@ def validate_tag_name(name: Any) -> str:
     if _INT.fullmatch(name) or name == "head":
         raise BadRequest(f"{name!r} cannot be a tag name: it reads as a seq")
     return name
+
+
+def _fragment(version: Doc[Any], name: str) -> XmlFragment:
+    """XML root `name` of a version (a scratch document), empty if it has none yet."""
+    fragment: XmlFragment = version.get(name, type=XmlFragment)
+    return fragment
 
 
 class History:
@@ -211,49 +222,51 @@ class History:
     # --- attribution ----------------------------------------------------------------------
 
     async def _index_for(self, doc: str, info: DocInfo, seqs: list[int]) -> AttributionIndex:
-        """The attribution index, folded to head, tracking every root known to be text.
+        """The attribution index, folded to head, tracking every root known to be text
+        or XML.
 
         A root with nothing visible at head has no known type: the versions asked for
-        (`seqs`) teach it, and a root learnt to be text makes the index track it."""
+        (`seqs`) teach it, and a root learnt to be text or XML makes the index track it."""
         cached = self.attribution.peek(doc)
         if cached is not None and cached.seq > info.head:  # deleted and re-created
             self.attribution.drop(doc)
         known = self._types.get(doc)
         if known is None:
             stored = await self.attribution.warm(doc, info.head)
-            if stored is not None:  # a cold server: the stored index names its text roots
+            if stored is not None:  # a cold server: the stored index names its roots
                 known = self._types.setdefault(doc, {})
-                for name in stored.tracks:
-                    known.setdefault(name, TEXT)
+                for name, kind in stored.roots().items():
+                    known.setdefault(name, kind)
             else:
                 self.types(doc, await self.doc_at(doc, info.head))
                 known = self._types.setdefault(doc, {})
-        index = await self.attribution.get(doc, info.head, self._texts(known))
-        if any(n not in known and n not in index.tracks for n in index.doc.keys()):
+        index = await self.attribution.get(doc, info.head, self._tracked(known))
+        if any(n not in known and n not in index.roots() for n in index.doc.keys()):
             for seq in sorted(set(seqs)):
                 self.types(doc, await self.doc_at(doc, seq))
-            index = await self.attribution.get(doc, info.head, self._texts(known))
-        for name in index.tracks:
-            known.setdefault(name, TEXT)
+            index = await self.attribution.get(doc, info.head, self._tracked(known))
+        for name, kind in index.roots().items():
+            known.setdefault(name, kind)
         return index
 
     async def refresh_attribution(self, doc: str, build_from: int) -> bool:
         """Store the attribution index of `doc` up to its head (see attribution_cache):
         called off the editing path, when the document's room unloads."""
 
-        async def text_roots() -> list[str]:
+        async def roots() -> dict[str, str]:
             known = self._types.get(doc)
             if known is None:
                 info = await self.info(doc)
                 self.types(doc, await self.doc_at(doc, info.head))
                 known = self._types.setdefault(doc, {})
-            return self._texts(known)
+            return self._tracked(known)
 
-        return await self.attribution.refresh(doc, text_roots, build_from)
+        return await self.attribution.refresh(doc, roots, build_from)
 
     @staticmethod
-    def _texts(known: dict[str, str]) -> list[str]:
-        return sorted(n for n, k in known.items() if k == TEXT)
+    def _tracked(known: dict[str, str]) -> dict[str, str]:
+        """The roots the attribution index tracks: text and XML ones, name -> kind."""
+        return {n: k for n, k in sorted(known.items()) if k in (TEXT, XML)}
 
     async def blame(self, doc: str, seq: int, info: DocInfo, root: str | None) -> dict[str, Any]:
         index = await self._index_for(doc, info, [seq])
@@ -268,8 +281,19 @@ class History:
                     version = await self.doc_at(doc, seq)
                 runs = await cpu_account.to_thread(formatted_blame, doc, name, runs, version)
             roots[name] = {"type": TEXT, "runs": runs}
+        for name, xml in sorted(index.xml.items()):
+            if (root is not None and name != root) or xml.failed is not None:
+                continue
+            if version is None:
+                version = await self.doc_at(doc, seq)
+            try:  # on the loop: the index it walks is the one the loop extends
+                nodes = xml.blame(seq, index.actors, index.first, _fragment(version, name))
+            except Mismatch as e:
+                log.warning("blame of %s/%s at %d: %s", doc, name, seq, e)
+                continue
+            roots[name] = {"type": XML, "nodes": nodes}
         if root is not None and root not in roots:
-            raise NotFound(f"document {doc!r} has no text root {root!r} at seq {seq}")
+            raise NotFound(f"document {doc!r} has no text or XML root {root!r} at seq {seq}")
         return {"doc": doc, "seq": seq, "roots": roots}
 
     async def diff(
@@ -283,15 +307,15 @@ class History:
         if (cached is None or cached.seq > info.head) and b - a <= RANGE_DIFF_MAX:
             # no index yet: fold just the range instead of building one from seq 0
             docs = await self.doc_at(doc, a), await self.doc_at(doc, b)
-            texts = sorted({n for d in docs for n, k in self.types(doc, d).items() if k == TEXT})
-            index = AttributionIndex(doc, texts, by_ids=False)  # from a version: by deltas
+            kinds = {n: k for d in docs for n, k in self.types(doc, d).items()}
+            index = AttributionIndex(doc, self._tracked(kinds), by_ids=False)  # by deltas
             index.start_from(a, docs[0].get_update())
             events = await self.store.read(doc, after=a, upto=b)
             await index.fold_sliced(events)  # other rooms keep flowing
         else:
             index = await self._index_for(doc, info, [a, b])
         # roots are never removed: the index's document (at b or later) names them all
-        names = sorted(set(index.doc.keys()) | set(index.tracks))
+        names = sorted(set(index.doc.keys()) | set(index.roots()))
         if root is not None:
             if root not in names:
                 raise NotFound(f"document {doc!r} has no root {root!r}")
@@ -319,6 +343,14 @@ class History:
             old = render_root(docs[0], name, kind) if name in ta else None
             new = render_root(docs[1], name, kind) if name in tb else None
             roots[name] = structural_diff(kind, old, new)
+            xml = index.xml.get(name)
+            if xml is not None and xml.failed is None:
+                try:  # who made each element and wrote each text, beside the plain ops
+                    roots[name]["nodes"] = xml.diff(
+                        a, b, index.actor, _fragment(docs[0], name), _fragment(docs[1], name)
+                    )
+                except Mismatch as e:
+                    log.warning("diff of %s/%s: %s", doc, name, e)
         if reformatted and docs is not None and (b - a) * b <= ATTRIBUTE_FORMATS_WORK:
             # who formatted: the events between, replayed onto version a (rich_diff)
             if events is None:
