@@ -112,8 +112,11 @@ def _xml_edit(rng: random.Random, doc: Doc[Any], i: int) -> None:
             t.format(b[k], b[min(len(b) - 1, k + rng.randint(1, 4))], bold)
     elif r < 0.93:
         heads = [e for e in elements if e.tag == "heading"]
-        if heads:
-            rng.choice(heads).attributes["level"] = rng.randint(1, 3)
+        if heads:  # stamped with who set it, as elements with who made them
+            head = rng.choice(heads)
+            with doc.transaction():
+                head.attributes["level"] = rng.randint(1, 3)
+                head.attributes["levelby"] = f"u{i}"
     else:
         parent = rng.choice(parents)
         n = len(list(parent.children))
@@ -220,14 +223,17 @@ def _side(nodes: list[dict[str, Any]], side: str) -> list[Any]:
 
 
 def _check_diff(nodes: list[dict[str, Any]], a: int, b: int) -> None:
-    """Who is named: an insert's writer by its characters or its stamp, a delete in
-    the range; nothing inserted or deleted under a node that was."""
+    """Who is named: an insert's writer by its characters or its stamp, an element's
+    new attributes' setter by its stamp, a delete in the range; nothing inserted or
+    deleted under a node that was."""
     for n in nodes:
-        assert n["op"] in ("equal", "insert", "delete")
+        assert n["op"] in ("equal", "insert", "delete", "format")
         if n["op"] == "equal":
-            assert n["actor"] is None and n["seq"] is None
+            assert n["actor"] is None and n["seq"] is None and "was" not in n
         else:
             assert a < n["seq"] <= b
+        if n["op"] == "format":  # attributes changed: named for who set them last
+            assert n["was"] != n["attributes"] and n["actor"] == n["attributes"]["levelby"]
         if n["op"] == "insert" and "element" in n:
             assert n["actor"] == n["attributes"]["by"]
         if "ops" in n:
@@ -241,7 +247,7 @@ def _check_diff(nodes: list[dict[str, Any]], a: int, b: int) -> None:
                 if n["op"] == "delete":
                     assert op["op"] == "delete"
         else:
-            if n["op"] != "equal":
+            if n["op"] in ("insert", "delete"):
                 assert all(c["op"] == n["op"] for c in n["children"])
             _check_diff(n["children"], a, b)
 
@@ -432,6 +438,15 @@ async def test_blame_and_diff_over_http_name_who_wrote_each_paragraph(
                 {"op": "delete", "text": "Bob's note", "actor": "ann", "seq": end}
             ]}
         ]  # fmt: skip
+        # bob makes the heading a level 2: a format op, his
+        theirs.children[0].attributes["level"] = 2
+        await eventually(lambda: logged(end + 1), what="bob's level logged")
+        r = await c.get("/api/docs/tiptap/diff", params={"from": end, "root": ROOT})
+        heading = r.json()["roots"][ROOT]["nodes"][0]
+        assert {k: heading[k] for k in ("op", "actor", "seq", "attributes", "was")} == {
+            "op": "format", "actor": "bob", "seq": end + 1,
+            "attributes": {"level": 2}, "was": {"level": 1},
+        }  # fmt: skip
 
 
 async def test_a_cold_server_reads_the_tree_back_and_answers_as_a_warm_one(tmp_path: Path) -> None:

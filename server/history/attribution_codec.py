@@ -9,8 +9,9 @@ One blob per document (the store's derived-data row of kind :data:`KIND`), zlib 
                     (start and inserted-by as deltas, length, deleted-by - inserted-by)
     per XML root:   (attribution_xml; the header's "xml" names each root's nodes in
                     pre-order: an element by its tag, a text by 0, or 1 if it ever had
-                    formatting) each node's track as a text root's, an element's
-                    children in the order of their bytes in its track
+                    formatting, and "xml_changes" the attributes each element had set)
+                    each node's track as a text root's, an element's children in the
+                    order of their bytes in its track
 
 Columns of fixed-width integers cost nothing to build or read in Python (``array``)
 and compress well (the high bytes are zeros). The Yjs document the index folds is not
@@ -105,18 +106,21 @@ def encode(index: AttributionIndex, fingerprint: str) -> bytes:
     for name in roots:
         parts += _track_parts(index.tracks[name])
     xml: dict[str, Any] = {}
+    changes: list[list[Any]] = []  # [root, node (pre-order), seq, key] per attribute set
     for name in sorted(index.xml):
         track = index.xml[name]
         if track.failed is not None:
             xml[name] = track.failed
             continue
         nodes: list[str | int] = []
-        for node in _preorder(track.root):
+        for i, node in enumerate(_preorder(track.root)):
             nodes.append(node.tag if node.tag is not None else int(node.track.rich))
             parts += _track_parts(node.track)
+            changes += [[name, i, s, k] for s, k in node.changes]
         xml[name] = nodes
     if xml:
         header["xml"] = xml
+        header["xml_changes"] = changes
     parts[:0] = [json.dumps(header, separators=(",", ":")).encode(), _ints(actor_runs)]
     body = b"".join(write_var_bytes(p) for p in parts)
     return zlib.compress(body, LEVEL)
@@ -240,6 +244,10 @@ def _decode(data: bytes, doc: Doc[Any]) -> AttributionIndex:
             xml.failed, xml.told = nodes, True
         else:
             xml = _read_tree(r, name, nodes)
+            preorder = _preorder(xml.root)
+            for root, i, s, k in h.get("xml_changes", []):
+                if root == name:
+                    preorder[int(i)].changes.append((int(s), str(k)))
         index.adopt_xml(str(name), xml)
     index._seen |= set(index.xml)
     if r.pos != len(r.data):

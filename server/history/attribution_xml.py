@@ -38,7 +38,7 @@ class XmlBroken(Exception):
 class XNode:
     """An element (`tag` a str, "" for the root fragment) or a text (`tag` None)."""
 
-    __slots__ = ("tag", "track", "kids")
+    __slots__ = ("tag", "track", "kids", "changes")
 
     def __init__(self, tag: str | None) -> None:
         self.tag = tag
@@ -46,6 +46,9 @@ class XNode:
         self.track = TextTrack()
         #: an element's children by their byte in `track.content`; None for a text
         self.kids: dict[int, XNode] | None = None if tag is None else {}
+        #: an element's attributes set or removed after it was made: (seq, key), in
+        #: the order of the log (yrs reports a key only when its visible value changed)
+        self.changes: list[tuple[int, str]] = []
 
     def children_at(self, seq: int) -> Iterator[tuple[XNode, list[Any]]]:
         """The children alive at `seq`, in order, with the run that holds each."""
@@ -102,6 +105,8 @@ class XmlTrack:
                     assert node.kids is not None
                     node = node.kids[_nth_alive(node.track, i)]
                 self._apply(node, e.delta, seq)
+                if e.keys and node.kids is not None:
+                    node.changes += [(seq, str(k)) for k in e.keys]
         except (XmlBroken, KeyError, ValueError, AssertionError) as e:
             self.failed = f"event {seq}: {e!r}"
 
@@ -274,11 +279,14 @@ def _diff(
         else:
             real = vb[id(kid)] if in_b else va[id(kid)]
             entry["element"] = kid.tag
-            entry["attributes"] = _attributes(real)
+            entry["attributes"] = now = _attributes(real)
             if in_a and in_b:
                 was = _attributes(va[id(kid)])
-                if was != entry["attributes"]:
-                    entry["was"] = was
+                if was != now:  # who set the attributes that differ, last
+                    differ = {k for k in was.keys() | now.keys() if was.get(k) != now.get(k)}
+                    by = [s for s, k in kid.changes if a < s <= b and k in differ]
+                    entry.update(op="format", actor=actor(by[-1]) if by else None,
+                                 seq=by[-1] if by else None, was=was)  # fmt: skip
             entry["children"] = _diff(kid, a, b, actor, va, vb, in_a, in_b, kid_gone)
         out.append(entry)
     return out
