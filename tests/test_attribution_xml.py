@@ -30,8 +30,10 @@ from palimpsest.backend import Backend
 from palimpsest.history import attribution_codec as codec
 from palimpsest.history import history_of
 from palimpsest.history.attribution import AttributionIndex
-from palimpsest.history.attribution_xml import XmlTrack
+from palimpsest.history.attribution_xml import XmlTrack, XNode, _pairs
+from palimpsest.history.attribution_xml import formatted_by as xml_formatted_by
 from palimpsest.history.render import XML, text_delta
+from palimpsest.history.rich_diff import attribute_formats, runs_of
 from palimpsest.settings import Settings
 from palimpsest.store.base import Event, NewEvent
 
@@ -108,7 +110,7 @@ def _xml_edit(rng: random.Random, doc: Doc[Any], i: int) -> None:
         b = _bounds(t)
         if len(b) > 1:
             k = rng.randrange(len(b) - 1)
-            bold = {"bold": True} if rng.random() < 0.7 else {"bold": None}
+            bold = {"bold": f"u{i}"} if rng.random() < 0.7 else {"bold": None}
             t.format(b[k], b[min(len(b) - 1, k + rng.randint(1, 4))], bold)
     elif r < 0.93:
         heads = [e for e in elements if e.tag == "heading"]
@@ -252,6 +254,68 @@ def _check_diff(nodes: list[dict[str, Any]], a: int, b: int) -> None:
             _check_diff(n["children"], a, b)
 
 
+def _root(version: Doc[Any]) -> XmlFragment:
+    return version.get(ROOT, type=XmlFragment)
+
+
+def _check_formats(
+    track: XmlTrack,
+    key: int,
+    pairs: list[dict[int, Any]],
+    a: int,
+    b: int,
+    ops: list[dict[str, Any]],
+    actors: dict[int, str],
+) -> None:
+    """Each character of a text's format op names the last event between the versions
+    that changed one of its attributes that differ between them, found by looking at
+    every version in between: a character is known at every seq by its bytes' place in
+    the text's track (test_diff_rich does the same for a text root)."""
+    stack = [track.root]
+    while stack:
+        node = stack.pop()
+        if id(node) == key:
+            break
+        stack += list((node.kids or {}).values())
+    assert id(node) == key
+
+    def chars(seq: int) -> dict[int, dict[str, Any]]:
+        real = pairs[seq].get(key)
+        if real is None:
+            return {}
+        ids = _ids_at(node, seq)
+        attrs = [x for text, at_, _ in runs_of(real.diff()) for x in [at_ or {}] * len(text)]
+        assert len(ids) == len(attrs)
+        return dict(zip(ids, attrs, strict=True))
+
+    attrs_at = {s: chars(s) for s in range(a, b + 1)}
+    at_b = iter(_ids_at(node, b))
+    for o in ops:
+        if o["op"] == "delete":
+            continue
+        for _ in o["text"]:
+            ident = next(at_b)
+            if o["op"] != "format":
+                continue
+            differ = {k for k in {*o["attributes"], *o["was"]}
+                      if o["attributes"].get(k) != o["was"].get(k)}  # fmt: skip
+            changed = [s for s in range(a + 1, b + 1) for k in differ
+                       if attrs_at[s - 1][ident].get(k) != attrs_at[s][ident].get(k)]  # fmt: skip
+            assert o["seq"] == max(changed), (o, changed)
+            assert o["actor"] == actors[o["seq"]]
+
+
+def _ids_at(node: XNode, seq: int) -> list[int]:
+    ids = []
+    for run in node.track.runs():
+        if run[1] and run[2] <= seq and not (run[3] and run[3] <= seq):
+            at = run[0]
+            for ch in bytes(node.track.content[at : at + run[1]]).decode():
+                ids.append(at)
+                at += len(ch.encode())
+    return ids
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_concurrent_tree_edits_blame_and_diff_to_the_truth(seed: int) -> None:
     log = xml_session(seed)
@@ -264,10 +328,21 @@ def test_concurrent_tree_edits_blame_and_diff_to_the_truth(seed: int) -> None:
         fragment = version.get(ROOT, type=XmlFragment)
         _check_blame(track.blame(seq, index.actors, index.first, fragment), fragment)
     rng = random.Random(seed)
+    formats = 0
+    pairs: list[dict[int, Any]] = []  # each version's texts by node, when needed
     for _ in range(40):
         a, b = sorted(rng.sample(range(len(versions)), 2))
         fa, fb = (versions[s].get(ROOT, type=XmlFragment) for s in (a, b))
-        nodes = track.diff(a, b, index.actor, fa, fb)
+        found: list[tuple[dict[str, Any], int]] = []
+        nodes = track.diff(a, b, index.actor, fa, fb, found)
+        if found:  # who formatted, as the service names it
+            marks = xml_formatted_by(versions[a], {ROOT: track.frozen()}, log[a:b])
+            actors = {ev.seq: ev.actor for ev in log[a:b]}
+            pairs = pairs or [dict(_pairs(track.root, s, _root(v))) for s, v in enumerate(versions)]
+            for entry, key in found:
+                entry["ops"] = attribute_formats(entry["ops"], marks.get(key, []), actors)
+                _check_formats(track, key, pairs, a, b, entry["ops"], actors)
+            formats += 1
         assert _side(nodes, "a") == _tree(fa)
         assert _side(nodes, "b") == _tree(fb)
         _check_diff(nodes, a, b)
@@ -275,7 +350,9 @@ def test_concurrent_tree_edits_blame_and_diff_to_the_truth(seed: int) -> None:
         ranged = AttributionIndex("d", {ROOT: XML}, by_ids=False)
         ranged.start_from(a, versions[a].get_update())
         ranged.fold(log[a:b])
-        assert ranged.xml[ROOT].diff(a, b, ranged.actor, fa, fb) == nodes
+        if not found:
+            assert ranged.xml[ROOT].diff(a, b, ranged.actor, fa, fb) == nodes
+    assert formats  # each session has format ops to name
 
 
 def test_an_index_with_an_xml_root_folds_by_deltas_and_tracks_texts_too() -> None:
@@ -447,6 +524,17 @@ async def test_blame_and_diff_over_http_name_who_wrote_each_paragraph(
             "op": "format", "actor": "bob", "seq": end + 1,
             "attributes": {"level": 2}, "was": {"level": 1},
         }  # fmt: skip
+        # and bolds "all": a format op in the paragraph's text, named for him
+        theirs.children[1].children[0].format(3, 6, {"bold": {}})
+        await eventually(lambda: logged(end + 2), what="bob's bold logged")
+        r = await c.get("/api/docs/tiptap/diff", params={"from": end + 1, "root": ROOT})
+        nodes = r.json()["roots"][ROOT]["nodes"]
+        _valid(nodes, "XmlDiffNode")
+        ops = nodes[1]["children"][0]["ops"]
+        assert [(o["op"], o["text"], o["actor"]) for o in ops] == [
+            ("equal", "We ", None), ("format", "all", "bob"), ("equal", " met.", None)
+        ]  # fmt: skip
+        assert (ops[1]["attributes"], ops[1]["was"], ops[1]["seq"]) == ({"bold": {}}, {}, end + 2)
 
 
 async def test_a_cold_server_reads_the_tree_back_and_answers_as_a_warm_one(tmp_path: Path) -> None:

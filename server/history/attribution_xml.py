@@ -16,7 +16,9 @@ The same argument as for a text root holds at every level: a sequence never reor
 items and a deleted one never comes back, so the tree at head, with its tombstones,
 restricted to what is alive at seq S (a node alive and every ancestor alive) is the tree
 at S. Element attributes and text formatting are not folded: the answers read them off
-the version(s) asked for, walked beside the mirror.
+the version(s) asked for, walked beside the mirror. The fold notes only which event set
+which attribute of an element (who changed a heading's level); who formatted a text is
+found as for a text root (rich_diff), by a replay: :func:`formatted_by`.
 """
 
 from __future__ import annotations
@@ -24,11 +26,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pycrdt import XmlElement, XmlFragment, XmlText
+from pycrdt import Doc, XmlElement, XmlFragment, XmlText
 
+from ..store.base import Event
 from .attribution import EMBED, TextTrack, _alive_at, track_blame, track_diff
 from .render import jsonable
-from .rich_diff import Mismatch, runs_of, with_formatting
+from .rich_diff import Mark, Mismatch, follow_marks, may_format, runs_of, with_formatting
+
+#: what a replay needs of a tree (:func:`frozen`): its root's key, and each element's
+#: children as (inserted by, deleted by or 0, the child's key)
+Frozen = tuple[int, dict[int, list[tuple[int, int, int]]]]
 
 
 class XmlBroken(Exception):
@@ -156,11 +163,68 @@ class XmlTrack:
         actor: Callable[[int], str | None],
         version_a: XmlFragment,
         version_b: XmlFragment,
+        reformatted: list[tuple[dict[str, Any], int]] | None = None,
     ) -> list[dict[str, Any]]:
-        """The tree from seq a to seq b: every node alive at either, with its op."""
+        """The tree from seq a to seq b: every node alive at either, with its op. Each
+        text whose ops have a format op goes to `reformatted`, with its node's key (its
+        format ops name nobody until :func:`formatted_by` and attribute_formats)."""
         va = dict(_pairs(self.root, a, version_a))
         vb = dict(_pairs(self.root, b, version_b))
-        return _diff(self.root, a, b, actor, va, vb, True, True, 0)
+        found = [] if reformatted is None else reformatted
+        return _diff(self.root, a, b, actor, va, vb, True, True, 0, found)
+
+    def frozen(self) -> Frozen:
+        """The tree's shape, copied for a replay in a worker thread (the loop goes on
+        extending the tree meanwhile)."""
+        kids: dict[int, list[tuple[int, int, int]]] = {}
+        stack = [self.root]
+        while stack:
+            node = stack.pop()
+            if node.kids is not None:
+                children = list(node.all_children())
+                kids[id(node)] = [(run[2], run[3], id(kid)) for kid, run in children]
+                stack += [kid for kid, _ in children]
+        return id(self.root), kids
+
+
+def formatted_by(
+    version_a: Doc[Any], trees: dict[str, Frozen], events: list[Event]
+) -> dict[int, list[Mark]]:
+    """Replay `events` (those after version a, up to version b) onto a copy of
+    `version_a`: for each text of XML roots `trees`, by its node's key, the ranges of
+    version b that each event formatted, and how (rich_diff.formatted_by for XML:
+    each text found by its event's path among the children alive at that event)."""
+    doc: Doc[Any] = Doc(skip_gc=True)
+    doc.apply_update(version_a.get_update())
+    marks: dict[int, list[list[Any]]] = {}
+    cur = [0]
+    reading = [False]
+    subs = []
+
+    def observer(root: int, kids: dict[int, list[tuple[int, int, int]]]) -> Callable[[Any], None]:
+        # (a closure: pycrdt passes a callback as many arguments as it takes)
+        def on_xml(evs: list[Any]) -> None:
+            if not reading[0]:
+                return
+            s = cur[0]
+            for e in evs:
+                if not isinstance(e.target, XmlText):
+                    continue
+                node = root
+                for i in e.path:
+                    node = [k for ins, dele, k in kids[node] if ins <= s and not 0 < dele <= s][i]
+                follow_marks(e.delta, marks.setdefault(node, []), s)
+
+        return on_xml
+
+    for name, (root, kids) in trees.items():
+        subs.append(doc.get(name, type=XmlFragment).observe_deep(observer(root, kids)))
+    for ev in events:
+        cur[0] = ev.seq
+        reading[0] = any(marks.values()) or may_format(ev.update)
+        doc.apply_update(ev.update)
+    del subs
+    return {n: [(s, e, q, a) for s, e, q, a in ms if e > s] for n, ms in marks.items()}
 
 
 def _build(item: Any, seq: int) -> XNode:
@@ -252,6 +316,7 @@ def _diff(
     at_a: bool,
     at_b: bool,
     gone: int,
+    reformatted: list[tuple[dict[str, Any], int]],
 ) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for kid, run in node.all_children():
@@ -275,6 +340,8 @@ def _diff(
                 ra = runs_of(va[id(kid)].diff()) if in_a else []
                 rb = runs_of(vb[id(kid)].diff()) if in_b else []
                 ops = with_formatting(ops, ra, rb)
+                if any(op["op"] == "format" for op in ops):
+                    reformatted.append((entry, id(kid)))
             entry["ops"] = ops
         else:
             real = vb[id(kid)] if in_b else va[id(kid)]
@@ -287,9 +354,9 @@ def _diff(
                     by = [s for s, k in kid.changes if a < s <= b and k in differ]
                     entry.update(op="format", actor=actor(by[-1]) if by else None,
                                  seq=by[-1] if by else None, was=was)  # fmt: skip
-            entry["children"] = _diff(kid, a, b, actor, va, vb, in_a, in_b, kid_gone)
+            entry["children"] = _diff(kid, a, b, actor, va, vb, in_a, in_b, kid_gone, reformatted)
         out.append(entry)
     return out
 
 
-__all__ = ["XNode", "XmlBroken", "XmlTrack"]
+__all__ = ["Frozen", "XNode", "XmlBroken", "XmlTrack", "formatted_by"]

@@ -197,7 +197,7 @@ ATTRIBUTE_FORMATS_WORK = 150_000_000
 Mark = tuple[int, int, int, dict[str, Any]]
 
 
-def _may_format(update: bytes) -> bool:
+def may_format(update: bytes) -> bool:
     """Whether an update can change formatting: it inserts format items, or deletes
     (an undo of a bold deletes the bold's marks); one this reader cannot read, maybe."""
     try:
@@ -224,20 +224,20 @@ def formatted_by(
 
         def on_text(e: Any, marks: list[list[Any]] = ranges[name]) -> None:
             if reading[0]:
-                _follow(e.delta, marks, cur[0])
+                follow_marks(e.delta, marks, cur[0])
 
         subs.append(doc.get(name, type=Text).integrated.observe(on_text))
     for ev in events:
         cur[0] = ev.seq
         # a delta is read (yrs walks the text for it) once there are ranges to move
         # along, or when the event may format
-        reading[0] = any(ranges.values()) or _may_format(ev.update)
+        reading[0] = any(ranges.values()) or may_format(ev.update)
         doc.apply_update(ev.update)
     del subs  # (the scratch document goes with them)
     return {n: [(s, e, q, a) for s, e, q, a in marks if e > s] for n, marks in ranges.items()}
 
 
-def _follow(delta: list[dict[str, Any]], marks: list[list[Any]], seq: int) -> None:
+def follow_marks(delta: list[dict[str, Any]], marks: list[list[Any]], seq: int) -> None:
     """Move the ranges in `marks` ([start, end, seq, attributes], byte offsets) along
     one text delta, and add the ranges it formats."""
     pos = 0
@@ -337,11 +337,14 @@ def _split_by_seq(
 __all__ = [
     "ATTRIBUTE_FORMATS_WORK",
     "EMBED_CHAR",
+    "Mark",
     "Mismatch",
     "attribute_formats",
     "formatted_blame",
     "formatted_by",
     "formatted_ops",
+    "follow_marks",
+    "may_format",
     "runs_of",
     "with_formatting",
 ]

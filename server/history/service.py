@@ -31,6 +31,7 @@ from ..store.base import MAX_SEQ, DocInfo, Event, EventStore, Tag
 from ..util import iso
 from .attribution import AttributionIndex
 from .attribution_cache import AttributionCache
+from .attribution_xml import formatted_by as xml_formatted_by
 from .render import (
     TEXT,
     XML,
@@ -322,6 +323,8 @@ class History:
             names = [root]
         roots: dict[str, Any] = {}
         reformatted: list[str] = []
+        # XML texts with format ops, by root: (the text's entry, its node's key)
+        xml_reformatted: dict[str, list[tuple[dict[str, Any], int]]] = {}
         for name in names:
             if name in index.tracks:
                 ops = index.diff(name, a, b)
@@ -345,20 +348,37 @@ class History:
             roots[name] = structural_diff(kind, old, new)
             xml = index.xml.get(name)
             if xml is not None and xml.failed is None:
+                found: list[tuple[dict[str, Any], int]] = []
                 try:  # who made each element and wrote each text, beside the plain ops
                     roots[name]["nodes"] = xml.diff(
-                        a, b, index.actor, _fragment(docs[0], name), _fragment(docs[1], name)
-                    )
+                        a, b, index.actor, _fragment(docs[0], name), _fragment(docs[1], name),
+                        found,
+                    )  # fmt: skip
                 except Mismatch as e:
                     log.warning("diff of %s/%s: %s", doc, name, e)
-        if reformatted and docs is not None and (b - a) * b <= ATTRIBUTE_FORMATS_WORK:
+                    continue
+                if found:
+                    xml_reformatted[name] = found
+        if (
+            (reformatted or xml_reformatted)
+            and docs is not None
+            and (b - a) * b <= ATTRIBUTE_FORMATS_WORK
+        ):
             # who formatted: the events between, replayed onto version a (rich_diff)
+            trees = {name: index.xml[name].frozen() for name in xml_reformatted}  # on the loop
             if events is None:
                 events = await self.store.read(doc, after=a, upto=b)
-            ranges = await cpu_account.to_thread(formatted_by, docs[0], reformatted, events)
             actors = {ev.seq: ev.actor for ev in events}
-            for name in reformatted:
-                roots[name]["ops"] = attribute_formats(roots[name]["ops"], ranges[name], actors)
+            if reformatted:
+                ranges = await cpu_account.to_thread(formatted_by, docs[0], reformatted, events)
+                for name in reformatted:
+                    ops = roots[name]["ops"]
+                    roots[name]["ops"] = attribute_formats(ops, ranges[name], actors)
+            if trees:
+                marks = await cpu_account.to_thread(xml_formatted_by, docs[0], trees, events)
+                for texts in xml_reformatted.values():
+                    for entry, key in texts:
+                        entry["ops"] = attribute_formats(entry["ops"], marks.get(key, []), actors)
         return {"doc": doc, "from": a, "to": b, "roots": roots}
 
     # --- events and sessions ------------------------------------------------------------
