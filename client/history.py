@@ -321,8 +321,25 @@ class History:
         body = await self._json(
             "GET", f"{_doc_path(doc)}/blame", f"blaming {doc!r}", params={"seq": seq}
         )
-        runs = ((body.get("roots") or {}).get(root) or {}).get("runs") or []
+        entry = (body.get("roots") or {}).get(root) or {}
+        if entry.get("type") == "xml":
+            raise ValueError(f"root {root!r} of {doc!r} is XML: blame_tree() gives its tree")
+        runs = entry.get("runs") or []
         return [BlameRun(str(r["text"]), str(r.get("actor")), int(r.get("seq") or 0)) for r in runs]
+
+    async def blame_tree(
+        self, doc: str, seq: int | None = None, root: str = "default"
+    ) -> list[dict[str, Any]]:
+        """Who made each element and wrote each text of the XML root `root` (Tiptap's
+        and ProseMirror's documents; "default" is their usual name) at `seq`: the
+        server's tree as it gives it (docs/history.md), [] when there is no such root."""
+        body = await self._json(
+            "GET", f"{_doc_path(doc)}/blame", f"blaming {doc!r}", params={"seq": seq}
+        )
+        entry = (body.get("roots") or {}).get(root) or {}
+        if entry and entry.get("type") != "xml":
+            raise ValueError(f"root {root!r} of {doc!r} is not XML: blame() gives its runs")
+        return list(entry.get("nodes") or [])
 
     # --- changes -------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from test_attribution_ids import _bounds
 from test_diff_rich import _spelled
 from yclient import connect
 
+from palimpsest import client
 from palimpsest.backend import Backend
 from palimpsest.history import attribution_codec as codec
 from palimpsest.history import history_of
@@ -535,6 +536,16 @@ async def test_blame_and_diff_over_http_name_who_wrote_each_paragraph(
             ("equal", "We ", None), ("format", "all", "bob"), ("equal", " met.", None)
         ]  # fmt: skip
         assert (ops[1]["attributes"], ops[1]["was"], ops[1]["seq"]) == ({"bold": {}}, {}, end + 2)
+
+    # the Python client: the tree, and a clear error where runs are asked of it
+    async with client.History(server.url, user="ann") as h:
+        nodes = await h.blame_tree("tiptap", start + 2)
+        assert [(n["element"], n["actor"]) for n in nodes] == [
+            ("heading", "ann"), ("paragraph", "ann"), ("paragraph", "bob")
+        ]  # fmt: skip
+        with pytest.raises(ValueError, match="is XML: blame_tree"):
+            await h.blame("tiptap", root=ROOT)
+        assert await h.blame_tree("tiptap", root="nothing") == []
 
 
 async def test_a_cold_server_reads_the_tree_back_and_answers_as_a_warm_one(tmp_path: Path) -> None:
