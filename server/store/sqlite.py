@@ -687,6 +687,9 @@ class SQLiteStore(EventStore):
         #: "fsync" (synchronous=FULL, the default) or "os" (NORMAL): see base.DURABILITY
         self.durability = check_durability(durability)
         self.upgrade = migrate
+        #: told (events rewritten, events in all) as the rewrite to the compact log goes
+        #: (`palimpsest migrate` shows it), on the writer thread
+        self.rewrite_progress: Callable[[int, int], None] | None = None
         if not warm_disk_ms >= 0:
             raise ValueError(f"warm_disk_ms must be 0 or more, not {warm_disk_ms!r}")
         self.warm_disk_ms = warm_disk_ms
@@ -756,13 +759,21 @@ class SQLiteStore(EventStore):
             and not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'docs'").fetchone()
         ):
 
-            def fresh(c: sqlite3.Connection) -> None:
+            def fresh(c: sqlite3.Connection) -> bool:
+                # under the write lock: another process starting on the same new file
+                # may have made the schema since the look above (two servers started
+                # at once did, and one of them stopped on "table already exists")
+                if c.execute("SELECT 1 FROM sqlite_master WHERE name = 'docs'").fetchone():
+                    return False
                 for stmt in FRESH:
                     c.execute(stmt)
                 c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                return True
 
-            _in_transaction(conn, "schema creation", fresh)
-            return False
+            if _in_transaction(conn, "schema creation", fresh):
+                return False
+            row = conn.execute("PRAGMA user_version").fetchone()
+            version = int(row[0]) if row else 0
         if version < LAYOUT_VERSION and not self.upgrade:
             raise StoreError(
                 f"database {self.path!r} has schema version {version}; this version of "
@@ -773,17 +784,33 @@ class SQLiteStore(EventStore):
         rewrote = False
         for v in range(version + 1, SCHEMA_VERSION + 1):
 
-            def step(c: sqlite3.Connection, v: int = v) -> None:
+            def step(c: sqlite3.Connection, v: int = v) -> bool:
+                # under the write lock: a step another process took meanwhile is done
+                if int(c.execute("PRAGMA user_version").fetchone()[0]) >= v:
+                    return False
                 if v == LAYOUT_VERSION:
-                    to_compact_log(c)
+                    to_compact_log(c, self._rewrite_counter(c))
                 else:
                     for stmt in OLD_STEPS[v]:
                         c.execute(stmt)
                 c.execute(f"PRAGMA user_version = {v}")
+                return v == LAYOUT_VERSION
 
-            _in_transaction(conn, f"migration to schema version {v}", step)
-            rewrote = rewrote or v == LAYOUT_VERSION
+            rewrote = _in_transaction(conn, f"migration to schema version {v}", step) or rewrote
         return rewrote
+
+    def _rewrite_counter(self, conn: sqlite3.Connection) -> Callable[[int], None] | None:
+        tell = self.rewrite_progress
+        if tell is None:
+            return None
+        (total,) = conn.execute("SELECT COUNT(*) FROM events").fetchone()
+        done = [0]
+
+        def counted(n: int) -> None:
+            done[0] += n
+            tell(done[0], int(total))
+
+        return counted
 
     async def schema_version(self) -> int:
         rows = await self._fetchall("PRAGMA user_version")
