@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import PalimpsestError
@@ -47,6 +49,8 @@ def run_migrate(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         store = open_store(settings.store_url, migrate=True)
+        if isinstance(store, SQLiteStore):
+            store.rewrite_progress = _progress_line()
         await store.start()  # creates the schema, or upgrades it (migrate=True)
         try:
             version = await store.schema_version()
@@ -60,6 +64,22 @@ def run_migrate(args: argparse.Namespace) -> int:
     except (PalimpsestError, ValueError) as e:  # ValueError: a store URL of no store
         print(f"palimpsest migrate: {e}", file=sys.stderr)
         return 1
+
+
+def _progress_line() -> Callable[[int, int], None]:
+    """A rewrite's progress on stderr: a line every half second at most, and the last."""
+    last = [0.0]
+
+    def tell(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - last[0] < 0.5:
+            return
+        last[0] = now
+        pct = 100 * done // max(total, 1)
+        print(f"palimpsest migrate: rewriting the log: {done:,} of {total:,} events ({pct}%)",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+    return tell
 
 
 def _same_store(source: EventStore, target: EventStore, source_url: str, target_url: str) -> bool:
