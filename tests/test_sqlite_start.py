@@ -30,8 +30,12 @@ def test_stores_started_at_once_on_a_new_file_all_start(tmp_path: Path) -> None:
     for trial in range(8):  # each trial failed about one time in three before the fix
         go, db = tmp_path / f"go-{trial}", tmp_path / f"new-{trial}.db"
         procs = [
-            subprocess.Popen([sys.executable, "-c", OPEN, str(go), str(db)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+            subprocess.Popen(
+                [sys.executable, "-c", OPEN, str(go), str(db)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
             for _ in range(4)
         ]
         time.sleep(0.5)  # all four imported and waiting
