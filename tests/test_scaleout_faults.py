@@ -236,8 +236,8 @@ async def test_servers_on_one_store_with_different_buses_are_told(tmp_path: Path
             ServerProcess(tmp_path / f"{doc}-{i}", db_path=db, extra_args=["--fanout", url])
             for i, url in enumerate(urls)
         )
-        await asyncio.gather(*(p.astart() for p in procs))
-        try:
+        try:  # (a pair of which one did not start is stopped too)
+            await asyncio.gather(*(p.astart() for p in procs))
             async with connect(procs[0].ws_url, doc, user="ann") as a:
                 async with connect(procs[1].ws_url, doc, user="bob") as b:
                     await asyncio.sleep(1.0)  # both subscribed a while: nothing is new
