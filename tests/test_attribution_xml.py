@@ -31,7 +31,7 @@ from palimpsest.backend import Backend
 from palimpsest.history import attribution_codec as codec
 from palimpsest.history import history_of
 from palimpsest.history.attribution import AttributionIndex
-from palimpsest.history.attribution_xml import XmlTrack, XNode, _pairs
+from palimpsest.history.attribution_xml import MAX_DEPTH, XmlTrack, XNode, _pairs
 from palimpsest.history.attribution_xml import formatted_by as xml_formatted_by
 from palimpsest.history.render import XML, text_delta
 from palimpsest.history.rich_diff import attribute_formats, runs_of
@@ -419,8 +419,13 @@ def test_a_tree_that_differs_from_the_document_is_not_served() -> None:
     index.check_xml()
     assert index.xml[ROOT].failed is None
     index.xml[ROOT].root.track.delete(0, 1, 1)  # the mirror loses its paragraph
+    index.check_xml()  # (looked at once per seq)
+    assert index.xml[ROOT].failed is None
+    body.children.insert(0, XmlElement("paragraph", {}, [XmlText("first")]))
+    index.fold(log[-1:])
+    assert index.xml[ROOT].failed is None  # the fold itself saw nothing wrong
     index.check_xml()
-    assert index.xml[ROOT].failed is not None
+    assert "differs from the document" in (index.xml[ROOT].failed or "")
     # and one whose events it cannot place stops folding instead of guessing
     broken = XmlTrack()
 
@@ -430,6 +435,18 @@ def test_a_tree_that_differs_from_the_document_is_not_served() -> None:
 
     broken.apply([Event_()], 1)
     assert broken.failed is not None and "past the children" in broken.failed
+
+    # a tree nested deeper than the walks go (a hostile client's): not followed, said so
+    deep: Doc[Any] = Doc()
+    log.clear()
+    deep.observe(lambda e: log.append(Event("d", len(log) + 1, 0, "eve", "edit", e.update, {})))
+    inner = XmlElement("div", {}, [XmlText("bottom")])
+    for _ in range(MAX_DEPTH + 5):
+        inner = XmlElement("div", {}, [inner])
+    deep.get(ROOT, type=XmlFragment).children.append(inner)
+    index = AttributionIndex("d", {ROOT: XML})
+    index.fold(log)
+    assert "nested deeper than" in (index.xml[ROOT].failed or "")
 
 
 async def test_blame_and_diff_over_http_name_who_wrote_each_paragraph(

@@ -282,6 +282,7 @@ class AttributionIndex:
         #: the XML roots' trees (attribution_xml): folded by their deep events, each
         #: event a transaction of its own, so an index with one never folds by ids
         self.xml: dict[str, XmlTrack] = {}
+        self._xml_checked = -1  # the seq check_xml last looked at
         #: the actor of each seq from `first` on (interned: a few distinct names)
         self.actors: list[str] = []
         self.first = 0
@@ -324,7 +325,11 @@ class AttributionIndex:
 
     def check_xml(self) -> None:
         """Stop serving the attribution of an XML root whose tree at head is not the
-        document's (its answers then carry no names, as before XML was attributed)."""
+        document's (its answers then carry no names, as before XML was attributed).
+        A walk of every tree: only when events were folded since the last look."""
+        if self._xml_checked == self.seq:
+            return
+        self._xml_checked = self.seq
         for name, track in self.xml.items():
             if track.failed is None and not track.matches(self.doc.get(name, type=XmlFragment)):
                 track.failed = f"the tree at seq {self.seq} differs from the document's"

@@ -105,6 +105,12 @@ class AttributionCache:
         #: (doc, seconds, seq) for each index read back from the store
         self.restores: list[tuple[str, float, int]] = []
 
+    def lock(self, doc: str) -> asyncio.Lock:
+        """The lock under which the document's index is built, extended and stored:
+        while it is held the index does not change, so a walk of it may run in a worker
+        thread (the blame and diff of an XML root do)."""
+        return self._locks.setdefault(doc, asyncio.Lock())
+
     def peek(self, doc: str) -> AttributionIndex | None:
         return self._indexes.get(doc)
 

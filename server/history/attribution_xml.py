@@ -38,6 +38,11 @@ from .rich_diff import Mark, Mismatch, follow_marks, may_format, runs_of, with_f
 Frozen = tuple[int, dict[int, list[tuple[int, int, int]]]]
 
 
+#: elements nested deeper than this stop the mirror (its walks recurse; y-prosemirror's
+#: trees are a few levels deep, a hostile client's need not be)
+MAX_DEPTH = 200
+
+
 class XmlBroken(Exception):
     """The mirror no longer follows the document: the root is served unattributed."""
 
@@ -107,17 +112,19 @@ class XmlTrack:
             return
         try:
             for e in sorted(events, key=lambda e: len(e.path)):
+                if len(e.path) >= MAX_DEPTH:
+                    raise XmlBroken(f"elements nested deeper than {MAX_DEPTH}")
                 node = self.root
                 for i in e.path:
                     assert node.kids is not None
                     node = node.kids[_nth_alive(node.track, i)]
-                self._apply(node, e.delta, seq)
+                self._apply(node, e.delta, seq, len(e.path))
                 if e.keys and node.kids is not None:
                     node.changes += [(seq, str(k)) for k in e.keys]
         except (XmlBroken, KeyError, ValueError, AssertionError) as e:
             self.failed = f"event {seq}: {e!r}"
 
-    def _apply(self, node: XNode, delta: list[dict[str, Any]], seq: int) -> None:
+    def _apply(self, node: XNode, delta: list[dict[str, Any]], seq: int, depth: int) -> None:
         if node.kids is None:
             node.track.apply_delta(delta, seq)
             return
@@ -129,7 +136,7 @@ class XmlTrack:
                 items = op["insert"]
                 start = len(node.track.content)
                 for k, item in enumerate(items):
-                    node.kids[start + k] = _build(item, seq)
+                    node.kids[start + k] = _build(item, seq, depth + 1)
                 node.track.insert(pos, EMBED * len(items), seq)
                 pos += len(items)
             elif "delete" in op:
@@ -227,8 +234,10 @@ def formatted_by(
     return {n: [(s, e, q, a) for s, e, q, a in ms if e > s] for n, ms in marks.items()}
 
 
-def _build(item: Any, seq: int) -> XNode:
+def _build(item: Any, seq: int, depth: int) -> XNode:
     """The node of an element or text as it stands, all of it written at `seq`."""
+    if depth >= MAX_DEPTH:
+        raise XmlBroken(f"elements nested deeper than {MAX_DEPTH}")
     if isinstance(item, XmlText):
         node = XNode(None)
         data = bytearray()
@@ -246,7 +255,7 @@ def _build(item: Any, seq: int) -> XNode:
         kids = list(item.children)
         assert node.kids is not None
         for k, kid in enumerate(kids):
-            node.kids[k] = _build(kid, seq)
+            node.kids[k] = _build(kid, seq, depth + 1)
         if kids:
             node.track.insert(0, EMBED * len(kids), seq)
     else:

@@ -287,8 +287,12 @@ class History:
                 continue
             if version is None:
                 version = await self.doc_at(doc, seq)
-            try:  # on the loop: the index it walks is the one the loop extends
-                nodes = xml.blame(seq, index.actors, index.first, _fragment(version, name))
+            fragment = _fragment(version, name)
+            try:  # a walk of the whole tree: in a worker thread, the index held still
+                async with self.attribution.lock(doc):
+                    nodes = await cpu_account.to_thread(
+                        xml.blame, seq, index.actors, index.first, fragment
+                    )
             except Mismatch as e:
                 log.warning("blame of %s/%s at %d: %s", doc, name, seq, e)
                 continue
@@ -349,11 +353,12 @@ class History:
             xml = index.xml.get(name)
             if xml is not None and xml.failed is None:
                 found: list[tuple[dict[str, Any], int]] = []
+                fa, fb = _fragment(docs[0], name), _fragment(docs[1], name)
                 try:  # who made each element and wrote each text, beside the plain ops
-                    roots[name]["nodes"] = xml.diff(
-                        a, b, index.actor, _fragment(docs[0], name), _fragment(docs[1], name),
-                        found,
-                    )  # fmt: skip
+                    async with self.attribution.lock(doc):  # (as blame's)
+                        roots[name]["nodes"] = await cpu_account.to_thread(
+                            xml.diff, a, b, index.actor, fa, fb, found
+                        )
                 except Mismatch as e:
                     log.warning("diff of %s/%s: %s", doc, name, e)
                     continue
@@ -365,7 +370,7 @@ class History:
             and (b - a) * b <= ATTRIBUTE_FORMATS_WORK
         ):
             # who formatted: the events between, replayed onto version a (rich_diff)
-            trees = {name: index.xml[name].frozen() for name in xml_reformatted}  # on the loop
+            trees = {name: index.xml[name].frozen() for name in xml_reformatted}  # (on the loop)
             if events is None:
                 events = await self.store.read(doc, after=a, upto=b)
             actors = {ev.seq: ev.actor for ev in events}
