@@ -154,16 +154,32 @@ BUSY_TIMEOUT_MS = 10_000
 
 def _open(path: str, durability: str = "fsync") -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     # first: a new file takes it only before anything is written to it, WAL mode included
     # (pages that sealing and snapshot pruning free are given back, see _give_back_pages;
     # an existing file keeps its mode until a VACUUM, which migrate runs)
     conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-    conn.execute("PRAGMA journal_mode=WAL")
+    _until_unlocked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
     conn.execute(f"PRAGMA synchronous={_SYNCHRONOUS[durability]}")
     # keep the WAL file small once checkpointed (it otherwise stays at its peak)
     conn.execute("PRAGMA journal_size_limit=8388608")
-    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     return conn
+
+
+def _until_unlocked(fn: Callable[[], object]) -> None:
+    """fn(), again while SQLite says the database is locked, for BUSY_TIMEOUT_MS at
+    most: a new file's change to WAL mode answers "database is locked" at once, without
+    waiting, while another process makes the same change (servers started together on
+    one new file: one of four did, in the suite, under load)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            fn()
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
 
 
 #: bytes of WAL file laid down at start (about SQLite's autocheckpoint of 1,000 pages):
