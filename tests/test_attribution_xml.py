@@ -22,8 +22,8 @@ import yaml
 from conftest import RunningServer, eventually
 from pycrdt import Doc, Text, XmlElement, XmlFragment, XmlText
 from serverproc import REPO_ROOT
-from test_attribution_ids import _bounds
-from test_diff_rich import _spelled
+from test_attribution_ids import _bounds, session
+from test_diff_rich import _spelled, assert_formats_named
 from yclient import connect
 
 from palimpsest import client
@@ -127,41 +127,23 @@ def _xml_edit(rng: random.Random, doc: Doc[Any], i: int) -> None:
             del parent.children[rng.randrange(n)]
 
 
+def _tree_edit(rng: random.Random, doc: Doc[Any]) -> None:
+    """One client's edit (test_attribution_ids.session's clients are numbered by their
+    client id's last digits), a quarter of the time several in one transaction: one
+    event that edits several of the tree's types."""
+    i = doc.client_id % 1000
+    if rng.random() < 0.25:
+        with doc.transaction():
+            for _ in range(rng.randint(2, 4)):
+                _xml_edit(rng, doc, i)
+    else:
+        _xml_edit(rng, doc, i)
+
+
 def xml_session(seed: int, steps: int = 300) -> list[Event]:
     """Three clients editing one XML root at once through a server, each seeing the
-    others' updates late, sometimes editing several of its types in one transaction:
-    the server's log, in the order updates reached it."""
-    rng = random.Random(seed)
-    clients: list[Doc[Any]] = [Doc(client_id=rng.choice([5, 10, 99]) * 1000 + i) for i in range(3)]
-    outbox: list[list[bytes]] = [[] for _ in clients]
-    inbox: list[list[bytes]] = [[] for _ in clients]
-    remote = [False] * 3
-    for i, d in enumerate(clients):
-        d.observe(lambda e, i=i: None if remote[i] else outbox[i].append(e.update))
-    log: list[Event] = []
-    for _ in range(steps):
-        i = rng.randrange(3)
-        r = rng.random()
-        if r < 0.45:
-            _xml_edit(rng, clients[i], i)
-        elif r < 0.6:  # edits of several types in one transaction: one event
-            with clients[i].transaction():
-                for _ in range(rng.randint(2, 4)):
-                    _xml_edit(rng, clients[i], i)
-        elif r < 0.85 and outbox[i]:
-            update = outbox[i].pop(0)
-            log.append(Event("d", len(log) + 1, 0, f"u{i}", "edit", update, {}))
-            for j in range(3):
-                if j != i:
-                    inbox[j].append(update)
-        elif inbox[i]:
-            k = rng.randint(1, len(inbox[i]))
-            remote[i] = True
-            for update in inbox[i][:k]:
-                clients[i].apply_update(update)
-            remote[i] = False
-            del inbox[i][:k]
-    return log
+    others' updates late: the server's log, in the order updates reached it."""
+    return session(seed, steps, _tree_edit)[0]
 
 
 def _versions(log: list[Event]) -> list[Doc[Any]]:
@@ -290,20 +272,7 @@ def _check_formats(
         return dict(zip(ids, attrs, strict=True))
 
     attrs_at = {s: chars(s) for s in range(a, b + 1)}
-    at_b = iter(_ids_at(node, b))
-    for o in ops:
-        if o["op"] == "delete":
-            continue
-        for _ in o["text"]:
-            ident = next(at_b)
-            if o["op"] != "format":
-                continue
-            differ = {k for k in {*o["attributes"], *o["was"]}
-                      if o["attributes"].get(k) != o["was"].get(k)}  # fmt: skip
-            changed = [s for s in range(a + 1, b + 1) for k in differ
-                       if attrs_at[s - 1][ident].get(k) != attrs_at[s][ident].get(k)]  # fmt: skip
-            assert o["seq"] == max(changed), (o, changed)
-            assert o["actor"] == actors[o["seq"]]
+    assert_formats_named(ops, _ids_at(node, b), attrs_at, a, b, actors)
 
 
 def _ids_at(node: XNode, seq: int) -> list[int]:

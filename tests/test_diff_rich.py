@@ -190,13 +190,28 @@ def _check_formats_attributed(
         (o["op"], o.get("attributes"), o.get("was")) for o in ops if o["op"] != "format"
     ]
     assert "".join(o["text"] for o in got) == "".join(o["text"] for o in ops)
-    attrs_at = [dict(v) for v in chars]
-    at_b = iter(chars[b])
-    for o in got:
+    attrs_at = {s: dict(chars[s]) for s in range(a, b + 1)}
+    assert_formats_named(got, [ident for ident, _ in chars[b]], attrs_at, a, b, actors)
+
+
+def assert_formats_named(
+    ops: list[dict[str, Any]],
+    at_b: list[Any],
+    attrs_at: dict[int, dict[Any, dict[str, Any]]],
+    a: int,
+    b: int,
+    actors: dict[int, str],
+) -> None:
+    """Each character of a format op in `ops` names the last event in (a, b] that
+    changed one of its attributes that differ between the versions: `at_b` is the
+    identity of each character of version b, `attrs_at[s]` each character's attributes
+    at seq s, by identity (every version from a to b)."""
+    idents = iter(at_b)
+    for o in ops:
         if o["op"] == "delete":
             continue
         for _ in o["text"]:
-            ident, _now = next(at_b)
+            ident = next(idents)
             if o["op"] != "format":
                 continue
             differ = {k for k in {*o["attributes"], *o["was"]}

@@ -31,7 +31,15 @@ from pycrdt import Doc, XmlElement, XmlFragment, XmlText
 from ..store.base import Event
 from .attribution import EMBED, TextTrack, _alive_at, track_blame, track_diff
 from .render import jsonable
-from .rich_diff import Mark, Mismatch, follow_marks, may_format, runs_of, with_formatting
+from .rich_diff import (
+    Mark,
+    Mismatch,
+    follow_marks,
+    laid_blame,
+    may_format,
+    runs_of,
+    with_formatting,
+)
 
 #: what a replay needs of a tree (:func:`frozen`): its root's key, and each element's
 #: children as (inserted by, deleted by or 0, the child's key)
@@ -305,9 +313,7 @@ def _blame(node: XNode, seq: int, actors: list[str], first: int, real: Any) -> l
         if kid.kids is None:
             runs = track_blame(kid.track, seq, actors, first)
             if kid.track.rich:
-                ops = [{"op": "insert", **r} for r in runs]
-                laid = with_formatting(ops, [], runs_of(k.diff()))
-                runs = [{key: v for key, v in op.items() if key != "op"} for op in laid]
+                runs = laid_blame(runs, runs_of(k.diff()))
             out.append({"actor": who, "seq": ins, "runs": runs})
         else:
             out.append({"element": kid.tag, "attributes": _attributes(k), "actor": who,

@@ -177,11 +177,16 @@ def formatted_blame(
     :func:`formatted_ops`)."""
     try:
         with gc_paused():
-            ops = [{"op": "insert", **run} for run in runs]
-            laid = with_formatting(ops, [], runs_of(version.get(root, type=Text).diff()))
+            return laid_blame(runs, runs_of(version.get(root, type=Text).diff()))
     except Mismatch as e:
         log.warning("blame of %s/%s without formatting: %s", doc, root, e)
         return runs
+
+
+def laid_blame(runs: list[dict[str, Any]], version: list[Run]) -> list[dict[str, Any]]:
+    """Blame `runs` with a version's formatting and embeds (its :func:`runs_of`) laid
+    over them, as a diff's inserts are (Mismatch if they do not match)."""
+    laid = with_formatting([{"op": "insert", **run} for run in runs], [], version)
     return [{k: v for k, v in op.items() if k != "op"} for op in laid]
 
 
@@ -344,6 +349,7 @@ __all__ = [
     "formatted_by",
     "formatted_ops",
     "follow_marks",
+    "laid_blame",
     "may_format",
     "runs_of",
     "with_formatting",
