@@ -569,3 +569,36 @@ async def test_a_cold_server_reads_the_tree_back_and_answers_as_a_warm_one(tmp_p
         assert await answers(cold) == expected
         assert h.attribution.builds == []
         assert [(d, s) for d, _, s in h.attribution.restores] == [("tree", cut)]
+
+
+async def test_a_tree_too_deep_to_follow_is_served_unattributed(server: RunningServer) -> None:
+    """A client nests elements deeper than the mirror follows: the document is kept
+    and served as before (its XML string's diff), blame of that root says why it has
+    no names, and the other documents' answers are unchanged."""
+    eve: Doc[Any] = Doc()
+    ann: Doc[Any] = Doc()
+    async with (
+        connect(server.ws_url, "deep", "eve", ydoc=eve),
+        connect(server.ws_url, "flat", "ann", ydoc=ann),
+        httpx.AsyncClient(base_url=server.url) as c,
+    ):
+        inner = XmlElement("div", {}, [XmlText("bottom")])
+        for _ in range(MAX_DEPTH + 5):
+            inner = XmlElement("div", {}, [inner])
+        eve.get(ROOT, type=XmlFragment).children.append(inner)
+        ann.get(ROOT, type=XmlFragment).children.append(
+            XmlElement("paragraph", {}, [XmlText("fine")])
+        )
+
+        async def logged() -> bool:
+            store = server.backend.store
+            return await store.head("deep") >= 1 and await store.head("flat") >= 1
+
+        await eventually(logged, what="both documents logged")
+        r = await c.get("/api/docs/deep/blame", params={"root": ROOT})
+        assert r.status_code == 404 and "nested deeper than" in r.text, r.text
+        r = await c.get("/api/docs/deep/diff", params={"root": ROOT})
+        assert r.status_code == 200, r.text
+        assert "nodes" not in r.json()["roots"][ROOT] and r.json()["roots"][ROOT]["ops"]
+        r = await c.get("/api/docs/flat/blame", params={"root": ROOT})
+        assert r.json()["roots"][ROOT]["nodes"][0]["actor"] == "ann"

@@ -607,7 +607,7 @@ def track_diff(
 
     def op(kind: str, s: int | None, data: bytes) -> dict[str, Any]:
         return {"op": kind, "text": _text(data), "actor": actor(s) if s else None,
-                "seq": s}  # fmt: skip
+                "seq": s or None}  # fmt: skip
 
     def flush_gap() -> None:
         for kind in ("delete", "insert"):

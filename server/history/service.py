@@ -15,6 +15,7 @@ A ``ref`` (wherever a seq is accepted) is a seq number, a tag name, or ``head``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
@@ -298,6 +299,9 @@ class History:
                 continue
             roots[name] = {"type": XML, "nodes": nodes}
         if root is not None and root not in roots:
+            failed = index.xml[root].failed if root in index.xml else None
+            if failed is not None:  # (logged when it stopped)
+                raise NotFound(f"XML root {root!r} of {doc!r} is not attributed: {failed}")
             raise NotFound(f"document {doc!r} has no text or XML root {root!r} at seq {seq}")
         return {"doc": doc, "seq": seq, "roots": roots}
 
@@ -354,8 +358,11 @@ class History:
             if xml is not None and xml.failed is None:
                 found: list[tuple[dict[str, Any], int]] = []
                 fa, fb = _fragment(docs[0], name), _fragment(docs[1], name)
+                # (as blame's; a range diff's own index needs no lock, nor waits for one)
+                shared = index is self.attribution.peek(doc)
+                held = self.attribution.lock(doc) if shared else contextlib.nullcontext()
                 try:  # who made each element and wrote each text, beside the plain ops
-                    async with self.attribution.lock(doc):  # (as blame's)
+                    async with held:
                         roots[name]["nodes"] = await cpu_account.to_thread(
                             xml.diff, a, b, index.actor, fa, fb, found
                         )
