@@ -11,7 +11,9 @@ stored index, and the server over HTTP with two pycrdt clients.
 
 from __future__ import annotations
 
+import json
 import random
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ from palimpsest.history.attribution_xml import MAX_DEPTH, XmlTrack, XNode, _pair
 from palimpsest.history.attribution_xml import formatted_by as xml_formatted_by
 from palimpsest.history.render import XML, text_delta
 from palimpsest.history.rich_diff import attribute_formats, runs_of
+from palimpsest.protocol import Reader, write_var_bytes
 from palimpsest.settings import Settings
 from palimpsest.store.base import Event, NewEvent
 
@@ -371,6 +374,20 @@ def test_the_stored_index_keeps_the_tree_and_folds_on() -> None:
         seq, whole.actors, whole.first, fragment
     )
     assert back.xml[ROOT].diff(0, seq, back.actor, Doc().get(ROOT, type=XmlFragment), fragment)
+    # an index stored before XML was tracked (version 2, text roots only) is read, and
+    # its untracked roots looked at again: the XML root makes it be built again with it
+    plain = AttributionIndex("d", {})
+    plain.fold(log[:half])
+    assert plain.new_roots() == {ROOT: XML}  # (and it marks the root seen)
+    body = zlib.decompress(codec.encode(plain, "fp"))
+    r = Reader(body)
+    header = json.loads(r.read_var_bytes("header"))
+    header["v"] = 2
+    old = zlib.compress(write_var_bytes(json.dumps(header).encode()) + body[r.pos :])
+    assert codec.decode(old, mid).new_roots() == {ROOT: XML}
+    header["v"] = 3
+    same = zlib.compress(write_var_bytes(json.dumps(header).encode()) + body[r.pos :])
+    assert codec.decode(same, mid).new_roots() == {}  # version 3 knows it looked
     # a tree that stopped following its document is stored as that: not served again
     first.xml[ROOT].failed = "a test"
     again = codec.decode(codec.encode(first, "fp"), mid)
