@@ -32,11 +32,12 @@ from ..store.base import Event
 from .attribution import EMBED, TextTrack, _alive_at, track_blame, track_diff
 from .render import jsonable
 from .rich_diff import (
+    Follow,
     Mark,
     Mismatch,
-    follow_marks,
+    Seq,
     laid_blame,
-    may_format,
+    replay_marks,
     runs_of,
     with_formatting,
 )
@@ -205,41 +206,35 @@ class XmlTrack:
 def formatted_by(
     version_a: Doc[Any], trees: dict[str, Frozen], events: list[Event]
 ) -> dict[int, list[Mark]]:
-    """Replay `events` (those after version a, up to version b) onto a copy of
-    `version_a`: for each text of XML roots `trees`, by its node's key, the ranges of
-    version b that each event formatted, and how (rich_diff.formatted_by for XML:
-    each text found by its event's path among the children alive at that event)."""
-    doc: Doc[Any] = Doc(skip_gc=True)
-    doc.apply_update(version_a.get_update())
-    marks: dict[int, list[list[Any]]] = {}
-    cur = [0]
-    reading = [False]
-    subs = []
+    """rich_diff.replay_marks of the texts of XML roots `trees`: each text's ranges, by
+    its node's key, the text found by its event's path among the children alive at
+    that event."""
 
-    def observer(root: int, kids: dict[int, list[tuple[int, int, int]]]) -> Callable[[Any], None]:
-        # (a closure: pycrdt passes a callback as many arguments as it takes)
-        def on_xml(evs: list[Any]) -> None:
-            if not reading[0]:
-                return
-            s = cur[0]
-            for e in evs:
-                if not isinstance(e.target, XmlText):
-                    continue
+    def observe(doc: Doc[Any], seq: Seq, follow: Follow) -> list[Any]:
+        return [
+            doc.get(name, type=XmlFragment).observe_deep(_text_follower(tree, seq, follow))
+            for name, tree in trees.items()
+        ]
+
+    return replay_marks(version_a, events, observe)
+
+
+def _text_follower(tree: Frozen, seq: Seq, follow: Follow) -> Callable[[list[Any]], None]:
+    # (a closure without defaults: pycrdt passes a callback as many arguments as it takes)
+    root, kids = tree
+
+    def on_xml(evs: list[Any]) -> None:
+        s = seq()
+        if s is None:
+            return
+        for e in evs:
+            if isinstance(e.target, XmlText):
                 node = root
                 for i in e.path:
                     node = [k for ins, dele, k in kids[node] if ins <= s and not 0 < dele <= s][i]
-                follow_marks(e.delta, marks.setdefault(node, []), s)
+                follow(node, e.delta)
 
-        return on_xml
-
-    for name, (root, kids) in trees.items():
-        subs.append(doc.get(name, type=XmlFragment).observe_deep(observer(root, kids)))
-    for ev in events:
-        cur[0] = ev.seq
-        reading[0] = any(marks.values()) or may_format(ev.update)
-        doc.apply_update(ev.update)
-    del subs
-    return {n: [(s, e, q, a) for s, e, q, a in ms if e > s] for n, ms in marks.items()}
+    return on_xml
 
 
 def _build(item: Any, seq: int, depth: int) -> XNode:

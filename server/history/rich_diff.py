@@ -29,7 +29,7 @@ did, and past ``ATTRIBUTE_FORMATS_WORK``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pycrdt import Doc, Text
@@ -212,34 +212,55 @@ def may_format(update: bytes) -> bool:
     return bool(deletes) or any(s.kind == yupdate.FORMAT for s in structs)
 
 
+#: what a replay's observers are given (:func:`replay_marks`): the seq of the event being
+#: applied, or None while its deltas are not read; and `follow(key, delta)`, which moves
+#: the ranges kept by `key` (one text's) along the delta and records those it formats
+Seq = Callable[[], int | None]
+Follow = Callable[[Any, list[dict[str, Any]]], None]
+
+
+def replay_marks(
+    version_a: Doc[Any], events: list[Event], observe: Callable[[Doc[Any], Seq, Follow], Any]
+) -> dict[Any, list[Mark]]:
+    """Replay `events` (those after version a, up to version b) onto a copy of
+    `version_a`, with what `observe(doc, seq, follow)` subscribes (it returns the
+    subscriptions): for each text, by the key its observer gives, the ranges of
+    version b that each event formatted, and how (yrs's deltas may name more characters
+    than changed: a bold taken off "new " was reported over "new world"). What text
+    roots (:func:`formatted_by`) and XML roots' texts (attribution_xml) both replay."""
+    doc: Doc[Any] = Doc(skip_gc=True)
+    doc.apply_update(version_a.get_update())
+    marks: dict[Any, list[list[Any]]] = {}
+    cur: list[int | None] = [None]  # the seq being applied, while its deltas are read
+
+    def follow(key: Any, delta: list[dict[str, Any]]) -> None:
+        seq = cur[0]
+        if seq is not None:
+            follow_marks(delta, marks.setdefault(key, []), seq)
+
+    subs = observe(doc, lambda: cur[0], follow)
+    for ev in events:
+        # a delta is read (yrs walks the text for it) once there are ranges to move
+        # along, or when the event may format
+        cur[0] = ev.seq if any(marks.values()) or may_format(ev.update) else None
+        doc.apply_update(ev.update)
+    del subs  # (the scratch document goes with them)
+    return {k: [(s, e, q, a) for s, e, q, a in ms if e > s] for k, ms in marks.items()}
+
+
 def formatted_by(
     version_a: Doc[Any], roots: list[str], events: list[Event]
 ) -> dict[str, list[Mark]]:
-    """Replay `events` (those after version a, up to version b) onto a copy of
-    `version_a`: for each of text `roots`, the ranges of version b that each event
-    formatted, and how (yrs's deltas may name more characters than changed: a bold
-    taken off "new " was reported over "new world")."""
-    doc: Doc[Any] = Doc(skip_gc=True)
-    doc.apply_update(version_a.get_update())
-    ranges: dict[str, list[list[Any]]] = {name: [] for name in roots}
-    cur = [0]  # the seq being applied
-    reading = [False]
-    subs = []
-    for name in roots:
+    """:func:`replay_marks` of text `roots`: each root's ranges, by its name."""
 
-        def on_text(e: Any, marks: list[list[Any]] = ranges[name]) -> None:
-            if reading[0]:
-                follow_marks(e.delta, marks, cur[0])
+    def observe(doc: Doc[Any], seq: Seq, follow: Follow) -> list[Any]:
+        return [
+            doc.get(name, type=Text).integrated.observe(lambda e, n=name: follow(n, e.delta))
+            for name in roots
+        ]
 
-        subs.append(doc.get(name, type=Text).integrated.observe(on_text))
-    for ev in events:
-        cur[0] = ev.seq
-        # a delta is read (yrs walks the text for it) once there are ranges to move
-        # along, or when the event may format
-        reading[0] = any(ranges.values()) or may_format(ev.update)
-        doc.apply_update(ev.update)
-    del subs  # (the scratch document goes with them)
-    return {n: [(s, e, q, a) for s, e, q, a in marks if e > s] for n, marks in ranges.items()}
+    marks = replay_marks(version_a, events, observe)
+    return {name: marks.get(name, []) for name in roots}
 
 
 def follow_marks(delta: list[dict[str, Any]], marks: list[list[Any]], seq: int) -> None:
@@ -350,6 +371,7 @@ __all__ = [
     "formatted_ops",
     "follow_marks",
     "laid_blame",
+    "replay_marks",
     "may_format",
     "runs_of",
     "with_formatting",
