@@ -539,6 +539,21 @@ async def test_blame_and_diff_over_http_name_who_wrote_each_paragraph(
             ("equal", "We ", None), ("format", "all", "bob"), ("equal", " met.", None)
         ]  # fmt: skip
         assert (ops[1]["attributes"], ops[1]["was"], ops[1]["seq"]) == ({"bold": {}}, {}, end + 2)
+        # a title (a text root) beside the tree: both formatted in one range, one replay
+        # names each (ann's bold of the title, bob's italic of "We")
+        ann.get("title", type=Text).insert(0, "Minutes")
+        await eventually(lambda: logged(end + 3), what="the title logged")
+        ann.get("title", type=Text).format(0, 3, {"bold": True})
+        await eventually(lambda: logged(end + 4), what="ann's bold logged")
+        await eventually(lambda: str(bob.get("title", type=Text)) == "Minutes", what="title")
+        theirs.children[1].children[0].format(0, 2, {"italic": {}})
+        await eventually(lambda: logged(end + 5), what="bob's italic logged")
+        r = await c.get("/api/docs/tiptap/diff", params={"from": end + 3})
+        got = r.json()["roots"]
+        title = [(o["text"], o["actor"]) for o in got["title"]["ops"] if o["op"] == "format"]
+        assert title == [("Min", "ann")]
+        ops = got[ROOT]["nodes"][1]["children"][0]["ops"]
+        assert [(o["text"], o["actor"]) for o in ops if o["op"] == "format"] == [("We", "bob")]
 
     # the Python client: the tree, and a clear error where runs are asked of it
     async with client.History(server.url, user="ann") as h:

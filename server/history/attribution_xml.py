@@ -35,6 +35,7 @@ from .rich_diff import (
     Follow,
     Mark,
     Mismatch,
+    Observe,
     Seq,
     laid_blame,
     replay_marks,
@@ -203,12 +204,10 @@ class XmlTrack:
         return id(self.root), kids
 
 
-def formatted_by(
-    version_a: Doc[Any], trees: dict[str, Frozen], events: list[Event]
-) -> dict[int, list[Mark]]:
-    """rich_diff.replay_marks of the texts of XML roots `trees`: each text's ranges, by
-    its node's key, the text found by its event's path among the children alive at
-    that event."""
+def observe_trees(trees: dict[str, Frozen]) -> Observe:
+    """A replay's observers (rich_diff.replay_marks) of the texts of XML roots `trees`,
+    keeping each text's ranges by its node's key: the text is found by its event's path
+    among the children alive at that event."""
 
     def observe(doc: Doc[Any], seq: Seq, follow: Follow) -> list[Any]:
         return [
@@ -216,7 +215,14 @@ def formatted_by(
             for name, tree in trees.items()
         ]
 
-    return replay_marks(version_a, events, observe)
+    return observe
+
+
+def formatted_by(
+    version_a: Doc[Any], trees: dict[str, Frozen], events: list[Event]
+) -> dict[int, list[Mark]]:
+    """rich_diff.replay_marks of the texts of XML roots `trees` alone."""
+    return replay_marks(version_a, events, [observe_trees(trees)])
 
 
 def _text_follower(tree: Frozen, seq: Seq, follow: Follow) -> Callable[[list[Any]], None]:
@@ -369,4 +375,4 @@ def _diff(
     return out
 
 
-__all__ = ["Frozen", "XNode", "XmlBroken", "XmlTrack", "formatted_by"]
+__all__ = ["Frozen", "XNode", "XmlBroken", "XmlTrack", "formatted_by", "observe_trees"]

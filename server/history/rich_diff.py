@@ -217,14 +217,16 @@ def may_format(update: bytes) -> bool:
 #: the ranges kept by `key` (one text's) along the delta and records those it formats
 Seq = Callable[[], int | None]
 Follow = Callable[[Any, list[dict[str, Any]]], None]
+#: subscribes a replay's observers to its document, returning the subscriptions
+Observe = Callable[[Doc[Any], Seq, Follow], list[Any]]
 
 
 def replay_marks(
-    version_a: Doc[Any], events: list[Event], observe: Callable[[Doc[Any], Seq, Follow], Any]
+    version_a: Doc[Any], events: list[Event], observers: list[Observe]
 ) -> dict[Any, list[Mark]]:
-    """Replay `events` (those after version a, up to version b) onto a copy of
-    `version_a`, with what `observe(doc, seq, follow)` subscribes (it returns the
-    subscriptions): for each text, by the key its observer gives, the ranges of
+    """Replay `events` (those after version a, up to version b) once onto a copy of
+    `version_a`, with what each of `observers` subscribes (:func:`observe_texts`,
+    attribution_xml.observe_trees): for each text, by the key its observer gives, the ranges of
     version b that each event formatted, and how (yrs's deltas may name more characters
     than changed: a bold taken off "new " was reported over "new world"). What text
     roots (:func:`formatted_by`) and XML roots' texts (attribution_xml) both replay."""
@@ -238,7 +240,7 @@ def replay_marks(
         if seq is not None:
             follow_marks(delta, marks.setdefault(key, []), seq)
 
-    subs = observe(doc, lambda: cur[0], follow)
+    subs = [sub for observe in observers for sub in observe(doc, lambda: cur[0], follow)]
     for ev in events:
         # a delta is read (yrs walks the text for it) once there are ranges to move
         # along, or when the event may format
@@ -248,10 +250,8 @@ def replay_marks(
     return {k: [(s, e, q, a) for s, e, q, a in ms if e > s] for k, ms in marks.items()}
 
 
-def formatted_by(
-    version_a: Doc[Any], roots: list[str], events: list[Event]
-) -> dict[str, list[Mark]]:
-    """:func:`replay_marks` of text `roots`: each root's ranges, by its name."""
+def observe_texts(roots: list[str]) -> Observe:
+    """A replay's observers of text `roots`, keeping each root's ranges by its name."""
 
     def observe(doc: Doc[Any], seq: Seq, follow: Follow) -> list[Any]:
         return [
@@ -259,7 +259,14 @@ def formatted_by(
             for name in roots
         ]
 
-    marks = replay_marks(version_a, events, observe)
+    return observe
+
+
+def formatted_by(
+    version_a: Doc[Any], roots: list[str], events: list[Event]
+) -> dict[str, list[Mark]]:
+    """:func:`replay_marks` of text `roots` alone: each root's ranges, by its name."""
+    marks = replay_marks(version_a, events, [observe_texts(roots)])
     return {name: marks.get(name, []) for name in roots}
 
 
@@ -371,6 +378,7 @@ __all__ = [
     "formatted_ops",
     "follow_marks",
     "laid_blame",
+    "observe_texts",
     "replay_marks",
     "may_format",
     "runs_of",

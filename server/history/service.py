@@ -32,7 +32,7 @@ from ..store.base import MAX_SEQ, DocInfo, Event, EventStore, Tag
 from ..util import iso
 from .attribution import AttributionIndex
 from .attribution_cache import AttributionCache
-from .attribution_xml import formatted_by as xml_formatted_by
+from .attribution_xml import observe_trees
 from .render import (
     TEXT,
     XML,
@@ -49,8 +49,9 @@ from .rich_diff import (
     Mismatch,
     attribute_formats,
     formatted_blame,
-    formatted_by,
     formatted_ops,
+    observe_texts,
+    replay_marks,
 )
 from .sessions import Sessions
 
@@ -381,16 +382,15 @@ class History:
             if events is None:
                 events = await self.store.read(doc, after=a, upto=b)
             actors = {ev.seq: ev.actor for ev in events}
-            if reformatted:
-                ranges = await cpu_account.to_thread(formatted_by, docs[0], reformatted, events)
-                for name in reformatted:
-                    ops = roots[name]["ops"]
-                    roots[name]["ops"] = attribute_formats(ops, ranges[name], actors)
-            if trees:
-                marks = await cpu_account.to_thread(xml_formatted_by, docs[0], trees, events)
-                for texts in xml_reformatted.values():
-                    for entry, key in texts:
-                        entry["ops"] = attribute_formats(entry["ops"], marks.get(key, []), actors)
+            # one replay for both: text roots' ranges by name, XML texts' by node key
+            observers = [observe_texts(reformatted), observe_trees(trees)]
+            marks = await cpu_account.to_thread(replay_marks, docs[0], events, observers)
+            for name in reformatted:
+                ops = roots[name]["ops"]
+                roots[name]["ops"] = attribute_formats(ops, marks.get(name, []), actors)
+            for texts in xml_reformatted.values():
+                for entry, key in texts:
+                    entry["ops"] = attribute_formats(entry["ops"], marks.get(key, []), actors)
         return {"doc": doc, "from": a, "to": b, "roots": roots}
 
     # --- events and sessions ------------------------------------------------------------
