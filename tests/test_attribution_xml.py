@@ -33,10 +33,9 @@ from palimpsest.backend import Backend
 from palimpsest.history import attribution_codec as codec
 from palimpsest.history import history_of
 from palimpsest.history.attribution import AttributionIndex
-from palimpsest.history.attribution_xml import MAX_DEPTH, XmlTrack, XNode, _pairs
-from palimpsest.history.attribution_xml import formatted_by as xml_formatted_by
+from palimpsest.history.attribution_xml import MAX_DEPTH, XmlTrack, XNode, _pairs, observe_trees
 from palimpsest.history.render import XML, text_delta
-from palimpsest.history.rich_diff import attribute_formats, runs_of
+from palimpsest.history.rich_diff import attribute_formats, replay_marks, runs_of
 from palimpsest.protocol import Reader, write_var_bytes
 from palimpsest.settings import Settings
 from palimpsest.store.base import Event, NewEvent
@@ -309,7 +308,7 @@ def test_concurrent_tree_edits_blame_and_diff_to_the_truth(seed: int) -> None:
         found: list[tuple[dict[str, Any], int]] = []
         nodes = track.diff(a, b, index.actor, fa, fb, found)
         if found:  # who formatted, as the service names it
-            marks = xml_formatted_by(versions[a], {ROOT: track.frozen()}, log[a:b])
+            marks = replay_marks(versions[a], log[a:b], [observe_trees({ROOT: track.frozen()})])
             actors = {ev.seq: ev.actor for ev in log[a:b]}
             pairs = pairs or [dict(_pairs(track.root, s, _root(v))) for s, v in enumerate(versions)]
             for entry, key in found:

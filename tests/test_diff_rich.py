@@ -30,7 +30,8 @@ from palimpsest.history.rich_diff import (
     Mismatch,
     attribute_formats,
     formatted_blame,
-    formatted_by,
+    observe_texts,
+    replay_marks,
     runs_of,
     with_formatting,
 )
@@ -183,7 +184,7 @@ def _check_formats_attributed(
     for ev in log[:a]:
         version_a.apply_update(ev.update)
     events = log[a:b]
-    ranges = formatted_by(version_a, [name], events)[name]
+    ranges = _ranges(version_a, name, events)
     actors = {ev.seq: ev.actor for ev in events}
     got = attribute_formats(ops, ranges, actors)
     assert [(o["op"], o.get("attributes"), o.get("was")) for o in got if o["op"] != "format"] == [
@@ -220,6 +221,11 @@ def assert_formats_named(
                        if attrs_at[s - 1][ident].get(k) != attrs_at[s][ident].get(k)]  # fmt: skip
             assert o["seq"] == max(changed), (o, changed)
             assert o["actor"] == actors[o["seq"]]
+
+
+def _ranges(version_a: Doc[Any], name: str, events: list[Event]) -> list[Any]:
+    """Who formatted what in text root `name`: the service's replay, of that root."""
+    return replay_marks(version_a, events, [observe_texts([name])]).get(name, [])
 
 
 def _doc(log: list[Event], seq: int) -> Doc[Any]:
@@ -321,7 +327,7 @@ def test_who_formatted_is_the_last_to_set_what_differs() -> None:
     )
     va: Doc[Any] = Doc()
     va.apply_update(log[0].update)
-    ranges = formatted_by(va, ["t"], log[1:])["t"]
+    ranges = _ranges(va, "t", log[1:])
     got = attribute_formats(ops, ranges, {ev.seq: ev.actor for ev in log})
     brief = [(o["op"], o["text"], o["actor"], o.get("attributes")) for o in got]
     assert brief == [
@@ -345,7 +351,7 @@ def test_who_formatted_is_the_last_to_set_what_differs() -> None:
     )
     va = Doc()
     va.apply_update(log[0].update)
-    got = attribute_formats(ops, formatted_by(va, ["t"], log[1:])["t"], {3: "u3", 2: "u2", 4: "u4"})
+    got = attribute_formats(ops, _ranges(va, "t", log[1:]), {3: "u3", 2: "u2", 4: "u4"})
     assert [(o["op"], o["actor"], o["attributes"]) for o in got] == [
         ("format", "u3", {"italic": True})
     ]

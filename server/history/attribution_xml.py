@@ -18,7 +18,7 @@ restricted to what is alive at seq S (a node alive and every ancestor alive) is 
 at S. Element attributes and text formatting are not folded: the answers read them off
 the version(s) asked for, walked beside the mirror. The fold notes only which event set
 which attribute of an element (who changed a heading's level); who formatted a text is
-found as for a text root (rich_diff), by a replay: :func:`formatted_by`.
+found as for a text root, by a replay (rich_diff.replay_marks, :func:`observe_trees`).
 """
 
 from __future__ import annotations
@@ -28,17 +28,14 @@ from typing import Any
 
 from pycrdt import Doc, XmlElement, XmlFragment, XmlText
 
-from ..store.base import Event
 from .attribution import EMBED, TextTrack, _alive_at, track_blame, track_diff
 from .render import jsonable
 from .rich_diff import (
     Follow,
-    Mark,
     Mismatch,
     Observe,
     Seq,
     laid_blame,
-    replay_marks,
     runs_of,
     with_formatting,
 )
@@ -184,7 +181,7 @@ class XmlTrack:
     ) -> list[dict[str, Any]]:
         """The tree from seq a to seq b: every node alive at either, with its op. Each
         text whose ops have a format op goes to `reformatted`, with its node's key (its
-        format ops name nobody until :func:`formatted_by` and attribute_formats)."""
+        format ops name nobody until :func:`observe_trees`' replay and attribute_formats)."""
         va = dict(_pairs(self.root, a, version_a))
         vb = dict(_pairs(self.root, b, version_b))
         found = [] if reformatted is None else reformatted
@@ -216,13 +213,6 @@ def observe_trees(trees: dict[str, Frozen]) -> Observe:
         ]
 
     return observe
-
-
-def formatted_by(
-    version_a: Doc[Any], trees: dict[str, Frozen], events: list[Event]
-) -> dict[int, list[Mark]]:
-    """rich_diff.replay_marks of the texts of XML roots `trees` alone."""
-    return replay_marks(version_a, events, [observe_trees(trees)])
 
 
 def _text_follower(tree: Frozen, seq: Seq, follow: Follow) -> Callable[[list[Any]], None]:
@@ -375,4 +365,4 @@ def _diff(
     return out
 
 
-__all__ = ["Frozen", "XNode", "XmlBroken", "XmlTrack", "formatted_by", "observe_trees"]
+__all__ = ["Frozen", "XNode", "XmlBroken", "XmlTrack", "observe_trees"]

@@ -17,7 +17,7 @@ A plain text's ops are unchanged: no key is added where there is nothing to say.
 
 Who changed a format: the index folds characters, not formatting, so a ``format`` op is
 attributed by replaying the events between the two versions onto the earlier one
-(:func:`formatted_by`). Until an event formats something, only events that may (with
+(:func:`replay_marks`). Until an event formats something, only events that may (with
 format items or deletions: an undo of a bold deletes its marks) have their text deltas
 read; each range a delta formats is then moved along every later delta's inserts and
 deletes. At the later version, each character of a format op goes to the last event that
@@ -229,7 +229,7 @@ def replay_marks(
     attribution_xml.observe_trees): for each text, by the key its observer gives, the ranges of
     version b that each event formatted, and how (yrs's deltas may name more characters
     than changed: a bold taken off "new " was reported over "new world"). What text
-    roots (:func:`formatted_by`) and XML roots' texts (attribution_xml) both replay."""
+    roots (:func:`observe_texts`) and XML roots' texts (attribution_xml) both replay."""
     doc: Doc[Any] = Doc(skip_gc=True)
     doc.apply_update(version_a.get_update())
     marks: dict[Any, list[list[Any]]] = {}
@@ -260,14 +260,6 @@ def observe_texts(roots: list[str]) -> Observe:
         ]
 
     return observe
-
-
-def formatted_by(
-    version_a: Doc[Any], roots: list[str], events: list[Event]
-) -> dict[str, list[Mark]]:
-    """:func:`replay_marks` of text `roots` alone: each root's ranges, by its name."""
-    marks = replay_marks(version_a, events, [observe_texts(roots)])
-    return {name: marks.get(name, []) for name in roots}
 
 
 def follow_marks(delta: list[dict[str, Any]], marks: list[list[Any]], seq: int) -> None:
@@ -309,7 +301,7 @@ def attribute_formats(
     ops: list[dict[str, Any]], ranges: list[Mark], actor: dict[int, str]
 ) -> list[dict[str, Any]]:
     """`ops` with each format op split by the last event that changed its characters'
-    differing attributes (`ranges`: :func:`formatted_by`'s), named with its actor."""
+    differing attributes (`ranges`: :func:`replay_marks`'s), named with its actor."""
     if not ranges:
         return ops
     out: list[dict[str, Any]] = []
@@ -374,7 +366,6 @@ __all__ = [
     "Mismatch",
     "attribute_formats",
     "formatted_blame",
-    "formatted_by",
     "formatted_ops",
     "follow_marks",
     "laid_blame",
