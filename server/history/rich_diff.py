@@ -225,11 +225,11 @@ def replay_marks(
     version_a: Doc[Any], events: list[Event], observers: list[Observe]
 ) -> dict[Any, list[Mark]]:
     """Replay `events` (those after version a, up to version b) once onto a copy of
-    `version_a`, with what each of `observers` subscribes (:func:`observe_texts`,
-    attribution_xml.observe_trees): for each text, by the key its observer gives, the ranges of
-    version b that each event formatted, and how (yrs's deltas may name more characters
-    than changed: a bold taken off "new " was reported over "new world"). What text
-    roots (:func:`observe_texts`) and XML roots' texts (attribution_xml) both replay."""
+    `version_a`, with what each of `observers` subscribes (text roots:
+    :func:`observe_texts`; XML roots' texts: attribution_xml.observe_trees): for each
+    text, by the key its observer gives, the ranges of version b that each event
+    formatted, and how (yrs's deltas may name more characters than changed: a bold
+    taken off "new " was reported over "new world")."""
     doc: Doc[Any] = Doc(skip_gc=True)
     doc.apply_update(version_a.get_update())
     marks: dict[Any, list[list[Any]]] = {}
