@@ -33,7 +33,7 @@ import gc
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pycrdt import Doc, Text, XmlFragment
@@ -239,6 +239,11 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def _is_native_type(value: Any) -> bool:
+    """Whether a native text event's embed is a shared type (not JSON, as Quill's are)."""
+    return not isinstance(value, str | dict | list | int | float | bool | bytes | type(None))
+
+
 def _alive_at(run: list[int], seq: int) -> bool:
     return run[2] <= seq and (run[3] == 0 or run[3] > seq)
 
@@ -282,6 +287,11 @@ class AttributionIndex:
         #: the XML roots' trees (attribution_xml): folded by their deep events, each
         #: event a transaction of its own, so an index with one never folds by ids
         self.xml: dict[str, XmlTrack] = {}
+        #: the text roots that hold shared types (Lexical's paragraphs): their trees
+        #: (attribution_xml), each rooted at the root's track, from their first such
+        #: embed folded by deep events
+        self.trees: dict[str, XmlTrack] = {}
+        self._growing: list[tuple[str, XmlTrack, list[Any]]] = []  # (see _grow_tree)
         self._xml_checked = -1  # the seq check_xml last looked at
         #: the actor of each seq from `first` on (interned: a few distinct names)
         self.actors: list[str] = []
@@ -330,15 +340,24 @@ class AttributionIndex:
         if self._xml_checked == self.seq:
             return
         self._xml_checked = self.seq
-        for name, track in self.xml.items():
-            if track.failed is None and not track.matches(self.doc.get(name, type=XmlFragment)):
+        trees = [(n, t, self.doc.get(n, type=XmlFragment)) for n, t in self.xml.items()]
+        trees += [(n, t, self.doc.get(n, type=Text)) for n, t in self.trees.items()]
+        for name, track, real in trees:
+            if track.failed is None and not track.matches(real):
                 track.failed = f"the tree at seq {self.seq} differs from the document's"
             if track.failed is not None and not track.told:
                 log.warning("attribution of %s/%s: %s", self.doc_name, name, track.failed)
                 track.told = True
 
-    def adopt(self, name: str, track: TextTrack) -> None:
-        """Track root `name` with `track` (new, or read back with the index)."""
+    def adopt(self, name: str, track: TextTrack, tree: XmlTrack | None = None) -> None:
+        """Track root `name` with `track` (new, or read back with the index, with its
+        `tree` if it holds shared types)."""
+        if tree is not None:
+            self._to_deltas("a text holds shared types")
+            self.tracks[name] = track
+            self._follow_tree(name, tree)
+            self._observe(name, track)
+            return
         self.tracks[name] = track
         if self._ids is not None:
             if self.seq:  # its earlier items were not placed: from here, by deltas
@@ -351,12 +370,64 @@ class AttributionIndex:
     def _observe(self, name: str, track: TextTrack) -> None:
 
         def on_text(e: Any) -> None:
-            track.apply_delta(e.delta, self._cur)
+            if name in self.trees:
+                return  # followed by its deep events
+            delta = e.delta
+            for op in delta:  # (a loop, not any(): this runs for every event folded)
+                value = op.get("insert")
+                if value is not None and type(value) is not str and _is_native_type(value):
+                    self._grow_tree(name, track, delta)
+                    return
+            track.apply_delta(delta, self._cur)
 
         # the native event, not pycrdt's wrapper: the wrapper also computes the event's
         # path, target and transaction, which costs ~40% more on a long fold
         text = self.doc.get(name, type=Text)
         self._subs.append(text.integrated.observe(on_text))
+
+    def _grow_tree(self, name: str, track: TextTrack, delta: list[dict[str, Any]]) -> None:
+        """Text root `name` got its first shared type (in `delta`, this event's native
+        one): from here it is a tree (attribution_xml), its root node on `track`, its
+        nodes built once the transaction is over (:meth:`_grown`)."""
+        from .attribution_xml import XmlTrack, XNode, apply_text
+
+        root = XNode(None)
+        root.track = track
+        tree = XmlTrack(root)
+        self.trees[name] = tree
+        later: list[Any] = []
+        apply_text(root, delta, self._cur, 0, later=later)
+        self._growing.append((name, tree, later))
+
+    def _grown(self) -> None:
+        """Build the nodes of the trees that grew in the transaction just applied, and
+        follow their deep events from the next one."""
+        from pycrdt._base import process_event
+
+        from .attribution_xml import build_later
+
+        growing, self._growing = self._growing, []
+        for name, tree, later in growing:
+            try:
+                build_later(later, self._cur, lambda v: process_event(v, self.doc))
+            except Exception as e:  # XmlBroken and whatever building a node raised
+                tree.failed = f"event {self._cur}: {e!r}"
+            self._follow_tree(name, tree)
+
+    def _follow_tree(self, name: str, tree: XmlTrack) -> None:
+        """Fold text root `name`'s deep events into `tree`."""
+        self.trees[name] = tree
+        track = self.tracks[name]
+
+        def on_deep(events: list[Any]) -> None:
+            if tree.failed is None:  # (the root's delta first: its track stays whole)
+                tree.apply(events, self._cur)
+                return
+            for e in events:  # a tree that stopped: the root's characters go on
+                if not e.path:
+                    track.apply_delta(e.delta, self._cur)
+
+        self._subs.append(self.doc.get(name, type=Text).observe_deep(on_deep))
 
     def _to_deltas(self, why: str) -> None:
         """Fold by text deltas from here on (the runs so far mirror the document)."""
@@ -376,6 +447,8 @@ class AttributionIndex:
         self._cur = seq
         self._note(seq, "")
         self.doc.apply_update(state)
+        if self._growing:
+            self._grown()
         self.seq = seq
 
     def fold(self, events: list[Event]) -> None:
@@ -422,6 +495,8 @@ class AttributionIndex:
                 # own delta reading would surface here too: say so
                 log.error("attribution of %s: event %d: %r", self.doc_name, ev.seq, e)
                 self.failed += 1
+            if self._growing:
+                self._grown()
             self.seq = ev.seq
 
     def _fold_by_ids(self, events: list[Event]) -> int:
@@ -552,8 +627,38 @@ class AttributionIndex:
         return track_diff(self.tracks[root], a, b, self.actor)
 
 
-def track_blame(track: TextTrack, seq: int, actors: list[str], first: int) -> list[dict[str, Any]]:
-    """The runs of `track` alive at `seq`, grouped by who inserted them."""
+def _pieces(
+    track: TextTrack, kids: Container[int] | None
+) -> Iterator[tuple[int, int, int, int, bool]]:
+    """The runs of `track` as (start, length, inserted by, deleted by, is a kid), each
+    byte in `kids` (an embedded shared type, attribution_xml) a piece of its own."""
+    for run in track.runs():
+        start, n, ins, dele = run[0], run[1], run[2], run[3]
+        if not kids:
+            yield start, n, ins, dele, False
+            continue
+        seg = start
+        for o in range(start, start + n):
+            if o in kids:
+                if o > seg:
+                    yield seg, o - seg, ins, dele, False
+                yield o, 1, ins, dele, True
+                seg = o + 1
+        if seg < start + n:
+            yield seg, start + n - seg, ins, dele, False
+
+
+def track_blame(
+    track: TextTrack,
+    seq: int,
+    actors: list[str],
+    first: int,
+    kids: Container[int] | None = None,
+) -> list[dict[str, Any]]:
+    """The runs of `track` alive at `seq`, grouped by who inserted them; with `kids`
+    (attribution_xml), each of those bytes a run of its own, its ``node`` the byte."""
+    if kids:
+        return _blame_pieces(track, seq, actors, first, kids)
     # one pass over the runs with everything local: a blame of a keystroke trace
     # answers one run per keystroke (105k for automerge-paper), so this loop is its cost
     content = bytes(track.content)
@@ -571,7 +676,7 @@ def track_blame(track: TextTrack, seq: int, actors: list[str], first: int) -> li
             parts.append(content[start : start + n])
     known = len(actors)
     out: list[dict[str, Any]] = []
-    for ins, chunks in groups:
+    for ins, chunks in groups:  # (inline: a call per run costs a long blame 10%)
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         text = data.decode("utf-8", errors="replace")
         if "\x1a" in text:
@@ -579,6 +684,37 @@ def track_blame(track: TextTrack, seq: int, actors: list[str], first: int) -> li
         i = ins - first
         out.append({"text": text, "actor": actors[i] if 0 <= i < known else None, "seq": ins})
     return out
+
+
+def _blame_run(ins: int, chunks: list[bytes], actors: list[str], first: int) -> dict[str, Any]:
+    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    text = data.decode("utf-8", errors="replace")
+    if "\x1a" in text:
+        text = text.replace("\x1a", "\ufffc")
+    i = ins - first
+    return {"text": text, "actor": actors[i] if 0 <= i < len(actors) else None, "seq": ins}
+
+
+def _blame_pieces(
+    track: TextTrack, seq: int, actors: list[str], first: int, kids: Container[int]
+) -> list[dict[str, Any]]:
+    content = bytes(track.content)
+    out: list[dict[str, Any]] = []
+    cur, parts = -1, [b""]
+    for start, n, ins, dele, kid in _pieces(track, kids):
+        if ins > seq or (dele and dele <= seq) or not n:
+            continue
+        if kid:
+            out.append({**_blame_run(ins, [EMBED], actors, first), "node": start})
+            cur = -1
+            continue
+        if ins != cur:
+            parts = []
+            out.append({"ins": ins, "parts": parts})
+            cur = ins
+        parts.append(content[start : start + n])
+    return [run if "node" in run else _blame_run(run["ins"], run["parts"], actors, first)
+            for run in out]  # fmt: skip
 
 
 def track_diff(
@@ -590,11 +726,13 @@ def track_diff(
     at_a: bool = True,
     at_b: bool = True,
     gone: int = 0,
+    kids: Container[int] | None = None,
 ) -> list[dict[str, Any]]:
     """Equal, inserted and deleted runs of `track` from seq a to seq b (see
     AttributionIndex.diff). `at_a`/`at_b` false: nothing of it is alive at that seq (an
     XML node not in that version, attribution_xml); a run deleted only with its node
-    counts as deleted by `gone`, the event that deleted the node."""
+    counts as deleted by `gone`, the event that deleted the node. Each byte in `kids` (an
+    embedded shared type, attribution_xml) is an op of its own, its ``node`` the byte."""
     # Between two runs alive at both seqs, the runs deleted keep their order at `a`
     # and the runs inserted theirs at `b`; how the two interleave depends on where
     # an insert landed among tombstones, which a fold by deltas does not know
@@ -603,41 +741,52 @@ def track_diff(
     content = track.content
     out: list[dict[str, Any]] = []
     equal = bytearray()
-    gap: dict[str, list[tuple[int, bytearray]]] = {"delete": [], "insert": []}
+    # per kind, [seq, bytes, the kid's byte or -1] (a kid is never extended)
+    gap: dict[str, list[list[Any]]] = {"delete": [], "insert": []}
 
-    def op(kind: str, s: int | None, data: bytes) -> dict[str, Any]:
-        return {"op": kind, "text": _text(data), "actor": actor(s) if s else None,
-                "seq": s or None}  # fmt: skip
+    def op(kind: str, s: int | None, data: bytes, node: int = -1) -> dict[str, Any]:
+        out = {"op": kind, "text": _text(data), "actor": actor(s) if s else None,
+               "seq": s or None}  # fmt: skip
+        if node >= 0:
+            out["node"] = node
+        return out
 
     def flush_gap() -> None:
         for kind in ("delete", "insert"):
-            out.extend(op(kind, s, bytes(data)) for s, data in gap[kind])
+            out.extend(op(kind, s, bytes(data), node) for s, data, node in gap[kind])
             gap[kind] = []
 
-    for run in track.runs():
-        if not run[1]:
+    split = bool(kids)  # (the plain runs as they are: the cost of a long text's diff)
+    for piece in _pieces(track, kids) if split else track.runs():
+        start, n, ins, dele = piece[0], piece[1], piece[2], piece[3]
+        kid = split and piece[4]
+        if not n:
             continue  # a format mark or deleted content: nothing to show
-        in_a, in_b = at_a and _alive_at(run, a), at_b and _alive_at(run, b)
+        in_a = at_a and ins <= a and (dele == 0 or dele > a)
+        in_b = at_b and ins <= b and (dele == 0 or dele > b)
         if in_a and in_b:
-            if gap["delete"] or gap["insert"]:
+            if gap["delete"] or gap["insert"] or kid:
                 if equal:
                     out.append(op("equal", None, bytes(equal)))
                     equal = bytearray()
                 flush_gap()
-            equal += content[run[0] : run[0] + run[1]]
+            if kid:
+                out.append(op("equal", None, EMBED, start))
+            else:
+                equal += content[start : start + n]
             continue
         if in_b:
-            kind, s = "insert", run[2]
+            kind, s = "insert", ins
         elif in_a:
-            kind, s = "delete", run[3] if run[3] and run[3] <= b else gone
+            kind, s = "delete", dele if dele and dele <= b else gone
         else:
             continue
-        data = content[run[0] : run[0] + run[1]]
+        data = content[start : start + n]
         runs = gap[kind]
-        if runs and runs[-1][0] == s:
+        if runs and runs[-1][0] == s and runs[-1][2] < 0 and not kid:
             runs[-1][1].extend(data)
         else:
-            runs.append((s, bytearray(data)))
+            runs.append([s, bytearray(data), start if kid else -1])
     if equal:
         out.append(op("equal", None, bytes(equal)))
     flush_gap()

@@ -64,6 +64,9 @@ def _length_matches(index: AttributionIndex) -> bool:
     return all(
         x.failed is not None or x.matches(index.doc.get(name, type=XmlFragment))
         for name, x in index.xml.items()
+    ) and all(
+        x.failed is not None or x.matches(index.doc.get(name, type=Text))
+        for name, x in index.trees.items()
     )
 
 

@@ -9,9 +9,13 @@ One blob per document (the store's derived-data row of kind :data:`KIND`), zlib 
                     (start and inserted-by as deltas, length, deleted-by - inserted-by)
     per XML root:   (attribution_xml; the header's "xml" names each root's nodes in
                     pre-order: an element by its tag, a text by 0, or 1 if it ever had
-                    formatting, and "xml_changes" the attributes each element had set)
-                    each node's track as a text root's, an element's children in the
-                    order of their bytes in its track
+                    formatting, or [that, the bytes of its embedded shared types...]
+                    if it holds any, a map by null; and "xml_changes" the attributes
+                    or keys each node had set) each node's track as a text root's,
+                    children in the order of their bytes in their parent's track
+    per text root that holds shared types (Lexical's): its tree's nodes as an XML
+                    root's (the header's "trees"), but for the root's own track, which
+                    is the text root's above
 
 Columns of fixed-width integers cost nothing to build or read in Python (``array``)
 and compress well (the high bytes are zeros). The Yjs document the index folds is not
@@ -31,21 +35,23 @@ from array import array
 from itertools import accumulate, pairwise
 from typing import Any
 
-from pycrdt import Doc
+from pycrdt import Doc, Text
 
 from ..errors import ProtocolError
 from ..protocol import Reader, write_var_bytes
 from .attribution import BLOCK, AttributionIndex, TextTrack, gc_paused
-from .attribution_xml import XmlTrack, XNode
+from .attribution_xml import ELEMENT, MAP_NODE, TEXT_NODE, XmlTrack, XNode, is_node
 
 #: the store's derived-data kind of the persisted index
 KIND = "attribution"
 #: 2: the header says which roots ever had formatting or embeds ("rich"); an index of
 #: version 1 does not, and is rebuilt like any index that does not match. 3: XML roots
 #: ("xml"); an index of version 2 is read as it was, its untracked roots looked at again
-#: (an XML one makes the index be rebuilt, see AttributionIndex.new_roots)
-VERSION = 3
-READS = (2, 3)
+#: (an XML one makes the index be rebuilt, see AttributionIndex.new_roots). 4: the trees of
+#: text roots that hold shared types ("trees"); an index of version 2 or 3 whose text
+#: roots hold some is rebuilt
+VERSION = 4
+READS = (2, 3, 4)
 LEVEL = 6
 
 
@@ -105,21 +111,24 @@ def encode(index: AttributionIndex, fingerprint: str) -> bytes:
     parts: list[bytes] = []
     for name in roots:
         parts += _track_parts(index.tracks[name])
-    xml: dict[str, Any] = {}
     changes: list[list[Any]] = []  # [root, node (pre-order), seq, key] per attribute set
-    for name in sorted(index.xml):
-        track = index.xml[name]
-        if track.failed is not None:
-            xml[name] = track.failed
-            continue
-        nodes: list[str | int] = []
-        for i, node in enumerate(_preorder(track.root)):
-            nodes.append(node.tag if node.tag is not None else int(node.track.rich))
-            parts += _track_parts(node.track)
-            changes += [[name, i, s, k] for s, k in node.changes]
-        xml[name] = nodes
-    if xml:
-        header["xml"] = xml
+    for section, trees in (("trees", index.trees), ("xml", index.xml)):
+        found: dict[str, Any] = {}
+        for name in sorted(trees):
+            tree = trees[name]
+            if tree.failed is not None:
+                found[name] = tree.failed
+                continue
+            nodes: list[Any] = []
+            for i, node in enumerate(_preorder(tree.root)):
+                nodes.append(_describe(node))
+                if i or section == "xml":  # (a text root's own track is stored above)
+                    parts += _track_parts(node.track)
+                changes += [[name, i, s, k] for s, k in node.changes]
+            found[name] = nodes
+        if found:
+            header[section] = found
+    if changes:
         header["xml_changes"] = changes
     parts[:0] = [json.dumps(header, separators=(",", ":")).encode(), _ints(actor_runs)]
     body = b"".join(write_var_bytes(p) for p in parts)
@@ -142,9 +151,19 @@ def _preorder(node: XNode) -> list[XNode]:
     while stack:
         n = stack.pop()
         out.append(n)
-        if n.kids is not None:
-            stack.extend(n.kids[k] for k in range(len(n.track.content) - 1, -1, -1))
+        stack.extend(n.kids[k] for k in sorted(n.kids, reverse=True))
     return out
+
+
+def _describe(node: XNode) -> Any:
+    """A node in the header: an element's tag, a text's formatting flag (with the bytes
+    of its embedded shared types, if any), None for a map."""
+    if node.kind == MAP_NODE:
+        return None
+    if node.kind == ELEMENT:
+        return node.tag
+    rich = int(node.track.rich)
+    return [rich, *sorted(node.kids)] if node.kids else rich
 
 
 def _read_track(r: _Reader, what: str) -> TextTrack:
@@ -164,31 +183,71 @@ def _read_track(r: _Reader, what: str) -> TextTrack:
     return track
 
 
-def _read_tree(r: _Reader, name: str, nodes: list[Any]) -> XmlTrack:
-    """The tree of XML root `name`, its nodes' tags (or text flags) in pre-order."""
+def _read_tree(r: _Reader, name: str, nodes: list[Any], root: TextTrack | None = None) -> XmlTrack:
+    """The tree of root `name`, its nodes described in pre-order (:func:`_describe`);
+    `root`: a text root's track, the tree's root node's (not stored again)."""
     tags = iter(nodes)
+    what = f"root {name!r}"
 
-    def node() -> XNode:
-        tag = next(tags)
-        n = XNode(str(tag) if isinstance(tag, str) else None)
-        n.track = _read_track(r, f"XML root {name!r}")
-        if n.kids is None:
-            n.track.rich = bool(tag)
+    def node(track: TextTrack | None = None) -> XNode:
+        desc = next(tags)
+        if desc is None:
+            n = XNode(None, MAP_NODE)
+        elif isinstance(desc, str):
+            n = XNode(desc)
+        elif isinstance(desc, int | list):
+            n = XNode(None)
         else:
-            for k in range(len(n.track.content)):
-                n.kids[k] = node()
+            raise ValueError(f"attribution index of {what}: a node described as {desc!r}")
+        n.track = _read_track(r, what) if track is None else track
+        if n.kind == ELEMENT:
+            offsets: list[Any] = list(range(len(n.track.content)))
+        elif isinstance(desc, list):
+            n.track.rich = bool(desc[0])
+            offsets = desc[1:]
+        else:
+            n.track.rich = bool(desc)
+            offsets = []
+        for k in offsets:
+            if not isinstance(k, int) or not 0 <= k < len(n.track.content):
+                raise ValueError(f"attribution index of {what}: a child at byte {k!r}")
+            n.kids[k] = node()
         return n
 
-    track = XmlTrack()
+    tree = XmlTrack()
     try:
-        track.root = node()
+        tree.root = node(root)
     except StopIteration:
-        raise ValueError(f"attribution index of XML root {name!r}: too few nodes") from None
+        raise ValueError(f"attribution index of {what}: too few nodes") from None
     if next(tags, None) is not None:
-        raise ValueError(f"attribution index of XML root {name!r}: too many nodes")
-    if track.root.kids is None:
-        raise ValueError(f"attribution index of XML root {name!r}: its root is a text")
-    return track
+        raise ValueError(f"attribution index of {what}: too many nodes")
+    if tree.root.kind != (ELEMENT if root is None else TEXT_NODE):
+        raise ValueError(f"attribution index of {what}: its root is of another kind")
+    return tree
+
+
+def _tree(r: _Reader, name: str, nodes: Any, h: dict[str, Any], root: TextTrack | None) -> XmlTrack:
+    """The tree of root `name` as stored (`root`: a text root's track)."""
+    if isinstance(nodes, str):  # it had stopped following the document
+        tree = XmlTrack() if root is None else XmlTrack(_text_root(root))
+        tree.failed, tree.told = nodes, True
+        return tree
+    if not isinstance(nodes, list):
+        raise ValueError(f"attribution index of root {name!r}: no nodes")
+    if root is None and nodes and not isinstance(nodes[0], str):
+        raise ValueError(f"attribution index of root {name!r}: its root is of another kind")
+    tree = _read_tree(r, name, nodes, root)
+    preorder = _preorder(tree.root)
+    for at, i, s, k in h.get("xml_changes", []):
+        if at == name:
+            preorder[int(i)].changes.append((int(s), str(k)))
+    return tree
+
+
+def _text_root(track: TextTrack) -> XNode:
+    node = XNode(None)
+    node.track = track
+    return node
 
 
 def header(data: bytes) -> dict[str, Any]:
@@ -234,21 +293,23 @@ def _decode(data: bytes, doc: Doc[Any]) -> AttributionIndex:
     index._seen = {str(n) for n in h["seen"]} | set(roots)
     if h["v"] == 2:  # XML roots were not tracked: look at every untracked root again
         index._seen = set(roots)
+    tracks = {}
     for name in roots:
-        track = _read_track(r, f"root {name!r}")
+        tracks[name] = track = _read_track(r, f"root {name!r}")
         track.rich = name in rich
-        index.adopt(name, track)
+    trees = {str(n): _tree(r, str(n), nodes, h, tracks.get(str(n)))
+             for n, nodes in sorted(h.get("trees", {}).items())}  # fmt: skip
+    for name in roots:
+        tree = trees.get(name)
+        if tree is None and h["v"] < 4 and tracks[name].rich:
+            text = doc.get(name, type=Text)
+            if any(is_node(v) for v, _ in text.diff()):
+                raise ValueError(
+                    f"text root {name!r} holds shared types: stored before their trees"
+                )
+        index.adopt(name, tracks[name], tree)
     for name, nodes in sorted(h.get("xml", {}).items()):
-        if isinstance(nodes, str):  # it had stopped following the document
-            xml = XmlTrack()
-            xml.failed, xml.told = nodes, True
-        else:
-            xml = _read_tree(r, name, nodes)
-            preorder = _preorder(xml.root)
-            for root, i, s, k in h.get("xml_changes", []):
-                if root == name:
-                    preorder[int(i)].changes.append((int(s), str(k)))
-        index.adopt_xml(str(name), xml)
+        index.adopt_xml(str(name), _tree(r, str(name), nodes, h, None))
     index._seen |= set(index.xml)
     if r.pos != len(r.data):
         raise ValueError("attribution index has trailing bytes")

@@ -112,7 +112,27 @@ class IdFold:
         for client, clock, length in deletes:
             if clock + length > state.get(client, 0):
                 raise yupdate.Unsupported("a deletion of ids not seen")
+        if any(s.kind == yupdate.TYPE for s in structs):
+            self._no_types_in_text(structs)
         return structs, deletes
+
+    def _no_types_in_text(self, structs: list[yupdate.Struct]) -> None:
+        """yupdate.Unsupported if a shared type lands in a tracked text (Lexical's
+        paragraphs): attribution_xml follows those, by deep events."""
+        placed: list[tuple[int, int, int]] = []  # this update's units in a tracked text
+        for s in structs:
+            if type(s.parent) is str:
+                inside = s.parent in self.tracks and s.sub is None
+            else:
+                ref = s.origin if s.origin is not None else s.right
+                inside = ref is not None and (
+                    self.find(*ref) is not None
+                    or any(c == ref[0] and lo <= ref[1] < hi for c, lo, hi in placed)
+                )
+            if inside:
+                if s.kind == yupdate.TYPE:
+                    raise yupdate.Unsupported("a shared type embedded in a text")
+                placed.append((s.client, s.clock, s.clock + s.length))
 
     # --- finding runs --------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pycrdt import Doc, XmlElement, XmlFragment, XmlText
+from pycrdt import Doc, Map, Text, XmlElement, XmlFragment, XmlText
 
 from .attribution import EMBED, TextTrack, _alive_at, track_blame, track_diff
 from .render import jsonable
@@ -54,35 +54,56 @@ class XmlBroken(Exception):
     """The mirror no longer follows the document: the root is served unattributed."""
 
 
+#: what a node is: an XML element (the root fragment too), a text (an XmlText, or a text
+#: root holding shared types: Lexical's), or a map embedded in a text (Lexical's text
+#: nodes' properties)
+ELEMENT, TEXT_NODE, MAP_NODE = 0, 1, 2
+
+
 class XNode:
-    """An element (`tag` a str, "" for the root fragment) or a text (`tag` None)."""
+    """An element (`tag` a str, "" for the root fragment), a text or a map (`tag` None)."""
 
-    __slots__ = ("tag", "track", "kids", "changes")
+    __slots__ = ("tag", "kind", "track", "kids", "changes")
 
-    def __init__(self, tag: str | None) -> None:
+    def __init__(self, tag: str | None, kind: int | None = None) -> None:
         self.tag = tag
-        #: an element's children, one byte each, or a text's characters
+        self.kind = kind if kind is not None else ELEMENT if tag is not None else TEXT_NODE
+        #: an element's children, one byte each, or a text's characters (a map: empty)
         self.track = TextTrack()
-        #: an element's children by their byte in `track.content`; None for a text
-        self.kids: dict[int, XNode] | None = None if tag is None else {}
-        #: an element's attributes set or removed after it was made: (seq, key), in
-        #: the order of the log (yrs reports a key only when its visible value changed)
+        #: an element's children by their byte in `track.content`; a text's embedded
+        #: shared types by theirs (a Lexical paragraph's text nodes)
+        self.kids: dict[int, XNode] = {}
+        #: attributes (of an element or text) or keys (of a map) set or removed after it
+        #: was made: (seq, key), in the order of the log (yrs reports a key only when its
+        #: visible value changed)
         self.changes: list[tuple[int, str]] = []
 
     def children_at(self, seq: int) -> Iterator[tuple[XNode, list[Any]]]:
         """The children alive at `seq`, in order, with the run that holds each."""
-        assert self.kids is not None
         for run in self.track.runs():
             if _alive_at(run, seq):
                 for off in range(run[0], run[0] + run[1]):
-                    yield self.kids[off], run
+                    if off in self.kids:
+                        yield self.kids[off], run
 
     def all_children(self) -> Iterator[tuple[XNode, list[Any]]]:
         """Every child ever inserted, in order (tombstones too), with its run."""
-        assert self.kids is not None
         for run in self.track.runs():
             for off in range(run[0], run[0] + run[1]):
-                yield self.kids[off], run
+                if off in self.kids:
+                    yield self.kids[off], run
+
+    def child(self, i: int | str) -> XNode | None:
+        """The child that a deep event's path names by `i`: an element's i-th child
+        alive, or the shared type at UTF-16 offset i of a text; None for a type the
+        mirror does not follow (an array embedded in a text, a type inside a map)."""
+        if self.kind == MAP_NODE:
+            return None
+        if not isinstance(i, int):
+            raise XmlBroken(f"a path by key {i!r} in an element or text")
+        if self.kind == ELEMENT:
+            return self.kids[_nth_alive(self.track, i)]
+        return self.kids.get(_embed_at(self.track, i))
 
 
 def _nth_alive(track: TextTrack, k: int) -> int:
@@ -100,13 +121,48 @@ def _nth_alive(track: TextTrack, k: int) -> int:
     raise XmlBroken("a path past the children of an element")
 
 
+def _utf16(data: bytes | bytearray) -> int:
+    if data.isascii():
+        return len(data)
+    return len(bytes(data).decode("utf-8", errors="replace").encode("utf-16-le")) // 2
+
+
+def _embed_at(track: TextTrack, k: int) -> int:
+    """The byte of the embed at UTF-16 offset `k` of a text's alive characters (a deep
+    event's path counts UTF-16 units in a text, where deltas count bytes)."""
+    content = track.content
+    for run in track.runs():
+        if run[3] or not run[1]:
+            continue
+        data = content[run[0] : run[0] + run[1]]
+        n = _utf16(data)
+        if k >= n:
+            k -= n
+            continue
+        off = 0
+        while k > 0:
+            lead = data[off]
+            width = 1 if lead < 0x80 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
+            off += width
+            k -= 2 if width == 4 else 1
+        if k or data[off : off + 1] != EMBED:
+            break
+        return int(run[0] + off)
+    raise XmlBroken("a path to no embed of a text")
+
+
+def is_node(value: Any) -> bool:
+    """Whether an embed of a text is a shared type the mirror follows."""
+    return isinstance(value, XmlText | XmlElement | Map)
+
+
 class XmlTrack:
-    """The mirror of one XML root."""
+    """The mirror of one XML root, or of a text root that holds shared types."""
 
     __slots__ = ("root", "failed", "told")
 
-    def __init__(self) -> None:
-        self.root = XNode("")
+    def __init__(self, root: XNode | None = None) -> None:
+        self.root = XNode("") if root is None else root
         #: why the mirror stopped following the document (it is then not served)
         self.failed: str | None = None
         self.told = False  # logged
@@ -114,50 +170,38 @@ class XmlTrack:
     # --- folding -------------------------------------------------------------------------
 
     def apply(self, events: list[Any], seq: int) -> None:
-        """Fold one transaction's deep events (pycrdt XmlEvents) as event `seq`."""
+        """Fold one transaction's deep events (pycrdt XmlEvents, TextEvents, MapEvents)
+        as event `seq`."""
         if self.failed is not None:
             return
         try:
             for e in sorted(events, key=lambda e: len(e.path)):
                 if len(e.path) >= MAX_DEPTH:
                     raise XmlBroken(f"elements nested deeper than {MAX_DEPTH}")
-                node = self.root
+                node: XNode | None = self.root
                 for i in e.path:
-                    assert node.kids is not None
-                    node = node.kids[_nth_alive(node.track, i)]
-                self._apply(node, e.delta, seq, len(e.path))
-                if e.keys and node.kids is not None:
-                    node.changes += [(seq, str(k)) for k in e.keys]
+                    node = node.child(i) if node is not None else None
+                if node is None:  # inside a type not followed: no character of ours
+                    continue
+                if node.kind == ELEMENT:
+                    _apply_children(node, e.delta, seq, len(e.path))
+                elif node.kind == TEXT_NODE:
+                    apply_text(node, e.delta, seq, len(e.path))
+                keys = getattr(e, "keys", None)
+                if keys:
+                    node.changes += [(seq, str(k)) for k in keys]
         except (XmlBroken, KeyError, ValueError, AssertionError) as e:
             self.failed = f"event {seq}: {e!r}"
 
-    def _apply(self, node: XNode, delta: list[dict[str, Any]], seq: int, depth: int) -> None:
-        if node.kids is None:
-            node.track.apply_delta(delta, seq)
-            return
-        pos = 0
-        for op in delta:
-            if "retain" in op:
-                pos += int(op["retain"])
-            elif "insert" in op:
-                items = op["insert"]
-                start = len(node.track.content)
-                for k, item in enumerate(items):
-                    node.kids[start + k] = _build(item, seq, depth + 1)
-                node.track.insert(pos, EMBED * len(items), seq)
-                pos += len(items)
-            elif "delete" in op:
-                node.track.delete(pos, int(op["delete"]), seq)
-
     # --- checking ------------------------------------------------------------------------
 
-    def matches(self, fragment: XmlFragment) -> bool:
-        """Whether the tree at head is `fragment`'s: the same elements, texts of the same
-        characters."""
+    def matches(self, real: Any) -> bool:
+        """Whether the tree at head is `real`'s (the root: a fragment, or a text): the
+        same elements, texts of the same characters, the same shared types in them."""
         if self.failed is not None:
             return False
         try:
-            return _same(self.root, fragment)
+            return _same(self.root, real)
         except (KeyError, AssertionError):
             return False
 
@@ -169,6 +213,13 @@ class XmlTrack:
         """The tree at `seq` (`version`: the root at that seq), each element with who
         inserted it and its attributes, each text with its blame runs (formatted)."""
         return _blame(self.root, seq, actors, first, version)
+
+    def text_blame(
+        self, seq: int, actors: list[str], first: int, version: Any
+    ) -> list[dict[str, Any]]:
+        """The blame runs of a text root that holds shared types (`version`: the root at
+        that seq), each embedded shared type a run of its own with its ``node``."""
+        return _text_runs(self.root, seq, actors, first, version)
 
     def diff(
         self,
@@ -182,19 +233,29 @@ class XmlTrack:
         """The tree from seq a to seq b: every node alive at either, with its op. Each
         text whose ops have a format op goes to `reformatted`, with its node's key (its
         format ops name nobody until :func:`observe_trees`' replay and attribute_formats)."""
-        va = dict(_pairs(self.root, a, version_a))
-        vb = dict(_pairs(self.root, b, version_b))
-        found = [] if reformatted is None else reformatted
-        return _diff(self.root, a, b, actor, va, vb, True, True, 0, found)
+        ctx = _DiffContext(self.root, a, b, actor, version_a, version_b, reformatted)
+        return _diff(self.root, ctx, True, True, 0)
+
+    def text_diff(
+        self, a: int, b: int, actor: Callable[[int], str | None], version_a: Any, version_b: Any
+    ) -> list[dict[str, Any]]:
+        """The ops of a text root that holds shared types, from seq a to seq b (the
+        versions: the root at each), each embedded shared type an op of its own with its
+        ``node``: the node's diff."""
+        ctx = _DiffContext(self.root, a, b, actor, version_a, version_b, None)
+        entry: dict[str, Any] = {}
+        _fill(self.root, entry, ctx, True, True, 0)
+        return list(entry["ops"])
 
     def frozen(self) -> Frozen:
         """The tree's shape, copied for a replay in a worker thread (the loop goes on
-        extending the tree meanwhile)."""
+        extending the tree meanwhile): the elements' children (a text's embedded types
+        are not followed by the replay)."""
         kids: dict[int, list[tuple[int, int, int]]] = {}
         stack = [self.root]
         while stack:
             node = stack.pop()
-            if node.kids is not None:
+            if node.kind == ELEMENT:
                 children = list(node.all_children())
                 kids[id(node)] = [(run[2], run[3], id(kid)) for kid, run in children]
                 stack += [kid for kid, _ in children]
@@ -225,16 +286,97 @@ def _text_follower(tree: Frozen, seq: Seq, follow: Follow) -> Callable[[list[Any
             return
         for e in evs:
             if isinstance(e.target, XmlText):
-                node = root
+                node: int | None = root
                 for i in e.path:
+                    if node not in kids:  # inside a text: its types are not followed
+                        node = None
+                        break
                     node = [k for ins, dele, k in kids[node] if ins <= s and not 0 < dele <= s][i]
-                follow(node, e.delta)
+                if node is not None:
+                    follow(node, e.delta)
 
     return on_xml
 
 
+def _apply_children(node: XNode, delta: list[dict[str, Any]], seq: int, depth: int) -> None:
+    """Fold an element's children delta."""
+    pos = 0
+    for op in delta:
+        if "retain" in op:
+            pos += int(op["retain"])
+        elif "insert" in op:
+            items = op["insert"]
+            start = len(node.track.content)
+            for k, item in enumerate(items):
+                node.kids[start + k] = _build(item, seq, depth + 1)
+            node.track.insert(pos, EMBED * len(items), seq)
+            pos += len(items)
+        elif "delete" in op:
+            node.track.delete(pos, int(op["delete"]), seq)
+
+
+def apply_text(
+    node: XNode,
+    delta: list[dict[str, Any]],
+    seq: int,
+    depth: int,
+    later: list[tuple[XNode, int, Any]] | None = None,
+) -> None:
+    """Fold a text's delta (positions in bytes, an embed one), each embedded shared type
+    a node of its own, built as it stands; or, with `later` (a native event's delta,
+    whose transaction cannot be read from), noted there to be built (:func:`build_later`)
+    once the transaction is over."""
+    track = node.track
+    pos = 0
+    broken: Exception | None = None  # raised once the whole delta is folded
+    for op in delta:
+        if "retain" in op:
+            pos += int(op["retain"])
+            if "attributes" in op:
+                track.rich = True
+        elif "insert" in op:
+            value = op["insert"]
+            if isinstance(value, str):
+                data = value.encode()
+                track.rich |= "attributes" in op
+                if data:
+                    track.insert(pos, data, seq)
+                pos += len(data)
+                continue
+            track.rich = True
+            start = len(track.content)
+            track.insert(pos, EMBED, seq)
+            if later is not None:
+                later.append((node, start, value))
+            elif is_node(value):
+                try:
+                    node.kids[start] = _build(value, seq, depth + 1)
+                except XmlBroken as e:
+                    broken = e
+            pos += 1
+        elif "delete" in op:
+            track.delete(pos, int(op["delete"]), seq)
+    if broken is not None:
+        raise broken
+
+
+def build_later(later: list[tuple[XNode, int, Any]], seq: int, wrap: Callable[[Any], Any]) -> None:
+    """Build the nodes :func:`apply_text` noted in `later` (`wrap`: pycrdt's type of a
+    native one), now that their transaction is over."""
+    broken: XmlBroken | None = None
+    for node, start, value in later:
+        value = wrap(value)
+        if is_node(value):
+            try:
+                node.kids[start] = _build(value, seq, 1)
+            except XmlBroken as e:
+                broken = e
+    if broken is not None:
+        raise broken
+
+
 def _build(item: Any, seq: int, depth: int) -> XNode:
-    """The node of an element or text as it stands, all of it written at `seq`."""
+    """The node of an element, text or map as it stands, all of it written at `seq`."""
     if depth >= MAX_DEPTH:
         raise XmlBroken(f"elements nested deeper than {MAX_DEPTH}")
     if isinstance(item, XmlText):
@@ -245,6 +387,8 @@ def _build(item: Any, seq: int, depth: int) -> XNode:
                 data += insert.encode()
                 node.track.rich |= bool(attrs)
             else:
+                if is_node(insert):
+                    node.kids[len(data)] = _build(insert, seq, depth + 1)
                 data += EMBED
                 node.track.rich = True
         if data:
@@ -252,43 +396,118 @@ def _build(item: Any, seq: int, depth: int) -> XNode:
     elif isinstance(item, XmlElement):
         node = XNode(str(item.tag))
         kids = list(item.children)
-        assert node.kids is not None
         for k, kid in enumerate(kids):
             node.kids[k] = _build(kid, seq, depth + 1)
         if kids:
             node.track.insert(0, EMBED * len(kids), seq)
+    elif isinstance(item, Map):
+        node = XNode(None, MAP_NODE)
     else:
         raise XmlBroken(f"an XML child of type {type(item).__name__}")
     return node
 
 
+def _embedded(real: Any) -> list[Any]:
+    """The shared types embedded in a version's text, in order."""
+    return [v for v, _ in real.diff() if is_node(v)]
+
+
+def _kids_of(node: XNode, seq: int | None, real: Any) -> list[tuple[XNode, Any]]:
+    """The children of `node` alive at `seq` (None: at head) paired with the version's
+    (`real`), Mismatch if they differ in number."""
+    if node.kind == MAP_NODE:
+        return []
+    if node.kind == ELEMENT:
+        kids = list(real.children)
+    elif node.kids or node.track.rich:
+        kids = _embedded(real)
+    else:
+        return []
+    if seq is None:
+        alive = [n for n, run in node.all_children() if run[3] == 0]
+    else:
+        alive = [n for n, _ in node.children_at(seq)]
+    if len(kids) != len(alive):
+        raise Mismatch(f"{len(alive)} children where the version has {len(kids)}")
+    return list(zip(alive, kids, strict=True))
+
+
 def _same(node: XNode, real: Any) -> bool:
-    if node.kids is None:
-        if not isinstance(real, XmlText):
+    if node.kind == MAP_NODE:
+        return isinstance(real, Map)
+    if node.kind == TEXT_NODE:
+        if not isinstance(real, XmlText | Text) or node.track.length != len(real):
             return False
-        return bool(node.track.length == len(real))
-    if node.tag and (not isinstance(real, XmlElement) or real.tag != node.tag):
+    elif node.tag and (not isinstance(real, XmlElement) or real.tag != node.tag):
         return False
-    kids = list(real.children)
-    alive = [n for n, run in node.all_children() if run[3] == 0]
-    return len(kids) == len(alive) and all(_same(n, k) for n, k in zip(alive, kids, strict=True))
+    try:
+        pairs = _kids_of(node, None, real)
+    except Mismatch:
+        return False
+    return all(_same(n, k) for n, k in pairs)
 
 
 def _pairs(node: XNode, seq: int, real: Any) -> Iterator[tuple[int, Any]]:
-    """(id of each node alive at `seq`, the version's element or text), walking both."""
+    """(id of each node alive at `seq`, the version's element, text or map), walking both."""
     yield id(node), real
-    if node.kids is None:
-        return
-    kids = list(real.children)
-    alive = [n for n, _ in node.children_at(seq)]
-    if len(kids) != len(alive):
-        raise Mismatch(f"{len(alive)} children where the version has {len(kids)}")
-    for n, k in zip(alive, kids, strict=True):
+    for n, k in _kids_of(node, seq, real):
         yield from _pairs(n, seq, k)
 
 
-def _attributes(real: Any) -> dict[str, Any]:
+def _attributes(node: XNode, real: Any) -> dict[str, Any]:
+    """An element's or text's attributes, or a map's entries."""
+    if node.kind == MAP_NODE:
+        return {str(k): jsonable(v) for k, v in real.items()}
     return {str(k): jsonable(v) for k, v in real.attributes}
+
+
+def _entry(
+    node: XNode, ins: int, who: str | None, seq: int, actors: list[str], first: int, real: Any
+) -> dict[str, Any]:
+    """A node's blame: an element's tag, attributes and children, a text's runs (and
+    attributes, if it has any), a map's entries; each with who made it."""
+    if node.kind == MAP_NODE:
+        out: dict[str, Any] = {"map": _attributes(node, real), "actor": who, "seq": ins}
+        changed = {k: s for s, k in node.changes if s <= seq}
+        if changed:  # who last set each key changed since the map was made
+            out["changed"] = {k: {"actor": _actor(s, actors, first), "seq": s}
+                              for k, s in sorted(changed.items())}  # fmt: skip
+        return out
+    if node.kind == TEXT_NODE:
+        runs = _text_runs(node, seq, actors, first, real)
+        out = {"actor": who, "seq": ins, "runs": runs}
+        if isinstance(real, XmlText):
+            attributes = _attributes(node, real)
+            if attributes:
+                out["attributes"] = attributes
+        return out
+    return {"element": node.tag, "attributes": _attributes(node, real), "actor": who,
+            "seq": ins, "children": _blame(node, seq, actors, first, real)}  # fmt: skip
+
+
+def _actor(seq: int, actors: list[str], first: int) -> str | None:
+    i = seq - first
+    return actors[i] if 0 <= i < len(actors) else None
+
+
+def _text_runs(
+    node: XNode, seq: int, actors: list[str], first: int, real: Any
+) -> list[dict[str, Any]]:
+    runs = track_blame(node.track, seq, actors, first, node.kids)
+    if node.track.rich:
+        runs = laid_blame(runs, runs_of(real.diff()))
+    if node.kids:
+        kids = iter(_embedded(real))
+        for run in runs:
+            if "node" in run:
+                kid = next(kids, None)
+                if kid is None:
+                    raise Mismatch("fewer shared types in the text than in its runs")
+                run["node"] = _entry(node.kids[run["node"]], run["seq"], run["actor"], seq,
+                                     actors, first, kid)  # fmt: skip
+        if next(kids, None) is not None:
+            raise Mismatch("more shared types in the text than in its runs")
+    return runs
 
 
 def _blame(node: XNode, seq: int, actors: list[str], first: int, real: Any) -> list[dict[str, Any]]:
@@ -299,70 +518,110 @@ def _blame(node: XNode, seq: int, actors: list[str], first: int, real: Any) -> l
         raise Mismatch(f"{len(alive)} children where the version has {len(kids)}")
     for (kid, run), k in zip(alive, kids, strict=True):
         ins = run[2]
-        i = ins - first
-        who = actors[i] if 0 <= i < len(actors) else None
-        if kid.kids is None:
-            runs = track_blame(kid.track, seq, actors, first)
-            if kid.track.rich:
-                runs = laid_blame(runs, runs_of(k.diff()))
-            out.append({"actor": who, "seq": ins, "runs": runs})
-        else:
-            out.append({"element": kid.tag, "attributes": _attributes(k), "actor": who,
-                        "seq": ins, "children": _blame(kid, seq, actors, first, k)})  # fmt: skip
+        out.append(_entry(kid, ins, _actor(ins, actors, first), seq, actors, first, k))
     return out
 
 
+class _DiffContext:
+    """What every node's diff needs: the seqs, who made each event, each node's version
+    at a and at b (by the node's id), and where texts with format ops go."""
+
+    __slots__ = ("a", "b", "actor", "va", "vb", "reformatted")
+
+    def __init__(
+        self,
+        root: XNode,
+        a: int,
+        b: int,
+        actor: Callable[[int], str | None],
+        version_a: Any,
+        version_b: Any,
+        reformatted: list[tuple[dict[str, Any], int]] | None,
+    ) -> None:
+        self.a, self.b, self.actor = a, b, actor
+        self.va = dict(_pairs(root, a, version_a))
+        self.vb = dict(_pairs(root, b, version_b))
+        self.reformatted = [] if reformatted is None else reformatted
+
+
 def _diff(
-    node: XNode,
-    a: int,
-    b: int,
-    actor: Callable[[int], str | None],
-    va: dict[int, Any],
-    vb: dict[int, Any],
-    at_a: bool,
-    at_b: bool,
-    gone: int,
-    reformatted: list[tuple[dict[str, Any], int]],
+    node: XNode, ctx: _DiffContext, at_a: bool, at_b: bool, gone: int
 ) -> list[dict[str, Any]]:
+    """An element's children from seq a to seq b (`at_a`/`at_b`: whether the element is
+    in that version; `gone`: the event that deleted it)."""
     out: list[dict[str, Any]] = []
     for kid, run in node.all_children():
-        in_a = at_a and _alive_at(run, a)
-        in_b = at_b and _alive_at(run, b)
+        in_a = at_a and _alive_at(run, ctx.a)
+        in_b = at_b and _alive_at(run, ctx.b)
         if not (in_a or in_b):
             continue
         if in_a and in_b:
             entry: dict[str, Any] = {"op": "equal", "actor": None, "seq": None}
             kid_gone = 0
         elif in_b:
-            entry = {"op": "insert", "actor": actor(run[2]), "seq": run[2]}
+            entry = {"op": "insert", "actor": ctx.actor(run[2]), "seq": run[2]}
             kid_gone = 0
         else:
-            s = run[3] if run[3] and run[3] <= b else gone
-            entry = {"op": "delete", "actor": actor(s) if s else None, "seq": s or None}
+            s = run[3] if run[3] and run[3] <= ctx.b else gone
+            entry = {"op": "delete", "actor": ctx.actor(s) if s else None, "seq": s or None}
             kid_gone = s
-        if kid.kids is None:
-            ops = track_diff(kid.track, a, b, actor, at_a=in_a, at_b=in_b, gone=kid_gone)
-            if kid.track.rich:
-                ra = runs_of(va[id(kid)].diff()) if in_a else []
-                rb = runs_of(vb[id(kid)].diff()) if in_b else []
-                ops = with_formatting(ops, ra, rb)
-                if any(op["op"] == "format" for op in ops):
-                    reformatted.append((entry, id(kid)))
-            entry["ops"] = ops
-        else:
-            real = vb[id(kid)] if in_b else va[id(kid)]
-            entry["element"] = kid.tag
-            entry["attributes"] = now = _attributes(real)
-            if in_a and in_b:
-                was = _attributes(va[id(kid)])
-                if was != now:  # who set the attributes that differ, last
-                    differ = {k for k in was.keys() | now.keys() if was.get(k) != now.get(k)}
-                    by = [s for s, k in kid.changes if a < s <= b and k in differ]
-                    entry.update(op="format", actor=actor(by[-1]) if by else None,
-                                 seq=by[-1] if by else None, was=was)  # fmt: skip
-            entry["children"] = _diff(kid, a, b, actor, va, vb, in_a, in_b, kid_gone, reformatted)
+        _fill(kid, entry, ctx, in_a, in_b, kid_gone)
         out.append(entry)
     return out
 
 
-__all__ = ["Frozen", "XNode", "XmlBroken", "XmlTrack", "observe_trees"]
+def _fill(kid: XNode, entry: dict[str, Any], ctx: _DiffContext, in_a: bool, in_b: bool,
+          gone: int) -> None:  # fmt: skip
+    """A node's diff, into its `entry` (which has its op): a text's ops, an element's
+    or map's attributes (``format`` if they differ, named for who set them last)."""
+    if kid.kind == TEXT_NODE:
+        a, b = ctx.a, ctx.b
+        ops = track_diff(kid.track, a, b, ctx.actor, at_a=in_a, at_b=in_b, gone=gone,
+                         kids=kid.kids)  # fmt: skip
+        if kid.track.rich:
+            ra = runs_of(ctx.va[id(kid)].diff()) if in_a else []
+            rb = runs_of(ctx.vb[id(kid)].diff()) if in_b else []
+            ops = with_formatting(ops, ra, rb)
+            if any(op["op"] == "format" for op in ops):
+                ctx.reformatted.append((entry, id(kid)))
+        for op in ops:
+            if "node" in op:  # an embedded shared type: its own diff
+                kind = "equal" if op["op"] == "format" else op["op"]
+                node = {"op": kind, "actor": op["actor"], "seq": op["seq"]}
+                dead = op["seq"] or 0 if kind == "delete" else 0
+                _fill(kid.kids[op["node"]], node, ctx, kind != "insert", kind != "delete", dead)
+                op["node"] = node
+        entry["ops"] = ops
+        real = ctx.vb[id(kid)] if in_b else ctx.va[id(kid)]
+        if not isinstance(real, XmlText):
+            return
+    real = ctx.vb[id(kid)] if in_b else ctx.va[id(kid)]
+    now = _attributes(kid, real)
+    if kid.kind == ELEMENT:
+        entry["element"] = kid.tag
+        entry["attributes"] = now
+    elif kid.kind == MAP_NODE:
+        entry["map"] = now
+    elif now:
+        entry["attributes"] = now
+    if in_a and in_b:
+        was = _attributes(kid, ctx.va[id(kid)])
+        if was != now:  # who set the attributes that differ, last
+            differ = {k for k in was.keys() | now.keys() if was.get(k) != now.get(k)}
+            by = [s for s, k in kid.changes if ctx.a < s <= ctx.b and k in differ]
+            entry.update(op="format", actor=ctx.actor(by[-1]) if by else None,
+                         seq=by[-1] if by else None, was=was)  # fmt: skip
+    if kid.kind == ELEMENT:
+        entry["children"] = _diff(kid, ctx, in_a, in_b, gone)
+
+
+__all__ = [
+    "Frozen",
+    "XNode",
+    "XmlBroken",
+    "XmlTrack",
+    "apply_text",
+    "build_later",
+    "is_node",
+    "observe_trees",
+]

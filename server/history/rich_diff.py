@@ -137,6 +137,8 @@ def with_formatting(
                     new["attributes"] = attrs
             if embed is not _NO_EMBED:
                 new["embed"] = embed
+                if "node" in op:  # an embedded shared type's (attribution_xml)
+                    new["node"] = op["node"]
                 out.append(new)
                 continue
             last = out[-1] if out else None

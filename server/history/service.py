@@ -278,6 +278,20 @@ class History:
         for name in sorted(index.tracks):
             if root is not None and name != root:
                 continue
+            tree = index.trees.get(name)
+            if tree is not None and tree.failed is None:  # it holds shared types
+                if version is None:
+                    version = await self.doc_at(doc, seq)
+                try:  # (as an XML root's, below)
+                    async with self.attribution.lock(doc):
+                        runs = await cpu_account.to_thread(
+                            tree.text_blame, seq, index.actors, index.first,
+                            version.get(name, type=Text),
+                        )  # fmt: skip
+                    roots[name] = {"type": TEXT, "runs": runs}
+                    continue
+                except Mismatch as e:
+                    log.warning("blame of %s/%s at %d: %s", doc, name, seq, e)
             runs = index.blame(name, seq)
             if index.tracks[name].rich:  # the version's formatting and embeds on the runs
                 if version is None:
@@ -334,7 +348,24 @@ class History:
         reformatted: list[str] = []
         # XML texts with format ops, by root: (the text's entry, its node's key)
         xml_reformatted: dict[str, list[tuple[dict[str, Any], int]]] = {}
+        # (as blame's; a range diff's own index needs no lock, nor waits for one)
+        shared = index is self.attribution.peek(doc)
         for name in names:
+            tree = index.trees.get(name)
+            if tree is not None and tree.failed is None:  # a text root with shared types
+                if docs is None:
+                    docs = await self.doc_at(doc, a), await self.doc_at(doc, b)
+                ta, tb = (d.get(name, type=Text) for d in docs)
+                held = self.attribution.lock(doc) if shared else contextlib.nullcontext()
+                try:
+                    async with held:
+                        ops = await cpu_account.to_thread(tree.text_diff, a, b, index.actor, ta, tb)
+                    if any(op["op"] == "format" for op in ops):
+                        reformatted.append(name)
+                    roots[name] = {"type": TEXT, "ops": ops}
+                    continue
+                except Mismatch as e:
+                    log.warning("diff of %s/%s: %s", doc, name, e)
             if name in index.tracks:
                 ops = index.diff(name, a, b)
                 if index.tracks[name].rich:  # lay the formatting over it
@@ -359,8 +390,6 @@ class History:
             if xml is not None and xml.failed is None:
                 found: list[tuple[dict[str, Any], int]] = []
                 fa, fb = _fragment(docs[0], name), _fragment(docs[1], name)
-                # (as blame's; a range diff's own index needs no lock, nor waits for one)
-                shared = index is self.attribution.peek(doc)
                 held = self.attribution.lock(doc) if shared else contextlib.nullcontext()
                 try:  # who made each element and wrote each text, beside the plain ops
                     async with held:
