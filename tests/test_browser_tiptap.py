@@ -505,6 +505,67 @@ def test_lexical_restore_brings_back_its_nodes_and_formats(
     assert not errors and not page.evaluate("() => window.harness.errors"), errors
 
 
+def test_lexical_blame_and_diff_name_who_wrote_each_part(
+    server: ServerProcess, page_url: str, people: Any, doc_name: str
+) -> None:
+    """Ann types a paragraph in Lexical, Bob adds a bold word to it from his: the blame
+    of Lexical's root (a root of paragraphs, served as an XML root) gives the paragraph
+    as Ann's, each of its text nodes (Y.Maps) with who made it and its format bits, and
+    each character with who typed it; the diff since Ann's version shows Bob's text
+    node and word as his inserts."""
+    ann, ann_errors = open_binding_page(people(), page_url, "lexical.html", server, doc_name)
+    nodes = lambda p: p.evaluate("() => window.harness.nodes()")  # noqa: E731
+    ann.locator("#editor").click()
+    ann.keyboard.type("Hello ")
+    eventually(lambda: nodes(ann) == [{"type": "paragraph", "text": [["Hello ", 0]]}],
+               what="ann's typing")  # fmt: skip
+    api = f"{server.http_url}/api/docs/{doc_name}"
+    mine = eventually(lambda: logged_seq(ann, api), what="ann's text logged")
+    bob, bob_errors = open_binding_page(people(), page_url, "lexical.html", server, doc_name,
+                                        user="bob")  # fmt: skip
+    eventually(lambda: nodes(bob) == nodes(ann), what="bob sees ann's paragraph")
+    bob.locator("#editor").click()
+    bob.keyboard.press("Control+End")
+    bob.keyboard.press("Control+b")
+    bob.keyboard.type("world")
+    want = [{"type": "paragraph", "text": [["Hello ", 0], ["world", 1]]}]
+    eventually(lambda: nodes(ann) == want, what="ann sees bob's bold word")
+    eventually(lambda: (logged_seq(bob, api) or 0) > mine, what="bob's word logged")
+
+    blame = httpx.get(f"{api}/blame", params={"root": "root"}).json()["roots"]["root"]
+    assert blame["type"] == "xml", blame
+    (para,) = blame["nodes"]
+    assert (para["actor"], para["attributes"]["__type"]) == ("ann", "paragraph"), blame
+    # as Lexical holds it: a text node (its map) before its characters (a run per
+    # keystroke, each its own seq: joined here by who typed them)
+    parts: list[tuple[str, Any, str]] = []
+    for r in para["runs"]:
+        if "node" in r:
+            parts.append(("node", r["node"]["map"]["__format"], r["node"]["actor"]))
+        elif parts and parts[-1][0] == "text" and parts[-1][2] == r["actor"]:
+            parts[-1] = ("text", parts[-1][1] + r["text"], r["actor"])
+        else:
+            parts.append(("text", r["text"], r["actor"]))
+    assert parts == [
+        ("node", 0, "ann"),
+        ("text", "Hello ", "ann"),
+        ("node", 1, "bob"),
+        ("text", "world", "bob"),
+    ], blame
+
+    d = httpx.get(f"{api}/diff", params={"from": mine, "root": "root"}).json()
+    (para,) = d["roots"]["root"]["nodes"]
+    assert para["op"] in ("equal", "format"), d
+    changed = [o for o in para["ops"] if o["op"] != "equal"]
+    assert {(o["op"], o["actor"]) for o in changed} == {("insert", "bob")}, d
+    assert "".join(o["text"] for o in changed if "node" not in o) == "world", d
+    (node,) = [o["node"] for o in changed if "node" in o]
+    assert (node["op"], node["map"]["__format"], node["actor"]) == ("insert", 1, "bob"), d
+    assert not ann_errors and not bob_errors, (ann_errors, bob_errors)
+    for page in (ann, bob):
+        assert not page.evaluate("() => window.harness.errors")
+
+
 def test_monaco_edits_carets_and_server_undo(
     server: ServerProcess, page_url: str, people: Any, doc_name: str
 ) -> None:
