@@ -101,7 +101,14 @@ class TextTrack:
     def length(self) -> int:
         return sum(self.alive)
 
-    def apply_delta(self, delta: list[dict[str, Any]], seq: int) -> None:
+    def apply_delta(
+        self,
+        delta: list[dict[str, Any]],
+        seq: int,
+        on_embed: Callable[[int, Any], None] | None = None,
+    ) -> None:
+        """Fold a text's delta as event `seq`; `on_embed`: told each embed's byte and
+        value (attribution_xml follows the shared types among them)."""
         pos = 0
         for op in delta:
             if "retain" in op:
@@ -116,6 +123,8 @@ class TextTrack:
                         self.rich = True
                 else:
                     data, self.rich = EMBED, True
+                    if on_embed is not None:
+                        on_embed(len(self.content), value)  # (where insert puts it)
                 if data:
                     self.insert(pos, data, seq)
                 pos += len(data)

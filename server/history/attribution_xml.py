@@ -326,38 +326,20 @@ def apply_text(
     a node of its own, built as it stands; or, with `later` (a native event's delta,
     whose transaction cannot be read from), noted there to be built (:func:`build_later`)
     once the transaction is over."""
-    track = node.track
-    pos = 0
-    broken: Exception | None = None  # raised once the whole delta is folded
-    for op in delta:
-        if "retain" in op:
-            pos += int(op["retain"])
-            if "attributes" in op:
-                track.rich = True
-        elif "insert" in op:
-            value = op["insert"]
-            if isinstance(value, str):
-                data = value.encode()
-                track.rich |= "attributes" in op
-                if data:
-                    track.insert(pos, data, seq)
-                pos += len(data)
-                continue
-            track.rich = True
-            start = len(track.content)
-            track.insert(pos, EMBED, seq)
-            if later is not None:
-                later.append((node, start, value))
-            elif is_node(value):
-                try:
-                    node.kids[start] = _build(value, seq, depth + 1)
-                except XmlBroken as e:
-                    broken = e
-            pos += 1
-        elif "delete" in op:
-            track.delete(pos, int(op["delete"]), seq)
-    if broken is not None:
-        raise broken
+    broken: list[XmlBroken] = []  # raised once the whole delta is folded
+
+    def on_embed(start: int, value: Any) -> None:
+        if later is not None:
+            later.append((node, start, value))
+        elif is_node(value):
+            try:
+                node.kids[start] = _build(value, seq, depth + 1)
+            except XmlBroken as e:
+                broken.append(e)
+
+    node.track.apply_delta(delta, seq, on_embed)
+    if broken:
+        raise broken[0]
 
 
 def build_later(later: list[tuple[XNode, int, Any]], seq: int, wrap: Callable[[Any], Any]) -> None:
