@@ -81,6 +81,8 @@ class BlameRun:
     text: str
     actor: str
     seq: int
+    #: with join="actor": the latest event of the runs joined (`seq` the earliest)
+    last_seq: int | None = None
 
 
 def http_url(url: str) -> str:
@@ -307,35 +309,44 @@ class History:
         )  # fmt: skip
         return r.content
 
-    async def diff(self, doc: str, from_: int, to: int | None = None) -> dict[str, Any]:
-        """What changed between two seqs, per root type, with attribution."""
+    async def diff(
+        self, doc: str, from_: int, to: int | None = None, join: str = "event"
+    ) -> dict[str, Any]:
+        """What changed between two seqs, per root type, with attribution; `join`:
+        "event" (an op per event) or "actor" (neighbours by the same actor joined)."""
         return await self._json(
             "GET", f"{_doc_path(doc)}/diff", f"diffing {doc!r} {from_}..{to}",
-            params={"from": from_, "to": to},
+            params={"from": from_, "to": to, "join": join},
         )  # fmt: skip
 
     async def blame(
-        self, doc: str, seq: int | None = None, root: str = "content"
+        self, doc: str, seq: int | None = None, root: str = "content", join: str = "event"
     ) -> list[BlameRun]:
-        """Who wrote each piece of the text root `root` at `seq` (now by default)."""
+        """Who wrote each piece of the text root `root` at `seq` (now by default);
+        `join`: "event" (a run per event) or "actor" (neighbours by the same actor
+        joined: a word typed key by key is one run)."""
         body = await self._json(
-            "GET", f"{_doc_path(doc)}/blame", f"blaming {doc!r}", params={"seq": seq}
-        )
+            "GET", f"{_doc_path(doc)}/blame", f"blaming {doc!r}",
+            params={"seq": seq, "join": join},
+        )  # fmt: skip
         entry = (body.get("roots") or {}).get(root) or {}
         if entry.get("type") == "xml":
             raise ValueError(f"root {root!r} of {doc!r} is XML: blame_tree() gives its tree")
         runs = entry.get("runs") or []
-        return [BlameRun(str(r["text"]), str(r.get("actor")), int(r.get("seq") or 0)) for r in runs]
+        return [BlameRun(str(r["text"]), str(r.get("actor")), int(r.get("seq") or 0),
+                         r.get("last_seq")) for r in runs]  # fmt: skip
 
     async def blame_tree(
-        self, doc: str, seq: int | None = None, root: str = "default"
+        self, doc: str, seq: int | None = None, root: str = "default", join: str = "event"
     ) -> list[dict[str, Any]]:
-        """Who made each element and wrote each text of the XML root `root` (Tiptap's
-        and ProseMirror's documents; "default" is their usual name) at `seq`: the
-        server's tree as it gives it (docs/history.md), [] when there is no such root."""
+        """Who made each element and wrote each text of the XML root `root` (Tiptap's,
+        ProseMirror's and Lexical's documents; "default" is Tiptap's usual name,
+        "root" Lexical's) at `seq`: the server's tree as it gives it
+        (docs/history.md), [] when there is no such root; `join` as for blame()."""
         body = await self._json(
-            "GET", f"{_doc_path(doc)}/blame", f"blaming {doc!r}", params={"seq": seq}
-        )
+            "GET", f"{_doc_path(doc)}/blame", f"blaming {doc!r}",
+            params={"seq": seq, "join": join},
+        )  # fmt: skip
         entry = (body.get("roots") or {}).get(root) or {}
         if entry and entry.get("type") != "xml":
             raise ValueError(f"root {root!r} of {doc!r} is not XML: blame() gives its runs")

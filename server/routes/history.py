@@ -19,6 +19,7 @@ from ..backend import Backend
 from ..bounded_json import loads_bounded
 from ..errors import BadRequest
 from ..history import MAX_PAGE, SESSION_GAP_MS, History, history_of
+from ..history.joined import EVENT, JOINS, join_roots
 from ..names import validate_doc_name
 from ..store.base import MAX_SEQ
 from ..util import iso, parse_iso
@@ -126,21 +127,38 @@ async def version(request: Request) -> Response:
     return JSONResponse(await history.version(doc, seq))
 
 
+def _join(request: Request) -> str:
+    """``?join=``: a run per event (as the index answers), or neighbours by the same
+    actor joined (history.joined)."""
+    join = request.query_params.get("join") or EVENT
+    if join not in JOINS:
+        raise BadRequest(f"?join= is {' or '.join(JOINS)}, not {join[:40]!r}")
+    return join
+
+
+def _joined(join: str, answer: dict[str, Any]) -> dict[str, Any]:
+    return answer if join == EVENT else {**answer, "roots": join_roots(answer["roots"])}
+
+
 async def diff(request: Request) -> Response:
+    join = _join(request)
     history, doc, _ = await _open(request, "read")
     info = await history.info(doc)
     q = request.query_params
     a = await history.resolve(doc, q.get("from") or "0", info)
     b = await history.resolve(doc, q.get("to") or "head", info)
-    return JSONResponse(await history.diff(doc, a, b, info, q.get("root") or None))
+    answer = await history.diff(doc, a, b, info, q.get("root") or None)
+    return JSONResponse(_joined(join, answer))
 
 
 async def blame(request: Request) -> Response:
+    join = _join(request)
     history, doc, _ = await _open(request, "read")
     info = await history.info(doc)
     q = request.query_params
     seq = await history.resolve(doc, q.get("seq") or "head", info)
-    return JSONResponse(await history.blame(doc, seq, info, q.get("root") or None))
+    answer = await history.blame(doc, seq, info, q.get("root") or None)
+    return JSONResponse(_joined(join, answer))
 
 
 async def restore(request: Request) -> Response:
