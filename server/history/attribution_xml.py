@@ -23,6 +23,7 @@ found as for a text root, by a replay (rich_diff.replay_marks, :func:`observe_tr
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -212,14 +213,16 @@ class XmlTrack:
     ) -> list[dict[str, Any]]:
         """The tree at `seq` (`version`: the root at that seq), each element with who
         inserted it and its attributes, each text with its blame runs (formatted)."""
-        return _blame(self.root, seq, actors, first, version)
+        with _reading(version):
+            return _blame(self.root, seq, actors, first, version)
 
     def text_blame(
         self, seq: int, actors: list[str], first: int, version: Any
     ) -> list[dict[str, Any]]:
         """The blame runs of a text root that holds shared types (`version`: the root at
         that seq), each embedded shared type a run of its own with its ``node``."""
-        return _text_runs(self.root, seq, actors, first, version)
+        with _reading(version):
+            return _text_runs(self.root, seq, actors, first, version)
 
     def diff(
         self,
@@ -233,8 +236,9 @@ class XmlTrack:
         """The tree from seq a to seq b: every node alive at either, with its op. Each
         text whose ops have a format op goes to `reformatted`, with its node's key (its
         format ops name nobody until :func:`observe_trees`' replay and attribute_formats)."""
-        ctx = _DiffContext(self.root, a, b, actor, version_a, version_b, reformatted)
-        return _diff(self.root, ctx, True, True, 0)
+        with _reading(version_a, version_b):
+            ctx = _DiffContext(self.root, a, b, actor, version_a, version_b, reformatted)
+            return _diff(self.root, ctx, True, True, 0)
 
     def text_diff(
         self, a: int, b: int, actor: Callable[[int], str | None], version_a: Any, version_b: Any
@@ -242,10 +246,11 @@ class XmlTrack:
         """The ops of a text root that holds shared types, from seq a to seq b (the
         versions: the root at each), each embedded shared type an op of its own with its
         ``node``: the node's diff."""
-        ctx = _DiffContext(self.root, a, b, actor, version_a, version_b, None)
-        entry: dict[str, Any] = {}
-        _fill(self.root, entry, ctx, True, True, 0)
-        return list(entry["ops"])
+        with _reading(version_a, version_b):
+            ctx = _DiffContext(self.root, a, b, actor, version_a, version_b, None)
+            entry: dict[str, Any] = {}
+            _fill(self.root, entry, ctx, True, True, 0)
+            return list(entry["ops"])
 
     def frozen(self) -> Frozen:
         """The tree's shape, copied for a replay in a worker thread (the loop goes on
@@ -260,6 +265,17 @@ class XmlTrack:
                 kids[id(node)] = [(run[2], run[3], id(kid)) for kid, run in children]
                 stack += [kid for kid, _ in children]
         return id(self.root), kids
+
+
+@contextlib.contextmanager
+def _reading(*versions: Any) -> Iterator[None]:
+    """One transaction per version's document for a whole walk: each read would make
+    one of its own otherwise (a third of a Lexical document's blame). The versions are
+    the request's own scratch documents, read by this thread alone meanwhile."""
+    with contextlib.ExitStack() as stack:
+        for v in versions:
+            stack.enter_context(v.doc.transaction())
+        yield
 
 
 def observe_trees(trees: dict[str, Frozen]) -> Observe:
@@ -401,8 +417,8 @@ def _kids_of(node: XNode, seq: int | None, real: Any) -> list[tuple[XNode, Any]]
         return []
     if node.kind == ELEMENT:
         kids = list(real.children)
-    elif node.kids or node.track.rich:
-        kids = _embedded(real)
+    elif node.kids or (seq is None and node.track.rich):  # (the check at head looks
+        kids = _embedded(real)  # for types the mirror missed; answers trust it)
     else:
         return []
     if seq is None:
