@@ -312,6 +312,23 @@ def test_a_plain_text_beside_types_elsewhere_still_folds_by_ids() -> None:
     ]  # fmt: skip
     assert runs[2]["node"] == {"map": {"by": "ann"}, "actor": "ann", "seq": 3}
 
+    # the type placed after characters of the same update (its origin not yet folded)
+    src = Doc()
+    log = []
+    src.observe(lambda e: log.append(Event("d", len(log) + 1, 0, "bob", "edit", e.update, {})))
+    text = src.get("body", type=Text)
+    with src.transaction():
+        text.insert(0, "ab")
+        text.insert_embed(2, Map({"by": "bob"}))
+    index = AttributionIndex("d", ["body"])
+    index.fold(log)
+    index.check_xml()
+    assert index.by_ids == 0 and index.trees["body"].failed is None
+    runs = index.trees["body"].text_blame(1, index.actors, index.first, text)
+    assert [(r["text"], r.get("node", {}).get("map")) for r in runs] == [
+        ("ab", None), ("\ufffc", {"by": "bob"}),
+    ]  # fmt: skip
+
 
 def test_a_map_after_astral_characters_is_found_by_its_utf16_offset() -> None:
     """A deep event's path counts UTF-16 units in a text (the tracks count bytes): a
