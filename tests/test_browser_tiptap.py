@@ -368,6 +368,45 @@ def test_tiptap_blame_and_diff_name_who_wrote_each_part(
     assert not alice.errors and not bob.errors, explain(alice, bob)  # type: ignore[attr-defined]
 
 
+def test_tiptap_enter_keeps_who_wrote_the_text_it_moves(
+    server: ServerProcess, page_url: str, people: Any, doc_name: str
+) -> None:
+    """Bob presses Enter in the middle of Alice's paragraph: y-prosemirror moves the
+    text after the caret into a new paragraph (deleted, and inserted again in it).
+    Blame names Bob for the new paragraph and still Alice for its words; a Backspace
+    that joins them back keeps them hers too."""
+    ws = ws_base(server, "y-websocket")
+    alice = open_tiptap(people(), page_url, provider="y-websocket", ws=ws, doc=doc_name,
+                        user="alice")  # fmt: skip
+    type_at_end(alice, "Hello world")
+    api = f"{server.http_url}/api/docs/{doc_name}"
+    mine = eventually(lambda: logged_seq(alice, api), what="alice's text logged")
+    bob = open_tiptap(people(), page_url, provider="y-websocket", ws=ws, doc=doc_name,
+                      user="bob")  # fmt: skip
+    eventually(lambda: view_text(bob) == "Hello world", what="bob sees alice's text")
+    bob.locator(".ProseMirror").click()
+    bob.evaluate("() => window.harness.editor.commands.setTextSelection(7)")  # after "Hello "
+    bob.keyboard.press("Enter")
+    blocks = lambda p: [[x.get("text") for x in b.get("content", [])]  # noqa: E731
+                        for b in view_json(p)["content"]]  # fmt: skip
+    eventually(lambda: blocks(alice) == [["Hello "], ["world"]], what="alice sees the split")
+    eventually(lambda: (logged_seq(bob, api) or 0) > mine, what="bob's Enter logged")
+
+    def blame() -> list[Any]:
+        q = {"root": "default", "join": "actor"}
+        nodes = httpx.get(f"{api}/blame", params=q).json()["roots"]["default"]["nodes"]
+        return [(n["actor"], [(r["text"], r["actor"]) for t in n["children"] for r in t["runs"]])
+                for n in nodes]  # fmt: skip
+
+    assert blame() == [("alice", [("Hello ", "alice")]), ("bob", [("world", "alice")])]
+    seen = logged_seq(bob, api)
+    bob.keyboard.press("Backspace")  # (the caret is at the start of the new paragraph)
+    eventually(lambda: blocks(alice) == [["Hello world"]], what="alice sees the join")
+    eventually(lambda: (logged_seq(bob, api) or 0) > (seen or 0), what="bob's join logged")
+    assert blame() == [("alice", [("Hello world", "alice")])]
+    assert not alice.errors and not bob.errors, explain(alice, bob)  # type: ignore[attr-defined]
+
+
 def open_binding_page(
     ctx: BrowserContext,
     page_url: str,
@@ -512,7 +551,9 @@ def test_lexical_blame_and_diff_name_who_wrote_each_part(
     of Lexical's root (a root of paragraphs, served as an XML root) gives the paragraph
     as Ann's, each of its text nodes (Y.Maps) with who made it and its format bits, and
     each character with who typed it; the diff since Ann's version shows Bob's text
-    node and word as his inserts."""
+    node and word as his inserts. Then Ann bolds Bob's next word, which Lexical does by
+    moving it into a text node of its own (deleted and inserted again): blame names Ann
+    for that text node and still Bob for the word."""
     ann, ann_errors = open_binding_page(people(), page_url, "lexical.html", server, doc_name)
     nodes = lambda p: p.evaluate("() => window.harness.nodes()")  # noqa: E731
     ann.locator("#editor").click()
@@ -556,6 +597,42 @@ def test_lexical_blame_and_diff_name_who_wrote_each_part(
     changed = [(o["op"], o["actor"], o["node"]["map"]["__format"] if "node" in o else o["text"])
                for o in para["ops"] if o["op"] != "equal"]  # fmt: skip
     assert changed == [("insert", "bob", 1), ("insert", "bob", "world")], d
+
+    bob.keyboard.press("Control+b")  # (bold off)
+    bob.keyboard.type(" again")
+    want = [{"type": "paragraph", "text": [["Hello ", 0], ["world", 1], [" again", 0]]}]
+    eventually(lambda: nodes(ann) == want, what="ann sees bob's plain words")
+    seen = logged_seq(ann, api)
+    ann.locator("#editor").click()
+    ann.keyboard.press("Control+End")
+    selected = lambda: ann.evaluate("""() => {  // Lexical's own selection, not the DOM's
+        const state = window.harness.editor.getEditorState()
+        return state.read(() => state._selection ? state._selection.getTextContent() : null)
+    }""")  # noqa: E731
+    eventually(lambda: selected() == "" and nodes(ann) == want, what="ann's caret at the end")
+    for _ in range(5):  # (each key checked: Lexical reads the DOM's selection late)
+        n = len(selected())
+        ann.keyboard.press("Shift+ArrowLeft")
+        eventually(lambda n=n: len(selected()) == n + 1, what="one more character selected")
+    assert selected() == "again"
+    ann.keyboard.press("Control+b")
+    want = [{"type": "paragraph",
+             "text": [["Hello ", 0], ["world", 1], [" ", 0], ["again", 1]]}]  # fmt: skip
+    eventually(lambda: nodes(bob) == want, what="bob sees ann's bold on his word")
+    eventually(lambda: (logged_seq(ann, api) or 0) > (seen or 0), what="ann's bold logged")
+    blame = httpx.get(f"{api}/blame", params=q).json()["roots"]["root"]
+    parts = [("node", r["node"]["map"]["__format"], r["node"]["actor"]) if "node" in r
+             else ("text", r["text"], r["actor"]) for r in blame["nodes"][0]["runs"]]  # fmt: skip
+    assert parts == [
+        ("node", 0, "ann"),
+        ("text", "Hello ", "ann"),
+        ("node", 1, "bob"),
+        ("text", "world", "bob"),
+        ("node", 0, "bob"),
+        ("text", " ", "bob"),
+        ("node", 1, "ann"),  # the text node ann's bold made
+        ("text", "again", "bob"),  # bob's word, moved into it
+    ], blame
     assert not ann_errors and not bob_errors, (ann_errors, bob_errors)
     for page in (ann, bob):
         assert not page.evaluate("() => window.harness.errors")

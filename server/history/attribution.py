@@ -105,10 +105,12 @@ class TextTrack:
         self,
         delta: list[dict[str, Any]],
         seq: int,
-        on_embed: Callable[[int, Any], None] | None = None,
+        on_insert: Callable[[int, bytes, Any], None] | None = None,
+        gone: list[tuple[int, int, int]] | None = None,
     ) -> None:
-        """Fold a text's delta as event `seq`; `on_embed`: told each embed's byte and
-        value (attribution_xml follows the shared types among them)."""
+        """Fold a text's delta as event `seq`; `on_insert`: told each insert's first
+        byte, bytes and value (attribution_xml follows the shared types among them, and
+        notes text moved); `gone`: given the runs it deletes (see :meth:`delete`)."""
         pos = 0
         for op in delta:
             if "retain" in op:
@@ -123,13 +125,13 @@ class TextTrack:
                         self.rich = True
                 else:
                     data, self.rich = EMBED, True
-                    if on_embed is not None:
-                        on_embed(len(self.content), value)  # (where insert puts it)
                 if data:
+                    if on_insert is not None:
+                        on_insert(len(self.content), data, value)  # (where insert puts it)
                     self.insert(pos, data, seq)
                 pos += len(data)
             elif "delete" in op:
-                self.delete(pos, int(op["delete"]), seq)
+                self.delete(pos, int(op["delete"]), seq, gone)
 
     def _find(self, p: int) -> tuple[int, int, int]:
         """The point after `p` alive bytes: (block, run, offset inside the run or 0)."""
@@ -197,7 +199,11 @@ class TextTrack:
         if len(runs) > 2 * BLOCK:
             self._split_block(bi)
 
-    def delete(self, p: int, n: int, seq: int) -> None:
+    def delete(
+        self, p: int, n: int, seq: int, gone: list[tuple[int, int, int]] | None = None
+    ) -> None:
+        """Delete `n` alive bytes from position `p` as event `seq`; `gone`: given each
+        run it deletes, as (first byte, bytes, inserted by), in order."""
         bi, ri, off = self._find(p)
         runs = self.blocks[bi]
         if off:
@@ -221,6 +227,8 @@ class TextTrack:
                 run[3] = seq
                 n -= run[1]
                 self.alive[bi] -= run[1]
+                if gone is not None:
+                    gone.append((run[0], run[1], run[2]))
             ri += 1
         if len(self.blocks[grown]) > 2 * BLOCK:
             self._split_block(grown)
@@ -663,11 +671,14 @@ def track_blame(
     actors: list[str],
     first: int,
     kids: Container[int] | None = None,
+    writers: Callable[[int, int, int], list[int]] | None = None,
 ) -> list[dict[str, Any]]:
     """The runs of `track` alive at `seq`, grouped by who inserted them; with `kids`
-    (attribution_xml), each of those bytes a run of its own, its ``node`` the byte."""
-    if kids:
-        return _blame_pieces(track, seq, actors, first, kids)
+    (attribution_xml), each of those bytes a run of its own, its ``node`` the byte;
+    with `writers` (attribution_xml's text moved), grouped by the seq that wrote each
+    byte (given a run's first byte, bytes and inserted-by) instead."""
+    if kids or writers:
+        return _blame_pieces(track, seq, actors, first, kids, writers)
     # one pass over the runs with everything local: a blame of a keystroke trace
     # answers one run per keystroke (105k for automerge-paper), so this loop is its cost
     content = bytes(track.content)
@@ -705,7 +716,12 @@ def _blame_run(ins: int, chunks: list[bytes], actors: list[str], first: int) -> 
 
 
 def _blame_pieces(
-    track: TextTrack, seq: int, actors: list[str], first: int, kids: Container[int]
+    track: TextTrack,
+    seq: int,
+    actors: list[str],
+    first: int,
+    kids: Container[int] | None,
+    writers: Callable[[int, int, int], list[int]] | None,
 ) -> list[dict[str, Any]]:
     content = bytes(track.content)
     out: list[dict[str, Any]] = []
@@ -717,13 +733,29 @@ def _blame_pieces(
             out.append({**_blame_run(ins, [EMBED], actors, first), "node": start})
             cur = -1
             continue
-        if ins != cur:
-            parts = []
-            out.append({"ins": ins, "parts": parts})
-            cur = ins
-        parts.append(content[start : start + n])
+        for s, k, w in _by_writer(start, n, ins, writers):
+            if w != cur:
+                parts = []
+                out.append({"ins": w, "parts": parts})
+                cur = w
+            parts.append(content[s : s + k])
     return [run if "node" in run else _blame_run(run["ins"], run["parts"], actors, first)
             for run in out]  # fmt: skip
+
+
+def _by_writer(
+    start: int, n: int, ins: int, writers: Callable[[int, int, int], list[int]] | None
+) -> list[tuple[int, int, int]]:
+    """Bytes start..start+n as (first byte, bytes, written by) stretches."""
+    if writers is None:
+        return [(start, n, ins)]
+    out: list[tuple[int, int, int]] = []
+    for k, w in enumerate(writers(start, n, ins)):
+        if out and out[-1][2] == w:
+            out[-1] = (out[-1][0], out[-1][1] + 1, w)
+        else:
+            out.append((start + k, 1, w))
+    return out
 
 
 def track_diff(

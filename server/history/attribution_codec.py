@@ -11,7 +11,8 @@ One blob per document (the store's derived-data row of kind :data:`KIND`), zlib 
                     pre-order: an element by its tag, a text by 0, or 1 if it ever had
                     formatting, or [that, the bytes of its embedded shared types...]
                     if it holds any, a map by null; and "xml_changes" the attributes
-                    or keys each node had set) each node's track as a text root's,
+                    or keys each node had set, and "xml_moved" the text moved in each
+                    with who wrote it) each node's track as a text root's,
                     children in the order of their bytes in their parent's track
     per text root that holds shared types (Lexical's): its tree's nodes as an XML
                     root's (the header's "trees"), but for the root's own track, which
@@ -112,6 +113,7 @@ def encode(index: AttributionIndex, fingerprint: str) -> bytes:
     for name in roots:
         parts += _track_parts(index.tracks[name])
     changes: list[list[Any]] = []  # [root, node (pre-order), seq, key] per attribute set
+    moved: list[list[Any]] = []  # [root, node, first byte, bytes, written by] per move
     for section, trees in (("trees", index.trees), ("xml", index.xml)):
         found: dict[str, Any] = {}
         for name in sorted(trees):
@@ -125,11 +127,14 @@ def encode(index: AttributionIndex, fingerprint: str) -> bytes:
                 if i or section == "xml":  # (a text root's own track is stored above)
                     parts += _track_parts(node.track)
                 changes += [[name, i, s, k] for s, k in node.changes]
+                moved += [[name, i, *m] for m in node.moved]
             found[name] = nodes
         if found:
             header[section] = found
     if changes:
         header["xml_changes"] = changes
+    if moved:
+        header["xml_moved"] = moved
     parts[:0] = [json.dumps(header, separators=(",", ":")).encode(), _ints(actor_runs)]
     body = b"".join(write_var_bytes(p) for p in parts)
     return zlib.compress(body, LEVEL)
@@ -241,6 +246,9 @@ def _tree(r: _Reader, name: str, nodes: Any, h: dict[str, Any], root: TextTrack 
     for at, i, s, k in h.get("xml_changes", []):
         if at == name:
             preorder[int(i)].changes.append((int(s), str(k)))
+    for at, i, start, n, w in h.get("xml_moved", []):
+        if at == name:
+            preorder[int(i)].moved.append([int(start), int(n), int(w)])
     return tree
 
 

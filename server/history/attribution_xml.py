@@ -24,6 +24,7 @@ found as for a text root, by a replay (rich_diff.replay_marks, :func:`observe_tr
 from __future__ import annotations
 
 import contextlib
+from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -64,7 +65,7 @@ ELEMENT, TEXT_NODE, MAP_NODE = 0, 1, 2
 class XNode:
     """An element (`tag` a str, "" for the root fragment), a text or a map (`tag` None)."""
 
-    __slots__ = ("tag", "kind", "track", "kids", "changes")
+    __slots__ = ("tag", "kind", "track", "kids", "changes", "moved")
 
     def __init__(self, tag: str | None, kind: int | None = None) -> None:
         self.tag = tag
@@ -78,6 +79,32 @@ class XNode:
         #: was made: (seq, key), in the order of the log (yrs reports a key only when its
         #: visible value changed)
         self.changes: list[tuple[int, str]] = []
+        #: a text's characters that an event deleted and inserted again (a text node
+        #: or a paragraph split, see :class:`_Moves`): [first byte, bytes, written by
+        #: seq], by first byte; blame names their writer, not the event that moved them
+        self.moved: list[list[int]] = []
+
+    def writers(self, start: int, n: int, ins: int) -> list[int]:
+        """Who wrote each of bytes start..start+n (of a run inserted by `ins`)."""
+        out = [ins] * n
+        i = bisect_right(self.moved, [start, 1 << 62]) - 1
+        for m in self.moved[max(i, 0) :]:
+            if m[0] >= start + n:
+                break
+            lo, hi = max(m[0], start), min(m[0] + m[1], start + n)
+            for o in range(lo, hi):
+                out[o - start] = m[2]
+        return out
+
+    def note_moved(self, start: int, writers: list[int]) -> None:
+        """Bytes from `start` (just inserted: past every range noted) were written by
+        `writers`, one each."""
+        for k, w in enumerate(writers):
+            last = self.moved[-1] if self.moved else None
+            if last is not None and last[2] == w and last[0] + last[1] == start + k:
+                last[1] += 1
+            else:
+                self.moved.append([start + k, 1, w])
 
     def children_at(self, seq: int) -> Iterator[tuple[XNode, list[Any]]]:
         """The children alive at `seq`, in order, with the run that holds each."""
@@ -175,6 +202,7 @@ class XmlTrack:
         as event `seq`."""
         if self.failed is not None:
             return
+        moves = _Moves()
         try:
             for e in sorted(events, key=lambda e: len(e.path)):
                 if len(e.path) >= MAX_DEPTH:
@@ -185,12 +213,13 @@ class XmlTrack:
                 if node is None:  # inside a type not followed: no character of ours
                     continue
                 if node.kind == ELEMENT:
-                    _apply_children(node, e.delta, seq, len(e.path))
+                    _apply_children(node, e.delta, seq, len(e.path), moves)
                 elif node.kind == TEXT_NODE:
-                    apply_text(node, e.delta, seq, len(e.path))
+                    apply_text(node, e.delta, seq, len(e.path), moves=moves)
                 keys = getattr(e, "keys", None)
                 if keys:
                     node.changes += [(seq, str(k)) for k in keys]
+            moves.settle(seq)
         except (XmlBroken, KeyError, ValueError, AssertionError) as e:
             self.failed = f"event {seq}: {e!r}"
 
@@ -314,7 +343,109 @@ def _text_follower(tree: Frozen, seq: Seq, follow: Follow) -> Callable[[list[Any
     return on_xml
 
 
-def _apply_children(node: XNode, delta: list[dict[str, Any]], seq: int, depth: int) -> None:
+#: an event that deletes more text than this, or whose deleted stretches times its
+#: inserts are more than MOVE_PAIRS (a whole document pasted over another), is not
+#: looked at for moves: its text is named for it, as any insert's is
+MOVE_BYTES = 1 << 16
+MOVE_PAIRS = 4096
+
+
+class _Moves:
+    """What one event inserted and deleted in a tree's texts. Editors move text by
+    deleting it and inserting it again, in one transaction: y-prosemirror when Enter
+    splits a paragraph or Backspace joins two, Lexical also when a format splits a
+    text node. Such text keeps its writers in blame: each deleted stretch (the bytes
+    one delete took from a text, or the text of a node it took out, embeds left out)
+    that the event's inserted text covers entirely, each inserted piece found in it,
+    is a move. Typing over a selection is not (the typed text covers only part of
+    it); pasting the very text over it is, and keeps its writers too. Within bounds of
+    work (MOVE_BYTES, MOVE_PAIRS)."""
+
+    __slots__ = ("inserted", "deleted", "size")
+
+    def __init__(self) -> None:
+        #: (text node, first byte, bytes) of each insert, in the event's order
+        self.inserted: list[tuple[XNode, int, bytes]] = []
+        #: each deleted stretch: its bytes and who wrote each
+        self.deleted: list[tuple[bytes, list[int]]] = []
+        self.size = 0  # bytes deleted so far
+
+    def gone_text(self, node: XNode, gone: list[tuple[int, int, int]]) -> None:
+        """One delete of a text's characters (`gone`: the runs it marked)."""
+        self.size += sum(n for _, n, _ in gone)
+        if self.size > MOVE_BYTES:
+            return
+        data, writers = bytearray(), []
+        for start, n, ins in gone:
+            for k, w in enumerate(node.writers(start, n, ins)):
+                if node.track.content[start + k] != EMBED[0]:
+                    data.append(node.track.content[start + k])
+                    writers.append(w)
+        if data:
+            self.deleted.append((bytes(data), writers))
+
+    def gone_nodes(self, node: XNode, gone: list[tuple[int, int, int]]) -> None:
+        """Children (of an element) or embedded nodes (of a text) taken out: the alive
+        text in each is a stretch of its own."""
+        stack = [node.kids[o] for start, n, _ in gone for o in range(start, start + n)
+                 if o in node.kids]  # fmt: skip
+        while stack:
+            kid = stack.pop()
+            if kid.kind == TEXT_NODE:
+                alive = [(r[0], r[1], r[2]) for r in kid.track.runs() if r[3] == 0]
+                self.gone_text(kid, alive)
+            stack += list(kid.kids.values())
+
+    def settle(self, seq: int) -> None:
+        """Note the moves of event `seq` in the nodes they were inserted into."""
+        if not self.deleted or not self.inserted or self.size > MOVE_BYTES:
+            return
+        if len(self.deleted) * len(self.inserted) > MOVE_PAIRS:
+            return
+        covered = [bytearray(len(d)) for d, _ in self.deleted]
+        found: list[tuple[XNode, int, int, int, int]] = []  # node, byte, stretch, at, n
+        for node, start, data in self.inserted:
+            off = 0
+            for piece in data.split(EMBED):
+                for at_piece, i, at, n in self._parts(piece):
+                    covered[i][at : at + n] = b"\x01" * n
+                    found.append((node, start + off + at_piece, i, at, n))
+                off += len(piece) + 1
+        whole = [all(c) for c in covered]
+        for node, start, i, at, n in found:
+            if whole[i]:
+                node.note_moved(start, self.deleted[i][1][at : at + n])
+
+    def _parts(self, piece: bytes) -> Iterator[tuple[int, int, int, int]]:
+        """Where an inserted piece's text was deleted: (its byte in the piece, the
+        stretch, its byte there, bytes), the longest part first, whole characters;
+        parts found in no stretch (typed) are left out."""
+        # (a join takes text from two paragraphs into one insert: several stretches)
+        bounds = [k for k in range(len(piece) + 1) if k == len(piece) or piece[k] & 0xC0 != 0x80]
+        pos = 0  # index into bounds
+        while pos < len(bounds) - 1:
+            best: tuple[int, int, int] | None = None  # (end index in bounds, stretch, at)
+            for i, (stretch, _) in enumerate(self.deleted):
+                lo, hi = pos, len(bounds) - 1
+                while lo < hi:  # the longest prefix found: a shorter one is found too
+                    mid = (lo + hi + 1) // 2
+                    if stretch.find(piece[bounds[pos] : bounds[mid]]) >= 0:
+                        lo = mid
+                    else:
+                        hi = mid - 1
+                if lo > pos and (best is None or lo > best[0]):
+                    best = (lo, i, stretch.find(piece[bounds[pos] : bounds[lo]]))
+            if best is None:
+                pos += 1  # a character typed, not moved
+                continue
+            end, i, at = best
+            yield bounds[pos], i, at, bounds[end] - bounds[pos]
+            pos = end
+
+
+def _apply_children(
+    node: XNode, delta: list[dict[str, Any]], seq: int, depth: int, moves: _Moves
+) -> None:
     """Fold an element's children delta."""
     pos = 0
     for op in delta:
@@ -324,11 +455,13 @@ def _apply_children(node: XNode, delta: list[dict[str, Any]], seq: int, depth: i
             items = op["insert"]
             start = len(node.track.content)
             for k, item in enumerate(items):
-                node.kids[start + k] = _build(item, seq, depth + 1)
+                node.kids[start + k] = _build(item, seq, depth + 1, moves)
             node.track.insert(pos, EMBED * len(items), seq)
             pos += len(items)
         elif "delete" in op:
-            node.track.delete(pos, int(op["delete"]), seq)
+            gone: list[tuple[int, int, int]] = []
+            node.track.delete(pos, int(op["delete"]), seq, gone)
+            moves.gone_nodes(node, gone)
 
 
 def apply_text(
@@ -337,23 +470,32 @@ def apply_text(
     seq: int,
     depth: int,
     later: list[tuple[XNode, int, Any]] | None = None,
+    moves: _Moves | None = None,
 ) -> None:
     """Fold a text's delta (positions in bytes, an embed one), each embedded shared type
     a node of its own, built as it stands; or, with `later` (a native event's delta,
     whose transaction cannot be read from), noted there to be built (:func:`build_later`)
-    once the transaction is over."""
+    once the transaction is over. `moves`: where the event's inserted and deleted text
+    is noted."""
     broken: list[XmlBroken] = []  # raised once the whole delta is folded
 
-    def on_embed(start: int, value: Any) -> None:
-        if later is not None:
+    def on_insert(start: int, data: bytes, value: Any) -> None:
+        if isinstance(value, str):
+            if moves is not None:
+                moves.inserted.append((node, start, data))
+        elif later is not None:
             later.append((node, start, value))
         elif is_node(value):
             try:
-                node.kids[start] = _build(value, seq, depth + 1)
+                node.kids[start] = _build(value, seq, depth + 1, moves)
             except XmlBroken as e:
                 broken.append(e)
 
-    node.track.apply_delta(delta, seq, on_embed)
+    gone: list[tuple[int, int, int]] | None = None if moves is None else []
+    node.track.apply_delta(delta, seq, on_insert, gone)
+    if moves is not None and gone:
+        moves.gone_text(node, gone)
+        moves.gone_nodes(node, [g for g in gone if g[0] in node.kids])
     if broken:
         raise broken[0]
 
@@ -373,8 +515,9 @@ def build_later(later: list[tuple[XNode, int, Any]], seq: int, wrap: Callable[[A
         raise broken
 
 
-def _build(item: Any, seq: int, depth: int) -> XNode:
-    """The node of an element, text or map as it stands, all of it written at `seq`."""
+def _build(item: Any, seq: int, depth: int, moves: _Moves | None = None) -> XNode:
+    """The node of an element, text or map as it stands, all of it written at `seq`
+    (`moves`: where its text is noted as inserted)."""
     if depth >= MAX_DEPTH:
         raise XmlBroken(f"elements nested deeper than {MAX_DEPTH}")
     if isinstance(item, XmlText):
@@ -386,16 +529,18 @@ def _build(item: Any, seq: int, depth: int) -> XNode:
                 node.track.rich |= bool(attrs)
             else:
                 if is_node(insert):
-                    node.kids[len(data)] = _build(insert, seq, depth + 1)
+                    node.kids[len(data)] = _build(insert, seq, depth + 1, moves)
                 data += EMBED
                 node.track.rich = True
         if data:
             node.track.insert(0, bytes(data), seq)
+            if moves is not None:
+                moves.inserted.append((node, 0, bytes(data)))
     elif isinstance(item, XmlElement):
         node = XNode(str(item.tag))
         kids = list(item.children)
         for k, kid in enumerate(kids):
-            node.kids[k] = _build(kid, seq, depth + 1)
+            node.kids[k] = _build(kid, seq, depth + 1, moves)
         if kids:
             node.track.insert(0, EMBED * len(kids), seq)
     elif isinstance(item, Map):
@@ -491,7 +636,8 @@ def _actor(seq: int, actors: list[str], first: int) -> str | None:
 def _text_runs(
     node: XNode, seq: int, actors: list[str], first: int, real: Any
 ) -> list[dict[str, Any]]:
-    runs = track_blame(node.track, seq, actors, first, node.kids)
+    runs = track_blame(node.track, seq, actors, first, node.kids,
+                       node.writers if node.moved else None)  # fmt: skip
     if node.track.rich:
         runs = laid_blame(runs, runs_of(real.diff()))
     if node.kids:

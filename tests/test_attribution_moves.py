@@ -1,0 +1,157 @@
+"""Text an editor moves keeps its writers in blame (attribution_xml._Moves).
+
+y-prosemirror splits a paragraph on Enter by deleting the text after the caret and
+inserting it in a new paragraph, and joins two on Backspace by deleting the second and
+inserting its text in the first; @lexical/yjs also splits a text node that way when a
+format changes part of it. Each is one transaction: text deleted and inserted again.
+Blame names the text's writer, not whoever pressed Enter; typing over a selection is
+not a move.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pycrdt import Doc, XmlElement, XmlFragment, XmlText
+
+from palimpsest.history import attribution_codec as codec
+from palimpsest.history.attribution import AttributionIndex
+from palimpsest.history.attribution_xml import MOVE_PAIRS
+from palimpsest.history.joined import join_runs
+from palimpsest.history.render import XML
+from palimpsest.store.base import Event
+
+ROOT = "default"
+
+
+class Session:
+    """One document, edited as one person after another; its log and index."""
+
+    def __init__(self) -> None:
+        self.doc: Doc[Any] = Doc()
+        self.log: list[Event] = []
+        self.actor = "ann"
+        self.doc.observe(lambda e: self.log.append(
+            Event("d", len(self.log) + 1, 0, self.actor, "edit", e.update, {})))  # fmt: skip
+        self.root = self.doc.get(ROOT, type=XmlFragment)
+
+    def para(self, i: int) -> XmlText:
+        text = self.root.children[i].children[0]
+        assert isinstance(text, XmlText)
+        return text
+
+    def blame(self, index: AttributionIndex | None = None) -> list[list[tuple[str, str | None]]]:
+        """Each paragraph's runs as (text, who wrote it), after who made it."""
+        if index is None:
+            index = AttributionIndex("d", {ROOT: XML})
+            index.fold(self.log)
+        index.check_xml()
+        tree = index.xml[ROOT]
+        assert tree.failed is None
+        nodes = tree.blame(index.seq, index.actors, index.first, self.root)
+        out = []
+        for n in nodes:  # (runs by the same writer joined: each event is a run)
+            runs = join_runs([r for t in n["children"] for r in t["runs"]])
+            out.append([("¶", n["actor"]), *((r["text"], r["actor"]) for r in runs)])
+        return out
+
+
+def _written() -> Session:
+    s = Session()
+    s.root.children.append(XmlElement("paragraph", {}, [XmlText("Hello ")]))
+    s.para(0).insert(6, "world")  # ann's, two events
+    s.actor = "bob"
+    s.para(0).insert(11, " again")
+    return s
+
+
+def test_enter_keeps_the_writers_of_the_text_it_moves() -> None:
+    """Cy presses Enter after "Hello ": the new paragraph is his, its text Ann's and
+    Bob's as they wrote it; its seqs are theirs too."""
+    s = _written()
+    s.actor = "cy"
+    with s.doc.transaction():  # as y-prosemirror splits a paragraph
+        s.para(0).__delitem__(slice(6, 17))
+        s.root.children.insert(1, XmlElement("paragraph", {}, [XmlText("world again")]))
+    assert s.blame() == [
+        [("¶", "ann"), ("Hello ", "ann")],
+        [("¶", "cy"), ("world", "ann"), (" again", "bob")],
+    ]
+    index = AttributionIndex("d", {ROOT: XML})
+    index.fold(s.log)
+    nodes = index.xml[ROOT].blame(index.seq, index.actors, index.first, s.root)
+    assert [r["seq"] for r in nodes[1]["children"][0]["runs"]] == [2, 3]
+    # the moves are stored with the index, and read back
+    at: Doc[Any] = Doc()
+    at.apply_update(s.doc.get_update())
+    back = codec.decode(codec.encode(index, "fp"), at)
+    assert codec.header(codec.encode(index, "fp"))["xml_moved"]
+    assert s.blame(back) == s.blame()
+
+
+def test_backspace_joining_two_paragraphs_keeps_the_writers() -> None:
+    """Bob's paragraph joined to Ann's by Cy's Backspace: its text stays Bob's."""
+    s = _written()
+    s.root.children.append(XmlElement("paragraph", {}, [XmlText("Bye")]))
+    s.actor = "cy"
+    with s.doc.transaction():  # as y-prosemirror joins two paragraphs
+        del s.root.children[1]
+        s.para(0).insert(17, "Bye")
+    assert s.blame() == [[("¶", "ann"), ("Hello world", "ann"), (" againBye", "bob")]]
+
+
+def test_typing_over_a_selection_is_not_a_move() -> None:
+    """Cy selects "world" and types "w" (or "wor"): what he typed is his, though Ann's
+    deleted word held it; pasting "world" itself over it keeps it Ann's."""
+    for typed, want in [
+        ("w", [("Hello ", "ann"), ("w", "cy"), (" again", "bob")]),
+        ("wor", [("Hello ", "ann"), ("wor", "cy"), (" again", "bob")]),
+        ("world", [("Hello world", "ann"), (" again", "bob")]),
+    ]:
+        s = _written()
+        s.actor = "cy"
+        with s.doc.transaction():
+            s.para(0).__delitem__(slice(6, 11))
+            s.para(0).insert(6, typed)
+        assert s.blame() == [[("¶", "ann"), *want]], typed
+
+
+def test_a_move_of_moved_text_keeps_its_first_writer() -> None:
+    """Split twice and joined back, by three people: each character is still its
+    writer's."""
+    s = _written()
+    s.actor = "cy"
+    with s.doc.transaction():
+        s.para(0).__delitem__(slice(6, 17))
+        s.root.children.insert(1, XmlElement("paragraph", {}, [XmlText("world again")]))
+    s.actor = "dan"
+    with s.doc.transaction():
+        s.para(1).__delitem__(slice(5, 11))
+        s.root.children.insert(2, XmlElement("paragraph", {}, [XmlText(" again")]))
+    s.actor = "eve"
+    with s.doc.transaction():
+        del s.root.children[2]
+        del s.root.children[1]
+        s.para(0).insert(6, "world again")
+    assert s.blame() == [[("¶", "ann"), ("Hello world", "ann"), (" again", "bob")]]
+
+
+def test_a_whole_document_pasted_over_is_not_searched_for_moves() -> None:
+    """Past MOVE_PAIRS (deleted stretches times inserts) an event is not looked at for
+    moves, so a paste over a long document costs no quadratic search: its text is the
+    paster's. Under it, the same paste keeps the writers."""
+    for paragraphs, who in [(40, "ann"), (80, "cy")]:
+        assert (paragraphs**2 > MOVE_PAIRS) == (who == "cy")
+        s = Session()
+        words = [f"line {k}" for k in range(paragraphs)]
+        with s.doc.transaction():
+            for w in words:
+                s.root.children.append(XmlElement("paragraph", {}, [XmlText(w)]))
+        s.actor = "cy"
+        with s.doc.transaction():  # select all, paste the same text
+            del s.root.children[0:paragraphs]
+            for w in words:
+                s.root.children.append(XmlElement("paragraph", {}, [XmlText(w)]))
+        blame = s.blame()
+        assert {runs[1] for runs in blame} == {(w, who) for w in words}
+        assert {runs[0] for runs in blame} == {("¶", "cy")}
