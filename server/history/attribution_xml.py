@@ -361,25 +361,30 @@ class _Moves:
     it); pasting the very text over it is, and keeps its writers too. Within bounds of
     work (MOVE_BYTES, MOVE_PAIRS)."""
 
-    __slots__ = ("inserted", "deleted", "size")
+    __slots__ = ("inserted", "gone", "deleted", "size")
 
     def __init__(self) -> None:
         #: (text node, first byte, bytes) of each insert, in the event's order
         self.inserted: list[tuple[XNode, int, bytes]] = []
-        #: each deleted stretch: its bytes and who wrote each
+        #: (text node, the runs one delete marked) of each delete
+        self.gone: list[tuple[XNode, list[tuple[int, int, int]]]] = []
+        #: each deleted stretch: its bytes and who wrote each (made by :meth:`settle`)
         self.deleted: list[tuple[bytes, list[int]]] = []
         self.size = 0  # bytes deleted so far
 
     def gone_text(self, node: XNode, gone: list[tuple[int, int, int]]) -> None:
-        """One delete of a text's characters (`gone`: the runs it marked)."""
+        """One delete of a text's characters (`gone`: the runs it marked); read only if
+        the event inserted text too (a keystroke's delete is not)."""
         self.size += sum(n for _, n, _ in gone)
-        if self.size > MOVE_BYTES:
-            return
+        self.gone.append((node, gone))
+
+    def _stretch(self, node: XNode, gone: list[tuple[int, int, int]]) -> None:
         data, writers = bytearray(), []
+        content = node.track.content
         for start, n, ins in gone:
             for k, w in enumerate(node.writers(start, n, ins)):
-                if node.track.content[start + k] != EMBED[0]:
-                    data.append(node.track.content[start + k])
+                if content[start + k] != EMBED[0]:
+                    data.append(content[start + k])
                     writers.append(w)
         if data:
             self.deleted.append((bytes(data), writers))
@@ -398,9 +403,11 @@ class _Moves:
 
     def settle(self, seq: int) -> None:
         """Note the moves of event `seq` in the nodes they were inserted into."""
-        if not self.deleted or not self.inserted or self.size > MOVE_BYTES:
+        if not self.gone or not self.inserted or self.size > MOVE_BYTES:
             return
-        if len(self.deleted) * len(self.inserted) > MOVE_PAIRS:
+        for node, gone in self.gone:
+            self._stretch(node, gone)
+        if not self.deleted or len(self.deleted) * len(self.inserted) > MOVE_PAIRS:
             return
         covered = [bytearray(len(d)) for d, _ in self.deleted]
         found: list[tuple[XNode, int, int, int, int]] = []  # node, byte, stretch, at, n
