@@ -10,8 +10,11 @@ not a move.
 
 from __future__ import annotations
 
+import json
+import zlib
 from typing import Any
 
+import pytest
 from pycrdt import Doc, XmlElement, XmlFragment, XmlText
 
 from palimpsest.history import attribution_codec as codec
@@ -19,6 +22,7 @@ from palimpsest.history.attribution import AttributionIndex
 from palimpsest.history.attribution_xml import MOVE_PAIRS
 from palimpsest.history.joined import join_runs
 from palimpsest.history.render import XML
+from palimpsest.protocol import Reader, write_var_bytes
 from palimpsest.store.base import Event
 
 ROOT = "default"
@@ -87,6 +91,14 @@ def test_enter_keeps_the_writers_of_the_text_it_moves() -> None:
     back = codec.decode(codec.encode(index, "fp"), at)
     assert codec.header(codec.encode(index, "fp"))["xml_moved"]
     assert s.blame(back) == s.blame()
+    # an XML tree stored by version 3 knew no moves: the document is rebuilt
+    body = zlib.decompress(codec.encode(index, "fp"))
+    r = Reader(body)
+    header = json.loads(r.read_var_bytes("header"))
+    header["v"] = 3
+    old = zlib.compress(write_var_bytes(json.dumps(header).encode()) + body[r.pos :])
+    with pytest.raises(ValueError, match="before moves"):
+        codec.decode(old, at)
 
 
 def test_backspace_joining_two_paragraphs_keeps_the_writers() -> None:

@@ -48,9 +48,10 @@ KIND = "attribution"
 #: 2: the header says which roots ever had formatting or embeds ("rich"); an index of
 #: version 1 does not, and is rebuilt like any index that does not match. 3: XML roots
 #: ("xml"); an index of version 2 is read as it was, its untracked roots looked at again
-#: (an XML one makes the index be rebuilt, see AttributionIndex.new_roots). 4: the trees of
-#: text roots that hold shared types ("trees"); an index of version 2 or 3 whose text
-#: roots hold some is rebuilt
+#: (an XML one makes the index be rebuilt, see AttributionIndex.new_roots). 4: the shared
+#: types embedded in texts (Lexical's), the trees of text roots that hold some ("trees")
+#: and text moved ("xml_moved"); an index of version 2 or 3 whose text roots hold
+#: shared types, or of version 3 with an XML tree, is rebuilt
 VERSION = 4
 READS = (2, 3, 4)
 LEVEL = 6
@@ -316,7 +317,11 @@ def _decode(data: bytes, doc: Doc[Any]) -> AttributionIndex:
                     f"text root {name!r} holds shared types: stored before their trees"
                 )
         index.adopt(name, tracks[name], tree)
-    for name, nodes in sorted(h.get("xml", {}).items()):
+    xml = h.get("xml", {})
+    if h["v"] < 4 and any(not isinstance(nodes, str) for nodes in xml.values()):
+        # (their blame would name the mover of every text moved before: rebuilt once)
+        raise ValueError("XML trees stored before moves and embedded types were followed")
+    for name, nodes in sorted(xml.items()):
         index.adopt_xml(str(name), _tree(r, str(name), nodes, h, None))
     index._seen |= set(index.xml)
     if r.pos != len(r.data):
