@@ -15,11 +15,10 @@ import zlib
 from typing import Any
 
 import pytest
-from pycrdt import Doc, XmlElement, XmlFragment, XmlText
+from pycrdt import Doc, Text, XmlElement, XmlFragment, XmlText
 
 from palimpsest.history import attribution_codec as codec
-from palimpsest.history.attribution import AttributionIndex
-from palimpsest.history.attribution_xml import MOVE_PAIRS
+from palimpsest.history.attribution import MOVE_PAIRS, AttributionIndex
 from palimpsest.history.joined import join_runs
 from palimpsest.history.render import XML
 from palimpsest.protocol import Reader, write_var_bytes
@@ -167,3 +166,42 @@ def test_a_whole_document_pasted_over_is_not_searched_for_moves() -> None:
         blame = s.blame()
         assert {runs[1] for runs in blame} == {(w, who) for w in words}
         assert {runs[0] for runs in blame} == {("¶", "cy")}
+
+
+def _text_session() -> tuple[Doc[Any], Text, list[Event], list[str]]:
+    doc: Doc[Any] = Doc()
+    log: list[Event] = []
+    who = ["ann"]
+    doc.observe(lambda e: log.append(Event("d", len(log) + 1, 0, who[0], "edit", e.update, {})))
+    return doc, doc.get("content", type=Text), log, who
+
+
+def test_a_line_moved_in_a_text_root_keeps_its_writer() -> None:
+    """CodeMirror's and Monaco's line move (Alt+Up) is one transaction that deletes the
+    line and inserts it again: folded by ids and by deltas, blame names the line's
+    writer; the index stores it. Indenting further (two spaces made four) is not a
+    move: the new indent is its maker's."""
+    doc, text, log, who = _text_session()
+    text.insert(0, "    line one\n")
+    who[0] = "bob"
+    text.insert(13, "line two\n")
+    who[0] = "cy"
+    with doc.transaction():  # bob's line moved above ann's
+        del text[13:22]
+        text.insert(0, "line two\n")
+    with doc.transaction():  # ann's indent made deeper
+        del text[9:13]
+        text.insert(9, "        ")
+    for by_ids in (True, False):
+        index = AttributionIndex("d", ["content"], by_ids=by_ids)
+        index.fold(log)
+        assert index.by_ids == (len(log) if by_ids else 0) and index.verify()
+        runs = join_runs(index.blame("content", len(log)))
+        assert [(r["text"], r["actor"]) for r in runs] == [
+            ("line two\n", "bob"), ("        ", "cy"), ("line one\n", "ann"),
+        ], by_ids  # fmt: skip
+        at: Doc[Any] = Doc()
+        at.apply_update(doc.get_update())
+        data = codec.encode(index, "fp")
+        assert codec.header(data)["moved"] == {"content": [[22, 9, 2]]}
+        assert codec.decode(data, at).blame("content", len(log)) == index.blame("content", len(log))

@@ -33,6 +33,7 @@ import gc
 import logging
 import sys
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -80,7 +81,7 @@ class TextTrack:
     Runs live in blocks (a blocked list) with each block's count of alive bytes, so that
     finding a visible position costs O(blocks + block size), not O(document)."""
 
-    __slots__ = ("blocks", "alive", "content", "_bi", "_base", "by_block", "rich")
+    __slots__ = ("blocks", "alive", "content", "_bi", "_base", "by_block", "rich", "moved")
 
     def __init__(self) -> None:
         self.blocks: list[list[list[Any]]] = [[]]
@@ -96,6 +97,37 @@ class TextTrack:
         #: whether the text ever had formatting or embeds (a diff then lays the versions'
         #: formatting over its runs, see rich_diff)
         self.rich = False
+        #: characters an event deleted and inserted again (a line or a paragraph's end
+        #: moved, see :class:`Moves`): [first byte, bytes, written by seq], by first
+        #: byte; blame names their writer, not the event that moved them
+        self.moved: list[list[int]] = []
+
+    def writers(self, start: int, n: int, ins: int) -> list[int]:
+        """Who wrote each of bytes start..start+n (of a run inserted by `ins`)."""
+        out = [ins] * n
+        i = bisect_right(self.moved, [start, 1 << 62]) - 1
+        for m in self.moved[max(i, 0) :]:
+            if m[0] >= start + n:
+                break
+            lo, hi = max(m[0], start), min(m[0] + m[1], start + n)
+            for o in range(lo, hi):
+                out[o - start] = m[2]
+        return out
+
+    def moved_writers(self) -> Callable[[int, int, int], list[int]] | None:
+        """:meth:`writers`, for blame, if anything was moved into the text."""
+        return self.writers if self.moved else None
+
+    def note_moved(self, start: int, writers: list[int]) -> None:
+        """Bytes from `start` (just inserted: past every range noted) were written by
+        `writers`, one each."""
+        moved = self.moved
+        for k, w in enumerate(writers):
+            last = moved[-1] if moved else None
+            if last is not None and last[2] == w and last[0] + last[1] == start + k:
+                last[1] += 1
+            else:
+                moved.append([start + k, 1, w])
 
     @property
     def length(self) -> int:
@@ -236,6 +268,112 @@ class TextTrack:
     def runs(self) -> Iterator[list[int]]:
         for block in self.blocks:
             yield from block
+
+
+#: an event that deletes more text than this, or whose deleted stretches times its
+#: inserts are more than MOVE_PAIRS (a whole document pasted over another), is not
+#: looked at for moves: its text is named for it, as any insert's is
+MOVE_BYTES = 1 << 16
+MOVE_PAIRS = 4096
+
+
+class Moves:
+    """What one event inserted and deleted in a document's texts. Editors move text by
+    deleting it and inserting it again, in one transaction: y-prosemirror when Enter
+    splits a paragraph or Backspace joins two, Lexical also when a format splits a
+    text node, CodeMirror and Monaco when a line moves up or down. Such text keeps its
+    writers in blame: each deleted stretch (the bytes the event deleted from a text, in
+    the text's order, embeds left out; or the text of a node it took out) that the
+    event's inserted text covers entirely, each inserted piece found in it, is a move.
+    Typing over a selection is not (the typed text covers only part of it), nor is
+    text inserted twice or indented further (it would cover a stretch more than once);
+    pasting the very text over it is, and keeps its writers too. Within bounds of work
+    (MOVE_BYTES, MOVE_PAIRS)."""
+
+    __slots__ = ("inserted", "gone", "deleted", "size")
+
+    def __init__(self) -> None:
+        #: (text, first byte, bytes) of each insert, in the event's order
+        self.inserted: list[tuple[TextTrack, int, bytes]] = []
+        #: (text, the runs one delete marked, in the text's order) of each delete
+        self.gone: list[tuple[TextTrack, list[tuple[int, int, int]]]] = []
+        #: each deleted stretch: its bytes and who wrote each (made by :meth:`settle`)
+        self.deleted: list[tuple[bytes, list[int]]] = []
+        self.size = 0  # bytes deleted so far
+
+    def gone_text(self, track: TextTrack, gone: list[tuple[int, int, int]]) -> None:
+        """One delete of a text's characters (`gone`: the runs it marked); read only if
+        the event inserted text too (a keystroke's delete is not)."""
+        self.size += sum(n for _, n, _ in gone)
+        self.gone.append((track, gone))
+
+    def _stretch(self, track: TextTrack, gone: list[tuple[int, int, int]]) -> None:
+        data, writers = bytearray(), []
+        content = track.content
+        for start, n, ins in gone:
+            for k, w in enumerate(track.writers(start, n, ins)):
+                if content[start + k] != EMBED[0]:
+                    data.append(content[start + k])
+                    writers.append(w)
+        if data:
+            self.deleted.append((bytes(data), writers))
+
+    def settle(self, seq: int) -> None:
+        """Note the moves of event `seq` in the texts they were inserted into."""
+        if not self.gone or not self.inserted or self.size > MOVE_BYTES:
+            return
+        for track, gone in self.gone:
+            self._stretch(track, gone)
+        if not self.deleted or len(self.deleted) * len(self.inserted) > MOVE_PAIRS:
+            return
+        covered = [bytearray(len(d)) for d, _ in self.deleted]
+        used = [0] * len(self.deleted)  # bytes of each stretch matched
+        found: list[tuple[TextTrack, int, int, int, int]] = []  # text, byte, stretch, at, n
+        for track, start, data in self.inserted:
+            off = 0
+            for piece in data.split(EMBED):
+                for at_piece, i, at, n in self._parts(piece, used):
+                    covered[i][at : at + n] = b"\x01" * n
+                    used[i] += n
+                    found.append((track, start + off + at_piece, i, at, n))
+                off += len(piece) + 1
+        # each byte of the stretch matched, and once: text inserted twice, or indented
+        # further ("  " made "    "), was not moved
+        whole = [all(c) and u == len(c) for c, u in zip(covered, used, strict=True)]
+        for track, start, i, at, n in found:
+            if whole[i]:
+                track.note_moved(start, self.deleted[i][1][at : at + n])
+
+    def _parts(self, piece: bytes, used: list[int]) -> Iterator[tuple[int, int, int, int]]:
+        """Where an inserted piece's text was deleted: (its byte in the piece, the
+        stretch, its byte there, bytes), the longest part first, whole characters;
+        parts found in no stretch (typed) are left out. Of stretches that hold as
+        long a part, one that is all of it, then one not used yet (`used`: bytes of
+        each matched so far), is taken: "line 1" is the stretch "line 1", not the
+        start of "line 10"."""
+        # (a join takes text from two paragraphs into one insert: several stretches)
+        bounds = [k for k in range(len(piece) + 1) if k == len(piece) or piece[k] & 0xC0 != 0x80]
+        pos = 0  # index into bounds
+        while pos < len(bounds) - 1:
+            best: tuple[int, bool, bool, int] | None = None  # (end in bounds, all, new, i)
+            for i, (stretch, _) in enumerate(self.deleted):
+                lo, hi = pos, len(bounds) - 1
+                while lo < hi:  # the longest prefix found: a shorter one is found too
+                    mid = (lo + hi + 1) // 2
+                    if stretch.find(piece[bounds[pos] : bounds[mid]]) >= 0:
+                        lo = mid
+                    else:
+                        hi = mid - 1
+                key = (lo, bounds[lo] - bounds[pos] == len(stretch), used[i] == 0, i)
+                if lo > pos and (best is None or key[:3] > best[:3]):
+                    best = key
+            if best is None:
+                pos += 1  # a character typed, not moved
+                continue
+            end, _, _, i = best
+            at = self.deleted[i][0].find(piece[bounds[pos] : bounds[end]])
+            yield bounds[pos], i, at, bounds[end] - bounds[pos]
+            pos = end
 
 
 @contextlib.contextmanager
@@ -390,12 +528,29 @@ class AttributionIndex:
             if name in self.trees:
                 return  # followed by its deep events
             delta = e.delta
+            inserts = deletes = False
             for op in delta:  # (a loop, not any(): this runs for every event folded)
                 value = op.get("insert")
-                if value is not None and type(value) is not str and _is_native_type(value):
+                if value is None:
+                    deletes = deletes or "delete" in op
+                    continue
+                if type(value) is not str and _is_native_type(value):
                     self._grow_tree(name, track, delta)
                     return
-            track.apply_delta(delta, self._cur)
+                inserts = True
+            if not (inserts and deletes):
+                track.apply_delta(delta, self._cur)
+                return
+            moves = Moves()  # (text deleted and inserted again: moved?)
+            gone: list[tuple[int, int, int]] = []
+
+            def on_insert(start: int, data: bytes, value: Any) -> None:
+                if type(value) is str:
+                    moves.inserted.append((track, start, data))
+
+            track.apply_delta(delta, self._cur, on_insert, gone)
+            moves.gone_text(track, gone)
+            moves.settle(self._cur)
 
         # the native event, not pycrdt's wrapper: the wrapper also computes the event's
         # path, target and transaction, which costs ~40% more on a long fold
@@ -625,7 +780,8 @@ class AttributionIndex:
             return self._blame(root, seq)
 
     def _blame(self, root: str, seq: int) -> list[dict[str, Any]]:
-        return track_blame(self.tracks[root], seq, self.actors, self.first)
+        track = self.tracks[root]
+        return track_blame(track, seq, self.actors, self.first, None, track.moved_writers())
 
     def text_at(self, root: str, seq: int) -> str:
         track = self.tracks[root]

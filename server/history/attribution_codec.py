@@ -6,7 +6,8 @@ One blob per document (the store's derived-data row of kind :data:`KIND`), zlib 
                     or embeds)
     per actor run:  varUint pairs in the "actors" section (actor index, count)
     per text root:  its content bytes, then its runs as four int64 columns
-                    (start and inserted-by as deltas, length, deleted-by - inserted-by)
+                    (start and inserted-by as deltas, length, deleted-by - inserted-by);
+                    the header's "moved" the text moved in it, with who wrote it
     per XML root:   (attribution_xml; the header's "xml" names each root's nodes in
                     pre-order: an element by its tag, a text by 0, or 1 if it ever had
                     formatting, or [that, the bytes of its embedded shared types...]
@@ -110,6 +111,9 @@ def encode(index: AttributionIndex, fingerprint: str) -> bytes:
         "fp": fingerprint,
         "rich": [n for n in roots if index.tracks[n].rich],
     }
+    text_moved = {n: index.tracks[n].moved for n in roots if index.tracks[n].moved}
+    if text_moved:  # a text root's text moved: [first byte, bytes, written by]
+        header["moved"] = text_moved
     parts: list[bytes] = []
     for name in roots:
         parts += _track_parts(index.tracks[name])
@@ -127,8 +131,8 @@ def encode(index: AttributionIndex, fingerprint: str) -> bytes:
                 nodes.append(_describe(node))
                 if i or section == "xml":  # (a text root's own track is stored above)
                     parts += _track_parts(node.track)
+                    moved += [[name, i, *m] for m in node.track.moved]
                 changes += [[name, i, s, k] for s, k in node.changes]
-                moved += [[name, i, *m] for m in node.moved]
             found[name] = nodes
         if found:
             header[section] = found
@@ -249,7 +253,7 @@ def _tree(r: _Reader, name: str, nodes: Any, h: dict[str, Any], root: TextTrack 
             preorder[int(i)].changes.append((int(s), str(k)))
     for at, i, start, n, w in h.get("xml_moved", []):
         if at == name:
-            preorder[int(i)].moved.append([int(start), int(n), int(w)])
+            preorder[int(i)].track.moved.append([int(start), int(n), int(w)])
     return tree
 
 
@@ -306,6 +310,7 @@ def _decode(data: bytes, doc: Doc[Any]) -> AttributionIndex:
     for name in roots:
         tracks[name] = track = _read_track(r, f"root {name!r}")
         track.rich = name in rich
+        track.moved = [[int(s), int(n), int(w)] for s, n, w in h.get("moved", {}).get(name, [])]
     trees = {str(n): _tree(r, str(n), nodes, h, tracks.get(str(n)))
              for n, nodes in sorted(h.get("trees", {}).items())}  # fmt: skip
     for name in roots:

@@ -43,6 +43,7 @@ from .attribution import (
     R_RK,
     R_START,
     R_TRACK,
+    Moves,
     TextTrack,
 )
 
@@ -237,6 +238,8 @@ class IdFold:
         """Fold one update (planned by :meth:`plan`) as event `seq`; whether an item was
         placed among concurrent inserts."""
         resolved = False
+        # text deleted and inserted again by one update (a line moved): see Moves
+        moves = Moves() if deletes and any(s.kind == yupdate.STRING for s in structs) else None
         for s in structs:
             self.state[s.client] = s.clock + s.length
             if s.origin is not None:
@@ -252,12 +255,37 @@ class IdFold:
             else:
                 track = None
             if track is not None:
-                resolved |= self._insert(track, s, seq)
+                resolved |= self._insert(track, s, seq, moves)
         for client, clock, length in deletes:
             self._delete(client, clock, clock + length, seq)
+        if moves is not None:
+            self._moved(moves, deletes, seq)
         return resolved
 
-    def _insert(self, track: TextTrack, s: yupdate.Struct, seq: int) -> bool:
+    def _moved(self, moves: Moves, deletes: list[tuple[int, int, int]], seq: int) -> None:
+        """Note the text `deletes` took out (each text's runs deleted by `seq`, in the
+        text's order) and settle what was moved."""
+        gone: dict[int, list[Run]] = {}
+        for client, clock, length in deletes:
+            starts = self.starts.get(client)
+            if not starts:
+                continue
+            runs = self.runs[client]
+            for i in range(max(0, bisect_right(starts, clock) - 1), len(runs)):
+                run = runs[i]
+                if run[R_CLOCK] >= clock + length:
+                    break
+                if run[R_DEL] == seq and run[R_CLOCK] + run[R_NCLOCK] > clock:
+                    gone.setdefault(id(run[R_TRACK]), []).append(run)
+        for runs in gone.values():
+            track: TextTrack = runs[0][R_TRACK]
+            runs.sort(key=lambda run: self._where(track, run))
+            moves.gone_text(track, [(run[R_START], run[R_LEN], run[R_INS]) for run in runs])
+        moves.settle(seq)
+
+    def _insert(
+        self, track: TextTrack, s: yupdate.Struct, seq: int, moves: Moves | None = None
+    ) -> bool:
         kind = s.kind
         if kind == yupdate.STRING:
             data: bytes = s.data or b""
@@ -299,6 +327,8 @@ class IdFold:
             None,
             track,
         ]
+        if moves is not None and kind == yupdate.STRING and data:
+            moves.inserted.append((track, len(track.content), data))
         track.content += data
         if left is None:
             self._put(track, 0, 0, run)

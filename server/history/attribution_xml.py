@@ -24,13 +24,19 @@ found as for a text root, by a replay (rich_diff.replay_marks, :func:`observe_tr
 from __future__ import annotations
 
 import contextlib
-from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from pycrdt import Doc, Map, Text, XmlElement, XmlFragment, XmlText
 
-from .attribution import EMBED, TextTrack, _alive_at, track_blame, track_diff
+from .attribution import (
+    EMBED,
+    Moves,
+    TextTrack,
+    _alive_at,
+    track_blame,
+    track_diff,
+)
 from .render import jsonable
 from .rich_diff import (
     Follow,
@@ -65,7 +71,7 @@ ELEMENT, TEXT_NODE, MAP_NODE = 0, 1, 2
 class XNode:
     """An element (`tag` a str, "" for the root fragment), a text or a map (`tag` None)."""
 
-    __slots__ = ("tag", "kind", "track", "kids", "changes", "moved")
+    __slots__ = ("tag", "kind", "track", "kids", "changes")
 
     def __init__(self, tag: str | None, kind: int | None = None) -> None:
         self.tag = tag
@@ -79,32 +85,6 @@ class XNode:
         #: was made: (seq, key), in the order of the log (yrs reports a key only when its
         #: visible value changed)
         self.changes: list[tuple[int, str]] = []
-        #: a text's characters that an event deleted and inserted again (a text node
-        #: or a paragraph split, see :class:`_Moves`): [first byte, bytes, written by
-        #: seq], by first byte; blame names their writer, not the event that moved them
-        self.moved: list[list[int]] = []
-
-    def writers(self, start: int, n: int, ins: int) -> list[int]:
-        """Who wrote each of bytes start..start+n (of a run inserted by `ins`)."""
-        out = [ins] * n
-        i = bisect_right(self.moved, [start, 1 << 62]) - 1
-        for m in self.moved[max(i, 0) :]:
-            if m[0] >= start + n:
-                break
-            lo, hi = max(m[0], start), min(m[0] + m[1], start + n)
-            for o in range(lo, hi):
-                out[o - start] = m[2]
-        return out
-
-    def note_moved(self, start: int, writers: list[int]) -> None:
-        """Bytes from `start` (just inserted: past every range noted) were written by
-        `writers`, one each."""
-        for k, w in enumerate(writers):
-            last = self.moved[-1] if self.moved else None
-            if last is not None and last[2] == w and last[0] + last[1] == start + k:
-                last[1] += 1
-            else:
-                self.moved.append([start + k, 1, w])
 
     def children_at(self, seq: int) -> Iterator[tuple[XNode, list[Any]]]:
         """The children alive at `seq`, in order, with the run that holds each."""
@@ -202,7 +182,7 @@ class XmlTrack:
         as event `seq`."""
         if self.failed is not None:
             return
-        moves = _Moves()
+        moves = Moves()
         try:
             for e in sorted(events, key=lambda e: len(e.path)):
                 if len(e.path) >= MAX_DEPTH:
@@ -343,115 +323,21 @@ def _text_follower(tree: Frozen, seq: Seq, follow: Follow) -> Callable[[list[Any
     return on_xml
 
 
-#: an event that deletes more text than this, or whose deleted stretches times its
-#: inserts are more than MOVE_PAIRS (a whole document pasted over another), is not
-#: looked at for moves: its text is named for it, as any insert's is
-MOVE_BYTES = 1 << 16
-MOVE_PAIRS = 4096
-
-
-class _Moves:
-    """What one event inserted and deleted in a tree's texts. Editors move text by
-    deleting it and inserting it again, in one transaction: y-prosemirror when Enter
-    splits a paragraph or Backspace joins two, Lexical also when a format splits a
-    text node. Such text keeps its writers in blame: each deleted stretch (the bytes
-    one delete took from a text, or the text of a node it took out, embeds left out)
-    that the event's inserted text covers entirely, each inserted piece found in it,
-    is a move. Typing over a selection is not (the typed text covers only part of
-    it); pasting the very text over it is, and keeps its writers too. Within bounds of
-    work (MOVE_BYTES, MOVE_PAIRS)."""
-
-    __slots__ = ("inserted", "gone", "deleted", "size")
-
-    def __init__(self) -> None:
-        #: (text node, first byte, bytes) of each insert, in the event's order
-        self.inserted: list[tuple[XNode, int, bytes]] = []
-        #: (text node, the runs one delete marked) of each delete
-        self.gone: list[tuple[XNode, list[tuple[int, int, int]]]] = []
-        #: each deleted stretch: its bytes and who wrote each (made by :meth:`settle`)
-        self.deleted: list[tuple[bytes, list[int]]] = []
-        self.size = 0  # bytes deleted so far
-
-    def gone_text(self, node: XNode, gone: list[tuple[int, int, int]]) -> None:
-        """One delete of a text's characters (`gone`: the runs it marked); read only if
-        the event inserted text too (a keystroke's delete is not)."""
-        self.size += sum(n for _, n, _ in gone)
-        self.gone.append((node, gone))
-
-    def _stretch(self, node: XNode, gone: list[tuple[int, int, int]]) -> None:
-        data, writers = bytearray(), []
-        content = node.track.content
-        for start, n, ins in gone:
-            for k, w in enumerate(node.writers(start, n, ins)):
-                if content[start + k] != EMBED[0]:
-                    data.append(content[start + k])
-                    writers.append(w)
-        if data:
-            self.deleted.append((bytes(data), writers))
-
-    def gone_nodes(self, node: XNode, gone: list[tuple[int, int, int]]) -> None:
-        """Children (of an element) or embedded nodes (of a text) taken out: the alive
-        text in each is a stretch of its own."""
-        stack = [node.kids[o] for start, n, _ in gone for o in range(start, start + n)
-                 if o in node.kids]  # fmt: skip
-        while stack:
-            kid = stack.pop()
-            if kid.kind == TEXT_NODE:
-                alive = [(r[0], r[1], r[2]) for r in kid.track.runs() if r[3] == 0]
-                self.gone_text(kid, alive)
-            stack += list(kid.kids.values())
-
-    def settle(self, seq: int) -> None:
-        """Note the moves of event `seq` in the nodes they were inserted into."""
-        if not self.gone or not self.inserted or self.size > MOVE_BYTES:
-            return
-        for node, gone in self.gone:
-            self._stretch(node, gone)
-        if not self.deleted or len(self.deleted) * len(self.inserted) > MOVE_PAIRS:
-            return
-        covered = [bytearray(len(d)) for d, _ in self.deleted]
-        found: list[tuple[XNode, int, int, int, int]] = []  # node, byte, stretch, at, n
-        for node, start, data in self.inserted:
-            off = 0
-            for piece in data.split(EMBED):
-                for at_piece, i, at, n in self._parts(piece):
-                    covered[i][at : at + n] = b"\x01" * n
-                    found.append((node, start + off + at_piece, i, at, n))
-                off += len(piece) + 1
-        whole = [all(c) for c in covered]
-        for node, start, i, at, n in found:
-            if whole[i]:
-                node.note_moved(start, self.deleted[i][1][at : at + n])
-
-    def _parts(self, piece: bytes) -> Iterator[tuple[int, int, int, int]]:
-        """Where an inserted piece's text was deleted: (its byte in the piece, the
-        stretch, its byte there, bytes), the longest part first, whole characters;
-        parts found in no stretch (typed) are left out."""
-        # (a join takes text from two paragraphs into one insert: several stretches)
-        bounds = [k for k in range(len(piece) + 1) if k == len(piece) or piece[k] & 0xC0 != 0x80]
-        pos = 0  # index into bounds
-        while pos < len(bounds) - 1:
-            best: tuple[int, int, int] | None = None  # (end index in bounds, stretch, at)
-            for i, (stretch, _) in enumerate(self.deleted):
-                lo, hi = pos, len(bounds) - 1
-                while lo < hi:  # the longest prefix found: a shorter one is found too
-                    mid = (lo + hi + 1) // 2
-                    if stretch.find(piece[bounds[pos] : bounds[mid]]) >= 0:
-                        lo = mid
-                    else:
-                        hi = mid - 1
-                if lo > pos and (best is None or lo > best[0]):
-                    best = (lo, i, stretch.find(piece[bounds[pos] : bounds[lo]]))
-            if best is None:
-                pos += 1  # a character typed, not moved
-                continue
-            end, i, at = best
-            yield bounds[pos], i, at, bounds[end] - bounds[pos]
-            pos = end
+def _gone_nodes(moves: Moves, node: XNode, gone: list[tuple[int, int, int]]) -> None:
+    """Children (of an element) or embedded nodes (of a text) taken out: the alive text
+    in each is a stretch of its own for the event's moves."""
+    stack = [node.kids[o] for start, n, _ in gone for o in range(start, start + n)
+             if o in node.kids]  # fmt: skip
+    while stack:
+        kid = stack.pop()
+        if kid.kind == TEXT_NODE:
+            alive = [(r[0], r[1], r[2]) for r in kid.track.runs() if r[3] == 0]
+            moves.gone_text(kid.track, alive)
+        stack += list(kid.kids.values())
 
 
 def _apply_children(
-    node: XNode, delta: list[dict[str, Any]], seq: int, depth: int, moves: _Moves
+    node: XNode, delta: list[dict[str, Any]], seq: int, depth: int, moves: Moves
 ) -> None:
     """Fold an element's children delta."""
     pos = 0
@@ -468,7 +354,7 @@ def _apply_children(
         elif "delete" in op:
             gone: list[tuple[int, int, int]] = []
             node.track.delete(pos, int(op["delete"]), seq, gone)
-            moves.gone_nodes(node, gone)
+            _gone_nodes(moves, node, gone)
 
 
 def apply_text(
@@ -477,7 +363,7 @@ def apply_text(
     seq: int,
     depth: int,
     later: list[tuple[XNode, int, Any]] | None = None,
-    moves: _Moves | None = None,
+    moves: Moves | None = None,
 ) -> None:
     """Fold a text's delta (positions in bytes, an embed one), each embedded shared type
     a node of its own, built as it stands; or, with `later` (a native event's delta,
@@ -489,7 +375,7 @@ def apply_text(
     def on_insert(start: int, data: bytes, value: Any) -> None:
         if isinstance(value, str):
             if moves is not None:
-                moves.inserted.append((node, start, data))
+                moves.inserted.append((node.track, start, data))
         elif later is not None:
             later.append((node, start, value))
         elif is_node(value):
@@ -501,8 +387,8 @@ def apply_text(
     gone: list[tuple[int, int, int]] | None = None if moves is None else []
     node.track.apply_delta(delta, seq, on_insert, gone)
     if moves is not None and gone:
-        moves.gone_text(node, gone)
-        moves.gone_nodes(node, [g for g in gone if g[0] in node.kids])
+        moves.gone_text(node.track, gone)
+        _gone_nodes(moves, node, [g for g in gone if g[0] in node.kids])
     if broken:
         raise broken[0]
 
@@ -522,7 +408,7 @@ def build_later(later: list[tuple[XNode, int, Any]], seq: int, wrap: Callable[[A
         raise broken
 
 
-def _build(item: Any, seq: int, depth: int, moves: _Moves | None = None) -> XNode:
+def _build(item: Any, seq: int, depth: int, moves: Moves | None = None) -> XNode:
     """The node of an element, text or map as it stands, all of it written at `seq`
     (`moves`: where its text is noted as inserted)."""
     if depth >= MAX_DEPTH:
@@ -542,7 +428,7 @@ def _build(item: Any, seq: int, depth: int, moves: _Moves | None = None) -> XNod
         if data:
             node.track.insert(0, bytes(data), seq)
             if moves is not None:
-                moves.inserted.append((node, 0, bytes(data)))
+                moves.inserted.append((node.track, 0, bytes(data)))
     elif isinstance(item, XmlElement):
         node = XNode(str(item.tag))
         kids = list(item.children)
@@ -643,8 +529,7 @@ def _actor(seq: int, actors: list[str], first: int) -> str | None:
 def _text_runs(
     node: XNode, seq: int, actors: list[str], first: int, real: Any
 ) -> list[dict[str, Any]]:
-    runs = track_blame(node.track, seq, actors, first, node.kids,
-                       node.writers if node.moved else None)  # fmt: skip
+    runs = track_blame(node.track, seq, actors, first, node.kids, node.track.moved_writers())
     if node.track.rich:
         runs = laid_blame(runs, runs_of(real.diff()))
     if node.kids:
