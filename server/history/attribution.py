@@ -114,9 +114,28 @@ class TextTrack:
                 out[o - start] = m[2]
         return out
 
-    def moved_writers(self) -> Callable[[int, int, int], list[int]] | None:
-        """:meth:`writers`, for blame, if anything was moved into the text."""
-        return self.writers if self.moved else None
+    def stretches(self, start: int, n: int, ins: int) -> list[tuple[int, int, int]]:
+        """Bytes start..start+n (of a run inserted by `ins`) as (first byte, bytes,
+        written by) stretches."""
+        moved = self.moved
+        i = bisect_right(moved, [start, 1 << 62]) - 1
+        if i < 0:
+            i = 0
+        out: list[tuple[int, int, int]] = []
+        at, end = start, start + n
+        for m in moved[i:]:
+            if m[0] >= end:
+                break
+            lo, hi = max(m[0], at), min(m[0] + m[1], end)
+            if lo >= hi:
+                continue
+            if lo > at:
+                out.append((at, lo - at, ins))
+            out.append((lo, hi - lo, m[2]))
+            at = hi
+        if at < end:
+            out.append((at, end - at, ins))
+        return out
 
     def note_moved(self, start: int, writers: list[int]) -> None:
         """Bytes from `start` (just inserted: past every range noted) were written by
@@ -273,7 +292,12 @@ class TextTrack:
 #: an event that deletes more text than this, or whose deleted stretches times its
 #: inserts are more than MOVE_PAIRS (a whole document pasted over another), is not
 #: looked at for moves: its text is named for it, as any insert's is
-MOVE_BYTES = 1 << 16
+MOVE_BYTES = 1 << 14
+#: and the search of one event's moves stops (none noted) past this many bytes read
+#: (a file pasted over with changes throughout: 0.2 s for 50 kB before this bound)
+MOVE_WORK = 1 << 22
+#: (bytes.translate) 1 for an embed, 0 for any other byte
+_EMBEDS = bytes(1 if b == EMBED[0] else 0 for b in range(256))
 MOVE_PAIRS = 4096
 
 
@@ -290,16 +314,22 @@ class Moves:
     pasting the very text over it is, and keeps its writers too. Within bounds of work
     (MOVE_BYTES, MOVE_PAIRS)."""
 
-    __slots__ = ("inserted", "gone", "deleted", "size")
+    __slots__ = ("inserted", "gone", "deleted", "size", "work")
 
     def __init__(self) -> None:
         #: (text, first byte, bytes) of each insert, in the event's order
         self.inserted: list[tuple[TextTrack, int, bytes]] = []
         #: (text, the runs one delete marked, in the text's order) of each delete
         self.gone: list[tuple[TextTrack, list[tuple[int, int, int]]]] = []
-        #: each deleted stretch: its bytes and who wrote each (made by :meth:`settle`)
-        self.deleted: list[tuple[bytes, list[int]]] = []
+        #: each deleted stretch (made by :meth:`settle`): its bytes (embeds included:
+        #: they count as matched), its text and runs
+        self.deleted: list[tuple[bytes, TextTrack, list[tuple[int, int, int]]]] = []
         self.size = 0  # bytes deleted so far
+        self.work = 0  # bytes read searching
+
+    def inserted_bytes(self) -> int:
+        """The text the event inserted, embeds left out."""
+        return sum(len(data) - data.count(EMBED) for _, _, data in self.inserted)
 
     def gone_text(self, track: TextTrack, gone: list[tuple[int, int, int]]) -> None:
         """One delete of a text's characters (`gone`: the runs it marked); read only if
@@ -307,31 +337,28 @@ class Moves:
         self.size += sum(n for _, n, _ in gone)
         self.gone.append((track, gone))
 
-    def _stretch(self, track: TextTrack, gone: list[tuple[int, int, int]]) -> None:
-        data, writers = bytearray(), []
-        content = track.content
-        for start, n, ins in gone:
-            for k, w in enumerate(track.writers(start, n, ins)):
-                if content[start + k] != EMBED[0]:
-                    data.append(content[start + k])
-                    writers.append(w)
-        if data:
-            self.deleted.append((bytes(data), writers))
-
     def settle(self, seq: int) -> None:
         """Note the moves of event `seq` in the texts they were inserted into."""
         if not self.gone or not self.inserted or self.size > MOVE_BYTES:
             return
+        typed = self.inserted_bytes()
         for track, gone in self.gone:
-            self._stretch(track, gone)
+            content = track.content
+            data = b"".join([content[s : s + n] for s, n, _ in gone])
+            # (more text than the event inserted cannot be all moved: typing over a
+            # long selection is dropped here, before any search)
+            if 0 < len(data) - data.count(EMBED) <= typed:
+                self.deleted.append((data, track, gone))
         if not self.deleted or len(self.deleted) * len(self.inserted) > MOVE_PAIRS:
             return
-        covered = [bytearray(len(d)) for d, _ in self.deleted]
-        used = [0] * len(self.deleted)  # bytes of each stretch matched
+        covered = [bytearray(d.translate(_EMBEDS)) for d, _, _ in self.deleted]
+        used = [d.count(EMBED) for d, _, _ in self.deleted]  # bytes of each matched
         found: list[tuple[TextTrack, int, int, int, int]] = []  # text, byte, stretch, at, n
         for track, start, data in self.inserted:
             off = 0
             for piece in data.split(EMBED):
+                if self.work > MOVE_WORK:
+                    return
                 for at_piece, i, at, n in self._parts(piece, used):
                     covered[i][at : at + n] = b"\x01" * n
                     used[i] += n
@@ -340,9 +367,13 @@ class Moves:
         # each byte of the stretch matched, and once: text inserted twice, or indented
         # further ("  " made "    "), was not moved
         whole = [all(c) and u == len(c) for c, u in zip(covered, used, strict=True)]
+        writers: dict[int, list[int]] = {}  # who wrote each byte of a stretch moved
         for track, start, i, at, n in found:
             if whole[i]:
-                track.note_moved(start, self.deleted[i][1][at : at + n])
+                if i not in writers:
+                    _, source, gone = self.deleted[i]
+                    writers[i] = [w for s, k, ins in gone for w in source.writers(s, k, ins)]
+                track.note_moved(start, writers[i][at : at + n])
 
     def _parts(self, piece: bytes, used: list[int]) -> Iterator[tuple[int, int, int, int]]:
         """Where an inserted piece's text was deleted: (its byte in the piece, the
@@ -356,14 +387,20 @@ class Moves:
         pos = 0  # index into bounds
         while pos < len(bounds) - 1:
             best: tuple[int, bool, bool, int] | None = None  # (end in bounds, all, new, i)
-            for i, (stretch, _) in enumerate(self.deleted):
+            for i, (stretch, _, _) in enumerate(self.deleted):
                 lo, hi = pos, len(bounds) - 1
+                self.work += len(stretch)
+                if stretch.find(piece[bounds[pos] :]) >= 0:  # (the rest of it, at once)
+                    lo = hi
                 while lo < hi:  # the longest prefix found: a shorter one is found too
                     mid = (lo + hi + 1) // 2
+                    self.work += len(stretch)
                     if stretch.find(piece[bounds[pos] : bounds[mid]]) >= 0:
                         lo = mid
                     else:
                         hi = mid - 1
+                if self.work > MOVE_WORK:
+                    return
                 key = (lo, bounds[lo] - bounds[pos] == len(stretch), used[i] == 0, i)
                 if lo > pos and (best is None or key[:3] > best[:3]):
                     best = key
@@ -780,8 +817,7 @@ class AttributionIndex:
             return self._blame(root, seq)
 
     def _blame(self, root: str, seq: int) -> list[dict[str, Any]]:
-        track = self.tracks[root]
-        return track_blame(track, seq, self.actors, self.first, None, track.moved_writers())
+        return track_blame(self.tracks[root], seq, self.actors, self.first)
 
     def text_at(self, root: str, seq: int) -> str:
         track = self.tracks[root]
@@ -827,24 +863,34 @@ def track_blame(
     actors: list[str],
     first: int,
     kids: Container[int] | None = None,
-    writers: Callable[[int, int, int], list[int]] | None = None,
 ) -> list[dict[str, Any]]:
-    """The runs of `track` alive at `seq`, grouped by who inserted them; with `kids`
-    (attribution_xml), each of those bytes a run of its own, its ``node`` the byte;
-    with `writers` (attribution_xml's text moved), grouped by the seq that wrote each
-    byte (given a run's first byte, bytes and inserted-by) instead."""
-    if kids or writers:
-        return _blame_pieces(track, seq, actors, first, kids, writers)
+    """The runs of `track` alive at `seq`, grouped by who inserted them (text moved:
+    by who wrote it, see Moves); with `kids` (attribution_xml), each of those bytes a
+    run of its own, its ``node`` the byte."""
+    if kids:
+        return _blame_pieces(track, seq, actors, first, kids)
     # one pass over the runs with everything local: a blame of a keystroke trace
     # answers one run per keystroke (105k for automerge-paper), so this loop is its cost
     content = bytes(track.content)
     groups: list[tuple[int, list[bytes]]] = []
     cur, parts = -1, [b""]
+    moved = track.moved
+    starts = [m[0] for m in moved]  # (text moved: a bisect per run finds it)
     for block in track.blocks:
         for run in block:
             start, n, ins, dele = run[0], run[1], run[2], run[3]
             if ins > seq or (dele and dele <= seq) or not n:
                 continue
+            if moved:
+                m = bisect_right(starts, start + n - 1) - 1
+                if m >= 0 and moved[m][0] + moved[m][1] > start:
+                    for s, k, w in track.stretches(start, n, ins):
+                        if w != cur:
+                            parts = []
+                            groups.append((w, parts))
+                            cur = w
+                        parts.append(content[s : s + k])
+                    continue
             if ins != cur:
                 parts = []
                 groups.append((ins, parts))
@@ -877,7 +923,6 @@ def _blame_pieces(
     actors: list[str],
     first: int,
     kids: Container[int] | None,
-    writers: Callable[[int, int, int], list[int]] | None,
 ) -> list[dict[str, Any]]:
     content = bytes(track.content)
     out: list[dict[str, Any]] = []
@@ -889,7 +934,7 @@ def _blame_pieces(
             out.append({**_blame_run(ins, [EMBED], actors, first), "node": start})
             cur = -1
             continue
-        for s, k, w in _by_writer(start, n, ins, writers):
+        for s, k, w in track.stretches(start, n, ins) if track.moved else ((start, n, ins),):
             if w != cur:
                 parts = []
                 out.append({"ins": w, "parts": parts})
@@ -897,21 +942,6 @@ def _blame_pieces(
             parts.append(content[s : s + k])
     return [run if "node" in run else _blame_run(run["ins"], run["parts"], actors, first)
             for run in out]  # fmt: skip
-
-
-def _by_writer(
-    start: int, n: int, ins: int, writers: Callable[[int, int, int], list[int]] | None
-) -> list[tuple[int, int, int]]:
-    """Bytes start..start+n as (first byte, bytes, written by) stretches."""
-    if writers is None:
-        return [(start, n, ins)]
-    out: list[tuple[int, int, int]] = []
-    for k, w in enumerate(writers(start, n, ins)):
-        if out and out[-1][2] == w:
-            out[-1] = (out[-1][0], out[-1][1] + 1, w)
-        else:
-            out.append((start + k, 1, w))
-    return out
 
 
 def track_diff(

@@ -31,6 +31,7 @@ from . import yupdate
 from .attribution import (
     BLOCK,
     EMBED,
+    MOVE_BYTES,
     R_BLOCK,
     R_CLOCK,
     R_DEL,
@@ -101,7 +102,9 @@ class IdFold:
         (yupdate.Unsupported otherwise); nothing is changed yet."""
         structs, deletes = yupdate.decode(update)
         state = dict(self.state)
+        types = False
         for s in structs:
+            types = types or s.kind == yupdate.TYPE
             if s.clock != state.get(s.client, 0):
                 raise yupdate.Unsupported("ids repeated or missing")
             for ref in (s.origin, s.right, s.parent):
@@ -113,7 +116,7 @@ class IdFold:
         for client, clock, length in deletes:
             if clock + length > state.get(client, 0):
                 raise yupdate.Unsupported("a deletion of ids not seen")
-        if any(s.kind == yupdate.TYPE for s in structs):
+        if types:
             self._no_types_in_text(structs)
         return structs, deletes
 
@@ -277,8 +280,17 @@ class IdFold:
                     break
                 if run[R_DEL] == seq and run[R_CLOCK] + run[R_NCLOCK] > clock:
                     gone.setdefault(id(run[R_TRACK]), []).append(run)
+        typed = moves.inserted_bytes()
+        if sum(run[R_LEN] for runs in gone.values() for run in runs) > MOVE_BYTES:
+            return  # (too much to look at: not even put in order)
+        seen = set(b"".join([data for _, _, data in moves.inserted]))
         for runs in gone.values():
             track: TextTrack = runs[0][R_TRACK]
+            content = track.content
+            data = b"".join([content[run[R_START] : run[R_START] + run[R_LEN]] for run in runs])
+            text = data.replace(EMBED, b"")
+            if len(text) > typed or not set(text) <= seen:
+                continue  # (no move: more gone than typed, or a byte not typed again)
             runs.sort(key=lambda run: self._where(track, run))
             moves.gone_text(track, [(run[R_START], run[R_LEN], run[R_INS]) for run in runs])
         moves.settle(seq)

@@ -529,7 +529,7 @@ def _actor(seq: int, actors: list[str], first: int) -> str | None:
 def _text_runs(
     node: XNode, seq: int, actors: list[str], first: int, real: Any
 ) -> list[dict[str, Any]]:
-    runs = track_blame(node.track, seq, actors, first, node.kids, node.track.moved_writers())
+    runs = track_blame(node.track, seq, actors, first, node.kids)
     if node.track.rich:
         runs = laid_blame(runs, runs_of(real.diff()))
     if node.kids:
