@@ -205,3 +205,22 @@ def test_a_line_moved_in_a_text_root_keeps_its_writer() -> None:
         data = codec.encode(index, "fp")
         assert codec.header(data)["moved"] == {"content": [[22, 9, 2]]}
         assert codec.decode(data, at).blame("content", len(log)) == index.blame("content", len(log))
+
+
+def test_an_editing_trace_blames_alike_folded_by_ids_and_by_deltas() -> None:
+    """sveltecomponent's trace replaces text as its editor did, and some of it with
+    itself: the two folds find the same moves, and answer the same blame at every
+    thousandth event, as a warm index and one rebuilt must."""
+    from test_snapshot_retention import bench
+
+    new, _ = bench.trace_events("sveltecomponent")
+    log = [Event("d", i + 1, 0, e.actor, "edit", e.update, {}) for i, e in enumerate(new)]
+    by_ids = AttributionIndex("d", ["content"])
+    by_deltas = AttributionIndex("d", ["content"], by_ids=False)
+    for k in range(0, len(log), 1000):
+        by_ids.fold(log[k : k + 1000])
+        by_deltas.fold(log[k : k + 1000])
+        seq = by_ids.seq
+        assert by_ids.blame("content", seq) == by_deltas.blame("content", seq), seq
+    assert by_ids.by_ids == len(log) and by_deltas.by_ids == 0
+    assert len(by_ids.tracks["content"].moved) > 100  # (it did find moves)
