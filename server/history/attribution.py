@@ -105,8 +105,9 @@ class TextTrack:
     def writers(self, start: int, n: int, ins: int) -> list[int]:
         """Who wrote each of bytes start..start+n (of a run inserted by `ins`)."""
         out = [ins] * n
-        i = bisect_right(self.moved, [start, 1 << 62]) - 1
-        for m in self.moved[max(i, 0) :]:
+        moved = self.moved
+        for j in range(max(bisect_right(moved, [start, 1 << 62]) - 1, 0), len(moved)):
+            m = moved[j]  # (by index: a slice would copy the rest of the list)
             if m[0] >= start + n:
                 break
             lo, hi = max(m[0], start), min(m[0] + m[1], start + n)
@@ -118,12 +119,10 @@ class TextTrack:
         """Bytes start..start+n (of a run inserted by `ins`) as (first byte, bytes,
         written by) stretches."""
         moved = self.moved
-        i = bisect_right(moved, [start, 1 << 62]) - 1
-        if i < 0:
-            i = 0
         out: list[tuple[int, int, int]] = []
         at, end = start, start + n
-        for m in moved[i:]:
+        for j in range(max(bisect_right(moved, [start, 1 << 62]) - 1, 0), len(moved)):
+            m = moved[j]
             if m[0] >= end:
                 break
             lo, hi = max(m[0], at), min(m[0] + m[1], end)
