@@ -306,12 +306,13 @@ class Moves:
     splits a paragraph or Backspace joins two, Lexical also when a format splits a
     text node, CodeMirror and Monaco when a line moves up or down. Such text keeps its
     writers in blame: each deleted stretch (the bytes the event deleted from a text, in
-    the text's order, embeds left out; or the text of a node it took out) that the
-    event's inserted text covers entirely, each inserted piece found in it, is a move.
-    Typing over a selection is not (the typed text covers only part of it), nor is
-    text inserted twice or indented further (it would cover a stretch more than once);
-    pasting the very text over it is, and keeps its writers too. Within bounds of work
-    (MOVE_BYTES, MOVE_PAIRS)."""
+    the text's order, or the text of a node it took out; an embed in it needs no
+    match) that the event's inserted text covers entirely, each byte once, is moved;
+    each inserted part found in it keeps its writers. Typing over a selection is not a
+    move (the typed text covers only part of it), nor is text inserted twice or
+    indented further (it would cover a stretch more than once); pasting the very text
+    over it is, and keeps its writers too. Within bounds of work (MOVE_BYTES,
+    MOVE_PAIRS, MOVE_WORK)."""
 
     __slots__ = ("inserted", "gone", "deleted", "size", "work")
 

@@ -19,6 +19,13 @@ at S. Element attributes and text formatting are not folded: the answers read th
 the version(s) asked for, walked beside the mirror. The fold notes only which event set
 which attribute of an element (who changed a heading's level); who formatted a text is
 found as for a text root, by a replay (rich_diff.replay_marks, :func:`observe_trees`).
+
+A text's embedded shared types (Lexical's paragraphs are XmlTexts holding a Y.Map per
+text node) are nodes too, kept in the text's `kids` by their byte; a map notes who set
+each key. A deep event's path names one by its UTF-16 offset among the text's alive
+characters (the tracks count bytes: :func:`_embed_at` walks). Text an event deletes and
+inserts again (a paragraph split or joined, a text node split) keeps its writers: see
+attribution.Moves.
 """
 
 from __future__ import annotations
