@@ -18,20 +18,16 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from conftest import RunningServer, eventually
 from pycrdt import Array, Doc, Map, Text, XmlFragment, XmlText
-from test_attribution_xml import _valid
-from yclient import connect
+from test_attribution_xml import _valid, cold_answers_as_warm
+from yclient import two_people
 
-from palimpsest.backend import Backend
 from palimpsest.history import attribution_codec as codec
-from palimpsest.history import history_of
 from palimpsest.history.attribution import AttributionIndex
 from palimpsest.history.render import TEXT, XML, jsonable
-from palimpsest.settings import Settings
-from palimpsest.store.base import Event, NewEvent
+from palimpsest.store.base import Event
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 ROOT = "root"
@@ -397,65 +393,25 @@ def test_a_tree_nested_too_deep_is_not_served_and_its_text_goes_on() -> None:
     ]  # fmt: skip
 
 
-async def test_blame_and_diff_over_http_and_a_cold_server(tmp_path: Path) -> None:
+async def test_blame_and_diff_through_the_service_and_a_cold_server(tmp_path: Path) -> None:
     """Through the history service: blame and diff of a Lexical root carry its nodes,
     the stored index keeps them, and a new process answers as the warm one did."""
     log = lexical_session(5, 200)
-    cut = len(log) - 20
-    settings = Settings(db=str(tmp_path / "x.db"), snapshot_every=40)
-    new = [NewEvent(ev.actor, "edit", ev.update) for ev in log]
-
-    async def answers(backend: Backend) -> list[Any]:
-        h = history_of(backend)
-        info = await h.info("lex")
-        out = []
-        for seq in (7, cut // 2, cut, len(log)):
-            out.append((await h.blame("lex", seq, info, ROOT))["roots"][ROOT])
-            out.append((await h.diff("lex", seq // 3, seq, info, ROOT))["roots"][ROOT])
-        return out
-
-    async with Backend(settings) as warm:
-        await warm.store.append([("lex", new[:cut])])
-        h = history_of(warm)
-        await h.blame("lex", 1, await h.info("lex"), None)  # builds and stores it
-        await h.attribution.drain()
-        stored = await warm.store.derived("lex", codec.KIND)
-        assert stored is not None and stored[0] == cut
-        described = codec.header(stored[1])["xml"][ROOT]  # paragraphs with text nodes
-        assert any(isinstance(d, list) for d in described) and None in described
-        await warm.store.append([("lex", new[cut:])])
-        expected = await answers(warm)
-    versions = _versions(log)
+    expected, stored = await cold_answers_as_warm(tmp_path, "lex", log, len(log) - 20, ROOT, 40)
+    described = codec.header(stored)["xml"][ROOT]  # paragraphs with text nodes
+    assert any(isinstance(d, list) for d in described) and None in described
     last = expected[-2]
     assert last["type"] == "xml"  # (a root of paragraphs: the server sees an XML root)
-    fragment = versions[-1].get(ROOT, type=XmlFragment)
+    fragment = _versions(log)[-1].get(ROOT, type=XmlFragment)
     assert _blame_shape(_as_ops(last["nodes"])) == _fragment_shape(fragment)
-    assert any("node" in op for n in expected[-1]["nodes"] for op in n["ops"])
-    async with Backend(settings) as cold:
-        h = history_of(cold)
-        assert await answers(cold) == expected
-        assert h.attribution.builds == []
-        assert [(d, s) for d, _, s in h.attribution.restores] == [("lex", cut)]
+    assert any("node" in op for n in expected[-1] for op in n["ops"])
 
 
 async def test_two_people_over_websockets_and_http(server: RunningServer) -> None:
     """Ann's and Bob's Yjs edits of a Lexical root, sent by their own connections: the
     HTTP blame names Ann's paragraph and Bob's word and bold, the diff shows Bob's."""
     updates = {actor: bytes.fromhex(update) for actor, update in _node("pair")}
-    ann: Doc[Any] = Doc()
-    bob: Doc[Any] = Doc()
-    async with (
-        connect(server.ws_url, "lexdoc", "ann", ydoc=ann),
-        connect(server.ws_url, "lexdoc", "bob", ydoc=bob),
-        httpx.AsyncClient(base_url=server.url) as c,
-    ):
-
-        async def head() -> int:
-            return int(await server.backend.store.head("lexdoc"))
-
-        async def logged(n: int) -> bool:
-            return await head() >= n
-
+    async with two_people(server, "lexdoc") as (ann, bob, c, head, logged):
         ann.apply_update(updates["ann"])
         await eventually(lambda: logged(1), what="ann's paragraph logged")
         start = await head()

@@ -12,7 +12,6 @@ import random
 import zlib
 from typing import Any
 
-import httpx
 import jsonschema
 import pytest
 import yaml
@@ -20,7 +19,7 @@ from conftest import RunningServer, eventually
 from pycrdt import Doc, Text
 from serverproc import REPO_ROOT
 from test_attribution_ids import ROOTS, _bounds, session
-from yclient import connect
+from yclient import two_people
 
 from palimpsest.history import attribution_codec as codec
 from palimpsest.history import service
@@ -402,20 +401,10 @@ def test_the_stored_index_keeps_what_it_knows_of_formatting() -> None:
 async def test_diff_over_http_shows_formatting_embeds_and_who_formatted(
     server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    src: Doc[Any] = Doc()
-    other: Doc[Any] = Doc()
-    async with (
-        connect(server.ws_url, "quill", "alice", ydoc=src),
-        connect(server.ws_url, "quill", "bob", ydoc=other),
-        httpx.AsyncClient(base_url=server.url) as c,
-    ):
+    async with two_people(server, "quill", ("alice", "bob")) as (src, other, c, head, _):
         quill = src.get("quill", type=Text)
         bobs = other.get("quill", type=Text)
         quill.insert(0, "Title\nsome words\n")
-
-        async def head() -> int:
-            return int(await server.backend.store.head("quill"))
-
         await eventually(lambda: str(bobs) == "Title\nsome words\n", what="bob has the text")
         first = await head()
         quill.format(0, 5, {"header": 1})

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 from conftest import RunningServer, eventually
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Text, XmlElement, XmlFragment, XmlText
 from test_attribution_xml import _valid
-from yclient import connect
+from yclient import two_people
 
 from palimpsest import client
 from palimpsest.history.joined import join_node, join_roots, join_runs
@@ -99,18 +98,10 @@ async def test_blame_and_diff_joined_over_http(server: RunningServer) -> None:
     Ann's: by default a run per keystroke; with join=actor a run per writer and
     formatting, with the range of their events, through the Python client too. An XML
     root's texts are joined the same way; a bad ?join= is a 400."""
-    ann: Doc[Any] = Doc()
-    bob: Doc[Any] = Doc()
     async with (
-        connect(server.ws_url, "joined", "ann", ydoc=ann),
-        connect(server.ws_url, "joined", "bob", ydoc=bob),
-        httpx.AsyncClient(base_url=server.url) as c,
+        two_people(server, "joined") as (ann, bob, c, _, logged),
         client.History(server.url, user="ann") as h,
     ):
-
-        async def logged(n: int) -> bool:
-            return int(await server.backend.store.head("joined")) >= n
-
         mine, theirs = ann.get("content", type=Text), bob.get("content", type=Text)
         await _typed(ann, mine, 0, "Hello")
         await eventually(lambda: logged(5), what="ann's keys logged")

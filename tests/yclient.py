@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NamedTuple
 
+import httpx
 import websockets
 from pycrdt import Doc, Text, TransactionEvent
 
@@ -109,3 +110,38 @@ async def connect(
             client._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await client._reader
+
+
+class People(NamedTuple):
+    """Two people's documents, connected to one server document, with its HTTP API."""
+
+    ann: Doc
+    bob: Doc
+    http: httpx.AsyncClient
+    #: the document's head seq, as the store has it
+    head: Callable[[], Awaitable[int]]
+    #: whether the store holds at least n events of the document
+    logged: Callable[[int], Awaitable[bool]]
+
+
+@contextlib.asynccontextmanager
+async def two_people(
+    server: Any, doc: str, names: tuple[str, str] = ("ann", "bob")
+) -> AsyncIterator[People]:
+    """Two websocket clients named `names` on `doc` of `server` (conftest.RunningServer),
+    and an HTTP client of it."""
+    ann: Doc = Doc()
+    bob: Doc = Doc()
+    async with (
+        connect(server.ws_url, doc, names[0], ydoc=ann),
+        connect(server.ws_url, doc, names[1], ydoc=bob),
+        httpx.AsyncClient(base_url=server.url) as c,
+    ):
+
+        async def head() -> int:
+            return int(await server.backend.store.head(doc))
+
+        async def logged(n: int) -> bool:
+            return await head() >= n
+
+        yield People(ann, bob, c, head, logged)
