@@ -17,41 +17,51 @@ from __future__ import annotations
 
 from typing import Any
 
+from .attribution import gc_paused
+
 #: the values of ``?join=``
 EVENT, ACTOR = "event", "actor"
 JOINS = (EVENT, ACTOR)
 
-#: what two neighbours must share to be joined
-_SAME = ("op", "actor", "attributes", "was")
-
-
-def _joinable(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    if "embed" in a or "embed" in b or "node" in a or "node" in b:
-        return False
-    if (a.get("seq") is None) != (b.get("seq") is None):  # (unknown beside known)
-        return False
-    return all(a.get(k) == b.get(k) for k in _SAME)
-
 
 def join_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """`runs` (blame runs or diff ops) with neighbours joined, as the module says; the
-    nodes inside them joined too."""
+    nodes inside them joined too. One pass, each joined run's text joined once (a
+    keystroke trace's blame is 100k runs)."""
     out: list[dict[str, Any]] = []
+    last: dict[str, Any] | None = None  # the run being joined to, if it can be
+    last_key: tuple[Any, ...] = ()
+    texts: list[str] = []
     for run in runs:
-        run = dict(run)
-        if "node" in run:
-            run["node"] = join_node(run["node"])
         seq = run.get("seq")
-        if seq is not None:
-            run["last_seq"] = seq
-        last = out[-1] if out else None
-        if last is not None and _joinable(last, run):
-            last["text"] += run["text"]
+        if "node" in run or "embed" in run:
+            if last is not None:
+                last["text"] = "".join(texts)
+                last = None
+            run = dict(run)
+            if "node" in run:
+                run["node"] = join_node(run["node"])
+            if seq is not None:
+                run["last_seq"] = seq
+            out.append(run)
+            continue
+        key = (run.get("op"), run.get("actor"), run.get("attributes"), run.get("was"),
+               seq is None)  # fmt: skip
+        if last is not None and key == last_key:
+            texts.append(run["text"])
             if seq is not None:
                 last["seq"] = min(last["seq"], seq)
                 last["last_seq"] = max(last["last_seq"], seq)
             continue
-        out.append(run)
+        if last is not None:
+            last["text"] = "".join(texts)
+        last, last_key = dict(run), key
+        if seq is not None:
+            last["last_seq"] = seq
+        texts = [run["text"]]
+        out.append(last)
+    if last is not None:
+        last["text"] = "".join(texts)
     return out
 
 
@@ -69,7 +79,13 @@ def join_node(node: dict[str, Any]) -> dict[str, Any]:
 
 def join_roots(roots: dict[str, Any]) -> dict[str, Any]:
     """A blame's or diff's roots, each text root's runs (ops) and each XML root's nodes
-    joined; other roots as they are."""
+    joined; other roots as they are. (34 ms for a keystroke trace's 105k runs, up to 210: the
+    route runs it in a worker thread.)"""
+    with gc_paused():
+        return _join_roots(roots)
+
+
+def _join_roots(roots: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, entry in roots.items():
         entry = dict(entry)
