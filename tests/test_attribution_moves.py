@@ -179,8 +179,8 @@ def _text_session() -> tuple[Doc[Any], Text, list[Event], list[str]]:
 def test_a_line_moved_in_a_text_root_keeps_its_writer() -> None:
     """CodeMirror's and Monaco's line move (Alt+Up) is one transaction that deletes the
     line and inserts it again: folded by ids and by deltas, blame names the line's
-    writer; the index stores it. Indenting further (two spaces made four) is not a
-    move: the new indent is its maker's."""
+    writer; the index stores it. An indent made deeper (four spaces made eight)
+    keeps its old part's writer, and the spaces added are their typist's."""
     doc, text, log, who = _text_session()
     text.insert(0, "    line one\n")
     who[0] = "bob"
@@ -198,29 +198,53 @@ def test_a_line_moved_in_a_text_root_keeps_its_writer() -> None:
         assert index.by_ids == (len(log) if by_ids else 0) and index.verify()
         runs = join_runs(index.blame("content", len(log)))
         assert [(r["text"], r["actor"]) for r in runs] == [
-            ("line two\n", "bob"), ("        ", "cy"), ("line one\n", "ann"),
+            ("line two\n", "bob"), ("    ", "ann"), ("    ", "cy"), ("line one\n", "ann"),
         ], by_ids  # fmt: skip
         at: Doc[Any] = Doc()
         at.apply_update(doc.get_update())
         data = codec.encode(index, "fp")
-        assert codec.header(data)["moved"] == {"content": [[22, 9, 2]]}
+        assert codec.header(data)["moved"] == {"content": [[22, 9, 2], [31, 4, 1]]}
         assert codec.decode(data, at).blame("content", len(log)) == index.blame("content", len(log))
 
 
-def test_an_editing_trace_blames_alike_folded_by_ids_and_by_deltas() -> None:
-    """sveltecomponent's trace replaces text as its editor did, and some of it with
-    itself: the two folds find the same moves, and answer the same blame at every
-    thousandth event, as a warm index and one rebuilt must."""
+@pytest.mark.parametrize("trace", ["sveltecomponent", "rustcode"])
+def test_an_editing_trace_blames_alike_folded_by_ids_and_by_deltas(trace: str) -> None:
+    """The traces replace text as their editors did (re-indenting blocks, retyping a
+    line), some of it with itself: the two folds cut an update into different pieces
+    (structs, ops) and place its inserts in another order, and must still find the same
+    moves and answer the same blame, every 500 events, as a warm index and one rebuilt
+    must."""
     from test_snapshot_retention import bench
 
-    new, _ = bench.trace_events("sveltecomponent")
+    new, _ = bench.trace_events(trace)
     log = [Event("d", i + 1, 0, e.actor, "edit", e.update, {}) for i, e in enumerate(new)]
     by_ids = AttributionIndex("d", ["content"])
     by_deltas = AttributionIndex("d", ["content"], by_ids=False)
-    for k in range(0, len(log), 1000):
-        by_ids.fold(log[k : k + 1000])
-        by_deltas.fold(log[k : k + 1000])
+    for k in range(0, len(log), 500):
+        by_ids.fold(log[k : k + 500])
+        by_deltas.fold(log[k : k + 500])
         seq = by_ids.seq
         assert by_ids.blame("content", seq) == by_deltas.blame("content", seq), seq
     assert by_ids.by_ids == len(log) and by_deltas.by_ids == 0
-    assert len(by_ids.tracks["content"].moved) > 100  # (it did find moves)
+    assert len(by_ids.tracks["content"].moved) > 1000  # (it did find moves)
+
+
+def test_text_taken_out_before_is_not_moved_again() -> None:
+    """A quote of two paragraphs, the second taken out by Bob; Cy then replaces the
+    quote with a paragraph of both texts at once. Only the text still there when he
+    did was moved: "keep" stays Ann's, "gone" (which was gone) is Cy's."""
+    s = Session()
+    quote = XmlElement("blockquote", {}, [
+        XmlElement("paragraph", {}, [XmlText("keep")]),
+        XmlElement("paragraph", {}, [XmlText("gone")]),
+    ])  # fmt: skip
+    s.root.children.append(quote)
+    s.actor = "bob"
+    quote = s.root.children[0]
+    assert isinstance(quote, XmlElement)
+    del quote.children[1]
+    s.actor = "cy"
+    with s.doc.transaction():
+        del s.root.children[0]
+        s.root.children.append(XmlElement("paragraph", {}, [XmlText("keepgone")]))
+    assert s.blame() == [[("¶", "cy"), ("keep", "ann"), ("gone", "cy")]]

@@ -137,15 +137,22 @@ class TextTrack:
         return out
 
     def note_moved(self, start: int, writers: list[int]) -> None:
-        """Bytes from `start` (just inserted: past every range noted) were written by
+        """Bytes from `start` (inserted by the event being folded, so past the bytes of
+        every range noted before it, though not past this event's) were written by
         `writers`, one each."""
-        moved = self.moved
+        ranges: list[list[int]] = []
         for k, w in enumerate(writers):
-            last = moved[-1] if moved else None
+            last = ranges[-1] if ranges else None
             if last is not None and last[2] == w and last[0] + last[1] == start + k:
                 last[1] += 1
             else:
-                moved.append([start + k, 1, w])
+                ranges.append([start + k, 1, w])
+        moved = self.moved
+        if not moved or moved[-1][0] < start:
+            moved += ranges
+        else:  # (an update's structs may be placed in the text in any order)
+            i = bisect_right(moved, [start, -1])
+            moved[i:i] = ranges
 
     @property
     def length(self) -> int:
@@ -307,18 +314,22 @@ class Moves:
     text node, CodeMirror and Monaco when a line moves up or down. Such text keeps its
     writers in blame: each deleted stretch (the bytes the event deleted from a text, in
     the text's order, or the text of a node it took out; an embed in it needs no
-    match) that the event's inserted text covers entirely, each byte once, is moved;
-    each inserted part found in it keeps its writers. Typing over a selection is not a
-    move (the typed text covers only part of it), nor is text inserted twice or
-    indented further (it would cover a stretch more than once); pasting the very text
-    over it is, and keeps its writers too. Within bounds of work (MOVE_BYTES,
-    MOVE_PAIRS, MOVE_WORK)."""
+    match) that parts of the event's inserted text cover entirely, each byte once, is
+    moved; each such part keeps its writers. Typing over a selection is not a
+    move (the typed text covers only part of it, and a single character counts only
+    as the last of a stretch); pasting the very text over it is, and keeps its writers
+    too, as does the old part of an indent made deeper (the added spaces are typed).
+    Within bounds of work (MOVE_BYTES, MOVE_PAIRS, MOVE_WORK)."""
 
-    __slots__ = ("inserted", "gone", "deleted", "size", "work")
+    __slots__ = ("inserted", "placed", "gone", "deleted", "size", "work")
 
     def __init__(self) -> None:
-        #: (text, first byte, bytes) of each insert, in the event's order
+        #: (text, first byte, bytes) of each insert, in the text's order (the order
+        #: decides which of two equal stretches a part is taken from: the folds by ids
+        #: and by deltas must agree)
         self.inserted: list[tuple[TextTrack, int, bytes]] = []
+        #: (by ids) the run of each insert, to put them in the text's order
+        self.placed: list[Any] = []
         #: (text, the runs one delete marked, in the text's order) of each delete
         self.gone: list[tuple[TextTrack, list[tuple[int, int, int]]]] = []
         #: each deleted stretch (made by :meth:`settle`): its bytes (embeds included:
@@ -352,63 +363,88 @@ class Moves:
         if not self.deleted or len(self.deleted) * len(self.inserted) > MOVE_PAIRS:
             return
         covered = [bytearray(d.translate(_EMBEDS)) for d, _, _ in self.deleted]
-        used = [d.count(EMBED) for d, _, _ in self.deleted]  # bytes of each matched
-        found: list[tuple[TextTrack, int, int, int, int]] = []  # text, byte, stretch, at, n
+        # each text's inserts joined, in the text's order: how an update cut them into
+        # pieces (structs by ids, ops by deltas) must not change what is found
+        texts: dict[int, tuple[TextTrack, bytearray, list[tuple[int, int, int]]]] = {}
         for track, start, data in self.inserted:
+            _, joined, segments = texts.setdefault(id(track), (track, bytearray(), []))
+            segments.append((len(joined), start, len(data)))
+            joined += data
+        found: list[tuple[TextTrack, list[tuple[int, int, int]], int, int, int, int]] = []
+        for track, joined, segments in texts.values():
             off = 0
-            for piece in data.split(EMBED):
+            for piece in bytes(joined).split(EMBED):
                 if self.work > MOVE_WORK:
                     return
-                for at_piece, i, at, n in self._parts(piece, used):
+                for at_piece, i, at, n in self._parts(piece, covered):
                     covered[i][at : at + n] = b"\x01" * n
-                    used[i] += n
-                    found.append((track, start + off + at_piece, i, at, n))
+                    found.append((track, segments, off + at_piece, i, at, n))
                 off += len(piece) + 1
-        # each byte of the stretch matched, and once: text inserted twice, or indented
-        # further ("  " made "    "), was not moved
-        whole = [all(c) and u == len(c) for c, u in zip(covered, used, strict=True)]
         writers: dict[int, list[int]] = {}  # who wrote each byte of a stretch moved
-        for track, start, i, at, n in found:
-            if whole[i]:
-                if i not in writers:
-                    _, source, gone = self.deleted[i]
-                    writers[i] = [w for s, k, ins in gone for w in source.writers(s, k, ins)]
-                track.note_moved(start, writers[i][at : at + n])
+        for track, segments, off, i, at, n in found:
+            if not all(covered[i]):  # (parts never overlap: each byte matched once)
+                continue
+            if i not in writers:
+                _, source, gone = self.deleted[i]
+                writers[i] = [w for s, k, ins in gone for w in source.writers(s, k, ins)]
+            for seg_off, start, length in segments:  # (a part may span two inserts)
+                lo, hi = max(off, seg_off), min(off + n, seg_off + length)
+                if lo < hi:
+                    track.note_moved(
+                        start + lo - seg_off, writers[i][at + lo - off : at + hi - off]
+                    )
 
-    def _parts(self, piece: bytes, used: list[int]) -> Iterator[tuple[int, int, int, int]]:
+    def _free(self, i: int, sub: bytes, covered: list[bytearray]) -> int:
+        """Where `sub` is in stretch i on bytes not matched yet, or -1."""
+        stretch, c = self.deleted[i][0], covered[i]
+        self.work += len(stretch)
+        at = stretch.find(sub)
+        while at >= 0:
+            if not any(c[at : at + len(sub)]):
+                return at
+            self.work += len(stretch)
+            at = stretch.find(sub, at + 1)
+        return -1
+
+    def _parts(self, piece: bytes, covered: list[bytearray]) -> Iterator[tuple[int, int, int, int]]:
         """Where an inserted piece's text was deleted: (its byte in the piece, the
-        stretch, its byte there, bytes), the longest part first, whole characters;
-        parts found in no stretch (typed) are left out. Of stretches that hold as
-        long a part, one that is all of it, then one not used yet (`used`: bytes of
-        each matched so far), is taken: "line 1" is the stretch "line 1", not the
-        start of "line 10"."""
+        stretch, its byte there, bytes), the longest part first, whole characters, on
+        bytes of the stretch not matched yet (`covered`); parts found in no stretch
+        (typed) are left out. A part of one character counts only if it is all that is
+        left of its stretch (the newline of a line moved), not any letter of it (typing
+        "t" over "the" is no move). Of stretches that hold as long a part, one that is
+        all of it, then one not used yet, is taken: "line 1" is the stretch "line 1",
+        not the start of "line 10"."""
         # (a join takes text from two paragraphs into one insert: several stretches)
         bounds = [k for k in range(len(piece) + 1) if k == len(piece) or piece[k] & 0xC0 != 0x80]
         pos = 0  # index into bounds
         while pos < len(bounds) - 1:
-            best: tuple[int, bool, bool, int] | None = None  # (end in bounds, all, new, i)
+            best: tuple[int, bool, bool, int, int] | None = None  # (end, all, new, i, at)
             for i, (stretch, _, _) in enumerate(self.deleted):
                 lo, hi = pos, len(bounds) - 1
-                self.work += len(stretch)
-                if stretch.find(piece[bounds[pos] :]) >= 0:  # (the rest of it, at once)
+                if self._free(i, piece[bounds[pos] :], covered) >= 0:  # (all the rest)
                     lo = hi
                 while lo < hi:  # the longest prefix found: a shorter one is found too
                     mid = (lo + hi + 1) // 2
-                    self.work += len(stretch)
-                    if stretch.find(piece[bounds[pos] : bounds[mid]]) >= 0:
+                    if self._free(i, piece[bounds[pos] : bounds[mid]], covered) >= 0:
                         lo = mid
                     else:
                         hi = mid - 1
                 if self.work > MOVE_WORK:
                     return
-                key = (lo, bounds[lo] - bounds[pos] == len(stretch), used[i] == 0, i)
-                if lo > pos and (best is None or key[:3] > best[:3]):
-                    best = key
+                if lo == pos:
+                    continue
+                n = bounds[lo] - bounds[pos]
+                left = covered[i].count(0)
+                if lo == pos + 1 and left != n:
+                    continue  # one character, and more of the stretch left: typed
+                key = (lo, n == len(stretch), left == len(stretch), i)
+                if best is None or key[:3] > best[:3]:
+                    best = (*key, self._free(i, piece[bounds[pos] : bounds[lo]], covered))
             if best is None:
                 pos += 1  # a character typed, not moved
                 continue
-            end, _, _, i = best
-            at = self.deleted[i][0].find(piece[bounds[pos] : bounds[end]])
+            end, _, _, i, at = best
             yield bounds[pos], i, at, bounds[end] - bounds[pos]
             pos = end
 

@@ -283,6 +283,13 @@ class IdFold:
         typed = moves.inserted_bytes()
         if sum(run[R_LEN] for runs in gone.values() for run in runs) > MOVE_BYTES:
             return  # (too much to look at: not even put in order)
+        if len(moves.inserted) > 1:  # in the text's order, as a fold by deltas has them
+            ins, placed = moves.inserted, moves.placed
+
+            def where(k: int) -> tuple[int, int, int]:
+                return (id(ins[k][0]), *self._where(ins[k][0], placed[k]))
+
+            moves.inserted = [ins[k] for k in sorted(range(len(ins)), key=where)]
         seen = set(b"".join([data for _, _, data in moves.inserted]))
         for runs in gone.values():
             track: TextTrack = runs[0][R_TRACK]
@@ -339,8 +346,11 @@ class IdFold:
             None,
             track,
         ]
-        if moves is not None and kind == yupdate.STRING and data:
+        string = moves is not None and kind == yupdate.STRING and bool(data)
+        if string:
+            assert moves is not None
             moves.inserted.append((track, len(track.content), data))
+            moves.placed.append(run)
         track.content += data
         if left is None:
             self._put(track, 0, 0, run)

@@ -331,16 +331,25 @@ def _text_follower(tree: Frozen, seq: Seq, follow: Follow) -> Callable[[list[Any
 
 
 def _gone_nodes(moves: Moves, node: XNode, gone: list[tuple[int, int, int]]) -> None:
-    """Children (of an element) or embedded nodes (of a text) taken out: the alive text
-    in each is a stretch of its own for the event's moves."""
-    stack = [node.kids[o] for start, n, _ in gone for o in range(start, start + n)
-             if o in node.kids]  # fmt: skip
+    """Children (of an element) or embedded nodes (of a text) in the runs `gone` just
+    took out: the text alive in each, and in the nodes alive under it, is a stretch of
+    its own for the event's moves (a node taken out earlier is not: its text was gone)."""
+    stack = _kids_in(node, gone)
     while stack:
         kid = stack.pop()
+        alive = [(r[0], r[1], r[2]) for r in kid.track.runs() if r[3] == 0]
         if kid.kind == TEXT_NODE:
-            alive = [(r[0], r[1], r[2]) for r in kid.track.runs() if r[3] == 0]
             moves.gone_text(kid.track, alive)
-        stack += list(kid.kids.values())
+        stack += _kids_in(kid, alive)
+
+
+def _kids_in(node: XNode, runs: list[tuple[int, int, int]]) -> list[XNode]:
+    """The children of `node` whose bytes are in `runs` (first byte, bytes, seq)."""
+    if not node.kids:
+        return []
+    if node.kind == ELEMENT:  # (every byte of an element's track is a child)
+        return [node.kids[o] for start, n, _ in runs for o in range(start, start + n)]
+    return [kid for o, kid in node.kids.items() if any(s <= o < s + n for s, n, _ in runs)]
 
 
 def _apply_children(
@@ -395,7 +404,7 @@ def apply_text(
     node.track.apply_delta(delta, seq, on_insert, gone)
     if moves is not None and gone:
         moves.gone_text(node.track, gone)
-        _gone_nodes(moves, node, [g for g in gone if g[0] in node.kids])
+        _gone_nodes(moves, node, gone)
     if broken:
         raise broken[0]
 
