@@ -38,6 +38,7 @@ from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pycrdt import Doc, Text, XmlFragment
+from pycrdt._base import base_types, process_event
 
 from .. import cpu_account
 from ..errors import FATAL
@@ -104,16 +105,7 @@ class TextTrack:
 
     def writers(self, start: int, n: int, ins: int) -> list[int]:
         """Who wrote each of bytes start..start+n (of a run inserted by `ins`)."""
-        out = [ins] * n
-        moved = self.moved
-        for j in range(max(bisect_right(moved, [start, 1 << 62]) - 1, 0), len(moved)):
-            m = moved[j]  # (by index: a slice would copy the rest of the list)
-            if m[0] >= start + n:
-                break
-            lo, hi = max(m[0], start), min(m[0] + m[1], start + n)
-            for o in range(lo, hi):
-                out[o - start] = m[2]
-        return out
+        return [w for _, k, w in self.stretches(start, n, ins) for _ in range(k)]
 
     def stretches(self, start: int, n: int, ins: int) -> list[tuple[int, int, int]]:
         """Bytes start..start+n (of a run inserted by `ins`) as (first byte, bytes,
@@ -468,8 +460,9 @@ def gc_paused() -> Iterator[None]:
 
 
 def _is_native_type(value: Any) -> bool:
-    """Whether a native text event's embed is a shared type (not JSON, as Quill's are)."""
-    return not isinstance(value, str | dict | list | int | float | bool | bytes | type(None))
+    """Whether a native text event's embed is a shared type (not JSON, as Quill's are):
+    one of pycrdt's native types (process_event, which wraps them, keys on the same)."""
+    return type(value) in base_types
 
 
 def _alive_at(run: list[int], seq: int) -> bool:
@@ -647,8 +640,6 @@ class AttributionIndex:
     def _grown(self) -> None:
         """Build the nodes of the trees that grew in the transaction just applied, and
         follow their deep events from the next one."""
-        from pycrdt._base import process_event
-
         from .attribution_xml import build_later
 
         growing, self._growing = self._growing, []
