@@ -19,7 +19,8 @@ import contextlib
 import hashlib
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pycrdt import Doc, Text, XmlFragment
 
@@ -57,6 +58,9 @@ from .sessions import Sessions
 
 if TYPE_CHECKING:
     from ..backend import Backend
+
+#: what a tree walk (History._walk) answers
+W = TypeVar("W")
 
 log = logging.getLogger("palimpsest.history")
 
@@ -271,6 +275,22 @@ class History:
         """The roots the attribution index tracks: text and XML ones, name -> kind."""
         return {n: k for n, k in sorted(known.items()) if k in (TEXT, XML)}
 
+    async def _walk(
+        self, doc: str, index: AttributionIndex, what: str, fn: Callable[..., W], *args: Any
+    ) -> W | None:
+        """A walk of a tree (attribution_xml's blame or diff, a whole tree's): in a worker
+        thread, the cache's index held still by its per-document lock (a range diff's
+        own index needs no lock, nor waits for one); None, logged, if the tree and the
+        version(s) do not match."""
+        shared = index is self.attribution.peek(doc)
+        held = self.attribution.lock(doc) if shared else contextlib.nullcontext()
+        try:
+            async with held:
+                return await cpu_account.to_thread(fn, *args)
+        except Mismatch as e:
+            log.warning("%s of %s: %s", what, doc, e)
+            return None
+
     async def blame(self, doc: str, seq: int, info: DocInfo, root: str | None) -> dict[str, Any]:
         index = await self._index_for(doc, info, [seq])
         roots: dict[str, Any] = {}
@@ -282,16 +302,14 @@ class History:
             if tree is not None and tree.failed is None:  # it holds shared types
                 if version is None:
                     version = await self.doc_at(doc, seq)
-                try:  # (as an XML root's, below)
-                    async with self.attribution.lock(doc):
-                        runs = await cpu_account.to_thread(
-                            tree.text_blame, seq, index.actors, index.first,
-                            version.get(name, type=Text),
-                        )  # fmt: skip
-                    roots[name] = {"type": TEXT, "runs": runs}
+                text = version.get(name, type=Text)
+                walked = await self._walk(
+                    doc, index, f"blame of {name!r} at {seq}",
+                    tree.text_blame, seq, index.actors, index.first, text,
+                )  # fmt: skip
+                if walked is not None:
+                    roots[name] = {"type": TEXT, "runs": walked}
                     continue
-                except Mismatch as e:
-                    log.warning("blame of %s/%s at %d: %s", doc, name, seq, e)
             runs = index.blame(name, seq)
             if index.tracks[name].rich:  # the version's formatting and embeds on the runs
                 if version is None:
@@ -304,15 +322,12 @@ class History:
             if version is None:
                 version = await self.doc_at(doc, seq)
             fragment = _fragment(version, name)
-            try:  # a walk of the whole tree: in a worker thread, the index held still
-                async with self.attribution.lock(doc):
-                    nodes = await cpu_account.to_thread(
-                        xml.blame, seq, index.actors, index.first, fragment
-                    )
-            except Mismatch as e:
-                log.warning("blame of %s/%s at %d: %s", doc, name, seq, e)
-                continue
-            roots[name] = {"type": XML, "nodes": nodes}
+            nodes = await self._walk(
+                doc, index, f"blame of {name!r} at {seq}",
+                xml.blame, seq, index.actors, index.first, fragment,
+            )  # fmt: skip
+            if nodes is not None:
+                roots[name] = {"type": XML, "nodes": nodes}
         if root is not None and root not in roots:
             failed = index.xml[root].failed if root in index.xml else None
             if failed is not None:  # (logged when it stopped)
@@ -348,24 +363,19 @@ class History:
         reformatted: list[str] = []
         # XML texts with format ops, by root: (the text's entry, its node's key)
         xml_reformatted: dict[str, list[tuple[dict[str, Any], int]]] = {}
-        # (as blame's; a range diff's own index needs no lock, nor waits for one)
-        shared = index is self.attribution.peek(doc)
         for name in names:
             tree = index.trees.get(name)
             if tree is not None and tree.failed is None:  # a text root with shared types
                 if docs is None:
                     docs = await self.doc_at(doc, a), await self.doc_at(doc, b)
                 ta, tb = (d.get(name, type=Text) for d in docs)
-                held = self.attribution.lock(doc) if shared else contextlib.nullcontext()
-                try:
-                    async with held:
-                        ops = await cpu_account.to_thread(tree.text_diff, a, b, index.actor, ta, tb)
-                    if any(op["op"] == "format" for op in ops):
+                walked = await self._walk(doc, index, f"diff of {name!r}",
+                                          tree.text_diff, a, b, index.actor, ta, tb)  # fmt: skip
+                if walked is not None:
+                    if any(op["op"] == "format" for op in walked):
                         reformatted.append(name)
-                    roots[name] = {"type": TEXT, "ops": ops}
+                    roots[name] = {"type": TEXT, "ops": walked}
                     continue
-                except Mismatch as e:
-                    log.warning("diff of %s/%s: %s", doc, name, e)
             if name in index.tracks:
                 ops = index.diff(name, a, b)
                 if index.tracks[name].rich:  # lay the formatting over it
@@ -390,15 +400,12 @@ class History:
             if xml is not None and xml.failed is None:
                 found: list[tuple[dict[str, Any], int]] = []
                 fa, fb = _fragment(docs[0], name), _fragment(docs[1], name)
-                held = self.attribution.lock(doc) if shared else contextlib.nullcontext()
-                try:  # who made each element and wrote each text, beside the plain ops
-                    async with held:
-                        roots[name]["nodes"] = await cpu_account.to_thread(
-                            xml.diff, a, b, index.actor, fa, fb, found
-                        )
-                except Mismatch as e:
-                    log.warning("diff of %s/%s: %s", doc, name, e)
+                # who made each element and wrote each text, beside the plain ops
+                nodes = await self._walk(doc, index, f"diff of {name!r}",
+                                         xml.diff, a, b, index.actor, fa, fb, found)  # fmt: skip
+                if nodes is None:
                     continue
+                roots[name]["nodes"] = nodes
                 if found:
                     xml_reformatted[name] = found
         if (
