@@ -554,6 +554,14 @@ class AttributionIndex:
 
         self._subs.append(self.doc.get(name, type=XmlFragment).observe_deep(on_xml))
 
+    def tree_roots(self) -> list[tuple[str, XmlTrack, Any]]:
+        """Each tree followed (attribution_xml): (root name, tree, the document's root),
+        XML roots' and those of text roots holding shared types."""
+        out: list[tuple[str, XmlTrack, Any]] = []
+        out += [(n, t, self.doc.get(n, type=XmlFragment)) for n, t in self.xml.items()]
+        out += [(n, t, self.doc.get(n, type=Text)) for n, t in self.trees.items()]
+        return out
+
     def check_xml(self) -> None:
         """Stop serving the attribution of an XML root whose tree at head is not the
         document's (its answers then carry no names, as before XML was attributed).
@@ -561,9 +569,7 @@ class AttributionIndex:
         if self._xml_checked == self.seq:
             return
         self._xml_checked = self.seq
-        trees = [(n, t, self.doc.get(n, type=XmlFragment)) for n, t in self.xml.items()]
-        trees += [(n, t, self.doc.get(n, type=Text)) for n, t in self.trees.items()]
-        for name, track, real in trees:
+        for name, track, real in self.tree_roots():
             if track.failed is None and not track.matches(real):
                 track.failed = f"the tree at seq {self.seq} differs from the document's"
             if track.failed is not None and not track.told:

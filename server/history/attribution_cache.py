@@ -54,7 +54,7 @@ def fingerprint(update: bytes) -> str:
 def _length_matches(index: AttributionIndex) -> bool:
     """Each tracked root's alive bytes equal its text's UTF-8 length in the index's doc:
     a cheap check that the stored runs and the version they fold on agree."""
-    from pycrdt import Text, XmlFragment
+    from pycrdt import Text
 
     for name, track in index.tracks.items():
         # len(): UTF-8 bytes with an embed counting one, as the runs count (str() would
@@ -62,11 +62,7 @@ def _length_matches(index: AttributionIndex) -> bool:
         if track.length != len(index.doc.get(name, type=Text)):
             return False
     return all(
-        x.failed is not None or x.matches(index.doc.get(name, type=XmlFragment))
-        for name, x in index.xml.items()
-    ) and all(
-        x.failed is not None or x.matches(index.doc.get(name, type=Text))
-        for name, x in index.trees.items()
+        tree.failed is not None or tree.matches(real) for _, tree, real in index.tree_roots()
     )
 
 
