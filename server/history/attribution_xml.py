@@ -626,6 +626,7 @@ def _fill(kid: XNode, entry: dict[str, Any], ctx: _DiffContext, in_a: bool, in_b
           gone: int) -> None:  # fmt: skip
     """A node's diff, into its `entry` (which has its op): a text's ops, an element's
     or map's attributes (``format`` if they differ, named for who set them last)."""
+    real = ctx.vb[id(kid)] if in_b else ctx.va[id(kid)]
     if kid.kind == TEXT_NODE:
         a, b = ctx.a, ctx.b
         ops = track_diff(kid.track, a, b, ctx.actor, at_a=in_a, at_b=in_b, gone=gone,
@@ -640,14 +641,12 @@ def _fill(kid: XNode, entry: dict[str, Any], ctx: _DiffContext, in_a: bool, in_b
             if "node" in op:  # an embedded shared type: its own diff
                 kind = "equal" if op["op"] == "format" else op["op"]
                 node = {"op": kind, "actor": op["actor"], "seq": op["seq"]}
-                dead = op["seq"] or 0 if kind == "delete" else 0
+                dead = (op["seq"] or 0) if kind == "delete" else 0
                 _fill(kid.kids[op["node"]], node, ctx, kind != "insert", kind != "delete", dead)
                 op["node"] = node
         entry["ops"] = ops
-        real = ctx.vb[id(kid)] if in_b else ctx.va[id(kid)]
-        if not isinstance(real, XmlText):
+        if not isinstance(real, XmlText):  # (a text root has no attributes)
             return
-    real = ctx.vb[id(kid)] if in_b else ctx.va[id(kid)]
     now = _attributes(kid, real)
     if kid.kind == ELEMENT:
         entry["element"] = kid.tag
