@@ -283,13 +283,6 @@ class IdFold:
         typed = moves.inserted_bytes()
         if sum(run[R_LEN] for runs in gone.values() for run in runs) > MOVE_BYTES:
             return  # (too much to look at: not even put in order)
-        if len(moves.inserted) > 1:  # in the text's order, as a fold by deltas has them
-            ins, placed = moves.inserted, moves.placed
-
-            def where(k: int) -> tuple[int, int, int]:
-                return (id(ins[k][0]), *self._where(ins[k][0], placed[k]))
-
-            moves.inserted = [ins[k] for k in sorted(range(len(ins)), key=where)]
         seen = set(b"".join([data for _, _, data in moves.inserted]))
         for runs in gone.values():
             track: TextTrack = runs[0][R_TRACK]
@@ -300,6 +293,15 @@ class IdFold:
                 continue  # (no move: more gone than typed, or a byte not typed again)
             runs.sort(key=lambda run: self._where(track, run))
             moves.gone_text(track, [(run[R_START], run[R_LEN], run[R_INS]) for run in runs])
+        if not moves.gone:
+            return
+        if len(moves.inserted) > 1:  # in the text's order, as a fold by deltas has them
+            ins, placed = moves.inserted, moves.placed
+
+            def where(k: int) -> tuple[int, int, int]:
+                return (id(ins[k][0]), *self._where(ins[k][0], placed[k]))
+
+            moves.inserted = [ins[k] for k in sorted(range(len(ins)), key=where)]
         moves.settle(seq)
 
     def _insert(
@@ -346,9 +348,7 @@ class IdFold:
             None,
             track,
         ]
-        string = moves is not None and kind == yupdate.STRING and bool(data)
-        if string:
-            assert moves is not None
+        if moves is not None and kind == yupdate.STRING and data:
             moves.inserted.append((track, len(track.content), data))
             moves.placed.append(run)
         track.content += data
