@@ -34,7 +34,7 @@ import httpx
 import pytest
 
 pytest.importorskip("playwright")
-from playwright.sync_api import Browser, BrowserContext, Page  # noqa: E402
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect  # noqa: E402
 from serverproc import ServerProcess, free_port  # noqa: E402
 from test_browser import browser, eventually  # noqa: E402, F401 (browser: the fixture)
 
@@ -680,6 +680,202 @@ def test_monaco_edits_carets_and_server_undo(
     harness_errors = [p.evaluate("() => window.harness.errors") for p in (ann, bob)]
     assert not ann_errors and not bob_errors and harness_errors == [[], []], (
         ann_errors, bob_errors, harness_errors)  # fmt: skip
+
+
+# ---------------------------------------------------------------- Palimpsest's own page
+
+
+def open_page(ctx: BrowserContext, server: ServerProcess, doc: str, user: str,
+              extra: str = "") -> Page:  # fmt: skip
+    """Palimpsest's page (the server's `/`) on `doc`, connected."""
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.errors = errors  # type: ignore[attr-defined]
+    query = urllib.parse.urlencode({"doc": doc, "user": user})
+    page.goto(f"{server.http_url}/?{query}{extra}")
+    expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    return page
+
+
+def preview_mode(page: Page, mode: str) -> Locator:
+    """Switch the page's preview of a version to `mode`; its body, once drawn."""
+    page.click(f'#preview-modes [data-mode="{mode}"]')
+    expect(page.locator("#preview")).to_have_attribute("data-mode", mode)
+    expect(page.locator("#preview")).not_to_have_class(re.compile("loading"))
+    return page.locator("#preview-body")
+
+
+def texts(locator: Locator) -> list[str]:
+    return list(locator.all_text_contents())
+
+
+def scrub_to(page: Page, seq: int) -> None:
+    """Move the history panel's version slider to `seq` (once the panel knows the head)
+    and wait for that version's preview."""
+    scrub = page.locator("#scrub")
+    eventually(lambda: int(scrub.get_attribute("max") or 0) >= seq, what="the panel's head")
+    scrub.fill(str(seq))
+    expect(page.locator("#preview")).to_have_attribute("data-seq", str(seq))
+    expect(page.locator("#preview")).not_to_have_class(re.compile("loading"))
+
+
+def test_the_page_shows_a_tiptap_document_live_and_its_history_by_author(
+    server: ServerProcess, page_url: str, people: Any, doc_name: str
+) -> None:
+    """A document written in Tiptap, opened in Palimpsest's own page: it used to show an
+    empty plain-text editor that invited typing, and a keystroke there added a stray
+    `content` text root to the Tiptap document; its history showed the tree as JSON.
+    Now the page draws the document as Tiptap lays it out (heading, paragraph, Bob's
+    bold), live and read-only, and its history draws any version, the changes since
+    (Bob's words as his insert, in bold) and blame (who made each block, who wrote each
+    run) on the tree."""
+    ws = ws_base(server, "y-websocket")
+    alice = open_tiptap(people(), page_url, provider="y-websocket", ws=ws, doc=doc_name,
+                        user="alice")  # fmt: skip
+    alice.locator(".ProseMirror").click()
+    alice.keyboard.type("# Plan")
+    alice.keyboard.press("Enter")
+    alice.keyboard.type("We ship it")
+    api = f"{server.http_url}/api/docs/{doc_name}"
+    first = eventually(lambda: logged_seq(alice, api), what="alice's text logged")
+    bob = open_tiptap(people(), page_url, provider="y-websocket", ws=ws, doc=doc_name,
+                      user="bob")  # fmt: skip
+    eventually(lambda: "We ship it" in view_text(bob), what="bob sees alice's text")
+    type_at_end(bob, "")
+    bob.keyboard.press("Control+b")
+    bob.keyboard.type(" today")
+    eventually(lambda: (logged_seq(bob, api) or 0) > first, what="bob's words logged")
+
+    carol = open_page(people(), server, doc_name, "carol")
+    live = carol.locator("#live")
+    expect(live.locator("h1")).to_have_text("Plan")
+    # (bob's click put his words in a paragraph of their own, as Tiptap shows them)
+    expect(live.locator("p.x-node")).to_have_text(["We ship it", " today"])
+    expect(live.locator("p.x-node strong")).to_have_text(" today")
+    expect(carol.locator(".cm-editor")).to_be_hidden()
+    live.click()
+    carol.keyboard.type("zzz")
+    type_at_end(alice, "!")
+    expect(live.locator("p.x-node")).to_have_text(["We ship it", " today!"])  # live
+    head = eventually(lambda: logged_seq(alice, api), what="alice's ! logged")
+    version = httpx.get(f"{api}/versions/head").json()
+    assert list(version["roots"]) == ["default"], version  # no stray root from carol's keys
+    actors = {
+        e["actor"] for e in httpx.get(f"{api}/events", params={"limit": 1000}).json()["events"]
+    }
+    assert actors == {"alice", "bob"}, actors
+
+    carol.goto(f"{server.http_url}/?doc={doc_name}&user=carol&history=1&version={first}")
+    body = carol.locator("#preview-body")
+    expect(body.locator("h1")).to_have_text("Plan")
+    expect(body.locator("p").first).to_have_text("We ship it")
+    expect(body).not_to_contain_text("today")
+    body = preview_mode(carol, "diff")
+    expect(body.locator('ins[data-actor="bob"]')).to_have_text(" today")
+    expect(body.locator('ins[data-actor="bob"] strong')).to_have_text(" today")
+    expect(body.locator('ins[data-actor="alice"]')).to_have_text("!")
+    expect(body.locator("h1")).to_have_text("Plan")  # unchanged: no mark
+    expect(body.locator("[data-op=delete]")).to_have_count(0)
+    expect(carol.locator("#preview-legend")).to_contain_text(f"(#{head})")
+    body = preview_mode(carol, "blame")
+    expect(body.locator('h1.made[data-actor="alice"]')).to_have_text("Plan")
+    expect(body.locator('p.made[data-actor="alice"]').first).to_have_text("We ship it")
+    assert texts(body.locator('.blame-run[data-actor="alice"]')) == ["Plan", "We ship it"]
+    expect(body.locator('.blame-run[data-actor="bob"]')).to_have_count(0)  # not yet, at #first
+    scrub_to(carol, head)  # the slider to the live head
+    expect(carol.locator("#preview")).to_have_attribute("data-seq", str(head))
+    expect(body.locator('.blame-run[data-actor="bob"] strong')).to_have_text(" today")
+    expect(carol.locator("#preview-legend .author-chip")).to_have_text(["alice", "bob"])
+    assert not carol.errors and not alice.errors and not bob.errors, (  # type: ignore[attr-defined]
+        carol.errors, explain(alice, bob))  # type: ignore[attr-defined]  # fmt: skip
+
+
+def test_the_page_shows_lexical_and_quill_documents_as_their_editors_lay_them_out(
+    server: ServerProcess, page_url: str, people: Any, doc_name: str
+) -> None:
+    """Lexical keeps a bold word as a text node (a Y.Map with __format 1) before its
+    characters, Quill as a bold attribute and an image as an embed: Palimpsest's page
+    draws both as their editors do, live, and Lexical's blame names Bob for his bold
+    word on the tree."""
+    ann, ann_errors = open_binding_page(people(), page_url, "lexical.html", server, doc_name)
+    nodes = lambda p: p.evaluate("() => window.harness.nodes()")  # noqa: E731
+    ann.locator("#editor").click()
+    ann.keyboard.type("Hello ")
+    api = f"{server.http_url}/api/docs/{doc_name}"
+    mine = eventually(lambda: logged_seq(ann, api), what="ann's text logged")
+    bob, bob_errors = open_binding_page(people(), page_url, "lexical.html", server, doc_name,
+                                        user="bob")  # fmt: skip
+    eventually(lambda: nodes(bob) == nodes(ann), what="bob sees ann's paragraph")
+    bob.locator("#editor").click()
+    bob.keyboard.press("Control+End")
+    bob.keyboard.press("Control+b")
+    bob.keyboard.type("world")
+    eventually(lambda: (logged_seq(bob, api) or 0) > mine, what="bob's word logged")
+    carol = open_page(people(), server, doc_name, "carol", "&history=1")
+    live = carol.locator("#live")
+    expect(live.locator('p[data-element="paragraph"]')).to_have_text("Hello world")
+    expect(live.locator("p strong")).to_have_text("world")
+    scrub_to(carol, mine)
+    body = carol.locator("#preview-body")
+    expect(body.locator("p")).to_have_text("Hello ")
+    body = preview_mode(carol, "diff")
+    expect(body.locator('ins[data-actor="bob"] strong')).to_have_text("world")
+    body = preview_mode(carol, "blame")
+    expect(body.locator('p.made[data-actor="ann"]')).to_have_text("Hello ")
+    assert not carol.errors and not ann_errors and not bob_errors, (  # type: ignore[attr-defined]
+        carol.errors, ann_errors, bob_errors)  # type: ignore[attr-defined]  # fmt: skip
+
+    quill_doc = doc_name + "-quill"
+    quill, quill_errors = open_binding_page(people(), page_url, "quill.html", server, quill_doc)
+    quill.locator(".ql-editor").click()
+    quill.keyboard.type("Hello world")
+    for _ in range(5):
+        quill.keyboard.press("Shift+ArrowLeft")
+    quill.keyboard.press("Control+b")
+    quill.keyboard.press("End")
+    gif = "data:image/gif;base64,R0lGODlhAQABAAAAACw="
+    quill.evaluate("(gif) => { const q = window.harness.quill; q.insertEmbed(q.getLength() - 1, "
+                   "'image', gif, 'user') }", gif)  # fmt: skip
+    quill_api = f"{server.http_url}/api/docs/{quill_doc}"
+    eventually(lambda: logged_seq(quill, quill_api), what="the image logged")
+    page = open_page(people(), server, quill_doc, "carol")
+    live = page.locator("#live")
+    expect(live).to_contain_text("Hello world")
+    expect(live.locator("strong")).to_have_text("world")
+    expect(live.locator(".x-embed")).to_have_text("image")
+    expect(live.locator("img")).to_have_count(0)  # a document's URLs are never loaded
+    assert not page.errors and not quill_errors, (page.errors, quill_errors)  # type: ignore[attr-defined]
+
+
+def test_the_page_edits_a_monaco_documents_text_where_monaco_keeps_it(
+    server: ServerProcess, page_url: str, people: Any, doc_name: str
+) -> None:
+    """y-monaco keeps its text in a root named `monaco`: Palimpsest's page edits that
+    root (it used to edit an empty `content` beside it, which Monaco never showed), and
+    Monaco sees what is typed there, with its writer in the page's blame."""
+    ann, ann_errors = open_binding_page(people(), page_url, "monaco.html", server, doc_name)
+    value = lambda: ann.evaluate("() => window.harness.value()")  # noqa: E731
+    ann.locator(".monaco-editor").click()
+    ann.keyboard.type("Hello world")
+    api = f"{server.http_url}/api/docs/{doc_name}"
+    eventually(lambda: logged_seq(ann, api), what="ann's text logged")
+    carol = open_page(people(), server, doc_name, "carol")
+    editor = carol.locator(".cm-content")
+    expect(editor).to_have_text("Hello world")
+    expect(editor).to_have_attribute("contenteditable", "true")
+    editor.click()
+    carol.keyboard.press("Control+End")
+    carol.keyboard.type("!")
+    eventually(lambda: value() == "Hello world!", what="carol's typing in ann's Monaco")
+    head = eventually(lambda: logged_seq(ann, api), what="carol's ! logged")
+    assert list(httpx.get(f"{api}/versions/head").json()["roots"]) == ["monaco"]
+    carol.goto(f"{server.http_url}/?doc={doc_name}&user=carol&history=1&version={head}")
+    body = preview_mode(carol, "blame")
+    expect(body.locator('.blame-run[data-actor="carol"]')).to_have_text("!")
+    expect(body.locator('.blame-run[data-actor="ann"]')).to_have_text("Hello world")
+    assert not carol.errors and not ann_errors, (carol.errors, ann_errors)  # type: ignore[attr-defined]
 
 
 def test_harness_refuses_an_unknown_provider(page_url: str, people: Any) -> None:

@@ -32,8 +32,8 @@ export class Api {
     return `${this.base}${path}${qs ? '?' + qs : ''}`
   }
 
-  async _fetch (method, path, { params, body } = {}) {
-    const headers = { Accept: 'application/json' }
+  async _fetch (method, path, { params, body, bytes = false } = {}) {
+    const headers = { Accept: bytes ? 'application/octet-stream' : 'application/json' }
     if (this.token) headers.Authorization = `Bearer ${this.token}`
     if (body !== undefined) headers['Content-Type'] = 'application/json'
     let response
@@ -46,6 +46,7 @@ export class Api {
     } catch (err) {
       throw new ApiError(0, 'the server cannot be reached')
     }
+    if (bytes && response.ok) return new Uint8Array(await response.arrayBuffer())
     let data = null
     const text = await response.text()
     if (text) {
@@ -69,8 +70,13 @@ export class Api {
     return this._fetch('GET', `${this._doc(doc)}/sessions`, { params: { after, limit, actor } })
   }
   version (doc, seq) { return this._fetch('GET', `${this._doc(doc)}/versions/${encodeURIComponent(seq)}`) }
-  diff (doc, from, to) { return this._fetch('GET', `${this._doc(doc)}/diff`, { params: { from, to } }) }
-  blame (doc, seq) { return this._fetch('GET', `${this._doc(doc)}/blame`, { params: { seq } }) }
+  /** the version as a Yjs update (bytes), to draw it with the live document's code */
+  versionUpdate (doc, seq) {
+    return this._fetch('GET', `${this._doc(doc)}/versions/${encodeURIComponent(seq)}`, { params: { format: 'update' }, bytes: true })
+  }
+
+  diff (doc, from, to, join) { return this._fetch('GET', `${this._doc(doc)}/diff`, { params: { from, to, join } }) }
+  blame (doc, seq, join) { return this._fetch('GET', `${this._doc(doc)}/blame`, { params: { seq, join } }) }
   restore (doc, seq) { return this._fetch('POST', `${this._doc(doc)}/restore`, { body: { seq } }) }
   tags (doc) { return this._fetch('GET', `${this._doc(doc)}/tags`) }
   addTag (doc, name, seq) { return this._fetch('POST', `${this._doc(doc)}/tags`, { body: { name, seq } }) }

@@ -1,7 +1,9 @@
 // The live editor: a Y.Doc synced with the server by the stock y-websocket
-// provider, its `content` Y.Text bound to CodeMirror 6 by y-codemirror.next
+// provider, its `content` Y.Text (or the one plain text root of a document another
+// editor wrote, such as y-monaco's) bound to CodeMirror 6 by y-codemirror.next
 // (remote cursors and names come from awareness), and undo/redo sent to the
-// server through /static/palimpsest.js instead of a local Y.UndoManager.
+// server through /static/palimpsest.js instead of a local Y.UndoManager. A document
+// with structure or formatting (Tiptap, Lexical, Quill) is drawn live, read-only.
 
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
@@ -15,11 +17,11 @@ import { searchKeymap, highlightSelectionMatches } from '@codemirror/search'
 import { yCollab, ySyncAnnotation } from 'y-codemirror.next'
 import { ServerUndo } from '../../static/palimpsest.js'
 import { colorFor, lightColorFor } from './colors.js'
-import { $, mountUrl, wsBase } from './util.js'
+import { $, h, clear, mountUrl, wsBase } from './util.js'
+import { chooseRoot, drawNodes, jsonOfRoot, modelOfRoot, rootKinds } from './render.js'
 
 export function openDocument ({ doc, user, token, parent }) {
   const ydoc = new Y.Doc()
-  const ytext = ydoc.getText('content')
   const wsUrl = wsBase()
   const params = { user }
   if (token) params.token = token
@@ -35,17 +37,24 @@ export function openDocument ({ doc, user, token, parent }) {
   })
 
   const undo = new ServerUndo(provider, { doc, user, token, baseUrl: mountUrl().replace(/\/$/, '') })
-  const session = { doc, user, ydoc, ytext, provider, undo, view: null, onUndo: null, onRedo: null }
+  // `root`: the text root the editor edits, or null while the document loads and when
+  // it is only shown (`shown`: the roots drawn read-only); `ready` settles once that is
+  // decided, after the first sync.
+  const session = {
+    doc, user, ydoc, ytext: null, root: null, shown: null, provider, undo, view: null, onUndo: null, onRedo: null
+  }
 
   const runUndo = () => { session.onUndo?.(); return true }
   const runRedo = () => { session.onRedo?.(); return true }
 
   const editable = new Compartment()
+  const collab = new Compartment()
+  const hint = new Compartment()
   const editableExt = (on) => [EditorView.editable.of(on), EditorState.readOnly.of(!on)]
   const view = new EditorView({
     parent,
     state: EditorState.create({
-      doc: ytext.toString(),
+      doc: '',
       extensions: [
         // Undo and redo go to the server: highest precedence, before any default binding.
         Prec.highest(keymap.of([
@@ -67,20 +76,54 @@ export function openDocument ({ doc, user, token, parent }) {
         highlightActiveLine(),
         highlightSelectionMatches(),
         EditorView.lineWrapping,
-        placeholder('Start writing. Everyone in this document sees your text as you type.'),
+        hint.of(placeholder('Opening the document…')),
         keymap.of([...defaultKeymap, ...searchKeymap, indentWithTab]),
-        yCollab(ytext, provider.awareness, { undoManager: false }),
+        collab.of([]),
         undoGrouping(session),
-        editable.of(editableExt(true)),
+        editable.of(editableExt(false)),
         EditorView.contentAttributes.of({ 'aria-label': `Text of ${doc}`, spellcheck: 'true' })
       ]
     })
   })
   session.view = view
+  // Until the first sync the page cannot know what the document holds: a Tiptap or
+  // Lexical document would get a stray text root from a keystroke here. So the editor
+  // is bound then, to a plain text root, or the document is drawn read-only.
+  let allowed = true
+  let settle
+  session.ready = new Promise((resolve) => { settle = resolve })
+  const bind = (synced) => {
+    if (!synced || session.root !== null || session.shown !== null) return
+    provider.off('sync', bind)
+    const choice = chooseRoot(rootKinds(ydoc))
+    if (choice.edit !== undefined) {
+      const ytext = ydoc.getText(choice.edit)
+      session.ytext = ytext
+      session.root = choice.edit
+      view.dispatch({
+        changes: { from: 0, to: view.state.doc.length, insert: ytext.toString() },
+        effects: [
+          collab.reconfigure(yCollab(ytext, provider.awareness, { undoManager: false })),
+          hint.reconfigure(placeholder('Start writing. Everyone in this document sees your text as you type.')),
+          editable.reconfigure(editableExt(allowed))
+        ]
+      })
+      parent.dataset.root = choice.edit
+    } else {
+      session.shown = choice.show
+      parent.dataset.shown = choice.show.join(' ') // styled: the text editor goes
+      parent.append(liveView(ydoc, choice.show))
+    }
+    settle()
+  }
+  provider.on('sync', bind)
   session.status = new ConnectionStatus(provider, ydoc, $('#status'))
   session.setEditable = (on) => {
-    view.dispatch({ effects: editable.reconfigure(editableExt(on)) })
+    allowed = on
+    if (session.root !== null) view.dispatch({ effects: editable.reconfigure(editableExt(on)) })
   }
+  session.focus = () => { if (session.root !== null) view.focus() }
+  session.blur = () => view.contentDOM.blur()
   session.status.onRefused = (reason) => {
     const banner = $('#banner')
     banner.hidden = false
@@ -89,6 +132,45 @@ export function openDocument ({ doc, user, token, parent }) {
   }
   view.focus()
   return session
+}
+
+/**
+ * A document the page does not edit, drawn as it is and kept current: each of the
+ * roots `names` (an XML tree, a formatted text), then any maps and arrays as JSON.
+ */
+function liveView (ydoc, names) {
+  const body = h('div', { class: 'doc-view live-view' })
+  const box = h('div', { class: 'live', id: 'live' },
+    h('p', { class: 'live-note' },
+      'Shown as it is, live and read-only: this document was written with an editor that keeps ',
+      'structure or formatting (Tiptap, Lexical, Quill…), which this page\'s plain-text editor ',
+      'would lose. Its history, blame, diffs and restore work here.'),
+    body)
+  let queued = false
+  const draw = () => {
+    queued = false
+    clear(body)
+    const kinds = rootKinds(ydoc)
+    for (const name of names) {
+      const model = modelOfRoot(ydoc, name, kinds.get(name))
+      if (!model) continue
+      const section = h('section', { class: 'root', dataset: { root: name } })
+      if (names.length > 1) section.append(h('h6', { class: 'root-name' }, name))
+      section.append(drawNodes(model.nodes))
+      body.append(section)
+    }
+    const others = [...kinds].filter(([name, kind]) => !names.includes(name) && (kind === 'map' || kind === 'array'))
+    if (others.length) {
+      body.append(h('details', { class: 'other-roots' },
+        h('summary', {}, `Other shared types (${others.map(([n]) => n).join(', ')})`),
+        h('pre', {}, others.map(([name, kind]) => `${name} (${kind}): ${JSON.stringify(jsonOfRoot(ydoc, name, kind), null, 2)}\n`).join('\n'))))
+    }
+  }
+  ydoc.on('update', () => {
+    if (!queued) { queued = true; requestAnimationFrame(draw) }
+  })
+  draw()
+  return box
 }
 
 /**

@@ -5,6 +5,8 @@
 import { $, h, clear, debounce, relativeTime, absoluteTime, shortTime, clockTime, plural, formatBytes } from './util.js'
 import { colorFor, lightColorFor } from './colors.js'
 import { toast } from './toast.js'
+import * as Y from 'yjs'
+import { drawNodes, modelOfRoot, rootKinds, walkRuns } from './render.js'
 
 const SESSION_ROWS = 300
 
@@ -368,7 +370,7 @@ export class HistoryPanel {
     $('#preview-bar').hidden = false
     $('#preview').hidden = false
     $('#editor').hidden = true
-    this.session.view.contentDOM.blur()
+    this.session.blur()
     $('#preview-title').textContent = label ? `“${label}” · version #${seq}` : `Version #${seq}`
     $('#preview-meta').textContent = ''
     this.markActive()
@@ -391,7 +393,7 @@ export class HistoryPanel {
     $('#editor').hidden = false
     this.markActive()
     this.updateScrub()
-    this.session.view.focus()
+    this.session.focus()
   }
 
   setMode (mode) {
@@ -431,13 +433,19 @@ export class HistoryPanel {
       $('#restore-btn').disabled = false
       clear(legend); clear(body); clear(extra)
 
-      if (this.mode === 'text') {
-        body.append(textOf(version.roots, 'content'))
+      await this.session.ready
+      if (token !== this._previewToken) return
+      const root = this.session.root
+      const names = root !== null ? [root] : this.session.shown
+      if (root === null) {
+        await this.renderShown(token, names, realSeq)
+      } else if (this.mode === 'text') {
+        body.append(textOf(version.roots, root))
         legend.append(h('span', { class: 'muted' }, 'The text as it was at this version.'))
       } else if (this.mode === 'diff') {
         const diff = await this.api.diff(this.doc, realSeq, Math.max(this.head, realSeq))
         if (token !== this._previewToken) return
-        const ops = (diff.roots && diff.roots.content && diff.roots.content.ops) || []
+        const ops = (diff.roots && diff.roots[root] && diff.roots[root].ops) || []
         const authors = new Set()
         let inserted = 0
         let deleted = 0
@@ -446,24 +454,19 @@ export class HistoryPanel {
           if (op.op === 'delete') { deleted += op.text.length; if (op.actor) authors.add(op.actor) }
           body.append(opSpan(op))
         }
-        legend.append(
-          h('span', {}, `From #${diff.from ?? realSeq} to the current version${diff.to !== undefined ? ` (#${diff.to})` : ''}: `),
-          h('span', { class: 'ins-sample' }, `+${inserted}`), ' ',
-          h('span', { class: 'del-sample' }, `−${deleted}`), ' characters',
-          authorChips(authors)
-        )
+        legend.append(...diffLegend(diff, realSeq, inserted, deleted, authors))
         if (!ops.length) body.append(h('span', { class: 'muted' }, '(empty)'))
       } else if (this.mode === 'blame') {
         const blame = await this.api.blame(this.doc, realSeq)
         if (token !== this._previewToken) return
-        const runs = (blame.roots && blame.roots.content && blame.roots.content.runs) || []
+        const runs = (blame.roots && blame.roots[root] && blame.roots[root].runs) || []
         const authors = new Set()
         for (const run of mergeOps(runs.map((r) => ({ ...r, op: 'blame' })))) {
           if (run.actor) authors.add(run.actor)
           body.append(h('span', {
             class: 'blame-run',
             style: { background: lightColorFor(run.actor, 0x30), borderBottomColor: colorFor(run.actor) },
-            title: `${run.actor || 'unknown'} · ${run.minSeq === run.maxSeq ? `#${run.minSeq}` : `#${run.minSeq}–#${run.maxSeq}`}`,
+            title: `${run.actor || 'unknown'} · ${seqRange(run.minSeq, run.maxSeq)}`,
             dataset: { actor: run.actor, seq: run.minSeq }
           }, run.text))
         }
@@ -471,7 +474,7 @@ export class HistoryPanel {
         if (!runs.length) body.append(h('span', { class: 'muted' }, '(empty)'))
       }
 
-      const others = Object.entries(version.roots || {}).filter(([name]) => name !== 'content')
+      const others = Object.entries(version.roots || {}).filter(([name]) => !names.includes(name))
       if (others.length && this.mode === 'text') {
         extra.append(h('details', { class: 'other-roots' },
           h('summary', {}, `Other shared types (${others.map(([n]) => n).join(', ')})`),
@@ -488,6 +491,59 @@ export class HistoryPanel {
     } finally {
       if (token === this._previewToken) pane.classList.remove('loading')
     }
+  }
+
+  /**
+   * A version of a document the page only shows (Tiptap, Lexical, Quill): drawn as its
+   * editor lays it out, from the version's own Yjs update (text), or from the server's
+   * tree of who made each element and wrote each run (blame) or of what changed since
+   * (diff), coloured by author.
+   */
+  async renderShown (token, names, seq) {
+    const body = $('#preview-body')
+    const legend = $('#preview-legend')
+    const section = (name) => {
+      const el = h('section', { class: 'root', dataset: { root: name } })
+      if (names.length > 1) el.append(h('h6', { class: 'root-name' }, name))
+      body.append(el)
+      return el
+    }
+    if (this.mode === 'text') {
+      const update = await this.api.versionUpdate(this.doc, seq)
+      if (token !== this._previewToken) return
+      const vdoc = new Y.Doc()
+      Y.applyUpdate(vdoc, update)
+      const kinds = rootKinds(vdoc)
+      for (const name of names) {
+        const model = modelOfRoot(vdoc, name, kinds.get(name))
+        section(name).append(model ? drawNodes(model.nodes) : h('span', { class: 'muted' }, '(empty)'))
+      }
+      vdoc.destroy()
+      legend.append(h('span', { class: 'muted' }, 'The document as it was at this version.'))
+      return
+    }
+    const diffing = this.mode === 'diff'
+    const answer = diffing
+      ? await this.api.diff(this.doc, seq, Math.max(this.head, seq), 'actor')
+      : await this.api.blame(this.doc, seq, 'actor')
+    if (token !== this._previewToken) return
+    const authors = new Set()
+    let inserted = 0
+    let deleted = 0
+    for (const name of names) {
+      const root = answer.roots && answer.roots[name]
+      const nodes = !root ? [] : root.nodes ? root.nodes : [{ runs: root.runs || root.ops || [] }]
+      for (const { node, run } of walkRuns(nodes)) {
+        const it = node || run
+        if (it.actor && (!diffing || (it.op && it.op !== 'equal'))) authors.add(it.actor)
+        if (run && run.op === 'insert') inserted += run.text.length
+        if (run && run.op === 'delete') deleted += run.text.length
+      }
+      section(name).append(nodes.length ? drawNodes(nodes, diffing ? DIFF_DECO : BLAME_DECO) : h('span', { class: 'muted' }, '(empty)'))
+    }
+    legend.append(...(diffing
+      ? diffLegend(answer, seq, inserted, deleted, authors)
+      : [h('span', {}, `Who made and wrote each part of version #${seq}:`), authorChips(authors)]))
   }
 
   async restore () {
@@ -568,6 +624,69 @@ function opSpan (op) {
     title: `${verb} by ${op.actor || 'unknown'}${seqs}`,
     dataset: { actor: op.actor, seq: op.minSeq }
   }, op.text)
+}
+
+function seqRange (first, last) {
+  if (first === undefined || first === null) return ''
+  return last === undefined || last === null || first === last ? `#${first}` : `#${first}–#${last}`
+}
+
+function diffLegend (diff, seq, inserted, deleted, authors) {
+  return [
+    h('span', {}, `From #${diff.from ?? seq} to the current version${diff.to !== undefined ? ` (#${diff.to})` : ''}: `),
+    h('span', { class: 'ins-sample' }, `+${inserted}`), ' ',
+    h('span', { class: 'del-sample' }, `−${deleted}`), ' characters',
+    authorChips(authors)
+  ]
+}
+
+const authorStyle = (actor) => actor ? { '--author': colorFor(actor), '--author-light': lightColorFor(actor, 0x33) } : null
+
+function nodeLabel (node) {
+  if (node.element !== undefined) return node.element
+  if (node.map !== undefined) return 'text node'
+  return (node.attributes && node.attributes.__type) || 'text'
+}
+
+/** blame of a tree: each element by who made it, each run by who wrote it */
+const BLAME_DECO = {
+  node: (node) => node.actor
+    ? {
+        class: 'made',
+        style: authorStyle(node.actor),
+        title: `${nodeLabel(node)} made by ${node.actor} · ${seqRange(node.seq)}`,
+        dataset: { actor: node.actor, seq: node.seq }
+      }
+    : null,
+  run: (run) => ({
+    class: 'blame-run',
+    style: { background: lightColorFor(run.actor, 0x30), borderBottomColor: colorFor(run.actor) },
+    title: `${run.actor || 'unknown'} · ${seqRange(run.seq, run.last_seq)}`,
+    dataset: { actor: run.actor, seq: run.seq }
+  })
+}
+
+const VERBS = { insert: 'added', delete: 'deleted', format: 'changed' }
+
+/** a diff of a tree: what each element and run became since, and who did it */
+const DIFF_DECO = {
+  node: (node) => VERBS[node.op]
+    ? {
+        class: `node-${node.op}`,
+        style: authorStyle(node.actor),
+        title: `${nodeLabel(node)} ${VERBS[node.op]} by ${node.actor || 'unknown'}${node.seq ? ` in #${node.seq}` : ''}`,
+        dataset: { actor: node.actor, seq: node.seq, op: node.op }
+      }
+    : null,
+  wrap: (run) => run.op === 'insert' ? 'ins' : run.op === 'delete' ? 'del' : null,
+  run: (run) => VERBS[run.op]
+    ? {
+        class: run.op === 'insert' ? 'ins' : run.op === 'delete' ? 'del' : 'fmt',
+        style: authorStyle(run.actor),
+        title: `${run.op === 'format' ? 'formatted' : VERBS[run.op]} by ${run.actor || 'unknown'}${run.seq ? ` in #${run.seq}` : ''}`,
+        dataset: { actor: run.actor, seq: run.seq, op: run.op }
+      }
+    : null
 }
 
 function authorChips (authors) {

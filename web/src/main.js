@@ -176,8 +176,8 @@ async function showDocument (api, doc, user, token) {
       banner.textContent = 'You have read-only access to this document.'
     }
   })
-  $('#undo-btn').addEventListener('click', () => { undo(); session.view.focus() })
-  $('#redo-btn').addEventListener('click', () => { redo(); session.view.focus() })
+  $('#undo-btn').addEventListener('click', () => { undo(); session.focus() })
+  $('#redo-btn').addEventListener('click', () => { redo(); session.focus() })
 
   // Shortcuts outside the editor (inside it, the editor's keymap handles them).
   document.addEventListener('keydown', (event) => {

@@ -1,0 +1,255 @@
+// Documents written by other editors, drawn read-only: Tiptap/ProseMirror (an XML
+// root of elements), Lexical (a root of paragraphs, each a Y.XmlText with its text
+// nodes' properties as Y.Maps embedded before their characters), Quill (a Y.Text with
+// formatting and embeds), and plain texts under any name.
+//
+// One model for everything drawn, the shape the server's blame and diff answers
+// already have, so that the live document, a version, its blame and a diff are drawn
+// by the same code:
+//   element node  {element, attributes, children: [node...]}
+//   text node     {attributes?, runs: [run...]}      (a diff's text node has `ops`)
+//   run           {text, attributes?, embed?, node?} (`node`: an embedded shared type)
+//   map node      {map: {...}}                      (only as a run's `node`)
+// plus, from the server, `actor`, `seq` and (in a diff) `op` on nodes and runs.
+//
+// Nothing from a document is ever put in the page as HTML, a URL or a style: names
+// become data attributes, text becomes text nodes, a link's target a tooltip.
+
+import * as Y from 'yjs'
+import { h } from './util.js'
+
+// ----- what a Y.Doc's roots are -----
+
+/**
+ * What each root of a synced Y.Doc holds, read from its items (a root that no code of
+ * this page has asked for yet is untyped until then):
+ * 'text' (characters only), 'rich' (characters with formatting, embeds or shared
+ * types), 'xml' (elements and texts: ProseMirror's, Lexical's paragraphs), 'map',
+ * 'array', or 'empty'.
+ * @param {Y.Doc} ydoc
+ * @returns {Map<string, string>}
+ */
+export function rootKinds (ydoc) {
+  const kinds = new Map()
+  for (const [name, type] of ydoc.share) kinds.set(name, kindOf(type))
+  return kinds
+}
+
+function kindOf (type) {
+  if (type instanceof Y.XmlFragment) return 'xml'
+  if (type instanceof Y.Map) return type.size ? 'map' : 'empty'
+  if (type instanceof Y.Array) return type.length ? 'array' : 'empty'
+  let chars = false
+  let rich = false
+  let types = false
+  let values = false
+  for (let item = type._start; item !== null; item = item.right) {
+    if (item.deleted) continue
+    const c = item.content
+    if (c instanceof Y.ContentString) chars = true
+    else if (c instanceof Y.ContentFormat || c instanceof Y.ContentEmbed) rich = true
+    else if (c instanceof Y.ContentType) types = true
+    else values = true // ContentAny, ContentJSON, ContentBinary, ContentDoc
+  }
+  if (values) return 'array'
+  const typedText = type instanceof Y.Text
+  if (!chars && !rich && !types) return type._map.size && !typedText ? 'map' : 'empty'
+  if (types && !chars && !rich && !typedText) return 'xml'
+  return rich || types ? 'rich' : 'text'
+}
+
+/**
+ * Which root the page's text editor may edit, or none: a document whose text is plain
+ * (the page's own `content`, or the one text root of an editor that keeps plain text,
+ * such as y-monaco's `monaco`) is edited; one with structure or formatting the page
+ * cannot edit without losing it is only shown.
+ * @param {Map<string, string>} kinds
+ * @returns {{edit: string} | {show: string[]}}
+ */
+export function chooseRoot (kinds) {
+  const filled = [...kinds].filter(([, kind]) => kind !== 'empty')
+  const content = kinds.get('content')
+  if (content === 'text') return { edit: 'content' }
+  const drawn = filled.filter(([, kind]) => kind !== 'map' && kind !== 'array')
+  if (!drawn.length) return content === 'map' || content === 'array' ? { show: [] } : { edit: 'content' }
+  if (drawn.length === 1 && drawn[0][1] === 'text') return { edit: drawn[0][0] }
+  return { show: drawn.map(([name]) => name).sort() }
+}
+
+// ----- the model, from Yjs types -----
+
+/**
+ * The model of one root of `ydoc`, typed as `kind` says (rootKinds), or null for a
+ * map or array (drawn as JSON).
+ */
+export function modelOfRoot (ydoc, name, kind) {
+  if (kind === 'xml') return { nodes: ydoc.getXmlFragment(name).toArray().map(nodeOf) }
+  if (kind === 'text' || kind === 'rich') return { nodes: [{ runs: runsOfDelta(ydoc.getText(name).toDelta()) }], text: true }
+  return null
+}
+
+export function jsonOfRoot (ydoc, name, kind) {
+  if (kind === 'map') return ydoc.getMap(name).toJSON()
+  if (kind === 'array') return ydoc.getArray(name).toJSON()
+  return null
+}
+
+function nodeOf (type) {
+  if (typeof type === 'string') return { runs: [{ text: type }] }
+  if (type instanceof Y.XmlElement) {
+    return { element: type.nodeName, attributes: type.getAttributes(), children: type.toArray().map(nodeOf) }
+  }
+  if (type instanceof Y.XmlText) return { attributes: type.getAttributes(), runs: runsOfDelta(type.toDelta()) }
+  if (type instanceof Y.Text) return { runs: runsOfDelta(type.toDelta()) }
+  if (type instanceof Y.XmlHook) return { element: type.hookName, attributes: {}, children: [] }
+  if (type instanceof Y.Map) return { map: type.toJSON() }
+  return { map: type && typeof type.toJSON === 'function' ? type.toJSON() : {} }
+}
+
+function runsOfDelta (delta) {
+  return delta.map((op) => {
+    const attributes = op.attributes || undefined
+    if (typeof op.insert === 'string') return { text: op.insert, attributes }
+    if (op.insert instanceof Y.AbstractType) return { text: '\ufffc', attributes, node: nodeOf(op.insert) }
+    return { text: '\ufffc', attributes, embed: op.insert }
+  })
+}
+
+// ----- drawing -----
+
+const BLOCKS = {
+  paragraph: 'p',
+  blockquote: 'blockquote',
+  bulletList: 'ul',
+  bullet_list: 'ul',
+  orderedList: 'ol',
+  ordered_list: 'ol',
+  listItem: 'li',
+  list_item: 'li',
+  codeBlock: 'pre',
+  code_block: 'pre',
+  horizontalRule: 'hr',
+  horizontal_rule: 'hr',
+  hardBreak: 'br',
+  hard_break: 'br'
+}
+
+// Lexical's node types (a paragraph's __type)
+const LEXICAL = { paragraph: 'p', quote: 'blockquote', listitem: 'li', code: 'pre' }
+// Lexical's text format bits (a text node's __format)
+const LEXICAL_FORMAT = [[1, 'bold'], [2, 'italic'], [4, 'strike'], [8, 'underline'], [16, 'code']]
+
+function tagOfElement (name, attributes) {
+  if (name === 'heading') return headingTag(attributes.level)
+  return BLOCKS[name] || 'div'
+}
+
+function tagOfText (attributes) {
+  const type = attributes && attributes.__type
+  if (!type) return null // a text inside an element: inline
+  if (type === 'heading') return headingTag(String(attributes.__tag || '').slice(1))
+  if (type === 'list') return attributes.__listType === 'number' ? 'ol' : 'ul'
+  return LEXICAL[type] || 'div'
+}
+
+function headingTag (level) {
+  const n = Number(level)
+  return Number.isInteger(n) && n >= 1 && n <= 6 ? `h${n}` : 'h2'
+}
+
+/**
+ * Draw a model's nodes. `deco` says how each node and run looks beyond its structure:
+ * `deco.node(node)` and `deco.run(run)` return h() attributes (class, style, title,
+ * dataset) or null, and may wrap: `deco.wrap(run)` returns a tag ('ins', 'del') or null.
+ * @returns {DocumentFragment}
+ */
+export function drawNodes (nodes, deco = {}) {
+  const out = document.createDocumentFragment()
+  for (const node of nodes) out.append(drawNode(node, deco))
+  return out
+}
+
+function drawNode (node, deco) {
+  const extra = (deco.node && deco.node(node)) || {}
+  if (node.element !== undefined) {
+    const tag = tagOfElement(node.element, node.attributes || {})
+    const el = h(tag, withClass(extra, 'x-node'), drawNodes(node.children || [], deco))
+    el.dataset.element = node.element
+    return el
+  }
+  if (node.map !== undefined) return h('span', withClass(extra, 'x-map'))
+  const tag = tagOfText(node.attributes)
+  const el = h(tag || 'span', withClass(extra, tag ? 'x-node' : 'x-text'))
+  if (tag) el.dataset.element = node.attributes.__type
+  drawRuns(el, node.runs || node.ops || [], deco)
+  return el
+}
+
+function drawRuns (parent, runs, deco) {
+  let format = null // Lexical: the formatting its last text node's map gives
+  for (const run of runs) {
+    if (run.node) {
+      // a diff or blame names who made or changed the node on its run
+      const node = { ...run.node, op: run.node.op ?? run.op, actor: run.node.actor ?? run.actor, seq: run.node.seq ?? run.seq }
+      if (node.map !== undefined) format = lexicalFormat(node.map)
+      parent.append(drawNode(node, deco))
+      continue
+    }
+    const extra = (deco.run && deco.run(run)) || {}
+    const tag = (deco.wrap && deco.wrap(run)) || 'span'
+    let inner
+    if (run.embed !== undefined) {
+      const what = run.embed && typeof run.embed === 'object' ? Object.keys(run.embed)[0] || 'embed' : 'embed'
+      inner = h('span', { class: 'x-embed', title: JSON.stringify(run.embed) }, what)
+    } else {
+      inner = marked(run.text, { ...(format || {}), ...(run.attributes || {}) })
+    }
+    parent.append(h(tag, extra, inner))
+  }
+}
+
+function lexicalFormat (map) {
+  const bits = Number(map && map.__format) || 0
+  const out = {}
+  for (const [bit, name] of LEXICAL_FORMAT) if (bits & bit) out[name] = true
+  return out
+}
+
+const MARKS = [
+  [['bold', 'strong'], 'strong'],
+  [['italic', 'em'], 'em'],
+  [['underline'], 'u'],
+  [['strike', 'strikethrough'], 's'],
+  [['code'], 'code']
+]
+
+function marked (text, attributes) {
+  let node = document.createTextNode(text)
+  for (const [names, tag] of MARKS) {
+    if (names.some((n) => attributes[n] && attributes[n] !== false)) node = h(tag, {}, node)
+  }
+  if (attributes.link) {
+    const target = typeof attributes.link === 'string' ? attributes.link : attributes.link.href
+    node = h('span', { class: 'x-link', title: String(target ?? '') }, node)
+  }
+  return node
+}
+
+function withClass (attrs, cls) {
+  return { ...attrs, class: attrs.class ? `${cls} ${attrs.class}` : cls }
+}
+
+/**
+ * Every run of a model's nodes, depth first, with the nodes they sit in (for counting
+ * what a diff inserted and deleted, and who).
+ */
+export function * walkRuns (nodes) {
+  for (const node of nodes) {
+    yield { node }
+    if (node.children) yield * walkRuns(node.children)
+    for (const run of node.runs || node.ops || []) {
+      if (run.node) yield * walkRuns([run.node])
+      else yield { run }
+    }
+  }
+}
