@@ -788,6 +788,13 @@ def test_the_page_shows_a_tiptap_document_live_and_its_history_by_author(
     expect(carol.locator("#preview")).to_have_attribute("data-seq", str(head))
     expect(body.locator('.blame-run[data-actor="bob"] strong')).to_have_text(" today")
     expect(carol.locator("#preview-legend .author-chip")).to_have_text(["alice", "bob"])
+    scrub_to(carol, first)  # and restored from the page: back to alice's first version
+    carol.click("#restore-btn")
+    eventually(lambda: "today" not in view_text(alice), what="the restore in alice's Tiptap")
+    assert "PlanWe ship it" in view_text(alice).replace("\n", ""), explain(alice)
+    expect(carol.locator("#live")).to_be_visible()
+    expect(carol.locator("#live")).not_to_contain_text("today")
+    expect(carol.locator("#live h1")).to_have_text("Plan")
     assert not carol.errors and not alice.errors and not bob.errors, (  # type: ignore[attr-defined]
         carol.errors, explain(alice, bob))  # type: ignore[attr-defined]  # fmt: skip
 
@@ -830,20 +837,24 @@ def test_the_page_shows_lexical_and_quill_documents_as_their_editors_lay_them_ou
     quill_doc = doc_name + "-quill"
     quill, quill_errors = open_binding_page(people(), page_url, "quill.html", server, quill_doc)
     quill.locator(".ql-editor").click()
+    quill.keyboard.type("Title")
+    quill.keyboard.press("Enter")
     quill.keyboard.type("Hello world")
     for _ in range(5):
         quill.keyboard.press("Shift+ArrowLeft")
     quill.keyboard.press("Control+b")
     quill.keyboard.press("End")
     gif = "data:image/gif;base64,R0lGODlhAQABAAAAACw="
-    quill.evaluate("(gif) => { const q = window.harness.quill; q.insertEmbed(q.getLength() - 1, "
-                   "'image', gif, 'user') }", gif)  # fmt: skip
+    quill.evaluate("(gif) => { const q = window.harness.quill; q.formatLine(0, 1, 'header', 1, "
+                   "'user'); q.formatLine(6, 1, 'list', 'bullet', 'user'); q.insertEmbed("
+                   "q.getLength() - 1, 'image', gif, 'user') }", gif)  # fmt: skip
     quill_api = f"{server.http_url}/api/docs/{quill_doc}"
     eventually(lambda: logged_seq(quill, quill_api), what="the image logged")
     page = open_page(people(), server, quill_doc, "carol")
     live = page.locator("#live")
-    expect(live).to_contain_text("Hello world")
-    expect(live.locator("strong")).to_have_text("world")
+    expect(live.locator("h1")).to_have_text("Title")  # Quill's line formats: on its newlines
+    expect(live.locator(".x-li")).to_have_text(re.compile(r"^Hello world\s*image$"))  # (the chip)
+    expect(live.locator(".x-li strong")).to_have_text("world")
     expect(live.locator(".x-embed")).to_have_text("image")
     expect(live.locator("img")).to_have_count(0)  # a document's URLs are never loaded
     assert not page.errors and not quill_errors, (page.errors, quill_errors)  # type: ignore[attr-defined]

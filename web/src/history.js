@@ -54,12 +54,17 @@ export class HistoryPanel {
       }
     })
 
+    // The version the slider was moved to, until its preview starts: a refresh of the
+    // panel meanwhile (someone edits) must not put the slider back where it was.
+    this._scrubTarget = null
     const previewFromScrub = debounce(() => {
-      const seq = Number(this.scrub.value)
+      const seq = this._scrubTarget
+      this._scrubTarget = null
       if (seq >= 1) this.preview(seq)
     }, 150)
     this.scrub.addEventListener('input', () => {
-      this.renderScrubLabel(Number(this.scrub.value))
+      this._scrubTarget = Number(this.scrub.value)
+      this.renderScrubLabel(this._scrubTarget)
       previewFromScrub()
     })
 
@@ -287,7 +292,7 @@ export class HistoryPanel {
     this.scrub.max = String(Math.max(1, this.head))
     this.scrub.min = '1'
     this.scrub.disabled = this.head < 1
-    const value = this.previewSeq ?? this.head
+    const value = this._scrubTarget ?? this.previewSeq ?? this.head
     this.scrub.value = String(value)
     this.renderScrubLabel(value)
   }

@@ -187,25 +187,53 @@ function drawNode (node, deco) {
 
 function drawRuns (parent, runs, deco) {
   let format = null // Lexical: the formatting its last text node's map gives
+  // Quill formats a line on its newline ({header: 1} on the "\n"): the pieces since the
+  // last newline are that line's, drawn as a heading, a list item, a quote
+  let line = document.createDocumentFragment()
+  const endLine = (attributes) => {
+    parent.append(h(lineTag(attributes), { class: lineClass(attributes) }, line))
+    line = document.createDocumentFragment()
+  }
   for (const run of runs) {
     if (run.node) {
       // a diff or blame names who made or changed the node on its run
       const node = { ...run.node, op: run.node.op ?? run.op, actor: run.node.actor ?? run.actor, seq: run.node.seq ?? run.seq }
       if (node.map !== undefined) format = lexicalFormat(node.map)
-      parent.append(drawNode(node, deco))
+      line.append(drawNode(node, deco))
       continue
     }
     const extra = (deco.run && deco.run(run)) || {}
     const tag = (deco.wrap && deco.wrap(run)) || 'span'
-    let inner
     if (run.embed !== undefined) {
       const what = run.embed && typeof run.embed === 'object' ? Object.keys(run.embed)[0] || 'embed' : 'embed'
-      inner = h('span', { class: 'x-embed', title: JSON.stringify(run.embed) }, what)
-    } else {
-      inner = marked(run.text, { ...(format || {}), ...(run.attributes || {}) })
+      line.append(h(tag, extra, h('span', { class: 'x-embed', title: JSON.stringify(run.embed) }, what)))
+      continue
     }
-    parent.append(h(tag, extra, inner))
+    const attributes = { ...(format || {}), ...(run.attributes || {}) }
+    const formatsLine = lineTag(run.attributes) !== null
+    const parts = String(run.text).split('\n')
+    parts.forEach((part, i) => {
+      const last = i === parts.length - 1
+      const text = last || formatsLine ? part : part + '\n'
+      if (text) line.append(h(tag, extra, marked(text, attributes)))
+      if (!last && formatsLine) endLine(run.attributes)
+    })
   }
+  parent.append(line)
+}
+
+function lineTag (attributes) {
+  if (!attributes) return null
+  if (attributes.header) return headingTag(attributes.header)
+  if (attributes.list) return 'div'
+  if (attributes.blockquote) return 'blockquote'
+  if (attributes['code-block']) return 'pre'
+  return null
+}
+
+function lineClass (attributes) {
+  if (!attributes.list) return 'x-line'
+  return attributes.list === 'ordered' ? 'x-line x-li x-li-ordered' : 'x-line x-li'
 }
 
 function lexicalFormat (map) {
