@@ -26,8 +26,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from .errors import ClientError, Refused
-from .history import DEFAULT_URL, History
+from .errors import ClientError, NotFound, Refused
+from .history import DEFAULT_URL, History, Version
 from .session import Session, connect
 
 #: where trace names are looked up (the repository's data/traces)
@@ -47,7 +47,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--user", default=os.environ.get("PALIMPSEST_USER"), help="user (open mode)")
     p.add_argument("--token", default=os.environ.get("PALIMPSEST_TOKEN"), help="JWT")
-    p.add_argument("--root", default="content", help="the Y.Text root (default %(default)s)")
+    p.add_argument(
+        "--root",
+        help="the root (shared type) to print or set; default: `content`, or the document's "
+        "one text root (y-monaco's `monaco`, Quill's), or for cat its one root",
+    )
 
 
 def register(subparsers: Any) -> None:
@@ -129,19 +133,70 @@ def _history(args: argparse.Namespace) -> History:
 # --- commands ---------------------------------------------------------------------------
 
 
+#: the root a document of Palimpsest's own page and client keeps its text in
+DEFAULT_ROOT = "content"
+
+
+class NoRoot(Exception):
+    """The document has no root the command can print or set unasked; the message says
+    which roots it has."""
+
+
+def pick_root(doc: str, roots: dict[str, Any], given: str | None, *, editing: bool) -> str:
+    """The root `cat` prints and `edit` sets: `given` (--root); else `content` when the
+    document has it or has no root yet; else its one text root (y-monaco's `monaco`,
+    Quill's `quill`), or for `cat` its one root of any kind. Anything else is refused
+    with the roots named, never guessed: `edit` used to write a `content` text beside a
+    Tiptap document's tree, which no editor of it showed."""
+
+    def kind(name: str) -> str:
+        root = roots.get(name)
+        return str(root.get("type")) if isinstance(root, dict) else "?"
+
+    listing = ", ".join(f"{name} ({kind(name)})" for name in sorted(roots))
+    name = given
+    if name is None:
+        texts = [n for n in roots if kind(n) == "text"]
+        if not roots or DEFAULT_ROOT in roots:
+            name = DEFAULT_ROOT
+        elif len(texts) == 1:
+            name = texts[0]
+        elif not editing and len(roots) == 1:
+            name = next(iter(roots))
+        elif editing and not texts:
+            raise NoRoot(
+                f"{doc!r} holds no text to set (its roots: {listing}): edit sets a text "
+                "root's characters; --root NAME would add one beside them"
+            )
+        else:
+            raise NoRoot(f"{doc!r} has several roots ({listing}): choose one with --root")
+    if editing and name in roots and kind(name) != "text":
+        raise NoRoot(
+            f"{doc!r}'s root {name!r} is {kind(name)}, not a text: edit sets a text's characters"
+        )
+    return name
+
+
+def _root_value(version: Version, name: str) -> str:
+    """What `cat` prints of a root: a text's characters, an XML tree as Yjs writes it, a
+    map or an array as JSON."""
+    root = version.roots.get(name)
+    value = root.get("value") if isinstance(root, dict) else None
+    if value is None or isinstance(value, str):
+        return value or ""
+    return json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+
+
 async def cmd_cat(args: argparse.Namespace) -> int:
-    if args.seq is None and args.at is None and args.tag is None:
-        async with _session(args, args.doc) as s:
-            text = str(s.text(args.root))
-        if not text:
-            # a name nobody has written to (a typo?) is an error, as in `history`; a
-            # document whose text is empty prints nothing
-            async with _history(args) as h:
-                await h.events(args.doc, limit=1)
-    else:
-        async with _history(args) as h:
-            v = await h.version(args.doc, args.seq, at=args.at, tag=args.tag)
-        text = v.root_text(args.root)
+    async with _history(args) as h:
+        # a name nobody has written to (a typo?) is an error (NotFound), as in `history`;
+        # a document whose text is empty prints nothing
+        v = await h.version(args.doc, args.seq, at=args.at, tag=args.tag)
+    try:
+        text = _root_value(v, pick_root(args.doc, v.roots, args.root, editing=False))
+    except NoRoot as e:
+        print(f"palimpsest: {e}", file=sys.stderr)
+        return 2
     sys.stdout.write(text)
     if text and not text.endswith("\n") and sys.stdout.isatty():
         sys.stdout.write("\n")
@@ -150,8 +205,27 @@ async def cmd_cat(args: argparse.Namespace) -> int:
 
 async def cmd_edit(args: argparse.Namespace) -> int:
     new = await asyncio.to_thread(_read_input, args.file)
+    async with _history(args) as h:
+        try:
+            roots = (await h.version(args.doc)).roots
+        except NotFound:
+            roots = {}  # a new document
+        try:
+            name = pick_root(args.doc, roots, args.root, editing=True)
+        except NoRoot as e:
+            print(f"palimpsest: {e}", file=sys.stderr)
+            return 2
+        root = roots.get(name)
+        if isinstance(root, dict) and "delta" in root:
+            # formatting or embeds (Quill's): the server's own smallest edit keeps them,
+            # where a diff of the plain characters would count past an embed wrongly
+            before = len(str(root.get("value") or ""))
+            seq = await h.put_text(args.doc, new, root=name)
+            done = "already equal" if seq is None else f"event #{seq}"
+            print(f"{args.doc}: {done}, {before} -> {len(new)} characters", file=sys.stderr)
+            return 0
     async with _session(args, args.doc) as s:
-        text = s.text(args.root)
+        text = s.text(name)
         before = len(text)
         spans = text.set(new)
         await s.flush(timeout=60)
@@ -202,7 +276,7 @@ async def cmd_replay(args: argparse.Namespace) -> int:
         args.url, doc, user=args.user, token=args.token, max_frames_per_second=args.rate
     )
     async with session as s:
-        text = s.text(args.root)
+        text = s.text(args.root or DEFAULT_ROOT)
         if len(text):
             print(f"palimpsest: {doc!r} is not empty; replay into a new document", file=sys.stderr)
             return 2

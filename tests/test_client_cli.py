@@ -8,12 +8,17 @@ import io
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from conftest import RunningServer
+from pycrdt import Doc, Text, XmlElement, XmlFragment, XmlText
 
 from palimpsest import cli as server_cli
+from palimpsest.client import connect
 from palimpsest.client.cli import TRACES_DIR, main
 
 TRACE = TRACES_DIR / "sveltecomponent.json.gz"
@@ -98,7 +103,7 @@ async def test_errors_are_one_line_messages(
     assert await run("cat", "bad/name", "--url", server.url) == 2
     assert "not allowed" in capsys.readouterr().err
     assert await run("cat", "doc", "--url", "http://127.0.0.1:9") == 1
-    assert "cannot connect" in capsys.readouterr().err
+    assert "cannot reach http://127.0.0.1:9" in capsys.readouterr().err
     # a document nobody wrote to is not an empty one
     assert await run("cat", "never-written", "--url", server.url) == 2
     out = capsys.readouterr()
@@ -156,3 +161,84 @@ async def test_a_url_that_names_no_server_is_refused_at_once(
         assert await run(*command, "--url", url) == 2
         err = capsys.readouterr().err
         assert f"palimpsest: {url!r} is not a server URL: give http://HOST:PORT" in err, err
+
+
+async def _write(server: RunningServer, doc: str, build: Callable[[Doc], None]) -> None:
+    async with connect(server.url, doc, user="ann") as s:
+        build(s.doc)
+        await s.flush()
+
+
+async def _version(server: RunningServer, doc: str) -> dict[str, Any]:
+    async with httpx.AsyncClient() as http:
+        r = await http.get(f"{server.url}/api/docs/{doc}/versions", params={"user": "t"})
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+
+def _set_stdin(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+
+
+async def test_cat_and_edit_find_the_text_other_editors_keep(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cat` and `edit` read and set `content`, the root Palimpsest's page and client
+    write. A document another editor wrote keeps its text elsewhere: `cat` printed
+    nothing for it, and `edit` wrote a `content` text beside it that no editor of it
+    showed. Now they take the document's one text root (y-monaco's `monaco`), keep a
+    Quill text's formatting and embeds, print a Tiptap tree, refuse to set a tree's
+    characters, and ask which root when there are several."""
+    url = ("--url", server.url)
+    head = lambda v: (v["seq"], sorted(v["roots"]))  # noqa: E731
+
+    await _write(server, "mon", lambda d: d.get("monaco", type=Text).insert(0, "fn main() {}\n"))
+    assert await run("cat", "mon", *url) == 0
+    assert capsys.readouterr().out == "fn main() {}\n"
+    _set_stdin(monkeypatch, "fn main() { ok() }\n")
+    assert await run("edit", "mon", "-", *url, "--user", "bob") == 0
+    v = await _version(server, "mon")
+    assert list(v["roots"]) == ["monaco"], v
+    assert v["roots"]["monaco"]["value"] == "fn main() { ok() }\n"
+
+    def quill(d: Doc) -> None:
+        t = d.get("quill", type=Text)
+        t.insert(0, "Hello world\n")
+        t.insert_embed(11, {"image": "cat.png"})
+        t.format(6, 11, {"bold": True})
+
+    await _write(server, "q", quill)
+    _set_stdin(monkeypatch, "Hi world\n")
+    assert await run("edit", "q", "-", *url, "--user", "bob") == 0
+    assert "event #" in capsys.readouterr().err
+    v = await _version(server, "q")
+    assert v["roots"]["quill"]["delta"] == [
+        {"insert": "Hi "},
+        {"insert": "world", "attributes": {"bold": True}},
+        {"insert": {"image": "cat.png"}},
+        {"insert": "\n"},
+    ], v
+
+    def tree(d: Doc) -> None:
+        paragraph = d.get("default", type=XmlFragment).children.append(XmlElement("paragraph"))
+        paragraph.children.append(XmlText("Hi"))
+
+    await _write(server, "tree", tree)
+    assert await run("cat", "tree", *url) == 0
+    assert capsys.readouterr().out == "<paragraph>Hi</paragraph>"
+    before = head(await _version(server, "tree"))
+    _set_stdin(monkeypatch, "plain")
+    assert await run("edit", "tree", "-", *url) == 2
+    err = capsys.readouterr().err
+    assert "holds no text to set" in err and "default (xml)" in err, err
+    assert head(await _version(server, "tree")) == before
+
+    def two(d: Doc) -> None:
+        d.get("a", type=Text).insert(0, "first")
+        d.get("b", type=Text).insert(0, "second")
+
+    await _write(server, "two", two)
+    assert await run("cat", "two", *url) == 2
+    assert "several roots (a (text), b (text)): choose one with --root" in capsys.readouterr().err
+    assert await run("cat", "two", "--root", "b", *url) == 0
+    assert capsys.readouterr().out == "second"
