@@ -248,3 +248,63 @@ def test_text_taken_out_before_is_not_moved_again() -> None:
         del s.root.children[0]
         s.root.children.append(XmlElement("paragraph", {}, [XmlText("keepgone")]))
     assert s.blame() == [[("¶", "cy"), ("keep", "ann"), ("gone", "cy")]]
+
+
+def test_a_diff_marks_the_text_a_move_inserted() -> None:
+    """A diff shows a move as the log has it, the mover's delete and insert, and marks
+    the insert `moved` (blame names who wrote it), so that a history view can tell a
+    line moved from a line typed: in a text root and in an XML tree's text, folded by
+    ids, by deltas and from the diff's first version alone (what a server answers
+    before it has an index), joined by actor or not."""
+    doc, text, log, who = _text_session()
+    text.insert(0, "line one\n")
+    who[0] = "bob"
+    text.insert(9, "line two\n")
+    who[0] = "cy"
+    with doc.transaction():  # bob's line moved above ann's, and cy types after it
+        del text[9:18]
+        text.insert(0, "line two\n")
+        text.insert(9, "new\n")
+    want = [
+        ("insert", "line two\n", "cy", True),
+        ("insert", "new\n", "cy", False),
+        ("equal", "line one\n", None, False),
+        ("delete", "line two\n", "cy", False),
+    ]
+    at: Doc[Any] = Doc()
+    at.apply_update(_state(log[:2]))
+    for by_ids in (True, False, None):
+        index = AttributionIndex("d", ["content"], by_ids=bool(by_ids))
+        if by_ids is None:
+            index.start_from(2, at.get_update())
+            index.fold(log[2:])
+        else:
+            index.fold(log)
+        for ops in (index.diff("content", 2, 3), join_runs(index.diff("content", 2, 3))):
+            got = [(o["op"], o["text"], o["actor"], o.get("moved", False)) for o in ops]
+            assert got == want, (by_ids, got)
+
+    s = _written()  # the same in a paragraph: Cy's Enter moves Ann's and Bob's words
+    s.actor = "cy"
+    with s.doc.transaction():
+        s.para(0).__delitem__(slice(6, 17))
+        s.root.children.insert(1, XmlElement("paragraph", {}, [XmlText("world again")]))
+    index = AttributionIndex("d", {ROOT: XML})
+    index.fold(s.log)
+    before = Doc()
+    before.apply_update(_state(s.log[:3]))
+    nodes = index.xml[ROOT].diff(3, 4, index.actor, before.get(ROOT, type=XmlFragment), s.root)
+    ops = [(n["op"], o["op"], o["text"], o.get("moved", False))
+           for n in nodes for t in n["children"] for o in t["ops"]]  # fmt: skip
+    assert ops == [
+        ("equal", "equal", "Hello ", False),
+        ("equal", "delete", "world again", False),
+        ("insert", "insert", "world again", True),
+    ], nodes
+
+
+def _state(events: list[Event]) -> bytes:
+    doc: Doc[Any] = Doc()
+    for e in events:
+        doc.apply_update(e.update)
+    return doc.get_update()

@@ -400,6 +400,12 @@ def test_tiptap_enter_keeps_who_wrote_the_text_it_moves(
 
     assert blame() == [("alice", [("Hello ", "alice")]), ("bob", [("world", "alice")])]
     seen = logged_seq(bob, api)
+    # Palimpsest's page draws the split as Bob's new paragraph, its words moved there
+    carol = open_page(people(), server, doc_name, "carol", f"&history=1&version={mine}")
+    body = preview_mode(carol, "diff")
+    expect(body.locator('p.node-insert[data-actor="bob"] ins.moved')).to_have_text("world")
+    expect(body.locator("del")).to_have_text("world")
+    expect(body.locator("ins:not(.moved)")).to_have_count(0)
     bob.keyboard.press("Backspace")  # (the caret is at the start of the new paragraph)
     eventually(lambda: blocks(alice) == [["Hello world"]], what="alice sees the join")
     eventually(lambda: (logged_seq(bob, api) or 0) > (seen or 0), what="bob's join logged")

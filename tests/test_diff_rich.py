@@ -475,3 +475,35 @@ async def test_diff_over_http_shows_formatting_embeds_and_who_formatted(
 
 async def _at_least(head: Any, n: int) -> bool:
     return bool(await head() >= n)
+
+
+def test_a_bold_line_moved_stays_bold_and_marked_moved() -> None:
+    """A formatted text's diff keeps the index's mark on the text a move inserted (its
+    own op, never joined to typing beside it), with the formatting it has."""
+
+    def move(t: Text) -> None:
+        with t.doc.transaction():  # (an editor's line move: one transaction)
+            del t[9:18]
+            t.insert(0, "line two\n", {"bold": True})
+            t.insert(9, "new\n", {"bold": True})
+
+    doc, log = _log(
+        [
+            lambda t: t.insert(0, "line one\n"),
+            lambda t: t.insert(9, "line two\n", {"bold": True}),
+            move,
+        ]
+    )
+    index = AttributionIndex("d", ["t"])
+    index.fold(log)
+    got = with_formatting(
+        index.diff("t", 2, 3), runs_of(_diff(log, "t", 2)), runs_of(doc.get("t", type=Text).diff())
+    )
+    bold = {"bold": True}
+    assert got == [
+        {"op": "insert", "text": "line two\n", "actor": "u3", "seq": 3, "moved": True,
+         "attributes": bold},
+        {"op": "insert", "text": "new\n", "actor": "u3", "seq": 3, "attributes": bold},
+        {"op": "equal", "text": "line one\n", "actor": None, "seq": None},
+        {"op": "delete", "text": "line two\n", "actor": "u3", "seq": 3, "attributes": bold},
+    ]  # fmt: skip

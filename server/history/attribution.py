@@ -992,7 +992,10 @@ def track_diff(
     AttributionIndex.diff). `at_a`/`at_b` false: nothing of it is alive at that seq (an
     XML node not in that version, attribution_xml); a run deleted only with its node
     counts as deleted by `gone`, the event that deleted the node. Each byte in `kids` (an
-    embedded shared type, attribution_xml) is an op of its own, its ``node`` the byte."""
+    embedded shared type, attribution_xml) is an op of its own, its ``node`` the byte.
+    An insert of text its event moved (see Moves) is an op of its own, ``moved`` true
+    (its actor the mover; blame names who wrote it: a diff folded from version `a`
+    alone cannot know who wrote what was there at `a`, and answers the same)."""
     # Between two runs alive at both seqs, the runs deleted keep their order at `a`
     # and the runs inserted theirs at `b`; how the two interleave depends on where
     # an insert landed among tombstones, which a fold by deltas does not know
@@ -1001,19 +1004,23 @@ def track_diff(
     content = track.content
     out: list[dict[str, Any]] = []
     equal = bytearray()
-    # per kind, [seq, bytes, the kid's byte or -1] (a kid is never extended)
+    # per kind, [seq, bytes, the kid's byte or -1, text moved] (a kid is never extended)
     gap: dict[str, list[list[Any]]] = {"delete": [], "insert": []}
+    moved = track.moved
+    starts = [m[0] for m in moved]  # (text moved: a bisect per insert finds it)
 
-    def op(kind: str, s: int | None, data: bytes, node: int = -1) -> dict[str, Any]:
+    def op(kind: str, s: int | None, data: bytes, node: int, moved: bool) -> dict[str, Any]:
         out = {"op": kind, "text": _text(data), "actor": actor(s) if s else None,
                "seq": s or None}  # fmt: skip
         if node >= 0:
             out["node"] = node
+        if moved:
+            out["moved"] = True
         return out
 
     def flush_gap() -> None:
         for kind in ("delete", "insert"):
-            out.extend(op(kind, s, bytes(data), node) for s, data, node in gap[kind])
+            out.extend(op(kind, s, bytes(data), node, m) for s, data, node, m in gap[kind])
             gap[kind] = []
 
     split = bool(kids)  # (the plain runs as they are: the cost of a long text's diff)
@@ -1027,11 +1034,11 @@ def track_diff(
         if in_a and in_b:
             if gap["delete"] or gap["insert"] or kid:
                 if equal:
-                    out.append(op("equal", None, bytes(equal)))
+                    out.append(op("equal", None, bytes(equal), -1, False))
                     equal = bytearray()
                 flush_gap()
             if kid:
-                out.append(op("equal", None, EMBED, start))
+                out.append(op("equal", None, EMBED, start, False))
             else:
                 equal += content[start : start + n]
             continue
@@ -1041,13 +1048,23 @@ def track_diff(
             kind, s = "delete", dele if dele and dele <= b else gone
         else:
             continue
-        data = content[start : start + n]
         runs = gap[kind]
-        if runs and runs[-1][0] == s and runs[-1][2] < 0 and not kid:
+        if kind == "insert" and moved and not kid:
+            m = bisect_right(starts, start + n - 1) - 1
+            if m >= 0 and moved[m][0] + moved[m][1] > start:
+                for at, k, w in track.stretches(start, n, ins):
+                    move = w != ins
+                    if runs and runs[-1][0] == s and runs[-1][2] < 0 and runs[-1][3] == move:
+                        runs[-1][1].extend(content[at : at + k])
+                    else:
+                        runs.append([s, bytearray(content[at : at + k]), -1, move])
+                continue
+        data = content[start : start + n]
+        if runs and runs[-1][0] == s and runs[-1][2] < 0 and not kid and not runs[-1][3]:
             runs[-1][1].extend(data)
         else:
-            runs.append([s, bytearray(data), start if kid else -1])
+            runs.append([s, bytearray(data), start if kid else -1, False])
     if equal:
-        out.append(op("equal", None, bytes(equal)))
+        out.append(op("equal", None, bytes(equal), -1, False))
     flush_gap()
     return out

@@ -132,6 +132,8 @@ def with_formatting(
                        "attributes": attrs_b or {}, "was": attrs_a or {}}  # fmt: skip
             else:
                 new = {"op": kind, "text": text, "actor": op["actor"], "seq": op["seq"]}
+                if op.get("moved"):
+                    new["moved"] = True
                 attrs = attrs_a if kind == "delete" else attrs_b
                 if attrs:
                     new["attributes"] = attrs
@@ -152,7 +154,7 @@ def with_formatting(
 
 
 def _same(x: dict[str, Any], y: dict[str, Any]) -> bool:
-    return all(x.get(k) == y.get(k) for k in ("op", "actor", "seq", "attributes", "was"))
+    return all(x.get(k) == y.get(k) for k in ("op", "actor", "seq", "attributes", "was", "moved"))
 
 
 def formatted_ops(

@@ -454,12 +454,14 @@ export class HistoryPanel {
         const authors = new Set()
         let inserted = 0
         let deleted = 0
+        let moved = 0
         for (const op of mergeOps(ops)) {
           if (op.op === 'insert') { inserted += op.text.length; if (op.actor) authors.add(op.actor) }
           if (op.op === 'delete') { deleted += op.text.length; if (op.actor) authors.add(op.actor) }
+          if (op.moved) moved += op.text.length
           body.append(opSpan(op))
         }
-        legend.append(...diffLegend(diff, realSeq, inserted, deleted, authors))
+        legend.append(...diffLegend(diff, realSeq, inserted, deleted, authors, moved))
         if (!ops.length) body.append(h('span', { class: 'muted' }, '(empty)'))
       } else if (this.mode === 'blame') {
         const blame = await this.api.blame(this.doc, realSeq)
@@ -535,6 +537,7 @@ export class HistoryPanel {
     const authors = new Set()
     let inserted = 0
     let deleted = 0
+    let moved = 0
     for (const name of names) {
       const root = answer.roots && answer.roots[name]
       const nodes = !root ? [] : root.nodes ? root.nodes : [{ runs: root.runs || root.ops || [] }]
@@ -543,11 +546,12 @@ export class HistoryPanel {
         if (it.actor && (!diffing || (it.op && it.op !== 'equal'))) authors.add(it.actor)
         if (run && run.op === 'insert') inserted += run.text.length
         if (run && run.op === 'delete') deleted += run.text.length
+        if (run && run.moved) moved += run.text.length
       }
       section(name).append(nodes.length ? drawNodes(nodes, diffing ? DIFF_DECO : BLAME_DECO) : h('span', { class: 'muted' }, '(empty)'))
     }
     legend.append(...(diffing
-      ? diffLegend(answer, seq, inserted, deleted, authors)
+      ? diffLegend(answer, seq, inserted, deleted, authors, moved)
       : [h('span', {}, `Who made and wrote each part of version #${seq}:`), authorChips(authors)]))
   }
 
@@ -599,12 +603,15 @@ function textOf (roots, name) {
   return value ? document.createTextNode(value) : h('span', { class: 'muted' }, '(empty)')
 }
 
-/** Join neighbouring ops of the same kind and author (typing makes one op per keystroke). */
+/**
+ * Join neighbouring ops of the same kind and author (typing makes one op per keystroke),
+ * text moved (a line moved, Enter splitting a paragraph) never with text typed.
+ */
 function mergeOps (ops) {
   const out = []
   for (const op of ops) {
     const last = out[out.length - 1]
-    if (last && last.op === op.op && (op.op === 'equal' || last.actor === op.actor)) {
+    if (last && last.op === op.op && (op.op === 'equal' || last.actor === op.actor) && !last.moved === !op.moved) {
       last.text += op.text
       if (op.seq !== undefined && op.seq !== null) {
         last.minSeq = Math.min(last.minSeq ?? op.seq, op.seq)
@@ -619,12 +626,12 @@ function mergeOps (ops) {
 
 function opSpan (op) {
   if (op.op === 'equal') return document.createTextNode(op.text)
-  const verb = op.op === 'insert' ? 'added' : 'deleted'
+  const verb = op.op === 'insert' ? (op.moved ? 'moved here' : 'added') : 'deleted'
   const seqs = op.minSeq === undefined || op.minSeq === null
     ? ''
     : op.minSeq === op.maxSeq ? ` in #${op.minSeq}` : ` in #${op.minSeq}–#${op.maxSeq}`
   return h(op.op === 'insert' ? 'ins' : 'del', {
-    class: op.op === 'insert' ? 'ins' : 'del',
+    class: op.op === 'insert' ? (op.moved ? 'ins moved' : 'ins') : 'del',
     style: op.actor ? { '--author': colorFor(op.actor), '--author-light': lightColorFor(op.actor, 0x33) } : null,
     title: `${verb} by ${op.actor || 'unknown'}${seqs}`,
     dataset: { actor: op.actor, seq: op.minSeq }
@@ -636,11 +643,12 @@ function seqRange (first, last) {
   return last === undefined || last === null || first === last ? `#${first}` : `#${first}–#${last}`
 }
 
-function diffLegend (diff, seq, inserted, deleted, authors) {
+function diffLegend (diff, seq, inserted, deleted, authors, moved) {
   return [
     h('span', {}, `From #${diff.from ?? seq} to the current version${diff.to !== undefined ? ` (#${diff.to})` : ''}: `),
     h('span', { class: 'ins-sample' }, `+${inserted}`), ' ',
     h('span', { class: 'del-sample' }, `−${deleted}`), ' characters',
+    moved ? h('span', { class: 'moved-sample' }, ` (${moved} moved)`) : null,
     authorChips(authors)
   ]
 }
@@ -686,9 +694,9 @@ const DIFF_DECO = {
   wrap: (run) => run.op === 'insert' ? 'ins' : run.op === 'delete' ? 'del' : null,
   run: (run) => VERBS[run.op]
     ? {
-        class: run.op === 'insert' ? 'ins' : run.op === 'delete' ? 'del' : 'fmt',
+        class: run.op === 'insert' ? (run.moved ? 'ins moved' : 'ins') : run.op === 'delete' ? 'del' : 'fmt',
         style: authorStyle(run.actor),
-        title: `${run.op === 'format' ? 'formatted' : VERBS[run.op]} by ${run.actor || 'unknown'}${run.seq ? ` in #${run.seq}` : ''}`,
+        title: `${run.op === 'format' ? 'formatted' : run.moved ? 'moved here' : VERBS[run.op]} by ${run.actor || 'unknown'}${run.seq ? ` in #${run.seq}` : ''}`,
         dataset: { actor: run.actor, seq: run.seq, op: run.op }
       }
     : null
