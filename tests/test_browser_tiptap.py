@@ -550,6 +550,48 @@ def test_lexical_restore_brings_back_its_nodes_and_formats(
     assert not errors and not page.evaluate("() => window.harness.errors"), errors
 
 
+def test_lexical_client_undo_then_remote_change_loses_nothing(
+    server: ServerProcess, page_url: str, people: Any, doc_name: str
+) -> None:
+    """Issue 16's sequence in Lexical, with its own undo (a Y.UndoManager, as
+    @lexical/react's CollaborationPlugin wires it): Ann types, Bob clears his paragraph
+    under her, Ann presses Ctrl-Z, Bob adds words, Ann types again. Both editors end
+    alike, with Bob's words and Ann's new ones, her undone text gone, and the server's
+    state is theirs."""
+    bob, bob_errors = open_binding_page(people(), page_url, "lexical.html", server, doc_name,
+                                        user="bob")  # fmt: skip
+    text = lambda p: [("".join(t for t, _ in n["text"])) for n in p.evaluate(  # noqa: E731
+        "() => window.harness.nodes()")]  # fmt: skip
+    bob.locator("#editor").click()
+    bob.keyboard.type("Bob's long first paragraph, with many words in it")
+    bob.keyboard.press("Enter")
+    bob.keyboard.type("Short")
+    ann, ann_errors = open_binding_page(people(), page_url, "lexical.html", server, doc_name)
+    eventually(lambda: text(ann) == text(bob) and "Short" in text(ann), what="ann sees bob's")
+    ann.locator("#editor").click()
+    ann.keyboard.press("Control+End")
+    ann.keyboard.type(" Ann wrote this")
+    eventually(lambda: text(bob)[-1] == "Short Ann wrote this", what="bob sees ann's words")
+    bob.evaluate("(n) => window.harness.select(0, 0, n)", len(text(bob)[0]))
+    bob.keyboard.press("Backspace")
+    eventually(lambda: text(ann)[0] == "", what="ann sees bob's paragraph cleared")
+    ann.keyboard.press("Control+z")
+    eventually(lambda: text(ann) == ["", "Short"] and text(bob) == ["", "Short"],
+               what="ann's undo in both editors")  # fmt: skip
+    bob.keyboard.press("Control+End")
+    bob.keyboard.insert_text(" and Bob's words")
+    eventually(lambda: text(ann) == ["", "Short and Bob's words"], what="bob's words reach ann")
+    ann.keyboard.press("Control+End")
+    ann.keyboard.type(" Ann again")
+    want = ["", "Short and Bob's words Ann again"]
+    eventually(lambda: text(ann) == want and text(bob) == want, what="both editors alike")
+    api = f"{server.http_url}/api/docs/{doc_name}"
+    eventually(lambda: logged_seq(ann, api) and logged_seq(bob, api), what="the server's")
+    assert not ann_errors and not bob_errors, (ann_errors, bob_errors)
+    for page in (ann, bob):
+        assert not page.evaluate("() => window.harness.errors")
+
+
 def test_lexical_blame_and_diff_name_who_wrote_each_part(
     server: ServerProcess, page_url: str, people: Any, doc_name: str
 ) -> None:

@@ -1,13 +1,19 @@
 // The Lexical page of tests/test_browser_tiptap.py: Lexical with rich text, bound to
 // Yjs with @lexical/yjs the way @lexical/react's CollaborationPlugin binds it
-// (createBinding, syncLexicalUpdateToYjs, syncYjsChangesToLexical), through y-websocket:
+// (createBinding, syncLexicalUpdateToYjs, syncYjsChangesToLexical, and its undo manager),
+// through y-websocket:
 //
 //   lexical.html?ws=ws://HOST:PORT/ws&doc=NAME[&user=NAME]
 //
 // Everything a test needs is on window.harness; nothing here knows what is tested.
-import { createEditor, $getRoot, $createRangeSelection, $setSelection } from 'lexical'
+import {
+  createEditor, $getRoot, $createRangeSelection, $setSelection, UNDO_COMMAND, REDO_COMMAND,
+  COMMAND_PRIORITY_EDITOR
+} from 'lexical'
 import { registerRichText, HeadingNode, QuoteNode } from '@lexical/rich-text'
-import { createBinding, syncLexicalUpdateToYjs, syncYjsChangesToLexical } from '@lexical/yjs'
+import {
+  createBinding, createUndoManager, syncLexicalUpdateToYjs, syncYjsChangesToLexical
+} from '@lexical/yjs'
 import * as Y from 'yjs'
 import { docName, errors, connect, expose } from './page.js'
 
@@ -36,6 +42,11 @@ editor.registerUpdateListener(({ prevEditorState, editorState, dirtyElements, di
       dirtyLeaves, normalizedNodes, tags)
   }
 })
+// Lexical's own undo, as @lexical/react's CollaborationPlugin wires it (useYjsHistory):
+// a Y.UndoManager over the root, for this client's changes only, on Ctrl-Z / Ctrl-Y
+const undoManager = createUndoManager(binding, binding.root.getSharedType())
+editor.registerCommand(UNDO_COMMAND, () => { undoManager.undo(); return true }, COMMAND_PRIORITY_EDITOR)
+editor.registerCommand(REDO_COMMAND, () => { undoManager.redo(); return true }, COMMAND_PRIORITY_EDITOR)
 provider.connect()
 
 expose(session, {
