@@ -18,7 +18,7 @@ import { yCollab, ySyncAnnotation } from 'y-codemirror.next'
 import { ServerUndo } from '../../static/palimpsest.js'
 import { colorFor, lightColorFor } from './colors.js'
 import { $, h, clear, mountUrl, wsBase } from './util.js'
-import { chooseRoot, drawNodes, jsonOfRoot, modelOfRoot, rootKinds } from './render.js'
+import { LiveTree, chooseRoot, drawNodes, jsonOfRoot, modelOfRoot, rootKinds } from './render.js'
 
 export function openDocument ({ doc, user, token, parent }) {
   const ydoc = new Y.Doc()
@@ -147,16 +147,25 @@ function liveView (ydoc, names) {
       'would lose. Its history, blame, diffs and restore work here.'),
     body)
   let queued = false
+  const trees = new Map() // name -> LiveTree, for XML roots
   const draw = () => {
     queued = false
     clear(body)
     const kinds = rootKinds(ydoc)
     for (const name of names) {
-      const model = modelOfRoot(ydoc, name, kinds.get(name))
-      if (!model) continue
+      const kind = kinds.get(name)
+      let blocks
+      if (kind === 'xml') {
+        if (!trees.has(name)) trees.set(name, new LiveTree(ydoc.getXmlFragment(name)))
+        blocks = trees.get(name).draw()
+      } else {
+        const model = modelOfRoot(ydoc, name, kind)
+        if (!model) continue
+        blocks = drawNodes(model.nodes)
+      }
       const section = h('section', { class: 'root', dataset: { root: name } })
       if (names.length > 1) section.append(h('h6', { class: 'root-name' }, name))
-      section.append(drawNodes(model.nodes))
+      section.append(blocks)
       body.append(section)
     }
     const others = [...kinds].filter(([name, kind]) => !names.includes(name) && (kind === 'map' || kind === 'array'))

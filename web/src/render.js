@@ -169,6 +169,44 @@ export function drawNodes (nodes, deco = {}) {
   return out
 }
 
+/**
+ * An XML root drawn live, block by block: a change inside one of its top-level elements
+ * (a keystroke in a paragraph) draws that element again, and the others are kept as
+ * they were drawn. (Drawing a 2,000-paragraph document whole took 35–50 ms of the
+ * page's thread per keystroke anyone made.)
+ */
+export class LiveTree {
+  constructor (fragment) {
+    this.fragment = fragment
+    this.drawn = new Map() // top-level child -> its element
+    this.dirty = new Set()
+    fragment.observeDeep((events) => {
+      for (const event of events) {
+        let type = event.target
+        while (type !== fragment && type._item && type._item.parent !== fragment) {
+          type = type._item.parent
+        }
+        if (type !== fragment) this.dirty.add(type)
+      }
+    })
+  }
+
+  /** the root's blocks, in order, as a DocumentFragment */
+  draw () {
+    const out = document.createDocumentFragment()
+    const drawn = new Map()
+    for (const kid of this.fragment.toArray()) {
+      const keep = typeof kid === 'object' && !this.dirty.has(kid)
+      const el = (keep && this.drawn.get(kid)) || drawNode(nodeOf(kid), {})
+      if (typeof kid === 'object') drawn.set(kid, el)
+      out.append(el)
+    }
+    this.drawn = drawn
+    this.dirty.clear()
+    return out
+  }
+}
+
 function drawNode (node, deco) {
   const extra = (deco.node && deco.node(node)) || {}
   if (node.element !== undefined) {
