@@ -501,6 +501,7 @@ def test_a_refused_document_says_why_and_stops_retrying(server: ServerProcess, p
     expect(pill).to_have_attribute("data-state", "refused")
     expect(page.locator("#banner")).to_contain_text("not allowed")
     expect(page.locator(".cm-content")).to_have_attribute("contenteditable", "false")
+    expect(page.locator(".cm-placeholder")).to_have_count(0)  # (not "Opening the document…")
     # y-websocket would retry forever; the page stops on a 44xx close
     assert page.evaluate("() => window.palimpsest.provider.shouldConnect") is False
 

@@ -129,6 +129,7 @@ export function openDocument ({ doc, user, token, parent }) {
     banner.hidden = false
     banner.textContent = `The server refused this document: ${reason}`
     session.setEditable(false)
+    if (session.root === null) view.dispatch({ effects: hint.reconfigure([]) }) // not opening
   }
   view.focus()
   return session

@@ -84,7 +84,7 @@ export function chooseRoot (kinds) {
  */
 export function modelOfRoot (ydoc, name, kind) {
   if (kind === 'xml') return { nodes: ydoc.getXmlFragment(name).toArray().map(nodeOf) }
-  if (kind === 'text' || kind === 'rich') return { nodes: [{ runs: runsOfDelta(ydoc.getText(name).toDelta()) }], text: true }
+  if (kind === 'text' || kind === 'rich') return { nodes: [{ runs: runsOfDelta(ydoc.getText(name).toDelta()) }] }
   return null
 }
 
@@ -172,8 +172,9 @@ export function drawNodes (nodes, deco = {}) {
 /**
  * An XML root drawn live, block by block: a change inside one of its top-level elements
  * (a keystroke in a paragraph) draws that element again, and the others are kept as
- * they were drawn. (Drawing a 2,000-paragraph document whole took 35–50 ms of the
- * page's thread per keystroke anyone made.)
+ * they were drawn. (Drawn whole, a 2,000-paragraph document showed a keystroke anyone
+ * made 20–26 ms after it came, p50, a frame's wait included; block by block, 8–14 ms:
+ * bench/page_live_view.py.)
  */
 export class LiveTree {
   constructor (fragment) {
