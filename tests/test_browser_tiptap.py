@@ -308,6 +308,30 @@ def test_restore_brings_back_marks_and_headings(
     eventually(lambda: _marked(view_json(alice)) == want, what="the bold back in her editor")
 
 
+def plan_with_bold_words(
+    server: ServerProcess, page_url: str, people: Any, doc: str
+) -> tuple[Page, Page, str, int]:
+    """Alice writes a heading "Plan" and a paragraph in Tiptap, then Bob adds bold words
+    " today" from his; both logged. Returns their pages, the document's API URL and the
+    seq of Alice's version."""
+    ws = ws_base(server, "y-websocket")
+    alice = open_tiptap(people(), page_url, provider="y-websocket", ws=ws, doc=doc, user="alice")
+    alice.locator(".ProseMirror").click()
+    alice.keyboard.type("# Plan")
+    alice.keyboard.press("Enter")
+    alice.keyboard.type("We ship it")
+    api = f"{server.http_url}/api/docs/{doc}"
+    mine = int(eventually(lambda: logged_seq(alice, api), what="alice's text logged"))
+    bob = open_tiptap(people(), page_url, provider="y-websocket", ws=ws, doc=doc, user="bob")
+    eventually(lambda: "We ship it" in view_text(bob), what="bob sees alice's text")
+    type_at_end(bob, "")
+    bob.keyboard.press("Control+b")
+    bob.keyboard.type(" today")
+    eventually(lambda: "today" in view_text(alice), what="alice sees bob's words")
+    eventually(lambda: (logged_seq(bob, api) or 0) > mine, what="bob's words logged")
+    return alice, bob, api, mine
+
+
 def test_tiptap_blame_and_diff_name_who_wrote_each_part(
     server: ServerProcess, page_url: str, people: Any, doc_name: str
 ) -> None:
@@ -315,23 +339,7 @@ def test_tiptap_blame_and_diff_name_who_wrote_each_part(
     paragraph from his: the XML root's blame names Alice for the heading, the paragraph
     and her words, Bob for his, with his bold mark; the diff since Alice's version
     shows his words as his insert."""
-    ws = ws_base(server, "y-websocket")
-    alice = open_tiptap(people(), page_url, provider="y-websocket", ws=ws, doc=doc_name,
-                        user="alice")  # fmt: skip
-    alice.locator(".ProseMirror").click()
-    alice.keyboard.type("# Plan")
-    alice.keyboard.press("Enter")
-    alice.keyboard.type("We ship it")
-    api = f"{server.http_url}/api/docs/{doc_name}"
-    mine = eventually(lambda: logged_seq(alice, api), what="alice's text logged")
-    bob = open_tiptap(people(), page_url, provider="y-websocket", ws=ws, doc=doc_name,
-                      user="bob")  # fmt: skip
-    eventually(lambda: "We ship it" in view_text(bob), what="bob sees alice's text")
-    type_at_end(bob, "")
-    bob.keyboard.press("Control+b")
-    bob.keyboard.type(" today")
-    eventually(lambda: "today" in view_text(alice), what="alice sees bob's words")
-    eventually(lambda: (logged_seq(bob, api) or 0) > mine, what="bob's words logged")
+    alice, bob, api, mine = plan_with_bold_words(server, page_url, people, doc_name)
 
     blame = httpx.get(f"{api}/blame", params={"root": "default"}).json()["roots"]["default"]
     assert blame["type"] == "xml", blame
@@ -592,6 +600,32 @@ def test_lexical_client_undo_then_remote_change_loses_nothing(
         assert not page.evaluate("() => window.harness.errors")
 
 
+def hello_bold_world(
+    server: ServerProcess, page_url: str, people: Any, doc: str
+) -> tuple[tuple[Page, list[str]], tuple[Page, list[str]], str, int]:
+    """Ann types "Hello " in Lexical, then Bob adds a bold "world" from his; both logged.
+    Returns each page with its errors, the document's API URL and the seq of Ann's
+    version."""
+    ann, ann_errors = open_binding_page(people(), page_url, "lexical.html", server, doc)
+    nodes = lambda p: p.evaluate("() => window.harness.nodes()")  # noqa: E731
+    ann.locator("#editor").click()
+    ann.keyboard.type("Hello ")
+    eventually(lambda: nodes(ann) == [{"type": "paragraph", "text": [["Hello ", 0]]}],
+               what="ann's typing")  # fmt: skip
+    api = f"{server.http_url}/api/docs/{doc}"
+    mine = int(eventually(lambda: logged_seq(ann, api), what="ann's text logged"))
+    bob, bob_errors = open_binding_page(people(), page_url, "lexical.html", server, doc, "bob")
+    eventually(lambda: nodes(bob) == nodes(ann), what="bob sees ann's paragraph")
+    bob.locator("#editor").click()
+    bob.keyboard.press("Control+End")
+    bob.keyboard.press("Control+b")
+    bob.keyboard.type("world")
+    want = [{"type": "paragraph", "text": [["Hello ", 0], ["world", 1]]}]
+    eventually(lambda: nodes(ann) == want, what="ann sees bob's bold word")
+    eventually(lambda: (logged_seq(bob, api) or 0) > mine, what="bob's word logged")
+    return (ann, ann_errors), (bob, bob_errors), api, mine
+
+
 def test_lexical_blame_and_diff_name_who_wrote_each_part(
     server: ServerProcess, page_url: str, people: Any, doc_name: str
 ) -> None:
@@ -602,24 +636,10 @@ def test_lexical_blame_and_diff_name_who_wrote_each_part(
     node and word as his inserts. Then Ann bolds Bob's next word, which Lexical does by
     moving it into a text node of its own (deleted and inserted again): blame names Ann
     for that text node and still Bob for the word."""
-    ann, ann_errors = open_binding_page(people(), page_url, "lexical.html", server, doc_name)
+    (ann, ann_errors), (bob, bob_errors), api, mine = hello_bold_world(
+        server, page_url, people, doc_name
+    )
     nodes = lambda p: p.evaluate("() => window.harness.nodes()")  # noqa: E731
-    ann.locator("#editor").click()
-    ann.keyboard.type("Hello ")
-    eventually(lambda: nodes(ann) == [{"type": "paragraph", "text": [["Hello ", 0]]}],
-               what="ann's typing")  # fmt: skip
-    api = f"{server.http_url}/api/docs/{doc_name}"
-    mine = eventually(lambda: logged_seq(ann, api), what="ann's text logged")
-    bob, bob_errors = open_binding_page(people(), page_url, "lexical.html", server, doc_name,
-                                        user="bob")  # fmt: skip
-    eventually(lambda: nodes(bob) == nodes(ann), what="bob sees ann's paragraph")
-    bob.locator("#editor").click()
-    bob.keyboard.press("Control+End")
-    bob.keyboard.press("Control+b")
-    bob.keyboard.type("world")
-    want = [{"type": "paragraph", "text": [["Hello ", 0], ["world", 1]]}]
-    eventually(lambda: nodes(ann) == want, what="ann sees bob's bold word")
-    eventually(lambda: (logged_seq(bob, api) or 0) > mine, what="bob's word logged")
 
     per_key = httpx.get(f"{api}/blame", params={"root": "root"}).json()["roots"]["root"]
     assert len(per_key["nodes"][0]["runs"]) > 4  # a run per keystroke, each its own seq
@@ -779,22 +799,7 @@ def test_the_page_shows_a_tiptap_document_live_and_its_history_by_author(
     bold), live and read-only, and its history draws any version, the changes since
     (Bob's words as his insert, in bold) and blame (who made each block, who wrote each
     run) on the tree."""
-    ws = ws_base(server, "y-websocket")
-    alice = open_tiptap(people(), page_url, provider="y-websocket", ws=ws, doc=doc_name,
-                        user="alice")  # fmt: skip
-    alice.locator(".ProseMirror").click()
-    alice.keyboard.type("# Plan")
-    alice.keyboard.press("Enter")
-    alice.keyboard.type("We ship it")
-    api = f"{server.http_url}/api/docs/{doc_name}"
-    first = eventually(lambda: logged_seq(alice, api), what="alice's text logged")
-    bob = open_tiptap(people(), page_url, provider="y-websocket", ws=ws, doc=doc_name,
-                      user="bob")  # fmt: skip
-    eventually(lambda: "We ship it" in view_text(bob), what="bob sees alice's text")
-    type_at_end(bob, "")
-    bob.keyboard.press("Control+b")
-    bob.keyboard.type(" today")
-    eventually(lambda: (logged_seq(bob, api) or 0) > first, what="bob's words logged")
+    alice, bob, api, first = plan_with_bold_words(server, page_url, people, doc_name)
 
     carol = open_page(people(), server, doc_name, "carol")
     live = carol.locator("#live")
@@ -854,20 +859,9 @@ def test_the_page_shows_lexical_and_quill_documents_as_their_editors_lay_them_ou
     characters, Quill as a bold attribute and an image as an embed: Palimpsest's page
     draws both as their editors do, live, and Lexical's blame names Bob for his bold
     word on the tree."""
-    ann, ann_errors = open_binding_page(people(), page_url, "lexical.html", server, doc_name)
-    nodes = lambda p: p.evaluate("() => window.harness.nodes()")  # noqa: E731
-    ann.locator("#editor").click()
-    ann.keyboard.type("Hello ")
-    api = f"{server.http_url}/api/docs/{doc_name}"
-    mine = eventually(lambda: logged_seq(ann, api), what="ann's text logged")
-    bob, bob_errors = open_binding_page(people(), page_url, "lexical.html", server, doc_name,
-                                        user="bob")  # fmt: skip
-    eventually(lambda: nodes(bob) == nodes(ann), what="bob sees ann's paragraph")
-    bob.locator("#editor").click()
-    bob.keyboard.press("Control+End")
-    bob.keyboard.press("Control+b")
-    bob.keyboard.type("world")
-    eventually(lambda: (logged_seq(bob, api) or 0) > mine, what="bob's word logged")
+    (ann, ann_errors), (bob, bob_errors), api, mine = hello_bold_world(
+        server, page_url, people, doc_name
+    )
     carol = open_page(people(), server, doc_name, "carol", "&history=1")
     live = carol.locator("#live")
     expect(live.locator('p[data-element="paragraph"]')).to_have_text("Hello world")

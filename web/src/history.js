@@ -632,7 +632,7 @@ function opSpan (op) {
     : op.minSeq === op.maxSeq ? ` in #${op.minSeq}` : ` in #${op.minSeq}–#${op.maxSeq}`
   return h(op.op === 'insert' ? 'ins' : 'del', {
     class: op.op === 'insert' ? (op.moved ? 'ins moved' : 'ins') : 'del',
-    style: op.actor ? { '--author': colorFor(op.actor), '--author-light': lightColorFor(op.actor, 0x33) } : null,
+    style: authorStyle(op.actor),
     title: `${verb} by ${op.actor || 'unknown'}${seqs}`,
     dataset: { actor: op.actor, seq: op.minSeq }
   }, op.text)
