@@ -11,9 +11,12 @@ the tree: `scripts/screenshots` runs the two tests that take them and copies the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
+import subprocess
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -25,6 +28,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 from serverproc import ServerProcess
+
+from palimpsest.client import connect
 
 pytestmark = pytest.mark.browser
 
@@ -546,3 +551,32 @@ def test_a_line_moved_keeps_its_writer_in_blame(
     expect(body.locator("del")).to_have_text("second line")
     expect(alice.locator("#preview-legend")).to_contain_text("+12 −12 characters (12 moved)")
     assert not alice.errors and not bob.errors  # type: ignore[attr-defined]
+
+
+def test_a_document_nested_thousands_deep_is_drawn_without_breaking_the_page(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """A hostile client's texts nested 5,000 deep, then typed around (Node's Yjs: pycrdt
+    cannot nest a text in a text): the page drew such a document by recursion and threw
+    "Maximum call stack size exceeded" in the live view and in every preview. It now
+    draws a hundred levels and a "…" below them."""
+    node_dir = Path(__file__).resolve().parent / "node"
+    out = subprocess.run(["node", "lexical_session.mjs", "deep", "5000"], cwd=node_dir,
+                         check=True, capture_output=True, timeout=120).stdout  # fmt: skip
+    updates = [bytes.fromhex(u) for _, u in json.loads(out)]
+
+    async def push() -> None:  # (one client id: one user)
+        async with connect(server.ws_url, doc_name, user="eve") as s:
+            for update in updates:
+                s.doc.apply_update(update)
+            await s.flush()
+
+    pushing = threading.Thread(target=asyncio.run, args=(push(),))
+    pushing.start()
+    pushing.join(60)
+    page = open_doc(people(), server.http_url, doc_name, "carol", "&history=1&version=head")
+    expect(page.locator("#live")).to_contain_text("more")
+    expect(page.locator("#live .x-cut")).to_have_count(1)
+    expect(page.locator("#preview-body .x-cut")).to_have_count(1)
+    expect(page.locator("#preview-body")).to_contain_text("typed")
+    assert not page.errors, page.errors  # type: ignore[attr-defined]

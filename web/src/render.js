@@ -83,7 +83,7 @@ export function chooseRoot (kinds) {
  * map or array (drawn as JSON).
  */
 export function modelOfRoot (ydoc, name, kind) {
-  if (kind === 'xml') return { nodes: ydoc.getXmlFragment(name).toArray().map(nodeOf) }
+  if (kind === 'xml') return { nodes: ydoc.getXmlFragment(name).toArray().map((kid) => nodeOf(kid)) }
   if (kind === 'text' || kind === 'rich') return { nodes: [{ runs: runsOfDelta(ydoc.getText(name).toDelta()) }] }
   return null
 }
@@ -94,23 +94,32 @@ export function jsonOfRoot (ydoc, name, kind) {
   return null
 }
 
-function nodeOf (type) {
+// Nesting deeper than this is not drawn (a hostile client's 5,000 texts nested in one
+// another overflowed the page's stack, and no editor lays out such a thing)
+const MAX_DEPTH = 100
+
+function nodeOf (type, depth = 0) {
+  if (depth > MAX_DEPTH) return { cut: true }
   if (typeof type === 'string') return { runs: [{ text: type }] }
   if (type instanceof Y.XmlElement) {
-    return { element: type.nodeName, attributes: type.getAttributes(), children: type.toArray().map(nodeOf) }
+    return {
+      element: type.nodeName,
+      attributes: type.getAttributes(),
+      children: type.toArray().map((kid) => nodeOf(kid, depth + 1))
+    }
   }
-  if (type instanceof Y.XmlText) return { attributes: type.getAttributes(), runs: runsOfDelta(type.toDelta()) }
-  if (type instanceof Y.Text) return { runs: runsOfDelta(type.toDelta()) }
+  if (type instanceof Y.XmlText) return { attributes: type.getAttributes(), runs: runsOfDelta(type.toDelta(), depth) }
+  if (type instanceof Y.Text) return { runs: runsOfDelta(type.toDelta(), depth) }
   if (type instanceof Y.XmlHook) return { element: type.hookName, attributes: {}, children: [] }
   if (type instanceof Y.Map) return { map: type.toJSON() }
   return { map: type && typeof type.toJSON === 'function' ? type.toJSON() : {} }
 }
 
-function runsOfDelta (delta) {
+function runsOfDelta (delta, depth = 0) {
   return delta.map((op) => {
     const attributes = op.attributes || undefined
     if (typeof op.insert === 'string') return { text: op.insert, attributes }
-    if (op.insert instanceof Y.AbstractType) return { text: '\ufffc', attributes, node: nodeOf(op.insert) }
+    if (op.insert instanceof Y.AbstractType) return { text: '\ufffc', attributes, node: nodeOf(op.insert, depth + 1) }
     return { text: '\ufffc', attributes, embed: op.insert }
   })
 }
@@ -163,9 +172,9 @@ function headingTag (level) {
  * dataset) or null, and may wrap: `deco.wrap(run)` returns a tag ('ins', 'del') or null.
  * @returns {DocumentFragment}
  */
-export function drawNodes (nodes, deco = {}) {
+export function drawNodes (nodes, deco = {}, depth = 0) {
   const out = document.createDocumentFragment()
-  for (const node of nodes) out.append(drawNode(node, deco))
+  for (const node of nodes) out.append(drawNode(node, deco, depth))
   return out
 }
 
@@ -208,11 +217,14 @@ export class LiveTree {
   }
 }
 
-function drawNode (node, deco) {
+function drawNode (node, deco, depth = 0) {
+  if (node.cut || depth > MAX_DEPTH) {
+    return h('span', { class: 'x-embed x-cut', title: `nested more than ${MAX_DEPTH} deep: not drawn` }, '…')
+  }
   const extra = (deco.node && deco.node(node)) || {}
   if (node.element !== undefined) {
     const tag = tagOfElement(node.element, node.attributes || {})
-    const el = h(tag, withClass(extra, 'x-node'), drawNodes(node.children || [], deco))
+    const el = h(tag, withClass(extra, 'x-node'), drawNodes(node.children || [], deco, depth + 1))
     el.dataset.element = node.element
     return el
   }
@@ -220,11 +232,11 @@ function drawNode (node, deco) {
   const tag = tagOfText(node.attributes)
   const el = h(tag || 'span', withClass(extra, tag ? 'x-node' : 'x-text'))
   if (tag) el.dataset.element = node.attributes.__type
-  drawRuns(el, node.runs || node.ops || [], deco)
+  drawRuns(el, node.runs || node.ops || [], deco, depth)
   return el
 }
 
-function drawRuns (parent, runs, deco) {
+function drawRuns (parent, runs, deco, depth) {
   let format = null // Lexical: the formatting its last text node's map gives
   // Quill formats a line on its newline ({header: 1} on the "\n"): the pieces since the
   // last newline are that line's, drawn as a heading, a list item, a quote
@@ -238,7 +250,7 @@ function drawRuns (parent, runs, deco) {
       // a diff or blame names who made or changed the node on its run
       const node = { ...run.node, op: run.node.op ?? run.op, actor: run.node.actor ?? run.actor, seq: run.node.seq ?? run.seq }
       if (node.map !== undefined) format = lexicalFormat(node.map)
-      line.append(drawNode(node, deco))
+      line.append(drawNode(node, deco, depth + 1))
       continue
     }
     const extra = (deco.run && deco.run(run)) || {}
