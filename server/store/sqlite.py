@@ -763,33 +763,31 @@ class SQLiteStore(EventStore):
 
     def _migrate(self, conn: sqlite3.Connection) -> bool:
         """Create or upgrade the schema; True when the log was rewritten."""
-        row = conn.execute("PRAGMA user_version").fetchone()
-        version = int(row[0]) if row else 0
+
+        def look(c: sqlite3.Connection) -> tuple[int, bool]:
+            # the schema's version and whether it exists, read under the write lock, in
+            # one transaction: another process starting on the same new file may make the
+            # schema at any moment (two servers started at once: one stopped on "table
+            # already exists" when the look came before the lock, and one on "schema
+            # version 0" when its two reads straddled the other's commit); a new file
+            # gets the schema here
+            row = c.execute("PRAGMA user_version").fetchone()
+            version = int(row[0]) if row else 0
+            if version or c.execute("SELECT 1 FROM sqlite_master WHERE name = 'docs'").fetchone():
+                return version, False
+            for stmt in FRESH:
+                c.execute(stmt)
+            c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            return SCHEMA_VERSION, True
+
+        version, made = _in_transaction(conn, "schema creation", look)
+        if made:
+            return False
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"database {self.path!r} has schema version {version}, newer than this "
                 f"server's {SCHEMA_VERSION}: upgrade Palimpsest"
             )
-        if (
-            version == 0
-            and not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'docs'").fetchone()
-        ):
-
-            def fresh(c: sqlite3.Connection) -> bool:
-                # under the write lock: another process starting on the same new file
-                # may have made the schema since the look above (two servers started
-                # at once did, and one of them stopped on "table already exists")
-                if c.execute("SELECT 1 FROM sqlite_master WHERE name = 'docs'").fetchone():
-                    return False
-                for stmt in FRESH:
-                    c.execute(stmt)
-                c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                return True
-
-            if _in_transaction(conn, "schema creation", fresh):
-                return False
-            row = conn.execute("PRAGMA user_version").fetchone()
-            version = int(row[0]) if row else 0
         if version < LAYOUT_VERSION and not self.upgrade:
             raise StoreError(
                 f"database {self.path!r} has schema version {version}; this version of "
