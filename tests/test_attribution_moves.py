@@ -212,8 +212,9 @@ def test_an_editing_trace_blames_alike_folded_by_ids_and_by_deltas(trace: str) -
     """The traces replace text as their editors did (re-indenting blocks, retyping a
     line), some of it with itself: the two folds cut an update into different pieces
     (structs, ops) and place its inserts in another order, and must still find the same
-    moves and answer the same blame, every 500 events, as a warm index and one rebuilt
-    must."""
+    moves and answer the same blame, every 500 events, and the same diff of those 500
+    events (moved text marked where it went and where it was), as a warm index and one
+    rebuilt must."""
     from test_snapshot_retention import bench
 
     new, _ = bench.trace_events(trace)
@@ -225,8 +226,10 @@ def test_an_editing_trace_blames_alike_folded_by_ids_and_by_deltas(trace: str) -
         by_deltas.fold(log[k : k + 500])
         seq = by_ids.seq
         assert by_ids.blame("content", seq) == by_deltas.blame("content", seq), seq
+        assert by_ids.diff("content", k, seq) == by_deltas.diff("content", k, seq), seq
     assert by_ids.by_ids == len(log) and by_deltas.by_ids == 0
     assert len(by_ids.tracks["content"].moved) > 1000  # (it did find moves)
+    assert len(by_ids.tracks["content"].moved_away) > 100
 
 
 def test_text_taken_out_before_is_not_moved_again() -> None:
@@ -250,12 +253,12 @@ def test_text_taken_out_before_is_not_moved_again() -> None:
     assert s.blame() == [[("¶", "cy"), ("keep", "ann"), ("gone", "cy")]]
 
 
-def test_a_diff_marks_the_text_a_move_inserted() -> None:
+def test_a_diff_marks_the_text_a_move_inserted_and_deleted() -> None:
     """A diff shows a move as the log has it, the mover's delete and insert, and marks
-    the insert `moved` (blame names who wrote it), so that a history view can tell a
-    line moved from a line typed: in a text root and in an XML tree's text, folded by
-    ids, by deltas and from the diff's first version alone (what a server answers
-    before it has an index), joined by actor or not."""
+    both `moved` (blame names who wrote the text), so that a history view can tell a
+    line moved from a line typed and deleted: in a text root and in an XML tree's text,
+    folded by ids, by deltas and from the diff's first version alone (what a server
+    answers before it has an index), joined by actor or not, and as stored."""
     doc, text, log, who = _text_session()
     text.insert(0, "line one\n")
     who[0] = "bob"
@@ -265,11 +268,14 @@ def test_a_diff_marks_the_text_a_move_inserted() -> None:
         del text[9:18]
         text.insert(0, "line two\n")
         text.insert(9, "new\n")
+    who[0] = "dee"
+    del text[13:15]  # a delete that is no move
     want = [
+        ("delete", "li", "dee", False),
         ("insert", "line two\n", "cy", True),
         ("insert", "new\n", "cy", False),
-        ("equal", "line one\n", None, False),
-        ("delete", "line two\n", "cy", False),
+        ("equal", "ne one\n", None, False),
+        ("delete", "line two\n", "cy", True),
     ]
     at: Doc[Any] = Doc()
     at.apply_update(_state(log[:2]))
@@ -280,7 +286,12 @@ def test_a_diff_marks_the_text_a_move_inserted() -> None:
             index.fold(log[2:])
         else:
             index.fold(log)
-        for ops in (index.diff("content", 2, 3), join_runs(index.diff("content", 2, 3))):
+        stored = codec.decode(codec.encode(index, "fp"), doc) if by_ids is not None else index
+        for ops in (
+            index.diff("content", 2, 4),
+            join_runs(index.diff("content", 2, 4)),
+            stored.diff("content", 2, 4),
+        ):
             got = [(o["op"], o["text"], o["actor"], o.get("moved", False)) for o in ops]
             assert got == want, (by_ids, got)
 
@@ -298,9 +309,34 @@ def test_a_diff_marks_the_text_a_move_inserted() -> None:
            for n in nodes for t in n["children"] for o in t["ops"]]  # fmt: skip
     assert ops == [
         ("equal", "equal", "Hello ", False),
-        ("equal", "delete", "world again", False),
+        ("equal", "delete", "world again", True),
         ("insert", "insert", "world again", True),
     ], nodes
+    # Backspace joins them again: the second paragraph's text, taken out with it, moved
+    s.actor = "dee"
+    with s.doc.transaction():
+        del s.root.children[1]
+        s.para(0).insert(6, "world again")
+    index.fold(s.log[4:])
+    after = Doc()
+    after.apply_update(_state(s.log[:4]))
+    nodes = index.xml[ROOT].diff(4, 5, index.actor, after.get(ROOT, type=XmlFragment), s.root)
+    ops = [(n["op"], o["op"], o["text"], o.get("moved", False))
+           for n in nodes for t in n["children"] for o in t["ops"]]  # fmt: skip
+    assert ops == [
+        ("equal", "equal", "Hello ", False),
+        ("equal", "insert", "world again", True),
+        ("delete", "delete", "world again", True),
+    ], nodes
+    # stored as version 4 (which knew no moved-from text), an index with moves is rebuilt
+    body = zlib.decompress(codec.encode(index, "fp"))
+    r = Reader(body)
+    header = json.loads(r.read_var_bytes("header"))
+    assert header["xml_moved_away"]
+    header["v"] = 4
+    old = zlib.compress(write_var_bytes(json.dumps(header).encode()) + body[r.pos :])
+    with pytest.raises(ValueError, match="before where it was moved from"):
+        codec.decode(old, s.doc)
 
 
 def _state(events: list[Event]) -> bytes:

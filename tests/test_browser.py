@@ -539,8 +539,8 @@ def test_a_line_moved_keeps_its_writer_in_blame(
                what="the move logged")  # fmt: skip
     # (CodeMirror moves "\nsecond line" to "second line\n": alice's newline moves too)
     assert blame() == [("second line", "bob"), ("\nfirst line", "alice")]
-    # the page's diff since before the move shows the line as moved there by alice,
-    # apart from what was typed, and the legend counts it
+    # the page's diff since before the move shows the line as moved by alice, from
+    # where it was to where it is, apart from what was typed, and the legend counts it
     head = Http(server.http_url).doc_head(doc_name)
     alice.goto(f"{server.http_url}/?doc={doc_name}&user=alice&history=1&version={head - 1}")
     alice.click('#preview-modes [data-mode="diff"]')
@@ -548,7 +548,8 @@ def test_a_line_moved_keeps_its_writer_in_blame(
     expect(body.locator("ins.moved")).to_have_text("second line")
     expect(body.locator("ins.moved")).to_have_attribute("title", re.compile("^moved here by alice"))
     expect(body.locator("ins:not(.moved)")).to_have_count(0)
-    expect(body.locator("del")).to_have_text("second line")
+    expect(body.locator("del.moved")).to_have_text("second line")  # where it was
+    expect(body.locator("del.moved")).to_have_attribute("title", re.compile("^moved away by alice"))
     expect(alice.locator("#preview-legend")).to_contain_text("+12 −12 characters (12 moved)")
     assert not alice.errors and not bob.errors  # type: ignore[attr-defined]
 

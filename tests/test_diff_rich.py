@@ -477,9 +477,10 @@ async def _at_least(head: Any, n: int) -> bool:
     return bool(await head() >= n)
 
 
-def test_a_bold_line_moved_stays_bold_and_marked_moved() -> None:
-    """A formatted text's diff keeps the index's mark on the text a move inserted (its
-    own op, never joined to typing beside it), with the formatting it has."""
+def test_a_bold_line_moved_stays_bold_and_marked_moved_both_ways() -> None:
+    """A formatted text's diff keeps the index's marks on the text a move inserted and
+    deleted (ops of their own, never joined to typing beside them), with the formatting
+    they have."""
 
     def move(t: Text) -> None:
         with t.doc.transaction():  # (an editor's line move: one transaction)
@@ -505,5 +506,6 @@ def test_a_bold_line_moved_stays_bold_and_marked_moved() -> None:
          "attributes": bold},
         {"op": "insert", "text": "new\n", "actor": "u3", "seq": 3, "attributes": bold},
         {"op": "equal", "text": "line one\n", "actor": None, "seq": None},
-        {"op": "delete", "text": "line two\n", "actor": "u3", "seq": 3, "attributes": bold},
+        {"op": "delete", "text": "line two\n", "actor": "u3", "seq": 3, "moved": True,
+         "attributes": bold},
     ]  # fmt: skip

@@ -82,7 +82,17 @@ class TextTrack:
     Runs live in blocks (a blocked list) with each block's count of alive bytes, so that
     finding a visible position costs O(blocks + block size), not O(document)."""
 
-    __slots__ = ("blocks", "alive", "content", "_bi", "_base", "by_block", "rich", "moved")
+    __slots__ = (
+        "blocks",
+        "alive",
+        "content",
+        "_bi",
+        "_base",
+        "by_block",
+        "rich",
+        "moved",
+        "moved_away",
+    )
 
     def __init__(self) -> None:
         self.blocks: list[list[list[Any]]] = [[]]
@@ -102,6 +112,10 @@ class TextTrack:
         #: moved, see :class:`Moves`): [first byte, bytes, written by seq], by first
         #: byte; blame names their writer, not the event that moved them
         self.moved: list[list[int]] = []
+        #: the other side: characters an event deleted because it moved them (it
+        #: inserted them again elsewhere): [first byte, bytes], by first byte; a diff
+        #: marks their delete ``moved``
+        self.moved_away: list[list[int]] = []
 
     def writers(self, start: int, n: int, ins: int) -> list[int]:
         """Who wrote each of bytes start..start+n (of a run inserted by `ins`)."""
@@ -145,6 +159,40 @@ class TextTrack:
         else:  # (an update's structs may be placed in the text in any order)
             i = bisect_right(moved, [start, -1])
             moved[i:i] = ranges
+
+    def note_moved_away(self, start: int, n: int) -> None:
+        """Bytes start..start+n were deleted by the event being folded, which inserted
+        them again elsewhere (see :class:`Moves`)."""
+        away = self.moved_away
+        i = bisect_right(away, [start, -1])
+        if i and away[i - 1][0] + away[i - 1][1] == start:
+            away[i - 1][1] += n
+            if i < len(away) and away[i][0] == start + n:  # (it joins the next one too)
+                away[i - 1][1] += away.pop(i)[1]
+        elif i < len(away) and away[i][0] == start + n:
+            away[i][0], away[i][1] = start, away[i][1] + n
+        else:
+            away.insert(i, [start, n])
+
+    def away_pieces(self, start: int, n: int) -> list[tuple[int, int, bool]]:
+        """Bytes start..start+n as (first byte, bytes, deleted by a move) pieces."""
+        away = self.moved_away
+        out: list[tuple[int, int, bool]] = []
+        at, end = start, start + n
+        for j in range(max(bisect_right(away, [start, 1 << 62]) - 1, 0), len(away)):
+            m = away[j]
+            if m[0] >= end:
+                break
+            lo, hi = max(m[0], at), min(m[0] + m[1], end)
+            if lo >= hi:
+                continue
+            if lo > at:
+                out.append((at, lo - at, False))
+            out.append((lo, hi - lo, True))
+            at = hi
+        if at < end:
+            out.append((at, end - at, False))
+        return out
 
     @property
     def length(self) -> int:
@@ -385,6 +433,10 @@ class Moves:
                     track.note_moved(
                         start + lo - seg_off, writers[i][at + lo - off : at + hi - off]
                     )
+        for i in writers:  # each stretch moved: its delete was a move's too
+            _, source, gone = self.deleted[i]
+            for s, k, _ in gone:
+                source.note_moved_away(s, k)
 
     def _free(self, i: int, sub: bytes, covered: list[bytearray]) -> int:
         """Where `sub` is in stretch i on bytes not matched yet, or -1."""
@@ -993,9 +1045,10 @@ def track_diff(
     XML node not in that version, attribution_xml); a run deleted only with its node
     counts as deleted by `gone`, the event that deleted the node. Each byte in `kids` (an
     embedded shared type, attribution_xml) is an op of its own, its ``node`` the byte.
-    An insert of text its event moved (see Moves) is an op of its own, ``moved`` true
-    (its actor the mover; blame names who wrote it: a diff folded from version `a`
-    alone cannot know who wrote what was there at `a`, and answers the same)."""
+    Text an event moved (see Moves) is an op of its own, ``moved`` true: the insert
+    where it went and the delete where it was (their actor the mover; blame names who
+    wrote it: a diff folded from version `a` alone cannot know who wrote what was there
+    at `a`, and answers the same)."""
     # Between two runs alive at both seqs, the runs deleted keep their order at `a`
     # and the runs inserted theirs at `b`; how the two interleave depends on where
     # an insert landed among tombstones, which a fold by deltas does not know
@@ -1006,8 +1059,9 @@ def track_diff(
     equal = bytearray()
     # per kind, [seq, bytes, the kid's byte or -1, text moved] (a kid is never extended)
     gap: dict[str, list[list[Any]]] = {"delete": [], "insert": []}
-    moved = track.moved
-    starts = [m[0] for m in moved]  # (text moved: a bisect per insert finds it)
+    moved, away = track.moved, track.moved_away
+    # (text moved: a bisect per insert or delete finds it)
+    starts, away_starts = [m[0] for m in moved], [m[0] for m in away]
 
     def op(kind: str, s: int | None, data: bytes, node: int, moved: bool) -> dict[str, Any]:
         out = {"op": kind, "text": _text(data), "actor": actor(s) if s else None,
@@ -1049,16 +1103,22 @@ def track_diff(
         else:
             continue
         runs = gap[kind]
+        pieces: list[tuple[int, int, bool]] | None = None
         if kind == "insert" and moved and not kid:
             m = bisect_right(starts, start + n - 1) - 1
             if m >= 0 and moved[m][0] + moved[m][1] > start:
-                for at, k, w in track.stretches(start, n, ins):
-                    move = w != ins
-                    if runs and runs[-1][0] == s and runs[-1][2] < 0 and runs[-1][3] == move:
-                        runs[-1][1].extend(content[at : at + k])
-                    else:
-                        runs.append([s, bytearray(content[at : at + k]), -1, move])
-                continue
+                pieces = [(at, k, w != ins) for at, k, w in track.stretches(start, n, ins)]
+        elif kind == "delete" and away and not kid:
+            m = bisect_right(away_starts, start + n - 1) - 1
+            if m >= 0 and away[m][0] + away[m][1] > start:
+                pieces = track.away_pieces(start, n)
+        if pieces is not None:
+            for at, k, move in pieces:
+                if runs and runs[-1][0] == s and runs[-1][2] < 0 and runs[-1][3] == move:
+                    runs[-1][1].extend(content[at : at + k])
+                else:
+                    runs.append([s, bytearray(content[at : at + k]), -1, move])
+            continue
         data = content[start : start + n]
         if runs and runs[-1][0] == s and runs[-1][2] < 0 and not kid and not runs[-1][3]:
             runs[-1][1].extend(data)

@@ -7,13 +7,15 @@ One blob per document (the store's derived-data row of kind :data:`KIND`), zlib 
     per actor run:  varUint pairs in the "actors" section (actor index, count)
     per text root:  its content bytes, then its runs as four int64 columns
                     (start and inserted-by as deltas, length, deleted-by - inserted-by);
-                    the header's "moved" the text moved in it, with who wrote it
+                    the header's "moved" the text moved in it, with who wrote it, and
+                    "moved_away" the text deleted where it was moved from
     per XML root:   (attribution_xml; the header's "xml" names each root's nodes in
                     pre-order: an element by its tag, a text by 0, or 1 if it ever had
                     formatting, or [that, the bytes of its embedded shared types...]
                     if it holds any, a map by null; and "xml_changes" the attributes
-                    or keys each node had set, and "xml_moved" the text moved in each
-                    with who wrote it) each node's track as a text root's,
+                    or keys each node had set, "xml_moved" the text moved in each
+                    with who wrote it and "xml_moved_away" where it was moved from)
+                    each node's track as a text root's,
                     children in the order of their bytes in their parent's track
     per text root that holds shared types (Lexical's): its tree's nodes as an XML
                     root's (the header's "trees"), but for the root's own track, which
@@ -52,9 +54,11 @@ KIND = "attribution"
 #: (an XML one makes the index be rebuilt, see AttributionIndex.new_roots). 4: the shared
 #: types embedded in texts (Lexical's), the trees of text roots that hold some ("trees")
 #: and text moved ("xml_moved"); an index of version 2 or 3 whose text roots hold
-#: shared types, or of version 3 with an XML tree, is rebuilt
-VERSION = 4
-READS = (2, 3, 4)
+#: shared types, or of version 3 with an XML tree, is rebuilt. 5: where moved text was
+#: deleted ("moved_away", "xml_moved_away"); an index of version 4 that knew of moves
+#: is rebuilt (a diff would show their deletes as plain ones)
+VERSION = 5
+READS = (2, 3, 4, 5)
 LEVEL = 6
 
 
@@ -114,11 +118,15 @@ def encode(index: AttributionIndex, fingerprint: str) -> bytes:
     text_moved = {n: index.tracks[n].moved for n in roots if index.tracks[n].moved}
     if text_moved:  # a text root's text moved: [first byte, bytes, written by]
         header["moved"] = text_moved
+    text_away = {n: index.tracks[n].moved_away for n in roots if index.tracks[n].moved_away}
+    if text_away:  # where it was moved from: [first byte, bytes]
+        header["moved_away"] = text_away
     parts: list[bytes] = []
     for name in roots:
         parts += _track_parts(index.tracks[name])
     changes: list[list[Any]] = []  # [root, node (pre-order), seq, key] per attribute set
     moved: list[list[Any]] = []  # [root, node, first byte, bytes, written by] per move
+    away: list[list[Any]] = []  # [root, node, first byte, bytes] per text moved away
     for section, trees in (("trees", index.trees), ("xml", index.xml)):
         found: dict[str, Any] = {}
         for name in sorted(trees):
@@ -132,6 +140,7 @@ def encode(index: AttributionIndex, fingerprint: str) -> bytes:
                 if i or section == "xml":  # (a text root's own track is stored above)
                     parts += _track_parts(node.track)
                     moved += [[name, i, *m] for m in node.track.moved]
+                    away += [[name, i, *m] for m in node.track.moved_away]
                 changes += [[name, i, s, k] for s, k in node.changes]
             found[name] = nodes
         if found:
@@ -140,6 +149,8 @@ def encode(index: AttributionIndex, fingerprint: str) -> bytes:
         header["xml_changes"] = changes
     if moved:
         header["xml_moved"] = moved
+    if away:
+        header["xml_moved_away"] = away
     parts[:0] = [json.dumps(header, separators=(",", ":")).encode(), _ints(actor_runs)]
     body = b"".join(write_var_bytes(p) for p in parts)
     return zlib.compress(body, LEVEL)
@@ -254,6 +265,9 @@ def _tree(r: _Reader, name: str, nodes: Any, h: dict[str, Any], root: TextTrack 
     for at, i, start, n, w in h.get("xml_moved", []):
         if at == name:
             preorder[int(i)].track.moved.append([int(start), int(n), int(w)])
+    for at, i, start, n in h.get("xml_moved_away", []):
+        if at == name:
+            preorder[int(i)].track.moved_away.append([int(start), int(n)])
     return tree
 
 
@@ -290,6 +304,8 @@ def decode(data: bytes, doc: Doc[Any]) -> AttributionIndex:
 
 def _decode(data: bytes, doc: Doc[Any]) -> AttributionIndex:
     r, h = _open(data)
+    if h["v"] == 4 and (h.get("moved") or h.get("xml_moved")):
+        raise ValueError("text moved, stored before where it was moved from was")
     names = [sys.intern(str(a)) for a in h["actors"]]
     actors: list[str] = []
     runs_col = _from_ints(r.chunk())
@@ -311,6 +327,7 @@ def _decode(data: bytes, doc: Doc[Any]) -> AttributionIndex:
         tracks[name] = track = _read_track(r, f"root {name!r}")
         track.rich = name in rich
         track.moved = [[int(s), int(n), int(w)] for s, n, w in h.get("moved", {}).get(name, [])]
+        track.moved_away = [[int(s), int(n)] for s, n in h.get("moved_away", {}).get(name, [])]
     trees = {str(n): _tree(r, str(n), nodes, h, tracks.get(str(n)))
              for n, nodes in sorted(h.get("trees", {}).items())}  # fmt: skip
     for name in roots:

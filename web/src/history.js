@@ -458,7 +458,7 @@ export class HistoryPanel {
         for (const op of mergeOps(ops)) {
           if (op.op === 'insert') { inserted += op.text.length; if (op.actor) authors.add(op.actor) }
           if (op.op === 'delete') { deleted += op.text.length; if (op.actor) authors.add(op.actor) }
-          if (op.moved) moved += op.text.length
+          if (op.moved && op.op === 'insert') moved += op.text.length
           body.append(opSpan(op))
         }
         legend.append(...diffLegend(diff, realSeq, inserted, deleted, authors, moved))
@@ -546,7 +546,7 @@ export class HistoryPanel {
         if (it.actor && (!diffing || (it.op && it.op !== 'equal'))) authors.add(it.actor)
         if (run && run.op === 'insert') inserted += run.text.length
         if (run && run.op === 'delete') deleted += run.text.length
-        if (run && run.moved) moved += run.text.length
+        if (run && run.moved && run.op === 'insert') moved += run.text.length
       }
       section(name).append(nodes.length ? drawNodes(nodes, diffing ? DIFF_DECO : BLAME_DECO) : h('span', { class: 'muted' }, '(empty)'))
     }
@@ -626,12 +626,12 @@ function mergeOps (ops) {
 
 function opSpan (op) {
   if (op.op === 'equal') return document.createTextNode(op.text)
-  const verb = op.op === 'insert' ? (op.moved ? 'moved here' : 'added') : 'deleted'
+  const verb = op.op === 'insert' ? (op.moved ? 'moved here' : 'added') : op.moved ? 'moved away' : 'deleted'
   const seqs = op.minSeq === undefined || op.minSeq === null
     ? ''
     : op.minSeq === op.maxSeq ? ` in #${op.minSeq}` : ` in #${op.minSeq}–#${op.maxSeq}`
   return h(op.op === 'insert' ? 'ins' : 'del', {
-    class: op.op === 'insert' ? (op.moved ? 'ins moved' : 'ins') : 'del',
+    class: (op.op === 'insert' ? 'ins' : 'del') + (op.moved ? ' moved' : ''),
     style: authorStyle(op.actor),
     title: `${verb} by ${op.actor || 'unknown'}${seqs}`,
     dataset: { actor: op.actor, seq: op.minSeq }
@@ -680,6 +680,7 @@ const BLAME_DECO = {
 }
 
 const VERBS = { insert: 'added', delete: 'deleted', format: 'changed' }
+const MOVED = { insert: 'moved here', delete: 'moved away' }
 
 /** a diff of a tree: what each element and run became since, and who did it */
 const DIFF_DECO = {
@@ -694,9 +695,9 @@ const DIFF_DECO = {
   wrap: (run) => run.op === 'insert' ? 'ins' : run.op === 'delete' ? 'del' : null,
   run: (run) => VERBS[run.op]
     ? {
-        class: run.op === 'insert' ? (run.moved ? 'ins moved' : 'ins') : run.op === 'delete' ? 'del' : 'fmt',
+        class: (run.op === 'insert' ? 'ins' : run.op === 'delete' ? 'del' : 'fmt') + (run.moved ? ' moved' : ''),
         style: authorStyle(run.actor),
-        title: `${run.op === 'format' ? 'formatted' : run.moved ? 'moved here' : VERBS[run.op]} by ${run.actor || 'unknown'}${run.seq ? ` in #${run.seq}` : ''}`,
+        title: `${run.op === 'format' ? 'formatted' : run.moved ? MOVED[run.op] : VERBS[run.op]} by ${run.actor || 'unknown'}${run.seq ? ` in #${run.seq}` : ''}`,
         dataset: { actor: run.actor, seq: run.seq, op: run.op }
       }
     : null
