@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from conftest import RunningServer, eventually
+from indexhelp import restamped
 from pycrdt import Array, Doc, Map, Text, XmlFragment, XmlText
 from test_attribution_xml import _valid, cold_answers_as_warm
 from yclient import two_people
@@ -269,16 +270,7 @@ def test_the_stored_index_keeps_the_tree_and_folds_on() -> None:
 
 def _with_version(data: bytes, v: int) -> bytes:
     """A stored index as an older version wrote it: header v, no "trees"."""
-    import zlib
-
-    from palimpsest.protocol import Reader, write_var_bytes
-
-    r = Reader(zlib.decompress(data))
-    header = json.loads(r.read_var_bytes("header"))
-    header["v"] = v
-    header.pop("trees", None)
-    rest = r.data[r.pos :]
-    return zlib.compress(write_var_bytes(json.dumps(header).encode()) + bytes(rest))
+    return restamped(data, v, lambda header: header.pop("trees", None))
 
 
 def test_a_plain_text_beside_types_elsewhere_still_folds_by_ids() -> None:

@@ -82,17 +82,8 @@ class TextTrack:
     Runs live in blocks (a blocked list) with each block's count of alive bytes, so that
     finding a visible position costs O(blocks + block size), not O(document)."""
 
-    __slots__ = (
-        "blocks",
-        "alive",
-        "content",
-        "_bi",
-        "_base",
-        "by_block",
-        "rich",
-        "moved",
-        "moved_away",
-    )
+    __slots__ = ("blocks", "alive", "content", "_bi", "_base", "by_block", "rich", "moved",
+                 "moved_away")  # fmt: skip
 
     def __init__(self) -> None:
         self.blocks: list[list[list[Any]]] = [[]]
@@ -124,23 +115,7 @@ class TextTrack:
     def stretches(self, start: int, n: int, ins: int) -> list[tuple[int, int, int]]:
         """Bytes start..start+n (of a run inserted by `ins`) as (first byte, bytes,
         written by) stretches."""
-        moved = self.moved
-        out: list[tuple[int, int, int]] = []
-        at, end = start, start + n
-        for j in range(max(bisect_right(moved, [start, 1 << 62]) - 1, 0), len(moved)):
-            m = moved[j]
-            if m[0] >= end:
-                break
-            lo, hi = max(m[0], at), min(m[0] + m[1], end)
-            if lo >= hi:
-                continue
-            if lo > at:
-                out.append((at, lo - at, ins))
-            out.append((lo, hi - lo, m[2]))
-            at = hi
-        if at < end:
-            out.append((at, end - at, ins))
-        return out
+        return [(at, k, ins if m is None else m[2]) for at, k, m in _cut(self.moved, start, n)]
 
     def note_moved(self, start: int, writers: list[int]) -> None:
         """Bytes from `start` (inserted by the event being folded, so past the bytes of
@@ -176,23 +151,7 @@ class TextTrack:
 
     def away_pieces(self, start: int, n: int) -> list[tuple[int, int, bool]]:
         """Bytes start..start+n as (first byte, bytes, deleted by a move) pieces."""
-        away = self.moved_away
-        out: list[tuple[int, int, bool]] = []
-        at, end = start, start + n
-        for j in range(max(bisect_right(away, [start, 1 << 62]) - 1, 0), len(away)):
-            m = away[j]
-            if m[0] >= end:
-                break
-            lo, hi = max(m[0], at), min(m[0] + m[1], end)
-            if lo >= hi:
-                continue
-            if lo > at:
-                out.append((at, lo - at, False))
-            out.append((lo, hi - lo, True))
-            at = hi
-        if at < end:
-            out.append((at, end - at, False))
-        return out
+        return [(at, k, m is not None) for at, k, m in _cut(self.moved_away, start, n)]
 
     @property
     def length(self) -> int:
@@ -345,6 +304,28 @@ MOVE_WORK = 1 << 22
 #: (bytes.translate) 1 for an embed, 0 for any other byte
 _EMBEDS = bytes(1 if b == EMBED[0] else 0 for b in range(256))
 MOVE_PAIRS = 4096
+
+
+def _cut(ranges: list[list[int]], start: int, n: int) -> list[tuple[int, int, list[int] | None]]:
+    """Bytes start..start+n cut where `ranges` ([first byte, bytes, ...], by first byte,
+    none overlapping) begin and end: (first byte, bytes, the range that holds them or
+    None)."""
+    out: list[tuple[int, int, list[int] | None]] = []
+    at, end = start, start + n
+    for j in range(max(bisect_right(ranges, [start, 1 << 62]) - 1, 0), len(ranges)):
+        m = ranges[j]
+        if m[0] >= end:
+            break
+        lo, hi = max(m[0], at), min(m[0] + m[1], end)
+        if lo >= hi:
+            continue
+        if lo > at:
+            out.append((at, lo - at, None))
+        out.append((lo, hi - lo, m))
+        at = hi
+    if at < end:
+        out.append((at, end - at, None))
+    return out
 
 
 class Moves:
