@@ -16,6 +16,12 @@
 // receive it: a JSON list of [actor, update as hex], one entry per transaction.
 import * as Y from 'yjs'
 
+/** `value` as JSON on stdout, written out: process.exit() drops what a pipe has not
+ * taken yet (the 100 kB of `deep 5000` came out cut short, now and then) */
+function print (value) {
+  return new Promise((resolve) => process.stdout.write(JSON.stringify(value) + '\n', resolve))
+}
+
 if (process.argv[2] === 'deep') {
   const doc = new Y.Doc({ gc: false })
   const log = []
@@ -33,7 +39,7 @@ if (process.argv[2] === 'deep') {
   actor = 'ann'
   root.insert(1, 'typed')
   root.insert(0, 'more ')
-  console.log(JSON.stringify(log))
+  await print(log)
   process.exit(0)
 }
 
@@ -60,8 +66,8 @@ if (process.argv[2] === 'pair') { // ann's paragraph, then bob's bold word after
     theirs.insert(8, 'world')
   })
   const hex = (u) => Buffer.from(u).toString('hex')
-  console.log(JSON.stringify([['ann', hex(Y.encodeStateAsUpdate(ann))],
-    ['bob', hex(Y.encodeStateAsUpdate(bob, Y.encodeStateVector(ann)))]]))
+  await print([['ann', hex(Y.encodeStateAsUpdate(ann))],
+    ['bob', hex(Y.encodeStateAsUpdate(bob, Y.encodeStateVector(ann)))]])
   process.exit(0)
 }
 
