@@ -600,6 +600,46 @@ def test_lexical_client_undo_then_remote_change_loses_nothing(
         assert not page.evaluate("() => window.harness.errors")
 
 
+def test_quill_client_undo_then_remote_change_loses_nothing(
+    server: ServerProcess, page_url: str, people: Any, doc_name: str
+) -> None:
+    """Issue 16's sequence in Quill 2 with its own undo (its history module, for the
+    user's own changes only, as y-quill's binding is used): Ann types, Bob clears his
+    first line under her, Ann presses Ctrl-Z, Bob adds words, Ann types again. Both
+    editors end alike, with Bob's words and Ann's new ones, her undone text gone, and
+    the server's state is theirs."""
+    bob, bob_errors = open_binding_page(people(), page_url, "quill.html", server, doc_name,
+                                        user="bob")  # fmt: skip
+    text = lambda p: p.evaluate("() => window.harness.quill.getText()")  # noqa: E731
+    bob.locator(".ql-editor").click()
+    bob.keyboard.type("Bob's long first line, with many words in it")
+    bob.keyboard.press("Enter")
+    bob.keyboard.type("Short")
+    ann, ann_errors = open_binding_page(people(), page_url, "quill.html", server, doc_name)
+    eventually(lambda: "Short" in text(ann), what="ann sees bob's text")
+    ann.locator(".ql-editor").click()
+    ann.keyboard.press("Control+End")
+    ann.keyboard.type(" Ann wrote this")
+    eventually(lambda: "Short Ann wrote this" in text(bob), what="bob sees ann's words")
+    n = len("Bob's long first line, with many words in it")
+    bob.evaluate("(n) => window.harness.quill.setSelection(0, n, 'user')", n)
+    bob.keyboard.press("Backspace")
+    eventually(lambda: text(ann).startswith("\nShort"), what="ann sees bob's line cleared")
+    ann.keyboard.press("Control+z")
+    eventually(lambda: text(ann) == "\nShort\n" and text(bob) == "\nShort\n",
+               what="ann's undo in both editors")  # fmt: skip
+    bob.keyboard.press("Control+End")
+    bob.keyboard.insert_text(" and Bob's words")
+    eventually(lambda: text(ann) == "\nShort and Bob's words\n", what="bob's words reach ann")
+    ann.keyboard.press("Control+End")
+    ann.keyboard.type(" Ann again")
+    want = "\nShort and Bob's words Ann again\n"
+    eventually(lambda: text(ann) == want and text(bob) == want, what="both editors alike")
+    api = f"{server.http_url}/api/docs/{doc_name}"
+    eventually(lambda: logged_seq(ann, api) and logged_seq(bob, api), what="the server's")
+    assert not ann_errors and not bob_errors, (ann_errors, bob_errors)
+
+
 def hello_bold_world(
     server: ServerProcess, page_url: str, people: Any, doc: str
 ) -> tuple[tuple[Page, list[str]], tuple[Page, list[str]], str, int]:
