@@ -747,6 +747,38 @@ def test_lexical_blame_and_diff_name_who_wrote_each_part(
         assert not page.evaluate("() => window.harness.errors")
 
 
+def monaco_value(page: Page) -> str:
+    return str(page.evaluate("() => window.harness.value()"))
+
+
+def monaco_pair(
+    server: ServerProcess,
+    page_url: str,
+    people: Any,
+    doc: str,
+    key: str,
+    typed: str,
+    want: str,
+    **ann_query: str,
+) -> tuple[tuple[Page, list[str]], tuple[Page, list[str]], str]:
+    """Ann (her page's query with `ann_query`) types "Hello world" in Monaco; Bob presses
+    `key` in his and types `typed`; both see `want`, and both edits are logged. Returns
+    each page with its errors, and the document's API URL."""
+    ann, ann_errors = open_binding_page(people(), page_url, "monaco.html", server, doc,
+                                        **ann_query)  # fmt: skip
+    bob, bob_errors = open_binding_page(people(), page_url, "monaco.html", server, doc, "bob")
+    ann.locator(".monaco-editor").click()
+    ann.keyboard.type("Hello world")
+    eventually(lambda: monaco_value(bob) == "Hello world", what="ann's typing in bob's Monaco")
+    bob.locator(".monaco-editor").click()
+    bob.keyboard.press(key)
+    bob.keyboard.type(typed)
+    eventually(lambda: monaco_value(ann) == want, what="bob's typing in ann's Monaco")
+    api = f"{server.http_url}/api/docs/{doc}"
+    eventually(lambda: logged_seq(ann, api), what="both logged")
+    return (ann, ann_errors), (bob, bob_errors), api
+
+
 def test_monaco_edits_carets_and_server_undo(
     server: ServerProcess, page_url: str, people: Any, doc_name: str
 ) -> None:
@@ -754,19 +786,10 @@ def test_monaco_edits_carets_and_server_undo(
     people type into one document, each sees the other's text, a caret stays where its
     owner left it when text arrives before it (y-monaco keeps selections as relative
     positions), and a server-side undo reaches both editors."""
-    ann, ann_errors = open_binding_page(people(), page_url, "monaco.html", server, doc_name)
-    bob, bob_errors = open_binding_page(people(), page_url, "monaco.html", server, doc_name,
-                                        user="bob")  # fmt: skip
-    value = lambda p: p.evaluate("() => window.harness.value()")  # noqa: E731
-    ann.locator(".monaco-editor").click()
-    ann.keyboard.type("Hello world")
-    eventually(lambda: value(bob) == "Hello world", what="ann's typing in bob's Monaco")
-    bob.locator(".monaco-editor").click()
-    bob.keyboard.press("Control+End")
-    bob.keyboard.type("!")
-    eventually(lambda: value(ann) == "Hello world!", what="bob's typing in ann's Monaco")
-    api = f"{server.http_url}/api/docs/{doc_name}"
-    eventually(lambda: logged_seq(ann, api), what="both logged")
+    (ann, ann_errors), (bob, bob_errors), api = monaco_pair(
+        server, page_url, people, doc_name, "Control+End", "!", "Hello world!"
+    )
+    value = monaco_value
     ann.wait_for_timeout(600)  # past the server's undo capture (500 ms): a group of its own
     ann.keyboard.press("Control+Home")
     ann.keyboard.type("Oh, ")
@@ -798,20 +821,11 @@ def test_monaco_ctrl_z_through_the_server_undoes_after_a_remote_edit(
     does not bind one). Bound to the server's undo as docs/undo.md shows (the harness's
     undo=server), Ctrl-Z takes back Ann's typing after Bob's edit, keeps Bob's, and
     Ctrl-Shift-Z brings it back, in both editors."""
-    ann, ann_errors = open_binding_page(people(), page_url, "monaco.html", server, doc_name,
-                                        undo="server")  # fmt: skip
-    bob, bob_errors = open_binding_page(people(), page_url, "monaco.html", server, doc_name,
-                                        user="bob")  # fmt: skip
-    value = lambda p: p.evaluate("() => window.harness.value()")  # noqa: E731
-    ann.locator(".monaco-editor").click()
-    ann.keyboard.type("Hello world")
-    eventually(lambda: value(bob) == "Hello world", what="ann's typing in bob's Monaco")
-    bob.locator(".monaco-editor").click()
-    bob.keyboard.press("Control+Home")
-    bob.keyboard.type("Bob: ")
-    eventually(lambda: value(ann) == "Bob: Hello world", what="bob's edit in ann's Monaco")
-    api = f"{server.http_url}/api/docs/{doc_name}"
-    eventually(lambda: logged_seq(ann, api), what="both logged")
+    (ann, ann_errors), (bob, bob_errors), api = monaco_pair(
+        server, page_url, people, doc_name, "Control+Home", "Bob: ", "Bob: Hello world",
+        undo="server",
+    )  # fmt: skip
+    value = monaco_value
     ann.keyboard.press("Control+z")
     eventually(lambda: value(ann) == "Bob: " and value(bob) == "Bob: ",
                what="ann's undo in both editors, bob's words kept")  # fmt: skip
