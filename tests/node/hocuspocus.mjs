@@ -143,6 +143,10 @@ function state (c) {
   }
 }
 
+/** One answer line, written out before the promise settles: process.exit() drops what a
+ * pipe has not taken yet (tests/node/lexical_session.mjs lost the end of a long line so). */
+const write = (obj) => new Promise((resolve) => process.stdout.write(JSON.stringify(obj) + '\n', resolve))
+
 const rl = readline.createInterface({ input: process.stdin })
 for await (const line of rl) {
   if (!line.trim()) continue
@@ -150,7 +154,7 @@ for await (const line of rl) {
   try {
     const cmd = JSON.parse(line)
     if (cmd.op === 'exit') {
-      process.stdout.write(JSON.stringify({ ok: true, result: null }) + '\n')
+      await write({ ok: true, result: null })
       process.exit(0)
     }
     const fn = commands[cmd.op]
@@ -159,6 +163,6 @@ for await (const line of rl) {
   } catch (e) {
     answer = { ok: false, error: String(e?.stack ?? e) }
   }
-  process.stdout.write(JSON.stringify(answer) + '\n')
+  await write(answer)
 }
 process.exit(0)
