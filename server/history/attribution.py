@@ -83,7 +83,7 @@ class TextTrack:
     finding a visible position costs O(blocks + block size), not O(document)."""
 
     __slots__ = ("blocks", "alive", "content", "_bi", "_base", "by_block", "rich", "moved",
-                 "moved_away")  # fmt: skip
+                 "moved_away", "_ascii_upto")  # fmt: skip
 
     def __init__(self) -> None:
         self.blocks: list[list[list[Any]]] = [[]]
@@ -107,6 +107,23 @@ class TextTrack:
         #: inserted them again elsewhere): [first byte, bytes], by first byte; a diff
         #: marks their delete ``moved``
         self.moved_away: list[list[int]] = []
+        #: bytes of `content` known to be ASCII, or -1 once one is not (see `ascii`)
+        self._ascii_upto = 0
+
+    def ascii(self) -> bool:
+        """Whether every byte ever inserted is ASCII, so that each is one UTF-16 unit
+        (and a UTF-16 offset the same as a byte count). `content` only grows: only what
+        came since the last call is looked at."""
+        upto = self._ascii_upto
+        if upto < 0:
+            return False
+        content = self.content
+        if upto < len(content):
+            if not content[upto:].isascii():
+                self._ascii_upto = -1
+                return False
+            self._ascii_upto = len(content)
+        return True
 
     def writers(self, start: int, n: int, ins: int) -> list[int]:
         """Who wrote each of bytes start..start+n (of a run inserted by `ins`)."""

@@ -146,6 +146,17 @@ def _embed_at(track: TextTrack, k: int) -> int:
     """The byte of the embed at UTF-16 offset `k` of a text's alive characters (a deep
     event's path counts UTF-16 units in a text, where deltas count bytes)."""
     content = track.content
+    if track.ascii():
+        # a byte is a unit (a Lexical root holds its paragraphs' embeds and nothing
+        # else): found through the blocks' counts, not a walk of every run before it,
+        # which made each keystroke in paragraph N of a Lexical document cost O(N)
+        try:
+            at = _nth_alive(track, k)
+        except XmlBroken:
+            raise XmlBroken("a path to no embed of a text") from None
+        if content[at : at + 1] != EMBED:
+            raise XmlBroken("a path to no embed of a text")
+        return at
     for run in track.runs():
         if run[3] or not run[1]:
             continue
