@@ -5,12 +5,15 @@ sends half a request line, or drips one header byte at a time, stays open for go
 is invisible to the app's per-address limit. This protocol (uvicorn's h11 protocol plus
 three rules) closes that:
 
-- a complete request head within ``handshake_timeout`` seconds of its first byte (or
-  of the connection), else ``408`` and close;
-- a head of at most ``max_request_head_bytes``, else ``431`` and close (h11 detects it;
-  uvicorn's own 400 for it is never written, because h11 refuses to send a response to
-  a request it never parsed);
-- while its head is incomplete, a socket counts against ``max_connections_per_ip``
+- a complete request, its head and its body, within ``handshake_timeout`` seconds of
+  its first byte (or of the connection), else ``408`` and close: a body that stalls
+  (``content-length: 1000`` and four bytes of it) held its socket and up to
+  ``max_http_body_bytes`` of memory for good, before any token was looked at;
+- a head of at most ``max_request_head_bytes``, else ``431`` and close (h11 detects it
+  while the head is incomplete; uvicorn's own 400 for it is never written, because h11
+  refuses to send a response to a request it never parsed; a head that arrives whole
+  in one read is measured by the RequestGuard);
+- until the request is complete, a socket counts against ``max_connections_per_ip``
   (``429`` and close when over).
 
 A websocket upgrade is parsed again by ``websockets``, whose request-line limit is 8 KiB
@@ -75,13 +78,16 @@ def guarded_protocol(settings: Settings, limits: Any) -> type[H11Protocol]:
 
         def _head_timeout(self) -> None:
             self._head_timer = None
-            log.info("closing a connection from %s: no request head within %gs",
-                     self.client, settings.handshake_timeout)  # fmt: skip
-            self._refuse(408, "Request Timeout", "the request head did not arrive in time")
+            part = "body" if self.conn.their_state is h11.SEND_BODY else "head"
+            log.info("closing a connection from %s: no complete request %s within %gs",
+                     self.client, part, settings.handshake_timeout)  # fmt: skip
+            self._refuse(408, "Request Timeout", f"the request {part} did not arrive in time")
 
         def _refuse(self, status: int, phrase: str, text: str) -> None:
             if not self.transport.is_closing():
-                self.transport.write(_response(status, phrase, text))
+                if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                    # (an answer already begun, an early 413, is only cut off)
+                    self.transport.write(_response(status, phrase, text))
                 self.transport.close()
             self._head_done()
 
@@ -89,8 +95,8 @@ def guarded_protocol(settings: Settings, limits: Any) -> type[H11Protocol]:
             super().data_received(data)
             if self.transport.is_closing() or self.transport.get_protocol() is not self:
                 self._head_done()  # closed, or handed over to the websocket protocol
-            elif self.conn.their_state is h11.IDLE:
-                self._arm()  # still waiting for a complete head
+            elif self.conn.their_state in (h11.IDLE, h11.SEND_BODY):
+                self._arm()  # still waiting for a complete head, or its body
             else:
                 self._head_done()
 

@@ -9,6 +9,9 @@ request body may be.
   In open mode always; with tokens only when ``--allow-origin`` is given, because a
   token is never sent by the browser on its own (it is not a cookie), so a foreign page
   can do nothing the token's holder did not hand it.
+- Heads: at most ``max_request_head_bytes`` (431; a websocket is closed with 4413). The
+  protocol (handshake.py) measures a head that arrives in pieces; one that arrives
+  whole in one read is measured here.
 - Bodies: at most ``max_http_body_bytes`` (413), and ``application/json`` when not empty
   (415): a cross-site form or ``text/plain`` fetch cannot pose as an API call.
 - Rate. State-changing API requests (restore, undo, a text written whole, tags, deletes)
@@ -113,7 +116,23 @@ class RequestGuard:
         self.refused("origin")
         return f"origin {origin[:100]!r} is not allowed here (see --allow-origin)"
 
+    def _head_refusal(self, scope: Scope) -> str | None:
+        limit = self.settings.max_request_head_bytes
+        if _head_bytes(scope) <= limit:
+            return None
+        self.refused("head_too_large")
+        return f"the request head is over {limit} bytes"
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            refusal = self._head_refusal(scope)
+            if refusal is not None:
+                if scope["type"] == "http":
+                    return await _answer(send, 431, "HeadTooLarge", refusal)
+                await receive()  # websocket.connect
+                await send({"type": "websocket.accept"})
+                await send({"type": "websocket.close", "code": 4413, "reason": refusal})
+                return
         if scope["type"] == "websocket":
             refusal = self._origin_refusal(scope, _headers(scope))
             if refusal is not None:
@@ -176,6 +195,12 @@ class RequestGuard:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def _head_bytes(scope: Scope) -> int:
+    """About the size of the request head as sent: its request line and its headers."""
+    target = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + 1
+    return target + 24 + sum(len(k) + len(v) + 4 for k, v in scope["headers"])
 
 
 async def _answer(

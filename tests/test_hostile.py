@@ -380,6 +380,59 @@ async def test_handshakes_are_bounded_in_time_size_and_number(settings: Settings
             await eventually(lambda: room.seq >= 1)
 
 
+async def test_a_stalled_body_is_bounded_in_time_and_number_and_a_whole_head_in_size(
+    settings: Settings,
+) -> None:
+    """A request whose body never ends (``content-length: 1000`` and four bytes of it)
+    held its socket, and what had come of the body, for good: 600 of them stayed open a
+    minute, without a token. Now the body is part of the request that must arrive within
+    handshake_timeout (408), and until it has, the socket counts against the address.
+    And a head over max_request_head_bytes that arrives in one read (which h11 does not
+    measure) is refused with 431, a websocket's with 4413."""
+    settings.handshake_timeout = 1.0
+    settings.max_connections_per_ip = 3
+    settings.max_request_head_bytes = 16 * 1024
+    settings.jwt_secret = SECRET
+    stall = (
+        b"PUT /api/docs/d/text HTTP/1.1\r\nHost: a\r\ncontent-type: application/json\r\n"
+        b'content-length: 1000\r\n\r\n{"te'
+    )
+    async with run_server(settings) as server:
+        port = server.port
+        stalled = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        try:
+            for s in stalled:
+                s.sendall(stall)
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                async with websockets.connect(f"{server.ws_url}/d?token={token('u', 'write')}"):
+                    pass
+            assert refused.value.response.status_code == 429
+            for s in stalled:
+                s.settimeout(10)
+                answer = await asyncio.to_thread(s.recv, 200)
+                assert answer.startswith(b"HTTP/1.1 408") and b"body" in answer, answer
+        finally:
+            for s in stalled:
+                s.close()
+        # a whole body within the time is answered (401: no token) and frees the slot
+        whole = stall.replace(b"content-length: 1000", b"content-length: 12") + b'xt": "a"}'
+        assert (await asyncio.to_thread(_raw, port, whole)).startswith(b"HTTP/1.1 401")
+        big = b"x-big: " + b"a" * 30_000 + b"\r\n"
+        head = b"GET /healthz HTTP/1.1\r\nHost: a\r\n" + big + b"connection: close\r\n\r\n"
+        answer = await asyncio.to_thread(_raw, port, head)
+        assert answer.startswith(b"HTTP/1.1 431"), answer[:80]
+        ok = head.replace(big, b"x-small: a\r\n")
+        assert (await asyncio.to_thread(_raw, port, ok)).startswith(b"HTTP/1.1 200")
+        url = f"{server.ws_url}/d?token={token('u', 'write', pad='p' * 30_000)}"
+        async with websockets.connect(url, max_size=None) as ws:
+            code, reason = await closed_with(ws)
+        assert code == 4413 and "head" in reason, (code, reason)
+        async with connect(server.ws_url, "d", token=token("u", "write")) as c:
+            c.insert(0, "still serving")
+            room = await eventually(lambda: server.backend.rooms.get_loaded("d"))
+            await eventually(lambda: room.seq >= 1)
+
+
 # --- 11. bad input gets a clean 4xx / 44xx ----------------------------------------------
 
 
