@@ -8,6 +8,7 @@ translates the few frames that differ). Its updates are recorded under an
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -54,6 +55,8 @@ class DocPeer:
         #: frames read before the room was loaded
         self.pending: list[H.Frame] = []
         self.pending_bytes = 0
+        #: the timer that closes the document when its token expires
+        self.expiry: asyncio.TimerHandle | None = None
         self.author = _Author(self)
         if status is not None:
             status.authors[self.author.id] = self.author

@@ -15,12 +15,14 @@ import jwt
 import pytest
 import websockets
 from conftest import RunningServer, eventually, run_server
-from pycrdt import Text
+from pycrdt import Doc, Text
 from serverproc import ServerProcess
+from test_hocuspocus import Raw
 from test_interop_node import NodeClient, node_modules
 from test_limits import raw_handshake
 from yclient import connect
 
+from palimpsest import hocuspocus as H
 from palimpsest import protocol as P
 from palimpsest.auth.tokens import LEEWAY, mint
 from palimpsest.routes.ws import Connection
@@ -238,6 +240,47 @@ async def test_token_expiry_closes_open_sockets_with_4401(settings: Settings) ->
             c.insert(0, "after")  # sent on a closed socket: never logged
             await room.flush()
             assert room.seq == seq
+
+
+async def test_token_expiry_closes_a_hocuspocus_document_until_a_fresh_token(
+    settings: Settings,
+) -> None:
+    """On /hocuspocus each document is authenticated in-band; an expired token kept its
+    access for as long as the socket lived (a write 40 s past exp was logged). Now the
+    document closes at exp (+ leeway) with a close message saying why, what is sent
+    for it then is dropped, the socket's other documents stay open, and a new auth
+    message with a fresh token opens it again."""
+    settings.jwt_secret = SECRET
+    short = token("w", "write", ttl=-LEEWAY + 1.5)
+    fresh = token("w", "write")
+    async with run_server(settings) as server:
+        async with websockets.connect(f"{server.ws_url.rsplit('/', 1)[0]}/hocuspocus") as ws:
+            raw = Raw(ws)
+            await raw.auth("exp", short)
+            await raw.auth("long", fresh)
+            await eventually(lambda: raw.of("exp", H.AUTH) and raw.of("long", H.AUTH))
+            src: Doc[Any] = Doc()
+            text = src.get("content", type=Text)
+            ups: list[bytes] = []
+            src.observe(lambda e: ups.append(e.update))
+            text.insert(0, "before ")
+            await raw.send("exp", H.SYNC, P.encode_sync_update(ups[-1])[1:])
+            room = await eventually(lambda: server.backend.rooms.get_loaded("exp"))
+            await eventually(lambda: room.seq >= 1)
+            closed = await eventually(lambda: raw.of("exp", H.CLOSE), what="closed at exp")
+            assert "token expired" in H.decode_string(closed[0].body, "reason")
+            text.insert(7, "after ")
+            await raw.send("exp", H.SYNC, P.encode_sync_update(ups[-1])[1:])
+            long_room = await eventually(lambda: server.backend.rooms.get_loaded("long"))
+            assert ws.close_code is None and len(long_room.peers) == 1
+            await room.flush()
+            assert room.seq == 1 and str(room.doc.get("content", type=Text)) == "before "
+            await raw.auth("exp", fresh)
+            await eventually(lambda: len(raw.of("exp", H.AUTH)) == 2, what="open again")
+            await raw.send("exp", H.SYNC, P.encode_sync_update(ups[-1])[1:])
+            room = await eventually(lambda: server.backend.rooms.get_loaded("exp"))
+            await eventually(lambda: str(room.doc.get("content", type=Text)) == "before after ")
+            raw.task.cancel()
 
 
 # --- 2. step-1 amplification: answers queued are bounded by bytes -------------------------

@@ -76,6 +76,8 @@ def _claimed_user(token: str) -> str:
     return token
 
 
+#: the close message of a document whose token expired
+TOKEN_EXPIRED = "token expired: authenticate again with a fresh token"
 #: what extensions see of the socket itself (on_connect, on_disconnect): it has no
 #: identity of its own, each document is authenticated in-band
 SOCKET_IDENTITY = Identity("(hocuspocus socket)", "read", ())
@@ -195,8 +197,31 @@ class HocuspocusSocket(Connection):
         if authed:
             self.send(H.encode_authenticated(doc, read_only=not identity.can_write))
         peer.pending.extend(frames)
+        self._watch_doc_expiry(peer)
         log.info("open %s doc=%s user=%s", peer.id, peer.doc, peer.actor)
         await self.load(peer)
+
+    def _watch_doc_expiry(self, peer: DocPeer) -> None:
+        """A document's session ends with its token, as a /ws socket's does: once it
+        expires (plus the leeway its verification allowed) the document closes, with a
+        close message saying why, and opens again with a new auth message carrying a
+        fresh token. Without this an expired token kept its access on /hocuspocus for
+        as long as the socket lived."""
+        delay = peer.guard.seconds_left()
+        if delay is None:
+            return
+
+        def expire() -> None:
+            peer.expiry = None
+            if self.docs.get(peer.doc) is not peer:
+                return
+            log.info("%s (%s): token expired, closing %r", self.id, peer.actor, peer.doc)
+            self.backend.refused("token_expired")
+            self.leave(peer)
+            self.deny(peer.doc)
+            self.send(H.encode_close(peer.doc, TOKEN_EXPIRED))
+
+        peer.expiry = asyncio.get_running_loop().call_later(delay, expire)
 
     def deny(self, doc: str) -> None:
         """Frames of `doc` are dropped until a new auth message opens it again."""
@@ -249,6 +274,9 @@ class HocuspocusSocket(Connection):
     def leave(self, peer: DocPeer) -> None:
         if self.docs.get(peer.doc) is peer:
             del self.docs[peer.doc]
+        if peer.expiry is not None:
+            peer.expiry.cancel()
+            peer.expiry = None
         peer.forget()
         room, peer.room = peer.room, None
         if room is not None:
