@@ -30,16 +30,43 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def loads_bounded(text: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+#: a \\u escape of a UTF-16 surrogate: only such an escape puts one in a JSON string
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(value: Any) -> bool:
+    """Whether a string in `value` (keys too) holds a surrogate on its own."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_lone_surrogate(k) or _lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_lone_surrogate(v) for v in value)
+    return False
+
+
+def loads_bounded(
+    text: str | bytes, max_depth: int = MAX_JSON_DEPTH, *, text_only: bool = False
+) -> Any:
     """``json.loads`` that refuses (ValueError) what a stricter peer would choke on:
     nesting deeper than `max_depth`, NaN and Infinity (not JSON: echoed back they make
-    the answer invalid JSON), integers too long to convert (Python's limit)."""
+    the answer invalid JSON), integers too long to convert (Python's limit).
+    `text_only`: strings with a lone surrogate (``"\\ud800"``, which JSON allows but no
+    UTF-8 text holds) are refused too: an HTTP body's text goes into a document, a tag
+    name into the store, and either failed there with a 500."""
     if isinstance(text, bytes):
         text = text.decode("utf-8")
     depth = json_depth(text)
     if depth > max_depth:
         raise ValueError(f"JSON nested {depth} deep, over the limit of {max_depth}")
-    return json.loads(text, parse_constant=_no_constant)
+    value = json.loads(text, parse_constant=_no_constant)
+    if text_only and _SURROGATE_ESCAPE.search(text) and _lone_surrogate(value):
+        raise ValueError("a string holds a lone UTF-16 surrogate (\\ud800-\\udfff), not text")
+    return value
 
 
 __all__ = ["MAX_JSON_DEPTH", "json_depth", "loads_bounded"]

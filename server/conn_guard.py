@@ -12,7 +12,7 @@ from typing import Any
 
 from .auth import Identity
 from .auth.tokens import LEEWAY
-from .errors import Forbidden, RateLimited
+from .errors import RateLimited
 from .limits import Bucket, Budget, CreationQuota, Limits
 from .presence import PresenceGuard
 from .settings import Settings
@@ -72,15 +72,7 @@ class ConnectionGuard:
 
     def check_creation(self) -> None:
         """Called on the first write into an empty document, which creates it."""
-        if self.identity.is_admin:
-            return
-        limit = self.settings.max_new_docs_per_hour
-        user = self.identity.user
-        if not self._quota.allow(user, self.doc, limit, time.time()):
-            raise Forbidden(
-                f"{user!r} created {limit} documents in the last hour: "
-                "that is the limit (max_new_docs_per_hour)"
-            )
+        self._quota.check(self.identity, self.doc, self.settings.max_new_docs_per_hour)
 
     def seconds_left(self) -> float | None:
         """Until the token expires (plus the leeway its verification allowed); None for

@@ -7,11 +7,13 @@ by ``bounded_json``.)"""
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .errors import FrameTooLarge, TooManyConnections
+from .auth import Identity
+from .errors import Forbidden, FrameTooLarge, TooManyConnections
 from .extensions import Client, Extension
 from .room import Room
 from .settings import Settings
@@ -103,6 +105,18 @@ class CreationQuota:
             return False
         made.append((now, doc))
         return True
+
+    def check(self, identity: Identity, doc: str, limit: int) -> None:
+        """Count the first write into the empty `doc`, which creates it, against
+        `identity` (an admin is not counted); Forbidden over `limit` an hour. Every
+        path that creates a document asks: a socket's first update, PUT /text."""
+        if identity.is_admin:
+            return
+        if not self.allow(identity.user, doc, limit, time.time()):
+            raise Forbidden(
+                f"{identity.user!r} created {limit} documents in the last hour: "
+                "that is the limit (max_new_docs_per_hour)"
+            )
 
 
 log = logging.getLogger("palimpsest.limits")

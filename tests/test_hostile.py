@@ -508,6 +508,25 @@ async def test_bad_claims_refs_and_json_get_clean_refusals(settings: Settings) -
             for body in (b"[" * 100_000, b'{"seq": "' + digits.encode() + b'"}'):
                 r = await http.post(f"/api/docs/{doc}/restore", content=body, headers=writer)
                 assert r.status_code == 400, (body[:12], r.status_code, r.text[:100])
+            # a lone surrogate is JSON but not text: 400, where the text, the root's name
+            # and the tag's name each gave a 500 (UTF-8, pycrdt, the store)
+            admin = {**_bearer(token("a", "admin")), "content-type": "application/json"}
+            for url, body, who in (
+                (f"/api/docs/{doc}/text", rb'{"text": "a\ud800b"}', writer),
+                (f"/api/docs/{doc}/text", rb'{"text": "x", "root": "\udfff"}', writer),
+                (f"/api/docs/{doc}/tags", rb'{"name": "a\ud800"}', admin),
+            ):
+                r = await (http.put if url.endswith("text") else http.post)(
+                    url, content=body, headers=who
+                )
+                assert r.status_code == 400 and "surrogate" in r.text, (url, r.status_code, r.text)
+            for name in (" ", "v1 ", " v1"):  # no name, or one that looks like another
+                r = await http.post(f"/api/docs/{doc}/tags", json={"name": name}, headers=admin)
+                assert r.status_code == 400, (name, r.status_code)
+            r = await http.put(
+                f"/api/docs/{doc}/text", json={"text": "x \U0001f600"}, headers=writer
+            )
+            assert r.status_code == 200, r.text  # (an astral character is text)
             # readers do not learn the server's host name and pid from event metadata
             events = (await http.get(f"/api/docs/{doc}/events", headers=reader)).json()["events"]
             conn = events[0]["meta"]["conn"]
@@ -521,7 +540,7 @@ async def test_bad_claims_refs_and_json_get_clean_refusals(settings: Settings) -
                 code, reason = await closed_with(ws)
             assert code == 4400 and "not JSON" in reason, (body[:30], code, reason)
         await room.flush()
-        assert str(room.doc.get("content", type=Text)) == "x"
+        assert str(room.doc.get("content", type=Text)) == "x \U0001f600"
 
 
 def _bearer(tok: str) -> dict[str, str]:
@@ -556,6 +575,25 @@ async def test_document_creation_quota_per_identity(settings: Settings) -> None:
             room = server.backend.rooms.get_loaded("spam-0")
             assert room is not None
             await eventually(lambda: room.seq >= 2)
+        # PUT /text creates documents too, and counts against the same quota (110 PUTs
+        # of new names were all made, and then 100 more over sockets)
+        writer = {**_bearer(tok), "content-type": "application/json"}
+        async with httpx.AsyncClient(base_url=server.url, headers=writer) as http:
+            r = await http.put("/api/docs/spam-4/text", json={"text": "x"})
+            assert r.status_code == 403 and "max_new_docs_per_hour" in r.text, r.text
+            assert await server.backend.store.head("spam-4") == 0
+            r = await http.put("/api/docs/spam-1/text", json={"text": "rewritten"})
+            assert r.status_code == 200 and r.json()["seq"] == 2, r.text
+            other = {**_bearer(token("other", "write")), "content-type": "application/json"}
+            r = await http.put("/api/docs/other-0/text", json={"text": "x"}, headers=other)
+            assert r.status_code == 200, r.text
+            for i in range(1, 3):
+                r = await http.put(f"/api/docs/other-{i}/text", json={"text": "x"}, headers=other)
+                assert r.status_code == 200, r.text
+        async with connect(server.ws_url, "other-3", token=token("other", "write")) as c:
+            c.insert(0, "x")  # its fourth: the HTTP ones counted
+            await eventually(lambda: c.ws.close_code is not None, what="refused")
+            assert c.ws.close_code == 4403 and "max_new_docs_per_hour" in (c.ws.close_reason or "")
 
 
 async def test_http_writes_are_rate_limited_per_address(settings: Settings) -> None:

@@ -57,6 +57,7 @@ from .rich_diff import (
 from .sessions import Sessions
 
 if TYPE_CHECKING:
+    from ..auth import Identity
     from ..backend import Backend
 
 #: what a tree walk (History._walk) answers
@@ -70,7 +71,9 @@ MAX_PAGE = 1000
 #: a diff over at most this many events, asked before the document's attribution index
 #: exists, folds just its range rather than building the index
 RANGE_DIFF_MAX = 20_000
-_TAG = re.compile(r"[^\x00-\x1f\x7f/]{1,64}")
+#: no control character, no '/', no space at either end (" " and "v1 " looked like
+#: no name and like "v1")
+_TAG = re.compile(r"[^ \x00-\x1f\x7f/]([^\x00-\x1f\x7f/]{0,62}[^ \x00-\x1f\x7f/])?")
 _INT = re.compile(r"-?[0-9]+")
 
 
@@ -111,7 +114,9 @@ def tag_json(tag: Tag) -> dict[str, Any]:
 
 def validate_tag_name(name: Any) -> str:
     if not isinstance(name, str) or not _TAG.fullmatch(name):
-        raise BadRequest("a tag name is 1-64 printable characters, without '/'")
+        raise BadRequest(
+            "a tag name is 1-64 printable characters, without '/' or a space at either end"
+        )
     if _INT.fullmatch(name) or name == "head":
         raise BadRequest(f"{name!r} cannot be a tag name: it reads as a seq")
     return name
@@ -515,16 +520,22 @@ class History:
         finally:
             self.backend.rooms.release(room)
 
-    async def put_text(self, doc: str, actor: str, root: str, text: str) -> Event | None:
+    async def put_text(
+        self, doc: str, actor: str, root: str, text: str, creator: Identity | None = None
+    ) -> Event | None:
         """Make the live document's text root ``root`` equal ``text``, by the smallest
         change (as restore does), logged as one event of kind edit by ``actor``: it is
         broadcast, undoable by them, and merges with what others type meanwhile. None
-        when the text was already equal. Conflict when ``root`` holds another type."""
+        when the text was already equal. Conflict when ``root`` holds another type.
+        ``creator``: whose document-creation quota a write into an empty document
+        counts against (max_new_docs_per_hour, as a socket's first update does)."""
         room = await self.backend.rooms.get(doc)
         try:
             limits = self.backend.extension(Limits)
             if limits is not None:
                 limits.check_update(room, len(text.encode()))
+                if creator is not None and text and room.seq == 0 and not room.queued_bytes:
+                    limits.quota.check(creator, doc, self.backend.settings.max_new_docs_per_hour)
 
             def change(live: Doc[Any]) -> None:
                 kind = typed_roots(live).get(root)

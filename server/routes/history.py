@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import cpu_account
+from ..auth import Identity
 from ..backend import Backend
 from ..bounded_json import loads_bounded
 from ..errors import BadRequest
@@ -33,10 +34,16 @@ def _backend(request: Request) -> Backend:
 
 async def _open(request: Request, need: str) -> tuple[History, str, str]:
     """(history service, doc name, acting user) after validating the name and the role."""
+    history, doc, identity = await _open_as(request, need)
+    return history, doc, identity.user
+
+
+async def _open_as(request: Request, need: str) -> tuple[History, str, Identity]:
+    """(history service, doc name, the acting identity), as `_open`."""
     backend = _backend(request)
     doc = validate_doc_name(request.path_params["doc"])
     identity = await backend.authenticate(request, doc, need)
-    return history_of(backend), doc, identity.user
+    return history_of(backend), doc, identity
 
 
 def _int(request: Request, name: str, default: int, lo: int = 0, hi: int = MAX_SEQ) -> int:
@@ -62,7 +69,7 @@ async def _body(request: Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        body = loads_bounded(raw)
+        body = loads_bounded(raw, text_only=True)
     except ValueError as e:
         raise BadRequest(f"the body is not JSON: {str(e)[:200]}") from e
     if not isinstance(body, dict):
@@ -184,14 +191,14 @@ MAX_ROOT_NAME = 128
 
 async def put_text(request: Request) -> Response:
     """PUT a text root's whole new content; the server writes the smallest change."""
-    history, doc, user = await _open(request, "write")
+    history, doc, identity = await _open_as(request, "write")
     body = await _body(request)
     text, root = body.get("text"), body.get("root", "content")
     if not isinstance(text, str):
         raise BadRequest('the body must hold the new text: {"text": "...", "root": "content"}')
     if not isinstance(root, str) or not 0 < len(root) <= MAX_ROOT_NAME:
         raise BadRequest(f'"root" must be a name of 1 to {MAX_ROOT_NAME} characters')
-    ev = await history.put_text(doc, user, root, text)
+    ev = await history.put_text(doc, identity.user, root, text, creator=identity)
     if ev is None:
         return JSONResponse({"seq": None, "root": root, "reason": "already equal"})
     return JSONResponse({"seq": ev.seq, "root": root, "ts": iso(ev.ts)})
