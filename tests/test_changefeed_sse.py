@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from pathlib import Path
 
@@ -219,6 +220,14 @@ async def test_streams_per_address_are_bounded(tmp_path: Path) -> None:
                 return e.status == 200 and [ev["doc"] for ev in await e.events(1)] == ["first"]
 
         await eventually(admitted, timeout=10, interval=0.2, what="a stream admitted again")
+
+        # asked for all at once, as many as the bound: each was counted only once its
+        # response ran, and 80 at once all passed a bound of 64
+        async with contextlib.AsyncExitStack() as stack:
+            streams = await asyncio.gather(
+                *(stack.enter_async_context(RawStream(url)) for _ in range(8))
+            )
+            assert sorted(st.status for st in streams) == [200] * 3 + [429] * 5
 
 
 async def test_a_stream_ends_when_the_token_expires(tmp_path: Path) -> None:

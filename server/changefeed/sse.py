@@ -17,12 +17,14 @@ expires; clients reconnect and resume.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from ..auth import Identity, may_open
 from ..errors import BadRequest, TooManyConnections
@@ -66,8 +68,9 @@ class Streams:
         self._by_address: dict[str, int] = {}
 
     def _admit(self, request: Request) -> str:
-        """Check the stream against its address's bound (429 beyond it). The stream
-        counts itself once it runs (a response that never starts never counts)."""
+        """Check the stream against its address's bound (429 beyond it) and count it
+        there and then: counted only once its response ran, 80 streams asked for at
+        once all passed a bound of 64. The response releases it (`_Counted`)."""
         address = request.client.host if request.client else "unknown"
         if self._by_address.get(address, 0) >= self.feed.max_streams_per_ip:
             self.feed.backend.refused("too_many_streams")
@@ -75,6 +78,7 @@ class Streams:
                 f"{self.feed.max_streams_per_ip} changefeed streams are open from {address} "
                 "already (CHANGEFEED_MAX_STREAMS_PER_IP)"
             )
+        self._count(address)
         return address
 
     def _count(self, address: str) -> None:
@@ -101,74 +105,75 @@ class Streams:
         identity = await backend.authenticate(request, doc, "read")
         after, updates = _after(request), _updates(request)
         address = self._admit(request)
-        return StreamingResponse(
-            self._doc_events(doc, after, updates, identity, address),
-            media_type="text/event-stream",
-            headers=_HEADERS,
+        return _Counted(
+            self._doc_events(doc, after, updates, identity), partial(self._release, address)
         )
 
     async def all_stream(self, request: Request) -> Response:
         identity = await self.feed.backend.authenticate(request, None, "read")
         after, updates = _after(request), _updates(request)
         address = self._admit(request)
-        return StreamingResponse(
-            self._all_events(after, updates, identity, address),
-            media_type="text/event-stream",
-            headers=_HEADERS,
-        )
+        return _Counted(self._all_events(after, updates, identity), partial(self._release, address))
 
     def _expired(self, identity: Identity) -> bool:
         return identity.exp is not None and time.time() >= identity.exp
 
     async def _doc_events(
-        self, doc: str, after: int, updates: bool, identity: Identity, address: str
+        self, doc: str, after: int, updates: bool, identity: Identity
     ) -> AsyncIterator[bytes]:
         feed, store = self.feed, self.feed.backend.store
-        self._count(address)
-        try:
-            yield f"retry: {RETRY_MS}\n\n".encode()
-            cursor = after
-            while not feed.closing and not self._expired(identity):
-                ticket = feed.wakeup.ticket(doc)
-                events = await store.read(doc, after=cursor, limit=feed.page)
-                for ev in events:
-                    yield sse_frame(ev.seq, feed_text(ev, updates=updates))
-                    cursor = ev.seq
-                if len(events) == feed.page:
-                    continue
-                if not await feed.wait(ticket):
-                    yield HEARTBEAT
-        finally:
-            self._release(address)
+        yield f"retry: {RETRY_MS}\n\n".encode()
+        cursor = after
+        while not feed.closing and not self._expired(identity):
+            ticket = feed.wakeup.ticket(doc)
+            events = await store.read(doc, after=cursor, limit=feed.page)
+            for ev in events:
+                yield sse_frame(ev.seq, feed_text(ev, updates=updates))
+                cursor = ev.seq
+            if len(events) == feed.page:
+                continue
+            if not await feed.wait(ticket):
+                yield HEARTBEAT
 
     async def _all_events(
-        self, after: int, updates: bool, identity: Identity, address: str
+        self, after: int, updates: bool, identity: Identity
     ) -> AsyncIterator[bytes]:
         feed, store = self.feed, self.feed.backend.store
-        self._count(address)
-        try:
-            yield f"retry: {RETRY_MS}\n\n".encode()
-            cursor = sent = after
-            everything = identity.docs == ("*",)
-            while not feed.closing and not self._expired(identity):
-                ticket = feed.wakeup.ticket()
-                events = await store.read_all(after=cursor, limit=feed.page)
-                for ev in events:
-                    cursor = ev.pos
-                    if everything or may_open(identity, ev.doc):
-                        yield sse_frame(ev.pos, feed_text(ev, updates=updates))
-                        sent = cursor
-                if sent != cursor:
-                    # events the caller may not see moved the cursor: say so, so that a
-                    # reconnect does not read them again (and a long scan is not silent)
-                    yield sse_cursor(cursor)
+        yield f"retry: {RETRY_MS}\n\n".encode()
+        cursor = sent = after
+        everything = identity.docs == ("*",)
+        while not feed.closing and not self._expired(identity):
+            ticket = feed.wakeup.ticket()
+            events = await store.read_all(after=cursor, limit=feed.page)
+            for ev in events:
+                cursor = ev.pos
+                if everything or may_open(identity, ev.doc):
+                    yield sse_frame(ev.pos, feed_text(ev, updates=updates))
                     sent = cursor
-                if len(events) == feed.page:
-                    continue
-                if not await feed.wait(ticket):
-                    yield HEARTBEAT
+            if sent != cursor:
+                # events the caller may not see moved the cursor: say so, so that a
+                # reconnect does not read them again (and a long scan is not silent)
+                yield sse_cursor(cursor)
+                sent = cursor
+            if len(events) == feed.page:
+                continue
+            if not await feed.wait(ticket):
+                yield HEARTBEAT
+
+
+class _Counted(StreamingResponse):
+    """A stream's response, which releases the count `_admit` took when it ends, however
+    it ends (it never started: the client was gone)."""
+
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None]) -> None:
+        super().__init__(content, media_type="text/event-stream", headers=_HEADERS)
+        self._done = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
         finally:
-            self._release(address)
+            self._done()
 
 
 __all__ = ["RETRY_MS", "Streams"]
