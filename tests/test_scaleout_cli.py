@@ -8,10 +8,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
+from conftest import free_port, run_server
 from pycrdt import Doc, Text
 from scaleout import PG_URL, fresh_schema, open_store
+from test_delete import closed_4404, copy_of
+from test_undo import converged, edit, make_settings
+from yclient import connect
 
+from palimpsest.settings import Settings
 from palimpsest.snapshots import load
 from palimpsest.store import postgres
 from palimpsest.store.base import NewEvent
@@ -118,3 +124,121 @@ async def test_copy_sqlite_into_postgresql(tmp_path: Path) -> None:
         assert r.returncode == 0 and "copied 1 of 1" in r.stdout, r.stderr
         async with open_store(url) as pg:
             assert await pg.head("notes") == 30
+
+
+async def sqlite_tombstone(db: Path, doc: str) -> bytes | None:
+    store = SQLiteStore(db)
+    await store.start()
+    try:
+        return await store.tombstone(doc)
+    finally:
+        await store.stop()
+
+
+async def test_copy_carries_the_tombstones_and_a_deleted_document_stays_deleted(
+    tmp_path: Path,
+) -> None:
+    """A document deleted on a SQLite server, copied into PostgreSQL: its tombstone goes
+    along (it has no log left), so a server on PostgreSQL refuses a stale client's copy
+    (4404) as the SQLite one did. It used to be left behind, and the stale copy brought
+    the deleted text back. A second run copies nothing again and says so; an older copy of
+    the deleted document (a backup) is not brought back into the target; and the
+    tombstone goes the other way too."""
+    db, backup = tmp_path / "palimpsest.db", tmp_path / "before-delete.db"
+    async with run_server(make_settings(db)) as srv, httpx.AsyncClient() as http:
+        async with connect(srv.ws_url, "kept", "bob") as b:
+            await edit(b, srv, "kept", lambda: b.insert(0, "still here"))
+        async with connect(srv.ws_url, "gone", "ann") as a:
+            await edit(a, srv, "gone", lambda: a.insert(0, "secret plans"))
+            r = palimpsest("backup", "--db", str(db), str(backup))
+            assert r.returncode == 0, r.stderr
+            r = await http.delete(f"{srv.url}/api/docs/gone", params={"user": "root"})
+            assert r.status_code == 200, r.text
+            await closed_4404(a)
+            stale = a.doc
+    tomb = await sqlite_tombstone(db, "gone")
+    assert tomb
+
+    async with fresh_schema() as url:
+        r = palimpsest("copy", "--from", f"sqlite:///{db}", "--to", url, "--quiet")
+        assert r.returncode == 0, r.stderr
+        settings = Settings(store=url, port=free_port(), unload_after_seconds=0.3,
+                            undo_capture_ms=0)  # fmt: skip
+        async with run_server(settings) as srv:
+            async with connect(srv.ws_url, "gone", "ann", ydoc=copy_of(stale),
+                               wait_sync=False) as s:  # fmt: skip
+                await closed_4404(s)
+                assert "deleted" in (s.close_reason or "")
+            assert await srv.backend.store.head("gone") == 0
+            async with connect(srv.ws_url, "kept", "bob") as b:
+                assert b.content == "still here"
+            async with connect(srv.ws_url, "gone", "bob") as b:  # the name starts over
+                assert b.content == ""
+                await edit(b, srv, "gone", lambda: b.insert(0, "new"))
+                await converged(srv, "gone", "new", b)
+        assert "copied 1 of 1 documents" in r.stdout, r.stdout
+        assert "0 skipped; 1 of 1 tombstones copied (0 already there)" in r.stdout, r.stdout
+        async with open_store(url) as pg:
+            assert await pg.tombstone("gone") == tomb  # the very bytes (see new_doc)
+
+        # a second run: nothing copied again, and the summary counts only what was
+        r = palimpsest("copy", "--from", f"sqlite:///{db}", "--to", url, "--quiet")
+        assert r.returncode == 1 and "already exists" in r.stderr, r.stderr
+        assert "copied 0 of 1 documents (0 events), 1 skipped; 0 of 1 tombstones copied " \
+            "(1 already there)" in r.stdout, r.stdout  # fmt: skip
+
+        # the backup taken before the deletion holds the deleted text: not brought back,
+        # even with --replace (the target's new "gone" is left as it is)
+        for extra in ([], ["--replace"]):
+            r = palimpsest("copy", "--from", f"sqlite:///{backup}", "--to", url, "--quiet",
+                           "--doc", "gone", *extra)  # fmt: skip
+            assert r.returncode == 1, r
+            assert "deleted in the target" in r.stderr, r.stderr
+            assert "copied 0 of 1 documents (0 events), 1 skipped" in r.stdout, r.stdout
+        async with open_store(url) as pg:
+            assert str((await load(pg, "gone")).doc.get("content", type=Text)) == "new"
+            assert await pg.tombstone("gone") == tomb
+
+        # and back: PostgreSQL -> SQLite carries it as well
+        back = tmp_path / "back.db"
+        r = palimpsest("copy", "--from", url, "--to", f"sqlite:///{back}", "--quiet")
+        assert r.returncode == 0, r.stderr
+        assert "copied 2 of 2 documents" in r.stdout and "1 of 1 tombstones copied" in r.stdout
+        assert await sqlite_tombstone(back, "gone") == tomb
+
+
+async def test_copy_of_a_deletion_into_a_store_that_still_holds_the_document(
+    tmp_path: Path,
+) -> None:
+    """The target got the document before the source deleted it: the deletion's tombstone
+    is copied, and the deleted content there is deleted with --replace, reported without."""
+    src, dst = tmp_path / "src.db", tmp_path / "dst.db"
+    store = SQLiteStore(src)
+    await store.start()
+    d: Doc = Doc()
+    d.get("content", type=Text).insert(0, "secret")
+    await store.append([("gone", [NewEvent("ann", "edit", d.get_update())])])
+    await store.stop()
+    assert (
+        palimpsest("copy", "--from", f"sqlite:///{src}", "--to", f"sqlite:///{dst}").returncode == 0
+    )
+    r = palimpsest("delete", "gone", "--yes", "--db", str(src))
+    assert r.returncode == 0, r.stderr
+    tomb = await sqlite_tombstone(src, "gone")
+    assert tomb
+
+    r = palimpsest("copy", "--from", f"sqlite:///{src}", "--to", f"sqlite:///{dst}", "--quiet")
+    assert r.returncode == 1 and "deleted content is still in the target" in r.stderr, r
+    assert "copied 0 of 0 documents (0 events), 0 skipped; 1 of 1 tombstones" in r.stdout
+    assert await sqlite_tombstone(dst, "gone") == tomb
+    r = palimpsest("copy", "--from", f"sqlite:///{src}", "--to", f"sqlite:///{dst}", "--quiet",
+                   "--replace")  # fmt: skip
+    assert r.returncode == 0, r
+    assert "0 of 1 tombstones copied (1 already there)" in r.stdout, r.stdout
+    store = SQLiteStore(dst)
+    await store.start()
+    try:
+        assert await store.head("gone") == 0 and await store.list_docs() == []
+        assert await store.tombstone("gone") == tomb
+    finally:
+        await store.stop()

@@ -10,7 +10,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import protocol as P
+from ..deletion import merge_state_vectors
 from ..errors import PalimpsestError
+from ..snapshots import load
 from ..store import EventStore, MemoryStore, SQLiteStore, open_store
 from ..store.base import Snapshot
 from . import add_store_options, settings_from
@@ -32,7 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "copy",
         help="copy every document of one store into another (e.g. SQLite -> PostgreSQL)",
         description="Copy documents with their whole logs (same seqs), valid snapshots and "
-        "tags, one transaction per document. Stop the servers of the source first.",
+        "tags, one transaction per document, and the tombstones deleted documents left (so "
+        "that stale copies of them stay refused). A document deleted in the target is not "
+        "brought back. Stop the servers of the source first.",
     )
     p.add_argument("--from", dest="source", required=True, help="sqlite:///path (or any store URL)")
     p.add_argument("--to", dest="target", required=True, help="postgresql://… (created if needed)")
@@ -99,6 +104,22 @@ def run_copy(args: argparse.Namespace) -> int:
         return 1
 
 
+def _holds_deleted(sv: bytes, tomb: bytes | None) -> bool:
+    """Whether a document of state vector `sv` holds items of the deleted document that
+    `tomb` recorded: the test a server's room makes (server.deletion), for a room that has
+    nothing yet, which refuses any update bringing a client the tombstone knows."""
+    if not tomb:
+        return False
+    dead = P.decode_state_vector(tomb)
+    return any(
+        end > 0 and dead.get(client, 0) > 0 for client, end in P.decode_state_vector(sv).items()
+    )
+
+
+async def _state_vector(store: EventStore, doc: str) -> bytes:
+    return (await load(store, doc)).doc.get_state()
+
+
 async def copy(
     source_url: str,
     target_url: str,
@@ -106,7 +127,17 @@ async def copy(
     replace: bool = False,
     quiet: bool = False,
 ) -> int:
-    """Copy documents; returns 0 when every one was copied, 1 otherwise."""
+    """Copy documents and tombstones; returns 0 when every one was copied, 1 otherwise.
+
+    Tombstones (what a deletion leaves: the deleted document's state vector) are copied
+    too, those of names with no document left included, before the document of the same
+    name: a server on the target refuses a stale client's copy of a deleted document as
+    one on the source does. A tombstone the target has already is kept, merged with the
+    source's when they differ; the source's is written as it is otherwise (its bytes
+    also choose the server's Yjs client id of the name's new document, see
+    snapshots.new_doc). A document the target deleted is not brought back: one whose
+    content the target's tombstone covers is skipped. A document the source deleted that
+    the target still holds is deleted there with ``replace``, reported otherwise."""
     from tqdm import tqdm
 
     source, target = open_store(source_url), open_store(target_url)
@@ -116,14 +147,54 @@ async def copy(
     try:
         await target.start()
         try:
-            docs = await source.list_docs()
-            if only:
-                docs = [d for d in docs if d.doc in set(only)]
-            failed = 0
+            wanted = set(only) if only else None
+            docs = [d for d in await source.list_docs() if wanted is None or d.doc in wanted]
+            tombs = {
+                doc: sv
+                for doc, sv in (await source.tombstones()).items()
+                if wanted is None or doc in wanted
+            }
+            there = await target.tombstones()
+            failed = skipped = copied_events = tombs_copied = 0
+
+            def warn(msg: str) -> None:
+                tqdm.write(msg, file=sys.stderr)
+
+            # tombstones first: a document never reaches the target before its tombstone
+            for doc, sv in tombs.items():
+                old = there.get(doc)
+                new = sv if not old else merge_state_vectors(old, sv)
+                if new != old:
+                    await target.put_tombstone(doc, new)
+                    tombs_copied += 1
+            copying = {d.doc for d in docs}
+            for doc, sv in tombs.items():
+                if doc in copying or await target.doc_info(doc) is None:
+                    continue
+                live = await _state_vector(target, doc)
+                if not _holds_deleted(live, sv):
+                    continue  # a new document of the name, made in the target
+                if not replace:
+                    failed += 1
+                    warn(f"{doc}: deleted in the source, its deleted content is still in the "
+                         "target: left as it is (--replace deletes it there)")  # fmt: skip
+                    continue
+                await target.delete_doc(doc, merge_state_vectors(await target.tombstone(doc), live))
+                warn(f"{doc}: deleted in the target too, as in the source")
+
             total = sum(d.head - d.base_seq for d in docs)
             with tqdm(total=total, unit="ev", disable=quiet, desc="copy", file=sys.stderr) as bar:
                 for info in docs:
                     bar.set_postfix_str(info.doc[:40])
+                    # the target deleted this name: what the source holds of the deleted
+                    # document must not come back (a document made anew there may)
+                    dead = there.get(info.doc)
+                    if dead and _holds_deleted(await _state_vector(source, info.doc), dead):
+                        skipped += 1
+                        warn(f"{info.doc}: not copied: it was deleted in the target and this "
+                             "copy holds its deleted content")  # fmt: skip
+                        bar.update(info.head - info.base_seq)
+                        continue
                     events = await source.read(info.doc)
                     snaps: list[Snapshot] = []
                     for s in await source.snapshots(info.doc):
@@ -134,17 +205,22 @@ async def copy(
                     try:
                         await target.import_doc(info, events, snaps, tags, replace=replace)
                     except PalimpsestError as e:
-                        failed += 1
-                        tqdm.write(f"{info.doc}: not copied: {e}", file=sys.stderr)
+                        skipped += 1
+                        warn(f"{info.doc}: not copied: {e}")
                     else:
                         head = await target.head(info.doc)
                         if head != info.head:
-                            failed += 1
-                            tqdm.write(f"{info.doc}: head {head} != {info.head}", file=sys.stderr)
-                    bar.update(len(events))
-            copied = len(docs) - failed
-            print(f"palimpsest: copied {copied} of {len(docs)} documents ({total} events)")
-            return 0 if failed == 0 else 1
+                            skipped += 1
+                            warn(f"{info.doc}: head {head} != {info.head}")
+                        else:
+                            copied_events += len(events)
+                    bar.update(info.head - info.base_seq)
+            print(
+                f"palimpsest: copied {len(docs) - skipped} of {len(docs)} documents "
+                f"({copied_events} events), {skipped} skipped; {tombs_copied} of {len(tombs)} "
+                f"tombstones copied ({len(tombs) - tombs_copied} already there)"
+            )
+            return 0 if failed == skipped == 0 else 1
         finally:
             await target.stop()
     finally:

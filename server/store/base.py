@@ -418,6 +418,15 @@ class EventStore(Service, ABC):
     async def tombstone(self, doc: str) -> bytes | None:
         """The state vector recorded by the last ``delete_doc`` of this name, if any."""
 
+    @abstractmethod
+    async def tombstones(self) -> dict[str, bytes]:
+        """Every recorded tombstone, by document name (for ``palimpsest copy``)."""
+
+    @abstractmethod
+    async def put_tombstone(self, doc: str, tombstone: bytes) -> None:
+        """Record `tombstone` for `doc` as given, replacing any (``palimpsest copy``, which
+        merges it with the one here first); the document's log is left alone."""
+
     # --- sealing (the compact log, see store/log_layout.py) ----------------------------
 
     @abstractmethod

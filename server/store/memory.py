@@ -202,6 +202,14 @@ class MemoryStore(EventStore):
         self._check()
         return self._tombstones.get(doc)
 
+    async def tombstones(self) -> dict[str, bytes]:
+        self._check()
+        return dict(self._tombstones)
+
+    async def put_tombstone(self, doc: str, tombstone: bytes) -> None:
+        self._check()
+        self._tombstones[doc] = tombstone
+
     async def put_snapshot(
         self, doc: str, seq: int, state: bytes, meta: dict[str, Any] | None = None
     ) -> None:

@@ -780,6 +780,21 @@ class PostgresStore(EventStore):
         )
         return bytes(rows[0][0]) if rows else None
 
+    async def tombstones(self) -> dict[str, bytes]:
+        rows = await self._fetch(
+            "SELECT doc, state_vector FROM tombstones ORDER BY doc", what="tombstones"
+        )
+        return {r[0]: bytes(r[1]) for r in rows}
+
+    async def put_tombstone(self, doc: str, tombstone: bytes) -> None:
+        await self._fetch(
+            "INSERT INTO tombstones (doc, ts, state_vector) VALUES ($1, $2, $3) "
+            "ON CONFLICT (doc) DO UPDATE SET ts = excluded.ts, "
+            "state_vector = excluded.state_vector",
+            doc, now_ms(), tombstone,
+            what="tombstone write",
+        )  # fmt: skip
+
     # --- sealing ---------------------------------------------------------------------
 
     async def seal(self, doc: str, *, run: int = S.SEGMENT_EVENTS, rest: int = 0) -> int:

@@ -1216,6 +1216,19 @@ class SQLiteStore(EventStore):
         rows = await self._fetchall("SELECT state_vector FROM tombstones WHERE doc = ?", (doc,))
         return bytes(rows[0][0]) if rows else None
 
+    async def tombstones(self) -> dict[str, bytes]:
+        rows = await self._fetchall("SELECT doc, state_vector FROM tombstones ORDER BY doc")
+        return {r[0]: bytes(r[1]) for r in rows}
+
+    async def put_tombstone(self, doc: str, tombstone: bytes) -> None:
+        await self._write(
+            "tombstone write",
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO tombstones (doc, ts, state_vector) VALUES (?,?,?)",
+                (doc, now_ms(), tombstone),
+            ),
+        )
+
     # --- sealing ---------------------------------------------------------------------
 
     async def seal(self, doc: str, *, run: int = S.SEGMENT_EVENTS, rest: int = 0) -> int:
