@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .auth import Identity
     from .backend import Backend
     from .changefeed import Changefeed, Webhook
-    from .errors import PalimpsestError
+    from .errors import AuthError, Forbidden, PalimpsestError
     from .extensions import Client, Extension, OpContext
     from .origins import Origin
     from .room import Room
@@ -27,12 +27,14 @@ if TYPE_CHECKING:
     from .store.base import Event, EventStore
 
 _WHERE = {
+    "AuthError": ".errors",
     "Backend": ".backend",
     "Changefeed": ".changefeed",
     "Client": ".extensions",
     "Event": ".store.base",
     "EventStore": ".store.base",
     "Extension": ".extensions",
+    "Forbidden": ".errors",
     "Identity": ".auth",
     "OpContext": ".extensions",
     "Origin": ".origins",
@@ -45,12 +47,14 @@ _WHERE = {
 }
 
 __all__ = [
+    "AuthError",
     "Backend",
     "Changefeed",
     "Client",
     "Event",
     "EventStore",
     "Extension",
+    "Forbidden",
     "Identity",
     "OpContext",
     "Origin",

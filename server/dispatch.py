@@ -51,6 +51,7 @@ _HOOKS = (
     "on_applied",
     "on_logged",
     "on_update",
+    "on_server_change",
     "on_awareness",
     "snapshot_meta",
     "on_snapshot",
@@ -264,6 +265,10 @@ class Extensions(Service):
     def update(self, room: Room, client: Client, update: bytes) -> None:
         for ext in self._by["on_update"]:
             ext.on_update(room, client, update)
+
+    def server_change(self, room: Room, actor: str, kind: str) -> None:
+        for ext in self._by["on_server_change"]:
+            ext.on_server_change(room, actor, kind)
 
     def awareness(self, room: Room, entries: bytes) -> None:
         for ext in self._by["on_awareness"]:

@@ -192,7 +192,17 @@ class Extension:
 
     def on_update(self, room: Room, client: Client, update: bytes) -> None:
         """A client's update passed decoding and is about to be queued for the log.
-        Raise a PalimpsestError to refuse it (the connection is closed with its code)."""
+        Raise a PalimpsestError to refuse it (the connection is closed with its code).
+        Changes the server makes for a user (undo, redo, restore, a text written whole
+        over HTTP) do not pass here: see ``on_server_change``."""
+
+    def on_server_change(self, room: Room, actor: str, kind: str) -> None:
+        """The server is about to change the document for `actor`: an ``undo``, a
+        ``redo``, an ``undo_mark`` (a group closed), a ``restore``, or an ``edit`` (PUT
+        /api/docs/{doc}/text). Raise a PalimpsestError to refuse it: nothing is logged,
+        the HTTP request is answered with its status, a websocket operation with
+        ``{"ok": false, ...}``. A guard that makes documents read-only needs this hook
+        as well as ``on_update``."""
 
     def on_awareness(self, room: Room, entries: bytes) -> None:
         """Presence changed by this process's connections: encoded awareness entries

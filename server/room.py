@@ -138,6 +138,8 @@ class RoomObserver(Protocol):
 
     def awareness(self, room: Room, entries: bytes) -> None: ...
 
+    def server_change(self, room: Room, actor: str, kind: str) -> None: ...
+
     def unloaded(self, room: Room) -> None: ...
 
 
@@ -156,6 +158,9 @@ class _Nobody:
         pass
 
     def awareness(self, room: Room, entries: bytes) -> None:
+        pass
+
+    def server_change(self, room: Room, actor: str, kind: str) -> None:
         pass
 
     def unloaded(self, room: Room) -> None:
@@ -457,6 +462,7 @@ class Room:
         Returns the event, or None when the change changed nothing (no event), unless
         `always`: then a change of nothing is logged too, with an empty update (a marker,
         such as the end of an undo group)."""
+        self.observer.server_change(self, actor, kind)  # (an extension may refuse it)
         fut: asyncio.Future[Event | None] = asyncio.get_running_loop().create_future()
         self._push(_ServerChange(actor, kind, change, dict(meta or {}), fut, always))
         return await fut

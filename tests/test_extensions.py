@@ -12,6 +12,7 @@ import httpx
 import pytest
 import websockets
 from conftest import RunningServer, eventually, run_server
+from pycrdt import Text
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -20,7 +21,7 @@ from yclient import connect
 from palimpsest import Client, Event, Extension, Identity, OpContext, Origin, Room
 from palimpsest.backend import Backend
 from palimpsest.dispatch import Extensions
-from palimpsest.errors import AuthError, FrameTooLarge, RateLimited
+from palimpsest.errors import AuthError, Forbidden, FrameTooLarge, RateLimited
 from palimpsest.extensions import Operation
 from palimpsest.features import builtin_extensions
 from palimpsest.lifecycle import Service
@@ -263,6 +264,61 @@ async def test_connect_refusal_operations_routes_and_services(settings: Settings
         await eventually(lambda: gate.open == [], what="on_disconnect")
         assert await backend.store.head("gated") == 1
     assert gate.running is False
+
+
+class Archive(Extension):
+    """extending.md's read-only guard: documents in `frozen` take no change, from a
+    client or made by the server for one."""
+
+    def __init__(self) -> None:
+        self.frozen: set[str] = set()
+        self.refused: list[tuple[str, str]] = []
+
+    def _check(self, room: Room, what: str) -> None:
+        if room.name in self.frozen:
+            self.refused.append((room.name, what))
+            raise Forbidden("archived documents are read-only")
+
+    def on_update(self, room: Room, client: Client, update: bytes) -> None:
+        self._check(room, "update")
+
+    def on_server_change(self, room: Room, actor: str, kind: str) -> None:
+        self._check(room, kind)
+
+
+async def test_a_read_only_guard_refuses_server_changes_too(settings: Settings) -> None:
+    """on_update sees clients' updates only: with extending.md's guard in it, PUT /text,
+    an undo over the socket and a restore still wrote into the archived document.
+    on_server_change sees each change the server makes for a user, and refuses it."""
+    guard = Archive()
+    backend = Backend(settings, extensions=[guard, *builtin_extensions(settings)])
+    async with run_server(settings, backend) as srv:
+        async with connect(srv.ws_url, "archive-1", "ada") as c:
+            c.insert(0, "kept")
+            room = await eventually(lambda: srv.backend.rooms.get_loaded("archive-1"))
+            await eventually(lambda: room.seq >= 1)
+            guard.frozen.add("archive-1")
+            answer = await c.request({"type": "undo"})
+            assert answer["ok"] is False and answer["status"] == 403, answer
+            assert "read-only" in answer["reason"]
+            c.insert(0, "no ")
+            await eventually(lambda: c.ws.close_code == 4403, what="refused by on_update")
+        async with httpx.AsyncClient(base_url=srv.url, params={"user": "ada"}) as http:
+            for method, path, body in (
+                ("PUT", "text", {"text": "overwritten"}),
+                ("POST", "restore", {"seq": 0}),
+                ("POST", "undo", None),
+                ("POST", "undo/close", None),
+            ):
+                r = await http.request(method, f"/api/docs/archive-1/{path}", json=body)
+                assert r.status_code == 403 and "read-only" in r.text, (path, r.status_code, r.text)
+            guard.frozen.clear()
+            r = await http.put("/api/docs/archive-1/text", json={"text": "thawed"})
+            assert r.status_code == 200, r.text
+        assert await backend.store.head("archive-1") == 2
+        assert str(room.doc.get("content", type=Text)) == "thawed"
+        kinds = [what for _, what in guard.refused]
+        assert kinds[:2] == ["undo", "update"] and "edit" in kinds and "restore" in kinds
 
 
 def test_two_extensions_cannot_claim_one_operation(settings: Settings) -> None:
