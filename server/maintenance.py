@@ -82,7 +82,7 @@ async def verify_doc(
     problems: list[str] = []
     info = await store.doc_info(doc)
     if info is None:
-        return [f"{doc}: listed but has no info"]
+        return [f"{doc}: no document of that name"]
     snaps = sorted(await store.snapshots(doc), key=lambda s: s.seq)
     for s in snaps:
         if not s.valid:

@@ -213,7 +213,10 @@ async def test_verify_catches_corrupted_snapshots(
     assert sum(f"@{seqs[2]} " in line for line in problems) == 1, r
     assert len(problems) == 3 and "3 problems in 2 documents" in r.err, r
     r = await cli(capfd, "verify", "good", "--db", str(db))
-    assert r.code == 0, r
+    assert r.code == 0 and "1 document OK" in r.out, r
+    r = await cli(capfd, "verify", "nosuch", "--db", str(db))
+    assert r.code == 1 and "PROBLEM nosuch: no document of that name" in r.out, r
+    assert "1 problem in 1 document" in r.err, r
     # a hole in the log
     with sqlite3.connect(db) as con:
         con.execute("DELETE FROM log WHERE doc = (SELECT id FROM docs WHERE name = 'good') "

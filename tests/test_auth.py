@@ -653,6 +653,9 @@ def test_cli_mints_tokens_the_server_accepts(
     monkeypatch.delenv("PALIMPSEST_JWT_SECRET", raising=False)
     assert cli_main(["token", "--user", "g"]) == 2, "no secret, no key: refused"
     capsys.readouterr()
+    # --jwt-secret, as `serve` names it, is taken too
+    assert cli_main(["token", "--user", "j", "--jwt-secret", SECRET]) == 0
+    assert jwt.decode(capsys.readouterr().out.strip(), SECRET, algorithms=["HS256"])["sub"] == "j"
     # no token a server with that key would refuse: it is checked as the server checks it
     for argv, says in (
         (["--user", "", "--secret", SECRET], "token claim 'sub' must be a user name"),

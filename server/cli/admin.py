@@ -324,6 +324,10 @@ def _size(n: int) -> str:
 # --- verify -----------------------------------------------------------------------------
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 async def verify(store: EventStore, args: argparse.Namespace) -> int:
     docs = list(args.docs) or [d.doc for d in await store.list_docs()]
     problems: list[str] = []
@@ -344,10 +348,10 @@ async def verify(store: EventStore, args: argparse.Namespace) -> int:
             print(f"PROBLEM {p}")
         problems.extend(found)
     if problems:
-        print(f"palimpsest verify: {len(problems)} problems in {len(docs)} documents",
-              file=sys.stderr)  # fmt: skip
+        print(f"palimpsest verify: {_n(len(problems), 'problem')} in "
+              f"{_n(len(docs), 'document')}", file=sys.stderr)  # fmt: skip
         return 1
-    print(f"palimpsest verify: {len(docs)} documents OK")
+    print(f"palimpsest verify: {_n(len(docs), 'document')} OK")
     return 0
 
 

@@ -80,7 +80,8 @@ def run_backup(args: argparse.Namespace) -> int:
         print(f"palimpsest backup: {e}", file=sys.stderr)  # OSError: a file it cannot write
         return 1
     print(
-        f"palimpsest: backed up {store.path} to {args.out}: {done.docs} documents, "
+        f"palimpsest: backed up {store.path} to {args.out}: "
+        f"{done.docs} document{'' if done.docs == 1 else 's'}, "
         f"{done.size / 1e6:.1f} MB in {done.seconds:.2f} s"
     )
     return 0
@@ -148,7 +149,11 @@ def backup(
             dst.execute("PRAGMA journal_mode = OFF")
             dst.execute("PRAGMA synchronous = OFF")
             with tqdm(
-                total=pages, unit="page", disable=quiet, desc="backup", file=sys.stderr
+                total=pages,
+                unit="page",
+                disable=True if quiet else None,  # None: a tty only
+                desc="backup",
+                file=sys.stderr,
             ) as bar:
 
                 def progress(status: int, remaining: int, total: int) -> None:

@@ -183,7 +183,13 @@ async def copy(
                 warn(f"{doc}: deleted in the target too, as in the source")
 
             total = sum(d.head - d.base_seq for d in docs)
-            with tqdm(total=total, unit="ev", disable=quiet, desc="copy", file=sys.stderr) as bar:
+            with tqdm(
+                total=total,
+                unit="ev",
+                disable=True if quiet else None,
+                desc="copy",
+                file=sys.stderr,
+            ) as bar:
                 for info in docs:
                     bar.set_postfix_str(info.doc[:40])
                     # the target deleted this name: what the source holds of the deleted

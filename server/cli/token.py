@@ -34,7 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="document names or glob patterns, comma-separated or repeated (default: '*')",
     )
     p.add_argument("--ttl", type=float, default=3600.0, help="seconds until expiry (default 3600)")
-    p.add_argument("--secret", help="HS256 secret (env PALIMPSEST_JWT_SECRET)")
+    p.add_argument(
+        "--secret",
+        "--jwt-secret",
+        dest="secret",
+        help="HS256 secret (env PALIMPSEST_JWT_SECRET); --jwt-secret as serve takes it",
+    )
     p.add_argument("--private-key", help="PEM private key: RS256 (RSA) or ES256 (EC P-256)")
     p.set_defaults(func=run)
 
