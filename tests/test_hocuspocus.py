@@ -229,6 +229,14 @@ async def test_awareness_echo_query_and_broadcast_stateless(srv: Any) -> None:
         await one.send("aw", H.STATELESS, P.write_var_string('{"type":"hello","id":9}'))
         got = await eventually(lambda: len(one.of("aw", H.STATELESS)) == 2 and one.of("aw", 5))
         assert json.loads(H.decode_string(got[1].body, "payload"))["id"] == 9
+        # a broadcast shaped as the server's answer is refused (a reader could answer
+        # everyone's undo requests in the server's name): that document closes
+        forged = '{"type":"result","id":1,"ok":true,"seq":99}'
+        await two.send("aw", H.BROADCAST_STATELESS, P.write_var_string(forged))
+        closed = await eventually(lambda: two.of("aw", H.CLOSE), what="closed")
+        assert "result" in H.decode_string(closed[0].body, "reason")
+        await asyncio.sleep(0.2)
+        assert len(one.of("aw", H.STATELESS)) == 2  # nothing relayed
 
 
 async def test_frames_are_handled_as_they_are_parsed(srv: Any) -> None:

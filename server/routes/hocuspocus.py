@@ -307,7 +307,13 @@ class HocuspocusSocket(Connection):
             if body is not None:
                 self.spawn(self.request(peer, room, body))
         elif t == H.BROADCAST_STATELESS:
-            self.broadcast_stateless(room, H.decode_string(frame.body, "stateless payload"))
+            payload = H.decode_string(frame.body, "stateless payload")
+            body = H.parse_request(payload)
+            if body is not None and body.get("type") == "result":
+                # what the server answers requests with: relayed, a reader could answer
+                # everyone's undo requests in the server's name
+                raise ProtocolError('a broadcast cannot carry {"type": "result"}: the server\'s')
+            self.broadcast_stateless(room, payload)
         elif t == H.CLOSE:
             self.leave(peer)
         elif t == H.SYNC_STATUS:
