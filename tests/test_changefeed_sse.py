@@ -17,7 +17,7 @@ from feedhelp import RawStream, fold, type_into
 from serverproc import ServerProcess
 
 from palimpsest import client
-from palimpsest.auth.tokens import mint
+from palimpsest.auth.tokens import LEEWAY, mint
 from palimpsest.client.stream import StreamEvent
 from palimpsest.store.sqlite import SQLiteStore
 
@@ -232,8 +232,12 @@ async def test_streams_per_address_are_bounded(tmp_path: Path) -> None:
 
 async def test_a_stream_ends_when_the_token_expires(tmp_path: Path) -> None:
     secret = "e" * 32
-    async with ServerProcess(tmp_path, extra_args=["--jwt-secret", secret], env=FAST) as srv:
-        token = mint(secret, "brief", "read", ["*"], ttl=2)
+    # the heartbeat left at its 15 s: the stream ended at the first heartbeat after exp,
+    # and now ends when the token does (next() below gives up after 10 s)
+    async with ServerProcess(tmp_path, extra_args=["--jwt-secret", secret]) as srv:
+        # valid for two seconds more thanks to the leeway (a websocket closes at exp +
+        # LEEWAY, and so does a stream now)
+        token = mint(secret, "brief", "read", ["*"], ttl=-LEEWAY + 2)
         async with RawStream(
             f"{srv.http_url}/api/events/stream", {"Authorization": f"Bearer {token}"}
         ) as s:

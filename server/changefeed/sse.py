@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from ..auth import Identity, may_open
+from ..auth.tokens import LEEWAY
 from ..errors import BadRequest, TooManyConnections
 from ..names import validate_doc_name
 from ..store.base import MAX_SEQ
@@ -115,8 +116,22 @@ class Streams:
         address = self._admit(request)
         return _Counted(self._all_events(after, updates, identity), partial(self._release, address))
 
+    @staticmethod
+    def _left(identity: Identity) -> float | None:
+        """Seconds until the token expires, plus the leeway its verification allowed (a
+        websocket closes then too); None without expiry."""
+        return None if identity.exp is None else identity.exp + LEEWAY - time.time()
+
     def _expired(self, identity: Identity) -> bool:
-        return identity.exp is not None and time.time() >= identity.exp
+        left = self._left(identity)
+        return left is not None and left <= 0
+
+    def _idle(self, identity: Identity) -> float:
+        """How long to wait for a commit before a heartbeat: the heartbeat, or less when
+        the token expires sooner (the stream ended at the first heartbeat after it)."""
+        left = self._left(identity)
+        beat = self.feed.heartbeat
+        return beat if left is None else max(0.0, min(beat, left))
 
     async def _doc_events(
         self, doc: str, after: int, updates: bool, identity: Identity
@@ -132,7 +147,7 @@ class Streams:
                 cursor = ev.seq
             if len(events) == feed.page:
                 continue
-            if not await feed.wait(ticket):
+            if not await feed.wait(ticket, self._idle(identity)):
                 yield HEARTBEAT
 
     async def _all_events(
@@ -157,7 +172,7 @@ class Streams:
                 sent = cursor
             if len(events) == feed.page:
                 continue
-            if not await feed.wait(ticket):
+            if not await feed.wait(ticket, self._idle(identity)):
                 yield HEARTBEAT
 
 
