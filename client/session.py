@@ -360,7 +360,11 @@ class Session:
         try:
             theirs = await asyncio.wait_for(fut, within)
         except TimeoutError:
-            raise Timeout("the server did not answer a sync step 1") from None
+            raise Timeout(
+                f"the server did not confirm our edits within {within or 0:g} s: it answers after "
+                "committing what it holds, so it may be holding edits while its store "
+                "refuses writes (its /readyz says why)"
+            ) from None
         except ClientError:
             return False
         scratch: Doc[Any] = Doc()

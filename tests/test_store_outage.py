@@ -23,6 +23,7 @@ from pycrdt import Doc, Text
 from test_interop_node import NodeClient, node_modules  # noqa: F401 - the fixture
 from yclient import connect
 
+from palimpsest import client
 from palimpsest.settings import Settings
 from palimpsest.store.sqlite import SQLiteStore
 
@@ -97,6 +98,12 @@ async def test_a_full_disk_for_15_s_holds_editors_and_loses_nothing(
             await rd.connect()
             seen = await rd.text()
             assert all(t in seen for t in before), seen
+            # a Python client's flush says why it waits (it said the server did not
+            # answer a sync step 1)
+            async with client.connect(srv.ws_url, "outage-py", user="py") as py:
+                py.text().insert(0, "held")
+                with pytest.raises(client.Timeout, match="store refuses writes"):
+                    await py.flush(timeout=1)
 
             await asyncio.sleep(max(0.0, refused_at + OUTAGE_S - asyncio.get_running_loop().time()))
             await _refuse_growth(store, False)
