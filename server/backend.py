@@ -140,11 +140,26 @@ class Backend(Service):
         return closed
 
     async def start(self) -> None:
+        """Start the store, the committer, then the extensions' services. When a part
+        fails, what had started is stopped again, in reverse (the store last), before the
+        error goes on up: an open store keeps threads (aiosqlite's are not daemons) that
+        would keep the process from ever exiting."""
         self.stopping.clear()
-        await self.store.start()
-        await self.committer.start()
-        await self.extensions.start()
-        self._stall_watch = stall_watch.start_from_settings(self.settings.stall_report_ms)
+        started: list[Service] = []
+        try:
+            await self.store.start()
+            started.append(self.store)
+            await self.committer.start()
+            started.append(self.committer)
+            # stopped even when its start fails part-way: the services that did start
+            # stop in reverse (the dispatcher's stop tolerates those that did not)
+            started.append(self.extensions)
+            await self.extensions.start()
+            self._stall_watch = stall_watch.start_from_settings(self.settings.stall_report_ms)
+        except BaseException:
+            self.stopping.set()
+            await self._stop_parts(started)
+            raise
         self._started = True
 
     async def stop(self) -> None:
@@ -160,3 +175,12 @@ class Backend(Service):
         await self.extensions.stop()
         await self.committer.stop()
         await self.store.stop()
+
+    async def _stop_parts(self, started: list[Service]) -> None:
+        """Stop what a failed start() had started, in reverse; a part that fails to stop
+        is logged and the others still stop (the start's own error is the one raised)."""
+        for part in reversed(started):
+            try:
+                await part.stop()
+            except Exception:
+                log.exception("stopping %r after a failed start failed", part)

@@ -24,9 +24,12 @@ correctness never depends on it:
   room still behind a head seen at the previous check reads the rest from the store (so
   even a lost last message, or Redis being down, costs at most two check periods).
 
-The fan-out URL is ``redis://HOST:PORT/DB`` plus optional query parameters of ours:
-``prefix`` (channel prefix, default ``palimpsest``: processes that share a log must share
-it) and ``check`` (seconds between gap checks, default 2).
+The fan-out URL is ``redis://HOST:PORT/DB`` (or ``rediss://``, ``unix:///PATH``: what
+redis-py connects with, its own query options included) plus optional query parameters
+of ours: ``prefix`` (channel prefix, default ``palimpsest``: processes that share a log
+must share it) and ``check`` (seconds between gap checks, default 2, from 0.05 to 3600).
+:func:`parse_url` refuses a URL that cannot work, before anything starts
+(``Settings.check``: ``palimpsest serve`` exits with 2).
 
 Snapshots with several processes: each process counts peer events toward its rooms'
 snapshot policy, so without coordination every process would checkpoint the same
@@ -48,8 +51,8 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode
 
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
@@ -74,20 +77,75 @@ UNDELIVERED_WARN = 3
 UNDELIVERED_WINDOW = 60
 
 
-def parse_url(url: str) -> tuple[str, str, float]:
-    """(redis URL, channel prefix, gap-check seconds) from a fan-out URL."""
-    parts = urlsplit(url)
+#: bounds of the gap-check period (``?check=``, seconds). Below: the checks read the
+#: store's heads back to back (at 0, a core at 100 %, and the store's time with it);
+#: above: a lost message, or Redis being down, would cost hours instead of seconds
+CHECK_MIN = 0.05
+CHECK_MAX = 3600.0
+#: the schemes redis-py connects with (redis.asyncio.connection.parse_url)
+SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def parse_url(url: str, name: str = "the fan-out URL") -> tuple[str, str, float]:
+    """(redis URL, channel prefix, gap-check seconds) from a fan-out URL.
+
+    Raises ValueError, in one line that begins with `name`, for a URL that cannot work:
+    a scheme redis-py does not connect with, a prefix or a check period out of bounds,
+    an option neither ours nor Redis's. Nothing is connected to."""
+    if not url.lower().startswith(SCHEMES):
+        # the scheme only: the rest may hold a password
+        was = f"not {url.split('://', 1)[0]}://" if "://" in url else "not one without a scheme"
+        raise ValueError(f"{name} must be a redis://, rediss:// or unix:// URL, {was}")
+    # split by hand: urlunsplit would write unix:///path back as unix:/path
+    base, _, query = url.split("#", 1)[0].partition("?")
     prefix, check, rest = "palimpsest", 2.0, []
-    for k, v in parse_qsl(parts.query, keep_blank_values=True):
+    for k, v in parse_qsl(query, keep_blank_values=True):
         if k == "prefix":
             prefix = v
         elif k == "check":
-            check = float(v)
+            check = _check_seconds(v, name)
         else:
             rest.append((k, v))
     if not prefix or any(c in prefix for c in "*?[]\\"):
-        raise ValueError(f"fan-out prefix {prefix!r} must be non-empty, without glob characters")
-    return urlunsplit(parts._replace(query=urlencode(rest))), prefix, check
+        raise ValueError(
+            f"{name} option prefix={prefix!r} must be non-empty, without glob characters "
+            "(* ? [ ] \\)"
+        )
+    redis_url = f"{base}?{urlencode(rest)}" if rest else base
+    try:
+        # what start() does, short of connecting: a value or an option redis-py refuses
+        # would otherwise surface only as the subscriber first connects, in its task
+        pool = aioredis.ConnectionPool.from_url(redis_url, **connect_options(redis_url))
+        pool.make_connection()  # type: ignore[no-untyped-call]
+    except ValueError as e:
+        raise ValueError(f"{name} is not a Redis URL that redis-py takes: {e}") from None
+    except TypeError as e:  # the connection class's keyword arguments
+        raise ValueError(
+            f"{name} has an option that is neither ours (prefix, check) nor Redis's: {e}"
+        ) from None
+    return redis_url, prefix, check
+
+
+def _check_seconds(value: str, name: str) -> float:
+    try:
+        check = float(value)
+    except ValueError:
+        check = float("nan")
+    if not CHECK_MIN <= check <= CHECK_MAX:  # nan too
+        raise ValueError(
+            f"{name} option check={value} is not a number of seconds from {CHECK_MIN:g} to "
+            f"{CHECK_MAX:g} (the period of the gap check)"
+        )
+    return check
+
+
+def connect_options(redis_url: str) -> dict[str, Any]:
+    """The keyword arguments of our connections to `redis_url` (TCP keepalive is no
+    option of a unix socket's)."""
+    options: dict[str, Any] = {"socket_connect_timeout": 2.0}
+    if not redis_url.lower().startswith("unix://"):
+        options["socket_keepalive"] = True
+    return options
 
 
 def encode(instance: str, events: list[Event]) -> bytes:
@@ -196,9 +254,7 @@ class Fanout(Extension, Service):
 
     async def start(self) -> None:
         # never fails on Redis being down: the service keeps trying, the log covers it
-        self._redis = aioredis.Redis.from_url(
-            self.redis_url, socket_connect_timeout=2.0, socket_keepalive=True
-        )
+        self._redis = aioredis.Redis.from_url(self.redis_url, **connect_options(self.redis_url))
         self._tasks = [
             asyncio.create_task(self._subscriber(), name="fanout-subscriber"),
             asyncio.create_task(self._publisher(), name="fanout-publisher"),

@@ -152,6 +152,12 @@ class Settings:
                 raise ValueError(
                     f"{_name(name)} must be one of {', '.join(allowed)}, not {value!r}"
                 )
+        if self.fanout:
+            # a URL Redis does not take, or a gap-check period of 0 (a busy loop), would
+            # otherwise fail only once the store is open, or never
+            from .fanout import parse_url
+
+            parse_url(self.fanout, _name("fanout"))
 
     @property
     def store_url(self) -> str:
