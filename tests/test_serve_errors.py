@@ -94,6 +94,46 @@ def test_a_database_that_cannot_be_opened_exits_3(tmp_path: Path) -> None:
     assert f"palimpsest: cannot start: cannot open SQLite database '{a_file / 'p.db'}'" in r.stderr
 
 
+def _first_line(cwd: Path, *args: str) -> str:
+    """The start-up line of a server started in `cwd`, which is stopped once it listens
+    (its database is open then)."""
+    cmd = [sys.executable, "-m", "palimpsest", "serve", "--host", "127.0.0.1",
+           "--port", str(free_port()), *args]  # fmt: skip
+    with subprocess.Popen(
+        cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            first = proc.stdout.readline()
+            for line in proc.stdout:
+                if "listening on" in line:
+                    break
+            return first
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+def test_the_start_up_line_names_the_store_whole_and_a_new_database_as_new(
+    tmp_path: Path,
+) -> None:
+    """`sqlite:///var/lib/p.db` (three slashes) is relative to the working directory:
+    an operator who meant /var/lib/p.db got a new, empty database elsewhere, and a
+    start-up line that only echoed the URL. The line now gives the file's absolute
+    path, and says when it did not exist; a PostgreSQL URL's password is not printed."""
+    (tmp_path / "var").mkdir()
+    whole = tmp_path.resolve() / "var" / "p.db"
+    first = _first_line(tmp_path, "--store", "sqlite:///var/p.db")
+    assert f"palimpsest: store: SQLite database {whole} (new: it did not exist)," in first, first
+    again = _first_line(tmp_path, "--store", f"sqlite:///{whole}")  # four slashes: absolute
+    assert f"palimpsest: store: SQLite database {whole}, durability fsync" in again, again
+    assert whole.exists()
+    port = free_port()  # nobody listens: the line is printed, then the start fails
+    r = serve(tmp_path, "--store", f"postgresql://ann:s3cret@127.0.0.1:{port}/test")
+    assert r.returncode == 3 and "postgresql://ann:***@127.0.0.1" in r.stdout, r.stdout
+    assert "s3cret" not in r.stdout + r.stderr
+
+
 def test_postgresql_that_does_not_answer_exits_3(tmp_path: Path) -> None:
     port = free_port()  # nobody listens there: no PostgreSQL server is needed
     r = serve(tmp_path, "--store", f"postgresql://127.0.0.1:{port}/test")

@@ -41,7 +41,7 @@ from ..maintenance import (
     verify_doc,
 )
 from ..snapshots import load
-from ..store import EventStore, open_store
+from ..store import EventStore, open_store, sqlite_path
 from ..util import iso
 from . import add_store_options, settings_from, setup_logging
 
@@ -161,11 +161,7 @@ def _run(
 def _missing_sqlite_file(url: str) -> str | None:
     if url.startswith(("postgresql://", "postgres://", "memory://")):
         return None
-    path = url.removeprefix("sqlite://")
-    if path.startswith("/") and not path.startswith("//"):
-        path = path[1:]
-    elif path.startswith("//"):
-        path = path[1:]
+    path = sqlite_path(url)
     if not path or path == ":memory:" or Path(path).exists():
         return None
     return path

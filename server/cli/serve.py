@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+from ..store import sqlite_path
 from . import add_store_options, settings_from, setup_logging
 
 log = logging.getLogger("palimpsest")
@@ -103,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:  # what was configured cannot work: say what, start nothing
         print(f"palimpsest serve: error: {e}", file=sys.stderr, flush=True)
         return CONFIG_ERROR
-    where = settings.store if settings.store else f"SQLite database {settings.db}"
+    where = _where(settings)
     print(f"palimpsest: store: {where}, durability {settings.durability}, loop {loop}", flush=True)
     banner = auth_banner(settings)
     # loud when the server is open: the open mode's extension has logged the warning
@@ -195,6 +198,31 @@ class _StartupFailure(logging.Filter):
 
 #: at most this long to close connections with 1001 and flush the rooms on SIGTERM
 GOING_AWAY_SECONDS = 10
+
+
+def _where(settings: Any) -> str:
+    """The store, for the start-up line. A SQLite file by its absolute path, and said to
+    be new when it does not exist yet: `sqlite:///var/lib/p.db` (three slashes) is a
+    path relative to the working directory, and started a new, empty database there
+    without a word that it was not the one meant."""
+    url = settings.store_url
+    if url.startswith(("postgresql://", "postgres://")):
+        return _no_password(url)
+    if url.startswith("memory://"):
+        return "memory (nothing is kept)"
+    path = sqlite_path(url)
+    if path == ":memory:":
+        return "SQLite in memory (nothing is kept)"
+    full = Path(path).resolve()
+    return f"SQLite database {full}" + ("" if full.exists() else " (new: it did not exist)")
+
+
+def _no_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _going_away_server() -> Any:

@@ -22,6 +22,7 @@ __all__ = [
     "SnapshotInfo",
     "Tag",
     "open_store",
+    "sqlite_path",
 ]
 
 
@@ -45,10 +46,20 @@ def open_store(
             f"unknown store URL {scheme.group(0)}...: use sqlite:///path (or a file path), "
             "postgresql://... or memory://"
         )
-    if url.startswith("sqlite://"):
-        url = url[len("sqlite://") :]
-        if url.startswith("/") and not url.startswith("//"):
-            url = url[1:] or ":memory:"
-        elif url.startswith("//"):
-            url = url[1:]
-    return SQLiteStore(url, durability=durability, migrate=migrate, warm_disk_ms=warm_disk_ms)
+    return SQLiteStore(
+        sqlite_path(url), durability=durability, migrate=migrate, warm_disk_ms=warm_disk_ms
+    )
+
+
+def sqlite_path(url: str) -> str:
+    """The file of a SQLite store URL, as SQLAlchemy reads it: ``sqlite:///rel/path.db``
+    is relative to the working directory, ``sqlite:////abs/path.db`` absolute; a plain
+    path is itself; ``sqlite://`` alone is ``:memory:``."""
+    if not url.startswith("sqlite://"):
+        return url
+    url = url[len("sqlite://") :]
+    if url.startswith("//"):
+        return url[1:]
+    if url.startswith("/"):
+        return url[1:] or ":memory:"
+    return url
