@@ -214,6 +214,10 @@ async def test_verify_catches_corrupted_snapshots(
     assert len(problems) == 3 and "3 problems in 2 documents" in r.err, r
     r = await cli(capfd, "verify", "good", "--db", str(db))
     assert r.code == 0 and "1 document OK" in r.out, r
+    # a URL of three slashes is a relative path: the message gives the file it looked for
+    r = await cli(capfd, "verify", "--store", f"sqlite://{db}")
+    assert r.code != 0 and f"no SQLite database at {Path.cwd()}{db}" in r.err, r
+    assert "sqlite://// an absolute one" in r.err, r
     r = await cli(capfd, "verify", "nosuch", "--db", str(db))
     assert r.code == 1 and "PROBLEM nosuch: no document of that name" in r.out, r
     assert "1 problem in 1 document" in r.err, r

@@ -138,7 +138,10 @@ def _run(
         store = open_store(settings.store_url)  # refuses a URL of no store we know
         missing = _missing_sqlite_file(settings.store_url)
         if missing and name != "import":  # opening it would create an empty database
-            raise AdminError(f"no SQLite database at {missing} (give --db or --store)")
+            raise AdminError(
+                f"no SQLite database at {missing} (give --db or --store; "
+                "sqlite:/// is a relative path, sqlite://// an absolute one)"
+            )
         await store.start()
         try:
             return await func(store, args)
@@ -164,7 +167,7 @@ def _missing_sqlite_file(url: str) -> str | None:
     path = sqlite_path(url)
     if not path or path == ":memory:" or Path(path).exists():
         return None
-    return path
+    return str(Path(path).absolute())
 
 
 async def _require(store: EventStore, doc: str) -> Any:
