@@ -61,6 +61,12 @@ class DocPeer:
         if status is not None:
             status.authors[self.author.id] = self.author
 
+    def renew(self, identity: Identity, guard: ConnectionGuard) -> None:
+        """A fresh token of the same user: its identity (expiry, role) from now on."""
+        self.identity = identity
+        self.guard = guard
+        self.client = Client(self.id, self.doc, identity, self.sock.host)
+
     def send(self, frame: bytes) -> None:
         self.sock.send(H.from_y_websocket(self.doc, frame))
 

@@ -20,6 +20,7 @@ import pytest
 from serverproc import REPO_ROOT, ServerProcess
 from test_interop_node import NODE_DIR, node_modules
 
+from palimpsest.auth.tokens import LEEWAY, mint
 from palimpsest.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.node
@@ -194,6 +195,37 @@ async def test_read_only_tokens_are_refused_on_write_and_nothing_is_logged(
         state = await d.wait("w", "unsynced", equals=0)
         assert state["text"] == "hello MARK"
         assert {e.actor for e in await events_of(srv, "hp-ro")} == {"writer"}
+
+
+async def test_a_provider_renews_its_token_before_it_expires_and_its_document_stays_open(
+    node_modules: Path, tmp_path: Path
+) -> None:
+    """Hocuspocus's own provider, its token valid four seconds more: one renews it with
+    ``sendToken()`` and keeps editing past the old token's expiry; the other does not,
+    and its document is closed (its provider's onClose), its later edit never logged."""
+    short = mint(SECRET, "ann", "write", ["hp-*"], ttl=-LEEWAY + 4)
+    async with ServerProcess(tmp_path / "srv", extra_args=["--jwt-secret", SECRET]) as srv, \
+            Driver(srv, tmp_path / "d.log") as d:  # fmt: skip
+        await d.socket("sa", 3)
+        await d.socket("sb", 3)
+        await d.open("renewed", "sa", "hp-renew", token=short)
+        await d.open("lapsed", "sb", "hp-lapse", token=short)
+        for name in ("renewed", "lapsed"):
+            await d.wait(name, "synced")
+            await d.call("insert", name=name, text="before ")
+            await d.wait(name, "unsynced", equals=0)
+        await d.call("renew", name="renewed", token=cli_token("ann", "write"))
+        await d.wait("lapsed", "closes", truthy=True, timeout=15_000)
+        state = await d.call("state", name="renewed")
+        assert state["closes"] == [] and state["connected"] is True, state
+        await d.call("insert", name="renewed", text="after")
+        await d.wait("renewed", "unsynced", equals=0)
+        await d.call("insert", name="lapsed", text="late")
+        await asyncio.sleep(0.5)
+        assert (await d.call("state", name="lapsed"))["hasUnsynced"] is True
+    fold = [ev.actor for ev in await events_of(srv, "hp-renew")]
+    assert len(fold) == 2 and set(fold) == {"ann"}
+    assert len(await events_of(srv, "hp-lapse")) == 1
 
 
 async def test_bad_tokens_and_bad_names_get_permission_denied_with_a_reason(

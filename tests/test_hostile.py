@@ -283,6 +283,46 @@ async def test_token_expiry_closes_a_hocuspocus_document_until_a_fresh_token(
             raw.task.cancel()
 
 
+async def test_a_hocuspocus_document_renews_its_session_with_a_fresh_token(
+    settings: Settings,
+) -> None:
+    """Before its token expires, a provider sends the document a new auth message
+    (``sendToken()``): the same user's fresh token renews the session, answered
+    Authenticated, and the document stays open past the old token's expiry; a token
+    of another user, or a bad one, closes the document with PermissionDenied."""
+    settings.jwt_secret = SECRET
+    short = token("w", "write", ttl=-LEEWAY + 1.5)
+    async with run_server(settings) as server:
+        async with websockets.connect(f"{server.ws_url.rsplit('/', 1)[0]}/hocuspocus") as ws:
+            raw = Raw(ws)
+            await raw.auth("renew", short)
+            await raw.auth("other", token("w", "write"))
+            await eventually(lambda: raw.of("renew", H.AUTH) and raw.of("other", H.AUTH))
+            await raw.auth("renew", token("w", "read"))  # renewed, as a reader now
+            answers = await eventually(lambda: raw.of("renew", H.AUTH)[1:], what="renewed")
+            assert answers[0].body[0] == H.AUTH_AUTHENTICATED
+            assert H.decode_string(answers[0].body[1:], "scope") == "readonly"
+            await asyncio.sleep(2.5)  # past the first token's expiry
+            assert raw.of("renew", H.CLOSE) == [] and ws.close_code is None
+            src: Doc[Any] = Doc()
+            ups: list[bytes] = []
+            src.observe(lambda e: ups.append(e.update))
+            src.get("content", type=Text).insert(0, "read only now")
+            await raw.send("renew", H.SYNC, P.encode_sync_update(ups[-1])[1:])
+            status = await eventually(lambda: raw.of("renew", H.SYNC_STATUS), what="status")
+            assert status[0].body == b"\x00"  # refused: the renewed role is read
+            await raw.auth("renew", token("mallory", "write"))
+            denied = await eventually(
+                lambda: [f for f in raw.of("renew", H.AUTH) if f.body[0] != H.AUTH_AUTHENTICATED]
+            )
+            assert "cannot renew 'w'" in H.decode_string(denied[0].body[1:], "reason")
+            room = await eventually(lambda: server.backend.rooms.get_loaded("renew"))
+            await eventually(lambda: not room.peers, what="renew closed")
+            other = server.backend.rooms.get_loaded("other")
+            assert other is not None and len(other.peers) == 1 and ws.close_code is None
+            raw.task.cancel()
+
+
 # --- 2. step-1 amplification: answers queued are bounded by bytes -------------------------
 
 

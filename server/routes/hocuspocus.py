@@ -33,6 +33,7 @@ from ..backend import Backend, with_params
 from ..conn_guard import ConnectionGuard
 from ..errors import (
     FATAL,
+    Forbidden,
     FrameTooLarge,
     PalimpsestError,
     ProtocolError,
@@ -318,7 +319,38 @@ class HocuspocusSocket(Connection):
             self.leave(peer)
         elif t == H.SYNC_STATUS:
             raise ProtocolError("sync status messages go from the server to clients")
-        # H.AUTH on an open document is a token refresh: the document keeps its identity
+        elif t == H.AUTH:
+            self.spawn(self.refresh(peer, H.decode_auth(frame.body).token))
+
+    async def refresh(self, peer: DocPeer, token: str) -> None:
+        """An auth message on an open document: a fresh token for the same user renews
+        the document's session (its expiry, its role), answered Authenticated; the
+        provider sends one with ``sendToken()``, so a short-lived token is replaced
+        before its document closes. A token refused, or one for another user, closes the
+        document (PermissionDenied with the reason) until a new auth message."""
+        try:
+            identity = await self.backend.authenticate(self.credentials(token), peer.doc, "read")
+            if identity.user != peer.identity.user:
+                raise Forbidden(
+                    f"a token of {identity.user!r} cannot renew {peer.identity.user!r}'s session"
+                )
+        except PalimpsestError as e:
+            if self.docs.get(peer.doc) is peer:
+                log.info("%s: refused renewing %r: %s", self.id, peer.doc, e)
+                self.backend.refused(reason_of(e))
+                self.leave(peer)
+                self.deny(peer.doc)
+                self.send(H.encode_permission_denied(peer.doc, str(e)))
+            return
+        if self.docs.get(peer.doc) is not peer:
+            return  # closed meanwhile
+        peer.renew(identity, ConnectionGuard(self.backend, self.backend.settings, identity,
+                                             peer.doc, self.host))  # fmt: skip
+        if peer.expiry is not None:
+            peer.expiry.cancel()
+            peer.expiry = None
+        self._watch_doc_expiry(peer)
+        self.send(H.encode_authenticated(peer.doc, read_only=not identity.can_write))
 
     def update(self, peer: DocPeer, room: Room, update: bytes, *, step2: bool) -> None:
         if not peer.identity.can_write:

@@ -95,6 +95,12 @@ const commands = {
     client(name).doc.clientID = clientID
     return null
   },
+  async renew ({ name, token }) { // a fresh token, sent on the open document
+    const c = client(name)
+    c.provider.configuration.token = token
+    await c.provider.sendToken()
+    return null
+  },
   stateless ({ name, payload }) {
     client(name).provider.sendStateless(payload)
     return null
