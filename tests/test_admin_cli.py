@@ -348,3 +348,33 @@ async def test_store_urls_of_no_store_and_a_copy_onto_itself_are_refused(
     assert r.code == 1 and "--from and --to are the same store" in r.err, r
     assert sorted(os.listdir(tmp_path)) == before
     assert (await cli(capfd, "export", "notes", "--db", str(db))).out == "hello"
+
+
+def test_a_database_on_read_only_media_is_named_as_such(tmp_path: Path) -> None:
+    """SQLite in WAL mode writes -shm beside a database even to read it: on read-only
+    media every command said only "unable to open database file". It now says the
+    directory is read-only and what to do. (A tmpfs mounted read-only: root only.)"""
+    media = tmp_path / "media"
+    media.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(media)],
+                             capture_output=True, check=False)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        (tmp_path / "t.txt").write_text("kept on a read-only disk")
+        made = _run(
+            "import", "notes", str(tmp_path / "t.txt"), "--text", "--db", str(media / "p.db")
+        )
+        assert made.returncode == 0, made.stderr
+        subprocess.run(["mount", "-o", "remount,ro", str(media)], check=True)
+        for argv in (["inspect", "notes"], ["verify"], ["export", "notes"]):
+            r = _run(*argv, "--db", str(media / "p.db"))
+            assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+            assert f"{media} is read-only" in r.stderr and "copy the file" in r.stderr, r.stderr
+    finally:
+        subprocess.run(["umount", str(media)], check=False)
+
+
+def _run(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "palimpsest", *argv], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip

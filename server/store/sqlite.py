@@ -360,6 +360,18 @@ INLINE_EVENTS_OS = 256
 #: longer would hold up every connection of the process for as long
 INLINE_MAX_SECONDS = 0.002
 
+def _read_only_hint(path: str) -> str:
+    """Why a database on read-only media does not open (SQLite's own message is "unable
+    to open database file"), and what to do; "" when that is not it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if path == ":memory:" or not os.path.isdir(folder) or os.access(folder, os.W_OK):
+        return ""
+    return (
+        f" ({folder} is read-only: SQLite writes the -wal and -shm files beside a database "
+        "even to read it; copy the file somewhere writable)"
+    )
+
+
 #: WAL checkpoints are the writer thread's, between calls, never a commit's: SQLite's own
 #: (wal_autocheckpoint, 1,000 pages) ran inside the COMMIT that crossed the mark, so one
 #: commit in a few hundred took longer (0.6-6 ms with fsync, 6-10 with os), and held the
@@ -756,7 +768,9 @@ class SQLiteStore(EventStore):
                 self._watch = asyncio.get_running_loop().create_task(self._watch_file())
         except (sqlite3.Error, OSError) as e:
             await self.stop()
-            raise StoreUnavailable(f"cannot open SQLite database {self.path!r}: {e}") from e
+            raise StoreUnavailable(
+                f"cannot open SQLite database {self.path!r}: {e}{_read_only_hint(self.path)}"
+            ) from e
         except BaseException:
             await self.stop()
             raise
