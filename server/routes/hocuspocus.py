@@ -208,6 +208,9 @@ class HocuspocusSocket(Connection):
         close message saying why, and opens again with a new auth message carrying a
         fresh token. Without this an expired token kept its access on /hocuspocus for
         as long as the socket lived."""
+        if peer.expiry is not None:  # (renewed: the new token's expiry replaces it)
+            peer.expiry.cancel()
+            peer.expiry = None
         delay = peer.guard.seconds_left()
         if delay is None:
             return
@@ -313,7 +316,9 @@ class HocuspocusSocket(Connection):
             if body is not None and body.get("type") == "result":
                 # what the server answers requests with: relayed, a reader could answer
                 # everyone's undo requests in the server's name
-                raise ProtocolError('a broadcast cannot carry {"type": "result"}: the server\'s')
+                raise ProtocolError(
+                    'a broadcast cannot carry {"type": "result"}: the server answers with it'
+                )
             self.broadcast_stateless(room, payload)
         elif t == H.CLOSE:
             self.leave(peer)
@@ -346,9 +351,6 @@ class HocuspocusSocket(Connection):
             return  # closed meanwhile
         peer.renew(identity, ConnectionGuard(self.backend, self.backend.settings, identity,
                                              peer.doc, self.host))  # fmt: skip
-        if peer.expiry is not None:
-            peer.expiry.cancel()
-            peer.expiry = None
         self._watch_doc_expiry(peer)
         self.send(H.encode_authenticated(peer.doc, read_only=not identity.can_write))
 
