@@ -360,6 +360,7 @@ INLINE_EVENTS_OS = 256
 #: longer would hold up every connection of the process for as long
 INLINE_MAX_SECONDS = 0.002
 
+
 def _read_only_hint(path: str) -> str:
     """Why a database on read-only media does not open (SQLite's own message is "unable
     to open database file"), and what to do; "" when that is not it."""
