@@ -388,6 +388,8 @@ def test_history_panel_lists_previews_and_restores(server: ServerProcess, people
     expect(body.locator('ins[data-actor="alice"]')).to_have_text(" The end.")
     expect(body).to_have_text(re.compile(r"^The quick brown fox jumps over the "))
     expect(alice.locator("#preview-legend .author-chip")).to_have_count(2)
+    expect(alice.locator("#preview-legend")).to_contain_text(re.compile(r"characters(?!null)"))
+    expect(alice.locator("#preview-legend")).not_to_contain_text("null")
 
     # blame of the previewed version: all alice's at that point
     alice.locator('#preview-modes [data-mode="blame"]').click()

@@ -919,6 +919,7 @@ def test_the_page_shows_a_tiptap_document_live_and_its_history_by_author(
     expect(body.locator("h1")).to_have_text("Plan")  # unchanged: no mark
     expect(body.locator("[data-op=delete]")).to_have_count(0)
     expect(carol.locator("#preview-legend")).to_contain_text(f"(#{head})")
+    expect(carol.locator("#preview-legend")).not_to_contain_text("null")
     body = preview_mode(carol, "blame")
     expect(body.locator('h1.made[data-actor="alice"]')).to_have_text("Plan")
     expect(body.locator('p.made[data-actor="alice"]').first).to_have_text("We ship it")

@@ -650,7 +650,7 @@ function diffLegend (diff, seq, inserted, deleted, authors, moved) {
     h('span', { class: 'del-sample' }, `−${deleted}`), ' characters',
     moved ? h('span', { class: 'moved-sample' }, ` (${moved} moved)`) : null,
     authorChips(authors)
-  ]
+  ].filter((part) => part !== null) // (append() writes a null out as "null")
 }
 
 const authorStyle = (actor) => actor ? { '--author': colorFor(actor), '--author-light': lightColorFor(actor, 0x33) } : null
