@@ -273,6 +273,16 @@ async def test_compact_keeps_head_and_named_versions(
         for ref in ("v1", "v2", "head", 15):
             assert await version(http, "log", ref) == want[ref], ref
         assert (await http.get("/api/docs/log/versions/5")).status_code == 404
+        # a diff from the oldest version kept by default (from=0 was a 404), and the
+        # base's text written by nobody known: null, as elsewhere (it was "")
+        r = await http.get("/api/docs/log/diff", params={"user": "x"})
+        assert r.status_code == 200 and r.json()["from"] == 10, r.text
+        ops = r.json()["roots"]["content"]["ops"]
+        assert {o["actor"] for o in ops if o["op"] != "equal"} == {"ann"}, ops
+        assert "".join(o["text"] for o in ops if o["op"] != "insert") == want["v1"]
+        runs = (await http.get("/api/docs/log/blame", params={"user": "x"})).json()
+        runs = runs["roots"]["content"]["runs"]
+        assert {r["actor"] for r in runs} == {None, "ann"}, runs
         async with connect(srv.ws_url, "log", user="bob") as c:
             assert c.content == want["head"]
             c.insert(len(c.content), "after")

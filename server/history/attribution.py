@@ -891,7 +891,8 @@ class AttributionIndex:
 
     def actor(self, seq: int) -> str | None:
         i = seq - self.first
-        return self.actors[i] if 0 <= i < len(self.actors) else None
+        # "": the text a compacted log's base holds, by nobody known (start_from)
+        return (self.actors[i] or None) if 0 <= i < len(self.actors) else None
 
     # --- answers ---------------------------------------------------------------------
 
@@ -987,7 +988,8 @@ def track_blame(
         if "\x1a" in text:
             text = text.replace("\x1a", "\ufffc")
         i = ins - first
-        out.append({"text": text, "actor": actors[i] if 0 <= i < known else None, "seq": ins})
+        out.append({"text": text, "actor": (actors[i] or None) if 0 <= i < known else None,
+                    "seq": ins})  # fmt: skip
     return out
 
 
@@ -997,7 +999,8 @@ def _blame_run(ins: int, chunks: list[bytes], actors: list[str], first: int) -> 
     if "\x1a" in text:
         text = text.replace("\x1a", "\ufffc")
     i = ins - first
-    return {"text": text, "actor": actors[i] if 0 <= i < len(actors) else None, "seq": ins}
+    return {"text": text, "actor": (actors[i] or None) if 0 <= i < len(actors) else None,
+            "seq": ins}  # fmt: skip
 
 
 def _blame_pieces(

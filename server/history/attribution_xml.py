@@ -550,7 +550,7 @@ def _entry(
 
 def _actor(seq: int, actors: list[str], first: int) -> str | None:
     i = seq - first
-    return actors[i] if 0 <= i < len(actors) else None
+    return (actors[i] or None) if 0 <= i < len(actors) else None  # "": nobody known
 
 
 def _text_runs(

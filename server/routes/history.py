@@ -156,7 +156,8 @@ async def diff(request: Request) -> Response:
     history, doc, _ = await _open(request, "read")
     info = await history.info(doc)
     q = request.query_params
-    a = await history.resolve(doc, q.get("from") or "0", info)
+    # by default from the oldest version kept: 0, or a compacted log's base (0 was a 404)
+    a = await history.resolve(doc, q.get("from") or str(info.base_seq), info)
     b = await history.resolve(doc, q.get("to") or "head", info)
     answer = await history.diff(doc, a, b, info, q.get("root") or None)
     return JSONResponse(await _joined(join, answer))
