@@ -322,15 +322,24 @@ async def cmd_history(args: argparse.Namespace) -> int:
             print(
                 json.dumps(
                     {"seq": e.seq, "ts": e.ts, "actor": e.actor, "kind": e.kind,
-                     "size": e.size, "meta": e.meta, "reverts": e.reverts}
+                     "size": e.size, "meta": e.meta, "reverts": e.reverts or None}
                 )
             )  # fmt: skip
         else:
-            reverts = f"  reverts {','.join(map(str, e.reverts))}" if e.reverts else ""
-            print(f"{e.seq:>7}  {e.ts}  {e.kind:<8} {e.size:>7}B  {e.actor}{reverts}")
+            print(f"{e.seq:>7}  {e.ts}  {e.kind:<8} {e.size:>7}B  {e.actor}{_reverts(e)}")
     if page.next_after is not None and not args.json:
         print(f"... more: --after {page.next_after}", file=sys.stderr)
     return 0
+
+
+def _reverts(e: Any) -> str:
+    """What an undo or redo reverts, or which version a restore brought back (the API
+    gives both as `reverts`), for a line of history or tail; "" for other events."""
+    if not e.reverts:
+        return ""
+    if e.kind == "restore":
+        return f"  restores #{e.reverts[0]}"
+    return f"  reverts {','.join(map(str, e.reverts))}"
 
 
 async def cmd_tail(args: argparse.Namespace) -> int:
@@ -354,11 +363,11 @@ async def cmd_tail(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps({"doc": e.doc, "seq": e.seq, "pos": e.pos, "ts": e.ts,
                                   "actor": e.actor, "kind": e.kind, "size": e.size,
-                                  "meta": e.meta, "reverts": e.reverts}), flush=True)  # fmt: skip
+                                  "meta": e.meta, "reverts": e.reverts or None}),
+                      flush=True)  # fmt: skip
             else:
                 where = f"{e.doc}@{e.seq}" if args.all else f"{e.seq:>7}"
-                reverts = f"  reverts {','.join(map(str, e.reverts))}" if e.reverts else ""
-                print(f"{where}  {e.ts}  {e.kind:<8} {e.size:>7}B  {e.actor}{reverts}",
+                print(f"{where}  {e.ts}  {e.kind:<8} {e.size:>7}B  {e.actor}{_reverts(e)}",
                       flush=True)  # fmt: skip
             n += 1
             if args.count is not None and n >= args.count:

@@ -95,6 +95,15 @@ async def test_cat_at_a_version_and_history(
                      "--url", server.url) == 0  # fmt: skip
     (only,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert only["seq"] == 2 and only["actor"] == "u1"
+    assert only["reverts"] is None  # as the HTTP API gives it (it was [])
+    # a restore names the version it brought back, an undo what it reverts
+    async with httpx.AsyncClient(base_url=server.url, params={"user": "u9"}) as http:
+        assert (await http.post("/api/docs/versions/restore", json={"seq": 1})).status_code == 200
+        assert (await http.post("/api/docs/versions/undo")).status_code == 200
+    assert await run("history", "versions", "--after", "3", "--url", server.url) == 0
+    restore, undo = capsys.readouterr().out.splitlines()
+    assert "restore" in restore and restore.endswith("u9  restores #1"), restore
+    assert "undo" in undo and undo.endswith("u9  reverts 4"), undo
 
 
 async def test_errors_are_one_line_messages(
