@@ -427,6 +427,28 @@ def _raw(port: int, data: bytes, timeout: float = 10.0) -> bytes:
         return out
 
 
+async def _held_then_408(server: RunningServer, n: int, first: bytes) -> list[bytes]:
+    """`n` sockets that send `first` and stop there: while they wait they count against
+    the address (a websocket is refused with 429); what each is answered once the
+    handshake timeout closes it."""
+    held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(n)]
+    try:
+        for s in held:
+            s.sendall(first)
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(f"{server.ws_url}/d?token={token('u', 'write')}"):
+                pass
+        assert refused.value.response.status_code == 429
+        answers = []
+        for s in held:
+            s.settimeout(10)
+            answers.append(await asyncio.to_thread(s.recv, 200))
+        return answers
+    finally:
+        for s in held:
+            s.close()
+
+
 async def test_handshakes_are_bounded_in_time_size_and_number(settings: Settings) -> None:
     settings.handshake_timeout = 1.0
     settings.max_connections_per_ip = 4
@@ -438,22 +460,10 @@ async def test_handshakes_are_bounded_in_time_size_and_number(settings: Settings
         long_line = b"GET /" + b"a" * (settings.max_request_head_bytes + 10) + b" HTTP/1.1\r\n"
         answer = await asyncio.to_thread(_raw, port, long_line)
         assert answer.startswith(b"HTTP/1.1 431"), answer[:80]
-        # sockets still in their handshake count against the address
-        dripping = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
-        try:
-            for s in dripping:
-                s.sendall(b"GET /ws/")
-            with pytest.raises(websockets.InvalidStatus) as refused:
-                async with websockets.connect(f"{server.ws_url}/d?token={token('u', 'write')}"):
-                    pass
-            assert refused.value.response.status_code == 429
-            # ... until the timeout closes them
-            for s in dripping:
-                s.settimeout(10)
-                assert (await asyncio.to_thread(s.recv, 100)).startswith(b"HTTP/1.1 408")
-        finally:
-            for s in dripping:
-                s.close()
+        # sockets still in their handshake count against the address, until the
+        # timeout closes them
+        for answer in await _held_then_408(server, 4, b"GET /ws/"):
+            assert answer.startswith(b"HTTP/1.1 408"), answer
         # a legitimate token of 16 KB opens a websocket
         big = token("u", "write", pad="p" * 16_000)
         assert len(big) > 16_000
@@ -482,21 +492,8 @@ async def test_a_stalled_body_is_bounded_in_time_and_number_and_a_whole_head_in_
     )
     async with run_server(settings) as server:
         port = server.port
-        stalled = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
-        try:
-            for s in stalled:
-                s.sendall(stall)
-            with pytest.raises(websockets.InvalidStatus) as refused:
-                async with websockets.connect(f"{server.ws_url}/d?token={token('u', 'write')}"):
-                    pass
-            assert refused.value.response.status_code == 429
-            for s in stalled:
-                s.settimeout(10)
-                answer = await asyncio.to_thread(s.recv, 200)
-                assert answer.startswith(b"HTTP/1.1 408") and b"body" in answer, answer
-        finally:
-            for s in stalled:
-                s.close()
+        for answer in await _held_then_408(server, 3, stall):
+            assert answer.startswith(b"HTTP/1.1 408") and b"body" in answer, answer
         # a whole body within the time is answered (401: no token) and frees the slot
         whole = stall.replace(b"content-length: 1000", b"content-length: 12") + b'xt": "a"}'
         assert (await asyncio.to_thread(_raw, port, whole)).startswith(b"HTTP/1.1 401")
