@@ -225,7 +225,7 @@ def test_a_snapshot_start_folds_by_deltas() -> None:
     index.fold([Event("d", 11, 0, "a", "edit", ua[0], {})])
     assert index.by_ids == 0
     assert index.blame("content", 11) == [
-        {"text": "base", "actor": "", "seq": 10},
+        {"text": "base", "actor": None, "seq": 10},  # by nobody known
         {"text": "!", "actor": "a", "seq": 11},
     ]
 

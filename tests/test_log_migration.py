@@ -22,7 +22,19 @@ sys.path.insert(0, str(FIXTURES))
 
 import make_history_fixture as fixture  # noqa: E402
 
-RECORDED = json.loads((FIXTURES / "history-v2.json").read_text())
+
+def _unknown_is_null(value: Any) -> Any:
+    """The recorded answers name the writer of a compacted log's base text "": it is
+    null now, as every writer nobody knows is (attribution.py, start_from)."""
+    if isinstance(value, dict):
+        return {k: None if k == "actor" and v == "" else _unknown_is_null(v)
+                for k, v in value.items()}  # fmt: skip
+    if isinstance(value, list):
+        return [_unknown_is_null(v) for v in value]
+    return value
+
+
+RECORDED = _unknown_is_null(json.loads((FIXTURES / "history-v2.json").read_text()))
 
 
 def without(value: Any, keys: set[str]) -> Any:
