@@ -639,6 +639,16 @@ class Room:
         return not self.stopping and self.queued_bytes <= self.hold_max_bytes
 
     async def _run_server_change(self, item: _ServerChange) -> None:
+        # computed on the document as the log has it: a room behind the log (another
+        # process's events the fan-out has not brought yet: Redis down, a message lost)
+        # undid an older step than the one just acknowledged, and a text written whole
+        # was diffed against an old text
+        try:
+            await self._catch_up_to_log()
+        except StoreError as e:
+            if not item.future.done():
+                item.future.set_exception(e)
+            return
         captured: list[bytes] = []
 
         def capture(e: TransactionEvent) -> None:
@@ -723,6 +733,13 @@ class Room:
                 applied.append(ev)
         self._broadcast_events(applied)
         self._after_peer(run + applied)
+
+    async def _catch_up_to_log(self) -> None:
+        """Apply whatever the log holds beyond this room's seq (one read; nothing to do
+        for a room that is up to date, as one process's rooms always are)."""
+        missing = await self._reader.read(self.name, after=self.seq)
+        if missing:
+            await self._catch_up(missing[-1].seq)
 
     async def _catch_up(self, upto: int) -> None:
         """Apply events seq+1..upto from the store (written by another process)."""
