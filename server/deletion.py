@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING
 from pycrdt import get_state
 
 from . import protocol as P
-from .errors import FATAL, NotFound
+from .errors import FATAL, NotFound, StoreError
 from .extensions import Client, Extension
+from .origins import Origin, PeerOrigin
 from .room import Room
 from .snapshots import load
 from .store.base import Event, EventStore
@@ -116,11 +117,55 @@ def refuse_deleted_content(room: Room, tomb: dict[int, int], sv: dict[int, int])
 
 class Deletion(Extension):
     """Every room knows the tombstone of its name; a room whose log was deleted under it
-    (a commit lands at a seq it had already) is dropped."""
+    is dropped: when a commit lands at a seq it had already, or when events reach it
+    from the store rather than the fan-out and the store's tombstone is newer than the
+    one it loaded with (a deletion whose message was lost, and a new document of the
+    name past the room's seq already: a commit there jumps ahead)."""
+
+    #: on_applied reads only the origin
+    reads_doc_per_event = False
 
     def setup(self, backend: Backend) -> None:
         self.backend = backend
         self._pending: set[asyncio.Task[None]] = set()
+        #: rooms whose tombstone is being read (one read at a time per room)
+        self._checking: set[str] = set()
+
+    def on_applied(self, room: Room, event: Event, origin: Origin) -> None:
+        if isinstance(origin, PeerOrigin) and origin.instance == "store":
+            self.suspect(room)
+
+    def suspect(self, room: Room) -> None:
+        """Events reached `room` from the store, not through the fan-out (its commit
+        jumped over them, or the gap check found them): had a deletion's message been
+        lost, they are a new document's. Its tombstone is read, in the background."""
+        if room.name in self._checking:
+            return
+        self._checking.add(room.name)
+        task = asyncio.get_running_loop().create_task(self._check_generation(room))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _check_generation(self, room: Room) -> None:
+        doc = room.name
+        try:
+            tomb = await self.backend.store.tombstone(doc)
+        except StoreError as e:
+            log.warning("room %s: cannot read its tombstone now: %s", doc, e)
+            return
+        finally:
+            self._checking.discard(doc)
+        state = room.peek(Tombstone)
+        if not tomb or state is None or state.dropped:
+            return
+        if state.sv is not None and P.decode_state_vector(tomb) == state.sv:
+            return  # the same generation as when it loaded
+        if self.backend.rooms.get_loaded(doc) is not room:
+            return
+        state.dropped = True
+        log.warning("room %s: the document was deleted since it loaded (its deletion "
+                    "message never came): dropping it", doc)  # fmt: skip
+        await deleted_elsewhere(self.backend, doc, f"document {doc!r} was deleted")
 
     async def on_load(self, room: Room) -> None:
         state = room.state(Tombstone, lambda r: Tombstone(seen=r.seq))

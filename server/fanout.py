@@ -57,7 +57,7 @@ from urllib.parse import parse_qsl, urlencode
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
-from .deletion import deleted_elsewhere
+from .deletion import Deletion, deleted_elsewhere
 from .errors import PalimpsestError, StoreError
 from .extensions import Extension
 from .lifecycle import Service, cancel_and_wait
@@ -402,6 +402,10 @@ class Fanout(Extension, Service):
                      room.name, len(events))  # fmt: skip
             with contextlib.suppress(StoreError):
                 room.receive_peer_events(events)
+            # messages were lost: a deletion's too, perhaps (its tombstone tells)
+            deletion = self.backend.extension(Deletion)
+            if deletion is not None:
+                deletion.suspect(room)
         return len(events)
 
     async def heal_all(self) -> None:

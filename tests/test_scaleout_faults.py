@@ -26,6 +26,7 @@ from scaleout import (
 from serverproc import ServerProcess
 from yclient import YClient, connect
 
+from palimpsest.deletion import tombstone_for
 from palimpsest.fanout import encode, parse_url
 from palimpsest.store.base import NewEvent
 
@@ -111,6 +112,48 @@ async def test_a_server_change_on_a_room_behind_the_log_sees_the_log_first(
             r = await http.put(put, json={"text": "REPLACED"})
             assert r.status_code == 200, r.text
             await eventually(lambda: ann.content == "REPLACED" and bob.content == "REPLACED")
+
+
+async def test_a_room_that_missed_its_documents_deletion_is_dropped_not_kept_writing(
+    tmp_path: Path,
+) -> None:
+    """A deletion whose message never came (Redis down), and a new document of the name
+    already past the old room's seq: the gap check only took a head below the room's seq
+    for a deletion, so the old room went on, logging its client's edits into the new
+    document, and its snapshot at unload became the head. Now events that reach a room
+    from the store make it read its tombstone: newer than the one it loaded with, the
+    room is dropped and its clients are closed with 4404."""
+    async with (
+        fresh_schema() as store_url,
+        cluster(tmp_path, 2, store_url=store_url, fanout=fanout_url(check=3600)) as c,
+    ):
+        async with connect(c.ws(1), "ghost", user="bob") as bob:
+            await type_into(bob, "OLD")
+            room = f"{c.procs[1].http_url}/api/docs"
+            async with open_store(store_url) as store, httpx.AsyncClient() as http:
+
+                async def logged() -> bool:
+                    r = await http.get(f"{room}/ghost/versions/head?user=x")
+                    return r.status_code == 200 and "OLD" in r.text
+
+                await eventually(logged, what="OLD logged")
+                room_seq = await store.head("ghost")
+                tomb = await tombstone_for(store, "ghost")
+                assert await store.delete_doc("ghost", tomb)  # no message: nobody is told
+                for i in range(room_seq + 2):  # the new document, past the old room's seq
+                    await store.append(
+                        [("ghost", [NewEvent("cy", "edit", foreign_update(f"n{i} "))])]
+                    )
+            bob.insert(0, "B")
+            await eventually(lambda: bob.ws.close_code is not None, what="bob closed")
+            assert bob.ws.close_code == 4404, (bob.ws.close_code, bob.ws.close_reason)
+        async with open_store(store_url) as store:
+            events = await store.read("ghost")
+            snaps = await store.snapshots("ghost")
+        # one edit of bob's got in before the room learnt (as the docs say of a late
+        # deletion), and no snapshot of the old document's state became the head
+        assert [e.actor for e in events].count("bob") <= 1, [e.actor for e in events]
+        assert not snaps, snaps
 
 
 async def test_a_message_after_a_gap_brings_the_missing_events(tmp_path: Path) -> None:
