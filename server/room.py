@@ -25,6 +25,7 @@ their senders are closed with 1013 and re-send through sync step 2 when they com
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -643,12 +644,11 @@ class Room:
         # process's events the fan-out has not brought yet: Redis down, a message lost)
         # undid an older step than the one just acknowledged, and a text written whole
         # was diffed against an old text
-        try:
+        # A store that cannot be read now (down, full) is not a reason to refuse: the
+        # change is held like an edit until it takes the append, and an append that
+        # lands past seq+1 brings in what came between (below).
+        with contextlib.suppress(StoreError):
             await self._catch_up_to_log()
-        except StoreError as e:
-            if not item.future.done():
-                item.future.set_exception(e)
-            return
         captured: list[bytes] = []
 
         def capture(e: TransactionEvent) -> None:
