@@ -7,11 +7,9 @@ The connection (``server.routes.ws``) asks; this module decides and keeps the co
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from .auth import Identity
-from .auth.tokens import LEEWAY
 from .errors import RateLimited
 from .limits import Bucket, Budget, CreationQuota, Limits
 from .presence import PresenceGuard
@@ -77,9 +75,7 @@ class ConnectionGuard:
     def seconds_left(self) -> float | None:
         """Until the token expires (plus the leeway its verification allowed); None for
         identities without expiry (open mode)."""
-        if self.identity.exp is None:
-            return None
-        return max(0.0, self.identity.exp + LEEWAY - time.time())
+        return self.identity.seconds_left()
 
 
 __all__ = ["ConnectionGuard"]

@@ -640,15 +640,13 @@ class Room:
         return not self.stopping and self.queued_bytes <= self.hold_max_bytes
 
     async def _run_server_change(self, item: _ServerChange) -> None:
-        # computed on the document as the log has it: a room behind the log (another
+        # Computed on the document as the log has it: a room behind the log (another
         # process's events the fan-out has not brought yet: Redis down, a message lost)
         # undid an older step than the one just acknowledged, and a text written whole
-        # was diffed against an old text
-        # A store that cannot be read now (down, full) is not a reason to refuse: the
-        # change is held like an edit until it takes the append, and an append that
-        # lands past seq+1 brings in what came between (below).
+        # was diffed against an old text. A store that cannot be read now is no reason
+        # to refuse: the change is held like an edit until it takes the append.
         with contextlib.suppress(StoreError):
-            await self._catch_up_to_log()
+            await self._catch_up()
         captured: list[bytes] = []
 
         def capture(e: TransactionEvent) -> None:
@@ -734,22 +732,17 @@ class Room:
         self._broadcast_events(applied)
         self._after_peer(run + applied)
 
-    async def _catch_up_to_log(self) -> None:
-        """Apply whatever the log holds beyond this room's seq (one read; nothing to do
-        for a room that is up to date, as one process's rooms always are)."""
-        missing = await self._reader.read(self.name, after=self.seq)
-        if missing:
-            await self._catch_up(missing[-1].seq)
-
-    async def _catch_up(self, upto: int) -> None:
-        """Apply events seq+1..upto from the store (written by another process)."""
-        if upto <= self.seq:
+    async def _catch_up(self, upto: int | None = None) -> None:
+        """Apply events seq+1..upto (to the log's end when None) from the store, written
+        by another process; for a room that is up to date (as one process's rooms
+        always are) one read that finds nothing."""
+        if upto is not None and upto <= self.seq:
             return
         missing = await self._reader.read(self.name, after=self.seq, upto=upto)
         for ev in missing:
             if ev.seq == self.seq + 1 and self._apply(ev, PeerOrigin(ev.actor, "store")):
                 self.broadcast(P.encode_sync_update(ev.update))
-        if self.seq < upto:
+        if upto is not None and self.seq < upto:
             raise StoreError(
                 f"room {self.name!r}: the store is missing events {self.seq + 1}..{upto}"
             )

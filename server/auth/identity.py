@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import time
 from dataclasses import dataclass
 
 from ..errors import AuthError, Forbidden
 
+#: seconds of clock skew tolerated on exp / nbf / iat (a session ends that long after exp)
+LEEWAY = 30
 ROLES = ("read", "write", "admin")
 RANK = {role: i for i, role in enumerate(ROLES)}
 _USER = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
@@ -45,6 +48,12 @@ class Identity:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    def seconds_left(self) -> float | None:
+        """Until the session ends: the token's exp plus the leeway its verification
+        allowed (a websocket, a Hocuspocus document and a changefeed stream end then);
+        None for identities without expiry (open mode)."""
+        return None if self.exp is None else max(0.0, self.exp + LEEWAY - time.time())
 
 
 def may_open(identity: Identity, doc: str) -> bool:

@@ -42,12 +42,10 @@ from starlette.requests import HTTPConnection
 from ..errors import AuthError
 from ..extensions import Extension
 from ..settings import Settings
-from .identity import RANK, ROLES, Identity, authorize, may_open
+from .identity import LEEWAY, RANK, ROLES, Identity, authorize, may_open
 
 log = logging.getLogger("palimpsest.auth")
 
-#: seconds of clock skew tolerated on exp / nbf / iat
-LEEWAY = 30
 #: an HS256 secret shorter than the hash is weak (RFC 7518 section 3.2)
 MIN_SECRET_BYTES = 32
 _RANK = RANK
@@ -220,6 +218,7 @@ def auth_banner(settings: Settings) -> str:
 
 
 __all__ = [
+    "LEEWAY",
     "JWTAuth",
     "OPEN_MODE_WARNING",
     "auth_banner",

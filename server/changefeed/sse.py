@@ -16,7 +16,6 @@ expires; clients reconnect and resume.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import TYPE_CHECKING
@@ -27,7 +26,6 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from ..auth import Identity, may_open
-from ..auth.tokens import LEEWAY
 from ..errors import BadRequest, TooManyConnections
 from ..names import validate_doc_name
 from ..store.base import MAX_SEQ
@@ -116,22 +114,14 @@ class Streams:
         address = self._admit(request)
         return _Counted(self._all_events(after, updates, identity), partial(self._release, address))
 
-    @staticmethod
-    def _left(identity: Identity) -> float | None:
-        """Seconds until the token expires, plus the leeway its verification allowed (a
-        websocket closes then too); None without expiry."""
-        return None if identity.exp is None else identity.exp + LEEWAY - time.time()
-
     def _expired(self, identity: Identity) -> bool:
-        left = self._left(identity)
-        return left is not None and left <= 0
+        return identity.seconds_left() == 0.0
 
     def _idle(self, identity: Identity) -> float:
         """How long to wait for a commit before a heartbeat: the heartbeat, or less when
         the token expires sooner (the stream ended at the first heartbeat after it)."""
-        left = self._left(identity)
-        beat = self.feed.heartbeat
-        return beat if left is None else max(0.0, min(beat, left))
+        left = identity.seconds_left()
+        return self.feed.heartbeat if left is None else min(self.feed.heartbeat, left)
 
     async def _doc_events(
         self, doc: str, after: int, updates: bool, identity: Identity
