@@ -33,6 +33,7 @@ from ..backend import Backend, with_params
 from ..conn_guard import ConnectionGuard
 from ..errors import (
     FATAL,
+    AuthError,
     Forbidden,
     FrameTooLarge,
     PalimpsestError,
@@ -219,11 +220,7 @@ class HocuspocusSocket(Connection):
             peer.expiry = None
             if self.docs.get(peer.doc) is not peer:
                 return
-            log.info("%s (%s): token expired, closing %r", self.id, peer.actor, peer.doc)
-            self.backend.refused("token_expired")
-            self.leave(peer)
-            self.deny(peer.doc)
-            self.send(H.encode_close(peer.doc, TOKEN_EXPIRED))
+            self.close_doc(peer, AuthError(TOKEN_EXPIRED), reason="token_expired")
 
         peer.expiry = asyncio.get_running_loop().call_later(delay, expire)
 
@@ -233,13 +230,14 @@ class HocuspocusSocket(Connection):
             self.denied.clear()
         self.denied.add(doc)
 
-    def close_doc(self, peer: DocPeer, e: PalimpsestError) -> None:
-        """A frame of an open document was refused (malformed, forged, over a limit):
-        as Hocuspocus does, that document closes, with a close message saying why, and
-        the socket stays open for its other documents. The client opens it again with a
-        new auth message (a 4.x provider does when its socket reconnects)."""
+    def close_doc(self, peer: DocPeer, e: PalimpsestError, reason: str | None = None) -> None:
+        """A frame of an open document was refused (malformed, forged, over a limit), or
+        its token expired: as Hocuspocus does, that document closes, with a close message
+        saying why, and the socket stays open for its other documents. The client opens
+        it again with a new auth message (a 4.x provider does when its socket
+        reconnects). `reason`: the refusal's metrics label, when not the error's."""
         log.info("%s: closing %r: %s", self.id, peer.doc, e)
-        self.backend.refused(reason_of(e))
+        self.backend.refused(reason or reason_of(e))
         self.leave(peer)
         self.deny(peer.doc)
         self.send(H.encode_close(peer.doc, str(e)[:1000]))
