@@ -129,18 +129,12 @@ class RequestGuard:
             if refusal is not None:
                 if scope["type"] == "http":
                     return await _answer(send, 431, "HeadTooLarge", refusal)
-                await receive()  # websocket.connect
-                await send({"type": "websocket.accept"})
-                await send({"type": "websocket.close", "code": 4413, "reason": refusal})
-                return
+                return await _close_websocket(receive, send, 4413, refusal)
         if scope["type"] == "websocket":
             refusal = self._origin_refusal(scope, _headers(scope))
             if refusal is not None:
                 log.warning("refused websocket %s: %s", scope.get("path"), refusal)
-                await receive()  # websocket.connect
-                await send({"type": "websocket.accept"})
-                await send({"type": "websocket.close", "code": 4403, "reason": refusal[:120]})
-                return
+                return await _close_websocket(receive, send, 4403, refusal)
         elif scope["type"] == "http" and scope["method"] in _WRITES:
             headers = _headers(scope)
             refusal = self._origin_refusal(scope, headers)
@@ -195,6 +189,14 @@ class RequestGuard:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+async def _close_websocket(receive: Receive, send: Send, code: int, reason: str) -> None:
+    """Refuse a websocket with a close code and reason a client can read (a refusal
+    before the accept is only an HTTP 403 to it)."""
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.close", "code": code, "reason": reason[:120]})
 
 
 def _head_bytes(scope: Scope) -> int:
