@@ -265,7 +265,7 @@ def test_the_stored_index_keeps_the_tree_and_folds_on() -> None:
     # an index stored before trees (version 3) is refused: the document is rebuilt
     stored = codec.encode(index, "fp")
     old = _with_version(stored, 3)
-    with pytest.raises(ValueError, match="holds shared types"):
+    with pytest.raises(ValueError, match="not an attribution index of this version"):
         codec.decode(old, versions[-1])
 
 

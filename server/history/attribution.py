@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import gc
 import logging
 import sys
@@ -100,8 +101,10 @@ class TextTrack:
         #: formatting over its runs, see rich_diff)
         self.rich = False
         #: characters an event deleted and inserted again (a line or a paragraph's end
-        #: moved, see :class:`Moves`): [first byte, bytes, written by seq], by first
-        #: byte; blame names their writer, not the event that moved them
+        #: moved, see :class:`Moves`), or that an undo, a redo or a restore inserted as a
+        #: copy of deleted ones (see :class:`Copies`): [first byte, bytes, written by
+        #: seq], and a fourth field, 1, for a copy; by first byte; blame names their
+        #: writer, not the event that moved or copied them
         self.moved: list[list[int]] = []
         #: the other side: characters an event deleted because it moved them (it
         #: inserted them again elsewhere): [first byte, bytes], by first byte; a diff
@@ -134,17 +137,25 @@ class TextTrack:
         written by) stretches."""
         return [(at, k, ins if m is None else m[2]) for at, k, m in _cut(self.moved, start, n)]
 
-    def note_moved(self, start: int, writers: list[int]) -> None:
+    def insert_pieces(self, start: int, n: int, ins: int) -> list[tuple[int, int, bool]]:
+        """Bytes start..start+n (of a run inserted by `ins`) as (first byte, bytes, moved
+        there by `ins`) pieces: a copy an undo or a restore made is not a move."""
+        return [
+            (at, k, m is not None and m[2] != ins and len(m) == 3)
+            for at, k, m in _cut(self.moved, start, n)
+        ]
+
+    def note_moved(self, start: int, writers: list[int], copy: bool = False) -> None:
         """Bytes from `start` (inserted by the event being folded, so past the bytes of
         every range noted before it, though not past this event's) were written by
-        `writers`, one each."""
+        `writers`, one each; `copy`: they are a copy (see :class:`Copies`), not moved."""
         ranges: list[list[int]] = []
         for k, w in enumerate(writers):
             last = ranges[-1] if ranges else None
             if last is not None and last[2] == w and last[0] + last[1] == start + k:
                 last[1] += 1
             else:
-                ranges.append([start + k, 1, w])
+                ranges.append([start + k, 1, w, 1] if copy else [start + k, 1, w])
         moved = self.moved
         if not moved or moved[-1][0] < start:
             moved += ranges
@@ -180,10 +191,12 @@ class TextTrack:
         seq: int,
         on_insert: Callable[[int, bytes, Any], None] | None = None,
         gone: list[tuple[int, int, int]] | None = None,
+        copies: Copies | None = None,
     ) -> None:
         """Fold a text's delta as event `seq`; `on_insert`: told each insert's first
         byte, bytes and value (attribution_xml follows the shared types among them, and
-        notes text moved); `gone`: given the runs it deletes (see :meth:`delete`)."""
+        notes text moved); `gone`: given the runs it deletes (see :meth:`delete`);
+        `copies`: told where each insert is (the event may bring deleted text back)."""
         pos = 0
         for op in delta:
             if "retain" in op:
@@ -202,6 +215,8 @@ class TextTrack:
                     if on_insert is not None:
                         on_insert(len(self.content), data, value)  # (where insert puts it)
                     self.insert(pos, data, seq)
+                    if copies is not None:  # (a later op of the delta is past it)
+                        copies.at(self, pos)
                 pos += len(data)
             elif "delete" in op:
                 self.delete(pos, int(op["delete"]), seq, gone)
@@ -310,6 +325,38 @@ class TextTrack:
         for block in self.blocks:
             yield from block
 
+    def gap(self, bi: int, ri: int, seq: int) -> list[list[Any]]:
+        """The runs around the point before run `ri` of block `bi` that are deleted or
+        inserted by event `seq`, in order: the stretch between two characters that were
+        alive before the event, and are after it (an insert of `seq` lands in one).
+        At most GAP_RUNS runs on each side."""
+        blocks = self.blocks
+
+        def passable(run: list[Any]) -> bool:
+            return bool(run[3]) or run[2] == seq or not run[1]
+
+        left: list[list[Any]] = []
+        b, r = bi, ri - 1
+        while len(left) < GAP_RUNS:
+            while r < 0 and b > 0:
+                b -= 1
+                r = len(blocks[b]) - 1
+            if r < 0 or not passable(blocks[b][r]):
+                break
+            left.append(blocks[b][r])
+            r -= 1
+        right: list[list[Any]] = []
+        b, r = bi, ri
+        while len(right) < GAP_RUNS:
+            while r >= len(blocks[b]) and b + 1 < len(blocks):
+                b, r = b + 1, 0
+            if r >= len(blocks[b]) or not passable(blocks[b][r]):
+                break
+            right.append(blocks[b][r])
+            r += 1
+        left.reverse()
+        return left + right
+
 
 #: an event that deletes more text than this, or whose deleted stretches times its
 #: inserts are more than MOVE_PAIRS (a whole document pasted over another), is not
@@ -321,6 +368,122 @@ MOVE_WORK = 1 << 22
 #: (bytes.translate) 1 for an embed, 0 for any other byte
 _EMBEDS = bytes(1 if b == EMBED[0] else 0 for b in range(256))
 MOVE_PAIRS = 4096
+
+
+#: at most this many runs on each side of an insert are looked at for the text an undo,
+#: a redo or a restore copied (see Copies), and at most COPY_WORK characters compared
+GAP_RUNS = 4096
+COPY_WORK = 1 << 22
+
+
+class Copies:
+    """What an undo, a redo or a restore inserted that is a copy of deleted text. Yjs
+    cannot bring a deleted item back: an undo (or redo) inserts a copy of what it
+    restores, next to the original (the deleted items stay where they were, as
+    tombstones), and a restore inserts the text of the old version where its
+    difference to the current one is. Such a copy keeps its writers in blame, as text
+    moved does: the event's inserts are matched, in order, with the text deleted
+    around them (in the stretch between the two characters alive on each side, see
+    :meth:`TextTrack.gap`) that the event brings back (`source`: for an undo or a redo,
+    text deleted by the events it reverts; for a restore, text alive at the version it
+    restores), and each character matched is written by whoever wrote the one it
+    copies. Both folds (by ids and by deltas) find the same stretches, wherever within
+    them each put the copy."""
+
+    __slots__ = ("seq", "source", "spots")
+
+    def __init__(self, seq: int, source: Callable[[list[Any]], bool]) -> None:
+        self.seq = seq
+        self.source = source
+        #: where each insert is: (text, alive bytes before it, or the run it is)
+        self.spots: list[tuple[TextTrack, int, list[Any] | None]] = []
+
+    @staticmethod
+    def of(seq: int, kind: str, meta: Mapping[str, Any]) -> Copies | None:
+        """The copies event `seq` of `kind` may make, or None (an edit makes none)."""
+        if kind in ("undo", "redo"):
+            reverts = meta.get("reverts")
+            if isinstance(reverts, list) and reverts:
+                seqs = frozenset(int(x) for x in reverts if isinstance(x, int))
+                return Copies(seq, lambda run: run[3] in seqs)
+        elif kind == "restore":
+            v = meta.get("restores")
+            if isinstance(v, int) and not isinstance(v, bool):
+                return Copies(seq, lambda run: run[2] <= v < run[3])
+        return None
+
+    def at(self, track: TextTrack, pos: int) -> None:
+        """An insert after `pos` alive bytes of `track` (by deltas)."""
+        self.spots.append((track, pos, None))
+
+    def run(self, track: TextTrack, run: list[Any]) -> None:
+        """An insert, run `run` of `track` (by ids)."""
+        self.spots.append((track, -1, run))
+
+    def settle(self) -> None:
+        """Note the copies the event made (once its inserts and deletes are folded, and
+        its moves noted: text moved is not looked at again)."""
+        seq, seen = self.seq, set()
+        for track, pos, run in self.spots:
+            if run is not None:
+                assert track.by_block is not None
+                block = run[R_BLOCK]
+                bi, ri = track.by_block[id(block)], block.index(run)
+            else:
+                bi, ri, _ = track._find(pos)
+            runs = track.gap(bi, ri, seq)
+            if not runs or id(runs[0]) in seen:
+                continue  # (one stretch, several inserts)
+            seen.add(id(runs[0]))
+            self._match(track, runs)
+
+    def _match(self, track: TextTrack, runs: list[list[Any]]) -> None:
+        seq, content = self.seq, track.content
+        made: list[tuple[int, int]] = []  # (first byte, bytes) inserted, not moved
+        for run in runs:
+            if run[2] == seq and not run[3] and run[1]:
+                made += [(at, k) for at, k, m in _cut(track.moved, run[0], run[1]) if m is None]
+        orig = [(r[0], r[1], r[2]) for r in runs if r[3] and r[3] != seq and self.source(r)]
+        if not made or not orig:
+            return
+        new = b"".join([content[at : at + k] for at, k in made])
+        old = b"".join([content[s : s + k] for s, k, _ in orig])
+        # whole characters: a character is matched whole, or not at all
+        a, b = _chars(new), _chars(old)
+        if new == old:
+            blocks = [(0, 0, len(a))]
+        elif len(a) * len(b) <= COPY_WORK:
+            sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
+            blocks = [(i, j, n) for i, j, n in sm.get_matching_blocks() if n]
+        else:
+            return
+        writers = [w for s, k, ins in orig for w in track.writers(s, k, ins)]
+        a_at, b_at = _offsets(a), _offsets(b)
+        at_new: list[int] = []  # the first byte of each byte of `new`
+        for at, k in made:
+            at_new += range(at, at + k)
+        for i, j, n in blocks:
+            lo, hi, src = a_at[i], a_at[i + n], b_at[j]
+            k = lo
+            while k < hi:  # (stretches of consecutive first bytes: one note each)
+                e = k + 1
+                while e < hi and at_new[e] == at_new[e - 1] + 1:
+                    e += 1
+                track.note_moved(at_new[k], writers[src + k - lo : src + e - lo], copy=True)
+                k = e
+
+
+def _chars(data: bytes) -> list[bytes]:
+    """UTF-8 bytes as whole characters."""
+    return [c.encode("utf-8", "surrogateescape") for c in data.decode("utf-8", "surrogateescape")]
+
+
+def _offsets(chars: list[bytes]) -> list[int]:
+    """The byte each character starts at, and the end."""
+    out = [0]
+    for c in chars:
+        out.append(out[-1] + len(c))
+    return out
 
 
 def _cut(ranges: list[list[int]], start: int, n: int) -> list[tuple[int, int, list[int] | None]]:
@@ -572,6 +735,8 @@ class AttributionIndex:
         #: roots seen with nothing visible yet: their type is still unknown
         self.pending: set[str] = set()
         self._cur = 0
+        #: the copies the event being folded may make (an undo's, a redo's, a restore's)
+        self._copies: Copies | None = None
         self._seen: set[str] = set(kinds)
         self._subs: list[Any] = []  # keep the subscriptions alive
         #: folding by ids (attribution_ids) while this is set: from an empty document only
@@ -600,7 +765,7 @@ class AttributionIndex:
         self.xml[name] = track
 
         def on_xml(events: list[Any]) -> None:
-            track.apply(events, self._cur)
+            track.apply(events, self._cur, self._copies)
 
         self._subs.append(self.doc.get(name, type=XmlFragment).observe_deep(on_xml))
 
@@ -661,7 +826,7 @@ class AttributionIndex:
                     return
                 inserts = True
             if not (inserts and deletes):
-                track.apply_delta(delta, self._cur)
+                track.apply_delta(delta, self._cur, copies=self._copies)
                 return
             moves = Moves()  # (text deleted and inserted again: moved?)
             gone: list[tuple[int, int, int]] = []
@@ -670,7 +835,7 @@ class AttributionIndex:
                 if type(value) is str:
                     moves.inserted.append((track, start, data))
 
-            track.apply_delta(delta, self._cur, on_insert, gone)
+            track.apply_delta(delta, self._cur, on_insert, gone, self._copies)
             moves.gone_text(track, gone)
             moves.settle(self._cur)
 
@@ -713,11 +878,11 @@ class AttributionIndex:
 
         def on_deep(events: list[Any]) -> None:
             if tree.failed is None:  # (the root's delta first: its track stays whole)
-                tree.apply(events, self._cur)
+                tree.apply(events, self._cur, self._copies)
                 return
             for e in events:  # a tree that stopped: the root's characters go on
                 if not e.path:
-                    track.apply_delta(e.delta, self._cur)
+                    track.apply_delta(e.delta, self._cur, copies=self._copies)
 
         self._subs.append(self.doc.get(name, type=Text).observe_deep(on_deep))
 
@@ -778,8 +943,11 @@ class AttributionIndex:
         for ev in events[done:]:
             self._cur = ev.seq
             self._note(ev.seq, ev.actor)
+            self._copies = copies = Copies.of(ev.seq, ev.kind, ev.meta)
             try:
                 self.doc.apply_update(ev.update)
+                if copies is not None:
+                    copies.settle()
             except FATAL:
                 raise
             except BaseException as e:  # pyo3 PanicException is one
@@ -787,6 +955,8 @@ class AttributionIndex:
                 # own delta reading would surface here too: say so
                 log.error("attribution of %s: event %d: %r", self.doc_name, ev.seq, e)
                 self.failed += 1
+            finally:
+                self._copies = None
             if self._growing:
                 self._grown()
             self.seq = ev.seq
@@ -824,7 +994,7 @@ class AttributionIndex:
                     self.seq = ev.seq
                     return done
                 try:
-                    if ids.apply(structs, deletes, ev.seq):
+                    if ids.apply(structs, deletes, ev.seq, Copies.of(ev.seq, ev.kind, ev.meta)):
                         self._unchecked = True
                 except Broken as e:
                     self._lose_ids(str(e))
@@ -1055,6 +1225,7 @@ def track_diff(
     # an insert landed among tombstones, which a fold by deltas does not know
     # (attribution_ids does). So each such gap lists its deletions, then its
     # insertions: one answer whichever way the index was folded, and the usual shape.
+    # A gap whose deletions and insertions are the same text (an undo's copy) is equal.
     content = track.content
     out: list[dict[str, Any]] = []
     equal = bytearray()
@@ -1078,6 +1249,18 @@ def track_diff(
             out.extend(op(kind, s, bytes(data), node, m) for s, data, node, m in gap[kind])
             gap[kind] = []
 
+    def same_text() -> bytes | None:
+        """The gap's text, if what it deleted is what it inserted (the copy an undo or a
+        restore made of what was deleted, text deleted and typed again): no change."""
+        dels, inss = gap["delete"], gap["insert"]
+        if not dels or not inss or any(r[2] >= 0 for r in dels) or any(r[2] >= 0 for r in inss):
+            return None
+        text = b"".join([r[1] for r in inss])
+        if b"".join([r[1] for r in dels]) != text or EMBED in text:  # (embeds: values)
+            return None
+        gap["delete"], gap["insert"] = [], []
+        return text
+
     split = bool(kids)  # (the plain runs as they are: the cost of a long text's diff)
     for piece in _pieces(track, kids) if split else track.runs():
         start, n, ins, dele = piece[0], piece[1], piece[2], piece[3]
@@ -1087,6 +1270,8 @@ def track_diff(
         in_a = at_a and ins <= a and (dele == 0 or dele > a)
         in_b = at_b and ins <= b and (dele == 0 or dele > b)
         if in_a and in_b:
+            if gap["delete"] and gap["insert"]:
+                equal += same_text() or b""
             if gap["delete"] or gap["insert"] or kid:
                 if equal:
                     out.append(op("equal", None, bytes(equal), -1, False))
@@ -1108,7 +1293,7 @@ def track_diff(
         if kind == "insert" and moved and not kid:
             m = bisect_right(starts, start + n - 1) - 1
             if m >= 0 and moved[m][0] + moved[m][1] > start:
-                pieces = [(at, k, w != ins) for at, k, w in track.stretches(start, n, ins)]
+                pieces = track.insert_pieces(start, n, ins)
         elif kind == "delete" and away and not kid:
             m = bisect_right(away_starts, start + n - 1) - 1
             if m >= 0 and away[m][0] + away[m][1] > start:
@@ -1125,6 +1310,8 @@ def track_diff(
             runs[-1][1].extend(data)
         else:
             runs.append([s, bytearray(data), start if kid else -1, False])
+    if gap["delete"] and gap["insert"]:
+        equal += same_text() or b""
     if equal:
         out.append(op("equal", None, bytes(equal), -1, False))
     flush_gap()

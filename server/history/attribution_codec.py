@@ -39,12 +39,12 @@ from array import array
 from itertools import accumulate, pairwise
 from typing import Any
 
-from pycrdt import Doc, Text
+from pycrdt import Doc
 
 from ..errors import ProtocolError
 from ..protocol import Reader, write_var_bytes
 from .attribution import BLOCK, AttributionIndex, TextTrack, gc_paused
-from .attribution_xml import ELEMENT, MAP_NODE, TEXT_NODE, XmlTrack, XNode, is_node
+from .attribution_xml import ELEMENT, MAP_NODE, TEXT_NODE, XmlTrack, XNode
 
 #: the store's derived-data kind of the persisted index
 KIND = "attribution"
@@ -56,9 +56,12 @@ KIND = "attribution"
 #: and text moved ("xml_moved"); an index of version 2 or 3 whose text roots hold
 #: shared types, or of version 3 with an XML tree, is rebuilt. 5: where moved text was
 #: deleted ("moved_away", "xml_moved_away"); an index of version 4 that knew of moves
-#: is rebuilt (a diff would show their deletes as plain ones)
-VERSION = 5
-READS = (2, 3, 4, 5)
+#: is rebuilt (a diff would show their deletes as plain ones). 6: the copies an undo, a
+#: redo or a restore made keep their writers (a "moved" or "xml_moved" entry with a
+#: fourth field, 1, see attribution.Copies); an index of an earlier version is rebuilt
+#: (whether it holds copies, named for their undoer, is not known without the log)
+VERSION = 6
+READS = (6,)
 LEVEL = 6
 
 
@@ -116,7 +119,7 @@ def encode(index: AttributionIndex, fingerprint: str) -> bytes:
         "rich": [n for n in roots if index.tracks[n].rich],
     }
     text_moved = {n: index.tracks[n].moved for n in roots if index.tracks[n].moved}
-    if text_moved:  # a text root's text moved: [first byte, bytes, written by]
+    if text_moved:  # a text root's text moved or copied: [first byte, bytes, written by(, 1)]
         header["moved"] = text_moved
     text_away = {n: index.tracks[n].moved_away for n in roots if index.tracks[n].moved_away}
     if text_away:  # where it was moved from: [first byte, bytes]
@@ -262,9 +265,9 @@ def _tree(r: _Reader, name: str, nodes: Any, h: dict[str, Any], root: TextTrack 
     for at, i, s, k in h.get("xml_changes", []):
         if at == name:
             preorder[int(i)].changes.append((int(s), str(k)))
-    for at, i, start, n, w in h.get("xml_moved", []):
+    for at, i, *m in h.get("xml_moved", []):  # [first byte, bytes, written by(, copy)]
         if at == name:
-            preorder[int(i)].track.moved.append([int(start), int(n), int(w)])
+            preorder[int(i)].track.moved.append([int(x) for x in m])
     for at, i, start, n in h.get("xml_moved_away", []):
         if at == name:
             preorder[int(i)].track.moved_away.append([int(start), int(n)])
@@ -304,8 +307,6 @@ def decode(data: bytes, doc: Doc[Any]) -> AttributionIndex:
 
 def _decode(data: bytes, doc: Doc[Any]) -> AttributionIndex:
     r, h = _open(data)
-    if h["v"] == 4 and (h.get("moved") or h.get("xml_moved")):
-        raise ValueError("text moved, stored before where it was moved from was")
     names = [sys.intern(str(a)) for a in h["actors"]]
     actors: list[str] = []
     runs_col = _from_ints(r.chunk())
@@ -320,29 +321,17 @@ def _decode(data: bytes, doc: Doc[Any]) -> AttributionIndex:
     index.failed = int(h["failed"])
     index.pending = {str(n) for n in h["pending"]}
     index._seen = {str(n) for n in h["seen"]} | set(roots)
-    if h["v"] == 2:  # XML roots were not tracked: look at every untracked root again
-        index._seen = set(roots)
     tracks = {}
     for name in roots:
         tracks[name] = track = _read_track(r, f"root {name!r}")
         track.rich = name in rich
-        track.moved = [[int(s), int(n), int(w)] for s, n, w in h.get("moved", {}).get(name, [])]
+        track.moved = [[int(x) for x in m] for m in h.get("moved", {}).get(name, [])]
         track.moved_away = [[int(s), int(n)] for s, n in h.get("moved_away", {}).get(name, [])]
     trees = {str(n): _tree(r, str(n), nodes, h, tracks.get(str(n)))
              for n, nodes in sorted(h.get("trees", {}).items())}  # fmt: skip
     for name in roots:
-        tree = trees.get(name)
-        if tree is None and h["v"] < 4 and tracks[name].rich:
-            text = doc.get(name, type=Text)
-            if any(is_node(v) for v, _ in text.diff()):
-                raise ValueError(
-                    f"text root {name!r} holds shared types: stored before their trees"
-                )
-        index.adopt(name, tracks[name], tree)
+        index.adopt(name, tracks[name], trees.get(name))
     xml = h.get("xml", {})
-    if h["v"] < 4 and any(not isinstance(nodes, str) for nodes in xml.values()):
-        # (their blame would name the mover of every text moved before: rebuilt once)
-        raise ValueError("XML trees stored before moves and embedded types were followed")
     for name, nodes in sorted(xml.items()):
         index.adopt_xml(str(name), _tree(r, str(name), nodes, h, None))
     index._seen |= set(index.xml)

@@ -44,6 +44,7 @@ from .attribution import (
     R_RK,
     R_START,
     R_TRACK,
+    Copies,
     Moves,
     TextTrack,
 )
@@ -236,10 +237,15 @@ class IdFold:
     # --- folding an update ---------------------------------------------------------------
 
     def apply(
-        self, structs: list[yupdate.Struct], deletes: list[tuple[int, int, int]], seq: int
+        self,
+        structs: list[yupdate.Struct],
+        deletes: list[tuple[int, int, int]],
+        seq: int,
+        copies: Copies | None = None,
     ) -> bool:
         """Fold one update (planned by :meth:`plan`) as event `seq`; whether an item was
-        placed among concurrent inserts."""
+        placed among concurrent inserts. `copies`: the text it may bring back (an undo's,
+        a redo's, a restore's)."""
         resolved = False
         # text deleted and inserted again by one update (a line moved): see Moves
         moves = Moves() if deletes and any(s.kind == yupdate.STRING for s in structs) else None
@@ -258,11 +264,13 @@ class IdFold:
             else:
                 track = None
             if track is not None:
-                resolved |= self._insert(track, s, seq, moves)
+                resolved |= self._insert(track, s, seq, moves, copies)
         for client, clock, length in deletes:
             self._delete(client, clock, clock + length, seq)
         if moves is not None:
             self._moved(moves, deletes, seq)
+        if copies is not None:
+            copies.settle()
         return resolved
 
     def _moved(self, moves: Moves, deletes: list[tuple[int, int, int]], seq: int) -> None:
@@ -305,7 +313,12 @@ class IdFold:
         moves.settle(seq)
 
     def _insert(
-        self, track: TextTrack, s: yupdate.Struct, seq: int, moves: Moves | None = None
+        self,
+        track: TextTrack,
+        s: yupdate.Struct,
+        seq: int,
+        moves: Moves | None = None,
+        copies: Copies | None = None,
     ) -> bool:
         kind = s.kind
         if kind == yupdate.STRING:
@@ -351,6 +364,8 @@ class IdFold:
         if moves is not None and kind == yupdate.STRING and data:
             moves.inserted.append((track, len(track.content), data))
             moves.placed.append(run)
+        if copies is not None and data:
+            copies.run(track, run)
         track.content += data
         if left is None:
             self._put(track, 0, 0, run)

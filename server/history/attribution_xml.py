@@ -38,6 +38,7 @@ from pycrdt import Doc, Map, Text, XmlElement, XmlFragment, XmlText
 
 from .attribution import (
     EMBED,
+    Copies,
     Moves,
     TextTrack,
     _alive_at,
@@ -195,9 +196,10 @@ class XmlTrack:
 
     # --- folding -------------------------------------------------------------------------
 
-    def apply(self, events: list[Any], seq: int) -> None:
+    def apply(self, events: list[Any], seq: int, copies: Copies | None = None) -> None:
         """Fold one transaction's deep events (pycrdt XmlEvents, TextEvents, MapEvents)
-        as event `seq`."""
+        as event `seq` (`copies`: the text it may bring back, see attribution.Copies:
+        within a text node; a node an undo brings back whole is its undoer's)."""
         if self.failed is not None:
             return
         moves = Moves()
@@ -213,7 +215,7 @@ class XmlTrack:
                 if node.kind == ELEMENT:
                     _apply_children(node, e.delta, seq, len(e.path), moves)
                 elif node.kind == TEXT_NODE:
-                    apply_text(node, e.delta, seq, len(e.path), moves=moves)
+                    apply_text(node, e.delta, seq, len(e.path), moves=moves, copies=copies)
                 keys = getattr(e, "keys", None)
                 if keys:
                     node.changes += [(seq, str(k)) for k in keys]
@@ -391,6 +393,7 @@ def apply_text(
     depth: int,
     later: list[tuple[XNode, int, Any]] | None = None,
     moves: Moves | None = None,
+    copies: Copies | None = None,
 ) -> None:
     """Fold a text's delta (positions in bytes, an embed one), each embedded shared type
     a node of its own, built as it stands; or, with `later` (a native event's delta,
@@ -412,7 +415,7 @@ def apply_text(
                 broken.append(e)
 
     gone: list[tuple[int, int, int]] | None = None if moves is None else []
-    node.track.apply_delta(delta, seq, on_insert, gone)
+    node.track.apply_delta(delta, seq, on_insert, gone, copies)
     if moves is not None and gone:
         moves.gone_text(node.track, gone)
         _gone_nodes(moves, node, gone)

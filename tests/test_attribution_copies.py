@@ -1,0 +1,298 @@
+"""Text an undo, a redo or a restore brings back keeps its writers (attribution.Copies).
+
+Yjs cannot revive a deleted item: an undo inserts a copy of it, a restore inserts the
+old version's text. Blame names who wrote that text, not who undid or restored it, and
+a diff between two versions whose text is the same shows it unchanged.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import httpx
+from conftest import RunningServer, eventually, run_server
+from pycrdt import Doc, Text, UndoManager, XmlElement, XmlFragment, XmlText
+from yclient import connect
+
+from palimpsest.history import attribution_codec as codec
+from palimpsest.history.attribution import AttributionIndex
+from palimpsest.history.render import XML
+from palimpsest.settings import Settings
+from palimpsest.store.base import Event
+
+
+class Log:
+    """One document's events as a server logs them: who, which kind, which meta."""
+
+    def __init__(self, doc: Doc[Any]) -> None:
+        self.events: list[Event] = []
+        self.actor, self.kind = "ann", "edit"
+        self.meta: dict[str, Any] = {}
+        doc.observe(lambda e: self.events.append(
+            Event("d", len(self.events) + 1, 0, self.actor, self.kind, e.update, dict(self.meta))
+        ))  # fmt: skip
+
+    def by(self, actor: str, kind: str = "edit", **meta: Any) -> None:
+        self.actor, self.kind, self.meta = actor, kind, meta
+
+
+def _runs(index: AttributionIndex, root: str, seq: int | None = None) -> list[tuple[str, str]]:
+    runs = index.blame(root, index.seq if seq is None else seq)
+    out: list[tuple[str, str]] = []
+    for r in runs:  # (runs by the same writer joined)
+        if out and out[-1][1] == r["actor"]:
+            out[-1] = (out[-1][0] + r["text"], r["actor"])
+        else:
+            out.append((r["text"], r["actor"]))
+    return out
+
+
+def _both(events: list[Event], roots: Any) -> tuple[AttributionIndex, AttributionIndex]:
+    by_ids, by_deltas = AttributionIndex("d", roots), AttributionIndex("d", roots, by_ids=False)
+    by_ids.fold(events)
+    by_deltas.fold(events)
+    assert by_ids.by_ids == len(events) and by_deltas.by_ids == 0
+    return by_ids, by_deltas
+
+
+def test_an_undo_keeps_the_writers_of_what_it_brings_back_by_ids_and_by_deltas() -> None:
+    doc: Doc[Any] = Doc()
+    log = Log(doc)
+    text = doc.get("t", type=Text)
+    text.insert(0, "Hello world")  # 1 ann
+    log.by("bob")
+    text.insert(11, " again")  # 2 bob
+    log.by("cy")
+    undo = UndoManager(scopes=[text], capture_timeout_millis=0)
+    del text[3:14]  # 3 cy: "lo world ag" of both
+    log.by("cy", "undo", reverts=[3])
+    undo.undo()  # 4
+    assert str(text) == "Hello world again"
+    for index in _both(log.events, ["t"]):
+        assert _runs(index, "t") == [("Hello world", "ann"), (" again", "bob")]
+        # the copy's seq is its writer's, as a moved text's is
+        assert {r["seq"] for r in index.blame("t", 4)} == {1, 2}
+        # between two versions whose text is the same: no change
+        assert index.diff("t", 2, 4) == [
+            {"op": "equal", "text": "Hello world again", "actor": None, "seq": None}
+        ]
+        # the undo itself inserts the text again: cy's insert, not a move
+        ops = index.diff("t", 3, 4)
+        assert [(o["op"], o["text"], o["actor"], "moved" in o) for o in ops] == [
+            ("equal", "Hel", None, False),
+            ("insert", "lo world ag", "cy", False),
+            ("equal", "ain", None, False),
+        ]
+
+
+def test_a_redo_and_an_undo_again_keep_them_too() -> None:
+    doc: Doc[Any] = Doc()
+    log = Log(doc)
+    text = doc.get("t", type=Text)
+    text.insert(0, "one two")  # 1 ann
+    log.by("bob")
+    undo = UndoManager(scopes=[text], capture_timeout_millis=0)
+    text.insert(3, " and a half")  # 2 bob
+    log.by("bob", "undo", reverts=[2])
+    undo.undo()  # 3: bob's insert deleted
+    log.by("bob", "redo", reverts=[3])
+    undo.redo()  # 4: a copy of bob's insert, of the text undo 3 deleted
+    log.by("cy")
+    text.insert(0, ">")  # 5 cy
+    assert str(text) == ">one and a half two"
+    for index in _both(log.events, ["t"]):
+        assert _runs(index, "t") == [(">", "cy"), ("one", "ann"), (" and a half", "bob"),
+                                     (" two", "ann")]  # fmt: skip
+        assert index.diff("t", 2, 4)[0]["op"] == "equal" and len(index.diff("t", 2, 4)) == 1
+
+
+def test_only_text_the_reverted_events_deleted_is_copied() -> None:
+    """Ann typed "the" and deleted it; Bob typed "the" in the same place and deleted it:
+    Bob's undo brings back Bob's, though Ann's lies beside it."""
+    doc: Doc[Any] = Doc()
+    log = Log(doc)
+    text = doc.get("t", type=Text)
+    text.insert(0, "[]")  # 1
+    text.insert(1, "the")  # 2
+    del text[1:4]  # 3 ann deletes hers
+    log.by("bob")
+    text.insert(1, "the")  # 4
+    undo = UndoManager(scopes=[text], capture_timeout_millis=0)
+    del text[1:4]  # 5 bob deletes his
+    log.by("bob", "undo", reverts=[5])
+    undo.undo()  # 6
+    log.by("cy", "undo", reverts=[99])  # an undo of events that deleted nothing here
+    text.insert(0, "x")  # 7: cy's own
+    for index in _both(log.events, ["t"]):
+        assert _runs(index, "t") == [("x", "cy"), ("[", "ann"), ("the", "bob"), ("]", "ann")]
+        assert index.blame("t", 6)[1]["seq"] == 4
+
+
+def test_a_restore_keeps_the_writers_of_the_version_it_brings_back() -> None:
+    doc: Doc[Any] = Doc()
+    log = Log(doc)
+    text = doc.get("t", type=Text)
+    text.insert(0, "The quick fox")  # 1 ann
+    log.by("bob")
+    text.insert(9, " brown")  # 2 bob
+    log.by("cy")
+    with doc.transaction():  # 3 cy rewrites it
+        del text[0:19]
+        text.insert(0, "A slow dog")
+    log.by("dee", "restore", restores=2)
+    with doc.transaction():  # 4 dee restores version 2 (as the server rewrites a text)
+        del text[0:10]
+        text.insert(0, "The quick brown fox")
+    for index in _both(log.events, ["t"]):
+        assert _runs(index, "t") == [("The quick", "ann"), (" brown", "bob"), (" fox", "ann")]
+        assert index.diff("t", 2, 4) == [
+            {"op": "equal", "text": "The quick brown fox", "actor": None, "seq": None}
+        ]
+        # text the restore wrote that the old version did not hold is the restorer's
+    log.by("eve")
+    text.insert(19, "!")
+    log.by("dee", "restore", restores=3)
+    with doc.transaction():
+        del text[0:20]
+        text.insert(0, "A slow dog!")
+    index = AttributionIndex("d", ["t"])
+    index.fold(log.events)
+    assert _runs(index, "t") == [("A slow dog", "cy"), ("!", "dee")]
+
+
+def test_folds_by_ids_and_by_deltas_agree_on_random_undos() -> None:
+    """Random typing, deleting, undoing and redoing by three people (one undo stack, as
+    Yjs's UndoManager keeps it); both folds name the same writers at every version, and
+    the stored index answers as the folded one."""
+    rng = random.Random(7)
+    doc: Doc[Any] = Doc()
+    log = Log(doc)
+    text = doc.get("t", type=Text)
+    manager = UndoManager(scopes=[text], capture_timeout_millis=0)
+    undos: list[int] = []  # the seq each step on the manager's stacks was logged as
+    redos: list[int] = []
+    words = ["alpha ", "beta ", "γάμμα ", "δ ", "😀 ", "line\n"]
+    for _ in range(200):
+        user = rng.choice(["ann", "bob", "cy"])
+        r = rng.random()
+        now = str(text)
+        n = len(now)
+
+        def at(k: int, now: str = now) -> int:  # (pycrdt's positions are UTF-8 bytes)
+            return len(now[:k].encode())
+
+        if r < 0.15 and manager.can_undo():
+            log.by(user, "undo", reverts=[undos.pop()])
+            manager.undo()
+            redos.append(len(log.events))
+        elif r < 0.22 and manager.can_redo():
+            log.by(user, "redo", reverts=[redos.pop()])
+            manager.redo()
+            undos.append(len(log.events))
+        else:
+            log.by(user)
+            if r < 0.6 or n < 4:
+                text.insert(at(rng.randint(0, n)), rng.choice(words))
+            else:
+                a = rng.randint(0, n - 1)
+                del text[at(a) : at(min(n, a + rng.randint(1, 12)))]
+            undos.append(len(log.events))
+            redos.clear()
+    assert len(undos) + len(redos) == len(manager.undo_stack) + len(manager.redo_stack)
+    events = log.events
+    by_ids, by_deltas = _both(events, ["t"])
+    assert sum(1 for m in by_ids.tracks["t"].moved if len(m) == 4) > 10
+    for seq in range(0, len(events) + 1, 5):
+        assert by_ids.blame("t", seq) == by_deltas.blame("t", seq), seq
+        assert by_ids.text_at("t", seq) == by_deltas.text_at("t", seq)
+        assert by_ids.diff("t", max(0, seq - 9), seq) == by_deltas.diff("t", max(0, seq - 9), seq)
+    assert by_ids.text_at("t", len(events)) == str(text)
+    # no copy is blamed on an undo or a redo: every one matched what it brings back
+    kinds = {e.seq: e.kind for e in events}
+    named = {r["seq"] for r in by_ids.blame("t", len(events))}
+    assert all(kinds[s] == "edit" for s in named), {s: kinds[s] for s in named}
+    back = codec.decode(codec.encode(by_ids, "fp"), doc)
+    assert back.blame("t", len(events)) == by_ids.blame("t", len(events))
+    assert [m for m in back.tracks["t"].moved if len(m) == 4]
+
+
+def test_an_undo_inside_a_paragraph_keeps_the_writers() -> None:
+    """Tiptap's text lives in XML text nodes: an undo within one keeps its writers."""
+    doc: Doc[Any] = Doc()
+    log = Log(doc)
+    root = doc.get("default", type=XmlFragment)
+    root.children.append(XmlElement("paragraph", {}, [XmlText("Hello world")]))  # 1 ann
+    para = root.children[0].children[0]
+    assert isinstance(para, XmlText)
+    log.by("bob")
+    para.insert(11, " again")  # 2
+    log.by("cy")
+    undo = UndoManager(scopes=[root], capture_timeout_millis=0)
+    del para[5:14]  # 3
+    log.by("cy", "undo", reverts=[3])
+    undo.undo()  # 4
+    assert str(para) == "Hello world again"
+    index = AttributionIndex("d", {"default": XML})
+    index.fold(log.events)
+    index.check_xml()
+    nodes = index.xml["default"].blame(index.seq, index.actors, index.first, root)
+    runs = [(r["text"], r["actor"]) for r in nodes[0]["children"][0]["runs"]]
+    assert runs == [("Hello world", "ann"), (" again", "bob")]
+    back = codec.decode(codec.encode(index, "fp"), doc)
+    back.check_xml()
+    assert back.xml["default"].blame(4, back.actors, back.first, root) == nodes
+
+
+async def test_over_the_server_blame_and_diff_name_the_writers_after_undo_and_restore(
+    settings: Settings,
+) -> None:
+    """The server's own undo (per user, over HTTP) and restore; the index a cold
+    server reads back answers the same."""
+    async with run_server(settings) as server:
+        await _edit_undo_restore(server)
+        async with httpx.AsyncClient(base_url=server.url) as c:
+            want = (await c.get("/api/docs/cp/blame")).json()
+            diff = (await c.get("/api/docs/cp/diff", params={"from": 2, "to": "head"})).json()
+    async with run_server(settings) as again, httpx.AsyncClient(base_url=again.url) as c:
+        assert (await c.get("/api/docs/cp/blame")).json() == want
+        assert (await c.get("/api/docs/cp/diff", params={"from": 2, "to": "head"})).json() == diff
+
+
+async def _edit_undo_restore(server: RunningServer) -> None:
+    async with (
+        connect(server.ws_url, "cp", "alice") as a,
+        connect(server.ws_url, "cp", "bob") as b,
+        httpx.AsyncClient(base_url=server.url) as c,
+    ):
+        a.insert(0, "Hello world")
+        await eventually(lambda: b.content == "Hello world")
+        b.insert(11, " again")  # seq 2
+        await eventually(lambda: a.content == "Hello world again")
+        async with connect(server.ws_url, "cp", "carol") as carol:
+            del carol.text[3:14]  # seq 3
+            await eventually(lambda: a.content == "Helain")
+        r = await c.post("/api/docs/cp/undo", params={"user": "carol"})
+        assert r.status_code == 200, r.text
+        await eventually(lambda: a.content == "Hello world again", what="undo")
+        blame = (await c.get("/api/docs/cp/blame")).json()["roots"]["content"]["runs"]
+        assert [(x["text"], x["actor"]) for x in blame] == [
+            ("Hello world", "alice"),
+            (" again", "bob"),
+        ]
+        d = (await c.get("/api/docs/cp/diff", params={"from": 2, "to": "head"})).json()
+        assert d["roots"]["content"]["ops"] == [
+            {"op": "equal", "text": "Hello world again", "actor": None, "seq": None}
+        ]
+        # dave rewrites it all, erin restores version 2: the writers stay
+        with a.doc.transaction():
+            a.text.insert(len(a.text), "!")
+        await eventually(lambda: b.content == "Hello world again!")
+        r = await c.post("/api/docs/cp/restore", json={"seq": 2}, params={"user": "erin"})
+        assert r.status_code == 200, r.text
+        await eventually(lambda: b.content == "Hello world again", what="restore")
+        blame = (await c.get("/api/docs/cp/blame")).json()["roots"]["content"]["runs"]
+        assert [(x["text"], x["actor"]) for x in blame] == [
+            ("Hello world", "alice"),
+            (" again", "bob"),
+        ]
