@@ -244,6 +244,47 @@ def test_an_undo_inside_a_paragraph_keeps_the_writers() -> None:
     assert back.xml["default"].blame(4, back.actors, back.first, root) == nodes
 
 
+def test_a_paragraph_an_undo_brings_back_whole_keeps_the_writers_of_its_text() -> None:
+    """Dee deletes Bob's paragraph (which Cy edited) and undoes it: the paragraph is a
+    new node, made by Dee; its text is Bob's and Cy's. A paragraph of the same tag that
+    the undo does not bring back (Ann's, deleted by Eve) is not taken for it."""
+    doc: Doc[Any] = Doc()
+    log = Log(doc)
+    root = doc.get("default", type=XmlFragment)
+    root.children.append(XmlElement("paragraph", {}, [XmlText("First by ann")]))  # 1
+    root.children.append(XmlElement("paragraph", {}, [XmlText("Gone by ann")]))  # 2
+    log.by("eve")
+    del root.children[1]  # 3
+    log.by("bob")
+    root.children.append(XmlElement("paragraph", {}, [XmlText("Second by bob")]))  # 4
+    log.by("cy")
+    text = root.children[1].children[0]
+    assert isinstance(text, XmlText)
+    text.insert(7, "(cy) ")  # 5
+    log.by("dee")
+    undo = UndoManager(scopes=[root], capture_timeout_millis=0)
+    del root.children[1]  # 6
+    log.by("dee", "undo", reverts=[6])
+    undo.undo()  # 7
+    assert str(root) == (
+        "<paragraph>First by ann</paragraph><paragraph>Second (cy) by bob</paragraph>"
+    )
+    index = AttributionIndex("d", {"default": XML})
+    index.fold(log.events)
+    index.check_xml()
+    assert index.xml["default"].failed is None
+    nodes = index.xml["default"].blame(index.seq, index.actors, index.first, root)
+    assert [
+        (n["actor"], [(r["text"], r["actor"]) for r in n["children"][0]["runs"]]) for n in nodes
+    ] == [  # fmt: skip
+        ("ann", [("First by ann", "ann")]),
+        ("dee", [("Second ", "bob"), ("(cy) ", "cy"), ("by bob", "bob")]),
+    ]
+    back = codec.decode(codec.encode(index, "fp"), doc)
+    back.check_xml()
+    assert back.xml["default"].blame(7, back.actors, back.first, root) == nodes
+
+
 async def test_over_the_server_blame_and_diff_name_the_writers_after_undo_and_restore(
     settings: Settings,
 ) -> None:

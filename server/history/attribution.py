@@ -388,15 +388,25 @@ class Copies:
     text deleted by the events it reverts; for a restore, text alive at the version it
     restores), and each character matched is written by whoever wrote the one it
     copies. Both folds (by ids and by deltas) find the same stretches, wherever within
-    them each put the copy."""
+    them each put the copy. An XML node brought back whole is matched with the deleted
+    node beside it (attribution_xml.copy_children; `inner`: which text inside a node
+    taken out whole it brings back)."""
 
-    __slots__ = ("seq", "source", "spots")
+    __slots__ = ("seq", "source", "inner", "spots", "later")
 
-    def __init__(self, seq: int, source: Callable[[list[Any]], bool]) -> None:
+    def __init__(
+        self,
+        seq: int,
+        source: Callable[[list[Any]], bool],
+        inner: Callable[[list[Any]], bool],
+    ) -> None:
         self.seq = seq
         self.source = source
+        self.inner = inner
         #: where each insert is: (text, alive bytes before it, or the run it is)
         self.spots: list[tuple[TextTrack, int, list[Any] | None]] = []
+        #: what else to settle (an XML element's children brought back)
+        self.later: list[Callable[[], None]] = []
 
     @staticmethod
     def of(seq: int, kind: str, meta: Mapping[str, Any]) -> Copies | None:
@@ -405,11 +415,13 @@ class Copies:
             reverts = meta.get("reverts")
             if isinstance(reverts, list) and reverts:
                 seqs = frozenset(int(x) for x in reverts if isinstance(x, int))
-                return Copies(seq, lambda run: run[3] in seqs)
+                return Copies(seq, lambda r: r[3] in seqs, lambda r: not r[3] or r[3] in seqs)
         elif kind == "restore":
             v = meta.get("restores")
             if isinstance(v, int) and not isinstance(v, bool):
-                return Copies(seq, lambda run: run[2] <= v < run[3])
+                return Copies(
+                    seq, lambda r: r[2] <= v < r[3], lambda r: r[2] <= v and (not r[3] or v < r[3])
+                )
         return None
 
     def at(self, track: TextTrack, pos: int) -> None:
@@ -425,30 +437,40 @@ class Copies:
         its moves noted: text moved is not looked at again)."""
         seq, seen = self.seq, set()
         for track, pos, run in self.spots:
-            if run is not None:
-                assert track.by_block is not None
-                block = run[R_BLOCK]
-                bi, ri = track.by_block[id(block)], block.index(run)
-            else:
-                bi, ri, _ = track._find(pos)
-            runs = track.gap(bi, ri, seq)
+            runs = track.gap(*self.where(track, pos, run), seq)
             if not runs or id(runs[0]) in seen:
                 continue  # (one stretch, several inserts)
             seen.add(id(runs[0]))
-            self._match(track, runs)
+            orig = [r for r in runs if r[3] and r[3] != seq and self.source(r)]
+            self.match(track, runs, track, orig)
+        for settle in self.later:
+            settle()
 
-    def _match(self, track: TextTrack, runs: list[list[Any]]) -> None:
+    @staticmethod
+    def where(track: TextTrack, pos: int, run: list[Any] | None = None) -> tuple[int, int]:
+        """The block and run of an insert: `run` (by ids), or after `pos` alive bytes."""
+        if run is not None:
+            assert track.by_block is not None
+            block = run[R_BLOCK]
+            return track.by_block[id(block)], block.index(run)
+        bi, ri, _ = track._find(pos)
+        return bi, ri
+
+    def match(
+        self, track: TextTrack, runs: list[list[Any]], src: TextTrack, orig: list[list[Any]]
+    ) -> None:
+        """Match what this event inserted among `runs` of `track` (not moved) with the
+        runs `orig` of `src`, in order, whole characters; note the writers of each
+        character matched."""
         seq, content = self.seq, track.content
         made: list[tuple[int, int]] = []  # (first byte, bytes) inserted, not moved
         for run in runs:
             if run[2] == seq and not run[3] and run[1]:
                 made += [(at, k) for at, k, m in _cut(track.moved, run[0], run[1]) if m is None]
-        orig = [(r[0], r[1], r[2]) for r in runs if r[3] and r[3] != seq and self.source(r)]
         if not made or not orig:
             return
         new = b"".join([content[at : at + k] for at, k in made])
-        old = b"".join([content[s : s + k] for s, k, _ in orig])
-        # whole characters: a character is matched whole, or not at all
+        old = b"".join([src.content[r[0] : r[0] + r[1]] for r in orig])
         a, b = _chars(new), _chars(old)
         if new == old:
             blocks = [(0, 0, len(a))]
@@ -457,19 +479,19 @@ class Copies:
             blocks = [(i, j, n) for i, j, n in sm.get_matching_blocks() if n]
         else:
             return
-        writers = [w for s, k, ins in orig for w in track.writers(s, k, ins)]
+        writers = [w for r in orig for w in src.writers(r[0], r[1], r[2])]
         a_at, b_at = _offsets(a), _offsets(b)
         at_new: list[int] = []  # the first byte of each byte of `new`
         for at, k in made:
             at_new += range(at, at + k)
         for i, j, n in blocks:
-            lo, hi, src = a_at[i], a_at[i + n], b_at[j]
+            lo, hi, from_ = a_at[i], a_at[i + n], b_at[j]
             k = lo
             while k < hi:  # (stretches of consecutive first bytes: one note each)
                 e = k + 1
                 while e < hi and at_new[e] == at_new[e - 1] + 1:
                     e += 1
-                track.note_moved(at_new[k], writers[src + k - lo : src + e - lo], copy=True)
+                track.note_moved(at_new[k], writers[from_ + k - lo : from_ + e - lo], copy=True)
                 k = e
 
 

@@ -31,6 +31,8 @@ attribution.Moves.
 from __future__ import annotations
 
 import contextlib
+import difflib
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -213,7 +215,7 @@ class XmlTrack:
                 if node is None:  # inside a type not followed: no character of ours
                     continue
                 if node.kind == ELEMENT:
-                    _apply_children(node, e.delta, seq, len(e.path), moves)
+                    _apply_children(node, e.delta, seq, len(e.path), moves, copies)
                 elif node.kind == TEXT_NODE:
                     apply_text(node, e.delta, seq, len(e.path), moves=moves, copies=copies)
                 keys = getattr(e, "keys", None)
@@ -366,9 +368,14 @@ def _kids_in(node: XNode, runs: list[tuple[int, int, int]]) -> list[XNode]:
 
 
 def _apply_children(
-    node: XNode, delta: list[dict[str, Any]], seq: int, depth: int, moves: Moves
+    node: XNode,
+    delta: list[dict[str, Any]],
+    seq: int,
+    depth: int,
+    moves: Moves,
+    copies: Copies | None = None,
 ) -> None:
-    """Fold an element's children delta."""
+    """Fold an element's children delta (`copies`: told where children were inserted)."""
     pos = 0
     for op in delta:
         if "retain" in op:
@@ -379,11 +386,56 @@ def _apply_children(
             for k, item in enumerate(items):
                 node.kids[start + k] = _build(item, seq, depth + 1, moves)
             node.track.insert(pos, EMBED * len(items), seq)
+            if copies is not None:
+                copies.later.append(functools.partial(copy_children, copies, node, pos))
             pos += len(items)
         elif "delete" in op:
             gone: list[tuple[int, int, int]] = []
             node.track.delete(pos, int(op["delete"]), seq, gone)
             _gone_nodes(moves, node, gone)
+
+
+def copy_children(copies: Copies, node: XNode, pos: int) -> None:
+    """Children an undo, a redo or a restore inserted into element `node` after `pos`
+    alive children: each that copies a deleted child beside it (in the same stretch
+    between two children alive before and after, see attribution.Copies), of the same
+    kind and tag, in order, keeps the writers of the text it copies (the child itself
+    is its copier's)."""
+    seq, track = copies.seq, node.track
+    runs = track.gap(*copies.where(track, pos), seq)
+    made = [
+        node.kids[o] for r in runs if r[2] == seq and not r[3] for o in range(r[0], r[0] + r[1])
+    ]
+    orig = [
+        node.kids[o]
+        for r in runs
+        if r[3] and r[3] != seq and copies.source(r)
+        for o in range(r[0], r[0] + r[1])
+    ]
+    _copy_nodes(copies, made, orig)
+
+
+def _copy_nodes(copies: Copies, made: list[XNode], orig: list[XNode]) -> None:
+    """Pair the nodes `made` (new, all of them this event's) with `orig` in order, by
+    kind and tag, and carry each pair's writers over (see :func:`copy_children`)."""
+    if not made or not orig or len(made) * len(orig) > 1 << 16:
+        return
+    sm = difflib.SequenceMatcher(
+        None, [(n.kind, n.tag) for n in made], [(n.kind, n.tag) for n in orig], autojunk=False
+    )
+    for i, j, n in sm.get_matching_blocks():
+        for new, old in zip(made[i : i + n], orig[j : j + n], strict=True):
+            _copy_node(copies, new, old)
+
+
+def _copy_node(copies: Copies, new: XNode, old: XNode) -> None:
+    inner = [r for r in old.track.runs() if copies.inner(r)]
+    if new.kind == TEXT_NODE:
+        copies.match(new.track, list(new.track.runs()), old.track, inner)
+    elif new.kind == ELEMENT:
+        made = [kid for kid, _ in new.all_children()]
+        kept = [old.kids[o] for r in inner for o in range(r[0], r[0] + r[1]) if o in old.kids]
+        _copy_nodes(copies, made, kept)
 
 
 def apply_text(
