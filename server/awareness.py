@@ -90,6 +90,12 @@ class Awareness:
                 accepted.append((client, clock, state))
         return P.encode_awareness_entries(accepted) if accepted else None
 
+    def stale(self, client: int, clock: int) -> bool:
+        """Whether a state of `client` at `clock` is older than its removal (merge
+        refuses it, and tells the sender)."""
+        gone = self._gone.get(client)
+        return gone is not None and clock <= gone
+
     def _remember_gone(self, client: int, clock: int) -> None:
         self._gone.pop(client, None)
         self._gone[client] = clock

@@ -5,7 +5,11 @@ that is not JSON and the client stops syncing; a deeply nested state overflows a
 recursive parser. So a state must be a JSON object or null, small and shallow, else
 the connection is closed with 4400 and nothing is relayed. Entries are bounded per
 connection (it speaks for its own Yjs client ids: one, for y-websocket; 4400 beyond) and
-per document (the room's whole presence is every newcomer's first frame)."""
+per document (the room's whole presence is every newcomer's first frame). A client that
+relays what it received counts none of it: y-websocket's provider sends on every change
+of its awareness, other clients' states included, so each page echoes everyone else's;
+entries of clients another connection announced (or that left) are not its own, and
+are neither counted nor relayed."""
 
 from __future__ import annotations
 
@@ -51,18 +55,27 @@ class PresenceGuard:
         self.mine: dict[int, int] = {}  # client id -> state bytes
         self.room_full_reported = False
 
-    def admit(self, room: Room, entries: list[Entry]) -> list[Entry]:
-        """The entries the room may merge; raises (closing the connection) on a state
-        that is invalid or over this connection's limits. Entries that would take the
-        document over its limits are left out: the sender keeps editing, unseen."""
+    def admit(self, room: Room, entries: list[Entry], peer_id: str) -> list[Entry]:
+        """The entries the room may merge, from connection `peer_id`; raises (closing
+        the connection) on a state that is invalid or over this connection's limits.
+        Entries of clients announced by another connection (an echo) are left out, and
+        so are those that would take the document over its limits: the sender keeps
+        editing, unseen."""
         s = self.settings
         sizes = [0 if state == "null" else check_state(state, s) for _, _, state in entries]
+        presence = room.presence
         mine = dict(self.mine)
-        for (client, _, state), size in zip(entries, sizes, strict=True):
+        own: list[tuple[Entry, int]] = []
+        for entry, size in zip(entries, sizes, strict=True):
+            client, clock, state = entry
+            known = presence.entries.get(client)
+            if known is not None and known.peer_id != peer_id:
+                continue  # another connection's client: an echo (Awareness.merge ignores it)
+            own.append((entry, size))
             if state == "null":
                 mine.pop(client, None)
-            else:
-                mine[client] = size
+            elif known is not None or not presence.stale(client, clock):
+                mine[client] = size  # (a stale one is refused by merge: not counted)
         if len(mine) > s.max_awareness_clients_per_connection:
             raise ProtocolError(
                 f"presence for {len(mine)} clients on one connection is over the limit of "
@@ -71,7 +84,7 @@ class PresenceGuard:
         count = len(room.awareness)
         total = sum(len(e.state) for e in room.awareness.values())
         out: list[Entry] = []
-        for (client, clock, state), size in zip(entries, sizes, strict=True):
+        for (client, clock, state), size in own:
             known = room.awareness.get(client)
             if state != "null":
                 new = known is None

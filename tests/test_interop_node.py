@@ -351,6 +351,27 @@ async def test_awareness_back_after_reconnect(client: ClientFactory) -> None:
     await b.call("waitAwareness", name="alice", timeout=5_000)
 
 
+async def test_ten_people_with_presence_in_one_document_all_stay(client: ClientFactory) -> None:
+    """y-websocket's provider sends its awareness on every change, other clients'
+    states included: each client echoes everyone else's. Those echoes are not its own
+    clients (a connection may announce 8 at most): nobody is refused when a ninth and a
+    tenth person come in, everyone sees everyone, and edits keep flowing."""
+    people = [
+        await client("aw-ten", f"p{i}", awareness={"user": {"name": f"p{i}"}}) for i in range(10)
+    ]
+    await people[0].call("waitAwareness", name="p9")
+    await people[9].call("waitAwareness", name="p0")
+    await people[0].call("awareness", field="cursor", value={"anchor": 1, "head": 1})
+    await people[9].call("waitAwareness", name="p0", where={"cursor": {"anchor": 1, "head": 1}})
+    await people[9].call("insert", text="still together")
+    for p in people:
+        await p.wait_text(equals="still together")
+        state = await p.call("state")
+        assert state["connected"] and state["synced"], state
+        names = {s["state"]["user"]["name"] for s in state["awareness"]}
+        assert len(names) == 9, names  # everyone else
+
+
 async def test_awareness_removed_when_client_dies(client: ClientFactory) -> None:
     """A client killed without a goodbye: only the server can tell the others."""
     b = await client("aw-crash", "bob", awareness={"user": {"name": "bob"}})

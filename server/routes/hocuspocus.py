@@ -299,7 +299,7 @@ class HocuspocusSocket(Connection):
             else:
                 self.update(peer, room, msg.update, step2=isinstance(msg, P.SyncStep2))
         elif t == H.AWARENESS:
-            entries = self.admit_awareness(room, H.decode_awareness(frame.body))
+            entries = self.admit_awareness(room, H.decode_awareness(frame.body), peer.id)
             if entries is not None:
                 room.receive_awareness(peer, entries)
         elif t == H.QUERY_AWARENESS:

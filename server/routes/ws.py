@@ -220,7 +220,7 @@ class Connection:
         elif isinstance(msg, P.SyncStep2 | P.SyncUpdate):
             self._receive_update(room, msg.update, isinstance(msg, P.SyncStep2))
         elif isinstance(msg, P.AwarenessUpdate):
-            entries = self.admit_awareness(room, msg.payload)
+            entries = self.admit_awareness(room, msg.payload, self.id)
             if entries is not None:
                 room.receive_awareness(self, entries)
         elif isinstance(msg, P.QueryAwareness):
@@ -258,15 +258,16 @@ class Connection:
             if room.seq == 0 and not room.queued_bytes:
                 guard.check_creation()
 
-    def admit_awareness(self, room: Room, payload: bytes) -> bytes | None:
-        """The presence entries of `payload` this connection may publish (validated,
-        bounded per connection and per room), encoded; None when there are none."""
+    def admit_awareness(self, room: Room, payload: bytes, peer_id: str) -> bytes | None:
+        """The presence entries of `payload` connection `peer_id` may publish (validated,
+        its own, bounded per connection and per room), encoded; None when there are
+        none."""
         limit = self.backend.settings.max_awareness_bytes
         if len(payload) > limit:
             raise FrameTooLarge(
                 f"awareness update of {len(payload)} bytes is over the limit of {limit}"
             )
-        entries = self.guard.presence.admit(room, P.decode_awareness(payload))
+        entries = self.guard.presence.admit(room, P.decode_awareness(payload), peer_id)
         return P.encode_awareness_entries(entries) if entries else None
 
     async def _extension(self, room: Room, body: dict[str, Any]) -> None:
