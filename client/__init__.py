@@ -26,6 +26,7 @@ from .errors import (
     ServerGone,
     Timeout,
     TooLarge,
+    WrongType,
 )
 from .history import BlameRun, DocInfo, Event, EventPage, History, Version
 from .session import OpResult, Session, connect, ws_url
@@ -57,6 +58,7 @@ __all__ = [
     "Timeout",
     "TooLarge",
     "Version",
+    "WrongType",
     "connect",
     "ws_url",
 ]

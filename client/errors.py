@@ -14,7 +14,8 @@
     │   └── RateLimited          too many events or connections (4429 / 429)
     ├── ServerGone               cannot reach the server, or it went away for good
     ├── ServerError              the server failed (5xx, close 1011)
-    └── Timeout                  a wait ran out (also a builtin TimeoutError)
+    ├── Timeout                  a wait ran out (also a builtin TimeoutError)
+    └── WrongType                a root asked for as one type holds another (also a TypeError)
 """
 
 from __future__ import annotations
@@ -82,6 +83,11 @@ class ServerError(ClientError):
 
 class Timeout(ClientError, TimeoutError):
     pass
+
+
+class WrongType(ClientError, TypeError):
+    """A root of the document asked for as one shared type holds another (a map asked
+    for as text): raised before anything is written into it."""
 
 
 #: websocket close code -> the exception a permanent refusal raises

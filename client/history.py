@@ -233,7 +233,8 @@ class History:
         """The document's events after seq `after`, then live, for ever: an async
         iterator of :class:`~client.stream.StreamEvent` that reconnects by itself and
         resumes after the last seq it handed out (``.after``). ``updates=False`` leaves the
-        Yjs updates out; ``give_up``: raise ServerGone after so many seconds unreachable."""
+        Yjs updates out; ``give_up``: raise ServerGone after so many seconds unreachable.
+        A document with no events yet is no error: the stream waits for its first."""
         return Follower(
             self._http, f"{_doc_path(doc)}/events/stream", after=after, updates=updates,
             idle_timeout=idle_timeout, give_up=give_up,
@@ -269,7 +270,7 @@ class History:
     # --- versions -------------------------------------------------------------------------------
 
     def _version_path(
-        self, doc: str, seq: int | None, tag: str | None, at: str | datetime | None
+        self, doc: str, seq: int | str | None, tag: str | None, at: str | datetime | None
     ) -> tuple[str, dict[str, Any]]:
         given = sum(x is not None for x in (seq, tag, at))
         if given > 1:
@@ -277,18 +278,26 @@ class History:
         path = f"{_doc_path(doc)}/versions"
         if at is not None:
             return path, {"at": _iso(at)}
-        ref = str(int(seq)) if seq is not None else tag if tag is not None else "head"
+        if isinstance(seq, str):  # a tag name (or a seq written out), as restore() takes
+            ref = seq
+        elif seq is not None:
+            ref = str(int(seq))
+        else:
+            ref = tag if tag is not None else "head"
+        if not ref:
+            raise ValueError("an empty tag name")
         return f"{path}/{quote(ref, safe='')}", {}
 
     async def version(
         self,
         doc: str,
-        seq: int | None = None,
+        seq: int | str | None = None,
         *,
         at: str | datetime | None = None,
         tag: str | None = None,
     ) -> Version:
-        """The document after event `seq`, at a named version `tag`, at time `at`, or now."""
+        """The document after event `seq`, at a named version `tag` (also given in `seq`'s
+        place, as restore() takes it), at time `at`, or now."""
         path, params = self._version_path(doc, seq, tag, at)
         body = await self._json("GET", path, f"reading {doc!r} ({path})", params=params)
         return Version(int(body.get("seq") or 0), body.get("ts"), dict(body.get("roots") or {}))
@@ -296,7 +305,7 @@ class History:
     async def version_update(
         self,
         doc: str,
-        seq: int | None = None,
+        seq: int | str | None = None,
         *,
         at: str | datetime | None = None,
         tag: str | None = None,

@@ -15,6 +15,9 @@ How the wire is used (see docs/client.md for the long version):
   exactly once. Local changes made before that answer are not sent separately (the
   step 2 carries them); changes made after it are sent as sync updates, coalesced into
   at most ``max_frames_per_second`` frames so the server's rate limit is never hit.
+- No frame carries more than about 1 MiB of update when the update can be cut (client.split):
+  a larger step 2 goes as a step 2 and sync updates that each apply, so edits made
+  offline never add up to a frame over the server's limit.
 - Remote updates are applied under a flag so they are never sent back.
 - Undo, redo and close_group go through the extension message (type 100) on the same
   socket, after every edit sent before them.
@@ -32,14 +35,15 @@ import itertools
 import json
 import logging
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 from urllib.parse import quote, urlencode, urlsplit
 
 import websockets
-from pycrdt import Doc, TransactionEvent, merge_updates
+from pycrdt import Array, Doc, Map, TransactionEvent, XmlFragment, merge_updates
 from pycrdt import Text as YText
 
 from palimpsest import protocol as P
@@ -55,9 +59,11 @@ from .errors import (
     Refused,
     ServerGone,
     Timeout,
+    WrongType,
     from_close,
     from_http,
 )
+from .split import split_update
 from .text import Text
 
 log = logging.getLogger("palimpsest.client")
@@ -65,6 +71,31 @@ log = logging.getLogger("palimpsest.client")
 _EMPTY_UPDATE = b"\x00\x00"
 _MAX_FRAME_UPDATE_BYTES = 1 << 20  # coalesce local updates up to this size per frame
 _PRESENCE_RENEW_SECONDS = 15.0  # y-protocols drops presence not renewed for 30 s
+_PRESENCE_TIMEOUT_SECONDS = 30.0  # and so do we, others' presence
+_PRESENCE_CHECK_SECONDS = 3.0  # how often both are looked at (y-protocols: 3 s)
+#: what pycrdt raises (an ExceptionGroup) when observers raised while a transaction
+#: ended: the transaction, an applied update included, is done all the same
+_OBSERVER_ERROR = "Observer callback error"
+
+
+class _Out(NamedTuple):
+    """A frame queued for the socket, and the local changes it is the last to carry."""
+
+    frame: bytes
+    changes: int = 0
+    nbytes: int = 0
+
+
+def _seconds(value: float | None) -> str:
+    """A duration for a message: "1 s", "0.25 s", "no limit"."""
+    if value is None:
+        return "no limit"
+    return f"{value:.2f}".rstrip("0").rstrip(".") + " s"
+
+
+def redact(url: str) -> str:
+    """`url` with its token's value left out, for messages and logs."""
+    return re.sub(r"([?&]token=)[^&#]*", "\\1…", url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +152,9 @@ class Session:
         except DocNameError as e:
             raise BadDocName(str(e)) from None
         self.name = doc
-        self.url = ws_url(url, doc, user, token)
+        self._url = ws_url(url, doc, user, token)
+        #: the websocket URL, its token (if any) left out: safe to print
+        self.url = redact(self._url)
         self.doc: Doc[Any] = ydoc if ydoc is not None else Doc()
         #: the user and role the server knows us as (from the hello answer)
         self.user: str | None = user
@@ -149,8 +182,15 @@ class Session:
 
         self._applying = False
         self._pending: list[bytes] = []  # local updates not yet sent
-        self._offline_changes = 0  # local transactions no step 2 has carried yet
-        self._outbox: collections.deque[bytes] = collections.deque()
+        # local changes (transactions) and their update bytes not yet handed to a socket
+        self._unsent = 0
+        self._unsent_bytes = 0
+        # handed to this connection's socket, not known to have reached the server (a
+        # confirmed flush or a clean close says they did; a lost connection counts them
+        # as unsent again: the next step 2 carries whatever the server lacks)
+        self._unconfirmed = 0
+        self._unconfirmed_bytes = 0
+        self._outbox: collections.deque[_Out] = collections.deque()
         self._wake = asyncio.Event()
         self._sending = False
         self._last_update_sent = 0.0
@@ -165,6 +205,8 @@ class Session:
         #: other clients' presence, by client id
         self.presence: dict[int, dict[str, Any]] = {}
         self._presence_clocks: dict[int, int] = {}
+        self._presence_seen: dict[int, float] = {}  # when each entry was last renewed
+        self._presence_sent = 0.0  # when ours was last sent
 
         self._texts: dict[str, Text] = {}
         self._sub = self.doc.observe(self._on_local)
@@ -191,34 +233,48 @@ class Session:
         if self._failed is not None:
             raise self._failed
         raise Timeout(
-            f"no sync with {self.url} within {self._connect_timeout}s (server not answering?)"
+            f"no sync with {self.url} within {_seconds(self._connect_timeout)} "
+            "(server not answering?)"
         )
 
     async def close(self, *, flush_timeout: float = 5.0) -> None:
-        """Send what is pending, withdraw presence, close the socket. Local edits made while
-        disconnected and never sent are lost (logged as a warning)."""
+        """Send what is pending (waiting up to `flush_timeout` while connected), withdraw
+        presence, close the socket. It does not wait for the server to confirm: ``await
+        flush()`` first for that. Local changes that could not be sent (made while
+        disconnected, or the connection was lost, or the wait ran out) or that were sent
+        as the connection died are lost with the session: logged as a warning that says
+        how many."""
         if self._closing:
             return
         if self._ready.is_set() and self._failed is None:
             if self._presence is not None:
                 self._clock += 1
                 self._outbox.append(
-                    P.encode_awareness(
-                        P.encode_awareness_entries([(self.doc.client_id, self._clock, "null")])
+                    _Out(
+                        P.encode_awareness(
+                            P.encode_awareness_entries([(self.doc.client_id, self._clock, "null")])
+                        )
                     )
                 )
                 self._wake.set()
+            # until everything is in the socket, or the connection is known to be gone
+            # (a reconnection would come too late: the session is closing)
             with contextlib.suppress(ClientError, TimeoutError):
-                await self._drained(flush_timeout)
-        elif self._offline_changes:
-            log.warning(
-                "%s: closing while disconnected; %d local changes were never sent",
-                self.name, self._offline_changes,
-            )  # fmt: skip
+                await self.wait_for(
+                    lambda: self._all_sent() or not self._ready.is_set(),
+                    flush_timeout, what="sending pending updates",
+                )  # fmt: skip
         self._closing = True
         await self._stop_runner()
         self.doc.unobserve(self._sub)
         self._fail_requests(ServerGone("the session is closed"))
+        if self._unsent and self.denied is None:
+            log.warning(
+                "%s: closed with %d local change(s) (about %d bytes of updates) that did "
+                "not reach the server, or may not have (the connection was lost as they "
+                "were sent): they are lost; await flush() before close() to be sure",
+                self.name, self._unsent, self._unsent_bytes,
+            )  # fmt: skip
         self._notify()
 
     async def __aenter__(self) -> Self:
@@ -269,9 +325,17 @@ class Session:
         return len(self._pending) + len(self._outbox)
 
     def text(self, name: str = "content") -> Text:
-        """The Y.Text root `name` with code-point positions (see :class:`client.text.Text`)."""
+        """The Y.Text root `name` with code-point positions (see :class:`client.text.Text`).
+        Raises :class:`WrongType` when the root holds another type (a map, an array, an
+        XML tree): a text over it would read empty and its edits would show nowhere."""
         t = self._texts.get(name)
         if t is None:
+            kind = root_kind(self.doc, name)
+            if kind not in (None, "text"):
+                raise WrongType(
+                    f"the root {name!r} of {self.name!r} holds {kind}, not text: "
+                    f"use session.doc.get({name!r}, type=...) with its own type"
+                )
             t = self._texts[name] = Text(self.doc.get(name, type=YText))
         return t
 
@@ -305,11 +369,11 @@ class Session:
             self._waiters.append(fut)
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
-                raise Timeout(f"{what or 'condition'} not met within {timeout}s")
+                raise Timeout(f"{what or 'condition'} not met within {_seconds(timeout)}")
             try:
                 await asyncio.wait_for(fut, remaining)
             except TimeoutError:
-                raise Timeout(f"{what or 'condition'} not met within {timeout}s") from None
+                raise Timeout(f"{what or 'condition'} not met within {_seconds(timeout)}") from None
 
     async def wait_connected(self, timeout: float | None = 10.0) -> None:  # noqa: ASYNC109 (the httpx-style API)
         """Wait until the session is connected and in sync again."""
@@ -320,15 +384,16 @@ class Session:
             await self.wait_connected(within)
         except Timeout:
             raise ServerGone(
-                f"cannot {what}: not connected to {self.url} for {within}s "
+                f"cannot {what}: not connected to {self.url} for {_seconds(within)} "
                 f"(reconnecting: {self._last_error or 'no error seen'})"
             ) from None
 
+    def _all_sent(self) -> bool:
+        """Every local change and queued frame is in this connection's socket."""
+        return not self._outbox and not self._pending and not self._sending and self._replied
+
     async def _drained(self, within: float | None) -> None:
-        await self.wait_for(
-            lambda: not self._outbox and not self._pending and not self._sending
-            and self._replied, within, what="sending pending updates",
-        )  # fmt: skip
+        await self.wait_for(self._all_sent, within, what="sending pending updates")
 
     async def flush(self, timeout: float | None = 10.0) -> None:  # noqa: ASYNC109 (the httpx-style API)
         """Return once the server holds every local change (its events are durable: the
@@ -348,7 +413,7 @@ class Session:
             if await self._server_has_everything(left()):
                 return
             if deadline is not None and loop.time() >= deadline:
-                raise Timeout(f"the server did not confirm our edits within {timeout}s")
+                raise Timeout(f"the server did not confirm our edits within {_seconds(timeout)}")
             await asyncio.sleep(0.05)
 
     async def _server_has_everything(self, within: float | None) -> bool:
@@ -361,9 +426,9 @@ class Session:
             theirs = await asyncio.wait_for(fut, within)
         except TimeoutError:
             raise Timeout(
-                f"the server did not confirm our edits within {within or 0:g} s: it answers after "
-                "committing what it holds, so it may be holding edits while its store "
-                "refuses writes (its /readyz says why)"
+                f"the server did not confirm our edits within {_seconds(within)}: it "
+                "answers after committing what it holds, so it may be holding edits while "
+                "its store refuses writes (its /readyz says why)"
             ) from None
         except ClientError:
             return False
@@ -372,6 +437,9 @@ class Session:
         changed: list[bool] = []
         scratch.observe(lambda _e: changed.append(True))
         scratch.apply_update(self.doc.get_update())
+        if not changed:
+            # everything sent so far reached it (a change made since would be in our doc)
+            self._unconfirmed = self._unconfirmed_bytes = 0
         return not changed
 
     # --- presence ---------------------------------------------------------------------------
@@ -385,6 +453,7 @@ class Session:
 
     def _send_presence(self) -> None:
         state = "null" if self._presence is None else json.dumps(self._presence)
+        self._presence_sent = asyncio.get_running_loop().time()
         self._send_frame(
             P.encode_awareness(
                 P.encode_awareness_entries([(self.doc.client_id, self._clock, state)])
@@ -393,6 +462,7 @@ class Session:
 
     def _on_awareness(self, payload: bytes) -> None:
         me = self.doc.client_id
+        now = asyncio.get_running_loop().time()
         changed = False
         for client, clock, state in P.decode_awareness(payload):
             if client == me:
@@ -402,6 +472,7 @@ class Session:
                 continue
             self._presence_clocks[client] = clock
             if state == "null":
+                self._presence_seen.pop(client, None)
                 changed |= self.presence.pop(client, None) is not None
             else:
                 try:
@@ -409,8 +480,21 @@ class Session:
                 except ValueError:
                     continue
                 self.presence[client] = value if isinstance(value, dict) else {"value": value}
+                self._presence_seen[client] = now
                 changed = True
         if changed:
+            self._notify()
+
+    def _expire_presence(self) -> None:
+        """Drop others' presence not renewed for 30 s (y-protocols' outdatedTimeout: every
+        client renews its own every 15 s, so an entry that old belongs to a client that
+        went away without a word reaching us)."""
+        cutoff = asyncio.get_running_loop().time() - _PRESENCE_TIMEOUT_SECONDS
+        old = [c for c, seen in self._presence_seen.items() if seen <= cutoff]
+        for client in old:
+            del self._presence_seen[client]
+            self.presence.pop(client, None)
+        if old:
             self._notify()
 
     # --- extension requests ---------------------------------------------------------------------
@@ -426,7 +510,7 @@ class Session:
         try:
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
-            raise Timeout(f"no answer to {body.get('type')!r} within {timeout}s") from None
+            raise Timeout(f"no answer to {body.get('type')!r} within {_seconds(timeout)}") from None
         finally:
             self._requests.pop(rid, None)
 
@@ -469,11 +553,12 @@ class Session:
     def _on_local(self, event: TransactionEvent) -> None:
         if self._applying:
             return
-        if not self._replied:  # carried by the step 2 this connection has yet to send
-            self._offline_changes += 1
-            return
         update = event.update
         if update == _EMPTY_UPDATE:
+            return
+        self._unsent += 1
+        self._unsent_bytes += len(update)
+        if not self._replied:  # carried by the step 2 this connection has yet to send
             return
         self._pending.append(update)
         self._wake.set()
@@ -482,12 +567,13 @@ class Session:
         """Queue a frame after every local update made so far (they go first, merged)."""
         if self._replied and self._pending:
             self._outbox.extend(self._take_updates_frames())
-        self._outbox.append(frame)
+        self._outbox.append(_Out(frame))
         self._wake.set()
 
-    def _take_updates_frames(self, limit: int | None = None) -> list[bytes]:
-        """Merge pending local updates into sync update frames of at most ~1 MiB each."""
-        frames: list[bytes] = []
+    def _take_updates_frames(self, limit: int | None = None) -> list[_Out]:
+        """Merge pending local updates into sync update frames of at most ~1 MiB each (an
+        update larger than that by itself is cut into parts that each apply)."""
+        frames: list[_Out] = []
         while self._pending and (limit is None or len(frames) < limit):
             n, size = 0, 0
             for u in self._pending:
@@ -498,7 +584,7 @@ class Session:
             batch = self._pending[:n]
             del self._pending[:n]
             merged = batch[0] if n == 1 else merge_updates(*batch)
-            frames.append(P.encode_sync_update(merged))
+            frames += _update_frames(merged, n, size, first=P.encode_sync_update)
         return frames
 
     async def _send_loop(self, ws: Any) -> None:
@@ -508,7 +594,7 @@ class Session:
             self._wake.clear()
             while self._outbox or (self._replied and self._pending):
                 if self._outbox:
-                    frame = self._outbox[0]
+                    out = self._outbox[0]
                 else:
                     wait = self._last_update_sent + self._frame_interval - loop.time()
                     if wait > 0:  # let more local changes pile up into the next frame
@@ -519,14 +605,19 @@ class Session:
                     continue
                 self._sending = True
                 try:
-                    await ws.send(frame)
+                    await ws.send(out.frame)
                 except websockets.ConnectionClosed:
                     return  # the reader sees the close and reconnects
                 finally:
                     self._sending = False
                 # sent (in the socket's buffer, which the server reads eagerly)
-                if self._outbox and self._outbox[0] is frame:
+                if self._outbox and self._outbox[0] is out:
                     self._outbox.popleft()
+                    if out.changes:
+                        self._unsent = max(0, self._unsent - out.changes)
+                        self._unsent_bytes = max(0, self._unsent_bytes - out.nbytes)
+                        self._unconfirmed += out.changes
+                        self._unconfirmed_bytes += out.nbytes
             self._notify()
 
     # --- the connection ------------------------------------------------------------------------
@@ -540,7 +631,7 @@ class Session:
         while not self._closing:
             try:
                 ws = await websockets.connect(
-                    self.url,
+                    self._url,
                     max_size=None,
                     compression=None,
                     open_timeout=self._connect_timeout,
@@ -549,7 +640,7 @@ class Session:
                     close_timeout=2,
                 )
             except (OSError, TimeoutError, websockets.InvalidHandshake) as e:
-                err: ClientError = ServerGone(f"cannot connect to {self.url}: {e}")
+                err: ClientError = ServerGone(f"cannot connect to {self.url}: {redact(str(e))}")
                 if isinstance(e, websockets.InvalidStatus):
                     status = e.response.status_code
                     body = e.response.body.decode(errors="replace") if e.response.body else ""
@@ -591,7 +682,7 @@ class Session:
             down_since = down_since if down_since is not None and attempt else now
             if self._give_up_after is not None and now - down_since > self._give_up_after:
                 self._failed = ServerGone(
-                    f"gave up reconnecting to {self.url} after {self._give_up_after}s: "
+                    f"gave up reconnecting to {self.url} after {_seconds(self._give_up_after)}: "
                     f"{self._last_error}"
                 )
                 self._notify()
@@ -603,7 +694,7 @@ class Session:
             await asyncio.sleep(delay)
 
     def _disconnected(self) -> None:
-        self._ws = None
+        ws, self._ws = self._ws, None
         self._ready.clear()
         self._replied = False
         self._synced_now = False
@@ -614,8 +705,20 @@ class Session:
         self._sending = False
         self._pending.clear()
         # whatever was queued for the old socket is moot: the next step 2 carries every
-        # local change the server lacks, and requests are failed below
+        # local change the server lacks (sent or not, as far as we know), and requests
+        # are failed below
         self._outbox.clear()
+        if self._closing and ws is not None and ws.close_code not in (None, 1006):
+            # we closed and the server answered: it had read every frame sent before
+            # our close frame
+            self._unconfirmed = self._unconfirmed_bytes = 0
+        self._unsent += self._unconfirmed
+        self._unsent_bytes += self._unconfirmed_bytes
+        self._unconfirmed = self._unconfirmed_bytes = 0
+        # others' presence as we knew it: they announce it again to the next connection
+        # (the server sends what it holds), and anyone who left meanwhile is gone
+        self.presence.clear()
+        self._presence_seen.clear()
         self._fail_requests(
             ServerGone("the connection dropped before the server answered; it may or may "
                        "not have been applied")
@@ -629,17 +732,20 @@ class Session:
         self._synced_now = False
         self._outbox.clear()
         # our step 1 first, then presence and the extension hello (which opts us in)
-        self._outbox.append(P.encode_sync_step1(self.doc.get_state()))
+        self._outbox.append(_Out(P.encode_sync_step1(self.doc.get_state())))
         if self._presence is not None:
             self._clock += 2  # past the "null" the server sent for our last connection
             state = json.dumps(self._presence)
+            self._presence_sent = asyncio.get_running_loop().time()
             self._outbox.append(
-                P.encode_awareness(
-                    P.encode_awareness_entries([(self.doc.client_id, self._clock, state)])
+                _Out(
+                    P.encode_awareness(
+                        P.encode_awareness_entries([(self.doc.client_id, self._clock, state)])
+                    )
                 )
             )
         hello_id = next(self._ids)
-        self._outbox.append(P.encode_extension({"type": "hello", "id": hello_id}))
+        self._outbox.append(_Out(P.encode_extension({"type": "hello", "id": hello_id})))
         self._sender = asyncio.create_task(self._send_loop(ws))
         self._wake.set()
         self._renewer = asyncio.create_task(self._renew_presence())
@@ -661,12 +767,16 @@ class Session:
     def _handle(self, msg: P.Message, hello_id: int) -> None:
         if isinstance(msg, P.SyncStep1):
             # The reply carries every local change the server lacks, offline edits included;
-            # updates queued before it are dropped so that none is sent twice.
+            # updates queued before it are dropped so that none is sent twice. A large one
+            # goes as a step 2 and sync updates, each under the frame limit.
             self._pending.clear()
             update = self.doc.get_update(msg.state_vector)
             self._replied = True
-            self._offline_changes = 0
-            self._outbox.append(P.encode_sync_step2(update))
+            if update == _EMPTY_UPDATE:  # the server holds every local change
+                self._unsent = self._unsent_bytes = 0
+            self._outbox.extend(
+                _update_frames(update, self._unsent, self._unsent_bytes, P.encode_sync_step2)
+            )
             self._wake.set()
             self._check_ready()
         elif isinstance(msg, P.SyncStep2):
@@ -715,17 +825,74 @@ class Session:
         except BaseException as e:  # pyo3 PanicException derives from BaseException
             if isinstance(e, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
                 raise
-            raise ProtocolError(f"the server sent an update that does not apply: {e}") from e
+            if isinstance(e, ExceptionGroup) and e.message == _OBSERVER_ERROR:
+                # the update applied; an observer of the document (the caller's own
+                # code) raised while it did: theirs to fix, no reason to drop the server
+                for error in e.exceptions:
+                    log.error(
+                        "%s: a document observer raised while a remote update was applied "
+                        "(the update is applied; the session goes on): %r",
+                        self.name, error, exc_info=error,
+                    )  # fmt: skip
+            else:
+                raise ProtocolError(f"the server sent an update that does not apply: {e}") from e
         finally:
             self._applying = False
         self._notify()
 
     async def _renew_presence(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(_PRESENCE_RENEW_SECONDS)
-            if self._presence is not None and self._ready.is_set():
+            await asyncio.sleep(_PRESENCE_CHECK_SECONDS)
+            self._expire_presence()
+            if (
+                self._presence is not None
+                and self._ready.is_set()
+                and loop.time() - self._presence_sent >= _PRESENCE_RENEW_SECONDS
+            ):
                 self._clock += 1
                 self._send_presence()
+
+
+def _update_frames(
+    update: bytes, changes: int, nbytes: int, first: Callable[[bytes], bytes]
+) -> list[_Out]:
+    """`update` as frames of at most about 1 MiB of update each: `first` (a step 2 or a
+    sync update) with its first part, sync updates with the others (each applies on its
+    own, in order: client.split). The last frame carries the `changes` count."""
+    parts = split_update(update, _MAX_FRAME_UPDATE_BYTES)
+    frames = [_Out(first(parts[0]))] + [_Out(P.encode_sync_update(p)) for p in parts[1:]]
+    frames[-1] = _Out(frames[-1].frame, changes, nbytes)
+    return frames
+
+
+def root_kind(doc: Doc[Any], name: str) -> str | None:
+    """What the root `name` of `doc` holds, as the server names it ("text", "a map",
+    "an array", "an XML tree"), or None when the document has no such root or nothing
+    visible in it (any type may take it). A root pycrdt has not typed yet (one only
+    received) is looked at on a scratch copy, since asking for a root fixes its type."""
+    if name not in doc.keys():
+        return None
+    root = dict(doc.items())[name]
+    if root is None:
+        scratch: Doc[Any] = Doc()
+        scratch.apply_update(doc.get_update())
+        if len(scratch.get(name, type=Map)) > 0:
+            return "a map"
+        if len(list(scratch.get(name, type=XmlFragment).children)) > 0:
+            return "an XML tree"
+        if str(scratch.get(name, type=YText)):
+            return "text"
+        if len(scratch.get(name, type=Array)) > 0:
+            return "an array"
+        return None
+    if isinstance(root, YText):
+        return "text"
+    if isinstance(root, Map):
+        return "a map"
+    if isinstance(root, Array):
+        return "an array"
+    return "an XML tree"
 
 
 #: ``connect(url, doc, user=..., token=...)``: a session on `doc` at `url`

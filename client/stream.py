@@ -8,9 +8,11 @@
 
 The iterators never end by themselves: when the connection drops or the server
 restarts they reconnect (with back-off) and resume after the last id they saw (the
-``Last-Event-ID`` header), so the events come gap-free and in order. A refusal
-(unknown document, bad token, forbidden) is raised; so is a server that stays
-unreachable past ``give_up`` seconds, when given.
+``Last-Event-ID`` header), so the events come gap-free and in order. A refusal (a bad
+name, a bad token, forbidden) is raised; so is a server that stays unreachable past
+``give_up`` seconds, when given. A document nobody has written yet is no refusal: its
+stream is open and empty, and its first event comes as soon as it is written (a
+follower may start before the document exists).
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import io
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -128,6 +129,44 @@ async def test_cat_of_an_emptied_document_prints_nothing(
     capsys.readouterr()
     assert await run("cat", "emptied", "--url", server.url) == 0
     assert capsys.readouterr().out == ""
+
+
+async def test_cat_adds_a_newline_on_a_terminal_only(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pty
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("no newline at the end"))
+    assert await run("edit", "nl", "-", "--url", server.url, "--user", "ada") == 0
+    capsys.readouterr()
+    # into a pipe (or a file): the text exactly
+    assert await run("cat", "nl", "--url", server.url) == 0
+    assert capsys.readouterr().out == "no newline at the end"
+    # on a terminal: the prompt comes on a line of its own
+    master, slave = pty.openpty()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "palimpsest.client", "cat", "nl", "--url", server.url,
+            stdout=slave, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        os.close(slave)
+        _, err = await proc.communicate()
+        assert proc.returncode == 0, err
+
+        def read_all() -> bytes:
+            out = b""
+            while True:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: the terminal's other side is closed
+                    return out
+                if not chunk:
+                    return out
+                out += chunk
+
+        assert await asyncio.to_thread(read_all) == b"no newline at the end\r\n"
+    finally:
+        os.close(master)
 
 
 def test_entry_points() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -90,3 +91,36 @@ async def test_restore_tags_undo_over_http(server: RunningServer) -> None:
         assert not nothing and "nothing to undo" in (nothing.reason or "")
     async with client.connect(server.ws_url, "rest", user="dan") as d:
         assert d.text() == "one two three"
+
+
+async def test_a_version_is_named_by_tag_in_seqs_place(server: RunningServer) -> None:
+    # as restore(doc, "v1") takes it; it was int("v1"): a bare ValueError
+    await three_versions(server, "tagged")
+    async with client.History(server.url, user="ada") as h:
+        await h.tag("tagged", "v1", seq=2)
+        by_tag = await h.version("tagged", "v1")
+        assert by_tag == await h.version("tagged", tag="v1") == await h.version("tagged", 2)
+        assert by_tag.text == "one two "
+        assert await h.version_update("tagged", "v1") == await h.version_update("tagged", 2)
+        with pytest.raises(client.NotFound):
+            await h.version("tagged", "no-such-tag")
+        with pytest.raises(ValueError, match="one of"):
+            await h.version("tagged", "v1", tag="v1")
+
+
+async def test_a_stream_of_a_document_not_written_yet_waits_for_its_first_event(
+    server: RunningServer,
+) -> None:
+    # docs/changefeed.md: no 404 (where /events has one): the stream is open and empty
+    # until the document is written, so a follower may start first
+    async with client.History(server.url, user="ada") as h:
+        with pytest.raises(client.NotFound):
+            await h.events("later")
+        events = h.stream("later", updates=False).__aiter__()
+        first = asyncio.ensure_future(anext(events))
+        async with client.connect(server.ws_url, "later", user="bob") as b:
+            b.text().insert(0, "now")
+            await b.flush()
+        ev = await asyncio.wait_for(first, 20)
+        assert (ev.doc, ev.seq, ev.actor, ev.kind) == ("later", 1, "bob", "edit")
+        await events.aclose()  # type: ignore[attr-defined]

@@ -6,9 +6,13 @@ The server runs as a real subprocess (tests/serverproc.py) on a free port."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pycrdt import Doc, Text
 from serverproc import ServerProcess
 
@@ -126,5 +130,102 @@ async def test_undo_after_reconnect(tmp_path: Path) -> None:
             result = await a.undo(timeout=20)
             assert result.ok, result.reason
             await a.wait_for(lambda: a.text() == "keep ", timeout=10)
+    finally:
+        await srv.astop()
+
+
+async def test_offline_edits_over_the_frame_limit_all_reach_the_server(tmp_path: Path) -> None:
+    # 9 MiB typed while the server is down: more than its 8 MiB frame limit. The step 2
+    # that carries them goes as a step 2 and sync updates of about 1 MiB each (it was
+    # one frame: 4413, and the session failed for good with every edit)
+    srv = ServerProcess(tmp_path)
+    await srv.astart()
+    chunk = 1 << 20
+    expected = "online. " + "".join(chr(ord("a") + i) * chunk for i in range(9))
+    try:
+        async with client.connect(srv.ws_url, "bigoffline", user="ada", max_backoff=0.3) as a:
+            a.text().insert(0, "online. ")
+            await a.flush()
+            await srv.astop()
+            await a.wait_for(lambda: not a.connected, timeout=10)
+            for i in range(9):  # nine pastes of 1 MiB
+                a.text().append(chr(ord("a") + i) * chunk)
+            await srv.astart()
+            await a.wait_connected(timeout=30)
+            await a.flush(timeout=120)
+            assert a.error is None and a.connections == 2
+        async with client.connect(srv.ws_url, "bigoffline", user="bob") as b:
+            assert b.text() == expected
+    finally:
+        await srv.astop()
+    text, useless = await logged_edits(srv.db_path, "bigoffline")
+    assert text == expected
+    assert useless == 0
+
+
+async def test_close_when_the_server_died_unnoticed_warns_what_is_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="palimpsest.client")
+    srv = ServerProcess(tmp_path)
+    await srv.astart()
+    try:
+        # a healthy close of an edit never flushed: the server answers the close, so the
+        # edit reached it, and nothing is said
+        async with client.connect(srv.ws_url, "lost", user="ada") as a:
+            a.text().insert(0, "saved ")
+        assert "local change" not in caplog.text
+
+        # the server killed; the session may or may not have seen the socket close when
+        # the edit is made and close() called. Either way close() does not wait out its
+        # flush_timeout (the suite's timeout would stop it) and says what is lost
+        a = await client.connect(srv.ws_url, "lost", user="ada", max_backoff=0.3).open()
+        assert a.text() == "saved "
+        await srv.akill9()
+        a.text().append("lost ")
+        await a.close(flush_timeout=600)
+        assert "closed with 1 local change(s)" in caplog.text
+        assert "did not reach the server" in caplog.text
+
+        # a server that stopped answering (SIGSTOP: a partition, nothing noticed): the
+        # edit goes into the socket, the close gets no answer, so it may be lost
+        await srv.astart()
+        b = await client.connect(srv.ws_url, "lost", user="bob").open()
+        assert b.text() == "saved "  # ada's second edit never reached the server
+        caplog.clear()
+        assert srv.pid is not None
+        os.kill(srv.pid, signal.SIGSTOP)
+        try:
+            b.text().append("unconfirmed ")
+            b.text().append("twice ")
+            await b.close(flush_timeout=600)
+        finally:
+            os.kill(srv.pid, signal.SIGCONT)
+        assert "closed with 2 local change(s)" in caplog.text
+    finally:
+        await srv.astop()
+
+
+async def test_presence_of_a_peer_that_left_during_an_outage_is_not_kept(tmp_path: Path) -> None:
+    srv = ServerProcess(tmp_path)
+    await srv.astart()
+    try:
+        async with (
+            client.connect(srv.ws_url, "pres", user="ada", max_backoff=0.3) as a,
+            client.connect(srv.ws_url, "pres", user="cy", max_backoff=0.3) as c,
+        ):
+            b = await client.connect(srv.ws_url, "pres", user="bob", max_backoff=0.3).open()
+            b.set_presence({"name": "bob"})
+            c.set_presence({"name": "cy"})
+            await a.wait_for(lambda: len(a.presence) == 2, timeout=10)
+            await srv.akill9()
+            await a.wait_for(lambda: not a.connected, timeout=10)
+            assert a.presence == {}  # nobody is known to be there while we are cut off
+            await b.close()  # bob leaves while the server is down: nobody hears it
+            await srv.astart()
+            await a.wait_connected(timeout=30)
+            # cy re-announces to the new connection; bob, who is gone, does not come back
+            await a.wait_for(lambda: {"name": "cy"} in a.presence.values(), timeout=10)
+            assert list(a.presence.values()) == [{"name": "cy"}]
     finally:
         await srv.astop()

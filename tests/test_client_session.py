@@ -6,14 +6,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
+import logging
+import re
 from typing import Any
 
 import pytest
+import yclient
 from conftest import RunningServer, free_port, run_server
-from pycrdt import Doc
+from pycrdt import Array, Doc, Map
+from pycrdt import Text as YText
 
 from palimpsest import client
+from palimpsest import protocol as P
 from palimpsest.auth.tokens import mint
+from palimpsest.client import session as session_module
 from palimpsest.settings import Settings
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256!"
@@ -281,3 +288,155 @@ async def test_a_wrong_url_says_so(server: RunningServer) -> None:
     # an http:// base URL is understood
     async with client.connect(server.url, "doc", user="ada") as s:
         assert s.connected
+
+
+# --- what field testing found -----------------------------------------------------------
+
+
+async def test_a_big_document_brought_with_ydoc_is_published(server: RunningServer) -> None:
+    # 9 MiB made before connecting: the first step 2 is over the server's 8 MiB frame
+    # limit, so it goes as a step 2 and sync updates of about 1 MiB
+    mine: Doc[Any] = Doc()
+    text = mine.get("content", type=YText)
+    for i in range(9):
+        text += chr(ord("a") + i) * (1 << 20)
+    async with client.connect(server.ws_url, "bigydoc", user="ada", ydoc=mine) as a:
+        await a.flush(timeout=120)
+        assert a.error is None and a.connections == 1
+    async with client.connect(server.ws_url, "bigydoc", user="bob") as b:
+        assert b.text() == str(text)
+
+
+async def test_one_value_over_the_frame_limit_fails_once_with_its_size(settings: Settings) -> None:
+    # what cannot be cut (one binary value) and is over the limit: TooLarge, whose
+    # message gives both sizes, and no reconnecting to send it again and again
+    settings = dataclasses.replace(settings, max_frame_bytes=2 << 20)
+    async with run_server(settings) as srv:
+        async with client.connect(srv.ws_url, "blob", user="ada") as a:
+            a.text().insert(0, "x" * (3 << 20))  # text is cut: it goes
+            await a.flush(timeout=60)
+            a.doc.get("m", type=Map)["blob"] = b"\x01" * (3 << 20)
+            with pytest.raises(client.TooLarge, match=r"frame of \d+ bytes is over the limit"):
+                await a.flush(timeout=60)
+            assert a.connections == 1 and isinstance(a.error, client.TooLarge)
+        async with client.connect(srv.ws_url, "blob", user="bob") as b:
+            assert len(b.text()) == 3 << 20
+
+
+async def test_an_observer_that_raises_is_the_callers_bug_not_the_servers(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="palimpsest.client")
+    async with (
+        client.connect(server.ws_url, "observed", user="bot") as bot,
+        client.connect(server.ws_url, "observed", user="human") as human,
+    ):
+        ytext = bot.doc.get("content", type=YText)
+        calls: list[int] = []
+
+        def buggy(_event: Any) -> None:
+            calls.append(1)
+            if len(calls) == 1:
+                raise KeyError("a bug in my handler")
+
+        ytext.observe(buggy)
+        human.text().append("hello")
+        await bot.wait_for(lambda: str(ytext) == "hello", timeout=5)
+        # logged as the caller's, with its traceback; the session goes on
+        (record,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert "observer raised" in record.getMessage()
+        assert record.exc_info is not None and isinstance(record.exc_info[1], KeyError)
+        assert bot.error is None and bot.connected and bot.connections == 1
+        human.text().append(" again")
+        await bot.wait_for(lambda: bot.text() == "hello again", timeout=5)
+        bot.text().append("!")
+        await human.wait_for(lambda: human.text() == "hello again!", timeout=5)
+
+        # an observer may not edit inside the remote transaction (pycrdt refuses: logged
+        # the same way); scheduled after it, as docs/client.md says, the edit goes out
+        loop = asyncio.get_running_loop()
+
+        def answer(_event: Any) -> None:
+            if str(ytext).endswith("ping"):
+                loop.call_soon(lambda: bot.text().append(" pong"))
+
+        ytext.observe(answer)
+        human.text().append(" ping")
+        await human.wait_for(lambda: human.text() == "hello again! ping pong", timeout=5)
+        assert bot.error is None and bot.connections == 1
+
+
+async def test_presence_not_renewed_expires(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # y-protocols drops an entry not renewed for 30 s; the test shortens that to 1 s
+    monkeypatch.setattr(session_module, "_PRESENCE_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setattr(session_module, "_PRESENCE_CHECK_SECONDS", 0.05)
+
+    def entry(clock: int) -> bytes:
+        state = json.dumps({"name": "ghost"})
+        return P.encode_awareness(P.encode_awareness_entries([(4242, clock, state)]))
+
+    async with (
+        client.connect(server.ws_url, "stale", user="ada") as a,
+        yclient.connect(server.ws_url, "stale", user="ghost") as ghost,
+    ):
+        await ghost.send_raw(entry(1))
+        await a.wait_for(lambda: a.presence.get(4242) == {"name": "ghost"}, timeout=5)
+        # still connected, never renewing, never withdrawing: it goes all the same
+        await a.wait_for(lambda: 4242 not in a.presence, timeout=10)
+        assert a.connected
+        await ghost.send_raw(entry(2))  # a renewal brings it back
+        await a.wait_for(lambda: a.presence.get(4242) == {"name": "ghost"}, timeout=5)
+
+
+async def test_text_of_a_root_of_another_type_is_refused(server: RunningServer) -> None:
+    async with client.connect(server.ws_url, "typed", user="ada") as a:
+        a.doc.get("m", type=Map)["k"] = "v"
+        a.doc.get("arr", type=Array).append(1)
+        await a.flush()
+        with pytest.raises(client.WrongType, match="holds a map"):
+            a.text("m")  # a root this doc typed itself
+    before = len(await server.backend.store.read("typed"))
+    async with client.connect(server.ws_url, "typed", user="bob") as b:
+        # roots only received: pycrdt has not typed them yet
+        with pytest.raises(client.WrongType, match="the root 'm' of 'typed' holds a map") as e:
+            b.text("m")
+        assert isinstance(e.value, TypeError)
+        with pytest.raises(client.WrongType, match="holds an array, not text"):
+            b.text("arr")
+        # nothing was fixed as text nor written: the map reads as before
+        assert b.doc.get("m", type=Map).to_py() == {"k": "v"}
+        b.text("content").insert(0, "a text root beside them")  # a new root is fine
+        await b.flush()
+    assert len(await server.backend.store.read("typed")) == before + 1
+
+
+async def test_no_message_quotes_the_token(settings: Settings) -> None:
+    settings = dataclasses.replace(settings, jwt_secret=SECRET)
+    token = mint(SECRET, "ada", "write", ["doc"])
+    messages: list[str] = []
+    async with run_server(settings) as srv:
+        with pytest.raises(client.NotFound) as wrong_path:
+            async with client.connect(f"ws://127.0.0.1:{srv.port}/nope", "doc", token=token):
+                pass
+        messages.append(str(wrong_path.value))
+        s = client.connect(srv.ws_url, "doc", token=token, max_backoff=0.1, give_up_after=1)
+        await s.open()
+        messages.append(s.url)
+    with pytest.raises(client.ServerGone) as not_connected:
+        await s.flush(timeout=0.3)
+    messages.append(str(not_connected.value))
+    with pytest.raises(client.ServerGone, match="gave up") as gave_up:
+        await s.wait_for(lambda: False, timeout=10)
+    messages.append(str(gave_up.value))
+    await s.close()
+    with pytest.raises(client.ServerGone) as unreachable:
+        async with client.connect(f"ws://127.0.0.1:{free_port()}/ws", "doc", token=token):
+            pass
+    messages.append(str(unreachable.value))
+    for m in messages:
+        assert token not in m and "token=…" in m, m
+    # durations read as durations, not as 0.29999513s
+    assert not re.search(r"\d\.\d{3,}", messages[2]), messages[2]
+    assert "not connected" in messages[2] and " s " in messages[2]
