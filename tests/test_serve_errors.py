@@ -310,3 +310,65 @@ async def test_servers_sharing_a_fanout_bus_share_a_postgresql_schema(tmp_path: 
             assert r.returncode == 3, (r.stdout, r.stderr)
             assert f"serve pid {a.pid} on" in r.stderr and f"serve pid {b.pid} on" in r.stderr
             assert "this one has no fan-out bus" in r.stderr, r.stderr
+
+
+@pytest.mark.postgres
+async def test_edits_of_people_who_left_survive_postgresql_dropping_the_pool(
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL terminates the server's pooled sessions again and again (a failover,
+    an operator's pg_terminate_backend) while people each type one edit and close the
+    tab at once. A pooled connection left mid-operation raised asyncpg's
+    InternalClientError ("cannot switch to state 12"), which the committer took for a
+    refusal: it closed the senders and dropped the edit, so the edit of someone who had
+    already left was lost (27 of 300 in the field). Now it is held and retried: every
+    edit is logged, once."""
+    async with fresh_schema() as url, ServerProcess(
+        tmp_path / "s", extra_args=["--store", url]
+    ) as srv:  # fmt: skip
+        stop = asyncio.Event()
+        killed = 0
+
+        async def terminate() -> None:
+            nonlocal killed
+            conn = await asyncpg.connect(PG_URL, timeout=10)
+            try:
+                while not stop.is_set():
+                    killed += len(await conn.fetch(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE application_name = 'palimpsest' AND pid <> pg_backend_pid()"
+                    ))  # fmt: skip
+                    await asyncio.sleep(0.05)
+            finally:
+                await conn.close()
+
+        tokens = [f"<tab{i}>" for i in range(400)]
+        todo = list(tokens)
+
+        async def person() -> None:
+            while todo:
+                token = todo.pop()
+                async with client.connect(srv.ws_url, "tabs", user=token[1:-1]) as c:
+                    c.text().insert(0, token)  # and the tab is closed at once
+
+        killer = asyncio.create_task(terminate())
+        try:
+            await asyncio.gather(*(person() for _ in range(4)))
+        finally:
+            stop.set()
+            await killer
+        assert killed > 5  # the pool was cut while they typed
+
+        async def text() -> str:
+            async with httpx.AsyncClient(base_url=srv.http_url, timeout=10) as h:
+                r = await h.get("/api/docs/tabs/versions/head")
+                return str(r.json()["roots"]["content"]["value"]) if r.status_code == 200 else ""
+
+        for _ in range(150):  # held edits are retried with back-off
+            now = await text()
+            if all(t in now for t in tokens):
+                break
+            await asyncio.sleep(0.2)
+        missing = [t for t in tokens if t not in now]
+        assert not missing, (missing, srv.log_tail(20))
+        assert all(now.count(t) == 1 for t in tokens)

@@ -141,6 +141,9 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.InterfaceError,
+    # a pooled connection left mid-operation when its backend was terminated ("cannot
+    # switch to state 12; another operation is in progress"): the next one is fresh
+    asyncpg.exceptions.InternalClientError,
     asyncpg.exceptions.InvalidCatalogNameError,  # the database is not there (yet)
     asyncpg.exceptions.ObjectInUseError,
     # the server answers but cannot write now (disk full, out of memory, I/O error,
