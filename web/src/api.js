@@ -3,15 +3,30 @@
 // `Authorization: Bearer TOKEN` when a token is known, else `?user=NAME`
 // (the server's open development mode).
 
+// The server's errors are JSON: {"error": "NotFound", "detail": "no document named 'x'"}
+// (`error` the class, `detail` the explanation for people); the undo routes answer
+// {"ok": false, "reason": ...}.
 export class ApiError extends Error {
-  constructor (status, reason) {
+  constructor (status, reason, code = null) {
     super(reason)
     this.status = status
     this.reason = reason
+    this.code = code // the server's error class ("NotFound", "BadRequest"…), when it said
   }
 
+  /**
+   * The route itself is missing (a server without this feature, or something other than
+   * Palimpsest answering): not the same as a 404 about this document, its seq or its tag.
+   */
   get unavailable () {
-    return this.status === 404 || this.status === 405 || this.status === 501
+    if (this.status === 405 || this.status === 501) return true
+    if (this.status !== 404) return false
+    return this.code !== 'NotFound' || /^no route\b/.test(this.reason)
+  }
+
+  /** a 404 about the document: it has no events (only a name), or it was deleted */
+  get noDocument () {
+    return this.status === 404 && !this.unavailable && /\bno document\b/.test(this.reason)
   }
 }
 
@@ -53,8 +68,11 @@ export class Api {
       try { data = JSON.parse(text) } catch { data = null }
     }
     if (!response.ok) {
-      const reason = (data && (data.reason || data.error || data.detail)) || `${response.status} ${response.statusText}`
-      throw new ApiError(response.status, typeof reason === 'string' ? reason : JSON.stringify(reason))
+      const body = data && typeof data === 'object' ? data : {}
+      // the explanation, not the error's class name
+      const reason = body.reason || body.detail || body.error || `${response.status} ${response.statusText}`.trim()
+      const code = typeof body.error === 'string' ? body.error : null
+      throw new ApiError(response.status, typeof reason === 'string' ? reason : JSON.stringify(reason), code)
     }
     return data
   }

@@ -7,12 +7,12 @@
 
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
-import { Compartment, EditorState, Prec } from '@codemirror/state'
+import { Compartment, EditorState, Prec, Transaction } from '@codemirror/state'
 import {
   EditorView, keymap, drawSelection, dropCursor, highlightActiveLine,
   highlightSpecialChars, placeholder
 } from '@codemirror/view'
-import { defaultKeymap, indentWithTab } from '@codemirror/commands'
+import { defaultKeymap } from '@codemirror/commands'
 import { searchKeymap, highlightSelectionMatches } from '@codemirror/search'
 import { yCollab, ySyncAnnotation } from 'y-codemirror.next'
 import { ServerUndo } from '../../static/palimpsest.js'
@@ -77,7 +77,9 @@ export function openDocument ({ doc, user, token, parent }) {
         highlightSelectionMatches(),
         EditorView.lineWrapping,
         hint.of(placeholder('Opening the document…')),
-        keymap.of([...defaultKeymap, ...searchKeymap, indentWithTab]),
+        // No Tab binding: Tab and Shift+Tab move the focus out of the editor, as everywhere
+        // else on the page (WCAG 2.1.2, no keyboard trap), and never indent the shared text.
+        keymap.of([...defaultKeymap, ...searchKeymap]),
         collab.of([]),
         undoGrouping(session),
         editable.of(editableExt(false)),
@@ -102,6 +104,7 @@ export function openDocument ({ doc, user, token, parent }) {
       session.root = choice.edit
       view.dispatch({
         changes: { from: 0, to: view.state.doc.length, insert: ytext.toString() },
+        annotations: Transaction.remote.of(true), // (the text as loaded: nobody's typing)
         effects: [
           collab.reconfigure(yCollab(ytext, provider.awareness, { undoManager: false })),
           hint.reconfigure(placeholder('Start writing. Everyone in this document sees your text as you type.')),
@@ -109,6 +112,10 @@ export function openDocument ({ doc, user, token, parent }) {
         ]
       })
       parent.dataset.root = choice.edit
+      // The editor can take the focus only now that it is editable: give it the focus
+      // if nothing else has it (the page just loaded) and it is on show (not a preview).
+      const idle = !document.activeElement || document.activeElement === document.body
+      if (allowed && idle && !parent.hidden) view.focus()
     } else {
       session.shown = choice.show
       parent.dataset.shown = choice.show.join(' ') // styled: the text editor goes
@@ -131,7 +138,6 @@ export function openDocument ({ doc, user, token, parent }) {
     session.setEditable(false)
     if (session.root === null) view.dispatch({ effects: hint.reconfigure([]) }) // not opening
   }
-  view.focus()
   return session
 }
 
@@ -199,7 +205,8 @@ function undoGrouping (session) {
   return [
     EditorView.updateListener.of((update) => {
       for (const tr of update.transactions) {
-        if (tr.docChanged && tr.annotation(ySyncAnnotation) === undefined) dirty = true
+        const typed = tr.annotation(ySyncAnnotation) === undefined && !tr.annotation(Transaction.remote)
+        if (tr.docChanged && typed) dirty = true
         else if (!tr.docChanged && tr.selection && tr.isUserEvent('select')) close()
       }
     }),
@@ -222,6 +229,7 @@ export class ConnectionStatus {
     this.everConnected = false
     this.pending = 0
     this.refused = null
+    this.refusedCode = null
     this.onRefused = null
     this.listeners = new Set()
 
@@ -241,6 +249,7 @@ export class ConnectionStatus {
       // 4400–4499: a permanent refusal (bad name, bad token, forbidden): stop retrying
       if (event && event.code >= 4400 && event.code < 4500) {
         this.refused = event.reason || `closed with code ${event.code}`
+        this.refusedCode = event.code // 4404: the document was deleted
         provider.disconnect()
         this.onRefused?.(this.refused)
       }

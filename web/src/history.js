@@ -46,8 +46,23 @@ export class HistoryPanel {
       event.preventDefault()
       const input = $('#tag-name')
       const name = input.value.trim()
-      if (name) this.saveTag(name, this.previewSeq ?? this.head).then((ok) => { if (ok) input.value = '' })
+      const seq = typeof this.previewSeq === 'number' ? this.previewSeq : this.head
+      if (name) this.saveTag(name, seq).then((ok) => { if (ok) input.value = '' })
     })
+    // The "Name this version" dialog: one listener for good, reading the version the
+    // dialog was opened for (a listener added per opening outlived a dialog closed with
+    // Esc, and the next name was then saved twice, once on the old version).
+    this._tagDialogSeq = null
+    const tagDialog = $('#tag-dialog')
+    $('#tag-dialog-form').addEventListener('submit', (event) => {
+      const name = $('#tag-dialog-input').value.trim()
+      const seq = this._tagDialogSeq
+      if (!name || seq === null) { event.preventDefault(); return }
+      this._tagDialogSeq = null
+      this.saveTag(name, seq)
+    })
+    $('#tag-dialog-cancel').addEventListener('click', () => tagDialog.close())
+    tagDialog.addEventListener('close', () => { this._tagDialogSeq = null })
     document.addEventListener('keydown', (event) => {
       if (event.key === 'Escape' && this.previewSeq !== null && !document.querySelector('dialog[open]')) {
         this.exitPreview()
@@ -74,7 +89,10 @@ export class HistoryPanel {
     session.ydoc.on('update', () => { if (this.isOpen) this.refreshSoon() })
     // undo, redo and group marks are events too (a mark changes no text)
     session.undo.on('result', () => { if (this.isOpen) this.refreshSoon() })
-    session.status.on((state) => { if (state === 'connected' && this.isOpen) this.refreshSoon() })
+    // (refused: the document may have been deleted, which the panel then says)
+    session.status.on((state) => {
+      if ((state === 'connected' || state === 'refused') && this.isOpen) this.refreshSoon()
+    })
   }
 
   open () {
@@ -102,7 +120,13 @@ export class HistoryPanel {
     }
   }
 
-  async refresh () {
+  refresh () {
+    // (kept: a message about the versions there are waits for the latest count)
+    this.refreshed = this._refresh()
+    return this.refreshed
+  }
+
+  async _refresh () {
     const token = (this._refreshToken = (this._refreshToken || 0) + 1)
     const oldHead = this.head
     const [sessions, tags] = await Promise.allSettled([
@@ -110,14 +134,15 @@ export class HistoryPanel {
       this.api.tags(this.doc)
     ])
     if (token !== this._refreshToken) return
-    if (tags.status === 'fulfilled') {
+    if (tags.status === 'fulfilled' || docNotFound(tags.reason)) {
       this.tags = (tags.value && tags.value.tags) || []
       this.renderTags()
     } else {
       this.renderTagsError(tags.reason)
     }
-    if (sessions.status === 'fulfilled') {
-      const list = sessions.value
+    if (sessions.status === 'fulfilled' || docNotFound(sessions.reason)) {
+      // (a document with only a name, no events yet, is a 404 too: no sessions)
+      const list = sessions.value || []
       this.head = Math.max(0, ...list.map((s) => s.end_seq || 0))
       await this.renderSessions(list, token)
     } else {
@@ -127,6 +152,39 @@ export class HistoryPanel {
     this.updateScrub()
     if (this.previewSeq !== null && this.mode === 'diff' && this.head !== oldHead) {
       this.renderPreview(++this._previewToken) // "changes since" is against the live head
+    }
+  }
+
+  /** the server closed this page's connection because the document was deleted */
+  get deleted () {
+    return this.session.status.refusedCode === 4404
+  }
+
+  /** what the timeline says when there are no events */
+  emptyTimeline () {
+    return this.deleted
+      ? h('p', { class: 'empty deleted' }, `This document was deleted (${this.session.status.refused}). Its history went with it.`)
+      : h('p', { class: 'empty' }, 'No edits yet. Type something and it shows up here.')
+  }
+
+  /**
+   * Redraw `container` with `build`, keeping the keyboard focus on the same row (its
+   * data-focus-key), or on its session's head if the row went, and the scroll position:
+   * the panel is redrawn whenever anyone edits, and a keyboard user must stay put.
+   */
+  keepingFocus (container, scroller, build) {
+    const active = document.activeElement
+    const inside = active instanceof HTMLElement && container.contains(active)
+    const keys = inside
+      ? [active.dataset.focusKey, active.closest('.session')?.querySelector('.session-head')?.dataset.focusKey]
+      : []
+    const top = scroller.scrollTop
+    build()
+    scroller.scrollTop = top
+    for (const key of keys) {
+      if (key === undefined) continue
+      const again = [...container.querySelectorAll('[data-focus-key]')].find((el) => el.dataset.focusKey === key)
+      if (again) { again.focus({ preventScroll: true }); return }
     }
   }
 
@@ -168,9 +226,13 @@ export class HistoryPanel {
     $('#history-count').textContent = list.length
       ? `${plural(total, 'event')} · ${plural(list.length, 'session')}`
       : ''
+    this.keepingFocus(this.timeline, this.timeline, () => this.drawSessions(newest, expandedData))
+  }
+
+  drawSessions (newest, expandedData) {
     clear(this.timeline)
-    if (!list.length) {
-      this.timeline.append(h('p', { class: 'empty' }, 'No edits yet. Type something and it shows up here.'))
+    if (!newest.length) {
+      this.timeline.append(this.emptyTimeline())
       return
     }
     for (const s of newest) {
@@ -186,6 +248,7 @@ export class HistoryPanel {
       const head = h('button', {
         class: 'session-head',
         'aria-expanded': String(open),
+        dataset: { focusKey: `session:${key}` },
         onclick: () => {
           if (this.expanded.has(key)) this.expanded.delete(key)
           else this.expanded.add(key)
@@ -238,18 +301,27 @@ export class HistoryPanel {
       }
     } catch (err) {
       if (token !== this._refreshToken) return
-      clear(this.timeline)
-      this.timeline.append(h('p', { class: 'error' }, `History is not available: ${err.message}`))
-      return
+      if (docNotFound(err)) {
+        events = []
+      } else {
+        clear(this.timeline)
+        this.timeline.append(h('p', { class: 'error' }, err.unavailable
+          ? `History is not available on this server (${reason && reason.message}).`
+          : `Could not load the history: ${err.message}`))
+        return
+      }
     }
     if (token !== this._refreshToken) return
     for (const e of events) this.eventCache.set(e.seq, e)
     this.head = events.length ? events[events.length - 1].seq : 0
-    $('#history-count').textContent = plural(events.length, 'event')
-    clear(this.timeline)
-    const ul = h('ol', { class: 'events flat' })
-    for (const e of events.filter(shown).slice(-200).reverse()) ul.append(this.eventItem(e))
-    this.timeline.append(ul)
+    $('#history-count').textContent = events.length ? plural(events.length, 'event') : ''
+    this.keepingFocus(this.timeline, this.timeline, () => {
+      clear(this.timeline)
+      if (!events.length) { this.timeline.append(this.emptyTimeline()); return }
+      const ul = h('ol', { class: 'events flat' })
+      for (const e of events.filter(shown).slice(-200).reverse()) ul.append(this.eventItem(e))
+      this.timeline.append(ul)
+    })
     this.markActive()
   }
 
@@ -257,7 +329,7 @@ export class HistoryPanel {
     const kind = e.kind || 'edit'
     const color = colorFor(e.actor)
     const details = []
-    if (e.reverts && e.reverts.length) details.push(`reverts ${e.reverts.map((s) => '#' + s).join(', ')}`)
+    if (e.reverts && e.reverts.length) details.push(`reverts ${seqList(e.reverts)}`)
     if (kind === 'restore' && e.meta && e.meta.restores !== undefined) details.push(`back to version #${e.meta.restores}`)
     const tags = this.tags.filter((t) => t.seq === e.seq)
     return h('li', {
@@ -267,6 +339,7 @@ export class HistoryPanel {
     },
     h('button', {
       class: 'event-row',
+      dataset: { focusKey: `event:${e.seq}` },
       title: `${absoluteTime(e.ts)} · ${formatBytes(e.size)} · click to view this version`,
       onclick: () => this.preview(e.seq)
     },
@@ -292,7 +365,8 @@ export class HistoryPanel {
     this.scrub.max = String(Math.max(1, this.head))
     this.scrub.min = '1'
     this.scrub.disabled = this.head < 1
-    const value = this._scrubTarget ?? this.previewSeq ?? this.head
+    const previewed = typeof this.previewSeq === 'number' ? this.previewSeq : null
+    const value = this._scrubTarget ?? previewed ?? this.head
     this.scrub.value = String(value)
     this.renderScrubLabel(value)
   }
@@ -307,6 +381,11 @@ export class HistoryPanel {
 
   renderTags () {
     const ul = $('#tag-list')
+    this.keepingFocus(ul, $('#tags'), () => this.drawTags(ul))
+    this.markActive()
+  }
+
+  drawTags (ul) {
     clear(ul)
     if (!this.tags.length) {
       ul.append(h('li', { class: 'empty' }, 'No named versions yet.'))
@@ -314,14 +393,13 @@ export class HistoryPanel {
     }
     for (const t of [...this.tags].sort((a, b) => b.seq - a.seq)) {
       ul.append(h('li', { class: 'tag-item', dataset: { seq: t.seq, name: t.name } },
-        h('button', { onclick: () => this.preview(t.seq, t.name) },
+        h('button', { onclick: () => this.preview(t.seq, t.name), dataset: { focusKey: `tag:${t.name}` } },
           h('span', { class: 'tag-name' }, t.name),
           h('span', { class: 'muted' }, `#${t.seq}`),
           h('span', { class: 'muted small', title: absoluteTime(t.ts) },
             [t.actor, relativeTime(t.ts)].filter(Boolean).join(' · ')))
       ))
     }
-    this.markActive()
   }
 
   renderTagsError (err) {
@@ -333,25 +411,22 @@ export class HistoryPanel {
   }
 
   askTag (seq) {
-    if (seq === null || seq === undefined) seq = this.head
+    if (typeof seq !== 'number') seq = this.head
     const dialog = $('#tag-dialog')
+    if (dialog.open) return
     const input = $('#tag-dialog-input')
     $('#tag-dialog-text').textContent = `Version #${seq} will be listed under this name.`
     input.value = ''
-    const form = $('#tag-dialog-form')
-    const onSubmit = async (event) => {
-      const name = input.value.trim()
-      if (!name) { event.preventDefault(); return }
-      form.removeEventListener('submit', onSubmit)
-      await this.saveTag(name, seq)
-    }
-    form.addEventListener('submit', onSubmit)
-    $('#tag-dialog-cancel').onclick = () => { form.removeEventListener('submit', onSubmit); dialog.close() }
+    this._tagDialogSeq = seq // (the form's submit listener, set once, names this one)
     dialog.showModal()
     input.focus()
   }
 
   async saveTag (name, seq) {
+    if (!(seq >= 1)) {
+      toast('There is no version to name yet: nothing has been written in this document.', { kind: 'info' })
+      return false
+    }
     try {
       const data = await this.api.addTag(this.doc, name, seq)
       if (data && data.tags) { this.tags = data.tags; this.renderTags() }
@@ -366,31 +441,48 @@ export class HistoryPanel {
 
   // ----- preview -----
 
-  async preview (seq, label = null) {
+  /**
+   * Show a version read-only: `ref` a seq (a number, or digits as in `?version=12`), or
+   * anything the server resolves to one (a version's name, "head"); `label` its name.
+   */
+  async preview (ref, label = null) {
     if (!this.isOpen) this.open()
     const token = ++this._previewToken
-    this.previewSeq = typeof seq === 'number' ? seq : (Number.isFinite(Number(seq)) ? Number(seq) : seq)
+    const text = String(ref).trim()
+    this.previewSeq = typeof ref === 'number' ? ref : /^\d{1,15}$/.test(text) ? Number(text) : text
     this.previewLabel = label
     document.body.classList.add('previewing')
     $('#preview-bar').hidden = false
     $('#preview').hidden = false
     $('#editor').hidden = true
     this.session.blur()
-    $('#preview-title').textContent = label ? `“${label}” · version #${seq}` : `Version #${seq}`
     $('#preview-meta').textContent = ''
-    this.markActive()
-    $('#tag-name').placeholder = `Name version #${seq}`
-    if (typeof this.previewSeq === 'number') {
-      this.scrub.value = String(this.previewSeq)
-      this.renderScrubLabel(this.previewSeq)
-    }
+    this.showPreviewSeq()
     await this.renderPreview(token)
+  }
+
+  /** the title, slider, name field and buttons for the version previewed */
+  showPreviewSeq () {
+    const seq = this.previewSeq
+    const label = this.previewLabel
+    const known = typeof seq === 'number'
+    $('#preview-title').textContent = !known
+      ? (seq === 'head' ? 'The latest version' : `“${seq}”`)
+      : label ? `“${label}” · version #${seq}` : `Version #${seq}`
+    $('#tag-name').placeholder = known ? `Name version #${seq}` : 'Name the current version'
+    $('#tag-btn').disabled = !known
+    this.markActive()
+    if (known) {
+      this.scrub.value = String(seq)
+      this.renderScrubLabel(seq)
+    }
   }
 
   exitPreview () {
     this._previewToken++
     this.previewSeq = null
     this.previewLabel = null
+    $('#tag-btn').disabled = false
     document.body.classList.remove('previewing')
     $('#tag-name').placeholder = 'Name the current version'
     $('#preview-bar').hidden = true
@@ -423,6 +515,12 @@ export class HistoryPanel {
       if (token !== this._previewToken) return
       const realSeq = version.seq ?? seq
       pane.dataset.seq = String(realSeq)
+      if (typeof seq !== 'number' && typeof realSeq === 'number') {
+        // a name (or "head") the server resolved: show the version it names
+        this.previewSeq = realSeq
+        if (seq !== 'head') this.previewLabel = this.previewLabel ?? seq
+        this.showPreviewSeq()
+      }
       let e = this.eventCache.get(realSeq)
       if (!e && realSeq > 0) {
         const page = await this.api.events(this.doc, { after: realSeq - 1, limit: 1 }).catch(() => null)
@@ -456,9 +554,9 @@ export class HistoryPanel {
         let deleted = 0
         let moved = 0
         for (const op of mergeOps(ops)) {
-          if (op.op === 'insert') { inserted += op.text.length; if (op.actor) authors.add(op.actor) }
-          if (op.op === 'delete') { deleted += op.text.length; if (op.actor) authors.add(op.actor) }
-          if (op.moved && op.op === 'insert') moved += op.text.length
+          if (op.op === 'insert') { inserted += charCount(op.text); if (op.actor) authors.add(op.actor) }
+          if (op.op === 'delete') { deleted += charCount(op.text); if (op.actor) authors.add(op.actor) }
+          if (op.moved && op.op === 'insert') moved += charCount(op.text)
           body.append(opSpan(op))
         }
         legend.append(...diffLegend(diff, realSeq, inserted, deleted, authors, moved))
@@ -491,10 +589,23 @@ export class HistoryPanel {
     } catch (err) {
       if (token !== this._previewToken) return
       clear(body); clear(legend); clear(extra)
-      body.append(h('span', { class: 'error' }, err.unavailable && this.mode !== 'text'
-        ? `This view is not available on the server (${err.message}).`
-        : `Could not load version ${seq}: ${err.message}`))
+      let message = `Could not load version ${typeof seq === 'number' ? `#${seq}` : `“${seq}”`}: ${err.message}`
+      if (err.unavailable && this.mode !== 'text') {
+        message = `This view is not available on the server (${err.message}).`
+      } else if (err.noDocument) { // (not "no seq 9", nor "no tag named x")
+        message = this.deleted
+          ? `This document was deleted (${this.session.status.refused}): none of its versions is left.`
+          : 'This document has no versions yet: nothing has been written in it.'
+      } else if (typeof seq !== 'number' && (err.status === 404 || err.status === 400)) {
+        // ?version=abc, 1.5, -3: neither a seq nor a version's name
+        await this.refreshed?.catch(() => {}) // (to say how many versions there are)
+        if (token !== this._previewToken) return
+        $('#preview-title').textContent = `No version “${seq}”`
+        message = `“${seq}” is neither a version number${this.head >= 1 ? ` (1 to ${this.head})` : ''} nor the name of a version.`
+      }
+      body.append(h('span', { class: 'error' }, message))
       $('#restore-btn').disabled = true
+      $('#tag-btn').disabled = true
     } finally {
       if (token === this._previewToken) pane.classList.remove('loading')
     }
@@ -544,9 +655,9 @@ export class HistoryPanel {
       for (const { node, run } of walkRuns(nodes)) {
         const it = node || run
         if (it.actor && (!diffing || (it.op && it.op !== 'equal'))) authors.add(it.actor)
-        if (run && run.op === 'insert') inserted += run.text.length
-        if (run && run.op === 'delete') deleted += run.text.length
-        if (run && run.moved && run.op === 'insert') moved += run.text.length
+        if (run && run.op === 'insert') inserted += charCount(run.text)
+        if (run && run.op === 'delete') deleted += charCount(run.text)
+        if (run && run.moved && run.op === 'insert') moved += charCount(run.text)
       }
       section(name).append(nodes.length ? drawNodes(nodes, diffing ? DIFF_DECO : BLAME_DECO) : h('span', { class: 'muted' }, '(empty)'))
     }
@@ -580,6 +691,37 @@ export class HistoryPanel {
       button.disabled = false
     }
   }
+}
+
+/**
+ * From the routes of a whole document (sessions, events, tags), whose only 404 that is
+ * not a missing route is about the document: it has only a name, no events yet, or it
+ * was deleted (the server answers both alike).
+ */
+function docNotFound (err) {
+  return Boolean(err) && err.status === 404 && !err.unavailable
+}
+
+const graphemes = typeof Intl !== 'undefined' && Intl.Segmenter ? new Intl.Segmenter() : null
+
+/** characters as people count them: 🎉 is one (String.length counts UTF-16 units: 2) */
+function charCount (text) {
+  if (!text) return 0
+  if (/^[\x00-\x7f]*$/.test(text)) return text.length
+  return graphemes ? Array.from(graphemes.segment(text)).length : [...text].length
+}
+
+/** "#3, #5–#9": seqs in order, consecutive ones as a range */
+function seqList (seqs) {
+  const sorted = [...new Set(seqs.map(Number))].sort((a, b) => a - b)
+  const parts = []
+  for (let i = 0; i < sorted.length; i++) {
+    let j = i
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j] + 1) j++
+    parts.push(j === i ? `#${sorted[i]}` : `#${sorted[i]}–#${sorted[j]}`)
+    i = j
+  }
+  return parts.join(', ')
 }
 
 // "undo_mark" events only end an undo group (no change to the text): not worth a row

@@ -31,22 +31,37 @@ async function ensureUser (params) {
   return askName('')
 }
 
+/**
+ * Ask for a name: the name given, or null when the dialog was dismissed (Esc). Its
+ * listeners go when it closes, however it closes: one left behind by a dialog closed
+ * with Esc would answer the next time too.
+ */
 function askName (current) {
   const dialog = $('#name-dialog')
+  const form = $('#name-form')
   const input = $('#name-input')
+  if (dialog.open) return Promise.resolve(null)
   input.value = current
   return new Promise((resolve) => {
-    const form = $('#name-form')
+    let chosen = null
     const onSubmit = (event) => {
       const name = cleanName(input.value)
       if (!name) { event.preventDefault(); return }
-      form.removeEventListener('submit', onSubmit)
+      chosen = name
       try { localStorage.setItem(USER_KEY, name) } catch {}
-      resolve(name)
+    }
+    // The first time there is nothing to go back to: the dialog can't be dismissed.
+    const onCancel = (event) => { if (!current) event.preventDefault() }
+    const onClose = () => {
+      if (chosen === null && !current) { dialog.showModal(); input.focus(); return } // (closed anyway)
+      form.removeEventListener('submit', onSubmit)
+      dialog.removeEventListener('cancel', onCancel)
+      dialog.removeEventListener('close', onClose)
+      resolve(chosen)
     }
     form.addEventListener('submit', onSubmit)
-    // The first time there is nothing to go back to: the dialog can't be dismissed.
-    dialog.addEventListener('cancel', (e) => { if (!current) e.preventDefault() })
+    dialog.addEventListener('cancel', onCancel)
+    dialog.addEventListener('close', onClose)
     dialog.showModal()
     input.focus()
   })
@@ -135,7 +150,15 @@ async function showDocument (api, doc, user, token) {
   // Exposed for tests and for poking at from the devtools console.
   window.palimpsest = { doc, user, api, session, history, ydoc: session.ydoc, provider: session.provider }
 
+  // Undo and redo change the live document: not while an earlier version is on show
+  // in its place, where their effect could not be seen.
+  const notWhilePreviewing = () => {
+    if (history.previewSeq === null) return false
+    toast('Undo and redo work on the live document: go back to it first (Esc)', { kind: 'info' })
+    return true
+  }
   const undo = async () => {
+    if (notWhilePreviewing()) return
     try {
       const r = await session.undo.undo()
       if (!r.ok) toast(r.reason ? capitalize(r.reason) : 'Nothing to undo', { kind: 'info' })
@@ -144,6 +167,7 @@ async function showDocument (api, doc, user, token) {
     }
   }
   const redo = async () => {
+    if (notWhilePreviewing()) return
     try {
       const r = await session.undo.redo()
       if (!r.ok) toast(r.reason ? capitalize(r.reason) : 'Nothing to redo', { kind: 'info' })

@@ -1,0 +1,468 @@
+"""The browser page as a field tester found it: keyboard use (Tab, focus), a phone's
+width, the history panel while others edit, the naming dialog, the server's error
+messages, documents with no events or deleted, and deep links to versions. Debian's
+Chromium driven by Playwright against the real server, as in tests/test_browser.py
+(whose fixtures and helpers these tests share)."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect
+from serverproc import ServerProcess
+from test_browser import (  # noqa: F401 (browser: the fixture)
+    Http,
+    browser,
+    editor_text,
+    eventually,
+    expect_text,
+    open_doc,
+    type_at_end,
+)
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with ServerProcess(tmp_path_factory.mktemp("browser-page")) as srv:
+        yield srv
+
+
+@pytest.fixture
+def people(browser: Browser) -> Iterator[Callable[..., BrowserContext]]:  # noqa: F811
+    """Make browser contexts (one per person, a desktop's window unless told); all
+    closed after the test."""
+    made: list[BrowserContext] = []
+
+    def make(width: int = 1360, height: int = 820) -> BrowserContext:
+        ctx = browser.new_context(viewport={"width": width, "height": height})
+        made.append(ctx)
+        return ctx
+
+    yield make
+    for ctx in made:
+        ctx.close()
+
+
+@pytest.fixture
+def doc_name(request: pytest.FixtureRequest) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", request.node.name).strip("-")[:60]
+
+
+def call(base: str, method: str, path: str, body: Any = None, user: str = "tester") -> Any:
+    """The server's JSON API with any method: (status, answer)."""
+    data = None if body is None else json.dumps(body).encode()
+    sep = "&" if "?" in path else "?"
+    request = urllib.request.Request(
+        f"{base}{path}{sep}user={urllib.parse.quote(user)}",
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"} if data is not None else {},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def focused(page: Page) -> str:
+    """What has the keyboard focus: "editor", "#id", or a tag and class."""
+    return str(
+        page.evaluate(
+            """() => {
+              const a = document.activeElement
+              if (!a || a === document.body) return 'body'
+              if (a.closest('.cm-editor')) return 'editor'
+              return a.id ? '#' + a.id : a.tagName.toLowerCase() + '.' + a.className
+            }"""
+        )
+    )
+
+
+def wait_for_head(http: Http, doc: str, text: str) -> int:
+    return int(
+        eventually(
+            lambda: (s := http.doc_head(doc)) and http.content_at(doc, s) == text and s,
+            what=f"{text!r} on the server",
+        )
+    )
+
+
+def close_toasts(page: Page) -> None:
+    for close in page.locator(".toast .toast-close").all():
+        close.click()
+    expect(page.locator(".toast")).to_have_count(0)
+
+
+# ---------------------------------------------------------------- keyboard
+
+
+def test_the_editor_has_the_focus_on_load_and_tab_leaves_it(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    page = open_doc(people(), server.http_url, doc_name, "kay")
+    # the editor takes the focus once it is editable: typing goes straight in
+    eventually(lambda: focused(page) == "editor", what="the focus in the editor")
+    page.keyboard.type("Keyboard only.")
+    expect_text(page, "Keyboard only.")
+
+    # Tab moves the focus on (here to the history panel's first control) and types
+    # nothing into the shared text; Shift+Tab comes back
+    page.locator("#history-btn").click()
+    expect(page.locator("#history")).to_be_visible()
+    page.locator(".cm-content").click()
+    page.keyboard.press("End")
+    page.keyboard.press("Tab")
+    assert focused(page) == "#history-close"
+    page.keyboard.press("Shift+Tab")
+    assert focused(page) == "editor"
+    page.keyboard.press("Home")
+    page.keyboard.press("Tab")
+    assert focused(page) == "#history-close"
+    http = Http(server.http_url)
+    wait_for_head(http, doc_name, "Keyboard only.")
+    assert editor_text(page) == "Keyboard only."
+    assert not page.errors  # type: ignore[attr-defined]
+
+
+def test_a_deep_link_to_a_version_leaves_the_focus_alone(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """The editor, hidden behind the preview, does not take the focus."""
+    alice = open_doc(people(), server.http_url, doc_name, "alice")
+    type_at_end(alice, "one")
+    http = Http(server.http_url)
+    wait_for_head(http, doc_name, "one")
+    page = open_doc(people(), server.http_url, doc_name, "kay", "&version=1")
+    expect(page.locator("#preview")).to_have_attribute("data-seq", "1")
+    eventually(
+        lambda: page.evaluate("() => window.palimpsest.session.root") == "content",
+        what="the editor bound",
+    )
+    assert focused(page) != "editor"
+
+
+# ---------------------------------------------------------------- phone
+
+
+def test_a_phone_wide_page_does_not_scroll_sideways(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    page = open_doc(people(375, 740), server.http_url, doc_name, "Evelyn")
+    type_at_end(page, "The quick brown fox jumps over the lazy dog. " * 6)
+    http = Http(server.http_url)
+    eventually(lambda: http.doc_head(doc_name) > 20, what="the text on the server")
+
+    def fits() -> None:
+        width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= 375, f"the page is {width} px wide"
+        for sel in ("#history-btn", "#undo-btn", "#user-chip", "#status"):
+            box = page.locator(sel).bounding_box()
+            assert box and box["x"] >= 0 and box["x"] + box["width"] <= 375, (sel, box)
+
+    fits()
+    name = page.locator("#doc-name").bounding_box()
+    assert name and name["width"] >= 40, name  # shown, with an ellipsis if need be
+
+    page.locator("#history-btn").click()
+    expect(page.locator("#history .event").first).to_be_visible()
+    fits()
+    page.locator("#history .event-row").nth(3).click()
+    expect(page.locator("#preview-body")).to_contain_text("quick")
+    fits()
+    for sel in ("#restore-btn", "#preview-close", "#tag-btn", "#history-close"):
+        box = page.locator(sel).bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= 375, (sel, box)
+    # the version previewed keeps a fair part of the screen, its left edge on it
+    paper = page.locator(".paper").bounding_box()
+    preview = page.locator("#preview").bounding_box()
+    assert paper and paper["height"] >= 740 / 4, paper
+    assert preview and preview["x"] >= 0, preview
+
+
+# ---------------------------------------------------------------- history panel
+
+
+def test_the_history_panel_keeps_the_focus_when_someone_edits(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    alice = open_doc(people(), server.http_url, doc_name, "alice")
+    bob = open_doc(people(), server.http_url, doc_name, "bob")
+    type_at_end(alice, "abcdefgh")
+    expect_text(bob, "abcdefgh")
+    http = Http(server.http_url)
+    wait_for_head(http, doc_name, "abcdefgh")
+
+    alice.locator("#history-btn").click()  # (leaving the editor ends alice's undo group:
+    scrub = alice.locator("#scrub")  # one more event, a mark)
+    eventually(
+        lambda: scrub.get_attribute("max") == str(http.doc_head(doc_name)),
+        what="the panel up to date",
+    )
+    rows = alice.locator('#history .session[data-actor="alice"] .event')
+    expect(rows).not_to_have_count(0)
+    row = rows.nth(2)
+    seq = row.get_attribute("data-seq")
+    row.locator(".event-row").focus()
+
+    type_at_end(bob, " and more")
+    new_head = wait_for_head(http, doc_name, "abcdefgh and more")
+    eventually(lambda: int(scrub.get_attribute("max") or 0) >= new_head, what="the panel redrawn")
+    expect(alice.locator('#history .session[data-actor="bob"]')).to_have_count(1)
+    assert (
+        alice.evaluate("() => document.activeElement.closest('.event')?.dataset.seq ?? null") == seq
+    ), focused(alice)
+    # and the keyboard goes on from there: Enter previews that version
+    alice.keyboard.press("Enter")
+    expect(alice.locator("#preview")).to_have_attribute("data-seq", seq or "")
+
+    # a session opened or closed with the keyboard keeps the focus on its head
+    head_button = alice.locator('#history .session[data-actor="bob"] .session-head')
+    head_button.focus()
+    alice.keyboard.press("Enter")
+    expect(head_button).to_have_attribute("aria-expanded", "true")
+    expect(head_button).to_be_focused()
+    alice.keyboard.press("Enter")
+    expect(head_button).to_have_attribute("aria-expanded", "false")
+    expect(head_button).to_be_focused()
+    assert not alice.errors  # type: ignore[attr-defined]
+
+
+def test_a_name_dialog_closed_with_escape_does_not_name_later(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    page = open_doc(people(), server.http_url, doc_name, "eve")
+    posts: list[str] = []
+    page.on(
+        "request",
+        lambda r: (
+            posts.append(r.post_data or "") if r.method == "POST" and "/tags" in r.url else None
+        ),
+    )
+    type_at_end(page, "one two")
+    http = Http(server.http_url)
+    head = wait_for_head(http, doc_name, "one two")
+    assert head >= 3
+
+    page.locator("#history-btn").click()
+    scrub = page.locator("#scrub")
+    eventually(lambda: int(scrub.get_attribute("max") or 0) >= head, what="the panel loaded")
+    page.locator("#scrub").fill("1")
+    expect(page.locator("#preview")).to_have_attribute("data-seq", "1")
+    page.locator("#tag-btn").click()
+    expect(page.locator("#tag-dialog")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(page.locator("#tag-dialog")).to_be_hidden()
+    expect(page.locator("#preview")).to_be_visible()  # (Esc closed the dialog only)
+
+    page.locator("#scrub").fill("2")
+    expect(page.locator("#preview")).to_have_attribute("data-seq", "2")
+    page.locator("#tag-btn").click()
+    page.locator("#tag-dialog-input").fill("chapter-one")
+    page.keyboard.press("Enter")
+    page.locator('.tabs [data-tab="tags"]').click()
+    expect(page.locator('.tag-item[data-name="chapter-one"]')).to_have_attribute("data-seq", "2")
+    tags = http.get(f"/api/docs/{doc_name}/tags")["tags"]
+    assert [(t["name"], t["seq"]) for t in tags] == [("chapter-one", 2)]
+    assert [json.loads(p) for p in posts] == [{"name": "chapter-one", "seq": 2}]
+
+    # the cancel button, then the dialog again: one name, on the version shown
+    page.locator("#scrub").fill("3")
+    expect(page.locator("#preview")).to_have_attribute("data-seq", "3")
+    page.locator("#tag-btn").click()
+    page.locator("#tag-dialog-cancel").click()
+    expect(page.locator("#tag-dialog")).to_be_hidden()
+    page.locator("#tag-btn").click()
+    page.locator("#tag-dialog-input").fill("three")
+    page.locator("#tag-dialog-form button[type=submit]").click()
+    expect(page.locator('.tag-item[data-name="three"]')).to_have_attribute("data-seq", "3")
+    assert [json.loads(p) for p in posts][1:] == [{"name": "three", "seq": 3}]
+
+
+def test_your_name_dialog_can_be_dismissed_after_the_first_time(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    page = people().new_page()
+    page.goto(f"{server.http_url}/?doc={doc_name}")
+    expect(page.locator("#name-dialog")).to_be_visible()
+    page.keyboard.press("Escape")  # the first time a name is needed
+    expect(page.locator("#name-dialog")).to_be_visible()
+    page.locator("#name-input").fill("dora")
+    page.locator("#name-form button[type=submit]").click()
+    expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+
+    # later, from the chip: Esc goes back to the page, with the same name
+    page.locator("#user-chip").click()
+    expect(page.locator("#name-dialog")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(page.locator("#name-dialog")).to_be_hidden()
+    expect(page.locator("#user-label")).to_have_text("dora")
+    assert page.evaluate("() => localStorage.getItem('palimpsest.user')") == "dora"
+
+
+# ---------------------------------------------------------------- server's answers
+
+
+def test_errors_show_the_servers_explanation(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    page = open_doc(people(), server.http_url, doc_name, "eve")
+    type_at_end(page, "text")
+    wait_for_head(Http(server.http_url), doc_name, "text")
+    page.locator("#history-btn").click()
+    page.locator('.tabs [data-tab="tags"]').click()
+    # the server's limit on a name is 64 characters: so are the fields'
+    expect(page.locator("#tag-name")).to_have_attribute("maxlength", "64")
+    expect(page.locator("#tag-dialog-input")).to_have_attribute("maxlength", "64")
+    page.locator("#tag-name").fill("a/b")
+    page.locator("#tag-form button[type=submit]").click()
+    toast = page.locator(".toast.error")
+    expect(toast).to_contain_text("Could not name the version")
+    expect(toast).to_contain_text("without '/'")  # the server's detail…
+    expect(toast).not_to_contain_text("BadRequest")  # …not its error's class
+
+
+def test_a_document_with_only_a_name_has_no_edits_yet(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    page = open_doc(people(), server.http_url, doc_name, "eve", "&history=1")
+    timeline = page.locator("#timeline")
+    expect(timeline).to_contain_text("No edits yet")
+    expect(page.locator("#scrub-label")).to_have_text("no versions yet")
+    page.locator('.tabs [data-tab="tags"]').click()
+    expect(page.locator("#tag-list")).to_have_text("No named versions yet.")
+    page.locator('.tabs [data-tab="timeline"]').click()
+    for panel in (timeline, page.locator("#tag-list")):
+        expect(panel).not_to_contain_text("not available")
+        expect(panel).not_to_contain_text("NotFound")
+
+    # the first keystrokes show up
+    type_at_end(page, "hi")
+    expect(timeline.locator(".event").first).to_be_visible()
+    expect(timeline).not_to_contain_text("No edits yet")
+    assert not page.errors  # type: ignore[attr-defined]
+
+
+def test_a_document_deleted_while_open_says_so_in_the_history(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    page = open_doc(people(), server.http_url, doc_name, "wendy", "&history=1")
+    type_at_end(page, "doomed text")
+    wait_for_head(Http(server.http_url), doc_name, "doomed text")
+    expect(page.locator("#timeline .event").first).to_be_visible()
+
+    status, answer = call(server.http_url, "DELETE", f"/api/docs/{doc_name}", user="chief")
+    assert status == 200 and answer["deleted"], answer
+    expect(page.locator("#status")).to_have_attribute("data-state", "refused")
+    timeline = page.locator("#timeline")
+    expect(timeline).to_contain_text("This document was deleted")
+    expect(timeline).not_to_contain_text("not available")
+    expect(page.locator("#scrub-label")).to_have_text("no versions yet")
+
+
+# ---------------------------------------------------------------- previews and deep links
+
+
+def test_ctrl_z_while_previewing_does_not_undo_the_live_text(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    page = open_doc(people(), server.http_url, doc_name, "eve")
+    type_at_end(page, "Important paragraph.")
+    http = Http(server.http_url)
+    wait_for_head(http, doc_name, "Important paragraph.")
+    page.locator("#history-btn").click()
+    page.locator("#history .event-row").nth(3).click()
+    expect(page.locator("#preview")).to_be_visible()
+    page.keyboard.press("Control+z")
+    expect(page.locator(".toast")).to_contain_text("go back to it first")
+    close_toasts(page)
+    page.locator("#undo-btn").click()
+    expect(page.locator(".toast")).to_contain_text("go back to it first")
+    assert [e["kind"] for e in http.events(doc_name) if e["kind"] in ("undo", "redo")] == []
+    assert editor_text(page) == "Important paragraph."
+
+    # back to live, Ctrl+Z undoes as ever
+    page.keyboard.press("Escape")
+    expect(page.locator("#editor")).to_be_visible()
+    page.locator("#history-btn").focus()
+    page.keyboard.press("Control+z")
+    expect_text(page, "")
+
+
+def test_deep_links_by_name_and_bad_ones(server: ServerProcess, people: Any, doc_name: str) -> None:
+    alice = open_doc(people(), server.http_url, doc_name, "alice")
+    type_at_end(alice, "first")
+    http = Http(server.http_url)
+    named = wait_for_head(http, doc_name, "first")
+    type_at_end(alice, " and second")
+    wait_for_head(http, doc_name, "first and second")
+    status, _ = call(
+        server.http_url, "POST", f"/api/docs/{doc_name}/tags", {"name": "first draft", "seq": named}
+    )
+    assert status == 201
+
+    page = open_doc(
+        people(), server.http_url, doc_name, "eve", "&version=" + urllib.parse.quote("first draft")
+    )
+    expect(page.locator("#preview-title")).to_have_text(f"“first draft” · version #{named}")
+    expect(page.locator("#preview-body")).to_have_text("first")
+    expect(page.locator("#scrub")).to_have_value(str(named))
+    expect(page.locator("#scrub-label")).to_have_text(re.compile(rf"^#{named} of \d+$"))
+    expect(page.locator(f'#timeline .event[data-seq="{named}"]')).to_have_class(
+        re.compile("active")
+    )
+    expect(page.locator("#restore-btn")).to_be_enabled()
+
+    for bad in ("abc", "1.5", "-3"):
+        page.goto(f"{server.http_url}/?doc={doc_name}&user=eve&version={urllib.parse.quote(bad)}")
+        expect(page.locator("#preview-title")).to_have_text(f"No version “{bad}”")
+        body = page.locator("#preview-body")
+        head = http.doc_head(doc_name)
+        expect(body).to_contain_text(f"“{bad}” is neither a version number (1 to {head})")
+        expect(body).not_to_contain_text("#")
+        expect(page.locator("#restore-btn")).to_be_disabled()
+        expect(page.locator("#tag-btn")).to_be_disabled()
+        expect(page.locator("#scrub-label")).not_to_contain_text(bad)
+
+
+def test_changes_count_characters_not_utf16_units(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    for text in ("a", "a🎉🎉🎉"):
+        status, answer = call(
+            server.http_url, "PUT", f"/api/docs/{doc_name}/text", {"text": text}, user="wendy"
+        )
+        assert status == 200, answer
+    page = open_doc(people(), server.http_url, doc_name, "eve", "&version=1")
+    page.locator('#preview-modes [data-mode="diff"]').click()
+    expect(page.locator("#preview-body ins")).to_have_text("🎉🎉🎉")
+    expect(page.locator("#preview-legend")).to_contain_text("+3 −0 characters")
+
+
+def test_an_undo_lists_what_it_reverts_as_ranges(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    page = open_doc(people(), server.http_url, doc_name, "eve")
+    type_at_end(page, "abcdef")
+    http = Http(server.http_url)
+    wait_for_head(http, doc_name, "abcdef")
+    page.locator("#undo-btn").click()
+    expect_text(page, "")
+    undo = eventually(
+        lambda: next((e for e in http.events(doc_name) if e["kind"] == "undo"), None),
+        what="the undo event",
+    )
+    reverts = sorted(undo["reverts"])
+    assert len(reverts) >= 3 and reverts == list(range(reverts[0], reverts[-1] + 1)), reverts
+    page.locator("#history-btn").click()
+    row = page.locator(f'#timeline .event[data-seq="{undo["seq"]}"]')
+    expect(row.locator(".detail")).to_have_text(f"reverts #{reverts[0]}–#{reverts[-1]}")
