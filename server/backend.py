@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
@@ -26,7 +28,7 @@ from .retention import Retention
 from .rooms import Rooms
 from .settings import Settings
 from .snapshots import SnapshotPolicy, load
-from .store import EventStore, open_store
+from .store import EventStore, open_store, sqlite_path
 
 if TYPE_CHECKING:
     from .extensions import Extension
@@ -156,11 +158,37 @@ class Backend(Service):
             started.append(self.extensions)
             await self.extensions.start()
             self._stall_watch = stall_watch.start_from_settings(self.settings.stall_report_ms)
+            self._open_recovery()
         except BaseException:
             self.stopping.set()
             await self._stop_parts(started)
             raise
         self._started = True
+
+    def _open_recovery(self) -> None:
+        """The window in which clients' sync step 2 may bring back other users' edits
+        the store lost (settings.recovering_minutes; a restored SQLite backup's marker
+        file opens one of an hour, and is removed)."""
+        from .cli.backup import recovery_marker
+
+        minutes, why = self.settings.recovering_minutes, "recovering_minutes"
+        if self.store.name == "sqlite":
+            marker = recovery_marker(str(Path(sqlite_path(self.settings.store_url)).resolve()))
+            if marker.exists():
+                try:
+                    restored = float(marker.read_text().strip() or "60")
+                except (OSError, ValueError):
+                    restored = 60.0
+                if restored > minutes:
+                    minutes, why = restored, f"{marker.name}: the database was restored"
+                marker.unlink(missing_ok=True)
+        if minutes > 0:
+            self.rooms.relay_until = time.monotonic() + minutes * 60
+            log.warning(
+                "recovering lost edits for %g min (%s): a client's sync step 2 may bring "
+                "back other users' edits the store lacks; they are logged in its name",
+                minutes, why,
+            )  # fmt: skip
 
     async def stop(self) -> None:
         if not self._started:

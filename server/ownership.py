@@ -11,6 +11,13 @@ wait as pending and appear, inside the victim's event, when the victim types). S
   hold) only for client ids that are new or that belong to its sender; the server's own
   client id (undo, redo, restore) belongs to no client. Otherwise it is refused whole
   (Forbidden, 4403), nothing logged.
+- An update that writes items of several client ids (a client's sync step 2 relaying
+  what others typed, which the store lacks) claims none of them: each is claimed by the
+  first update that writes it alone, its own client's. While the store recovers lost
+  edits (``relay_until``, settings.recovering_minutes), a step 2 may also carry items
+  of client ids that belong to other users: they are the edits the store lost, which
+  every client holds a copy of; they are logged in the sender's event, their owner
+  unchanged.
 - New structs must continue their client's clock without a gap, and every origin and
   parent they name, and every item the update deletes, must be held by the document, the
   queued updates or the update itself. Otherwise it is refused whole (UpdateRejected,
@@ -25,6 +32,7 @@ The cost per update is its own size, never the document's.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -35,10 +43,13 @@ META_KEY = "owners"
 
 
 class Owners:
-    __slots__ = ("claims", "clocks", "owners", "server")
+    __slots__ = ("claims", "clocks", "owners", "relay_until", "server")
 
-    def __init__(self, server_client: int) -> None:
+    def __init__(self, server_client: int, relay_until: float = 0.0) -> None:
         self.server = server_client
+        #: until when (time.monotonic()) a sync step 2 may carry other users' items the
+        #: document lacks (the store is recovering lost edits; see the module's doc)
+        self.relay_until = relay_until
         #: client id -> the actor who first wrote it
         self.owners: dict[int, str] = {}
         #: client id -> the actor whose admitted, not yet logged update writes it first;
@@ -58,13 +69,15 @@ class Owners:
         update: bytes,
         state: Callable[[], dict[int, int]],
         meta: UpdateMeta | None = None,
+        *,
+        step2: bool = False,
     ) -> dict[int, tuple[int, int]]:
         """Refuse `update` from `actor` (raises) unless it follows the rule; note what it
         claims and reaches, and return that: client id -> (the clock its new items start
         at, the clock they reach), for ``written`` once the update is logged, so it is
         parsed once; applied in order, that is exactly what the update inserts. `state`:
         the live document's state vector (asked once). `meta`: the update's, when the
-        caller read it already."""
+        caller read it already. `step2`: it answers the server's sync step 1."""
         if self.clocks is None:
             self.clocks = dict(state())
         clocks = self.clocks
@@ -76,6 +89,7 @@ class Owners:
         fast = self._admit_one_run(actor, meta, clocks)
         if fast is not None:
             return fast
+        relay = step2 and self.relay_until > 0 and time.monotonic() < self.relay_until
         reach: dict[int, int] = {}
         starts: dict[int, int] = {}
         for client, ranges in meta.structs.items():
@@ -91,7 +105,7 @@ class Owners:
             if client == self.server:
                 raise Forbidden(f"client id {client} is the server's")
             owner = self.owners.get(client) or self.claims.get(client)
-            if owner is not None and owner != actor:
+            if owner is not None and owner != actor and not relay:
                 raise Forbidden(f"client id {client} belongs to another user")
             starts[client] = have
             for start, end in new:
@@ -120,8 +134,9 @@ class Owners:
                     "which the document does not have: re-sync"
                 )
         out: dict[int, tuple[int, int]] = {}
+        claim = len(reach) == 1  # (several clients' items: relayed, claimed by none)
         for client, end in reach.items():
-            if client not in self.owners:
+            if claim and client not in self.owners:
                 self.claims.setdefault(client, actor)
             clocks[client] = end
             out[client] = (starts[client], end)
@@ -188,12 +203,15 @@ class Owners:
         )
 
     def written(self, actor: str, reach: dict[int, tuple[int, int]]) -> None:
-        """As `record`, from what `admit` returned for the logged update."""
+        """As `record`, from what `admit` returned for the logged update. An update that
+        writes items of several client ids claims none of them (see the module's doc)."""
+        claim = sum(1 for client in reach if client != self.server) == 1
         for client, (_start, end) in reach.items():
             if self.clocks is not None and self.clocks.get(client, 0) < end:
                 self.clocks[client] = end
             if client != self.server:
-                self.owners.setdefault(client, actor)
+                if claim:
+                    self.owners.setdefault(client, actor)
                 self.claims.pop(client, None)
 
     def to_meta(self) -> dict[str, str]:

@@ -371,7 +371,8 @@ class Room:
         """Validate and queue a client's update. Returns False when it is a no-op: it
         adds no item and deletes nothing the log does not already hold (pycrdt's
         `Provider` echoes every update back; a step 2 re-sends the whole delete set).
-        `reply_to_step1` is kept for callers; the rule is the same for every update."""
+        `reply_to_step1`: it answers the server's sync step 1 (while the store recovers
+        lost edits, such an update may carry other users' items: ownership.py)."""
         if update == EMPTY_UPDATE:
             return False
         try:
@@ -388,7 +389,7 @@ class Room:
         if not owners.surely_new(update, parsed) and not self._adds_anything(update, parsed):
             return False
         # the attribution rule: forged client ids and would-be pending items are refused
-        reach = owners.admit(peer.actor, update, self._live_state, parsed)
+        reach = owners.admit(peer.actor, update, self._live_state, parsed, step2=reply_to_step1)
         meta = {"conn": peer.id}
         deletes = parsed.deletes if parsed is not None else None
         self._push(_ClientUpdate(peer, update, meta, reach, deletes))

@@ -36,6 +36,9 @@ class Rooms:
         #: called with each room once it is loaded, before anyone joins
         self._on_load = on_load
         self.unload_after = unload_after
+        #: until when (time.monotonic()) a sync step 2 may carry other users' items
+        #: the store lacks (Backend.start; ownership.py)
+        self.relay_until = 0.0
         self._rooms: dict[str, Room] = {}
         self._loading: dict[str, asyncio.Task[Room]] = {}
         self._unload_timers: dict[str, asyncio.TimerHandle] = {}
@@ -130,7 +133,7 @@ class Rooms:
         return room
 
     def _make(self, name: str, doc: Doc[Any], seq: int) -> Room:
-        return Room(
+        room = Room(
             name,
             doc,
             seq,
@@ -140,6 +143,8 @@ class Rooms:
             on_broken=self._broken,
             snapshotter=self.snapshots,
         )
+        room.owners.relay_until = self.relay_until
+        return room
 
     def _broken(self, room: Room, error: BaseException) -> None:
         if self._rooms.get(room.name) is room:

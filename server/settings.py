@@ -56,6 +56,12 @@ class Settings:
     #: one presence state (JSON object or null): encoded size and nesting depth
     max_awareness_state_bytes: int = 16 * 1024
     max_awareness_depth: int = 16
+    #: minutes from the start during which a client's sync step 2 may carry items of
+    #: other users' client ids that the store lacks (edits lost by the store: a backup
+    #: restored, a crash with durability os, a database failover), so that clients'
+    #: copies of them are taken back; 0 = off, the default (docs/operations.md). A
+    #: backup restored with `palimpsest backup --replace` opens 60 minutes by itself
+    recovering_minutes: float = 0.0
     #: presence entries (Yjs client ids) one connection / one document may hold
     max_awareness_clients_per_connection: int = 8
     max_awareness_clients_per_room: int = 1000

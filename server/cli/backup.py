@@ -186,6 +186,10 @@ def backup(
                 for extra in ("-wal", "-shm", "-journal"):  # the old file's, stale now
                     Path(str(out_path) + extra).unlink(missing_ok=True)
                 os.replace(partial, out_path)
+                # a restore: the server started on it next takes back, for an hour, the
+                # clients' copies of what was written after the backup (settings.py,
+                # recovering_minutes)
+                recovery_marker(str(out_path)).write_text(f"{RESTORED_MINUTES:g}\n")
         except StoreUnavailable as e:
             partial.unlink(missing_ok=True)
             raise BackupError(f"{e}; {out} is left as it was") from None
@@ -193,6 +197,16 @@ def backup(
         os.replace(partial, out_path)
     _fsync(out_path.parent)
     return Done(docs, counts, out_path.stat().st_size, time.monotonic() - started)
+
+
+#: minutes a server started on a restored database takes lost edits back (see backup)
+RESTORED_MINUTES = 60.0
+
+
+def recovery_marker(db: str) -> Path:
+    """The file beside a SQLite database that says it was restored from a backup: the
+    next server started on it opens its recovery window (Backend.start) and removes it."""
+    return Path(db + ".recovering")
 
 
 def _count(conn: sqlite3.Connection, table: str) -> int:

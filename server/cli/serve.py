@@ -37,6 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="uvloop (default, where installed) or the standard library's asyncio loop "
         "(env PALIMPSEST_EVENT_LOOP)",
     )  # fmt: skip
+    p.add_argument(
+        "--recovering", type=float, metavar="MINUTES",
+        help="for MINUTES after the start, take back from clients the edits the store "
+        "lost, other users' included (after a database failover, or a crash with "
+        "durability os; a backup restored with `backup --replace` opens an hour by "
+        "itself) (env PALIMPSEST_RECOVERING_MINUTES; default 0: off; docs/operations.md)",
+    )  # fmt: skip
     p.add_argument("--fanout", help="redis://… to run several processes (env PALIMPSEST_FANOUT)")
     p.add_argument(
         "--jwt-secret", help="HS256 secret; none = open mode (env PALIMPSEST_JWT_SECRET)"
@@ -85,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
             port=args.port,
             fanout=args.fanout,
             durability=args.durability,
+            recovering_minutes=args.recovering,
             warm_disk_ms=args.warm_disk_ms,
             event_loop=args.event_loop,
             jwt_secret=args.jwt_secret,

@@ -1,0 +1,158 @@
+"""Edits the store lost come back from the clients that hold them (ownership.py).
+
+Restoring a backup, losing the database file, a crash with ``--durability os`` or a
+database failover lose edits the clients still hold: everyone's, since each client got
+the others' through the server. Their sync step 2 carries them back. The attribution
+rule used to refuse such a step 2 whole (4403, "client id N belongs to another user"),
+and y-websocket reconnects at once: every client was locked out, and every edit made
+since the backup was lost. Real server, real SQLite files, raw y-websocket clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import httpx
+from conftest import eventually, run_server
+from pycrdt import Doc, Text
+from yclient import YClient, connect
+
+from palimpsest.cli.backup import backup, recovery_marker
+from palimpsest.settings import Settings
+
+DOC = "chapter"
+
+
+async def _type(c: YClient, text: str) -> None:
+    c.insert(len(c.content), text)
+
+
+async def _head(url: str) -> str:
+    async with httpx.AsyncClient(base_url=url) as h:
+        r = await h.get(f"/api/docs/{DOC}/versions/head")
+        return str(r.json()["roots"]["content"]["value"]) if r.status_code == 200 else ""
+
+
+async def _write_after_backup(settings: Settings, bk: Path) -> tuple[Doc[Any], Doc[Any]]:
+    """Alice and Bob type; a backup is taken; they type more; the server stops. Their
+    documents (each holds both people's text)."""
+    docs: tuple[Doc[Any], Doc[Any]] = (Doc(), Doc())
+    async with run_server(settings) as server:
+        async with (
+            connect(server.ws_url, DOC, "alice", ydoc=docs[0]) as a,
+            connect(server.ws_url, DOC, "bob", ydoc=docs[1]) as b,
+        ):
+            await _type(a, "A1 ")
+            await eventually(lambda: b.content == "A1 ")
+            await _type(b, "B1 ")
+            await eventually(lambda: a.content == "A1 B1 ")
+            await eventually(lambda: _head(server.url), what="logged")
+            await asyncio.to_thread(backup, settings.db, str(bk))
+            await _type(a, "A2 ")
+            await eventually(lambda: b.content == "A1 B1 A2 ")
+            await _type(b, "B2 ")
+            await eventually(lambda: a.content == "A1 B1 A2 B2 ")
+    return docs
+
+
+async def test_a_restored_backup_takes_back_what_the_clients_hold(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """`palimpsest backup --replace` restores; the server started on it next takes the
+    clients' copies back for an hour: both reconnect, nobody is refused, and what was
+    typed after the backup is in the log again, once."""
+    bk = tmp_path / "backup.db"
+    alice, bob = await _write_after_backup(settings, bk)
+    await asyncio.to_thread(backup, str(bk), settings.db, replace=True)
+    marker = recovery_marker(settings.db)
+    assert marker.read_text().strip() == "60"
+    async with run_server(settings) as server:
+        assert not marker.exists()  # the window is this start's
+        assert await _head(server.url) == "A1 B1 "
+        async with connect(server.ws_url, DOC, "alice", ydoc=alice) as a:
+            # her step 2 carries Bob's "B2 " as well as her own "A2 "
+            await eventually(lambda: _has(server.url, "A1 B1 A2 B2 "), what="taken back")
+            async with connect(server.ws_url, DOC, "bob", ydoc=bob) as b:
+                await _type(b, "B3 ")
+                await eventually(lambda: a.content == "A1 B1 A2 B2 B3 ")
+                await _type(a, "A3 ")
+                await eventually(lambda: b.content == "A1 B1 A2 B2 B3 A3 ")
+            assert b.close_code in (None, 1000), b.close_reason
+        assert a.close_code in (None, 1000), a.close_reason
+        assert await _head(server.url) == "A1 B1 A2 B2 B3 A3 "
+
+
+async def test_outside_a_recovery_the_rule_holds(tmp_path: Path, settings: Settings) -> None:
+    """Without the window (the marker gone, no setting), a step 2 that carries another
+    user's items the store lacks is refused as before (4403): a writer may not write
+    under someone else's client id."""
+    bk = tmp_path / "backup.db"
+    alice, _bob = await _write_after_backup(settings, bk)
+    await asyncio.to_thread(backup, str(bk), settings.db, replace=True)
+    recovery_marker(settings.db).unlink()
+    async with run_server(settings) as server:
+        async with connect(server.ws_url, DOC, "alice", ydoc=alice) as a:
+            await eventually(lambda: a.close_code is not None, what="refused")
+        assert a.close_code == 4403 and "belongs to another user" in str(a.close_reason)
+        assert await _head(server.url) == "A1 B1 "
+    # the same, with the window opened by the setting (a database failover, say)
+    settings.recovering_minutes = 5
+    async with run_server(settings) as server:
+        async with connect(server.ws_url, DOC, "alice", ydoc=alice):
+            await eventually(lambda: _has(server.url, "A1 B1 A2 B2 "), what="taken back")
+
+
+async def test_a_lost_database_file_is_rebuilt_from_the_clients(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """The database file is gone and the server starts on a new one. Carol, who only
+    watched, reconnects first: her step 2 relays everyone's text. It is taken (nobody
+    owns those client ids now) but claimed by nobody: Alice and Bob, reconnecting after
+    her, go on typing under their own client ids, never refused."""
+    docs: list[Doc[Any]] = [Doc(), Doc(), Doc()]
+    async with run_server(settings) as server:
+        async with (
+            connect(server.ws_url, DOC, "alice", ydoc=docs[0]) as a,
+            connect(server.ws_url, DOC, "bob", ydoc=docs[1]) as b,
+            connect(server.ws_url, DOC, "carol", ydoc=docs[2]) as c,
+        ):
+            await _type(a, "Alice. ")
+            await eventually(lambda: b.content == "Alice. ")
+            await _type(b, "Bob. ")
+            await eventually(lambda: c.content == "Alice. Bob. ")
+    _lose(settings.db)
+    async with run_server(settings) as server:
+        async with connect(server.ws_url, DOC, "carol", ydoc=docs[2]):
+            await eventually(lambda: _has(server.url, "Alice. Bob. "), what="relayed")
+        async with (
+            connect(server.ws_url, DOC, "alice", ydoc=docs[0]) as a,
+            connect(server.ws_url, DOC, "bob", ydoc=docs[1]) as b,
+        ):
+            await _type(a, "Alice again. ")
+            await eventually(lambda: b.content == "Alice. Bob. Alice again. ")
+            await _type(b, "Bob again.")
+            await eventually(lambda: a.content == "Alice. Bob. Alice again. Bob again.")
+        for c in (a, b):
+            assert c.close_code in (None, 1000), c.close_reason
+        assert await _head(server.url) == "Alice. Bob. Alice again. Bob again."
+        # Alice's own client id is hers again: a forged update of it by Carol is refused
+        forged: Doc[Any] = Doc(client_id=docs[0].client_id)
+        forged.apply_update(docs[0].get_update())
+        with contextlib.suppress(Exception):
+            forged.get("content", type=Text).insert(0, "Carol as Alice: ")
+        async with connect(server.ws_url, DOC, "carol", ydoc=forged) as c:
+            await eventually(lambda: c.close_code is not None, what="refused")
+        assert c.close_code == 4403
+
+
+def _lose(db: str) -> None:
+    """The database file is gone (a disk replaced, a volume lost)."""
+    for extra in ("", "-wal", "-shm"):
+        Path(db + extra).unlink(missing_ok=True)
+
+
+async def _has(url: str, text: str) -> bool:
+    return await _head(url) == text
