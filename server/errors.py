@@ -49,6 +49,12 @@ class UpdateRejected(PalimpsestError):
     http_status = 400
 
 
+class UpdateGap(UpdateRejected):
+    """An update whose new items leave a clock gap or name items the document does not
+    hold (ownership.py): refused, unless its sender has yet to send the sync step 2
+    that carries what it misses (routes/ws.py)."""
+
+
 class FrameTooLarge(PalimpsestError):
     close_code = 4413
     http_status = 413

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .errors import Forbidden, ProtocolError, UpdateRejected
+from .errors import Forbidden, ProtocolError, UpdateGap, UpdateRejected
 from .updates import UpdateMeta, decode_update_meta
 
 META_KEY = "owners"
@@ -110,7 +110,7 @@ class Owners:
             starts[client] = have
             for start, end in new:
                 if start > have:
-                    raise UpdateRejected(
+                    raise UpdateGap(
                         f"items of client {client} start at clock {start}, the document has "
                         f"{have}: re-sync"
                     )
@@ -119,7 +119,7 @@ class Owners:
         for client, need in meta.refs.items():
             got = reach.get(client) or clocks.get(client, 0)
             if need > got:
-                raise UpdateRejected(
+                raise UpdateGap(
                     f"an item refers to client {client} clock {need - 1}, which the document "
                     "does not have: re-sync"
                 )
@@ -129,7 +129,7 @@ class Owners:
             got = reach.get(client) or clocks.get(client, 0)
             upto = max(e for _, e in ranges) if ranges else 0
             if upto > got:
-                raise UpdateRejected(
+                raise UpdateGap(
                     f"the update deletes items of client {client} up to clock {upto - 1}, "
                     "which the document does not have: re-sync"
                 )

@@ -328,4 +328,4 @@ def test_the_one_run_path_of_admit_decides_as_the_general_one() -> None:
     assert run(fast=True) == general
     refused = [a for a in general[:-3] if isinstance(a, str)]
     assert len(sent) - len(refused) > 200
-    assert {a.split(":")[0] for a in refused} == {"Forbidden", "UpdateRejected"}
+    assert {a.split(":")[0] for a in refused} == {"Forbidden", "UpdateGap"}

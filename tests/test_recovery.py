@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import eventually, run_server
+import pytest
+import websockets
+from conftest import RunningServer, eventually, run_server
 from pycrdt import Doc, Text
 from yclient import YClient, connect
 
+from palimpsest import protocol as P
 from palimpsest.cli.backup import backup, recovery_marker
 from palimpsest.settings import Settings
 
@@ -156,3 +159,37 @@ def _lose(db: str) -> None:
 
 async def _has(url: str, text: str) -> bool:
     return await _head(url) == text
+
+
+async def test_typing_while_connecting_is_not_refused(server: RunningServer) -> None:
+    """A client that types as its connection opens (after a restart, say) sends that
+    edit before its sync step 2; the edit builds on what it typed offline, which only
+    the step 2 carries, so it has a gap. It used to close the connection (4400), and the
+    client reconnected: noise, an error count per restart. Now such an update is skipped
+    (its step 2 carries it); after the step 2, a gap is refused as before."""
+    doc: Doc[Any] = Doc()
+    text = doc.get("content", type=Text)
+    text.insert(0, "offline ")  # never sent
+    sv = doc.get_state()
+    text.insert(len(text), "typing")  # the edit sent as the socket opens
+    typed = doc.get_update(sv)
+    async with websockets.connect(f"{server.ws_url}/{DOC}?user=alice") as ws:
+        await ws.send(P.encode_sync_step1(Doc().get_state()))
+        await ws.send(P.encode_sync_update(typed))  # before the step 2: skipped
+        step1 = None
+        while step1 is None:
+            msg = P.decode(await asyncio.wait_for(ws.recv(), 10))
+            if isinstance(msg, P.SyncStep1):
+                step1 = msg
+        await ws.send(P.encode_sync_step2(doc.get_update(step1.state_vector)))
+        await eventually(lambda: _has(server.url, "offline typing"), what="the step 2")
+        # a gap after the step 2 is a lost frame: refused, re-sync
+        text.insert(0, "lost ")
+        sv2 = doc.get_state()
+        text.insert(0, ">")
+        await ws.send(P.encode_sync_update(doc.get_update(sv2)))
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.recv(), 10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4400
+    assert await _head(server.url) == "offline typing"

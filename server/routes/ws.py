@@ -24,6 +24,7 @@ from ..errors import (
     ProtocolError,
     RateLimited,
     StoreError,
+    UpdateGap,
     UpdateRejected,
 )
 from ..extensions import Client, OpContext
@@ -67,6 +68,9 @@ class Connection:
         # against its address and its document (self.guard.reserve).
         self._answering = False
         self._answers_queued = 0
+        #: the client sent its sync step 2 (its answer to ours): an update with a gap
+        #: before it is one typed while connecting, which that step 2 carries
+        self._stepped = False
         self._close: tuple[int, str] | None = None
         self._sender: asyncio.Task[None] | None = None
         #: writes a frame synchronously when the socket is writable (None: not uvicorn's
@@ -244,7 +248,16 @@ class Connection:
                 self.send(P.encode_permission_denied("read-only: your edits are not accepted"))
             return
         self.admit_update(room, update, self.guard)
-        room.receive_update(self, update, reply_to_step1=step2)
+        try:
+            room.receive_update(self, update, reply_to_step1=step2)
+        except UpdateGap as e:
+            if step2 or self._stepped:
+                raise
+            # typed while connecting (before our step 1 reached the client): its step 2,
+            # the answer to ours, carries these items with what they build on
+            log.debug("%s: an update before its step 2 skipped (%s)", self.id, e)
+        if step2:
+            self._stepped = True
 
     def admit_update(
         self, room: Room, update: bytes, guard: ConnectionGuard, client: Client | None = None
