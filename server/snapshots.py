@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from pycrdt import Doc, merge_updates
 
-from .errors import FATAL
+from .errors import FATAL, StoreError, StoreUnavailable
 from .origins import SystemOrigin
 from .retention import Captured, Retention, prune
 from .room import Room, replay
@@ -174,17 +174,28 @@ async def load(
     t0 = time.perf_counter()
     at_most = upto
     states: list[bytes] = []
+    unreadable: StoreError | None = None
     while True:
-        snap = await store.latest_snapshot(name, at_most)
         doc = new_doc(name, generation)
-        if snap is None:
+        try:
+            snap = await store.latest_snapshot(name, at_most)
+            if snap is None:
+                break
+            if with_meta and snap.bare:
+                log.info("snapshot %s@%d is bare (no undo stacks): loading from an older one",
+                         name, snap.seq)  # fmt: skip
+                at_most = snap.seq - 1
+                continue
+            links = await chain(store, snap)
+        except StoreUnavailable:
+            raise
+        except StoreError as e:
+            # the snapshots' table itself is damaged (not one snapshot's checksum): they
+            # are a cache, the log alone rebuilds the document unless it was compacted
+            log.error("the snapshots of %s cannot be read (%s): loading from the log alone",
+                      name, e)  # fmt: skip
+            unreadable, snap, doc = e, None, new_doc(name, generation)
             break
-        if with_meta and snap.bare:
-            log.info("snapshot %s@%d is bare (no undo stacks): loading from an older one",
-                     name, snap.seq)  # fmt: skip
-            at_most = snap.seq - 1
-            continue
-        links = await chain(store, snap)
         if links is not None and apply_chain(doc, links):
             states = [s.state for s in links]
             break
@@ -193,6 +204,10 @@ async def load(
     if before_replay is not None:
         before_replay(doc, snap)
     events = await store.read(name, after=base, upto=upto)
+    if unreadable is not None and (events[0].seq if events else 0) != (1 if events else 0):
+        raise unreadable  # compacted: its base is in a snapshot
+    if unreadable is not None and not events and await store.head(name) > 0:
+        raise unreadable
     hooked = on_event is not None or before_event is not None or before_replay is not None
     if events and not hooked and replay_merged(doc, events):
         failed = 0
