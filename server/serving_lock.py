@@ -78,7 +78,10 @@ class ServingLock:
             os.close(fd)
             raise
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as e:  # a full disk: the lock holds all the same, without the pid
+            log.warning("the lock file %s does not say this server's pid: %s", self.path, e)
         self._fd = fd
 
     async def release(self) -> None:

@@ -4,6 +4,7 @@ stores written by a real server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -381,6 +382,43 @@ def test_a_database_on_read_only_media_is_named_as_such(tmp_path: Path) -> None:
             r = _run(*argv, "--db", str(media / "p.db"))
             assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
             assert f"{media} is read-only" in r.stderr and "copy the file" in r.stderr, r.stderr
+    finally:
+        subprocess.run(["umount", str(media)], check=False)
+
+
+def test_a_database_on_a_full_disk_is_named_as_such(tmp_path: Path) -> None:
+    """With no room left for its -shm file, SQLite opens nothing and says only "disk
+    I/O error". Every command now says the disk is full. (A tmpfs: root only.)"""
+    media = tmp_path / "media"
+    media.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(media)],
+                             capture_output=True, check=False)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        (tmp_path / "t.txt").write_text("kept on a full disk")
+        made = _run(
+            "import", "notes", str(tmp_path / "t.txt"), "--text", "--db", str(media / "p.db")
+        )
+        assert made.returncode == 0, made.stderr
+        # a writer that died with its -wal full of frames (as the server on a disk that
+        # filled up): opening the file again means reading that -wal into a new -shm
+        wal = (
+            "import os, sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+            "c.execute('PRAGMA wal_autocheckpoint=0'); c.execute('CREATE TABLE pad (b)'); "
+            "[c.execute('INSERT INTO pad VALUES (randomblob(4000))') for _ in range(60)]; "
+            "os._exit(0)"
+        )
+        subprocess.run([sys.executable, "-c", wal, str(media / "p.db")], check=True)
+        fd = os.open(media / "filler", os.O_WRONLY | os.O_CREAT)
+        with contextlib.suppress(OSError):
+            while True:  # every block left
+                os.write(fd, b"\0" * 4096)
+        os.close(fd)
+        for argv in (["inspect", "notes"], ["export", "notes"], ["serve", "--port", "1"]):
+            r = _run(*argv, "--db", str(media / "p.db"))
+            assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+            assert f"the disk holding {media} is full" in r.stderr, r.stderr
     finally:
         subprocess.run(["umount", str(media)], check=False)
 

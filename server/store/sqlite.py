@@ -362,15 +362,27 @@ INLINE_MAX_SECONDS = 0.002
 
 
 def _read_only_hint(path: str) -> str:
-    """Why a database on read-only media does not open (SQLite's own message is "unable
-    to open database file"), and what to do; "" when that is not it."""
+    """Why a database on read-only media, or on a full disk, does not open (SQLite's own
+    message is "unable to open database file", or "disk I/O error" when it cannot make
+    its -shm file), and what to do; "" when that is not it."""
     folder = os.path.dirname(os.path.abspath(path))
-    if path == ":memory:" or not os.path.isdir(folder) or os.access(folder, os.W_OK):
+    if path == ":memory:" or not os.path.isdir(folder):
         return ""
-    return (
-        f" ({folder} is read-only: SQLite writes the -wal and -shm files beside a database "
-        "even to read it; copy the file somewhere writable)"
-    )
+    if not os.access(folder, os.W_OK):
+        return (
+            f" ({folder} is read-only: SQLite writes the -wal and -shm files beside a "
+            "database even to read it; copy the file somewhere writable)"
+        )
+    try:
+        free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+    except OSError:
+        return ""
+    if free < 1 << 20:
+        return (
+            f" (the disk holding {folder} is full: {free} bytes free; SQLite writes the "
+            "-wal and -shm files beside a database even to read it; free some space)"
+        )
+    return ""
 
 
 #: WAL checkpoints are the writer thread's, between calls, never a commit's: SQLite's own
