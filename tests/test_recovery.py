@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +198,15 @@ async def test_typing_while_connecting_is_not_refused(server: RunningServer) -> 
     assert await _head(server.url) == "offline typing"
 
 
+def _copy_db(src: str, dst: str) -> None:
+    """A copy of a stopped server's database, its WAL folded in first."""
+    with sqlite3.connect(src) as c:
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    for extra in ("-wal", "-shm"):
+        Path(dst + extra).unlink(missing_ok=True)
+    shutil.copyfile(src, dst)
+
+
 def _damage_table(db: str, table: str) -> None:
     """Write garbage over the root page of `table` (the server stopped, the WAL folded
     into the file)."""
@@ -223,6 +234,8 @@ async def test_a_damaged_snapshots_table_is_passed_over_for_the_log(
                 await _type(a, f"{k} ")
         await eventually(lambda: _has(server.url, "".join(f"{k} " for k in range(12))))
         assert await server.backend.store.snapshots(DOC)
+    good = str(tmp_path / "good.db")
+    await asyncio.to_thread(_copy_db, settings.db, good)
     await asyncio.to_thread(_damage_table, settings.db, "snapshots")
     async with run_server(settings) as server:
         async with connect(server.ws_url, DOC, "bob") as b:
@@ -232,3 +245,16 @@ async def test_a_damaged_snapshots_table_is_passed_over_for_the_log(
                 lambda: _has(server.url, "".join(f"{k} " for k in range(12)) + "and on")
             )
         assert b.close_code in (None, 1000), b.close_reason
+    # a compacted document's base is a snapshot: it cannot load, and says so (1011, not
+    # the 1013 of a store that is down for a moment)
+    await asyncio.to_thread(_copy_db, good, settings.db)
+    compact = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "palimpsest", "compact", DOC, "--before", "6", "--yes",
+        "--db", settings.db, stdout=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert await compact.wait() == 0
+    await asyncio.to_thread(_damage_table, settings.db, "snapshots")
+    async with run_server(settings) as server:
+        async with connect(server.ws_url, DOC, "carol", wait_sync=False) as c:
+            await eventually(lambda: c.close_code is not None, what="closed")
+        assert c.close_code == 1011 and "cannot be read" in str(c.close_reason)

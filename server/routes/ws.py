@@ -5,6 +5,7 @@ not, so that a slow client never stalls anyone else."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import re
@@ -24,6 +25,7 @@ from ..errors import (
     ProtocolError,
     RateLimited,
     StoreError,
+    StoreUnavailable,
     UpdateGap,
     UpdateRejected,
 )
@@ -458,7 +460,12 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         except StoreError as e:
             log.warning("cannot load %s: %s", doc, e)
             backend.refused("store_unavailable")
-            await ws.close(1013, "the store is unavailable, try again")
+            if isinstance(e, StoreUnavailable):
+                code, reason = 1013, "the store is unavailable, try again"
+            else:  # not a moment's trouble: a query failed (a damaged database, say)
+                code, reason = 1011, "the document cannot be read: the server's log says why"
+            with contextlib.suppress(Exception):  # (the client may be gone already)
+                await ws.close(code, reason)
             return
         conn = Connection(ws, backend, client)
         log.info("connect %s doc=%s user=%s", conn.id, doc, conn.actor)
