@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 from palimpsest.errors import ProtocolError
 from palimpsest.protocol import Reader, write_var_string, write_var_uint
+from palimpsest.updates import skip_any, skip_item, utf16_length
 
 _BIT8, _BIT7, _BIT6 = 0x80, 0x40, 0x20
 _GC, _SKIP = 0, 10
@@ -208,14 +209,14 @@ def _cut(s: _Struct, budget: int) -> list[_Struct]:
     kind = info & 31
     pieces: list[tuple[bytes, int]]  # (encoded content, length in clock units)
     if kind == _STRING:
-        pieces = [(write_var_string(p), _utf16_length(p)) for p in _cut_text(r, budget)]
+        pieces = [(write_var_string(p), utf16_length(p)) for p in _cut_text(r, budget)]
     elif kind in (_ANY, _JSON):
         n = r.read_var_uint()
         begin = r.pos  # the first value's
         ends = []
         for _ in range(n):
             if kind == _ANY:
-                _skip_any(r)
+                skip_any(r, 1)
             else:
                 r.read_var_bytes()
             ends.append(r.pos)
@@ -264,13 +265,6 @@ def _cut_text(r: Reader, budget: int) -> list[str]:
     return pieces
 
 
-def _utf16_length(text: str) -> int:
-    # Yjs clocks count UTF-16 code units; astral characters count two
-    if text.isascii():
-        return len(text)
-    return len(text.encode("utf-16-le", "surrogatepass")) // 2
-
-
 def _read(update: bytes) -> tuple[dict[int, list[_Struct]], DeleteSet]:
     """The update's structs by client (in clock order) and its delete set."""
     r = Reader(update)
@@ -293,7 +287,9 @@ def _read(update: bytes) -> tuple[dict[int, list[_Struct]], DeleteSet]:
                     clock += length
                     continue
             else:
-                length = _skip_item(r, info, refs)
+                needs: dict[int, int] = {}  # client -> the clock it needs up to
+                length = skip_item(r, info, needs)
+                refs = [(c, need - 1) for c, need in needs.items()]
             structs.append(_Struct(client, clock, length, update[start : r.pos], refs))
             clock += length
     deletes: DeleteSet = []
@@ -306,94 +302,3 @@ def _read(update: bytes) -> tuple[dict[int, list[_Struct]], DeleteSet]:
         deletes.append((client, ranges))
     r.expect_end("the update's delete set")
     return {c: s for c, s in groups.items() if s}, deletes
-
-
-def _skip_item(r: Reader, info: int, refs: list[tuple[int, int]]) -> int:
-    """Skip an item after its info byte, noting the ids it needs; return its length."""
-    if info & _BIT8:
-        refs.append((r.read_var_uint("origin client"), r.read_var_uint("origin clock")))
-    if info & _BIT7:
-        refs.append((r.read_var_uint("right client"), r.read_var_uint("right clock")))
-    if not info & (_BIT8 | _BIT7):
-        if r.read_var_uint("parent info"):
-            r.read_var_bytes("parent type name")
-        else:
-            refs.append((r.read_var_uint("parent client"), r.read_var_uint("parent clock")))
-        if info & _BIT6:
-            r.read_var_bytes("parent sub")
-    kind = info & 31
-    if kind == _DELETED:
-        length: int = r.read_var_uint("deleted length")
-        return length
-    if kind == _JSON:
-        n: int = r.read_var_uint("JSON count")
-        for _ in range(n):
-            r.read_var_bytes("JSON value")
-        return n
-    if kind in (_BINARY, _EMBED):
-        r.read_var_bytes("binary or embed")
-        return 1
-    if kind == _STRING:
-        return _utf16_length(r.read_var_string("string content"))
-    if kind == _FORMAT:
-        r.read_var_bytes("format key")
-        r.read_var_bytes("format value")
-        return 1
-    if kind == _TYPE:
-        if r.read_var_uint("type ref") in (_XML_ELEMENT, _XML_HOOK):
-            r.read_var_bytes("type name")
-        return 1
-    if kind == _ANY:
-        n = r.read_var_uint("any count")
-        for _ in range(n):
-            _skip_any(r)
-        return n
-    if kind == _DOC:
-        r.read_var_bytes("subdocument guid")
-        _skip_any(r)
-        return 1
-    raise ProtocolError(f"unknown item content {kind}")
-
-
-def _skip_any(r: Reader) -> None:
-    """Skip one lib0 ``any`` value (iteratively: nesting depth is not bounded here)."""
-    left = [1]
-    keyed = [False]
-    data = r.data
-    while left:
-        if not left[-1]:
-            left.pop()
-            keyed.pop()
-            continue
-        left[-1] -= 1
-        if keyed[-1]:
-            r.read_var_bytes("object key")
-        if r.pos >= len(data):
-            raise ProtocolError("truncated any value")
-        tag = data[r.pos]
-        r.pos += 1
-        if tag in (127, 126, 121, 120):  # undefined, null, false, true
-            continue
-        if tag == 125:  # varInt
-            while True:
-                if r.pos >= len(data):
-                    raise ProtocolError("truncated varInt")
-                r.pos += 1
-                if not data[r.pos - 1] & 0x80:
-                    break
-        elif tag == 124:
-            r.pos += 4
-        elif tag in (123, 122):
-            r.pos += 8
-        elif tag in (119, 116):  # string, bytes
-            r.read_var_bytes("any string or bytes")
-        elif tag == 118:  # object
-            left.append(r.read_var_uint("object size"))
-            keyed.append(True)
-        elif tag == 117:  # array
-            left.append(r.read_var_uint("array length"))
-            keyed.append(False)
-        else:
-            raise ProtocolError(f"unknown any tag {tag}")
-        if r.pos > len(data):
-            raise ProtocolError("truncated any value")

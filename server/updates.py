@@ -111,7 +111,7 @@ def _keystroke(update: bytes) -> UpdateMeta | None:
         c, k = varuint_value(g[i]), varuint_value(g[i + 1]) + 1
     if refs.get(c, 0) < k:
         refs[c] = k
-    return UpdateMeta({varuint_value(g[0]): [(clock, clock + _utf16_length(text))]}, {}, refs)
+    return UpdateMeta({varuint_value(g[0]): [(clock, clock + utf16_length(text))]}, {}, refs)
 
 
 def _read_meta(update: bytes) -> UpdateMeta:
@@ -144,10 +144,10 @@ def _read_meta(update: bytes) -> UpdateMeta:
                     c, k = uint("right origin client"), uint("right origin clock")
                     if refs.get(c, 0) <= k:
                         refs[c] = k + 1
-                length = _utf16_length(r.read_var_string("string content"))
+                length = utf16_length(r.read_var_string("string content"))
                 _add(structs, client, clock, clock + length)
             else:
-                length = _skip_item(r, info, refs)
+                length = skip_item(r, info, refs)
                 _add(structs, client, clock, clock + length)
             clock += length
     deletes = read_delete_set(r)
@@ -195,7 +195,7 @@ def _ref(refs: dict[int, int], client: int, clock: int) -> None:
         refs[client] = clock + 1
 
 
-def _skip_item(r: Reader, info: int, refs: dict[int, int]) -> int:
+def skip_item(r: Reader, info: int, refs: dict[int, int]) -> int:
     """Skip an Item's header and content, noting the IDs it refers to in `refs`; return
     its length (clock units)."""
     if info & _BIT8:
@@ -221,7 +221,7 @@ def _skip_item(r: Reader, info: int, refs: dict[int, int]) -> int:
         r.read_var_bytes("binary content")
         return 1
     if ref == _STRING:
-        return _utf16_length(r.read_var_string("string content"))
+        return utf16_length(r.read_var_string("string content"))
     if ref == _EMBED:
         r.read_var_bytes("embed")
         return 1
@@ -235,23 +235,23 @@ def _skip_item(r: Reader, info: int, refs: dict[int, int]) -> int:
         return 1
     if ref == _ANY:
         n = r.read_var_uint("any content length")
-        _skip_any(r, n)
+        skip_any(r, n)
         return n
     if ref == _DOC:
         r.read_var_bytes("subdocument guid")
-        _skip_any(r, 1)
+        skip_any(r, 1)
         return 1
     raise ProtocolError(f"unknown item content ref {ref} (info byte {info}) at offset {r.pos}")
 
 
-def _utf16_length(text: str) -> int:
+def utf16_length(text: str) -> int:
     # Yjs clocks count UTF-16 code units; astral characters count two
     if text.isascii():
         return len(text)
     return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
-def _skip_any(r: Reader, count: int) -> None:
+def skip_any(r: Reader, count: int) -> None:
     """Skip `count` lib0 ``any`` values, iteratively (nesting depth is attacker-chosen)."""
     # a stack of open containers: [values left, whether each value follows a key]
     stack: list[list[int]] = [[count, 0]]

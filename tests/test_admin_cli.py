@@ -12,6 +12,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -365,13 +366,7 @@ def test_a_database_on_read_only_media_is_named_as_such(tmp_path: Path) -> None:
     """SQLite in WAL mode writes -shm beside a database even to read it: on read-only
     media every command said only "unable to open database file". It now says the
     directory is read-only and what to do. (A tmpfs mounted read-only: root only.)"""
-    media = tmp_path / "media"
-    media.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(media)],
-                             capture_output=True, check=False)  # fmt: skip
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with _tmpfs(tmp_path / "media", "4m") as media:
         (tmp_path / "t.txt").write_text("kept on a read-only disk")
         made = _run(
             "import", "notes", str(tmp_path / "t.txt"), "--text", "--db", str(media / "p.db")
@@ -382,20 +377,12 @@ def test_a_database_on_read_only_media_is_named_as_such(tmp_path: Path) -> None:
             r = _run(*argv, "--db", str(media / "p.db"))
             assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
             assert f"{media} is read-only" in r.stderr and "copy the file" in r.stderr, r.stderr
-    finally:
-        subprocess.run(["umount", str(media)], check=False)
 
 
 def test_a_database_on_a_full_disk_is_named_as_such(tmp_path: Path) -> None:
     """With no room left for its -shm file, SQLite opens nothing and says only "disk
     I/O error". Every command now says the disk is full. (A tmpfs: root only.)"""
-    media = tmp_path / "media"
-    media.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(media)],
-                             capture_output=True, check=False)  # fmt: skip
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with _tmpfs(tmp_path / "media", "8m") as media:
         (tmp_path / "t.txt").write_text("kept on a full disk")
         made = _run(
             "import", "notes", str(tmp_path / "t.txt"), "--text", "--db", str(media / "p.db")
@@ -419,6 +406,18 @@ def test_a_database_on_a_full_disk_is_named_as_such(tmp_path: Path) -> None:
             r = _run(*argv, "--db", str(media / "p.db"))
             assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
             assert f"the disk holding {media} is full" in r.stderr, r.stderr
+
+
+@contextlib.contextmanager
+def _tmpfs(media: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `media` for the test (root only: skipped otherwise)."""
+    media.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(media)],
+                             capture_output=True, check=False)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield media
     finally:
         subprocess.run(["umount", str(media)], check=False)
 
