@@ -204,10 +204,10 @@ async def load(
     if before_replay is not None:
         before_replay(doc, snap)
     events = await store.read(name, after=base, upto=upto)
-    if unreadable is not None and (events[0].seq if events else 0) != (1 if events else 0):
-        raise unreadable  # compacted: its base is in a snapshot
-    if unreadable is not None and not events and await store.head(name) > 0:
-        raise unreadable
+    if unreadable is not None:
+        whole = events[0].seq == 1 if events else await store.head(name) == 0
+        if not whole:
+            raise unreadable  # compacted: its base is in a snapshot
     hooked = on_event is not None or before_event is not None or before_replay is not None
     if events and not hooked and replay_merged(doc, events):
         failed = 0

@@ -361,7 +361,7 @@ INLINE_EVENTS_OS = 256
 INLINE_MAX_SECONDS = 0.002
 
 
-def _read_only_hint(path: str) -> str:
+def _media_hint(path: str) -> str:
     """Why a database on read-only media, or on a full disk, does not open (SQLite's own
     message is "unable to open database file", or "disk I/O error" when it cannot make
     its -shm file), and what to do; "" when that is not it."""
@@ -374,7 +374,8 @@ def _read_only_hint(path: str) -> str:
             "database even to read it; copy the file somewhere writable)"
         )
     try:
-        free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+        fs = os.statvfs(folder)
+        free = fs.f_bavail * fs.f_frsize
     except OSError:
         return ""
     if free < 1 << 20:
@@ -782,7 +783,7 @@ class SQLiteStore(EventStore):
         except (sqlite3.Error, OSError) as e:
             await self.stop()
             raise StoreUnavailable(
-                f"cannot open SQLite database {self.path!r}: {e}{_read_only_hint(self.path)}"
+                f"cannot open SQLite database {self.path!r}: {e}{_media_hint(self.path)}"
             ) from e
         except BaseException:
             await self.stop()
