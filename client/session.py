@@ -232,6 +232,8 @@ class Session:
         await self._stop_runner()
         if self._failed is not None:
             raise self._failed
+        if isinstance(self._last_error, ServerGone):  # never reached it
+            raise ServerGone(f"{self._last_error} (tried for {_seconds(self._connect_timeout)})")
         raise Timeout(
             f"no sync with {self.url} within {_seconds(self._connect_timeout)} "
             "(server not answering?)"
@@ -655,9 +657,11 @@ class Session:
                         )
                 self._last_error = err
                 first = not self._first_sync.is_set()
-                if first and (isinstance(e, OSError) or isinstance(err, Refused)):
+                if first and (isinstance(err, Refused) or not self._reconnect):
                     self._failed = err  # nothing to keep: say so at once
                     return
+                # a server not up yet (started with its bot, restarting): tried again
+                # until open() gives up, after connect_timeout
             else:
                 attempt = 0
                 try:

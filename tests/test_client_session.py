@@ -146,12 +146,35 @@ def test_a_url_that_names_no_server_is_refused_before_connecting() -> None:
 
 async def test_server_gone() -> None:
     port = free_port()  # nobody listens there
+    with pytest.raises(client.ServerGone, match="cannot connect.*tried for 0.5 s"):
+        async with client.connect(
+            f"ws://127.0.0.1:{port}/ws", "doc", user="ada", connect_timeout=0.5
+        ):
+            pass
+    # without reconnecting, at once
     with pytest.raises(client.ServerGone, match="cannot connect"):
-        async with client.connect(f"ws://127.0.0.1:{port}/ws", "doc", user="ada"):
+        async with client.connect(f"ws://127.0.0.1:{port}/ws", "doc", user="ada", reconnect=False):
             pass
     async with client.History(f"http://127.0.0.1:{port}") as h:
         with pytest.raises(client.ServerGone):
             await h.docs()
+
+
+async def test_a_bot_started_before_its_server_waits_for_it(settings: Settings) -> None:
+    """The first connection is tried again until connect_timeout, so a bot started
+    with its server (or while it restarts) connects once the server is up."""
+    opening = asyncio.create_task(
+        client.connect(f"ws://127.0.0.1:{settings.port}/ws", "early", user="bot").open()
+    )
+    await asyncio.sleep(0.5)
+    assert not opening.done()
+    async with run_server(settings):
+        session = await asyncio.wait_for(opening, 15)
+        try:
+            session.text().insert(0, "up")
+            await session.flush()
+        finally:
+            await session.close()
 
 
 async def test_requests_while_the_server_is_gone_raise_server_gone(
@@ -432,7 +455,9 @@ async def test_no_message_quotes_the_token(settings: Settings) -> None:
     messages.append(str(gave_up.value))
     await s.close()
     with pytest.raises(client.ServerGone) as unreachable:
-        async with client.connect(f"ws://127.0.0.1:{free_port()}/ws", "doc", token=token):
+        async with client.connect(
+            f"ws://127.0.0.1:{free_port()}/ws", "doc", token=token, connect_timeout=0.3
+        ):
             pass
     messages.append(str(unreachable.value))
     for m in messages:
