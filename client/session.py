@@ -662,6 +662,8 @@ class Session:
                     return
                 # a server not up yet (started with its bot, restarting): tried again
                 # until open() gives up, after connect_timeout
+                if not first and attempt == 1:  # once an outage, not every attempt
+                    log.warning("%s: cannot reconnect yet (%s); retrying", self.name, err)
             else:
                 attempt = 0
                 try:
@@ -673,7 +675,12 @@ class Session:
                 err = from_close(code, reason, self.name)
                 self._last_error = err
                 permanent = 4400 <= code < 4500 and code != 4429
-                log.info("%s: connection closed with %s %s", self.name, code, reason)
+                # (a warning: a bot at the default log level sees its edits wait offline)
+                log.log(
+                    logging.INFO if code == 1000 else logging.WARNING,
+                    "%s: connection closed with %s %s%s", self.name, code, reason,
+                    "" if permanent or not self._reconnect else "; reconnecting",
+                )  # fmt: skip
                 if permanent:
                     self._failed = err
                     self._notify()

@@ -82,7 +82,10 @@ async def test_reconnect_after_restart_sends_offline_edits_once(tmp_path: Path) 
     assert useless == 0
 
 
-async def test_reconnect_after_kill_9_loses_nothing(tmp_path: Path) -> None:
+async def test_reconnect_after_kill_9_loses_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="palimpsest.client")
     srv = ServerProcess(tmp_path)
     await srv.astart()
     try:
@@ -99,10 +102,18 @@ async def test_reconnect_after_kill_9_loses_nothing(tmp_path: Path) -> None:
                 a.text().append(ch)
             a.set_presence({"name": "ada"})
 
+            for _ in range(100):  # (the session's back-off tries again meanwhile)
+                if "cannot reconnect yet" in caplog.text:
+                    break
+                await asyncio.sleep(0.1)
             await srv.astart()
             await a.wait_connected(timeout=20)
             await a.flush()
             assert a.text() == "durable. in flight. offline. "
+            # a bot at the default log level hears of the outage: once, not every attempt
+            warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+            assert any("connection closed with 1006" in m and "reconnecting" in m for m in warned)
+            assert sum("cannot reconnect yet" in m for m in warned) == 1, warned
             async with client.connect(srv.ws_url, "crash", user="bob", max_backoff=0.3) as b:
                 assert b.text() == "durable. in flight. offline. "
                 # presence came back with the reconnection
