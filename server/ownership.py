@@ -11,13 +11,16 @@ wait as pending and appear, inside the victim's event, when the victim types). S
   hold) only for client ids that are new or that belong to its sender; the server's own
   client id (undo, redo, restore) belongs to no client. Otherwise it is refused whole
   (Forbidden, 4403), nothing logged.
-- An update that writes items of several client ids (a client's sync step 2 relaying
-  what others typed, which the store lacks) claims none of them: each is claimed by the
-  first update that writes it alone, its own client's. While the store recovers lost
-  edits (``relay_until``, settings.recovering_minutes), a step 2 may also carry items
-  of client ids that belong to other users: they are the edits the store lost, which
-  every client holds a copy of; they are logged in the sender's event, their owner
-  unchanged.
+- A sync step 2 (a client's answer to the server's step 1) carries whatever the client
+  holds that the store lacks: its own offline edits, and, when the store lost edits (a
+  backup restored, a new database file), other people's too. It claims only the client
+  ids its connection announced in its presence (y-websocket's provider announces its
+  own as it connects); the others are relayed, claimed by nobody until their own
+  client writes them, and listed in the event's meta (``relays``) so that a reload
+  or another process decides the same. While the store recovers lost edits
+  (``relay_until``, settings.recovering_minutes), a step 2 may also carry items of
+  client ids that belong to other users: they are the edits the store lost, which
+  every client holds a copy of; logged in the sender's event, their owner unchanged.
 - New structs must continue their client's clock without a gap, and every origin and
   parent they name, and every item the update deletes, must be held by the document, the
   queued updates or the update itself. Otherwise it is refused whole (UpdateRejected,
@@ -33,7 +36,7 @@ The cost per update is its own size, never the document's.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container, Iterable
 from typing import Any
 
 from .errors import Forbidden, ProtocolError, UpdateGap, UpdateRejected
@@ -71,13 +74,16 @@ class Owners:
         meta: UpdateMeta | None = None,
         *,
         step2: bool = False,
+        own: Container[int] | None = None,
     ) -> dict[int, tuple[int, int]]:
         """Refuse `update` from `actor` (raises) unless it follows the rule; note what it
         claims and reaches, and return that: client id -> (the clock its new items start
         at, the clock they reach), for ``written`` once the update is logged, so it is
         parsed once; applied in order, that is exactly what the update inserts. `state`:
         the live document's state vector (asked once). `meta`: the update's, when the
-        caller read it already. `step2`: it answers the server's sync step 1."""
+        caller read it already. `step2`: it answers the server's sync step 1. `own`:
+        the only client ids it may claim (a step 2's: its connection's announced ones);
+        None: every new one."""
         if self.clocks is None:
             self.clocks = dict(state())
         clocks = self.clocks
@@ -86,7 +92,7 @@ class Owners:
                 meta = decode_update_meta(update)
             except ProtocolError as e:
                 raise UpdateRejected(f"update does not parse: {e}") from e
-        fast = self._admit_one_run(actor, meta, clocks)
+        fast = self._admit_one_run(actor, meta, clocks, own)
         if fast is not None:
             return fast
         relay = step2 and self.relay_until > 0 and time.monotonic() < self.relay_until
@@ -134,16 +140,19 @@ class Owners:
                     "which the document does not have: re-sync"
                 )
         out: dict[int, tuple[int, int]] = {}
-        claim = len(reach) == 1  # (several clients' items: relayed, claimed by none)
         for client, end in reach.items():
-            if claim and client not in self.owners:
+            if client not in self.owners and (own is None or client in own):
                 self.claims.setdefault(client, actor)
             clocks[client] = end
             out[client] = (starts[client], end)
         return out
 
     def _admit_one_run(
-        self, actor: str, meta: UpdateMeta, clocks: dict[int, int]
+        self,
+        actor: str,
+        meta: UpdateMeta,
+        clocks: dict[int, int],
+        own: Container[int] | None = None,
     ) -> dict[int, tuple[int, int]] | None:
         """`admit` of the commonest update (a keystroke, a paste: one run of new items of
         one client, no deletion) when it passes; None for any other update, or one the
@@ -164,7 +173,7 @@ class Owners:
         for c, need in meta.refs.items():
             if need > (end if c == client else clocks.get(c, 0)):
                 return None
-        if client not in self.owners:
+        if client not in self.owners and (own is None or client in own):
             self.claims.setdefault(client, actor)
         clocks[client] = end
         return {client: (have, end)}
@@ -188,10 +197,16 @@ class Owners:
                 return True
         return False
 
-    def record(self, actor: str, update: bytes, meta: UpdateMeta | None = None) -> None:
+    def record(
+        self,
+        actor: str,
+        update: bytes,
+        meta: UpdateMeta | None = None,
+        relays: Iterable[Any] = (),
+    ) -> None:
         """A logged event (replayed, applied, from another process, or the server's own):
-        its new client ids belong to its actor. `meta`: the update's, when the caller read
-        it already."""
+        its new client ids belong to its actor, but those it relayed (`relays`, from the
+        event's meta). `meta`: the update's, when the caller read it already."""
         if meta is None:
             try:
                 meta = decode_update_meta(update)
@@ -199,19 +214,22 @@ class Owners:
                 return
         clients = meta.structs
         self.written(
-            actor, {client: (ranges[0][0], ranges[-1][1]) for client, ranges in clients.items()}
+            actor,
+            {client: (ranges[0][0], ranges[-1][1]) for client, ranges in clients.items()},
+            relays,
         )
 
-    def written(self, actor: str, reach: dict[int, tuple[int, int]]) -> None:
-        """As `record`, from what `admit` returned for the logged update. An update that
-        writes items of several client ids claims none of them (see the module's doc)."""
-        claim = sum(1 for client in reach if client != self.server) == 1
+    def written(
+        self, actor: str, reach: dict[int, tuple[int, int]], relays: Iterable[Any] = ()
+    ) -> None:
+        """As `record`, from what `admit` returned for the logged update (`relays`: the
+        client ids it wrote without claiming them, see the module's doc)."""
+        relayed = {c for c in relays if isinstance(c, int)} if relays else ()
         for client, (_start, end) in reach.items():
             if self.clocks is not None and self.clocks.get(client, 0) < end:
                 self.clocks[client] = end
-            if client != self.server:
-                if claim:
-                    self.owners.setdefault(client, actor)
+            if client != self.server and client not in relayed:
+                self.owners.setdefault(client, actor)
                 self.claims.pop(client, None)
 
     def to_meta(self) -> dict[str, str]:

@@ -26,7 +26,7 @@ class Ownership(Extension):
 
     def on_applied(self, room: Room, event: Event, origin: Origin) -> None:
         if isinstance(origin, ReplayOrigin):
-            room.owners.record(event.actor, event.update)
+            room.owners.record(event.actor, event.update, relays=event.meta.get("relays", ()))
 
     def snapshot_meta(self, room: Room) -> Mapping[str, Any]:
         return {META_KEY: room.owners.to_meta()}

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -367,12 +367,24 @@ class Room:
             raise ProtocolError(f"sync step 1 carries an invalid state vector: {e}") from e
         peer.send(P.encode_sync_step2(update))
 
-    def receive_update(self, peer: Peer, update: bytes, *, reply_to_step1: bool = False) -> bool:
+    def announced(self, peer_id: str) -> frozenset[int]:
+        """The Yjs client ids connection `peer_id` announced in its presence (its own)."""
+        return frozenset(c for c, e in self.presence.entries.items() if e.peer_id == peer_id)
+
+    def receive_update(
+        self,
+        peer: Peer,
+        update: bytes,
+        *,
+        reply_to_step1: bool = False,
+        own: Container[int] | None = None,
+    ) -> bool:
         """Validate and queue a client's update. Returns False when it is a no-op: it
         adds no item and deletes nothing the log does not already hold (pycrdt's
         `Provider` echoes every update back; a step 2 re-sends the whole delete set).
         `reply_to_step1`: it answers the server's sync step 1 (while the store recovers
-        lost edits, such an update may carry other users' items: ownership.py)."""
+        lost edits, such an update may carry other users' items: ownership.py); `own`:
+        then, the client ids it may claim (its connection's, see :meth:`announced`)."""
         if update == EMPTY_UPDATE:
             return False
         try:
@@ -389,8 +401,14 @@ class Room:
         if not owners.surely_new(update, parsed) and not self._adds_anything(update, parsed):
             return False
         # the attribution rule: forged client ids and would-be pending items are refused
-        reach = owners.admit(peer.actor, update, self._live_state, parsed, step2=reply_to_step1)
-        meta = {"conn": peer.id}
+        reach = owners.admit(
+            peer.actor, update, self._live_state, parsed, step2=reply_to_step1, own=own
+        )
+        meta: dict[str, Any] = {"conn": peer.id}
+        if own is not None:
+            relays = sorted(c for c in reach if c not in own)
+            if relays:  # written, not claimed: a reload decides the same (ownership.py)
+                meta["relays"] = relays
         deletes = parsed.deletes if parsed is not None else None
         self._push(_ClientUpdate(peer, update, meta, reach, deletes))
         self.queued_bytes += len(update)
@@ -417,16 +435,17 @@ class Room:
         if self._deleted is not None:
             self._deleted.add(dels)
 
-    def _note_logged(self, actor: str, update: bytes) -> None:
+    def _note_logged(self, actor: str, update: bytes, relays: Iterable[Any] = ()) -> None:
         """An applied event this room did not admit (a server change, one from another
-        process or the store): its deletions to the union and its new client ids to
-        `actor`, from one read of it. One that does not parse did not apply either."""
+        process or the store): its deletions to the union and its new client ids (but
+        those it relayed) to `actor`, from one read of it. One that does not parse did
+        not apply either."""
         try:
             meta = decode_update_meta(update)
         except ProtocolError:
             return
         self._note_deletions(meta.deletes)
-        self.owners.record(actor, update, meta)
+        self.owners.record(actor, update, meta, relays)
 
     @property
     def awareness(self) -> dict[int, Entry]:
@@ -803,10 +822,10 @@ class Room:
         self.current_event = None
         if ok:
             if reach is None:  # not admitted here
-                self._note_logged(ev.actor, ev.update)
+                self._note_logged(ev.actor, ev.update, ev.meta.get("relays", ()))
             else:
                 self._note_deletions(dels or {})  # read above whenever reach is given
-                self.owners.written(ev.actor, reach)
+                self.owners.written(ev.actor, reach, ev.meta.get("relays", ()))
             self.observer.applied(self, ev, origin)
         self.current_change = None
         return ok

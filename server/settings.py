@@ -150,6 +150,8 @@ class Settings:
             if value < 0 or (value == 0 and f.name in _POSITIVE) or value != value:
                 least = "above 0" if f.name in _POSITIVE else "0 or more"
                 raise ValueError(f"{_name(f.name)} must be {least}, not {value!r}")
+        if self.recovering_minutes == float("inf"):  # (the attribution rule off for good)
+            raise ValueError(f"{_name('recovering_minutes')} must be a number of minutes")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"{_name('port')} must be a port number (0-65535), not {self.port}")
         for name, allowed in _CHOICES.items():

@@ -15,6 +15,7 @@ import contextlib
 import shutil
 import sqlite3
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,9 @@ async def test_a_restored_backup_takes_back_what_the_clients_hold(
     marker = recovery_marker(settings.db)
     assert marker.read_text().strip() == "60"
     async with run_server(settings) as server:
-        assert not marker.exists()  # the window is this start's
+        # the window is an hour from this start: a restart within it keeps what is left
+        assert marker.read_text().startswith("until ")
+        assert server.backend.rooms.relay_until > time.monotonic() + 59 * 60
         assert await _head(server.url) == "A1 B1 "
         async with connect(server.ws_url, DOC, "alice", ydoc=alice) as a:
             # her step 2 carries Bob's "B2 " as well as her own "A2 "
@@ -89,6 +92,13 @@ async def test_a_restored_backup_takes_back_what_the_clients_hold(
             assert b.close_code in (None, 1000), b.close_reason
         assert a.close_code in (None, 1000), a.close_reason
         assert await _head(server.url) == "A1 B1 A2 B2 B3 A3 "
+    async with run_server(settings) as server:
+        assert 58 * 60 < server.backend.rooms.relay_until - time.monotonic() <= 60 * 60
+    # once the hour has passed, the marker goes and the rule holds again
+    marker.write_text(f"until {time.time() - 1:.0f}\n")
+    async with run_server(settings) as server:
+        assert server.backend.rooms.relay_until == 0.0
+        assert not marker.exists()
 
 
 async def test_outside_a_recovery_the_rule_holds(tmp_path: Path, settings: Settings) -> None:
@@ -258,3 +268,51 @@ async def test_a_damaged_snapshots_table_is_passed_over_for_the_log(
         async with connect(server.ws_url, DOC, "carol", wait_sync=False) as c:
             await eventually(lambda: c.close_code is not None, what="closed")
         assert c.close_code == 1011 and "cannot be read" in str(c.close_reason)
+
+
+async def test_a_client_id_relayed_alone_is_not_taken(settings: Settings) -> None:
+    """Carol, who only watched, reconnects first to the new database: her step 2 carries
+    Alice's text alone (one client id, not her own). It is taken, and claimed by nobody:
+    Alice, reconnecting after her, goes on typing (she used to get 4403 for good)."""
+    alice_doc: Doc[Any] = Doc()
+    carol_doc: Doc[Any] = Doc()
+    async with run_server(settings) as server:
+        async with (
+            connect(server.ws_url, DOC, "alice", ydoc=alice_doc) as a,
+            connect(server.ws_url, DOC, "carol", ydoc=carol_doc) as c,
+        ):
+            await _type(a, "Alice. ")
+            await eventually(lambda: c.content == "Alice. ")
+    _lose(settings.db)
+    async with run_server(settings) as server:
+        async with connect(server.ws_url, DOC, "carol", ydoc=carol_doc):
+            await eventually(lambda: _has(server.url, "Alice. "), what="relayed")
+        async with connect(server.ws_url, DOC, "alice", ydoc=alice_doc) as a:
+            await _type(a, "More.")
+            await eventually(lambda: _has(server.url, "Alice. More."), what="typed on")
+        assert a.close_code in (None, 1000), a.close_reason
+
+
+async def test_a_step_2_claims_the_client_id_its_connection_announced(
+    server: RunningServer,
+) -> None:
+    """Dan's offline edits come in his step 2, after his presence named his client id
+    (as y-websocket's provider does on connecting): the id is his from that step 2, so
+    Eve cannot write under it before he types again."""
+    dan: Doc[Any] = Doc()
+    dan.get("content", type=Text).insert(0, "offline by dan")
+    async with websockets.connect(f"{server.ws_url}/{DOC}?user=dan") as ws:
+        state = P.encode_awareness_entries([(dan.client_id, 1, '{"user":{"name":"dan"}}')])
+        await ws.send(P.encode_awareness(state))
+        await ws.send(P.encode_sync_step1(Doc().get_state()))
+        while not isinstance(msg := P.decode(await asyncio.wait_for(ws.recv(), 10)), P.SyncStep1):
+            pass
+        await ws.send(P.encode_sync_step2(dan.get_update(msg.state_vector)))
+        await eventually(lambda: _has(server.url, "offline by dan"), what="the step 2")
+        forged: Doc[Any] = Doc(client_id=dan.client_id)
+        forged.apply_update(dan.get_update())
+        async with connect(server.ws_url, DOC, "eve", ydoc=forged) as e:
+            forged.get("content", type=Text).insert(0, "eve as dan: ")
+            await eventually(lambda: e.close_code is not None, what="refused")
+        assert e.close_code == 4403
+    assert await _head(server.url) == "offline by dan"

@@ -84,6 +84,13 @@ def run_backup(args: argparse.Namespace) -> int:
         f"{done.docs} document{'' if done.docs == 1 else 's'}, "
         f"{done.size / 1e6:.1f} MB in {done.seconds:.2f} s"
     )
+    marker = recovery_marker(args.out)
+    if marker.exists():
+        print(
+            f"palimpsest: {args.out} was replaced: the next server started on it takes back "
+            f"clients' copies of later edits for {RESTORED_MINUTES:g} minutes ({marker.name}; "
+            "docs/operations.md#recovering-lost-edits)"
+        )
     return 0
 
 

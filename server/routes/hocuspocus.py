@@ -362,7 +362,8 @@ class HocuspocusSocket(Connection):
             self.send(H.encode_sync_status(peer.doc, saved))
             return
         self.admit_update(room, update, peer.guard, peer.client)
-        if not room.receive_update(peer.author, update, reply_to_step1=step2):
+        own = room.announced(peer.id) if step2 else None
+        if not room.receive_update(peer.author, update, reply_to_step1=step2, own=own):
             # nothing to log: saved as soon as everything this client sent before is
             self.spawn(self.saved_after_flush(peer, room))
 

@@ -251,7 +251,8 @@ class Connection:
             return
         self.admit_update(room, update, self.guard)
         try:
-            room.receive_update(self, update, reply_to_step1=step2)
+            own = room.announced(self.id) if step2 else None
+            room.receive_update(self, update, reply_to_step1=step2, own=own)
         except UpdateGap as e:
             if step2 or self._stepped:
                 raise
