@@ -436,12 +436,16 @@ class Copies:
     def settle(self) -> None:
         """Note the copies the event made (once its inserts and deletes are folded, and
         its moves noted: text moved is not looked at again)."""
-        seq, seen = self.seq, set()
+        seq = self.seq
+        covered: set[int] = set()  # the runs of the stretches looked at (by id())
         for track, pos, run in self.spots:
-            runs = track.gap(*self.where(track, pos, run), seq)
-            if not runs or id(runs[0]) in seen:
-                continue  # (one stretch, several inserts)
-            seen.add(id(runs[0]))
+            bi, ri = self.where(track, pos, run)
+            block = track.blocks[bi]
+            at = block[ri] if ri < len(block) else block[ri - 1] if ri else None
+            if at is not None and id(at) in covered:
+                continue  # (one stretch, many inserts: an undo of a long delete)
+            runs = track.gap(bi, ri, seq)
+            covered.update(id(r) for r in runs)
             orig = [r for r in runs if r[3] and r[3] != seq and self.source(r)]
             self.match(track, runs, track, orig)
         for settle in self.later:
