@@ -337,3 +337,26 @@ async def _edit_undo_restore(server: RunningServer) -> None:
             ("Hello world", "alice"),
             (" again", "bob"),
         ]
+
+
+def test_an_undo_of_a_long_delete_keeps_every_writer() -> None:
+    """5,000 words by two people, all deleted at once and undone: more runs than one
+    look around an insert covers (GAP_RUNS), and more characters than difflib is given;
+    each word is still its writer's, by ids and by deltas."""
+    doc: Doc[Any] = Doc()
+    log = Log(doc)
+    text = doc.get("t", type=Text)
+    for k in range(5000):
+        log.by("ann" if k % 2 else "bob")
+        text.insert(len(text), f"w{k:04d} ")
+    log.by("cy")
+    undo = UndoManager(scopes=[text], capture_timeout_millis=0)
+    del text[0 : len(text)]
+    log.by("cy", "undo", reverts=[len(log.events)])
+    undo.undo()
+    n = len(log.events)
+    for index in _both(log.events, ["t"]):
+        runs = index.blame("t", n)
+        assert "".join(r["text"] for r in runs) == str(text)
+        assert {r["actor"] for r in runs} == {"ann", "bob"}
+        assert all((r["actor"] == "ann") == (int(r["text"][1:5]) % 2 == 1) for r in runs), runs[:4]

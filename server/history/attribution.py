@@ -373,7 +373,7 @@ MOVE_PAIRS = 4096
 #: at most this many runs on each side of an insert are looked at for the text an undo,
 #: a redo or a restore copied (see Copies), and at most COPY_WORK pairs of characters
 #: compared where the copy is not the deleted text or a part of it (difflib: ~20 ms)
-GAP_RUNS = 4096
+GAP_RUNS = 1 << 16
 COPY_WORK = 1 << 20
 
 
@@ -476,22 +476,15 @@ class Copies:
             return
         new = b"".join([content[at : at + k] for at, k in made])
         old = b"".join([src.content[r[0] : r[0] + r[1]] for r in orig])
-        a, b = _chars(new), _chars(old)
-        part = old.find(new)  # (UTF-8 is self-synchronizing: a find starts a character)
-        if part >= 0:
-            blocks = [(0, len(_chars(old[:part])), len(a))]
-        elif len(a) * len(b) <= COPY_WORK:
-            sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
-            blocks = [(i, j, n) for i, j, n in sm.get_matching_blocks() if n]
-        else:
+        blocks = _matched(new, old)  # (byte in new, byte in old, bytes)
+        if not blocks:
             return
         writers = [w for r in orig for w in src.writers(r[0], r[1], r[2])]
-        a_at, b_at = _offsets(a), _offsets(b)
         at_new: list[int] = []  # the first byte of each byte of `new`
         for at, k in made:
             at_new += range(at, at + k)
-        for i, j, n in blocks:
-            lo, hi, from_ = a_at[i], a_at[i + n], b_at[j]
+        for lo, from_, n in blocks:
+            hi = lo + n
             k = lo
             while k < hi:  # (stretches of consecutive first bytes: one note each)
                 e = k + 1
@@ -499,6 +492,46 @@ class Copies:
                     e += 1
                 track.note_moved(at_new[k], writers[from_ + k - lo : from_ + e - lo], copy=True)
                 k = e
+
+
+def _matched(new: bytes, old: bytes) -> list[tuple[int, int, int]]:
+    """Where the bytes of `new` (what an event inserted) are in `old` (the deleted text
+    it may copy), in order, whole characters: (byte in new, byte in old, bytes) blocks,
+    each the longest next part of `new` found in `old` after the last (a long undo's
+    pieces, a restore's); difflib where that leaves characters out and the texts are
+    short. Depends on the two texts only, not on how the runs cut them. UTF-8 is
+    self-synchronizing: a find starts on a character."""
+    part = old.find(new)
+    if part >= 0:  # the copy of a delete, or of a part of it
+        return [(0, part, len(new))]
+    blocks: list[tuple[int, int, int]] = []
+    bounds = [k for k in range(len(new)) if new[k] & 0xC0 != 0x80] + [len(new)]  # characters
+    c = cursor = work = 0  # c: the character of `new` to match next
+    while c < len(bounds) - 1 and work < COPY_WORK * 16:
+        i = bounds[c]
+        lo, hi = c, len(bounds) - 1  # the longest prefix found ends at character lo
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            work += len(old) - cursor
+            if old.find(new[i : bounds[mid]], cursor) >= 0:
+                lo = mid
+            else:
+                hi = mid - 1
+        if lo == c:
+            c += 1  # a character of no copy
+            continue
+        n = bounds[lo] - i
+        at = old.find(new[i : i + n], cursor)
+        blocks.append((i, at, n))
+        cursor, c = at + n, lo
+    if sum(n for _, _, n in blocks) == len(new):
+        return blocks
+    a, b = _chars(new), _chars(old)
+    if len(a) * len(b) > COPY_WORK:
+        return blocks  # (what the parts found: the rest is the copier's)
+    sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    a_at, b_at = _offsets(a), _offsets(b)
+    return [(a_at[i], b_at[j], a_at[i + n] - a_at[i]) for i, j, n in sm.get_matching_blocks() if n]
 
 
 def _chars(data: bytes) -> list[bytes]:
