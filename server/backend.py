@@ -24,6 +24,7 @@ from .auth import Identity, authorize
 from .commit import Committer
 from .dispatch import Extensions
 from .lifecycle import Service
+from .recovery import recovery_marker, restored_minutes
 from .retention import Retention
 from .rooms import Rooms
 from .settings import Settings
@@ -47,35 +48,6 @@ def with_params(conn: HTTPConnection, **params: str) -> HTTPConnection:
 
 
 E = TypeVar("E", bound="Extension")
-
-
-def _restored_minutes(marker: Path) -> float:
-    """Minutes left of the recovery window a restored backup's marker file opens: "60"
-    (minutes) as `backup --replace` writes it, made "until <epoch seconds>" by the first
-    start that reads it, so that a start that fails (a port in use) or a restart within
-    the hour keeps what is left; removed once it has passed. 0 without one."""
-    try:
-        text = marker.read_text().strip()
-    except FileNotFoundError:
-        return 0.0
-    except OSError as e:
-        log.warning("cannot read %s: %s", marker, e)
-        return 0.0
-    now = time.time()
-    try:
-        if text.startswith("until "):
-            until = float(text.split()[1])
-        else:
-            until = now + float(text or "60") * 60
-            marker.write_text(f"until {until:.0f}\n")
-    except (ValueError, IndexError, OSError) as e:
-        log.warning("%s is not a recovery window (%s): removed", marker, e)
-        marker.unlink(missing_ok=True)
-        return 0.0
-    if not now < until < float("inf"):
-        marker.unlink(missing_ok=True)
-        return 0.0
-    return (until - now) / 60
 
 
 class Backend(Service):
@@ -198,12 +170,10 @@ class Backend(Service):
         """The window in which clients' sync step 2 may bring back other users' edits
         the store lost (settings.recovering_minutes; a restored SQLite backup's marker
         file opens one of an hour, and is removed)."""
-        from .cli.backup import recovery_marker
-
         minutes, why = self.settings.recovering_minutes, "recovering_minutes"
         if self.store.name == "sqlite":
             marker = recovery_marker(str(Path(sqlite_path(self.settings.store_url)).resolve()))
-            left = _restored_minutes(marker)
+            left = restored_minutes(marker)
             if left > minutes:
                 minutes, why = left, f"{marker.name}: the database was restored"
         if minutes > 0:

@@ -27,7 +27,8 @@ from pycrdt import Doc, Text
 from yclient import YClient, connect
 
 from palimpsest import protocol as P
-from palimpsest.cli.backup import backup, recovery_marker
+from palimpsest.cli.backup import backup
+from palimpsest.recovery import recovery_marker
 from palimpsest.settings import Settings
 
 DOC = "chapter"

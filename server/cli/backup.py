@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import StoreUnavailable
+from ..recovery import RESTORED_MINUTES, recovery_marker
 from ..serving_lock import not_served
 from ..store import SQLiteStore, open_store
 from . import add_store_options, settings_from
@@ -204,16 +205,6 @@ def backup(
         os.replace(partial, out_path)
     _fsync(out_path.parent)
     return Done(docs, counts, out_path.stat().st_size, time.monotonic() - started)
-
-
-#: minutes a server started on a restored database takes lost edits back (see backup)
-RESTORED_MINUTES = 60.0
-
-
-def recovery_marker(db: str) -> Path:
-    """The file beside a SQLite database that says it was restored from a backup: the
-    next server started on it opens its recovery window (Backend.start) and removes it."""
-    return Path(db + ".recovering")
 
 
 def _count(conn: sqlite3.Connection, table: str) -> int:

@@ -325,6 +325,14 @@ class TextTrack:
         for block in self.blocks:
             yield from block
 
+    def where_run(self, run: list[Any]) -> tuple[int, int]:
+        """The block and index of `run` while folded by ids (attribution_ids: a run
+        knows its block). list.index tries identity first, and two runs differ in
+        their first fields (ids are unique): a C loop over at most 2 * BLOCK runs."""
+        block = run[R_BLOCK]
+        assert self.by_block is not None
+        return self.by_block[id(block)], block.index(run)
+
     def gap(self, bi: int, ri: int, seq: int) -> list[list[Any]]:
         """The runs around the point before run `ri` of block `bi` that are deleted or
         inserted by event `seq`, in order: the stretch between two characters that were
@@ -455,9 +463,7 @@ class Copies:
     def where(track: TextTrack, pos: int, run: list[Any] | None = None) -> tuple[int, int]:
         """The block and run of an insert: `run` (by ids), or after `pos` alive bytes."""
         if run is not None:
-            assert track.by_block is not None
-            block = run[R_BLOCK]
-            return track.by_block[id(block)], block.index(run)
+            return track.where_run(run)
         bi, ri, _ = track._find(pos)
         return bi, ri
 

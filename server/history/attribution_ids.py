@@ -152,16 +152,8 @@ class IdFold:
         run = self.runs[client][i]
         return run if clock < run[R_CLOCK] + run[R_NCLOCK] else None
 
-    @staticmethod
-    def _where(track: TextTrack, run: Run) -> tuple[int, int]:
-        block = run[R_BLOCK]
-        assert track.by_block is not None
-        # list.index tries identity first, and two runs differ in their first fields
-        # (ids are unique): a C loop over at most 2 * BLOCK runs
-        return track.by_block[id(block)], block.index(run)
-
     def _right_of(self, track: TextTrack, run: Run) -> Run | None:
-        bi, ri = self._where(track, run)
+        bi, ri = track.where_run(run)
         blocks = track.blocks
         if ri + 1 < len(blocks[bi]):
             return blocks[bi][ri + 1]
@@ -199,7 +191,7 @@ class IdFold:
         ]
         run[R_LEN] = b
         run[R_NCLOCK] = k
-        bi, ri = self._where(track, run)
+        bi, ri = track.where_run(run)
         self._put(track, bi, ri + 1, right, count=False)
         starts, runs = self.starts[client], self.runs[client]
         i = bisect_right(starts, clock)
@@ -299,7 +291,7 @@ class IdFold:
             text = data.replace(EMBED, b"")
             if len(text) > typed or not set(text) <= seen:
                 continue  # (no move: more gone than typed, or a byte not typed again)
-            runs.sort(key=lambda run: self._where(track, run))
+            runs.sort(key=lambda run: track.where_run(run))
             moves.gone_text(track, [(run[R_START], run[R_LEN], run[R_INS]) for run in runs])
         if not moves.gone:
             return
@@ -307,7 +299,7 @@ class IdFold:
             ins, placed = moves.inserted, moves.placed
 
             def where(k: int) -> tuple[int, int, int]:
-                return (id(ins[k][0]), *self._where(ins[k][0], placed[k]))
+                return (id(ins[k][0]), *ins[k][0].where_run(placed[k]))
 
             moves.inserted = [ins[k] for k in sorted(range(len(ins)), key=where)]
         moves.settle(seq)
@@ -370,7 +362,7 @@ class IdFold:
         if left is None:
             self._put(track, 0, 0, run)
         else:
-            bi, ri = self._where(track, left)
+            bi, ri = track.where_run(left)
             self._put(track, bi, ri + 1, run)
         starts = self.starts.get(client)
         if starts is None:
