@@ -11,6 +11,7 @@
     │   ├── ReadOnly             edits refused on a read-only connection (auth message)
     │   ├── TooLarge             a frame or body over the server's limit (4413 / 413)
     │   ├── NotFound             unknown document, seq or tag (404)
+    │   │   └── Deleted          the document was deleted, nothing written since (410)
     │   └── RateLimited          too many events or connections (4429 / 429)
     ├── ServerGone               cannot reach the server, or it went away for good
     ├── ServerError              the server failed (5xx, close 1011)
@@ -69,6 +70,11 @@ class NotFound(Refused):
     pass
 
 
+class Deleted(NotFound):
+    """The document was deleted and nothing has been written under its name since (HTTP
+    410; a name never used is a plain `NotFound`)."""
+
+
 class RateLimited(Refused):
     pass
 
@@ -106,6 +112,7 @@ HTTP_STATUSES: dict[int, type[ClientError]] = {
     401: AuthFailed,
     403: Forbidden,
     404: NotFound,
+    410: Deleted,
     413: TooLarge,
     429: RateLimited,
 }

@@ -62,7 +62,11 @@ async def index(request: Request) -> Response:
 async def palimpsest_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, PalimpsestError)
     return JSONResponse(
-        {"error": type(exc).__name__, "detail": str(exc)}, status_code=exc.http_status
+        {"error": type(exc).__name__, "detail": str(exc)},
+        status_code=exc.http_status,
+        # an error is an answer about now: browsers keep a 410 with no such header
+        # forever (Chromium), and the name can be written again the next moment
+        headers={"Cache-Control": "no-store"},
     )
 
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from pycrdt import get_state
 
 from . import protocol as P
-from .errors import FATAL, NotFound, StoreError
+from .errors import FATAL, Deleted, NotFound, StoreError
 from .extensions import Client, Extension
 from .origins import Origin, PeerOrigin
 from .room import Room
@@ -51,6 +51,16 @@ class Tombstone:
     sv: dict[int, int] | None = None
     seen: int = 0
     dropped: bool = False
+
+
+async def missing(store: EventStore, doc: str, what: str = "no document named") -> NotFound:
+    """The error for `doc` not in the store: `Deleted` (410) where a deletion left its
+    tombstone and nothing was written since, `NotFound` (404) for a name never used."""
+    if await store.tombstone(doc) is not None:
+        return Deleted(
+            f"document {doc!r} was deleted; what is written under its name now starts it anew"
+        )
+    return NotFound(f"{what} {doc!r}")
 
 
 def merge_state_vectors(*svs: bytes | None) -> bytes:

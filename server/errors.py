@@ -13,6 +13,7 @@
     │   │                        (HTTP 429)
     │   └── TooManyConnections   too many websockets from one address (close 4429)
     ├── NotFound                 unknown document, seq or tag (HTTP 404)
+    │   └── Deleted              a document that was deleted, not written since (HTTP 410)
     ├── BadRequest               a malformed HTTP request (HTTP 400)
     └── StoreError               the event store failed (close 1011 / HTTP 503)
         └── StoreUnavailable     the store cannot be reached now; try again (close 1013)
@@ -83,6 +84,13 @@ class TooManyConnections(RateLimited):
 class NotFound(PalimpsestError):
     close_code = 4404
     http_status = 404
+
+
+class Deleted(NotFound):
+    """The document was deleted (its tombstone is in the store) and nothing has been
+    written under its name since: 410, so a reader can tell it from a name never used."""
+
+    http_status = 410
 
 
 class BadRequest(PalimpsestError):

@@ -368,6 +368,18 @@ def test_a_document_deleted_while_open_says_so_in_the_history(
     expect(timeline).not_to_contain_text("not available")
     expect(page.locator("#scrub-label")).to_have_text("no versions yet")
 
+    # after a reload the connection is accepted (the name is free again): only the
+    # server's 410 tells the page it was deleted, not a name never used
+    again = open_doc(people(), server.http_url, doc_name, "wendy", "&history=1")
+    timeline = again.locator("#timeline")
+    expect(timeline).to_contain_text("This document was deleted")
+    expect(timeline).to_contain_text("starts a new document of the same name")
+    expect(timeline).not_to_contain_text("No edits yet")
+    type_at_end(again, "reborn")
+    expect(timeline.locator(".event").first).to_be_visible()
+    expect(timeline).not_to_contain_text("was deleted")
+    assert not again.errors  # type: ignore[attr-defined]
+
 
 # ---------------------------------------------------------------- previews and deep links
 

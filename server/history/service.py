@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pycrdt import Doc, Text, XmlFragment
 
 from .. import cpu_account
+from ..deletion import missing
 from ..errors import BadRequest, Conflict, NotFound
 from ..limits import Limits
 from ..origins import ServerOrigin
@@ -137,6 +138,10 @@ class History:
         #: per document, the root types learnt so far (a root's type never changes)
         self._types: dict[str, dict[str, str]] = {}
         self._sessions: dict[tuple[str, int], Sessions] = {}
+        #: per document, (seq, pos) of an event the caches above were built from: the
+        #: same seq holding another event means the document was deleted and written
+        #: again since (a new generation of the name), and what they hold is forgotten
+        self._witness: dict[str, tuple[int, int]] = {}
 
     @property
     def store(self) -> EventStore:
@@ -147,8 +152,37 @@ class History:
     async def info(self, doc: str) -> DocInfo:
         info = await self.store.doc_info(doc)
         if info is None:
-            raise NotFound(f"no document named {doc!r}")
+            self.forget(doc)
+            raise await missing(self.store, doc)
+        await self._same_generation(doc, info)
         return info
+
+    def forget(self, doc: str) -> None:
+        """Drop what this service holds of `doc` (its root types, sessions, attribution
+        index): the document was deleted."""
+        self._types.pop(doc, None)
+        for key in [k for k in self._sessions if k[0] == doc]:
+            del self._sessions[key]
+        self.attribution.drop(doc)
+        self._witness.pop(doc, None)
+
+    async def _same_generation(self, doc: str, info: DocInfo) -> None:
+        """Forget `doc`'s caches if it was deleted and written again since they were
+        built, on this process or another (whose fan-out message may never come): the
+        event this service last saw at a seq is checked to be still there (its log
+        position, `pos`, is never reused). One indexed read of one event per call, two
+        when the head moved."""
+        seen = self._witness.get(doc)
+        if seen is not None:
+            seq, pos = seen
+            evs = await self.store.read(doc, after=seq - 1, upto=seq) if seq <= info.head else []
+            if not evs or evs[0].pos != pos:
+                self.forget(doc)
+                seen = None
+        if (seen is None or seen[0] != info.head) and info.head > info.base_seq:
+            evs = await self.store.read(doc, after=info.head - 1, upto=info.head)
+            if evs:
+                self._witness[doc] = (evs[0].seq, evs[0].pos)
 
     async def resolve(self, doc: str, ref: Any, info: DocInfo | None = None) -> int:
         """A seq from a seq number, a tag name or "head"; checked against the log."""

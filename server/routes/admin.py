@@ -19,8 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ..backend import Backend
-from ..deletion import delete_document
-from ..errors import NotFound
+from ..deletion import delete_document, missing
 from ..extensions import Extension
 from ..names import validate_doc_name
 
@@ -38,5 +37,5 @@ async def delete_doc(request: Request) -> Response:
     identity = await backend.authenticate(request, doc, "admin")
     existed, closed = await delete_document(backend, doc, identity.user)
     if not existed:
-        raise NotFound(f"no document {doc!r}")
+        raise await missing(backend.store, doc, "no document")
     return JSONResponse({"doc": doc, "deleted": True, "closed": closed})

@@ -24,9 +24,18 @@ export class ApiError extends Error {
     return this.code !== 'NotFound' || /^no route\b/.test(this.reason)
   }
 
-  /** a 404 about the document: it has no events (only a name), or it was deleted */
+  /**
+   * the document has no events: only a name (404), or it was deleted and nothing has been
+   * written under its name since (410, `deleted`)
+   */
   get noDocument () {
+    if (this.deleted) return true
     return this.status === 404 && !this.unavailable && /\bno document\b/.test(this.reason)
+  }
+
+  /** the document was deleted, and nothing has been written under its name since */
+  get deleted () {
+    return this.status === 410 && this.code === 'Deleted'
   }
 }
 

@@ -134,6 +134,8 @@ export class HistoryPanel {
       this.api.tags(this.doc)
     ])
     if (token !== this._refreshToken) return
+    // (after a reload the connection is not refused: only the server's 410 says "deleted")
+    this.goneOnServer = [sessions, tags].some((r) => r.status === 'rejected' && Boolean(r.reason?.deleted))
     if (tags.status === 'fulfilled' || docNotFound(tags.reason)) {
       this.tags = (tags.value && tags.value.tags) || []
       this.renderTags()
@@ -155,16 +157,24 @@ export class HistoryPanel {
     }
   }
 
-  /** the server closed this page's connection because the document was deleted */
+  /**
+   * the server closed this page's connection because the document was deleted, or (after
+   * a reload) says it was deleted and nothing has been written under its name since
+   */
   get deleted () {
-    return this.session.status.refusedCode === 4404
+    return this.session.status.refusedCode === 4404 || Boolean(this.goneOnServer)
+  }
+
+  /** why the document is gone, as the server said it, for the messages that say so */
+  get deletedWhy () {
+    return this.session.status.refusedCode === 4404 ? ` (${this.session.status.refused})` : ''
   }
 
   /** what the timeline says when there are no events */
   emptyTimeline () {
-    return this.deleted
-      ? h('p', { class: 'empty deleted' }, `This document was deleted (${this.session.status.refused}). Its history went with it.`)
-      : h('p', { class: 'empty' }, 'No edits yet. Type something and it shows up here.')
+    if (!this.deleted) return h('p', { class: 'empty' }, 'No edits yet. Type something and it shows up here.')
+    const again = this.session.status.refusedCode === 4404 ? '' : ' What you type here starts a new document of the same name.'
+    return h('p', { class: 'empty deleted' }, `This document was deleted${this.deletedWhy}. Its history went with it.${again}`)
   }
 
   /**
@@ -594,7 +604,7 @@ export class HistoryPanel {
         message = `This view is not available on the server (${err.message}).`
       } else if (err.noDocument) { // (not "no seq 9", nor "no tag named x")
         message = this.deleted
-          ? `This document was deleted (${this.session.status.refused}): none of its versions is left.`
+          ? `This document was deleted${this.deletedWhy}: none of its versions is left.`
           : 'This document has no versions yet: nothing has been written in it.'
       } else if (typeof seq !== 'number' && (err.status === 404 || err.status === 400)) {
         // ?version=abc, 1.5, -3: neither a seq nor a version's name
@@ -696,10 +706,10 @@ export class HistoryPanel {
 /**
  * From the routes of a whole document (sessions, events, tags), whose only 404 that is
  * not a missing route is about the document: it has only a name, no events yet, or it
- * was deleted (the server answers both alike).
+ * was deleted (410 where nothing has been written under its name since).
  */
 function docNotFound (err) {
-  return Boolean(err) && err.status === 404 && !err.unavailable
+  return Boolean(err) && ((err.status === 404 && !err.unavailable) || Boolean(err.deleted))
 }
 
 const graphemes = typeof Intl !== 'undefined' && Intl.Segmenter ? new Intl.Segmenter() : null
