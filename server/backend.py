@@ -37,14 +37,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("palimpsest")
 
 
-def with_params(conn: HTTPConnection, **params: str) -> HTTPConnection:
+def with_params(conn: HTTPConnection, doc: str | None = None, **params: str) -> HTTPConnection:
     """The same request or websocket with these query parameters set: for credentials
     that travel inside a protocol rather than in the URL (a Hocuspocus auth message), so
     that the extensions' ``authenticate`` sees them where it looks (``?token=``), along
-    with the connection's headers and cookies."""
+    with the connection's headers and cookies. `doc`: the document it is for, as
+    ``conn.path_params["doc"]`` (where ``/ws/{doc}`` and ``/api/docs/{doc}/…`` have it),
+    for a socket that carries many."""
     query = [(k, v) for k, v in conn.query_params.multi_items() if k not in params]
     query += list(params.items())
-    return HTTPConnection({**conn.scope, "query_string": urlencode(query).encode()})
+    scope = {**conn.scope, "query_string": urlencode(query).encode()}
+    if doc is not None:
+        scope["path_params"] = {**conn.scope.get("path_params", {}), "doc": doc}
+    return HTTPConnection(scope)
 
 
 E = TypeVar("E", bound="Extension")

@@ -6,8 +6,9 @@ sees each committed batch in the room's task; ``on_committed`` runs off the edit
 path: each extension that has it gets its own ordered feed, drained by its own task
 (a task switch per batch, so the built-in features that never await use
 ``on_logged``); the rest are plain calls whose exceptions are logged, never raised into
-the room that made them (``on_update``, ``authenticate`` and ``on_connect`` excepted:
-refusing is what they are for).
+the room that made them (``on_update``, ``on_server_change``, ``authenticate`` and
+``on_connect`` excepted: refusing is what they are for; an exception of theirs that is
+not a PalimpsestError, a bug, refuses as ExtensionFailed, its traceback logged).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from starlette.requests import HTTPConnection
 from starlette.routing import BaseRoute
 
 from .auth import Identity
-from .errors import AuthError, PalimpsestError
+from .errors import AuthError, ExtensionFailed, PalimpsestError
 from .extensions import Client, Extension, Operation
 from .lifecycle import Service, cancel_and_wait
 from .origins import Origin
@@ -103,6 +104,15 @@ class _Feed:
         await self.idle.wait()
 
 
+def _failed(ext: Extension, hook: str, about: str, e: Exception) -> ExtensionFailed:
+    """What a deciding hook's exception other than a PalimpsestError (a refusal on
+    purpose) becomes: a bug, logged with its traceback and answered as ExtensionFailed,
+    so that the client reads a reason, a Hocuspocus socket closes only that document,
+    and HTTP answers JSON."""
+    log.error("%r: %s(%s) failed", ext, hook, about, exc_info=e)
+    return ExtensionFailed(f"the server's extension {type(ext).__name__} failed in {hook}")
+
+
 class Extensions(Service):
     """The extensions of one backend, and the hooks' dispatch."""
 
@@ -179,7 +189,12 @@ class Extensions(Service):
 
     async def authenticate(self, conn: HTTPConnection) -> Identity:
         for ext in self._by["authenticate"]:
-            identity = await ext.authenticate(conn)
+            try:
+                identity = await ext.authenticate(conn)
+            except PalimpsestError:
+                raise
+            except Exception as e:
+                raise _failed(ext, "authenticate", conn.url.path, e) from e
             if identity is not None:
                 return identity
         wanted = [e.credentials for e in self._by["authenticate"] if e.credentials]
@@ -193,7 +208,12 @@ class Extensions(Service):
         passed: list[Extension] = []
         try:
             for ext in self._by["on_connect"]:
-                await ext.on_connect(client)
+                try:
+                    await ext.on_connect(client)
+                except PalimpsestError:
+                    raise
+                except Exception as e:
+                    raise _failed(ext, "on_connect", client.doc, e) from e
                 passed.append(ext)
         except BaseException:
             await self.disconnect(client, passed)
@@ -264,11 +284,21 @@ class Extensions(Service):
 
     def update(self, room: Room, client: Client, update: bytes) -> None:
         for ext in self._by["on_update"]:
-            ext.on_update(room, client, update)
+            try:
+                ext.on_update(room, client, update)
+            except PalimpsestError:
+                raise
+            except Exception as e:
+                raise _failed(ext, "on_update", room.name, e) from e
 
     def server_change(self, room: Room, actor: str, kind: str) -> None:
         for ext in self._by["on_server_change"]:
-            ext.on_server_change(room, actor, kind)
+            try:
+                ext.on_server_change(room, actor, kind)
+            except PalimpsestError:
+                raise
+            except Exception as e:
+                raise _failed(ext, "on_server_change", room.name, e) from e
 
     def awareness(self, room: Room, entries: bytes) -> None:
         for ext in self._by["on_awareness"]:

@@ -15,6 +15,8 @@
     ├── NotFound                 unknown document, seq or tag (HTTP 404)
     │   └── Deleted              a document that was deleted, not written since (HTTP 410)
     ├── BadRequest               a malformed HTTP request (HTTP 400)
+    ├── ExtensionFailed          an extension's hook raised something else than these
+    │                            (close 1011 / HTTP 500): what it guarded is refused
     └── StoreError               the event store failed (close 1011 / HTTP 503)
         └── StoreUnavailable     the store cannot be reached now; try again (close 1013)
 """
@@ -103,6 +105,16 @@ class Conflict(PalimpsestError):
 
     close_code = 4409
     http_status = 409
+
+
+class ExtensionFailed(PalimpsestError):
+    """A hook that decides (``authenticate``, ``on_connect``, ``on_update``,
+    ``on_server_change``) raised an exception that is not a PalimpsestError: a bug in an
+    extension. What it was asked about is refused, as a server error (the traceback is
+    logged; the client reads which hook failed, not the exception's message)."""
+
+    close_code = 1011
+    http_status = 500
 
 
 class StoreError(PalimpsestError):

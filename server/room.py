@@ -54,6 +54,9 @@ from .updates import Ranges, UpdateMeta, decode_update_meta
 log = logging.getLogger("palimpsest.room")
 
 EMPTY_UPDATE = b"\x00\x00"
+#: who and what an ``on_load`` hook's change to the document is logged as
+SEED_ACTOR = "server"
+SEED_KIND = "seed"
 #: client update bytes a room keeps queued while the store refuses writes
 HOLD_MAX_BYTES = 16 * 1024 * 1024
 
@@ -487,6 +490,31 @@ class Room:
         fut: asyncio.Future[Event | None] = asyncio.get_running_loop().create_future()
         self._push(_ServerChange(actor, kind, change, dict(meta or {}), fut, always))
         return await fut
+
+    async def log_loaded_change(self, updates: Sequence[bytes]) -> Event:
+        """Log what an ``on_load`` hook wrote into the document (seeding it, as a
+        Hocuspocus ``onLoadDocument`` does) as one event of kind ``seed`` by ``server``,
+        before the room starts and anyone sees it: a seed that was not logged was in
+        snapshots but not in the log, and after a crash its items, which carry the
+        server's client id, were refused in every client's step 2 (4403)."""
+        assert self._task is None, "only before the room starts"
+        update = updates[0] if len(updates) == 1 else merge_updates(*updates)
+        ts = self.current_ts = now_ms()
+        new = NewEvent(SEED_ACTOR, SEED_KIND, update, {"by": "on_load"}, ts)
+        # not held: a store that refuses fails the load, and the next one seeds again
+        stored = await self._committer.append(self.name, [new])
+        ev = stored[0]
+        if ev.seq != self.seq + 1:
+            # another process logged events since the load (its own seed, maybe: a seed
+            # made the same on both is the same items, made by the same client id)
+            await self._catch_up(ev.seq - 1)
+        self.seq = ev.seq
+        self.events_since_snapshot += 1
+        self.applied_bytes += len(update)
+        self._note_logged(SEED_ACTOR, update)
+        self.observer.applied(self, ev, ServerOrigin(ev.actor, ev.kind))
+        self._committed(stored)
+        return ev
 
     def receive_peer_events(self, events: list[Event]) -> None:
         """Events another process logged (fan-out): applied in seq order, gaps read from

@@ -115,8 +115,13 @@ class Rooms:
             loaded.snapshot.seq if loaded.snapshot else None, loaded.replayed, loaded.seconds
         )
         if self._on_load is not None:
+            seeded: list[bytes] = []
+            sub = room.doc.observe(lambda e: seeded.append(e.update))
             try:
                 await self._on_load(room)
+                room.doc.unobserve(sub)
+                if seeded:  # a hook wrote into the document: logged before anyone sees it
+                    await room.log_loaded_change(seeded)
             except BaseException:
                 room.observer.unloaded(room)  # never started: release what extensions made
                 raise

@@ -411,3 +411,53 @@ async def test_credentials_from_inside_a_protocol_reach_authenticate(settings: S
     assert conn.query_params.get("user") == "u"
     identity = await backend.authenticate(conn, "d", "read")
     assert identity.user == "spy" and seen == [("in-band", "yes")]
+
+
+class Seeder(Extension):
+    """Seeds a new document in `on_load`, as Hocuspocus's onLoadDocument does."""
+
+    async def on_load(self, room: Room) -> None:
+        text = room.doc.get("content", type=Text)
+        if room.seq == 0 and len(text) == 0:
+            text += "Welcome! "
+
+
+async def test_a_document_seeded_in_on_load_is_logged_and_survives_a_crash(
+    settings: Settings,
+) -> None:
+    """What an on_load hook writes is logged (kind seed, by server) before anyone sees
+    it. It used to reach the snapshots but not the log: after a crash (no snapshot at
+    unload) the room came back without it, and every client's step 2, which carries its
+    items under the server's client id, was refused with 4403: nothing typed got in."""
+    import sqlite3
+
+    from test_delete import copy_of
+
+    def make() -> Backend:
+        return Backend(settings, extensions=[Seeder(), *builtin_extensions(settings)])
+
+    async with run_server(settings, make()) as srv:
+        async with connect(srv.ws_url, "s1", "ann") as a:
+            assert a.content == "Welcome! "
+            a.insert(len(a.content), "hi")
+            await eventually(lambda: srv.backend.rooms.get_loaded("s1").seq == 2, what="2 events")  # type: ignore[union-attr]
+            kept = copy_of(a.doc)
+        events = await srv.backend.store.read("s1")
+        logged = [(e.seq, e.kind, e.actor) for e in events]
+        assert logged == [(1, "seed", "server"), (2, "edit", "ann")]
+        async with httpx.AsyncClient() as http:
+            r = await http.get(f"{srv.url}/api/docs/s1/blame", params={"user": "x"})
+            runs = [(x["text"], x["actor"]) for x in r.json()["roots"]["content"]["runs"]]
+            assert runs == [("Welcome! ", "server"), ("hi", "ann")], runs
+    # a crash: the room never wrote its snapshot at unload
+    with sqlite3.connect(settings.db) as db:
+        db.execute("DELETE FROM snapshots")
+    settings.port = 8000  # (run_server picks a free port)
+    async with run_server(settings, make()) as srv:
+        async with connect(srv.ws_url, "s1", "ann", ydoc=kept) as a:
+            assert a.content == "Welcome! hi"
+            a.insert(len(a.content), "!")
+            await eventually(lambda: srv.backend.rooms.get_loaded("s1").seq == 3, what="3 events")  # type: ignore[union-attr]
+            assert a.close_code is None, (a.close_code, a.close_reason)
+        events = await srv.backend.store.read("s1")
+        assert [e.kind for e in events] == ["seed", "edit", "edit"]  # seeded once only

@@ -267,3 +267,101 @@ async def test_frames_are_handled_as_they_are_parsed(srv: Any) -> None:
         doc.get("content", type=Text).insert(6, "!")
         await raw.send("da", H.SYNC, bytes([P.SYNC_UPDATE]) + P.write_var_bytes(updates[1]))
         await eventually(lambda: str(text) == "direct!", what="the other document goes on")
+
+
+async def test_a_bug_in_a_deciding_hook_refuses_with_a_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception that is not a PalimpsestError (a bug) in on_update, on_connect or
+    authenticate: the change or the connection is refused as a server error (1011 /
+    HTTP 500 JSON) that names the hook, the traceback is logged, and on a Hocuspocus
+    socket only that document closes. It used to end the whole socket with no reason
+    (1000 or 1006), an ASGI traceback, and an HTTP text/plain 500."""
+    import httpx
+
+    from palimpsest import Extension, Identity
+
+    class Buggy(Extension):
+        async def authenticate(self, conn: Any) -> Identity | None:
+            if conn.query_params.get("user") == "crash":
+                raise ValueError("bug in authenticate")
+            return None
+
+        async def on_connect(self, client: Any) -> None:
+            if client.doc.startswith("crash-conn"):
+                raise ZeroDivisionError("bug in on_connect")
+
+        def on_update(self, room: Any, client: Any, update: bytes) -> None:
+            if room.name.startswith("buggy"):
+                raise KeyError("bug in on_update")
+
+    from palimpsest.features import builtin_extensions
+
+    settings = Settings(db=str(tmp_path / "b.db"), port=free_port())
+    backend = Backend(settings, extensions=[Buggy(), *builtin_extensions(settings)])
+    async with run_server(settings, backend) as srv:
+        async with connect(srv.ws_url, "buggy-1", "ann") as a:
+            a.insert(0, "typed")
+            await eventually(lambda: a.close_code is not None, what="closed")
+            assert a.close_code == 1011, (a.close_code, a.close_reason)
+            assert a.close_reason == "the server's extension Buggy failed in on_update"
+        with pytest.raises(websockets.ConnectionClosed) as refused:
+            async with connect(srv.ws_url, "crash-conn-1", "ann"):
+                pass
+        assert refused.value.rcvd is not None
+        assert (refused.value.rcvd.code, refused.value.rcvd.reason) == (
+            1011, "the server's extension Buggy failed in on_connect")  # fmt: skip
+        async with httpx.AsyncClient() as http:
+            r = await http.get(f"{srv.url}/api/docs/any/events", params={"user": "crash"})
+            assert r.status_code == 500 and r.json() == {
+                "error": "ExtensionFailed",
+                "detail": "the server's extension Buggy failed in authenticate",
+            }
+        assert "bug in on_update" in caplog.text and "bug in authenticate" in caplog.text
+        assert "Exception in ASGI application" not in caplog.text
+
+        async with raw_client(srv) as raw:
+            await raw.auth("buggy-2", "alice")
+            await raw.auth("fine", "alice")
+            await eventually(lambda: len(raw.of("fine", H.AUTH)) == 1, what="authenticated")
+            for name in ("buggy-2", "fine"):
+                doc: Doc[Any] = Doc()
+                updates: list[bytes] = []
+                doc.observe(lambda e, u=updates: u.append(e.update))
+                doc.get("content", type=Text).insert(0, "x")
+                await raw.send(name, H.SYNC, bytes([P.SYNC_UPDATE]) + P.write_var_bytes(updates[0]))
+            closed = await eventually(lambda: raw.of("buggy-2", H.CLOSE), what="buggy closed")
+            assert "failed in on_update" in H.decode_string(closed[0].body, "reason")
+            await eventually(lambda: raw.of("fine", H.SYNC_STATUS), what="fine saved")
+            assert raw.ws.close_code is None
+        assert await srv.backend.store.head("buggy-1") == 0
+        assert await srv.backend.store.head("buggy-2") == 0
+        assert await srv.backend.store.head("fine") == 1
+
+
+async def test_authenticate_sees_which_document_of_the_socket_it_is_for(tmp_path: Path) -> None:
+    """Hocuspocus's onAuthenticate gets the document name (a per-document read-only
+    connection is a common use): each auth message reaches `authenticate` with its
+    document as ``conn.path_params["doc"]``, where ``/ws/{doc}`` has it too."""
+    from palimpsest import Extension, Identity
+
+    seen: list[tuple[str, str | None]] = []
+
+    class PerDoc(Extension):
+        async def authenticate(self, conn: Any) -> Identity | None:
+            doc = conn.path_params.get("doc")
+            seen.append((conn.url.path, doc))
+            return Identity("ann", "read" if doc and doc.startswith("ro-") else "write")
+
+    settings = Settings(db=str(tmp_path / "a.db"), port=free_port())
+    async with run_server(settings, Backend(settings, extensions=[PerDoc()])) as srv:
+        async with raw_client(srv) as raw:
+            await raw.auth("ro-1", "t")
+            await raw.auth("rw-1", "t")
+            for name, scope in (("ro-1", "readonly"), ("rw-1", "read-write")):
+                got = await eventually(lambda n=name: raw.of(n, H.AUTH), what=name)
+                assert got[0].body == bytes([H.AUTH_AUTHENTICATED]) + P.write_var_string(scope)
+        async with connect(srv.ws_url, "ro-2", "x") as c:
+            assert c.close_code is None
+    assert ("/hocuspocus", "ro-1") in seen and ("/hocuspocus", "rw-1") in seen
+    assert ("/ws/ro-2", "ro-2") in seen

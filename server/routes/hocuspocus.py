@@ -178,7 +178,7 @@ class HocuspocusSocket(Connection):
         claimed ?user=); then the document opens, with the frames read meanwhile."""
         try:
             validate_doc_name(doc)
-            identity = await self.backend.authenticate(self.credentials(token), doc, "read")
+            identity = await self.backend.authenticate(self.credentials(token, doc), doc, "read")
             if len(self.docs) >= MAX_DOCS_PER_SOCKET:
                 raise RateLimited(f"more than {MAX_DOCS_PER_SOCKET} documents on one socket")
         except PalimpsestError as e:
@@ -242,14 +242,15 @@ class HocuspocusSocket(Connection):
         self.deny(peer.doc)
         self.send(H.encode_close(peer.doc, str(e)[:1000]))
 
-    def credentials(self, token: str | None) -> Any:
+    def credentials(self, token: str | None, doc: str) -> Any:
         """The socket's request, with an in-band token where the extensions look for
-        credentials: ?token=, or in open mode the user it claims as ?user=."""
+        credentials: ?token=, or in open mode the user it claims as ?user=; and the
+        document it is for as ``path_params["doc"]``, as on ``/ws/{doc}``."""
         if not token:  # none, or empty: what the socket's URL says (?token=, ?user=)
-            return self.ws
+            return with_params(self.ws, doc)
         if self.backend.extension(OpenAccess) is not None:
-            return with_params(self.ws, user=_claimed_user(token))
-        return with_params(self.ws, token=token)
+            return with_params(self.ws, doc, user=_claimed_user(token))
+        return with_params(self.ws, doc, token=token)
 
     async def load(self, peer: DocPeer) -> None:
         try:
@@ -332,7 +333,8 @@ class HocuspocusSocket(Connection):
         before its document closes. A token refused, or one for another user, closes the
         document (PermissionDenied with the reason) until a new auth message."""
         try:
-            identity = await self.backend.authenticate(self.credentials(token), peer.doc, "read")
+            conn = self.credentials(token, peer.doc)
+            identity = await self.backend.authenticate(conn, peer.doc, "read")
             if identity.user != peer.identity.user:
                 raise Forbidden(
                     f"a token of {identity.user!r} cannot renew {peer.identity.user!r}'s session"
