@@ -161,6 +161,10 @@ class Palimpsest:
             ],
         )
         self.app.state.backend = backend
+        # no 307 from /api/docs/x/ to /api/docs/x: a path that ends in "/" is no route (a
+        # JSON 404). A client that follows the redirect with the same method turned
+        # `DELETE …/tags/..` (collapsed to `…/docs/x/`) into deleting the document.
+        self.app.router.redirect_slashes = False
 
     @property
     def settings(self) -> Settings:

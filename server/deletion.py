@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from pycrdt import get_state
 
 from . import protocol as P
-from .errors import FATAL, Deleted, NotFound, StoreError
+from .errors import FATAL, Deleted, NotFound, ProtocolError, StoreError
 from .extensions import Client, Extension
 from .origins import Origin, PeerOrigin
 from .room import Room
@@ -111,6 +111,20 @@ async def deleted_elsewhere(backend: Backend, doc: str, reason: str) -> None:
     n = close_peers(room, reason)
     await backend.rooms.discard(doc)
     log.info("dropped %s: %s (%d connections closed)", doc, reason, n)
+
+
+def refuse_stale_copy(room: Room, state_vector: bytes) -> None:
+    """Refuse (4404) a client whose sync step 1 says it holds items of the deleted
+    document, before it is sent anything of the new one: its provider merged the two
+    and showed the deleted text inside the new document until its step 2 was refused."""
+    state = room.peek(Tombstone)
+    if state is None or not state.sv:
+        return
+    try:
+        sv = P.decode_state_vector(state_vector)
+    except ProtocolError:
+        return  # answering it says what is wrong
+    refuse_deleted_content(room, state.sv, sv)
 
 
 def refuse_deleted_content(room: Room, tomb: dict[int, int], sv: dict[int, int]) -> None:

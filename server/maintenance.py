@@ -24,7 +24,7 @@ from .names import validate_doc_name
 from .settings import Settings
 from .snapshots import chain, load, new_doc
 from .store import EventStore
-from .store.base import DocInfo, Event, NewEvent
+from .store.base import BASE_TS, DocInfo, Event, NewEvent
 from .util import parse_iso
 
 #: events read per query while folding a log
@@ -205,6 +205,15 @@ async def plan_compact(store: EventStore, doc: str, before: str | int) -> Compac
         seq = int(raw)
     elif raw in tags:
         seq = tags[raw]
+        try:
+            at = parse_iso(raw)
+        except Exception:
+            pass
+        else:
+            raise MaintenanceError(
+                f"--before {raw!r} is both a named version (seq {seq}) and a time (seq "
+                f"{await store.seq_at(doc, at)}): give the seq you mean"
+            )
     else:
         try:
             ts = parse_iso(raw)
@@ -238,10 +247,15 @@ async def compact_doc(store: EventStore, plan: CompactPlan, settings: Settings) 
             "events that do not apply: run `palimpsest verify` first"
         )
     state = loaded.doc.get_update()
+    # the base version's time, which its event took with it: `?at=` before it is
+    # compacted away, at or after it is the base (history.service.seq_at)
+    last = await store.read(plan.doc, after=plan.before - 1, upto=plan.before)
     await _whole_above(store, plan.doc, plan.before)
     removed = await store.compact(plan.doc, plan.before, state)
     try:
-        meta = {"base": True, undo.META_KEY: stacks}
+        meta: dict[str, Any] = {"base": True, undo.META_KEY: stacks}
+        if last:
+            meta[BASE_TS] = last[0].ts
         await store.put_snapshot(plan.doc, plan.before, state, meta)
     except StoreError as e:
         raise CompactedWithoutStacks(removed, e) from e

@@ -247,9 +247,14 @@ async def test_compact_keeps_head_and_named_versions(
             del c.text[0:3]  # a deletion too
             await eventually(lambda: srv.backend.rooms.get_loaded("log").seq == 21)  # type: ignore[union-attr]
             await http.post("/api/docs/log/tags", json={"name": "v2", "seq": 21})
+            r = await http.post("/api/docs/log/tags", json={"name": "2020-01-01", "seq": 12})
+            assert r.status_code == 201, r.text
             await type_each(srv, c, "log", [f"c{i} " for i in range(5)])
         want = {ref: await version(http, "log", ref) for ref in ("v1", "v2", "head", 15)}
+        events = (await http.get("/api/docs/log/events")).json()["events"]
+        ts = {e["seq"]: e["ts"] for e in events}
     assert want["head"].startswith("a1 ") and want["v1"].endswith("a9 ")
+    assert ts[5] < ts[10] < ts[11]  # (each typed after the last was durable)
 
     r = await cli(capfd, "compact", "log", "--before", "15", "--yes", "--db", str(db))
     assert r.code == 1 and "named version 'v1' is at seq 10" in r.err, r
@@ -261,6 +266,9 @@ async def test_compact_keeps_head_and_named_versions(
                   "--db", str(db))  # fmt: skip
     assert r.code == 0 and "nothing to do" in r.out, r
 
+    # a name that is a time too is refused, not read as the tag (seq 12) silently
+    r = await cli(capfd, "compact", "log", "--before", "2020-01-01", "--yes", "--db", str(db))
+    assert r.code == 1 and "both a named version (seq 12) and a time (seq 0)" in r.err, r
     r = await cli(capfd, "compact", "log", "--before", "v1", "--yes", "--db", str(db))
     assert r.code == 0 and "10 events folded" in r.out, r
     r = await cli(capfd, "inspect", "log", "--json", "--db", str(db))
@@ -275,6 +283,14 @@ async def test_compact_keeps_head_and_named_versions(
         for ref in ("v1", "v2", "head", 15):
             assert await version(http, "log", ref) == want[ref], ref
         assert (await http.get("/api/docs/log/versions/5")).status_code == 404
+        # by time too: before the base it was compacted away (it answered the base), at
+        # the base's time it is the base, whose ts is kept (it was null)
+        r = await http.get("/api/docs/log/versions", params={"at": ts[5]})
+        assert r.status_code == 404 and "compacted away" in r.json()["detail"], r.text
+        r = await http.get("/api/docs/log/versions", params={"at": ts[10]})
+        assert (r.status_code, r.json()["seq"], r.json()["ts"]) == (200, 10, ts[10]), r.text
+        r = await http.get("/api/docs/log/versions/v1")
+        assert r.json()["ts"] == ts[10], r.text
         # a diff from the oldest version kept by default (from=0 was a 404), and the
         # base's text written by nobody known: null, as elsewhere (it was "")
         r = await http.get("/api/docs/log/diff", params={"user": "x"})

@@ -50,6 +50,9 @@ async def test_delete_then_a_stale_copy_is_refused_and_the_name_starts_over(
             await edit(b, srv, "d1", lambda: b.insert(0, "fresh"))
             async with connect(srv.ws_url, "d1", "ann", ydoc=copy_of(stale), wait_sync=False) as s:
                 await closed_4404(s)
+                # refused at its step 1: sent nothing of the new document (its provider
+                # showed the two merged until its step 2 was refused)
+                assert s.content == "secret", s.content
             await edit(b, srv, "d1", lambda: b.insert(5, "!"))
             await converged(srv, "d1", "fresh!", b)
             assert b.close_code is None
@@ -83,6 +86,12 @@ async def test_a_deleted_document_answers_410_until_its_name_is_written_again(
             assert r.status_code == 404 and r.json()["error"] == "NotFound", (path, r.text)
         r = await http.post(f"{srv.url}/api/docs/gone/restore", params=q, json={"seq": 1})
         assert r.status_code == 410, r.text
+        for op in ("undo", "redo"):  # nothing to undo, and no room loaded to say so
+            r = await http.post(f"{srv.url}/api/docs/gone/{op}", params=q)
+            assert r.status_code == 409 and not r.json()["ok"], r.text
+        r = await http.post(f"{srv.url}/api/docs/gone/undo/close", params=q)
+        assert r.json() == {"ok": True, "seq": None}, r.text
+        assert srv.backend.rooms.get_loaded("gone") is None
         r = await http.delete(f"{srv.url}/api/docs/gone", params=q)  # deleted twice
         assert r.status_code == 410 and r.json()["error"] == "Deleted", r.text
 

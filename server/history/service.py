@@ -30,7 +30,7 @@ from ..errors import BadRequest, Conflict, NotFound
 from ..limits import Limits
 from ..origins import ServerOrigin
 from ..snapshots import load
-from ..store.base import MAX_SEQ, DocInfo, Event, EventStore, Tag
+from ..store.base import BASE_TS, MAX_SEQ, DocInfo, Event, EventStore, Tag
 from ..util import iso
 from .attribution import AttributionIndex
 from .attribution_cache import AttributionCache
@@ -120,6 +120,8 @@ def validate_tag_name(name: Any) -> str:
         )
     if _INT.fullmatch(name) or name == "head":
         raise BadRequest(f"{name!r} cannot be a tag name: it reads as a seq")
+    if name in (".", ".."):  # clients collapse them in a URL's path: /tags/.. is /docs/x/
+        raise BadRequest(f"{name!r} cannot be a tag name: it reads as a path")
     return name
 
 
@@ -220,14 +222,40 @@ class History:
         return seq
 
     async def seq_at(self, doc: str, ts_ms: int, info: DocInfo | None = None) -> int:
+        """The last seq whose event has ts <= ts_ms. Before a compaction's base, the
+        version was compacted away (404, as its seq is); a base made before its time
+        was recorded answers for any time before the first event left."""
         info = info or await self.info(doc)
-        return max(await self.store.seq_at(doc, ts_ms), info.base_seq)
+        seq = await self.store.seq_at(doc, ts_ms)
+        if seq >= info.base_seq:
+            return seq
+        base_ts = await self._base_ts(doc, info)
+        if base_ts is None or ts_ms >= base_ts:
+            return info.base_seq
+        raise NotFound(
+            f"{doc!r} as it was at {iso(ts_ms)} was compacted away: history starts at seq "
+            f"{info.base_seq} ({iso(base_ts)})"
+        )
+
+    async def _base_ts(self, doc: str, info: DocInfo) -> int | None:
+        """The ts of the compaction base's event, kept in the base snapshot's meta."""
+        if info.base_seq <= 0:
+            return None
+        snap = await self.store.latest_snapshot(doc, at_most=info.base_seq)
+        if snap is None or snap.seq != info.base_seq:
+            return None
+        ts = snap.meta.get(BASE_TS)
+        return ts if isinstance(ts, int) and not isinstance(ts, bool) else None
 
     async def event_ts(self, doc: str, seq: int) -> str | None:
         if seq <= 0:
             return None
         evs = await self.store.read(doc, after=seq - 1, upto=seq)
-        return iso(evs[0].ts) if evs else None
+        if evs:
+            return iso(evs[0].ts)
+        info = await self.store.doc_info(doc)
+        base_ts = await self._base_ts(doc, info) if info and seq == info.base_seq else None
+        return iso(base_ts) if base_ts is not None else None
 
     # --- versions ---------------------------------------------------------------------------
 

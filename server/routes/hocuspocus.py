@@ -31,6 +31,7 @@ from ..auth import Identity
 from ..auth.open import OpenAccess
 from ..backend import Backend, with_params
 from ..conn_guard import ConnectionGuard
+from ..deletion import refuse_stale_copy
 from ..errors import (
     FATAL,
     AuthError,
@@ -294,6 +295,7 @@ class HocuspocusSocket(Connection):
         if t in (H.SYNC, H.SYNC_REPLY):
             msg = H.decode_sync(frame.body)
             if isinstance(msg, P.SyncStep1):
+                refuse_stale_copy(room, msg.state_vector)
                 if t == H.SYNC:  # a sync reply's step 1 wants the step 2 only
                     peer.send(P.encode_sync_step1(room.doc.get_state()))
                 room.answer_sync_step1(peer, msg.state_vector)

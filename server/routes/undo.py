@@ -22,11 +22,20 @@ def _backend(request: Request) -> Backend:
     return b
 
 
+async def _empty(backend: Backend, doc: str) -> bool:
+    """No document of that name, live or logged (never written, or deleted): there is
+    nothing to undo, and no room is loaded to say so (an empty room made a later
+    DELETE of the name answer that it deleted something)."""
+    return backend.rooms.get_loaded(doc) is None and await backend.store.doc_info(doc) is None
+
+
 async def _perform(request: Request, kind: str) -> Response:
     backend = _backend(request)
     doc = request.path_params["doc"]
     validate_doc_name(doc)
     identity = await backend.authenticate(request, doc, "write")
+    if await _empty(backend, doc):
+        return JSONResponse({"ok": False, "reason": f"nothing to {kind}"}, status_code=409)
     room = await backend.rooms.get(doc)
     try:
         ev = await undo.perform(room, identity.user, kind, backend)
@@ -52,6 +61,8 @@ async def close_route(request: Request) -> Response:
     doc = request.path_params["doc"]
     validate_doc_name(doc)
     identity = await backend.authenticate(request, doc, "write")
+    if await _empty(backend, doc):
+        return JSONResponse({"ok": True, "seq": None})
     room = await backend.rooms.get(doc)
     try:
         seq = await undo.close_group(room, identity.user)

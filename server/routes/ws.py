@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from .. import protocol as P
 from ..backend import Backend
 from ..conn_guard import ConnectionGuard
+from ..deletion import refuse_stale_copy
 from ..errors import (
     AuthError,
     FrameTooLarge,
@@ -218,6 +219,7 @@ class Connection:
                 # the answer still queued plus the updates broadcast after it already
                 # bring this client up to date: answering again only multiplies memory
                 return
+            refuse_stale_copy(room, msg.state_vector)
             self._answering = True
             try:
                 room.answer_sync_step1(self, msg.state_vector)

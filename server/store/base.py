@@ -299,6 +299,10 @@ class Tag:
     actor: str
 
 
+#: in a compaction base snapshot's meta: the ts of the event at its seq, which the
+#: compaction deleted (maintenance.compact_doc; bases made before it have none)
+BASE_TS = "base_ts"
+
 #: what a committed append survives (``--durability``): ``fsync`` (the default) waits for
 #: the disk, so a commit survives a power cut or a kernel crash; ``os`` hands the commit
 #: to the operating system without waiting for the disk, so it survives the server
