@@ -43,10 +43,15 @@ def with_params(conn: HTTPConnection, doc: str | None = None, **params: str) -> 
     that the extensions' ``authenticate`` sees them where it looks (``?token=``), along
     with the connection's headers and cookies. `doc`: the document it is for, as
     ``conn.path_params["doc"]`` (where ``/ws/{doc}`` and ``/api/docs/{doc}/…`` have it),
-    for a socket that carries many."""
+    for a socket that carries many. A ``token`` given replaces the request's
+    ``Authorization`` header too (read first, it made each document's own token moot)."""
     query = [(k, v) for k, v in conn.query_params.multi_items() if k not in params]
     query += list(params.items())
     scope = {**conn.scope, "query_string": urlencode(query).encode()}
+    if "token" in params:
+        scope["headers"] = [
+            (k, v) for k, v in conn.scope.get("headers", []) if k != b"authorization"
+        ]
     if doc is not None:
         scope["path_params"] = {**conn.scope.get("path_params", {}), "doc": doc}
     return HTTPConnection(scope)

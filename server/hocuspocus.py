@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import protocol as P
+from .bounded_json import loads_bounded
 from .errors import ProtocolError
 
 SYNC = 0
@@ -160,15 +161,40 @@ def from_y_websocket(doc: str, frame: bytes) -> bytes:
     return prefix(doc) + frame
 
 
+#: what JSON.parse skips before a value
+_JSON_SPACE = " \t\n\r"
+
+
 def parse_request(payload: str) -> dict[str, Any] | None:
     """A stateless payload that is a Palimpsest request (a JSON object with a string
-    ``type``), or None: anything else is the application's own message and is ignored."""
-    if not payload.startswith("{"):
+    ``type``), or None: anything else is the application's own message and is ignored.
+    Read as JSON.parse reads it (leading whitespace) and within bounds (nesting, NaN,
+    integer length: loads_bounded), so that no answer echoes what is not JSON."""
+    text = payload.lstrip(_JSON_SPACE)
+    if not text.startswith("{"):
         return None
     try:
-        body = json.loads(payload)
+        body = loads_bounded(text)
     except ValueError:
         return None
     if isinstance(body, dict) and isinstance(body.get("type"), str):
         return body
     return None
+
+
+def check_broadcast(payload: str) -> None:
+    """Refuse a broadcast a client could take for the server's answer: a JSON object of
+    type ``result``, however it is written. A payload that starts as an object must be
+    JSON this server reads (bounded: not too deep, no NaN, no integer too long): one it
+    cannot read cannot be told from an answer, which JSON.parse may read."""
+    text = payload.lstrip(_JSON_SPACE)
+    if not text.startswith("{"):
+        return
+    try:
+        body = loads_bounded(text)
+    except ValueError as e:
+        raise ProtocolError(f"a broadcast that starts as a JSON object must be JSON: {e}") from e
+    if isinstance(body, dict) and body.get("type") == "result":
+        raise ProtocolError(
+            'a broadcast cannot carry {"type": "result"}: the server answers with it'
+        )

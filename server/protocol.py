@@ -356,6 +356,31 @@ def _not_json(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+#: a colour as a cursor's style takes it: #rgb(a) / #rrggbb(aa), rgb()/hsl() of numbers,
+#: or a colour's name; nothing that could end the declaration (";") or fetch (url())
+_CSS_COLOR = re.compile(r"#[0-9a-fA-F]{3,8}|(?:rgb|hsl)a?\([0-9.,%/ a-z]{1,60}\)|[a-zA-Z]{1,30}")
+
+
+def _check_colors(client: int, state: Any) -> None:
+    """The colours a presence state gives its user (``user.color``, ``colorLight``…) must
+    be colours: editors' cursor plugins (Tiptap's, y-codemirror's) write them into a
+    style attribute as given, and ``red; background: url(https://…)`` made every
+    viewer's browser fetch what the sender chose."""
+    user = state.get("user") if isinstance(state, dict) else None
+    if not isinstance(user, dict):
+        return
+    for key, value in user.items():
+        if "color" in key.lower() and isinstance(value, str) and not _CSS_COLOR.fullmatch(value):
+            raise ProtocolError(
+                f"presence (awareness) state of client {client}: user.{key[:40]} is not a "
+                f"colour ({value[:40]!r})"
+            )
+
+
+#: one past the largest integer a JavaScript number holds exactly (lib0 reads no more)
+SAFE_INTEGER = 1 << 53
+
+
 def decode_awareness(payload: bytes) -> list[tuple[int, int, str]]:
     """Decode an awareness update into [(client id, clock, state JSON)].
 
@@ -368,13 +393,20 @@ def decode_awareness(payload: bytes) -> list[tuple[int, int, str]]:
     for _ in range(n):
         client = r.read_var_uint("awareness client id")
         clock = r.read_var_uint("awareness clock")
+        if client >= SAFE_INTEGER or clock >= SAFE_INTEGER:
+            # lib0 throws "Integer out of Range" reading either: relayed, it killed every
+            # Node.js y-websocket client of the document, and each one that joined
+            raise ProtocolError(
+                f"presence (awareness) client id {client} or clock {clock} is past 2^53 - 1"
+            )
         state = r.read_var_string("awareness state")
         try:
-            json.loads(state, parse_constant=_not_json)
+            value = json.loads(state, parse_constant=_not_json)
         except (ValueError, RecursionError) as e:
             raise ProtocolError(
                 f"presence (awareness) state of client {client} is not JSON: {e}"
             ) from e
+        _check_colors(client, value)
         out.append((client, clock, state))
     r.expect_end("awareness update")
     return out

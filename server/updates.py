@@ -62,14 +62,42 @@ _set_structs, _set_deletes, _set_refs = (
 )
 
 
+#: one past the largest client id and clock a document holds (yrs): a client id is kept
+#: in 53 bits (2^53 + x is read as x: another client's items, written over), a clock in
+#: 32 (2^32 + x is read as x)
+CLIENT_LIMIT = 1 << 53
+CLOCK_LIMIT = 1 << 32
+
+
 def decode_update_meta(update: bytes) -> UpdateMeta:
     """Read an update's struct ranges and delete set. Raises ProtocolError if it is not
-    a well-formed v1 update (truncated, unknown struct or content, trailing bytes).
+    a well-formed v1 update (truncated, unknown struct or content, trailing bytes), or
+    names a client id or a clock past what a document holds (CLIENT_LIMIT, CLOCK_LIMIT).
 
     Each update is read once on its way in (``Room.receive_update``), and what was read
     goes along with it (to admission, to the apply): nothing keeps the results."""
     fast = _keystroke(update) if type(update) is bytes else None
-    return fast if fast is not None else _read_meta(update)
+    meta = fast if fast is not None else _read_meta(update)
+    _check_bounds(meta)
+    return meta
+
+
+def _check_bounds(meta: UpdateMeta) -> None:
+    """Every client id below 2^53 and every clock below 2^32: the ownership and gap
+    checks read the ids as sent, the document as it keeps them, and an id past 53 bits
+    wrote into another client's items (a user's text replaced, their later edits lost)."""
+    for ranges in (meta.structs, meta.deletes):
+        for client, spans in ranges.items():
+            if client >= CLIENT_LIMIT:
+                raise ProtocolError(f"client id {client} is past 2^53 - 1, the largest Yjs keeps")
+            for _, end in spans:
+                if end > CLOCK_LIMIT:
+                    raise ProtocolError(
+                        f"client {client} clock {end - 1} is past 2^32 - 1, the largest Yjs keeps"
+                    )
+    for client, end in meta.refs.items():
+        if client >= CLIENT_LIMIT or end > CLOCK_LIMIT:
+            raise ProtocolError(f"an item refers to client {client} clock {end - 1}: out of range")
 
 
 #: one varUint, as a regex group (continuation bytes, then a last one)

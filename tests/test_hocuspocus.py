@@ -237,6 +237,34 @@ async def test_awareness_echo_query_and_broadcast_stateless(srv: Any) -> None:
         assert "result" in H.decode_string(closed[0].body, "reason")
         await asyncio.sleep(0.2)
         assert len(one.of("aw", H.STATELESS)) == 2  # nothing relayed
+        # however it is written (JSON.parse skips leading whitespace and reads what
+        # Python will not: a 5,000-digit integer), and never a crash on deep nesting
+        for i, forged in enumerate(
+            (
+                ' {"type": "result", "id": 1, "ok": true}',
+                '\n{"type": "result", "id": 1, "ok": true}',
+                '{"type": "result", "id": 1, "ok": true, "n": ' + "9" * 5000 + "}",
+                "{" + '"a":[' * 100_000 + "]" * 100_000 + "}",
+            )
+        ):
+            await two.auth("aw", "bob")
+            await eventually(lambda i=i: len(two.of("aw", H.AUTH)) == i + 2, what="open again")
+            await two.send("aw", H.BROADCAST_STATELESS, P.write_var_string(forged))
+            closed = await eventually(
+                lambda i=i: len(two.of("aw", H.CLOSE)) == i + 2 and two.of("aw", H.CLOSE),
+                what="closed",
+            )
+            assert "result" in H.decode_string(
+                closed[-1].body, "reason"
+            ) or "JSON" in H.decode_string(closed[-1].body, "reason")
+        # a request with NaN is no JSON: not answered (an answer echoed the NaN)
+        await one.send("aw", H.STATELESS, P.write_var_string('{"type":"hello","id":NaN}'))
+        await one.send("aw", H.STATELESS, P.write_var_string('{"a":' + "[" * 200_000))
+        await one.send("aw", H.STATELESS, P.write_var_string('{"type":"hello","id":10}'))
+        got = await eventually(lambda: len(one.of("aw", H.STATELESS)) == 3 and one.of("aw", 5))
+        assert json.loads(H.decode_string(got[2].body, "payload"))["id"] == 10
+        assert two.ws.close_code is None and one.ws.close_code is None
+        assert len(one.of("aw", H.STATELESS)) == 3  # nothing of the forged ones relayed
 
 
 async def test_frames_are_handled_as_they_are_parsed(srv: Any) -> None:

@@ -79,6 +79,8 @@ async def test_invalid_presence_is_refused_and_y_websocket_clients_survive(
                     "[" * 200 + "]" * 200,  # a recursive parser overflows
                     '"a string"',
                     '{"n": NaN}',
+                    # a cursor plugin writes it into a style attribute as given
+                    '{"user": {"name": "m", "color": "red; background: url(//127.0.0.1:9/x)"}}',
                 ]
                 for i, state in enumerate(bad_states):
                     async with websockets.connect(f"{srv.ws_url}/{doc}?user=mallory") as ws:
@@ -86,6 +88,17 @@ async def test_invalid_presence_is_refused_and_y_websocket_clients_survive(
                         code, reason = await closed_with(ws)
                     assert code == 4400, (state[:20], code, reason)
                     assert "presence" in reason and "state" in reason
+                # lib0 throws reading a client id or clock past 2^53 - 1: relayed, one
+                # such entry killed every Node.js client of the document, and joiners
+                for entry in ((1 << 64) - 1, 2**53):
+                    async with websockets.connect(f"{srv.ws_url}/{doc}?user=mallory") as ws:
+                        await ws.send(presence((850, entry, '{"ok": true}')))
+                        code, reason = await closed_with(ws)
+                    assert code == 4400 and "past 2^53 - 1" in reason, (code, reason)
+                    async with websockets.connect(f"{srv.ws_url}/{doc}?user=mallory") as ws:
+                        await ws.send(presence((entry, 1, '{"ok": true}')))
+                        code, reason = await closed_with(ws)
+                    assert code == 4400 and "past 2^53 - 1" in reason, (code, reason)
                 writer.insert(0, "still editing")
                 assert await before.wait_text(equals="still editing") == "still editing"
                 # a newcomer joins after the attempts: it syncs and sees only valid presence
@@ -666,3 +679,58 @@ async def test_http_writes_are_rate_limited_per_address(settings: Settings) -> N
         assert r.status_code == 200, r.text
         metrics = (await http.get("/metrics")).text
         assert 'reason="http_write_rate"' in metrics, metrics[-500:]
+
+
+async def test_client_ids_and_clocks_past_what_a_document_keeps_are_refused(
+    settings: Settings,
+) -> None:
+    """The document keeps a client id in 53 bits and a clock in 32: an update under
+    2^53 + alice's id passed the ownership check (a new id) and wrote over alice's items
+    (her text replaced, her later edits lost), and 2^32 + x was read as x."""
+
+    def item(client: int, clock: int, text: str) -> bytes:
+        body = P.write_var_uint(1) + P.write_var_uint(1) + P.write_var_uint(client)
+        body += P.write_var_uint(clock) + b"\x04" + P.write_var_uint(1)
+        body += P.write_var_string("content") + P.write_var_string(text) + b"\x00"
+        return P.encode_sync_update(body)
+
+    async with run_server(settings) as srv:
+        async with connect(srv.ws_url, "ids", "alice") as alice:
+            alice.insert(0, "alice's text")
+            await eventually(lambda: srv.backend.rooms.get_loaded("ids").seq == 1)  # type: ignore[union-attr]
+            alice_id = alice.doc.client_id
+            for client, clock, why in (
+                (2**53 + alice_id, 0, "past 2^53 - 1"),
+                ((1 << 64) - 1, 0, "past 2^53 - 1"),
+                (12345, 2**32, "past 2^32 - 1"),
+            ):
+                async with websockets.connect(f"{srv.ws_url}/ids?user=mal") as ws:
+                    await ws.send(item(client, clock, "M" * 50))
+                    code, reason = await closed_with(ws)
+                assert code == 4400 and why in reason, (client, code, reason)
+            alice.insert(len(alice.content), "!")
+            await eventually(lambda: srv.backend.rooms.get_loaded("ids").seq == 2)  # type: ignore[union-attr]
+            room = srv.backend.rooms.get_loaded("ids")
+            assert room is not None and str(room.doc.get("content", type=Text)) == "alice's text!"
+            assert alice.close_code is None
+
+
+async def test_a_hocuspocus_document_is_authenticated_by_its_own_token_not_the_header(
+    settings: Settings,
+) -> None:
+    """docs/hocuspocus.md: each document is authenticated by the token in its auth
+    message. An Authorization header on the upgrade was read first, so a document's
+    read-only or garbage token opened it read-write."""
+    settings.jwt_secret = SECRET
+    header = {"Authorization": f"Bearer {token('w', 'write')}"}
+    async with run_server(settings) as server:
+        url = f"{server.ws_url.rsplit('/', 1)[0]}/hocuspocus"
+        async with websockets.connect(url, additional_headers=header) as ws:
+            raw = Raw(ws)
+            await raw.auth("ro", token("w", "read"))
+            await raw.auth("bad", "garbage.token.x")
+            ro = await eventually(lambda: raw.of("ro", H.AUTH), what="ro answered")
+            assert ro[0].body == bytes([H.AUTH_AUTHENTICATED]) + P.write_var_string("readonly")
+            bad = await eventually(lambda: raw.of("bad", H.AUTH), what="bad answered")
+            assert bad[0].body[0] == H.AUTH_PERMISSION_DENIED, bad[0].body
+            raw.task.cancel()

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ..errors import NotFound, StoreError
+from ..errors import Forbidden, NotFound, StoreError
 from ..extensions import Extension
 from ..lifecycle import Service, cancel_and_wait
 from ..metrics import metrics_of
@@ -184,15 +184,25 @@ class Changefeed(Extension, Service):
 
     # --- the operator's view -----------------------------------------------------------------
 
+    async def _operator(self, request: Request) -> None:
+        """An admin of every document: the webhooks carry every document's events (an
+        admin of some documents saw every document's activity, and could stop them)."""
+        identity = await self.backend.authenticate(request, None, "admin")
+        if "*" not in identity.docs:
+            raise Forbidden(
+                "the webhooks carry every document's events: they need an admin token for "
+                'every document (docs ["*"])'
+            )
+
     async def list_endpoint(self, request: Request) -> Response:
-        await self.backend.authenticate(request, None, "admin")
+        await self._operator(request)
         last = await self.backend.store.last_position()
         return JSONResponse({"position": last, "webhooks": [
             hook_json(row, last) for row in await self.cursors.list()
         ]})  # fmt: skip
 
     async def set_endpoint(self, request: Request) -> Response:
-        await self.backend.authenticate(request, None, "admin")
+        await self._operator(request)
         action = request.path_params["action"]
         states = {"enable": ACTIVE, "disable": DISABLED}
         if action not in states:

@@ -313,13 +313,9 @@ class HocuspocusSocket(Connection):
                 self.spawn(self.request(peer, room, body))
         elif t == H.BROADCAST_STATELESS:
             payload = H.decode_string(frame.body, "stateless payload")
-            body = H.parse_request(payload)
-            if body is not None and body.get("type") == "result":
-                # what the server answers requests with: relayed, a reader could answer
-                # everyone's undo requests in the server's name
-                raise ProtocolError(
-                    'a broadcast cannot carry {"type": "result"}: the server answers with it'
-                )
+            # what the server answers requests with: relayed, a reader could answer
+            # everyone's undo requests in the server's name
+            H.check_broadcast(payload)
             self.broadcast_stateless(room, payload)
         elif t == H.CLOSE:
             self.leave(peer)
