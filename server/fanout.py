@@ -294,6 +294,7 @@ class Fanout(Extension, Service):
         self._wake.set()
 
     async def _publisher(self) -> None:
+        failing = 0  # messages dropped since the first failure of this stretch
         while True:
             if not self._outbox:
                 self._wake.clear()
@@ -307,16 +308,24 @@ class Fanout(Extension, Service):
                         pipe.publish(self.channel(doc), message)
                     await pipe.execute()
                 self.published += len(batch)
+                if failing:
+                    log.warning("fan-out publishes again (%d messages dropped meanwhile; "
+                                "the others healed from the log)", failing)  # fmt: skip
+                    failing = 0
             except (RedisError, OSError) as e:
                 # the events are in the log: the other processes heal from it
                 self.dropped += len(batch)
-                log.warning("fan-out publish of %d messages failed: %s", len(batch), e)
+                if not failing:  # once per stretch, not every half second
+                    log.warning("fan-out cannot publish (%s): messages are dropped until "
+                                "Redis is back; the others heal from the log", e)  # fmt: skip
+                failing += len(batch)
                 await asyncio.sleep(0.5)
 
     # --- receiving -----------------------------------------------------------------------
 
     async def _subscriber(self) -> None:
         backoff = 0.1
+        unreachable_said = False
         while True:
             assert self._redis is not None
             pubsub = self._redis.pubsub()
@@ -326,6 +335,7 @@ class Fanout(Extension, Service):
                 self._subscribed_at = time.monotonic()
                 self.subscriptions += 1
                 backoff = 0.1
+                unreachable_said = False
                 log.info("fan-out subscribed (%d)", self.subscriptions)
                 # whatever was published while we were not listening is in the log
                 await self.heal_all()
@@ -336,6 +346,10 @@ class Fanout(Extension, Service):
             except (RedisError, OSError) as e:
                 if self.connected:
                     log.warning("fan-out lost Redis (%s); healing from the log meanwhile", e)
+                elif not unreachable_said:  # (a server started with Redis down said nothing)
+                    log.warning("fan-out cannot reach Redis (%s); retrying, and healing from "
+                                "the log meanwhile", e)  # fmt: skip
+                    unreachable_said = True
                 self.connected = False
             finally:
                 self.connected = False

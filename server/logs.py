@@ -22,6 +22,29 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(out)
 
 
+class OncePerMinute(logging.Filter):
+    """asyncpg's pool logs "Failed to restore the pool connection floor" with a 30-line
+    traceback at every retry while PostgreSQL is down (55 times a process in a field
+    test's outage): one line, its cause, at most once a minute. Other records pass."""
+
+    def __init__(self, starts: str = "Failed to restore", every: float = 60.0) -> None:
+        super().__init__()
+        self.starts, self.every = starts, every
+        self.last: float | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.starts):
+            return True
+        now = time.monotonic()
+        if self.last is not None and now - self.last < self.every:
+            return False
+        self.last = now
+        cause = f": {record.exc_info[1]}" if record.exc_info and record.exc_info[1] else ""
+        record.msg, record.args = f"{record.getMessage()}{cause} (said once a minute)", ()
+        record.exc_info = record.exc_text = None
+        return True
+
+
 def configure(level: str = "info", json_lines: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if json_lines:
@@ -32,3 +55,6 @@ def configure(level: str = "info", json_lines: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    pool = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, OncePerMinute) for f in pool.filters):
+        pool.addFilter(OncePerMinute())

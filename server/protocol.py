@@ -332,6 +332,15 @@ def encode(msg: Message) -> bytes:
 # --- Yjs payload helpers -------------------------------------------------------------
 
 
+def encode_state_vector(sv: dict[int, int]) -> bytes:
+    """A Yjs v1 state vector: varUint(count), then varUint(client) varUint(clock) each."""
+    out = bytearray(write_var_uint(len(sv)))
+    for client, clock in sv.items():
+        out += write_var_uint(client)
+        out += write_var_uint(clock)
+    return bytes(out)
+
+
 def decode_state_vector(sv: bytes) -> dict[int, int]:
     """Decode a Yjs v1 state vector into {client id: clock}.
 

@@ -216,6 +216,10 @@ class Room:
         self.last_snapshot_bytes = 0
         #: update bytes of client updates queued for the log, not applied yet
         self.queued_bytes = 0
+        #: per client, one past the highest clock of those queued updates (cleared when
+        #: none is left, or a batch fails): the no-op rule counts them as held, so that
+        #: a client's step 2 carrying what its update just sent is not logged twice
+        self._pending_sv: dict[int, int] = {}
         #: most client updates committed in one transaction
         self.max_batch = 1024
         #: what extensions stored in the meta of the snapshot the room loaded from
@@ -415,6 +419,11 @@ class Room:
         deletes = parsed.deletes if parsed is not None else None
         self._push(_ClientUpdate(peer, update, meta, reach, deletes))
         self.queued_bytes += len(update)
+        if parsed is not None:
+            pending = self._pending_sv
+            for client, ranges in parsed.structs.items():
+                if ranges and ranges[-1][1] > pending.get(client, 0):
+                    pending[client] = ranges[-1][1]
         return True
 
     def _live_state(self) -> dict[int, int]:
@@ -431,7 +440,23 @@ class Room:
             # no structs at all (a deletion, typed or echoed): the diff against the state
             # vector would be its own delete set, so that is what is checked, without it
             return self._deleted.adds_to(meta.deletes)
-        return adds_anything(update, self.doc.get_state(), self._deleted)
+        if not adds_anything(update, self.doc.get_state(), self._deleted):
+            return False
+        pending = self._pending_sv
+        if (
+            not pending
+            or meta is None
+            or meta.deletes
+            or any(c not in pending for c in meta.structs)
+        ):
+            return True
+        # its items may all be queued already, not applied yet (an update sent as the
+        # connection opened, then the step 2 that carries it): against those too
+        state = P.decode_state_vector(self.doc.get_state())
+        for client, end in pending.items():
+            if end > state.get(client, 0):
+                state[client] = end
+        return adds_anything(update, P.encode_state_vector(state), self._deleted)
 
     def _note_deletions(self, dels: Ranges) -> None:
         """Add an applied update's delete set to the union."""
@@ -597,6 +622,8 @@ class Room:
             await self._commit_and_apply(batch)
         finally:
             self.queued_bytes -= queued
+            if not self.queued_bytes:
+                self._pending_sv.clear()
 
     async def _commit_and_apply(self, batch: list[_ClientUpdate]) -> None:
         ts = now_ms()
@@ -614,6 +641,7 @@ class Room:
             else:
                 reason = "the store failed to log your edits; reconnect to re-send"
             self._exact_reach = False  # admitted, never applied: clocks ran ahead
+            self._pending_sv.clear()  # (ahead too: what they re-send must count as new)
             log.warning(
                 "room %s: commit failed (%s); closing %d senders with %d: %s",
                 self.name, e, len({u.peer.id for u in batch}), e.close_code, reason,
@@ -621,7 +649,7 @@ class Room:
             for peer in {u.peer.id: u.peer for u in batch}.values():
                 peer.close(e.close_code, reason[:120])
             return
-        await self._catch_up(stored[0].seq - 1)
+        await self._catch_up_held(stored[0].seq - 1)
         # Durable now: out before it is applied here, so that no one waits for the
         # document's upkeep (undo, attribution, the no-op rule's bookkeeping: ~200 µs of
         # a lone edit's ~1.6 ms in the server, bench/latency_timeline.py). Nothing runs
@@ -732,7 +760,7 @@ class Room:
             ev = stored[0]
             if ev.seq != self.seq + 1:
                 # someone else appended in between (another process): bring them in too
-                await self._catch_up(ev.seq - 1)
+                await self._catch_up_held(ev.seq - 1)
             self.seq = ev.seq
             self.events_since_snapshot += 1
             self.applied_bytes += len(update)
@@ -795,6 +823,24 @@ class Room:
                 f"room {self.name!r}: the store is missing events {self.seq + 1}..{upto}"
             )
         self._after_peer(missing)
+
+    async def _catch_up_held(self, upto: int) -> None:
+        """:meth:`_catch_up` before applying events this room just logged: they are
+        durable, so a store that cannot be read for a moment is waited out, as a refused
+        write is, rather than dropping the room (every client closed with 1013)."""
+        delay = 0.05
+        while True:
+            try:
+                await self._catch_up(upto)
+                return
+            except StoreUnavailable as e:
+                if self.stopping:
+                    raise
+                if delay == 0.05:
+                    log.warning("room %s: catching up to seq %d waits for the store: %s",
+                                self.name, upto, e)  # fmt: skip
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 1.0)
 
     def _after_peer(self, events: list[Event]) -> None:
         # events logged elsewhere: count them toward snapshots, but never publish again

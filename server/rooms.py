@@ -175,6 +175,12 @@ class Rooms:
         self._unload_timers.pop(room.name, None)
         if room.peers or self._rooms.get(room.name) is not room:
             return
+        if room.queued_bytes or not room.idle:
+            # edits or a server change not logged yet, held while the store refuses
+            # writes: unloading stops the room, which gives them up. Their senders may
+            # have left for good (a closed tab): the room waits with them instead.
+            self.release(room)
+            return
         task = asyncio.create_task(self.unload(room))
         self._unloading[room.name] = task
         task.add_done_callback(lambda _t: self._unloading.pop(room.name, None))

@@ -334,3 +334,19 @@ async def test_servers_on_one_store_with_different_buses_are_told(tmp_path: Path
     assert "never delivered" in reader.log_text(), reader.log_tail()
     assert "does every server on this store use the same --fanout" in reader.log_text()
     assert "never delivered" not in writer.log_text()
+
+
+async def test_a_server_started_with_redis_unreachable_says_so(tmp_path: Path) -> None:
+    """Nothing listens where --fanout points: the log said so only at the first publish
+    that failed, and a server nobody wrote to said nothing at all."""
+    from conftest import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    srv = ServerProcess(tmp_path / "no-redis", extra_args=["--fanout", url])
+    await srv.astart()
+    try:
+        await eventually(lambda: "fan-out cannot reach Redis" in srv.log_text(), timeout=10)
+        await asyncio.sleep(2.5)  # four more tries (0.2, 0.4, 0.8, 1.6 s apart)
+        assert srv.log_text().count("fan-out cannot reach Redis") == 1  # once, not per try
+    finally:
+        await asyncio.to_thread(srv.stop)

@@ -24,6 +24,7 @@ from test_interop_node import NodeClient, node_modules  # noqa: F401 - the fixtu
 from yclient import connect
 
 from palimpsest import client
+from palimpsest.errors import StoreUnavailable
 from palimpsest.settings import Settings
 from palimpsest.store.sqlite import SQLiteStore
 
@@ -169,3 +170,81 @@ async def test_readyz_is_503_while_the_database_is_read_only(
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "attempt to write a readonly database" in text
     assert "cannot rollback" not in text
+
+
+async def test_edits_held_for_a_sender_who_left_survive_the_idle_unload(tmp_path: Path) -> None:
+    """A client types while the store refuses writes, then closes its tab. The room's
+    idle unload (0.3 s here) used to stop it, which gave the held edits up: the first
+    part of the text was logged and the rest was gone, with no line saying so. An undo
+    over HTTP, held the same way in a room nobody is connected to, failed likewise."""
+    settings = Settings(
+        db=str(tmp_path / "left.db"), port=free_port(), unload_after_seconds=0.3,
+        undo_capture_ms=0,
+    )  # fmt: skip
+    async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        store = srv.backend.store
+        assert isinstance(store, SQLiteStore)
+        async with connect(srv.ws_url, "left", user="ann") as c:
+            c.insert(0, "logged ")
+            await eventually(lambda: store.head("left"), what="the first edit")
+            await store.on_writer(lambda c: c.execute("PRAGMA query_only = 1"))
+            c.insert(7, "held")
+            await eventually(lambda: srv.backend.committer.held, what="the edit held")
+        await asyncio.sleep(1.5)  # five unload periods with the sender gone
+        room = srv.backend.rooms.get_loaded("left")
+        assert room is not None, "unloaded with an edit held"
+        undo = asyncio.create_task(http.post("/api/docs/left/undo", params={"user": "ann"}))
+        await asyncio.sleep(1.0)  # held too, in a room nobody is connected to
+        await store.on_writer(lambda c: c.execute("PRAGMA query_only = 0"))
+        r = await undo
+        assert r.status_code == 200 and r.json()["ok"], r.text
+        await eventually(lambda: srv.backend.rooms.get_loaded("left") is None, what="unloaded")
+    async with run_server(settings) as srv:
+        async with connect(srv.ws_url, "left", user="bob") as b:
+            assert b.content == "logged ", b.content  # "held" logged, then undone
+        events = await srv.backend.store.read("left")
+        assert [e.kind for e in events] == ["edit", "edit", "undo"]
+
+
+class FlakyReads(SQLiteStore):
+    """A real SQLite store whose next `fail` reads raise as an unreachable store's do."""
+
+    fail = 0
+
+    async def read(
+        self, doc: str, after: int = 0, upto: int | None = None, limit: int | None = None
+    ) -> Any:  # noqa: E501
+        if self.fail:
+            self.fail -= 1
+            raise StoreUnavailable("the store cannot be reached (read)")
+        return await super().read(doc, after, upto, limit)
+
+
+async def test_a_failed_read_after_a_commit_is_waited_out_not_a_reload(tmp_path: Path) -> None:
+    """A room behind the log (another process committed in between) reads what it
+    missed after its own commit. A read refused for a moment there dropped the room
+    and closed every client with 1013 ("the document is being reloaded"), though the
+    commit was durable: it is now waited out, as a refused write is."""
+    from palimpsest.backend import Backend
+    from palimpsest.store.base import NewEvent
+
+    settings = Settings(db=str(tmp_path / "flaky.db"), port=free_port())
+    store = FlakyReads(tmp_path / "flaky.db")
+    async with run_server(settings, Backend(settings, store=store)) as srv:
+        async with connect(srv.ws_url, "flaky", user="ann") as a:
+            a.insert(0, "a")
+            await eventually(lambda: srv.backend.rooms.get_loaded("flaky").seq == 1)  # type: ignore[union-attr]
+            # another process's edit, which this room has not seen
+            other: Doc[Any] = Doc()
+            other.apply_update(a.doc.get_update())
+            ups: list[bytes] = []
+            other.observe(lambda e: ups.append(e.update))
+            other.get("content", type=Text).insert(1, "X")
+            await store.append([("flaky", [NewEvent("bob", "edit", ups[0], {})])])
+            store.fail = 3
+            a.insert(0, "b")
+            await eventually(lambda: a.content == "baX", what="a sees bob's edit and its own")
+            room = srv.backend.rooms.get_loaded("flaky")
+            assert room is not None and room.seq == 3 and room.broken is None
+            assert a.close_code is None, (a.close_code, a.close_reason)
+            assert store.fail == 0

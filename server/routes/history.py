@@ -177,7 +177,9 @@ async def restore(request: Request) -> Response:
     history, doc, user = await _open(request, "write")
     body = await _body(request)
     if body.get("seq") in (None, ""):
-        raise BadRequest('the body must name the version to restore: {"seq": N} or a tag')
+        raise BadRequest(
+            'the body must name the version to restore: {"seq": N} or {"seq": "TAG NAME"}'
+        )
     info = await history.info(doc)
     seq = await history.resolve(doc, body["seq"], info)
     ev = await history.restore(doc, user, seq)
