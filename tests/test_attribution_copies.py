@@ -360,3 +360,42 @@ def test_an_undo_of_a_long_delete_keeps_every_writer() -> None:
         assert "".join(r["text"] for r in runs) == str(text)
         assert {r["actor"] for r in runs} == {"ann", "bob"}
         assert all((r["actor"] == "ann") == (int(r["text"][1:5]) % 2 == 1) for r in runs), runs[:4]
+
+
+async def test_a_restore_over_text_typed_in_place_keeps_the_versions_writers(
+    settings: Settings,
+) -> None:
+    """A wreck that deletes others' text and types some of its own, partly the same
+    letters and line breaks: the restore's character diff kept the wrecker's matching
+    letters (and a line break, which cut the restored stretch in two, away from the
+    deleted text it copies), and blame named the wrecker for some of the version's text
+    and the restorer for most of the rest (108 of 133 characters in a field test). The
+    restore now keeps only characters that are the version's, by the same writer."""
+    a_text = "The committee met on Tuesday\nand agreed the budget.\n"
+    b_text = "Minutes were taken by the secretary\nand circulated.\n"
+    async with (
+        run_server(settings) as server,
+        connect(server.ws_url, "wreck", "alice") as a,
+        connect(server.ws_url, "wreck", "bob") as b,
+        httpx.AsyncClient(base_url=server.url) as c,
+    ):
+        a.insert(0, a_text)
+        await eventually(lambda: b.content == a_text)
+        b.insert(len(a_text), b_text)  # seq 2
+        await eventually(lambda: a.content == a_text + b_text)
+        async with connect(server.ws_url, "wreck", "mallory") as m:
+            with m.doc.transaction():
+                del m.text[0 : len(m.text)]
+                m.text.insert(0, "The committee met on Monday\nand agreed nothing.\n")
+            await eventually(lambda: a.content.startswith("The committee met on Monday"))
+        r = await c.post("/api/docs/wreck/restore", json={"seq": 2}, params={"user": "support"})
+        assert r.status_code == 200, r.text
+        await eventually(lambda: a.content == a_text + b_text, what="restored")
+        blame = (await c.get("/api/docs/wreck/blame")).json()["roots"]["content"]["runs"]
+        joined: list[list[Any]] = []
+        for x in blame:
+            if joined and joined[-1][1] == x["actor"]:
+                joined[-1][0] += x["text"]
+            else:
+                joined.append([x["text"], x["actor"]])
+        assert joined == [[a_text, "alice"], [b_text, "bob"]], joined

@@ -201,12 +201,13 @@ def _embed_at(text: RichText, pos: int) -> Any:
     raise LookupError(f"no embed at offset {pos}")
 
 
-def set_rich_text(text: RichText, target: Sequence[Run]) -> None:
+def set_rich_text(text: RichText, target: Sequence[Run], writers: Writers | None = None) -> None:
     """Make `text` (a Text or an XmlText) equal `target` (a ``diff()``): characters,
-    embeds and formatting, changing only what differs."""
+    embeds and formatting, changing only what differs. `writers`: see set_text (plain
+    text only)."""
     current = text.diff()
     if _plain(current) and _plain(target):
-        set_text(text, "".join(i for i, _ in target))
+        set_text(text, "".join(i for i, _ in target), writers)
         return
     have, want = _pieces(current), _pieces(target)
     codes = _codes(have, want)
@@ -249,17 +250,63 @@ def _plain(delta: Sequence[Run]) -> bool:
     return all(isinstance(i, str) and not a for i, a in delta)
 
 
-def set_text(text: RichText, target: str) -> None:
+#: who wrote each code point of a text root, live and at the version restored: its text
+#: at the head the blame was taken at, the writers of that text, and those of the target
+Writers = tuple[str, Sequence[Any], Sequence[Any]]
+
+#: code points that stand for a character written by someone (the private use areas)
+_PRIVATE = (range(0xE000, 0xF900), range(0xF0000, 0xFFFFE), range(0x100000, 0x10FFFE))
+#: what stands for a line break written by someone: line breaks to str.splitlines, so the
+#: diff of long spans still goes by lines (a writer past these gets a private one)
+_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def _by_writer(a: str, wa: Sequence[Any], b: str, wb: Sequence[Any]) -> tuple[str, str] | None:
+    """`a` and `b` with each (character, writer) pair as a code point of its own, so
+    that the character diff keeps only characters that are the same and by the same
+    writer: a restore kept stray letters of what a wrecker typed where they matched the
+    version, and blame named the wrecker (or the restorer) for others' text. Line breaks
+    stay themselves (the diff of long spans goes by lines). None when there are more
+    pairs than private code points, or the texts use those themselves. Each writer's line
+    breaks are a line break of their own (_BREAKS): a kept break of the wrecker's cut a
+    restored stretch in two, away from the deleted text it copies."""
+    if any("\ue000" <= ch <= "\uf8ff" or ch >= "\U000f0000" for ch in a + b):
+        return None
+    codes: dict[tuple[str, Any], str] = {}
+    spare = (chr(cp) for r in _PRIVATE for cp in r)
+    breaks = iter(_BREAKS)
+    out: list[str] = []
+    for text, who in ((a, wa), (b, wb)):
+        mapped = []
+        for ch, w in zip(text, who, strict=True):
+            code = codes.get((ch, w))
+            if code is None:
+                code = next(breaks, "") if ch == "\n" else ""
+                code = codes[(ch, w)] = code or next(spare, "")
+                if not code:
+                    return None
+            mapped.append(code)
+        out.append("".join(mapped))
+    return out[0], out[1]
+
+
+def set_text(text: RichText, target: str, writers: Writers | None = None) -> None:
     """Make the characters of `text` equal `target`, a plain string (PUT /text): new
     characters are formatted as typing there would format them (like the character
-    before them), and embeds, which a plain string does not show, stay where they are."""
+    before them), and embeds, which a plain string does not show, stay where they are.
+    `writers` (a restore): keep only characters the target has by the same writer
+    (_by_writer), when the text is still the one they were taken from."""
     current = text.diff()
     if _plain(current):
         chars = "".join(i for i, _ in current)
         if chars == target:
             return
         offs = byte_offsets(chars)
-        for tag, i1, i2, j1, j2 in reversed(string_opcodes(chars, target)):
+        keys: tuple[str, str] | None = None
+        if writers is not None and writers[0] == chars and len(writers[2]) == len(target):
+            keys = _by_writer(chars, writers[1], target, writers[2])
+        a, b = keys if keys is not None else (chars, target)
+        for tag, i1, i2, j1, j2 in reversed(string_opcodes(a, b)):
             if tag == "equal":
                 continue
             if i2 > i1:
@@ -449,16 +496,23 @@ def _set_attributes(live: XmlElement | XmlText, target: XmlElement | XmlText) ->
         live.attributes[k] = v
 
 
-def make_equal(live: Doc[Any], target: Doc[Any], types: dict[str, str]) -> None:
+def make_equal(
+    live: Doc[Any],
+    target: Doc[Any],
+    types: dict[str, str],
+    writers: dict[str, Writers] | None = None,
+) -> None:
     """Change every root of `live` listed in `types` to equal the same root of `target`
-    (a scratch document at the restored version; a root it lacks counts as empty)."""
+    (a scratch document at the restored version; a root it lacks counts as empty).
+    `writers`: per text root, who wrote what (see set_text)."""
     target_names = set(target.keys())
     for name, kind in sorted(types.items()):
         cls = ROOT_CLASSES[kind]
         root = live.get(name, type=cls)
         other = target.get(name, type=cls) if name in target_names else None
         if kind == TEXT:
-            set_rich_text(root, other.diff() if other is not None else [])
+            want = other.diff() if other is not None else []
+            set_rich_text(root, want, (writers or {}).get(name))
         elif kind == MAP:
             set_map(root, other)
         elif kind == ARRAY:

@@ -26,7 +26,7 @@ from pycrdt import Doc, Text, XmlFragment
 
 from .. import cpu_account
 from ..deletion import missing
-from ..errors import BadRequest, Conflict, NotFound
+from ..errors import BadRequest, Conflict, NotFound, StoreError
 from ..limits import Limits
 from ..origins import ServerOrigin
 from ..snapshots import load
@@ -45,7 +45,7 @@ from .render import (
     structural_diff,
     typed_roots,
 )
-from .restore import make_equal, set_text
+from .restore import Writers, make_equal, set_text
 from .rich_diff import (
     ATTRIBUTE_FORMATS_WORK,
     Mismatch,
@@ -123,6 +123,22 @@ def validate_tag_name(name: Any) -> str:
     if name in (".", ".."):  # clients collapse them in a URL's path: /tags/.. is /docs/x/
         raise BadRequest(f"{name!r} cannot be a tag name: it reads as a path")
     return name
+
+
+def _plain_runs(root: Any) -> tuple[str, list[Any]] | None:
+    """A text root's blame as its text and the writer of each code point; None for any
+    other root, or runs that are not all plain text."""
+    if not isinstance(root, dict) or root.get("type") != "text":
+        return None
+    parts: list[str] = []
+    who: list[Any] = []
+    for run in root.get("runs") or []:
+        text = run.get("text") if isinstance(run, dict) else None
+        if not isinstance(text, str):
+            return None
+        parts.append(text)
+        who.extend([run.get("actor")] * len(text))
+    return "".join(parts), who
 
 
 def _fragment(version: Doc[Any], name: str) -> XmlFragment:
@@ -563,6 +579,7 @@ class History:
     async def restore(self, doc: str, actor: str, seq: int) -> Event | None:
         """Make the live document equal to version `seq`, as an event of kind restore."""
         target = await self.doc_at(doc, seq)
+        writers = await self._writers_for_restore(doc, seq)
         room = await self.backend.rooms.get(doc)
         try:
 
@@ -576,11 +593,30 @@ class History:
                     n: live_types.get(n) or known.get(n) or guessed.get(n) or TEXT for n in names
                 }
                 with live.transaction(origin=ServerOrigin(actor, "restore")):
-                    make_equal(live, target, types)
+                    make_equal(live, target, types, writers)
 
             return await room.server_change(actor, "restore", change, meta={"restores": seq})
         finally:
             self.backend.rooms.release(room)
+
+    async def _writers_for_restore(self, doc: str, seq: int) -> dict[str, Writers]:
+        """Per plain text root: its text at the head and who wrote each code point, and
+        who wrote each of the version's (blame at both), for restore's diff to keep only
+        the characters that are the version's own (restore.set_text). Empty when blame
+        cannot say (the restore then diffs the characters alone)."""
+        try:
+            info = await self.info(doc)
+            now = await self.blame(doc, info.head, info, None)
+            then = await self.blame(doc, seq, info, None) if seq != info.head else now
+        except (NotFound, BadRequest, StoreError):
+            return {}
+        out: dict[str, Writers] = {}
+        for name, root in now["roots"].items():
+            old = then["roots"].get(name, {"type": "text", "runs": []})
+            texts = [_plain_runs(root), _plain_runs(old)]
+            if texts[0] is not None and texts[1] is not None:
+                out[name] = (texts[0][0], texts[0][1], texts[1][1])
+        return out
 
     async def put_text(
         self, doc: str, actor: str, root: str, text: str, creator: Identity | None = None
