@@ -79,7 +79,7 @@ def register(subparsers: Any) -> None:
         type=float,
         default=100.0,
         help="at most this many update frames per second; edits in between are merged "
-        "into one frame (default %(default)s; 0 = no limit; the server allows 500/s)",
+        "into one frame (default %(default)s; 0 = no limit; a server allows 1000/s by default)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _common(p)

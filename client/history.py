@@ -11,6 +11,7 @@ One method per route of the HTTP API; errors become :mod:`client.errors` excepti
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -127,8 +128,12 @@ class History:
             base_url=self.url, headers=headers, params=params, timeout=timeout,
             transport=transport,
         )  # fmt: skip
+        #: the streams handed out, ended before the connection pool closes
+        self._followers: weakref.WeakSet[Follower] = weakref.WeakSet()
 
     async def aclose(self) -> None:
+        for follower in list(self._followers):
+            await follower.aclose()
         await self._http.aclose()
 
     async def __aenter__(self) -> Self:
@@ -235,10 +240,10 @@ class History:
         resumes after the last seq it handed out (``.after``). ``updates=False`` leaves the
         Yjs updates out; ``give_up``: raise ServerGone after so many seconds unreachable.
         A document with no events yet is no error: the stream waits for its first."""
-        return Follower(
+        return self._follow(Follower(
             self._http, f"{_doc_path(doc)}/events/stream", after=after, updates=updates,
             idle_timeout=idle_timeout, give_up=give_up,
-        )  # fmt: skip
+        ))  # fmt: skip
 
     def stream_all(
         self,
@@ -250,10 +255,14 @@ class History:
     ) -> Follower:
         """Every document's events (those you may read) after global position `after`, in
         commit order, then live, for ever (like :meth:`stream`; ``.after`` is a position)."""
-        return Follower(
+        return self._follow(Follower(
             self._http, "/api/events/stream", after=after, updates=updates,
             idle_timeout=idle_timeout, give_up=give_up,
-        )  # fmt: skip
+        ))  # fmt: skip
+
+    def _follow(self, follower: Follower) -> Follower:
+        self._followers.add(follower)
+        return follower
 
     async def iter_events(
         self, doc: str, *, after: int | None = None, page_size: int = 500, **filters: Any

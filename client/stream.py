@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,7 +66,7 @@ class SSEMessage:
     data: str
 
 
-async def parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[SSEMessage]:
+async def parse_sse(lines: AsyncIterator[str]) -> AsyncGenerator[SSEMessage, None]:
     """SSE messages as the EventSource spec reads them. A block with an ``id:`` and no
     data is yielded with ``data == ""``: it moves the resume point all the same."""
     data: list[str] = []
@@ -111,19 +112,32 @@ class Follower:
         self.give_up = give_up
         #: how many times it (re)connected
         self.connects = 0
+        self._runs: list[AsyncGenerator[StreamEvent, None]] = []
 
     def __aiter__(self) -> AsyncIterator[StreamEvent]:
-        return self._run()
+        run = self._run()
+        self._runs.append(run)
+        return run
 
-    async def _run(self) -> AsyncIterator[StreamEvent]:
+    async def aclose(self) -> None:
+        """End the stream: its connection closed, inner iterators first (History does
+        this on leaving ``async with``). Left to the loop's shutdown instead, after an
+        ``async for`` left with ``break``, they were closed all at once and one closing
+        another printed "aclose(): asynchronous generator is already running"."""
+        runs, self._runs = self._runs, []
+        for run in runs:
+            await run.aclose()
+
+    async def _run(self) -> AsyncGenerator[StreamEvent, None]:
         delay = 0.1
         loop = asyncio.get_running_loop()
         failing_since: float | None = None
         while True:
             try:
-                async for ev in self._once():
-                    delay, failing_since = 0.1, None
-                    yield ev
+                async with contextlib.aclosing(self._once()) as events:
+                    async for ev in events:
+                        delay, failing_since = 0.1, None
+                        yield ev
                 # the server ended the stream (shutting down, or a token about to expire)
                 delay = 0.1
             except (httpx.TransportError, ServerGone) as e:
@@ -134,7 +148,7 @@ class Follower:
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, self.max_delay)
 
-    async def _once(self) -> AsyncIterator[StreamEvent]:
+    async def _once(self) -> AsyncGenerator[StreamEvent, None]:
         headers = {"Accept": "text/event-stream", "Last-Event-ID": str(self.after)}
         params = {"updates": "true" if self.updates else "false"}
         timeout = httpx.Timeout(10.0, read=self.idle_timeout)
@@ -152,20 +166,21 @@ class Follower:
                     raise err
                 raise ServerGone(str(err))
             self.connects += 1
-            async for msg in parse_sse(r.aiter_lines()):
-                if msg.id is not None and msg.id.isdigit():
-                    last = int(msg.id)
-                else:
-                    last = None
-                if msg.data:
-                    ev = event_of(msg.data)
-                    if last is not None and last <= self.after:
-                        continue  # never again what was already handed out
-                    if last is not None:
+            async with contextlib.aclosing(parse_sse(r.aiter_lines())) as messages:
+                async for msg in messages:
+                    if msg.id is not None and msg.id.isdigit():
+                        last = int(msg.id)
+                    else:
+                        last = None
+                    if msg.data:
+                        ev = event_of(msg.data)
+                        if last is not None and last <= self.after:
+                            continue  # never again what was already handed out
+                        if last is not None:
+                            self.after = last
+                        yield ev
+                    elif last is not None and last > self.after:
                         self.after = last
-                    yield ev
-                elif last is not None and last > self.after:
-                    self.after = last
 
 
 __all__ = ["Follower", "SSEMessage", "StreamEvent", "event_of", "parse_sse"]

@@ -124,3 +124,30 @@ async def test_a_stream_of_a_document_not_written_yet_waits_for_its_first_event(
         ev = await asyncio.wait_for(first, 20)
         assert (ev.doc, ev.seq, ev.actor, ev.kind) == ("later", 1, "bob", "edit")
         await events.aclose()  # type: ignore[attr-defined]
+
+
+async def test_leaving_a_stream_with_break_ends_it_cleanly(server: RunningServer) -> None:
+    """The docs' pattern, `break` out of `async for ev in h.stream(...)` inside `async
+    with History`, printed "aclose(): asynchronous generator is already running" when
+    the program ended (the loop closed the nested iterators all at once). History now
+    ends its streams, inner iterators first, when its block is left. In a process of its
+    own: the message came at the loop's shutdown."""
+    import subprocess
+    import sys
+
+    await three_versions(server, "brk")
+    script = (
+        "import asyncio\n"
+        "from palimpsest import client\n"
+        "async def main():\n"
+        f"    async with client.History({server.url!r}, user='x') as h:\n"
+        "        async for ev in h.stream('brk', after=0):\n"
+        "            print('first', ev.seq)\n"
+        "            break\n"
+        "asyncio.run(main())\n"
+    )
+    run = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0 and run.stdout == "first 1\n", run
+    assert run.stderr == "", run.stderr
