@@ -283,22 +283,21 @@ class Extensions(Service):
                 log.exception("%r: on_applied(%s@%d) failed", hook, room.name, event.seq)
 
     def update(self, room: Room, client: Client, update: bytes) -> None:
-        for ext in self._by["on_update"]:
-            try:
-                ext.on_update(room, client, update)
-            except PalimpsestError:
-                raise
-            except Exception as e:
-                raise _failed(ext, "on_update", room.name, e) from e
+        self._decide("on_update", room.name, room, client, update)
 
     def server_change(self, room: Room, actor: str, kind: str) -> None:
-        for ext in self._by["on_server_change"]:
+        self._decide("on_server_change", room.name, room, actor, kind)
+
+    def _decide(self, hook: str, about: str, *args: Any) -> None:
+        """A plain hook that may refuse: each extension's in order, a PalimpsestError
+        raised as it is, anything else as ExtensionFailed."""
+        for ext in self._by[hook]:
             try:
-                ext.on_server_change(room, actor, kind)
+                getattr(ext, hook)(*args)
             except PalimpsestError:
                 raise
             except Exception as e:
-                raise _failed(ext, "on_server_change", room.name, e) from e
+                raise _failed(ext, hook, about, e) from e
 
     def awareness(self, room: Room, entries: bytes) -> None:
         for ext in self._by["on_awareness"]:

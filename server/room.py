@@ -526,17 +526,24 @@ class Room:
         update = updates[0] if len(updates) == 1 else merge_updates(*updates)
         ts = self.current_ts = now_ms()
         new = NewEvent(SEED_ACTOR, SEED_KIND, update, {"by": "on_load"}, ts)
-        # not held: a store that refuses fails the load, and the next one seeds again
-        stored = await self._committer.append(self.name, [new])
+        # not held: a store that refuses fails the load, and the next one seeds again.
+        # Another process may have logged events since the load (its own seed, maybe: a
+        # seed made the same on both is the same items, made by the same client id).
+        return await self._own_event(await self._committer.append(self.name, [new]), update)
+
+    async def _own_event(self, stored: list[Event], update: bytes) -> Event:
+        """An event of the server's own (a server change, a seed) just appended, whose
+        change the live document has already: what another process appended before it
+        first, then it counted, noted, broadcast and told to the hooks."""
         ev = stored[0]
         if ev.seq != self.seq + 1:
-            # another process logged events since the load (its own seed, maybe: a seed
-            # made the same on both is the same items, made by the same client id)
-            await self._catch_up(ev.seq - 1)
+            await self._catch_up_held(ev.seq - 1)
         self.seq = ev.seq
         self.events_since_snapshot += 1
         self.applied_bytes += len(update)
-        self._note_logged(SEED_ACTOR, update)
+        self._note_logged(ev.actor, update)
+        if update != EMPTY_UPDATE:
+            self.broadcast(P.encode_sync_update(update))
         self.observer.applied(self, ev, ServerOrigin(ev.actor, ev.kind))
         self._committed(stored)
         return ev
@@ -757,18 +764,7 @@ class Room:
             # held like client edits while the store refuses writes: the live doc already
             # has the change, so giving up means reloading the room
             stored = await self._committer.append(self.name, [new], hold=self._hold)
-            ev = stored[0]
-            if ev.seq != self.seq + 1:
-                # someone else appended in between (another process): bring them in too
-                await self._catch_up_held(ev.seq - 1)
-            self.seq = ev.seq
-            self.events_since_snapshot += 1
-            self.applied_bytes += len(update)
-            self._note_logged(item.actor, update)
-            if update != EMPTY_UPDATE:
-                self.broadcast(P.encode_sync_update(update))
-            self.observer.applied(self, ev, ServerOrigin(ev.actor, ev.kind))
-            self._committed(stored)
+            ev = await self._own_event(stored, update)
             if not item.future.done():
                 item.future.set_result(ev)
         finally:
