@@ -126,6 +126,10 @@ class Follower:
         another printed "aclose(): asynchronous generator is already running"."""
         runs, self._runs = self._runs, []
         for run in runs:
+            if getattr(run, "ag_running", False):
+                # a task is inside it, waiting: that task owns it (closing the client's
+                # connections ends its wait), and closing it from here would raise
+                continue
             await run.aclose()
 
     async def _run(self) -> AsyncGenerator[StreamEvent, None]:
