@@ -121,7 +121,8 @@ class Follower:
 
     async def aclose(self) -> None:
         """End the stream: its connection closed, inner iterators first (History does
-        this on leaving ``async with``). Left to the loop's shutdown instead, after an
+        this on leaving ``async with``; one a task is inside of ends, StopAsyncIteration,
+        when its History is closed). Left to the loop's shutdown instead, after an
         ``async for`` left with ``break``, they were closed all at once and one closing
         another printed "aclose(): asynchronous generator is already running"."""
         runs, self._runs = self._runs, []
@@ -136,7 +137,7 @@ class Follower:
         delay = 0.1
         loop = asyncio.get_running_loop()
         failing_since: float | None = None
-        while True:
+        while not self.http.is_closed:  # (its History was closed: the stream ends)
             try:
                 async with contextlib.aclosing(self._once()) as events:
                     async for ev in events:
@@ -144,7 +145,13 @@ class Follower:
                         yield ev
                 # the server ended the stream (shutting down, or a token about to expire)
                 delay = 0.1
+            except RuntimeError:
+                if self.http.is_closed:  # closed while this waited ("Cannot send a request")
+                    return
+                raise
             except (httpx.TransportError, ServerGone) as e:
+                if self.http.is_closed:
+                    return
                 now = loop.time()
                 failing_since = failing_since or now
                 if self.give_up is not None and now - failing_since > self.give_up:

@@ -399,3 +399,41 @@ async def test_a_restore_over_text_typed_in_place_keeps_the_versions_writers(
             else:
                 joined.append([x["text"], x["actor"]])
         assert joined == [[a_text, "alice"], [b_text, "bob"]], joined
+
+
+async def test_a_restore_is_blamed_as_the_version_whoever_retyped_what(
+    settings: Settings,
+) -> None:
+    """Blame after a restore equals blame at the version (a second field test's cases):
+    the same writer's later text is not the version's (characters were kept by
+    (character, writer) alone, 8 of 23 then named for the restorer); a wrecker who
+    pastes the version's own text back, whole or in part, wrote a copy, not the version
+    (it was "already equal", or the restore's delete and insert of the same letters
+    was taken for the wrecker's text moved)."""
+    a_text = "The committee met on Tuesday and agreed the budget. "
+    b_text = "Minutes were taken by the secretary. "
+    cases = {
+        "later": [("alice", "The cat sat on the mat."), ("alice", ""),
+                  ("alice", "A dog lay on the rug.")],
+        "whole": [("alice", a_text), ("bob", a_text + b_text), ("mallory", ""),
+                  ("mallory", a_text + b_text)],
+        "part": [("alice", a_text), ("bob", a_text + b_text), ("mallory", ""),
+                 ("mallory", a_text + "Minutes were")],
+    }  # fmt: skip
+    restore_to = {"later": 1, "whole": 2, "part": 2}
+    async with run_server(settings) as server, httpx.AsyncClient(base_url=server.url) as c:
+        for doc, steps in cases.items():
+            for user, text in steps:
+                r = await c.put(f"/api/docs/{doc}/text", params={"user": user}, json={"text": text})
+                assert r.status_code == 200, r.text
+            seq = restore_to[doc]
+            want = (await c.get(f"/api/docs/{doc}/blame", params={"seq": seq})).json()
+            r = await c.post(f"/api/docs/{doc}/restore", json={"seq": seq}, params={"user": "sup"})
+            assert r.status_code == 200 and r.json()["seq"] is not None, r.text
+            got = (await c.get(f"/api/docs/{doc}/blame")).json()
+
+            def chars(answer: Any) -> list[tuple[str, str]]:
+                return [(ch, run["actor"]) for run in answer["roots"]["content"]["runs"]
+                        for ch in run["text"]]  # fmt: skip
+
+            assert chars(got) == chars(want), (doc, got, want)

@@ -151,3 +151,24 @@ async def test_leaving_a_stream_with_break_ends_it_cleanly(server: RunningServer
     )
     assert run.returncode == 0 and run.stdout == "first 1\n", run
     assert run.stderr == "", run.stderr
+
+
+async def test_a_stream_read_in_another_task_ends_when_its_history_closes(
+    server: RunningServer,
+) -> None:
+    """A task still inside `async for ev in h.stream(...)` when the History block is
+    left: its loop ends (it raised httpx's "Cannot send a request, as the client has
+    been closed" when the stream next reconnected)."""
+    await three_versions(server, "inside")
+    seen: list[int] = []
+
+    async def reader(h: client.History) -> str:
+        async for ev in h.stream("inside", after=0, updates=False):
+            seen.append(ev.seq)
+        return "ended"
+
+    async with client.History(server.url, user="x") as h:
+        task = asyncio.create_task(reader(h))
+        await asyncio.sleep(0.5)
+        assert seen == [1, 2, 3]
+    assert await asyncio.wait_for(task, 10) == "ended"

@@ -401,17 +401,23 @@ class Copies:
     node beside it (attribution_xml.copy_children; `inner`: which text inside a node
     taken out whole it brings back)."""
 
-    __slots__ = ("seq", "source", "inner", "spots", "later")
+    __slots__ = ("seq", "source", "inner", "spots", "later", "moves")
 
     def __init__(
         self,
         seq: int,
         source: Callable[[list[Any]], bool],
         inner: Callable[[list[Any]], bool],
+        *,
+        moves: bool = True,
     ) -> None:
         self.seq = seq
         self.source = source
         self.inner = inner
+        #: whether the event's text deleted and inserted again is looked at as moved
+        #: first: not a restore's, which deletes what a wrecker typed and inserts the
+        #: version's text, the same letters maybe (it was taken for the wrecker's, moved)
+        self.moves = moves
         #: where each insert is: (text, alive bytes before it, or the run it is)
         self.spots: list[tuple[TextTrack, int, list[Any] | None]] = []
         #: what else to settle (an XML element's children brought back)
@@ -429,7 +435,10 @@ class Copies:
             v = meta.get("restores")
             if isinstance(v, int) and not isinstance(v, bool):
                 return Copies(
-                    seq, lambda r: r[2] <= v < r[3], lambda r: r[2] <= v and (not r[3] or v < r[3])
+                    seq,
+                    lambda r: r[2] <= v < r[3],
+                    lambda r: r[2] <= v and (not r[3] or v < r[3]),
+                    moves=False,
                 )
         return None
 
@@ -892,7 +901,7 @@ class AttributionIndex:
                     self._grow_tree(name, track, delta)
                     return
                 inserts = True
-            if not (inserts and deletes):
+            if not (inserts and deletes) or (self._copies and not self._copies.moves):
                 track.apply_delta(delta, self._cur, copies=self._copies)
                 return
             moves = Moves()  # (text deleted and inserted again: moved?)

@@ -59,9 +59,11 @@ KIND = "attribution"
 #: is rebuilt (a diff would show their deletes as plain ones). 6: the copies an undo, a
 #: redo or a restore made keep their writers (a "moved" or "xml_moved" entry with a
 #: fourth field, 1, see attribution.Copies); an index of an earlier version is rebuilt
-#: (whether it holds copies, named for their undoer, is not known without the log)
-VERSION = 6
-READS = (6,)
+#: (whether it holds copies, named for their undoer, is not known without the log). 7:
+#: a restore's text is matched as copies only, never as moved (a wrecker's letters it
+#: deleted and inserted again were the wrecker's); an index of version 6 is rebuilt
+VERSION = 7
+READS = (7,)
 LEVEL = 6
 
 

@@ -240,7 +240,13 @@ class IdFold:
         a redo's, a restore's)."""
         resolved = False
         # text deleted and inserted again by one update (a line moved): see Moves
-        moves = Moves() if deletes and any(s.kind == yupdate.STRING for s in structs) else None
+        moves = (
+            Moves()
+            if deletes
+            and (copies is None or copies.moves)
+            and any(s.kind == yupdate.STRING for s in structs)
+            else None
+        )
         for s in structs:
             self.state[s.client] = s.clock + s.length
             if s.origin is not None:

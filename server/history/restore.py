@@ -262,14 +262,24 @@ _BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 
 
 def _by_writer(a: str, wa: Sequence[Any], b: str, wb: Sequence[Any]) -> tuple[str, str] | None:
+    """_keyed on (actor, seq), the characters' identity as blame sees it; on actor alone
+    when there are more such pairs than private code points (a long text typed a key at
+    a time); None when even those are too many."""
+    keyed = _keyed(a, wa, b, wb)
+    if keyed is None:
+        keyed = _keyed(a, [w[0] for w in wa], b, [w[0] for w in wb])
+    return keyed
+
+
+def _keyed(a: str, wa: Sequence[Any], b: str, wb: Sequence[Any]) -> tuple[str, str] | None:
     """`a` and `b` with each (character, writer) pair as a code point of its own, so
     that the character diff keeps only characters that are the same and by the same
     writer: a restore kept stray letters of what a wrecker typed where they matched the
-    version, and blame named the wrecker (or the restorer) for others' text. Line breaks
-    stay themselves (the diff of long spans goes by lines). None when there are more
-    pairs than private code points, or the texts use those themselves. Each writer's line
-    breaks are a line break of their own (_BREAKS): a kept break of the wrecker's cut a
-    restored stretch in two, away from the deleted text it copies."""
+    version, and blame named the wrecker (or the restorer) for others' text. None when
+    there are more pairs than private code points, or the texts use those themselves.
+    Each writer's line breaks are a line break of their own (_BREAKS): the diff of long
+    spans still goes by lines, and a kept break of the wrecker's cut a restored stretch
+    in two, away from the deleted text it copies."""
     if any("\ue000" <= ch <= "\uf8ff" or ch >= "\U000f0000" for ch in a + b):
         return None
     codes: dict[tuple[str, Any], str] = {}
@@ -299,13 +309,15 @@ def set_text(text: RichText, target: str, writers: Writers | None = None) -> Non
     current = text.diff()
     if _plain(current):
         chars = "".join(i for i, _ in current)
-        if chars == target:
-            return
-        offs = byte_offsets(chars)
         keys: tuple[str, str] | None = None
         if writers is not None and writers[0] == chars and len(writers[2]) == len(target):
             keys = _by_writer(chars, writers[1], target, writers[2])
+        # (the same characters by other writers are not the version's: a wrecker who
+        # retyped the text whole left it "already equal", and named for them)
         a, b = keys if keys is not None else (chars, target)
+        if a == b:
+            return
+        offs = byte_offsets(chars)
         for tag, i1, i2, j1, j2 in reversed(string_opcodes(a, b)):
             if tag == "equal":
                 continue

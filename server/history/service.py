@@ -126,8 +126,9 @@ def validate_tag_name(name: Any) -> str:
 
 
 def _plain_runs(root: Any) -> tuple[str, list[Any]] | None:
-    """A text root's blame as its text and the writer of each code point; None for any
-    other root, or runs that are not all plain text."""
+    """A text root's blame as its text and, for each code point, who wrote it and in
+    which event (actor, seq): the same character alive at two versions has the same
+    pair. None for any other root, or runs that are not all plain text."""
     if not isinstance(root, dict) or root.get("type") != "text":
         return None
     parts: list[str] = []
@@ -137,7 +138,7 @@ def _plain_runs(root: Any) -> tuple[str, list[Any]] | None:
         if not isinstance(text, str):
             return None
         parts.append(text)
-        who.extend([run.get("actor")] * len(text))
+        who.extend([(run.get("actor"), run.get("seq"))] * len(text))
     return "".join(parts), who
 
 
