@@ -216,10 +216,13 @@ class Room:
         self.last_snapshot_bytes = 0
         #: update bytes of client updates queued for the log, not applied yet
         self.queued_bytes = 0
-        #: per client, one past the highest clock of those queued updates (cleared when
-        #: none is left, or a batch fails): the no-op rule counts them as held, so that
-        #: a client's step 2 carrying what its update just sent is not logged twice
-        self._pending_sv: dict[int, int] = {}
+        #: per connection, per Yjs client, one past the highest clock of the updates it
+        #: has queued (cleared when none is left, or a batch fails): the no-op rule counts
+        #: them as held for that connection, so that a client's step 2 carrying what its
+        #: update just sent is not logged twice. Its own only: should that batch fail, its
+        #: sender is closed and re-sends; another connection would have been told it was
+        #: saved
+        self._pending_sv: dict[str, dict[int, int]] = {}
         #: most client updates committed in one transaction
         self.max_batch = 1024
         #: what extensions stored in the meta of the snapshot the room loaded from
@@ -405,7 +408,9 @@ class Room:
         except ProtocolError:
             parsed = None  # admit() refuses it below, unless it is a no-op
         owners = self.owners
-        if not owners.surely_new(update, parsed) and not self._adds_anything(update, parsed):
+        if not owners.surely_new(update, parsed) and not self._adds_anything(
+            update, parsed, peer.id
+        ):
             return False
         # the attribution rule: forged client ids and would-be pending items are refused
         reach = owners.admit(
@@ -420,7 +425,7 @@ class Room:
         self._push(_ClientUpdate(peer, update, meta, reach, deletes))
         self.queued_bytes += len(update)
         if parsed is not None:
-            pending = self._pending_sv
+            pending = self._pending_sv.setdefault(peer.id, {})
             for client, ranges in parsed.structs.items():
                 if ranges and ranges[-1][1] > pending.get(client, 0):
                     pending[client] = ranges[-1][1]
@@ -429,10 +434,13 @@ class Room:
     def _live_state(self) -> dict[int, int]:
         return P.decode_state_vector(self.doc.get_state())
 
-    def _adds_anything(self, update: bytes, meta: UpdateMeta | None = None) -> bool:
+    def _adds_anything(
+        self, update: bytes, meta: UpdateMeta | None = None, peer_id: str | None = None
+    ) -> bool:
         """The no-op rule (known.py): against the live document's state vector and the
         deletions logged so far; the cost is the update's, not the document's. `meta`:
-        the update's, when it was read already."""
+        the update's, when it was read already; `peer_id`: its sender's, whose updates
+        still queued count too."""
         if self._deleted is None:
             # once per room: everything deleted in the document as loaded
             self._deleted = KnownDeletions.of_doc(self.doc)
@@ -442,7 +450,7 @@ class Room:
             return self._deleted.adds_to(meta.deletes)
         if not adds_anything(update, self.doc.get_state(), self._deleted):
             return False
-        pending = self._pending_sv
+        pending = self._pending_sv.get(peer_id) if peer_id is not None else None
         if (
             not pending
             or meta is None
