@@ -30,6 +30,15 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite(text: str) -> float:
+    """A JSON number as a float, refused when it overflows (1e400 read as inf, echoed
+    back as Infinity, which JSON.parse throws on)."""
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text[:24]} is too large a number")
+    return value
+
+
 #: a \\u escape of a UTF-16 surrogate: only such an escape puts one in a JSON string
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
@@ -53,8 +62,9 @@ def loads_bounded(
     text: str | bytes, max_depth: int = MAX_JSON_DEPTH, *, text_only: bool = False
 ) -> Any:
     """``json.loads`` that refuses (ValueError) what a stricter peer would choke on:
-    nesting deeper than `max_depth`, NaN and Infinity (not JSON: echoed back they make
-    the answer invalid JSON), integers too long to convert (Python's limit).
+    nesting deeper than `max_depth`, NaN and Infinity, and numbers too large for a float
+    (not JSON, or read as infinity: echoed back they make the answer invalid JSON),
+    integers too long to convert (Python's limit).
     `text_only`: strings with a lone surrogate (``"\\ud800"``, which JSON allows but no
     UTF-8 text holds) are refused too: an HTTP body's text goes into a document, a tag
     name into the store, and either failed there with a 500."""
@@ -63,7 +73,7 @@ def loads_bounded(
     depth = json_depth(text)
     if depth > max_depth:
         raise ValueError(f"JSON nested {depth} deep, over the limit of {max_depth}")
-    value = json.loads(text, parse_constant=_no_constant)
+    value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
     if text_only and _SURROGATE_ESCAPE.search(text) and _lone_surrogate(value):
         raise ValueError("a string holds a lone UTF-16 surrogate (\\ud800-\\udfff), not text")
     return value

@@ -25,6 +25,7 @@ from .settings import Settings
 from .snapshots import chain, load, new_doc
 from .store import EventStore
 from .store.base import BASE_TS, DocInfo, Event, NewEvent
+from .updates import decode_update_meta
 from .util import parse_iso
 
 #: events read per query while folding a log
@@ -299,7 +300,9 @@ class CompactedWithoutStacks(StoreError):
 
 
 def as_update(data: bytes) -> bytes | None:
-    """data if it is a Yjs update that applies to an empty document, else None."""
+    """data if it is a Yjs update that applies to an empty document, else None. One that
+    applies but is refused over the websocket (a client id past 2^53 - 1, a clock past
+    2^32 - 1, a struct of length 0: updates.decode_update_meta) is refused here too."""
     if not data or data.startswith(b"\xef\xbb\xbf"):
         return None
     try:
@@ -310,6 +313,10 @@ def as_update(data: bytes) -> bytes | None:
         raise
     except BaseException:  # pyo3 PanicException is one
         return None
+    try:
+        decode_update_meta(data)
+    except PalimpsestError as e:
+        raise MaintenanceError(f"the update cannot be imported: {e}") from e
     return data
 
 

@@ -365,25 +365,33 @@ def _not_json(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-#: a colour as a cursor's style takes it: #rgb(a) / #rrggbb(aa), rgb()/hsl() of numbers,
-#: or a colour's name; nothing that could end the declaration (";") or fetch (url())
-_CSS_COLOR = re.compile(r"#[0-9a-fA-F]{3,8}|(?:rgb|hsl)a?\([0-9.,%/ a-z]{1,60}\)|[a-zA-Z]{1,30}")
+#: a colour as a cursor's style takes it: #rgb(a) / #rrggbb(aa), a colour function of
+#: numbers (rgb, hsl, hwb, lab, lch, oklab, oklch, color), var(--name), or a name; nothing
+#: that could end the declaration (";") or fetch (url())
+_CSS_COLOR = re.compile(
+    r"#[0-9a-fA-F]{3,8}"
+    r"|(?:rgba?|hsla?|hwb|lab|lch|oklab|oklch|color)\([0-9a-zA-Z.,%/+ -]{1,80}\)"
+    r"|var\(--[a-zA-Z0-9_-]{1,60}\)|[a-zA-Z]{1,30}"
+)
 
 
-def _check_colors(client: int, state: Any) -> None:
-    """The colours a presence state gives its user (``user.color``, ``colorLight``…) must
-    be colours: editors' cursor plugins (Tiptap's, y-codemirror's) write them into a
-    style attribute as given, and ``red; background: url(https://…)`` made every
+def _check_colors(client: int, state: Any, depth: int = 0) -> None:
+    """The colours a presence state gives (``user.color``, ``colorLight``, Lexical's own
+    ``color`` at the top, any key with "color" or "colour" in it, in nested objects too)
+    must be colours: editors' cursor plugins (Tiptap's, y-codemirror's, Lexical's) write
+    them into a style as given, and ``red; background: url(https://…)`` made every
     viewer's browser fetch what the sender chose."""
-    user = state.get("user") if isinstance(state, dict) else None
-    if not isinstance(user, dict):
+    if not isinstance(state, dict) or depth > 4:
         return
-    for key, value in user.items():
-        if "color" in key.lower() and isinstance(value, str) and not _CSS_COLOR.fullmatch(value):
-            raise ProtocolError(
-                f"presence (awareness) state of client {client}: user.{key[:40]} is not a "
-                f"colour ({value[:40]!r})"
-            )
+    for key, value in state.items():
+        if isinstance(value, dict):
+            _check_colors(client, value, depth + 1)
+        elif isinstance(value, str) and ("color" in key.lower() or "colour" in key.lower()):
+            if not _CSS_COLOR.fullmatch(value):
+                raise ProtocolError(
+                    f"presence (awareness) state of client {client}: {key[:40]} is not a "
+                    f"colour ({value[:40]!r})"
+                )
 
 
 #: one past the largest integer a JavaScript number holds exactly (lib0 reads no more)

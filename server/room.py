@@ -661,8 +661,15 @@ class Room:
                 "room %s: commit failed (%s); closing %d senders with %d: %s",
                 self.name, e, len({u.peer.id for u in batch}), e.close_code, reason,
             )  # fmt: skip
+            gone = [u for u in batch if u.peer.id not in self.peers]
             for peer in {u.peer.id: u.peer for u in batch}.values():
                 peer.close(e.close_code, reason[:120])
+            if gone:  # nobody to re-send them (a tab closed during the outage)
+                log.error(
+                    "room %s: %d bytes of edits by %s are lost: the store refused them and "
+                    "their connections have left", self.name, sum(len(u.update) for u in gone),
+                    ", ".join(sorted({u.peer.actor for u in gone})),
+                )  # fmt: skip
             return
         await self._catch_up_held(stored[0].seq - 1)
         # Durable now: out before it is applied here, so that no one waits for the

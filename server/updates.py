@@ -139,7 +139,10 @@ def _keystroke(update: bytes) -> UpdateMeta | None:
         c, k = varuint_value(g[i]), varuint_value(g[i + 1]) + 1
     if refs.get(c, 0) < k:
         refs[c] = k
-    return UpdateMeta({varuint_value(g[0]): [(clock, clock + utf16_length(text))]}, {}, refs)
+    client, end = varuint_value(g[0]), clock + utf16_length(text)
+    if client >= CLIENT_LIMIT or end > CLOCK_LIMIT:
+        return None  # (the general reader says what is wrong)
+    return UpdateMeta({client: [(clock, end)]}, {}, refs)
 
 
 def _read_meta(update: bytes) -> UpdateMeta:
@@ -153,6 +156,8 @@ def _read_meta(update: bytes) -> UpdateMeta:
         n = uint("number of structs")
         client = uint("client id")
         clock = uint("first clock")
+        if client >= CLIENT_LIMIT:  # (a Skip's too, which `structs` leaves out)
+            raise ProtocolError(f"client id {client} is past 2^53 - 1, the largest Yjs keeps")
         for _ in range(n):
             if r.pos >= size:
                 raise ProtocolError(f"truncated update: expected struct info at offset {r.pos}")
@@ -177,7 +182,16 @@ def _read_meta(update: bytes) -> UpdateMeta:
             else:
                 length = skip_item(r, info, refs)
                 _add(structs, client, clock, clock + length)
+            if length <= 0:
+                # Yjs never writes one; it covers nothing, so no rule saw its client id,
+                # and a GC of length 0 at another user's first clock erased their text
+                # at the next load
+                raise ProtocolError(
+                    f"a struct of length 0 at client {client} clock {clock}: not an update"
+                )
             clock += length
+        if clock > CLOCK_LIMIT:
+            raise ProtocolError(f"client {client} clock {clock - 1} is past 2^32 - 1")
     deletes = read_delete_set(r)
     r.expect_end("the update's delete set")
     return UpdateMeta(structs, deletes, refs)

@@ -441,3 +441,28 @@ def _tmpfs(media: Path, size: str) -> Iterator[Path]:
 def _run(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "palimpsest", *argv], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
+async def test_import_refuses_what_the_websocket_refuses(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """An update naming a client id past 2^53 - 1 or a clock past 2^32 - 1 is refused
+    over the websocket (the document keeps 53 and 32 bits); `import` took it, and the
+    document then lost text to it."""
+    from palimpsest import protocol as P
+
+    def item(client: int, clock: int, text: str) -> bytes:
+        body = P.write_var_uint(1) + P.write_var_uint(1) + P.write_var_uint(client)
+        body += P.write_var_uint(clock) + b"\x04" + P.write_var_uint(1)
+        return body + P.write_var_string("content") + P.write_var_string(text) + b"\x00"
+
+    db = tmp_path / "i.db"
+    for n, (client, clock) in enumerate(((2**53 + 5, 0), (7, 2**32 + 1))):
+        f = tmp_path / f"u{n}.bin"
+        f.write_bytes(item(client, clock, "EVIL!"))
+        r = await cli(capfd, "import", f"imp{n}", str(f), "--db", str(db))
+        assert r.code == 1 and "cannot be imported" in r.err, r
+    f = tmp_path / "ok.bin"
+    f.write_bytes(item(5, 0, "fine"))
+    r = await cli(capfd, "import", "imp-ok", str(f), "--db", str(db))
+    assert r.code == 0, r

@@ -81,6 +81,8 @@ async def test_invalid_presence_is_refused_and_y_websocket_clients_survive(
                     '{"n": NaN}',
                     # a cursor plugin writes it into a style attribute as given
                     '{"user": {"name": "m", "color": "red; background: url(//127.0.0.1:9/x)"}}',
+                    # Lexical keeps its colour at the top of the state
+                    '{"name": "m", "color": "red;background-image:url(//127.0.0.1:9/x)"}',
                 ]
                 for i, state in enumerate(bad_states):
                     async with websockets.connect(f"{srv.ws_url}/{doc}?user=mallory") as ws:
@@ -583,7 +585,9 @@ async def test_bad_claims_refs_and_json_get_clean_refusals(settings: Settings) -
             assert server.backend.settings.instance.split(":")[0] not in conn, conn
         # extension messages: NaN ids, huge numbers, deep nesting: 4400, never invalid JSON
         for body in ('{"type":"hello","id":NaN}', '{"type":"hello","id":' + digits + "}",
-                     '{"type":"hello","x":' + "[" * 5000 + "]" * 5000 + "}"):  # fmt: skip
+                     '{"type":"hello","x":' + "[" * 5000 + "]" * 5000 + "}",
+                     # read as inf, the answer's id was Infinity (JSON.parse throws)
+                     '{"type":"hello","id":1e400}', '{"type":"hello","id":-1e400}'):  # fmt: skip
             url = f"{server.ws_url}/{doc}?token={token('w', 'write')}"
             async with websockets.connect(url) as ws:
                 await ws.send(P.write_var_uint(P.MSG_EXTENSION) + P.write_var_string(body))
@@ -734,3 +738,52 @@ async def test_a_hocuspocus_document_is_authenticated_by_its_own_token_not_the_h
             bad = await eventually(lambda: raw.of("bad", H.AUTH), what="bad answered")
             assert bad[0].body[0] == H.AUTH_PERMISSION_DENIED, bad[0].body
             raw.task.cancel()
+
+
+def test_presence_colours_are_colours_as_css_writes_them() -> None:
+    """What editors send passes (CSS colour syntaxes, var()); what could end the style
+    declaration or fetch does not, wherever in the state its key says colour."""
+    from palimpsest.errors import ProtocolError
+
+    def state(value: Any) -> bytes:
+        return P.encode_awareness_entries([(5, 1, json.dumps(value))])
+
+    for ok in ("#30bced", "#30bced33", "red", "rgb(1 2 3 / 50%)", "rgba(1,2,3,0.5)",
+               "hsl(120 50% 50%)", "hwb(200 10% 10%)", "oklch(70% 0.1 200)",
+               "lab(50% 40 59.5)", "color(display-p3 1 0 0)", "var(--accent)"):  # fmt: skip
+        P.decode_awareness(state({"user": {"name": "a", "color": ok, "colorLight": ok}}))
+        P.decode_awareness(state({"name": "a", "color": ok}))  # Lexical's
+    for bad in ("red;background:url(//x)", "url(//x)", "expression(alert(1))",
+                "rgb(1,2,3);x:y", "var(--a);b", "x" * 40):  # fmt: skip
+        for where in ({"user": {"color": bad}}, {"color": bad}, {"user": {"colour": bad}},
+                      {"user": {"cursor": {"color": bad}}}):  # fmt: skip
+            with pytest.raises(ProtocolError, match="is not a colour"):
+                P.decode_awareness(state(where))
+
+
+async def test_a_struct_of_length_0_is_refused(settings: Settings) -> None:
+    """A GC of length 0 at another user's client and clock 0 covers nothing, so no rule
+    saw that client id: it was logged, and at the next load the other user's whole text
+    was gone (the live room still showed it)."""
+
+    async with run_server(settings) as srv:
+        async with connect(srv.ws_url, "gc0", "alice") as alice:
+            alice.insert(0, "hello")
+            await eventually(lambda: srv.backend.rooms.get_loaded("gc0").seq == 1)  # type: ignore[union-attr]
+            for victim in (alice.doc.client_id, alice.doc.client_id + 2**53):
+                # one client, two structs: mallory's own item, then a GC of length 0
+                body = P.write_var_uint(2)
+                body += P.write_var_uint(1) + P.write_var_uint(777) + P.write_var_uint(0)
+                body += b"\x04" + P.write_var_uint(1) + P.write_var_string("m")
+                body += P.write_var_string("x")
+                body += P.write_var_uint(1) + P.write_var_uint(victim) + P.write_var_uint(0)
+                body += b"\x00" + P.write_var_uint(0) + b"\x00"
+                async with websockets.connect(f"{srv.ws_url}/gc0?user=mallory") as ws:
+                    await ws.send(P.encode_sync_update(body))
+                    code, reason = await closed_with(ws)
+                assert code == 4400 and ("length 0" in reason or "2^53" in reason), reason
+            alice.insert(5, "XYZ")
+            await eventually(lambda: srv.backend.rooms.get_loaded("gc0").seq == 2)  # type: ignore[union-attr]
+    async with run_server(settings) as srv:  # the next load: alice's text is all there
+        async with connect(srv.ws_url, "gc0", "bob") as b:
+            assert b.content == "helloXYZ", b.content

@@ -248,3 +248,22 @@ async def test_a_failed_read_after_a_commit_is_waited_out_not_a_reload(tmp_path:
             assert room is not None and room.seq == 3 and room.broken is None
             assert a.close_code is None, (a.close_code, a.close_reason)
             assert store.fail == 0
+
+
+async def test_edits_given_up_at_shutdown_whose_senders_left_are_logged_as_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store refuses writes for good, the typist has left, the server stops: the
+    room gives its held edits up. The log said the senders would re-send them, though
+    nobody was left to; it now says they are lost, how many bytes, and whose."""
+    caplog.set_level(logging.INFO, logger="palimpsest")
+    settings = Settings(db=str(tmp_path / "gone.db"), port=free_port())
+    async with run_server(settings) as srv:
+        store = srv.backend.store
+        assert isinstance(store, SQLiteStore)
+        await store.on_writer(lambda c: c.execute("PRAGMA query_only = 1"))
+        async with connect(srv.ws_url, "gone", user="ann") as c:
+            c.insert(0, "never logged")
+            await eventually(lambda: srv.backend.committer.held, what="the edit held")
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "bytes of edits by ann are lost: the store refused them" in text, text[-2000:]
