@@ -77,7 +77,9 @@ def decode_update_meta(update: bytes) -> UpdateMeta:
     Each update is read once on its way in (``Room.receive_update``), and what was read
     goes along with it (to admission, to the apply): nothing keeps the results."""
     fast = _keystroke(update) if type(update) is bytes else None
-    meta = fast if fast is not None else _read_meta(update)
+    if fast is not None:
+        return fast  # (in bounds: _keystroke declines otherwise)
+    meta = _read_meta(update)
     _check_bounds(meta)
     return meta
 
@@ -140,8 +142,10 @@ def _keystroke(update: bytes) -> UpdateMeta | None:
     if refs.get(c, 0) < k:
         refs[c] = k
     client, end = varuint_value(g[0]), clock + utf16_length(text)
-    if client >= CLIENT_LIMIT or end > CLOCK_LIMIT:
+    if client >= CLIENT_LIMIT or end > CLOCK_LIMIT or c >= CLIENT_LIMIT or k > CLOCK_LIMIT:
         return None  # (the general reader says what is wrong)
+    if len(refs) > 1 and any(x >= CLIENT_LIMIT or y > CLOCK_LIMIT for x, y in refs.items()):
+        return None
     return UpdateMeta({client: [(clock, end)]}, {}, refs)
 
 
