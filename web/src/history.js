@@ -603,7 +603,7 @@ export class HistoryPanel {
       if (err.unavailable && this.mode !== 'text') {
         message = `This view is not available on the server (${err.message}).`
       } else if (err.noDocument) { // (not "no seq 9", nor "no tag named x")
-        message = this.deleted
+        message = this.deleted || err.deleted
           ? `This document was deleted${this.deletedWhy}: none of its versions is left.`
           : 'This document has no versions yet: nothing has been written in it.'
       } else if (typeof seq !== 'number' && (err.status === 404 || err.status === 400)) {
