@@ -38,7 +38,7 @@ def restored_minutes(marker: Path) -> float:
             until = float(text.split()[1])
         else:
             until = now + float(text or "60") * 60
-            marker.write_text(f"until {until:.0f}\n")
+            marker.write_text(f"until {until:.3f}\n")  # (rounded up, it ran over the hour)
     except (ValueError, IndexError, OSError) as e:
         log.warning("%s is not a recovery window (%s): removed", marker, e)
         marker.unlink(missing_ok=True)

@@ -170,6 +170,13 @@ def _read_meta(update: bytes) -> UpdateMeta:
             if info == _GC or info == _SKIP:
                 length = uint("struct length")
                 if info == _GC:
+                    if not length:
+                        # it covers nothing, so no rule saw its client id, and one at
+                        # another user's first clock erased their text at the next
+                        # load. (Items of length 0, which yrs itself writes, load fine.)
+                        raise ProtocolError(
+                            f"a GC of length 0 at client {client} clock {clock}: not an update"
+                        )
                     _add(structs, client, clock, clock + length)
             elif info & 31 == _STRING and info & (_BIT8 | _BIT7):
                 # the common item, typed text after or before another: inline
@@ -186,13 +193,6 @@ def _read_meta(update: bytes) -> UpdateMeta:
             else:
                 length = skip_item(r, info, refs)
                 _add(structs, client, clock, clock + length)
-            if length <= 0:
-                # Yjs never writes one; it covers nothing, so no rule saw its client id,
-                # and a GC of length 0 at another user's first clock erased their text
-                # at the next load
-                raise ProtocolError(
-                    f"a struct of length 0 at client {client} clock {clock}: not an update"
-                )
             clock += length
         if clock > CLOCK_LIMIT:
             raise ProtocolError(f"client {client} clock {clock - 1} is past 2^32 - 1")
