@@ -157,10 +157,10 @@ class History:
         #: per document, the root types learnt so far (a root's type never changes)
         self._types: dict[str, dict[str, str]] = {}
         self._sessions: dict[tuple[str, int], Sessions] = {}
-        #: per document, (seq, pos) of an event the caches above were built from: the
-        #: same seq holding another event means the document was deleted and written
-        #: again since (a new generation of the name), and what they hold is forgotten
-        self._witness: dict[str, tuple[int, int]] = {}
+        #: per document, the DocInfo.created_ts the caches above were built for: another
+        #: one means the name was deleted and written again since, on this process or
+        #: another (whose fan-out message may never come), and what they hold is forgotten
+        self._created: dict[str, int | None] = {}
 
     @property
     def store(self) -> EventStore:
@@ -173,7 +173,9 @@ class History:
         if info is None:
             self.forget(doc)
             raise await missing(self.store, doc)
-        await self._same_generation(doc, info)
+        if self._created.get(doc, info.created_ts) != info.created_ts:
+            self.forget(doc)
+        self._created[doc] = info.created_ts
         return info
 
     def forget(self, doc: str) -> None:
@@ -183,25 +185,7 @@ class History:
         for key in [k for k in self._sessions if k[0] == doc]:
             del self._sessions[key]
         self.attribution.drop(doc)
-        self._witness.pop(doc, None)
-
-    async def _same_generation(self, doc: str, info: DocInfo) -> None:
-        """Forget `doc`'s caches if it was deleted and written again since they were
-        built, on this process or another (whose fan-out message may never come): the
-        event this service last saw at a seq is checked to be still there (its log
-        position, `pos`, is never reused). One indexed read of one event per call, two
-        when the head moved."""
-        seen = self._witness.get(doc)
-        if seen is not None:
-            seq, pos = seen
-            evs = await self.store.read(doc, after=seq - 1, upto=seq) if seq <= info.head else []
-            if not evs or evs[0].pos != pos:
-                self.forget(doc)
-                seen = None
-        if (seen is None or seen[0] != info.head) and info.head > info.base_seq:
-            evs = await self.store.read(doc, after=info.head - 1, upto=info.head)
-            if evs:
-                self._witness[doc] = (evs[0].seq, evs[0].pos)
+        self._created.pop(doc, None)
 
     async def resolve(self, doc: str, ref: Any, info: DocInfo | None = None) -> int:
         """A seq from a seq number, a tag name or "head"; checked against the log."""

@@ -288,6 +288,9 @@ class DocInfo:
     updated_ts: int | None
     events_bytes: int
     base_seq: int = 0  # events at or below this seq were folded away by compact
+    #: when this document was created: a name deleted and written again is another
+    #: document with another value (caches of a name check it: history.service)
+    created_ts: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,10 @@ class MemoryStore(EventStore):
     def __init__(self) -> None:
         self._events: dict[str, list[Event]] = {}
         self._heads: dict[str, int] = {}
+        #: per document, a number of its own (DocInfo.created_ts): a new one each time
+        #: the name is written after a deletion
+        self._created: dict[str, int] = {}
+        self._generations = itertools.count(1)
         self._base: dict[str, int] = {}
         self._snaps: dict[str, dict[int, _SnapRow]] = {}
         #: doc -> kind -> (seq, data, checksum)
@@ -89,6 +93,8 @@ class MemoryStore(EventStore):
                         Event(doc, head, ev.ts, ev.actor, ev.kind, ev.update, ev.meta, self._pos)
                     )
                 if stored:
+                    if doc not in self._heads:
+                        self._created[doc] = next(self._generations)
                     self._events.setdefault(doc, []).extend(stored)
                     self._heads[doc] = head
                 out.append(stored)
@@ -179,6 +185,7 @@ class MemoryStore(EventStore):
             max((e.ts for e in evs), default=None),
             sum(len(e.update) for e in evs),
             self._base.get(doc, 0),
+            self._created.get(doc),
         )
 
     async def list_docs(self) -> list[DocInfo]:
@@ -192,7 +199,8 @@ class MemoryStore(EventStore):
     async def delete_doc(self, doc: str, tombstone: bytes = b"") -> bool:
         self._check()
         existed = doc in self._heads
-        for d in (self._events, self._heads, self._base, self._snaps, self._tags, self._derived):
+        for d in (self._events, self._heads, self._base, self._snaps, self._tags, self._derived,
+                  self._created):  # fmt: skip
             d.pop(doc, None)
         if existed:
             self._tombstones[doc] = tombstone
@@ -285,6 +293,7 @@ class MemoryStore(EventStore):
                 fresh.append(dataclasses.replace(e, pos=self._pos))
             self._events[info.doc] = fresh
             self._heads[info.doc] = info.head
+            self._created[info.doc] = next(self._generations)
             if info.base_seq:
                 self._base[info.doc] = info.base_seq
             self._snaps[info.doc] = {

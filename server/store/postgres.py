@@ -736,21 +736,23 @@ class PostgresStore(EventStore):
 
     async def list_docs(self) -> list[DocInfo]:
         rows = await self._fetch(
-            "SELECT name, head, updated_ts, events_bytes, base_seq FROM docs ORDER BY name",
+            "SELECT name, head, updated_ts, events_bytes, base_seq, created_ts FROM docs "
+            "ORDER BY name",
             what="list_docs",
         )
-        return [DocInfo(r[0], int(r[1]), r[2], int(r[3]), int(r[4])) for r in rows]
+        return [DocInfo(r[0], int(r[1]), r[2], int(r[3]), int(r[4]), int(r[5])) for r in rows]
 
     async def doc_info(self, doc: str) -> DocInfo | None:
         rows = await self._fetch(
-            "SELECT name, head, updated_ts, events_bytes, base_seq FROM docs WHERE name = $1",
+            "SELECT name, head, updated_ts, events_bytes, base_seq, created_ts FROM docs "
+            "WHERE name = $1",
             doc,
             what="doc_info",
         )
         if not rows:
             return None
         r = rows[0]
-        return DocInfo(r[0], int(r[1]), r[2], int(r[3]), int(r[4]))
+        return DocInfo(r[0], int(r[1]), r[2], int(r[3]), int(r[4]), int(r[5]))
 
     async def delete_doc(self, doc: str, tombstone: bytes = b"") -> bool:
         async def run(conn: asyncpg.Connection) -> bool:

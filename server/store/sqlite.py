@@ -1209,16 +1209,18 @@ class SQLiteStore(EventStore):
 
     async def list_docs(self) -> list[DocInfo]:
         rows = await self._fetchall(
-            "SELECT name, head, updated_ts, events_bytes, base_seq FROM docs ORDER BY name"
+            "SELECT name, head, updated_ts, events_bytes, base_seq, created_ts FROM docs "
+            "ORDER BY name"
         )
-        return [DocInfo(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+        return [DocInfo(*r) for r in rows]
 
     async def doc_info(self, doc: str) -> DocInfo | None:
         rows = await self._fetchall(
-            "SELECT name, head, updated_ts, events_bytes, base_seq FROM docs WHERE name = ?",
+            "SELECT name, head, updated_ts, events_bytes, base_seq, created_ts FROM docs "
+            "WHERE name = ?",
             (doc,),
         )
-        return DocInfo(rows[0][0], rows[0][1], rows[0][2], rows[0][3], rows[0][4]) if rows else None
+        return DocInfo(*rows[0]) if rows else None
 
     async def delete_doc(self, doc: str, tombstone: bytes = b"") -> bool:
         def run(db: sqlite3.Connection) -> bool:
