@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -161,3 +162,28 @@ def http_routes(app: Any) -> list[tuple[str, str]]:
         elif isinstance(r, Mount):
             assert r.path == "/static", f"an unknown mount {r.path}: check its routes too"
     return out
+
+
+# --- the browser tests' people (the `browser` fixture is their module's) -----------------
+
+
+@pytest.fixture
+def people(browser: Any) -> Any:
+    """Make browser contexts (one per person, a desktop's window unless told); all closed
+    after the test."""
+    made: list[Any] = []
+
+    def make(width: int = 1360, height: int = 820) -> Any:
+        ctx = browser.new_context(viewport={"width": width, "height": height})
+        made.append(ctx)
+        return ctx
+
+    yield make
+    for ctx in made:
+        ctx.close()
+
+
+@pytest.fixture
+def doc_name(request: pytest.FixtureRequest) -> str:
+    """A document name of the test's own."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", request.node.name).strip("-")[:60]

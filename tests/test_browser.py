@@ -156,26 +156,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield srv
 
 
-@pytest.fixture
-def people(browser: Browser) -> Iterator[Callable[[], BrowserContext]]:
-    """Make browser contexts (one per person); all closed after the test."""
-    made: list[BrowserContext] = []
-
-    def make() -> BrowserContext:
-        ctx = browser.new_context(viewport={"width": 1360, "height": 820})
-        made.append(ctx)
-        return ctx
-
-    yield make
-    for ctx in made:
-        ctx.close()
-
-
-@pytest.fixture
-def doc_name(request: pytest.FixtureRequest) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", request.node.name).strip("-")[:60]
-
-
 # ---------------------------------------------------------------- tests
 
 

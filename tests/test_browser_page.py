@@ -11,11 +11,11 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Page, expect
 from serverproc import ServerProcess
 from test_browser import (  # noqa: F401 (browser: the fixture)
     Http,
@@ -34,27 +34,6 @@ pytestmark = pytest.mark.browser
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with ServerProcess(tmp_path_factory.mktemp("browser-page")) as srv:
         yield srv
-
-
-@pytest.fixture
-def people(browser: Browser) -> Iterator[Callable[..., BrowserContext]]:  # noqa: F811
-    """Make browser contexts (one per person, a desktop's window unless told); all
-    closed after the test."""
-    made: list[BrowserContext] = []
-
-    def make(width: int = 1360, height: int = 820) -> BrowserContext:
-        ctx = browser.new_context(viewport={"width": width, "height": height})
-        made.append(ctx)
-        return ctx
-
-    yield make
-    for ctx in made:
-        ctx.close()
-
-
-@pytest.fixture
-def doc_name(request: pytest.FixtureRequest) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", request.node.name).strip("-")[:60]
 
 
 def call(base: str, method: str, path: str, body: Any = None, user: str = "tester") -> Any:

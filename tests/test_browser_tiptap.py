@@ -91,11 +91,6 @@ def people(browser: Browser) -> Iterator[Callable[[], BrowserContext]]:  # noqa:
         ctx.close()
 
 
-@pytest.fixture
-def doc_name(request: pytest.FixtureRequest) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", request.node.name).strip("-")[:60]
-
-
 # ---------------------------------------------------------------- helpers
 
 
