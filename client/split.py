@@ -290,7 +290,9 @@ def _read(update: bytes) -> tuple[dict[int, list[_Struct]], DeleteSet]:
                 needs: dict[int, int] = {}  # client -> the clock it needs up to
                 length = skip_item(r, info, needs)
                 refs = [(c, need - 1) for c, need in needs.items()]
-            structs.append(_Struct(client, clock, length, update[start : r.pos], refs))
+            if length:  # (yrs writes text items of length 0: they hold nothing, and a
+                # part whose only struct of a client is one is refused, see updates.py)
+                structs.append(_Struct(client, clock, length, update[start : r.pos], refs))
             clock += length
     deletes: DeleteSet = []
     for _ in range(r.read_var_uint("delete set clients")):

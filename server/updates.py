@@ -159,7 +159,7 @@ def _read_meta(update: bytes) -> UpdateMeta:
     for _ in range(uint("number of clients")):
         n = uint("number of structs")
         client = uint("client id")
-        clock = uint("first clock")
+        clock = first = uint("first clock")
         if client >= CLIENT_LIMIT:  # (a Skip's too, which `structs` leaves out)
             raise ProtocolError(f"client id {client} is past 2^53 - 1, the largest Yjs keeps")
         for _ in range(n):
@@ -196,6 +196,14 @@ def _read_meta(update: bytes) -> UpdateMeta:
             clock += length
         if clock > CLOCK_LIMIT:
             raise ProtocolError(f"client {client} clock {clock - 1} is past 2^32 - 1")
+        if clock == first:
+            # no struct, or only items of length 0: nothing Yjs or yrs writes (yrs's own
+            # item of length 0 comes with the next item at its clock), and yrs panics
+            # applying it to a document that knows the client: a Python client that
+            # received it died, the room closed its sender after logging it
+            raise ProtocolError(
+                f"client {client}'s structs at clock {first} cover no clock: not an update"
+            )
     deletes = read_delete_set(r)
     r.expect_end("the update's delete set")
     return UpdateMeta(structs, deletes, refs)

@@ -27,6 +27,7 @@ from palimpsest import protocol as P
 from palimpsest.auth.tokens import LEEWAY, mint
 from palimpsest.routes.ws import Connection
 from palimpsest.settings import Settings
+from palimpsest.updates import skip_item
 
 __all__ = ["node_modules"]  # the session fixture that runs `npm ci` when needed
 
@@ -787,3 +788,89 @@ async def test_a_struct_of_length_0_is_refused(settings: Settings) -> None:
     async with run_server(settings) as srv:  # the next load: alice's text is all there
         async with connect(srv.ws_url, "gc0", "bob") as b:
             assert b.content == "helloXYZ", b.content
+
+
+async def test_a_client_section_that_covers_no_clock_is_refused(settings: Settings) -> None:
+    """A client's structs that cover no clock (none at all, or only items of length 0)
+    were logged and broadcast, and yrs panics applying them to a document that knows
+    the client: every Python client of the document died, and the room closed its
+    sender after logging them. yrs's own item of length 0 (it writes one when a
+    deletion ends where an append began) comes with the next item at its clock, and
+    passes."""
+    from pycrdt import Doc
+
+    def section(client: int, clock: int, *structs: bytes) -> bytes:
+        body = P.write_var_uint(len(structs)) + P.write_var_uint(client)
+        return body + P.write_var_uint(clock) + b"".join(structs)
+
+    def structs_of(update: bytes) -> list[tuple[int, int, int]]:  # (client, clock, length)
+        r, out = P.Reader(update), []
+        for _ in range(r.read_var_uint()):
+            n, client, clock = r.read_var_uint(), r.read_var_uint(), r.read_var_uint()
+            for _ in range(n):
+                info = update[r.pos]
+                r.pos += 1
+                length = skip_item(r, info, {})  # (no GC or Skip in these)
+                out.append((client, clock, length))
+                clock += length
+        return out
+
+    def text_after(client: int, clock: int, text: str) -> bytes:  # info 0x84: origin, string
+        origin = P.write_var_uint(client) + P.write_var_uint(clock)
+        return b"\x84" + origin + P.write_var_string(text)
+
+    async with run_server(settings) as srv:
+        async with connect(srv.ws_url, "empty", "alice") as alice:
+            alice.insert(0, "hello")
+            await eventually(lambda: srv.backend.rooms.get_loaded("empty").seq == 1)  # type: ignore[union-attr]
+            a = alice.doc.client_id
+
+            def mine(i: int) -> bytes:  # mallory's own item: "m" at the start
+                body = b"\x04" + P.write_var_uint(1) + P.write_var_string("content")
+                return section(777 + i, 0, body + P.write_var_string("m"))
+
+            for i, empty in enumerate((
+                section(a, 2, text_after(a, 1, "")),
+                section(a, 5, text_after(a, 4, "")),
+                section(a, 5, text_after(a, 4, ""), text_after(a, 4, "")),
+                section(a, 5),
+            )):  # fmt: skip
+                update = P.write_var_uint(2) + mine(2 * i) + empty + b"\x00"
+                probe: Doc[Any] = Doc()  # a Python client, had the server relayed it
+                probe.apply_update(alice.doc.get_update())
+                with pytest.raises(BaseException, match="unwrap"):  # pyo3's PanicException
+                    probe.apply_update(update)
+                async with websockets.connect(f"{srv.ws_url}/empty?user=mallory") as ws:
+                    await ws.send(P.encode_sync_update(update))
+                    code, reason = await closed_with(ws)
+                assert code == 4400 and "cover no clock" in reason, reason
+                # alone, it adds nothing: dropped as a no-op, neither logged nor relayed
+                async with websockets.connect(f"{srv.ws_url}/empty?user=mallory") as ws:
+                    await ws.send(P.encode_sync_update(P.write_var_uint(1) + empty + b"\x00"))
+                    await ws.send(
+                        P.encode_sync_update(P.write_var_uint(1) + mine(2 * i + 1) + b"\x00")
+                    )
+                    await eventually(lambda: alice.content == "mhello", what="mallory's m")
+                    del alice.text[0:1]
+                    seq = 3 + 2 * i  # mallory's m and alice's deletion of it: nothing else
+                    await eventually(lambda: srv.backend.rooms.get_loaded("empty").seq == seq)  # type: ignore[union-attr]  # noqa: B023
+            # what yrs writes itself: a deletion that ends where an append began leaves
+            # an item of length 0 before the appended text, at the same clock
+            bob: Doc[Any] = Doc()
+            bob.apply_update(alice.doc.get_update())
+            t = bob.get("content", type=Text)
+            t.insert(3, "é🌍abc" * 200)
+            t += "z" * 500
+            del t[10:400]
+            assert (bob.client_id, 1200, 0) in structs_of(bob.get_update())
+            async with connect(srv.ws_url, "empty", "bob") as b:
+                b.doc.apply_update(bob.get_update())
+                await eventually(lambda: alice.content == str(t), what="bob's text reached alice")
+            alice.insert(0, "!")
+            room = srv.backend.rooms.get_loaded("empty")
+            assert room is not None
+            await eventually(lambda: str(room.doc.get("content", type=Text)) == "!" + str(t))
+            assert alice.close_code is None
+    async with run_server(settings) as srv:  # the next load has it all
+        async with connect(srv.ws_url, "empty", "carol") as c:
+            assert c.content == "!" + str(t), c.content
