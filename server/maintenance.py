@@ -239,9 +239,10 @@ async def plan_compact(store: EventStore, doc: str, before: str | int) -> Compac
 async def compact_doc(store: EventStore, plan: CompactPlan, settings: Settings) -> int:
     """Fold events up to plan.before into a base snapshot and delete them; returns how
     many were removed. Refused when the fold does not reach it cleanly. The base
-    snapshot carries the undo stacks of the folded events, as any snapshot does, so that
-    their steps stay undoable (a second write: see CompactedWithoutStacks)."""
-    loaded, stacks = await undo.fold(store, plan.doc, plan.before, settings)
+    snapshot carries the undo stacks of the folded events and the owners of their Yjs
+    client ids, as any snapshot does, so that their steps stay undoable and their ids
+    stay their writers' (a second write: see CompactedWithoutStacks)."""
+    loaded, folded = await undo.fold(store, plan.doc, plan.before, settings)
     if loaded.seq != plan.before or loaded.failed:
         raise MaintenanceError(
             f"folding {plan.doc!r} to {plan.before} reached {loaded.seq} with {loaded.failed} "
@@ -254,7 +255,7 @@ async def compact_doc(store: EventStore, plan: CompactPlan, settings: Settings) 
     await _whole_above(store, plan.doc, plan.before)
     removed = await store.compact(plan.doc, plan.before, state)
     try:
-        meta: dict[str, Any] = {"base": True, undo.META_KEY: stacks}
+        meta: dict[str, Any] = {"base": True, **folded}  # undo stacks and owners
         if last:
             meta[BASE_TS] = last[0].ts
         await store.put_snapshot(plan.doc, plan.before, state, meta)
@@ -288,11 +289,14 @@ async def _whole_above(store: EventStore, doc: str, before: int) -> None:
 
 
 class CompactedWithoutStacks(StoreError):
-    """The events were folded, but the base snapshot with their undo stacks was not
-    written: only those steps are no longer undoable."""
+    """The events were folded, but the base snapshot with their undo stacks and the
+    owners of their Yjs client ids was not written: those steps are no longer undoable,
+    and those client ids belong to nobody (anyone may write under them)."""
 
     def __init__(self, removed: int, cause: StoreError) -> None:
-        super().__init__(f"the undo stacks of the folded events were not kept: {cause}")
+        super().__init__(
+            f"the undo stacks and client-id owners of the folded events were not kept: {cause}"
+        )
         self.removed = removed
 
 

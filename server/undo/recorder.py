@@ -49,6 +49,7 @@ from pycrdt import (
 
 from .. import protocol as P
 from ..commit import Committer
+from ..ownership import META_KEY as OWNERS_KEY
 from ..room import Room
 from ..settings import Settings
 from ..snapshots import Loaded, load
@@ -401,11 +402,15 @@ class RoomUndo:
 async def fold(
     store: EventStore, name: str, upto: int, settings: Settings
 ) -> tuple[Loaded, dict[str, Any]]:
-    """The document at `upto` and the undo stacks a snapshot there would carry.
+    """The document at `upto`, and the meta a snapshot there carries: the undo stacks
+    and the owners of its Yjs client ids (ownership.py).
 
     For a compaction base (``palimpsest compact``): the stacks are ranges of Yjs IDs,
     which folding events into a snapshot keeps, so steps of folded events stay undoable.
-    The stacks are rebuilt exactly as a room loading the same snapshot and events does."""
+    The stacks are rebuilt exactly as a room loading the same snapshot and events does.
+    The owners likewise: without them, a client id whose events were folded belonged to
+    nobody, and anyone could write under an offline user's id (whose own edits, at the
+    same clocks, were then dropped as known)."""
     holder: dict[str, RoomUndo] = {}
 
     def before_replay(doc: Doc[Any], snap: Snapshot | None) -> None:
@@ -416,6 +421,7 @@ async def fold(
             room, settings.undo_capture_ms, settings.undo_max_depth, settings.undo_max_group
         )
         state.load_meta(snap.meta.get(META_KEY) if snap is not None else None)
+        room.owners.restore(snap.meta.get(OWNERS_KEY) if snap is not None else None)
         holder["undo"] = state
 
     def on_event(ev: Event) -> None:
@@ -423,13 +429,14 @@ async def fold(
         state.room.seq = ev.seq
         state.room.current_ts = ev.ts
         state.record(ev, *state.take())
+        state.room.owners.record(ev.actor, ev.update, relays=ev.meta.get("relays", ()))
 
     loaded = await load(
         store, name, upto=upto, before_replay=before_replay, on_event=on_event, with_meta=True
     )
     state = holder["undo"]
     state.close()
-    return loaded, state.to_meta()
+    return loaded, {META_KEY: state.to_meta(), OWNERS_KEY: state.room.owners.to_meta()}
 
 
 __all__ = ["MARK", "META_KEY", "REDO", "UNDO", "RoomUndo", "fold", "infer_root_types"]
