@@ -19,7 +19,8 @@ wait as pending and appear, inside the victim's event, when the victim types). S
   client writes them, and listed in the event's meta (``relays``) so that a reload
   or another process decides the same. While the store recovers lost edits
   (``relay_until``, settings.recovering_minutes), a step 2 may also carry items of
-  client ids that belong to other users: they are the edits the store lost, which
+  client ids that belong to other users, or to the server (its undo, redo, restore or
+  text replacement made after the backup): they are the edits the store lost, which
   every client holds a copy of; logged in the sender's event, their owner unchanged.
 - New structs must continue their client's clock without a gap, and every origin and
   parent they name, and every item the update deletes, must be held by the document, the
@@ -108,7 +109,9 @@ class Owners:
                 new = [(s, e) for s, e in ranges if e > have]
                 if not new:
                     continue
-            if client == self.server:
+            if client == self.server and not relay:
+                # (while the store recovers, its own lost changes come back as others'
+                # do: an undo or a restore made after the backup, which clients hold)
                 raise Forbidden(f"client id {client} is the server's")
             owner = self.owners.get(client) or self.claims.get(client)
             if owner is not None and owner != actor and not relay:
@@ -141,7 +144,11 @@ class Owners:
                 )
         out: dict[int, tuple[int, int]] = {}
         for client, end in reach.items():
-            if client not in self.owners and (own is None or client in own):
+            if (
+                client not in self.owners
+                and (own is None or client in own)
+                and client != self.server
+            ):
                 self.claims.setdefault(client, actor)
             clocks[client] = end
             out[client] = (starts[client], end)

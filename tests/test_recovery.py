@@ -317,3 +317,63 @@ async def test_a_step_2_claims_the_client_id_its_connection_announced(
             await eventually(lambda: e.close_code is not None, what="refused")
         assert e.close_code == 4403
     assert await _head(server.url) == "offline by dan"
+
+
+@pytest.mark.parametrize("change", ["undo", "text"])
+async def test_a_restored_backup_takes_back_the_servers_own_changes(
+    tmp_path: Path, settings: Settings, change: str
+) -> None:
+    """An undo, a redo, a restore or a `PUT /text` after the backup is an item of the
+    server's own client id, which every client holds. A step 2 carrying one was refused
+    (4403, "is the server's") even while the store recovered: the clients were locked out
+    for good, and everything typed after the backup was lost with it."""
+    bk = tmp_path / "backup.db"
+    alice, bob = Doc(), Doc()
+    async with run_server(settings) as server:
+        async with (
+            connect(server.ws_url, DOC, "alice", ydoc=alice) as a,
+            connect(server.ws_url, DOC, "bob", ydoc=bob) as b,
+        ):
+            await _type(a, "A1 ")
+            await eventually(lambda: b.content == "A1 ")
+            await eventually(lambda: _has(server.url, "A1 "), what="logged")
+            await asyncio.to_thread(backup, settings.db, str(bk))
+            await _type(b, "B1 ")
+            await eventually(lambda: a.content == "A1 B1 ")
+            async with httpx.AsyncClient(base_url=server.url) as h:
+                if change == "undo":  # alice deletes her text and undoes that: the
+                    # server writes it again, as items of its own client id
+                    await asyncio.sleep(0.6)  # (a step of its own)
+                    del a.text[0:3]
+                    await eventually(lambda: _has(server.url, "B1 "), what="logged")
+                    r = await h.post(f"/api/docs/{DOC}/undo", params={"user": "alice"})
+                    want = "A1 B1 "
+                else:
+                    r = await h.put(
+                        f"/api/docs/{DOC}/text", params={"user": "cms"}, json={"text": "CMS "}
+                    )
+                    want = "CMS "
+                assert r.status_code == 200, r.text
+            await eventually(lambda: a.content == want and b.content == want)
+            await _type(a, "A2 ")
+            await eventually(lambda: b.content == want + "A2 ")
+    await asyncio.to_thread(backup, str(bk), settings.db, replace=True)
+    async with run_server(settings) as server:
+        assert await _head(server.url) == "A1 "
+        async with connect(server.ws_url, DOC, "bob", ydoc=bob) as b:
+            await eventually(lambda: _has(server.url, want + "A2 "), what="taken back")
+            async with connect(server.ws_url, DOC, "alice", ydoc=alice) as a:
+                await _type(a, "A3 ")
+                await eventually(lambda: b.content == want + "A2 A3 ")
+            assert a.close_code in (None, 1000), a.close_reason
+        assert b.close_code in (None, 1000), b.close_reason
+        assert await _head(server.url) == want + "A2 A3 "
+        # the server's next change continues past the clocks taken back
+        async with httpx.AsyncClient(base_url=server.url) as h:
+            r = await h.put(f"/api/docs/{DOC}/text", params={"user": "cms"}, json={"text": "Z"})
+            assert r.status_code == 200, r.text
+        assert await _head(server.url) == "Z"
+    async with run_server(settings) as server:  # and all of it loads again
+        assert await _head(server.url) == "Z"
+        async with connect(server.ws_url, DOC, "carol") as c:
+            assert c.content == "Z"
