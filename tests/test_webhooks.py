@@ -110,6 +110,34 @@ async def test_every_event_arrives_in_order_through_failure_outage_and_restart(
     assert row["delivered"] == len(log)
 
 
+async def test_a_retry_sends_the_same_batch_under_the_same_delivery_id(tmp_path: Path) -> None:
+    """A retry re-read the page after the cursor, so the batch grew with what came
+    meanwhile: one event came under several delivery ids, and a receiver that deduped
+    by X-Palimpsest-Delivery (as the docs said) applied it twice."""
+    rx = Receiver()
+    rx.fail_next = 3
+    rx.up()
+    env = {**FAST, "PALIMPSEST_WEBHOOK_RETRY_FIRST": "0.3", "PALIMPSEST_WEBHOOK_RETRY_MAX": "0.6"}
+    srv = ServerProcess(tmp_path, extra_args=["--webhook", rx.url], env=env)
+    await srv.astart()
+    try:
+        await type_into(srv.ws_url, "alpha", ["a0 ", "a1 "])
+        await eventually(lambda: len(rx.deliveries) >= 1, what="the first try failed")
+        await type_into(srv.ws_url, "alpha", [f"more{i} " for i in range(4)])  # meanwhile
+        log = await log_of(srv.db_path)
+        await eventually(lambda: len(rx.accepted_events()) >= len(log), timeout=20,
+                         what="everything delivered")  # fmt: skip
+    finally:
+        await srv.astop()
+        rx.down()
+    tries = rx.deliveries[:4]
+    assert [d.status for d in tries] == [500, 500, 500, 204]
+    assert len({d.headers["x-palimpsest-delivery"] for d in tries}) == 1
+    assert len({d.body for d in tries}) == 1 and len(tries[0].json["events"]) < len(log)
+    # what came meanwhile follows in the next batch, and nothing arrives twice
+    assert keys(rx.accepted_events()) == log
+
+
 async def test_failing_hook_is_reported_and_resumes_from_its_cursor_when_enabled(
     tmp_path: Path,
 ) -> None:

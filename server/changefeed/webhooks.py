@@ -8,9 +8,13 @@ that one page, whatever the backlog.
 
 - Order: batches go one at a time, in position order, so every document's events
   arrive in seq order (and all of them in commit order).
-- At least once: a batch is sent again until it is acknowledged; a receiver dedupes by
-  ``X-Palimpsest-Delivery`` (or by each event's ``pos``). A crash between the receiver's
-  2xx and the cursor's write re-sends that batch, never skips it.
+- At least once: a batch is sent again until it is acknowledged, the same batch (the
+  same events, the same ``X-Palimpsest-Delivery``), however many events came meanwhile:
+  it grew at each retry, so one event came under several delivery ids. A receiver
+  dedupes by each event's ``pos``: a crash between the receiver's 2xx and the cursor's
+  write, or another process taking the hook over, re-sends from the cursor in batches
+  cut anew, and a receiver slower than ``webhook_timeout`` gets the retry while it still
+  handles the first try.
 - Signature: with a secret, ``X-Palimpsest-Signature: sha256=<hex HMAC-SHA256 of the
   exact body>``.
 - Failures (an answer other than 2xx, a refused connection, a timeout): retried with
@@ -112,6 +116,8 @@ class Deliverer:
         self.delivered = 0
         self.holding = False
         self._lease_until = 0
+        #: the last position of a batch that failed: its retry sends the same batch
+        self._retry_upto: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._http: httpx.AsyncClient | None = None
 
@@ -184,7 +190,11 @@ class Deliverer:
             await feed.wait(ticket, min(feed.poll * 5, feed.heartbeat))
             return 0.0
         events = trim(events, feed.webhook_batch_bytes)
+        upto = self._retry_upto
+        if upto is not None and events[0].pos <= upto:
+            events = [ev for ev in events if ev.pos <= upto]
         error = await self._post(events)
+        self._retry_upto = None if error is None else events[-1].pos
         if error is None:
             if await feed.cursors.advance(self.hook.id, self.owner, events[-1].pos, len(events)):
                 self.delivered += len(events)
