@@ -246,3 +246,45 @@ async def test_a_stream_ends_when_the_token_expires(tmp_path: Path) -> None:
                 while True:
                     await s.next(timeout=10)
             assert s.heartbeats >= 1  # it was open and idle until then
+
+
+async def test_a_restored_backup_never_gives_a_followers_positions_out_again(
+    tmp_path: Path,
+) -> None:
+    """A backup restored with `backup --replace` gave out positions 6..10 again (its
+    position counter was the backup's): a follower resuming after 10 waited past the new
+    events 6..10 without a word, and a webhook deduping by pos threw them away. The
+    restored file now goes on after the replaced one's last position; a cursor past a
+    log's end (a copy, a document written again) is refused, 409, instead of waited on."""
+    from palimpsest.cli.backup import backup
+
+    async with ServerProcess(tmp_path, env=FAST) as srv:
+        await type_into(srv.ws_url, "kept", list("abcde"))
+        bk = tmp_path / "backup.db"
+        await asyncio.to_thread(backup, str(srv.db_path), str(bk))
+        await type_into(srv.ws_url, "lost", list("fghij"))
+        async with RawStream(f"{srv.http_url}/api/events/stream") as s:
+            seen = await s.events(10)
+        assert [e["pos"] for e in seen] == list(range(1, 11))
+        await srv.astop()
+        await asyncio.to_thread(backup, str(bk), str(srv.db_path), replace=True)
+        await srv.astart()
+        await type_into(srv.ws_url, "after", list("xyz"))
+        async with RawStream(f"{srv.http_url}/api/events/stream", {"Last-Event-ID": "10"}) as s:
+            assert s.status == 200
+            resumed = await s.events(3)
+        assert [(e["doc"], e["seq"], e["pos"]) for e in resumed] == [
+            ("after", 1, 11), ("after", 2, 12), ("after", 3, 13)
+        ]  # fmt: skip
+        async with httpx.AsyncClient(base_url=srv.http_url) as http:
+            r = await http.get("/api/events/stream", headers={"Last-Event-ID": "1000"})
+            assert r.status_code == 409 and "past this log's last position 13" in r.text
+            # the lost document's cursor names events its log no longer has
+            r = await http.get("/api/docs/lost/events/stream", params={"after": "5"})
+            assert r.status_code == 409 and "past 'lost''s last seq 0" in r.text
+            r = await http.get("/api/docs/kept/events/stream", params={"after": "6"})
+            assert r.status_code == 409
+        async with client.History(srv.http_url) as h:
+            with pytest.raises(client.Refused, match="read it again from 0"):
+                async for _ in h.stream_all(after=1000):
+                    pass

@@ -6,12 +6,15 @@
   order, each with ``id: <pos>``.
 
 Resuming: ``Last-Event-ID`` (sent by a reconnecting EventSource) or ``?after=``; the
-header wins, since a browser reconnects to the same URL. A stream holds no queue: it
-reads a page of the store after its cursor, sends it, and when the store has nothing
-more it waits for a commit (server.changefeed.wakeup) or a heartbeat period, whichever
-comes first. A slow reader therefore costs one page of memory and backs up only its own
-TCP connection. The stream ends when the server shuts down and when the caller's token
-expires; clients reconnect and resume.
+header wins, since a browser reconnects to the same URL. A cursor past the log's end
+(a document written again after a deletion, a log from a copy or a backup) is refused
+with 409: the stream would otherwise wait, silently, past events it never sends.
+
+A stream holds no queue: it reads a page of the store after its cursor, sends it, and
+when the store has nothing more it waits for a commit (server.changefeed.wakeup) or a
+heartbeat period, whichever comes first. A slow reader therefore costs one page of
+memory and backs up only its own TCP connection. The stream ends when the server shuts
+down and when the caller's token expires; clients reconnect and resume.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from ..auth import Identity, may_open
-from ..errors import BadRequest, TooManyConnections
+from ..errors import BadRequest, Conflict, TooManyConnections
 from ..names import validate_doc_name
 from ..store.base import MAX_SEQ
 from .events import HEARTBEAT, feed_text, sse_cursor, sse_frame
@@ -103,6 +106,14 @@ class Streams:
         doc = validate_doc_name(request.path_params["doc"])
         identity = await backend.authenticate(request, doc, "read")
         after, updates = _after(request), _updates(request)
+        if after:
+            head = await backend.store.head(doc)
+            if after > head:
+                raise Conflict(
+                    f"Last-Event-ID / ?after= {after} is past {doc!r}'s last seq {head}: the "
+                    "document was deleted and written again, or its log restored from a "
+                    "backup; read it again from 0"
+                )
         address = self._admit(request)
         return _Counted(
             self._doc_events(doc, after, updates, identity), partial(self._release, address)
@@ -111,6 +122,17 @@ class Streams:
     async def all_stream(self, request: Request) -> Response:
         identity = await self.feed.backend.authenticate(request, None, "read")
         after, updates = _after(request), _updates(request)
+        if after:
+            last = await self.feed.backend.store.last_position()
+            if after > last:
+                # positions given out by another log (a copy to another store; a backup
+                # restored over a newer file by hand, not by `backup --replace`): the
+                # stream would wait past everything this log will give out
+                raise Conflict(
+                    f"Last-Event-ID / ?after= {after} is past this log's last position "
+                    f"{last}: the cursor comes from another log (a copy, a backup restored "
+                    "by hand); read it again from 0"
+                )
         address = self._admit(request)
         return _Counted(self._all_events(after, updates, identity), partial(self._release, address))
 

@@ -10,7 +10,9 @@ either the whole backup or absent.
 The same command restores one: with the servers stopped, ``palimpsest backup --db
 backup.db palimpsest.db --replace`` puts the backup in place of the database and its
 ``-wal`` and ``-shm`` (a stale ``-wal`` beside a restored file would be replayed into it).
-A database a server is serving is never replaced.
+A database a server is serving is never replaced. The changefeed's positions of the
+restored file go on after the last one the replaced file gave out, so that no reader's
+cursor names an event it never had.
 """
 
 from __future__ import annotations
@@ -117,12 +119,14 @@ def backup(
         raise BackupError(f"{out} exists: choose another file, or --replace to write over it")
     if out_path.is_dir():
         raise BackupError(f"{out} is a directory")
+    given_out = 0  # the changefeed positions the file it replaces gave out
     if out_path.exists():
         try:
             with not_served(str(out_path)):
                 pass  # refused now rather than after the copy (checked again at the end)
         except StoreUnavailable as e:
             raise BackupError(str(e)) from None
+        given_out = _last_position(out_path)
     if not out_path.parent.is_dir():
         raise BackupError(f"the directory of {out} does not exist")
     partial = out_path.with_name(out_path.name + ".partial")
@@ -170,6 +174,14 @@ def backup(
                     bar.refresh()
 
                 src.backup(dst, pages=step_pages, progress=progress, sleep=0)
+            if given_out and "log_position" in tables:
+                # a restore: positions go on after those the replaced file gave out, so
+                # that a changefeed reader or webhook past the backup's end never takes
+                # the next events for ones it had (they reused 6..10 after a backup at 5)
+                dst.execute(
+                    "UPDATE log_position SET pos = ? WHERE id = 1 AND pos < ?",
+                    (given_out, given_out),
+                )
             problems = [r[0] for r in dst.execute("PRAGMA quick_check")]
             if problems != ["ok"]:
                 raise BackupError(f"the copy does not check: {'; '.join(problems[:5])}")
@@ -205,6 +217,26 @@ def backup(
         os.replace(partial, out_path)
     _fsync(out_path.parent)
     return Done(docs, counts, out_path.stat().st_size, time.monotonic() - started)
+
+
+def _last_position(db: Path) -> int:
+    """The last changefeed position the database at `db` gave out (0 when it cannot
+    tell: not a Palimpsest database, or damaged, which is why it is being replaced)."""
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
+    except sqlite3.Error:
+        return 0
+    try:
+        for query in ("SELECT pos FROM log_position WHERE id = 1", "SELECT max(pos) FROM events"):
+            try:
+                row = conn.execute(query).fetchone()
+            except sqlite3.Error:
+                continue
+            if row is not None and row[0] is not None:
+                return int(row[0])
+        return 0
+    finally:
+        conn.close()
 
 
 def _count(conn: sqlite3.Connection, table: str) -> int:
