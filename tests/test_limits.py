@@ -321,3 +321,40 @@ async def test_awareness_size_limit(settings: Settings) -> None:
         await a.send_raw(big)
         await eventually(lambda: a._reader is not None and a._reader.done(), what="closed")
         assert a.close_code == 4413
+
+
+@pytest.mark.parametrize("route", ["ws", "hocuspocus"])
+async def test_a_refused_frame_is_freed_with_its_connection(settings: Settings, route: str) -> None:
+    """A closed connection was kept by cycles only a full collection frees, rare on a
+    quiet server (serve.py's _tune_gc): the direct reader's functions on uvicorn's
+    protocol object refer to it, and a refused frame's exception (kept by the connection)
+    held the frame's bytes in its traceback. Clients resending an oversized paste took
+    the server to GBs within seconds. With the collector off, connections must go by
+    themselves, refused or not."""
+    import gc
+
+    settings.max_frame_bytes = 200_000
+    gc.collect()
+    gc.disable()
+    try:
+        async with run_server(settings) as srv:
+            base = srv.ws_url.rsplit("/", 1)[0]
+            url = f"{srv.ws_url}/big?user=ada" if route == "ws" else f"{base}/hocuspocus"
+            for _ in range(3):
+                async with websockets.connect(url, max_size=None) as ws:
+                    await ws.send(bytes(300_000))  # over the limit: refused whatever it holds
+                    with pytest.raises(websockets.ConnectionClosed):
+                        async with asyncio.timeout(10):
+                            async for _ in ws:
+                                pass
+                    code, reason = ws.close_code, ws.close_reason or ""
+                assert code in (1009, 4413) and "over the limit" in reason, (code, reason)
+            async with websockets.connect(url) as ws:  # and one that just leaves
+                await asyncio.sleep(0.2)
+
+            def alive() -> list[Connection]:  # (a weak proxy in the heap fails isinstance)
+                return [o for o in gc.get_objects() if issubclass(type(o), Connection)]
+
+            await eventually(lambda: not alive(), what="the refused connections freed")
+    finally:
+        gc.enable()

@@ -47,6 +47,7 @@ from ..extensions import Client
 from ..hocuspocus_peer import DocPeer, SyncStatus
 from ..names import validate_doc_name
 from ..room import EMPTY_UPDATE, Room
+from .wire_write import detach_reader
 from .ws import Connection, client_id, extension_answer, reason_of, refuse
 
 log = logging.getLogger("palimpsest.hocuspocus")
@@ -113,6 +114,7 @@ class HocuspocusSocket(Connection):
             if self._close is None:
                 self.close(1000, "")
             await self.closed.wait()
+            detach_reader(self.ws)  # (else a cycle keeps the socket's memory: wire_write)
             for task in list(self._tasks):
                 task.cancel()
 

@@ -119,7 +119,8 @@ def direct_reader(ws: Any, on_message: Reader) -> bool:
     """From now on, hand each binary message of `ws` to `on_message` as it is parsed, on
     the event loop's thread, instead of queueing it for ``ws.receive()``. False (nothing
     changed) unless the server is uvicorn's sansio protocol. `on_message` must not raise:
-    what it cannot handle it records, and wakes the reading task (``wake_reader``)."""
+    what it cannot handle it records, and wakes the reading task (``wake_reader``).
+    Once the connection has closed, :func:`detach_reader` takes this away again."""
     proto = protocol_of(ws)
     if WebSocketsSansIOProtocol is None or not isinstance(proto, WebSocketsSansIOProtocol):
         return False
@@ -255,6 +256,21 @@ def _parse_binary_frames(proto: Any, on_message: Reader) -> None:
         proto.transport.set_protocol(proto)
 
 
+def detach_reader(ws: Any) -> None:
+    """Take :func:`direct_reader`'s functions off `ws`'s protocol object, whose own
+    methods then serve again. Each of them refers to the protocol object, which refers to
+    them: a cycle that only a full collection of the cyclic collector frees, rare on a
+    quiet server (serve.py's _tune_gc), and it held the connection, its buffers and the
+    last frames read (a refused 16 MiB frame, many times over, GBs within seconds)."""
+    proto = protocol_of(ws)
+    d = getattr(proto, "__dict__", None)
+    if d is None or ("data_received" not in d and "send_receive_event_to_app" not in d):
+        return
+    d.pop("send_receive_event_to_app", None)
+    if d.pop("data_received", None) is not None and proto.transport is not None:
+        proto.transport.set_protocol(proto)  # (uvloop keeps the bound method it was given)
+
+
 _AT_EOF = StreamReader.at_eof.__code__ if StreamReader is not None else None
 
 
@@ -282,6 +298,7 @@ _ASGI_DELIVER: Any = getattr(WebSocketsSansIOProtocol, "send_receive_event_to_ap
 __all__ = [
     "Reader",
     "Writer",
+    "detach_reader",
     "direct_reader",
     "direct_writer",
     "frame_binary",

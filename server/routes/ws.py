@@ -34,7 +34,7 @@ from ..extensions import Client, OpContext
 from ..names import validate_doc_name
 from ..protocol import sync_update_of
 from ..room import EMPTY_UPDATE, Room
-from .wire_write import direct_reader, direct_writer, protocol_of, wake_reader
+from .wire_write import detach_reader, direct_reader, direct_writer, protocol_of, wake_reader
 
 log = logging.getLogger("palimpsest.ws")
 
@@ -85,7 +85,8 @@ class Connection:
         self.closed = asyncio.Event()
         self._expiry: asyncio.TimerHandle | None = None
         #: what the direct reader could not handle, for the reading task to raise
-        self._refused: BaseException | None = None
+        #: a message was refused under the direct reader: the next are dropped (read())
+        self._refusing = False
         #: messages the direct reader handled (the rest came through ws.receive())
         self.direct_messages = 0
 
@@ -331,6 +332,7 @@ class Connection:
             if self._close is None:
                 self.close(1000, "")
             await self.closed.wait()
+            detach_reader(self.ws)  # (else a cycle keeps the socket's memory: wire_write)
             for task in list(self._tasks):
                 task.cancel()
 
@@ -343,21 +345,31 @@ class Connection:
         and this task, woken for it, raises it as for a message it read itself. This
         task still sees what the direct reader leaves: text messages and the close."""
 
+        # What `handle` raised under the direct reader, without its traceback, and never
+        # held by this connection or a variable of this frame once raised: its frames hold
+        # the message's bytes, and a cycle through them (the connection held the
+        # exception) is freed only by a full collection, rare on a quiet server
+        # (serve.py's _tune_gc): every refused oversized frame (up to 16 MiB read) stayed
+        # in memory, GBs within seconds of reconnecting clients.
+        refused: list[Exception] = []
+
         def on_message(data: bytes) -> None:
-            if self._close is not None or self._refused is not None:
+            if self._close is not None or self._refusing:
                 return  # closing: the reading loop would not have read it either
             self.direct_messages += 1
             try:
                 handle(data)
             except Exception as e:
-                self._refused = e
+                self._refusing = True
+                e.__context__ = e.__cause__ = None
+                refused.append(e.with_traceback(None))
                 wake_reader(self.ws)
 
         direct_reader(self.ws, on_message)
         while self._close is None:
             message = await self.ws.receive()
-            if self._refused is not None:
-                raise self._refused
+            if refused:
+                raise refused.pop()
             if message["type"] == "websocket.disconnect":
                 return
             data = message.get("bytes")
