@@ -81,6 +81,8 @@ class Committer(Service):
         #: when the current refusal began (time.monotonic()), and appends held by it
         self.refusing_since: float | None = None
         self.held = 0
+        #: the events of those held appends (each a room's batch of edits)
+        self.held_events = 0
         self._last_log = 0.0
         self._last_logged = ""
         #: documents whose rooms have work queued that their task has not taken up yet,
@@ -250,6 +252,7 @@ class Committer(Service):
             self._last_log = 0.0
         self.refusing = err
         self.held = len(keep)
+        self.held_events = sum(len(a.events) for a in keep)
         for a in keep:
             a.tried = True
         if now - self._last_log >= LOG_EVERY:
@@ -310,7 +313,7 @@ class Committer(Service):
         """The store took a write (a commit, or the readiness write check)."""
         self.refusing = None
         self.refusing_since = None
-        self.held = 0
+        self.held = self.held_events = 0
 
     async def _pause(self, delay: float) -> None:
         with contextlib.suppress(TimeoutError):

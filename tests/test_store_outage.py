@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,11 @@ async def test_a_full_disk_for_15_s_holds_editors_and_loses_nothing(
             r = await http.get("/readyz")
             assert r.status_code == 503, r.text
             assert "database or disk is full" in r.json()["commits"], r.text
+            # how much waits: the events held, and every edit queued behind them (it
+            # said "1 appends held" while hundreds of edits waited)
+            m = re.search(r"of (\d+) events held.* (\d+) bytes of edits waiting in 1 document$",
+                          r.json()["commits"])  # fmt: skip
+            assert m is not None and int(m[1]) >= 1 and int(m[2]) > 0, r.text
             assert (await http.get("/healthz")).status_code == 200
             # readers keep working: a newcomer loads the document (what was committed)
             rd = NodeClient(fake, "outage", "reader", tmp_path / "reader.log")  # type: ignore[arg-type]
