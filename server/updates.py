@@ -209,6 +209,31 @@ def _read_meta(update: bytes) -> UpdateMeta:
     return UpdateMeta(structs, deletes, refs)
 
 
+def format_clocks(update: bytes) -> Ranges:
+    """The clocks of the formatting marks (``ContentFormat`` items: where a bold or a
+    link starts and ends in a Y.Text or Y.XmlText) an update holds, per client. A
+    keystroke holds none, and is told by one regex match (_KEYSTROKE)."""
+    out: Ranges = {}
+    if _KEYSTROKE.match(update) is not None:
+        return out  # one client, one text item (whatever follows is the delete set)
+    r = Reader(update)
+    uint = r.read_var_uint
+    for _ in range(uint("number of clients")):
+        n = uint("number of structs")
+        client = uint("client id")
+        clock = uint("first clock")
+        for _ in range(n):
+            info = _read_byte(r, "struct info")
+            if info == _GC or info == _SKIP:
+                clock += uint("struct length")
+                continue
+            length = skip_item(r, info, {})
+            if info & 31 == _FORMAT:
+                _add(out, client, clock, clock + length)
+            clock += length
+    return out
+
+
 def read_delete_set(r: Reader) -> Ranges:
     out: Ranges = {}
     for _ in range(r.read_var_uint("delete set clients")):

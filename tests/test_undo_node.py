@@ -11,6 +11,9 @@ import pytest
 from serverproc import ServerProcess
 from test_interop_node import NodeClient, node_modules  # noqa: F401  (a fixture)
 
+from palimpsest.store.sqlite import SQLiteStore
+from palimpsest.undo.ranges import from_b64
+
 pytestmark = pytest.mark.node
 
 
@@ -74,6 +77,74 @@ async def test_node_client_sees_undo_as_an_update(
             assert all(
                 f.get("type") in ("sync", "awareness", "auth", "queryAwareness") for f in received
             ), received
+    finally:
+        await alice.aclose()
+        await bob.aclose()
+
+
+@pytest.mark.parametrize("restart", [False, True])
+async def test_an_undo_next_to_another_users_formatting_keeps_the_redo(
+    node_modules: Path,  # noqa: F811
+    server: ServerProcess,
+    tmp_path: Path,
+    restart: bool,
+) -> None:
+    """Alice's undo takes out text Bob made bold: Bob's bold marks are left with nothing
+    between them, and every Yjs client cleans them up in a transaction of its own (yjs's
+    cleanupYTextAfterTransaction), which it sends. The first copy was logged as an edit of
+    that client's user: a step of its own (Alice's next undo did nothing visible) that
+    emptied the redo stack ("nothing to redo"), hers or Bob's. Deleting only formatting
+    marks changes nothing anyone sees: it is no step, and clears no redo. `restart`: the
+    marks known come back from the snapshot the stop writes, and the undo state too."""
+    alice = NodeClient(server, "fmt", "alice", tmp_path / "alice.log")
+    bob = NodeClient(server, "fmt", "bob", tmp_path / "bob.log")
+    try:
+        for c in (alice, bob):
+            await c.start()
+            await c.connect()
+        await bob.call("insert", pos=0, text="Hello")
+        await alice.wait_text(equals="Hello")
+        await alice.call("insert", pos=0, text="pasted words ")  # alice's step
+        await bob.wait_text(equals="pasted words Hello")
+        await bob.call("format", pos=0, len=6, attrs={"bold": True})  # bob bolds "pasted"
+        await alice.wait_text(equals="pasted words Hello")
+        bold = [{"insert": "pasted", "attributes": {"bold": True}}, {"insert": " words Hello"}]
+        async with httpx.AsyncClient(base_url=server.http_url, timeout=10) as http:
+            for _ in range(50):  # (until bob's format reached alice and the server)
+                if (await alice.call("delta"))["delta"] == bold:
+                    break
+            if restart:
+                await server.arestart()
+                store = SQLiteStore(server.db_path)
+                async with store:
+                    snap = await store.latest_snapshot("fmt")
+                assert snap is not None and from_b64(snap.meta["undo"]["marks"]), snap
+                for c in (alice, bob):
+                    await c.call("waitConnected", connected=True, timeout=20_000)
+                    await c.call("waitSynced", timeout=20_000)
+            r = await http.post("/api/docs/fmt/undo", params={"user": "alice"})
+            assert r.status_code == 200, r.text
+            undo_seq = r.json()["seq"]
+            await alice.wait_text(equals="Hello")
+            await bob.wait_text(equals="Hello")
+            # the clients' clean-ups of bob's marks come and are logged
+            for _ in range(100):
+                evs = (await http.get("/api/docs/fmt/events", params={"after": undo_seq})).json()
+                if evs["events"]:
+                    break
+                await alice.call("sleep", ms=50)
+            assert evs["events"] and {e["kind"] for e in evs["events"]} == {"edit"}, evs
+            # ... and are nobody's step: alice's redo brings her text back (without bob's
+            # bold, whose marks the clean-up took, as with Yjs's own UndoManager) ...
+            r = await http.post("/api/docs/fmt/redo", params={"user": "alice"})
+            assert r.status_code == 200, r.text
+            await bob.wait_text(equals="pasted words Hello")
+            await alice.wait_text(equals="pasted words Hello")
+            # ... and her undo after it takes the paste out again, at once
+            r = await http.post("/api/docs/fmt/undo", params={"user": "alice"})
+            assert r.status_code == 200, r.text
+            await bob.wait_text(equals="Hello")
+            await alice.wait_text(equals="Hello")
     finally:
         await alice.aclose()
         await bob.aclose()

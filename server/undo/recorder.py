@@ -54,6 +54,7 @@ from ..room import Room
 from ..settings import Settings
 from ..snapshots import Loaded, load
 from ..store.base import Event, EventStore, Snapshot
+from ..updates import format_clocks
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -125,6 +126,11 @@ class RoomUndo:
         #: what each transaction since the last recorded event did: (inserted, deleted)
         self._pending: list[tuple[Ranges, Ranges]] = []
         self._mark = 0
+        #: the clocks of the document's formatting marks (updates.format_clocks: where a
+        #: bold or a link starts and ends), kept up to date by every recorded event, and
+        #: in the snapshot's meta; None: not known yet (see ``marks``)
+        self._marks: Ranges | None = None
+
         #: the seq of the last event recorded
         self.last_seq = room.seq
         # muted by the room for a client's edit, whose change it hands over instead
@@ -172,6 +178,10 @@ class RoomUndo:
         every edit: the common case, a keystroke joining the open step, is kept short.)"""
         if ev.seq > self.last_seq:
             self.last_seq = ev.seq
+        if ins and self._marks is not None:
+            new_marks = format_clocks(ev.update)  # (a keystroke: one regex match)
+            if new_marks:
+                union_into(self._marks, new_marks)
         st = self.actors.get(ev.actor)
         if st is None:
             st = self.get(ev.actor)
@@ -184,8 +194,14 @@ class RoomUndo:
                 st = self.actors[ev.actor] = Stacks()
             self._record_inverse(ev, st, ins, dels)
             return
-        if not ins and not dels:
-            return  # changed nothing: not a step, and does not clear the redo stack
+        if not ins and (not dels or self._only_marks(dels)):
+            # changed nothing anyone sees: not a step, and does not clear the redo stack.
+            # Deleting only formatting marks is what every Yjs client does on its own
+            # after someone else's change left a bold's or a link's start and end with
+            # nothing between (yjs's cleanupYTextAfterTransaction): as a step, its user's
+            # next undo did nothing visible and their redo was gone (an undo taking out
+            # text another user had formatted made one, by whichever client was first)
+            return
         if st is None:
             st = self.actors[ev.actor] = Stacks()
         if st.redo:
@@ -208,6 +224,18 @@ class RoomUndo:
             del st.undo[: -self.max_depth]
         st.last_ts = ev.ts
         st.open = True
+
+    def _only_marks(self, dels: Ranges) -> bool:
+        """Whether every item `dels` names is a formatting mark."""
+        return not subtract(dels, self.marks())
+
+    def marks(self) -> Ranges:
+        """The clocks of every formatting mark of the document: from the snapshot's meta
+        and each event recorded since; read from the whole document the first time when
+        the snapshot has none (written before they were kept: once per such document)."""
+        if self._marks is None:
+            self._marks = format_clocks(self.room.doc.get_update())
+        return self._marks
 
     def _record_inverse(self, ev: Event, st: Stacks, ins: Ranges, dels: Ranges) -> None:
         source, target = (st.undo, st.redo) if ev.kind == UNDO else (st.redo, st.undo)
@@ -259,6 +287,7 @@ class RoomUndo:
                 **self._raw,
                 **{a: st.to_json() for a, st in self.actors.items() if st.undo or st.redo},
             },
+            "marks": to_b64(self.marks()),
         }
 
     def load_meta(self, meta: dict[str, Any] | None) -> None:
@@ -267,6 +296,8 @@ class RoomUndo:
         try:
             self._raw = dict(meta.get("actors", {}))
             self.actors = {}
+            marks = meta.get("marks")
+            self._marks = from_b64(marks) if isinstance(marks, str) else None
         except Exception as e:  # a damaged entry costs the undo history, never the doc
             log.warning("room %s: undo stacks in the snapshot unreadable: %r", self.room.name, e)
             self.actors = {}

@@ -26,6 +26,8 @@
 //   insert   {pos, text}        one transaction; pos may be "end" (default) or negative (from end)
 //   type     {text, pos?, delayMs?}  one transaction (= one update) per character
 //   delete   {pos, len}         one transaction
+//   format   {pos, len, attrs}  one transaction: Y.Text.format (as Quill formats)
+//   delta    {}                 the text as a Yjs delta (with its formatting)
 //   awareness {state} | {field, value} | {state: null}
 //   waitText {equals | contains | containsAll: [..] | length}
 //   waitAwareness {name, present?: true|false, where?: {key: value}}
@@ -303,6 +305,17 @@ const actions = {
     if (!Number.isInteger(len) || len < 0 || p + len > ytext.length) throw new Error(`delete: bad len ${JSON.stringify(a.len)} at ${p} (length ${ytext.length})`)
     ydoc.transact(() => ytext.delete(p, len))
     return { length: ytext.length }
+  },
+  async format (a) {
+    // attributes on a range, as Quill's binding sets them ({bold: true}; null removes)
+    const p = posOf(a.pos, ytext.length)
+    const len = a.len ?? 1
+    if (!Number.isInteger(len) || len < 0 || p + len > ytext.length) throw new Error(`format: bad len ${JSON.stringify(a.len)} at ${p} (length ${ytext.length})`)
+    ydoc.transact(() => ytext.format(p, len, a.attrs ?? {}))
+    return { delta: ytext.toDelta() }
+  },
+  async delta () {
+    return { delta: ytext.toDelta() }
   },
   async awareness (a) {
     if (provider === null) provider = makeProvider()
