@@ -14,9 +14,15 @@ It needs nothing from the server but read access (a token or open mode).
 tests/test_projection_example.py runs it against a real server, kills it with -9 in the
 middle, and checks that its table ends equal to every document's text.
 
+Two things break a document's run of seqs, and it mends both: a document deleted and
+written again starts again at seq 1 (at a new position): its old state is dropped; and a
+document compacted (``palimpsest compact``) before the projection read it starts at its
+oldest kept event, which builds on the folded ones: the version before it is read once,
+as a Yjs update (``versions/{seq}?format=update``), and the events go on from there.
+
 Limits of the example: it reads the ``content`` text root (``--root``); a document
-deleted on the server stays in the table (the log has no event for a deletion); a
-document compacted before the projection first saw it starts from its oldest kept event.
+deleted on the server stays in the table until its name is written again (the log has
+no event for a deletion).
 """
 
 from __future__ import annotations
@@ -74,13 +80,34 @@ class Projection:
             self.docs[name] = (doc, seq)
         return self.docs[name]
 
-    def apply(self, ev: StreamEvent) -> None:
+    def _seq(self, ev: StreamEvent) -> int:
+        """The seq the event's document has reached here, 0 when the event starts it
+        again: a seq at or below ours at a position past ours is a new document under the
+        same name (the old one was deleted)."""
+        _, seq = self._load(ev.doc)
+        return 0 if ev.seq <= seq else seq
+
+    def needs_base(self, ev: StreamEvent) -> bool:
+        """Whether the event comes after events this model never had (a compacted log
+        starts at its base): the version before it must be read first (`apply`'s base)."""
+        return bool(ev.pos > self.pos and ev.seq > self._seq(ev) + 1)
+
+    def apply(self, ev: StreamEvent, base: bytes | None = None) -> None:
+        """Fold one event in; `base`: the document at seq ``ev.seq - 1``, when
+        `needs_base` said so."""
+        if ev.pos <= self.pos:
+            return  # had it already (the stream resumes after the stored position)
         doc, seq = self._load(ev.doc)
-        if ev.seq > seq and ev.update is not None:  # at least once upstream: skip repeats
+        if self._seq(ev) == 0 and seq:
+            doc, seq = Doc(), 0  # deleted and written again: the old text goes
+        if base is not None:
+            doc = Doc()
+            doc.apply_update(base)
+        if ev.update is not None:
             doc.apply_update(ev.update)
-            self.docs[ev.doc] = (doc, ev.seq)
-            self.dirty.add(ev.doc)
-        self.pos = max(self.pos, ev.pos)
+        self.docs[ev.doc] = (doc, ev.seq)
+        self.dirty.add(ev.doc)
+        self.pos = ev.pos
 
     def text(self, name: str) -> str:
         return str(self.docs[name][0].get(self.root, type=Text))
@@ -141,13 +168,20 @@ async def follow(args: argparse.Namespace) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         last_report = time.monotonic()
+        ev: StreamEvent | None = None  # taken from the queue, not applied yet
         try:
             while not stop.is_set() and not puller.done():
                 n = 0
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(IDLE_FLUSH):
                         while n < BATCH:
-                            proj.apply(await queue.get())
+                            if ev is None:
+                                ev = await queue.get()
+                            base = None
+                            if proj.needs_base(ev):  # (a timeout here: tried again)
+                                base = await h.version_update(ev.doc, ev.seq - 1)
+                            proj.apply(ev, base)
+                            ev = None
                             n += 1
                 proj.flush()
                 if n and time.monotonic() - last_report > 2:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 from conftest import eventually
 from feedhelp import type_into
 from serverproc import REPO_ROOT, ServerProcess
@@ -108,3 +109,54 @@ async def test_projection_ends_equal_to_every_document(tmp_path: Path) -> None:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(10)
     assert "stopped at position" in log.read_text()
+
+
+async def test_projection_mends_a_document_written_again_and_a_compacted_one(
+    tmp_path: Path,
+) -> None:
+    """A document deleted and written again starts again at seq 1: the projection took
+    its events for repeats of the old one's and never indexed it. A document compacted
+    before the projection first read it starts at its base's next event, which builds on
+    the folded ones: its text came out empty."""
+    db, log = tmp_path / "search.db", tmp_path / "projection.log"
+    async with ServerProcess(tmp_path / "srv") as srv:
+        await type_into(srv.ws_url, "again", list("abcdefghij"))
+        await type_into(srv.ws_url, "folded", list("klmnopqrst"))
+        proc = start(srv.http_url, db, log)
+        try:
+            await eventually(lambda: caught_up(db, srv), timeout=30, what="caught up")
+            assert projected(db)[1]["again"] == "abcdefghij"
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(10)
+            async with httpx.AsyncClient(base_url=srv.http_url) as http:
+                r = await http.delete("/api/docs/again", params={"user": "admin"})
+                assert r.status_code == 200, r.text
+            await type_into(srv.ws_url, "again", ["XYZ"] * 3)  # seqs 1..3 again
+            await type_into(srv.ws_url, "late", list("uvwxyz"))
+            await srv.astop()
+            r = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "palimpsest", "compact", "late", "--before", "4",
+                 "--yes", "--db", str(srv.db_path)],
+                cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert r.returncode == 0, r.stderr
+            await srv.astart()
+            await type_into(srv.ws_url, "late", ["!"])
+            fresh = tmp_path / "fresh.db"  # a new read model: "late" starts at seq 5
+            proc = start(srv.http_url, db, log)
+            proc2 = start(srv.http_url, fresh, tmp_path / "fresh.log")
+            try:
+                await eventually(lambda: caught_up(db, srv), timeout=30, what="caught up")
+                await eventually(lambda: caught_up(fresh, srv), timeout=30, what="fresh")
+            finally:
+                proc2.send_signal(signal.SIGTERM)
+                proc2.wait(10)
+            _, texts = await server_texts(srv)
+            assert texts["again"] == "XYZXYZXYZ" and texts["late"] == "uvwxyz!"
+            assert projected(db)[1] == texts
+            assert projected(fresh)[1] == texts
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(10)
