@@ -103,7 +103,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("doc", nargs="?", help="the document (omit with --all)")
     p.add_argument("--from", dest="after", type=int,
                    help="start after this seq (--all: this global position); default: "
-                   "the last 10 events")  # fmt: skip
+                   "the last 10 events (--all: of the last 10 positions)")  # fmt: skip
     p.add_argument("--all", action="store_true", help="every document you may read")
     p.add_argument("-n", "--count", type=int, help="stop after N events")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -118,6 +118,11 @@ def _runner(cmd: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]) -> Ca
         except ClientError as e:
             print(f"palimpsest: {e}", file=sys.stderr)
             return 2 if isinstance(e, Refused) else 1
+        except BrokenPipeError:
+            # the reader went away (`palimpsest tail --all | head -1`): quietly, as other
+            # Unix tools do, and without Python's second complaint when it flushes stdout
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141  # 128 + SIGPIPE
 
     return run
 
@@ -352,8 +357,8 @@ async def cmd_tail(args: argparse.Namespace) -> int:
         if after is None and args.doc:
             head = next((d.head for d in await h.docs() if d.doc == args.doc), 0)
             after = max(0, head - 10)
-        elif after is None:
-            after = 0
+        elif after is None:  # --all: the last 10 positions (those you may read of them)
+            after = max(0, await h.position() - 10)
         follow = (
             h.stream_all(after=after, updates=False)
             if args.all

@@ -190,6 +190,11 @@ class History:
             for d in body.get("docs", [])
         ]
 
+    async def position(self) -> int:
+        """The log's last global position: where :meth:`stream_all` is now."""
+        body = await self._json("GET", "/api/docs", "reading the log's position")
+        return int(body.get("position") or 0)
+
     # --- events --------------------------------------------------------------------------------
 
     async def events(

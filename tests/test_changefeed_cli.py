@@ -44,3 +44,23 @@ async def test_tail_prints_the_backlog_then_live_events(tmp_path: Path) -> None:
         bad = tail("no/such doc!", "--url", srv.http_url)
         _, err = await asyncio.to_thread(bad.communicate, timeout=30)
         assert bad.returncode == 2 and "document name" in err
+
+
+async def test_tail_all_starts_at_the_last_10_positions_and_ends_quietly_on_a_closed_pipe(
+    tmp_path: Path,
+) -> None:
+    """`tail --all` without --from printed the whole history (its help says the last 10);
+    `tail … | head -1` ended with a BrokenPipeError traceback."""
+    async with ServerProcess(tmp_path) as srv:
+        await type_into(srv.ws_url, "long", [f"{i} " for i in range(25)], user="ada")
+        every = tail("--all", "--json", "-n", "10", "--url", srv.http_url)
+        out, err = await asyncio.to_thread(every.communicate, timeout=30)
+        assert every.returncode == 0, err
+        assert [json.loads(line)["seq"] for line in out.splitlines()] == list(range(16, 26))
+        piped = await asyncio.to_thread(
+            subprocess.run,
+            f"{sys.executable} -m palimpsest tail --all --from 0 --url {srv.http_url} | head -1",
+            shell=True, cwd=REPO_ROOT, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert piped.stdout.startswith("long@1 ") and len(piped.stdout.splitlines()) == 1
+        assert "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr, piped.stderr

@@ -23,6 +23,9 @@ async def list_docs(request: Request) -> Response:
     docs = [d for d in await backend.store.list_docs() if may_open(identity, d.doc)]
     return JSONResponse(
         {
+            # the log's last global position: where `GET /api/events/stream` is now (a
+            # follower that wants only what comes next, or the last few, starts there)
+            "position": await backend.store.last_position(),
             "docs": [
                 {
                     "doc": d.doc,
@@ -32,7 +35,7 @@ async def list_docs(request: Request) -> Response:
                     "loaded": d.doc in backend.rooms,
                 }
                 for d in docs
-            ]
+            ],
         }
     )
 
