@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from .errors import ClientError, Refused, ServerGone, from_http
+from .errors import ClientError, RateLimited, Refused, ServerGone, from_http
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,9 +173,9 @@ class Follower:
                 except ValueError:
                     detail = body
                 err: ClientError = from_http(r.status_code, detail, f"following {self.path}")
-                if isinstance(err, Refused):
+                if isinstance(err, Refused) and not isinstance(err, RateLimited):
                     raise err
-                raise ServerGone(str(err))
+                raise ServerGone(str(err))  # (a full stream limit too: its slots come back)
             self.connects += 1
             async with contextlib.aclosing(parse_sse(r.aiter_lines())) as messages:
                 async for msg in messages:

@@ -122,6 +122,10 @@ async def test_bad_cursor_and_unknown_rights_are_refused(tmp_path: Path) -> None
             assert r.status_code == 403
             r = await http.get(f"{base}/api/events/stream")
             assert r.status_code == 401
+            # a filter it does not have is refused, not ignored (it streamed everything)
+            r = await http.get(f"{base}/api/events/stream", params={"doc": "team-a"},
+                               headers=bearer)  # fmt: skip
+            assert r.status_code == 400 and "no ?doc= filter" in r.text
         async with RawStream(f"{base}/api/events/stream", bearer) as s:
             seen = await s.events(2)
             assert [e["doc"] for e in seen] == ["team-a", "team-b"]
@@ -288,3 +292,27 @@ async def test_a_restored_backup_never_gives_a_followers_positions_out_again(
             with pytest.raises(client.Refused, match="read it again from 0"):
                 async for _ in h.stream_all(after=1000):
                     pass
+
+
+async def test_a_follower_waits_out_a_full_stream_limit(tmp_path: Path) -> None:
+    """A 429 (every stream slot of the address taken) stopped the Python follower with
+    RateLimited, as if refused for good; the slots come back, and it now retries."""
+    env = {**FAST, "PALIMPSEST_CHANGEFEED_MAX_STREAMS_PER_IP": "1"}
+    async with ServerProcess(tmp_path, env=env) as srv:
+        await type_into(srv.ws_url, "notes", ["a"])
+        got: list[StreamEvent] = []
+        async with client.History(srv.http_url) as h:
+            async with RawStream(f"{srv.http_url}/api/events/stream") as held:
+                assert held.status == 200
+                follower = h.stream_all()
+
+                async def first() -> None:
+                    async for ev in follower:
+                        got.append(ev)
+                        return
+
+                task = asyncio.create_task(first())
+                await asyncio.sleep(1.0)  # refused with 429 meanwhile, and retrying
+                assert not task.done() and not got
+            await asyncio.wait_for(task, 20)  # the slot came back
+        assert [(e.doc, e.seq) for e in got] == [("notes", 1)]

@@ -192,6 +192,28 @@ async def test_failing_hook_is_reported_and_resumes_from_its_cursor_when_enabled
         rx.down()
 
 
+async def test_a_redirect_is_a_failure_that_says_where_to(tmp_path: Path) -> None:
+    """A receiver answering 307 is not followed (the hook's URL is what to fix): the hook's
+    last error said only "HTTP 307: ", not where it was sent."""
+    with Receiver() as rx:
+        rx.redirect_to = "https://elsewhere.example/hook"
+        srv = ServerProcess(
+            tmp_path, extra_args=["--webhook", rx.url, "--webhook-max-failures", "2"], env=FAST
+        )
+        await srv.astart()
+        try:
+            await type_into(srv.ws_url, "delta", ["d"])
+            await eventually(lambda: hooks(srv.db_path)[0]["state"] == "failing", timeout=20,
+                             what="failing")  # fmt: skip
+            (row,) = hooks(srv.db_path)
+            assert row["last_error"] == (
+                "HTTP 307 to https://elsewhere.example/hook: not followed"
+            ), row
+            assert rx.deliveries and rx.accepted() == []
+        finally:
+            await srv.astop()
+
+
 async def test_kill_9_may_repeat_a_batch_but_never_skips_or_reorders(tmp_path: Path) -> None:
     with Receiver() as rx:
         srv = ServerProcess(tmp_path, extra_args=["--webhook", rx.url], env=FAST)

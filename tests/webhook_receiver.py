@@ -30,6 +30,8 @@ class Receiver:
     def __init__(self) -> None:
         self.port = free_port()
         self.fail_next = 0
+        #: answer every request with a 307 to this URL instead
+        self.redirect_to: str | None = None
         self.deliveries: list[Delivery] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -55,12 +57,16 @@ class Receiver:
                         )
                         return
                     status = 500 if receiver.fail_next > 0 else 204
+                    if receiver.redirect_to is not None:
+                        status = 307
                     if receiver.fail_next > 0:
                         receiver.fail_next -= 1
                     receiver.deliveries.append(
                         Delivery({k.lower(): v for k, v in self.headers.items()}, body, status)
                     )
                 self.send_response(status)
+                if status == 307:
+                    self.send_header("Location", str(receiver.redirect_to))
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

@@ -121,6 +121,11 @@ class Streams:
 
     async def all_stream(self, request: Request) -> Response:
         identity = await self.feed.backend.authenticate(request, None, "read")
+        if "doc" in request.query_params:  # (streamed every document, silently)
+            raise BadRequest(
+                "the global stream has no ?doc= filter: follow one document at "
+                "/api/docs/{doc}/events/stream"
+            )
         after, updates = _after(request), _updates(request)
         if after:
             last = await self.feed.backend.store.last_position()

@@ -239,6 +239,8 @@ class Deliverer:
             return f"{type(e).__name__}: {e}"[:500] or type(e).__name__
         if 200 <= r.status_code < 300:
             return None
+        if 300 <= r.status_code < 400:  # not followed: the hook's URL is the one to fix
+            return f"HTTP {r.status_code} to {r.headers.get('location', '?')[:200]}: not followed"
         return f"HTTP {r.status_code}: {r.text[:200]}"
 
 
