@@ -128,8 +128,9 @@ class RoomUndo:
         self._mark = 0
         #: the clocks of the document's formatting marks (updates.format_clocks: where a
         #: bold or a link starts and ends), kept up to date by every recorded event, and
-        #: in the snapshot's meta; None: not known yet (see ``marks``)
-        self._marks: Ranges | None = None
+        #: in the snapshot's meta; None: not known yet (see ``marks``). A document that
+        #: starts empty has none, and every event from its first is recorded here
+        self._marks: Ranges | None = {} if room.seq == 0 else None
 
         #: the seq of the last event recorded
         self.last_seq = room.seq
