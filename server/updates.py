@@ -156,12 +156,19 @@ def _read_meta(update: bytes) -> UpdateMeta:
     size = len(update)
     structs: Ranges = {}
     refs: dict[int, int] = {}
+    seen: set[int] = set()
     for _ in range(uint("number of clients")):
         n = uint("number of structs")
         client = uint("client id")
         clock = first = uint("first clock")
         if client >= CLIENT_LIMIT:  # (a Skip's too, which `structs` leaves out)
             raise ProtocolError(f"client id {client} is past 2^53 - 1, the largest Yjs keeps")
+        if client in seen:
+            # Yjs and yrs write each client's structs once; two sections of one client
+            # (overlapping clocks: "x"@0 and "yz"@0) made yrs panic applying them, after
+            # they were logged: the document could not be read again
+            raise ProtocolError(f"client {client} has two sets of structs in one update")
+        seen.add(client)
         for _ in range(n):
             if r.pos >= size:
                 raise ProtocolError(f"truncated update: expected struct info at offset {r.pos}")

@@ -874,3 +874,40 @@ async def test_a_client_section_that_covers_no_clock_is_refused(settings: Settin
     async with run_server(settings) as srv:  # the next load has it all
         async with connect(srv.ws_url, "empty", "carol") as c:
             assert c.content == "!" + str(t), c.content
+
+
+async def test_a_client_with_two_sets_of_structs_in_one_update_is_refused(
+    settings: Settings,
+) -> None:
+    """Two sections of one client in one update ("x"@0 and "yz"@0, under the sender's own
+    new client id) passed every rule and made yrs panic applying it after it was logged:
+    the Python clients died, and the document could not be read again (every newcomer
+    was refused, the replay failed at every load)."""
+
+    def section(client: int, clock: int, text: str) -> bytes:
+        head = P.write_var_uint(1) + P.write_var_uint(client) + P.write_var_uint(clock)
+        return (
+            head
+            + b"\x04"
+            + P.write_var_uint(1)
+            + P.write_var_string("content")
+            + (P.write_var_string(text))
+        )
+
+    update = P.write_var_uint(2) + section(777, 0, "x") + section(777, 0, "yz") + b"\x00"
+    with pytest.raises(BaseException, match="divide by zero"):  # what yrs does with it
+        Doc().apply_update(update)
+    async with run_server(settings) as srv:
+        async with connect(srv.ws_url, "twice", "alice") as alice:
+            alice.insert(0, "hello")
+            await eventually(lambda: srv.backend.rooms.get_loaded("twice").seq == 1)  # type: ignore[union-attr]
+            async with websockets.connect(f"{srv.ws_url}/twice?user=mallory") as ws:
+                await ws.send(P.encode_sync_update(update))
+                code, reason = await closed_with(ws)
+            assert code == 4400 and "two sets of structs" in reason, reason
+            alice.insert(5, "!")
+            await eventually(lambda: srv.backend.rooms.get_loaded("twice").seq == 2)  # type: ignore[union-attr]
+            assert alice.close_code is None
+    async with run_server(settings) as srv:  # the next load reads it all
+        async with connect(srv.ws_url, "twice", "bob") as b:
+            assert b.content == "hello!", b.content
