@@ -241,6 +241,23 @@ def format_clocks(update: bytes) -> Ranges:
     return out
 
 
+def structs_end(update: bytes) -> int:
+    """The offset where an update's structs end and its delete set begins."""
+    r = Reader(update)
+    uint = r.read_var_uint
+    for _ in range(uint("number of clients")):
+        n = uint("number of structs")
+        uint("client id")
+        uint("first clock")
+        for _ in range(n):
+            info = _read_byte(r, "struct info")
+            if info == _GC or info == _SKIP:
+                uint("struct length")
+            else:
+                skip_item(r, info, {})
+    return r.pos
+
+
 def read_delete_set(r: Reader) -> Ranges:
     out: Ranges = {}
     for _ in range(r.read_var_uint("delete set clients")):

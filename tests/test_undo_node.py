@@ -148,3 +148,40 @@ async def test_an_undo_next_to_another_users_formatting_keeps_the_redo(
     finally:
         await alice.aclose()
         await bob.aclose()
+
+
+async def test_turning_bold_off_is_a_step_of_its_own(
+    node_modules: Path,  # noqa: F811
+    server: ServerProcess,
+    tmp_path: Path,
+) -> None:
+    """Turning bold off over exactly a bold range deletes only its two marks, like a
+    clean-up, but it changes what everyone sees: it is a step. (Taken for a clean-up, it
+    was none, the bold's step had nothing left, and the next undo took the user's text
+    out instead of bringing the bold back.)"""
+    alice = NodeClient(server, "unbold", "alice", tmp_path / "alice.log")
+    try:
+        await alice.start()
+        await alice.connect()
+        await alice.call("insert", pos=0, text="Hello world")
+        bold = [{"insert": "Hello "}, {"insert": "world", "attributes": {"bold": True}}]
+        assert (await alice.call("format", pos=6, len=5, attrs={"bold": True}))["delta"] == bold
+        plain = [{"insert": "Hello world"}]
+        assert (await alice.call("format", pos=6, len=5, attrs={"bold": None}))["delta"] == plain
+        async with httpx.AsyncClient(base_url=server.http_url, timeout=10) as http:
+            for _ in range(100):  # (until the three edits are logged)
+                evs = (await http.get("/api/docs/unbold/events")).json()["events"]
+                if len(evs) == 3:
+                    break
+                await alice.call("sleep", ms=50)
+            assert len(evs) == 3, evs
+            r = await http.post("/api/docs/unbold/undo", params={"user": "alice"})
+            assert r.status_code == 200, r.text
+            assert r.json()["reverts"] == [3], r.json()
+            for _ in range(100):
+                if (await alice.call("delta"))["delta"] == bold:
+                    break
+                await alice.call("sleep", ms=50)
+            assert (await alice.call("delta"))["delta"] == bold
+    finally:
+        await alice.aclose()

@@ -49,12 +49,13 @@ from pycrdt import (
 
 from .. import protocol as P
 from ..commit import Committer
+from ..errors import FATAL
 from ..ownership import META_KEY as OWNERS_KEY
 from ..room import Room
 from ..settings import Settings
 from ..snapshots import Loaded, load
 from ..store.base import Event, EventStore, Snapshot
-from ..updates import format_clocks
+from ..updates import format_clocks, read_delete_set, structs_end
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -86,6 +87,17 @@ _ROOT_TYPES: dict[str, Any] = {
     "Array": Array,
     "XmlFragment": XmlFragment,
 }
+
+
+def _rendered(doc: Doc[Any], kinds: dict[str, Any]) -> list[Any]:
+    """What anyone sees of `doc`, formatting included, root by root (`kinds`: each root's
+    type): a text's delta, an XML tree's markup (its marks are tags), a map's or an
+    array's JSON."""
+    out: list[Any] = []
+    for name, kind in sorted(kinds.items(), key=lambda kv: kv[0]):
+        root = doc.get(name, type=kind)
+        out.append((name, root.diff() if isinstance(root, Text) else str(root)))
+    return out
 
 
 def infer_root_types(doc: Doc[Any], names: Iterable[str]) -> dict[str, str]:
@@ -227,8 +239,34 @@ class RoomUndo:
         st.open = True
 
     def _only_marks(self, dels: Ranges) -> bool:
-        """Whether every item `dels` names is a formatting mark."""
-        return not subtract(dels, self.marks())
+        """Whether `dels` deletes only formatting marks, and changes nothing anyone sees:
+        a client's clean-up of marks left with nothing between them, or of marks that
+        repeat what is in force. (Turning bold off over exactly a bold range deletes only
+        its two marks too, and is a change: the document is rendered, formatting
+        included, with and without the deletion, once the cheap test has passed.)"""
+        if subtract(dels, self.marks()):
+            return False
+        doc = self.room.doc
+        state = doc.get_update()
+        at = structs_end(state)
+        r = P.Reader(state)
+        r.pos = at
+        before_dels = subtract(read_delete_set(r), dels)
+        roots = dict(doc.items())
+        kinds = {name: type(root) for name, root in roots.items() if root is not None}
+        untyped = [name for name, root in roots.items() if root is None]
+        if untyped:
+            for name, kind in infer_root_types(doc, untyped).items():
+                kinds[name] = _ROOT_TYPES[kind]
+        before: Doc[Any] = Doc(skip_gc=True)
+        try:
+            before.apply_update(state[:at] + encode_ranges(before_dels))
+            return _rendered(before, kinds) == _rendered(doc, kinds)
+        except FATAL:
+            raise
+        except BaseException as e:  # pyo3 PanicException is one: then it counts, as before
+            log.warning("room %s: cannot tell a formatting clean-up: %r", self.room.name, e)
+            return False
 
     def marks(self) -> Ranges:
         """The clocks of every formatting mark of the document: from the snapshot's meta
