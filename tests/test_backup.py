@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import PG_URL
@@ -148,3 +149,44 @@ def test_what_cannot_be_backed_up_is_said_in_one_line(
     assert r.returncode == 1, (r.stdout, r.stderr)
     assert says in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "out.db").exists()
+
+
+async def test_a_restore_over_a_damaged_file_says_it_cannot_carry_positions(
+    tmp_path: Path,
+) -> None:
+    """A restore over a file that cannot say which changefeed positions it gave out (it
+    is damaged: a common reason to restore) numbered them from the backup's end again,
+    silently; it now says so, and `--positions-from` carries them on by hand."""
+    from pycrdt import Doc, Text
+
+    from palimpsest.store.base import NewEvent
+    from palimpsest.store.sqlite import SQLiteStore
+
+    db, bk = tmp_path / "p.db", tmp_path / "bk.db"
+
+    def damage(path: Path) -> None:  # its header written over
+        with open(path, "r+b") as f:
+            f.write(b"\xff" * 100)
+
+    async def append(n: int) -> None:
+        store = SQLiteStore(db)
+        async with store:
+            d: Doc[Any] = Doc()
+            for _ in range(n):
+                before = d.get_state()
+                d.get("content", type=Text).insert(0, "x")
+                await store.append([("notes", [NewEvent("ada", "edit", d.get_update(before))])])
+
+    await append(5)
+    backup(str(db), str(bk))
+    await append(5)  # positions 6..10 given out
+    damage(db)
+    r = cli("backup", "--db", str(bk), str(db), "--replace", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "WARNING" in r.stderr and "after 5" in r.stderr and "--positions-from" in r.stderr
+    damage(db)
+    done = backup(str(bk), str(db), replace=True, positions_from=10)
+    assert done.unknown_positions and done.position == 10
+    store = SQLiteStore(db)
+    async with store:
+        assert await store.last_position() == 10

@@ -101,7 +101,10 @@ async def test_a_cursor_past_a_bigint_is_refused_not_sent_to_postgresql(tmp_path
                 r = await http.get(base + path, headers=headers)
                 assert r.status_code == 400, (path, r.status_code, r.text)
                 assert "between 0 and 9223372036854775807" in r.json()["detail"], r.text
-            # the largest bigint is a cursor like any other
-            async with http.stream("GET", f"{base}/api/events/stream?after={2**63 - 1}") as r:
+            # the largest bigint reaches PostgreSQL as a cursor like any other: past this
+            # log's end, it is refused as such (409), not with a traceback
+            r = await http.get(f"{base}/api/events/stream?after={2**63 - 1}")
+            assert r.status_code == 409 and "past this log's last position" in r.text, r.text
+            async with http.stream("GET", f"{base}/api/events/stream?after=1") as r:
                 assert r.status_code == 200
         assert "Traceback" not in p.log_text()

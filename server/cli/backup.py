@@ -43,6 +43,11 @@ class Done:
     tables: dict[str, int]
     size: int
     seconds: float
+    #: the changefeed position the written file goes on after (a restore: at least the
+    #: replaced file's last)
+    position: int = 0
+    #: a restore over a file whose last position could not be read (damaged)
+    unknown_positions: bool = False
 
 
 class BackupError(Exception):
@@ -66,6 +71,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         action="store_true",
         help="write over OUT (and drop its -wal and -shm); refused while a server serves OUT",
     )
+    p.add_argument(
+        "--positions-from",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --replace: number the changefeed's positions after N at least (the "
+        "highest position a follower or webhook has seen), when the file replaced cannot "
+        "tell (damaged)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_backup)
 
@@ -78,10 +92,22 @@ def run_backup(args: argparse.Namespace) -> int:
                 f"backup copies a SQLite database, not a {store.name} store; for PostgreSQL "
                 "use pg_dump (docs/operations.md#backups)"
             )
-        done = backup(store.path, args.out, replace=args.replace, quiet=args.quiet)
+        done = backup(
+            store.path, args.out, replace=args.replace, quiet=args.quiet,
+            positions_from=args.positions_from,
+        )  # fmt: skip
     except (BackupError, ValueError, OSError) as e:  # ValueError: a store URL of no store
         print(f"palimpsest backup: {e}", file=sys.stderr)  # OSError: a file it cannot write
         return 1
+    if done.unknown_positions:
+        print(
+            f"palimpsest backup: WARNING: the file replaced could not say which changefeed "
+            f"positions it gave out; the restored log numbers them after {done.position}. "
+            "A follower or webhook past that would miss events: run again with "
+            "--positions-from N (the highest position they have seen), or restart them "
+            "from 0 (docs/changefeed.md)",
+            file=sys.stderr,
+        )
     print(
         f"palimpsest: backed up {store.path} to {args.out}: "
         f"{done.docs} document{'' if done.docs == 1 else 's'}, "
@@ -104,6 +130,7 @@ def backup(
     replace: bool = False,
     quiet: bool = True,
     step_pages: int = _STEP_PAGES,
+    positions_from: int = 0,
 ) -> Done:
     """Copies the SQLite database ``source`` into ``out``; returns what it did (for the
     message and the tests). Raises BackupError for anything the user can act on.
@@ -120,13 +147,17 @@ def backup(
     if out_path.is_dir():
         raise BackupError(f"{out} is a directory")
     given_out = 0  # the changefeed positions the file it replaces gave out
+    unknown = False
+    position = 0
     if out_path.exists():
         try:
             with not_served(str(out_path)):
                 pass  # refused now rather than after the copy (checked again at the end)
         except StoreUnavailable as e:
             raise BackupError(str(e)) from None
-        given_out = _last_position(out_path)
+        found = _last_position(out_path)
+        unknown = found is None
+        given_out = max(found or 0, positions_from)
     if not out_path.parent.is_dir():
         raise BackupError(f"the directory of {out} does not exist")
     partial = out_path.with_name(out_path.name + ".partial")
@@ -174,14 +205,18 @@ def backup(
                     bar.refresh()
 
                 src.backup(dst, pages=step_pages, progress=progress, sleep=0)
-            if given_out and "log_position" in tables:
-                # a restore: positions go on after those the replaced file gave out, so
-                # that a changefeed reader or webhook past the backup's end never takes
-                # the next events for ones it had (they reused 6..10 after a backup at 5)
-                dst.execute(
-                    "UPDATE log_position SET pos = ? WHERE id = 1 AND pos < ?",
-                    (given_out, given_out),
-                )
+            if "log_position" in tables:
+                if given_out:
+                    # a restore: positions go on after those the replaced file gave out,
+                    # so that a changefeed reader or webhook past the backup's end never
+                    # takes the next events for ones it had (6..10 again after a backup
+                    # at 5)
+                    dst.execute(
+                        "UPDATE log_position SET pos = ? WHERE id = 1 AND pos < ?",
+                        (given_out, given_out),
+                    )
+                row = dst.execute("SELECT pos FROM log_position WHERE id = 1").fetchone()
+                position = int(row[0]) if row else 0
             problems = [r[0] for r in dst.execute("PRAGMA quick_check")]
             if problems != ["ok"]:
                 raise BackupError(f"the copy does not check: {'; '.join(problems[:5])}")
@@ -216,25 +251,27 @@ def backup(
     else:
         os.replace(partial, out_path)
     _fsync(out_path.parent)
-    return Done(docs, counts, out_path.stat().st_size, time.monotonic() - started)
+    return Done(
+        docs, counts, out_path.stat().st_size, time.monotonic() - started, position, unknown
+    )
 
 
-def _last_position(db: Path) -> int:
-    """The last changefeed position the database at `db` gave out (0 when it cannot
-    tell: not a Palimpsest database, or damaged, which is why it is being replaced)."""
+def _last_position(db: Path) -> int | None:
+    """The last changefeed position the database at `db` gave out; None when it cannot
+    tell (not a Palimpsest database, or damaged, which may be why it is being replaced)."""
     try:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
     except sqlite3.Error:
-        return 0
+        return None
     try:
         for query in ("SELECT pos FROM log_position WHERE id = 1", "SELECT max(pos) FROM events"):
             try:
                 row = conn.execute(query).fetchone()
             except sqlite3.Error:
                 continue
-            if row is not None and row[0] is not None:
-                return int(row[0])
-        return 0
+            if row is not None:
+                return int(row[0] or 0)
+        return None
     finally:
         conn.close()
 
