@@ -22,7 +22,10 @@ as a Yjs update (``versions/{seq}?format=update``), and the events go on from th
 
 Limits of the example: it reads the ``content`` text root (``--root``); a document
 deleted on the server stays in the table until its name is written again (the log has
-no event for a deletion).
+no event for a deletion); a document deleted, written again and compacted while the
+projection was stopped, whose first kept event is exactly one past the seq it had of
+the old one, is taken for the old one going on (nothing in the feed tells them apart
+there; drop its row to read it again).
 """
 
 from __future__ import annotations
