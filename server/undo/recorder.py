@@ -44,7 +44,9 @@ from pycrdt import (
     Text,
     TransactionEvent,
     UndoManager,
+    XmlElement,
     XmlFragment,
+    XmlText,
 )
 
 from .. import protocol as P
@@ -91,13 +93,19 @@ _ROOT_TYPES: dict[str, Any] = {
 
 def _rendered(doc: Doc[Any], kinds: dict[str, Any]) -> list[Any]:
     """What anyone sees of `doc`, formatting included, root by root (`kinds`: each root's
-    type): a text's delta, an XML tree's markup (its marks are tags), a map's or an
-    array's JSON."""
-    out: list[Any] = []
-    for name, kind in sorted(kinds.items(), key=lambda kv: kv[0]):
-        root = doc.get(name, type=kind)
-        out.append((name, root.diff() if isinstance(root, Text) else str(root)))
-    return out
+    type): a text's delta, an XML tree's markup (its marks are tags), a map's entries
+    and an array's values, shared types inside them rendered alike."""
+    return [(name, _seen(doc.get(name, type=kind))) for name, kind in sorted(kinds.items())]
+
+
+def _seen(value: Any) -> Any:
+    if isinstance(value, Text):
+        return value.diff()
+    if isinstance(value, Map):
+        return sorted((k, _seen(v)) for k, v in value.items())
+    if isinstance(value, Array):
+        return [_seen(v) for v in value]
+    return str(value) if isinstance(value, XmlFragment | XmlElement | XmlText) else repr(value)
 
 
 def infer_root_types(doc: Doc[Any], names: Iterable[str]) -> dict[str, str]:
