@@ -41,6 +41,19 @@ async def closed(client: YClient) -> tuple[int | None, str | None]:
     return client.close_code, client.close_reason
 
 
+async def as_alice_by_mallory(
+    ws_url: str, doc: str, alice: Doc[Any], pos: int, text: str
+) -> tuple[int | None, str | None]:
+    """Mallory sends `text` at `pos` written under Alice's client id (her next clocks):
+    how her connection was closed."""
+    forged = doc_of(ALICE, alice.get_update())
+    before = forged.get_state()
+    forged.get("content", type=Text).insert(pos, text)
+    async with connect(ws_url, doc, "mallory") as mallory:
+        await mallory.send_raw(P.encode_sync_update(forged.get_update(before)))
+        return await closed(mallory)
+
+
 async def blame_actors(server: RunningServer, doc: str) -> list[tuple[str, str]]:
     async with httpx.AsyncClient(base_url=server.url) as c:
         runs = (await c.get(f"/api/docs/{doc}/blame")).json()["roots"]["content"]["runs"]
@@ -79,12 +92,7 @@ async def test_items_under_another_users_client_id_are_refused(server: RunningSe
         alice.insert(0, "hi")
         await eventually(lambda: _len(events(server, "f2"), 1), what="alice logged")
         # mallory writes alice's next clocks before alice does
-        forged = doc_of(ALICE, alice.doc.get_update())
-        before = forged.get_state()
-        forged.get("content", type=Text).insert(2, " evil")
-        async with connect(server.ws_url, "f2", "mallory") as mallory:
-            await mallory.send_raw(P.encode_sync_update(forged.get_update(before)))
-            code, reason = await closed(mallory)
+        code, reason = await as_alice_by_mallory(server.ws_url, "f2", alice.doc, 2, " evil")
         assert code == 4403 and "belongs to another user" in (reason or "")
         # and a clock gap under a client id of her own: it would wait forever as pending
         gap = doc_of(MALLORY)
@@ -363,12 +371,7 @@ async def test_a_compacted_users_client_id_stays_theirs(
     async with store:
         assert await compact_doc(store, await plan_compact(store, "cmp", 3), settings) == 3
     async with run_server(settings) as srv:
-        forged = doc_of(ALICE, alice.doc.get_update())
-        before = forged.get_state()
-        forged.get("content", type=Text).insert(0, "FORGED ")
-        async with connect(srv.ws_url, "cmp", "mallory") as mallory:
-            await mallory.send_raw(P.encode_sync_update(forged.get_update(before)))
-            code, reason = await closed(mallory)
+        code, reason = await as_alice_by_mallory(srv.ws_url, "cmp", alice.doc, 0, "FORGED ")
         assert code == 4403 and "belongs to another user" in (reason or "")
         # alice's own next clocks still go in, as hers
         async with connect(srv.ws_url, "cmp", "alice", ydoc=alice.doc) as again:
