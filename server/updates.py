@@ -220,9 +220,15 @@ def format_clocks(update: bytes) -> Ranges:
     """The clocks of the formatting marks (``ContentFormat`` items: where a bold or a
     link starts and ends in a Y.Text or Y.XmlText) an update holds, per client. A
     keystroke holds none, and is told by one regex match (_KEYSTROKE)."""
-    out: Ranges = {}
     if _KEYSTROKE.match(update) is not None:
-        return out  # one client, one text item (whatever follows is the delete set)
+        return {}  # one client, one text item (whatever follows is the delete set)
+    return marks_and_end(update)[0]
+
+
+def marks_and_end(update: bytes) -> tuple[Ranges, int]:
+    """:func:`format_clocks` of any update, and the offset where its structs end (its
+    delete set begins)."""
+    out: Ranges = {}
     r = Reader(update)
     uint = r.read_var_uint
     for _ in range(uint("number of clients")):
@@ -238,24 +244,7 @@ def format_clocks(update: bytes) -> Ranges:
             if info & 31 == _FORMAT:
                 _add(out, client, clock, clock + length)
             clock += length
-    return out
-
-
-def structs_end(update: bytes) -> int:
-    """The offset where an update's structs end and its delete set begins."""
-    r = Reader(update)
-    uint = r.read_var_uint
-    for _ in range(uint("number of clients")):
-        n = uint("number of structs")
-        uint("client id")
-        uint("first clock")
-        for _ in range(n):
-            info = _read_byte(r, "struct info")
-            if info == _GC or info == _SKIP:
-                uint("struct length")
-            else:
-                skip_item(r, info, {})
-    return r.pos
+    return out, r.pos
 
 
 def read_delete_set(r: Reader) -> Ranges:

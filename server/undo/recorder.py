@@ -57,7 +57,7 @@ from ..room import Room
 from ..settings import Settings
 from ..snapshots import Loaded, load
 from ..store.base import Event, EventStore, Snapshot
-from ..updates import format_clocks, read_delete_set, structs_end
+from ..updates import format_clocks, marks_and_end, read_delete_set
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -252,11 +252,14 @@ class RoomUndo:
         repeat what is in force. (Turning bold off over exactly a bold range deletes only
         its two marks too, and is a change: the document is rendered, formatting
         included, with and without the deletion, once the cheap test has passed.)"""
-        if subtract(dels, self.marks()):
+        if self._marks is not None and subtract(dels, self._marks):
             return False
         doc = self.room.doc
         state = doc.get_update()
-        at = structs_end(state)
+        # every mark of the document, read from it whole (``marks`` before its first)
+        self._marks, at = marks_and_end(state)
+        if subtract(dels, self._marks):
+            return False
         r = P.Reader(state)
         r.pos = at
         before_dels = subtract(read_delete_set(r), dels)
