@@ -21,8 +21,9 @@ from . import undo
 from .errors import FATAL, PalimpsestError, StoreError
 from .history.render import TEXT, infer_root_types, render, root_names
 from .names import validate_doc_name
+from .room import panicked
 from .settings import Settings
-from .snapshots import chain, load, new_doc
+from .snapshots import MAX_BROKEN, chain, load, new_doc, rewritten
 from .store import EventStore
 from .store.base import BASE_TS, DocInfo, Event, NewEvent
 from .updates import decode_update_meta
@@ -92,8 +93,8 @@ async def verify_doc(
     if damaged:
         # its events cannot be read, so the log cannot be folded past it: say so and stop
         return [*problems, *(f"{doc}: {d}; its events cannot be read" for d in damaged)]
-    fold = new_doc(doc)
-    seq = 0
+    start = 0
+    base_state: bytes | None = None
     if info.base_seq > 0:
         base = await store.latest_snapshot(doc, at_most=info.base_seq)
         if base is None or base.seq != info.base_seq:
@@ -101,13 +102,12 @@ async def verify_doc(
                             "or damaged: the document cannot be rebuilt")  # fmt: skip
             return problems
         try:
-            fold.apply_update(base.state)
+            new_doc(doc).apply_update(base.state)
         except FATAL:
             raise
         except BaseException as e:  # pyo3 PanicException is one
             return [*problems, f"{doc}: the base snapshot @{base.seq} does not apply: {e}"]
-        seq = base.seq
-    pending = [s for s in snaps if s.valid and s.seq > seq]
+        start, base_state = base.seq, base.state
 
     async def check(at: int) -> None:
         snap = await store.latest_snapshot(doc, at_most=at)
@@ -120,25 +120,63 @@ async def verify_doc(
             return
         problems.extend(_compare(doc, at, fold, [s.state for s in links]))
 
-    try:
-        async for ev in events(store, doc, seq, info.head):
-            while pending and pending[0].seq <= seq:
-                await check(pending.pop(0).seq)
-            if ev.seq != seq + 1:
-                problems.append(f"{doc}: events {seq + 1}..{ev.seq - 1} are missing from the log")
-            try:
-                fold.apply_update(ev.update)
-            except FATAL:
-                raise
-            except BaseException as e:  # pyo3 PanicException is one
-                problems.append(
-                    f"{doc}: event {ev.seq} ({ev.kind} by {ev.actor}) does not apply: {e}"
-                )
-            seq = ev.seq
-            if on_event is not None:
-                on_event()
-    except StoreError as e:
-        return [*problems, f"{doc}: the log cannot be read after seq {seq}: {e}"]
+    # An event that makes yrs panic leaves the fold broken (every later operation on it
+    # panics, or renders what it does not hold): it is reported, and the fold starts
+    # again with it as a load applies it (snapshots.load: as merge_updates rewrites it,
+    # or, when that breaks the document too, left out), so that the snapshots after it
+    # are compared with what the server serves.
+    fixes: dict[int, bytes | None] = {}
+    told: dict[int, str] = {}
+    before = list(problems)
+    reached = start
+    while True:
+        fold = new_doc(doc)
+        if base_state is not None:
+            fold.apply_update(base_state)
+        seq = start
+        pending = [s for s in snaps if s.valid and s.seq > seq]
+        problems[:] = [*before, *told.values()]
+        again = False
+        try:
+            async for ev in events(store, doc, seq, info.head):
+                while pending and pending[0].seq <= seq:
+                    await check(pending.pop(0).seq)
+                if ev.seq != seq + 1:
+                    problems.append(
+                        f"{doc}: events {seq + 1}..{ev.seq - 1} are missing from the log"
+                    )
+                update = fixes.get(ev.seq, ev.update)
+                try:
+                    if update is not None:
+                        fold.apply_update(update)
+                except FATAL:
+                    raise
+                except BaseException as e:  # pyo3 PanicException is one
+                    what = f"{doc}: event {ev.seq} ({ev.kind} by {ev.actor}) does not apply: {e}"
+                    if not panicked(e):
+                        problems.append(what)
+                    elif len(fixes) < MAX_BROKEN or ev.seq in fixes:
+                        fix = rewritten(ev.update) if ev.seq not in fixes else None
+                        fixes[ev.seq] = fix
+                        told[ev.seq] = what + (
+                            "; it breaks the document: loads apply it as yrs's merge_updates "
+                            "rewrites it" if fix is not None else
+                            "; it breaks the document: loads leave it out"
+                        )  # fmt: skip
+                        again = True
+                        break
+                    else:
+                        problems.append(f"{what}; more events break the document than a "
+                                        "load gets past")  # fmt: skip
+                        return problems
+                seq = ev.seq
+                if on_event is not None and seq > reached:
+                    reached = seq
+                    on_event()
+        except StoreError as e:
+            return [*problems, f"{doc}: the log cannot be read after seq {seq}: {e}"]
+        if not again:
+            break
     while pending and pending[0].seq <= seq:
         await check(pending.pop(0).seq)
     if seq != info.head:

@@ -683,12 +683,14 @@ class Room:
         merged = self._broadcast_events(stored, frozenset(u.peer.id for u in batch))
         # the document's observers stay muted across the batch (and the next ones): the
         # room's task holds them while it is busy (_run)
-        if self.observer.merged_apply:
-            self._apply_merged(stored, batch, merged)
-        else:
-            self._apply_each(stored, batch)
-        self.events_since_snapshot += len(stored)
-        self._committed(stored)
+        try:
+            if self.observer.merged_apply:
+                self._apply_merged(stored, batch, merged)
+            else:
+                self._apply_each(stored, batch)
+        finally:  # durable and sent, whether or not the live document took them
+            self.events_since_snapshot += len(stored)
+            self._committed(stored)
 
     def _apply_each(self, events: list[Event], batch: list[_ClientUpdate]) -> None:
         origins: dict[str, ClientOrigin] = {}
@@ -722,6 +724,8 @@ class Room:
             except FATAL:
                 raise
             except BaseException as e:  # pyo3 PanicException is one
+                if panicked(e):  # the document is broken: the room reloads (_fail)
+                    raise DocumentBroken(evs[0], e) from None
                 log.warning(
                     "room %s: events %d..%d merged do not apply (%r); one by one",
                     self.name, evs[0].seq, evs[-1].seq, e,
@@ -900,6 +904,12 @@ class Room:
             raise
         except BaseException as e:  # pyo3 PanicException is one
             log.error("room %s: event %d does not apply: %r", self.name, ev.seq, e)
+            if panicked(e):
+                # the live document is broken (every later operation on it panics): the
+                # pipeline drops the room (_fail), its clients reconnect, and the next
+                # load rebuilds the document without this event (snapshots.load)
+                self.current_event = None
+                raise DocumentBroken(ev, e) from None
             ok = False
             self._exact_reach = False
         self.seq = ev.seq
@@ -983,13 +993,31 @@ def _merged(updates: list[bytes]) -> list[tuple[int, bytes]]:
     return out
 
 
+def panicked(e: BaseException) -> bool:
+    """Whether pycrdt's apply failed with a panic of yrs (pyo3's PanicException derives
+    from BaseException, not Exception), which leaves the document broken: later
+    operations on it panic too, or render what it does not hold. An update that does
+    not decode raises an Exception before it changes anything."""
+    return not isinstance(e, Exception) and not isinstance(e, FATAL)
+
+
+class DocumentBroken(Exception):
+    """Event `seq` made yrs panic applying it: the document it was applied to cannot be
+    used any more, and is rebuilt without that event (server.snapshots.load)."""
+
+    def __init__(self, ev: Event, cause: BaseException) -> None:
+        super().__init__(f"event {ev.doc}/{ev.seq} breaks the document (yrs panicked: {cause})")
+        self.doc, self.seq, self.update, self.cause = ev.doc, ev.seq, ev.update, cause
+
+
 def replay(
     doc: Doc[Any],
     events: Sequence[Event],
     on_apply: Callable[[Event], None] | None = None,
     before_apply: Callable[[Event], None] | None = None,
 ) -> int:
-    """Fold events onto a doc with replay origins; returns how many failed to apply."""
+    """Fold events onto a doc with replay origins; returns how many failed to apply.
+    Raises DocumentBroken (the doc is unusable) when one makes yrs panic."""
     failed = 0
     for ev in events:
         origin = ReplayOrigin(ev.actor, ev.seq, ev.kind)
@@ -1001,6 +1029,8 @@ def replay(
         except FATAL:
             raise
         except BaseException as e:  # pyo3 PanicException is one
+            if panicked(e):
+                raise DocumentBroken(ev, e) from None
             log.error("event %s/%d does not apply on replay: %r", ev.doc, ev.seq, e)
             failed += 1
         if on_apply is not None:
@@ -1008,4 +1038,14 @@ def replay(
     return failed
 
 
-__all__ = ["LoadInfo", "Peer", "Room", "RoomObserver", "ServerOrigin", "SystemOrigin", "replay"]
+__all__ = [
+    "DocumentBroken",
+    "LoadInfo",
+    "Peer",
+    "Room",
+    "RoomObserver",
+    "ServerOrigin",
+    "SystemOrigin",
+    "panicked",
+    "replay",
+]

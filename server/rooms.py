@@ -76,6 +76,9 @@ class Rooms:
         holder: dict[str, Room] = {}
 
         def before_replay(doc: Doc[Any], snap: Snapshot | None) -> None:
+            old = holder.get("room")
+            if old is not None:  # the load starts again (an event broke the document)
+                old.observer.unloaded(old)
             room = self._make(name, doc, snap.seq if snap else 0)
             # what extensions persisted with the snapshot (e.g. undo stacks)
             room.snapshot_meta = dict(snap.meta) if snap is not None else {}

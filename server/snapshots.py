@@ -20,6 +20,7 @@ older snapshots the ladder does not need, in the same background task.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import zlib
@@ -32,7 +33,7 @@ from pycrdt import Doc, merge_updates
 from .errors import FATAL, StoreError, StoreUnavailable
 from .origins import SystemOrigin
 from .retention import Captured, Retention, prune
-from .room import Room, replay
+from .room import DocumentBroken, Room, replay
 from .store.base import Event, EventStore, Snapshot
 
 log = logging.getLogger("palimpsest.snapshots")
@@ -92,6 +93,27 @@ class Loaded:
     failed: int = 0
     #: the ts of the last event replayed (None when none was)
     last_ts: int | None = None
+    #: events that made yrs panic (load): seq -> True when applied as merge_updates
+    #: rewrites them, False when left out
+    broken: dict[int, bool] = field(default_factory=dict)
+
+
+#: events that make yrs panic a load gets past before it gives up (each one costs a
+#: replay of the events before it again)
+MAX_BROKEN = 32
+
+
+def rewritten(update: bytes) -> bytes | None:
+    """`update` as yrs's merge_updates writes it again, alone: it keeps one struct per
+    clock where an update repeats a client's clocks (and so made yrs panic), as a merged
+    replay does with it among others. None when that fails or changes nothing."""
+    try:
+        again = merge_updates(update)
+    except FATAL:
+        raise
+    except BaseException:  # pyo3 PanicException is one
+        return None
+    return again if again != update else None
 
 
 #: events merged into one update before applying, when loading with no per-event hook:
@@ -209,17 +231,53 @@ async def load(
         if not whole:
             raise unreadable  # compacted: its base is in a snapshot
     hooked = on_event is not None or before_event is not None or before_replay is not None
+
+    def again() -> Doc[Any]:
+        fresh = new_doc(name, generation)
+        for state in states:
+            fresh.apply_update(state)
+        return fresh
+
+    fixes: dict[int, bytes | None] = {}  # events that break the document: see below
+    todo = events
     if events and not hooked and replay_merged(doc, events):
         failed = 0
     else:
         if events and not hooked:  # the merged attempt left it part-way: start again
-            doc = new_doc(name, generation)
-            for state in states:
-                doc.apply_update(state)
-        failed = replay(doc, events, on_event, before_event)
+            doc = again()
+        while True:
+            try:
+                failed = replay(doc, todo, on_event, before_event)
+                break
+            except DocumentBroken as e:
+                # An event that makes yrs panic (one logged by an older version, or a
+                # shape no rule refuses yet) leaves the document broken: every later
+                # operation on it panics, and the document could not be loaded at all.
+                # The load starts again (every hook's state too, through before_replay)
+                # with the event as yrs's merge_updates rewrites it, which is what the
+                # merged replay above applies; failing that, without it (what depends
+                # on its items then waits as pending, as in a client that cannot apply it).
+                fixes[e.seq] = rewritten(e.update) if e.seq not in fixes else None
+                log.error("%s: event %d breaks the document (%s): %s", name, e.seq, e.cause,
+                          "leaving it out" if fixes[e.seq] is None else
+                          "applying it as yrs's merge_updates rewrites it")  # fmt: skip
+                if len(fixes) > MAX_BROKEN:
+                    raise StoreError(f"{name}: more than {MAX_BROKEN} events break the "
+                                     "document; it is not loaded") from None  # fmt: skip
+                todo = [
+                    ev if ev.seq not in fixes else dataclasses.replace(ev, update=fix)
+                    for ev in events
+                    if (fix := fixes.get(ev.seq, ev.update)) is not None
+                ]
+                doc = again()
+                if before_replay is not None:
+                    before_replay(doc, snap)
     seq = events[-1].seq if events else base
     last_ts = events[-1].ts if events else None
-    return Loaded(doc, seq, snap, len(events), time.perf_counter() - t0, failed, last_ts)
+    return Loaded(
+        doc, seq, snap, len(events), time.perf_counter() - t0, failed + len(fixes), last_ts,
+        {seq: fix is not None for seq, fix in fixes.items()},
+    )  # fmt: skip
 
 
 #: snapshot writes of a document that never goes idle between two conversions of its
