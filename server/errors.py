@@ -24,6 +24,10 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .store.base import Event
 
 #: Never swallowed. pycrdt raises ``pyo3_runtime.PanicException``, which derives from
 #: BaseException, so the boundaries around it catch BaseException: after these.
@@ -125,3 +129,21 @@ class StoreError(PalimpsestError):
 class StoreUnavailable(StoreError):
     close_code = 1013
     http_status = 503
+
+
+def panicked(e: BaseException) -> bool:
+    """Whether pycrdt's apply failed with a panic of yrs (pyo3's PanicException derives
+    from BaseException, not Exception), which leaves the document broken: later
+    operations on it panic too, or render what it does not hold. An update that does
+    not decode raises an Exception before it changes anything."""
+    return not isinstance(e, Exception) and not isinstance(e, FATAL)
+
+
+class DocumentBroken(Exception):
+    """Event `seq` made yrs panic applying it: the document it was applied to cannot be
+    used any more: it is rebuilt with the event as merge_updates rewrites it, or without
+    it (server.snapshots.load). Not a PalimpsestError: it never reaches a client."""
+
+    def __init__(self, ev: Event, cause: BaseException) -> None:
+        super().__init__(f"event {ev.doc}/{ev.seq} breaks the document (yrs panicked: {cause})")
+        self.doc, self.seq, self.update, self.cause = ev.doc, ev.seq, ev.update, cause

@@ -18,10 +18,9 @@ from pycrdt import Doc, Text, get_state
 
 from . import protocol as P
 from . import undo
-from .errors import FATAL, PalimpsestError, StoreError
+from .errors import FATAL, PalimpsestError, StoreError, panicked
 from .history.render import TEXT, infer_root_types, render, root_names
 from .names import validate_doc_name
-from .room import panicked
 from .settings import Settings
 from .snapshots import MAX_BROKEN, chain, load, new_doc, rewritten
 from .store import EventStore

@@ -36,7 +36,15 @@ from pycrdt import Doc, Subscription, TransactionEvent, get_state, merge_updates
 from . import protocol as P
 from .awareness import Awareness, Entry
 from .doc_observers import DocObservers
-from .errors import FATAL, ProtocolError, StoreError, StoreUnavailable, UpdateRejected
+from .errors import (
+    FATAL,
+    DocumentBroken,
+    ProtocolError,
+    StoreError,
+    StoreUnavailable,
+    UpdateRejected,
+    panicked,
+)
 from .known import KnownDeletions, adds_anything, deletions_of
 from .lifecycle import cancel_and_wait
 from .origins import (
@@ -993,23 +1001,6 @@ def _merged(updates: list[bytes]) -> list[tuple[int, bytes]]:
     return out
 
 
-def panicked(e: BaseException) -> bool:
-    """Whether pycrdt's apply failed with a panic of yrs (pyo3's PanicException derives
-    from BaseException, not Exception), which leaves the document broken: later
-    operations on it panic too, or render what it does not hold. An update that does
-    not decode raises an Exception before it changes anything."""
-    return not isinstance(e, Exception) and not isinstance(e, FATAL)
-
-
-class DocumentBroken(Exception):
-    """Event `seq` made yrs panic applying it: the document it was applied to cannot be
-    used any more, and is rebuilt without that event (server.snapshots.load)."""
-
-    def __init__(self, ev: Event, cause: BaseException) -> None:
-        super().__init__(f"event {ev.doc}/{ev.seq} breaks the document (yrs panicked: {cause})")
-        self.doc, self.seq, self.update, self.cause = ev.doc, ev.seq, ev.update, cause
-
-
 def replay(
     doc: Doc[Any],
     events: Sequence[Event],
@@ -1039,13 +1030,11 @@ def replay(
 
 
 __all__ = [
-    "DocumentBroken",
     "LoadInfo",
     "Peer",
     "Room",
     "RoomObserver",
     "ServerOrigin",
     "SystemOrigin",
-    "panicked",
     "replay",
 ]

@@ -30,10 +30,10 @@ from typing import Any, Protocol
 
 from pycrdt import Doc, merge_updates
 
-from .errors import FATAL, StoreError, StoreUnavailable
+from .errors import FATAL, DocumentBroken, StoreError, StoreUnavailable
 from .origins import SystemOrigin
 from .retention import Captured, Retention, prune
-from .room import DocumentBroken, Room, replay
+from .room import Room, replay
 from .store.base import Event, EventStore, Snapshot
 
 log = logging.getLogger("palimpsest.snapshots")

@@ -82,6 +82,12 @@ async def test_an_event_that_breaks_the_document_is_left_out(settings: Settings)
                 r = await http.get("/api/docs/doc/versions/3")
                 assert r.status_code == 200, r.text
                 assert r.json()["roots"]["content"]["value"] == "xzhello world", r.json()
+                # who wrote what: folded the same way (it was "yz world" + "xhello")
+                r = await http.get("/api/docs/doc/blame")
+                assert r.status_code == 200, r.text
+                runs = r.json()["roots"]["content"]["runs"]
+                assert "".join(run["text"] for run in runs) == ">xzhello world", runs
+                assert [run["text"] for run in runs if run["actor"] == "mallory"] == ["xz"], runs
             # a newcomer that is a Python client (it would raise on a broken update)
             async with connect(srv.ws_url, "doc", "carol") as carol:
                 assert carol.content == ">xzhello world"

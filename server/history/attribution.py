@@ -42,7 +42,7 @@ from pycrdt import Doc, Text, XmlFragment
 from pycrdt._base import base_types, process_event
 
 from .. import cpu_account
-from ..errors import FATAL
+from ..errors import FATAL, DocumentBroken, panicked
 from ..store.base import Event
 from .render import TEXT, XML, infer_root_types
 
@@ -783,6 +783,7 @@ class AttributionIndex:
         *,
         ydoc: Doc[Any] | None = None,
         by_ids: bool = True,
+        fixes: Mapping[int, bytes | None] | None = None,
     ) -> None:
         from .attribution_ids import IdFold
         from .attribution_xml import XmlTrack
@@ -815,8 +816,12 @@ class AttributionIndex:
         self._copies: Copies | None = None
         self._seen: set[str] = set(kinds)
         self._subs: list[Any] = []  # keep the subscriptions alive
+        #: events that break the document as logged (errors.DocumentBroken): seq -> the
+        #: update applied instead (None: left out), as a load applies them
+        #: (snapshots.load); folded by deltas
+        self.fixes = dict(fixes or {})
         #: folding by ids (attribution_ids) while this is set: from an empty document only
-        by_ids = by_ids and ydoc is None and XML not in kinds.values()
+        by_ids = by_ids and ydoc is None and XML not in kinds.values() and not self.fixes
         self._ids: IdFold | None = IdFold(self.tracks) if by_ids else None
         #: events folded by ids, for logs and tests
         self.by_ids = 0
@@ -1015,18 +1020,33 @@ class AttributionIndex:
             await asyncio.sleep(dt * (BUSY_PAUSE if hurry else 1) if paced else 0)
 
     def _fold(self, events: list[Event]) -> None:
-        done = self._fold_by_ids(events) if self._ids is not None else 0
+        try:
+            done = self._fold_by_ids(events) if self._ids is not None else 0
+        except DocumentBroken:
+            raise
+        except BaseException as e:  # pyo3 PanicException is one (its transaction's commit)
+            if not panicked(e):
+                raise
+            if isinstance(e.__context__, DocumentBroken):
+                raise e.__context__ from None
+            [ev] = [ev for ev in events if ev.seq == self._cur] or events[:1]
+            raise DocumentBroken(ev, e) from None
+        fixes = self.fixes
         for ev in events[done:]:
             self._cur = ev.seq
             self._note(ev.seq, ev.actor)
             self._copies = copies = Copies.of(ev.seq, ev.kind, ev.meta)
+            update = fixes.get(ev.seq, ev.update) if fixes else ev.update
             try:
-                self.doc.apply_update(ev.update)
+                if update is not None:
+                    self.doc.apply_update(update)
                 if copies is not None:
                     copies.settle()
             except FATAL:
                 raise
             except BaseException as e:  # pyo3 PanicException is one
+                if panicked(e):  # the document is broken: the cache builds it again
+                    raise DocumentBroken(ev, e) from None
                 # the same event fails in every fold (see room.replay); an error from our
                 # own delta reading would surface here too: say so
                 log.error("attribution of %s: event %d: %r", self.doc_name, ev.seq, e)
@@ -1063,6 +1083,8 @@ class AttributionIndex:
                 except FATAL:
                     raise
                 except BaseException as e:  # pyo3 PanicException is one
+                    if panicked(e):  # the document is broken: the cache builds it again
+                        raise DocumentBroken(ev, e) from None
                     log.error("attribution of %s: event %d: %r", self.doc_name, ev.seq, e)
                     self.failed += 1
                     # what of it the document took is not known here

@@ -25,8 +25,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from .. import cpu_account
-from ..errors import FATAL
-from ..snapshots import load
+from ..errors import FATAL, DocumentBroken, StoreError
+from ..snapshots import MAX_BROKEN, load, rewritten
 from ..store.base import EventStore
 from . import attribution_codec as codec
 from .attribution import READ_PAGE, AttributionIndex, Roots, TextTrack, root_kinds
@@ -103,6 +103,9 @@ class AttributionCache:
         self.rebuilt_by_deltas = 0
         #: (doc, seconds, seq) for each index read back from the store
         self.restores: list[tuple[str, float, int]] = []
+        #: per document, the events found to break it (errors.DocumentBroken): seq ->
+        #: the update folded instead, None when left out (as snapshots.load does)
+        self._fixes: dict[str, dict[int, bytes | None]] = {}
 
     def lock(self, doc: str) -> asyncio.Lock:
         """The lock under which the document's index is built, extended and stored:
@@ -116,6 +119,30 @@ class AttributionCache:
     def drop(self, doc: str) -> None:
         self._indexes.pop(doc, None)
         self._stored.pop(doc, None)
+        self._fixes.pop(doc, None)
+
+    def _mend(self, e: DocumentBroken) -> None:
+        """Note an event that broke an index's document: the next build folds it as
+        merge_updates rewrites it, or, the second time, leaves it out."""
+        fixes = self._fixes.setdefault(e.doc, {})
+        fixes[e.seq] = rewritten(e.update) if e.seq not in fixes else None
+        log.error("attribution of %s: event %d breaks the document (%s): %s", e.doc, e.seq,
+                  e.cause, "building it again without it" if fixes[e.seq] is None else
+                  "building it again with it as merge_updates rewrites it")  # fmt: skip
+        if len(fixes) > MAX_BROKEN:
+            raise StoreError(f"{e.doc}: more than {MAX_BROKEN} events break the document")
+
+    async def _extended(
+        self, index: AttributionIndex, upto: int | None, paced: bool = False
+    ) -> AttributionIndex:
+        """`index` folded up to `upto`, or, when an event breaks its document, an index
+        built again (see _mend)."""
+        try:
+            await self._extend(index, upto, paced)
+        except DocumentBroken as e:
+            self._mend(e)
+            return await self._build(index.doc_name, index.roots(), paced)
+        return index
 
     async def get(self, doc: str, upto: int, roots: Roots) -> AttributionIndex:
         """The document's index, folded at least up to `upto`, tracking `roots` (text
@@ -129,7 +156,7 @@ class AttributionCache:
             if index is None or not wanted.items() <= index.roots().items():
                 known = index.roots() if index is not None else {}
                 index = await self._build(doc, {**known, **wanted})
-            await self._extend(index, upto)
+            index = await self._extended(index, upto)
             index = await self._checked(index)
             found = index.new_roots()
             if found:
@@ -182,7 +209,7 @@ class AttributionCache:
                 if info.head - info.base_seq < build_from:
                     return False
                 index = await self._build(doc, await roots(), paced=True)
-            await self._extend(index, info.head, paced=True)
+            index = await self._extended(index, info.head, paced=True)
             index = await self._checked(index, paced=True)
             found = index.new_roots()
             if found:
@@ -309,13 +336,18 @@ class AttributionCache:
     ) -> AttributionIndex:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        index = AttributionIndex(doc, roots, by_ids=by_ids)
-        info = await self.store.doc_info(doc)
-        if info is not None and info.base_seq:
-            snap = await self.store.latest_snapshot(doc, info.base_seq)
-            if snap is not None:
-                index.start_from(snap.seq, snap.state)
-        await self._extend(index, None, paced)
+        while True:
+            index = AttributionIndex(doc, roots, by_ids=by_ids, fixes=self._fixes.get(doc))
+            info = await self.store.doc_info(doc)
+            if info is not None and info.base_seq:
+                snap = await self.store.latest_snapshot(doc, info.base_seq)
+                if snap is not None:
+                    index.start_from(snap.seq, snap.state)
+            try:
+                await self._extend(index, None, paced)
+                break
+            except DocumentBroken as e:
+                self._mend(e)
         if by_ids:
             checked = await self._checked(index, paced)
             if checked is not index:
