@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .changefeed import Changefeed, Webhook
     from .errors import AuthError, Forbidden, PalimpsestError
     from .extensions import Client, Extension, OpContext
+    from .lifecycle import Service
     from .origins import Origin
     from .room import Room
     from .settings import Settings
@@ -41,6 +42,7 @@ _WHERE = {
     "Palimpsest": ".app",
     "PalimpsestError": ".errors",
     "Room": ".room",
+    "Service": ".lifecycle",
     "Settings": ".settings",
     "Webhook": ".changefeed",
     "create_app": ".app",
@@ -61,6 +63,7 @@ __all__ = [
     "Palimpsest",
     "PalimpsestError",
     "Room",
+    "Service",
     "Settings",
     "Webhook",
     "create_app",

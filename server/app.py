@@ -14,6 +14,7 @@ import contextlib
 import html
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,29 @@ async def http_error(request: Request, exc: Exception) -> Response:
     )
 
 
+def _refuse_shadowed(routes: list[BaseRoute]) -> None:
+    """Refuse a route that an earlier one hides (the same path, a method in common): an
+    extension's ``Route("/api/docs", ...)`` was never called, and nothing said so; one
+    of ``/api/docs/{doc}/blame`` hid the history's."""
+    seen: list[tuple[str, BaseRoute]] = []
+    for route in routes:
+        regex = getattr(route, "path_regex", None)
+        if regex is None:
+            continue
+        shape = re.sub(r"\(\?P<\w+>", "(", regex.pattern)  # parameter names aside
+        for other_shape, other in seen:
+            if other_shape != shape or type(other) is not type(route):
+                continue
+            mine, theirs = getattr(route, "methods", None), getattr(other, "methods", None)
+            if mine is None or theirs is None or mine & theirs:
+                raise ValueError(
+                    f"two routes answer one path: {route!r} would never be called, "
+                    f"{other!r} answers first (Palimpsest's own routes come first, then "
+                    "each extension's in order): choose another path"
+                )
+        seen.append((shape, route))
+
+
 class Palimpsest:
     """Palimpsest as an ASGI app: the websocket, the HTTP API and the page.
 
@@ -145,6 +169,7 @@ class Palimpsest:
             *ops.routes,
             *backend.extensions.routes,
         ]
+        _refuse_shadowed(routes)
         if STATIC_DIR.is_dir():
             routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
         self.app = Starlette(

@@ -79,7 +79,7 @@ class Backend(Service):
             from .features import builtin_extensions
 
             extensions = builtin_extensions(self.settings)
-        self.extensions = Extensions(extensions)
+        self.extensions = Extensions(extensions, self.settings.hook_timeout_seconds)
         self.committer = Committer(
             self.store,
             batch_max=self.settings.commit_batch_max,
@@ -182,7 +182,16 @@ class Backend(Service):
         file opens one of an hour, and is removed)."""
         minutes, why = self.settings.recovering_minutes, "recovering_minutes"
         if self.store.name == "sqlite":
-            marker = recovery_marker(str(Path(sqlite_path(self.settings.store_url)).resolve()))
+            # the store's own file: an embedding app passes its store, not settings.db
+            from .store.sqlite import SQLiteStore
+
+            store = self.store
+            path = (
+                store.path
+                if isinstance(store, SQLiteStore)
+                else sqlite_path(self.settings.store_url)
+            )
+            marker = recovery_marker(str(Path(path).resolve()))
             left = restored_minutes(marker)
             if left > minutes:
                 minutes, why = left, f"{marker.name}: the database was restored"

@@ -14,6 +14,8 @@ not a PalimpsestError, a bug, refuses as ExtensionFailed, its traceback logged).
 from __future__ import annotations
 
 import asyncio
+import inspect
+import json
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -39,6 +41,14 @@ E = TypeVar("E", bound=Extension)
 
 #: batches waiting for one extension's on_committed before the oldest are dropped
 FEED_MAX = 100_000
+#: seconds the extensions' on_committed queues get to catch up on shutdown
+DRAIN_SECONDS = 10.0
+
+#: the hooks that are awaited; the others run in a room's pipeline or a request and must
+#: not be coroutines (one would never run: an `async def on_update` refused nothing)
+_ASYNC_HOOKS = frozenset(
+    {"authenticate", "on_connect", "on_disconnect", "on_committed", "on_deleted", "on_load"}
+)
 
 _HOOKS = (
     "authenticate",
@@ -65,9 +75,10 @@ _HOOKS = (
 class _Feed:
     """One extension's on_committed calls, in order, on its own task."""
 
-    def __init__(self, ext: Extension) -> None:
+    def __init__(self, ext: Extension, timeout: float) -> None:
         self.ext = ext
-        self.queue: list[tuple[str, list[Event]]] = []
+        self.timeout = timeout
+        self.queue: list[tuple[str, Sequence[Event]]] = []
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.dropped = 0
@@ -75,7 +86,7 @@ class _Feed:
         self.idle = asyncio.Event()
         self.idle.set()
 
-    def put(self, doc: str, events: list[Event]) -> None:
+    def put(self, doc: str, events: Sequence[Event]) -> None:
         self.queue.append((doc, events))
         self.idle.clear()
         if len(self.queue) > FEED_MAX:
@@ -94,11 +105,23 @@ class _Feed:
                 await self.wake.wait()
                 continue
             doc, events = self.queue.pop(0)
+            about = f"{doc}, seq {events[0].seq}..{events[-1].seq}"
             try:
-                await self.ext.on_committed(doc, events)
+                async with asyncio.timeout(self.timeout):
+                    await self.ext.on_committed(doc, events)
+            except TimeoutError:
+                log.error("%r: on_committed(%s) did not return within %g s: given up, the "
+                          "next batch goes on", self.ext, about, self.timeout)  # fmt: skip
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # this feed is stopping
+                # raised inside the hook (a task of its own that was cancelled): the
+                # feed would have ended with it, and every later batch gone unseen
+                log.error("%r: on_committed(%s) raised CancelledError; the next batch goes "
+                          "on", self.ext, about)  # fmt: skip
             except Exception:
-                log.exception("%r: on_committed(%s, seq %d..%d) failed",
-                              self.ext, doc, events[0].seq, events[-1].seq)  # fmt: skip
+                log.exception("%r: on_committed(%s) failed", self.ext, about)
 
     async def drain(self) -> None:
         await self.idle.wait()
@@ -110,14 +133,35 @@ def _failed(ext: Extension, hook: str, about: str, e: Exception) -> ExtensionFai
     so that the client reads a reason, a Hocuspocus socket closes only that document,
     and HTTP answers JSON."""
     log.error("%r: %s(%s) failed", ext, hook, about, exc_info=e)
-    return ExtensionFailed(f"the server's extension {type(ext).__name__} failed in {hook}")
+    return ExtensionFailed(f"the server's extension {_name(ext)} failed in {hook}")
+
+
+def _name(ext: Extension) -> str:
+    return ext.name or type(ext).__name__
+
+
+def _check_kinds(ext: Extension) -> None:
+    """Refuse, when the app is built, a hook that is a coroutine where it is called, not
+    awaited: it would never run (an `async def on_update` refuses nothing)."""
+    for hook in _HOOKS:
+        if hook in _ASYNC_HOOKS or getattr(type(ext), hook) is getattr(Extension, hook):
+            continue
+        if inspect.iscoroutinefunction(getattr(ext, hook)):
+            raise TypeError(
+                f"{ext!r}: {hook} is an async def, but it is called, never awaited (it runs "
+                f"in the room's pipeline or the request): make it a plain def"
+            )
 
 
 class Extensions(Service):
     """The extensions of one backend, and the hooks' dispatch."""
 
-    def __init__(self, extensions: Sequence[Extension]) -> None:
+    def __init__(self, extensions: Sequence[Extension], hook_timeout: float = 30.0) -> None:
         self.all: tuple[Extension, ...] = tuple(extensions)
+        #: seconds an awaited hook may take before it counts as failed
+        self.hook_timeout = hook_timeout
+        for ext in self.all:
+            _check_kinds(ext)
         self.ops: dict[str, Operation] = {}
         self.routes: list[BaseRoute] = []
         self.services: list[Service] = []
@@ -125,7 +169,7 @@ class Extensions(Service):
         for hook in _HOOKS:
             base = getattr(Extension, hook)
             self._by[hook] = tuple(e for e in self.all if getattr(type(e), hook) is not base)
-        self._feeds = [_Feed(e) for e in self._by["on_committed"]]
+        self._feeds = [_Feed(e, hook_timeout) for e in self._by["on_committed"]]
         # the hooks called per event, bound once: on the editing path (and replay)
         self._before_apply = tuple(e.before_apply for e in self._by["before_apply"])
         self._on_applied = tuple(e.on_applied for e in self._by["on_applied"])
@@ -174,11 +218,16 @@ class Extensions(Service):
             if feed.task is None:
                 continue
             try:
-                await asyncio.wait_for(feed.drain(), 10.0)
+                await asyncio.wait_for(feed.drain(), DRAIN_SECONDS)
             except TimeoutError:
-                log.error("%r: on_committed did not catch up within 10 s on shutdown", feed.ext)
+                log.error("%r: on_committed did not catch up within %g s on shutdown; %d "
+                          "batches not delivered (the changefeed delivers from a position "
+                          "instead: docs/changefeed.md)", feed.ext, DRAIN_SECONDS,
+                          len(feed.queue))  # fmt: skip
             await cancel_and_wait(feed.task)
             feed.task = None
+            feed.queue.clear()  # (not delivered by a later start of the same app)
+            feed.idle.set()
         for svc in reversed(self.services):
             try:
                 await svc.stop()
@@ -190,12 +239,17 @@ class Extensions(Service):
     async def authenticate(self, conn: HTTPConnection) -> Identity:
         for ext in self._by["authenticate"]:
             try:
-                identity = await ext.authenticate(conn)
+                async with asyncio.timeout(self.hook_timeout):
+                    identity = await ext.authenticate(conn)
             except PalimpsestError:
                 raise
             except Exception as e:
-                raise _failed(ext, "authenticate", conn.url.path, e) from e
+                raise _failed(ext, "authenticate", conn.url.path, self._timed_out(e)) from e
             if identity is not None:
+                if not isinstance(identity, Identity):
+                    wrong = TypeError(f"it returned {type(identity).__name__}, not an Identity "
+                                      "(or None)")  # fmt: skip
+                    raise _failed(ext, "authenticate", conn.url.path, wrong)
                 return identity
         wanted = [e.credentials for e in self._by["authenticate"] if e.credentials]
         raise AuthError(
@@ -209,11 +263,12 @@ class Extensions(Service):
         try:
             for ext in self._by["on_connect"]:
                 try:
-                    await ext.on_connect(client)
+                    async with asyncio.timeout(self.hook_timeout):
+                        await ext.on_connect(client)
                 except PalimpsestError:
                     raise
                 except Exception as e:
-                    raise _failed(ext, "on_connect", client.doc, e) from e
+                    raise _failed(ext, "on_connect", client.doc, self._timed_out(e)) from e
                 passed.append(ext)
         except BaseException:
             await self.disconnect(client, passed)
@@ -226,40 +281,53 @@ class Extensions(Service):
             wanted = tuple(e for e in wanted if e in passed or e not in self._by["on_connect"])
         for ext in wanted:
             try:
-                await ext.on_disconnect(client)
-            except Exception:
-                log.exception("%r: on_disconnect failed", ext)
+                async with asyncio.timeout(self.hook_timeout):
+                    await ext.on_disconnect(client)
+            except Exception as e:
+                log.error("%r: on_disconnect failed", ext, exc_info=self._timed_out(e))
 
     # --- after the fact -------------------------------------------------------------------
 
     def committed(self, room: Room, events: list[Event]) -> None:
         if events:
+            # one batch that no hook can change under the next one (a hook that emptied
+            # the list took the batch from every later hook, the room's own included)
+            batch = tuple(events)
             for ext in self._by["on_logged"]:
                 try:
-                    ext.on_logged(room, events)
+                    ext.on_logged(room, batch)
                 except Exception:
                     log.exception("%r: on_logged(%s, seq %d..%d) failed",
-                                  ext, room.name, events[0].seq, events[-1].seq)  # fmt: skip
+                                  ext, room.name, batch[0].seq, batch[-1].seq)  # fmt: skip
             for feed in self._feeds:
-                feed.put(room.name, events)
+                feed.put(room.name, batch)
 
     # --- in the pipeline ----------------------------------------------------------------
 
     async def loaded(self, room: Room) -> None:
         for ext in self._by["on_load"]:
             try:
-                await ext.on_load(room)
+                async with asyncio.timeout(self.hook_timeout):
+                    await ext.on_load(room)
             except PalimpsestError:
                 raise
-            except Exception:
-                log.exception("%r: on_load(%s) failed", ext, room.name)
+            except Exception as e:
+                log.error("%r: on_load(%s) failed", ext, room.name, exc_info=self._timed_out(e))
 
     async def deleted(self, doc: str, by: str) -> None:
         for ext in self._by["on_deleted"]:
             try:
-                await ext.on_deleted(doc, by)
-            except Exception:
-                log.exception("%r: on_deleted(%s) failed", ext, doc)
+                async with asyncio.timeout(self.hook_timeout):
+                    await ext.on_deleted(doc, by)
+            except Exception as e:
+                log.error("%r: on_deleted(%s) failed", ext, doc, exc_info=self._timed_out(e))
+
+    def _timed_out(self, e: Exception) -> Exception:
+        """`e`, or, for the timeout around an awaited hook, an error that says so."""
+        if isinstance(e, TimeoutError):
+            return TimeoutError(f"it did not return within {self.hook_timeout:g} s "
+                                "(HOOK_TIMEOUT_SECONDS)")  # fmt: skip
+        return e
 
     def unloaded(self, room: Room) -> None:
         for ext in self._by["on_unload"]:
@@ -310,9 +378,17 @@ class Extensions(Service):
         meta: dict[str, Any] = {}
         for ext in self._by["snapshot_meta"]:
             try:
-                meta.update(ext.snapshot_meta(room))
+                mine = dict(ext.snapshot_meta(room))
+                if not type(ext).__module__.startswith(__package__ + "."):
+                    # stored as JSON: an entry that is not failed the write of every
+                    # snapshot, and the store's error could not say whose it was (the
+                    # built-in features' entries, undo stacks, are large and never fail)
+                    json.dumps(mine)
             except Exception:
-                log.exception("%r: snapshot_meta(%s) failed", ext, room.name)
+                log.exception("%r: snapshot_meta(%s) failed (its entries are left out of the "
+                              "snapshot)", ext, room.name)  # fmt: skip
+                continue
+            meta.update(mine)
         return meta
 
     def snapshot(self, written: SnapshotWritten) -> None:

@@ -66,6 +66,8 @@ class ServingLock:
             holder = _read_pid(fd)
             os.close(fd)
             who = f"another server (pid {holder})" if holder else "another server"
+            if holder == os.getpid():
+                who = "another Palimpsest in this process (two apps on one file)"
             if self.shared:
                 why = f"{who} serves it without a fan-out bus, so it would not hear this one"
             else:  # held exclusively (no bus there) or shared (a bus this one lacks)

@@ -69,6 +69,9 @@ class Settings:
     max_awareness_room_bytes: int = 2 * 1024 * 1024
     #: seconds a client has to send a complete HTTP request head (websocket upgrade too)
     handshake_timeout: float = 10.0
+    #: seconds an extension's awaited hook (authenticate, on_connect, on_load,
+    #: on_disconnect, on_deleted, on_committed) may take before it counts as failed
+    hook_timeout_seconds: float = 30.0
     #: largest HTTP request head (request line + headers): tokens travel in the URL
     max_request_head_bytes: int = 64 * 1024
     #: largest HTTP request body (restore, tags)
@@ -181,7 +184,8 @@ _POSITIVE = frozenset(
         "send_queue_frames", "max_send_queue_bytes", "max_send_queue_bytes_per_ip",
         "max_send_queue_bytes_per_room", "max_awareness_state_bytes", "max_awareness_depth",
         "max_awareness_clients_per_connection", "max_awareness_clients_per_room",
-        "max_awareness_room_bytes", "handshake_timeout", "max_request_head_bytes",
+        "max_awareness_room_bytes", "handshake_timeout", "hook_timeout_seconds",
+        "max_request_head_bytes",
         "max_http_body_bytes", "snapshot_every", "segment_events", "undo_max_depth",
         "undo_max_group", "commit_batch_max", "webhook_max_failures", "webhook_retry_first",
         "webhook_retry_max", "webhook_batch", "webhook_lease_seconds",

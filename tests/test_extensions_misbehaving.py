@@ -1,0 +1,294 @@
+"""Extensions that misbehave, as an embedding developer's do by mistake: a hook that
+empties the batch it was handed, one that lets a CancelledError out, an ``async def``
+where a plain one is called, a hook that never returns, a wrong return type, snapshot
+meta that is not JSON, a route Palimpsest already has. Each used to cost something
+silently (another extension's events, a guard, a shutdown that never ended, every
+snapshot); now the server goes on and says which extension did what."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import eventually, run_server
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+from yclient import connect
+
+import palimpsest
+from palimpsest import Client, Event, Extension, Identity, Palimpsest, Room
+from palimpsest.backend import Backend
+from palimpsest.errors import StoreUnavailable
+from palimpsest.features import builtin_extensions
+from palimpsest.recovery import recovery_marker
+from palimpsest.settings import Settings
+
+
+def _backend(settings: Settings, *mine: Extension) -> Backend:
+    return Backend(settings, extensions=[*mine, *builtin_extensions(settings, others=mine)])
+
+
+class Consumer(Extension):
+    """Empties every batch it is handed (a `while events: events.pop()` loop)."""
+
+    def on_logged(self, room: Room, events: Sequence[Event]) -> None:
+        while events:
+            events.pop()  # type: ignore[attr-defined]
+
+    async def on_committed(self, doc: str, events: Sequence[Event]) -> None:
+        while events:
+            events.pop(0)  # type: ignore[attr-defined]
+
+
+class Copy(Extension):
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int]] = []
+        self.logged: list[int] = []
+
+    def on_logged(self, room: Room, events: Sequence[Event]) -> None:
+        self.logged.extend(e.seq for e in events)
+
+    async def on_committed(self, doc: str, events: Sequence[Event]) -> None:
+        self.seen.extend((doc, e.seq) for e in events)
+
+
+async def test_a_hook_that_empties_its_batch_takes_nothing_from_the_others(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every hook was handed the same list: one that emptied it left the next
+    extensions nothing (for good: the feed's own error log indexed the empty list and
+    its task died), and the room's built-in on_logged failed, dropping the room (1013)."""
+    copy = Copy()
+    async with run_server(settings, _backend(settings, Consumer(), copy)) as srv:
+        async with connect(srv.ws_url, "a", "alice") as alice:
+            for i, ch in enumerate("hello"):
+                alice.insert(i, ch)
+                await asyncio.sleep(0.02)
+            await eventually(lambda: len(copy.seen) == 5, what="copy saw alice's edits")
+            assert copy.seen == [("a", s) for s in range(1, 6)]
+            assert copy.logged == [1, 2, 3, 4, 5]
+            assert alice.close_code is None, (alice.close_code, alice.close_reason)
+        async with connect(srv.ws_url, "b", "bob") as bob:
+            bob.insert(0, "x")
+            await eventually(lambda: ("b", 1) in copy.seen, what="and bob's, another doc")
+    assert "pipeline failed" not in caplog.text
+
+
+class Flaky(Extension):
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int]] = []
+
+    async def on_committed(self, doc: str, events: Sequence[Event]) -> None:
+        if doc == "flaky":
+            helper = asyncio.ensure_future(asyncio.sleep(10))
+            helper.cancel()
+            await helper  # raises CancelledError, a BaseException, out of the hook
+        self.seen.extend((doc, e.seq) for e in events)
+
+
+async def test_a_cancelled_error_out_of_on_committed_does_not_end_its_feed(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    flaky = Flaky()
+    async with run_server(settings, _backend(settings, flaky)) as srv:
+        for doc in ("before", "flaky", "after"):
+            async with connect(srv.ws_url, doc, "alice") as c:
+                c.insert(0, "x")
+                if doc != "flaky":
+                    await eventually(lambda: (doc, 1) in flaky.seen, what=f"{doc} delivered")  # noqa: B023
+    assert "on_committed(flaky, seq 1..1) raised CancelledError" in caplog.text
+
+
+def test_an_async_def_where_a_plain_hook_is_called_is_refused_when_built(
+    settings: Settings,
+) -> None:
+    """An `async def on_update` guard was never run (a coroutine nobody awaited): the
+    edits it meant to refuse were logged."""
+
+    class AsyncGuard(Extension):
+        name = "archive-guard"
+
+        async def on_update(self, room: Room, client: Client, update: bytes) -> None:  # type: ignore[override]
+            raise AssertionError("never run")
+
+    with pytest.raises(TypeError, match="archive-guard.*on_update is an async def"):
+        _backend(settings, AsyncGuard())
+
+
+class Hangs(Extension):
+    """A hook awaiting something that never answers (a dead database connection)."""
+
+    def __init__(self, hook: str) -> None:
+        self.name = f"hangs-in-{hook}"
+        self.hook = hook
+        self.seen: list[int] = []
+
+    async def _maybe_hang(self, hook: str) -> None:
+        if hook == self.hook:
+            await asyncio.Event().wait()
+
+    async def authenticate(self, conn: HTTPConnection) -> Identity | None:
+        await self._maybe_hang("authenticate")
+        return Identity(conn.query_params.get("user", "anon"), "admin")
+
+    async def on_connect(self, client: Client) -> None:
+        await self._maybe_hang("on_connect")
+
+    async def on_load(self, room: Room) -> None:
+        await self._maybe_hang("on_load")
+
+    async def on_disconnect(self, client: Client) -> None:
+        await self._maybe_hang("on_disconnect")
+
+    async def on_committed(self, doc: str, events: Sequence[Event]) -> None:
+        if events[0].seq == 1:
+            await self._maybe_hang("on_committed")
+        self.seen.extend(e.seq for e in events)
+
+
+@pytest.mark.parametrize(
+    "hook", ["authenticate", "on_connect", "on_load", "on_disconnect", "on_committed"]
+)
+async def test_a_hook_that_never_returns_times_out(
+    settings: Settings, hook: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No hook had a timeout: the client waited for ever, and so did a SIGTERM (the
+    lifespan's shutdown, which flushes the rooms, never ran)."""
+    settings.hook_timeout_seconds = 0.5
+    ext = Hangs(hook)
+    t0 = time.monotonic()
+    async with run_server(settings, _backend(settings, ext)) as srv:
+        if hook in ("authenticate", "on_connect"):  # deciding: the client is refused
+            with pytest.raises(BaseException):  # noqa: B017 (closed before its sync)
+                async with connect(srv.ws_url, "doc", "alice"):
+                    pass
+            async with httpx.AsyncClient(base_url=srv.url) as http:
+                r = await http.get("/api/docs/doc/versions/head", params={"user": "alice"})
+            if hook == "authenticate":
+                assert r.status_code == 500, r.text
+                assert r.json()["detail"] == f"the server's extension {ext.name} failed in {hook}"
+        else:  # logged, and the room goes on
+            async with connect(srv.ws_url, "doc", "alice") as alice:
+                alice.insert(0, "a")
+                await asyncio.sleep(0.05)
+                alice.insert(1, "b")
+                if hook == "on_committed":  # the batch after the one given up is delivered
+                    await eventually(lambda: 2 in ext.seen, what="the next batch")
+                    assert 1 not in ext.seen
+    assert time.monotonic() - t0 < 20  # the server stopped
+    assert f"{hook}" in caplog.text and "0.5 s" in caplog.text, caplog.text
+
+
+async def test_authenticate_returning_something_else_than_an_identity(
+    settings: Settings,
+) -> None:
+    class WrongType(Extension):
+        name = "session-auth"
+
+        async def authenticate(self, conn: HTTPConnection) -> Identity | None:
+            return conn.query_params.get("user")  # type: ignore[return-value]
+
+    async with run_server(settings, _backend(settings, WrongType())) as srv:
+        async with httpx.AsyncClient(base_url=srv.url) as http:
+            r = await http.get("/api/docs", params={"user": "alice"})
+    assert r.status_code == 500
+    # JSON naming the extension (by its name, not its class), not a bare 500
+    assert r.json() == {
+        "error": "ExtensionFailed",
+        "detail": "the server's extension session-auth failed in authenticate",
+    }
+
+
+async def test_snapshot_meta_that_is_not_json_loses_only_its_own_entries(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A datetime in one extension's snapshot meta failed the write of every snapshot
+    (the built-in undo stacks with it), and the warning did not say whose it was."""
+    import datetime
+
+    class LastSeen(Extension):
+        def snapshot_meta(self, room: Room) -> Mapping[str, Any]:
+            return {"last_seen": datetime.datetime.now()}
+
+    settings.snapshot_every = 5
+    settings.snapshot_quiet_seconds = 0.1
+    async with run_server(settings, _backend(settings, LastSeen())) as srv:
+        async with connect(srv.ws_url, "doc", "alice") as alice:
+            for i in range(8):
+                alice.insert(i, "x")
+                await asyncio.sleep(0.01)
+
+            async def snapshotted() -> bool:
+                return bool(await srv.backend.store.snapshots("doc"))
+
+            await eventually(snapshotted, what="a snapshot written")
+        snap = await srv.backend.store.latest_snapshot("doc")
+        assert snap is not None and "last_seen" not in snap.meta and "undo" in snap.meta, snap.meta
+    assert "<extension LastSeen>: snapshot_meta(doc) failed" in caplog.text
+
+
+def test_a_route_palimpsest_has_already_is_refused(settings: Settings) -> None:
+    """An extension's `/api/docs` was never called (Palimpsest's own routes come first);
+    its `/api/docs/{name}/blame` hid the history's (the extensions' routes are in order,
+    the built-in features after the app's)."""
+
+    async def mine(request: Request) -> JSONResponse:
+        return JSONResponse({"mine": True})
+
+    class Shadowed(Extension):
+        def __init__(self, path: str) -> None:
+            self.path = path
+
+        def routes(self) -> Sequence[BaseRoute]:
+            return [Route("/api/mine", mine), Route(self.path, mine)]
+
+    with pytest.raises(ValueError, match=r"two routes answer one path.*/api/docs/\{name\}/blame"):
+        Palimpsest(
+            settings=settings, backend=_backend(settings, Shadowed("/api/docs/{name}/blame"))
+        )
+    with pytest.raises(ValueError, match=r"two routes answer one path.*path='/api/docs'"):
+        Palimpsest(settings=settings, backend=_backend(settings, Shadowed("/api/docs")))
+
+    class Fine(Extension):
+        def routes(self) -> Sequence[BaseRoute]:
+            # (DELETE /api/docs/{doc} is Palimpsest's: a GET of that path is free)
+            return [Route("/api/docs", mine, methods=["POST"]), Route("/api/docs/{doc}", mine)]
+
+    Palimpsest(settings=settings, backend=_backend(settings, Fine()))
+
+
+def test_service_is_exported() -> None:
+    from palimpsest.lifecycle import Service
+
+    assert palimpsest.Service is Service  # extending.md's Stats(Extension, Service)
+
+
+async def test_a_restored_backups_marker_is_read_for_an_embedded_store(tmp_path: Path) -> None:
+    """The marker was looked for beside settings.db, not beside the store an embedding
+    app passes: a restored backup opened no recovery window."""
+    db = tmp_path / "app.db"
+    recovery_marker(str(db.resolve())).write_text("60")
+    collab = Palimpsest(store=f"sqlite:///{db}")
+    async with collab.lifespan(collab):
+        assert collab.backend.rooms.relay_until > time.monotonic() + 50 * 60
+
+
+async def test_two_apps_on_one_sqlite_file_in_one_process(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    first, second = Palimpsest(store=f"sqlite:///{db}"), Palimpsest(store=f"sqlite:///{db}")
+    async with first.lifespan(first):
+        with pytest.raises(StoreUnavailable, match="another Palimpsest in this process"):
+            async with second.lifespan(second):
+                pass
+
+
+@pytest.fixture(autouse=True)
+def _info_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
