@@ -23,6 +23,7 @@ from .ownership_extension import Ownership
 from .routes.admin import Admin
 from .sealing import Sealing
 from .settings import Settings
+from .surrogates import SurrogateSplits
 from .undo import Undo
 
 
@@ -38,6 +39,7 @@ def builtin_extensions(settings: Settings, *, others: Sequence[Extension] = ()) 
         out.append(OpenAccess())
     out += [
         Limits(settings),
+        SurrogateSplits(),
         Ownership(),
         Deletion(),
         Undo.from_settings(settings),

@@ -247,6 +247,102 @@ def marks_and_end(update: bytes) -> tuple[Ranges, int]:
     return out, r.pos
 
 
+#: a UTF-8 sequence of four bytes: a character past U+FFFF (an emoji, ...), which Yjs
+#: counts as two clocks (a UTF-16 surrogate pair). Binary fields match it now and then:
+#: a match only means the update is read to find out.
+_ASTRAL = re.compile(rb"[\xf0-\xf4][\x80-\xbf]{3}")
+
+
+def astral_starts(update: bytes) -> dict[int, list[int]]:
+    """Per client, the clock at which each character past U+FFFF in the update's string
+    items begins (its first UTF-16 half): a split right after such a clock is a split
+    inside the character (server.surrogates)."""
+    if _ASTRAL.search(update) is None:
+        return {}
+    out: dict[int, list[int]] = {}
+    for client, clock, _origin, _right, text, _length in _items(update):
+        if text is None or text.isascii():
+            continue
+        at = clock
+        for ch in text:
+            if ord(ch) > 0xFFFF:
+                out.setdefault(client, []).append(at)
+                at += 2
+            else:
+                at += 1
+    return out
+
+
+def split_points(update: bytes) -> list[tuple[int, int]]:
+    """Where in the document an update splits existing items: (client, clock) pairs, each
+    the clock at which the part after the split begins: after an item's left origin,
+    at its right origin, and at both ends of each deleted range."""
+    out: list[tuple[int, int]] = []
+    r = _walk_end(update, out)
+    for client, spans in read_delete_set(r).items():
+        for start, end in spans:
+            out.append((client, start))
+            out.append((client, end))
+    return out
+
+
+def _walk_end(update: bytes, points: list[tuple[int, int]]) -> Reader:
+    r = Reader(update)
+    for _client, _clock, origin, right, _text, _length in _items(update, r):
+        if origin is not None:
+            points.append((origin[0], origin[1] + 1))
+        if right is not None:
+            points.append(right)
+    return r
+
+
+def _items(
+    update: bytes, r: Reader | None = None
+) -> list[tuple[int, int, tuple[int, int] | None, tuple[int, int] | None, str | None, int]]:
+    """Every Item of an update: (client, clock, left origin, right origin, its text when
+    it is a string item, length); GCs and Skips are passed over. `r` is left at the
+    delete set."""
+    r = r or Reader(update)
+    uint = r.read_var_uint
+    out: list[tuple[int, int, tuple[int, int] | None, tuple[int, int] | None, str | None, int]]
+    out = []
+    for _ in range(uint("number of clients")):
+        n = uint("number of structs")
+        client = uint("client id")
+        clock = uint("first clock")
+        for _ in range(n):
+            info = _read_byte(r, "struct info")
+            if info == _GC or info == _SKIP:
+                clock += uint("struct length")
+                continue
+            origin = right = None
+            if info & _BIT8:
+                origin = (uint("origin client"), uint("origin clock"))
+            if info & _BIT7:
+                right = (uint("right origin client"), uint("right origin clock"))
+            if origin is None and right is None:
+                _skip_parent(r, info)
+            text: str | None = None
+            if info & 31 == _STRING:
+                text = r.read_var_string("string content")
+                length = utf16_length(text)
+            else:
+                length = _skip_content(r, info)
+            out.append((client, clock, origin, right, text, length))
+            clock += length
+    return out
+
+
+def _skip_parent(r: Reader, info: int) -> None:
+    if r.read_var_uint("parent info"):
+        r.read_var_bytes("parent type name")
+    else:
+        r.read_var_uint("parent client")
+        r.read_var_uint("parent clock")
+    if info & _BIT6:
+        r.read_var_bytes("parent sub")
+
+
 def read_delete_set(r: Reader) -> Ranges:
     out: Ranges = {}
     for _ in range(r.read_var_uint("delete set clients")):
@@ -301,6 +397,11 @@ def skip_item(r: Reader, info: int, refs: dict[int, int]) -> int:
             _ref(refs, r.read_var_uint("parent client"), r.read_var_uint("parent clock"))
         if info & _BIT6:
             r.read_var_bytes("parent sub")
+    return _skip_content(r, info)
+
+
+def _skip_content(r: Reader, info: int) -> int:
+    """Skip an Item's content (its header read); return its length (clock units)."""
     ref = info & 31
     if ref == _DELETED:
         return r.read_var_uint("deleted length")

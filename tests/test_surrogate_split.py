@@ -1,0 +1,118 @@
+"""A JavaScript Yjs client that inserts between the two UTF-16 halves of an emoji (or
+deletes one half) made an update yrs cannot apply faithfully: the server's document and
+its own encoding disagreed ("a🌍Xb" live, "a🌍bX" in its snapshot, another text after a
+restart), verify found the snapshot and the log apart, and a Python client's later edits
+were silently lost. Such an update is refused with 4400 before it is logged; everyone
+else goes on (server.surrogates)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+from conftest import eventually
+from pycrdt import Doc, Text
+from serverproc import ServerProcess
+from test_interop_node import NodeClient, node_modules
+from yclient import connect
+
+from palimpsest import protocol as P
+from palimpsest.updates import astral_starts, split_points
+
+__all__ = ["node_modules"]  # the session fixture that runs `npm ci` when needed
+
+
+async def _head(srv: ServerProcess, doc: str) -> str:
+    async with httpx.AsyncClient(base_url=srv.http_url) as http:
+        r = await http.get(f"/api/docs/{doc}/versions/head", params={"user": "reader"})
+    r.raise_for_status()
+    value: str = r.json()["roots"]["content"]["value"]
+    return value
+
+
+async def test_an_update_that_splits_an_emoji_is_refused(
+    node_modules: Path, tmp_path: Path
+) -> None:
+    async with ServerProcess(tmp_path / "server") as srv:
+        alice = NodeClient(srv, "sdoc", "alice", tmp_path / "alice.log")
+        bob = NodeClient(srv, "sdoc", "bob", tmp_path / "bob.log")
+        try:
+            await alice.start()
+            await alice.connect()
+            await alice.call("insert", pos=0, text="a🌍b")  # UTF-16: a, 🌍 (2 units), b
+            await eventually(lambda: _head(srv, "sdoc"), what="alice's text stored")
+            assert await _head(srv, "sdoc") == "a🌍b"
+            async with connect(srv.ws_url, "sdoc", "bot") as bot:  # a pycrdt client
+                await bob.start()
+                await bob.connect()
+                # between the emoji's halves: refused, nothing logged or relayed
+                await alice.call("insert", pos=2, text="X")
+                closed = await alice.call("waitClosed", code=4400)
+                assert "splits a character past U+FFFF" in closed["reason"], closed
+                # one half deleted: refused too
+                await bob.call("delete", pos=1, len=1)
+                closed = await bob.call("waitClosed", code=4400)
+                assert "splits a character past U+FFFF" in closed["reason"], closed
+                # the Python client goes on, and its edits are kept (they were lost)
+                bot.text += "!"  # (pycrdt's insert(len, ...) after an emoji names a
+                # right origin past the text's end, which the server refuses as a gap)
+                await eventually(lambda: _ends_with(srv, "sdoc", "!"), what="the bot's edit stored")
+                assert await _head(srv, "sdoc") == "a🌍b!"
+                assert bot.content == "a🌍b!"
+                assert bot.close_code is None
+        finally:
+            await alice.aclose()
+            await bob.aclose()
+        # the state persisted with the snapshot (or read from the document) refuses the
+        # same after a restart, and an edit beside the emoji is fine
+        await srv.astop()
+        await srv.astart()
+        async with connect(srv.ws_url, "sdoc", "carol") as carol:
+            assert carol.content == "a🌍b!"
+            emoji_clock = _clock_of_emoji(carol.doc)
+            client, clock = emoji_clock
+            splitter = _insert_after(client, clock, "Y")  # as alice's client made it
+            async with connect(srv.ws_url, "sdoc", "mallory") as mallory:
+                await mallory.send_raw(P.encode_sync_update(splitter))
+                await eventually(lambda: mallory.close_code is not None, what="refused")
+                assert mallory.close_code == 4400, mallory.close_reason
+            carol.text += "Z"  # (see the bot's "!")
+            await eventually(lambda: _ends_with(srv, "sdoc", "a🌍b!Z"), what="carol's Z")
+            assert carol.close_code is None
+        assert await _head(srv, "sdoc") == "a🌍b!Z"
+
+
+async def _ends_with(srv: ServerProcess, doc: str, tail: str) -> bool:
+    try:
+        return (await _head(srv, doc)).endswith(tail)
+    except httpx.HTTPError:
+        return False
+
+
+def _clock_of_emoji(doc: Doc[Any]) -> tuple[int, int]:
+    [(client, [clock])] = astral_starts(doc.get_update()).items()
+    return client, clock
+
+
+def _insert_after(client: int, clock: int, text: str) -> bytes:
+    """An item whose left origin is the emoji's first half and right origin its second,
+    from a client of its own: what Yjs sends for `ytext.insert(2, text)` into "a🌍b"."""
+    origin = P.write_var_uint(client) + P.write_var_uint(clock)
+    right = P.write_var_uint(client) + P.write_var_uint(clock + 1)
+    item = b"\xc4" + origin + right + P.write_var_string(text)
+    return b"\x01\x01" + P.write_var_uint(4242) + b"\x00" + item + b"\x00"
+
+
+def test_where_an_update_splits_and_where_emoji_begin() -> None:
+    doc: Doc[Any] = Doc(client_id=7)
+    text = doc.get("content", type=Text)
+    text += "a🌍b😀"
+    assert astral_starts(doc.get_update()) == {7: [1, 4]}
+    assert astral_starts(b"\x00\x00") == {}
+    splitter = _insert_after(7, 1, "X")
+    assert split_points(splitter) == [(7, 2), (7, 2)]
+    sv = doc.get_state()
+    del text[0:1]
+    deletion = doc.get_update(sv)
+    assert split_points(deletion) == [(7, 0), (7, 1)]
