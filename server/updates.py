@@ -230,20 +230,9 @@ def marks_and_end(update: bytes) -> tuple[Ranges, int]:
     delete set begins)."""
     out: Ranges = {}
     r = Reader(update)
-    uint = r.read_var_uint
-    for _ in range(uint("number of clients")):
-        n = uint("number of structs")
-        client = uint("client id")
-        clock = uint("first clock")
-        for _ in range(n):
-            info = _read_byte(r, "struct info")
-            if info == _GC or info == _SKIP:
-                clock += uint("struct length")
-                continue
-            length = skip_item(r, info, {})
-            if info & 31 == _FORMAT:
-                _add(out, client, clock, clock + length)
-            clock += length
+    for client, clock, info, _origin, _right, _text, length in _items(update, r):
+        if info & 31 == _FORMAT:
+            _add(out, client, clock, clock + length)
     return out, r.pos
 
 
@@ -260,7 +249,7 @@ def astral_starts(update: bytes) -> dict[int, list[int]]:
     if _ASTRAL.search(update) is None:
         return {}
     out: dict[int, list[int]] = {}
-    for client, clock, _origin, _right, text, _length in _items(update):
+    for client, clock, _info, _origin, _right, text, _length in _items(update):
         if text is None or text.isascii():
             continue
         at = clock
@@ -288,7 +277,7 @@ def split_points(update: bytes) -> list[tuple[int, int]]:
 
 def _walk_end(update: bytes, points: list[tuple[int, int]]) -> Reader:
     r = Reader(update)
-    for _client, _clock, origin, right, _text, _length in _items(update, r):
+    for _client, _clock, _info, origin, right, _text, _length in _items(update, r):
         if origin is not None:
             points.append((origin[0], origin[1] + 1))
         if right is not None:
@@ -296,16 +285,17 @@ def _walk_end(update: bytes, points: list[tuple[int, int]]) -> Reader:
     return r
 
 
-def _items(
-    update: bytes, r: Reader | None = None
-) -> list[tuple[int, int, tuple[int, int] | None, tuple[int, int] | None, str | None, int]]:
-    """Every Item of an update: (client, clock, left origin, right origin, its text when
-    it is a string item, length); GCs and Skips are passed over. `r` is left at the
-    delete set."""
+_ID = tuple[int, int]
+#: (client, clock, info byte, left origin, right origin, its text (string items), length)
+_Item = tuple[int, int, int, _ID | None, _ID | None, str | None, int]
+
+
+def _items(update: bytes, r: Reader | None = None) -> list[_Item]:
+    """Every Item of an update (see _Item); GCs and Skips are passed over. `r` is left
+    at the delete set."""
     r = r or Reader(update)
     uint = r.read_var_uint
-    out: list[tuple[int, int, tuple[int, int] | None, tuple[int, int] | None, str | None, int]]
-    out = []
+    out: list[_Item] = []
     for _ in range(uint("number of clients")):
         n = uint("number of structs")
         client = uint("client id")
@@ -328,7 +318,7 @@ def _items(
                 length = utf16_length(text)
             else:
                 length = _skip_content(r, info)
-            out.append((client, clock, origin, right, text, length))
+            out.append((client, clock, info, origin, right, text, length))
             clock += length
     return out
 

@@ -15,31 +15,18 @@ import httpx
 import pytest
 from conftest import eventually, run_server
 from pycrdt import Doc, Text
+from test_hostile import TWO_SECTIONS
 from yclient import connect
 
 from palimpsest import maintenance, snapshots
-from palimpsest import protocol as P
 from palimpsest.maintenance import verify_doc
 from palimpsest.settings import Settings
 from palimpsest.snapshots import load
 from palimpsest.store.base import NewEvent
 from palimpsest.store.sqlite import SQLiteStore
 
-
-def _section(client: int, clock: int, text: str) -> bytes:
-    head = P.write_var_uint(1) + P.write_var_uint(client) + P.write_var_uint(clock)
-    return (
-        head
-        + b"\x04"
-        + P.write_var_uint(1)
-        + P.write_var_string("content")
-        + (P.write_var_string(text))
-    )
-
-
-#: two sections of one client in one update, at the same clock: the websocket refuses it
-#: now (test_hostile), but a log may hold it
-BREAKS = P.write_var_uint(2) + _section(777, 0, "x") + _section(777, 0, "yz") + b"\x00"
+#: refused by the websocket now (test_hostile), but a log may hold it
+BREAKS = TWO_SECTIONS
 
 
 def _seq(srv: Any, doc: str) -> int:

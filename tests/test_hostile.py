@@ -876,6 +876,24 @@ async def test_a_client_section_that_covers_no_clock_is_refused(settings: Settin
             assert c.content == "!" + str(t), c.content
 
 
+def _text_section(client: int, clock: int, text: str) -> bytes:
+    """One client's structs: one string item in the root text "content"."""
+    head = P.write_var_uint(1) + P.write_var_uint(client) + P.write_var_uint(clock)
+    return (
+        head
+        + b"\x04"
+        + P.write_var_uint(1)
+        + P.write_var_string("content")
+        + (P.write_var_string(text))
+    )
+
+
+#: two sections of one client in one update, at the same clocks ("x"@0 and "yz"@0)
+TWO_SECTIONS = (
+    P.write_var_uint(2) + _text_section(777, 0, "x") + _text_section(777, 0, "yz") + b"\x00"
+)
+
+
 async def test_a_client_with_two_sets_of_structs_in_one_update_is_refused(
     settings: Settings,
 ) -> None:
@@ -884,17 +902,7 @@ async def test_a_client_with_two_sets_of_structs_in_one_update_is_refused(
     the Python clients died, and the document could not be read again (every newcomer
     was refused, the replay failed at every load)."""
 
-    def section(client: int, clock: int, text: str) -> bytes:
-        head = P.write_var_uint(1) + P.write_var_uint(client) + P.write_var_uint(clock)
-        return (
-            head
-            + b"\x04"
-            + P.write_var_uint(1)
-            + P.write_var_string("content")
-            + (P.write_var_string(text))
-        )
-
-    update = P.write_var_uint(2) + section(777, 0, "x") + section(777, 0, "yz") + b"\x00"
+    update = TWO_SECTIONS
     with pytest.raises(BaseException, match="divide by zero"):  # what yrs does with it
         Doc().apply_update(update)
     async with run_server(settings) as srv:
