@@ -55,6 +55,10 @@ class DocPeer:
         #: frames read before the room was loaded
         self.pending: list[H.Frame] = []
         self.pending_bytes = 0
+        #: the client sent a sync step 2 (its answer to our step 1) on this document
+        self.stepped = False
+        #: sync statuses owed for updates dropped before that step 2, which carries them
+        self.owed = 0
         #: the timer that closes the document when its token expires
         self.expiry: asyncio.TimerHandle | None = None
         self.author = _Author(self)

@@ -8,6 +8,7 @@ Run:  .venv/bin/pytest -m node tests/test_hocuspocus_node.py
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
+from pycrdt import Doc, Text
+from scaleout import cluster, fanout_url, fresh_schema, open_store
 from serverproc import REPO_ROOT, ServerProcess
 from test_interop_node import NODE_DIR, node_modules
 
@@ -118,6 +121,79 @@ class Driver:
 async def events_of(srv: ServerProcess, doc: str) -> list[Any]:
     async with SQLiteStore(str(srv.db_path)) as store:
         return await store.read(doc)
+
+
+async def stored_text(srv: ServerProcess, doc: str) -> str:
+    """The document's text as its log (the SQLite file) holds it."""
+    folded: Doc = Doc()
+    for ev in await events_of(srv, doc):
+        folded.apply_update(ev.update)
+    return str(folded.get("content", type=Text))
+
+
+class StallingProxy:
+    """A TCP proxy between the providers and the server whose path can stall, as a mobile
+    network's does: `stall()` and every open connection goes half-open (nothing it
+    carries arrives, in either direction, and neither end is told); connections opened
+    during the stall hang (their handshake waits). `resume()`: new connections go
+    through, and the stalled ones are reset (what a NAT that forgot them answers)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self.conns: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter, list[bool]]] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> StallingProxy:
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for down, up, _ in self.conns:
+            down.transport.abort()
+            up.transport.abort()
+
+    def stall(self) -> None:
+        self.flowing.clear()
+        for _, _, dead in self.conns:
+            dead[0] = True
+
+    def resume(self) -> None:
+        for down, up, dead in self.conns:
+            if dead[0]:
+                down.transport.abort()
+                up.transport.abort()
+        self.flowing.set()
+
+    async def _accept(self, down_r: asyncio.StreamReader, down_w: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # (the proxy closing)
+            await self.flowing.wait()
+            try:
+                up_r, up_w = await asyncio.open_connection(*self.target)
+            except OSError:
+                down_w.transport.abort()
+                return
+            dead = [False]
+            self.conns.append((down_w, up_w, dead))
+            await asyncio.gather(self._pump(down_r, up_w, dead), self._pump(up_r, down_w, dead))
+
+    async def _pump(
+        self, r: asyncio.StreamReader, w: asyncio.StreamWriter, dead: list[bool]
+    ) -> None:
+        try:
+            while data := await r.read(65536):
+                if not dead[0]:  # a stalled path loses what it carries
+                    w.write(data)
+                    await w.drain()
+        except (ConnectionError, OSError):
+            pass
+        if not dead[0]:
+            w.close()
 
 
 async def test_both_provider_versions_share_a_socket_and_converge_with_y_websocket(
@@ -373,3 +449,114 @@ async def test_providers_resync_after_the_server_is_killed(
         await d.wait("late", "text", contains=["<a2 offline>", "<a3 offline>", "<a3 before>"])
         actors = {e.actor for e in await events_of(srv, "hp-k1")}
         assert actors == {"a2", "a3"}
+
+
+async def type_through_a_stall(d: Driver, proxy: StallingProxy, version: int, doc: str) -> str:
+    """A provider through `proxy` types a line every 100 ms, before, during and after a
+    stall that lasts until the provider gives the connection up; then waits until nothing
+    is unsynced. Returns every line typed; asserts the provider has them all and that the
+    document was never closed."""
+    url = f"ws://127.0.0.1:{proxy.port}/hocuspocus"
+    # the provider gives a silent connection up after 1.5 s (30 s by default)
+    await d.call("socket", name="s", version=version, url=url,
+                 options={"messageReconnectTimeout": 1500})  # fmt: skip
+    await d.open("p", "s", doc, token="alice")
+    await d.wait("p", "synced")
+    lines: list[str] = []
+
+    async def type_line() -> dict[str, Any]:
+        lines.append(f"line {len(lines)}\n")
+        state: dict[str, Any] = await d.call("insert", name="p", text=lines[-1])
+        await asyncio.sleep(0.1)
+        return state
+
+    for _ in range(5):
+        await type_line()
+    await d.wait("p", "hasUnsynced", truthy=False)
+    proxy.stall()
+    for _ in range(300):  # until the provider gives the connection up
+        if not (await type_line())["connected"]:
+            break
+    else:
+        raise AssertionError("the provider never noticed the stalled connection")
+    for _ in range(10):  # typed while it reconnects (the connection hangs): queued
+        await type_line()
+    proxy.resume()
+    for _ in range(5):
+        await type_line()
+
+    want = "".join(lines)
+    state = await d.wait("p", "hasUnsynced", truthy=False, timeout=20_000)
+    assert state["text"] == want
+    assert state["connected"] is True and state["closes"] == []
+    return want
+
+
+@pytest.mark.parametrize("version", [2, 3])
+async def test_every_line_typed_through_a_stalled_connection_is_stored(
+    node_modules: Path, tmp_path: Path, version: int
+) -> None:
+    """A provider types through a network path that stalls (half-open: the lines written
+    into it never arrive) until the provider gives the connection up, then comes back.
+    On reconnect the provider sends the lines it queued meanwhile ahead of its sync step
+    2, and they start past the lost ones: the server drops them (the step 2 carries them)
+    instead of closing the document, and every line is stored."""
+    async with (
+        ServerProcess(tmp_path / "srv") as srv,
+        StallingProxy(srv.host, srv.port) as proxy,
+        Driver(srv, tmp_path / "d.log") as d,
+    ):
+        want = await type_through_a_stall(d, proxy, version, "hpgap")
+        assert await stored_text(srv, "hpgap") == want
+        assert "closing 'hpgap'" not in srv.log_text()
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.parametrize("version", [2, 3])
+async def test_every_line_typed_through_a_stalled_connection_is_stored_when_scaled_out(
+    node_modules: Path, tmp_path: Path, version: int
+) -> None:
+    """The same through PostgreSQL + Redis: the provider on one process, a y-websocket
+    reader on the other sees every line, and the shared log holds them all."""
+    async with (
+        fresh_schema() as store_url,
+        cluster(tmp_path, 2, store_url=store_url, fanout=fanout_url()) as c,
+        StallingProxy(c.procs[0].host, c.procs[0].port) as proxy,
+        Driver(c.procs[0], tmp_path / "d.log") as d,
+    ):
+        await d.call("yws", name="reader", url=c.ws(1), doc="hpgap", params={"user": "r"})
+        want = await type_through_a_stall(d, proxy, version, "hpgap")
+        await d.wait("reader", "text", equals=want, timeout=20_000)
+        async with open_store(store_url) as store:
+            folded: Doc = Doc()
+            for ev in await store.read("hpgap"):
+                folded.apply_update(ev.update)
+        assert str(folded.get("content", type=Text)) == want
+        assert "closing 'hpgap'" not in c.logs()
+
+
+@pytest.mark.parametrize("version", [2, 3])
+async def test_an_update_past_a_gap_after_the_sync_asks_for_a_resync(
+    node_modules: Path, tmp_path: Path, version: int
+) -> None:
+    """A frame lost on an open connection (the provider never sends one edit): the next
+    update starts past it. Rather than closing the document (a 3.x provider would stay
+    connected and never open it again; a 2.x provider cannot read a close message and
+    throws), the server answers with a sync step 1, and the provider's step 2 carries
+    both edits. Its sync status stands for the dropped update: nothing stays unsynced."""
+    async with ServerProcess(tmp_path / "srv") as srv, Driver(srv, tmp_path / "d.log") as d:
+        await d.socket("s", version)
+        await d.open("p", "s", "hp-lost", token="alice")
+        await d.yws("watcher", "hp-lost", user="wendy")
+        for name in ("p", "watcher"):
+            await d.wait(name, "synced")
+        await d.call("insert", name="p", text="one ")
+        await d.wait("p", "hasUnsynced", truthy=False)
+        await d.call("unsent", name="p", text="two ")  # lost on the way
+        await d.call("insert", name="p", text="three ")  # past the gap
+        await d.wait("watcher", "text", equals="one two three ")
+        state = await d.wait("p", "unsynced", equals=0)
+        assert state["closes"] == [] and state["socketCloses"] == 0
+        assert await stored_text(srv, "hp-lost") == "one two three "
+        assert "asking" in srv.log_tail(200) and "re-sync" in srv.log_tail(200)

@@ -41,6 +41,7 @@ from ..errors import (
     ProtocolError,
     RateLimited,
     StoreError,
+    UpdateGap,
     UpdateRejected,
 )
 from ..extensions import Client
@@ -365,17 +366,49 @@ class HocuspocusSocket(Connection):
             return
         self.admit_update(room, update, peer.guard, peer.client)
         own = room.announced(peer.id) if step2 else None
-        if not room.receive_update(peer.author, update, reply_to_step1=step2, own=own):
+        try:
+            logged = room.receive_update(peer.author, update, reply_to_step1=step2, own=own)
+        except UpdateGap as e:
+            if step2:
+                raise  # (a step 2 answers our step 1: nothing else would carry its gap)
+            self.resync(peer, room, e)
+            return
+        if step2:
+            peer.stepped = True
+            owed, peer.owed = peer.owed, 0
+            if owed:  # the updates it carries that were dropped before it (resync)
+                self.spawn(self.saved_after_flush(peer, room, owed))
+        if not logged:
             # nothing to log: saved as soon as everything this client sent before is
             self.spawn(self.saved_after_flush(peer, room))
 
-    async def saved_after_flush(self, peer: DocPeer, room: Room) -> None:
+    def resync(self, peer: DocPeer, room: Room, gap: UpdateGap) -> None:
+        """An update that starts past what the document holds (or names items it does
+        not): what it builds on was lost, e.g. written into a connection that died
+        half-open. The provider still holds all of it, so the document stays open (a
+        close message would leave a 3.x provider connected and never re-opening it, and
+        a 2.x provider cannot read one) and the update is dropped:
+
+        - before the document's sync step 2: it was typed while the provider was
+          offline and queued, and that step 2 (its answer to our step 1) carries it, as
+          on /ws. Its sync status goes out once that step 2 is durable.
+        - after it: the server asks for a re-sync with a sync step 1; the provider's
+          answer, a step 2, carries it, and that step 2's sync status stands for it."""
+        if not peer.stepped:
+            peer.owed += 1
+            log.debug("%s: an update before its step 2 dropped (%s)", peer.id, gap)
+            return
+        log.info("%s: asking %r for a re-sync: %s", self.id, peer.doc, gap)
+        peer.send(P.encode_sync_step1(room.doc.get_state()))
+
+    async def saved_after_flush(self, peer: DocPeer, room: Room, times: int = 1) -> None:
         try:
             await room.flush()
         except StoreError:
             return  # the room is reloading and has closed its peers
         if peer.room is room:
-            peer.author.saved()
+            for _ in range(times):
+                peer.author.saved()
 
     async def request(self, peer: DocPeer, room: Room, body: dict[str, Any]) -> None:
         answer = await extension_answer(

@@ -6,10 +6,14 @@
 // One JSON command per stdin line; one JSON answer per command on stdout:
 // {"ok": true, "result": ...} or {"ok": false, "error": "..."}.
 //
-//   socket {name, version: 2|3, url}     a HocuspocusProviderWebsocket (one socket, many docs)
+//   socket {name, version: 2|3, url, options?}
+//                                        a HocuspocusProviderWebsocket (one socket, many docs);
+//                                        options: its configuration's own (messageReconnectTimeout…)
 //   open {name, socket, doc, token?}     a HocuspocusProvider for doc on that socket
 //   yws {name, url, doc, params?}        a y-websocket WebsocketProvider (url ends in /ws)
 //   insert {name, text, pos?}            one transaction (pos: index, default the end)
+//   unsent {name, text}                  an edit the provider never sends (its own origin): a
+//                                        frame lost on the way, as with a connection that died
 //   forge {name, clientID}               the doc's next edits carry another Yjs client id
 //   stateless {name, payload}            provider.sendStateless(payload)
 //   state {name}                         {text, synced, unsynced, scope, denied, stateless,
@@ -45,11 +49,12 @@ const track = (doc) => ({
 })
 
 const commands = {
-  socket ({ name, version, url }) {
+  socket ({ name, version, url, options }) {
     const lib = HOCUSPOCUS[version]
     if (!lib) throw new Error(`no provider version ${version}`)
     const ws = new lib.HocuspocusProviderWebsocket({
       url, WebSocketPolyfill: WebSocket, delay: 100, minDelay: 100, maxDelay: 500, quiet: true,
+      ...(options ?? {}),
     })
     const entry = { ws, version, closes: 0 }
     ws.on('close', () => { entry.closes++ })
@@ -89,6 +94,11 @@ const commands = {
   insert ({ name, text, pos }) {
     const c = client(name)
     c.text.insert(pos ?? c.text.length, text)
+    return state(c)
+  },
+  unsent ({ name, text }) {
+    const c = client(name)
+    Y.transact(c.doc, () => c.text.insert(c.text.length, text), c.provider)
     return state(c)
   },
   forge ({ name, clientID }) {
