@@ -386,17 +386,25 @@ class History:
         new = body.get("seq")
         return int(new) if new is not None else None
 
-    async def put_text(self, doc: str, text: str, root: str = "content") -> int | None:
+    async def put_text(
+        self, doc: str, text: str, root: str = "content", base: int | None = None
+    ) -> int | None:
         """Make the text root `root` equal `text` by the smallest edit, as this user (an
         undoable event of kind edit; the document is created if need be); returns its
-        seq, or None when the text already was equal."""
-        body = await self._json(
-            "PUT",
-            f"{_doc_path(doc)}/text",
-            f"writing the text of {doc!r}",
-            json={"text": text, "root": root},
+        seq, or None when the text already was equal (or the edit changed nothing).
+
+        `base`: the seq of the version `text` was derived from (a Version's ``seq``).
+        With it the server makes the edit you made to that version and merges it with
+        what others typed since, as a Yjs client would; without it the live text is
+        overwritten, and what was typed since you read it is deleted. NotFound when
+        `base` is past the head or was compacted away."""
+        body: dict[str, Any] = {"text": text, "root": root}
+        if base is not None:
+            body["base"] = base
+        answer = await self._json(
+            "PUT", f"{_doc_path(doc)}/text", f"writing the text of {doc!r}", json=body
         )
-        new = body.get("seq")
+        new = answer.get("seq")
         return int(new) if new is not None else None
 
     async def tags(self, doc: str) -> list[dict[str, Any]]:

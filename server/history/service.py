@@ -45,7 +45,7 @@ from .render import (
     structural_diff,
     typed_roots,
 )
-from .restore import Writers, make_equal, set_text
+from .restore import Writers, apply_delta, make_equal, rebase_text, scratch_client, set_text
 from .rich_diff import (
     ATTRIBUTE_FORMATS_WORK,
     Mismatch,
@@ -604,14 +604,28 @@ class History:
         return out
 
     async def put_text(
-        self, doc: str, actor: str, root: str, text: str, creator: Identity | None = None
+        self,
+        doc: str,
+        actor: str,
+        root: str,
+        text: str,
+        creator: Identity | None = None,
+        base: int | None = None,
     ) -> Event | None:
         """Make the live document's text root ``root`` equal ``text``, by the smallest
         change (as restore does), logged as one event of kind edit by ``actor``: it is
-        broadcast, undoable by them, and merges with what others type meanwhile. None
-        when the text was already equal. Conflict when ``root`` holds another type.
-        ``creator``: whose document-creation quota a write into an empty document
-        counts against (max_new_docs_per_hour, as a socket's first update does)."""
+        broadcast and undoable by them. Without ``base`` the live text is overwritten:
+        what others typed since the caller read it is undone. With ``base`` (the seq of
+        the version ``text`` was derived from), the change is the caller's edit of that
+        version, merged with what happened since as Yjs merges (rebase_text). None
+        when the text was already equal (or the edit changed nothing). Conflict when
+        ``root`` holds another type; NotFound when ``base`` is past the head or was
+        compacted away. ``creator``: whose document-creation quota a write into an empty
+        document counts against (max_new_docs_per_hour, as a socket's first update
+        does)."""
+        edit: tuple[int, bytes] | None = None
+        if base is not None:
+            edit = await self._edit_of_version(doc, root, text, base)
         room = await self.backend.rooms.get(doc)
         try:
             limits = self.backend.extension(Limits)
@@ -626,12 +640,45 @@ class History:
                     kind = infer_root_types(live, [root]).get(root)
                 if kind not in (None, TEXT):
                     raise Conflict(f"the root {root!r} of {doc!r} holds a {kind}, not text")
+                if edit is not None:
+                    delta = rebase_text(live, root, edit)
+                    with live.transaction(origin=ServerOrigin(actor, "edit")):
+                        apply_delta(live.get(root, type=Text), delta)
+                    return
                 with live.transaction(origin=ServerOrigin(actor, "edit")):
                     set_text(live.get(root, type=Text), text)
 
-            return await room.server_change(actor, "edit", change, meta={"root": root})
+            meta: dict[str, Any] = {"root": root}
+            if base is not None:
+                meta["base"] = base
+            return await room.server_change(actor, "edit", change, meta=meta)
         finally:
             self.backend.rooms.release(room)
+
+    async def _edit_of_version(
+        self, doc: str, root: str, text: str, base: int
+    ) -> tuple[int, bytes]:
+        """The Yjs update that makes root ``root`` of version ``base`` equal ``text`` by
+        the smallest change, made under a client id of its own (put_text with a base)."""
+        try:
+            info = await self.info(doc)
+        except NotFound:
+            if base != 0:
+                msg = f"document {doc!r} has no seq {base}: it has no events yet"
+                raise NotFound(msg) from None
+            version: Doc[Any] = Doc(skip_gc=True)
+        else:
+            version = await self.doc_at(doc, self._check(doc, base, info))
+        scratch: Doc[Any] = Doc(skip_gc=True, client_id=scratch_client(version))
+        scratch.apply_update(version.get_update())
+        before = scratch.get_state()
+        kind = typed_roots(scratch).get(root)
+        if kind is None and root in scratch.keys():
+            kind = infer_root_types(scratch, [root]).get(root)
+        if kind not in (None, TEXT):
+            raise Conflict(f"the root {root!r} of {doc!r} held a {kind} at seq {base}, not text")
+        set_text(scratch.get(root, type=Text), text)
+        return scratch.client_id, scratch.get_update(before)
 
     # --- tags ---------------------------------------------------------------------------
 

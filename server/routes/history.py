@@ -201,7 +201,16 @@ async def put_text(request: Request) -> Response:
         raise BadRequest('the body must hold the new text: {"text": "...", "root": "content"}')
     if not isinstance(root, str) or not 0 < len(root) <= MAX_ROOT_NAME:
         raise BadRequest(f'"root" must be a name of 1 to {MAX_ROOT_NAME} characters')
-    ev = await history.put_text(doc, identity.user, root, text, creator=identity)
+    base = body.get("base")
+    if isinstance(base, float) and base.is_integer():
+        base = int(base)  # JSON's 12.0 is the integer 12
+    if base is not None and (isinstance(base, bool) or not isinstance(base, int)):
+        raise BadRequest(
+            '"base" must be the seq of the version the text was derived from (an integer)'
+        )
+    if base is not None and not 0 <= base <= MAX_SEQ:
+        raise BadRequest(f'"base" must be a seq from 0, not {str(base)[:24]}')
+    ev = await history.put_text(doc, identity.user, root, text, creator=identity, base=base)
     if ev is None:
         return JSONResponse({"seq": None, "root": root, "reason": "already equal"})
     return JSONResponse({"seq": ev.seq, "root": root, "ts": iso(ev.ts)})
