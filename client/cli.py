@@ -245,7 +245,11 @@ def _read_input(file: str) -> str:
     """The new text: UTF-8, from a file or stdin; what cannot be read is said, not raised."""
     where = "stdin" if file == "-" else repr(file)
     try:
-        return sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+        if file == "-":
+            return sys.stdin.read()
+        # bytes decoded, not read_text(): that translates "\r\n" and "\r" into "\n",
+        # and the text must equal the file, line ends included
+        return Path(file).read_bytes().decode("utf-8")
     except OSError as e:
         raise SystemExit(f"palimpsest: cannot read {where}: {e.strerror or e}") from None
     except UnicodeDecodeError as e:

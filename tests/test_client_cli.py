@@ -49,6 +49,18 @@ async def test_edit_then_cat(
     assert capsys.readouterr().out.endswith("café\nsecond\n")
 
 
+async def test_edit_keeps_a_files_line_ends(server: RunningServer, tmp_path: Path) -> None:
+    """CRLF and lone CR line ends reach the document as the file has them (the file
+    was read in text mode, which made them "\n"), and edit again finds it equal."""
+    f = tmp_path / "windows.txt"
+    content = "line one\r\nline two\r\nold mac\rlast, naïve\r\n"
+    f.write_bytes(content.encode("utf-8"))
+    assert await run("edit", "crlf", str(f), "--url", server.url, "--user", "ada") == 0
+    assert (await _version(server, "crlf"))["roots"]["content"]["value"] == content
+    assert await run("edit", "crlf", str(f), "--url", server.url, "--user", "ada") == 0
+    assert len(await server.backend.store.read("crlf")) == 1  # nothing changed
+
+
 async def test_edit_from_stdin(
     server: RunningServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
