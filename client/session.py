@@ -93,6 +93,16 @@ def _seconds(value: float | None) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".") + " s"
 
 
+def _unconfirmed(timeout: float | None) -> str:
+    """flush()'s message when the server did not confirm our edits in time."""
+    return (
+        f"the server did not confirm our edits within {_seconds(timeout)}. It confirms "
+        "them once it has logged them, so: it may be slow or not answering (overloaded, "
+        "paused, a slow or broken network), or holding edits while its store refuses "
+        "writes (its /readyz then says so and why)"
+    )
+
+
 def redact(url: str) -> str:
     """`url` with its token's value left out, for messages and logs."""
     return re.sub(r"([?&]token=)[^&#]*", "\\1…", url)
@@ -381,12 +391,14 @@ class Session:
         """Wait until the session is connected and in sync again."""
         await self.wait_for(lambda: self._ready.is_set(), timeout, what="reconnection")
 
-    async def _ready_or_raise(self, within: float | None, what: str) -> None:
+    async def _ready_or_raise(self, within: float | None, what: str, budget: float | None) -> None:
+        """Wait for the connection up to `within` seconds; the message names `budget`
+        (the caller's whole timeout, of which `within` may be what is left)."""
         try:
             await self.wait_connected(within)
         except Timeout:
             raise ServerGone(
-                f"cannot {what}: not connected to {self.url} for {_seconds(within)} "
+                f"cannot {what}: not connected to {self.url} within {_seconds(budget)} "
                 f"(reconnecting: {self._last_error or 'no error seen'})"
             ) from None
 
@@ -410,28 +422,34 @@ class Session:
         while True:
             if self.denied is not None:
                 raise ReadOnly(f"the server refused edits on {self.name!r}: {self.denied}")
-            await self._ready_or_raise(left(), "flush")
-            await self._drained(left())
-            if await self._server_has_everything(left()):
+            await self._ready_or_raise(left(), "flush", timeout)
+            try:
+                await self._drained(left())
+            except Timeout:
+                raise Timeout(
+                    f"our edits were not all sent within {_seconds(timeout)}: the "
+                    "connection is slow, or the server is not reading (busy or not "
+                    "answering)"
+                ) from None
+            if await self._server_has_everything(left(), timeout):
                 return
             if deadline is not None and loop.time() >= deadline:
-                raise Timeout(f"the server did not confirm our edits within {_seconds(timeout)}")
+                raise Timeout(_unconfirmed(timeout))
             await asyncio.sleep(0.05)
 
-    async def _server_has_everything(self, within: float | None) -> bool:
+    async def _server_has_everything(
+        self, within: float | None, budget: float | None = None
+    ) -> bool:
         """Ask for the server's whole state (a step 1 with an empty state vector) and see
-        whether our document holds anything it lacks."""
+        whether our document holds anything it lacks; Timeout (naming `budget`, the
+        flush's timeout) when no answer comes within `within` seconds."""
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._probe = fut
         self._send_frame(P.encode_sync_step1(b"\x00"))
         try:
             theirs = await asyncio.wait_for(fut, within)
         except TimeoutError:
-            raise Timeout(
-                f"the server did not confirm our edits within {_seconds(within)}: it "
-                "answers after committing what it holds, so it may be holding edits while "
-                "its store refuses writes (its /readyz says why)"
-            ) from None
+            raise Timeout(_unconfirmed(within if budget is None else budget)) from None
         except ClientError:
             return False
         scratch: Doc[Any] = Doc()
@@ -504,7 +522,7 @@ class Session:
     async def request(self, body: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:  # noqa: ASYNC109 (the httpx-style API)
         """Send an extension request ({"type": …}) after every edit made so far, and return
         the server's answer body."""
-        await self._ready_or_raise(timeout, f"send {body.get('type')!r}")
+        await self._ready_or_raise(timeout, f"send {body.get('type')!r}", timeout)
         rid = next(self._ids)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._requests[rid] = fut

@@ -8,7 +8,10 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import re
+import signal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,12 +19,14 @@ import yclient
 from conftest import RunningServer, free_port, run_server
 from pycrdt import Array, Doc, Map
 from pycrdt import Text as YText
+from serverproc import ServerProcess
 
 from palimpsest import client
 from palimpsest import protocol as P
 from palimpsest.auth.tokens import mint
 from palimpsest.client import session as session_module
 from palimpsest.settings import Settings
+from palimpsest.store.sqlite import SQLiteStore
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256!"
 
@@ -465,3 +470,46 @@ async def test_no_message_quotes_the_token(settings: Settings) -> None:
     # durations read as durations, not as 0.29999513s
     assert not re.search(r"\d\.\d{3,}", messages[2]), messages[2]
     assert "not connected" in messages[2] and " s " in messages[2]
+
+
+async def test_a_flush_that_times_out_says_its_timeout_and_the_possible_causes(
+    tmp_path: Path,
+) -> None:
+    """The message gave the time left when it ran out ("within 0 s") and blamed the
+    store whatever the cause. Two real causes: a store that refuses writes (SQLite's
+    query_only, as a read-only file) and a server that stopped answering (SIGSTOP)."""
+    settings = Settings(db=str(tmp_path / "held.db"), port=free_port())
+    async with run_server(settings) as srv:
+        store = srv.backend.store
+        assert isinstance(store, SQLiteStore)
+        async with client.connect(srv.ws_url, "held", user="ada") as s:
+            s.text().insert(0, "before")
+            await s.flush()
+            await store.on_writer(lambda c: c.execute("PRAGMA query_only = 1"))
+            s.text().append(" held")
+            with pytest.raises(client.Timeout) as held:
+                await s.flush(timeout=1.5)
+            await store.on_writer(lambda c: c.execute("PRAGMA query_only = 0"))
+            await s.flush(timeout=30)
+    assert "within 1.5 s" in str(held.value), held.value
+    assert "/readyz" in str(held.value) and "not answering" in str(held.value), held.value
+
+    srv2 = ServerProcess(tmp_path / "frozen")
+    await srv2.astart()
+    try:
+        async with client.connect(srv2.ws_url, "frozen", user="ada") as s:
+            s.text().insert(0, "x")
+            await s.flush()
+            assert srv2.pid is not None
+            os.kill(srv2.pid, signal.SIGSTOP)
+            try:
+                s.text().append("y")
+                with pytest.raises(client.Timeout) as frozen:
+                    await s.flush(timeout=2)
+            finally:
+                os.kill(srv2.pid, signal.SIGCONT)
+            await s.flush(timeout=30)
+    finally:
+        await srv2.astop()
+    assert "within 2 s" in str(frozen.value), frozen.value
+    assert "not answering" in str(frozen.value), frozen.value
