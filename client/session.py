@@ -892,6 +892,13 @@ def _update_frames(
     parts = split_update(update, _MAX_FRAME_UPDATE_BYTES)
     frames = [_Out(first(parts[0]))] + [_Out(P.encode_sync_update(p)) for p in parts[1:]]
     frames[-1] = _Out(frames[-1].frame, changes, nbytes)
+    if len(parts) > 1:
+        # announced first, so that the server's size limit judges the parts together:
+        # all of them kept, or the whole refused (4413) before any is applied, never a
+        # torn prefix (a server that does not know the message ignores it)
+        total = sum(len(p) for p in parts)
+        parts_msg = {"type": "parts", "bytes": total, "count": len(parts)}
+        frames.insert(0, _Out(P.encode_extension(parts_msg)))
     return frames
 
 

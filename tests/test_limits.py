@@ -16,6 +16,7 @@ from conftest import RunningServer, eventually, run_server
 from pycrdt import Doc, Text
 from yclient import connect
 
+from palimpsest import client
 from palimpsest import protocol as P
 from palimpsest.errors import RateLimited
 from palimpsest.routes.ws import Connection
@@ -286,6 +287,47 @@ async def test_document_size_limit(settings: Settings) -> None:
             )
             assert late.close_code == 4413
         assert await store.head("big") == head
+
+
+async def test_a_paste_sent_in_parts_is_kept_whole_or_refused_whole(settings: Settings) -> None:
+    """The Python client cuts an update over ~1 MiB into parts; each part used to be
+    judged by the size limit on its own, so a 5.8 MB paste into a 4 MiB document left
+    its first four parts committed (a prefix cut mid-line) and the fifth refused. Now
+    the parts are announced and judged together."""
+    settings.max_doc_bytes = 4 * 1024 * 1024
+    line = "".join(f"line {i:07d} of the pasted file, naïve text\n" for i in range(100))
+    async with run_server(settings) as server:
+        store = server.backend.store
+        async with client.connect(server.ws_url, "paste", user="ada") as s:
+            s.text().insert(0, "before\n")
+            await s.flush()
+        head = await store.head("paste")
+
+        big = line * (5_800_000 // len(line.encode()))
+        assert len(big.encode()) > 5_700_000
+        s = await client.connect(server.ws_url, "paste", user="ada", reconnect=False).open()
+        try:
+            s.text().append(big)
+            with pytest.raises(client.TooLarge) as refused:
+                await s.flush(timeout=60)
+        finally:
+            await s.close()
+        room = server.backend.rooms.get_loaded("paste")
+        if room is not None:
+            await room.flush()
+        assert await store.head("paste") == head  # nothing of it logged
+        assert "none of an update sent in parts was applied" in str(refused.value)
+        async with client.connect(server.ws_url, "paste", user="bob") as b:
+            assert b.text() == "before\n"
+
+            # a paste in parts that fits is kept whole
+            fits = line * (2_500_000 // len(line.encode()))
+            b.text().append(fits)
+            await b.flush(timeout=60)
+        async with client.connect(server.ws_url, "paste", user="cy") as c:
+            assert c.text() == "before\n" + fits
+            events = await store.read("paste")
+            assert len(events) > head and all(e.actor in ("ada", "bob") for e in events)
 
 
 async def test_rate_limit_closes_and_loses_nothing_accepted(settings: Settings) -> None:

@@ -31,6 +31,7 @@ from ..errors import (
     UpdateRejected,
 )
 from ..extensions import Client, OpContext
+from ..limits import Limits
 from ..names import validate_doc_name
 from ..protocol import sync_update_of
 from ..room import EMPTY_UPDATE, Room
@@ -242,9 +243,23 @@ class Connection:
             raise ProtocolError("auth messages go from the server to clients, not back")
         elif isinstance(msg, P.Extension):
             self.ext = True
+            if msg.body.get("type") == "parts":
+                self._parts(room, msg.body)  # in order with the updates, never waits
+                return
             task = asyncio.create_task(self._extension(room, msg.body))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _parts(self, room: Room, body: dict[str, Any]) -> None:
+        """``{"type": "parts", "bytes": N, "count": K}``: the next K frames are the parts
+        of one update of N bytes in all, judged whole by the document size limit before
+        any of them is read (Limits.admit_parts). No answer: a refusal closes 4413."""
+        nbytes = body.get("bytes")
+        if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0:
+            raise ProtocolError('"parts" needs "bytes": the size of the whole update')
+        limits = self.backend.extension(Limits)
+        if limits is not None and self.identity.can_write:
+            limits.admit_parts(room, self.client, nbytes)
 
     def _receive_update(self, room: Room, update: bytes, step2: bool) -> None:
         if not self.identity.can_write:
