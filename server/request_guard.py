@@ -12,8 +12,9 @@ request body may be.
 - Heads: at most ``max_request_head_bytes`` (431; a websocket is closed with 4413). The
   protocol (handshake.py) measures a head that arrives in pieces; one that arrives
   whole in one read is measured here.
-- Bodies: at most ``max_http_body_bytes`` (413), and ``application/json`` when not empty
-  (415): a cross-site form or ``text/plain`` fetch cannot pose as an API call.
+- Bodies: at most ``max_http_body_bytes`` (413, error ``BodyTooLarge``), and
+  ``application/json`` when not empty (415): a cross-site form or ``text/plain`` fetch
+  cannot pose as an API call.
 - Rate. State-changing API requests (restore, undo, a text written whole, tags, deletes)
   do work on the event loop that a websocket's rate limit does not see: at most
   ``max_http_writes_per_second`` per client address (burst 2x), 429 beyond.
@@ -152,11 +153,14 @@ class RequestGuard:
         self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]
     ) -> None:
         limit = self.settings.max_http_body_bytes
-        too_large = f"the request body is over the limit of {limit} bytes"
+        too_large = (
+            f"the request body is over the limit of {limit} bytes (MAX_HTTP_BODY_BYTES), "
+            "whatever the document's size limit"
+        )
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             self.refused("body_too_large")
-            return await _answer(send, 413, "FrameTooLarge", too_large)
+            return await _answer(send, 413, "BodyTooLarge", too_large)
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -167,7 +171,7 @@ class RequestGuard:
             size += len(chunk)
             if size > limit:
                 self.refused("body_too_large")
-                return await _answer(send, 413, "FrameTooLarge", too_large)
+                return await _answer(send, 413, "BodyTooLarge", too_large)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break

@@ -180,3 +180,47 @@ async def test_the_python_client_writes_a_text_whole(server: RunningServer) -> N
                 assert e.code == 409 and "holds a map, not text" in str(e), e
             else:
                 raise AssertionError("a text written over a map root")
+
+
+async def test_a_body_over_the_http_limit_says_which_limit(server: RunningServer) -> None:
+    """A text of 1.2 MB is far under the document's limit (64 MiB) but over the request
+    body's (MAX_HTTP_BODY_BYTES, 1 MiB): the refusal names that limit and a name of its
+    own (it was FrameTooLarge, the websocket's), and writes nothing."""
+    from palimpsest import client
+
+    limit = server.backend.settings.max_http_body_bytes
+    assert server.backend.settings.max_doc_bytes > 10 * limit
+    async with httpx.AsyncClient(base_url=server.url, params={"user": "bot"}) as http:
+        r = await http.put("/api/docs/long/text", json={"text": "x" * (limit + 200_000)})
+        assert r.status_code == 413, r.text
+        assert r.json()["error"] == "BodyTooLarge", r.text
+        assert f"limit of {limit} bytes (MAX_HTTP_BODY_BYTES)" in r.json()["detail"], r.text
+    assert await server.backend.store.doc_info("long") is None
+    async with client.History(server.url, user="bot") as h:
+        try:
+            await h.put_text("long", "x" * (limit + 1))
+        except client.TooLarge as e:
+            assert e.code == 413 and "MAX_HTTP_BODY_BYTES" in str(e), e
+        else:
+            raise AssertionError("a body over the limit was taken")
+
+
+async def test_a_closed_undo_step_keeps_a_put_apart_from_the_edit_before_it(
+    server: RunningServer,
+) -> None:
+    """What docs/client.md tells bot authors: a user's edits less than 500 ms apart are
+    one undo step over every connection; closing the step before the PUT keeps the PUT
+    a step of its own, so the bot's undo takes back the PUT only."""
+    from palimpsest import client
+
+    async with client.connect(server.ws_url, "bot-undo", user="bot") as s:
+        s.text().insert(0, "typed by the bot's socket\n")
+        await s.flush()
+        async with client.History(server.url, user="bot") as h:
+            closed = await h.close_group("bot-undo")
+            assert closed.ok, closed
+            put = await h.put_text("bot-undo", "typed by the bot's socket\nwritten by PUT\n")
+            assert put is not None
+            undone = await h.undo("bot-undo")
+            assert undone.ok, undone
+            assert (await h.version("bot-undo")).text == "typed by the bot's socket\n"
