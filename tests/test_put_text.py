@@ -224,3 +224,28 @@ async def test_a_closed_undo_step_keeps_a_put_apart_from_the_edit_before_it(
             undone = await h.undo("bot-undo")
             assert undone.ok, undone
             assert (await h.version("bot-undo")).text == "typed by the bot's socket\n"
+
+
+async def test_a_base_compacted_away_is_refused_and_one_after_it_merges(
+    server: RunningServer,
+) -> None:
+    from palimpsest.maintenance import compact_doc, plan_compact
+
+    async with httpx.AsyncClient(base_url=server.url, params={"user": "bot"}) as http:
+        for text in ("one\n", "one\ntwo\n", "one\ntwo\nthree\n", "one\ntwo\nthree\nfour\n"):
+            r = await http.put("/api/docs/short/text", json={"text": text})
+            assert r.status_code == 200, r.text
+        store = server.backend.store
+        await compact_doc(store, await plan_compact(store, "short", 3), server.backend.settings)
+        info = await store.doc_info("short")
+        assert info is not None and info.base_seq == 3
+        r = await http.put("/api/docs/short/text", json={"text": "ONE\n", "base": 1})
+        assert r.status_code == 404 and "compacted away" in r.json()["detail"], r.text
+        assert await store.head("short") == 4
+        # from version 3 ("one two three"): "two" goes, and "four" (seq 4) stays
+        r = await http.put(
+            "/api/docs/short/text", json={"text": "one\nthree\n", "base": info.base_seq}
+        )
+        assert r.status_code == 200, r.text
+        v = (await http.get("/api/docs/short/versions/head")).json()
+        assert v["roots"]["content"]["value"] == "one\nthree\nfour\n", v
