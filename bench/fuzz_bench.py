@@ -56,6 +56,9 @@ Outcome = str | int  # "ok" | "update" | close code
 
 #: limits the fuzzed server runs with (small, so that the limits are hit cheaply)
 LIMITS = {"max_frame_bytes": 4096, "max_awareness_bytes": 1024}
+#: entries one awareness update may name: the room's states (max_awareness_clients_per_room,
+#: 1000 by default) plus a connection's share (1,000,000 in the fuzz runs)
+MOST_AWARENESS_ENTRIES = 1000 + 1_000_000
 
 
 # --- generation ------------------------------------------------------------------------------
@@ -325,6 +328,11 @@ class WireModel:
         return entries
 
 
+def _uint_len(n: int) -> int:
+    """Bytes of n as a minimal varUint (7 bits a byte)."""
+    return max(1, (n.bit_length() + 6) // 7)
+
+
 def _js_has_no(name: str) -> Any:
     raise ValueError(f"JSON.parse rejects {name}")
 
@@ -345,12 +353,25 @@ def predict(frame: bytes) -> Outcome:
             return OK
         return UPDATE if _pycrdt_ok(get_state, payload) else 4400
     if kind == "awareness":
-        if len(payload) > LIMITS["max_awareness_bytes"]:
+        try:
+            count = WireModel(payload).uint()
+        except _Malformed:
+            return 4400
+        if count > MOST_AWARENESS_ENTRIES:  # refused before any entry is read
             return 4413
         try:
             entries = WireModel.awareness(payload)
         except _Malformed:
             return 4400
+        # What an update changes is held to max_awareness_bytes (re-sent states are not):
+        # here every entry is a change (random client ids no other connection holds).
+        # Its size is that of the entries encoded minimally.
+        changed = _uint_len(len(entries)) + sum(
+            _uint_len(c) + _uint_len(k) + _uint_len(len(b)) + len(b)
+            for c, k, b in ((c, k, s.encode()) for c, k, s in entries)
+        )
+        if changed > LIMITS["max_awareness_bytes"]:
+            return 4413
         for _, _, state in entries:  # presence states: JSON objects or null, small
             if state == "null":
                 continue

@@ -58,6 +58,7 @@ class Awareness:
         left may be taken over). `tell` sends a frame back to the sender (None: the entries
         were relayed from another process, nobody to tell)."""
         accepted: list[tuple[int, int, str]] = []
+        told: dict[int, int] = {}  # stale clients -> their removal's clock
         for client, clock, state in P.decode_awareness(payload):
             known = self.entries.get(client)
             if known is not None and known.peer_id != peer_id and known.peer_id in live:
@@ -72,9 +73,7 @@ class Awareness:
                     # Everyone holds a removal of this client at clock `gone` and would
                     # ignore this state. Tell the client it was removed: y-protocols then
                     # bumps its clock and re-sends its state, which everyone accepts.
-                    if tell is not None:
-                        removed = P.encode_awareness_entries([(client, gone, "null")])
-                        tell(P.encode_awareness(removed))
+                    told[client] = gone
                     continue
             if (
                 known is None
@@ -88,7 +87,28 @@ class Awareness:
                     self.entries[client] = Entry(clock, state, peer_id)
                     self._gone.pop(client, None)
                 accepted.append((client, clock, state))
+        if told and tell is not None:
+            # one frame for them all (a newcomer's echo of a snapshot names every client
+            # that left since it was sent)
+            removed = P.encode_awareness_entries([(c, g, "null") for c, g in told.items()])
+            tell(P.encode_awareness(removed))
         return P.encode_awareness_entries(accepted) if accepted else None
+
+    def changes(self, peer_id: str, client: int, clock: int, state: str) -> bool:
+        """Whether an entry from connection `peer_id` would change this presence (what
+        merge accepts, or a removal it remembers) rather than re-send what is here: the
+        state of a client another connection announced, or one at or below the clock
+        held for that client (present or removed). Providers re-send (echo) every
+        state they receive, a newcomer the whole snapshot at once."""
+        known = self.entries.get(client)
+        if known is not None:
+            if known.peer_id != peer_id:
+                return False
+            return clock > known.clock or (
+                clock == known.clock and state == "null" and known.state != "null"
+            )
+        gone = self._gone.get(client)
+        return gone is None or clock > gone
 
     def stale(self, client: int, clock: int) -> bool:
         """Whether a state of `client` at `clock` is older than its removal (merge

@@ -9,15 +9,19 @@ per document (the room's whole presence is every newcomer's first frame). A clie
 relays what it received counts none of it: y-websocket's provider sends on every change
 of its awareness, other clients' states included, so each page echoes everyone else's;
 entries of clients another connection announced (or that left) are not its own, and
-are neither counted nor relayed."""
+are neither counted nor relayed. Nor do echoes count against ``max_awareness_bytes``:
+a newcomer's provider sends back the whole snapshot it received (which may hold
+``max_awareness_room_bytes``), so only the entries an update changes are held to it; the
+update itself is bounded by the frame limit and by the room's entry count."""
 
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING
 
+from . import protocol as P
 from .bounded_json import loads_bounded
-from .errors import ProtocolError
+from .errors import FrameTooLarge, ProtocolError
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -55,15 +59,37 @@ class PresenceGuard:
         self.mine: dict[int, int] = {}  # client id -> state bytes
         self.room_full_reported = False
 
-    def admit(self, room: Room, entries: list[Entry], peer_id: str) -> list[Entry]:
-        """The entries the room may merge, from connection `peer_id`; raises (closing
-        the connection) on a state that is invalid or over this connection's limits.
-        Entries of clients announced by another connection (an echo) are left out, and
-        so are those that would take the document over its limits: the sender keeps
-        editing, unseen."""
+    def admit(self, room: Room, payload: bytes, peer_id: str) -> list[Entry]:
+        """The entries of awareness update `payload` the room may merge, from connection
+        `peer_id`; raises (closing the connection) on an update or a state that is
+        invalid or over this connection's limits. Entries that change nothing (an echo:
+        the state of a client another connection announced, or one at or below the
+        clock held for its client) are neither counted nor checked; only what the update
+        changes is held to ``max_awareness_bytes``. Entries of clients announced by
+        another connection are left out, and so are those that would take the document
+        over its limits: the sender keeps editing, unseen."""
         s = self.settings
-        sizes = [0 if state == "null" else check_state(state, s) for _, _, state in entries]
         presence = room.presence
+        # A provider re-sends every state it receives, a newcomer the whole snapshot
+        # (up to the room's states) plus its own: the frame limit bounds its bytes,
+        # this its entries (each one is parsed)
+        most = (
+            max(s.max_awareness_clients_per_room, len(presence.entries))
+            + s.max_awareness_clients_per_connection
+        )
+        entries = P.decode_awareness(payload, most)
+        changed = [presence.changes(peer_id, *entry) for entry in entries]
+        changes = [entry for entry, c in zip(entries, changed, strict=True) if c]
+        size = len(P.encode_awareness_entries(changes)) if changes else 0
+        if size > s.max_awareness_bytes:
+            raise FrameTooLarge(
+                f"awareness update changing {size} bytes of presence is over the limit of "
+                f"{s.max_awareness_bytes}"
+            )
+        sizes = [
+            0 if state == "null" else check_state(state, s) if c else len(state.encode())
+            for (_, _, state), c in zip(entries, changed, strict=True)
+        ]
         mine = dict(self.mine)
         own: list[tuple[Entry, int]] = []
         for entry, size in zip(entries, sizes, strict=True):

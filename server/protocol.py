@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .bounded_json import loads_bounded
-from .errors import ProtocolError
+from .errors import FrameTooLarge, ProtocolError
 
 MSG_SYNC = 0
 MSG_AWARENESS = 1
@@ -398,14 +398,17 @@ def _check_colors(client: int, state: Any, depth: int = 0) -> None:
 SAFE_INTEGER = 1 << 53
 
 
-def decode_awareness(payload: bytes) -> list[tuple[int, int, str]]:
+def decode_awareness(payload: bytes, max_entries: int | None = None) -> list[tuple[int, int, str]]:
     """Decode an awareness update into [(client id, clock, state JSON)].
 
     A state must be JSON: y-protocols parses every state it receives, and one that does
     not parse throws out of y-websocket's message handler (a Node.js client dies), so a
-    relayed one would take down every other client of the document."""
+    relayed one would take down every other client of the document. `max_entries`:
+    refuse (FrameTooLarge) an update of more entries, before reading any."""
     r = Reader(payload)
     n = r.read_var_uint("awareness entry count")
+    if max_entries is not None and n > max_entries:
+        raise FrameTooLarge(f"awareness update of {n} entries is over the limit of {max_entries}")
     out: list[tuple[int, int, str]] = []
     for _ in range(n):
         client = r.read_var_uint("awareness client id")

@@ -37,6 +37,8 @@ class Settings:
     jwt_public_key: str | None = None
     max_frame_bytes: int = 8 * 1024 * 1024
     max_doc_bytes: int = 64 * 1024 * 1024
+    #: what one presence (awareness) update may change; the states of others it sends
+    #: back unchanged (every provider echoes what it receives) are not counted
     max_awareness_bytes: int = 64 * 1024
     #: per connection, messages of every kind per second (burst = 2x); 0 = unlimited
     max_events_per_second: float = 1000.0

@@ -236,6 +236,54 @@ async def test_both_provider_versions_share_a_socket_and_converge_with_y_websock
         assert actors_b == ["bob", "dave", "yvonne"]
 
 
+async def test_a_crowded_presence_lets_newcomers_of_both_protocols_in(
+    node_modules: Path, tmp_path: Path
+) -> None:
+    """45 y-websocket users with ~1.6 KB presence states (an avatar data URL): the
+    document's presence, ~75 KB, is more than one presence update may change (64 KiB),
+    and every newcomer's provider sends the whole snapshot back. That echo is no
+    change: nobody is closed, a y-websocket and a @hocuspocus/provider 3.x newcomer sync,
+    type, are saved, and see every presence state."""
+    crowd = 45
+    avatar = "data:image/png;base64," + "iVBORw0KGgo" * 140  # ~1.6 KB with the rest
+
+    def presence(name: str) -> dict[str, Any]:
+        return {"user": {"name": name, "color": "#30bced", "avatar": avatar}}
+
+    names = [f"u{i:02}" for i in range(crowd)]
+    async with ServerProcess(tmp_path / "srv") as srv, Driver(srv, tmp_path / "d.log") as d:
+        for name in names:
+            await d.yws(name, "hp-crowd", user=name)
+            await d.call("awareness", name=name, state=presence(name))
+            await d.wait(name, "synced")
+        # the last one sees all the others (each joined after the snapshot passed 64 KiB)
+        await d.wait(names[-1], "presence", equals=names[:-1], timeout=20_000)
+        await d.yws("ynew", "hp-crowd", user="ynew")
+        await d.call("awareness", name="ynew", state=presence("ynew"))
+        await d.socket("s3", 3)
+        await d.open("hnew", "s3", "hp-crowd", token="hnew")
+        await d.call("awareness", name="hnew", state=presence("hnew"))
+        everyone = sorted([*names, "ynew", "hnew"])
+        for name in ("ynew", "hnew"):
+            await d.wait(name, "synced")
+            others = [n for n in everyone if n != name]
+            await d.wait(name, "presence", equals=others, timeout=20_000)
+        await d.call("insert", name="ynew", text="from y-websocket. ")
+        await d.call("insert", name="hnew", text="from hocuspocus. ")
+        for name in (names[0], "ynew", "hnew"):
+            await d.wait(name, "text", contains=["from y-websocket. ", "from hocuspocus. "])
+        await d.wait("hnew", "unsynced", equals=0)
+        for name in [*names, "ynew", "hnew"]:
+            state = await d.call("state", name=name)
+            assert state["closes"] == [] and state["connected"], (name, state)
+        assert (await d.call("state", name="hnew"))["socketCloses"] == 0
+        assert "over the limit" not in srv.log_text()
+        async with httpx.AsyncClient(base_url=srv.http_url) as http:
+            resp = await http.get("/api/docs/hp-crowd/versions", params={"user": "check"})
+        assert resp.status_code == 200, resp.text
+        assert "from y-websocket. " in resp.text and "from hocuspocus. " in resp.text
+
+
 async def test_read_only_tokens_are_refused_on_write_and_nothing_is_logged(
     node_modules: Path, tmp_path: Path
 ) -> None:

@@ -127,13 +127,21 @@ async def test_presence_flood_is_bounded_per_connection_and_per_room(settings: S
     settings.max_awareness_clients_per_room = 5
     doc = "flood"
     async with run_server(settings) as server, connect(server.ws_url, doc, user="w") as peer:
-        # one connection claiming thousands of clients is closed; nothing is relayed
+        # one connection claiming more clients than its share is closed; nothing is relayed
+        async with websockets.connect(f"{server.ws_url}/{doc}?user=mallory") as ws:
+            entries = [(10_000 + i, 1, "{}") for i in range(12)]
+            await ws.send(presence(*entries))
+            code, reason = await closed_with(ws)
+        assert code == 4400, (code, reason)
+        assert "presence for 12 clients" in reason
+        # thousands in one update: refused before one is read (more than the room's 5
+        # states plus a connection's 8 could be an echo of)
         async with websockets.connect(f"{server.ws_url}/{doc}?user=mallory") as ws:
             entries = [(10_000 + i, 1, "{}") for i in range(6000)]
             await ws.send(presence(*entries))
             code, reason = await closed_with(ws)
-        assert code == 4400, (code, reason)
-        assert "presence for" in reason
+        assert code == 4413, (code, reason)
+        assert "6000 entries" in reason
         room = server.backend.rooms.get_loaded(doc)
         assert room is not None and not room.awareness
         assert not awareness_frames(peer)
@@ -151,6 +159,93 @@ async def test_presence_flood_is_bounded_per_connection_and_per_room(settings: S
                 first = await eventually(lambda: awareness_frames(late), what="presence")
                 assert len(P.decode_awareness(first[0].payload)) == 5
             assert all(ws.close_code is None for ws in socks)  # they still edit, unseen
+        finally:
+            for ws in socks:
+                await ws.close()
+
+
+async def test_echoed_presence_is_not_counted_but_what_an_update_changes_is(
+    settings: Settings,
+) -> None:
+    """Providers send back every presence state they receive, a newcomer the whole
+    snapshot: that echo is not held to max_awareness_bytes (the room's presence may be
+    far bigger), what an update changes is. Here 6 states of 1 KB fill more than the
+    2,000 bytes one update may change."""
+    settings.max_awareness_bytes = 2000
+    settings.max_awareness_clients_per_room = 10
+    doc = "echo"
+
+    def state(name: str) -> str:
+        return json.dumps({"user": {"name": name, "avatar": "a" * 1000}})
+
+    async with run_server(settings) as server, connect(server.ws_url, doc, user="w") as peer:
+        socks = []
+        try:
+            for i in range(6):
+                ws = await websockets.connect(f"{server.ws_url}/{doc}?user=u{i}")
+                socks.append(ws)
+                await ws.send(presence((100 + i, 1, state(f"u{i}"))))
+            room = server.backend.rooms.get_loaded(doc)
+            assert room is not None
+            await eventually(lambda: len(room.awareness) == 6, what="6 states")
+            # one of them leaves: a newcomer's echo may still carry its state
+            await socks.pop().close()
+            await eventually(lambda: len(room.awareness) == 5, what="a state dropped")
+            snapshot = [(100 + i, 1, state(f"u{i}")) for i in range(6)]
+            before = len(awareness_frames(peer))
+
+            async with websockets.connect(f"{server.ws_url}/{doc}?user=new") as new:
+                # the whole snapshot back (one state older than held), and its own
+                echo = [*snapshot[:4], (104, 0, state("u4")), snapshot[5]]
+                echo.append((200, 1, state("new")))
+                await new.send(presence(*echo))
+                got = await eventually(
+                    lambda: awareness_frames(peer)[before:], what="the newcomer's presence"
+                )
+                # relayed: its own state only, not one echoed entry
+                assert [P.decode_awareness(f.payload) for f in got] == [[echo[-1]]]
+                assert len(room.awareness) == 6
+                # told once that the client that left is gone (y-protocols then drops it)
+                async with asyncio.timeout(10):
+                    while True:
+                        msg = P.decode(await new.recv())
+                        if isinstance(msg, P.AwarenessUpdate):
+                            entries = P.decode_awareness(msg.payload)
+                            if any(s == "null" for _, _, s in entries):
+                                assert entries == [(105, 2, "null")]
+                                break
+                await new.send(presence(*echo))  # again: changes nothing, still allowed
+                await new.send(presence((200, 2, state("new!"))))
+                await eventually(
+                    lambda: json.loads(room.awareness[200].state)["user"]["name"] == "new!",
+                    what="its own change",
+                )
+
+            # new states are changes: over 2,000 bytes in one update is refused (4413),
+            # even when echoes ride along, and nothing of it is relayed
+            seen = len(awareness_frames(peer))
+            async with websockets.connect(f"{server.ws_url}/{doc}?user=big") as big:
+                fresh = [(300 + i, 1, state(f"b{i}")) for i in range(2)]
+                await big.send(presence(*snapshot[:5], *fresh))
+                code, reason = await closed_with(big)
+            assert code == 4413, (code, reason)
+            assert "changing 2" in reason and "over the limit of 2000" in reason, reason
+            # a state of another connection's client with a newer clock is not its own:
+            # neither counted nor relayed, as before
+            async with websockets.connect(f"{server.ws_url}/{doc}?user=forger") as forger:
+                await forger.send(presence(*[(100 + i, 9, state("forged")) for i in range(5)]))
+                await forger.send(presence((400, 1, state("forger"))))
+                await eventually(lambda: 400 in room.awareness, what="the forger's own state")
+                assert "forged" not in room.awareness[100].state
+            # an update may not name more clients than the room holds plus a connection's
+            # share (10 + 8 here): each entry is parsed
+            async with websockets.connect(f"{server.ws_url}/{doc}?user=many") as many:
+                await many.send(presence(*[(100, 1, "{}")] * 19))
+                code, reason = await closed_with(many)
+            assert code == 4413 and "19 entries" in reason, (code, reason)
+            relayed = [P.decode_awareness(f.payload) for f in awareness_frames(peer)[seen:]]
+            assert all(c in (400,) for entries in relayed for c, _, s in entries if s != "null")
+            assert all(ws.close_code is None for ws in socks)
         finally:
             for ws in socks:
                 await ws.close()

@@ -359,7 +359,8 @@ async def test_rate_limit_closes_and_loses_nothing_accepted(settings: Settings) 
 async def test_awareness_size_limit(settings: Settings) -> None:
     settings.max_awareness_bytes = 500
     async with run_server(settings) as server, connect(server.ws_url, "aw", "a") as a:
-        big = P.encode_awareness(P.encode_awareness_entries([(1, 1, "z" * 600)]))
+        state = json.dumps({"z": "z" * 600})  # (valid: a state that is not JSON is 4400)
+        big = P.encode_awareness(P.encode_awareness_entries([(1, 1, state)]))
         await a.send_raw(big)
         await eventually(lambda: a._reader is not None and a._reader.done(), what="closed")
         assert a.close_code == 4413

@@ -295,13 +295,9 @@ class Connection:
     def admit_awareness(self, room: Room, payload: bytes, peer_id: str) -> bytes | None:
         """The presence entries of `payload` connection `peer_id` may publish (validated,
         its own, bounded per connection and per room), encoded; None when there are
-        none."""
-        limit = self.backend.settings.max_awareness_bytes
-        if len(payload) > limit:
-            raise FrameTooLarge(
-                f"awareness update of {len(payload)} bytes is over the limit of {limit}"
-            )
-        entries = self.guard.presence.admit(room, P.decode_awareness(payload), peer_id)
+        none. The frame is bounded by ``max_frame_bytes``; what it changes (not what it
+        echoes) by ``max_awareness_bytes`` (PresenceGuard.admit)."""
+        entries = self.guard.presence.admit(room, payload, peer_id)
         return P.encode_awareness_entries(entries) if entries else None
 
     async def _extension(self, room: Room, body: dict[str, Any]) -> None:

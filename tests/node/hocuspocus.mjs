@@ -15,9 +15,13 @@
 //   unsent {name, text}                  an edit the provider never sends (its own origin): a
 //                                        frame lost on the way, as with a connection that died
 //   forge {name, clientID}               the doc's next edits carry another Yjs client id
+//   awareness {name, state}              provider.awareness.setLocalState(state)
 //   stateless {name, payload}            provider.sendStateless(payload)
 //   state {name}                         {text, synced, unsynced, scope, denied, stateless,
-//                                        closes, connected, socketCloses}
+//                                        closes, connected, socketCloses, presence}
+//                                        (closes: close codes; a y-websocket provider's
+//                                        'connection-close' events as [code, reason];
+//                                        presence: user.name of every remote state, sorted)
 //   wait {name, field, equals? | contains? | truthy? | atLeast?, timeout?}
 //                                        poll state[field] until it holds; answers the state
 //   destroy {name}                       provider.destroy()
@@ -87,7 +91,13 @@ const commands = {
     const ydoc = new Y.Doc()
     const c = track(ydoc)
     c.kind = 'y-websocket'
-    c.provider = new WebsocketProvider(url, doc, ydoc, { WebSocketPolyfill: WebSocket, params: params ?? {} })
+    // disableBc: the providers of this process would share presence and edits through
+    // lib0's in-process BroadcastChannel, around the server (as client.mjs does)
+    c.provider = new WebsocketProvider(url, doc, ydoc, {
+      WebSocketPolyfill: WebSocket, params: params ?? {}, disableBc: true,
+    })
+    // (called a second time with null by provider.disconnect())
+    c.provider.on('connection-close', (event) => { if (event) c.closes.push([event.code, event.reason]) })
     clients.set(name, c)
     return { clientID: ydoc.clientID }
   },
@@ -100,6 +110,10 @@ const commands = {
     const c = client(name)
     Y.transact(c.doc, () => c.text.insert(c.text.length, text), c.provider)
     return state(c)
+  },
+  awareness ({ name, state }) {
+    client(name).provider.awareness.setLocalState(state)
+    return null
   },
   forge ({ name, clientID }) {
     client(name).doc.clientID = clientID
@@ -141,6 +155,14 @@ const commands = {
 
 const truthful = (v) => (Array.isArray(v) ? v.length > 0 : !!v)
 
+function remoteNames (c) {
+  const names = []
+  for (const [id, st] of c.provider.awareness.getStates()) {
+    if (id !== c.doc.clientID && st) names.push(st.user?.name ?? null)
+  }
+  return names.sort()
+}
+
 function state (c) {
   const p = c.provider
   const hocus = c.kind !== 'y-websocket'
@@ -156,6 +178,7 @@ function state (c) {
     closes: c.closes,
     connected: hocus ? p.configuration.websocketProvider.status === 'connected' : p.wsconnected,
     socketCloses: c.socket ? c.socket.closes : null,
+    presence: remoteNames(c),
   }
 }
 
