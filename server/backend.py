@@ -25,6 +25,7 @@ from .commit import Committer
 from .dispatch import Extensions
 from .lifecycle import Service
 from .recovery import recovery_marker, restored_minutes
+from .repeat_refusals import RepeatRefusals
 from .retention import Retention
 from .rooms import Rooms
 from .settings import Settings
@@ -110,6 +111,8 @@ class Backend(Service):
         #: set when the server starts shutting down (before connections are closed):
         #: long-lived HTTP responses (the changefeed's streams) end on it
         self.stopping = asyncio.Event()
+        #: websocket requests refused for good that come straight back (routes/ws.py)
+        self.repeat_refusals = RepeatRefusals()
         self.extensions.setup(self)
 
     def extension(self, kind: type[E]) -> E | None:

@@ -284,6 +284,31 @@ async def test_a_crowded_presence_lets_newcomers_of_both_protocols_in(
         assert "from y-websocket. " in resp.text and "from hocuspocus. " in resp.text
 
 
+async def test_a_refused_y_websocket_provider_backs_off_and_the_readme_handler_stops_it(
+    node_modules: Path, tmp_path: Path
+) -> None:
+    """y-websocket reconnects after every close, and counts a socket that opened (then
+    was refused with 4401) as a success, so it never backed off. The server refuses the
+    same request at the handshake once it was refused 3 times in 30 s: the provider then
+    counts failed attempts (its back-off). The handler README.md gives stops it at the
+    first 44xx close. Another token from the same address is not held back."""
+    async with ServerProcess(tmp_path / "srv", extra_args=["--jwt-secret", SECRET]) as srv, \
+            Driver(srv, tmp_path / "d.log") as d:  # fmt: skip
+        await d.call("yws", name="stopped", url=srv.ws_url, doc="hp-stop",
+                     params={"token": "not-a-token"}, stopOn44xx=True)  # fmt: skip
+        state = await d.wait("stopped", "closes", truthy=True)
+        assert state["closes"][0][0] == 4401 and state["shouldConnect"] is False, state
+        await d.yws("looping", "hp-door", token="not-a-token")
+        state = await d.wait("looping", "retries", atLeast=2, timeout=15_000)
+        reasoned = [c for c in state["closes"] if c[0] == 4401]
+        assert len(reasoned) >= 3 and "token" in reasoned[0][1], state
+        await d.yws("ann", "hp-door", token=cli_token("ann", "write"))
+        await d.wait("ann", "synced")
+        await d.call("insert", name="ann", text="in")
+        assert (await d.call("state", name="ann"))["closes"] == []
+        assert len((await d.call("state", name="stopped"))["closes"]) == 1  # never came back
+
+
 async def test_read_only_tokens_are_refused_on_write_and_nothing_is_logged(
     node_modules: Path, tmp_path: Path
 ) -> None:

@@ -25,6 +25,7 @@ from yclient import connect
 from palimpsest import hocuspocus as H
 from palimpsest import protocol as P
 from palimpsest.auth.tokens import LEEWAY, mint
+from palimpsest.repeat_refusals import RepeatRefusals
 from palimpsest.routes.ws import Connection
 from palimpsest.settings import Settings
 from palimpsest.updates import skip_item
@@ -332,6 +333,60 @@ async def test_undo_redo_amplification_is_rate_limited(settings: Settings) -> No
 
 
 # --- 7. a session ends with its token ----------------------------------------------------
+
+
+async def test_a_request_refused_again_and_again_is_refused_at_the_handshake(
+    settings: Settings,
+) -> None:
+    """A socket refused for good is accepted, then closed with its reason: y-websocket
+    counts that as a success and comes back ten times a second. The same request
+    refused 3 times within 30 s is refused at the handshake (HTTP 403, no reason), which
+    y-websocket backs off from; a different request is not held back."""
+    settings.jwt_secret = SECRET
+    good = mint(SECRET, "ann", "write", ["*"])
+    async with run_server(settings) as server:
+        bad = f"{server.ws_url}/door?token=not-a-token"
+        for _ in range(3):
+            async with websockets.connect(bad) as ws:
+                code, reason = await closed_with(ws)
+            assert code == 4401 and "token" in reason, (code, reason)
+        for _ in range(2):
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                async with websockets.connect(bad):
+                    pass
+            assert refused.value.response.status_code == 403
+        # another document, another token, another origin: each is a request of its own
+        async with websockets.connect(f"{server.ws_url}/other?token=not-a-token") as ws:
+            assert (await closed_with(ws))[0] == 4401
+        async with websockets.connect(bad, origin="http://localhost:3000") as ws:  # type: ignore[arg-type]
+            assert (await closed_with(ws))[0] == 4401
+        async with connect(server.ws_url, "door", token=good) as ann:
+            ann.insert(0, "in")
+            await eventually(lambda: ann.content == "in", what="ann edits")
+
+
+def test_repeat_refusals_hold_a_request_back_while_its_refusals_are_recent() -> None:
+    now = [0.0]
+    held = RepeatRefusals(times=3, window=30.0, clock=lambda: now[0])
+    for t in (0.0, 1.0):
+        now[0] = t
+        held.refused(b"k", 4401)
+    assert held.holding(b"k") is None
+    held.refused(b"k", 4403)  # another answer: counted afresh
+    held.refused(b"k", 4429)  # too many connections: about the moment, not counted
+    assert held.holding(b"k") is None
+    for t in (2.0, 3.0):
+        now[0] = t
+        held.refused(b"k", 4403)
+    assert held.holding(b"k") == 4403 and held.holding(b"j") is None
+    now[0] = 30.9
+    assert held.holding(b"k") == 4403
+    now[0] = 31.0  # the oldest of the three is 30 s old: one attempt goes through
+    assert held.holding(b"k") is None
+    held.refused(b"k", 4403)
+    assert held.holding(b"k") == 4403
+    now[0] = 100.0
+    assert held.holding(b"k") is None and not held._seen
 
 
 async def test_token_expiry_closes_open_sockets_with_4401(settings: Settings) -> None:

@@ -34,6 +34,7 @@ from ..extensions import Client, OpContext
 from ..limits import Limits
 from ..names import validate_doc_name
 from ..protocol import sync_update_of
+from ..repeat_refusals import request_key
 from ..room import EMPTY_UPDATE, Room
 from .wire_write import detach_reader, direct_reader, direct_writer, protocol_of, wake_reader
 
@@ -464,6 +465,15 @@ async def refuse(ws: WebSocket, code: int, reason: str) -> None:
 async def websocket_endpoint(ws: WebSocket) -> None:
     backend: Backend = ws.app.state.backend
     doc = ws.path_params["doc"]
+    key = request_key(ws)
+    held = backend.repeat_refusals.holding(key)
+    if held is not None:
+        # refused for good several times just now: at the handshake this time (HTTP
+        # 403), so that y-websocket backs off instead of coming back 10 times a second
+        log.debug("refused websocket for %r at the handshake: refused with %d again", doc, held)
+        backend.refused("repeated_refusal")
+        await ws.close(held)
+        return
     try:
         validate_doc_name(doc)
         identity = await backend.authenticate(ws, doc, "read")
@@ -477,6 +487,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     except PalimpsestError as e:
         log.info("refused websocket for %r: %s", doc, e)
         backend.refused(reason_of(e))
+        backend.repeat_refusals.refused(key, e.close_code)
         await refuse(ws, e.close_code, str(e))
         return
     try:

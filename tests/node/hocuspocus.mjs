@@ -10,7 +10,8 @@
 //                                        a HocuspocusProviderWebsocket (one socket, many docs);
 //                                        options: its configuration's own (messageReconnectTimeout…)
 //   open {name, socket, doc, token?}     a HocuspocusProvider for doc on that socket
-//   yws {name, url, doc, params?}        a y-websocket WebsocketProvider (url ends in /ws)
+//   yws {name, url, doc, params?, stopOn44xx?}   a y-websocket WebsocketProvider (url ends in
+//                                        /ws); stopOn44xx: disconnect() on a 44xx close
 //   insert {name, text, pos?}            one transaction (pos: index, default the end)
 //   unsent {name, text}                  an edit the provider never sends (its own origin): a
 //                                        frame lost on the way, as with a connection that died
@@ -87,7 +88,7 @@ const commands = {
     clients.set(name, c)
     return { clientID: ydoc.clientID }
   },
-  yws ({ name, url, doc, params }) {
+  yws ({ name, url, doc, params, stopOn44xx }) {
     const ydoc = new Y.Doc()
     const c = track(ydoc)
     c.kind = 'y-websocket'
@@ -98,6 +99,11 @@ const commands = {
     })
     // (called a second time with null by provider.disconnect())
     c.provider.on('connection-close', (event) => { if (event) c.closes.push([event.code, event.reason]) })
+    if (stopOn44xx) { // what README.md tells an app to do
+      c.provider.on('connection-close', (event) => {
+        if (event && event.code >= 4400 && event.code < 4500) c.provider.disconnect()
+      })
+    }
     clients.set(name, c)
     return { clientID: ydoc.clientID }
   },
@@ -179,6 +185,9 @@ function state (c) {
     connected: hocus ? p.configuration.websocketProvider.status === 'connected' : p.wsconnected,
     socketCloses: c.socket ? c.socket.closes : null,
     presence: remoteNames(c),
+    // y-websocket: failed connections in a row (its back-off), whether it reconnects
+    retries: hocus ? null : p.wsUnsuccessfulReconnects,
+    shouldConnect: hocus ? null : p.shouldConnect,
   }
 }
 

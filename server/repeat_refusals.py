@@ -1,0 +1,92 @@
+"""Requests refused for good that come straight back.
+
+A websocket refused with a 44xx close (bad token, forbidden, bad name) was accepted
+first, so that the client learns why; but y-websocket's provider counts an accepted
+socket as a successful connection, restarts its back-off from 100 ms and reconnects
+about ten times a second for as long as the page is open. Once the same request (same
+address, document, query, and credential headers) was refused so `times` times within
+`window` seconds, further attempts are refused at the handshake (HTTP 403: the browser
+sees a failed connection, 1006) until the oldest of those refusals is older than the
+window: the provider's back-off then applies, and one attempt in every
+``window / times`` seconds still gets the close with its reason (so a permission
+granted meanwhile is noticed). A different request (a fresh token) is never held back."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+from starlette.websockets import WebSocket
+
+#: refusals of the same request within WINDOW seconds before the handshake refuses it
+TIMES = 3
+WINDOW = 30.0
+#: requests remembered at most (oldest forgotten first)
+MOST = 10_000
+#: what identifies "the same request" besides its address, path and query
+_HEADERS = (b"origin", b"cookie", b"authorization", b"sec-websocket-protocol")
+
+
+def request_key(ws: WebSocket) -> bytes:
+    """A digest of what decides a websocket's refusal (never the token itself)."""
+    h = hashlib.blake2b(digest_size=16)
+    host = ws.client.host if ws.client else ""
+    for part in (host.encode(), ws.scope.get("path", "").encode(), ws.scope["query_string"]):
+        h.update(len(part).to_bytes(4, "big") + part)
+    headers = sorted((k.lower(), v) for k, v in ws.scope["headers"] if k.lower() in _HEADERS)
+    for k, v in headers:
+        h.update(len(k).to_bytes(4, "big") + k + len(v).to_bytes(4, "big") + v)
+    return h.digest()
+
+
+def held_back(code: int) -> bool:
+    """Whether a refusal with this close code counts: a permanent one (44xx), not the
+    too-many-connections 4429, which is about the moment."""
+    return 4400 <= code < 4500 and code != 4429
+
+
+class RepeatRefusals:
+    def __init__(
+        self,
+        times: int = TIMES,
+        window: float = WINDOW,
+        most: int = MOST,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.times = times
+        self.window = window
+        self.most = most
+        self.clock = clock
+        #: request -> (its last close code, when it was refused with it, newest last)
+        self._seen: OrderedDict[bytes, tuple[int, deque[float]]] = OrderedDict()
+
+    def refused(self, key: bytes, code: int) -> None:
+        """Request `key` was refused with close `code` (after its socket was accepted)."""
+        if not held_back(code):
+            return
+        last = self._seen.pop(key, None)
+        times = last[1] if last is not None and last[0] == code else deque(maxlen=self.times)
+        times.append(self.clock())
+        self._seen[key] = (code, times)
+        while len(self._seen) > self.most:
+            self._seen.popitem(last=False)
+
+    def holding(self, key: bytes) -> int | None:
+        """The close code request `key` was refused with `times` times within the window
+        (refuse it at the handshake), or None."""
+        last = self._seen.get(key)
+        if last is None:
+            return None
+        code, times = last
+        now = self.clock()
+        while times and now - times[0] >= self.window:
+            times.popleft()
+        if not times:
+            del self._seen[key]
+            return None
+        return code if len(times) >= self.times else None
+
+
+__all__ = ["RepeatRefusals", "held_back", "request_key"]
