@@ -68,6 +68,7 @@ class DocPeer:
     def renew(self, identity: Identity, guard: ConnectionGuard) -> None:
         """A fresh token of the same user: its identity (expiry, role) from now on."""
         self.identity = identity
+        guard.presence = self.guard.presence  # the clients it holds presence for stay its
         self.guard = guard
         self.client = Client(self.id, self.doc, identity, self.sock.host)
 

@@ -309,6 +309,28 @@ async def test_a_refused_y_websocket_provider_backs_off_and_the_readme_handler_s
         assert len((await d.call("state", name="stopped"))["closes"]) == 1  # never came back
 
 
+async def test_one_socket_holds_presence_on_more_documents_than_one_connections_share(
+    node_modules: Path, tmp_path: Path
+) -> None:
+    """Each document's provider has a Yjs client id of its own; the share of presence
+    clients one connection may hold (8) is per document, not per socket: the 9th
+    document opened on one socket was closed as soon as it set its presence."""
+    async with ServerProcess(tmp_path / "srv") as srv, Driver(srv, tmp_path / "d.log") as d:
+        await d.socket("s3", 3)
+        names = [f"p{i}" for i in range(10)]
+        for i, name in enumerate(names):
+            await d.open(name, "s3", f"hp-many{i}", token="ann")
+            await d.wait(name, "synced")
+            await d.call("awareness", name=name, state={"user": {"name": name}})
+        await d.yws("watch", "hp-many9", user="watch")
+        await d.wait("watch", "presence", equals=["p9"])
+        await d.call("insert", name="p9", text="still open")
+        await d.wait("watch", "text", equals="still open")
+        for name in names:
+            state = await d.call("state", name=name)
+            assert state["closes"] == [] and state["denied"] == [], (name, state)
+
+
 async def test_read_only_tokens_are_refused_on_write_and_nothing_is_logged(
     node_modules: Path, tmp_path: Path
 ) -> None:

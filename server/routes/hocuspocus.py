@@ -305,9 +305,11 @@ class HocuspocusSocket(Connection):
             else:
                 self.update(peer, room, msg.update, step2=isinstance(msg, P.SyncStep2))
         elif t == H.AWARENESS:
-            entries = self.admit_awareness(room, H.decode_awareness(frame.body), peer.id)
-            if entries is not None:
-                room.receive_awareness(peer, entries)
+            # each document's presence share is its own (a socket may carry 256 of them,
+            # each provider with a Yjs client id of its own)
+            entries = peer.guard.presence.admit(room, H.decode_awareness(frame.body), peer.id)
+            if entries:
+                room.receive_awareness(peer, P.encode_awareness_entries(entries))
         elif t == H.QUERY_AWARENESS:
             room.send_awareness(peer)
         elif t == H.STATELESS:
