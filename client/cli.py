@@ -20,9 +20,10 @@ import asyncio
 import gzip
 import json
 import os
+import stat
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -355,7 +356,6 @@ async def cmd_tail(args: argparse.Namespace) -> int:
     if args.all == bool(args.doc):
         print("palimpsest tail: give a document, or --all", file=sys.stderr)
         return 2
-    n = 0
     async with _history(args) as h:
         after = args.after
         if after is None and args.doc:
@@ -368,19 +368,59 @@ async def cmd_tail(args: argparse.Namespace) -> int:
             if args.all
             else h.stream(args.doc, after=after, updates=False)
         )
-        async for e in follow:
-            if args.json:
-                print(json.dumps({"doc": e.doc, "seq": e.seq, "pos": e.pos, "ts": e.ts,
-                                  "actor": e.actor, "kind": e.kind, "size": e.size,
-                                  "meta": e.meta, "reverts": e.reverts or None}),
-                      flush=True)  # fmt: skip
-            else:
-                where = f"{e.doc}@{e.seq}" if args.all else f"{e.seq:>7}"
-                print(f"{where}  {e.ts}  {e.kind:<8} {e.size:>7}B  {e.actor}{_reverts(e)}",
-                      flush=True)  # fmt: skip
-            n += 1
-            if args.count is not None and n >= args.count:
-                break
+        watch = asyncio.create_task(_reader_gone(asyncio.current_task()))
+        try:
+            return await _print_events(args, follow)
+        except asyncio.CancelledError:
+            if watch.done() and not watch.cancelled():
+                raise BrokenPipeError from None  # (quietly, 141: _runner)
+            raise
+        finally:
+            watch.cancel()
+
+
+async def _reader_gone(task: asyncio.Task[Any] | None) -> None:
+    """Cancel `task` once nobody reads our stdout any more: `tail | head -1` ended only
+    at tail's next write, so never on a document nobody writes. The write end of a pipe
+    whose readers are gone reports an error, which the event loop's selector hands to a
+    reader callback (the write end is never readable otherwise)."""
+    try:
+        fd = sys.stdout.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return
+    except (OSError, ValueError):  # (no real stdout: a test's capture)
+        return
+    loop = asyncio.get_running_loop()
+    gone: asyncio.Future[None] = loop.create_future()
+
+    def seen() -> None:
+        if not gone.done():
+            gone.set_result(None)
+
+    loop.add_reader(fd, seen)
+    try:
+        await gone
+    finally:
+        loop.remove_reader(fd)
+    if task is not None:
+        task.cancel()
+
+
+async def _print_events(args: argparse.Namespace, follow: AsyncIterable[Any]) -> int:
+    n = 0
+    async for e in follow:
+        if args.json:
+            print(json.dumps({"doc": e.doc, "seq": e.seq, "pos": e.pos, "ts": e.ts,
+                              "actor": e.actor, "kind": e.kind, "size": e.size,
+                              "meta": e.meta, "reverts": e.reverts or None}),
+                  flush=True)  # fmt: skip
+        else:
+            where = f"{e.doc}@{e.seq}" if args.all else f"{e.seq:>7}"
+            print(f"{where}  {e.ts}  {e.kind:<8} {e.size:>7}B  {e.actor}{_reverts(e)}",
+                  flush=True)  # fmt: skip
+        n += 1
+        if args.count is not None and n >= args.count:
+            break
     return 0
 
 

@@ -64,3 +64,24 @@ async def test_tail_all_starts_at_the_last_10_positions_and_ends_quietly_on_a_cl
         )  # fmt: skip
         assert piped.stdout.startswith("long@1 ") and len(piped.stdout.splitlines()) == 1
         assert "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr, piped.stderr
+
+
+async def test_tail_into_a_reader_that_left_ends_while_nothing_is_written(
+    tmp_path: Path,
+) -> None:
+    """`tail … | head -1` ended only at tail's next write: on a document nobody writes any
+    more (here: one event, printed before head left), it waited for ever."""
+    async with ServerProcess(tmp_path) as srv:
+        await type_into(srv.ws_url, "quiet", ["only "], user="ada")
+        for how in ("--all", "quiet"):
+            piped = await asyncio.to_thread(
+                subprocess.run,
+                f"{sys.executable} -m palimpsest tail {how} --from 0 --url {srv.http_url}"
+                " | head -1; echo tail=${PIPESTATUS[0]}",
+                shell=True, executable="/bin/bash", cwd=REPO_ROOT, capture_output=True,
+                text=True, timeout=30,
+            )  # fmt: skip
+            first, status = piped.stdout.splitlines()
+            assert "quiet@1 " in first or first.lstrip().startswith("1 "), piped.stdout
+            assert status == "tail=141", (piped.stdout, piped.stderr)
+            assert "Traceback" not in piped.stderr, piped.stderr
