@@ -4,23 +4,29 @@ what a warm server answers, which the trace's own text confirms."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import random
 import sqlite3
+import subprocess
 import sys
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import eventually, run_server
+from conftest import eventually, free_port, run_server
 from scaleout import fresh_schema
+from serverproc import REPO_ROOT
 from test_snapshot_retention import bench, trace_texts
 from yclient import connect
 
 from palimpsest.backend import Backend
 from palimpsest.history import HistoryExtension, history_of
 from palimpsest.history import attribution_codec as codec
+from palimpsest.protocol import Reader, write_var_bytes
 from palimpsest.settings import Settings
 
 assert "history_bench" in sys.modules
@@ -117,6 +123,88 @@ async def test_a_stored_index_that_does_not_match_is_rebuilt(tmp_path: Path) -> 
         h = history_of(backend)
         b = await h.blame("paper", 300, await h.info("paper"), "content")
         assert _text(b["roots"]["content"]["runs"]) == trace_texts("rustcode", 300)[300]
+
+
+def _without_base(data: bytes) -> bytes:
+    """A stored index as written before its header said where it starts."""
+    r = Reader(zlib.decompress(data))
+    header = json.loads(r.read_var_bytes("header"))
+    del header["base"]
+    rest = r.data[r.pos :]
+    return zlib.compress(write_var_bytes(json.dumps(header).encode()) + rest)
+
+
+async def test_blame_after_compaction_names_nobody_for_the_text_the_base_holds(
+    store_url: str,
+) -> None:
+    """Finding 3a: alice, bob and carol write a line each, blame is asked (its index is
+    built, kept in memory and stored), and `palimpsest compact --before 2` runs in
+    another process while the server keeps running. The text the base holds was
+    written by nobody known: blame names null for it, on the running server (whose
+    index in memory was built before), after a restart (the stored one), and when an
+    index stored before the compaction is found again (as an older release left it)."""
+    settings = Settings(store=store_url, port=free_port(), unload_after_seconds=0.2)
+    lines = [("alice", "alpha beta\n"), ("bob", "bravo\n"), ("carol", "charlie\n")]
+
+    async def blame(http: httpx.AsyncClient) -> list[dict[str, Any]]:
+        r = await http.get("/api/docs/memo/blame", params={"user": "x"})
+        assert r.status_code == 200, r.text
+        return list(r.json()["roots"]["content"]["runs"])
+
+    expected = [
+        {"text": "alpha beta\nbravo\n", "actor": None, "seq": 2},
+        {"text": "charlie\n", "actor": "carol", "seq": 3},
+    ]
+    async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        text = ""
+        for who, line in lines:
+            text += line
+            r = await http.put("/api/docs/memo/text", json={"text": text}, params={"user": who})
+            assert r.status_code == 200, r.text
+        assert [(x["actor"], x["seq"]) for x in await blame(http)] == [
+            ("alice", 1), ("bob", 2), ("carol", 3)
+        ]  # fmt: skip
+        h = history_of(srv.backend)
+        await h.attribution.drain()
+        before = await srv.backend.store.derived("memo", codec.KIND)
+        assert before is not None and before[0] == 3
+        await eventually(lambda: "memo" not in srv.backend.rooms)
+
+        # the admin command, in a process of its own, as an operator runs it
+        ran = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "palimpsest", "compact", "memo", "--before", "2", "--yes",
+             "--store", store_url],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert ran.returncode == 0 and "2 events folded" in ran.stdout, ran
+        # the index it stored names the folded events' writers: gone with them
+        assert await srv.backend.store.derived("memo", codec.KIND) is None
+
+        r = await http.get("/api/docs/memo/versions/1")
+        assert r.status_code == 404 and "history starts at 2" in r.text, r.text
+        assert await blame(http) == expected  # (the index in memory was built before)
+        r = await http.get("/api/docs/memo/diff", params={"from": 2, "to": 3, "user": "x"})
+        assert r.status_code == 200, r.text
+        ops = [(o["op"], o["text"], o["actor"]) for o in r.json()["roots"]["content"]["ops"]]
+        assert ops == [("equal", "alpha beta\nbravo\n", None), ("insert", "charlie\n", "carol")]
+        await h.attribution.drain()
+        stored = await srv.backend.store.derived("memo", codec.KIND)
+        assert stored is not None and codec.header(stored[1])["base"] == 2
+
+    async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        assert await blame(http) == expected  # read back
+        assert len(history_of(srv.backend).attribution.restores) == 1
+
+    # an index stored before the compaction, left by a release that kept it, with and
+    # without the header's "base" (an index stored before it said where it starts)
+    for old in (before[1], _without_base(before[1])):
+        assert codec.base(old) == 0
+        async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+            await srv.backend.store.put_derived("memo", codec.KIND, 3, old)
+            assert await blame(http) == expected
+            h = history_of(srv.backend)
+            assert h.attribution.restores == [] and len(h.attribution.builds) == 1
 
 
 async def test_a_room_that_unloads_stores_its_index_for_the_next_process(

@@ -807,6 +807,10 @@ class AttributionIndex:
         #: the actor of each seq from `first` on (interned: a few distinct names)
         self.actors: list[str] = []
         self.first = 0
+        #: the seq the index started from: a compacted log's base (start_from), or 0.
+        #: Another base in the store means the log was compacted since, and the index
+        #: still names the writers of the folded events: it is built again
+        self.base = 0
         self.seq = 0
         self.failed = 0
         #: roots seen with nothing visible yet: their type is still unknown
@@ -984,6 +988,7 @@ class AttributionIndex:
         self._to_deltas("it starts from a snapshot")
         self._cur = seq
         self._note(seq, "")
+        self.base = seq
         self.doc.apply_update(state)
         if self._growing:
             self._grown()

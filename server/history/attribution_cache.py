@@ -116,6 +116,14 @@ class AttributionCache:
     def peek(self, doc: str) -> AttributionIndex | None:
         return self._indexes.get(doc)
 
+    def stale(self, doc: str, base_seq: int) -> bool:
+        """Whether the index in memory of `doc` was built before its log was compacted to
+        `base_seq` (by `palimpsest compact`, in another process): it still names the
+        writers of the events folded away, whose text the base holds, written by nobody
+        known. The caller drops it (the stored one is refused too, see _mismatch)."""
+        index = self._indexes.get(doc)
+        return index is not None and index.base != base_seq
+
     def drop(self, doc: str) -> None:
         self._indexes.pop(doc, None)
         self._stored.pop(doc, None)
@@ -204,7 +212,11 @@ class AttributionCache:
         if info is None or info.head == 0 or self._stored.get(doc, -1) >= info.head:
             return False
         async with lock:
-            index = self._indexes.get(doc) or await self._restore(doc, info.head)
+            index = self._indexes.get(doc)
+            if index is not None and index.base != info.base_seq:
+                self.drop(doc)  # compacted since it was built (see stale)
+                index = None
+            index = index or await self._restore(doc, info.head)
             if index is None:
                 if info.head - info.base_seq < build_from:
                     return False
@@ -267,6 +279,13 @@ class AttributionCache:
         info = await self.store.doc_info(doc)
         if info is None or seq > info.head or seq < info.base_seq:
             return f"its seq {seq} is outside the log"
+        try:
+            base = codec.base(data)
+        except (ValueError, KeyError, IndexError, TypeError) as e:
+            return f"its start does not decode ({e})"
+        if base != info.base_seq:
+            return (f"it starts at seq {base}, the log at {info.base_seq} (compacted since): "
+                    "it names the writers of events folded away")  # fmt: skip
         if seq > info.base_seq:
             evs = await self.store.read(doc, after=seq - 1, upto=seq)
             if not evs or fingerprint(evs[0].update) != h.get("fp"):

@@ -27,7 +27,9 @@ stored: it is the version at the index's seq, loaded like any version (nearest s
 + the events after it), and the index then extends from there. The header carries the
 sha256 prefix of the update of event `seq`: a document deleted and made again under the
 same name, or a log that changed under the index, does not match, and the index is
-rebuilt instead of served.
+rebuilt instead of served; so is an index whose "base" (the seq it started from: a
+compacted log's base, or 0) is not the log's base any more: it was built before a
+compaction, and names the writers of the events folded away.
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ def encode(index: AttributionIndex, fingerprint: str) -> bytes:
         "doc": index.doc_name,
         "seq": index.seq,
         "first": index.first,
+        "base": index.base,
         "failed": index.failed,
         "roots": roots,
         "pending": sorted(index.pending),
@@ -288,6 +291,19 @@ def header(data: bytes) -> dict[str, Any]:
     return _open(data)[1]
 
 
+def base(data: bytes) -> int:
+    """The seq a stored index started from: a compacted log's base, or 0 (its header's
+    "base"). An index stored before the header kept it (5 Dec 2026) tells it all the
+    same: one built from a base notes the base's text as written by nobody ("") at its
+    first seq, and no event is logged by an empty actor."""
+    r, h = _open(data)
+    if "base" in h:
+        return int(h["base"])
+    runs = _from_ints(r.chunk())
+    names = h["actors"]
+    return int(h["first"]) if runs and names[runs[0]] == "" else 0
+
+
 def _open(data: bytes) -> tuple[_Reader, dict[str, Any]]:
     """A reader past the header of a stored index, and the header."""
     try:
@@ -319,6 +335,8 @@ def _decode(data: bytes, doc: Doc[Any]) -> AttributionIndex:
     index = AttributionIndex(str(h["doc"]), [], ydoc=doc)
     index.actors = actors
     index.first = int(h["first"])
+    # (see base(): an index stored before the header kept it)
+    index.base = int(h.get("base", index.first if actors and actors[0] == "" else 0))
     index.seq = int(h["seq"])
     index.failed = int(h["failed"])
     index.pending = {str(n) for n in h["pending"]}
@@ -342,4 +360,4 @@ def _decode(data: bytes, doc: Doc[Any]) -> AttributionIndex:
     return index
 
 
-__all__ = ["KIND", "decode", "encode", "header"]
+__all__ = ["KIND", "base", "decode", "encode", "header"]

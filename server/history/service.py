@@ -305,6 +305,8 @@ class History:
         cached = self.attribution.peek(doc)
         if cached is not None and cached.seq > info.head:  # deleted and re-created
             self.attribution.drop(doc)
+        elif self.attribution.stale(doc, info.base_seq):  # compacted since it was built
+            self.attribution.drop(doc)
         known = self._types.get(doc)
         if known is None:
             stored = await self.attribution.warm(doc, info.head)
@@ -417,7 +419,9 @@ class History:
                 docs = await self.doc_at(doc, a), await self.doc_at(doc, b)
             return docs
 
-        if (cached is None or cached.seq > info.head) and b - a <= RANGE_DIFF_MAX:
+        # (an index built before a compaction is built again: see _index_for)
+        unusable = cached is None or cached.seq > info.head
+        if (unusable or self.attribution.stale(doc, info.base_seq)) and b - a <= RANGE_DIFF_MAX:
             # no index yet: fold just the range instead of building one from seq 0
             va, vb = await versions()
             kinds = {n: k for d in (va, vb) for n, k in self.types(doc, d).items()}

@@ -18,7 +18,7 @@ Contract:
   checksum of exactly the stored bytes, see ``snapshot_codec``) and read both forms.
 - Snapshots are a cache: ``delete_snapshots`` drops the ones retention does not keep.
   Derived data (``put_derived``/``derived``: e.g. the stored attribution index) is a
-  cache of the log too, checksummed, dropped with the document.
+  cache of the log too, checksummed, dropped with the document and by ``compact``.
 - Timestamps are integers, milliseconds since the epoch, given by the caller (the server's
   clock) so that undo grouping is the same after a restart.
 - Driver errors become :class:`~server.errors.StoreError` (or ``StoreUnavailable`` when the
@@ -495,7 +495,9 @@ class EventStore(Service, ABC):
     async def compact(self, doc: str, before: int, state: bytes) -> int:
         """Fold events 1..before into a base snapshot at `before` and drop them.
 
-        Returns the number of events removed. Seqs are not renumbered."""
+        Returns the number of events removed. Seqs are not renumbered. The document's
+        derived data is dropped with them (the attribution index names who wrote the
+        text the base now holds)."""
 
     # --- named versions --------------------------------------------------------------
 

@@ -248,6 +248,7 @@ class MemoryStore(EventStore):
         snaps[before] = _snap_row(state, {"base": True})
         self._snaps[doc] = snaps
         self._base[doc] = max(self._base.get(doc, 0), before)
+        self._derived.pop(doc, None)  # (it names what the folded events did)
         return len(evs) - len(kept)
 
     async def put_tag(self, doc: str, name: str, seq: int, actor: str) -> Tag:

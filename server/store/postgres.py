@@ -1087,6 +1087,9 @@ class PostgresStore(EventStore):
                     *base,
                 )
                 await conn.execute("DELETE FROM snapshots WHERE doc = $1 AND seq < $2", doc, before)
+                # derived data names what the folded events did (the attribution index:
+                # who wrote what): built again from the base
+                await conn.execute("DELETE FROM derived WHERE doc = $1", doc)
                 # the document's row first: appenders and sealers of it wait for us
                 doc_id = await conn.fetchval("SELECT id FROM docs WHERE name = $1 FOR UPDATE", doc)
                 if doc_id is None:

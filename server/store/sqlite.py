@@ -1415,6 +1415,9 @@ class SQLiteStore(EventStore):
                 (doc, before, now_ms(), *packed),
             )
             db.execute("DELETE FROM snapshots WHERE doc = ? AND seq < ?", (doc, before))
+            # derived data names what the folded events did (the attribution index: who
+            # wrote what): built again from the base
+            db.execute("DELETE FROM derived WHERE doc = ?", (doc,))
             row = db.execute("SELECT id FROM docs WHERE name = ?", (doc,)).fetchone()
             if row is None:
                 return 0

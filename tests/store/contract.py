@@ -480,8 +480,13 @@ class StoreContract(CursorContract):
         await store.append([("c", [ev(update=b"ab", ts=100 + i) for i in range(10)])])
         await store.put_snapshot("c", 3, b"three")
         await store.put_snapshot("c", 8, b"eight")
+        await store.put_derived("c", "attribution", 9, b"who wrote 1..9")
+        await store.put_derived("other", "attribution", 9, b"another document's")
         removed = await store.compact("c", 6, b"base-6")
         assert removed == 6
+        # derived data names what the folded events did (who wrote what): gone with them
+        assert await store.derived("c", "attribution") is None
+        assert await store.derived("other", "attribution") == (9, b"another document's")
         assert [e.seq for e in await store.read("c")] == [7, 8, 9, 10]
         assert await store.head("c") == 10
         info = await store.doc_info("c")
