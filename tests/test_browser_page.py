@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -16,7 +18,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
-from serverproc import ServerProcess
+from serverproc import REPO_ROOT, ServerProcess
 from test_browser import (  # noqa: F401 (browser: the fixture)
     Http,
     browser,
@@ -286,6 +288,54 @@ def test_your_name_dialog_can_be_dismissed_after_the_first_time(
     expect(page.locator("#name-dialog")).to_be_hidden()
     expect(page.locator("#user-label")).to_have_text("dora")
     assert page.evaluate("() => localStorage.getItem('palimpsest.user')") == "dora"
+
+
+def test_the_slider_starts_where_a_compacted_history_starts(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """Finding 3b: after `palimpsest compact --before 3` (run while the server serves,
+    as an operator may), the history panel's slider starts at version #3, the oldest
+    one left, instead of #1 (a 404 "compacted away"); the timeline says where history
+    starts, and its sessions, grouped before the compaction, hold only the events left."""
+    text = ""
+    for i, who in enumerate(["alice", "alice", "bob", "bob", "bob"]):
+        text += f"line {i + 1}\n"
+        status, answer = call(server.http_url, "PUT", f"/api/docs/{doc_name}/text",
+                              {"text": text}, user=who)  # fmt: skip
+        assert status == 200 and answer["seq"] == i + 1, answer
+    http = Http(server.http_url)
+    before = http.get(f"/api/docs/{doc_name}/sessions")  # (grouped now, and kept)
+    assert before["base_seq"] == 0
+    assert [(s["actor"], s["start_seq"]) for s in before["sessions"]] == [("alice", 1), ("bob", 3)]
+
+    ran = subprocess.run(
+        [sys.executable, "-m", "palimpsest", "compact", doc_name, "--before", "3", "--yes",
+         "--db", str(server.db_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    after = http.get(f"/api/docs/{doc_name}/sessions")
+    assert after["base_seq"] == 3
+    assert [(s["actor"], s["start_seq"], s["events"]) for s in after["sessions"]] == [("bob", 4, 2)]
+    assert http.get(f"/api/docs/{doc_name}/events")["base_seq"] == 3
+
+    page = open_doc(people(), server.http_url, doc_name, "carol")
+    page.locator("#history-btn").click()
+    scrub = page.locator("#scrub")
+    expect(scrub).to_have_attribute("max", "5")
+    expect(scrub).to_have_attribute("min", "3")
+    expect(page.locator("#timeline .compacted")).to_have_text(
+        "History starts at version #3: the events before it were compacted away."
+    )
+    scrub.fill("1")  # as far back as it goes: the base
+    expect(page.locator("#preview")).to_have_attribute("data-seq", "3")
+    expect(page.locator("#scrub-label")).to_have_text("#3 of 5")
+    expect(page.locator("#preview-body")).to_contain_text("line 3")
+    expect(page.locator("#preview .error")).to_have_count(0)
+    scrub.fill("4")
+    expect(page.locator("#preview")).to_have_attribute("data-seq", "4")
+    expect(page.locator("#preview .error")).to_have_count(0)
+    assert not page.errors  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------- server's answers

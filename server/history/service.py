@@ -517,7 +517,7 @@ class History:
         until_ts: int | None,
         kinds: list[str] | None,
     ) -> dict[str, Any]:
-        await self.info(doc)
+        info = await self.info(doc)
         evs = await self.store.query(
             doc,
             after=after,
@@ -530,6 +530,9 @@ class History:
         return {
             "events": [event_json(e) for e in evs],
             "next_after": evs[-1].seq if len(evs) == limit else None,
+            # where history starts: the compaction base (its version is the oldest one
+            # left), 0 when the log was never compacted
+            "base_seq": info.base_seq,
         }
 
     async def sessions(
@@ -544,8 +547,9 @@ class History:
     ) -> dict[str, Any]:
         key = (doc, gap_ms)
         cache = self._sessions.get(key)
-        if cache is None or cache.seq > info.head:
-            cache = self._sessions[key] = Sessions(gap_ms, seq=info.base_seq)
+        # (deleted and made again, or compacted since: the sessions of folded events go)
+        if cache is None or cache.seq > info.head or cache.base != info.base_seq:
+            cache = self._sessions[key] = Sessions(gap_ms, seq=info.base_seq, base=info.base_seq)
         while cache.seq < info.head:
             evs = await self.store.read(doc, after=cache.seq, upto=info.head, limit=5000)
             if not evs:
@@ -561,6 +565,7 @@ class History:
         return {
             "sessions": page,
             "next_after": page[-1]["start_seq"] if len(out) > limit else None,
+            "base_seq": info.base_seq,  # (see events)
         }
 
     # --- restore ------------------------------------------------------------------------

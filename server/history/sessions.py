@@ -13,6 +13,8 @@ from ..util import iso
 class Sessions:
     gap_ms: int
     seq: int = 0
+    #: the log's compaction base they were grouped from (another one: group again)
+    base: int = 0
     done: list[dict[str, Any]] = field(default_factory=list)
     open: dict[str, dict[str, Any]] = field(default_factory=dict)
 

@@ -17,6 +17,8 @@ export class HistoryPanel {
     this.user = user
     this.session = session
     this.head = 0
+    // where history starts: a compacted log's base (the server's base_seq), else 0
+    this.base = 0
     this.isOpen = false
     this.previewSeq = null // number while previewing
     this.previewLabel = null
@@ -75,7 +77,7 @@ export class HistoryPanel {
     const previewFromScrub = debounce(() => {
       const seq = this._scrubTarget
       this._scrubTarget = null
-      if (seq >= 1) this.preview(seq)
+      if (seq >= this.firstSeq) this.preview(seq)
     }, 150)
     this.scrub.addEventListener('input', () => {
       this._scrubTarget = Number(this.scrub.value)
@@ -144,8 +146,9 @@ export class HistoryPanel {
     }
     if (sessions.status === 'fulfilled' || docNotFound(sessions.reason)) {
       // (a document with only a name, no events yet, is a 404 too: no sessions)
-      const list = sessions.value || []
-      this.head = Math.max(0, ...list.map((s) => s.end_seq || 0))
+      const list = (sessions.value && sessions.value.sessions) || []
+      this.base = (sessions.value && sessions.value.base) || 0
+      this.head = Math.max(this.base, ...list.map((s) => s.end_seq || 0))
       await this.renderSessions(list, token)
     } else {
       // no sessions endpoint: fall back to the latest page of plain events
@@ -170,8 +173,20 @@ export class HistoryPanel {
     return this.session.status.refusedCode === 4404 ? ` (${this.session.status.refused})` : ''
   }
 
+  /** the oldest version left: 1, or a compacted log's base (versions before it are gone) */
+  get firstSeq () { return Math.max(1, this.base) }
+
+  /** what the timeline says at its end (the oldest) of a compacted log */
+  compactedNote () {
+    return h('p', { class: 'muted small compacted' },
+      `History starts at version #${this.base}: the events before it were compacted away.`)
+  }
+
   /** what the timeline says when there are no events */
   emptyTimeline () {
+    if (!this.deleted && this.base > 0) {
+      return h('p', { class: 'empty' }, `No edits since version #${this.base}, where history starts: the events before it were compacted away.`)
+    }
     if (!this.deleted) return h('p', { class: 'empty' }, 'No edits yet. Type something and it shows up here.')
     const again = this.session.status.refusedCode === 4404 ? '' : ' What you type here starts a new document of the same name.'
     return h('p', { class: 'empty deleted' }, `This document was deleted${this.deletedWhy}. Its history went with it.${again}`)
@@ -202,17 +217,19 @@ export class HistoryPanel {
 
   sessionKey (s) { return `${s.actor}:${s.start_seq}` }
 
-  /** all sessions (pages of up to 1000, oldest first), at most 20 pages */
+  /** all sessions (pages of up to 1000, oldest first), at most 20 pages, and where history starts */
   async loadSessions () {
     const all = []
     let after = 0
+    let base = 0
     for (let i = 0; i < 20; i++) {
       const page = await this.api.sessions(this.doc, { after, limit: 1000 })
       all.push(...((page && page.sessions) || []))
+      base = (page && page.base_seq) || base
       if (!page || page.next_after === null || page.next_after === undefined) break
       after = page.next_after
     }
-    return all
+    return { sessions: all, base }
   }
 
   async renderSessions (list, token) {
@@ -287,6 +304,7 @@ export class HistoryPanel {
       }
       this.timeline.append(item)
     }
+    if (this.base > 0) this.timeline.append(this.compactedNote())
     this.markActive()
   }
 
@@ -301,11 +319,13 @@ export class HistoryPanel {
 
   async renderFlatEvents (reason, token) {
     let events = []
+    let base = 0
     try {
       let after = 0
       for (let i = 0; i < 50; i++) {
         const page = await this.api.events(this.doc, { after, limit: 500 })
         events.push(...((page && page.events) || []))
+        base = (page && page.base_seq) || base
         if (page.next_after === null || page.next_after === undefined) break
         after = page.next_after
       }
@@ -323,7 +343,8 @@ export class HistoryPanel {
     }
     if (token !== this._refreshToken) return
     for (const e of events) this.eventCache.set(e.seq, e)
-    this.head = events.length ? events[events.length - 1].seq : 0
+    this.base = base
+    this.head = events.length ? events[events.length - 1].seq : base
     $('#history-count').textContent = events.length ? plural(events.length, 'event') : ''
     this.keepingFocus(this.timeline, this.timeline, () => {
       clear(this.timeline)
@@ -331,6 +352,7 @@ export class HistoryPanel {
       const ul = h('ol', { class: 'events flat' })
       for (const e of events.filter(shown).slice(-200).reverse()) ul.append(this.eventItem(e))
       this.timeline.append(ul)
+      if (this.base > 0) this.timeline.append(this.compactedNote())
     })
     this.markActive()
   }
@@ -372,8 +394,9 @@ export class HistoryPanel {
   }
 
   updateScrub () {
-    this.scrub.max = String(Math.max(1, this.head))
-    this.scrub.min = '1'
+    // from the oldest version left (a compacted log's base) to the head
+    this.scrub.max = String(Math.max(this.firstSeq, this.head))
+    this.scrub.min = String(this.firstSeq)
     this.scrub.disabled = this.head < 1
     const previewed = typeof this.previewSeq === 'number' ? this.previewSeq : null
     const value = this._scrubTarget ?? previewed ?? this.head
@@ -611,7 +634,7 @@ export class HistoryPanel {
         await this.refreshed?.catch(() => {}) // (to say how many versions there are)
         if (token !== this._previewToken) return
         $('#preview-title').textContent = `No version “${seq}”`
-        message = `“${seq}” is neither a version number${this.head >= 1 ? ` (1 to ${this.head})` : ''} nor the name of a version.`
+        message = `“${seq}” is neither a version number${this.head >= 1 ? ` (${this.firstSeq} to ${this.head})` : ''} nor the name of a version.`
       }
       body.append(h('span', { class: 'error' }, message))
       $('#restore-btn').disabled = true
