@@ -34,6 +34,7 @@ import gc
 import logging
 import sys
 import time
+import weakref
 from bisect import bisect_right
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -62,6 +63,14 @@ R_START, R_LEN, R_INS, R_DEL = 0, 1, 2, 3
 #: right origin of its first unit (client and clock each, None when there is none; not
 #: tuples, which cost a run 100 bytes more), the block that holds it and its track
 R_CLIENT, R_CLOCK, R_NCLOCK, R_OC, R_OK, R_RC, R_RK, R_BLOCK, R_TRACK = range(4, 13)
+#: the memory of a run, as the cache's byte budget estimates it (attribution_cache): a
+#: list of 4 ints, in its block; one folded by ids (13 fields, and held by id in
+#: attribution_ids.IdFold too); and of its Yjs document per byte ever inserted (measured
+#: on automerge-paper: 59.5 MB for 182k runs by ids, tracemalloc; read back, its 17k
+#: runs and document ~8 MB of RSS)
+RUN_BYTES = 180
+RUN_BYTES_BY_IDS = 330
+DOC_BYTES_PER_BYTE = 20
 #: events read per store query while folding
 READ_PAGE = 2000
 #: at most this many events folded between two yields to the event loop
@@ -819,7 +828,10 @@ class AttributionIndex:
         #: the copies the event being folded may make (an undo's, a redo's, a restore's)
         self._copies: Copies | None = None
         self._seen: set[str] = set(kinds)
-        self._subs: list[Any] = []  # keep the subscriptions alive
+        #: keep the subscriptions alive. Their callbacks hold the index only weakly (see
+        #: _observe): the document holds them, out of the cyclic collector's sight, so a
+        #: strong reference would keep every index and its document forever
+        self._subs: list[Any] = []
         #: events that break the document as logged (errors.DocumentBroken): seq -> the
         #: update applied instead (None: left out), as a load applies them
         #: (snapshots.load); folded by deltas
@@ -848,9 +860,12 @@ class AttributionIndex:
         """Track XML root `name` with `track` (new, or read back with the index)."""
         self._to_deltas("an XML root is tracked")
         self.xml[name] = track
+        ref = weakref.ref(self)
 
         def on_xml(events: list[Any]) -> None:
-            track.apply(events, self._cur, self._copies)
+            index = ref()
+            if index is not None:
+                track.apply(events, index._cur, index._copies)
 
         self._subs.append(self.doc.get(name, type=XmlFragment).observe_deep(on_xml))
 
@@ -895,10 +910,17 @@ class AttributionIndex:
         self._observe(name, track)
 
     def _observe(self, name: str, track: TextTrack) -> None:
+        # The callback holds the index weakly: the document (yrs) holds the callback
+        # where the cyclic garbage collector cannot see it, so a reference to the index
+        # from here would make index -> document -> callback -> index a cycle nothing
+        # frees (an index dropped from the cache, refused or built again, a range diff's:
+        # each kept its runs and its document, ~120 MB for automerge-paper's).
+        ref = weakref.ref(self)
 
         def on_text(e: Any) -> None:
-            if name in self.trees:
-                return  # followed by its deep events
+            index = ref()
+            if index is None or name in index.trees:
+                return  # (followed by its deep events)
             delta = e.delta
             inserts = deletes = False
             for op in delta:  # (a loop, not any(): this runs for every event folded)
@@ -907,11 +929,11 @@ class AttributionIndex:
                     deletes = deletes or "delete" in op
                     continue
                 if type(value) is not str and _is_native_type(value):
-                    self._grow_tree(name, track, delta)
+                    index._grow_tree(name, track, delta)
                     return
                 inserts = True
-            if not (inserts and deletes) or (self._copies and not self._copies.moves):
-                track.apply_delta(delta, self._cur, copies=self._copies)
+            if not (inserts and deletes) or (index._copies and not index._copies.moves):
+                track.apply_delta(delta, index._cur, copies=index._copies)
                 return
             moves = Moves()  # (text deleted and inserted again: moved?)
             gone: list[tuple[int, int, int]] = []
@@ -920,9 +942,9 @@ class AttributionIndex:
                 if type(value) is str:
                     moves.inserted.append((track, start, data))
 
-            track.apply_delta(delta, self._cur, on_insert, gone, self._copies)
+            track.apply_delta(delta, index._cur, on_insert, gone, index._copies)
             moves.gone_text(track, gone)
-            moves.settle(self._cur)
+            moves.settle(index._cur)
 
         # the native event, not pycrdt's wrapper: the wrapper also computes the event's
         # path, target and transaction, which costs ~40% more on a long fold
@@ -960,14 +982,18 @@ class AttributionIndex:
         """Fold text root `name`'s deep events into `tree`."""
         self.trees[name] = tree
         track = self.tracks[name]
+        ref = weakref.ref(self)  # (see _observe)
 
         def on_deep(events: list[Any]) -> None:
+            index = ref()
+            if index is None:
+                return
             if tree.failed is None:  # (the root's delta first: its track stays whole)
-                tree.apply(events, self._cur, self._copies)
+                tree.apply(events, index._cur, index._copies)
                 return
             for e in events:  # a tree that stopped: the root's characters go on
                 if not e.path:
-                    track.apply_delta(e.delta, self._cur, copies=self._copies)
+                    track.apply_delta(e.delta, index._cur, copies=index._copies)
 
         self._subs.append(self.doc.get(name, type=Text).observe_deep(on_deep))
 
@@ -1118,6 +1144,27 @@ class AttributionIndex:
         self._ids = None
         for track in self.tracks.values():
             track.by_block = None
+
+    def estimated_bytes(self) -> int:
+        """About how much memory the index holds (the cache's byte budget): its runs
+        (a run folded by ids carries its Yjs id and origins, and is held by id too), the
+        bytes ever inserted, and its Yjs document, which keeps every deleted item (about
+        DOC_BYTES_PER_BYTE per byte ever inserted). Measured on automerge-paper's, read
+        back: ~8 MB of RSS, estimated 6.6 MB; built by ids: ~70 MB, estimated 61 MB."""
+        per_run = RUN_BYTES_BY_IDS if self._ids is not None else RUN_BYTES
+        runs = content = 0
+        tracks: list[TextTrack] = list(self.tracks.values())
+        for tree in (*self.trees.values(), *self.xml.values()):
+            stack = [tree.root]
+            while stack:
+                node = stack.pop()
+                stack.extend(node.kids.values())
+                tracks.append(node.track)
+        tracks = list({id(t): t for t in tracks}.values())  # (a text root's tree's root)
+        for track in tracks:
+            runs += sum(map(len, track.blocks))
+            content += len(track.content)
+        return runs * per_run + content * (1 + DOC_BYTES_PER_BYTE) + len(self.actors) * 8
 
     def verify(self) -> bool:
         """Whether the index can be served: not broken, and each text at the index's seq

@@ -33,6 +33,8 @@ from .attribution import READ_PAGE, AttributionIndex, Roots, TextTrack, root_kin
 
 log = logging.getLogger("palimpsest.history")
 
+#: the memory the indexes kept in memory may take, estimated (Settings.attribution_cache_mb)
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 #: a background refresh reads its next page of events once no edit was committed in the
 #: process for this long (seconds)...
 QUIET_SECONDS = 0.25
@@ -77,6 +79,7 @@ class AttributionCache:
         persist_every: int = 1000,
         *,
         last_edit: Callable[[], float] | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self.store = store
         #: when an edit was last committed in this process (time.monotonic()): a
@@ -85,6 +88,13 @@ class AttributionCache:
         #: pages a background refresh waited for a pause in the editing before reading
         self.deferred = 0
         self.max_docs = max_docs
+        #: the memory the indexes kept may take, as AttributionIndex.estimated_bytes
+        #: estimates it (0: no bound but max_docs); the one in use stays, however large
+        self.max_bytes = max_bytes
+        #: per document kept, its estimate when it was last used
+        self._sizes: dict[str, int] = {}
+        #: observable: indexes dropped from memory to keep within the bounds
+        self.evicted = 0
         self.persist_every = persist_every
         #: observable: indexes written to the store by this process
         self.stored = 0
@@ -126,6 +136,7 @@ class AttributionCache:
 
     def drop(self, doc: str) -> None:
         self._indexes.pop(doc, None)
+        self._sizes.pop(doc, None)
         self._stored.pop(doc, None)
         self._fixes.pop(doc, None)
 
@@ -169,11 +180,7 @@ class AttributionCache:
             found = index.new_roots()
             if found:
                 index = await self._build(doc, {**index.roots(), **found})
-            self._indexes[doc] = index
-            self._indexes.move_to_end(doc)
-            while len(self._indexes) > self.max_docs:
-                gone, _ = self._indexes.popitem(last=False)
-                self._stored.pop(gone, None)
+            self._keep(index)
             await self._maybe_store(index)
             return index
 
@@ -188,11 +195,30 @@ class AttributionCache:
                 index = await self._restore(doc, upto)
                 if index is None:
                     return None
-                self._indexes[doc] = index
-                while len(self._indexes) > self.max_docs:
-                    gone, _ = self._indexes.popitem(last=False)
-                    self._stored.pop(gone, None)
+                self._keep(index)
             return index
+
+    @property
+    def kept_bytes(self) -> int:
+        """The estimated memory of the indexes kept (see max_bytes)."""
+        return sum(self._sizes.values())
+
+    def _keep(self, index: AttributionIndex) -> None:
+        """Keep `index` in memory, the most recently used, and drop the least recently
+        used others while more than max_docs are kept or their estimate is over
+        max_bytes. A dropped index is freed (its runs and its Yjs document); a store
+        holds it for the next use."""
+        doc = index.doc_name
+        self._indexes[doc] = index
+        self._indexes.move_to_end(doc)
+        self._sizes[doc] = index.estimated_bytes()
+        while len(self._indexes) > 1 and (
+            len(self._indexes) > self.max_docs or 0 < self.max_bytes < self.kept_bytes
+        ):
+            gone, _ = self._indexes.popitem(last=False)
+            self._sizes.pop(gone, None)
+            self._stored.pop(gone, None)
+            self.evicted += 1
 
     async def refresh(
         self, doc: str, roots: Callable[[], Awaitable[Roots]], build_from: int
@@ -226,6 +252,8 @@ class AttributionCache:
             found = index.new_roots()
             if found:
                 index = await self._build(doc, {**index.roots(), **found}, True)
+            if self._indexes.get(doc) is index:
+                self._sizes[doc] = index.estimated_bytes()  # (extended: see _keep)
             await self._maybe_store(index, force=True)
         await self.drain()
         return True

@@ -152,7 +152,9 @@ class History:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.attribution = AttributionCache(
-            backend.store, last_edit=lambda: backend.committer.last_commit
+            backend.store,
+            last_edit=lambda: backend.committer.last_commit,
+            max_bytes=int(backend.settings.attribution_cache_mb * 1024 * 1024),
         )
         #: per document, the root types learnt so far (a root's type never changes)
         self._types: dict[str, dict[str, str]] = {}
