@@ -108,7 +108,7 @@ class _Feed:
             about = f"{doc}, seq {events[0].seq}..{events[-1].seq}"
             try:
                 async with asyncio.timeout(self.timeout):
-                    await self.ext.on_committed(doc, events)
+                    await _awaited("on_committed", self.ext.on_committed(doc, events))
             except TimeoutError:
                 log.error("%r: on_committed(%s) did not return within %g s: given up, the "
                           "next batch goes on", self.ext, about, self.timeout)  # fmt: skip
@@ -134,6 +134,17 @@ def _failed(ext: Extension, hook: str, about: str, e: Exception) -> ExtensionFai
     and HTTP answers JSON."""
     log.error("%r: %s(%s) failed", ext, hook, about, exc_info=e)
     return ExtensionFailed(f"the server's extension {_name(ext)} failed in {hook}")
+
+
+async def _awaited(hook: str, result: Any) -> Any:
+    """What an awaited hook's call gives, awaited: a plain `def` that returns a coroutine
+    is fine; one that returns None said "object NoneType can't be used in 'await'
+    expression", which did not say what to do."""
+    if not inspect.isawaitable(result):
+        raise TypeError(
+            f"{hook} returned {type(result).__name__}, not an awaitable: make it an async def"
+        )
+    return await result
 
 
 def _name(ext: Extension) -> str:
@@ -240,7 +251,7 @@ class Extensions(Service):
         for ext in self._by["authenticate"]:
             try:
                 async with asyncio.timeout(self.hook_timeout):
-                    identity = await ext.authenticate(conn)
+                    identity = await _awaited("authenticate", ext.authenticate(conn))
             except PalimpsestError:
                 raise
             except Exception as e:
@@ -264,7 +275,7 @@ class Extensions(Service):
             for ext in self._by["on_connect"]:
                 try:
                     async with asyncio.timeout(self.hook_timeout):
-                        await ext.on_connect(client)
+                        await _awaited("on_connect", ext.on_connect(client))
                 except PalimpsestError:
                     raise
                 except Exception as e:
@@ -282,7 +293,7 @@ class Extensions(Service):
         for ext in wanted:
             try:
                 async with asyncio.timeout(self.hook_timeout):
-                    await ext.on_disconnect(client)
+                    await _awaited("on_disconnect", ext.on_disconnect(client))
             except Exception as e:
                 log.error("%r: on_disconnect failed", ext, exc_info=self._timed_out(e))
 
@@ -308,7 +319,7 @@ class Extensions(Service):
         for ext in self._by["on_load"]:
             try:
                 async with asyncio.timeout(self.hook_timeout):
-                    await ext.on_load(room)
+                    await _awaited("on_load", ext.on_load(room))
             except PalimpsestError:
                 raise
             except Exception as e:
@@ -318,7 +329,7 @@ class Extensions(Service):
         for ext in self._by["on_deleted"]:
             try:
                 async with asyncio.timeout(self.hook_timeout):
-                    await ext.on_deleted(doc, by)
+                    await _awaited("on_deleted", ext.on_deleted(doc, by))
             except Exception as e:
                 log.error("%r: on_deleted(%s) failed", ext, doc, exc_info=self._timed_out(e))
 

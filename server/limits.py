@@ -149,9 +149,6 @@ class Limits(Extension):
         self.budget = Budget()
         #: new documents per identity in the last hour
         self.quota = CreationQuota()
-        #: (connection id, doc) -> bytes of update its declared parts may still carry
-        #: without a size check of their own (admit_parts)
-        self.prepaid: dict[tuple[str, str], int] = {}
 
     async def on_connect(self, client: Client) -> None:
         if not self.connect(client.address):
@@ -162,33 +159,21 @@ class Limits(Extension):
 
     async def on_disconnect(self, client: Client) -> None:
         self.disconnect(client.address)
-        self.prepaid.pop((client.id, client.doc), None)
 
     def on_update(self, room: Room, client: Client, update: bytes) -> None:
-        key = (client.id, client.doc)
-        left = self.prepaid.get(key)
-        if left is not None:
-            if len(update) <= left:  # a part of an update judged whole (admit_parts)
-                self.prepaid[key] = left - len(update)
-                return
-            del self.prepaid[key]
         self.check_update(room, len(update))
 
-    def admit_parts(self, room: Room, client: Client, nbytes: int) -> None:
+    def check_parts(self, room: Room, nbytes: int) -> None:
         """A client announces that its next frames are the parts of one update of
         `nbytes` in all (the Python client cuts an update over ~1 MiB into parts that
-        each apply: a paste of 5 MB). The size limit judges them together, here: raise
-        FrameTooLarge (4413, nothing of them applied) if the whole would take the
-        document over ``max_doc_bytes``; else the parts, up to `nbytes`, are not judged
-        again one by one, so that a paste is kept whole or refused whole, never cut
-        after the parts that fitted."""
-        key = (client.id, client.doc)
-        self.prepaid.pop(key, None)
+        each apply: a paste of 5 MB); the connection holds the parts and hands them to
+        the room merged, as one update, which the size limit judges whole
+        (routes.ws.Connection). Refused here already when the whole cannot fit: the
+        client learns it before it sends them."""
         try:
             self.check_update(room, nbytes)
         except FrameTooLarge as e:
             raise FrameTooLarge(f"none of an update sent in parts was applied: {e}") from None
-        self.prepaid[key] = nbytes
 
     # connections per address
 

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import uvicorn
+import websockets
 from starlette.routing import Mount, Route, WebSocketRoute
 
 from palimpsest.app import create_app
@@ -103,6 +104,17 @@ def settings(db_path: Path) -> Settings:
 async def server(settings: Settings) -> AsyncIterator[RunningServer]:
     async with run_server(settings) as s:
         yield s
+
+
+async def closed_with(ws: Any, timeout: float = 10.0) -> tuple[int | None, str]:
+    """Read a websocket (websockets' client) until the server closes; its close code and reason."""
+    try:
+        async with asyncio.timeout(timeout):
+            async for _ in ws:
+                pass
+    except websockets.ConnectionClosed:
+        pass
+    return ws.close_code, ws.close_reason or ""
 
 
 async def eventually(

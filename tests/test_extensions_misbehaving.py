@@ -122,6 +122,39 @@ def test_an_async_def_where_a_plain_hook_is_called_is_refused_when_built(
         _backend(settings, AsyncGuard())
 
 
+async def test_a_plain_def_where_a_hook_is_awaited_says_so(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A plain `def on_connect` passed the build (a plain def may return a coroutine, and
+    then works) and refused every websocket with "object NoneType can't be used in
+    'await' expression"."""
+
+    class PlainConnect(Extension):
+        def on_connect(self, client: Client) -> None:  # type: ignore[override]
+            pass
+
+    class Deferred(Extension):
+        def __init__(self) -> None:
+            self.seen: list[int] = []
+
+        def on_committed(self, doc: str, events: Sequence[Event]) -> Any:  # a coroutine
+            return self._save(events)
+
+        async def _save(self, events: Sequence[Event]) -> None:
+            self.seen.extend(e.seq for e in events)
+
+    deferred = Deferred()
+    async with run_server(settings, _backend(settings, PlainConnect(), deferred)) as srv:
+        with pytest.raises(BaseException):  # noqa: B017 (closed before its sync)
+            async with connect(srv.ws_url, "doc", "alice"):
+                pass
+    assert "on_connect returned NoneType, not an awaitable: make it an async def" in caplog.text
+    async with run_server(settings, _backend(settings, deferred)) as srv:
+        async with connect(srv.ws_url, "doc", "alice") as alice:
+            alice.insert(0, "x")
+            await eventually(lambda: deferred.seen == [1], what="on_committed ran")
+
+
 class Hangs(Extension):
     """A hook awaiting something that never answers (a dead database connection)."""
 

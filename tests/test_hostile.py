@@ -14,7 +14,7 @@ import httpx
 import jwt
 import pytest
 import websockets
-from conftest import RunningServer, eventually, run_server
+from conftest import RunningServer, closed_with, eventually, run_server
 from pycrdt import Doc, Text
 from serverproc import ServerProcess
 from test_hocuspocus import Raw
@@ -37,17 +37,6 @@ SECRET = "hostile-test-secret-of-at-least-32-bytes"
 
 def presence(*entries: tuple[int, int, str]) -> bytes:
     return P.encode_awareness(P.encode_awareness_entries(list(entries)))
-
-
-async def closed_with(ws: Any, timeout: float = 10.0) -> tuple[int | None, str]:
-    """Read until the server closes; its close code and reason."""
-    try:
-        async with asyncio.timeout(timeout):
-            async for _ in ws:
-                pass
-    except websockets.ConnectionClosed:
-        pass
-    return ws.close_code, ws.close_reason or ""
 
 
 def connections(server: RunningServer, doc: str) -> list[Connection]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import websockets
-from conftest import RunningServer, eventually, run_server
+from conftest import RunningServer, closed_with, eventually, run_server
 from pycrdt import Doc, Text
 from yclient import connect
 
@@ -328,6 +328,88 @@ async def test_a_paste_sent_in_parts_is_kept_whole_or_refused_whole(settings: Se
             assert c.text() == "before\n" + fits
             events = await store.read("paste")
             assert len(events) > head and all(e.actor in ("ada", "bob") for e in events)
+
+
+def _paste_parts(chars: int, limit: int = 1 << 20) -> list[bytes]:
+    """A paste of about `chars` characters into an empty document, cut as the Python
+    client cuts it (client.split)."""
+    from palimpsest.client.split import split_update
+
+    d: Doc = Doc()
+    d.get("content", type=Text).insert(0, "".join(f"line {i:07d} zz\n" for i in range(chars // 16)))
+    return split_update(d.get_update(), limit)
+
+
+async def _announce(ws: Any, parts: list[bytes], nbytes: int | None = None) -> None:
+    body = {"type": "parts", "bytes": nbytes or sum(map(len, parts)), "count": len(parts)}
+    await ws.send(P.encode_extension(body))
+
+
+async def test_announced_parts_are_held_until_the_last_and_judged_whole(
+    settings: Settings,
+) -> None:
+    """The parts announced were let through one by one with a size allowance judged
+    when announced: an announcement left waiting let a later update take the document
+    past MAX_DOC_BYTES (and then nobody could type), and a connection that ended after
+    its first part left that part in the document, a prefix cut mid-line. The parts
+    are now held by the connection and handed to the room merged, as one update."""
+    settings.max_doc_bytes = 3_000_000
+    async with run_server(settings) as server:
+        store = server.backend.store
+        url = f"{server.ws_url}/full?user=mallory"
+        # announced while it fitted, sent after someone else filled the document
+        late = _paste_parts(1_500_000)
+        ws = await websockets.connect(url, compression=None, max_size=None)
+        await _announce(ws, late)
+        async with client.connect(server.ws_url, "full", user="alice") as a:
+            a.text().append("".join(f"alice {i:07d}\n" for i in range(2_400_000 // 14)))
+            await a.flush(timeout=60)
+        head = await store.head("full")
+        for part in late:
+            await ws.send(P.encode_sync_update(part))
+        code, reason = await closed_with(ws)
+        assert code == 4413, (code, reason)
+        room = server.backend.rooms.get_loaded("full")
+        assert room is not None
+        await room.flush()
+        assert await store.head("full") == head
+        assert len(room.doc.get_update()) <= settings.max_doc_bytes
+        # a connection that ends after its first part leaves nothing of them
+        half = _paste_parts(300_000, limit=100_000)
+        assert len(half) > 2
+        async with websockets.connect(
+            f"{server.ws_url}/half?user=mallory", compression=None, max_size=None
+        ) as ws:
+            await _announce(ws, half)
+            await ws.send(P.encode_sync_update(half[0]))
+        async with client.connect(server.ws_url, "half", user="bob") as b:
+            b.text().append("bob")
+            await b.flush()
+            assert b.text() == "bob"
+        assert [e.actor for e in await store.read("half")] == ["bob"]
+        # parts larger than announced are refused
+        async with websockets.connect(
+            f"{server.ws_url}/liar?user=mallory", compression=None, max_size=None
+        ) as ws:
+            await _announce(ws, half, nbytes=1000)
+            for part in half:
+                await ws.send(P.encode_sync_update(part))
+            code, reason = await closed_with(ws)
+        assert code == 4400 and "larger than the 1000 bytes announced" in reason, reason
+        assert await store.head("liar") == 0
+        # and parts sent whole are one event
+        async with websockets.connect(
+            f"{server.ws_url}/whole?user=mallory", compression=None, max_size=None
+        ) as ws:
+            await _announce(ws, half)
+            for part in half:
+                await ws.send(P.encode_sync_update(part))
+            await eventually(lambda: store.head("whole"), what="the paste logged")
+        [ev] = await store.read("whole")
+        got: Doc = Doc()
+        got.apply_update(ev.update)
+        assert str(got.get("content", type=Text)).startswith("line 0000000 zz\n")
+        assert len(str(got.get("content", type=Text))) == 300_000 // 16 * 16
 
 
 async def test_rate_limit_closes_and_loses_nothing_accepted(settings: Settings) -> None:

@@ -10,9 +10,11 @@ import itertools
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from pycrdt import merge_updates
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from .. import protocol as P
@@ -20,6 +22,7 @@ from ..backend import Backend
 from ..conn_guard import ConnectionGuard
 from ..deletion import refuse_stale_copy
 from ..errors import (
+    FATAL,
     AuthError,
     FrameTooLarge,
     PalimpsestError,
@@ -44,6 +47,18 @@ _ids = itertools.count(1)
 
 #: seconds a closing connection may take to flush before its socket is aborted
 CLOSE_GRACE = 2.0
+
+
+@dataclass
+class _Parts:
+    nbytes: int
+    count: int
+    updates: list[bytes] = field(default_factory=list)
+    step2: bool = False
+    left: int = 0
+
+    def __post_init__(self) -> None:
+        self.left = self.nbytes
 
 
 class Connection:
@@ -76,6 +91,8 @@ class Connection:
         #: the client sent its sync step 2 (its answer to ours): an update with a gap
         #: before it is one typed while connecting, which that step 2 carries
         self._stepped = False
+        #: the parts of an update announced ({"type": "parts"}) held until the last comes
+        self._parts_held: _Parts | None = None
         self._close: tuple[int, str] | None = None
         self._sender: asyncio.Task[None] | None = None
         #: writes a frame synchronously when the socket is writable (None: not uvicorn's
@@ -252,15 +269,51 @@ class Connection:
             task.add_done_callback(self._tasks.discard)
 
     def _parts(self, room: Room, body: dict[str, Any]) -> None:
-        """``{"type": "parts", "bytes": N, "count": K}``: the next K frames are the parts
-        of one update of N bytes in all, judged whole by the document size limit before
-        any of them is read (Limits.admit_parts). No answer: a refusal closes 4413."""
-        nbytes = body.get("bytes")
-        if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0:
-            raise ProtocolError('"parts" needs "bytes": the size of the whole update')
+        """``{"type": "parts", "bytes": N, "count": K}``: the next K updates are the parts
+        of one update of N bytes in all. They are held here, then handed to the room
+        merged, as one update: the size limit judges it whole, and a connection that
+        ends before the last part leaves nothing of them in the document (a paste was
+        kept as a prefix cut mid-line). No answer: a refusal closes 4413."""
+        nbytes, count = body.get("bytes"), body.get("count")
+        for value in (nbytes, count):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ProtocolError('"parts" needs "bytes" and "count", whole numbers from 1')
+        assert isinstance(nbytes, int) and isinstance(count, int)
+        if self._parts_held is not None:
+            raise ProtocolError("parts announced before the last ones all came")
+        limit = self.backend.settings.max_doc_bytes
+        if nbytes > limit or count > nbytes:
+            raise FrameTooLarge(f"none of an update sent in parts was applied: {nbytes} bytes "
+                                f"are over the document's limit of {limit}")  # fmt: skip
+        if not self.identity.can_write:
+            return  # (its updates are refused one by one, as any)
         limits = self.backend.extension(Limits)
-        if limits is not None and self.identity.can_write:
-            limits.admit_parts(room, self.client, nbytes)
+        if limits is not None:
+            limits.check_parts(room, nbytes)
+        self._parts_held = _Parts(nbytes, count)
+
+    def _whole(self, update: bytes, step2: bool) -> tuple[bytes, bool] | None:
+        """`update` as a part of announced parts: None while more are to come, then all of
+        them merged (and whether the first was a sync step 2, as the client's first part
+        of its answer to our step 1 is)."""
+        held = self._parts_held
+        assert held is not None
+        held.updates.append(update)
+        held.step2 = held.step2 or step2
+        held.left -= len(update)
+        if held.left < 0:
+            raise ProtocolError(f"the parts are larger than the {held.nbytes} bytes announced")
+        if len(held.updates) < held.count:
+            return None
+        self._parts_held = None
+        if len(held.updates) == 1:
+            return held.updates[0], held.step2
+        try:
+            return merge_updates(*held.updates), held.step2
+        except FATAL:
+            raise
+        except BaseException as e:  # pyo3 PanicException is one
+            raise UpdateRejected(f"the parts announced do not make one update: {e}") from e
 
     def _receive_update(self, room: Room, update: bytes, step2: bool) -> None:
         if not self.identity.can_write:
@@ -268,6 +321,11 @@ class Connection:
                 self.backend.refused("read_only")
                 self.send(P.encode_permission_denied("read-only: your edits are not accepted"))
             return
+        if self._parts_held is not None:
+            whole = self._whole(update, step2)
+            if whole is None:
+                return
+            update, step2 = whole
         self.admit_update(room, update, self.guard)
         try:
             own = room.announced(self.id) if step2 else None
