@@ -4,12 +4,12 @@ A websocket refused with a 44xx close (bad token, forbidden, bad name) was accep
 first, so that the client learns why; but y-websocket's provider counts an accepted
 socket as a successful connection, restarts its back-off from 100 ms and reconnects
 about ten times a second for as long as the page is open. Once the same request (same
-address, document, query, and credential headers) was refused so `times` times within
+address, document, query, and headers) was refused so `times` times within
 `window` seconds, further attempts are refused at the handshake (HTTP 403: the browser
 sees a failed connection, 1006) until the oldest of those refusals is older than the
-window: the provider's back-off then applies, and one attempt in every
-``window / times`` seconds still gets the close with its reason (so a permission
-granted meanwhile is noticed). A different request (a fresh token) is never held back."""
+window: the provider's back-off then applies, and about `times` attempts in every
+`window` seconds still get the close with their reason (so a permission granted
+meanwhile is noticed). A different request (a fresh token) is never held back."""
 
 from __future__ import annotations
 
@@ -25,17 +25,21 @@ TIMES = 3
 WINDOW = 30.0
 #: requests remembered at most (oldest forgotten first)
 MOST = 10_000
-#: what identifies "the same request" besides its address, path and query
-_HEADERS = (b"origin", b"cookie", b"authorization", b"sec-websocket-protocol")
+#: the headers that differ between two attempts of one client and decide nothing (the
+#: handshake's nonce); every other header is part of "the same request": an app's
+#: `authenticate` may read any (an `X-Api-Key`, an auth proxy's `X-Forwarded-User`), and
+#: a valid key must never share the hold of a revoked one sent from the same address
+_VOLATILE = frozenset({b"sec-websocket-key"})
 
 
 def request_key(ws: WebSocket) -> bytes:
-    """A digest of what decides a websocket's refusal (never the token itself)."""
+    """A digest of the request (its address, path, query and headers but the nonce):
+    what decides its refusal is in it, and no token is kept, only the digest."""
     h = hashlib.blake2b(digest_size=16)
     host = ws.client.host if ws.client else ""
     for part in (host.encode(), ws.scope.get("path", "").encode(), ws.scope["query_string"]):
         h.update(len(part).to_bytes(4, "big") + part)
-    headers = sorted((k.lower(), v) for k, v in ws.scope["headers"] if k.lower() in _HEADERS)
+    headers = sorted((k.lower(), v) for k, v in ws.scope["headers"] if k.lower() not in _VOLATILE)
     for k, v in headers:
         h.update(len(k).to_bytes(4, "big") + k + len(v).to_bytes(4, "big") + v)
     return h.digest()

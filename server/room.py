@@ -811,10 +811,14 @@ class Room:
         await self._catch_up(events[0].seq - 1)
         # the events that follow the document without a gap go out before they are
         # applied here, as a client's committed batch does (_commit_and_apply): they
-        # are durable, and were checked by the process that logged them
+        # are durable, and were checked by the process that logged them. Unless one
+        # does not read as a well-formed update now (one logged by an older version, or
+        # written into the store by hand): it may break the document (DocumentBroken),
+        # and a client that had it raw would keep a text the reload does not give.
+        # From it on, each is applied first, then sent (below).
         run: list[Event] = []
         for ev in events:
-            if ev.seq != self.seq + 1 + len(run):
+            if ev.seq != self.seq + 1 + len(run) or not _well_formed(ev.update):
                 break
             run.append(ev)
         self._broadcast_events(run)
@@ -967,6 +971,16 @@ class Room:
             peer.close(1013, "the document is being reloaded, reconnect")
         if self._on_broken is not None:
             self._on_broken(self, error)
+
+
+def _well_formed(update: bytes) -> bool:
+    """Whether an update passes the reader every client update passes (the keystroke's
+    regex match for most)."""
+    try:
+        decode_update_meta(update)
+    except ProtocolError:
+        return False
+    return True
 
 
 def _origin_of(origins: dict[str, ClientOrigin], peer: Peer) -> ClientOrigin:

@@ -19,6 +19,7 @@ from test_hostile import TWO_SECTIONS
 from yclient import connect
 
 from palimpsest import maintenance, snapshots
+from palimpsest import protocol as P
 from palimpsest.maintenance import verify_doc
 from palimpsest.settings import Settings
 from palimpsest.snapshots import load
@@ -125,3 +126,28 @@ async def test_an_event_that_breaks_the_document_even_rewritten_is_left_out(
         problems = await verify_doc(store, "doc")
         assert len(problems) == 1 and "event 2" in problems[0], problems
         assert "loads leave it out" in problems[0], problems
+
+
+async def test_a_breaking_event_from_another_process_is_never_sent_raw(
+    settings: Settings,
+) -> None:
+    """Events another process logged were sent to this process's clients before they
+    were applied here. One that breaks the document then reached them raw: the room
+    reloaded, but a JavaScript client kept "yz" where the document holds "xz" (its
+    state vector already had those clocks, so its re-sync never mended it), and a
+    Python client died on it. Such an event is now applied first, then sent."""
+    async with run_server(settings) as srv:
+        store = srv.backend.store
+        async with connect(srv.ws_url, "doc", "alice") as alice:
+            alice.insert(0, "hello")
+            await eventually(lambda: _seq(srv, "doc") == 1)
+            [[ev]] = await store.append([("doc", [NewEvent("mallory", "edit", BREAKS, {})])])
+            room = srv.backend.rooms.get_loaded("doc")
+            assert room is not None
+            room.receive_peer_events([ev])  # as the fan-out brings another process's
+            await eventually(lambda: alice.close_code is not None, what="alice closed")
+            assert alice.close_code == 1013, (alice.close_code, alice.close_reason)
+            raw = [m for m in alice.frames if isinstance(m, P.SyncUpdate) and m.update == BREAKS]
+            assert not raw
+        async with connect(srv.ws_url, "doc", "bob") as bob:
+            assert bob.content == "xzhello"

@@ -349,6 +349,10 @@ async def test_a_request_refused_again_and_again_is_refused_at_the_handshake(
             assert (await closed_with(ws))[0] == 4401
         async with websockets.connect(bad, origin="http://localhost:3000") as ws:  # type: ignore[arg-type]
             assert (await closed_with(ws))[0] == 4401
+        # any header an app's authenticate may read (an X-Api-Key): a valid key sent
+        # from the address a revoked one came from was held back with it
+        async with websockets.connect(bad, additional_headers={"X-Api-Key": "k2"}) as ws:
+            assert (await closed_with(ws))[0] == 4401
         async with connect(server.ws_url, "door", token=good) as ann:
             ann.insert(0, "in")
             await eventually(lambda: ann.content == "in", what="ann edits")
