@@ -59,6 +59,8 @@ class DocPeer:
         self.stepped = False
         #: sync statuses owed for updates dropped before that step 2, which carries them
         self.owed = 0
+        #: re-syncs asked for after it (routes.hocuspocus: an update past a gap)
+        self.resyncs = 0
         #: the timer that closes the document when its token expires
         self.expiry: asyncio.TimerHandle | None = None
         self.author = _Author(self)

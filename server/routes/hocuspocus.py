@@ -400,7 +400,10 @@ class HocuspocusSocket(Connection):
             peer.owed += 1
             log.debug("%s: an update before its step 2 dropped (%s)", peer.id, gap)
             return
-        log.info("%s: asking %r for a re-sync: %s", self.id, peer.doc, gap)
+        # (once per document at INFO: a client that keeps sending gaps would fill the log)
+        say = log.info if not peer.resyncs else log.debug
+        peer.resyncs += 1
+        say("%s: asking %r for a re-sync: %s", self.id, peer.doc, gap)
         peer.send(P.encode_sync_step1(room.doc.get_state()))
 
     async def saved_after_flush(self, peer: DocPeer, room: Room, times: int = 1) -> None:
