@@ -507,3 +507,79 @@ def test_an_undo_lists_what_it_reverts_as_ranges(
     page.locator("#history-btn").click()
     row = page.locator(f'#timeline .event[data-seq="{undo["seq"]}"]')
     expect(row.locator(".detail")).to_have_text(f"reverts #{reverts[0]}–#{reverts[-1]}")
+
+
+# ---------------------------------------------------------------- line ends
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "line one\r\nline two\r\nlast no newline",  # Windows line ends
+        "line one\rline two\rlast no newline",  # lone CRs (old Mac)
+        "crlf\r\nlone cr\rlf\nend",  # all three mixed
+    ],
+    ids=["crlf", "lone-cr", "mixed"],
+)
+def test_text_with_carriage_returns_is_edited_where_typed(
+    server: ServerProcess, people: Any, doc_name: str, text: str
+) -> None:
+    """CodeMirror's document is the Y.Text character for character: a \\r is a character
+    of its line, not a line break folded into \\n, so typing and deleting after one land
+    where the cursor is, and the page's text is the server's."""
+    http = Http(server.http_url)
+    status, answer = call(
+        server.http_url, "PUT", f"/api/docs/{doc_name}/text", {"text": text}, user="wendy"
+    )
+    assert status == 200, answer
+    page = open_doc(people(), server.http_url, doc_name, "eve")
+    expect_text(page, text)
+    # a \r is drawn visibly (as ␍), and only \n breaks a line
+    assert page.locator(".cm-line").count() == text.count("\n") + 1
+    assert page.locator(".cm-specialChar").count() == text.count("\r")
+
+    type_at_end(page, "X")
+    wait_for_head(http, doc_name, text + "X")
+    assert editor_text(page) == text + "X"
+    page.keyboard.press("Control+End")
+    for _ in range(4):
+        page.keyboard.press("Backspace")
+    wait_for_head(http, doc_name, text[:-3])
+    assert editor_text(page) == text[:-3]
+
+    # Home goes to the start of the line: only \n starts one, a \r is inside its line
+    page.keyboard.press("Control+End")
+    page.keyboard.press("Home")
+    page.keyboard.type("> ")
+    start = text.rfind("\n") + 1
+    edited = text[:start] + "> " + text[start:-3]
+    head = wait_for_head(http, doc_name, edited)
+    assert editor_text(page) == edited
+    assert not page.errors  # type: ignore[attr-defined]
+
+    # the history's views hold the same characters; a lone \r is marked (drawn as ␍)
+    lone = text.count("\r") - text.count("\r\n")
+    past = open_doc(people(), server.http_url, doc_name, "eve", f"&version={head}")
+    body = past.locator("#preview-body")
+    expect(past.locator("#preview")).to_have_attribute("data-seq", str(head))
+    eventually(lambda: body.evaluate("e => e.textContent") == edited, what="the text view")
+    assert body.locator(".cr").count() == lone
+    past.locator('#preview-modes [data-mode="blame"]').click()
+    eventually(lambda: body.locator(".blame-run").count() > 0, what="the blame view")
+    assert body.evaluate("e => e.textContent") == edited
+    assert body.locator(".cr").count() == lone
+
+    first = open_doc(people(), server.http_url, doc_name, "eve", "&version=1")
+    first.locator('#preview-modes [data-mode="diff"]').click()
+    body = first.locator("#preview-body")
+    expect(body.locator("ins").first).to_be_visible()
+    without_deleted = """e => {
+      const c = e.cloneNode(true)
+      c.querySelectorAll('del').forEach((d) => d.remove())
+      return c.textContent
+    }"""
+    assert body.evaluate(without_deleted) == edited
+    assert body.locator(".cr").count() == lone
+    assert body.locator("ins").all_text_contents() == ["> "]
+    assert body.locator("del").all_text_contents() == [text[-3:]]
+    assert not first.errors  # type: ignore[attr-defined]

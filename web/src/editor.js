@@ -56,6 +56,12 @@ export function openDocument ({ doc, user, token, parent }) {
     state: EditorState.create({
       doc: '',
       extensions: [
+        // CodeMirror's document must be exactly the Y.Text: by default it splits lines on
+        // \r\n, \r and \n alike and joins them with \n, so each CRLF would count one
+        // character less than in the Y.Text and every edit after it would land at the
+        // wrong place. With only \n a line break, a \r stays a character of its line
+        // (drawn as ␍ by highlightSpecialChars) and positions are the Y.Text's.
+        EditorState.lineSeparator.of('\n'),
         // Undo and redo go to the server: highest precedence, before any default binding.
         Prec.highest(keymap.of([
           { key: 'Mod-z', run: runUndo, preventDefault: true },

@@ -606,7 +606,7 @@ export class HistoryPanel {
             style: { background: lightColorFor(run.actor, 0x30), borderBottomColor: colorFor(run.actor) },
             title: `${run.actor || 'unknown'} · ${seqRange(run.minSeq, run.maxSeq)}`,
             dataset: { actor: run.actor, seq: run.minSeq }
-          }, run.text))
+          }, withCR(run.text)))
         }
         legend.append(h('span', {}, `Who wrote each part of version #${realSeq}:`), authorChips(authors))
         if (!runs.length) body.append(h('span', { class: 'muted' }, '(empty)'))
@@ -775,7 +775,24 @@ function textOf (roots, name) {
   const root = roots && roots[name]
   if (!root) return h('span', { class: 'muted' }, '(empty)')
   const value = typeof root.value === 'string' ? root.value : JSON.stringify(root.value, null, 2)
-  return value ? document.createTextNode(value) : h('span', { class: 'muted' }, '(empty)')
+  return value ? withCR(value) : h('span', { class: 'muted' }, '(empty)')
+}
+
+/**
+ * A text for the history's views, its characters all there (textContent is the text):
+ * a \r that ends no line (a lone CR, not one of a CRLF) is wrapped in a span that the
+ * style sheet marks with ␍, as the editor draws it, for a browser draws a bare \r as
+ * nothing and the words on either side would run together.
+ */
+function withCR (text) {
+  const parts = String(text).split(/(\r(?!\n))/)
+  if (parts.length === 1) return document.createTextNode(text)
+  const out = document.createDocumentFragment()
+  for (const part of parts) {
+    if (part === '\r') out.append(h('span', { class: 'cr', title: 'carriage return (\\r)' }, part))
+    else if (part) out.append(part)
+  }
+  return out
 }
 
 /**
@@ -800,7 +817,7 @@ function mergeOps (ops) {
 }
 
 function opSpan (op) {
-  if (op.op === 'equal') return document.createTextNode(op.text)
+  if (op.op === 'equal') return withCR(op.text)
   const verb = op.op === 'insert' ? (op.moved ? 'moved here' : 'added') : op.moved ? 'moved away' : 'deleted'
   const seqs = op.minSeq === undefined || op.minSeq === null
     ? ''
@@ -810,7 +827,7 @@ function opSpan (op) {
     style: authorStyle(op.actor),
     title: `${verb} by ${op.actor || 'unknown'}${seqs}`,
     dataset: { actor: op.actor, seq: op.minSeq }
-  }, op.text)
+  }, withCR(op.text))
 }
 
 function seqRange (first, last) {
