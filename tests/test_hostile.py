@@ -117,19 +117,20 @@ async def test_presence_flood_is_bounded_per_connection_and_per_room(settings: S
     settings.max_awareness_clients_per_room = 5
     doc = "flood"
     async with run_server(settings) as server, connect(server.ws_url, doc, user="w") as peer:
+
+        async def clients(n: int) -> tuple[int | None, str]:
+            """A new connection's presence for n clients of its own: how it was closed."""
+            async with websockets.connect(f"{server.ws_url}/{doc}?user=mallory") as ws:
+                await ws.send(presence(*[(10_000 + i, 1, "{}") for i in range(n)]))
+                return await closed_with(ws)
+
         # one connection claiming more clients than its share is closed; nothing is relayed
-        async with websockets.connect(f"{server.ws_url}/{doc}?user=mallory") as ws:
-            entries = [(10_000 + i, 1, "{}") for i in range(12)]
-            await ws.send(presence(*entries))
-            code, reason = await closed_with(ws)
+        code, reason = await clients(12)
         assert code == 4400, (code, reason)
         assert "presence for 12 clients" in reason
         # thousands in one update: refused before one is read (more than the room's 5
         # states plus a connection's 8 could be an echo of)
-        async with websockets.connect(f"{server.ws_url}/{doc}?user=mallory") as ws:
-            entries = [(10_000 + i, 1, "{}") for i in range(6000)]
-            await ws.send(presence(*entries))
-            code, reason = await closed_with(ws)
+        code, reason = await clients(6000)
         assert code == 4413, (code, reason)
         assert "6000 entries" in reason
         room = server.backend.rooms.get_loaded(doc)
