@@ -479,15 +479,22 @@ class Room:
         if self._deleted is not None:
             self._deleted.add(dels)
 
-    def _note_logged(self, actor: str, update: bytes, relays: Iterable[Any] = ()) -> None:
+    def _note_logged(
+        self,
+        actor: str,
+        update: bytes,
+        relays: Iterable[Any] = (),
+        meta: UpdateMeta | None = None,
+    ) -> None:
         """An applied event this room did not admit (a server change, one from another
         process or the store): its deletions to the union and its new client ids (but
-        those it relayed) to `actor`, from one read of it. One that does not parse did
-        not apply either."""
-        try:
-            meta = decode_update_meta(update)
-        except ProtocolError:
-            return
+        those it relayed) to `actor`, from one read of it (`meta`, when read already).
+        One that does not parse did not apply either."""
+        if meta is None:
+            try:
+                meta = decode_update_meta(update)
+            except ProtocolError:
+                return
         self._note_deletions(meta.deletes)
         self.owners.record(actor, update, meta, relays)
 
@@ -816,14 +823,18 @@ class Room:
         # written into the store by hand): it may break the document (DocumentBroken),
         # and a client that had it raw would keep a text the reload does not give.
         # From it on, each is applied first, then sent (below).
-        run: list[Event] = []
+        run: list[tuple[Event, UpdateMeta]] = []
         for ev in events:
-            if ev.seq != self.seq + 1 + len(run) or not _well_formed(ev.update):
+            if ev.seq != self.seq + 1 + len(run):
                 break
-            run.append(ev)
-        self._broadcast_events(run)
-        for ev in run:
-            self._apply(ev, PeerOrigin(ev.actor, "peer"))
+            try:
+                read = decode_update_meta(ev.update)  # (once: _apply takes it along)
+            except ProtocolError:
+                break
+            run.append((ev, read))
+        self._broadcast_events([ev for ev, _ in run])
+        for ev, read in run:
+            self._apply(ev, PeerOrigin(ev.actor, "peer"), read=read)
         applied = []
         for ev in events[len(run) :]:  # after a gap (or a repeat): read, applied, sent
             if ev.seq <= self.seq:
@@ -833,7 +844,7 @@ class Room:
             if self._apply(ev, PeerOrigin(ev.actor, "peer")):
                 applied.append(ev)
         self._broadcast_events(applied)
-        self._after_peer(run + applied)
+        self._after_peer([ev for ev, _ in run] + applied)
 
     async def _catch_up(self, upto: int | None = None) -> None:
         """Apply events seq+1..upto (to the log's end when None) from the store, written
@@ -881,8 +892,10 @@ class Room:
         dels: Ranges | None = None,
         *,
         in_doc: bool = False,
+        read: UpdateMeta | None = None,
     ) -> bool:
-        """Apply one durable event to the live doc. False if it does not apply. `reach`:
+        """Apply one durable event to the live doc. False if it does not apply. `read`:
+        its update read already (an event from another process). `reach`:
         what ownership's admit found in a client's update (so it is not parsed again):
         then the document's observers are muted and the change handed over instead
         (``current_change``, see doc_observers.py); `dels`: its delete set, when read
@@ -929,7 +942,7 @@ class Room:
         self.current_event = None
         if ok:
             if reach is None:  # not admitted here
-                self._note_logged(ev.actor, ev.update, ev.meta.get("relays", ()))
+                self._note_logged(ev.actor, ev.update, ev.meta.get("relays", ()), read)
             else:
                 self._note_deletions(dels or {})  # read above whenever reach is given
                 self.owners.written(ev.actor, reach, ev.meta.get("relays", ()))
@@ -971,16 +984,6 @@ class Room:
             peer.close(1013, "the document is being reloaded, reconnect")
         if self._on_broken is not None:
             self._on_broken(self, error)
-
-
-def _well_formed(update: bytes) -> bool:
-    """Whether an update passes the reader every client update passes (the keystroke's
-    regex match for most)."""
-    try:
-        decode_update_meta(update)
-    except ProtocolError:
-        return False
-    return True
 
 
 def _origin_of(origins: dict[str, ClientOrigin], peer: Peer) -> ClientOrigin:
