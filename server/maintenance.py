@@ -18,11 +18,11 @@ from pycrdt import Doc, Text, get_state
 
 from . import protocol as P
 from . import undo
-from .errors import FATAL, PalimpsestError, StoreError, panicked
+from .errors import FATAL, DocumentBroken, PalimpsestError, StoreError, panicked
 from .history.render import TEXT, infer_root_types, render, root_names
 from .names import validate_doc_name
 from .settings import Settings
-from .snapshots import MAX_BROKEN, chain, load, new_doc, rewritten
+from .snapshots import Fixes, TooBroken, chain, load, new_doc
 from .store import EventStore
 from .store.base import BASE_TS, DocInfo, Event, NewEvent
 from .updates import decode_update_meta
@@ -124,7 +124,7 @@ async def verify_doc(
     # again with it as a load applies it (snapshots.load: as merge_updates rewrites it,
     # or, when that breaks the document too, left out), so that the snapshots after it
     # are compared with what the server serves.
-    fixes: dict[int, bytes | None] = {}
+    fixes = Fixes()
     told: dict[int, str] = {}
     before = list(problems)
     reached = start
@@ -144,7 +144,7 @@ async def verify_doc(
                     problems.append(
                         f"{doc}: events {seq + 1}..{ev.seq - 1} are missing from the log"
                     )
-                update = fixes.get(ev.seq, ev.update)
+                update = fixes.update_of(ev)
                 try:
                     if update is not None:
                         fold.apply_update(update)
@@ -154,9 +154,11 @@ async def verify_doc(
                     what = f"{doc}: event {ev.seq} ({ev.kind} by {ev.actor}) does not apply: {e}"
                     if not panicked(e):
                         problems.append(what)
-                    elif len(fixes) < MAX_BROKEN or ev.seq in fixes:
-                        fix = rewritten(ev.update) if ev.seq not in fixes else None
-                        fixes[ev.seq] = fix
+                    else:
+                        try:
+                            fix = fixes.note(DocumentBroken(ev, e))
+                        except TooBroken as too:
+                            return [*problems, f"{what}; {too}: no load gets past them"]
                         told[ev.seq] = what + (
                             "; it breaks the document: loads apply it as yrs's merge_updates "
                             "rewrites it" if fix is not None else
@@ -164,10 +166,6 @@ async def verify_doc(
                         )  # fmt: skip
                         again = True
                         break
-                    else:
-                        problems.append(f"{what}; more events break the document than a "
-                                        "load gets past")  # fmt: skip
-                        return problems
                 seq = ev.seq
                 if on_event is not None and seq > reached:
                     reached = seq

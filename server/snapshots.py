@@ -103,6 +103,30 @@ class Loaded:
 MAX_BROKEN = 32
 
 
+class TooBroken(StoreError):
+    """More than MAX_BROKEN events of one document make yrs panic: it is not folded."""
+
+
+class Fixes(dict[int, bytes | None]):
+    """The events of one document that make yrs panic (errors.DocumentBroken), and what
+    a fold applies instead: seq -> the event as yrs's merge_updates rewrites it, or None
+    (left out). One rule for every fold of a log: a load (and so the live room and the
+    history's versions), verify, and the attribution index."""
+
+    def note(self, e: DocumentBroken) -> bytes | None:
+        """Event `e.seq` broke a document: the fold starts again applying what this
+        returns instead (the rewrite the first time, nothing the second). Raises
+        TooBroken past MAX_BROKEN such events."""
+        fix = self[e.seq] = rewritten(e.update) if e.seq not in self else None
+        if len(self) > MAX_BROKEN:
+            raise TooBroken(f"{e.doc}: more than {MAX_BROKEN} events break the document")
+        return fix
+
+    def update_of(self, ev: Event) -> bytes | None:
+        """What a fold applies for `ev` (None: nothing)."""
+        return self.get(ev.seq, ev.update) if self else ev.update
+
+
 def rewritten(update: bytes) -> bytes | None:
     """`update` as yrs's merge_updates writes it again, alone: it keeps one struct per
     clock where an update repeats a client's clocks (and so made yrs panic), as a merged
@@ -238,7 +262,7 @@ async def load(
             fresh.apply_update(state)
         return fresh
 
-    fixes: dict[int, bytes | None] = {}  # events that break the document: see below
+    fixes = Fixes()  # events that break the document: see below
     todo = events
     if events and not hooked and replay_merged(doc, events):
         failed = 0
@@ -257,17 +281,14 @@ async def load(
                 # with the event as yrs's merge_updates rewrites it, which is what the
                 # merged replay above applies; failing that, without it (what depends
                 # on its items then waits as pending, as in a client that cannot apply it).
-                fixes[e.seq] = rewritten(e.update) if e.seq not in fixes else None
+                fix = fixes.note(e)
                 log.error("%s: event %d breaks the document (%s): %s", name, e.seq, e.cause,
-                          "leaving it out" if fixes[e.seq] is None else
+                          "leaving it out" if fix is None else
                           "applying it as yrs's merge_updates rewrites it")  # fmt: skip
-                if len(fixes) > MAX_BROKEN:
-                    raise StoreError(f"{name}: more than {MAX_BROKEN} events break the "
-                                     "document; it is not loaded") from None  # fmt: skip
                 todo = [
                     ev if ev.seq not in fixes else dataclasses.replace(ev, update=fix)
                     for ev in events
-                    if (fix := fixes.get(ev.seq, ev.update)) is not None
+                    if (fix := fixes.update_of(ev)) is not None
                 ]
                 doc = again()
                 if before_replay is not None:

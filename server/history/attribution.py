@@ -44,6 +44,7 @@ from pycrdt._base import base_types, process_event
 
 from .. import cpu_account
 from ..errors import FATAL, DocumentBroken, panicked
+from ..snapshots import Fixes
 from ..store.base import Event
 from .render import TEXT, XML, infer_root_types
 
@@ -835,7 +836,7 @@ class AttributionIndex:
         #: events that break the document as logged (errors.DocumentBroken): seq -> the
         #: update applied instead (None: left out), as a load applies them
         #: (snapshots.load); folded by deltas
-        self.fixes = dict(fixes or {})
+        self.fixes = Fixes(fixes or {})
         #: folding by ids (attribution_ids) while this is set: from an empty document only
         by_ids = by_ids and ydoc is None and XML not in kinds.values() and not self.fixes
         self._ids: IdFold | None = IdFold(self.tracks) if by_ids else None
@@ -1062,12 +1063,11 @@ class AttributionIndex:
                 raise e.__context__ from None
             [ev] = [ev for ev in events if ev.seq == self._cur] or events[:1]
             raise DocumentBroken(ev, e) from None
-        fixes = self.fixes
         for ev in events[done:]:
             self._cur = ev.seq
             self._note(ev.seq, ev.actor)
             self._copies = copies = Copies.of(ev.seq, ev.kind, ev.meta)
-            update = fixes.get(ev.seq, ev.update) if fixes else ev.update
+            update = self.fixes.update_of(ev)
             try:
                 if update is not None:
                     self.doc.apply_update(update)

@@ -25,8 +25,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from .. import cpu_account
-from ..errors import FATAL, DocumentBroken, StoreError
-from ..snapshots import MAX_BROKEN, load, rewritten
+from ..errors import FATAL, DocumentBroken
+from ..snapshots import Fixes, load
 from ..store.base import EventStore
 from . import attribution_codec as codec
 from .attribution import READ_PAGE, AttributionIndex, Roots, TextTrack, root_kinds
@@ -115,7 +115,7 @@ class AttributionCache:
         self.restores: list[tuple[str, float, int]] = []
         #: per document, the events found to break it (errors.DocumentBroken): seq ->
         #: the update folded instead, None when left out (as snapshots.load does)
-        self._fixes: dict[str, dict[int, bytes | None]] = {}
+        self._fixes: dict[str, Fixes] = {}
 
     def lock(self, doc: str) -> asyncio.Lock:
         """The lock under which the document's index is built, extended and stored:
@@ -143,13 +143,10 @@ class AttributionCache:
     def _mend(self, e: DocumentBroken) -> None:
         """Note an event that broke an index's document: the next build folds it as
         merge_updates rewrites it, or, the second time, leaves it out."""
-        fixes = self._fixes.setdefault(e.doc, {})
-        fixes[e.seq] = rewritten(e.update) if e.seq not in fixes else None
+        fix = self._fixes.setdefault(e.doc, Fixes()).note(e)
         log.error("attribution of %s: event %d breaks the document (%s): %s", e.doc, e.seq,
-                  e.cause, "building it again without it" if fixes[e.seq] is None else
+                  e.cause, "building it again without it" if fix is None else
                   "building it again with it as merge_updates rewrites it")  # fmt: skip
-        if len(fixes) > MAX_BROKEN:
-            raise StoreError(f"{e.doc}: more than {MAX_BROKEN} events break the document")
 
     async def _extended(
         self, index: AttributionIndex, upto: int | None, paced: bool = False
