@@ -18,7 +18,6 @@ character costs one dictionary lookup per update.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from pycrdt import Doc
@@ -29,8 +28,6 @@ from .origins import Origin
 from .room import Room
 from .store.base import Event
 from .updates import astral_starts, split_points
-
-log = logging.getLogger("palimpsest.surrogates")
 
 #: the snapshot meta entry: {client id (a string): [clock, ...]}
 META_KEY = "astral"

@@ -267,22 +267,17 @@ def split_points(update: bytes) -> list[tuple[int, int]]:
     the clock at which the part after the split begins: after an item's left origin,
     at its right origin, and at both ends of each deleted range."""
     out: list[tuple[int, int]] = []
-    r = _walk_end(update, out)
+    r = Reader(update)
+    for _client, _clock, _info, origin, right, _text, _length in _items(update, r):
+        if origin is not None:
+            out.append((origin[0], origin[1] + 1))
+        if right is not None:
+            out.append(right)
     for client, spans in read_delete_set(r).items():
         for start, end in spans:
             out.append((client, start))
             out.append((client, end))
     return out
-
-
-def _walk_end(update: bytes, points: list[tuple[int, int]]) -> Reader:
-    r = Reader(update)
-    for _client, _clock, _info, origin, right, _text, _length in _items(update, r):
-        if origin is not None:
-            points.append((origin[0], origin[1] + 1))
-        if right is not None:
-            points.append(right)
-    return r
 
 
 _ID = tuple[int, int]
@@ -323,12 +318,14 @@ def _items(update: bytes, r: Reader | None = None) -> list[_Item]:
     return out
 
 
-def _skip_parent(r: Reader, info: int) -> None:
+def _skip_parent(r: Reader, info: int, refs: dict[int, int] | None = None) -> None:
+    """Skip an Item's parent (it has no origin), noting a parent item's ID in `refs`."""
     if r.read_var_uint("parent info"):
         r.read_var_bytes("parent type name")
     else:
-        r.read_var_uint("parent client")
-        r.read_var_uint("parent clock")
+        client, clock = r.read_var_uint("parent client"), r.read_var_uint("parent clock")
+        if refs is not None:
+            _ref(refs, client, clock)
     if info & _BIT6:
         r.read_var_bytes("parent sub")
 
@@ -381,12 +378,7 @@ def skip_item(r: Reader, info: int, refs: dict[int, int]) -> int:
     if info & _BIT7:
         _ref(refs, r.read_var_uint("right origin client"), r.read_var_uint("right origin clock"))
     if not info & (_BIT8 | _BIT7):
-        if r.read_var_uint("parent info"):
-            r.read_var_bytes("parent type name")
-        else:
-            _ref(refs, r.read_var_uint("parent client"), r.read_var_uint("parent clock"))
-        if info & _BIT6:
-            r.read_var_bytes("parent sub")
+        _skip_parent(r, info, refs)
     return _skip_content(r, info)
 
 
