@@ -107,11 +107,10 @@ class _Feed:
             doc, events = self.queue.pop(0)
             about = f"{doc}, seq {events[0].seq}..{events[-1].seq}"
             try:
-                async with asyncio.timeout(self.timeout):
-                    await _awaited("on_committed", self.ext.on_committed(doc, events))
-            except TimeoutError:
-                log.error("%r: on_committed(%s) did not return within %g s: given up, the "
-                          "next batch goes on", self.ext, about, self.timeout)  # fmt: skip
+                await _awaited("on_committed", self.ext.on_committed(doc, events), self.timeout)
+            except TimeoutError as e:
+                log.error("%r: on_committed(%s): %s: given up, the next batch goes on",
+                          self.ext, about, e)  # fmt: skip
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
@@ -136,15 +135,25 @@ def _failed(ext: Extension, hook: str, about: str, e: Exception) -> ExtensionFai
     return ExtensionFailed(f"the server's extension {_name(ext)} failed in {hook}")
 
 
-async def _awaited(hook: str, result: Any) -> Any:
-    """What an awaited hook's call gives, awaited: a plain `def` that returns a coroutine
-    is fine; one that returns None said "object NoneType can't be used in 'await'
-    expression", which did not say what to do."""
+async def _awaited(hook: str, result: Any, seconds: float) -> Any:
+    """An awaited hook's call (`result`), awaited for `seconds` at most: a hook
+    awaiting what never answers (a dead database connection) held its client, a load
+    or a shutdown for ever. A plain `def` that returns a coroutine is fine; one that
+    returns None said "object NoneType can't be used in 'await' expression", which did
+    not say what to do."""
     if not inspect.isawaitable(result):
         raise TypeError(
             f"{hook} returned {type(result).__name__}, not an awaitable: make it an async def"
         )
-    return await result
+    async with asyncio.timeout(seconds) as deadline:
+        try:
+            return await result
+        except asyncio.CancelledError:
+            if deadline.expired():
+                raise TimeoutError(
+                    f"{hook} did not return within {seconds:g} s (HOOK_TIMEOUT_SECONDS)"
+                ) from None
+            raise
 
 
 def _name(ext: Extension) -> str:
@@ -250,12 +259,11 @@ class Extensions(Service):
     async def authenticate(self, conn: HTTPConnection) -> Identity:
         for ext in self._by["authenticate"]:
             try:
-                async with asyncio.timeout(self.hook_timeout):
-                    identity = await _awaited("authenticate", ext.authenticate(conn))
+                identity = await _awaited("authenticate", ext.authenticate(conn), self.hook_timeout)
             except PalimpsestError:
                 raise
             except Exception as e:
-                raise _failed(ext, "authenticate", conn.url.path, self._timed_out(e)) from e
+                raise _failed(ext, "authenticate", conn.url.path, e) from e
             if identity is not None:
                 if not isinstance(identity, Identity):
                     wrong = TypeError(f"it returned {type(identity).__name__}, not an Identity "
@@ -274,12 +282,11 @@ class Extensions(Service):
         try:
             for ext in self._by["on_connect"]:
                 try:
-                    async with asyncio.timeout(self.hook_timeout):
-                        await _awaited("on_connect", ext.on_connect(client))
+                    await _awaited("on_connect", ext.on_connect(client), self.hook_timeout)
                 except PalimpsestError:
                     raise
                 except Exception as e:
-                    raise _failed(ext, "on_connect", client.doc, self._timed_out(e)) from e
+                    raise _failed(ext, "on_connect", client.doc, e) from e
                 passed.append(ext)
         except BaseException:
             await self.disconnect(client, passed)
@@ -292,10 +299,9 @@ class Extensions(Service):
             wanted = tuple(e for e in wanted if e in passed or e not in self._by["on_connect"])
         for ext in wanted:
             try:
-                async with asyncio.timeout(self.hook_timeout):
-                    await _awaited("on_disconnect", ext.on_disconnect(client))
-            except Exception as e:
-                log.error("%r: on_disconnect failed", ext, exc_info=self._timed_out(e))
+                await _awaited("on_disconnect", ext.on_disconnect(client), self.hook_timeout)
+            except Exception:
+                log.exception("%r: on_disconnect failed", ext)
 
     # --- after the fact -------------------------------------------------------------------
 
@@ -318,27 +324,18 @@ class Extensions(Service):
     async def loaded(self, room: Room) -> None:
         for ext in self._by["on_load"]:
             try:
-                async with asyncio.timeout(self.hook_timeout):
-                    await _awaited("on_load", ext.on_load(room))
+                await _awaited("on_load", ext.on_load(room), self.hook_timeout)
             except PalimpsestError:
                 raise
-            except Exception as e:
-                log.error("%r: on_load(%s) failed", ext, room.name, exc_info=self._timed_out(e))
+            except Exception:
+                log.exception("%r: on_load(%s) failed", ext, room.name)
 
     async def deleted(self, doc: str, by: str) -> None:
         for ext in self._by["on_deleted"]:
             try:
-                async with asyncio.timeout(self.hook_timeout):
-                    await _awaited("on_deleted", ext.on_deleted(doc, by))
-            except Exception as e:
-                log.error("%r: on_deleted(%s) failed", ext, doc, exc_info=self._timed_out(e))
-
-    def _timed_out(self, e: Exception) -> Exception:
-        """`e`, or, for the timeout around an awaited hook, an error that says so."""
-        if isinstance(e, TimeoutError):
-            return TimeoutError(f"it did not return within {self.hook_timeout:g} s "
-                                "(HOOK_TIMEOUT_SECONDS)")  # fmt: skip
-        return e
+                await _awaited("on_deleted", ext.on_deleted(doc, by), self.hook_timeout)
+            except Exception:
+                log.exception("%r: on_deleted(%s) failed", ext, doc)
 
     def unloaded(self, room: Room) -> None:
         for ext in self._by["on_unload"]:
