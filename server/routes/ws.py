@@ -51,14 +51,13 @@ CLOSE_GRACE = 2.0
 
 @dataclass
 class _Parts:
+    """The parts of one update announced, as they come (Connection._parts)."""
+
     nbytes: int
     count: int
     updates: list[bytes] = field(default_factory=list)
+    received: int = 0
     step2: bool = False
-    left: int = 0
-
-    def __post_init__(self) -> None:
-        self.left = self.nbytes
 
 
 class Connection:
@@ -300,8 +299,8 @@ class Connection:
         assert held is not None
         held.updates.append(update)
         held.step2 = held.step2 or step2
-        held.left -= len(update)
-        if held.left < 0:
+        held.received += len(update)
+        if held.received > held.nbytes:
             raise ProtocolError(f"the parts are larger than the {held.nbytes} bytes announced")
         if len(held.updates) < held.count:
             return None
