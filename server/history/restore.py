@@ -19,7 +19,12 @@ untouched text keeps its identity (cursors, attribution). pycrdt positions are U
 byte offsets, and an embed counts one. Maps set and delete keys; arrays replace the
 differing slices; XML children are diffed per node, and a node that only changed
 inside is changed in place (its text by the same character diff), so the paragraphs a
-version shares with the live document keep their identity too.
+version shares with the live document keep their identity too. So are the shared types
+nested in maps (a shape, its label) and the items of an array that are the same Yjs
+item at the version and now, when they are of the same kind (_change_in_place): one
+replaced whole took with it what others wrote into it as the restore landed, and the
+restorer's undo, which deletes the copy and brings the old one back, everything others
+wrote into it after.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from itertools import accumulate
 from typing import Any
 
-from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
+from pycrdt import Array, Assoc, Doc, Map, Text, XmlElement, XmlFragment, XmlText
 
 from ..errors import Conflict
 from ..protocol import decode_state_vector
@@ -498,31 +503,111 @@ def _insert_copy(live: Any, index: int, target: Any) -> None:
     _fill(live.children.insert(index, _empty(target)), target)
 
 
+def _change_in_place(live: Any, target: Any) -> bool:
+    """Make the shared type `live` equal `target` in place when both are of one kind
+    (XML elements: of one tag), so that it keeps its identity: what others write into it
+    at the same moment stays, and an undo of the restore reverts only the keys, items,
+    characters and attributes it changed. False when they are not (the caller replaces
+    `live` with a copy)."""
+    if isinstance(live, XmlText) and isinstance(target, XmlText):
+        _set_attributes(live, target)
+        set_rich_text(live, target.diff())
+    elif isinstance(live, Text) and isinstance(target, Text):
+        set_rich_text(live, target.diff())
+    elif isinstance(live, XmlElement) and isinstance(target, XmlElement):
+        if live.tag != target.tag:
+            return False
+        _set_attributes(live, target)
+        set_xml(live, target)
+    elif isinstance(live, XmlFragment) and isinstance(target, XmlFragment):
+        set_xml(live, target)
+    elif isinstance(live, Map) and isinstance(target, Map):
+        set_map(live, target)
+    elif isinstance(live, Array) and isinstance(target, Array):
+        set_array(live, target)
+    else:
+        return False
+    return True
+
+
 def set_map(live: Map[Any], target: Map[Any] | None) -> None:
+    """Set and delete the keys whose values differ; a shared type under a key that holds
+    one of the same kind in both is changed in place (_change_in_place), not replaced."""
     want = {k: target[k] for k in target.keys()} if target is not None else {}
     for key in list(live.keys()):
         if key not in want:
             del live[key]
     for key, value in want.items():
-        if key not in live or _key(live[key]) != _key(value):
-            live[key] = _empty(value)
-            _fill(live[key], value)
+        if key in live:
+            old = live[key]
+            if _key(old) == _key(value) or _change_in_place(old, value):
+                continue
+        live[key] = _empty(value)
+        _fill(live[key], value)
+
+
+def _item_id(array: Array[Any], index: int) -> tuple[int, int]:
+    """The Yjs id of item `index` of `array` (pycrdt shows it only in a sticky index)."""
+    item = array.sticky_index(index, Assoc.AFTER).to_json()["item"]
+    return item["client"], item["clock"]
+
+
+def _same_items(
+    live: Array[Any],
+    have: list[Any],
+    i1: int,
+    i2: int,
+    target: Array[Any],
+    want: list[Any],
+    j1: int,
+    j2: int,
+) -> list[tuple[int, int]]:
+    """(i, j) for the shared types among live items i1..i2 that are the same Yjs item as
+    target item j in j1..j2 (alive at the version and now), in order: they stay, changed
+    in place."""
+    ids = {_item_id(live, i): i for i in range(i1, i2) if isinstance(have[i], SHARED)}
+    pairs: list[tuple[int, int]] = []
+    if not ids:
+        return pairs
+    for j in range(j1, j2):
+        if isinstance(want[j], SHARED):
+            i = ids.get(_item_id(target, j))
+            # (items never move in a Yjs array: the pairs are in order on both sides)
+            if i is not None and (not pairs or i > pairs[-1][0]):
+                pairs.append((i, j))
+    return pairs
 
 
 def set_array(live: Array[Any], target: Array[Any] | None) -> None:
+    """Replace the differing slices; within them, a shared type that is the same item at
+    the version and now (a shape whose key changed) is changed in place, not replaced."""
     want = list(target) if target is not None else []
-    a = [_key(v) for v in live]
+    have = list(live)
+    a = [_key(v) for v in have]
     b = [_key(v) for v in want]
     if a == b:
         return
     for tag, i1, i2, j1, j2 in reversed(opcodes(a, b)):
         if tag == "equal":
             continue
-        if i2 > i1:
-            del live[i1:i2]
-        for k, v in enumerate(want[j1:j2]):
-            live.insert(i1 + k, _empty(v))
-            _fill(live[i1 + k], v)
+        kept: list[tuple[int, int]] = []
+        if tag == "replace" and target is not None:
+            kept = _same_items(live, have, i1, i2, target, want, j1, j2)
+        # from the end, so that the indices before stay valid: each kept item, then
+        # the slice before it
+        ends = [*kept, (i2, j2)]
+        starts = [(i1, j1), *((i + 1, j + 1) for i, j in kept)]
+        for k in reversed(range(len(ends))):
+            (si, sj), (ei, ej) = starts[k], ends[k]
+            if k < len(kept) and not _change_in_place(have[ei], want[ej]):
+                del live[ei]
+                live.insert(ei, _empty(want[ej]))
+                _fill(live[ei], want[ej])
+            if ei > si:
+                del live[si:ei]
+            for n, v in enumerate(want[sj:ej]):
+                live.insert(si + n, _empty(v))
+                _fill(live[si + n], v)
 
 
 def set_xml(live: XmlFragment | XmlElement, target: XmlFragment | XmlElement | None) -> None:
@@ -544,18 +629,9 @@ def set_xml(live: XmlFragment | XmlElement, target: XmlFragment | XmlElement | N
         for k in range(paired, j2 - j1):
             _insert_copy(live, i1 + k, want[j1 + k])
         for k in reversed(range(paired)):
-            old, new = have[i1 + k], want[j1 + k]
-            if isinstance(old, XmlText) and isinstance(new, XmlText):
-                _set_attributes(old, new)
-                set_rich_text(old, new.diff())
-            elif (
-                isinstance(old, XmlElement) and isinstance(new, XmlElement) and (old.tag == new.tag)
-            ):
-                _set_attributes(old, new)
-                set_xml(old, new)
-            else:
+            if not _change_in_place(have[i1 + k], want[j1 + k]):
                 del live.children[i1 + k]
-                _insert_copy(live, i1 + k, new)
+                _insert_copy(live, i1 + k, want[j1 + k])
 
 
 def _set_attributes(live: XmlElement | XmlText, target: XmlElement | XmlText) -> None:
