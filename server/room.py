@@ -93,9 +93,14 @@ class Committer(Protocol):
 
 
 class EventReader(Protocol):
+    """What a room needs of the store besides appending: reading the log, and taking
+    turns on server changes with the other processes that share it."""
+
     async def read(
         self, doc: str, after: int = 0, upto: int | None = None, limit: int | None = None
     ) -> list[Event]: ...
+
+    def server_changes(self, doc: str) -> contextlib.AbstractAsyncContextManager[None]: ...
 
 
 @dataclass(slots=True)
@@ -550,9 +555,19 @@ class Room:
         ts = self.current_ts = now_ms()
         new = NewEvent(SEED_ACTOR, SEED_KIND, update, {"by": "on_load"}, ts)
         # not held: a store that refuses fails the load, and the next one seeds again.
-        # Another process may have logged events since the load (its own seed, maybe: a
-        # seed made the same on both is the same items, made by the same client id).
-        return await self._own_event(await self._committer.append(self.name, [new]), update)
+        # Another process may have logged events since the load; a server change among
+        # them (its own seed, maybe) took the server's clocks this seed's items have: the
+        # load starts again, on the document as it is now (its clients reconnect).
+        async with self._reader.server_changes(self.name):
+            for ev in await self._reader.read(self.name, after=self.seq):
+                if self.owners.server in ev.clients:
+                    raise StoreUnavailable(
+                        f"{self.name}: another process made a server change (event "
+                        f"{ev.seq}, {ev.kind}) while this one seeded the document; load it "
+                        "again"
+                    )
+            stored = await self._committer.append(self.name, [new])
+            return await self._own_event(stored, update)
 
     async def _own_event(self, stored: list[Event], update: bytes) -> Event:
         """An event of the server's own (a server change, a seed) just appended, whose
@@ -757,13 +772,46 @@ class Room:
         return not self.stopping and self.queued_bytes <= self.hold_max_bytes
 
     async def _run_server_change(self, item: _ServerChange) -> None:
-        # Computed on the document as the log has it: a room behind the log (another
-        # process's events the fan-out has not brought yet: Redis down, a message lost)
-        # undid an older step than the one just acknowledged, and a text written whole
-        # was diffed against an old text. A store that cannot be read now is no reason
-        # to refuse: the change is held like an edit until it takes the append.
-        with contextlib.suppress(StoreError):
-            await self._catch_up()
+        # Computed on the document as the log has it, one process at a time: its items
+        # carry the server's one Yjs client id and continue its clock, so another
+        # process making one at once (or a room behind the log: Redis down, a message
+        # lost) wrote items with the same IDs, and one of the two applied nowhere. A
+        # room behind also undid an older step than the one just acknowledged, and
+        # diffed a text written whole against an old text. The store's turn
+        # (server_changes) is held from the read of the log's head until the change is
+        # appended; a store that cannot give it now is waited out. One that gives it but
+        # cannot be read (a lone process's, whose room is never behind) is no reason to
+        # refuse: the change is held like an edit until it takes the append.
+        async with contextlib.AsyncExitStack() as turn:
+            try:
+                await self._wait_out(
+                    lambda: turn.enter_async_context(self._reader.server_changes(self.name)),
+                    "a server change",
+                )
+            except StoreError as e:
+                if not item.future.done():
+                    item.future.set_exception(e)
+                return
+            with contextlib.suppress(StoreError):
+                await self._catch_up()
+            await self._make_server_change(item)
+
+    async def _wait_out(self, step: Callable[[], Awaitable[Any]], what: str) -> None:
+        """Run `step`, again while the store is unavailable (unless the room stops)."""
+        delay = 0.05
+        while True:
+            try:
+                await step()
+                return
+            except StoreUnavailable as e:
+                if self.stopping:
+                    raise
+                if delay == 0.05:
+                    log.warning("room %s: %s waits for the store: %s", self.name, what, e)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 1.0)
+
+    async def _make_server_change(self, item: _ServerChange) -> None:
         captured: list[bytes] = []
 
         def capture(e: TransactionEvent) -> None:
@@ -866,19 +914,7 @@ class Room:
         """:meth:`_catch_up` before applying events this room just logged: they are
         durable, so a store that cannot be read for a moment is waited out, as a refused
         write is, rather than dropping the room (every client closed with 1013)."""
-        delay = 0.05
-        while True:
-            try:
-                await self._catch_up(upto)
-                return
-            except StoreUnavailable as e:
-                if self.stopping:
-                    raise
-                if delay == 0.05:
-                    log.warning("room %s: catching up to seq %d waits for the store: %s",
-                                self.name, upto, e)  # fmt: skip
-                await asyncio.sleep(delay)
-                delay = min(2 * delay, 1.0)
+        await self._wait_out(lambda: self._catch_up(upto), f"catching up to seq {upto}")
 
     def _after_peer(self, events: list[Event]) -> None:
         # events logged elsewhere: count them toward snapshots, but never publish again

@@ -69,7 +69,9 @@ def server_client_id(doc: str, generation: bytes | None = None) -> int:
     """A fixed Yjs client id per document for server-made changes (undo, redo, restore).
 
     Fixed so that the live doc after a reload continues the same client's clock: the
-    items it makes then are exactly the ones its logged updates describe. A document
+    items it makes then are exactly the ones its logged updates describe. Processes that
+    share a store share it too, so they make server changes of one document one at a
+    time, each on the log's head (EventStore.server_changes). A document
     made again under the name of a deleted one (`generation`: the deletion's tombstone)
     gets another, so that its items never take the IDs of the deleted ones."""
     import hashlib

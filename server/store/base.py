@@ -35,12 +35,13 @@ Contract:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring as _quote
 from typing import TYPE_CHECKING, Any
@@ -364,6 +365,19 @@ class EventStore(Service, ABC):
     @abstractmethod
     async def append(self, batches: Sequence[tuple[str, Sequence[NewEvent]]]) -> list[list[Event]]:
         """Append every batch atomically; returns the stored events, batch by batch."""
+
+    @contextlib.asynccontextmanager
+    async def server_changes(self, doc: str) -> AsyncIterator[None]:
+        """Held while a process makes a server change of `doc` (an undo, a redo, a
+        restore, a text written whole, a seed): it reads the log to its head, makes the
+        change on the document that fold gives and appends it. Those changes all carry
+        the document's one server Yjs client id (snapshots.server_client_id), so two
+        processes making them at once would both write the items that continue its
+        clock: one of them would not apply anywhere. A store that several processes share
+        lets one at a time hold it, per document; the default does nothing (one process
+        has one room per document, whose pipeline makes its changes one by one).
+        Raises StoreUnavailable when it cannot be taken now."""
+        yield
 
     @abstractmethod
     async def read(

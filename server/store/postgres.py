@@ -28,7 +28,7 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -121,6 +121,9 @@ _SNAPSHOT_LOCK = 0x50616C69  # "Pali"
 #: advisory lock namespace (two-int form, the second key ``hashtext(schema)``) for
 #: serving a schema (server/serving_lock.py)
 SERVING_LOCK = _SNAPSHOT_LOCK + 1
+#: advisory lock namespace (two-int form, the second key ``hashtext('schema/doc')``) for a
+#: document's server changes (PostgresStore.server_changes)
+_CHANGE_LOCK = _SNAPSHOT_LOCK + 2
 _RETRIES = 5
 #: SQL: a snapshot row's checksum holds, in either form (see base.snapshot_checksum)
 _VALID_SNAPSHOT_SQL = (
@@ -279,6 +282,8 @@ class PostgresStore(EventStore):
         self.max_size = max_size
         self.command_timeout = command_timeout
         self._pool: asyncpg.Pool | None = None
+        #: connections that hold documents' turns on server changes (server_changes)
+        self._turns: asyncpg.Pool | None = None
         self._cursors: PostgresCursors | None = None
 
     def __repr__(self) -> str:
@@ -317,6 +322,15 @@ class PostgresStore(EventStore):
                 timeout=10,
                 reset=_keep_session,
             )
+            # none open until a server change asks (min_size=0); asyncpg's own reset
+            self._turns = await asyncpg.create_pool(
+                self.dsn,
+                min_size=0,
+                max_size=self.max_size,
+                command_timeout=self.command_timeout,
+                server_settings={"application_name": "palimpsest turns"},
+                timeout=10,
+            )
         try:
             await self.migrate()
         except BaseException:
@@ -324,12 +338,14 @@ class PostgresStore(EventStore):
             raise
 
     async def stop(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
+        for pool in (self._turns, self._pool):
+            if pool is None:
+                continue
             try:
                 await asyncio.wait_for(pool.close(), 10)
             except _UNAVAILABLE:
                 pool.terminate()
+        self._pool = self._turns = None
 
     async def migrate(self) -> int:
         """Bring the schema to this version (idempotent, safe from several processes)."""
@@ -424,6 +440,43 @@ class PostgresStore(EventStore):
             except asyncpg.PostgresError as e:
                 raise StoreError(f"PostgreSQL {what} failed: {e}") from e
         raise StoreError(f"PostgreSQL {what} failed after {_RETRIES} attempts")
+
+    @contextlib.asynccontextmanager
+    async def server_changes(self, doc: str) -> AsyncIterator[None]:
+        """One process at a time per document (EventStore.server_changes): a
+        transaction-scoped advisory lock (``pg_advisory_xact_lock``, waited for in
+        PostgreSQL), on a connection of a pool of its own: the holder waits for its
+        append, which needs the main pool, so holders and waiters never take the
+        connections an append needs. The lock ends with the transaction: released when
+        the holder is done, cancelled or its connection is lost."""
+        turns = self._turns
+        if turns is None:
+            raise StoreUnavailable("the PostgreSQL store is not started")
+        try:
+            conn = await turns.acquire()
+        except _UNAVAILABLE as e:
+            raise StoreUnavailable(f"PostgreSQL is unavailable (a server change): {e!r}") from e
+        try:
+            tx = conn.transaction()
+            try:
+                await tx.start()
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                    _CHANGE_LOCK,
+                    f"{self.schema or ''}/{doc}",
+                )
+            except _UNAVAILABLE as e:
+                raise StoreUnavailable(f"PostgreSQL is unavailable (a server change): {e!r}") from e
+            except asyncpg.PostgresError as e:
+                raise StoreError(f"PostgreSQL server change lock failed: {e}") from e
+            try:
+                yield
+            finally:
+                # (a connection lost meanwhile took the transaction and the lock along)
+                with contextlib.suppress(*_UNAVAILABLE, asyncpg.PostgresError):
+                    await tx.rollback()
+        finally:
+            await turns.release(conn)
 
     async def _fetch(self, sql: str, *args: Any, what: str = "query") -> list[Any]:
         """One statement that may safely run twice (reads, upserts, deletes)."""

@@ -28,7 +28,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -56,6 +56,7 @@ from .base import (
 )
 from .cursors import WebhookCursors
 from .disk_warm import DiskWarmer
+from .file_turns import FileTurns
 from .log_layout import (
     LAYOUT_VERSION,
     MAX,
@@ -746,6 +747,8 @@ class SQLiteStore(EventStore):
         self._file_id: tuple[int, int] | None = None
         self._file_gone: str | None = None
         self._watch: asyncio.Task[None] | None = None
+        #: documents' turns on server changes among the processes serving the file
+        self._turns = FileTurns(self.path)
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -858,7 +861,18 @@ class SQLiteStore(EventStore):
         rows = await self._fetchall("PRAGMA user_version")
         return int(rows[0][0]) if rows else 0
 
+    @contextlib.asynccontextmanager
+    async def server_changes(self, doc: str) -> AsyncIterator[None]:
+        """One process at a time per document (EventStore.server_changes), for processes
+        that serve one file together (server/store/file_turns.py)."""
+        if self._memory:
+            yield
+            return
+        async with self._turns.turn(doc):
+            yield
+
     async def stop(self) -> None:
+        self._turns.close()
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None

@@ -867,8 +867,64 @@ class StoreContract(CursorContract):
         await store.seal("k", run=4)
         assert [(e.seq, e.update, e.pos) for e in await store.read("k")] == expected
 
+    async def test_server_changes_of_a_document_take_turns_across_processes(
+        self, store: EventStore
+    ) -> None:
+        """While another process holds a document's turn on server changes
+        (``server_changes``), this one waits for it, and sees what the other appended in
+        its turn; another document's turn is free meanwhile."""
+        url = self.child_url()
+        if url is None:
+            pytest.skip("no other process can open this backend's store")
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _TURN_HOLDER, url, "t",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert child.stdin is not None and child.stdout is not None
+        try:
+            assert (await child.stdout.readline()).strip() == b"held"
+            async with store.server_changes("another"):
+                pass
+
+            async def in_turn() -> list[str]:
+                async with store.server_changes("t"):
+                    seen = [e.actor for e in await store.read("t")]
+                    await store.append([("t", [ev("parent")])])
+                    return seen
+
+            waiting = asyncio.create_task(in_turn())
+            await asyncio.sleep(0.3)  # (time for a turn not kept to be taken wrongly)
+            child.stdin.write(b"go\n")
+            await child.stdin.drain()
+            assert await asyncio.wait_for(waiting, 30) == ["child"]
+            assert await child.wait() == 0
+        finally:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+        assert [e.actor for e in await store.read("t")] == ["child", "parent"]
+
 
 RUN = 32
+
+#: a child process that holds a document's turn on server changes until told to go on,
+#: and appends an event in it
+_TURN_HOLDER = """
+import asyncio, sys
+from palimpsest.store import open_store
+from palimpsest.store.base import NewEvent
+
+async def main(url, doc):
+    store = open_store(url)
+    await store.start()
+    async with store.server_changes(doc):
+        print("held", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        await store.append([(doc, [NewEvent("child", "edit", b"u", {}, 1000)])])
+    await store.stop()
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
 
 #: a child process that seals one document four events at a time until it is killed
 _SEALER = """
