@@ -6,6 +6,8 @@ signed; the cursor survives a restart; a hook that keeps failing is marked faili
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import subprocess
 import sys
@@ -245,3 +247,14 @@ async def test_kill_9_may_repeat_a_batch_but_never_skips_or_reorders(tmp_path: P
     for d in rx.accepted():
         body = d.json
         assert [e["pos"] for e in body["events"]] == sorted(e["pos"] for e in body["events"])
+
+
+def test_verify_answers_false_for_a_header_that_is_not_ascii() -> None:
+    """A forged header with a non-ASCII character made verify raise TypeError (from
+    hmac.compare_digest on str) instead of answering False: a receiver that followed
+    docs/changefeed.md answered 500."""
+    body = b'{"webhook":"wh-1","first":1,"last":1,"events":[]}'
+    good = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    assert verify(SECRET, body, good)
+    for forged in ("sha256=\xe9", good[:-1] + "\xe9", "sha256=\u202e00", "\ud800"):
+        assert verify(SECRET, body, forged) is False, forged

@@ -77,8 +77,9 @@ def sign(secret: str, body: bytes) -> str:
 
 
 def verify(secret: str, body: bytes, header: str) -> bool:
-    """What a receiver checks (constant-time)."""
-    return hmac.compare_digest(sign(secret, body), header)
+    """What a receiver checks (constant-time). A header that is not ASCII is no signature
+    of ours: False (``compare_digest`` raises TypeError on such a str)."""
+    return hmac.compare_digest(sign(secret, body).encode(), header.encode("utf-8", "replace"))
 
 
 def batch_body(hook: Webhook, events: list[Event]) -> bytes:
