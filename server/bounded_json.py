@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from typing import Any
 
 #: nesting depth of a JSON value from a client (extension messages, HTTP bodies)
@@ -37,6 +38,16 @@ def _finite(text: str) -> float:
     if value in (float("inf"), float("-inf")):
         raise ValueError(f"{text[:24]} is too large a number")
     return value
+
+
+def _int(text: str) -> int:
+    """A JSON integer, refused in our words when it is longer than Python converts (its
+    own error told a client to call ``sys.set_int_max_str_digits()``)."""
+    digits = len(text) - text.startswith("-")
+    limit = sys.get_int_max_str_digits()
+    if limit and digits > limit:
+        raise ValueError(f"a number of {digits} digits is too long (at most {limit})")
+    return int(text)
 
 
 #: a \\u escape of a UTF-16 surrogate: only such an escape puts one in a JSON string
@@ -73,7 +84,7 @@ def loads_bounded(
     depth = json_depth(text)
     if depth > max_depth:
         raise ValueError(f"JSON nested {depth} deep, over the limit of {max_depth}")
-    value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    value = json.loads(text, parse_constant=_no_constant, parse_float=_finite, parse_int=_int)
     if text_only and _SURROGATE_ESCAPE.search(text) and _lone_surrogate(value):
         raise ValueError("a string holds a lone UTF-16 surrogate (\\ud800-\\udfff), not text")
     return value

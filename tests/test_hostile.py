@@ -742,6 +742,28 @@ async def test_bad_claims_refs_and_json_get_clean_refusals(settings: Settings) -
         assert str(room.doc.get("content", type=Text)) == "x \U0001f600"
 
 
+async def test_a_number_too_long_to_read_is_refused_in_our_words(server: RunningServer) -> None:
+    """An integer of more than Python's 4,300 digits was refused with Python's own
+    wording, telling the client to "use sys.set_int_max_str_digits()"."""
+    digits = "9" * 5000
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        for number in (digits, "-" + digits):
+            r = await http.put(
+                "/api/docs/long-number/text?user=u",
+                content=b'{"text": "x", "n": ' + number.encode() + b"}",
+                headers={"content-type": "application/json"},
+            )
+            assert r.status_code == 400, r.text
+            detail = r.json()["detail"]
+            assert "a number of 5000 digits is too long (at most 4300)" in detail, detail
+            assert "sys." not in detail, detail
+    async with websockets.connect(f"{server.ws_url}/long-number?user=u") as ws:
+        body = '{"type":"hello","id":' + digits + "}"
+        await ws.send(P.write_var_uint(P.MSG_EXTENSION) + P.write_var_string(body))
+        code, reason = await closed_with(ws)
+    assert code == 4400 and "5000 digits is too long" in reason and "sys." not in reason, reason
+
+
 def _bearer(tok: str) -> dict[str, str]:
     return {"authorization": f"Bearer {tok}"}
 
