@@ -685,3 +685,40 @@ async def test_document_list_shows_only_granted_documents(jserver: RunningServer
         r = await http.get("/api/docs", headers={"Authorization": f"Bearer {tok}"})
     assert r.status_code == 200
     assert sorted(d["doc"] for d in r.json()["docs"]) == ["team-a", "team-b"]
+
+
+#: names that read as another or as nothing: a C1 control (U+0085 ends a line in some
+#: readers), a bidi override ("ecila" shown as "alice"), a zero-width space, a line
+#: separator, private use, blanks, spaces at either end
+UNPRINTABLE_NAMES = ("a\x85b", "\u202eecila", "al\u200bice", "a\u2028b", "\ue000", " ",
+                     "\u00a0\u3000", " alice", "alice ", "a\nb")  # fmt: skip
+
+
+async def test_user_names_that_do_not_print_are_refused(settings: Settings) -> None:
+    """The rule "1-64 printable characters" let C1 controls, bidi overrides and a name of one
+    space through, as ?user= in open mode and as a token's sub."""
+    async with run_server(settings) as server, httpx.AsyncClient(base_url=server.url) as http:
+        for name in UNPRINTABLE_NAMES:
+            r = await http.put(
+                f"/api/docs/names/text?{urlencode({'user': name})}", json={"text": name}
+            )
+            assert r.status_code == 401 and "user name" in r.json()["detail"], (name, r.text)
+        url = f"{server.ws_url}/names?{urlencode({'user': chr(0x202E) + 'ecila'})}"
+        async with websockets.connect(url) as ws:
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+        assert ws.close_code == 4401, ws.close_reason
+        for name in ("alice", "Ada Lovelace", "José", "李雷", "a b", "\U0001f600"):
+            r = await http.put(
+                f"/api/docs/names/text?{urlencode({'user': name})}", json={"text": name}
+            )
+            assert r.status_code == 200, (name, r.text)
+        events = (await http.get("/api/docs/names/events")).json()["events"]
+        assert [e["actor"] for e in events] == ["alice", "Ada Lovelace", "José", "李雷", "a b",
+                                                "\U0001f600"]  # fmt: skip
+    settings.jwt_secret = SECRET
+    async with run_server(settings) as server, httpx.AsyncClient(base_url=server.url) as http:
+        for name in UNPRINTABLE_NAMES:
+            tok = token("write", docs=("*",), user=name)
+            r = await http.get("/api/docs", headers={"authorization": f"Bearer {tok}"})
+            assert r.status_code == 401 and "'sub'" in r.json()["detail"], (name, r.text)

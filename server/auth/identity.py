@@ -9,9 +9,10 @@ least as high as the operation needs (read < write < admin).
 from __future__ import annotations
 
 import fnmatch
-import re
 import time
+import unicodedata
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from ..errors import AuthError, Forbidden
 
@@ -19,7 +20,27 @@ from ..errors import AuthError, Forbidden
 LEEWAY = 30
 ROLES = ("read", "write", "admin")
 RANK = {role: i for i, role in enumerate(ROLES)}
-_USER = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
+#: Unicode categories a user name may not hold: controls (C0 and C1: U+0085 ends a line
+#: in some readers), format characters (bidi overrides such as U+202E make "ecila" read
+#: as "alice"; zero-width ones hide), line and paragraph separators, private use and
+#: surrogates
+_NOT_IN_NAMES = frozenset({"Cc", "Cf", "Zl", "Zp", "Co", "Cs"})
+USER_NAME_RULE = (
+    "1-64 printable characters, no space at either end (no control or format characters: "
+    "no bidi overrides, no zero-width ones)"
+)
+
+
+def valid_user_name(name: object) -> TypeGuard[str]:
+    """Whether `name` may be a user (an actor of the log, shown in the history and on
+    cursors): :data:`USER_NAME_RULE`."""
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= 64
+        and not name[0].isspace()
+        and not name[-1].isspace()
+        and not any(unicodedata.category(c) in _NOT_IN_NAMES for c in name)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +55,8 @@ class Identity:
     exp: float | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.user, str) or not _USER.fullmatch(self.user):
-            raise AuthError("user name must be 1-64 printable characters")
+        if not valid_user_name(self.user):
+            raise AuthError(f"user name must be {USER_NAME_RULE}")
         if self.role not in RANK:
             raise AuthError(f"role must be one of {', '.join(ROLES)}; got {self.role!r}")
         if isinstance(self.docs, str):  # a lone pattern, not its characters
@@ -77,6 +98,6 @@ def open_identity(user: str | None) -> Identity:
     """Open development mode: whoever you say you are, with every right."""
     if user is None or user == "":
         return Identity("anonymous", "admin")
-    if not _USER.fullmatch(user):
-        raise AuthError("user name must be 1-64 printable characters")
+    if not valid_user_name(user):
+        raise AuthError(f"user name must be {USER_NAME_RULE}; got {user[:80]!r}")
     return Identity(user, "admin")

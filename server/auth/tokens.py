@@ -5,7 +5,8 @@ an RSA key, ES256 for an EC P-256 key), every websocket and HTTP request needs a
 ``?token=`` on the websocket URL (what y-websocket's ``params`` sends), ``Authorization:
 Bearer`` on HTTP. Claims::
 
-    sub   the user (1-64 printable characters): the actor of every event it makes
+    sub   the user (1-64 printable characters, no space at either end, no control or
+          format characters): the actor of every event it makes
     docs  the documents it may open: a list of names or glob patterns ("team-*", "*")
     role  read | write | admin
     exp   expiry (required; a small leeway absorbs clock skew)
@@ -27,7 +28,6 @@ are enforced by ``server.routes.ws`` from the same settings.
 from __future__ import annotations
 
 import logging
-import re
 import time
 import warnings
 from pathlib import Path
@@ -42,14 +42,22 @@ from starlette.requests import HTTPConnection
 from ..errors import AuthError
 from ..extensions import Extension
 from ..settings import Settings
-from .identity import LEEWAY, RANK, ROLES, Identity, authorize, may_open
+from .identity import (
+    LEEWAY,
+    RANK,
+    ROLES,
+    USER_NAME_RULE,
+    Identity,
+    authorize,
+    may_open,
+    valid_user_name,
+)
 
 log = logging.getLogger("palimpsest.auth")
 
 #: an HS256 secret shorter than the hash is weak (RFC 7518 section 3.2)
 MIN_SECRET_BYTES = 32
 _RANK = RANK
-_USER = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
 _MAX_PATTERNS = 256
 #: tokens may not live longer than this (an exp of 10**30 is a token that never expires)
 MAX_TOKEN_LIFETIME = 10 * 366 * 86400
@@ -154,8 +162,8 @@ class JWTAuth(Extension):
 
 def identity_from_claims(claims: dict[str, Any]) -> Identity:
     sub = claims.get("sub")
-    if not isinstance(sub, str) or not _USER.fullmatch(sub):
-        raise AuthError("token claim 'sub' must be a user name of 1-64 printable characters")
+    if not valid_user_name(sub):
+        raise AuthError(f"token claim 'sub' must be a user name of {USER_NAME_RULE}")
     role = claims.get("role")
     if not isinstance(role, str) or role not in _RANK:
         raise AuthError(f"token claim 'role' must be one of {', '.join(ROLES)}; got {role!r}")
