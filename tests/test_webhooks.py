@@ -6,6 +6,7 @@ signed; the cursor survives a restart; a hook that keeps failing is marked faili
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
@@ -258,3 +259,43 @@ def test_verify_answers_false_for_a_header_that_is_not_ascii() -> None:
     assert verify(SECRET, body, good)
     for forged in ("sha256=\xe9", good[:-1] + "\xe9", "sha256=\u202e00", "\ud800"):
         assert verify(SECRET, body, forged) is False, forged
+
+
+async def test_credentials_in_a_webhook_url_are_masked_in_the_log_and_listings(
+    tmp_path: Path,
+) -> None:
+    """The URL's password and query values were logged (`webhook wh-... ->
+    http://hookuser:hookpass@...?apikey=...`) and served by GET /api/webhooks as they were
+    configured. They are still what the deliveries use."""
+    with Receiver() as rx:
+        rx.redirect_to = "https://someone:theirpass@elsewhere.example/x?key=REDIRSECRET"
+        url = f"http://hookuser:hookpass@127.0.0.1:{rx.port}/hook?apikey=TOPSECRET&v=1"
+        shown = f"http://hookuser:***@127.0.0.1:{rx.port}/hook?apikey=***&v=***"
+        srv = ServerProcess(
+            tmp_path, extra_args=["--webhook", url, "--webhook-max-failures", "2"], env=FAST
+        )
+        await srv.astart()
+        try:
+            await type_into(srv.ws_url, "creds", ["c"])
+            await eventually(lambda: hooks(srv.db_path)[0]["state"] == "failing", timeout=20,
+                             what="failing")  # fmt: skip
+            (row,) = hooks(srv.db_path)
+            async with httpx.AsyncClient(base_url=srv.http_url, timeout=5) as http:
+                (listed,) = (await http.get("/api/webhooks")).json()["webhooks"]
+            listing = cli("webhooks", "--db", str(srv.db_path)).stdout
+            await eventually(lambda: "is failing" in srv.log_text(), what="the failing line")
+            # (the harness's own header lines give the command line)
+            log = "\n".join(x for x in srv.log_text().splitlines() if not x.startswith("====="))
+        finally:
+            await srv.astop()
+    assert row["url"] == listed["url"] == shown, (row, listed)
+    assert row["last_error"] == (
+        "HTTP 307 to https://someone:***@elsewhere.example/x?key=***: not followed"
+    ), row
+    assert shown in log and shown in listing, (log, listing)
+    for text in (log, listing, json.dumps(listed), json.dumps(row)):
+        for secret in ("hookpass", "TOPSECRET", "theirpass", "REDIRSECRET"):
+            assert secret not in text, (secret, text)
+    # the deliveries went to the URL as configured, its credentials with them
+    basic = "Basic " + base64.b64encode(b"hookuser:hookpass").decode()
+    assert rx.deliveries and rx.deliveries[0].headers["authorization"] == basic

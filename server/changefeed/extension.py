@@ -35,7 +35,7 @@ from ..store.base import Event
 from ..store.cursors import ACTIVE, DISABLED, HookState, WebhookCursors
 from .sse import Streams
 from .wakeup import Wakeup
-from .webhooks import Deliverer, Webhook
+from .webhooks import Deliverer, Webhook, masked_url
 
 if TYPE_CHECKING:
     from ..backend import Backend
@@ -133,8 +133,8 @@ class Changefeed(Extension, Service):
         self.deliverers = []
         for hook in self.webhooks:
             row = await self.cursors.register(hook.id, hook.url, start)
-            log.info("webhook %s -> %s: %s at position %d%s", hook.id, hook.url, row.state,
-                     row.cursor, "" if hook.secret else " (unsigned)")  # fmt: skip
+            log.info("webhook %s -> %s: %s at position %d%s", hook.id, masked_url(hook.url),
+                     row.state, row.cursor, "" if hook.secret else " (unsigned)")  # fmt: skip
             d = Deliverer(self, hook)
             d.state = row
             d.start()
@@ -217,7 +217,7 @@ class Changefeed(Extension, Service):
 def hook_json(row: HookState, last: int) -> dict[str, object]:
     return {
         "id": row.id,
-        "url": row.url,
+        "url": masked_url(row.url),
         "state": row.state,
         "cursor": row.cursor,
         "behind": max(0, last - row.cursor),

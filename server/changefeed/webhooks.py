@@ -39,6 +39,7 @@ import json
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -69,6 +70,24 @@ class Webhook:
     def id(self) -> str:
         """A stable short name (metrics, CLI, the store's row): from the URL."""
         return "wh-" + hashlib.sha256(self.url.encode()).hexdigest()[:12]
+
+
+def masked_url(url: str) -> str:
+    """The URL as the log, ``GET /api/webhooks`` and ``palimpsest webhooks`` show it: the
+    password of its user info and every value of its query string are ``***`` (a lone
+    user name too: it is often a token), since receivers are often authenticated that
+    way; the path is kept, it tells the hooks apart."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        netloc = (f"{user}:***" if colon else "***") + "@" + hostport
+    query = "&".join(
+        f"{name}=***" if eq else name
+        for name, eq, _ in (p.partition("=") for p in parts.query.split("&"))
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query if parts.query else ""))
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -212,7 +231,7 @@ class Deliverer:
         if after.state != ACTIVE:
             log.error("webhook %s (%s) is failing after %d attempts in a row: %s; "
                       "`palimpsest webhooks enable %s` resumes it from position %d",
-                      self.hook.id, self.hook.url, after.failures, error, self.hook.id,
+                      self.hook.id, masked_url(self.hook.url), after.failures, error, self.hook.id,
                       after.cursor)  # fmt: skip
             return 0.0
         delay = min(feed.retry_first * 2.0 ** (after.failures - 1), feed.retry_max)
@@ -237,12 +256,15 @@ class Deliverer:
         try:
             r = await self._http.post(self.hook.url, content=body, headers=headers)
         except httpx.HTTPError as e:
-            return f"{type(e).__name__}: {e}"[:500] or type(e).__name__
+            text = f"{type(e).__name__}: {e}".replace(self.hook.url, masked_url(self.hook.url))
+            return text[:500]
         if 200 <= r.status_code < 300:
             return None
         if 300 <= r.status_code < 400:  # not followed: the hook's URL is the one to fix
-            return f"HTTP {r.status_code} to {r.headers.get('location', '?')[:200]}: not followed"
+            location = r.headers.get("location")
+            where = masked_url(location)[:200] if location else "?"
+            return f"HTTP {r.status_code} to {where}: not followed"
         return f"HTTP {r.status_code}: {r.text[:200]}"
 
 
-__all__ = ["Deliverer", "Webhook", "batch_body", "sign", "trim", "verify"]
+__all__ = ["Deliverer", "Webhook", "batch_body", "masked_url", "sign", "trim", "verify"]
