@@ -9,6 +9,16 @@ request body may be.
   In open mode always; with tokens only when ``--allow-origin`` is given, because a
   token is never sent by the browser on its own (it is not a cookie), so a foreign page
   can do nothing the token's holder did not hand it.
+- Host (open mode). DNS rebinding: a page of ``http://evil.example:8000`` whose name
+  the attacker's DNS then points at 127.0.0.1 is a same-origin page for the browser, so
+  its requests carry a matching ``Origin`` (or none, on a GET) and ``Host:
+  evil.example:8000``. In open mode, where reaching the server is the only credential,
+  every request (websocket, read or write) must therefore name the server as it is
+  served: a loopback name (``localhost``, ``*.localhost``), an IP address (a literal
+  address cannot be rebound), ``--host``, a host of ``--allow-origin``, or one of
+  ``--allow-host``; else 403 (close 4403) saying which option to set. With tokens or
+  cookies it is not checked: a token is not sent by the browser on its own, and a
+  browser keeps cookies per name, so a rebound name carries none of the real one's.
 - Heads: at most ``max_request_head_bytes`` (431; a websocket is closed with 4413). The
   protocol (handshake.py) measures a head that arrives in pieces; one that arrives
   whole in one read is measured here.
@@ -22,6 +32,7 @@ request body may be.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import time
@@ -62,6 +73,34 @@ def origin_allowed(origin: str, host: str | None, allow: tuple[str, ...]) -> boo
     if parts.hostname in _LOCAL_HOSTS:
         return True
     return host is not None and parts.netloc == host.strip().lower()
+
+
+def _hostname(netloc: str) -> str:
+    """The name in a Host header (or an origin's netloc), lower case, without the port
+    and the brackets of an IPv6 address."""
+    netloc = netloc.strip().lower()
+    if netloc.startswith("["):
+        return netloc[1 : netloc.find("]")] if "]" in netloc else netloc[1:]
+    return netloc.rpartition(":")[0] if netloc.count(":") == 1 else netloc
+
+
+def host_allowed(host: str, settings: Settings) -> bool:
+    """Whether the server may answer a request for `host` (a Host header) in open mode:
+    a loopback name, an IP address, the name it listens on, a host of ``allow_origin``
+    or of ``allow_host`` (``*`` any, ``.example.com`` that domain and its subdomains)."""
+    name = _hostname(host).rstrip(".")
+    if not name or name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        pass
+    allowed = {_hostname(h) for h in settings.allow_host} | {settings.host.lower()}
+    allowed |= {(urlsplit(o.strip().lower()).hostname or "") for o in settings.allow_origin}
+    if "*" in allowed or name in allowed:
+        return True
+    return any(a.startswith(".") and (name == a[1:] or name.endswith(a)) for a in allowed)
 
 
 class RequestGuard:
@@ -117,6 +156,18 @@ class RequestGuard:
         self.refused("origin")
         return f"origin {origin[:100]!r} is not allowed here (see --allow-origin)"
 
+    def _host_refusal(self, headers: dict[str, str]) -> str | None:
+        host = headers.get("host")
+        if host is None or not self.is_open() or host_allowed(host, self.settings):
+            return None
+        self.refused("host")
+        name = _hostname(host)[:100]
+        return (
+            f"not served as {name!r}: open mode needs --allow-host {name} "
+            "(PALIMPSEST_ALLOW_HOST) for a name other than localhost or an IP address "
+            "(a guard against DNS rebinding)"
+        )
+
     def _head_refusal(self, scope: Scope) -> str | None:
         limit = self.settings.max_request_head_bytes
         if _head_bytes(scope) <= limit:
@@ -131,6 +182,14 @@ class RequestGuard:
                 if scope["type"] == "http":
                     return await _answer(send, 431, "HeadTooLarge", refusal)
                 return await _close_websocket(receive, send, 4413, refusal)
+        if scope["type"] in ("http", "websocket"):
+            refusal = self._host_refusal(_headers(scope))
+            if refusal is not None:
+                log.warning("refused %s %s: %s", scope.get("method", "websocket"),
+                            scope.get("path"), refusal)  # fmt: skip
+                if scope["type"] == "http":
+                    return await _answer(send, 403, "Forbidden", refusal)
+                return await _close_websocket(receive, send, 4403, refusal)
         if scope["type"] == "websocket":
             refusal = self._origin_refusal(scope, _headers(scope))
             if refusal is not None:
@@ -222,4 +281,4 @@ async def _answer(
     await send({"type": "http.response.body", "body": payload})
 
 
-__all__ = ["RequestGuard", "origin_allowed"]
+__all__ = ["RequestGuard", "host_allowed", "origin_allowed"]

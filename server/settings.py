@@ -84,6 +84,10 @@ class Settings:
     #: Origins allowed for websockets and state-changing HTTP requests, besides the
     #: server's own and localhost ones; "*" allows every origin
     allow_origin: tuple[str, ...] = ()
+    #: open mode: host names the server answers to besides loopback names, IP addresses,
+    #: `host` and the hosts of allow_origin (a guard against DNS rebinding);
+    #: ".example.com" = that domain and its subdomains, "*" = any
+    allow_host: tuple[str, ...] = ()
     #: new documents one non-admin identity may create per hour (per process); 0 = unlimited
     max_new_docs_per_hour: int = 100
     snapshot_every: int = 1000

@@ -574,6 +574,62 @@ async def test_foreign_origins_are_refused_in_open_mode(settings: Settings) -> N
             assert r.status_code == 200, r.text
 
 
+async def test_open_mode_answers_only_to_its_own_names(settings: Settings) -> None:
+    """DNS rebinding: a page of http://evil.example:PORT whose name then resolves to
+    127.0.0.1 sends `Host: evil.example:PORT` and an Origin that matches it (none on a
+    GET). The Origin check compared the two and let it read, write, delete and open the
+    websocket; in open mode the Host must now be a name the server is served as."""
+    settings.allow_origin = ("https://app.example",)
+    settings.allow_host = ("collab.internal", ".dev.example")
+    doc = "rebinding"
+    async with run_server(settings) as server:
+        port = server.port
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            r = await http.put(f"/api/docs/{doc}/text?user=alice", json={"text": "secret"})
+            assert r.status_code == 200, r.text
+            evil = {"host": f"evil.example:{port}", "origin": f"http://evil.example:{port}"}
+            for method, path, body in (
+                ("GET", f"/api/docs/{doc}/versions/head", None),
+                ("PUT", f"/api/docs/{doc}/text?user=mallory", {"text": "pwned"}),
+                ("DELETE", f"/api/docs/{doc}?user=mallory", None),
+                ("GET", "/", None),
+            ):
+                headers = evil if method != "GET" else {"host": evil["host"]}
+                r = await http.request(method, path, json=body, headers=headers)
+                assert r.status_code == 403, (method, path, r.status_code, r.text)
+                detail = r.json()["detail"]
+                assert "'evil.example'" in detail and "--allow-host evil.example" in detail
+            # the names it is served as: loopback names, addresses, --allow-host (a
+            # domain with its subdomains), the hosts of --allow-origin
+            for host in ("localhost", "app.localhost", "127.0.0.1", "[::1]", "10.1.2.3",
+                         "collab.internal", "dev.example", "a.dev.example", "app.example",
+                         "LOCALHOST."):  # fmt: skip
+                r = await http.get(f"/api/docs/{doc}/versions/head",
+                                   headers={"host": f"{host}:{port}"})  # fmt: skip
+                assert r.status_code == 200, (host, r.status_code, r.text)
+            assert (await http.get(f"/api/docs/{doc}/versions/head")).json()["roots"]
+        # the websocket, as a browser on the rebound name opens it
+        for name, code in (("evil.example", 4403), ("localhost", None)):
+            sock = socket.create_connection(("127.0.0.1", port))
+            url = f"ws://{name}:{port}/ws/{doc}?user=mallory"
+            async with websockets.connect(url, sock=sock, origin=f"http://{name}:{port}") as ws:  # type: ignore[arg-type]
+                if code is None:
+                    assert P.decode(await ws.recv())  # the server's sync step 1
+                    continue
+                got, reason = await closed_with(ws)
+            assert got == code and "--allow-host" in reason, (got, reason)
+        room = await eventually(lambda: server.backend.rooms.get_loaded(doc))
+        await room.flush()
+        assert str(room.doc.get("content", type=Text)) == "secret"
+    # with tokens the name is not checked: a token is not sent by the browser on its own
+    settings.jwt_secret = SECRET
+    async with run_server(settings) as server, httpx.AsyncClient(base_url=server.url) as http:
+        r = await http.get("/api/docs", headers={
+            "host": f"evil.example:{server.port}", **_bearer(token("r", "read"))
+        })  # fmt: skip
+        assert r.status_code == 200, r.text
+
+
 # --- 4. handshakes that never end ---------------------------------------------------------
 
 

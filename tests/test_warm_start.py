@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent(
     async def get(port, path):
         # plain HTTP over asyncio streams: an HTTP client library would import anyio
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        head = f"GET {{path}} HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n"
+        head = f"GET {{path}} HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nConnection: close\\r\\n\\r\\n"
         writer.write(head.encode())
         await writer.drain()
         status = await reader.readline()

@@ -57,6 +57,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "server's own and localhost; env PALIMPSEST_ALLOW_ORIGIN, comma-separated)",
     )  # fmt: skip
     p.add_argument(
+        "--allow-host", action="append", metavar="NAME",
+        help="open mode: a host name the server answers to, besides loopback names, IP "
+        "addresses, --host and the hosts of --allow-origin (a guard against DNS "
+        "rebinding; repeatable; .example.com = the domain and its subdomains, * = any; "
+        "env PALIMPSEST_ALLOW_HOST, comma-separated)",
+    )  # fmt: skip
+    p.add_argument(
         "--webhook", action="append", metavar="URL",
         help="POST every event, in batches, to this URL (repeatable; env PALIMPSEST_WEBHOOKS, "
         "comma-separated; see docs/changefeed.md)",
@@ -100,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
             snapshot_every=args.snapshot_every,
             max_frame_bytes=args.max_frame_bytes,
             allow_origin=tuple(args.allow_origin) if args.allow_origin else None,
+            allow_host=tuple(args.allow_host) if args.allow_host else None,
             webhooks=tuple(args.webhook) if args.webhook else None,
             webhook_secret=args.webhook_secret,
             webhook_max_failures=args.webhook_max_failures,
