@@ -5,7 +5,9 @@ SQLite database. Palimpsest is mounted at ``/collab`` (websocket ``/collab/ws/{d
 HTTP API ``/collab/api/...``, the editor page ``/collab/?doc=NAME``) and knows nothing
 of the app's users except through two extensions:
 
-- ``SessionAuth.authenticate`` turns the app's session cookie into an Identity;
+- ``SessionAuth.authenticate`` turns the app's session cookie into an Identity (a
+  request with a cookie gets Palimpsest's Origin check, so pages of other origins of
+  the same site cannot use it: docs/extending.md);
 - ``PlainTextCopy.on_committed`` keeps the app's ``copies`` table up to date with the
   text of each document, after every durable change, off the editing path (and
   ``on_deleted`` drops the copy of a deleted document).
@@ -199,6 +201,9 @@ def build_app(db_path: str | Path, store: str, settings: Settings | None = None)
         return response
 
     async def copy(request: Request) -> Response:
+        token = request.cookies.get("session")
+        if token is None or await db.user_of(token) is None:
+            return JSONResponse({"error": "log in at /login"}, status_code=401)
         found = await db.copy(request.path_params["doc"])
         if found is None:
             return JSONResponse({"error": "no copy yet"}, status_code=404)

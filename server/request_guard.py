@@ -6,9 +6,12 @@ request body may be.
   state-changing HTTP requests (POST, PUT, PATCH, DELETE) from a browser are accepted
   from the server's own origin, localhost origins and ``--allow-origin``; a request
   without ``Origin`` (curl, a Python or Node client) is not a browser's and passes.
-  In open mode always; with tokens only when ``--allow-origin`` is given, because a
-  token is never sent by the browser on its own (it is not a cookie), so a foreign page
-  can do nothing the token's holder did not hand it.
+  In open mode always; for a request that carries a ``Cookie`` header in every mode (an
+  app that authenticates by its session cookie, docs/extending.md: the browser attaches
+  it on its own, to requests of any page of the same site, SameSite=Strict or not);
+  with tokens otherwise only when ``--allow-origin`` is given, because a token is never
+  sent by the browser on its own, so a foreign page can do nothing the token's holder
+  did not hand it.
 - Host (open mode). DNS rebinding: a page of ``http://evil.example:8000`` whose name
   the attacker's DNS then points at 127.0.0.1 is a same-origin page for the browser, so
   its requests carry a matching ``Origin`` (or none, on a GET) and ``Host:
@@ -149,7 +152,8 @@ class RequestGuard:
         origin = headers.get("origin")
         if origin is None:
             return None
-        if not self.is_open() and not self.settings.allow_origin:
+        ambient = self.is_open() or "cookie" in headers  # credentials the browser adds
+        if not ambient and not self.settings.allow_origin:
             return None
         if origin_allowed(origin, headers.get("host"), self.settings.allow_origin):
             return None

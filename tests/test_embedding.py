@@ -15,7 +15,8 @@ import httpx
 import pytest
 import uvicorn
 import websockets
-from conftest import eventually, free_port
+from conftest import closed_with, eventually, free_port
+from pycrdt import Text
 from yclient import connect
 
 from palimpsest.settings import Settings
@@ -92,7 +93,7 @@ async def test_the_app_session_is_the_identity_and_a_plain_text_copy_follows(
         assert r.status_code == 200 and [d["doc"] for d in r.json()["docs"]] == ["notes"]
         r = await http.get("/collab/api/docs/notes/events", headers=cookie)
         assert [e["actor"] for e in r.json()["events"]] == ["ada", "ada"]
-        r = await http.get("/copies/notes")
+        r = await http.get("/copies/notes", headers=cookie)
         assert r.json() == {"seq": seq, "text": "hello world"}
         # deleting the document (ada is an admin of the app) drops the app's copy too
         grace = {"Cookie": f"session={await login(host, 'grace', 'hopper')}"}
@@ -100,7 +101,7 @@ async def test_the_app_session_is_the_identity_and_a_plain_text_copy_follows(
         assert r.status_code == 403
         r = await http.delete("/collab/api/docs/notes", headers=cookie)
         assert r.status_code == 200 and r.json()["deleted"] is True
-        assert (await http.get("/copies/notes")).status_code == 404
+        assert (await http.get("/copies/notes", headers=cookie)).status_code == 404
 
 
 async def test_without_a_session_nothing_is_served(notes: tuple[str, Any]) -> None:
@@ -117,6 +118,47 @@ async def test_without_a_session_nothing_is_served(notes: tuple[str, Any]) -> No
             assert r.status_code == 401 and r.json()["error"] == "AuthError"
         r = await http.post("/login", content="user=ada&password=wrong", headers=FORM)
         assert r.status_code == 401
+
+
+async def test_cookie_requests_from_other_origins_are_refused(notes: tuple[str, Any]) -> None:
+    """The session cookie is ambient: a page of a sibling origin of the same site sends it
+    (SameSite=Strict or not) on a websocket or a bodyless no-cors POST. The Origin check
+    ran only in open mode or with --allow-origin, so such a page read and wrote the
+    notes as the user; now a request with a Cookie header is checked whatever the mode."""
+    host, app = notes
+    port = host.rsplit(":", 1)[1]
+    cookie = {"Cookie": f"session={await login(host)}"}
+    async with connect(f"ws://{host}/collab/ws", "notes", headers=cookie) as c:
+        c.insert(0, "ada's notes")
+        await eventually(lambda: app.state.collab.backend.rooms.get_loaded("notes"))
+        room = app.state.collab.backend.rooms.get_loaded("notes")
+        await eventually(lambda: room.seq >= 1, what="logged")
+    sibling = f"http://evil.example.test:{port}"
+    url = f"ws://{host}/collab/ws/notes"
+    async with websockets.connect(url, origin=sibling, additional_headers=cookie) as ws:  # type: ignore[arg-type]
+        code, reason = await closed_with(ws)
+    assert code == 4403 and "origin" in reason, (code, reason)
+    async with httpx.AsyncClient(base_url=f"http://{host}") as http:
+        foreign = {**cookie, "Origin": sibling}
+        r = await http.post("/collab/api/docs/notes/undo", headers=foreign)
+        assert r.status_code == 403 and "origin" in r.json()["detail"], r.text
+        r = await http.put("/collab/api/docs/notes/text", json={"text": "x"}, headers=foreign)
+        assert r.status_code == 403, r.text
+        # the app's own page, and clients that send no Origin, pass
+        own = {**cookie, "Origin": f"http://{host}"}
+        r = await http.post("/collab/api/docs/notes/undo/close", headers=own)
+        assert r.status_code == 200, r.text
+        r = await http.post("/collab/api/docs/notes/undo/close", headers=cookie)
+        assert r.status_code == 200, r.text
+        # the example's own route needs a login too
+        assert (await http.get("/copies/notes")).status_code == 401
+        assert (
+            await http.get("/copies/notes", headers={"Cookie": "session=forged"})
+        ).status_code == 401
+        assert (await http.get("/copies/notes", headers=cookie)).json()["text"] == "ada's notes"
+    async with websockets.connect(url, origin=f"http://{host}", additional_headers=cookie) as ws:  # type: ignore[arg-type]
+        assert await ws.recv()  # the server's sync step 1
+    assert str(room.doc.get("content", type=Text)) == "ada's notes"
 
 
 async def test_the_page_works_under_the_mount_point(notes: tuple[str, Any]) -> None:

@@ -54,9 +54,11 @@ def notes_app(tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-def copy_of(base: str, doc: str) -> dict[str, object] | None:
+def copy_of(base: str, doc: str, session: str) -> dict[str, object] | None:
+    """The app's copy of `doc`, asked with a session (the app's route needs a login)."""
+    request = urllib.request.Request(f"{base}/copies/{doc}", headers={"Cookie": session})
     try:
-        with urllib.request.urlopen(f"{base}/copies/{doc}", timeout=5) as r:
+        with urllib.request.urlopen(request, timeout=5) as r:
             return dict(json.loads(r.read()))
     except urllib.error.HTTPError:
         return None
@@ -76,8 +78,11 @@ def test_the_page_works_mounted_inside_an_app(notes_app: str, browser: Browser) 
     expect(page.locator("#status")).to_have_attribute("data-state", "connected", timeout=15_000)
     page.locator(".cm-content").click()
     page.keyboard.type("from the browser")
-    eventually(lambda: (copy_of(notes_app, "notes") or {}).get("text") == "from the browser",
-               what="the app's plain-text copy")  # fmt: skip
+    session = "; ".join(f"{c['name']}={c['value']}" for c in ctx.cookies(notes_app))
+    eventually(
+        lambda: (copy_of(notes_app, "notes", session) or {}).get("text") == "from the browser",
+        what="the app's plain-text copy",
+    )
     # the page's HTTP API calls go under the mount point, with the session cookie
     events = page.evaluate("() => window.palimpsest.api.events('notes')")
     assert events["events"] and {e["actor"] for e in events["events"]} == {"grace"}
