@@ -34,6 +34,7 @@ from .backend import Backend
 from .errors import PalimpsestError
 from .extensions import Extension
 from .fanout import Fanout
+from .page_headers import PageHeaders
 from .request_guard import RequestGuard
 from .routes import docs, hocuspocus, ops
 from .routes.ws import websocket_endpoint
@@ -177,12 +178,13 @@ class Palimpsest:
             lifespan=self._own_lifespan,
             exception_handlers={PalimpsestError: palimpsest_error, HTTPException: http_error},
             middleware=[
+                Middleware(PageHeaders),  # outermost: the guard's refusals get them too
                 Middleware(
                     RequestGuard,
                     settings=backend.settings,
                     is_open=lambda: backend.extension(OpenAccess) is not None,
                     refused=backend.refused,
-                )
+                ),
             ],
         )
         self.app.state.backend = backend

@@ -583,3 +583,75 @@ def test_text_with_carriage_returns_is_edited_where_typed(
     assert body.locator("ins").all_text_contents() == ["> "]
     assert body.locator("del").all_text_contents() == [text[-3:]]
     assert not first.errors  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- security headers
+
+
+def test_the_page_works_under_its_csp_and_other_sites_cannot_frame_it(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """GET / sent no security headers: a page of another site framed the editor
+    invisibly and one click of its visitor restored an old version. The page now has a
+    CSP (frame-ancestors 'self'), and must still load, edit, sync and show the history
+    under it without a single violation."""
+    ctx = people()
+    ctx.add_init_script(
+        "document.addEventListener('securitypolicyviolation', e => "
+        "(window.__violations = window.__violations || []).push("
+        "e.violatedDirective + ' ' + e.blockedURI))"
+    )
+    page = open_doc(ctx, server.http_url, doc_name, "alice")
+    type_at_end(page, "under a policy")
+    other = open_doc(ctx, server.http_url, doc_name, "bob")
+    expect_text(other, "under a policy")
+    type_at_end(other, ", both of us")
+    expect_text(page, "under a policy, both of us")
+    page.locator("#history-btn").click()
+    expect(page.locator("#timeline")).to_contain_text("bob")
+    page.goto(f"{server.http_url}/")
+    expect(page.locator("#doc-rows")).to_contain_text(doc_name)
+    for p in (page, other):
+        assert p.evaluate("() => window.__violations || []") == []
+        assert p.errors == []  # type: ignore[attr-defined]
+    # a page of another origin (localhost is not 127.0.0.1) frames the editor: the
+    # browser refuses to draw it, so there is nothing to click
+    with _FramingSite(f"{server.http_url}/?doc={doc_name}&user=alice") as evil:
+        framing = ctx.new_page()
+        framing.goto(evil)
+        eventually(lambda: len(framing.frames) == 2, what="the frame")
+        frame = framing.frames[1]
+        eventually(lambda: frame.url.startswith("chrome-error:"), what="the frame blocked")
+        assert frame.evaluate("() => document.querySelector('#restore-btn')") is None
+
+
+class _FramingSite:
+    """Another site (http://localhost:PORT) whose page frames a URL of the server."""
+
+    def __init__(self, target: str) -> None:
+        import http.server
+        import threading
+
+        body = f'<iframe id="f" src="{target}" width="1200" height="700"></iframe>'.encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                self.send_response(200)
+                self.send_header("content-type", "text/html")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        return f"http://localhost:{self.httpd.server_address[1]}/"
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

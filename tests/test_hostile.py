@@ -630,6 +630,31 @@ async def test_open_mode_answers_only_to_its_own_names(settings: Settings) -> No
         assert r.status_code == 200, r.text
 
 
+async def test_security_headers_on_the_page_and_every_answer(server: RunningServer) -> None:
+    """The page could be framed by any site (clickjacking) and no answer said nosniff:
+    the page and its files now carry a CSP with frame-ancestors 'self', X-Frame-Options,
+    nosniff and a Referrer-Policy; every other answer, refusals included, nosniff."""
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        for path in ("/", "/?doc=x&user=u", "/static/app.js", "/static/style.css"):
+            r = await http.get(path)
+            assert r.status_code == 200, path
+            csp = r.headers["content-security-policy"]
+            assert "frame-ancestors 'self'" in csp and "script-src 'self';" in csp, csp
+            assert r.headers["x-frame-options"] == "SAMEORIGIN"
+            assert r.headers["x-content-type-options"] == "nosniff"
+            assert r.headers["referrer-policy"] == "no-referrer"
+        answers = (
+            await http.get("/api/docs"),
+            await http.get("/api/docs/nothing-here/versions/head"),
+            await http.get("/api/nowhere"),
+            await http.post("/api/docs/x/undo", headers={"origin": "https://evil.example"}),
+            await http.get("/healthz"),
+        )
+        for r in answers:
+            assert r.headers.get("x-content-type-options") == "nosniff", (r.url, r.headers)
+            assert "content-security-policy" not in r.headers, r.url
+
+
 # --- 4. handshakes that never end ---------------------------------------------------------
 
 
