@@ -23,6 +23,7 @@ from starlette.applications import Starlette
 from starlette.datastructures import State
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
@@ -47,6 +48,26 @@ log = logging.getLogger("palimpsest.app")
 STATIC_DIR = Path(
     os.environ.get("PALIMPSEST_STATIC", Path(__file__).resolve().parent.parent / "static")
 )
+
+
+def _cors(settings: Settings) -> list[Middleware]:
+    """CORS for the origins of ``--allow-origin``: a page there may use the HTTP API
+    (its preflight answered, its answers readable), as it may already open the
+    websocket. Without credentials: the API's are tokens (``Authorization``), never
+    cookies a browser would add on its own. Other origins get no CORS headers: their
+    browser reads nothing, and the guard refuses their writes."""
+    origins = [o.strip().rstrip("/").lower() for o in settings.allow_origin]
+    if not origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=["*"] if "*" in origins else origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+            max_age=600,
+        )
+    ]
 
 
 async def index(request: Request) -> Response:
@@ -179,6 +200,7 @@ class Palimpsest:
             exception_handlers={PalimpsestError: palimpsest_error, HTTPException: http_error},
             middleware=[
                 Middleware(PageHeaders),  # outermost: the guard's refusals get them too
+                *_cors(backend.settings),
                 Middleware(
                     RequestGuard,
                     settings=backend.settings,

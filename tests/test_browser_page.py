@@ -616,7 +616,8 @@ def test_the_page_works_under_its_csp_and_other_sites_cannot_frame_it(
         assert p.errors == []  # type: ignore[attr-defined]
     # a page of another origin (localhost is not 127.0.0.1) frames the editor: the
     # browser refuses to draw it, so there is nothing to click
-    with _FramingSite(f"{server.http_url}/?doc={doc_name}&user=alice") as evil:
+    target = f"{server.http_url}/?doc={doc_name}&user=alice"
+    with _OtherSite(f'<iframe id="f" src="{target}" width="1200" height="700"></iframe>') as evil:
         framing = ctx.new_page()
         framing.goto(evil)
         # (the frames are read again each time: a frame of another origin may be swapped
@@ -628,14 +629,50 @@ def test_the_page_works_under_its_csp_and_other_sites_cannot_frame_it(
         assert framing.frames[1].evaluate("() => document.querySelector('#restore-btn')") is None
 
 
-class _FramingSite:
-    """Another site (http://localhost:PORT) whose page frames a URL of the server."""
+def test_a_page_of_an_allowed_origin_uses_the_http_api(
+    browser: Any,  # noqa: F811 (the fixture)
+    tmp_path_factory: pytest.TempPathFactory,
+    doc_name: str,
+) -> None:
+    """`--allow-origin` let a page of another origin open the websocket, but its HTTP
+    calls (ServerUndo's fallback, PUT text) failed: the preflight got 405 and no answer
+    carried Access-Control-Allow-Origin. Now the listed origin's page reads and writes
+    through the API; an origin not listed still reads nothing and writes nothing."""
+    with _OtherSite("<p>app</p>") as allowed, _OtherSite("<p>other</p>") as other:
+        origin = allowed.rstrip("/")
+        with ServerProcess(
+            tmp_path_factory.mktemp("cors"), extra_args=["--allow-origin", origin]
+        ) as srv:
+            assert call(srv.http_url, "PUT", f"/api/docs/{doc_name}/text", {"text": "v1"})[0] == 200
+            ctx = browser.new_context()
+            script = """async ([url, text]) => {
+                try {
+                    const put = await fetch(url + '/text?user=ann', {method: 'PUT',
+                        headers: {'Content-Type': 'application/json'},
+                        body: JSON.stringify({text})})
+                    const got = await fetch(url + '/versions/head?user=ann')
+                    return [put.status, (await got.json()).roots.content.value]
+                } catch (e) { return String(e) }
+            }"""
+            api = f"{srv.http_url}/api/docs/{doc_name}"
+            page = ctx.new_page()
+            page.goto(allowed)
+            assert page.evaluate(script, [api, "v2 from the app"]) == [200, "v2 from the app"]
+            page.goto(other)
+            assert "Failed to fetch" in page.evaluate(script, [api, "v3 from elsewhere"])
+            status, head = call(srv.http_url, "GET", f"/api/docs/{doc_name}/versions/head")
+            assert (status, head["roots"]["content"]["value"]) == (200, "v2 from the app")
+            ctx.close()
 
-    def __init__(self, target: str) -> None:
+
+class _OtherSite:
+    """Another site (http://localhost:PORT) serving one page."""
+
+    def __init__(self, html: str) -> None:
         import http.server
         import threading
 
-        body = f'<iframe id="f" src="{target}" width="1200" height="700"></iframe>'.encode()
+        body = html.encode()
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - the http.server API
