@@ -14,6 +14,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -583,6 +584,99 @@ def test_text_with_carriage_returns_is_edited_where_typed(
     assert body.locator("ins").all_text_contents() == ["> "]
     assert body.locator("del").all_text_contents() == [text[-3:]]
     assert not first.errors  # type: ignore[attr-defined]
+
+
+def test_carriage_returns_stay_drawn_right_while_others_write_above_the_view(
+    server: ServerProcess, people: Any, doc_name: str, tmp_path: Path
+) -> None:
+    """Node clients write CRLF lines, astral characters and tabs at the top of a long
+    CRLF document while the page types at its end. CodeMirror's highlightSpecialChars
+    (through its MatchDecorator) kept its ␍ widgets unmapped when a change fell outside
+    the viewport: the next remote insert above the view left a widget on a line break
+    ("Decorations that replace line breaks may not be specified via plugins"), the view
+    broke ("No tile at position …"), and the tab's own next update split an emoji and
+    was refused. Now every drawn line shows exactly its own \\r, and the page's text is
+    the server's."""
+    http = Http(server.http_url)
+    seeded = "\r\n" * 600 + "end\r\n"  # blank CRLF lines: a ␍ next to each line break
+    status, answer = call(
+        server.http_url, "PUT", f"/api/docs/{doc_name}/text", {"text": seeded}, user="wendy"
+    )
+    assert status == 200, answer
+    page = open_doc(people(), server.http_url, doc_name, "eve")
+    console_errors: list[str] = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    expect_text(page, seeded)
+    type_at_end(page, "// typed:")
+    view = "window.palimpsest.session.view"
+    eventually(lambda: page.evaluate(f"() => {view}.viewport.from") > 0, what="the top out of view")
+
+    chunks = ["x", "if (a) {\r\n", "// 𝔘 comment 😀", "\t", "é\r\n\r\n"]
+    node_dir = REPO_ROOT / "tests" / "node"
+    writers = []
+    for i in range(3):
+        actions: list[dict[str, Any]] = [{"op": "connect"}]
+        for n in range(20):
+            actions += [
+                {"op": "insert", "pos": 0, "text": chunks[(n + i) % len(chunks)]},
+                {"op": "sleep", "ms": 40},
+            ]
+        script = tmp_path / f"node{i}.json"
+        script.write_text(json.dumps(actions))
+        writers.append(
+            subprocess.Popen(
+                [
+                    "node",
+                    "client.mjs",
+                    "--url",
+                    server.ws_url,
+                    "--doc",
+                    doc_name,
+                    "--user",
+                    f"node{i}",
+                    "--script",
+                    str(script),
+                ],
+                cwd=node_dir,
+                stdout=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+        )
+    try:
+        for keys in ["let y = 2;", "Enter", "// 😀 𝔘", "Enter", "{}", "Backspace", "\tx"] * 3:
+            if keys in ("Enter", "Backspace"):
+                page.keyboard.press(keys)
+            else:
+                page.keyboard.type(keys)
+        for writer in writers:
+            out, _ = writer.communicate(timeout=60)
+            assert writer.returncode == 0 and json.loads(out)["ok"], out
+    finally:
+        for writer in writers:
+            if writer.poll() is None:
+                writer.kill()
+                writer.communicate()
+
+    def in_step() -> bool:
+        text = page.evaluate("() => window.palimpsest.session.ytext.toString()")
+        return bool(text == editor_text(page) == http.content_at(doc_name, http.doc_head(doc_name)))
+
+    eventually(in_step, what="the page's text equal to the server's")
+    assert page.locator("#status").get_attribute("data-state") == "connected"
+    # every line drawn shows as many ␍ as it holds \r, no more, no fewer
+    drawn = page.evaluate(
+        f"""() => [...document.querySelectorAll('.cm-line')].map((el) => {{
+          const line = {view}.state.doc.lineAt({view}.posAtDOM(el))
+          return [line.text.split('\\r').length - 1, el.querySelectorAll('.cm-specialChar').length]
+        }})"""
+    )
+    assert drawn and all(want == got for want, got in drawn), drawn
+    assert not console_errors and not page.errors, (console_errors, page.errors)  # type: ignore[attr-defined]
+    # and typing still lands where the cursor is
+    before = editor_text(page)
+    page.keyboard.press("Control+End")
+    page.keyboard.type("!")
+    wait_for_head(http, doc_name, before + "!")
 
 
 # ---------------------------------------------------------------- security headers

@@ -9,14 +9,14 @@ import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import { Compartment, EditorState, Prec, Transaction } from '@codemirror/state'
 import {
-  EditorView, keymap, drawSelection, dropCursor, highlightActiveLine,
-  highlightSpecialChars, placeholder
+  EditorView, keymap, drawSelection, dropCursor, highlightActiveLine, placeholder
 } from '@codemirror/view'
 import { defaultKeymap } from '@codemirror/commands'
 import { searchKeymap, highlightSelectionMatches } from '@codemirror/search'
 import { yCollab, ySyncAnnotation } from 'y-codemirror.next'
 import { ServerUndo } from '../../static/palimpsest.js'
 import { colorFor, lightColorFor } from './colors.js'
+import { specialChars } from './specialchars.js'
 import { $, h, clear, mountUrl, wsBase } from './util.js'
 import { LiveTree, chooseRoot, drawNodes, jsonOfRoot, modelOfRoot, rootKinds } from './render.js'
 
@@ -60,7 +60,7 @@ export function openDocument ({ doc, user, token, parent }) {
         // \r\n, \r and \n alike and joins them with \n, so each CRLF would count one
         // character less than in the Y.Text and every edit after it would land at the
         // wrong place. With only \n a line break, a \r stays a character of its line
-        // (drawn as ␍ by highlightSpecialChars) and positions are the Y.Text's.
+        // (drawn as ␍ by specialChars) and positions are the Y.Text's.
         EditorState.lineSeparator.of('\n'),
         // Undo and redo go to the server: highest precedence, before any default binding.
         Prec.highest(keymap.of([
@@ -76,7 +76,7 @@ export function openDocument ({ doc, user, token, parent }) {
             return false
           }
         }),
-        highlightSpecialChars(),
+        specialChars, // (not highlightSpecialChars(): see specialchars.js)
         drawSelection(),
         dropCursor(),
         highlightActiveLine(),
