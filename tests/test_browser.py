@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from pycrdt import XmlElement, XmlFragment, XmlText
 from serverproc import ServerProcess
 
 from palimpsest.client import connect
@@ -563,3 +564,59 @@ def test_a_document_nested_thousands_deep_is_drawn_without_breaking_the_page(
     expect(page.locator("#preview-body .x-cut")).to_have_count(1)
     expect(page.locator("#preview-body")).to_contain_text("typed")
     assert not page.errors, page.errors  # type: ignore[attr-defined]
+
+
+def test_names_of_object_members_are_drawn_like_any_other(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """Elements named `constructor`, `__proto__`, `toString`, `hasOwnProperty`, a Lexical
+    paragraph of `__type` `constructor`, a root named `toString`: the page looked names up
+    on plain objects (`BLOCKS[name] || 'div'`), found Object.prototype's members, handed a
+    function to createElement and drew nothing of the document, live or in its history
+    (the status stayed "Syncing…"). Names are looked up in Maps and as own properties."""
+    names = ["constructor", "__proto__", "toString", "hasOwnProperty"]
+    http = Http(server.http_url)
+
+    async def seed() -> None:
+        async with connect(server.ws_url, doc_name, user="mallory") as s:
+            tree = s.doc.get("prosemirror", type=XmlFragment)
+            tree.children.append(XmlElement("paragraph", {}, [XmlText("before")]))
+            for name in names:
+                tree.children.append(XmlElement(name, {}, [XmlText(f"in {name}")]))
+            lexical = tree.children.append(XmlText("lexical constructor"))
+            lexical.attributes["__type"] = "constructor"
+            await s.flush()
+
+    async def add_root() -> None:
+        async with connect(server.ws_url, doc_name, user="mallory") as s:
+            root = s.doc.get("toString", type=XmlFragment)
+            root.children.append(XmlElement("paragraph", {}, [XmlText("a root named toString")]))
+            await s.flush()
+
+    for step in (seed, add_root):  # (a thread of its own: Playwright's loop runs here)
+        writing = threading.Thread(target=asyncio.run, args=(step(),))
+        writing.start()
+        writing.join(30)
+        if step is seed:
+            before_root = http.doc_head(doc_name)
+
+    page = open_doc(people(), server.http_url, doc_name, "carol")
+    live = page.locator("#live")
+    for text in [*(f"in {name}" for name in names), "lexical constructor", "a root named toString"]:
+        expect(live).to_contain_text(text)
+    for name in names:
+        expect(live.locator(f'div[data-element="{name}"]').first).to_have_text(f"in {name}")
+    expect(live.locator('div[data-element="constructor"]')).to_have_text(
+        ["in constructor", "lexical constructor"]
+    )
+
+    past = open_doc(people(), server.http_url, doc_name, "carol", f"&version={before_root}")
+    expect(past.locator("#preview-body")).to_contain_text("in hasOwnProperty")
+    for mode in ("blame", "diff"):
+        past.locator(f'#preview-modes [data-mode="{mode}"]').click()
+        body = past.locator("#preview-body")
+        expect(body.locator('section[data-root="prosemirror"]')).to_contain_text("in toString")
+        expect(body.locator('section[data-root="toString"]')).to_contain_text(
+            "(empty)" if mode == "blame" else "a root named toString"
+        )
+    assert not page.errors and not past.errors, (page.errors, past.errors)  # type: ignore[attr-defined]

@@ -2,7 +2,7 @@
 // versions, a read-only preview of any version (text, changes since then with
 // authors' colours, blame), named versions, and "restore this version".
 
-import { $, h, clear, debounce, relativeTime, absoluteTime, shortTime, clockTime, plural, formatBytes } from './util.js'
+import { $, h, clear, debounce, relativeTime, absoluteTime, shortTime, clockTime, plural, formatBytes, own } from './util.js'
 import { colorFor, lightColorFor } from './colors.js'
 import { toast } from './toast.js'
 import * as Y from 'yjs'
@@ -581,7 +581,7 @@ export class HistoryPanel {
       } else if (this.mode === 'diff') {
         const diff = await this.api.diff(this.doc, realSeq, Math.max(this.head, realSeq))
         if (token !== this._previewToken) return
-        const ops = (diff.roots && diff.roots[root] && diff.roots[root].ops) || []
+        const ops = own(diff.roots, root)?.ops || []
         const authors = new Set()
         let inserted = 0
         let deleted = 0
@@ -597,7 +597,7 @@ export class HistoryPanel {
       } else if (this.mode === 'blame') {
         const blame = await this.api.blame(this.doc, realSeq)
         if (token !== this._previewToken) return
-        const runs = (blame.roots && blame.roots[root] && blame.roots[root].runs) || []
+        const runs = own(blame.roots, root)?.runs || []
         const authors = new Set()
         for (const run of mergeOps(runs.map((r) => ({ ...r, op: 'blame' })))) {
           if (run.actor) authors.add(run.actor)
@@ -683,7 +683,7 @@ export class HistoryPanel {
     let deleted = 0
     let moved = 0
     for (const name of names) {
-      const root = answer.roots && answer.roots[name]
+      const root = own(answer.roots, name)
       const nodes = !root ? [] : root.nodes ? root.nodes : [{ runs: root.runs || root.ops || [] }]
       for (const { node, run } of walkRuns(nodes)) {
         const it = node || run
@@ -772,7 +772,7 @@ function sessionWhen (s) {
 }
 
 function textOf (roots, name) {
-  const root = roots && roots[name]
+  const root = own(roots, name)
   if (!root) return h('span', { class: 'muted' }, '(empty)')
   const value = typeof root.value === 'string' ? root.value : JSON.stringify(root.value, null, 2)
   return value ? withCR(value) : h('span', { class: 'muted' }, '(empty)')

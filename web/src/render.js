@@ -126,31 +126,33 @@ function runsOfDelta (delta, depth = 0) {
 
 // ----- drawing -----
 
-const BLOCKS = {
-  paragraph: 'p',
-  blockquote: 'blockquote',
-  bulletList: 'ul',
-  bullet_list: 'ul',
-  orderedList: 'ol',
-  ordered_list: 'ol',
-  listItem: 'li',
-  list_item: 'li',
-  codeBlock: 'pre',
-  code_block: 'pre',
-  horizontalRule: 'hr',
-  horizontal_rule: 'hr',
-  hardBreak: 'br',
-  hard_break: 'br'
-}
+// Maps, not objects: a name read from a document (an element `constructor`, a Lexical
+// `__type` of `toString`) must not find Object.prototype's members and draw a function
+const BLOCKS = new Map([
+  ['paragraph', 'p'],
+  ['blockquote', 'blockquote'],
+  ['bulletList', 'ul'],
+  ['bullet_list', 'ul'],
+  ['orderedList', 'ol'],
+  ['ordered_list', 'ol'],
+  ['listItem', 'li'],
+  ['list_item', 'li'],
+  ['codeBlock', 'pre'],
+  ['code_block', 'pre'],
+  ['horizontalRule', 'hr'],
+  ['horizontal_rule', 'hr'],
+  ['hardBreak', 'br'],
+  ['hard_break', 'br']
+])
 
 // Lexical's node types (a paragraph's __type)
-const LEXICAL = { paragraph: 'p', quote: 'blockquote', listitem: 'li', code: 'pre' }
+const LEXICAL = new Map([['paragraph', 'p'], ['quote', 'blockquote'], ['listitem', 'li'], ['code', 'pre']])
 // Lexical's text format bits (a text node's __format)
 const LEXICAL_FORMAT = [[1, 'bold'], [2, 'italic'], [4, 'strike'], [8, 'underline'], [16, 'code']]
 
 function tagOfElement (name, attributes) {
   if (name === 'heading') return headingTag(attributes.level)
-  return BLOCKS[name] || 'div'
+  return BLOCKS.get(name) || 'div'
 }
 
 function tagOfText (attributes) {
@@ -158,7 +160,7 @@ function tagOfText (attributes) {
   if (!type) return null // a text inside an element: inline
   if (type === 'heading') return headingTag(String(attributes.__tag || '').slice(1))
   if (type === 'list') return attributes.__listType === 'number' ? 'ol' : 'ul'
-  return LEXICAL[type] || 'div'
+  return LEXICAL.get(type) || 'div'
 }
 
 function headingTag (level) {

@@ -40,6 +40,14 @@ function append (el, children) {
 
 export const $ = (sel, root = document) => root.querySelector(sel)
 
+/**
+ * `object[key]` if it is the object's own: a name from a document (a root called
+ * `constructor` or `toString`) never finds a member of Object.prototype.
+ */
+export function own (object, key) {
+  return object && Object.prototype.hasOwnProperty.call(object, key) ? object[key] : undefined
+}
+
 export function clear (el) {
   while (el.firstChild) el.removeChild(el.firstChild)
   return el
