@@ -30,6 +30,8 @@ from test_browser import (  # noqa: F401 (browser: the fixture)
     type_at_end,
 )
 
+from palimpsest.auth.tokens import mint
+
 pytestmark = pytest.mark.browser
 
 
@@ -789,3 +791,66 @@ class _OtherSite:
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+# ---------------------------------------------------------------- tokens
+
+
+def test_a_link_with_a_token_signs_in_its_tab_only_and_leaves_the_address(
+    people: Any, tmp_path: Path
+) -> None:
+    """A link's `?token=` replaced the token the browser kept (localStorage) and stayed
+    in the address bar and the history: anyone could send a link with their own token
+    and have the victim's later visits write as them (token fixation). Now the token is
+    taken out of the address, signs in that tab only, the page offers to keep it, and
+    "Sign out" forgets it."""
+    secret = "a-secret-for-the-page-tests-only-0123456789"
+    victim = mint(secret, "victim", "write", ["*"])
+    mallory = mint(secret, "mallory", "write", ["*"])
+    stored = "() => localStorage.getItem('palimpsest.token')"
+    with ServerProcess(tmp_path, extra_args=["--jwt-secret", secret]) as srv:
+        ctx = people()
+        errors: list[str] = []
+        ctx.on("weberror", lambda e: errors.append(str(e.error)))
+        first = ctx.new_page()
+        first.goto(f"{srv.http_url}/?doc=diary&user=victim&token={victim}")
+        expect(first.locator("#status")).to_have_attribute("data-state", "connected")
+        assert "token" not in first.url
+        note = first.locator(".toast", has_text="by the link you opened")
+        expect(note).to_contain_text("signed in as victim")
+        assert first.evaluate(stored) is None  # not kept unless asked
+        note.locator(".toast-action").click()
+        assert first.evaluate(stored) == victim
+
+        # a link someone else sent, in another tab: that tab is theirs, the browser's is not
+        lure = ctx.new_page()
+        lure.goto(f"{srv.http_url}/?doc=team-notes&token={mallory}")
+        expect(lure.locator("#status")).to_have_attribute("data-state", "connected")
+        assert "token" not in lure.url
+        expect(lure.locator("#user-label")).to_have_text("mallory")
+        expect(lure.locator(".toast")).to_contain_text("This browser stays signed in as victim")
+        assert lure.evaluate(stored) == victim
+        lure.reload()  # (the tab keeps its sign-in)
+        expect(lure.locator("#user-label")).to_have_text("mallory")
+
+        # later, in a new tab: the victim's own sign-in writes the victim's document
+        later = ctx.new_page()
+        later.goto(f"{srv.http_url}/?doc=diary")
+        expect(later.locator("#status")).to_have_attribute("data-state", "connected")
+        expect(later.locator("#user-label")).to_have_text("victim")
+        type_at_end(later, "my private thoughts")
+        request = urllib.request.Request(
+            f"{srv.http_url}/api/docs/diary/events", headers={"Authorization": f"Bearer {victim}"}
+        )
+
+        def actors() -> set[str]:
+            with urllib.request.urlopen(request, timeout=10) as r:
+                return {e["actor"] for e in json.loads(r.read())["events"]}
+
+        eventually(lambda: actors() == {"victim"}, what="the diary written by the victim")
+
+        later.locator("#user-chip").click()
+        later.locator("#signout-btn").click()
+        expect(later.locator("#status")).to_have_attribute("data-state", "refused")
+        assert later.evaluate(stored) is None
+        assert not errors, errors

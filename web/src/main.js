@@ -67,18 +67,87 @@ function askName (current) {
   })
 }
 
-function getToken (params) {
-  const fromUrl = params.get('token')
-  if (fromUrl) {
-    try { localStorage.setItem(TOKEN_KEY, fromUrl) } catch {}
-    return fromUrl
-  }
-  try { return localStorage.getItem(TOKEN_KEY) } catch { return null }
+/** The token kept under TOKEN_KEY in localStorage or sessionStorage, or null. */
+function storedToken (storage) {
+  try { return window[storage].getItem(TOKEN_KEY) } catch { return null }
 }
 
-function showUser (user) {
+/**
+ * The token the page uses: this tab's own (a link's), else the one this browser keeps.
+ *
+ * A `?token=` is taken out of the address as soon as it is read (replaceState: not left
+ * in the address bar, the history, a bookmark or a link copied from there) and kept for
+ * this tab only (sessionStorage, which a reload keeps). A link never replaces the token
+ * this browser keeps: anyone could otherwise send a link with their own token and have
+ * every later visit work as them (token fixation). The page offers to keep it instead.
+ * @returns {{token: string|null, tabOnly: boolean, kept: string|null}}
+ */
+function getToken (params) {
+  const fromUrl = params.get('token')
+  if (fromUrl !== null) {
+    const url = new URL(location.href)
+    url.searchParams.delete('token')
+    history.replaceState(history.state, '', url)
+    if (fromUrl) {
+      try { sessionStorage.setItem(TOKEN_KEY, fromUrl) } catch {}
+    }
+  }
+  const kept = storedToken('localStorage')
+  const tab = storedToken('sessionStorage') || fromUrl || null
+  if (tab && tab === kept) {
+    try { sessionStorage.removeItem(TOKEN_KEY) } catch {}
+  }
+  return { token: tab || kept, tabOnly: Boolean(tab) && tab !== kept, kept }
+}
+
+/** The user a token names (its `sub`), for showing only: the server checks the token. */
+function tokenUser (token) {
+  try {
+    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')
+    const bytes = Uint8Array.from(atob(part), (c) => c.charCodeAt(0))
+    const sub = JSON.parse(new TextDecoder().decode(bytes)).sub
+    return typeof sub === 'string' && sub ? sub : null
+  } catch {
+    return null
+  }
+}
+
+/** A link signed this tab in: say as whom, and offer to keep that sign-in on this browser. */
+function offerToKeep (token, kept) {
+  const who = tokenUser(token)
+  const named = (name) => (name ? ` as ${name}` : '')
+  const other = kept ? ` This browser stays signed in${named(tokenUser(kept))} elsewhere.` : ''
+  toast(`This tab is signed in${named(who)} by the link you opened, for this tab only.${other}`, {
+    timeout: 0,
+    action: {
+      label: `Keep me signed in${named(who)}`,
+      run: () => {
+        try {
+          localStorage.setItem(TOKEN_KEY, token)
+          sessionStorage.removeItem(TOKEN_KEY)
+        } catch {}
+      }
+    }
+  })
+}
+
+/** Forget every token this page keeps (this tab's and this browser's), then load again. */
+function signOut () {
+  for (const storage of ['sessionStorage', 'localStorage']) {
+    try { window[storage].removeItem(TOKEN_KEY) } catch {}
+  }
+  location.reload()
+}
+
+function showUser (user, token) {
   const chip = $('#user-chip')
   chip.hidden = false
+  if (token) {
+    chip.title = 'Change your name, or sign out'
+    const signout = $('#signout-btn')
+    signout.hidden = false
+    signout.addEventListener('click', signOut)
+  }
   $('#user-label').textContent = user
   const avatar = $('#user-avatar')
   avatar.textContent = initials(user)
@@ -250,8 +319,9 @@ function capitalize (s) {
 async function main () {
   const params = new URLSearchParams(location.search)
   const user = await ensureUser(params)
-  const token = getToken(params)
-  showUser(user)
+  const { token, tabOnly, kept } = getToken(params)
+  showUser(user, token)
+  if (tabOnly) offerToKeep(token, kept)
   const api = new Api({ user, token })
   const doc = params.get('doc')
   if (doc && doc.trim()) {
