@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
-from pycrdt import XmlElement, XmlFragment, XmlText
+from pycrdt import Array, Map, XmlElement, XmlFragment, XmlText
 from serverproc import ServerProcess
 
 from palimpsest.client import connect
@@ -620,3 +620,54 @@ def test_names_of_object_members_are_drawn_like_any_other(
             "(empty)" if mode == "blame" else "a root named toString"
         )
     assert not page.errors and not past.errors, (page.errors, past.errors)  # type: ignore[attr-defined]
+
+
+def test_a_board_of_maps_in_an_array_is_shown_with_its_other_roots(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """Excalidraw keeps its shapes as `getArray('elements')` of Y.Maps. The page took a
+    root holding only shared types for an XML tree, drew the maps as nothing and listed
+    only the document's other map; a document of maps and arrays alone got an empty
+    editor ("Start writing") whose first keystroke would add a text root to the board.
+    Both are shown as they are now, as JSON, open, and kept current."""
+
+    async def write(doc: str, board: bool) -> None:
+        async with connect(server.ws_url, doc, user="alice") as s:
+            if board:
+                elements = s.doc.get("elements", type=Array)
+                for i in range(3):
+                    elements.append(Map({"id": f"rect{i}", "type": "rectangle", "x": 10 * i}))
+            state = s.doc.get("appState", type=Map)
+            state["viewBackgroundColor"] = "#fafafa"
+            await s.flush()
+
+    for doc, board in ((doc_name, True), (doc_name + "-map", False)):
+        writing = threading.Thread(target=asyncio.run, args=(write(doc, board),))
+        writing.start()
+        writing.join(30)
+
+    page = open_doc(people(), server.http_url, doc_name, "carol")
+    shown = page.locator("#live details.other-roots[open]")
+    expect(shown).to_contain_text("elements (array)")
+    expect(shown).to_contain_text('"id": "rect2"')
+    expect(shown).to_contain_text("appState (map)")
+    assert page.evaluate("() => window.palimpsest.session.root") is None
+
+    async def move() -> None:
+        async with connect(server.ws_url, doc_name, user="bob") as s:
+            s.doc.get("elements", type=Array)[1]["x"] = 999
+            await s.flush()
+
+    moving = threading.Thread(target=asyncio.run, args=(move(),))
+    moving.start()
+    moving.join(30)
+    expect(shown).to_contain_text('"x": 999')
+
+    maps = open_doc(people(), server.http_url, doc_name + "-map", "carol")
+    expect(maps.locator("#live details.other-roots[open]")).to_contain_text("appState (map)")
+    assert maps.evaluate("() => window.palimpsest.session.root") is None
+    assert not maps.evaluate("() => window.palimpsest.ydoc.share.has('content')")
+
+    past = open_doc(people(), server.http_url, doc_name, "carol", "&version=1")
+    expect(past.locator("#preview-extra")).to_contain_text("elements (array)")
+    assert not page.errors and not maps.errors and not past.errors  # type: ignore[attr-defined]

@@ -160,6 +160,7 @@ function liveView (ydoc, names) {
       'would lose. Its history, blame, diffs and restore work here.'),
     body)
   let queued = false
+  let othersOpen = null // whether the maps and arrays are shown, once drawn
   const trees = new Map() // name -> LiveTree, for XML roots
   const draw = () => {
     queued = false
@@ -183,7 +184,9 @@ function liveView (ydoc, names) {
     }
     const others = [...kinds].filter(([name, kind]) => !names.includes(name) && (kind === 'map' || kind === 'array'))
     if (others.length) {
-      body.append(h('details', { class: 'other-roots' },
+      // open when they are all there is (a board's shapes); as the reader left it after
+      othersOpen = othersOpen ?? !names.length
+      body.append(h('details', { class: 'other-roots', open: othersOpen, ontoggle: (e) => { othersOpen = e.target.open } },
         h('summary', {}, `Other shared types (${others.map(([n]) => n).join(', ')})`),
         h('pre', {}, others.map(([name, kind]) => `${name} (${kind}): ${JSON.stringify(jsonOfRoot(ydoc, name, kind), null, 2)}\n`).join('\n'))))
     }

@@ -25,7 +25,8 @@ import { h } from './util.js'
  * this page has asked for yet is untyped until then):
  * 'text' (characters only), 'rich' (characters with formatting, embeds or shared
  * types), 'xml' (elements and texts: ProseMirror's, Lexical's paragraphs), 'map',
- * 'array', or 'empty'.
+ * 'array' (values, or shared types that are not XML nodes: Excalidraw's `elements`, an
+ * array of Y.Maps), or 'empty'.
  * @param {Y.Doc} ydoc
  * @returns {Map<string, string>}
  */
@@ -42,20 +43,29 @@ function kindOf (type) {
   let chars = false
   let rich = false
   let types = false
+  let xml = true // every shared type in it is an XML node
   let values = false
   for (let item = type._start; item !== null; item = item.right) {
     if (item.deleted) continue
     const c = item.content
     if (c instanceof Y.ContentString) chars = true
     else if (c instanceof Y.ContentFormat || c instanceof Y.ContentEmbed) rich = true
-    else if (c instanceof Y.ContentType) types = true
-    else values = true // ContentAny, ContentJSON, ContentBinary, ContentDoc
+    else if (c instanceof Y.ContentType) {
+      types = true
+      if (!isXmlNode(c.type)) xml = false
+    } else values = true // ContentAny, ContentJSON, ContentBinary, ContentDoc
   }
   if (values) return 'array'
   const typedText = type instanceof Y.Text
   if (!chars && !rich && !types) return type._map.size && !typedText ? 'map' : 'empty'
-  if (types && !chars && !rich && !typedText) return 'xml'
+  // only shared types: XML elements and texts are a ProseMirror or Lexical tree; maps,
+  // arrays or texts are an array's items (Excalidraw's `elements`: an array of Y.Maps)
+  if (types && !chars && !rich && !typedText) return xml ? 'xml' : 'array'
   return rich || types ? 'rich' : 'text'
+}
+
+function isXmlNode (type) {
+  return type instanceof Y.XmlElement || type instanceof Y.XmlText || type instanceof Y.XmlHook
 }
 
 /**
@@ -71,7 +81,9 @@ export function chooseRoot (kinds) {
   const content = kinds.get('content')
   if (content === 'text') return { edit: 'content' }
   const drawn = filled.filter(([, kind]) => kind !== 'map' && kind !== 'array')
-  if (!drawn.length) return content === 'map' || content === 'array' ? { show: [] } : { edit: 'content' }
+  // nothing yet: a new document, written here; only maps and arrays (a board's shapes,
+  // an app's state): shown as they are, never given a stray text root by a keystroke
+  if (!drawn.length) return filled.length ? { show: [] } : { edit: 'content' }
   if (drawn.length === 1 && drawn[0][1] === 'text') return { edit: drawn[0][0] }
   return { show: drawn.map(([name]) => name).sort() }
 }
