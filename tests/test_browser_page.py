@@ -6,10 +6,12 @@ Chromium driven by Playwright against the real server, as in tests/test_browser.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -19,6 +21,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
+from pycrdt import Map
 from serverproc import REPO_ROOT, ServerProcess
 from test_browser import (  # noqa: F401 (browser: the fixture)
     Http,
@@ -31,6 +34,7 @@ from test_browser import (  # noqa: F401 (browser: the fixture)
 )
 
 from palimpsest.auth.tokens import mint
+from palimpsest.client import connect
 
 pytestmark = pytest.mark.browser
 
@@ -854,3 +858,46 @@ def test_a_link_with_a_token_signs_in_its_tab_only_and_leaves_the_address(
         expect(later.locator("#status")).to_have_attribute("data-state", "refused")
         assert later.evaluate(stored) is None
         assert not errors, errors
+
+
+# ---------------------------------------------------------------- wording
+
+
+def test_the_history_says_what_a_restore_did_and_a_board_is_not_called_text(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """A restore was listed as "reverts #1 back to version #1" (the server lists the
+    version a restore goes back to under `reverts` too); a document of maps alone was
+    said to be "written with an editor ... (Tiptap, Lexical, Quill…)", and the preview
+    of one of its versions said "The text as it was at this version. (empty)"."""
+    http = Http(server.http_url)
+    page = open_doc(people(), server.http_url, doc_name, "alice")
+    type_at_end(page, "one")
+    wait_for_head(http, doc_name, "one")
+    type_at_end(page, " two")
+    wait_for_head(http, doc_name, "one two")
+    status, answer = call(
+        server.http_url, "POST", f"/api/docs/{doc_name}/restore", {"seq": 1}, user="alice"
+    )
+    assert status == 200, answer
+    page.locator("#history-btn").click()
+    row = page.locator('#timeline .event[data-kind="restore"]')
+    expect(row.locator(".detail")).to_have_text("back to version #1")
+
+    async def write() -> None:
+        async with connect(server.ws_url, doc_name + "-board", user="alice") as s:
+            s.doc.get("appState", type=Map)["viewBackgroundColor"] = "#fafafa"
+            await s.flush()
+
+    writing = threading.Thread(target=asyncio.run, args=(write(),))
+    writing.start()
+    writing.join(30)
+    board = open_doc(people(), server.http_url, doc_name + "-board", "alice", "&version=1")
+    note = board.locator("#live .live-note")
+    expect(note).to_contain_text("holds only maps and arrays")
+    expect(note).not_to_contain_text("Tiptap")
+    expect(board.locator("#live summary")).to_have_text("Shared types (appState)")
+    expect(board.locator("#preview-legend")).to_have_text("The document as it was at this version.")
+    expect(board.locator("#preview-body")).not_to_contain_text("(empty)")
+    expect(board.locator("#preview-extra details[open]")).to_contain_text("appState (map)")
+    assert not page.errors and not board.errors  # type: ignore[attr-defined]

@@ -153,11 +153,14 @@ export function openDocument ({ doc, user, token, parent }) {
  */
 function liveView (ydoc, names) {
   const body = h('div', { class: 'doc-view live-view' })
+  const note = names.length
+    ? ['this document was written with an editor that keeps structure or formatting (Tiptap, ',
+        'Lexical, Quill…), which this page\'s plain-text editor would lose. Its history, blame, ',
+        'diffs and restore work here.']
+    : ['this document holds only maps and arrays (an app\'s data, such as a board\'s shapes) ',
+        'and no text for this page\'s editor. Its history and restore work here.']
   const box = h('div', { class: 'live', id: 'live' },
-    h('p', { class: 'live-note' },
-      'Shown as it is, live and read-only: this document was written with an editor that keeps ',
-      'structure or formatting (Tiptap, Lexical, Quill…), which this page\'s plain-text editor ',
-      'would lose. Its history, blame, diffs and restore work here.'),
+    h('p', { class: 'live-note' }, 'Shown as it is, live and read-only: ', ...note),
     body)
   let queued = false
   let othersOpen = null // whether the maps and arrays are shown, once drawn
@@ -187,7 +190,7 @@ function liveView (ydoc, names) {
       // open when they are all there is (a board's shapes); as the reader left it after
       othersOpen = othersOpen ?? !names.length
       body.append(h('details', { class: 'other-roots', open: othersOpen, ontoggle: (e) => { othersOpen = e.target.open } },
-        h('summary', {}, `Other shared types (${others.map(([n]) => n).join(', ')})`),
+        h('summary', {}, `${names.length ? 'Other shared types' : 'Shared types'} (${others.map(([n]) => n).join(', ')})`),
         h('pre', {}, others.map(([name, kind]) => `${name} (${kind}): ${JSON.stringify(jsonOfRoot(ydoc, name, kind), null, 2)}\n`).join('\n'))))
     }
   }

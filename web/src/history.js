@@ -361,8 +361,10 @@ export class HistoryPanel {
     const kind = e.kind || 'edit'
     const color = colorFor(e.actor)
     const details = []
-    if (e.reverts && e.reverts.length) details.push(`reverts ${seqList(e.reverts)}`)
-    if (kind === 'restore' && e.meta && e.meta.restores !== undefined) details.push(`back to version #${e.meta.restores}`)
+    // (the server lists the version a restore went back to as what it reverts, too)
+    if (kind === 'restore') {
+      if (e.meta && e.meta.restores !== undefined) details.push(`back to version #${e.meta.restores}`)
+    } else if (e.reverts && e.reverts.length) details.push(`reverts ${seqList(e.reverts)}`)
     const tags = this.tags.filter((t) => t.seq === e.seq)
     return h('li', {
       class: 'event',
@@ -614,8 +616,9 @@ export class HistoryPanel {
 
       const others = Object.entries(version.roots || {}).filter(([name]) => !names.includes(name))
       if (others.length && this.mode === 'text') {
-        extra.append(h('details', { class: 'other-roots' },
-          h('summary', {}, `Other shared types (${others.map(([n]) => n).join(', ')})`),
+        const only = !names.length // a document of maps and arrays alone: they are the version
+        extra.append(h('details', { class: 'other-roots', open: only },
+          h('summary', {}, `${only ? 'Shared types' : 'Other shared types'} (${others.map(([n]) => n).join(', ')})`),
           h('pre', {}, others.map(([name, root]) => `${name} (${root.type}): ${JSON.stringify(root.value, null, 2)}\n`).join('\n'))
         ))
       }
