@@ -63,6 +63,7 @@ from .extensions import Extension
 from .lifecycle import Service, cancel_and_wait
 from .room import Room
 from .store.base import Event
+from .util import without_password
 
 if TYPE_CHECKING:
     from .backend import Backend
@@ -260,8 +261,8 @@ class Fanout(Extension, Service):
             asyncio.create_task(self._publisher(), name="fanout-publisher"),
             asyncio.create_task(self._checker(), name="fanout-gap-check"),
         ]
-        log.info("fan-out on %s, channels %s:*, instance %s", self.redis_url, self.prefix,
-                 self.instance)  # fmt: skip
+        log.info("fan-out on %s, channels %s:*, instance %s",
+                 without_password(self.redis_url), self.prefix, self.instance)  # fmt: skip
 
     async def stop(self) -> None:
         await cancel_and_wait(*self._tasks, *self._heals, log=log)
@@ -475,7 +476,7 @@ class Fanout(Extension, Service):
                 "events the bus never delivered, with Redis subscribed throughout: does every "
                 "server on this store use the same --fanout URL and prefix (this one: %s, "
                 "prefix %r)? docs/scaleout.md",
-                len(recent), UNDELIVERED_WINDOW, self.redis_url, self.prefix,
+                len(recent), UNDELIVERED_WINDOW, without_password(self.redis_url), self.prefix,
             )  # fmt: skip
 
     async def check_gaps(self) -> None:

@@ -7,9 +7,9 @@ import logging
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from ..store import sqlite_path
+from ..util import without_password
 from . import add_store_options, settings_from, setup_logging
 
 log = logging.getLogger("palimpsest")
@@ -223,7 +223,7 @@ def _where(settings: Any) -> str:
     without a word that it was not the one meant."""
     url = settings.store_url
     if url.startswith(("postgresql://", "postgres://")):
-        return _no_password(url)
+        return without_password(url)
     if url.startswith("memory://"):
         return "memory (nothing is kept)"
     path = sqlite_path(url)
@@ -231,14 +231,6 @@ def _where(settings: Any) -> str:
         return "SQLite in memory (nothing is kept)"
     full = Path(path).resolve()
     return f"SQLite database {full}" + ("" if full.exists() else " (new: it did not exist)")
-
-
-def _no_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _going_away_server() -> Any:
