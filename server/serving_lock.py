@@ -9,10 +9,11 @@ is by accident: a second `serve` left running, `uvicorn --workers 4` on an embed
 app, a supervisor and a shell.
 
 So a server holds a lock on ``<database>-serving`` (next to SQLite's ``-wal`` and
-``-shm``) while it serves: exclusive without a fan-out bus, shared with one (processes
-that share a bus hear each other). The operating system drops it when the process ends,
-kill -9 included. Admin commands take no lock: they work beside a running server. The
-file holds the pid of the last process that took the lock, for the message.
+``-shm``, beside the file a symlink leads to) while it serves: exclusive without a
+fan-out bus, shared with one (processes that share a bus hear each other). The
+operating system drops it when the process ends, kill -9 included. Admin commands take
+no lock: they work beside a running server. The file holds the pid of the last process
+that took the lock, for the message.
 
 On PostgreSQL the same holds, one level up: several processes on one schema without a
 bus each commit, and each brings in the others' events only when it next appends. There
@@ -44,7 +45,9 @@ log = logging.getLogger("palimpsest.store")
 class ServingLock:
     def __init__(self, db_path: str, shared: bool) -> None:
         """``shared``: this process has a fan-out bus (so may others)."""
-        self.path = db_path + SUFFIX
+        # next to the file itself, whichever spelling of its path each server was given
+        # (a symlink, another relative path, a hard link aside): one file, one lock
+        self.path = os.path.realpath(db_path) + SUFFIX
         self.db_path = db_path
         self.shared = shared
         self._fd = -1

@@ -222,6 +222,24 @@ def test_a_second_server_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:
             assert httpx.get(f"{second.http_url}/healthz").status_code == 200
 
 
+def test_a_second_server_on_one_sqlite_file_through_a_symlink_is_refused(
+    tmp_path: Path,
+) -> None:
+    """The lock was taken next to the path as spelt: a second server given a symlink to
+    the file (or another relative spelling) locked `link.db-serving` and served the same
+    file beside the first. The lock is beside the real file now."""
+    db = tmp_path / "data.db"
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "link.db").symlink_to(db)
+    with ServerProcess(tmp_path / "a", db_path=db) as first:
+        r = serve(tmp_path / "other", "--db", "link.db")
+        assert r.returncode == 3, (r.stdout, r.stderr)
+        assert f"another server (pid {first.pid}) serves it" in r.stderr, r.stderr
+        r = serve(tmp_path / "other", "--db", "../other/../data.db")
+        assert r.returncode == 3, (r.stdout, r.stderr)
+        assert httpx.get(f"{first.http_url}/healthz").status_code == 200  # untouched
+
+
 @pytest.mark.redis
 async def test_servers_sharing_a_fanout_bus_share_a_sqlite_file(tmp_path: Path) -> None:
     """With the same --fanout, several processes on one SQLite file hear each other: both
