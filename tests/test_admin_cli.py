@@ -378,6 +378,25 @@ async def test_store_urls_of_no_store_and_a_copy_onto_itself_are_refused(
     assert (await cli(capfd, "export", "notes", "--db", str(db))).out == "hello"
 
 
+async def test_copy_and_migrate_refuse_a_sqlite_source_that_does_not_exist(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`copy --from sqlite:///no-such-file.db` printed "copied 0 of 0 documents" and
+    exited 0, leaving an empty database behind; `migrate --db typo.db` made one too. Both
+    now say there is no database there, as the admin commands do, and create nothing."""
+    missing = tmp_path / "no-such-file.db"
+    for argv in (
+        ["copy", "--from", f"sqlite:///{missing}", "--to", f"sqlite:///{tmp_path}/t.db"],
+        ["copy", "--from", str(missing), "--to", "memory://", "--quiet"],
+        ["migrate", "--db", str(missing)],
+        ["migrate", "--store", f"sqlite:///{missing}"],
+    ):
+        r = await cli(capfd, *argv)
+        assert r.code == 1 and f"no SQLite database at {missing}" in r.err, (argv, r)
+        assert "Traceback" not in r.err and "copied" not in r.out, r
+        assert os.listdir(tmp_path) == [], (argv, os.listdir(tmp_path))
+
+
 def test_a_database_on_read_only_media_is_named_as_such(tmp_path: Path) -> None:
     """SQLite in WAL mode writes -shm beside a database even to read it: on read-only
     media every command said only "unable to open database file". It now says the

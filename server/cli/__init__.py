@@ -7,6 +7,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import ModuleType
 
 from ..settings import Settings
@@ -59,6 +60,24 @@ def settings_from(args: argparse.Namespace, **extra: object) -> Settings:
     return Settings.from_env(**overrides)
 
 
+def missing_sqlite_file(url: str) -> str | None:
+    """The absolute path of the SQLite file `url` names when there is no such file (opening
+    it would create an empty database), else None: for the commands that read a store
+    that must exist (admin commands, copy's source, migrate)."""
+    from ..store import sqlite_path
+
+    if url.startswith(("postgresql://", "postgres://", "memory://")):
+        return None
+    path = sqlite_path(url)
+    if not path or path == ":memory:" or Path(path).exists():
+        return None
+    return str(Path(path).absolute())
+
+
+#: what follows "no SQLite database at PATH" when the path came from --db or --store
+SQLITE_URL_HINT = "sqlite:/// is a relative path, sqlite://// an absolute one"
+
+
 def setup_logging(level: str = "info", json_lines: bool = False) -> None:
     from ..logs import configure
 
@@ -68,4 +87,12 @@ def setup_logging(level: str = "info", json_lines: bool = False) -> None:
 if __name__ == "__main__":
     sys.exit(main())
 
-__all__ = ["add_store_options", "main", "settings_from", "setup_logging", "logging"]
+__all__ = [
+    "SQLITE_URL_HINT",
+    "add_store_options",
+    "logging",
+    "main",
+    "missing_sqlite_file",
+    "settings_from",
+    "setup_logging",
+]

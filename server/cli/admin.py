@@ -41,9 +41,15 @@ from ..maintenance import (
     verify_doc,
 )
 from ..snapshots import load
-from ..store import EventStore, open_store, sqlite_path
+from ..store import EventStore, open_store
 from ..util import iso
-from . import add_store_options, settings_from, setup_logging
+from . import (
+    SQLITE_URL_HINT,
+    add_store_options,
+    missing_sqlite_file,
+    settings_from,
+    setup_logging,
+)
 
 LIVE_NOTE = (
     "Meant for a stopped server or for documents no server has open (see docs/operations.md)."
@@ -136,11 +142,10 @@ def _run(
 
     async def main() -> int:
         store = open_store(settings.store_url)  # refuses a URL of no store we know
-        missing = _missing_sqlite_file(settings.store_url)
+        missing = missing_sqlite_file(settings.store_url)
         if missing and name != "import":  # opening it would create an empty database
             raise AdminError(
-                f"no SQLite database at {missing} (give --db or --store; "
-                "sqlite:/// is a relative path, sqlite://// an absolute one)"
+                f"no SQLite database at {missing} (give --db or --store; {SQLITE_URL_HINT})"
             )
         await store.start()
         try:
@@ -159,15 +164,6 @@ def _run(
     except OSError as e:
         print(f"palimpsest {name}: {e}", file=sys.stderr)
         return 1
-
-
-def _missing_sqlite_file(url: str) -> str | None:
-    if url.startswith(("postgresql://", "postgres://", "memory://")):
-        return None
-    path = sqlite_path(url)
-    if not path or path == ":memory:" or Path(path).exists():
-        return None
-    return str(Path(path).absolute())
 
 
 async def _require(store: EventStore, doc: str) -> Any:

@@ -16,14 +16,15 @@ from ..errors import PalimpsestError
 from ..snapshots import load
 from ..store import EventStore, MemoryStore, SQLiteStore, open_store
 from ..store.base import Snapshot
-from . import add_store_options, settings_from
+from . import SQLITE_URL_HINT, add_store_options, missing_sqlite_file, settings_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "migrate",
         help="create or update the store's schema",
-        description="Create the tables of a store, or bring them to this version. Upgrading "
+        description="Create the tables of a store, or bring them to this version (a SQLite "
+        "file must exist: `palimpsest serve` creates a new one). Upgrading "
         "to version 5 (the compact event log) rewrites every event in one transaction: stop "
         "the servers first (they refuse to start until it is done). Safe to run from several "
         "machines at once, and again.",
@@ -54,6 +55,12 @@ def run_migrate(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         store = open_store(settings.store_url, migrate=True)
+        missing = missing_sqlite_file(settings.store_url)
+        if missing:  # a typo in --db would make a new, empty database
+            raise ValueError(
+                f"no SQLite database at {missing} (give --db or --store; {SQLITE_URL_HINT}). "
+                "`palimpsest serve` creates a new one"
+            )
         if isinstance(store, SQLiteStore):
             store.rewrite_progress = _progress_line()
         await store.start()  # creates the schema, or upgrades it (migrate=True)
@@ -143,6 +150,9 @@ async def copy(
     source, target = open_store(source_url), open_store(target_url)
     if _same_store(source, target, source_url, target_url):
         raise ValueError(f"--from and --to are the same store ({source_url}): nothing to copy")
+    missing = missing_sqlite_file(source_url)
+    if missing:  # opening it would create an empty database, and copy nothing from it
+        raise ValueError(f"no SQLite database at {missing} (--from; {SQLITE_URL_HINT})")
     await source.start()
     try:
         await target.start()
