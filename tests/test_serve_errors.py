@@ -64,6 +64,18 @@ def serve(
         ([], {"PALIMPSEST_PORT": "eighty"}, "PALIMPSEST_PORT='eighty' is not an integer"),
         ([], {"PALIMPSEST_LOG_JSON": "maybe"}, "PALIMPSEST_LOG_JSON='maybe' is not one of 1, true"),
         ([], {"PALIMPSEST_UNDO_MAX_GROUP": "-1"}, "undo_max_group (PALIMPSEST_UNDO_MAX_GROUP)"),
+        # not finite: an OverflowError's traceback, or a disk-warm thread dying at the
+        # first edit, before they were refused
+        ([], {"PALIMPSEST_ATTRIBUTION_CACHE_MB": "inf"},
+         "attribution_cache_mb (PALIMPSEST_ATTRIBUTION_CACHE_MB) must be a finite number"),
+        ([], {"PALIMPSEST_ATTRIBUTION_CACHE_MB": "1e400"}, "attribution_cache_mb (PALIMPSEST_"),
+        ([], {"PALIMPSEST_WARM_DISK_MS": "inf"}, "warm_disk_ms (PALIMPSEST_WARM_DISK_MS) must"),
+        (["--warm-disk-ms", "nan"], {}, "warm_disk_ms (PALIMPSEST_WARM_DISK_MS) must be a fin"),
+        ([], {"PALIMPSEST_HANDSHAKE_TIMEOUT": "inf"}, "handshake_timeout (PALIMPSEST_HANDSHA"),
+        ([], {"PALIMPSEST_RECOVERING_MINUTES": "-inf"}, "recovering_minutes (PALIMPSEST_RECO"),
+        # a sync every microsecond burns a core: 0 is off, else at least 1 ms
+        ([], {"PALIMPSEST_WARM_DISK_MS": "0.001"},
+         "warm_disk_ms (PALIMPSEST_WARM_DISK_MS) must be 0 (off) or at least 1 (ms between"),
     ],
 )  # fmt: skip
 def test_a_configuration_that_cannot_work_exits_2_and_creates_nothing(
