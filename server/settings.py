@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -219,6 +221,35 @@ _CHOICES = {
     "log_level": ("debug", "info", "warning", "error", "critical"),
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+#: PALIMPSEST_* names read elsewhere than here: the client commands' (URL, USER, TOKEN,
+#: TRACES), the page's directory (STATIC), and the project's scripts and tests
+OTHER_ENV = frozenset(
+    {
+        "PALIMPSEST_URL", "PALIMPSEST_USER", "PALIMPSEST_TOKEN", "PALIMPSEST_TRACES",
+        "PALIMPSEST_STATIC", "PALIMPSEST_BIN", "PALIMPSEST_CHROMIUM", "PALIMPSEST_SCREENSHOTS",
+        "PALIMPSEST_Y_WEBSOCKET",
+    }
+)  # fmt: skip
+_OTHER_ENV_PREFIXES = ("PALIMPSEST_TEST_", "PALIMPSEST_BENCH_")
+#: the settings without which the server runs open to everyone
+AUTH_ENV = frozenset({"PALIMPSEST_JWT_SECRET", "PALIMPSEST_JWT_PUBLIC_KEY"})
+
+
+def unknown_env(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """The PALIMPSEST_* variables of `environ` that nothing reads (a typo is otherwise
+    ignored without a word), each with the known name closest to it, if any is close."""
+    known = sorted({_env_name(f.name) for f in fields(Settings)} | OTHER_ENV)
+    out: list[tuple[str, str | None]] = []
+    for name in sorted(environ):
+        if not name.startswith("PALIMPSEST_") or name in known:
+            continue
+        if name.startswith(_OTHER_ENV_PREFIXES):
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+        out.append((name, close[0] if close else None))
+    return out
 
 
 def _name(field_name: str) -> str:

@@ -88,6 +88,38 @@ def test_a_configuration_that_cannot_work_exits_2_and_creates_nothing(
     assert list(tmp_path.iterdir()) == [], "nothing may be created: no database, no directory"
 
 
+def test_a_misspelt_variable_is_named_and_one_meant_as_the_jwt_secret_stops_the_start(
+    tmp_path: Path,
+) -> None:
+    """PALIMPSEST_* names that are no setting were ignored without a word, so that
+    PALIMPSEST_JWT_SECRETT started a server open to everyone. Each is now named at start
+    with the name it is closest to; one meant for the JWT secret refuses to start while
+    no secret is set."""
+    db = tmp_path / "p.db"
+    env = {"PALIMPSEST_MAX_FRAME_BYTE": "0", "PALIMPSEST_XYZZY": "1", "PALIMPSEST_URL": "x"}
+    with ServerProcess(tmp_path, db_path=db, env=env) as srv:
+        log = srv.log_text()
+    assert (
+        "PALIMPSEST_MAX_FRAME_BYTE is not a setting of palimpsest serve (did you mean "
+        "PALIMPSEST_MAX_FRAME_BYTES?): ignored"
+    ) in log, log
+    assert "PALIMPSEST_XYZZY is not a setting of palimpsest serve: ignored" in log, log
+    assert "PALIMPSEST_URL is not" not in log, log  # the client commands' server
+
+    r = serve(tmp_path, env={"PALIMPSEST_JWT_SECRETT": SECRET})
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert (
+        "palimpsest serve: error: PALIMPSEST_JWT_SECRETT is not a setting (did you mean "
+        "PALIMPSEST_JWT_SECRET?), and without a JWT secret or public key the server would "
+        "run open to everyone"
+    ) in r.stderr, r.stderr
+    # with the secret set as well, the stray name is only named
+    with ServerProcess(
+        tmp_path / "b", env={"PALIMPSEST_JWT_SECRET": SECRET, "PALIMPSEST_JWT_SECRETT": "x"}
+    ) as srv:
+        assert "PALIMPSEST_JWT_SECRETT is not a setting" in srv.log_text()
+
+
 def test_a_database_that_cannot_be_opened_exits_3(tmp_path: Path) -> None:
     garbage = tmp_path / "notes.db"
     garbage.write_bytes(b"these are not the pages of a SQLite database" * 100)

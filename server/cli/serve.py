@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         )
         settings.check()
         setup_logging(settings.log_level, settings.log_json)
+        _unknown_env(settings)
         loop = _event_loop(settings.event_loop)
         app = create_app(settings)
     except ValueError as e:  # what was configured cannot work: say what, start nothing
@@ -160,6 +162,25 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"palimpsest: cannot start: {failure.reason(settings)}", file=sys.stderr, flush=True)
     return STARTUP_FAILED
+
+
+def _unknown_env(settings: Any) -> None:
+    """Say which PALIMPSEST_* variables nothing reads, one line each. One that looks like
+    the JWT secret's or key's, while neither is set, stops the start (ValueError): the
+    server would otherwise run open to everyone when its operator meant it closed."""
+    from ..settings import AUTH_ENV, unknown_env
+
+    for name, close in unknown_env(os.environ):
+        if (close in AUTH_ENV or "JWT" in name) and not (
+            settings.jwt_secret or settings.jwt_public_key
+        ):
+            raise ValueError(
+                f"{name} is not a setting (did you mean {close or ' or '.join(sorted(AUTH_ENV))}?)"
+                ", and without a JWT secret or public key the server would run open to "
+                "everyone: correct the name, or unset it to run in open mode"
+            )
+        meant = f" (did you mean {close}?)" if close else ""
+        log.warning("%s is not a setting of palimpsest serve%s: ignored", name, meant)
 
 
 #: exit statuses of `palimpsest serve`: what was configured cannot work (nothing was
