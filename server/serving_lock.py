@@ -28,7 +28,6 @@ import logging
 import os
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from .errors import StoreUnavailable
@@ -57,8 +56,9 @@ class ServingLock:
         if fcntl is None:
             return
         try:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)  # as the store does
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except FileNotFoundError:  # no such directory: the store's start refuses it
+            return
         except OSError as e:
             # the store's own start meets the same trouble and says it in its words
             log.warning("no lock on %s (%s): a second server would not be refused", self.path, e)

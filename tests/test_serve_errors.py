@@ -139,6 +139,28 @@ def test_a_database_that_cannot_be_opened_exits_3(tmp_path: Path) -> None:
     assert f"palimpsest: cannot start: cannot open SQLite database '{a_file / 'p.db'}'" in r.stderr
 
 
+def test_a_database_in_a_directory_that_does_not_exist_is_refused(tmp_path: Path) -> None:
+    """`--db typo/dir/x.db` made the directories (as root, /nonexistent/dir/ too) and
+    served a new, empty database there. A new database is a new file in an existing
+    directory now; the default, palimpsest.db in the working directory, still starts."""
+    r = serve(tmp_path, "--db", str(tmp_path / "typo" / "dir" / "x.db"))
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stdout + r.stderr, r.stderr
+    assert (
+        f"palimpsest: cannot start: cannot open SQLite database '{tmp_path}/typo/dir/x.db': "
+        f"the directory {tmp_path}/typo/dir does not exist"
+    ) in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []
+    r = subprocess.run(
+        [sys.executable, "-m", "palimpsest", "import", "notes", "-", "--db", "typo/x.db"],
+        cwd=tmp_path, input="hello", capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 1 and "the directory" in r.stderr, (r.stdout, r.stderr)
+    assert list(tmp_path.iterdir()) == []
+    first = _first_line(tmp_path)  # no --db: palimpsest.db, here
+    assert f"SQLite database {tmp_path.resolve()}/palimpsest.db (new" in first, first
+
+
 def _first_line(cwd: Path, *args: str) -> str:
     """The start-up line of a server started in `cwd`, which is stopped once it listens
     (its database is open then)."""

@@ -362,6 +362,17 @@ INLINE_EVENTS_OS = 256
 INLINE_MAX_SECONDS = 0.002
 
 
+def _require_directory(path: str) -> None:
+    """A new database is a new file, never new directories: a typo in --db made them (as
+    root, /nonexistent/dir/ too) and served a new, empty database there."""
+    parent = Path(path).absolute().parent
+    if not parent.is_dir():
+        raise StoreUnavailable(
+            f"cannot open SQLite database {path!r}: the directory {parent} does not exist "
+            "(a new database is created in an existing directory only)"
+        )
+
+
 def _media_hint(path: str) -> str:
     """Why a database on read-only media, or on a full disk, does not open (SQLite's own
     message is "unable to open database file", or "disk I/O error" when it cannot make
@@ -764,7 +775,7 @@ class SQLiteStore(EventStore):
     async def start(self) -> None:
         try:
             if not self._memory:
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                _require_directory(self.path)
             self._writer = _Writer(self.path, self.durability)
             await self._writer.start()
             upgraded = await self._writer.call(self._migrate)
