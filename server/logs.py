@@ -51,10 +51,20 @@ def configure(level: str = "info", json_lines: bool = False) -> None:
         handler.setFormatter(JSONFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.palimpsest = True  # type: ignore[attr-defined]  # (ours: configure may run again)
     root = logging.getLogger("palimpsest")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    # the libraries' loggers (asyncpg's pool, asyncio's "Task exception was never
+    # retrieved", redis...) propagate to Python's root logger: without a handler there,
+    # their lines went out through logging.lastResort, as bare text amid JSON lines. Ours
+    # takes them, at WARNING at least (their INFO and DEBUG are not ours to show), unless
+    # the process configured its own (an embedding app, pytest)
+    top = logging.getLogger()
+    if all(getattr(h, "palimpsest", False) for h in top.handlers):
+        top.handlers[:] = [handler]
+        top.setLevel(max(logging.WARNING, root.level))
     pool = logging.getLogger("asyncpg.pool")
     if not any(isinstance(f, OncePerMinute) for f in pool.filters):
         pool.addFilter(OncePerMinute())

@@ -3,10 +3,19 @@ line at most once a minute instead of a 30-line traceback at every retry."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
 import logging
+from pathlib import Path
 
-from palimpsest import logs
+import pytest
+from conftest import PG_PORT, eventually
+from scaleout import fresh_schema
+from serverproc import ServerProcess
+from stallproxy import StallingProxy
+
+from palimpsest import client, logs
 
 
 def test_asyncpg_pool_retries_are_one_line_once_a_minute() -> None:
@@ -40,3 +49,33 @@ def test_configure_puts_the_filter_on_asyncpgs_pool_once() -> None:
         ours.propagate = saved[2]
     pool = logging.getLogger("asyncpg.pool")
     assert len([f for f in pool.filters if isinstance(f, logs.OncePerMinute)]) == 1
+
+
+@pytest.mark.postgres
+async def test_with_log_json_asyncpgs_pool_lines_are_json_too(tmp_path: Path) -> None:
+    """asyncpg's pool logs through its own logger, which propagated to Python's root
+    logger; that had no handler, so the line went out through logging.lastResort as bare
+    text ("Failed to restore the pool connection floor") between JSON lines. The
+    libraries' loggers go through the server's handler now. A real server on PostgreSQL
+    through a proxy that cuts every connection, then lets them through again."""
+    with StallingProxy(PG_PORT) as proxy:
+        async with fresh_schema() as url:
+            via = url.replace(f":{PG_PORT}/", f":{proxy.port}/", 1)
+            async with ServerProcess(
+                tmp_path, extra_args=["--store", via, "--log-json"]
+            ) as srv:  # fmt: skip
+                async with client.connect(srv.ws_url, "doc", user="ann") as c:
+                    c.text().insert(0, "hello")
+                    await c.flush()
+                await asyncio.to_thread(proxy.cut)
+                await eventually(
+                    lambda: "Failed to restore the pool connection floor" in srv.log_text(),
+                    timeout=30, what="asyncpg's pool says it could not reconnect",
+                )  # fmt: skip
+                await asyncio.to_thread(proxy.resume)
+    lines = [x for x in srv.log_text().splitlines() if x and not x.startswith("=====")]
+    ours = [x for x in lines if not x.startswith("palimpsest: ")]  # serve's own print()s
+    bare = [x for x in ours if not x.startswith("{")]
+    assert bare == [], "\n".join(lines)
+    pool = [json.loads(x) for x in ours if "Failed to restore the pool" in x]
+    assert pool and pool[0]["logger"] == "asyncpg.pool", pool

@@ -1,0 +1,105 @@
+"""A TCP proxy to a real server (PostgreSQL, Redis) that can pass, stall or cut, for the
+tests of what a store that stops answering does to the server.
+
+    with StallingProxy(5432) as proxy:            # runs in a thread of its own
+        url = f"postgresql://postgres@127.0.0.1:{proxy.port}/test"
+        proxy.stall()    # every byte is held, both ways; connections stay open
+        proxy.cut()      # every connection is closed, new ones are refused
+        proxy.resume()   # bytes flow again (held ones first)
+
+A stalled store is what a hung database host, a full network queue or a lost route looks
+like to the server: nothing fails, nothing answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import TracebackType
+
+
+class StallingProxy:
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        self.target = (target_host, target_port)
+        self.port = 0
+        self.mode = "pass"
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._changed: asyncio.Event
+
+    def __enter__(self) -> StallingProxy:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def stall(self) -> None:
+        self._set("stall")
+
+    def cut(self) -> None:
+        self._set("cut")
+
+    def resume(self) -> None:
+        self._set("pass")
+
+    def _set(self, mode: str) -> None:
+        asyncio.run_coroutine_threadsafe(self._switch(mode), self._loop).result(10)
+
+    async def _switch(self, mode: str) -> None:
+        self.mode = mode
+        self._changed.set()  # wakes the held pipes; the next change has an event of its own
+        self._changed = asyncio.Event()
+        if mode == "cut":
+            for w in list(self._writers):
+                w.transport.abort()
+
+    async def _start(self) -> None:
+        self._changed = asyncio.Event()
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _stop(self) -> None:
+        assert self._server is not None
+        await self._switch("cut")
+        self._server.close()
+        for w in list(self._writers):
+            w.transport.abort()
+        await self._server.wait_closed()
+
+    async def _handle(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        if self.mode == "cut":
+            cw.transport.abort()
+            return
+        try:
+            sr, sw = await asyncio.open_connection(*self.target)
+        except OSError:
+            cw.transport.abort()
+            return
+        self._writers |= {cw, sw}
+        try:
+            await asyncio.gather(self._pipe(cr, sw), self._pipe(sr, cw))
+        finally:
+            self._writers -= {cw, sw}
+
+    async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            while data := await r.read(65536):
+                while self.mode == "stall" and not w.is_closing():  # held while stalled
+                    await self._changed.wait()
+                if self.mode == "cut" or w.is_closing():
+                    break
+                w.write(data)
+                await w.drain()
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            w.transport.abort()
