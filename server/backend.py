@@ -113,6 +113,8 @@ class Backend(Service):
         self.stopping = asyncio.Event()
         #: websocket requests refused for good that come straight back (routes/ws.py)
         self.repeat_refusals = RepeatRefusals()
+        #: the store checks of /readyz still out, by kind (routes/ops.py): one at a time
+        self.store_checks: dict[str, asyncio.Task[None]] = {}
         self.extensions.setup(self)
 
     def extension(self, kind: type[E]) -> E | None:

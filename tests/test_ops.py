@@ -14,6 +14,7 @@ import websockets
 from conftest import PG_PORT, REDIS_URL, eventually, free_port, run_server
 from prometheus_client.parser import text_string_to_metric_families
 from scaleout import PrivateRedis, fanout_url, fresh_schema
+from stallproxy import StallingProxy
 from yclient import connect
 
 from palimpsest import protocol as P
@@ -178,6 +179,31 @@ async def test_readyz_fails_when_the_store_is_down(tmp_path: Path) -> None:
             assert body["status"] == "not ready" and body["store"] != "ok", body
             # alive is not ready: the process still serves HTTP
             assert (await http.get("/healthz")).status_code == 200
+
+
+@pytest.mark.postgres
+async def test_readyz_answers_503_at_once_when_the_store_stalls(tmp_path: Path) -> None:
+    """PostgreSQL stalled (connections open, nothing answers): the first /readyz took
+    32 s to say 503, as asyncio.wait_for waited for the cancelled asyncpg ping to give
+    its connection back (command_timeout). It answers within its ping bound now, again
+    and again (one ping is out at a time), and is ready again once the store answers."""
+    with StallingProxy(PG_PORT) as proxy:
+        async with fresh_schema() as url:
+            via = url.replace(f":{PG_PORT}/", f":{proxy.port}/", 1)
+            settings = Settings(store=via, port=free_port())
+            async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+                assert (await http.get("/readyz")).status_code == 200
+                await asyncio.to_thread(proxy.stall)
+                for _ in range(3):  # 10 s: well past the 2 s bound, far from the 30 s
+                    r = await http.get("/readyz", timeout=10)
+                    assert r.status_code == 503, r.text
+                    assert r.json()["store"] == "no answer within 2 s", r.text
+                await asyncio.to_thread(proxy.resume)
+
+                async def ready() -> bool:
+                    return (await http.get("/readyz", timeout=10)).status_code == 200
+
+                await eventually(ready, timeout=40, what="ready once the store answers")
 
 
 @pytest.mark.redis

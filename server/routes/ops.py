@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from starlette.requests import Request
@@ -43,7 +44,7 @@ async def readiness(backend: Backend) -> tuple[bool, dict[str, Any]]:
     checks: dict[str, Any] = {}
     ok = True
     try:
-        await asyncio.wait_for(backend.store.ping(), PING_TIMEOUT)
+        await _within(backend, "ping", backend.store.ping)
         checks["store"] = "ok"
     except TimeoutError:
         ok = False
@@ -87,7 +88,7 @@ async def _commits(backend: Backend) -> str:
             f"document{'' if len(rooms) == 1 else 's'}"
         )
     try:
-        await asyncio.wait_for(backend.store.check_writable(), PING_TIMEOUT)
+        await _within(backend, "write check", backend.store.check_writable)
     except TimeoutError:
         return f"a write does not commit within {PING_TIMEOUT:g} s"
     except PalimpsestError as e:
@@ -97,6 +98,36 @@ async def _commits(backend: Backend) -> str:
     if refusing is not None:
         committer.clear_refusal()  # nobody was held, and the store takes writes again
     return "ok"
+
+
+async def _within(
+    backend: Backend, kind: str, check: Callable[[], Coroutine[Any, Any, None]]
+) -> None:
+    """Await a store check for PING_TIMEOUT seconds at most, then raise TimeoutError.
+
+    Not with asyncio.wait_for: on its timeout it cancels the call and then waits for the
+    call to unwind, and an asyncpg query on a stalled connection gives its connection
+    back only once the cancellation has gone through (command_timeout, 30 s): the first
+    /readyz after PostgreSQL stalled answered after 32 s. The check runs in a task of its
+    own instead, left to finish (or to fail when the pool closes); at most one of each
+    kind is out at a time, so a load balancer asking every second waits for the same one
+    rather than tying up one pooled connection more each time."""
+    task = backend.store_checks.get(kind)
+    if task is None or task.done():
+        task = asyncio.create_task(check(), name=f"readyz {kind}")
+        task.add_done_callback(_retrieved)
+        backend.store_checks[kind] = task
+    await asyncio.wait({task}, timeout=PING_TIMEOUT)
+    if not task.done():
+        raise TimeoutError
+    task.result()
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    """A check that ends after its /readyz answered: its error was reported as the
+    timeout, and is not "never retrieved"."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def readyz(request: Request) -> Response:
