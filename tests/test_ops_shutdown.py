@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from pathlib import Path
 
-from conftest import eventually
+import pytest
+from conftest import PG_PORT, eventually
 from pycrdt import Doc, Text
+from scaleout import fresh_schema
 from serverproc import ServerProcess
+from stallproxy import StallingProxy
 from yclient import connect
 
+from palimpsest.cli.serve import FORCED_EXIT, SHUTDOWN_SECONDS
 from palimpsest.snapshots import load
 from palimpsest.store import open_store
 
@@ -80,3 +85,73 @@ async def test_sigterm_while_typing_loses_nothing(tmp_path: Path) -> None:
         assert "1012" not in log
     finally:
         await srv.astop()
+
+
+async def _stalled_at_sigterm(tmp_path: Path, proxy: StallingProxy, url: str) -> ServerProcess:
+    """A server on PostgreSQL through `proxy`, a client whose first edit is acknowledged
+    and whose next ones are held when the store stalls, and the first SIGTERM sent."""
+    via = url.replace(f":{PG_PORT}/", f":{proxy.port}/", 1)
+    srv = await ServerProcess(tmp_path, extra_args=["--store", via]).astart()
+    async with connect(srv.ws_url, "stall", user="ann") as typist, connect(
+        srv.ws_url, "stall", user="obs"
+    ) as observer:  # fmt: skip
+        typist.insert(0, "acknowledged;")
+        await eventually(lambda: observer.content == "acknowledged;", what="a durable edit")
+        await asyncio.to_thread(proxy.stall)
+        typist.insert(len(typist.content), "held by a stalled store;")
+        assert srv.proc is not None
+        srv.proc.send_signal(signal.SIGTERM)
+        await eventually(lambda: "shutting down" in srv.log_text(), what="the shutdown began")
+    return srv
+
+
+async def _stored_after(proxy: StallingProxy, url: str) -> str:
+    """The document as the store has it, once the store answers again."""
+    await asyncio.to_thread(proxy.resume)
+    store = open_store(url)
+    async with store:
+        return str((await load(store, "stall")).doc.get("content", type=Text))
+
+
+@pytest.mark.postgres
+async def test_a_second_sigterm_exits_at_once_while_the_store_stalls(tmp_path: Path) -> None:
+    """A second SIGTERM did nothing (uvicorn took it for the first again) while the
+    shutdown waited on a stalled PostgreSQL; it exits at once now, saying what it leaves,
+    and what was acknowledged is in the store."""
+    with StallingProxy(PG_PORT) as proxy:
+        async with fresh_schema() as url:
+            srv = await _stalled_at_sigterm(tmp_path, proxy, url)
+            assert srv.proc is not None
+            srv.proc.send_signal(signal.SIGTERM)
+            # 10 s: the process exits at once; before, it waited for the store (83 s)
+            status = await asyncio.to_thread(srv.proc.wait, 10)
+            await srv.astop()  # (exited: closes its log)
+            assert status == 128 + signal.SIGTERM, srv.log_tail()
+            assert "a second SIGTERM: exiting now, without waiting for the store" in (
+                srv.log_text()
+            ), srv.log_tail()
+            assert (await _stored_after(proxy, url)).startswith("acknowledged;")
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+async def test_a_shutdown_is_bounded_while_the_store_stalls(tmp_path: Path) -> None:
+    """SIGTERM while PostgreSQL stalls took 83 s: the flush gave up after 10 s as
+    documented, but uvicorn's shutdown, the commits held, the final snapshots and the
+    pool's close then each waited for the store. The process exits SHUTDOWN_SECONDS
+    after the signal at most now, and says so."""
+    with StallingProxy(PG_PORT) as proxy:
+        async with fresh_schema() as url:
+            srv = await _stalled_at_sigterm(tmp_path, proxy, url)
+            assert srv.proc is not None
+            # 45 s: past the bound (15 s), well short of what it took before (83 s)
+            status = await asyncio.to_thread(srv.proc.wait, 45)
+            await srv.astop()  # (exited: closes its log)
+            assert status == FORCED_EXIT, srv.log_tail()
+            log = srv.log_text()
+            assert "flushing the rooms took over 10s" in log, log
+            assert (
+                f"the shutdown took over {SHUTDOWN_SECONDS}s: exiting now, without waiting "
+                "for the store;"
+            ) in log, log
+            assert (await _stored_after(proxy, url)).startswith("acknowledged;")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +237,14 @@ class _StartupFailure(logging.Filter):
 
 #: at most this long to close connections with 1001 and flush the rooms on SIGTERM
 GOING_AWAY_SECONDS = 10
+#: at most this long from SIGTERM to the process's exit: the flush above, then uvicorn's
+#: own shutdown and the backend's stop (final snapshots, the store closed). A store that
+#: does not answer would hold each of those for its own timeout (PostgreSQL: 83 s in
+#: all); past this the process exits at once (FORCED_EXIT)
+SHUTDOWN_SECONDS = GOING_AWAY_SECONDS + 5
+#: the exit status of a shutdown cut short by SHUTDOWN_SECONDS (a second signal: 128 +
+#: its number, as a shell reports a process a signal ended)
+FORCED_EXIT = 1
 
 
 def _where(settings: Any) -> str:
@@ -261,7 +271,26 @@ def _going_away_server() -> Any:
         """On SIGTERM/SIGINT: stop accepting, close our websockets with 1001 (going away,
         so clients reconnect elsewhere) and flush every room, THEN let uvicorn shut down
         (it would close them with 1012), after which the lifespan stops the backend (final
-        snapshots of open rooms, the committer drained)."""
+        snapshots of open rooms, the committer drained).
+
+        All of it within SHUTDOWN_SECONDS, and a second SIGTERM/SIGINT ends it at once:
+        uvicorn took a second SIGTERM for the first again, and a second Ctrl-C still
+        waited for the backend to stop. Exiting then loses nothing acknowledged: an edit
+        is acknowledged (broadcast) only once it is durable; what the store has not taken
+        was never acknowledged, and is still on its senders, who re-send it when they
+        reconnect."""
+
+        watchdog: threading.Thread | None = None
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.should_exit:  # the operator does not want to wait
+                _exit_now(self, f"a second {signal.Signals(sig).name}", 128 + sig)
+            super().handle_exit(sig, frame)
+            if self.watchdog is None:
+                self.watchdog = threading.Thread(
+                    target=_watch_shutdown, args=(self,), name="shutdown-watchdog", daemon=True
+                )
+                self.watchdog.start()
 
         async def shutdown(self, sockets: list[Any] | None = None) -> None:
             log.info("shutting down: no new connections; closing clients with 1001")
@@ -287,6 +316,44 @@ def _going_away_server() -> Any:
             log.info("stopped")
 
     return GoingAwayServer
+
+
+#: set once `serve` has finished (its loop closed): the watchdog has nothing left to bound
+_SERVED = threading.Event()
+
+
+def _watch_shutdown(server: Any) -> None:
+    """The shutdown watchdog: a thread, so that it fires even while the event loop waits
+    on a store that does not answer (or is held by one that blocks it)."""
+    if not _SERVED.wait(SHUTDOWN_SECONDS):
+        _exit_now(server, f"the shutdown took over {SHUTDOWN_SECONDS}s", FORCED_EXIT)
+
+
+def _exit_now(server: Any, why: str, status: int) -> None:
+    """End the process at once, saying what is left behind: the edits the store has not
+    taken (never acknowledged), and the final snapshots (a cache: the next start replays
+    the log's tail instead)."""
+    waiting = rooms = 0
+    app: Any = server.config.loaded_app if server.config.loaded else server.config.app
+    backend = _find_backend(app)
+    try:
+        for room in list(backend.rooms.loaded.values()) if backend is not None else []:
+            if room.queued_bytes:
+                waiting, rooms = waiting + room.queued_bytes, rooms + 1
+    except RuntimeError:  # (read from another thread while the loop changed it)
+        pass
+    held = (
+        f"; {waiting} bytes of edits in {rooms} document{'' if rooms == 1 else 's'} the store "
+        "has not taken are left to their senders (never acknowledged: they re-send them "
+        "when they reconnect; those who have left lose them)"
+        if waiting
+        else ""
+    )
+    log.error("%s: exiting now, without waiting for the store%s", why, held)
+    for handler in logging.getLogger("palimpsest").handlers:
+        handler.flush()
+    sys.stdout.flush()
+    os._exit(status)
 
 
 def _find_backend(app: Any) -> Any:
@@ -397,4 +464,5 @@ def _serve(server: object, host: str, port: int, loop: str = "asyncio") -> bool:
     except KeyboardInterrupt:
         return True
     finally:
+        _SERVED.set()
         sys.stdout.flush()
