@@ -33,6 +33,10 @@ class Settings:
     #: `palimpsest serve`'s event loop: "uvloop" (libuv, the default where it is
     #: installed) or "asyncio" (the standard library's)
     event_loop: str = "uvloop"
+    #: the path prefix a reverse proxy serves this server under ("/collab" for nginx's
+    #: `location /collab/ { proxy_pass http://127.0.0.1:8000/; }`), which it strips from
+    #: the requests it passes on; the page's URLs are made under it. "" = served at /
+    root_path: str = ""
     #: fan-out bus URL (redis://...); none = single process
     fanout: str | None = None
     #: HS256 secret; none = open development mode
@@ -173,6 +177,11 @@ class Settings:
             raise ValueError(
                 f"{_name('warm_disk_ms')} must be 0 (off) or at least {WARM_DISK_MS_LEAST:g} "
                 f"(ms between syncs), not {self.warm_disk_ms!r}"
+            )
+        if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
+            raise ValueError(
+                f"{_name('root_path')} must begin with / and not end with one (e.g. "
+                f"/collab), not {self.root_path!r}"
             )
         if not 0 <= self.port <= 65535:
             raise ValueError(f"{_name('port')} must be a port number (0-65535), not {self.port}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 
 pytest.importorskip("playwright")
 from playwright.sync_api import Browser, expect  # noqa: E402
+from serverproc import ServerProcess  # noqa: E402
 from test_browser import browser, editor_text, eventually  # noqa: E402, F401 (browser: the fixture)
 
 pytestmark = pytest.mark.browser
@@ -92,4 +94,86 @@ def test_the_page_works_mounted_inside_an_app(notes_app: str, browser: Browser) 
     page.goto(f"{notes_app}/collab/")
     expect(page.locator('#doc-rows tr[data-doc="notes"]')).to_be_visible()
     assert not errors, errors
+    ctx.close()
+
+
+#: nginx in front of `palimpsest serve --root-path /collab`, as docs/operations.md has it
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log;
+events {{ worker_connections 64; }}
+http {{
+  access_log {dir}/access.log;
+  client_body_temp_path {dir}; proxy_temp_path {dir}; fastcgi_temp_path {dir};
+  uwsgi_temp_path {dir}; scgi_temp_path {dir};
+  map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location /collab/ {{
+      proxy_pass http://127.0.0.1:{upstream}/;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_set_header Host $http_host;
+      proxy_read_timeout 3600s;
+    }}
+  }}
+}}
+"""
+
+
+@pytest.fixture
+def behind_nginx(tmp_path: Path) -> Iterator[str]:
+    """`palimpsest serve --root-path /collab` behind a real nginx that serves it under
+    /collab/ (and strips the prefix); yields the proxy's URL."""
+    nginx = shutil.which("nginx", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
+    if nginx is None:
+        pytest.skip("needs nginx")
+    conf = tmp_path / "nginx"
+    conf.mkdir()
+    port = _free_port()
+    with ServerProcess(tmp_path / "srv", extra_args=["--root-path", "/collab"]) as srv:
+        (conf / "nginx.conf").write_text(NGINX_CONF.format(dir=conf, port=port, upstream=srv.port))
+        proc = subprocess.Popen(
+            [nginx, "-c", str(conf / "nginx.conf"), "-p", str(conf)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}/collab"
+        try:
+
+            def up() -> bool:
+                with urllib.request.urlopen(f"{base}/healthz", timeout=2) as r:
+                    return r.status == 200
+
+            eventually(up, what="nginx passes requests on")
+            yield base
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def test_the_page_works_behind_a_reverse_proxy_under_a_path(
+    behind_nginx: str,
+    browser: Browser,  # noqa: F811
+) -> None:
+    """Behind nginx's `location /collab/` the page came with `<base href="/">`, so its
+    script (/static/app.js) and websocket went to the proxy's root and the page never
+    ran. With `serve --root-path /collab` the page's URLs are under the prefix."""
+    ctx = browser.new_context(viewport={"width": 1200, "height": 800})
+    page = ctx.new_page()
+    errors: list[str] = []
+    failed: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page.goto(f"{behind_nginx}/?doc=proxied&user=ann")
+    expect(page.locator("#status")).to_have_attribute("data-state", "connected", timeout=15_000)
+    page.locator(".cm-content").click()
+    page.keyboard.type("through the proxy")
+    eventually(lambda: editor_text(page) == "through the proxy", what="typed in the page")
+    # the page's HTTP API calls go under the prefix too, and the edit is in the log
+    events = page.evaluate("() => window.palimpsest.api.events('proxied')")
+    assert events["events"] and {e["actor"] for e in events["events"]} == {"ann"}
+    assert not errors and not failed, (errors, failed)
     ctx.close()

@@ -64,6 +64,7 @@ def serve(
         ([], {"PALIMPSEST_PORT": "eighty"}, "PALIMPSEST_PORT='eighty' is not an integer"),
         ([], {"PALIMPSEST_LOG_JSON": "maybe"}, "PALIMPSEST_LOG_JSON='maybe' is not one of 1, true"),
         ([], {"PALIMPSEST_UNDO_MAX_GROUP": "-1"}, "undo_max_group (PALIMPSEST_UNDO_MAX_GROUP)"),
+        (["--root-path", "collab/"], {}, "root_path (PALIMPSEST_ROOT_PATH) must begin with /"),
         # not finite: an OverflowError's traceback, or a disk-warm thread dying at the
         # first edit, before they were refused
         ([], {"PALIMPSEST_ATTRIBUTION_CACHE_MB": "inf"},

@@ -47,6 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "durability os; a backup restored with `backup --replace` opens an hour by "
         "itself) (env PALIMPSEST_RECOVERING_MINUTES; default 0: off; docs/operations.md)",
     )  # fmt: skip
+    p.add_argument(
+        "--root-path", metavar="PREFIX",
+        help="the path a reverse proxy serves this server under, e.g. /collab (it strips it "
+        "from the requests it passes on; env PALIMPSEST_ROOT_PATH; docs/operations.md)",
+    )  # fmt: skip
     p.add_argument("--fanout", help="redis://… to run several processes (env PALIMPSEST_FANOUT)")
     p.add_argument(
         "--jwt-secret", help="HS256 secret; none = open mode (env PALIMPSEST_JWT_SECRET)"
@@ -101,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             fanout=args.fanout,
+            root_path=args.root_path,
             durability=args.durability,
             recovering_minutes=args.recovering,
             warm_disk_ms=args.warm_disk_ms,
@@ -148,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         log_level="warning",
         log_config=None,  # uvicorn's own lines go through our handler (JSON with --log-json)
         lifespan="on",
+        root_path=settings.root_path,  # the ASGI root_path: the page's <base> follows it
         timeout_graceful_shutdown=10,
         **uvicorn_options(settings, app.backend.extension(Limits)),
     )
