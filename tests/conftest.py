@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,20 @@ from palimpsest.settings import Settings
 PG_URL = os.environ.get("PALIMPSEST_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("PALIMPSEST_TEST_REDIS", "redis://127.0.0.1:6379/0")
 PG_PORT = urlsplit(PG_URL).port or 5432
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """Put the loggers back as they were: a command run in process (the admin CLI's
+    tests) configures logging as `palimpsest` does (its own handler, no propagation), and
+    a later test's caplog, which listens at the root, then heard nothing of ours."""
+    ours, top = logging.getLogger("palimpsest"), logging.getLogger()
+    kept = [(lg, lg.handlers[:], lg.level, lg.propagate) for lg in (ours, top)]
+    yield
+    for lg, handlers, level, propagate in kept:
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+        lg.propagate = propagate
 
 
 def free_port() -> int:
