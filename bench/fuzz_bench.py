@@ -55,7 +55,10 @@ OK, UPDATE = "ok", "update"
 Outcome = str | int  # "ok" | "update" | close code
 
 #: limits the fuzzed server runs with (small, so that the limits are hit cheaply)
-LIMITS = {"max_frame_bytes": 4096, "max_awareness_bytes": 1024}
+LIMITS = {"max_frame_bytes": 4096, "max_doc_bytes": 64 * 1024, "max_awareness_bytes": 1024}
+#: a frame that carries an update (sync step 2, update) may be as large as the document may
+#: be, plus its header (limits.frame_limit); every other frame max_frame_bytes
+UPDATE_FRAME_LIMIT = max(LIMITS["max_frame_bytes"], LIMITS["max_doc_bytes"] + 16)
 #: entries one awareness update may name: the room's states (max_awareness_clients_per_room,
 #: 1000 by default) plus a connection's share (1,000,000 in the fuzz runs)
 MOST_AWARENESS_ENTRIES = 1000 + 1_000_000
@@ -213,7 +216,9 @@ class FrameGen:
             return cast(bytes, P.encode_sync_update(b"\x00\x00"))
         if k == 5:  # over the frame limit
             if rng.random() < 0.05:
-                return cast(bytes, P.encode_sync_update(b"\x00" * (LIMITS["max_frame_bytes"] + 1)))
+                return cast(bytes, P.encode_sync_update(b"\x00" * UPDATE_FRAME_LIMIT))
+            if rng.random() < 0.05:
+                return cast(bytes, P.encode_awareness(b"\x00" * LIMITS["max_frame_bytes"]))
             return cast(bytes, P.encode_query_awareness())
         # a non-minimal varUint message type (0x80 0x00 == 0): still a valid sync step 1
         return cast(bytes, b"\x80\x00" + bytes([P.SYNC_STEP1]) + P.write_var_bytes(b"\x00"))
@@ -340,7 +345,8 @@ def _js_has_no(name: str) -> Any:
 def predict(frame: bytes) -> Outcome:
     """What the server must do with this frame, on a connection with every right: from
     the independent WireModel, and pycrdt (the CRDT library) for what a Yjs payload is."""
-    if len(frame) > LIMITS["max_frame_bytes"]:
+    update = frame[:2] in (b"\x00\x01", b"\x00\x02")
+    if len(frame) > (UPDATE_FRAME_LIMIT if update else LIMITS["max_frame_bytes"]):
         return 4413
     try:
         kind, payload = WireModel.message(frame)

@@ -31,6 +31,7 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .limits import ws_max_size
 from .settings import Settings
 
 log = logging.getLogger("palimpsest.handshake")
@@ -122,7 +123,8 @@ def guarded_protocol(settings: Settings, limits: Any) -> type[H11Protocol]:
 
 
 def uvicorn_options(settings: Settings, limits: Any) -> dict[str, Any]:
-    """The uvicorn.Config options that put the guard in place."""
+    """The uvicorn.Config options that put the guard in place, and the websocket
+    message size limit (limits.ws_max_size)."""
     import websockets.http11
 
     # websockets reads this knob from the environment at import time; the head limit
@@ -133,6 +135,7 @@ def uvicorn_options(settings: Settings, limits: Any) -> dict[str, Any]:
     return {
         "http": guarded_protocol(settings, limits),
         "h11_max_incomplete_event_size": settings.max_request_head_bytes,
+        "ws_max_size": ws_max_size(settings),
     }
 
 

@@ -121,6 +121,35 @@ class CreationQuota:
 
 log = logging.getLogger("palimpsest.limits")
 
+#: what a sync step 2 or update frame adds to its update at most (message type, sync
+#: message type, the update's varUint length)
+UPDATE_FRAME_OVERHEAD = 16
+#: the websocket message size above the largest frame accepted: a Hocuspocus frame's
+#: document name, and room for a frame over its limit to be read and refused with 4413
+#: and a reason rather than cut off by the websocket library (1009)
+WS_MAX_SIZE_MARGIN = 64 * 1024
+
+
+def frame_limit(settings: Settings, update: bool) -> int:
+    """The largest frame a client may send: ``max_frame_bytes``, except a frame that
+    carries an update (sync step 2 or update), which may be as large as the document may
+    be (``max_doc_bytes``). Offline work comes back in one sync step 2, the client's
+    answer to the server's step 1 (y-websocket and Hocuspocus send it whole): edits
+    each accepted online may be over the frame limit together, and refusing them would
+    refuse them on every reconnect. What such a frame adds is then judged by the
+    document's size (Limits.check_update) and counted against the byte rate."""
+    if update:
+        return max(settings.max_frame_bytes, settings.max_doc_bytes + UPDATE_FRAME_OVERHEAD)
+    return settings.max_frame_bytes
+
+
+def ws_max_size(settings: Settings) -> int:
+    """The websocket library's message size limit (uvicorn's ``ws_max_size``): the
+    largest frame accepted (frame_limit) plus a margin; what a connection may make the
+    server hold in memory for one frame."""
+    largest = max(settings.max_frame_bytes, frame_limit(settings, True))
+    return max(largest + WS_MAX_SIZE_MARGIN, 2 * settings.max_frame_bytes, 1 << 20)
+
 
 @dataclass(slots=True)
 class _Measured:
@@ -225,4 +254,6 @@ __all__ = [
     "Bucket",
     "Budget",
     "CreationQuota",
+    "frame_limit",
+    "ws_max_size",
 ]

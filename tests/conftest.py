@@ -85,7 +85,6 @@ async def run_server(
         port=settings.port,
         ws="websockets-sansio",
         ws_per_message_deflate=False,
-        ws_max_size=max(settings.max_frame_bytes * 2, 1 << 20),
         log_level="warning",
         lifespan="on",
         **uvicorn_options(settings, backend.extension(Limits)),

@@ -91,12 +91,19 @@ async def test_malformed_frames_close_4400_and_change_nothing(
 
 
 async def test_text_frame_and_oversized_frame_are_refused(settings: Settings) -> None:
+    """A frame over max_frame_bytes is refused, but one that carries an update, which
+    may be as large as the document may be (limits.frame_limit)."""
     settings.max_frame_bytes = 1000
+    settings.max_doc_bytes = 1500
     async with run_server(settings) as server:
+        ws = await raw(server, "big")
+        await ws.send(P.encode_awareness(b"\x00" * 2000))
+        code, reason = await closed_with(ws)
+        assert code == 4413 and "over the limit of 1000" in reason
         ws = await raw(server, "big")
         await ws.send(P.encode_sync_update(b"\x00" * 2000))
         code, reason = await closed_with(ws)
-        assert code == 4413 and "over the limit of 1000" in reason
+        assert code == 4413 and "over the limit of 1516" in reason
         ws = await raw(server, "big")
         await ws.send("hello")
         code, reason = await closed_with(ws)

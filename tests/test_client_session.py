@@ -335,20 +335,27 @@ async def test_a_big_document_brought_with_ydoc_is_published(server: RunningServ
         assert b.text() == str(text)
 
 
-async def test_one_value_over_the_frame_limit_fails_once_with_its_size(settings: Settings) -> None:
-    # what cannot be cut (one binary value) and is over the limit: TooLarge, whose
-    # message gives both sizes, and no reconnecting to send it again and again
-    settings = dataclasses.replace(settings, max_frame_bytes=2 << 20)
+async def test_one_value_over_the_document_limit_fails_once_with_its_size(
+    settings: Settings,
+) -> None:
+    # what cannot be cut (one binary value) may be over the frame limit: an update's frame
+    # is bounded by the document's size. Over that: TooLarge, whose message gives the
+    # sizes, and no reconnecting to send it again and again
+    settings = dataclasses.replace(settings, max_frame_bytes=2 << 20, max_doc_bytes=8 << 20)
     async with run_server(settings) as srv:
         async with client.connect(srv.ws_url, "blob", user="ada") as a:
             a.text().insert(0, "x" * (3 << 20))  # text is cut: it goes
             await a.flush(timeout=60)
-            a.doc.get("m", type=Map)["blob"] = b"\x01" * (3 << 20)
-            with pytest.raises(client.TooLarge, match=r"frame of \d+ bytes is over the limit"):
+            a.doc.get("m", type=Map)["blob"] = b"\x01" * (3 << 20)  # over a frame: it goes
+            await a.flush(timeout=60)
+            a.doc.get("m", type=Map)["more"] = b"\x02" * (3 << 20)  # 9 MiB in all
+            with pytest.raises(client.TooLarge, match=r"would grow over the limit of 8388608"):
                 await a.flush(timeout=60)
             assert a.connections == 1 and isinstance(a.error, client.TooLarge)
         async with client.connect(srv.ws_url, "blob", user="bob") as b:
             assert len(b.text()) == 3 << 20
+            assert len(b.doc.get("m", type=Map)["blob"]) == 3 << 20
+            assert "more" not in b.doc.get("m", type=Map)
 
 
 async def test_an_observer_that_raises_is_the_callers_bug_not_the_servers(

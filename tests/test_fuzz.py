@@ -28,7 +28,16 @@ from palimpsest.settings import Settings
 from palimpsest.snapshots import load
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from fuzz_bench import LIMITS, OK, UPDATE, FrameGen, Fuzzer, WireModel, predict  # noqa: E402
+from fuzz_bench import (  # noqa: E402
+    LIMITS,
+    OK,
+    UPDATE,
+    UPDATE_FRAME_LIMIT,
+    FrameGen,
+    Fuzzer,
+    WireModel,
+    predict,
+)
 
 CORPUS = FrameGen(0).corpus
 UPDATES = FrameGen(0).updates
@@ -198,7 +207,10 @@ def test_predictions_on_hand_made_frames() -> None:
     assert predict(b"\x64\x10" + b'{"type":"undo"}!') == 4400  # not JSON
     assert predict(b"\x64\x0f" + b'{"type":"undo"}') == UPDATE  # a real operation
     assert predict(b"\x02\x00\x01x") == 4400  # auth goes from the server to clients
-    assert predict(P.encode_sync_update(b"\x00" * LIMITS["max_frame_bytes"])) == 4413
+    # an update over the frame limit is judged by what it holds, up to the document's size
+    assert predict(P.encode_sync_update(b"\x00" * LIMITS["max_frame_bytes"])) != 4413
+    assert predict(P.encode_sync_update(b"\x00" * UPDATE_FRAME_LIMIT)) == 4413
+    assert predict(P.encode_awareness(b"\x00" * LIMITS["max_frame_bytes"])) == 4413
     assert predict(P.encode_permission_denied("x")) == 4400
 
 
@@ -267,6 +279,7 @@ async def test_thousands_of_generated_frames_against_a_real_server(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings.max_frame_bytes = LIMITS["max_frame_bytes"]
+    settings.max_doc_bytes = LIMITS["max_doc_bytes"]
     settings.max_awareness_bytes = LIMITS["max_awareness_bytes"]
     settings.max_events_per_second = 0  # the decoder, not the rate limit
     settings.max_bytes_per_second = 0

@@ -406,6 +406,46 @@ async def test_offline_edits_merge(client: ClientFactory) -> None:
     assert ta == tb == "online-B|shared|offline-A1|A2|"
 
 
+async def test_offline_work_over_the_frame_limit_arrives(
+    node_modules: Path, tmp_path: Path, y_websocket: str
+) -> None:
+    """Offline edits, each under the frame limit, come back in one sync step 2 larger
+    than it: it used to be refused (4413) on every reconnect, so that no offline edit,
+    not even a small one, ever arrived. A frame that carries an update is bounded by the
+    document's size instead (and over twice the frame limit, it must get past the
+    websocket library's message limit too); a presence frame still by the frame limit."""
+    limit = 64 * 1024
+    env = {"PALIMPSEST_MAX_FRAME_BYTES": str(limit)}
+    async with ServerProcess(tmp_path / "server", env=env) as server:
+        a = NodeClient(server, "offline-big", "alice", tmp_path / "alice.log", y_websocket)
+        b = NodeClient(server, "offline-big", "bob", tmp_path / "bob.log", y_websocket)
+        try:
+            await a.start()
+            await b.start()
+            await a.connect()
+            await b.connect()
+            await a.call("insert", text="before\n")
+            await b.wait_text(equals="before\n")
+            await a.call("disconnect")
+            # each fits a frame; all together are over the websocket library's old limit
+            # (twice the frame limit, at least 1 MiB)
+            pastes = [chr(97 + i) * 60_000 + "\n" for i in range(20)]
+            for paste in pastes:
+                await a.call("insert", text=paste)
+            await a.call("insert", pos=0, text="offline notes\n")
+            await a.call("connect")
+            want = "offline notes\nbefore\n" + "".join(pastes)
+            assert await b.wait_text(length=len(want)) == want  # (no 20 s timeout dump)
+            assert await a.text() == want
+            # what is not an update keeps the frame limit
+            await a.call("awareness", state={"user": {"name": "alice"}, "note": "x" * 2 * limit})
+            closed = await a.call("waitClosed", code=4413)
+            assert closed["code"] == 4413 and f"limit of {limit}" in closed["reason"], closed
+        finally:
+            await a.aclose()
+            await b.aclose()
+
+
 @pytest.mark.parametrize("crash", [False, True], ids=["sigterm", "sigkill"])
 async def test_document_survives_server_restart(
     client: ClientFactory, server: ServerProcess, crash: bool, y_websocket: str

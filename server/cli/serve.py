@@ -148,7 +148,6 @@ def run(args: argparse.Namespace) -> int:
         loop="none",  # _serve runs it on the loop chosen above
         ws="websockets-sansio",
         ws_per_message_deflate=False,  # see DESIGN.md: deflate stalls many tiny frames
-        ws_max_size=max(settings.max_frame_bytes * 2, 1 << 20),
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
         log_level="warning",

@@ -46,6 +46,7 @@ from ..errors import (
 )
 from ..extensions import Client
 from ..hocuspocus_peer import DocPeer, SyncStatus
+from ..limits import frame_limit
 from ..names import validate_doc_name
 from ..room import EMPTY_UPDATE, Room
 from .wire_write import detach_reader
@@ -126,11 +127,16 @@ class HocuspocusSocket(Connection):
         self.close(code, str(e))
 
     def dispatch(self, data: bytes) -> None:
-        limit = self.backend.settings.max_frame_bytes
-        if len(data) > limit:
-            raise FrameTooLarge(f"frame of {len(data)} bytes is over the limit of {limit}")
-        self.guard.check_rate(len(data))  # every frame kind, of every document on the socket
+        settings = self.backend.settings
         frame = H.decode(data)
+        # a sync step 2 or update may be as large as the document (limits.frame_limit),
+        # judged without the document name as on /ws; any other frame whole
+        update = frame.type == H.SYNC and frame.body[:1] in (b"\x01", b"\x02")
+        most = frame_limit(settings, update)
+        if (len(frame.body) if update else len(data)) > most:
+            raise FrameTooLarge(f"frame of {len(data)} bytes is over the limit of {most}")
+        limit = settings.max_frame_bytes
+        self.guard.check_rate(len(data))  # every frame kind, of every document on the socket
         peer = self.docs.get(frame.doc)
         if peer is None:
             waiting = self.opening.get(frame.doc)

@@ -34,7 +34,7 @@ from ..errors import (
     UpdateRejected,
 )
 from ..extensions import Client, OpContext
-from ..limits import Limits
+from ..limits import Limits, frame_limit
 from ..names import validate_doc_name
 from ..protocol import sync_update_of
 from ..repeat_refusals import request_key
@@ -222,11 +222,9 @@ class Connection:
 
     def handle(self, room: Room, frame: bytes) -> None:
         """Handle one frame synchronously: decode, then hand it to the room (never waits)."""
-        settings = self.backend.settings
-        if len(frame) > settings.max_frame_bytes:
-            raise FrameTooLarge(
-                f"frame of {len(frame)} bytes is over the limit of {settings.max_frame_bytes}"
-            )
+        limit = frame_limit(self.backend.settings, frame[:2] in _UPDATE_FRAMES)
+        if len(frame) > limit:
+            raise FrameTooLarge(f"frame of {len(frame)} bytes is over the limit of {limit}")
         self.guard.check_rate(len(frame))
         update = sync_update_of(frame)
         if update is not None:  # the commonest frame, read without a message object
@@ -463,6 +461,8 @@ class Connection:
 
 #: frame prefix of a sync step 2 (message type 0, sync message type 1)
 _STEP2 = bytes([0, 1])
+#: frame prefixes of the frames that carry an update: sync step 2, sync update
+_UPDATE_FRAMES = (_STEP2, bytes([0, 2]))
 
 
 async def extension_answer(
