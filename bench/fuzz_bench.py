@@ -485,7 +485,9 @@ class Fuzzer:
     async def one_connection(self, doc: str, items: list[tuple[bytes, Outcome]]) -> None:
         rep = self.report
         rep.connections += 1
-        url = f"{self.ws_base}/{doc}?{self.query}"
+        # a request of its own each time: the same one refused for good 3 times within
+        # 30 s is refused at the handshake (repeat_refusals), which is not what is fuzzed
+        url = f"{self.ws_base}/{doc}?{self.query}&connection={rep.connections}"
         try:
             ws = await websockets.connect(url, compression=None, max_size=None, open_timeout=10)
         except Exception as e:

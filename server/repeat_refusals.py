@@ -5,7 +5,9 @@ first, so that the client learns why; but y-websocket's provider counts an accep
 socket as a successful connection, restarts its back-off from 100 ms and reconnects
 about ten times a second for as long as the page is open. Once the same request (same
 address, document, query, and headers) was refused so `times` times within
-`window` seconds, further attempts are refused at the handshake (HTTP 403: the browser
+`window` seconds (at the handshake, or after the socket opened for a frame it sent: a
+provider sends a refused update again on every reconnect), further attempts are refused
+at the handshake (HTTP 403: the browser
 sees a failed connection, 1006) until the oldest of those refusals is older than the
 window: the provider's back-off then applies, and about `times` attempts in every
 `window` seconds still get the close with their reason (so a permission granted

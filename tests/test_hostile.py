@@ -75,8 +75,11 @@ async def test_invalid_presence_is_refused_and_y_websocket_clients_survive(
                     # Lexical keeps its colour at the top of the state
                     '{"name": "m", "color": "red;background-image:url(//127.0.0.1:9/x)"}',
                 ]
+                # (each attempt a request of its own: the same one refused 3 times is
+                # refused at the handshake, test_a_frame_refused_again_and_again_...)
                 for i, state in enumerate(bad_states):
-                    async with websockets.connect(f"{srv.ws_url}/{doc}?user=mallory") as ws:
+                    url = f"{srv.ws_url}/{doc}?user=mallory&try={i}"
+                    async with websockets.connect(url) as ws:
                         await ws.send(presence((777 + i, 1, '{"ok": true}'), (900 + i, 1, state)))
                         code, reason = await closed_with(ws)
                     assert code == 4400, (state[:20], code, reason)
@@ -84,11 +87,12 @@ async def test_invalid_presence_is_refused_and_y_websocket_clients_survive(
                 # lib0 throws reading a client id or clock past 2^53 - 1: relayed, one
                 # such entry killed every Node.js client of the document, and joiners
                 for entry in ((1 << 64) - 1, 2**53):
-                    async with websockets.connect(f"{srv.ws_url}/{doc}?user=mallory") as ws:
+                    url = f"{srv.ws_url}/{doc}?user=mallory&try={entry}"
+                    async with websockets.connect(url) as ws:
                         await ws.send(presence((850, entry, '{"ok": true}')))
                         code, reason = await closed_with(ws)
                     assert code == 4400 and "past 2^53 - 1" in reason, (code, reason)
-                    async with websockets.connect(f"{srv.ws_url}/{doc}?user=mallory") as ws:
+                    async with websockets.connect(f"{url}-clock") as ws:
                         await ws.send(presence((entry, 1, '{"ok": true}')))
                         code, reason = await closed_with(ws)
                     assert code == 4400 and "past 2^53 - 1" in reason, (code, reason)
@@ -357,6 +361,38 @@ async def test_a_request_refused_again_and_again_is_refused_at_the_handshake(
         async with connect(server.ws_url, "door", token=good) as ann:
             ann.insert(0, "in")
             await eventually(lambda: ann.content == "in", what="ann edits")
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (P.encode_awareness(b"\x00" * 2000), 4413),  # over max_frame_bytes
+        (P.encode_sync_update(b"\x05\x05\x05"), 4400),  # an update that does not decode
+    ],
+    ids=["frame-too-large", "malformed-update"],
+)
+async def test_a_frame_refused_again_and_again_is_refused_at_the_handshake(
+    settings: Settings, frame: bytes, code: int
+) -> None:
+    """A refusal after the socket opened (a frame too large, an update that does not
+    decode) counts as one at the handshake does: a provider that reconnects on 44xx
+    sends the same update on every reconnect (it is in its Y.Doc), 3 times a second
+    forever, and was never held back. After 3 within 30 s, the handshake refuses it."""
+    settings.max_frame_bytes = 1000
+    async with run_server(settings) as server:
+        url = f"{server.ws_url}/looping?user=u"
+        for _ in range(3):
+            async with websockets.connect(url) as ws:
+                await ws.send(frame)
+                got, reason = await closed_with(ws)
+            assert got == code, (got, reason)
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(url):
+                pass
+        assert refused.value.response.status_code == 403
+        # another request (another user) is not held back
+        async with websockets.connect(f"{server.ws_url}/looping?user=v") as ws:
+            assert isinstance(P.decode(await ws.recv()), P.SyncStep1)
 
 
 def test_repeat_refusals_hold_a_request_back_while_its_refusals_are_recent() -> None:
@@ -814,7 +850,9 @@ async def test_bad_claims_refs_and_json_get_clean_refusals(settings: Settings) -
                      '{"type":"hello","x":' + "[" * 5000 + "]" * 5000 + "}",
                      # read as inf, the answer's id was Infinity (JSON.parse throws)
                      '{"type":"hello","id":1e400}', '{"type":"hello","id":-1e400}'):  # fmt: skip
-            url = f"{server.ws_url}/{doc}?token={token('w', 'write')}"
+            # (a request of its own each time, as the same one refused 3 times is
+            # refused at the handshake)
+            url = f"{server.ws_url}/{doc}?token={token('w', 'write')}&try={len(body)}"
             async with websockets.connect(url) as ws:
                 await ws.send(P.write_var_uint(P.MSG_EXTENSION) + P.write_var_string(body))
                 code, reason = await closed_with(ws)
@@ -1087,7 +1125,10 @@ async def test_a_client_section_that_covers_no_clock_is_refused(settings: Settin
                 probe.apply_update(alice.doc.get_update())
                 with pytest.raises(BaseException, match="unwrap"):  # pyo3's PanicException
                     probe.apply_update(update)
-                async with websockets.connect(f"{srv.ws_url}/empty?user=mallory") as ws:
+                # (a request of its own each time: the same one refused 3 times is
+                # refused at the handshake)
+                url = f"{srv.ws_url}/empty?user=mallory&try={i}"
+                async with websockets.connect(url) as ws:
                     await ws.send(P.encode_sync_update(update))
                     code, reason = await closed_with(ws)
                 assert code == 4400 and "cover no clock" in reason, reason

@@ -383,13 +383,13 @@ class Connection:
             log.info(
                 "%s (%s on %s): closing with %d: %s", self.id, self.actor, self.doc, e.close_code, e
             )
-            self.backend.refused(reason_of(e))
+            self._refused(e)
             if isinstance(e, UpdateRejected | ProtocolError) and self.ext:
                 self.send(P.encode_extension({"type": "error", "reason": str(e)}))
             self.close(e.close_code, str(e))
         except PalimpsestError as e:
             log.info("%s: closing with %d: %s", self.id, e.close_code, e)
-            self.backend.refused(reason_of(e))
+            self._refused(e)
             self.close(e.close_code, str(e))
         finally:
             if self._expiry is not None:
@@ -402,6 +402,14 @@ class Connection:
             detach_reader(self.ws)  # (else a cycle keeps the socket's memory: wire_write)
             for task in list(self._tasks):
                 task.cancel()
+
+    def _refused(self, e: PalimpsestError) -> None:
+        """Count a refusal after the socket opened as one at the handshake is counted:
+        a provider that reconnects on 44xx sends the refused frame again on every
+        reconnect (its update is in its Y.Doc), and is held back at the handshake the
+        same way (RepeatRefusals: 1013 and the like are not counted)."""
+        self.backend.refused(reason_of(e))
+        self.backend.repeat_refusals.refused(request_key(self.ws), e.close_code)
 
     async def read(self, handle: Callable[[bytes], None]) -> None:
         """Hand every binary message to `handle` until the client goes away or the
