@@ -4,6 +4,8 @@ restore and tags."""
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from datetime import datetime
 from typing import Any
 
@@ -421,3 +423,49 @@ async def test_a_text_emptied_at_head_keeps_its_history(server: RunningServer) -
         d = (await c.get("/api/docs/h9/diff", params={"from": written})).json()
         ops = d["roots"]["content"]["ops"]
         assert [(o["op"], o["text"], o["actor"]) for o in ops] == [("delete", "gone soon", "alice")]
+
+
+async def test_binary_values_render_as_base64_objects(server: RunningServer) -> None:
+    """A Yjs Uint8Array value (a whiteboard's thumbnail; pycrdt gives it as a bytearray)
+    made versions, diff and `export --format json` fail with 500 / a traceback (bytearray
+    is not JSON). It renders as {"$bytes": "<base64>"} everywhere history renders values."""
+    src: Doc[Any] = Doc()
+    blob = {"$bytes": "AQID/w=="}  # bytes 1, 2, 3, 255
+    async with connect(server.ws_url, "bin", "alice", ydoc=src) as a:
+        files = src.get("files", type=Map)
+        files["thumb"] = b"\x01\x02\x03\xff"
+        await eventually(lambda: _head(server, "bin"))
+        first = await _head(server, "bin")
+        with src.transaction():
+            files["name"] = "a.png"
+            files["thumb"] = b""
+            files["list"] = Array([b"\x00", 1])
+        async with httpx.AsyncClient(base_url=server.url) as c:
+
+            async def at_head() -> bool:
+                r = await c.get("/api/docs/bin/versions/head")
+                assert r.status_code == 200, r.text
+                return "name" in r.json()["roots"]["files"]["value"]
+
+            await eventually(at_head)
+            head = (await c.get("/api/docs/bin/versions/head")).json()["roots"]["files"]
+            assert head["value"] == {
+                "thumb": {"$bytes": ""},
+                "name": "a.png",
+                "list": [{"$bytes": "AA=="}, 1],
+            }
+            v1 = (await c.get(f"/api/docs/bin/versions/{first}")).json()["roots"]
+            assert v1 == {"files": {"type": "map", "value": {"thumb": blob}}}
+            r = await c.get("/api/docs/bin/diff", params={"from": first})
+            assert r.status_code == 200, r.text
+            changes = {ch["key"]: ch for ch in r.json()["roots"]["files"]["changes"]}
+            assert changes["thumb"]["old"] == blob and changes["thumb"]["new"] == {"$bytes": ""}
+            export = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "palimpsest", "export", "--db",
+                str(server.backend.settings.db), "--format", "json", "bin",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, err = await export.communicate()
+            assert export.returncode == 0, err.decode()
+            assert json.loads(out)["roots"]["files"]["value"]["list"] == [{"$bytes": "AA=="}, 1]
+            assert a.ws.close_code is None

@@ -9,6 +9,7 @@ it has elements; a root with nothing visible renders as empty text.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 from collections.abc import Callable, Iterable
@@ -19,6 +20,8 @@ from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
 from .bounded_diff import Budget, Opcode, opcodes
 
 TEXT, MAP, ARRAY, XML = "text", "map", "array", "xml"
+#: the key of the JSON object a binary value is rendered as (jsonable)
+BYTES_KEY = "$bytes"
 ROOT_CLASSES: dict[str, type[Any]] = {TEXT: Text, MAP: Map, ARRAY: Array, XML: XmlFragment}
 
 
@@ -59,7 +62,9 @@ def infer_root_types(doc: Doc[Any], names: Iterable[str]) -> dict[str, str | Non
 
 
 def jsonable(value: Any) -> Any:
-    """pycrdt values as JSON: shared types rendered, floats that are integers as ints."""
+    """pycrdt values as JSON: shared types rendered, floats that are integers as ints,
+    binary values (a Yjs Uint8Array, which pycrdt gives as a bytearray: a whiteboard's
+    thumbnail, a file) as ``{"$bytes": "<base64>"}`` (docs/history.md)."""
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         return int(value)
     if isinstance(value, dict):
@@ -70,8 +75,8 @@ def jsonable(value: Any) -> Any:
         return str(value)
     if isinstance(value, Map | Array):
         return jsonable(value.to_py())
-    if isinstance(value, bytes):
-        return value.hex()
+    if isinstance(value, bytes | bytearray):
+        return {BYTES_KEY: base64.b64encode(value).decode("ascii")}
     return value
 
 
