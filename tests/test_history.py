@@ -469,3 +469,45 @@ async def test_binary_values_render_as_base64_objects(server: RunningServer) -> 
             assert export.returncode == 0, err.decode()
             assert json.loads(out)["roots"]["files"]["value"]["list"] == [{"$bytes": "AA=="}, 1]
             assert a.ws.close_code is None
+
+
+async def test_an_emptied_root_keeps_its_type_whatever_is_asked_first(
+    settings: Settings,
+) -> None:
+    """A map or array root emptied by deletes was rendered as text "" by the first
+    versions/head after a restart, and as a map or array once an older version had
+    been asked for (its type was learnt from what was visible). It is known from the
+    items the root ever held, deleted ones too."""
+    async with run_server(settings) as server:
+        src: Doc[Any] = Doc()
+        async with connect(server.ws_url, "emptied", "alice", ydoc=src):
+            shapes, elements = src.get("shapes", type=Map), src.get("elements", type=Array)
+            frag, note = src.get("xml", type=XmlFragment), src.get("note", type=Text)
+            with src.transaction():
+                shapes["s0"] = Map({"x": 1})
+                elements.append(Map({"id": "e0"}))
+                frag.children.append(XmlElement("p", {}, [XmlText("hi")]))
+                note.insert(0, "gone")
+            await eventually(lambda: _head(server, "emptied"))
+            with src.transaction():
+                del shapes["s0"]
+                del elements[0]
+                del frag.children[0]
+                del note[0:4]
+
+            async def emptied() -> bool:
+                return await _head(server, "emptied") == 2
+
+            await eventually(emptied)
+    want = {
+        "shapes": {"type": "map", "value": {}},
+        "elements": {"type": "array", "value": []},
+        "xml": {"type": "xml", "value": ""},
+        "note": {"type": "text", "value": ""},
+    }
+    for first in ("head", "1"):  # a restart, then either version asked for first
+        async with run_server(settings) as server, httpx.AsyncClient(base_url=server.url) as c:
+            if first == "1":
+                assert (await c.get("/api/docs/emptied/versions/1")).status_code == 200
+            head = (await c.get("/api/docs/emptied/versions/head")).json()["roots"]
+            assert head == want, (first, head)

@@ -17,6 +17,7 @@ from typing import Any
 
 from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
 
+from . import yupdate
 from .bounded_diff import Budget, Opcode, opcodes
 
 TEXT, MAP, ARRAY, XML = "text", "map", "array", "xml"
@@ -40,12 +41,14 @@ def typed_roots(doc: Doc[Any]) -> dict[str, str]:
 
 
 def infer_root_types(doc: Doc[Any], names: Iterable[str]) -> dict[str, str | None]:
-    """Guess each root's type on a scratch copy; None when nothing is visible in it."""
+    """Guess each root's type on a scratch copy; for a root with nothing visible, from
+    the items it held (held_root_types); None when it never held any we can read."""
     names = list(names)
     if not names:
         return {}
+    update = doc.get_update()
     scratch: Doc[Any] = Doc()
-    scratch.apply_update(doc.get_update())
+    scratch.apply_update(update)
     out: dict[str, str | None] = {}
     for name in names:
         if len(scratch.get(name, type=Map)) > 0:
@@ -58,6 +61,48 @@ def infer_root_types(doc: Doc[Any], names: Iterable[str]) -> dict[str, str | Non
             out[name] = ARRAY
         else:
             out[name] = None
+    empty = [name for name, kind in out.items() if kind is None]
+    if empty:
+        out.update(held_root_types(update, empty))
+    return out
+
+
+#: type refs of the shared types an XmlFragment holds (YXmlElement, YXmlHook, YXmlText)
+_XML_REFS = frozenset({3, 5, 6})
+
+
+def held_root_types(update: bytes, names: Iterable[str]) -> dict[str, str | None]:
+    """The type of each root in `names` from the items `update` has in it, deleted ones
+    too (a document kept without garbage collection, as the server keeps them, encodes
+    them whole): an emptied map or array was rendered as empty text, or as what it was,
+    depending on which version had been asked for first since the start. The first
+    item put into an empty root, and the first of each map key, names the root as its
+    parent: a key makes a map, characters (or formats, embeds) a text, XML nodes an XML
+    fragment, other values an array. None for a root with no such item (never written,
+    or its items garbage-collected)."""
+    wanted = set(names)
+    out: dict[str, str | None] = dict.fromkeys(wanted)
+    try:
+        structs, _ = yupdate.decode(update)
+    except yupdate.Unsupported:
+        return out
+    for s in structs:
+        if not isinstance(s.parent, str) or s.parent not in wanted:
+            continue
+        if s.sub is not None:  # (a garbage-collected entry keeps its key)
+            kind = MAP
+        elif s.kind == yupdate.DELETED:
+            continue
+        elif s.kind in (yupdate.STRING, yupdate.FORMAT, yupdate.EMBED):
+            kind = TEXT
+        elif s.kind == yupdate.TYPE and s.type_ref in _XML_REFS:
+            kind = XML
+        else:
+            kind = ARRAY
+        out[s.parent] = kind
+        wanted.discard(s.parent)
+        if not wanted:
+            break
     return out
 
 

@@ -45,6 +45,8 @@ class Struct(NamedTuple):
     kind: int
     #: a string's UTF-8 bytes
     data: bytes | None
+    #: a shared type's type ref (YArray 0, YMap 1, YText 2, YXmlElement 3, …), TYPE only
+    type_ref: int | None = None
 
 
 def _skip_any(r: Reader, depth: int = 0) -> None:
@@ -119,6 +121,7 @@ def _decode(r: Reader) -> tuple[list[Struct], list[tuple[int, int, int]]]:
                 if info & 0x20:
                     sub = r.read_var_string("key")
             data = None
+            type_ref = None
             if kind == STRING:
                 data = read_bytes("string")
                 length = _utf16_length(data)
@@ -132,7 +135,8 @@ def _decode(r: Reader) -> tuple[list[Struct], list[tuple[int, int, int]]]:
                 read_bytes("value")
                 length = 1
             elif kind == TYPE:
-                if u() in (_XML_ELEMENT, _XML_HOOK):
+                type_ref = u()
+                if type_ref in (_XML_ELEMENT, _XML_HOOK):
                     read_bytes("name")
                 length = 1
             elif kind == JSON:
@@ -151,7 +155,9 @@ def _decode(r: Reader) -> tuple[list[Struct], list[tuple[int, int, int]]]:
                 raise Unsupported(f"content kind {kind}")
             if length <= 0:
                 raise Unsupported("empty struct")
-            structs.append(Struct(client, clock, length, origin, right, parent, sub, kind, data))
+            structs.append(
+                Struct(client, clock, length, origin, right, parent, sub, kind, data, type_ref)
+            )
             clock += length
     deletes: list[tuple[int, int, int]] = []
     for _ in range(u()):
