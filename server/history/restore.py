@@ -186,6 +186,7 @@ def _formats(
 def _insert(text: RichText, pos: int, pieces: Iterable[Piece]) -> None:
     for content, attrs in pieces:
         # attributes given, even {}: an insert without them takes its left neighbour's
+        attrs = _writable(attrs)
         if isinstance(content, str):
             text.insert(pos, content, attrs)
         elif isinstance(content.value, SHARED):
@@ -194,7 +195,7 @@ def _insert(text: RichText, pos: int, pieces: Iterable[Piece]) -> None:
             text.insert_embed(pos, _empty(content.value), attrs)
             _fill(_embed_at(text, pos), content.value)
         else:
-            text.insert_embed(pos, content.value, attrs)
+            text.insert_embed(pos, _writable(content.value), attrs)
         pos += _width(content)
 
 
@@ -246,7 +247,7 @@ def set_rich_text(text: RichText, target: Sequence[Run], writers: Writers | None
     for steps in reversed(plan):  # from the end: the offsets before stay valid
         for step in steps:
             if step[0] == "format":
-                text.format(step[1], step[2], step[3])
+                text.format(step[1], step[2], _writable(step[3]))
             elif step[0] == "delete":
                 del text[step[1] : step[2]]
             else:
@@ -383,13 +384,13 @@ def apply_delta(text: Text, delta: Iterable[dict[str, Any]]) -> None:
         if "retain" in op:
             n = int(op["retain"])
             if op.get("attributes"):
-                text.format(i, i + n, dict(op["attributes"]))
+                text.format(i, i + n, _writable(dict(op["attributes"])))
             i += n
         elif "delete" in op:
             n = int(op["delete"])
             del text[i : i + n]
         elif "insert" in op:
-            value, attrs = op["insert"], op.get("attributes") or None
+            value, attrs = _writable(op["insert"]), _writable(op.get("attributes") or None)
             if isinstance(value, str):
                 text.insert(i, value, attrs)
                 i += len(value.encode())
@@ -448,7 +449,23 @@ def faithful(value: Any) -> Any:
 
 
 def _attr_items(node: XmlElement | XmlText) -> list[tuple[str, Any]]:
-    return [*node.attributes]  # type: ignore[misc]
+    items: list[tuple[str, Any]] = [*node.attributes]  # type: ignore[misc]
+    return [(k, _writable(v)) for k, v in items]
+
+
+def _writable(value: Any) -> Any:
+    """A plain value read from a document, made fit to write into one: pycrdt reads a
+    Yjs Uint8Array as a bytearray but writes only bytes (a bytearray is refused as a
+    value, and written as null inside an object, an array, an embed or an attribute).
+    (In a text's embed or format attribute pycrdt writes even bytes as an array of
+    numbers, as it does for its own clients: a binary embed comes back as that.)"""
+    if isinstance(value, bytearray):
+        return bytes(value)
+    if isinstance(value, dict):
+        return {k: _writable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_writable(v) for v in value]
+    return value
 
 
 def _attrs(node: XmlElement | XmlText) -> dict[str, Any]:
@@ -474,7 +491,7 @@ def _empty(value: Any) -> Any:
         return Map()
     if isinstance(value, Array):
         return Array()
-    return value
+    return _writable(value)
 
 
 def _fill(live: Any, target: Any) -> None:
