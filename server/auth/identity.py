@@ -22,12 +22,16 @@ ROLES = ("read", "write", "admin")
 RANK = {role: i for i, role in enumerate(ROLES)}
 #: Unicode categories a user name may not hold: controls (C0 and C1: U+0085 ends a line
 #: in some readers), format characters (bidi overrides such as U+202E make "ecila" read
-#: as "alice"; zero-width ones hide), line and paragraph separators, private use and
+#: as "alice"; zero-width spaces hide), line and paragraph separators, private use and
 #: surrogates
 _NOT_IN_NAMES = frozenset({"Cc", "Cf", "Zl", "Zp", "Co", "Cs"})
+#: format characters that names need all the same: the zero-width joiner and non-joiner
+#: (emoji sequences such as 👩‍💻, Persian and Indic spelling) and the tag characters of
+#: subdivision flags (🏴 + tags)
+_FORMAT_IN_NAMES = frozenset({"\u200c", "\u200d", *map(chr, range(0xE0020, 0xE0080))})
 USER_NAME_RULE = (
     "1-64 printable characters, no space at either end (no control or format characters: "
-    "no bidi overrides, no zero-width ones)"
+    "no bidi overrides, no zero-width spaces; zero-width joiners are fine)"
 )
 
 
@@ -39,7 +43,9 @@ def valid_user_name(name: object) -> TypeGuard[str]:
         and 0 < len(name) <= 64
         and not name[0].isspace()
         and not name[-1].isspace()
-        and not any(unicodedata.category(c) in _NOT_IN_NAMES for c in name)
+        and not any(
+            unicodedata.category(c) in _NOT_IN_NAMES and c not in _FORMAT_IN_NAMES for c in name
+        )
     )
 
 
