@@ -4,6 +4,7 @@ URLs relative to the mount point."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -32,6 +33,22 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextlib.contextmanager
+def _answering(proc: subprocess.Popen[bytes], url: str, what: str) -> Iterator[None]:
+    """Wait until `url` answers 200 (`what` names the wait), then stop `proc` after."""
+    try:
+
+        def up() -> bool:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return bool(r.status == 200)
+
+        eventually(up, what=what)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 @pytest.fixture
 def notes_app(tmp_path: Path) -> Iterator[str]:
     port = _free_port()
@@ -43,16 +60,9 @@ def notes_app(tmp_path: Path) -> Iterator[str]:
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-
-        def up() -> bool:
-            with urllib.request.urlopen(f"{base}/login", timeout=2) as r:
-                return r.status == 200
-
-        eventually(up, what="the example app listens")
-        yield base
+        with _answering(proc, f"{base}/login", "the example app listens"):
+            yield base
     finally:
-        proc.terminate()
-        proc.wait(10)
         log.close()
 
 
@@ -142,17 +152,8 @@ def behind_nginx(tmp_path: Path) -> Iterator[str]:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         base = f"http://127.0.0.1:{port}/collab"
-        try:
-
-            def up() -> bool:
-                with urllib.request.urlopen(f"{base}/healthz", timeout=2) as r:
-                    return r.status == 200
-
-            eventually(up, what="nginx passes requests on")
+        with _answering(proc, f"{base}/healthz", "nginx passes requests on"):
             yield base
-        finally:
-            proc.terminate()
-            proc.wait(10)
 
 
 def test_the_page_works_behind_a_reverse_proxy_under_a_path(

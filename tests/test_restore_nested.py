@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycrdt import Array, Assoc, Doc, Map, Text, XmlElement, XmlFragment
 from test_interop_node import NODE_DIR, node_modules  # noqa: F401 - the fixture
+from test_restore_rich import _updates
 from yclient import connect, two_people
 
 from palimpsest.history.restore import faithful, set_array, set_map
@@ -45,17 +46,6 @@ def _ids(array: Array[Any]) -> list[tuple[int, int]]:
         item = array.sticky_index(i, Assoc.AFTER).to_json()["item"]
         out.append((item["client"], item["clock"]))
     return out
-
-
-def _writes(doc: Doc[Any], change: Any) -> list[bytes]:
-    """The updates `change` makes to `doc`: none when it changes nothing."""
-    got: list[bytes] = []
-    sub = doc.observe(lambda e: got.append(e.update))
-    try:
-        change()
-    finally:
-        doc.unobserve(sub)
-    return got
 
 
 def _version(doc: Doc[Any]) -> Doc[Any]:
@@ -141,7 +131,7 @@ def test_array_items_that_are_the_same_shared_type_keep_their_identity() -> None
     assert [after[i] for i in (0, 1, 3, 4, 5)] == [before[i] for i in (0, 1, 3, 4, 5)]
     assert after[2] != before[2]
     # already equal: nothing written
-    assert _writes(live, lambda: set_array(els, target.get("elements", type=Array))) == []
+    assert _updates(live, lambda: set_array(els, target.get("elements", type=Array))) == []
 
 
 #: edits of a shape list: set a key of one, delete one, insert one, edit a label
@@ -192,7 +182,7 @@ def test_nested_shapes_are_made_equal_and_then_left_alone(
     with live.transaction():
         set_array(els, want)
     assert faithful(els) == faithful(want)
-    assert _writes(live, lambda: set_array(els, want)) == []
+    assert _updates(live, lambda: set_array(els, want)) == []
 
 
 # --- end to end: a real server, real clients ---------------------------------------------
