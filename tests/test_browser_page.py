@@ -685,6 +685,26 @@ def test_carriage_returns_stay_drawn_right_while_others_write_above_the_view(
     wait_for_head(http, doc_name, before + "!")
 
 
+def test_a_long_name_of_emoji_is_cut_where_the_server_counts(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """The page cut names to 64 UTF-16 units: a name of 41 or more emoji was cut in the
+    middle of one, encodeURIComponent threw ("URI malformed"), and the page stayed idle,
+    in every document, for the half emoji stayed in localStorage. It cuts 64 characters
+    as the server counts them, and trims a space the cut leaves at the end."""
+    ctx = people()
+    page = open_doc(ctx, server.http_url, doc_name, "\U0001f600" * 70)
+    type_at_end(page, "hi")
+    expect_text(page, "hi")
+    other = open_doc(ctx, server.http_url, doc_name, "a" * 63 + " tail")
+    type_at_end(other, "!")
+    expect_text(page, "hi!")
+    status, body = call(server.http_url, "GET", f"/api/docs/{doc_name}/events")
+    assert status == 200
+    assert {e["actor"] for e in body["events"]} == {"\U0001f600" * 64, "a" * 63}
+    assert page.errors == [] and other.errors == []  # type: ignore[attr-defined]
+
+
 # ---------------------------------------------------------------- security headers
 
 

@@ -14,8 +14,14 @@ import { HistoryPanel } from './history.js'
 const USER_KEY = 'palimpsest.user'
 const TOKEN_KEY = 'palimpsest.token'
 
+/**
+ * A name as the server takes it: at most 64 characters, counted as the server counts
+ * them (code points: cutting 64 UTF-16 units split an emoji, and encodeURIComponent
+ * threw on the half left), no space at either end (also after the cut).
+ */
 function cleanName (name) {
-  return String(name || '').trim().replace(/\s+/g, ' ').slice(0, 64)
+  const spaced = String(name || '').trim().replace(/\s+/g, ' ')
+  return Array.from(spaced).slice(0, 64).join('').trim()
 }
 
 /** The user's name: `?user=` wins (and is remembered), else localStorage, else ask once. */
