@@ -16,6 +16,12 @@ three rules) closes that:
 - until the request is complete, a socket counts against ``max_connections_per_ip``
   (``429`` and close when over).
 
+Past the handshake, the websocket protocol (uvicorn's sans-I/O one) under one more rule:
+the bytes of update frames over ``max_frame_bytes`` that all connections hold while those
+frames arrive stay within ``max_large_frames_bytes`` (limits.LargeFrames); the
+connection whose frame would go over is closed with 1013 (try again later) before more
+of it is read.
+
 A websocket upgrade is parsed again by ``websockets``, whose request-line limit is 8 KiB
 by default (``WEBSOCKETS_MAX_LINE_LENGTH``, read when it is imported): a token of 8 KiB
 in ``?token=`` would never open a socket. :func:`uvicorn_options` raises it to the head
@@ -31,7 +37,7 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .limits import ws_max_size
+from .limits import LargeFrames, ws_max_size
 from .settings import Settings
 
 log = logging.getLogger("palimpsest.handshake")
@@ -122,9 +128,76 @@ def guarded_protocol(settings: Settings, limits: Any) -> type[H11Protocol]:
     return GuardedH11Protocol
 
 
+def bounded_websocket_protocol(settings: Settings) -> type[asyncio.Protocol]:
+    """uvicorn's sans-I/O websocket protocol, whose connections together hold at most
+    ``max_large_frames_bytes`` of the frames over ``max_frame_bytes`` they are receiving
+    (module docstring). What a connection has received since its last whole message is
+    counted as it arrives (frame headers and all: a close bound, not an exact one)."""
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    large = LargeFrames(settings)
+    small = settings.max_frame_bytes
+
+    class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
+        #: the budget all connections of this server share
+        large_frames = large
+        #: what this connection took of it
+        taken = 0
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            self.bound_held(0)
+
+        def bound_held(self, kept: int) -> bool:
+            """Take from (or give back to) the shared budget what this connection holds
+            of a message over ``max_frame_bytes`` after a read: `kept` bytes of a frame
+            kept by wire_write's own parser, plus websockets' buffer and the fragments
+            uvicorn keeps. False, and the connection closed with 1013, when the budget
+            has no room for it."""
+            held = kept + len(self.conn.reader.buffer)
+            if self.frames:
+                held += sum(map(len, self.frames))
+            over = held - small
+            if over <= 0:
+                self._give_back()
+                return True
+            if over > self.taken:
+                if self.close_sent or not large.take(over - self.taken):
+                    self._refuse_large()
+                    return False
+                self.taken = over
+            return True
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._give_back()
+            super().connection_lost(exc)
+
+        def _give_back(self) -> None:
+            if self.taken:
+                large.give(self.taken)
+                self.taken = 0
+
+        def _refuse_large(self) -> None:
+            self._give_back()
+            if self.close_sent:
+                return
+            reason = (
+                "the server is receiving other large updates: try again (over "
+                f"max_large_frames_bytes, {large.budget} bytes, in all)"
+            )
+            log.warning("%s: closing a websocket with 1013: %s", self.client, reason)
+            self.close_sent = True
+            self.frames = []
+            self.conn.send_close(1013, reason)
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.transport.close()
+
+    return BoundedWebSocketProtocol
+
+
 def uvicorn_options(settings: Settings, limits: Any) -> dict[str, Any]:
-    """The uvicorn.Config options that put the guard in place, and the websocket
-    message size limit (limits.ws_max_size)."""
+    """The uvicorn.Config options that put the guard in place, the websocket protocol
+    (bounded_websocket_protocol) and its message size limit (limits.ws_max_size)."""
     import websockets.http11
 
     # websockets reads this knob from the environment at import time; the head limit
@@ -135,6 +208,7 @@ def uvicorn_options(settings: Settings, limits: Any) -> dict[str, Any]:
     return {
         "http": guarded_protocol(settings, limits),
         "h11_max_incomplete_event_size": settings.max_request_head_bytes,
+        "ws": bounded_websocket_protocol(settings),
         "ws_max_size": ws_max_size(settings),
     }
 

@@ -143,6 +143,27 @@ def frame_limit(settings: Settings, update: bool) -> int:
     return settings.max_frame_bytes
 
 
+class LargeFrames:
+    """What all connections together hold of update frames over ``max_frame_bytes``
+    while they arrive (``max_large_frames_bytes``, at least ``max_doc_bytes``): one such
+    frame may be as large as the document (frame_limit), so without a bound across
+    connections each connection could make the server hold that much (a client that
+    sends all of a frame but its last fragment holds it for as long as it likes)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.budget = max(settings.max_large_frames_bytes, settings.max_doc_bytes)
+        self.held = 0
+
+    def take(self, n: int) -> bool:
+        if self.held + n > self.budget:
+            return False
+        self.held += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.held -= n
+
+
 def ws_max_size(settings: Settings) -> int:
     """The websocket library's message size limit (uvicorn's ``ws_max_size``): the
     largest frame accepted (frame_limit) plus a margin; what a connection may make the
@@ -254,6 +275,7 @@ __all__ = [
     "Bucket",
     "Budget",
     "CreationQuota",
+    "LargeFrames",
     "frame_limit",
     "ws_max_size",
 ]

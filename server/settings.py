@@ -45,6 +45,11 @@ class Settings:
     jwt_public_key: str | None = None
     max_frame_bytes: int = 8 * 1024 * 1024
     max_doc_bytes: int = 64 * 1024 * 1024
+    #: what all connections together may hold of the update frames that are over
+    #: max_frame_bytes while they arrive (such a frame may be as large as the document:
+    #: limits.frame_limit); past it (or max_doc_bytes, if larger) the connection whose
+    #: frame would go over is closed with 1013 (try again later) before more is read
+    max_large_frames_bytes: int = 256 * 1024 * 1024
     #: what one presence (awareness) update may change; the states of others it sends
     #: back unchanged (every provider echoes what it receives) are not counted
     max_awareness_bytes: int = 64 * 1024
@@ -208,7 +213,8 @@ class Settings:
 #: "unlimited", the field's comment says so)
 _POSITIVE = frozenset(
     {
-        "max_frame_bytes", "max_doc_bytes", "max_awareness_bytes", "max_connections_per_ip",
+        "max_frame_bytes", "max_doc_bytes", "max_large_frames_bytes", "max_awareness_bytes",
+        "max_connections_per_ip",
         "send_queue_frames", "max_send_queue_bytes", "max_send_queue_bytes_per_ip",
         "max_send_queue_bytes_per_room", "max_awareness_state_bytes", "max_awareness_depth",
         "max_awareness_clients_per_connection", "max_awareness_clients_per_room",

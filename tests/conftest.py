@@ -83,7 +83,6 @@ async def run_server(
         app,
         host="127.0.0.1",
         port=settings.port,
-        ws="websockets-sansio",
         ws_per_message_deflate=False,
         log_level="warning",
         lifespan="on",

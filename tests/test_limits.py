@@ -289,6 +289,65 @@ async def test_document_size_limit(settings: Settings) -> None:
         assert await store.head("big") == head
 
 
+async def test_large_frames_arriving_at_once_are_bounded_across_connections(
+    settings: Settings,
+) -> None:
+    """An update frame may be as large as the document (offline work comes back in one
+    sync step 2), and the websocket library holds a frame whole until its last fragment:
+    sockets that each sent all of a large frame but its last fragment pinned ~55 MB each,
+    and 24 of them took the server from 228 MB to 1.5 GB. What all connections hold of
+    frames over max_frame_bytes is now bounded (max_large_frames_bytes): the socket that
+    would go over is closed with 1013 (try again), and room comes back as frames end."""
+    settings.max_frame_bytes = 64 * 1024
+    settings.max_doc_bytes = 1024 * 1024
+    settings.max_large_frames_bytes = 1536 * 1024
+    settings.max_bytes_per_second = settings.max_events_per_second = 0
+    chunk = 64 * 1024
+    async with run_server(settings) as server:
+        large = server.server.config.ws_protocol_class.large_frames  # type: ignore[union-attr]
+        release = asyncio.Event()
+
+        async def fragments(count: int) -> Any:
+            yield b"\x00\x01" + b"\x00" * (chunk - 2)  # a sync step 2 (of nothing sound)
+            for _ in range(count - 1):
+                yield b"\x00" * chunk
+            await release.wait()
+            yield b"\x00"
+
+        # one hog sends its frame in fragments (websockets' parser and uvicorn keep
+        # them), the other one whole frame but its last byte (the server's own parser
+        # keeps it: wire_write): each holds ~640 KB over the frame limit, 1.25 MB of 1.5 MiB
+        hogs = [await websockets.connect(f"{server.ws_url}/hog0?user=hog0")]
+        sending = [asyncio.create_task(hogs[0].send(fragments(11)))]
+        raw = await asyncio.to_thread(raw_handshake, server.port, "/ws/hog1?user=hog1")
+        size = 11 * chunk
+        payload = b"\x00\x01" + b"\x00" * (size - 2)
+        head = bytes([0x82, 0xFF]) + size.to_bytes(8, "big") + b"\x00" * 4  # mask of zeros
+        await asyncio.to_thread(raw.sendall, head + payload[:-1])
+        await eventually(lambda: large.held > 19 * chunk, what="the hogs' frames held")
+        third = await websockets.connect(f"{server.ws_url}/third?user=third")
+        third_sending = asyncio.create_task(third.send(fragments(11)))
+        code, reason = await closed_with(third)
+        assert (code, "other large updates" in reason) == (1013, True), (code, reason)
+        assert large.held <= large.budget
+        third_sending.cancel()
+        # the hogs end their frames (refused: they hold nothing sound); room comes back,
+        # and a sound large update, alone, is taken
+        release.set()
+        await asyncio.to_thread(raw.sendall, payload[-1:])
+        assert (await closed_with(hogs[0]))[0] == 4400
+        await eventually(lambda: large.held == 0, what="the budget given back")
+        raw.close()
+        await asyncio.gather(*sending, return_exceptions=True)
+        await eventually(lambda: large.held == 0, what="the budget given back")
+        async with connect(server.ws_url, "third", "third") as w:
+            w.insert(0, "x" * (700 * 1024))
+            await eventually(lambda: server.backend.rooms.get_loaded("third") is not None)
+            room = server.backend.rooms.get_loaded("third")
+            assert room is not None
+            await eventually(lambda: len(str(room.doc.get("content", type=Text))) == 700 * 1024)
+
+
 async def test_a_paste_sent_in_parts_is_kept_whole_or_refused_whole(settings: Settings) -> None:
     """The Python client cuts an update over ~1 MiB into parts; each part used to be
     judged by the size limit on its own, so a 5.8 MB paste into a 4 MiB document left

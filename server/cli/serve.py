@@ -146,7 +146,6 @@ def run(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         loop="none",  # _serve runs it on the loop chosen above
-        ws="websockets-sansio",
         ws_per_message_deflate=False,  # see DESIGN.md: deflate stalls many tiny frames
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,

@@ -184,6 +184,8 @@ def _parse_binary_frames(proto: Any, on_message: Reader) -> None:
     held_size = 0
     #: how many bytes the held frame needs in all (0: its header is not whole yet)
     held_need = 0
+    #: the bound on what all connections hold of large frames (handshake.py), if any
+    bound_held: Callable[[int], bool] | None = getattr(proto, "bound_held", None)
 
     def data_received(data: bytes) -> None:
         nonlocal held, held_size, held_need
@@ -191,7 +193,10 @@ def _parse_binary_frames(proto: Any, on_message: Reader) -> None:
             held.append(data)
             held_size += len(data)
             if held_size < held_need:
-                return  # the frame is still not whole
+                # the frame is still not whole
+                if bound_held is not None and not bound_held(held_size):
+                    held, held_size, held_need = [], 0, 0
+                return
             data = b"".join(held)
             held, held_size, held_need = [], 0, 0
         elif not _between_frames(conn):
@@ -247,8 +252,12 @@ def _parse_binary_frames(proto: Any, on_message: Reader) -> None:
                 held = [data[i:] if i else data]  # parsed here when the rest comes
                 held_size = n - i
                 held_need = end - i if cut else 0
+                if bound_held is not None and not bound_held(held_size):
+                    held, held_size, held_need = [], 0, 0
             else:
                 websockets_received(data[i:] if i else data)
+        elif bound_held is not None and proto.taken:
+            bound_held(0)  # a large frame ended: its share of the budget goes back
 
     proto.data_received = data_received
     # uvloop's transport keeps the bound data_received it was given: hand it the new one
