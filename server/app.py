@@ -205,6 +205,7 @@ class Palimpsest:
                     RequestGuard,
                     settings=backend.settings,
                     is_open=lambda: backend.extension(OpenAccess) is not None,
+                    cookie_auth=lambda: backend.extensions.read_cookies,
                     refused=backend.refused,
                 ),
             ],

@@ -199,6 +199,12 @@ class Extensions(Service):
             e.reads_doc_per_event for e in self._by["before_apply"] + self._by["on_applied"]
         )
 
+    @property
+    def read_cookies(self) -> bool:
+        """Whether an extension that authenticates may accept a cookie
+        (``Extension.reads_cookies``): requests with one then get the Origin check."""
+        return any(e.reads_cookies for e in self._by["authenticate"])
+
     def setup(self, backend: Backend) -> None:
         for ext in self.all:
             ext.setup(backend)

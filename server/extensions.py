@@ -101,6 +101,13 @@ class Extension:
     name: str = ""
     #: what credentials ``authenticate`` accepts, said to a client nobody accepted
     credentials: str = ""
+    #: whether ``authenticate`` may accept what a browser sends on its own: a cookie (an
+    #: app's session, docs/extending.md). While an extension that authenticates says so,
+    #: a websocket or a write that carries a ``Cookie`` header gets the Origin check
+    #: (request_guard.py) whatever the mode. An extension whose credentials a page must
+    #: hand over itself (a token in a header or the query) sets this False, as the
+    #: built-in token and open modes do: unrelated cookies of the site then change nothing
+    reads_cookies: bool = True
     #: whether ``before_apply`` / ``on_applied`` read the live document (``room.doc``)
     #: and need it exactly before / after that one event. An extension whose hooks read
     #: only the event and the room's bookkeeping (``room.seq``, ``room.current_change``,

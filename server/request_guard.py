@@ -6,12 +6,14 @@ request body may be.
   state-changing HTTP requests (POST, PUT, PATCH, DELETE) from a browser are accepted
   from the server's own origin, localhost origins and ``--allow-origin``; a request
   without ``Origin`` (curl, a Python or Node client) is not a browser's and passes.
-  In open mode always; for a request that carries a ``Cookie`` header in every mode (an
-  app that authenticates by its session cookie, docs/extending.md: the browser attaches
-  it on its own, to requests of any page of the same site, SameSite=Strict or not);
-  with tokens otherwise only when ``--allow-origin`` is given, because a token is never
-  sent by the browser on its own, so a foreign page can do nothing the token's holder
-  did not hand it.
+  In open mode always; for a request that carries a ``Cookie`` header while an
+  extension that may authenticate by a cookie is installed (an app that authenticates
+  by its session cookie, docs/extending.md: the browser attaches it on its own, to
+  requests of any page of the same site, SameSite=Strict or not;
+  ``Extension.reads_cookies``); with the built-in tokens only when ``--allow-origin``
+  is given, cookie or not, because a token is never sent by the browser on its own, so
+  a foreign page can do nothing the token's holder did not hand it (and the site's
+  other cookies, a main app's session, prove nothing here).
 - Host (open mode). DNS rebinding: a page of ``http://evil.example:8000`` whose name
   the attacker's DNS then points at 127.0.0.1 is a same-origin page for the browser, so
   its requests carry a matching ``Origin`` (or none, on a GET) and ``Host:
@@ -112,11 +114,14 @@ class RequestGuard:
         app: ASGIApp,
         settings: Settings,
         is_open: Callable[[], bool],
+        cookie_auth: Callable[[], bool] = lambda: True,
         refused: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self.app = app
         self.settings = settings
         self.is_open = is_open
+        #: whether an extension may authenticate by a cookie (Extension.reads_cookies)
+        self.cookie_auth = cookie_auth
         self.refused = refused
         #: per client address, for max_http_writes_per_second
         self._writes: dict[str, Bucket] = {}
@@ -152,7 +157,8 @@ class RequestGuard:
         origin = headers.get("origin")
         if origin is None:
             return None
-        ambient = self.is_open() or "cookie" in headers  # credentials the browser adds
+        # credentials the browser adds on its own
+        ambient = self.is_open() or ("cookie" in headers and self.cookie_auth())
         if not ambient and not self.settings.allow_origin:
             return None
         if origin_allowed(origin, headers.get("host"), self.settings.allow_origin):

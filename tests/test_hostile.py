@@ -610,6 +610,31 @@ async def test_foreign_origins_are_refused_in_open_mode(settings: Settings) -> N
             assert r.status_code == 200, r.text
 
 
+async def test_the_sites_cookies_do_not_turn_the_origin_check_on_for_tokens(
+    settings: Settings,
+) -> None:
+    """Behind a proxy that passes its upstream's name as Host (nginx's default, or
+    `$host` without the port), the page's own origin does not match the Host. With
+    tokens that is no matter, until the browser held any cookie for the site (the main
+    app's session): a Cookie header turned the Origin check on, and the page's websocket
+    and writes were refused. The built-in token auth reads no cookie: cookies change
+    nothing (with --allow-origin the check applies as before, cookie or not)."""
+    settings.jwt_secret = SECRET
+    page = {"origin": "https://example.org:8443", "cookie": "main_site=1"}
+    async with run_server(settings) as server, httpx.AsyncClient(base_url=server.url) as http:
+        upstream = {**page, "host": "palimpsest", **_bearer(token("w", "write"))}
+        r = await http.put("/api/docs/cookied/text", json={"text": "hi"}, headers=upstream)
+        assert r.status_code == 200, r.text
+        url = f"{server.ws_url}/cookied?token={token('w', 'write')}"
+        async with websockets.connect(url, additional_headers=page) as ws:  # type: ignore[arg-type]
+            assert P.decode(await ws.recv())  # the server's sync step 1
+    settings.allow_origin = ("https://app.example",)
+    async with run_server(settings) as server, httpx.AsyncClient(base_url=server.url) as http:
+        for headers in (upstream, {k: v for k, v in upstream.items() if k != "cookie"}):
+            r = await http.put("/api/docs/cookied/text", json={"text": "x"}, headers=headers)
+            assert r.status_code == 403 and "origin" in r.json()["detail"], r.text
+
+
 async def test_open_mode_answers_only_to_its_own_names(settings: Settings) -> None:
     """DNS rebinding: a page of http://evil.example:PORT whose name then resolves to
     127.0.0.1 sends `Host: evil.example:PORT` and an Origin that matches it (none on a

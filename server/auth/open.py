@@ -19,6 +19,8 @@ class OpenAccess(Extension):
 
     Accepts every request, so it goes last; a server that lists it says so loudly."""
 
+    reads_cookies = False  # (open mode checks every Origin anyway)
+
     def setup(self, backend: Any) -> None:
         log.warning(OPEN_MODE_WARNING)
 

@@ -88,6 +88,7 @@ class JWTAuth(Extension):
     none does, it is refused with 401 / close 4401. A bad token is refused here."""
 
     credentials = "a token is required (?token= on the websocket, Authorization: Bearer on HTTP)"
+    reads_cookies = False  # the token's holder hands it over, the browser never adds it
 
     def __init__(self, secret: str | None = None, public_key: Any = None) -> None:
         if not secret and public_key is None:
