@@ -36,7 +36,7 @@ from .errors import PalimpsestError
 from .extensions import Extension
 from .fanout import Fanout
 from .page_headers import PageHeaders
-from .request_guard import RequestGuard
+from .request_guard import RequestGuard, normal_origin
 from .routes import docs, hocuspocus, ops
 from .routes.ws import websocket_endpoint
 from .serving_lock import PostgresServingLock, ServingLock
@@ -56,7 +56,7 @@ def _cors(settings: Settings) -> list[Middleware]:
     websocket. Without credentials: the API's are tokens (``Authorization``), never
     cookies a browser would add on its own. Other origins get no CORS headers: their
     browser reads nothing, and the guard refuses their writes."""
-    origins = [o.strip().rstrip("/").lower() for o in settings.allow_origin]
+    origins = [normal_origin(o) for o in settings.allow_origin]
     if not origins:
         return []
     return [

@@ -66,10 +66,20 @@ def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
 
+def normal_origin(origin: str) -> str:
+    """An origin as a browser sends it: lower case, no trailing "/", and no port where it
+    is the scheme's default (``https://app.example.com:443`` is ``https://app.example.com``)."""
+    origin = origin.strip().rstrip("/").lower()
+    for scheme, port in (("http://", ":80"), ("https://", ":443")):
+        if origin.startswith(scheme) and origin.endswith(port):
+            return origin[: -len(port)]
+    return origin
+
+
 def origin_allowed(origin: str, host: str | None, allow: tuple[str, ...]) -> bool:
     """Whether a browser page at `origin` may talk to the server reached as `host`."""
-    origin = origin.strip().rstrip("/").lower()
-    allowed = {a.strip().rstrip("/").lower() for a in allow}
+    origin = normal_origin(origin)
+    allowed = {normal_origin(a) for a in allow}
     if "*" in allowed or origin in allowed:
         return True
     parts = urlsplit(origin)
@@ -89,6 +99,13 @@ def _hostname(netloc: str) -> str:
     return netloc.rpartition(":")[0] if netloc.count(":") == 1 else netloc
 
 
+def _allowed_name(name: str) -> str:
+    """An ``--allow-host`` entry as it is compared: without a port, the final dot of an
+    absolute name (``example.com.``), and ``*.example.com`` spelt ``.example.com``."""
+    name = _hostname(name).rstrip(".")
+    return name[1:] if name.startswith("*.") else name
+
+
 def host_allowed(host: str, settings: Settings) -> bool:
     """Whether the server may answer a request for `host` (a Host header) in open mode:
     a loopback name, an IP address, the name it listens on, a host of ``allow_origin``
@@ -101,7 +118,7 @@ def host_allowed(host: str, settings: Settings) -> bool:
         return True
     except ValueError:
         pass
-    allowed = {_hostname(h) for h in settings.allow_host} | {settings.host.lower()}
+    allowed = {_allowed_name(h) for h in settings.allow_host} | {settings.host.lower()}
     allowed |= {(urlsplit(o.strip().lower()).hostname or "") for o in settings.allow_origin}
     if "*" in allowed or name in allowed:
         return True
@@ -171,7 +188,7 @@ class RequestGuard:
         if host is None or not self.is_open() or host_allowed(host, self.settings):
             return None
         self.refused("host")
-        name = _hostname(host)[:100]
+        name = _hostname(host).rstrip(".")[:100]
         return (
             f"not served as {name!r}: open mode needs --allow-host {name} "
             "(PALIMPSEST_ALLOW_HOST) for a name other than localhost or an IP address "
@@ -291,4 +308,4 @@ async def _answer(
     await send({"type": "http.response.body", "body": payload})
 
 
-__all__ = ["RequestGuard", "host_allowed", "origin_allowed"]
+__all__ = ["RequestGuard", "host_allowed", "normal_origin", "origin_allowed"]

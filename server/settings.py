@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 
 def _env(name: str) -> str | None:
@@ -195,6 +196,21 @@ class Settings:
             if (str(value).lower() if name == "log_level" else value) not in allowed:
                 raise ValueError(
                     f"{_name(name)} must be one of {', '.join(allowed)}, not {value!r}"
+                )
+        for origin in self.allow_origin:
+            # an origin is scheme://host[:port]: a bare name or a path would never match
+            # a browser's Origin, and every page of it would be refused without a word
+            parts = urlsplit(origin.strip())
+            if origin.strip() not in ("*", "null") and (
+                parts.scheme.lower() not in ("http", "https")
+                or not parts.hostname
+                or parts.path not in ("", "/")
+                or parts.query
+                or parts.fragment
+            ):
+                raise ValueError(
+                    f"{_name('allow_origin')}: {origin!r} is not an origin: write it as a "
+                    "browser sends it, scheme://host[:port] (e.g. https://app.example.com)"
                 )
         if self.fanout:
             # a URL Redis does not take, or a gap-check period of 0 (a busy loop), would

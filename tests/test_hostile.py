@@ -691,6 +691,35 @@ async def test_open_mode_answers_only_to_its_own_names(settings: Settings) -> No
         assert r.status_code == 200, r.text
 
 
+async def test_allow_host_and_allow_origin_match_as_they_are_commonly_spelt(
+    settings: Settings,
+) -> None:
+    """Spellings accepted at start that never matched: `--allow-host example.com.` (an
+    absolute name: the 403 advised the dot), `--allow-host '*.example.com'`, and
+    `--allow-origin https://app.example.com:443` (a browser's Origin never names the
+    default port), for the Origin check and CORS both."""
+    settings.allow_host = ("example.com.", "*.dev.example")
+    settings.allow_origin = ("https://app.example.com:443", "http://plain.example:80")
+    async with run_server(settings) as server, httpx.AsyncClient(base_url=server.url) as http:
+        for host in ("example.com", "example.com.", "a.dev.example", "dev.example",
+                     "app.example.com", "plain.example"):  # fmt: skip
+            r = await http.get("/api/docs", headers={"host": host})
+            assert r.status_code == 200, (host, r.text)
+        r = await http.get("/api/docs", headers={"host": "evil.example."})
+        assert r.status_code == 403 and "--allow-host evil.example " in r.json()["detail"]
+        for origin in ("https://app.example.com", "http://plain.example"):
+            r = await http.put("/api/docs/spelt/text?user=a", json={"text": origin},
+                               headers={"origin": origin})  # fmt: skip
+            assert r.status_code == 200, (origin, r.text)
+            assert r.headers["access-control-allow-origin"] == origin
+            r = await http.options("/api/docs/spelt/text", headers={
+                "origin": origin, "access-control-request-method": "PUT"})  # fmt: skip
+            assert r.status_code == 200, (origin, r.text)
+        r = await http.put("/api/docs/spelt/text?user=a", json={"text": "x"},
+                           headers={"origin": "https://app.example.com:8443"})  # fmt: skip
+        assert r.status_code == 403, r.text
+
+
 async def test_security_headers_on_the_page_and_every_answer(server: RunningServer) -> None:
     """The page could be framed by any site (clickjacking) and no answer said nosniff:
     the page and its files now carry a CSP with frame-ancestors 'self', X-Frame-Options,

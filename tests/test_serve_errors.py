@@ -65,6 +65,11 @@ def serve(
         ([], {"PALIMPSEST_LOG_JSON": "maybe"}, "PALIMPSEST_LOG_JSON='maybe' is not one of 1, true"),
         ([], {"PALIMPSEST_UNDO_MAX_GROUP": "-1"}, "undo_max_group (PALIMPSEST_UNDO_MAX_GROUP)"),
         (["--root-path", "collab/"], {}, "root_path (PALIMPSEST_ROOT_PATH) must begin with /"),
+        # an origin without its scheme (or with a path) never matches a browser's Origin
+        (["--allow-origin", "app.example.com"], {},
+         "allow_origin (PALIMPSEST_ALLOW_ORIGIN): 'app.example.com' is not an origin"),
+        ([], {"PALIMPSEST_ALLOW_ORIGIN": "https://a.example,https://b.example/app"},
+         "allow_origin (PALIMPSEST_ALLOW_ORIGIN): 'https://b.example/app' is not an origin"),
         # not finite: an OverflowError's traceback, or a disk-warm thread dying at the
         # first edit, before they were refused
         ([], {"PALIMPSEST_ATTRIBUTION_CACHE_MB": "inf"},
