@@ -36,7 +36,7 @@ from .errors import PalimpsestError
 from .extensions import Extension
 from .fanout import Fanout
 from .page_headers import PageHeaders
-from .request_guard import RequestGuard, normal_origin
+from .request_guard import LOCAL_ORIGIN, RequestGuard, normal_origin
 from .routes import docs, hocuspocus, ops
 from .routes.ws import websocket_endpoint
 from .serving_lock import PostgresServingLock, ServingLock
@@ -51,18 +51,18 @@ STATIC_DIR = Path(
 
 
 def _cors(settings: Settings) -> list[Middleware]:
-    """CORS for the origins of ``--allow-origin``: a page there may use the HTTP API
-    (its preflight answered, its answers readable), as it may already open the
-    websocket. Without credentials: the API's are tokens (``Authorization``), never
-    cookies a browser would add on its own. Other origins get no CORS headers: their
-    browser reads nothing, and the guard refuses their writes."""
+    """CORS for the origins the guard lets in, localhost ones (any port: a Vite page on
+    localhost:5173) and those of ``--allow-origin``: a page there may use the HTTP API
+    and import /static/palimpsest.js (its preflight answered, its answers readable), as
+    it may already open the websocket. Without credentials: the API's are tokens
+    (``Authorization``), never cookies a browser would add on its own. Other origins get
+    no CORS headers: their browser reads nothing, and the guard refuses their writes."""
     origins = [normal_origin(o) for o in settings.allow_origin]
-    if not origins:
-        return []
     return [
         Middleware(
             CORSMiddleware,
             allow_origins=["*"] if "*" in origins else origins,
+            allow_origin_regex=LOCAL_ORIGIN,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
             max_age=600,

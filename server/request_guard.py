@@ -40,6 +40,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -57,7 +58,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+#: the origins of pages on this machine (localhost, *.localhost, 127.0.0.1, [::1]; any
+#: port, http or https): the Origin check lets them in, CORS answers them (app.py)
+LOCAL_ORIGIN = r"(?i)https?://(localhost|[a-z0-9.-]+\.localhost|127\.0\.0\.1|\[::1\])(:[0-9]+)?"
 #: client addresses whose write rate is tracked before the idle ones are forgotten
 _MAX_TRACKED = 10_000
 
@@ -85,7 +88,7 @@ def origin_allowed(origin: str, host: str | None, allow: tuple[str, ...]) -> boo
     parts = urlsplit(origin)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return False  # "null" (sandboxed frames, file:// pages) and the like
-    if parts.hostname in _LOCAL_HOSTS:
+    if re.fullmatch(LOCAL_ORIGIN, origin):
         return True
     return host is not None and parts.netloc == host.strip().lower()
 
@@ -308,4 +311,4 @@ async def _answer(
     await send({"type": "http.response.body", "body": payload})
 
 
-__all__ = ["RequestGuard", "host_allowed", "normal_origin", "origin_allowed"]
+__all__ = ["LOCAL_ORIGIN", "RequestGuard", "host_allowed", "normal_origin", "origin_allowed"]

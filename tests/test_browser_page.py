@@ -757,38 +757,71 @@ def test_a_page_of_an_allowed_origin_uses_the_http_api(
     """`--allow-origin` let a page of another origin open the websocket, but its HTTP
     calls (ServerUndo's fallback, PUT text) failed: the preflight got 405 and no answer
     carried Access-Control-Allow-Origin. Now the listed origin's page reads and writes
-    through the API; an origin not listed still reads nothing and writes nothing."""
-    with _OtherSite("<p>app</p>") as allowed, _OtherSite("<p>other</p>") as other:
-        origin = allowed.rstrip("/")
+    through the API; an origin not listed (nor local: 127.0.0.2 is no localhost origin)
+    still reads nothing and writes nothing."""
+    with (
+        _OtherSite("<p>app</p>", "127.0.0.3") as allowed,
+        _OtherSite("<p>other</p>", "127.0.0.2") as other,
+    ):
         with ServerProcess(
-            tmp_path_factory.mktemp("cors"), extra_args=["--allow-origin", origin]
+            tmp_path_factory.mktemp("cors"), extra_args=["--allow-origin", allowed.rstrip("/")]
         ) as srv:
             assert call(srv.http_url, "PUT", f"/api/docs/{doc_name}/text", {"text": "v1"})[0] == 200
             ctx = browser.new_context()
-            script = """async ([url, text]) => {
-                try {
-                    const put = await fetch(url + '/text?user=ann', {method: 'PUT',
-                        headers: {'Content-Type': 'application/json'},
-                        body: JSON.stringify({text})})
-                    const got = await fetch(url + '/versions/head?user=ann')
-                    return [put.status, (await got.json()).roots.content.value]
-                } catch (e) { return String(e) }
-            }"""
             api = f"{srv.http_url}/api/docs/{doc_name}"
             page = ctx.new_page()
             page.goto(allowed)
-            assert page.evaluate(script, [api, "v2 from the app"]) == [200, "v2 from the app"]
+            assert page.evaluate(_PUT_AND_READ, [api, "v2 from the app"]) == [
+                200,
+                "v2 from the app",
+            ]
             page.goto(other)
-            assert "Failed to fetch" in page.evaluate(script, [api, "v3 from elsewhere"])
+            assert "Failed to fetch" in page.evaluate(_PUT_AND_READ, [api, "v3 from elsewhere"])
             status, head = call(srv.http_url, "GET", f"/api/docs/{doc_name}/versions/head")
             assert (status, head["roots"]["content"]["value"]) == (200, "v2 from the app")
             ctx.close()
 
 
-class _OtherSite:
-    """Another site (http://localhost:PORT) serving one page."""
+def test_a_localhost_page_on_another_port_uses_the_http_api_and_the_module(
+    browser: Any,  # noqa: F811 (the fixture)
+    tmp_path_factory: pytest.TempPathFactory,
+    doc_name: str,
+) -> None:
+    """A page of localhost on another port (a Vite dev server on :5173) could open the
+    websocket and write, but got no CORS: its reads failed and the home page's
+    Integrate snippet (`import { ServerUndo } from '<origin>/static/palimpsest.js'`)
+    did not load. Localhost origins get CORS now, without --allow-origin."""
+    with _OtherSite("<p>vite</p>") as local:
+        with ServerProcess(tmp_path_factory.mktemp("cors-local")) as srv:
+            ctx = browser.new_context()
+            page = ctx.new_page()
+            page.goto(local)
+            api = f"{srv.http_url}/api/docs/{doc_name}"
+            assert page.evaluate(_PUT_AND_READ, [api, "from vite"]) == [200, "from vite"]
+            module = """async (url) => {
+                try { return typeof (await import(url)).ServerUndo } catch (e) { return String(e) }
+            }"""
+            assert page.evaluate(module, f"{srv.http_url}/static/palimpsest.js") == "function"
+            ctx.close()
 
-    def __init__(self, html: str) -> None:
+
+#: a page's PUT of a text and its read of the head, as [status, text] or the error
+_PUT_AND_READ = """async ([url, text]) => {
+    try {
+        const put = await fetch(url + '/text?user=ann', {method: 'PUT',
+            headers: {'Content-Type': 'application/json'},
+            body: JSON.stringify({text})})
+        const got = await fetch(url + '/versions/head?user=ann')
+        return [put.status, (await got.json()).roots.content.value]
+    } catch (e) { return String(e) }
+}"""
+
+
+class _OtherSite:
+    """Another site serving one page: http://localhost:PORT, or at another loopback
+    address (127.0.0.2: a site that is not local to the server's checks)."""
+
+    def __init__(self, html: str, address: str = "localhost") -> None:
         import http.server
         import threading
 
@@ -805,12 +838,14 @@ class _OtherSite:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = address
+        bind = "127.0.0.1" if address == "localhost" else address
+        self.httpd = http.server.ThreadingHTTPServer((bind, 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def __enter__(self) -> str:
         self.thread.start()
-        return f"http://localhost:{self.httpd.server_address[1]}/"
+        return f"http://{self.address}:{self.httpd.server_address[1]}/"
 
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()

@@ -584,6 +584,7 @@ async def test_foreign_origins_are_refused_in_open_mode(settings: Settings) -> N
         assert code == 4403 and "origin" in reason, (code, reason)
         for origin in (
             "http://localhost:5173",
+            "https://vite.localhost:5173",
             "https://app.example",
             f"http://127.0.0.1:{server.port}",
         ):
