@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -155,11 +156,17 @@ class Settings:
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
+        """The defaults, the PALIMPSEST_* variables over them, `overrides` (the flags,
+        None where not given) over those. A variable whose setting is overridden is not
+        read at all, and ``PALIMPSEST_PORT=tcp://...`` (kubernetes_link) is no port."""
         s = cls()
         for f in fields(cls):
             raw = _env(f.name)
-            if raw is not None:
-                setattr(s, f.name, _coerce(f.name, f.type, raw))
+            if raw is None or overrides.get(f.name) is not None:
+                continue  # a flag wins: a variable it replaces may say anything
+            if f.name == "port" and kubernetes_link(raw):
+                continue
+            setattr(s, f.name, _coerce(f.name, f.type, raw))
         for k, v in overrides.items():
             if v is not None:
                 setattr(s, k, v)
@@ -268,6 +275,19 @@ _OTHER_ENV_PREFIXES = ("PALIMPSEST_TEST_", "PALIMPSEST_BENCH_")
 AUTH_ENV = frozenset({"PALIMPSEST_JWT_SECRET", "PALIMPSEST_JWT_PUBLIC_KEY"})
 
 
+#: the variables Kubernetes sets in every pod of a namespace with a Service named
+#: "palimpsest" (PALIMPSEST_SERVICE_HOST, PALIMPSEST_PORT_8000_TCP_ADDR...): not ours
+_KUBERNETES_NAMES = re.compile(
+    r"PALIMPSEST_SERVICE_(HOST|PORT)(_\w+)?|PALIMPSEST_PORT_\d+_(TCP|UDP|SCTP)(_\w+)?"
+)
+
+
+def kubernetes_link(value: str) -> bool:
+    """Whether a PALIMPSEST_PORT value is the service link Kubernetes sets for a Service
+    named "palimpsest" (``tcp://10.0.0.5:8000``, as docker's --link does), not a port."""
+    return re.fullmatch(r"(tcp|udp|sctp)://.+", value.strip().lower()) is not None
+
+
 def unknown_env(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
     """The PALIMPSEST_* variables of `environ` that nothing reads (a typo is otherwise
     ignored without a word), each with the known name closest to it, if any is close."""
@@ -276,7 +296,7 @@ def unknown_env(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
     for name in sorted(environ):
         if not name.startswith("PALIMPSEST_") or name in known:
             continue
-        if name.startswith(_OTHER_ENV_PREFIXES):
+        if name.startswith(_OTHER_ENV_PREFIXES) or _KUBERNETES_NAMES.fullmatch(name):
             continue
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
         out.append((name, close[0] if close else None))

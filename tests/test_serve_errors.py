@@ -61,7 +61,8 @@ def serve(
         (["--max-frame-bytes", "0"], {}, "max_frame_bytes (PALIMPSEST_MAX_FRAME_BYTES) must"),
         (["--snapshot-every", "-5"], {}, "snapshot_every (PALIMPSEST_SNAPSHOT_EVERY) must be"),
         (["--log-level", "loud"], {}, "log_level (PALIMPSEST_LOG_LEVEL) must be one of debug"),
-        ([], {"PALIMPSEST_PORT": "eighty"}, "PALIMPSEST_PORT='eighty' is not an integer"),
+        ([], {"PALIMPSEST_MAX_FRAME_BYTES": "8M"},
+         "PALIMPSEST_MAX_FRAME_BYTES='8M' is not an integer"),
         ([], {"PALIMPSEST_LOG_JSON": "maybe"}, "PALIMPSEST_LOG_JSON='maybe' is not one of 1, true"),
         ([], {"PALIMPSEST_UNDO_MAX_GROUP": "-1"}, "undo_max_group (PALIMPSEST_UNDO_MAX_GROUP)"),
         (["--root-path", "collab/"], {}, "root_path (PALIMPSEST_ROOT_PATH) must begin with /"),
@@ -124,6 +125,32 @@ def test_a_misspelt_variable_is_named_and_one_meant_as_the_jwt_secret_stops_the_
         tmp_path / "b", env={"PALIMPSEST_JWT_SECRET": SECRET, "PALIMPSEST_JWT_SECRETT": "x"}
     ) as srv:
         assert "PALIMPSEST_JWT_SECRETT is not a setting" in srv.log_text()
+
+
+def test_kubernetes_service_variables_do_not_stop_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Service named `palimpsest` makes Kubernetes set PALIMPSEST_PORT=tcp://HOST:PORT
+    (and PALIMPSEST_SERVICE_HOST, PALIMPSEST_PORT_8000_TCP...) in every pod of its
+    namespace: `serve` refused to start ("is not an integer"), --port given or not.
+    A flag's variable is not read now, the service link is no port, and the link's
+    variables are not named as misspelt settings."""
+    env = {
+        "PALIMPSEST_SERVICE_HOST": "10.0.0.5", "PALIMPSEST_SERVICE_PORT": "8000",
+        "PALIMPSEST_SERVICE_PORT_HTTP": "8000", "PALIMPSEST_PORT": "tcp://10.0.0.5:8000",
+        "PALIMPSEST_PORT_8000_TCP": "tcp://10.0.0.5:8000", "PALIMPSEST_PORT_8000_TCP_PROTO": "tcp",
+        "PALIMPSEST_PORT_8000_TCP_PORT": "8000", "PALIMPSEST_PORT_8000_TCP_ADDR": "10.0.0.5",
+    }  # fmt: skip
+    with ServerProcess(tmp_path, env=env) as srv:  # (with --port)
+        log = srv.log_text()
+    assert "PALIMPSEST_PORT=tcp://10.0.0.5:8000 is the link Kubernetes sets" in log, log
+    assert "not a setting" not in log and "Traceback" not in log, log
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert Settings.from_env().port == 8000  # the default, without --port
+    assert Settings.from_env(port=9000).port == 9000
+    monkeypatch.setenv("PALIMPSEST_MAX_FRAME_BYTES", "8M")
+    assert Settings.from_env(max_frame_bytes=1024).max_frame_bytes == 1024  # flags win
 
 
 def test_a_database_that_cannot_be_opened_exits_3(tmp_path: Path) -> None:

@@ -175,8 +175,13 @@ def _unknown_env(settings: Any) -> None:
     """Say which PALIMPSEST_* variables nothing reads, one line each. One that looks like
     the JWT secret's or key's, while neither is set, stops the start (ValueError): the
     server would otherwise run open to everyone when its operator meant it closed."""
-    from ..settings import AUTH_ENV, unknown_env
+    from ..settings import AUTH_ENV, kubernetes_link, unknown_env
 
+    link = os.environ.get("PALIMPSEST_PORT")
+    if link is not None and kubernetes_link(link):
+        log.info("PALIMPSEST_PORT=%s is the link Kubernetes sets for a Service named "
+                 "palimpsest, not a port: ignored (listening on port %d)", link[:100],
+                 settings.port)  # fmt: skip
     for name, close in unknown_env(os.environ):
         if (close in AUTH_ENV or "JWT" in name) and not (
             settings.jwt_secret or settings.jwt_public_key
