@@ -79,3 +79,22 @@ async def test_with_log_json_asyncpgs_pool_lines_are_json_too(tmp_path: Path) ->
     assert bare == [], "\n".join(lines)
     pool = [json.loads(x) for x in ours if "Failed to restore the pool" in x]
     assert pool and pool[0]["logger"] == "asyncpg.pool", pool
+
+
+async def test_with_log_json_the_start_up_lines_are_json_too(tmp_path: Path) -> None:
+    """`--log-json` promises one JSON object per line, but `serve` printed its start-up
+    lines as text (`palimpsest: store: ...`, the auth mode, `palimpsest: listening on
+    ...`). They are log records now, still printed whatever the log level."""
+    secret = "log-json-test-secret-of-at-least-32-bytes"
+    args = ["--log-json", "--log-level", "error", "--jwt-secret", secret]
+    srv = await ServerProcess(tmp_path, extra_args=args).astart()
+    try:
+        await eventually(lambda: "listening on" in srv.log_text(), what="the listening line")
+    finally:
+        await srv.astop()
+    lines = [ln for ln in srv.log_text().splitlines() if ln and not ln.startswith("=====")]
+    records = [json.loads(ln) for ln in lines]  # every line: not one of plain text
+    said = {r["msg"].split(":")[0].split(" on ")[0]: r for r in records}
+    assert {"store", "auth", "listening"} <= set(said), lines
+    assert said["store"]["msg"].startswith("store: SQLite database "), lines
+    assert said["listening"] == {**said["listening"], "level": "info", "logger": "palimpsest.serve"}

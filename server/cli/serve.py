@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ..logs import JSONFormatter
 from ..store import sqlite_path
 from ..util import without_password
 from . import add_store_options, settings_from, setup_logging
@@ -133,14 +134,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"palimpsest serve: error: {e}", file=sys.stderr, flush=True)
         return CONFIG_ERROR
     where = _where(settings)
-    print(f"palimpsest: store: {where}, durability {settings.durability}, loop {loop}", flush=True)
+    store = f"palimpsest: store: {where}, durability {settings.durability}, loop {loop}"
+    print(_start_line(store, settings.log_json), flush=True)
     banner = auth_banner(settings)
     # loud when the server is open: the open mode's extension has logged the warning
     # already (once, where an embedding app sees it too), unless the log level hides it
     if banner != OPEN_MODE_WARNING or not logging.getLogger("palimpsest.auth").isEnabledFor(
         logging.WARNING
     ):
-        print(banner, file=sys.stderr, flush=True)
+        level = logging.WARNING if banner == OPEN_MODE_WARNING else logging.INFO
+        print(_start_line(banner, settings.log_json, level), file=sys.stderr, flush=True)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -164,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     server = _going_away_server()(config)
     failure.server = server
     _tune_gc()
-    ok = _serve(server, settings.host, settings.port, loop)
+    ok = _serve(server, settings.host, settings.port, loop, settings.log_json)
     if ok:
         return 0
     print(f"palimpsest: cannot start: {failure.reason(settings)}", file=sys.stderr, flush=True)
@@ -436,7 +439,21 @@ def _event_loop(wanted: str) -> str:
     return wanted
 
 
-def _serve(server: object, host: str, port: int, loop: str = "asyncio") -> bool:
+def _start_line(text: str, json_lines: bool, level: int = logging.INFO) -> str:
+    """A line `serve` prints at start whatever the log level (the store, the auth mode,
+    the address: what a supervisor or a script waits for): as written, or with
+    --log-json a JSON log record like every other line (without the "palimpsest: ")."""
+    if not json_lines:
+        return text
+    message = text.removeprefix("palimpsest: ")
+    return JSONFormatter().format(
+        logging.LogRecord("palimpsest.serve", level, __file__, 0, message, None, None)
+    )
+
+
+def _serve(
+    server: object, host: str, port: int, loop: str = "asyncio", json_lines: bool = False
+) -> bool:
     import asyncio
 
     import uvicorn
@@ -457,9 +474,8 @@ def _serve(server: object, host: str, port: int, loop: str = "asyncio") -> bool:
             if task.done():  # ended before it listened: it could not start
                 return False
             await asyncio.sleep(0.02)
-        print(
-            f"palimpsest: listening on http://{host}:{port} (ws://{host}:{port}/ws/DOC)", flush=True
-        )
+        listening = f"palimpsest: listening on http://{host}:{port} (ws://{host}:{port}/ws/DOC)"
+        print(_start_line(listening, json_lines), flush=True)
         await task
         return True
 
