@@ -21,7 +21,8 @@ request body may be.
   every request (websocket, read or write) must therefore name the server as it is
   served: a loopback name (``localhost``, ``*.localhost``), an IP address (a literal
   address cannot be rebound), ``--host``, a host of ``--allow-origin``, or one of
-  ``--allow-host``; else 403 (close 4403) saying which option to set. With tokens or
+  ``--allow-host``; else 403 (close 4403) saying which option to set (``GET /healthz``
+  and ``/readyz`` excepted: a health check by a service name). With tokens or
   cookies it is not checked: a token is not sent by the browser on its own, and a
   browser keeps cookies per name, so a rebound name carries none of the real one's.
 - Heads: at most ``max_request_head_bytes`` (431; a websocket is closed with 4413). The
@@ -61,6 +62,9 @@ _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: the origins of pages on this machine (localhost, *.localhost, 127.0.0.1, [::1]; any
 #: port, http or https): the Origin check lets them in, CORS answers them (app.py)
 LOCAL_ORIGIN = r"(?i)https?://(localhost|[a-z0-9.-]+\.localhost|127\.0\.0\.1|\[::1\])(:[0-9]+)?"
+#: the probes a Docker or Kubernetes health check asks by a service name (palimpsest:8000):
+#: answered whatever the Host, in open mode too (they show no document, routes/ops.py)
+_PROBES = frozenset({"/healthz", "/readyz"})
 #: client addresses whose write rate is tracked before the idle ones are forgotten
 _MAX_TRACKED = 10_000
 
@@ -149,10 +153,7 @@ class RequestGuard:
 
     def _over_write_rate(self, scope: Scope) -> str | None:
         rate = self.settings.max_http_writes_per_second
-        root, path = str(scope.get("root_path", "")), str(scope.get("path", ""))
-        if root and path.startswith(root):  # mounted in an embedding app
-            path = path[len(root) :]
-        if rate <= 0 or not path.startswith("/api/"):
+        if rate <= 0 or not _path(scope).startswith("/api/"):
             return None
         client = scope.get("client")
         host = str(client[0]) if client else "?"
@@ -186,10 +187,13 @@ class RequestGuard:
         self.refused("origin")
         return f"origin {origin[:100]!r} is not allowed here (see --allow-origin)"
 
-    def _host_refusal(self, headers: dict[str, str]) -> str | None:
+    def _host_refusal(self, scope: Scope, headers: dict[str, str]) -> str | None:
         host = headers.get("host")
         if host is None or not self.is_open() or host_allowed(host, self.settings):
             return None
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
+            if _path(scope) in _PROBES:
+                return None  # a health check by a service name; they disclose nothing
         self.refused("host")
         name = _hostname(host).rstrip(".")[:100]
         return (
@@ -213,7 +217,7 @@ class RequestGuard:
                     return await _answer(send, 431, "HeadTooLarge", refusal)
                 return await _close_websocket(receive, send, 4413, refusal)
         if scope["type"] in ("http", "websocket"):
-            refusal = self._host_refusal(_headers(scope))
+            refusal = self._host_refusal(scope, _headers(scope))
             if refusal is not None:
                 log.warning("refused %s %s: %s", scope.get("method", "websocket"),
                             scope.get("path"), refusal)  # fmt: skip
@@ -290,6 +294,12 @@ async def _close_websocket(receive: Receive, send: Send, code: int, reason: str)
     await receive()  # websocket.connect
     await send({"type": "websocket.accept"})
     await send({"type": "websocket.close", "code": code, "reason": reason[:120]})
+
+
+def _path(scope: Scope) -> str:
+    """The request's path under the app (without the mount point of an embedding app)."""
+    root, path = str(scope.get("root_path", "")), str(scope.get("path", ""))
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def _head_bytes(scope: Scope) -> int:

@@ -692,6 +692,22 @@ async def test_open_mode_answers_only_to_its_own_names(settings: Settings) -> No
         assert r.status_code == 200, r.text
 
 
+async def test_health_checks_by_a_service_name_pass_the_host_check(settings: Settings) -> None:
+    """A Docker or Kubernetes health check asks by the service's name (`Host:
+    palimpsest:8000`): in open mode the Host check answered 403, and the container was
+    taken for dead. /healthz and /readyz disclose nothing: any Host gets them (GET);
+    the rest of the server is still answered only by its own names."""
+    async with run_server(settings) as server, httpx.AsyncClient(base_url=server.url) as http:
+        service = {"host": "palimpsest:8000"}
+        r = await http.get("/healthz", headers=service)
+        assert r.status_code == 200 and r.json()["status"] == "alive", r.text
+        r = await http.get("/readyz", headers=service)
+        assert r.status_code == 200 and r.json()["status"] == "ready", r.text
+        for path in ("/metrics", "/api/docs", "/", "/healthz/x"):
+            r = await http.get(path, headers=service)
+            assert r.status_code == 403 and "--allow-host palimpsest" in r.text, (path, r.text)
+
+
 async def test_allow_host_and_allow_origin_match_as_they_are_commonly_spelt(
     settings: Settings,
 ) -> None:

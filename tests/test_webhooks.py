@@ -269,8 +269,8 @@ async def test_credentials_in_a_webhook_url_are_masked_in_the_log_and_listings(
     configured. They are still what the deliveries use."""
     with Receiver() as rx:
         rx.redirect_to = "https://someone:theirpass@elsewhere.example/x?key=REDIRSECRET"
-        url = f"http://hookuser:hookpass@127.0.0.1:{rx.port}/hook?apikey=TOPSECRET&v=1"
-        shown = f"http://hookuser:***@127.0.0.1:{rx.port}/hook?apikey=***&v=***"
+        url = f"http://hookuser:hookpass@127.0.0.1:{rx.port}/hook?apikey=TOPSECRET&v=1#FRAGSECRET"
+        shown = f"http://hookuser:***@127.0.0.1:{rx.port}/hook?apikey=***&v=***#***"
         srv = ServerProcess(
             tmp_path, extra_args=["--webhook", url, "--webhook-max-failures", "2"], env=FAST
         )
@@ -294,7 +294,7 @@ async def test_credentials_in_a_webhook_url_are_masked_in_the_log_and_listings(
     ), row
     assert shown in log and shown in listing, (log, listing)
     for text in (log, listing, json.dumps(listed), json.dumps(row)):
-        for secret in ("hookpass", "TOPSECRET", "theirpass", "REDIRSECRET"):
+        for secret in ("hookpass", "TOPSECRET", "theirpass", "REDIRSECRET", "FRAGSECRET"):
             assert secret not in text, (secret, text)
     # the deliveries went to the URL as configured, its credentials with them
     basic = "Basic " + base64.b64encode(b"hookuser:hookpass").decode()

@@ -74,9 +74,9 @@ class Webhook:
 
 def masked_url(url: str) -> str:
     """The URL as the log, ``GET /api/webhooks`` and ``palimpsest webhooks`` show it: the
-    password of its user info and every value of its query string are ``***`` (a lone
-    user name too: it is often a token), since receivers are often authenticated that
-    way; the path is kept, it tells the hooks apart."""
+    password of its user info, every value of its query string and its ``#fragment``
+    are ``***`` (a lone user name too: it is often a token), since receivers are often
+    authenticated that way; the path is kept, it tells the hooks apart."""
     parts = urlsplit(url)
     netloc = parts.netloc
     if "@" in netloc:
@@ -87,7 +87,9 @@ def masked_url(url: str) -> str:
         f"{name}=***" if eq else name
         for name, eq, _ in (p.partition("=") for p in parts.query.split("&"))
     )
-    return urlunsplit(parts._replace(netloc=netloc, query=query if parts.query else ""))
+    return urlunsplit(parts._replace(
+        netloc=netloc, query=query if parts.query else "", fragment="***" if parts.fragment else ""
+    ))  # fmt: skip
 
 
 def sign(secret: str, body: bytes) -> str:
