@@ -5,13 +5,19 @@ first, so that the client learns why; but y-websocket's provider counts an accep
 socket as a successful connection, restarts its back-off from 100 ms and reconnects
 about ten times a second for as long as the page is open. Once the same request (same
 address, document, query, and headers) was refused so `times` times within
-`window` seconds (at the handshake, or after the socket opened for a frame it sent: a
-provider sends a refused update again on every reconnect), further attempts are refused
-at the handshake (HTTP 403: the browser
+`window` seconds, further attempts are refused at the handshake (HTTP 403: the browser
 sees a failed connection, 1006) until the oldest of those refusals is older than the
 window: the provider's back-off then applies, and about `times` attempts in every
 `window` seconds still get the close with their reason (so a permission granted
-meanwhile is noticed). A different request (a fresh token) is never held back."""
+meanwhile is noticed). A different request (a fresh token) is never held back.
+
+Counted are the refusals at the handshake, and those after the socket opened that the
+request brings on whatever the connection sends (`counted_after_open`: its token
+expired, its document was deleted). Not counted are those for what one connection sent
+(a frame too large, an update that does not decode, items under another user's client
+id): a second tab of the same user sends the same request, and with nothing refused of
+its own it was held back for as long as the first tab's provider sent its refused update
+again (on every reconnect: it is in its Y.Doc)."""
 
 from __future__ import annotations
 
@@ -32,6 +38,8 @@ MOST = 10_000
 #: `authenticate` may read any (an `X-Api-Key`, an auth proxy's `X-Forwarded-User`), and
 #: a valid key must never share the hold of a revoked one sent from the same address
 _VOLATILE = frozenset({b"sec-websocket-key"})
+#: close codes after the socket opened that the request brings on (counted_after_open)
+_OF_THE_REQUEST = frozenset({4401, 4404})
 
 
 def request_key(ws: WebSocket) -> bytes:
@@ -51,6 +59,13 @@ def held_back(code: int) -> bool:
     """Whether a refusal with this close code counts: a permanent one (44xx), not the
     too-many-connections 4429, which is about the moment."""
     return 4400 <= code < 4500 and code != 4429
+
+
+def counted_after_open(code: int) -> bool:
+    """Whether a close with this code after the socket opened counts: 4401 (the token
+    expired, or no longer verifies) and 4404 (the document was deleted) are about the
+    request; 4400, 4403 and 4413 about a frame the connection sent."""
+    return code in _OF_THE_REQUEST
 
 
 class RepeatRefusals:
@@ -95,4 +110,4 @@ class RepeatRefusals:
         return code if len(times) >= self.times else None
 
 
-__all__ = ["RepeatRefusals", "held_back", "request_key"]
+__all__ = ["RepeatRefusals", "counted_after_open", "held_back", "request_key"]

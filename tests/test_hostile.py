@@ -363,36 +363,88 @@ async def test_a_request_refused_again_and_again_is_refused_at_the_handshake(
             await eventually(lambda: ann.content == "in", what="ann edits")
 
 
+def _foreign_items() -> tuple[bytes, bytes]:
+    """An update that ann sends first (client id 4242 is hers from then on), and the
+    next items under that client id, which no one else may send."""
+    d = Doc(client_id=4242)
+    text = d.get("content", type=Text)
+    text += "a"
+    first = d.get_update()
+    sv = d.get_state()
+    text += "b"
+    return first, d.get_update(sv)
+
+
 @pytest.mark.parametrize(
-    ("frame", "code"),
-    [
-        (P.encode_awareness(b"\x00" * 2000), 4413),  # over max_frame_bytes
-        (P.encode_sync_update(b"\x05\x05\x05"), 4400),  # an update that does not decode
-    ],
-    ids=["frame-too-large", "malformed-update"],
+    ("refusal", "code"),
+    [("frame-too-large", 4413), ("malformed-update", 4400), ("foreign-client-id", 4403)],
 )
-async def test_a_frame_refused_again_and_again_is_refused_at_the_handshake(
-    settings: Settings, frame: bytes, code: int
+async def test_a_frame_refused_again_and_again_holds_back_no_other_tab(
+    settings: Settings, refusal: str, code: int
 ) -> None:
-    """A refusal after the socket opened (a frame too large, an update that does not
-    decode) counts as one at the handshake does: a provider that reconnects on 44xx
-    sends the same update on every reconnect (it is in its Y.Doc), 3 times a second
-    forever, and was never held back. After 3 within 30 s, the handshake refuses it."""
+    """A refusal for what a connection sent (a frame too large, an update that does not
+    decode, items under another user's client id) is not counted towards the handshake
+    hold. A provider sends such an update again on every reconnect (it is in its Y.Doc),
+    and a second tab of the same user sends the same request (address, URL, headers)
+    with nothing refused of its own: it was held back (HTTP 403) for as long as the
+    first tab looped, 90 s and more."""
     settings.max_frame_bytes = 1000
     async with run_server(settings) as server:
+        if refusal == "frame-too-large":
+            frame = P.encode_awareness(b"\x00" * 2000)
+        elif refusal == "malformed-update":
+            frame = P.encode_sync_update(b"\x05\x05\x05")
+        else:
+            first, more = _foreign_items()
+            async with websockets.connect(f"{server.ws_url}/looping?user=ann") as ws:
+                await ws.send(P.encode_sync_update(first))
+                room = await eventually(lambda: server.backend.rooms.get_loaded("looping"))
+                await eventually(lambda: room.seq >= 1, what="ann's update logged")
+            frame = P.encode_sync_update(more)
+        # the headers yclient.connect sends (no compression): the same request as tab 2
         url = f"{server.ws_url}/looping?user=u"
-        for _ in range(3):
-            async with websockets.connect(url) as ws:
+        for _ in range(4):
+            async with websockets.connect(url, compression=None) as ws:
                 await ws.send(frame)
                 got, reason = await closed_with(ws)
             assert got == code, (got, reason)
+        async with connect(server.ws_url, "looping", "u") as tab2:
+            tab2.insert(0, "in")
+            await eventually(lambda: server.backend.rooms.get_loaded("looping") is not None)
+            # the first tab keeps being refused for its frame, and tab 2 stays
+            async with websockets.connect(url, compression=None) as ws:
+                await ws.send(frame)
+                assert (await closed_with(ws))[0] == code
+            tab2.insert(2, "!")
+            room = await eventually(lambda: server.backend.rooms.get_loaded("looping"))
+            await eventually(lambda: "in!" in str(room.doc.get("content", type=Text)))
+            assert tab2.close_code is None, (tab2.close_code, tab2.close_reason)
+
+
+async def test_a_stale_copy_of_a_deleted_document_is_held_back_at_the_handshake(
+    settings: Settings,
+) -> None:
+    """A refusal after the socket opened that the request brings on still counts: its
+    document was deleted (4404; a provider's copy of it comes back on every reconnect).
+    After 3 within 30 s, the handshake refuses it."""
+    async with run_server(settings) as server, httpx.AsyncClient() as http:
+        async with connect(server.ws_url, "gone", "ann") as ann:
+            ann.insert(0, "secret")
+            room = await eventually(lambda: server.backend.rooms.get_loaded("gone"))
+            await eventually(lambda: room.seq >= 1, what="ann's edit logged")
+            stale = ann.doc.get_state()
+            r = await http.delete(f"{server.url}/api/docs/gone", params={"user": "root"})
+            assert r.status_code == 200, r.text
+        url = f"{server.ws_url}/gone?user=ann"
+        for _ in range(3):
+            async with websockets.connect(url) as ws:
+                await ws.send(P.encode_sync_step1(stale))
+                got, reason = await closed_with(ws)
+            assert got == 4404 and "deleted" in reason, (got, reason)
         with pytest.raises(websockets.InvalidStatus) as refused:
             async with websockets.connect(url):
                 pass
         assert refused.value.response.status_code == 403
-        # another request (another user) is not held back
-        async with websockets.connect(f"{server.ws_url}/looping?user=v") as ws:
-            assert isinstance(P.decode(await ws.recv()), P.SyncStep1)
 
 
 def test_repeat_refusals_hold_a_request_back_while_its_refusals_are_recent() -> None:
@@ -436,6 +488,16 @@ async def test_token_expiry_closes_open_sockets_with_4401(settings: Settings) ->
             c.insert(0, "after")  # sent on a closed socket: never logged
             await room.flush()
             assert room.seq == seq
+        # the expiry counts towards the handshake hold as a refusal of the request: a
+        # provider that comes back with the same token is refused twice more, then held
+        url = f"{server.ws_url}/{doc}?token={short}"
+        for _ in range(2):
+            async with websockets.connect(url, compression=None) as ws:
+                assert (await closed_with(ws))[0] == 4401
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(url, compression=None):
+                pass
+        assert refused.value.response.status_code == 403
 
 
 async def test_token_expiry_closes_a_hocuspocus_document_until_a_fresh_token(

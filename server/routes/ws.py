@@ -37,7 +37,7 @@ from ..extensions import Client, OpContext
 from ..limits import Limits, frame_limit
 from ..names import validate_doc_name
 from ..protocol import sync_update_of
-from ..repeat_refusals import request_key
+from ..repeat_refusals import counted_after_open, request_key
 from ..room import EMPTY_UPDATE, Room
 from .wire_write import detach_reader, direct_reader, direct_writer, protocol_of, wake_reader
 
@@ -404,12 +404,13 @@ class Connection:
                 task.cancel()
 
     def _refused(self, e: PalimpsestError) -> None:
-        """Count a refusal after the socket opened as one at the handshake is counted:
-        a provider that reconnects on 44xx sends the refused frame again on every
-        reconnect (its update is in its Y.Doc), and is held back at the handshake the
-        same way (RepeatRefusals: 1013 and the like are not counted)."""
+        """Count a refusal after the socket opened; towards the handshake hold only when
+        the request brings it on (counted_after_open: 4404, its document was deleted),
+        not for a frame this connection sent (4400, 4403, 4413): another tab of the same
+        user sends the same request and was held back with it."""
         self.backend.refused(reason_of(e))
-        self.backend.repeat_refusals.refused(request_key(self.ws), e.close_code)
+        if counted_after_open(e.close_code):
+            self.backend.repeat_refusals.refused(request_key(self.ws), e.close_code)
 
     async def read(self, handle: Callable[[bytes], None]) -> None:
         """Hand every binary message to `handle` until the client goes away or the
@@ -462,6 +463,8 @@ class Connection:
         def expire() -> None:
             log.info("%s (%s): token expired, closing with 4401", self.id, self.actor)
             self.backend.refused("token_expired")
+            # (counted: this request's token is refused from now on, at the handshake too)
+            self.backend.repeat_refusals.refused(request_key(self.ws), AuthError.close_code)
             self.close(AuthError.close_code, "token expired: reconnect with a fresh token")
 
         self._expiry = asyncio.get_running_loop().call_later(delay, expire)
