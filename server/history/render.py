@@ -107,9 +107,10 @@ def held_root_types(update: bytes, names: Iterable[str]) -> dict[str, str | None
 
 
 def jsonable(value: Any) -> Any:
-    """pycrdt values as JSON: shared types rendered, floats that are integers as ints,
-    binary values (a Yjs Uint8Array, which pycrdt gives as a bytearray: a whiteboard's
-    thumbnail, a file) as ``{"$bytes": "<base64>"}`` (docs/history.md)."""
+    """pycrdt values as JSON: shared types rendered at any depth (texts and XML as
+    strings, maps and arrays as JSON), floats that are integers as ints, binary values
+    (a Yjs Uint8Array, which pycrdt gives as a bytearray: a whiteboard's thumbnail, a
+    file) as ``{"$bytes": "<base64>"}`` (docs/history.md)."""
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         return int(value)
     if isinstance(value, dict):
@@ -118,8 +119,11 @@ def jsonable(value: Any) -> Any:
         return [jsonable(v) for v in value]
     if isinstance(value, Text | XmlFragment | XmlElement | XmlText):
         return str(value)
-    if isinstance(value, Map | Array):
-        return jsonable(value.to_py())
+    # (walked here, not by pycrdt's to_py, which raises for XML held in a map or array)
+    if isinstance(value, Map):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, Array):
+        return [jsonable(v) for v in value]
     if isinstance(value, bytes | bytearray):
         return {BYTES_KEY: base64.b64encode(value).decode("ascii")}
     return value
@@ -131,7 +135,7 @@ def render_root(doc: Doc[Any], name: str, kind: str) -> Any:
         return str(root)
     if kind == XML:
         return str(root)
-    return jsonable(root.to_py())
+    return jsonable(root)
 
 
 def root_entry(doc: Doc[Any], name: str, kind: str) -> dict[str, Any]:
