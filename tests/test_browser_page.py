@@ -924,7 +924,9 @@ def test_the_history_says_what_a_restore_did_and_a_board_is_not_called_text(
     """A restore was listed as "reverts #1 back to version #1" (the server lists the
     version a restore goes back to under `reverts` too); a document of maps alone was
     said to be "written with an editor ... (Tiptap, Lexical, Quill…)", and the preview
-    of one of its versions said "The text as it was at this version. (empty)"."""
+    of one of its versions said "The text as it was at this version. (empty)". A
+    binary value (a Uint8Array: a thumbnail) in the live view was {"0": 99}, not
+    {"$bytes": base64} as the API renders it."""
     http = Http(server.http_url)
     page = open_doc(people(), server.http_url, doc_name, "alice")
     type_at_end(page, "one")
@@ -941,7 +943,11 @@ def test_the_history_says_what_a_restore_did_and_a_board_is_not_called_text(
 
     async def write() -> None:
         async with connect(server.ws_url, doc_name + "-board", user="alice") as s:
-            s.doc.get("appState", type=Map)["viewBackgroundColor"] = "#fafafa"
+            with s.doc.transaction():
+                state = s.doc.get("appState", type=Map)
+                state["viewBackgroundColor"] = "#fafafa"
+                state["thumb"] = b"c"
+                state["files"] = Map({"list": [b"\x01\x02", 7]})
             await s.flush()
 
     writing = threading.Thread(target=asyncio.run, args=(write(),))
@@ -952,6 +958,14 @@ def test_the_history_says_what_a_restore_did_and_a_board_is_not_called_text(
     expect(note).to_contain_text("holds only maps and arrays")
     expect(note).not_to_contain_text("Tiptap")
     expect(board.locator("#live summary")).to_have_text("Shared types (appState)")
+    shown = board.locator("#live details pre")
+    expect(shown).to_contain_text("thumb")
+    live = json.loads(shown.inner_text().removeprefix("appState (map): "))
+    assert live == {
+        "viewBackgroundColor": "#fafafa",
+        "thumb": {"$bytes": "Yw=="},
+        "files": {"list": [{"$bytes": "AQI="}, 7]},
+    }, live
     expect(board.locator("#preview-legend")).to_have_text("The document as it was at this version.")
     expect(board.locator("#preview-body")).not_to_contain_text("(empty)")
     expect(board.locator("#preview-extra details[open]")).to_contain_text("appState (map)")

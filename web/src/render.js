@@ -15,6 +15,7 @@
 // Nothing from a document is ever put in the page as HTML, a URL or a style: names
 // become data attributes, text becomes text nodes, a link's target a tooltip.
 
+import * as buffer from 'lib0/buffer'
 import * as Y from 'yjs'
 import { h } from './util.js'
 
@@ -101,9 +102,22 @@ export function modelOfRoot (ydoc, name, kind) {
 }
 
 export function jsonOfRoot (ydoc, name, kind) {
-  if (kind === 'map') return ydoc.getMap(name).toJSON()
-  if (kind === 'array') return ydoc.getArray(name).toJSON()
+  if (kind === 'map') return jsonable(ydoc.getMap(name).toJSON())
+  if (kind === 'array') return jsonable(ydoc.getArray(name).toJSON())
   return null
+}
+
+/**
+ * A binary value (a Uint8Array: a board's thumbnail, a file) as the server renders it,
+ * {"$bytes": base64} (docs/history.md), at any depth: JSON.stringify wrote {"0": 99}.
+ */
+function jsonable (value) {
+  if (value instanceof Uint8Array) return { $bytes: buffer.toBase64(value) }
+  if (Array.isArray(value)) return value.map(jsonable)
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, jsonable(v)]))
+  }
+  return value
 }
 
 // Nesting deeper than this is not drawn (a hostile client's 5,000 texts nested in one
