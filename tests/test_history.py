@@ -474,6 +474,23 @@ async def test_binary_values_render_as_base64_objects(server: RunningServer) -> 
             assert a.ws.close_code is None
 
 
+async def test_a_subdocument_renders_as_its_guid(server: RunningServer) -> None:
+    """A Y.Doc held in a map (a subdocument) made versions and diff answer 500 (a Doc is
+    not JSON). It renders as {"$doc": "<guid>"}."""
+    src: Doc[Any] = Doc()
+    async with connect(server.ws_url, "subdoc", "alice", ydoc=src):
+        pages = src.get("pages", type=Map)
+        sub: Doc[Any] = Doc()
+        pages["intro"] = sub
+        await eventually(lambda: _head(server, "subdoc"))
+        async with httpx.AsyncClient(base_url=server.url) as c:
+            r = await c.get("/api/docs/subdoc/versions/head")
+            assert r.status_code == 200, r.text
+            assert r.json()["roots"]["pages"]["value"] == {"intro": {"$doc": sub.guid}}
+            r = await c.get("/api/docs/subdoc/diff", params={"from": 0})
+            assert r.status_code == 200, r.text
+
+
 async def test_a_version_with_binary_values_is_restored_with_them(server: RunningServer) -> None:
     """Restoring a version whose Uint8Array values differ from the live ones failed the
     room (pycrdt reads them as bytearray and refuses that as a value: 503, every client

@@ -23,6 +23,9 @@ from .bounded_diff import Budget, Opcode, opcodes
 TEXT, MAP, ARRAY, XML = "text", "map", "array", "xml"
 #: the key of the JSON object a binary value is rendered as (jsonable)
 BYTES_KEY = "$bytes"
+#: the key of the JSON object a subdocument (a Y.Doc held in a map or array) is rendered
+#: as: its guid (its content is a document of its own, which this one does not hold)
+SUBDOC_KEY = "$doc"
 ROOT_CLASSES: dict[str, type[Any]] = {TEXT: Text, MAP: Map, ARRAY: Array, XML: XmlFragment}
 
 
@@ -110,7 +113,8 @@ def jsonable(value: Any) -> Any:
     """pycrdt values as JSON: shared types rendered at any depth (texts and XML as
     strings, maps and arrays as JSON), floats that are integers as ints, binary values
     (a Yjs Uint8Array, which pycrdt gives as a bytearray: a whiteboard's thumbnail, a
-    file) as ``{"$bytes": "<base64>"}`` (docs/history.md)."""
+    file) as ``{"$bytes": "<base64>"}``, a subdocument as ``{"$doc": "<guid>"}``
+    (docs/history.md)."""
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         return int(value)
     if isinstance(value, dict):
@@ -126,6 +130,8 @@ def jsonable(value: Any) -> Any:
         return [jsonable(v) for v in value]
     if isinstance(value, bytes | bytearray):
         return {BYTES_KEY: base64.b64encode(value).decode("ascii")}
+    if isinstance(value, Doc):
+        return {SUBDOC_KEY: value.guid}
     return value
 
 
