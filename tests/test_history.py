@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from datetime import datetime
 from typing import Any
@@ -14,7 +13,7 @@ import httpx
 import pytest
 from conftest import RunningServer, eventually, run_server
 from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
-from test_interop_node import NODE_DIR, node_modules  # noqa: F401 - the fixture
+from test_interop_node import node_modules, node_scenario  # noqa: F401 - the fixture
 from yclient import connect
 
 from palimpsest.auth.tokens import mint
@@ -624,13 +623,7 @@ async def test_xml_nested_in_maps_and_arrays_renders_as_xml(server: RunningServe
     a Y.Array, an XmlText in a map in it: versions and diff answered 500 and `export
     --seq` failed (pycrdt's to_py: "XmlFragment has no Python equivalent"). XML renders
     as XML at any depth, as an XML root does."""
-    proc = await asyncio.create_subprocess_exec(
-        "node", "--input-type=module", "-e", NESTED_XML, cwd=NODE_DIR,
-        env={**os.environ, "WS": server.ws_url, "HTTP": server.url, "DOC": "pages"},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, err.decode()
+    out = await node_scenario(NESTED_XML, server.ws_url, server.url, "pages")
     first = ['<heading level="1">Title</heading>', 7, {"note": "plain"}]
     async with httpx.AsyncClient(base_url=server.url) as c:
         r = await c.get("/api/docs/pages/versions/head")

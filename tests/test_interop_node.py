@@ -39,6 +39,20 @@ AWARENESS_GONE_MS = 8_000
 # ---------------------------------------------------------------- npm
 
 
+async def node_scenario(script: str, ws_url: str, http_url: str, doc: str) -> bytes:
+    """Run `script` (an ES module) under Node.js with WS, HTTP and DOC in its environment
+    (the server's websocket and HTTP bases, the document); what it prints. It must end
+    with status 0."""
+    proc = await asyncio.create_subprocess_exec(
+        "node", "--input-type=module", "-e", script, cwd=NODE_DIR,
+        env={**os.environ, "WS": ws_url, "HTTP": http_url, "DOC": doc},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    return out
+
+
 @pytest.fixture(scope="session")
 def node_modules() -> Path:
     """tests/node/node_modules, installed with `npm ci` when missing or stale.

@@ -9,9 +9,7 @@ made in it, and brought the old map back (x=14 typed after the restore became x=
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 from typing import Any
 
 import httpx
@@ -20,7 +18,7 @@ from conftest import RunningServer, eventually
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycrdt import Array, Assoc, Doc, Map, Text, XmlElement, XmlFragment
-from test_interop_node import NODE_DIR, node_modules  # noqa: F401 - the fixture
+from test_interop_node import node_modules, node_scenario  # noqa: F401 - the fixture
 from test_restore_rich import _updates
 from yclient import connect, two_people
 
@@ -300,13 +298,7 @@ process.exit(0)
 async def test_undo_of_a_restore_keeps_what_others_set_in_the_shape_after_it(
     server: RunningServer,
 ) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        "node", "--input-type=module", "-e", SCENARIO, cwd=NODE_DIR,
-        env={**os.environ, "WS": server.ws_url, "HTTP": server.url, "DOC": "shapes"},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, err.decode()
+    out = await node_scenario(SCENARIO, server.ws_url, server.url, "shapes")
     got = json.loads(out)
     assert got["restore"]["status"] == 200, got
     # bob's undo reverts his restore's own change (y) and keeps carol's later x
