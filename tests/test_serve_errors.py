@@ -32,6 +32,14 @@ from palimpsest.store.postgres import SERVING_LOCK
 SECRET = "s" * 40
 
 
+def cannot_start(r: subprocess.CompletedProcess[str], says: str) -> None:
+    """`serve` exited 3 (a resource it needs: a store, a port, a lock), without a
+    traceback, and said `says` in its one line."""
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stdout + r.stderr, r.stderr
+    assert f"palimpsest: cannot start: {says}" in r.stderr, r.stderr
+
+
 def serve(
     cwd: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -157,9 +165,7 @@ def test_a_database_that_cannot_be_opened_exits_3(tmp_path: Path) -> None:
     garbage = tmp_path / "notes.db"
     garbage.write_bytes(b"these are not the pages of a SQLite database" * 100)
     r = serve(tmp_path, "--db", str(garbage))
-    assert r.returncode == 3, (r.stdout, r.stderr)
-    assert "Traceback" not in r.stdout + r.stderr, r.stderr
-    assert f"palimpsest: cannot start: cannot open SQLite database '{garbage}'" in r.stderr
+    cannot_start(r, f"cannot open SQLite database '{garbage}'")
     assert "file is not a database" in r.stderr
     # the file is left as it was: nothing was written into it
     assert garbage.read_bytes() == b"these are not the pages of a SQLite database" * 100
@@ -167,9 +173,7 @@ def test_a_database_that_cannot_be_opened_exits_3(tmp_path: Path) -> None:
     a_file = tmp_path / "a-file"
     a_file.write_text("")
     r = serve(tmp_path, "--db", str(a_file / "p.db"))  # its directory is a file
-    assert r.returncode == 3, (r.stdout, r.stderr)
-    assert "Traceback" not in r.stdout + r.stderr, r.stderr
-    assert f"palimpsest: cannot start: cannot open SQLite database '{a_file / 'p.db'}'" in r.stderr
+    cannot_start(r, f"cannot open SQLite database '{a_file / 'p.db'}'")
 
 
 def test_a_database_in_a_directory_that_does_not_exist_is_refused(tmp_path: Path) -> None:
@@ -177,12 +181,11 @@ def test_a_database_in_a_directory_that_does_not_exist_is_refused(tmp_path: Path
     served a new, empty database there. A new database is a new file in an existing
     directory now; the default, palimpsest.db in the working directory, still starts."""
     r = serve(tmp_path, "--db", str(tmp_path / "typo" / "dir" / "x.db"))
-    assert r.returncode == 3, (r.stdout, r.stderr)
-    assert "Traceback" not in r.stdout + r.stderr, r.stderr
-    assert (
-        f"palimpsest: cannot start: cannot open SQLite database '{tmp_path}/typo/dir/x.db': "
-        f"the directory {tmp_path}/typo/dir does not exist"
-    ) in r.stderr, r.stderr
+    cannot_start(
+        r,
+        f"cannot open SQLite database '{tmp_path}/typo/dir/x.db': "
+        f"the directory {tmp_path}/typo/dir does not exist",
+    )
     assert list(tmp_path.iterdir()) == []
     r = subprocess.run(
         [sys.executable, "-m", "palimpsest", "import", "notes", "-", "--db", "typo/x.db"],
@@ -254,9 +257,7 @@ def test_the_fanout_urls_password_is_not_logged(tmp_path: Path) -> None:
 def test_postgresql_that_does_not_answer_exits_3(tmp_path: Path) -> None:
     port = free_port()  # nobody listens there: no PostgreSQL server is needed
     r = serve(tmp_path, "--store", f"postgresql://127.0.0.1:{port}/test")
-    assert r.returncode == 3, (r.stdout, r.stderr)
-    assert "Traceback" not in r.stdout + r.stderr, r.stderr
-    assert "palimpsest: cannot start: cannot connect to PostgreSQL" in r.stderr, r.stderr
+    cannot_start(r, "cannot connect to PostgreSQL")
     assert "Task exception was never retrieved" not in r.stderr
 
 
@@ -266,9 +267,7 @@ def test_a_port_in_use_exits_3_and_names_it(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         r = serve(tmp_path, "--port", str(port))
-    assert r.returncode == 3, (r.stdout, r.stderr)
-    assert "Traceback" not in r.stdout + r.stderr, r.stderr
-    assert f"palimpsest: cannot start: 127.0.0.1:{port} is in use" in r.stderr, r.stderr
+    cannot_start(r, f"127.0.0.1:{port} is in use")
     assert "choose another --port" in r.stderr
     # the store had been opened before the bind failed (uvicorn starts the app first);
     # it was closed again, and what it created opens as a database
@@ -303,12 +302,9 @@ def test_a_second_server_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:
     db = tmp_path / "team.db"
     with ServerProcess(tmp_path / "a", db_path=db) as first:
         r = serve(tmp_path, "--db", str(db))
-        assert r.returncode == 3, (r.stdout, r.stderr)
-        assert "Traceback" not in r.stdout + r.stderr, r.stderr
-        assert (
-            f"palimpsest: cannot start: SQLite database '{db}' is in use: another server "
-            f"(pid {first.pid}) serves it"
-        ) in r.stderr, r.stderr
+        cannot_start(
+            r, f"SQLite database '{db}' is in use: another server (pid {first.pid}) serves it"
+        )
         assert "--fanout redis://" in r.stderr
         assert httpx.get(f"{first.http_url}/healthz").status_code == 200  # untouched
         r = subprocess.run(
@@ -392,13 +388,12 @@ async def test_a_second_server_on_one_postgresql_schema_is_refused(tmp_path: Pat
             me = f"palimpsest serve pid {first.pid} on {socket.gethostname()}"[:63]
             assert await _serving_sessions(url) == [(me, "ExclusiveLock")]
             r = await asyncio.to_thread(serve, tmp_path, *store)
-            assert r.returncode == 3, (r.stdout, r.stderr)
-            assert "Traceback" not in r.stdout + r.stderr, r.stderr
             schema = url.rsplit("schema=", 1)[1]
-            assert (
-                f"palimpsest: cannot start: PostgreSQL schema '{schema}' is in use: another "
-                f"server ({me}) serves it, and this one has no fan-out bus"
-            ) in r.stderr, r.stderr
+            cannot_start(
+                r,
+                f"PostgreSQL schema '{schema}' is in use: another server ({me}) serves it, "
+                "and this one has no fan-out bus",
+            )
             # with a bus, beside one that has none: refused too, saying which lacks it
             r = await asyncio.to_thread(serve, tmp_path, *store, "--fanout", fanout_url())
             assert r.returncode == 3 and "serves it without a fan-out bus" in r.stderr, r.stderr
