@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from .errors import BadRequest
 
@@ -34,16 +34,31 @@ def without_password(url: str) -> str:
     """A store or fan-out URL as it may be printed or logged: its password, in the
     authority (`postgresql://ann:***@host/db`, `redis://:***@host`) or as a ``password=``
     option (libpq and redis-py both take one), written as ``***``."""
+    return masked_url(url)
+
+
+def masked_url(url: str, every_secret: bool = False) -> str:
+    """`url` with its password written as ``***`` (in the authority, or a ``password=``
+    option). `every_secret` (a webhook's URL, whose receiver is often authenticated by
+    any part of it): also a lone user name (often a token), every value of the query
+    string and the ``#fragment``; the path is kept (it tells the hooks apart). A URL
+    with nothing to mask comes back as written (urlunsplit would write unix:///p as
+    unix:/p)."""
     parts = urlsplit(url)
     netloc = parts.netloc
-    if parts.password is not None:
-        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
-    query = parts.query
-    if any(k.lower() == "password" for k, _ in parse_qsl(query, keep_blank_values=True)):
-        query = "&".join(
-            "password=***" if item.split("=", 1)[0].lower() == "password" else item
-            for item in query.split("&")
-        )
-    if netloc == parts.netloc and query == parts.query:
-        return url  # unchanged, as written (urlunsplit would write unix:///p as unix:/p)
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        if colon:
+            netloc = f"{user}:***@{hostport}"
+        elif every_secret:
+            netloc = f"***@{hostport}"
+    items = [item.partition("=") for item in parts.query.split("&")] if parts.query else []
+    query = "&".join(
+        f"{name}=***" if eq and (every_secret or name.lower() == "password") else name + eq + value
+        for name, eq, value in items
+    )
+    fragment = "***" if every_secret and parts.fragment else parts.fragment
+    if (netloc, query, fragment) == (parts.netloc, parts.query, parts.fragment):
+        return url
+    return urlunsplit(parts._replace(netloc=netloc, query=query, fragment=fragment))

@@ -39,10 +39,10 @@ import json
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from .. import util
 from ..errors import StoreError
 from ..lifecycle import cancel_and_wait
 from ..store.base import Event
@@ -73,23 +73,10 @@ class Webhook:
 
 
 def masked_url(url: str) -> str:
-    """The URL as the log, ``GET /api/webhooks`` and ``palimpsest webhooks`` show it: the
-    password of its user info, every value of its query string and its ``#fragment``
-    are ``***`` (a lone user name too: it is often a token), since receivers are often
-    authenticated that way; the path is kept, it tells the hooks apart."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-        user, colon, _ = userinfo.partition(":")
-        netloc = (f"{user}:***" if colon else "***") + "@" + hostport
-    query = "&".join(
-        f"{name}=***" if eq else name
-        for name, eq, _ in (p.partition("=") for p in parts.query.split("&"))
-    )
-    return urlunsplit(parts._replace(
-        netloc=netloc, query=query if parts.query else "", fragment="***" if parts.fragment else ""
-    ))  # fmt: skip
+    """The URL as the log, ``GET /api/webhooks`` and ``palimpsest webhooks`` show it:
+    its password, a lone user name, every query value and its ``#fragment`` as ``***``,
+    since receivers are often authenticated that way (util.masked_url)."""
+    return util.masked_url(url, every_secret=True)
 
 
 def sign(secret: str, body: bytes) -> str:
