@@ -113,10 +113,18 @@ def _allowed_name(name: str) -> str:
     return name[1:] if name.startswith("*.") else name
 
 
-def host_allowed(host: str, settings: Settings) -> bool:
+def served_names(settings: Settings) -> frozenset[str]:
+    """The names besides loopback ones and IP addresses the server answers to in open
+    mode: the one it listens on, the hosts of ``allow_origin`` and those of
+    ``allow_host`` (``*`` any, ``.example.com`` that domain and its subdomains)."""
+    allowed = {_allowed_name(h) for h in settings.allow_host} | {settings.host.lower()}
+    allowed |= {(urlsplit(o.strip().lower()).hostname or "") for o in settings.allow_origin}
+    return frozenset(allowed)
+
+
+def host_allowed(host: str, allowed: frozenset[str]) -> bool:
     """Whether the server may answer a request for `host` (a Host header) in open mode:
-    a loopback name, an IP address, the name it listens on, a host of ``allow_origin``
-    or of ``allow_host`` (``*`` any, ``.example.com`` that domain and its subdomains)."""
+    a loopback name, an IP address, or one of `allowed` (served_names)."""
     name = _hostname(host).rstrip(".")
     if not name or name == "localhost" or name.endswith(".localhost"):
         return True
@@ -125,8 +133,6 @@ def host_allowed(host: str, settings: Settings) -> bool:
         return True
     except ValueError:
         pass
-    allowed = {_allowed_name(h) for h in settings.allow_host} | {settings.host.lower()}
-    allowed |= {(urlsplit(o.strip().lower()).hostname or "") for o in settings.allow_origin}
     if "*" in allowed or name in allowed:
         return True
     return any(a.startswith(".") and (name == a[1:] or name.endswith(a)) for a in allowed)
@@ -147,6 +153,8 @@ class RequestGuard:
         #: whether an extension may authenticate by a cookie (Extension.reads_cookies)
         self.cookie_auth = cookie_auth
         self.refused = refused
+        #: the names open mode answers to besides loopback ones and IP addresses
+        self.served_names = served_names(settings)
         #: per client address, for max_http_writes_per_second
         self._writes: dict[str, Bucket] = {}
         self._pruned = 0.0
@@ -189,7 +197,7 @@ class RequestGuard:
 
     def _host_refusal(self, scope: Scope, headers: dict[str, str]) -> str | None:
         host = headers.get("host")
-        if host is None or not self.is_open() or host_allowed(host, self.settings):
+        if host is None or not self.is_open() or host_allowed(host, self.served_names):
             return None
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
             if _path(scope) in _PROBES:
@@ -210,27 +218,27 @@ class RequestGuard:
         return f"the request head is over {limit} bytes"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket"):
-            refusal = self._head_refusal(scope)
-            if refusal is not None:
-                if scope["type"] == "http":
-                    return await _answer(send, 431, "HeadTooLarge", refusal)
-                return await _close_websocket(receive, send, 4413, refusal)
-        if scope["type"] in ("http", "websocket"):
-            refusal = self._host_refusal(scope, _headers(scope))
-            if refusal is not None:
-                log.warning("refused %s %s: %s", scope.get("method", "websocket"),
-                            scope.get("path"), refusal)  # fmt: skip
-                if scope["type"] == "http":
-                    return await _answer(send, 403, "Forbidden", refusal)
-                return await _close_websocket(receive, send, 4403, refusal)
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        refusal = self._head_refusal(scope)
+        if refusal is not None:
+            if scope["type"] == "http":
+                return await _answer(send, 431, "HeadTooLarge", refusal)
+            return await _close_websocket(receive, send, 4413, refusal)
+        headers = _headers(scope)
+        refusal = self._host_refusal(scope, headers)
+        if refusal is not None:
+            log.warning("refused %s %s: %s", scope.get("method", "websocket"),
+                        scope.get("path"), refusal)  # fmt: skip
+            if scope["type"] == "http":
+                return await _answer(send, 403, "Forbidden", refusal)
+            return await _close_websocket(receive, send, 4403, refusal)
         if scope["type"] == "websocket":
-            refusal = self._origin_refusal(scope, _headers(scope))
+            refusal = self._origin_refusal(scope, headers)
             if refusal is not None:
                 log.warning("refused websocket %s: %s", scope.get("path"), refusal)
                 return await _close_websocket(receive, send, 4403, refusal)
-        elif scope["type"] == "http" and scope["method"] in _WRITES:
-            headers = _headers(scope)
+        elif scope["method"] in _WRITES:
             refusal = self._origin_refusal(scope, headers)
             if refusal is not None:
                 log.warning("refused %s %s: %s", scope["method"], scope.get("path"), refusal)
@@ -321,4 +329,11 @@ async def _answer(
     await send({"type": "http.response.body", "body": payload})
 
 
-__all__ = ["LOCAL_ORIGIN", "RequestGuard", "host_allowed", "normal_origin", "origin_allowed"]
+__all__ = [
+    "LOCAL_ORIGIN",
+    "RequestGuard",
+    "host_allowed",
+    "normal_origin",
+    "origin_allowed",
+    "served_names",
+]
