@@ -50,7 +50,7 @@ STATIC_DIR = Path(
 )
 
 
-def _cors(settings: Settings) -> list[Middleware]:
+def _cors(settings: Settings) -> Middleware:
     """CORS for the origins the guard lets in, localhost ones (any port: a Vite page on
     localhost:5173) and those of ``--allow-origin``: a page there may use the HTTP API
     and import /static/palimpsest.js (its preflight answered, its answers readable), as
@@ -58,16 +58,14 @@ def _cors(settings: Settings) -> list[Middleware]:
     (``Authorization``), never cookies a browser would add on its own. Other origins get
     no CORS headers: their browser reads nothing, and the guard refuses their writes."""
     origins = [normal_origin(o) for o in settings.allow_origin]
-    return [
-        Middleware(
-            CORSMiddleware,
-            allow_origins=["*"] if "*" in origins else origins,
-            allow_origin_regex=LOCAL_ORIGIN,
-            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
-            max_age=600,
-        )
-    ]
+    return Middleware(
+        CORSMiddleware,
+        allow_origins=["*"] if "*" in origins else origins,
+        allow_origin_regex=LOCAL_ORIGIN,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+        max_age=600,
+    )
 
 
 async def index(request: Request) -> Response:
@@ -200,7 +198,7 @@ class Palimpsest:
             exception_handlers={PalimpsestError: palimpsest_error, HTTPException: http_error},
             middleware=[
                 Middleware(PageHeaders),  # outermost: the guard's refusals get them too
-                *_cors(backend.settings),
+                _cors(backend.settings),
                 Middleware(
                     RequestGuard,
                     settings=backend.settings,

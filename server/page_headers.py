@@ -15,14 +15,7 @@ An answer that sets one of these headers itself keeps its own.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from .request_guard import ASGIApp, Message, Receive, Scope, Send, path_in_app
 
 #: the page loads static/app.js and static/style.css, its icon is a data: URL, and its
 #: editor (CodeMirror) and cursors set style attributes, hence 'unsafe-inline' for styles
@@ -41,9 +34,7 @@ PAGE_ANSWER = (
 
 
 def _is_page(scope: Scope) -> bool:
-    root, path = str(scope.get("root_path", "")), str(scope.get("path", ""))
-    if root and path.startswith(root):  # mounted in an embedding app
-        path = path[len(root) :]
+    path = path_in_app(scope)
     return path in ("", "/") or path.startswith("/static/")
 
 

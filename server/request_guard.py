@@ -161,7 +161,7 @@ class RequestGuard:
 
     def _over_write_rate(self, scope: Scope) -> str | None:
         rate = self.settings.max_http_writes_per_second
-        if rate <= 0 or not _path(scope).startswith("/api/"):
+        if rate <= 0 or not path_in_app(scope).startswith("/api/"):
             return None
         client = scope.get("client")
         host = str(client[0]) if client else "?"
@@ -200,7 +200,7 @@ class RequestGuard:
         if host is None or not self.is_open() or host_allowed(host, self.served_names):
             return None
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
-            if _path(scope) in _PROBES:
+            if path_in_app(scope) in _PROBES:
                 return None  # a health check by a service name; they disclose nothing
         self.refused("host")
         name = _hostname(host).rstrip(".")[:100]
@@ -304,7 +304,7 @@ async def _close_websocket(receive: Receive, send: Send, code: int, reason: str)
     await send({"type": "websocket.close", "code": code, "reason": reason[:120]})
 
 
-def _path(scope: Scope) -> str:
+def path_in_app(scope: Scope) -> str:
     """The request's path under the app (without the mount point of an embedding app)."""
     root, path = str(scope.get("root_path", "")), str(scope.get("path", ""))
     return path[len(root) :] if root and path.startswith(root) else path
@@ -335,5 +335,6 @@ __all__ = [
     "host_allowed",
     "normal_origin",
     "origin_allowed",
+    "path_in_app",
     "served_names",
 ]
