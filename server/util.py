@@ -42,8 +42,7 @@ def masked_url(url: str, every_secret: bool = False) -> str:
     option). `every_secret` (a webhook's URL, whose receiver is often authenticated by
     any part of it): also a lone user name (often a token), every value of the query
     string and the ``#fragment``; the path is kept (it tells the hooks apart). A URL
-    with nothing to mask comes back as written (urlunsplit would write unix:///p as
-    unix:/p)."""
+    keeps its ``//`` with an empty authority (urlunsplit writes unix:///p as unix:/p)."""
     parts = urlsplit(url)
     netloc = parts.netloc
     if "@" in netloc:
@@ -61,4 +60,8 @@ def masked_url(url: str, every_secret: bool = False) -> str:
     fragment = "***" if every_secret and parts.fragment else parts.fragment
     if (netloc, query, fragment) == (parts.netloc, parts.query, parts.fragment):
         return url
-    return urlunsplit(parts._replace(netloc=netloc, query=query, fragment=fragment))
+    masked = urlunsplit(parts._replace(netloc=netloc, query=query, fragment=fragment))
+    written = f"{parts.scheme}://"
+    if url.startswith(written) and not masked.startswith(written):  # unix:///p?password=
+        masked = written + masked[len(parts.scheme) + 1 :]
+    return masked

@@ -237,11 +237,18 @@ def test_the_start_up_line_names_the_store_whole_and_a_new_database_as_new(
     assert "s3cret" not in r.stdout + r.stderr
 
 
-def test_the_fanout_urls_password_is_not_logged(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["tcp", "unix"])
+def test_the_fanout_urls_password_is_not_logged(tmp_path: Path, where: str) -> None:
     """`--fanout redis://:PW@host/12` wrote the password into the log at start-up ("fan-out
     on redis://:PW@...") while the PostgreSQL URL's was masked: both go through the same
-    helper now. Nobody needs to listen there: the line is logged before Redis is asked."""
-    url = f"redis://:R3disPW@127.0.0.1:{free_port()}/12?prefix=t{os.getpid()}&password=Qw3rty"
+    helper now. Nobody needs to listen there: the line is logged before Redis is asked.
+    A unix socket's URL was logged as `unix:/path...`, not the `unix:///path` given."""
+    if where == "unix":
+        url = f"unix://{tmp_path}/r.sock?db=12&prefix=t{os.getpid()}&password=Qw3rty"
+        shown = f"fan-out on unix://{tmp_path}/r.sock?db=12&"
+    else:
+        url = f"redis://:R3disPW@127.0.0.1:{free_port()}/12?prefix=t{os.getpid()}&password=Qw3rty"
+        shown = "fan-out on redis://:***@127.0.0.1"
     with ServerProcess(tmp_path, extra_args=["--fanout", url]) as srv:
         for _ in range(200):
             if "fan-out on" in srv.log_text():
@@ -249,7 +256,7 @@ def test_the_fanout_urls_password_is_not_logged(tmp_path: Path) -> None:
             time.sleep(0.02)
         # what the server wrote (the header line is the test's: the command it ran)
         log = "\n".join(x for x in srv.log_text().splitlines() if not x.startswith("====="))
-    assert "fan-out on redis://:***@127.0.0.1" in log, log
+    assert shown in log, log
     assert "password=***" in log, log
     assert "R3disPW" not in log and "Qw3rty" not in log, log
 
