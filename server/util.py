@@ -37,12 +37,19 @@ def without_password(url: str) -> str:
     return masked_url(url)
 
 
+def _first_segment(path: str) -> str:
+    """`/services/T0/B0/XyZ` as `/services/***`; `/hook` and `/hook/` as they are."""
+    first, _, rest = path.lstrip("/").partition("/")
+    return f"/{first}/***" if rest else path
+
+
 def masked_url(url: str, every_secret: bool = False) -> str:
     """`url` with its password written as ``***`` (in the authority, or a ``password=``
     option). `every_secret` (a webhook's URL, whose receiver is often authenticated by
-    any part of it): also a lone user name (often a token), every value of the query
-    string and the ``#fragment``; the path is kept (it tells the hooks apart). A URL
-    keeps its ``//`` with an empty authority (urlunsplit writes unix:///p as unix:/p)."""
+    any part of it): also a lone user name (often a token), the path past its first
+    segment (Slack's /services/T/B/SECRET, Discord's /api/webhooks/ID/SECRET), every
+    value of the query string and the ``#fragment``. The ``//`` of an empty authority is
+    kept (urlunsplit writes unix:///p as unix:/p)."""
     parts = urlsplit(url)
     netloc = parts.netloc
     if "@" in netloc:
@@ -58,9 +65,10 @@ def masked_url(url: str, every_secret: bool = False) -> str:
         for name, eq, value in items
     )
     fragment = "***" if every_secret and parts.fragment else parts.fragment
-    if (netloc, query, fragment) == (parts.netloc, parts.query, parts.fragment):
+    path = _first_segment(parts.path) if every_secret else parts.path
+    if (netloc, path, query, fragment) == parts[1:]:
         return url
-    masked = urlunsplit(parts._replace(netloc=netloc, query=query, fragment=fragment))
+    masked = urlunsplit(parts._replace(netloc=netloc, path=path, query=query, fragment=fragment))
     written = f"{parts.scheme}://"
     if url.startswith(written) and not masked.startswith(written):  # unix:///p?password=
         masked = written + masked[len(parts.scheme) + 1 :]

@@ -266,11 +266,15 @@ async def test_credentials_in_a_webhook_url_are_masked_in_the_log_and_listings(
 ) -> None:
     """The URL's password and query values were logged (`webhook wh-... ->
     http://hookuser:hookpass@...?apikey=...`) and served by GET /api/webhooks as they were
-    configured. They are still what the deliveries use."""
+    configured. They are still what the deliveries use. So was a secret in the path, where
+    Slack's and Discord's hooks keep it (`/services/T0/B0/SECRET`)."""
     with Receiver() as rx:
         rx.redirect_to = "https://someone:theirpass@elsewhere.example/x?key=REDIRSECRET"
-        url = f"http://hookuser:hookpass@127.0.0.1:{rx.port}/hook?apikey=TOPSECRET&v=1#FRAGSECRET"
-        shown = f"http://hookuser:***@127.0.0.1:{rx.port}/hook?apikey=***&v=***#***"
+        url = (
+            f"http://hookuser:hookpass@127.0.0.1:{rx.port}/services/T0/PATHSECRET"
+            "?apikey=TOPSECRET&v=1#FRAGSECRET"
+        )
+        shown = f"http://hookuser:***@127.0.0.1:{rx.port}/services/***?apikey=***&v=***#***"
         srv = ServerProcess(
             tmp_path, extra_args=["--webhook", url, "--webhook-max-failures", "2"], env=FAST
         )
@@ -294,8 +298,10 @@ async def test_credentials_in_a_webhook_url_are_masked_in_the_log_and_listings(
     ), row
     assert shown in log and shown in listing, (log, listing)
     for text in (log, listing, json.dumps(listed), json.dumps(row)):
-        for secret in ("hookpass", "TOPSECRET", "theirpass", "REDIRSECRET", "FRAGSECRET"):
+        for secret in ("hookpass", "TOPSECRET", "PATHSECRET", "theirpass", "REDIRSECRET",
+                       "FRAGSECRET"):  # fmt: skip
             assert secret not in text, (secret, text)
     # the deliveries went to the URL as configured, its credentials with them
     basic = "Basic " + base64.b64encode(b"hookuser:hookpass").decode()
     assert rx.deliveries and rx.deliveries[0].headers["authorization"] == basic
+    assert rx.deliveries[0].path == "/services/T0/PATHSECRET?apikey=TOPSECRET&v=1"

@@ -19,6 +19,8 @@ class Delivery:
     headers: dict[str, str]
     body: bytes
     status: int
+    #: the request's path and query, as the sender wrote them
+    path: str = ""
 
     @property
     def json(self) -> dict[str, Any]:
@@ -62,7 +64,9 @@ class Receiver:
                     if receiver.fail_next > 0:
                         receiver.fail_next -= 1
                     receiver.deliveries.append(
-                        Delivery({k.lower(): v for k, v in self.headers.items()}, body, status)
+                        Delivery(
+                            {k.lower(): v for k, v in self.headers.items()}, body, status, self.path
+                        )  # fmt: skip
                     )
                 self.send_response(status)
                 if status == 307:
