@@ -276,9 +276,12 @@ AUTH_ENV = frozenset({"PALIMPSEST_JWT_SECRET", "PALIMPSEST_JWT_PUBLIC_KEY"})
 
 
 #: the variables Kubernetes sets in every pod of a namespace with a Service named
-#: "palimpsest" (PALIMPSEST_SERVICE_HOST, PALIMPSEST_PORT_8000_TCP_ADDR...): not ours
-_KUBERNETES_NAMES = re.compile(
+#: "palimpsest" (PALIMPSEST_SERVICE_HOST, PALIMPSEST_PORT_8000_TCP_ADDR...), and docker's
+#: --link to a container of that name or alias (the same PALIMPSEST_PORT_*, with
+#: PALIMPSEST_NAME=/app/palimpsest and PALIMPSEST_ENV_<its environment>): not ours
+_LINK_NAMES = re.compile(
     r"PALIMPSEST_SERVICE_(HOST|PORT)(_\w+)?|PALIMPSEST_PORT_\d+_(TCP|UDP|SCTP)(_\w+)?"
+    r"|PALIMPSEST_ENV_\w+"
 )
 
 
@@ -296,7 +299,9 @@ def unknown_env(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
     for name in sorted(environ):
         if not name.startswith("PALIMPSEST_") or name in known:
             continue
-        if name.startswith(_OTHER_ENV_PREFIXES) or _KUBERNETES_NAMES.fullmatch(name):
+        if name.startswith(_OTHER_ENV_PREFIXES) or _LINK_NAMES.fullmatch(name):
+            continue
+        if name == "PALIMPSEST_NAME" and environ[name].startswith("/"):  # docker's link
             continue
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
         out.append((name, close[0] if close else None))

@@ -135,7 +135,7 @@ def test_a_misspelt_variable_is_named_and_one_meant_as_the_jwt_secret_stops_the_
         assert "PALIMPSEST_JWT_SECRETT is not a setting" in srv.log_text()
 
 
-def test_kubernetes_service_variables_do_not_stop_the_start(
+def test_kubernetes_and_docker_link_variables_do_not_stop_the_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A Service named `palimpsest` makes Kubernetes set PALIMPSEST_PORT=tcp://HOST:PORT
@@ -153,6 +153,17 @@ def test_kubernetes_service_variables_do_not_stop_the_start(
         log = srv.log_text()
     assert "PALIMPSEST_PORT=tcp://10.0.0.5:8000 is the link Kubernetes sets" in log, log
     assert "not a setting" not in log and "Traceback" not in log, log
+    # docker's --link to a container named palimpsest sets the same, and its name and
+    # environment; a misspelt setting beside them is still named
+    docker = {
+        "PALIMPSEST_PORT": "tcp://172.17.0.2:8000", "PALIMPSEST_PORT_8000_TCP_PORT": "8000",
+        "PALIMPSEST_NAME": "/app/palimpsest", "PALIMPSEST_ENV_PALIMPSEST_DB": "/data/p.db",
+        "PALIMPSEST_ENV_PATH": "/usr/bin", "PALIMPSEST_MAX_FRAME_BYTEZ": "1M",
+    }  # fmt: skip
+    with ServerProcess(tmp_path / "docker", env=docker) as srv:
+        log = srv.log_text()
+    (unknown,) = [line for line in log.splitlines() if "not a setting" in line]
+    assert "PALIMPSEST_MAX_FRAME_BYTEZ is not a setting" in unknown, log
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert Settings.from_env().port == 8000  # the default, without --port
