@@ -16,6 +16,7 @@ import { searchKeymap, highlightSelectionMatches } from '@codemirror/search'
 import { yCollab, ySyncAnnotation } from 'y-codemirror.next'
 import { ServerUndo } from '../../static/palimpsest.js'
 import { colorFor, lightColorFor } from './colors.js'
+import { holdRemoteWhileComposing } from './composition.js'
 import { specialChars } from './specialchars.js'
 import { $, h, clear, mountUrl, wsBase } from './util.js'
 import { LiveTree, chooseRoot, drawNodes, jsonOfRoot, modelOfRoot, rootKinds } from './render.js'
@@ -87,6 +88,7 @@ export function openDocument ({ doc, user, token, parent }) {
         // else on the page (WCAG 2.1.2, no keyboard trap), and never indent the shared text.
         keymap.of([...defaultKeymap, ...searchKeymap]),
         collab.of([]),
+        holdRemoteWhileComposing(provider), // (remote edits wait for an IME's commit)
         undoGrouping(session),
         editable.of(editableExt(false)),
         EditorView.contentAttributes.of({ 'aria-label': `Text of ${doc}`, spellcheck: 'true' })
