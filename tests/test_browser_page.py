@@ -915,6 +915,44 @@ def test_a_link_with_a_token_signs_in_its_tab_only_and_leaves_the_address(
         assert not errors, errors
 
 
+def test_a_refusal_is_announced_and_says_how_to_sign_in(people: Any, tmp_path: Path) -> None:
+    """The server's reason for refusing the document went into #banner, no live region:
+    a screen reader said only "Refused" (the status pill; the reason in its title). And
+    signed out of a server that needs tokens, the banner read "not authenticated: a
+    token is required (?token= on the websocket, Authorization: Bearer on HTTP)": words
+    for developers, nothing on how to sign in. The banner is now an alert, and a sign-in
+    missing or not accepted is told as how to sign in: with a link."""
+    secret = "a-secret-for-the-page-tests-only-0123456789"
+    others = mint(secret, "bob", "write", ["other-*"])
+    with ServerProcess(tmp_path, extra_args=["--jwt-secret", secret]) as srv:
+        page = people().new_page()
+        page.goto(f"{srv.http_url}/?doc=secret&user=bob&token={others}")
+        expect(page.locator("#status")).to_have_attribute("data-state", "refused")
+        banner = page.locator("#banner")
+        expect(banner).to_have_role("alert")
+        expect(banner).to_have_text(
+            "The server refused this document: this token does not grant document 'secret'"
+        )
+
+        page.locator("#user-chip").click()
+        page.locator("#signout-btn").click()  # (the page has ?user=bob, and now no token)
+        expect(page.locator("#status")).to_have_attribute("data-state", "refused")
+        expect(banner).to_have_role("alert")
+        expect(banner).to_have_text(
+            "You are not signed in, and this server opens documents only to people who are. "
+            "To sign in, open the sign-in link you were given (an address like "
+            f"{srv.http_url}/?doc=secret&token=…). Whoever runs this server can make you one."
+        )
+
+        forged = mint("another-secret-0123456789-0123456789-abc", "bob", "write", ["*"])
+        page.goto(f"{srv.http_url}/?doc=secret&token={forged}")
+        expect(page.locator("#status")).to_have_attribute("data-state", "refused")
+        expect(banner).to_have_text(
+            re.compile(r"^Your sign-in was not accepted \(token signature does not verify\)\. ")
+        )
+        expect(banner).to_contain_text("To sign in again, open a new sign-in link")
+
+
 # ---------------------------------------------------------------- wording
 
 

@@ -18,7 +18,7 @@ import { ServerUndo } from '../../static/palimpsest.js'
 import { colorFor, lightColorFor } from './colors.js'
 import { holdRemoteWhileComposing } from './composition.js'
 import { specialChars } from './specialchars.js'
-import { $, h, clear, mountUrl, wsBase } from './util.js'
+import { $, h, clear, mountUrl, showBanner, wsBase } from './util.js'
 import { LiveTree, chooseRoot, drawNodes, jsonOfRoot, modelOfRoot, rootKinds } from './render.js'
 
 export function openDocument ({ doc, user, token, parent }) {
@@ -139,14 +139,29 @@ export function openDocument ({ doc, user, token, parent }) {
   }
   session.focus = () => { if (session.root !== null) view.focus() }
   session.blur = () => view.contentDOM.blur()
-  session.status.onRefused = (reason) => {
-    const banner = $('#banner')
-    banner.hidden = false
-    banner.textContent = `The server refused this document: ${reason}`
+  session.status.onRefused = (reason, code) => {
+    showBanner(refusal(doc, reason, code, token))
     session.setEditable(false)
     if (session.root === null) view.dispatch({ effects: hint.reconfigure([]) }) // not opening
   }
   return session
+}
+
+/**
+ * What the page says when the server refuses the document: the server's reason, except
+ * for a sign-in missing or not accepted (4401), where the reason is written for
+ * developers ("?token= on the websocket, Authorization: Bearer on HTTP") and the reader
+ * needs to know how to sign in: with a link, the page's one way in (see main.js).
+ */
+function refusal (doc, reason, code, token) {
+  if (code !== 4401) return [`The server refused this document: ${reason}`]
+  const example = `${mountUrl(`?doc=${encodeURIComponent(doc)}`)}&token=…`
+  return [
+    token
+      ? `Your sign-in was not accepted (${reason}). To sign in again, open a new sign-in link`
+      : 'You are not signed in, and this server opens documents only to people who are. To sign in, open the sign-in link you were given',
+    ' (an address like ', h('code', {}, example), '). Whoever runs this server can make you one.'
+  ]
 }
 
 /**
@@ -265,7 +280,7 @@ export class ConnectionStatus {
         this.refused = event.reason || `closed with code ${event.code}`
         this.refusedCode = event.code // 4404: the document was deleted
         provider.disconnect()
-        this.onRefused?.(this.refused)
+        this.onRefused?.(this.refused, this.refusedCode)
       }
       this.render()
     })

@@ -6,7 +6,7 @@
 
 import { Api } from './api.js'
 import { colorFor, initials } from './colors.js'
-import { $, h, clear, relativeTime, absoluteTime, formatBytes, mountUrl, wsBase } from './util.js'
+import { $, h, clear, relativeTime, absoluteTime, formatBytes, mountUrl, showBanner, wsBase } from './util.js'
 import { toast } from './toast.js'
 import { openDocument } from './editor.js'
 import { HistoryPanel } from './history.js'
@@ -268,12 +268,7 @@ async function showDocument (api, doc, user, token) {
     for (const [id, op] of [['#undo-btn', 'undo'], ['#redo-btn', 'redo']]) {
       $(id).disabled = readOnly || (ops.length > 0 && !ops.includes(op))
     }
-    const banner = $('#banner')
-    if (readOnly) {
-      banner.hidden = false
-      banner.className = 'banner info'
-      banner.textContent = 'You have read-only access to this document.'
-    }
+    if (readOnly) showBanner(['You have read-only access to this document.'], 'info')
   })
   $('#undo-btn').addEventListener('click', () => { undo(); session.focus() })
   $('#redo-btn').addEventListener('click', () => { redo(); session.focus() })

@@ -48,6 +48,19 @@ export function own (object, key) {
   return object && Object.prototype.hasOwnProperty.call(object, key) ? object[key] : undefined
 }
 
+/**
+ * Put `content` (text and nodes) in the banner above the editor. A refusal is an alert,
+ * which screen readers announce at once, not only the "Refused" of the status pill; an
+ * `info` (read-only access) is a status, announced when the reader is idle.
+ */
+export function showBanner (content, kind = 'alert') {
+  const banner = $('#banner')
+  banner.className = kind === 'info' ? 'banner info' : 'banner'
+  banner.setAttribute('role', kind === 'info' ? 'status' : 'alert')
+  banner.replaceChildren(...content)
+  banner.hidden = false
+}
+
 export function clear (el) {
   while (el.firstChild) el.removeChild(el.firstChild)
   return el
