@@ -5,7 +5,7 @@
 // /static/palimpsest.js (server-side undo/redo).
 
 import { Api } from './api.js'
-import { colorFor, initials } from './colors.js'
+import { colorFor, initials, inkOn } from './colors.js'
 import { $, h, clear, relativeTime, absoluteTime, formatBytes, mountUrl, showBanner, wsBase } from './util.js'
 import { toast } from './toast.js'
 import { openDocument } from './editor.js'
@@ -296,11 +296,12 @@ async function showDocument (api, doc, user, token) {
       if (!u || !u.name) continue
       if (seen.has(u.name)) continue // one avatar per person, however many tabs
       seen.add(u.name)
+      const color = u.color || colorFor(u.name) // (another app's user: its own colour)
       presence.append(h('span', {
         class: 'avatar' + (clientId === selfId ? ' self' : ''),
         title: clientId === selfId ? `${u.name} (you)` : u.name,
         dataset: { user: u.name },
-        style: { background: u.color || colorFor(u.name) }
+        style: { background: color, color: inkOn(color) }
       }, initials(u.name)))
     }
   }
