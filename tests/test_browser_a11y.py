@@ -6,6 +6,10 @@ the real server, with tests/test_browser.py's fixtures and helpers."""
 
 from __future__ import annotations
 
+import json
+import re
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -48,6 +52,36 @@ def axe(page: Page, within: list[str] | None = None, rules: list[str] | None = N
         [within, rules],
     )
     return list(found)
+
+
+def put_text(server: ServerProcess, doc: str, user: str, text: str) -> None:
+    """`user` makes the document's text `text` (PUT /text: the least edit that does it)."""
+    request = urllib.request.Request(
+        f"{server.http_url}/api/docs/{doc}/text?user={urllib.parse.quote(user)}",
+        data=json.dumps({"text": text}).encode(),
+        method="PUT",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as r:
+        assert r.status == 200
+
+
+def two_authors(server: ServerProcess, doc: str) -> None:
+    """Version #1 frank's sentence, #2 grace's added after it."""
+    put_text(server, doc, "frank", "Frank wrote this. ")
+    put_text(server, doc, "grace", "Frank wrote this. Grace added this.")
+
+
+def preview(page: Page, mode: str) -> Any:
+    """Switch the version previewed to `mode` (text, diff, blame); its body once drawn."""
+    page.click(f'#preview-modes [data-mode="{mode}"]')
+    expect(page.locator("#preview")).to_have_attribute("data-mode", mode)
+    expect(page.locator("#preview")).not_to_have_class(re.compile("loading"))
+    return page.locator("#preview-body")
+
+
+def style(locator: Any, prop: str) -> str:
+    return str(locator.evaluate(f"(e) => getComputedStyle(e).{prop}"))
 
 
 def palette_index(name: str) -> int:
@@ -99,3 +133,42 @@ def test_every_author_colour_carries_its_white_initials_and_cursor_name(
     expect(light).to_have_css("background-color", "rgb(48, 188, 237)")
     assert axe(first, ["#presence"], ["color-contrast"]) == []
     assert not any(p.errors for p in pages)  # type: ignore[attr-defined]
+
+
+def test_forced_colours_keep_insertions_the_selected_tab_and_blame_authors_apart(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """In forced colours (Windows High Contrast) backgrounds, box-shadows and author
+    colours are gone: inserted text (a background and an inset shadow) looked unchanged,
+    the selected view tab like the others, and every blame run had the same line under
+    it. Now insertions are underlined, the selected tab is in the system's highlight,
+    and each author's runs have a line style of their own, which the legend repeats."""
+    two_authors(server, doc_name)
+    page = people().new_page()
+    page.emulate_media(forced_colors="active")
+    page.goto(f"{server.http_url}/?doc={doc_name}&user=frank&version=1")
+    body = preview(page, "diff")
+    inserted = body.locator('ins[data-actor="grace"]')
+    expect(inserted).to_have_text("Grace added this.")
+    assert style(inserted, "textDecorationLine") == "underline"
+    assert style(body, "textDecorationLine") == "none"
+    tabs = page.locator("#preview-modes [role=tab]")
+    selected = page.locator('#preview-modes [aria-selected="true"]')
+    expect(selected).to_have_text("Changes since")
+    others = {
+        style(tab, "color") for tab in tabs.all() if tab.get_attribute("aria-selected") == "false"
+    }
+    assert len(others) == 1 and style(selected, "color") not in others
+
+    page.goto(f"{server.http_url}/?doc={doc_name}&user=frank&version=2")
+    body = preview(page, "blame")
+    frank = body.locator('.blame-run[data-actor="frank"]')
+    grace = body.locator('.blame-run[data-actor="grace"]')
+    expect(grace).to_have_text("Grace added this.")
+    lines = {
+        who: style(run, "borderBottomStyle") for who, run in (("frank", frank), ("grace", grace))
+    }
+    assert lines["frank"] != lines["grace"] and "none" not in lines.values(), lines
+    for who, line in lines.items():
+        chip = page.locator("#preview-legend .author-chip", has_text=who)
+        assert style(chip, "borderBottomStyle") == line, who

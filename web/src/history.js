@@ -601,16 +601,17 @@ export class HistoryPanel {
         if (token !== this._previewToken) return
         const runs = own(blame.roots, root)?.runs || []
         const authors = new Set()
+        const mark = authorMarks()
         for (const run of mergeOps(runs.map((r) => ({ ...r, op: 'blame' })))) {
           if (run.actor) authors.add(run.actor)
           body.append(h('span', {
             class: 'blame-run',
             style: { background: lightColorFor(run.actor, 0x30), borderBottomColor: colorFor(run.actor) },
             title: `${run.actor || 'unknown'} · ${seqRange(run.minSeq, run.maxSeq)}`,
-            dataset: { actor: run.actor, seq: run.minSeq }
+            dataset: { actor: run.actor, seq: run.minSeq, mark: mark(run.actor) }
           }, withCR(run.text)))
         }
-        legend.append(h('span', {}, `Who wrote each part of version #${realSeq}:`), authorChips(authors))
+        legend.append(h('span', {}, `Who wrote each part of version #${realSeq}:`), authorChips(authors, mark))
         if (!runs.length) body.append(h('span', { class: 'muted' }, '(empty)'))
       }
 
@@ -682,6 +683,7 @@ export class HistoryPanel {
       : await this.api.blame(this.doc, seq, 'actor')
     if (token !== this._previewToken) return
     const authors = new Set()
+    const mark = authorMarks()
     let inserted = 0
     let deleted = 0
     let moved = 0
@@ -695,11 +697,11 @@ export class HistoryPanel {
         if (run && run.op === 'delete') deleted += charCount(run.text)
         if (run && run.moved && run.op === 'insert') moved += charCount(run.text)
       }
-      section(name).append(nodes.length ? drawNodes(nodes, diffing ? DIFF_DECO : BLAME_DECO) : h('span', { class: 'muted' }, '(empty)'))
+      section(name).append(nodes.length ? drawNodes(nodes, diffing ? DIFF_DECO : blameDeco(mark)) : h('span', { class: 'muted' }, '(empty)'))
     }
     legend.append(...(diffing
       ? diffLegend(answer, seq, inserted, deleted, authors, moved)
-      : [h('span', {}, `Who made and wrote each part of version #${seq}:`), authorChips(authors)]))
+      : [h('span', {}, `Who made and wrote each part of version #${seq}:`), authorChips(authors, mark)]))
   }
 
   async restore () {
@@ -856,8 +858,22 @@ function nodeLabel (node) {
   return (node.attributes && node.attributes.__type) || 'text'
 }
 
+/**
+ * A number per author, 0 to 3 in the order they first come, for the forced-colours
+ * style sheet (Windows High Contrast): there every author's colour is the one text
+ * colour, and blame tells authors apart, and matches them to the legend, by the style
+ * of the line under their text.
+ */
+function authorMarks () {
+  const marks = new Map()
+  return (actor) => {
+    if (!marks.has(actor)) marks.set(actor, marks.size % 4)
+    return marks.get(actor)
+  }
+}
+
 /** blame of a tree: each element by who made it, each run by who wrote it */
-const BLAME_DECO = {
+const blameDeco = (mark) => ({
   node: (node) => node.actor
     ? {
         class: 'made',
@@ -870,9 +886,9 @@ const BLAME_DECO = {
     class: 'blame-run',
     style: { background: lightColorFor(run.actor, 0x30), borderBottomColor: colorFor(run.actor) },
     title: `${run.actor || 'unknown'} · ${seqRange(run.seq, run.last_seq)}`,
-    dataset: { actor: run.actor, seq: run.seq }
+    dataset: { actor: run.actor, seq: run.seq, mark: mark(run.actor) }
   })
-}
+})
 
 const VERBS = { insert: 'added', delete: 'deleted', format: 'changed' }
 const MOVED = { insert: 'moved here', delete: 'moved away' }
@@ -898,7 +914,9 @@ const DIFF_DECO = {
     : null
 }
 
-function authorChips (authors) {
+/** the legend's authors; with `mark` (blame), each chip underlined as their text is */
+function authorChips (authors, mark = null) {
   return h('span', { class: 'author-chips' }, [...authors].sort().map((a) =>
-    h('span', { class: 'author-chip', style: { '--author': colorFor(a) } }, h('span', { class: 'dot', style: { background: colorFor(a) } }), a)))
+    h('span', { class: 'author-chip', style: { '--author': colorFor(a) }, dataset: mark ? { mark: mark(a) } : {} },
+      h('span', { class: 'dot', style: { background: colorFor(a) } }), a)))
 }
