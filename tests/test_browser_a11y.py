@@ -172,3 +172,49 @@ def test_forced_colours_keep_insertions_the_selected_tab_and_blame_authors_apart
     for who, line in lines.items():
         chip = page.locator("#preview-legend .author-chip", has_text=who)
         assert style(chip, "borderBottomStyle") == line, who
+
+
+def accessible_texts(page: Page) -> list[str]:
+    """The text a screen reader is given: Chromium's accessibility tree's static texts."""
+    cdp = page.context.new_cdp_session(page)
+    nodes = cdp.send("Accessibility.getFullAXTree")["nodes"]
+    cdp.detach()
+    return [
+        str(n["name"]["value"])
+        for n in nodes
+        if n.get("role", {}).get("value") == "StaticText" and n.get("name", {}).get("value")
+    ]
+
+
+def test_blame_and_diff_name_each_parts_author_to_a_screen_reader_and_the_keyboard(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """Who wrote each part of a blame, and who added or deleted each part of a diff, was
+    only in the `title` of a span no keyboard reaches, and in its colour. Each part now
+    says it (generated text a screen reader reads before the part, not in the text
+    itself), and the parts are one Tab stop whose arrow keys go from part to part,
+    showing each one's author."""
+    two_authors(server, doc_name)
+    page = people().new_page()
+    page.goto(f"{server.http_url}/?doc={doc_name}&user=frank&version=2")
+    body = preview(page, "blame")
+    expect(body.locator(".blame-run")).to_have_count(2)
+    said = accessible_texts(page)
+    assert "written by frank in #1:" in said and "written by grace in #2:" in said, said
+    assert body.evaluate("(e) => e.textContent") == "Frank wrote this. Grace added this."
+
+    page.focus("#preview-close")
+    page.keyboard.press("Tab")
+    focused = "() => document.activeElement.dataset.who ?? document.activeElement.id"
+    assert page.evaluate(focused) == "written by frank in #1"
+    page.keyboard.press("ArrowRight")
+    assert page.evaluate(focused) == "written by grace in #2"
+    label = "(e) => getComputedStyle(e, '::before').width"
+    assert float(body.locator('[data-actor="grace"]').evaluate(label).removesuffix("px")) > 50
+    page.keyboard.press("Tab")  # one stop: Tab leaves the text
+    assert page.evaluate("() => !document.activeElement.closest('#preview-body')")
+
+    page.goto(f"{server.http_url}/?doc={doc_name}&user=frank&version=1")
+    body = preview(page, "diff")
+    expect(body.locator("ins")).to_have_text("Grace added this.")
+    assert "added by grace in #2:" in accessible_texts(page)

@@ -44,6 +44,7 @@ export class HistoryPanel {
     for (const button of document.querySelectorAll('.tabs [data-tab]')) {
       button.addEventListener('click', () => this.setTab(button.dataset.tab))
     }
+    $('#preview-body').addEventListener('keydown', stepAmongParts)
     $('#tag-form').addEventListener('submit', (event) => {
       event.preventDefault()
       const input = $('#tag-name')
@@ -604,16 +605,19 @@ export class HistoryPanel {
         const mark = authorMarks()
         for (const run of mergeOps(runs.map((r) => ({ ...r, op: 'blame' })))) {
           if (run.actor) authors.add(run.actor)
+          const who = writtenBy(run.actor, seqRange(run.minSeq, run.maxSeq))
           body.append(h('span', {
             class: 'blame-run',
             style: { background: lightColorFor(run.actor, 0x30), borderBottomColor: colorFor(run.actor) },
-            title: `${run.actor || 'unknown'} · ${seqRange(run.minSeq, run.maxSeq)}`,
-            dataset: { actor: run.actor, seq: run.minSeq, mark: mark(run.actor) }
+            title: who,
+            dataset: { actor: run.actor, seq: run.minSeq, mark: mark(run.actor), who }
           }, withCR(run.text)))
         }
         legend.append(h('span', {}, `Who wrote each part of version #${realSeq}:`), authorChips(authors, mark))
         if (!runs.length) body.append(h('span', { class: 'muted' }, '(empty)'))
       }
+
+      partsReachable(body)
 
       const others = Object.entries(version.roots || {}).filter(([name]) => !names.includes(name))
       if (others.length && this.mode === 'text') {
@@ -827,12 +831,45 @@ function opSpan (op) {
   const seqs = op.minSeq === undefined || op.minSeq === null
     ? ''
     : op.minSeq === op.maxSeq ? ` in #${op.minSeq}` : ` in #${op.minSeq}–#${op.maxSeq}`
+  const who = `${verb} by ${op.actor || 'unknown'}${seqs}`
   return h(op.op === 'insert' ? 'ins' : 'del', {
     class: (op.op === 'insert' ? 'ins' : 'del') + (op.moved ? ' moved' : ''),
     style: authorStyle(op.actor),
-    title: `${verb} by ${op.actor || 'unknown'}${seqs}`,
-    dataset: { actor: op.actor, seq: op.minSeq }
+    title: who,
+    dataset: { actor: op.actor, seq: op.minSeq, who }
   }, withCR(op.text))
+}
+
+/**
+ * The parts of a blame or a diff (each naming its author in data-who, which the style
+ * sheet has a screen reader read before it, and shows over it on focus) as one Tab stop
+ * the keyboard goes into and through with the arrow keys, Home and End: a title alone
+ * told only a mouse's hover who wrote what.
+ */
+function partsReachable (body) {
+  body.querySelectorAll('[data-who]').forEach((part, i) => { part.tabIndex = i === 0 ? 0 : -1 })
+}
+
+const STEPS = { ArrowRight: 1, ArrowDown: 1, ArrowLeft: -1, ArrowUp: -1 }
+
+function stepAmongParts (event) {
+  const parts = [...event.currentTarget.querySelectorAll('[data-who]')]
+  const at = parts.indexOf(event.target)
+  if (at < 0 || event.altKey || event.ctrlKey || event.metaKey) return
+  let to
+  if (event.key === 'Home') to = 0
+  else if (event.key === 'End') to = parts.length - 1
+  else if (event.key in STEPS) to = Math.max(0, Math.min(parts.length - 1, at + STEPS[event.key]))
+  else return
+  event.preventDefault()
+  parts[at].tabIndex = -1
+  parts[to].tabIndex = 0
+  parts[to].focus()
+}
+
+/** who wrote a part of the text, and in which versions: "written by ann in #3–#5" */
+function writtenBy (actor, seqs) {
+  return `written by ${actor || 'unknown'}${seqs ? ` in ${seqs}` : ''}`
 }
 
 function seqRange (first, last) {
@@ -882,12 +919,15 @@ const blameDeco = (mark) => ({
         dataset: { actor: node.actor, seq: node.seq }
       }
     : null,
-  run: (run) => ({
-    class: 'blame-run',
-    style: { background: lightColorFor(run.actor, 0x30), borderBottomColor: colorFor(run.actor) },
-    title: `${run.actor || 'unknown'} · ${seqRange(run.seq, run.last_seq)}`,
-    dataset: { actor: run.actor, seq: run.seq, mark: mark(run.actor) }
-  })
+  run: (run) => {
+    const who = writtenBy(run.actor, seqRange(run.seq, run.last_seq))
+    return {
+      class: 'blame-run',
+      style: { background: lightColorFor(run.actor, 0x30), borderBottomColor: colorFor(run.actor) },
+      title: who,
+      dataset: { actor: run.actor, seq: run.seq, mark: mark(run.actor), who }
+    }
+  }
 })
 
 const VERBS = { insert: 'added', delete: 'deleted', format: 'changed' }
@@ -904,14 +944,17 @@ const DIFF_DECO = {
       }
     : null,
   wrap: (run) => run.op === 'insert' ? 'ins' : run.op === 'delete' ? 'del' : null,
-  run: (run) => VERBS[run.op]
-    ? {
-        class: (run.op === 'insert' ? 'ins' : run.op === 'delete' ? 'del' : 'fmt') + (run.moved ? ' moved' : ''),
-        style: authorStyle(run.actor),
-        title: `${run.op === 'format' ? 'formatted' : run.moved ? MOVED[run.op] : VERBS[run.op]} by ${run.actor || 'unknown'}${run.seq ? ` in #${run.seq}` : ''}`,
-        dataset: { actor: run.actor, seq: run.seq, op: run.op }
-      }
-    : null
+  run: (run) => {
+    if (!VERBS[run.op]) return null
+    const verb = run.op === 'format' ? 'formatted' : run.moved ? MOVED[run.op] : VERBS[run.op]
+    const who = `${verb} by ${run.actor || 'unknown'}${run.seq ? ` in #${run.seq}` : ''}`
+    return {
+      class: (run.op === 'insert' ? 'ins' : run.op === 'delete' ? 'del' : 'fmt') + (run.moved ? ' moved' : ''),
+      style: authorStyle(run.actor),
+      title: who,
+      dataset: { actor: run.actor, seq: run.seq, op: run.op, who }
+    }
+  }
 }
 
 /** the legend's authors; with `mark` (blame), each chip underlined as their text is */
