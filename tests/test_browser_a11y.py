@@ -218,3 +218,63 @@ def test_blame_and_diff_name_each_parts_author_to_a_screen_reader_and_the_keyboa
     body = preview(page, "diff")
     expect(body.locator("ins")).to_have_text("Grace added this.")
     assert "added by grace in #2:" in accessible_texts(page)
+
+
+ARABIC = "مرحبا بالعالم."
+
+# where the first letter and the final full stop of ARABIC are drawn (x of their left
+# edges), in the first text node under `root` that holds it
+DRAWN_AT = """([root, line]) => {
+  const walker = document.createTreeWalker(document.querySelector(root), NodeFilter.SHOW_TEXT)
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    const i = n.data.indexOf(line)
+    if (i < 0) continue
+    const x = (at) => {
+      const r = document.createRange()
+      r.setStart(n, at)
+      r.setEnd(n, at + 1)
+      return r.getBoundingClientRect().left
+    }
+    return { first: x(i), stop: x(i + line.length - 1) }
+  }
+  return null
+}"""
+
+
+def right_to_left(page: Page, root: str) -> bool:
+    """ARABIC is laid out right to left under `root`: its full stop left of its start."""
+    at = page.evaluate(DRAWN_AT, [root, ARABIC])
+    assert at is not None, f"{ARABIC!r} not drawn under {root}"
+    return bool(at["stop"] < at["first"])
+
+
+def test_right_to_left_paragraphs_are_laid_out_right_to_left_and_bidi_controls_act(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """An Arabic or Hebrew paragraph was laid out left to right in the editor and in the
+    history's views (its full stop at its right end, the line aligned left): nothing
+    gave a line the direction of its text. And the editor replaced the bidi controls
+    people type on purpose (RLM, RLI…PDI) with bullets, which ordered nothing."""
+    isolated = "\u2067abc\u2069"
+    put_text(server, doc_name, "layla", f"English first.\n{ARABIC}\nשלום עולם.\u200f {isolated}")
+    put_text(
+        server, doc_name, "omar", f"English first.\n{ARABIC}\nשלום עולם.\u200f {isolated}\u200b"
+    )
+    page = open_doc(people(), server.http_url, doc_name, "layla")
+    lines = page.locator(".cm-line")
+    expect(lines).to_have_count(3)
+    assert right_to_left(page, ".cm-content")
+    directions = lines.evaluate_all("(ls) => ls.map((l) => getComputedStyle(l).direction)")
+    assert directions == ["ltr", "rtl", "rtl"]
+    assert page.evaluate("() => window.palimpsest.session.view.textDirectionAt(20)") == 1  # RTL
+    # the marks and isolates act (kept as characters, drawn as nothing); a zero-width
+    # space is still shown
+    expect(page.locator(".cm-specialChar")).to_have_count(1)
+    expect(page.locator(".cm-specialChar")).to_have_attribute("title", re.compile("zero width"))
+
+    page.goto(f"{server.http_url}/?doc={doc_name}&user=layla&version=1")
+    expect(page.locator("#preview-body")).to_contain_text(ARABIC)
+    assert right_to_left(page, "#preview-body")
+    for mode in ("diff", "blame"):
+        preview(page, mode)
+        assert right_to_left(page, "#preview-body"), mode

@@ -18,6 +18,7 @@ import { ServerUndo } from '../../static/palimpsest.js'
 import { colorFor, lightColorFor } from './colors.js'
 import { holdRemoteWhileComposing } from './composition.js'
 import { specialChars } from './specialchars.js'
+import { lineDirection } from './direction.js'
 import { $, h, clear, mountUrl, showBanner, wsBase } from './util.js'
 import { LiveTree, chooseRoot, drawNodes, jsonOfRoot, modelOfRoot, rootKinds } from './render.js'
 
@@ -78,6 +79,7 @@ export function openDocument ({ doc, user, token, parent }) {
           }
         }),
         specialChars, // (not highlightSpecialChars(): see specialchars.js)
+        lineDirection,
         drawSelection(),
         dropCursor(),
         highlightActiveLine(),

@@ -12,8 +12,11 @@ import { Decoration, MatchDecorator, ViewPlugin, WidgetType } from '@codemirror/
 import { h } from './util.js'
 
 // highlightSpecialChars' default set, less \n (the only line break: editor.js sets
-// EditorState.lineSeparator to '\n', so a \r is a character of its line)
-const SPECIALS = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u00ad\u061c\u200b\u200e\u200f\u2028\u2029\u202d\u202e\u2066\u2067\u2069\ufeff\ufff9-\ufffc]/gu
+// EditorState.lineSeparator to '\n', so a \r is a character of its line) and less the
+// bidirectional controls (ALM, LRM, RLM, LRO, RLO, LRI, RLI, PDI): someone writing
+// Arabic or Hebrew types them to order a line's runs, and they must do that, not be
+// replaced by a bullet that orders nothing (the default set had PDI without FSI)
+const SPECIALS = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u00ad\u200b\u2028\u2029\ufeff\ufff9-\ufffc]/gu
 
 const NAMES = new Map([
   [0, 'null'],
@@ -25,15 +28,8 @@ const NAMES = new Map([
   [8203, 'zero width space'],
   [8204, 'zero width non-joiner'],
   [8205, 'zero width joiner'],
-  [8206, 'left-to-right mark'],
-  [8207, 'right-to-left mark'],
   [8232, 'line separator'],
   [8233, 'paragraph separator'],
-  [8237, 'left-to-right override'],
-  [8238, 'right-to-left override'],
-  [8294, 'left-to-right isolate'],
-  [8295, 'right-to-left isolate'],
-  [8297, 'pop directional isolate'],
   [65279, 'zero width no-break space'],
   [65532, 'object replacement']
 ])
