@@ -278,3 +278,52 @@ def test_right_to_left_paragraphs_are_laid_out_right_to_left_and_bidi_controls_a
     for mode in ("diff", "blame"):
         preview(page, mode)
         assert right_to_left(page, "#preview-body"), mode
+
+
+def test_axe_finds_nothing_on_the_home_page_editor_history_diff_and_blame(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """axe-core found: an aria-label on a div with no role (#presence); text under 4.5:1
+    (the home page's lede, the "Connected" pill, the slider's "first" and "now", the
+    times and seqs of the history's rows); no level-one heading in a document. Beyond
+    axe: the version slider said its bare number, the view tabs had no arrow keys nor
+    tabpanel, the editor no focus ring, the people here only their initials, and
+    nothing heeded a wish for reduced motion."""
+    two_authors(server, doc_name)
+    page = people().new_page()
+    page.goto(f"{server.http_url}/?user=frank")
+    expect(page.locator(f'#doc-rows tr[data-doc="{doc_name}"]')).to_be_visible()
+    assert axe(page) == []
+
+    page = open_doc(people(), server.http_url, doc_name, "frank", "&history=1")
+    expect(page.locator("#timeline .event").first).to_be_visible()
+    assert axe(page) == []
+    assert "frank (you)" in accessible_texts(page)
+    assert style(page.locator(".editor"), "outlineStyle") == "solid"  # it has the focus
+    expect(page.locator("#scrub")).to_have_attribute("aria-valuetext", "version 2, the live one")
+
+    page.locator('#timeline .event[data-seq="2"] .event-row').click()
+    expect(page.locator("#scrub")).to_have_attribute("aria-valuetext", "version 2 of 2")
+    for mode in ("text", "diff", "blame"):
+        preview(page, mode)
+        assert axe(page) == [], mode
+    page.keyboard.press("Escape")
+    page.goto(f"{server.http_url}/?doc={doc_name}&user=frank&version=1")
+    text = page.locator("#mode-text")
+    expect(page.locator("#preview")).to_have_attribute("aria-labelledby", "mode-text")
+    text.focus()
+    page.keyboard.press("ArrowRight")
+    expect(page.locator("#mode-diff")).to_be_focused()
+    expect(page.locator("#mode-diff")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#preview")).to_have_attribute("aria-labelledby", "mode-diff")
+    expect(page.locator("#preview-body ins")).to_have_text("Grace added this.")
+    page.keyboard.press("End")
+    expect(page.locator("#mode-blame")).to_be_focused()
+    assert page.evaluate(
+        "() => [...document.querySelectorAll('#preview-modes [tabindex=\"0\"]')].map((t) => t.id)"
+    ) == ["mode-blame"]
+    assert axe(page) == []
+
+    page.emulate_media(reduced_motion="reduce")
+    page.evaluate("() => { document.querySelector('#status').dataset.state = 'reconnecting' }")
+    assert style(page.locator("#status .pill-dot"), "animationName") == "none"

@@ -2,7 +2,7 @@
 // versions, a read-only preview of any version (text, changes since then with
 // authors' colours, blame), named versions, and "restore this version".
 
-import { $, h, clear, debounce, relativeTime, absoluteTime, shortTime, clockTime, plural, formatBytes, own } from './util.js'
+import { $, h, clear, debounce, relativeTime, absoluteTime, shortTime, clockTime, plural, formatBytes, own, selectTab, tabKeys } from './util.js'
 import { colorFor, lightColorFor } from './colors.js'
 import { toast } from './toast.js'
 import * as Y from 'yjs'
@@ -41,9 +41,11 @@ export class HistoryPanel {
     for (const button of document.querySelectorAll('#preview-modes [data-mode]')) {
       button.addEventListener('click', () => this.setMode(button.dataset.mode))
     }
+    tabKeys($('#preview-modes'), (tab) => this.setMode(tab.dataset.mode))
     for (const button of document.querySelectorAll('.tabs [data-tab]')) {
       button.addEventListener('click', () => this.setTab(button.dataset.tab))
     }
+    tabKeys($('.tabs'), (tab) => this.setTab(tab.dataset.tab))
     $('#preview-body').addEventListener('keydown', stepAmongParts)
     $('#tag-form').addEventListener('submit', (event) => {
       event.preventDefault()
@@ -115,9 +117,8 @@ export class HistoryPanel {
   }
 
   setTab (tab) {
-    for (const button of document.querySelectorAll('.tabs [data-tab]')) {
-      button.setAttribute('aria-selected', String(button.dataset.tab === tab))
-    }
+    const tabs = [...document.querySelectorAll('.tabs [data-tab]')]
+    selectTab(tabs, tabs.find((button) => button.dataset.tab === tab))
     for (const panel of this.el.querySelectorAll('[data-panel]')) {
       panel.hidden = panel.dataset.panel !== tab
     }
@@ -408,9 +409,15 @@ export class HistoryPanel {
   }
 
   renderScrubLabel (seq) {
-    if (this.head < 1) { this.scrubLabel.textContent = 'no versions yet'; return }
+    if (this.head < 1) {
+      this.scrubLabel.textContent = 'no versions yet'
+      this.scrub.setAttribute('aria-valuetext', 'no versions yet')
+      return
+    }
     const live = this.previewSeq === null && seq === this.head
     this.scrubLabel.textContent = live ? `#${seq} · live` : `#${seq} of ${this.head}`
+    // what a screen reader says of the slider (else the bare number)
+    this.scrub.setAttribute('aria-valuetext', live ? `version ${seq}, the live one` : `version ${seq} of ${this.head}`)
   }
 
   // ----- named versions -----
@@ -531,9 +538,10 @@ export class HistoryPanel {
 
   setMode (mode) {
     this.mode = mode
-    for (const button of document.querySelectorAll('#preview-modes [data-mode]')) {
-      button.setAttribute('aria-selected', String(button.dataset.mode === mode))
-    }
+    const tabs = [...document.querySelectorAll('#preview-modes [data-mode]')]
+    const selected = tabs.find((button) => button.dataset.mode === mode)
+    selectTab(tabs, selected)
+    $('#preview').setAttribute('aria-labelledby', selected.id)
     if (this.previewSeq !== null) this.renderPreview(++this._previewToken)
   }
 

@@ -297,12 +297,13 @@ async function showDocument (api, doc, user, token) {
       if (seen.has(u.name)) continue // one avatar per person, however many tabs
       seen.add(u.name)
       const color = u.color || colorFor(u.name) // (another app's user: its own colour)
+      const who = clientId === selfId ? `${u.name} (you)` : u.name
       presence.append(h('span', {
         class: 'avatar' + (clientId === selfId ? ' self' : ''),
-        title: clientId === selfId ? `${u.name} (you)` : u.name,
+        title: who,
         dataset: { user: u.name },
         style: { background: color, color: inkOn(color) }
-      }, initials(u.name)))
+      }, h('span', { 'aria-hidden': 'true' }, initials(u.name)), h('span', { class: 'visually-hidden' }, who)))
     }
   }
   session.provider.awareness.on('change', renderPresence)

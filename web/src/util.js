@@ -40,6 +40,37 @@ function append (el, children) {
 
 export const $ = (sel, root = document) => root.querySelector(sel)
 
+const TAB_STEPS = { ArrowLeft: -1, ArrowRight: 1 }
+
+/**
+ * A tablist as the ARIA tabs pattern has it: the selected tab is the list's one Tab
+ * stop, and the arrow keys (round), Home and End move to another tab and select it
+ * (`select(tab)`, which calls selectTab).
+ */
+export function tabKeys (list, select) {
+  list.addEventListener('keydown', (event) => {
+    const tabs = [...list.querySelectorAll('[role="tab"]')]
+    const at = tabs.indexOf(event.target)
+    if (at < 0 || event.altKey || event.ctrlKey || event.metaKey) return
+    let to
+    if (event.key === 'Home') to = 0
+    else if (event.key === 'End') to = tabs.length - 1
+    else if (event.key in TAB_STEPS) to = (at + TAB_STEPS[event.key] + tabs.length) % tabs.length
+    else return
+    event.preventDefault()
+    tabs[to].focus()
+    select(tabs[to])
+  })
+}
+
+/** `selected` is the selected one of `tabs`, and their one Tab stop */
+export function selectTab (tabs, selected) {
+  for (const tab of tabs) {
+    tab.setAttribute('aria-selected', String(tab === selected))
+    tab.tabIndex = tab === selected ? 0 : -1
+  }
+}
+
 /**
  * `object[key]` if it is the object's own: a name from a document (a root called
  * `constructor` or `toString`) never finds a member of Object.prototype.
