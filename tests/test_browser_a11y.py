@@ -258,8 +258,9 @@ def test_right_to_left_paragraphs_are_laid_out_right_to_left_and_bidi_controls_a
     isolated = "\u2067abc\u2069"
     put_text(server, doc_name, "layla", f"English first.\n{ARABIC}\nשלום עולם.\u200f {isolated}")
     put_text(
-        server, doc_name, "omar", f"English first.\n{ARABIC}\nשלום עולם.\u200f {isolated}\u200b"
-    )
+        server, doc_name, "omar",
+        f"English first.\n{ARABIC}\nשלום עולם.\u200f {isolated}\u200b\u202e",
+    )  # fmt: skip
     page = open_doc(people(), server.http_url, doc_name, "layla")
     lines = page.locator(".cm-line")
     expect(lines).to_have_count(3)
@@ -268,9 +269,12 @@ def test_right_to_left_paragraphs_are_laid_out_right_to_left_and_bidi_controls_a
     assert directions == ["ltr", "rtl", "rtl"]
     assert page.evaluate("() => window.palimpsest.session.view.textDirectionAt(20)") == 1  # RTL
     # the marks and isolates act (kept as characters, drawn as nothing); a zero-width
-    # space is still shown
-    expect(page.locator(".cm-specialChar")).to_have_count(1)
-    expect(page.locator(".cm-specialChar")).to_have_attribute("title", re.compile("zero width"))
+    # space is still shown, and so is a right-to-left override, which reverses what
+    # follows it and hides what a text says
+    shown = page.locator(".cm-specialChar")
+    expect(shown).to_have_count(2)
+    expect(shown.first).to_have_attribute("title", re.compile("zero width"))
+    expect(shown.last).to_have_attribute("title", re.compile("0x202e"))
 
     page.goto(f"{server.http_url}/?doc={doc_name}&user=layla&version=1")
     expect(page.locator("#preview-body")).to_contain_text(ARABIC)

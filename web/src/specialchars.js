@@ -13,10 +13,12 @@ import { h } from './util.js'
 
 // highlightSpecialChars' default set, less \n (the only line break: editor.js sets
 // EditorState.lineSeparator to '\n', so a \r is a character of its line) and less the
-// bidirectional controls (ALM, LRM, RLM, LRO, RLO, LRI, RLI, PDI): someone writing
+// bidirectional marks and isolates (ALM, LRM, RLM, LRI, RLI, PDI): someone writing
 // Arabic or Hebrew types them to order a line's runs, and they must do that, not be
-// replaced by a bullet that orders nothing (the default set had PDI without FSI)
-const SPECIALS = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u00ad\u200b\u2028\u2029\ufeff\ufff9-\ufffc]/gu
+// replaced by a bullet that orders nothing (the default set had PDI without FSI). The
+// overrides (LRO, RLO) stay drawn: they reverse the characters after them, which
+// nobody needs to write a language and which hides what a text says ("Trojan Source")
+const SPECIALS = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u00ad\u200b\u202d\u202e\u2028\u2029\ufeff\ufff9-\ufffc]/gu
 
 const NAMES = new Map([
   [0, 'null'],
