@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
 from .auth import Identity
@@ -83,20 +83,21 @@ class Budget:
 
 
 class CreationQuota:
-    """New documents per identity in a sliding hour: a token granting ``*`` would
-    otherwise let its holder create documents without end (each one a log, rows,
-    snapshots). Counted in memory by this process."""
+    """New documents per identity (:attr:`Identity.key`: the user and the documents
+    its token grants) in a sliding hour: a token granting ``*`` would otherwise let its
+    holder create documents without end (each one a log, rows, snapshots). Counted in
+    memory by this process."""
 
     WINDOW = 3600.0
 
     def __init__(self) -> None:
-        self._made: dict[str, deque[tuple[float, str]]] = {}
+        self._made: dict[Hashable, deque[tuple[float, str]]] = {}
 
-    def allow(self, user: str, doc: str, limit: int, now: float) -> bool:
-        """Count `doc` as created by `user`; False when that is over `limit` an hour."""
+    def allow(self, who: Hashable, doc: str, limit: int, now: float) -> bool:
+        """Count `doc` as created by `who`; False when that is over `limit` an hour."""
         if limit <= 0:
             return True
-        made = self._made.setdefault(user, deque())
+        made = self._made.setdefault(who, deque())
         while made and made[0][0] < now - self.WINDOW:
             made.popleft()
         if any(d == doc for _, d in made):
@@ -112,7 +113,7 @@ class CreationQuota:
         path that creates a document asks: a socket's first update, PUT /text."""
         if identity.is_admin:
             return
-        if not self.allow(identity.user, doc, limit, time.time()):
+        if not self.allow(identity.key, doc, limit, time.time()):
             raise Forbidden(
                 f"{identity.user!r} created {limit} documents in the last hour: "
                 "that is the limit (max_new_docs_per_hour)"

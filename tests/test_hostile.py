@@ -1069,6 +1069,31 @@ async def test_document_creation_quota_per_identity(settings: Settings) -> None:
             assert c.ws.close_code == 4403 and "max_new_docs_per_hour" in (c.ws.close_reason or "")
 
 
+async def test_creation_quota_is_not_shared_by_tenants_with_one_user_name(
+    settings: Settings,
+) -> None:
+    """Two tenants whose tokens share a secret may each have an 'alice': the quota is
+    counted per identity as the token defines it (sub and docs), so one tenant's alice
+    using hers up leaves the other's whole."""
+    settings.jwt_secret = SECRET
+    settings.max_new_docs_per_hour = 2
+    acme = mint(SECRET, "alice", "write", ["acme-*"], ttl=600)
+    globex = mint(SECRET, "alice", "write", ["globex-*"], ttl=600)
+    async with run_server(settings) as server, httpx.AsyncClient(base_url=server.url) as http:
+        for doc in ("acme-1", "acme-2"):
+            r = await http.put(f"/api/docs/{doc}/text", json={"text": "x"}, headers=_bearer(acme))
+            assert r.status_code == 200, r.text
+        r = await http.put("/api/docs/acme-3/text", json={"text": "x"}, headers=_bearer(acme))
+        assert r.status_code == 403 and "max_new_docs_per_hour" in r.text, r.text
+        r = await http.put("/api/docs/globex-1/text", json={"text": "x"}, headers=_bearer(globex))
+        assert r.status_code == 200, r.text
+        async with connect(server.ws_url, "globex-2", token=globex) as c:
+            c.insert(0, "x")
+            room = await eventually(lambda: server.backend.rooms.get_loaded("globex-2"))
+            await eventually(lambda: room.seq >= 1)
+            assert c.ws.close_code is None
+
+
 async def test_http_writes_are_rate_limited_per_address(settings: Settings) -> None:
     """State-changing API requests do their work on the event loop (a restore, a text
     written whole, an undo) where the websocket's rate limit does not see them: at most

@@ -76,6 +76,14 @@ class Identity:
     def is_admin(self) -> bool:
         return self.role == "admin"
 
+    @property
+    def key(self) -> tuple[str, tuple[str, ...]]:
+        """Who this is as its token defines it: the user and the documents it may open.
+        Tenants that share a signing secret may each have an ``alice``; their tokens'
+        ``docs`` tell them apart, so what is counted per identity (the creation quota)
+        is keyed by this, never by the name alone."""
+        return self.user, tuple(sorted(set(self.docs)))
+
     def seconds_left(self) -> float | None:
         """Until the session ends: the token's exp plus the leeway its verification
         allowed (a websocket, a Hocuspocus document and a changefeed stream end then);
