@@ -243,7 +243,8 @@ class History:
         """The document's events after seq `after`, then live, for ever: an async
         iterator of :class:`~client.stream.StreamEvent` that reconnects by itself and
         resumes after the last seq it handed out (``.after``). ``updates=False`` leaves the
-        Yjs updates out; ``give_up``: raise ServerGone after so many seconds unreachable.
+        Yjs updates out; ``give_up``: raise ServerGone after so many seconds without a
+        connection (an attempt the server never answers ends then too).
         A document with no events yet is no error: the stream waits for its first."""
         return self._follow(Follower(
             self._http, f"{_doc_path(doc)}/events/stream", after=after, updates=updates,

@@ -136,62 +136,84 @@ class Follower:
     async def _run(self) -> AsyncGenerator[StreamEvent, None]:
         delay = 0.1
         loop = asyncio.get_running_loop()
-        failing_since: float | None = None
+        #: when the stream last lost its connection; None while it has one
+        down_since: float | None = None
         while not self.http.is_closed:  # (its History was closed: the stream ends)
+            down_since = loop.time() if down_since is None else down_since
             try:
-                async with contextlib.aclosing(self._once()) as events:
-                    async for ev in events:
-                        delay, failing_since = 0.1, None
-                        yield ev
+                async with self._connect(self._deadline(down_since)) as r:
+                    down_since = None
+                    async with contextlib.aclosing(self._events(r)) as events:
+                        async for ev in events:
+                            delay = 0.1
+                            yield ev
                 # the server ended the stream (shutting down, or a token about to expire)
                 delay = 0.1
             except RuntimeError:
                 if self.http.is_closed:  # closed while this waited ("Cannot send a request")
                     return
                 raise
-            except (httpx.TransportError, ServerGone) as e:
+            except (httpx.TransportError, ServerGone, TimeoutError) as e:
                 if self.http.is_closed:
                     return
-                now = loop.time()
-                failing_since = failing_since or now
-                if self.give_up is not None and now - failing_since > self.give_up:
-                    raise ServerGone(f"following {self.path}: server unreachable: {e}") from e
+                deadline = self._deadline(down_since)
+                if deadline is not None and loop.time() >= deadline:
+                    why = str(e) or f"no answer within {self.give_up:g} s"
+                    raise ServerGone(f"following {self.path}: server unreachable: {why}") from e
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, self.max_delay)
 
-    async def _once(self) -> AsyncGenerator[StreamEvent, None]:
+    def _deadline(self, down_since: float | None) -> float | None:
+        """When to stop waiting for a connection (loop time): ``give_up`` after it was
+        lost, so that an attempt a server never answers (it accepts the connection and
+        hangs) ends then too, not after ``idle_timeout``; None without ``give_up``, or
+        while connected."""
+        if self.give_up is None or down_since is None:
+            return None
+        return down_since + self.give_up
+
+    @contextlib.asynccontextmanager
+    async def _connect(self, deadline: float | None) -> AsyncIterator[httpx.Response]:
+        """The stream's response, once the server answered it (by `deadline`, loop
+        time, else TimeoutError); a refusal is raised, trouble as ServerGone."""
         headers = {"Accept": "text/event-stream", "Last-Event-ID": str(self.after)}
         params = {"updates": "true" if self.updates else "false"}
         timeout = httpx.Timeout(10.0, read=self.idle_timeout)
-        async with self.http.stream(
+        request = self.http.stream(
             "GET", self.path, headers=headers, params=params, timeout=timeout
-        ) as r:
-            if r.status_code >= 400:
-                body = (await r.aread()).decode(errors="replace")
-                try:
-                    detail: Any = json.loads(body)
-                except ValueError:
-                    detail = body
-                err: ClientError = from_http(r.status_code, detail, f"following {self.path}")
-                if isinstance(err, Refused) and not isinstance(err, RateLimited):
-                    raise err
-                raise ServerGone(str(err))  # (a full stream limit too: its slots come back)
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            async with asyncio.timeout_at(deadline):
+                r = await stack.enter_async_context(request)
+                if r.status_code >= 400:
+                    body = (await r.aread()).decode(errors="replace")
+                    try:
+                        detail: Any = json.loads(body)
+                    except ValueError:
+                        detail = body
+                    err: ClientError = from_http(r.status_code, detail, f"following {self.path}")
+                    if isinstance(err, Refused) and not isinstance(err, RateLimited):
+                        raise err
+                    raise ServerGone(str(err))  # (a full stream limit too: its slots come back)
             self.connects += 1
-            async with contextlib.aclosing(parse_sse(r.aiter_lines())) as messages:
-                async for msg in messages:
-                    if msg.id is not None and msg.id.isdigit():
-                        last = int(msg.id)
-                    else:
-                        last = None
-                    if msg.data:
-                        ev = event_of(msg.data)
-                        if last is not None and last <= self.after:
-                            continue  # never again what was already handed out
-                        if last is not None:
-                            self.after = last
-                        yield ev
-                    elif last is not None and last > self.after:
+            yield r
+
+    async def _events(self, r: httpx.Response) -> AsyncGenerator[StreamEvent, None]:
+        async with contextlib.aclosing(parse_sse(r.aiter_lines())) as messages:
+            async for msg in messages:
+                if msg.id is not None and msg.id.isdigit():
+                    last = int(msg.id)
+                else:
+                    last = None
+                if msg.data:
+                    ev = event_of(msg.data)
+                    if last is not None and last <= self.after:
+                        continue  # never again what was already handed out
+                    if last is not None:
                         self.after = last
+                    yield ev
+                elif last is not None and last > self.after:
+                    self.after = last
 
 
 __all__ = ["Follower", "SSEMessage", "StreamEvent", "event_of", "parse_sse"]

@@ -172,3 +172,32 @@ async def test_a_stream_read_in_another_task_ends_when_its_history_closes(
         await asyncio.sleep(0.5)
         assert seen == [1, 2, 3]
     assert await asyncio.wait_for(task, 10) == "ended"
+
+
+async def test_give_up_ends_a_stream_a_server_accepts_and_never_answers() -> None:
+    """docs/changefeed.md: give_up raises ServerGone after so long unreachable. A
+    server that accepts the connection and hangs (a stopped process, a stuck proxy) held
+    each attempt for idle_timeout, and give_up was looked at only between attempts: with
+    the default idle_timeout, two minutes. Here idle_timeout is an hour, so only give_up
+    can end either stream."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hang(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    hole = await asyncio.start_server(hang, "127.0.0.1", 0)
+    port = hole.sockets[0].getsockname()[1]
+    try:
+        async with client.History(f"http://127.0.0.1:{port}", user="bot") as h:
+            for follower in (
+                h.stream("notes", idle_timeout=3600, give_up=1),
+                h.stream_all(idle_timeout=3600, give_up=1),
+            ):
+                with pytest.raises(client.ServerGone, match="unreachable: no answer within 1 s"):
+                    await asyncio.wait_for(anext(follower.__aiter__()), 60)
+                assert follower.connects == 0
+        assert held
+    finally:
+        for writer in held:
+            writer.close()
+        hole.close()
