@@ -11,7 +11,8 @@
     │   ├── ReadOnly             edits refused on a read-only connection (auth message)
     │   ├── TooLarge             a frame or body over the server's limit (4413 / 413)
     │   ├── NotFound             unknown document, seq or tag (404)
-    │   │   └── Deleted          the document was deleted, nothing written since (410)
+    │   │   └── Deleted          the document was deleted, nothing written since (410;
+    │   │                        4404 "was deleted" on a websocket)
     │   └── RateLimited          too many events or connections (4429 / 429)
     ├── ServerGone               cannot reach the server, or it went away for good
     ├── ServerError              the server failed (5xx, close 1011)
@@ -72,7 +73,9 @@ class NotFound(Refused):
 
 class Deleted(NotFound):
     """The document was deleted and nothing has been written under its name since (HTTP
-    410; a name never used is a plain `NotFound`)."""
+    410; a name never used is a plain `NotFound`), or, on a websocket, the document was
+    deleted while connected or the session's copy holds the deleted one's content (4404
+    with a reason that says it "was deleted")."""
 
 
 class RateLimited(Refused):
@@ -123,6 +126,9 @@ def from_close(code: int, reason: str, doc: str) -> ClientError:
     why = reason or "no reason given"
     if code == 4400 and "document name" in reason:
         return BadDocName(f"the server refused document {doc!r}: {why}", code=code)
+    if code == 4404 and "was deleted" in reason:
+        # the websocket's 410: deleted while connected, or a copy of the deleted one
+        return Deleted(f"the server closed the connection to {doc!r} with {code}: {why}", code=code)
     cls = CLOSE_CODES.get(code)
     if cls is not None:
         return cls(f"the server closed the connection to {doc!r} with {code}: {why}", code=code)

@@ -83,6 +83,9 @@ async def tombstone_for(store: EventStore, doc: str, room: Room | None = None) -
 
 
 def close_peers(room: Room, reason: str) -> int:
+    """Close every connection of `room` with 4404 and `reason`, which says the document
+    "was deleted" (as refuse_deleted_content's does): the Python client tells a deleted
+    document (its ``Deleted``) from another 4404 by those words."""
     peers = list(room.peers.values())
     for peer in peers:
         peer.close(4404, reason)

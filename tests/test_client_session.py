@@ -14,6 +14,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yclient
 from conftest import RunningServer, free_port, run_server
@@ -520,3 +521,23 @@ async def test_a_flush_that_times_out_says_its_timeout_and_the_possible_causes(
         await srv2.astop()
     assert "within 2 s" in str(frozen.value), frozen.value
     assert "not answering" in str(frozen.value), frozen.value
+
+
+async def test_a_session_whose_document_is_deleted_raises_deleted(server: RunningServer) -> None:
+    """The server closes a deleted document's sessions with 4404 "was deleted", and
+    refuses a later session whose copy still holds the deleted content the same way:
+    both are the documented `Deleted` (HTTP 410's), not a plain `NotFound`."""
+    async with client.connect(server.ws_url, "gone", user="bot") as s:
+        s.text().append("hello")
+        await s.flush()
+        kept = Doc()
+        kept.apply_update(s.doc.get_update())
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            r = await http.delete("/api/docs/gone", params={"user": "admin"})
+            assert r.status_code == 200, r.text
+        with pytest.raises(client.Deleted, match="was deleted by admin") as closed:
+            await s.wait_for(lambda: False, timeout=30)
+        assert closed.value.code == 4404
+    with pytest.raises(client.Deleted, match="holds its deleted content"):
+        async with client.connect(server.ws_url, "gone", user="bot", ydoc=kept):
+            pass
