@@ -49,6 +49,7 @@ from pycrdt import Text as YText
 from palimpsest import protocol as P
 from palimpsest.errors import DocNameError, ProtocolError
 from palimpsest.names import validate_doc_name
+from palimpsest.updates import Ranges, decode_update_meta
 
 from .errors import (
     BadDocName,
@@ -79,11 +80,56 @@ _OBSERVER_ERROR = "Observer callback error"
 
 
 class _Out(NamedTuple):
-    """A frame queued for the socket, and the local changes it is the last to carry."""
+    """A frame queued for the socket, and the local changes it is the last to carry
+    (with the update it carries, which tells when the server has them: _Sent)."""
 
     frame: bytes
     changes: int = 0
     nbytes: int = 0
+    update: bytes = b""
+
+
+class _Sent(NamedTuple):
+    """Local changes handed to the socket, not yet known to be on the server: it has
+    them once an update it sends holds our client id's items up to `end` (its echo of
+    the update, merged or not), or, for an update that only deletes (`end` 0), the
+    deletions in `deletes`, or once a later frame is confirmed (it reads in order)."""
+
+    changes: int
+    nbytes: int
+    end: int
+    #: None: an update that does not parse, which only a later frame confirms
+    deletes: Ranges | None
+
+    @classmethod
+    def of(cls, out: _Out, client_id: int) -> _Sent:
+        try:
+            meta = decode_update_meta(out.update)
+        except ProtocolError:
+            return cls(out.changes, out.nbytes, 0, None)
+        end = max((e for _, e in meta.structs.get(client_id, ())), default=0)
+        return cls(out.changes, out.nbytes, end, {} if end else meta.deletes)
+
+
+def _covers(have: Ranges, need: Ranges) -> bool:
+    """Whether the clock ranges `have` hold every range of `need`."""
+    for client, spans in need.items():
+        merged = sorted(have.get(client, ()))
+        for start, end in spans:
+            if not any(a <= start and end <= b for a, b in _union(merged)):
+                return False
+    return True
+
+
+def _union(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted ranges with the touching and overlapping ones joined."""
+    out: list[tuple[int, int]] = []
+    for a, b in spans:
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 def _seconds(value: float | None) -> str:
@@ -195,11 +241,11 @@ class Session:
         # local changes (transactions) and their update bytes not yet handed to a socket
         self._unsent = 0
         self._unsent_bytes = 0
-        # handed to this connection's socket, not known to have reached the server (a
-        # confirmed flush or a clean close says they did; a lost connection counts them
-        # as unsent again: the next step 2 carries whatever the server lacks)
-        self._unconfirmed = 0
-        self._unconfirmed_bytes = 0
+        # handed to this connection's socket, not known to have reached the server (the
+        # server's echo, a confirmed flush or a clean close says they did; a lost
+        # connection counts them as unsent again: the next step 2 carries whatever the
+        # server lacks), in the order sent
+        self._unconfirmed: collections.deque[_Sent] = collections.deque()
         self._outbox: collections.deque[_Out] = collections.deque()
         self._wake = asyncio.Event()
         self._sending = False
@@ -254,8 +300,8 @@ class Session:
         presence, close the socket. It does not wait for the server to confirm: ``await
         flush()`` first for that. Local changes that could not be sent (made while
         disconnected, or the connection was lost, or the wait ran out) or that were sent
-        as the connection died are lost with the session: logged as a warning that says
-        how many."""
+        as the connection died (the server had not echoed them) are lost with the
+        session: logged as a warning that says how many."""
         if self._closing:
             return
         if self._ready.is_set() and self._failed is None:
@@ -459,7 +505,7 @@ class Session:
         scratch.apply_update(self.doc.get_update())
         if not changed:
             # everything sent so far reached it (a change made since would be in our doc)
-            self._unconfirmed = self._unconfirmed_bytes = 0
+            self._unconfirmed.clear()
         return not changed
 
     # --- presence ---------------------------------------------------------------------------
@@ -636,8 +682,7 @@ class Session:
                     if out.changes:
                         self._unsent = max(0, self._unsent - out.changes)
                         self._unsent_bytes = max(0, self._unsent_bytes - out.nbytes)
-                        self._unconfirmed += out.changes
-                        self._unconfirmed_bytes += out.nbytes
+                        self._unconfirmed.append(_Sent.of(out, self.doc.client_id))
             self._notify()
 
     # --- the connection ------------------------------------------------------------------------
@@ -740,10 +785,10 @@ class Session:
         if self._closing and ws is not None and ws.close_code not in (None, 1006):
             # we closed and the server answered: it had read every frame sent before
             # our close frame
-            self._unconfirmed = self._unconfirmed_bytes = 0
-        self._unsent += self._unconfirmed
-        self._unsent_bytes += self._unconfirmed_bytes
-        self._unconfirmed = self._unconfirmed_bytes = 0
+            self._unconfirmed.clear()
+        self._unsent += sum(sent.changes for sent in self._unconfirmed)
+        self._unsent_bytes += sum(sent.nbytes for sent in self._unconfirmed)
+        self._unconfirmed.clear()
         # others' presence as we knew it: they announce it again to the next connection
         # (the server sends what it holds), and anyone who left meanwhile is gone
         self.presence.clear()
@@ -814,10 +859,12 @@ class Session:
                 self._probe = None
                 return
             self._apply_remote(msg.update)
+            self._confirm(msg.update)
             self._synced_now = True
             self._check_ready()
         elif isinstance(msg, P.SyncUpdate):
             self._apply_remote(msg.update)
+            self._confirm(msg.update)
         elif isinstance(msg, P.AwarenessUpdate):
             self._on_awareness(msg.payload)
         elif isinstance(msg, P.AuthMessage):
@@ -839,6 +886,30 @@ class Session:
             elif body.get("type") == "error":
                 log.warning("%s: the server reports: %s", self.name, body.get("reason"))
         # QueryAwareness is for servers; a client ignores it
+
+    def _confirm(self, update: bytes) -> None:
+        """Forget the sent changes that `update`, from the server, shows it holds: the
+        server sends only what it logged, and reads a connection's frames in order, so a
+        confirmed frame confirms those sent before it."""
+        if not self._unconfirmed:
+            return
+        try:
+            meta = decode_update_meta(update)
+        except ProtocolError:
+            return
+        ours = meta.structs.get(self.doc.client_id, ())
+        held = max((end for _, end in ours), default=0)
+        last = -1
+        for i, sent in enumerate(self._unconfirmed):
+            if sent.end and sent.end <= held:
+                last = i
+        for _ in range(last + 1):
+            self._unconfirmed.popleft()
+        while self._unconfirmed and not self._unconfirmed[0].end:
+            deletes = self._unconfirmed[0].deletes
+            if deletes is None or not _covers(meta.deletes, deletes):
+                break
+            self._unconfirmed.popleft()
 
     def _check_ready(self) -> None:
         if self._replied and self._synced_now and not self._ready.is_set():
@@ -891,7 +962,7 @@ def _update_frames(
     own, in order: client.split). The last frame carries the `changes` count."""
     parts = split_update(update, _MAX_FRAME_UPDATE_BYTES)
     frames = [_Out(first(parts[0]))] + [_Out(P.encode_sync_update(p)) for p in parts[1:]]
-    frames[-1] = _Out(frames[-1].frame, changes, nbytes)
+    frames[-1] = _Out(frames[-1].frame, changes, nbytes, parts[-1])
     if len(parts) > 1:
         # announced first, so that the server's size limit judges the parts together:
         # all of them kept, or the whole refused (4413) before any is applied, never a

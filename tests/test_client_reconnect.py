@@ -217,6 +217,42 @@ async def test_close_when_the_server_died_unnoticed_warns_what_is_lost(
         await srv.astop()
 
 
+async def test_close_after_the_server_went_away_does_not_count_what_it_confirmed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Edits the server logged and echoed are not "lost" when the connection then ends
+    for good (here reconnect=False and the server stops): close() warned of every edit
+    sent on the connection, since only flush() or a clean close of ours forgot them."""
+    caplog.set_level(logging.WARNING, logger="palimpsest.client")
+    srv = ServerProcess(tmp_path)
+    await srv.astart()
+    try:
+        a = await client.connect(srv.ws_url, "kept", user="ada", reconnect=False).open()
+        for i in range(10):
+            a.text().append(f"[{i}]")
+            await a.wait_for(lambda: a.pending == 0)
+        a.text().delete(0, 3)  # deletes only: its echo says so by its deletions
+        await a.wait_for(lambda: a.pending == 0)
+        # bob's edit is logged after all of ada's, and the server sends a connection its
+        # updates in log order: once ada holds it, she has had the echo of each of hers
+        async with client.connect(srv.ws_url, "kept", user="bob") as b:
+            await b.wait_for(lambda: str(b.text()).startswith("[1]"))
+            b.text().append("(bob)")
+            await a.wait_for(lambda: str(a.text()).endswith("(bob)"))
+        await srv.astop()
+        with pytest.raises(client.ServerGone, match="1001"):  # (reconnect=False)
+            await a.wait_for(lambda: False, timeout=60)
+        await a.close()
+        assert "local change" not in caplog.text, caplog.text
+        await srv.astart()
+        async with client.History(srv.http_url, user="check") as h:
+            assert (await h.version("kept")).text == "".join(
+                f"[{i}]" for i in range(1, 10)
+            ) + "(bob)"
+    finally:
+        await srv.astop()
+
+
 async def test_presence_of_a_peer_that_left_during_an_outage_is_not_kept(tmp_path: Path) -> None:
     srv = ServerProcess(tmp_path)
     await srv.astart()
