@@ -16,12 +16,14 @@
     │   └── RateLimited          too many events or connections (4429 / 429)
     ├── ServerGone               cannot reach the server, or it went away for good
     ├── ServerError              the server failed (5xx, close 1011)
-    ├── Timeout                  a wait ran out (also a builtin TimeoutError)
+    ├── Timeout                  a wait ran out (also a builtin TimeoutError); a request
+    │                            sent may still be done: its .late answer says
     └── WrongType                a root asked for as one type holds another (also a TypeError)
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 
@@ -91,7 +93,23 @@ class ServerError(ClientError):
 
 
 class Timeout(ClientError, TimeoutError):
-    pass
+    """A wait ran out. For a request that was sent (undo, redo, close_group,
+    ``request``), the server may still do it: ``late`` is then the answer to come, an
+    awaitable (an OpResult for undo, redo and close_group), which raises ServerGone if
+    the connection drops first (whether it was done is then unknown: the document's
+    history says, as an event of kind undo or redo by the session's user)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        late: asyncio.Future[Any] | None = None,
+        code: int | None = None,
+        detail: Any = None,
+    ) -> None:
+        super().__init__(message, code=code, detail=detail)
+        #: the answer of the request that timed out, should it come; None for other waits
+        self.late = late
 
 
 class WrongType(ClientError, TypeError):

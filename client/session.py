@@ -166,6 +166,25 @@ class OpResult:
         return self.ok
 
 
+def _op_result(answer: dict[str, Any]) -> OpResult:
+    seq = answer.get("seq")
+    return OpResult(
+        bool(answer.get("ok")),
+        seq if isinstance(seq, int) else None,
+        answer.get("reason") if not answer.get("ok") else None,
+    )
+
+
+async def _late_op_result(answer: asyncio.Future[dict[str, Any]]) -> OpResult:
+    return _op_result(await answer)
+
+
+def _retrieved(fut: asyncio.Future[Any]) -> None:
+    """A late answer nobody awaited: its error (ServerGone) is not worth a warning."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 def check_url(url: str) -> str:
     """The URL, if it names a server: http(s):// or ws(s):// and a host; else BadURL."""
     parts = urlsplit(url)
@@ -574,20 +593,33 @@ class Session:
         self._requests[rid] = fut
         self._send_frame(P.encode_extension({**body, "id": rid}))
         try:
-            return await asyncio.wait_for(fut, timeout)
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
         except TimeoutError:
-            raise Timeout(f"no answer to {body.get('type')!r} within {_seconds(timeout)}") from None
+            # sent, so the server may still do it: the answer stays awaited (a connection
+            # lost first fails it with ServerGone, see _fail_requests)
+            fut.add_done_callback(_retrieved)
+            raise Timeout(
+                f"no answer to {body.get('type')!r} within {_seconds(timeout)}: it was "
+                "sent and the server may still do it; await the error's .late for its "
+                "answer",
+                late=fut,
+            ) from None
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
         finally:
-            self._requests.pop(rid, None)
+            if fut.done():
+                self._requests.pop(rid, None)
 
     async def _op(self, op: str, within: float) -> OpResult:
-        answer = await self.request({"type": op}, within)
-        seq = answer.get("seq")
-        return OpResult(
-            bool(answer.get("ok")),
-            seq if isinstance(seq, int) else None,
-            answer.get("reason") if not answer.get("ok") else None,
-        )
+        try:
+            return _op_result(await self.request({"type": op}, within))
+        except Timeout as e:
+            if e.late is None:
+                raise
+            late = asyncio.ensure_future(_late_op_result(e.late))
+            late.add_done_callback(_retrieved)
+            raise Timeout(str(e), late=late) from None
 
     async def undo(self, timeout: float = 10.0) -> OpResult:  # noqa: ASYNC109 (the httpx-style API)
         """Undo our most recent change group (server-side, selective: others' edits stay)."""
@@ -880,7 +912,7 @@ class Session:
                     self.role = body.get("role")
                     self._notify()
                     return
-                fut = self._requests.get(rid) if isinstance(rid, int) else None
+                fut = self._requests.pop(rid, None) if isinstance(rid, int) else None
                 if fut is not None and not fut.done():
                     fut.set_result(body)
             elif body.get("type") == "error":

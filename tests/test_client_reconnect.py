@@ -253,6 +253,46 @@ async def test_close_after_the_server_went_away_does_not_count_what_it_confirmed
         await srv.astop()
 
 
+async def test_an_undo_that_timed_out_tells_its_late_outcome(tmp_path: Path) -> None:
+    """An undo whose answer does not come in time was sent all the same, and a paused
+    server does it when it resumes: the Timeout says so, and its `late` gives the
+    answer when it comes, or ServerGone when the connection is lost first (the outcome
+    then unknown)."""
+    srv = ServerProcess(tmp_path)
+    await srv.astart()
+    assert srv.pid is not None
+    try:
+        async with client.connect(srv.ws_url, "late", user="bot", max_backoff=0.3) as s:
+            s.text().append("keep me")
+            await s.flush()
+            os.kill(srv.pid, signal.SIGSTOP)
+            try:
+                with pytest.raises(client.Timeout, match="the server may still do it") as slow:
+                    await s.undo(timeout=1)
+            finally:
+                os.kill(srv.pid, signal.SIGCONT)
+            assert slow.value.late is not None
+            done = await slow.value.late
+            assert done == client.OpResult(True, 2, None)
+            await s.wait_for(lambda: str(s.text()) == "")
+
+            s.text().append("again")
+            await s.flush()
+            os.kill(srv.pid, signal.SIGSTOP)
+            try:
+                with pytest.raises(client.Timeout) as lost:
+                    await s.redo(timeout=1)
+                await srv.akill9()
+            finally:
+                if srv.running:
+                    os.kill(srv.pid, signal.SIGCONT)
+            assert lost.value.late is not None
+            with pytest.raises(client.ServerGone, match="may or may not have been applied"):
+                await lost.value.late
+    finally:
+        await srv.astop()
+
+
 async def test_presence_of_a_peer_that_left_during_an_outage_is_not_kept(tmp_path: Path) -> None:
     srv = ServerProcess(tmp_path)
     await srv.astart()
