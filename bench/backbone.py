@@ -129,7 +129,7 @@ async def observer_until(url: str, final: str, ready: asyncio.Event, done: async
     async with websockets.connect(url, max_size=None, compression=None) as ws:
         await ws.send(P.encode_sync_step1(doc.get_state()))
         async for raw in ws:
-            msg = P.decode(raw)
+            msg = P.decode(raw.encode() if isinstance(raw, str) else raw)
             if isinstance(msg, P.SyncStep1):
                 await ws.send(P.encode_sync_step2(doc.get_update(msg.state_vector)))
             elif isinstance(msg, P.SyncStep2 | P.SyncUpdate):
@@ -173,7 +173,7 @@ async def cold_load(port: int, final: str) -> float:
     ) as ws:
         await ws.send(P.encode_sync_step1(doc.get_state()))
         async for raw in ws:
-            msg = P.decode(raw)
+            msg = P.decode(raw.encode() if isinstance(raw, str) else raw)
             if isinstance(msg, P.SyncStep2):
                 doc.apply_update(msg.update)
                 break

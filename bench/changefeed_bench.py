@@ -33,7 +33,7 @@ import time
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
 
@@ -89,7 +89,7 @@ async def prepare(db: Path, n: int, hook_url: str) -> int:
         await store.webhook_cursors().register(Webhook(hook_url).id, hook_url, 0)
         for i in range(0, len(events), 2000):
             await store.append([("paper", events[i : i + 2000])])
-        return cast(int, await store.last_position())
+        return await store.last_position()
 
 
 def start_server(db: Path, port: int, hook: str, log: Path) -> subprocess.Popen[bytes]:

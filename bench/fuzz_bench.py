@@ -38,7 +38,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import websockets
 from pycrdt import Array, Doc, Map, Text, get_state
@@ -89,7 +89,7 @@ def _updates(rng: random.Random) -> list[bytes]:
 
 
 def _varuint(n: int) -> bytes:
-    return cast(bytes, P.write_var_uint(n))
+    return P.write_var_uint(n)
 
 
 class FrameGen:
@@ -176,7 +176,7 @@ class FrameGen:
             else:
                 upd[i:i] = rng.randbytes(rng.randrange(1, 3))
         enc = P.encode_sync_step2 if rng.random() < 0.2 else P.encode_sync_update
-        return cast(bytes, enc(bytes(upd)))
+        return enc(bytes(upd))
 
     def odd_but_valid(self) -> bytes:
         rng = self.rng
@@ -200,28 +200,28 @@ class FrameGen:
                 )
                 for _ in range(n)
             ]
-            return cast(bytes, P.encode_awareness(P.encode_awareness_entries(entries)))
+            return P.encode_awareness(P.encode_awareness_entries(entries))
         if k == 1:
             pairs = [(rng.randrange(2**32), rng.randrange(2**20)) for _ in range(rng.randrange(4))]
             sv = _varuint(len(pairs)) + b"".join(_varuint(c) + _varuint(k) for c, k in pairs)
-            return cast(bytes, P.encode_sync_step1(sv))
+            return P.encode_sync_step1(sv)
         if k == 2:
-            return cast(bytes, P.encode_query_awareness())
+            return P.encode_query_awareness()
         if k == 3:
             body: dict[str, Any] = {"type": f"fuzz-{rng.randrange(100)}", "id": rng.randrange(9)}
             if rng.random() < 0.5:
                 body["payload"] = [rng.random(), "s" * rng.randrange(20), None, {"n": True}]
-            return cast(bytes, P.encode_extension(body))
+            return P.encode_extension(body)
         if k == 4:
-            return cast(bytes, P.encode_sync_update(b"\x00\x00"))
+            return P.encode_sync_update(b"\x00\x00")
         if k == 5:  # over the frame limit
             if rng.random() < 0.05:
-                return cast(bytes, P.encode_sync_update(b"\x00" * UPDATE_FRAME_LIMIT))
+                return P.encode_sync_update(b"\x00" * UPDATE_FRAME_LIMIT)
             if rng.random() < 0.05:
-                return cast(bytes, P.encode_awareness(b"\x00" * LIMITS["max_frame_bytes"]))
-            return cast(bytes, P.encode_query_awareness())
+                return P.encode_awareness(b"\x00" * LIMITS["max_frame_bytes"])
+            return P.encode_query_awareness()
         # a non-minimal varUint message type (0x80 0x00 == 0): still a valid sync step 1
-        return cast(bytes, b"\x80\x00" + bytes([P.SYNC_STEP1]) + P.write_var_bytes(b"\x00"))
+        return b"\x80\x00" + bytes([P.SYNC_STEP1]) + P.write_var_bytes(b"\x00")
 
 
 # --- prediction ------------------------------------------------------------------------------
@@ -384,7 +384,7 @@ def predict(frame: bytes) -> Outcome:
             try:
                 check_state(state, _SETTINGS)
             except PalimpsestError as e:
-                return cast(int, e.close_code)
+                return e.close_code
         return OK
     if kind == "auth":
         return 4400  # auth messages only go from the server to clients

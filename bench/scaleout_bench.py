@@ -29,7 +29,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import asyncpg
 import websockets
@@ -84,7 +84,7 @@ class Client:
     def edit(self, ch: str) -> bytes:
         before = self.doc.get_state()
         self.text.insert(len(self.text), ch)
-        return cast(bytes, P.encode_sync_update(self.doc.get_update(before)))
+        return P.encode_sync_update(self.doc.get_update(before))
 
     async def close(self) -> None:
         await self.ws.close()

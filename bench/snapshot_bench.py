@@ -133,13 +133,16 @@ async def write_both(
                 state = doc.get_update()
                 meta = {"undo": undo.to_meta(), "owners": owners.to_meta()}
                 text = dump_meta(meta)
-                await before.on_writer(
-                    lambda c, s=ev.seq, st=state, t=text: c.execute(
+                row = (DOC, ev.seq, 0, state, f"{checksum(state)}:{checksum(text.encode())}", text)
+
+                def insert(c: sqlite3.Connection, row: tuple[Any, ...] = row) -> sqlite3.Cursor:
+                    return c.execute(
                         "INSERT INTO snapshots (doc, seq, ts, state, checksum, meta) "
                         "VALUES (?,?,?,?,?,?)",
-                        (DOC, s, 0, st, f"{checksum(st)}:{checksum(t.encode())}", t),
+                        row,
                     )
-                )
+
+                await before.on_writer(insert)
                 n += 1
                 meta_bytes += len(text)
                 META_PACKED += len(zlib.compress(text.encode(), 6))

@@ -58,3 +58,23 @@ def test_public_names() -> None:
     for name in palimpsest.__all__:
         assert getattr(palimpsest, name) is not None, name
     assert {"Palimpsest", "Extension", "Identity"} <= set(palimpsest.__all__)
+
+
+def test_mypy_sees_the_installed_client_from_another_project(tmp_path: Path) -> None:
+    """The client is typed (py.typed) for the user's own project: mypy run there, outside
+    the checkout, finds `palimpsest` and its types. The default editable install (an
+    import hook, since the checkout maps server/ and client/ into one package) is
+    invisible to mypy; scripts/ install with editable_mode=strict (docs/client.md)."""
+    (tmp_path / "mypy.ini").write_text("[mypy]\nstrict = True\n")
+    (tmp_path / "bot.py").write_text(
+        "from palimpsest import client\n"
+        "async def main() -> None:\n"
+        "    async with client.connect('ws://127.0.0.1:8000/ws', 'notes', user='ada') as s:\n"
+        "        s.text().insert('zero', 5)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache"), "bot.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert "import-not-found" not in out.stdout, out.stdout
+    assert out.stdout.count("[arg-type]") == 2, out.stdout
