@@ -639,7 +639,9 @@ def test_cli_mints_tokens_the_server_accepts(
     )
     t1 = time.time()
     assert code == 0
-    tok = capsys.readouterr().out.strip()
+    out, err = capsys.readouterr()
+    assert err == ""  # --docs given: nothing to say
+    tok = out.strip()
     claims = jwt.decode(tok, SECRET, algorithms=["HS256"])
     assert (claims["sub"], claims["role"], claims["docs"]) == ("erin", "read", ["a*", "b", "c"])
     assert int(t0) + 120 <= claims["exp"] <= int(t1) + 121  # minted in between, 120 s ahead
@@ -656,7 +658,9 @@ def test_cli_mints_tokens_the_server_accepts(
         )
     )
     assert cli_main(["token", "--user", "f", "--private-key", str(pem)]) == 0
-    tok = capsys.readouterr().out.strip()
+    out, err = capsys.readouterr()
+    tok = out.strip()  # alone on stdout; without --docs, stderr says what it grants
+    assert err == "palimpsest token: no --docs: this token opens every document as write\n"
     assert jwt.get_unverified_header(tok)["alg"] == "ES256"
     assert jwt.decode(tok, key.public_key(), algorithms=["ES256"])["docs"] == ["*"]
     monkeypatch.delenv("PALIMPSEST_JWT_SECRET", raising=False)

@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--docs",
         action="append",
-        help="document names or glob patterns, comma-separated or repeated (default: '*')",
+        help="document names or glob patterns, comma-separated or repeated (default: '*', "
+        "every document, which it then notes on stderr)",
     )
     p.add_argument("--ttl", type=float, default=3600.0, help="seconds until expiry (default 3600)")
     p.add_argument(
@@ -78,6 +79,12 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, PalimpsestError) as e:
         print(f"palimpsest token: a server would refuse this token: {e}", file=sys.stderr)
         return 2
+    if args.docs is None:
+        # the default is every document: said where a forgotten --docs is noticed
+        print(
+            f"palimpsest token: no --docs: this token opens every document as {args.role}",
+            file=sys.stderr,
+        )
     print(token)
     return 0
 
