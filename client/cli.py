@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gzip
 import json
 import os
@@ -27,7 +28,7 @@ from collections.abc import AsyncIterable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from .errors import ClientError, NotFound, Refused
+from .errors import ClientError, NotFound, ReadOnly, Refused, Timeout
 from .history import DEFAULT_URL, History, Version
 from .session import Session, connect
 
@@ -231,6 +232,7 @@ async def cmd_edit(args: argparse.Namespace) -> int:
             print(f"{args.doc}: {done}, {before} -> {len(new)} characters", file=sys.stderr)
             return 0
     async with _session(args, args.doc) as s:
+        await _refuse_if_read_only(s)
         text = s.text(name)
         before = len(text)
         spans = text.set(new)
@@ -240,6 +242,16 @@ async def cmd_edit(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+async def _refuse_if_read_only(s: Session) -> None:
+    """ReadOnly before anything is sent when the server names our role read (its answer
+    to the session's hello): sent, the edit was refused, and the refusal said twice, as
+    the session's warning and as flush()'s error."""
+    with contextlib.suppress(Timeout):
+        await s.wait_for(lambda: s.role is not None, timeout=10)
+    if s.role == "read":
+        raise ReadOnly(f"{s.name!r}: this token may only read (role read); edit needs write")
 
 
 def _read_input(file: str) -> str:

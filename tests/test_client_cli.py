@@ -15,12 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import RunningServer
+from conftest import RunningServer, run_server
 from pycrdt import Doc, Text, XmlElement, XmlFragment, XmlText
 
 from palimpsest import cli as server_cli
+from palimpsest.auth.tokens import mint
 from palimpsest.client import connect
 from palimpsest.client.cli import TRACES_DIR, main
+from palimpsest.settings import Settings
 
 TRACE = TRACES_DIR / "sveltecomponent.json.gz"
 
@@ -210,6 +212,25 @@ async def test_edit_says_what_it_cannot_read(
             await run("edit", "untouched", str(path), "--url", server.url)
         assert says in str(e.value.code) and str(path) in str(e.value.code)
     assert await server.backend.store.doc_info("untouched") is None
+
+
+async def test_a_read_only_edit_is_refused_in_one_line(settings: Settings) -> None:
+    """`edit` with a read token: one line on stderr (it was the session's warning and
+    then the same refusal as the error), and the document untouched."""
+    settings.jwt_secret = "a-test-secret-that-is-long-enough-for-hs256!"
+    reader = mint(settings.jwt_secret, "r", "read", ["ro"], ttl=600)
+    async with run_server(settings) as server:
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "palimpsest.client", "edit", "ro", "-",
+             "--url", server.url, "--token", reader],
+            input="hi", capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 2
+        assert done.stderr.splitlines() == [
+            "palimpsest: 'ro': this token may only read (role read); edit needs write"
+        ], done.stderr
+        assert await server.backend.store.doc_info("ro") is None
 
 
 @pytest.mark.parametrize("url", ["notaurl", "127.0.0.1:8000", "ftp://127.0.0.1/x", "http://"])
