@@ -67,7 +67,7 @@ async def test_a_deleted_document_answers_410_until_its_name_is_written_again(
     """A reader (the page after a reload, a script) tells a deleted document from a name
     never used: 410 `Deleted` against 404 `NotFound`, on every history route, and the
     Python client raises `Deleted` (a `NotFound`)."""
-    import client
+    from palimpsest import client
 
     async with serving(make_settings(tmp_path / "db")) as srv, httpx.AsyncClient() as http:
         q = {"user": "root"}
