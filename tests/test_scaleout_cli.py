@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from dataclasses import replace
@@ -19,8 +20,9 @@ from yclient import connect
 
 from palimpsest.settings import Settings
 from palimpsest.snapshots import load
+from palimpsest.store import open_store as store_at
 from palimpsest.store import postgres
-from palimpsest.store.base import NewEvent
+from palimpsest.store.base import Event, NewEvent
 from palimpsest.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.postgres
@@ -242,3 +244,67 @@ async def test_copy_of_a_deletion_into_a_store_that_still_holds_the_document(
         assert await store.tombstone("gone") == tomb
     finally:
         await store.stop()
+
+
+#: an update that changes nothing (the copy never folds these logs)
+EMPTY = b"\x00\x00"
+
+
+def log_of(events: list[Event]) -> list[tuple[str, int, int]]:
+    return [(e.doc, e.seq, e.pos) for e in events]
+
+
+@pytest.mark.parametrize("target", ["postgresql", "sqlite"])
+async def test_a_copy_into_a_new_store_keeps_every_events_position(
+    tmp_path: Path, target: str
+) -> None:
+    """The source's commit order, interleaved across documents, is the copy's: a follower
+    of the source resumes on the copy after its cursor (it got a document's events again
+    and another's never when copy numbered them document by document), and positions go
+    on after the source's last one, a deleted document's included."""
+    db = tmp_path / "src.db"
+    async with SQLiteStore(db) as src:
+        for i in range(11):  # a's first 1,024 events are sealed into a segment in the copy
+            a, b = NewEvent("ann", "edit", EMPTY, None, i), NewEvent("bob", "edit", EMPTY)
+            await src.append([("a", [a] * 100), ("b", [b] * 3)])
+        await src.append([("gone", [NewEvent("ann", "edit", EMPTY)])])
+        assert await src.delete_doc("gone")
+        source = log_of(await src.read_all(limit=10_000))
+        last = await src.last_position()
+    assert last == source[-1][2] + 1
+    cursor = next(i for i, (doc, _, _) in enumerate(source) if doc == "b") + 1
+    async with contextlib.AsyncExitStack() as stack:
+        if target == "postgresql":
+            url = await stack.enter_async_context(fresh_schema())
+            assert palimpsest("migrate", "--store", url).returncode == 0
+        else:
+            url = f"sqlite:///{tmp_path / 'copy.db'}"
+        r = palimpsest("copy", "--from", f"sqlite:///{db}", "--to", url, "--quiet")
+        assert r.returncode == 0 and "restart" not in r.stderr, r
+        dst = store_at(url)
+        async with dst:
+            assert log_of(await dst.read_all(limit=10_000)) == source
+            assert log_of(await dst.read_all(after=source[cursor - 1][2])) == source[cursor:][:1000]
+            assert await dst.last_position() == last
+            [[e]] = await dst.append([("b", [NewEvent("bob", "edit", EMPTY)])])
+            assert (e.seq, e.pos) == (34, last + 1)
+
+
+async def test_a_copy_into_a_store_with_events_numbers_them_anew_and_says_so(
+    tmp_path: Path,
+) -> None:
+    """Positions the target gave out already cannot be given again: the copied events
+    come after them, and the copy says that the source's followers restart from 0."""
+    src, dst = tmp_path / "src.db", tmp_path / "dst.db"
+    async with SQLiteStore(src) as store:
+        await store.append([("a", [NewEvent("ann", "edit", EMPTY)] * 2)])
+    async with SQLiteStore(dst) as store:
+        await store.append([("mine", [NewEvent("ann", "edit", EMPTY)] * 3)])
+    r = palimpsest("copy", "--from", f"sqlite:///{src}", "--to", f"sqlite:///{dst}", "--quiet")
+    assert r.returncode == 0, r
+    assert "followers of the source's changefeed" in r.stderr
+    assert "restart from 0 on the target" in r.stderr
+    async with SQLiteStore(dst) as store:
+        assert log_of(await store.read_all()) == [
+            ("mine", 1, 1), ("mine", 2, 2), ("mine", 3, 3), ("a", 1, 4), ("a", 2, 5)
+        ]  # fmt: skip

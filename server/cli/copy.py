@@ -38,7 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Copy documents with their whole logs (same seqs), valid snapshots and "
         "tags, one transaction per document, and the tombstones deleted documents left (so "
         "that stale copies of them stay refused). A document deleted in the target is not "
-        "brought back. Stop the servers of the source first.",
+        "brought back. Into a new store the events keep their changefeed positions, so its "
+        "followers resume on the target; into one with events of its own they are numbered "
+        "anew, and followers restart from 0. Stop the servers of the source first.",
     )
     p.add_argument("--from", dest="source", required=True, help="sqlite:///path (or any store URL)")
     p.add_argument("--to", dest="target", required=True, help="postgresql://… (created if needed)")
@@ -127,6 +129,23 @@ async def _state_vector(store: EventStore, doc: str) -> bytes:
     return (await load(store, doc)).doc.get_state()
 
 
+#: said when a copy into a store that has events already numbers them anew
+_NEW_POSITIONS = (
+    "palimpsest copy: the target had events of its own: the copied ones have new global "
+    "positions, so followers of the source's changefeed (global stream, webhooks) "
+    "restart from 0 on the target (their cursors cannot be told from the target's own)"
+)
+
+
+async def _keeps_positions(target: EventStore) -> bool:
+    """Whether the copy keeps every event's global position: only into a store that has
+    given out none (a new one), where they take no one's place. The source's commit
+    order and its followers' cursors (`Last-Event-ID`, webhook cursors) then stay valid
+    on the target; numbered document by document instead, a cursor within the copy's
+    range was taken and misread (another document's events again, a later one's never)."""
+    return await target.last_position() == 0
+
+
 async def copy(
     source_url: str,
     target_url: str,
@@ -144,7 +163,10 @@ async def copy(
     also choose the server's Yjs client id of the name's new document, see
     snapshots.new_doc). A document the target deleted is not brought back: one whose
     content the target's tombstone covers is skipped. A document the source deleted that
-    the target still holds is deleted there with ``replace``, reported otherwise."""
+    the target still holds is deleted there with ``replace``, reported otherwise.
+
+    Into a new store the events keep their global positions (`_keeps_positions`); into
+    one with events, they get new ones, and stderr says that followers restart."""
     from tqdm import tqdm
 
     source, target = open_store(source_url), open_store(target_url)
@@ -165,6 +187,7 @@ async def copy(
                 if wanted is None or doc in wanted
             }
             there = await target.tombstones()
+            keep_positions = await _keeps_positions(target)
             failed = skipped = copied_events = tombs_copied = 0
 
             def warn(msg: str) -> None:
@@ -219,7 +242,10 @@ async def copy(
                             snaps.append(snap)  # damaged ones are left behind
                     tags = await source.tags(info.doc)
                     try:
-                        await target.import_doc(info, events, snaps, tags, replace=replace)
+                        await target.import_doc(
+                            info, events, snaps, tags, replace=replace,
+                            keep_positions=keep_positions,
+                        )  # fmt: skip
                     except PalimpsestError as e:
                         skipped += 1
                         warn(f"{info.doc}: not copied: {e}")
@@ -231,11 +257,15 @@ async def copy(
                         else:
                             copied_events += len(events)
                     bar.update(info.head - info.base_seq)
+            if keep_positions:
+                await target.carry_positions(await source.last_position())
             print(
                 f"palimpsest: copied {len(docs) - skipped} of {len(docs)} documents "
                 f"({copied_events} events), {skipped} skipped; {tombs_copied} of {len(tombs)} "
                 f"tombstones copied ({len(tombs) - tombs_copied} already there)"
             )
+            if not keep_positions:
+                warn(_NEW_POSITIONS)
             return 0 if failed == skipped == 0 else 1
         finally:
             await target.stop()

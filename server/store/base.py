@@ -535,10 +535,22 @@ class EventStore(Service, ABC):
         tags: Sequence[Tag],
         *,
         replace: bool = False,
+        keep_positions: bool = False,
     ) -> None:
         """Write a whole document as it is (seqs, snapshots and tags kept) atomically.
 
+        The events get this store's next positions, or, with ``keep_positions``, keep
+        their own (the source's commit order, so that its followers' cursors stay valid:
+        for a store that has given out no position yet, which the caller checks), and
+        positions from then on come after them.
+
         Raises StoreError for a document that already exists here, unless ``replace``."""
+
+    @abstractmethod
+    async def carry_positions(self, last: int) -> None:
+        """Give out positions after ``last`` from now on (nothing changes when the store
+        is past it already): a copy that kept its source's positions carries them past
+        the source's end, which events deleted or left behind may have set."""
 
     # --- retention and derived data (caches of the log) --------------------------------
 

@@ -273,6 +273,7 @@ class MemoryStore(EventStore):
         tags: Sequence[Tag],
         *,
         replace: bool = False,
+        keep_positions: bool = False,
     ) -> None:
         self._check()
         async with self._lock:
@@ -287,11 +288,12 @@ class MemoryStore(EventStore):
                 self._derived,
             ):
                 d.pop(info.doc, None)
-            # imported events are new to this store: they get its next positions
-            fresh = []
-            for e in events:
-                self._pos += 1
-                fresh.append(dataclasses.replace(e, pos=self._pos))
+            if keep_positions:
+                fresh = list(events)
+                self._pos = max([self._pos, *(e.pos for e in fresh)])
+            else:
+                fresh = [dataclasses.replace(e, pos=self._pos + i) for i, e in enumerate(events, 1)]
+                self._pos += len(fresh)
             self._events[info.doc] = fresh
             self._heads[info.doc] = info.head
             self._created[info.doc] = next(self._generations)
@@ -301,6 +303,10 @@ class MemoryStore(EventStore):
                 s.seq: (s.ts, *snapshot_row(s.state, s.meta)) for s in snapshots
             }
             self._tags[info.doc] = {t.name: t for t in tags}
+
+    async def carry_positions(self, last: int) -> None:
+        self._check()
+        self._pos = max(self._pos, last)
 
     # --- retention and derived data ------------------------------------------------------
 

@@ -234,6 +234,10 @@ SELECT d.name, d.head, p.base, d.id FROM d CROSS JOIN p
 """
 
 
+#: positions from now on come after $1
+_CARRY = "UPDATE log_position SET pos = $1 WHERE id = 1 AND pos < $1"
+
+
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """A connection goes back to the pool as it is. Our sessions change no setting after
     connecting and hold no session-level lock, cursor or LISTEN (advisory locks are
@@ -1227,6 +1231,7 @@ class PostgresStore(EventStore):
         tags: Sequence[Tag],
         *,
         replace: bool = False,
+        keep_positions: bool = False,
     ) -> None:
         """Write a whole document as it is (seqs kept) in one transaction; used by `copy`.
 
@@ -1252,9 +1257,10 @@ class PostgresStore(EventStore):
                     info.doc, info.head, info.base_seq, created,
                     info.updated_ts or created, sum(len(e.update) for e in events),
                 )  # fmt: skip
-                fresh: list[Event] = []
-                if events:
-                    # imported events are new to this store: they get its next positions
+                fresh: list[Event] = list(events) if keep_positions else []
+                if events and keep_positions:
+                    await conn.execute(_CARRY, max(e.pos for e in events))
+                elif events:
                     last = int(
                         await conn.fetchval(
                             "UPDATE log_position SET pos = pos + $1 WHERE id = 1 RETURNING pos",
@@ -1281,6 +1287,9 @@ class PostgresStore(EventStore):
             await self._run(run, "import")
         finally:
             self._recent.clear()
+
+    async def carry_positions(self, last: int) -> None:
+        await self._fetch(_CARRY, last, what="position carry")
 
     # --- retention and derived data ------------------------------------------------------
 

@@ -263,6 +263,11 @@ def _take_positions(conn: sqlite3.Connection, n: int) -> int:
     return int(last) - n + 1
 
 
+def _carry_positions(conn: sqlite3.Connection, last: int) -> None:
+    """Positions from now on come after `last` (inside the caller's transaction)."""
+    conn.execute("UPDATE log_position SET pos = ? WHERE id = 1 AND pos < ?", (last, last))
+
+
 def _intern(conn: sqlite3.Connection, symbols: Symbols, names: set[str]) -> None:
     """Give every name an id, committed before any event uses it (its own transaction:
     an id is cached only once it exists for good). Runs on the writer thread."""
@@ -1530,6 +1535,7 @@ class SQLiteStore(EventStore):
         tags: Sequence[Tag],
         *,
         replace: bool = False,
+        keep_positions: bool = False,
     ) -> None:
         names = {n for e in events for n in (e.actor, e.kind)}
 
@@ -1544,9 +1550,13 @@ class SQLiteStore(EventStore):
             for table in ("snapshots", "tags", "derived"):
                 db.execute(f"DELETE FROM {table} WHERE doc = ?", (info.doc,))
             created = min((e.ts for e in events), default=info.updated_ts or now_ms())
-            # imported events are new to this store: they get its next positions
-            first = _take_positions(db, len(events)) if events else 0
-            fresh = [dataclasses.replace(e, pos=first + i) for i, e in enumerate(events)]
+            if keep_positions:
+                fresh = list(events)
+                if events:
+                    _carry_positions(db, max(e.pos for e in events))
+            else:
+                first = _take_positions(db, len(events)) if events else 0
+                fresh = [dataclasses.replace(e, pos=first + i) for i, e in enumerate(events)]
             whole = runs(fresh, info.base_seq + 1)
             sealed = fresh[whole - 1].seq if whole else info.base_seq
             (doc_id,) = db.execute(
@@ -1574,6 +1584,9 @@ class SQLiteStore(EventStore):
             await self._write_interned("import", names, run)
         finally:
             self._recent.clear()
+
+    async def carry_positions(self, last: int) -> None:
+        await self._write("position carry", lambda db: _carry_positions(db, last))
 
     # --- retention and derived data ------------------------------------------------------
 

@@ -579,6 +579,28 @@ class StoreContract(CursorContract):
         assert [e.seq for e in await store.read("imp")] == [5]
         assert await store.tags("imp") == [] and await store.head("imp") == 5
 
+    async def test_import_doc_may_keep_the_events_positions(self, store: EventStore) -> None:
+        """What `palimpsest copy` into a new store does: documents come one by one, each
+        with its events' positions in the source, interleaved; read_all gives the
+        source's commit order back, and new positions come after the highest."""
+        from palimpsest.store.base import DocInfo
+
+        def log(doc: str, positions: list[int]) -> list[Event]:
+            return [Event(doc, seq, 1000, "ann", "edit", b"\x00\x00", {}, pos)
+                    for seq, pos in enumerate(positions, 1)]  # fmt: skip
+
+        a, b = log("a", [1, 2, 5, 9]), log("b", [3, 4, 8])
+        await store.import_doc(DocInfo("a", 4, 1000, 4), a, [], [], keep_positions=True)
+        await store.import_doc(DocInfo("b", 3, 1000, 3), b, [], [], keep_positions=True)
+        assert await store.read_all() == sorted(a + b, key=lambda e: e.pos)
+        assert await store.read_all(after=4) == [a[2], b[2], a[3]]
+        assert await store.last_position() == 9
+        await store.carry_positions(12)  # the source's last, a deleted document's
+        await store.carry_positions(11)  # never back
+        assert await store.last_position() == 12
+        [[e]] = await store.append([("b", [ev()])])
+        assert (e.seq, e.pos) == (4, 13)
+
     async def test_check_writable_changes_nothing(self, store: EventStore) -> None:
         await store.append([("w", [ev(update=b"1")])])
         await store.check_writable()
