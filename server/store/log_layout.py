@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import cpu_account
 from ..errors import StoreError
@@ -399,6 +399,38 @@ async def merge_by_pos(
 
 class Reread(Exception):
     """A read raced with a compaction or deletion: the caller reads again."""
+
+
+_T = TypeVar("_T")
+
+
+async def decoded(
+    read: Callable[[], Awaitable[_T]], load_symbols: Callable[[], Awaitable[None]]
+) -> _T:
+    """Run a read that turns rows into events (the stores' ``_decoded``). A symbol id not
+    cached yet (interned since by another process or connection) loads the symbol table
+    and reads again; a segment that went away meanwhile (compaction, deletion) reads
+    again.
+
+    A symbol's row commits before any event that names it, so an id still unknown after
+    a load made after a read met it is missing for good (StoreError). The read again may
+    meet another id, new since that load (a first undo, then at once a first redo): that
+    one is loaded in turn. Giving up at the second unknown id ended every changefeed
+    stream that read past such a pair."""
+    loaded: set[int] = set()
+    rereads = 0
+    while True:
+        try:
+            return await read()
+        except UnknownSymbol as e:
+            if e.args[0] in loaded:
+                raise StoreError(f"an event names symbol id {e} that is not stored") from e
+            loaded.add(e.args[0])
+            await load_symbols()
+        except Reread:
+            rereads += 1
+            if rereads == 3:
+                raise StoreError("the log kept changing while it was read; try again") from None
 
 
 def runs(events: Sequence[Event], first_seq: int, size: int = S.SEGMENT_EVENTS) -> int:

@@ -59,13 +59,12 @@ from .log_layout import (
     LAYOUT_VERSION,
     MAX,
     RecentRows,
-    Reread,
     SegmentRow,
     Symbols,
     TailRow,
-    UnknownSymbol,
     assemble_off_loop,
     decode_segment,
+    decoded,
     merge_by_pos,
     query_filter,
     query_windows,
@@ -526,19 +525,9 @@ class PostgresStore(EventStore):
         self._sym.add((r[0], r[1]) for r in rows)
 
     async def _decoded(self, read: Callable[[], Awaitable[T]]) -> T:
-        """Run a read that turns rows into events; a symbol id not cached yet (written by
-        another process since) loads the table, once; a segment that went away meanwhile
-        (compaction, deletion) reads again."""
-        for attempt in range(3):
-            try:
-                return await read()
-            except UnknownSymbol as e:
-                if attempt:
-                    raise StoreError(f"an event names symbol id {e} that is not stored") from e
-                await self._load_symbols()
-            except Reread:
-                continue
-        raise StoreError("the log kept changing while it was read; try again")
+        """A read that turns rows into events (log_layout.decoded): symbols another
+        process interned reach this one's cache by loading them again."""
+        return await decoded(read, self._load_symbols)
 
     async def append(self, batches: Sequence[tuple[str, Sequence[NewEvent]]]) -> list[list[Event]]:
         """One group commit in one statement, so one round trip (see ``_APPEND``)."""

@@ -61,15 +61,14 @@ from .log_layout import (
     LAYOUT_VERSION,
     MAX,
     RecentRows,
-    Reread,
     SegmentRow,
     Symbols,
     TailRow,
-    UnknownSymbol,
     assemble,
     assemble_off_loop,
     columns,
     decode_segment,
+    decoded,
     merge_by_pos,
     query_filter,
     query_windows,
@@ -1022,19 +1021,9 @@ class SQLiteStore(EventStore):
         self._sym.add(await self._fetchall("SELECT id, name FROM symbols"))
 
     async def _decoded(self, read: Callable[[], Any]) -> Any:
-        """Run a read that turns rows into events; a symbol id not cached yet (written by
-        another process or connection since) loads the table, once; a segment that went
-        away meanwhile (compaction, deletion) reads again."""
-        for attempt in range(3):
-            try:
-                return await read()
-            except UnknownSymbol as e:
-                if attempt:
-                    raise StoreError(f"an event names symbol id {e} that is not stored") from e
-                await self._load_symbols()
-            except Reread:
-                continue
-        raise StoreError("the log kept changing while it was read; try again")
+        """A read that turns rows into events (log_layout.decoded): the symbols the
+        writer connection interns reach this one's cache by loading them again."""
+        return await decoded(read, self._load_symbols)
 
     # --- the log ---------------------------------------------------------------------
 

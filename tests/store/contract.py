@@ -778,6 +778,39 @@ class StoreContract(CursorContract):
         finally:
             await other.stop()
 
+    async def test_symbols_new_since_the_last_load_are_loaded_in_turn(
+        self, store: EventStore
+    ) -> None:
+        """Kinds logged for the first time in quick succession by another process or
+        connection (a first undo, then at once a first redo): a read meets the first,
+        loads the symbols, and its read again meets the next, committed meanwhile. A
+        symbol is stored before any event names it, so that one is loaded in turn: it
+        was "an event names symbol id N that is not stored", which ended every
+        changefeed stream reading past the pair (three at once, seen 5 Dec)."""
+        url = self.child_url()
+        if url is None or not self.seals:
+            pytest.skip("no other process can open this backend's store")
+        other = open_store(url)
+        await other.start()
+        try:
+            await other.append([("d", [ev(kind="undo")])])
+            read = getattr(store, self.reader)
+            first_logged = iter(["redo", "restore"])
+
+            async def reading(sql: str, *args: Any, **kw: Any) -> Any:
+                rows = await read(sql, *args, **kw)
+                if sql.startswith("SELECT id, name FROM symbols"):
+                    kind = next(first_logged, None)
+                    if kind is not None:  # right after this load
+                        await other.append([("d", [ev(kind=kind)])])
+                return rows
+
+            setattr(store, self.reader, reading)
+            assert [e.kind for e in await store.read_all()] == ["undo", "redo", "restore"]
+            assert [e.kind for e in await store.read("d")] == ["undo", "redo", "restore"]
+        finally:
+            await other.stop()
+
     async def test_sealing_beside_appends_loses_and_doubles_nothing(
         self, store: EventStore
     ) -> None:
