@@ -82,12 +82,15 @@ async def index(request: Request) -> Response:
 
 async def palimpsest_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, PalimpsestError)
+    # an error is an answer about now: browsers keep a 410 with no such header forever
+    # (Chromium), and the name can be written again the next moment
+    headers = {"Cache-Control": "no-store"}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
     return JSONResponse(
         {"error": type(exc).__name__, "detail": str(exc)},
         status_code=exc.http_status,
-        # an error is an answer about now: browsers keep a 410 with no such header
-        # forever (Chromium), and the name can be written again the next moment
-        headers={"Cache-Control": "no-store"},
+        headers=headers,
     )
 
 

@@ -39,6 +39,8 @@ class PalimpsestError(Exception):
 
     close_code = 1011
     http_status = 500
+    #: seconds after which trying again may succeed, sent as Retry-After (None: unsaid)
+    retry_after: int | None = None
 
 
 class ProtocolError(PalimpsestError):
@@ -129,6 +131,7 @@ class StoreError(PalimpsestError):
 class StoreUnavailable(StoreError):
     close_code = 1013
     http_status = 503
+    retry_after = 1
 
 
 def panicked(e: BaseException) -> bool:

@@ -31,6 +31,7 @@ class RawStream:
         self._cm = self._http.stream("GET", self.url, headers=self.headers)
         r = await self._cm.__aenter__()
         self.status = r.status_code
+        self.response_headers = r.headers
         self.content_type = r.headers.get("content-type", "")
         if r.status_code == 200:
             self._messages = parse_sse(self._lines(r))

@@ -6,15 +6,19 @@ configured on every process is delivered once, by whichever holds its lease."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import eventually
+from conftest import PG_PORT, eventually, free_port, run_server
 from feedhelp import RawStream, type_into
 from scaleout import cluster, fanout_url, fresh_schema, open_store
 from serverproc import ServerProcess
+from stallproxy import StallingProxy
 from webhook_receiver import Receiver
+
+from palimpsest.settings import Settings
 
 pytestmark = pytest.mark.postgres
 
@@ -108,3 +112,57 @@ async def test_a_cursor_past_a_bigint_is_refused_not_sent_to_postgresql(tmp_path
             async with http.stream("GET", f"{base}/api/events/stream?after=1") as r:
                 assert r.status_code == 200
         assert "Traceback" not in p.log_text()
+
+
+async def test_a_store_outage_ends_open_streams_cleanly_and_new_ones_get_503(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL unreachable (every connection cut): open streams, global and of one
+    document, end their bodies cleanly with one warning each (they died with "Exception
+    in ASGI application" and an incomplete chunked body), a stream asked for meanwhile
+    is refused with 503 and Retry-After (it was 200, then died), and once the store is
+    back a follower resumes after its last id with nothing lost."""
+    uvicorn_errors = logging.getLogger("uvicorn.error")  # does not propagate to the root
+    uvicorn_errors.addHandler(caplog.handler)
+    try:
+        with StallingProxy(PG_PORT) as proxy:
+            async with fresh_schema() as url:
+                via = url.replace(f":{PG_PORT}/", f":{proxy.port}/", 1)
+                settings = Settings(store=via, port=free_port(), changefeed_heartbeat=0.2)
+                async with run_server(settings) as srv:
+                    await outage_and_back(srv.url, f"ws://127.0.0.1:{srv.port}/ws", proxy)
+    finally:
+        uvicorn_errors.removeHandler(caplog.handler)
+    assert "Exception in ASGI application" not in caplog.text
+    ended = [r.getMessage() for r in caplog.records if "changefeed stream" in r.getMessage()]
+    assert len(ended) == 2, ended
+    assert all(r.levelno == logging.WARNING for r in caplog.records if "stream" in r.getMessage())
+
+
+async def outage_and_back(http_url: str, ws_url: str, proxy: StallingProxy) -> None:
+    await type_into(ws_url, "notes", ["a", "b"])
+    every, one = f"{http_url}/api/events/stream", f"{http_url}/api/docs/notes/events/stream"
+    async with RawStream(every) as g, RawStream(one) as d:
+        seen = await g.events(2)
+        await d.events(2)
+        await asyncio.to_thread(proxy.cut)
+        for stream in (g, d):  # the body ends: no error while reading it
+            with pytest.raises(StopAsyncIteration):
+                while True:
+                    await stream.next()
+    for url in (every, one):
+        async with RawStream(url) as refused:
+            assert refused.status == 503, refused.body
+            assert refused.response_headers["retry-after"] == "1"
+    await asyncio.to_thread(proxy.resume)
+    last = {"Last-Event-ID": str(seen[-1]["_id"])}
+
+    async def answers() -> bool:
+        async with httpx.AsyncClient() as http:
+            return (await http.get(f"{http_url}/readyz")).status_code == 200
+
+    await eventually(answers, timeout=30, what="the store answers again")
+    async with RawStream(every, headers=last) as g:
+        await type_into(ws_url, "notes", ["c"])
+        [ev] = await g.events(1)
+    assert (ev["doc"], ev["seq"]) == ("notes", 3)

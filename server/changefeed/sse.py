@@ -14,11 +14,14 @@ A stream holds no queue: it reads a page of the store after its cursor, sends it
 when the store has nothing more it waits for a commit (server.changefeed.wakeup) or a
 heartbeat period, whichever comes first. A slow reader therefore costs one page of
 memory and backs up only its own TCP connection. The stream ends when the server shuts
-down and when the caller's token expires; clients reconnect and resume.
+down, when the caller's token expires and when the store fails (`_ended_by_store`);
+clients reconnect and resume. A stream asked for while the store cannot be reached is
+refused (503, Retry-After) before it starts.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import TYPE_CHECKING
@@ -29,13 +32,15 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from ..auth import Identity, may_open
-from ..errors import BadRequest, Conflict, TooManyConnections
+from ..errors import BadRequest, Conflict, StoreError, TooManyConnections
 from ..names import validate_doc_name
 from ..store.base import MAX_SEQ
 from .events import HEARTBEAT, feed_text, sse_cursor, sse_frame
 
 if TYPE_CHECKING:
     from .extension import Changefeed
+
+log = logging.getLogger("palimpsest.changefeed")
 
 _HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 #: what an EventSource waits before reconnecting (ms), sent first on every stream
@@ -51,6 +56,15 @@ def _after(request: Request) -> int:
     if not 0 <= value <= MAX_SEQ:
         raise BadRequest(f"Last-Event-ID / ?after= must be between 0 and {MAX_SEQ}, not {raw[:40]}")
     return value
+
+
+def _ended_by_store(e: StoreError, stream: str, last_id: int) -> None:
+    """A stream whose store fails (unreachable, a damaged segment) ends its body cleanly
+    with this one line in the log: raised out of a started response, the error was an
+    "Exception in ASGI application" traceback and a torn chunked body. The follower
+    reconnects and resumes after its last id; while the store cannot be reached, a new
+    stream is refused with 503 before it starts."""
+    log.warning("changefeed stream %s ended after id %d: %s", stream, last_id, e)
 
 
 def _updates(request: Request) -> bool:
@@ -106,14 +120,15 @@ class Streams:
         doc = validate_doc_name(request.path_params["doc"])
         identity = await backend.authenticate(request, doc, "read")
         after, updates = _after(request), _updates(request)
-        if after:
-            head = await backend.store.head(doc)
-            if after > head:
-                raise Conflict(
-                    f"Last-Event-ID / ?after= {after} is past {doc!r}'s last seq {head}: the "
-                    "document was deleted and written again, or its log restored from a "
-                    "backup; read it again from 0"
-                )
+        # read with or without a cursor: a store that cannot be reached is a 503 now,
+        # not a 200 whose body dies at its first read
+        head = await backend.store.head(doc)
+        if after > head:
+            raise Conflict(
+                f"Last-Event-ID / ?after= {after} is past {doc!r}'s last seq {head}: the "
+                "document was deleted and written again, or its log restored from a "
+                "backup; read it again from 0"
+            )
         address = self._admit(request)
         return _Counted(
             self._doc_events(doc, after, updates, identity), partial(self._release, address)
@@ -127,17 +142,16 @@ class Streams:
                 "/api/docs/{doc}/events/stream"
             )
         after, updates = _after(request), _updates(request)
-        if after:
-            last = await self.feed.backend.store.last_position()
-            if after > last:
-                # positions given out by another log (a copy to another store; a backup
-                # restored over a newer file by hand, not by `backup --replace`): the
-                # stream would wait past everything this log will give out
-                raise Conflict(
-                    f"Last-Event-ID / ?after= {after} is past this log's last position "
-                    f"{last}: the cursor comes from another log (a copy, a backup restored "
-                    "by hand); read it again from 0"
-                )
+        last = await self.feed.backend.store.last_position()  # (a 503 now, as above)
+        if after > last:
+            # positions given out by another log (a copy to another store; a backup
+            # restored over a newer file by hand, not by `backup --replace`): the
+            # stream would wait past everything this log will give out
+            raise Conflict(
+                f"Last-Event-ID / ?after= {after} is past this log's last position "
+                f"{last}: the cursor comes from another log (a copy, a backup restored "
+                "by hand); read it again from 0"
+            )
         address = self._admit(request)
         return _Counted(self._all_events(after, updates, identity), partial(self._release, address))
 
@@ -156,16 +170,19 @@ class Streams:
         feed, store = self.feed, self.feed.backend.store
         yield f"retry: {RETRY_MS}\n\n".encode()
         cursor = after
-        while not feed.closing and not self._expired(identity):
-            ticket = feed.wakeup.ticket(doc)
-            events = await store.read(doc, after=cursor, limit=feed.page)
-            for ev in events:
-                yield sse_frame(ev.seq, feed_text(ev, updates=updates))
-                cursor = ev.seq
-            if len(events) == feed.page:
-                continue
-            if not await feed.wait(ticket, self._idle(identity)):
-                yield HEARTBEAT
+        try:
+            while not feed.closing and not self._expired(identity):
+                ticket = feed.wakeup.ticket(doc)
+                events = await store.read(doc, after=cursor, limit=feed.page)
+                for ev in events:
+                    yield sse_frame(ev.seq, feed_text(ev, updates=updates))
+                    cursor = ev.seq
+                if len(events) == feed.page:
+                    continue
+                if not await feed.wait(ticket, self._idle(identity)):
+                    yield HEARTBEAT
+        except StoreError as e:
+            _ended_by_store(e, f"of {doc!r}", cursor)
 
     async def _all_events(
         self, after: int, updates: bool, identity: Identity
@@ -174,23 +191,26 @@ class Streams:
         yield f"retry: {RETRY_MS}\n\n".encode()
         cursor = sent = after
         everything = identity.docs == ("*",)
-        while not feed.closing and not self._expired(identity):
-            ticket = feed.wakeup.ticket()
-            events = await store.read_all(after=cursor, limit=feed.page)
-            for ev in events:
-                cursor = ev.pos
-                if everything or may_open(identity, ev.doc):
-                    yield sse_frame(ev.pos, feed_text(ev, updates=updates))
+        try:
+            while not feed.closing and not self._expired(identity):
+                ticket = feed.wakeup.ticket()
+                events = await store.read_all(after=cursor, limit=feed.page)
+                for ev in events:
+                    cursor = ev.pos
+                    if everything or may_open(identity, ev.doc):
+                        yield sse_frame(ev.pos, feed_text(ev, updates=updates))
+                        sent = cursor
+                if sent != cursor:
+                    # events the caller may not see moved the cursor: say so, so that a
+                    # reconnect does not read them again (and a long scan is not silent)
+                    yield sse_cursor(cursor)
                     sent = cursor
-            if sent != cursor:
-                # events the caller may not see moved the cursor: say so, so that a
-                # reconnect does not read them again (and a long scan is not silent)
-                yield sse_cursor(cursor)
-                sent = cursor
-            if len(events) == feed.page:
-                continue
-            if not await feed.wait(ticket, self._idle(identity)):
-                yield HEARTBEAT
+                if len(events) == feed.page:
+                    continue
+                if not await feed.wait(ticket, self._idle(identity)):
+                    yield HEARTBEAT
+        except StoreError as e:
+            _ended_by_store(e, "of every document", sent)
 
 
 class _Counted(StreamingResponse):
