@@ -573,10 +573,10 @@ def _pairs(node: XNode, seq: int, real: Any) -> Iterator[tuple[int, Any]]:
 
 
 def _attributes(node: XNode, real: Any) -> dict[str, Any]:
-    """An element's or text's attributes, or a map's entries."""
-    if node.kind == MAP_NODE:
-        return {str(k): jsonable(v) for k, v in real.items()}
-    return {str(k): jsonable(v) for k, v in real.attributes}
+    """An element's or text's attributes, or a map's entries, in name order (pycrdt
+    gives them in a hash map's order, another on every read)."""
+    items = real.items() if node.kind == MAP_NODE else real.attributes
+    return {k: jsonable(v) for k, v in sorted((str(k), v) for k, v in items)}
 
 
 def _entry(

@@ -12,7 +12,9 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import math
 from collections.abc import Callable, Iterable
+from decimal import Decimal, localcontext
 from typing import Any
 
 from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
@@ -111,21 +113,24 @@ def held_root_types(update: bytes, names: Iterable[str]) -> dict[str, str | None
 
 def jsonable(value: Any) -> Any:
     """pycrdt values as JSON: shared types rendered at any depth (texts and XML as
-    strings, maps and arrays as JSON), floats that are integers as ints, binary values
+    strings, maps and arrays as JSON, keys sorted: pycrdt gives them in a hash map's
+    order, another on every read), floats that are integers as ints, binary values
     (a Yjs Uint8Array, which pycrdt gives as a bytearray: a whiteboard's thumbnail, a
     file) as ``{"$bytes": "<base64>"}``, a subdocument as ``{"$doc": "<guid>"}``
     (docs/history.md)."""
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         return int(value)
     if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
+        return {k: jsonable(value[k]) for k in sorted(value)}
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
-    if isinstance(value, Text | XmlFragment | XmlElement | XmlText):
+    if isinstance(value, Text):
         return str(value)
+    if isinstance(value, XmlFragment | XmlElement | XmlText):
+        return xml_string(value)
     # (walked here, not by pycrdt's to_py, which raises for XML held in a map or array)
     if isinstance(value, Map):
-        return {k: jsonable(v) for k, v in value.items()}
+        return {k: jsonable(value[k]) for k in sorted(value.keys())}
     if isinstance(value, Array):
         return [jsonable(v) for v in value]
     if isinstance(value, bytes | bytearray):
@@ -140,8 +145,92 @@ def render_root(doc: Doc[Any], name: str, kind: str) -> Any:
     if kind == TEXT:
         return str(root)
     if kind == XML:
-        return str(root)
+        return xml_string(root)
     return jsonable(root)
+
+
+# --- XML as a string -------------------------------------------------------------------
+
+
+def xml_string(node: XmlFragment | XmlElement | XmlText) -> str:
+    """`node` as pycrdt's ``str()`` spells it (``<tag a="v">`` elements, a text's marks
+    as tags around its runs, embeds as values, embedded shared types left out, nothing
+    escaped), with every attribute and every key of a value in sorted order: pycrdt
+    writes them in a hash map's order, another on every read, so the same version read
+    twice differed and its diff showed changes nobody made. A node holding something no
+    editor writes there (a value, a map: not an XML node) is pycrdt's own rendering."""
+    if isinstance(node, XmlText):
+        return "".join(_xml_run(insert, attrs) for insert, attrs in node.diff())
+    kids = list(node.children)
+    if len(kids) != len(node.children):
+        return str(node)
+    inner = "".join(xml_string(kid) for kid in kids)
+    if isinstance(node, XmlFragment):
+        return inner
+    items: list[tuple[str, Any]] = [*node.attributes]  # type: ignore[misc]
+    attrs = "".join(f' {k}="{v}"' for k, v in sorted((str(k), _any_string(v)) for k, v in items))
+    return f"<{node.tag}{attrs}>{inner}</{node.tag}>"
+
+
+def _xml_run(insert: Any, attrs: dict[str, Any] | None) -> str:
+    """A run of an XML text: each mark a tag, in name order, with its attributes when
+    it has a map of them (Tiptap's link: href, target, rel, class)."""
+    marks = sorted((attrs or {}).items())
+    opening = "".join(f"<{name}{_tag_attrs(value)}>" for name, value in marks)
+    closing = "".join(f"</{name}>" for name, _ in reversed(marks))
+    shown = "" if _is_shared(insert) else _any_string(insert)
+    return opening + shown + closing
+
+
+def _tag_attrs(value: Any) -> str:
+    if not isinstance(value, dict):
+        return ""
+    return "".join(f' {k}="{_any_string(value[k])}"' for k in sorted(value))
+
+
+def _is_shared(value: Any) -> bool:
+    return isinstance(value, Text | Map | Array | XmlFragment | XmlElement | XmlText | Doc)
+
+
+def _any_string(value: Any) -> str:
+    """A value as Yrs writes it into XML (its Display): strings bare, null, true,
+    numbers without an exponent or a needless ".0", bytes as 0x-hex, lists and maps as
+    [a, b] and {k: v} (keys sorted); a shared type as Yrs names it (TextRef, MapRef)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return _f64_string(value)
+    if isinstance(value, bytes | bytearray):
+        return "0x" + value.hex()
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_any_string(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_any_string(value[k])}" for k in sorted(value)) + "}"
+    return f"{type(value).__name__}Ref"
+
+
+def _f64_string(x: float) -> str:
+    """A float as Rust's Display writes it: the shortest digits that read back as it,
+    never in exponent form (1e21 is 1000000000000000000000), -0 for negative zero, and
+    of two such digits equally near it the one farther from zero (Python's repr takes
+    the even one: 673424794363284.25 is ...284.2 to Python, ...284.3 to Rust)."""
+    if math.isnan(x):
+        return "NaN"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    shortest = Decimal(repr(x))
+    with localcontext(prec=800):  # exactly: a double has at most 767 significant digits
+        off = Decimal(x) - shortest
+    unit = Decimal(1).scaleb(int(shortest.as_tuple().exponent))
+    if off and abs(off) * 2 == unit and (off > 0) == (x > 0):
+        shortest += unit.copy_sign(off)
+    return format(shortest.normalize(), "f")
 
 
 def root_entry(doc: Doc[Any], name: str, kind: str) -> dict[str, Any]:

@@ -52,6 +52,7 @@ from pycrdt import (
 from .. import protocol as P
 from ..commit import Committer
 from ..errors import FATAL
+from ..history.render import jsonable, xml_string
 from ..ownership import META_KEY as OWNERS_KEY
 from ..room import Room
 from ..settings import Settings
@@ -105,7 +106,9 @@ def _seen(value: Any) -> Any:
         return sorted((k, _seen(v)) for k, v in value.items())
     if isinstance(value, Array):
         return [_seen(v) for v in value]
-    return str(value) if isinstance(value, XmlFragment | XmlElement | XmlText) else repr(value)
+    if isinstance(value, XmlFragment | XmlElement | XmlText):
+        return xml_string(value)
+    return repr(jsonable(value))
 
 
 def infer_root_types(doc: Doc[Any], names: Iterable[str]) -> dict[str, str]:
