@@ -50,11 +50,18 @@ STATIC_DIR = Path(
 )
 
 
+#: response headers the API tells clients to read, beyond those a browser always lets a
+#: page of another origin see: which seq a version's update is (GET versions/{ref}
+#: ?format=update) and how long to wait after a 429
+EXPOSED_HEADERS = ["X-Palimpsest-Seq", "Retry-After"]
+
+
 def _cors(settings: Settings) -> Middleware:
     """CORS for the origins the guard lets in, localhost ones (any port: a Vite page on
     localhost:5173) and those of ``--allow-origin``: a page there may use the HTTP API
     and import /static/palimpsest.js (its preflight answered, its answers readable), as
-    it may already open the websocket. Without credentials: the API's are tokens
+    it may already open the websocket, and read the headers the API documents
+    (EXPOSED_HEADERS). Without credentials: the API's are tokens
     (``Authorization``), never cookies a browser would add on its own. Other origins get
     no CORS headers: their browser reads nothing, and the guard refuses their writes."""
     origins = [normal_origin(o) for o in settings.allow_origin]
@@ -64,6 +71,7 @@ def _cors(settings: Settings) -> Middleware:
         allow_origin_regex=LOCAL_ORIGIN,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
         allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+        expose_headers=EXPOSED_HEADERS,
         max_age=600,
     )
 

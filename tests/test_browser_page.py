@@ -805,6 +805,43 @@ def test_a_localhost_page_on_another_port_uses_the_http_api_and_the_module(
             ctx.close()
 
 
+def test_a_page_on_another_origin_reads_the_headers_the_api_documents(
+    browser: Any,  # noqa: F811 (the fixture)
+    tmp_path_factory: pytest.TempPathFactory,
+    doc_name: str,
+) -> None:
+    """A localhost page on another port read a version's update but not its
+    X-Palimpsest-Seq (which seq `head` was), nor a 429's Retry-After: no answer named
+    them in Access-Control-Expose-Headers, so fetch() gave null for both."""
+    with _OtherSite("<p>vite</p>") as local:
+        env = {"PALIMPSEST_MAX_HTTP_WRITES_PER_SECOND": "1"}
+        with ServerProcess(tmp_path_factory.mktemp("cors-expose"), env=env) as srv:
+            assert call(srv.http_url, "PUT", f"/api/docs/{doc_name}/text", {"text": "v1"})[0] == 200
+            ctx = browser.new_context()
+            page = ctx.new_page()
+            page.goto(local)
+            api = f"{srv.http_url}/api/docs/{doc_name}"
+            assert page.evaluate(_HEADERS_READ, api) == ["1", "1"]
+            ctx.close()
+
+
+#: a page's read of the head's update and its PUTs until one is refused, as
+#: [X-Palimpsest-Seq, the refusal's Retry-After] or the error
+_HEADERS_READ = """async (url) => {
+    try {
+        const got = await fetch(url + '/versions/head?format=update&user=ann')
+        const seq = got.headers.get('X-Palimpsest-Seq')
+        for (let i = 0; i < 20; i++) {
+            const put = await fetch(url + '/text?user=ann', {method: 'PUT',
+                headers: {'Content-Type': 'application/json'},
+                body: JSON.stringify({text: 'v' + i})})
+            if (put.status === 429) return [seq, put.headers.get('Retry-After')]
+        }
+        return [seq, 'never refused']
+    } catch (e) { return String(e) }
+}"""
+
+
 #: a page's PUT of a text and its read of the head, as [status, text] or the error
 _PUT_AND_READ = """async ([url, text]) => {
     try {
