@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
-from pycrdt import Map
+from pycrdt import Map, XmlElement, XmlFragment, XmlText
 from serverproc import REPO_ROOT, ServerProcess
 from test_browser import (  # noqa: F401 (browser: the fixture)
     Http,
@@ -1045,3 +1045,48 @@ def test_the_history_says_what_a_restore_did_and_a_board_is_not_called_text(
     expect(board.locator("#preview-body")).not_to_contain_text("(empty)")
     expect(board.locator("#preview-extra details[open]")).to_contain_text("appState (map)")
     assert not page.errors and not board.errors  # type: ignore[attr-defined]
+
+
+def test_a_tiptap_table_and_image_are_drawn_live_and_in_history(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """The page drew a Tiptap table's cells as stacked paragraphs and left an image out
+    altogether (in history that read as data loss). Now a table is a table, header
+    cells and spans kept, and an image a placeholder naming its alt and src, never
+    loaded, live as in a version's preview."""
+    src = f"{server.http_url}/static/x.png"
+
+    def cell(kind: str, text: str, span: int = 1) -> XmlElement:
+        return XmlElement(
+            kind, {"colspan": span, "rowspan": 1}, [XmlElement("paragraph", {}, [XmlText(text)])]
+        )
+
+    async def write() -> None:
+        async with connect(server.ws_url, doc_name, user="alice") as s:
+            frag = s.doc.get("default", type=XmlFragment)
+            with s.doc.transaction():
+                frag.children.append(XmlElement("paragraph", {}, [XmlText("Before")]))
+                header = XmlElement(
+                    "tableRow", {}, [cell("tableHeader", "H1"), cell("tableHeader", "H2")]
+                )
+                row = XmlElement("tableRow", {}, [cell("tableCell", "c1"), cell("tableCell", "c2")])
+                wide = XmlElement("tableRow", {}, [cell("tableCell", "wide", 2)])
+                frag.children.append(XmlElement("table", {}, [header, row, wide]))
+                frag.children.append(XmlElement("image", {"src": src, "alt": "a cat"}))
+            await s.flush()
+
+    writing = threading.Thread(target=asyncio.run, args=(write(),))
+    writing.start()
+    writing.join(30)
+    page = open_doc(people(), server.http_url, doc_name, "carol", "&history=1&version=1")
+    for view in (page.locator("#live"), page.locator("#preview-body")):
+        table = view.locator("table")
+        expect(table.locator("tr")).to_have_count(3)
+        expect(table.locator("tr").first.locator("th")).to_have_text(["H1", "H2"])
+        expect(table.locator("tr").nth(1).locator("td")).to_have_text(["c1", "c2"])
+        expect(table.locator("td[colspan='2']")).to_have_text("wide")
+        image = view.locator('.x-image[data-element="image"]')
+        expect(image).to_contain_text("a cat")
+        expect(image).to_contain_text(src)
+        expect(view.locator("img")).to_have_count(0)
+    assert not page.errors, page.errors  # type: ignore[attr-defined]

@@ -168,8 +168,23 @@ const BLOCKS = new Map([
   ['horizontalRule', 'hr'],
   ['horizontal_rule', 'hr'],
   ['hardBreak', 'br'],
-  ['hard_break', 'br']
+  ['hard_break', 'br'],
+  ['table', 'table'],
+  ['tableRow', 'tr'],
+  ['table_row', 'tr'],
+  ['tableHeader', 'th'],
+  ['table_header', 'th'],
+  ['tableCell', 'td'],
+  ['table_cell', 'td']
 ])
+
+// Image nodes (Tiptap's, prosemirror-schema-basic's): drawn as a placeholder naming
+// their alt and src, never loaded (the page's CSP allows no remote image, and a
+// document must not make a reader's browser call a URL its writer chose)
+const IMAGES = new Set(['image', 'img'])
+
+// a cell's span as a table cell takes it (prosemirror-tables' colspan, rowspan)
+const MAX_SPAN = 1000
 
 // Lexical's node types (a paragraph's __type)
 const LEXICAL = new Map([['paragraph', 'p'], ['quote', 'blockquote'], ['listitem', 'li'], ['code', 'pre']])
@@ -251,9 +266,12 @@ function drawNode (node, deco, depth = 0) {
   }
   const extra = (deco.node && deco.node(node)) || {}
   if (node.element !== undefined) {
-    const tag = tagOfElement(node.element, node.attributes || {})
+    const attributes = node.attributes || {}
+    if (IMAGES.has(node.element)) return drawImage(node.element, attributes, extra)
+    const tag = tagOfElement(node.element, attributes)
     const el = h(tag, withClass(extra, 'x-node'), drawNodes(node.children || [], deco, depth + 1))
     el.dataset.element = node.element
+    if (tag === 'td' || tag === 'th') spanCell(el, attributes)
     return el
   }
   if (node.map !== undefined) return h('span', withClass(extra, 'x-map'))
@@ -262,6 +280,24 @@ function drawNode (node, deco, depth = 0) {
   if (tag) el.dataset.element = node.attributes.__type
   drawRuns(el, node.runs || node.ops || [], deco, depth)
   return el
+}
+
+function drawImage (name, attributes, extra) {
+  const src = String(attributes.src ?? '')
+  const alt = String(attributes.alt ?? attributes.title ?? '')
+  const el = h('span', withClass(extra, 'x-node x-image'),
+    h('span', { class: 'x-image-alt' }, alt || 'image'),
+    src ? h('span', { class: 'x-image-src' }, src) : null)
+  el.title = src
+  el.dataset.element = name
+  return el
+}
+
+function spanCell (el, attributes) {
+  for (const [key, prop] of [['colspan', 'colSpan'], ['rowspan', 'rowSpan']]) {
+    const n = Number(attributes[key])
+    if (Number.isInteger(n) && n > 1 && n <= MAX_SPAN) el[prop] = n
+  }
 }
 
 function drawRuns (parent, runs, deco, depth) {
