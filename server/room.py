@@ -538,10 +538,12 @@ class Room:
 
         Returns the event, or None when the change changed nothing (no event), unless
         `always`: then a change of nothing is logged too, with an empty update (a marker,
-        such as the end of an undo group)."""
+        such as the end of an undo group). The event's meta is a copy of `meta` as
+        `change` left it: what the change found (an undo's reverted seqs, the seq it was
+        made at) may be filled in there."""
         self.observer.server_change(self, actor, kind)  # (an extension may refuse it)
         fut: asyncio.Future[Event | None] = asyncio.get_running_loop().create_future()
-        self._push(_ServerChange(actor, kind, change, dict(meta or {}), fut, always))
+        self._push(_ServerChange(actor, kind, change, {} if meta is None else meta, fut, always))
         return await fut
 
     async def log_loaded_change(self, updates: Sequence[bytes]) -> Event:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pycrdt import (
@@ -12,7 +13,9 @@ from pycrdt import (
 from ..errors import BadRequest, PalimpsestError, StoreError
 from ..room import Room
 from ..store.base import Event, now_ms
+from .ranges import to_b64
 from .recorder import MARK, REDO, UNDO, RoomUndo
+from .stacks import Stacks, Step
 
 log = logging.getLogger("palimpsest.undo")
 
@@ -41,10 +44,11 @@ async def perform(
     if kind not in (UNDO, REDO):
         raise BadRequest(f"kind must be undo or redo, not {kind!r}")
     state = state_of(room)
-    # Filled in by change() before the event is logged: the shallow copies the room
-    # makes of meta share this list.
+    # Filled in by change() before the event is logged (Room.server_change)
     reverts: list[int] = []
     copies: list[list[str]] = []
+    meta: dict[str, Any] = {"reverts": reverts, "copies": copies}
+    picked: list[Step] = []
 
     def change(doc: Doc[Any]) -> None:
         st = state.get(actor)
@@ -56,10 +60,53 @@ async def perform(
             del copies[:]  # what a step with nothing left to revert tried
             if state.revert(doc, step, copies):
                 reverts.extend(step.seqs)
+                picked.append(step)
+                _say_what_was_seen(meta, room, st, step)
                 return
 
+    ev = await _server_change(room, actor, kind, change, meta, backend)
+    if ev is not None and picked and any(s is picked[0] for s in state.stacks(actor).undo):
+        await _complete(room, state, actor, picked[0], ev, backend)
+    return ev
+
+
+def _say_what_was_seen(meta: dict[str, Any], room: Room, st: Stacks, step: Step) -> None:
+    """The seq the change is made at (``at``), and, when its step may still grow, the
+    step's ranges: another process may log more of its actor's edits, which join it,
+    before this event (server changes take turns, edits do not), and the recorder then
+    takes only this part off the step (RoomUndo._take_reverted)."""
+    meta["at"] = room.seq
+    if st.open and st.undo and st.undo[-1] is step:
+        meta["ins"], meta["dels"] = to_b64(step.ins), to_b64(step.dels)
+
+
+async def _complete(
+    room: Room, state: RoomUndo, actor: str, rest: Step, first: Event, backend: Backend | None
+) -> None:
+    """Undo the rest of the step that `first` undid in part: the actor's edits another
+    process logged after `first` read the log and before it was logged, which joined
+    the step. So the undo reverts the whole step, as on one process (where edits and
+    server changes take turns), in two events; the second ``completes`` the first, and
+    one redo brings both back."""
+    copies: list[list[str]] = []
+    meta: dict[str, Any] = {"reverts": list(rest.seqs), "copies": copies, "completes": first.seq}
+
+    def change(doc: Doc[Any]) -> None:
+        if any(s is rest for s in state.stacks(actor).undo):
+            state.revert(doc, rest, copies)
+
+    await _server_change(room, actor, UNDO, change, meta, backend)
+
+
+async def _server_change(
+    room: Room,
+    actor: str,
+    kind: str,
+    change: Callable[[Doc[Any]], None],
+    meta: dict[str, Any],
+    backend: Backend | None,
+) -> Event | None:
     try:
-        meta = {"reverts": reverts, "copies": copies}
         return await room.server_change(actor, kind, change, meta=meta)
     except PalimpsestError:
         raise

@@ -292,26 +292,76 @@ class RoomUndo:
 
     def _record_inverse(self, ev: Event, st: Stacks, ins: Ranges, dels: Ranges) -> None:
         source, target = (st.undo, st.redo) if ev.kind == UNDO else (st.redo, st.undo)
-        reverts = [int(s) for s in ev.meta.get("reverts", [])]
-        reverted: Step | None = None
-        # steps with nothing left to revert were dropped when this one was found
-        while source:
-            step = source.pop()
-            if step.seqs == reverts:
-                reverted = step
-                break
+        reverted = self._take_reverted(ev, source)
         if reverted is None:
             log.warning(
-                "%s seq %d reverts %s, not on %s's stack", ev.kind, ev.seq, reverts, ev.actor
-            )
+                "room %s: %s seq %d reverts %s, not on %s's stack (kept as it is)",
+                self.room.name, ev.kind, ev.seq, ev.meta.get("reverts"), ev.actor,
+            )  # fmt: skip
         elif ev.meta.get("copies"):
             for of, made in ev.meta["copies"]:
                 self._give_copies(from_b64(of), from_b64(made))
         elif ins:
             self._give_copies(subtract(reverted.dels, reverted.ins), ins)
-        target.append(Step([ev.seq], ins, dels))
-        del target[: -self.max_depth]
+        completes = ev.meta.get("completes")
+        if completes is None:
+            target.append(Step([ev.seq], ins, dels))
+            del target[: -self.max_depth]
+        elif target and int(completes) in target[-1].seqs:
+            # the rest of the step that undo reverted: one step to redo with it
+            top = target[-1]
+            top.seqs.append(ev.seq)
+            union_into(top.ins, ins)
+            union_into(top.dels, dels)
+            top.touch()
         st.open = False  # the next change starts a new step (Yjs: stopCapturing)
+
+    def _take_reverted(self, ev: Event, source: list[Step]) -> Step | None:
+        """The step `ev` reverts, taken off `source` (None when no step there holds all
+        of its seqs: the stack is left as it is).
+
+        Steps above it that the undo saw (meta ``at``: the seq it was made at) had
+        nothing left to revert and go too, as ``perform`` skipped them; any holding an
+        event logged after that, by another process, stays. When the step has such
+        events too, they joined it after the undo read the log: the step keeps them
+        (its ranges less those of the part reverted, meta ``ins``/``dels``) and the
+        part goes. An undo that ``completes`` another reverts that rest, wherever it
+        is on the stack, and takes no step above it along."""
+        reverts = {int(s) for s in ev.meta.get("reverts", [])}
+        at = int(ev.meta.get("at", ev.seq - 1))
+        for i in range(len(source) - 1, -1, -1):
+            step = source[i]
+            if not reverts or not reverts.issubset(step.seqs):
+                continue
+            above = source[i + 1 :]
+            if ev.meta.get("completes") is None:
+                above = [s for s in above if s.seqs[-1] > at]
+            if len(reverts) == len(step.seqs):
+                source[i:] = above
+                return step
+            part = self._part(ev, step, reverts)
+            source[i + 1 :] = above
+            if part is None:  # its ranges are not known: the whole step goes
+                del source[i]
+                return step
+            return part
+        return None
+
+    def _part(self, ev: Event, step: Step, reverts: set[int]) -> Step | None:
+        """The part of `step` that `ev` reverted, which `step` gives up (in place: an undo
+        in progress follows the rest); None when the event does not say its ranges."""
+        if "ins" not in ev.meta or "dels" not in ev.meta:
+            log.warning(
+                "room %s: %s seq %d reverts part of %s's step %d..%d without its ranges",
+                self.room.name, ev.kind, ev.seq, ev.actor, step.seqs[0], step.seqs[-1],
+            )  # fmt: skip
+            return None
+        part = Step(sorted(reverts), from_b64(ev.meta["ins"]), from_b64(ev.meta["dels"]))
+        step.seqs = [s for s in step.seqs if s not in reverts]
+        step.ins = subtract(step.ins, part.ins)
+        step.dels = subtract(step.dels, part.dels)
+        step.touch()
+        return part
 
     def _give_copies(self, originals: Ranges, copies: Ranges) -> None:
         """The items `copies` restore `originals`: a step that inserted all of them owns
