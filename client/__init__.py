@@ -30,7 +30,7 @@ from .errors import (
     WrongType,
 )
 from .history import BlameRun, DocInfo, Event, EventPage, History, Version
-from .session import OpResult, Session, connect, ws_url
+from .session import OpResult, Removed, Session, connect, ws_url
 from .stream import StreamEvent
 from .text import Text
 
@@ -52,6 +52,7 @@ __all__ = [
     "RateLimited",
     "ReadOnly",
     "Refused",
+    "Removed",
     "ServerError",
     "ServerGone",
     "Session",

@@ -25,7 +25,7 @@ from palimpsest.errors import DocNameError
 from palimpsest.names import validate_doc_name
 
 from .errors import BadDocName, ServerGone, Timeout, from_http
-from .session import OpResult, check_url
+from .session import OpResult, check_url, op_result
 from .stream import Follower
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -448,7 +448,4 @@ class History:
             raise from_http(r.status_code, body, what)
         if not isinstance(body, dict):
             raise from_http(502, f"expected a JSON object, got {body!r:.200}", what)
-        seq = body.get("seq")
-        ok = bool(body.get("ok"))
-        return OpResult(ok, seq if isinstance(seq, int) else None,
-                        None if ok else str(body.get("reason") or body.get("detail")))  # fmt: skip
+        return op_result(body)

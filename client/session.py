@@ -155,28 +155,62 @@ def redact(url: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Removed:
+    """What an undo or a redo took out that another user wrote: undoing the Enter that
+    made a paragraph takes out what others typed in it since (docs/undo.md); the other
+    one of the two brings it back."""
+
+    #: who wrote it; None when the server cannot tell (a relayed client id)
+    user: str | None
+    #: characters of text
+    characters: int
+    #: anything else: elements (a paragraph, a heading), embeds, map or array values
+    items: int
+
+
+@dataclass(frozen=True, slots=True)
 class OpResult:
     """The answer to undo / redo / close_group: the new seq, or why nothing happened."""
 
     ok: bool
     seq: int | None = None
     reason: str | None = None
+    #: an undo's or a redo's: what it took out that other users wrote, per user
+    removed_others: tuple[Removed, ...] = ()
 
     def __bool__(self) -> bool:
         return self.ok
 
 
-def _op_result(answer: dict[str, Any]) -> OpResult:
+def op_result(answer: dict[str, Any]) -> OpResult:
+    """An OpResult from the server's answer (over the websocket or HTTP)."""
     seq = answer.get("seq")
+    ok = bool(answer.get("ok"))
+    reason = answer.get("reason") or answer.get("detail")  # (an HTTP error's: "detail")
     return OpResult(
-        bool(answer.get("ok")),
+        ok,
         seq if isinstance(seq, int) else None,
-        answer.get("reason") if not answer.get("ok") else None,
+        None if ok or reason is None else str(reason),
+        tuple(_removed(answer.get("removed_others"))),
     )
 
 
+def _removed(entries: Any) -> list[Removed]:
+    if not isinstance(entries, list):
+        return []
+    return [
+        Removed(
+            e["user"] if isinstance(e.get("user"), str) else None,
+            int(e.get("characters") or 0),
+            int(e.get("items") or 0),
+        )
+        for e in entries
+        if isinstance(e, dict)
+    ]
+
+
 async def _late_op_result(answer: asyncio.Future[dict[str, Any]]) -> OpResult:
-    return _op_result(await answer)
+    return op_result(await answer)
 
 
 def _retrieved(fut: asyncio.Future[Any]) -> None:
@@ -613,7 +647,7 @@ class Session:
 
     async def _op(self, op: str, within: float) -> OpResult:
         try:
-            return _op_result(await self.request({"type": op}, within))
+            return op_result(await self.request({"type": op}, within))
         except Timeout as e:
             if e.late is None:
                 raise

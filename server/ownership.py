@@ -32,6 +32,12 @@ The owner map persists in snapshot meta (``owners``) and is extended by every ev
 replayed or applied afterwards. A snapshot written before the map existed leaves the
 client ids it holds unowned: the first actor who writes one of them again claims it.
 The cost per update is its own size, never the document's.
+
+The writers of the server's own client id, which every user's undos, redos, restores
+and text edits share, are kept with the map: per run of its clocks, the actor of the
+server change that wrote it (``"server"``: [[first clock, actor], ...]; one run per
+change by someone else than the one before), so that an undo can say whose text it took
+out (server.undo.report).
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ META_KEY = "owners"
 
 
 class Owners:
-    __slots__ = ("claims", "clocks", "owners", "relay_until", "server")
+    __slots__ = ("claims", "clocks", "owners", "relay_until", "server", "server_runs")
 
     def __init__(self, server_client: int, relay_until: float = 0.0) -> None:
         self.server = server_client
@@ -66,6 +72,10 @@ class Owners:
         #: queued behind it), and past items Yjs holds pending: both only let the owner
         #: of that client id re-send its own clocks
         self.clocks: dict[int, int] | None = None
+        #: who wrote the server's client id's clocks: (first clock, actor) per run, in
+        #: clock order, a run going on to the next one's first clock; actor None for the
+        #: items a sync step 2 relayed (whose server change the store lost)
+        self.server_runs: list[tuple[int, str | None]] = []
 
     def admit(
         self,
@@ -232,21 +242,50 @@ class Owners:
         """As `record`, from what `admit` returned for the logged update (`relays`: the
         client ids it wrote without claiming them, see the module's doc)."""
         relayed = {c for c in relays if isinstance(c, int)} if relays else ()
-        for client, (_start, end) in reach.items():
+        for client, (start, end) in reach.items():
             if self.clocks is not None and self.clocks.get(client, 0) < end:
                 self.clocks[client] = end
-            if client != self.server and client not in relayed:
+            if client == self.server:
+                self._server_wrote(start, None if client in relayed else actor)
+            elif client not in relayed:
                 self.owners.setdefault(client, actor)
                 self.claims.pop(client, None)
 
-    def to_meta(self) -> dict[str, str]:
-        return {str(c): a for c, a in self.owners.items()}
+    def _server_wrote(self, start: int, actor: str | None) -> None:
+        runs = self.server_runs
+        if runs and runs[-1][0] >= start:
+            return  # known already (a replay over runs a snapshot's meta restored)
+        if not runs or runs[-1][1] != actor:
+            runs.append((start, actor))
+
+    def to_meta(self) -> dict[str, Any]:
+        out: dict[str, Any] = {str(c): a for c, a in self.owners.items()}
+        if self.server_runs:
+            out["server"] = [list(run) for run in self.server_runs]
+        return out
 
     def restore(self, meta: Any) -> None:
         if isinstance(meta, dict):
             for c, a in meta.items():
                 if isinstance(a, str) and str(c).isdigit():
                     self.owners.setdefault(int(c), a)
+            self._restore_runs(meta.get("server"))
+
+    def _restore_runs(self, runs: Any) -> None:
+        """The snapshot's runs, before those of the events replayed after it."""
+        if not isinstance(runs, list):
+            return
+        first = self.server_runs[0][0] if self.server_runs else None
+        older = [
+            (run[0], run[1])
+            for run in runs
+            if isinstance(run, list)
+            and len(run) == 2
+            and isinstance(run[0], int)
+            and isinstance(run[1], str | None)
+            and (first is None or run[0] < first)
+        ]
+        self.server_runs[:0] = older
 
 
 __all__ = ["META_KEY", "Owners"]

@@ -37,6 +37,7 @@ _GC, _SKIP = 0, 10
 # content refs (yjs ``contentRefs``)
 _DELETED, _JSON, _BINARY, _STRING, _EMBED, _FORMAT, _TYPE, _ANY, _DOC = range(1, 10)
 _XML_ELEMENT, _XML_HOOK = 3, 5  # type refs that carry a name
+_TEXT_TYPE, _XML_TEXT_TYPE = 2, 6
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -230,7 +231,7 @@ def marks_and_end(update: bytes) -> tuple[Ranges, int]:
     delete set begins)."""
     out: Ranges = {}
     r = Reader(update)
-    for client, clock, info, _origin, _right, _text, length in _items(update, r):
+    for client, clock, info, _origin, _right, _text, length, _type in _items(update, r):
         if info & 31 == _FORMAT:
             _add(out, client, clock, clock + length)
     return out, r.pos
@@ -249,7 +250,7 @@ def astral_starts(update: bytes) -> dict[int, list[int]]:
     if _ASTRAL.search(update) is None:
         return {}
     out: dict[int, list[int]] = {}
-    for client, clock, _info, _origin, _right, text, _length in _items(update):
+    for client, clock, _info, _origin, _right, text, _length, _type in _items(update):
         if text is None or text.isascii():
             continue
         at = clock
@@ -268,7 +269,7 @@ def split_points(update: bytes) -> list[tuple[int, int]]:
     at its right origin, and at both ends of each deleted range."""
     out: list[tuple[int, int]] = []
     r = Reader(update)
-    for _client, _clock, _info, origin, right, _text, _length in _items(update, r):
+    for _client, _clock, _info, origin, right, _text, _length, _type in _items(update, r):
         if origin is not None:
             out.append((origin[0], origin[1] + 1))
         if right is not None:
@@ -281,8 +282,9 @@ def split_points(update: bytes) -> list[tuple[int, int]]:
 
 
 _ID = tuple[int, int]
-#: (client, clock, info byte, left origin, right origin, its text (string items), length)
-_Item = tuple[int, int, int, _ID | None, _ID | None, str | None, int]
+#: (client, clock, info byte, left origin, right origin, its text (string items), length,
+#: its type ref (type items: _TEXT_TYPE, _XML_TEXT_TYPE, ...))
+_Item = tuple[int, int, int, _ID | None, _ID | None, str | None, int, int | None]
 
 
 def _items(update: bytes, r: Reader | None = None) -> list[_Item]:
@@ -308,14 +310,29 @@ def _items(update: bytes, r: Reader | None = None) -> list[_Item]:
             if origin is None and right is None:
                 _skip_parent(r, info)
             text: str | None = None
+            type_ref: int | None = None
             if info & 31 == _STRING:
                 text = r.read_var_string("string content")
                 length = utf16_length(text)
             else:
+                if info & 31 == _TYPE and r.pos < len(r.data):
+                    type_ref = r.data[r.pos]  # (a varUint below 128: one byte)
                 length = _skip_content(r, info)
-            out.append((client, clock, info, origin, right, text, length))
+            out.append((client, clock, info, origin, right, text, length, type_ref))
             clock += length
     return out
+
+
+def visible_items(update: bytes) -> list[tuple[int, int, int, str | None]]:
+    """(client, clock, length, text) of each item of an update that shows: its string for
+    text, None for an element, an embed or a value. Left out: formatting marks, deleted
+    content (what garbage collection left of an item), and texts as such (a Y.Text, a
+    Y.XmlText: their characters show)."""
+    return [
+        (client, clock, length, text)
+        for client, clock, info, _origin, _right, text, length, type_ref in _items(update)
+        if info & 31 not in (_FORMAT, _DELETED) and type_ref not in (_TEXT_TYPE, _XML_TEXT_TYPE)
+    ]
 
 
 def _skip_parent(r: Reader, info: int, refs: dict[int, int] | None = None) -> None:

@@ -516,6 +516,53 @@ def test_an_undo_lists_what_it_reverts_as_ranges(
     expect(row.locator(".detail")).to_have_text(f"reverts #{reverts[0]}–#{reverts[-1]}")
 
 
+def test_an_undo_that_takes_out_what_others_typed_says_so(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """Alice pressed Enter in Bob's paragraph (in her Tiptap elsewhere: as y-prosemirror
+    does it) and Bob typed "very " in the new paragraph. Undoing the Enter on the page
+    joins the paragraphs and takes Bob's words out with the new one (docs/undo.md):
+    silently, until the page said so."""
+    line = "The quick brown fox jumps over the lazy dog."
+
+    def paragraphs(s: Any) -> list[str]:
+        return [str(p.children[0]) for p in s.doc.get("default", type=XmlFragment).children]
+
+    async def write() -> None:
+        async with (
+            connect(server.ws_url, doc_name, user="bob") as b,
+            connect(server.ws_url, doc_name, user="alice") as a,
+        ):
+            frag = b.doc.get("default", type=XmlFragment)
+            frag.children.append(XmlElement("paragraph", {}, [XmlText(line)]))
+            await b.flush()
+            await a.wait_for(lambda: paragraphs(a) == [line])
+            at = line.index("jumps")
+            with a.doc.transaction():
+                frag = a.doc.get("default", type=XmlFragment)
+                del frag.children[0].children[0][at : len(line)]
+                frag.children.insert(1, XmlElement("paragraph", {}, [XmlText(line[at:])]))
+            await a.flush()
+            await b.wait_for(lambda: len(paragraphs(b)) == 2)
+            tail = b.doc.get("default", type=XmlFragment).children[1].children[0]
+            tail.insert(str(tail).index("lazy"), "very ")
+            await b.flush()
+            await a.wait_for(lambda: "very" in paragraphs(a)[1])
+
+    writing = threading.Thread(target=asyncio.run, args=(write(),))
+    writing.start()
+    writing.join(30)
+    page = open_doc(people(), server.http_url, doc_name, "alice")
+    expect(page.locator("#live")).to_contain_text("very lazy")
+    page.locator("#undo-btn").click()
+    toast = page.locator(".toast", has_text="also removed")
+    expect(toast).to_contain_text("Undo also removed 5 characters by bob; Redo brings them back")
+    expect(page.locator("#live")).not_to_contain_text("very")
+    toast.locator(".toast-action", has_text="Redo").click()
+    expect(page.locator("#live")).to_contain_text("very lazy")
+    assert not page.errors, page.errors  # type: ignore[attr-defined]
+
+
 # ---------------------------------------------------------------- line ends
 
 

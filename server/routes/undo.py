@@ -1,12 +1,15 @@
 """Undo and redo over HTTP, as the authenticated user (no websocket needed).
 
 ``POST /api/docs/{doc}/undo`` and ``POST /api/docs/{doc}/redo`` answer
-``200 {"ok": true, "seq": S, "reverts": [...]}`` with the new event, or
+``200 {"ok": true, "seq": S, "kind": K, "reverts": [...]}`` with the new event (and
+``"removed_others"`` when it took out text other users wrote: server.undo.report), or
 ``409 {"ok": false, "reason": "nothing to undo"}``. ``POST /api/docs/{doc}/undo/close``
 ends the user's current undo step.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -15,6 +18,7 @@ from starlette.routing import Route
 from .. import undo
 from ..backend import Backend
 from ..names import validate_doc_name
+from ..undo.extension import answer
 
 
 def _backend(request: Request) -> Backend:
@@ -37,15 +41,14 @@ async def _perform(request: Request, kind: str) -> Response:
     if await _empty(backend, doc):
         return JSONResponse({"ok": False, "reason": f"nothing to {kind}"}, status_code=409)
     room = await backend.rooms.get(doc)
+    removed: list[dict[str, Any]] = []
     try:
-        ev = await undo.perform(room, identity.user, kind, backend)
+        ev = await undo.perform(room, identity.user, kind, backend, removed)
     finally:
         backend.rooms.release(room)
     if ev is None:
-        return JSONResponse({"ok": False, "reason": f"nothing to {kind}"}, status_code=409)
-    return JSONResponse(
-        {"ok": True, "seq": ev.seq, "kind": kind, "reverts": list(ev.meta.get("reverts", []))}
-    )
+        return JSONResponse(answer(ev, kind, removed), status_code=409)
+    return JSONResponse({"kind": kind, **answer(ev, kind, removed)})
 
 
 async def undo_route(request: Request) -> Response:

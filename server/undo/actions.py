@@ -13,8 +13,9 @@ from pycrdt import (
 from ..errors import BadRequest, PalimpsestError, StoreError
 from ..room import Room
 from ..store.base import Event, now_ms
-from .ranges import to_b64
+from .ranges import Ranges, to_b64
 from .recorder import MARK, REDO, UNDO, RoomUndo
+from .report import removed_others
 from .stacks import Stacks, Step
 
 log = logging.getLogger("palimpsest.undo")
@@ -34,9 +35,15 @@ def state_of(room: Room) -> RoomUndo:
 
 
 async def perform(
-    room: Room, actor: str, kind: str, backend: Backend | None = None
+    room: Room,
+    actor: str,
+    kind: str,
+    backend: Backend | None = None,
+    removed: list[dict[str, Any]] | None = None,
 ) -> Event | None:
     """Undo (kind "undo") or redo (kind "redo") actor's last step; None if nothing to.
+    `removed`, when given, gets what of other users' it took out besides, per user
+    (report.py: for the answer).
 
     If the CRDT library fails in the middle of it, the live doc may be damaged: the
     room is dropped (its connections get 1013 and re-sync) and reloaded from the log on
@@ -49,11 +56,14 @@ async def perform(
     copies: list[list[str]] = []
     meta: dict[str, Any] = {"reverts": reverts, "copies": copies}
     picked: list[Step] = []
+    #: what the change deleted, and what the step it reverted had inserted
+    done: list[Ranges] = []
 
     def change(doc: Doc[Any]) -> None:
         st = state.get(actor)
         if st is None:
             return
+        mark = state.pending()
         # Steps above the first one with anything left to revert are dropped (as Yjs
         # does) when the event is recorded, so that the log alone decides the stacks.
         for step in reversed(st.undo if kind == UNDO else st.redo):
@@ -62,9 +72,12 @@ async def perform(
                 reverts.extend(step.seqs)
                 picked.append(step)
                 _say_what_was_seen(meta, room, st, step)
+                done[:] = [state.deleted_since(mark), step.ins]
                 return
 
     ev = await _server_change(room, actor, kind, change, meta, backend)
+    if ev is not None and done and removed is not None:
+        removed += removed_others(room, actor, *done)
     if ev is not None and picked and any(s is picked[0] for s in state.stacks(actor).undo):
         await _complete(room, state, actor, picked[0], ev, backend)
     return ev

@@ -25,10 +25,15 @@ if TYPE_CHECKING:
 # --- the extension ---------------------------------------------------------------------------
 
 
-def _answer(ev: Event | None, kind: str) -> dict[str, Any]:
+def answer(ev: Event | None, kind: str, removed: list[dict[str, Any]]) -> dict[str, Any]:
+    """The answer to an undo or redo, over the websocket and HTTP: `removed` (what it
+    took out of other users' text, report.py) only when there is some."""
     if ev is None:
         return {"ok": False, "reason": f"nothing to {kind}"}
-    return {"ok": True, "seq": ev.seq, "reverts": list(ev.meta.get("reverts", []))}
+    out = {"ok": True, "seq": ev.seq, "reverts": list(ev.meta.get("reverts", []))}
+    if removed:
+        out["removed_others"] = removed
+    return out
 
 
 class Undo(Extension):
@@ -96,10 +101,11 @@ class Undo(Extension):
     async def _op(self, ctx: OpContext, kind: str) -> dict[str, Any]:
         if not ctx.client.identity.can_write:
             raise Forbidden(f"read-only: you cannot {kind}")
-        ev = await perform(ctx.room, ctx.client.user, kind, self.backend)
+        removed: list[dict[str, Any]] = []
+        ev = await perform(ctx.room, ctx.client.user, kind, self.backend, removed)
         if ev is not None:
             ctx.charge(len(ev.update))  # an undo appends as much as the edit it reverts
-        return _answer(ev, kind)
+        return answer(ev, kind, removed)
 
     async def _op_undo(self, ctx: OpContext, body: dict[str, Any]) -> dict[str, Any]:
         return await self._op(ctx, UNDO)

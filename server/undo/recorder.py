@@ -197,6 +197,18 @@ class RoomUndo:
             union_into(dels, d)
         return ins, dels
 
+    def pending(self) -> int:
+        """How many transactions wait to be recorded: a mark for ``deleted_since``."""
+        return len(self._pending)
+
+    def deleted_since(self, mark: int) -> Ranges:
+        """What the transactions since `mark` (``pending``) deleted, not yet recorded:
+        an undo's own deletions, for its answer (report.py)."""
+        out: Ranges = {}
+        for _ins, dels in self._pending[mark:]:
+            union_into(out, dels)
+        return out
+
     def record(self, ev: Event, ins: Ranges, dels: Ranges) -> None:
         """Update the stacks with one applied event and what it did. (On the path of
         every edit: the common case, a keystroke joining the open step, is kept short.)"""

@@ -237,6 +237,7 @@ async function showDocument (api, doc, user, token) {
     try {
       const r = await session.undo.undo()
       if (!r.ok) toast(r.reason ? capitalize(r.reason) : 'Nothing to undo', { kind: 'info' })
+      else tellRemovedOthers('undo', r.removed_others, redo)
     } catch (err) {
       toast(`Undo failed: ${err.message}`, { kind: 'error' })
     }
@@ -246,6 +247,7 @@ async function showDocument (api, doc, user, token) {
     try {
       const r = await session.undo.redo()
       if (!r.ok) toast(r.reason ? capitalize(r.reason) : 'Nothing to redo', { kind: 'info' })
+      else tellRemovedOthers('redo', r.removed_others, undo)
     } catch (err) {
       toast(`Redo failed: ${err.message}`, { kind: 'error' })
     }
@@ -313,6 +315,35 @@ async function showDocument (api, doc, user, token) {
   if (params.get('history') === '1' || params.has('version')) history.open()
   if (params.has('version')) history.preview(params.get('version'))
 
+}
+
+/**
+ * Say so when an undo or a redo also took out what others wrote (undoing the Enter that
+ * made a paragraph takes out what others typed in it since; the server's answer lists
+ * it, per user, as `removed_others`), with the button that brings it back.
+ * @param {'undo'|'redo'} op
+ * @param {Array<{user: string|null, characters: number, items: number}>|undefined} removed
+ * @param {Function} back  the other one of undo and redo
+ */
+function tellRemovedOthers (op, removed, back) {
+  if (!removed || !removed.length) return
+  const [did, undoes] = op === 'undo' ? ['Undo', 'Redo'] : ['Redo', 'Undo']
+  toast(`${did} also removed ${listed(removed.map(removedBy))}; ${undoes} brings them back`, {
+    kind: 'info', timeout: 12000, action: { label: undoes, run: back }
+  })
+}
+
+/** "5 characters by bob", "1 item by carol" (an element, an embed, a value) */
+function removedBy ({ user, characters, items }) {
+  const what = [[characters, 'character'], [items, 'item']]
+    .filter(([n]) => n > 0)
+    .map(([n, unit]) => `${n} ${unit}${n === 1 ? '' : 's'}`)
+  return `${what.join(' and ')} by ${user ?? 'someone else'}`
+}
+
+/** "a", "a and b", "a, b and c" */
+function listed (parts) {
+  return parts.length > 1 ? `${parts.slice(0, -1).join(', ')} and ${parts.at(-1)}` : parts[0]
 }
 
 function capitalize (s) {

@@ -1,0 +1,144 @@
+"""An undo that takes out what other users wrote says so: undoing the Enter that made a
+paragraph takes out what others typed in it since (the documented Yjs semantics,
+docs/undo.md), and the answer names them and how much, over the websocket, over HTTP
+and in the Python client's OpResult."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from conftest import RunningServer, eventually, free_port, run_server
+from pycrdt import XmlElement, XmlFragment, XmlText
+
+from palimpsest import client
+from palimpsest.client import OpResult, Removed
+from palimpsest.settings import Settings
+
+LINE = "The quick brown fox jumps over the lazy dog."
+BOB_5 = {"user": "bob", "characters": 5, "items": 0}
+
+
+def make_settings(db: Path) -> Settings:
+    return Settings(db=str(db), port=free_port(), unload_after_seconds=0.3, undo_capture_ms=0)
+
+
+def fragment(s: client.Session) -> XmlFragment:
+    return s.doc.get("default", type=XmlFragment)
+
+
+def paragraphs(s: client.Session) -> list[str]:
+    return [str(p.children[0]) for p in fragment(s).children]
+
+
+@contextlib.asynccontextmanager
+async def enter_and_typing(
+    srv: RunningServer, doc: str
+) -> AsyncIterator[tuple[client.Session, client.Session]]:
+    """Bob writes a line; Alice presses Enter before "jumps" (as y-prosemirror does it:
+    the tail deleted, a new paragraph holding a copy of it); Bob types "very " in the
+    new paragraph."""
+    async with (
+        client.connect(srv.ws_url, doc, user="bob") as b,
+        client.connect(srv.ws_url, doc, user="alice") as a,
+    ):
+        p = fragment(b).children.append(XmlElement("paragraph"))
+        p.children.append(XmlText()).insert(0, LINE)
+        await b.flush()
+        await a.wait_for(lambda: paragraphs(a) == [LINE])
+        with a.doc.transaction():
+            text = fragment(a).children[0].children[0]
+            at = LINE.index("jumps")
+            del text[at : len(LINE)]
+            new = fragment(a).children.insert(1, XmlElement("paragraph"))
+            new.children.append(XmlText()).insert(0, LINE[at:])
+        await a.flush()
+        await b.wait_for(lambda: len(paragraphs(b)) == 2)
+        tail = fragment(b).children[1].children[0]
+        tail.insert(str(tail).index("lazy"), "very ")
+        await b.flush()
+        await a.wait_for(lambda: "very" in paragraphs(a)[1])
+        yield a, b
+
+
+async def test_undo_of_an_enter_names_the_text_of_others_it_took_out(tmp_path: Path) -> None:
+    async with run_server(make_settings(tmp_path / "db")) as srv:
+        async with enter_and_typing(srv, "ws") as (a, b):
+            answer = await a.request({"type": "undo"})
+            assert answer["ok"] is True and answer["removed_others"] == [BOB_5], answer
+            await b.wait_for(lambda: paragraphs(b) == [LINE])
+            # redo brings it back and takes out nobody's
+            answer = await a.request({"type": "redo"})
+            assert answer["ok"] is True and "removed_others" not in answer, answer
+            await b.wait_for(lambda: "very" in str(fragment(b)))
+
+        async with enter_and_typing(srv, "http") as (a, _b):
+            async with httpx.AsyncClient() as http:
+                r = await http.post(f"{srv.url}/api/docs/http/undo?user=alice")
+            assert r.status_code == 200
+            assert r.json()["removed_others"] == [BOB_5], r.json()
+
+        async with enter_and_typing(srv, "py") as (a, _b):
+            got = await a.undo()
+            assert got == OpResult(True, got.seq, None, (Removed("bob", 5, 0),)), got
+
+        async with enter_and_typing(srv, "pyhttp") as (a, _b):
+            async with client.History(srv.url, user="alice") as h:
+                got = await h.undo("pyhttp")
+            assert got.removed_others == (Removed("bob", 5, 0),), got
+
+
+async def test_an_undo_of_ones_own_text_reports_nothing(tmp_path: Path) -> None:
+    async with run_server(make_settings(tmp_path / "db")) as srv:
+        async with (
+            client.connect(srv.ws_url, "own", user="alice") as a,
+            client.connect(srv.ws_url, "own", user="bob") as b,
+        ):
+            a.text().insert(0, "hello ")
+            await a.flush()
+            await b.wait_for(lambda: str(b.text()) == "hello ")
+            b.text().insert(6, "world")
+            await b.flush()
+            a.text().insert(0, ">")
+            await a.flush()
+            await a.wait_for(lambda: str(a.text()) == ">hello world")
+            answer = await a.request({"type": "undo"})
+            assert answer["ok"] is True and "removed_others" not in answer, answer
+            answer = await a.request({"type": "undo"})
+            assert answer["ok"] is True and "removed_others" not in answer, answer
+            await b.wait_for(lambda: str(b.text()) == "world")
+
+
+async def test_text_an_undo_put_back_counts_as_its_undoers_after_a_reload(
+    tmp_path: Path,
+) -> None:
+    """Bob's "very " brought back by his own redo carries the server's client id, which
+    every user's undos share: still Bob's, also once the room was unloaded and loaded
+    from its snapshot again."""
+    async with run_server(make_settings(tmp_path / "db")) as srv:
+        async with enter_and_typing(srv, "copies") as (a, b):
+            assert (await b.undo()).ok
+            await a.wait_for(lambda: "very" not in str(fragment(a)))
+            assert (await b.redo()).ok
+            await a.wait_for(lambda: "very" in str(fragment(a)))
+        await eventually(
+            lambda: srv.backend.rooms.get_loaded("copies") is None, what="the room unloaded"
+        )
+        async with client.connect(srv.ws_url, "copies", user="alice") as a:
+            got = await a.undo()
+            assert got.removed_others == (Removed("bob", 5, 0),), got
+            await a.wait_for(lambda: paragraphs(a) == [LINE])
+
+
+async def test_elements_of_others_are_counted_apart(tmp_path: Path) -> None:
+    async with run_server(make_settings(tmp_path / "db")) as srv:
+        async with enter_and_typing(srv, "items") as (a, b):
+            new = fragment(b).children[1]
+            new.children.append(XmlElement("hardBreak"))
+            await b.flush()
+            await a.wait_for(lambda: len(list(fragment(a).children[1].children)) == 2)
+            answer: dict[str, Any] = await a.request({"type": "undo"})
+            assert answer["removed_others"] == [{"user": "bob", "characters": 5, "items": 1}]
