@@ -27,11 +27,12 @@ async def test_a_held_loop_is_reported_with_the_code_that_held_it(
         await asyncio.sleep(0.05)  # a beat or two first
         with caplog.at_level(logging.WARNING, logger="palimpsest.stalls"):
             hold_the_loop_for(0.15)
-            await eventually(lambda: bool(watch.stalls), what="the stall reported")
+            # (a loaded machine may hold the loop briefly before: wait for this stall)
+            await eventually(lambda: any(h >= 0.1 for h, _ in watch.stalls),
+                             what="the stall reported")  # fmt: skip
     finally:
         watch.stop()
     held, stacks = max(watch.stalls, key=lambda s: s[0])
-    assert held >= 0.1
     assert any("hold_the_loop_for" in stack for stack in stacks), stacks
     assert any("event loop held for" in r.getMessage() for r in caplog.records)
     assert any("hold_the_loop_for" in r.getMessage() for r in caplog.records)
