@@ -24,6 +24,12 @@ correctness never depends on it:
   room still behind a head seen at the previous check reads the rest from the store (so
   even a lost last message, or Redis being down, costs at most two check periods).
 
+A hung Redis (stopped, or a black hole on the way: connections stay open, nothing
+answers) fails nothing by itself: a subscription quiet for a check period is pinged,
+and given up when the ping goes unanswered as long again; a publish fails after
+``COMMAND_TIMEOUT``. Either makes :meth:`Fanout.trouble` say so (``/readyz``
+"degraded", ``palimpsest_fanout_connected`` 0) until Redis answers again.
+
 The fan-out URL is ``redis://HOST:PORT/DB`` (or ``rediss://``, ``unix:///PATH``: what
 redis-py connects with, its own query options included) plus optional query parameters
 of ours: ``prefix`` (channel prefix, default ``palimpsest``: processes that share a log
@@ -55,7 +61,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
 from redis import asyncio as aioredis
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .deletion import Deletion, deleted_elsewhere
 from .errors import PalimpsestError, StoreError
@@ -76,6 +84,16 @@ OUTBOX_MAX = 10_000
 #: delivered, while subscribed throughout, are logged as a warning (see Fanout._missed)
 UNDELIVERED_WARN = 3
 UNDELIVERED_WINDOW = 60
+#: a subscription quiet for this long (the gap-check period, within these bounds) is
+#: pinged, and one whose ping has gone unanswered as long again is given up as lost: a
+#: hung Redis (stopped, swapping, or a black hole on the path) keeps its connections open
+#: and answers nothing, and the subscription would wait for ever, reported healthy
+SILENCE_MIN = 1.0
+SILENCE_MAX = 10.0
+#: a command to Redis (a publish, a ping, a subscription) that has no answer within this
+#: many seconds fails, rather than holding the publisher (a URL's own ?socket_timeout=
+#: wins)
+COMMAND_TIMEOUT = 5.0
 
 
 #: bounds of the gap-check period (``?check=``, seconds). Below: the checks read the
@@ -143,7 +161,7 @@ def _check_seconds(value: str, name: str) -> float:
 def connect_options(redis_url: str) -> dict[str, Any]:
     """The keyword arguments of our connections to `redis_url` (TCP keepalive is no
     option of a unix socket's)."""
-    options: dict[str, Any] = {"socket_connect_timeout": 2.0}
+    options: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": COMMAND_TIMEOUT}
     if not redis_url.lower().startswith("unix://"):
         options["socket_keepalive"] = True
     return options
@@ -227,8 +245,18 @@ class Fanout(Extension, Service):
         self._tasks: list[asyncio.Task[None]] = []
         self._heals: set[asyncio.Task[None]] = set()
         self._behind: dict[str, int] = {}
+        #: seconds of quiet before the subscription is pinged, and of a ping unanswered
+        #: before it is given up (see SILENCE_MIN)
+        self.silence = min(max(self.check_seconds, SILENCE_MIN), SILENCE_MAX)
         #: observable state, for logs, metrics and tests
+        #: subscribed, and Redis answering on the subscription
         self.connected = False
+        #: why not, while not (the last error of the subscription)
+        self.unsubscribed_by = "not subscribed yet"
+        #: the error of the last publish while publishes fail, None once one goes through
+        #: (or, with nothing to publish, once Redis answers a ping); when one last failed
+        self.publish_failure: str | None = None
+        self._publish_failed_at = -float(UNDELIVERED_WINDOW)
         self.subscriptions = 0
         self.published = 0
         self.received = 0
@@ -297,30 +325,54 @@ class Fanout(Extension, Service):
     async def _publisher(self) -> None:
         failing = 0  # messages dropped since the first failure of this stretch
         while True:
-            if not self._outbox:
+            if not self._outbox and self.publish_failure is None:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             batch, self._outbox = self._outbox, []
-            assert self._redis is not None
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for doc, message in batch:
-                        pipe.publish(self.channel(doc), message)
-                    await pipe.execute()
+                await self._publish(batch)
+            except (RedisError, OSError) as e:
+                # the events are in the log: the other processes heal from it
+                self.dropped += len(batch)
+                if not failing and batch:  # once per stretch, not every half second
+                    log.warning("fan-out cannot publish (%s): messages are dropped until "
+                                "Redis is back; the others heal from the log", e)  # fmt: skip
+                self.publish_failure = str(e) or repr(e)
+                self._publish_failed_at = time.monotonic()
+                failing += len(batch)
+                await asyncio.sleep(0.5)
+                continue
+            self.publish_failure = None
+            if batch:
                 self.published += len(batch)
                 if failing:
                     log.warning("fan-out publishes again (%d messages dropped meanwhile; "
                                 "the others healed from the log)", failing)  # fmt: skip
                     failing = 0
-            except (RedisError, OSError) as e:
-                # the events are in the log: the other processes heal from it
-                self.dropped += len(batch)
-                if not failing:  # once per stretch, not every half second
-                    log.warning("fan-out cannot publish (%s): messages are dropped until "
-                                "Redis is back; the others heal from the log", e)  # fmt: skip
-                failing += len(batch)
-                await asyncio.sleep(0.5)
+
+    async def _publish(self, batch: list[tuple[str, bytes]]) -> None:
+        """Publish `batch`; an empty one (publishes failing, nothing to send) pings
+        Redis, so that its answering again is known without waiting for an edit (the
+        log says "publishes again" only once a message went out)."""
+        assert self._redis is not None
+        if not batch:
+            await self._redis.ping()
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for doc, message in batch:
+                pipe.publish(self.channel(doc), message)
+            await pipe.execute()
+
+    def trouble(self) -> str | None:
+        """What keeps this process's edits and presence from travelling on the bus now,
+        or None while it works both ways (for /readyz and the metrics)."""
+        said = []
+        if not self.connected:
+            said.append(f"not subscribed to the fan-out bus ({self.unsubscribed_by})")
+        if self.publish_failure is not None:
+            said.append(f"publishes to it fail ({self.publish_failure})")
+        return "; ".join(said) or None
 
     # --- receiving -----------------------------------------------------------------------
 
@@ -340,10 +392,7 @@ class Fanout(Extension, Service):
                 log.info("fan-out subscribed (%d)", self.subscriptions)
                 # whatever was published while we were not listening is in the log
                 await self.heal_all()
-                while True:
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if msg is not None and msg["type"] == "pmessage":
-                        self._receive(msg["channel"], msg["data"])
+                await self._listen(pubsub)
             except (RedisError, OSError) as e:
                 if self.connected:
                     log.warning("fan-out lost Redis (%s); healing from the log meanwhile", e)
@@ -352,6 +401,7 @@ class Fanout(Extension, Service):
                                 "the log meanwhile", e)  # fmt: skip
                     unreachable_said = True
                 self.connected = False
+                self.unsubscribed_by = str(e) or repr(e)
             finally:
                 self.connected = False
                 self._subscribed_at = None
@@ -359,6 +409,30 @@ class Fanout(Extension, Service):
                     await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
+
+    async def _listen(self, pubsub: PubSub) -> None:
+        """Hand on what arrives until the subscription fails. Quiet for ``silence``
+        seconds, it is pinged; a ping unanswered as long again raises TimeoutError: a
+        hung Redis fails nothing and answers nothing."""
+        heard = time.monotonic()
+        pinged: float | None = None
+        while True:
+            msg = await pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=min(1.0, self.silence)
+            )
+            now = time.monotonic()
+            if msg is not None:
+                heard, pinged = now, None
+                if msg["type"] == "pmessage":
+                    self._receive(msg["channel"], msg["data"])
+            elif pinged is not None and now - pinged >= self.silence:
+                raise RedisTimeoutError(
+                    f"no answer on the subscription for {now - heard:.1f} s, a ping "
+                    f"included: Redis hangs, or the way to it"
+                )
+            elif pinged is None and now - heard >= self.silence:
+                await pubsub.ping()
+                pinged = now
 
     def _receive(self, channel: bytes | str, data: bytes) -> None:
         ch = channel.decode() if isinstance(channel, bytes) else channel
@@ -463,10 +537,14 @@ class Fanout(Extension, Service):
         up throughout, means the processes on this store do not share a bus: another
         Redis, or another prefix. Their users see each other's edits only as the gap
         check heals them, seconds late. The serving lock lets them start (each has a
-        bus), so this is where it shows."""
+        bus), so this is where it shows. Or another process cannot publish (its own log
+        says so): while this one could not either lately, Redis is in trouble, already
+        said, and no configuration is to blame."""
+        now = time.monotonic()
         if subscribed_for < 2 * self.check_seconds:
             return  # the subscription is new: what it missed is expected
-        now = time.monotonic()
+        if now - self._publish_failed_at < UNDELIVERED_WINDOW:
+            return
         self._undelivered.append(now)
         recent = [t for t in self._undelivered if now - t < UNDELIVERED_WINDOW]
         if len(recent) >= UNDELIVERED_WARN and now - self._undelivered_logged >= UNDELIVERED_WINDOW:
@@ -475,7 +553,8 @@ class Fanout(Extension, Service):
                 "fan-out: %d times in the last %d s a room here was behind the store by "
                 "events the bus never delivered, with Redis subscribed throughout: does every "
                 "server on this store use the same --fanout URL and prefix (this one: %s, "
-                "prefix %r)? docs/scaleout.md",
+                "prefix %r), and can each publish to it (one that cannot logs \"fan-out "
+                "cannot publish\")? docs/scaleout.md",
                 len(recent), UNDELIVERED_WINDOW, without_password(self.redis_url), self.prefix,
             )  # fmt: skip
 

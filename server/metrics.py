@@ -203,8 +203,10 @@ class _LiveCollector(Collector):
         fanout = backend.extension(Fanout)
         if fanout is None:
             return
-        yield _gauge("palimpsest_fanout_connected", "1 when subscribed to the fan-out bus",
-                     1 if fanout.connected else 0)  # fmt: skip
+        yield _gauge("palimpsest_fanout_connected",
+                     "1 when the fan-out bus works: subscribed, Redis answering, publishes "
+                     "going through",
+                     1 if fanout.trouble() is None else 0)  # fmt: skip
         behind = fanout.behind()
         yield _gauge("palimpsest_fanout_behind_events",
                      "Events the store has that loaded rooms had not applied at the last check",

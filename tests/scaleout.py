@@ -79,6 +79,15 @@ class PrivateRedis:
             self.proc.kill()
             self.proc.wait()
 
+    def pause(self) -> None:
+        """Hang it (SIGSTOP): its connections stay open and nothing answers."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
     def cli(self, *args: str) -> str:
         r = subprocess.run(
             ["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True, timeout=5

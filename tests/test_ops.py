@@ -246,6 +246,50 @@ async def test_readyz_stays_ready_without_the_fanout_bus(tmp_path: Path) -> None
         assert val(await scrape(srv.url), "palimpsest_fanout_connected") == 1
 
 
+@pytest.mark.redis
+async def test_readyz_says_a_hung_fanout_bus_is_degraded(tmp_path: Path) -> None:
+    """Redis hung (stopped: its connections stay open, nothing answers, nothing fails by
+    itself): the subscription answers no ping and publishes time out. The subscription
+    was reported up throughout, and the log blamed the configuration for what the bus
+    never delivered; now /readyz and the metric say degraded, as with Redis down, until
+    it answers again."""
+    with PrivateRedis() as redis:
+        settings = Settings(db=str(tmp_path / "h.db"), port=free_port(),
+                            fanout=f"{redis.url}?prefix=t-hung&check=0.5")  # fmt: skip
+        async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+            fanout = srv.backend.extension(Fanout)
+            assert fanout is not None
+            await eventually(lambda: fanout.connected, what="subscribed to Redis")
+
+            async def fanout_says(start: str) -> dict[str, str] | None:
+                r = await http.get("/readyz", timeout=10)
+                assert r.status_code == 200, r.text  # edits commit all the same
+                body: dict[str, str] = r.json()
+                return body if body["fanout"].startswith(start) else None
+
+            redis.pause()
+            try:
+                async with connect(srv.ws_url, "hung-bus", user="ann") as c:
+                    c.insert(0, "published to nobody")
+                    rooms = srv.backend.rooms
+                    await eventually(lambda: getattr(rooms.get_loaded("hung-bus"), "seq", 0) == 1)
+
+                    async def both_said() -> dict[str, str] | None:
+                        body = await fanout_says("degraded")
+                        if body is None or "publishes to it fail" not in body["fanout"]:
+                            return None
+                        return body
+
+                    body = await eventually(both_said, timeout=30, what="degraded, both ways")
+                    said = body["fanout"]
+                    assert "not subscribed to the fan-out bus (no answer on the" in said, said
+                    assert val(await scrape(srv.url), "palimpsest_fanout_connected") == 0
+            finally:
+                redis.resume()
+            await eventually(lambda: fanout_says("ok"), timeout=30, what="ok once Redis answers")
+            assert val(await scrape(srv.url), "palimpsest_fanout_connected") == 1
+
+
 @pytest.mark.postgres
 @pytest.mark.redis
 async def test_fanout_metrics_across_two_processes(tmp_path: Path) -> None:

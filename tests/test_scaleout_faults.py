@@ -336,6 +336,43 @@ async def test_servers_on_one_store_with_different_buses_are_told(tmp_path: Path
     assert "never delivered" not in writer.log_text()
 
 
+async def test_servers_that_cannot_publish_do_not_blame_the_configuration(
+    tmp_path: Path,
+) -> None:
+    """Two servers on one SQLite file and one bus, through a Redis user that may subscribe
+    but not publish: each falls behind the other, subscribed throughout, and heals from
+    the log. Each says it cannot publish; neither asks whether the servers share a bus
+    (they do: Redis is what fails them, as a hung one does)."""
+    with PrivateRedis() as redis:
+        redis.cli("ACL", "SETUSER", "mute", "on", ">pw", "~*", "&*", "+@all", "-publish")
+        url = fanout_url(redis.url.replace("redis://", "redis://mute:pw@"), check=0.25)
+        procs = [
+            ServerProcess(
+                tmp_path / f"p{i}", db_path=tmp_path / "shared.db", extra_args=["--fanout", url]
+            )
+            for i in range(2)
+        ]
+        try:
+            await asyncio.gather(*(p.astart() for p in procs))
+            async with (
+                connect(procs[0].ws_url, "muted", user="ann") as a,
+                connect(procs[1].ws_url, "muted", user="bob") as b,
+            ):
+                await asyncio.sleep(1.0)  # both subscribed a while: nothing is new
+                for word in ("one ", "two ", "three ", "four "):
+                    await type_into(a, word, pause=0.1)
+                    await eventually(lambda: b.content == a.content, timeout=10)
+                    await type_into(b, word.upper(), pause=0.1)
+                    await eventually(lambda: a.content == b.content, timeout=10)
+        finally:
+            for p in procs:
+                await asyncio.to_thread(p.stop)
+    for p in procs:
+        assert "fan-out cannot publish" in p.log_text(), p.log_tail()
+        assert "same --fanout URL" not in p.log_text(), p.log_tail()
+        assert "behind the log" in p.log_text(), p.log_tail()  # healed, as said
+
+
 async def test_a_server_started_with_redis_unreachable_says_so(tmp_path: Path) -> None:
     """Nothing listens where --fanout points: the log said so only at the first publish
     that failed, and a server nobody wrote to said nothing at all."""

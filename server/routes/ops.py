@@ -3,7 +3,8 @@
 ``/healthz`` says the process serves HTTP; ``/readyz`` says whether it can accept and
 durably commit an edit now, so a load balancer sends clients elsewhere exactly while it
 cannot: the store answers, and takes writes (no commit is being refused and held, and a
-small write transaction commits). Fan-out is not part of it: with Redis down, edits still
+small write transaction commits). Fan-out is not part of it: with Redis down or hung
+(not subscribed, a subscription that answers no ping, publishes failing), edits still
 commit and reach the other processes through the log's gap check, so the body says
 "degraded" but the answer stays 200. ``/metrics`` (the Prometheus text format) is the
 Metrics extension's route. None of them needs a token and none reveals document names
@@ -58,17 +59,21 @@ async def readiness(backend: Backend) -> tuple[bool, dict[str, Any]]:
     if ok:
         checks["commits"] = await _commits(backend)
         ok = checks["commits"] == "ok"
+    checks["fanout"] = _fanout(backend)
+    return ok, checks
+
+
+def _fanout(backend: Backend) -> str:
     fanout = backend.extension(Fanout)
     if fanout is None:
-        checks["fanout"] = "off"
-    elif fanout.connected:
-        checks["fanout"] = "ok"
-    else:
-        checks["fanout"] = (
-            "degraded: not subscribed to the fan-out bus; edits still commit, and other "
-            "processes see them through the log's gap check instead of at once"
-        )
-    return ok, checks
+        return "off"
+    trouble = fanout.trouble()
+    if trouble is None:
+        return "ok"
+    return (
+        f"degraded: {trouble}; edits still commit, and other processes see them "
+        "through the log's gap check instead of at once"
+    )
 
 
 async def _commits(backend: Backend) -> str:
