@@ -18,7 +18,12 @@ failure: when it says False (the caller's bound is exceeded) that append fails w
 the store's error. Any other StoreError fails the transaction's appends at once.
 
 ``refusing`` is the error of the last failed transaction, None once one succeeds:
-readiness (/readyz) reads it.
+readiness (/readyz) reads it. ``waiting_since`` dates the stretch in which commits wait
+on the store: from the start of the first transaction that did not commit, which for a
+store that hangs (a stopped database, a lost route) is long before it fails (asyncpg
+gives up after its command_timeout, and the pool waits as long again for the cancel).
+A stretch past WAIT_WARN seconds is logged as a warning at once, whatever the store's
+own timeouts; its end, whenever the stretch was logged, says how long it lasted.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ RETRY_FIRST = 0.05
 RETRY_MAX = 2.0
 #: while the store refuses, the cause is logged again at most this often (seconds)
 LOG_EVERY = 10.0
+#: commits waiting this long on the store (no answer, no error yet) are logged (seconds)
+WAIT_WARN = 5.0
 
 
 @dataclass(slots=True)
@@ -78,13 +85,19 @@ class Committer(Service):
         self.last_commit = 0.0
         #: the store's error while it refuses transactions (None once one succeeds)
         self.refusing: StoreError | None = None
-        #: when the current refusal began (time.monotonic()), and appends held by it
-        self.refusing_since: float | None = None
+        #: when the first transaction that has not committed yet began (time.monotonic()),
+        #: None while commits go through; and the appends held by a refusal
+        self.waiting_since: float | None = None
         self.held = 0
         #: the events of those held appends (each a room's batch of edits)
         self.held_events = 0
         self._last_log = 0.0
         self._last_logged = ""
+        #: the appends of the transaction in flight; the timer of the wait's warning, and
+        #: whether this stretch of waiting was logged (its end is, then)
+        self._in_flight: list[_Append] = []
+        self._wait_timer: asyncio.TimerHandle | None = None
+        self._wait_said = False
         #: documents whose rooms have work queued that their task has not taken up yet,
         #: each with the room that announced it (Room._push announces, the room's task
         #: withdraws as it takes the work up): the appends that may come in this turn of
@@ -104,6 +117,9 @@ class Committer(Service):
         if self._task is not None:
             await self._task
             self._task = None
+        if self._wait_timer is not None:
+            self._wait_timer.cancel()
+            self._wait_timer = None
 
     def announce(self, doc: str, owner: object) -> None:
         """`owner` (a room) has work for `doc` queued that its task has not taken up."""
@@ -200,10 +216,18 @@ class Committer(Service):
             item = self._queue.pop(0)
             take.append(item)
             n += len(item.events)
+        self._waiting()
+        self._in_flight = take
+        try:
+            return await self._commit(take, n)
+        finally:
+            self._in_flight = []
+
+    async def _commit(self, take: list[_Append], n: int) -> bool:
         if any(a.tried for a in take):
             take = await self._settle(take)
             if not take:  # they had committed: the store works
-                self.clear_refusal()
+                self.recovered(f"{n} events held had committed: found in the log")
                 return False
         t0 = time.perf_counter()
         try:
@@ -224,9 +248,11 @@ class Committer(Service):
                 log.exception("store append failed")
                 err = StoreError(f"store append failed: {e!r}")
                 err.__cause__ = e
-            return self._refused(err, take)
-        if self.refusing is not None:
-            self._recovered(n)
+            return self._refused(err, take, time.perf_counter() - t0)
+        if self.refusing is None and not self._wait_said:
+            self.waiting_since = None  # the usual: nothing to say
+        else:
+            self.recovered(f"{n} events in the first batch")
         self.last_commit = time.monotonic()
         if self.on_batch is not None:
             self.on_batch(n, time.perf_counter() - t0)
@@ -235,8 +261,9 @@ class Committer(Service):
                 a.future.set_result(stored)
         return False
 
-    def _refused(self, err: StoreError, take: list[_Append]) -> bool:
-        """Fail what cannot wait, put back (first in line) what holds. True if any held."""
+    def _refused(self, err: StoreError, take: list[_Append], took: float) -> bool:
+        """Fail what cannot wait, put back (first in line) what holds. True if any held.
+        `took`: how long the store took to refuse."""
         now = time.monotonic()
         transient = isinstance(err, StoreUnavailable) and not self._closing
         keep = [
@@ -246,8 +273,6 @@ class Committer(Service):
         for a in take:
             if id(a) not in kept and not a.future.done():
                 a.future.set_exception(err)
-        if self.refusing is None:
-            self.refusing_since = now
         if str(err) != self._last_logged:
             self._last_log = 0.0
         self.refusing = err
@@ -258,10 +283,11 @@ class Committer(Service):
         if now - self._last_log >= LOG_EVERY:
             self._last_log, self._last_logged = now, str(err)
             log.error(
-                "the %s store refuses commits: %s%s; %s",
+                "the %s store refuses commits: %s%s%s; %s",
                 self.store.name,
                 err,
                 f" (cause: {err.__cause__!r})" if err.__cause__ is not None else "",
+                f", after waiting {took:.1f} s for its answer" if took >= 1 else "",
                 f"holding {sum(len(a.events) for a in keep)} events, retrying with back-off"
                 if keep
                 else f"{len(take)} appends failed",
@@ -299,20 +325,58 @@ class Committer(Service):
                 return logged[i : i + len(want)]
         return None
 
-    def _recovered(self, n: int) -> None:
-        since = self.refusing_since or time.monotonic()
-        log.warning(
-            "the %s store takes commits again after %.1f s (%d events in the first batch)",
-            self.store.name,
-            time.monotonic() - since,
-            n,
-        )
-        self.clear_refusal()
+    def _waiting(self) -> None:
+        """A transaction begins: the first of a stretch dates it, and the warning is due
+        WAIT_WARN seconds later unless the stretch ends first. (One timer goes on while
+        transactions follow each other, rather than one per transaction.)"""
+        if self.waiting_since is None:
+            self.waiting_since = time.monotonic()
+            if self._wait_timer is None:
+                self._wait_timer = asyncio.get_running_loop().call_later(
+                    WAIT_WARN, self._still_waiting
+                )
 
-    def clear_refusal(self) -> None:
-        """The store took a write (a commit, or the readiness write check)."""
+    def _still_waiting(self) -> None:
+        self._wait_timer = None
+        since = self.waiting_since
+        if since is None or self._wait_said:
+            return
+        waited = time.monotonic() - since
+        if waited < WAIT_WARN:  # another stretch, begun since the timer was set
+            self._wait_timer = asyncio.get_running_loop().call_later(
+                WAIT_WARN - waited, self._still_waiting
+            )
+            return
+        waiting = self._in_flight + self._queue
+        if self.refusing is not None or not waiting:
+            return  # its refusal was logged, as an error; or nothing waits
+        self._wait_said = True
+        events = [e for a in waiting for e in a.events]
+        docs = len({a.doc for a in waiting})
+        log.warning(
+            "the %s store has not answered a commit for %.1f s: %d events of %d "
+            "document%s (%d bytes) wait for it, acknowledged to nobody until it does",
+            self.store.name,
+            waited,
+            len(events),
+            docs,
+            "" if docs == 1 else "s",
+            sum(len(e.update) for e in events),
+        )
+
+    def recovered(self, how: str) -> None:
+        """The store took a write (a commit, or the readiness write check: `how`). When
+        commits had been refused, or their wait logged, the log says how long it lasted."""
+        if self.waiting_since is not None and (self.refusing is not None or self._wait_said):
+            log.warning(
+                "the %s store takes commits again after %.1f s (%s)",
+                self.store.name,
+                time.monotonic() - self.waiting_since,
+                how,
+            )
         self.refusing = None
-        self.refusing_since = None
+        self.waiting_since = None
+        self._wait_said = False
         self.held = self.held_events = 0
 
     async def _pause(self, delay: float) -> None:

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import re
+import time
 
 import pytest
-from conftest import free_port
+from conftest import eventually, free_port
 from scaleout import fresh_schema
+from stallproxy import StallingProxy
 
 from palimpsest.commit import Committer
 from palimpsest.store.base import NewEvent
@@ -82,7 +86,10 @@ class CommitSwallower:
         await asyncio.gather(up(), down())
 
 
-async def test_a_commit_whose_answer_was_lost_is_not_logged_twice() -> None:
+async def test_a_commit_whose_answer_was_lost_is_not_logged_twice(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="palimpsest.commit")
     async with fresh_schema() as url, CommitSwallower(5432) as relay:
         store = PostgresStore(url.replace(":5432/", f":{relay.port}/"), command_timeout=2.0)
         async with store, Committer(store) as committer:
@@ -94,6 +101,57 @@ async def test_a_commit_whose_answer_was_lost_is_not_logged_twice() -> None:
             )
             assert relay.swallowed == 1  # the answer to the append was lost: the error was seen
             assert second.seq == 2 and committer.refusing is None
+            # the refusal was logged, and so is its end (found in the log: nothing logged
+            # it, and a lone server never said its store took commits again)
+            said = [r.getMessage() for r in caplog.records]
+            assert any("refuses commits" in m for m in said), said
+            assert any("takes commits again" in m and "found in the log" in m for m in said)
             assert [e.update for e in await store.read("d")] == [b"one", b"two"]
             [third] = await committer.append("d", [NewEvent("ann", "edit", b"three", {}, 3)])
             assert third.seq == 3
+
+
+def _said(caplog: pytest.LogCaptureFixture, pattern: str) -> list[re.Match[str]]:
+    found = (re.search(pattern, r.getMessage()) for r in caplog.records)
+    return [m for m in found if m is not None]
+
+
+async def test_commits_waiting_on_a_stalled_store_are_said_at_once_and_measured_whole(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A store that hangs (here a proxy that holds every byte: a stopped PostgreSQL or a
+    lost route looks the same) fails nothing until asyncpg gives up, twice its
+    command_timeout later (the statement, then the pool's wait for the cancel): 60 s by
+    default, and nothing was logged meanwhile. The wait is logged within seconds, with
+    how much waits; its end says how long commits waited, from when they stopped, not
+    from the first timeout, whether the store refused them meanwhile or not."""
+    caplog.set_level(logging.INFO, logger="palimpsest.commit")
+    async with fresh_schema() as url:
+        with StallingProxy(5432) as proxy:
+            store = PostgresStore(url.replace(":5432/", f":{proxy.port}/"), command_timeout=15.0)
+            async with store, Committer(store) as committer:
+                await committer.append("d", [NewEvent("ann", "edit", b"one", {}, 1)])
+                for i, refused in enumerate((False, True), start=2):
+                    caplog.clear()
+                    await asyncio.to_thread(proxy.stall)
+                    began = time.monotonic()
+                    held = asyncio.create_task(
+                        committer.append("d", [NewEvent("ann", "edit", b"%d" % i, {}, i)],
+                                         hold=lambda: True)
+                    )  # fmt: skip
+                    waits = await eventually(
+                        lambda: _said(caplog, r"has not answered a commit for .*: 1 events of "
+                                      r"1 document \(1 bytes\) wait"),
+                        timeout=20, what="the wait logged",
+                    )  # fmt: skip
+                    assert len(waits) == 1  # once, however long it waits
+                    assert not held.done() and committer.refusing is None
+                    if refused:  # the first timeout too, before it answers again
+                        await eventually(lambda: committer.refusing is not None, timeout=60)
+                    await asyncio.to_thread(proxy.resume)
+                    resumed = time.monotonic()
+                    [stored] = await held
+                    assert stored.update == b"%d" % i
+                    [back] = _said(caplog, r"takes commits again after ([0-9.]+) s")
+                    # (to 0.1 s, rounded; the commit began a turn of the loop after `began`)
+                    assert float(back[1]) >= resumed - began - 0.1, (back[0], resumed - began)

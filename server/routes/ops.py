@@ -83,7 +83,7 @@ async def _commits(backend: Backend) -> str:
     if refusing is not None and committer.held:
         # edits are waiting on the store right now: that is the answer, whatever a
         # one-page write check would say (a full disk may still take that one)
-        since = time.monotonic() - (committer.refusing_since or time.monotonic())
+        since = time.monotonic() - (committer.waiting_since or time.monotonic())
         rooms = [r for r in backend.rooms.loaded.values() if r.queued_bytes]
         waiting = sum(r.queued_bytes for r in rooms)
         return (
@@ -101,7 +101,7 @@ async def _commits(backend: Backend) -> str:
     except Exception as e:  # untranslated driver error: still not ready
         return f"the store refuses writes: {e!r}"
     if refusing is not None:
-        committer.clear_refusal()  # nobody was held, and the store takes writes again
+        committer.recovered("a write check committed")  # nobody was held
     return "ok"
 
 
