@@ -432,8 +432,10 @@ class Session:
 
     @property
     def pending(self) -> int:
-        """Local updates waiting to be sent."""
-        return len(self._pending) + len(self._outbox)
+        """Local changes (transactions) not yet handed to a socket: queued, or made while
+        disconnected (the next connection's sync step 2 carries them). Counted with the
+        changes a lost connection may not have delivered, as close() counts them."""
+        return self._unsent
 
     def text(self, name: str = "content") -> Text:
         """The Y.Text root `name` with code-point positions (see :class:`client.text.Text`).

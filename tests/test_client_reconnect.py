@@ -61,6 +61,8 @@ async def test_reconnect_after_restart_sends_offline_edits_once(tmp_path: Path) 
             b.text().insert(0, "bob offline. ")
             a.text().delete(0, 1)  # a deletion too: "efore."
             assert not a.connected
+            # a program sees its edits wait (pending read 0 while offline)
+            assert (a.pending, b.pending) == (2, 1)
 
             await srv.astart()
             await a.wait_connected(timeout=20)
@@ -68,6 +70,7 @@ async def test_reconnect_after_restart_sends_offline_edits_once(tmp_path: Path) 
             assert a.connections == 2 and b.connections == 2
             await a.flush()
             await b.flush()
+            assert (a.pending, b.pending) == (0, 0)
             expected = "bob offline. efore. ada offline. "
             await a.wait_for(lambda: a.text() == expected, timeout=10)
             await b.wait_for(lambda: b.text() == expected, timeout=10)
