@@ -4,9 +4,13 @@ does not drag the server in."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
+
+from serverproc import REPO_ROOT
 
 SERVER_STACK = ("starlette", "uvicorn", "aiosqlite", "asyncpg", "redis", "jwt", "prometheus_client")
 
@@ -78,3 +82,22 @@ def test_mypy_sees_the_installed_client_from_another_project(tmp_path: Path) -> 
     )  # fmt: skip
     assert "import-not-found" not in out.stdout, out.stdout
     assert out.stdout.count("[arg-type]") == 2, out.stdout
+
+
+def test_the_clients_documented_late_answer_type_checks(tmp_path: Path) -> None:
+    """docs/client.md's example of awaiting a timed-out undo's late answer failed `mypy
+    --strict` (``Timeout.late`` may be None), in a package that says it is typed for it."""
+    doc = (REPO_ROOT / "docs" / "client.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", doc, re.S) if "e.late" in b]
+    (tmp_path / "mypy.ini").write_text("[mypy]\nstrict = True\n")
+    (tmp_path / "bot.py").write_text(
+        "import asyncio\nfrom palimpsest import client\n\n\n"
+        "async def example(session: client.Session) -> None:\n"
+        + textwrap.indent(block, "    ")
+        + "    print(result.seq)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache"), "bot.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout
