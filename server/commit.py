@@ -16,6 +16,10 @@ editors latency, not their connections (a closed y-websocket connection comes ba
 once and re-sends its whole state, again and again). ``hold()`` is asked after every
 failure: when it says False (the caller's bound is exceeded) that append fails with
 the store's error. Any other StoreError fails the transaction's appends at once.
+Before held appends are tried again, the store makes sure that none of those that got
+no answer can still commit (EventStore.end_unanswered_appends: PostgreSQL ends their
+backends, a stalled statement included), then the log is searched for them: one that
+committed after all is answered from there, so no edit is logged twice.
 
 ``refusing`` is the error of the last failed transaction, None once one succeeds:
 readiness (/readyz) reads it. ``waiting_since`` dates the stretch in which commits wait
@@ -225,7 +229,11 @@ class Committer(Service):
 
     async def _commit(self, take: list[_Append], n: int) -> bool:
         if any(a.tried for a in take):
-            take = await self._settle(take)
+            t0 = time.perf_counter()
+            try:
+                take = await self._settle(take)
+            except StoreError as e:  # cannot tell yet whether they committed: held again
+                return self._refused(e, take, time.perf_counter() - t0)
             if not take:  # they had committed: the store works
                 self.recovered(f"{n} events held had committed: found in the log")
                 return False
@@ -298,16 +306,15 @@ class Committer(Service):
 
     async def _settle(self, take: list[_Append]) -> list[_Append]:
         """Resolve the appends that a failed transaction committed after all (a lost
-        connection can fail a COMMIT that took effect); returns the others. Retrying those
-        would log every edit twice."""
+        connection can fail a COMMIT that took effect, and a statement held up on its way
+        commits when it arrives, after its caller gave up); returns the others. Retrying
+        those would log every edit twice, so first the store makes sure that none can
+        still commit (end_unanswered_appends), and the log read after that is final.
+        Raises StoreError while the store cannot tell: then nothing is tried again."""
+        await self.store.end_unanswered_appends()
         rest = []
         for a in take:
-            found = None
-            if a.tried and a.events:
-                try:
-                    found = await self._find(a)
-                except StoreError:
-                    found = None  # cannot tell yet: the append will fail and hold again
+            found = await self._find(a) if a.tried and a.events else None
             if found is None:
                 rest.append(a)
             elif not a.future.done():

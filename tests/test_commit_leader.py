@@ -7,8 +7,11 @@ is running. Real SQLite files."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from pathlib import Path
 
+from conftest import eventually
 from pycrdt import Doc, Text
 
 from palimpsest.backend import Backend
@@ -66,6 +69,37 @@ async def test_stop_waits_for_a_transaction_a_caller_leads(tmp_path: Path) -> No
         stored = await lead
         assert [e.seq for e in stored] == list(range(1, INLINE_EVENTS + 2))
         assert [e.update for e in await store.read("d")] == [e.update for e in events]
+
+
+async def test_a_leader_cancelled_while_the_writer_thread_has_its_append_logs_it_once(
+    tmp_path: Path,
+) -> None:
+    """A caller leading a transaction is cancelled (its room closed) while its append waits
+    on the writer thread behind a slow write: the append still commits, later. The writer
+    task then settled it before trying it again: it looked it up in the log on the reader
+    connection, before the append had run, did not find it, and appended it again: logged
+    twice. Now it first waits until the writer thread is done with every append handed
+    to it (SQLiteStore.end_unanswered_appends)."""
+    store = SQLiteStore(tmp_path / "p.db")
+    async with store, Committer(store) as committer:
+        await committer.append("d", [ev(1)])
+        gate = threading.Event()
+        slow = asyncio.create_task(store.on_writer(lambda _c: gate.wait(10)))  # a slow disk
+        await eventually(store.writer.in_call)
+        lead = asyncio.create_task(committer.append("d", [ev(2)], hold=lambda: True))
+        await eventually(lambda: committer.waiting_since is not None)  # handed to the thread
+        lead.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await lead
+        # the writer task's next try reaches the writer thread too, behind the append
+        await eventually(lambda: len(store.writer._pending) == 2)
+        gate.set()
+        await slow
+        [third] = await committer.append("d", [ev(3)])
+        assert [(e.seq, e.update) for e in await store.read("d")] == [
+            (1, b"u1"), (2, b"u2"), (3, b"u3")
+        ]  # fmt: skip
+        assert third.seq == 3
 
 
 async def test_a_lone_append_takes_no_turn_of_the_loop_unless_another_room_has_work(

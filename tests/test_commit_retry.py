@@ -111,6 +111,94 @@ async def test_a_commit_whose_answer_was_lost_is_not_logged_twice(
             assert third.seq == 3
 
 
+class StatementHolder:
+    """Relays TCP to PostgreSQL; once armed with some bytes, the first connection that
+    sends a message containing them has that message, and all it sends after, held on its
+    way (a stalled route, a stopped server) until ``release()``: then it is passed on, the
+    way to PostgreSQL is closed behind it, and ``ended`` is set once PostgreSQL has closed
+    its side (after running the message, or because its backend was gone)."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.port = free_port()
+        self.armed: bytes | None = None
+        self.held = 0
+        self.ended = asyncio.Event()
+        self._released = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    def release(self) -> None:
+        self._released.set()
+
+    async def __aenter__(self) -> StatementHolder:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for w in list(self._writers):
+            with contextlib.suppress(Exception):
+                w.transport.abort()
+
+    async def _handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        ur, uw = await asyncio.open_connection("127.0.0.1", self.target)
+        self._writers |= {w, uw}
+        holding = False
+
+        async def up() -> None:
+            nonlocal holding
+            with contextlib.suppress(Exception):
+                while data := await r.read(65536):
+                    if self.armed is not None and self.armed in data:
+                        self.armed, holding = None, True
+                        self.held += 1
+                        await self._released.wait()
+                        uw.write(data)  # whatever else the client sent is gone with it
+                        uw.write_eof()
+                        return
+                    uw.write(data)
+                    await uw.drain()
+            with contextlib.suppress(Exception):
+                uw.close()
+
+        async def down() -> None:
+            with contextlib.suppress(Exception):
+                while data := await ur.read(65536):
+                    with contextlib.suppress(Exception):  # the client may have gone
+                        w.write(data)
+            if holding:
+                self.ended.set()
+            with contextlib.suppress(Exception):
+                w.close()
+
+        await asyncio.gather(up(), down())
+
+
+async def test_a_commit_held_up_on_its_way_is_not_logged_twice_when_it_arrives() -> None:
+    """The append's statement stalls on its way (a stalled route, a stopped PostgreSQL),
+    asyncpg gives up on it and the committer holds the edit; the retry looked for it in
+    the log, did not find it (it had not arrived) and appended it; then the stalled
+    statement arrived, ran and committed: the edit was logged twice. Now the retry ends
+    the backend the stalled statement was sent to first, so it never runs."""
+    async with fresh_schema() as url, StatementHolder(5432) as relay:
+        store = PostgresStore(url.replace(":5432/", f":{relay.port}/"), command_timeout=1.0)
+        async with store, Committer(store) as committer:
+            await committer.append("d", [NewEvent("ann", "edit", b"one", {}, 1)])
+            relay.armed = b"\x00\x00\x00\x03two"  # the update, a bytea parameter
+            [second] = await committer.append(
+                "d", [NewEvent("ann", "edit", b"two", {}, 2)], hold=lambda: True
+            )
+            assert relay.held == 1 and second.seq == 2
+            relay.release()  # the stalled statement arrives
+            async with asyncio.timeout(20):
+                await relay.ended.wait()
+            assert [(e.seq, e.update) for e in await store.read("d")] == [(1, b"one"), (2, b"two")]
+            [third] = await committer.append("d", [NewEvent("ann", "edit", b"three", {}, 3)])
+            assert third.seq == 3
+
+
 def _said(caplog: pytest.LogCaptureFixture, pattern: str) -> list[re.Match[str]]:
     found = (re.search(pattern, r.getMessage()) for r in caplog.records)
     return [m for m in found if m is not None]

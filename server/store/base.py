@@ -366,6 +366,16 @@ class EventStore(Service, ABC):
     async def append(self, batches: Sequence[tuple[str, Sequence[NewEvent]]]) -> list[list[Event]]:
         """Append every batch atomically; returns the stored events, batch by batch."""
 
+    async def end_unanswered_appends(self) -> None:  # noqa: B027 - nothing to end by default
+        """Make final the outcome of every append of this process that got no answer (a
+        timeout, a lost connection, a caller cancelled while the store worked): when this
+        returns, none of them can still commit, so a read from then on tells whether each
+        one did. Raises StoreError while that cannot be made sure of (the store does not
+        answer). Before it looks for held appends in the log, the committer calls this
+        (commit.Committer._settle): an append still on its way would otherwise be missed
+        there, tried again, and logged twice. Nothing calls it on a commit's way. The
+        default does nothing: an append of the memory store ran whole or not at all."""
+
     @contextlib.asynccontextmanager
     async def server_changes(self, doc: str) -> AsyncIterator[None]:
         """Held while a process makes a server change of `doc` (an undo, a redo, a

@@ -154,6 +154,15 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.PostgresIOError,
     asyncpg.exceptions.ReadOnlySQLTransactionError,
 )
+#: end_unanswered_appends waits this long for the backends it ended to be gone, asking
+#: this often (seconds)
+_UNANSWERED_WAIT = 5.0
+_UNANSWERED_POLL = 0.02
+#: those of the backends $1 still there: ours (role, pool), not this one
+_UNANSWERED_SQL = (
+    "FROM pg_stat_activity WHERE pid = ANY($1::int[]) AND pid <> pg_backend_pid() "
+    "AND usename = current_user AND application_name = 'palimpsest'"
+)
 _RETRYABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.DeadlockDetectedError,
     asyncpg.exceptions.SerializationError,
@@ -288,6 +297,9 @@ class PostgresStore(EventStore):
         #: connections that hold documents' turns on server changes (server_changes)
         self._turns: asyncpg.Pool | None = None
         self._cursors: PostgresCursors | None = None
+        #: the backends (pids) of connections whose append got no answer, until they are
+        #: known to be gone (end_unanswered_appends)
+        self._unanswered: set[int] = set()
 
     def __repr__(self) -> str:
         w = urlsplit(self.dsn)
@@ -562,17 +574,25 @@ class PostgresStore(EventStore):
                     col.append(v)
 
         async def run(conn: asyncpg.Connection) -> list[Any]:
-            return list(
-                await conn.fetch(
-                    _APPEND,
-                    names,
-                    [counts[n] for n in names],
-                    [last_ts[n] for n in names],
-                    [sizes[n] for n in names],
-                    total,
-                    *cols,
+            try:
+                return list(
+                    await conn.fetch(
+                        _APPEND,
+                        names,
+                        [counts[n] for n in names],
+                        [last_ts[n] for n in names],
+                        [sizes[n] for n in names],
+                        total,
+                        *cols,
+                    )
                 )
-            )
+            except asyncpg.PostgresError:
+                raise  # PostgreSQL's answer: the statement did not commit
+            except BaseException:
+                # no answer (a timeout, a lost connection, a cancel): the statement may
+                # still reach its backend, or run there, and commit
+                self._unanswered.add(conn.get_server_pid())
+                raise
 
         rows = await self._run(run, "append")
         if len(rows) != len(names):
@@ -599,6 +619,39 @@ class PostgresStore(EventStore):
             out.append(stored)
         self._recent.note(written)  # each document's seqs ascend in batch order
         return out
+
+    async def end_unanswered_appends(self) -> None:
+        """(EventStore.end_unanswered_appends) The backends of the connections whose
+        append got no answer are ended (pg_terminate_backend): a statement still on its
+        way to one (a stalled network, a stopped server) never runs, one running rolls
+        back, one that committed stays. They are then waited for until they have left
+        pg_stat_activity, which a backend does only after its transaction has ended (the
+        backend's exit ends the transaction before it takes the backend out of the
+        list), for at most _UNANSWERED_WAIT seconds; those still there then are tried
+        again next time, and StoreUnavailable says so. (A connection whose cancel was
+        answered came back to the pool, its outcome final: ending it costs the pool a
+        reconnect, in an outage that is over.)"""
+        pids = sorted(self._unanswered)
+        if not pids:
+            return
+
+        async def run(conn: asyncpg.Connection) -> list[int]:
+            await conn.execute(f"SELECT pg_terminate_backend(pid) {_UNANSWERED_SQL}", pids)
+            until = time.monotonic() + _UNANSWERED_WAIT
+            while True:
+                left = [int(r[0]) for r in await conn.fetch(f"SELECT pid {_UNANSWERED_SQL}", pids)]
+                if not left or time.monotonic() >= until:
+                    return left
+                await asyncio.sleep(_UNANSWERED_POLL)
+
+        left = await self._run(run, "ending appends that got no answer", idempotent=True)
+        self._unanswered.difference_update(set(pids) - set(left))
+        if left:
+            raise StoreUnavailable(
+                f"cannot tell yet whether appends that got no answer committed: PostgreSQL "
+                f"backend{'s' if len(left) > 1 else ''} {', '.join(map(str, left))} still "
+                f"running {_UNANSWERED_WAIT:g} s after being ended"
+            )
 
     async def _doc_tail(
         self, doc: str, after: int, upto: int, limit: int | None = None, where: str = "",

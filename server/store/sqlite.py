@@ -1042,6 +1042,13 @@ class SQLiteStore(EventStore):
         self._recent.note(written)  # committed
         return out
 
+    async def end_unanswered_appends(self) -> None:
+        """(EventStore.end_unanswered_appends) An append whose caller was cancelled still
+        runs on the writer thread, maybe later than a read on the reader connection: a
+        call handed to the thread now runs after it (the thread takes calls in order;
+        only upkeep lets appends go first), so once it is done, so is that append."""
+        await self.writer.call(lambda conn: None)
+
     async def _doc_tail(
         self, doc: str, after: int, upto: int, limit: int = -1, where: str = "",
         params: Sequence[Any] = (),
