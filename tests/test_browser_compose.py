@@ -174,7 +174,7 @@ def test_korean_syllables_composed_back_to_back_get_remote_edits_between_them(
 def test_a_composition_open_past_the_limit_is_committed_before_the_held_edits(
     server: ServerProcess, people: Any, doc_name: str
 ) -> None:
-    """A phrase composed for longer than the hold's limit (5 s) while Remo types at the
+    """A phrase composed for longer than the hold's limit (15 s) while Remo types at the
     caret. The held edits were applied into the open composition and every pre-edit
     state stayed in the text (きょうきょうは…). The composition is now ended first: the
     pre-edit text is committed as it stands, then Remo's edits are applied beside it,
@@ -190,7 +190,8 @@ def test_a_composition_open_past_the_limit_is_committed_before_the_held_edits(
         insert_before(remo, "BBBB", f"[{n}]")
         aiko.wait_received(f"[{n}]")
     assert "き" not in editor_text(remo)  # pre-edit states are not sent
-    eventually(lambda: not aiko.composing(), what="the composition ended by the hold's limit")
+    eventually(lambda: not aiko.composing(), timeout=30,
+               what="the composition ended by the hold's limit")  # fmt: skip
 
     http = Http(server.http_url)
     text = eventually(lambda: agreed_text(http, doc_name, aiko_page, remo), what="agreement")

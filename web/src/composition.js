@@ -36,8 +36,12 @@ import { messageSync } from 'y-websocket'
 import * as decoding from 'lib0/decoding'
 import * as encoding from 'lib0/encoding'
 
-/** the longest a composition holds remote edits back (ms) */
-export const HOLD_LIMIT_MS = 5000
+/**
+ * the longest a composition holds remote edits back (ms), after which it is committed as
+ * it stands: long enough for a phrase composed at a thinking pace (a Japanese sentence
+ * of a dozen keys took 6 s), short enough that the tab is not long out of date
+ */
+export const HOLD_LIMIT_MS = 15000
 
 /**
  * After compositionend, CodeMirror reads the committed text from the DOM in a microtask
