@@ -134,14 +134,21 @@ async def _server_change(
 
 async def close_group(room: Room, actor: str) -> int | None:
     """End actor's current step: their next change starts a new one. Logged (kind
-    undo_mark, empty update) so that grouping is the same after a restart; None when
-    no step was open."""
+    undo_mark, empty update) so that grouping is the same after a restart and on every
+    process; None when no step was open.
+
+    The edits queued before the request (the same connection's last keystrokes) are
+    recorded first, and the step is closed when the mark is recorded, in the log's
+    order, not at once: closed at once, an edit logged between the request and its mark
+    began a step of its own here while every other process, reading the log, added it
+    to the step the mark then closed; their stacks differed, and an undo made on one
+    reverted on the other part of a step ("not on ann's stack")."""
+    await room.flush()
     state = state_of(room)
     st = state.get(actor)
     if st is None or not st.open or now_ms() - st.last_ts >= state.capture_ms:
         if st is not None:
             st.open = False
         return None
-    st.open = False
     ev = await room.server_change(actor, MARK, lambda _doc: None, always=True)
     return ev.seq if ev is not None else None
