@@ -5,19 +5,22 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
-from conftest import free_port, run_server
+from conftest import eventually, free_port, run_server
 from pycrdt import Doc, Text
 from scaleout import PG_URL, fresh_schema, open_store
 from test_delete import closed_4404, copy_of
 from test_undo import converged, edit, make_settings
+from webhook_receiver import Receiver
 from yclient import connect
 
+from palimpsest.changefeed import Webhook
 from palimpsest.settings import Settings
 from palimpsest.snapshots import load
 from palimpsest.store import open_store as store_at
@@ -254,6 +257,18 @@ def log_of(events: list[Event]) -> list[tuple[str, int, int]]:
     return [(e.doc, e.seq, e.pos) for e in events]
 
 
+@contextlib.asynccontextmanager
+async def new_store(tmp_path: Path, target: str) -> AsyncIterator[str]:
+    """The URL of a store that never had an event: a PostgreSQL schema of its own, or a
+    SQLite file that `copy` creates."""
+    if target == "sqlite":
+        yield f"sqlite:///{tmp_path / 'copy.db'}"
+        return
+    async with fresh_schema() as url:
+        assert palimpsest("migrate", "--store", url).returncode == 0
+        yield url
+
+
 @pytest.mark.parametrize("target", ["postgresql", "sqlite"])
 async def test_a_copy_into_a_new_store_keeps_every_events_position(
     tmp_path: Path, target: str
@@ -273,12 +288,7 @@ async def test_a_copy_into_a_new_store_keeps_every_events_position(
         last = await src.last_position()
     assert last == source[-1][2] + 1
     cursor = next(i for i, (doc, _, _) in enumerate(source) if doc == "b") + 1
-    async with contextlib.AsyncExitStack() as stack:
-        if target == "postgresql":
-            url = await stack.enter_async_context(fresh_schema())
-            assert palimpsest("migrate", "--store", url).returncode == 0
-        else:
-            url = f"sqlite:///{tmp_path / 'copy.db'}"
+    async with new_store(tmp_path, target) as url:
         r = palimpsest("copy", "--from", f"sqlite:///{db}", "--to", url, "--quiet")
         assert r.returncode == 0 and "restart" not in r.stderr, r
         dst = store_at(url)
@@ -298,13 +308,57 @@ async def test_a_copy_into_a_store_with_events_numbers_them_anew_and_says_so(
     src, dst = tmp_path / "src.db", tmp_path / "dst.db"
     async with SQLiteStore(src) as store:
         await store.append([("a", [NewEvent("ann", "edit", EMPTY)] * 2)])
+        await store.webhook_cursors().register("wh-1", "http://127.0.0.1:9/hook", 1)
     async with SQLiteStore(dst) as store:
         await store.append([("mine", [NewEvent("ann", "edit", EMPTY)] * 3)])
     r = palimpsest("copy", "--from", f"sqlite:///{src}", "--to", f"sqlite:///{dst}", "--quiet")
     assert r.returncode == 0, r
     assert "followers of the source's changefeed" in r.stderr
     assert "restart from 0 on the target" in r.stderr
+    assert "webhook cursors are not copied (1 in the source" in r.stderr
+    assert "a hook configured on the target starts at the end of its log" in r.stderr
     async with SQLiteStore(dst) as store:
+        assert await store.webhook_cursors().list() == []
         assert log_of(await store.read_all()) == [
             ("mine", 1, 1), ("mine", 2, 2), ("mine", 3, 3), ("a", 1, 4), ("a", 2, 5)
         ]  # fmt: skip
+
+
+@pytest.mark.parametrize("target", ["postgresql", "sqlite"])
+async def test_a_webhook_behind_on_the_source_resumes_from_its_cursor_on_the_copy(
+    tmp_path: Path, target: str
+) -> None:
+    """The copy writes the hook's row (cursor, failures, count) into the target: it wrote
+    none, and a hook new to a store starts at its log's end, so the events its receiver
+    had not acknowledged were never delivered. The row comes unleased: the lease was
+    held by a process of the source, and must not keep the target's server waiting."""
+    db = tmp_path / "src.db"
+    rx = Receiver().up()
+    hook = Webhook(rx.url).id
+    try:
+        async with SQLiteStore(db) as src:
+            await src.append([("a", [NewEvent("ann", "edit", EMPTY)] * 6)])
+            cursors = src.webhook_cursors()
+            await cursors.register(hook, rx.url, 0)
+            await cursors.claim(hook, "a process of the source", 3_600_000)
+            assert await cursors.advance(hook, "a process of the source", 4, 4)
+            await cursors.failed(hook, "a process of the source", "HTTP 500", 10)
+        async with new_store(tmp_path, target) as url:
+            r = palimpsest("copy", "--from", f"sqlite:///{db}", "--to", url, "--quiet")
+            assert r.returncode == 0, r
+            assert "1 of 1 webhook cursors copied" in r.stdout
+            async with store_at(url) as dst:
+                row = await dst.webhook_cursors().get(hook)
+            assert row is not None
+            assert (row.cursor, row.failures, row.last_error, row.delivered, row.owner,
+                    row.lease_until) == (4, 1, "HTTP 500", 4, "", 0)  # fmt: skip
+            settings = Settings(store=url, port=free_port(), webhooks=(rx.url,),
+                                webhook_retry_first=0.05)  # fmt: skip
+            async with run_server(settings):
+                await eventually(lambda: len(rx.accepted_events()) >= 2, timeout=20,
+                                 what="the events after the cursor")  # fmt: skip
+            assert [(e["doc"], e["seq"], e["pos"]) for e in rx.accepted_events()] == [
+                ("a", 5, 5), ("a", 6, 6)
+            ]  # fmt: skip
+    finally:
+        rx.down()

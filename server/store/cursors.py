@@ -51,6 +51,14 @@ class WebhookCursors(ABC):
         """The hook's row, created at cursor `start` when it has none."""
 
     @abstractmethod
+    async def carry(self, row: HookState) -> bool:
+        """Write another store's row of a hook (``palimpsest copy``, which keeps the
+        positions its cursor names): cursor, state, failures, last error and count as
+        they are, unleased (the lease was a process of the other store's). A hook that
+        has a row here already keeps it (a copy run again, or a server of this store
+        delivered it since): False then."""
+
+    @abstractmethod
     async def get(self, hook_id: str) -> HookState | None: ...
 
     @abstractmethod
@@ -98,6 +106,12 @@ class MemoryCursors(WebhookCursors):
         if row is None:
             row = self._rows[hook_id] = HookState(hook_id, url, start, updated_ts=now_ms())
         return row
+
+    async def carry(self, row: HookState) -> bool:
+        if row.id in self._rows:
+            return False
+        self._rows[row.id] = replace(row, owner="", lease_until=0)
+        return True
 
     async def get(self, hook_id: str) -> HookState | None:
         return self._rows.get(hook_id)

@@ -69,6 +69,25 @@ class SQLCursors(WebhookCursors):
             raise StoreError(f"webhook {hook_id} vanished while it was registered")
         return row
 
+    async def carry(self, row: HookState) -> bool:
+        return bool(
+            await self._exec(
+                "INSERT INTO webhooks (id, url, cursor, state, failures, last_error, delivered, "
+                "updated_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING "
+                "RETURNING id",
+                (
+                    row.id,
+                    row.url,
+                    row.cursor,
+                    row.state,
+                    row.failures,
+                    row.last_error,
+                    row.delivered,
+                    row.updated_ts,
+                ),
+            )
+        )
+
     async def get(self, hook_id: str) -> HookState | None:
         return await self._one(f"SELECT {_COLS} FROM webhooks WHERE id = ?", hook_id)
 

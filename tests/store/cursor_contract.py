@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
 from palimpsest.store.base import EventStore
-from palimpsest.store.cursors import ACTIVE, DISABLED, FAILING
+from palimpsest.store.cursors import ACTIVE, DISABLED, FAILING, HookState
 
 
 class CursorContract:
@@ -42,6 +43,20 @@ class CursorContract:
         assert (await c.register("h1", "http://x/hook", 99)).cursor == 7
         assert [r.id for r in await c.list()] == ["h1"]
         assert await c.get("nope") is None
+
+    async def test_webhook_carry_writes_another_stores_row_unleased(
+        self, store: EventStore
+    ) -> None:
+        """What `palimpsest copy` does with the source's rows: as they were, but the
+        lease (a process of the source's) is not carried; a row here already stays."""
+        theirs = HookState("h", "http://x", 12, FAILING, 3, "HTTP 500", 12, "p1", 2**50, 77)
+        c = store.webhook_cursors()
+        assert await c.carry(theirs)
+        assert await c.get("h") == replace(theirs, owner="", lease_until=0)
+        assert await c.claim("h", "p2", 60_000) is not None
+        assert not await c.carry(replace(theirs, cursor=3))
+        row = await c.get("h")
+        assert row is not None and (row.cursor, row.owner) == (12, "p2")
 
     async def test_webhook_only_the_lease_holder_moves_the_cursor_and_only_forward(
         self, store: EventStore
