@@ -362,3 +362,42 @@ async def test_a_webhook_behind_on_the_source_resumes_from_its_cursor_on_the_cop
             ]  # fmt: skip
     finally:
         rx.down()
+
+
+@pytest.mark.parametrize("target", ["postgresql", "sqlite"])
+async def test_a_copy_run_again_keeps_the_positions_of_the_rest(
+    tmp_path: Path, target: str
+) -> None:
+    """A copy cut off after some documents (or one of some --doc), run again, copies the
+    rest at their source positions: the target held events, so they were numbered anew
+    and the source's followers told to restart. A run that copies nothing says nothing
+    of positions; one into a target a server wrote on since still numbers anew."""
+    db = tmp_path / "src.db"
+    async with SQLiteStore(db) as src:
+        for _ in range(3):
+            await src.append([(doc, [NewEvent("ann", "edit", EMPTY)] * 2) for doc in "abc"])
+        source = log_of(await src.read_all())
+        a_info, a_events = await src.doc_info("a"), await src.read("a")
+    assert a_info is not None
+    async with new_store(tmp_path, target) as url:
+        async with store_at(url) as dst:  # a copy cut off after its first document
+            await dst.import_doc(a_info, a_events, [], [], keep_positions=True)
+        r = palimpsest("copy", "--from", f"sqlite:///{db}", "--to", url, "--quiet", "--doc", "b")
+        assert r.returncode == 0 and "restart" not in r.stderr, r
+        r = palimpsest("copy", "--from", f"sqlite:///{db}", "--to", url, "--quiet")
+        assert "copied 1 of 3 documents (6 events), 2 skipped" in r.stdout, r
+        assert "restart" not in r.stderr, r
+        r = palimpsest("copy", "--from", f"sqlite:///{db}", "--to", url, "--quiet")
+        assert "copied 0 of 3 documents" in r.stdout and "restart" not in r.stderr, r
+        async with store_at(url) as dst:
+            assert log_of(await dst.read_all()) == source
+            [[e]] = await dst.append([("d", [NewEvent("bob", "edit", EMPTY)])])
+            assert e.pos == len(source) + 1
+        async with SQLiteStore(db) as src:
+            await src.append([("e", [NewEvent("ann", "edit", EMPTY)] * 3)])
+        r = palimpsest("copy", "--from", f"sqlite:///{db}", "--to", url, "--quiet", "--doc", "e")
+        assert r.returncode == 0 and "restart from 0 on the target" in r.stderr, r
+        async with store_at(url) as dst:
+            assert log_of(await dst.read("e")) == [("e", 1, 20), ("e", 2, 21), ("e", 3, 22)]
+        r = palimpsest("copy", "--from", f"sqlite:///{db}", "--to", url, "--quiet", "--doc", "e")
+        assert "copied 0 of 1 documents" in r.stdout and "restart" not in r.stderr, r

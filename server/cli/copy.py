@@ -15,7 +15,7 @@ from ..deletion import merge_state_vectors
 from ..errors import PalimpsestError
 from ..snapshots import load
 from ..store import EventStore, MemoryStore, SQLiteStore, open_store
-from ..store.base import Snapshot
+from ..store.base import DocInfo, Snapshot
 from ..store.cursors import HookState
 from . import SQLITE_URL_HINT, add_store_options, missing_sqlite_file, settings_from
 
@@ -40,9 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "tags, one transaction per document, and the tombstones deleted documents left (so "
         "that stale copies of them stay refused). A document deleted in the target is not "
         "brought back. Into a new store the events keep their changefeed positions, and "
-        "webhook cursors are copied, so its followers resume on the target; into one with "
-        "events of its own they are numbered anew: followers restart from 0, webhooks "
-        "start at the target's end. Stop the servers of the source first.",
+        "webhook cursors are copied, so its followers resume on the target; so does a copy "
+        "run again to finish one (documents already there are skipped), unless a server "
+        "wrote on the target since. Into one with events of its own they are numbered "
+        "anew: followers restart from 0, webhooks start at the target's end. Stop the "
+        "servers of the source first.",
     )
     p.add_argument("--from", dest="source", required=True, help="sqlite:///path (or any store URL)")
     p.add_argument("--to", dest="target", required=True, help="postgresql://… (created if needed)")
@@ -139,13 +141,42 @@ _NEW_POSITIONS = (
 )
 
 
-async def _keeps_positions(target: EventStore) -> bool:
-    """Whether the copy keeps every event's global position: only into a store that has
-    given out none (a new one), where they take no one's place. The source's commit
+async def _ends(store: EventStore, info: DocInfo) -> tuple[int, ...]:
+    """The positions of a document's first and last events (none when it has none)."""
+    first = await store.read(info.doc, after=info.base_seq, limit=1)
+    last = await store.read(info.doc, after=info.head - 1)
+    return tuple(e.pos for e in (*first, *last))
+
+
+async def _keeps_positions(
+    source: EventStore, target: EventStore, sources: Sequence[DocInfo]
+) -> bool:
+    """Whether the copy keeps every event's global position: into a store that has given
+    out none (a new one), where they take no one's place, or into one that holds nothing
+    but what an earlier copy from this source brought, positions kept (a copy run again
+    after it was interrupted, or after one of some ``--doc``): every document there is
+    one of `sources` as it is in the source (head, base, first and last positions), no
+    document was deleted there, and its last position is not past the source's (a server
+    that wrote there after a copy moved it past: carry_positions). The source's commit
     order and its followers' cursors (`Last-Event-ID`, webhook cursors) then stay valid
     on the target; numbered document by document instead, a cursor within the copy's
-    range was taken and misread (another document's events again, a later one's never)."""
-    return await target.last_position() == 0
+    range was taken and misread (another document's events again, a later one's never).
+    What a server writes on the target during the copy is refused by import_doc."""
+    last = await target.last_position()
+    if last == 0:
+        return True
+    if last > await source.last_position():
+        return False
+    if not set(await target.tombstones()) <= set(await source.tombstones()):
+        return False
+    theirs = {d.doc: d for d in sources}
+    for mine in await target.list_docs():
+        src = theirs.get(mine.doc)
+        if src is None or (src.head, src.base_seq) != (mine.head, mine.base_seq):
+            return False
+        if await _ends(source, src) != await _ends(target, mine):
+            return False
+    return True
 
 
 async def _carry_webhooks(rows: Sequence[HookState], target: EventStore) -> int:
@@ -175,9 +206,10 @@ async def copy(
     content the target's tombstone covers is skipped. A document the source deleted that
     the target still holds is deleted there with ``replace``, reported otherwise.
 
-    Into a new store the events keep their global positions (`_keeps_positions`) and
-    the webhook rows are copied; into one with events, they get new ones, and stderr
-    says that followers restart and that webhooks start at the target's end."""
+    Into a new store, or one that earlier runs of this copy filled, the events keep
+    their global positions (`_keeps_positions`) and the webhook rows are copied; into one
+    with events of its own, they get new ones, and stderr says that followers restart
+    (when any event was copied) and that webhooks start at the target's end."""
     from tqdm import tqdm
 
     source, target = open_store(source_url), open_store(target_url)
@@ -191,14 +223,15 @@ async def copy(
         await target.start()
         try:
             wanted = set(only) if only else None
-            docs = [d for d in await source.list_docs() if wanted is None or d.doc in wanted]
+            everything = await source.list_docs()
+            docs = [d for d in everything if wanted is None or d.doc in wanted]
             tombs = {
                 doc: sv
                 for doc, sv in (await source.tombstones()).items()
                 if wanted is None or doc in wanted
             }
             there = await target.tombstones()
-            keep_positions = await _keeps_positions(target)
+            keep_positions = await _keeps_positions(source, target, everything)
             failed = skipped = copied_events = tombs_copied = 0
 
             def warn(msg: str) -> None:
@@ -281,7 +314,7 @@ async def copy(
                    f"({len(hooks) - hooks_copied} already there)" if keep_positions and hooks
                    else "")
             )  # fmt: skip
-            if not keep_positions:
+            if not keep_positions and copied_events:
                 warn(_NEW_POSITIONS)
             if not keep_positions and hooks:
                 warn(f"palimpsest copy: webhook cursors are not copied ({len(hooks)} in the "

@@ -551,10 +551,12 @@ class EventStore(Service, ABC):
 
         The events get this store's next positions, or, with ``keep_positions``, keep
         their own (the source's commit order, so that its followers' cursors stay valid:
-        for a store that has given out no position yet, which the caller checks), and
+        for a store that has given out none of them, which the caller checks), and
         positions from then on come after them.
 
-        Raises StoreError for a document that already exists here, unless ``replace``."""
+        Raises StoreError for a document that already exists here, unless ``replace``,
+        and, with ``keep_positions``, for a position an event written here holds (the
+        tail's, which holds what a server wrote since the caller's check)."""
 
     @abstractmethod
     async def carry_positions(self, last: int) -> None:

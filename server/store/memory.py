@@ -290,6 +290,10 @@ class MemoryStore(EventStore):
                 d.pop(info.doc, None)
             if keep_positions:
                 fresh = list(events)
+                taken = {e.pos for log in self._events.values() for e in log}
+                clash = min((e.pos for e in fresh if e.pos in taken), default=None)
+                if clash is not None:
+                    raise StoreError(f"position {clash} is taken in the target by another event")
                 self._pos = max([self._pos, *(e.pos for e in fresh)])
             else:
                 fresh = [dataclasses.replace(e, pos=self._pos + i) for i, e in enumerate(events, 1)]

@@ -1301,6 +1301,13 @@ class PostgresStore(EventStore):
                 )  # fmt: skip
                 fresh: list[Event] = list(events) if keep_positions else []
                 if events and keep_positions:
+                    taken = await conn.fetchval(
+                        "SELECT min(pos) FROM log WHERE pos = ANY($1::bigint[])",
+                        [e.pos for e in events],
+                    )
+                    if taken is not None:  # a server wrote on the target meanwhile
+                        raise StoreError(f"position {taken} is taken in the target by another "
+                                         "event")  # fmt: skip
                     await conn.execute(_CARRY, max(e.pos for e in events))
                 elif events:
                     last = int(

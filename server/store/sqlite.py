@@ -267,6 +267,19 @@ def _carry_positions(conn: sqlite3.Connection, last: int) -> None:
     conn.execute("UPDATE log_position SET pos = ? WHERE id = 1 AND pos < ?", (last, last))
 
 
+def _refuse_taken(conn: sqlite3.Connection, positions: Sequence[int]) -> None:
+    """Refuse positions that events of the tail hold (inside the caller's transaction):
+    a copy keeping its source's positions into a store that gave some out since (a
+    server wrote on the target meanwhile) must not give two events one position. The
+    tail holds whatever was written since its document's last sealed run."""
+    for i in range(0, len(positions), 500):  # SQLite's bound parameters are limited
+        chunk = positions[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        row = conn.execute(f"SELECT min(pos) FROM log WHERE pos IN ({marks})", chunk).fetchone()
+        if row[0] is not None:
+            raise StoreError(f"position {row[0]} is taken in the target by another event")
+
+
 def _intern(conn: sqlite3.Connection, symbols: Symbols, names: set[str]) -> None:
     """Give every name an id, committed before any event uses it (its own transaction:
     an id is cached only once it exists for good). Runs on the writer thread."""
@@ -1548,6 +1561,7 @@ class SQLiteStore(EventStore):
             created = min((e.ts for e in events), default=info.updated_ts or now_ms())
             if keep_positions:
                 fresh = list(events)
+                _refuse_taken(db, [e.pos for e in events])
                 if events:
                     _carry_positions(db, max(e.pos for e in events))
             else:

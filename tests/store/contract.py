@@ -601,6 +601,23 @@ class StoreContract(CursorContract):
         [[e]] = await store.append([("b", [ev()])])
         assert (e.seq, e.pos) == (4, 13)
 
+    async def test_import_doc_refuses_a_position_taken_here(self, store: EventStore) -> None:
+        """Positions kept into a store where something took one of them since the copy
+        decided to keep them (a server writing on the target): refused, nothing written,
+        rather than two events at one position. The imported run is sealed into a
+        segment, which the index of the tail's positions does not cover."""
+        from palimpsest.store.base import DocInfo
+        from palimpsest.store.segments import SEGMENT_EVENTS
+
+        [[mine]] = await store.append([("mine", [ev()])])
+        theirs = [Event("a", seq, 1000, "ann", "edit", b"\x00\x00", {}, mine.pos + seq - 1)
+                  for seq in range(1, SEGMENT_EVENTS + 1)]  # fmt: skip
+        info = DocInfo("a", SEGMENT_EVENTS, 1000, 2 * SEGMENT_EVENTS)
+        with pytest.raises(StoreError, match=f"position {mine.pos} is taken"):
+            await store.import_doc(info, theirs, [], [], keep_positions=True)
+        assert await store.head("a") == 0
+        assert [e.doc for e in await store.read_all()] == ["mine"]
+
     async def test_check_writable_changes_nothing(self, store: EventStore) -> None:
         await store.append([("w", [ev(update=b"1")])])
         await store.check_writable()
