@@ -6,8 +6,10 @@ the real server, with tests/test_browser.py's fixtures and helpers."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
+from pycrdt import XmlElement, XmlFragment, XmlText
 from serverproc import REPO_ROOT, ServerProcess
 from test_browser import (  # noqa: F401 (browser: the fixture)
     browser,
@@ -22,6 +25,8 @@ from test_browser import (  # noqa: F401 (browser: the fixture)
     open_doc,
     type_at_end,
 )
+
+from palimpsest.client import connect
 
 pytestmark = pytest.mark.browser
 
@@ -274,7 +279,7 @@ def test_right_to_left_paragraphs_are_laid_out_right_to_left_and_bidi_controls_a
     shown = page.locator(".cm-specialChar")
     expect(shown).to_have_count(2)
     expect(shown.first).to_have_attribute("title", re.compile("zero width"))
-    expect(shown.last).to_have_attribute("title", re.compile("0x202e"))
+    expect(shown.last).to_have_attribute("title", re.compile("right-to-left override"))
 
     page.goto(f"{server.http_url}/?doc={doc_name}&user=layla&version=1")
     expect(page.locator("#preview-body")).to_contain_text(ARABIC)
@@ -282,6 +287,76 @@ def test_right_to_left_paragraphs_are_laid_out_right_to_left_and_bidi_controls_a
     for mode in ("diff", "blame"):
         preview(page, mode)
         assert right_to_left(page, "#preview-body"), mode
+
+
+#: "evil" behind a right-to-left override reads "live" where the override acts
+TROJAN = "Pay the vendor \u202eevil\u202c now"
+
+
+def reads_evil(page: Page, root: str) -> bool:
+    """The "evil" of TROJAN is laid out under `root` as stored: its e left of its l."""
+    at = page.evaluate(DRAWN_AT, [root, "evil"])
+    assert at is not None, f"'evil' not drawn under {root}"
+    return bool(at["first"] < at["stop"])
+
+
+def test_bidi_embeddings_and_overrides_are_drawn_not_applied_in_every_view(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """Trojan Source: the editor drew a right-to-left override as a mark, but the
+    history's text, diff and blame, and a Tiptap document drawn live or as a version,
+    let it act, and "Pay the vendor <RLO>evil<PDF> now" read "live" there; the editor let
+    the embeddings (LRE, RLE) and PDF act. Each is now a mark that reorders nothing, its
+    character kept in the text."""
+    put_text(server, doc_name, "mallory", TROJAN)
+    put_text(server, doc_name, "mallory", f"{TROJAN}! \u202aa\u202bb\u202c\u202c")
+    page = open_doc(people(), server.http_url, doc_name, "ann")
+    shown = page.locator(".cm-specialChar")
+    expect(shown).to_have_count(6)
+    titles = shown.evaluate_all(
+        "(els) => els.map((e) => e.title.replace(/^Control character /, ''))"
+    )
+    assert titles == [
+        "right-to-left override",
+        "pop directional formatting",
+        "left-to-right embedding",
+        "right-to-left embedding",
+        "pop directional formatting",
+        "pop directional formatting",
+    ], titles
+    assert reads_evil(page, ".cm-content")
+
+    page.goto(f"{server.http_url}/?doc={doc_name}&user=ann&version=1")
+    for mode in ("text", "diff", "blame"):
+        body = preview(page, mode)
+        expect(body).to_contain_text("evil")
+        assert reads_evil(page, "#preview-body"), mode
+        expect(body.locator(".bidi-control").first).to_have_attribute(
+            "title", re.compile("^right-to-left override")
+        )
+    assert axe(page, ["#preview-body"]) == []
+
+    async def write() -> None:
+        async with connect(server.ws_url, doc_name + "-rich", user="mallory") as s:
+            frag = s.doc.get("default", type=XmlFragment)
+            frag.children.append(XmlElement("paragraph", {}, [XmlText(TROJAN)]))
+            await s.flush()
+            frag.children.append(XmlElement("paragraph", {}, [XmlText("Thanks.")]))
+            await s.flush()
+
+    writing = threading.Thread(target=asyncio.run, args=(write(),))
+    writing.start()
+    writing.join(30)
+    rich = open_doc(people(), server.http_url, doc_name + "-rich", "ann")
+    expect(rich.locator("#live")).to_contain_text("Thanks.")
+    assert reads_evil(rich, "#live")
+    rich.goto(f"{server.http_url}/?doc={doc_name}-rich&user=ann&version=1")
+    for mode in ("text", "diff", "blame"):
+        body = preview(rich, mode)
+        expect(body).to_contain_text("evil")
+        assert reads_evil(rich, "#preview-body"), mode
+        assert body.evaluate("(e) => e.textContent").startswith(TROJAN), mode
+    assert not page.errors and not rich.errors  # type: ignore[attr-defined]
 
 
 def test_axe_finds_nothing_on_the_home_page_editor_history_diff_and_blame(

@@ -7,6 +7,7 @@ import { colorFor, lightColorFor } from './colors.js'
 import { toast } from './toast.js'
 import * as Y from 'yjs'
 import { drawNodes, modelOfRoot, rootKinds, walkRuns } from './render.js'
+import { visibleText } from './controls.js'
 
 const SESSION_ROWS = 300
 
@@ -619,7 +620,7 @@ export class HistoryPanel {
             style: { background: lightColorFor(run.actor, 0x30), borderBottomColor: colorFor(run.actor) },
             title: who,
             dataset: { actor: run.actor, seq: run.minSeq, mark: mark(run.actor), who }
-          }, withCR(run.text)))
+          }, visibleText(run.text)))
         }
         legend.append(h('span', {}, `Who wrote each part of version #${realSeq}:`), authorChips(authors, mark))
         if (!runs.length) body.append(h('span', { class: 'muted' }, '(empty)'))
@@ -632,7 +633,7 @@ export class HistoryPanel {
         const only = !names.length // a document of maps and arrays alone: they are the version
         extra.append(h('details', { class: 'other-roots', open: only },
           h('summary', {}, `${only ? 'Shared types' : 'Other shared types'} (${others.map(([n]) => n).join(', ')})`),
-          h('pre', {}, others.map(([name, root]) => `${name} (${root.type}): ${JSON.stringify(root.value, null, 2)}\n`).join('\n'))
+          h('pre', {}, visibleText(others.map(([name, root]) => `${name} (${root.type}): ${JSON.stringify(root.value, null, 2)}\n`).join('\n')))
         ))
       }
     } catch (err) {
@@ -792,24 +793,7 @@ function textOf (roots, name) {
   const root = own(roots, name)
   if (!root) return h('span', { class: 'muted' }, '(empty)')
   const value = typeof root.value === 'string' ? root.value : JSON.stringify(root.value, null, 2)
-  return value ? withCR(value) : h('span', { class: 'muted' }, '(empty)')
-}
-
-/**
- * A text for the history's views, its characters all there (textContent is the text):
- * a \r that ends no line (a lone CR, not one of a CRLF) is wrapped in a span that the
- * style sheet marks with ␍, as the editor draws it, for a browser draws a bare \r as
- * nothing and the words on either side would run together.
- */
-function withCR (text) {
-  const parts = String(text).split(/(\r(?!\n))/)
-  if (parts.length === 1) return document.createTextNode(text)
-  const out = document.createDocumentFragment()
-  for (const part of parts) {
-    if (part === '\r') out.append(h('span', { class: 'cr', title: 'carriage return (\\r)' }, part))
-    else if (part) out.append(part)
-  }
-  return out
+  return value ? visibleText(value) : h('span', { class: 'muted' }, '(empty)')
 }
 
 /**
@@ -834,7 +818,7 @@ function mergeOps (ops) {
 }
 
 function opSpan (op) {
-  if (op.op === 'equal') return withCR(op.text)
+  if (op.op === 'equal') return visibleText(op.text)
   const verb = op.op === 'insert' ? (op.moved ? 'moved here' : 'added') : op.moved ? 'moved away' : 'deleted'
   const seqs = op.minSeq === undefined || op.minSeq === null
     ? ''
@@ -845,7 +829,7 @@ function opSpan (op) {
     style: authorStyle(op.actor),
     title: who,
     dataset: { actor: op.actor, seq: op.minSeq, who }
-  }, withCR(op.text))
+  }, visibleText(op.text))
 }
 
 /**

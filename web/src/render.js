@@ -18,6 +18,7 @@
 import * as buffer from 'lib0/buffer'
 import * as Y from 'yjs'
 import { h } from './util.js'
+import { visibleText } from './controls.js'
 
 // ----- what a Y.Doc's roots are -----
 
@@ -367,7 +368,7 @@ const MARKS = [
 ]
 
 function marked (text, attributes) {
-  let node = document.createTextNode(text)
+  let node = visibleText(text)
   for (const [names, tag] of MARKS) {
     if (names.some((n) => attributes[n] && attributes[n] !== false)) node = h(tag, {}, node)
   }

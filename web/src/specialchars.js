@@ -10,15 +10,17 @@
 
 import { Decoration, MatchDecorator, ViewPlugin, WidgetType } from '@codemirror/view'
 import { h } from './util.js'
+import { BIDI_CONTROLS } from './controls.js'
 
 // highlightSpecialChars' default set, less \n (the only line break: editor.js sets
 // EditorState.lineSeparator to '\n', so a \r is a character of its line) and less the
 // bidirectional marks and isolates (ALM, LRM, RLM, LRI, RLI, PDI): someone writing
 // Arabic or Hebrew types them to order a line's runs, and they must do that, not be
 // replaced by a bullet that orders nothing (the default set had PDI without FSI). The
-// overrides (LRO, RLO) stay drawn: they reverse the characters after them, which
-// nobody needs to write a language and which hides what a text says ("Trojan Source")
-const SPECIALS = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u00ad\u200b\u202d\u202e\u2028\u2029\ufeff\ufff9-\ufffc]/gu
+// embeddings and overrides (LRE, RLE, PDF, LRO, RLO) stay drawn: they reorder or
+// reverse the characters after them, which nobody needs to write a language and which
+// hides what a text says ("Trojan Source"; controls.js, as the read-only views draw them)
+const SPECIALS = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u00ad\u200b\u202a-\u202e\u2028\u2029\ufeff\ufff9-\ufffc]/gu
 
 const NAMES = new Map([
   [0, 'null'],
@@ -33,7 +35,8 @@ const NAMES = new Map([
   [8232, 'line separator'],
   [8233, 'paragraph separator'],
   [65279, 'zero width no-break space'],
-  [65532, 'object replacement']
+  [65532, 'object replacement'],
+  ...BIDI_CONTROLS
 ])
 
 class SpecialChar extends WidgetType {
