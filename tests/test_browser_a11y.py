@@ -406,3 +406,56 @@ def test_axe_finds_nothing_on_the_home_page_editor_history_diff_and_blame(
     page.emulate_media(reduced_motion="reduce")
     page.evaluate("() => { document.querySelector('#status').dataset.state = 'reconnecting' }")
     assert style(page.locator("#status .pill-dot"), "animationName") == "none"
+
+
+def test_axe_finds_nothing_on_a_long_tiptap_document_live_and_in_its_diff(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """A Tiptap document's diff drew a deleted paragraph at opacity .75, its deleted text
+    3.8:1 (under 4.5:1); and a long document, drawn live or as a version's text, was a
+    scrolling area (.paper) the keyboard could not reach, nothing in it taking the
+    focus. The deleted text is now at full strength, and the live document and a
+    version's text are Tab stops, whose arrow keys scroll them."""
+
+    def paragraph(text: str) -> XmlElement:
+        return XmlElement("paragraph", {}, [XmlText(text)])
+
+    async def write() -> None:
+        async with connect(server.ws_url, doc_name, user="tina") as s:
+            frag = s.doc.get("default", type=XmlFragment)
+            row = XmlElement("tableRow", {}, [XmlElement("tableCell", {}, [paragraph("cell")])])
+            with s.doc.transaction():
+                frag.children.append(paragraph("First paragraph stays."))
+                frag.children.append(paragraph("Second paragraph goes away."))
+                frag.children.append(XmlElement("table", {}, [row]))
+                for n in range(60):
+                    frag.children.append(paragraph(f"Paragraph {n} of a long document."))
+            await s.flush()
+            del frag.children[1]
+            await s.flush()
+
+    writing = threading.Thread(target=asyncio.run, args=(write(),))
+    writing.start()
+    writing.join(30)
+    page = open_doc(people(), server.http_url, doc_name, "tina")
+    expect(page.locator("#live")).to_contain_text("Paragraph 59")
+    expect(page.locator("#live")).not_to_contain_text("Second paragraph")
+    assert axe(page) == []
+
+    page.goto(f"{server.http_url}/?doc={doc_name}&user=tina&version=1")
+    for mode in ("text", "diff", "blame"):
+        body = preview(page, mode)
+        expect(body).to_contain_text("Paragraph 59")
+        assert axe(page) == [], mode
+    deleted = page.locator("#preview-body p.node-delete")
+    preview(page, "diff")
+    expect(deleted).to_have_text("Second paragraph goes away.")
+    assert style(deleted, "opacity") == "1"
+
+    preview(page, "text")
+    page.focus("#preview-close")
+    page.keyboard.press("Tab")
+    expect(page.locator("#preview")).to_be_focused()
+    page.keyboard.press("End")
+    eventually(lambda: page.locator(".paper").evaluate("(e) => e.scrollTop") > 0, what="scrolled")
+    assert not page.errors  # type: ignore[attr-defined]

@@ -178,7 +178,9 @@ function liveView (ydoc, names) {
         'diffs and restore work here.']
     : ['this document holds only maps and arrays (an app\'s data, such as a board\'s shapes) ',
         'and no text for this page\'s editor. Its history and restore work here.']
-  const box = h('div', { class: 'live', id: 'live' },
+  // a Tab stop, labelled: nothing in it takes the focus, and the keyboard must reach
+  // and scroll a long document (axe: scrollable-region-focusable)
+  const box = h('div', { class: 'live', id: 'live', tabindex: 0, role: 'region', 'aria-label': 'The document, read-only' },
     h('p', { class: 'live-note' }, 'Shown as it is, live and read-only: ', ...note),
     body)
   let queued = false

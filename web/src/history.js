@@ -627,6 +627,7 @@ export class HistoryPanel {
       }
 
       partsReachable(body)
+      scrollReachable(pane, body)
 
       const others = Object.entries(version.roots || {}).filter(([name]) => !names.includes(name))
       if (others.length && this.mode === 'text') {
@@ -840,6 +841,16 @@ function opSpan (op) {
  */
 function partsReachable (body) {
   body.querySelectorAll('[data-who]').forEach((part, i) => { part.tabIndex = i === 0 ? 0 : -1 })
+}
+
+/**
+ * The preview (a tabpanel) is a Tab stop of its own when it has no part to stop at (a
+ * version's text): else the keyboard could not reach a long version, nor scroll it
+ * (axe: scrollable-region-focusable). A diff's or blame's parts are its one stop.
+ */
+function scrollReachable (pane, body) {
+  if (body.querySelector('[data-who]')) pane.removeAttribute('tabindex')
+  else pane.tabIndex = 0
 }
 
 const STEPS = { ArrowRight: 1, ArrowDown: 1, ArrowLeft: -1, ArrowUp: -1 }
