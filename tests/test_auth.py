@@ -223,6 +223,34 @@ async def test_bad_tokens_close_the_websocket_with_a_code_and_reason(
     assert DOC not in jserver.backend.rooms, "a refused connection never loads the document"
 
 
+async def test_a_token_that_does_not_decode_is_refused_in_plain_words(
+    jserver: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A damaged token (a sign-in link cut short, three dotted words) was refused with
+    the decoder's words, which the page showed the person signing in: "malformed token:
+    Invalid header string: 'utf-8' codec can't decode byte 0xb7 in position 1: invalid
+    start byte". The reason is now plain; the detail is in the server's log."""
+    header, payload, signature = token("read").split(".")
+    cut = payload[: len(payload) - 4 - (len(payload) - 1) % 4]  # (no base64 is 4n+1 long)
+    damaged = {
+        "abc.def.ghi": "codec can't decode",  # the header does not decode
+        "not-a-token": "Not enough segments",
+        f"{header}.{cut}.{signature}": "Invalid payload padding",  # the claims do not
+        # signed, but its claims are no JSON
+        jwt.PyJWS().encode(b"not json", SECRET, algorithm="HS256"): "Invalid payload string",
+    }
+    with caplog.at_level(logging.INFO, logger="palimpsest.auth"):
+        async with httpx.AsyncClient(base_url=jserver.url) as http:
+            for tok, detail in damaged.items():
+                ws = await websockets.connect(ws_url(jserver, DOC, tok), compression=None)
+                assert await close_of(ws) == (4401, "the token is damaged or not a token"), tok
+                r = await http.get("/api/docs", headers={"authorization": f"Bearer {tok}"})
+                assert r.status_code == 401, tok
+                assert r.json()["detail"] == "the token is damaged or not a token", tok
+                logged = [rec.getMessage() for rec in caplog.records if detail in rec.getMessage()]
+                assert logged, (tok, detail, caplog.text)
+
+
 @pytest.mark.parametrize("role", ROLES)
 async def test_websocket_message_matrix(jserver: RunningServer, role: str) -> None:
     store = jserver.backend.store

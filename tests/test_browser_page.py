@@ -1037,6 +1037,33 @@ def test_a_refusal_is_announced_and_says_how_to_sign_in(people: Any, tmp_path: P
         expect(banner).to_contain_text("To sign in again, open a new sign-in link")
 
 
+def test_a_damaged_sign_in_link_is_told_plainly_and_no_link_asks_for_a_name(
+    people: Any, tmp_path: Path
+) -> None:
+    """A sign-in link whose token was damaged (cut short when copied) gave the banner
+    "Your sign-in was not accepted (malformed token: Invalid header string: 'utf-8'
+    codec can't decode byte 0xb7 ...)", the token decoder's words; and before that, a
+    browser new to the page asked "What should we call you?", though a token names its
+    user and the server ignores any other name."""
+    secret = "a-secret-for-the-page-tests-only-0123456789"
+    with ServerProcess(tmp_path, extra_args=["--jwt-secret", secret]) as srv:
+        page = people().new_page()
+        page.goto(f"{srv.http_url}/?doc=secret&token=abc.def.ghi")
+        expect(page.locator("#status")).to_have_attribute("data-state", "refused")
+        expect(page.locator("#name-dialog")).to_be_hidden()
+        expect(page.locator("#banner")).to_have_text(
+            "Your sign-in was not accepted (the token is damaged or not a token). To sign in "
+            "again, open a new sign-in link (an address like "
+            f"{srv.http_url}/?doc=secret&token=…). Whoever runs this server can make you one."
+        )
+
+        page = people().new_page()
+        page.goto(f"{srv.http_url}/?doc=secret&token={mint(secret, 'ann', 'write', ['*'])}")
+        expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+        expect(page.locator("#name-dialog")).to_be_hidden()
+        expect(page.locator("#user-label")).to_have_text("ann")
+
+
 # ---------------------------------------------------------------- wording
 
 

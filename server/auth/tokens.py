@@ -11,7 +11,7 @@ Bearer`` on HTTP. Claims::
     role  read | write | admin
     exp   expiry (required; a small leeway absorbs clock skew)
 
-A missing, malformed, expired or wrongly signed token is an AuthError (close 4401,
+A missing, damaged, expired or wrongly signed token is an AuthError (close 4401,
 HTTP 401); a valid token for another document or a role below what the operation needs
 is Forbidden (close 4403, HTTP 403). In JWT mode ``?user=`` is ignored. With neither
 setting the server runs open (``?user=``, every right) and says so loudly.
@@ -135,7 +135,7 @@ class JWTAuth(Extension):
         try:
             alg = jwt.get_unverified_header(token).get("alg")
         except jwt.InvalidTokenError as e:
-            raise AuthError(f"malformed token: {e}") from e
+            raise damaged(e) from e
         # the key is chosen by the server's configuration, never by the token: a token
         # cannot make us verify an RS256 key as an HMAC secret
         key = self._keys.get(alg) if isinstance(alg, str) else None
@@ -156,9 +156,24 @@ class JWTAuth(Extension):
             raise AuthError("token expired") from e
         except jwt.InvalidSignatureError as e:
             raise AuthError("token signature does not verify") from e
+        except jwt.DecodeError as e:
+            raise damaged(e) from e
         except jwt.InvalidTokenError as e:
             raise AuthError(f"invalid token: {e}") from e
         return identity_from_claims(claims)
+
+
+#: the reason a token that cannot be decoded is refused with: the decoder's own words
+#: ("Invalid header string: 'utf-8' codec can't decode byte 0xb7 in position 1") went
+#: to the refused person's page, and are only logged
+DAMAGED = "the token is damaged or not a token"
+
+
+def damaged(e: jwt.InvalidTokenError) -> AuthError:
+    """The refusal of a token that cannot be decoded (cut short when copied, mistyped, or
+    no JWT at all), its decoder's detail logged for whoever runs the server."""
+    log.info("auth: refused a token that cannot be decoded: %s", e)
+    return AuthError(DAMAGED)
 
 
 def identity_from_claims(claims: dict[str, Any]) -> Identity:

@@ -26,15 +26,29 @@ function cleanName (name) {
 
 /** The user's name: `?user=` wins (and is remembered), else localStorage, else ask once. */
 async function ensureUser (params) {
+  return knownName(params) || askName('')
+}
+
+/** `?user=` (remembered), else the name remembered, else '' */
+function knownName (params) {
   const fromUrl = cleanName(params.get('user'))
   if (fromUrl) {
     try { localStorage.setItem(USER_KEY, fromUrl) } catch {}
     return fromUrl
   }
-  let stored = null
-  try { stored = cleanName(localStorage.getItem(USER_KEY)) } catch {}
-  if (stored) return stored
-  return askName('')
+  try { return cleanName(localStorage.getItem(USER_KEY)) } catch { return '' }
+}
+
+/**
+ * Who the page says you are: with a token, the user it names, never asked for (the
+ * server takes the user from the token, and a name typed here would mean nothing); a
+ * token the page cannot read, which the server refuses, falls back to a name known.
+ * (`?user=` is remembered all the same, for a server without tokens.)
+ */
+async function whoAmI (params, token) {
+  if (!token) return ensureUser(params)
+  const known = knownName(params)
+  return tokenUser(token) || known || 'guest'
 }
 
 /**
@@ -352,8 +366,8 @@ function capitalize (s) {
 
 async function main () {
   const params = new URLSearchParams(location.search)
-  const user = await ensureUser(params)
   const { token, tabOnly, kept } = getToken(params)
+  const user = await whoAmI(params, token)
   showUser(user, token)
   if (tabOnly) offerToKeep(token, kept)
   const api = new Api({ user, token })
