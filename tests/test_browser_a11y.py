@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
-from pycrdt import XmlElement, XmlFragment, XmlText
+from pycrdt import Map, XmlElement, XmlFragment, XmlText
 from serverproc import REPO_ROOT, ServerProcess
 from test_browser import (  # noqa: F401 (browser: the fixture)
     browser,
@@ -340,6 +340,7 @@ def test_bidi_embeddings_and_overrides_are_drawn_not_applied_in_every_view(
         async with connect(server.ws_url, doc_name + "-rich", user="mallory") as s:
             frag = s.doc.get("default", type=XmlFragment)
             frag.children.append(XmlElement("paragraph", {}, [XmlText(TROJAN)]))
+            s.doc.get("board", type=Map)["note"] = TROJAN  # (drawn as JSON beside it)
             await s.flush()
             frag.children.append(XmlElement("paragraph", {}, [XmlText("Thanks.")]))
             await s.flush()
@@ -350,6 +351,7 @@ def test_bidi_embeddings_and_overrides_are_drawn_not_applied_in_every_view(
     rich = open_doc(people(), server.http_url, doc_name + "-rich", "ann")
     expect(rich.locator("#live")).to_contain_text("Thanks.")
     assert reads_evil(rich, "#live")
+    expect(rich.locator("#live .other-roots pre .bidi-control")).to_have_count(2)
     rich.goto(f"{server.http_url}/?doc={doc_name}-rich&user=ann&version=1")
     for mode in ("text", "diff", "blame"):
         body = preview(rich, mode)

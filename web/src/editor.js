@@ -16,6 +16,7 @@ import { searchKeymap, highlightSelectionMatches } from '@codemirror/search'
 import { yCollab, ySyncAnnotation } from 'y-codemirror.next'
 import { ServerUndo } from '../../static/palimpsest.js'
 import { colorFor, lightColorFor } from './colors.js'
+import { visibleText } from './controls.js'
 import { holdRemoteWhileComposing } from './composition.js'
 import { specialChars } from './specialchars.js'
 import { lineDirection } from './direction.js'
@@ -212,7 +213,7 @@ function liveView (ydoc, names) {
       othersOpen = othersOpen ?? !names.length
       body.append(h('details', { class: 'other-roots', open: othersOpen, ontoggle: (e) => { othersOpen = e.target.open } },
         h('summary', {}, `${names.length ? 'Other shared types' : 'Shared types'} (${others.map(([n]) => n).join(', ')})`),
-        h('pre', {}, others.map(([name, kind]) => `${name} (${kind}): ${JSON.stringify(jsonOfRoot(ydoc, name, kind), null, 2)}\n`).join('\n'))))
+        h('pre', {}, visibleText(others.map(([name, kind]) => `${name} (${kind}): ${JSON.stringify(jsonOfRoot(ydoc, name, kind), null, 2)}\n`).join('\n')))))
     }
   }
   ydoc.on('update', () => {
