@@ -15,6 +15,7 @@ import contextlib
 import logging
 import re
 import time
+from typing import Self
 
 import pytest
 from conftest import eventually, free_port
@@ -28,20 +29,18 @@ from palimpsest.store.postgres import PostgresStore
 pytestmark = pytest.mark.postgres
 
 
-class CommitSwallower:
-    """Relays TCP to PostgreSQL; once armed with some bytes, the first connection that
-    sends a message containing them is broken as soon as PostgreSQL answers it, before
-    the answer is passed on."""
+class _ArmedRelay:
+    """A TCP relay to PostgreSQL (at port `target`) that watches for a message holding
+    the bytes it is armed with; subclasses say what then happens to the connection."""
 
     def __init__(self, target: int) -> None:
         self.target = target
         self.port = free_port()
         self.armed: bytes | None = None
-        self.swallowed = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
-    async def __aenter__(self) -> CommitSwallower:
+    async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
         return self
 
@@ -55,6 +54,34 @@ class CommitSwallower:
     async def _handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         ur, uw = await asyncio.open_connection("127.0.0.1", self.target)
         self._writers |= {w, uw}
+        await self._relay(r, w, ur, uw)
+
+    async def _relay(
+        self,
+        r: asyncio.StreamReader,
+        w: asyncio.StreamWriter,
+        ur: asyncio.StreamReader,
+        uw: asyncio.StreamWriter,
+    ) -> None:
+        raise NotImplementedError
+
+
+class CommitSwallower(_ArmedRelay):
+    """Relays TCP to PostgreSQL; once armed with some bytes, the first connection that
+    sends a message containing them is broken as soon as PostgreSQL answers it, before
+    the answer is passed on."""
+
+    def __init__(self, target: int) -> None:
+        super().__init__(target)
+        self.swallowed = 0
+
+    async def _relay(
+        self,
+        r: asyncio.StreamReader,
+        w: asyncio.StreamWriter,
+        ur: asyncio.StreamReader,
+        uw: asyncio.StreamWriter,
+    ) -> None:
         muted = False
 
         async def up() -> None:
@@ -111,7 +138,7 @@ async def test_a_commit_whose_answer_was_lost_is_not_logged_twice(
             assert third.seq == 3
 
 
-class StatementHolder:
+class StatementHolder(_ArmedRelay):
     """Relays TCP to PostgreSQL; once armed with some bytes, the first connection that
     sends a message containing them has that message, and all it sends after, held on its
     way (a stalled route, a stopped server) until ``release()``: then it is passed on, the
@@ -119,32 +146,21 @@ class StatementHolder:
     its side (after running the message, or because its backend was gone)."""
 
     def __init__(self, target: int) -> None:
-        self.target = target
-        self.port = free_port()
-        self.armed: bytes | None = None
+        super().__init__(target)
         self.held = 0
         self.ended = asyncio.Event()
         self._released = asyncio.Event()
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
 
     def release(self) -> None:
         self._released.set()
 
-    async def __aenter__(self) -> StatementHolder:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for w in list(self._writers):
-            with contextlib.suppress(Exception):
-                w.transport.abort()
-
-    async def _handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        ur, uw = await asyncio.open_connection("127.0.0.1", self.target)
-        self._writers |= {w, uw}
+    async def _relay(
+        self,
+        r: asyncio.StreamReader,
+        w: asyncio.StreamWriter,
+        ur: asyncio.StreamReader,
+        uw: asyncio.StreamWriter,
+    ) -> None:
         holding = False
 
         async def up() -> None:
