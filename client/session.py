@@ -36,7 +36,7 @@ import json
 import logging
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, NamedTuple, Self
@@ -114,17 +114,16 @@ class _Sent(NamedTuple):
 def _covers(have: Ranges, need: Ranges) -> bool:
     """Whether the clock ranges `have` hold every range of `need`."""
     for client, spans in need.items():
-        merged = sorted(have.get(client, ()))
-        for start, end in spans:
-            if not any(a <= start and end <= b for a, b in _union(merged)):
-                return False
+        held = _union(have.get(client, ()))
+        if not all(any(a <= start and end <= b for a, b in held) for start, end in spans):
+            return False
     return True
 
 
-def _union(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Sorted ranges with the touching and overlapping ones joined."""
+def _union(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The ranges, sorted, with the touching and overlapping ones joined."""
     out: list[tuple[int, int]] = []
-    for a, b in spans:
+    for a, b in sorted(spans):
         if out and a <= out[-1][1]:
             out[-1] = (out[-1][0], max(out[-1][1], b))
         else:
