@@ -36,7 +36,7 @@ import json
 import logging
 import random
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, NamedTuple, Self
@@ -49,7 +49,8 @@ from pycrdt import Text as YText
 from palimpsest import protocol as P
 from palimpsest.errors import DocNameError, ProtocolError
 from palimpsest.names import validate_doc_name
-from palimpsest.updates import Ranges, decode_update_meta
+from palimpsest.ranges import Ranges, subtract, union
+from palimpsest.updates import decode_update_meta
 
 from .errors import (
     BadDocName,
@@ -112,23 +113,9 @@ class _Sent(NamedTuple):
 
 
 def _covers(have: Ranges, need: Ranges) -> bool:
-    """Whether the clock ranges `have` hold every range of `need`."""
-    for client, spans in need.items():
-        held = _union(have.get(client, ()))
-        if not all(any(a <= start and end <= b for a, b in held) for start, end in spans):
-            return False
-    return True
-
-
-def _union(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The ranges, sorted, with the touching and overlapping ones joined."""
-    out: list[tuple[int, int]] = []
-    for a, b in sorted(spans):
-        if out and a <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
-    return out
+    """Whether the clock ranges `have` (in any order, overlapping) hold every range of
+    `need`."""
+    return not subtract(need, union({}, have))
 
 
 def _seconds(value: float | None) -> str:

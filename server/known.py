@@ -22,7 +22,8 @@ from pycrdt import Doc, Snapshot, get_update
 
 from . import protocol as P
 from .errors import FATAL, ProtocolError
-from .updates import Ranges, decode_update_meta, read_delete_set
+from .ranges import Ranges
+from .updates import decode_update_meta, read_delete_set
 
 
 class KnownDeletions:

@@ -56,8 +56,9 @@ from .origins import (
     SystemOrigin,
 )
 from .ownership import Owners
+from .ranges import Ranges
 from .store.base import Event, NewEvent, now_ms
-from .updates import Ranges, UpdateMeta, decode_update_meta
+from .updates import UpdateMeta, decode_update_meta
 
 log = logging.getLogger("palimpsest.room")
 

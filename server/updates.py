@@ -28,9 +28,7 @@ from dataclasses import dataclass
 
 from .errors import ProtocolError
 from .protocol import _MAX_VARUINT_BYTES, Reader, varuint_value
-
-#: {client: [(start, end), ...]}: clock ranges, end exclusive
-Ranges = dict[int, list[tuple[int, int]]]
+from .ranges import Ranges
 
 _BIT8, _BIT7, _BIT6 = 0x80, 0x40, 0x20
 _GC, _SKIP = 0, 10

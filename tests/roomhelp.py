@@ -7,8 +7,7 @@ from typing import Any
 from pycrdt import TransactionEvent
 
 from palimpsest import protocol as P
-from palimpsest.undo.ranges import decode_ranges
-from palimpsest.updates import Ranges
+from palimpsest.ranges import Ranges, decode_ranges
 
 
 class Peer:

@@ -15,11 +15,11 @@ from roomhelp import Peer, as_set, observed_change
 from palimpsest.backend import Backend
 from palimpsest.extensions import Extension
 from palimpsest.origins import ClientOrigin, Origin
+from palimpsest.ranges import Ranges
 from palimpsest.room import Room
 from palimpsest.settings import Settings
 from palimpsest.store.base import Event
 from palimpsest.store.memory import MemoryStore
-from palimpsest.updates import Ranges
 
 
 class Spy(Extension):

@@ -20,12 +20,12 @@ from palimpsest.errors import Forbidden
 from palimpsest.extensions import Extension
 from palimpsest.features import builtin_extensions
 from palimpsest.origins import ClientOrigin, Origin
+from palimpsest.ranges import Ranges
 from palimpsest.room import MERGE_CHUNK, Room
 from palimpsest.settings import Settings
 from palimpsest.store.base import Event, NewEvent
 from palimpsest.store.memory import MemoryStore
 from palimpsest.undo.actions import perform
-from palimpsest.updates import Ranges
 
 
 class Hooks(Extension):

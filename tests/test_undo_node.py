@@ -11,8 +11,8 @@ import pytest
 from serverproc import ServerProcess
 from test_interop_node import NodeClient, node_modules  # noqa: F401  (a fixture)
 
+from palimpsest.ranges import from_b64
 from palimpsest.store.sqlite import SQLiteStore
-from palimpsest.undo.ranges import from_b64
 
 pytestmark = pytest.mark.node
 

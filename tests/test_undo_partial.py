@@ -10,11 +10,11 @@ from typing import Any
 
 from pycrdt import Doc, Text
 
+from palimpsest.ranges import to_b64
 from palimpsest.settings import Settings
 from palimpsest.store.base import NewEvent
 from palimpsest.store.sqlite import SQLiteStore
 from palimpsest.undo import MARK, META_KEY, Stacks, fold
-from palimpsest.undo.ranges import to_b64
 
 EMPTY = b"\x00\x00"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from palimpsest.undo.ranges import (
+from palimpsest.ranges import (
     Ranges,
     decode_ranges,
     encode_ranges,

@@ -15,7 +15,8 @@ from pycrdt import Array, Doc, Map, Text, TransactionEvent, XmlElement, XmlFragm
 
 from palimpsest import protocol as P
 from palimpsest.errors import ProtocolError
-from palimpsest.updates import Ranges, decode_update_meta, read_delete_set
+from palimpsest.ranges import Ranges
+from palimpsest.updates import decode_update_meta, read_delete_set
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 

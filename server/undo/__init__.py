@@ -1,6 +1,6 @@
 """Per-user, selective, server-side undo and redo (see recorder.py for how).
 
-``ranges``: ID sets; ``stacks``: steps and stacks; ``recorder``: what each change
+``stacks``: steps and stacks (ID sets are ``palimpsest.ranges``); ``recorder``: what each change
 did, per actor, in a live room; ``actions``: undo, redo, close a step;
 ``extension``: the hooks, operations and routes."""
 

@@ -11,9 +11,9 @@ from pycrdt import (
 )
 
 from ..errors import BadRequest, PalimpsestError, StoreError
+from ..ranges import Ranges, to_b64
 from ..room import Room
 from ..store.base import Event, now_ms
-from .ranges import Ranges, to_b64
 from .recorder import MARK, REDO, UNDO, RoomUndo
 from .report import removed_others
 from .stacks import Stacks, Step

@@ -62,7 +62,7 @@ from ..updates import format_clocks, marks_and_end, read_delete_set
 
 if TYPE_CHECKING:
     from ..settings import Settings
-from .ranges import (
+from ..ranges import (
     Ranges,
     decode_ranges,
     encode_ranges,

@@ -23,9 +23,9 @@ from typing import Any
 
 from .. import protocol as P
 from ..ownership import Owners
+from ..ranges import Ranges, subtract
 from ..room import Room
 from ..updates import visible_items
-from .ranges import Ranges, subtract
 
 #: (client, first clock, end clock, writer): a span of items taken out and who wrote it
 _Span = tuple[int, int, int, str | None]

@@ -6,7 +6,7 @@ import base64
 from dataclasses import dataclass, field
 from typing import Any
 
-from .ranges import Ranges, decode_ranges, encode_ranges
+from ..ranges import Ranges, decode_ranges, encode_ranges
 
 # --- steps and stacks ---------------------------------------------------------------------
 

@@ -1,15 +1,14 @@
 """Sets of Yjs item IDs as sorted, disjoint ranges per client (an IdSet),
-and the arithmetic undo needs on them."""
+and the arithmetic on them that undo, the update decoder and the client share."""
 
 from __future__ import annotations
 
 import base64
 import bisect
 
-from .. import protocol as P
+from . import protocol as P
 
-# --- ID ranges (a Yjs IdSet as {client: [(start, end), ...]}, sorted, disjoint) --------
-
+#: A Yjs IdSet as {client: [(start, end), ...]}, sorted and disjoint
 Ranges = dict[int, list[tuple[int, int]]]
 
 
