@@ -787,12 +787,16 @@ def test_the_page_works_under_its_csp_and_other_sites_cannot_frame_it(
     with _OtherSite(f'<iframe id="f" src="{target}" width="1200" height="700"></iframe>') as evil:
         framing = ctx.new_page()
         framing.goto(evil)
+
         # (the frames are read again each time: a frame of another origin may be swapped
         # for one in another renderer process, and the first one then keeps its old URL)
-        eventually(
-            lambda: [f.url[:13] for f in framing.frames[1:]] == ["chrome-error:"],
-            what="the frame blocked",
-        )
+        # (30 s: on a loaded machine the refused frame's error page came after 15)
+        def blocked() -> bool:
+            urls = [f.url for f in framing.frames[1:]]
+            assert [u[:13] for u in urls] == ["chrome-error:"], f"frames: {urls}"
+            return True
+
+        eventually(blocked, timeout=30.0, what="the frame blocked")
         assert framing.frames[1].evaluate("() => document.querySelector('#restore-btn')") is None
 
 
