@@ -60,8 +60,16 @@ class UpdateRejected(PalimpsestError):
 
 class UpdateGap(UpdateRejected):
     """An update whose new items leave a clock gap or name items the document does not
-    hold (ownership.py): refused, unless its sender has yet to send the sync step 2
-    that carries what it misses (routes/ws.py)."""
+    hold (ownership.py): never logged; its connection drops it and its sync step 2
+    brings what it misses (resync.py), or it is refused."""
+
+    def __init__(self, detail: str, client: int, clock: int) -> None:
+        super().__init__(f"{detail}: re-sync")
+        #: what is wrong, without the advice
+        self.detail = detail
+        #: it applies once the document holds `client`'s items below `clock`
+        self.client = client
+        self.clock = clock
 
 
 class FrameTooLarge(PalimpsestError):

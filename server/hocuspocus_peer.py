@@ -16,6 +16,7 @@ from . import hocuspocus as H
 from .auth import Identity
 from .conn_guard import ConnectionGuard
 from .extensions import Client, Extension
+from .resync import Resync
 from .room import Room
 from .store.base import Event
 
@@ -55,12 +56,8 @@ class DocPeer:
         #: frames read before the room was loaded
         self.pending: list[H.Frame] = []
         self.pending_bytes = 0
-        #: the client sent a sync step 2 (its answer to our step 1) on this document
-        self.stepped = False
-        #: sync statuses owed for updates dropped before that step 2, which carries them
-        self.owed = 0
-        #: re-syncs asked for after it (routes.hocuspocus: an update past a gap)
-        self.resyncs = 0
+        #: what an update past a gap gets: dropped, made good by a sync step 2
+        self.resync = Resync()
         #: the timer that closes the document when its token expires
         self.expiry: asyncio.TimerHandle | None = None
         self.author = _Author(self)

@@ -130,8 +130,9 @@ class Owners:
             for start, end in new:
                 if start > have:
                     raise UpdateGap(
-                        f"items of client {client} start at clock {start}, the document has "
-                        f"{have}: re-sync"
+                        f"items of client {client} start at clock {start}, the document has {have}",
+                        client,
+                        start,
                     )
                 have = end
             reach[client] = have
@@ -140,7 +141,9 @@ class Owners:
             if need > got:
                 raise UpdateGap(
                     f"an item refers to client {client} clock {need - 1}, which the document "
-                    "does not have: re-sync"
+                    "does not have",
+                    client,
+                    need,
                 )
         for client, ranges in meta.deletes.items():
             # a deletion of items nobody has written yet would wait as pending and take
@@ -150,7 +153,9 @@ class Owners:
             if upto > got:
                 raise UpdateGap(
                     f"the update deletes items of client {client} up to clock {upto - 1}, "
-                    "which the document does not have: re-sync"
+                    "which the document does not have",
+                    client,
+                    upto,
                 )
         out: dict[int, tuple[int, int]] = {}
         for client, end in reach.items():
@@ -194,6 +199,13 @@ class Owners:
             self.claims.setdefault(client, actor)
         clocks[client] = end
         return {client: (have, end)}
+
+    def holds(self, client: int, clock: int, state: Callable[[], dict[int, int]]) -> bool:
+        """Whether the document and the updates admitted hold `client`'s items below
+        `clock`. `state`: the live document's state vector (asked when no update was
+        admitted yet)."""
+        clocks = self.clocks if self.clocks is not None else state()
+        return clocks.get(client, 0) >= clock
 
     def surely_new(self, update: bytes, meta: UpdateMeta | None = None) -> bool:
         """Whether an item of `update` lies past the clock admitted or logged for its

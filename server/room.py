@@ -445,6 +445,11 @@ class Room:
                     pending[client] = ranges[-1][1]
         return True
 
+    def holds(self, client: int, clock: int) -> bool:
+        """Whether the document, with the updates queued for it, holds `client`'s items
+        below `clock` (what an update past a gap waits for: resync.py)."""
+        return self.owners.holds(client, clock, self._live_state)
+
     def _live_state(self) -> dict[int, int]:
         return P.decode_state_vector(self.doc.get_state())
 

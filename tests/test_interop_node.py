@@ -420,6 +420,31 @@ async def test_offline_edits_merge(client: ClientFactory) -> None:
     assert ta == tb == "online-B|shared|offline-A1|A2|"
 
 
+async def test_an_edit_past_a_lost_frame_is_not_lost(
+    client: ClientFactory, server: ServerProcess
+) -> None:
+    """One edit's frame never reaches the server (sent into a connection that lost it);
+    the next edit starts past it. The server closed the socket with 4400, and an app that
+    stops its provider on a 44xx close, as the README told it to, lost both edits. Now
+    the server drops the update and asks for a re-sync (a sync step 1): the provider's
+    step 2 carries both, and the socket stays open."""
+    a = await client("lost", "alice")
+    w = await client("lost", "watcher")
+    await a.call("insert", text="one ")
+    await w.wait_text(equals="one ")
+    await a.call("unsent", text="two ")  # lost on the way
+    await a.call("insert", text="three ")  # past the gap
+    await w.wait_text(equals="one two three ")
+    await a.call("insert", text="four")
+    await w.wait_text(equals="one two three four")
+    state = await a.call("state")
+    assert state["lastClose"] is None and state["connected"], state
+    assert "asking for a re-sync" in server.log_text()
+    b = await client("lost", "bob")  # a newcomer, from the log
+    assert await b.text() == "one two three four"
+    assert fold(read_events(server.db_path, "lost")) == "one two three four"
+
+
 async def test_offline_work_over_the_frame_limit_arrives(
     node_modules: Path, tmp_path: Path, y_websocket: str
 ) -> None:

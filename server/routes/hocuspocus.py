@@ -377,39 +377,35 @@ class HocuspocusSocket(Connection):
         try:
             logged = room.receive_update(peer.author, update, reply_to_step1=step2, own=own)
         except UpdateGap as e:
-            if step2:
-                raise  # (a step 2 answers our step 1: nothing else would carry its gap)
-            self.resync(peer, room, e)
+            self.gap(peer, room, e, step2=step2)
             return
         if step2:
-            peer.stepped = True
-            owed, peer.owed = peer.owed, 0
-            if owed:  # the updates it carries that were dropped before it (resync)
+            owed = peer.resync.step2(room)
+            if owed:  # the updates it carries that were dropped before it (gap)
                 self.spawn(self.saved_after_flush(peer, room, owed))
         if not logged:
             # nothing to log: saved as soon as everything this client sent before is
             self.spawn(self.saved_after_flush(peer, room))
 
-    def resync(self, peer: DocPeer, room: Room, gap: UpdateGap) -> None:
+    def gap(self, peer: DocPeer, room: Room, gap: UpdateGap, *, step2: bool) -> None:
         """An update that starts past what the document holds (or names items it does
         not): what it builds on was lost, e.g. written into a connection that died
         half-open. The provider still holds all of it, so the document stays open (a
         close message would leave a 3.x provider connected and never re-opening it, and
-        a 2.x provider cannot read one) and the update is dropped:
+        a 2.x provider cannot read one) and the update is dropped (server.resync):
 
         - before the document's sync step 2: it was typed while the provider was
           offline and queued, and that step 2 (its answer to our step 1) carries it, as
           on /ws. Its sync status goes out once that step 2 is durable.
         - after it: the server asks for a re-sync with a sync step 1; the provider's
-          answer, a step 2, carries it, and that step 2's sync status stands for it."""
-        if not peer.stepped:
-            peer.owed += 1
-            log.debug("%s: an update before its step 2 dropped (%s)", peer.id, gap)
+          answer, a step 2, carries it, and that step 2's sync status stands for it
+          (for those dropped while it was on its way, theirs once it is durable)."""
+        if not peer.resync.gap(gap, step2=step2):
+            log.debug("%s: an update past a gap dropped (%s)", peer.id, gap)
             return
         # (once per document at INFO: a client that keeps sending gaps would fill the log)
-        say = log.info if not peer.resyncs else log.debug
-        peer.resyncs += 1
-        say("%s: asking %r for a re-sync: %s", self.id, peer.doc, gap)
+        say = log.info if peer.resync.asks == 1 else log.debug
+        say("%s: asking %r for a re-sync: %s", self.id, peer.doc, gap.detail)
         peer.send(P.encode_sync_step1(room.doc.get_state()))
 
     async def saved_after_flush(self, peer: DocPeer, room: Room, times: int = 1) -> None:

@@ -38,6 +38,7 @@ from ..limits import Limits, frame_limit
 from ..names import validate_doc_name
 from ..protocol import sync_update_of
 from ..repeat_refusals import counted_after_open, request_key
+from ..resync import Resync
 from ..room import EMPTY_UPDATE, Room
 from .wire_write import detach_reader, direct_reader, direct_writer, protocol_of, wake_reader
 
@@ -87,9 +88,8 @@ class Connection:
         # against its address and its document (self.guard.reserve).
         self._answering = False
         self._answers_queued = 0
-        #: the client sent its sync step 2 (its answer to ours): an update with a gap
-        #: before it is one typed while connecting, which that step 2 carries
-        self._stepped = False
+        #: what an update past a gap gets: dropped, made good by a sync step 2
+        self.resync = Resync()
         #: the parts of an update announced ({"type": "parts"}) held until the last comes
         self._parts_held: _Parts | None = None
         self._close: tuple[int, str] | None = None
@@ -328,13 +328,23 @@ class Connection:
             own = room.announced(self.id) if step2 else None
             room.receive_update(self, update, reply_to_step1=step2, own=own)
         except UpdateGap as e:
-            if step2 or self._stepped:
-                raise
-            # typed while connecting (before our step 1 reached the client): its step 2,
-            # the answer to ours, carries these items with what they build on
-            log.debug("%s: an update before its step 2 skipped (%s)", self.id, e)
+            if not self.resync.gap(e, step2=step2):
+                # typed while connecting (its step 2, the answer to ours, carries it), or
+                # past a re-sync asked for already (whose step 2 carries it)
+                log.debug("%s: an update past a gap dropped (%s)", self.id, e)
+                return
+            # (at INFO once per connection: a client that keeps sending gaps would fill
+            # the log)
+            say = log.info if self.resync.asks == 1 else log.debug
+            say("%s (%s on %s): asking for a re-sync: %s", self.id, self.actor, self.doc, e.detail)
+            self._answering = True
+            try:
+                self.send(P.encode_sync_step1(room.doc.get_state()))
+            finally:
+                self._answering = False
+            return
         if step2:
-            self._stepped = True
+            self.resync.step2(room)
 
     def admit_update(
         self, room: Room, update: bytes, guard: ConnectionGuard, client: Client | None = None

@@ -26,6 +26,8 @@
 //   insert   {pos, text}        one transaction; pos may be "end" (default) or negative (from end)
 //   type     {text, pos?, delayMs?}  one transaction (= one update) per character
 //   delete   {pos, len}         one transaction
+//   unsent   {pos?, text}       an insert the provider never sends (its own origin): a
+//                               frame lost on the way
 //   format   {pos, len, attrs}  one transaction: Y.Text.format (as Quill formats)
 //   delta    {}                 the text as a Yjs delta (with its formatting)
 //   awareness {state} | {field, value} | {state: null}
@@ -297,6 +299,12 @@ const actions = {
       p += ch.length
       if (a.delayMs) await sleep(a.delayMs)
     }
+    return { length: ytext.length }
+  },
+  async unsent (a) {
+    const text = needString(a, 'text')
+    const p = posOf(a.pos, ytext.length)
+    ydoc.transact(() => ytext.insert(p, text), provider)
     return { length: ytext.length }
   },
   async delete (a) {
