@@ -58,7 +58,7 @@ from .origins import (
 from .ownership import Owners
 from .ranges import Ranges
 from .store.base import Event, NewEvent, now_ms
-from .updates import UpdateMeta, decode_update_meta
+from .updates import UpdateMeta, decode_update_meta, not_v1
 
 log = logging.getLogger("palimpsest.room")
 
@@ -416,11 +416,13 @@ class Room:
         except FATAL:
             raise
         except BaseException as e:  # pyo3 PanicException is one
-            raise UpdateRejected(f"update does not decode: {e}") from e
+            raise UpdateRejected(not_v1(update, f"update does not decode: {e}")) from e
         try:
-            parsed: UpdateMeta | None = decode_update_meta(update)  # once, for both rules
-        except ProtocolError:
-            parsed = None  # admit() refuses it below, unless it is a no-op
+            parsed = decode_update_meta(update)  # once, for both rules
+        except ProtocolError as e:
+            # refused even when it would change nothing: yrs reads a v2 update as an
+            # empty v1 one followed by bytes it ignores, and that was dropped silently
+            raise UpdateRejected(not_v1(update, f"update does not parse: {e}")) from e
         owners = self.owners
         if not owners.surely_new(update, parsed) and not self._adds_anything(
             update, parsed, peer.id
@@ -435,14 +437,12 @@ class Room:
             relays = sorted(c for c in reach if c not in own)
             if relays:  # written, not claimed: a reload decides the same (ownership.py)
                 meta["relays"] = relays
-        deletes = parsed.deletes if parsed is not None else None
-        self._push(_ClientUpdate(peer, update, meta, reach, deletes))
+        self._push(_ClientUpdate(peer, update, meta, reach, parsed.deletes))
         self.queued_bytes += len(update)
-        if parsed is not None:
-            pending = self._pending_sv.setdefault(peer.id, {})
-            for client, ranges in parsed.structs.items():
-                if ranges and ranges[-1][1] > pending.get(client, 0):
-                    pending[client] = ranges[-1][1]
+        pending = self._pending_sv.setdefault(peer.id, {})
+        for client, ranges in parsed.structs.items():
+            if ranges and ranges[-1][1] > pending.get(client, 0):
+                pending[client] = ranges[-1][1]
         return True
 
     def holds(self, client: int, clock: int) -> bool:

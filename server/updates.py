@@ -83,6 +83,30 @@ def decode_update_meta(update: bytes) -> UpdateMeta:
     return meta
 
 
+#: column buffers of a v2 update before its rest (yjs ``UpdateEncoderV2.toUint8Array``:
+#: key clock, client, left clock, right clock, info, string, parent info, type ref, len)
+_V2_COLUMNS = 9
+
+
+def not_v1(update: bytes, detail: str) -> str:
+    """Why `update`, which is not a well-formed v1 update, is refused: `detail`, said to
+    be v2 when it has the layout of a v2 update (a client that sent the bytes of
+    ``Y.encodeStateAsUpdateV2`` or of an ``updateV2`` event): a varUint 0, nine
+    length-prefixed column buffers, then the rest, at least a client count and a delete
+    set. Most v2 updates start with two zero bytes, which a v1 reader (yrs's, Yjs's)
+    takes for an empty update followed by bytes it ignores."""
+    r = Reader(update)
+    try:
+        v2 = r.read_var_uint("feature flag") == 0
+        for _ in range(_V2_COLUMNS if v2 else 0):
+            r.read_var_bytes("column")
+    except ProtocolError:
+        v2 = False
+    if v2 and len(update) - r.pos >= 2:
+        return f"not a Yjs v1 update (v2 encoding?): {detail}"
+    return detail
+
+
 def _check_bounds(meta: UpdateMeta) -> None:
     """Every client id below 2^53 and every clock below 2^32: the ownership and gap
     checks read the ids as sent, the document as it keeps them, and an id past 53 bits

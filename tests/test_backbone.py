@@ -22,6 +22,11 @@ from palimpsest.snapshots import load
 from palimpsest.store.memory import MemoryStore
 from palimpsest.store.sqlite import SQLiteStore
 
+#: Yjs v2 updates (Node's yjs, ``Y.encodeStateAsUpdateV2``): "hello" typed into
+#: Y.Text "content" by client 1001; an empty document
+V2_TEXT = bytes.fromhex("000002a90f000001040f0c636f6e74656e7468656c6c6f07050101000001010000")
+V2_EMPTY = bytes.fromhex("00000000000001000000000000")
+
 
 async def raw(server: RunningServer, doc: str, q: str = "") -> websockets.ClientConnection:
     return await websockets.connect(f"{server.ws_url}/{doc}{q}", compression=None, max_size=None)
@@ -63,6 +68,11 @@ async def test_server_sends_step1_first_and_answers_step1(server: RunningServer)
         (b"\x80", 4400, "truncated"),
         (P.encode_sync_update(b"\x01\x01\x05\x00\x44"), 4400, "does not decode"),
         (P.encode_sync_update(b"\xff" * 40), 4400, "does not decode"),
+        # v1 readers take most v2 updates for an empty update, then bytes they ignore: it
+        # was dropped as a no-op, without a word
+        (P.encode_sync_update(V2_TEXT), 4400, "not a Yjs v1 update (v2 encoding?)"),
+        (P.encode_sync_step2(V2_EMPTY), 4400, "not a Yjs v1 update (v2 encoding?)"),
+        (P.encode_sync_update(b"\x00\x00\x05"), 4400, "update does not parse: 1 unexpected"),
     ],
 )
 async def test_malformed_frames_close_4400_and_change_nothing(

@@ -1290,9 +1290,14 @@ async def test_a_client_section_that_covers_no_clock_is_refused(settings: Settin
                     await ws.send(P.encode_sync_update(update))
                     code, reason = await closed_with(ws)
                 assert code == 4400 and "cover no clock" in reason, reason
-                # alone, it adds nothing: dropped as a no-op, neither logged nor relayed
-                async with websockets.connect(f"{srv.ws_url}/empty?user=mallory") as ws:
+                # alone it would add nothing, and it is refused all the same: an update
+                # that does not parse was dropped as a no-op, without a word (a Yjs v2
+                # update sent by mistake was, so)
+                async with websockets.connect(f"{url}&alone=1") as ws:
                     await ws.send(P.encode_sync_update(P.write_var_uint(1) + empty + b"\x00"))
+                    code, reason = await closed_with(ws)
+                assert code == 4400 and "cover no clock" in reason, reason
+                async with websockets.connect(f"{srv.ws_url}/empty?user=mallory") as ws:
                     await ws.send(
                         P.encode_sync_update(P.write_var_uint(1) + mine(2 * i + 1) + b"\x00")
                     )

@@ -16,7 +16,7 @@ from pycrdt import Array, Doc, Map, Text, TransactionEvent, XmlElement, XmlFragm
 from palimpsest import protocol as P
 from palimpsest.errors import ProtocolError
 from palimpsest.ranges import Ranges
-from palimpsest.updates import decode_update_meta, read_delete_set
+from palimpsest.updates import decode_update_meta, not_v1, read_delete_set
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 
@@ -116,6 +116,28 @@ def test_reads_what_pycrdt_writes() -> None:
 def test_malformed_updates_say_what_is_wrong(bad: bytes) -> None:
     with pytest.raises(ProtocolError):
         decode_update_meta(bad)
+
+
+@pytest.mark.parametrize(
+    "v2",
+    [  # Node's yjs, Y.encodeStateAsUpdateV2: text, a map entry, an empty document, a
+        # deletion alone (a diff against a state vector)
+        "000002a90f000001040f0c636f6e74656e7468656c6c6f07050101000001010000",
+        "000002aa0f0000012805026d6b4100010100010101010077017600",
+        "00000000000001000000000000",
+        "00000000000001000000000001eb07010000",
+    ],
+)
+def test_a_v2_update_is_told_apart(v2: str) -> None:
+    update = bytes.fromhex(v2)
+    with pytest.raises(ProtocolError) as e:
+        decode_update_meta(update)
+    assert not_v1(update, str(e.value)).startswith("not a Yjs v1 update (v2 encoding?): ")
+
+
+@pytest.mark.parametrize("bad", [b"", b"\x00\x00\x05", b"\xff" * 40, b"\x01\x01\x05\x00\x04"])
+def test_other_malformed_updates_are_not_called_v2(bad: bytes) -> None:
+    assert not_v1(bad, "as it was") == "as it was"
 
 
 def test_deep_nesting_does_not_recurse() -> None:
