@@ -93,7 +93,15 @@ def close_peers(room: Room, reason: str) -> int:
 
 
 async def delete_document(backend: Backend, doc: str, by: str) -> tuple[bool, int]:
-    """Delete `doc` everywhere; (whether there was anything, connections closed here)."""
+    """Delete `doc` everywhere; (whether the store held it, connections closed here).
+
+    A document is what the store holds. A name with nothing in it (never written, or a
+    room open with no edit logged yet) has nothing to delete: its connections stay open
+    and no tombstone is written, so that every process answers alike (404, or 410 for a
+    name deleted before), whether or not it holds a room of that name, and as the history
+    routes answer for it."""
+    if await backend.store.doc_info(doc) is None:
+        return False, 0
     room = backend.rooms.get_loaded(doc)
     closed = close_peers(room, f"document {doc!r} was deleted by {by}") if room else 0
     discarded = await backend.rooms.discard(doc)
@@ -103,7 +111,7 @@ async def delete_document(backend: Backend, doc: str, by: str) -> tuple[bool, in
     await deleted_elsewhere(backend, doc, f"document {doc!r} was deleted by {by}")
     await backend.extensions.deleted(doc, by)  # the fan-out tells the other processes
     log.info("deleted %s (by %s; %d connections closed here)", doc, by, closed)
-    return existed or discarded is not None, closed
+    return existed, closed
 
 
 async def deleted_elsewhere(backend: Backend, doc: str, reason: str) -> None:

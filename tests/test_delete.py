@@ -111,6 +111,35 @@ async def test_a_deleted_document_answers_410_until_its_name_is_written_again(
         assert r.json()["roots"]["content"]["value"] == "anew"
 
 
+async def test_deleting_an_open_name_with_nothing_written_deletes_nothing(
+    tmp_path: Path,
+) -> None:
+    """A room loaded by a connection but with no edit logged is no document: DELETE
+    answers as for any name the store holds nothing of (404, or 410 after a deletion), as
+    the history routes do then, and the connection stays open. It used to be closed with
+    4404, answered 200 `deleted: true`, and then the name read 404, not 410."""
+    async with serving(make_settings(tmp_path / "db")) as srv, httpx.AsyncClient() as http:
+        q = {"user": "root"}
+        async with connect(srv.ws_url, "empty", "ann") as a:
+            r = await http.delete(f"{srv.url}/api/docs/empty", params=q)
+            assert r.status_code == 404 and r.json()["error"] == "NotFound", r.text
+            r = await http.get(f"{srv.url}/api/docs/empty/events", params=q)
+            assert r.status_code == 404 and r.json()["error"] == "NotFound", r.text
+            await edit(a, srv, "empty", lambda: a.insert(0, "kept"))  # still connected
+            assert a.close_code is None
+            r = await http.delete(f"{srv.url}/api/docs/empty", params=q)
+            assert r.json() == {"doc": "empty", "deleted": True, "closed": 1}, r.text
+            await closed_4404(a)
+        async with connect(srv.ws_url, "empty", "bob") as b:  # a deleted name, open again
+            r = await http.delete(f"{srv.url}/api/docs/empty", params=q)
+            assert r.status_code == 410 and r.json()["error"] == "Deleted", r.text
+            r = await http.get(f"{srv.url}/api/docs/empty/events", params=q)
+            assert r.status_code == 410 and r.json()["error"] == "Deleted", r.text
+            await edit(b, srv, "empty", lambda: b.insert(0, "anew"))
+            assert b.close_code is None
+        assert [e.actor for e in await srv.backend.store.read("empty")] == ["bob"]
+
+
 @pytest.mark.parametrize("how", ["edit", "undo"])
 async def test_a_room_that_missed_the_deletion_drops_itself_at_its_next_commit(
     tmp_path: Path, capfd: pytest.CaptureFixture[str], how: str

@@ -147,3 +147,28 @@ async def test_palimpsest_delete_with_fanout_tells_the_servers_at_once(tmp_path:
             assert r.returncode == 0, r.stderr
             await closed_4404(a, b)
             assert "deleted by palimpsest delete" in (b.close_reason or "")
+
+
+async def test_deleting_a_name_with_nothing_written_answers_alike_on_every_process(
+    tmp_path: Path,
+) -> None:
+    """A name open on one process with no edit logged is no document, on whichever process
+    the DELETE lands: 404 from both, no tombstone, and the connection stays open (the
+    process holding the room answered 200 and closed it, the other 404 and closed it
+    over fan-out)."""
+    async with (
+        fresh_schema() as store_url,
+        cluster(tmp_path, 2, store_url=store_url, fanout=fanout_url()) as c,
+        httpx.AsyncClient() as http,
+    ):
+        async with connect(c.ws(1), "blank", user="bob") as b:
+            for i in (0, 1):
+                r = await http.delete(f"{c.procs[i].http_url}/api/docs/blank",
+                                      params={"user": "root"})  # fmt: skip
+                assert r.status_code == 404 and r.json()["error"] == "NotFound", (i, r.text)
+            async with connect(c.ws(0), "blank", user="ann") as a:
+                await typed(b, "still here", a)
+            assert b.close_code is None
+        async with open_store(store_url) as store:
+            assert await store.tombstone("blank") is None
+            assert [e.actor for e in await store.read("blank")] == ["bob"]

@@ -5,7 +5,8 @@
 Every connection to the document is closed with 4404 (y-websocket does not reconnect
 after a 44xx close), its live room is dropped without a final snapshot, and its events,
 snapshots and tags are removed from the store, which keeps a tombstone. 404 when the
-document has neither events nor a live room. With several processes, the others drop
+store holds nothing of the name (410 when it was deleted before), even with connections
+open to it, which are left alone: nothing was written there. With several processes, the others drop
 their rooms and close their connections too (fan-out, or the store when a message is
 lost), and no copy of the deleted content gets back in (see ``server/deletion.py``).
 """
