@@ -10,8 +10,10 @@ cause, in words a user can act on. Real subprocesses, real files and sockets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -279,21 +281,32 @@ def test_postgresql_that_does_not_answer_exits_3(tmp_path: Path) -> None:
     assert "Task exception was never retrieved" not in r.stderr
 
 
-def test_a_port_in_use_exits_3_and_names_it(tmp_path: Path) -> None:
+def test_a_port_in_use_exits_3_and_names_it_before_the_store_creates_anything(
+    tmp_path: Path,
+) -> None:
+    """The port is bound before the store opens. uvicorn binds only after the app's start,
+    which had opened the store: a start refused for a port in use left a new, schema'd
+    database and its -serving lock file behind (a typo in --db made a stray database,
+    and the next start called it existing, not new). An existing database is left as
+    it was."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         r = serve(tmp_path, "--port", str(port))
-    cannot_start(r, f"127.0.0.1:{port} is in use")
-    assert "choose another --port" in r.stderr
-    # the store had been opened before the bind failed (uvicorn starts the app first);
-    # it was closed again, and what it created opens as a database
-    r = subprocess.run(
-        [sys.executable, "-m", "palimpsest", "verify", "--db", str(tmp_path / "p.db")],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert r.returncode == 0, (r.stdout, r.stderr)
+        cannot_start(r, f"127.0.0.1:{port} is in use")
+        assert "choose another --port" in r.stderr
+        assert "store:" not in r.stdout, r.stdout  # no store was opened to be named
+        assert list(tmp_path.iterdir()) == [], "nothing may be created: no database, no lock"
+
+        existing = tmp_path / "p.db"
+        with contextlib.closing(sqlite3.connect(existing)) as db:
+            db.execute("CREATE TABLE mine (x)")
+            db.commit()
+        before = existing.read_bytes()
+        cannot_start(serve(tmp_path, "--port", str(port)), f"127.0.0.1:{port} is in use")
+    assert [p.name for p in tmp_path.iterdir()] == ["p.db"]
+    assert existing.read_bytes() == before
 
 
 def test_an_embedding_app_gets_the_same_refusals() -> None:

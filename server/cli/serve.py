@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -133,6 +134,15 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:  # what was configured cannot work: say what, start nothing
         print(f"palimpsest serve: error: {e}", file=sys.stderr, flush=True)
         return CONFIG_ERROR
+    try:
+        # the address first: uvicorn binds it only after the app's start has opened the
+        # store, and a start refused for a port in use left a new database behind (and
+        # its lock file), which the next start took for one that existed
+        sockets = _listen(settings.host, settings.port)
+    except OSError as e:
+        print(f"palimpsest: cannot start: {_cannot_listen(e, settings)}", file=sys.stderr,
+              flush=True)  # fmt: skip
+        return STARTUP_FAILED
     where = _where(settings)
     store = f"palimpsest: store: {where}, durability {settings.durability}, loop {loop}"
     print(_start_line(store, settings.log_json), flush=True)
@@ -167,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     server = _going_away_server()(config)
     failure.server = server
     _tune_gc()
-    ok = _serve(server, settings.host, settings.port, loop, settings.log_json)
+    ok = _serve(server, sockets, settings.host, settings.port, loop, settings.log_json)
     if ok:
         return 0
     print(f"palimpsest: cannot start: {failure.reason(settings)}", file=sys.stderr, flush=True)
@@ -207,23 +217,19 @@ STARTUP_FAILED = 3
 class _StartupFailure(logging.Filter):
     """Why uvicorn could not start the server, said once instead of in its log lines.
 
-    The two causes users meet: the store (the app's lifespan keeps the error; Starlette
-    hands uvicorn its traceback, and uvicorn logs it) and the address (uvicorn logs the
-    OSError of the bind). Both records are held back and `serve` says the cause in one
-    line. Anything else, a bug, keeps uvicorn's traceback."""
+    The cause users meet there is the store: the app's lifespan keeps the error;
+    Starlette hands uvicorn its traceback, and uvicorn logs it. Those records are held
+    back and `serve` says the cause in one line. Anything else, a bug, keeps uvicorn's
+    traceback. (The address is taken before, by `_listen`.)"""
 
     def __init__(self, app: Any) -> None:
         super().__init__()
         self.app = app
         self.server: Any = None  # once it has started, every record goes through
-        self.bind_error: OSError | None = None
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.ERROR or (self.server is not None and self.server.started):
             return True
-        if isinstance(record.msg, OSError):  # uvicorn: logger.error(exc) when bind fails
-            self.bind_error = record.msg
-            return False
         if self.app.startup_error is not None:
             message = str(record.msg)
             # the lifespan's traceback, then "Application startup failed. Exiting."
@@ -231,21 +237,49 @@ class _StartupFailure(logging.Filter):
         return True
 
     def reason(self, settings: Any) -> str:
-        import errno
-
         if self.app.startup_error is not None:
             return str(self.app.startup_error)
-        e = self.bind_error
-        if e is None:
-            return "see the errors above"
-        where = f"{settings.host}:{settings.port}"
-        if e.errno == errno.EADDRINUSE:
-            return f"{where} is in use (another server?): stop it or choose another --port"
-        if e.errno == errno.EADDRNOTAVAIL:
-            return f"{settings.host} is not an address of this machine (--host)"
-        if e.errno == errno.EACCES:
-            return f"no permission to listen on {where} (ports below 1024 need privileges)"
-        return f"cannot listen on {where}: {e.strerror or e}"
+        return "see the errors above"
+
+
+def _listen(host: str, port: int) -> list[socket.socket]:
+    """Bound sockets for `host` and `port`, one per address the name has, as asyncio's
+    create_server makes them for uvicorn (SO_REUSEADDR, IPv6 sockets v6 only; an empty
+    host binds every interface); uvicorn listens on them once the app has started.
+    Raises the OSError of the first bind that fails, with nothing left open."""
+    infos = socket.getaddrinfo(
+        host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+    )
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            if os.name == "posix":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _cannot_listen(e: OSError, settings: Any) -> str:
+    import errno
+
+    where = f"{settings.host}:{settings.port}"
+    if e.errno == errno.EADDRINUSE:
+        return f"{where} is in use (another server?): stop it or choose another --port"
+    if e.errno == errno.EADDRNOTAVAIL:
+        return f"{settings.host} is not an address of this machine (--host)"
+    if e.errno == errno.EACCES:
+        return f"no permission to listen on {where} (ports below 1024 need privileges)"
+    if isinstance(e, socket.gaierror):
+        return f"{settings.host} is no address or host name this machine resolves (--host)"
+    return f"cannot listen on {where}: {e.strerror or e}"
 
 
 #: at most this long to close connections with 1001 and flush the rooms on SIGTERM
@@ -452,7 +486,12 @@ def _start_line(text: str, json_lines: bool, level: int = logging.INFO) -> str:
 
 
 def _serve(
-    server: object, host: str, port: int, loop: str = "asyncio", json_lines: bool = False
+    server: object,
+    sockets: list[socket.socket],
+    host: str,
+    port: int,
+    loop: str = "asyncio",
+    json_lines: bool = False,
 ) -> bool:
     import asyncio
 
@@ -462,7 +501,7 @@ def _serve(
 
     async def serve() -> None:
         try:
-            await server.serve()
+            await server.serve(sockets)
         except SystemExit:
             # uvicorn's way out when it cannot start; raised in a task, it would end
             # the loop and leave "Task exception was never retrieved" behind
