@@ -1,0 +1,57 @@
+"""The runnable examples of the docs, run against a real server, print what the docs say
+they print.
+
+docs/client.md's example said blame gives ada's text "(seq 7)", the redo that brought it
+back, where the server keeps the seq of the edit that first wrote it (docs/history.md);
+nothing ran the example to notice. Here each example runs as its own process (as a
+reader runs it) against a server on a free port, and its output is compared with the
+block that follows it, timestamps and event sizes aside (a size depends on the random
+Yjs client ids the example's sessions get).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from pathlib import Path
+
+from conftest import RunningServer
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: an ISO timestamp the server gives an event, and the size that follows it
+_EVENT = re.compile(r"^(\d+) \d{4}-\d\d-\d\dT[\d:.]+Z (\S+ \S+) \d+ ")
+
+
+def blocks(doc: str, lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", doc, re.S)
+
+
+async def run_example(code: str, server: RunningServer) -> str:
+    """`code`, with the docs' 127.0.0.1:8000 pointing at `server`, run by a new Python;
+    its standard output."""
+    code = code.replace("127.0.0.1:8000", f"127.0.0.1:{server.port}")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, cwd=REPO,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
+
+
+def normalised(output: str) -> list[str]:
+    """`output`'s lines, an event line's timestamp and size left out."""
+    return [_EVENT.sub(r"\1 \2 ", line) for line in output.strip().splitlines()]
+
+
+async def test_the_client_guides_example_prints_what_the_guide_says(
+    server: RunningServer,
+) -> None:
+    doc = (REPO / "docs" / "client.md").read_text()
+    (code,) = [b for b in blocks(doc, "python") if "readme-demo" in b and "asyncio.run" in b]
+    after = doc[doc.index(code) + len(code) :]
+    printed = after[after.index("prints") :]
+    expected = blocks(printed, "")[0]
+    assert normalised(await run_example(code, server)) == normalised(expected)
