@@ -13,9 +13,9 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.~:@-]*")
 def validate_doc_name(name: str) -> str:
     """Return the name if it is allowed, else raise DocNameError saying why.
 
-    Allowed: 1–128 characters of letters, digits and ``_ . ~ : @ -``, not starting with
-    a dot or a dash; no slashes, spaces or control characters, so a name cannot escape
-    a path, a URL segment or a query."""
+    Allowed: 1–128 characters of letters, digits and ``_ . ~ : @ -``, starting with a
+    letter, a digit or ``_`` (not ``. ~ : @ -``); no slashes, spaces or control
+    characters, so a name cannot escape a path, a URL segment or a query."""
     if not name:
         raise DocNameError("document name is empty")
     if len(name) > MAX_LEN:
