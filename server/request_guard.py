@@ -319,7 +319,10 @@ def _head_bytes(scope: Scope) -> int:
 async def _answer(
     send: Send, status: int, error: str, detail: str, extra: tuple[tuple[bytes, bytes], ...] = ()
 ) -> None:
-    payload = json.dumps({"error": error, "detail": detail}).encode()
+    # as Starlette's JSONResponse writes every other error body
+    payload = json.dumps(
+        {"error": error, "detail": detail}, ensure_ascii=False, separators=(",", ":")
+    ).encode()
     await send({
         "type": "http.response.start",
         "status": status,

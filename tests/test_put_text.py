@@ -5,6 +5,7 @@ clients (pycrdt), real SQLite."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import httpx
@@ -194,6 +195,8 @@ async def test_a_body_over_the_http_limit_says_which_limit(server: RunningServer
         r = await http.put("/api/docs/long/text", json={"text": "x" * (limit + 200_000)})
         assert r.status_code == 413, r.text
         assert r.json()["error"] == "BodyTooLarge", r.text
+        # written as every other error body (it had spaces after its : and ,)
+        assert r.text == json.dumps(r.json(), ensure_ascii=False, separators=(",", ":"))
         assert f"limit of {limit} bytes (MAX_HTTP_BODY_BYTES)" in r.json()["detail"], r.text
     assert await server.backend.store.doc_info("long") is None
     async with client.History(server.url, user="bot") as h:
