@@ -575,6 +575,12 @@ def test_serve_names_its_auth_mode_once(
     with ServerProcess(tmp_path, extra_args=args) as srv:
         text = srv.log_text()
     assert text.count(OPEN_MODE_WARNING) == open_warnings, text
+    # said once per line: the log line had "palimpsest.auth: palimpsest: WARNING: no ..."
+    assert "palimpsest.auth: palimpsest:" not in text and "WARNING: WARNING" not in text, text
+    if open_warnings and not args:
+        assert f"WARNING palimpsest.auth: {OPEN_MODE_WARNING}" in text, text
+    if args == ["--log-level", "error"]:
+        assert f"palimpsest: WARNING: {OPEN_MODE_WARNING}" in text, text
     assert text.count("palimpsest: auth: signed tokens required (HS256)") == banners, text
 
 

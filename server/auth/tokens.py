@@ -62,8 +62,10 @@ _MAX_PATTERNS = 256
 #: tokens may not live longer than this (an exp of 10**30 is a token that never expires)
 MAX_TOKEN_LIFETIME = 10 * 366 * 86400
 
+#: what the open mode's extension logs at start (the log line names its level and logger;
+#: `serve` prints it after "palimpsest: WARNING: " when the log level hides it)
 OPEN_MODE_WARNING = (
-    "palimpsest: WARNING: no --jwt-secret / PALIMPSEST_JWT_SECRET and no --jwt-public-key: "
+    "no --jwt-secret / PALIMPSEST_JWT_SECRET and no --jwt-public-key: "
     "the server is OPEN: anyone who can reach it may read, edit and delete every document, "
     "as any user they name with ?user=. Never expose it like this."
 )
@@ -238,7 +240,7 @@ def auth_banner(settings: Settings) -> str:
             [f"public key {settings.jwt_public_key}"] if settings.jwt_public_key else []
         )
         return f"palimpsest: auth: signed tokens required ({', '.join(kinds)})"
-    return OPEN_MODE_WARNING
+    return f"palimpsest: WARNING: {OPEN_MODE_WARNING}"
 
 
 __all__ = [

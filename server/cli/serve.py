@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..app import create_app
-    from ..auth.tokens import OPEN_MODE_WARNING, auth_banner
+    from ..auth.tokens import auth_banner
     from ..handshake import uvicorn_options
     from ..limits import Limits
 
@@ -146,14 +146,13 @@ def run(args: argparse.Namespace) -> int:
     where = _where(settings)
     store = f"palimpsest: store: {where}, durability {settings.durability}, loop {loop}"
     print(_start_line(store, settings.log_json), flush=True)
-    banner = auth_banner(settings)
+    open_mode = not (settings.jwt_secret or settings.jwt_public_key)
     # loud when the server is open: the open mode's extension has logged the warning
     # already (once, where an embedding app sees it too), unless the log level hides it
-    if banner != OPEN_MODE_WARNING or not logging.getLogger("palimpsest.auth").isEnabledFor(
-        logging.WARNING
-    ):
-        level = logging.WARNING if banner == OPEN_MODE_WARNING else logging.INFO
-        print(_start_line(banner, settings.log_json, level), file=sys.stderr, flush=True)
+    if not open_mode or not logging.getLogger("palimpsest.auth").isEnabledFor(logging.WARNING):
+        level = logging.WARNING if open_mode else logging.INFO
+        print(_start_line(auth_banner(settings), settings.log_json, level), file=sys.stderr,
+              flush=True)  # fmt: skip
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -476,10 +475,11 @@ def _event_loop(wanted: str) -> str:
 def _start_line(text: str, json_lines: bool, level: int = logging.INFO) -> str:
     """A line `serve` prints at start whatever the log level (the store, the auth mode,
     the address: what a supervisor or a script waits for): as written, or with
-    --log-json a JSON log record like every other line (without the "palimpsest: ")."""
+    --log-json a JSON log record like every other line (without the "palimpsest: ", nor
+    a "WARNING: " the record's level says)."""
     if not json_lines:
         return text
-    message = text.removeprefix("palimpsest: ")
+    message = text.removeprefix("palimpsest: ").removeprefix("WARNING: ")
     return JSONFormatter().format(
         logging.LogRecord("palimpsest.serve", level, __file__, 0, message, None, None)
     )
