@@ -49,11 +49,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--user", default=os.environ.get("PALIMPSEST_USER"), help="user (open mode)")
     p.add_argument("--token", default=os.environ.get("PALIMPSEST_TOKEN"), help="JWT")
-    p.add_argument(
-        "--root",
-        help="the root (shared type) to print or set; default: `content`, or the document's "
-        "one text root (y-monaco's `monaco`, Quill's), or for cat its one root",
-    )
 
 
 def register(subparsers: Any) -> None:
@@ -63,12 +58,22 @@ def register(subparsers: Any) -> None:
     at.add_argument("--seq", type=int, help="the version after event SEQ")
     at.add_argument("--at", help="the version at an ISO-8601 time")
     at.add_argument("--tag", help="a named version")
+    p.add_argument(
+        "--root",
+        help="the root (shared type) to print; default: `content`, else the document's one "
+        "text root (y-monaco's `monaco`, Quill's `quill`), else its one root of any kind",
+    )
     _common(p)
     p.set_defaults(func=_runner(cmd_cat))
 
     p = subparsers.add_parser("edit", help="make a document's text equal a file (minimal diff)")
     p.add_argument("doc")
     p.add_argument("file", nargs="?", default="-", help="a file, or - for stdin (default)")
+    p.add_argument(
+        "--root",
+        help="the text root to set; default: `content`, else the document's one text root "
+        "(y-monaco's `monaco`, Quill's `quill`)",
+    )
     _common(p)
     p.set_defaults(func=_runner(cmd_edit))
 
@@ -84,6 +89,9 @@ def register(subparsers: Any) -> None:
         "into one frame (default %(default)s; 0 = no limit; a server allows 1000/s by default)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--root", help=f"the text root to type the trace into (default: `{DEFAULT_ROOT}`)"
+    )
     _common(p)
     p.set_defaults(func=_runner(cmd_replay))
 

@@ -323,3 +323,22 @@ async def test_cat_and_edit_find_the_text_other_editors_keep(
     assert "several roots (a (text), b (text)): choose one with --root" in capsys.readouterr().err
     assert await run("cat", "two", "--root", "b", *url) == 0
     assert capsys.readouterr().out == "second"
+
+
+def test_each_command_says_what_its_root_is_or_takes_none() -> None:
+    """`--root` had one help for every client command, about cat's and edit's root, on
+    replay too, and on history and tail, which never read it."""
+    import argparse
+
+    from palimpsest.client import cli as client_cli
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    client_cli.register(sub)
+    helps = {
+        name: next((a.help for a in p._actions if "--root" in a.option_strings), None)
+        for name, p in sub.choices.items()
+    }
+    assert helps["cat"] is not None and helps["cat"].startswith("the root (shared type) to print")
+    assert helps["edit"] is not None and helps["edit"].startswith("the text root to set")
+    assert helps["replay"] is not None and "the trace" in helps["replay"]
+    assert helps["history"] is None and helps["tail"] is None
