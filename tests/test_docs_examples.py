@@ -1,5 +1,5 @@
-"""The runnable examples of the docs, run against a real server, print what the docs say
-they print.
+"""The runnable examples of the docs (README's client example, docs/client.md's), run
+against a real server, print what the docs say they print.
 
 docs/client.md's example said blame gives ada's text "(seq 7)", the redo that brought it
 back, where the server keeps the seq of the edit that first wrote it (docs/history.md);
@@ -55,3 +55,15 @@ async def test_the_client_guides_example_prints_what_the_guide_says(
     printed = after[after.index("prints") :]
     expected = blocks(printed, "")[0]
     assert normalised(await run_example(code, server)) == normalised(expected)
+
+
+async def test_the_readmes_client_example_prints_what_its_comment_says(
+    server: RunningServer,
+) -> None:
+    """README's comment showed an OpResult without its `removed_others` field."""
+    readme = (REPO / "README.md").read_text()
+    (code,) = [b for b in blocks(readme, "python") if "client.connect(" in b]
+    (said,) = re.findall(r"print\(await s\.undo\(\)\) +# (.*)", code)
+    lines = (await run_example(code, server)).splitlines()
+    assert lines[0] == said
+    assert lines[1:] == ["1 ada edit", "2 ada undo"]

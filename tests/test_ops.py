@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -86,6 +87,46 @@ async def test_metrics_change_as_events_flow(tmp_path: Path) -> None:
 
         end = await eventually(after, what="disconnect, unload and a refusal seen")
         assert val(end, "palimpsest_refused_total", reason="doc_name_error") == 1
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def metric_names(text: str) -> set[str]:
+    """The metric names `text` gives in backticks, as a scrape spells them (a counter
+    with `_total`): `{a,b}` spelled out, a `{label}` left off."""
+    names: set[str] = set()
+    for name in re.findall(r"`(palimpsest_[a-z_{},]+)`", text):
+        name = re.sub(r"\{[^,}]*\}", "", name)  # a label
+        some = re.fullmatch(r"(.*)\{(.*)\}(.*)", name)  # palimpsest_x_{a,b}_total
+        names.update([some[1] + part + some[3] for part in some[2].split(",")] if some else [name])
+    return names
+
+
+async def test_every_metric_served_is_in_the_operations_table(tmp_path: Path) -> None:
+    """Five metrics (sealed events, stored attribution indexes, their upkeep's CPU, the
+    disk's warm syncs, changefeed streams) were served and named nowhere in the table,
+    and docs/changefeed.md named two counters without their `_total`. A server with
+    everything that adds metrics (SQLite with fsync and a warm disk, a fan-out bus, a
+    webhook) is scraped: each family it serves is in the table of docs/operations.md,
+    and no page names a metric it does not serve."""
+    settings = Settings(db=str(tmp_path / "m.db"), port=free_port(), fanout=fanout_url(),
+                        webhooks=(f"http://127.0.0.1:{free_port()}/hook",))  # fmt: skip
+    async with run_server(settings) as srv, httpx.AsyncClient() as http:
+        r = await http.get(srv.url + "/metrics")
+    served = {
+        f.name + "_total" if f.type == "counter" else f.name
+        for f in text_string_to_metric_families(r.text)
+    }
+    assert "palimpsest_disk_warm_syncs_total" in served and "palimpsest_webhook_cursor" in served
+    ops = (REPO / "docs" / "operations.md").read_text()
+    table = ops[ops.index("### Metrics") :]
+    table = "\n".join(re.findall(r"^\|.*", table[: table.index("\n###", 1)], re.M))
+    missing = served - metric_names(table)
+    assert not missing, f"served, not in docs/operations.md's table: {missing}"
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        unknown = metric_names(page.read_text()) - served
+        assert not unknown, f"{page.name} names metrics not served: {unknown}"
 
 
 async def test_metrics_registries_are_per_backend(tmp_path: Path) -> None:
