@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -55,7 +56,7 @@ from .rich_diff import (
     observe_texts,
     replay_marks,
 )
-from .sessions import Sessions
+from .sessions import Sessions, SessionsCache
 
 if TYPE_CHECKING:
     from ..auth import Identity
@@ -68,6 +69,17 @@ log = logging.getLogger("palimpsest.history")
 
 #: editing sessions: same actor, gaps shorter than this
 SESSION_GAP_MS = 5 * 60 * 1000
+#: sessions kept in memory at the default gap (the web page's): per document, at most
+#: this many documents and this much estimated memory (sessions.SessionsCache)...
+SESSIONS_KEPT = 32
+SESSIONS_KEPT_BYTES = 32 * 1024 * 1024
+#: ...and at any other gap, apart, so that a reader who tries many gaps does not push
+#: the default gap's out (the gap goes up to a week, in seconds: 604,800 of them)
+OTHER_GAPS_KEPT = 8
+OTHER_GAPS_KEPT_BYTES = 8 * 1024 * 1024
+#: the documents whose root types and creation this service remembers (see History.info):
+#: the least recently used beyond these are forgotten, with their cached history
+KNOWN_DOCS = 1024
 MAX_PAGE = 1000
 #: a diff over at most this many events, asked before the document's attribution index
 #: exists, folds just its range rather than building the index
@@ -156,13 +168,17 @@ class History:
             last_edit=lambda: backend.committer.last_commit,
             max_bytes=int(backend.settings.attribution_cache_mb * 1024 * 1024),
         )
-        #: per document, the root types learnt so far (a root's type never changes)
+        #: per document known (see _created), the root types learnt so far (a root's
+        #: type never changes)
         self._types: dict[str, dict[str, str]] = {}
-        self._sessions: dict[tuple[str, int], Sessions] = {}
+        self._sessions = SessionsCache(SESSIONS_KEPT, SESSIONS_KEPT_BYTES)
+        self._other_gaps = SessionsCache(OTHER_GAPS_KEPT, OTHER_GAPS_KEPT_BYTES)
         #: per document, the DocInfo.created_ts the caches above were built for: another
         #: one means the name was deleted and written again since, on this process or
-        #: another (whose fan-out message may never come), and what they hold is forgotten
-        self._created: dict[str, int | None] = {}
+        #: another (whose fan-out message may never come), and what they hold is forgotten.
+        #: Least recently used first: at most known_docs of them, the others forgotten
+        self._created: OrderedDict[str, int | None] = OrderedDict()
+        self.known_docs = KNOWN_DOCS
 
     @property
     def store(self) -> EventStore:
@@ -178,16 +194,26 @@ class History:
         if self._created.get(doc, info.created_ts) != info.created_ts:
             self.forget(doc)
         self._created[doc] = info.created_ts
+        self._created.move_to_end(doc)
+        while len(self._created) > self.known_docs:
+            self.forget(next(iter(self._created)))
         return info
 
     def forget(self, doc: str) -> None:
         """Drop what this service holds of `doc` (its root types, sessions, attribution
-        index): the document was deleted."""
+        index): the document was deleted, or not used for long (see known_docs)."""
         self._types.pop(doc, None)
-        for key in [k for k in self._sessions if k[0] == doc]:
-            del self._sessions[key]
+        self._sessions.forget(doc)
+        self._other_gaps.forget(doc)
         self.attribution.drop(doc)
         self._created.pop(doc, None)
+
+    def _learnt(self, doc: str) -> dict[str, str]:
+        """The root types learnt of `doc`, kept while the document is known (see info,
+        which makes it known); for one that is not, a dict of its own, not kept."""
+        if doc not in self._created:
+            return {}
+        return self._types.setdefault(doc, {})
 
     async def resolve(self, doc: str, ref: Any, info: DocInfo | None = None) -> int:
         """A seq from a seq number, a tag name or "head"; checked against the log."""
@@ -275,7 +301,7 @@ class History:
 
     def types(self, doc: str, ydoc: Doc[Any]) -> dict[str, str]:
         """Types of every root of `ydoc` (cached per document once learnt)."""
-        known = self._types.setdefault(doc, {})
+        known = self._learnt(doc)
         names = root_names(ydoc)
         for name, kind in typed_roots(ydoc).items():
             known.setdefault(name, kind)
@@ -313,12 +339,12 @@ class History:
         if known is None:
             stored = await self.attribution.warm(doc, info.head)
             if stored is not None:  # a cold server: the stored index names its roots
-                known = self._types.setdefault(doc, {})
+                known = self._learnt(doc)
                 for name, kind in stored.roots().items():
                     known.setdefault(name, kind)
             else:
                 self.types(doc, await self.doc_at(doc, info.head))
-                known = self._types.setdefault(doc, {})
+                known = self._learnt(doc)
         index = await self.attribution.get(doc, info.head, self._tracked(known))
         if any(n not in known and n not in index.roots() for n in index.doc.keys()):
             for seq in sorted(set(seqs)):
@@ -337,7 +363,7 @@ class History:
             if known is None:
                 info = await self.info(doc)
                 self.types(doc, await self.doc_at(doc, info.head))
-                known = self._types.setdefault(doc, {})
+                known = self._learnt(doc)
             return self._tracked(known)
 
         return await self.attribution.refresh(doc, roots, build_from)
@@ -547,17 +573,25 @@ class History:
         limit: int,
         actor: str | None,
     ) -> dict[str, Any]:
-        key = (doc, gap_ms)
-        cache = self._sessions.get(key)
+        kept = self._sessions if gap_ms == SESSION_GAP_MS else self._other_gaps
+        cache = kept.get(doc, gap_ms)
         # (deleted and made again, or compacted since: the sessions of folded events go)
-        if cache is None or cache.seq > info.head or cache.base != info.base_seq:
-            cache = self._sessions[key] = Sessions(gap_ms, seq=info.base_seq, base=info.base_seq)
+        if (
+            cache is None
+            or cache.seq > info.head
+            or cache.base != info.base_seq
+            or cache.created != info.created_ts
+        ):
+            base = info.base_seq
+            cache = Sessions(gap_ms, seq=base, base=base, created=info.created_ts)
         while cache.seq < info.head:
             evs = await self.store.read(doc, after=cache.seq, upto=info.head, limit=5000)
             if not evs:
                 break
             for ev in evs:
-                cache.add(ev)
+                if ev.seq > cache.seq:  # (another request may have extended it meanwhile)
+                    cache.add(ev)
+        kept.keep(doc, cache)
         out = [
             s
             for s in cache.all()

@@ -1,0 +1,122 @@
+"""What history keeps in memory stays within bounds, however many gaps or documents are
+asked about: sessions by (document, gap), root types and creation times by document,
+the attribution cache's locks and its lists of builds and restores. A reader could grow
+the server without end by asking for sessions at each of the 604,800 gaps the API
+accepts (+60 kB a request for a log of 200 sessions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+from conftest import run_server
+from pycrdt import Doc, Text
+
+from palimpsest.backend import Backend
+from palimpsest.history import history_of
+from palimpsest.history.sessions import Sessions
+from palimpsest.settings import Settings
+from palimpsest.store.base import EventStore, NewEvent
+
+T0 = 1_700_000_000_000
+
+
+def written(actors: list[str], n: int) -> str:
+    """The text that `writes` writes."""
+    return "".join(f"{actors[i % len(actors)]}{i} " for i in range(n))
+
+
+def writes(actors: list[str], n: int, step_s: list[int]) -> list[NewEvent]:
+    """`n` edits of one text, by the actors in turn, the i-th `step_s[i % len]` seconds
+    after the one before: pauses of many lengths, so each gap groups them otherwise."""
+    doc: Doc[Any] = Doc()
+    text = doc.get("content", type=Text)
+    out, ts = [], T0
+    for i in range(n):
+        before = doc.get_state()
+        text.insert(len(text), written(actors, i + 1)[len(str(text)) :])
+        ts += step_s[i % len(step_s)] * 1000
+        out.append(NewEvent(actors[i % len(actors)], "edit", doc.get_update(before), ts=ts))
+    return out
+
+
+async def uncached(store: EventStore, doc: str, gap_ms: int) -> list[dict[str, Any]]:
+    """The sessions of the whole log at `gap_ms`, grouped afresh."""
+    sessions = Sessions(gap_ms)
+    for ev in await store.read(doc):
+        sessions.add(ev)
+    return sessions.all()
+
+
+async def test_sessions_at_many_gaps_are_kept_within_bounds_and_stay_right(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(db=str(tmp_path / "s.db"), unload_after_seconds=0.5)
+    async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        store = srv.backend.store
+        await store.append([("s", writes(["ann", "bob", "cy"], 120, [1, 3, 7, 20, 45, 2]))])
+        h = history_of(srv.backend)
+
+        async def sessions(gap: int | None) -> list[dict[str, Any]]:
+            q: dict[str, Any] = {"limit": 1000} | ({"gap": gap} if gap is not None else {})
+            r = await http.get("/api/docs/s/sessions", params=q)
+            assert r.status_code == 200, r.text
+            return list(r.json()["sessions"])
+
+        default = await sessions(None)
+        assert default == await uncached(store, "s", 300_000)
+        seen = set()
+        for gap in range(1, 61):
+            got = await sessions(gap)
+            assert got == await uncached(store, "s", gap * 1000), gap
+            seen.add(len(got))
+        assert len(seen) >= 4  # the gaps did group the events otherwise
+        # one cached at the default gap, the latest few of the other gaps beside it
+        assert len(h._sessions) == 1, len(h._sessions)
+        assert len(h._other_gaps) == h._other_gaps.max_entries < 60
+        assert h._other_gaps.evicted == 60 - h._other_gaps.max_entries
+        # the default gap's was not pushed out by them, and is still right after them
+        assert h._sessions.get("s", 300_000) is not None
+        await store.append([("s", writes(["dee"], 3, [400]))])  # (appended at once)
+        assert await sessions(None) == await uncached(store, "s", 300_000)
+        assert await sessions(7) == await uncached(store, "s", 7000)
+
+        # the estimated memory is a bound too: room for two of these at most
+        one = h._other_gaps.get("s", 7000)
+        assert one is not None
+        h._other_gaps.max_bytes = 2 * one.estimated_bytes() + 1
+        for gap in (9, 8, 7, 6, 5):  # (the shorter, the more sessions)
+            assert await sessions(gap) == await uncached(store, "s", gap * 1000)
+            assert h._other_gaps.kept_bytes <= h._other_gaps.max_bytes
+            assert 1 <= len(h._other_gaps) <= 2
+
+
+async def test_the_documents_known_to_history_are_bounded(tmp_path: Path) -> None:
+    """Sessions, root types and creation times were kept for every document ever read,
+    until it was deleted: one entry per document browsed, for ever."""
+    async with Backend(Settings(db=str(tmp_path / "d.db"))) as backend:
+        store = backend.store
+        names = [f"d{i}" for i in range(40)]
+        await store.append([(n, writes([n, "all"], 4, [1, 600])) for n in names])
+        h = history_of(backend)
+        h.known_docs = 16
+
+        async def read(doc: str) -> tuple[Any, ...]:
+            info = await h.info(doc)
+            s = await h.sessions(doc, info, gap_ms=300_000, after=0, limit=100, actor=None)
+            version = await h.version(doc, info.head)
+            blame = await h.blame(doc, info.head, info, "content")
+            return s["sessions"], version["roots"], blame["roots"]
+
+        first = {n: await read(n) for n in names}
+        assert len(h._created) == 16, len(h._created)
+        assert len(h._types) <= 16 and set(h._types) <= set(h._created)
+        assert len(h._sessions) <= 16
+        assert {d for d, _ in h._sessions._entries} <= set(h._created)
+        for n in names:  # forgotten ones learn again, the same
+            assert await read(n) == first[n]
+            sessions, roots, _ = first[n]
+            assert sessions == await uncached(store, n, 300_000)
+            assert roots["content"]["value"] == written([n, "all"], 4)
+        assert len(h._created) == 16 and len(h._types) <= 16
