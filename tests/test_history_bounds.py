@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import run_server
+import websockets
+from conftest import closed_with, eventually, run_server
 from pycrdt import Doc, Text
 
 from palimpsest.backend import Backend
-from palimpsest.history import history_of
+from palimpsest.history import HistoryExtension, history_of
 from palimpsest.history.sessions import Sessions
 from palimpsest.settings import Settings
 from palimpsest.store.base import EventStore, NewEvent
@@ -120,3 +121,40 @@ async def test_the_documents_known_to_history_are_bounded(tmp_path: Path) -> Non
             assert sessions == await uncached(store, n, 300_000)
             assert roots["content"]["value"] == written([n, "all"], 4)
         assert len(h._created) == 16 and len(h._types) <= 16
+
+
+async def test_attribution_locks_exist_only_while_in_use(tmp_path: Path) -> None:
+    """The attribution cache kept a lock for every document it was ever asked about, and
+    a refused connection to a new name was one: its room unloaded, and the refresh of
+    the attribution index of a document without events took a lock for it (501 locks
+    after 1,000 refused connections to new names)."""
+    settings = Settings(db=str(tmp_path / "l.db"), unload_after_seconds=0.3)
+    async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        h = history_of(srv.backend)
+        ext = srv.backend.extension(HistoryExtension)
+        assert ext is not None
+        names = [f"refused{i}" for i in range(20)]
+        for name in names:
+            async with websockets.connect(f"{srv.ws_url}/{name}?user=x") as ws:
+                await ws.send(b"\x00\x02\x05garbage-not-an-update")
+                code, _ = await closed_with(ws)
+                assert code is not None and 4400 <= code < 4500, code
+        await eventually(lambda: not srv.backend.rooms.loaded, what="the rooms unloaded")
+        await ext.drain()
+        assert len(h.attribution._locks) == 0, len(h.attribution._locks)
+        assert ext.refreshes == 0  # nothing to attribute in a document without events
+
+        await srv.backend.store.append(
+            [(f"b{i}", writes(["ann", "bob"], 3, [1])) for i in range(20)]
+        )
+        for i in range(20):
+            r = await http.get(f"/api/docs/b{i}/blame", params={"user": "x"})
+            assert r.status_code == 200, r.text
+            runs = r.json()["roots"]["content"]["runs"]
+            assert "".join(run["text"] for run in runs) == written(["ann", "bob"], 3)
+        r = await http.put("/api/docs/w/text", params={"user": "x"}, json={"text": "hello"})
+        assert r.status_code == 200, r.text
+        await eventually(lambda: not srv.backend.rooms.loaded, what="w unloaded")
+        await ext.drain()
+        assert ext.refreshes == 1
+        assert len(h.attribution._locks) == 0, len(h.attribution._locks)

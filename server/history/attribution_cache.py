@@ -18,11 +18,13 @@ instead of replaying the whole log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 
 from .. import cpu_account
 from ..errors import FATAL, DocumentBroken
@@ -68,6 +70,13 @@ def _length_matches(index: AttributionIndex) -> bool:
     )
 
 
+@dataclass
+class _DocLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: those holding it or waiting for it
+    users: int = 0
+
+
 class AttributionCache:
     """One index per document: built, stored and read back, extended on each use,
     LRU-bounded in memory."""
@@ -103,7 +112,9 @@ class AttributionCache:
         #: from the ingest's)
         self.upkeep = cpu_account.Account()
         self._indexes: OrderedDict[str, AttributionIndex] = OrderedDict()
-        self._locks: dict[str, asyncio.Lock] = {}
+        #: per document, its lock, only while someone holds it or waits for it (see
+        #: lock): kept for good, they added up to one per name ever touched
+        self._locks: dict[str, _DocLock] = {}
         #: the seq of the index last stored, per document
         self._stored: dict[str, int] = {}
         self._writes: set[asyncio.Task[None]] = set()
@@ -117,11 +128,23 @@ class AttributionCache:
         #: the update folded instead, None when left out (as snapshots.load does)
         self._fixes: dict[str, Fixes] = {}
 
-    def lock(self, doc: str) -> asyncio.Lock:
-        """The lock under which the document's index is built, extended and stored:
+    @contextlib.asynccontextmanager
+    async def lock(self, doc: str) -> AsyncIterator[None]:
+        """Hold the lock under which the document's index is built, extended and stored:
         while it is held the index does not change, so a walk of it may run in a worker
-        thread (the blame and diff of an XML root do)."""
-        return self._locks.setdefault(doc, asyncio.Lock())
+        thread (the blame and diff of an XML root do). The lock exists while someone
+        holds it or waits for it; the next one after them makes a new one."""
+        held = self._locks.get(doc)
+        if held is None:
+            held = self._locks[doc] = _DocLock()
+        held.users += 1
+        try:
+            async with held.lock:
+                yield
+        finally:
+            held.users -= 1
+            if not held.users:
+                del self._locks[doc]
 
     def peek(self, doc: str) -> AttributionIndex | None:
         return self._indexes.get(doc)
@@ -164,8 +187,7 @@ class AttributionCache:
         """The document's index, folded at least up to `upto`, tracking `roots` (text
         roots, or name -> kind: see attribution.root_kinds)."""
         wanted = root_kinds(roots)
-        lock = self._locks.setdefault(doc, asyncio.Lock())
-        async with lock:
+        async with self.lock(doc):
             index = self._indexes.get(doc)
             if index is None:
                 index = await self._restore(doc, upto)
@@ -185,8 +207,7 @@ class AttributionCache:
         """The index in memory, or read back from the store (then kept in memory), or
         None: never a build. Lets a cold server learn the text roots from the stored
         index instead of loading the head version first."""
-        lock = self._locks.setdefault(doc, asyncio.Lock())
-        async with lock:
+        async with self.lock(doc):
             index = self._indexes.get(doc)
             if index is None:
                 index = await self._restore(doc, upto)
@@ -230,11 +251,10 @@ class AttributionCache:
     async def _refresh(
         self, doc: str, roots: Callable[[], Awaitable[Roots]], build_from: int
     ) -> bool:
-        lock = self._locks.setdefault(doc, asyncio.Lock())
         info = await self.store.doc_info(doc)
         if info is None or info.head == 0 or self._stored.get(doc, -1) >= info.head:
             return False
-        async with lock:
+        async with self.lock(doc):
             index = self._indexes.get(doc)
             if index is not None and index.base != info.base_seq:
                 self.drop(doc)  # compacted since it was built (see stale)

@@ -56,6 +56,8 @@ class HistoryExtension(Extension):
         self.refresh_on_unload = refresh_on_unload
         self.build_from = build_from
         self._refresher = _Refresher()
+        #: observable: refreshes started (one per unload of a document with events)
+        self.refreshes = 0
 
     def setup(self, backend: Backend) -> None:
         self.service = History(backend)
@@ -71,7 +73,12 @@ class HistoryExtension(Extension):
     def on_unload(self, room: Room) -> None:
         if not self.refresh_on_unload or room.name in self._refresher.tasks:
             return
+        if room.seq == 0:
+            # no event: nothing to attribute (a connection refused at its first frame
+            # to a new name, a reader of an empty one), so nothing to look up either
+            return
         doc = room.name
+        self.refreshes += 1
         task = asyncio.create_task(self._refresh(doc))
         self._refresher.tasks[doc] = task
 
