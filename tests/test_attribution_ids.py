@@ -335,7 +335,7 @@ async def test_a_stored_index_of_a_text_with_an_embed_is_read_back(tmp_path: Pat
     async with Backend(settings) as backend:
         h = history_of(backend)
         again = await h.blame("pic", 3, await h.info("pic"), "content")
-        assert h.attribution.builds == [] and len(h.attribution.restores) == 1
+        assert not h.attribution.builds and len(h.attribution.restores) == 1
     assert again == first
     assert "".join(r["text"] for r in first["roots"]["content"]["runs"]) == "see \ufffc here"
 

@@ -91,7 +91,7 @@ async def test_an_index_of_text_deleted_by_its_own_event_is_read_back(
     async with Backend(settings) as cold:
         h = history_of(cold)
         assert await _answers(cold, "doc", seqs) == expected
-        assert h.attribution.builds == [] and len(h.attribution.restores) == 1
+        assert not h.attribution.builds and len(h.attribution.restores) == 1
         read = h.attribution.peek("doc")
         assert read is not None
         if events == "merged_trace":

@@ -84,7 +84,7 @@ async def test_cold_blame_reads_the_stored_index_and_equals_warm_blame(store_url
     async with Backend(settings) as cold:
         h = history_of(cold)
         got = await _answers(cold, seqs)
-        assert h.attribution.builds == []  # nothing replayed from the start of the log
+        assert not h.attribution.builds  # nothing replayed from the start of the log
         [(doc, _seconds, seq)] = h.attribution.restores
         assert (doc, seq) == ("paper", N - 700)
         assert got == expected
@@ -112,7 +112,7 @@ async def test_a_stored_index_that_does_not_match_is_rebuilt(tmp_path: Path) -> 
         h = history_of(backend)
         b = await h.blame("paper", 900, await h.info("paper"), "content")
         assert _text(b["roots"]["content"]["runs"]) == texts[900]
-        assert h.attribution.restores == [] and len(h.attribution.builds) == 1
+        assert not h.attribution.restores and len(h.attribution.builds) == 1
         await h.attribution.drain()
         # deleted and made again: the new document's first events differ
         await backend.store.delete_doc("paper")
@@ -204,7 +204,7 @@ async def test_blame_after_compaction_names_nobody_for_the_text_the_base_holds(
             await srv.backend.store.put_derived("memo", codec.KIND, 3, old)
             assert await blame(http) == expected
             h = history_of(srv.backend)
-            assert h.attribution.restores == [] and len(h.attribution.builds) == 1
+            assert not h.attribution.restores and len(h.attribution.builds) == 1
 
 
 async def test_a_room_that_unloads_stores_its_index_for_the_next_process(
@@ -241,7 +241,7 @@ async def test_a_room_that_unloads_stores_its_index_for_the_next_process(
         h = history_of(srv.backend)
         b = await h.blame("paper", 1234, await h.info("paper"), "content")
         assert _text(b["roots"]["content"]["runs"]) == texts[1234]
-        assert h.attribution.builds == [] and len(h.attribution.restores) == 1
+        assert not h.attribution.builds and len(h.attribution.restores) == 1
 
 
 async def test_documents_that_unload_together_are_refreshed_one_at_a_time(

@@ -580,7 +580,7 @@ async def cold_answers_as_warm(
     async with Backend(settings) as cold:
         h = history_of(cold)
         assert await answers(cold) == expected
-        assert h.attribution.builds == []
+        assert not h.attribution.builds
         assert [(d, s) for d, _, s in h.attribution.restores] == [(doc, cut)]
     return expected, stored[1]
 

@@ -16,6 +16,7 @@ from pycrdt import Doc, Text
 
 from palimpsest.backend import Backend
 from palimpsest.history import HistoryExtension, history_of
+from palimpsest.history.attribution_cache import RECENT
 from palimpsest.history.sessions import Sessions
 from palimpsest.settings import Settings
 from palimpsest.store.base import EventStore, NewEvent
@@ -158,3 +159,32 @@ async def test_attribution_locks_exist_only_while_in_use(tmp_path: Path) -> None
         await ext.drain()
         assert ext.refreshes == 1
         assert len(h.attribution._locks) == 0, len(h.attribution._locks)
+
+
+async def test_the_builds_and_restores_remembered_are_the_latest(tmp_path: Path) -> None:
+    """The attribution cache listed every index it built or read back, for ever (for
+    logs and the bench): the latest RECENT now."""
+    settings = Settings(db=str(tmp_path / "r.db"))
+    names = [f"r{i}" for i in range(RECENT + 10)]
+
+    async def blames(backend: Backend) -> list[Any]:
+        h = history_of(backend)
+        out = []
+        for n in names:
+            info = await h.info(n)
+            out.append((await h.blame(n, info.head, info, "content"))["roots"])
+        await h.attribution.drain()
+        return out
+
+    async with Backend(settings) as warm:
+        await warm.store.append([(n, writes([n, "x"], 2, [1])) for n in names])
+        built = await blames(warm)
+        cache = history_of(warm).attribution
+        assert len(cache.builds) == RECENT, len(cache.builds)
+        assert [d for d, _, _ in cache.builds] == names[-RECENT:]
+        assert cache.stored == len(names)
+    async with Backend(settings) as cold:
+        assert await blames(cold) == built
+        cache = history_of(cold).attribution
+        assert not cache.builds and len(cache.restores) == RECENT, len(cache.restores)
+        assert [(d, s) for d, _, s in cache.restores] == [(n, 2) for n in names[-RECENT:]]

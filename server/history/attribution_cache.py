@@ -22,7 +22,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -48,6 +48,8 @@ QUIET_SECONDS = 0.25
 #: caught seven stalls of 13-52 ms within 0.3 s while one was building an index (its
 #: fold in the loop's samples of two of them)
 MAX_DEFER_SECONDS = 30.0
+#: the builds and restores remembered (AttributionCache.builds, .restores): the latest
+RECENT = 100
 
 
 def fingerprint(update: bytes) -> str:
@@ -118,12 +120,13 @@ class AttributionCache:
         #: the seq of the index last stored, per document
         self._stored: dict[str, int] = {}
         self._writes: set[asyncio.Task[None]] = set()
-        #: (doc, seconds, events) for each full build, for logs and the bench
-        self.builds: list[tuple[str, float, int]] = []
+        #: (doc, seconds, seq) for each full build, for logs and the bench: the latest
+        #: RECENT of them
+        self.builds: deque[tuple[str, float, int]] = deque(maxlen=RECENT)
         #: indexes folded by ids that had to be built again by deltas (attribution_ids)
         self.rebuilt_by_deltas = 0
-        #: (doc, seconds, seq) for each index read back from the store
-        self.restores: list[tuple[str, float, int]] = []
+        #: (doc, seconds, seq) for each index read back from the store: the latest RECENT
+        self.restores: deque[tuple[str, float, int]] = deque(maxlen=RECENT)
         #: per document, the events found to break it (errors.DocumentBroken): seq ->
         #: the update folded instead, None when left out (as snapshots.load does)
         self._fixes: dict[str, Fixes] = {}
