@@ -175,8 +175,57 @@ def test_forced_colours_keep_insertions_the_selected_tab_and_blame_authors_apart
     }
     assert lines["frank"] != lines["grace"] and "none" not in lines.values(), lines
     for who, line in lines.items():
-        chip = page.locator("#preview-legend .author-chip", has_text=who)
+        chip = page.locator("#preview-legend .author-chip", has_text=who).locator("[data-mark]")
         assert style(chip, "borderBottomStyle") == line, who
+
+
+LOOKS = """([selector, key]) => {
+  const looks = {}
+  for (const e of document.querySelectorAll(selector)) {
+    const s = getComputedStyle(e)
+    const look = `${s.borderBottomColor} ${s.borderBottomStyle} ${s.borderBottomWidth}`
+    ;(looks[key === 'text' ? e.textContent : e.dataset.actor] ||= new Set()).add(look)
+  }
+  return Object.fromEntries(Object.entries(looks).map(([who, set]) => [who, [...set]]))
+}"""
+
+
+def looks(page: Page, selector: str, key: str = "actor") -> dict[str, str]:
+    """Author → the look (line colour, style, width) of the elements `selector` picks,
+    named by their data-actor or (key "text") their text; each has one look."""
+    found: dict[str, list[str]] = page.evaluate(LOOKS, [selector, key])
+    assert all(len(each) == 1 for each in found.values()), found
+    return {who: each[0] for who, each in found.items()}
+
+
+def test_forty_authors_of_a_class_each_have_a_look_of_their_own(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """A class of 40 and their teacher in one document: blame gave 41 authors 12
+    colours (each the hash of a name), and a line style only in forced colours, given
+    in order of appearance whatever the colour, so that s09's text looked like the
+    teacher's; the legend's chips and the timeline showed only a coloured dot. Each
+    author now has their colour and a line under their text, their chip's name and
+    their session's name that no other author of that colour in the view has: five of
+    these names share orange (s05, s09, s12, s34, teacher)."""
+    authors = [f"s{i:02}" for i in range(1, 41)] + ["teacher"]
+    text = ""
+    for who in authors:
+        text += f"[{who}] wrote this sentence. "
+        put_text(server, doc_name, who, text)
+    page = open_doc(people(), server.http_url, doc_name, "teacher", "&history=1&version=head")
+    body = preview(page, "blame")
+    expect(body.locator(".blame-run")).to_have_count(len(authors))
+    runs = looks(page, "#preview-body .blame-run")
+    assert sorted(runs) == authors
+    assert len(set(runs.values())) == len(authors), runs
+    assert len({look.split(" ")[0] for look in runs.values()}) == 12  # (colours: as before)
+    chips = looks(page, "#preview-legend .author-chip [data-mark]", "text")
+    assert chips == runs
+
+    expect(page.locator("#timeline .session")).to_have_count(len(authors))
+    assert looks(page, "#timeline .session-who", "text") == runs
+    assert not page.errors  # type: ignore[attr-defined]
 
 
 def accessible_texts(page: Page) -> list[str]:

@@ -1,5 +1,7 @@
 // One colour per author, the same in every tab and for every viewer: cursors,
-// presence, timeline, diff and blame all use it.
+// presence, timeline, diff and blame all use it. In the history (blame, diff, their
+// legends, the timeline) an author also has a mark, the line drawn under their text and
+// their name (authorMarks): twelve colours alone left a class of 40 in twelve looks.
 
 // Each at least 4.5:1 against white (WCAG 1.4.3), for the white 11px initials on an
 // avatar and a remote cursor's name: cyan, emerald, lime, orange, amber and teal are
@@ -32,6 +34,57 @@ function fnv1a (s) {
 export function colorFor (name) {
   if (!name) return '#64748b'
   return PALETTE[fnv1a(String(name)) % PALETTE.length]
+}
+
+/**
+ * The lines under an author's text and name (style.css [data-mark]): solid, dashed,
+ * dotted, double, then thick solid, dashed and dotted. They are what tells authors
+ * apart where colours cannot: two authors of one colour, and forced colours (Windows
+ * High Contrast), where every line is in the one text colour but keeps its style.
+ */
+export const MARKS = 7
+
+/** the mark an author has unless another of their colour in the view has it first */
+function ownMark (name) {
+  return Math.floor(fnv1a(String(name)) / PALETTE.length) % MARKS
+}
+
+/**
+ * A mark for each of the `authors` of one view (a blame, a diff, the timeline), such
+ * that authors of the same colour have different marks while there are no more than
+ * MARKS of them: 84 looks in all. Each author keeps the mark their name hashes to (so
+ * it is the same from view to view) unless an author of their colour whose name sorts
+ * first has it; then they take the first mark free in their colour. Past MARKS authors
+ * of one colour, the rest keep their own marks and so look like someone else: the
+ * legend and each part's title and data-who still name them. Returns actor → mark
+ * (0 to MARKS - 1; their own for an author not in `authors`, 0 for none).
+ */
+export function authorMarks (authors) {
+  const byColor = new Map()
+  for (const name of [...new Set(authors)].filter(Boolean).sort()) {
+    const color = colorFor(name)
+    if (!byColor.has(color)) byColor.set(color, [])
+    byColor.get(color).push(name)
+  }
+  const marks = new Map()
+  for (const names of byColor.values()) {
+    const taken = new Set()
+    const bumped = names.filter((name) => {
+      const own = ownMark(name)
+      if (taken.has(own)) return true
+      taken.add(own)
+      marks.set(name, own)
+      return false
+    })
+    for (const name of bumped) {
+      let mark = 0
+      while (taken.has(mark)) mark++
+      if (mark >= MARKS) mark = ownMark(name) // (all taken: a look twice)
+      taken.add(mark)
+      marks.set(name, mark)
+    }
+  }
+  return (actor) => marks.get(actor) ?? (actor ? ownMark(actor) : 0)
 }
 
 /** translucent variant for selections and highlighted text (#rrggbbaa) */

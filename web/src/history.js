@@ -3,7 +3,7 @@
 // authors' colours, blame), named versions, and "restore this version".
 
 import { $, h, clear, debounce, relativeTime, absoluteTime, shortTime, clockTime, plural, formatBytes, own, selectTab, tabKeys } from './util.js'
-import { colorFor, lightColorFor } from './colors.js'
+import { authorMarks, colorFor, lightColorFor } from './colors.js'
 import { toast } from './toast.js'
 import * as Y from 'yjs'
 import { drawNodes, modelOfRoot, rootKinds, walkRuns } from './render.js'
@@ -26,6 +26,7 @@ export class HistoryPanel {
     this.mode = 'text'
     this.expanded = new Set() // session keys whose events are shown
     this.eventCache = new Map() // seq -> event
+    this.mark = authorMarks([]) // actor -> mark in the timeline drawn (colors.js)
     this.tags = []
     this._previewToken = 0
 
@@ -265,6 +266,7 @@ export class HistoryPanel {
       this.timeline.append(this.emptyTimeline())
       return
     }
+    this.mark = authorMarks(newest.map((s) => s.actor))
     for (const s of newest) {
       const key = this.sessionKey(s)
       const open = this.expanded.has(key)
@@ -286,7 +288,7 @@ export class HistoryPanel {
         }
       },
       h('span', { class: 'dot', style: { background: color } }),
-      h('span', { class: 'session-who' }, s.actor || 'unknown'),
+      h('span', { class: 'session-who', dataset: { mark: this.mark(s.actor) } }, s.actor || 'unknown'),
       h('span', { class: 'session-when', title: `${absoluteTime(s.start)} – ${absoluteTime(s.end)}` }, sessionWhen(s)),
       h('span', { class: 'session-meta' }, `${plural(s.events || 0, 'event')} · ${range}`)
       )
@@ -353,7 +355,9 @@ export class HistoryPanel {
       clear(this.timeline)
       if (!events.length) { this.timeline.append(this.emptyTimeline()); return }
       const ul = h('ol', { class: 'events flat' })
-      for (const e of events.filter(shown).slice(-200).reverse()) ul.append(this.eventItem(e))
+      const rows = events.filter(shown).slice(-200).reverse()
+      this.mark = authorMarks(rows.map((e) => e.actor))
+      for (const e of rows) ul.append(this.eventItem(e))
       this.timeline.append(ul)
       if (this.base > 0) this.timeline.append(this.compactedNote())
     })
@@ -382,7 +386,8 @@ export class HistoryPanel {
     },
     h('span', { class: 'seq' }, `#${e.seq}`),
     h('span', { class: `kind kind-${kind}` }, kind),
-    h('span', { class: 'who' }, h('span', { class: 'dot', style: { background: color } }), e.actor || 'unknown'),
+    h('span', { class: 'who' }, h('span', { class: 'dot', style: { background: color } }),
+      h('span', { dataset: { mark: this.mark(e.actor) } }, e.actor || 'unknown')),
     h('span', { class: 'when' }, clockTime(e.ts)),
     details.length ? h('span', { class: 'detail' }, details.join(' ')) : null,
     tags.map((t) => h('span', { class: 'tag-chip' }, t.name))
@@ -598,26 +603,28 @@ export class HistoryPanel {
         let inserted = 0
         let deleted = 0
         let moved = 0
-        for (const op of mergeOps(ops)) {
+        const merged = mergeOps(ops)
+        for (const op of merged) {
           if (op.op === 'insert') { inserted += charCount(op.text); if (op.actor) authors.add(op.actor) }
           if (op.op === 'delete') { deleted += charCount(op.text); if (op.actor) authors.add(op.actor) }
           if (op.moved && op.op === 'insert') moved += charCount(op.text)
-          body.append(opSpan(op))
         }
-        legend.append(...diffLegend(diff, realSeq, inserted, deleted, authors, moved))
+        const mark = authorMarks(authors)
+        for (const op of merged) body.append(opSpan(op, mark))
+        legend.append(...diffLegend(diff, realSeq, inserted, deleted, authors, moved, mark))
         if (!ops.length) body.append(h('span', { class: 'muted' }, '(empty)'))
       } else if (this.mode === 'blame') {
         const blame = await this.api.blame(this.doc, realSeq)
         if (token !== this._previewToken) return
         const runs = own(blame.roots, root)?.runs || []
-        const authors = new Set()
-        const mark = authorMarks()
-        for (const run of mergeOps(runs.map((r) => ({ ...r, op: 'blame' })))) {
-          if (run.actor) authors.add(run.actor)
+        const merged = mergeOps(runs.map((r) => ({ ...r, op: 'blame' })))
+        const authors = new Set(merged.map((run) => run.actor).filter(Boolean))
+        const mark = authorMarks(authors)
+        for (const run of merged) {
           const who = writtenBy(run.actor, seqRange(run.minSeq, run.maxSeq))
           body.append(h('span', {
             class: 'blame-run',
-            style: { background: lightColorFor(run.actor, 0x30), borderBottomColor: colorFor(run.actor) },
+            style: { background: lightColorFor(run.actor, 0x30), '--author': colorFor(run.actor) },
             title: who,
             dataset: { actor: run.actor, seq: run.minSeq, mark: mark(run.actor), who }
           }, visibleText(run.text)))
@@ -697,11 +704,10 @@ export class HistoryPanel {
       : await this.api.blame(this.doc, seq, 'actor')
     if (token !== this._previewToken) return
     const authors = new Set()
-    const mark = authorMarks()
     let inserted = 0
     let deleted = 0
     let moved = 0
-    for (const name of names) {
+    const drawn = names.map((name) => {
       const root = own(answer.roots, name)
       const nodes = !root ? [] : root.nodes ? root.nodes : [{ runs: root.runs || root.ops || [] }]
       for (const { node, run } of walkRuns(nodes)) {
@@ -711,10 +717,15 @@ export class HistoryPanel {
         if (run && run.op === 'delete') deleted += charCount(run.text)
         if (run && run.moved && run.op === 'insert') moved += charCount(run.text)
       }
-      section(name).append(nodes.length ? drawNodes(nodes, diffing ? DIFF_DECO : blameDeco(mark)) : h('span', { class: 'muted' }, '(empty)'))
+      return [name, nodes]
+    })
+    // (marks once every author of the view is known: see authorMarks)
+    const mark = authorMarks(authors)
+    for (const [name, nodes] of drawn) {
+      section(name).append(nodes.length ? drawNodes(nodes, diffing ? diffDeco(mark) : blameDeco(mark)) : h('span', { class: 'muted' }, '(empty)'))
     }
     legend.append(...(diffing
-      ? diffLegend(answer, seq, inserted, deleted, authors, moved)
+      ? diffLegend(answer, seq, inserted, deleted, authors, moved, mark)
       : [h('span', {}, `Who made and wrote each part of version #${seq}:`), authorChips(authors, mark)]))
   }
 
@@ -818,7 +829,7 @@ function mergeOps (ops) {
   return out
 }
 
-function opSpan (op) {
+function opSpan (op, mark) {
   if (op.op === 'equal') return visibleText(op.text)
   const verb = op.op === 'insert' ? (op.moved ? 'moved here' : 'added') : op.moved ? 'moved away' : 'deleted'
   const seqs = op.minSeq === undefined || op.minSeq === null
@@ -829,7 +840,7 @@ function opSpan (op) {
     class: (op.op === 'insert' ? 'ins' : 'del') + (op.moved ? ' moved' : ''),
     style: authorStyle(op.actor),
     title: who,
-    dataset: { actor: op.actor, seq: op.minSeq, who }
+    dataset: { actor: op.actor, seq: op.minSeq, mark: mark(op.actor), who }
   }, visibleText(op.text))
 }
 
@@ -880,13 +891,13 @@ function seqRange (first, last) {
   return last === undefined || last === null || first === last ? `#${first}` : `#${first}–#${last}`
 }
 
-function diffLegend (diff, seq, inserted, deleted, authors, moved) {
+function diffLegend (diff, seq, inserted, deleted, authors, moved, mark) {
   return [
     h('span', {}, `From #${diff.from ?? seq} to the current version${diff.to !== undefined ? ` (#${diff.to})` : ''}: `),
     h('span', { class: 'ins-sample' }, `+${inserted}`), ' ',
     h('span', { class: 'del-sample' }, `−${deleted}`), ' characters',
     moved ? h('span', { class: 'moved-sample' }, ` (${moved} moved)`) : null,
-    authorChips(authors)
+    authorChips(authors, mark)
   ].filter((part) => part !== null) // (append() writes a null out as "null")
 }
 
@@ -896,20 +907,6 @@ function nodeLabel (node) {
   if (node.element !== undefined) return node.element
   if (node.map !== undefined) return 'text node'
   return (node.attributes && node.attributes.__type) || 'text'
-}
-
-/**
- * A number per author, 0 to 3 in the order they first come, for the forced-colours
- * style sheet (Windows High Contrast): there every author's colour is the one text
- * colour, and blame tells authors apart, and matches them to the legend, by the style
- * of the line under their text.
- */
-function authorMarks () {
-  const marks = new Map()
-  return (actor) => {
-    if (!marks.has(actor)) marks.set(actor, marks.size % 4)
-    return marks.get(actor)
-  }
 }
 
 /** blame of a tree: each element by who made it, each run by who wrote it */
@@ -926,7 +923,7 @@ const blameDeco = (mark) => ({
     const who = writtenBy(run.actor, seqRange(run.seq, run.last_seq))
     return {
       class: 'blame-run',
-      style: { background: lightColorFor(run.actor, 0x30), borderBottomColor: colorFor(run.actor) },
+      style: { background: lightColorFor(run.actor, 0x30), '--author': colorFor(run.actor) },
       title: who,
       dataset: { actor: run.actor, seq: run.seq, mark: mark(run.actor), who }
     }
@@ -937,7 +934,7 @@ const VERBS = { insert: 'added', delete: 'deleted', format: 'changed' }
 const MOVED = { insert: 'moved here', delete: 'moved away' }
 
 /** a diff of a tree: what each element and run became since, and who did it */
-const DIFF_DECO = {
+const diffDeco = (mark) => ({
   node: (node) => VERBS[node.op]
     ? {
         class: `node-${node.op}`,
@@ -955,14 +952,15 @@ const DIFF_DECO = {
       class: (run.op === 'insert' ? 'ins' : run.op === 'delete' ? 'del' : 'fmt') + (run.moved ? ' moved' : ''),
       style: authorStyle(run.actor),
       title: who,
-      dataset: { actor: run.actor, seq: run.seq, op: run.op, who }
+      dataset: { actor: run.actor, seq: run.seq, op: run.op, mark: mark(run.actor), who }
     }
   }
-}
+})
 
-/** the legend's authors; with `mark` (blame), each chip underlined as their text is */
-function authorChips (authors, mark = null) {
+/** the legend's authors, each name underlined as their text is: the chip of a look */
+function authorChips (authors, mark) {
   return h('span', { class: 'author-chips' }, [...authors].sort().map((a) =>
-    h('span', { class: 'author-chip', style: { '--author': colorFor(a) }, dataset: mark ? { mark: mark(a) } : {} },
-      h('span', { class: 'dot', style: { background: colorFor(a) } }), a)))
+    h('span', { class: 'author-chip', style: { '--author': colorFor(a) } },
+      h('span', { class: 'dot', style: { background: colorFor(a) } }),
+      h('span', { class: 'author-name', dataset: { mark: mark(a) } }, a))))
 }
