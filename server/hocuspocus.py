@@ -15,6 +15,13 @@ carries any number of documents. Types, as Hocuspocus's server defines them:
   2.x providers cannot read it, so this server never sends it).
 - ``8`` sync status: ``varUint(1)`` when an update the client sent is saved, ``0`` when
   it was refused (read-only).
+- ``9`` ping, ``10`` pong (4.x): of the socket, not of a document, so the type's one
+  byte is the whole frame (no document name: none fits in one byte, so a one-byte
+  ``[9]`` or ``[10]`` is nothing else). A 4.x provider answers a ping with a pong.
+
+Any other type (one a newer provider sends; 9 or 10 with a document name) is a
+:class:`Frame` all the same: Hocuspocus's server ignores a message type it has no
+handler for, and so does the endpoint.
 
 Frames that y-websocket rooms send are translated by :func:`from_y_websocket`.
 """
@@ -38,6 +45,8 @@ STATELESS = 5
 BROADCAST_STATELESS = 6
 CLOSE = 7
 SYNC_STATUS = 8
+PING = 9
+PONG = 10
 
 AUTH_TOKEN = 0
 AUTH_PERMISSION_DENIED = 1
@@ -62,21 +71,30 @@ class Frame:
 
 
 @dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A ping or pong of the socket itself (the one byte of its type)."""
+
+    type: int
+
+
+@dataclass(frozen=True, slots=True)
 class Auth:
     token: str
     #: sent by 4.x providers only
     version: str | None
 
 
-def decode(frame: bytes) -> Frame:
-    """Split a frame into document name, type and body, or raise ProtocolError."""
+def decode(frame: bytes) -> Frame | Heartbeat:
+    """Split a frame into document name, type and body (any type: what the server does
+    not know of is the caller's to ignore), or the socket's ping or pong; raise
+    ProtocolError for a frame whose document name or type cannot be read."""
     if not frame:
         raise ProtocolError("empty frame: expected varString(document name) + varUint(type)")
+    if len(frame) == 1 and frame[0] in (PING, PONG):
+        return Heartbeat(frame[0])
     r = P.Reader(frame)
     doc = r.read_var_string("document name")
     mtype = r.read_var_uint("message type")
-    if mtype > SYNC_STATUS:
-        raise ProtocolError(f"unknown Hocuspocus message type {mtype}: expected 0 to 8")
     return Frame(doc, mtype, frame[r.pos :])
 
 
@@ -129,6 +147,10 @@ def encode_close(doc: str, reason: str) -> bytes:
     """The server closes one document of the socket (the socket and its other documents
     stay), as Hocuspocus does when handling a message of that document failed."""
     return prefix(doc) + bytes([CLOSE]) + P.write_var_string(reason)
+
+
+def encode_pong() -> bytes:
+    return bytes([PONG])
 
 
 def encode_sync_status(doc: str, saved: bool) -> bytes:

@@ -48,12 +48,18 @@ class Raw:
     def __init__(self, ws: Any) -> None:
         self.ws = ws
         self.frames: list[H.Frame] = []
+        #: the socket's pings and pongs (no document)
+        self.heartbeats: list[H.Heartbeat] = []
         self.task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
         try:
             async for data in self.ws:
-                self.frames.append(H.decode(data))
+                frame = H.decode(data)
+                if isinstance(frame, H.Heartbeat):
+                    self.heartbeats.append(frame)
+                else:
+                    self.frames.append(frame)
         except websockets.ConnectionClosed:
             pass
 
@@ -91,6 +97,7 @@ async def raw_client(srv: Any) -> AsyncIterator[Raw]:
 
 def test_frames_decode_and_say_what_is_wrong() -> None:
     frame = H.decode(H.prefix("notes") + bytes([H.AUTH, 0]) + P.write_var_string("tok"))
+    assert isinstance(frame, H.Frame)
     assert (frame.doc, frame.type) == ("notes", H.AUTH)
     assert H.decode_auth(frame.body) == H.Auth("tok", None)
     # 4.x providers append their version to the token
@@ -107,11 +114,19 @@ def test_frames_decode_and_say_what_is_wrong() -> None:
     for bad, expected in [
         (b"", "empty frame"),
         (b"\x05abc", "declares 5 bytes"),
-        (b"\x01d\x09", "unknown Hocuspocus message type 9"),
         (b"\x01d", "truncated message type"),
+        (b"\x01d\xc8", "truncated message type"),
+        (b"\x08", "declares 8 bytes"),
     ]:
         with pytest.raises(ProtocolError, match=expected):
             H.decode(bad)
+    # a type this server does not know is still a frame of its document (Hocuspocus
+    # ignores it); 4.x's ping and pong are the type's one byte, no document name
+    assert H.decode(b"\x01d\x09\x00") == H.Frame("d", 9, b"\x00")
+    assert H.decode(b"\x01d\xc8\x01") == H.Frame("d", 200, b"")
+    assert H.decode(b"\x09") == H.Heartbeat(H.PING)
+    assert H.decode(b"\x0a") == H.Heartbeat(H.PONG)
+    assert H.encode_pong() == b"\x0a"
     with pytest.raises(ProtocolError, match="expected 0"):
         H.decode_auth(b"\x01\x00")
     assert H.parse_request('{"type": "undo", "id": 1}') == {"type": "undo", "id": 1}
@@ -196,14 +211,48 @@ async def test_close_one_document_and_malformed_frames(srv: Any) -> None:
         await eventually(lambda: raw.of("two", H.SYNC), what="two answers again")
 
         # a frame whose document cannot even be read closes the socket
-        await raw.ws.send(b"\x03two\x09")  # Hocuspocus message type 9
+        await raw.ws.send(b"\x05two")  # a name of 5 bytes, 3 of them sent
         await eventually(lambda: raw.ws.close_code is not None, what="closed")
         assert raw.ws.close_code == H.RESET_CONNECTION
-        assert "unknown Hocuspocus message type 9" in raw.ws.close_reason
+        assert "document name declares 5 bytes" in raw.ws.close_reason
     # the server keeps serving everyone else
     async with raw_client(srv) as raw:
         await raw.auth("two", "bob")
         await eventually(lambda: raw.of("two", H.AUTH), what="authenticated again")
+
+
+async def test_unknown_message_types_are_ignored_and_a_ping_is_answered(srv: Any) -> None:
+    """A readable frame of a type the server has no handler for (9 and 10 with a document
+    name, as a 4.x provider's types would be if sent to a document; a newer provider's
+    11) is ignored, as Hocuspocus's server ignores it: the socket and its documents
+    stay, and a document it names that is not open yet opens later as any other. The
+    socket's own ping (the one byte 9) is answered with a pong (10), as a 4.x provider
+    answers a server's; a pong is taken quietly."""
+    async with raw_client(srv) as raw:
+        await raw.auth("open", "alice", version="4.7.0")
+        await eventually(lambda: raw.of("open", H.AUTH), what="open authenticated")
+        for mtype in (H.PING, H.PONG, 11, 200):
+            await raw.send("open", mtype, b"\x00")
+        await raw.send("later", 11, b"\x01\x02")  # not open: neither opened nor refused
+        await raw.ws.send(bytes([H.PONG]))
+        await raw.ws.send(bytes([H.PING]))
+        await eventually(lambda: raw.heartbeats, what="pong")
+        assert raw.heartbeats == [H.Heartbeat(H.PONG)]
+
+        doc: Doc[Any] = Doc()
+        updates: list[bytes] = []
+        doc.observe(lambda e: updates.append(e.update))
+        doc.get("content", type=Text).insert(0, "still here")
+        await raw.send("open", H.SYNC, bytes([P.SYNC_UPDATE]) + P.write_var_bytes(updates[0]))
+        await eventually(lambda: raw.of("open", H.SYNC_STATUS), what="update saved")
+        assert raw.of("open", H.CLOSE) == [] and raw.ws.close_code is None
+        assert raw.of("later") == [] and "later" not in srv.backend.rooms.loaded
+        await raw.auth("later", "alice", version="4.7.0")
+        await raw.send("later", H.SYNC, P.encode_sync_step1(b"\x00")[1:])
+        await eventually(lambda: raw.of("later", H.SYNC), what="later opens")
+        assert raw.of("later", H.AUTH)[0].body[0] == H.AUTH_AUTHENTICATED
+    async with connect(srv.ws_url, "open", user="bob") as bob:
+        assert bob.content == "still here"
 
 
 async def test_awareness_echo_query_and_broadcast_stateless(srv: Any) -> None:

@@ -99,6 +99,8 @@ class HocuspocusSocket(Connection):
         self.denied: set[str] = set()
         self._n = itertools.count(1)
         self._loads: set[asyncio.Task[None]] = set()
+        #: frames of message types this server does not know, ignored (unknown_type)
+        self.unknown_types = 0
 
     # --- the read loop ---------------------------------------------------------------
 
@@ -129,6 +131,11 @@ class HocuspocusSocket(Connection):
     def dispatch(self, data: bytes) -> None:
         settings = self.backend.settings
         frame = H.decode(data)
+        if isinstance(frame, H.Heartbeat):
+            self.guard.check_rate(len(data))
+            if frame.type == H.PING:  # as a 4.x provider answers the server's
+                self.send(H.encode_pong())
+            return
         # a sync step 2 or update may be as large as the document (limits.frame_limit),
         # judged without the document name as on /ws; any other frame whole
         update = frame.type == H.SYNC and frame.body[:1] in (b"\x01", b"\x02")
@@ -137,6 +144,9 @@ class HocuspocusSocket(Connection):
             raise FrameTooLarge(f"frame of {len(data)} bytes is over the limit of {most}")
         limit = settings.max_frame_bytes
         self.guard.check_rate(len(data))  # every frame kind, of every document on the socket
+        if frame.type > H.SYNC_STATUS:
+            self.unknown_type(frame)
+            return
         peer = self.docs.get(frame.doc)
         if peer is None:
             waiting = self.opening.get(frame.doc)
@@ -161,6 +171,18 @@ class HocuspocusSocket(Connection):
                 self.handle_frame(peer, peer.room, frame)
             except PalimpsestError as e:
                 self.close_doc(peer, e)
+
+    def unknown_type(self, frame: H.Frame) -> None:
+        """A type this server has no handler for (a newer provider's), of a document whose
+        name reads: ignored, whether the document is open or not, as Hocuspocus's server
+        does ("no handler defined"), rather than closing the socket and every document
+        on it. Said once per socket at INFO (a provider that sends it again and again
+        would fill the log), then at DEBUG."""
+        say = log.debug if self.unknown_types else log.info
+        self.unknown_types += 1
+        say("%s: ignored a frame of unknown Hocuspocus message type %d for %r (%d bytes); "
+            "this server knows 0 to %d", self.id, frame.type, frame.doc, len(frame.body),
+            H.SYNC_STATUS)  # fmt: skip
 
     # --- opening and closing documents ---------------------------------------------------
 
