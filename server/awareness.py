@@ -5,10 +5,17 @@ Each entry is a Yjs client id with a clock and a JSON state (or ``null``: gone).
 clock wins; a connection may only speak for the clients it announced; a connection that
 leaves takes its clients' states with it. Removals are remembered (the newest 10,000)
 so that a stale re-announcement cannot revive a client everyone dropped.
+
+A state not renewed within a timeout expires (:meth:`Awareness.expire`), as in
+y-protocols (``outdatedTimeout`` 30 s; clients renew theirs every 15 s): a frozen or
+throttled tab whose socket still answers pings would otherwise leave its cursor to
+every newcomer. Entries are kept in the order they were last set, oldest first, so that
+finding the expired ones costs only what expires.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Container
 from dataclasses import dataclass
 
@@ -24,6 +31,8 @@ class Entry:
     state: str
     #: the connection that announced it
     peer_id: str
+    #: when it was set or last renewed (time.monotonic())
+    renewed: float
 
 
 class Awareness:
@@ -59,6 +68,7 @@ class Awareness:
         were relayed from another process, nobody to tell)."""
         accepted: list[tuple[int, int, str]] = []
         told: dict[int, int] = {}  # stale clients -> their removal's clock
+        now = time.monotonic()
         for client, clock, state in P.decode_awareness(payload):
             known = self.entries.get(client)
             if known is not None and known.peer_id != peer_id and known.peer_id in live:
@@ -84,7 +94,9 @@ class Awareness:
                     self.entries.pop(client, None)
                     self._remember_gone(client, clock)
                 else:
-                    self.entries[client] = Entry(clock, state, peer_id)
+                    # (to the end: the entries stay in the order they were renewed)
+                    self.entries.pop(client, None)
+                    self.entries[client] = Entry(clock, state, peer_id, now)
                     self._gone.pop(client, None)
                 accepted.append((client, clock, state))
         if told and tell is not None:
@@ -93,6 +105,27 @@ class Awareness:
             removed = P.encode_awareness_entries([(c, g, "null") for c, g in told.items()])
             tell(P.encode_awareness(removed))
         return P.encode_awareness_entries(accepted) if accepted else None
+
+    def expire(self, before: float) -> list[tuple[int, Entry]]:
+        """Remove the states last set or renewed before `before` (a time.monotonic()),
+        and return them by client id, oldest first. As y-protocols' outdated check does,
+        each is removed at its own clock: a null at the clock a client holds removes the
+        state there, and the client's next renewal, at a higher clock, brings it back."""
+        expired: list[tuple[int, Entry]] = []
+        for client, e in self.entries.items():
+            if e.renewed >= before:
+                break  # (the rest were renewed later still)
+            expired.append((client, e))
+        for client, e in expired:
+            del self.entries[client]
+            self._remember_gone(client, e.clock)
+        return expired
+
+    def oldest(self) -> float | None:
+        """When the least recently renewed state was renewed, or None without states."""
+        for e in self.entries.values():
+            return e.renewed
+        return None
 
     def changes(self, peer_id: str, client: int, clock: int, state: str) -> bool:
         """Whether an entry from connection `peer_id` would change this presence (what

@@ -105,6 +105,7 @@ class Backend(Service):
             observer=self.extensions,
             on_load=self.extensions.loaded,
             unload_after=self.settings.unload_after_seconds,
+            presence_timeout=self.settings.awareness_timeout_seconds,
         )
         self._started = False
         self._stall_watch: stall_watch.StallWatch | None = None

@@ -11,8 +11,11 @@ connections to the document with 4404 and drops its room (see ``server/deletion.
 the gap check below notices a lost one from the store (a head that went back).
 
 Presence (awareness) travels the same way, and is relayed, not stored: a process's
-connections' states reach the others' clients; a process that dies leaves its clients'
-states to the clients' own 30-second timeout.
+connections' states reach the others' clients. Each process expires the states it holds
+that are not renewed (``awareness_timeout_seconds``; Room._expire_presence), relayed
+ones too, so those of a process that dies go after the timeout; the removal of its own
+connections' states is published like any presence change, and whichever removal
+reaches a process second changes nothing.
 
 Redis may lose messages (a restart, a slow subscriber cut off, a publish that failed), so
 correctness never depends on it:

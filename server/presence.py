@@ -90,7 +90,12 @@ class PresenceGuard:
             0 if state == "null" else check_state(state, s) if c else len(state.encode())
             for (_, _, state), c in zip(entries, changed, strict=True)
         ]
-        mine = dict(self.mine)
+        # its clients whose states expired (or were taken over) are no longer counted
+        mine = {
+            c: n
+            for c, n in self.mine.items()
+            if (e := presence.entries.get(c)) is not None and e.peer_id == peer_id
+        }
         own: list[tuple[Entry, int]] = []
         for entry, size in zip(entries, sizes, strict=True):
             client, clock, state = entry

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -68,6 +69,8 @@ SEED_ACTOR = "server"
 SEED_KIND = "seed"
 #: client update bytes a room keeps queued while the store refuses writes
 HOLD_MAX_BYTES = 16 * 1024 * 1024
+#: seconds a presence state lives without being renewed (y-protocols' outdatedTimeout)
+PRESENCE_TIMEOUT = 30.0
 
 
 class Peer(Protocol):
@@ -209,6 +212,7 @@ class Room:
         observer: RoomObserver | None = None,
         on_broken: Callable[[Room, BaseException], None] | None = None,
         snapshotter: Callable[[Room], Awaitable[None] | None] | None = None,
+        presence_timeout: float = PRESENCE_TIMEOUT,
     ) -> None:
         self.name = name
         self.doc = doc
@@ -220,6 +224,9 @@ class Room:
         self.peers: dict[str, Peer] = {}
         #: who is here (presence, relayed, never stored)
         self.presence = Awareness()
+        #: seconds a presence state lives without renewal (see _expire_presence)
+        self.presence_timeout = presence_timeout
+        self._presence_timer: asyncio.TimerHandle | None = None
         self.observer: RoomObserver = observer or _Nobody()
         self.events_since_snapshot = 0
         #: update bytes applied since the room was loaded (replay included); at the last
@@ -278,6 +285,9 @@ class Room:
     async def stop(self) -> None:
         """Finish what is queued, then stop the pipeline."""
         self.stopping = True  # a store that refuses writes is not waited out any more
+        if self._presence_timer is not None:
+            self._presence_timer.cancel()
+            self._presence_timer = None
         if self._task is not None and not self._task.done():
             await self.flush()
             await cancel_and_wait(self._task)
@@ -525,6 +535,42 @@ class Room:
             self.broadcast(P.encode_awareness(encoded))
             if not relayed:
                 self.observer.awareness(self, encoded)
+            self._watch_presence()
+
+    def _watch_presence(self) -> None:
+        """Make sure the presence timer runs while there are states: one timer per room,
+        due when the least recently renewed state would expire."""
+        if self._presence_timer is not None or self.stopping or self.broken is not None:
+            return
+        oldest = self.presence.oldest()
+        if oldest is None:
+            return
+        delay = max(0.0, oldest + self.presence_timeout - time.monotonic())
+        self._presence_timer = asyncio.get_running_loop().call_later(delay, self._expire_presence)
+
+    def _expire_presence(self) -> None:
+        """Remove the states not renewed within ``presence_timeout`` and tell everyone,
+        as y-websocket's server does (y-protocols' outdated check): a frozen or throttled
+        tab whose socket still answers pings renews nothing, and its cursor would be
+        every newcomer's. Clients renew every 15 s; one that is alive and sees its own
+        state removed re-announces it at a higher clock, which is accepted.
+
+        A state relayed from another process expires here too, so that one of a process
+        that died goes; its own process removes it at about the same time and publishes
+        that, and whichever removal comes second changes nothing (a null for a client
+        not here is only remembered). Only this process's connections' removals are
+        published (hooks see them as any presence change)."""
+        self._presence_timer = None
+        if self.stopping or self.broken is not None:
+            return
+        expired = self.presence.expire(time.monotonic() - self.presence_timeout)
+        if expired:
+            gone = [(c, e.clock, "null") for c, e in expired]
+            self.broadcast(P.encode_awareness(P.encode_awareness_entries(gone)))
+            own = [(c, e.clock, "null") for c, e in expired if e.peer_id in self.peers]
+            if own:
+                self.observer.awareness(self, P.encode_awareness_entries(own))
+        self._watch_presence()
 
     def send_awareness(self, peer: Peer) -> None:
         peer.send(P.encode_awareness(self.presence.payload()))

@@ -11,7 +11,7 @@ from typing import Any
 from pycrdt import Doc
 
 from .origins import ReplayOrigin
-from .room import LoadInfo, Room, RoomObserver
+from .room import PRESENCE_TIMEOUT, LoadInfo, Room, RoomObserver
 from .snapshots import SnapshotPolicy, load
 from .store.base import Event, EventStore, Snapshot
 
@@ -28,6 +28,7 @@ class Rooms:
         observer: RoomObserver | None = None,
         on_load: Callable[[Room], Awaitable[None]] | None = None,
         unload_after: float = 5.0,
+        presence_timeout: float = PRESENCE_TIMEOUT,
     ) -> None:
         self.store = store
         self.committer = committer
@@ -36,6 +37,7 @@ class Rooms:
         #: called with each room once it is loaded, before anyone joins
         self._on_load = on_load
         self.unload_after = unload_after
+        self.presence_timeout = presence_timeout
         #: until when (time.monotonic()) a sync step 2 may carry other users' items
         #: the store lacks (Backend.start; ownership.py)
         self.relay_until = 0.0
@@ -150,6 +152,7 @@ class Rooms:
             observer=self.observer,
             on_broken=self._broken,
             snapshotter=self.snapshots,
+            presence_timeout=self.presence_timeout,
         )
         room.owners.relay_until = self.relay_until
         return room

@@ -84,6 +84,10 @@ class Settings:
     max_awareness_clients_per_room: int = 1000
     #: all presence states of one document together (what a newcomer receives first)
     max_awareness_room_bytes: int = 2 * 1024 * 1024
+    #: seconds a presence state lives without being renewed: then it is removed, for
+    #: everyone, as y-websocket's server does (y-protocols' outdatedTimeout; clients
+    #: renew theirs every 15 s)
+    awareness_timeout_seconds: float = 30.0
     #: seconds a client has to send a complete HTTP request head (websocket upgrade too)
     handshake_timeout: float = 10.0
     #: seconds an extension's awaited hook (authenticate, on_connect, on_load,
@@ -241,8 +245,8 @@ _POSITIVE = frozenset(
         "send_queue_frames", "max_send_queue_bytes", "max_send_queue_bytes_per_ip",
         "max_send_queue_bytes_per_room", "max_awareness_state_bytes", "max_awareness_depth",
         "max_awareness_clients_per_connection", "max_awareness_clients_per_room",
-        "max_awareness_room_bytes", "handshake_timeout", "hook_timeout_seconds",
-        "max_request_head_bytes",
+        "max_awareness_room_bytes", "awareness_timeout_seconds", "handshake_timeout",
+        "hook_timeout_seconds", "max_request_head_bytes",
         "max_http_body_bytes", "snapshot_every", "segment_events", "undo_max_depth",
         "undo_max_group", "commit_batch_max", "webhook_max_failures", "webhook_retry_first",
         "webhook_retry_max", "webhook_batch", "webhook_lease_seconds",

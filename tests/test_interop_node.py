@@ -22,6 +22,7 @@ import pytest
 import websockets
 from pycrdt import Doc, Text
 from serverproc import ServerProcess
+from yclient import connect as yconnect
 
 from palimpsest import protocol as P
 from palimpsest.store.sqlite import events_in_file
@@ -199,8 +200,10 @@ def y_websocket(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[ServerProcess]:
-    async with ServerProcess(tmp_path / "server") as srv:
+async def server(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[ServerProcess]:
+    """The server; a test may give it environment variables (``indirect`` parameter)."""
+    env: dict[str, str] = getattr(request, "param", {})
+    async with ServerProcess(tmp_path / "server", env=env) as srv:
         yield srv
 
 
@@ -323,6 +326,33 @@ async def test_awareness_crosses_and_is_removed_on_disconnect(client: ClientFact
     # a clean disconnect: the state goes away long before the 30 s client-side timeout
     await a.call("disconnect")
     await b.call("waitAwareness", name="alice", present=False, timeout=AWARENESS_GONE_MS)
+
+
+@pytest.mark.parametrize(
+    "server", [{"PALIMPSEST_AWARENESS_TIMEOUT_SECONDS": "1"}], indirect=True, ids=["timeout-1s"]
+)
+async def test_a_silent_presence_expires_and_a_renewal_brings_it_back(
+    client: ClientFactory, server: ServerProcess
+) -> None:
+    """A tab that announced its presence and froze (its socket still answers pings, it
+    renews nothing: a raw socket here) loses it after the server's timeout, well before
+    the clients' own 30 s, and a newcomer never sees it; its renewal at a higher clock
+    brings it back for everyone. The live clients' states expire too (they renew every
+    15 s, the timeout here is 1 s) and each provider, seeing its own state removed,
+    claims it back at once (y-protocols bumps its clock): they stay."""
+    ghost = '{"user":{"name":"ghost"}}'
+    b = await client("aw-exp", "bob", awareness={"user": {"name": "bob"}})
+    async with yconnect(server.ws_url, "aw-exp", user="ghost") as frozen:
+        await frozen.send_raw(P.encode_awareness(P.encode_awareness_entries([(4242, 1, ghost)])))
+        await b.call("waitAwareness", name="ghost")
+        await b.call("waitAwareness", name="ghost", present=False, timeout=AWARENESS_GONE_MS)
+        c = await client("aw-exp", "carol", awareness={"user": {"name": "carol"}})
+        await c.call("waitAwareness", name="bob")
+        await b.call("waitAwareness", name="carol")
+        assert not [e for e in (await c.call("state"))["awareness"] if e["clientID"] == 4242]
+        await frozen.send_raw(P.encode_awareness(P.encode_awareness_entries([(4242, 2, ghost)])))
+        await c.call("waitAwareness", name="ghost")
+        await b.call("waitAwareness", name="ghost")
 
 
 async def test_a_presence_that_is_not_json_is_refused_not_relayed(

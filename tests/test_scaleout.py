@@ -272,6 +272,58 @@ async def test_presence_crosses_processes(tmp_path: Path) -> None:
             await eventually(lambda: states(bob).get(4242) == "null", what="ann's cursor gone")
 
 
+async def test_presence_expires_on_every_process_once(tmp_path: Path) -> None:
+    """A state not renewed within the timeout is removed on every process, once: its
+    own process removes it and publishes that, the other removes its relayed copy
+    itself, and whichever comes second changes nothing. A renewal brings it back. When
+    its process dies (nothing is published any more), the others still drop it."""
+    from palimpsest import protocol as P
+
+    def seen(c: YClient) -> list[tuple[int, str]]:
+        return [
+            (clock, state)
+            for f in c.frames
+            if isinstance(f, P.AwarenessUpdate)
+            for client, clock, state in P.decode_awareness(f.payload)
+            if client == 4242
+        ]
+
+    def aw(clock: int) -> bytes:
+        return P.encode_awareness(P.encode_awareness_entries([(4242, clock, ann)]))
+
+    ann = '{"user":{"name":"ann"}}'
+    async with (
+        fresh_schema() as store_url,
+        cluster(tmp_path, 0, store_url=store_url, fanout=fanout_url()) as c,
+    ):
+        # processes 0 and 1 expire presence after 1 s; 2 (which dies) would keep it a minute
+        for timeout in ("1", "1", "60"):
+            c.env = {"PALIMPSEST_AWARENESS_TIMEOUT_SECONDS": timeout}
+            c.add()
+        await asyncio.gather(*(p.astart() for p in c.procs))
+        async with connect(c.ws(1), "expiring", user="bob") as bob:
+            async with connect(c.ws(0), "expiring", user="ann") as silent:
+                await silent.send_raw(aw(1))
+                await eventually(lambda: seen(bob) == [(1, ann)], what="ann's state there")
+                await eventually(lambda: len(seen(bob)) > 1, what="ann's state removed")
+                async with connect(c.ws(1), "expiring", user="cy") as cy:
+                    assert seen(cy) == []  # (the known presence comes before the step 2)
+                    await silent.send_raw(aw(2))
+                    await eventually(lambda: seen(cy) == [(2, ann)], what="back for cy")
+                    await eventually(lambda: seen(bob)[-1:] == [(2, ann)], what="back for bob")
+                assert seen(bob) == [(1, ann), (1, "null"), (2, ann)]
+
+        async with connect(c.ws(1), "orphaned", user="bob") as bob:
+            async with connect(c.ws(2), "orphaned", user="ann") as dying:
+                await dying.send_raw(aw(1))
+                await eventually(lambda: seen(bob) == [(1, ann)], what="ann's state there")
+                await c.procs[2].akill9()
+            # the state ann's dead process relayed goes too, by process 1's own timeout
+            await eventually(lambda: seen(bob) == [(1, ann), (1, "null")], what="removed")
+            async with connect(c.ws(1), "orphaned", user="dee") as dee:
+                assert seen(dee) == []
+
+
 def test_fanout_messages_round_trip() -> None:
     from palimpsest.fanout import decode, encode, encode_awareness, parse_url
     from palimpsest.store.base import Event
