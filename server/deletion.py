@@ -53,14 +53,14 @@ class Tombstone:
     dropped: bool = False
 
 
-async def missing(store: EventStore, doc: str, what: str = "no document named") -> NotFound:
+async def missing(store: EventStore, doc: str) -> NotFound:
     """The error for `doc` not in the store: `Deleted` (410) where a deletion left its
     tombstone and nothing was written since, `NotFound` (404) for a name never used."""
     if await store.tombstone(doc) is not None:
         return Deleted(
             f"document {doc!r} was deleted; what is written under its name now starts it anew"
         )
-    return NotFound(f"{what} {doc!r}")
+    return NotFound(f"no document named {doc!r}")
 
 
 def merge_state_vectors(*svs: bytes | None) -> bytes:

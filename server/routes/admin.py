@@ -38,5 +38,5 @@ async def delete_doc(request: Request) -> Response:
     identity = await backend.authenticate(request, doc, "admin")
     existed, closed = await delete_document(backend, doc, identity.user)
     if not existed:
-        raise await missing(backend.store, doc, "no document")
+        raise await missing(backend.store, doc)
     return JSONResponse({"doc": doc, "deleted": True, "closed": closed})
