@@ -20,11 +20,12 @@ older snapshots the ladder does not need, in the same background task.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -341,7 +342,11 @@ class SnapshotPolicy:
     #: loop time of each room's last step with unsnapshotted events (its quiet timer's base)
     _last: dict[str, float] = field(default_factory=dict)
     _writes: set[asyncio.Task[None]] = field(default_factory=set)
-    _pruning: dict[str, asyncio.Lock] = field(default_factory=dict)
+    #: per document being pruned: one prune at a time (the snapshot writes of a busy
+    #: document overlap, and two prunes would convert or drop the same rungs), and how
+    #: many hold or wait for it; the entry goes with the last of them
+    _pruning: dict[str, tuple[asyncio.Lock, list[int]]] = field(default_factory=dict)
+    #: per document: snapshot writes since its rungs were last converted (none: 0)
     _since_convert: dict[str, int] = field(default_factory=dict)
     #: per document: the room, seq and state vector of its last capture
     _previous: dict[str, tuple[Room, int, bytes]] = field(default_factory=dict)
@@ -417,6 +422,21 @@ class SnapshotPolicy:
         """The room of `name` is gone (unloaded, or its document deleted)."""
         self._previous.pop(name, None)
         self._captured.pop(name, None)
+        self._since_convert.pop(name, None)
+
+    @contextlib.asynccontextmanager
+    async def _pruning_turn(self, name: str) -> AsyncIterator[None]:
+        """Hold `name`'s turn to prune: kept per document only while held or awaited,
+        so that every document ever snapshotted does not leave a lock behind."""
+        lock, users = self._pruning.setdefault(name, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._pruning[name]
 
     def take(self, room: Room) -> asyncio.Task[None] | None:
         captured = self.capture(room)
@@ -452,13 +472,14 @@ class SnapshotPolicy:
             # writes; storing rungs as differences costs a few document loads each, so
             # it waits for the document to go idle (its last snapshot, on unload), or
             # for CONVERT_EVERY writes of a busy one
-            writes = self._since_convert.get(name, 0) + 1
+            writes = self._since_convert.pop(name, 0) + 1
             convert = idle or writes >= CONVERT_EVERY
-            self._since_convert[name] = 0 if convert else writes
-            if not convert and writes % PRUNE_EVERY:
-                return
+            if not convert:
+                self._since_convert[name] = writes
+                if writes % PRUNE_EVERY:
+                    return
             try:
-                async with self._pruning.setdefault(name, asyncio.Lock()):  # one at a time
+                async with self._pruning_turn(name):
                     await prune(self.store, name, self.retention, convert=convert, idle=idle,
                                 captured=self._captured.get(name))  # fmt: skip
             except Exception as e:  # pruning costs bytes on disk when it fails, never data

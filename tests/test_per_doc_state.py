@@ -1,0 +1,119 @@
+"""State the server keeps per document or per identity goes with it: many documents
+made, unloaded and deleted, many identities creating documents, and what is kept for
+them comes back to where it started (a process serving for months sees millions)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+from conftest import eventually, run_server
+from yclient import YClient, connect
+
+from palimpsest.settings import Settings
+from palimpsest.snapshots import SnapshotPolicy
+from palimpsest.store import open_store
+
+SECRET = "per-doc-state-test-secret-of-32-bytes-or-more"
+
+
+def policy_state(policy: SnapshotPolicy) -> dict[str, int]:
+    return {
+        "pruning": len(policy._pruning),
+        "since_convert": len(policy._since_convert),
+        "previous": len(policy._previous),
+        "captured": len(policy._captured),
+        "timers": len(policy._timers),
+    }
+
+
+# --- the snapshot policy ---------------------------------------------------------------
+
+
+async def test_the_snapshot_policy_forgets_unloaded_and_deleted_documents(tmp_path: Path) -> None:
+    """Every document snapshotted left a pruning lock and a write count behind, never
+    removed: one per document the process ever checkpointed."""
+    settings = Settings(
+        db=str(tmp_path / "s.db"),
+        snapshot_every=2,  # snapshots while edited (writes that do not convert) ...
+        snapshot_quiet_seconds=0,
+        unload_after_seconds=0.2,  # ... and the last one on unload (idle: pruned)
+    )
+    n = 30
+    async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        policy = srv.backend.snapshots
+        assert not any(policy_state(policy).values())
+
+        async def five_edits(c: YClient, doc: str) -> None:
+            for k in range(5):
+                c.insert(len(c.content), f"{k},")
+                await eventually(
+                    lambda k=k: srv.backend.rooms.get_loaded(doc).seq > k  # type: ignore[union-attr]
+                )
+
+        for i in range(n):
+            async with connect(srv.ws_url, f"gone-{i}", user=f"writer-{i}") as c:
+                await five_edits(c, f"gone-{i}")
+        await eventually(lambda: not srv.backend.rooms.loaded, what="every room unloaded")
+        await policy.drain()
+        # they were checkpointed, and pruned on unload (so a lock was taken for each)
+        assert [s.seq for s in await srv.backend.store.snapshots("gone-0")][-1] == 5
+        assert policy_state(policy) == dict.fromkeys(policy_state(policy), 0)
+
+        # deleted while open, after snapshots that counted towards a conversion
+        for i in range(n):
+            doc = f"deleted-{i}"
+            async with connect(srv.ws_url, doc, user="ann") as c:
+                await five_edits(c, doc)
+                await policy.drain()
+                r = await http.delete(f"/api/docs/{doc}", params={"user": "root"})
+                assert r.status_code == 200, r.text
+                await eventually(lambda c=c: c.close_code == 4404)
+        # and the unloaded ones deleted too
+        for i in range(n):
+            r = await http.delete(f"/api/docs/gone-{i}", params={"user": "root"})
+            assert r.status_code == 200, r.text
+        await policy.drain()
+        assert policy_state(policy) == dict.fromkeys(policy_state(policy), 0)
+
+
+async def test_prunes_of_one_document_still_take_turns(tmp_path: Path) -> None:
+    """The pruning lock, now held only while in use, still lets one prune of a document
+    run at a time (a busy document's snapshot writes overlap), and goes with the last."""
+    store = open_store(f"sqlite:///{tmp_path / 't.db'}")
+    await store.start()
+    try:
+        policy = SnapshotPolicy(store)
+        order: list[str] = []
+        first_in = asyncio.Event()
+        let_go = asyncio.Event()
+
+        async def first() -> None:
+            async with policy._pruning_turn("d"):
+                order.append("first in")
+                first_in.set()
+                await let_go.wait()
+                order.append("first out")
+
+        async def second() -> None:
+            await first_in.wait()
+            async with policy._pruning_turn("d"):
+                order.append("second in")
+
+        async def other() -> None:
+            await first_in.wait()
+            async with policy._pruning_turn("e"):  # another document: no wait
+                order.append("other in")
+
+        tasks = [asyncio.create_task(f()) for f in (first, second, other)]
+        await eventually(lambda: "other in" in order)
+        await asyncio.sleep(0.05)  # the second had every chance to get in: it must not
+        assert order == ["first in", "other in"]
+        assert set(policy._pruning) == {"d"}  # held by the first, awaited by the second
+        let_go.set()
+        await asyncio.gather(*tasks)
+        assert order == ["first in", "other in", "first out", "second in"]
+        assert policy._pruning == {}
+    finally:
+        await store.stop()
