@@ -5,15 +5,17 @@ them comes back to where it started (a process serving for months sees millions)
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-from conftest import eventually, run_server
+import pytest
+from conftest import PG_URL, eventually, run_server
 from yclient import YClient, connect
 
 from palimpsest.settings import Settings
 from palimpsest.snapshots import SnapshotPolicy
-from palimpsest.store import open_store
+from palimpsest.store import NewEvent, open_store
 
 SECRET = "per-doc-state-test-secret-of-32-bytes-or-more"
 
@@ -115,5 +117,42 @@ async def test_prunes_of_one_document_still_take_turns(tmp_path: Path) -> None:
         await asyncio.gather(*tasks)
         assert order == ["first in", "other in", "first out", "second in"]
         assert policy._pruning == {}
+    finally:
+        await store.stop()
+
+
+# --- the rows sealing takes from memory --------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'rows.db'}"
+        return
+    from scaleout import fresh_schema
+
+    async with fresh_schema(PG_URL) as url:
+        yield url
+
+
+async def test_sealed_documents_leave_no_recent_rows_entry(store_url: str) -> None:
+    """Once a document's rows are sealed, its entry in the rows kept for sealing stayed,
+    an empty list: not counted against their bound, one per document ever sealed."""
+    store = open_store(store_url)
+    await store.start()
+    try:
+        recent = store._recent  # type: ignore[attr-defined]
+        docs = [f"sealed-{i}" for i in range(200)]
+        for _ in range(7):  # appends as group commits come: several documents each
+            await store.append(
+                [(d, [NewEvent("ann", "edit", b"\x00\x00") for _ in range(10)]) for d in docs]
+            )
+        for d in docs:
+            assert await store.seal(d, rest=64) == 70
+        assert len(recent._docs) == 0 and recent._count == 0
+        # a document sealed in part keeps the rows after the run, and only those
+        await store.append([("partial", [NewEvent("ann", "edit", b"\x00\x00") for _ in range(80)])])
+        assert await store.seal("partial", run=64) == 64
+        assert len(recent._docs) == 1 and recent._count == 16
     finally:
         await store.stop()

@@ -499,10 +499,11 @@ class RecentRows:
     back (on seph-blog1 that read was 1.6 us of the SQLite server's CPU per event). Only
     rows whose transaction committed are noted, in consecutive seqs per document (a gap,
     such as another process's appends, starts the list again), and at most ``MAX_ROWS``
-    in all (the documents appended to least recently go first). A row, once stored, never
-    changes (document ids are never reused; rows are only ever deleted), and sealing's
-    write checks that every row of the run is still there, so a run taken from here is
-    exactly what the log holds; whatever is missing is read from the database."""
+    in all (the documents appended to least recently go first); a document whose rows
+    are all sealed has no entry left. A row, once stored, never changes (document ids are
+    never reused; rows are only ever deleted), and sealing's write checks that every row
+    of the run is still there, so a run taken from here is exactly what the log holds;
+    whatever is missing is read from the database."""
 
     MAX_ROWS = 65_536
 
@@ -543,6 +544,8 @@ class RecentRows:
             drop = min(len(got), max(0, upto - got[0][0] + 1))
             del got[:drop]
             self._count -= drop
+            if not got:  # an empty list counts for nothing against MAX_ROWS: not kept
+                del self._docs[doc_id]
 
     def forget(self, doc_id: int) -> None:
         gone = self._docs.pop(doc_id, None)
