@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter, deque
-from collections.abc import Hashable, Iterable
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 
 from .auth import Identity
@@ -86,18 +86,25 @@ class CreationQuota:
     """New documents per identity (:attr:`Identity.key`: the user and the documents
     its token grants) in a sliding hour: a token granting ``*`` would otherwise let its
     holder create documents without end (each one a log, rows, snapshots). Counted in
-    memory by this process."""
+    memory by this process, for the identities that created something in the last hour
+    only: one that has not is forgotten (oldest first, amortised O(1) a call)."""
 
     WINDOW = 3600.0
 
-    def __init__(self) -> None:
-        self._made: dict[Hashable, deque[tuple[float, str]]] = {}
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        #: identity -> (when, doc) it created, oldest first; the identities in the order
+        #: of their last creation, so the ones whose hour is over are at the front
+        self._made: OrderedDict[Hashable, deque[tuple[float, str]]] = OrderedDict()
 
     def allow(self, who: Hashable, doc: str, limit: int, now: float) -> bool:
         """Count `doc` as created by `who`; False when that is over `limit` an hour."""
         if limit <= 0:
             return True
-        made = self._made.setdefault(who, deque())
+        self._forget_idle(now)
+        made = self._made.get(who)
+        if made is None:
+            made = self._made[who] = deque()
         while made and made[0][0] < now - self.WINDOW:
             made.popleft()
         if any(d == doc for _, d in made):
@@ -105,7 +112,18 @@ class CreationQuota:
         if len(made) >= limit:
             return False
         made.append((now, doc))
+        self._made.move_to_end(who)
         return True
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop the identities whose last creation is over an hour old, from the front:
+        each is dropped at most once for the call that added it, so a call costs O(1)
+        amortised, not O(identities)."""
+        while self._made:
+            who, made = next(iter(self._made.items()))
+            if made and made[-1][0] >= now - self.WINDOW:
+                return
+            del self._made[who]
 
     def check(self, identity: Identity, doc: str, limit: int) -> None:
         """Count the first write into the empty `doc`, which creates it, against
@@ -113,7 +131,7 @@ class CreationQuota:
         path that creates a document asks: a socket's first update, PUT /text."""
         if identity.is_admin:
             return
-        if not self.allow(identity.key, doc, limit, time.time()):
+        if not self.allow(identity.key, doc, limit, self.clock()):
             raise Forbidden(
                 f"{identity.user!r} created {limit} documents in the last hour: "
                 "that is the limit (max_new_docs_per_hour)"

@@ -5,6 +5,7 @@ them comes back to where it started (a process serving for months sees millions)
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import pytest
 from conftest import PG_URL, eventually, run_server
 from yclient import YClient, connect
 
+from palimpsest.auth.tokens import mint
+from palimpsest.limits import CreationQuota, Limits
 from palimpsest.settings import Settings
 from palimpsest.snapshots import SnapshotPolicy
 from palimpsest.store import NewEvent, open_store
@@ -156,3 +159,52 @@ async def test_sealed_documents_leave_no_recent_rows_entry(store_url: str) -> No
         assert len(recent._docs) == 1 and recent._count == 16
     finally:
         await store.stop()
+
+
+# --- the creation quota -------------------------------------------------------------------
+
+
+def test_the_quota_forgets_identities_whose_hour_is_over() -> None:
+    quota = CreationQuota()
+    window = CreationQuota.WINDOW
+    for i in range(1000):
+        assert quota.allow(f"user-{i}", f"doc-{i}", 3, float(i))
+    assert quota.allow("user-0", "doc-0b", 3, 1000.0)  # user-0 again: kept the longest
+    assert len(quota._made) == 1000
+    # half an hour past the window of the first 500: those (but user-0) are gone with
+    # the next call, oldest first; the others are not even looked at
+    assert quota.allow("newcomer", "doc-x", 3, window + 499.5)
+    assert set(quota._made) == {"user-0", "newcomer", *(f"user-{i}" for i in range(500, 1000))}
+    assert quota.allow("user-0", "doc-0c", 2, window + 499.5)  # its first has expired
+    assert not quota.allow("user-0", "doc-0d", 2, window + 499.5)  # two in the hour
+    assert quota.allow("a", "doc-a", 3, 5 * window)
+    assert list(quota._made) == ["a"]
+
+
+async def test_identities_that_created_documents_are_forgotten_after_the_hour(
+    tmp_path: Path,
+) -> None:
+    """One entry per identity that ever created a document, kept for good: tenants and
+    users come and go, the server's memory kept them all."""
+    settings = Settings(db=str(tmp_path / "q.db"), jwt_secret=SECRET, max_new_docs_per_hour=2)
+    async with run_server(settings) as srv:
+        limits = srv.backend.extension(Limits)
+        assert limits is not None
+        quota = limits.quota
+        n = 40
+        for i in range(n):
+            tok = mint(SECRET, f"tenant{i}-user", "write", [f"t{i}-*"], ttl=600)
+            doc = f"t{i}-notes"
+            async with connect(srv.ws_url, doc, token=tok) as c:
+                c.insert(0, "hello")
+                await eventually(
+                    lambda doc=doc: (r := srv.backend.rooms.get_loaded(doc)) and r.seq >= 1
+                )
+        assert len(quota._made) == n
+        later = time.monotonic() + CreationQuota.WINDOW + 1
+        quota.clock = lambda: later  # an hour on
+        tok = mint(SECRET, "late-user", "write", ["late-*"], ttl=600)
+        async with connect(srv.ws_url, "late-doc", token=tok) as c:
+            c.insert(0, "hello")
+            await eventually(lambda: (r := srv.backend.rooms.get_loaded("late-doc")) and r.seq >= 1)
+        assert len(quota._made) == 1
