@@ -69,7 +69,12 @@ class ConnectionGuard:
             self._budget.release((k for k, _ in self._keys), nbytes)
 
     def check_creation(self) -> None:
-        """Called on the first write into an empty document, which creates it."""
+        """Called before the first write into an empty document, which would create it:
+        Forbidden over the quota of new documents. Nothing is counted yet."""
+        self._quota.check(self.identity, self.doc, self.settings.max_new_docs_per_hour, count=False)
+
+    def created(self) -> None:
+        """That write was taken (queued for the log): the document is created, counted."""
         self._quota.check(self.identity, self.doc, self.settings.max_new_docs_per_hour)
 
     def seconds_left(self) -> float | None:

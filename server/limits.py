@@ -97,22 +97,25 @@ class CreationQuota:
         #: of their last creation, so the ones whose hour is over are at the front
         self._made: OrderedDict[Hashable, deque[tuple[float, str]]] = OrderedDict()
 
-    def allow(self, who: Hashable, doc: str, limit: int, now: float) -> bool:
-        """Count `doc` as created by `who`; False when that is over `limit` an hour."""
+    def allow(self, who: Hashable, doc: str, limit: int, now: float, *, count: bool = True) -> bool:
+        """Count `doc` as created by `who`; False when that is over `limit` an hour.
+        ``count=False``: only whether it may, nothing counted."""
         if limit <= 0:
             return True
         self._forget_idle(now)
         made = self._made.get(who)
-        if made is None:
-            made = self._made[who] = deque()
-        while made and made[0][0] < now - self.WINDOW:
-            made.popleft()
-        if any(d == doc for _, d in made):
-            return True
-        if len(made) >= limit:
-            return False
-        made.append((now, doc))
-        self._made.move_to_end(who)
+        if made is not None:
+            while made and made[0][0] < now - self.WINDOW:
+                made.popleft()
+            if any(d == doc for _, d in made):
+                return True
+            if len(made) >= limit:
+                return False
+        if count:
+            if made is None:
+                made = self._made[who] = deque()
+            made.append((now, doc))
+            self._made.move_to_end(who)
         return True
 
     def _forget_idle(self, now: float) -> None:
@@ -125,13 +128,15 @@ class CreationQuota:
                 return
             del self._made[who]
 
-    def check(self, identity: Identity, doc: str, limit: int) -> None:
+    def check(self, identity: Identity, doc: str, limit: int, *, count: bool = True) -> None:
         """Count the first write into the empty `doc`, which creates it, against
         `identity` (an admin is not counted); Forbidden over `limit` an hour. Every
-        path that creates a document asks: a socket's first update, PUT /text."""
+        path that creates a document asks: a socket's first update, PUT /text.
+        ``count=False``: only check, before the write is taken (an update refused after
+        this creates nothing); the caller counts it (count=True) once it is."""
         if identity.is_admin:
             return
-        if not self.allow(identity.key, doc, limit, self.clock()):
+        if not self.allow(identity.key, doc, limit, self.clock(), count=count):
             raise Forbidden(
                 f"{identity.user!r} created {limit} documents in the last hour: "
                 "that is the limit (max_new_docs_per_hour)"

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import PG_URL, eventually, run_server
+import websockets
+from conftest import PG_URL, closed_with, eventually, run_server
 from yclient import YClient, connect
 
+from palimpsest import protocol as P
 from palimpsest.auth.tokens import mint
 from palimpsest.limits import CreationQuota, Limits
 from palimpsest.settings import Settings
@@ -177,6 +179,9 @@ def test_the_quota_forgets_identities_whose_hour_is_over() -> None:
     assert set(quota._made) == {"user-0", "newcomer", *(f"user-{i}" for i in range(500, 1000))}
     assert quota.allow("user-0", "doc-0c", 2, window + 499.5)  # its first has expired
     assert not quota.allow("user-0", "doc-0d", 2, window + 499.5)  # two in the hour
+    # only checking counts nothing, and forgets the identities whose hour is over too
+    assert quota.allow("checker", "doc-y", 3, 3 * window, count=False)
+    assert len(quota._made) == 0
     assert quota.allow("a", "doc-a", 3, 5 * window)
     assert list(quota._made) == ["a"]
 
@@ -208,3 +213,36 @@ async def test_identities_that_created_documents_are_forgotten_after_the_hour(
             c.insert(0, "hello")
             await eventually(lambda: (r := srv.backend.rooms.get_loaded("late-doc")) and r.seq >= 1)
         assert len(quota._made) == 1
+
+
+async def test_updates_refused_into_new_documents_create_nothing_and_count_nothing(
+    tmp_path: Path,
+) -> None:
+    """An update into an empty document was counted against the quota before the room
+    looked at it: one that does not decode created nothing, yet took one of the
+    identity's new documents for the hour, and its name stayed in the count."""
+    settings = Settings(db=str(tmp_path / "r.db"), jwt_secret=SECRET, max_new_docs_per_hour=3)
+    async with run_server(settings) as srv:
+        limits = srv.backend.extension(Limits)
+        assert limits is not None
+        tok = mint(SECRET, "mallory", "write", ["*"], ttl=600)
+        frames = [
+            P.encode_sync_update(b"garbage-not-an-update"),  # an update that does not decode
+            P.encode_sync_step2(b"\x01\x01\xff\xff\xff\xff\x0f"),  # one cut short
+            b"\x00\x02\x05garbage-not-an-update",  # a frame that does not parse
+        ]
+        for i in range(30):
+            url = f"{srv.ws_url}/never-{i}?token={tok}"
+            async with websockets.connect(url) as ws:
+                await ws.send(frames[i % len(frames)])
+                code, reason = await closed_with(ws)
+            assert code == 4400, (code, reason)
+        assert len(limits.quota._made) == 0
+        assert await srv.backend.store.list_docs() == []
+        for i in range(3):  # the quota is whole
+            async with connect(srv.ws_url, f"real-{i}", token=tok) as c:
+                c.insert(0, "hello")
+                await eventually(
+                    lambda i=i: (r := srv.backend.rooms.get_loaded(f"real-{i}")) and r.seq >= 1
+                )
+        assert [len(made) for made in limits.quota._made.values()] == [3]

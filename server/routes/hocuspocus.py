@@ -394,13 +394,15 @@ class HocuspocusSocket(Connection):
                 self.backend.refused("read_only")
             self.send(H.encode_sync_status(peer.doc, saved))
             return
-        self.admit_update(room, update, peer.guard, peer.client)
+        creating = self.admit_update(room, update, peer.guard, peer.client)
         own = room.announced(peer.id) if step2 else None
         try:
             logged = room.receive_update(peer.author, update, reply_to_step1=step2, own=own)
         except UpdateGap as e:
             self.gap(peer, room, e, step2=step2)
             return
+        if logged and creating:
+            peer.guard.created()
         if step2:
             owed = peer.resync.step2(room)
             if owed:  # the updates it carries that were dropped before it (gap)

@@ -323,10 +323,11 @@ class Connection:
             if whole is None:
                 return
             update, step2 = whole
-        self.admit_update(room, update, self.guard)
+        creating = self.admit_update(room, update, self.guard)
         try:
             own = room.announced(self.id) if step2 else None
-            room.receive_update(self, update, reply_to_step1=step2, own=own)
+            if room.receive_update(self, update, reply_to_step1=step2, own=own) and creating:
+                self.guard.created()
         except UpdateGap as e:
             if not self.resync.gap(e, step2=step2):
                 # typed while connecting (its step 2, the answer to ours, carries it), or
@@ -348,15 +349,20 @@ class Connection:
 
     def admit_update(
         self, room: Room, update: bytes, guard: ConnectionGuard, client: Client | None = None
-    ) -> None:
+    ) -> bool:
         """Raise unless `guard`'s identity may send `update` now: the extensions'
         on_update (document size, …), the quota of new documents. The frame was already
         charged against the rate. `client`: the document's, when one socket serves
-        several (Hocuspocus)."""
-        if update != EMPTY_UPDATE:
-            self.backend.extensions.update(room, client or self.client, update)
-            if room.seq == 0 and not room.queued_bytes:
-                guard.check_creation()
+        several (Hocuspocus). True when the update would create the document: the
+        caller counts it (guard.created) once the room took it, so that an update
+        refused there (it does not decode, it forges items) creates nothing."""
+        if update == EMPTY_UPDATE:
+            return False
+        self.backend.extensions.update(room, client or self.client, update)
+        if room.seq == 0 and not room.queued_bytes:
+            guard.check_creation()
+            return True
+        return False
 
     def admit_awareness(self, room: Room, payload: bytes, peer_id: str) -> bytes | None:
         """The presence entries of `payload` connection `peer_id` may publish (validated,
