@@ -371,7 +371,8 @@ async def import_data(
 ) -> Event:
     """Append `data` to `doc` as one event of kind ``import``: a Yjs v1 update that
     applies to the document, or (as_text, or when it is not an update) UTF-8 text that
-    becomes the `root` text of a document with no events yet."""
+    becomes the `root` text of a document with no events yet. The event is `user`'s
+    (blame, undo), but the Yjs client ids it carries stay unclaimed (imported_clients)."""
     validate_doc_name(doc)
     update = None if as_text else as_update(data)
     head = await store.head(doc)
@@ -400,8 +401,22 @@ async def import_data(
         except BaseException as e:  # pyo3 PanicException is one
             raise MaintenanceError(f"the update does not apply to {doc!r}: {e}") from e
         meta.update(format="update")
+    relays = imported_clients(update, loaded.doc.client_id)
+    if relays:  # written, not claimed (ownership.py): the open tabs that wrote them may
+        meta["relays"] = relays  # go on under their ids, whoever imports
     [[ev]] = await store.append([(doc, [NewEvent(user, "import", update, meta)])])
     return ev
+
+
+def imported_clients(update: bytes, server_client: int) -> list[int]:
+    """The Yjs client ids whose items an imported `update` carries, but the server's own
+    (`server_client`): the import relays them, so that it claims none of them. They
+    belong to the clients that wrote them elsewhere (a tab still open on the old server
+    goes on typing under its id when it reconnects here), and each goes to the first user
+    who writes under it again, as after a sync step 2 that relays them (ownership.py).
+    The server's stays the server's (data exported from another Palimpsest: its undos,
+    restores, text written whole), written in the importer's name."""
+    return sorted(c for c in decode_update_meta(update).structs if c != server_client)
 
 
 __all__ = [
@@ -412,6 +427,7 @@ __all__ = [
     "compact_doc",
     "events",
     "import_data",
+    "imported_clients",
     "plan_compact",
     "rendered",
     "require",

@@ -17,11 +17,14 @@ wait as pending and appear, inside the victim's event, when the victim types). S
   ids its connection announced in its presence (y-websocket's provider announces its
   own as it connects); the others are relayed, claimed by nobody until their own
   client writes them, and listed in the event's meta (``relays``) so that a reload
-  or another process decides the same. While the store recovers lost edits
-  (``relay_until``, settings.recovering_minutes), a step 2 may also carry items of
-  client ids that belong to other users, or to the server (its undo, redo, restore or
-  text replacement made after the backup): they are the edits the store lost, which
-  every client holds a copy of; logged in the sender's event, their owner unchanged.
+  or another process decides the same. An import (maintenance.imported_clients)
+  relays every client id it carries but the server's: they belong to the tabs that
+  wrote the document on another server, which keep them and reconnect here. While
+  the store recovers lost edits (``relay_until``, settings.recovering_minutes), a
+  step 2 may also carry items of client ids that belong to other users, or to the
+  server (its undo, redo, restore or text replacement made after the backup): they are
+  the edits the store lost, which every client holds a copy of; logged in the sender's
+  event, their owner unchanged.
 - New structs must continue their client's clock without a gap, and every origin and
   parent they name, and every item the update deletes, must be held by the document, the
   queued updates or the update itself. Otherwise it is refused whole (UpdateRejected,

@@ -9,9 +9,13 @@
 //   socket {name, version: 2|3, url, options?}
 //                                        a HocuspocusProviderWebsocket (one socket, many docs);
 //                                        options: its configuration's own (messageReconnectTimeout…)
-//   open {name, socket, doc, token?}     a HocuspocusProvider for doc on that socket
-//   yws {name, url, doc, params?, stopOn44xx?}   a y-websocket WebsocketProvider (url ends in
-//                                        /ws); stopOn44xx: disconnect() on a 44xx close
+//   open {name, socket, doc, token?, tab?}   a HocuspocusProvider for doc on that socket
+//   yws {name, url, doc, params?, stopOn44xx?, tab?}   a y-websocket WebsocketProvider (url
+//                                        ends in /ws); stopOn44xx: disconnect() on a 44xx close
+//                                        tab {state, clientID, offline?}: the Y.Doc of a tab
+//                                        that stayed open while its server changed: state
+//                                        (a base64 Yjs update) and clientID (its own), and
+//                                        `offline` typed at its start before it connects
 //   insert {name, text, pos?}            one transaction (pos: index, default the end)
 //   unsent {name, text}                  an edit the provider never sends (its own origin): a
 //                                        frame lost on the way, as with a connection that died
@@ -53,6 +57,18 @@ const track = (doc) => ({
   closes: [],
 })
 
+/** A new Y.Doc, or a tab's that stayed open (see `tab` above). */
+const newDoc = (tab) => {
+  const ydoc = new Y.Doc()
+  if (tab) {
+    Y.applyUpdate(ydoc, Buffer.from(tab.state, 'base64'))
+    // after the update: Yjs takes a new id when a remote update carries its own
+    ydoc.clientID = tab.clientID
+    if (tab.offline) ydoc.getText('content').insert(0, tab.offline)
+  }
+  return ydoc
+}
+
 const commands = {
   socket ({ name, version, url, options }) {
     const lib = HOCUSPOCUS[version]
@@ -66,10 +82,10 @@ const commands = {
     sockets.set(name, entry)
     return { version }
   },
-  open ({ name, socket, doc, token }) {
+  open ({ name, socket, doc, token, tab }) {
     const s = sockets.get(socket)
     if (!s) throw new Error(`no socket named ${socket}`)
-    const ydoc = new Y.Doc()
+    const ydoc = newDoc(tab)
     const c = track(ydoc)
     c.kind = `hocuspocus-${s.version}`
     c.socket = s
@@ -88,8 +104,8 @@ const commands = {
     clients.set(name, c)
     return { clientID: ydoc.clientID }
   },
-  yws ({ name, url, doc, params, stopOn44xx }) {
-    const ydoc = new Y.Doc()
+  yws ({ name, url, doc, params, stopOn44xx, tab }) {
+    const ydoc = newDoc(tab)
     const c = track(ydoc)
     c.kind = 'y-websocket'
     // disableBc: the providers of this process would share presence and edits through
