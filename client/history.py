@@ -1,4 +1,5 @@
-"""The history of documents over HTTP (httpx): events, versions, diffs, blame, restore, tags.
+"""The history of documents over HTTP (httpx): events, versions, diffs, blame, restore, tags,
+and an update imported.
 
     async with History("http://127.0.0.1:8000", user="ada") as h:
         page = await h.events("notes", limit=50)
@@ -154,11 +155,15 @@ class History:
         *,
         params: dict[str, Any] | None = None,
         json: Any = None,
+        content: bytes | None = None,
         what: str,
     ) -> httpx.Response:
         clean = {k: v for k, v in (params or {}).items() if v is not None}
+        headers = {"Content-Type": "application/octet-stream"} if content is not None else None
         try:
-            r = await self._http.request(method, path, params=clean, json=json)
+            r = await self._http.request(
+                method, path, params=clean, json=json, content=content, headers=headers
+            )
         except httpx.TimeoutException as e:
             raise Timeout(f"{what}: no answer from {self.url} ({e!r})") from e
         except httpx.TransportError as e:
@@ -405,6 +410,19 @@ class History:
         answer = await self._json(
             "PUT", f"{_doc_path(doc)}/text", f"writing the text of {doc!r}", json=body
         )
+        new = answer.get("seq")
+        return int(new) if new is not None else None
+
+    async def import_update(self, doc: str, update: bytes, source: str | None = None) -> int | None:
+        """Append the Yjs v1 `update` to `doc` through the running server (admin only):
+        one event of kind import, sent to the connected clients, whose Yjs client ids
+        stay free for the tabs that wrote them elsewhere; `source` is kept in its meta.
+        Returns its seq, or None when the document held all of it already. A body over
+        the server's MAX_HTTP_BODY_BYTES is refused (413)."""
+        answer = await self._json(
+            "POST", f"{_doc_path(doc)}/updates", f"importing an update into {doc!r}",
+            params={"source": source}, content=update,
+        )  # fmt: skip
         new = answer.get("seq")
         return int(new) if new is not None else None
 

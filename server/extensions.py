@@ -205,11 +205,11 @@ class Extension:
 
     def on_server_change(self, room: Room, actor: str, kind: str) -> None:
         """The server is about to change the document for `actor`: an ``undo``, a
-        ``redo``, an ``undo_mark`` (a group closed), a ``restore``, or an ``edit`` (PUT
-        /api/docs/{doc}/text). Raise a PalimpsestError to refuse it: nothing is logged,
-        the HTTP request is answered with its status, a websocket operation with
-        ``{"ok": false, ...}``. A guard that makes documents read-only needs this hook
-        as well as ``on_update``."""
+        ``redo``, an ``undo_mark`` (a group closed), a ``restore``, an ``edit`` (PUT
+        /api/docs/{doc}/text) or an ``import`` (POST /api/docs/{doc}/updates). Raise a
+        PalimpsestError to refuse it: nothing is logged, the HTTP request is answered
+        with its status, a websocket operation with ``{"ok": false, ...}``. A guard that
+        makes documents read-only needs this hook as well as ``on_update``."""
 
     def on_awareness(self, room: Room, entries: bytes) -> None:
         """Presence changed by this process's connections: encoded awareness entries

@@ -21,6 +21,8 @@ from . import undo
 from .errors import FATAL, DocumentBroken, PalimpsestError, StoreError, panicked
 from .history.render import TEXT, infer_root_types, render, root_names
 from .names import validate_doc_name
+from .ownership import imported_clients
+from .room import IMPORT_KIND
 from .settings import Settings
 from .snapshots import Fixes, TooBroken, chain, load, new_doc
 from .store import EventStore
@@ -372,7 +374,10 @@ async def import_data(
     """Append `data` to `doc` as one event of kind ``import``: a Yjs v1 update that
     applies to the document, or (as_text, or when it is not an update) UTF-8 text that
     becomes the `root` text of a document with no events yet. The event is `user`'s
-    (blame, undo), but the Yjs client ids it carries stay unclaimed (imported_clients)."""
+    (blame, undo), but the Yjs client ids it carries stay unclaimed
+    (ownership.imported_clients). On the store directly: a running server that has
+    the document open takes it at its next commit; through the live room (its clients
+    get it at once) is Room.import_update, POST /api/docs/{doc}/updates."""
     validate_doc_name(doc)
     update = None if as_text else as_update(data)
     head = await store.head(doc)
@@ -401,22 +406,11 @@ async def import_data(
         except BaseException as e:  # pyo3 PanicException is one
             raise MaintenanceError(f"the update does not apply to {doc!r}: {e}") from e
         meta.update(format="update")
-    relays = imported_clients(update, loaded.doc.client_id)
-    if relays:  # written, not claimed (ownership.py): the open tabs that wrote them may
-        meta["relays"] = relays  # go on under their ids, whoever imports
-    [[ev]] = await store.append([(doc, [NewEvent(user, "import", update, meta)])])
+    relays = imported_clients(decode_update_meta(update), loaded.doc.client_id)
+    if relays:  # written, not claimed (ownership.imported_clients)
+        meta["relays"] = relays
+    [[ev]] = await store.append([(doc, [NewEvent(user, IMPORT_KIND, update, meta)])])
     return ev
-
-
-def imported_clients(update: bytes, server_client: int) -> list[int]:
-    """The Yjs client ids whose items an imported `update` carries, but the server's own
-    (`server_client`): the import relays them, so that it claims none of them. They
-    belong to the clients that wrote them elsewhere (a tab still open on the old server
-    goes on typing under its id when it reconnects here), and each goes to the first user
-    who writes under it again, as after a sync step 2 that relays them (ownership.py).
-    The server's stays the server's (data exported from another Palimpsest: its undos,
-    restores, text written whole), written in the importer's name."""
-    return sorted(c for c in decode_update_meta(update).structs if c != server_client)
 
 
 __all__ = [
@@ -427,7 +421,6 @@ __all__ = [
     "compact_doc",
     "events",
     "import_data",
-    "imported_clients",
     "plan_compact",
     "rendered",
     "require",

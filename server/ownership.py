@@ -17,7 +17,7 @@ wait as pending and appear, inside the victim's event, when the victim types). S
   ids its connection announced in its presence (y-websocket's provider announces its
   own as it connects); the others are relayed, claimed by nobody until their own
   client writes them, and listed in the event's meta (``relays``) so that a reload
-  or another process decides the same. An import (maintenance.imported_clients)
+  or another process decides the same. An import (:func:`imported_clients`)
   relays every client id it carries but the server's: they belong to the tabs that
   wrote the document on another server, which keep them and reconnect here. While
   the store recovers lost edits (``relay_until``, settings.recovering_minutes), a
@@ -89,6 +89,7 @@ class Owners:
         *,
         step2: bool = False,
         own: Container[int] | None = None,
+        imported: bool = False,
     ) -> dict[int, tuple[int, int]]:
         """Refuse `update` from `actor` (raises) unless it follows the rule; note what it
         claims and reaches, and return that: client id -> (the clock its new items start
@@ -97,7 +98,9 @@ class Owners:
         the live document's state vector (asked once). `meta`: the update's, when the
         caller read it already. `step2`: it answers the server's sync step 1. `own`:
         the only client ids it may claim (a step 2's: its connection's announced ones);
-        None: every new one."""
+        None: every new one. `imported`: an import (an admin's, Room.import_update): it
+        may write under any client id, the server's too, and claims none (see
+        :func:`imported_clients`); gaps and pending items are refused as always."""
         if self.clocks is None:
             self.clocks = dict(state())
         clocks = self.clocks
@@ -106,10 +109,13 @@ class Owners:
                 meta = decode_update_meta(update)
             except ProtocolError as e:
                 raise UpdateRejected(f"update does not parse: {e}") from e
-        fast = self._admit_one_run(actor, meta, clocks, own)
-        if fast is not None:
-            return fast
-        relay = step2 and self.relay_until > 0 and time.monotonic() < self.relay_until
+        if imported:
+            own = ()
+        else:
+            fast = self._admit_one_run(actor, meta, clocks, own)
+            if fast is not None:
+                return fast
+        relay = imported or (step2 and self.relay_until > 0 and time.monotonic() < self.relay_until)
         reach: dict[int, int] = {}
         starts: dict[int, int] = {}
         for client, ranges in meta.structs.items():
@@ -303,4 +309,16 @@ class Owners:
         self.server_runs[:0] = older
 
 
-__all__ = ["META_KEY", "Owners"]
+def imported_clients(meta: UpdateMeta, server_client: int) -> list[int]:
+    """The client ids an imported update (`meta`: its own) carries items of, but the
+    server's (`server_client`): the import relays them (the event's ``relays``), so that
+    it claims none of them. They belong to the clients that wrote them elsewhere (a tab
+    still open on the old server goes on typing under its id when it reconnects here),
+    and each goes to the first user who writes under it again, as after a sync step 2
+    that relays them. The server's stays the server's (data exported from another
+    Palimpsest: its undos, restores, texts written whole), its runs written in the
+    importer's name."""
+    return sorted(c for c in meta.structs if c != server_client)
+
+
+__all__ = ["META_KEY", "Owners", "imported_clients"]

@@ -30,7 +30,9 @@ request body may be.
   whole in one read is measured here.
 - Bodies: at most ``max_http_body_bytes`` (413, error ``BodyTooLarge``), and
   ``application/json`` when not empty (415): a cross-site form or ``text/plain`` fetch
-  cannot pose as an API call.
+  cannot pose as an API call. The one route that takes bytes (``POST
+  /api/docs/{doc}/updates``, a Yjs update) takes ``application/octet-stream`` only,
+  which a browser does not send cross-site without a CORS preflight either.
 - Rate. State-changing API requests (restore, undo, a text written whole, tags, deletes)
   do work on the event loop that a websocket's rate limit does not see: at most
   ``max_http_writes_per_second`` per client address (burst 2x), 429 beyond.
@@ -67,6 +69,9 @@ LOCAL_ORIGIN = r"(?i)https?://(localhost|[a-z0-9.-]+\.localhost|127\.0\.0\.1|\[:
 _PROBES = frozenset({"/healthz", "/readyz"})
 #: client addresses whose write rate is tracked before the idle ones are forgotten
 _MAX_TRACKED = 10_000
+#: the routes whose body is bytes (a Yjs update), not JSON
+_BINARY_BODY = re.compile(r"/api/docs/[^/]+/updates")
+OCTET_STREAM = "application/octet-stream"
 
 
 def _headers(scope: Scope) -> dict[str, str]:
@@ -278,11 +283,13 @@ class RequestGuard:
                 break
         body = b"".join(chunks)
         kind = headers.get("content-type", "").split(";")[0].strip().lower()
-        if body.strip() and kind != "application/json":
+        binary = _BINARY_BODY.fullmatch(path_in_app(scope)) is not None
+        want = OCTET_STREAM if binary else "application/json"
+        if (body if binary else body.strip()) and kind != want:
             self.refused("unsupported_media_type")
             return await _answer(
                 send, 415, "UnsupportedMediaType",
-                f"the request body must be application/json, not {kind[:60] or 'untyped'}",
+                f"the request body must be {want}, not {kind[:60] or 'untyped'}",
             )  # fmt: skip
         replayed = False
 

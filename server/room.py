@@ -43,6 +43,7 @@ from .errors import (
     ProtocolError,
     StoreError,
     StoreUnavailable,
+    UpdateGap,
     UpdateRejected,
     panicked,
 )
@@ -56,7 +57,7 @@ from .origins import (
     ServerOrigin,
     SystemOrigin,
 )
-from .ownership import Owners
+from .ownership import Owners, imported_clients
 from .ranges import Ranges
 from .store.base import Event, NewEvent, now_ms
 from .updates import UpdateMeta, decode_update_meta, not_v1
@@ -67,6 +68,8 @@ EMPTY_UPDATE = b"\x00\x00"
 #: who and what an ``on_load`` hook's change to the document is logged as
 SEED_ACTOR = "server"
 SEED_KIND = "seed"
+#: the kind of an update brought from elsewhere (Room.import_update, palimpsest import)
+IMPORT_KIND = "import"
 #: client update bytes a room keeps queued while the store refuses writes
 HOLD_MAX_BYTES = 16 * 1024 * 1024
 #: seconds a presence state lives without being renewed (y-protocols' outdatedTimeout)
@@ -598,6 +601,48 @@ class Room:
         self._push(_ServerChange(actor, kind, change, {} if meta is None else meta, fut, always))
         return await fut
 
+    async def import_update(
+        self, actor: str, update: bytes, meta: dict[str, Any] | None = None
+    ) -> Event | None:
+        """Apply a Yjs v1 `update` brought from elsewhere (another server's document, a
+        backup) as one event of kind ``import`` by `actor`, through the pipeline as a
+        server change: durable first, then applied and broadcast. It may write under any
+        client id (an admin's move of a document, whose writers' tabs may still be open)
+        and claims none of them, but the server's stays the server's
+        (ownership.imported_clients, in the event's ``relays``). Refused
+        (UpdateRejected, 400) when it does not decode, or leaves a gap or names items
+        the document lacks (it could only wait as pending). None when it adds nothing."""
+        try:
+            get_state(update)
+            read = decode_update_meta(update)
+        except FATAL:
+            raise
+        except BaseException as e:  # pyo3 PanicException is one
+            raise UpdateRejected(f"the body is not a Yjs v1 update: {e}") from e
+        out = {"format": "update", **(meta or {})}
+        relays = imported_clients(read, self.owners.server)
+        if relays:
+            out["relays"] = relays
+
+        def change(doc: Doc[Any]) -> None:
+            try:
+                self.owners.admit(actor, update, self._live_state, read, imported=True)
+            except UpdateGap as e:  # (its words are for a client, which re-syncs)
+                raise UpdateGap(
+                    f"{str(e).removesuffix(': re-sync')}: import the document's whole state, "
+                    "or its updates in order"
+                ) from None
+            try:
+                with doc.transaction(origin=ServerOrigin(actor, IMPORT_KIND)):
+                    doc.apply_update(update)
+            except FATAL:
+                raise
+            except BaseException as e:  # pyo3 PanicException is one
+                self._exact_reach = False  # admitted, not applied: clocks ran ahead
+                raise UpdateRejected(f"the update does not apply: {e}") from None
+
+        return await self.server_change(actor, IMPORT_KIND, change, out)
+
     async def log_loaded_change(self, updates: Sequence[bytes]) -> Event:
         """Log what an ``on_load`` hook wrote into the document (seeding it, as a
         Hocuspocus ``onLoadDocument`` does) as one event of kind ``seed`` by ``server``,
@@ -633,7 +678,7 @@ class Room:
         self.seq = ev.seq
         self.events_since_snapshot += 1
         self.applied_bytes += len(update)
-        self._note_logged(ev.actor, update)
+        self._note_logged(ev.actor, update, ev.meta.get("relays", ()))
         if update != EMPTY_UPDATE:
             self.broadcast(P.encode_sync_update(update))
         self.observer.applied(self, ev, ServerOrigin(ev.actor, ev.kind))

@@ -6,7 +6,8 @@ when one does (SQLite in WAL mode and PostgreSQL both allow it):
 
 - export, inspect, verify only read: always safe;
 - import appends one event; a server that has the document open reads it at its next
-  commit (or fan-out gap check) and its clients see it then;
+  commit (or fan-out gap check) and its clients see it then (``import --url`` goes
+  through the running server instead: its clients see it at once);
 - snapshot writes a checkpoint equal to the log at its seq: harmless, like the server's;
 - compact only touches events at or below --before, which never change, so a moving head
   is harmless; a named version below --before is refused (it would stop rendering);
@@ -27,11 +28,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from ..client.errors import ClientError
 from ..deletion import tombstone_for
 from ..errors import PalimpsestError, StoreError
 from ..fanout import publish_deleted
 from ..maintenance import (
     CompactedWithoutStacks,
+    as_update,
     compact_doc,
     events,
     import_data,
@@ -84,12 +87,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = add("import", "append a Yjs update or a text file to a document",
             "Append FILE as one event of kind 'import': a Yjs v1 update (from export "
             "--format update, or any Yjs app), or plain UTF-8 text, which becomes the text "
-            "root of a document that has no events yet.", import_)  # fmt: skip
+            "root of a document that has no events yet. The Yjs client ids the update "
+            "carries stay free for the tabs that wrote them elsewhere.", import_)  # fmt: skip
+    p.description += (
+        " Into a running server, give --url: the update then goes through it (POST "
+        "/api/docs/DOC/updates, admin role), and its clients get it at once."
+    )
+    p.set_defaults(func=_import_command)
     p.add_argument("doc", metavar="DOC")
     p.add_argument("file", metavar="FILE", help="the update or text file ('-' for stdin)")
-    p.add_argument("--user", default="admin", help="actor of the event (default admin)")
+    p.add_argument("--user", default="admin",
+                   help="actor of the event (default admin); with --url, the user of open "
+                   "mode (a token names its own)")  # fmt: skip
     p.add_argument("--root", default="content", help="text root for plain text (default content)")
     p.add_argument("--text", action="store_true", help="treat FILE as text even if it decodes")
+    p.add_argument("--url", help="a running server to import through (http://host:port); "
+                   "the store options are then not used")  # fmt: skip
+    p.add_argument("--token", default=os.environ.get("PALIMPSEST_TOKEN"),
+                   help="with --url: an admin token (env PALIMPSEST_TOKEN)")  # fmt: skip
 
     p = add("snapshot", "force a checkpoint of a document",
             "Load the document (snapshot + tail) and write a snapshot at its head, with the "
@@ -223,6 +238,42 @@ async def import_(store: EventStore, args: argparse.Namespace) -> int:
                            root=args.root, as_text=args.text)  # fmt: skip
     print(f"palimpsest import: {args.doc}@{ev.seq} ({len(ev.update)} bytes, "
           f"{ev.meta['format']}, by {args.user})")  # fmt: skip
+    return 0
+
+
+def _import_command(args: argparse.Namespace) -> int:
+    """`import` on the store (as the other commands), or with --url through a server."""
+    if not args.url:
+        return _run("import", import_, args)
+    setup_logging("error")
+    try:
+        return asyncio.run(_import_over_http(args))
+    except (AdminError, PalimpsestError, ClientError, ValueError, OSError) as e:
+        print(f"palimpsest import: {e}", file=sys.stderr)
+        return 1
+
+
+async def _import_over_http(args: argparse.Namespace) -> int:
+    from ..client.history import History
+
+    if args.file == "-":
+        data = await asyncio.to_thread(sys.stdin.buffer.read)
+    else:
+        data = await asyncio.to_thread(Path(args.file).read_bytes)
+    source = Path(args.file).name if args.file != "-" else "stdin"
+    if args.text or as_update(data) is None:
+        raise AdminError(
+            f"{source} is not a Yjs update: a running server takes text with `palimpsest "
+            "edit DOC FILE` (PUT /api/docs/DOC/text), or import it without --url while "
+            "no server has the document open"
+        )
+    async with History(args.url, user=args.user, token=args.token) as h:
+        seq = await h.import_update(args.doc, data, source=source)
+    if seq is None:
+        print(f"palimpsest import: {args.doc} already holds all of {source}: nothing imported")
+    else:
+        print(f"palimpsest import: {args.doc}@{seq} ({len(data)} bytes, update, through "
+              f"{h.url})")  # fmt: skip
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Administration over HTTP: deleting a document (role admin).
+"""Administration over HTTP (role admin): deleting a document, and importing a Yjs update
+into it.
 
     DELETE /api/docs/{doc}   ->  {"doc": "notes", "deleted": true, "closed": 2}
 
@@ -9,6 +10,17 @@ store holds nothing of the name (410 when it was deleted before), even with conn
 open to it, which are left alone: nothing was written there. With several processes, the others drop
 their rooms and close their connections too (fan-out, or the store when a message is
 lost), and no copy of the deleted content gets back in (see ``server/deletion.py``).
+
+    POST /api/docs/{doc}/updates?source=NAME   (application/octet-stream: a Yjs v1 update)
+        ->  {"seq": 7, "ts": "...", "bytes": 812, "clients": 3}
+
+The update becomes one event of kind ``import`` by the caller, through the live room
+(Room.import_update): durable first, then applied and sent to every connected client,
+as an edit is. It may carry items of any Yjs client id, and claims none of them
+(ownership.imported_clients): a move from another server while its editors' tabs stay
+open, with no downtime. Admin only, for that reason. 400 when the body is not an update,
+or leaves a gap (items after clocks the document lacks); ``"seq": null`` when the
+document holds all of it already.
 """
 
 from __future__ import annotations
@@ -21,15 +33,24 @@ from starlette.routing import BaseRoute, Route
 
 from ..backend import Backend
 from ..deletion import delete_document, missing
+from ..errors import BadRequest, UpdateRejected
 from ..extensions import Extension
+from ..limits import Limits
 from ..names import validate_doc_name
+from ..util import iso
+
+#: the longest ?source= an import takes (kept in the event's meta)
+MAX_SOURCE = 200
 
 
 class Admin(Extension):
     """Administration routes."""
 
     def routes(self) -> Sequence[BaseRoute]:
-        return [Route("/api/docs/{doc}", delete_doc, methods=["DELETE"])]
+        return [
+            Route("/api/docs/{doc}", delete_doc, methods=["DELETE"]),
+            Route("/api/docs/{doc}/updates", import_update, methods=["POST"]),
+        ]
 
 
 async def delete_doc(request: Request) -> Response:
@@ -40,3 +61,34 @@ async def delete_doc(request: Request) -> Response:
     if not existed:
         raise await missing(backend.store, doc)
     return JSONResponse({"doc": doc, "deleted": True, "closed": closed})
+
+
+async def import_update(request: Request) -> Response:
+    backend: Backend = request.app.state.backend
+    doc = validate_doc_name(request.path_params["doc"])
+    identity = await backend.authenticate(request, doc, "admin")
+    source = request.query_params.get("source") or "http"
+    if len(source) > MAX_SOURCE:
+        raise BadRequest(f"?source= is at most {MAX_SOURCE} characters")
+    # (the request guard has bounded it: max_http_body_bytes, and application/octet-stream)
+    update = await request.body()
+    if not update:
+        raise UpdateRejected("the body is empty: it must be a Yjs v1 update")
+    room = await backend.rooms.get(doc)
+    try:
+        limits = backend.extension(Limits)
+        if limits is not None:
+            limits.check_update(room, len(update))
+        ev = await room.import_update(identity.user, update, {"source": source})
+    finally:
+        backend.rooms.release(room)
+    if ev is None:
+        return JSONResponse({"seq": None, "reason": "the document holds all of it already"})
+    return JSONResponse(
+        {
+            "seq": ev.seq,
+            "ts": iso(ev.ts),
+            "bytes": len(ev.update),
+            "clients": len(ev.meta.get("relays", ())),
+        }
+    )

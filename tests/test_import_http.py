@@ -1,0 +1,222 @@
+"""`POST /api/docs/{doc}/updates`: a Yjs update imported into a running server, through
+the document's live room (durable first, then sent to its clients), by an admin. Its
+client ids stay free for the tabs that wrote them elsewhere, as with `palimpsest import`
+(tests/test_import_ids.py). Also the Python client's `History.import_update` and
+`palimpsest import --url`, which use it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import RunningServer, eventually, run_server
+from pycrdt import Doc, Text
+from scaleout import cluster, fanout_url, fresh_schema, open_store
+from test_admin_cli import cli
+from test_import_ids import _append, _old_server
+from yclient import connect
+
+from palimpsest.auth.tokens import mint
+from palimpsest.client import History
+from palimpsest.settings import Settings
+
+DOC = "moved"
+BINARY = {"content-type": "application/octet-stream"}
+
+
+def _post(
+    c: httpx.AsyncClient, body: bytes, headers: dict[str, str] | None = None, **params: str
+) -> Any:
+    return c.post(
+        f"/api/docs/{DOC}/updates",
+        content=body,
+        headers=BINARY if headers is None else headers,
+        params={"user": "ops", **params},
+    )
+
+
+async def _text(server: RunningServer) -> str:
+    async with httpx.AsyncClient(base_url=server.url) as c:
+        r = await c.get(f"/api/docs/{DOC}/versions/head", params={"user": "ops"})
+    r.raise_for_status()
+    return str(r.json()["roots"]["content"]["value"])
+
+
+async def test_an_update_imported_into_a_running_server_reaches_its_clients(
+    server: RunningServer,
+) -> None:
+    """Carol has the document open on the new server. The document Alice and Bob wrote
+    on the old one is imported over HTTP: Carol gets it at once, it is one event of kind
+    import by the caller, and Alice's and Bob's tabs, still open, reconnect with their
+    offline edits and type on, refused nothing. Who wrote under an id again owns it."""
+    carol: Doc[Any] = Doc()
+    alice, bob = _old_server("Alice. ", "Bob. ")
+    async with (
+        connect(server.ws_url, DOC, "carol", ydoc=carol) as c,
+        httpx.AsyncClient(base_url=server.url) as http,
+    ):
+        c.insert(0, "Carol. ")
+        await eventually(lambda: _has(server, "Carol. "), what="carol's edit")
+        r = await _post(http, alice.get_update(), source="hocuspocus:moved")
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        assert answer["clients"] == 2 and answer["seq"] == 2
+        await eventually(lambda: "Alice. Bob. " in c.content, what="carol got the import")
+        [_, ev] = await server.backend.store.read(DOC)
+        assert (ev.kind, ev.actor, ev.seq) == ("import", "ops", answer["seq"])
+        assert ev.meta["source"] == "hocuspocus:moved" and ev.meta["format"] == "update"
+        assert ev.meta["relays"] == sorted([alice.client_id, bob.client_id])
+
+        # the same again: nothing new, no event
+        r = await _post(http, alice.get_update())
+        assert r.status_code == 200 and r.json()["seq"] is None
+        assert await server.backend.store.head(DOC) == 2
+
+        _append(alice, "[alice offline] ")
+        _append(bob, "[bob offline] ")
+        async with (
+            connect(server.ws_url, DOC, "alice", ydoc=alice) as a,
+            connect(server.ws_url, DOC, "bob", ydoc=bob) as b,
+        ):
+            for part in ("[alice offline]", "[bob offline]"):
+                await eventually(lambda p=part: p in c.content, what=part)
+            a.insert(len(a.content), "Alice here.")
+            await eventually(lambda: "Alice here." in c.content, what="alice typed on")
+            b.insert(0, "Bob here. ")
+            await eventually(lambda: "Bob here." in c.content, what="bob typed on")
+        for x in (a, b):
+            assert x.close_code in (None, 1000), x.close_reason
+        # Alice's id is hers now: Carol cannot write under it
+        forged: Doc[Any] = Doc(client_id=alice.client_id)
+        forged.apply_update(alice.get_update())
+        async with connect(server.ws_url, DOC, "carol", ydoc=forged) as f:
+            _append(forged, "Carol as Alice")
+            await eventually(lambda: f.close_code is not None, what="refused")
+        assert f.close_code == 4403 and "belongs to another user" in str(f.close_reason)
+    text = await _text(server)
+    for part in ("Carol. ", "Alice. Bob. ", "[alice offline]", "[bob offline]", "Alice here."):
+        assert part in text
+    assert "Carol as Alice" not in text
+
+
+async def _has(server: RunningServer, part: str) -> bool:
+    return part in await _text(server)
+
+
+async def test_an_update_that_cannot_be_taken_is_refused_with_a_reason(
+    server: RunningServer,
+) -> None:
+    """Not an update, an update with a gap, an update of items the document lacks, the
+    wrong media type, no body: refused with the reason, nothing logged."""
+    ahead: Doc[Any] = Doc()
+    text = ahead.get("content", type=Text)
+    text.insert(0, "first ")
+    before = ahead.get_state()
+    text.insert(6, "second")
+    gap = ahead.get_update(before)  # clocks 6.., the document has none of that client
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        for body, headers, status, says in [
+            (b"\xff\xfe not an update", BINARY, 400, "not a Yjs v1 update"),
+            (gap, BINARY, 400, "start at clock 6, the document has 0: import"),
+            (b"", BINARY, 400, "must be a Yjs v1 update"),
+            (ahead.get_update(), {"content-type": "application/json"}, 415, "octet-stream"),
+            (ahead.get_update(), {}, 415, "octet-stream"),
+        ]:
+            r = await _post(http, body, headers)
+            assert r.status_code == status, (body[:20], r.text)
+            assert says in r.json()["detail"], r.text
+        assert await server.backend.store.head(DOC) == 0
+        r = await _post(http, ahead.get_update())
+        assert r.status_code == 200 and r.json()["seq"] == 1
+        # JSON routes still take JSON only
+        r = await http.put(
+            f"/api/docs/{DOC}/text", content=b'{"text": "x"}', headers=BINARY,
+            params={"user": "ops"},
+        )  # fmt: skip
+        assert r.status_code == 415 and "application/json" in r.json()["detail"]
+
+
+async def test_only_an_admin_imports(tmp_path: Path, settings: Settings) -> None:
+    """An import writes under foreign client ids: a writer's token is refused (403), an
+    admin's is taken, and named as the actor."""
+    settings.jwt_secret = "import-http-test-secret-32-bytes-long!"
+    update = _old_server("Old text.")[0].get_update()
+    async with run_server(settings) as server:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            for user, role, status in [("wes", "write", 403), ("ada", "admin", 200)]:
+                token = mint(settings.jwt_secret, user, role, ["*"], 60)
+                r = await http.post(
+                    f"/api/docs/{DOC}/updates", content=update,
+                    headers={**BINARY, "authorization": f"Bearer {token}"},
+                )  # fmt: skip
+                assert r.status_code == status, r.text
+            r = await http.post(f"/api/docs/{DOC}/updates", content=update, headers=BINARY)
+            assert r.status_code == 401
+        [ev] = await server.backend.store.read(DOC)
+        assert (ev.kind, ev.actor) == ("import", "ada")
+
+
+async def test_the_client_and_the_command_import_through_a_running_server(
+    server: RunningServer, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`History.import_update` and `palimpsest import --url` reach a connected client."""
+    old: Doc[Any] = Doc()
+    _append(old, "One. ")
+    first, before = old.get_update(), old.get_state()
+    _append(old, "Two.")
+    second = old.get_update(before)
+    async with connect(server.ws_url, DOC, "carol") as c:
+        async with History(server.url, user="ops") as h:
+            assert await h.import_update(DOC, first, source="script") == 1
+            await eventually(lambda: c.content == "One. ", what="the client's import")
+        f = tmp_path / "two.yjs"
+        f.write_bytes(second)
+        r = await cli(capfd, "import", DOC, str(f), "--url", server.url, "--user", "mig")
+        assert r.code == 0, r
+        assert f"{DOC}@2" in r.out
+        await eventually(lambda: c.content == "One. Two.", what="the command's import")
+        text = tmp_path / "t.txt"
+        text.write_text("plain text")
+        r = await cli(capfd, "import", DOC, str(text), "--url", server.url)
+        assert r.code == 1 and "palimpsest edit" in r.err
+    evs = await server.backend.store.read(DOC)
+    assert [(e.actor, e.meta["source"]) for e in evs] == [("ops", "script"), ("mig", "two.yjs")]
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+async def test_an_import_on_one_process_leaves_the_ids_free_on_the_others(
+    tmp_path: Path,
+) -> None:
+    """Two processes on PostgreSQL and Redis. The import is made on the first while Carol
+    has the document open on the second: she gets it through fan-out, and Alice's tab,
+    reconnecting to the second with offline edits, is taken there (the event's relays
+    travelled with it). Alice's id is hers then on the first process too."""
+    alice, bob = _old_server("Alice. ", "Bob. ")
+    async with (
+        fresh_schema() as store_url,
+        cluster(tmp_path, 2, store_url=store_url, fanout=fanout_url()) as cl,
+    ):
+        async with connect(cl.ws(1), DOC, "carol") as c:
+            async with httpx.AsyncClient(base_url=cl.procs[0].http_url) as http:
+                r = await _post(http, alice.get_update())
+                assert r.status_code == 200 and r.json()["seq"] == 1, r.text
+            await eventually(lambda: c.content == "Alice. Bob. ", what="fanned out")
+            _append(alice, "[alice offline]")
+            async with connect(cl.ws(1), DOC, "alice", ydoc=alice) as a:
+                await eventually(lambda: "[alice offline]" in c.content, what="alice's step 2")
+                a.insert(0, "Alice here. ")
+                await eventually(lambda: "Alice here." in c.content, what="alice typed on")
+            assert a.close_code in (None, 1000), a.close_reason
+            forged: Doc[Any] = Doc(client_id=alice.client_id)
+            forged.apply_update(alice.get_update())
+            async with connect(cl.ws(0), DOC, "bob", ydoc=forged) as f:
+                _append(forged, "Bob as Alice")
+                await eventually(lambda: f.close_code is not None, what="refused")
+            assert f.close_code == 4403, f.close_reason
+        async with open_store(store_url) as store:
+            evs = await store.read(DOC)
+        assert (evs[0].kind, evs[0].actor) == ("import", "ops")
+        assert {e.actor for e in evs[1:]} == {"alice"}
