@@ -29,7 +29,7 @@ from .errors import (
     TooLarge,
     WrongType,
 )
-from .history import BlameRun, DocInfo, Event, EventPage, History, Version
+from .history import BlameRun, DocInfo, Event, EventPage, History, Restored, Version
 from .session import OpResult, Removed, Session, connect, ws_url
 from .stream import StreamEvent
 from .text import Text
@@ -53,6 +53,7 @@ __all__ = [
     "ReadOnly",
     "Refused",
     "Removed",
+    "Restored",
     "ServerError",
     "ServerGone",
     "Session",

@@ -5,6 +5,7 @@ and an update imported.
         page = await h.events("notes", limit=50)
         v = await h.version("notes", 12)          # or at="2026-11-27T10:00:00Z", or tag=
         print(v.text)
+        r = await h.restore("notes", 12, dry_run=True)  # what it would take out, per user
         await h.restore("notes", 12)
 
 One method per route of the HTTP API; errors become :mod:`client.errors` exceptions.
@@ -26,7 +27,7 @@ from palimpsest.errors import DocNameError
 from palimpsest.names import validate_doc_name
 
 from .errors import BadDocName, ServerGone, Timeout, from_http
-from .session import OpResult, check_url, op_result
+from .session import OpResult, Removed, _removed, check_url, op_result
 from .stream import Follower
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -49,6 +50,32 @@ class Event:
     size: int
     meta: dict[str, Any] = field(default_factory=dict)
     reverts: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """The answer to restore(): the restore's event, or why there is none, and what it
+    took out (a dry run: would take out) and put in. A restore makes the document equal
+    to the version, so it takes out whatever was written since that the version lacks,
+    other users' text too: ``removed_others`` says whose, as an undo's OpResult does."""
+
+    #: the restore event's seq; None when the document already was equal, or a dry run
+    seq: int | None
+    #: the version restored
+    restores: int
+    #: why nothing was done ("already equal")
+    reason: str | None = None
+    #: nothing was written: what a restore would do now
+    dry_run: bool = False
+    #: a dry run's: the head it was computed at
+    head: int | None = None
+    #: what it took out that users other than the caller wrote, per user
+    removed_others: tuple[Removed, ...] = ()
+    #: characters and items taken out in all (the caller's own included), and put in
+    removed_characters: int = 0
+    removed_items: int = 0
+    added_characters: int = 0
+    added_items: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,14 +410,29 @@ class History:
 
     # --- changes -------------------------------------------------------------------------------
 
-    async def restore(self, doc: str, seq: int | str) -> int | None:
+    async def restore(self, doc: str, seq: int | str, *, dry_run: bool = False) -> Restored:
         """Make the document equal its version at `seq` (a seq or a tag name) with a new,
-        undoable event; returns its seq, or None when the document already was equal."""
+        undoable event: its seq is the answer's (None when the document already was
+        equal), with what the restore took out that others wrote (``removed_others``).
+        `dry_run`: write nothing, answer what a restore would take out and put in now."""
         body = await self._json(
-            "POST", f"{_doc_path(doc)}/restore", f"restoring {doc!r} to {seq}", json={"seq": seq}
+            "POST", f"{_doc_path(doc)}/restore", f"restoring {doc!r} to {seq}",
+            json={"seq": seq}, params={"dry_run": "true"} if dry_run else None,
+        )  # fmt: skip
+        new, head = body.get("seq"), body.get("head")
+        removed, added = body.get("removed") or {}, body.get("added") or {}
+        return Restored(
+            int(new) if new is not None else None,
+            int(body.get("restores") or 0),
+            str(body["reason"]) if body.get("reason") else None,
+            bool(body.get("dry_run")),
+            int(head) if head is not None else None,
+            tuple(_removed(body.get("removed_others"))),
+            int(removed.get("characters") or 0),
+            int(removed.get("items") or 0),
+            int(added.get("characters") or 0),
+            int(added.get("items") or 0),
         )
-        new = body.get("seq")
-        return int(new) if new is not None else None
 
     async def put_text(
         self, doc: str, text: str, root: str = "content", base: int | None = None

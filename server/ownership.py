@@ -40,7 +40,7 @@ The writers of the server's own client id, which every user's undos, redos, rest
 and text edits share, are kept with the map: per run of its clocks, the actor of the
 server change that wrote it (``"server"``: [[first clock, actor], ...]; one run per
 change by someone else than the one before), so that an undo can say whose text it took
-out (server.undo.report).
+out (server.removed).
 """
 
 from __future__ import annotations

@@ -399,8 +399,16 @@ def test_history_panel_lists_previews_and_restores(server: ServerProcess, people
     SHOTS_DIR.mkdir(parents=True, exist_ok=True)
     alice.screenshot(path=str(SHOTS_DIR / "history.png"))
 
-    # restore this version: a new forward event, seen by everybody
+    # restore this version: a new forward event, seen by everybody. It takes out what bob
+    # wrote since, so the page asks first, and says so after
     alice.locator("#restore-btn").click()
+    expect(alice.locator("#ask-text")).to_have_text(
+        "This removes 33 characters written by bob since that version. Restore?"
+    )
+    alice.locator("#ask-yes").click()
+    expect(alice.locator(".toast", has_text="Restored version")).to_contain_text(
+        "It removed 33 characters by bob; Undo brings them back"
+    )
     expect(alice.locator("#editor")).to_be_visible()
     expect_text(alice, first)
     expect_text(bob, first)

@@ -563,6 +563,70 @@ def test_an_undo_that_takes_out_what_others_typed_says_so(
     assert not page.errors, page.errors  # type: ignore[attr-defined]
 
 
+def test_a_restore_that_takes_out_what_others_wrote_asks_first(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """A teacher brings back a student's deleted paragraph by restoring the version
+    before the deletion: that also takes out what classmates wrote since. The page
+    restored on one click and said only "Restored version #N"; it now asks first, naming
+    who wrote what would go, and its notice after says what went."""
+    path = f"/api/docs/{doc_name}/text"
+    steps = [
+        ("s05", "[s05] I like trees.\n"),
+        ("s06", "[s06] My dog is Rex.\n"),
+        ("s05", ""),  # s05 deletes their paragraph...
+        ("s06", " LATE SENTENCE BY s06.\n"),  # ...s06 and s07 write on
+        ("s07", " s07 was here."),
+    ]
+    text = ""
+    for user, more in steps:
+        text = text + more if more else text[len("[s05] I like trees.\n") :]
+        status, answer = call(server.http_url, "PUT", path, {"text": text}, user=user)
+        assert status == 200, answer
+        if user == "s06" and not more.startswith(" "):
+            version, version_text = answer["seq"], text
+    head = answer["seq"]
+    http = Http(server.http_url)
+
+    page = open_doc(people(), server.http_url, doc_name, "teacher", f"&version={version}")
+    expect(page.locator("#preview-body")).to_have_text(version_text.rstrip("\n"))
+    dialog = page.locator("#ask-dialog")
+    page.locator("#restore-btn").click()
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text(f"Restore version #{version}?")
+    expect(dialog).to_contain_text(
+        "This removes 37 characters written by s06 and 1 other since that version. Restore?"
+    )
+    assert focused(page) == "#ask-cancel"  # (Enter alone does not restore)
+    page.locator("#ask-cancel").click()
+    expect(dialog).to_be_hidden()
+    assert http.doc_head(doc_name) == head  # the dry run wrote nothing, nor the cancel
+    expect(page.locator("#preview-body")).to_be_visible()  # still on show
+
+    page.locator("#restore-btn").click()
+    expect(dialog).to_be_visible()
+    page.locator("#ask-yes").click()
+    toast = page.locator(".toast", has_text="Restored version")
+    expect(toast).to_contain_text(
+        f"Restored version #{version} (as event #{head + 1}). It removed 23 characters by s06"
+        " and 14 characters by s07; Undo brings them back"
+    )
+    expect_text(page, version_text)
+    assert http.content_at(doc_name, "head") == version_text
+
+    # a restore that takes out nobody else's text is not asked about
+    status, answer = call(server.http_url, "PUT", path, {"text": version_text + "mine"}, "teacher")
+    assert status == 200, answer
+    page.goto(f"{server.http_url}/?doc={doc_name}&user=teacher&version={head + 1}")
+    expect(page.locator("#preview-body")).to_have_text(version_text.rstrip("\n"))
+    page.locator("#restore-btn").click()
+    expect(page.locator(".toast span", has_text="Restored version").last).to_have_text(
+        f"Restored version #{head + 1} (as event #{head + 3})"
+    )
+    expect(dialog).to_be_hidden()
+    assert not page.errors, page.errors  # type: ignore[attr-defined]
+
+
 # ---------------------------------------------------------------- line ends
 
 

@@ -925,7 +925,11 @@ def test_the_page_shows_a_tiptap_document_live_and_its_history_by_author(
     expect(body.locator('.blame-run[data-actor="bob"] strong')).to_have_text(" today")
     expect(carol.locator("#preview-legend .author-chip")).to_have_text(["alice", "bob"])
     scrub_to(carol, first)  # and restored from the page: back to alice's first version
-    carol.click("#restore-btn")
+    carol.click("#restore-btn")  # which takes out what bob and alice wrote since: asked
+    expect(carol.locator("#ask-text")).to_have_text(
+        "This removes 7 characters written by bob and 1 other since that version. Restore?"
+    )
+    carol.click("#ask-yes")
     eventually(lambda: "today" not in view_text(alice), what="the restore in alice's Tiptap")
     assert "PlanWe ship it" in view_text(alice).replace("\n", ""), explain(alice)
     expect(carol.locator("#live")).to_be_visible()

@@ -11,6 +11,7 @@ from conftest import RunningServer
 from pycrdt import Doc, Text
 
 from palimpsest import client
+from palimpsest.client import Removed
 
 
 async def three_versions(server: RunningServer, doc: str) -> None:
@@ -81,8 +82,10 @@ async def test_restore_tags_undo_over_http(server: RunningServer) -> None:
         assert any(t.get("name") == "first" for t in tags)
         assert any(t.get("name") == "first" for t in await h.tags("rest"))
         assert (await h.version("rest", tag="first")).text == "one "
-        seq = await h.restore("rest", 1)
-        assert seq == 4
+        restored = await h.restore("rest", 1)
+        assert (restored.seq, restored.restores) == (4, 1)
+        # (it took out "two " by bob and "three" by ada, and says so)
+        assert restored.removed_others == (Removed("ada", 5, 0), Removed("bob", 4, 0))
         assert (await h.version("rest")).text == "one "
         undone = await h.undo("rest")  # carol's restore is undoable like any edit
         assert undone.ok and undone.seq == 5

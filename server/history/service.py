@@ -23,13 +23,14 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pycrdt import Doc, Text, XmlFragment
+from pycrdt import Doc, Text, XmlFragment, merge_updates
 
 from .. import cpu_account
 from ..deletion import missing
 from ..errors import BadRequest, Conflict, NotFound, StoreError
 from ..limits import Limits
 from ..origins import ServerOrigin
+from ..removed import Change, change_of
 from ..snapshots import load
 from ..store.base import BASE_TS, MAX_SEQ, DocInfo, Event, EventStore, Tag
 from ..util import iso
@@ -606,28 +607,67 @@ class History:
 
     # --- restore ------------------------------------------------------------------------
 
-    async def restore(self, doc: str, actor: str, seq: int) -> Event | None:
-        """Make the live document equal to version `seq`, as an event of kind restore."""
+    async def restore(self, doc: str, actor: str, seq: int) -> tuple[Event | None, Change]:
+        """Make the live document equal to version `seq`, as an event of kind restore
+        (None when it already was), and what that took out, per writer, and put in."""
         target = await self.doc_at(doc, seq)
         writers = await self._writers_for_restore(doc, seq)
         room = await self.backend.rooms.get(doc)
         try:
 
             def change(live: Doc[Any]) -> None:
-                known = self.types(doc, target)
-                live_types = typed_roots(live)
-                names = set(known) | set(live.keys())
-                untyped = [n for n in names if n not in live_types and n not in known]
-                guessed = infer_root_types(live, untyped)
-                types = {
-                    n: live_types.get(n) or known.get(n) or guessed.get(n) or TEXT for n in names
-                }
-                with live.transaction(origin=ServerOrigin(actor, "restore")):
-                    make_equal(live, target, types, writers)
+                self._make_equal(doc, actor, live, target, writers)
 
-            return await room.server_change(actor, "restore", change, meta={"restores": seq})
+            ev = await room.server_change(actor, "restore", change, meta={"restores": seq})
+            if ev is None:
+                return None, Change({}, (0, 0))
+            # (read after the fact, as an undo's: deleted items keep their content)
+            return ev, change_of(room.doc, room.owners, ev.update)
         finally:
             self.backend.rooms.release(room)
+
+    async def restore_preview(self, doc: str, actor: str, seq: int) -> tuple[int, Change | None]:
+        """What restore() would do now (a dry run): the seq of the head it was computed
+        at, and what it would take out and put in, or None when the document already
+        equals version `seq`. Made on a copy of the live document: nothing is written."""
+        target = await self.doc_at(doc, seq)
+        writers = await self._writers_for_restore(doc, seq)
+        room = await self.backend.rooms.get(doc)
+        try:
+            head = room.seq
+            copy: Doc[Any] = Doc(skip_gc=True, client_id=room.doc.client_id)
+            copy.apply_update(room.doc.get_update())
+            captured: list[bytes] = []
+            sub = copy.observe(lambda e: captured.append(e.update))
+            try:
+                self._make_equal(doc, actor, copy, target, writers)
+            finally:
+                copy.unobserve(sub)
+            if not captured:
+                return head, None
+            update = captured[0] if len(captured) == 1 else merge_updates(*captured)
+            return head, change_of(copy, room.owners, update)
+        finally:
+            self.backend.rooms.release(room)
+
+    def _make_equal(
+        self,
+        doc: str,
+        actor: str,
+        live: Doc[Any],
+        target: Doc[Any],
+        writers: dict[str, Writers],
+    ) -> None:
+        """Restore's change: every root of `live` made equal to `target`'s, in one
+        transaction of `actor`'s."""
+        known = self.types(doc, target)
+        live_types = typed_roots(live)
+        names = set(known) | set(live.keys())
+        untyped = [n for n in names if n not in live_types and n not in known]
+        guessed = infer_root_types(live, untyped)
+        types = {n: live_types.get(n) or known.get(n) or guessed.get(n) or TEXT for n in names}
+        with live.transaction(origin=ServerOrigin(actor, "restore")):
+            make_equal(live, target, types, writers)
 
     async def _writers_for_restore(self, doc: str, seq: int) -> dict[str, Writers]:
         """Per plain text root: its text at the head and who wrote each code point, and

@@ -1,8 +1,8 @@
 """History over HTTP: events, sessions, versions, diffs, blame, restore and tags; and a
 text root written whole (PUT /text), which restore's smallest-change machinery serves.
 
-Reads need the "read" role, restore and PUT /text "write", creating or deleting tags
-"admin".
+Reads need the "read" role, restore (and its dry run) and PUT /text "write", creating or
+deleting tags "admin".
 Wherever a seq is accepted, a tag name or ``head`` is too. Documented in
 docs/openapi.yaml and docs/history.md.
 """
@@ -174,7 +174,9 @@ async def blame(request: Request) -> Response:
 
 
 async def restore(request: Request) -> Response:
+    """Restore a version; with ``?dry_run=true``, only say what that would do."""
     history, doc, user = await _open(request, "write")
+    dry_run = _flag(request, "dry_run")
     body = await _body(request)
     if body.get("seq") in (None, ""):
         raise BadRequest(
@@ -182,10 +184,24 @@ async def restore(request: Request) -> Response:
         )
     info = await history.info(doc)
     seq = await history.resolve(doc, body["seq"], info)
-    ev = await history.restore(doc, user, seq)
+    if dry_run:
+        head, would = await history.restore_preview(doc, user, seq)
+        answer: dict[str, Any] = {"seq": None, "restores": seq, "dry_run": True, "head": head}
+        if would is None:
+            return JSONResponse({**answer, "reason": "already equal"})
+        return JSONResponse({**answer, **would.answer(user)})
+    ev, did = await history.restore(doc, user, seq)
     if ev is None:
         return JSONResponse({"seq": None, "restores": seq, "reason": "already equal"})
-    return JSONResponse({"seq": ev.seq, "restores": seq, "ts": iso(ev.ts)})
+    return JSONResponse({"seq": ev.seq, "restores": seq, "ts": iso(ev.ts), **did.answer(user)})
+
+
+def _flag(request: Request, name: str) -> bool:
+    """``?name=true`` or ``false`` (``1``, ``0``; empty or absent: false)."""
+    raw = (request.query_params.get(name) or "false").lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise BadRequest(f"?{name}= must be true or false, not {raw[:20]!r}")
+    return raw in ("true", "1")
 
 
 #: the longest root name PUT /text accepts

@@ -2,7 +2,7 @@
 
 ``POST /api/docs/{doc}/undo`` and ``POST /api/docs/{doc}/redo`` answer
 ``200 {"ok": true, "seq": S, "kind": K, "reverts": [...]}`` with the new event (and
-``"removed_others"`` when it took out text other users wrote: server.undo.report), or
+``"removed_others"`` when it took out text other users wrote: server.removed), or
 ``409 {"ok": false, "reason": "nothing to undo"}``. ``POST /api/docs/{doc}/undo/close``
 ends the user's current undo step.
 """

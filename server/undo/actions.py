@@ -12,10 +12,10 @@ from pycrdt import (
 
 from ..errors import BadRequest, PalimpsestError, StoreError
 from ..ranges import Ranges, to_b64
+from ..removed import removed_others
 from ..room import Room
 from ..store.base import Event, now_ms
 from .recorder import MARK, REDO, UNDO, RoomUndo
-from .report import removed_others
 from .stacks import Stacks, Step
 
 log = logging.getLogger("palimpsest.undo")
@@ -43,7 +43,7 @@ async def perform(
 ) -> Event | None:
     """Undo (kind "undo") or redo (kind "redo") actor's last step; None if nothing to.
     `removed`, when given, gets what of other users' it took out besides, per user
-    (report.py: for the answer).
+    (server/removed.py: for the answer).
 
     If the CRDT library fails in the middle of it, the live doc may be damaged: the
     room is dropped (its connections get 1013 and re-sync) and reloaded from the log on
@@ -77,7 +77,7 @@ async def perform(
 
     ev = await _server_change(room, actor, kind, change, meta, backend)
     if ev is not None and done and removed is not None:
-        removed += removed_others(room, actor, *done)
+        removed += removed_others(room.doc, room.owners, actor, *done)
     if ev is not None and picked and any(s is picked[0] for s in state.stacks(actor).undo):
         await _complete(room, state, actor, picked[0], ev, backend)
     return ev

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 def answer(ev: Event | None, kind: str, removed: list[dict[str, Any]]) -> dict[str, Any]:
     """The answer to an undo or redo, over the websocket and HTTP: `removed` (what it
-    took out of other users' text, report.py) only when there is some."""
+    took out of other users' text, server/removed.py) only when there is some."""
     if ev is None:
         return {"ok": False, "reason": f"nothing to {kind}"}
     out = {"ok": True, "seq": ev.seq, "reverts": list(ev.meta.get("reverts", []))}

@@ -203,7 +203,7 @@ class RoomUndo:
 
     def deleted_since(self, mark: int) -> Ranges:
         """What the transactions since `mark` (``pending``) deleted, not yet recorded:
-        an undo's own deletions, for its answer (report.py)."""
+        an undo's own deletions, for its answer (server/removed.py)."""
         out: Ranges = {}
         for _ins, dels in self._pending[mark:]:
             union_into(out, dels)

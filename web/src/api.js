@@ -104,7 +104,10 @@ export class Api {
 
   diff (doc, from, to, join) { return this._fetch('GET', `${this._doc(doc)}/diff`, { params: { from, to, join } }) }
   blame (doc, seq, join) { return this._fetch('GET', `${this._doc(doc)}/blame`, { params: { seq, join } }) }
-  restore (doc, seq) { return this._fetch('POST', `${this._doc(doc)}/restore`, { body: { seq } }) }
+  /** `dryRun`: write nothing, answer what a restore would take out and put in now */
+  restore (doc, seq, { dryRun = false } = {}) {
+    return this._fetch('POST', `${this._doc(doc)}/restore`, { body: { seq }, params: { dry_run: dryRun ? 'true' : undefined } })
+  }
   tags (doc) { return this._fetch('GET', `${this._doc(doc)}/tags`) }
   addTag (doc, name, seq) { return this._fetch('POST', `${this._doc(doc)}/tags`, { body: { name, seq } }) }
 }

@@ -5,6 +5,8 @@
 import { $, h, clear, debounce, relativeTime, absoluteTime, shortTime, clockTime, plural, formatBytes, own, selectTab, tabKeys } from './util.js'
 import { authorMarks, colorFor, lightColorFor } from './colors.js'
 import { toast } from './toast.js'
+import { ask } from './ask.js'
+import { removedList, removedSummary } from './removed.js'
 import * as Y from 'yjs'
 import { drawNodes, modelOfRoot, rootKinds, walkRuns } from './render.js'
 import { visibleText } from './controls.js'
@@ -729,22 +731,35 @@ export class HistoryPanel {
       : [h('span', {}, `Who made and wrote each part of version #${seq}:`), authorChips(authors, mark)]))
   }
 
+  /**
+   * Restore the version on show, after asking when that would take out what others
+   * wrote since (a dry run says what it would take out), and say what it took out.
+   */
   async restore () {
     const seq = this.previewSeq
     if (seq === null) return
     const button = $('#restore-btn')
     button.disabled = true
     try {
-      const data = await this.api.restore(this.doc, seq)
+      const would = await this.api.restore(this.doc, seq, { dryRun: true })
+      const others = (would && !would.reason && would.removed_others) || []
+      if (others.length && !(await ask({
+        title: `Restore version #${seq}?`,
+        text: `This removes ${removedSummary(others)} since that version. Restore?`,
+        yes: 'Restore'
+      }))) return
+      const data = would && would.reason ? would : await this.api.restore(this.doc, seq)
       const newSeq = data && data.seq
       this.exitPreview()
       if (!newSeq) {
         toast(`Version #${seq} is the same as the current text: nothing to restore`, { kind: 'info' })
         return
       }
-      toast(`Restored version #${seq} (as event #${newSeq})`, {
+      const removed = data.removed_others || []
+      const also = removed.length ? `. It removed ${removedList(removed)}; Undo brings them back` : ''
+      toast(`Restored version #${seq} (as event #${newSeq})${also}`, {
         kind: 'ok',
-        timeout: 8000,
+        timeout: removed.length ? 12000 : 8000,
         action: { label: 'Undo', run: () => this.session.onUndo?.() }
       })
       this.refresh()

@@ -8,6 +8,7 @@ import { Api } from './api.js'
 import { colorFor, initials, inkOn } from './colors.js'
 import { $, h, clear, relativeTime, absoluteTime, formatBytes, mountUrl, showBanner, wsBase } from './util.js'
 import { toast } from './toast.js'
+import { removedList } from './removed.js'
 import { openDocument } from './editor.js'
 import { HistoryPanel } from './history.js'
 
@@ -342,22 +343,9 @@ async function showDocument (api, doc, user, token) {
 function tellRemovedOthers (op, removed, back) {
   if (!removed || !removed.length) return
   const [did, undoes] = op === 'undo' ? ['Undo', 'Redo'] : ['Redo', 'Undo']
-  toast(`${did} also removed ${listed(removed.map(removedBy))}; ${undoes} brings them back`, {
+  toast(`${did} also removed ${removedList(removed)}; ${undoes} brings them back`, {
     kind: 'info', timeout: 12000, action: { label: undoes, run: back }
   })
-}
-
-/** "5 characters by bob", "1 item by carol" (an element, an embed, a value) */
-function removedBy ({ user, characters, items }) {
-  const what = [[characters, 'character'], [items, 'item']]
-    .filter(([n]) => n > 0)
-    .map(([n, unit]) => `${n} ${unit}${n === 1 ? '' : 's'}`)
-  return `${what.join(' and ')} by ${user ?? 'someone else'}`
-}
-
-/** "a", "a and b", "a, b and c" */
-function listed (parts) {
-  return parts.length > 1 ? `${parts.slice(0, -1).join(', ')} and ${parts.at(-1)}` : parts[0]
 }
 
 function capitalize (s) {

@@ -1,0 +1,157 @@
+"""What a server change (an undo, a redo, a restore) took out that users wrote, and what
+it put in, for its answer.
+
+Undoing a step deletes what is left of its insertions, and whatever lies inside a
+container they made goes with them, as in Yjs's UndoManager: undoing the Enter that made
+a paragraph takes out what others typed in it since (docs/undo.md). A restore makes the
+document equal to an old version, and so takes out everything written since that the
+version lacks, whoever wrote it (docs/history.md). The answers say so, per user
+(``removed_others``), so that the page can tell the user, and a restore's dry run says
+it before anything is written.
+
+An undo's own deletions less what the reverted step inserted are what it took out
+besides: one range subtraction, nothing more for an ordinary undo. Who wrote them: the
+owners of their Yjs client ids (ownership.Owners); for the server's own client id, which
+every user's undos, redos, restores and text edits share, the actor of the server change
+that wrote each clock (``Owners.server_runs``), so that text an undo put back counts
+as the undoer's. How much: read from the document's items of those client ids from
+the first clock taken out on (deleted items keep their content: skip_gc), not from the
+whole document.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pycrdt import Doc
+
+from . import protocol as P
+from .ownership import Owners
+from .ranges import Ranges, subtract
+from .updates import decode_update_meta, visible_items
+
+#: (client, first clock, end clock, writer): a span of items taken out and who wrote it
+_Span = tuple[int, int, int, str | None]
+
+
+def removed_others(
+    doc: Doc[Any], owners: Owners, actor: str, deleted: Ranges, own: Ranges | None = None
+) -> list[dict[str, Any]]:
+    """Per user other than `actor`, what of theirs the change by `actor` that deleted
+    `deleted` (in `doc`, whose client ids `owners` knows) took out besides `own` (an
+    undo's or a redo's: what the reverted step inserted): text in characters, anything
+    else (an element, an embed, a map or array value) in items. None as the user:
+    written by a client id nobody owns (a relayed one)."""
+    besides = subtract(deleted, own) if own else deleted
+    if not besides:
+        return []
+    spans = [span for span in _spans(owners, besides) if span[3] != actor]
+    return _entries(_totals(doc, spans)) if spans else []
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a change took out, per writer, and what it put in: a restore's answer."""
+
+    #: per writer (None: a client id nobody owns), [characters, items] taken out
+    removed: dict[str | None, list[int]]
+    #: [characters, items] put in
+    added: tuple[int, int]
+
+    def answer(self, actor: str) -> dict[str, Any]:
+        """``removed`` and ``added`` in all, and, when `actor` made the change and it took
+        out what others wrote, ``removed_others`` (as an undo's answer has it)."""
+        chars = sum(c for c, _ in self.removed.values())
+        items = sum(i for _, i in self.removed.values())
+        out: dict[str, Any] = {
+            "removed": {"characters": chars, "items": items},
+            "added": {"characters": self.added[0], "items": self.added[1]},
+        }
+        others = _entries({u: t for u, t in self.removed.items() if u != actor})
+        if others:
+            out["removed_others"] = others
+        return out
+
+
+def change_of(doc: Doc[Any], owners: Owners, update: bytes) -> Change:
+    """What the change `update`, applied to `doc` (whose client ids `owners` knows),
+    took out per writer and put in."""
+    meta = decode_update_meta(update)
+    chars = items = 0
+    for client, clock, length, text in visible_items(update):
+        # (what it put in and took out again at once is not there)
+        for lo, hi in subtract({client: [(clock, clock + length)]}, meta.deletes).get(client, []):
+            if text is None:
+                items += hi - lo
+            else:
+                chars += _characters(text, lo - clock, hi - clock)
+    return Change(_totals(doc, list(_spans(owners, meta.deletes))), (chars, items))
+
+
+def _totals(doc: Doc[Any], spans: list[_Span]) -> dict[str | None, list[int]]:
+    totals: dict[str | None, list[int]] = {}
+    for text, start, end, user in _taken(doc, spans):
+        got = totals.setdefault(user, [0, 0])
+        if text is None:
+            got[1] += end - start
+        else:
+            got[0] += _characters(text, start, end)
+    return totals
+
+
+def _entries(totals: dict[str | None, list[int]]) -> list[dict[str, Any]]:
+    return [
+        {"user": user, "characters": chars, "items": items}
+        for user, (chars, items) in sorted(totals.items(), key=lambda kv: (kv[0] is None, kv[0]))
+        if chars or items
+    ]
+
+
+def _spans(owners: Owners, ids: Ranges) -> Iterator[_Span]:
+    for client, ranges in ids.items():
+        for start, end in ranges:
+            if client != owners.server:
+                yield client, start, end, owners.owners.get(client)
+                continue
+            runs = owners.server_runs
+            # runs[i - 1] wrote `start` (none known when i is 0); runs[i] starts after
+            i = bisect.bisect_right(runs, start, key=lambda run: run[0])
+            at = start
+            while at < end:
+                upto = min(runs[i][0], end) if i < len(runs) else end
+                yield client, at, upto, runs[i - 1][1] if i else None
+                at, i = upto, i + 1
+
+
+def _taken(doc: Doc[Any], spans: list[_Span]) -> Iterator[tuple[str | None, int, int, str | None]]:
+    """(text or None, start, end, writer) of each part of an item inside `spans`: start
+    and end in the item's clock units (UTF-16 code units of a text)."""
+    if not spans:
+        return
+    sv = P.decode_state_vector(doc.get_state())
+    for client, start, _end, _user in spans:
+        sv[client] = min(start, sv.get(client, start))
+    items: dict[int, list[tuple[int, int, str | None]]] = {}
+    update = doc.get_update(P.encode_state_vector(sv))
+    for client, clock, length, text in visible_items(update):
+        items.setdefault(client, []).append((clock, length, text))
+    for client, start, end, user in spans:
+        mine = items.get(client, [])
+        i = max(bisect.bisect_right(mine, start, key=lambda item: item[0]) - 1, 0)
+        for clock, length, text in mine[i:]:
+            if clock >= end:
+                break
+            lo, hi = max(start, clock), min(end, clock + length)
+            if lo < hi:
+                yield text, lo - clock, hi - clock, user
+
+
+def _characters(text: str, start: int, end: int) -> int:
+    """The characters of `text` between UTF-16 offsets `start` and `end`."""
+    if text.isascii():
+        return end - start
+    units = text.encode("utf-16-le", "surrogatepass")[2 * start : 2 * end]
+    return len(units.decode("utf-16-le", "surrogatepass"))
