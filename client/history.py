@@ -472,12 +472,18 @@ class History:
         body = await self._json("GET", f"{_doc_path(doc)}/tags", f"listing tags of {doc!r}")
         return list(body.get("tags") or [])
 
-    async def tag(self, doc: str, name: str, seq: int | None = None) -> list[dict[str, Any]]:
-        """Name the version `seq` (the head by default); returns every tag of the doc."""
-        body = await self._json(
-            "POST", f"{_doc_path(doc)}/tags", f"tagging {doc!r}",
-            json={k: v for k, v in (("name", name), ("seq", seq)) if v is not None},
-        )  # fmt: skip
+    async def tag(
+        self, doc: str, name: str, seq: int | None = None, *, move: bool = True
+    ) -> list[dict[str, Any]]:
+        """Name the version `seq` (the head by default); returns every tag of the doc. A
+        name in use moves to `seq`, unless not `move`: then Refused (code 409) when it
+        names another version, and nothing changes."""
+        payload: dict[str, Any] = {"name": name}
+        if seq is not None:
+            payload["seq"] = seq
+        if not move:
+            payload["move"] = False
+        body = await self._json("POST", f"{_doc_path(doc)}/tags", f"tagging {doc!r}", json=payload)
         return list(body.get("tags") or [])
 
     async def undo(self, doc: str) -> OpResult:

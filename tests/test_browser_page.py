@@ -261,7 +261,7 @@ def test_a_name_dialog_closed_with_escape_does_not_name_later(
     expect(page.locator('.tag-item[data-name="chapter-one"]')).to_have_attribute("data-seq", "2")
     tags = http.get(f"/api/docs/{doc_name}/tags")["tags"]
     assert [(t["name"], t["seq"]) for t in tags] == [("chapter-one", 2)]
-    assert [json.loads(p) for p in posts] == [{"name": "chapter-one", "seq": 2}]
+    assert [json.loads(p) for p in posts] == [{"name": "chapter-one", "seq": 2, "move": False}]
 
     # the cancel button, then the dialog again: one name, on the version shown
     page.locator("#scrub").fill("3")
@@ -273,7 +273,68 @@ def test_a_name_dialog_closed_with_escape_does_not_name_later(
     page.locator("#tag-dialog-input").fill("three")
     page.locator("#tag-dialog-form button[type=submit]").click()
     expect(page.locator('.tag-item[data-name="three"]')).to_have_attribute("data-seq", "3")
-    assert [json.loads(p) for p in posts][1:] == [{"name": "three", "seq": 3}]
+    assert [json.loads(p) for p in posts][1:] == [{"name": "three", "seq": 3, "move": False}]
+
+
+def test_naming_a_version_with_a_name_in_use_asks_before_moving_it(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """A teacher who named a version "before feedback" and later clicked "Name…" again
+    with the same name moved the tag without a word, and lost the version it named."""
+    page = open_doc(people(), server.http_url, doc_name, "teacher")
+    type_at_end(page, "one two")
+    http = Http(server.http_url)
+    head = wait_for_head(http, doc_name, "one two")
+    status, _ = call(
+        server.http_url, "POST", f"/api/docs/{doc_name}/tags", {"name": "before feedback", "seq": 2}
+    )
+    assert status == 201
+
+    def name_version(seq: int) -> None:
+        page.locator("#scrub").fill(str(seq))
+        expect(page.locator("#preview")).to_have_attribute("data-seq", str(seq))
+        page.locator("#tag-btn").click()
+        page.locator("#tag-dialog-input").fill("before feedback")
+        page.locator("#tag-dialog-form button[type=submit]").click()
+
+    def named() -> list[tuple[str, int]]:
+        return [(t["name"], t["seq"]) for t in http.get(f"/api/docs/{doc_name}/tags")["tags"]]
+
+    page.locator("#history-btn").click()
+    scrub = page.locator("#scrub")
+    eventually(lambda: int(scrub.get_attribute("max") or 0) >= head, what="the panel loaded")
+    ask = page.locator("#ask-dialog")
+    name_version(head)
+    expect(ask).to_be_visible()
+    expect(page.locator("#ask-text")).to_have_text(
+        f"“before feedback” already names version #2. Move it to #{head}?"
+    )
+    page.locator("#ask-cancel").click()
+    expect(page.locator(".toast", has_text="still names")).to_contain_text(
+        "“before feedback” still names version #2"
+    )
+    assert named() == [("before feedback", 2)]
+
+    name_version(head)
+    page.locator("#ask-yes").click()
+    expect(page.locator(".toast", has_text="Named version")).to_contain_text(
+        f"Named version #{head} “before feedback”"
+    )
+    assert named() == [("before feedback", head)]
+    close_toasts(page)
+    posts: list[Any] = []
+    page.on(
+        "request",
+        lambda r: (
+            posts.append(r.post_data_json) if r.method == "POST" and "/tags" in r.url else None
+        ),
+    )
+    name_version(head)  # the version it names already: nothing to ask
+    expect(page.locator(".toast", has_text="Named version")).to_be_visible()
+    expect(ask).to_be_hidden()
+    assert posts == [{"name": "before feedback", "seq": head, "move": False}]
+    assert named() == [("before feedback", head)]
+    assert not page.errors, page.errors  # type: ignore[attr-defined]
 
 
 def test_your_name_dialog_can_be_dismissed_after_the_first_time(

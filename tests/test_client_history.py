@@ -82,6 +82,12 @@ async def test_restore_tags_undo_over_http(server: RunningServer) -> None:
         assert any(t.get("name") == "first" for t in tags)
         assert any(t.get("name") == "first" for t in await h.tags("rest"))
         assert (await h.version("rest", tag="first")).text == "one "
+        # a name in use moves only when the caller lets it
+        with pytest.raises(client.Refused, match="already names version #1") as refused:
+            await h.tag("rest", "first", 2, move=False)
+        assert refused.value.code == 409
+        assert [(t["name"], t["seq"]) for t in await h.tags("rest")] == [("first", 1)]
+        assert [t["seq"] for t in await h.tag("rest", "first", 1, move=False)] == [1]
         restored = await h.restore("rest", 1)
         assert (restored.seq, restored.restores) == (4, 1)
         # (it took out "two " by bob and "three" by ada, and says so)

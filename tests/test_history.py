@@ -227,6 +227,48 @@ async def test_tags_name_versions(server: RunningServer) -> None:
         assert (await c.get("/api/docs/h4/versions/draft 1")).status_code == 404
 
 
+async def test_a_name_in_use_moves_only_when_the_caller_lets_it(server: RunningServer) -> None:
+    """Naming a version with a name in use moved the tag silently: a teacher who clicked
+    "Name…" twice lost the first. Callers as they were still move it; ``"move": false``
+    refuses with 409 and changes nothing."""
+    marks = await _write(server, "h4m")
+    async with httpx.AsyncClient(base_url=server.url, params={"user": "carol"}) as c:
+
+        async def named() -> dict[str, int]:
+            return {t["name"]: t["seq"] for t in (await c.get("/api/docs/h4m/tags")).json()["tags"]}
+
+        body = {"name": "before feedback", "seq": marks["hello"], "move": False}
+        r = await c.post("/api/docs/h4m/tags", json=body)
+        assert r.status_code == 201 and r.json()["tag"]["seq"] == marks["hello"], r.text
+        again = await c.post("/api/docs/h4m/tags", json=body)  # the same version: as it is
+        assert again.status_code == 201 and again.json()["tag"] == r.json()["tag"], again.text
+        for refused in (
+            c.post("/api/docs/h4m/tags", json={**body, "seq": marks["bye"]}),
+            c.put("/api/docs/h4m/tags/before feedback", json={"seq": "head", "move": False}),
+        ):
+            r = await refused
+            assert r.status_code == 409, r.text
+            assert r.json()["detail"] == (
+                f"'before feedback' already names version #{marks['hello']} of 'h4m': "
+                f'send "move": true to move it to #{marks["bye"]}'
+            )
+            assert await named() == {"before feedback": marks["hello"]}
+        for bad in ("no", 0, 1, [], {}):
+            r = await c.post("/api/docs/h4m/tags", json={**body, "move": bad})
+            assert r.status_code == 400 and '"move"' in r.json()["detail"], r.text
+        assert await named() == {"before feedback": marks["hello"]}
+
+        # without "move" (or with true, or null) the name moves, as it always did
+        for move in ({}, {"move": True}, {"move": None}):
+            seq = marks["world"] if move else marks["bye"]
+            r = await c.post(
+                "/api/docs/h4m/tags", json={"name": "before feedback", "seq": seq, **move}
+            )
+            assert r.status_code == 201 and r.json()["tag"]["seq"] == seq, r.text
+        r = await c.put("/api/docs/h4m/tags/before feedback", json={"seq": marks["hello"]})
+        assert r.status_code == 200 and await named() == {"before feedback": marks["hello"]}
+
+
 async def test_restore_broadcasts_and_is_undoable_by_its_author(server: RunningServer) -> None:
     marks = await _write(server, "h5")
     async with connect(server.ws_url, "h5", "dave") as watcher:

@@ -770,11 +770,21 @@ class History:
     async def tags(self, doc: str) -> list[dict[str, Any]]:
         return [tag_json(t) for t in await self.store.tags(doc)]
 
-    async def put_tag(self, doc: str, name: Any, ref: Any, actor: str) -> dict[str, Any]:
+    async def put_tag(
+        self, doc: str, name: Any, ref: Any, actor: str, move: bool = True
+    ) -> dict[str, Any]:
+        """Name the version `ref`; a tag of that name moves to it, unless not `move`:
+        then Conflict when the name already names another version."""
         name = validate_tag_name(name)
         info = await self.info(doc)
         seq = await self.resolve(doc, ref, info)
-        return tag_json(await self.store.put_tag(doc, name, seq, actor))
+        tag = await self.store.put_tag(doc, name, seq, actor, move=move)
+        if tag.seq != seq:
+            raise Conflict(
+                f"{name!r} already names version #{tag.seq} of {doc!r}: send "
+                f'"move": true to move it to #{seq}'
+            )
+        return tag_json(tag)
 
     async def delete_tag(self, doc: str, name: str) -> None:
         await self.info(doc)

@@ -232,11 +232,22 @@ async def put_text(request: Request) -> Response:
     return JSONResponse({"seq": ev.seq, "root": root, "ts": iso(ev.ts)})
 
 
+def _move(body: dict[str, Any]) -> bool:
+    """``"move"``: whether naming a version with a name in use moves the tag (true, by
+    default, as always) or is refused (false: 409)."""
+    move = body.get("move")
+    if move is None:
+        return True
+    if not isinstance(move, bool):
+        raise BadRequest('"move" must be true (a name in use moves) or false (409 then)')
+    return move
+
+
 async def tags(request: Request) -> Response:
     if request.method == "POST":
         history, doc, user = await _open(request, "admin")
         body = await _body(request)
-        tag = await history.put_tag(doc, body.get("name"), body.get("seq"), user)
+        tag = await history.put_tag(doc, body.get("name"), body.get("seq"), user, _move(body))
         return JSONResponse({"tag": tag, "tags": await history.tags(doc)}, status_code=201)
     history, doc, _ = await _open(request, "read")
     await history.info(doc)
@@ -244,12 +255,13 @@ async def tags(request: Request) -> Response:
 
 
 async def one_tag(request: Request) -> Response:
-    """PUT names a version (body {"seq"}, head by default); DELETE removes the name."""
+    """PUT names a version (body {"seq"}, head by default; {"move": false}: not a name in
+    use); DELETE removes the name."""
     history, doc, user = await _open(request, "admin")
     name = request.path_params["name"]
     if request.method == "PUT":
         body = await _body(request)
-        tag = await history.put_tag(doc, name, body.get("seq"), user)
+        tag = await history.put_tag(doc, name, body.get("seq"), user, _move(body))
         return JSONResponse({"tag": tag, "tags": await history.tags(doc)})
     await history.delete_tag(doc, name)
     return JSONResponse({"deleted": name, "tags": await history.tags(doc)})

@@ -526,7 +526,10 @@ class EventStore(Service, ABC):
     # --- named versions --------------------------------------------------------------
 
     @abstractmethod
-    async def put_tag(self, doc: str, name: str, seq: int, actor: str) -> Tag: ...
+    async def put_tag(self, doc: str, name: str, seq: int, actor: str, *, move: bool = True) -> Tag:
+        """Name version `seq` of `doc`; a tag of that name moves to it. With ``move``
+        False an existing tag of that name stays as it is, atomically: the answer is the
+        tag as stored, which then names its own seq (the caller compares)."""
 
     @abstractmethod
     async def tags(self, doc: str) -> list[Tag]: ...

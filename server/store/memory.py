@@ -251,10 +251,12 @@ class MemoryStore(EventStore):
         self._derived.pop(doc, None)  # (it names what the folded events did)
         return len(evs) - len(kept)
 
-    async def put_tag(self, doc: str, name: str, seq: int, actor: str) -> Tag:
+    async def put_tag(self, doc: str, name: str, seq: int, actor: str, *, move: bool = True) -> Tag:
         self._check()
-        tag = Tag(doc, name, seq, now_ms(), actor)
-        self._tags.setdefault(doc, {})[name] = tag
+        tags = self._tags.setdefault(doc, {})
+        if not move and name in tags:
+            return tags[name]
+        tag = tags[name] = Tag(doc, name, seq, now_ms(), actor)
         return tag
 
     async def tags(self, doc: str) -> list[Tag]:

@@ -1231,20 +1231,35 @@ class PostgresStore(EventStore):
 
     # --- named versions --------------------------------------------------------------
 
-    async def put_tag(self, doc: str, name: str, seq: int, actor: str) -> Tag:
+    async def put_tag(self, doc: str, name: str, seq: int, actor: str, *, move: bool = True) -> Tag:
         tag = Tag(doc, name, seq, now_ms(), actor)
-        await self._fetch(
-            "INSERT INTO tags (doc, name, seq, ts, actor) VALUES ($1, $2, $3, $4, $5) "
-            "ON CONFLICT (doc, name) DO UPDATE SET seq = excluded.seq, ts = excluded.ts, "
-            "actor = excluded.actor",
-            tag.doc,
-            tag.name,
-            tag.seq,
-            tag.ts,
-            tag.actor,
-            what="tag write",
-        )
-        return tag
+        args = (tag.doc, tag.name, tag.seq, tag.ts, tag.actor)
+        if move:
+            await self._fetch(
+                "INSERT INTO tags (doc, name, seq, ts, actor) VALUES ($1, $2, $3, $4, $5) "
+                "ON CONFLICT (doc, name) DO UPDATE SET seq = excluded.seq, ts = excluded.ts, "
+                "actor = excluded.actor",
+                *args,
+                what="tag write",
+            )
+            return tag
+        for _ in range(3):
+            # the new row, or the one in the way; neither when that one was committed after
+            # this statement's snapshot was taken: the next statement sees it (or its
+            # deletion, and inserts)
+            rows = await self._fetch(
+                "WITH new AS (INSERT INTO tags (doc, name, seq, ts, actor) "
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (doc, name) DO NOTHING "
+                "RETURNING doc, name, seq, ts, actor) "
+                "SELECT doc, name, seq, ts, actor FROM new UNION ALL "
+                "SELECT doc, name, seq, ts, actor FROM tags WHERE doc = $1 AND name = $2",
+                *args,
+                what="tag write",
+            )
+            if rows:
+                r = rows[0]
+                return Tag(r[0], r[1], int(r[2]), r[3], r[4])
+        raise StoreUnavailable(f"the tag {name!r} of {doc!r} kept changing; try again")
 
     async def tags(self, doc: str) -> list[Tag]:
         rows = await self._fetch(

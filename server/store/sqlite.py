@@ -1497,16 +1497,22 @@ class SQLiteStore(EventStore):
 
     # --- named versions --------------------------------------------------------------
 
-    async def put_tag(self, doc: str, name: str, seq: int, actor: str) -> Tag:
+    async def put_tag(self, doc: str, name: str, seq: int, actor: str, *, move: bool = True) -> Tag:
         tag = Tag(doc, name, seq, now_ms(), actor)
-        await self._write(
-            "tag write",
-            lambda db: db.execute(
-                "INSERT OR REPLACE INTO tags (doc, name, seq, ts, actor) VALUES (?,?,?,?,?)",
+
+        def write(db: sqlite3.Connection) -> Tag:
+            verb = "INSERT OR REPLACE" if move else "INSERT OR IGNORE"
+            db.execute(
+                f"{verb} INTO tags (doc, name, seq, ts, actor) VALUES (?,?,?,?,?)",
                 (tag.doc, tag.name, tag.seq, tag.ts, tag.actor),
-            ),
-        )
-        return tag
+            )
+            row = db.execute(
+                "SELECT doc, name, seq, ts, actor FROM tags WHERE doc = ? AND name = ?",
+                (doc, name),
+            ).fetchone()
+            return Tag(*row)
+
+        return await self._write("tag write", write)
 
     async def tags(self, doc: str) -> list[Tag]:
         rows = await self._fetchall(

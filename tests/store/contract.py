@@ -522,6 +522,19 @@ class StoreContract(CursorContract):
         assert [x.name for x in await store.tags("t")] == ["a", "draft"]
         assert await store.tags("other") == []
 
+    async def test_a_tag_put_without_move_keeps_the_one_in_use(self, store: EventStore) -> None:
+        await store.append([("tm", [ev() for _ in range(5)])])
+        first = await store.put_tag("tm", "before feedback", 2, "ann", move=False)
+        assert (first.seq, first.actor) == (2, "ann")
+        kept = await store.put_tag("tm", "before feedback", 5, "bob", move=False)
+        assert kept == first  # the tag in use, as it is: the caller sees it names 2
+        assert [(t.name, t.seq, t.actor) for t in await store.tags("tm")] == [
+            ("before feedback", 2, "ann")
+        ]
+        moved = await store.put_tag("tm", "before feedback", 5, "bob")  # move: as always
+        assert (moved.seq, moved.actor) == (5, "bob")
+        assert [(t.seq, t.actor) for t in await store.tags("tm")] == [(5, "bob")]
+
     async def test_ping(self, store: EventStore) -> None:
         await store.ping()
 

@@ -109,5 +109,8 @@ export class Api {
     return this._fetch('POST', `${this._doc(doc)}/restore`, { body: { seq }, params: { dry_run: dryRun ? 'true' : undefined } })
   }
   tags (doc) { return this._fetch('GET', `${this._doc(doc)}/tags`) }
-  addTag (doc, name, seq) { return this._fetch('POST', `${this._doc(doc)}/tags`, { body: { name, seq } }) }
+  /** `move: false`: refused (409) when the name already names another version */
+  addTag (doc, name, seq, { move = true } = {}) {
+    return this._fetch('POST', `${this._doc(doc)}/tags`, { body: move ? { name, seq } : { name, seq, move } })
+  }
 }

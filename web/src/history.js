@@ -479,7 +479,25 @@ export class HistoryPanel {
       return false
     }
     try {
-      const data = await this.api.addTag(this.doc, name, seq)
+      // a name in use is not moved without asking (clicking "Name…" twice with the same
+      // name lost the version it named first)
+      let data = await this.api.addTag(this.doc, name, seq, { move: false }).catch((err) => {
+        if (err.status === 409) return null
+        throw err
+      })
+      if (data === null) {
+        const tags = ((await this.api.tags(this.doc)) || {}).tags || []
+        const old = tags.find((t) => t.name === name)
+        if (old && old.seq !== seq && !(await ask({
+          title: 'Move this name?',
+          text: `“${name}” already names version #${old.seq}. Move it to #${seq}?`,
+          yes: 'Move it'
+        }))) {
+          toast(`“${name}” still names version #${old.seq}`, { kind: 'info' })
+          return false
+        }
+        data = await this.api.addTag(this.doc, name, seq)
+      }
       if (data && data.tags) { this.tags = data.tags; this.renderTags() }
       toast(`Named version #${seq} “${name}”`, { kind: 'ok' })
       this.refresh()
