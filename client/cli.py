@@ -3,6 +3,7 @@ tail.
 
     palimpsest cat notes                       # the text now
     palimpsest cat notes --seq 12              # ... at a version (or --at ISO, --tag NAME)
+    palimpsest cat notes --by ada              # what ada wrote that is still there
     palimpsest edit notes draft.md             # make the text equal the file (minimal diff)
     echo hi | palimpsest edit notes -
     palimpsest replay automerge-paper --limit 20000
@@ -63,6 +64,11 @@ def register(subparsers: Any) -> None:
         help="the root (shared type) to print; default: `content`, else the document's one "
         "text root (y-monaco's `monaco`, Quill's `quill`), else its one root of any kind",
     )
+    p.add_argument(
+        "--actor", "--by", action="append", metavar="USER",
+        help="only the text USER wrote that is still there, in document order, a blank line "
+        "where others' lines were between (again for several users)",
+    )  # fmt: skip
     _common(p)
     p.set_defaults(func=_runner(cmd_cat))
 
@@ -208,14 +214,42 @@ async def cmd_cat(args: argparse.Namespace) -> int:
         # a document whose text is empty prints nothing
         v = await h.version(args.doc, args.seq, at=args.at, tag=args.tag)
     try:
-        text = _root_value(v, pick_root(args.doc, v.roots, args.root, editing=False))
+        name = pick_root(args.doc, v.roots, args.root, editing=False)
     except NoRoot as e:
         print(f"palimpsest: {e}", file=sys.stderr)
         return 2
+    if args.actor:
+        return await _cat_by(args, v, name)
+    _write(_root_value(v, name))
+    return 0
+
+
+async def _cat_by(args: argparse.Namespace, v: Version, name: str) -> int:
+    """`cat --actor`: the text the actors wrote that is still in root `name` at version
+    `v` (their blame); an actor who never changed the document is an error (a typo?)."""
+    kind = (v.roots.get(name) or {}).get("type")
+    if kind not in (None, "text", "xml"):  # (None: no such root yet, an empty text)
+        print(
+            f"palimpsest: {args.doc!r}'s root {name!r} is {kind}: only a text or an XML "
+            "tree says who wrote what",
+            file=sys.stderr,
+        )
+        return 2
+    async with _history(args) as h:
+        text = await h.text_by(args.doc, args.actor, v.seq, root=name)
+        if not text:
+            for actor in args.actor:
+                if not (await h.events(args.doc, actor=actor, limit=1)).events:
+                    print(f"palimpsest: {actor!r} never changed {args.doc!r}", file=sys.stderr)
+                    return 1
+    _write(text)
+    return 0
+
+
+def _write(text: str) -> None:
     sys.stdout.write(text)
     if text and not text.endswith("\n") and sys.stdout.isatty():
         sys.stdout.write("\n")
-    return 0
 
 
 async def cmd_edit(args: argparse.Namespace) -> int:

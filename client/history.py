@@ -13,8 +13,9 @@ One method per route of the HTTP API; errors become :mod:`client.errors` excepti
 
 from __future__ import annotations
 
+import re
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -112,6 +113,57 @@ class BlameRun:
     seq: int
     #: with join="actor": the latest event of the runs joined (`seq` the earliest)
     last_seq: int | None = None
+    #: with actor=: a stretch of other writers' text, this many characters long (`text`
+    #: holds only its line breaks; `actor` and `seq` say nothing)
+    omitted: int | None = None
+
+
+#: whose runs a blame or diff keeps: one user, several, or (None) everyone
+Actors = str | Sequence[str] | None
+
+_BLANK_LINES = re.compile(r"\n{3,}")
+
+
+def _runs_text(runs: Sequence[BlameRun] | Sequence[dict[str, Any]]) -> str:
+    """The text of blame runs, concatenated (with actor=: the writers' text, other
+    writers' stretches reduced to their line breaks)."""
+    return "".join(r.text if isinstance(r, BlameRun) else str(r.get("text") or "") for r in runs)
+
+
+def _tree_text(nodes: Sequence[dict[str, Any]]) -> str:
+    """The text of an XML blame tree (blame_tree()), a line per block: each element, and
+    each text at the top level (Lexical's paragraphs), ends a line."""
+    out: list[str] = []
+
+    def walk(nodes: Sequence[dict[str, Any]], top: bool) -> None:
+        for node in nodes:
+            if isinstance(node.get("runs"), list):
+                for run in node["runs"]:
+                    inner = run.get("node")
+                    if isinstance(inner, dict) and "runs" in inner:
+                        walk([inner], True)  # a paragraph embedded in a text
+                    elif not isinstance(inner, dict):  # (a map is a text node's properties)
+                        out.append(str(run.get("text") or ""))
+            walk(node.get("children") or [], False)
+            if (top or "element" in node) and out and not out[-1].endswith("\n"):
+                out.append("\n")
+
+    walk(nodes, True)
+    return "".join(out)
+
+
+def _squeeze(text: str) -> str:
+    """`text` (a writer's text with others' line breaks) with no blank line at either end
+    and at most one in a row: paragraphs apart, however many lines of others' were
+    between them."""
+    text = _BLANK_LINES.sub("\n\n", text).strip("\n")
+    return text + "\n" if text else ""
+
+
+def _actors(actor: Actors) -> list[str] | None:
+    if actor is None:
+        return None
+    return [actor] if isinstance(actor, str) else list(actor)
 
 
 def http_url(url: str) -> str:
@@ -366,47 +418,83 @@ class History:
         return r.content
 
     async def diff(
-        self, doc: str, from_: int, to: int | None = None, join: str = "event"
+        self,
+        doc: str,
+        from_: int,
+        to: int | None = None,
+        join: str = "event",
+        actor: Actors = None,
     ) -> dict[str, Any]:
         """What changed between two seqs, per root type, with attribution; `join`:
-        "event" (an op per event) or "actor" (neighbours by the same actor joined)."""
+        "event" (an op per event) or "actor" (neighbours by the same actor joined);
+        `actor` (a user or several): only what their events inserted, deleted or
+        formatted, other writers' stretches reduced to ``omitted`` ops (docs/history.md)."""
         return await self._json(
             "GET", f"{_doc_path(doc)}/diff", f"diffing {doc!r} {from_}..{to}",
-            params={"from": from_, "to": to, "join": join},
+            params={"from": from_, "to": to, "join": join, "actor": _actors(actor)},
         )  # fmt: skip
 
     async def blame(
-        self, doc: str, seq: int | None = None, root: str = "content", join: str = "event"
+        self,
+        doc: str,
+        seq: int | None = None,
+        root: str = "content",
+        join: str = "event",
+        actor: Actors = None,
     ) -> list[BlameRun]:
         """Who wrote each piece of the text root `root` at `seq` (now by default);
         `join`: "event" (a run per event) or "actor" (neighbours by the same actor
-        joined: a word typed key by key is one run)."""
-        body = await self._json(
-            "GET", f"{_doc_path(doc)}/blame", f"blaming {doc!r}",
-            params={"seq": seq, "join": join},
-        )  # fmt: skip
-        entry = (body.get("roots") or {}).get(root) or {}
+        joined: a word typed key by key is one run); `actor` (a user or several): only
+        their runs, each stretch of others' text between one run with its ``omitted``
+        length and only its line breaks ([] when nothing of theirs is left)."""
+        entry = await self._blamed(doc, seq, root, join, actor)
         if entry.get("type") == "xml":
             raise ValueError(f"root {root!r} of {doc!r} is XML: blame_tree() gives its tree")
         runs = entry.get("runs") or []
         return [BlameRun(str(r["text"]), str(r.get("actor")), int(r.get("seq") or 0),
-                         r.get("last_seq")) for r in runs]  # fmt: skip
+                         r.get("last_seq"), r.get("omitted")) for r in runs]  # fmt: skip
 
     async def blame_tree(
-        self, doc: str, seq: int | None = None, root: str = "default", join: str = "event"
+        self,
+        doc: str,
+        seq: int | None = None,
+        root: str = "default",
+        join: str = "event",
+        actor: Actors = None,
     ) -> list[dict[str, Any]]:
         """Who made each element and wrote each text of the XML root `root` (Tiptap's,
         ProseMirror's and Lexical's documents; "default" is Tiptap's usual name,
         "root" Lexical's) at `seq`: the server's tree as it gives it
-        (docs/history.md), [] when there is no such root; `join` as for blame()."""
-        body = await self._json(
-            "GET", f"{_doc_path(doc)}/blame", f"blaming {doc!r}",
-            params={"seq": seq, "join": join},
-        )  # fmt: skip
-        entry = (body.get("roots") or {}).get(root) or {}
+        (docs/history.md), [] when there is no such root; `join` as for blame();
+        `actor`: only the nodes with something of theirs, their texts' runs as blame()'s."""
+        entry = await self._blamed(doc, seq, root, join, actor)
         if entry and entry.get("type") != "xml":
             raise ValueError(f"root {root!r} of {doc!r} is not XML: blame() gives its runs")
         return list(entry.get("nodes") or [])
+
+    async def _blamed(
+        self, doc: str, seq: int | None, root: str, join: str, actor: Actors
+    ) -> dict[str, Any]:
+        body = await self._json(
+            "GET", f"{_doc_path(doc)}/blame", f"blaming {doc!r}",
+            params={"seq": seq, "join": join, "actor": _actors(actor)},
+        )  # fmt: skip
+        entry = (body.get("roots") or {}).get(root) or {}
+        return entry if isinstance(entry, dict) else {}
+
+    async def text_by(
+        self, doc: str, actor: str | Sequence[str], seq: int | None = None, root: str = "content"
+    ) -> str:
+        """The text `actor` (or several) wrote that is still in root `root` (a text or an
+        XML tree) at `seq` (now by default), in document order: their paragraphs apart
+        by one blank line where others' text was between (in a tree: a line per
+        paragraph of theirs), nothing else of others' ("" when nothing of theirs is
+        left). Blame names the writer: text of theirs
+        that an editor moved or an undo brought back is theirs."""
+        entry = await self._blamed(doc, seq, root, "actor", actor)
+        if entry.get("type") == "xml":
+            return _squeeze(_tree_text(entry.get("nodes") or []))
+        return _squeeze(_runs_text(entry.get("runs") or []))
 
     # --- changes -------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ docs/openapi.yaml and docs/history.md.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from starlette.requests import Request
@@ -21,6 +22,7 @@ from ..backend import Backend
 from ..bounded_json import loads_bounded
 from ..errors import BadRequest
 from ..history import MAX_PAGE, SESSION_GAP_MS, History, history_of
+from ..history.by_actor import MAX_ACTOR, by_actors
 from ..history.joined import EVENT, JOINS, join_roots
 from ..names import validate_doc_name
 from ..store.base import MAX_SEQ
@@ -144,15 +146,36 @@ def _join(request: Request) -> str:
     return join
 
 
-async def _joined(join: str, answer: dict[str, Any]) -> dict[str, Any]:
-    if join == EVENT:
+def _actors(request: Request) -> list[str]:
+    """``?actor=`` (repeated for several; empty values ignored): whose runs or ops a
+    blame or diff keeps (history.by_actor); [] for everyone's."""
+    actors = [a for a in request.query_params.getlist("actor") if a]
+    for actor in actors:
+        if len(actor) > MAX_ACTOR:
+            raise BadRequest(
+                f"?actor= is a user name of at most {MAX_ACTOR} characters, not {actor[:40]!r}..."
+            )
+    return list(dict.fromkeys(actors))
+
+
+async def _shaped(
+    join: str, actors: list[str], answer: dict[str, Any], *, diff: bool
+) -> dict[str, Any]:
+    """The answer, filtered to `actors` (if any) and joined as asked."""
+    if join == EVENT and not actors:
         return answer
-    # (a keystroke trace's blame is 100k runs: joined off the event loop)
-    return {**answer, "roots": await cpu_account.to_thread(join_roots, answer["roots"])}
+    roots = answer["roots"]
+    if actors:
+        # (a keystroke trace's blame is 100k runs: filtered and joined off the event loop)
+        roots = await cpu_account.to_thread(partial(by_actors, diff=diff), roots, actors)
+        answer = {**answer, "actors": actors}
+    if join != EVENT:
+        roots = await cpu_account.to_thread(join_roots, roots)
+    return {**answer, "roots": roots}
 
 
 async def diff(request: Request) -> Response:
-    join = _join(request)
+    join, actors = _join(request), _actors(request)
     history, doc, _ = await _open(request, "read")
     info = await history.info(doc)
     q = request.query_params
@@ -160,17 +183,17 @@ async def diff(request: Request) -> Response:
     a = await history.resolve(doc, q.get("from") or str(info.base_seq), info)
     b = await history.resolve(doc, q.get("to") or "head", info)
     answer = await history.diff(doc, a, b, info, q.get("root") or None)
-    return JSONResponse(await _joined(join, answer))
+    return JSONResponse(await _shaped(join, actors, answer, diff=True))
 
 
 async def blame(request: Request) -> Response:
-    join = _join(request)
+    join, actors = _join(request), _actors(request)
     history, doc, _ = await _open(request, "read")
     info = await history.info(doc)
     q = request.query_params
     seq = await history.resolve(doc, q.get("seq") or "head", info)
     answer = await history.blame(doc, seq, info, q.get("root") or None)
-    return JSONResponse(await _joined(join, answer))
+    return JSONResponse(await _shaped(join, actors, answer, diff=False))
 
 
 async def restore(request: Request) -> Response:

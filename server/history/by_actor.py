@@ -1,0 +1,143 @@
+"""Blame runs and diff ops of some writers only (``?actor=``): what one student wrote,
+what they changed between two versions.
+
+Blame keeps the runs the actors wrote, as blame names writers (text an editor moved, or
+an undo or a restore brought back, stays its writer's). A diff keeps the ops their
+events made: text they inserted, text they deleted (an event of theirs deleted it, an
+undo or a restore included, whoever had written it: the index records who deleted a
+run, not who wrote it as well) and text whose formatting they changed.
+
+Everything else in a text, before, between and after theirs, becomes one run per
+stretch, marked ``omitted`` (its length in characters, a diff's in the later version)
+and holding only that stretch's line breaks as its text. So the runs of an answer,
+concatenated, are the actors' text in document order with the document's lines kept,
+and positions can still be counted: a run's position is the length of the runs before
+it, ``omitted`` counted for those that have it. A text with nothing of theirs has no
+runs.
+
+In an XML tree (Tiptap's, Lexical's) a node is kept when something in it is the
+actors', or when it holds nothing and they made it (an image, an empty paragraph), or,
+in a diff, when they inserted, deleted or reformatted it; other nodes are left out, so
+each paragraph left is one with text of theirs. What the server cannot attribute, and so
+cannot filter, is left out too: a diff's map and array roots and an XML root's character
+diff of its string (its ``ops``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection
+from typing import Any
+
+from .attribution import gc_paused
+
+#: the longest actor a filter may name (a user name is 1-64 characters)
+MAX_ACTOR = 64
+#: what an omitted stretch keeps of its text
+_NOT_A_BREAK = re.compile(r"[^\r\n]+")
+#: the ops a diff's actor made
+_CHANGES = ("insert", "delete", "format")
+
+Run = dict[str, Any]
+
+
+class _Filter:
+    def __init__(self, actors: Collection[str], diff: bool) -> None:
+        self.actors = frozenset(actors)
+        self.diff = diff
+
+    def runs(self, runs: list[Run]) -> tuple[list[Run], bool]:
+        """`runs` (a text's blame runs or diff ops) with those not the actors' collapsed
+        into omitted stretches, and whether any was theirs ([] when none was)."""
+        keep = self.op if self.diff else self.run
+        out: list[Run] = []
+        skipped: list[str] = []  # the text, as the version has it, of the stretch so far
+
+        def flush() -> None:
+            text = "".join(skipped)
+            skipped.clear()
+            if not text:
+                return
+            run = {"text": _NOT_A_BREAK.sub("", text), "actor": None, "seq": None,
+                   "omitted": len(text)}  # fmt: skip
+            out.append({"op": "omitted", **run} if self.diff else run)
+
+        mine = False
+        for run in runs:
+            kept = keep(run)
+            if kept is None:
+                if not self.diff or run.get("op") != "delete":  # (not in the later version)
+                    skipped.append(run.get("text") or "")
+                continue
+            flush()
+            out.append(kept)
+            mine = True
+        flush()
+        return (out, True) if mine else ([], False)
+
+    def run(self, run: Run) -> Run | None:
+        """A blame run, if it is the actors' (a node embedded in it: if anything in it is)."""
+        node = run.get("node")
+        if isinstance(node, dict):
+            inner, kept = self.blame_node(node)
+            return {**run, "node": inner} if kept or run.get("actor") in self.actors else None
+        return run if run.get("actor") in self.actors else None
+
+    def op(self, op: Run) -> Run | None:
+        """A diff op, if the actors' event made it (a node embedded in it: if anything in
+        it is theirs)."""
+        theirs = op.get("op") in _CHANGES and op.get("actor") in self.actors
+        node = op.get("node")
+        if isinstance(node, dict):
+            inner, kept = self.diff_node(node)
+            return {**op, "node": inner} if kept or theirs else None
+        return op if theirs else None
+
+    def blame_node(self, node: Run) -> tuple[Run, bool]:
+        """An XML blame node filtered, and whether it is kept."""
+        made = node.get("actor") in self.actors
+        if isinstance(node.get("runs"), list):
+            runs, mine = self.runs(node["runs"])
+            return {**node, "runs": runs}, mine or (made and not node["runs"])
+        if isinstance(node.get("children"), list):
+            kids = self.nodes(node["children"], self.blame_node)
+            return {**node, "children": kids}, bool(kids) or (made and not node["children"])
+        return node, made  # a map (Lexical's text node), or an element with no children
+
+    def diff_node(self, node: Run) -> tuple[Run, bool]:
+        """An XML diff node filtered, and whether it is kept."""
+        made = node.get("op") in _CHANGES and node.get("actor") in self.actors
+        if isinstance(node.get("ops"), list):
+            ops, mine = self.runs(node["ops"])
+            return {**node, "ops": ops}, mine or made
+        if isinstance(node.get("children"), list):
+            kids = self.nodes(node["children"], self.diff_node)
+            return {**node, "children": kids}, bool(kids) or made
+        return node, made
+
+    @staticmethod
+    def nodes(nodes: list[Run], one: Callable[[Run], tuple[Run, bool]]) -> list[Run]:
+        return [kept for kept, keep in map(one, nodes) if keep]
+
+    def roots(self, roots: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, entry in roots.items():
+            key = "ops" if self.diff else "runs"
+            if entry.get("type") == "text" and isinstance(entry.get(key), list):
+                out[name] = {**entry, key: self.runs(entry[key])[0]}
+            elif entry.get("type") == "xml" and isinstance(entry.get("nodes"), list):
+                one = self.diff_node if self.diff else self.blame_node
+                # (its `ops`, the XML string's character diff, are nobody's)
+                rest = {k: v for k, v in entry.items() if k != "ops"}
+                out[name] = {**rest, "nodes": self.nodes(entry["nodes"], one)}
+        return out
+
+
+def by_actors(roots: dict[str, Any], actors: Collection[str], *, diff: bool) -> dict[str, Any]:
+    """A blame's (``diff`` false) or a diff's roots, keeping what `actors` wrote (made),
+    as the module says. The answer is new; `roots` is not changed."""
+    with gc_paused():
+        return _Filter(actors, diff).roots(roots)
+
+
+__all__ = ["MAX_ACTOR", "by_actors"]
