@@ -109,13 +109,19 @@ class Version:
 @dataclass(frozen=True, slots=True)
 class BlameRun:
     text: str
-    actor: str
+    #: None where blame cannot say (text folded into a compacted base; a stretch
+    #: ``omitted`` by an actor filter)
+    actor: str | None
     seq: int
     #: with join="actor": the latest event of the runs joined (`seq` the earliest)
     last_seq: int | None = None
     #: with actor=: a stretch of other writers' text, this many characters long (`text`
     #: holds only its line breaks; `actor` and `seq` say nothing)
     omitted: int | None = None
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 #: whose runs a blame or diff keeps: one user, several, or (None) everyone
@@ -451,7 +457,7 @@ class History:
         if entry.get("type") == "xml":
             raise ValueError(f"root {root!r} of {doc!r} is XML: blame_tree() gives its tree")
         runs = entry.get("runs") or []
-        return [BlameRun(str(r["text"]), str(r.get("actor")), int(r.get("seq") or 0),
+        return [BlameRun(str(r["text"]), _opt_str(r.get("actor")), int(r.get("seq") or 0),
                          r.get("last_seq"), r.get("omitted")) for r in runs]  # fmt: skip
 
     async def blame_tree(

@@ -628,9 +628,8 @@ class Room:
             try:
                 self.owners.admit(actor, update, self._live_state, read, imported=True)
             except UpdateGap as e:  # (its words are for a client, which re-syncs)
-                raise UpdateGap(
-                    f"{str(e).removesuffix(': re-sync')}: import the document's whole state, "
-                    "or its updates in order"
+                raise UpdateRejected(
+                    f"{e.detail}: import the document's whole state, or its updates in order"
                 ) from None
             try:
                 with doc.transaction(origin=ServerOrigin(actor, IMPORT_KIND)):

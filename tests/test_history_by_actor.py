@@ -183,7 +183,7 @@ async def test_blame_and_diff_keep_what_one_writer_wrote_and_changed(
     async with client.History(server.url, user="teacher") as h:
         runs = await h.blame("class", actor="cat")
         assert [(b.text, b.actor, b.omitted) for b in runs] == [
-            ("\n\n", "None", 30), ("3", "cat", None), ("", "None", 1),
+            ("\n\n", None, 30), ("3", "cat", None), ("", None, 1),
         ]  # fmt: skip
         both = await h.blame("class", actor=["ann", "bob"], join="actor")
         assert "".join(b.text for b in both) == "Ann and Bob one.\nBob two.\nAnn ."
