@@ -24,7 +24,7 @@ from .names import validate_doc_name
 from .ownership import imported_clients
 from .room import IMPORT_KIND
 from .settings import Settings
-from .snapshots import Fixes, TooBroken, chain, load, new_doc
+from .snapshots import Fixes, Loaded, TooBroken, chain, load, new_doc
 from .store import EventStore
 from .store.base import BASE_TS, DocInfo, Event, NewEvent
 from .updates import decode_update_meta
@@ -370,6 +370,7 @@ async def import_data(
     source: str,
     root: str = "content",
     as_text: bool = False,
+    loaded: Loaded | None = None,
 ) -> Event:
     """Append `data` to `doc` as one event of kind ``import``: a Yjs v1 update that
     applies to the document, or (as_text, or when it is not an update) UTF-8 text that
@@ -377,11 +378,14 @@ async def import_data(
     (blame, undo), but the Yjs client ids it carries stay unclaimed
     (ownership.imported_clients). On the store directly: a running server that has
     the document open takes it at its next commit; through the live room (its clients
-    get it at once) is Room.import_update, POST /api/docs/{doc}/updates."""
+    get it at once) is Room.import_update, POST /api/docs/{doc}/updates. `loaded`: the
+    document as loaded to its head, when the caller keeps it (an import of many
+    documents: bulk_import); it is advanced in place."""
     validate_doc_name(doc)
     update = None if as_text else as_update(data)
     head = await store.head(doc)
-    loaded = await load(store, doc)
+    if loaded is None:
+        loaded = await load(store, doc)
     meta: dict[str, Any] = {"source": source}
     if update is None:
         try:

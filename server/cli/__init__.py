@@ -16,11 +16,12 @@ from ..settings import Settings
 def commands() -> list[ModuleType]:
     """The modules of the subcommands, in the order of --help: listed, not discovered."""
     from ..client import cli as client_cli
-    from . import admin, backup, copy, serve, token, webhooks
+    from . import admin, backup, copy, import_from, serve, token, webhooks
 
     return [
         serve,  # serve
         admin,  # export, import, snapshot, inspect, verify, compact, delete
+        import_from,  # import-from (Hocuspocus, a directory)
         copy,  # migrate, copy (SQLite -> PostgreSQL)
         backup,  # backup (a SQLite file, online)
         token,  # token (mint development tokens)

@@ -158,7 +158,7 @@ def _run(
     async def main() -> int:
         store = open_store(settings.store_url)  # refuses a URL of no store we know
         missing = missing_sqlite_file(settings.store_url)
-        if missing and name != "import":  # opening it would create an empty database
+        if missing and name not in ("import", "import-from"):  # it would create one
             raise AdminError(
                 f"no SQLite database at {missing} (give --db or --store; {SQLITE_URL_HINT})"
             )

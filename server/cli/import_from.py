@@ -1,0 +1,100 @@
+"""`palimpsest import-from KIND PATH`: every document of another Yjs server's store, in
+one run (server/bulk_import.py; docs/migrating.md). Like the admin commands it works on
+the store directly: meant for documents no server has open yet."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from ..bulk_import import SOURCES, Outcome, import_doc, map_names
+from ..store import EventStore
+from . import add_store_options
+from .admin import AdminError, _run
+
+KINDS = {
+    "hocuspocus-sqlite": "the SQLite file of @hocuspocus/extension-sqlite (a table "
+    "documents(name, data))",
+    "dir": "a directory of one file per document: NAME.yjs or NAME.bin (a Yjs update), "
+    "NAME.txt (text); y-leveldb's documents are written out so (docs/migrating.md)",
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "import-from",
+        help="import every document of Hocuspocus or a directory",
+        description="Import every document of another Yjs server's store, each update as "
+        "an event of kind 'import' by --user, in one run: "
+        + "; ".join(f"{k}: {v}" for k, v in KINDS.items())
+        + ". A leading / of a name is dropped and every other / becomes --slash (default "
+        ":); names that are still not document names are listed and nothing is imported. "
+        "A document that already has events is skipped, unless --append; an update that "
+        "adds nothing (an empty update) is left out. "
+        "Meant for documents no server has open (see docs/migrating.md).",
+    )
+    add_store_options(p)
+    p.add_argument("kind", choices=list(SOURCES), metavar="KIND", help=", ".join(SOURCES))
+    p.add_argument("path", metavar="PATH", help="the source's file (or directory, for dir)")
+    p.add_argument("--user", default="import",
+                   help="actor of the events (default import): who wrote what before the "
+                   "move is not known here")  # fmt: skip
+    p.add_argument("--slash", default=":", help="what each / of a name becomes (default :)")
+    p.add_argument("--rename", action="append", default=[], metavar="SOURCE=NAME",
+                   help="import the source's document SOURCE as NAME (repeatable)")  # fmt: skip
+    p.add_argument("--append", action="store_true",
+                   help="add to documents that already have events (what they hold "
+                   "already is left out)")  # fmt: skip
+    p.add_argument("--quiet", action="store_true",
+                   help="a line on stderr only for documents skipped or failed")  # fmt: skip
+    p.set_defaults(func=lambda args: _run("import-from", import_from, args))
+
+
+async def import_from(store: EventStore, args: argparse.Namespace) -> int:
+    rename: dict[str, str] = {}
+    for r in args.rename:
+        old, sep, new = r.rpartition("=")  # a document name has no =, a source's may
+        if not sep or not old:
+            raise AdminError(f"--rename takes SOURCE=NAME, not {r!r}")
+        rename[old] = new
+    started = time.monotonic()
+    source = SOURCES[args.kind](args.path)
+    try:
+        mapping = map_names(source.names(), slash=args.slash, rename=rename)
+        outcomes: list[Outcome] = []
+        for i, (name, doc) in enumerate(mapping.items(), start=1):
+            out = await import_doc(store, source, name, doc, user=args.user,
+                                   append=args.append)  # fmt: skip
+            outcomes.append(out)
+            if not args.quiet or out.status in ("skipped", "failed"):
+                print(f"palimpsest import-from: [{i}/{len(mapping)}] {_line(out)}",
+                      file=sys.stderr, flush=True)  # fmt: skip
+    finally:
+        source.close()
+    count = {s: sum(o.status == s for o in outcomes)
+             for s in ("imported", "skipped", "empty", "failed")}  # fmt: skip
+    events = sum(o.events for o in outcomes)
+    left_out = sum(o.left_out for o in outcomes)
+    print(
+        f"palimpsest import-from: {len(outcomes)} documents from {args.path}: "
+        f"{count['imported']} imported ({events} events by {args.user}"
+        + (f", {left_out} updates that added nothing left out" if left_out else "")
+        + f"), {count['skipped']} skipped (they had events), {count['empty']} with nothing "
+        f"to import, {count['failed']} failed ({time.monotonic() - started:.1f} s)"
+    )
+    return 1 if count["failed"] else 0
+
+
+def _line(o: Outcome) -> str:
+    what = o.name if o.doc == o.name else f"{o.name} -> {o.doc}"
+    if o.status == "skipped":
+        return f"{what}: skipped: {o.detail}"
+    if o.status == "failed":
+        return f"{what}: FAILED: {o.detail}"
+    if o.status == "empty":
+        return f"{what}: nothing imported: {o.detail}"
+    parts = [f"{o.events} event{'s' * (o.events != 1)}"]
+    if o.left_out:
+        parts.append(f"{o.left_out} updates that added nothing left out")
+    return f"{what}: {', '.join(parts)}"

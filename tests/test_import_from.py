@@ -1,0 +1,214 @@
+"""`palimpsest import-from`: every document of a Hocuspocus SQLite database or a
+directory, in one run; then served by a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+from conftest import free_port, run_server
+from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
+from serverproc import REPO_ROOT
+from yclient import connect
+
+from palimpsest.settings import Settings
+
+#: @hocuspocus/extension-sqlite 4.7.0's schema (packages/extension-sqlite/src/SQLite.ts)
+HOCUSPOCUS_SCHEMA = """CREATE TABLE IF NOT EXISTS "documents" (
+  "name" varchar(255) NOT NULL,
+  "data" blob NOT NULL,
+  UNIQUE(name)
+)"""
+
+
+async def palimpsest(*argv: str) -> subprocess.CompletedProcess[str]:
+    """`palimpsest ARGV` as its own process, as a user runs it."""
+    return await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "palimpsest", *argv],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def hocuspocus_db(path: Path, docs: dict[str, bytes]) -> Path:
+    """A database as the extension writes it: the whole document as one update per name."""
+    with sqlite3.connect(path) as conn:
+        conn.execute(HOCUSPOCUS_SCHEMA)
+        for name, data in docs.items():
+            conn.execute(
+                'INSERT INTO "documents" ("name", "data") VALUES (?, ?) '
+                "ON CONFLICT(name) DO UPDATE SET data = excluded.data",
+                (name, data),
+            )
+    conn.close()
+    return path
+
+
+def text_doc() -> Doc:
+    d: Doc = Doc()
+    t = d.get("content", type=Text)
+    t += "Hello from alice. "
+    t.insert(len(t), "Bob adds é 😀 中文.", {"bold": True})
+    del t[0:6]
+    return d
+
+
+def xml_doc() -> Doc:
+    d: Doc = Doc()
+    frag = d.get("default", type=XmlFragment)
+    h = frag.children.append(XmlElement("heading", {"level": "1"}))
+    h.children.append(XmlText("Title"))
+    p = frag.children.append(XmlElement("paragraph"))
+    p.children.append(XmlText("Hello from a Tiptap editor."))
+    return d
+
+
+def map_doc() -> Doc:
+    d: Doc = Doc()
+    m = d.get("meta", type=Map)
+    m["title"] = "board"
+    m["tags"] = ["x", "y"]
+    items = d.get("items", type=Array)
+    items.append("plain")
+    items.append(Map({"done": False, "label": "first"}))
+    return d
+
+
+def settings_for(db: Path) -> Settings:
+    return Settings(db=str(db), port=free_port(), unload_after_seconds=0.2)
+
+
+async def served(http: httpx.AsyncClient, doc: str) -> Doc:
+    """The document as a real server serves it: its head as a Yjs update."""
+    r = await http.get(f"/api/docs/{doc}/versions/head", params={"format": "update"})
+    assert r.status_code == 200, r.text
+    d: Doc = Doc()
+    d.apply_update(r.content)
+    return d
+
+
+def content(d: Doc) -> dict[str, Any]:
+    return {
+        "text": str(d.get("content", type=Text)),
+        "formats": d.get("content", type=Text).diff(),
+        "xml": str(d.get("default", type=XmlFragment)),
+        "meta": d.get("meta", type=Map).to_py(),
+        "items": d.get("items", type=Array).to_py(),
+    }
+
+
+async def events(http: httpx.AsyncClient, doc: str) -> list[dict[str, Any]]:
+    r = await http.get(f"/api/docs/{doc}/events", params={"limit": 1000})
+    assert r.status_code == 200, r.text
+    return list(r.json()["events"])
+
+
+async def test_hocuspocus_documents_come_over_in_one_run(tmp_path: Path) -> None:
+    originals = {"org/team/notes": text_doc(), "tiptap": xml_doc(), "board/7": map_doc()}
+    big: Doc = Doc()
+    bt = big.get("content", type=Text)
+    for i in range(3000):  # a long-edited document: many items, merged into one update
+        with big.transaction():
+            bt.insert(len(bt) if i % 3 else 0, f"w{i} ")
+        if i % 7 == 0:
+            del bt[0:2]
+    originals["big"] = big
+    src = hocuspocus_db(tmp_path / "hocuspocus.sqlite",
+                        {n: d.get_update() for n, d in originals.items()})  # fmt: skip
+    db = tmp_path / "p.db"
+
+    r = await palimpsest("import-from", "hocuspocus-sqlite", str(src), "--db", str(db),
+                         "--user", "migrator")  # fmt: skip
+    assert r.returncode == 0, r
+    # progress on stderr, the name mapping said; the summary on stdout
+    assert "[4/4]" in r.stderr and "org/team/notes -> org:team:notes: 1 event" in r.stderr, r
+    assert "4 documents from" in r.stdout and "4 imported (4 events by migrator" in r.stdout, r
+
+    async with run_server(settings_for(db)) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        for name, original in originals.items():
+            doc = name.replace("/", ":")
+            assert content(await served(http, doc)) == content(original), name
+            assert [(e["kind"], e["actor"]) for e in await events(http, doc)] == [
+                ("import", "migrator")
+            ]
+        # and a y-websocket client syncs the same text
+        async with connect(srv.ws_url, "org:team:notes", user="alice") as c:
+            assert c.content == str(originals["org/team/notes"].get("content", type=Text))
+
+    # again: every document has events, so each is skipped, saying so
+    r = await palimpsest("import-from", "hocuspocus-sqlite", str(src), "--db", str(db))
+    assert r.returncode == 0, r
+    assert "big: skipped: already has 1 events (--append adds to them)" in r.stderr, r
+    assert "0 imported" in r.stdout and "4 skipped" in r.stdout, r
+    # with --append: each holds all of it already
+    r = await palimpsest("import-from", "hocuspocus-sqlite", str(src), "--db", str(db),
+                         "--append")  # fmt: skip
+    assert r.returncode == 0 and "tiptap: nothing imported: holds all of it already" in r.stderr
+    assert "4 with nothing to import" in r.stdout, r
+    async with run_server(settings_for(db)) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        assert len(await events(http, "big")) == 1
+
+
+async def test_names_that_stay_invalid_are_refused_before_anything_is_imported(
+    tmp_path: Path,
+) -> None:
+    upd = text_doc().get_update()
+    names = ["ok", "my notes", "a/b", "a:b", "-x"]
+    src = hocuspocus_db(tmp_path / "h.sqlite", dict.fromkeys(names, upd))
+    db = tmp_path / "p.db"
+    r = await palimpsest("import-from", "hocuspocus-sqlite", str(src), "--db", str(db))
+    assert r.returncode == 1, r
+    assert "3 document name(s) cannot be imported as they are; nothing was imported" in r.stderr
+    assert "'my notes' -> 'my notes': document name 'my notes' has characters" in r.stderr, r
+    assert "'-x' -> '-x': document name '-x' must start with" in r.stderr, r
+    assert "'a/b', 'a:b' -> 'a:b': one name for 2 documents" in r.stderr, r
+    async with run_server(settings_for(db)) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        assert (await http.get("/api/docs")).json()["docs"] == []
+
+    r = await palimpsest("import-from", "hocuspocus-sqlite", str(src), "--db", str(db),
+                         "--rename", "my notes=my-notes", "--rename=-x=x",
+                         "--slash", ".", "--rename", "nope=n")  # fmt: skip
+    assert r.returncode == 1 and "--rename 'nope': the source has no such document" in r.stderr
+    r = await palimpsest("import-from", "hocuspocus-sqlite", str(src), "--db", str(db),
+                         "--rename", "my notes=my-notes", "--rename=-x=x",
+                         "--slash", ".")  # fmt: skip
+    assert r.returncode == 0, r
+    assert "a/b -> a.b: 1 event" in r.stderr and "a:b: 1 event" in r.stderr, r
+    async with run_server(settings_for(db)) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        names = sorted(d["doc"] for d in (await http.get("/api/docs")).json()["docs"])
+        assert names == ["a.b", "a:b", "my-notes", "ok", "x"]
+
+
+async def test_a_directory_and_a_document_that_fails(tmp_path: Path) -> None:
+    d = tmp_path / "dump"
+    (d / "org").mkdir(parents=True)
+    (d / "notes.yjs").write_bytes(text_doc().get_update())
+    (d / "org" / "plan.bin").write_bytes(map_doc().get_update())
+    (d / "letter.txt").write_text("Dear all,\nplease read.\n")
+    (d / ".DS_Store").write_bytes(b"\x00junk")
+    (d / "readme.md").write_text("not a document")
+    db = tmp_path / "p.db"
+    r = await palimpsest("import-from", "dir", str(d), "--db", str(db))
+    # nothing is left out without a word: those files are not documents, and none is read
+    assert r.returncode == 1 and "readme.md: unknown extension" in r.stderr, r
+    assert ".DS_Store: unknown extension" in r.stderr and "notes.yjs" not in r.stderr, r
+    (d / "readme.md").unlink()
+    (d / ".DS_Store").unlink()
+    (d / "broken.yjs").write_bytes(b"\x01\x02 not an update")
+
+    r = await palimpsest("import-from", "dir", str(d), "--db", str(db))
+    # the broken one fails, saying why; the others are imported; the exit status says so
+    assert r.returncode == 1, r
+    assert "broken: FAILED: update 1: it is not a Yjs v1 update" in r.stderr, r
+    assert "org/plan -> org:plan: 1 event" in r.stderr and "3 imported" in r.stdout, r
+    assert "1 failed" in r.stdout, r
+    async with run_server(settings_for(db)) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        assert content(await served(http, "notes")) == content(text_doc())
+        assert content(await served(http, "org:plan")) == content(map_doc())
+        letter = await served(http, "letter")
+        assert str(letter.get("content", type=Text)) == "Dear all,\nplease read.\n"
+        assert (await http.get("/api/docs/broken/events")).status_code == 404
