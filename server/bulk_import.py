@@ -5,16 +5,20 @@ Sources (read only, never written):
 
 - ``hocuspocus-sqlite``: @hocuspocus/extension-sqlite's database, a table
   ``documents(name, data)`` whose data is the whole document as one Yjs update;
+- ``ystore``: pycrdt-websocket's SQLiteYStore (pycrdt-store), a table
+  ``yupdates(path, yupdate, metadata, timestamp)``: one row per update, with the time it
+  was stored (seconds, a float);
 - ``dir``: a directory of one file per document, ``NAME.yjs`` or ``NAME.bin`` a Yjs
   update, ``NAME.txt`` UTF-8 text; NAME is the path below the directory (y-leveldb's
   documents come this way: its own reader writes them out, docs/migrating.md).
 
 Each update becomes one event of kind ``import`` through maintenance.import_data, so an
-import here is what ``palimpsest import`` would have logged, document by document; an
-update that adds nothing to the document (an empty update: the no-op rule of known.py,
-as for a live update) is left out. A document that already has events is skipped unless
-`append`; with it, what the document already holds is left out by the same rule, so a
-run that stopped half-way can be run again.
+import here is what ``palimpsest import`` would have logged, row by row. A YStore row
+keeps its time as the event's ts (never earlier than the event before it: the log stays in
+time order), and a row that adds nothing to the document (an empty update, an echo: the
+no-op rule of known.py, as for a live update) is left out. A document that already has
+events is skipped unless `append`; with it, what the document already holds is left out
+by the same rule, so a run that stopped half-way can be run again.
 """
 
 from __future__ import annotations
@@ -40,9 +44,11 @@ TEXT_SUFFIXES = (".txt",)
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """One update of a source document (or its text)."""
+    """One update of a source document (or its text), with its time in ms when the
+    source kept one."""
 
     data: bytes
+    ts: int | None = None
     text: bool = False
 
 
@@ -104,6 +110,34 @@ class HocuspocusSQLite:
         self.conn.close()
 
 
+class YStoreSQLite:
+    """pycrdt-websocket's SQLiteYStore: ``yupdates(path, yupdate, metadata, timestamp)``,
+    one row per update. Its ycheckpoints table only repeats what the rows hold."""
+
+    def __init__(self, path: str) -> None:
+        self.label = Path(path).name
+        self.conn = _open_sqlite(path, "yupdates", ("path", "yupdate", "timestamp"),
+                                 "a pycrdt-websocket SQLiteYStore")  # fmt: skip
+
+    def names(self) -> list[str]:
+        rows = self.conn.execute("SELECT DISTINCT path FROM yupdates ORDER BY path")
+        return [r[0] for r in rows]
+
+    def items(self, name: str) -> Iterator[Item]:
+        # the YStore folds its rows in timestamp order; rowid breaks ties in write order
+        rows = self.conn.execute(
+            "SELECT yupdate, timestamp FROM yupdates WHERE path = ? ORDER BY timestamp, rowid",
+            (name,),
+        )
+        for data, ts in rows:
+            if not isinstance(ts, int | float) or not 0 <= ts < 1e11:
+                raise MaintenanceError(f"a row of {name!r} has the timestamp {ts!r}, not a time")
+            yield Item(bytes(data or b""), round(ts * 1000))
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 class Directory:
     """One file per document below `path`: NAME.yjs / NAME.bin (an update) or NAME.txt.
     Any other file is refused (hidden ones too: ``.notes.yjs`` is a document), as are
@@ -152,6 +186,7 @@ class Directory:
 
 SOURCES: dict[str, Callable[[str], Source]] = {
     "hocuspocus-sqlite": HocuspocusSQLite,
+    "ystore": YStoreSQLite,
     "dir": Directory,
 }
 
@@ -162,7 +197,7 @@ SOURCES: dict[str, Callable[[str], Source]] = {
 def map_names(names: list[str], *, slash: str = ":", rename: dict[str, str] | None = None
               ) -> dict[str, str]:  # fmt: skip
     """Each source name's document name: `rename`'s when it has one, else the name with a
-    leading ``/`` dropped (a room named by its websocket path) and every other
+    leading ``/`` dropped (pycrdt-websocket's rooms are websocket paths) and every other
     ``/`` made `slash` (the rule of docs/hocuspocus.md: ``org/team/doc`` -> ``org:team:doc``).
 
     Raises MaintenanceError listing every name that is still not a document name, every
@@ -207,6 +242,8 @@ class Outcome:
     events: int = 0
     #: updates that added nothing to the document (empty, or already held)
     left_out: int = 0
+    #: events whose source time was before the document's previous event: given its time
+    moved: int = 0
     detail: str = ""
 
 
@@ -223,6 +260,8 @@ async def import_doc(
         return out
     loaded = await load(store, doc)
     known = KnownDeletions.of_doc(loaded.doc)
+    last = await store.read(doc, after=head - 1, upto=head) if head else []
+    last_ts = last[0].ts if last else 0
     label = f"{source.label}: {name}"
     try:
         for item in source.items(name):
@@ -230,17 +269,20 @@ async def import_doc(
                 if item.data in (b"", b"\xef\xbb\xbf"):
                     out.left_out += 1
                     continue
-                await import_data(store, doc, item.data, user=user, source=label,
-                                  as_text=True, loaded=loaded)  # fmt: skip
+                ev = await import_data(store, doc, item.data, user=user, source=label,
+                                       as_text=True, loaded=loaded)  # fmt: skip
             else:
                 if as_update(item.data) is None:
                     raise MaintenanceError("it is not a Yjs v1 update")
                 if not adds_anything(item.data, loaded.doc.get_state(), known):
                     out.left_out += 1
                     continue
-                await import_data(store, doc, item.data, user=user, source=label,
-                                  loaded=loaded)  # fmt: skip
+                ts = None if item.ts is None else max(item.ts, last_ts)
+                out.moved += ts is not None and ts != item.ts
+                ev = await import_data(store, doc, item.data, user=user, source=label,
+                                       ts=ts, loaded=loaded)  # fmt: skip
                 known.add(decode_update_meta(item.data).deletes)
+            last_ts = max(last_ts, ev.ts)
             out.events += 1
     except MaintenanceError as e:
         out.status = "failed"
@@ -261,6 +303,7 @@ __all__ = [
     "Item",
     "Outcome",
     "Source",
+    "YStoreSQLite",
     "import_doc",
     "map_names",
 ]

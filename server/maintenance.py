@@ -370,6 +370,7 @@ async def import_data(
     source: str,
     root: str = "content",
     as_text: bool = False,
+    ts: int | None = None,
     loaded: Loaded | None = None,
 ) -> Event:
     """Append `data` to `doc` as one event of kind ``import``: a Yjs v1 update that
@@ -378,9 +379,9 @@ async def import_data(
     (blame, undo), but the Yjs client ids it carries stay unclaimed
     (ownership.imported_clients). On the store directly: a running server that has
     the document open takes it at its next commit; through the live room (its clients
-    get it at once) is Room.import_update, POST /api/docs/{doc}/updates. `loaded`: the
-    document as loaded to its head, when the caller keeps it (an import of many
-    documents: bulk_import); it is advanced in place."""
+    get it at once) is Room.import_update, POST /api/docs/{doc}/updates. `ts`: the
+    event's time (default now); `loaded`: the document as loaded to its head, when the
+    caller keeps it (an import of many updates: bulk_import); it is advanced in place."""
     validate_doc_name(doc)
     update = None if as_text else as_update(data)
     head = await store.head(doc)
@@ -413,7 +414,7 @@ async def import_data(
     relays = imported_clients(decode_update_meta(update), loaded.doc.client_id)
     if relays:  # written, not claimed (ownership.imported_clients)
         meta["relays"] = relays
-    [[ev]] = await store.append([(doc, [NewEvent(user, IMPORT_KIND, update, meta)])])
+    [[ev]] = await store.append([(doc, [NewEvent(user, IMPORT_KIND, update, meta, ts)])])
     return ev
 
 

@@ -1,5 +1,5 @@
-"""`palimpsest import-from`: every document of a Hocuspocus SQLite database or a
-directory, in one run; then served by a real server."""
+"""`palimpsest import-from`: every document of a Hocuspocus SQLite database, a
+pycrdt-websocket SQLiteYStore or a directory, in one run; then served by a real server."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from typing import Any
 import httpx
 from conftest import free_port, run_server
 from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
+from pycrdt.store import SQLiteYStore
 from serverproc import REPO_ROOT
 from yclient import connect
 
 from palimpsest.settings import Settings
+from palimpsest.util import iso
 
 #: @hocuspocus/extension-sqlite 4.7.0's schema (packages/extension-sqlite/src/SQLite.ts)
 HOCUSPOCUS_SCHEMA = """CREATE TABLE IF NOT EXISTS "documents" (
@@ -151,6 +153,80 @@ async def test_hocuspocus_documents_come_over_in_one_run(tmp_path: Path) -> None
     assert "4 with nothing to import" in r.stdout, r
     async with run_server(settings_for(db)) as srv, httpx.AsyncClient(base_url=srv.url) as http:
         assert len(await events(http, "big")) == 1
+
+
+async def ystore_write(path: Path, room: str, updates: list[bytes]) -> None:
+    """Write `updates` as pycrdt-websocket's YRoom does: through SQLiteYStore.write."""
+
+    class Store(SQLiteYStore):
+        db_path = str(path)
+
+    async with Store(path=room) as ystore:
+        for u in updates:
+            await ystore.write(u)
+
+
+def edits(d: Doc, parts: list[str]) -> list[bytes]:
+    """Each part typed as its own transaction: the updates a YRoom stores."""
+    out: list[bytes] = []
+    t = d.get("content", type=Text)
+    for part in parts:
+        before = d.get_state()
+        t += part
+        out.append(d.get_update(before))
+    return out
+
+
+async def test_ystore_rows_keep_their_times_and_empty_ones_are_left_out(tmp_path: Path) -> None:
+    src = tmp_path / "ystore.db"
+    notes: Doc = Doc()
+    plan: Doc = Doc()
+    first = edits(notes, ["one ", "two "])
+    # a 2-byte empty update between them (a client's empty transaction), and an echo
+    await ystore_write(src, "/notes", [*first, b"\x00\x00", first[1], *edits(notes, ["three"])])
+    await ystore_write(src, "/team/plan", edits(plan, ["a", "b"]))
+    # the rows were written a year ago
+    with sqlite3.connect(src) as conn:
+        conn.execute("UPDATE yupdates SET timestamp = timestamp - 365 * 86400")
+        rows = conn.execute(
+            "SELECT path, length(yupdate), timestamp FROM yupdates ORDER BY timestamp, rowid"
+        ).fetchall()
+    conn.close()
+    assert len(rows) == 7
+    db = tmp_path / "p.db"
+
+    r = await palimpsest("import-from", "ystore", str(src), "--db", str(db))
+    assert r.returncode == 0, r
+    assert "/notes -> notes: 3 events, 2 updates that added nothing left out" in r.stderr, r
+    assert "/team/plan -> team:plan: 2 events" in r.stderr, r
+    assert "2 imported (5 events by import, 2 updates that added nothing left out)" in r.stdout
+
+    def times(path: str) -> list[str]:
+        # each kept row's own time (ms), in order: the empty row and the echo are not events
+        kept = [ts for p, size, ts in rows if p == path and size > 2]
+        if path == "/notes":
+            del kept[2]  # the echo of "two "
+        return [iso(round(ts * 1000)) for ts in kept]
+
+    async with run_server(settings_for(db)) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        for path, doc, original in (("/notes", "notes", notes), ("/team/plan", "team:plan", plan)):
+            evs = await events(http, doc)
+            assert [(e["kind"], e["actor"]) for e in evs] == [("import", "import")] * len(evs)
+            assert [e["ts"] for e in evs] == times(path)
+            assert content(await served(http, doc)) == content(original)
+        # the history is the YStore's: the document as it was after its second update
+        r = await http.get("/api/docs/notes/versions/2")
+        assert r.json()["roots"]["content"]["value"] == "one two "
+
+    # the old server went on a little; a second run with --append takes only the new rows
+    await ystore_write(src, "/notes", edits(notes, [" four"]))
+    r = await palimpsest("import-from", "ystore", str(src), "--db", str(db), "--append")
+    assert r.returncode == 0, r
+    assert "/notes -> notes: 1 event, 5 updates that added nothing left out" in r.stderr, r
+    assert "/team/plan -> team:plan: nothing imported: holds all of it already" in r.stderr, r
+    async with run_server(settings_for(db)) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        assert str((await served(http, "notes")).get("content", type=Text)) == "one two three four"
+        assert len(await events(http, "notes")) == 4
 
 
 async def test_names_that_stay_invalid_are_refused_before_anything_is_imported(

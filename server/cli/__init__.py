@@ -21,7 +21,7 @@ def commands() -> list[ModuleType]:
     return [
         serve,  # serve
         admin,  # export, import, snapshot, inspect, verify, compact, delete
-        import_from,  # import-from (Hocuspocus, a directory)
+        import_from,  # import-from (Hocuspocus, pycrdt-websocket, a directory)
         copy,  # migrate, copy (SQLite -> PostgreSQL)
         backup,  # backup (a SQLite file, online)
         token,  # token (mint development tokens)

@@ -16,6 +16,8 @@ from .admin import AdminError, _run
 KINDS = {
     "hocuspocus-sqlite": "the SQLite file of @hocuspocus/extension-sqlite (a table "
     "documents(name, data))",
+    "ystore": "the SQLite file of pycrdt-websocket's SQLiteYStore (a table yupdates: every "
+    "update with its time)",
     "dir": "a directory of one file per document: NAME.yjs or NAME.bin (a Yjs update), "
     "NAME.txt (text); y-leveldb's documents are written out so (docs/migrating.md)",
 }
@@ -24,14 +26,14 @@ KINDS = {
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "import-from",
-        help="import every document of Hocuspocus or a directory",
+        help="import every document of Hocuspocus, pycrdt-websocket or a directory",
         description="Import every document of another Yjs server's store, each update as "
         "an event of kind 'import' by --user, in one run: "
         + "; ".join(f"{k}: {v}" for k, v in KINDS.items())
         + ". A leading / of a name is dropped and every other / becomes --slash (default "
         ":); names that are still not document names are listed and nothing is imported. "
-        "A document that already has events is skipped, unless --append; an update that "
-        "adds nothing (an empty update) is left out. "
+        "A document that already has events is skipped, unless --append. A YStore row's "
+        "time becomes its event's; a row that adds nothing (an empty update) is left out. "
         "Meant for documents no server has open (see docs/migrating.md).",
     )
     add_store_options(p)
@@ -97,4 +99,6 @@ def _line(o: Outcome) -> str:
     parts = [f"{o.events} event{'s' * (o.events != 1)}"]
     if o.left_out:
         parts.append(f"{o.left_out} updates that added nothing left out")
+    if o.moved:
+        parts.append(f"{o.moved} given the time of the event before them (theirs was earlier)")
     return f"{what}: {', '.join(parts)}"
