@@ -4,6 +4,7 @@
 
     PalimpsestError
     ├── ProtocolError            a frame that does not follow the wire protocol (close 4400)
+    │   └── UnsupportedType      a Yjs type the server's engine (yrs) cannot hold
     ├── DocNameError             a document name that is not allowed (close 4400 / HTTP 400)
     ├── UpdateRejected           an update that fails to decode or apply (close 4400)
     ├── FrameTooLarge            a frame over the configured limit (close 4413)
@@ -46,6 +47,11 @@ class PalimpsestError(Exception):
 class ProtocolError(PalimpsestError):
     close_code = 4400
     http_status = 400
+
+
+class UnsupportedType(ProtocolError):
+    """A well-formed Yjs update holding a type yrs cannot read (Y.XmlHook): the server
+    cannot hold it, so it is refused in these words rather than as undecodable."""
 
 
 class DocNameError(PalimpsestError):

@@ -27,7 +27,7 @@ from .settings import Settings
 from .snapshots import Fixes, Loaded, TooBroken, chain, load, new_doc
 from .store import EventStore
 from .store.base import BASE_TS, DocInfo, Event, NewEvent
-from .updates import decode_update_meta
+from .updates import decode_update_meta, unsupported
 from .util import parse_iso
 
 #: events read per query while folding a log
@@ -353,6 +353,9 @@ def as_update(data: bytes) -> bytes | None:
     except FATAL:
         raise
     except BaseException:  # pyo3 PanicException is one
+        why = unsupported(data)  # an update, but not one the server can hold
+        if why is not None:
+            raise MaintenanceError(f"the update cannot be imported: {why}") from None
         return None
     try:
         decode_update_meta(data)

@@ -43,6 +43,7 @@ from .errors import (
     ProtocolError,
     StoreError,
     StoreUnavailable,
+    UnsupportedType,
     UpdateGap,
     UpdateRejected,
     panicked,
@@ -60,7 +61,7 @@ from .origins import (
 from .ownership import Owners, imported_clients
 from .ranges import Ranges
 from .store.base import Event, NewEvent, now_ms
-from .updates import UpdateMeta, decode_update_meta, not_v1
+from .updates import UpdateMeta, decode_update_meta, not_v1, unsupported
 
 log = logging.getLogger("palimpsest.room")
 
@@ -429,9 +430,12 @@ class Room:
         except FATAL:
             raise
         except BaseException as e:  # pyo3 PanicException is one
-            raise UpdateRejected(not_v1(update, f"update does not decode: {e}")) from e
+            why = unsupported(update) or not_v1(update, f"update does not decode: {e}")
+            raise UpdateRejected(why) from e
         try:
             parsed = decode_update_meta(update)  # once, for both rules
+        except UnsupportedType as e:
+            raise UpdateRejected(str(e)) from e
         except ProtocolError as e:
             # refused even when it would change nothing: yrs reads a v2 update as an
             # empty v1 one followed by bytes it ignores, and that was dropped silently
@@ -618,7 +622,8 @@ class Room:
         except FATAL:
             raise
         except BaseException as e:  # pyo3 PanicException is one
-            raise UpdateRejected(f"the body is not a Yjs v1 update: {e}") from e
+            why = unsupported(update) or f"the body is not a Yjs v1 update: {e}"
+            raise UpdateRejected(why) from e
         out = {"format": "update", **(meta or {})}
         relays = imported_clients(read, self.owners.server)
         if relays:

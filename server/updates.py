@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import ProtocolError
+from .errors import ProtocolError, UnsupportedType
 from .protocol import _MAX_VARUINT_BYTES, Reader, varuint_value
 from .ranges import Ranges
 
@@ -105,6 +105,24 @@ def not_v1(update: bytes, detail: str) -> str:
     if v2 and len(update) - r.pos >= 2:
         return f"not a Yjs v1 update (v2 encoding?): {detail}"
     return detail
+
+
+#: why an update holding a Y.XmlHook is refused: yrs (pycrdt) reads no hook name, so it
+#: neither decodes nor applies such an update, and the server could not hold it
+XML_HOOK_UNSUPPORTED = "Y.XmlHook is not supported: the server's Yjs engine (yrs) cannot read it"
+
+
+def unsupported(update: bytes) -> str | None:
+    """Why `update`, which yrs could not read, is refused, when our own reader can say
+    more: it is well formed but holds a type yrs lacks (a Y.XmlHook, which yrs reports
+    only as "Cannot encode state vector from update"). None otherwise."""
+    try:
+        decode_update_meta(update)
+    except UnsupportedType as e:
+        return str(e)
+    except ProtocolError:
+        pass
+    return None
 
 
 def _check_bounds(meta: UpdateMeta) -> None:
@@ -444,7 +462,10 @@ def _skip_content(r: Reader, info: int) -> int:
         r.read_var_bytes("format value")
         return 1
     if ref == _TYPE:
-        if r.read_var_uint("type ref") in (_XML_ELEMENT, _XML_HOOK):
+        type_ref = r.read_var_uint("type ref")
+        if type_ref == _XML_HOOK:
+            raise UnsupportedType(XML_HOOK_UNSUPPORTED)
+        if type_ref == _XML_ELEMENT:
             r.read_var_bytes("type name")
         return 1
     if ref == _ANY:

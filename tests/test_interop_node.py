@@ -475,6 +475,43 @@ async def test_an_edit_past_a_lost_frame_is_not_lost(
     assert fold(read_events(server.db_path, "lost")) == "one two three four"
 
 
+XML_HOOK = """
+import * as Y from 'yjs'
+import WebSocket from 'ws'
+import { WebsocketProvider } from 'y-websocket'
+const { WS, HTTP, DOC } = process.env
+const d = new Y.Doc()
+const p = new WebsocketProvider(WS, DOC, d,
+  { params: { user: 'alice' }, WebSocketPolyfill: WebSocket, disableBc: true })
+await new Promise((resolve) => p.once('synced', resolve))
+const closed = new Promise((resolve) => p.on('connection-close', (e) => {
+  if (e) { p.shouldConnect = false; resolve(`${e.code} ${e.reason}`) }
+}))
+const before = Y.encodeStateVector(d)
+const hook = new Y.XmlHook('hook')
+hook.set('z', 1)
+d.getXmlFragment('x').insert(0, [hook])
+const close = await closed
+const body = Y.encodeStateAsUpdate(d, before)
+const r = await fetch(`${HTTP}/api/docs/${DOC}-http/updates?user=ops`,
+  { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body })
+console.log(JSON.stringify({ close, status: r.status, body: await r.text() }))
+process.exit(0)
+"""
+
+
+@pytest.mark.usefixtures("node_modules")
+async def test_a_yjs_xml_hook_is_refused_in_words_that_say_so(server: ServerProcess) -> None:
+    """yrs (pycrdt) cannot read a Y.XmlHook: an edit holding one closed the socket with
+    "update does not decode: Cannot encode state vector from update". The server cannot
+    hold it, so it is still refused, over the websocket and an HTTP import alike, but in
+    words that name the type (read by our own v1 reader) instead."""
+    got = json.loads(await node_scenario(XML_HOOK, server.ws_url, server.http_url, "hook"))
+    hook = "Y.XmlHook is not supported: the server's Yjs engine (yrs) cannot read it"
+    assert got["close"] == f"4400 {hook}", got
+    assert got["status"] == 400 and hook in got["body"], got
+
+
 async def test_offline_work_over_the_frame_limit_arrives(
     node_modules: Path, tmp_path: Path, y_websocket: str
 ) -> None:

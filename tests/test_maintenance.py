@@ -9,6 +9,7 @@ from pycrdt import Doc, Text
 
 from palimpsest.maintenance import (
     MaintenanceError,
+    as_update,
     compact_doc,
     import_data,
     plan_compact,
@@ -58,3 +59,12 @@ async def test_import_verify_compact(tmp_path: Path) -> None:
         assert rendered((await load(store, "m")).doc)["content"]["value"] == "hello world"
         with pytest.raises(MaintenanceError, match="no seq 9"):
             await plan_compact(store, "m", 9)
+
+
+def test_a_yjs_xml_hook_is_not_imported_as_text() -> None:
+    """A Yjs update holding a Y.XmlHook, which yrs cannot read: `palimpsest import` and
+    import-from took it for "not an update" (then text, or "not a Yjs v1 update"); now it
+    is refused as what it is."""
+    hook = bytes.fromhex("0102009102470089020504686f6f6b2800009102017a017d0100")
+    with pytest.raises(MaintenanceError, match="Y.XmlHook is not supported"):
+        as_update(hook)

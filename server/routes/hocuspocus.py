@@ -49,6 +49,7 @@ from ..hocuspocus_peer import DocPeer, SyncStatus
 from ..limits import frame_limit
 from ..names import validate_doc_name
 from ..room import EMPTY_UPDATE, Room
+from ..updates import unsupported
 from .wire_write import detach_reader
 from .ws import Connection, client_id, extension_answer, reason_of, refuse
 
@@ -464,7 +465,7 @@ def _adds_anything(room: Room, update: bytes) -> bool:
     except FATAL:
         raise
     except BaseException as e:  # pyo3 PanicException is one
-        raise UpdateRejected(f"update does not decode: {e}") from e
+        raise UpdateRejected(unsupported(update) or f"update does not decode: {e}") from e
     return room._adds_anything(update)
 
 
