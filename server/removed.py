@@ -91,6 +91,27 @@ def change_of(doc: Doc[Any], owners: Owners, update: bytes) -> Change:
     return Change(_totals(doc, list(_spans(owners, meta.deletes))), (chars, items))
 
 
+def change_in_parts(
+    doc: Doc[Any], owners: Owners, parts: list[tuple[bytes, dict[Any, int] | None]]
+) -> Change:
+    """change_of a change made in parts (a restore: a transaction per plain text root,
+    one for the rest), each part's update and, where blame named the writers of the
+    characters it took out (restore.set_text), how many of each's: those count for
+    them, as blame has them (text an undo brought back is its writer's), rather than
+    for the owners of its items (the server's client id: the undoer)."""
+    removed: dict[str | None, list[int]] = {}
+    chars = items = 0
+    for update, named in parts:
+        got = change_of(doc, owners, update)
+        chars, items = chars + got.added[0], items + got.added[1]
+        by = got.removed if named is None else {u: [n, 0] for u, n in named.items()}
+        for user, (c, i) in by.items():
+            total = removed.setdefault(user, [0, 0])
+            total[0] += c
+            total[1] += i
+    return Change(removed, (chars, items))
+
+
 def _totals(doc: Doc[Any], spans: list[_Span]) -> dict[str | None, list[int]]:
     totals: dict[str | None, list[int]] = {}
     for text, start, end, user in _taken(doc, spans):

@@ -153,3 +153,34 @@ async def test_a_dry_run_flag_that_is_not_a_boolean_is_refused(server: RunningSe
         r = await c.post("/api/docs/flag/restore?dry_run=perhaps&user=ann", json={"seq": 0})
         assert r.status_code == 400 and "dry_run" in r.text, r.text
         assert (await _head(c, "flag"))["seq"] == 1  # nothing written
+
+
+async def test_restore_names_the_writers_of_text_an_undo_brought_back(
+    server: RunningServer,
+) -> None:
+    # ann restores the version before bob's sentence and undoes that: the sentence is
+    # back, its items the server's (the undo's copies), and blame names bob for it. A
+    # restore that would take it out again names bob too, whoever makes it: ann's did
+    # not (nothing of others': the page would not ask), bob's named ann
+    late = "Bob's sentence."
+    async with (
+        client.History(server.url, user="ann") as ha,
+        client.History(server.url, user="bob") as hb,
+    ):
+        await ha.put_text("back", "Base. ")
+        version = (await ha.version("back", "head")).seq
+        await hb.put_text("back", "Base. " + late)
+        first = await ha.restore("back", version)
+        assert first.removed_others == (Removed("bob", len(late), 0),)
+        assert (await ha.undo("back")).ok
+        blame = await ha.blame("back", join="actor")
+        assert [(b.text, b.actor) for b in blame] == [("Base. ", "ann"), (late, "bob")]
+
+        anns = await ha.restore("back", version, dry_run=True)
+        assert anns.removed_others == (Removed("bob", len(late), 0),)
+        assert anns.removed_characters == len(late)
+        bobs = await hb.restore("back", version, dry_run=True)
+        assert (bobs.removed_others, bobs.removed_characters) == ((), len(late))
+        did = await hb.restore("back", version)
+        assert did.seq is not None and did.removed_others == ()
+        assert (did.removed_characters, did.added_characters) == (len(late), 0)

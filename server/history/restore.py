@@ -210,13 +210,18 @@ def _embed_at(text: RichText, pos: int) -> Any:
     raise LookupError(f"no embed at offset {pos}")
 
 
-def set_rich_text(text: RichText, target: Sequence[Run], writers: Writers | None = None) -> None:
+def set_rich_text(
+    text: RichText,
+    target: Sequence[Run],
+    writers: Writers | None = None,
+    named: list[dict[Any, int]] | None = None,
+) -> None:
     """Make `text` (a Text or an XmlText) equal `target` (a ``diff()``): characters,
-    embeds and formatting, changing only what differs. `writers`: see set_text (plain
-    text only)."""
+    embeds and formatting, changing only what differs. `writers` and `named`: see
+    set_text (plain text only)."""
     current = text.diff()
     if _plain(current) and _plain(target):
-        set_text(text, "".join(i for i, _ in target), writers)
+        set_text(text, "".join(i for i, _ in target), writers, named)
         return
     have, want = _pieces(current), _pieces(target)
     codes = _codes(have, want)
@@ -309,17 +314,26 @@ def _keyed(a: str, wa: Sequence[Any], b: str, wb: Sequence[Any]) -> tuple[str, s
     return out[0], out[1]
 
 
-def set_text(text: RichText, target: str, writers: Writers | None = None) -> None:
+def set_text(
+    text: RichText,
+    target: str,
+    writers: Writers | None = None,
+    named: list[dict[Any, int]] | None = None,
+) -> None:
     """Make the characters of `text` equal `target`, a plain string (PUT /text): new
     characters are formatted as typing there would format them (like the character
     before them), and embeds, which a plain string does not show, stay where they are.
     `writers` (a restore): keep only characters the target has by the same writer
-    (_by_writer), when the text is still the one they were taken from."""
+    (_by_writer), when the text is still the one they were taken from; then, when every
+    character taken out has a writer there, `named` gets how many of each writer's
+    were (blame's writers: text an undo brought back is its writer's, not the undoer's,
+    which is what the restore's answer says)."""
     current = text.diff()
     if _plain(current):
         chars = "".join(i for i, _ in current)
         keys: tuple[str, str] | None = None
-        if writers is not None and writers[0] == chars and len(writers[2]) == len(target):
+        known = writers is not None and writers[0] == chars and len(writers[2]) == len(target)
+        if writers is not None and known:
             keys = _by_writer(chars, writers[1], target, writers[2])
         # (the same characters by other writers are not the version's: a wrecker who
         # retyped the text whole left it "already equal", and named for them)
@@ -327,7 +341,15 @@ def set_text(text: RichText, target: str, writers: Writers | None = None) -> Non
         if a == b:
             return
         offs = byte_offsets(chars)
-        for tag, i1, i2, j1, j2 in reversed(string_opcodes(a, b)):
+        ops = string_opcodes(a, b)
+        if writers is not None and known and named is not None:
+            out: dict[Any, int] = {}
+            for tag, i1, i2, _j1, _j2 in ops:
+                for who in writers[1][i1:i2] if tag != "equal" else ():
+                    out[who[0]] = out.get(who[0], 0) + 1
+            if None not in out:
+                named.append(out)
+        for tag, i1, i2, j1, j2 in reversed(ops):
             if tag == "equal":
                 continue
             if i2 > i1:
@@ -667,10 +689,12 @@ def make_equal(
     target: Doc[Any],
     types: dict[str, str],
     writers: dict[str, Writers] | None = None,
+    named: list[dict[Any, int]] | None = None,
 ) -> None:
     """Change every root of `live` listed in `types` to equal the same root of `target`
     (a scratch document at the restored version; a root it lacks counts as empty).
-    `writers`: per text root, who wrote what (see set_text)."""
+    `writers`: per text root, who wrote what; `named`: who wrote what that took out
+    (see set_text)."""
     target_names = set(target.keys())
     for name, kind in sorted(types.items()):
         cls = ROOT_CLASSES[kind]
@@ -678,7 +702,7 @@ def make_equal(
         other = target.get(name, type=cls) if name in target_names else None
         if kind == TEXT:
             want = other.diff() if other is not None else []
-            set_rich_text(root, want, (writers or {}).get(name))
+            set_rich_text(root, want, (writers or {}).get(name), named)
         elif kind == MAP:
             set_map(root, other)
         elif kind == ARRAY:

@@ -30,7 +30,7 @@ from ..deletion import missing
 from ..errors import BadRequest, Conflict, NotFound, StoreError
 from ..limits import Limits
 from ..origins import ServerOrigin
-from ..removed import Change, change_of
+from ..removed import Change, change_in_parts
 from ..snapshots import load
 from ..store.base import BASE_TS, MAX_SEQ, DocInfo, Event, EventStore, Tag
 from ..util import iso
@@ -614,15 +614,16 @@ class History:
         writers = await self._writers_for_restore(doc, seq)
         room = await self.backend.rooms.get(doc)
         try:
+            parts: list[tuple[bytes, dict[Any, int] | None]] = []
 
             def change(live: Doc[Any]) -> None:
-                self._make_equal(doc, actor, live, target, writers)
+                parts.extend(self._make_equal(doc, actor, live, target, writers))
 
             ev = await room.server_change(actor, "restore", change, meta={"restores": seq})
             if ev is None:
                 return None, Change({}, (0, 0))
             # (read after the fact, as an undo's: deleted items keep their content)
-            return ev, change_of(room.doc, room.owners, ev.update)
+            return ev, change_in_parts(room.doc, room.owners, parts)
         finally:
             self.backend.rooms.release(room)
 
@@ -637,16 +638,10 @@ class History:
             head = room.seq
             copy: Doc[Any] = Doc(skip_gc=True, client_id=room.doc.client_id)
             copy.apply_update(room.doc.get_update())
-            captured: list[bytes] = []
-            sub = copy.observe(lambda e: captured.append(e.update))
-            try:
-                self._make_equal(doc, actor, copy, target, writers)
-            finally:
-                copy.unobserve(sub)
-            if not captured:
+            parts = self._make_equal(doc, actor, copy, target, writers)
+            if not parts:
                 return head, None
-            update = captured[0] if len(captured) == 1 else merge_updates(*captured)
-            return head, change_of(copy, room.owners, update)
+            return head, change_in_parts(copy, room.owners, parts)
         finally:
             self.backend.rooms.release(room)
 
@@ -657,17 +652,36 @@ class History:
         live: Doc[Any],
         target: Doc[Any],
         writers: dict[str, Writers],
-    ) -> None:
-        """Restore's change: every root of `live` made equal to `target`'s, in one
-        transaction of `actor`'s."""
+    ) -> list[tuple[bytes, dict[Any, int] | None]]:
+        """Restore's change: every root of `live` made equal to `target`'s, in
+        transactions of `actor`'s (one event: Room.server_change merges them). Each
+        plain text root blame named writers for (`writers`) is a transaction of its own,
+        so that what it took out counts for them (removed.change_in_parts): the updates
+        made and, for those, who wrote what they took out (None: the items' owners say)."""
         known = self.types(doc, target)
         live_types = typed_roots(live)
         names = set(known) | set(live.keys())
         untyped = [n for n in names if n not in live_types and n not in known]
         guessed = infer_root_types(live, untyped)
         types = {n: live_types.get(n) or known.get(n) or guessed.get(n) or TEXT for n in names}
-        with live.transaction(origin=ServerOrigin(actor, "restore")):
-            make_equal(live, target, types, writers)
+        own = sorted(n for n in writers if types.get(n) == TEXT)
+        groups = [{n: TEXT} for n in own]
+        groups.append({n: t for n, t in types.items() if n not in writers or t != TEXT})
+        parts: list[tuple[bytes, dict[Any, int] | None]] = []
+        captured: list[bytes] = []
+        sub = live.observe(lambda e: captured.append(e.update))
+        try:
+            for group in groups:
+                named: list[dict[Any, int]] = []
+                with live.transaction(origin=ServerOrigin(actor, "restore")):
+                    make_equal(live, target, group, writers, named)
+                if captured:
+                    update = captured[0] if len(captured) == 1 else merge_updates(*captured)
+                    parts.append((update, named[0] if named else None))
+                    captured.clear()
+        finally:
+            live.unobserve(sub)
+        return parts
 
     async def _writers_for_restore(self, doc: str, seq: int) -> dict[str, Writers]:
         """Per plain text root: its text at the head and who wrote each code point, and
