@@ -299,3 +299,26 @@ async def test_server_change_by_actor_is_undoable(tmp_path: Path) -> None:
             await converged(srv, "s1", "final", a, b)
             r = await undo(a)  # alice's text was deleted by bob: nothing left to undo
             assert r["ok"] is False
+
+
+async def test_a_restore_is_an_undo_step_of_its_own(tmp_path: Path) -> None:
+    """A restore made right after its restorer's typing, and typing right after it, are
+    steps apart however close in time (a capture window of a minute here): undoing the
+    restore took the typing before it too, and would have taken the typing after."""
+    from palimpsest import client
+
+    async with serving(make_settings(tmp_path / "db", undo_capture_ms=60_000)) as srv:
+        async with client.History(srv.url, user="ann") as h:
+            await h.put_text("own", "Base. ")
+            version = (await h.version("own", "head")).seq
+            await h.put_text("own", "Base. Typed.")
+            restored = await h.restore("own", version)
+            assert restored.seq is not None and restored.removed_characters == len("Typed.")
+            await h.put_text("own", "Base. After.")
+            assert server_text(srv, "own") == "Base. After."
+            assert (await h.undo("own")).ok  # the typing after
+            assert server_text(srv, "own") == "Base. "
+            assert (await h.undo("own")).ok  # the restore alone
+            assert server_text(srv, "own") == "Base. Typed."
+            assert (await h.undo("own")).ok  # the typing before (one step: a minute)
+            assert server_text(srv, "own") == ""

@@ -82,6 +82,10 @@ log = logging.getLogger("palimpsest.undo")
 
 #: kinds that are not a new change by their actor
 UNDO, REDO, MARK = "undo", "redo", "undo_mark"
+#: a deliberate change, always an undo step of its own: neither the typing just before
+#: it nor the typing just after joins it (undoing a restore took the restorer's last
+#: words with it)
+RESTORE = "restore"
 META_KEY = "undo"
 
 _ROOT_TYPES: dict[str, Any] = {
@@ -244,6 +248,7 @@ class RoomUndo:
             st.redo.clear()
         if (
             st.open
+            and ev.kind != RESTORE
             and st.undo
             and 0 <= ev.ts - st.last_ts < self.capture_ms
             and len(st.undo[-1].seqs) < self.max_group
@@ -259,7 +264,7 @@ class RoomUndo:
             st.undo.append(Step([ev.seq], union({}, ins), union({}, dels)))
             del st.undo[: -self.max_depth]
         st.last_ts = ev.ts
-        st.open = True
+        st.open = ev.kind != RESTORE
 
     def _only_marks(self, dels: Ranges) -> bool:
         """Whether `dels` deletes only formatting marks, and changes nothing anyone sees:
