@@ -22,7 +22,7 @@ from pycrdt import Doc, Snapshot, get_update
 
 from . import protocol as P
 from .errors import FATAL, ProtocolError
-from .ranges import Ranges
+from .ranges import Ranges, union_into
 from .updates import decode_update_meta, read_delete_set
 
 
@@ -42,13 +42,7 @@ class KnownDeletions:
         return known
 
     def add(self, ranges: Ranges) -> None:
-        for client, rs in ranges.items():
-            cur = self.ranges.setdefault(client, [])
-            for start, end in rs:
-                if end > start:
-                    _insert(cur, start, end)
-            if not cur:
-                del self.ranges[client]
+        union_into(self.ranges, ranges)
 
     def missing(self, ranges: Ranges) -> Ranges:
         """The parts of `ranges` not in the union yet: what a delete set deletes anew."""
@@ -82,26 +76,6 @@ class KnownDeletions:
             return end <= start
         i = bisect.bisect_right(cur, (start, float("inf"))) - 1
         return i >= 0 and cur[i][0] <= start and end <= cur[i][1]
-
-
-def _insert(cur: list[tuple[int, int]], start: int, end: int) -> None:
-    """Add [start, end) to sorted disjoint ranges, merging what it touches. Appending at
-    the end (the common case: clocks only grow) is O(1); otherwise a bisection."""
-    if not cur or start > cur[-1][1]:
-        cur.append((start, end))
-        return
-    if start >= cur[-1][0]:
-        if end > cur[-1][1]:
-            cur[-1] = (cur[-1][0], end)
-        return
-    i = bisect.bisect_left(cur, (start, end))
-    lo = i - 1 if i > 0 and cur[i - 1][1] >= start else i
-    hi = i
-    while hi < len(cur) and cur[hi][0] <= end:
-        hi += 1
-    if lo < hi:
-        start, end = min(start, cur[lo][0]), max(end, cur[hi - 1][1])
-    cur[lo:hi] = [(start, end)]
 
 
 def adds_anything(update: bytes, state: bytes, deleted: KnownDeletions) -> bool:

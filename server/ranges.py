@@ -34,33 +34,37 @@ def union(a: Ranges, b: Ranges) -> Ranges:
 def union_into(target: Ranges, b: Ranges) -> None:
     """Add b's ranges to target, in place.
 
-    On the path of every edit, and a step can hold thousands of them: a range at or past
-    the end of a client's list (every insertion: Yjs clocks only grow) is appended or
-    merged in O(1); any other (a deletion in the middle) is placed by bisection."""
+    On the path of every edit, and a step can hold thousands of them: see insert."""
     for c, rs in b.items():
         cur = target.get(c)
         if cur is None:
             cur = target[c] = []
         for start, end in rs:
-            if end <= start:
-                continue
-            if not cur or start > cur[-1][1]:
-                cur.append((start, end))
-            elif start >= cur[-1][0]:
-                if end > cur[-1][1]:
-                    cur[-1] = (cur[-1][0], end)
-            else:
-                i = bisect.bisect_left(cur, (start, end))
-                lo = i - 1 if i > 0 and cur[i - 1][1] >= start else i
-                hi = i
-                while hi < len(cur) and cur[hi][0] <= end:
-                    hi += 1
-                if lo < hi:
-                    start = min(start, cur[lo][0])
-                    end = max(end, cur[hi - 1][1])
-                cur[lo:hi] = [(start, end)]
+            if end > start:
+                insert(cur, start, end)
         if not cur:
             del target[c]
+
+
+def insert(cur: list[tuple[int, int]], start: int, end: int) -> None:
+    """Add [start, end) to sorted disjoint ranges, merging what it touches. A range at or
+    past the end (every insertion: Yjs clocks only grow) is appended or merged in O(1);
+    any other (a deletion in the middle) is placed by bisection."""
+    if not cur or start > cur[-1][1]:
+        cur.append((start, end))
+        return
+    if start >= cur[-1][0]:
+        if end > cur[-1][1]:
+            cur[-1] = (cur[-1][0], end)
+        return
+    i = bisect.bisect_left(cur, (start, end))
+    lo = i - 1 if i > 0 and cur[i - 1][1] >= start else i
+    hi = i
+    while hi < len(cur) and cur[hi][0] <= end:
+        hi += 1
+    if lo < hi:
+        start, end = min(start, cur[lo][0]), max(end, cur[hi - 1][1])
+    cur[lo:hi] = [(start, end)]
 
 
 def intersect(a: Ranges, b: Ranges) -> Ranges:
@@ -119,15 +123,20 @@ def encode_ranges(a: Ranges) -> bytes:
 
 
 def decode_ranges(data: bytes) -> Ranges:
-    r = P.Reader(data)
+    return {c: _normalize(rs) for c, rs in read_id_set(P.Reader(data)).items() if rs}
+
+
+def read_id_set(r: P.Reader, what: str = "IdSet") -> Ranges:
+    """An IdSet in the Yjs v1 encoding (a delete set's too) from `r`, as written: each
+    client's ranges in their order, unmerged."""
     out: Ranges = {}
-    for _ in range(r.read_var_uint("IdSet clients")):
-        client = r.read_var_uint("client")
+    for _ in range(r.read_var_uint(f"{what} clients")):
+        client = r.read_var_uint(f"{what} client")
         got = out.setdefault(client, [])
-        for _ in range(r.read_var_uint("ranges")):
-            start = r.read_var_uint("clock")
-            got.append((start, start + r.read_var_uint("length")))
-    return {c: _normalize(rs) for c, rs in out.items() if rs}
+        for _ in range(r.read_var_uint(f"{what} ranges")):
+            start = r.read_var_uint(f"{what} clock")
+            got.append((start, start + r.read_var_uint(f"{what} length")))
+    return out
 
 
 def may_overlap(a: Ranges, b: Ranges) -> bool:

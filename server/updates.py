@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from .errors import ProtocolError, UnsupportedType
 from .protocol import _MAX_VARUINT_BYTES, Reader, varuint_value
-from .ranges import Ranges
+from .ranges import Ranges, read_id_set
 
 _BIT8, _BIT7, _BIT6 = 0x80, 0x40, 0x20
 _GC, _SKIP = 0, 10
@@ -388,14 +388,7 @@ def _skip_parent(r: Reader, info: int, refs: dict[int, int] | None = None) -> No
 
 
 def read_delete_set(r: Reader) -> Ranges:
-    out: Ranges = {}
-    for _ in range(r.read_var_uint("delete set clients")):
-        client = r.read_var_uint("delete set client")
-        got = out.setdefault(client, [])
-        for _ in range(r.read_var_uint("delete set ranges")):
-            start = r.read_var_uint("deleted clock")
-            got.append((start, start + r.read_var_uint("deleted length")))
-    return out
+    return read_id_set(r, "delete set")
 
 
 def _add(out: Ranges, client: int, start: int, end: int) -> None:
