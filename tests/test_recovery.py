@@ -191,24 +191,14 @@ async def test_typing_while_connecting_is_not_refused(server: RunningServer) -> 
     async with websockets.connect(f"{server.ws_url}/{DOC}?user=alice") as ws:
         await ws.send(P.encode_sync_step1(Doc().get_state()))
         await ws.send(P.encode_sync_update(typed))  # before the step 2: skipped
-        step1 = None
-        while step1 is None:
-            msg = P.decode(await asyncio.wait_for(ws.recv(), 10))
-            if isinstance(msg, P.SyncStep1):
-                step1 = msg
-        await ws.send(P.encode_sync_step2(doc.get_update(step1.state_vector)))
+        await _answer_step1(ws, doc)
         await eventually(lambda: _has(server.url, "offline typing"), what="the step 2")
         # a gap after the step 2 is a lost frame: dropped, and a re-sync asked for
         text.insert(0, "lost ")
         sv2 = doc.get_state()
         text.insert(0, ">")
         await ws.send(P.encode_sync_update(doc.get_update(sv2)))
-        step1 = None
-        while step1 is None:
-            msg = P.decode(await asyncio.wait_for(ws.recv(), 10))
-            if isinstance(msg, P.SyncStep1):
-                step1 = msg
-        await ws.send(P.encode_sync_step2(doc.get_update(step1.state_vector)))
+        await _answer_step1(ws, doc)
         await eventually(lambda: _has(server.url, ">lost offline typing"), what="the re-sync")
 
 
@@ -380,3 +370,12 @@ async def test_a_restored_backup_takes_back_the_servers_own_changes(
         assert await _head(server.url) == "Z"
         async with connect(server.ws_url, DOC, "carol") as c:
             assert c.content == "Z"
+
+
+async def _answer_step1(ws: Any, doc: Doc[Any]) -> None:
+    """Read until the server's sync step 1 and answer it with `doc`'s step 2."""
+    while True:
+        msg = P.decode(await asyncio.wait_for(ws.recv(), 10))
+        if isinstance(msg, P.SyncStep1):
+            await ws.send(P.encode_sync_step2(doc.get_update(msg.state_vector)))
+            return

@@ -68,13 +68,7 @@ async def raw_ws(server: RunningServer, doc: str, user: str) -> AsyncIterator[Ra
 def edits(*texts: str, client_id: int = 1001) -> tuple[Doc[Any], list[bytes]]:
     """A document that types `texts` one after the other, and each one's update."""
     doc: Doc[Any] = Doc(client_id=client_id)
-    text = doc.get("content", type=Text)
-    updates = []
-    for t in texts:
-        sv = doc.get_state()
-        text += t
-        updates.append(doc.get_update(sv))
-    return doc, updates
+    return doc, edits_after(doc, *texts)
 
 
 async def logged_text(server: RunningServer, doc: str) -> str:
@@ -114,6 +108,7 @@ async def test_an_update_past_a_gap_is_brought_by_the_step_2_a_resync_asks_for(
 
 
 def edits_after(doc: Doc[Any], *texts: str) -> list[bytes]:
+    """`doc` types `texts` one after the other: each one's update."""
     text = doc.get("content", type=Text)
     updates = []
     for t in texts:
