@@ -6,6 +6,15 @@ commit's ``append``, is one call on that thread: one hop from the event loop and
 not one per statement. Reads go through aiosqlite on a second connection (WAL lets them
 run beside a write); an in-memory database has one connection, the writer's, for both.
 
+Every read on that connection is one statement run to its end in one call on its thread
+(:meth:`SQLiteStore._fetchall`), never a cursor left open across an ``await``. SQLite
+keeps a connection's read snapshot for as long as any of its statements is active, and
+a statement run meanwhile on the same connection reads that snapshot too: with the
+concurrent readers of a server overlapping one another, the snapshot could stay older
+than commits already answered (seen: ``GET …/versions/head`` answered 404 for a document
+whose ``PUT …/text`` had answered 200). Run to the end, each statement sees every commit
+acknowledged before it was queued.
+
 Durability: ``synchronous=FULL`` in WAL mode by default, so a committed transaction
 survives a power cut, not only a crash of the process. Throughput comes from the caller
 batching many events into one ``append`` (group commit), never from weaker syncing.
@@ -1025,8 +1034,9 @@ class SQLiteStore(EventStore):
             except sqlite3.Error as e:
                 raise StoreError(f"SQLite query failed: {e}") from e
         try:
-            async with self.db.execute(sql, params) as cur:
-                return list(await cur.fetchall())
+            # execute and fetch in one call on the connection's thread: nothing else runs
+            # on it while the statement is active (see the module's docstring)
+            return list(await self.db.execute_fetchall(sql, params))
         except sqlite3.Error as e:
             raise StoreError(f"SQLite query failed: {e}") from e
 
@@ -1413,29 +1423,22 @@ class SQLiteStore(EventStore):
         )
 
     async def latest_snapshot(self, doc: str, at_most: int | None = None) -> Snapshot | None:
-        sql = "SELECT doc, seq, ts, state, checksum, meta FROM snapshots WHERE doc = ?"
-        params: list[Any] = [doc]
-        if at_most is not None:
-            sql += " AND seq <= ?"
-            params.append(at_most)
-        sql += " ORDER BY seq DESC"
-        if self._memory:
-            for r in await self._fetchall(sql, params):
-                snap = snapshot_from_row(r[0], r[1], r[2], bytes(r[3]), r[4], r[5])
-                if snap is not None:
-                    return snap
-            return None
-        try:
-            async with self.db.execute(sql, params) as cur:
-                # one row at a time: aiosqlite would fetch 64 snapshot blobs per chunk
-                cur.iter_chunk_size = 1
-                async for r in cur:
-                    snap = snapshot_from_row(r[0], r[1], r[2], bytes(r[3]), r[4], r[5])
-                    if snap is not None:
-                        return snap
-        except sqlite3.Error as e:
-            raise StoreError(f"SQLite query failed: {e}") from e
-        return None
+        # newest first, one blob per statement: a damaged one is skipped without reading
+        # them all, and no cursor stays open between them (see the module's docstring)
+        bound = at_most if at_most is not None else MAX
+        while True:
+            rows = await self._fetchall(
+                "SELECT doc, seq, ts, state, checksum, meta FROM snapshots "
+                "WHERE doc = ? AND seq <= ? ORDER BY seq DESC LIMIT 1",
+                (doc, bound),
+            )
+            if not rows:
+                return None
+            r = rows[0]
+            snap = snapshot_from_row(r[0], r[1], r[2], bytes(r[3]), r[4], r[5])
+            if snap is not None:
+                return snap
+            bound = int(r[1]) - 1
 
     async def snapshots(self, doc: str) -> list[SnapshotInfo]:
         rows = await self._fetchall(

@@ -356,6 +356,40 @@ class StoreContract(CursorContract):
         snap = await store.latest_snapshot("s")
         assert snap is not None and (snap.seq, snap.state) == (8, b"fixed")
 
+    async def test_a_read_sees_every_write_answered_before_it_while_other_reads_run(
+        self, store: EventStore
+    ) -> None:
+        # read-your-writes across callers: a server answers PUT (the append returned),
+        # then its client's GET reads while other requests' reads are in flight (seen on
+        # SQLite: a statement left active on the shared read connection kept its
+        # snapshot, older than the append, for the reads queued meanwhile)
+        await store.append([("busy", [ev() for _ in range(6)])])
+        for seq in range(1, 7):
+            await store.put_snapshot("busy", seq, f"state-{seq}".encode())
+        for seq in (5, 6):  # latest_snapshot reads on past them
+            await self.damage_snapshot(store, "busy", seq)
+        done = False
+
+        async def reader() -> None:
+            while not done:
+                snap = await store.latest_snapshot("busy")
+                assert snap is not None and snap.seq == 4
+                await store.doc_info("busy")
+                await store.heads(["busy", "fresh-0"])
+
+        readers = [asyncio.create_task(reader()) for _ in range(6)]
+        try:
+            for i in range(150):
+                doc = f"fresh-{i}"
+                await store.append([(doc, [ev()])])
+                info = await store.doc_info(doc)
+                assert info is not None and info.head == 1, (doc, info)
+                assert await store.head(doc) == 1, doc
+                assert (await store.heads([doc]))[doc] == 1, doc
+        finally:
+            done = True
+            await asyncio.gather(*readers)
+
     @pytest.mark.parametrize(
         "meta",
         [
