@@ -41,10 +41,12 @@ def head(srv: RunningServer, doc: str) -> int:
 async def test_undo_of_a_two_range_step_brings_an_overwritten_map_key_back(
     tmp_path: Path,
 ) -> None:
-    """Alice's step is two restores (server-made, so under the server's Yjs client id)
-    with bob's redo in between: the step holds two ranges of that client, and the
-    second one overwrote bob's value of "k". Undo must bring bob's value back (yrs
-    refuses to restore a map entry whose newer values it is not told are going)."""
+    """Alice restores twice (server-made, so under the server's Yjs client id) with
+    bob's redo in between; the first restore overwrote bob's value of "k", the second
+    overwrote the first's. Undoing both must bring bob's value back (yrs refuses to
+    restore a map entry whose newer values it is not told are going). (The two restores
+    were once one step of two ranges of that client; a restore is now a step of its own,
+    whatever the capture window.)"""
     async with serving(make_settings(tmp_path / "db", undo_capture_ms=60_000)) as srv:
         async with (
             connect(srv.ws_url, "mk", "alice") as a,
@@ -73,19 +75,21 @@ async def test_undo_of_a_two_range_step_brings_an_overwritten_map_key_back(
             assert (await undo(b))["ok"]
             assert (await undo(b, "redo"))["ok"]  # J comes back as a server-made copy
             await maps_are(srv, "mk", {"k": "B", "j": "J"}, a, b)
-            await restore(v2)  # alice again, same step: k = "B2", j goes
+            await restore(v2)  # alice again, a step of its own: k = "B2", j goes
             await maps_are(srv, "mk", {"k": "B2"}, a, b)
             room = srv.backend.rooms.get_loaded("mk")
             assert room is not None
             from palimpsest.undo import state_of
 
-            step = state_of(room).stacks("alice").undo[-1]
-            assert len(step.seqs) == 2 and max(len(r) for r in step.ins.values()) == 2
+            steps = state_of(room).stacks("alice").undo
+            assert [len(step.seqs) for step in steps] == [1, 1]
 
-            assert (await undo(a))["ok"]  # as if alice had restored nothing
+            assert (await undo(a))["ok"]  # the second restore
+            await maps_are(srv, "mk", {"k": "B", "j": "J"}, a, b)
+            assert (await undo(a))["ok"]  # and the first: as if alice had restored nothing
             await maps_are(srv, "mk", {"k": "B2", "j": "J"}, a, b)
             assert (await undo(a, "redo"))["ok"]
-            await maps_are(srv, "mk", {"k": "B2"}, a, b)
+            await maps_are(srv, "mk", {"k": "B", "j": "J"}, a, b)
             assert (await undo(a))["ok"]
             await maps_are(srv, "mk", {"k": "B2", "j": "J"}, a, b)
 
