@@ -25,13 +25,14 @@ import dataclasses
 import logging
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pycrdt import Doc, merge_updates
 
 from .errors import FATAL, DocumentBroken, StoreError, StoreUnavailable
+from .keyed_locks import KeyedLocks
 from .origins import SystemOrigin
 from .retention import Captured, Retention, prune
 from .room import Room, replay
@@ -345,7 +346,7 @@ class SnapshotPolicy:
     #: per document being pruned: one prune at a time (the snapshot writes of a busy
     #: document overlap, and two prunes would convert or drop the same rungs), and how
     #: many hold or wait for it; the entry goes with the last of them
-    _pruning: dict[str, tuple[asyncio.Lock, list[int]]] = field(default_factory=dict)
+    _pruning: KeyedLocks[str] = field(default_factory=KeyedLocks)
     #: per document: snapshot writes since its rungs were last converted (none: 0)
     _since_convert: dict[str, int] = field(default_factory=dict)
     #: per document: the room, seq and state vector of its last capture
@@ -424,19 +425,10 @@ class SnapshotPolicy:
         self._captured.pop(name, None)
         self._since_convert.pop(name, None)
 
-    @contextlib.asynccontextmanager
-    async def _pruning_turn(self, name: str) -> AsyncIterator[None]:
+    def _pruning_turn(self, name: str) -> contextlib.AbstractAsyncContextManager[None]:
         """Hold `name`'s turn to prune: kept per document only while held or awaited,
         so that every document ever snapshotted does not leave a lock behind."""
-        lock, users = self._pruning.setdefault(name, (asyncio.Lock(), [0]))
-        users[0] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if not users[0]:
-                del self._pruning[name]
+        return self._pruning.hold(name)
 
     def take(self, room: Room) -> asyncio.Task[None] | None:
         captured = self.capture(room)

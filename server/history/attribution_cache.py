@@ -23,11 +23,11 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 
 from .. import cpu_account
 from ..errors import FATAL, DocumentBroken
+from ..keyed_locks import KeyedLocks
 from ..snapshots import Fixes, load
 from ..store.base import EventStore
 from . import attribution_codec as codec
@@ -72,13 +72,6 @@ def _length_matches(index: AttributionIndex) -> bool:
     )
 
 
-@dataclass
-class _DocLock:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    #: those holding it or waiting for it
-    users: int = 0
-
-
 class AttributionCache:
     """One index per document: built, stored and read back, extended on each use,
     LRU-bounded in memory."""
@@ -116,7 +109,7 @@ class AttributionCache:
         self._indexes: OrderedDict[str, AttributionIndex] = OrderedDict()
         #: per document, its lock, only while someone holds it or waits for it (see
         #: lock): kept for good, they added up to one per name ever touched
-        self._locks: dict[str, _DocLock] = {}
+        self._locks: KeyedLocks[str] = KeyedLocks()
         #: the seq of the index last stored, per document
         self._stored: dict[str, int] = {}
         self._writes: set[asyncio.Task[None]] = set()
@@ -131,23 +124,12 @@ class AttributionCache:
         #: the update folded instead, None when left out (as snapshots.load does)
         self._fixes: dict[str, Fixes] = {}
 
-    @contextlib.asynccontextmanager
-    async def lock(self, doc: str) -> AsyncIterator[None]:
+    def lock(self, doc: str) -> contextlib.AbstractAsyncContextManager[None]:
         """Hold the lock under which the document's index is built, extended and stored:
         while it is held the index does not change, so a walk of it may run in a worker
         thread (the blame and diff of an XML root do). The lock exists while someone
-        holds it or waits for it; the next one after them makes a new one."""
-        held = self._locks.get(doc)
-        if held is None:
-            held = self._locks[doc] = _DocLock()
-        held.users += 1
-        try:
-            async with held.lock:
-                yield
-        finally:
-            held.users -= 1
-            if not held.users:
-                del self._locks[doc]
+        holds it or waits for it (KeyedLocks)."""
+        return self._locks.hold(doc)
 
     def peek(self, doc: str) -> AttributionIndex | None:
         return self._indexes.get(doc)

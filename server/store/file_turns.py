@@ -19,6 +19,7 @@ import os
 from collections.abc import AsyncIterator
 
 from ..errors import StoreUnavailable
+from ..keyed_locks import KeyedLocks
 
 try:
     import fcntl
@@ -32,8 +33,8 @@ class FileTurns:
     def __init__(self, db_path: str) -> None:
         self.path = db_path + SUFFIX
         self._fd = -1
-        #: byte -> [this process's lock on it, how many hold or wait for it]
-        self._held: dict[int, tuple[asyncio.Lock, list[int]]] = {}
+        #: byte -> this process's lock on it, while held or awaited
+        self._held: KeyedLocks[int] = KeyedLocks()
 
     @contextlib.asynccontextmanager
     async def turn(self, doc: str) -> AsyncIterator[None]:
@@ -42,30 +43,23 @@ class FileTurns:
             yield
             return
         byte = int.from_bytes(hashlib.blake2b(doc.encode(), digest_size=4).digest(), "big") >> 1
-        lock, users = self._held.setdefault(byte, (asyncio.Lock(), [0]))
-        users[0] += 1
-        try:
-            async with lock:
-                fd = self._open()
-                delay = 0.002
-                while True:
-                    try:
-                        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, byte)
-                        break
-                    except (BlockingIOError, PermissionError):  # held by another process
-                        await asyncio.sleep(delay)
-                        delay = min(2 * delay, 0.05)
-                    except OSError as e:
-                        raise StoreUnavailable(f"cannot lock {self.path}: {e}") from e
+        async with self._held.hold(byte):
+            fd = self._open()
+            delay = 0.002
+            while True:
                 try:
-                    yield
-                finally:
-                    with contextlib.suppress(OSError):  # closed by stop(): released already
-                        fcntl.lockf(fd, fcntl.LOCK_UN, 1, byte)
-        finally:
-            users[0] -= 1
-            if not users[0]:
-                del self._held[byte]
+                    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, byte)
+                    break
+                except (BlockingIOError, PermissionError):  # held by another process
+                    await asyncio.sleep(delay)
+                    delay = min(2 * delay, 0.05)
+                except OSError as e:
+                    raise StoreUnavailable(f"cannot lock {self.path}: {e}") from e
+            try:
+                yield
+            finally:
+                with contextlib.suppress(OSError):  # closed by stop(): released already
+                    fcntl.lockf(fd, fcntl.LOCK_UN, 1, byte)
 
     def _open(self) -> int:
         if self._fd < 0:
