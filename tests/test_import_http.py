@@ -15,7 +15,7 @@ from conftest import RunningServer, eventually, run_server
 from pycrdt import Doc, Text
 from scaleout import cluster, fanout_url, fresh_schema, open_store
 from test_admin_cli import cli
-from test_import_ids import _append, _old_server
+from test_import_ids import _append, _forged_write_refused, _old_server
 from yclient import connect
 
 from palimpsest.auth.tokens import mint
@@ -89,12 +89,7 @@ async def test_an_update_imported_into_a_running_server_reaches_its_clients(
         for x in (a, b):
             assert x.close_code in (None, 1000), x.close_reason
         # Alice's id is hers now: Carol cannot write under it
-        forged: Doc[Any] = Doc(client_id=alice.client_id)
-        forged.apply_update(alice.get_update())
-        async with connect(server.ws_url, DOC, "carol", ydoc=forged) as f:
-            _append(forged, "Carol as Alice")
-            await eventually(lambda: f.close_code is not None, what="refused")
-        assert f.close_code == 4403 and "belongs to another user" in str(f.close_reason)
+        await _forged_write_refused(server.ws_url, alice, "carol")
     text = await _text(server)
     for part in ("Carol. ", "Alice. Bob. ", "[alice offline]", "[bob offline]", "Alice here."):
         assert part in text

@@ -43,6 +43,17 @@ def _append(d: Doc[Any], s: str) -> None:
     t.insert(len(t), s)
 
 
+async def _forged_write_refused(ws_url: str, victim: Doc[Any], user: str) -> None:
+    """`user` writes under `victim`'s client id, which `victim`'s user has written under
+    again since the import: refused, 4403."""
+    forged: Doc[Any] = Doc(client_id=victim.client_id)
+    forged.apply_update(victim.get_update())
+    async with connect(ws_url, DOC, user, ydoc=forged) as c:
+        _append(forged, f"{user} as another")
+        await eventually(lambda: c.close_code is not None, what="refused")
+    assert c.close_code == 4403 and "belongs to another user" in str(c.close_reason)
+
+
 def _sync(*docs: Doc[Any]) -> None:
     """What the old server did: everyone gets everyone's edits."""
     for a in docs:
@@ -120,12 +131,7 @@ async def test_tabs_open_during_a_move_go_on_writing_after_the_import(
         assert {e.actor for e in later} == {"alice", "bob"}
 
         # an id its tab wrote under again is its user's: nobody else writes under it
-        forged: Doc[Any] = Doc(client_id=alice.client_id)
-        forged.apply_update(alice.get_update())
-        async with connect(server.ws_url, DOC, "carol", ydoc=forged) as c:
-            _append(forged, "Carol as Alice")
-            await eventually(lambda: c.close_code is not None, what="refused")
-        assert c.close_code == 4403 and "belongs to another user" in str(c.close_reason)
+        await _forged_write_refused(server.ws_url, alice, "carol")
 
     # the room unloaded with a snapshot: it says who owns what, and Dave's id is nobody's
     snap = await _latest_snapshot(settings)
