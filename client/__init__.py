@@ -29,7 +29,7 @@ from .errors import (
     TooLarge,
     WrongType,
 )
-from .history import BlameRun, DocInfo, Event, EventPage, History, Restored, Version
+from .history import BlameRun, DocInfo, Event, EventPage, History, Restored, Reverted, Version
 from .session import OpResult, Removed, Session, connect, ws_url
 from .stream import StreamEvent
 from .text import Text
@@ -54,6 +54,7 @@ __all__ = [
     "Refused",
     "Removed",
     "Restored",
+    "Reverted",
     "ServerError",
     "ServerGone",
     "Session",

@@ -1,5 +1,5 @@
 """Client subcommands of ``palimpsest`` (and ``python -m client``): cat, edit, replay, history,
-tail.
+tail, revert.
 
     palimpsest cat notes                       # the text now
     palimpsest cat notes --seq 12              # ... at a version (or --at ISO, --tag NAME)
@@ -9,6 +9,8 @@ tail.
     palimpsest replay automerge-paper --limit 20000
     palimpsest history notes --limit 20
     palimpsest tail notes --from 0             # every event, then each new one (Ctrl-C)
+    palimpsest revert notes --actor s06 --since 12 --dry-run  # what taking out s06's would do
+    palimpsest revert notes --actor s06 --since "before the test"  # ... and do it
 
 The server is ``--url`` / PALIMPSEST_URL (default http://127.0.0.1:8000); you are
 ``--user`` / PALIMPSEST_USER in open mode, or ``--token`` / PALIMPSEST_TOKEN.
@@ -109,6 +111,21 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     _common(p)
     p.set_defaults(func=_runner(cmd_history))
+
+    p = subparsers.add_parser(
+        "revert", help="take out one writer's changes since a version, keeping everyone else's",
+        description="Take out what ACTOR did after version SINCE (up to UNTIL, the head by "
+        "default): their insertions deleted, the text they deleted brought back, everybody "
+        "else's changes kept. One new event of kind revert, which your undo takes back.",
+    )  # fmt: skip
+    p.add_argument("doc")
+    p.add_argument("--actor", required=True, help="the writer whose changes to take out")
+    p.add_argument("--since", required=True, help="a seq or a tag name: changes after it")
+    p.add_argument("--until", help="a seq or a tag name: changes up to it (default: head)")
+    p.add_argument("--dry-run", action="store_true", help="write nothing: say what it would do")
+    p.add_argument("--json", action="store_true", help="the server's answer as JSON")
+    _common(p)
+    p.set_defaults(func=_runner(cmd_revert))
 
     p = subparsers.add_parser(
         "tail", help="print a document's events as they happen (like tail -f)",
@@ -396,6 +413,45 @@ async def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ref(raw: str | None) -> int | str | None:
+    """A version as given on the command line: a seq, or a tag name."""
+    return int(raw) if raw is not None and raw.strip().isdigit() else raw
+
+
+async def cmd_revert(args: argparse.Namespace) -> int:
+    async with _history(args) as h:
+        since = _ref(args.since) or 0
+        r = await h.revert(args.doc, args.actor, since, _ref(args.until), dry_run=args.dry_run)
+    if args.json:
+        removed = {"characters": r.removed_characters, "items": r.removed_items}
+        added = {"characters": r.added_characters, "items": r.added_items}
+        others = [{"user": o.user, "characters": o.characters, "items": o.items}
+                  for o in r.removed_others]  # fmt: skip
+        out = {"seq": r.seq, "actor": r.actor, "since": r.since, "until": r.until,
+               "reverts": r.reverts, "reason": r.reason, "dry_run": r.dry_run,
+               "removed": removed, "added": added, "removed_others": others}  # fmt: skip
+        print(json.dumps(out))
+        return 0
+    what = f"{r.actor}'s changes after #{r.since} up to #{r.until}"
+    if r.reason:
+        print(f"{args.doc}: {r.reason} ({what})")
+        return 0
+    done = "would take out" if r.dry_run else "took out"
+    lead = f"{args.doc}: {'dry run: ' if r.dry_run else f'#{r.seq} '}"
+    print(f"{lead}reverting {what} ({len(r.reverts)} events) {done} "
+          f"{_amount(r.removed_characters, r.removed_items)} and "
+          f"{'would put' if r.dry_run else 'put'} back "
+          f"{_amount(r.added_characters, r.added_items)}")  # fmt: skip
+    for o in r.removed_others:
+        print(f"  also {done} {_amount(o.characters, o.items)} by {o.user or 'an unknown writer'}")
+    return 0
+
+
+def _amount(characters: int, items: int) -> str:
+    out = f"{characters} character{'s' * (characters != 1)}"
+    return out + (f" and {items} item{'s' * (items != 1)}" if items else "")
+
+
 def _reverts(e: Any) -> str:
     """What an undo or redo reverts, or which version a restore brought back (the API
     gives both as `reverts`), for a line of history or tail; "" for other events."""
@@ -403,6 +459,8 @@ def _reverts(e: Any) -> str:
         return ""
     if e.kind == "restore":
         return f"  restores #{e.reverts[0]}"
+    if e.kind == "revert" and isinstance(e.meta.get("writer"), str):
+        return f"  reverts {e.meta['writer']}'s {','.join(map(str, e.reverts))}"
     return f"  reverts {','.join(map(str, e.reverts))}"
 
 

@@ -7,6 +7,7 @@ and an update imported.
         print(v.text)
         r = await h.restore("notes", 12, dry_run=True)  # what it would take out, per user
         await h.restore("notes", 12)
+        await h.revert("notes", "s06", since=12)  # only s06's changes since version 12
 
 One method per route of the HTTP API; errors become :mod:`client.errors` exceptions.
 """
@@ -73,6 +74,37 @@ class Restored:
     #: what it took out that users other than the caller wrote, per user
     removed_others: tuple[Removed, ...] = ()
     #: characters and items taken out in all (the caller's own included), and put in
+    removed_characters: int = 0
+    removed_items: int = 0
+    added_characters: int = 0
+    added_items: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Reverted:
+    """The answer to revert(): the revert's event, or why there is none, and what it took
+    out (a dry run: would take out) and put in. A revert takes out one writer's changes
+    over a range of versions (what they inserted deleted, what they deleted brought
+    back) and keeps everybody else's; what it took out that others wrote (their words
+    inside a paragraph the writer made) is in ``removed_others``."""
+
+    #: the revert event's seq; None when there was nothing to revert, or a dry run
+    seq: int | None
+    #: whose changes, and over which versions: since < seq <= until
+    actor: str
+    since: int
+    until: int
+    #: the writer's events in the range (what is reverted)
+    reverts: list[int] = field(default_factory=list)
+    #: why nothing was done ("nothing to revert")
+    reason: str | None = None
+    #: nothing was written: what a revert would do now
+    dry_run: bool = False
+    #: a dry run's: the head it was computed at
+    head: int | None = None
+    #: what it took out that users other than the writer and the caller wrote, per user
+    removed_others: tuple[Removed, ...] = ()
+    #: characters and items taken out in all (the writer's included), and put in
     removed_characters: int = 0
     removed_items: int = 0
     added_characters: int = 0
@@ -522,6 +554,44 @@ class History:
             bool(body.get("dry_run")),
             int(head) if head is not None else None,
             tuple(_removed(body.get("removed_others"))),
+            int(removed.get("characters") or 0),
+            int(removed.get("items") or 0),
+            int(added.get("characters") or 0),
+            int(added.get("items") or 0),
+        )
+
+    async def revert(
+        self,
+        doc: str,
+        actor: str,
+        since: int | str,
+        until: int | str | None = None,
+        *,
+        dry_run: bool = False,
+    ) -> Reverted:
+        """Take out what `actor` did after version `since` (a seq or a tag name) up to
+        `until` (the head by default): their insertions deleted, what they deleted brought
+        back, everybody else's changes kept; a new event of kind revert, which your undo
+        takes back. `dry_run`: write nothing, answer what it would take out and put in."""
+        body: dict[str, Any] = {"actor": actor, "since": since}
+        if until is not None:
+            body["until"] = until
+        got = await self._json(
+            "POST", f"{_doc_path(doc)}/revert", f"reverting {actor!r}'s changes to {doc!r}",
+            json=body, params={"dry_run": "true"} if dry_run else None,
+        )  # fmt: skip
+        new, head = got.get("seq"), got.get("head")
+        removed, added = got.get("removed") or {}, got.get("added") or {}
+        return Reverted(
+            int(new) if new is not None else None,
+            str(got.get("actor") or actor),
+            int(got.get("since") or 0),
+            int(got.get("until") or 0),
+            [int(s) for s in got.get("reverts") or []],
+            str(got["reason"]) if got.get("reason") else None,
+            bool(got.get("dry_run")),
+            int(head) if head is not None else None,
+            tuple(_removed(got.get("removed_others"))),
             int(removed.get("characters") or 0),
             int(removed.get("items") or 0),
             int(added.get("characters") or 0),

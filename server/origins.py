@@ -63,7 +63,7 @@ class ClientOrigin(_ActorOrigin):
 
 @dataclass(frozen=True, slots=True, eq=False)
 class ServerOrigin(_ActorOrigin):
-    """A change the server made on behalf of an actor: undo, redo, restore, import."""
+    """A change the server made on behalf of an actor: undo, redo, restore, revert, import."""
 
     logged: ClassVar[bool] = True
     kind: str = "restore"

@@ -33,8 +33,8 @@ request body may be.
   cannot pose as an API call. The one route that takes bytes (``POST
   /api/docs/{doc}/updates``, a Yjs update) takes ``application/octet-stream`` only,
   which a browser does not send cross-site without a CORS preflight either.
-- Rate. State-changing API requests (restore, undo, a text written whole, tags, deletes)
-  do work on the event loop that a websocket's rate limit does not see: at most
+- Rate. State-changing API requests (restore, revert, undo, a text written whole, tags,
+  deletes) do work on the event loop that a websocket's rate limit does not see: at most
   ``max_http_writes_per_second`` per client address (burst 2x), 429 beyond.
 """
 

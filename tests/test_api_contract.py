@@ -156,6 +156,7 @@ CROSS_FIELD = (
     (re.compile(r"\?since= is after \?until="), ("since", "until")),
     (re.compile(r"give a seq \(or tag\) or \?at=, not both"), ("seq", "at")),
     (re.compile(r"from \(\d+\) is after to \(\d+\)"), ("from", "to")),
+    (re.compile(r'"until" \(\d+\) is before "since" \(\d+\)'), ("since", "until")),
 )
 
 
@@ -179,7 +180,8 @@ def _not_an_update(response: Any) -> bool:
 def _cross_field(case: Any, response: Any) -> bool:
     if response.status_code != 400:
         return False
-    query = case.query or {}
+    # (in the query, or in a JSON body: POST /revert's since and until)
+    query = {**(case.body if isinstance(case.body, dict) else {}), **(case.query or {})}
     detail = str(response.json().get("detail"))
     return any(
         pattern.fullmatch(detail) and all(query.get(p) not in (None, "") for p in pair)

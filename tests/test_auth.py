@@ -60,6 +60,7 @@ HTTP_ROUTES: dict[tuple[str, str], str | None] = {
     ("PUT", "/api/docs/{doc}/tags/{name}"): "admin",
     ("DELETE", "/api/docs/{doc}/tags/{name}"): "admin",
     ("POST", "/api/docs/{doc}/restore"): "write",
+    ("POST", "/api/docs/{doc}/revert"): "write",
     ("POST", "/api/docs/{doc}/updates"): "admin",
     ("PUT", "/api/docs/{doc}/text"): "write",
     ("POST", "/api/docs/{doc}/undo"): "write",

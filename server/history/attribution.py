@@ -436,7 +436,7 @@ class Copies:
     @staticmethod
     def of(seq: int, kind: str, meta: Mapping[str, Any]) -> Copies | None:
         """The copies event `seq` of `kind` may make, or None (an edit makes none)."""
-        if kind in ("undo", "redo"):
+        if kind in ("undo", "redo", "revert"):
             reverts = meta.get("reverts")
             if isinstance(reverts, list) and reverts:
                 seqs = frozenset(int(x) for x in reverts if isinstance(x, int))

@@ -1,8 +1,8 @@
 """History over HTTP: events, sessions, versions, diffs, blame, restore and tags; and a
 text root written whole (PUT /text), which restore's smallest-change machinery serves.
 
-Reads need the "read" role, restore (and its dry run) and PUT /text "write", creating or
-deleting tags "admin".
+Reads need the "read" role, restore and revert (and their dry runs) and PUT /text
+"write", creating or deleting tags "admin".
 Wherever a seq is accepted, a tag name or ``head`` is too. Documented in
 docs/openapi.yaml and docs/history.md.
 """
@@ -26,6 +26,7 @@ from ..history.by_actor import MAX_ACTOR, by_actors
 from ..history.joined import EVENT, JOINS, join_roots
 from ..names import validate_doc_name
 from ..store.base import MAX_SEQ
+from ..undo import revert as reverting
 from ..util import iso, parse_iso
 
 
@@ -219,6 +220,49 @@ async def restore(request: Request) -> Response:
     return JSONResponse({"seq": ev.seq, "restores": seq, "ts": iso(ev.ts), **did.answer(user)})
 
 
+async def revert(request: Request) -> Response:
+    """Take out one writer's changes since a version (their insertions deleted, what they
+    deleted brought back), keeping everybody else's; ``?dry_run=true``: only say what
+    that would do. The "write" role, as restore, which takes out more (everybody's
+    later text): see docs/history.md."""
+    history, doc, user = await _open(request, "write")
+    dry_run = _flag(request, "dry_run")
+    body = await _body(request)
+    writer = body.get("actor")
+    if not isinstance(writer, str) or not 0 < len(writer) <= MAX_ACTOR:
+        raise BadRequest(
+            "the body must name the writer whose changes to revert and since which version: "
+            '{"actor": "s06", "since": N or "TAG NAME"}'
+        )
+    if body.get("since") in (None, ""):
+        raise BadRequest('the body must name the version to revert since: {"since": N}')
+    if body.get("until") == "":
+        raise BadRequest('"until" is a seq or a tag name (leave it out, or null, for the head)')
+    info = await history.info(doc)
+    since = await history.resolve(doc, body["since"], info)
+    until = await history.resolve(doc, body.get("until"), info)
+    if until < since:
+        raise BadRequest(f'"until" ({until}) is before "since" ({since})')
+    said: dict[str, Any] = {"actor": writer, "since": since, "until": until}
+    backend = _backend(request)
+    if dry_run:
+        would = await reverting.preview(backend, doc, user, writer, since, until)
+        answer: dict[str, Any] = {"seq": None, **said, "dry_run": True, "head": would.head,
+                                  "reverts": would.did.seqs}  # fmt: skip
+        if would.change is None:
+            return JSONResponse({**answer, "reason": "nothing to revert"})
+        return JSONResponse({**answer, **would.answer(user)})
+    did = await reverting.revert(backend, doc, user, writer, since, until)
+    if did.event is None:
+        return JSONResponse(
+            {"seq": None, **said, "reverts": did.did.seqs, "reason": "nothing to revert"}
+        )
+    ev = did.event
+    return JSONResponse(
+        {"seq": ev.seq, **said, "reverts": did.did.seqs, "ts": iso(ev.ts), **did.answer(user)}
+    )
+
+
 def _flag(request: Request, name: str) -> bool:
     """``?name=true`` or ``false`` (``1``, ``0``; empty or absent: false)."""
     raw = (request.query_params.get(name) or "false").lower()
@@ -298,6 +342,7 @@ routes = [
     Route("/api/docs/{doc}/diff", diff),
     Route("/api/docs/{doc}/blame", blame),
     Route("/api/docs/{doc}/restore", restore, methods=["POST"]),
+    Route("/api/docs/{doc}/revert", revert, methods=["POST"]),
     Route("/api/docs/{doc}/text", put_text, methods=["PUT"]),
     Route("/api/docs/{doc}/tags", tags, methods=["GET", "POST"]),
     Route("/api/docs/{doc}/tags/{name}", one_tag, methods=["PUT", "DELETE"]),

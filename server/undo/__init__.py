@@ -2,19 +2,21 @@
 
 ``stacks``: steps and stacks (ID sets are ``palimpsest.ranges``); ``recorder``: what each change
 did, per actor, in a live room; ``actions``: undo, redo, close a step;
+``revert``: one writer's changes over a range of the log taken out;
 ``extension``: the hooks, operations and routes."""
 
 from __future__ import annotations
 
 from .actions import close_group, perform, state_of
 from .extension import Undo
-from .recorder import MARK, META_KEY, REDO, UNDO, RoomUndo, fold
+from .recorder import MARK, META_KEY, REDO, REVERT, UNDO, RoomUndo, fold
 from .stacks import Stacks, Step
 
 __all__ = [
     "MARK",
     "META_KEY",
     "REDO",
+    "REVERT",
     "UNDO",
     "RoomUndo",
     "Stacks",

@@ -86,6 +86,11 @@ UNDO, REDO, MARK = "undo", "redo", "undo_mark"
 #: it nor the typing just after joins it (undoing a restore took the restorer's last
 #: words with it)
 RESTORE = "restore"
+#: one writer's changes over a range of the log taken out by someone (revert.py): a
+#: deliberate change too, and the writer's steps it reverted whole go (see _reverted)
+REVERT = "revert"
+#: the kinds that are always an undo step of their own
+DELIBERATE = (RESTORE, REVERT)
 META_KEY = "undo"
 
 _ROOT_TYPES: dict[str, Any] = {
@@ -234,6 +239,8 @@ class RoomUndo:
                 st = self.actors[ev.actor] = Stacks()
             self._record_inverse(ev, st, ins, dels)
             return
+        if ev.kind == REVERT:
+            self._reverted(ev)
         if not ins and (not dels or self._only_marks(dels)):
             # changed nothing anyone sees: not a step, and does not clear the redo stack.
             # Deleting only formatting marks is what every Yjs client does on its own
@@ -248,7 +255,7 @@ class RoomUndo:
             st.redo.clear()
         if (
             st.open
-            and ev.kind != RESTORE
+            and ev.kind not in DELIBERATE
             and st.undo
             and 0 <= ev.ts - st.last_ts < self.capture_ms
             and len(st.undo[-1].seqs) < self.max_group
@@ -264,7 +271,40 @@ class RoomUndo:
             st.undo.append(Step([ev.seq], union({}, ins), union({}, dels)))
             del st.undo[: -self.max_depth]
         st.last_ts = ev.ts
-        st.open = ev.kind != RESTORE
+        st.open = ev.kind not in DELIBERATE
+
+    def _reverted(self, ev: Event) -> None:
+        """A revert of another writer's changes (revert.py): the copies it made of
+        deleted text go to the steps that inserted the originals (as an undo's), and the
+        writer's steps whose every event it reverted leave their stacks: nothing of them
+        is left to undo or redo (an undo of one after a reload, when Yjs's in-memory
+        link from the originals to the copies is gone, brought the text back twice)."""
+        for of, made in ev.meta.get("copies") or ():
+            self._give_copies(from_b64(of), from_b64(made))
+        writer, reverts = ev.meta.get("writer"), ev.meta.get("reverts")
+        st = self.get(writer) if isinstance(writer, str) else None
+        if st is None or not isinstance(reverts, list):
+            return
+        gone = {int(s) for s in reverts if isinstance(s, int)}
+        ins, dels = ev.meta.get("ins"), ev.meta.get("dels")
+        parts = (
+            (from_b64(ins), from_b64(dels))
+            if isinstance(ins, str) and isinstance(dels, str)
+            else None
+        )
+        for stack in (st.undo, st.redo):
+            kept: list[Step] = []
+            for step in stack:
+                if gone.issuperset(step.seqs):
+                    continue
+                if parts is not None and not gone.isdisjoint(step.seqs):
+                    # a step the range's first or last seq cuts: the rest of it stays
+                    step.seqs = [s for s in step.seqs if s not in gone]
+                    step.ins = subtract(step.ins, parts[0])
+                    step.dels = subtract(step.dels, parts[1])
+                    step.touch()
+                kept.append(step)
+            stack[:] = kept
 
     def _only_marks(self, dels: Ranges) -> bool:
         """Whether `dels` deletes only formatting marks, and changes nothing anyone sees:
@@ -590,4 +630,4 @@ async def fold(
     return loaded, {META_KEY: state.to_meta(), OWNERS_KEY: state.room.owners.to_meta()}
 
 
-__all__ = ["MARK", "META_KEY", "REDO", "UNDO", "RoomUndo", "fold", "infer_root_types"]
+__all__ = ["MARK", "META_KEY", "REDO", "REVERT", "UNDO", "RoomUndo", "fold", "infer_root_types"]
