@@ -103,12 +103,12 @@ async def delete_document(backend: Backend, doc: str, by: str) -> tuple[bool, in
     if await backend.store.doc_info(doc) is None:
         return False, 0
     room = backend.rooms.get_loaded(doc)
-    closed = close_peers(room, f"document {doc!r} was deleted by {by}") if room else 0
+    closed = close_peers(room, f"the document was deleted by {by} ({doc!r})") if room else 0
     discarded = await backend.rooms.discard(doc)
     tombstone = await tombstone_for(backend.store, doc, discarded)
     existed = await backend.store.delete_doc(doc, tombstone)
     # a connection that came in meanwhile loaded the old document again
-    await deleted_elsewhere(backend, doc, f"document {doc!r} was deleted by {by}")
+    await deleted_elsewhere(backend, doc, f"the document was deleted by {by} ({doc!r})")
     await backend.extensions.deleted(doc, by)  # the fan-out tells the other processes
     log.info("deleted %s (by %s; %d connections closed here)", doc, by, closed)
     return existed, closed
@@ -145,8 +145,8 @@ def refuse_deleted_content(room: Room, tomb: dict[int, int], sv: dict[int, int])
         have = ours.get(client, 0)
         if end > have and have < tomb.get(client, 0):
             raise NotFound(
-                f"document {room.name!r} was deleted: this copy holds its deleted content "
-                "(start from an empty document to use the name again)"
+                "the document was deleted and this copy holds its content: start from an "
+                f"empty document to use the name {room.name!r} again"
             )
 
 

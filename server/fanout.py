@@ -475,7 +475,7 @@ class Fanout(Extension, Service):
         if instance == self.instance:
             return  # ours: done before it was published
         self.received += 1
-        self._drop(doc, f"document {doc!r} was deleted by {by}")
+        self._drop(doc, f"the document was deleted by {by} ({doc!r})")
 
     def _drop(self, doc: str, reason: str) -> None:
         task = asyncio.create_task(deleted_elsewhere(self.backend, doc, reason))
@@ -575,7 +575,7 @@ class Fanout(Extension, Service):
         for name, room in rooms.items():
             if heads.get(name, 0) < seqs[name]:
                 # only a deletion takes a head back: its message was lost
-                self._drop(name, f"document {name!r} was deleted")
+                self._drop(name, f"the document was deleted ({name!r})")
                 continue
             seen = self._behind.get(name)
             if seen is not None and room.seq < seen:

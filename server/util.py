@@ -73,3 +73,22 @@ def masked_url(url: str, every_secret: bool = False) -> str:
     if url.startswith(written) and not masked.startswith(written):  # unix:///p?password=
         masked = written + masked[len(parts.scheme) + 1 :]
     return masked
+
+
+#: what a websocket close frame's reason may hold: 125 bytes of payload less the code's 2
+CLOSE_REASON_BYTES = 123
+
+
+def close_reason(reason: str) -> str:
+    """`reason` as a close frame can carry it: at most 123 bytes of UTF-8. A longer one is
+    cut at the last space that leaves room for "…" (at a character otherwise), so that a
+    client shows words, not a word cut in half with no sign that more was meant."""
+    data = reason.encode()
+    if len(data) <= CLOSE_REASON_BYTES:
+        return reason
+    room = CLOSE_REASON_BYTES - len("…".encode())
+    cut = data[:room].decode(errors="ignore")
+    space = cut.rfind(" ")
+    if space > room // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:(") + "…"

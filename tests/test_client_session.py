@@ -538,6 +538,30 @@ async def test_a_session_whose_document_is_deleted_raises_deleted(server: Runnin
         with pytest.raises(client.Deleted, match="was deleted by admin") as closed:
             await s.wait_for(lambda: False, timeout=30)
         assert closed.value.code == 4404
-    with pytest.raises(client.Deleted, match="holds its deleted content"):
+    with pytest.raises(client.Deleted, match="was deleted and this copy holds its content"):
         async with client.connect(server.ws_url, "gone", user="bot", ydoc=kept):
             pass
+
+
+async def test_a_long_deleted_name_keeps_the_reason_whole_enough(server: RunningServer) -> None:
+    """A close frame's reason holds 123 bytes. The 4404 for a copy that holds a deleted
+    document's content names the document last, so a 128-character name is what gets cut
+    (with "…"), never "was deleted" (the client's `Deleted` reads it) or what to do."""
+    name = "n" * 128
+    async with client.connect(server.ws_url, name, user="bot") as s:
+        s.text().append("hello")
+        await s.flush()
+        kept = Doc()
+        kept.apply_update(s.doc.get_update())
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            r = await http.delete(f"/api/docs/{name}", params={"user": "admin"})
+            assert r.status_code == 200, r.text
+        with pytest.raises(client.Deleted):
+            await s.wait_for(lambda: False, timeout=30)
+    with pytest.raises(client.Deleted) as refused:
+        async with client.connect(server.ws_url, name, user="bot", ydoc=kept):
+            pass
+    reason = str(refused.value)
+    assert "start from an empty document" in reason, reason
+    assert reason.endswith("…"), reason
+    assert len(reason.split(": ", 1)[1].encode()) <= 123, reason

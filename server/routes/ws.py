@@ -40,6 +40,7 @@ from ..protocol import sync_update_of
 from ..repeat_refusals import counted_after_open, request_key
 from ..resync import Resync
 from ..room import EMPTY_UPDATE, Room
+from ..util import close_reason
 from .wire_write import detach_reader, direct_reader, direct_writer, protocol_of, wake_reader
 
 log = logging.getLogger("palimpsest.ws")
@@ -154,7 +155,7 @@ class Connection:
     def close(self, code: int, reason: str) -> None:
         if self._close is not None:
             return
-        self._close = (code, reason[:120])
+        self._close = (code, close_reason(reason))
         # wake the sender, which sends what is queued before this point, then closes
         try:
             self._queue.put_nowait(None)
@@ -543,7 +544,7 @@ def reason_of(e: BaseException) -> str:
 
 async def refuse(ws: WebSocket, code: int, reason: str) -> None:
     await ws.accept()
-    await ws.close(code, reason[:120])
+    await ws.close(code, close_reason(reason))
 
 
 async def websocket_endpoint(ws: WebSocket) -> None:
