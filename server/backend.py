@@ -107,6 +107,8 @@ class Backend(Service):
             unload_after=self.settings.unload_after_seconds,
             presence_timeout=self.settings.awareness_timeout_seconds,
         )
+        # their queued edits wait for the store too (metrics, /readyz, the commit log)
+        self.committer.rooms = self.rooms.live
         self._started = False
         self._stall_watch: stall_watch.StallWatch | None = None
         #: set when the server starts shutting down (before connections are closed):

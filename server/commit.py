@@ -36,8 +36,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from .errors import StoreError, StoreUnavailable
 from .lifecycle import Service
@@ -54,6 +55,38 @@ RETRY_MAX = 2.0
 LOG_EVERY = 10.0
 #: commits waiting this long on the store (no answer, no error yet) are logged (seconds)
 WAIT_WARN = 5.0
+
+
+class Queues(Protocol):
+    """What the committer reads of a room: the client edits it has received and not yet
+    committed (queued in the room, held here, or in a transaction in flight)."""
+
+    @property
+    def queued_edits(self) -> int: ...
+
+    @property
+    def queued_bytes(self) -> int: ...
+
+    @property
+    def queued_since(self) -> float | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """Client edits received and not committed yet, over all rooms: how many, their
+    bytes, in how many documents, and since when the oldest stretch of them has seen no
+    commit (time.monotonic(), None when none waits)."""
+
+    edits: int = 0
+    bytes: int = 0
+    docs: int = 0
+    since: float | None = None
+
+    def __str__(self) -> str:
+        return (
+            f"{self.edits} edits ({self.bytes} bytes) of {self.docs} "
+            f"document{'' if self.docs == 1 else 's'}"
+        )
 
 
 @dataclass(slots=True)
@@ -87,6 +120,10 @@ class Committer(Service):
         #: when a transaction last committed (time.monotonic()): background work that
         #: would slow edits down waits for a pause (server.history.attribution_cache)
         self.last_commit = 0.0
+        self._created = time.monotonic()
+        #: the loaded rooms, by document (the backend's Rooms.loaded): their queued edits
+        #: are what waits for the store, besides what is queued here (``waiting``)
+        self.rooms: Mapping[str, Queues] = {}
         #: the store's error while it refuses transactions (None once one succeeds)
         self.refusing: StoreError | None = None
         #: when the first transaction that has not committed yet began (time.monotonic()),
@@ -137,7 +174,37 @@ class Committer(Service):
 
     @property
     def pending(self) -> int:
+        """Events queued for the next transaction (held ones included); not those of the
+        transaction in flight, nor the edits rooms have queued: see ``waiting``."""
         return sum(len(a.events) for a in self._queue)
+
+    def waiting(self) -> Waiting:
+        """The client edits received and not committed yet, wherever they wait: queued in
+        their room (behind the commit in flight, or whatever else the room's task
+        awaits), held here after a refusal, or in a transaction in flight."""
+        edits = size = docs = 0
+        since: float | None = None
+        for room in self.rooms.values():
+            n = room.queued_edits
+            if n:
+                edits, size, docs = edits + n, size + room.queued_bytes, docs + 1
+                t = room.queued_since
+                if t is not None and (since is None or t < since):
+                    since = t
+        return Waiting(edits, size, docs, since)
+
+    def stalled(self) -> bool:
+        """The store refuses commits (the last one failed), or has not answered one for
+        WAIT_WARN seconds."""
+        if self.refusing is not None:
+            return True
+        since = self.waiting_since
+        return since is not None and time.monotonic() - since >= WAIT_WARN
+
+    def since_commit(self) -> float:
+        """Seconds since a transaction last committed (since the committer was made,
+        before the first)."""
+        return time.monotonic() - (self.last_commit or self._created)
 
     async def append(
         self, doc: str, events: Sequence[NewEvent], *, hold: Callable[[], bool] | None = None
@@ -290,13 +357,17 @@ class Committer(Service):
             a.tried = True
         if now - self._last_log >= LOG_EVERY:
             self._last_log, self._last_logged = now, str(err)
+            # what the room's batches held here stand for: every edit their rooms have
+            # queued behind them waits too (the batch is one room's, up to max_batch)
+            waiting = self.waiting()
             log.error(
                 "the %s store refuses commits: %s%s%s; %s",
                 self.store.name,
                 err,
                 f" (cause: {err.__cause__!r})" if err.__cause__ is not None else "",
                 f", after waiting {took:.1f} s for its answer" if took >= 1 else "",
-                f"holding {sum(len(a.events) for a in keep)} events, retrying with back-off"
+                f"holding {self.held_events} events of {self.held} appends, retrying with "
+                f"back-off; {waiting} wait for the store in all"
                 if keep
                 else f"{len(take)} appends failed",
             )

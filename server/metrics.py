@@ -160,8 +160,25 @@ class _LiveCollector(Collector):
         yield _gauge("palimpsest_connections", "Open websocket connections",
                      sum(len(r.peers) for r in rooms.values()))  # fmt: skip
         yield _gauge("palimpsest_rooms_open", "Documents loaded in memory", len(rooms))
-        yield _gauge("palimpsest_commit_pending_events", "Events queued for the next group commit",
-                     backend.committer.pending)  # fmt: skip
+        committer = backend.committer
+        yield _gauge("palimpsest_commit_pending_events",
+                     "Events queued in the group committer for its next transaction (held "
+                     "ones included); edits their rooms still queue are in "
+                     "palimpsest_commit_waiting_edits",
+                     committer.pending)  # fmt: skip
+        waiting = committer.waiting()
+        yield _gauge("palimpsest_commit_waiting_edits",
+                     "Client edits received and not committed yet: queued in their rooms, "
+                     "held after a refusal, or in a transaction in flight",
+                     waiting.edits)  # fmt: skip
+        yield _gauge("palimpsest_commit_waiting_bytes", "Update bytes of those edits",
+                     waiting.bytes)  # fmt: skip
+        yield _gauge("palimpsest_commit_stalled",
+                     "1 while the store refuses commits, or has not answered one for 5 s",
+                     1 if committer.stalled() else 0)  # fmt: skip
+        yield _gauge("palimpsest_commit_since_success_seconds",
+                     "Seconds since a group-commit transaction last committed",
+                     committer.since_commit())  # fmt: skip
         yield _gauge("palimpsest_start_time_seconds", "When this backend started (unix time)",
                      self.started)  # fmt: skip
         from .fanout import Fanout

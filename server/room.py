@@ -239,8 +239,13 @@ class Room:
         self.applied_bytes = 0
         self.snapshot_applied_bytes = 0
         self.last_snapshot_bytes = 0
-        #: update bytes of client updates queued for the log, not applied yet
+        #: update bytes of client updates queued for the log, not applied yet, and how
+        #: many updates; since when those have seen no commit of this room's edits
+        #: (time.monotonic(), None while none is queued): what waits for the store
+        #: (Committer.waiting)
         self.queued_bytes = 0
+        self.queued_edits = 0
+        self.queued_since: float | None = None
         #: per connection, per Yjs client, one past the highest clock of the updates it
         #: has queued (cleared when none is left, or a batch fails): the no-op rule counts
         #: them as held for that connection, so that a client's step 2 carrying what its
@@ -455,7 +460,10 @@ class Room:
             if relays:  # written, not claimed: a reload decides the same (ownership.py)
                 meta["relays"] = relays
         self._push(_ClientUpdate(peer, update, meta, reach, parsed.deletes))
+        if not self.queued_edits:
+            self.queued_since = time.monotonic()
         self.queued_bytes += len(update)
+        self.queued_edits += 1
         pending = self._pending_sv.setdefault(peer.id, {})
         for client, ranges in parsed.structs.items():
             if ranges and ranges[-1][1] > pending.get(client, 0):
@@ -770,6 +778,9 @@ class Room:
             await self._commit_and_apply(batch)
         finally:
             self.queued_bytes -= queued
+            self.queued_edits -= len(batch)
+            # the rest waits from now on: it came while this batch was on its way
+            self.queued_since = time.monotonic() if self.queued_edits else None
             if not self.queued_bytes:
                 self._pending_sv.clear()
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from pycrdt import Doc
@@ -42,6 +43,8 @@ class Rooms:
         #: the store lacks (Backend.start; ownership.py)
         self.relay_until = 0.0
         self._rooms: dict[str, Room] = {}
+        #: the loaded rooms, a live read-only view (``loaded`` copies)
+        self.live: Mapping[str, Room] = MappingProxyType(self._rooms)
         self._loading: dict[str, asyncio.Task[Room]] = {}
         self._unload_timers: dict[str, asyncio.TimerHandle] = {}
         self._unloading: dict[str, asyncio.Task[None]] = {}

@@ -273,3 +273,76 @@ async def test_edits_given_up_at_shutdown_whose_senders_left_are_logged_as_lost(
             await eventually(lambda: srv.backend.committer.held, what="the edit held")
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "bytes of edits by ann are lost: the store refused them" in text, text[-2000:]
+
+
+def _scrape(text: str) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        s.name: s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if not s.labels
+    }
+
+
+async def test_metrics_say_how_much_waits_for_a_store_that_refuses_commits(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """/readyz said "202400 bytes of edits waiting in 2 documents" while /metrics had
+    palimpsest_commit_pending_events 2 (the batches held in the committer; the edits
+    queued behind them in their rooms counted nowhere) and no metric said that commits
+    were refused. The refusal's log line counted the held batches too ("holding 3
+    events" with thousands waiting)."""
+    caplog.set_level(logging.INFO, logger="palimpsest")
+    settings = Settings(db=str(tmp_path / "waits.db"), port=free_port())
+    async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        store = srv.backend.store
+        assert isinstance(store, SQLiteStore)
+        async with connect(srv.ws_url, "waits", user="ann") as a:
+            a.insert(0, "logged ")
+            await eventually(lambda: store.head("waits"), what="the first edit")
+            m = _scrape((await http.get("/metrics")).text)
+            assert m["palimpsest_commit_stalled"] == 0 and m["palimpsest_commit_waiting_edits"] == 0
+            await store.on_writer(lambda c: c.execute("PRAGMA query_only = 1"))
+            a.insert(len(a.content), "x")
+            await eventually(lambda: srv.backend.committer.held, what="the first edit held")
+            for _ in range(40):  # queued in the room behind the held one
+                a.insert(len(a.content), "y")
+                await asyncio.sleep(0.005)
+
+            async def all_waiting() -> bool:
+                got = _scrape((await http.get("/metrics")).text)
+                return got["palimpsest_commit_waiting_edits"] == 41
+
+            await eventually(all_waiting, what="every edit typed counted as waiting")
+            m = _scrape((await http.get("/metrics")).text)
+            assert m["palimpsest_commit_stalled"] == 1
+            assert m["palimpsest_commit_waiting_bytes"] > 41
+            assert m["palimpsest_commit_pending_events"] < 41  # what the committer holds
+            before = m["palimpsest_commit_since_success_seconds"]
+            r = await http.get("/readyz")
+            assert f"{int(m['palimpsest_commit_waiting_bytes'])} bytes of edits waiting" in r.text
+
+            async def ages() -> bool:
+                got = _scrape((await http.get("/metrics")).text)
+                return got["palimpsest_commit_since_success_seconds"] > before
+
+            await eventually(ages, what="seconds since the last commit growing")
+            await store.on_writer(lambda c: c.execute("PRAGMA query_only = 0"))
+            await eventually(lambda: a.content == "logged x" + "y" * 40, what="all committed")
+
+            async def clear() -> bool:
+                got = _scrape((await http.get("/metrics")).text)
+                return (
+                    got["palimpsest_commit_stalled"] == 0
+                    and not got["palimpsest_commit_waiting_edits"]
+                )
+
+            await eventually(clear, what="nothing waits once the store takes commits")
+    refused = [r.getMessage() for r in caplog.records if "refuses commits" in r.getMessage()]
+    assert refused and re.search(
+        r"holding 1 events of 1 appends, retrying with back-off; \d+ edits \(\d+ bytes\) of "
+        r"1 document wait for the store in all",
+        refused[0],
+    ), refused

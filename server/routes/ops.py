@@ -84,13 +84,12 @@ async def _commits(backend: Backend) -> str:
         # edits are waiting on the store right now: that is the answer, whatever a
         # one-page write check would say (a full disk may still take that one)
         since = time.monotonic() - (committer.waiting_since or time.monotonic())
-        rooms = [r for r in backend.rooms.loaded.values() if r.queued_bytes]
-        waiting = sum(r.queued_bytes for r in rooms)
+        waiting = committer.waiting()  # as palimpsest_commit_waiting_edits has it
         return (
             f"the store has refused commits for {since:.0f} s ({refusing}); "
             f"{committer.held} appends of {committer.held_events} events held, retrying; "
-            f"{waiting} bytes of edits waiting in {len(rooms)} "
-            f"document{'' if len(rooms) == 1 else 's'}"
+            f"{waiting.bytes} bytes of edits waiting in {waiting.docs} "
+            f"document{'' if waiting.docs == 1 else 's'}"
         )
     try:
         await _within(backend, "write check", backend.store.check_writable)
