@@ -55,11 +55,16 @@ RETRY_MAX = 2.0
 LOG_EVERY = 10.0
 #: commits waiting this long on the store (no answer, no error yet) are logged (seconds)
 WAIT_WARN = 5.0
+#: how often the rooms' waiting edits are looked at (seconds; see ``_watch``)
+WATCH_EVERY = 1.0
 
 
 class Queues(Protocol):
     """What the committer reads of a room: the client edits it has received and not yet
-    committed (queued in the room, held here, or in a transaction in flight)."""
+    committed (queued in the room, held here, or in a transaction in flight), and what
+    the room's task awaits (in words)."""
+
+    def awaiting(self) -> str: ...
 
     @property
     def queued_edits(self) -> int: ...
@@ -139,6 +144,11 @@ class Committer(Service):
         self._in_flight: list[_Append] = []
         self._wait_timer: asyncio.TimerHandle | None = None
         self._wait_said = False
+        #: the watch of the rooms' waiting edits (``_watch``): when it last said they
+        #: wait, None while they do not (or it has not said so)
+        self._watch_task: asyncio.Task[None] | None = None
+        self._rooms_said: float | None = None
+        self._rooms_from = 0.0
         #: documents whose rooms have work queued that their task has not taken up yet,
         #: each with the room that announced it (Room._push announces, the room's task
         #: withdraws as it takes the work up): the appends that may come in this turn of
@@ -149,6 +159,7 @@ class Committer(Service):
         self._closing = False
         self._stopping.clear()
         self._task = asyncio.create_task(self._run(), name="palimpsest-committer")
+        self._watch_task = asyncio.create_task(self._watch(), name="palimpsest-commit-watch")
 
     async def stop(self) -> None:
         """Commit what is queued, then stop (nothing is held any more: one last try)."""
@@ -161,6 +172,11 @@ class Committer(Service):
         if self._wait_timer is not None:
             self._wait_timer.cancel()
             self._wait_timer = None
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+            self._watch_task = None
 
     def announce(self, doc: str, owner: object) -> None:
         """`owner` (a room) has work for `doc` queued that its task has not taken up."""
@@ -195,11 +211,16 @@ class Committer(Service):
 
     def stalled(self) -> bool:
         """The store refuses commits (the last one failed), or has not answered one for
-        WAIT_WARN seconds."""
+        WAIT_WARN seconds, or edits have waited that long without a commit (behind
+        whatever their room awaits: a read of the log, a server change's turn)."""
         if self.refusing is not None:
             return True
+        now = time.monotonic()
         since = self.waiting_since
-        return since is not None and time.monotonic() - since >= WAIT_WARN
+        if since is not None and now - since >= WAIT_WARN:
+            return True
+        since = self.waiting().since
+        return since is not None and now - since >= WAIT_WARN
 
     def since_commit(self) -> float:
         """Seconds since a transaction last committed (since the committer was made,
@@ -440,6 +461,64 @@ class Committer(Service):
             docs,
             "" if docs == 1 else "s",
             sum(len(e.update) for e in events),
+        )
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_EVERY)
+            try:
+                self.watch_rooms()
+            except Exception:  # a diagnostic: never the end of the watch
+                log.exception("watching the edits that wait for the store failed")
+
+    def watch_rooms(self) -> None:
+        """Say when edits have waited WAIT_WARN seconds here without a commit, whatever
+        they wait behind, then again every LOG_EVERY seconds while they do, and when they
+        move again. The wait of a transaction in flight is said by ``_still_waiting``,
+        but a room's edits also queue behind a read of the log that the store does not
+        answer (events another process logged, read before its own are applied), with
+        no commit of this process's in flight: a process held 400 edits for 40 s that
+        way, and its log said nothing of them. A refusal says it in its own line."""
+        now = time.monotonic()
+        waiting = self.waiting()
+        if waiting.since is None or now - waiting.since < WAIT_WARN:
+            if self._rooms_said is not None:
+                self._rooms_said = None
+                if not self._wait_said:  # (then recovered() says it, when it commits)
+                    log.warning(
+                        "the edits waiting here for the %s store move again after %.1f s",
+                        self.store.name,
+                        now - self._rooms_from,
+                    )
+            return
+        if self.refusing is not None:
+            return
+        if self._rooms_said is None:
+            self._rooms_from = waiting.since
+            if self._wait_said:
+                self._rooms_said = now  # said by _still_waiting: the repeats are ours
+                return
+        if self._rooms_said is not None and now - self._rooms_said < LOG_EVERY:
+            return
+        self._rooms_said = now
+        behind = ""
+        oldest = min(
+            ((d, r) for d, r in self.rooms.items() if r.queued_since is not None),
+            key=lambda dr: dr[1].queued_since or now,
+            default=None,
+        )
+        if oldest is not None:
+            behind = f"; those of {oldest[0]} wait behind {oldest[1].awaiting()}"
+        log.warning(
+            "edits have waited %.1f s here for the %s store: %s, acknowledged to nobody "
+            "until it answers (%s)%s",
+            now - waiting.since,
+            self.store.name,
+            waiting,
+            "a commit is in flight"
+            if self._in_flight
+            else "no commit of this process's is in flight",
+            behind,
         )
 
     def recovered(self, how: str) -> None:

@@ -77,6 +77,16 @@ HOLD_MAX_BYTES = 16 * 1024 * 1024
 PRESENCE_TIMEOUT = 30.0
 
 
+#: what a room's task is awaiting, by the coroutine it is in (the first found in this
+#: order), in the words of the log (Room.awaiting)
+_AWAITS = (
+    ("_catch_up", "a read of the log (events another process logged that it lacks)"),
+    ("_run_server_change", "a server change (undo, redo, restore), its turn or its commit"),
+    ("append", "its commit"),
+    ("_maybe_snapshot", "a snapshot"),
+)
+
+
 class Peer(Protocol):
     """What a room needs of a connection. send() and close() never block."""
 
@@ -469,6 +479,23 @@ class Room:
             if ranges and ranges[-1][1] > pending.get(client, 0):
                 pending[client] = ranges[-1][1]
         return True
+
+    def awaiting(self) -> str:
+        """What the room's task is waiting for now, in words (for the log of edits that
+        wait: Committer's watch). Read off its coroutines' chain, which costs nothing
+        while nobody asks."""
+        task = self._task
+        if task is None or task.done():
+            return "nothing (its task has ended)"
+        names = []
+        coro: Any = task.get_coro()
+        while coro is not None and hasattr(coro, "cr_code"):
+            names.append(coro.cr_code.co_name)
+            coro = coro.cr_await
+        for name, words in _AWAITS:
+            if name in names:
+                return words
+        return names[-1] if names else "nothing"
 
     def holds(self, client: int, clock: int) -> bool:
         """Whether the document, with the updates queued for it, holds `client`'s items

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import eventually
+from conftest import PG_PORT, eventually
 from pycrdt import Doc, Text
 from redis import asyncio as aioredis
 from scaleout import (
@@ -24,6 +24,7 @@ from scaleout import (
     private_postgres,
 )
 from serverproc import ServerProcess
+from stallproxy import StallingProxy
 from yclient import YClient, connect
 
 from palimpsest.deletion import tombstone_for
@@ -387,3 +388,60 @@ async def test_a_server_started_with_redis_unreachable_says_so(tmp_path: Path) -
         assert srv.log_text().count("fan-out cannot reach Redis") == 1  # once, not per try
     finally:
         await asyncio.to_thread(srv.stop)
+
+
+async def test_edits_behind_a_read_the_store_does_not_answer_are_logged(
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL hangs while a room reads events another process logged (a message
+    after a gap): the edits typed meanwhile queue in the room behind that read, with no
+    commit of this process's in flight, and only a process with a commit in flight said
+    "has not answered a commit" (a drill's other process held ~400 edits for 40 s and
+    said nothing of them). Now the process says so, what they wait behind, and when
+    they move again; palimpsest_commit_stalled is 1 meanwhile."""
+    fan = fanout_url(check=3600)  # the gap check off: the message is what reads the log
+    with StallingProxy(PG_PORT) as proxy:
+        async with fresh_schema() as store_url:
+            via = store_url.replace(f":{PG_PORT}/", f":{proxy.port}/", 1)
+            async with cluster(tmp_path, 1, store_url=via, fanout=fan) as c:
+                p = c.procs[0]
+                async with connect(c.ws(0), "hang", user="ann") as a:
+                    await type_into(a, "hi")
+                    async with open_store(store_url) as store:  # not through the proxy
+                        await eventually(lambda: _is_at(store.head("hang"), 2), what="hi")
+                        [_lost, sent] = await store.append(
+                            [("hang", [NewEvent("ghost", "edit", foreign_update("[lost]"))]),
+                             ("hang", [NewEvent("ghost", "edit", foreign_update("[sent]"))])]
+                        )  # fmt: skip
+                    await asyncio.to_thread(proxy.stall)
+                    redis_url, prefix, _ = parse_url(fan)
+                    r = aioredis.Redis.from_url(redis_url)
+                    try:
+                        await r.publish(f"{prefix}:hang", encode("ghost-process", sent))
+                    finally:
+                        await r.aclose()
+                    await type_into(a, " held", pause=0.05)
+
+                    def said() -> bool:
+                        return "edits have waited" in p.log_text()
+
+                    await eventually(said, timeout=15, what="the waiting edits logged")
+                    line = next(ln for ln in p.log_text().splitlines() if "edits have waited" in ln)
+                    assert "5 edits" in line and "behind a read of the log" in line, line
+                    assert "no commit of this process's is in flight" in line, line
+                    async with httpx.AsyncClient() as http:
+                        m = (await http.get(p.http_url + "/metrics", timeout=10)).text
+                    assert "palimpsest_commit_stalled 1.0" in m
+                    assert "palimpsest_commit_waiting_edits 5.0" in m
+                    await asyncio.to_thread(proxy.resume)
+                    await eventually(
+                        lambda: all(t in a.content for t in ("[lost]", "[sent]", "hi held")),
+                        timeout=30, what="the read answered, the edits committed",
+                    )  # fmt: skip
+                    await eventually(
+                        lambda: "move again after" in p.log_text(), what="the end logged"
+                    )
+
+
+async def _is_at(head: Awaitable[int], want: int) -> bool:
+    return await head == want
