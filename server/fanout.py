@@ -72,6 +72,7 @@ from .deletion import Deletion, deleted_elsewhere
 from .errors import PalimpsestError, StoreError
 from .extensions import Extension
 from .lifecycle import Service, cancel_and_wait
+from .origins import Origin, PeerOrigin
 from .room import Room
 from .store.base import Event
 from .util import without_password
@@ -275,6 +276,19 @@ class Fanout(Extension, Service):
     def setup(self, backend: Backend) -> None:
         self.backend = backend
         self.instance = backend.settings.instance
+
+    #: on_applied reads only the origin
+    reads_doc_per_event = False
+
+    def on_applied(self, room: Room, event: Event, origin: Origin) -> None:
+        """``healed`` counts the events of other processes that a room applied from the
+        store rather than from the bus, however they were read: by :meth:`heal` (the gap
+        check, a new subscription, a load) or by the room itself, which reads what it
+        lacks before it applies its own commit or a message past a gap (with Redis
+        hung, that is how most of the other process's events arrive: they were
+        uncounted)."""
+        if isinstance(origin, PeerOrigin) and origin.instance == "store":
+            self.healed += 1
 
     def services(self) -> Sequence[Service]:
         return [self]
@@ -489,11 +503,10 @@ class Fanout(Extension, Service):
         events = await self.backend.store.read(room.name, after=room.seq)
         events = [e for e in events if e.seq > room.seq]
         if events:
-            self.healed += len(events)
             log.info("fan-out: %s behind the log by %d events; applying them from the store",
                      room.name, len(events))  # fmt: skip
             with contextlib.suppress(StoreError):
-                room.receive_peer_events(events)
+                room.receive_peer_events(events, from_store=True)  # counted as applied
             # messages were lost: a deletion's too, perhaps (its tombstone tells)
             deletion = self.backend.extension(Deletion)
             if deletion is not None:

@@ -232,7 +232,11 @@ class _LiveCollector(Collector):
             ("palimpsest_fanout_published_messages", "published", "Messages published"),
             ("palimpsest_fanout_received_messages", "received", "Messages from other processes"),
             ("palimpsest_fanout_dropped_messages", "dropped", "Messages that could not go out"),
-            ("palimpsest_fanout_healed_events", "healed", "Events read from the store (gaps)"),
+            (
+                "palimpsest_fanout_healed_events",
+                "healed",
+                "Other processes' events applied from the store, not from a message",
+            ),
         ):
             c = CounterMetricFamily(name, doc)
             c.add_metric([], float(getattr(fanout, attr)))

@@ -148,6 +148,8 @@ class _ServerChange:
 @dataclass(slots=True)
 class _PeerEvents:
     events: list[Event]
+    #: read from the store (Fanout.heal), not received on the bus
+    from_store: bool = False
 
 
 @dataclass(slots=True)
@@ -724,10 +726,11 @@ class Room:
         self._committed(stored)
         return ev
 
-    def receive_peer_events(self, events: list[Event]) -> None:
+    def receive_peer_events(self, events: list[Event], *, from_store: bool = False) -> None:
         """Events another process logged (fan-out): applied in seq order, gaps read from
-        the store."""
-        self._push(_PeerEvents(events))
+        the store. `from_store`: read from the store, not received on the bus (their
+        origin says so: PeerOrigin's instance "store", as the gaps')."""
+        self._push(_PeerEvents(events, from_store))
 
     # --- the pipeline ----------------------------------------------------------------------
 
@@ -783,7 +786,7 @@ class Room:
                     if isinstance(item, _ServerChange):
                         await self._run_server_change(item)
                     elif isinstance(item, _PeerEvents):
-                        await self._apply_peer_events(item.events)
+                        await self._apply_peer_events(item.events, item.from_store)
                     elif isinstance(item, _Barrier):
                         if not item.future.done():
                             item.future.set_result(None)
@@ -1000,7 +1003,7 @@ class Room:
                     except ProtocolError as e:
                         peer.close(e.close_code, str(e))
 
-    async def _apply_peer_events(self, events: list[Event]) -> None:
+    async def _apply_peer_events(self, events: list[Event], from_store: bool = False) -> None:
         events = sorted((e for e in events if e.seq > self.seq), key=lambda e: e.seq)
         if not events:
             return
@@ -1021,16 +1024,17 @@ class Room:
             except ProtocolError:
                 break
             run.append((ev, read))
+        via = "store" if from_store else "peer"
         self._broadcast_events([ev for ev, _ in run])
         for ev, read in run:
-            self._apply(ev, PeerOrigin(ev.actor, "peer"), read=read)
+            self._apply(ev, PeerOrigin(ev.actor, via), read=read)
         applied = []
         for ev in events[len(run) :]:  # after a gap (or a repeat): read, applied, sent
             if ev.seq <= self.seq:
                 continue
             if ev.seq != self.seq + 1:
                 await self._catch_up(ev.seq - 1)
-            if self._apply(ev, PeerOrigin(ev.actor, "peer")):
+            if self._apply(ev, PeerOrigin(ev.actor, via)):
                 applied.append(ev)
         self._broadcast_events(applied)
         self._after_peer([ev for ev, _ in run] + applied)
