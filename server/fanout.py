@@ -68,10 +68,12 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .commit import LOG_EVERY
 from .deletion import Deletion, deleted_elsewhere
 from .errors import PalimpsestError, StoreError
 from .extensions import Extension
 from .lifecycle import Service, cancel_and_wait
+from .logs import OncePerMinute
 from .origins import Origin, PeerOrigin
 from .room import Room
 from .store.base import Event
@@ -81,6 +83,9 @@ if TYPE_CHECKING:
     from .backend import Backend
 
 log = logging.getLogger("palimpsest.fanout")
+#: a gap check fails every check period (2 s) while the store is down: said at most as
+#: often as the committer says that the store refuses commits
+log.addFilter(OncePerMinute("fan-out gap check failed", every=LOG_EVERY))
 
 #: messages waiting for Redis beyond this are dropped (the others heal from the log)
 OUTBOX_MAX = 10_000
@@ -533,12 +538,18 @@ class Fanout(Extension, Service):
             log.warning("fan-out: cannot heal %s now: %s", room.name, e)
 
     async def _checker(self) -> None:
+        failed = 0  # checks failed in a row (their line is rate-limited: the filter above)
         while True:
             await asyncio.sleep(self.check_seconds)
             try:
                 await self.check_gaps()
             except StoreError as e:
+                failed += 1
                 log.warning("fan-out gap check failed: %s", e)
+                continue
+            if failed:
+                log.warning("fan-out gap check works again after %d failed checks", failed)
+                failed = 0
 
     def behind(self) -> int:
         """Events the store had, at the last gap check, that loaded rooms had not applied."""

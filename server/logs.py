@@ -25,7 +25,11 @@ class JSONFormatter(logging.Formatter):
 class OncePerMinute(logging.Filter):
     """asyncpg's pool logs "Failed to restore the pool connection floor" with a 30-line
     traceback at every retry while PostgreSQL is down (55 times a process in a field
-    test's outage): one line, its cause, at most once a minute. Other records pass."""
+    test's outage): one line, its cause, at most once a minute. Other records pass.
+
+    Any line said again and again while a store is down is rate-limited the same way:
+    ``starts`` is the beginning of its message, ``every`` the seconds between two (the
+    fan-out's failed gap checks, every 2 s otherwise: server.fanout)."""
 
     def __init__(self, starts: str = "Failed to restore", every: float = 60.0) -> None:
         super().__init__()
@@ -40,7 +44,8 @@ class OncePerMinute(logging.Filter):
             return False
         self.last = now
         cause = f": {record.exc_info[1]}" if record.exc_info and record.exc_info[1] else ""
-        record.msg, record.args = f"{record.getMessage()}{cause} (said once a minute)", ()
+        said = "once a minute" if self.every == 60 else f"at most every {self.every:g} s"
+        record.msg, record.args = f"{record.getMessage()}{cause} (said {said})", ()
         record.exc_info = record.exc_text = None
         return True
 

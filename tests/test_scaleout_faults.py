@@ -485,3 +485,31 @@ async def test_events_a_room_reads_from_the_store_count_as_healed(tmp_path: Path
 
 async def _is_at(head: Awaitable[int], want: int) -> bool:
     return await head == want
+
+
+async def test_failed_gap_checks_are_logged_at_most_every_10_s(tmp_path: Path) -> None:
+    """PostgreSQL down: "fan-out gap check failed: PostgreSQL is unavailable (heads)"
+    came at WARNING every check period (2 s) per process, while the commit errors of
+    the same outage are said once per 10 s. Now the same: one line for a short outage,
+    then one when the checks work again."""
+    with StallingProxy(PG_PORT) as proxy:
+        async with fresh_schema() as store_url:
+            via = store_url.replace(f":{PG_PORT}/", f":{proxy.port}/", 1)
+            async with cluster(tmp_path, 1, store_url=via, fanout=fanout_url(check=0.1)) as c:
+                p = c.procs[0]
+                async with connect(c.ws(0), "gc", user="ann") as a:  # a room to check
+                    await type_into(a, "x")
+                    await asyncio.to_thread(proxy.cut)
+
+                    def failed() -> int:
+                        return p.log_text().count("fan-out gap check failed")
+
+                    await eventually(lambda: failed() == 1, what="a failed check said")
+                    await asyncio.sleep(2)  # some 20 checks, all failing
+                    await asyncio.to_thread(proxy.resume)
+                    await eventually(
+                        lambda: "gap check works again" in p.log_text(), timeout=20,
+                        what="the end said",
+                    )  # fmt: skip
+                    assert failed() == 1, p.log_tail()
+                    assert "(said at most every 10 s)" in p.log_text()
