@@ -18,7 +18,9 @@ keeps its time as the event's ts (never earlier than the event before it: the lo
 time order), and a row that adds nothing to the document (an empty update, an echo: the
 no-op rule of known.py, as for a live update) is left out. A document that already has
 events is skipped unless `append`; with it, what the document already holds is left out
-by the same rule, so a run that stopped half-way can be run again.
+by the same rule, so a run that stopped half-way can be run again. A document left with
+``snapshot_every`` events or more since its last snapshot gets one, as a room writes it
+(server.checkpoint): its first load reads it instead of replaying every row.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from .checkpoint import Checkpoints
 from .errors import DocNameError
 from .known import KnownDeletions, adds_anything
 from .maintenance import MaintenanceError, as_update, import_data
@@ -245,14 +248,33 @@ class Outcome:
     #: events whose source time was before the document's previous event: given its time
     moved: int = 0
     detail: str = ""
+    #: the seq of the snapshot written after the import (None: none was due)
+    snapshot: int | None = None
 
 
 async def import_doc(
-    store: EventStore, source: Source, name: str, doc: str, *, user: str, append: bool
+    store: EventStore,
+    source: Source,
+    name: str,
+    doc: str,
+    *,
+    user: str,
+    append: bool,
+    checkpoints: Checkpoints | None = None,
 ) -> Outcome:
     """Import one source document as `doc`. A refusal of one of its updates ends this
     document (status failed, what was imported before it stays) but not the run; a
-    store error ends the run."""
+    store error ends the run. With `checkpoints`, a document that got events is then
+    snapshotted when due (what a failed one got too)."""
+    out = await _import_doc(store, source, name, doc, user=user, append=append)
+    if checkpoints is not None and out.events:
+        out.snapshot = await checkpoints.after_import(doc)
+    return out
+
+
+async def _import_doc(
+    store: EventStore, source: Source, name: str, doc: str, *, user: str, append: bool
+) -> Outcome:
     out = Outcome(name, doc)
     head = await store.head(doc)
     if head > 0 and not append:

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from ..checkpoint import Checkpoints
 from ..client.errors import ClientError
 from ..deletion import tombstone_for
 from ..errors import PalimpsestError, StoreError
@@ -236,8 +237,13 @@ async def import_(store: EventStore, args: argparse.Namespace) -> int:
     source = Path(args.file).name if args.file != "-" else "stdin"
     ev = await import_data(store, args.doc, data, user=args.user, source=source,
                            root=args.root, as_text=args.text)  # fmt: skip
+    # one event per run, but a script that imports many updates one by one runs it
+    # many times: the run that brings the count past snapshot_every writes a snapshot
+    async with Checkpoints(store, args.settings) as checkpoints:
+        snap = await checkpoints.after_import(args.doc)
     print(f"palimpsest import: {args.doc}@{ev.seq} ({len(ev.update)} bytes, "
-          f"{ev.meta['format']}, by {args.user})")  # fmt: skip
+          f"{ev.meta['format']}, by {args.user}"
+          + (f"; snapshot @{snap}" if snap is not None else "") + ")")  # fmt: skip
     return 0
 
 

@@ -9,6 +9,7 @@ import sys
 import time
 
 from ..bulk_import import SOURCES, Outcome, import_doc, map_names
+from ..checkpoint import Checkpoints
 from ..store import EventStore
 from . import add_store_options
 from .admin import AdminError, _run
@@ -65,13 +66,14 @@ async def import_from(store: EventStore, args: argparse.Namespace) -> int:
     try:
         mapping = map_names(source.names(), slash=args.slash, rename=rename)
         outcomes: list[Outcome] = []
-        for i, (name, doc) in enumerate(mapping.items(), start=1):
-            out = await import_doc(store, source, name, doc, user=args.user,
-                                   append=args.append)  # fmt: skip
-            outcomes.append(out)
-            if not args.quiet or out.status in ("skipped", "failed"):
-                print(f"palimpsest import-from: [{i}/{len(mapping)}] {_line(out)}",
-                      file=sys.stderr, flush=True)  # fmt: skip
+        async with Checkpoints(store, args.settings) as checkpoints:
+            for i, (name, doc) in enumerate(mapping.items(), start=1):
+                out = await import_doc(store, source, name, doc, user=args.user,
+                                       append=args.append, checkpoints=checkpoints)  # fmt: skip
+                outcomes.append(out)
+                if not args.quiet or out.status in ("skipped", "failed"):
+                    print(f"palimpsest import-from: [{i}/{len(mapping)}] {_line(out)}",
+                          file=sys.stderr, flush=True)  # fmt: skip
     finally:
         source.close()
     count = {s: sum(o.status == s for o in outcomes)
@@ -101,4 +103,6 @@ def _line(o: Outcome) -> str:
         parts.append(f"{o.left_out} updates that added nothing left out")
     if o.moved:
         parts.append(f"{o.moved} given the time of the event before them (theirs was earlier)")
+    if o.snapshot is not None:
+        parts.append(f"snapshot @{o.snapshot}")
     return f"{what}: {', '.join(parts)}"
