@@ -242,7 +242,9 @@ class Palimpsest:
         """Start the backend (store, committer, extensions' services) for the duration.
 
         A start that fails for a reason we can name (a store that cannot be opened or
-        reached) is kept in ``startup_error``: ``palimpsest serve`` says it in one line."""
+        reached) is kept in ``startup_error``: ``palimpsest serve`` says it in one line.
+        A start that fails leaves no file it made: the new database (Backend.start) and
+        the serving lock's file, unless another process holds it."""
         started = False
         lock = _serving_lock(self.backend)
         try:
@@ -250,6 +252,8 @@ class Palimpsest:
                 await lock.acquire()
             async with self.backend:
                 started = True
+                if lock is not None:
+                    await lock.serving()
                 await _warm_up()
                 yield
         except PalimpsestError as e:
@@ -258,7 +262,7 @@ class Palimpsest:
             raise
         finally:
             if lock is not None:
-                await lock.release()
+                await lock.release(discard_new=not started)
 
     @contextlib.asynccontextmanager
     async def _own_lifespan(self, app: Starlette) -> AsyncIterator[None]:

@@ -164,7 +164,9 @@ class Backend(Service):
         """Start the store, the committer, then the extensions' services. When a part
         fails, what had started is stopped again, in reverse (the store last), before the
         error goes on up: an open store keeps threads (aiosqlite's are not daemons) that
-        would keep the process from ever exiting."""
+        would keep the process from ever exiting. The store is abandoned rather than
+        stopped: a database file this start created is removed, one that was there is
+        left as it was found."""
         self.stopping.clear()
         started: list[Service] = []
         try:
@@ -180,9 +182,23 @@ class Backend(Service):
             self._open_recovery()
         except BaseException:
             self.stopping.set()
-            await self._stop_parts(started)
+            await self._stop_parts([p for p in started if p is not self.store])
+            await self._abandon_store()
             raise
         self._started = True
+
+    async def _abandon_store(self) -> None:
+        """After a failed start: the store stops, and a new database its start created is
+        removed (EventStore.abandon): a failed `serve --db typo.db` leaves no empty
+        database behind for the next start to take for an existing one."""
+        try:
+            removed = await self.store.abandon()
+        except Exception:
+            log.exception("stopping the store after a failed start failed")
+            return
+        if removed:
+            log.warning("the start failed: removed the new database it had created (%s)",
+                        ", ".join(removed))  # fmt: skip
 
     def _open_recovery(self) -> None:
         """The window in which clients' sync step 2 may bring back other users' edits

@@ -13,7 +13,10 @@ So a server holds a lock on ``<database>-serving`` (next to SQLite's ``-wal`` an
 fan-out bus, shared with one (processes that share a bus hear each other). The
 operating system drops it when the process ends, kill -9 included. Admin commands take
 no lock: they work beside a running server. The file holds the pid of the last process
-that took the lock, for the message.
+that took the lock, for the message. A start that fails removes the file when it made
+it and no other process holds a lock on it (``release(discard_new=True)``): a lock is
+only taken on a file that is still at its path, so a server that opened it just before
+it went tries again on a new one.
 
 On PostgreSQL the same holds, one level up: several processes on one schema without a
 bus each commit, and each brings in the others' events only when it next appends. There
@@ -50,19 +53,44 @@ class ServingLock:
         self.db_path = db_path
         self.shared = shared
         self._fd = -1
+        #: this process made the lock file (nothing was at its path)
+        self._made = False
 
     async def acquire(self) -> None:
         """Takes the lock, or raises StoreUnavailable saying who holds it and what to do."""
         if fcntl is None:
             return
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        except FileNotFoundError:  # no such directory: the store's start refuses it
-            return
-        except OSError as e:
-            # the store's own start meets the same trouble and says it in its words
-            log.warning("no lock on %s (%s): a second server would not be refused", self.path, e)
-            return
+        for _ in range(100):  # another start removing the file it made: a few rounds
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+                made = True
+            except FileExistsError:
+                try:
+                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                except OSError as e:
+                    return self._no_lock(e)
+                made = False
+            except FileNotFoundError:  # no such directory: the store's start refuses it
+                return
+            except OSError as e:
+                return self._no_lock(e)
+            self._lock(fd)
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._fd, self._made = fd, made
+                return
+            os.close(fd)  # removed (a failed start's) once we had opened it: again
+        raise StoreUnavailable(f"the lock file {self.path} keeps being removed")
+
+    def _no_lock(self, e: OSError) -> None:
+        # the store's own start meets the same trouble and says it in its words
+        log.warning("no lock on %s (%s): a second server would not be refused", self.path, e)
+
+    def _lock(self, fd: int) -> None:
+        """Lock `fd`, or close it and raise StoreUnavailable saying who holds the lock."""
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -82,17 +110,39 @@ class ServingLock:
         except OSError:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
+
+    async def serving(self) -> None:
+        """The server started: the file says its pid from now on (written only then, so
+        that a start that fails leaves a file that was there as it was)."""
+        if self._fd < 0:
+            return
         try:
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
         except OSError as e:  # a full disk: the lock holds all the same, without the pid
             log.warning("the lock file %s does not say this server's pid: %s", self.path, e)
-        self._fd = fd
 
-    async def release(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)  # closing drops the flock
-            self._fd = -1
+    async def release(self, discard_new: bool = False) -> None:
+        """Drop the lock. `discard_new` (a start that failed): remove the lock file too
+        when this process made it and no other holds a lock on it (taken exclusively
+        first, then removed while held: a server that opened it meanwhile finds it gone
+        once it has the lock, and opens a new one)."""
+        if self._fd < 0:
+            return
+        fd, self._fd = self._fd, -1
+        try:
+            if discard_new and self._made and fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    return  # another server holds it (shared, with a bus): theirs too
+                with contextlib.suppress(FileNotFoundError):
+                    if os.path.samestat(os.fstat(fd), os.stat(self.path)):
+                        os.unlink(self.path)
+                        log.info("the start failed: removed the lock file it made (%s)",
+                                 self.path)  # fmt: skip
+        finally:
+            os.close(fd)  # closing drops the flock
 
 
 #: how often the lock's connection is checked, and re-made when PostgreSQL dropped it
@@ -119,7 +169,11 @@ class PostgresServingLock:
         await self._take(first=True)
         self._keeper = asyncio.create_task(self._keep(), name="palimpsest-serving-lock")
 
-    async def release(self) -> None:
+    async def serving(self) -> None:
+        """The server started (its application_name names it from the start)."""
+
+    async def release(self, discard_new: bool = False) -> None:
+        """Drop the lock (its session ends). `discard_new`: nothing to remove here."""
         if self._keeper is not None:
             self._keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -214,10 +268,20 @@ class PostgresServingLock:
 
 
 def _read_pid(fd: int) -> int | None:
+    """The pid the file names, if that process is alive (a server that is still starting
+    has not written its own yet: the one there may be an earlier server's)."""
     try:
-        return int(os.pread(fd, 32, 0).decode().strip() or "0") or None
+        pid = int(os.pread(fd, 32, 0).decode().strip() or "0") or None
     except (OSError, ValueError):
         return None
+    if pid is not None:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except OSError:  # another user's process: alive
+            pass
+    return pid
 
 
 @contextlib.contextmanager
@@ -228,14 +292,26 @@ def not_served(db_path: str) -> Iterator[None]:
     if fcntl is None:
         yield
         return
-    fd = os.open(db_path + SUFFIX, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
+    path = db_path + SUFFIX
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _read_pid(fd)
+            os.close(fd)
             who = f"a server (pid {holder})" if holder else "a server"
             raise StoreUnavailable(f"{who} serves {db_path}: stop it first") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # a failed start removed the file it made: lock the one there now
+    try:
         yield
     finally:
         os.close(fd)

@@ -170,12 +170,7 @@ uvicorn.run(collab, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning"
 """
 
 
-def test_a_service_that_cannot_start_stops_what_started_and_the_process_exits(
-    tmp_path: Path,
-) -> None:
-    app = tmp_path / "app.py"
-    app.write_text(textwrap.dedent(EMBEDDING_APP))
-    db = tmp_path / "app.db"
+def _embedding_app_fails(app: Path, db: Path) -> subprocess.CompletedProcess[str]:
     began = time.monotonic()
     try:
         r = subprocess.run(
@@ -191,7 +186,104 @@ def test_a_service_that_cannot_start_stops_what_started_and_the_process_exits(
     assert r.stdout.split("\n") == [
         "started first", "started second", "stopped second", "stopped first", "",
     ], r.stdout  # fmt: skip
-    # the store was closed: what it created opens as a database, nothing left half-written
+    return r
+
+
+def test_a_service_that_cannot_start_stops_what_started_and_the_process_exits(
+    tmp_path: Path,
+) -> None:
+    """... and leaves no file it made: the new database it had opened (and made the
+    schema in), its -wal and -shm, and the serving lock's file were all left behind, so
+    the next start took the empty database for an existing one. A database that was
+    there is left byte for byte as it was (the start wrote its header again before)."""
+    app = tmp_path / "app.py"
+    app.write_text(textwrap.dedent(EMBEDDING_APP))
+    data = tmp_path / "data"
+    data.mkdir()
+    db = data / "app.db"
+    _embedding_app_fails(app, db)
+    assert sorted(p.name for p in data.iterdir()) == []
+
+    # an existing database: served once, so that it has documents, snapshots and a lock file
+    with ServerProcess(tmp_path / "srv", db_path=db) as srv:
+        httpx.put(f"{srv.http_url}/api/docs/notes/text", json={"text": "kept as it was"},
+                  params={"user": "ada"}, timeout=10).raise_for_status()  # fmt: skip
+    files = {p.name: p.read_bytes() for p in data.iterdir()}
+    assert "app.db" in files and "app.db-serving" in files, sorted(files)
+    _embedding_app_fails(app, db)
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == files
+    # an existing database without its lock file (copied from elsewhere): the lock file
+    # this start made goes, the database stays as it was
+    (data / "app.db-serving").unlink()
+    _embedding_app_fails(app, db)
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == {
+        k: v for k, v in files.items() if k != "app.db-serving"
+    }
+    v = subprocess.run(
+        [sys.executable, "-m", "palimpsest", "verify", "--db", str(db)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert v.returncode == 0, (v.stdout, v.stderr)
+
+
+# the same, but the broken service has another process open the new database first
+HOLDER_APP = """
+import subprocess
+import sys
+
+import uvicorn
+
+from palimpsest import Extension, Palimpsest
+from palimpsest.lifecycle import Service
+
+HOLD = '''
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1])
+c.execute("SELECT count(*) FROM docs").fetchall()
+print("open", flush=True)
+sys.stdin.read()  # until the app's process ends
+'''
+
+
+class OpensThenBreaks(Extension, Service):
+    def services(self):
+        return [self]
+
+    async def start(self):
+        holder = subprocess.Popen([sys.executable, "-c", HOLD, sys.argv[1]],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline() == "open\\n"
+        raise RuntimeError("the broken service cannot start")
+
+    async def stop(self):
+        pass
+
+
+collab = Palimpsest(store=f"sqlite:///{sys.argv[1]}", extensions=[OpensThenBreaks()])
+uvicorn.run(collab, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+"""
+
+
+def test_a_new_database_another_process_has_open_is_left(tmp_path: Path) -> None:
+    """Nothing was at the path when the start began, but another process opened the new
+    database before the start failed: the database is left (only the lock file, which no
+    other process holds, goes)."""
+    app = tmp_path / "app.py"
+    app.write_text(textwrap.dedent(HOLDER_APP))
+    data = tmp_path / "data"
+    data.mkdir()
+    db = data / "app.db"
+    r = subprocess.run(
+        [sys.executable, str(app), str(db), str(free_port())],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=PROMPTLY,
+    )  # fmt: skip
+    assert r.returncode != 0 and "the broken service cannot start" in r.stderr, r.stderr
+    assert f"the new database {db} is left: {db}-wal, {db}-shm (another connection" in r.stderr
+    # the other process ends with the app (its stdin closes), and its -wal and -shm go
+    deadline = time.monotonic() + PROMPTLY
+    while sorted(p.name for p in data.iterdir()) != ["app.db"]:
+        assert time.monotonic() < deadline, sorted(p.name for p in data.iterdir())
+        time.sleep(0.05)
     v = subprocess.run(
         [sys.executable, "-m", "palimpsest", "verify", "--db", str(db)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,

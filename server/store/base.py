@@ -344,6 +344,15 @@ class EventStore(Service, ABC):
     @abstractmethod
     async def stop(self) -> None: ...
 
+    async def abandon(self) -> list[str]:
+        """Instead of stop() when the start of what uses the store failed (the store's own
+        start, or a later part's): stop without upkeep writes, and remove the files this
+        run's start created, which hold nothing yet; never a file that was there before,
+        nor one another process has open. Returns the paths removed. Called whether or
+        not start() completed. Default: stop(), nothing to remove (PostgreSQL, memory)."""
+        await self.stop()
+        return []
+
     @abstractmethod
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the store answers now."""

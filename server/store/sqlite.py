@@ -35,6 +35,7 @@ import logging
 import os
 import queue
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -166,13 +167,62 @@ def _open(path: str, durability: str = "fsync") -> sqlite3.Connection:
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     # first: a new file takes it only before anything is written to it, WAL mode included
     # (pages that sealing and snapshot pruning free are given back, see _give_back_pages;
-    # an existing file keeps its mode until a VACUUM, which migrate runs)
-    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    # an existing file keeps its mode until a VACUUM, which migrate runs). Only then: on
+    # an existing file it wrote the header again (its change counter), so a start that
+    # then failed did not leave the database as it found it
+    if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     _until_unlocked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
     conn.execute(f"PRAGMA synchronous={_SYNCHRONOUS[durability]}")
     # keep the WAL file small once checkpointed (it otherwise stays at its peak)
     conn.execute("PRAGMA journal_size_limit=8388608")
     return conn
+
+
+def _probe_writes(conn: sqlite3.Connection) -> None:
+    """Raise the driver's error now when the file cannot be written (read-only media, a
+    full disk), and not at the first commit of a server that has started: a write
+    transaction whose pages spill into the WAL (a tiny page cache), rolled back. Spilled
+    frames without a commit mark are no data (see _reserve_wal): the database file is
+    left as it was, so that a start that fails later leaves an existing one unchanged.
+    (The auto_vacuum pragma each open issued was that check by accident, and wrote the
+    file's header every time.) Runs on the writer thread."""
+    (cache,) = conn.execute("PRAGMA cache_size").fetchone()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("PRAGMA cache_size=16")
+        (page,) = conn.execute("PRAGMA page_size").fetchone()
+        conn.execute("CREATE TABLE palimpsest_write_probe (b BLOB)")
+        conn.execute("INSERT INTO palimpsest_write_probe VALUES (zeroblob(?))", (64 * page,))
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        conn.execute(f"PRAGMA cache_size={int(cache)}")
+
+
+def _anything_at(path: str) -> bool:
+    return os.path.lexists(path)
+
+
+def _remove_new_database(
+    path: str, file_id: tuple[int, int] | None, made_schema: bool
+) -> list[str]:
+    """SQLiteStore.abandon's removal of the file its start made: [path] when removed."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return []
+    if stat.S_ISLNK(st.st_mode) or (file_id is not None and (st.st_dev, st.st_ino) != file_id):
+        return []  # another file was put there since
+    if not (made_schema or st.st_size == 0):
+        return []  # another process made it: its schema, maybe its rows
+    others = [path + s for s in ("-wal", "-shm", "-journal") if os.path.lexists(path + s)]
+    if others:
+        log.warning("the new database %s is left: %s (another connection has it open)",
+                    path, ", ".join(others))  # fmt: skip
+        return []
+    os.unlink(path)
+    return [path]
 
 
 def _until_unlocked(fn: Callable[[], object]) -> None:
@@ -786,6 +836,10 @@ class SQLiteStore(EventStore):
         self._watch: asyncio.Task[None] | None = None
         #: documents' turns on server changes among the processes serving the file
         self._turns = FileTurns(self.path)
+        #: nothing was at the path when start() began (see abandon)
+        self._new_file = False
+        #: this store's start made the schema (the file held none)
+        self._made_schema = False
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -802,8 +856,11 @@ class SQLiteStore(EventStore):
         try:
             if not self._memory:
                 _require_directory(self.path)
+                self._new_file = not _anything_at(self.path)
             self._writer = _Writer(self.path, self.durability)
             await self._writer.start()
+            if not self._memory:
+                await self._writer.call(_probe_writes)
             upgraded = await self._writer.call(self._migrate)
             if upgraded and not self._memory:
                 # the old rows are gone: give their pages back to the file system, and
@@ -821,12 +878,12 @@ class SQLiteStore(EventStore):
                 self._file_id = (st.st_dev, st.st_ino)
                 self._watch = asyncio.get_running_loop().create_task(self._watch_file())
         except (sqlite3.Error, OSError) as e:
-            await self.stop()
+            await self._stop(upkeep=False)
             raise StoreUnavailable(
                 f"cannot open SQLite database {self.path!r}: {e}{_media_hint(self.path)}"
             ) from e
         except BaseException:
-            await self.stop()
+            await self._stop(upkeep=False)
             raise
 
     def _migrate(self, conn: sqlite3.Connection) -> bool:
@@ -846,6 +903,7 @@ class SQLiteStore(EventStore):
             for stmt in FRESH:
                 c.execute(stmt)
             c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._made_schema = True
             return SCHEMA_VERSION, True
 
         version, made = _in_transaction(conn, "schema creation", look)
@@ -909,11 +967,14 @@ class SQLiteStore(EventStore):
             yield
 
     async def stop(self) -> None:
+        await self._stop(upkeep=True)
+
+    async def _stop(self, *, upkeep: bool) -> None:
         self._turns.close()
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None
-        if self._writer is not None and not self._memory:
+        if upkeep and self._writer is not None and not self._memory:
             with contextlib.suppress(Exception):  # a smaller file is nice, not needed
                 await self._give_back_pages(0)
         if self._db is not None:
@@ -922,6 +983,19 @@ class SQLiteStore(EventStore):
         if self._writer is not None:
             writer, self._writer = self._writer, None
             await writer.stop()
+
+    async def abandon(self) -> list[str]:
+        """Stopped without giving free pages back (an existing file is left as it was
+        found: the start wrote nothing into it), then the database file removed when this
+        start made it: nothing was at the path when it began, the file is still the one
+        it opened, holds the schema it made and nothing else (or nothing at all), and no
+        other connection has it open (SQLite removes the -wal and -shm files when the
+        last one closes; while any of them, or a -journal, is there, it is left)."""
+        await self._stop(upkeep=False)
+        if self._memory or not self._new_file:
+            return []
+        self._new_file = False  # once
+        return _remove_new_database(self.path, self._file_id, self._made_schema)
 
     @property
     def disk_warm_syncs(self) -> int | None:
