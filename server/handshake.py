@@ -31,6 +31,7 @@ limit.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from typing import Any
 
@@ -128,6 +129,48 @@ def guarded_protocol(settings: Settings, limits: Any) -> type[H11Protocol]:
     return GuardedH11Protocol
 
 
+class ReceiveQueue:
+    """What uvicorn's websocket protocol needs of its queue of ASGI messages for the app
+    (``put_nowait``, ``get``, ``empty``), without an asyncio.Queue's four deques (its
+    getters, putters, items, and the waiters of its ``join()`` event: some 3 kB a
+    connection, held for its life). Unbounded, as uvicorn's is; one reader (the app's
+    ``receive()``). Its deque exists only while messages wait, its future only while the
+    reader does."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: collections.deque[Any] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        if self._items is None:
+            self._items = collections.deque()
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items) if self._items is not None else 0
+
+    async def get(self) -> Any:
+        while not self._items:
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        assert self._items is not None
+        item = self._items.popleft()
+        if not self._items:
+            self._items = None
+        return item
+
+
 def bounded_websocket_protocol(settings: Settings) -> type[asyncio.Protocol]:
     """uvicorn's sans-I/O websocket protocol, whose connections together hold at most
     ``max_large_frames_bytes`` of the frames over ``max_frame_bytes`` they are receiving
@@ -143,6 +186,10 @@ def bounded_websocket_protocol(settings: Settings) -> type[asyncio.Protocol]:
         large_frames = large
         #: what this connection took of it
         taken = 0
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.queue = ReceiveQueue()  # type: ignore[assignment]
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
@@ -171,6 +218,16 @@ def bounded_websocket_protocol(settings: Settings) -> type[asyncio.Protocol]:
         def connection_lost(self, exc: Exception | None) -> None:
             self._give_back()
             super().connection_lost(exc)
+
+        async def send(self, message: Any) -> None:
+            await super().send(message)
+            if message["type"] == "websocket.accept" and self.handshake_complete:
+                # the upgrade request and its answer, parsed headers and all (some 4 kB),
+                # were kept for the socket's life; uvicorn reads them only until its
+                # answer is sent (the scope keeps the headers the app reads). The request
+                # is emptied too: websockets' parser keeps it in a local for good.
+                self.request.headers.clear()
+                self.request = self.response = None  # type: ignore[assignment]
 
         def _give_back(self) -> None:
             if self.taken:
@@ -213,4 +270,4 @@ def uvicorn_options(settings: Settings, limits: Any) -> dict[str, Any]:
     }
 
 
-__all__ = ["guarded_protocol", "uvicorn_options"]
+__all__ = ["ReceiveQueue", "guarded_protocol", "uvicorn_options"]

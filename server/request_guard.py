@@ -243,6 +243,8 @@ class RequestGuard:
             if refusal is not None:
                 log.warning("refused websocket %s: %s", scope.get("path"), refusal)
                 return await _close_websocket(receive, send, 4403, refusal)
+            # this frame lives as long as the socket: no copy of its headers with it
+            del headers
         elif scope["method"] in _WRITES:
             refusal = self._origin_refusal(scope, headers)
             if refusal is not None:

@@ -150,14 +150,14 @@ async def test_slow_consumer_is_dropped_and_nobody_waits(settings: Settings, bou
                 if conn._close is not None:
                     dropped_at = i
                     break
-                backlog_seen.append(conn._queue.qsize())
+                backlog_seen.append(conn.queued_frames - conn._sending)
                 # the server holds a bounded backlog for it, whatever the kernel does
-                assert conn._queue.qsize() <= settings.send_queue_frames
+                assert conn.queued_frames - conn._sending <= settings.send_queue_frames
                 assert conn._queued_bytes <= conn._max_queued_bytes
                 assert transport.get_write_buffer_size() <= high + frame_max
             assert dropped_at is not None, (
                 f"the slow consumer was never dropped after {edits} edits: "
-                f"queue {conn._queue.qsize()} frames, {conn._queued_bytes} bytes, "
+                f"queue {conn.queued_frames} frames, {conn._queued_bytes} bytes, "
                 f"transport {transport.get_write_buffer_size()} bytes, kernel {kernel} bytes"
             )
             assert conn._close is not None and conn._close[0] == 1013, conn._close
@@ -183,7 +183,7 @@ async def test_slow_consumer_is_dropped_and_nobody_waits(settings: Settings, bou
             await eventually(lambda: reader.content == writer.content, what="reader converged")
             # the slow one is torn down (the close frame cannot go out: aborted after the
             # grace period) and leaves the room
-            await eventually(lambda: conn.closed.is_set(), timeout=30, what="its sender ended")
+            await eventually(lambda: conn.closed, timeout=30, what="its sender ended")
             await eventually(
                 lambda: connection_of(server, "slow", "snail") is None,
                 timeout=30,

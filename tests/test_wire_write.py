@@ -10,16 +10,20 @@ import os
 import socket
 from collections.abc import AsyncIterator, Callable, Generator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
+import websockets
 from conftest import eventually, run_server
 from pycrdt import Doc, Text
+from serverproc import ServerProcess
 from websockets.frames import Frame, Opcode
 from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
 from yclient import connect
 
 from palimpsest import protocol as P
+from palimpsest.handshake import ReceiveQueue
 from palimpsest.room import Room
 from palimpsest.routes.wire_write import _between_frames, frame_binary, protocol_of, stats
 from palimpsest.routes.ws import Connection
@@ -83,7 +87,7 @@ async def test_frames_keep_their_order_across_a_backlog(settings: Settings) -> N
             writer.insert(len(writer.content), str(i))
             # one commit (and one frame) per edit
             await eventually(lambda n=seq0 + i + 1: room.seq >= n, what=f"edit {i} committed")  # type: ignore[misc]
-        assert conn._queue.qsize() + conn._sending == 5, "a backlog for the reader"
+        assert conn.queued_frames == 5, "a backlog for the reader"
         assert len(reader.frames) == base, "nothing reached the reader while paused"
         proto.resume_writing()
         for i in range(5, 10):
@@ -101,7 +105,7 @@ async def test_frames_keep_their_order_across_a_backlog(settings: Settings) -> N
         # (the last edits may share a commit, and so a frame)
         assert clocks[:5] == [1, 2, 3, 4, 5] and clocks[-1] == 10, clocks
         assert all(a < b for a, b in zip(clocks, clocks[1:], strict=False)), clocks
-        assert conn._queue.empty() and not conn._sending
+        assert conn.queued_frames == 0
 
 
 def client_frame(opcode: Opcode, payload: bytes) -> bytes:
@@ -442,3 +446,67 @@ def test_the_parser_takes_frames_under_uvloop(settings: Settings) -> None:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         parsed = runner.run(main())
     assert parsed >= 15  # of 20 (see test_frames_of_one_read_are_parsed_in_order_around_a_ping)
+
+
+def server_tasks() -> list[asyncio.Task[object]]:
+    """The tasks of this process but the test clients' (yclient, websockets' keepalive)."""
+    ours = ("yclient.py", "websockets/asyncio/")
+    return [
+        t
+        for t in asyncio.all_tasks()
+        if not any(p in getattr(t.get_coro(), "cr_code", None).co_filename for p in ours)  # type: ignore[union-attr]
+    ]
+
+
+async def test_an_idle_connection_holds_one_task_and_no_handshake(settings: Settings) -> None:
+    """What a connection keeps while idle (bench/conn_memory.py): the ASGI task that
+    reads it and nothing more. No sender task or send queue while its frames go straight
+    to the socket (they are made when a frame must wait, or at the close); uvicorn's
+    protocol keeps neither the upgrade request nor its answer, and receives into a
+    ReceiveQueue, not an asyncio.Queue."""
+    async with (
+        run_server(settings) as server,
+        connect(server.ws_url, "idle", "first") as first,
+    ):
+        room = server.backend.rooms.get_loaded("idle")
+        assert room is not None
+        before = len(server_tasks())
+        async with (
+            connect(server.ws_url, "idle", "a") as a,
+            connect(server.ws_url, "idle", "b"),
+            connect(server.ws_url, "idle", "c"),
+        ):
+            entries = P.encode_awareness_entries([(a.doc.client_id, 1, '{"n":1}')])
+            await a.ws.send(P.encode_awareness(entries))
+            first.insert(0, "typed")
+            await eventually(lambda: a.content == "typed", what="the edit reached a")
+            # the three clients' ASGI tasks; nothing else left once they are idle
+            await eventually(
+                lambda: len(server_tasks()) - before <= 3,
+                what=f"at most one task per connection ({server_tasks()})",
+            )
+            for user in ("a", "b", "c", "first"):
+                conn = connection_of(room, user)
+                assert conn._sender is None and conn._queue is None, user
+                assert conn.queued_frames == 0 and not conn.closed
+                proto = protocol_of(conn.ws)
+                assert proto.request is None and proto.response is None
+                assert isinstance(proto.queue, ReceiveQueue)
+            sender = [t for t in asyncio.all_tasks() if t.get_name().startswith("send:")]
+            assert sender == []
+        # they left: each closed through its sender task, made then
+        await eventually(lambda: set(room.peers) == {connection_of(room, "first").id})
+        assert first.ws.close_code is None
+
+
+async def test_serve_negotiates_no_permessage_deflate(tmp_path: Path) -> None:
+    """`palimpsest serve` answers a client's offer of permessage-deflate (the Node `ws`
+    client and browsers make one) without it: compression stalls the many tiny frames of
+    an editing session (DESIGN.md), and a compressor per connection would cost memory
+    while it sits idle."""
+    async with ServerProcess(tmp_path) as srv:
+        async with websockets.connect(f"{srv.ws_url}/deflate", compression="deflate") as ws:
+            assert P.decode(await ws.recv()) is not None  # the server's step 1
+            assert ws.protocol.extensions == []
+            assert ws.response is not None
+            assert "Sec-WebSocket-Extensions" not in ws.response.headers

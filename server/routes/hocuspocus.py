@@ -106,7 +106,6 @@ class HocuspocusSocket(Connection):
     # --- the read loop ---------------------------------------------------------------
 
     async def serve(self, room: Room | None = None) -> None:
-        self._sender = asyncio.create_task(self._send_loop(), name=f"send:{self.id}")
         try:
             await self.read(self.dispatch)
         except WebSocketDisconnect:
@@ -118,7 +117,7 @@ class HocuspocusSocket(Connection):
                 self.leave(peer)
             if self._close is None:
                 self.close(1000, "")
-            await self.closed.wait()
+            await self.wait_closed()
             detach_reader(self.ws)  # (else a cycle keeps the socket's memory: wire_write)
             for task in list(self._tasks):
                 task.cancel()

@@ -75,10 +75,12 @@ class Connection:
         self.id = client.id
         self.ext = False  # opted in to extension messages
         settings = backend.settings
-        # (frame, bytes reserved in the address/room budget, is a sync step 2 answer)
-        self._queue: asyncio.Queue[tuple[bytes, int, bool] | None] = asyncio.Queue(
-            settings.send_queue_frames
-        )
+        # (frame, bytes reserved in the address/room budget, is a sync step 2 answer).
+        # Made, with the sender task that empties it, only when a frame cannot go straight
+        # to the socket, or at the close (_queue_for_sending): an idle connection whose
+        # socket keeps up has neither (an asyncio.Queue and a task with its coroutine are
+        # a good part of what a connection would otherwise hold, bench/conn_memory.py)
+        self._queue: asyncio.Queue[tuple[bytes, int, bool] | None] | None = None
         # a backlog bigger than a whole document is worse than a re-sync
         self._queued_bytes = 0
         self._max_queued_bytes = settings.max_send_queue_bytes
@@ -94,6 +96,8 @@ class Connection:
         #: the parts of an update announced ({"type": "parts"}) held until the last comes
         self._parts_held: _Parts | None = None
         self._close: tuple[int, str] | None = None
+        #: the sender task, from the first frame queued (or the close) on; its end is the
+        #: connection's: the close frame sent (or the socket gone)
         self._sender: asyncio.Task[None] | None = None
         #: writes a frame synchronously when the socket is writable (None: not uvicorn's
         #: sansio protocol, every frame goes through the queue and the sender task)
@@ -101,7 +105,6 @@ class Connection:
         #: the sender task holds a frame it is writing (the queue may look empty)
         self._sending = False
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.closed = asyncio.Event()
         self._expiry: asyncio.TimerHandle | None = None
         #: what the direct reader could not handle, for the reading task to raise
         #: a message was refused under the direct reader: the next are dropped (read())
@@ -118,7 +121,7 @@ class Connection:
         if (
             self._direct is not None
             and not self._sending
-            and self._queue.empty()
+            and (self._queue is None or self._queue.empty())
             and self._direct(frame)
         ):
             return
@@ -143,7 +146,7 @@ class Connection:
             return
         answer = self._answering and frame[:2] == _STEP2
         try:
-            self._queue.put_nowait((frame, reserved, answer))
+            self._queue_for_sending().put_nowait((frame, reserved, answer))
             self._queued_bytes += len(frame)
             self._answers_queued += answer
         except asyncio.QueueFull:
@@ -157,17 +160,45 @@ class Connection:
             return
         self._close = (code, close_reason(reason))
         # wake the sender, which sends what is queued before this point, then closes
+        queue = self._queue_for_sending()
         try:
-            self._queue.put_nowait(None)
+            queue.put_nowait(None)
         except asyncio.QueueFull:
             # drop the backlog: the client re-syncs anyway
             self._drain()
-            self._queue.put_nowait(None)
+            queue.put_nowait(None)
         asyncio.get_running_loop().call_later(CLOSE_GRACE, self._abort_if_stuck)
 
+    def _queue_for_sending(self) -> asyncio.Queue[tuple[bytes, int, bool] | None]:
+        """The send queue, and its sender task running (both made on first use)."""
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = asyncio.Queue(self.backend.settings.send_queue_frames)
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_loop(), name=f"send:{self.id}")
+        return queue
+
+    @property
+    def queued_frames(self) -> int:
+        """Frames waiting to be sent, the one being written included."""
+        return (self._queue.qsize() if self._queue is not None else 0) + self._sending
+
+    @property
+    def closed(self) -> bool:
+        """The close frame was sent (or the socket is gone): the sender task has ended."""
+        return self._sender is not None and self._sender.done()
+
+    async def wait_closed(self) -> None:
+        """Until `closed` (after close(): the sender task sends the close frame). As
+        waiting on an event would, a cancellation here leaves the sender running."""
+        sender = self._sender
+        assert sender is not None, "close() first"
+        await asyncio.shield(sender)
+
     def _drain(self) -> None:
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
+        queue = self._queue
+        while queue is not None and not queue.empty():
+            item = queue.get_nowait()
             if item is not None:
                 self.guard.release(item[1])
         self._queued_bytes = 0
@@ -177,7 +208,7 @@ class Connection:
         """A client that stopped reading fills its socket, so neither the frame being sent
         nor the close frame can go out, and the socket would stay open for as long as the
         client keeps the TCP connection alive. Abort it; the reader then sees the disconnect."""
-        if self.closed.is_set():
+        if self.closed:
             return
         # uvicorn's protocol object is the ASGI receive callable's owner (starlette wraps
         # send, not receive); without it the keepalive ping timeout ends the connection
@@ -191,9 +222,11 @@ class Connection:
     # --- loops ----------------------------------------------------------------------------
 
     async def _send_loop(self) -> None:
+        queue = self._queue
+        assert queue is not None
         try:
             while True:
-                item = await self._queue.get()
+                item = await queue.get()
                 if item is None:
                     break
                 frame, reserved, answer = item
@@ -215,7 +248,6 @@ class Connection:
                     await self.ws.close(code, reason)
                 except Exception:
                     pass
-            self.closed.set()
 
     def charge(self, nbytes: int) -> None:
         """Bytes written on this client's behalf (undo, redo) count against its rate."""
@@ -385,7 +417,6 @@ class Connection:
 
     async def serve(self, room: Room) -> None:
         """Read every frame as soon as it arrives until the client goes away."""
-        self._sender = asyncio.create_task(self._send_loop(), name=f"send:{self.id}")
         self._watch_expiry()
         self._answering = True
         try:
@@ -415,7 +446,7 @@ class Connection:
             self.backend.rooms.release(room)
             if self._close is None:
                 self.close(1000, "")
-            await self.closed.wait()
+            await self.wait_closed()
             detach_reader(self.ws)  # (else a cycle keeps the socket's memory: wire_write)
             for task in list(self._tasks):
                 task.cancel()
