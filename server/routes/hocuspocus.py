@@ -154,14 +154,15 @@ class HocuspocusSocket(Connection):
                 self.open(frame)
             elif frame.type == H.CLOSE:
                 del self.opening[frame.doc]  # closed before it was opened
-            elif frame.type != H.AUTH:
+            else:
+                # (an auth message too: a renewal sent at once is answered once it opens)
                 if sum(len(f.body) for f in waiting) + len(frame.body) > 8 * limit:
                     raise RateLimited(f"over {8 * limit} bytes sent before {frame.doc!r} opened")
                 waiting.append(frame)
         elif peer.room is None:
             if frame.type == H.CLOSE:
                 self.leave(peer)
-            elif frame.type != H.AUTH:  # a second token while the first is served
+            else:  # an auth message too: a renewal (sendToken) is answered once it loads
                 peer.pending_bytes += len(frame.body)
                 if peer.pending_bytes > 8 * limit:
                     raise RateLimited(f"over {8 * limit} bytes sent before {frame.doc!r} loaded")
