@@ -35,8 +35,8 @@ import logging
 import sys
 import time
 import weakref
-from bisect import bisect_right
-from collections.abc import Callable, Container, Iterable, Iterator, Mapping
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Container, Generator, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pycrdt import Doc, Text, XmlFragment
@@ -57,6 +57,9 @@ log = logging.getLogger("palimpsest.history")
 EMBED = b"\x1a"
 #: runs per block of the blocked list (split at twice this)
 BLOCK = 64
+#: (by ids) the gap between two blocks' order keys when numbered (TextTrack.block_index):
+#: that many splits between two blocks before all are numbered again
+KEY_GAP = 1 << 64
 #: the fields of a run: [first byte, bytes, inserted by seq, deleted by seq (0 alive)];
 #: a run folded by ids (attribution_ids) carries more after these four
 R_START, R_LEN, R_INS, R_DEL = 0, 1, 2, 3
@@ -76,6 +79,11 @@ DOC_BYTES_PER_BYTE = 20
 READ_PAGE = 2000
 #: at most this many events folded between two yields to the event loop
 FOLD_SLICE = 250
+#: the ops of one text delta folded between two pauses of a fold by slices (and the
+#: insert or delete ranges of one update folded by ids): ~1-3 ms
+DELTA_STEP = 512
+#: (by ids, folding by slices) an update larger than this is decoded in a worker thread
+DECODE_ON_LOOP_BYTES = 1 << 16
 #: about this much wall time folded between two yields to the event loop: a first build
 #: of a long log takes seconds, and an edit arriving meanwhile waits for the slice under
 #: way (slices of 250 events took up to ~50 ms on a large document, and showed as a run
@@ -93,8 +101,8 @@ class TextTrack:
     Runs live in blocks (a blocked list) with each block's count of alive bytes, so that
     finding a visible position costs O(blocks + block size), not O(document)."""
 
-    __slots__ = ("blocks", "alive", "content", "_bi", "_base", "by_block", "rich", "moved",
-                 "moved_away", "_ascii_upto")  # fmt: skip
+    __slots__ = ("blocks", "alive", "content", "_bi", "_base", "_ri", "_q", "by_block", "_keys",
+                 "rich", "moved", "moved_away", "_ascii_upto", "steps")  # fmt: skip
 
     def __init__(self) -> None:
         self.blocks: list[list[list[Any]]] = [[]]
@@ -105,8 +113,18 @@ class TextTrack:
         # edits only change counts at or after this block
         self._bi = 0
         self._base = 0
-        #: while folded by ids (attribution_ids): each block's index, by id(block)
+        # and, within that block, a run and the alive bytes of the runs before it (-1:
+        # none): the ops of one delta come in document order, so the next position is
+        # found from there, not from the block's first run (see _find)
+        self._ri = -1
+        self._q = 0
+        #: while folded by ids (attribution_ids): each block's order key, by id(block),
+        #: and the keys in the blocks' order (see block_index)
         self.by_block: dict[int, int] | None = None
+        self._keys: list[int] = []
+        #: runs looked at by _find and run splits made, for tests: one delta's cost is
+        #: linear in its ops plus the runs it passes (test_attribution_fragmented)
+        self.steps = 0
         #: whether the text ever had formatting or embeds (a diff then lays the versions'
         #: formatting over its runs, see rich_diff)
         self.rich = False
@@ -207,8 +225,27 @@ class TextTrack:
         byte, bytes and value (attribution_xml follows the shared types among them, and
         notes text moved); `gone`: given the runs it deletes (see :meth:`delete`);
         `copies`: told where each insert is (the event may bring deleted text back)."""
+        for _ in self.delta_steps(delta, seq, on_insert, gone, copies):
+            pass
+
+    def delta_steps(
+        self,
+        delta: list[dict[str, Any]],
+        seq: int,
+        on_insert: Callable[[int, bytes, Any], None] | None = None,
+        gone: list[tuple[int, int, int]] | None = None,
+        copies: Copies | None = None,
+    ) -> Iterator[None]:
+        """:meth:`apply_delta`, a pause (a yield) every DELTA_STEP ops: one event's
+        delta may hold a hundred thousand ops (a replace-all, a delete of every other
+        character), and a fold by slices (AttributionIndex.fold_sliced) gives the event
+        loop its turn between them. The ops before a pause are folded, the others not:
+        the runs answer any seq before the event's meanwhile (its inserts are not alive
+        there yet, and what it deleted still is)."""
         pos = 0
-        for op in delta:
+        for k, op in enumerate(delta):
+            if k % DELTA_STEP == DELTA_STEP - 1:
+                yield
             if "retain" in op:
                 pos += int(op["retain"])
                 if "attributes" in op:
@@ -232,9 +269,16 @@ class TextTrack:
                 self.delete(pos, int(op["delete"]), seq, gone)
 
     def _find(self, p: int) -> tuple[int, int, int]:
-        """The point after `p` alive bytes: (block, run, offset inside the run or 0)."""
+        """The point after `p` alive bytes: (block, run, offset inside the run or 0).
+
+        From the block and run of the last point found when `p` is past it (a delta's
+        ops, an element's children ops), so that a delta costs its ops plus the runs it
+        passes, not a scan of a block per op (a delete of every other character, in one
+        update, took seconds: a block's runs scanned from its first for each op, and
+        every block from the first after each block split)."""
         if p == 0:
             self._bi = self._base = 0
+            self._ri = self._q = 0
             return 0, 0, 0
         alive, last = self.alive, len(self.blocks) - 1
         bi, base = self._bi, self._base
@@ -244,16 +288,30 @@ class TextTrack:
         while bi < last and base + alive[bi] < p:
             base += alive[bi]
             bi += 1
+        if bi != self._bi:
+            self._ri = -1
         self._bi, self._base = bi, base
         p -= base
         runs = self.blocks[bi]
-        for ri, run in enumerate(runs):
+        first, q = self._ri, self._q
+        if first < 0 or p <= q:  # (at the very point: from the block's start, to land
+            first, q = 0, 0  # as the scan from there does, before any tombstones)
+        p -= q
+        steps = 0
+        for ri in range(first, len(runs)):
+            run = runs[ri]
+            steps += 1
             if run[3] == 0:
                 n = run[1]
                 if p < n:
+                    self._ri, self._q = ri, q
+                    self.steps += steps
                     return bi, ri, p
                 p -= n
+                q += n
                 if p == 0:
+                    self._ri, self._q = ri + 1, q
+                    self.steps += steps
                     return bi, ri + 1, 0
         raise ValueError("position past the end of the text")
 
@@ -274,25 +332,67 @@ class TextTrack:
         alive_a = sum(r[1] for r in runs if r[3] == 0)
         self.blocks.insert(bi + 1, b)
         self.alive[bi : bi + 1] = [alive_a, self.alive[bi] - alive_a]
-        self._bi = self._base = 0
+        self.steps += half
+        # the last point found stays where it is (not back to the first block: a delta
+        # of many ops splits many blocks, each then walked from the first)
+        if self._bi > bi:
+            self._bi += 1
+        elif self._bi == bi and self._ri > half:
+            self._bi, self._base = bi + 1, self._base + alive_a
+            self._ri, self._q = self._ri - half, self._q - alive_a
         if self.by_block is not None:
-            self.by_block = {id(blk): i for i, blk in enumerate(self.blocks)}
+            keys = self._keys
+            lo = keys[bi]
+            hi = keys[bi + 1] if bi + 1 < len(keys) else lo + 2 * KEY_GAP
+            if hi - lo < 2:  # (no key left between the two: number them again)
+                self._number_blocks()
+            else:
+                keys.insert(bi + 1, (lo + hi) // 2)
+                self.by_block[id(b)] = keys[bi + 1]
             for run in b:
                 run[R_BLOCK] = b
+
+    def _number_blocks(self) -> None:
+        """(by ids) Give the blocks order keys KEY_GAP apart."""
+        self._keys = [i * KEY_GAP for i in range(len(self.blocks))]
+        self.by_block = {id(blk): k for blk, k in zip(self.blocks, self._keys, strict=True)}
+
+    def follow_by_ids(self) -> None:
+        """Start folding by ids (attribution_ids): the blocks get order keys."""
+        self._number_blocks()
+
+    def block_index(self, block: list[Any]) -> int:
+        """(by ids) The index of `block`, by its order key: a block split inserts a key
+        between its neighbours' instead of numbering every block after it again (that
+        was a pass over the blocks per split, quadratic in a delete of many ranges)."""
+        assert self.by_block is not None
+        return bisect_left(self._keys, self.by_block[id(block)])
+
+    def leave_ids(self) -> None:
+        """Stop folding by ids: the blocks' alive counts changed under the last point
+        found, which is forgotten."""
+        self.by_block = None
+        self._keys = []
+        self._bi = self._base = 0
+        self._ri = -1
 
     def insert(self, p: int, data: bytes, seq: int) -> None:
         start = len(self.content)
         self.content += data
         bi, ri, off = self._find(p)
         runs = self.blocks[bi]
+        q = self._q  # (the alive bytes of the block before run ri)
         if off:
             self._split(runs, ri, off)
             ri += 1
+            q += off
         prev = runs[ri - 1] if ri > 0 else None
         if prev is not None and prev[2] == seq and prev[3] == 0 and prev[0] + prev[1] == start:
             prev[1] += len(data)
         else:
             runs.insert(ri, [start, len(data), seq, 0])
+            ri += 1
+        self._ri, self._q = ri, q + len(data)  # (the point after the bytes inserted)
         self.alive[bi] += len(data)
         if len(runs) > 2 * BLOCK:
             self._split_block(bi)
@@ -307,6 +407,7 @@ class TextTrack:
         if off:
             self._split(runs, ri, off)
             ri += 1
+            self._ri, self._q = ri, self._q + off
         grown = bi
         while n > 0:
             if ri >= len(runs):
@@ -328,6 +429,8 @@ class TextTrack:
                 if gone is not None:
                     gone.append((run[0], run[1], run[2]))
             ri += 1
+        if bi != grown and len(self.blocks[bi]) > 2 * BLOCK:  # (the last run split there)
+            self._split_block(bi)
         if len(self.blocks[grown]) > 2 * BLOCK:
             self._split_block(grown)
 
@@ -340,8 +443,7 @@ class TextTrack:
         knows its block). list.index tries identity first, and two runs differ in
         their first fields (ids are unique): a C loop over at most 2 * BLOCK runs."""
         block = run[R_BLOCK]
-        assert self.by_block is not None
-        return self.by_block[id(block)], block.index(run)
+        return self.block_index(block), block.index(run)
 
     def gap(self, bi: int, ri: int, seq: int) -> list[list[Any]]:
         """The runs around the point before run `ri` of block `bi` that are deleted or
@@ -828,6 +930,11 @@ class AttributionIndex:
         self._cur = 0
         #: the copies the event being folded may make (an undo's, a redo's, a restore's)
         self._copies: Copies | None = None
+        #: while folding by slices: the text deltas of the transaction being applied,
+        #: folded once it is over, a pause between slices of them (see fold_sliced)
+        self._deferred: list[Iterator[None]] | None = None
+        #: (by ids, folding by slices) large updates decoded in a worker thread, by seq
+        self._decoded: dict[int, Any] = {}
         self._seen: set[str] = set(kinds)
         #: keep the subscriptions alive. Their callbacks hold the index only weakly (see
         #: _observe): the document holds them, out of the cyclic collector's sight, so a
@@ -842,6 +949,8 @@ class AttributionIndex:
         self._ids: IdFold | None = IdFold(self.tracks) if by_ids else None
         #: events folded by ids, for logs and tests
         self.by_ids = 0
+        #: pauses of fold_sliced, for tests (one event of many ops is folded in several)
+        self.slices = 0
         #: the runs no longer mirror the document (attribution_ids.Broken): build again
         self.broken = False
         #: whether the text must be compared with the document's (verify): after
@@ -933,19 +1042,12 @@ class AttributionIndex:
                     index._grow_tree(name, track, delta)
                     return
                 inserts = True
-            if not (inserts and deletes) or (index._copies and not index._copies.moves):
-                track.apply_delta(delta, index._cur, copies=index._copies)
-                return
-            moves = Moves()  # (text deleted and inserted again: moved?)
-            gone: list[tuple[int, int, int]] = []
-
-            def on_insert(start: int, data: bytes, value: Any) -> None:
-                if type(value) is str:
-                    moves.inserted.append((track, start, data))
-
-            track.apply_delta(delta, index._cur, on_insert, gone, index._copies)
-            moves.gone_text(track, gone)
-            moves.settle(index._cur)
+            steps = _text_steps(track, delta, index._cur, index._copies, inserts and deletes)
+            if index._deferred is not None:  # (folded by slices: after the transaction)
+                index._deferred.append(steps)
+            else:
+                for _ in steps:
+                    pass
 
         # the native event, not pycrdt's wrapper: the wrapper also computes the event's
         # path, target and transaction, which costs ~40% more on a long fold
@@ -1006,7 +1108,7 @@ class AttributionIndex:
                  self.seq + 1, why)  # fmt: skip
         self._ids = None
         for name, track in self.tracks.items():
-            track.by_block = None
+            track.leave_ids()
             self._observe(name, track)
 
     def start_from(self, seq: int, state: bytes) -> None:
@@ -1023,7 +1125,8 @@ class AttributionIndex:
 
     def fold(self, events: list[Event]) -> None:
         with gc_paused():
-            self._fold(events)
+            for _ in self._fold_steps(events):
+                pass
 
     async def fold_sliced(
         self,
@@ -1038,23 +1141,113 @@ class AttributionIndex:
         too): while it says edits are being made, slices of BUSY_SLICE_SECONDS and
         pauses of BUSY_PAUSE times the slice, so that an edit arriving during a slice
         waits less, and fewer edits do. The CPU time of the folding is charged to the
-        task's CPU account, if any (server.cpu_account)."""
-        n, i = 8, 0
-        while i < len(events):
-            hurry = busy is not None and busy()
-            target = BUSY_SLICE_SECONDS if hurry else SLICE_SECONDS
-            t0 = time.perf_counter()
-            with cpu_account.on_loop():
-                self.fold(events[i : i + n])
-            i += n
-            dt = time.perf_counter() - t0
-            n = max(1, min(FOLD_SLICE, int(n * target / dt))) if dt > 0 else FOLD_SLICE
-            await asyncio.sleep(dt * (BUSY_PAUSE if hurry else 1) if paced else 0)
+        task's CPU account, if any (server.cpu_account).
 
-    def _fold(self, events: list[Event]) -> None:
+        A slice ends between two events, or inside one event's fold (its text deltas,
+        or its ranges folded by ids, DELTA_STEP at a time): one event may be a whole
+        document's worth of ops (a replace-all, a delete of every other character),
+        which took seconds on the loop in one piece. What yrs does with the update
+        (applying it) is one piece still. Meanwhile the index answers the seqs before
+        the event being folded; `seq` is still the last event folded whole."""
+        if self._ids is not None:  # (decoding a large update is one piece: off the loop)
+            from .yupdate import Unsupported, decode
+
+            for ev in events:
+                if len(ev.update) > DECODE_ON_LOOP_BYTES and ev.seq not in self._decoded:
+                    with contextlib.suppress(Unsupported):
+                        self._decoded[ev.seq] = await cpu_account.to_thread(decode, ev.update)
+        steps = self._fold_steps(events, sliced=True)
+        done = False
         try:
-            done = self._fold_by_ids(events) if self._ids is not None else 0
+            while not done:
+                hurry = busy is not None and busy()
+                target = BUSY_SLICE_SECONDS if hurry else SLICE_SECONDS
+                t0 = time.perf_counter()
+                with cpu_account.on_loop(), gc_paused():
+                    for _ in steps:
+                        self.slices += 1
+                        if time.perf_counter() - t0 >= target:
+                            break
+                    else:
+                        done = True
+                dt = time.perf_counter() - t0
+                if not done:
+                    await asyncio.sleep(dt * (BUSY_PAUSE if hurry else 1) if paced else 0)
+        finally:
+            if not done:  # (cancelled: an event may be half folded)
+                steps.close()
+            self._decoded.clear()
+
+    def _fold_steps(self, events: list[Event], sliced: bool = False) -> Generator[None, None, None]:
+        """Fold `events`, a pause (a yield) after each event and, `sliced`, inside the
+        fold of one with many ops (see fold_sliced)."""
+        done = 0
+        while done < len(events):
+            if self._ids is not None:
+                done += yield from self._fold_steps_by_ids(events[done:], sliced)
+            if done < len(events) and self._ids is None:
+                for ev in events[done:]:
+                    yield from self._fold_event(ev, sliced)
+                    yield
+                return
+
+    def _fold_event(self, ev: Event, sliced: bool) -> Iterator[None]:
+        """Fold one event by its text deltas."""
+        self._cur = ev.seq
+        self._note(ev.seq, ev.actor)
+        self._copies = copies = Copies.of(ev.seq, ev.kind, ev.meta)
+        update = self.fixes.update_of(ev)
+        whole = False
+        try:
+            if update is not None:
+                self._deferred = [] if sliced else None
+                try:
+                    self.doc.apply_update(update)
+                    deferred = self._deferred or []
+                finally:
+                    self._deferred = None
+                for steps in deferred:
+                    yield from steps
+            if copies is not None:
+                copies.settle()
+            whole = True
+        except FATAL:
+            raise
+        except GeneratorExit:
+            raise
+        except BaseException as e:  # pyo3 PanicException is one
+            if panicked(e):  # the document is broken: the cache builds it again
+                raise DocumentBroken(ev, e) from None
+            # the same event fails in every fold (see room.replay); an error from our
+            # own delta reading would surface here too: say so
+            log.error("attribution of %s: event %d: %r", self.doc_name, ev.seq, e)
+            self.failed += 1
+            whole = True
+        finally:
+            self._copies = None
+            if not whole:  # (given up half folded: the cache builds it again)
+                self.broken = True
+        if self._growing:
+            self._grown()
+        self.seq = ev.seq
+
+    def _fold_steps_by_ids(self, events: list[Event], sliced: bool) -> Generator[None, None, int]:
+        """Fold `events` by ids while that holds; returns how many were folded (a
+        pause after each batch, and, `sliced`, inside a large one's fold)."""
+        try:
+            done = 0
+            while done < len(events) and self._ids is not None:
+                n, big = self._fold_by_ids(events[done:], sliced)
+                done += n
+                if big is not None:
+                    yield from big
+                    big = None
+                yield
+            return done
         except DocumentBroken:
+            raise
+        except GeneratorExit:
+            self.broken = True
             raise
         except BaseException as e:  # pyo3 PanicException is one (its transaction's commit)
             if not panicked(e):
@@ -1063,49 +1256,36 @@ class AttributionIndex:
                 raise e.__context__ from None
             [ev] = [ev for ev in events if ev.seq == self._cur] or events[:1]
             raise DocumentBroken(ev, e) from None
-        for ev in events[done:]:
-            self._cur = ev.seq
-            self._note(ev.seq, ev.actor)
-            self._copies = copies = Copies.of(ev.seq, ev.kind, ev.meta)
-            update = self.fixes.update_of(ev)
-            try:
-                if update is not None:
-                    self.doc.apply_update(update)
-                if copies is not None:
-                    copies.settle()
-            except FATAL:
-                raise
-            except BaseException as e:  # pyo3 PanicException is one
-                if panicked(e):  # the document is broken: the cache builds it again
-                    raise DocumentBroken(ev, e) from None
-                # the same event fails in every fold (see room.replay); an error from our
-                # own delta reading would surface here too: say so
-                log.error("attribution of %s: event %d: %r", self.doc_name, ev.seq, e)
-                self.failed += 1
-            finally:
-                self._copies = None
-            if self._growing:
-                self._grown()
-            self.seq = ev.seq
 
-    def _fold_by_ids(self, events: list[Event]) -> int:
+    def _fold_by_ids(
+        self, events: list[Event], sliced: bool = False
+    ) -> tuple[int, Iterator[None] | None]:
         """Fold `events` by ids while that holds; how many were folded. With no text
-        observer to feed, they apply to the document in one transaction."""
+        observer to feed, they apply to the document in one transaction. `sliced`: an
+        event of more than DELTA_STEP structs and ranges ends the batch, applied to the
+        document alone, its runs then folded by the steps returned (after the
+        transaction: nothing waits on the document meanwhile)."""
         from .attribution_ids import Broken
         from .yupdate import Unsupported
 
         ids = self._ids
         assert ids is not None
         done = 0
+        big: tuple[Event, Any, Any] | None = None
         with self.doc.transaction() as txn:
             ytxn = txn._txn
             assert ytxn is not None
             for ev in events:
                 try:
-                    structs, deletes = ids.plan(ev.update)
+                    structs, deletes = ids.plan(ev.update, self._decoded.pop(ev.seq, None))
                 except Unsupported as e:
                     why = str(e)
                     break
+                if sliced and len(structs) + len(deletes) > DELTA_STEP:
+                    if done:  # (a batch of its own, planned again: from what was decoded)
+                        self._decoded[ev.seq] = (structs, deletes)
+                        return done, None
+                    big = (ev, structs, deletes)
                 self._cur = ev.seq
                 self._note(ev.seq, ev.actor)
                 done += 1
@@ -1121,21 +1301,48 @@ class AttributionIndex:
                     # what of it the document took is not known here
                     self._lose_ids("the event does not apply")
                     self.seq = ev.seq
-                    return done
+                    return done, None
+                if big is not None:
+                    break
                 try:
                     if ids.apply(structs, deletes, ev.seq, Copies.of(ev.seq, ev.kind, ev.meta)):
                         self._unchecked = True
                 except Broken as e:
                     self._lose_ids(str(e))
                     self.seq = ev.seq
-                    return done
+                    return done, None
                 self.by_ids += 1
                 self.seq = ev.seq
             else:
-                return done
+                return done, None
+        if big is not None:
+            return done, self._apply_by_ids(*big)
         # the transaction is over: the next event's delta is its own
         self._to_deltas(why)
-        return done
+        return done, None
+
+    def _apply_by_ids(self, ev: Event, structs: Any, deletes: Any) -> Iterator[None]:
+        """Fold the runs of one large event by ids (its update applied already), a
+        pause every DELTA_STEP structs or ranges."""
+        from .attribution_ids import Broken
+
+        ids = self._ids
+        assert ids is not None
+        whole = False
+        try:
+            if (yield from ids.apply_steps(structs, deletes, ev.seq,
+                                           Copies.of(ev.seq, ev.kind, ev.meta))):  # fmt: skip
+                self._unchecked = True
+            whole = True
+        except Broken as e:
+            self._lose_ids(str(e))
+            self.seq = ev.seq
+            return
+        finally:
+            if not whole and self._ids is not None:
+                self.broken = True  # (given up half folded)
+        self.by_ids += 1
+        self.seq = ev.seq
 
     def _lose_ids(self, why: str) -> None:
         log.warning("attribution of %s by ids stopped at event %d (%s): to build again",
@@ -1143,7 +1350,7 @@ class AttributionIndex:
         self.broken = True
         self._ids = None
         for track in self.tracks.values():
-            track.by_block = None
+            track.leave_ids()
 
     def estimated_bytes(self) -> int:
         """About how much memory the index holds (the cache's byte budget): its runs
@@ -1238,6 +1445,26 @@ class AttributionIndex:
 
     def _diff(self, root: str, a: int, b: int) -> list[dict[str, Any]]:
         return track_diff(self.tracks[root], a, b, self.actor)
+
+
+def _text_steps(
+    track: TextTrack, delta: list[dict[str, Any]], seq: int, copies: Copies | None, both: bool
+) -> Iterator[None]:
+    """Fold a text root's delta of event `seq` (`both`: it inserts and deletes: text
+    moved?), pausing as TextTrack.delta_steps does."""
+    if not both or (copies and not copies.moves):
+        yield from track.delta_steps(delta, seq, copies=copies)
+        return
+    moves = Moves()  # (text deleted and inserted again: moved?)
+    gone: list[tuple[int, int, int]] = []
+
+    def on_insert(start: int, data: bytes, value: Any) -> None:
+        if type(value) is str:
+            moves.inserted.append((track, start, data))
+
+    yield from track.delta_steps(delta, seq, on_insert, gone, copies)
+    moves.gone_text(track, gone)
+    moves.settle(seq)
 
 
 def _pieces(

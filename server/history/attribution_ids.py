@@ -25,11 +25,13 @@ compares the visible text with the document's after each build or extension.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Generator
 from typing import Any
 
 from . import yupdate
 from .attribution import (
     BLOCK,
+    DELTA_STEP,
     EMBED,
     MOVE_BYTES,
     R_BLOCK,
@@ -94,14 +96,19 @@ class IdFold:
     def adopt(self, track: TextTrack) -> None:
         """Place items in `track` too (a new, empty root: AttributionIndex.adopt)."""
         if track.by_block is None:
-            track.by_block = {id(b): i for i, b in enumerate(track.blocks)}
+            track.follow_by_ids()
 
     # --- reading an update ---------------------------------------------------------------
 
-    def plan(self, update: bytes) -> tuple[list[yupdate.Struct], list[tuple[int, int, int]]]:
+    def plan(
+        self,
+        update: bytes,
+        decoded: tuple[list[yupdate.Struct], list[tuple[int, int, int]]] | None = None,
+    ) -> tuple[list[yupdate.Struct], list[tuple[int, int, int]]]:
         """The update's structs and deletions, if this fold follows all of them
-        (yupdate.Unsupported otherwise); nothing is changed yet."""
-        structs, deletes = yupdate.decode(update)
+        (yupdate.Unsupported otherwise); nothing is changed yet. `decoded`: what
+        yupdate.decode made of it already (a large one, in a worker thread)."""
+        structs, deletes = decoded if decoded is not None else yupdate.decode(update)
         state = dict(self.state)
         types = False
         for s in structs:
@@ -238,7 +245,25 @@ class IdFold:
         """Fold one update (planned by :meth:`plan`) as event `seq`; whether an item was
         placed among concurrent inserts. `copies`: the text it may bring back (an undo's,
         a redo's, a restore's)."""
+        steps = self.apply_steps(structs, deletes, seq, copies)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return bool(done.value)
+
+    def apply_steps(
+        self,
+        structs: list[yupdate.Struct],
+        deletes: list[tuple[int, int, int]],
+        seq: int,
+        copies: Copies | None = None,
+    ) -> Generator[None, None, bool]:
+        """:meth:`apply`, a pause (a yield) every DELTA_STEP structs or ranges (see
+        AttributionIndex.fold_sliced); returns whether an item was placed among
+        concurrent inserts."""
         resolved = False
+        k = 0
         # text deleted and inserted again by one update (a line moved): see Moves
         moves = (
             Moves()
@@ -248,6 +273,9 @@ class IdFold:
             else None
         )
         for s in structs:
+            k += 1
+            if k % DELTA_STEP == 0:
+                yield
             self.state[s.client] = s.clock + s.length
             if s.origin is not None:
                 run = self.find(*s.origin)
@@ -263,7 +291,12 @@ class IdFold:
                 track = None
             if track is not None:
                 resolved |= self._insert(track, s, seq, moves, copies)
-        for client, clock, length in deletes:
+        # (in the order of the ids: each range's runs are split after the last one's, at
+        # the end of the client's lists, not in their middle, whatever order they came in)
+        for client, clock, length in sorted(deletes):
+            k += 1
+            if k % DELTA_STEP == 0:
+                yield
             self._delete(client, clock, clock + length, seq)
         if moves is not None:
             self._moved(moves, deletes, seq)
@@ -435,8 +468,7 @@ class IdFold:
                 self._split(run, end - rs)
             run[R_DEL] = seq
             track: TextTrack = run[R_TRACK]
-            assert track.by_block is not None
-            track.alive[track.by_block[id(run[R_BLOCK])]] -= run[R_LEN]
+            track.alive[track.block_index(run[R_BLOCK])] -= run[R_LEN]
             i += 1
 
 

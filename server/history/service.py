@@ -85,6 +85,9 @@ MAX_PAGE = 1000
 #: a diff over at most this many events, asked before the document's attribution index
 #: exists, folds just its range rather than building the index
 RANGE_DIFF_MAX = 20_000
+#: a text diff of more runs than this is made in a worker thread (the document's
+#: index held still, see _walk): one op per run, a fragmented text's took ~1 s per 100k
+DIFF_ON_LOOP_RUNS = 4096
 #: no control character, no '/', no space at either end (" " and "v1 " looked like
 #: no name and like "v1")
 _TAG = re.compile(r"[^ \x00-\x1f\x7f/]([^\x00-\x1f\x7f/]{0,62}[^ \x00-\x1f\x7f/])?")
@@ -482,7 +485,15 @@ class History:
                     roots[name] = {"type": TEXT, "ops": walked}
                     continue
             if name in index.tracks:
-                ops = index.diff(name, a, b)
+                track = index.tracks[name]
+                if sum(map(len, track.blocks)) <= DIFF_ON_LOOP_RUNS:
+                    ops = index.diff(name, a, b)
+                else:  # (an op per run: 100k runs took a second, off the loop)
+                    walked = await self._walk(
+                        doc, index, f"diff of {name!r}", index.diff, name, a, b
+                    )
+                    assert walked is not None  # (a text's diff meets no tree to mismatch)
+                    ops = walked
                 if index.tracks[name].rich:  # lay the formatting over it
                     # 45 ms for a formatted 107 kB text, 0.4 s for 800 kB: off the loop
                     ops = await cpu_account.to_thread(
