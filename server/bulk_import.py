@@ -25,7 +25,9 @@ by the same rule, so a run that stopped half-way can be run again. A document le
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,7 @@ from .errors import DocNameError
 from .known import KnownDeletions, adds_anything
 from .maintenance import MaintenanceError, as_update, import_data
 from .names import validate_doc_name
+from .settings import Settings
 from .snapshots import load
 from .store import EventStore
 from .updates import decode_update_meta
@@ -144,36 +147,41 @@ class YStoreSQLite:
 class Directory:
     """One file per document below `path`: NAME.yjs / NAME.bin (an update) or NAME.txt.
     Any other file is refused (hidden ones too: ``.notes.yjs`` is a document), as are
-    two files of one name."""
+    two files of one name, anything that is not a regular file (a symbolic link, to a
+    file or a directory, is never followed: ``passwd.txt -> /etc/passwd`` would import
+    the operator's file; a device, a FIFO, a socket) and a file over `max_bytes` (by its
+    size, before it is read): listed, and nothing is imported."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, max_bytes: int | None = None) -> None:
         root = Path(path)
         if not root.is_dir():
             raise MaintenanceError(f"no directory at {root.absolute()}")
         self.label = root.name
+        self.max_bytes = Settings.from_env().max_doc_bytes if max_bytes is None else max_bytes
         self.files: dict[str, Path] = {}
-        other, twice = [], []
-        for f in sorted(root.rglob("*")):
-            rel = f.relative_to(root)
-            if not f.is_file():
+        other: list[str] = []
+        twice: list[str] = []
+        for f, st in _walk(root):
+            rel = f.relative_to(root).as_posix()
+            kind = _not_regular(st.st_mode)
+            if kind is not None:
+                other.append(f"{rel}: {kind}, not a regular file")
                 continue
             if f.suffix not in UPDATE_SUFFIXES + TEXT_SUFFIXES:
-                other.append(rel.as_posix())
+                other.append(f"{rel}: unknown extension")
                 continue
-            name = rel.with_suffix("").as_posix()
+            if st.st_size > self.max_bytes:
+                other.append(f"{rel}: {st.st_size} bytes, over MAX_DOC_BYTES ({self.max_bytes})")
+                continue
+            name = f.relative_to(root).with_suffix("").as_posix()
             if name in self.files:
-                twice.append(f"{self.files[name].relative_to(root)} and {rel}")
+                twice.append(f"{self.files[name].relative_to(root)} and {rel}: the same document")
             self.files[name] = f
         if other or twice:
             raise MaintenanceError(
                 f"{path} holds files that are not one document each (NAME.yjs or NAME.bin: "
-                "a Yjs update, NAME.txt: text): "
-                + "; ".join(
-                    [
-                        *(f"{o}: unknown extension" for o in other),
-                        *(f"{t}: the same document" for t in twice),
-                    ]
-                )  # fmt: skip
+                "a Yjs update, NAME.txt: text, each a regular file); nothing was imported: "
+                + "; ".join([*other, *twice])
             )
 
     def names(self) -> list[str]:
@@ -181,10 +189,64 @@ class Directory:
 
     def items(self, name: str) -> Iterator[Item]:
         f = self.files[name]
-        yield Item(f.read_bytes(), text=f.suffix in TEXT_SUFFIXES)
+        yield Item(_read_regular(f, self.max_bytes), text=f.suffix in TEXT_SUFFIXES)
 
     def close(self) -> None:
         pass
+
+
+def _walk(root: Path) -> Iterator[tuple[Path, os.stat_result]]:
+    """Every entry below `root` but its directories, with its lstat, in name order; a
+    symbolic link (to a directory too) is an entry, never followed."""
+    stack = [root]
+    found: list[tuple[Path, os.stat_result]] = []
+    while stack:
+        d = stack.pop()
+        with os.scandir(d) as it:
+            for e in it:
+                st = e.stat(follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(Path(e.path))
+                else:
+                    found.append((Path(e.path), st))
+    return iter(sorted(found, key=lambda x: x[0]))
+
+
+def _not_regular(mode: int) -> str | None:
+    """What a file that is not a regular one is ("a symbolic link", ...); None for one."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
+
+
+def _read_regular(f: Path, max_bytes: int) -> bytes:
+    """`f`'s bytes, opened without following a symbolic link and checked again once
+    open (it may have been replaced since the directory was listed): a regular file of
+    at most `max_bytes`, or MaintenanceError before anything is read."""
+    try:
+        fd = os.open(f, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        why = f"cannot open it ({e.strerror}; a symbolic link is not followed)"
+        raise MaintenanceError(why) from e
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        kind = _not_regular(st.st_mode)
+        if kind is not None:
+            raise MaintenanceError(f"it is {kind}, not a regular file")
+        if st.st_size > max_bytes:
+            raise MaintenanceError(f"it has {st.st_size} bytes, over MAX_DOC_BYTES ({max_bytes})")
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise MaintenanceError(f"it has over {max_bytes} bytes, over MAX_DOC_BYTES")
+    return data
 
 
 SOURCES: dict[str, Callable[[str], Source]] = {

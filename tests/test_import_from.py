@@ -4,6 +4,7 @@ pycrdt-websocket SQLiteYStore or a directory, in one run; then served by a real 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import subprocess
 import sys
@@ -28,11 +29,14 @@ HOCUSPOCUS_SCHEMA = """CREATE TABLE IF NOT EXISTS "documents" (
 )"""
 
 
-async def palimpsest(*argv: str) -> subprocess.CompletedProcess[str]:
-    """`palimpsest ARGV` as its own process, as a user runs it."""
+async def palimpsest(
+    *argv: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`palimpsest ARGV` as its own process, as a user runs it (`env`: variables added)."""
     return await asyncio.to_thread(
         subprocess.run, [sys.executable, "-m", "palimpsest", *argv],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
     )  # fmt: skip
 
 
@@ -288,3 +292,45 @@ async def test_a_directory_and_a_document_that_fails(tmp_path: Path) -> None:
         letter = await served(http, "letter")
         assert str(letter.get("content", type=Text)) == "Dear all,\nplease read.\n"
         assert (await http.get("/api/docs/broken/events")).status_code == 404
+
+
+async def test_a_directory_never_follows_a_link_nor_reads_what_is_no_regular_file(
+    tmp_path: Path,
+) -> None:
+    # an operator imports a directory someone else supplied: a link in it to a file of
+    # theirs (or to /etc) must not make that file a document; a FIFO, a device, a file
+    # larger than a document may be are listed, by their kind or size, unread
+    outside = tmp_path / "secret_outside.txt"
+    outside.write_text("top secret operator file")
+    d = tmp_path / "dump"
+    (d / "sub").mkdir(parents=True)
+    (d / "ok.txt").write_text("hello")
+    (d / "stolen.txt").symlink_to(outside)
+    (d / "passwd.txt").symlink_to("/etc/passwd")
+    (d / "etc").symlink_to("/etc", target_is_directory=True)
+    os.mkfifo(d / "sub" / "pipe.yjs")
+    (d / "big.yjs").touch()
+    os.truncate(d / "big.yjs", 2048)  # sparse: its size is what it says, not its disk
+    db = tmp_path / "p.db"
+    r = await palimpsest("import-from", "dir", str(d), "--db", str(db),
+                         env={"PALIMPSEST_MAX_DOC_BYTES": "1024"})  # fmt: skip
+    assert r.returncode == 1, r
+    for said in (
+        "stolen.txt: a symbolic link, not a regular file",
+        "passwd.txt: a symbolic link, not a regular file",
+        "etc: a symbolic link, not a regular file",
+        "sub/pipe.yjs: a FIFO, not a regular file",
+        "big.yjs: 2048 bytes, over MAX_DOC_BYTES (1024)",
+        "nothing was imported",
+    ):
+        assert said in r.stderr, (said, r.stderr)
+    assert "ok.txt" not in r.stderr, r.stderr
+    async with run_server(settings_for(db)) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        for doc in ("ok", "stolen", "passwd"):
+            assert (await http.get(f"/api/docs/{doc}/events")).status_code == 404, doc
+
+    # what is left, regular files, comes in; the links' targets were never opened
+    for f in ("stolen.txt", "passwd.txt", "etc", "sub/pipe.yjs", "big.yjs"):
+        (d / f).unlink()
+    r = await palimpsest("import-from", "dir", str(d), "--db", str(db))
+    assert r.returncode == 0 and "1 imported" in r.stdout, r
