@@ -71,77 +71,137 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
-def _open_sqlite(path: str, table: str, columns: tuple[str, ...], what: str) -> sqlite3.Connection:
-    """A read-only connection to `path`, whose `table` must have `columns`."""
-    p = Path(path)
-    if not p.is_file():
-        raise MaintenanceError(f"no file at {p.absolute()}")
-    conn = sqlite3.connect(f"{p.absolute().as_uri()}?mode=ro", uri=True)
-    try:
-        have = {r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')}
-    except sqlite3.DatabaseError as e:
-        conn.close()
-        raise MaintenanceError(f"{path} is not an SQLite database ({e})") from e
-    if not set(columns) <= have:
-        conn.close()
-        raise MaintenanceError(
-            f"{path} has no table {table}({', '.join(columns)}): not {what}"
-            + (f" (its {table} has {', '.join(sorted(have))})" if have else "")
-        )
-    return conn
+#: SQLite virtual-machine steps between two calls of the progress handler
+_PROGRESS_EVERY = 10_000
+#: a query's budget of VM steps: this many per byte of the source file, and at least
+#: _STEPS_LEAST. Reading a real table costs some tens of steps per row (a row takes a few
+#: bytes at least): far below it; a loop (a view over a recursive CTE) reaches it
+_STEPS_PER_BYTE = 200
+_STEPS_LEAST = 50_000_000
 
 
-class HocuspocusSQLite:
-    """@hocuspocus/extension-sqlite: ``documents(name, data)``, one row per document."""
+class _SQLiteSource:
+    """A source SQLite file, read only, its `table` a real table with `columns`, each
+    query's work bounded (see ``query``)."""
 
-    def __init__(self, path: str) -> None:
-        self.label = Path(path).name
-        self.conn = _open_sqlite(path, "documents", ("name", "data"),
-                                 "a database of @hocuspocus/extension-sqlite")  # fmt: skip
+    def __init__(self, path: str, table: str, columns: tuple[str, ...], what: str) -> None:
+        p = Path(path)
+        if not p.is_file():
+            raise MaintenanceError(f"no file at {p.absolute()}")
+        self.label = p.name
+        self.path = path
+        self.max_bytes = Settings.from_env().max_doc_bytes
+        # read-only (mode=ro): the file is never written, nor a journal made beside it.
+        # Not immutable=1: a source left in WAL mode keeps its last writes in its -wal
+        # file, which that would leave out
+        self.conn = sqlite3.connect(f"{p.absolute().as_uri()}?mode=ro", uri=True)
+        # no value longer than a document may be (a blob of 1 GB is refused by SQLite
+        # before it is made), no function of the file's schema run unless harmless
+        self.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, self.max_bytes + 1024)
+        self.budget = max(_STEPS_LEAST, p.stat().st_size * _STEPS_PER_BYTE)
+        self._steps = 0
+        self.conn.set_progress_handler(self._progress, _PROGRESS_EVERY)
+        try:
+            self.conn.execute("PRAGMA trusted_schema = OFF")
+            kind = self.conn.execute(
+                "SELECT type FROM sqlite_master WHERE name = ? COLLATE NOCASE", (table,)
+            ).fetchone()
+            cols = {
+                r[1]: r[6]  # name: hidden (0 a plain column; 2, 3 generated ones)
+                for r in self.conn.execute(f'PRAGMA table_xinfo("{table}")')
+            }
+        except sqlite3.DatabaseError as e:
+            self.conn.close()
+            raise MaintenanceError(f"{path} is not an SQLite database ({e})") from e
+        problem = None
+        if kind is None or not set(columns) <= set(cols):
+            problem = f"has no table {table}({', '.join(columns)})" + (
+                f" (its {table} has {', '.join(sorted(cols))})" if cols else ""
+            )
+        elif kind[0] != "table":
+            problem = f"has {table} as a {kind[0]}, not a table"
+        elif any(cols[c] for c in columns):
+            problem = f"has {table} with generated columns ({', '.join(columns)} must be stored)"
+        if problem is not None:
+            self.conn.close()
+            raise MaintenanceError(f"{path} {problem}: not {what}")
 
-    def names(self) -> list[str]:
-        return [
-            r[0] for r in self.conn.execute("SELECT DISTINCT name FROM documents ORDER BY name")
-        ]
+    def _progress(self) -> int:
+        self._steps += _PROGRESS_EVERY
+        return 1 if self._steps > self.budget else 0  # non-zero: the query is interrupted
 
-    def items(self, name: str) -> Iterator[Item]:
-        # the extension reads the newest row of a name (ORDER BY rowid DESC): so here
-        row = self.conn.execute(
-            "SELECT data FROM documents WHERE name = ? ORDER BY rowid DESC LIMIT 1", (name,)
-        ).fetchone()
-        if row is not None:
-            yield Item(bytes(row[0]))
+    def query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        """All rows of `sql`; MaintenanceError if it takes more than the file's budget of
+        work (its size's worth: ``_STEPS_PER_BYTE``) or the file is damaged."""
+        self._steps = 0
+        try:
+            return self.conn.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as e:  # OperationalError "interrupted" among them
+            if self._steps > self.budget:
+                raise MaintenanceError(
+                    f"{self.path}: reading it takes more work than a file of its size can "
+                    f"need (over {self.budget} SQLite steps): stopped, not a store's file"
+                ) from e
+            if "too big" in str(e):
+                raise MaintenanceError(
+                    f"{self.path}: a value is larger than MAX_DOC_BYTES ({self.max_bytes})"
+                ) from e
+            raise MaintenanceError(f"{self.path}: cannot be read ({e})") from e
 
     def close(self) -> None:
         self.conn.close()
 
 
-class YStoreSQLite:
+class HocuspocusSQLite(_SQLiteSource):
+    """@hocuspocus/extension-sqlite: ``documents(name, data)``, one row per document."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, "documents", ("name", "data"),
+                         "a database of @hocuspocus/extension-sqlite")  # fmt: skip
+
+    def names(self) -> list[str]:
+        rows = self.query("SELECT DISTINCT name FROM documents ORDER BY name")
+        return [str(r[0]) for r in rows]
+
+    def items(self, name: str) -> Iterator[Item]:
+        # the extension reads the newest row of a name (ORDER BY rowid DESC): so here
+        rows = self.query(
+            "SELECT data FROM documents WHERE name = ? ORDER BY rowid DESC LIMIT 1", (name,)
+        )
+        if rows:
+            yield Item(_blob(rows[0][0]))
+
+
+class YStoreSQLite(_SQLiteSource):
     """pycrdt-websocket's SQLiteYStore: ``yupdates(path, yupdate, metadata, timestamp)``,
     one row per update. Its ycheckpoints table only repeats what the rows hold."""
 
     def __init__(self, path: str) -> None:
-        self.label = Path(path).name
-        self.conn = _open_sqlite(path, "yupdates", ("path", "yupdate", "timestamp"),
-                                 "a pycrdt-websocket SQLiteYStore")  # fmt: skip
+        super().__init__(path, "yupdates", ("path", "yupdate", "timestamp"),
+                         "a pycrdt-websocket SQLiteYStore")  # fmt: skip
 
     def names(self) -> list[str]:
-        rows = self.conn.execute("SELECT DISTINCT path FROM yupdates ORDER BY path")
-        return [r[0] for r in rows]
+        rows = self.query("SELECT DISTINCT path FROM yupdates ORDER BY path")
+        return [str(r[0]) for r in rows]
 
     def items(self, name: str) -> Iterator[Item]:
         # the YStore folds its rows in timestamp order; rowid breaks ties in write order
-        rows = self.conn.execute(
+        rows = self.query(
             "SELECT yupdate, timestamp FROM yupdates WHERE path = ? ORDER BY timestamp, rowid",
             (name,),
         )
         for data, ts in rows:
             if not isinstance(ts, int | float) or not 0 <= ts < 1e11:
                 raise MaintenanceError(f"a row of {name!r} has the timestamp {ts!r}, not a time")
-            yield Item(bytes(data or b""), round(ts * 1000))
+            yield Item(_blob(data), round(ts * 1000))
 
-    def close(self) -> None:
-        self.conn.close()
+
+def _blob(data: object) -> bytes:
+    if data is None:
+        return b""
+    if isinstance(data, bytes | str):
+        return data if isinstance(data, bytes) else data.encode()
+    raise MaintenanceError(f"a value of type {type(data).__name__} where an update belongs")
 
 
 class Directory:

@@ -334,3 +334,50 @@ async def test_a_directory_never_follows_a_link_nor_reads_what_is_no_regular_fil
         (d / f).unlink()
     r = await palimpsest("import-from", "dir", str(d), "--db", str(db))
     assert r.returncode == 0 and "1 imported" in r.stdout, r
+
+
+async def test_a_crafted_sqlite_file_is_refused_not_run(tmp_path: Path) -> None:
+    # a 4 KB "Hocuspocus file" whose documents is a view over an endless recursive CTE
+    # ran forever (SELECT DISTINCT name ...): a view is no store's table, so it is
+    # refused before any query of it; the same for a YStore's yupdates, and for stored
+    # columns made generated ones (an expression the file chooses, run on each read)
+    loop = (
+        "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) "
+        "SELECT 'doc' || i AS {name}, x'00' AS {data}, 1.0 AS timestamp FROM r"
+    )
+    files = {
+        "hocuspocus-sqlite": [f"CREATE VIEW documents AS {loop.format(name='name', data='data')}"],
+        "ystore": [f"CREATE VIEW yupdates AS {loop.format(name='path', data='yupdate')}"],
+    }
+    db = tmp_path / "p.db"
+    for kind, ddl in files.items():
+        src = tmp_path / f"{kind}.sqlite"
+        with sqlite3.connect(src) as conn:
+            for sql in ddl:
+                conn.execute(sql)
+        conn.close()
+        before = src.read_bytes()
+        r = await palimpsest("import-from", kind, str(src), "--db", str(db), timeout=60)
+        table = "documents" if kind == "hocuspocus-sqlite" else "yupdates"
+        assert r.returncode == 1 and f"has {table} as a view, not a table" in r.stderr, r
+        assert src.read_bytes() == before  # opened read-only
+
+    gen = tmp_path / "generated.sqlite"
+    with sqlite3.connect(gen) as conn:
+        conn.execute("CREATE TABLE documents (name TEXT, n INT, data BLOB AS (zeroblob(n)))")
+        conn.execute("INSERT INTO documents (name, n) VALUES ('a', 1000000000)")
+    conn.close()
+    r = await palimpsest("import-from", "hocuspocus-sqlite", str(gen), "--db", str(db))
+    assert r.returncode == 1 and "with generated columns" in r.stderr, r
+
+    # a real table, but a row larger than a document may be: refused by SQLite's own
+    # length limit, before the value is made in memory
+    big = hocuspocus_db(tmp_path / "big.sqlite", {"small": text_doc().get_update()})
+    with sqlite3.connect(big) as conn:
+        conn.execute("INSERT INTO documents (name, data) VALUES ('huge', zeroblob(4096))")
+    conn.close()
+    r = await palimpsest("import-from", "hocuspocus-sqlite", str(big), "--db", str(db),
+                         env={"PALIMPSEST_MAX_DOC_BYTES": "2048"})  # fmt: skip
+    assert r.returncode == 1, r
+    assert "huge: FAILED: update 1:" in r.stderr and "larger than MAX_DOC_BYTES" in r.stderr, r
+    assert "small: 1 event" in r.stderr, r
