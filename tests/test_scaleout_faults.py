@@ -7,6 +7,7 @@ lose messages use the shared PostgreSQL with a schema of their own."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable
 from pathlib import Path
 
@@ -427,12 +428,16 @@ async def test_edits_behind_a_read_the_store_does_not_answer_are_logged(
 
                     await eventually(said, timeout=15, what="the waiting edits logged")
                     line = next(ln for ln in p.log_text().splitlines() if "edits have waited" in ln)
-                    assert "5 edits" in line and "behind a read of the log" in line, line
+                    # five keystrokes, as one to five updates (a client merges what it
+                    # has not sent yet when its socket is slow to take them)
+                    waiting = re.search(r"(\d+) edits", line)
+                    assert waiting and 1 <= int(waiting[1]) <= 5, line
+                    assert "behind a read of the log" in line, line
                     assert "no commit of this process's is in flight" in line, line
                     async with httpx.AsyncClient() as http:
                         m = (await http.get(p.http_url + "/metrics", timeout=10)).text
                     assert "palimpsest_commit_stalled 1.0" in m
-                    assert "palimpsest_commit_waiting_edits 5.0" in m
+                    assert f"palimpsest_commit_waiting_edits {int(waiting[1])}.0" in m, m
                     await asyncio.to_thread(proxy.resume)
                     await eventually(
                         lambda: all(t in a.content for t in ("[lost]", "[sent]", "hi held")),
