@@ -426,7 +426,7 @@ async def test_edits_behind_a_read_the_store_does_not_answer_are_logged(
                     def said() -> bool:
                         return "edits have waited" in p.log_text()
 
-                    await eventually(said, timeout=15, what="the waiting edits logged")
+                    await eventually(said, timeout=40, what="the waiting edits logged")
                     line = next(ln for ln in p.log_text().splitlines() if "edits have waited" in ln)
                     # five keystrokes, as one to five updates (a client merges what it
                     # has not sent yet when its socket is slow to take them)
