@@ -61,7 +61,14 @@ from .origins import (
 from .ownership import Owners, imported_clients
 from .ranges import Ranges
 from .store.base import Event, NewEvent, now_ms
-from .updates import UpdateMeta, decode_update_meta, not_v1, unsupported
+from .updates import (
+    UpdateMeta,
+    decode_update_meta,
+    not_v1,
+    too_many_new_clients,
+    unsupported,
+    yrs_reads,
+)
 
 log = logging.getLogger("palimpsest.room")
 
@@ -422,6 +429,28 @@ class Room:
             raise ProtocolError(f"sync step 1 carries an invalid state vector: {e}") from e
         peer.send(P.encode_sync_step2(update))
 
+    @property
+    def empty(self) -> bool:
+        """The document holds no item, and no update is queued for it."""
+        if self.queued_edits:
+            return False
+        clocks = self.owners.clocks
+        return not clocks if clocks is not None else self.doc.get_state() == b"\x00"
+
+    def check_new_clients(self, update: bytes, cap: int, *, step2: bool = False) -> None:
+        """Refuse (UpdateRejected, 4400) an update that writes items of more than `cap`
+        client ids the document and the updates queued for it do not hold, before it is
+        read past the cap (updates.too_many_new_clients). A sync step 2 into a document
+        that holds nothing yet is not capped: a client bringing a whole document back
+        into a fresh database. 0: no cap."""
+        if not cap or (step2 and self.empty):
+            return
+        clocks = self.owners.clocks
+        known: Container[int] = clocks if clocks is not None else self._live_state()
+        why = too_many_new_clients(update, known, cap)
+        if why is not None:
+            raise UpdateRejected(why)
+
     def announced(self, peer_id: str) -> frozenset[int]:
         """The Yjs client ids connection `peer_id` announced in its presence (its own)."""
         return frozenset(c for c, e in self.presence.entries.items() if e.peer_id == peer_id)
@@ -443,7 +472,8 @@ class Room:
         if update == EMPTY_UPDATE:
             return False
         try:
-            get_state(update)  # it decodes, or the sender is refused
+            if not yrs_reads(update):  # (read ahead, in a worker thread: a large step 2)
+                get_state(update)  # it decodes, or the sender is refused
         except FATAL:
             raise
         except BaseException as e:  # pyo3 PanicException is one

@@ -52,6 +52,11 @@ class Settings:
     #: limits.frame_limit); past it (or max_doc_bytes, if larger) the connection whose
     #: frame would go over is closed with 1013 (try again later) before more is read
     max_large_frames_bytes: int = 256 * 1024 * 1024
+    #: new Yjs client ids (none of whose items the document holds yet) one update of a
+    #: writer may bring; past it the update is refused (4400) before it is read further.
+    #: Not for a sync step 2 into a document that holds nothing yet (a whole document
+    #: brought back into a fresh database). 0 = unlimited
+    max_new_clients_per_update: int = 1024
     #: what one presence (awareness) update may change; the states of others it sends
     #: back unchanged (every provider echoes what it receives) are not counted
     max_awareness_bytes: int = 64 * 1024

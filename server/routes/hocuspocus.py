@@ -395,7 +395,7 @@ class HocuspocusSocket(Connection):
                 self.backend.refused("read_only")
             self.send(H.encode_sync_status(peer.doc, saved))
             return
-        creating = self.admit_update(room, update, peer.guard, peer.client)
+        creating = self.admit_update(room, update, peer.guard, peer.client, step2=step2)
         own = room.announced(peer.id) if step2 else None
         try:
             logged = room.receive_update(peer.author, update, reply_to_step1=step2, own=own)

@@ -17,6 +17,7 @@ from typing import Any
 from pycrdt import merge_updates
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from .. import cpu_account
 from .. import protocol as P
 from ..backend import Backend
 from ..conn_guard import ConnectionGuard
@@ -40,6 +41,7 @@ from ..protocol import sync_update_of
 from ..repeat_refusals import counted_after_open, request_key
 from ..resync import Resync
 from ..room import EMPTY_UPDATE, Room
+from ..updates import read_ahead, yrs_reads
 from ..util import close_reason
 from .wire_write import detach_reader, direct_reader, direct_writer, protocol_of, wake_reader
 
@@ -111,6 +113,9 @@ class Connection:
         self._refusing = False
         #: messages the direct reader handled (the rest came through ws.receive())
         self.direct_messages = 0
+        #: while a large sync step 2 is read in a worker thread (_read_ahead): the frames
+        #: that came after it, handled once it is
+        self._later: list[bytes] | None = None
 
     # --- Peer ---------------------------------------------------------------------------
 
@@ -259,6 +264,9 @@ class Connection:
         if len(frame) > limit:
             raise FrameTooLarge(f"frame of {len(frame)} bytes is over the limit of {limit}")
         self.guard.check_rate(len(frame))
+        if self._later is not None:
+            self._later.append(frame)  # (in order, after the update read ahead)
+            return
         update = sync_update_of(frame)
         if update is not None:  # the commonest frame, read without a message object
             self._receive_update(room, update, False)
@@ -356,7 +364,15 @@ class Connection:
             if whole is None:
                 return
             update, step2 = whole
-        creating = self.admit_update(room, update, self.guard)
+        if step2 and len(update) > READ_AHEAD_BYTES and room.empty and not yrs_reads(update):
+            # a whole document brought into an empty one (not capped: Room.check_new_
+            # clients): read in a worker thread, not on the loop, the frames after it held
+            self._later = []
+            task = asyncio.create_task(self._read_ahead(room, update))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        creating = self.admit_update(room, update, self.guard, step2=step2)
         try:
             own = room.announced(self.id) if step2 else None
             if room.receive_update(self, update, reply_to_step1=step2, own=own) and creating:
@@ -380,17 +396,49 @@ class Connection:
         if step2:
             self.resync.step2(room)
 
+    async def _read_ahead(self, room: Room, update: bytes) -> None:
+        """A large sync step 2 into an empty document: read in a worker thread (what the
+        room's path then reads on the loop is taken from there: updates.read_ahead),
+        then handled, then the frames that came meanwhile, in order."""
+        try:
+            await cpu_account.to_thread(read_ahead, update)
+            if self._close is not None:
+                return
+            later, self._later = self._later or [], None
+            self._receive_update(room, update, True)
+            for i, frame in enumerate(later):
+                self.handle(room, frame)
+                if self._later is not None:  # another one read ahead: the rest after it
+                    self._later[:0] = later[i + 1 :]
+                    break
+        except WebSocketDisconnect:
+            pass
+        except PalimpsestError as e:
+            self._later = None
+            self._refusing = True  # (the frames still to come are dropped: read())
+            self._refuse(e)
+
     def admit_update(
-        self, room: Room, update: bytes, guard: ConnectionGuard, client: Client | None = None
+        self,
+        room: Room,
+        update: bytes,
+        guard: ConnectionGuard,
+        client: Client | None = None,
+        *,
+        step2: bool = False,
     ) -> bool:
         """Raise unless `guard`'s identity may send `update` now: the extensions'
-        on_update (document size, …), the quota of new documents. The frame was already
+        on_update (document size, …), the quota of new documents, the cap on new client
+        ids (Room.check_new_clients; `step2`: it answers our sync step 1). The frame was already
         charged against the rate. `client`: the document's, when one socket serves
         several (Hocuspocus). True when the update would create the document: the
         caller counts it (guard.created) once the room took it, so that an update
         refused there (it does not decode, it forges items) creates nothing."""
         if update == EMPTY_UPDATE:
             return False
+        room.check_new_clients(
+            update, self.backend.settings.max_new_clients_per_update, step2=step2
+        )
         self.backend.extensions.update(room, client or self.client, update)
         if room.seq == 0 and not room.queued_bytes:
             guard.check_creation()
@@ -427,18 +475,8 @@ class Connection:
             await self.read(partial(self.handle, room))
         except WebSocketDisconnect:
             pass
-        except (ProtocolError, UpdateRejected, FrameTooLarge, StoreError, RateLimited) as e:
-            log.info(
-                "%s (%s on %s): closing with %d: %s", self.id, self.actor, self.doc, e.close_code, e
-            )
-            self._refused(e)
-            if isinstance(e, UpdateRejected | ProtocolError) and self.ext:
-                self.send(P.encode_extension({"type": "error", "reason": str(e)}))
-            self.close(e.close_code, str(e))
         except PalimpsestError as e:
-            log.info("%s: closing with %d: %s", self.id, e.close_code, e)
-            self._refused(e)
-            self.close(e.close_code, str(e))
+            self._refuse(e)
         finally:
             if self._expiry is not None:
                 self._expiry.cancel()
@@ -450,6 +488,20 @@ class Connection:
             detach_reader(self.ws)  # (else a cycle keeps the socket's memory: wire_write)
             for task in list(self._tasks):
                 task.cancel()
+
+    def _refuse(self, e: PalimpsestError) -> None:
+        """Close the connection for what one of its frames brought on."""
+        if isinstance(e, ProtocolError | UpdateRejected | FrameTooLarge | StoreError | RateLimited):
+            log.info(
+                "%s (%s on %s): closing with %d: %s", self.id, self.actor, self.doc, e.close_code, e
+            )
+            self._refused(e)
+            if isinstance(e, UpdateRejected | ProtocolError) and self.ext:
+                self.send(P.encode_extension({"type": "error", "reason": str(e)}))
+        else:
+            log.info("%s: closing with %d: %s", self.id, e.close_code, e)
+            self._refused(e)
+        self.close(e.close_code, str(e))
 
     def _refused(self, e: PalimpsestError) -> None:
         """Count a refusal after the socket opened; towards the handshake hold only when
@@ -518,6 +570,9 @@ class Connection:
         self._expiry = asyncio.get_running_loop().call_later(delay, expire)
 
 
+#: a sync step 2 into an empty document larger than this is read in a worker thread
+#: (Connection._read_ahead): 64 KiB of tiny items under as many client ids takes ~0.1 s
+READ_AHEAD_BYTES = 64 * 1024
 #: frame prefix of a sync step 2 (message type 0, sync message type 1)
 _STEP2 = bytes([0, 1])
 #: frame prefixes of the frames that carry an update: sync step 2, sync update
