@@ -36,6 +36,7 @@ from .errors import PalimpsestError
 from .extensions import Extension
 from .fanout import Fanout
 from .page_headers import PageHeaders
+from .request_count import CountRequests
 from .request_guard import LOCAL_ORIGIN, RequestGuard, normal_origin
 from .routes import docs, hocuspocus, ops
 from .routes.ws import websocket_endpoint
@@ -208,7 +209,13 @@ class Palimpsest:
             lifespan=self._own_lifespan,
             exception_handlers={PalimpsestError: palimpsest_error, HTTPException: http_error},
             middleware=[
-                Middleware(PageHeaders),  # outermost: the guard's refusals get them too
+                # outermost: every answer is counted, the guard's refusals too
+                Middleware(
+                    CountRequests,
+                    routes=tuple(routes),
+                    counted=backend.extensions.request,
+                ),
+                Middleware(PageHeaders),  # the guard's refusals get them too
                 _cors(backend.settings),
                 Middleware(
                     RequestGuard,

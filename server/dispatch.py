@@ -24,6 +24,7 @@ from starlette.requests import HTTPConnection
 from starlette.routing import BaseRoute
 
 from .auth import Identity
+from .closes import Closed
 from .errors import AuthError, ExtensionFailed, PalimpsestError
 from .extensions import Client, Extension, Operation
 from .lifecycle import Service, cancel_and_wait
@@ -67,6 +68,8 @@ _HOOKS = (
     "snapshot_meta",
     "on_snapshot",
     "on_refused",
+    "on_closed",
+    "on_request",
     "on_commit_batch",
     "on_peer_commit",
 )
@@ -418,6 +421,20 @@ class Extensions(Service):
                 ext.on_refused(reason)
             except Exception:
                 log.exception("%r: on_refused failed", ext)
+
+    def closed(self, client: Client, closed: Closed) -> None:
+        for ext in self._by["on_closed"]:
+            try:
+                ext.on_closed(client, closed)
+            except Exception:
+                log.exception("%r: on_closed failed", ext)
+
+    def request(self, route: str, method: str, status: int) -> None:
+        for ext in self._by["on_request"]:
+            try:
+                ext.on_request(route, method, status)
+            except Exception:
+                log.exception("%r: on_request failed", ext)
 
     def commit_batch(self, events: int, seconds: float) -> None:
         for ext in self._by["on_commit_batch"]:

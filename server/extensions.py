@@ -28,10 +28,11 @@ Three kinds of hooks, by where they run:
   a client.
 - **in the pipeline** (``on_unload``, ``before_apply``, ``on_applied``, ``on_logged``,
   ``on_update``, ``on_awareness``, ``snapshot_meta``, ``on_snapshot``, ``on_refused``,
-  ``on_commit_batch``, ``on_peer_commit``): plain functions called where the thing
-  happens, so they see the room exactly as it is then. They must be quick and must not
-  block: hand slow work to a task or to ``on_committed``. An exception is logged and the
-  room goes on (``on_update`` excepted: a PalimpsestError there refuses the update).
+  ``on_closed``, ``on_request``, ``on_commit_batch``, ``on_peer_commit``): plain
+  functions called where the thing happens, so they see the room exactly as it is
+  then. They must be quick and must not block: hand slow work to a task or to
+  ``on_committed``. An exception is logged and the room goes on (``on_update``
+  excepted: a PalimpsestError there refuses the update).
 
 Per-room state is typed: ``room.state(MyState)`` returns the room's ``MyState``, made
 with ``MyState(room)`` (or a factory) the first time; ``room.peek(MyState)`` returns it
@@ -48,6 +49,7 @@ from starlette.requests import HTTPConnection
 from starlette.routing import BaseRoute
 
 from .auth import Identity
+from .closes import Closed
 from .lifecycle import Service
 from .origins import Origin
 from .snapshots import SnapshotWritten
@@ -226,6 +228,15 @@ class Extension:
 
     def on_refused(self, reason: str) -> None:
         """A connection or a frame was refused; `reason` is a short snake_case label."""
+
+    def on_closed(self, client: Client, closed: Closed) -> None:
+        """A websocket connection that was accepted has ended: why (``closed.cause``, one
+        of ``closes.CAUSES``), its close code and reason, how long it was open."""
+
+    def on_request(self, route: str, method: str, status: int) -> None:
+        """An HTTP request was answered: its route's template (``/api/docs/{doc}``, never
+        the path itself; ``unmatched`` when no route takes it), its method (``other``
+        for one the API does not use) and its status."""
 
     def on_commit_batch(self, events: int, seconds: float) -> None:
         """One group-commit transaction finished: how many events, how long it took."""

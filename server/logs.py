@@ -7,6 +7,11 @@ import logging
 import sys
 import time
 
+#: the fields a line may carry apart from its message (``log.info(..., extra={...})``),
+#: each a key of its JSON object when present: the connection id (``peer``), the
+#: document, the user, a close code, a disconnect's cause and reason, a duration
+FIELDS = ("peer", "doc", "user", "code", "cause", "reason", "seconds")
+
 
 class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -17,6 +22,10 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        fields = record.__dict__
+        for name in FIELDS:
+            if name in fields:
+                out[name] = fields[name]
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out)

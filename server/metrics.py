@@ -6,18 +6,30 @@ snapshots written, rooms loaded, events committed, events from other processes,
 refusals); gauges that describe the present (connections, open rooms, fan-out state)
 are read at scrape time by a collector, so they can never drift from the truth. Its
 route ``GET /metrics`` renders them.
+
+Also in each registry: prometheus_client's standard ``process_*`` (RSS, CPU seconds,
+open fds, start time) and ``python_gc_*`` collectors, which name the process, not the
+backend; ``palimpsest_build_info`` (version, Python, the instance id that tells
+processes apart); and a probe of the event loop's lag, always on (_LoopProbe).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import platform
 import time
 from collections.abc import Iterator, Sequence
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
+    GCCollector,
     Histogram,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
@@ -27,7 +39,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from .extensions import Extension
+from .closes import CAUSES, Closed
+from .extensions import Client, Extension
+from .lifecycle import Service
 from .origins import Origin, PeerOrigin
 from .room import Room
 from .snapshots import SnapshotWritten
@@ -41,6 +55,12 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _SLOW = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _COUNTS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+_LAG = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+#: seconds between two probes of the event loop's lag: 20 timer wake-ups a second
+PROBE_SECONDS = 0.05
+#: a lag counted as a stall when the stall watch is off (Settings.stall_report_ms unset)
+STALL_SECONDS = 0.1
 
 
 class Metrics(Extension):
@@ -93,11 +113,49 @@ class Metrics(Extension):
             "Age of events written by another process when they are applied here",
             buckets=_SLOW, registry=r,
         )  # fmt: skip
+        self.loop_lag = Histogram(
+            "palimpsest_loop_lag_seconds",
+            f"How late the event loop ran a timer due every {PROBE_SECONDS:g} s",
+            buckets=_LAG, registry=r,
+        )  # fmt: skip
+        self.loop_stalls = Counter(
+            "palimpsest_loop_stalls",
+            "Probes of the event loop that found it held past the stall threshold",
+            registry=r,
+        )  # fmt: skip
+        self.http_requests = Counter(
+            "palimpsest_http_requests",
+            "HTTP requests answered, by route template, method and status class",
+            ["route", "method", "status"], registry=r,
+        )  # fmt: skip
+        self.disconnects = Counter(
+            "palimpsest_disconnects",
+            "Websocket connections ended, by cause (docs/operations.md lists them)",
+            ["cause"], registry=r,
+        )  # fmt: skip
+        for cause in CAUSES:  # every series there from the start: rate() sees the first
+            self.disconnects.labels(cause)
+        ProcessCollector(registry=r)
+        GCCollector(registry=r)
+        self.build_info = Gauge(
+            "palimpsest_build_info",
+            "1, labelled with the version, the Python and the instance id of this process",
+            ["version", "python", "instance_id"], registry=r,
+        )  # fmt: skip
         self.backend: Backend | None = None
+        self.probe: _LoopProbe | None = None
 
     def setup(self, backend: Backend) -> None:
         self.backend = backend
         self.registry.register(_LiveCollector(self))
+        self.build_info.labels(
+            _version(), platform.python_version(), backend.settings.instance
+        ).set(1)
+        threshold = backend.settings.stall_report_ms / 1000.0 or STALL_SECONDS
+        self.probe = _LoopProbe(self, threshold)
+
+    def services(self) -> Sequence[Service]:
+        return [self.probe] if self.probe is not None else []
 
     def routes(self) -> Sequence[BaseRoute]:
         return [Route("/metrics", self.endpoint)]
@@ -132,6 +190,12 @@ class Metrics(Extension):
     def on_refused(self, reason: str) -> None:
         self.refused.labels(reason).inc()
 
+    def on_closed(self, client: Client, closed: Closed) -> None:
+        self.disconnects.labels(closed.cause if closed.cause in CAUSES else "error").inc()
+
+    def on_request(self, route: str, method: str, status: int) -> None:
+        self.http_requests.labels(route, method, f"{status // 100}xx").inc()
+
     def on_applied(self, room: Room, event: Event, origin: Origin) -> None:
         """Events applied to a live room that another process wrote: their age is the
         fan-out lag."""
@@ -140,6 +204,48 @@ class Metrics(Extension):
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _LoopProbe(Service):
+    """The event loop's lag, always on and cheap: a timer due every PROBE_SECONDS
+    observes how late the loop ran it (what every callback due then waited). A lag past
+    `threshold` (the stall watch's, Settings.stall_report_ms, or STALL_SECONDS) is a
+    stall. A stall of at least `threshold` + PROBE_SECONDS is always seen, once; a
+    shorter one only when it held the loop while the probe was due (the stall watch,
+    server/stall_watch.py, sees every one and where it was, at a higher cost). A plain
+    callback, no task: a sleeping task costs a future and a wake-up of its own."""
+
+    def __init__(self, metrics: Metrics, threshold: float) -> None:
+        self.threshold = threshold
+        self._observe = metrics.loop_lag.observe
+        self._stalled = metrics.loop_stalls.inc
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._schedule(loop, loop.time() + PROBE_SECONDS)
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
+        self._timer = loop.call_at(due, self._tick, loop, due)
+
+    def _tick(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
+        now = loop.time()
+        lag = max(0.0, now - due)
+        self._observe(lag)
+        if lag >= self.threshold:
+            self._stalled()
+        self._schedule(loop, now + PROBE_SECONDS)
+
+
+def _version() -> str:
+    with contextlib.suppress(PackageNotFoundError):
+        return version("palimpsest")
+    return "unknown"
 
 
 class _LiveCollector(Collector):

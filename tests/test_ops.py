@@ -44,7 +44,7 @@ async def test_metrics_change_as_events_flow(tmp_path: Path) -> None:
                         unload_after_seconds=0.3)  # fmt: skip
     async with run_server(settings) as srv:
         before = await scrape(srv.url)
-        assert all(k[0].startswith("palimpsest_") for k in before)
+        assert all(k[0].startswith(("palimpsest_", "process_", "python_gc_")) for k in before)
         assert val(before, "palimpsest_events_appended_total", kind="edit") == 0
         assert val(before, "palimpsest_connections") == 0
         async with connect(srv.ws_url, "metered", user="ann") as c:
@@ -94,10 +94,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 def metric_names(text: str) -> set[str]:
     """The metric names `text` gives in backticks, as a scrape spells them (a counter
-    with `_total`): `{a,b}` spelled out, a `{label}` left off."""
+    with `_total`): `x_{a,b}_y` spelled out, labels at the end (`{route,method}`) left off."""
     names: set[str] = set()
-    for name in re.findall(r"`(palimpsest_[a-z_{},]+)`", text):
-        name = re.sub(r"\{[^,}]*\}", "", name)  # a label
+    for name in re.findall(r"`((?:palimpsest|process|python_gc)_[a-z_{},]+)`", text):
+        name = re.sub(r"(?<=[a-z])\{[^}]*\}$", "", name)  # its labels: {route,method,status}
         some = re.fullmatch(r"(.*)\{(.*)\}(.*)", name)  # palimpsest_x_{a,b}_total
         names.update([some[1] + part + some[3] for part in some[2].split(",")] if some else [name])
     return names

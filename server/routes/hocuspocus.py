@@ -30,6 +30,7 @@ from .. import protocol as P
 from ..auth import Identity
 from ..auth.open import OpenAccess
 from ..backend import Backend, with_params
+from ..closes import cause_of_error
 from ..conn_guard import ConnectionGuard
 from ..deletion import refuse_stale_copy
 from ..errors import (
@@ -51,7 +52,7 @@ from ..names import validate_doc_name
 from ..room import EMPTY_UPDATE, Room
 from ..updates import unsupported
 from .wire_write import detach_reader
-from .ws import Connection, client_id, extension_answer, reason_of, refuse
+from .ws import Connection, client_id, extension_answer, reason_of, refuse, said_closed
 
 log = logging.getLogger("palimpsest.hocuspocus")
 
@@ -108,15 +109,14 @@ class HocuspocusSocket(Connection):
     async def serve(self, room: Room | None = None) -> None:
         try:
             await self.read(self.dispatch)
-        except WebSocketDisconnect:
-            pass
+        except WebSocketDisconnect as e:
+            self.client_went(e.code, e.reason or None)
         except PalimpsestError as e:
             self.refuse(e)
         finally:
             for peer in list(self.docs.values()):
                 self.leave(peer)
-            if self._close is None:
-                self.close(1000, "")
+            self.close_after_client()
             await self.wait_closed()
             detach_reader(self.ws)  # (else a cycle keeps the socket's memory: wire_write)
             for task in list(self._tasks):
@@ -126,7 +126,7 @@ class HocuspocusSocket(Connection):
         code = close_code_of(e)
         log.info("%s: closing with %d: %s", self.id, code, e)
         self.backend.refused(reason_of(e))
-        self.close(code, str(e))
+        self.close(code, str(e), cause_of_error(e))
 
     def dispatch(self, data: bytes) -> None:
         settings = self.backend.settings
@@ -291,7 +291,7 @@ class HocuspocusSocket(Connection):
         except StoreError as e:
             log.warning("cannot load %s: %s", peer.doc, e)
             self.backend.refused("store_unavailable")
-            self.close(1013, "the store is unavailable, try again")
+            self.close(1013, "the store is unavailable, try again", cause="store_error")
             return
         if self.docs.get(peer.doc) is not peer or self._close is not None:
             self.backend.rooms.release(room)  # closed while loading
@@ -487,7 +487,7 @@ async def hocuspocus_endpoint(ws: WebSocket) -> None:
         try:
             await sock.serve()
         finally:
-            log.info("disconnect %s (hocuspocus)", sock.id)
+            said_closed(backend, client, sock.closed_as(), " (hocuspocus)")
     finally:
         await backend.extensions.disconnect(client, passed)
 

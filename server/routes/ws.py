@@ -9,6 +9,7 @@ import contextlib
 import itertools
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -20,6 +21,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from .. import cpu_account
 from .. import protocol as P
 from ..backend import Backend
+from ..closes import Closed, cause_of_client, cause_of_code, cause_of_error
 from ..conn_guard import ConnectionGuard
 from ..deletion import refuse_stale_copy
 from ..errors import (
@@ -98,6 +100,12 @@ class Connection:
         #: the parts of an update announced ({"type": "parts"}) held until the last comes
         self._parts_held: _Parts | None = None
         self._close: tuple[int, str] | None = None
+        #: why this side closed (closes.CAUSES), when it said so where it closed
+        self._cause: str | None = None
+        #: the close code and reason the client sent (1006: the socket went without one)
+        self._client_close: tuple[int, str] | None = None
+        self._client_cause = "client_closed"
+        self._opened = time.monotonic()
         #: the sender task, from the first frame queued (or the close) on; its end is the
         #: connection's: the close frame sent (or the socket gone)
         self._sender: asyncio.Task[None] | None = None
@@ -136,7 +144,8 @@ class Connection:
             if over is not None:
                 log.warning("%s: answers queued for %s over budget, dropping", self.id, over)
                 self.backend.refused("send_budget_overflow")
-                self.close(1013, "server busy: too much queued for your address or document")
+                self.close(1013, "server busy: too much queued for your address or document",
+                           cause="slow_client")  # fmt: skip
                 return
             reserved = len(frame)
         if self._queued_bytes + len(frame) > self._max_queued_bytes:
@@ -147,7 +156,7 @@ class Connection:
             )
             self.guard.release(reserved)
             self.backend.refused("send_queue_overflow")
-            self.close(1013, "send queue overflow: reconnect and re-sync")
+            self.close(1013, "send queue overflow: reconnect and re-sync", cause="slow_client")
             return
         answer = self._answering and frame[:2] == _STEP2
         try:
@@ -158,12 +167,15 @@ class Connection:
             self.guard.release(reserved)
             log.warning("%s: send queue overflow, dropping the connection", self.id)
             self.backend.refused("send_queue_overflow")
-            self.close(1013, "send queue overflow: reconnect and re-sync")
+            self.close(1013, "send queue overflow: reconnect and re-sync", cause="slow_client")
 
-    def close(self, code: int, reason: str) -> None:
+    def close(self, code: int, reason: str, cause: str | None = None) -> None:
+        """Close with `code` and `reason`; `cause` (one of closes.CAUSES) is what the
+        disconnect is counted as, told from the code when not given."""
         if self._close is not None:
             return
         self._close = (code, close_reason(reason))
+        self._cause = cause
         # wake the sender, which sends what is queued before this point, then closes
         queue = self._queue_for_sending()
         try:
@@ -222,6 +234,7 @@ class Connection:
         abort = getattr(transport, "abort", None)
         if callable(abort):
             log.warning("%s: the client does not read; aborting its connection", self.id)
+            self._cause = "slow_client"
             abort()
 
     # --- loops ----------------------------------------------------------------------------
@@ -473,8 +486,8 @@ class Connection:
             self._answering = False
         try:
             await self.read(partial(self.handle, room))
-        except WebSocketDisconnect:
-            pass
+        except WebSocketDisconnect as e:
+            self.client_went(e.code, e.reason or None)
         except PalimpsestError as e:
             self._refuse(e)
         finally:
@@ -482,8 +495,7 @@ class Connection:
                 self._expiry.cancel()
             room.leave(self)
             self.backend.rooms.release(room)
-            if self._close is None:
-                self.close(1000, "")
+            self.close_after_client()
             await self.wait_closed()
             detach_reader(self.ws)  # (else a cycle keeps the socket's memory: wire_write)
             for task in list(self._tasks):
@@ -501,7 +513,34 @@ class Connection:
         else:
             log.info("%s: closing with %d: %s", self.id, e.close_code, e)
             self._refused(e)
-        self.close(e.close_code, str(e))
+        self.close(e.close_code, str(e), cause_of_error(e))
+
+    def client_went(self, code: int | None, reason: str | None) -> None:
+        """The client closed (or its socket went): the code and reason the ASGI server
+        reported (reason None: no close frame came, closes.cause_of_client)."""
+        if self._client_close is None:
+            code = code if isinstance(code, int) else 1006
+            self._client_close = (code, reason or "")
+            self._client_cause = cause_of_client(code, reason is not None)
+
+    def close_after_client(self) -> None:
+        """At the end of serve(): close with 1000 unless this side closed already (the
+        client went away first)."""
+        if self._close is None:
+            if self._client_close is None:
+                self.client_went(None, None)
+            self.close(1000, "", self._client_cause)
+
+    def closed_as(self) -> Closed:
+        """How this connection ended (once serve() has returned)."""
+        seconds = time.monotonic() - self._opened
+        server = self._close or (1000, "")
+        client = self._client_close
+        by_client = client is not None and self._cause in ("client_closed", "connection_lost")
+        if by_client and client is not None:
+            return Closed(self._cause or "client_closed", client[0], client[1], seconds, True)
+        cause = self._cause or cause_of_code(*server)
+        return Closed(cause, server[0], server[1], seconds, False)
 
     def _refused(self, e: PalimpsestError) -> None:
         """Count a refusal after the socket opened; towards the handshake hold only when
@@ -547,6 +586,7 @@ class Connection:
             if refused:
                 raise refused.pop()
             if message["type"] == "websocket.disconnect":
+                self.client_went(message.get("code"), message.get("reason"))
                 return
             data = message.get("bytes")
             if data is None:
@@ -565,7 +605,8 @@ class Connection:
             self.backend.refused("token_expired")
             # (counted: this request's token is refused from now on, at the handshake too)
             self.backend.repeat_refusals.refused(request_key(self.ws), AuthError.close_code)
-            self.close(AuthError.close_code, "token expired: reconnect with a fresh token")
+            self.close(AuthError.close_code, "token expired: reconnect with a fresh token",
+                       cause="auth_expired")  # fmt: skip
 
         self._expiry = asyncio.get_running_loop().call_later(delay, expire)
 
@@ -633,6 +674,20 @@ async def refuse(ws: WebSocket, code: int, reason: str) -> None:
     await ws.close(code, close_reason(reason))
 
 
+def said_closed(backend: Backend, client: Client, closed: Closed, what: str = "") -> None:
+    """The disconnect line (its fields apart in JSON lines: logs.FIELDS) and the
+    extensions' on_closed (the metric palimpsest_disconnects_total{cause})."""
+    by = "the client" if closed.by_client else "the server"
+    log.info(
+        "disconnect %s%s doc=%s user=%s cause=%s code=%d reason=%r (closed by %s after %.1f s)",
+        client.id, what, client.doc, client.user, closed.cause, closed.code, closed.reason, by,
+        closed.seconds,
+        extra={"peer": client.id, "doc": client.doc, "user": client.user, "cause": closed.cause,
+               "code": closed.code, "reason": closed.reason, "seconds": round(closed.seconds, 3)},
+    )  # fmt: skip
+    backend.extensions.closed(client, closed)
+
+
 async def websocket_endpoint(ws: WebSocket) -> None:
     backend: Backend = ws.app.state.backend
     doc = ws.path_params["doc"]
@@ -656,7 +711,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         )
         passed = await backend.extensions.connect(client)
     except PalimpsestError as e:
-        log.info("refused websocket for %r: %s", doc, e)
+        log.info("refused websocket for %r: %s", doc, e, extra={"doc": doc, "code": e.close_code})
         backend.refused(reason_of(e))
         backend.repeat_refusals.refused(key, e.close_code)
         await refuse(ws, e.close_code, str(e))
@@ -674,12 +729,14 @@ async def websocket_endpoint(ws: WebSocket) -> None:
                 code, reason = 1011, "the document cannot be read: the server's log says why"
             with contextlib.suppress(Exception):  # (the client may be gone already)
                 await ws.close(code, reason)
+            backend.extensions.closed(client, Closed("store_error", code, reason, 0.0, False))
             return
         conn = Connection(ws, backend, client)
-        log.info("connect %s doc=%s user=%s", conn.id, doc, conn.actor)
+        log.info("connect %s doc=%s user=%s", conn.id, doc, conn.actor,
+                 extra={"peer": conn.id, "doc": doc, "user": conn.actor})  # fmt: skip
         try:
             await conn.serve(room)
         finally:
-            log.info("disconnect %s doc=%s user=%s", conn.id, doc, conn.actor)
+            said_closed(backend, client, conn.closed_as())
     finally:
         await backend.extensions.disconnect(client, passed)

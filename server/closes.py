@@ -1,0 +1,116 @@
+"""Why a websocket connection ended: one cause from a closed set, for the metric
+``palimpsest_disconnects_total{cause}`` and the ``disconnect`` log line.
+
+The set is closed so that the metric's series are bounded and an alert can name them.
+A close made by the server says its cause where it is made (the connection's own
+refusals) or is told from its close code (what a room, the deletion or the shutdown
+closes through the Peer interface); a close made by the client is ``client_closed``,
+or ``connection_lost`` when no close frame came (the network, a killed process, the
+keepalive ping unanswered).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import (
+    AuthError,
+    Forbidden,
+    FrameTooLarge,
+    NotFound,
+    PalimpsestError,
+    ProtocolError,
+    RateLimited,
+    StoreError,
+    UpdateRejected,
+)
+
+#: every cause, with what it means (docs/operations.md has the same table)
+CAUSES: dict[str, str] = {
+    "client_closed": "the client closed the socket (a close frame from it)",
+    "connection_lost": "the socket went away without a close frame, or did not answer the "
+    "keepalive ping (reported as 1005 or 1006)",
+    "rate_limit": "over a rate of frames or bytes (1013), or too many connections (4429)",
+    "slow_client": "the client did not read: its send queue or its address's or document's "
+    "send budget overflowed (1013), or its socket was aborted",
+    "auth_expired": "its token expired (4401)",
+    "forbidden": "refused access after it opened (4403)",
+    "too_large": "a frame or an update over a size limit (4413)",
+    "protocol_error": "a malformed frame or an update that does not apply (4400)",
+    "doc_deleted": "its document was deleted (4404)",
+    "reloading": "its document was reloaded after a failure (1013)",
+    "store_error": "the store refused or failed its edits, or the document could not be "
+    "loaded (1011, 1013)",
+    "server_shutdown": "the server is going away (1001)",
+    "error": "anything else (an extension failed, an unexpected error: 1011)",
+}
+
+_BY_CODE = {
+    1001: "server_shutdown",
+    1011: "error",
+    4400: "protocol_error",
+    4401: "auth_expired",
+    4403: "forbidden",
+    4404: "doc_deleted",
+    4413: "too_large",
+    4429: "rate_limit",
+}
+
+#: the reason a room gives when it closes its peers to reload (room.py, undo/actions.py)
+RELOADING = "the document is being reloaded"
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """How one websocket connection ended."""
+
+    #: one of CAUSES
+    cause: str
+    #: the close code sent (by the server) or received (from the client; 1006: none)
+    code: int
+    reason: str
+    #: seconds the connection was open
+    seconds: float
+    #: the client closed first (or went away)
+    by_client: bool
+
+
+def cause_of_code(code: int, reason: str = "") -> str:
+    """The cause of a close the server made for `code` (and `reason`) with no cause
+    said where it was made."""
+    if code == 1013:
+        return "reloading" if reason.startswith(RELOADING) else "store_error"
+    return _BY_CODE.get(code, "error")
+
+
+def cause_of_error(e: PalimpsestError) -> str:
+    """The cause of a close for an error a connection raised."""
+    if isinstance(e, RateLimited):
+        return "rate_limit"
+    if isinstance(e, FrameTooLarge):
+        return "too_large"
+    if isinstance(e, ProtocolError | UpdateRejected):
+        return "protocol_error"
+    if isinstance(e, StoreError):
+        return "store_error"
+    if isinstance(e, Forbidden):
+        return "forbidden"
+    if isinstance(e, AuthError):
+        return "auth_expired"
+    if isinstance(e, NotFound):
+        return "doc_deleted"
+    return cause_of_code(e.close_code, str(e))
+
+
+def cause_of_client(code: int | None, framed: bool) -> str:
+    """The cause of a close the client made: `code` is what the ASGI server reported,
+    `framed` whether its disconnect message carried a reason (a close frame came).
+    uvicorn reports a socket that went without a close frame as 1005 with no reason
+    (1006 before the handshake ended), its keepalive ping unanswered too; a close frame
+    with no code (a browser's ``ws.close()``) is 1005 with a reason ("")."""
+    if code is None or code == 1006 or (code == 1005 and not framed):
+        return "connection_lost"
+    return "client_closed"
+
+
+__all__ = ["CAUSES", "Closed", "cause_of_client", "cause_of_code", "cause_of_error"]
