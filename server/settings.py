@@ -127,7 +127,7 @@ class Settings:
     #: memory the attribution indexes kept for blame and diffs may take, in MB, as
     #: estimated (docs/history.md); the least recently used beyond it, or beyond 8
     #: documents, are dropped (the store keeps them). 0 = bounded by the count only
-    attribution_cache_mb: float = 256.0
+    attribution_cache_mb: float = 64.0
     #: log where the event loop was whenever it was held this long (ms; a diagnostic,
     #: server/stall_watch.py); 0 = off
     stall_report_ms: float = 0.0

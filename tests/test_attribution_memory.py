@@ -139,7 +139,7 @@ async def test_the_cache_keeps_within_its_byte_budget(tmp_path: Path) -> None:
             await bench.write_log(backend.store, doc, merged_trace(1200), 1000)
         h = history_of(backend)
         cache = h.attribution
-        assert cache.max_bytes == 256 * 1024 * 1024  # the default
+        assert cache.max_bytes == 64 * 1024 * 1024  # the default
         info = await h.info("a")
         await h.blame("a", info.head, info, None)
         one = cache.peek("a").estimated_bytes()  # type: ignore[union-attr]

@@ -13,6 +13,7 @@ import httpx
 import pytest
 import websockets
 from conftest import PG_URL, closed_with, eventually, run_server
+from pycrdt import Doc, Text
 from yclient import YClient, connect
 
 from palimpsest import protocol as P
@@ -246,3 +247,114 @@ async def test_updates_refused_into_new_documents_create_nothing_and_count_nothi
                     lambda i=i: (r := srv.backend.rooms.get_loaded(f"real-{i}")) and r.seq >= 1
                 )
         assert [len(made) for made in limits.quota._made.values()] == [3]
+
+
+# --- documents written, blamed and unloaded, one after another ---------------------------
+
+
+async def test_documents_unloaded_leave_no_rows_rooms_or_docs_behind(tmp_path: Path) -> None:
+    """Each document written (fewer events than a sealed run's rest), blamed and unloaded
+    left its tail rows in the store's RecentRows (kept for a sealing that would only come
+    once it was written again): a server that saw many short documents held each one's
+    updates until 65,536 rows pushed them out. Now nothing of it stays but what the
+    bounded caches hold, and its room's Yjs document is freed."""
+    import gc
+    import weakref
+
+    from palimpsest.history import history_of
+    from palimpsest.sealing import Sealing
+
+    settings = Settings(
+        db=str(tmp_path / "u.db"), unload_after_seconds=0.05, max_new_docs_per_hour=0
+    )
+    n = 40
+    async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        backend = srv.backend
+        recent = backend.store._recent  # type: ignore[attr-defined]
+        history = history_of(backend)
+        attribution = history.attribution
+        sealing = backend.extension(Sealing)
+        assert sealing is not None
+        docs: list[weakref.ref[object]] = []
+        for i in range(n):
+            doc = f"short-{i}"
+            async with connect(srv.ws_url, doc, user="ann") as c:
+                for k in range(10):
+                    c.insert(len(c.content), f"{k} ")
+                room = await eventually(lambda doc=doc: backend.rooms.get_loaded(doc))
+                await eventually(lambda room=room: room.seq >= 1 and str(room.doc.get(
+                    "content", type=Text)) == c.content)  # fmt: skip
+                docs.append(weakref.ref(room.doc))
+                del room
+            r = await http.get(f"/api/docs/{doc}/blame", params={"user": "ann"})
+            assert r.status_code == 200, r.text
+            await eventually(lambda doc=doc: doc not in backend.rooms, what=f"{doc} unloaded")
+        await eventually(lambda: not sealing._idle, what="the idle documents sealed")
+        await history_of(backend).attribution.drain()
+
+        # the rows of every short document, once it unloaded (none had 64 events)
+        assert (len(recent._docs), recent._count) == (0, 0)
+        assert recent.kept_bytes == 0
+        assert backend.rooms.loaded == {}
+        gc.collect()
+        assert sum(ref() is not None for ref in docs) == 0  # every room's Yjs document
+        # the bounded ones: at most max_docs indexes (and their stored seqs), no lock
+        assert len(attribution._indexes) <= attribution.max_docs
+        assert set(attribution._stored) <= set(attribution._indexes)
+        assert len(attribution._locks) == 0
+        assert policy_state(backend.snapshots) == dict.fromkeys(policy_state(backend.snapshots), 0)
+
+
+def test_recent_rows_are_bounded_by_their_bytes() -> None:
+    """65,536 rows of pasted pages were hundreds of MB: the rows kept for sealing are
+    bounded by their bytes too, the documents appended to least recently going first."""
+    from palimpsest.store.log_layout import RecentRows
+
+    recent = RecentRows()
+    page = b"x" * 100_000
+    for doc_id in range(400):  # 40 MB of updates, 400 rows
+        recent.note([(doc_id, 1, 1, 0, 1, 1, page, None)])
+    assert recent.kept_bytes <= RecentRows.MAX_BYTES
+    assert recent.count == len(recent) < 400
+    assert recent.run(399, 1, 1) is not None  # the newest kept
+    assert recent.run(0, 1, 1) is None  # the oldest gone
+    for doc_id in range(400):
+        recent.sealed(doc_id, 1)
+    assert (len(recent), recent.count, recent.kept_bytes) == (0, 0, 0)
+
+
+async def test_stored_seqs_of_documents_not_in_memory_are_bounded(tmp_path: Path) -> None:
+    """The attribution cache remembered the stored seq of every document refreshed as its
+    room unloaded (one with 2,000 events or more), for good: one entry per document."""
+    from palimpsest.history.attribution_cache import AttributionCache
+
+    store = open_store(f"sqlite:///{tmp_path / 'a.db'}")
+    await store.start()
+    try:
+        cache = AttributionCache(store, max_docs=2)
+        cache.stored_known = 5
+        for i in range(20):
+            doc = f"long-{i}"
+            ydoc: Doc = Doc()
+            text = ydoc.get("content", type=Text)
+            updates: list[bytes] = []
+            sub = ydoc.observe(lambda e, updates=updates: updates.append(e.update))
+            for k in range(3):
+                text.insert(len(text), f"{k} ")
+            ydoc.unobserve(sub)
+            await store.append([(doc, [NewEvent("ann", "edit", u) for u in updates])])
+
+            async def roots() -> dict[str, str]:
+                return {"content": "text"}
+
+            assert await cache.refresh(doc, roots, build_from=1)
+        await cache.drain()
+        assert cache.stored == 20
+        assert len(cache._indexes) == 0
+        assert len(cache._stored) == 5
+        # one forgotten is only read back to learn it is current: nothing stored again
+        await cache.refresh("long-0", roots, build_from=1)
+        await cache.drain()
+        assert cache.stored == 20
+    finally:
+        await store.stop()

@@ -36,7 +36,7 @@ from .attribution import READ_PAGE, AttributionIndex, Roots, TextTrack, root_kin
 log = logging.getLogger("palimpsest.history")
 
 #: the memory the indexes kept in memory may take, estimated (Settings.attribution_cache_mb)
-DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 #: a background refresh reads its next page of events once no edit was committed in the
 #: process for this long (seconds)...
 QUIET_SECONDS = 0.25
@@ -50,6 +50,11 @@ QUIET_SECONDS = 0.25
 MAX_DEFER_SECONDS = 30.0
 #: the builds and restores remembered (AttributionCache.builds, .restores): the latest
 RECENT = 100
+#: documents whose stored seq is remembered though their index is not in memory (the
+#: ones refreshed as their rooms unloaded): the most recent; one forgotten costs its
+#: next refresh a read of the stored index to learn it is current (every document ever
+#: unloaded with 2,000 events or more was remembered for good)
+STORED_KNOWN = 1024
 
 
 def fingerprint(update: bytes) -> str:
@@ -110,8 +115,10 @@ class AttributionCache:
         #: per document, its lock, only while someone holds it or waits for it (see
         #: lock): kept for good, they added up to one per name ever touched
         self._locks: KeyedLocks[str] = KeyedLocks()
-        #: the seq of the index last stored, per document
-        self._stored: dict[str, int] = {}
+        #: the seq of the index last stored, per document: those kept in memory, and at
+        #: most stored_known others (least recently stored first out)
+        self._stored: OrderedDict[str, int] = OrderedDict()
+        self.stored_known = STORED_KNOWN
         self._writes: set[asyncio.Task[None]] = set()
         #: (doc, seconds, seq) for each full build, for logs and the bench: the latest
         #: RECENT of them
@@ -293,7 +300,7 @@ class AttributionCache:
             log.warning("stored attribution index of %s disagrees with version %d: rebuilding",
                         doc, seq)  # fmt: skip
             return None
-        self._stored[doc] = seq
+        self._note_stored(doc, seq)
         dt = loop.time() - t0
         self.restores.append((doc, dt, seq))
         log.info("attribution index of %s read back at seq %d in %.3f s", doc, seq, dt)
@@ -336,10 +343,22 @@ class AttributionCache:
         # tens of ms for a long document's index: off the event loop (the lock is held, so
         # nothing folds into the index meanwhile)
         data = await cpu_account.to_thread(codec.encode, index, fp)
-        self._stored[doc] = index.seq
+        self._note_stored(doc, index.seq)
         task = asyncio.create_task(self._write(doc, index.seq, data))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
+
+    def _note_stored(self, doc: str, seq: int) -> None:
+        """Remember that `doc`'s index in the store is at `seq`; of the documents whose
+        index is not in memory, only the stored_known most recent are remembered."""
+        self._stored[doc] = seq
+        self._stored.move_to_end(doc)
+        if len(self._stored) > len(self._indexes) + self.stored_known:
+            for old in list(self._stored):
+                if len(self._stored) <= len(self._indexes) + self.stored_known:
+                    break
+                if old not in self._indexes and old != doc:
+                    del self._stored[old]
 
     async def _write(self, doc: str, seq: int, data: bytes) -> None:
         try:

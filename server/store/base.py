@@ -474,7 +474,8 @@ class EventStore(Service, ABC):
         """Seal the document's oldest tail events, ``run`` at a time, into compressed
         segments; returns how many events were sealed (0 when fewer than ``run`` wait).
         With ``rest``, a last shorter run of at least ``rest`` events is sealed too (a
-        document gone idle).
+        document gone idle), and the store keeps no copy in memory of the tail rows left
+        (fewer than ``rest``): they wait in the log until the document is written again.
 
         Off the editing path, safe beside appends and other sealers (in any process): each
         run moves from the tail into its segment in one transaction, or not at all. Every

@@ -503,13 +503,45 @@ class RecentRows:
     are all sealed has no entry left. A row, once stored, never changes (document ids are
     never reused; rows are only ever deleted), and sealing's write checks that every row
     of the run is still there, so a run taken from here is exactly what the log holds;
-    whatever is missing is read from the database."""
+    whatever is missing is read from the database.
+
+    Bounded by their bytes as well (``MAX_BYTES``: the update and meta, plus
+    ``ROW_OVERHEAD`` for the tuple and its numbers, about what a typed character's row
+    takes): 65,536 rows of pasted pages were hundreds of MB. A document gone idle (its
+    room unloaded, see :meth:`EventStore.seal` with ``rest``) keeps nothing here: its
+    last rows were noted for a run it will not complete until it is written again, maybe
+    never, and every document that unloaded with fewer than ``rest`` rows unsealed kept
+    them until 65,536 others pushed them out (7 kB of a 20-event document's rows, 200 kB
+    of a typist's 900)."""
 
     MAX_ROWS = 65_536
+    MAX_BYTES = 16 * 1024 * 1024
+    ROW_OVERHEAD = 200
 
     def __init__(self) -> None:
         self._docs: OrderedDict[int, list[tuple[Any, ...]]] = OrderedDict()
         self._count = 0
+        #: the bytes of the rows kept, as counted by _size
+        self._bytes = 0
+
+    @classmethod
+    def _size(cls, rows: Sequence[tuple[Any, ...]]) -> int:
+        """The bytes of rows (seq, pos, ts, actor, kind, data, meta) as counted here."""
+        return sum(len(r[5]) + len(r[6] or "") for r in rows) + cls.ROW_OVERHEAD * len(rows)
+
+    @property
+    def count(self) -> int:
+        """The rows kept."""
+        return self._count
+
+    @property
+    def kept_bytes(self) -> int:
+        """Their bytes, as counted against MAX_BYTES."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        """The documents with rows kept."""
+        return len(self._docs)
 
     def note(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Rows (doc id first) of one committed append, each document's in seq order
@@ -521,13 +553,16 @@ class RecentRows:
                 got = self._docs[doc_id] = []
             elif got and got[-1][0] + 1 != part[0][0]:
                 self._count -= len(got)
+                self._bytes -= self._size(got)
                 got.clear()
             got.extend(part)
+            self._bytes += self._size(part)
             self._docs.move_to_end(doc_id)
         self._count += len(rows)
-        while self._count > self.MAX_ROWS and self._docs:
+        while (self._count > self.MAX_ROWS or self._bytes > self.MAX_BYTES) and self._docs:
             _, gone = self._docs.popitem(last=False)
             self._count -= len(gone)
+            self._bytes -= self._size(gone)
 
     def run(self, doc_id: int, first: int, n: int) -> list[tuple[Any, ...]] | None:
         """Rows of seqs first .. first + n - 1, or None when not all are here."""
@@ -542,6 +577,7 @@ class RecentRows:
         got = self._docs.get(doc_id)
         if got:
             drop = min(len(got), max(0, upto - got[0][0] + 1))
+            self._bytes -= self._size(got[:drop])
             del got[:drop]
             self._count -= drop
             if not got:  # an empty list counts for nothing against MAX_ROWS: not kept
@@ -551,7 +587,9 @@ class RecentRows:
         gone = self._docs.pop(doc_id, None)
         if gone:
             self._count -= len(gone)
+            self._bytes -= self._size(gone)
 
     def clear(self) -> None:
         self._docs.clear()
         self._count = 0
+        self._bytes = 0

@@ -910,6 +910,8 @@ class PostgresStore(EventStore):
             waiting = int(rows[0][2]) - int(rows[0][1]) if rows else 0
             n = run if waiting >= run else waiting if rest and waiting >= rest else 0
             if not n:
+                if rest and rows:  # gone idle: what is left waits in the log (RecentRows)
+                    self._recent.forget(int(rows[0][0]))
                 if rest and self._sealed_since_vacuum:
                     # a document gone idle: its tail rows are all gone, give their space
                     # back now rather than after the next 4,096 sealed events (owed also

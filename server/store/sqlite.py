@@ -1391,6 +1391,8 @@ class SQLiteStore(EventStore):
             waiting = int(rows[0][2]) - int(rows[0][1]) if rows else 0
             n = run if waiting >= run else waiting if rest and waiting >= rest else 0
             if not n:
+                if rest and rows:  # gone idle: what is left waits in the log (RecentRows)
+                    self._recent.forget(int(rows[0][0]))
                 return sealed_now
             doc_id, sealed = int(rows[0][0]), int(rows[0][1])
             rows = self._recent.run(doc_id, sealed + 1, n) or await self._fetchall(
