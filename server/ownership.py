@@ -12,14 +12,15 @@ wait as pending and appear, inside the victim's event, when the victim types). S
   client id (undo, redo, restore) belongs to no client. Otherwise it is refused whole
   (Forbidden, 4403), nothing logged.
 - A sync step 2 (a client's answer to the server's step 1) carries whatever the client
-  holds that the store lacks: its own offline edits, and, when the store lost edits (a
-  backup restored, a new database file), other people's too. It claims only the client
-  ids its connection announced in its presence (y-websocket's provider announces its
-  own as it connects); the others are relayed, claimed by nobody until their own
-  client writes them, and listed in the event's meta (``relays``) so that a reload
-  or another process decides the same. An import (:func:`imported_clients`)
-  relays every client id it carries but the server's: they belong to the tabs that
-  wrote the document on another server, which keep them and reconnect here. While
+  holds that the store lacks: its own offline edits, other tabs' edits it got over a
+  BroadcastChannel, and, when the store lost edits (a backup restored, a new database
+  file), other people's too. It claims only its connection's own client id
+  (:class:`OwnIds`: the one its first presence update names); the others are
+  relayed, claimed by nobody until their own client writes them, and listed in the
+  event's meta (``relays``) so that a reload or another process decides the same.
+  An import (:func:`imported_clients`) relays every client id it carries but the
+  server's: they belong to the tabs that wrote the document on another server, which
+  keep them and reconnect here. While
   the store recovers lost edits (``relay_until``, settings.recovering_minutes), a
   step 2 may also carry items of client ids that belong to other users, or to the
   server (its undo, redo, restore or text replacement made after the backup): they are
@@ -97,7 +98,7 @@ class Owners:
         parsed once; applied in order, that is exactly what the update inserts. `state`:
         the live document's state vector (asked once). `meta`: the update's, when the
         caller read it already. `step2`: it answers the server's sync step 1. `own`:
-        the only client ids it may claim (a step 2's: its connection's announced ones);
+        the only client ids it may claim (a step 2's: its connection's own, OwnIds);
         None: every new one. `imported`: an import (an admin's, Room.import_update): it
         may write under any client id, the server's too, and claims none (see
         :func:`imported_clients`); gaps and pending items are refused as always."""
@@ -309,6 +310,74 @@ class Owners:
         self.server_runs[:0] = older
 
 
+class OwnIds:
+    """Which Yjs client id is a connection's own, the one its sync step 2 may claim: the
+    one its first presence (awareness) update names, when that update names exactly
+    one client, with a state, and no other live connection here named it first too.
+
+    y-websocket's and Hocuspocus' providers send exactly their own state first as their
+    socket opens (y-websocket's ``websocket.onopen``, Hocuspocus' ``startSync``). Every
+    later update may hold other clients' states: a provider re-sends what it receives,
+    and with y-websocket's BroadcastChannel (on by default) the states of the other
+    tabs of the browser, which reach it before their own sockets open. Any id a
+    connection named used to be its own: a tab forwarded its neighbour's presence, then
+    answered a re-sync with a step 2 that held the neighbour's edits (got over the
+    channel) and took the neighbour's client id; every edit of the neighbour's was then
+    refused (4403, "belongs to another user") on every reconnect, its text never saved.
+
+    An id that two live connections named first (a tab with no state of its own, whose
+    first update forwards a neighbour's) is neither's own: nobody can tell which one
+    wrote it, and only a plain update (which a provider sends of its own transactions
+    only, never of what it got from another tab or the server) claims it then."""
+
+    __slots__ = ("_disputed", "_first", "_namers")
+
+    def __init__(self) -> None:
+        #: connection id -> the client id its first presence update named; None: not
+        #: exactly one, or a removal
+        self._first: dict[str, int | None] = {}
+        #: client id -> the live connections whose first presence update named it
+        self._namers: dict[int, set[str]] = {}
+        #: connections whose first id another live connection named first too: neither
+        #: has it, for as long as it is connected (which of the two wrote it, if either,
+        #: is no clearer once the other has gone)
+        self._disputed: set[str] = set()
+
+    def noted(self, peer_id: str) -> bool:
+        """Whether connection `peer_id`'s first presence update came already."""
+        return peer_id in self._first
+
+    def first(self, peer_id: str, entries: list[tuple[int, int, str]]) -> None:
+        """Connection `peer_id`'s presence update of `entries` (client id, clock, state
+        JSON); only the first one of a connection decides."""
+        if peer_id in self._first:
+            return
+        client = entries[0][0] if len(entries) == 1 and entries[0][2] != "null" else None
+        self._first[peer_id] = client
+        if client is not None:
+            namers = self._namers.setdefault(client, set())
+            namers.add(peer_id)
+            if len(namers) > 1:
+                self._disputed |= namers
+
+    def own(self, peer_id: str) -> frozenset[int]:
+        """The client ids connection `peer_id` may claim through a sync step 2."""
+        client = self._first.get(peer_id)
+        if client is None or peer_id in self._disputed:
+            return frozenset()
+        return frozenset((client,))
+
+    def left(self, peer_id: str) -> None:
+        """Connection `peer_id` left."""
+        client = self._first.pop(peer_id, None)
+        self._disputed.discard(peer_id)
+        if client is not None:
+            namers = self._namers[client]
+            namers.discard(peer_id)
+            if not namers:
+                del self._namers[client]
+
+
 def imported_clients(meta: UpdateMeta, server_client: int) -> list[int]:
     """The client ids an imported update (`meta`: its own) carries items of, but the
     server's (`server_client`): the import relays them (the event's ``relays``), so that
@@ -321,4 +390,4 @@ def imported_clients(meta: UpdateMeta, server_client: int) -> list[int]:
     return sorted(c for c in meta.structs if c != server_client)
 
 
-__all__ = ["META_KEY", "Owners", "imported_clients"]
+__all__ = ["META_KEY", "OwnIds", "Owners", "imported_clients"]

@@ -40,6 +40,7 @@ from .doc_observers import DocObservers
 from .errors import (
     FATAL,
     DocumentBroken,
+    FrameTooLarge,
     ProtocolError,
     StoreError,
     StoreUnavailable,
@@ -58,7 +59,7 @@ from .origins import (
     ServerOrigin,
     SystemOrigin,
 )
-from .ownership import Owners, imported_clients
+from .ownership import Owners, OwnIds, imported_clients
 from .ranges import Ranges
 from .store.base import Event, NewEvent, now_ms
 from .updates import (
@@ -294,6 +295,8 @@ class Room:
         self._deleted: KnownDeletions | None = None
         #: which actor owns which Yjs client id (ownership.py)
         self.owners = Owners(doc.client_id)
+        #: which client id is each connection's own (its sync step 2 may claim it)
+        self.own_ids = OwnIds()
         #: transaction observers of the doc (extensions'), muted for client edits
         self.doc_observers = DocObservers(doc)
         #: while a client's edit is applied: (inserted, deleted) ranges, so that document
@@ -364,6 +367,7 @@ class Room:
             peer.send(P.encode_awareness(self.presence.payload()))
 
     def leave(self, peer: Peer) -> None:
+        self.own_ids.left(peer.id)
         if self.peers.pop(peer.id, None) is None:
             return
         entries = self.presence.drop(peer.id)
@@ -452,8 +456,21 @@ class Room:
             raise UpdateRejected(why)
 
     def announced(self, peer_id: str) -> frozenset[int]:
-        """The Yjs client ids connection `peer_id` announced in its presence (its own)."""
-        return frozenset(c for c, e in self.presence.entries.items() if e.peer_id == peer_id)
+        """The Yjs client id connection `peer_id` announced as its own (the one its first
+        presence update named: ownership.OwnIds), which its sync step 2 may claim. Not
+        every id its presence names: a provider forwards the other tabs' states."""
+        return self.own_ids.own(peer_id)
+
+    def note_presence(self, peer_id: str, payload: bytes) -> None:
+        """Connection `peer_id` sent presence update `payload` (admitted: it decodes);
+        its first one says which client id is its own (ownership.OwnIds)."""
+        if self.own_ids.noted(peer_id):
+            return
+        try:
+            entries = P.decode_awareness(payload, 1)
+        except FrameTooLarge:
+            entries = []  # more than one: whose is not said
+        self.own_ids.first(peer_id, entries)
 
     def receive_update(
         self,

@@ -19,6 +19,7 @@ from yclient import YClient, connect
 
 from palimpsest import protocol as P
 from palimpsest.errors import Forbidden
+from palimpsest.ownership import OwnIds
 from palimpsest.settings import Settings
 
 ALICE, MALLORY = 1111, 2222
@@ -381,3 +382,74 @@ async def test_a_compacted_users_client_id_stays_theirs(
         assert [(e.seq, e.actor) for e in logged] == [(4, "alice")]
         room = await srv.backend.rooms.get("cmp")
         assert str(room.doc.get("content", type=Text)) == "> bob: alice's line!"
+
+
+BOB, CAROL = 3333, 4444
+
+
+async def test_a_tab_that_forwards_its_neighbours_presence_does_not_take_its_client_id(
+    server: RunningServer,
+) -> None:
+    """Two tabs of one browser (y-websocket's BroadcastChannel): carol's tab types before
+    its socket opens, bob's tab gets that over the channel, forwards carol's presence on
+    its own socket and answers the server's step 1 with a step 2 that holds carol's text.
+    Every id a connection's presence named was its own: bob's step 2 claimed carol's id,
+    and each of her edits was refused (4403) on every reconnect. Now only the id of a
+    connection's first presence update is its own: carol's text is relayed (claimed by
+    nobody), and carol, connecting, types on under her id as herself."""
+    carol: Doc[Any] = Doc(client_id=CAROL)
+    carol.get("content", type=Text).insert(0, "carol offline. ")
+    bob = doc_of(BOB, carol.get_update())
+    bob.get("content", type=Text).insert(15, "bob. ")
+    state = '{"user":{"name":"%s"}}'
+    async with websockets.connect(f"{server.ws_url}/bc1?user=bob") as ws:
+        await ws.send(P.encode_awareness(P.encode_awareness_entries([(BOB, 1, state % "bob")])))
+        await ws.send(P.encode_sync_step1(bob.get_state()))
+        # carol's state, forwarded from the channel (her socket is not open yet)
+        await ws.send(P.encode_awareness(P.encode_awareness_entries([(CAROL, 1, state % "carol")])))
+        while not isinstance(msg := P.decode(await asyncio.wait_for(ws.recv(), 10)), P.SyncStep1):
+            pass
+        await ws.send(P.encode_sync_step2(bob.get_update(msg.state_vector)))
+        await eventually(lambda: _len(events(server, "bc1"), 1), what="bob's step 2")
+        async with connect(server.ws_url, "bc1", "carol", ydoc=carol) as c:
+            await eventually(lambda: c.content == "carol offline. bob. ", what="synced")
+            c.insert(len(c.content), "carol online.")
+            await eventually(lambda: _len(events(server, "bc1"), 2), what="carol's edit")
+            assert c.close_code is None, c.close_reason
+    evs = await events(server, "bc1")
+    assert [(e.actor, e.meta.get("relays")) for e in evs] == [("bob", [CAROL]), ("carol", None)]
+    assert await blame_actors(server, "bc1") == [
+        ("carol offline. bob. ", "bob"),  # (relayed in bob's step 2: his event)
+        ("carol online.", "carol"),
+    ]
+    # and carol's id is hers: bob may not write under it
+    forged = doc_of(CAROL, carol.get_update())
+    before = forged.get_state()
+    forged.get("content", type=Text).insert(0, "bob as carol: ")
+    async with connect(server.ws_url, "bc1", "bob") as b:
+        await b.send_raw(P.encode_sync_update(forged.get_update(before)))
+        assert (await closed(b))[0] == 4403
+
+
+def test_a_connections_own_client_id_is_the_one_its_first_presence_names() -> None:
+    """ownership.OwnIds: the first presence update of a connection names its own id
+    (y-websocket and Hocuspocus send exactly their own state first); what it forwards
+    later is not its own; an id two live connections named first is neither's."""
+    ids = OwnIds()
+    s = '{"a":1}'
+    ids.first("bob", [(BOB, 1, s)])
+    ids.first("bob", [(CAROL, 1, s)])  # forwarded from another tab: not bob's
+    assert ids.own("bob") == {BOB}
+    ids.first("carol", [(CAROL, 1, s)])
+    assert ids.own("carol") == {CAROL}
+    ids.first("many", [(5, 1, s), (6, 1, s)])  # whose is not said
+    ids.first("gone", [(7, 1, "null")])
+    ids.first("other", [(BOB, 2, s)])  # a second connection names bob's first too
+    assert ids.own("many") == ids.own("gone") == ids.own("other") == ids.own("bob") == set()
+    ids.left("other")
+    assert ids.own("bob") == set()  # (which of the two wrote it is no clearer now)
+    ids.left("bob")
+    ids.first("bob again", [(BOB, 3, s)])
+    assert ids.own("bob again") == {BOB}
+    ids.left("carol")
+    assert ids.own("carol") == set() and ids.noted("bob again") and not ids.noted("carol")

@@ -512,6 +512,75 @@ async def test_a_yjs_xml_hook_is_refused_in_words_that_say_so(server: ServerProc
     assert got["status"] == 400 and hook in got["body"], got
 
 
+BC_TABS = """
+import * as Y from 'yjs'
+import WebSocket from 'ws'
+const { WS, HTTP, DOC, Y_WEBSOCKET } = process.env
+const { WebsocketProvider } = await import(Y_WEBSOCKET)
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+const until = async (check, ms = 8000) => {
+  for (let t = 0; t < ms && !(await check()); t += 50) await sleep(50)
+}
+const head = async () => {
+  const got = await (await fetch(`${HTTP}/api/docs/${DOC}/versions/head?user=x`)).json()
+  return got.roots?.content?.value ?? ''
+}
+const refused = { bob: 0, carol: 0 }
+const tab = (user, connect) => {  // BroadcastChannel on: y-websocket's default
+  const doc = new Y.Doc()
+  const p = new WebsocketProvider(WS, DOC, doc,
+    { params: { user }, WebSocketPolyfill: WebSocket, connect })
+  p.awareness.setLocalStateField('user', { name: user })
+  p.on('connection-close', (e) => { if (e && e.code >= 4400) refused[user]++ })
+  return { doc, p, text: doc.getText('content') }
+}
+const bob = tab('bob', true)
+await new Promise((resolve) => bob.p.once('synced', resolve))
+const carol = tab('carol', false)
+carol.p.connectBc()  // her tab is on the channel before its socket opens
+carol.text.insert(0, 'carol early. ')
+bob.text.insert(bob.text.length, 'bob. ')  // after carol's text: a gap, a re-sync
+await until(async () => (await head()).includes('carol early. '))  // bob's step 2
+carol.p.connect()
+await new Promise((resolve) => carol.p.once('synced', resolve))
+for (let i = 0; i < 10; i++) {
+  carol.text.insert(carol.text.length, 'c'); bob.text.insert(0, 'b'); await sleep(10)
+}
+await until(async () => (await head()) === bob.text.toString())
+const blame = await (await fetch(`${HTTP}/api/docs/${DOC}/blame?join=actor&user=x`)).json()
+console.log(JSON.stringify({
+  refused, server: await head(), bob: bob.text.toString(), carol: carol.text.toString(),
+  runs: blame.roots.content.runs.map((r) => [r.text, r.actor]),
+  onChannel: [bob.p.bcconnected, carol.p.bcconnected]
+}))
+process.exit(0)
+"""
+
+
+@pytest.mark.usefixtures("node_modules")
+@pytest.mark.parametrize("version", list(Y_WEBSOCKET))
+async def test_two_users_in_two_tabs_of_one_browser_both_save_their_text(
+    server: ServerProcess, monkeypatch: pytest.MonkeyPatch, version: str
+) -> None:
+    """Two y-websocket providers in one JS realm (two tabs of one browser profile, as two
+    users), BroadcastChannel on. Carol's tab joins the channel before its socket opens
+    (y-websocket's connect() does that, always) and types; bob's tab gets her text and
+    presence over the channel, forwards her presence on its socket, and types after her
+    text: a gap, so the server asks bob for a re-sync, whose step 2 holds carol's text.
+    Any id a connection's presence named was its own: bob's step 2 took carol's client
+    id, and each of her connections was then closed with 4403 ("belongs to another
+    user"), again and again, her typing never saved. Now only the id a connection's
+    first presence update names is its own (ownership.OwnIds)."""
+    monkeypatch.setenv("Y_WEBSOCKET", "y-websocket" if version == "3.0" else "y-websocket-2")
+    got = json.loads(await node_scenario(BC_TABS, server.ws_url, server.http_url, "bc-tabs"))
+    assert got["onChannel"] == [True, True], got  # (both were on the channel)
+    assert got["refused"] == {"bob": 0, "carol": 0}, got
+    want = "b" * 10 + "carol early. bob. " + "c" * 10
+    assert got["server"] == got["bob"] == got["carol"] == want, got
+    # carol's early text came in bob's step 2 (his event, her id relayed, not claimed)
+    assert got["runs"] == [["b" * 10 + "carol early. bob. ", "bob"], ["c" * 10, "carol"]], got
+
+
 async def test_offline_work_over_the_frame_limit_arrives(
     node_modules: Path, tmp_path: Path, y_websocket: str
 ) -> None:

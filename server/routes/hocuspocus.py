@@ -336,7 +336,9 @@ class HocuspocusSocket(Connection):
         elif t == H.AWARENESS:
             # each document's presence share is its own (a socket may carry 256 of them,
             # each provider with a Yjs client id of its own)
-            entries = peer.guard.presence.admit(room, H.decode_awareness(frame.body), peer.id)
+            presence = H.decode_awareness(frame.body)
+            entries = peer.guard.presence.admit(room, presence, peer.id)
+            room.note_presence(peer.id, presence)  # (the first says whose it is)
             if entries:
                 room.receive_awareness(peer, P.encode_awareness_entries(entries))
         elif t == H.QUERY_AWARENESS:

@@ -300,6 +300,7 @@ class Connection:
             self._receive_update(room, msg.update, isinstance(msg, P.SyncStep2))
         elif isinstance(msg, P.AwarenessUpdate):
             entries = self.admit_awareness(room, msg.payload, self.id)
+            room.note_presence(self.id, msg.payload)  # (the first says whose it is)
             if entries is not None:
                 room.receive_awareness(self, entries)
         elif isinstance(msg, P.QueryAwareness):
