@@ -11,12 +11,20 @@ y-protocols (``outdatedTimeout`` 30 s; clients renew theirs every 15 s): a froze
 throttled tab whose socket still answers pings would otherwise leave its cursor to
 every newcomer. Entries are kept in the order they were last set, oldest first, so that
 finding the expired ones costs only what expires.
+
+A state at clock 0 of a client nobody knows changes nothing, as in y-protocols (whose
+``applyAwarenessUpdate`` takes a state only past the clock it holds, 0 for a stranger):
+it is the ``{}`` every provider's Awareness starts with, which each peer would drop. It
+is not relayed; the connection that sent it is only remembered as its client's
+(:attr:`Awareness.quiet`), which it announced (ownership.py). The total size of the
+states (:attr:`Awareness.bytes`) is kept as they change: a provider echoes every state
+it receives, so what an echo costs must not depend on the number of states.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 
 from . import protocol as P
@@ -33,6 +41,8 @@ class Entry:
     peer_id: str
     #: when it was set or last renewed (time.monotonic())
     renewed: float
+    #: the state's size in bytes (UTF-8)
+    size: int
 
 
 class Awareness:
@@ -40,6 +50,10 @@ class Awareness:
         self.entries: dict[int, Entry] = {}
         #: clock at which a client's presence was removed (for stale re-announcements)
         self._gone: dict[int, int] = {}
+        #: clients announced only at clock 0 (not relayed) -> the announcing connection
+        self.quiet: dict[int, str] = {}
+        #: the bytes of every state held (sum of Entry.size)
+        self.bytes = 0
 
     def payload(self) -> bytes:
         """Every known state, encoded (what a newcomer or a query gets)."""
@@ -47,37 +61,52 @@ class Awareness:
 
     def drop(self, peer_id: str) -> bytes | None:
         """A connection left: remove its clients; their removal, encoded, or None."""
+        if self.quiet:
+            for client in [c for c, p in self.quiet.items() if p == peer_id]:
+                del self.quiet[client]
         gone = [(c, e) for c, e in self.entries.items() if e.peer_id == peer_id]
         if not gone:
             return None
         for client, e in gone:
             del self.entries[client]
+            self.bytes -= e.size
             self._remember_gone(client, e.clock + 1)
         return P.encode_awareness_entries([(c, e.clock + 1, "null") for c, e in gone])
+
+    def owner(self, client: int) -> str | None:
+        """The connection that announced `client` (a state held, or one at clock 0)."""
+        known = self.entries.get(client)
+        return known.peer_id if known is not None else self.quiet.get(client)
 
     def merge(
         self,
         peer_id: str,
-        payload: bytes,
+        payload: bytes | Sequence[tuple[int, int, str]],
         live: Container[str],
         tell: Callable[[bytes], None] | None = None,
     ) -> bytes | None:
-        """Merge the entries a connection sent (newer clocks win); what was accepted,
-        encoded, or None. `live`: the ids of connections still here (an entry of one that
-        left may be taken over). `tell` sends a frame back to the sender (None: the entries
-        were relayed from another process, nobody to tell)."""
+        """Merge the entries a connection sent (newer clocks win): an encoded update, or
+        its entries decoded and checked (presence.PresenceGuard.admit); what was
+        accepted, encoded, or None. `live`: the ids of connections still here (an entry
+        of one that left may be taken over). `tell` sends a frame back to the sender
+        (None: the entries were relayed from another process, nobody to tell)."""
         accepted: list[tuple[int, int, str]] = []
         told: dict[int, int] = {}  # stale clients -> their removal's clock
         now = time.monotonic()
-        for client, clock, state in P.decode_awareness(payload):
+        items = P.decode_awareness(payload) if isinstance(payload, bytes) else payload
+        for client, clock, state in items:
             known = self.entries.get(client)
             if known is not None and known.peer_id != peer_id and known.peer_id in live:
                 continue  # a connection may only speak for its own clients
             if known is None:
+                quiet = self.quiet.get(client)
+                if quiet is not None and quiet != peer_id and quiet in live:
+                    continue  # (announced by another connection still here)
                 gone = self._gone.get(client)
                 if state == "null":
                     # nothing to remove; remember the clock so a stale echo cannot revive it
                     self._remember_gone(client, max(clock, gone or 0))
+                    self.quiet.pop(client, None)
                     continue
                 if gone is not None and clock <= gone:
                     # Everyone holds a removal of this client at clock `gone` and would
@@ -85,19 +114,28 @@ class Awareness:
                     # bumps its clock and re-sends its state, which everyone accepts.
                     told[client] = gone
                     continue
+                if clock == 0:
+                    # the {} a provider starts with: every peer would drop it (y-protocols
+                    # holds clock 0 for a client it does not know); only its sender is kept
+                    self.quiet[client] = peer_id
+                    continue
             if (
                 known is None
                 or clock > known.clock
                 or (clock == known.clock and state == "null" and known.state != "null")
             ):
+                if known is not None:
+                    del self.entries[client]
+                    self.bytes -= known.size
                 if state == "null":
-                    self.entries.pop(client, None)
                     self._remember_gone(client, clock)
                 else:
                     # (to the end: the entries stay in the order they were renewed)
-                    self.entries.pop(client, None)
-                    self.entries[client] = Entry(clock, state, peer_id, now)
+                    size = len(state.encode())
+                    self.entries[client] = Entry(clock, state, peer_id, now, size)
+                    self.bytes += size
                     self._gone.pop(client, None)
+                    self.quiet.pop(client, None)
                 accepted.append((client, clock, state))
         if told and tell is not None:
             # one frame for them all (a newcomer's echo of a snapshot names every client
@@ -118,6 +156,7 @@ class Awareness:
             expired.append((client, e))
         for client, e in expired:
             del self.entries[client]
+            self.bytes -= e.size
             self._remember_gone(client, e.clock)
         return expired
 
@@ -132,7 +171,8 @@ class Awareness:
         merge accepts, or a removal it remembers) rather than re-send what is here: the
         state of a client another connection announced, or one at or below the clock
         held for that client (present or removed). Providers re-send (echo) every
-        state they receive, a newcomer the whole snapshot at once."""
+        state they receive, a newcomer the whole snapshot at once. A state at clock 0 of
+        a client not held changes nothing either (y-protocols drops it)."""
         known = self.entries.get(client)
         if known is not None:
             if known.peer_id != peer_id:
@@ -140,8 +180,9 @@ class Awareness:
             return clock > known.clock or (
                 clock == known.clock and state == "null" and known.state != "null"
             )
-        gone = self._gone.get(client)
-        return gone is None or clock > gone
+        if self.quiet.get(client, peer_id) != peer_id:
+            return False
+        return clock > self._gone.get(client, 0)
 
     def stale(self, client: int, clock: int) -> bool:
         """Whether a state of `client` at `clock` is older than its removal (merge

@@ -54,6 +54,11 @@ class ConnectionGuard:
                 "reconnect to re-sync"
             )
 
+    def refund_message(self) -> None:
+        """The message just counted changed nothing and was let off (an echo of what the
+        server sent: PresenceGuard.refund): its message token back."""
+        self.frames.refund(1, self._loop.time())
+
     def charge(self, nbytes: int) -> None:
         """Bytes written on the client's behalf (an undo or redo appends as much as the
         edit it reverts) count against its byte rate."""

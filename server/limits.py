@@ -54,6 +54,12 @@ class Bucket:
             self._refill(now)
             self.tokens -= cost
 
+    def refund(self, cost: float, now: float) -> None:
+        """Give back `cost` taken for what turned out to cost nothing (up to the burst)."""
+        if self.rate > 0:
+            self._refill(now)
+            self.tokens = min(2 * self.rate, self.tokens + cost)
+
 
 class Budget:
     """Bytes held per key (a client address, a document), each key bounded by its own

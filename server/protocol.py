@@ -398,13 +398,17 @@ def _check_colors(client: int, state: Any, depth: int = 0) -> None:
 SAFE_INTEGER = 1 << 53
 
 
-def decode_awareness(payload: bytes, max_entries: int | None = None) -> list[tuple[int, int, str]]:
+def decode_awareness(
+    payload: bytes, max_entries: int | None = None, *, check: bool = True
+) -> list[tuple[int, int, str]]:
     """Decode an awareness update into [(client id, clock, state JSON)].
 
     A state must be JSON: y-protocols parses every state it receives, and one that does
     not parse throws out of y-websocket's message handler (a Node.js client dies), so a
     relayed one would take down every other client of the document. `max_entries`:
-    refuse (FrameTooLarge) an update of more entries, before reading any."""
+    refuse (FrameTooLarge) an update of more entries, before reading any. ``check=False``
+    leaves the states unparsed: the caller checks (:func:`check_awareness_state`) those
+    it keeps (most of what providers send echoes states the server holds already)."""
     r = Reader(payload)
     n = r.read_var_uint("awareness entry count")
     if max_entries is not None and n > max_entries:
@@ -420,16 +424,23 @@ def decode_awareness(payload: bytes, max_entries: int | None = None) -> list[tup
                 f"presence (awareness) client id {client} or clock {clock} is past 2^53 - 1"
             )
         state = r.read_var_string("awareness state")
-        try:
-            value = json.loads(state, parse_constant=_not_json)
-        except (ValueError, RecursionError) as e:
-            raise ProtocolError(
-                f"presence (awareness) state of client {client} is not JSON: {e}"
-            ) from e
-        _check_colors(client, value)
+        if check:
+            check_awareness_state(client, state)
         out.append((client, clock, state))
     r.expect_end("awareness update")
     return out
+
+
+def check_awareness_state(client: int, state: str) -> None:
+    """Raise ProtocolError unless `state` (of Yjs client `client`) is JSON whose colours
+    are colours (what :func:`decode_awareness` checks of every state)."""
+    try:
+        value = json.loads(state, parse_constant=_not_json)
+    except (ValueError, RecursionError) as e:
+        raise ProtocolError(
+            f"presence (awareness) state of client {client} is not JSON: {e}"
+        ) from e
+    _check_colors(client, value)
 
 
 def encode_awareness_entries(entries: list[tuple[int, int, str]]) -> bytes:

@@ -248,6 +248,9 @@ class Room:
         self.peers: dict[str, Peer] = {}
         #: who is here (presence, relayed, never stored)
         self.presence = Awareness()
+        #: presence frames broadcast so far: each may come back from every provider as an
+        #: echo (presence.PresenceGuard.refund)
+        self.presence_frames = 0
         #: seconds a presence state lives without renewal (see _expire_presence)
         self.presence_timeout = presence_timeout
         self._presence_timer: asyncio.TimerHandle | None = None
@@ -372,7 +375,7 @@ class Room:
             return
         entries = self.presence.drop(peer.id)
         if entries is not None:
-            self.broadcast(P.encode_awareness(entries))
+            self._broadcast_presence(P.encode_awareness(entries))
             self.observer.awareness(self, entries)
 
     def _broadcast_events(
@@ -615,18 +618,29 @@ class Room:
         """The presence entries by Yjs client id (clock, state, announcing connection)."""
         return self.presence.entries
 
-    def receive_awareness(self, peer: Peer, payload: bytes, *, relayed: bool = False) -> None:
-        """Merge presence entries (newer clocks win) and relay them to the connections.
+    def receive_awareness(
+        self,
+        peer: Peer,
+        payload: bytes | Sequence[tuple[int, int, str]],
+        *,
+        relayed: bool = False,
+    ) -> None:
+        """Merge presence entries (newer clocks win: an encoded update, or its entries
+        checked by presence.PresenceGuard.admit) and relay them to the connections.
         ``relayed``: they come from another process (fan-out), so hooks do not see them."""
         encoded = self.presence.merge(
             peer.id, payload, self.peers, tell=None if relayed else peer.send
         )
         if encoded is not None:
             # echo to the sender too: y-websocket clients close sockets silent for 30 s
-            self.broadcast(P.encode_awareness(encoded))
+            self._broadcast_presence(P.encode_awareness(encoded))
             if not relayed:
                 self.observer.awareness(self, encoded)
             self._watch_presence()
+
+    def _broadcast_presence(self, frame: bytes) -> None:
+        self.presence_frames += 1
+        self.broadcast(frame)
 
     def _watch_presence(self) -> None:
         """Make sure the presence timer runs while there are states: one timer per room,
@@ -657,7 +671,7 @@ class Room:
         expired = self.presence.expire(time.monotonic() - self.presence_timeout)
         if expired:
             gone = [(c, e.clock, "null") for c, e in expired]
-            self.broadcast(P.encode_awareness(P.encode_awareness_entries(gone)))
+            self._broadcast_presence(P.encode_awareness(P.encode_awareness_entries(gone)))
             own = [(c, e.clock, "null") for c, e in expired if e.peer_id in self.peers]
             if own:
                 self.observer.awareness(self, P.encode_awareness_entries(own))

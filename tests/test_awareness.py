@@ -49,7 +49,8 @@ def test_an_echo_changes_nothing_and_stale_clients_are_told_in_one_frame() -> No
     assert not a.changes("c3", 7, 9, '{"x":1}')  # another connection's client
     assert not a.changes("c1", 7, 3, '{"x":1}') and not a.changes("c1", 7, 2, "{}")
     assert a.changes("c1", 7, 4, "{}") and a.changes("c1", 7, 3, "null")
-    assert a.changes("c3", 10, 0, "{}")  # a new client
+    assert a.changes("c3", 10, 1, "{}")  # a new client
+    assert not a.changes("c3", 10, 0, "{}")  # (at clock 0: y-protocols drops it)
     a.drop("c2")  # 8 and 9 removed at clock 2
     assert not a.changes("c3", 8, 1, "{}") and not a.changes("c3", 9, 2, "null")
     assert a.changes("c3", 8, 3, "{}")

@@ -297,6 +297,7 @@ class HocuspocusSocket(Connection):
             self.backend.rooms.release(room)  # closed while loading
             return
         peer.room = room
+        peer.guard.presence.joining(room)
         room.join(peer, sync_step1=False)  # Hocuspocus answers the client's step 1 instead
         frames, peer.pending = peer.pending, []
         try:
@@ -340,7 +341,9 @@ class HocuspocusSocket(Connection):
             entries = peer.guard.presence.admit(room, presence, peer.id)
             room.note_presence(peer.id, presence)  # (the first says whose it is)
             if entries:
-                room.receive_awareness(peer, P.encode_awareness_entries(entries))
+                room.receive_awareness(peer, entries)
+            if peer.guard.presence.refund(room):
+                self.guard.refund_message()  # (the socket's: every document's frames count)
         elif t == H.QUERY_AWARENESS:
             room.send_awareness(peer)
         elif t == H.STATELESS:

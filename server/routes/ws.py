@@ -299,10 +299,12 @@ class Connection:
         elif isinstance(msg, P.SyncStep2 | P.SyncUpdate):
             self._receive_update(room, msg.update, isinstance(msg, P.SyncStep2))
         elif isinstance(msg, P.AwarenessUpdate):
-            entries = self.admit_awareness(room, msg.payload, self.id)
+            entries = self.guard.presence.admit(room, msg.payload, self.id)
             room.note_presence(self.id, msg.payload)  # (the first says whose it is)
-            if entries is not None:
+            if entries:
                 room.receive_awareness(self, entries)
+            if self.guard.presence.refund(room):
+                self.guard.refund_message()
         elif isinstance(msg, P.QueryAwareness):
             self._answering = True
             try:
@@ -459,14 +461,6 @@ class Connection:
             return True
         return False
 
-    def admit_awareness(self, room: Room, payload: bytes, peer_id: str) -> bytes | None:
-        """The presence entries of `payload` connection `peer_id` may publish (validated,
-        its own, bounded per connection and per room), encoded; None when there are
-        none. The frame is bounded by ``max_frame_bytes``; what it changes (not what it
-        echoes) by ``max_awareness_bytes`` (PresenceGuard.admit)."""
-        entries = self.guard.presence.admit(room, payload, peer_id)
-        return P.encode_awareness_entries(entries) if entries else None
-
     async def _extension(self, room: Room, body: dict[str, Any]) -> None:
         answer = await extension_answer(
             self.backend, room, self.client, body, flush=room.flush, charge=self.charge
@@ -482,6 +476,7 @@ class Connection:
         self._watch_expiry()
         self._answering = True
         try:
+            self.guard.presence.joining(room)
             room.join(self)
         finally:
             self._answering = False
