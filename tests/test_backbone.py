@@ -283,11 +283,13 @@ async def test_restart_reloads_log_and_snapshots(settings: Settings, db_path: Pa
 
             await eventually(done)
             expected = a.content
-    # unload on shutdown wrote a final snapshot at the head
+    # unload on shutdown wrote a final snapshot at the head (how many were written before
+    # it depends on timing: the writes at 10 and 20 run in the background, and on a loaded
+    # machine they may capture a later head, or be the one the final write replaces)
     store = SQLiteStore(db_path)
     async with store:
         snaps = await store.snapshots("r")
-        assert len(snaps) >= 2 and snaps[-1].seq == 25 and all(s.valid for s in snaps)
+        assert snaps and snaps[-1].seq == 25 and all(s.valid for s in snaps)
     async with run_server(settings) as server:
         async with connect(server.ws_url, "r") as c:
             assert c.content == expected
