@@ -68,11 +68,17 @@ async def probe(lags: list[float], stop: asyncio.Event) -> None:
         lags.append(loop.time() - t - 0.01)
 
 
+def _binary(data: str | bytes) -> bytes:
+    if isinstance(data, str):
+        raise TypeError("the server sent a text frame")
+    return data
+
+
 async def one_run(n: int, mode: str, cap: int | None) -> tuple[float, float, str]:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(db=str(Path(tmp) / "p.db"), port=free_port())
         if cap is not None:
-            settings.max_new_clients_per_update = cap  # type: ignore[attr-defined]
+            settings.max_new_clients_per_update = cap
         async with run_server(settings) as srv:
             url = f"{srv.ws_url}/bench"
             after = None
@@ -81,7 +87,7 @@ async def one_run(n: int, mode: str, cap: int | None) -> tuple[float, float, str
                     first = many_clients_update(1, None, seed=99)
                     await ws.send(P.encode_sync_update(first))
                     while True:  # the echo: logged
-                        msg = P.decode(await ws.recv())
+                        msg = P.decode(_binary(await ws.recv()))
                         if isinstance(msg, P.SyncUpdate):
                             break
                     after = (P.Reader(first[2:]).read_var_uint("client"), 0)
@@ -98,7 +104,7 @@ async def one_run(n: int, mode: str, cap: int | None) -> tuple[float, float, str
                 try:
                     async with asyncio.timeout(120):
                         while True:
-                            msg = P.decode(await ws.recv())
+                            msg = P.decode(_binary(await ws.recv()))
                             if isinstance(msg, P.SyncUpdate) and len(msg.update) > n:
                                 answer = "accepted (echo)"
                                 break

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -74,12 +75,12 @@ def start_server(
 
 def cpu_s(pid: int) -> float:
     t = psutil.Process(pid).cpu_times()
-    return t.user + t.system
+    return float(t.user + t.system)
 
 
 def run_once(
     kind: str, n: int, port: int, timeout: float, pin: list[str], presence: str
-) -> dict[str, object]:
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="presence-join-") as tmp:
         proc, url = start_server(kind, port, Path(tmp), pin)
         try:
