@@ -1111,9 +1111,45 @@ class AttributionIndex:
             track.leave_ids()
             self._observe(name, track)
 
+    async def start_at(
+        self,
+        seq: int,
+        state: bytes,
+        *,
+        paced: bool = False,
+        busy: Callable[[], bool] | None = None,
+    ) -> None:
+        """Start from a compacted log's base snapshot, the state at `seq`: its text
+        counts as written at `seq`, by nobody known. Folded by ids when the index folds
+        by ids (the state is an update from an empty document, its structs put in an
+        order of integration first), so that the events after it are too: by deltas,
+        each walks the text from its start (51,636 events after the base of a 1.3 MB
+        manuscript took 147 s by deltas, against 16 s for all 101,636 by ids). In slices
+        (fold_sliced), like any event; by deltas (start_from) when the fold by ids does
+        not follow the state."""
+        if self._ids is None or self.seq:
+            self.start_from(seq, state)
+            return
+        from .yupdate import Unsupported, decode_causal
+
+        try:
+            self._decoded[seq] = await cpu_account.to_thread(decode_causal, state)
+        except Unsupported as e:
+            log.info("attribution of %s: its base at %d is folded by deltas: %s",
+                     self.doc_name, seq, e)  # fmt: skip
+            self.start_from(seq, state)
+            return
+        self.base = seq
+        # one event, by nobody known ("" names nobody, as start_from's); if the fold by
+        # ids gives way after all, fold_sliced folds it by deltas, the same way
+        await self.fold_sliced([Event(self.doc_name, seq, 0, "", "base", state, {})],
+                               paced=paced, busy=busy)  # fmt: skip
+
     def start_from(self, seq: int, state: bytes) -> None:
         """Start from the state at `seq` (a compacted log's base snapshot, or the first
-        version of a range diff): its text counts as written at `seq`, by nobody known."""
+        version of a range diff) by text deltas: its text counts as written at `seq`, by
+        nobody known."""
+        self.seq = seq  # (for the log line: the events by deltas are those after it)
         self._to_deltas("it starts from a snapshot")
         self._cur = seq
         self._note(seq, "")

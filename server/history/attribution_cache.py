@@ -410,7 +410,8 @@ class AttributionCache:
             if info is not None and info.base_seq:
                 snap = await self.store.latest_snapshot(doc, info.base_seq)
                 if snap is not None:
-                    index.start_from(snap.seq, snap.state)
+                    busy = self._editing if paced else None
+                    await index.start_at(snap.seq, snap.state, paced=paced, busy=busy)
             try:
                 await self._extend(index, None, paced)
                 break
