@@ -1118,6 +1118,7 @@ class AttributionIndex:
         *,
         paced: bool = False,
         busy: Callable[[], bool] | None = None,
+        hurry: Callable[[], bool] | None = None,
     ) -> None:
         """Start from a compacted log's base snapshot, the state at `seq`: its text
         counts as written at `seq`, by nobody known. Folded by ids when the index folds
@@ -1143,7 +1144,7 @@ class AttributionIndex:
         # one event, by nobody known ("" names nobody, as start_from's); if the fold by
         # ids gives way after all, fold_sliced folds it by deltas, the same way
         await self.fold_sliced([Event(self.doc_name, seq, 0, "", "base", state, {})],
-                               paced=paced, busy=busy)  # fmt: skip
+                               paced=paced, busy=busy, hurry=hurry)  # fmt: skip
 
     def start_from(self, seq: int, state: bytes) -> None:
         """Start from the state at `seq` (a compacted log's base snapshot, or the first
@@ -1170,6 +1171,7 @@ class AttributionIndex:
         *,
         paced: bool = False,
         busy: Callable[[], bool] | None = None,
+        hurry: Callable[[], bool] | None = None,
     ) -> None:
         """Fold `events` in slices of about SLICE_SECONDS, yielding to the event loop after
         each; `paced` (background work): sleeping as long as the slice took, so that it
@@ -1177,7 +1179,8 @@ class AttributionIndex:
         too): while it says edits are being made, slices of BUSY_SLICE_SECONDS and
         pauses of BUSY_PAUSE times the slice, so that an edit arriving during a slice
         waits less, and fewer edits do. The CPU time of the folding is charged to the
-        task's CPU account, if any (server.cpu_account).
+        task's CPU account, if any (server.cpu_account). `hurry`: while it says someone
+        waits for this index, no pause between slices (not paced, not busy).
 
         A slice ends between two events, or inside one event's fold (its text deltas,
         or its ranges folded by ids, DELTA_STEP at a time): one event may be a whole
@@ -1196,8 +1199,9 @@ class AttributionIndex:
         done = False
         try:
             while not done:
-                hurry = busy is not None and busy()
-                target = BUSY_SLICE_SECONDS if hurry else SLICE_SECONDS
+                urgent = hurry is not None and hurry()
+                busy_now = not urgent and busy is not None and busy()
+                target = BUSY_SLICE_SECONDS if busy_now else SLICE_SECONDS
                 t0 = time.perf_counter()
                 with cpu_account.on_loop(), gc_paused():
                     for _ in steps:
@@ -1208,7 +1212,8 @@ class AttributionIndex:
                         done = True
                 dt = time.perf_counter() - t0
                 if not done:
-                    await asyncio.sleep(dt * (BUSY_PAUSE if hurry else 1) if paced else 0)
+                    pause = dt * (BUSY_PAUSE if busy_now else 1) if paced and not urgent else 0
+                    await asyncio.sleep(pause)
         finally:
             if not done:  # (cancelled: an event may be half folded)
                 steps.close()

@@ -23,7 +23,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from .. import cpu_account
 from ..errors import FATAL, DocumentBroken
@@ -96,6 +96,13 @@ class AttributionCache:
         self.last_edit = last_edit
         #: pages a background refresh waited for a pause in the editing before reading
         self.deferred = 0
+        #: per document, the callers (blame, diff, a restore) waiting for its lock: while
+        #: there are any, a background refresh holding it neither waits for a pause in
+        #: the editing nor paces itself (see _hurry)
+        self._wanted: dict[str, int] = {}
+        #: observable: pages and slices a refresh stopped deferring or pacing because a
+        #: caller was waiting for the index
+        self.hurried = 0
         self.max_docs = max_docs
         #: the memory the indexes kept may take, as AttributionIndex.estimated_bytes
         #: estimates it (0: no bound but max_docs); the one in use stays, however large
@@ -135,8 +142,37 @@ class AttributionCache:
         """Hold the lock under which the document's index is built, extended and stored:
         while it is held the index does not change, so a walk of it may run in a worker
         thread (the blame and diff of an XML root do). The lock exists while someone
-        holds it or waits for it (KeyedLocks)."""
-        return self._locks.hold(doc)
+        holds it or waits for it (KeyedLocks). A background refresh that holds it
+        hurries while someone waits here (_hurry)."""
+        return self._wanting(doc)
+
+    @contextlib.asynccontextmanager
+    async def _wanting(self, doc: str) -> AsyncIterator[None]:
+        self._wanted[doc] = self._wanted.get(doc, 0) + 1
+        try:
+            async with self._locks.hold(doc):
+                self._unwant(doc)
+                doc = ""  # (no longer waiting)
+                yield
+        finally:
+            if doc:
+                self._unwant(doc)
+
+    def _unwant(self, doc: str) -> None:
+        n = self._wanted.pop(doc, 1) - 1
+        if n:
+            self._wanted[doc] = n
+
+    def _hurry(self, doc: str) -> bool:
+        """Whether a caller waits for the lock of `doc` a background refresh holds: it
+        then folds on without waiting for a pause in the editing and without pacing.
+        Before 6 Dec 2026 it did not: a restore of a manuscript right after its room
+        unloaded, while someone typed in another document, waited 20-27 s for a refresh
+        that was waiting for the typing to pause (MAX_DEFER_SECONDS a page)."""
+        if self._wanted.get(doc):
+            self.hurried += 1
+            return True
+        return False
 
     def peek(self, doc: str) -> AttributionIndex | None:
         return self._indexes.get(doc)
@@ -246,7 +282,7 @@ class AttributionCache:
         info = await self.store.doc_info(doc)
         if info is None or info.head == 0 or self._stored.get(doc, -1) >= info.head:
             return False
-        async with self.lock(doc):
+        async with self._locks.hold(doc):  # (its own wait does not make it hurry)
             index = self._indexes.get(doc)
             if index is not None and index.base != info.base_seq:
                 self.drop(doc)  # compacted since it was built (see stale)
@@ -281,7 +317,16 @@ class AttributionCache:
         if row is None:
             return None
         seq, data = row
-        why = await self._mismatch(doc, seq, data, upto)
+        # decompressing and reading it grows with the index (seconds for a long
+        # manuscript's): in a worker thread, not on the event loop (codec.Parsed)
+        try:
+            parsed = await cpu_account.to_thread(codec.parse, data)
+        except FATAL:
+            raise
+        except Exception as e:
+            log.info("stored attribution index of %s not used: it does not decode (%s)", doc, e)
+            return None
+        why = await self._mismatch(doc, seq, parsed, upto)
         if why is not None:
             log.info("stored attribution index of %s not used: %s", doc, why)
             return None
@@ -290,7 +335,7 @@ class AttributionCache:
             log.info("stored attribution index of %s not used: version %d does not load", doc, seq)
             return None
         try:
-            index = codec.decode(data, loaded.doc)
+            index = codec.assemble(parsed, loaded.doc)
         except FATAL:
             raise
         except Exception as e:
@@ -306,23 +351,16 @@ class AttributionCache:
         log.info("attribution index of %s read back at seq %d in %.3f s", doc, seq, dt)
         return index
 
-    async def _mismatch(self, doc: str, seq: int, data: bytes, upto: int) -> str | None:
-        try:
-            h = codec.header(data)
-        except ValueError as e:
-            return str(e)
+    async def _mismatch(self, doc: str, seq: int, parsed: codec.Parsed, upto: int) -> str | None:
+        h = parsed.header
         if int(h["seq"]) != seq or h.get("doc") != doc:
             return "its header names another document or seq"
         info = await self.store.doc_info(doc)
         if info is None or seq > info.head or seq < info.base_seq:
             return f"its seq {seq} is outside the log"
-        try:
-            base = codec.base(data)
-        except (ValueError, KeyError, IndexError, TypeError) as e:
-            return f"its start does not decode ({e})"
-        if base != info.base_seq:
-            return (f"it starts at seq {base}, the log at {info.base_seq} (compacted since): "
-                    "it names the writers of events folded away")  # fmt: skip
+        if parsed.base != info.base_seq:
+            return (f"it starts at seq {parsed.base}, the log at {info.base_seq} (compacted "
+                    "since): it names the writers of events folded away")  # fmt: skip
         if seq > info.base_seq:
             evs = await self.store.read(doc, after=seq - 1, upto=seq)
             if not evs or fingerprint(evs[0].update) != h.get("fp"):
@@ -375,7 +413,7 @@ class AttributionCache:
         """Whether an edit was committed in the last QUIET_SECONDS."""
         return self.last_edit is not None and time.monotonic() - self.last_edit() < QUIET_SECONDS
 
-    async def _give_way(self) -> None:
+    async def _give_way(self, doc: str) -> None:
         """Before a background refresh reads its next page: wait until no edit was
         committed for QUIET_SECONDS, at most MAX_DEFER_SECONDS. Reading a page decodes
         its segments on a worker thread, which holds the interpreter for ~1.5 ms a
@@ -387,13 +425,14 @@ class AttributionCache:
             return
         deadline = time.monotonic() + MAX_DEFER_SECONDS
         waited = False
-        while True:
+        while not self._hurry(doc):
             now = time.monotonic()
             rest = min(self.last_edit() + QUIET_SECONDS, deadline) - now
             if rest <= 0:
                 break
             waited = True
-            await asyncio.sleep(rest)
+            # (in short naps: a caller who starts waiting for the index is noticed)
+            await asyncio.sleep(min(rest, QUIET_SECONDS))
         if waited:
             self.deferred += 1
 
@@ -411,7 +450,8 @@ class AttributionCache:
                 snap = await self.store.latest_snapshot(doc, info.base_seq)
                 if snap is not None:
                     busy = self._editing if paced else None
-                    await index.start_at(snap.seq, snap.state, paced=paced, busy=busy)
+                    hurry = (lambda: self._hurry(doc)) if paced else None
+                    await index.start_at(snap.seq, snap.state, paced=paced, busy=busy, hurry=hurry)
             try:
                 await self._extend(index, None, paced)
                 break
@@ -443,15 +483,20 @@ class AttributionCache:
         """Fold the events after the index's seq (up to `upto`), a slice at a time.
         `paced` (background refreshes): after each slice, wait as long as it took, so
         that a refresh takes at most half of the CPU from whatever else runs."""
+        doc = index.doc_name
+        hurry = (lambda: self._hurry(doc)) if paced else None
         while upto is None or index.seq < upto:
             if paced:
-                await self._give_way()
-            events = await self.store.read(
-                index.doc_name, after=index.seq, upto=upto, limit=READ_PAGE
-            )
+                await self._give_way(doc)
+            events = await self.store.read(doc, after=index.seq, upto=upto, limit=READ_PAGE)
             if not events:
                 return
-            await index.fold_sliced(events, paced=paced, busy=self._editing if paced else None)
+            await index.fold_sliced(
+                events,
+                paced=paced,
+                busy=self._editing if paced else None,
+                hurry=hurry,
+            )
 
 
 __all__ = ["AttributionCache", "TextTrack", "fingerprint"]
