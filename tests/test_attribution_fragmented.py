@@ -15,6 +15,7 @@ import random
 from typing import Any
 
 import httpx
+import pytest
 import websockets
 from conftest import RunningServer, eventually
 from pycrdt import Doc, Text
@@ -171,3 +172,51 @@ def test_many_ops_per_delta_fold_as_the_document_has_them() -> None:
             assert index.text_at("content", s) == text, (by_ids, s)
         folds.append([index.blame("content", s) for s in (30, 80, 119)])
     assert folds[0] == folds[1]
+
+
+async def test_the_copies_of_one_restore_are_matched_in_slices(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A restore (or an undo) that brings back many deleted stretches has each copy
+    matched with the text it copies: a 1.3 MB manuscript's restore took 0.8 s of such
+    matching in one piece on the event loop while a refresh extended its index. By
+    deltas (an index read back and extended), the loop turns between the stretches,
+    and the words brought back are still their writer's."""
+    from palimpsest.history import attribution
+
+    monkeypatch.setattr(attribution, "SLICE_SECONDS", 0.0)
+    words = 300
+    d: Doc[Any] = Doc(client_id=1)
+    t = d.get("content", type=Text)
+    updates: list[bytes] = []
+    sub = d.observe(lambda e: updates.append(e.update))
+    t += "".join(f"w{i:03d} " for i in range(words))
+    with d.transaction():  # bob deletes every other word, from the end
+        for i in reversed(range(0, words, 2)):
+            del t[i * 5 : i * 5 + 5]
+    back: Doc[Any] = Doc(client_id=2)  # the restore's, as the server makes it
+    back.apply_update(d.get_update())
+    d.unobserve(sub)
+    tb = back.get("content", type=Text)
+    sub = back.observe(lambda e: updates.append(e.update))
+    with back.transaction():
+        for i in range(0, words, 2):
+            tb.insert(i * 5, f"w{i:03d} ")
+    back.unobserve(sub)
+    kinds = [("ann", "edit", {}), ("bob", "edit", {}), ("ed", "restore", {"restores": 1})]
+    events = [
+        Event(doc="d", seq=k + 1, ts=0, actor=a, kind=kind, update=u, meta=m)
+        for k, ((a, kind, m), u) in enumerate(zip(kinds, updates, strict=True))
+    ]
+    index = AttributionIndex("d", ["content"], by_ids=False)
+    index.fold(events[:2])
+    folding = asyncio.create_task(index.fold_sliced(events[2:]))
+    mid_event = 0  # the loop's turns while the restore is half folded
+    while not folding.done():
+        if index._cur == 3 and index.seq == 2:
+            mid_event += 1
+        await asyncio.sleep(0)
+    await folding
+    assert index.text_at("content", 3) == str(tb) == index.text_at("content", 1)
+    assert mid_event >= words // 2, mid_event
+    assert {(r["actor"], r["seq"]) for r in index.blame("content", 3)} == {("ann", 1)}

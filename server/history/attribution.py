@@ -565,6 +565,14 @@ class Copies:
     def settle(self) -> None:
         """Note the copies the event made (once its inserts and deletes are folded, and
         its moves noted: text moved is not looked at again)."""
+        for _ in self.settle_steps():
+            pass
+
+    def settle_steps(self) -> Iterator[None]:
+        """settle(), a pause (a yield) after each stretch matched: an undo or a restore
+        of a long text makes many, 0.8 s of matching in one piece on the event loop for
+        a 1.3 MB manuscript's restore, while its authors waited to open it (see
+        AttributionIndex.fold_sliced)."""
         seq = self.seq
         covered: set[int] = set()  # the runs of the stretches looked at (by id())
         for track, pos, run in self.spots:
@@ -577,8 +585,10 @@ class Copies:
             covered.update(id(r) for r in runs)
             orig = [r for r in runs if r[3] and r[3] != seq and self.source(r)]
             self.match(track, runs, track, orig)
+            yield
         for settle in self.later:
             settle()
+            yield
 
     @staticmethod
     def where(track: TextTrack, pos: int, run: list[Any] | None = None) -> tuple[int, int]:
@@ -1250,7 +1260,9 @@ class AttributionIndex:
                 for steps in deferred:
                     yield from steps
             if copies is not None:
-                copies.settle()
+                for _ in copies.settle_steps():
+                    if sliced:
+                        yield
             whole = True
         except FATAL:
             raise
