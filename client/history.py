@@ -623,8 +623,10 @@ class History:
         """Append the Yjs v1 `update` to `doc` through the running server (admin only):
         one event of kind import, sent to the connected clients, whose Yjs client ids
         stay free for the tabs that wrote them elsewhere; `source` is kept in its meta.
-        Returns its seq, or None when the document held all of it already. A body over
-        the server's MAX_HTTP_BODY_BYTES is refused (413)."""
+        Returns its seq, or None when the document held all of it already. The update
+        may be as large as the server's MAX_DOC_BYTES (a whole document); over it, or
+        when the document would grow past it, TooLarge (413). Whole or not at all: after
+        a lost connection, call it again (what the document holds is not logged twice)."""
         answer = await self._json(
             "POST", f"{_doc_path(doc)}/updates", f"importing an update into {doc!r}",
             params={"source": source}, content=update,

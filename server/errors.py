@@ -8,6 +8,7 @@
     ├── DocNameError             a document name that is not allowed (close 4400 / HTTP 400)
     ├── UpdateRejected           an update that fails to decode or apply (close 4400)
     ├── FrameTooLarge            a frame over the configured limit (close 4413)
+    │   └── BodyTooLarge         a request body over its route's limit (HTTP 413)
     ├── AuthError                missing, bad or expired token (close 4401 / HTTP 401)
     │   └── Forbidden            valid token, not allowed here (close 4403 / HTTP 403)
     ├── RateLimited              too many events (close 1013, transient) or requests
@@ -81,6 +82,11 @@ class UpdateGap(UpdateRejected):
 class FrameTooLarge(PalimpsestError):
     close_code = 4413
     http_status = 413
+
+
+class BodyTooLarge(FrameTooLarge):
+    """A request body over its route's limit, found while it is read (the request guard
+    stops reading there): 413, named as the guard's early refusal is."""
 
 
 class AuthError(PalimpsestError):

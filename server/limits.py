@@ -296,7 +296,8 @@ class Limits(Extension):
                 return
         raise FrameTooLarge(
             f"document {room.name!r} would grow over the limit of {limit} bytes "
-            f"(now about {size + room.applied_bytes - at + room.queued_bytes}, update {nbytes})"
+            f"(MAX_DOC_BYTES; now about {size + room.applied_bytes - at + room.queued_bytes}, "
+            f"update {nbytes})"
         )
 
 

@@ -32,7 +32,12 @@ request body may be.
   ``application/json`` when not empty (415): a cross-site form or ``text/plain`` fetch
   cannot pose as an API call. The one route that takes bytes (``POST
   /api/docs/{doc}/updates``, a Yjs update) takes ``application/octet-stream`` only,
-  which a browser does not send cross-site without a CORS preflight either.
+  which a browser does not send cross-site without a CORS preflight either, and as
+  much as a document may hold (``max_doc_bytes``, if larger): a whole document's
+  state, copied from elsewhere, is one such update. Its body is not read here but
+  handed on as it arrives, counted (413 ``BodyTooLarge`` as soon as it is over, by its
+  ``Content-Length`` before a byte is read), so the route reads it only once the
+  caller is known to be an admin, and nothing past the limit is ever held.
 - Rate. State-changing API requests (restore, revert, undo, a text written whole, tags,
   deletes) do work on the event loop that a websocket's rate limit does not see: at most
   ``max_http_writes_per_second`` per client address (burst 2x), 429 beyond.
@@ -49,6 +54,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from .errors import BodyTooLarge
 from .limits import Bucket
 from .settings import Settings
 
@@ -260,6 +266,8 @@ class RequestGuard:
     async def _with_body(
         self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]
     ) -> None:
+        if _BINARY_BODY.fullmatch(path_in_app(scope)) is not None:
+            return await self._streamed(scope, receive, send, headers)
         limit = self.settings.max_http_body_bytes
         too_large = (
             f"the request body is over the limit of {limit} bytes (MAX_HTTP_BODY_BYTES), "
@@ -284,15 +292,8 @@ class RequestGuard:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        kind = headers.get("content-type", "").split(";")[0].strip().lower()
-        binary = _BINARY_BODY.fullmatch(path_in_app(scope)) is not None
-        want = OCTET_STREAM if binary else "application/json"
-        if (body if binary else body.strip()) and kind != want:
-            self.refused("unsupported_media_type")
-            return await _answer(
-                send, 415, "UnsupportedMediaType",
-                f"the request body must be {want}, not {kind[:60] or 'untyped'}",
-            )  # fmt: skip
+        if body.strip() and _media_type(headers) != "application/json":
+            return await self._unsupported(send, "application/json", headers)
         replayed = False
 
         async def replay() -> Message:
@@ -303,6 +304,55 @@ class RequestGuard:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _streamed(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]
+    ) -> None:
+        """The update-import route: its body handed on as it arrives, at most
+        ``max_doc_bytes`` (or ``max_http_body_bytes`` if larger) of it; the route reads
+        it after authenticating the caller. Over the limit by its Content-Length: 413
+        before a byte is read; else BodyTooLarge (413) is raised in the reader as soon as
+        what arrived is over, and the rest is never read."""
+        limit = max(self.settings.max_http_body_bytes, self.settings.max_doc_bytes)
+        too_large = (
+            f"the update is over the document size limit of {limit} bytes (MAX_DOC_BYTES): "
+            "no document may hold it; nothing of it was applied"
+        )
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            self.refused("body_too_large")
+            return await _answer(send, 413, "BodyTooLarge", too_large)
+        first = await receive()
+        if first["type"] != "http.request":
+            return  # the client went away
+        if (first.get("body") or first.get("more_body")) and _media_type(headers) != OCTET_STREAM:
+            return await self._unsupported(send, OCTET_STREAM, headers)
+        pending: Message | None = first
+        size = 0
+
+        async def counted() -> Message:
+            nonlocal pending, size
+            message, pending = (pending, None) if pending is not None else (await receive(), None)
+            if message["type"] == "http.request":
+                size += len(message.get("body", b""))
+                if size > limit:
+                    self.refused("body_too_large")
+                    raise BodyTooLarge(too_large)
+            return message
+
+        await self.app(scope, counted, send)
+
+    async def _unsupported(self, send: Send, want: str, headers: dict[str, str]) -> None:
+        self.refused("unsupported_media_type")
+        kind = _media_type(headers)
+        await _answer(
+            send, 415, "UnsupportedMediaType",
+            f"the request body must be {want}, not {kind[:60] or 'untyped'}",
+        )  # fmt: skip
+
+
+def _media_type(headers: dict[str, str]) -> str:
+    return headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 async def _close_websocket(receive: Receive, send: Send, code: int, reason: str) -> None:

@@ -6,6 +6,7 @@ client ids stay free for the tabs that wrote them elsewhere, as with `palimpsest
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -215,3 +216,154 @@ async def test_an_import_on_one_process_leaves_the_ids_free_on_the_others(
             evs = await store.read(DOC)
         assert (evs[0].kind, evs[0].actor) == ("import", "ops")
         assert {e.actor for e in evs[1:]} == {"alice"}
+
+
+# --- a whole document, larger than the 1 MiB of the other routes -------------------------
+
+MiB = 1024 * 1024
+
+
+def _book(nbytes: int) -> Doc[Any]:
+    """A document of about `nbytes` of text, written in pieces at scattered places by two
+    writers (so its update has many items, two clients and a delete set)."""
+    import random
+
+    rng = random.Random(8)
+    docs: list[Doc[Any]] = [Doc(), Doc()]
+    size = 0
+    for i in range(400):
+        d = docs[i % 2]
+        if i % 50 == 49:  # the writers exchange their work now and then
+            other = docs[(i + 1) % 2]
+            other.apply_update(d.get_update(other.get_state()))
+        text = d.get("content", type=Text)
+        piece = "".join(rng.choice("abcdefgh ijklmn\nopqrst uvwxyz") for _ in range(nbytes // 400))
+        at = rng.randint(0, len(text))
+        text.insert(at, piece)
+        del text[at + 10 : at + 20]
+        size += len(piece)
+    docs[0].apply_update(docs[1].get_update(docs[0].get_state()))
+    return docs[0]
+
+
+async def test_a_document_larger_than_the_body_limit_is_copied_to_a_running_server(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """README's recipe for a copy: `palimpsest export --format update` on one store, then
+    `palimpsest import --url` into a running server (`palimpsest serve`). The update is
+    several MiB, over the 1 MiB that a request body may be on other routes: it is taken
+    whole, one event, and the text on the target is the source's exactly. A connected
+    client gets it too. Other routes still refuse a body over 1 MiB."""
+    from serverproc import ServerProcess
+
+    book = _book(3 * MiB)
+    want = str(book.get("content", type=Text))
+    source = tmp_path / "source.db"
+    (tmp_path / "book.yjs").write_bytes(book.get_update())
+    r = await cli(capfd, "import", "book", str(tmp_path / "book.yjs"), "--db", str(source))
+    assert r.code == 0, r
+    export = tmp_path / "export.yjs"
+    r = await cli(capfd, "export", "book", "--format", "update", "--db", str(source),
+                  "-o", str(export))  # fmt: skip
+    assert r.code == 0, r
+    assert export.stat().st_size > 3 * MiB
+    async with ServerProcess(tmp_path / "target") as srv:
+        async with connect(srv.ws_url, "book", "carol") as c:
+            r = await cli(capfd, "import", "book", str(export), "--url", srv.http_url)
+            assert r.code == 0, r
+            assert "book@1 (" in r.out, r
+            await eventually(lambda: c.content == want, what="the client got the copy")
+        async with httpx.AsyncClient(base_url=srv.http_url, params={"user": "ops"}) as http:
+            r = await http.get("/api/docs/book/versions/head")
+            assert r.status_code == 200
+            assert r.json()["seq"] == 1 and r.json()["roots"]["content"]["value"] == want
+            # the other routes keep their 1 MiB
+            r = await http.put("/api/docs/other/text", json={"text": "x" * (MiB + 1000)})
+            assert r.status_code == 413 and r.json()["error"] == "BodyTooLarge", r.text
+            assert "MAX_HTTP_BODY_BYTES" in r.json()["detail"], r.text
+            r = await http.post("/api/docs/book/tags", json={"name": "x" * (2 * MiB)})
+            assert r.status_code == 413 and r.json()["error"] == "BodyTooLarge", r.text
+            r = await http.get("/api/docs/book/events")
+            assert [e["kind"] for e in r.json()["events"]] == ["import"]
+
+
+async def test_an_import_over_the_document_limit_is_refused_whole(
+    tmp_path: Path, settings: Settings, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """With MAX_DOC_BYTES at 2 MiB, a 3 MiB update is refused (413) with a message that
+    names the setting: by its Content-Length before it is read; sent without one
+    (chunked), as soon as what arrived is over the limit, while the client still sends;
+    and by the CLI. Nothing is applied. An update under the limit that would take the
+    document over it is refused naming the setting too, after one of 1.5 MiB was taken."""
+    settings.max_doc_bytes = 2 * MiB
+    big = _book(3 * MiB).get_update()
+    assert len(big) > 3 * MiB
+    async with run_server(settings) as server:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            r = await _post(http, big)
+            assert r.status_code == 413 and r.json()["error"] == "BodyTooLarge", r.text
+            assert f"limit of {2 * MiB} bytes (MAX_DOC_BYTES)" in r.json()["detail"], r.text
+        # no Content-Length: counted as it arrives; the answer comes while we send
+        status, answer, sent = await _chunked_post(server.port, f"/api/docs/{DOC}/updates")
+        assert status == 413 and b"MAX_DOC_BYTES" in answer, answer
+        assert sent < 64 * MiB, sent  # it did not wait for the end of an endless body
+        f = tmp_path / "big.yjs"
+        f.write_bytes(big)
+        r = await cli(capfd, "import", DOC, str(f), "--url", server.url)
+        assert r.code == 1 and "MAX_DOC_BYTES" in r.err, r
+        assert await server.backend.store.doc_info(DOC) is None
+
+        # a connection lost mid-way applies nothing
+        first = _book(MiB + MiB // 2)
+        whole = first.get_update()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(
+            f"POST /api/docs/{DOC}/updates?user=ops HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+            f"content-type: application/octet-stream\r\ncontent-length: {len(whole)}\r\n"
+            "\r\n".encode()
+            + whole[: len(whole) // 2]
+        )
+        await writer.drain()
+        writer.close()
+        # under the limit, but the document would grow over it
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            r = await _post(http, first.get_update())
+            assert r.status_code == 200 and r.json()["seq"] == 1, r.text
+            more: Doc[Any] = Doc()
+            more.get("content", type=Text).insert(0, "y" * (MiB + MiB // 2))
+            r = await _post(http, more.get_update())
+            assert r.status_code == 413, r.text
+            assert "would grow over the limit" in r.text and "MAX_DOC_BYTES" in r.text, r.text
+        assert await server.backend.store.head(DOC) == 1
+
+
+async def _chunked_post(port: int, path: str) -> tuple[int, bytes, int]:
+    """POST an endless chunked body of update-like bytes until the server answers; return
+    the status, the answer and how many body bytes were sent."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"POST {path}?user=ops HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+        "content-type: application/octet-stream\r\ntransfer-encoding: chunked\r\n\r\n".encode()
+    )
+    chunk = b"\x01" * (256 * 1024)
+    sent = 0
+    answer = asyncio.ensure_future(reader.read(4096))
+    try:
+        while not answer.done() and sent < 256 * MiB:
+            writer.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            try:
+                await asyncio.wait_for(writer.drain(), 0.5)
+            except (ConnectionError, TimeoutError):
+                await asyncio.wait([answer], timeout=5)
+                break
+            sent += len(chunk)
+        head = await answer
+        while b"\r\n\r\n" not in head or not head.rstrip().endswith(b"}"):
+            more = await reader.read(4096)
+            if not more:
+                break
+            head += more
+    finally:
+        writer.close()
+    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/1.1 ") else 0
+    return status, head, sent

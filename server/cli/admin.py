@@ -92,7 +92,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "carries stay free for the tabs that wrote them elsewhere.", import_)  # fmt: skip
     p.description += (
         " Into a running server, give --url: the update then goes through it (POST "
-        "/api/docs/DOC/updates, admin role), and its clients get it at once."
+        "/api/docs/DOC/updates, admin role, up to the server's MAX_DOC_BYTES, whole or "
+        "not at all), and its clients get it at once."
     )
     p.set_defaults(func=_import_command)
     p.add_argument("doc", metavar="DOC")

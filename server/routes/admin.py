@@ -21,6 +21,14 @@ as an edit is. It may carry items of any Yjs client id, and claims none of them
 open, with no downtime. Admin only, for that reason. 400 when the body is not an update,
 or leaves a gap (items after clocks the document lacks); ``"seq": null`` when the
 document holds all of it already.
+
+The body may be as large as a document (``max_doc_bytes``, 64 MiB by default), not only
+``max_http_body_bytes`` (1 MiB) as on the other routes: a whole document's state
+(``palimpsest export --format update``) is one update, and it is applied whole or not
+at all. The request guard hands it on as it arrives and refuses it (413
+``BodyTooLarge``, naming MAX_DOC_BYTES) as soon as it is over; it is read here only
+after the caller is authenticated. A request cut off before its last byte applies
+nothing: the update is taken only once read whole, and becomes one event.
 """
 
 from __future__ import annotations
@@ -70,7 +78,8 @@ async def import_update(request: Request) -> Response:
     source = request.query_params.get("source") or "http"
     if len(source) > MAX_SOURCE:
         raise BadRequest(f"?source= is at most {MAX_SOURCE} characters")
-    # (the request guard has bounded it: max_http_body_bytes, and application/octet-stream)
+    # read only now that the caller is an admin; the request guard bounds it as it
+    # arrives (max_doc_bytes: a whole document's state) and checked its media type
     update = await request.body()
     if not update:
         raise UpdateRejected("the body is empty: it must be a Yjs v1 update")
