@@ -471,7 +471,7 @@ async def cmd_tail(args: argparse.Namespace) -> int:
     async with _history(args) as h:
         after = args.after
         if after is None and args.doc:
-            head = next((d.head for d in await h.docs() if d.doc == args.doc), 0)
+            head = next((d.head for d in await h.docs(args.doc) if d.doc == args.doc), 0)
             after = max(0, head - 10)
         elif after is None:  # --all: the last 10 positions (those you may read of them)
             after = max(0, await h.position() - 10)

@@ -305,16 +305,31 @@ class History:
 
     # --- documents ---------------------------------------------------------------------------
 
-    async def docs(self) -> list[DocInfo]:
-        body = await self._json("GET", "/api/docs", "listing documents")
-        return [
-            DocInfo(d["doc"], int(d.get("head") or 0), d.get("updated"), int(d.get("size") or 0))
-            for d in body.get("docs", [])
-        ]
+    async def docs(
+        self, prefix: str = "", *, sort: str = "name", page_size: int = 1000
+    ) -> list[DocInfo]:
+        """Every document the token grants whose name starts with `prefix`, by name or
+        newest change first (`sort`: "name" or "updated"), read a page of `page_size`
+        (1-1000) at a time, following each page's ``next``."""
+        out: list[DocInfo] = []
+        params: dict[str, Any] = {"sort": sort, "limit": page_size}
+        if prefix:
+            params["prefix"] = prefix
+        while True:
+            body = await self._json("GET", "/api/docs", "listing documents", params=params)
+            for d in body.get("docs", []):
+                head, size = int(d.get("head") or 0), int(d.get("size") or 0)
+                out.append(DocInfo(d["doc"], head, d.get("updated"), size))
+            after = body.get("next")
+            if not after:  # null on the last page (an older server sends none: one page)
+                return out
+            params["after"] = after
 
     async def position(self) -> int:
         """The log's last global position: where :meth:`stream_all` is now."""
-        body = await self._json("GET", "/api/docs", "reading the log's position")
+        body = await self._json(
+            "GET", "/api/docs", "reading the log's position", params={"limit": 1}
+        )
         return int(body.get("position") or 0)
 
     # --- events --------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ import re
 from .errors import DocNameError
 
 MAX_LEN = 128
+#: every character a name may hold (ASCII: names sort the same by code point and by byte)
+NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.~:@-")
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.~:@-]*")
 
 

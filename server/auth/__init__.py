@@ -4,6 +4,22 @@ mode."""
 
 from __future__ import annotations
 
-from .identity import RANK, ROLES, Identity, authorize, may_open, open_identity
+from .identity import (
+    RANK,
+    ROLES,
+    Identity,
+    authorize,
+    granted_ranges,
+    may_open,
+    open_identity,
+)
 
-__all__ = ["RANK", "ROLES", "Identity", "authorize", "may_open", "open_identity"]
+__all__ = [
+    "RANK",
+    "ROLES",
+    "Identity",
+    "authorize",
+    "granted_ranges",
+    "may_open",
+    "open_identity",
+]

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import TypeGuard
 
 from ..errors import AuthError, Forbidden
+from ..names import NAME_CHARS
+from ..store.doc_pages import NameRange
 
 #: seconds of clock skew tolerated on exp / nbf / iat (a session ends that long after exp)
 LEEWAY = 30
@@ -94,6 +96,50 @@ class Identity:
 def may_open(identity: Identity, doc: str) -> bool:
     """Whether the identity's ``docs`` patterns grant `doc` (case-sensitive globs)."""
     return any(fnmatch.fnmatchcase(doc, pattern) for pattern in identity.docs)
+
+
+def granted_ranges(identity: Identity, prefix: str = "") -> tuple[NameRange, ...]:
+    """The names the identity's ``docs`` patterns grant that start with `prefix`, as
+    ranges a store searches in its name index (``EventStore.doc_page``): the rule of
+    :func:`may_open`, pushed into SQL.
+
+    A pattern's literal start (before its first ``*``, ``?`` or ``[``) is the range; a
+    glob of ``*`` and ``?`` narrows it in the store too, unless it is that start + ``*``.
+    A pattern with a ``[...]`` set is its range alone, marked approximate: the caller
+    then checks :func:`may_open` on what the store returns. A pattern whose literal start holds a
+    character no name may hold grants nothing."""
+    ranges: set[NameRange] = set()
+    for pattern in identity.docs:
+        cut = next((i for i, c in enumerate(pattern) if c in "*?["), len(pattern))
+        start = pattern[:cut]
+        if any(c not in NAME_CHARS for c in start):
+            continue
+        if cut == len(pattern):  # a name
+            if start.startswith(prefix):
+                ranges.add(NameRange(start, exact=True))
+            continue
+        if start.startswith(prefix):
+            narrowed = start
+        elif prefix.startswith(start):
+            narrowed = prefix
+        else:
+            continue
+        if "[" in pattern:  # a set: the store gives the range, the caller checks
+            ranges.add(NameRange(narrowed, approximate=True))
+        else:
+            ranges.add(NameRange(narrowed, glob=None if pattern == start + "*" else pattern))
+    # a range held whole by another one without a glob adds nothing
+    wide = {r.prefix for r in ranges if not r.exact and r.glob is None and not r.approximate}
+
+    def held(r: NameRange) -> bool:
+        return any(
+            r.prefix.startswith(w) and (w != r.prefix or r.exact or r.glob is not None)
+            for w in wide
+        )
+
+    return tuple(
+        sorted((r for r in ranges if not held(r)), key=lambda r: (r.prefix, r.exact, r.glob or ""))
+    )
 
 
 def authorize(identity: Identity, doc: str | None, need: str) -> None:

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..lifecycle import Service
 from . import snapshot_codec
+from .doc_pages import DocPage
 from .segments import SEGMENT_EVENTS
 from .update_clients import update_clients
 
@@ -440,7 +441,14 @@ class EventStore(Service, ABC):
         """The last seq whose ts <= the given ts (0 if none)."""
 
     @abstractmethod
-    async def list_docs(self) -> list[DocInfo]: ...
+    async def list_docs(self) -> list[DocInfo]:
+        """Every document, by name (tools that walk the whole store: copy, admin)."""
+
+    @abstractmethod
+    async def doc_page(self, page: DocPage) -> list[DocInfo]:
+        """One page of the document list (``GET /api/docs``): the documents whose names
+        are in `page`'s ranges, in its order, after its cursor, at most its limit,
+        selected and ordered by the store (see doc_pages)."""
 
     @abstractmethod
     async def doc_info(self, doc: str) -> DocInfo | None: ...

@@ -26,6 +26,7 @@ from .base import (
     snapshot_row,
 )
 from .cursors import MemoryCursors, WebhookCursors
+from .doc_pages import DocPage
 from .segments import SEGMENT_EVENTS
 
 #: a stored snapshot as the other stores keep it: ts, state column, checksum, meta column
@@ -191,6 +192,13 @@ class MemoryStore(EventStore):
     async def list_docs(self) -> list[DocInfo]:
         self._check()
         return [self._info(d) for d in sorted(self._heads)]
+
+    async def doc_page(self, page: DocPage) -> list[DocInfo]:
+        self._check()
+        infos = [self._info(d) for d in self._heads]
+        found = [i for i in infos if page.holds(i.doc, i.updated_ts or 0)]
+        found.sort(key=lambda i: page.sort_key(i.doc, i.updated_ts or 0))
+        return found[: page.limit]
 
     async def doc_info(self, doc: str) -> DocInfo | None:
         self._check()

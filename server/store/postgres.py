@@ -55,6 +55,7 @@ from .base import (
     snapshot_row_async,
 )
 from .cursors import WebhookCursors
+from .doc_pages import DOC_COLUMNS, DocPage, like_of, numbered, page_sql
 from .log_layout import (
     LAYOUT_VERSION,
     MAX,
@@ -74,6 +75,7 @@ from .postgres_schema import (
     OLD_STEPS,
     SCHEMA_VERSION,
     create_fresh,
+    ensure_indexes,
     insert_segments,
     to_compact_log,
     write_log,
@@ -384,6 +386,7 @@ class PostgresStore(EventStore):
                         "INSERT INTO palimpsest_schema (version) VALUES ($1)",
                         [(v,) for v in range(1, SCHEMA_VERSION + 1)],
                     )
+                    await ensure_indexes(conn)
                     return SCHEMA_VERSION
                 if version < LAYOUT_VERSION and not self.upgrade:
                     raise StoreError(
@@ -400,6 +403,7 @@ class PostgresStore(EventStore):
                         for stmt in OLD_STEPS[v]:
                             await conn.execute(stmt)
                     await conn.execute("INSERT INTO palimpsest_schema (version) VALUES ($1)", v)
+                await ensure_indexes(conn)
                 return SCHEMA_VERSION
 
         return await self._run(run, "migration")
@@ -839,6 +843,13 @@ class PostgresStore(EventStore):
             "ORDER BY name",
             what="list_docs",
         )
+        return [DocInfo(r[0], int(r[1]), r[2], int(r[3]), int(r[4]), int(r[5])) for r in rows]
+
+    async def doc_page(self, page: DocPage) -> list[DocInfo]:
+        sql, args = page_sql(
+            page, DOC_COLUMNS, name='name COLLATE "C"', glob=lambda g: ("name LIKE ?", like_of(g))
+        )
+        rows = await self._fetch(numbered(sql), *args, what="doc_page")
         return [DocInfo(r[0], int(r[1]), r[2], int(r[3]), int(r[4]), int(r[5])) for r in rows]
 
     async def doc_info(self, doc: str) -> DocInfo | None:

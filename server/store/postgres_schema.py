@@ -140,6 +140,30 @@ LOG_TABLES = [
 ]
 
 
+#: indexes outside the versions, made where missing at every start (``ensure_indexes``):
+#: they change no statement's meaning, so an older server runs on a schema that has
+#: them and a newer one adds them without a migration. Each is over columns that no
+#: append updates, so the docs row an append rewrites stays a HOT update.
+INDEXES = {
+    # the document list's pages and name ranges compare names by code point
+    # (store.doc_pages); the primary key is in the database's collation, which may not be
+    "docs_name_c": 'CREATE INDEX IF NOT EXISTS docs_name_c ON docs (name COLLATE "C")',
+}
+
+
+async def ensure_indexes(conn: asyncpg.Connection) -> None:
+    """Create the :data:`INDEXES` the schema lacks (inside the caller's transaction)."""
+    have = {
+        r[0]
+        for r in await conn.fetch(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+        )
+    }
+    for name, stmt in INDEXES.items():
+        if name not in have:
+            await conn.execute(stmt)
+
+
 async def create_fresh(conn: asyncpg.Connection) -> None:
     """Every table at this version, in an empty schema (inside the caller's transaction)."""
     for v in sorted(OLD_STEPS):

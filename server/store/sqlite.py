@@ -66,6 +66,7 @@ from .base import (
 )
 from .cursors import WebhookCursors
 from .disk_warm import DiskWarmer
+from .doc_pages import DOC_COLUMNS, DocPage, page_sql
 from .file_turns import FileTurns
 from .log_layout import (
     LAYOUT_VERSION,
@@ -1336,6 +1337,10 @@ class SQLiteStore(EventStore):
             "ORDER BY name"
         )
         return [DocInfo(*r) for r in rows]
+
+    async def doc_page(self, page: DocPage) -> list[DocInfo]:
+        sql, args = page_sql(page, DOC_COLUMNS, name="name", glob=lambda g: ("name GLOB ?", g))
+        return [DocInfo(*r) for r in await self._fetchall(sql, args)]
 
     async def doc_info(self, doc: str) -> DocInfo | None:
         rows = await self._fetchall(

@@ -20,6 +20,7 @@ import pytest
 from palimpsest.errors import StoreError
 from palimpsest.store import open_store, snapshot_codec
 from palimpsest.store.base import Event, EventStore, NewEvent, checksum, dump_meta
+from palimpsest.store.doc_pages import DocPage, NameRange
 from store.cursor_contract import CursorContract
 
 
@@ -275,6 +276,60 @@ class StoreContract(CursorContract):
         ]
         info = await store.doc_info("b")
         assert info is not None and (info.head, info.events_bytes, info.updated_ts) == (2, 5, 9)
+
+    async def test_doc_page(self, store: EventStore) -> None:
+        """Pages of the document list as the store selects and orders them: names by
+        code point in every store (PostgreSQL's collation may differ), a glob's ``_``
+        a literal, keyset cursors for both sorts, exact limits."""
+        ts = {"A": 5, "Z": 9, "_x": 1, "a": 7, "a-b": 7, "a.b": 3, "a~": 8, "ab": 2,
+              "abc": 7, "b": 4, "team-a": 6, "team-b": 9, "teamx": 2, "x1y2z": 1,
+              "x_y": 5, "xay": 3}  # fmt: skip
+        await store.append([(n, [ev(ts=t)]) for n, t in ts.items()])
+        by_name = sorted(ts)
+        by_updated = sorted(ts, key=lambda n: (-ts[n], n))
+        every = (NameRange(""),)
+
+        async def names(*ranges: NameRange, **kw: Any) -> list[str]:
+            return [d.doc for d in await store.doc_page(DocPage(tuple(ranges), **kw))]
+
+        async def paged(ranges: tuple[NameRange, ...], sort: str, limit: int) -> list[str]:
+            out: list[str] = []
+            page = DocPage(ranges, sort, limit=limit)
+            while rows := await store.doc_page(page):
+                assert len(rows) <= limit
+                out += [d.doc for d in rows]
+                last = rows[-1]
+                page = dataclasses.replace(page, after_name=last.doc, after_updated=last.updated_ts)
+            return out
+
+        assert await names(*every) == by_name == ["A", "Z", "_x", "a", "a-b", "a.b", "ab", "abc",
+                                                  "a~", "b", "team-a", "team-b", "teamx",
+                                                  "x1y2z", "x_y", "xay"]  # fmt: skip
+        assert await names(*every, sort="updated") == by_updated
+        assert by_updated[:4] == ["Z", "team-b", "a~", "a"]  # newest first, ties by name
+        assert await names(*every, limit=3) == by_name[:3]
+        assert await names(*every, after_name="a~") == by_name[by_name.index("a~") + 1 :]
+        assert await names(*every, sort="updated", after_updated=7, after_name="a-b", limit=3) == [
+            "abc", "team-a", "A"
+        ]  # fmt: skip
+        for sort in ("name", "updated"):
+            for limit in (1, 2, 5, 16):
+                assert await paged(every, sort, limit) == (
+                    by_name if sort == "name" else by_updated
+                )
+        assert await names(NameRange("a")) == ["a", "a-b", "a.b", "ab", "abc", "a~"]
+        assert await names(NameRange("team-")) == ["team-a", "team-b"]
+        assert await names(NameRange("a", exact=True), NameRange("team-b", exact=True)) == [
+            "a", "team-b"
+        ]  # fmt: skip
+        assert await names(NameRange("x", glob="x?y*")) == ["x1y2z", "x_y", "xay"]
+        assert await names(NameRange("x", glob="x_y")) == ["x_y"]  # not LIKE's "_"
+        assert await names(NameRange("", glob="*b")) == ["a-b", "a.b", "ab", "b", "team-b"]
+        assert await names(NameRange("nothing")) == await names() == []
+        mixed = (NameRange("team-"), NameRange("ab", exact=True), NameRange("x", glob="x?y"))
+        assert await names(*mixed, sort="updated") == ["team-b", "team-a", "x_y", "xay", "ab"]
+        assert await paged(mixed, "updated", 2) == ["team-b", "team-a", "x_y", "xay", "ab"]
+        assert await paged(mixed, "name", 2) == ["ab", "team-a", "team-b", "x_y", "xay"]
 
     async def test_delete_doc(self, store: EventStore) -> None:
         await store.append([("d", [ev(), ev()]), ("keep", [ev()])])
