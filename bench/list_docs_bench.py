@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import websockets
@@ -48,7 +49,7 @@ def page(user: int, p: int) -> str:
 async def fill(url: str, users: int, per_user: int) -> None:
     store = open_store(url, durability="os")
     async with store:
-        src = Doc()
+        src: Doc[Any] = Doc()
         src.get("content", type=Text).insert(0, "hello")
         upd = src.get_update()
         batch = []
@@ -62,8 +63,14 @@ async def fill(url: str, users: int, per_user: int) -> None:
             await store.append(batch)
 
 
+def _binary(data: str | bytes) -> bytes:
+    if isinstance(data, str):
+        raise TypeError("the server sent a text frame")
+    return data
+
+
 async def typist(ws_url: str, doc: str, token: str, keys: int, gap: float) -> list[float]:
-    ydoc = Doc()
+    ydoc: Doc[Any] = Doc()
     text = ydoc.get("content", type=Text)
     sent: list[bytes] = []
     ydoc.observe(lambda e: sent.append(e.update))
@@ -71,7 +78,7 @@ async def typist(ws_url: str, doc: str, token: str, keys: int, gap: float) -> li
     async with websockets.connect(f"{ws_url}/{doc}?token={token}", compression=None) as ws:
         # handshake: the server's step 1 -> our step 2, then our step 1
         while True:
-            m = P.decode(await ws.recv())
+            m = P.decode(_binary(await ws.recv()))
             if isinstance(m, P.SyncStep1):
                 await ws.send(P.encode_sync_step2(ydoc.get_update(m.state_vector)))
                 await ws.send(P.encode_sync_step1(ydoc.get_state()))
@@ -85,7 +92,7 @@ async def typist(ws_url: str, doc: str, token: str, keys: int, gap: float) -> li
             t0 = time.perf_counter()
             await ws.send(P.encode_sync_update(upd))
             while True:
-                m = P.decode(await ws.recv())
+                m = P.decode(_binary(await ws.recv()))
                 if isinstance(m, P.SyncUpdate) and m.update == upd:
                     break
             times.append(time.perf_counter() - t0)
