@@ -497,7 +497,8 @@ async def test_edits_of_people_who_left_survive_postgresql_dropping_the_pool(
                 while not stop.is_set():
                     killed += len(await conn.fetch(
                         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE application_name = 'palimpsest' AND pid <> pg_backend_pid()"
+                        "WHERE application_name = 'palimpsest' AND pid <> pg_backend_pid() "
+                        "AND datname = current_database()"
                     ))  # fmt: skip
                     await asyncio.sleep(0.05)
             finally:
