@@ -11,6 +11,7 @@
     │   └── BodyTooLarge         a request body over its route's limit (HTTP 413)
     ├── AuthError                missing, bad or expired token (close 4401 / HTTP 401)
     │   └── Forbidden            valid token, not allowed here (close 4403 / HTTP 403)
+    │       └── ForeignItems     new items under client ids other users own
     ├── RateLimited              too many events (close 1013, transient) or requests
     │   │                        (HTTP 429)
     │   └── TooManyConnections   too many websockets from one address (close 4429)
@@ -97,6 +98,18 @@ class AuthError(PalimpsestError):
 class Forbidden(AuthError):
     close_code = 4403
     http_status = 403
+
+
+class ForeignItems(Forbidden):
+    """An update that carries new items under client ids other users own, or (a step 2)
+    that other live connections name as their own, unclaimed yet (ownership.py).
+    In a sync step 2 they may be another tab's edits still on their way from their
+    owner (resync.py): the step 2 is asked for again without them."""
+
+    def __init__(self, message: str, clients: tuple[int, ...]) -> None:
+        super().__init__(message)
+        #: every client id of the update with new items another user owns
+        self.clients = clients
 
 
 class RateLimited(PalimpsestError):

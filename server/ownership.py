@@ -10,7 +10,9 @@ wait as pending and appear, inside the victim's event, when the victim types). S
   update may carry new structs (past what the document and the updates queued before it
   hold) only for client ids that are new or that belong to its sender; the server's own
   client id (undo, redo, restore) belongs to no client. Otherwise it is refused whole
-  (Forbidden, 4403), nothing logged.
+  (Forbidden, 4403; ForeignItems, naming the other users' ids), nothing logged. In a
+  sync step 2 those may be another tab's edits still on their way from their owner:
+  its connection asks again without them rather than closing (resync.py).
 - A sync step 2 (a client's answer to the server's step 1) carries whatever the client
   holds that the store lacks: its own offline edits, other tabs' edits it got over a
   BroadcastChannel, and, when the store lost edits (a backup restored, a new database
@@ -50,7 +52,7 @@ import time
 from collections.abc import Callable, Container, Iterable
 from typing import Any
 
-from .errors import Forbidden, ProtocolError, UpdateGap, UpdateRejected
+from .errors import Forbidden, ForeignItems, ProtocolError, UpdateGap, UpdateRejected
 from .updates import UpdateMeta, decode_update_meta
 
 META_KEY = "owners"
@@ -91,6 +93,7 @@ class Owners:
         step2: bool = False,
         own: Container[int] | None = None,
         imported: bool = False,
+        others: Container[int] = (),
     ) -> dict[int, tuple[int, int]]:
         """Refuse `update` from `actor` (raises) unless it follows the rule; note what it
         claims and reaches, and return that: client id -> (the clock its new items start
@@ -101,7 +104,10 @@ class Owners:
         the only client ids it may claim (a step 2's: its connection's own, OwnIds);
         None: every new one. `imported`: an import (an admin's, Room.import_update): it
         may write under any client id, the server's too, and claims none (see
-        :func:`imported_clients`); gaps and pending items are refused as always."""
+        :func:`imported_clients`); gaps and pending items are refused as always.
+        `others`: client ids that other live connections name as their own (a step 2's:
+        OwnIds.others); new items under one of them, unclaimed yet, are that connection's
+        to deliver, refused like an owned id's (ForeignItems)."""
         if self.clocks is None:
             self.clocks = dict(state())
         clocks = self.clocks
@@ -113,7 +119,7 @@ class Owners:
         if imported:
             own = ()
         else:
-            fast = self._admit_one_run(actor, meta, clocks, own)
+            fast = self._admit_one_run(actor, meta, clocks, own, others)
             if fast is not None:
                 return fast
         relay = imported or (step2 and self.relay_until > 0 and time.monotonic() < self.relay_until)
@@ -134,8 +140,11 @@ class Owners:
                 # do: an undo or a restore made after the backup, which clients hold)
                 raise Forbidden(f"client id {client} is the server's")
             owner = self.owners.get(client) or self.claims.get(client)
-            if owner is not None and owner != actor and not relay:
-                raise Forbidden(f"client id {client} belongs to another user")
+            if (owner != actor if owner is not None else client in others) and not relay:
+                raise ForeignItems(
+                    f"client id {client} belongs to another user",
+                    self._foreign(actor, meta, clocks, others),
+                )
             starts[client] = have
             for start, end in new:
                 if start > have:
@@ -179,12 +188,27 @@ class Owners:
             out[client] = (starts[client], end)
         return out
 
+    def _foreign(
+        self, actor: str, meta: UpdateMeta, clocks: dict[int, int], others: Container[int]
+    ) -> tuple[int, ...]:
+        """The client ids other users own (or, unclaimed, other live connections name as
+        their own: `others`) that `meta`'s update has new items of."""
+        out = []
+        for client, ranges in meta.structs.items():
+            if client == self.server or not ranges or ranges[-1][1] <= clocks.get(client, 0):
+                continue
+            owner = self.owners.get(client) or self.claims.get(client)
+            if owner != actor if owner is not None else client in others:
+                out.append(client)
+        return tuple(sorted(out))
+
     def _admit_one_run(
         self,
         actor: str,
         meta: UpdateMeta,
         clocks: dict[int, int],
         own: Container[int] | None = None,
+        others: Container[int] = (),
     ) -> dict[int, tuple[int, int]] | None:
         """`admit` of the commonest update (a keystroke, a paste: one run of new items of
         one client, no deletion) when it passes; None for any other update, or one the
@@ -200,7 +224,7 @@ class Owners:
         if start != have or end <= have:
             return None
         owner = self.owners.get(client) or self.claims.get(client)
-        if owner is not None and owner != actor:
+        if owner != actor if owner is not None else client in others:
             return None
         for c, need in meta.refs.items():
             if need > (end if c == client else clocks.get(c, 0)):
@@ -366,6 +390,14 @@ class OwnIds:
         if client is None or peer_id in self._disputed:
             return frozenset()
         return frozenset((client,))
+
+    def others(self, peer_id: str) -> frozenset[int]:
+        """The client ids other live connections than `peer_id` have as their own."""
+        return frozenset(
+            client
+            for client, namers in self._namers.items()
+            if any(p != peer_id and p not in self._disputed for p in namers)
+        )
 
     def left(self, peer_id: str) -> None:
         """Connection `peer_id` left."""

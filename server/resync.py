@@ -19,23 +19,64 @@ the step 2 that answers it must fill the gap it asked about, or the connection i
 refused (4400), as is a step 2 that has a gap itself: nothing else would carry what
 either lacks. A client sends a gap after a step 2 only after a lost frame; each
 request costs it that step 2 besides.
+
+Another user's edits on their way. y-websocket shares updates between the tabs of one
+browser over a BroadcastChannel, which is quicker than a socket: a tab may hold another
+tab's (another user's) edits before their owner's socket delivered them, and its step 2
+then carries them. They are under a client id another user owns, which no writer may
+write (ownership.py: it would swallow the owner's own undelivered edits), so the step 2
+is refused (ForeignItems), nothing of it logged; but the connection is not closed (that
+locked two users of one browser out for good: each tab's step 2 carried the other's
+undelivered edits, on every reconnect). The server asks again at once, with a sync step
+1 whose state vector says it holds those client ids whole (``MAX_CLOCK``): the answer
+carries everything the client holds but them, so its user's own edits. Those ids stay
+left out for the connection's life (their owners deliver their own edits); a step 2
+that answers such a request and still carries new items under one of them ignored the
+state vector: refused (4403), as any forged write.
+
+If the user's own edits build on the left-out ones (typed after them), that step 2 has a
+gap on a left-out id: it is held (the connection open, presence going on, the updates
+sent meanwhile dropped: the client keeps them all). What of it does not build on them
+is logged at once (updates.ready_part: two tabs that each hold the other's edits on
+their way would else each wait for the other for good); the rest is asked for again
+once the document holds more of the left-out ids' items (their owners delivered some).
+When the wait takes longer than ``OVERDUE_SECONDS`` (the owner's tab closed before its socket
+sent them, say) the wait is said, once: a warning in the server's log, and to the
+client a "permission denied" message (y-websocket prints it on the console; Hocuspocus
+a sync status of "not saved") and, if it opted in, an extension error. The connection
+still waits: the owner may come back with them. Nothing else can save those edits
+without taking the other user's items from a writer who does not own them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from typing import Protocol
 
-from .errors import UpdateGap, UpdateRejected
+from . import protocol as P
+from .errors import ForeignItems, UpdateGap, UpdateRejected
+
+#: the clock a re-sync request gives the client ids it leaves out: a Yjs client writes
+#: none of its items past it (the largest clock yrs reads, u32)
+MAX_CLOCK = 2**32 - 1
+#: seconds a step 2 is held for another user's edits before the wait is said
+OVERDUE_SECONDS = 20.0
+#: seconds between two looks at whether the document holds what a held step 2 missed
+POLL_SECONDS = 0.1
 
 
 class Holds(Protocol):
     def holds(self, client: int, clock: int) -> bool: ...
 
+    def clock(self, client: int) -> int: ...
+
 
 class Resync:
     """The gap rule's state for one document on one connection."""
 
-    __slots__ = ("asked", "asks", "dropped", "stepped")
+    __slots__ = ("asked", "asks", "dropped", "left_out", "reasked", "stepped", "waiting")
 
     def __init__(self) -> None:
         #: the client sent a sync step 2 (its answer to a step 1 of ours)
@@ -46,6 +87,13 @@ class Resync:
         self.asks = 0
         #: updates dropped since the last step 2 (which the next one carries)
         self.dropped = 0
+        #: client ids of other users this connection's step 2s carried: every sync step
+        #: 1 to it from then on says they are held whole, so its answers leave them out
+        self.left_out: set[int] = set()
+        #: a sync step 1 of ours that leaves ids out is on its way (no other is sent)
+        self.reasked = False
+        #: the gap on a left-out id a held step 2 had: asked again once it is filled
+        self.waiting: UpdateGap | None = None
 
     def gap(self, gap: UpdateGap, *, step2: bool) -> bool:
         """The room refused an update past `gap`. Raise it when the update is a sync
@@ -54,7 +102,7 @@ class Resync:
         if step2:
             raise gap
         self.dropped += 1
-        if not self.stepped or self.asked is not None:
+        if not self.stepped or self.asked is not None or self.reasked or self.waiting:
             return False
         self.asked = gap
         self.asks += 1
@@ -66,13 +114,81 @@ class Resync:
         dropped before it it carries, besides the one the request was for (for
         Hocuspocus's sync status: the step 2's own stands for that one)."""
         self.stepped = True
+        self.reasked = False
         asked, self.asked = self.asked, None
         dropped, self.dropped = self.dropped, 0
         if asked is None:
             return dropped
+        if asked.client in self.left_out and not room.holds(asked.client, asked.clock):
+            return dropped - 1  # (another user's to fill: the update is in this step 2)
         if not room.holds(asked.client, asked.clock):
             raise UpdateRejected(f"gap not filled by your sync step 2: {asked.detail}")
         return dropped - 1
 
+    def foreign(self, refused: ForeignItems) -> None:
+        """The client's sync step 2 carried new items under other users' client ids
+        (`refused`): leave them out of every sync step 1 to it from now on; the caller
+        asks again (`state_vector`). Raise `refused` if it carried one that was left
+        out already: the client ignored the state vector of our request."""
+        if any(c in self.left_out for c in refused.clients):
+            raise refused
+        self.left_out.update(refused.clients)
+        self.reasked = True
+        self.asks += 1
 
-__all__ = ["Resync"]
+    def hold(self, gap: UpdateGap) -> bool:
+        """The client's step 2 has `gap`: True when it is on a left-out client id (the
+        step 2 is held until the owner fills it: `wait`), False when it is refused."""
+        if gap.client not in self.left_out:
+            return False
+        self.waiting = gap
+        self.reasked = False
+        return True
+
+    def state_vector(self, state: bytes) -> bytes:
+        """The state vector of a sync step 1 to this client: `state` (the document's),
+        with the left-out client ids held whole."""
+        if not self.left_out:
+            return state
+        sv = P.decode_state_vector(state)
+        for client in self.left_out:
+            sv[client] = MAX_CLOCK
+        return P.encode_state_vector(sv)
+
+    async def wait(
+        self, room: Holds, ask: Callable[[], None], overdue: Callable[[UpdateGap], None]
+    ) -> None:
+        """Until the document holds more of the left-out client ids' items than when
+        the step 2 was held (`waiting`: their owners delivered some, which the step 2's
+        part that waits may build on), then `ask` (the caller sends a sync step 1
+        again, `state_vector`). `overdue` once, when that takes longer than
+        OVERDUE_SECONDS. Cancelled with the connection."""
+        gap = self.waiting
+        if gap is None:
+            return
+        said = False
+        since = time.monotonic()
+        base = {client: room.clock(client) for client in self.left_out}
+        while all(room.clock(client) <= clock for client, clock in base.items()):
+            await asyncio.sleep(POLL_SECONDS)
+            if self.waiting is not gap:
+                return
+            if not said and time.monotonic() - since > OVERDUE_SECONDS:
+                said = True
+                overdue(gap)
+        self.waiting = None
+        self.reasked = True
+        self.asks += 1
+        ask()
+
+
+def overdue_words(gap: UpdateGap) -> str:
+    """What a client whose step 2 waits OVERDUE_SECONDS for another user's edits is told."""
+    return (
+        f"your edits since the last save are not saved yet: they build on another user's "
+        f"edits (client id {gap.client}) that tab has not delivered; they will be once it "
+        "does (keep this tab open)"
+    )
+
+
+__all__ = ["MAX_CLOCK", "OVERDUE_SECONDS", "Resync", "overdue_words"]

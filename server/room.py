@@ -66,6 +66,7 @@ from .updates import (
     UpdateMeta,
     decode_update_meta,
     not_v1,
+    ready_part,
     too_many_new_clients,
     unsupported,
     yrs_reads,
@@ -482,13 +483,15 @@ class Room:
         *,
         reply_to_step1: bool = False,
         own: Container[int] | None = None,
+        conn: str | None = None,
     ) -> bool:
         """Validate and queue a client's update. Returns False when it is a no-op: it
         adds no item and deletes nothing the log does not already hold (pycrdt's
         `Provider` echoes every update back; a step 2 re-sends the whole delete set).
         `reply_to_step1`: it answers the server's sync step 1 (while the store recovers
         lost edits, such an update may carry other users' items: ownership.py); `own`:
-        then, the client ids it may claim (its connection's, see :meth:`announced`)."""
+        then, the client ids it may claim (its connection's, see :meth:`announced`);
+        `conn`: the id that connection's presence is noted under, when not `peer`'s."""
         if update == EMPTY_UPDATE:
             return False
         try:
@@ -513,8 +516,15 @@ class Room:
         ):
             return False
         # the attribution rule: forged client ids and would-be pending items are refused
+        others = self.own_ids.others(conn or peer.id) if own is not None else ()
         reach = owners.admit(
-            peer.actor, update, self._live_state, parsed, step2=reply_to_step1, own=own
+            peer.actor,
+            update,
+            self._live_state,
+            parsed,
+            step2=reply_to_step1,
+            own=own,
+            others=others,
         )
         meta: dict[str, Any] = {"conn": peer.id}
         if own is not None:
@@ -548,6 +558,20 @@ class Room:
             if name in names:
                 return words
         return names[-1] if names else "nothing"
+
+    def ready_part(self, update: bytes) -> bytes | None:
+        """The part of `update` that applies now, against what the document and the
+        updates queued for it hold (updates.ready_part: a step 2 that waits for another
+        user's edits, resync.py)."""
+        clocks = self.owners.clocks
+        known = clocks if clocks is not None else self._live_state()
+        return ready_part(update, lambda client: known.get(client, 0))
+
+    def clock(self, client: int) -> int:
+        """The clock up to which the document, with the updates queued for it, holds
+        `client`'s items."""
+        clocks = self.owners.clocks
+        return (clocks if clocks is not None else self._live_state()).get(client, 0)
 
     def holds(self, client: int, clock: int) -> bool:
         """Whether the document, with the updates queued for it, holds `client`'s items

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Container
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 
 from pycrdt import get_state
 
 from .errors import FATAL, ProtocolError, UnsupportedType
-from .protocol import _MAX_VARUINT_BYTES, Reader, varuint_value
+from .protocol import _MAX_VARUINT_BYTES, Reader, varuint_value, write_var_uint
 from .ranges import Ranges, read_id_set
 
 _BIT8, _BIT7, _BIT6 = 0x80, 0x40, 0x20
@@ -620,3 +620,84 @@ def skip_any(r: Reader, count: int) -> None:
             stack.append([r.read_var_uint("array length"), 0])
         else:
             raise ProtocolError(f"unknown any value tag {tag} at offset {r.pos - 1}")
+
+
+def ready_part(update: bytes, held: Callable[[int], int]) -> bytes | None:
+    """The part of v1 `update` that applies now to a document that holds, per client id,
+    the items below `held(client)`: per client, its structs in clock order up to the
+    first one that starts past what is held or names an item (origin, right origin,
+    parent) that neither the document nor the part holds; whole structs, as they are
+    (an item typed on and merged names only what was there when its first character
+    was), so the part is a valid update, and the deletions of items held. None when the
+    part would write no item the document lacks. Used for a sync step 2 that has to wait
+    for another user's items (server.resync): what of it does not build on them is
+    taken now, so two tabs each waiting for the other's edits both go on."""
+    r = Reader(update)
+    uint = r.read_var_uint
+    runs: list[tuple[int, list[tuple[int, int, int, int, dict[int, int] | None]]]] = []
+    for _ in range(uint("number of clients")):
+        n = uint("number of structs")
+        client = uint("client id")
+        clock = uint("first clock")
+        structs: list[tuple[int, int, int, int, dict[int, int] | None]] = []
+        for _ in range(n):
+            start = r.pos
+            info = _read_byte(r, "struct info")
+            refs: dict[int, int] | None = {}
+            if info == _GC or info == _SKIP:
+                length = uint("struct length")
+                if info == _SKIP:
+                    refs = None  # (what follows a skip is not contiguous)
+            else:
+                assert refs is not None
+                length = skip_item(r, info, refs)
+            structs.append((start, r.pos, clock, length, refs))
+            clock += length
+        runs.append((client, structs))
+    deletes = read_delete_set(r)
+    reach: dict[int, int] = {}
+
+    def have(client: int) -> int:
+        got = reach.get(client)
+        return held(client) if got is None else got
+
+    taken = [0] * len(runs)
+    progress = True
+    while progress:
+        progress = False
+        for i, (client, structs) in enumerate(runs):
+            j = taken[i]
+            while j < len(structs):
+                _start, _end, clock, length, refs = structs[j]
+                if refs is None or clock > have(client):
+                    break
+                if any(need > have(c) for c, need in refs.items()):
+                    break
+                reach[client] = max(have(client), clock + length)
+                j += 1
+            if j > taken[i]:
+                taken[i] = j
+                progress = True
+    if not any(reach.get(c, 0) > held(c) for c, _ in runs):
+        return None
+    out = bytearray()
+    chosen = [(client, structs[: taken[i]]) for i, (client, structs) in enumerate(runs)]
+    chosen = [(client, structs) for client, structs in chosen if structs]
+    out += write_var_uint(len(chosen))
+    for client, structs in chosen:
+        out += write_var_uint(len(structs)) + write_var_uint(client)
+        out += write_var_uint(structs[0][2])
+        for start, end, *_ in structs:
+            out += update[start:end]
+    dels: list[tuple[int, list[tuple[int, int]]]] = []
+    for client, spans in deletes.items():
+        upto = have(client)
+        kept = [(a, min(b, upto)) for a, b in spans if a < upto]
+        if kept:
+            dels.append((client, kept))
+    out += write_var_uint(len(dels))
+    for client, kept in dels:
+        out += write_var_uint(client) + write_var_uint(len(kept))
+        for a, b in kept:
+            out += write_var_uint(a) + write_var_uint(b - a)
+    return bytes(out)

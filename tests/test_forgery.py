@@ -13,14 +13,17 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from conftest import RunningServer, eventually, run_server
+from conftest import RunningServer, closed_with, eventually, run_server
 from pycrdt import Doc, Text
 from yclient import YClient, connect
 
 from palimpsest import protocol as P
+from palimpsest import resync
 from palimpsest.errors import Forbidden
 from palimpsest.ownership import OwnIds
+from palimpsest.resync import MAX_CLOCK
 from palimpsest.settings import Settings
+from palimpsest.updates import decode_update_meta, ready_part
 
 ALICE, MALLORY = 1111, 2222
 
@@ -337,7 +340,8 @@ def test_the_one_run_path_of_admit_decides_as_the_general_one() -> None:
     assert run(fast=True) == general
     refused = [a for a in general[:-3] if isinstance(a, str)]
     assert len(sent) - len(refused) > 200
-    assert {a.split(":")[0] for a in refused} == {"Forbidden", "UpdateGap"}
+    # (ForeignItems: the Forbidden of items under another user's client id)
+    assert {a.split(":")[0] for a in refused} == {"ForeignItems", "UpdateGap"}
 
 
 @pytest.mark.parametrize("snapshot_first", [False, True])
@@ -453,3 +457,241 @@ def test_a_connections_own_client_id_is_the_one_its_first_presence_names() -> No
     assert ids.own("bob again") == {BOB}
     ids.left("carol")
     assert ids.own("carol") == set() and ids.noted("bob again") and not ids.noted("carol")
+
+
+# --- another user's edits on their way (server/resync.py) ---------------------------------
+
+STATE = '{"user":{"name":"%s"}}'
+
+
+async def _next(ws: Any, kind: type) -> Any:
+    """The next message of `kind` the server sends on raw socket `ws` (others skipped)."""
+    while not isinstance(msg := P.decode(await asyncio.wait_for(ws.recv(), 10)), kind):
+        pass
+    return msg
+
+
+async def _bob_socket(server: RunningServer, doc: str) -> Any:
+    ws = await websockets.connect(f"{server.ws_url}/{doc}?user=bob")
+    await ws.send(P.encode_awareness(P.encode_awareness_entries([(BOB, 1, STATE % "bob")])))
+    return ws
+
+
+def _typed(doc: Doc[Any], pos: int, text: str) -> bytes:
+    """Insert `text` at `pos` of `doc`; the update of it."""
+    before = doc.get_state()
+    doc.get("content", type=Text).insert(pos, text)
+    return doc.get_update(before)
+
+
+async def test_a_step_2_with_another_users_edits_on_their_way_is_asked_again_without_them(
+    server: RunningServer,
+) -> None:
+    """Bob's tab got carol's text over the BroadcastChannel before her socket delivered
+    it, and typed after it: his step 2 carries her undelivered items. It was refused
+    with 4403 and bob closed (every reconnect, for as long as hers were on their way).
+    Now nothing of it is logged, and bob is asked again, with carol's client id left out
+    of the state vector (held whole); his answer, built on her text, is held until her
+    socket delivers it, then asked for again and logged: his text as his, hers as hers."""
+    carol: Doc[Any] = Doc(client_id=CAROL)
+    async with connect(server.ws_url, "fly1", "carol", ydoc=carol) as c:
+        c.insert(0, "carol. ")
+        await eventually(lambda: _len(events(server, "fly1"), 1), what="carol logged")
+        tab = doc_of(CAROL, carol.get_update())
+        in_flight = _typed(tab, 7, "in flight. ")  # on her socket's slow way
+        bob = doc_of(BOB, tab.get_update())
+        _typed(bob, 18, "after it. ")
+        ws = await _bob_socket(server, "fly1")
+        try:
+            join = await _next(ws, P.SyncStep1)
+            await ws.send(P.encode_sync_step2(bob.get_update(join.state_vector)))
+            again = await _next(ws, P.SyncStep1)
+            assert P.decode_state_vector(again.state_vector)[CAROL] == MAX_CLOCK
+            answer = bob.get_update(again.state_vector)
+            assert set(decode_update_meta(answer).structs) == {BOB}  # carol's left out
+            await ws.send(P.encode_sync_step2(answer))  # on carol's text: held
+            await asyncio.wait_for(await ws.ping(), 10)  # (read, and still open)
+            assert len(await events(server, "fly1")) == 1
+            await c.send_raw(P.encode_sync_update(in_flight))  # her socket delivers it
+            again = await _next(ws, P.SyncStep1)  # asked again, now that it is held
+            await ws.send(P.encode_sync_step2(bob.get_update(again.state_vector)))
+            await eventually(lambda: _len(events(server, "fly1"), 3), what="bob's step 2")
+            assert ws.close_code is None
+        finally:
+            await ws.close()
+    evs = await events(server, "fly1")
+    assert [(e.actor, e.meta.get("relays")) for e in evs] == [
+        ("carol", None), ("carol", None), ("bob", None)
+    ]  # fmt: skip
+    assert await blame_actors(server, "fly1") == [
+        ("carol. ", "carol"),
+        ("in flight. ", "carol"),
+        ("after it. ", "bob"),
+    ]
+
+
+async def test_a_forged_write_under_another_users_id_is_still_never_logged(
+    server: RunningServer,
+) -> None:
+    """Items under carol's client id at clocks she never writes, in bob's step 2: not
+    logged; bob is asked again without carol's id. A client that sends them again
+    anyway ignored that request: closed with 4403 as before. One that answers it has its
+    own edits logged, and nothing of the forged ones; carol's own next edits (the clocks
+    the forgery took) are hers."""
+    carol: Doc[Any] = Doc(client_id=CAROL)
+    async with connect(server.ws_url, "fly2", "carol", ydoc=carol) as c:
+        c.insert(0, "carol. ")
+        await eventually(lambda: _len(events(server, "fly2"), 1), what="carol logged")
+        forged = doc_of(CAROL, carol.get_update())
+        _typed(forged, 7, "forged. ")
+        bob = doc_of(BOB, forged.get_update())
+        _typed(bob, 0, "bob. ")  # on nothing of the forged text
+        ws = await _bob_socket(server, "fly2")
+        try:
+            join = await _next(ws, P.SyncStep1)
+            step2 = P.encode_sync_step2(bob.get_update(join.state_vector))
+            await ws.send(step2)
+            again = await _next(ws, P.SyncStep1)
+            assert P.decode_state_vector(again.state_vector)[CAROL] == MAX_CLOCK
+            await ws.send(step2)  # the forged items again: the request ignored
+            code, reason = await closed_with(ws)
+        finally:
+            await ws.close()
+        assert code == 4403 and "belongs to another user" in reason
+        assert len(await events(server, "fly2")) == 1
+        ws = await _bob_socket(server, "fly2")
+        try:
+            join = await _next(ws, P.SyncStep1)
+            await ws.send(P.encode_sync_step2(bob.get_update(join.state_vector)))
+            again = await _next(ws, P.SyncStep1)
+            await ws.send(P.encode_sync_step2(bob.get_update(again.state_vector)))
+            await eventually(lambda: _len(events(server, "fly2"), 2), what="bob's own text")
+        finally:
+            await ws.close()
+        await eventually(lambda: c.content == "bob. carol. ", what="carol has bob's text")
+        c.insert(len(c.content), "carol again.")  # the clocks the forgery took
+        await eventually(lambda: _len(events(server, "fly2"), 3), what="carol's edit")
+    assert [e.actor for e in await events(server, "fly2")] == ["carol", "bob", "carol"]
+    room = await server.backend.rooms.get("fly2")
+    assert str(room.doc.get("content", type=Text)) == "bob. carol. carol again."
+    assert await blame_actors(server, "fly2") == [
+        ("bob. ", "bob"),
+        ("carol. ", "carol"),
+        ("carol again.", "carol"),
+    ]
+
+
+async def test_a_step_2_that_waits_long_for_another_users_edits_says_so(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owner does not deliver (her tab closed before its socket sent them, say):
+    bob's edits built on hers cannot be logged without taking her items from him. Past
+    OVERDUE_SECONDS he is told so (a "permission denied" message, which y-websocket
+    prints; the connection stays open, no reconnect loop), and his edits are still
+    taken once her items arrive."""
+    monkeypatch.setattr(resync, "OVERDUE_SECONDS", 0.2)
+    carol: Doc[Any] = Doc(client_id=CAROL)
+    async with connect(server.ws_url, "fly3", "carol", ydoc=carol) as c:
+        c.insert(0, "carol. ")
+        await eventually(lambda: _len(events(server, "fly3"), 1), what="carol logged")
+        tab = doc_of(CAROL, carol.get_update())
+        in_flight = _typed(tab, 7, "in flight. ")
+        bob = doc_of(BOB, tab.get_update())
+        _typed(bob, 18, "after it. ")
+        ws = await _bob_socket(server, "fly3")
+        try:
+            join = await _next(ws, P.SyncStep1)
+            await ws.send(P.encode_sync_step2(bob.get_update(join.state_vector)))
+            again = await _next(ws, P.SyncStep1)
+            await ws.send(P.encode_sync_step2(bob.get_update(again.state_vector)))
+            denied = await _next(ws, P.AuthMessage)
+            assert f"another user's edits (client id {CAROL})" in denied.reason, denied
+            await asyncio.wait_for(await ws.ping(), 10)
+            assert ws.close_code is None and len(await events(server, "fly3")) == 1
+            await c.send_raw(P.encode_sync_update(in_flight))
+            again = await _next(ws, P.SyncStep1)
+            await ws.send(P.encode_sync_step2(bob.get_update(again.state_vector)))
+            await eventually(lambda: _len(events(server, "fly3"), 3), what="bob's step 2")
+        finally:
+            await ws.close()
+    assert [e.actor for e in await events(server, "fly3")] == ["carol", "carol", "bob"]
+
+
+async def test_the_hocuspocus_endpoint_asks_again_without_another_users_edits(
+    server: RunningServer,
+) -> None:
+    """The same rule on /hocuspocus: a step 2 with carol's undelivered items closed
+    bob's document there (4403's words in a close message); now it is asked for again
+    without them, held until her socket delivers them, then logged as bob's."""
+    from palimpsest import hocuspocus as H
+
+    def sync(body: bytes) -> bytes:
+        return H.prefix("fly4") + P.write_var_uint(H.SYNC) + body
+
+    async def next_step1(ws: Any) -> P.SyncStep1:
+        while True:
+            frame = H.decode(await asyncio.wait_for(ws.recv(), 10))
+            assert not isinstance(frame, H.Frame) or frame.type != H.CLOSE, frame
+            if isinstance(frame, H.Frame) and frame.type == H.SYNC:
+                msg = H.decode_sync(frame.body)
+                if isinstance(msg, P.SyncStep1):
+                    return msg
+
+    carol: Doc[Any] = Doc(client_id=CAROL)
+    async with connect(server.ws_url, "fly4", "carol", ydoc=carol) as c:
+        c.insert(0, "carol. ")
+        await eventually(lambda: _len(events(server, "fly4"), 1), what="carol logged")
+        tab = doc_of(CAROL, carol.get_update())
+        in_flight = _typed(tab, 7, "in flight. ")
+        bob = doc_of(BOB, tab.get_update())
+        _typed(bob, 18, "after it. ")
+        async with websockets.connect(f"ws://127.0.0.1:{server.port}/hocuspocus") as ws:
+            auth = bytes([H.AUTH_TOKEN]) + P.write_var_string("bob")
+            await ws.send(H.prefix("fly4") + P.write_var_uint(H.AUTH) + auth)
+            mine = P.encode_awareness_entries([(BOB, 1, STATE % "bob")])
+            await ws.send(
+                H.prefix("fly4") + P.write_var_uint(H.AWARENESS) + P.write_var_bytes(mine)
+            )
+            await ws.send(sync(bytes([P.SYNC_STEP1]) + P.write_var_bytes(bob.get_state())))
+            join = await next_step1(ws)
+            step2 = bob.get_update(join.state_vector)
+            await ws.send(sync(bytes([P.SYNC_STEP2]) + P.write_var_bytes(step2)))
+            again = await next_step1(ws)
+            assert P.decode_state_vector(again.state_vector)[CAROL] == MAX_CLOCK
+            step2 = bob.get_update(again.state_vector)
+            await ws.send(sync(bytes([P.SYNC_STEP2]) + P.write_var_bytes(step2)))  # held
+            await asyncio.wait_for(await ws.ping(), 10)
+            assert len(await events(server, "fly4")) == 1
+            await c.send_raw(P.encode_sync_update(in_flight))
+            again = await next_step1(ws)
+            step2 = bob.get_update(again.state_vector)
+            await ws.send(sync(bytes([P.SYNC_STEP2]) + P.write_var_bytes(step2)))
+            await eventually(lambda: _len(events(server, "fly4"), 3), what="bob's step 2")
+    assert [e.actor for e in await events(server, "fly4")] == ["carol", "carol", "bob"]
+    room = await server.backend.rooms.get("fly4")
+    assert str(room.doc.get("content", type=Text)) == "carol. in flight. after it. "
+
+
+def test_the_ready_part_of_an_update_is_what_applies_now() -> None:
+    """updates.ready_part: per client, whole structs up to the first that names an item
+    the document does not hold, and the deletions of held items; a valid update that
+    the attribution rule admits, whose rest waits."""
+    carol: Doc[Any] = Doc(client_id=CAROL)
+    carol.get("content", type=Text).insert(0, "carol. ")
+    server = doc_of(9, carol.get_update())
+    held = P.decode_state_vector(server.get_state())
+    tab = doc_of(CAROL, carol.get_update())
+    _typed(tab, 7, "in flight. ")  # not delivered
+    bob = doc_of(BOB, tab.get_update())
+    _typed(bob, 0, "bob. ")  # on held items only
+    del bob.get("content", type=Text)[5:7]  # "ca": held, deleted
+    _typed(bob, len(str(bob.get("content", type=Text))), "after it.")  # on carol's
+    step2 = bob.get_update(P.encode_state_vector({**held, CAROL: MAX_CLOCK}))
+    part = ready_part(step2, lambda c: held.get(c, 0))
+    assert part is not None
+    meta = decode_update_meta(part)
+    assert meta.structs == {BOB: [(0, 5)]} and meta.deletes == {CAROL: [(0, 2)]}
+    server.apply_update(part)
+    assert str(server.get("content", type=Text)) == "bob. rol. "
+    # nothing held: every client's first struct starts past it
+    assert ready_part(bob.get_update(server.get_state()), lambda c: 0) is None

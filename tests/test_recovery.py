@@ -104,18 +104,29 @@ async def test_a_restored_backup_takes_back_what_the_clients_hold(
 
 async def test_outside_a_recovery_the_rule_holds(tmp_path: Path, settings: Settings) -> None:
     """Without the window (the marker gone, no setting), a step 2 that carries another
-    user's items the store lacks is refused as before (4403): a writer may not write
-    under someone else's client id."""
+    user's items the store lacks does not write them: a writer may not write under
+    someone else's client id. It used to be refused whole (4403), Alice's own lost
+    edits with it, on every reconnect; now she is asked again without Bob's client id
+    (server.resync), her own come back, and Bob's come back with Bob, as his."""
     bk = tmp_path / "backup.db"
-    alice, _bob = await _write_after_backup(settings, bk)
+    alice, bob = await _write_after_backup(settings, bk)
     await asyncio.to_thread(backup, str(bk), settings.db, replace=True)
     recovery_marker(settings.db).unlink()
     async with run_server(settings) as server:
         async with connect(server.ws_url, DOC, "alice", ydoc=alice) as a:
-            await eventually(lambda: a.close_code is not None, what="refused")
-        assert a.close_code == 4403 and "belongs to another user" in str(a.close_reason)
-        assert await _head(server.url) == "A1 B1 "
-    # the same, with the window opened by the setting (a database failover, say)
+            await eventually(lambda: _has(server.url, "A1 B1 A2 "), what="hers taken back")
+            async with connect(server.ws_url, DOC, "bob", ydoc=bob) as b:
+                await eventually(lambda: _has(server.url, "A1 B1 A2 B2 "), what="his")
+        for c in (a, b):
+            assert c.close_code in (None, 1000), c.close_reason
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            got = (await http.get(f"/api/docs/{DOC}/blame")).json()
+        runs = [(r["text"], r["actor"]) for r in got["roots"]["content"]["runs"]]
+        assert runs[-2:] == [("A2 ", "alice"), ("B2 ", "bob")], runs
+    # with the window opened by the setting (a database failover, say), Alice's step 2
+    # brings Bob's back too
+    await asyncio.to_thread(backup, str(bk), settings.db, replace=True)
+    recovery_marker(settings.db).unlink()
     settings.recovering_minutes = 5
     async with run_server(settings) as server:
         async with connect(server.ws_url, DOC, "alice", ydoc=alice):
@@ -160,9 +171,13 @@ async def test_a_lost_database_file_is_rebuilt_from_the_clients(
         forged.apply_update(docs[0].get_update())
         with contextlib.suppress(Exception):
             forged.get("content", type=Text).insert(0, "Carol as Alice: ")
+        # (in its step 2 it is left out: Carol is asked again without Alice's client id,
+        # server.resync; an update with it is refused)
         async with connect(server.ws_url, DOC, "carol", ydoc=forged) as c:
+            await c.send_raw(P.encode_sync_update(forged.get_update(docs[0].get_state())))
             await eventually(lambda: c.close_code is not None, what="refused")
         assert c.close_code == 4403
+        assert await _head(server.url) == "Alice. Bob. Alice again. Bob again."
 
 
 def _lose(db: str) -> None:

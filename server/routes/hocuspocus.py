@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from functools import partial
 from typing import Any
 
 import jwt
@@ -37,6 +38,7 @@ from ..errors import (
     FATAL,
     AuthError,
     Forbidden,
+    ForeignItems,
     FrameTooLarge,
     PalimpsestError,
     ProtocolError,
@@ -49,10 +51,19 @@ from ..extensions import Client
 from ..hocuspocus_peer import DocPeer, SyncStatus
 from ..limits import frame_limit
 from ..names import validate_doc_name
+from ..resync import overdue_words
 from ..room import EMPTY_UPDATE, Room
 from ..updates import unsupported
 from .wire_write import detach_reader
-from .ws import Connection, client_id, extension_answer, reason_of, refuse, said_closed
+from .ws import (
+    Connection,
+    client_id,
+    extension_answer,
+    reason_of,
+    refuse,
+    said_closed,
+    take_ready_part,
+)
 
 log = logging.getLogger("palimpsest.hocuspocus")
 
@@ -315,6 +326,7 @@ class HocuspocusSocket(Connection):
             peer.expiry.cancel()
             peer.expiry = None
         peer.forget()
+        peer.resync.waiting = None  # (its wait, if any, ends)
         room, peer.room = peer.room, None
         if room is not None:
             room.leave(peer)
@@ -330,7 +342,8 @@ class HocuspocusSocket(Connection):
             if isinstance(msg, P.SyncStep1):
                 refuse_stale_copy(room, msg.state_vector)
                 if t == H.SYNC:  # a sync reply's step 1 wants the step 2 only
-                    peer.send(P.encode_sync_step1(room.doc.get_state()))
+                    # (leaving out what its step 2s may not carry: server.resync)
+                    peer.send(P.encode_sync_step1(peer.resync.state_vector(room.doc.get_state())))
                 room.answer_sync_step1(peer, msg.state_vector)
             else:
                 self.update(peer, room, msg.update, step2=isinstance(msg, P.SyncStep2))
@@ -403,8 +416,27 @@ class HocuspocusSocket(Connection):
         creating = self.admit_update(room, update, peer.guard, peer.client, step2=step2)
         own = room.announced(peer.id) if step2 else None
         try:
-            logged = room.receive_update(peer.author, update, reply_to_step1=step2, own=own)
+            logged = room.receive_update(
+                peer.author, update, reply_to_step1=step2, own=own, conn=peer.id
+            )
+        except ForeignItems as e:
+            if not step2:
+                raise
+            # other tabs' edits, on their way from their owners: asked again without
+            # them (or refused, when our request left them out already): server.resync
+            peer.resync.foreign(e)
+            log.info("%s: a step 2 of %r with other users' edits (client ids %s) held; "
+                     "asking again without them", self.id, peer.doc, e.clients)  # fmt: skip
+            self.ask_sync(peer, room)
+            return
         except UpdateGap as e:
+            if step2 and peer.resync.hold(e):
+                log.info("%s: a step 2 of %r waits for another user's edits: %s",
+                         self.id, peer.doc, e.detail)  # fmt: skip
+                take_ready_part(room, peer.author, update, own or frozenset(), peer.id)
+                self.spawn(peer.resync.wait(room, partial(self.ask_sync, peer, room),
+                                            partial(self.overdue, peer)))  # fmt: skip
+                return
             self.gap(peer, room, e, step2=step2)
             return
         if logged and creating:
@@ -436,7 +468,20 @@ class HocuspocusSocket(Connection):
         # (once per document at INFO: a client that keeps sending gaps would fill the log)
         say = log.info if peer.resync.asks == 1 else log.debug
         say("%s: asking %r for a re-sync: %s", self.id, peer.doc, gap.detail)
-        peer.send(P.encode_sync_step1(room.doc.get_state()))
+        self.ask_sync(peer, room)
+
+    def ask_sync(self, peer: DocPeer, room: Room) -> None:
+        """Send a sync step 1 of `peer`'s document (a re-sync request), if still open."""
+        if peer.room is room:
+            peer.send(P.encode_sync_step1(peer.resync.state_vector(room.doc.get_state())))
+
+    def overdue(self, peer: DocPeer, gap: UpdateGap) -> None:
+        """A step 2 has waited OVERDUE_SECONDS for another user's edits: said in the
+        log (the provider's unsynced changes stay above 0 meanwhile: not saved)."""
+        log.warning("%s: %r (%s): %s", self.id, peer.doc, peer.actor, overdue_words(gap))
+        self.backend.refused("waits_for_other_users_edits")
+        if peer.room is not None:
+            self.send(H.encode_sync_status(peer.doc, False))
 
     async def saved_after_flush(self, peer: DocPeer, room: Room, times: int = 1) -> None:
         try:

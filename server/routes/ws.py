@@ -27,6 +27,7 @@ from ..deletion import refuse_stale_copy
 from ..errors import (
     FATAL,
     AuthError,
+    ForeignItems,
     FrameTooLarge,
     PalimpsestError,
     ProtocolError,
@@ -41,7 +42,7 @@ from ..limits import Limits, frame_limit
 from ..names import validate_doc_name
 from ..protocol import sync_update_of
 from ..repeat_refusals import counted_after_open, request_key
-from ..resync import Resync
+from ..resync import Resync, overdue_words
 from ..room import EMPTY_UPDATE, Room
 from ..updates import read_ahead, yrs_reads
 from ..util import close_reason
@@ -393,7 +394,30 @@ class Connection:
             own = room.announced(self.id) if step2 else None
             if room.receive_update(self, update, reply_to_step1=step2, own=own) and creating:
                 self.guard.created()
+        except ForeignItems as e:
+            if not step2:
+                raise
+            # other tabs' edits, on their way from their owners (resync.py): asked again
+            # without them (or refused, when our request left them out already)
+            self.resync.foreign(e)
+            log.info("%s (%s on %s): a step 2 with other users' edits (client ids %s) "
+                     "held; asking again without them", self.id, self.actor, self.doc,
+                     e.clients)  # fmt: skip
+            self._ask_sync(room)
+            return
         except UpdateGap as e:
+            if step2 and self.resync.hold(e):
+                # built on another user's edits still on their way: what of it does not
+                # is taken now, the rest asked for again once the document holds them
+                log.info("%s (%s on %s): a step 2 waits for another user's edits: %s",
+                         self.id, self.actor, self.doc, e.detail)  # fmt: skip
+                take_ready_part(room, self, update, room.announced(self.id))
+                task = asyncio.create_task(
+                    self.resync.wait(room, partial(self._ask_sync, room), self._overdue)
+                )
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                return
             if not self.resync.gap(e, step2=step2):
                 # typed while connecting (its step 2, the answer to ours, carries it), or
                 # past a re-sync asked for already (whose step 2 carries it)
@@ -403,14 +427,27 @@ class Connection:
             # the log)
             say = log.info if self.resync.asks == 1 else log.debug
             say("%s (%s on %s): asking for a re-sync: %s", self.id, self.actor, self.doc, e.detail)
-            self._answering = True
-            try:
-                self.send(P.encode_sync_step1(room.doc.get_state()))
-            finally:
-                self._answering = False
+            self._ask_sync(room)
             return
         if step2:
             self.resync.step2(room)
+
+    def _ask_sync(self, room: Room) -> None:
+        """Send the client a sync step 1 (a re-sync request: its step 2 answers it)."""
+        self._answering = True
+        try:
+            self.send(P.encode_sync_step1(self.resync.state_vector(room.doc.get_state())))
+        finally:
+            self._answering = False
+
+    def _overdue(self, gap: UpdateGap) -> None:
+        """A step 2 has waited OVERDUE_SECONDS for another user's edits: say so."""
+        why = overdue_words(gap)
+        log.warning("%s (%s on %s): %s", self.id, self.actor, self.doc, why)
+        self.backend.refused("waits_for_other_users_edits")
+        self.send(P.encode_permission_denied(why))
+        if self.ext:
+            self.send(P.encode_extension({"type": "error", "reason": why}))
 
     async def _read_ahead(self, room: Room, update: bytes) -> None:
         """A large sync step 2 into an empty document: read in a worker thread (what the
@@ -655,6 +692,24 @@ async def extension_answer(
     return {"type": "result", "id": body.get("id"), **answer}
 
 
+def take_ready_part(
+    room: Room, peer: Any, update: bytes, own: frozenset[int], conn: str | None = None
+) -> None:
+    """Log what of a held sync step 2 (`update`, from `peer`; `conn`: as for
+    Room.receive_update) applies now (Room.ready_part), under the same rules as any
+    step 2; the rest waits (resync.py).
+    Two tabs of one browser, each holding the other's edits on their way, would else
+    each wait for the other for good."""
+    part = room.ready_part(update)
+    if part is None:
+        return
+    try:
+        room.receive_update(peer, part, reply_to_step1=True, own=own, conn=conn)
+    except (UpdateGap, ForeignItems) as e:
+        # (another user's items besides: left out at the next request, which it waits for)
+        log.debug("%s: the ready part of a held step 2 waits too: %s", peer.id, e)
+
+
 def client_id(backend: Backend) -> str:
     """A connection id unique in this process (and, with the instance, across them)."""
     return f"{backend.settings.instance}/{next(_ids)}"
@@ -662,6 +717,8 @@ def client_id(backend: Backend) -> str:
 
 def reason_of(e: BaseException) -> str:
     """A metrics label for a refusal: the error class in snake case (frame_too_large, …)."""
+    if isinstance(e, ForeignItems):
+        return "forbidden"  # (a kind of it; the label stays what dashboards count)
     return re.sub(r"(?<!^)(?=[A-Z])", "_", type(e).__name__).lower()
 
 
