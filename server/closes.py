@@ -58,6 +58,9 @@ _BY_CODE = {
 
 #: the reason a room gives when it closes its peers to reload (room.py, undo/actions.py)
 RELOADING = "the document is being reloaded"
+#: the reason a room gives the senders of edits the store refused for good (room.py):
+#: a 1011 that is the store's, not a bug's
+STORE_FAILED = "the store failed to log your edits"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,8 @@ def cause_of_code(code: int, reason: str = "") -> str:
     said where it was made."""
     if code == 1013:
         return "reloading" if reason.startswith(RELOADING) else "store_error"
+    if code == 1011 and reason.startswith(STORE_FAILED):
+        return "store_error"
     return _BY_CODE.get(code, "error")
 
 
@@ -113,4 +118,12 @@ def cause_of_client(code: int | None, framed: bool) -> str:
     return "client_closed"
 
 
-__all__ = ["CAUSES", "Closed", "cause_of_client", "cause_of_code", "cause_of_error"]
+__all__ = [
+    "CAUSES",
+    "RELOADING",
+    "STORE_FAILED",
+    "Closed",
+    "cause_of_client",
+    "cause_of_code",
+    "cause_of_error",
+]

@@ -36,6 +36,7 @@ from pycrdt import Doc, Subscription, TransactionEvent, get_state, merge_updates
 
 from . import protocol as P
 from .awareness import Awareness, Entry
+from .closes import RELOADING, STORE_FAILED
 from .doc_observers import DocObservers
 from .errors import (
     FATAL,
@@ -913,7 +914,7 @@ class Room:
                     "waiting; reconnect later to re-send"
                 )
             else:
-                reason = "the store failed to log your edits; reconnect to re-send"
+                reason = f"{STORE_FAILED}; reconnect to re-send"
             self._exact_reach = False  # admitted, never applied: clocks ran ahead
             self._pending_sv.clear()  # (ahead too: what they re-send must count as new)
             log.warning(
@@ -1245,9 +1246,9 @@ class Room:
             if isinstance(item, _ServerChange | _Barrier) and not item.future.done():
                 item.future.set_exception(StoreError(f"room {self.name!r} failed: {error}"))
             elif isinstance(item, _ClientUpdate):
-                item.peer.close(1013, "the document is being reloaded, reconnect")
+                item.peer.close(1013, f"{RELOADING}, reconnect")
         for peer in list(self.peers.values()):
-            peer.close(1013, "the document is being reloaded, reconnect")
+            peer.close(1013, f"{RELOADING}, reconnect")
         if self._on_broken is not None:
             self._on_broken(self, error)
 

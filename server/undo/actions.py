@@ -10,6 +10,7 @@ from pycrdt import (
     Doc,
 )
 
+from ..closes import RELOADING
 from ..errors import BadRequest, PalimpsestError, StoreError
 from ..ranges import Ranges, to_b64
 from ..removed import removed_others
@@ -126,7 +127,7 @@ async def _server_change(
     except Exception as e:
         log.error("room %s: %s by %s failed (%r); reloading the room", room.name, kind, actor, e)
         for peer in list(room.peers.values()):
-            peer.close(1013, "the document is being reloaded, reconnect")
+            peer.close(1013, f"{RELOADING}, reconnect")
         if backend is not None:
             await backend.rooms.discard(room.name)
         raise StoreError(f"{kind} failed ({e}); the document was reloaded, try again") from e

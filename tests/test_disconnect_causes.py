@@ -1,0 +1,184 @@
+"""Each cause of ``palimpsest_disconnects_total{cause}`` that test_observability.py does
+not bring on, brought on by a real client doing what causes it: the close code and
+reason it sees, and the one series that counts it (scraped from /metrics)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import websockets
+from conftest import RunningServer, closed_with, eventually, run_server
+from pycrdt import Doc, Text
+from test_hostile import SECRET, TWO_SECTIONS, token
+from test_limits import SMALL_BUFFER, connection_of, transport_of
+from test_ops import scrape, val
+from yclient import YClient, connect
+
+from palimpsest import Client, Extension, Room
+from palimpsest import protocol as P
+from palimpsest.auth.tokens import LEEWAY
+from palimpsest.backend import Backend
+from palimpsest.closes import CAUSES
+from palimpsest.features import builtin_extensions
+from palimpsest.settings import Settings
+from palimpsest.store.base import NewEvent
+from palimpsest.store.sqlite import SQLiteStore
+
+METRIC = "palimpsest_disconnects_total"
+
+
+@asynccontextmanager
+async def counts_one(srv: RunningServer, cause: str) -> AsyncIterator[None]:
+    """The block ends one connection, counted under `cause` and no other (those the
+    block opens and closes itself, as ``client_closed``, aside)."""
+    before = await scrape(srv.url)
+    yield
+
+    async def counted() -> dict[str, float] | None:
+        m = await scrape(srv.url)
+        got = {c: val(m, METRIC, cause=c) - val(before, METRIC, cause=c) for c in CAUSES}
+        got.pop("client_closed")
+        return got if got == {c: (c == cause) * 1.0 for c in got} else None
+
+    await eventually(counted, what=f"one disconnect counted as {cause}")
+
+
+async def first_edit(srv: RunningServer, doc: str, client: YClient, text: str) -> None:
+    """`client` (of `doc`) types `text`; until the room logged it, as its first event."""
+    client.insert(0, text)
+    room = await eventually(lambda: srv.backend.rooms.get_loaded(doc))
+    await eventually(lambda: room.seq == 1, what=f"{text!r} logged")
+
+
+async def closed(client: YClient) -> tuple[int | None, str | None]:
+    """Until the server closed `client`: its close code and reason."""
+    await eventually(lambda: client.close_code is not None, what="closed")
+    return client.close_code, client.close_reason
+
+
+async def test_a_client_that_does_not_read_is_closed_as_slow_client(settings: Settings) -> None:
+    """It stops reading (its receive buffer small, its websocket library pausing the
+    socket once a frame waits unread) while another writes; once its send queue is over
+    its bound and it reads again, it gets the frames queued, then 1013."""
+    settings.max_events_per_second = 0
+    settings.send_queue_frames = 8
+    async with run_server(settings) as srv, connect(srv.ws_url, "slow", "writer") as writer:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
+        sock.connect(("127.0.0.1", srv.port))
+        async with counts_one(srv, "slow_client"):
+            ws = await websockets.connect(f"{srv.ws_url}/slow?user=snail", sock=sock,
+                                          compression=None, max_queue=1)  # fmt: skip
+            conn = await eventually(lambda: connection_of(srv, "slow", "snail"), what="joined")
+            # a fixed send buffer on the server's end (no autotuning to megabytes)
+            transport_of(conn).get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER
+            )
+            room = srv.backend.rooms.get_loaded("slow")
+            assert room is not None
+            for i in range(400):
+                writer.insert(0, "x" * 32_000)
+                await eventually(lambda n=i + 1: room.seq >= n, what=f"edit {i} logged")  # type: ignore[misc]
+                if conn._close is not None:
+                    break
+            assert conn._close is not None, "never over its send queue's bound"
+            code, reason = await closed_with(ws)
+        assert (code, reason) == (1013, "send queue overflow: reconnect and re-sync")
+
+
+async def test_a_token_that_expires_while_open_is_closed_as_auth_expired(
+    settings: Settings,
+) -> None:
+    settings.jwt_secret = SECRET
+    async with run_server(settings) as srv:
+        short = token("w", "write", ttl=-LEEWAY + 2)  # valid for two more seconds
+        async with counts_one(srv, "auth_expired"):
+            ws = await websockets.connect(f"{srv.ws_url}/exp?token={short}", compression=None)
+            code, reason = await closed_with(ws)
+        assert (code, reason) == (4401, "token expired: reconnect with a fresh token")
+
+
+async def test_items_under_another_users_client_id_close_as_forbidden(
+    server: RunningServer,
+) -> None:
+    async with connect(server.ws_url, "owned", "alice") as alice:
+        await first_edit(server, "owned", alice, "hers")
+        forged: Doc[Any] = Doc(client_id=alice.doc.client_id)
+        forged.apply_update(alice.doc.get_update())
+        sv = forged.get_state()
+        forged.get("content", type=Text).insert(0, "not ")
+        async with counts_one(server, "forbidden"):
+            ws = await websockets.connect(f"{server.ws_url}/owned?user=mallory",
+                                          compression=None)  # fmt: skip
+            await ws.send(P.encode_sync_update(forged.get_update(sv)))
+            code, reason = await closed_with(ws)
+    assert code == 4403 and "belongs to another user" in reason, (code, reason)
+
+
+async def test_a_deleted_document_closes_its_clients_as_doc_deleted(
+    server: RunningServer,
+) -> None:
+    async with counts_one(server, "doc_deleted"), connect(server.ws_url, "gone", "ann") as ann:
+        await first_edit(server, "gone", ann, "soon gone")
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            r = await http.delete("/api/docs/gone", params={"user": "root"})
+        assert r.status_code == 200 and r.json()["closed"] == 1, r.text
+        code, reason = await closed(ann)
+    assert (code, reason) == (4404, "the document was deleted by root ('gone')")
+
+
+async def test_a_document_that_breaks_closes_its_clients_as_reloading(
+    server: RunningServer,
+) -> None:
+    """An event in the log that breaks the document (test_broken_event.py): the room is
+    dropped and its clients told to come back."""
+    async with connect(server.ws_url, "breaks", "alice") as alice:
+        await first_edit(server, "breaks", alice, "hello")
+        async with counts_one(server, "reloading"):
+            breaking = NewEvent("mallory", "edit", TWO_SECTIONS, {})
+            await server.backend.store.append([("breaks", [breaking])])
+            alice.insert(5, " world")
+            code, reason = await closed(alice)
+    assert (code, reason) == (1013, "the document is being reloaded, reconnect")
+
+
+async def test_edits_the_store_refuses_for_good_close_as_store_error(
+    server: RunningServer,
+) -> None:
+    """Not a moment's trouble (those are held, test_store_outage.py): a refusal that is
+    final (a constraint; a trigger's here) closes the sender with 1011 to re-send."""
+    store = server.backend.store
+    assert isinstance(store, SQLiteStore)
+    async with connect(server.ws_url, "refused", "alice") as alice:
+        await first_edit(server, "refused", alice, "kept")
+        await store.on_writer(lambda c: c.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON log "
+            "BEGIN SELECT RAISE(ABORT, 'no more edits'); END"
+        ))  # fmt: skip
+        async with counts_one(server, "store_error"):
+            alice.insert(0, "refused ")
+            code, reason = await closed(alice)
+    assert (code, reason) == (1011, "the store failed to log your edits; reconnect to re-send")
+
+
+class Buggy(Extension):
+    """An embedder's on_update with a bug in it."""
+
+    def on_update(self, room: Room, client: Client, update: bytes) -> None:
+        {}["missing"]  # noqa: B018
+
+
+async def test_an_extension_that_fails_closes_as_error(tmp_path: Path) -> None:
+    settings = Settings(db=str(tmp_path / "e.db"))
+    ext = Buggy()
+    backend = Backend(settings, extensions=[ext, *builtin_extensions(settings, others=[ext])])
+    async with run_server(settings, backend) as srv:
+        async with counts_one(srv, "error"), connect(srv.ws_url, "bug", "ann") as ann:
+            ann.insert(0, "x")
+            code, reason = await closed(ann)
+    assert (code, reason) == (1011, "the server's extension Buggy failed in on_update")
