@@ -51,8 +51,8 @@ without taking the other user's items from a writer who does not own them.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from . import protocol as P
@@ -63,8 +63,6 @@ from .errors import ForeignItems, UpdateGap, UpdateRejected
 MAX_CLOCK = 2**32 - 1
 #: seconds a step 2 is held for another user's edits before the wait is said
 OVERDUE_SECONDS = 20.0
-#: seconds between two looks at whether the document holds what a held step 2 missed
-POLL_SECONDS = 0.1
 
 
 class Holds(Protocol):
@@ -72,11 +70,15 @@ class Holds(Protocol):
 
     def clock(self, client: int) -> int: ...
 
+    def waking(
+        self, clients: Iterable[int], wake: asyncio.Event
+    ) -> AbstractContextManager[None]: ...
+
 
 class Resync:
     """The gap rule's state for one document on one connection."""
 
-    __slots__ = ("asked", "asks", "dropped", "left_out", "reasked", "stepped", "waiting")
+    __slots__ = ("_wake", "asked", "asks", "dropped", "left_out", "reasked", "stepped", "waiting")
 
     def __init__(self) -> None:
         #: the client sent a sync step 2 (its answer to a step 1 of ours)
@@ -94,6 +96,8 @@ class Resync:
         self.reasked = False
         #: the gap on a left-out id a held step 2 had: asked again once it is filled
         self.waiting: UpdateGap | None = None
+        #: what wakes the wait of the held step 2 (made by `wait`, set by the room)
+        self._wake: asyncio.Event | None = None
 
     def gap(self, gap: UpdateGap, *, step2: bool) -> bool:
         """The room refused an update past `gap`. Raise it when the update is a sync
@@ -141,9 +145,16 @@ class Resync:
         step 2 is held until the owner fills it: `wait`), False when it is refused."""
         if gap.client not in self.left_out:
             return False
+        self.end()  # (a wait for an earlier one ends: this one's begins)
         self.waiting = gap
         self.reasked = False
         return True
+
+    def end(self) -> None:
+        """No step 2 is held any more (the document closed): its wait ends."""
+        self.waiting = None
+        if self._wake is not None:
+            self._wake.set()
 
     def state_vector(self, state: bytes) -> bytes:
         """The state vector of a sync step 1 to this client: `state` (the document's),
@@ -161,21 +172,28 @@ class Resync:
         """Until the document holds more of the left-out client ids' items than when
         the step 2 was held (`waiting`: their owners delivered some, which the step 2's
         part that waits may build on), then `ask` (the caller sends a sync step 1
-        again, `state_vector`). `overdue` once, when that takes longer than
-        OVERDUE_SECONDS. Cancelled with the connection."""
+        again, `state_vector`). Woken by the room as it logs an event carrying items of
+        a left-out id (Room.waking), not by looking again and again. `overdue` once,
+        when that takes longer than OVERDUE_SECONDS. Ends with `end` (or another step 2
+        held); cancelled with the connection."""
         gap = self.waiting
         if gap is None:
             return
-        said = False
-        since = time.monotonic()
+        wake = self._wake = asyncio.Event()
         base = {client: room.clock(client) for client in self.left_out}
-        while all(room.clock(client) <= clock for client, clock in base.items()):
-            await asyncio.sleep(POLL_SECONDS)
-            if self.waiting is not gap:
-                return
-            if not said and time.monotonic() - since > OVERDUE_SECONDS:
-                said = True
-                overdue(gap)
+        overdue_in: float | None = OVERDUE_SECONDS
+        with room.waking(base, wake):
+            while all(room.clock(client) <= clock for client, clock in base.items()):
+                try:
+                    await asyncio.wait_for(wake.wait(), overdue_in)
+                except TimeoutError:
+                    if self.waiting is gap:
+                        overdue(gap)
+                    overdue_in = None  # (said once)
+                wake.clear()
+                if self.waiting is not gap:
+                    return
+        self._wake = None
         self.waiting = None
         self.reasked = True
         self.asks += 1

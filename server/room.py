@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Container, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -302,6 +302,9 @@ class Room:
         self.owners = Owners(doc.client_id)
         #: which client id is each connection's own (its sync step 2 may claim it)
         self.own_ids = OwnIds()
+        #: held sync step 2s waiting for client ids' items, by client id (resync.py):
+        #: set when an event carrying some is logged (``waking``)
+        self._waking: dict[int, set[asyncio.Event]] = {}
         #: transaction observers of the doc (extensions'), muted for client edits
         self.doc_observers = DocObservers(doc)
         #: while a client's edit is applied: (inserted, deleted) ranges, so that document
@@ -579,6 +582,30 @@ class Room:
         below `clock` (what an update past a gap waits for: resync.py)."""
         return self.owners.holds(client, clock, self._live_state)
 
+    @contextlib.contextmanager
+    def waking(self, clients: Iterable[int], wake: asyncio.Event) -> Iterator[None]:
+        """Set `wake` each time an event carrying items of one of `clients` is logged
+        (applied here: from a client, another process or the server), while the block
+        runs: what a sync step 2 held for other users' edits waits on (resync.py)."""
+        clients = tuple(clients)
+        for client in clients:
+            self._waking.setdefault(client, set()).add(wake)
+        try:
+            yield
+        finally:
+            for client in clients:
+                waiting = self._waking.get(client)
+                if waiting is not None:
+                    waiting.discard(wake)
+                    if not waiting:
+                        del self._waking[client]
+
+    def _logged_clients(self, clients: Iterable[int]) -> None:
+        """An event carrying items of `clients` was applied: wake who waits for them."""
+        for client in clients:
+            for wake in self._waking.get(client, ()):
+                wake.set()
+
     def _live_state(self) -> dict[int, int]:
         return P.decode_state_vector(self.doc.get_state())
 
@@ -637,6 +664,8 @@ class Room:
                 return
         self._note_deletions(meta.deletes)
         self.owners.record(actor, update, meta, relays)
+        if self._waking:
+            self._logged_clients(meta.structs)
 
     @property
     def awareness(self) -> dict[int, Entry]:
@@ -1213,6 +1242,8 @@ class Room:
             else:
                 self._note_deletions(dels or {})  # read above whenever reach is given
                 self.owners.written(ev.actor, reach, ev.meta.get("relays", ()))
+                if self._waking:
+                    self._logged_clients(reach)
             self.observer.applied(self, ev, origin)
         self.current_change = None
         return ok

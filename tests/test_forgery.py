@@ -512,8 +512,13 @@ async def test_a_step_2_with_another_users_edits_on_their_way_is_asked_again_wit
             await ws.send(P.encode_sync_step2(answer))  # on carol's text: held
             await asyncio.wait_for(await ws.ping(), 10)  # (read, and still open)
             assert len(await events(server, "fly1")) == 1
+            # woken by the room when it logs carol's items (Room.waking), not polling
+            room = server.backend.rooms.get_loaded("fly1")
+            assert room is not None
+            await eventually(lambda: set(room._waking) == {CAROL}, what="bob's wait")
             await c.send_raw(P.encode_sync_update(in_flight))  # her socket delivers it
             again = await _next(ws, P.SyncStep1)  # asked again, now that it is held
+            assert not room._waking  # (the wait ended with the request)
             await ws.send(P.encode_sync_step2(bob.get_update(again.state_vector)))
             await eventually(lambda: _len(events(server, "fly1"), 3), what="bob's step 2")
             assert ws.close_code is None

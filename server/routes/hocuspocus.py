@@ -326,7 +326,7 @@ class HocuspocusSocket(Connection):
             peer.expiry.cancel()
             peer.expiry = None
         peer.forget()
-        peer.resync.waiting = None  # (its wait, if any, ends)
+        peer.resync.end()  # (its wait, if any, ends)
         room, peer.room = peer.room, None
         if room is not None:
             room.leave(peer)
