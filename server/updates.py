@@ -24,7 +24,6 @@ then a varString root name or an ID), its parent sub (bit 6) and its content (in
 from __future__ import annotations
 
 import re
-from collections import deque
 from collections.abc import Callable, Container
 from dataclasses import dataclass
 
@@ -82,11 +81,10 @@ def decode_update_meta(update: bytes) -> UpdateMeta:
     fast = _keystroke(update) if type(update) is bytes else None
     if fast is not None:
         return fast  # (in bounds: _keystroke declines otherwise)
-    ahead = _read_ahead(update)
-    if ahead is not None:
-        if isinstance(ahead.meta, ProtocolError):
-            raise ahead.meta
-        return ahead.meta
+    if isinstance(update, ReadAhead):
+        if isinstance(update.meta, ProtocolError):
+            raise update.meta
+        return update.meta
     meta = _read_meta(update)
     _check_bounds(meta)
     return meta
@@ -305,11 +303,12 @@ def too_many_new_clients(update: bytes, known: Container[int], cap: int) -> str 
     return None
 
 
-@dataclass(slots=True)
-class _Ahead:
-    """What :func:`read_ahead` found in an update, for the loop's readers to take."""
+class ReadAhead(bytes):
+    """An update read ahead (:func:`read_ahead`): its bytes, with what was found in
+    them. It goes where the update goes (the room's checks, the event logged, the
+    extensions' hooks), and the readers below take what was found instead of walking
+    the update again."""
 
-    update: bytes
     meta: UpdateMeta | ProtocolError
     astral: dict[int, list[int]] | None
     formats: Ranges | None
@@ -317,45 +316,34 @@ class _Ahead:
     yrs_reads: bool
 
 
-#: the updates read ahead lately (a few: each is held until pushed out)
-_AHEAD: deque[_Ahead] = deque(maxlen=4)
-
-
-def read_ahead(update: bytes) -> None:
+def read_ahead(update: bytes) -> ReadAhead:
     """Read `update` as the room's path will (its meta, the characters past U+FFFF, the
     formatting marks; whether yrs decodes it), to be called in a worker thread for a
-    large update (a whole document's sync step 2): then those readers on the event
-    loop take what was found here instead of walking the update again (a step 2 of
-    32,000 client ids took 0.5-0.7 s per walk, four of them, all on the loop)."""
+    large update (a whole document's sync step 2); hand what it returns to the room in
+    its place: the readers on the event loop then take what was found here (a step 2
+    of 32,000 client ids took 0.5-0.7 s per walk, four of them, all on the loop)."""
+    out = ReadAhead(update)
     try:
-        meta: UpdateMeta | ProtocolError = decode_update_meta(update)
+        out.meta = decode_update_meta(update)
     except ProtocolError as e:
-        meta = e.with_traceback(None)
+        out.meta = e.with_traceback(None)
     try:
         get_state(update)
-        yrs_reads = True
+        out.yrs_reads = True
     except FATAL:
         raise
     except BaseException:  # pyo3 PanicException is one: the loop's path says why
-        yrs_reads = False
-    astral = formats = None
-    if not isinstance(meta, ProtocolError):
-        astral = _astral_starts(update)
-        formats = marks_and_end(update)[0]
-    _AHEAD.append(_Ahead(update, meta, astral, formats, yrs_reads))
-
-
-def _read_ahead(update: bytes) -> _Ahead | None:
-    for ahead in _AHEAD:
-        if ahead.update is update:
-            return ahead
-    return None
+        out.yrs_reads = False
+    out.astral = out.formats = None
+    if not isinstance(out.meta, ProtocolError):
+        out.astral = _astral_starts(update)
+        out.formats = marks_and_end(update)[0]
+    return out
 
 
 def yrs_reads(update: bytes) -> bool:
     """Whether `update` was read ahead (read_ahead) and yrs decodes it."""
-    ahead = _read_ahead(update)
-    return ahead is not None and ahead.yrs_reads
+    return isinstance(update, ReadAhead) and update.yrs_reads
 
 
 def format_clocks(update: bytes) -> Ranges:
@@ -364,9 +352,8 @@ def format_clocks(update: bytes) -> Ranges:
     keystroke holds none, and is told by one regex match (_KEYSTROKE)."""
     if _KEYSTROKE.match(update) is not None:
         return {}  # one client, one text item (whatever follows is the delete set)
-    ahead = _read_ahead(update)
-    if ahead is not None and ahead.formats is not None:
-        return ahead.formats
+    if isinstance(update, ReadAhead) and update.formats is not None:
+        return update.formats
     return marks_and_end(update)[0]
 
 
@@ -393,9 +380,8 @@ def astral_starts(update: bytes) -> dict[int, list[int]]:
     inside the character (server.surrogates)."""
     if _ASTRAL.search(update) is None:
         return {}
-    ahead = _read_ahead(update)
-    if ahead is not None and ahead.astral is not None:
-        return ahead.astral
+    if isinstance(update, ReadAhead) and update.astral is not None:
+        return update.astral
     return _astral_starts(update)
 
 

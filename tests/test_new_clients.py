@@ -166,3 +166,18 @@ async def test_a_whole_document_brought_back_into_an_empty_one_is_accepted(
             await eventually(lambda: srv.backend.rooms.get_loaded("back").seq == 2)  # type: ignore[union-attr]
         async with connect(srv.ws_url, "back", "carl") as carl:
             assert carl.content == want + "!"
+
+
+async def test_a_large_step_2_that_does_not_decode_into_an_empty_document_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Read ahead in a worker thread (over READ_AHEAD_BYTES, into an empty document),
+    an update yrs cannot read was read ahead again and again (43,467 times in 5 s), the
+    connection never answered: now it is refused as any update that does not decode."""
+    bad = P.write_var_uint(1) + P.write_var_uint(1) + bytes([75]) * (READ_AHEAD_BYTES + 1)
+    async with run_server(settings_for(tmp_path, cap=None)) as srv:
+        async with websockets.connect(f"{srv.ws_url}/bad?user=eve", max_size=None) as eve:
+            await eve.send(P.encode_sync_step2(bad))
+            code, reason = await closed_with(eve)
+        assert code == 4400, (code, reason)
+        assert await srv.backend.store.head("bad") == 0

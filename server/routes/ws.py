@@ -44,7 +44,7 @@ from ..protocol import sync_update_of
 from ..repeat_refusals import counted_after_open, request_key
 from ..resync import Resync, overdue_words
 from ..room import EMPTY_UPDATE, Room
-from ..updates import read_ahead, yrs_reads
+from ..updates import ReadAhead, read_ahead
 from ..util import close_reason
 from .wire_write import detach_reader, direct_reader, direct_writer, protocol_of, wake_reader
 
@@ -381,7 +381,12 @@ class Connection:
             if whole is None:
                 return
             update, step2 = whole
-        if step2 and len(update) > READ_AHEAD_BYTES and room.empty and not yrs_reads(update):
+        if (
+            step2
+            and len(update) > READ_AHEAD_BYTES
+            and room.empty
+            and not isinstance(update, ReadAhead)
+        ):
             # a whole document brought into an empty one (not capped: Room.check_new_
             # clients): read in a worker thread, not on the loop, the frames after it held
             self._later = []
@@ -450,15 +455,16 @@ class Connection:
             self.send(P.encode_extension({"type": "error", "reason": why}))
 
     async def _read_ahead(self, room: Room, update: bytes) -> None:
-        """A large sync step 2 into an empty document: read in a worker thread (what the
-        room's path then reads on the loop is taken from there: updates.read_ahead),
-        then handled, then the frames that came meanwhile, in order."""
+        """A large sync step 2 into an empty document: read in a worker thread, then
+        handled as what that reading returned (updates.ReadAhead: the room's path takes
+        what was found from it instead of reading it again on the loop), then the frames
+        that came meanwhile, in order."""
         try:
-            await cpu_account.to_thread(read_ahead, update)
+            ahead = await cpu_account.to_thread(read_ahead, update)
             if self._close is not None:
                 return
             later, self._later = self._later or [], None
-            self._receive_update(room, update, True)
+            self._receive_update(room, ahead, True)
             for i, frame in enumerate(later):
                 self.handle(room, frame)
                 if self._later is not None:  # another one read ahead: the rest after it
