@@ -266,17 +266,14 @@ class RequestGuard:
     async def _with_body(
         self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]
     ) -> None:
-        if _BINARY_BODY.fullmatch(path_in_app(scope)) is not None:
-            return await self._streamed(scope, receive, send, headers)
-        limit = self.settings.max_http_body_bytes
-        too_large = (
-            f"the request body is over the limit of {limit} bytes (MAX_HTTP_BODY_BYTES), "
-            "whatever the document's size limit"
-        )
+        streamed = _BINARY_BODY.fullmatch(path_in_app(scope)) is not None
+        limit, too_large = self._body_limit(streamed)
         declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
+        if declared.isdigit() and int(declared) > limit:  # 413 before a byte is read
             self.refused("body_too_large")
             return await _answer(send, 413, "BodyTooLarge", too_large)
+        if streamed:
+            return await self._streamed(scope, receive, send, headers, limit, too_large)
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -305,23 +302,39 @@ class RequestGuard:
 
         await self.app(scope, replay, send)
 
-    async def _streamed(
-        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]
-    ) -> None:
-        """The update-import route: its body handed on as it arrives, at most
-        ``max_doc_bytes`` (or ``max_http_body_bytes`` if larger) of it; the route reads
-        it after authenticating the caller. Over the limit by its Content-Length: 413
-        before a byte is read; else BodyTooLarge (413) is raised in the reader as soon as
-        what arrived is over, and the rest is never read."""
-        limit = max(self.settings.max_http_body_bytes, self.settings.max_doc_bytes)
-        too_large = (
-            f"the update is over the document size limit of {limit} bytes (MAX_DOC_BYTES): "
+    def _body_limit(self, streamed: bool) -> tuple[int, str]:
+        """The bytes a request body may have, and what one over them is told (naming
+        the setting): a JSON body's limit; the update-import route's (`streamed`), as
+        much as a document may hold, if larger."""
+        http, doc = self.settings.max_http_body_bytes, self.settings.max_doc_bytes
+        if not streamed:
+            return http, (
+                f"the request body is over the limit of {http} bytes (MAX_HTTP_BODY_BYTES), "
+                "whatever the document's size limit"
+            )
+        if http >= doc:
+            return http, (
+                f"the update is over the request body limit of {http} bytes "
+                "(MAX_HTTP_BODY_BYTES): nothing of it was applied"
+            )
+        return doc, (
+            f"the update is over the document size limit of {doc} bytes (MAX_DOC_BYTES): "
             "no document may hold it; nothing of it was applied"
         )
-        declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            self.refused("body_too_large")
-            return await _answer(send, 413, "BodyTooLarge", too_large)
+
+    async def _streamed(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[str, str],
+        limit: int,
+        too_large: str,
+    ) -> None:
+        """The update-import route: its body (at most `limit` bytes, within its declared
+        length) handed on as it arrives; the route reads it after authenticating the
+        caller. BodyTooLarge (413, `too_large`) is raised in the reader as soon as what
+        arrived is over, and the rest is never read."""
         first = await receive()
         if first["type"] != "http.request":
             return  # the client went away

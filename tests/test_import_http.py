@@ -287,6 +287,20 @@ async def test_a_document_larger_than_the_body_limit_is_copied_to_a_running_serv
             assert [e["kind"] for e in r.json()["events"]] == ["import"]
 
 
+async def test_an_import_over_the_body_limit_names_that_limit(settings: Settings) -> None:
+    """With MAX_DOC_BYTES under MAX_HTTP_BODY_BYTES, the import route takes the larger,
+    the body's: an update over it is refused naming MAX_HTTP_BODY_BYTES and its figure
+    (it named MAX_DOC_BYTES with the body's figure)."""
+    settings.max_doc_bytes = MiB // 2
+    settings.max_http_body_bytes = MiB
+    big = _book(MiB + MiB // 2).get_update()
+    async with run_server(settings) as server, httpx.AsyncClient(base_url=server.url) as http:
+        r = await _post(http, big)
+    assert r.status_code == 413 and r.json()["error"] == "BodyTooLarge", r.text
+    assert f"limit of {MiB} bytes (MAX_HTTP_BODY_BYTES)" in r.json()["detail"], r.text
+    assert "nothing of it was applied" in r.json()["detail"], r.text
+
+
 async def test_an_import_over_the_document_limit_is_refused_whole(
     tmp_path: Path, settings: Settings, capfd: pytest.CaptureFixture[str]
 ) -> None:
