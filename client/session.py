@@ -43,7 +43,7 @@ from typing import Any, NamedTuple, Self
 from urllib.parse import quote, urlencode, urlsplit
 
 import websockets
-from pycrdt import Array, Doc, Map, TransactionEvent, XmlFragment, merge_updates
+from pycrdt import Array, Doc, Map, TransactionEvent, XmlElement, XmlText, merge_updates
 from pycrdt import Text as YText
 
 from palimpsest import protocol as P
@@ -1040,13 +1040,16 @@ def root_kind(doc: Doc[Any], name: str) -> str | None:
         scratch.apply_update(doc.get_update())
         if len(scratch.get(name, type=Map)) > 0:
             return "a map"
-        if len(list(scratch.get(name, type=XmlFragment).children)) > 0:
-            return "an XML tree"
         if str(scratch.get(name, type=YText)):
             return "text"
-        if len(scratch.get(name, type=Array)) > 0:
-            return "an array"
-        return None
+        # (as the server guesses: XML elements and texts alone make an XML tree, anything
+        # else an array, a notebook's list of cells or a board's of XML fragments)
+        items = list(scratch.get(name, type=Array))
+        if not items:
+            return None
+        if all(isinstance(item, XmlElement | XmlText) for item in items):
+            return "an XML tree"
+        return "an array"
     if isinstance(root, YText):
         return "text"
     if isinstance(root, Map):

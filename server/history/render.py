@@ -2,9 +2,9 @@
 
 A document that the server only knows from updates has untyped roots (pycrdt shows them
 as None), and asking for a root with a type fixes that type, so types are guessed on
-scratch copies, in the same order as server.undo does: a Map if it has keys, an
-XmlFragment if it has element or text children, Text if it has characters, an Array if
-it has elements; a root with nothing visible renders as empty text.
+scratch copies (infer_root_types, which server.undo uses too): a Map if it has keys,
+Text if it has characters, an XmlFragment if it holds XML elements and texts alone, an
+Array if it holds anything else; a root with nothing visible renders as empty text.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import base64
 import itertools
 import json
 import math
+from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from decimal import Decimal, localcontext
 from typing import Any
@@ -46,30 +47,42 @@ def typed_roots(doc: Doc[Any]) -> dict[str, str]:
 
 
 def infer_root_types(doc: Doc[Any], names: Iterable[str]) -> dict[str, str | None]:
-    """Guess each root's type on a scratch copy; for a root with nothing visible, from
-    the items it held (held_root_types); None when it never held any we can read."""
+    """Guess each root's type on a scratch copy (:func:`shown_root_type`); for a root
+    with nothing visible, from the items it held (held_root_types); None when it never
+    held any we can read."""
     names = list(names)
     if not names:
         return {}
     update = doc.get_update()
     scratch: Doc[Any] = Doc()
     scratch.apply_update(update)
-    out: dict[str, str | None] = {}
-    for name in names:
-        if len(scratch.get(name, type=Map)) > 0:
-            out[name] = MAP
-        elif len(list(scratch.get(name, type=XmlFragment).children)) > 0:
-            out[name] = XML
-        elif str(scratch.get(name, type=Text)):
-            out[name] = TEXT
-        elif len(scratch.get(name, type=Array)) > 0:
-            out[name] = ARRAY
-        else:
-            out[name] = None
+    out = {name: shown_root_type(scratch, name) for name in names}
     empty = [name for name, kind in out.items() if kind is None]
     if empty:
         out.update(held_root_types(update, empty))
     return out
+
+
+def shown_root_type(scratch: Doc[Any], name: str) -> str | None:
+    """The type of the root `name` of `scratch` (a scratch document: asking for a root
+    fixes its type) from what it shows: a Map if it has keys, Text if it has characters,
+    an XmlFragment if it holds XML elements and texts alone, an Array if it holds
+    anything else (values, XML fragments, texts, maps, arrays, any of them beside XML
+    elements: a notebook's or a kanban board's list); None when nothing is visible.
+    (pycrdt reads any root as an array of its items: a text's characters one by one.)
+    A Y.Array holding XML elements and texts alone is encoded as a fragment is: it is
+    taken for one (the items it held before, read from the whole update, would tell,
+    at the cost of decoding it: half a second for a 1.8 MB ProseMirror document)."""
+    if len(scratch.get(name, type=Map)) > 0:
+        return MAP
+    if str(scratch.get(name, type=Text)):
+        return TEXT
+    items = list(scratch.get(name, type=Array))
+    if not items:
+        return None
+    if all(isinstance(item, XmlElement | XmlText) for item in items):
+        return XML
+    return ARRAY
 
 
 #: type refs of the shared types an XmlFragment holds (YXmlElement, YXmlHook, YXmlText)
@@ -77,37 +90,42 @@ _XML_REFS = frozenset({3, 5, 6})
 
 
 def held_root_types(update: bytes, names: Iterable[str]) -> dict[str, str | None]:
-    """The type of each root in `names` from the items `update` has in it, deleted ones
+    """The type of each root in `names` from every item `update` has in it, deleted ones
     too (a document kept without garbage collection, as the server keeps them, encodes
     them whole): an emptied map or array was rendered as empty text, or as what it was,
-    depending on which version had been asked for first since the start. The first
-    item put into an empty root, and the first of each map key, names the root as its
-    parent: a key makes a map, characters (or formats, embeds) a text, XML nodes an XML
-    fragment, other values an array. None for a root with no such item (never written,
-    or its items garbage-collected)."""
+    depending on which version had been asked for first since the start. A key makes a
+    map; characters (or formats, embeds) a text; anything else but XML nodes (a value,
+    a fragment, a map) an array; XML nodes alone an XML fragment. An item names its
+    parent only when it has no origins: the others' is their origin's. None for a root
+    with no such item (never written, or its items garbage-collected)."""
     wanted = set(names)
     out: dict[str, str | None] = dict.fromkeys(wanted)
     try:
-        structs, _ = yupdate.decode(update)
+        structs, _ = yupdate.decode_causal(update)
     except yupdate.Unsupported:
         return out
+    starts: dict[int, list[int]] = {}  # per client, the first clock of each struct
+    parents: dict[int, list[str | yupdate.ID | None]] = {}  # and its parent
+    held: dict[str, set[str]] = {}
     for s in structs:
-        if not isinstance(s.parent, str) or s.parent not in wanted:
+        parent = s.parent
+        ref = s.origin or s.right
+        if parent is None and ref is not None and ref[0] in starts:
+            parent = parents[ref[0]][bisect_right(starts[ref[0]], ref[1]) - 1]
+        starts.setdefault(s.client, []).append(s.clock)
+        parents.setdefault(s.client, []).append(parent)
+        if not isinstance(parent, str) or parent not in wanted:
             continue
         if s.sub is not None:  # (a garbage-collected entry keeps its key)
-            kind = MAP
-        elif s.kind == yupdate.DELETED:
-            continue
+            held.setdefault(parent, set()).add(MAP)
         elif s.kind in (yupdate.STRING, yupdate.FORMAT, yupdate.EMBED):
-            kind = TEXT
+            held.setdefault(parent, set()).add(TEXT)
         elif s.kind == yupdate.TYPE and s.type_ref in _XML_REFS:
-            kind = XML
-        else:
-            kind = ARRAY
-        out[s.parent] = kind
-        wanted.discard(s.parent)
-        if not wanted:
-            break
+            held.setdefault(parent, set()).add(XML)
+        elif s.kind != yupdate.DELETED:
+            held.setdefault(parent, set()).add(ARRAY)
+    for name, kinds in held.items():
+        out[name] = next(k for k in (MAP, TEXT, ARRAY, XML) if k in kinds)
     return out
 
 

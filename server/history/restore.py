@@ -38,6 +38,7 @@ from typing import Any
 
 from pycrdt import Array, Assoc, Doc, Map, Text, XmlElement, XmlFragment, XmlText
 
+from .. import protocol as P
 from ..errors import Conflict
 from ..protocol import decode_state_vector
 from .bounded_diff import opcodes
@@ -529,12 +530,72 @@ def _fill(live: Any, target: Any) -> None:
             _fill(live.children.append(_empty(child)), child)
     elif isinstance(target, Map):
         for k, v in target.items():
-            live[k] = _empty(v)
-            _fill(live[k], v)
+            _put(live, k, v)
     elif isinstance(target, Array):
         for v in target:
-            live.append(_empty(v))
-            _fill(live[len(live) - 1], v)
+            _put(live, len(live), v)
+
+
+def _put(live: Map[Any] | Array[Any], where: str | int, target: Any) -> None:
+    """A copy of `target` under the key or at the index `where` of `live`."""
+    if isinstance(target, XmlElement | XmlText):
+        node = _put_xml_node(live, where, target)
+        if isinstance(target, XmlElement):
+            for k, v in _attr_items(target):
+                node.attributes[k] = v
+    elif isinstance(live, Array):
+        assert isinstance(where, int)
+        live.insert(where, _empty(target))
+        node = live[where]
+    else:
+        assert isinstance(where, str)
+        live[where] = _empty(target)
+        node = live[where]
+    _fill(node, target)
+
+
+#: an item's info byte: it has an origin, a right origin; its content a shared type
+_HAS_ORIGIN, _HAS_RIGHT, _CONTENT_TYPE = 0x80, 0x40, 7
+#: Yjs's type refs of an XML element and an XML text
+_XML_ELEMENT_REF, _XML_TEXT_REF = 3, 6
+
+
+def _put_xml_node(live: Map[Any] | Array[Any], where: str | int, target: Any) -> Any:
+    """An empty XML element (of `target`'s tag) or XML text under the key or at the
+    index `where` of `live`, integrated. pycrdt refuses to put one in a map or an array
+    (Yjs does not: a board's list of paragraphs, a notebook's cell holding one), so it
+    is written as the Yjs update a Yjs client would send: an item of the live
+    document's own client with a placeholder inserted there just before as its origin
+    (which makes it the key's value in a map, the next item in an array), the
+    placeholder then deleted."""
+    doc = live.doc
+    if isinstance(live, Array):
+        assert isinstance(where, int)
+        live.insert(where, None)
+        right = _item_id(live, where + 1) if where + 1 < len(live) else None
+    else:
+        assert isinstance(where, str)
+        live[where] = None
+        right = None
+    client = doc.client_id
+    clock = decode_state_vector(doc.get_state())[client]  # the placeholder's clock + 1
+    info = _HAS_ORIGIN | (_HAS_RIGHT if right else 0) | _CONTENT_TYPE
+    item = bytes([info]) + P.write_var_uint(client) + P.write_var_uint(clock - 1)
+    if right is not None:
+        item += P.write_var_uint(right[0]) + P.write_var_uint(right[1])
+    if isinstance(target, XmlElement):
+        item += P.write_var_uint(_XML_ELEMENT_REF) + P.write_var_string(target.tag or "")
+    else:
+        item += P.write_var_uint(_XML_TEXT_REF)
+    # one client, one struct from `clock`; an empty delete set
+    head = P.write_var_uint(1) + P.write_var_uint(1)
+    doc.apply_update(head + P.write_var_uint(client) + P.write_var_uint(clock) + item + b"\0")
+    if isinstance(live, Array):
+        assert isinstance(where, int)
+        del live[where]  # the placeholder
+        return live[where]
+    assert isinstance(where, str)
+    return live[where]
 
 
 def _insert_copy(live: Any, index: int, target: Any) -> None:
@@ -581,8 +642,7 @@ def set_map(live: Map[Any], target: Map[Any] | None) -> None:
             old = live[key]
             if _key(old) == _key(value) or _change_in_place(old, value):
                 continue
-        live[key] = _empty(value)
-        _fill(live[key], value)
+        _put(live, key, value)
 
 
 def _item_id(array: Array[Any], index: int) -> tuple[int, int]:
@@ -640,13 +700,11 @@ def set_array(live: Array[Any], target: Array[Any] | None) -> None:
             (si, sj), (ei, ej) = starts[k], ends[k]
             if k < len(kept) and not _change_in_place(have[ei], want[ej]):
                 del live[ei]
-                live.insert(ei, _empty(want[ej]))
-                _fill(live[ei], want[ej])
+                _put(live, ei, want[ej])
             if ei > si:
                 del live[si:ei]
             for n, v in enumerate(want[sj:ej]):
-                live.insert(si + n, _empty(v))
-                _fill(live[si + n], v)
+                _put(live, si + n, v)
 
 
 def set_xml(live: XmlFragment | XmlElement, target: XmlFragment | XmlElement | None) -> None:

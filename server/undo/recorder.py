@@ -52,7 +52,8 @@ from pycrdt import (
 from .. import protocol as P
 from ..commit import Committer
 from ..errors import FATAL
-from ..history.render import jsonable, xml_string
+from ..history.render import ARRAY, MAP, TEXT, XML, jsonable, xml_string
+from ..history.render import infer_root_types as guess_root_types
 from ..ownership import META_KEY as OWNERS_KEY
 from ..room import Room
 from ..settings import Settings
@@ -99,6 +100,7 @@ _ROOT_TYPES: dict[str, Any] = {
     "Array": Array,
     "XmlFragment": XmlFragment,
 }
+_CLASS_NAMES = {TEXT: "Text", MAP: "Map", ARRAY: "Array", XML: "XmlFragment"}
 
 
 def _rendered(doc: Doc[Any], kinds: dict[str, Any]) -> list[Any]:
@@ -122,22 +124,9 @@ def _seen(value: Any) -> Any:
 
 def infer_root_types(doc: Doc[Any], names: Iterable[str]) -> dict[str, str]:
     """Guess the type of roots the server only knows from updates (pycrdt shows them as
-    None), on a scratch copy, since asking for a root with a type fixes it."""
-    scratch: Doc[Any] = Doc()
-    scratch.apply_update(doc.get_update())
-    out: dict[str, str] = {}
-    for name in names:
-        if len(scratch.get(name, type=Map)) > 0:
-            out[name] = "Map"
-        elif len(list(scratch.get(name, type=XmlFragment).children)) > 0:
-            out[name] = "XmlFragment"
-        elif str(scratch.get(name, type=Text)):
-            out[name] = "Text"
-        elif len(scratch.get(name, type=Array)) > 0:
-            out[name] = "Array"
-        else:
-            out[name] = "Text"  # nothing visible left: any type undoes the same
-    return out
+    None), as the history does (render.infer_root_types), by pycrdt class name; a root
+    with nothing visible left is Text: any type undoes the same."""
+    return {n: _CLASS_NAMES[kind or TEXT] for n, kind in guess_root_types(doc, names).items()}
 
 
 class RoomUndo:
