@@ -20,7 +20,7 @@ import hashlib
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pycrdt import Doc, Text, XmlFragment, merge_updates
@@ -38,6 +38,8 @@ from .attribution import AttributionIndex
 from .attribution_cache import AttributionCache
 from .attribution_xml import observe_trees
 from .render import (
+    ARRAY,
+    MAP,
     TEXT,
     XML,
     infer_root_types,
@@ -429,12 +431,53 @@ class History:
             nodes = await walk(name, xml.blame, _fragment(await at_seq(), name))
             if nodes is not None:
                 roots[name] = {"type": XML, "nodes": nodes}
+        left = await self._not_attributed(doc, index, roots, root, at_seq)
         if root is not None and root not in roots:
             failed = index.xml[root].failed if root in index.xml else None
             if failed is not None:  # (logged when it stopped)
                 raise NotFound(f"XML root {root!r} of {doc!r} is not attributed: {failed}")
+            if left:
+                raise NotFound(f"root {root!r} of {doc!r} is not attributed: {left[0]['reason']}")
             raise NotFound(f"document {doc!r} has no text or XML root {root!r} at seq {seq}")
-        return {"doc": doc, "seq": seq, "roots": roots}
+        answer: dict[str, Any] = {"doc": doc, "seq": seq, "roots": roots}
+        if left:
+            answer["not_attributed"] = left
+        return answer
+
+    async def _not_attributed(
+        self,
+        doc: str,
+        index: AttributionIndex,
+        roots: dict[str, Any],
+        root: str | None,
+        at_seq: Callable[[], Awaitable[Doc[Any]]],
+    ) -> list[dict[str, Any]]:
+        """The roots of the version a blame left out (or `root`, if it did), each as
+        {root, type, reason}: maps and arrays (blame follows text and XML roots only, not
+        the texts nested in them: a notebook's cells), and text or XML roots whose
+        attribution could not be followed. A root with nothing in it is left out
+        silently: there is nothing to attribute."""
+        names = [n for n in sorted(index.doc.keys()) if n not in roots and root in (None, n)]
+        known = self._learnt(doc)
+        if any(n not in known for n in names):  # (a cold server knows its tracked roots)
+            known = {**self.types(doc, await at_seq()), **known}
+        out: list[dict[str, Any]] = []
+        for name in names:
+            kind = known.get(name)
+            xml = index.xml.get(name)
+            tree = index.trees.get(name)
+            if xml is not None and xml.failed is not None:
+                why = f"its XML could not be followed ({xml.failed})"
+            elif name in index.xml or name in index.tracks:
+                why = "its attribution and the version disagree (the server logged it)"
+                if tree is not None and tree.failed is not None:
+                    why = f"the shared types in it could not be followed ({tree.failed})"
+            elif kind in (MAP, ARRAY):
+                why = "blame attributes text and XML roots only, not what a map or array holds"
+            else:
+                continue
+            out.append({"root": name, "type": kind or TEXT, "reason": why})
+        return out
 
     async def diff(
         self, doc: str, a: int, b: int, info: DocInfo, root: str | None

@@ -147,6 +147,10 @@ def _join(request: Request) -> str:
     return join
 
 
+#: why ?actor= leaves a root out of a diff
+BY_ACTOR_LEFT_OUT = "?actor= keeps text and XML changes only: a map's or array's are nobody's"
+
+
 def _actors(request: Request) -> list[str]:
     """``?actor=`` (repeated for several; empty values ignored): whose runs or ops a
     blame or diff keeps (history.by_actor); [] for everyone's."""
@@ -168,8 +172,17 @@ async def _shaped(
     roots = answer["roots"]
     if actors:
         # (a keystroke trace's blame is 100k runs: filtered and joined off the event loop)
-        roots = await cpu_account.to_thread(partial(by_actors, diff=diff), roots, actors)
+        kept = await cpu_account.to_thread(partial(by_actors, diff=diff), roots, actors)
         answer = {**answer, "actors": actors}
+        # a diff's maps and arrays: their ops are nobody's, so no writer's (said, not hidden)
+        left = [
+            {"root": n, "type": e.get("type"), "reason": BY_ACTOR_LEFT_OUT}
+            for n, e in roots.items()
+            if n not in kept
+        ]
+        if left:
+            answer["not_attributed"] = [*answer.get("not_attributed", []), *left]
+        roots = kept
     if join != EVENT:
         roots = await cpu_account.to_thread(join_roots, roots)
     return {**answer, "roots": roots}
