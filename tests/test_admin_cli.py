@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import RunningServer, eventually, free_port, run_server
+from pycrdt import Array, Map, Text
 from serverproc import REPO_ROOT
 from yclient import YClient, connect
 
@@ -63,6 +64,29 @@ async def version(http: httpx.AsyncClient, doc: str, ref: str | int) -> str:
     r = await http.get(f"/api/docs/{doc}/versions/{ref}")
     assert r.status_code == 200, r.text
     return str(r.json()["roots"]["content"]["value"])
+
+
+async def test_export_as_text_of_a_document_without_text_prints_its_roots_as_json(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """It printed nothing and exited 0, as for an empty text (`cat` printed the JSON)."""
+    db = tmp_path / "e.db"
+    async with run_server(settings_for(db)) as srv:
+        async with connect(srv.ws_url, "sheet", user="ann") as c:
+            c.doc.get("cells", type=Map)["A1"] = 1
+            await eventually(lambda: srv.backend.store.head("sheet"), what="logged")
+        async with connect(srv.ws_url, "nb", user="ann") as c:
+            with c.doc.transaction():
+                c.doc.get("title", type=Text).insert(0, "Notes")
+                c.doc.get("cells", type=Array).append(Map({"source": Text("print(1)")}))
+            await eventually(lambda: srv.backend.store.head("nb"), what="logged")
+    r = await cli(capfd, "export", "sheet", "--db", str(db))
+    assert r.code == 0 and json.loads(r.out) == {"A1": 1}, r
+    assert "'sheet' has no text root: its cells (map) printed as JSON" in r.err, r
+    # beside a text, the text; stderr names what it left out
+    r = await cli(capfd, "export", "nb", "--db", str(db))
+    assert r.code == 0 and r.out == "Notes", r
+    assert "left out cells (array), not text" in r.err, r
 
 
 async def test_every_admin_command_has_help(capfd: pytest.CaptureFixture[str]) -> None:

@@ -81,7 +81,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("doc", metavar="DOC")
     p.add_argument("--seq", type=int, help="the version to export (default: the head)")
     p.add_argument("--format", choices=["text", "json", "update"], default="text",
-                   help="text: the text roots; json: every root with its type; "
+                   help="text: the text and XML roots (a document with neither: its "
+                   "roots as JSON, as cat prints them); json: every root with its type; "
                    "update: the Yjs v1 update (binary) (default text)")  # fmt: skip
     p.add_argument("-o", "--out", help="write to this file instead of stdout")
 
@@ -212,11 +213,7 @@ async def export(store: EventStore, args: argparse.Namespace) -> int:
             out = {"doc": args.doc, "seq": loaded.seq, "roots": roots}
             data = (json.dumps(out, ensure_ascii=False, indent=2) + "\n").encode()
         else:
-            texts = {n: r["value"] for n, r in roots.items() if isinstance(r["value"], str)}
-            if len(texts) == 1:
-                data = next(iter(texts.values())).encode()
-            else:
-                data = "".join(f"=== {n} ===\n{v}\n" for n, v in texts.items()).encode()
+            data = _as_text(args.doc, roots).encode()
     if args.out:
         await asyncio.to_thread(Path(args.out).write_bytes, data)
         print(f"palimpsest export: {args.doc}@{loaded.seq} -> {args.out} ({len(data)} bytes)",
@@ -225,6 +222,29 @@ async def export(store: EventStore, args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
     return 0
+
+
+def _as_text(doc: str, roots: dict[str, dict[str, Any]]) -> str:
+    """`export --format text`: the text and XML roots, one bare, several each under a
+    ``=== name ===`` line. A document with neither prints its roots as JSON, as `cat`
+    prints a map or array root (a notebook's cells, a spreadsheet); map and array roots
+    beside text are left out, and stderr says which (never an empty answer that looks
+    like an empty text)."""
+    texts = {n: r["value"] for n, r in roots.items() if isinstance(r["value"], str)}
+    others = {n: r for n, r in roots.items() if n not in texts}
+    listing = ", ".join(f"{n} ({r['type']})" for n, r in others.items())
+    if not texts and others:
+        print(f"palimpsest export: {doc!r} has no text root: its {listing} printed as JSON "
+              "(as cat prints it; --format json has every root with its type)",
+              file=sys.stderr)  # fmt: skip
+        texts = {n: json.dumps(r["value"], indent=2, ensure_ascii=False) + "\n"
+                 for n, r in others.items()}  # fmt: skip
+    elif others:
+        print(f"palimpsest export: left out {listing}, not text: --format json has every root",
+              file=sys.stderr)  # fmt: skip
+    if len(texts) == 1:
+        return next(iter(texts.values()))
+    return "".join(f"=== {n} ===\n{v}\n" for n, v in texts.items())
 
 
 # --- import -----------------------------------------------------------------------------
