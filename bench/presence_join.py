@@ -12,7 +12,10 @@ bench/node/y-websocket-server.mjs) and one Node.js process of N providers
 state, set once it has synced unless ``--presence at-open``) that all open at once. The
 server's CPU (user + system, psutil) is read before the providers open and after the
 last has synced and every provider sees every other's presence (or ``--timeout``
-passed). Runs of the servers are interleaved. Server and providers are pinned to one
+passed); the providers' (resource.getrusage of the finished Node.js process). Each line
+also gives the presence frames the providers received (with the entries in them) and
+sent: every provider sends back each change it applies, so frames out follow frames in.
+Runs of the servers are interleaved. Server and providers are pinned to one
 CPU (``--cpu``), so the whole load is one core's worth. ``old`` is the server named by
 ``PALIMPSEST_BIN`` (another checkout's ``palimpsest``), to compare commits side by side.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -74,12 +78,17 @@ def run_once(
             wait_port(port, proc)
             time.sleep(0.5)
             before = cpu_s(proc.pid)
+            kids = resource.getrusage(resource.RUSAGE_CHILDREN)
             cmd = ["node", str(NODE_DIR / "join_one_room.mjs"), "--url", url, "--doc", "room"]
             out = subprocess.run(
                 [*pin, *cmd, "--n", str(n), "--timeout", str(timeout), "--presence", presence],
                 capture_output=True, text=True, timeout=timeout + 60, check=True,
             )  # fmt: skip
             got: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+            done = resource.getrusage(resource.RUSAGE_CHILDREN)
+            got["client_cpu_s"] = round(
+                done.ru_utime + done.ru_stime - kids.ru_utime - kids.ru_stime, 2
+            )
             try:
                 got["cpu_s"] = round(cpu_s(proc.pid) - before, 2)
             except psutil.Error:
@@ -120,8 +129,10 @@ def main() -> int:
                     f"all in {'-' if ms is None else f'{ms / 1000:.1f} s':>7s}  "
                     f"see all {got['see_all']:4}/{n} "
                     f"in {'-' if see_ms is None else f'{see_ms / 1000:.1f} s':>7s}  "
-                    f"server CPU {got['cpu_s']:6.2f} s  closes {got['closes']}  "
-                    f"awareness updates {got['awareness_updates']}",
+                    f"server CPU {got['cpu_s']:6.2f} s  clients {got['client_cpu_s']:6.2f} s  "
+                    f"closes {got['closes']}  awareness updates {got['awareness_updates']}  "
+                    f"frames in {got['awareness_frames_in']} "
+                    f"({got['awareness_entries_in']} entries) out {got['awareness_frames_out']}",
                     flush=True,
                 )
     return 0

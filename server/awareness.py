@@ -61,17 +61,20 @@ class Awareness:
 
     def drop(self, peer_id: str) -> bytes | None:
         """A connection left: remove its clients; their removal, encoded, or None."""
+        removed = self.leave(peer_id)
+        return P.encode_awareness_entries(removed) if removed else None
+
+    def leave(self, peer_id: str) -> list[tuple[int, int, str]]:
+        """A connection left: remove its clients; their removal entries (:meth:`drop`)."""
         if self.quiet:
             for client in [c for c, p in self.quiet.items() if p == peer_id]:
                 del self.quiet[client]
         gone = [(c, e) for c, e in self.entries.items() if e.peer_id == peer_id]
-        if not gone:
-            return None
         for client, e in gone:
             del self.entries[client]
             self.bytes -= e.size
             self._remember_gone(client, e.clock + 1)
-        return P.encode_awareness_entries([(c, e.clock + 1, "null") for c, e in gone])
+        return [(c, e.clock + 1, "null") for c, e in gone]
 
     def owner(self, client: int) -> str | None:
         """The connection that announced `client` (a state held, or one at clock 0)."""
@@ -90,6 +93,17 @@ class Awareness:
         accepted, encoded, or None. `live`: the ids of connections still here (an entry
         of one that left may be taken over). `tell` sends a frame back to the sender
         (None: the entries were relayed from another process, nobody to tell)."""
+        accepted = self.accept(peer_id, payload, live, tell)
+        return P.encode_awareness_entries(accepted) if accepted else None
+
+    def accept(
+        self,
+        peer_id: str,
+        payload: bytes | Sequence[tuple[int, int, str]],
+        live: Container[str],
+        tell: Callable[[bytes], None] | None = None,
+    ) -> list[tuple[int, int, str]]:
+        """:meth:`merge`, returning the entries accepted, in order."""
         accepted: list[tuple[int, int, str]] = []
         told: dict[int, int] = {}  # stale clients -> their removal's clock
         now = time.monotonic()
@@ -142,7 +156,7 @@ class Awareness:
             # that left since it was sent)
             removed = P.encode_awareness_entries([(c, g, "null") for c, g in told.items()])
             tell(P.encode_awareness(removed))
-        return P.encode_awareness_entries(accepted) if accepted else None
+        return accepted
 
     def expire(self, before: float) -> list[tuple[int, Entry]]:
         """Remove the states last set or renewed before `before` (a time.monotonic()),

@@ -106,6 +106,7 @@ class Backend(Service):
             on_load=self.extensions.loaded,
             unload_after=self.settings.unload_after_seconds,
             presence_timeout=self.settings.awareness_timeout_seconds,
+            presence_batch=self.settings.max_awareness_clients_per_room,
         )
         # their queued edits wait for the store too (metrics, /readyz, the commit log)
         self.committer.rooms = self.rooms.live

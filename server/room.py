@@ -85,6 +85,8 @@ IMPORT_KIND = "import"
 HOLD_MAX_BYTES = 16 * 1024 * 1024
 #: seconds a presence state lives without being renewed (y-protocols' outdatedTimeout)
 PRESENCE_TIMEOUT = 30.0
+#: most entries in one presence frame the room relays (Settings.max_awareness_clients_per_room)
+PRESENCE_BATCH = 1000
 
 
 #: what a room's task is awaiting, by the coroutine it is in (the first found in this
@@ -239,6 +241,7 @@ class Room:
         on_broken: Callable[[Room, BaseException], None] | None = None,
         snapshotter: Callable[[Room], Awaitable[None] | None] | None = None,
         presence_timeout: float = PRESENCE_TIMEOUT,
+        presence_batch: int = PRESENCE_BATCH,
     ) -> None:
         self.name = name
         self.doc = doc
@@ -253,6 +256,14 @@ class Room:
         #: presence frames broadcast so far: each may come back from every provider as an
         #: echo (presence.PresenceGuard.refund)
         self.presence_frames = 0
+        #: presence changes not broadcast yet, the newest entry per client id (clock,
+        #: state): sent as one frame at the next loop turn (see _broadcast_presence)
+        self._presence_out: dict[int, tuple[int, str]] = {}
+        self._presence_flush: asyncio.Handle | None = None
+        #: most entries in one such frame: each provider sends back the entries of a
+        #: frame that it applies, and the room takes an update of at most its presence's
+        #: entry limit from a connection (presence.PresenceGuard.admit)
+        self.presence_batch = presence_batch
         #: seconds a presence state lives without renewal (see _expire_presence)
         self.presence_timeout = presence_timeout
         self._presence_timer: asyncio.TimerHandle | None = None
@@ -327,6 +338,7 @@ class Room:
         if self._presence_timer is not None:
             self._presence_timer.cancel()
             self._presence_timer = None
+        self._send_presence()  # (what is pending goes now: nobody flushes it later)
         if self._task is not None and not self._task.done():
             await self.flush()
             await cancel_and_wait(self._task)
@@ -378,10 +390,10 @@ class Room:
         self.own_ids.left(peer.id)
         if self.peers.pop(peer.id, None) is None:
             return
-        entries = self.presence.drop(peer.id)
-        if entries is not None:
-            self._broadcast_presence(P.encode_awareness(entries))
-            self.observer.awareness(self, entries)
+        removed = self.presence.leave(peer.id)
+        if removed:
+            self._broadcast_presence(removed)
+            self.observer.awareness(self, P.encode_awareness_entries(removed))
 
     def _broadcast_events(
         self, events: list[Event], authors: frozenset[str] = frozenset()
@@ -680,21 +692,51 @@ class Room:
         relayed: bool = False,
     ) -> None:
         """Merge presence entries (newer clocks win: an encoded update, or its entries
-        checked by presence.PresenceGuard.admit) and relay them to the connections.
+        checked by presence.PresenceGuard.admit) and relay them to the connections (at
+        the next loop turn, with the other changes of this one: _broadcast_presence).
         ``relayed``: they come from another process (fan-out), so hooks do not see them."""
-        encoded = self.presence.merge(
+        accepted = self.presence.accept(
             peer.id, payload, self.peers, tell=None if relayed else peer.send
         )
-        if encoded is not None:
+        if accepted:
             # echo to the sender too: y-websocket clients close sockets silent for 30 s
-            self._broadcast_presence(P.encode_awareness(encoded))
+            self._broadcast_presence(accepted)
             if not relayed:
-                self.observer.awareness(self, encoded)
+                self.observer.awareness(self, P.encode_awareness_entries(accepted))
             self._watch_presence()
 
-    def _broadcast_presence(self, frame: bytes) -> None:
+    def _broadcast_presence(self, entries: Iterable[tuple[int, int, str]]) -> None:
+        """Relay presence changes to every connection, the sender included: at the next
+        loop turn, in one frame with every other change made until then, one entry per
+        client (the newest: what the room accepts only ever moves a client's clock on,
+        or removes it at its clock). y-protocols' awareness message carries many
+        clients. A room of N providers filling up, or renewing every 15 s, changes N
+        states at once, and every provider sends back each frame that changed something
+        for it: one frame per change made N^2 frames each way, which a busy process
+        driving hundreds of providers could not keep up with (nor could the server).
+        A newcomer that joins before the frame goes gets the changes in its snapshot
+        and again in the frame (it ignores a clock it holds). A frame holds at most
+        ``presence_batch`` entries, the room's limit on states: a provider sends back
+        what it applies, and the states held plus those removed within a turn could be
+        more. Changes that reach it go at once."""
+        for client, clock, state in entries:
+            self._presence_out[client] = (clock, state)
+            if len(self._presence_out) >= self.presence_batch:
+                self._send_presence()
+        if self._presence_out and self._presence_flush is None:
+            self._presence_flush = asyncio.get_running_loop().call_soon(self._send_presence)
+
+    def _send_presence(self) -> None:
+        """Send the presence changes pending (_broadcast_presence) as one frame."""
+        if self._presence_flush is not None:
+            self._presence_flush.cancel()
+            self._presence_flush = None
+        out, self._presence_out = self._presence_out, {}
+        if not out or not self.peers:
+            return
+        entries = [(client, clock, state) for client, (clock, state) in out.items()]
         self.presence_frames += 1
-        self.broadcast(frame)
+        self.broadcast(P.encode_awareness(P.encode_awareness_entries(entries)))
 
     def _watch_presence(self) -> None:
         """Make sure the presence timer runs while there are states: one timer per room,
@@ -724,8 +766,7 @@ class Room:
             return
         expired = self.presence.expire(time.monotonic() - self.presence_timeout)
         if expired:
-            gone = [(c, e.clock, "null") for c, e in expired]
-            self._broadcast_presence(P.encode_awareness(P.encode_awareness_entries(gone)))
+            self._broadcast_presence((c, e.clock, "null") for c, e in expired)
             own = [(c, e.clock, "null") for c, e in expired if e.peer_id in self.peers]
             if own:
                 self.observer.awareness(self, P.encode_awareness_entries(own))

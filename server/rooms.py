@@ -12,7 +12,7 @@ from typing import Any
 from pycrdt import Doc
 
 from .origins import ReplayOrigin
-from .room import PRESENCE_TIMEOUT, LoadInfo, Room, RoomObserver
+from .room import PRESENCE_BATCH, PRESENCE_TIMEOUT, LoadInfo, Room, RoomObserver
 from .snapshots import SnapshotPolicy, load
 from .store.base import Event, EventStore, Snapshot
 
@@ -30,6 +30,7 @@ class Rooms:
         on_load: Callable[[Room], Awaitable[None]] | None = None,
         unload_after: float = 5.0,
         presence_timeout: float = PRESENCE_TIMEOUT,
+        presence_batch: int = PRESENCE_BATCH,
     ) -> None:
         self.store = store
         self.committer = committer
@@ -39,6 +40,7 @@ class Rooms:
         self._on_load = on_load
         self.unload_after = unload_after
         self.presence_timeout = presence_timeout
+        self.presence_batch = presence_batch
         #: until when (time.monotonic()) a sync step 2 may carry other users' items
         #: the store lacks (Backend.start; ownership.py)
         self.relay_until = 0.0
@@ -156,6 +158,7 @@ class Rooms:
             on_broken=self._broken,
             snapshotter=self.snapshots,
             presence_timeout=self.presence_timeout,
+            presence_batch=self.presence_batch,
         )
         room.owners.relay_until = self.relay_until
         return room

@@ -196,22 +196,25 @@ async def test_awareness_is_relayed_and_dropped_on_leave(server: RunningServer) 
     async with connect(server.ws_url, "aw", "bob") as b:
         a = await raw(server, "aw", "?user=alice")
         await a.send(P.encode_awareness(P.encode_awareness_entries([(42, 1, state)])))
-        # an older clock is not relayed
-        await a.send(P.encode_awareness(P.encode_awareness_entries([(42, 0, '{"old":1}')])))
 
-        def seen(want: str) -> bool:
+        def seen(want: str, client: int = 42) -> bool:
             return any(
                 isinstance(f, P.AwarenessUpdate)
-                and any(c == 42 and s == want for c, _, s in P.decode_awareness(f.payload))
+                and any(c == client and s == want for c, _, s in P.decode_awareness(f.payload))
                 for f in b.frames
             )
 
-        # a newer clock after it: relayed, and it would follow the old one if that was
+        await eventually(lambda: seen(state), what="bob sees alice's presence")
+        # an older clock is not relayed: another client's state after it is, in the same
+        # frame as the old one if that was (the changes of a loop turn go out together)
+        await a.send(P.encode_awareness(P.encode_awareness_entries([(42, 0, '{"old":1}')])))
+        await a.send(P.encode_awareness(P.encode_awareness_entries([(43, 1, "{}")])))
+        await eventually(lambda: seen("{}", 43), what="bob sees alice's other client")
+        assert not seen('{"old":1}')
+        # a newer clock: relayed
         later = '{"user":{"name":"alice","later":true}}'
         await a.send(P.encode_awareness(P.encode_awareness_entries([(42, 2, later)])))
-        await eventually(lambda: seen(state), what="bob sees alice's presence")
         await eventually(lambda: seen(later), what="bob sees alice's newer presence")
-        assert not seen('{"old":1}')
         await a.close()
         await eventually(lambda: seen("null"), what="alice's presence removed when she leaves")
         # bob has a presence too: a newcomer is told the known states (bob's, not the gone

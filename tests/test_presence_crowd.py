@@ -3,10 +3,13 @@ server/awareness.py): each provider sends back every presence change it applies,
 room of N sees about N^2 echoes as it fills. They must cost the server a look-up each
 (not a pass over the room's states), must not count against the sender's message rate
 (honest clients were closed with 1013), and the clock-0 ``{}`` every provider starts
-with, which y-protocols drops, must not be relayed to everyone.
+with, which y-protocols drops, must not be relayed to everyone. The changes a room
+accepts within one loop turn go to each connection as one frame (Room._broadcast_presence):
+a provider sends back each frame that changes something for it, so a frame per change
+made N^2 frames each way, more than a busy process driving 500 providers kept up with.
 
-Unit tests of the bookkeeping first, then 100 real providers (tests/node) against the
-real server.
+Unit tests of the bookkeeping first, then bursts from many connections over real sockets,
+then 100 real providers (tests/node) against the real server.
 
 Run:  .venv/bin/pytest tests/test_presence_crowd.py   (the Node part is marked ``node``)
 """
@@ -15,13 +18,16 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import AsyncExitStack
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from conftest import eventually, run_server
 from serverproc import ServerProcess
 from test_interop_node import node_modules, node_scenario
+from yclient import YClient, connect
 
 from palimpsest import presence as presence_module
 from palimpsest import protocol as P
@@ -149,6 +155,97 @@ def test_echoes_are_let_off_only_as_many_as_frames_the_room_sent() -> None:
     # a change is never let off
     room.presence_frames += 10
     assert guard.admit(room, entries((8, 1, "{}")), "c2") and not guard.refund(room)
+
+
+# ------------------------------------------------------------------ bursts
+
+
+def presence_frames(c: YClient) -> list[list[tuple[int, int, str]]]:
+    """The entries of each presence frame a client was sent, in order."""
+    return [P.decode_awareness(f.payload) for f in c.frames if isinstance(f, P.AwarenessUpdate)]
+
+
+def held(c: YClient) -> dict[int, tuple[int, str]]:
+    """The presence a client holds after applying what it was sent as y-protocols does
+    (a newer clock wins; a null at the clock held removes): client id -> (clock, state)."""
+    clocks: dict[int, int] = {}
+    states: dict[int, tuple[int, str]] = {}
+    for frame in presence_frames(c):
+        for client, clock, state in frame:
+            now = clocks.get(client, 0)
+            if clock > now or (clock == now and state == "null" and client in states):
+                clocks[client] = clock
+                if state == "null":
+                    states.pop(client, None)
+                else:
+                    states[client] = (clock, state)
+    return states
+
+
+async def test_a_burst_of_presence_from_many_clients_reaches_each_in_fewer_frames(
+    tmp_path: Path,
+) -> None:
+    """Many connections change their presence at once (each frame written before the
+    server, which shares the test's event loop, reads any). Every connection ends up
+    holding every state at its newest clock, and was sent fewer presence frames than
+    there were changes: what the room accepts within a loop turn goes out as one frame,
+    one entry per client."""
+    m = 30
+    settings = Settings(db=str(tmp_path / "p.db"))
+    async with run_server(settings) as srv, AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(connect(srv.ws_url, "burst", user=f"u{i}"))
+            for i in range(m)
+        ]
+
+        def state(i: int, v: int) -> str:
+            return json.dumps({"user": {"name": f"u{i}"}, "cursor": v})
+
+        def everyone_holds(v: int) -> bool:
+            want = {1000 + i: (v, state(i, v)) for i in range(m)}
+            return all(held(c) == want for c in clients)
+
+        for i, c in enumerate(clients):
+            await c.send_raw(P.encode_awareness(entries((1000 + i, 1, state(i, 1)))))
+        await eventually(lambda: everyone_holds(1), what="every state at clock 1")
+        before = [len(presence_frames(c)) for c in clients]
+        for i, c in enumerate(clients):  # (no await here yields to the loop)
+            await c.send_raw(P.encode_awareness(entries((1000 + i, 2, state(i, 2)))))
+        await eventually(lambda: everyone_holds(2), what="every state at clock 2")
+        sent = [len(presence_frames(c)) - n for c, n in zip(clients, before, strict=True)]
+        assert max(sent) < m, sent  # (a frame per change: m each)
+        # each change was relayed once to each connection, its sender included
+        for c, n in zip(clients, before, strict=True):
+            got = [e for frame in presence_frames(c)[n:] for e in frame]
+            assert sorted(got) == [(1000 + i, 2, state(i, 2)) for i in range(m)]
+        assert all(c.close_code is None for c in clients)
+
+
+async def test_a_presence_frame_holds_no_more_entries_than_the_room_holds_states(
+    tmp_path: Path,
+) -> None:
+    """A provider sends back the entries of each frame it applies, and the room takes
+    an update of no more entries than its presence may hold (with the sender's own):
+    so no frame it relays carries more, even when more clients leave and arrive within
+    one loop turn than it holds."""
+    limit = 4
+    settings = Settings(db=str(tmp_path / "p.db"), max_awareness_clients_per_room=limit)
+    old = [(10 + i, 1, f'{{"n":{i}}}') for i in range(limit)]
+    new = [(20 + i, 1, f'{{"n":{i}}}') for i in range(limit)]
+    async with (
+        run_server(settings) as srv,
+        connect(srv.ws_url, "few", user="ann") as ann,
+        connect(srv.ws_url, "few", user="bob") as bob,
+    ):
+        await ann.send_raw(P.encode_awareness(entries(*old)))
+        await eventually(lambda: len(held(bob)) == limit, what="ann's states")
+        # in one loop turn: ann's clients go, others come
+        await ann.send_raw(P.encode_awareness(entries(*((c, 2, "null") for c, _, _ in old))))
+        await ann.send_raw(P.encode_awareness(entries(*new)))
+        want = {c: (k, s) for c, k, s in new}
+        await eventually(lambda: held(bob) == want, what="the new states")
+        assert max(len(f) for f in presence_frames(bob)) <= limit
+        assert ann.close_code is None and held(ann) == want
 
 
 # ------------------------------------------------------------------ 100 real providers

@@ -7,10 +7,12 @@
 // clock-0 {} every Awareness starts with); at-open: set before the socket opens.
 // Prints one JSON line: how many synced, when the last one did (ms after the first
 // opened), how many see every provider's presence and when the last one did (ms),
-// the sockets the server closed (by close code), and the awareness updates the
-// providers applied. It waits for both (or --timeout seconds).
+// the sockets the server closed (by close code), the awareness updates the providers
+// applied, the awareness frames they received (and the entries in them) and sent. It
+// waits for both (or --timeout seconds).
 import * as Y from 'yjs'
 import { WebSocket } from 'ws'
+import * as decoding from 'lib0/decoding'
 import { WebsocketProvider } from 'y-websocket'
 
 const args = Object.fromEntries(
@@ -25,6 +27,26 @@ const closes = {}
 let synced = 0
 let lastSynced = 0
 let awarenessFrames = 0
+let framesIn = 0
+let entriesIn = 0
+let framesOut = 0
+// counts the presence frames a provider receives (and the entries in them) and sends
+class Counting extends WebSocket {
+  constructor (...a) {
+    super(...a)
+    this.addEventListener('message', e => {
+      const d = decoding.createDecoder(new Uint8Array(e.data))
+      if (decoding.readVarUint(d) !== 1) return
+      framesIn++
+      entriesIn += decoding.readVarUint(decoding.createDecoder(decoding.readVarUint8Array(d)))
+    })
+  }
+
+  send (data, ...rest) {
+    if (data[0] === 1) framesOut++
+    return super.send(data, ...rest)
+  }
+}
 let complete = 0
 let lastComplete = 0
 const t0 = performance.now()
@@ -33,7 +55,7 @@ const allDone = new Promise(resolve => {
   const check = () => { if (synced === n && complete === n) resolve() }
   for (let i = 0; i < n; i++) {
     const provider = new WebsocketProvider(args.url, args.doc, new Y.Doc(), {
-      WebSocketPolyfill: WebSocket,
+      WebSocketPolyfill: Counting,
       disableBc: true
     })
     const user = { name: `user ${i}`, color: '#888888' }
@@ -73,7 +95,10 @@ console.log(JSON.stringify({
   see_all: complete,
   see_all_ms: complete === n ? Math.round(lastComplete) : null,
   closes,
-  awareness_updates: awarenessFrames
+  awareness_updates: awarenessFrames,
+  awareness_frames_in: framesIn,
+  awareness_entries_in: entriesIn,
+  awareness_frames_out: framesOut
 }))
 for (const p of providers) p.destroy()
 setTimeout(() => process.exit(0), 200)
