@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from pycrdt import Doc, merge_updates
 
+from . import cpu_account
 from .errors import FATAL, DocumentBroken, StoreError, StoreUnavailable
 from .keyed_locks import KeyedLocks
 from .origins import SystemOrigin
@@ -215,8 +216,12 @@ async def load(
     before_event: Callable[[Event], None] | None = None,
     generation: bytes | None = None,
     with_meta: bool = False,
+    off_loop: bool = False,
 ) -> Loaded:
     """The document at `upto` (default: head): nearest valid snapshot + the events after it.
+    `off_loop`: the snapshot and the merged events are applied in a worker thread (a
+    scratch document nobody else holds yet: a version the history reads; 0.2 s for a
+    1.6 MB notebook), not on the event loop.
     `generation`: the tombstone of a deleted document of the same name (see new_doc).
     `with_meta`: the caller restores state from the snapshot's meta (undo stacks,
     owners): a bare ladder rung (server.retention) is passed over for an older snapshot
@@ -246,7 +251,11 @@ async def load(
                       name, e)  # fmt: skip
             unreadable, snap, doc = e, None, new_doc(name, generation)
             break
-        if links is not None and apply_chain(doc, links):
+        if links is not None and (
+            await cpu_account.to_thread(apply_chain, doc, links)
+            if off_loop
+            else apply_chain(doc, links)
+        ):
             states = [s.state for s in links]
             break
         at_most = snap.seq - 1
@@ -268,7 +277,15 @@ async def load(
 
     fixes = Fixes()  # events that break the document: see below
     todo = events
-    if events and not hooked and replay_merged(doc, events):
+    if (
+        events
+        and not hooked
+        and (
+            await cpu_account.to_thread(replay_merged, doc, events)
+            if off_loop
+            else replay_merged(doc, events)
+        )
+    ):
         failed = 0
     else:
         if events and not hooked:  # the merged attempt left it part-way: start again

@@ -48,6 +48,7 @@ from .render import (
     ROOT_CLASSES,
     TEXT,
     XML,
+    array_items,
     joined_runs,
     jsonable,
     string_opcodes,
@@ -677,11 +678,20 @@ def _same_items(
     return pairs
 
 
-def set_array(live: Array[Any], target: Array[Any] | None) -> None:
+def set_array(
+    live: Array[Any],
+    target: Array[Any] | None,
+    have: list[Any] | None = None,
+    want: list[Any] | None = None,
+) -> None:
     """Replace the differing slices; within them, a shared type that is the same item at
-    the version and now (a shape whose key changed) is changed in place, not replaced."""
-    want = list(target) if target is not None else []
-    have = list(live)
+    the version and now (a shape whose key changed) is changed in place, not replaced.
+    `have`, `want`: the items of `live` (its own) and of `target` when the caller has
+    them (a root array's, read in linear time: render.array_items)."""
+    if want is None:
+        want = list(target) if target is not None else []
+    if have is None:
+        have = list(live)
     a = [_key(v) for v in have]
     b = [_key(v) for v in want]
     if a == b:
@@ -748,11 +758,13 @@ def make_equal(
     types: dict[str, str],
     writers: dict[str, Writers] | None = None,
     named: list[dict[Any, int]] | None = None,
+    items: dict[str, list[Any]] | None = None,
 ) -> None:
     """Change every root of `live` listed in `types` to equal the same root of `target`
     (a scratch document at the restored version; a root it lacks counts as empty).
     `writers`: per text root, who wrote what; `named`: who wrote what that took out
-    (see set_text)."""
+    (see set_text); `items`: the items of root arrays of `live`, where the caller read
+    them (render.copy_with_items)."""
     target_names = set(target.keys())
     for name, kind in sorted(types.items()):
         cls = ROOT_CLASSES[kind]
@@ -764,6 +776,7 @@ def make_equal(
         elif kind == MAP:
             set_map(root, other)
         elif kind == ARRAY:
-            set_array(root, other)
+            want = array_items(target, name) if other is not None else None
+            set_array(root, other, (items or {}).get(name), want)
         elif kind == XML:
             set_xml(root, other)

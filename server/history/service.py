@@ -21,6 +21,7 @@ import logging
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pycrdt import Doc, Text, XmlFragment, merge_updates
@@ -30,6 +31,8 @@ from ..deletion import missing
 from ..errors import BadRequest, Conflict, NotFound, StoreError
 from ..limits import Limits
 from ..origins import ServerOrigin
+from ..ownership import Owners
+from ..protocol import decode_state_vector
 from ..removed import Change, change_in_parts
 from ..snapshots import load
 from ..store.base import BASE_TS, MAX_SEQ, DocInfo, Event, EventStore, Tag
@@ -42,7 +45,9 @@ from .render import (
     MAP,
     TEXT,
     XML,
+    copy_with_items,
     infer_root_types,
+    learn_types,
     render_root,
     root_entry,
     root_names,
@@ -64,6 +69,7 @@ from .sessions import Sessions, SessionsCache
 if TYPE_CHECKING:
     from ..auth import Identity
     from ..backend import Backend
+    from ..room import Room
 
 #: what a tree walk (History._walk) answers
 W = TypeVar("W")
@@ -160,10 +166,121 @@ def _plain_runs(root: Any) -> tuple[str, list[Any]] | None:
     return "".join(parts), who
 
 
+def _structural(
+    va: Doc[Any], vb: Doc[Any], name: str, ta: dict[str, str], tb: dict[str, str]
+) -> dict[str, Any]:
+    """The structural diff of root `name` (not a text) from version `va` to `vb`, whose
+    root types are `ta` and `tb`: run in a worker thread, the versions the caller's."""
+    kind = tb.get(name) or ta[name]
+    old = render_root(va, name, kind) if name in ta else None
+    new = render_root(vb, name, kind) if name in tb else None
+    return structural_diff(kind, old, new)
+
+
 def _fragment(version: Doc[Any], name: str) -> XmlFragment:
     """XML root `name` of a version (a scratch document), empty if it has none yet."""
     fragment: XmlFragment = version.get(name, type=XmlFragment)
     return fragment
+
+
+#: how many times restore plans its change again when the document changed meanwhile
+#: (History.restore)
+RESTORE_TRIES = 3
+
+
+class _Moved(Exception):
+    """The live document changed since restore's change was planned."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Restore's change planned on a copy of the live document (History._plan_restore)."""
+
+    #: the room's seq the copy was taken at
+    seq: int
+    #: the server's client's clock in the copy: another server change moves it
+    clock: int
+    #: the updates (a transaction each) and, for a text with writers, whose they took out
+    parts: list[tuple[bytes, dict[Any, int] | None]]
+    #: what they take out, per writer, and put in
+    change: Change
+
+
+def _clock(doc: Doc[Any]) -> int:
+    return decode_state_vector(doc.get_state()).get(doc.client_id, 0)
+
+
+def _restore_types(
+    live: Doc[Any], live_types: dict[str, str], names: list[str], known: dict[str, str]
+) -> dict[str, str]:
+    """The type of each root restore makes equal: as the live document has it fixed,
+    else as the version's are known, else guessed from `live`."""
+    names = sorted(set(known) | set(names))
+    untyped = [n for n in names if n not in live_types and n not in known]
+    guessed = infer_root_types(live, untyped)
+    return {n: live_types.get(n) or known.get(n) or guessed.get(n) or TEXT for n in names}
+
+
+def _restore_parts(
+    actor: str,
+    live: Doc[Any],
+    target: Doc[Any],
+    types: dict[str, str],
+    writers: dict[str, Writers],
+    items: dict[str, list[Any]] | None = None,
+) -> list[tuple[bytes, dict[Any, int] | None]]:
+    """Restore's change: every root of `live` made equal to `target`'s, in
+    transactions of `actor`'s (one event: Room.server_change merges them). Each
+    plain text root blame named writers for (`writers`) is a transaction of its own,
+    so that what it took out counts for them (removed.change_in_parts): the updates
+    made and, for those, who wrote what they took out (None: the items' owners say).
+    `items`: the items of `live`'s root arrays (render.copy_with_items)."""
+    own = sorted(n for n in writers if types.get(n) == TEXT)
+    groups = [{n: TEXT} for n in own]
+    groups.append({n: t for n, t in types.items() if n not in writers or t != TEXT})
+    parts: list[tuple[bytes, dict[Any, int] | None]] = []
+    captured: list[bytes] = []
+    sub = live.observe(lambda e: captured.append(e.update))
+    try:
+        for group in groups:
+            named: list[dict[Any, int]] = []
+            with live.transaction(origin=ServerOrigin(actor, "restore")):
+                make_equal(live, target, group, writers, named, items)
+            if captured:
+                update = captured[0] if len(captured) == 1 else merge_updates(*captured)
+                parts.append((update, named[0] if named else None))
+                captured.clear()
+    finally:
+        live.unobserve(sub)
+    return parts
+
+
+def _plan(
+    actor: str,
+    seq: int,
+    state: bytes,
+    client_id: int,
+    live_types: dict[str, str],
+    names: list[str],
+    target: Doc[Any],
+    known: dict[str, str],
+    writers: dict[str, Writers],
+    owners: Owners,
+) -> _Plan:
+    """History._plan_restore's work, in a worker thread: a copy of the live document
+    (`state`, under its `client_id`, its root arrays' items read as it is built), the
+    change made on it, and what that took out and put in."""
+    untyped = [n for n in set(known) | set(names) if n not in live_types and n not in known]
+    probe: Doc[Any] = Doc(skip_gc=True)
+    if untyped:
+        probe.apply_update(state)
+    types = _restore_types(probe, live_types, names, known)
+    arrays = [n for n, t in types.items() if t == ARRAY]
+    live, items = copy_with_items(state, arrays, client_id)
+    clock = _clock(live)
+    parts = _restore_parts(actor, live, target, types, writers, items)
+    change = change_in_parts(live, owners, parts) if parts else Change({}, (0, 0))
+    return _Plan(seq, clock, parts, change)
 
 
 class History:
@@ -301,27 +418,33 @@ class History:
     async def _load(self, doc: str, seq: int) -> tuple[Doc[Any], int | None]:
         """The document at seq (nearest snapshot + the events after it), and the ts of
         event seq when it was among those replayed."""
-        loaded = await load(self.store, doc, upto=seq)
+        loaded = await load(self.store, doc, upto=seq, off_loop=True)
         ts = loaded.last_ts if loaded.replayed and loaded.seq == seq else None
         return loaded.doc, ts
 
     def types(self, doc: str, ydoc: Doc[Any]) -> dict[str, str]:
         """Types of every root of `ydoc` (cached per document once learnt)."""
+        return self._with_learnt(doc, ydoc, learn_types(ydoc, dict(self._learnt(doc))))
+
+    async def types_off_loop(self, doc: str, ydoc: Doc[Any]) -> dict[str, str]:
+        """types(), what grows with the document (inferring untyped roots: a copy of it)
+        in a worker thread: `ydoc` must be the caller's alone (a version loaded for it)."""
+        learnt = await cpu_account.to_thread(learn_types, ydoc, dict(self._learnt(doc)))
+        return self._with_learnt(doc, ydoc, learnt)
+
+    def _with_learnt(self, doc: str, ydoc: Doc[Any], learnt: dict[str, str]) -> dict[str, str]:
         known = self._learnt(doc)
-        names = root_names(ydoc)
-        for name, kind in typed_roots(ydoc).items():
+        for name, kind in learnt.items():
             known.setdefault(name, kind)
-        unknown = [n for n in names if n not in known]
-        guessed = infer_root_types(ydoc, unknown)
-        for name, g in guessed.items():
-            if g is not None:
-                known[name] = g
-        return {n: known.get(n, TEXT) for n in names}
+        return {n: known.get(n, TEXT) for n in root_names(ydoc)}
 
     async def version(self, doc: str, seq: int) -> dict[str, Any]:
         ydoc, ts_ms = await self._load(doc, seq)
-        types = self.types(doc, ydoc)
-        roots = {n: root_entry(ydoc, n, k) for n, k in types.items()}
+        types = await self.types_off_loop(doc, ydoc)
+        # (a root of 10,000 notebook cells took 1.2 s to render, on the event loop)
+        roots = await cpu_account.to_thread(
+            lambda: {n: root_entry(ydoc, n, k) for n, k in types.items()}
+        )
         ts = iso(ts_ms) if ts_ms is not None else await self.event_ts(doc, seq)
         return {"doc": doc, "seq": seq, "ts": ts, "roots": roots}
 
@@ -349,12 +472,12 @@ class History:
                 for name, kind in stored.roots().items():
                     known.setdefault(name, kind)
             else:
-                self.types(doc, await self.doc_at(doc, info.head))
+                await self.types_off_loop(doc, await self.doc_at(doc, info.head))
                 known = self._learnt(doc)
         index = await self.attribution.get(doc, info.head, self._tracked(known))
         if any(n not in known and n not in index.roots() for n in index.doc.keys()):
             for seq in sorted(set(seqs)):
-                self.types(doc, await self.doc_at(doc, seq))
+                await self.types_off_loop(doc, await self.doc_at(doc, seq))
             index = await self.attribution.get(doc, info.head, self._tracked(known))
         for name, kind in index.roots().items():
             known.setdefault(name, kind)
@@ -368,7 +491,7 @@ class History:
             known = self._types.get(doc)
             if known is None:
                 info = await self.info(doc)
-                self.types(doc, await self.doc_at(doc, info.head))
+                await self.types_off_loop(doc, await self.doc_at(doc, info.head))
                 known = self._learnt(doc)
             return self._tracked(known)
 
@@ -499,7 +622,7 @@ class History:
         if (unusable or self.attribution.stale(doc, info.base_seq)) and b - a <= RANGE_DIFF_MAX:
             # no index yet: fold just the range instead of building one from seq 0
             va, vb = await versions()
-            kinds = {n: k for d in (va, vb) for n, k in self.types(doc, d).items()}
+            kinds = {n: k for d in (va, vb) for n, k in (await self.types_off_loop(doc, d)).items()}
             index = AttributionIndex(doc, self._tracked(kinds), by_ids=False)  # by deltas
             index.start_from(a, va.get_update())
             events = await self.store.read(doc, after=a, upto=b)
@@ -547,13 +670,11 @@ class History:
                 roots[name] = {"type": TEXT, "ops": ops}
                 continue
             va, vb = await versions()  # (only structural diffs need the two versions)
-            ta, tb = self.types(doc, va), self.types(doc, vb)
+            ta, tb = await self.types_off_loop(doc, va), await self.types_off_loop(doc, vb)
             if name not in ta and name not in tb:
                 continue
-            kind = tb.get(name) or ta[name]
-            old = render_root(va, name, kind) if name in ta else None
-            new = render_root(vb, name, kind) if name in tb else None
-            roots[name] = structural_diff(kind, old, new)
+            # (10,000 notebook cells: rendered twice and diffed, 4 s on the event loop)
+            roots[name] = await cpu_account.to_thread(_structural, va, vb, name, ta, tb)
             xml = index.xml.get(name)
             if xml is not None and xml.failed is None:
                 found: list[tuple[dict[str, Any], int]] = []
@@ -663,17 +784,43 @@ class History:
 
     async def restore(self, doc: str, actor: str, seq: int) -> tuple[Event | None, Change]:
         """Make the live document equal to version `seq`, as an event of kind restore
-        (None when it already was), and what that took out, per writer, and put in."""
+        (None when it already was), and what that took out, per writer, and put in.
+
+        The change is planned on a copy of the live document in a worker thread (the
+        event loop serves everyone else meanwhile: on a notebook of 10,000 cells it took
+        5 s), then made by applying its updates. Planned again when the document changed
+        meanwhile, up to RESTORE_TRIES times; the last plan is then applied as it stands
+        (merged with those edits, as a concurrent edit is) unless the server's own
+        client wrote meanwhile too (another user's undo, restore): its ids would clash,
+        and the change is made on the live document, as it was before."""
         target = await self.doc_at(doc, seq)
         writers = await self._writers_for_restore(doc, seq)
+        known = await self.types_off_loop(doc, target)
         room = await self.backend.rooms.get(doc)
+        meta = {"restores": seq}
         try:
+            for attempt in range(RESTORE_TRIES):
+                plan = await self._plan_restore(room, actor, target, known, writers)
+                last = attempt == RESTORE_TRIES - 1
+
+                def apply(live: Doc[Any], plan: _Plan = plan, last: bool = last) -> None:
+                    if room.seq != plan.seq and not (last and _clock(live) == plan.clock):
+                        raise _Moved()
+                    for update, _ in plan.parts:
+                        with live.transaction(origin=ServerOrigin(actor, "restore")):
+                            live.apply_update(update)
+
+                try:
+                    ev = await room.server_change(actor, "restore", apply, meta=dict(meta))
+                except _Moved:
+                    continue
+                return ev, plan.change if ev is not None else Change({}, (0, 0))
             parts: list[tuple[bytes, dict[Any, int] | None]] = []
 
             def change(live: Doc[Any]) -> None:
                 parts.extend(self._make_equal(doc, actor, live, target, writers))
 
-            ev = await room.server_change(actor, "restore", change, meta={"restores": seq})
+            ev = await room.server_change(actor, "restore", change, meta=dict(meta))
             if ev is None:
                 return None, Change({}, (0, 0))
             # (read after the fact, as an undo's: deleted items keep their content)
@@ -687,17 +834,36 @@ class History:
         equals version `seq`. Made on a copy of the live document: nothing is written."""
         target = await self.doc_at(doc, seq)
         writers = await self._writers_for_restore(doc, seq)
+        known = await self.types_off_loop(doc, target)
         room = await self.backend.rooms.get(doc)
         try:
-            head = room.seq
-            copy: Doc[Any] = Doc(skip_gc=True, client_id=room.doc.client_id)
-            copy.apply_update(room.doc.get_update())
-            parts = self._make_equal(doc, actor, copy, target, writers)
-            if not parts:
-                return head, None
-            return head, change_in_parts(copy, room.owners, parts)
+            plan = await self._plan_restore(room, actor, target, known, writers)
+            return plan.seq, plan.change if plan.parts else None
         finally:
             self.backend.rooms.release(room)
+
+    async def _plan_restore(
+        self,
+        room: Room,
+        actor: str,
+        target: Doc[Any],
+        known: dict[str, str],
+        writers: dict[str, Writers],
+    ) -> _Plan:
+        """Restore's change planned on a copy of the room's document as it is now, in a
+        worker thread: `target` (the version) and `known` (its root types) are the
+        caller's alone. Only the copy's bytes are read here (a native encode, as a sync
+        step 2's answer costs): the room's document is never touched off the loop."""
+        live = room.doc
+        seq, state, client_id = room.seq, live.get_update(), live.client_id
+        owners = Owners(room.owners.server)  # (as they are now: the loop changes them)
+        owners.owners = dict(room.owners.owners)
+        owners.server_runs = list(room.owners.server_runs)
+        live_types, names = typed_roots(live), list(live.keys())
+        return await cpu_account.to_thread(
+            _plan, actor, seq, state, client_id, live_types, names, target, known, writers,
+            owners,
+        )  # fmt: skip
 
     def _make_equal(
         self,
@@ -707,35 +873,11 @@ class History:
         target: Doc[Any],
         writers: dict[str, Writers],
     ) -> list[tuple[bytes, dict[Any, int] | None]]:
-        """Restore's change: every root of `live` made equal to `target`'s, in
-        transactions of `actor`'s (one event: Room.server_change merges them). Each
-        plain text root blame named writers for (`writers`) is a transaction of its own,
-        so that what it took out counts for them (removed.change_in_parts): the updates
-        made and, for those, who wrote what they took out (None: the items' owners say)."""
+        """Restore's change made on `live` itself (see _restore_parts), on the loop."""
         known = self.types(doc, target)
         live_types = typed_roots(live)
-        names = set(known) | set(live.keys())
-        untyped = [n for n in names if n not in live_types and n not in known]
-        guessed = infer_root_types(live, untyped)
-        types = {n: live_types.get(n) or known.get(n) or guessed.get(n) or TEXT for n in names}
-        own = sorted(n for n in writers if types.get(n) == TEXT)
-        groups = [{n: TEXT} for n in own]
-        groups.append({n: t for n, t in types.items() if n not in writers or t != TEXT})
-        parts: list[tuple[bytes, dict[Any, int] | None]] = []
-        captured: list[bytes] = []
-        sub = live.observe(lambda e: captured.append(e.update))
-        try:
-            for group in groups:
-                named: list[dict[Any, int]] = []
-                with live.transaction(origin=ServerOrigin(actor, "restore")):
-                    make_equal(live, target, group, writers, named)
-                if captured:
-                    update = captured[0] if len(captured) == 1 else merge_updates(*captured)
-                    parts.append((update, named[0] if named else None))
-                    captured.clear()
-        finally:
-            live.unobserve(sub)
-        return parts
+        types = _restore_types(live, live_types, list(live.keys()), known)
+        return _restore_parts(actor, live, target, types, writers)
 
     async def _writers_for_restore(self, doc: str, seq: int) -> dict[str, Writers]:
         """Per plain text root: its text at the head and who wrote each code point, and
