@@ -15,12 +15,16 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import RunningServer
+from conftest import RunningServer, run_server
 from pycrdt import Array, Doc, Map, XmlElement, XmlFragment, XmlText
 from test_interop_node import node_modules, node_scenario  # noqa: F401 - the fixture
 
-from palimpsest.history.render import ARRAY, MAP, XML, held_root_types, infer_root_types
+from palimpsest.backend import Backend
+from palimpsest.history import attribution_codec as codec
+from palimpsest.history import history_of
+from palimpsest.history.render import ARRAY, MAP, TEXT, XML, held_root_types, infer_root_types
 from palimpsest.history.restore import faithful, set_array
+from palimpsest.settings import Settings
 
 #: alice writes roots of every mix, then deletes some of what they hold; bob restores
 #: the first version; what alice sees after it, each shared type by its class
@@ -186,3 +190,75 @@ def test_restore_puts_xml_elements_and_texts_back_into_an_array() -> None:
     replica: Doc[Any] = Doc()
     replica.apply_update(live.get_update())
     assert faithful(replica.get("x", type=Array)) == faithful(want)
+
+
+#: alice writes a kanban board (a Y.Array of two XmlFragments and two strings) and a
+#: text, then deletes the strings
+BOARD = """
+import * as Y from 'yjs'
+import WebSocket from 'ws'
+import { WebsocketProvider } from 'y-websocket'
+const { WS, HTTP, DOC } = process.env
+const head = async () => (await (await fetch(`${HTTP}/api/docs/${DOC}/versions/head`)).json())
+const until = async (seq) => {
+  const end = Date.now() + 10000
+  while ((await head()).seq !== seq) {
+    if (Date.now() > end) throw new Error('timed out waiting for seq ' + seq)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
+const ydoc = new Y.Doc()
+const provider = new WebsocketProvider(WS, DOC, ydoc,
+  { params: { user: 'alice' }, WebSocketPolyfill: WebSocket, disableBc: true })
+await new Promise((resolve) => provider.once('synced', resolve))
+const frag = (text) => {
+  const f = new Y.XmlFragment()
+  const p = new Y.XmlElement('p')
+  p.insert(0, [new Y.XmlText(text)])
+  f.insert(0, [p])
+  return f
+}
+ydoc.transact(() => {
+  ydoc.getArray('board').push([frag('todo'), 'a', 'b', frag('done')])
+  ydoc.getText('t').insert(0, 'hello')
+})
+await until(1)
+ydoc.transact(() => {
+  ydoc.getArray('board').delete(1, 2)
+  ydoc.getText('t').insert(5, ' world')
+})
+await until(2)
+provider.destroy()
+process.exit(0)
+"""
+
+
+@pytest.mark.node
+@pytest.mark.usefixtures("node_modules")
+async def test_a_stored_index_that_took_an_array_for_xml_is_read_as_an_array(
+    settings: Settings,
+) -> None:
+    """An attribution index stored before a root holding XML nodes beside other things
+    was an array recorded that root as XML: a cold server that read it back showed the
+    board as XML ('<p>todo</p>ab<p>done</p>') and its restore made the board 'equal' as
+    XML, deleting the fragment and values it did not see. It is an array now."""
+    async with run_server(settings) as srv:
+        await node_scenario(BOARD, srv.ws_url, srv.url, "kanban")
+    # the index as the code before stored it: the board tracked as an XML root
+    async with Backend(settings) as backend:
+        h = history_of(backend)
+        info = await h.info("kanban")
+        await h.attribution.get("kanban", info.head, {"board": XML, "t": TEXT})
+        await h.attribution.drain()
+        stored = await backend.store.derived("kanban", codec.KIND)
+        assert stored is not None and "board" in codec.parse(stored[1]).header["xml"]
+    async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        blame = (await http.get("/api/docs/kanban/blame")).json()  # reads the stored index
+        assert set(blame["roots"]) == {"t"}
+        assert history_of(srv.backend).attribution.restores  # (read back, not rebuilt)
+        v1 = (await http.get("/api/docs/kanban/versions/1")).json()["roots"]
+        assert v1["board"] == {"type": ARRAY, "value": ["<p>todo</p>", "a", "b", "<p>done</p>"]}
+        r = await http.post("/api/docs/kanban/restore", params={"user": "bob"}, json={"seq": 1})
+        assert r.status_code == 200 and r.json()["added"]["items"] == 2, r.json()
+        head = (await http.get("/api/docs/kanban/versions/head")).json()["roots"]
+        assert head == v1

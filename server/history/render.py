@@ -89,12 +89,15 @@ def shown_root_type(scratch: Doc[Any], name: str) -> str | None:
         return MAP
     if str(scratch.get(name, type=Text)):
         return TEXT
-    items = list(scratch.get(name, type=Array))
-    if not items:
+    count = len(scratch.get(name, type=Array))
+    if count == 0:
         return None
-    if all(isinstance(item, XmlElement | XmlText) for item in items):
-        return XML
-    return ARRAY
+    # its children as a fragment's are its XML elements and texts (pycrdt leaves the
+    # other items out): all of its items or not. (Reading it as an array, item by item,
+    # walks the root from its start for each: 0.25 s for 6,000 paragraphs, 0.07 so.)
+    children = scratch.get(name, type=XmlFragment).children
+    nodes = sum(isinstance(child, XmlElement | XmlText) for child in children)
+    return XML if nodes == count else ARRAY
 
 
 #: type refs of the shared types an XmlFragment holds (YXmlElement, YXmlHook, YXmlText)
