@@ -674,14 +674,23 @@ class History:
     async def redo(self, doc: str) -> OpResult:
         return await self._op(doc, "redo", "redo")
 
-    async def close_group(self, doc: str) -> OpResult:
-        """End the user's current undo group."""
-        return await self._op(doc, "undo/close", "close_group")
+    async def close_group(self, doc: str, group: str | None = None) -> OpResult:
+        """End the user's current undo step, and their explicit undo group; with
+        `group`, only that group, if it is still open (``steps``: the steps it made)."""
+        return await self._op(doc, "undo/close", "close_group", {"group": group} if group else {})
 
-    async def _op(self, doc: str, path: str, op: str) -> OpResult:
+    async def open_group(self, doc: str, group: str | None = None) -> OpResult:
+        """Open an explicit undo group (docs/undo.md): the user's changes from now on,
+        over any protocol, are one undo step until ``close_group``. ``group``: its id
+        (the server makes one when not given; the answer's ``group``)."""
+        return await self._op(doc, "undo/open", "open_group", {"group": group} if group else {})
+
+    async def _op(
+        self, doc: str, path: str, op: str, request: dict[str, Any] | None = None
+    ) -> OpResult:
         what = f"{op} on {doc!r}"
         try:
-            r = await self._http.post(f"{_doc_path(doc)}/{path}", json={})
+            r = await self._http.post(f"{_doc_path(doc)}/{path}", json=request or {})
         except httpx.TimeoutException as e:
             raise Timeout(f"{what}: no answer from {self.url} ({e!r})") from e
         except httpx.TransportError as e:

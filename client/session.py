@@ -36,8 +36,9 @@ import json
 import logging
 import random
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, NamedTuple, Self
 from urllib.parse import quote, urlencode, urlsplit
@@ -156,13 +157,19 @@ class Removed:
 
 @dataclass(frozen=True, slots=True)
 class OpResult:
-    """The answer to undo / redo / close_group: the new seq, or why nothing happened."""
+    """The answer to undo / redo / open_group / close_group: the new seq, or why nothing
+    happened."""
 
     ok: bool
     seq: int | None = None
     reason: str | None = None
     #: an undo's or a redo's: what it took out that other users wrote, per user
     removed_others: tuple[Removed, ...] = ()
+    #: open_group's and close_group's: the explicit undo group's id
+    group: str | None = field(default=None, repr=False)
+    #: close_group's, of a group: the undo steps it made (1 unless it outgrew a step's
+    #: bounds, or was cut by an undo, a restore or its idle time: docs/undo.md)
+    steps: int | None = field(default=None, repr=False)
 
     def __bool__(self) -> bool:
         return self.ok
@@ -173,11 +180,14 @@ def op_result(answer: dict[str, Any]) -> OpResult:
     seq = answer.get("seq")
     ok = bool(answer.get("ok"))
     reason = answer.get("reason") or answer.get("detail")  # (an HTTP error's: "detail")
+    group, steps = answer.get("group"), answer.get("steps")
     return OpResult(
         ok,
         seq if isinstance(seq, int) else None,
         None if ok or reason is None else str(reason),
         tuple(_removed(answer.get("removed_others"))),
+        group if isinstance(group, str) else None,
+        steps if isinstance(steps, int) else None,
     )
 
 
@@ -302,6 +312,14 @@ class Session:
         self._presence_clocks: dict[int, int] = {}
         self._presence_seen: dict[int, float] = {}  # when each entry was last renewed
         self._presence_sent = 0.0  # when ours was last sent
+
+        #: the explicit undo group we have open on the server (open_group): every
+        #: reconnection opens it again before it sends our sync step 2, so the edits
+        #: made meanwhile join it too
+        self._group: str | None = None
+        self._reopen_id: int | None = None  # that request's id, until it is answered
+        self._held_step1: bytes | None = None  # the server's step 1, answered after it
+        self._reopen_timer: asyncio.TimerHandle | None = None
 
         self._texts: dict[str, Text] = {}
         self._sub = self.doc.observe(self._on_local)
@@ -633,9 +651,10 @@ class Session:
             if fut.done():
                 self._requests.pop(rid, None)
 
-    async def _op(self, op: str, within: float) -> OpResult:
+    async def _op(self, op: str | dict[str, Any], within: float) -> OpResult:
+        body = {"type": op} if isinstance(op, str) else op
         try:
-            return op_result(await self.request({"type": op}, within))
+            return op_result(await self.request(body, within))
         except Timeout as e:
             if e.late is None:
                 raise
@@ -651,12 +670,80 @@ class Session:
         """Re-apply what our last undo reverted."""
         return await self._op("redo", timeout)
 
-    async def close_group(self, timeout: float = 10.0) -> OpResult:  # noqa: ASYNC109 (the httpx-style API)
-        """End the current undo group: the next edit starts a new one."""
+    async def close_group(
+        self,
+        timeout: float = 10.0,  # noqa: ASYNC109 (the httpx-style API)
+        *,
+        group: str | None = None,
+    ) -> OpResult:
+        """End the current undo step: the next edit starts a new one; and our explicit
+        group (:meth:`open_group`). With `group`, only that group, if it is still open
+        (closing one twice does nothing the second time); the answer's ``steps`` says
+        how many undo steps it made."""
         # the server closes the group at once, not after the edits queued before the
         # request: wait until it holds them, or they would join the next group
         await self.flush(timeout)
-        return await self._op("close_group", timeout)
+        if group is None:
+            self._group = None
+            return await self._op("close_group", timeout)
+        result = await self._group_op({"type": "close_group", "group": group}, timeout)
+        if self._group == group:
+            self._group = None
+        return result
+
+    async def open_group(
+        self,
+        group: str | None = None,
+        timeout: float = 10.0,  # noqa: ASYNC109 (the httpx-style API)
+    ) -> OpResult:
+        """Open an explicit undo group (docs/undo.md): our edits from now on are one undo
+        step, whatever their pauses, until :meth:`close_group`, bounded by the server's
+        ``UNDO_GROUP_MAX_EVENTS`` / ``_BYTES`` and ended after ``UNDO_GROUP_IDLE_MS``
+        without an edit. It survives reconnections (opened again, by its id, before the
+        edits made offline go) and server restarts. `group`: its id (a new one by
+        default); opening it again renews it. Returns once the server has opened it:
+        edits made after that are in it. Prefer :meth:`undo_group`."""
+        gid = group if group is not None else uuid.uuid4().hex
+        self._group = gid  # a reconnection from here on opens it again
+        result = await self._group_op({"type": "open_group", "group": gid}, timeout)
+        if not result.ok and self._group == gid:
+            self._group = None
+        return result
+
+    @contextlib.asynccontextmanager
+    async def undo_group(
+        self,
+        group: str | None = None,
+        timeout: float = 10.0,  # noqa: ASYNC109 (the httpx-style API)
+    ) -> AsyncIterator[OpResult]:
+        """``async with session.undo_group():`` the edits made inside are one undo step
+        (:meth:`open_group`), closed on the way out, after the server holds them (an
+        error inside closes it too). Raises :class:`Refused` (:class:`ReadOnly` on a
+        read-only session) when the server does not open it."""
+        opened = await self.open_group(group, timeout)
+        if not opened.ok:
+            kind = ReadOnly if "read-only" in (opened.reason or "") else Refused
+            raise kind(f"the server did not open an undo group on {self.name!r}: {opened.reason}")
+        assert opened.group is not None
+        try:
+            yield opened
+        except BaseException:
+            with contextlib.suppress(ClientError):
+                await self.close_group(timeout, group=opened.group)
+            raise
+        await self.close_group(timeout, group=opened.group)
+
+    async def _group_op(self, body: dict[str, Any], within: float) -> OpResult:
+        """open_group or close_group with a group id: done again when the connection
+        drops before the answer (both are idempotent), within `within` seconds in all."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            try:
+                return await self._op(body, max(0.0, deadline - loop.time()))
+            except ServerGone:
+                if self._failed is not None or self._closing or loop.time() >= deadline:
+                    raise
 
     def _fail_requests(self, error: ClientError) -> None:
         for fut in self._requests.values():
@@ -823,6 +910,10 @@ class Session:
 
     def _disconnected(self) -> None:
         ws, self._ws = self._ws, None
+        if self._reopen_timer is not None:
+            self._reopen_timer.cancel()
+            self._reopen_timer = None
+        self._reopen_id = self._held_step1 = None
         self._ready.clear()
         self._replied = False
         self._synced_now = False
@@ -874,6 +965,17 @@ class Session:
             )
         hello_id = next(self._ids)
         self._outbox.append(_Out(P.encode_extension({"type": "hello", "id": hello_id})))
+        self._held_step1 = None
+        self._reopen_id = None
+        if self._group is not None:
+            # before the step 2 (held until it is answered): what we typed offline, and
+            # what follows, stays in the group even if it ended on the server meanwhile
+            self._reopen_id = next(self._ids)
+            reopen = {"type": "open_group", "group": self._group, "id": self._reopen_id}
+            self._outbox.append(_Out(P.encode_extension(reopen)))
+            self._reopen_timer = asyncio.get_running_loop().call_later(
+                self._connect_timeout, self._reopened, None
+            )
         self._sender = asyncio.create_task(self._send_loop(ws))
         self._wake.set()
         self._renewer = asyncio.create_task(self._renew_presence())
@@ -894,19 +996,10 @@ class Session:
 
     def _handle(self, msg: P.Message, hello_id: int) -> None:
         if isinstance(msg, P.SyncStep1):
-            # The reply carries every local change the server lacks, offline edits included;
-            # updates queued before it are dropped so that none is sent twice. A large one
-            # goes as a step 2 and sync updates, each under the frame limit.
-            self._pending.clear()
-            update = self.doc.get_update(msg.state_vector)
-            self._replied = True
-            if update == _EMPTY_UPDATE:  # the server holds every local change
-                self._unsent = self._unsent_bytes = 0
-            self._outbox.extend(
-                _update_frames(update, self._unsent, self._unsent_bytes, P.encode_sync_step2)
-            )
-            self._wake.set()
-            self._check_ready()
+            if self._reopen_id is not None:
+                self._held_step1 = msg.state_vector  # answered once our group is open
+                return
+            self._answer_step1(msg.state_vector)
         elif isinstance(msg, P.SyncStep2):
             if self._probe is not None and not self._probe.done() and self._synced_now:
                 self._probe.set_result(msg.update)
@@ -934,12 +1027,46 @@ class Session:
                     self.role = body.get("role")
                     self._notify()
                     return
+                if rid is not None and rid == self._reopen_id:
+                    self._reopened(body)
+                    return
                 fut = self._requests.pop(rid, None) if isinstance(rid, int) else None
                 if fut is not None and not fut.done():
                     fut.set_result(body)
             elif body.get("type") == "error":
                 log.warning("%s: the server reports: %s", self.name, body.get("reason"))
         # QueryAwareness is for servers; a client ignores it
+
+    def _answer_step1(self, state_vector: bytes) -> None:
+        """Our sync step 2: every local change the server lacks, offline edits included;
+        updates queued before it are dropped so that none is sent twice. A large one
+        goes as a step 2 and sync updates, each under the frame limit."""
+        self._pending.clear()
+        update = self.doc.get_update(state_vector)
+        self._replied = True
+        if update == _EMPTY_UPDATE:  # the server holds every local change
+            self._unsent = self._unsent_bytes = 0
+        self._outbox.extend(
+            _update_frames(update, self._unsent, self._unsent_bytes, P.encode_sync_step2)
+        )
+        self._wake.set()
+        self._check_ready()
+
+    def _reopened(self, answer: dict[str, Any] | None) -> None:
+        """Our undo group is open again after a reconnection (`answer`), or the answer
+        did not come in time (None): the server's step 1 held meanwhile is answered."""
+        if self._reopen_timer is not None:
+            self._reopen_timer.cancel()
+            self._reopen_timer = None
+        if self._reopen_id is None:
+            return
+        self._reopen_id = None
+        if answer is None or not answer.get("ok"):
+            why = "no answer in time" if answer is None else answer.get("reason")
+            log.warning("%s: could not open undo group %r again: %s", self.name, self._group, why)
+        held, self._held_step1 = self._held_step1, None
+        if held is not None and self._ws is not None:
+            self._answer_step1(held)
 
     def _confirm(self, update: bytes) -> None:
         """Forget the sent changes that `update`, from the server, shows it holds: the

@@ -135,6 +135,12 @@ class Settings:
     undo_max_depth: int = 200
     #: events in one undo step at most (typing that never pauses still makes steps)
     undo_max_group: int = 1000
+    #: one step of an explicit undo group (open_group ... close_group, docs/undo.md) at
+    #: most: events, and bytes of their updates (past either, the group goes on in a new
+    #: step); and ms without a change or a renewal by its user after which it ends
+    undo_group_max_events: int = 10_000
+    undo_group_max_bytes: int = 8 * 1024 * 1024
+    undo_group_idle_ms: int = 60_000
     #: largest number of events in one group commit
     commit_batch_max: int = 4096
     # --- the changefeed (docs/changefeed.md) ---
@@ -253,7 +259,8 @@ _POSITIVE = frozenset(
         "max_awareness_room_bytes", "awareness_timeout_seconds", "handshake_timeout",
         "hook_timeout_seconds", "max_request_head_bytes",
         "max_http_body_bytes", "snapshot_every", "segment_events", "undo_max_depth",
-        "undo_max_group", "commit_batch_max", "webhook_max_failures", "webhook_retry_first",
+        "undo_max_group", "undo_group_max_events", "undo_group_max_bytes",
+        "undo_group_idle_ms", "commit_batch_max", "webhook_max_failures", "webhook_retry_first",
         "webhook_retry_max", "webhook_batch", "webhook_lease_seconds",
         "changefeed_heartbeat", "changefeed_max_streams_per_ip", "changefeed_poll",
     }

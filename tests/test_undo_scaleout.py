@@ -17,6 +17,8 @@ from conftest import eventually
 from scaleout import cluster, fanout_url, fresh_schema, open_store
 from yclient import YClient, connect
 
+from palimpsest import client
+
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 
@@ -86,3 +88,46 @@ async def test_an_undo_made_while_its_user_types_on_another_process_reverts_the_
                 break
         assert raced, "ann's edits never came between an undo's read of the log and its append"
         assert "not on ann's stack" not in c.logs()
+
+
+async def test_an_undo_group_opened_on_one_process_goes_on_on_another(tmp_path: Path) -> None:
+    """A bot streams inside an explicit undo group, with pauses past UNDO_CAPTURE_MS, on
+    one process, reconnects to another and opens the group again by its id there: every
+    process reads the group from the log (its marks), so the answer is one step, undone
+    at once on the first process; alice's word typed inside it stays."""
+    async with (
+        fresh_schema() as store_url,
+        cluster(
+            tmp_path, 2, store_url=store_url, fanout=fanout_url(),
+            env={"PALIMPSEST_UNDO_CAPTURE_MS": "50"},
+        ) as c,
+        httpx.AsyncClient(timeout=30) as http,
+    ):  # fmt: skip
+        a, b = (p.http_url for p in c.procs)
+        async with client.connect(c.ws(1), "grp", user="alice") as alice:
+            alice.text().insert(0, "[AI]")
+            await alice.flush()
+            async with client.connect(c.ws(0), "grp", user="bot") as bot:
+                await bot.wait_for(lambda: "[AI]" in str(bot.text()))
+                opened = await bot.open_group("answer-1")
+                for i in range(5):
+                    bot.text().insert(len(bot.text()), f"one{i} ")
+                    await bot.flush()
+                    await asyncio.sleep(0.1)  # twice UNDO_CAPTURE_MS
+            await alice.wait_for(lambda: "one4 " in str(alice.text()))
+            alice.text().insert(len(alice.text()), "ALICE ")
+            await alice.flush()
+            async with client.connect(c.ws(1), "grp", user="bot") as bot:
+                await bot.wait_for(lambda: "ALICE" in str(bot.text()))
+                assert (await bot.open_group(opened.group)).ok  # its step goes on
+                for i in range(5):
+                    bot.text().insert(len(bot.text()), f"two{i} ")
+                    await bot.flush()
+                    await asyncio.sleep(0.1)
+                closed = await bot.close_group(group=opened.group)
+                assert closed.ok and closed.steps == 1, closed
+            r = await http.post(f"{a}/api/docs/grp/undo", params={"user": "bot"})
+            assert r.status_code == 200, r.text
+            await alice.wait_for(lambda: str(alice.text()) == "[AI]ALICE ")
+            r = await http.post(f"{b}/api/docs/grp/undo", params={"user": "bot"})
+            assert r.status_code == 409, r.text  # nothing left: it was one step

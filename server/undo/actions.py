@@ -1,9 +1,12 @@
-"""Undo, redo and closing a step on a live room, as server changes."""
+"""Undo, redo, and opening and closing a step (an explicit group) on a live room, as
+server changes."""
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pycrdt import (
@@ -17,7 +20,7 @@ from ..removed import removed_others
 from ..room import Room
 from ..store.base import Event, now_ms
 from .recorder import MARK, REDO, UNDO, RoomUndo
-from .stacks import Stacks, Step
+from .stacks import GROUP_ID_MAX, Stacks, Step
 
 log = logging.getLogger("palimpsest.undo")
 
@@ -133,10 +136,57 @@ async def _server_change(
         raise StoreError(f"{kind} failed ({e}); the document was reloaded, try again") from e
 
 
-async def close_group(room: Room, actor: str) -> int | None:
-    """End actor's current step: their next change starts a new one. Logged (kind
-    undo_mark, empty update) so that grouping is the same after a restart and on every
-    process; None when no step was open.
+@dataclass(frozen=True, slots=True)
+class GroupAnswer:
+    """What opening or closing an explicit undo group did: the mark's seq (None when
+    nothing was logged), the group's id, and how many steps it made (on close)."""
+
+    seq: int | None
+    group: str | None
+    steps: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"ok": True, "seq": self.seq}
+        if self.group is not None:
+            out["group"] = self.group
+        if self.steps is not None:
+            out["steps"] = self.steps
+        return out
+
+
+def group_id(value: Any) -> str:
+    """A client's undo group id: 1 to GROUP_ID_MAX printable characters; a new one
+    when it names none."""
+    if value is None:
+        return uuid.uuid4().hex
+    if not isinstance(value, str) or not 0 < len(value) <= GROUP_ID_MAX or not value.isprintable():
+        raise BadRequest(
+            f'"group" must be a string of 1 to {GROUP_ID_MAX} printable characters, '
+            f"not {str(value)[:80]!r}"
+        )
+    return value
+
+
+async def open_group(room: Room, actor: str, group: str) -> GroupAnswer:
+    """Open an explicit undo group `group` for actor: their changes from the mark on
+    make one step, pauses and the capture timeout notwithstanding, until they close it
+    (``close_group``), or it stays idle ``GroupLimits.idle_ms``; past ``max_events`` or
+    ``max_bytes`` it goes on in a new step. Logged (kind undo_mark, meta ``{"open":
+    group}``) after the edits queued before the request, which stay out of it, so that
+    every process and a restart agree. Opening the group that is open renews it;
+    opening it again while its step is still the actor's latest goes on with that step
+    (a client sends it again after reconnecting); any other group open ends there."""
+    await room.flush()
+    state_of(room)
+    ev = await room.server_change(actor, MARK, lambda _doc: None, {"open": group}, always=True)
+    return GroupAnswer(ev.seq if ev is not None else None, group)
+
+
+async def close_group(room: Room, actor: str, group: str | None = None) -> GroupAnswer:
+    """End actor's current step: their next change starts a new one; and their explicit
+    group, if one is open (when `group` is given: only if it is that one, else nothing
+    is done). Logged (kind undo_mark, empty update) so that grouping is the same after a
+    restart and on every process; seq None when nothing was open.
 
     The edits queued before the request (the same connection's last keystrokes) are
     recorded first, and the step is closed when the mark is recorded, in the log's
@@ -147,9 +197,16 @@ async def close_group(room: Room, actor: str) -> int | None:
     await room.flush()
     state = state_of(room)
     st = state.get(actor)
-    if st is None or not st.open or now_ms() - st.last_ts >= state.capture_ms:
+    if group is not None and (st is None or st.group != group):
+        # closed already (a retried close), ended by its idle time, or another one
+        return GroupAnswer(None, group, st.group_steps(group) if st is not None else 0)
+    if st is None or (
+        st.group is None and (not st.open or now_ms() - st.last_ts >= state.capture_ms)
+    ):
         if st is not None:
             st.open = False
-        return None
+        return GroupAnswer(None, None)
+    closing = st.group
     ev = await room.server_change(actor, MARK, lambda _doc: None, always=True)
-    return ev.seq if ev is not None else None
+    steps = st.group_steps(closing) if closing is not None else None
+    return GroupAnswer(ev.seq if ev is not None else None, closing, steps)

@@ -14,8 +14,9 @@ from ..origins import Origin, ServerOrigin
 from ..room import Room
 from ..settings import Settings
 from ..store.base import Event
-from .actions import close_group, perform
+from .actions import close_group, group_id, open_group, perform
 from .recorder import META_KEY, REDO, UNDO, RoomUndo
+from .stacks import GroupLimits
 
 if TYPE_CHECKING:
     from ..backend import Backend
@@ -38,20 +39,32 @@ def answer(ev: Event | None, kind: str, removed: list[dict[str, Any]]) -> dict[s
 
 class Undo(Extension):
     """Per-user undo and redo: the stacks of every live room (typed room state, persisted
-    in snapshot meta), the websocket operations undo / redo / close_group and the HTTP
-    routes POST /api/docs/{doc}/undo, /redo, /undo/close."""
+    in snapshot meta), the websocket operations undo / redo / open_group / close_group
+    and the HTTP routes POST /api/docs/{doc}/undo, /redo, /undo/open, /undo/close."""
 
     #: its hooks read the event and the change the room hands over, never the document
     reads_doc_per_event = False
 
-    def __init__(self, capture_ms: int = 500, max_depth: int = 200, max_group: int = 1000) -> None:
+    def __init__(
+        self,
+        capture_ms: int = 500,
+        max_depth: int = 200,
+        max_group: int = 1000,
+        groups: GroupLimits | None = None,
+    ) -> None:
         self.capture_ms = capture_ms
         self.max_depth = max_depth
         self.max_group = max_group
+        self.groups = groups or GroupLimits()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Undo:
-        return cls(settings.undo_capture_ms, settings.undo_max_depth, settings.undo_max_group)
+        return cls(
+            settings.undo_capture_ms,
+            settings.undo_max_depth,
+            settings.undo_max_group,
+            GroupLimits.from_settings(settings),
+        )
 
     def setup(self, backend: Backend) -> None:
         self.backend = backend
@@ -61,7 +74,7 @@ class Undo(Extension):
         return room.state(RoomUndo, self._new_state)
 
     def _new_state(self, room: Room) -> RoomUndo:
-        state = RoomUndo(room, self.capture_ms, self.max_depth, self.max_group)
+        state = RoomUndo(room, self.capture_ms, self.max_depth, self.max_group, self.groups)
         state.load_meta(room.snapshot_meta.get(META_KEY))
         return state
 
@@ -96,7 +109,12 @@ class Undo(Extension):
     # --- websocket operations -------------------------------------------------------------
 
     def operations(self) -> Mapping[str, Operation]:
-        return {UNDO: self._op_undo, REDO: self._op_redo, "close_group": self._op_close_group}
+        return {
+            UNDO: self._op_undo,
+            REDO: self._op_redo,
+            "open_group": self._op_open_group,
+            "close_group": self._op_close_group,
+        }
 
     async def _op(self, ctx: OpContext, kind: str) -> dict[str, Any]:
         if not ctx.client.identity.can_write:
@@ -119,7 +137,16 @@ class Undo(Extension):
         # edits this connection sent before the request are still in the pipeline: they
         # belong to the group being closed
         await ctx.flush()
-        return {"ok": True, "seq": await close_group(ctx.room, ctx.client.user)}
+        group = None if body.get("group") is None else group_id(body.get("group"))
+        return (await close_group(ctx.room, ctx.client.user, group)).to_json()
+
+    async def _op_open_group(self, ctx: OpContext, body: dict[str, Any]) -> dict[str, Any]:
+        if not ctx.client.identity.can_write:
+            raise Forbidden("read-only: you cannot open an undo group")
+        group = group_id(body.get("group"))
+        # edits this connection sent before the request stay out of the group
+        await ctx.flush()
+        return (await open_group(ctx.room, ctx.client.user, group)).to_json()
 
     # --- HTTP -------------------------------------------------------------------------------
 

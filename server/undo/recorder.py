@@ -19,7 +19,9 @@ Nothing lives only in memory: the stacks are a pure function of the log (each ev
 kind, actor, ts and meta, and what it did when applied), rebuilt by replaying the
 events after the snapshot, and persisted in each snapshot's meta (``"undo"``) for the
 events before it. An explicit "close the group" is an event too (kind ``undo_mark``,
-empty update), so grouping is the same after a restart.
+empty update), so grouping is the same after a restart; and so is opening an explicit
+group (meta ``{"open": id}``), inside which the actor's changes make one step whatever
+their pauses, up to ``GroupLimits`` (``close_group`` or its idle time ends it).
 
 Yjs remembers, per deleted item, the copy an undo made of it (``item.redone``), so
 that undoing an older insertion deletes the copy. That link lives only in memory;
@@ -77,7 +79,7 @@ from ..ranges import (
     union,
     union_into,
 )
-from .stacks import Stacks, Step
+from .stacks import GroupLimits, Stacks, Step
 
 log = logging.getLogger("palimpsest.undo")
 
@@ -132,12 +134,21 @@ def infer_root_types(doc: Doc[Any], names: Iterable[str]) -> dict[str, str]:
 class RoomUndo:
     """The undo state of one live room: per-actor stacks, fed by every applied event."""
 
-    def __init__(self, room: Room, capture_ms: int, max_depth: int, max_group: int = 1000) -> None:
+    def __init__(
+        self,
+        room: Room,
+        capture_ms: int,
+        max_depth: int,
+        max_group: int = 1000,
+        groups: GroupLimits | None = None,
+    ) -> None:
         self.room = room
         self.capture_ms = int(capture_ms)
         self.max_depth = max(1, int(max_depth))
         #: events in one step at most: typing that never pauses still makes steps
         self.max_group = max(1, int(max_group))
+        #: the bounds of a step of an explicit group (open_group ... close_group)
+        self.groups = groups or GroupLimits()
         self.actors: dict[str, Stacks] = {}
         #: stacks from a snapshot's meta, decoded when their actor is first needed:
         #: loading a document costs nothing for the stacks of people who are not around
@@ -220,8 +231,7 @@ class RoomUndo:
         if st is None:
             st = self.get(ev.actor)
         if ev.kind == MARK:
-            if st is not None:
-                st.open = False
+            self._record_mark(ev, st)
             return
         if ev.kind in (UNDO, REDO):
             if st is None:
@@ -242,25 +252,60 @@ class RoomUndo:
             st = self.actors[ev.actor] = Stacks()
         if st.redo:
             st.redo.clear()
-        if (
-            st.open
-            and ev.kind not in DELIBERATE
-            and st.undo
-            and 0 <= ev.ts - st.last_ts < self.capture_ms
-            and len(st.undo[-1].seqs) < self.max_group
-        ):
-            top = st.undo[-1]
+        if st.group is not None and not 0 <= ev.ts - st.last_ts < self.groups.idle_ms:
+            st.group = None  # left idle too long: it ended, and this change is a new step
+            st.open = False
+        top = st.undo[-1] if st.undo else None
+        if top is None or not st.open or ev.kind in DELIBERATE:
+            joins = False
+        elif st.group is not None:
+            # an explicit group: no capture timeout, its own (larger) bounds
+            joins = (
+                top.group == st.group
+                and len(top.seqs) < self.groups.max_events
+                and top.nbytes + len(ev.update) <= self.groups.max_bytes
+            )
+        else:
+            joins = 0 <= ev.ts - st.last_ts < self.capture_ms and len(top.seqs) < self.max_group
+        if joins:
+            assert top is not None
             top.touch()
             top.seqs.append(ev.seq)
             if ins:
                 union_into(top.ins, ins)
             if dels:
                 union_into(top.dels, dels)
+            if top.group is not None:
+                top.nbytes += len(ev.update)
         else:
-            st.undo.append(Step([ev.seq], union({}, ins), union({}, dels)))
+            step = Step([ev.seq], union({}, ins), union({}, dels))
+            if st.group is not None and ev.kind not in DELIBERATE:
+                step.group, step.nbytes = st.group, len(ev.update)
+            st.undo.append(step)
             del st.undo[: -self.max_depth]
         st.last_ts = ev.ts
         st.open = ev.kind not in DELIBERATE
+
+    def _record_mark(self, ev: Event, st: Stacks | None) -> None:
+        """An ``undo_mark``: ``{"open": id}`` opens an explicit group (or renews the one
+        open under that id, or takes up again the group's step when it is still the
+        actor's latest: after an expiry, a reconnection, a restart); any other closes the
+        actor's step and their group."""
+        group = ev.meta.get("open")
+        if not isinstance(group, str):
+            if st is not None:
+                st.open = False
+                st.group = None
+            return
+        if st is None:
+            st = self.actors[ev.actor] = Stacks()
+        if st.group != group:
+            top = st.undo[-1] if st.undo else None
+            # the group's step is still the latest: it goes on; else the next change
+            # starts the group's first step
+            st.open = top is not None and top.group == group
+            st.group = group
+        st.last_ts = ev.ts
 
     def _reverted(self, ev: Event) -> None:
         """A revert of another writer's changes (revert.py): the copies it made of
@@ -293,6 +338,8 @@ class RoomUndo:
                     step.dels = subtract(step.dels, parts[1])
                     step.touch()
                 kept.append(step)
+            if stack is st.undo and stack and (kept[-1] if kept else None) is not stack[-1]:
+                st.open = False  # the step that could grow is gone: none below it may
             stack[:] = kept
 
     def _only_marks(self, dels: Ranges) -> bool:
@@ -598,7 +645,11 @@ async def fold(
         # its doc does
         room = Room(name, doc, snap.seq if snap else 0, committer=Committer(store), reader=store)
         state = RoomUndo(
-            room, settings.undo_capture_ms, settings.undo_max_depth, settings.undo_max_group
+            room,
+            settings.undo_capture_ms,
+            settings.undo_max_depth,
+            settings.undo_max_group,
+            GroupLimits.from_settings(settings),
         )
         state.load_meta(snap.meta.get(META_KEY) if snap is not None else None)
         room.owners.restore(snap.meta.get(OWNERS_KEY) if snap is not None else None)

@@ -1,12 +1,41 @@
-"""Undo steps and each actor's undo and redo stacks, as persisted in snapshot meta."""
+"""Undo steps and each actor's undo and redo stacks, as persisted in snapshot meta, and the
+bounds of an explicit undo group."""
 
 from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..ranges import Ranges, decode_ranges, encode_ranges
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+#: the longest id of an explicit undo group a client may choose
+GROUP_ID_MAX = 64
+
+
+@dataclass(frozen=True, slots=True)
+class GroupLimits:
+    """What one step of an explicit undo group (open_group ... close_group) may hold, and
+    how long the group stays open without a change or a renewal by its actor. Past
+    `max_events` or `max_bytes` (of updates) the group goes on in a new step; after
+    `idle_ms` it ends by itself (a client that died with a group open does not capture
+    its user's next day of typing)."""
+
+    max_events: int = 10_000
+    max_bytes: int = 8 * 1024 * 1024
+    idle_ms: int = 60_000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GroupLimits:
+        return cls(
+            settings.undo_group_max_events,
+            settings.undo_group_max_bytes,
+            settings.undo_group_idle_ms,
+        )
+
 
 # --- steps and stacks ---------------------------------------------------------------------
 
@@ -31,6 +60,10 @@ class Step:
     dels: Ranges
     #: to_json() of an unchanged step, reused by every snapshot; touch() forgets it
     _json: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    #: the explicit group this step belongs to (None: a step of the capture timeout)
+    group: str | None = None
+    #: bytes of the updates of its events (counted for a group's step only)
+    nbytes: int = 0
 
     def touch(self) -> None:
         self._json = None
@@ -42,6 +75,8 @@ class Step:
                 "ins": base64.b64encode(encode_ranges(self.ins)).decode(),
                 "dels": base64.b64encode(encode_ranges(self.dels)).decode(),
             }
+            if self.group is not None:
+                self._json["group"], self._json["nbytes"] = self.group, self.nbytes
         return self._json
 
     @classmethod
@@ -51,29 +86,43 @@ class Step:
             if "runs" in d
             else [int(s) for s in d["seqs"]]
         )
+        group = d.get("group")
         return cls(
             seqs,
             decode_ranges(base64.b64decode(d["ins"])),
             decode_ranges(base64.b64decode(d["dels"])),
+            group=group if isinstance(group, str) else None,
+            nbytes=int(d.get("nbytes", 0)),
         )
 
 
 @dataclass
 class Stacks:
-    """One actor's undo and redo stacks, and whether their last step may still grow."""
+    """One actor's undo and redo stacks, whether their last step may still grow, and the
+    explicit group the actor has open, if any."""
 
     undo: list[Step] = field(default_factory=list)
     redo: list[Step] = field(default_factory=list)
     last_ts: int = 0
     open: bool = False
+    #: the id of the explicit undo group the actor opened and has not closed
+    group: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "undo": [s.to_json() for s in self.undo],
             "redo": [s.to_json() for s in self.redo],
             "last_ts": self.last_ts,
             "open": self.open,
         }
+        if self.group is not None:
+            out["group"] = self.group
+        return out
+
+    def group_steps(self, group: str) -> int:
+        """How many steps on the undo stack `group` made (1 unless it outgrew a step's
+        bounds, or an undo, a restore or an expiry cut it)."""
+        return sum(1 for s in self.undo if s.group == group)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Stacks:
@@ -82,4 +131,5 @@ class Stacks:
             [Step.from_json(s) for s in d.get("redo", [])],
             int(d.get("last_ts", 0)),
             bool(d.get("open", False)),
+            d["group"] if isinstance(d.get("group"), str) else None,
         )

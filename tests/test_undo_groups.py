@@ -1,0 +1,240 @@
+"""An explicit undo group (open_group ... close_group): a bot's streamed answer is ONE
+undo step whatever its pauses (past UNDO_CAPTURE_MS), its length (past UNDO_MAX_GROUP
+events), a reconnection or a server restart; humans' words typed inside it stay, as
+they do for any selective undo. Real server, real Python clients."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+from conftest import free_port, run_server
+from pycrdt import Assoc
+from pycrdt import Text as YText
+
+from palimpsest import client
+from palimpsest.settings import Settings
+from palimpsest.store.sqlite import SQLiteStore
+
+INTRO, OUTRO = "Intro by alice. [AI]", "[/AI] Outro."
+
+
+def tight(db: Path, port: int | None = None, **kw: Any) -> Settings:
+    """Settings whose implicit steps are small: a pause of 0.3 s or 10 events split them."""
+    return Settings(
+        db=str(db), port=port or free_port(), undo_capture_ms=50, undo_max_group=10, **kw
+    )
+
+
+class Bot:
+    """Streams tokens after [AI], each one logged as its own event (flushed)."""
+
+    def __init__(self, session: client.Session) -> None:
+        self.s = session
+        self.t = session.doc.get("content", type=YText)
+        self.sticky: Any = None
+        self.sent = ""
+
+    async def token(self, tok: str) -> None:
+        t = self.t
+        cur = self.sticky.get_index() if self.sticky else str(t).index("[AI]") + 4
+        t.insert(cur, tok)
+        self.sticky = t.sticky_index(cur + len(tok), Assoc.BEFORE)
+        self.sent += tok
+        await self.s.flush()
+
+    def offline(self, tok: str) -> None:
+        cur = self.sticky.get_index()
+        self.t.insert(cur, tok)
+        self.sticky = self.t.sticky_index(cur + len(tok), Assoc.BEFORE)
+        self.sent += tok
+
+
+async def human_word(alice: client.Session, word: str, after: str) -> None:
+    """alice types `word` right after the bot's text `after` (inside the answer)."""
+    await alice.wait_for(lambda: after in str(alice.text()))
+    text = alice.text()
+    text.insert(str(text).index(after) + len(after), word)
+    await alice.flush()
+
+
+async def setup(url: str, doc: str) -> client.Session:
+    alice = await client.connect(url, doc, user="alice", max_backoff=0.2).open()
+    alice.text().insert(0, INTRO + OUTRO)
+    await alice.flush()
+    return alice
+
+
+def without(text: str, *parts: str) -> str:
+    for p in parts:
+        text = text.replace(p, "", 1)
+    return text
+
+
+async def test_a_streamed_answer_with_a_pause_and_past_the_event_cap_is_one_undo(
+    tmp_path: Path,
+) -> None:
+    async with run_server(tight(tmp_path / "p.db")) as srv:
+        alice = await setup(srv.ws_url, "cw")
+        try:
+            async with client.connect(srv.ws_url, "cw", user="bot") as s:
+                bot = Bot(s)
+                await s.wait_for(lambda: "[AI]" in str(s.text()))
+                async with s.undo_group() as opened:
+                    assert opened.ok and opened.group
+                    for i in range(30):  # 30 events: three times UNDO_MAX_GROUP
+                        await bot.token(f"tok{i:02d} ")
+                        if i == 12:
+                            await asyncio.sleep(0.3)  # six times UNDO_CAPTURE_MS
+                        if i in (5, 20):
+                            await human_word(alice, f"ALICE{i} ", f"tok{i:02d} ")
+                closed = await s.close_group(group=opened.group)  # closed already
+                assert closed.ok and closed.seq is None and closed.steps == 1, closed
+                await alice.wait_for(lambda: "tok29" in str(alice.text()))
+                full = str(alice.text())
+                assert "ALICE5 " in full and "ALICE20 " in full
+
+                undone = await s.undo()
+                assert undone.ok, undone
+                want = re.sub(r"tok\d\d ", "", full)  # (the bot writes on after her words)
+                assert sorted(want[len(INTRO) : -len(OUTRO)].split()) == ["ALICE20", "ALICE5"]
+                await alice.wait_for(lambda: str(alice.text()) == want)
+                assert not (await s.undo()).ok  # the whole answer was one step
+                assert (await s.redo()).ok
+                await alice.wait_for(lambda: str(alice.text()) == full)
+                # alice's own undo takes her last word only
+                assert (await alice.undo()).ok
+                await alice.wait_for(lambda: str(alice.text()) == without(full, "ALICE20 "))
+        finally:
+            await alice.close()
+        async with client.History(srv.url, user="bot") as h:
+            bots = [e async for e in h.iter_events("cw") if e.actor == "bot" and e.kind == "edit"]
+        assert len(bots) == 30 > srv.backend.settings.undo_max_group
+
+
+async def test_without_a_group_the_same_stream_takes_several_undos(tmp_path: Path) -> None:
+    """The control: what the group changes (a pause and the event cap split the answer)."""
+    async with run_server(tight(tmp_path / "p.db")) as srv:
+        alice = await setup(srv.ws_url, "plain")
+        try:
+            async with client.connect(srv.ws_url, "plain", user="bot") as s:
+                bot = Bot(s)
+                await s.wait_for(lambda: "[AI]" in str(s.text()))
+                for i in range(30):
+                    await bot.token(f"tok{i:02d} ")
+                    if i == 12:
+                        await asyncio.sleep(0.3)
+                assert (await s.undo()).ok
+                await alice.wait_for(lambda: "tok29" not in str(alice.text()))
+                assert "tok00" in str(alice.text())
+        finally:
+            await alice.close()
+
+
+async def test_a_group_survives_a_server_restart_and_an_outage_past_its_idle_time(
+    tmp_path: Path,
+) -> None:
+    """The bot keeps streaming while the server is down; the restarted server rebuilds
+    the group from the log, and the client opens it again (by its id) before its step 2
+    brings the offline tokens: the group had ended by its idle time meanwhile, and goes
+    on with its step, the latest of the bot's."""
+    settings = tight(tmp_path / "p.db", undo_group_idle_ms=200)
+    async with run_server(settings) as srv:
+        alice = await setup(srv.ws_url, "rs")
+        await alice.close()
+        s = await client.connect(srv.ws_url, "rs", user="bot", max_backoff=0.2).open()
+        bot = Bot(s)
+        await s.wait_for(lambda: "[AI]" in str(s.text()))
+        opened = await s.open_group()
+        assert opened.ok and opened.group
+        for i in range(8):
+            await bot.token(f"a{i} ")
+    try:
+        await s.wait_for(lambda: not s.connected)
+        for i in range(4):
+            bot.offline(f"off{i} ")  # typed while the server is down
+        await asyncio.sleep(0.4)  # past the group's idle time
+        async with run_server(tight(tmp_path / "p.db", port=settings.port, undo_group_idle_ms=200)):
+            await s.wait_connected()
+            for i in range(8):
+                await bot.token(f"b{i} ")
+            closed = await s.close_group(group=opened.group)
+            assert closed.ok and closed.seq is not None and closed.steps == 1, closed
+            assert (await s.undo()).ok
+            await s.wait_for(lambda: str(s.text()) == INTRO + OUTRO)
+            assert not (await s.undo()).ok
+    finally:
+        await s.close()
+
+
+async def test_a_group_outgrowing_its_bounds_goes_on_in_new_steps(tmp_path: Path) -> None:
+    async with run_server(
+        tight(tmp_path / "p.db", undo_group_max_events=5, undo_group_max_bytes=5_000)
+    ) as srv:
+        alice = await setup(srv.ws_url, "big")
+        await alice.close()
+        async with client.connect(srv.ws_url, "big", user="bot") as s:
+            bot = Bot(s)
+            await s.wait_for(lambda: "[AI]" in str(s.text()))
+            opened = await s.open_group("answer-1")
+            assert opened.group == "answer-1"
+            for i in range(12):  # 5 + 5 + 2 events
+                await bot.token(f"t{i:02d} ")
+            closed = await s.close_group(group="answer-1")
+            assert closed.steps == 3, closed
+            assert (await s.undo()).ok
+            await s.wait_for(lambda: "t09 " in str(s.text()) and "t10" not in str(s.text()))
+            # bytes: one event of 6,000 characters is over the bound by itself; the next
+            # token starts another step
+            async with s.undo_group() as g:
+                await bot.token("x" * 6000)
+                await bot.token("after ")
+            assert (await s.close_group(group=g.group)).steps == 2
+            assert (await s.undo()).ok
+            await s.wait_for(lambda: "after" not in str(s.text()) and "x" * 6000 in str(s.text()))
+
+
+async def test_open_and_close_over_http_group_edits_made_over_http(tmp_path: Path) -> None:
+    async with (
+        run_server(tight(tmp_path / "p.db")) as srv,
+        client.History(srv.url, user="bot") as h,
+        httpx.AsyncClient(base_url=srv.url) as http,
+    ):
+        await h.put_text("web", "start.")
+        opened = await h.open_group("web")
+        assert opened.ok and opened.group
+        text = "start."
+        for i in range(3):
+            await asyncio.sleep(0.1)  # twice UNDO_CAPTURE_MS between edits
+            text += f" w{i}"
+            await h.put_text("web", text)
+        closed = await h.close_group("web", opened.group)
+        assert closed.ok and closed.steps == 1, closed
+        assert (await h.undo("web")).ok
+        assert (await h.version("web")).text == "start."
+        r = await http.post("/api/docs/web/undo/open?user=bot", json={"group": 7})
+        assert r.status_code == 400, r.text
+        r = await http.post("/api/docs/web/undo/open?user=bot", json=["g"])
+        assert r.status_code == 400, r.text
+
+
+async def test_the_group_marks_are_in_the_log(tmp_path: Path) -> None:
+    db = tmp_path / "p.db"
+    async with run_server(tight(db)) as srv:
+        async with client.connect(srv.ws_url, "log", user="bot") as s:
+            async with s.undo_group("g-1"):
+                s.text().insert(0, "hi")
+    store = SQLiteStore(db)
+    await store.start()
+    try:
+        events = await store.read("log")
+    finally:
+        await store.stop()
+    assert [(e.kind, e.meta.get("open")) for e in events] == [
+        ("undo_mark", "g-1"),
+        ("edit", None),
+        ("undo_mark", None),
+    ]
