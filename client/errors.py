@@ -8,7 +8,8 @@
     │   ├── BadRequest           a malformed request or frame (4400 / 400)
     │   ├── AuthFailed           missing, bad or expired token (4401 / 401)
     │   │   └── Forbidden        valid token, not allowed here (4403 / 403)
-    │   ├── ReadOnly             edits refused on a read-only connection (auth message)
+    │   ├── ReadOnly             edits refused on a read-only connection (by the client at
+    │                            the edit, or by the server: auth message)
     │   ├── TooLarge             a frame or body over the server's limit (4413 / 413)
     │   ├── NotFound             unknown document, seq or tag (404)
     │   │   └── Deleted          the document was deleted, nothing written since (410;

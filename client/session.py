@@ -266,6 +266,8 @@ class Session:
         self.role: str | None = None
         #: the reason of the server's last "permission denied" (a read-only connection)
         self.denied: str | None = None
+        #: our edits were refused: by the server, or here on a read-only session
+        self._refused: ReadOnly | None = None
         #: how many times the session connected (1 after open(), +1 per reconnect)
         self.connections = 0
         self._reconnect = reconnect
@@ -341,6 +343,11 @@ class Session:
         finally:
             first.cancel()
         if self._first_sync.is_set():
+            # and the hello's answer (our role), which comes right after: a read-only
+            # session refuses edits from the start (not knowing it, it would let them be
+            # made locally, for the server to refuse them)
+            with contextlib.suppress(ClientError):
+                await self.wait_for(lambda: self.role is not None, self._connect_timeout)
             return self
         await self._stop_runner()
         if self._failed is not None:
@@ -431,8 +438,24 @@ class Session:
 
     @property
     def error(self) -> ClientError | None:
-        """Why the session stopped for good, if it did."""
-        return self._failed
+        """Why the session stopped for good, if it did; or :class:`ReadOnly` once our edits
+        were refused (by the server, or here: an edit made through pycrdt on a read-only
+        session), the session reading on: the local document then holds what the server
+        does not."""
+        return self._failed or self._refused
+
+    @property
+    def read_only(self) -> bool:
+        """The server gave us the read role: every edit is refused (``ReadOnly``)."""
+        return self.role == "read"
+
+    def _check_writable(self) -> None:
+        """Raise ReadOnly on a read-only session, before an edit changes anything."""
+        if self.read_only:
+            raise ReadOnly(
+                f"{self.name!r} is open read-only (user {self.user!r}, role 'read'): the "
+                "server refuses every edit; use a token with the write role"
+            )
 
     @property
     def pending(self) -> int:
@@ -453,7 +476,7 @@ class Session:
                     f"the root {name!r} of {self.name!r} holds {kind}, not text: "
                     f"use session.doc.get({name!r}, type=...) with its own type"
                 )
-            t = self._texts[name] = Text(self.doc.get(name, type=YText))
+            t = self._texts[name] = Text(self.doc.get(name, type=YText), self._check_writable)
         return t
 
     # --- waiting ------------------------------------------------------------------------------
@@ -525,8 +548,8 @@ class Session:
             return None if deadline is None else max(0.0, deadline - loop.time())
 
         while True:
-            if self.denied is not None:
-                raise ReadOnly(f"the server refused edits on {self.name!r}: {self.denied}")
+            if self._refused is not None:
+                raise self._refused
             await self._ready_or_raise(left(), "flush", timeout)
             try:
                 await self._drained(left())
@@ -703,6 +726,7 @@ class Session:
         edits made offline go) and server restarts. `group`: its id (a new one by
         default); opening it again renews it. Returns once the server has opened it:
         edits made after that are in it. Prefer :meth:`undo_group`."""
+        self._check_writable()
         gid = group if group is not None else uuid.uuid4().hex
         self._group = gid  # a reconnection from here on opens it again
         result = await self._group_op({"type": "open_group", "group": gid}, timeout)
@@ -762,6 +786,17 @@ class Session:
             return
         update = event.update
         if update == _EMPTY_UPDATE:
+            return
+        if self.read_only:
+            # made through pycrdt (session.text() refuses before): not sent, the server
+            # would refuse it; the local document now differs from the server's
+            self._refused = ReadOnly(
+                f"a local edit on {self.name!r}, open read-only (user {self.user!r}, role "
+                "'read'), was not sent: the local document now holds what the server does "
+                "not; use a token with the write role"
+            )
+            log.warning("%s: %s", self.name, self._refused)
+            self._notify()
             return
         self._unsent += 1
         self._unsent_bytes += len(update)
@@ -1016,6 +1051,7 @@ class Session:
             self._on_awareness(msg.payload)
         elif isinstance(msg, P.AuthMessage):
             self.denied = msg.reason
+            self._refused = ReadOnly(f"the server refused edits on {self.name!r}: {msg.reason}")
             log.warning("%s: the server refused our edits: %s", self.name, msg.reason)
             self._notify()
         elif isinstance(msg, P.Extension):

@@ -16,6 +16,7 @@ remote update, a direct pycrdt call) drops it. On ASCII text a position costs no
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 
 from pycrdt import Text as YText
 from pycrdt import TransactionEvent
@@ -25,8 +26,10 @@ _DIFF_LIMIT = 20_000
 
 
 class Text:
-    def __init__(self, ytext: YText) -> None:
+    def __init__(self, ytext: YText, writable: Callable[[], None] | None = None) -> None:
         self.ytext = ytext
+        #: raises before an edit when edits are refused (a read-only session's)
+        self._writable = writable
         # what we know of the content between edits made here: its length in code points,
         # whether it is ASCII (then code points = bytes and no copy is needed), and else a
         # copy of it to convert positions
@@ -109,6 +112,8 @@ class Text:
 
     def replace(self, pos: int, length: int, s: str) -> None:
         """Replace `length` characters at `pos` by `s`, in one transaction."""
+        if self._writable is not None:
+            self._writable()
         self._sync()
         self._check(pos, length)
         if not length and not s:
@@ -134,6 +139,8 @@ class Text:
     def set(self, new: str) -> int:
         """Make the text equal `new` with a small diff (one transaction); returns the number
         of changed spans. Unchanged characters keep their identity (and their authors)."""
+        if self._writable is not None:
+            self._writable()
         old = str(self)
         if old == new:
             return 0

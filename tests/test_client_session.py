@@ -235,11 +235,35 @@ async def test_tokens_bad_forbidden_and_read_only(settings: Settings) -> None:
         reader = mint(SECRET, "rex", "read", ["secret"])
         async with client.connect(srv.ws_url, "secret", token=reader) as r:
             assert r.role == "read" and r.text() == "signed"
-            r.text().insert(0, "nope ")
+            # refused at once, before anything changes: the local text still matches
+            with pytest.raises(client.ReadOnly, match="read-only"):
+                r.text().insert(0, "nope ")
+            with pytest.raises(client.ReadOnly, match="read-only"):
+                r.text().set("nope")
+            assert r.text() == "signed" and r.error is None
+            await r.flush(timeout=5)  # nothing to send, nothing refused
+            with pytest.raises(client.ReadOnly, match="read-only"):
+                async with r.undo_group():
+                    pass
+            # an edit through pycrdt itself cannot be stopped before it happens: the
+            # session says so at once, and sends nothing
+            r.doc.get("content", type=YText).insert(0, "raw ")
+            assert isinstance(r.error, client.ReadOnly), r.error
             with pytest.raises(client.ReadOnly, match="read-only"):
                 await r.flush(timeout=5)
         async with client.connect(srv.ws_url, "secret", token=writer) as w:
-            assert w.text() == "signed"  # the read-only edit never landed
+            assert w.text() == "signed"  # the read-only edits never landed
+
+        # what the server refuses (a document brought with local changes, ydoc=) is the
+        # session's error too
+        ydoc: Doc[Any] = Doc()
+        ydoc.get("content", type=YText).insert(0, "offline ")
+        async with client.connect(srv.ws_url, "secret", token=reader, ydoc=ydoc) as r:
+            await r.wait_for(lambda: r.error is not None)
+            assert isinstance(r.error, client.ReadOnly) and "refused" in str(r.error)
+            with pytest.raises(client.ReadOnly):
+                await r.flush(timeout=5)
+            r.text()  # still reads
 
         async with client.History(srv.url, token="garbage") as h:
             with pytest.raises(client.AuthFailed) as e:
