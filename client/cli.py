@@ -259,7 +259,9 @@ async def _cat_by(args: argparse.Namespace, v: Version, name: str) -> int:
                 if not (await h.events(args.doc, actor=actor, limit=1)).events:
                     print(f"palimpsest: {actor!r} never changed {args.doc!r}", file=sys.stderr)
                     return 1
-    _write(text)
+    # printed as lines: no blank line at either end, a line break after the last
+    lines = text.strip("\n")
+    _write(lines + "\n" if lines else "")
     return 0
 
 

@@ -191,11 +191,10 @@ def _tree_text(nodes: Sequence[dict[str, Any]]) -> str:
 
 
 def _squeeze(text: str) -> str:
-    """`text` (a writer's text with others' line breaks) with no blank line at either end
-    and at most one in a row: paragraphs apart, however many lines of others' were
+    """`text` (a writer's paragraphs of a tree, a line each) with no blank line at either
+    end and at most one in a row: paragraphs apart, however many lines of others' were
     between them."""
-    text = _BLANK_LINES.sub("\n\n", text).strip("\n")
-    return text + "\n" if text else ""
+    return _BLANK_LINES.sub("\n\n", text).strip("\n")
 
 
 def _actors(actor: Actors) -> list[str] | None:
@@ -539,15 +538,23 @@ class History:
         self, doc: str, actor: str | Sequence[str], seq: int | None = None, root: str = "content"
     ) -> str:
         """The text `actor` (or several) wrote that is still in root `root` (a text or an
-        XML tree) at `seq` (now by default), in document order: their paragraphs apart
-        by one blank line where others' text was between (in a tree: a line per
-        paragraph of theirs), nothing else of others' ("" when nothing of theirs is
-        left). Blame names the writer: text of theirs
-        that an editor moved or an undo brought back is theirs."""
+        XML tree) at `seq` (now by default), in document order: exactly their characters,
+        their paragraphs apart by one blank line where others' text was between (in a
+        tree: a line per paragraph of theirs, with no line break after the last),
+        nothing else of others' ("" when nothing of theirs is left). Blame names the
+        writer: text of theirs that an editor moved or an undo brought back is theirs.
+        (``palimpsest cat --by`` prints it as lines: with a line break at the end.)"""
         entry = await self._blamed(doc, seq, root, "actor", actor)
         if entry.get("type") == "xml":
             return _squeeze(_tree_text(entry.get("nodes") or []))
-        return _squeeze(_runs_text(entry.get("runs") or []))
+        runs: list[dict[str, Any]] = list(entry.get("runs") or [])
+        # others' stretches at either end are not the writers' text, not even their
+        # line breaks; the writers' own line breaks there are
+        while runs and "omitted" in runs[0]:
+            runs.pop(0)
+        while runs and "omitted" in runs[-1]:
+            runs.pop()
+        return _BLANK_LINES.sub("\n\n", _runs_text(runs))
 
     # --- changes -------------------------------------------------------------------------------
 

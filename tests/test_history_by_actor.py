@@ -189,15 +189,42 @@ async def test_blame_and_diff_keep_what_one_writer_wrote_and_changed(
         assert "".join(b.text for b in both) == "Ann and Bob one.\nBob two.\nAnn ."
         d = await h.diff("class", seqs["deleted"] - 1, seqs["deleted"], actor="bob")
         assert [o["op"] for o in d["roots"]["content"]["ops"]] == ["omitted", "delete", "omitted"]
-        assert await h.text_by("class", "ann") == "Ann one.\n\nAnn .\n"
+        assert await h.text_by("class", "ann") == "Ann one.\n\nAnn ."
         assert await h.text_by("class", "bob") == " and Bob\nBob two.\n"
-        assert await h.text_by("class", "cat") == "3\n"
+        assert await h.text_by("class", "cat") == "3"
         assert await h.text_by("class", "dan") == ""
 
 
 async def _text(c: httpx.AsyncClient, doc: str) -> str:
     r = await c.get(f"/api/docs/{doc}/versions/head")
     return str(r.json()["roots"]["content"]["value"])
+
+
+async def test_text_by_is_exactly_what_the_writer_wrote(server: RunningServer) -> None:
+    """A bot's 3,000-character answer between a human's paragraphs: text_by gives those
+    3,000 characters (it gave 3,001: a line break added at the end), its own line breaks
+    at either end included; others' line breaks around it are not its text."""
+    answer = "word " * 600
+    lines = "\nits own first line\nand last line\n"
+    async with client.connect(server.ws_url, "answer", user="alice") as alice:
+        alice.text().insert(0, "Intro.\n\n[AI][/AI]\n\n[B][/B]\nOutro.\n")
+        await alice.flush()
+        async with client.connect(server.ws_url, "answer", user="bot") as bot:
+            await bot.wait_for(lambda: "[/AI]" in str(bot.text()))
+            bot.text().insert(str(bot.text()).index("[/AI]"), answer)
+            await bot.flush()
+        async with client.connect(server.ws_url, "answer", user="bot2") as bot2:
+            await bot2.wait_for(lambda: "[/B]" in str(bot2.text()))
+            bot2.text().insert(str(bot2.text()).index("[/B]"), lines)
+            await bot2.flush()
+    async with client.History(server.url, user="alice") as h:
+        got = await h.text_by("answer", "bot")
+        assert len(got) == 3000 and got == answer
+        assert await h.text_by("answer", "bot2") == lines
+        # paragraphs apart by one blank line, where others' text was between
+        both = answer + "\n\n" + lines.lstrip("\n")
+        assert await h.text_by("answer", ["bot", "bot2"]) == both
+        assert await h.text_by("answer", "nobody") == ""
 
 
 def _flat(nodes: list[dict[str, Any]]) -> list[Any]:
@@ -297,7 +324,7 @@ async def test_a_tree_keeps_the_paragraphs_with_a_writers_text(server: RunningSe
         assert await diff("ann") == []
 
     async with client.History(server.url, user="teacher") as h:
-        assert await h.text_by("tiptap", "bob", root="default") == "all \nBob's note\n"
+        assert await h.text_by("tiptap", "bob", root="default") == "all \nBob's note"
         nodes = await h.blame_tree("tiptap", actor=["ann", "cat"], join="actor")
         assert [n["element"] for n in nodes] == ["heading", "paragraph", "paragraph"]
 
