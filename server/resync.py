@@ -36,10 +36,17 @@ state vector: refused (4403), as any forged write.
 
 If the user's own edits build on the left-out ones (typed after them), that step 2 has a
 gap on a left-out id: it is held (the connection open, presence going on, the updates
-sent meanwhile dropped: the client keeps them all). What of it does not build on them
-is logged at once (updates.ready_part: two tabs that each hold the other's edits on
-their way would else each wait for the other for good); the rest is asked for again
-once the document holds more of the left-out ids' items (their owners delivered some).
+sent meanwhile dropped: the client keeps them all). The document's held step 2s are
+kept together (:class:`HeldSteps`, one per connection) and, each time one is held,
+what of all of them applies now is logged at once, each part in its own sender's
+name, in the order the parts build on each other (updates.ready_parts). Two users
+whose lost edits build on each other's (a backup restored: a1, b1 on a1, a2 on b1, …)
+each hold a step 2 that waits for the other's; taken one step 2 at a time, that cost a
+round trip to a client per turn of theirs (a day of interleaved typing: thousands), and
+once one of them closed their tab before the end, the other's edits waited for good
+and were lost with the tab. A held step 2 stays after its connection closes, as long
+as the document is loaded. The rest is asked for again once the document holds more of
+the left-out ids' items (their owners delivered some).
 When the wait takes longer than ``OVERDUE_SECONDS`` (the owner's tab closed before its socket
 sent them, say) the wait is said, once: a warning in the server's log, and to the
 client a "permission denied" message (y-websocket prints it on the console; Hocuspocus
@@ -51,18 +58,25 @@ without taking the other user's items from a writer who does not own them.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Protocol
 
 from . import protocol as P
-from .errors import ForeignItems, UpdateGap, UpdateRejected
+from .errors import ForeignItems, PalimpsestError, UpdateGap, UpdateRejected
+from .updates import ready_parts
+
+log = logging.getLogger("palimpsest.ws")
 
 #: the clock a re-sync request gives the client ids it leaves out: a Yjs client writes
 #: none of its items past it (the largest clock yrs reads, u32)
 MAX_CLOCK = 2**32 - 1
 #: seconds a step 2 is held for another user's edits before the wait is said
 OVERDUE_SECONDS = 20.0
+#: held step 2s of closed connections a document keeps (the oldest goes first)
+LEFT_MAX = 16
 
 
 class Holds(Protocol):
@@ -200,6 +214,81 @@ class Resync:
         ask()
 
 
+@dataclass
+class _Held:
+    actor: str
+    update: bytes
+    #: logs a part of it as a sync step 2 of its connection (Room.receive_update)
+    take: Callable[[bytes], object]
+    left: bool = False
+
+
+class HeldSteps:
+    """The sync step 2s of one document that wait for other users' edits (Resync.hold),
+    the newest of each connection, taken together (see the module's doc). A room's
+    state (Room.state)."""
+
+    def __init__(self, room: object = None) -> None:
+        self._held: dict[str, _Held] = {}
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def hold(self, conn: str, actor: str, update: bytes, take: Callable[[bytes], object]) -> None:
+        """Connection `conn`'s (of `actor`) step 2 `update` waits; `take` logs a part of
+        it as that connection's."""
+        self._held.pop(conn, None)
+        self._held[conn] = _Held(actor, update, take)
+
+    def drop(self, conn: str) -> None:
+        """Connection `conn` sent a step 2 that was taken whole: its held one is past."""
+        self._held.pop(conn, None)
+
+    def left(self, conn: str) -> int:
+        """Connection `conn` closed: its held step 2, if any, is kept (LEFT_MAX of them)
+        and taken when what it waits for comes. Returns its size in bytes (0: none)."""
+        held = self._held.get(conn)
+        if held is None:
+            return 0
+        held.left = True
+        gone = [c for c, h in self._held.items() if h.left]
+        for c in gone[: max(0, len(gone) - LEFT_MAX)]:
+            lost = self._held.pop(c)
+            log.warning("a held sync step 2 of %s (%d bytes), from a connection that has "
+                        "closed, is given up: more than %d wait", lost.actor,
+                        len(lost.update), LEFT_MAX)  # fmt: skip
+        return len(held.update)
+
+    def settle(self, held: Callable[[int], int]) -> int:
+        """Log what of the held step 2s applies now, on a document (and queued updates)
+        that holds, per client id, the items below `held(client)`: each part as its own
+        connection's step 2 would be (the attribution rule judges it as any), in the order
+        they build on each other. Drops those taken whole. Returns the parts logged."""
+        if not self._held:
+            return 0
+        conns = list(self._held)
+        entries = [self._held[c] for c in conns]
+        parts, done = ready_parts([e.update for e in entries], held)
+        refused: set[int] = set()
+        for i, part in parts:
+            if i in refused:
+                continue
+            try:
+                entries[i].take(part)
+            except (UpdateGap, ForeignItems) as e:
+                # (another user's items besides: left out at the next request)
+                log.debug("a part of %s's held step 2 waits too: %s", entries[i].actor, e)
+                refused.add(i)
+            except PalimpsestError as e:
+                log.info("a part of %s's held step 2 is refused: %s", entries[i].actor, e)
+                refused.add(i)
+                self._held.pop(conns[i], None)
+        for i, whole in enumerate(done):
+            if whole and i not in refused:
+                self._held.pop(conns[i], None)
+        return len(parts)
+
+
 def overdue_words(gap: UpdateGap) -> str:
     """What a client whose step 2 waits OVERDUE_SECONDS for another user's edits is told."""
     return (
@@ -209,4 +298,4 @@ def overdue_words(gap: UpdateGap) -> str:
     )
 
 
-__all__ = ["MAX_CLOCK", "OVERDUE_SECONDS", "Resync", "overdue_words"]
+__all__ = ["MAX_CLOCK", "OVERDUE_SECONDS", "HeldSteps", "Resync", "overdue_words"]

@@ -608,24 +608,21 @@ def skip_any(r: Reader, count: int) -> None:
             raise ProtocolError(f"unknown any value tag {tag} at offset {r.pos - 1}")
 
 
-def ready_part(update: bytes, held: Callable[[int], int]) -> bytes | None:
-    """The part of v1 `update` that applies now to a document that holds, per client id,
-    the items below `held(client)`: per client, its structs in clock order up to the
-    first one that starts past what is held or names an item (origin, right origin,
-    parent) that neither the document nor the part holds; whole structs, as they are
-    (an item typed on and merged names only what was there when its first character
-    was), so the part is a valid update, and the deletions of items held. None when the
-    part would write no item the document lacks. Used for a sync step 2 that has to wait
-    for another user's items (server.resync): what of it does not build on them is
-    taken now, so two tabs each waiting for the other's edits both go on."""
+_Struct = tuple[int, int, int, int, dict[int, int] | None]
+
+
+def _structs_of(update: bytes) -> tuple[list[tuple[int, list[_Struct]]], Ranges]:
+    """A v1 update's structs, per client in clock order, each as (start offset, end
+    offset, clock, length, the clocks it names per client: None for a skip, after which
+    nothing is contiguous), and its delete set."""
     r = Reader(update)
     uint = r.read_var_uint
-    runs: list[tuple[int, list[tuple[int, int, int, int, dict[int, int] | None]]]] = []
+    runs: list[tuple[int, list[_Struct]]] = []
     for _ in range(uint("number of clients")):
         n = uint("number of structs")
         client = uint("client id")
         clock = uint("first clock")
-        structs: list[tuple[int, int, int, int, dict[int, int] | None]] = []
+        structs: list[_Struct] = []
         for _ in range(n):
             start = r.pos
             info = _read_byte(r, "struct info")
@@ -640,14 +637,16 @@ def ready_part(update: bytes, held: Callable[[int], int]) -> bytes | None:
             structs.append((start, r.pos, clock, length, refs))
             clock += length
         runs.append((client, structs))
-    deletes = read_delete_set(r)
-    reach: dict[int, int] = {}
+    return runs, read_delete_set(r)
 
-    def have(client: int) -> int:
-        got = reach.get(client)
-        return held(client) if got is None else got
 
-    taken = [0] * len(runs)
+def _take(
+    runs: list[tuple[int, list[_Struct]]], taken: list[int], have: Callable[[int], int],
+    reach: dict[int, int],
+) -> list[tuple[int, list[_Struct]]]:  # fmt: skip
+    """Take, per client of `runs`, the structs past `taken` that apply on what `have`
+    says is held (growing `reach` and `taken` as they are taken); the ones taken."""
+    got: dict[int, list[_Struct]] = {}
     progress = True
     while progress:
         progress = False
@@ -659,31 +658,115 @@ def ready_part(update: bytes, held: Callable[[int], int]) -> bytes | None:
                     break
                 if any(need > have(c) for c, need in refs.items()):
                     break
-                reach[client] = max(have(client), clock + length)
+                if clock + length > have(client):
+                    got.setdefault(i, []).append(structs[j])
+                    reach[client] = clock + length
                 j += 1
             if j > taken[i]:
                 taken[i] = j
                 progress = True
-    if not any(reach.get(c, 0) > held(c) for c, _ in runs):
-        return None
-    out = bytearray()
-    chosen = [(client, structs[: taken[i]]) for i, (client, structs) in enumerate(runs)]
-    chosen = [(client, structs) for client, structs in chosen if structs]
-    out += write_var_uint(len(chosen))
+    return [(runs[i][0], structs) for i, structs in sorted(got.items())]
+
+
+_Dels = list[tuple[int, list[tuple[int, int]]]]
+
+
+def _encode_part(update: bytes, chosen: list[tuple[int, list[_Struct]]], dels: _Dels) -> bytes:
+    out = bytearray(write_var_uint(len(chosen)))
     for client, structs in chosen:
         out += write_var_uint(len(structs)) + write_var_uint(client)
         out += write_var_uint(structs[0][2])
         for start, end, *_ in structs:
             out += update[start:end]
-    dels: list[tuple[int, list[tuple[int, int]]]] = []
-    for client, spans in deletes.items():
-        upto = have(client)
-        kept = [(a, min(b, upto)) for a, b in spans if a < upto]
-        if kept:
-            dels.append((client, kept))
     out += write_var_uint(len(dels))
     for client, kept in dels:
         out += write_var_uint(client) + write_var_uint(len(kept))
         for a, b in kept:
             out += write_var_uint(a) + write_var_uint(b - a)
     return bytes(out)
+
+
+def _deletions_between(
+    deletes: Ranges, lo: Callable[[int], int], hi: Callable[[int], int]
+) -> _Dels:
+    """The deletions of `deletes` of items from clock lo(client) up to hi(client)."""
+    out = []
+    for client, spans in deletes.items():
+        a0, b0 = lo(client), hi(client)
+        kept = [(max(a, a0), min(b, b0)) for a, b in spans if a < b0 and b > a0]
+        if kept:
+            out.append((client, kept))
+    return out
+
+
+def ready_part(update: bytes, held: Callable[[int], int]) -> bytes | None:
+    """The part of v1 `update` that applies now to a document that holds, per client id,
+    the items below `held(client)`: per client, its structs in clock order up to the
+    first one that starts past what is held or names an item (origin, right origin,
+    parent) that neither the document nor the part holds; whole structs, as they are
+    (an item typed on and merged names only what was there when its first character
+    was), so the part is a valid update, and the deletions of items held. None when the
+    part would write no item the document lacks. Used for a sync step 2 that has to wait
+    for another user's items (server.resync): what of it does not build on them is
+    taken now, so two tabs each waiting for the other's edits both go on."""
+    runs, deletes = _structs_of(update)
+    reach: dict[int, int] = {}
+
+    def have(client: int) -> int:
+        got = reach.get(client)
+        return held(client) if got is None else got
+
+    chosen = _take(runs, [0] * len(runs), have, reach)
+    if not chosen:
+        return None
+    return _encode_part(update, chosen, _deletions_between(deletes, lambda c: 0, have))
+
+
+def ready_parts(
+    updates: list[bytes], held: Callable[[int], int]
+) -> tuple[list[tuple[int, bytes]], list[bool]]:
+    """What of several v1 `updates` (the held sync step 2s of one document, each of
+    another user) applies now, together, to a document that holds per client id the
+    items below `held(client)`: parts (the index of the update each is of, the part) in
+    the order they apply in, each a valid update that names only items the document or
+    the parts before it hold. Two users whose lost edits build on each other's
+    (a1, b1 on a1, a2 on b1, …) each hold a step 2 that waits for the other's: taken one
+    at a time (ready_part), that took a round trip to the client per turn of theirs, and
+    for good once one of them left. A part holds whole structs of its own update only,
+    so each stays its sender's; after the items, each update's deletions of items held
+    then (past what its parts carried). Also, per update, whether the parts carry all
+    of it (nothing of it waits any more)."""
+    parsed = [_structs_of(u) for u in updates]
+    taken = [[0] * len(runs) for runs, _ in parsed]
+    reach: dict[int, int] = {}
+
+    def have(client: int) -> int:
+        got = reach.get(client)
+        return held(client) if got is None else got
+
+    dels_upto: list[dict[int, int]] = [{} for _ in updates]
+    out: list[tuple[int, bytes]] = []
+    progress = True
+    while progress:
+        progress = False
+        for i, (runs, deletes) in enumerate(parsed):
+            chosen = _take(runs, taken[i], have, reach)
+            if not chosen:
+                continue
+            progress = True
+            upto = dels_upto[i]
+            dels = _deletions_between(deletes, lambda c: upto.get(c, 0), have)  # noqa: B023
+            for client, _ in dels:
+                upto[client] = have(client)
+            out.append((i, _encode_part(updates[i], chosen, dels)))
+    for i, (_runs, deletes) in enumerate(parsed):
+        upto = dels_upto[i]
+        dels = _deletions_between(deletes, lambda c: upto.get(c, 0), have)  # noqa: B023
+        if dels:
+            out.append((i, _encode_part(updates[i], [], dels)))
+    done = [
+        all(t == len(structs) for t, (_, structs) in zip(taken[i], runs, strict=True))
+        and all(b <= have(c) for c, spans in deletes.items() for _, b in spans)
+        for i, (runs, deletes) in enumerate(parsed)
+    ]
+    return out, done

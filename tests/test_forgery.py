@@ -23,7 +23,7 @@ from palimpsest.errors import Forbidden
 from palimpsest.ownership import OwnIds
 from palimpsest.resync import MAX_CLOCK
 from palimpsest.settings import Settings
-from palimpsest.updates import decode_update_meta, ready_part
+from palimpsest.updates import decode_update_meta, ready_part, ready_parts
 
 ALICE, MALLORY = 1111, 2222
 
@@ -700,3 +700,45 @@ def test_the_ready_part_of_an_update_is_what_applies_now() -> None:
     assert str(server.get("content", type=Text)) == "bob. rol. "
     # nothing held: every client's first struct starts past it
     assert ready_part(bob.get_update(server.get_state()), lambda c: 0) is None
+
+
+def test_held_updates_that_build_on_each_other_are_taken_in_turns() -> None:
+    """updates.ready_parts: Bob's and carol's lost edits build on each other's (b1, c1 on
+    b1, b2 on c1, c2 on b2). Each one's step 2, the other's items left out, has a gap
+    on the other's: alone, neither goes past its first turn. Together they come out as
+    parts in the order they build on each other, each of its own update's client id,
+    and with them the deletions; they fold to what both hold."""
+    base: Doc[Any] = Doc(client_id=9)
+    base.get("content", type=Text).insert(0, "base. ")
+    server = doc_of(9, base.get_update())
+    held = P.decode_state_vector(server.get_state())
+    bob, carol = doc_of(BOB, base.get_update()), doc_of(CAROL, base.get_update())
+    for i in range(2):
+        carol.apply_update(_typed(bob, len(str(bob.get("content", type=Text))), f"b{i} "))
+        bob.apply_update(_typed(carol, len(str(carol.get("content", type=Text))), f"c{i} "))
+    before = bob.get_state()
+    del bob.get("content", type=Text)[6:8]  # "b0": bob deletes his own first turn
+    carol.apply_update(bob.get_update(before))
+    step2s = [
+        bob.get_update(P.encode_state_vector({**held, CAROL: MAX_CLOCK})),
+        carol.get_update(P.encode_state_vector({**held, BOB: MAX_CLOCK})),
+    ]
+    for step2 in step2s:  # alone, each stops at its first turn on the other's
+        part = ready_part(step2, lambda c: held.get(c, 0))
+        assert part is None or max(e for _, e in decode_update_meta(part).structs[BOB]) == 3
+    parts, done = ready_parts(step2s, lambda c: held.get(c, 0))
+    assert done == [True, True]
+    assert [i for i, _ in parts] == [0, 1, 0, 1], parts  # in turns
+    assert decode_update_meta(parts[0][1]).deletes == {BOB: [(0, 2)]}  # (with its items)
+    for i, part in parts:
+        meta = decode_update_meta(part)
+        assert set(meta.structs) <= {(BOB, CAROL)[i]}
+        server.apply_update(part)
+        assert str(server.get("content", type=Text)).startswith("base. ")
+    assert (
+        str(server.get("content", type=Text))
+        == "base.  c0 b1 c1 "
+        == str(carol.get("content", type=Text))
+    )
+    # nothing held: nothing comes out, nothing is done
+    assert ready_parts(step2s, lambda c: 0) == ([], [False, False])

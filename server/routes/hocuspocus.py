@@ -59,9 +59,11 @@ from .ws import (
     Connection,
     client_id,
     extension_answer,
+    held_left,
     reason_of,
     refuse,
     said_closed,
+    settle_held,
     take_ready_part,
 )
 
@@ -330,6 +332,7 @@ class HocuspocusSocket(Connection):
         room, peer.room = peer.room, None
         if room is not None:
             room.leave(peer)
+            held_left(room, peer.id, peer.actor)
             self.backend.rooms.release(room)
             log.info("close %s doc=%s user=%s", peer.id, peer.doc, peer.actor)
 
@@ -443,6 +446,7 @@ class HocuspocusSocket(Connection):
             peer.guard.created()
         if step2:
             owed = peer.resync.step2(room)
+            settle_held(room, peer.id)
             if owed:  # the updates it carries that were dropped before it (gap)
                 self.spawn(self.saved_after_flush(peer, room, owed))
         if not logged:

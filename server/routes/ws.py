@@ -42,7 +42,7 @@ from ..limits import Limits, frame_limit
 from ..names import validate_doc_name
 from ..protocol import sync_update_of
 from ..repeat_refusals import counted_after_open, request_key
-from ..resync import Resync, overdue_words
+from ..resync import HeldSteps, Resync, overdue_words
 from ..room import EMPTY_UPDATE, Room
 from ..updates import ReadAhead, read_ahead
 from ..util import close_reason
@@ -436,6 +436,7 @@ class Connection:
             return
         if step2:
             self.resync.step2(room)
+            settle_held(room, self.id)
 
     def _ask_sync(self, room: Room) -> None:
         """Send the client a sync step 1 (a re-sync request: its step 2 answers it)."""
@@ -533,6 +534,7 @@ class Connection:
             if self._expiry is not None:
                 self._expiry.cancel()
             room.leave(self)
+            held_left(room, self.id, self.actor)
             self.backend.rooms.release(room)
             self.close_after_client()
             await self.wait_closed()
@@ -701,19 +703,38 @@ async def extension_answer(
 def take_ready_part(
     room: Room, peer: Any, update: bytes, own: frozenset[int], conn: str | None = None
 ) -> None:
-    """Log what of a held sync step 2 (`update`, from `peer`; `conn`: as for
-    Room.receive_update) applies now (Room.ready_part), under the same rules as any
-    step 2; the rest waits (resync.py).
-    Two tabs of one browser, each holding the other's edits on their way, would else
-    each wait for the other for good."""
-    part = room.ready_part(update)
-    if part is None:
-        return
-    try:
+    """Hold a sync step 2 that waits for other users' edits (`update`, from `peer`;
+    `conn`: as for Room.receive_update) with the room's others (resync.HeldSteps), and
+    log what of all of them applies now, each part under the same rules as any step 2
+    of its own connection; the rest waits (resync.py). Two users whose lost edits build
+    on each other's would else each wait for the other for good."""
+
+    def take(part: bytes) -> None:
         room.receive_update(peer, part, reply_to_step1=True, own=own, conn=conn)
-    except (UpdateGap, ForeignItems) as e:
-        # (another user's items besides: left out at the next request, which it waits for)
-        log.debug("%s: the ready part of a held step 2 waits too: %s", peer.id, e)
+
+    held = room.state(HeldSteps)
+    held.hold(conn or peer.id, peer.actor, update, take)
+    held.settle(room.clock)
+
+
+def settle_held(room: Room, conn: str) -> None:
+    """Connection `conn`'s sync step 2 was taken whole: its held one, if any, is past,
+    and what it brought may be what other held step 2s wait for (resync.HeldSteps)."""
+    held = room.peek(HeldSteps)
+    if held is not None and len(held):
+        held.drop(conn)
+        held.settle(room.clock)
+
+
+def held_left(room: Room, conn: str, actor: str) -> None:
+    """Connection `conn` closed: its held step 2, if any, is kept and said."""
+    held = room.peek(HeldSteps)
+    size = held.left(conn) if held is not None else 0
+    if size:
+        log.warning("%s (%s on %s) closed with %d bytes of its edits still waiting for "
+                    "other users' edits; they are kept while the document stays loaded "
+                    "and logged if those come (docs/operations.md#recovering-lost-edits)",
+                    conn, actor, room.name, size)  # fmt: skip
 
 
 def client_id(backend: Backend) -> str:
