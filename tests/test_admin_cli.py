@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -200,6 +201,25 @@ def _plant_in_bad(
             assert state is not None
             con.execute(f"UPDATE snapshots SET state = ?, checksum = ? {where}",
                         (state, stored or hashlib.sha256(state).hexdigest(), seq))  # fmt: skip
+
+
+async def test_verify_of_a_database_without_documents_fails(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A SQLite file copied with `cp` while a server ran, without its -wal, held no
+    document, and verify said "0 documents OK": a backup restored from it would have
+    lost everything. It says so now, and fails."""
+    db = tmp_path / "live.db"
+    async with run_server(settings_for(db)) as srv:
+        async with connect(srv.ws_url, "notes", user="ann") as c:
+            await type_each(srv, c, "notes", ["one ", "two "])
+        copy = tmp_path / "copy.db"
+        shutil.copyfile(db, copy)  # the file alone, as `cp` copies it
+        r = await cli(capfd, "verify", "--db", str(copy))
+    assert r.code == 1 and "0 documents OK" not in r.out, r
+    assert "holds no documents at all" in r.err and "palimpsest backup" in r.err, r
+    r = await cli(capfd, "verify", "--db", str(db))
+    assert r.code == 0 and "1 document OK" in r.out, r
 
 
 async def test_verify_catches_corrupted_snapshots(

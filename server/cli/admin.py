@@ -424,6 +424,14 @@ async def verify(store: EventStore, args: argparse.Namespace) -> int:
         print(f"palimpsest verify: {_n(len(problems), 'problem')} in "
               f"{_n(len(docs), 'document')}", file=sys.stderr)  # fmt: skip
         return 1
+    if not docs:
+        # (a SQLite file copied without its -wal while a server ran holds only what was
+        # checkpointed into it: often nothing; it said "0 documents OK")
+        print("palimpsest verify: the database holds no documents at all. If it should (a "
+              "backup), it is not the copy you meant: a SQLite file copied while a server "
+              "ran, without its -wal file, holds only what was checkpointed into it; copy "
+              "with `palimpsest backup` (docs/operations.md#backups)", file=sys.stderr)  # fmt: skip
+        return 1
     print(f"palimpsest verify: {_n(len(docs), 'document')} OK")
     return 0
 
