@@ -45,9 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--recovering", type=float, metavar="MINUTES",
         help="for MINUTES after the start, take back from clients the edits the store "
-        "lost, other users' included (after a database failover, or a crash with "
-        "durability os; a backup restored with `backup --replace` opens an hour by "
-        "itself) (env PALIMPSEST_RECOVERING_MINUTES; default 0: off; docs/operations.md)",
+        "lost, other users' included (after a database failover, a crash with "
+        "durability os, or a backup restored to a new path or machine; a backup restored "
+        "with `backup --replace` opens an hour by itself) (env "
+        "PALIMPSEST_RECOVERING_MINUTES; default 0: off; docs/operations.md)",
     )  # fmt: skip
     p.add_argument(
         "--root-path", metavar="PREFIX",
