@@ -18,6 +18,9 @@ from test_interop_node import NodeClient, node_modules
 from yclient import connect
 
 from palimpsest import protocol as P
+from palimpsest.store import open_store
+from palimpsest.store.base import NewEvent
+from palimpsest.surrogates import SPLIT_KEY
 from palimpsest.updates import astral_starts, split_points
 
 __all__ = ["node_modules"]  # the session fixture that runs `npm ci` when needed
@@ -116,3 +119,93 @@ def test_where_an_update_splits_and_where_emoji_begin() -> None:
     del text[0:1]
     deletion = doc.get_update(sv)
     assert split_points(deletion) == [(7, 0), (7, 1)]
+
+
+def _old_log() -> tuple[bytes, bytes]:
+    """What an old version (0732fb1) took into a log: "a😀b" by client 7, then client
+    4242's "X" between the emoji's halves (accepted then)."""
+    doc: Doc[Any] = Doc(client_id=7)
+    doc.get("content", type=Text).insert(0, "a😀b")  # UTF-16 clocks: a 0, 😀 1-2, b 3
+    return doc.get_update(), _insert_after(7, 1, "X")
+
+
+async def test_a_character_split_before_the_refusal_can_be_edited_beside(
+    node_modules: Path, tmp_path: Path
+) -> None:
+    """A document an old version wrote may hold a character split already. A JavaScript
+    client that never splits one names that boundary all the same when it types beside
+    it (its keystroke's right origin is the second half). That is the document's split,
+    not the update's: refused, the client was cut off for good and its text lost (10 of
+    60 keystrokes beside such a character). A split the update makes is still refused."""
+    base, splitter = _old_log()
+    srv = ServerProcess(tmp_path / "server")
+    async with open_store(f"sqlite:///{srv.db_path}", migrate=True) as store:
+        # "log": its events replayed at the load; "snap": a snapshot without this
+        # feature's meta (as the old version wrote it, migrate keeps it), nothing after it
+        old = [NewEvent("alice", "edit", base), NewEvent("bob", "edit", splitter)]
+        await store.append([("log", old), ("snap", old)])
+        state: Doc[Any] = Doc()
+        state.apply_update(base)
+        state.apply_update(splitter)
+        await store.put_snapshot("snap", 2, state.get_update(), {})
+    async with srv:
+        for doc in ("log", "snap"):
+            await _edit_beside_the_old_split(srv, doc, tmp_path)
+        # the boundaries the document has, kept in the snapshot's meta: after a restart
+        # (the snapshots taken when the rooms unloaded) the same holds
+        await srv.astop()
+        async with open_store(f"sqlite:///{srv.db_path}") as store:
+            for doc in ("log", "snap"):
+                snap = await store.latest_snapshot(doc)
+                assert snap is not None and snap.meta[SPLIT_KEY] == {"7": [2]}, snap
+        await srv.astart()
+        for doc in ("log", "snap"):
+            await _edit_beside_the_old_split(srv, doc, tmp_path)
+
+
+async def _edit_beside_the_old_split(srv: ServerProcess, doc: str, tmp_path: Path) -> None:
+    carol = NodeClient(srv, doc, "carol", tmp_path / f"carol-{doc}.log")
+    dave = NodeClient(srv, doc, "dave", tmp_path / f"dave-{doc}.log")
+    try:
+        await carol.start()
+        await carol.connect()
+        # Yjs shows each half of the split emoji as U+FFFD, the second after the "X" that
+        # split it ("a\ufffdbX\ufffd": yrs wrote the halves as the emoji and an empty item)
+        text = (await carol.call("state"))["text"]
+        first = text.index("\ufffd")
+        second = text.index("\ufffd", first + 1)
+        assert "X" in text[first:second], text
+        await carol.call("insert", pos=second, text="Y")  # right origin: the second half
+        await carol.call("insert", pos=first + 1, text="Z")  # left origin: the first half
+        want = f"{text[: first + 1]}Z{text[first + 1 : second]}Y{text[second:]}"
+        assert (await carol.call("state"))["text"] == want
+        await eventually(lambda: _count(srv, doc, "Y", text.count("Y") + 1), what="Y stored")
+        await eventually(lambda: _count(srv, doc, "Z", text.count("Z") + 1), what="Z stored")
+        emoji = (await _head(srv, doc)).count("😀")  # (yrs shows the split one whole)
+        # a new emoji split by the update: refused as before
+        await dave.start()
+        await dave.connect()
+        await dave.call("waitText", equals=want)
+        await carol.call("insert", pos="end", text="😀")
+        await dave.call("waitText", equals=want + "😀")
+        await carol.call("insert", pos=len(want) + 1, text="!")  # between its halves (UTF-16)
+        closed = await carol.call("waitClosed", code=4400)
+        assert "splits a character past U+FFFF" in closed["reason"], closed
+        dave_state = await dave.call("state")
+        assert dave_state["connected"], dave_state
+        assert "!" not in dave_state["text"]
+        assert "!" not in await _head(srv, doc)
+        assert (await _head(srv, doc)).count("😀") == emoji + 1
+        await dave.call("delete", pos=len(want), len=2)  # the new emoji, whole
+        await eventually(lambda: _count(srv, doc, "😀", emoji), what="dave's deletion")
+        assert (await dave.call("state"))["connected"]
+    finally:
+        await carol.aclose()
+        await dave.aclose()
+
+
+async def _count(srv: ServerProcess, doc: str, part: str, n: int) -> bool:
+    try:
+        return (await _head(srv, doc)).count(part) == n
+    except httpx.HTTPError:
+        return False
