@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 from serverproc import ServerProcess
 
+from palimpsest.store.sqlite_schema import OLD_STEPS
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 sys.path.insert(0, str(FIXTURES))
 
@@ -131,14 +133,17 @@ async def test_an_old_database_is_refused_then_migrated_with_the_same_history(
     done = await asyncio.to_thread(migrate, db)
     assert done.returncode == 0, done.stderr
     assert "schema version 5" in done.stdout
+    # some versions that wrote schema 2 refused tabs typing at once (server.upgrade_notes)
+    assert ("--recovering 60" in done.stdout) == (version == 2), done.stdout
     with sqlite3.connect(db) as c:
         tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         segments = c.execute("SELECT COUNT(*) FROM segments").fetchone()[0]
         tail = c.execute("SELECT COUNT(*) FROM log").fetchone()[0]
     assert "events" not in tables and {"log", "segments", "symbols"} <= tables
     assert tail > 0  # runs shorter than a segment stay rows (sealed later, when whole)
-    # migrating again changes nothing
-    assert (await asyncio.to_thread(migrate, db)).returncode == 0
+    # migrating again changes nothing, and has nothing to tell
+    again = await asyncio.to_thread(migrate, db)
+    assert again.returncode == 0 and "--recovering" not in again.stdout, again
 
     await srv.astart()
     try:
@@ -165,6 +170,28 @@ async def test_an_old_database_is_refused_then_migrated_with_the_same_history(
     )  # fmt: skip
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert segments == 0  # a fixture's documents are shorter than one segment
+
+
+@pytest.mark.parametrize("version", [3, 4])
+def test_migrate_tells_what_to_do_after_the_versions_that_refused_tabs_typing_at_once(
+    tmp_path: Path, version: int
+) -> None:
+    """Every version that wrote schema 3 or 4 refused users typing at once in tabs of one
+    browser in a loop, their text left in the tabs (server.upgrade_notes): migrate says
+    to start with a recovery window open. The database of such a version is made from
+    the schema-2 fixture by that version's own steps."""
+    db = tmp_path / "history.db"
+    shutil.copy(FIXTURES / "history-v2.db", db)
+    with sqlite3.connect(db) as c:
+        for v in range(3, version + 1):
+            for stmt in OLD_STEPS[v]:
+                c.execute(stmt)
+        c.execute(f"PRAGMA user_version = {version}")
+    done = migrate(db)
+    assert done.returncode == 0, done.stderr
+    assert "schema version 5" in done.stdout
+    assert f"(schema version {version}) refused two users typing at once" in done.stdout
+    assert "--recovering 60" in done.stdout
 
 
 def test_a_migration_killed_halfway_leaves_the_old_database(tmp_path: Path) -> None:

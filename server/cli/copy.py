@@ -17,6 +17,7 @@ from ..snapshots import load
 from ..store import EventStore, MemoryStore, SQLiteStore, open_store
 from ..store.base import DocInfo, Snapshot
 from ..store.cursors import HookState
+from ..upgrade_notes import after_migrate
 from . import SQLITE_URL_HINT, add_store_options, missing_sqlite_file, settings_from
 
 
@@ -75,6 +76,9 @@ def run_migrate(args: argparse.Namespace) -> int:
         finally:
             await store.stop()
         print(f"palimpsest: {store.name} store {settings.store_url} at schema version {version}")
+        advice = after_migrate(store.found_schema_version)
+        if advice:
+            print(f"palimpsest migrate: {advice}")
         return 0
 
     try:

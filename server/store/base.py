@@ -331,6 +331,10 @@ class EventStore(Service, ABC):
 
     #: a short name for logs and metrics: "memory", "sqlite", "postgresql"
     name: str = "abstract"
+    #: the schema version start() found, before it upgraded anything (0: it made the
+    #: schema, or keeps none); `palimpsest migrate` tells from it what older versions
+    #: wrote the database (server.upgrade_notes)
+    found_schema_version: int = 0
 
     @property
     def disk_warm_syncs(self) -> int | None:

@@ -375,6 +375,7 @@ class PostgresStore(EventStore):
                     "CREATE TABLE IF NOT EXISTS palimpsest_schema (version INT NOT NULL)"
                 )
                 version = await conn.fetchval("SELECT max(version) FROM palimpsest_schema") or 0
+                self.found_schema_version = version
                 if version > SCHEMA_VERSION:
                     raise StoreError(
                         f"the PostgreSQL schema has version {version}, newer than this "

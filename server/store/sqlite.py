@@ -910,6 +910,7 @@ class SQLiteStore(EventStore):
         version, made = _in_transaction(conn, "schema creation", look)
         if made:
             return False
+        self.found_schema_version = version
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"database {self.path!r} has schema version {version}, newer than this "
