@@ -222,6 +222,31 @@ async def test_verify_of_a_database_without_documents_fails(
     assert r.code == 0 and "1 document OK" in r.out, r
 
 
+@pytest.mark.parametrize("kind", ["empty file", "another program's database"])
+async def test_an_admin_command_leaves_a_file_that_is_not_a_palimpsest_database_alone(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], kind: str
+) -> None:
+    """verify (or inspect, export…) given a file that holds none of our tables created
+    them in it, then said "0 documents OK": the file a careless copy made, or the wrong
+    path, came out changed and passed. Now it is refused, unchanged."""
+    db = tmp_path / "other.db"
+    if kind == "empty file":
+        db.write_bytes(b"")
+    else:
+        conn = sqlite3.connect(db)
+        conn.execute("CREATE TABLE notes (body TEXT)")
+        conn.execute("INSERT INTO notes VALUES ('keep me')")
+        conn.commit()
+        conn.close()
+    before = db.read_bytes()
+    for args in (["verify"], ["inspect", "notes"], ["export", "notes"]):
+        r = await cli(capfd, *args, "--db", str(db))
+        assert r.code == 1 and "OK" not in r.out, (args, r)
+        assert "not a Palimpsest database" in r.err and "palimpsest backup" in r.err, r
+    assert db.read_bytes() == before
+    assert not (tmp_path / "other.db-wal").exists()
+
+
 async def test_verify_catches_corrupted_snapshots(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -75,6 +75,34 @@ def missing_sqlite_file(url: str) -> str | None:
     return str(Path(path).absolute())
 
 
+def foreign_sqlite_file(url: str) -> str | None:
+    """The absolute path of the SQLite file `url` names when it exists but holds no
+    Palimpsest tables (an empty file, another program's database, a copy made while a
+    server ran without its -wal file), else None. Read only: opening it as a store would
+    create the tables in it, and the commands that read a store must not write to a file
+    that is not one."""
+    import sqlite3
+
+    from ..store import sqlite_path
+
+    if url.startswith(("postgresql://", "postgres://", "memory://")):
+        return None
+    path = sqlite_path(url)
+    if not path or path == ":memory:" or not Path(path).exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{Path(path).absolute()}?mode=ro", uri=True)
+        try:
+            found = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'docs'"
+            ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:  # not a SQLite file at all
+        found = None
+    return None if found else str(Path(path).absolute())
+
+
 #: what follows "no SQLite database at PATH" when the path came from --db or --store
 SQLITE_URL_HINT = "sqlite:/// is a relative path, sqlite://// an absolute one"
 
@@ -93,6 +121,7 @@ __all__ = [
     "add_store_options",
     "logging",
     "main",
+    "foreign_sqlite_file",
     "missing_sqlite_file",
     "settings_from",
     "setup_logging",

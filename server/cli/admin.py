@@ -50,6 +50,7 @@ from ..util import iso
 from . import (
     SQLITE_URL_HINT,
     add_store_options,
+    foreign_sqlite_file,
     missing_sqlite_file,
     settings_from,
     setup_logging,
@@ -164,6 +165,14 @@ def _run(
         if missing and name not in ("import", "import-from"):  # it would create one
             raise AdminError(
                 f"no SQLite database at {missing} (give --db or --store; {SQLITE_URL_HINT})"
+            )
+        foreign = foreign_sqlite_file(settings.store_url)
+        if foreign and name not in ("import", "import-from"):
+            raise AdminError(
+                f"{foreign} holds no documents at all: it is not a Palimpsest database "
+                "(none of our tables; the file is left as it is). A SQLite file copied "
+                "while a server ran, without its -wal file, can hold nothing: copy with "
+                "`palimpsest backup` (docs/operations.md#backups)"
             )
         await store.start()
         try:
