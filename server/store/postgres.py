@@ -74,6 +74,7 @@ from .log_layout import (
 from .postgres_schema import (
     OLD_STEPS,
     SCHEMA_VERSION,
+    build_indexes,
     create_fresh,
     ensure_indexes,
     insert_segments,
@@ -302,6 +303,11 @@ class PostgresStore(EventStore):
         #: the backends (pids) of connections whose append got no answer, until they are
         #: known to be gone (end_unanswered_appends)
         self._unanswered: set[int] = set()
+        self._settings: dict[str, str] = {}
+        #: the build of the indexes outside the versions, after start (_build_indexes)
+        self.indexing: asyncio.Task[None] | None = None
+        #: seconds between two looks while another process builds them
+        self.index_retry_seconds = 2.0
 
     def __repr__(self) -> str:
         w = urlsplit(self.dsn)
@@ -321,6 +327,7 @@ class PostgresStore(EventStore):
             settings["synchronous_commit"] = "off"
         if self.schema:
             settings["search_path"] = self.schema
+        self._settings = settings
         with opening():
             if self.schema:
                 conn = await asyncpg.connect(self.dsn, timeout=10)
@@ -350,11 +357,61 @@ class PostgresStore(EventStore):
             )
         try:
             await self.migrate()
+            if self.upgrade:  # palimpsest migrate and copy: done when they say so
+                await self._build_indexes()
         except BaseException:
             await self.stop()  # refused (an old schema) or failed: no pool left behind
             raise
+        if not self.upgrade:
+            # a server serves at once: on a big docs table the build takes a while, and
+            # the document list is the same without the index (only slower)
+            self.indexing = asyncio.create_task(self._build_indexes_or_say(), name="indexes")
+
+    async def _build_indexes(self) -> None:
+        """The indexes outside the versions the schema lacks or holds invalid, built
+        CONCURRENTLY on a connection of their own (postgres_schema.build_indexes); while
+        another process builds them, looked at again every index_retry_seconds until it is
+        done. Cancelled (the store stopping), PostgreSQL cancels the build and leaves an
+        invalid index behind, which the next start drops and builds again."""
+        while True:
+            try:
+                conn = await asyncpg.connect(
+                    self.dsn,
+                    timeout=10,
+                    server_settings={**self._settings, "application_name": "palimpsest indexes"},
+                )
+            except _UNAVAILABLE as e:
+                raise StoreUnavailable(f"PostgreSQL is unavailable (indexes): {e!r}") from e
+            try:
+                t0 = time.monotonic()
+                built = await build_indexes(conn)
+            except _UNAVAILABLE as e:
+                raise StoreUnavailable(f"PostgreSQL is unavailable (indexes): {e!r}") from e
+            except asyncpg.PostgresError as e:
+                raise StoreError(f"PostgreSQL index build failed: {e}") from e
+            finally:
+                conn.terminate()  # (the session's advisory lock goes with it)
+            if built is not None:
+                if built:
+                    log.info("built index %s in %.1f s", ", ".join(built), time.monotonic() - t0)
+                return
+            await asyncio.sleep(self.index_retry_seconds)
+
+    async def _build_indexes_or_say(self) -> None:
+        try:
+            await self._build_indexes()
+        except StoreError as e:
+            log.warning("%s; the document list is paged without the index (slower) until "
+                        "the next start builds it", e)  # fmt: skip
+        except Exception:
+            log.exception("building the indexes failed; the next start tries again")
 
     async def stop(self) -> None:
+        if self.indexing is not None:
+            self.indexing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.indexing
+            self.indexing = None
         for pool in (self._turns, self._pool):
             if pool is None:
                 continue
@@ -404,7 +461,7 @@ class PostgresStore(EventStore):
                         for stmt in OLD_STEPS[v]:
                             await conn.execute(stmt)
                     await conn.execute("INSERT INTO palimpsest_schema (version) VALUES ($1)", v)
-                await ensure_indexes(conn)
+                # (the indexes outside the versions: after start, not in this transaction)
                 return SCHEMA_VERSION
 
         return await self._run(run, "migration")

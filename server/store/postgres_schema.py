@@ -140,28 +140,70 @@ LOG_TABLES = [
 ]
 
 
-#: indexes outside the versions, made where missing at every start (``ensure_indexes``):
-#: they change no statement's meaning, so an older server runs on a schema that has
-#: them and a newer one adds them without a migration. Each is over columns that no
+#: indexes outside the versions (name: the columns of ``docs`` it holds), made where
+#: missing: they change no statement's meaning, so an older server runs on a schema that
+#: has them and a newer one adds them without a migration. Each is over columns that no
 #: append updates, so the docs row an append rewrites stays a HOT update.
+#:
+#: A fresh schema gets them in the migration's transaction (its tables are empty). An
+#: existing one gets them from :func:`build_indexes`, ``CREATE INDEX CONCURRENTLY``: a
+#: plain ``CREATE INDEX`` locks ``docs`` against writes for the whole build, and every
+#: append writes a ``docs`` row (seen in a rolling upgrade: a process typed into saw no
+#: commit for 2.24 s while another one started and indexed 1.5M documents).
 INDEXES = {
     # the document list's pages and name ranges compare names by code point
     # (store.doc_pages); the primary key is in the database's collation, which may not be
-    "docs_name_c": 'CREATE INDEX IF NOT EXISTS docs_name_c ON docs (name COLLATE "C")',
+    "docs_name_c": '(name COLLATE "C")',
 }
+
+#: advisory lock (two-int form, the second key ``hashtext(current_schema())``) held for a
+#: session by whoever builds the INDEXES: while one process builds, an index that is not
+#: valid may be its build in progress; to the holder, it is one a build left behind
+INDEX_LOCK = 0x50616C69 + 3
 
 
 async def ensure_indexes(conn: asyncpg.Connection) -> None:
-    """Create the :data:`INDEXES` the schema lacks (inside the caller's transaction)."""
-    have = {
+    """Create the :data:`INDEXES` (inside the caller's transaction: a fresh schema)."""
+    for name, cols in INDEXES.items():
+        await conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON docs {cols}")
+
+
+async def indexes_to_build(conn: asyncpg.Connection) -> list[str]:
+    """The :data:`INDEXES` that are missing or not valid (a build in progress, or one
+    that was interrupted: the process killed, the statement cancelled)."""
+    valid = {
         r[0]
         for r in await conn.fetch(
-            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE i.indrelid = 'docs'::regclass AND i.indisvalid"
         )
     }
-    for name, stmt in INDEXES.items():
-        if name not in have:
-            await conn.execute(stmt)
+    return [name for name in INDEXES if name not in valid]
+
+
+async def build_indexes(conn: asyncpg.Connection) -> list[str] | None:
+    """Build the missing :data:`INDEXES` with ``CREATE INDEX CONCURRENTLY`` (appends and
+    reads go on meanwhile), dropping first what an interrupted build left (an invalid
+    index, which every append would keep up to date and no query use). `conn` must be
+    in no transaction, and be closed if this raises (the lock is the session's). Those
+    it built; None when another session holds :data:`INDEX_LOCK` (it is building them:
+    ask again later)."""
+    if not await indexes_to_build(conn):
+        return []
+    if not await conn.fetchval(
+        "SELECT pg_try_advisory_lock($1, hashtext(current_schema()))", INDEX_LOCK
+    ):
+        return None
+    built = await indexes_to_build(conn)  # (another may have finished meanwhile)
+    for name in built:
+        # IF NOT EXISTS alone would skip an invalid index and leave it so
+        await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+        # (IF NOT EXISTS: an older server, which takes no INDEX_LOCK, may make it meanwhile)
+        await conn.execute(
+            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON docs {INDEXES[name]}"
+        )
+    await conn.execute("SELECT pg_advisory_unlock($1, hashtext(current_schema()))", INDEX_LOCK)
+    return built
 
 
 async def create_fresh(conn: asyncpg.Connection) -> None:
