@@ -115,6 +115,9 @@ class Backend(Service):
         #: set when the server starts shutting down (before connections are closed):
         #: long-lived HTTP responses (the changefeed's streams) end on it
         self.stopping = asyncio.Event()
+        #: while the server drains before a shutdown (Settings.drain_seconds): when the
+        #: drain ends (time.monotonic()); /readyz answers 503 meanwhile
+        self.draining_until: float | None = None
         #: websocket requests refused for good that come straight back (routes/ws.py)
         self.repeat_refusals = RepeatRefusals()
         #: the store checks of /readyz still out, by kind (routes/ops.py): one at a time

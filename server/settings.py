@@ -124,6 +124,11 @@ class Settings:
     snapshot_max_gap: int = 3000
     snapshot_ladder_bytes: int = 0
     unload_after_seconds: float = 5.0
+    #: on SIGTERM, `palimpsest serve` first answers /readyz with 503 ("draining") for this
+    #: many seconds while it keeps serving (connections old and new), so that a load
+    #: balancer that follows readiness stops sending clients here, then shuts down;
+    #: 0 = shut down at once (docs/operations.md, "Graceful shutdown")
+    drain_seconds: float = 0.0
     #: memory the attribution indexes kept for blame and diffs may take, in MB, as
     #: estimated (docs/history.md); the least recently used beyond it, or beyond 8
     #: documents, are dropped (the store keeps them). 0 = bounded by the count only

@@ -7,6 +7,7 @@ import json
 import signal
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import PG_PORT, eventually
 from pycrdt import Doc, Text
@@ -85,6 +86,58 @@ async def test_sigterm_while_typing_loses_nothing(tmp_path: Path) -> None:
         assert "1012" not in log
     finally:
         await srv.astop()
+
+
+async def test_sigterm_drains_first_readyz_503_while_sockets_work(tmp_path: Path) -> None:
+    """--drain-seconds: from SIGTERM on, /readyz answers 503 "draining" while the socket
+    open before it, and one opened after it, keep editing; then the shutdown as without
+    a drain (1001, everything durable). The drain is long enough for the checks; the
+    test asserts no duration."""
+    srv = ServerProcess(tmp_path, extra_args=["--drain-seconds", "8"])
+    await srv.astart()
+    try:
+        async with (
+            httpx.AsyncClient(base_url=srv.http_url) as http,
+            connect(srv.ws_url, "drain", user="ann") as before,
+        ):
+            assert (await http.get("/readyz")).status_code == 200
+            before.insert(0, "a;")
+            assert srv.proc is not None
+            srv.proc.send_signal(signal.SIGTERM)
+            r = await eventually(lambda: _draining(http), what="/readyz says draining")
+            assert r.status_code == 503
+            assert r.json()["status"] == "draining", r.json()
+            assert "shutting down in" in r.json()["drain"]
+            # the listener still takes connections, and both sockets still edit
+            async with connect(srv.ws_url, "drain", user="bob") as after:
+                assert after.content == "a;"
+                after.insert(2, "b;")
+                await eventually(lambda: before.content == "a;b;", what="bob's edit")
+                before.insert(4, "c;")
+                await eventually(lambda: after.content == "a;b;c;", what="ann's edit")
+                assert (await http.get("/healthz")).status_code == 200
+                assert before.close_code is None and after.close_code is None
+                # then the shutdown proper: every socket gets 1001
+                await eventually(lambda: before.close_code and after.close_code,
+                                 timeout=30, what="closed after the drain")  # fmt: skip
+                assert (before.close_code, after.close_code) == (1001, 1001)
+        await asyncio.to_thread(srv.proc.wait, 30)  # (uvicorn re-raises the SIGTERM)
+        content, head, snaps = await stored(srv.db_path, "drain")
+        assert content == "a;b;c;"
+        assert snaps and snaps[-1] == head
+        log = srv.log_text()
+        assert (
+            log.index("draining: /readyz answers 503 for 8 s")
+            < log.index("shutting down: no new connections")
+            < log.index("stopped")
+        ), log
+    finally:
+        await srv.astop()
+
+
+async def _draining(http: httpx.AsyncClient) -> httpx.Response | None:
+    r = await http.get("/readyz")
+    return r if r.status_code != 200 else None
 
 
 async def _stalled_at_sigterm(tmp_path: Path, proxy: StallingProxy, url: str) -> ServerProcess:

@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--root-path", metavar="PREFIX",
         help="the path a reverse proxy serves this server under, e.g. /collab (it strips it "
         "from the requests it passes on; env PALIMPSEST_ROOT_PATH; docs/operations.md)",
+    )  # fmt: skip
+    p.add_argument(
+        "--drain-seconds", type=float, metavar="S",
+        help="on SIGTERM, answer /readyz with 503 for S seconds while serving on, so that a "
+        "load balancer following readiness sends clients elsewhere, then shut down (env "
+        "PALIMPSEST_DRAIN_SECONDS; default 0: at once; docs/operations.md)",
     )  # fmt: skip
     p.add_argument("--fanout", help="redis://… to run several processes (env PALIMPSEST_FANOUT)")
     p.add_argument(
@@ -110,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
             port=args.port,
             fanout=args.fanout,
             root_path=args.root_path,
+            drain_seconds=args.drain_seconds,
             durability=args.durability,
             recovering_minutes=args.recovering,
             warm_disk_ms=args.warm_disk_ms,
@@ -330,24 +338,33 @@ def _going_away_server() -> Any:
         watchdog: threading.Thread | None = None
 
         def handle_exit(self, sig: int, frame: Any) -> None:
-            if self.should_exit:  # the operator does not want to wait
+            if self.should_exit:  # the operator does not want to wait (nor drain)
                 _exit_now(self, f"a second {signal.Signals(sig).name}", 128 + sig)
             super().handle_exit(sig, frame)
             if self.watchdog is None:
-                self.watchdog = threading.Thread(
-                    target=_watch_shutdown, args=(self,), name="shutdown-watchdog", daemon=True
-                )
+                c = self.config
+                backend = _find_backend(c.loaded_app if c.loaded else c.app)
+                drain = backend.settings.drain_seconds if backend is not None else 0.0
+                self.watchdog = threading.Thread(target=_watch_shutdown, args=(self, drain),
+                                                 name="shutdown-watchdog", daemon=True)  # fmt: skip
                 self.watchdog.start()
 
         async def shutdown(self, sockets: list[Any] | None = None) -> None:
+            import asyncio
+
+            app: Any = self.config.loaded_app if self.config.loaded else self.config.app
+            backend = _find_backend(app)
+            drain = backend.settings.drain_seconds if backend is not None else 0.0
+            if backend is not None and drain > 0:
+                # still listening and serving: a balancer that follows /readyz takes this
+                # process out of its endpoints, and what it sends meanwhile is served
+                log.info("draining: /readyz answers 503 for %g s, connections served", drain)
+                backend.draining_until = time.monotonic() + drain
+                await asyncio.sleep(drain)
             log.info("shutting down: no new connections; closing clients with 1001")
             for srv in self.servers:
                 srv.close()
-            app: Any = self.config.loaded_app if self.config.loaded else self.config.app
-            backend = _find_backend(app)
             if backend is not None:
-                import asyncio
-
                 try:
                     # bounded: a store that hangs must not make SIGTERM hang (the rest is
                     # in the log or still on the clients, who re-send on reconnect)
@@ -369,11 +386,13 @@ def _going_away_server() -> Any:
 _SERVED = threading.Event()
 
 
-def _watch_shutdown(server: Any) -> None:
+def _watch_shutdown(server: Any, drain: float) -> None:
     """The shutdown watchdog: a thread, so that it fires even while the event loop waits
-    on a store that does not answer (or is held by one that blocks it)."""
-    if not _SERVED.wait(SHUTDOWN_SECONDS):
-        _exit_now(server, f"the shutdown took over {SHUTDOWN_SECONDS}s", FORCED_EXIT)
+    on a store that does not answer (or is held by one that blocks it). `drain`: the
+    seconds of the drain before the shutdown proper (Settings.drain_seconds)."""
+    if not _SERVED.wait(drain + SHUTDOWN_SECONDS):
+        took = f"{drain:g}s of drain and {SHUTDOWN_SECONDS}s" if drain else f"{SHUTDOWN_SECONDS}s"
+        _exit_now(server, f"the shutdown took over {took}", FORCED_EXIT)
 
 
 def _exit_now(server: Any, why: str, status: int) -> None:

@@ -3,12 +3,14 @@
 ``/healthz`` says the process serves HTTP; ``/readyz`` says whether it can accept and
 durably commit an edit now, so a load balancer sends clients elsewhere exactly while it
 cannot: the store answers, and takes writes (no commit is being refused and held, and a
-small write transaction commits). Fan-out is not part of it: with Redis down or hung
-(not subscribed, a subscription that answers no ping, publishes failing), edits still
-commit and reach the other processes through the log's gap check, so the body says
-"degraded" but the answer stays 200. ``/metrics`` (the Prometheus text format) is the
-Metrics extension's route. None of them needs a token and none reveals document names
-or contents.
+small write transaction commits). From a SIGTERM on it says "draining" (503) while the
+server serves on for its drain (Settings.drain_seconds), so that a balancer sends new
+clients elsewhere before this one closes. Fan-out is not part of it: with Redis down or
+hung (not subscribed, a subscription that answers no ping, publishes failing), edits
+still commit and reach the other processes through the log's gap check, so the body
+says "degraded" but the answer stays 200. ``/metrics`` (the Prometheus text format) is
+the Metrics extension's route. None of them needs a token and none reveals document
+names or contents.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ async def healthz(request: Request) -> Response:
 
 async def readiness(backend: Backend) -> tuple[bool, dict[str, Any]]:
     checks: dict[str, Any] = {}
+    if backend.draining_until is not None:
+        left = max(0.0, backend.draining_until - time.monotonic())
+        checks["drain"] = f"shutting down in {left:.0f} s; open connections are served until then"
+        return False, checks
     ok = True
     try:
         await _within(backend, "ping", backend.store.ping)
@@ -136,9 +142,8 @@ def _retrieved(task: asyncio.Task[None]) -> None:
 
 async def readyz(request: Request) -> Response:
     ok, checks = await readiness(_backend(request))
-    return JSONResponse(
-        {"status": "ready" if ok else "not ready", **checks}, status_code=200 if ok else 503
-    )
+    status = "ready" if ok else "draining" if "drain" in checks else "not ready"
+    return JSONResponse({"status": status, **checks}, status_code=200 if ok else 503)
 
 
 routes = [
