@@ -9,8 +9,8 @@ route ``GET /metrics`` renders them.
 
 Also in each registry: prometheus_client's standard ``process_*`` (RSS, CPU seconds,
 open fds, start time) and ``python_gc_*`` collectors, which name the process, not the
-backend; ``palimpsest_build_info`` (version, Python, the instance id that tells
-processes apart); and a probe of the event loop's lag, always on (_LoopProbe).
+backend; ``palimpsest_build_info`` (version, source revision, Python, the instance id
+that tells processes apart); and a probe of the event loop's lag, always on (_LoopProbe).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from .closes import CAUSES, Closed
 from .extensions import Client, Extension
 from .lifecycle import Service
 from .origins import Origin, PeerOrigin
+from .revision import revision
 from .room import Room
 from .snapshots import SnapshotWritten
 from .store.base import Event, now_ms
@@ -139,8 +140,9 @@ class Metrics(Extension):
         GCCollector(registry=r)
         self.build_info = Gauge(
             "palimpsest_build_info",
-            "1, labelled with the version, the Python and the instance id of this process",
-            ["version", "python", "instance_id"], registry=r,
+            "1, labelled with the version, the Python, the instance id and the source "
+            "revision (a commit id, or unknown) of this process",
+            ["version", "python", "instance_id", "revision"], registry=r,
         )  # fmt: skip
         self.backend: Backend | None = None
         self.probe: _LoopProbe | None = None
@@ -149,7 +151,7 @@ class Metrics(Extension):
         self.backend = backend
         self.registry.register(_LiveCollector(self))
         self.build_info.labels(
-            _version(), platform.python_version(), backend.settings.instance
+            _version(), platform.python_version(), backend.settings.instance, revision()
         ).set(1)
         threshold = backend.settings.stall_report_ms / 1000.0 or STALL_SECONDS
         self.probe = _LoopProbe(self, threshold)

@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import platform
+import subprocess
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -26,6 +27,10 @@ from palimpsest import protocol as P
 from palimpsest.closes import CAUSES
 from palimpsest.logs import JSONFormatter
 from palimpsest.settings import Settings
+
+#: the commit checked out where the tests run from (the server's code is this checkout's)
+HEAD = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, text=True,
+                      capture_output=True, check=True).stdout.strip()  # fmt: skip
 
 Scrape = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -45,7 +50,8 @@ async def test_process_gc_and_build_info_tell_processes_apart(tmp_path: Path) ->
             labels, one = next(iter(info.items()))
             assert one == 1
             assert dict(labels) == {"instance_id": instance, "version": version("palimpsest"),
-                                    "python": platform.python_version()}  # fmt: skip
+                                    "python": platform.python_version(),
+                                    "revision": HEAD[:12]}  # fmt: skip
             assert val(m, "process_resident_memory_bytes") > 10 * 2**20
             assert val(m, "process_cpu_seconds_total") > 0
             assert 0 < time.time() - val(m, "process_start_time_seconds") < 3600
