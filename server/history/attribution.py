@@ -37,7 +37,7 @@ import time
 import weakref
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Container, Generator, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pycrdt import Doc, Text, XmlFragment
 from pycrdt._base import base_types, process_event
@@ -53,8 +53,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("palimpsest.history")
 
+#: what a walk in steps answers (finish)
+_R = TypeVar("_R")
+
 #: an embedded object in a text counts one position; shown as U+FFFC in blame and diffs
 EMBED = b"\x1a"
+#: runs (or answers) walked between two pauses of a blame's or diff's walk in steps
+#: (blame_steps, diff_steps): ~0.1 ms
+WALK_STEP = 256
 #: runs per block of the blocked list (split at twice this)
 BLOCK = 64
 #: (by ids) the gap between two blocks' order keys when numbered (TextTrack.block_index):
@@ -1483,6 +1489,15 @@ class AttributionIndex:
     def _blame(self, root: str, seq: int) -> list[dict[str, Any]]:
         return track_blame(self.tracks[root], seq, self.actors, self.first)
 
+    def blame_steps(self, root: str, seq: int) -> Generator[None, None, list[dict[str, Any]]]:
+        """blame() as steps, for a walk in slices on the event loop (history.sliced):
+        the index must not change meanwhile (the cache's lock held)."""
+        return blame_steps(self.tracks[root], seq, self.actors, self.first)
+
+    def diff_steps(self, root: str, a: int, b: int) -> Generator[None, None, list[dict[str, Any]]]:
+        """diff() as steps (see blame_steps)."""
+        return diff_steps(self.tracks[root], a, b, self.actor)
+
     def text_at(self, root: str, seq: int) -> str:
         track = self.tracks[root]
         content = track.content
@@ -1541,6 +1556,15 @@ def _pieces(
             yield seg, start + n - seg, ins, dele, False
 
 
+def finish(steps: Generator[None, None, _R]) -> _R:
+    """What a walk made of steps (blame_steps, diff_steps) answers, walked in one piece."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as e:
+            return e.value  # type: ignore[no-any-return]
+
+
 def track_blame(
     track: TextTrack,
     seq: int,
@@ -1553,14 +1577,30 @@ def track_blame(
     run of its own, its ``node`` the byte."""
     if kids:
         return _blame_pieces(track, seq, actors, first, kids)
+    return finish(blame_steps(track, seq, actors, first))
+
+
+def blame_steps(
+    track: TextTrack, seq: int, actors: list[str], first: int
+) -> Generator[None, None, list[dict[str, Any]]]:
+    """track_blame of a text without kids, a pause (a yield) after every block of runs
+    and every WALK_STEP runs answered, so that a caller may walk it in slices
+    (server.history.sliced): a book's blame is a walk of a million runs, ~0.5 s."""
     # one pass over the runs with everything local: a blame of a keystroke trace
-    # answers one run per keystroke (105k for automerge-paper), so this loop is its cost
-    content = bytes(track.content)
-    groups: list[tuple[int, list[bytes]]] = []
-    cur, parts = -1, [b""]
+    # answers one run per keystroke (105k for automerge-paper), so this loop is its cost.
+    # The text alive goes into one buffer, and each group (a writer's stretch) is its
+    # writer and where it ends there: two lists of ints, not a tuple and a list per
+    # group, which outlived the walk's slices and made the collector scan the whole
+    # heap (a million runs of an index) every few blames of a book
+    content = memoryview(bytes(track.content))
+    buf = bytearray()
+    seqs: list[int] = []
+    ends: list[int] = []
+    cur = -1
     moved = track.moved
     starts = [m[0] for m in moved]  # (text moved: a bisect per run finds it)
     for block in track.blocks:
+        yield
         for run in block:
             start, n, ins, dele = run[0], run[1], run[2], run[3]
             if ins > seq or (dele and dele <= seq) or not n:
@@ -1570,21 +1610,29 @@ def track_blame(
                 if m >= 0 and moved[m][0] + moved[m][1] > start:
                     for s, k, w in track.stretches(start, n, ins):
                         if w != cur:
-                            parts = []
-                            groups.append((w, parts))
+                            if seqs:
+                                ends.append(len(buf))
+                            seqs.append(w)
                             cur = w
-                        parts.append(content[s : s + k])
+                        buf += content[s : s + k]
                     continue
             if ins != cur:
-                parts = []
-                groups.append((ins, parts))
+                if seqs:
+                    ends.append(len(buf))
+                seqs.append(ins)
                 cur = ins
-            parts.append(content[start : start + n])
+            buf += content[start : start + n]
+    if seqs:
+        ends.append(len(buf))
     known = len(actors)
     out: list[dict[str, Any]] = []
-    for ins, chunks in groups:  # (inline: a call per run costs a long blame 10%)
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        text = data.decode("utf-8", errors="replace")
+    at = 0
+    for k, ins in enumerate(seqs):  # (inline: a call per run costs a long blame 10%)
+        if not k % WALK_STEP:
+            yield
+        end = ends[k]
+        text = buf[at:end].decode("utf-8", errors="replace")
+        at = end
         if "\x1a" in text:
             text = text.replace("\x1a", "\ufffc")
         i = ins - first
@@ -1641,6 +1689,23 @@ def track_diff(
     gone: int = 0,
     kids: Container[int] | None = None,
 ) -> list[dict[str, Any]]:
+    """Equal, inserted and deleted runs of `track` from seq a to seq b: diff_steps
+    walked in one piece."""
+    steps = diff_steps(track, a, b, actor, at_a=at_a, at_b=at_b, gone=gone, kids=kids)
+    return finish(steps)
+
+
+def diff_steps(
+    track: TextTrack,
+    a: int,
+    b: int,
+    actor: Callable[[int], str | None],
+    *,
+    at_a: bool = True,
+    at_b: bool = True,
+    gone: int = 0,
+    kids: Container[int] | None = None,
+) -> Generator[None, None, list[dict[str, Any]]]:
     """Equal, inserted and deleted runs of `track` from seq a to seq b (see
     AttributionIndex.diff). `at_a`/`at_b` false: nothing of it is alive at that seq (an
     XML node not in that version, attribution_xml); a run deleted only with its node
@@ -1649,7 +1714,8 @@ def track_diff(
     Text an event moved (see Moves) is an op of its own, ``moved`` true: the insert
     where it went and the delete where it was (their actor the mover; blame names who
     wrote it: a diff folded from version `a` alone cannot know who wrote what was there
-    at `a`, and answers the same)."""
+    at `a`, and answers the same). A pause (a yield) every WALK_STEP runs, for a
+    caller that walks it in slices (see blame_steps)."""
     # Between two runs alive at both seqs, the runs deleted keep their order at `a`
     # and the runs inserted theirs at `b`; how the two interleave depends on where
     # an insert landed among tombstones, which a fold by deltas does not know
@@ -1674,9 +1740,12 @@ def track_diff(
             out["moved"] = True
         return out
 
-    def flush_gap() -> None:
+    def flush_gap() -> Iterator[None]:
         for kind in ("delete", "insert"):
-            out.extend(op(kind, s, bytes(data), node, m) for s, data, node, m in gap[kind])
+            for i, (s, data, node, m) in enumerate(gap[kind]):
+                if i and not i % WALK_STEP:
+                    yield
+                out.append(op(kind, s, bytes(data), node, m))
             gap[kind] = []
 
     def same_text() -> bytes | None:
@@ -1692,7 +1761,9 @@ def track_diff(
         return text
 
     split = bool(kids)  # (the plain runs as they are: the cost of a long text's diff)
-    for piece in _pieces(track, kids) if split else track.runs():
+    for i, piece in enumerate(_pieces(track, kids) if split else track.runs()):
+        if not i % WALK_STEP:
+            yield
         start, n, ins, dele = piece[0], piece[1], piece[2], piece[3]
         kid = split and piece[4]
         if not n:
@@ -1706,7 +1777,7 @@ def track_diff(
                 if equal:
                     out.append(op("equal", None, bytes(equal), -1, False))
                     equal = bytearray()
-                flush_gap()
+                yield from flush_gap()
             if kid:
                 out.append(op("equal", None, EMBED, start, False))
             else:
@@ -1744,5 +1815,5 @@ def track_diff(
         equal += same_text() or b""
     if equal:
         out.append(op("equal", None, bytes(equal), -1, False))
-    flush_gap()
+    yield from flush_gap()
     return out

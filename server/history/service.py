@@ -20,7 +20,7 @@ import hashlib
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -37,6 +37,7 @@ from ..removed import Change, change_in_parts
 from ..snapshots import load
 from ..store.base import BASE_TS, MAX_SEQ, DocInfo, Event, EventStore, Tag
 from ..util import iso
+from . import sliced
 from .attribution import AttributionIndex
 from .attribution_cache import AttributionCache
 from .attribution_xml import observe_trees
@@ -93,9 +94,6 @@ MAX_PAGE = 1000
 #: a diff over at most this many events, asked before the document's attribution index
 #: exists, folds just its range rather than building the index
 RANGE_DIFF_MAX = 20_000
-#: a text diff of more runs than this is made in a worker thread (the document's
-#: index held still, see _walk): one op per run, a fragmented text's took ~1 s per 100k
-DIFF_ON_LOOP_RUNS = 4096
 #: no control character, no '/', no space at either end (" " and "v1 " looked like
 #: no name and like "v1")
 _TAG = re.compile(r"[^ \x00-\x1f\x7f/]([^\x00-\x1f\x7f/]{0,62}[^ \x00-\x1f\x7f/])?")
@@ -518,6 +516,19 @@ class History:
             log.warning("%s of %s: %s", what, doc, e)
             return None
 
+    async def _sliced(
+        self, doc: str, index: AttributionIndex, steps: Generator[None, None, W]
+    ) -> W:
+        """A walk of a text's runs (blame_steps, diff_steps) in slices on the event loop
+        (history.sliced), the cache's index held still by its per-document lock as in
+        _walk. Before 6 Dec 2026 a blame walked in one piece on the loop and a long
+        text's diff in a worker thread, which held the loop as much (the interpreter is
+        one): a book's blame or diff held every other room for 0.5-2 s."""
+        shared = index is self.attribution.peek(doc)
+        held = self.attribution.lock(doc) if shared else contextlib.nullcontext()
+        async with held:
+            return await sliced.walk(steps)
+
     async def blame(self, doc: str, seq: int, info: DocInfo, root: str | None) -> dict[str, Any]:
         index = await self._index_for(doc, info, [seq])
         roots: dict[str, Any] = {}
@@ -544,7 +555,7 @@ class History:
                 if walked is not None:
                     roots[name] = {"type": TEXT, "runs": walked}
                     continue
-            runs = index.blame(name, seq)
+            runs = await self._sliced(doc, index, index.blame_steps(name, seq))
             if index.tracks[name].rich:  # the version's formatting and embeds on the runs
                 runs = await cpu_account.to_thread(formatted_blame, doc, name, runs, await at_seq())
             roots[name] = {"type": TEXT, "runs": runs}
@@ -651,15 +662,8 @@ class History:
                     roots[name] = {"type": TEXT, "ops": walked}
                     continue
             if name in index.tracks:
-                track = index.tracks[name]
-                if sum(map(len, track.blocks)) <= DIFF_ON_LOOP_RUNS:
-                    ops = index.diff(name, a, b)
-                else:  # (an op per run: 100k runs took a second, off the loop)
-                    walked = await self._walk(
-                        doc, index, f"diff of {name!r}", index.diff, name, a, b
-                    )
-                    assert walked is not None  # (a text's diff meets no tree to mismatch)
-                    ops = walked
+                # (an op per run: a book's is a walk of a million runs, ~0.5 s)
+                ops = await self._sliced(doc, index, index.diff_steps(name, a, b))
                 if index.tracks[name].rich:  # lay the formatting over it
                     # 45 ms for a formatted 107 kB text, 0.4 s for 800 kB: off the loop
                     ops = await cpu_account.to_thread(

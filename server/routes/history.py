@@ -24,6 +24,7 @@ from ..errors import BadRequest
 from ..history import MAX_PAGE, SESSION_GAP_MS, History, history_of
 from ..history.by_actor import MAX_ACTOR, by_actors
 from ..history.joined import EVENT, JOINS, join_roots
+from ..history.sliced import json_bytes
 from ..names import validate_doc_name
 from ..store.base import MAX_SEQ
 from ..undo import revert as reverting
@@ -197,7 +198,7 @@ async def diff(request: Request) -> Response:
     a = await history.resolve(doc, q.get("from") or str(info.base_seq), info)
     b = await history.resolve(doc, q.get("to") or "head", info)
     answer = await history.diff(doc, a, b, info, q.get("root") or None)
-    return JSONResponse(await _shaped(join, actors, answer, diff=True))
+    return await _json(await _shaped(join, actors, answer, diff=True))
 
 
 async def blame(request: Request) -> Response:
@@ -207,7 +208,13 @@ async def blame(request: Request) -> Response:
     q = request.query_params
     seq = await history.resolve(doc, q.get("seq") or "head", info)
     answer = await history.blame(doc, seq, info, q.get("root") or None)
-    return JSONResponse(await _shaped(join, actors, answer, diff=False))
+    return await _json(await _shaped(join, actors, answer, diff=False))
+
+
+async def _json(answer: dict[str, Any]) -> Response:
+    """A JSONResponse's body, encoded in slices on the event loop (history.sliced): a
+    book's blame is 5 MB of JSON, ~0.15 s in one piece."""
+    return Response(await json_bytes(answer), media_type="application/json")
 
 
 async def restore(request: Request) -> Response:
