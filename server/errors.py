@@ -18,6 +18,8 @@
     ├── NotFound                 unknown document, seq or tag (HTTP 404)
     │   └── Deleted              a document that was deleted, not written since (HTTP 410)
     ├── BadRequest               a malformed HTTP request (HTTP 400)
+    ├── Conflict                 does not fit the document as it is (HTTP 409)
+    │   └── ActorTaken           a rename of an actor to a name already in the store
     ├── ExtensionFailed          an extension's hook raised something else than these
     │                            (close 1011 / HTTP 500): what it guarded is refused
     └── StoreError               the event store failed (close 1011 / HTTP 503)
@@ -144,6 +146,12 @@ class Conflict(PalimpsestError):
 
     close_code = 4409
     http_status = 409
+
+
+class ActorTaken(Conflict):
+    """A rename of an actor (``palimpsest rename-actor``) refused: the new name is an
+    actor of the store already (a merge of two users is not done), or the old one is
+    also the name of an event kind."""
 
 
 class ExtensionFailed(PalimpsestError):

@@ -30,7 +30,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from .errors import StoreUnavailable
@@ -317,4 +317,40 @@ def not_served(db_path: str) -> Iterator[None]:
         os.close(fd)
 
 
-__all__ = ["SUFFIX", "PostgresServingLock", "ServingLock", "not_served"]
+@contextlib.asynccontextmanager
+async def pg_not_served(dsn: str, schema: str | None, by: str) -> AsyncIterator[None]:
+    """:func:`not_served` for a PostgreSQL schema: holds its serving lock exclusively
+    (no server serves it meanwhile, nor starts); raises StoreUnavailable naming the
+    servers that serve it now. `by` names the command (its session's application_name,
+    which a server refused meanwhile names)."""
+    import asyncpg
+
+    from .store.postgres import SERVING_LOCK, opening
+
+    app = f"palimpsest {by} pid {os.getpid()} on {socket.gethostname()}"[:63]
+    with opening():
+        conn = await asyncpg.connect(dsn, timeout=10, server_settings={"application_name": app})
+    try:
+        name = schema or await conn.fetchval("SELECT current_schema()") or ""
+        if not await conn.fetchval(
+            "SELECT pg_try_advisory_lock($1, hashtext($2))", SERVING_LOCK, name
+        ):
+            holders = await conn.fetch(
+                "SELECT DISTINCT a.application_name FROM pg_locks l "
+                "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 "
+                "AND l.objid = hashtext($2)::oid AND l.objsubid = 2 "
+                "AND l.database = (SELECT oid FROM pg_database "
+                "WHERE datname = current_database())",
+                SERVING_LOCK,
+                name,
+            )
+            names = sorted(str(h[0]) for h in holders if h[0])
+            who = f"a server ({', '.join(names)})" if names else "a server"
+            raise StoreUnavailable(f"{who} serves PostgreSQL schema {name!r}: stop it first")
+        yield
+    finally:
+        await conn.close()  # ends the session: drops the lock
+
+
+__all__ = ["SUFFIX", "PostgresServingLock", "ServingLock", "not_served", "pg_not_served"]

@@ -1,5 +1,5 @@
 """Admin commands that work on the store directly: export, import, snapshot, inspect,
-verify, compact, delete.
+verify, compact, delete, rename-actor.
 
 They are meant for a stopped server, or for documents no server has open. What happens
 when one does (SQLite in WAL mode and PostgreSQL both allow it):
@@ -12,26 +12,30 @@ when one does (SQLite in WAL mode and PostgreSQL both allow it):
 - compact only touches events at or below --before, which never change, so a moving head
   is harmless; a named version below --before is refused (it would stop rendering);
 - delete removes the document under a server that has it open, which would keep writing
-  into a fresh log: use ``DELETE /api/docs/DOC`` on a running server instead.
+  into a fresh log: use ``DELETE /api/docs/DOC`` on a running server instead;
+- rename-actor refuses to run while any server serves the store (their memory holds the
+  old name: symbol caches, undo stacks, owners), and holds the serving lock meanwhile.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
 import sys
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from .. import pseudonym
 from ..checkpoint import Checkpoints
 from ..client.errors import ClientError
 from ..deletion import tombstone_for
-from ..errors import PalimpsestError, StoreError
+from ..errors import PalimpsestError, StoreError, StoreUnavailable
 from ..fanout import publish_deleted
 from ..maintenance import (
     CompactedWithoutStacks,
@@ -44,8 +48,10 @@ from ..maintenance import (
     require,
     verify_doc,
 )
+from ..serving_lock import not_served, pg_not_served
 from ..snapshots import load
 from ..store import EventStore, open_store
+from ..store.sqlite import SQLiteStore
 from ..util import iso
 from . import (
     SQLITE_URL_HINT,
@@ -147,6 +153,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--yes", action="store_true", help="really delete it")
     p.add_argument("--fanout", help="tell the servers on this Redis fan-out at once "
                    "(env PALIMPSEST_FANOUT; else they notice from the store)")  # fmt: skip
+
+    p = add("rename-actor", "rename a user everywhere in the store (pseudonymise them)",
+            "Rename actor OLD to NEW in every document: the events they wrote, tags, "
+            "the undo stacks and client-id owners kept in snapshots (compaction bases "
+            "too); their stored attribution indexes are dropped (rebuilt on demand). The "
+            "old name's bytes are scrubbed from the file (SQLite: secure_delete, "
+            "checkpoint, VACUUM; PostgreSQL: VACUUM FULL of the tables rewritten). NEW must "
+            "not be an actor already (no merge). Every server on the store must be "
+            "stopped: refused while one serves it. Refuses to run without --yes.",
+            rename_actor)  # fmt: skip
+    p.add_argument("old", metavar="OLD", help="the actor (a token's user, `sub`) to rename")
+    p.add_argument("new", metavar="NEW", help="the name they get (a pseudonym)")
+    p.add_argument("--yes", action="store_true", help="really rename")
 
 
 def _run(
@@ -406,8 +425,8 @@ def _size(n: int) -> str:
 # --- verify -----------------------------------------------------------------------------
 
 
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+def _n(count: int, noun: str, plural: str = "") -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {plural or noun + 's'}"
 
 
 async def verify(store: EventStore, args: argparse.Namespace) -> int:
@@ -489,6 +508,58 @@ async def delete(store: EventStore, args: argparse.Namespace) -> int:
                   "store within two gap checks", file=sys.stderr)  # fmt: skip
     print(f"palimpsest delete: {args.doc} deleted ({info.head} events)")
     return 0
+
+
+# --- rename-actor -----------------------------------------------------------------------
+
+
+async def rename_actor(store: EventStore, args: argparse.Namespace) -> int:
+    if not args.yes:
+        raise AdminError(
+            f"this renames {args.old!r} to {args.new!r} in every document, for good; stop "
+            "every server on the store and run again with --yes"
+        )
+    try:
+        async with _not_served(store):
+            done, unknown = await pseudonym.rename_actor(store, args.old, args.new)
+    except StoreUnavailable as e:
+        if "serves" not in str(e):
+            raise
+        raise AdminError(f"{e} (every server on this store: they hold the old name in "
+                         "memory)") from None  # fmt: skip
+    if not (done.symbol or done.tags or done.snapshots):
+        raise AdminError(f"{args.old!r} is no actor of this store: nothing to rename")
+    print(f"palimpsest rename-actor: {args.old} -> {args.new}: "
+          f"{_n(len(done.docs), 'document')} written by them, {_n(done.tags, 'tag')}, "
+          f"{_n(done.snapshots, 'snapshot')} rewritten, "
+          f"{_n(done.derived, 'attribution index', 'attribution indexes')} dropped")  # fmt: skip
+    if done.damaged_snapshots:
+        print(f"palimpsest rename-actor: {_n(done.damaged_snapshots, 'damaged snapshot')} "
+              "could not be read and may still name the old actor (palimpsest verify)",
+              file=sys.stderr)  # fmt: skip
+    if unknown:
+        print("palimpsest rename-actor: snapshot meta entries of other extensions still "
+              f"name {args.old!r}: {', '.join(sorted(unknown))}", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _not_served(store: EventStore) -> contextlib.AbstractAsyncContextManager[None]:
+    """No server serves the store meanwhile, nor starts on it."""
+    if isinstance(store, SQLiteStore):
+        if store.path == ":memory:":
+            return contextlib.nullcontext()
+
+        @contextlib.asynccontextmanager
+        async def held() -> AsyncIterator[None]:
+            with not_served(store.path):
+                yield
+
+        return held()
+    from ..store.postgres import PostgresStore
+
+    if isinstance(store, PostgresStore):
+        return pg_not_served(store.dsn, store.schema, "rename-actor")
+    return contextlib.nullcontext()
 
 
 __all__ = ["register"]

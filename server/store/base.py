@@ -41,7 +41,7 @@ import json
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring as _quote
 from typing import TYPE_CHECKING, Any
@@ -302,6 +302,40 @@ class Tag:
     seq: int
     ts: int
     actor: str
+
+
+#: rewrites a snapshot's meta for a renamed actor: the new meta, or None when the actor
+#: is not in it (server.pseudonym knows which entries name actors)
+MetaRewrite = Callable[[dict[str, Any]], "dict[str, Any] | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class ActorRenamed:
+    """What :meth:`EventStore.rename_actor` changed."""
+
+    #: the old name was interned (an actor of events); False: only tags or metas named it
+    symbol: bool = False
+    #: documents whose events the actor wrote (their stored attribution index is dropped)
+    docs: tuple[str, ...] = ()
+    tags: int = 0
+    #: snapshot rows rewritten (undo stacks, owners)
+    snapshots: int = 0
+    #: snapshot rows that could not be read (damaged), left as they are: they may still
+    #: name the old actor (palimpsest verify lists them)
+    damaged_snapshots: int = 0
+    #: stored attribution indexes dropped (a cache: rebuilt on the next blame)
+    derived: int = 0
+
+
+def renamed_snapshot_row(
+    state: bytes, stored: str, meta_text: str, rewrite: MetaRewrite
+) -> tuple[bytes, str, str] | None:
+    """The row (state column, checksum, meta column) of a snapshot whose meta `rewrite`
+    changed, written anew (packed); None when it names nobody to rename. Raises
+    ValueError for a damaged row."""
+    plain, meta = snapshot_codec.decode(state, stored, meta_text)
+    renamed = rewrite(meta)
+    return None if renamed is None else snapshot_row(plain, renamed)
 
 
 #: in a compaction base snapshot's meta: the ts of the event at its seq, which the
@@ -611,6 +645,17 @@ class EventStore(Service, ABC):
     async def derived(self, doc: str, kind: str) -> tuple[int, bytes] | None:
         """(seq, data) of the stored derived data of this kind, or None when there is
         none or its checksum does not hold (logged, never raised)."""
+
+    @abstractmethod
+    async def rename_actor(self, old: str, new: str, rewrite: MetaRewrite) -> ActorRenamed:
+        """Rename actor `old` to `new` everywhere the store keeps it, in one transaction:
+        the interned name of its events, tags, and every snapshot's meta (`rewrite`);
+        drops the stored attribution indexes of the documents it wrote. Raises
+        ActorTaken when `new` is an actor already, or `old` is also an event kind. For
+        a store no server serves (their caches keep the old name). The store's own
+        copies of the old bytes (freed pages, old row versions) are scrubbed as far as
+        it can (SQLite: rewritten with secure_delete, checkpointed, vacuumed;
+        PostgreSQL: VACUUM FULL of the tables it rewrote)."""
 
     # --- webhook delivery cursors (server.changefeed) ---------------------------------
 

@@ -100,6 +100,13 @@ class Symbols:
         except KeyError:
             raise UnknownSymbol(i) from None
 
+    def rename(self, old: str, new: str) -> None:
+        """The name of an id changed (EventStore.rename_actor, in this process)."""
+        i = self.ids.pop(old, None)
+        if i is not None:
+            self.ids[new] = i
+            self.names[i] = new
+
     def missing_names(self, names: Iterable[str]) -> list[str]:
         return sorted({n for n in names if n not in self.ids})
 

@@ -10,10 +10,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import StoreError, StoreUnavailable
+from .actor_rename import kind_clash, taken
 from .base import (
+    ActorRenamed,
     DocInfo,
     Event,
     EventStore,
+    MetaRewrite,
     NewEvent,
     Snapshot,
     SnapshotInfo,
@@ -21,6 +24,7 @@ from .base import (
     checksum,
     derived_from_row,
     now_ms,
+    renamed_snapshot_row,
     snapshot_from_row,
     snapshot_info,
     snapshot_row,
@@ -213,6 +217,44 @@ class MemoryStore(EventStore):
         if existed:
             self._tombstones[doc] = tombstone
         return existed
+
+    async def rename_actor(self, old: str, new: str, rewrite: MetaRewrite) -> ActorRenamed:
+        self._check()
+        async with self._lock:
+            events = [e for evs in self._events.values() for e in evs]
+            tags = [t for ts in self._tags.values() for t in ts.values()]
+            if any(e.actor == new for e in events) or any(t.actor == new for t in tags):
+                raise taken(new)
+            clash = next((e.doc for e in events if e.kind == old), None)
+            if clash is not None:
+                raise kind_clash(old, clash)
+            docs = {e.doc for e in events if e.actor == old}
+            for doc in docs:
+                self._events[doc] = [
+                    dataclasses.replace(e, actor=new) if e.actor == old else e
+                    for e in self._events[doc]
+                ]
+            renamed_tags = 0
+            for by_name in self._tags.values():
+                for name, t in by_name.items():
+                    if t.actor == old:
+                        by_name[name] = dataclasses.replace(t, actor=new)
+                        renamed_tags += 1
+            snapshots = damaged = 0
+            for doc, rows in self._snaps.items():
+                for seq, (ts, state, stored, meta) in rows.items():
+                    try:
+                        row = renamed_snapshot_row(state, stored, meta, rewrite)
+                    except ValueError:
+                        damaged += 1
+                        continue
+                    if row is not None:
+                        rows[seq] = (ts, *row)
+                        snapshots += 1
+                        docs.add(doc)
+            derived = sum(len(self._derived.pop(doc, {})) for doc in docs)
+            return ActorRenamed(any(e.actor == old for e in events), tuple(sorted(docs)),
+                                renamed_tags, snapshots, damaged, derived)  # fmt: skip
 
     async def tombstone(self, doc: str) -> bytes | None:
         self._check()

@@ -36,10 +36,13 @@ import asyncpg
 
 from ..errors import StoreError, StoreUnavailable
 from . import segments as S
+from .actor_rename import Uses, kind_clash, taken
 from .base import (
+    ActorRenamed,
     DocInfo,
     Event,
     EventStore,
+    MetaRewrite,
     NewEvent,
     Snapshot,
     SnapshotInfo,
@@ -49,6 +52,7 @@ from .base import (
     derived_from_row,
     dump_meta,
     now_ms,
+    renamed_snapshot_row,
     snapshot_from_row,
     snapshot_info,
     snapshot_row,
@@ -946,6 +950,78 @@ class PostgresStore(EventStore):
             return await self._run(run, "delete")
         finally:
             self._recent.clear()  # rare: what it held of that document is gone
+
+    async def rename_actor(self, old: str, new: str, rewrite: MetaRewrite) -> ActorRenamed:
+        async def run(conn: asyncpg.Connection) -> ActorRenamed:
+            async with conn.transaction():
+                # no append interns a name meanwhile (the symbols' rows are locked)
+                await conn.execute("LOCK TABLE symbols, tags, snapshots IN EXCLUSIVE MODE")
+                ids = {
+                    r[0]: int(r[1])
+                    for r in await conn.fetch(
+                        "SELECT name, id FROM symbols WHERE name = ANY($1::text[])", [old, new]
+                    )
+                }
+                if new in ids or await conn.fetchval(
+                    "SELECT 1 FROM tags WHERE actor = $1 LIMIT 1", new
+                ):
+                    raise taken(new)
+                docs: set[str] = set()
+                if old in ids:
+                    uses = Uses(old, ids[old])
+                    clash = await conn.fetchval(
+                        "SELECT d.name FROM log l JOIN docs d ON d.id = l.doc "
+                        "WHERE l.kind = $1 LIMIT 1", uses.symbol
+                    )  # fmt: skip
+                    if clash is not None:
+                        raise kind_clash(old, clash)
+                    docs.update(r[0] for r in await conn.fetch(
+                        "SELECT DISTINCT d.name FROM log l JOIN docs d ON d.id = l.doc "
+                        "WHERE l.actor = $1", uses.symbol
+                    ))  # fmt: skip
+                    async for doc, body, checksum in conn.cursor(
+                        "SELECT d.name, s.body, s.checksum FROM segments s JOIN docs d "
+                        "ON d.id = s.doc ORDER BY s.id"
+                    ):
+                        uses.segment(doc, body, checksum)
+                    docs |= uses.docs
+                    await conn.execute("UPDATE symbols SET name = $1 WHERE id = $2", new,
+                                       uses.symbol)  # fmt: skip
+                tags = int((await conn.execute(
+                    "UPDATE tags SET actor = $1 WHERE actor = $2", new, old
+                )).split()[-1])  # fmt: skip
+                snapshots = damaged = 0
+                for doc, seq in await conn.fetch("SELECT doc, seq FROM snapshots ORDER BY 1, 2"):
+                    r = await conn.fetchrow(
+                        "SELECT state, checksum, meta FROM snapshots WHERE doc = $1 AND seq = $2",
+                        doc, seq,
+                    )  # fmt: skip
+                    try:
+                        row = renamed_snapshot_row(bytes(r[0]), r[1], r[2], rewrite)
+                    except ValueError:
+                        damaged += 1
+                        continue
+                    if row is not None:
+                        await conn.execute(
+                            "UPDATE snapshots SET state = $1, checksum = $2, meta = $3 "
+                            "WHERE doc = $4 AND seq = $5", *row, doc, seq
+                        )  # fmt: skip
+                        snapshots += 1
+                        docs.add(doc)
+                derived = 0
+                if docs:
+                    derived = int((await conn.execute(
+                        "DELETE FROM derived WHERE doc = ANY($1::text[])", sorted(docs)
+                    )).split()[-1])  # fmt: skip
+            # the old rows' versions stay in the tables' files until they are rewritten
+            await conn.execute("VACUUM FULL symbols, tags, snapshots, derived")
+            return ActorRenamed(old in ids, tuple(sorted(docs)), tags, snapshots, damaged,
+                                derived)  # fmt: skip
+
+        done = await self._run(run, "actor rename")
+        self._sym.rename(old, new)
+        self._recent.clear()
+        return done
 
     async def tombstone(self, doc: str) -> bytes | None:
         rows = await self._fetch(

@@ -46,10 +46,13 @@ import aiosqlite
 
 from ..errors import StoreError, StoreUnavailable
 from . import segments as S
+from .actor_rename import Uses, kind_clash, taken
 from .base import (
+    ActorRenamed,
     DocInfo,
     Event,
     EventStore,
+    MetaRewrite,
     NewEvent,
     Snapshot,
     SnapshotInfo,
@@ -59,6 +62,7 @@ from .base import (
     derived_from_row,
     dump_meta,
     now_ms,
+    renamed_snapshot_row,
     snapshot_from_row,
     snapshot_info,
     snapshot_row,
@@ -1387,6 +1391,92 @@ class SQLiteStore(EventStore):
                 (doc, now_ms(), tombstone),
             ),
         )
+
+    # --- renaming an actor -----------------------------------------------------------
+
+    async def rename_actor(self, old: str, new: str, rewrite: MetaRewrite) -> ActorRenamed:
+        def run(db: sqlite3.Connection) -> ActorRenamed:
+            ids = dict(db.execute("SELECT name, id FROM symbols WHERE name IN (?, ?)", (old, new)))
+            if (
+                new in ids
+                or db.execute("SELECT 1 FROM tags WHERE actor = ? LIMIT 1", (new,)).fetchone()
+            ):
+                raise taken(new)
+            docs: set[str] = set()
+            damaged_segments = 0
+            if old in ids:
+                uses = Uses(old, int(ids[old]))
+                clash = db.execute(
+                    "SELECT d.name FROM log l JOIN docs d ON d.id = l.doc WHERE l.kind = ? "
+                    "LIMIT 1", (uses.symbol,)
+                ).fetchone()  # fmt: skip
+                if clash:
+                    raise kind_clash(old, clash[0])
+                docs.update(r[0] for r in db.execute(
+                    "SELECT DISTINCT d.name FROM log l JOIN docs d ON d.id = l.doc "
+                    "WHERE l.actor = ?", (uses.symbol,)
+                ))  # fmt: skip
+                for doc, body, checksum in db.execute(
+                    "SELECT d.name, s.body, s.checksum FROM segments s JOIN docs d "
+                    "ON d.id = s.doc ORDER BY s.id"
+                ):
+                    uses.segment(doc, body, checksum)
+                docs |= uses.docs
+                damaged_segments = uses.damaged
+                db.execute("UPDATE symbols SET name = ? WHERE id = ?", (new, uses.symbol))
+            tags = db.execute("UPDATE tags SET actor = ? WHERE actor = ?", (new, old)).rowcount
+            snapshots = damaged = 0
+            keys = db.execute("SELECT doc, seq FROM snapshots ORDER BY doc, seq").fetchall()
+            for doc, seq in keys:
+                state, stored, meta = db.execute(
+                    "SELECT state, checksum, meta FROM snapshots WHERE doc = ? AND seq = ?",
+                    (doc, seq),
+                ).fetchone()
+                try:
+                    row = renamed_snapshot_row(bytes(state), stored, meta, rewrite)
+                except ValueError:
+                    damaged += 1
+                    continue
+                if row is not None:
+                    db.execute(
+                        "UPDATE snapshots SET state = ?, checksum = ?, meta = ? "
+                        "WHERE doc = ? AND seq = ?", (*row, doc, seq)
+                    )  # fmt: skip
+                    snapshots += 1
+                    docs.add(doc)
+            derived = 0
+            for doc in sorted(docs):
+                derived += db.execute("DELETE FROM derived WHERE doc = ?", (doc,)).rowcount
+            if damaged_segments:
+                log.warning("rename of an actor: %d damaged segments could not be read",
+                            damaged_segments)  # fmt: skip
+            return ActorRenamed(old in ids, tuple(sorted(docs)), tags, snapshots, damaged,
+                                derived)  # fmt: skip
+
+        def scrubbed(db: sqlite3.Connection) -> ActorRenamed:
+            # what UPDATE and DELETE free is overwritten with zeros, not left in the page
+            was = db.execute("PRAGMA secure_delete").fetchone()[0]
+            db.execute("PRAGMA secure_delete = ON")
+            try:
+                done = _in_transaction(db, "actor rename", run)
+                if self.path != ":memory:":
+                    # the old name may also be in pages freed before (retention, deletes)
+                    # and in the -wal: the file rewritten, the -wal emptied
+                    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    db.execute("VACUUM")
+                    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                return done
+            except sqlite3.Error as e:
+                raise _store_error("actor rename", e) from e
+            finally:
+                db.execute(f"PRAGMA secure_delete = {int(was)}")
+
+        self._refuse_if_gone()
+        done = await self.writer.call(scrubbed)
+        self._wsym.rename(old, new)
+        self._sym.rename(old, new)
+        self._recent.clear()
+        return done
 
     # --- sealing ---------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from palimpsest.errors import StoreError
+from palimpsest.errors import ActorTaken, StoreError
 from palimpsest.store import open_store, snapshot_codec
 from palimpsest.store.base import Event, EventStore, NewEvent, checksum, dump_meta
 from palimpsest.store.doc_pages import DocPage, NameRange
@@ -347,6 +347,45 @@ class StoreContract(CursorContract):
         assert await store.head("keep") == 1
         [[e]] = await store.append([("d", [ev()])])
         assert e.seq == 1  # a deleted document starts over
+
+    async def test_rename_actor(self, store: EventStore) -> None:
+        await store.append([("d", [ev("ann"), ev("bob"), ev("ann"), ev("bob")])])
+        await store.append([("e", [ev("bob")])])
+        if self.seals:
+            assert await store.seal("d", run=2) == 4  # in segments and in the tail
+        await store.append([("d", [ev("ann", meta_of="ann")])])
+        await store.put_snapshot("d", 4, b"s", {"owners": {"7": "ann", "8": "bob"}})
+        await store.put_snapshot("e", 1, b"s", {"owners": {"8": "bob"}})
+        await store.put_tag("d", "v1", 1, "ann")
+        await store.put_derived("d", "attribution", 4, b"ann wrote")
+        await store.put_derived("e", "attribution", 1, b"bob wrote")
+
+        def rewrite(meta: dict[str, Any]) -> dict[str, Any] | None:
+            owners = meta["owners"]
+            if "ann" not in owners.values():
+                return None
+            return {**meta, "owners": {c: "p1" if a == "ann" else a for c, a in owners.items()}}
+
+        done = await store.rename_actor("ann", "p1", rewrite)
+        assert (done.docs, done.tags, done.snapshots, done.derived) == (("d",), 1, 1, 1)
+        assert [e.actor for e in await store.read("d")] == ["p1", "bob", "p1", "bob", "p1"]
+        assert [e.actor for e in await store.query("d", actor="p1")] == ["p1"] * 3
+        assert await store.query("d", actor="ann") == []
+        assert (await store.read("d"))[-1].meta == {"meta_of": "ann"}  # content: not ours
+        assert [t.actor for t in await store.tags("d")] == ["p1"]
+        snap = await store.latest_snapshot("d")
+        assert snap is not None and snap.valid
+        assert snap.meta["owners"] == {"7": "p1", "8": "bob"}
+        assert await store.derived("d", "attribution") is None  # a cache: rebuilt
+        assert await store.derived("e", "attribution") == (1, b"bob wrote")
+        [[e]] = await store.append([("d", [ev("ann")])])  # the old name is a new actor now
+        assert e.actor == "ann"
+        assert [e.actor for e in await store.read("d")][-2:] == ["p1", "ann"]
+        with pytest.raises(ActorTaken, match="actor of this store already"):
+            await store.rename_actor("bob", "p1", rewrite)  # no merge
+        with pytest.raises(ActorTaken, match="event kind"):
+            await store.rename_actor("edit", "changed", rewrite)
+        assert [e.actor for e in await store.read("e")] == ["bob"]
 
     async def test_delete_doc_leaves_a_tombstone(self, store: EventStore) -> None:
         await store.append([("t", [ev()])])
