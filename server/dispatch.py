@@ -48,7 +48,15 @@ DRAIN_SECONDS = 10.0
 #: the hooks that are awaited; the others run in a room's pipeline or a request and must
 #: not be coroutines (one would never run: an `async def on_update` refused nothing)
 _ASYNC_HOOKS = frozenset(
-    {"authenticate", "on_connect", "on_disconnect", "on_committed", "on_deleted", "on_load"}
+    {
+        "authenticate",
+        "on_connect",
+        "on_disconnect",
+        "on_committed",
+        "on_deleted",
+        "on_purged",
+        "on_load",
+    }
 )
 
 _HOOKS = (
@@ -57,6 +65,7 @@ _HOOKS = (
     "on_disconnect",
     "on_committed",
     "on_deleted",
+    "on_purged",
     "on_load",
     "on_unload",
     "before_apply",
@@ -345,6 +354,13 @@ class Extensions(Service):
                 await _awaited("on_deleted", ext.on_deleted(doc, by), self.hook_timeout)
             except Exception:
                 log.exception("%r: on_deleted(%s) failed", ext, doc)
+
+    async def purged(self, doc: str, by: str) -> None:
+        for ext in self._by["on_purged"]:
+            try:
+                await _awaited("on_purged", ext.on_purged(doc, by), self.hook_timeout)
+            except Exception:
+                log.exception("%r: on_purged(%s) failed", ext, doc)
 
     def unloaded(self, room: Room) -> None:
         for ext in self._by["on_unload"]:

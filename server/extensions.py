@@ -22,10 +22,10 @@ Three kinds of hooks, by where they run:
   (``on_load``): awaited on the request's own path; raising a
   :class:`~server.errors.PalimpsestError` refuses the request (or the load) with that
   error's close code / HTTP status.
-- **after the fact** (``on_committed``, ``on_deleted``): ``on_committed`` is awaited off
-  the editing path, one batch at a time and in order, per extension; ``on_deleted``
-  before the deletion is answered. An exception is logged; it never reaches a room or
-  a client.
+- **after the fact** (``on_committed``, ``on_deleted``, ``on_purged``): ``on_committed``
+  is awaited off the editing path, one batch at a time and in order, per extension;
+  ``on_deleted`` and ``on_purged`` before the deletion (the purge) is answered. An
+  exception is logged; it never reaches a room or a client.
 - **in the pipeline** (``on_unload``, ``before_apply``, ``on_applied``, ``on_logged``,
   ``on_update``, ``on_awareness``, ``snapshot_meta``, ``on_snapshot``, ``on_refused``,
   ``on_closed``, ``on_request``, ``on_commit_batch``, ``on_peer_commit``): plain
@@ -168,6 +168,11 @@ class Extension:
         """This process deleted a document (by user `by`): its events, snapshots and tags
         are gone from the store and its connections here are closed. An exception is
         logged."""
+
+    async def on_purged(self, doc: str, by: str) -> None:
+        """This process purged the deleted content of a document's history (compaction
+        with ``purge_deleted``, server.erasure): its room here was reloaded from the new
+        base. An exception is logged."""
 
     # --- in the pipeline ----------------------------------------------------------------
 

@@ -6,6 +6,7 @@ update…)`` on the Redis channel ``PREFIX:DOC``; every other process with that 
 loaded hands the events to its room (``Room.receive_peer_events``), which applies them in
 seq order with a peer origin (never logged again) and broadcasts them to its own clients.
 
+A purge of deleted content (``P``, server.erasure) makes them reload their room of it.
 A deletion travels the same way (``D`` and a JSON header): every process closes its
 connections to the document with 4404 and drops its room (see ``server/deletion.py``);
 the gap check below notices a lost one from the store (a head that went back).
@@ -68,6 +69,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from . import erasure
 from .commit import LOG_EVERY
 from .deletion import Deletion, deleted_elsewhere
 from .errors import PalimpsestError, StoreError
@@ -210,6 +212,22 @@ async def publish_deleted(url: str, doc: str, by: str) -> None:
         await r.aclose()
 
 
+def encode_purged(instance: str, by: str) -> bytes:
+    """A purge of deleted content (server.erasure): ``P``, a JSON header line."""
+    return b"P" + json.dumps({"i": instance, "by": by}).encode() + b"\n"
+
+
+async def publish_purged(url: str, doc: str, by: str) -> None:
+    """Tell the processes on the fan-out bus `url` that `doc`'s deleted content was
+    purged (``palimpsest compact --purge-deleted``): they reload their room of it."""
+    redis_url, prefix, _check = parse_url(url)
+    r = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2.0)
+    try:
+        await r.publish(f"{prefix}:{doc}", encode_purged("cli", by))
+    finally:
+        await r.aclose()
+
+
 def decode(doc: str, data: bytes) -> tuple[str, list[Event] | bytes]:
     """(instance, events) for an events message, (instance, entries) for presence."""
     nl = data.index(b"\n")
@@ -332,6 +350,10 @@ class Fanout(Extension, Service):
     async def on_deleted(self, doc: str, by: str) -> None:
         """This process deleted `doc` (already gone from the store)."""
         self._queue(doc, encode_deleted(self.instance, by))
+
+    async def on_purged(self, doc: str, by: str) -> None:
+        """This process purged `doc`'s deleted content: the others reload their rooms."""
+        self._queue(doc, encode_purged(self.instance, by))
 
     def on_awareness(self, room: Room, entries: bytes) -> None:
         """Presence changed by this process's connections."""
@@ -459,13 +481,16 @@ class Fanout(Extension, Service):
     def _receive(self, channel: bytes | str, data: bytes) -> None:
         ch = channel.decode() if isinstance(channel, bytes) else channel
         doc = ch[len(self.prefix) + 1 :]
-        if data[:1] not in (b"A", b"D"):  # events, loaded here or not
+        if data[:1] not in (b"A", b"D", b"P"):  # events, loaded here or not
             self.backend.extensions.peer_commit(doc)
         room = self.backend.rooms.get_loaded(doc)
         if room is None:
             return
         if data[:1] == b"D":
             self._deleted(ch, doc, data)
+            return
+        if data[:1] == b"P":
+            self._purged(ch, doc, data)
             return
         try:
             instance, body = decode(doc, data)
@@ -495,6 +520,22 @@ class Fanout(Extension, Service):
             return  # ours: done before it was published
         self.received += 1
         self._drop(doc, f"the document was deleted by {by} ({doc!r})")
+
+    def _purged(self, channel: str, doc: str, data: bytes) -> None:
+        try:
+            instance = str(json.loads(data[1 : data.index(b"\n")])["i"])
+        except (ValueError, KeyError, TypeError) as e:
+            log.error("fan-out: malformed message on %s: %s", channel, e)
+            return
+        if instance == self.instance:
+            return  # ours: reloaded before it was published
+        self.received += 1
+        task = asyncio.create_task(self._reload(doc))
+        self._heals.add(task)
+        task.add_done_callback(self._heals.discard)
+
+    async def _reload(self, doc: str) -> None:
+        await erasure.reload_room(self.backend, doc)
 
     def _drop(self, doc: str, reason: str) -> None:
         task = asyncio.create_task(deleted_elsewhere(self.backend, doc, reason))

@@ -16,8 +16,8 @@ from typing import Any
 
 from pycrdt import Doc, Text, get_state
 
+from . import erasure, undo
 from . import protocol as P
-from . import undo
 from .errors import FATAL, DocumentBroken, PalimpsestError, StoreError, panicked
 from .history.render import TEXT, infer_root_types, render, root_names
 from .names import validate_doc_name
@@ -32,6 +32,8 @@ from .util import parse_iso
 
 #: events read per query while folding a log
 PAGE = 5000
+#: in a compaction base's meta: written with the content of deleted items removed
+PURGED = "purged"
 
 
 class MaintenanceError(PalimpsestError):
@@ -281,12 +283,20 @@ async def plan_compact(store: EventStore, doc: str, before: str | int) -> Compac
     return CompactPlan(doc, seq, info.base_seq)
 
 
-async def compact_doc(store: EventStore, plan: CompactPlan, settings: Settings) -> int:
+async def compact_doc(
+    store: EventStore, plan: CompactPlan, settings: Settings, *, purge_deleted: bool = False
+) -> int:
     """Fold events up to plan.before into a base snapshot and delete them; returns how
     many were removed. Refused when the fold does not reach it cleanly. The base
     snapshot carries the undo stacks of the folded events and the owners of their Yjs
     client ids, as any snapshot does, so that their steps stay undoable and their ids
-    stay their writers' (a second write: see CompactedWithoutStacks)."""
+    stay their writers' (a second write: see CompactedWithoutStacks).
+
+    `purge_deleted`: the base is written with the content of its deleted items removed
+    (server.erasure), and the snapshots after it are folded again from it; a plan at
+    the current base (no event to fold) purges the base as it stands."""
+    if purge_deleted and plan.before < plan.base_seq:
+        plan = dataclasses.replace(plan, before=plan.base_seq)  # the base as it stands
     loaded, folded = await undo.fold(store, plan.doc, plan.before, settings)
     if loaded.seq != plan.before or loaded.failed:
         raise MaintenanceError(
@@ -294,18 +304,27 @@ async def compact_doc(store: EventStore, plan: CompactPlan, settings: Settings) 
             "events that do not apply: run `palimpsest verify` first"
         )
     state = loaded.doc.get_update()
+    if purge_deleted:
+        state = erasure.purge_deleted(state)
     # the base version's time, which its event took with it: `?at=` before it is
     # compacted away, at or after it is the base (history.service.seq_at)
     last = await store.read(plan.doc, after=plan.before - 1, upto=plan.before)
+    old_base = await store.latest_snapshot(plan.doc, plan.before) if not last else None
     await _whole_above(store, plan.doc, plan.before)
     removed = await store.compact(plan.doc, plan.before, state)
     try:
         meta: dict[str, Any] = {"base": True, **folded}  # undo stacks and owners
+        if purge_deleted:
+            meta[PURGED] = True
         if last:
             meta[BASE_TS] = last[0].ts
+        elif old_base is not None and BASE_TS in old_base.meta:  # purging the base again
+            meta[BASE_TS] = old_base.meta[BASE_TS]
         await store.put_snapshot(plan.doc, plan.before, state, meta)
     except StoreError as e:
         raise CompactedWithoutStacks(removed, e) from e
+    if purge_deleted:
+        await erasure.refold_after(store, plan.doc, plan.before)
     return removed
 
 
@@ -430,6 +449,7 @@ async def import_data(
 
 
 __all__ = [
+    "PURGED",
     "CompactPlan",
     "CompactedWithoutStacks",
     "MaintenanceError",

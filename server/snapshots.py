@@ -461,6 +461,13 @@ class SnapshotPolicy:
     ) -> None:
         t0 = time.perf_counter()
         try:
+            info = await self.store.doc_info(name)
+            if info is not None and info.base_seq >= seq:
+                # compacted under the room (palimpsest compact): the base is the state at
+                # its seq, and a purged one must not be written over with the old content
+                log.info("snapshot %s@%d not written: the log was compacted to %d since",
+                         name, seq, info.base_seq)  # fmt: skip
+                return
             if self.shared:
                 min_gap = max(1, self.every // 2)
                 done = await self.store.put_snapshot_if_due(name, seq, state, meta, min_gap=min_gap)

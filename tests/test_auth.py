@@ -49,6 +49,7 @@ HTTP_ROUTES: dict[tuple[str, str], str | None] = {
     ("GET", "/metrics"): None,
     ("GET", "/api/docs"): "read",
     ("DELETE", "/api/docs/{doc}"): "admin",
+    ("POST", "/api/docs/{doc}/compact"): "admin",
     ("GET", "/api/docs/{doc}/events"): "read",
     ("GET", "/api/docs/{doc}/versions"): "read",
     ("GET", "/api/docs/{doc}/versions/{ref}"): "read",

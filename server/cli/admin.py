@@ -36,7 +36,7 @@ from ..checkpoint import Checkpoints
 from ..client.errors import ClientError
 from ..deletion import tombstone_for
 from ..errors import PalimpsestError, StoreError, StoreUnavailable
-from ..fanout import publish_deleted
+from ..fanout import publish_deleted, publish_purged
 from ..maintenance import (
     CompactedWithoutStacks,
     as_update,
@@ -145,6 +145,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="a seq, a tag name, or an ISO-8601 time (the last seq at or "
                    "before it)")  # fmt: skip
     p.add_argument("--yes", action="store_true", help="really delete the old events")
+    p.add_argument("--purge-deleted", action="store_true",
+                   help="write the base with the content of deleted items removed (Yjs "
+                   "garbage collection): text deleted before the base is gone from history, "
+                   "undo and every reader; at the current base, purges it as it stands. "
+                   "On a running server prefer POST /api/docs/DOC/compact")  # fmt: skip
+    p.add_argument("--fanout", help="with --purge-deleted: tell the servers on this Redis "
+                   "fan-out to reload the document (env PALIMPSEST_FANOUT)")  # fmt: skip
 
     p = add("delete", "delete a document: its events, snapshots and tags",
             "Delete a document from the store, for good. Refuses to run without --yes. "
@@ -469,22 +476,36 @@ async def verify(store: EventStore, args: argparse.Namespace) -> int:
 
 async def compact(store: EventStore, args: argparse.Namespace) -> int:
     plan = await plan_compact(store, args.doc, args.before)
-    if plan.events == 0:
+    purge = bool(args.purge_deleted)
+    if purge and plan.events == 0 and plan.base_seq:
+        if not args.yes:
+            raise AdminError(f"this purges the deleted content of {args.doc!r}'s base "
+                             f"@{plan.base_seq} for good; run again with --yes")  # fmt: skip
+    elif plan.events == 0:
         print(f"palimpsest compact: nothing to do: {args.doc!r} is compacted up to "
               f"{plan.base_seq}")  # fmt: skip
         return 0
-    if not args.yes:
+    elif not args.yes:
         raise AdminError(
             f"this deletes the {plan.events} oldest events of {args.doc!r} (seqs "
             f"{plan.base_seq + 1}..{plan.before}) for good; run again with --yes"
         )
     try:
-        removed = await compact_doc(store, plan, args.settings)
+        removed = await compact_doc(store, plan, args.settings, purge_deleted=purge)
     except CompactedWithoutStacks as e:
         print(f"palimpsest compact: {e}", file=sys.stderr)
         removed = e.removed
+    base = max(plan.before, plan.base_seq)
+    purged = ", deleted content purged" if purge else ""
     print(f"palimpsest compact: {args.doc}: {removed} events folded into a base snapshot "
-          f"@{plan.before}; history now starts at {plan.before}")  # fmt: skip
+          f"@{base}{purged}; history now starts at {base}")  # fmt: skip
+    url = args.fanout or args.settings.fanout
+    if purge and url:  # the processes serving it reload it from the purged base
+        try:
+            await publish_purged(url, args.doc, "palimpsest compact")
+        except Exception as e:
+            print(f"palimpsest compact: fan-out not told ({e}): a server with the document "
+                  "open still holds the purged content in memory", file=sys.stderr)  # fmt: skip
     return 0
 
 

@@ -1,5 +1,8 @@
-"""Administration over HTTP (role admin): deleting a document, and importing a Yjs update
-into it.
+"""Administration over HTTP (role admin): deleting a document, importing a Yjs update
+into it, and compacting it (with ``purge_deleted``: erasing deleted text, server.erasure).
+
+    POST /api/docs/{doc}/compact  {"before": 120, "purge_deleted": true}
+        ->  {"doc": "notes", "base": 120, "removed": 120, "purged": true, "closed": 2}
 
     DELETE /api/docs/{doc}   ->  {"doc": "notes", "deleted": true, "closed": 2}
 
@@ -33,19 +36,26 @@ nothing: the update is taken only once read whole, and becomes one event.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from .. import erasure
 from ..backend import Backend
+from ..bounded_json import loads_bounded
 from ..deletion import delete_document, missing
 from ..errors import BadRequest, UpdateRejected
 from ..extensions import Extension
 from ..limits import Limits
+from ..maintenance import CompactedWithoutStacks, compact_doc, plan_compact
 from ..names import validate_doc_name
 from ..util import iso
+
+log = logging.getLogger("palimpsest.admin")
 
 #: the longest ?source= an import takes (kept in the event's meta)
 MAX_SOURCE = 200
@@ -58,6 +68,7 @@ class Admin(Extension):
         return [
             Route("/api/docs/{doc}", delete_doc, methods=["DELETE"]),
             Route("/api/docs/{doc}/updates", import_update, methods=["POST"]),
+            Route("/api/docs/{doc}/compact", compact, methods=["POST"]),
         ]
 
 
@@ -69,6 +80,45 @@ async def delete_doc(request: Request) -> Response:
     if not existed:
         raise await missing(backend.store, doc)
     return JSONResponse({"doc": doc, "deleted": True, "closed": closed})
+
+
+async def compact(request: Request) -> Response:
+    """Compaction (``palimpsest compact``) on a running server; with ``purge_deleted`` the
+    base holds no deleted content, and the live room is reloaded from it here (before
+    and after: a connection that came meanwhile loaded the old base) and, through the
+    fan-out, on the other processes (server.erasure)."""
+    backend: Backend = request.app.state.backend
+    doc = validate_doc_name(request.path_params["doc"])
+    identity = await backend.authenticate(request, doc, "admin")
+    raw = await request.body()
+    try:
+        body: Any = loads_bounded(raw, text_only=True) if raw.strip() else {}
+    except ValueError as e:
+        raise BadRequest(f"the body is not JSON: {str(e)[:200]}") from e
+    if not isinstance(body, dict) or body.get("before") in (None, ""):
+        raise BadRequest('the body must say where: {"before": SEQ | "TAG" | "ISO-8601 TIME"}')
+    purge = body.get("purge_deleted", False)
+    if not isinstance(purge, bool):
+        raise BadRequest('"purge_deleted" is true or false')
+    if await backend.store.doc_info(doc) is None:
+        raise await missing(backend.store, doc)
+    plan = await plan_compact(backend.store, doc, body["before"])
+    if plan.events == 0 and not (purge and plan.base_seq):
+        return JSONResponse({"doc": doc, "base": plan.base_seq, "removed": 0, "purged": False,
+                             "closed": 0})  # fmt: skip
+    closed = await erasure.reload_room(backend, doc) if purge else 0
+    try:
+        removed = await compact_doc(backend.store, plan, backend.settings, purge_deleted=purge)
+    except CompactedWithoutStacks as e:
+        removed = e.removed  # logged below; the events are gone either way
+        log.error("compact %s: %s", doc, e)
+    if purge:
+        closed += await erasure.reload_room(backend, doc)
+        await backend.extensions.purged(doc, identity.user)  # the other processes reload
+    base = max(plan.before, plan.base_seq)
+    return JSONResponse(
+        {"doc": doc, "base": base, "removed": removed, "purged": purge, "closed": closed}
+    )
 
 
 async def import_update(request: Request) -> Response:
