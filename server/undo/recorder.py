@@ -131,6 +131,17 @@ def infer_root_types(doc: Doc[Any], names: Iterable[str]) -> dict[str, str]:
     return {n: _CLASS_NAMES[kind or TEXT] for n, kind in guess_root_types(doc, names).items()}
 
 
+def _release(um: UndoManager) -> None:
+    """Drop `um`'s yrs UndoManager now: on the document's thread, with no transaction
+    open (its undo took and ended its own). Its drop takes a transaction on the document
+    to unsubscribe from it, and panics when it cannot: freed in another thread while the
+    event loop held one, or inside a transaction, it took the whole process down. What
+    may keep `um` past this call (a frame of it sampled by sys._current_frames(), an
+    exception's traceback, a reference cycle, which the collector frees in whatever
+    thread allocates next) then keeps an empty wrapper."""
+    del um._undo_manager
+
+
 class RoomUndo:
     """The undo state of one live room: per-actor stacks, fed by every applied event."""
 
@@ -541,7 +552,7 @@ class RoomUndo:
         going: list[StackItem[Any]] = [
             StackItem(doc._doc, IdSet.decode(encode_ranges(step.ins)), IdSet.decode(b"\x00"))
         ]
-        room = self.room
+        ts = int(self.room.current_ts)  # (a value: the manager holds nothing of the room)
         changed = False
 
         def run(deletions: Ranges, insertions: Ranges) -> bool:
@@ -553,11 +564,14 @@ class RoomUndo:
             um = UndoManager(
                 scopes=scopes,
                 capture_timeout_millis=0,
-                timestamp=lambda: int(room.current_ts),
+                timestamp=lambda: ts,
                 undo_stack=[item],
                 redo_stack=going,
             )
-            return bool(um.undo())
+            try:
+                return bool(um.undo())
+            finally:
+                _release(um)
 
         if len(groups) <= 1:
             # one owner (the common case): restore and delete in one run, as Yjs does
