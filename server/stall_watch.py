@@ -21,6 +21,7 @@ import threading
 import time
 import traceback
 from collections import Counter
+from types import FrameType
 from typing import Any
 
 log = logging.getLogger("palimpsest.stalls")
@@ -40,6 +41,8 @@ class StallWatch:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop_thread = threading.get_ident()  # started from the loop's thread
+        #: frames sampled when the loop had closed (see _release)
+        self._unreleased: list[list[dict[int, FrameType]]] = []
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="stall-watch", daemon=True)
@@ -61,21 +64,47 @@ class StallWatch:
                 return
             samples: Counter[str] = Counter()
             others: Counter[str] = Counter()
-            me = threading.get_ident()
-            while not done.wait(SAMPLE_SECONDS):
-                if self._stop.is_set():
-                    return
-                frames = sys._current_frames()
-                frame = frames.get(self._loop_thread)
-                if frame is not None:
-                    samples["".join(traceback.format_stack(frame, DEPTH))] += 1
-                # the loop may be waiting for the interpreter: who else was running
-                for ident, other in frames.items():
-                    if ident not in (me, self._loop_thread) and not _idle(other):
-                        others["".join(traceback.format_stack(other, DEPTH // 2))] += 1
+            sampled: list[dict[int, FrameType]] = []
+            try:
+                while not done.wait(SAMPLE_SECONDS):
+                    if self._stop.is_set():
+                        return
+                    self._sample(sampled, samples, others)
+            finally:
+                self._release(sampled)
             held = time.perf_counter() - sent
             if held >= self.threshold:
                 self._report(held, samples, others)
+
+    def _sample(
+        self, sampled: list[dict[int, FrameType]], samples: Counter[str], others: Counter[str]
+    ) -> None:
+        frames = sys._current_frames()
+        frames.pop(threading.get_ident(), None)  # (this one's own)
+        sampled.append(frames)  # (their frames are the loop's to free: see _release)
+        frame = frames.get(self._loop_thread)
+        if frame is not None:
+            samples["".join(traceback.format_stack(frame, DEPTH))] += 1
+        # the loop may be waiting for the interpreter: who else was running
+        for ident, other in frames.items():
+            if ident != self._loop_thread and not _idle(other):
+                others["".join(traceback.format_stack(other, DEPTH // 2))] += 1
+
+    def _release(self, sampled: list[dict[int, FrameType]]) -> None:
+        """Hand the frames sampled to the loop, which lets go of them: never freed here.
+
+        A frame object outlives its call when something holds it, and then its locals
+        with it: the frames of a call the loop has since left are freed by whoever lets
+        go of them last, and so are their locals. Freed in this thread, at its next
+        sample, they were freed while the loop was anywhere, in a transaction on a
+        document too: an undo's pycrdt UndoManager (whose drop needs one) panicked there
+        and took the process down. The loop frees them between two of its callbacks."""
+        if not sampled:
+            return
+        try:
+            self.loop.call_soon_threadsafe(sampled.clear)
+        except RuntimeError:  # the loop is closed: kept with the watch, never freed here
+            self._unreleased.append(sampled)
 
     def _report(self, held: float, samples: Counter[str], others: Counter[str]) -> None:
         self.stalls.append((held, dict(samples)))
