@@ -238,19 +238,42 @@ def copy_with_items(
 # --- XML as a string -------------------------------------------------------------------
 
 
-def xml_string(node: XmlFragment | XmlElement | XmlText) -> str:
+#: embedded shared types nested deeper than this (a text in a text in a text...) are left
+#: out of :func:`xml_string` (no editor nests blocks so deep; a hostile client's 5,000
+#: texts nested in one another would overflow the stack)
+MAX_EMBED_DEPTH = 100
+#: the attributes that name a block kept as a Y.XmlText: Lexical's ``__type``,
+#: Slate's (@slate-yjs) ``type``; the first one a block has is its tag
+BLOCK_TYPE_KEYS = ("__type", "type")
+#: the tag of a block (a Y.XmlText written as an element) that has no type attribute,
+#: and of an embedded Y.Map that has none
+UNTYPED_TEXT_TAG, UNTYPED_MAP_TAG = "xmltext", "map"
+
+
+def xml_string(node: XmlFragment | XmlElement | XmlText, depth: int = 0) -> str:
     """`node` as pycrdt's ``str()`` spells it (``<tag a="v">`` elements, a text's marks
-    as tags around its runs, embeds as values, embedded shared types left out, nothing
-    escaped), with every attribute and every key of a value in sorted order: pycrdt
-    writes them in a hash map's order, another on every read, so the same version read
-    twice differed and its diff showed changes nobody made. A node holding something no
-    editor writes there (a value, a map: not an XML node) is pycrdt's own rendering."""
+    as tags around its runs, embeds as values, nothing escaped), with every attribute
+    and every key of a value in sorted order: pycrdt writes them in a hash map's order,
+    another on every read, so the same version read twice differed and its diff showed
+    changes nobody made. A node holding something no editor writes there (a value, a
+    map: not an XML node) is pycrdt's own rendering.
+
+    Blocks kept as texts (Lexical's and Slate's: each paragraph, heading, list and list
+    item a Y.XmlText embedded in the root or in its parent block) are elements: a
+    Y.XmlText with attributes or embedded shared types, or embedded in another text, is
+    written ``<type a="v">…</type>``, its tag its ``__type`` or ``type`` attribute
+    (:data:`UNTYPED_TEXT_TAG` without one), its other attributes in name order. The
+    shared types embedded in a text are written in place, to :data:`MAX_EMBED_DEPTH`:
+    a Y.XmlText so, a Y.XmlElement as an element, a Y.Map (Lexical's text node) as an
+    empty element ``<text __format="1"/>``, named alike (:data:`UNTYPED_MAP_TAG`);
+    other shared types (texts, arrays, subdocuments) are left out. A plain XML text
+    (Tiptap's, ProseMirror's: no attributes, nothing embedded) is its runs alone."""
     if isinstance(node, XmlText):
-        return "".join(_xml_run(insert, attrs) for insert, attrs in node.diff())
+        return _xml_text(node, depth, embedded=False)
     kids = list(node.children)
     if len(kids) != len(node.children):
         return str(node)
-    inner = "".join(xml_string(kid) for kid in kids)
+    inner = "".join(xml_string(kid, depth) for kid in kids)
     if isinstance(node, XmlFragment):
         return inner
     items: list[tuple[str, Any]] = [*node.attributes]  # type: ignore[misc]
@@ -258,13 +281,50 @@ def xml_string(node: XmlFragment | XmlElement | XmlText) -> str:
     return f"<{node.tag}{attrs}>{inner}</{node.tag}>"
 
 
-def _xml_run(insert: Any, attrs: dict[str, Any] | None) -> str:
+def _xml_text(node: XmlText, depth: int, embedded: bool) -> str:
+    delta = node.diff()
+    inner = "".join(_xml_run(insert, attrs, depth) for insert, attrs in delta)
+    items: list[tuple[str, Any]] = [*node.attributes]  # type: ignore[misc]
+    if not embedded and not items and not any(_is_shared(insert) for insert, _ in delta):
+        return inner
+    tag, attrs = _typed_tag(items, UNTYPED_TEXT_TAG, _any_string)
+    return f"<{tag}{attrs}>{inner}</{tag}>"
+
+
+def _typed_tag(
+    items: list[tuple[str, Any]], untyped: str, show: Callable[[Any], str]
+) -> tuple[str, str]:
+    """A block's tag (its first type attribute that is a string: BLOCK_TYPE_KEYS) and
+    its other attributes, written in name order."""
+    values = dict(items)
+    key = next((k for k in BLOCK_TYPE_KEYS if isinstance(values.get(k), str) and values[k]), None)
+    tag = values.pop(key) if key is not None else untyped
+    return tag, "".join(f' {k}="{show(values[k])}"' for k in sorted(values))
+
+
+def _embedded(value: Any, depth: int) -> str:
+    """A shared type embedded in a text, in place (xml_string)."""
+    if depth >= MAX_EMBED_DEPTH:
+        return ""
+    if isinstance(value, XmlText):
+        return _xml_text(value, depth + 1, embedded=True)
+    if isinstance(value, XmlElement):
+        return xml_string(value, depth + 1)
+    if isinstance(value, Map):
+        items = [(str(k), value[k]) for k in value.keys()]
+        tag, attrs = _typed_tag(items, UNTYPED_MAP_TAG, lambda v: _any_string(jsonable(v)))
+        return f"<{tag}{attrs}/>"
+    return ""
+
+
+def _xml_run(insert: Any, attrs: dict[str, Any] | None, depth: int = 0) -> str:
     """A run of an XML text: each mark a tag, in name order, with its attributes when
-    it has a map of them (Tiptap's link: href, target, rel, class)."""
+    it has a map of them (Tiptap's link: href, target, rel, class); an embedded shared
+    type in place (:func:`_embedded`)."""
     marks = sorted((attrs or {}).items())
     opening = "".join(f"<{name}{_tag_attrs(value)}>" for name, value in marks)
     closing = "".join(f"</{name}>" for name, _ in reversed(marks))
-    shown = "" if _is_shared(insert) else _any_string(insert)
+    shown = _embedded(insert, depth) if _is_shared(insert) else _any_string(insert)
     return opening + shown + closing
 
 
