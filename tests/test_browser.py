@@ -574,6 +574,42 @@ def test_a_document_nested_thousands_deep_is_drawn_without_breaking_the_page(
     assert not page.errors, page.errors  # type: ignore[attr-defined]
 
 
+def test_a_slate_document_is_drawn_block_by_block(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """@slate-yjs keeps each element as a Y.XmlText typed by its `type` attribute (Lexical:
+    `__type`), a list's items embedded in the list (tests/node/block_docs.mjs writes
+    such a document with Node's Yjs): the page read only `__type` and drew every
+    paragraph, the heading and the list as one line, live and in the history."""
+    node_dir = Path(__file__).resolve().parent / "node"
+    out = subprocess.run(["node", "block_docs.mjs"], cwd=node_dir,
+                         check=True, capture_output=True, timeout=120).stdout  # fmt: skip
+    update = bytes.fromhex(json.loads(out)["slate"])
+
+    async def push() -> None:
+        async with connect(server.ws_url, doc_name, user="eve") as s:
+            s.doc.apply_update(update)
+            await s.flush()
+
+    pushing = threading.Thread(target=asyncio.run, args=(push(),))
+    pushing.start()
+    pushing.join(60)
+    page = open_doc(people(), server.http_url, doc_name, "carol", "&history=1&version=head")
+    for where in ("#live", "#preview-body"):
+        view = page.locator(where)
+        expect(view.locator('h1[data-element="heading-one"]')).to_have_text("Title of the doc")
+        expect(view.locator('p[data-element="paragraph"]')).to_have_text(
+            ["First bold here.", "Last."]
+        )
+        expect(view.locator('p[data-element="paragraph"] strong')).to_have_text("bold")
+        expect(view.locator('ul[data-element="bulleted-list"] > li')).to_have_text(["one", "two"])
+    page.locator('#preview-modes [data-mode="blame"]').click()
+    body = page.locator("#preview-body")
+    expect(body.locator("h1")).to_have_text("Title of the doc")
+    expect(body.locator("ul > li")).to_have_text(["one", "two"])
+    assert not page.errors, page.errors  # type: ignore[attr-defined]
+
+
 def test_names_of_object_members_are_drawn_like_any_other(
     server: ServerProcess, people: Any, doc_name: str
 ) -> None:

@@ -1,6 +1,8 @@
 // Documents written by other editors, drawn read-only: Tiptap/ProseMirror (an XML
 // root of elements), Lexical (a root of paragraphs, each a Y.XmlText with its text
-// nodes' properties as Y.Maps embedded before their characters), Quill (a Y.Text with
+// nodes' properties as Y.Maps embedded before their characters), Slate (@slate-yjs: a
+// root of elements, each a Y.XmlText typed by its `type` attribute, its children
+// embedded in it, its leaves' marks its characters' formatting), Quill (a Y.Text with
 // formatting and embeds), and plain texts under any name.
 //
 // One model for everything drawn, the shape the server's blame and diff answers
@@ -197,9 +199,40 @@ function tagOfElement (name, attributes) {
   return BLOCKS.get(name) || 'div'
 }
 
+// Slate's element types (an element's `type`, as @slate-yjs/core keeps it: each element
+// a Y.XmlText with its properties as attributes; the names of Slate's examples)
+const SLATE = new Map([
+  ['paragraph', 'p'],
+  ['block-quote', 'blockquote'],
+  ['blockquote', 'blockquote'],
+  ['bulleted-list', 'ul'],
+  ['numbered-list', 'ol'],
+  ['list-item', 'li'],
+  ['code-block', 'pre'],
+  ['code', 'pre'],
+  ['heading-one', 'h1'],
+  ['heading-two', 'h2'],
+  ['heading-three', 'h3'],
+  ['heading-four', 'h4'],
+  ['heading-five', 'h5'],
+  ['heading-six', 'h6']
+])
+
+/** A block kept as a text: Lexical's (its `__type`) or Slate's (its `type`), or null */
+function typeOfText (attributes) {
+  if (!attributes) return null
+  for (const key of ['__type', 'type']) {
+    const type = attributes[key]
+    if (typeof type === 'string' && type) return { key, type }
+  }
+  return null
+}
+
 function tagOfText (attributes) {
-  const type = attributes && attributes.__type
-  if (!type) return null // a text inside an element: inline
+  const typed = typeOfText(attributes)
+  if (!typed) return null // a text inside an element: inline
+  const { key, type } = typed
+  if (key === 'type') return SLATE.get(type) || 'div'
   if (type === 'heading') return headingTag(String(attributes.__tag || '').slice(1))
   if (type === 'list') return attributes.__listType === 'number' ? 'ol' : 'ul'
   return LEXICAL.get(type) || 'div'
@@ -278,7 +311,7 @@ function drawNode (node, deco, depth = 0) {
   if (node.map !== undefined) return h('span', withClass(extra, 'x-map'))
   const tag = tagOfText(node.attributes)
   const el = h(tag || 'span', withClass(extra, tag ? 'x-node' : 'x-text'))
-  if (tag) el.dataset.element = node.attributes.__type
+  if (tag) el.dataset.element = typeOfText(node.attributes).type
   drawRuns(el, node.runs || node.ops || [], deco, depth)
   return el
 }
