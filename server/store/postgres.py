@@ -109,6 +109,12 @@ _IDLE_VACUUM_PAUSE = 0.5
 _TAIL_BYTES_PER_ROW = 400
 _TRUNCATE_SLACK = 1 << 20
 _IDLE_VACUUM = "VACUUM (INDEX_CLEANUP ON) log"
+#: the tables a deletion leaves dead rows of the document in (VACUUM takes each one's
+#: TOAST table too), vacuumed after it (PostgresStore._vacuum_deleted), and how long that
+#: VACUUM may take (s) and the store's stop waits for one under way
+_DELETED_TABLES = "log, segments, snapshots, derived, tags, docs"
+_DELETED_VACUUM_TIMEOUT = 600.0
+_DELETED_VACUUM_STOP_WAIT = 10.0
 #: see PostgresStore.reclaim_snapshots
 _SNAPSHOT_SLACK = 1.25
 _SNAPSHOT_REWRITE_MAX = 16 << 20
@@ -291,6 +297,10 @@ class PostgresStore(EventStore):
         self.upgrade = migrate
         self._sym = Symbols()
         self._sealed_since_vacuum = 0
+        #: the VACUUM after deletions (_vacuum_deleted), and whether a deletion came since
+        #: it began
+        self._vacuuming: asyncio.Task[None] | None = None
+        self._vacuum_again = False
         #: the rows this process appended lately, which sealing takes instead of reading
         self._recent = RecentRows()
         self._snapshot_rewrite_after = 0.0
@@ -411,6 +421,11 @@ class PostgresStore(EventStore):
             log.exception("building the indexes failed; the next start tries again")
 
     async def stop(self) -> None:
+        if self._vacuuming is not None:
+            # `palimpsest delete` stops the store at once: its VACUUM is let finish
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._vacuuming, _DELETED_VACUUM_STOP_WAIT)
+            self._vacuuming = None
         if self.indexing is not None:
             self.indexing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -947,9 +962,40 @@ class PostgresStore(EventStore):
                 return doc_id is not None
 
         try:
-            return await self._run(run, "delete")
+            existed = await self._run(run, "delete")
         finally:
             self._recent.clear()  # rare: what it held of that document is gone
+        self._vacuum_again = True
+        if self._vacuuming is None or self._vacuuming.done():
+            self._vacuuming = asyncio.get_running_loop().create_task(
+                self._vacuum_deleted(), name="vacuum after a deletion"
+            )
+        return existed
+
+    async def _vacuum_deleted(self) -> None:
+        """VACUUM the tables a deletion left dead rows in, in the background, outside any
+        transaction; again if more deletions came meanwhile. Best effort: a failure is
+        logged.
+
+        Until vacuumed, a deleted row stays whole in its page and its space is never
+        reused (autovacuum waits for 50 dead rows and 20 % of the table, or is off).
+        VACUUM prunes the rows and marks their space free, so that the rows written next
+        overwrite them; it does not zero the bytes (measured: the text is still in the
+        heap file after VACUUM and CHECKPOINT). Only VACUUM FULL, which rewrites the
+        table under an exclusive lock, removes them at once: an operator's task
+        (docs/operations.md, "Erasure on disk")."""
+        while self._vacuum_again:
+            self._vacuum_again = False
+            try:
+                await self._run(
+                    lambda c: c.execute(
+                        f"VACUUM {_DELETED_TABLES}", timeout=_DELETED_VACUUM_TIMEOUT
+                    ),
+                    "VACUUM after a deletion",
+                )
+            except (StoreError, TimeoutError) as e:
+                log.warning("%s; the deleted rows wait for autovacuum or a VACUUM", e)
+                return
 
     async def rename_actor(self, old: str, new: str, rewrite: MetaRewrite) -> ActorRenamed:
         async def run(conn: asyncpg.Connection) -> ActorRenamed:

@@ -6,11 +6,11 @@ prune so that new snapshots reuse the space."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import asyncpg
 import pytest
-from conftest import PG_URL
+from conftest import PG_URL, eventually
 
 from palimpsest.retention import Retention, prune
 from palimpsest.store.base import NewEvent
@@ -128,3 +128,37 @@ async def test_an_idle_prune_rewrites_a_bloated_snapshot_table(
         assert [s.seq for s in kept] == [12_000, 13_000] and all(s.valid for s in kept)
         snap = await store.latest_snapshot("d")
         assert snap is not None and snap.state == states[1000]
+
+
+async def test_a_deletion_vacuums_the_tables_it_left_dead_rows_in(
+    schema: str, conn: asyncpg.Connection
+) -> None:
+    """Deleted rows stay whole in their pages, their space never reused, until a VACUUM
+    (autovacuum waits for 50 dead rows and 20 % of the table, or is off): the deletion
+    vacuums the tables it deleted from, in the background. (VACUUM does not zero the
+    bytes: docs/operations.md, "Erasure on disk".)"""
+    tables = ("log", "segments", "snapshots", "derived", "tags", "docs")
+    async with PostgresStore(f"{PG_URL}?schema={schema}") as store:
+        for doc in ("secret", "other"):
+            await store.append([(doc, [NewEvent("ann", "update", b"ZQXPGMARK" * 50)] * 40)])
+        await store.seal("secret", run=32)
+        await store.put_snapshot("secret", 40, b"ZQXPGMARK state")
+        await store.put_derived("secret", "attribution", 40, b"ZQXPGMARK runs")
+        await store.put_tag("secret", "v1", 40, "ann")
+
+        async def vacuumed() -> set[str]:
+            rows = await conn.fetch(
+                "SELECT relname FROM pg_stat_user_tables WHERE schemaname = $1 "
+                "AND last_vacuum IS NOT NULL",
+                schema,
+            )
+            return {r[0] for r in rows} & set(tables)
+
+        assert await vacuumed() == set()  # 40 events: no sealing's VACUUM
+        assert await store.delete_doc("secret")
+        await eventually(lambda: _equal(vacuumed(), set(tables)), what="every table vacuumed")
+        assert [e.actor for e in await store.read("other")] == ["ann"] * 40
+
+
+async def _equal(got: Awaitable[set[str]], want: set[str]) -> bool:
+    return await got == want
