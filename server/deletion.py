@@ -82,6 +82,12 @@ async def tombstone_for(store: EventStore, doc: str, room: Room | None = None) -
     return merge_state_vectors(await store.tombstone(doc), sv)
 
 
+def deleted_reason(doc: str) -> str:
+    """The 4404 reason for a document deleted by someone: it names no one (every user
+    connected reads it; who deleted it is in the server's log)."""
+    return f"the document was deleted ({doc!r})"
+
+
 def close_peers(room: Room, reason: str) -> int:
     """Close every connection of `room` with 4404 and `reason`, which says the document
     "was deleted" (as refuse_deleted_content's does): the Python client tells a deleted
@@ -103,12 +109,12 @@ async def delete_document(backend: Backend, doc: str, by: str) -> tuple[bool, in
     if await backend.store.doc_info(doc) is None:
         return False, 0
     room = backend.rooms.get_loaded(doc)
-    closed = close_peers(room, f"the document was deleted by {by} ({doc!r})") if room else 0
+    closed = close_peers(room, deleted_reason(doc)) if room else 0
     discarded = await backend.rooms.discard(doc)
     tombstone = await tombstone_for(backend.store, doc, discarded)
     existed = await backend.store.delete_doc(doc, tombstone)
     # a connection that came in meanwhile loaded the old document again
-    await deleted_elsewhere(backend, doc, f"the document was deleted by {by} ({doc!r})")
+    await deleted_elsewhere(backend, doc, deleted_reason(doc))
     await backend.extensions.deleted(doc, by)  # the fan-out tells the other processes
     log.info("deleted %s (by %s; %d connections closed here)", doc, by, closed)
     return existed, closed
@@ -244,6 +250,7 @@ __all__ = [
     "Tombstone",
     "delete_document",
     "deleted_elsewhere",
+    "deleted_reason",
     "merge_state_vectors",
     "tombstone_for",
 ]

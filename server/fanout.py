@@ -71,7 +71,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import erasure
 from .commit import LOG_EVERY
-from .deletion import Deletion, deleted_elsewhere
+from .deletion import Deletion, deleted_elsewhere, deleted_reason
 from .errors import PalimpsestError, StoreError
 from .extensions import Extension
 from .lifecycle import Service, cancel_and_wait
@@ -519,7 +519,8 @@ class Fanout(Extension, Service):
         if instance == self.instance:
             return  # ours: done before it was published
         self.received += 1
-        self._drop(doc, f"the document was deleted by {by} ({doc!r})")
+        log.info("fan-out: %s was deleted by %s (on %s)", doc, by, instance)
+        self._drop(doc, deleted_reason(doc))
 
     def _purged(self, channel: str, doc: str, data: bytes) -> None:
         try:

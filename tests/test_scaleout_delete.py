@@ -146,7 +146,7 @@ async def test_palimpsest_delete_with_fanout_tells_the_servers_at_once(tmp_path:
             )  # fmt: skip
             assert r.returncode == 0, r.stderr
             await closed_4404(a, b)
-            assert "deleted by palimpsest delete" in (b.close_reason or "")
+            assert b.close_reason == "the document was deleted ('told')", b.close_reason
 
 
 async def test_deleting_a_name_with_nothing_written_answers_alike_on_every_process(

@@ -171,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
         log_level="warning",
+        # its request lines would carry a websocket's ?token=… (docs/operations.md)
+        access_log=False,
         log_config=None,  # uvicorn's own lines go through our handler (JSON with --log-json)
         lifespan="on",
         root_path=settings.root_path,  # the ASGI root_path: the page's <base> follows it
