@@ -220,6 +220,12 @@ async def test_verify_of_a_database_without_documents_fails(
     assert "holds no documents at all" in r.err and "palimpsest backup" in r.err, r
     r = await cli(capfd, "verify", "--db", str(db))
     assert r.code == 0 and "1 document OK" in r.out, r
+    empty = tmp_path / "fresh.db"
+    async with run_server(settings_for(empty)):
+        r = await cli(capfd, "verify", "--db", str(empty))
+        assert r.code == 1 and "holds no documents at all" in r.err, r
+        r = await cli(capfd, "verify", "--allow-empty", "--db", str(empty))
+    assert r.code == 0 and "0 documents OK" in r.out, r
 
 
 @pytest.mark.parametrize("kind", ["empty file", "another program's database"])

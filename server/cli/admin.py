@@ -134,6 +134,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             verify)  # fmt: skip
     p.add_argument("docs", metavar="DOC", nargs="*", help="only these documents")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--allow-empty", action="store_true",
+                   help="a database that holds no document passes (a fresh install); "
+                   "without it, that fails: a backup copied wrongly is empty")  # fmt: skip
 
     p = add("compact", "fold old events into a base snapshot (explicit retention)",
             "Fold events 1..SEQ (or up to TIME) into a base snapshot and delete them. The "
@@ -459,7 +462,7 @@ async def verify(store: EventStore, args: argparse.Namespace) -> int:
         print(f"palimpsest verify: {_n(len(problems), 'problem')} in "
               f"{_n(len(docs), 'document')}", file=sys.stderr)  # fmt: skip
         return 1
-    if not docs:
+    if not docs and not args.allow_empty:
         # (a SQLite file copied without its -wal while a server ran holds only what was
         # checkpointed into it: often nothing; it said "0 documents OK")
         print("palimpsest verify: the database holds no documents at all. If it should (a "
