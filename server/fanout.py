@@ -41,6 +41,15 @@ must share it) and ``check`` (seconds between gap checks, default 2, from 0.05 t
 :func:`parse_url` refuses a URL that cannot work, before anything starts
 (``Settings.check``: ``palimpsest serve`` exits with 2).
 
+Deployments: Redis pub/sub ignores the database number, so servers on one Redis with
+one prefix hear each other whatever ``/DB`` their URLs name. Every message says the
+deployment it comes from (``"d"``, first in its JSON header: 8 characters hashed from
+``EventStore.identity()``, which names the store itself), and a process drops a message
+of another deployment before it reads anything else of it (one byte comparison),
+counts it (``foreign``) and says so once per foreign deployment. A message that names
+none (an older process of this deployment, during a rolling upgrade) is taken as
+before; older processes ignore the key.
+
 Snapshots with several processes: each process counts peer events toward its rooms'
 snapshot policy, so without coordination every process would checkpoint the same
 document. With a fan-out URL the policy is ``shared`` and writes through the store's
@@ -55,8 +64,11 @@ heals a room in ``on_load``, and is its own service.
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
+import functools
+import hashlib
 import json
 import logging
 import time
@@ -66,6 +78,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from redis import asyncio as aioredis
 from redis.asyncio.client import PubSub
+from redis.asyncio.connection import parse_url as redis_url_options
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -78,7 +91,7 @@ from .lifecycle import Service, cancel_and_wait
 from .logs import OncePerMinute
 from .origins import Origin, PeerOrigin
 from .room import Room
-from .store.base import Event
+from .store.base import Event, EventStore
 from .util import without_password
 
 if TYPE_CHECKING:
@@ -114,6 +127,12 @@ CHECK_MIN = 0.05
 CHECK_MAX = 3600.0
 #: the schemes redis-py connects with (redis.asyncio.connection.parse_url)
 SCHEMES = ("redis://", "rediss://", "unix://")
+#: the channel prefix when the URL names none
+DEFAULT_PREFIX = "palimpsest"
+#: how a message's JSON header begins when it names its deployment
+DEPLOYMENT_KEY = b'{"d":"'
+#: foreign deployments remembered (and told of) at most: the rest are only counted
+FOREIGN_MAX = 64
 
 
 def parse_url(url: str, name: str = "the fan-out URL") -> tuple[str, str, float]:
@@ -128,7 +147,7 @@ def parse_url(url: str, name: str = "the fan-out URL") -> tuple[str, str, float]
         raise ValueError(f"{name} must be a redis://, rediss:// or unix:// URL, {was}")
     # split by hand: urlunsplit would write unix:///path back as unix:/path
     base, _, query = url.split("#", 1)[0].partition("?")
-    prefix, check, rest = "palimpsest", 2.0, []
+    prefix, check, rest = DEFAULT_PREFIX, 2.0, []
     for k, v in parse_qsl(query, keep_blank_values=True):
         if k == "prefix":
             prefix = v
@@ -169,6 +188,47 @@ def _check_seconds(value: str, name: str) -> float:
     return check
 
 
+def shared_channels_warning(url: str) -> str | None:
+    """What to say at start when `url` names a Redis database other than 0 and no
+    prefix: whoever chose the number meant to keep a deployment apart by it, and pub/sub
+    ignores it (the channels of every database are the same)."""
+    redis_url, prefix, _check = parse_url(url)
+    query = url.split("#", 1)[0].partition("?")[2]
+    if any(k == "prefix" for k, _ in parse_qsl(query, keep_blank_values=True)):
+        return None
+    db = redis_url_options(redis_url).get("db") or 0
+    if not db:
+        return None
+    return (
+        f"the fan-out URL names Redis database {db} and no ?prefix=: Redis pub/sub ignores "
+        f"the database number, so every server on this Redis with the default prefix "
+        f"{prefix!r} shares the channels {prefix}:*, whatever database its URL names. "
+        "Messages of another deployment (another store) are told apart and dropped, but "
+        "still travel to every server: give each deployment a ?prefix= of its own "
+        "(docs/scaleout.md)"
+    )
+
+
+def deployment_of(identity: str | None) -> str | None:
+    """The deployment a message names (8 URL-safe characters) from the identity of its
+    store (EventStore.identity), or None when the store cannot tell."""
+    if identity is None:
+        return None
+    digest = hashlib.sha256(identity.encode()).digest()[:6]
+    return base64.urlsafe_b64encode(digest).decode()
+
+
+async def store_deployment(store: EventStore) -> str | None:
+    """:func:`deployment_of` the store's identity; None (with a warning) when it cannot
+    be read now."""
+    try:
+        return deployment_of(await store.identity())
+    except Exception as e:  # noqa: BLE001 - any failure: tell nothing apart, as before
+        log.warning("fan-out: the store's identity could not be read (%s): messages of "
+                    "other deployments on this bus are not told apart", e)  # fmt: skip
+        return None
+
+
 def connect_options(redis_url: str) -> dict[str, Any]:
     """The keyword arguments of our connections to `redis_url` (TCP keepalive is no
     option of a unix socket's)."""
@@ -178,52 +238,80 @@ def connect_options(redis_url: str) -> dict[str, Any]:
     return options
 
 
-def encode(instance: str, events: list[Event]) -> bytes:
+@functools.lru_cache(maxsize=64)
+def _head(instance: str, deployment: str | None) -> bytes:
+    """How a header begins, its closing brace left off: ``{"d":DEPLOYMENT,"i":INSTANCE``
+    (the deployment first, compared as bytes: DEPLOYMENT_KEY), or ``{"i":INSTANCE`` as
+    older processes wrote it. The same for every message of a process: made once."""
+    head = {"d": deployment, "i": instance} if deployment else {"i": instance}
+    return json.dumps(head, separators=(",", ":")).encode()[:-1]
+
+
+def encode(instance: str, events: list[Event], deployment: str | None = None) -> bytes:
     """One message: a JSON header line, then the updates back to back."""
-    head = {
-        "i": instance,
-        "e": [[e.seq, e.ts, e.actor, e.kind, e.meta, len(e.update), e.pos] for e in events],
-    }
-    return (
-        json.dumps(head, separators=(",", ":")).encode()
-        + b"\n"
-        + b"".join(e.update for e in events)
+    rows = [[e.seq, e.ts, e.actor, e.kind, e.meta, len(e.update), e.pos] for e in events]
+    return b"".join(
+        (
+            _head(instance, deployment),
+            b',"e":',
+            json.dumps(rows, separators=(",", ":")).encode(),
+            b"}\n",
+            *(e.update for e in events),
+        )
     )
 
 
-def encode_awareness(instance: str, entries: bytes) -> bytes:
+def encode_awareness(instance: str, entries: bytes, deployment: str | None = None) -> bytes:
     """Presence: ``A``, a JSON header line, then the encoded awareness entries."""
-    return b"A" + json.dumps({"i": instance}).encode() + b"\n" + entries
+    return b"A" + _head(instance, deployment) + b"}\n" + entries
 
 
-def encode_deleted(instance: str, by: str) -> bytes:
+def encode_deleted(instance: str, by: str, deployment: str | None = None) -> bytes:
     """A deletion: ``D``, a JSON header line."""
-    return b"D" + json.dumps({"i": instance, "by": by}).encode() + b"\n"
+    return b"D" + _head(instance, deployment) + b',"by":' + json.dumps(by).encode() + b"}\n"
 
 
-async def publish_deleted(url: str, doc: str, by: str) -> None:
+#: the first byte of a presence, deletion or purge message (an events message begins with {)
+_A_OR_D = (ord("A"), ord("D"), ord("P"))
+
+
+def foreign_deployment(data: bytes, mark: bytes) -> str | None:
+    """The deployment a message names when it is not the one `mark` begins (the
+    DEPLOYMENT_KEY and ours), else None: ours, or a message naming none (an older
+    process's). An empty `mark` (ours unknown) takes every message."""
+    at = 1 if data[0] in _A_OR_D else 0  # (never empty: a message has a header)
+    if not mark or data.startswith(mark, at) or not data.startswith(DEPLOYMENT_KEY, at):
+        return None
+    start = at + len(DEPLOYMENT_KEY)
+    end = data.find(b'"', start, start + 64)
+    return data[start:end].decode("utf-8", "replace") if end > 0 else "?"
+
+
+async def publish_deleted(url: str, doc: str, by: str, deployment: str | None = None) -> None:
     """Tell the processes on the fan-out bus `url` that `doc` was deleted (one-shot, for
-    tools that delete without serving, such as ``palimpsest delete``)."""
+    tools that delete without serving, such as ``palimpsest delete``): those of
+    `deployment` (store_deployment of the store it was deleted from), or all (None)."""
     redis_url, prefix, _check = parse_url(url)
     r = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2.0)
     try:
-        await r.publish(f"{prefix}:{doc}", encode_deleted("cli", by))
+        await r.publish(f"{prefix}:{doc}", encode_deleted("cli", by, deployment))
     finally:
         await r.aclose()
 
 
-def encode_purged(instance: str, by: str) -> bytes:
+def encode_purged(instance: str, by: str, deployment: str | None = None) -> bytes:
     """A purge of deleted content (server.erasure): ``P``, a JSON header line."""
-    return b"P" + json.dumps({"i": instance, "by": by}).encode() + b"\n"
+    return b"P" + _head(instance, deployment) + b',"by":' + json.dumps(by).encode() + b"}\n"
 
 
-async def publish_purged(url: str, doc: str, by: str) -> None:
+async def publish_purged(url: str, doc: str, by: str, deployment: str | None = None) -> None:
     """Tell the processes on the fan-out bus `url` that `doc`'s deleted content was
-    purged (``palimpsest compact --purge-deleted``): they reload their room of it."""
+    purged (``palimpsest compact --purge-deleted``): they reload their room of it; those
+    of `deployment` (store_deployment), or all (None)."""
     redis_url, prefix, _check = parse_url(url)
     r = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2.0)
     try:
-        await r.publish(f"{prefix}:{doc}", encode_purged("cli", by))
+        await r.publish(f"{prefix}:{doc}", encode_purged("cli", by, deployment))
     finally:
         await r.aclose()
 
@@ -265,7 +353,15 @@ class Fanout(Extension, Service):
 
     def __init__(self, url: str) -> None:
         self.redis_url, self.prefix, self.check_seconds = parse_url(url)
+        self._url = url
         self.instance = ""
+        #: the deployment this process's messages name (store_deployment), None when
+        #: its store cannot tell (then it takes every message, as before)
+        self.deployment: str | None = None
+        #: what a message of this deployment begins with (after its A or D)
+        self._mark = b""
+        #: foreign deployments seen on the bus (told of once each; FOREIGN_MAX at most)
+        self.foreign_deployments: set[str] = set()
         self._redis: aioredis.Redis | None = None
         self._outbox: list[tuple[str, bytes]] = []
         self._wake = asyncio.Event()
@@ -289,6 +385,8 @@ class Fanout(Extension, Service):
         self.received = 0
         self.dropped = 0
         self.healed = 0
+        #: messages of another deployment, dropped
+        self.foreign = 0
         #: when the subscription began (time.monotonic()), None while there is none
         self._subscribed_at: float | None = None
         #: gap checks that found a room behind by events the bus never delivered while
@@ -321,7 +419,16 @@ class Fanout(Extension, Service):
 
     # --- lifecycle ---------------------------------------------------------------------
 
+    def _set_deployment(self, deployment: str | None) -> None:
+        self.deployment = deployment
+        self._mark = DEPLOYMENT_KEY + deployment.encode() + b'"' if deployment else b""
+
     async def start(self) -> None:
+        said = shared_channels_warning(self._url)
+        if said:
+            log.warning("%s", said)
+        # (the store has started: the backend starts the services after it)
+        self._set_deployment(await store_deployment(self.backend.store))
         # never fails on Redis being down: the service keeps trying, the log covers it
         self._redis = aioredis.Redis.from_url(self.redis_url, **connect_options(self.redis_url))
         self._tasks = [
@@ -329,8 +436,9 @@ class Fanout(Extension, Service):
             asyncio.create_task(self._publisher(), name="fanout-publisher"),
             asyncio.create_task(self._checker(), name="fanout-gap-check"),
         ]
-        log.info("fan-out on %s, channels %s:*, instance %s",
-                 without_password(self.redis_url), self.prefix, self.instance)  # fmt: skip
+        log.info("fan-out on %s, channels %s:*, instance %s, deployment %s",
+                 without_password(self.redis_url), self.prefix, self.instance,
+                 self.deployment or "unknown (messages of others are not told apart)")  # fmt: skip
 
     async def stop(self) -> None:
         await cancel_and_wait(*self._tasks, *self._heals, log=log)
@@ -345,19 +453,19 @@ class Fanout(Extension, Service):
     async def on_committed(self, doc: str, events: Sequence[Event]) -> None:
         """Events this process just made durable."""
         if events:
-            self._queue(doc, encode(self.instance, list(events)))
+            self._queue(doc, encode(self.instance, list(events), self.deployment))
 
     async def on_deleted(self, doc: str, by: str) -> None:
         """This process deleted `doc` (already gone from the store)."""
-        self._queue(doc, encode_deleted(self.instance, by))
+        self._queue(doc, encode_deleted(self.instance, by, self.deployment))
 
     async def on_purged(self, doc: str, by: str) -> None:
         """This process purged `doc`'s deleted content: the others reload their rooms."""
-        self._queue(doc, encode_purged(self.instance, by))
+        self._queue(doc, encode_purged(self.instance, by, self.deployment))
 
     def on_awareness(self, room: Room, entries: bytes) -> None:
         """Presence changed by this process's connections."""
-        self._queue(room.name, encode_awareness(self.instance, entries))
+        self._queue(room.name, encode_awareness(self.instance, entries, self.deployment))
 
     def _queue(self, doc: str, message: bytes) -> None:
         self._outbox.append((doc, message))
@@ -481,6 +589,10 @@ class Fanout(Extension, Service):
     def _receive(self, channel: bytes | str, data: bytes) -> None:
         ch = channel.decode() if isinstance(channel, bytes) else channel
         doc = ch[len(self.prefix) + 1 :]
+        other = foreign_deployment(data, self._mark)
+        if other is not None:  # (None: ours, or an older process's, naming none)
+            self._foreign(other, doc)
+            return
         if data[:1] not in (b"A", b"D", b"P"):  # events, loaded here or not
             self.backend.extensions.peer_commit(doc)
         room = self.backend.rooms.get_loaded(doc)
@@ -508,6 +620,39 @@ class Fanout(Extension, Service):
             return
         with contextlib.suppress(StoreError):  # the room is being reloaded: it reads the log
             room.receive_peer_events(body)
+
+    def _foreign(self, other: str, doc: str) -> None:
+        """A message of another deployment: dropped, counted, and said once per
+        deployment. The first one of a deployment also has the store's identity read
+        again: a store moved to another cluster under running processes (a switchover
+        by logical replication) has a new one, which the processes started since name,
+        and this process takes it (else the two halves would drop each other's
+        messages until this one restarts)."""
+        self.foreign += 1
+        if other in self.foreign_deployments or len(self.foreign_deployments) >= FOREIGN_MAX:
+            return
+        self.foreign_deployments.add(other)
+        task = asyncio.create_task(self._foreign_seen(other, doc))
+        self._heals.add(task)
+        task.add_done_callback(self._heals.discard)
+
+    async def _foreign_seen(self, other: str, doc: str) -> None:
+        now = await store_deployment(self.backend.store)
+        if now is not None and now != self.deployment:
+            log.warning("fan-out: the store's identity changed (deployment %s, was %s: "
+                        "moved to another database cluster?); this process's messages "
+                        "name the new one from now on", now, self.deployment)  # fmt: skip
+            self._set_deployment(now)
+            if now == other:
+                return
+        log.warning(
+            "fan-out: messages of ANOTHER DEPLOYMENT (%s, another store than this one's, "
+            "%s; first on %r) arrive on this bus (%s, channels %s:*) and are dropped: "
+            "Redis pub/sub ignores the database number, so deployments on one Redis "
+            "must differ in ?prefix= (docs/scaleout.md). Counted in "
+            "palimpsest_fanout_foreign_messages_total; said once per deployment",
+            other, self.deployment, doc, without_password(self.redis_url), self.prefix,
+        )  # fmt: skip
 
     def _deleted(self, channel: str, doc: str, data: bytes) -> None:
         try:

@@ -341,6 +341,11 @@ class _LiveCollector(Collector):
             ("palimpsest_fanout_received_messages", "received", "Messages from other processes"),
             ("palimpsest_fanout_dropped_messages", "dropped", "Messages that could not go out"),
             (
+                "palimpsest_fanout_foreign_messages",
+                "foreign",
+                "Messages of another deployment (another store) on this bus, dropped",
+            ),
+            (
                 "palimpsest_fanout_healed_events",
                 "healed",
                 "Other processes' events applied from the store, not from a message",

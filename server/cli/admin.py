@@ -36,7 +36,7 @@ from ..checkpoint import Checkpoints
 from ..client.errors import ClientError
 from ..deletion import tombstone_for
 from ..errors import PalimpsestError, StoreError, StoreUnavailable
-from ..fanout import publish_deleted, publish_purged
+from ..fanout import publish_deleted, publish_purged, store_deployment
 from ..maintenance import (
     CompactedWithoutStacks,
     as_update,
@@ -505,7 +505,9 @@ async def compact(store: EventStore, args: argparse.Namespace) -> int:
     url = args.fanout or args.settings.fanout
     if purge and url:  # the processes serving it reload it from the purged base
         try:
-            await publish_purged(url, args.doc, "palimpsest compact")
+            await publish_purged(
+                url, args.doc, "palimpsest compact", await store_deployment(store)
+            )
         except Exception as e:
             print(f"palimpsest compact: fan-out not told ({e}): a server with the document "
                   "open still holds the purged content in memory", file=sys.stderr)  # fmt: skip
@@ -526,7 +528,7 @@ async def delete(store: EventStore, args: argparse.Namespace) -> int:
     url = args.fanout or args.settings.fanout
     if url:  # the processes serving it drop it now (else at their next gap check)
         try:
-            await publish_deleted(url, args.doc, "palimpsest delete")
+            await publish_deleted(url, args.doc, "palimpsest delete", await store_deployment(store))
         except Exception as e:
             print(f"palimpsest delete: fan-out not told ({e}); the servers notice from the "
                   "store within two gap checks", file=sys.stderr)  # fmt: skip

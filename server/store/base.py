@@ -408,6 +408,13 @@ class EventStore(Service, ABC):
     async def schema_version(self) -> int:
         """The version of the schema the store holds (after start(): this code's)."""
 
+    async def identity(self) -> str | None:
+        """What tells this store from another of its kind (after start()): the same for
+        every process that shares its log, different for one that does not (the fan-out
+        tells deployments on one bus apart by it). None when the store cannot tell
+        (the default): then nothing is told apart."""
+        return None
+
     # --- the log ---------------------------------------------------------------------
 
     @abstractmethod

@@ -84,6 +84,9 @@ class MemoryStore(EventStore):
         self._check()
         return 1  # nothing persists: always this code's
 
+    async def identity(self) -> str | None:
+        return f"memory:{id(self)}"  # the processes sharing it: this one's backends
+
     async def append(self, batches: Sequence[tuple[str, Sequence[NewEvent]]]) -> list[list[Event]]:
         self._check()
         async with self._lock:

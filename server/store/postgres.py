@@ -491,6 +491,28 @@ class PostgresStore(EventStore):
 
         return await self._run(run, "schema version")
 
+    async def identity(self) -> str | None:
+        """The cluster (its system identifier: a copy made with pg_dump or another
+        cluster has another; a promoted standby keeps it), the database's oid in it (a
+        database made from another as a template has another) and the schema. None when
+        the role may not read the system identifier (then nothing is told apart, rather
+        than telling two processes of one deployment apart)."""
+
+        async def run(conn: asyncpg.Connection) -> str | None:
+            try:
+                system = await conn.fetchval("SELECT system_identifier FROM pg_control_system()")
+            except asyncpg.PostgresError as e:  # refused, or no such function
+                log.info("PostgreSQL does not say its system identifier (%s): servers on "
+                         "other databases are not told apart on the fan-out bus", e)  # fmt: skip
+                return None
+            row = await conn.fetchrow(
+                "SELECT d.oid, current_schema() FROM pg_database d "
+                "WHERE d.datname = current_database()"
+            )
+            return f"postgresql:{system}:{row[0]}:{self.schema or row[1]}"
+
+        return await self._run(run, "identity", idempotent=True)
+
     async def ping(self) -> None:
         async def run(conn: asyncpg.Connection) -> None:
             await conn.fetchval("SELECT 1")

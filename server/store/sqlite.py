@@ -976,6 +976,17 @@ class SQLiteStore(EventStore):
         rows = await self._fetchall("PRAGMA user_version")
         return int(rows[0][0]) if rows else 0
 
+    async def identity(self) -> str | None:
+        """The file itself (device and inode: whichever path leads to it), as for the
+        serving lock."""
+        if self._memory:
+            return f"sqlite:memory:{id(self)}"
+        try:
+            st = await asyncio.to_thread(os.stat, self.path)  # (follows a symlink)
+        except OSError:
+            return None
+        return f"sqlite:{st.st_dev}:{st.st_ino}"
+
     @contextlib.asynccontextmanager
     async def server_changes(self, doc: str) -> AsyncIterator[None]:
         """One process at a time per document (EventStore.server_changes), for processes
