@@ -505,9 +505,7 @@ async def compact(store: EventStore, args: argparse.Namespace) -> int:
     url = args.fanout or args.settings.fanout
     if purge and url:  # the processes serving it reload it from the purged base
         try:
-            await publish_purged(
-                url, args.doc, "palimpsest compact", await store_deployment(store)
-            )
+            await publish_purged(url, args.doc, "palimpsest compact", await store_deployment(store))
         except Exception as e:
             print(f"palimpsest compact: fan-out not told ({e}): a server with the document "
                   "open still holds the purged content in memory", file=sys.stderr)  # fmt: skip
