@@ -1,8 +1,9 @@
 """Undo and redo over HTTP, as the authenticated user (no websocket needed).
 
 ``POST /api/docs/{doc}/undo`` and ``POST /api/docs/{doc}/redo`` answer
-``200 {"ok": true, "seq": S, "kind": K, "reverts": [...]}`` with the new event (and
-``"removed_others"`` when it took out text other users wrote: server.removed), or
+``200 {"ok": true, "seq": S, "kind": K, "reverts": [...], "removed": {...}, "added":
+{...}}`` with the new event (and ``"removed_others"`` when it took out text other users
+wrote: server.removed, ``"skipped"`` when steps had nothing left: undo.Outcome), or
 ``409 {"ok": false, "reason": "nothing to undo"}``. ``POST /api/docs/{doc}/undo/open``
 (body ``{"group": ID}``, optional) opens an explicit undo group, and
 ``POST /api/docs/{doc}/undo/close`` (body ``{"group": ID}``, optional) ends the user's
@@ -45,14 +46,14 @@ async def _perform(request: Request, kind: str) -> Response:
     if await _empty(backend, doc):
         return JSONResponse({"ok": False, "reason": f"nothing to {kind}"}, status_code=409)
     room = await backend.rooms.get(doc)
-    removed: list[dict[str, Any]] = []
+    outcome = undo.Outcome()
     try:
-        ev = await undo.perform(room, identity.user, kind, backend, removed)
+        ev = await undo.perform(room, identity.user, kind, backend, outcome)
     finally:
         backend.rooms.release(room)
     if ev is None:
-        return JSONResponse(answer(ev, kind, removed), status_code=409)
-    return JSONResponse({"kind": kind, **answer(ev, kind, removed)})
+        return JSONResponse(answer(ev, kind, outcome), status_code=409)
+    return JSONResponse({"kind": kind, **answer(ev, kind, outcome)})
 
 
 async def undo_route(request: Request) -> Response:

@@ -7,7 +7,7 @@ did, per actor, in a live room; ``actions``: undo, redo, open and close a step;
 
 from __future__ import annotations
 
-from .actions import GroupAnswer, close_group, group_id, open_group, perform, state_of
+from .actions import GroupAnswer, Outcome, close_group, group_id, open_group, perform, state_of
 from .extension import Undo
 from .recorder import MARK, META_KEY, REDO, REVERT, UNDO, RoomUndo, fold
 from .stacks import GroupLimits, Stacks, Step
@@ -20,6 +20,7 @@ __all__ = [
     "UNDO",
     "GroupAnswer",
     "GroupLimits",
+    "Outcome",
     "RoomUndo",
     "Stacks",
     "Step",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pycrdt import (
@@ -16,7 +16,7 @@ from pycrdt import (
 from ..closes import RELOADING
 from ..errors import BadRequest, PalimpsestError, StoreError
 from ..ranges import Ranges, to_b64
-from ..removed import removed_others
+from ..removed import change_of, removed_others
 from ..room import Room
 from ..store.base import Event, now_ms
 from .recorder import MARK, REDO, UNDO, RoomUndo
@@ -38,16 +38,30 @@ def state_of(room: Room) -> RoomUndo:
     return st
 
 
+@dataclass(slots=True)
+class Outcome:
+    """What an undo or a redo visibly did, for its answer (docs/undo.md): characters and
+    items it took out and put in (as a restore's answer counts them: formatting marks
+    are not counted), what of other users' it took out besides, per user
+    (server/removed.py), and the seqs of each step above the one it reverted that had
+    nothing left to revert (another user deleted, or moved, all that the step inserted:
+    an editor's Enter, a cut and paste), skipped as Yjs skips them."""
+
+    removed: tuple[int, int] = (0, 0)
+    added: tuple[int, int] = (0, 0)
+    removed_others: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[list[int]] = field(default_factory=list)
+
+
 async def perform(
     room: Room,
     actor: str,
     kind: str,
     backend: Backend | None = None,
-    removed: list[dict[str, Any]] | None = None,
+    outcome: Outcome | None = None,
 ) -> Event | None:
     """Undo (kind "undo") or redo (kind "redo") actor's last step; None if nothing to.
-    `removed`, when given, gets what of other users' it took out besides, per user
-    (server/removed.py: for the answer).
+    `outcome`, when given, gets what it visibly did (for the answer).
 
     If the CRDT library fails in the middle of it, the live doc may be damaged: the
     room is dropped (its connections get 1013 and re-sync) and reloaded from the log on
@@ -62,12 +76,14 @@ async def perform(
     picked: list[Step] = []
     #: what the change deleted, and what the step it reverted had inserted
     done: list[Ranges] = []
+    skipped: list[list[int]] = []
 
     def change(doc: Doc[Any]) -> None:
         st = state.get(actor)
         if st is None:
             return
         mark = state.pending()
+        del skipped[:]
         # Steps above the first one with anything left to revert are dropped (as Yjs
         # does) when the event is recorded, so that the log alone decides the stacks.
         for step in reversed(st.undo if kind == UNDO else st.redo):
@@ -78,10 +94,18 @@ async def perform(
                 _say_what_was_seen(meta, room, st, step)
                 done[:] = [state.deleted_since(mark), step.ins]
                 return
+            skipped.append(list(step.seqs))
 
     ev = await _server_change(room, actor, kind, change, meta, backend)
-    if ev is not None and done and removed is not None:
-        removed += removed_others(room.doc, room.owners, actor, *done)
+    if ev is not None and done and outcome is not None:
+        outcome.removed_others += removed_others(room.doc, room.owners, actor, *done)
+        got = change_of(room.doc, room.owners, ev.update)
+        outcome.removed = (
+            sum(c for c, _ in got.removed.values()),
+            sum(i for _, i in got.removed.values()),
+        )
+        outcome.added = got.added
+        outcome.skipped = list(skipped)
     if ev is not None and picked and any(s is picked[0] for s in state.stacks(actor).undo):
         await _complete(room, state, actor, picked[0], ev, backend)
     return ev

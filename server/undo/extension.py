@@ -14,7 +14,7 @@ from ..origins import Origin, ServerOrigin
 from ..room import Room
 from ..settings import Settings
 from ..store.base import Event
-from .actions import close_group, group_id, open_group, perform
+from .actions import Outcome, close_group, group_id, open_group, perform
 from .recorder import META_KEY, REDO, UNDO, RoomUndo
 from .stacks import GroupLimits
 
@@ -26,14 +26,25 @@ if TYPE_CHECKING:
 # --- the extension ---------------------------------------------------------------------------
 
 
-def answer(ev: Event | None, kind: str, removed: list[dict[str, Any]]) -> dict[str, Any]:
-    """The answer to an undo or redo, over the websocket and HTTP: `removed` (what it
-    took out of other users' text, server/removed.py) only when there is some."""
+def answer(ev: Event | None, kind: str, outcome: Outcome) -> dict[str, Any]:
+    """The answer to an undo or redo, over the websocket and HTTP: what it visibly did
+    (``removed`` and ``added``: characters and items, as a restore's), and, only when
+    there are some, ``removed_others`` (what it took out of other users' text,
+    server/removed.py) and ``skipped`` (the seqs of each step it skipped as having
+    nothing left to revert)."""
     if ev is None:
         return {"ok": False, "reason": f"nothing to {kind}"}
-    out = {"ok": True, "seq": ev.seq, "reverts": list(ev.meta.get("reverts", []))}
-    if removed:
-        out["removed_others"] = removed
+    out: dict[str, Any] = {
+        "ok": True,
+        "seq": ev.seq,
+        "reverts": list(ev.meta.get("reverts", [])),
+        "removed": {"characters": outcome.removed[0], "items": outcome.removed[1]},
+        "added": {"characters": outcome.added[0], "items": outcome.added[1]},
+    }
+    if outcome.removed_others:
+        out["removed_others"] = outcome.removed_others
+    if outcome.skipped:
+        out["skipped"] = outcome.skipped
     return out
 
 
@@ -119,11 +130,11 @@ class Undo(Extension):
     async def _op(self, ctx: OpContext, kind: str) -> dict[str, Any]:
         if not ctx.client.identity.can_write:
             raise Forbidden(f"read-only: you cannot {kind}")
-        removed: list[dict[str, Any]] = []
-        ev = await perform(ctx.room, ctx.client.user, kind, self.backend, removed)
+        outcome = Outcome()
+        ev = await perform(ctx.room, ctx.client.user, kind, self.backend, outcome)
         if ev is not None:
             ctx.charge(len(ev.update))  # an undo appends as much as the edit it reverts
-        return answer(ev, kind, removed)
+        return answer(ev, kind, outcome)
 
     async def _op_undo(self, ctx: OpContext, body: dict[str, Any]) -> dict[str, Any]:
         return await self._op(ctx, UNDO)
