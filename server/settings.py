@@ -41,9 +41,11 @@ class Settings:
     root_path: str = ""
     #: fan-out bus URL (redis://...); none = single process
     fanout: str | None = None
-    #: HS256 secret; none = open development mode
+    #: HS256 secret; none = open development mode. Several, comma-separated, while keys
+    #: rotate: each ``KID:SECRET`` or ``SECRET``, the current one first (auth.tokens)
     jwt_secret: str | None = None
-    #: PEM public key file for RS256/ES256 tokens
+    #: PEM public key file for RS256/ES256 tokens; several, comma-separated, each
+    #: ``KID:PATH`` or ``PATH``
     jwt_public_key: str | None = None
     max_frame_bytes: int = 8 * 1024 * 1024
     max_doc_bytes: int = 64 * 1024 * 1024

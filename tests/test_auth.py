@@ -778,3 +778,79 @@ async def test_user_names_that_do_not_print_are_refused(settings: Settings) -> N
             tok = token("write", docs=("*",), user=name)
             r = await http.get("/api/docs", headers={"authorization": f"Bearer {tok}"})
             assert r.status_code == 401 and "'sub'" in r.json()["detail"], (name, r.text)
+
+
+# --- key rotation ----------------------------------------------------------------------------
+
+OLD_SECRET = "old-secret-of-at-least-thirty-two-bytes!"
+NEW_SECRET = "new-secret-of-at-least-thirty-two-bytes!"
+
+
+async def test_key_rotation_accepts_every_listed_key_and_kid_selects(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Several keys at once, the current first: tokens signed with any of them are
+    accepted on the websocket and over HTTP; a token naming a kid is verified with that
+    key alone; `palimpsest token` signs with the current secret and names its kid.
+    Before, "S1,S2" was one secret, and neither S1's nor S2's tokens verified."""
+    idp = ec.generate_private_key(ec.SECP256R1())
+    pub = tmp_path / "idp.pub.pem"
+    pub.write_bytes(_pem(idp.public_key()))
+    settings.jwt_secret = f"new:{NEW_SECRET}, old:{OLD_SECRET}"
+    settings.jwt_public_key = f"idp-1:{pub}"
+
+    def tok(secret: Any, kid: str | None = None, algorithm: str = "HS256") -> str:
+        return mint(secret, "rita", "write", ["rot-*"], 600, algorithm=algorithm, kid=kid)
+
+    accepted = {
+        "old key, its kid": tok(OLD_SECRET, "old"),
+        "new key, its kid": tok(NEW_SECRET, "new"),
+        "old key, no kid": tok(OLD_SECRET),
+        "new key, a kid unknown here": tok(NEW_SECRET, "elsewhere"),
+        "public key, its kid": tok(idp, "idp-1", "ES256"),
+    }
+    refused = {
+        "old key named as the new": (tok(OLD_SECRET, "new"), "does not verify with key 'new'"),
+        "a key nobody listed": (tok(SECRET), "signature does not verify"),
+        "HS256 naming the public key": (tok(NEW_SECRET, "idp-1"), "not an HS256 key"),
+    }
+    async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        for what, t in accepted.items():
+            raw = await open_raw(srv, "rot-doc", t)
+            assert raw.closed is None, (what, raw.closed)
+            await raw.ws.send(P.encode_sync_update(an_update(what, 5000 + len(what))))
+            r = await http.get("/api/docs", headers={"authorization": f"Bearer {t}"})
+            assert r.status_code == 200, (what, r.text)
+            await raw.aclose()
+        for what, (t, says) in refused.items():
+            ws = await websockets.connect(ws_url(srv, "rot-doc", t), compression=None)
+            code, reason = await close_of(ws)
+            assert code == 4401 and says in reason, (what, code, reason)
+            r = await http.get("/api/docs", headers={"authorization": f"Bearer {t}"})
+            assert r.status_code == 401 and says in r.json()["detail"], (what, r.text)
+        # the CLI signs with the current (first) secret and names it
+        assert cli_main(["token", "--user", "sam", "--docs", "rot-*", "--secret",
+                         settings.jwt_secret]) == 0  # fmt: skip
+        minted = capsys.readouterr().out.strip()
+        assert jwt.get_unverified_header(minted)["kid"] == "new"
+        assert jwt.decode(minted, NEW_SECRET, algorithms=["HS256"])["sub"] == "sam"
+        raw = await open_raw(srv, "rot-doc", minted)
+        assert raw.closed is None
+        await raw.aclose()
+    # the old key retired: its tokens are refused, the new key's still pass
+    settings.jwt_secret = f"new:{NEW_SECRET}"
+    async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        old = {"authorization": f"Bearer {accepted['old key, its kid']}"}
+        assert (await http.get("/api/docs", headers=old)).status_code == 401
+        new = {"authorization": f"Bearer {accepted['new key, its kid']}"}
+        assert (await http.get("/api/docs", headers=new)).status_code == 200
+
+
+def test_key_lists_are_checked_at_start(settings: Settings) -> None:
+    """Each listed secret is held to the length rule; two keys may not share a kid."""
+    settings.jwt_secret = f"a:{NEW_SECRET},b:short"
+    with pytest.raises(ValueError, match="secret 'b' is 5 bytes long"):
+        Backend(settings)
+    settings.jwt_secret = f"a:{NEW_SECRET},a:{OLD_SECRET}"
+    with pytest.raises(ValueError, match="two JWT keys are named 'a'"):
+        Backend(settings)

@@ -11,6 +11,12 @@ Bearer`` on HTTP. Claims::
     role  read | write | admin
     exp   expiry (required; a small leeway absorbs clock skew)
 
+Keys (rotation). Each setting takes a comma-separated list, each entry optionally named
+``KID:value`` (:func:`parse_keys`); the first secret is the current one, which
+``palimpsest token`` signs with. A token whose header names a ``kid`` this server has is
+verified with that key alone; one that names no kid, or one no key here has, is tried
+against every key of its algorithm, in order.
+
 A missing, damaged, expired or wrongly signed token is an AuthError (close 4401,
 HTTP 401); a valid token for another document or a role below what the operation needs
 is Forbidden (close 4403, HTTP 403). In JWT mode ``?user=`` is ignored. With neither
@@ -28,8 +34,11 @@ are enforced by ``server.routes.ws`` from the same settings.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +80,45 @@ OPEN_MODE_WARNING = (
 )
 
 
+# --- keys ----------------------------------------------------------------------------------
+
+#: a key id as ``KID:value`` names it (what a token's ``kid`` header then says)
+KID_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationKey:
+    """One key tokens may be signed with: its algorithm, the secret or public key, and
+    the key id (``kid``) tokens signed with it name, if it has one."""
+
+    alg: str
+    key: Any = field(repr=False)
+    kid: str | None = None
+
+
+def parse_keys(value: str) -> list[tuple[str | None, str]]:
+    """(kid, value) for each entry of a comma-separated list of secrets or key files, as
+    PALIMPSEST_JWT_SECRET / --jwt-secret and PALIMPSEST_JWT_PUBLIC_KEY / --jwt-public-key
+    give them: ``KID:value`` names the key (KID: :data:`KID_RULE`), a value alone has no
+    kid. A secret therefore holds no comma, and none that starts with what reads as
+    ``KID:`` (hex or base64 secrets, as `openssl rand` makes them, never do)."""
+    out: list[tuple[str | None, str]] = []
+    for entry in value.split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        kid, sep, rest = entry.partition(":")
+        if sep and KID_RULE.fullmatch(kid) and rest.strip():
+            out.append((kid, rest.strip()))
+        else:
+            out.append((None, entry))
+    return out
+
+
+def _named(kid: str | None) -> str:
+    return f" {kid!r}" if kid is not None else ""
+
+
 # --- auth ----------------------------------------------------------------------------------
 
 
@@ -92,37 +140,68 @@ class JWTAuth(Extension):
     credentials = "a token is required (?token= on the websocket, Authorization: Bearer on HTTP)"
     reads_cookies = False  # the token's holder hands it over, the browser never adds it
 
-    def __init__(self, secret: str | None = None, public_key: Any = None) -> None:
-        if not secret and public_key is None:
+    def __init__(
+        self,
+        secret: str | None = None,
+        public_key: Any = None,
+        *,
+        public_keys: Sequence[tuple[str | None, Any]] = (),
+    ) -> None:
+        """`secret`: one HS256 secret, or several as ``palimpsest serve`` takes them
+        (comma-separated, each ``KID:secret`` or the secret alone; the first is current).
+        `public_key`: one public key (no kid); `public_keys`: (kid or None, key) pairs."""
+        keys = [(kid, value) for kid, value in parse_keys(secret or "")]
+        pairs = [*([(None, public_key)] if public_key is not None else []), *public_keys]
+        if not keys and not pairs:
             raise ValueError("JWT mode needs a secret or a public key")
-        self._keys: dict[str, Any] = {}
-        if secret:
-            if len(secret.encode()) < MIN_SECRET_BYTES:
+        self._keys: list[VerificationKey] = []
+        for kid, value in keys:
+            if len(value.encode()) < MIN_SECRET_BYTES:
                 # a short HMAC secret is brute-forced offline from any one token
                 raise ValueError(
-                    f"the JWT secret is {len(secret.encode())} bytes long: use at least "
-                    f"{MIN_SECRET_BYTES} random bytes (e.g. `openssl rand -hex 32`)"
+                    f"the JWT secret{_named(kid)} is {len(value.encode())} bytes long: use at "
+                    f"least {MIN_SECRET_BYTES} random bytes (e.g. `openssl rand -hex 32`)"
                 )
-            self._keys["HS256"] = secret
-        if isinstance(public_key, rsa.RSAPublicKey):
-            self._keys["RS256"] = public_key
-        elif isinstance(public_key, ec.EllipticCurvePublicKey):
-            if not isinstance(public_key.curve, ec.SECP256R1):
-                raise ValueError(f"ES256 needs a P-256 key, not {public_key.curve.name}")
-            self._keys["ES256"] = public_key
-        elif public_key is not None:
-            raise ValueError(f"unsupported public key type {type(public_key).__name__}")
+            self._add(VerificationKey("HS256", value, kid))
+        for kid, key in pairs:
+            if isinstance(key, rsa.RSAPublicKey):
+                self._add(VerificationKey("RS256", key, kid))
+            elif isinstance(key, ec.EllipticCurvePublicKey):
+                if not isinstance(key.curve, ec.SECP256R1):
+                    raise ValueError(f"ES256 needs a P-256 key, not {key.curve.name}")
+                self._add(VerificationKey("ES256", key, kid))
+            else:
+                raise ValueError(f"unsupported public key type {type(key).__name__}")
+
+    def _add(self, key: VerificationKey) -> None:
+        if key.kid is not None and any(k.kid == key.kid for k in self._keys):
+            raise ValueError(f"two JWT keys are named {key.kid!r}: a kid names one key")
+        self._keys.append(key)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JWTAuth:
-        key = load_public_key(settings.jwt_public_key) if settings.jwt_public_key else None
-        auth = cls(settings.jwt_secret, key)
-        log.info("auth: signed tokens required (%s)", ", ".join(auth.algorithms))
+        public = [
+            (kid, load_public_key(path)) for kid, path in parse_keys(settings.jwt_public_key or "")
+        ]
+        auth = cls(settings.jwt_secret, public_keys=public)
+        log.info("auth: signed tokens required (%s)", auth.describe())
         return auth
 
     @property
+    def keys(self) -> list[VerificationKey]:
+        """The keys tokens are verified with, in the order they are tried."""
+        return list(self._keys)
+
+    def describe(self) -> str:
+        """The keys, for the start-up line: "HS256" for one secret without a kid, else
+        each algorithm with its kids ("HS256 2025-06, HS256 (no kid)")."""
+        if len(self._keys) == 1 and self._keys[0].kid is None:
+            return self._keys[0].alg
+        return ", ".join(f"{k.alg} {k.kid if k.kid else '(no kid)'}" for k in self._keys)
+
+    @property
     def algorithms(self) -> list[str]:
-        return sorted(self._keys)
+        return sorted({k.alg for k in self._keys})
 
     async def authenticate(self, conn: HTTPConnection) -> Identity | None:
         token = token_of(conn)
@@ -135,34 +214,65 @@ class JWTAuth(Extension):
                 "a token is required: ?token= on the websocket, Authorization: Bearer on HTTP"
             )
         try:
-            alg = jwt.get_unverified_header(token).get("alg")
+            header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as e:
             raise damaged(e) from e
+        alg, kid = header.get("alg"), header.get("kid")
         # the key is chosen by the server's configuration, never by the token: a token
         # cannot make us verify an RS256 key as an HMAC secret
-        key = self._keys.get(alg) if isinstance(alg, str) else None
-        if key is None or not isinstance(alg, str):
+        if not isinstance(alg, str) or alg not in self.algorithms:
             raise AuthError(f"token algorithm {alg!r} is not accepted here ({self.algorithms})")
+        if kid is not None and not isinstance(kid, str):
+            raise AuthError("token header 'kid' must be a string")
+        candidates = self._candidates(alg, kid)
+        for key in candidates[:-1]:
+            try:
+                return identity_from_claims(self._decode(token, key))
+            except jwt.InvalidSignatureError:
+                continue  # (signed with another of the keys, perhaps)
+        last = candidates[-1]
+        try:
+            return identity_from_claims(self._decode(token, last))
+        except jwt.InvalidSignatureError as e:
+            raise AuthError(
+                "token signature does not verify"
+                + (f" with key {kid!r}" if kid is not None and last.kid == kid else "")
+            ) from e
+
+    def _candidates(self, alg: str, kid: str | None) -> list[VerificationKey]:
+        """The keys a token of `alg` naming `kid` is tried with: the key of that kid
+        alone; else (no kid, or one no key here has: an identity provider's) every key
+        of `alg`, in order."""
+        named = [k for k in self._keys if kid is not None and k.kid == kid]
+        if named:
+            if named[0].alg != alg:
+                raise AuthError(f"token names key {kid!r}, which is not an {alg} key")
+            return named
+        return [k for k in self._keys if k.alg == alg]
+
+    def _decode(self, token: str, key: VerificationKey) -> dict[str, Any]:
+        """The claims of `token` verified with `key`; InvalidSignatureError goes on up
+        (another key may verify it), every other refusal as an AuthError."""
         try:
             with warnings.catch_warnings():
                 # a short secret was reported once at start-up, not on every token
                 warnings.simplefilter("ignore", InsecureKeyLengthWarning)
-                claims = jwt.decode(
+                claims: dict[str, Any] = jwt.decode(
                     token,
-                    key,
-                    algorithms=[alg],
+                    key.key,
+                    algorithms=[key.alg],
                     leeway=LEEWAY,
                     options={"require": ["exp", "sub"], "verify_aud": False},
                 )
+                return claims
+        except jwt.InvalidSignatureError:
+            raise
         except jwt.ExpiredSignatureError as e:
             raise AuthError("token expired") from e
-        except jwt.InvalidSignatureError as e:
-            raise AuthError("token signature does not verify") from e
         except jwt.DecodeError as e:
             raise damaged(e) from e
         except jwt.InvalidTokenError as e:
             raise AuthError(f"invalid token: {e}") from e
-        return identity_from_claims(claims)
 
 
 #: the reason a token that cannot be decoded is refused with: the decoder's own words
@@ -222,23 +332,34 @@ def mint(
     ttl: float = 3600,
     algorithm: str = "HS256",
     now: float | None = None,
+    *,
+    kid: str | None = None,
 ) -> str:
-    """A signed token (for development, tests and the ``palimpsest token`` command)."""
+    """A signed token (for development, tests and the ``palimpsest token`` command);
+    `kid` names the key in its header."""
     if role not in _RANK:
         raise ValueError(f"role must be one of {ROLES}")
     t = int(time.time() if now is None else now)
     claims = {"sub": user, "role": role, "docs": list(docs), "iat": t, "exp": t + int(ttl)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InsecureKeyLengthWarning)
-        return jwt.encode(claims, secret_or_key, algorithm=algorithm)
+        return jwt.encode(
+            claims, secret_or_key, algorithm=algorithm, headers={"kid": kid} if kid else None
+        )
 
 
 def auth_banner(settings: Settings) -> str:
     """One line for start-up: which auth mode the server is in."""
     if settings.jwt_secret or settings.jwt_public_key:
-        kinds = (["HS256"] if settings.jwt_secret else []) + (
-            [f"public key {settings.jwt_public_key}"] if settings.jwt_public_key else []
-        )
+        secrets = parse_keys(settings.jwt_secret or "")
+        current = " (current)" if len(secrets) > 1 else ""
+        kinds = [
+            "HS256" + (f" {kid}" if kid else "") + (current if i == 0 else "")
+            for i, (kid, _secret) in enumerate(secrets)
+        ] + [
+            f"public key {path}" + (f" ({kid})" if kid else "")
+            for kid, path in parse_keys(settings.jwt_public_key or "")
+        ]
         return f"palimpsest: auth: signed tokens required ({', '.join(kinds)})"
     return f"palimpsest: WARNING: {OPEN_MODE_WARNING}"
 
@@ -247,10 +368,12 @@ __all__ = [
     "LEEWAY",
     "JWTAuth",
     "OPEN_MODE_WARNING",
+    "VerificationKey",
     "auth_banner",
     "authorize",
     "identity_from_claims",
     "may_open",
     "mint",
+    "parse_keys",
     "token_of",
 ]

@@ -64,9 +64,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )  # fmt: skip
     p.add_argument("--fanout", help="redis://… to run several processes (env PALIMPSEST_FANOUT)")
     p.add_argument(
-        "--jwt-secret", help="HS256 secret; none = open mode (env PALIMPSEST_JWT_SECRET)"
+        "--jwt-secret",
+        help="HS256 secret, or several comma-separated while keys rotate, each KID:SECRET "
+        "or SECRET, the current one first; none = open mode (env PALIMPSEST_JWT_SECRET)",
     )
-    p.add_argument("--jwt-public-key", help="PEM file for RS256/ES256 tokens")
+    p.add_argument(
+        "--jwt-public-key",
+        help="PEM file for RS256/ES256 tokens, or several comma-separated, each KID:PATH "
+        "or PATH (env PALIMPSEST_JWT_PUBLIC_KEY)",
+    )
     p.add_argument("--snapshot-every", type=int, help="events between snapshots (default 1000)")
     p.add_argument("--max-frame-bytes", type=int, help="largest frame accepted (default 8 MiB)")
     p.add_argument(

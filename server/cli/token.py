@@ -4,9 +4,11 @@
     palimpsest token --user bob --role read --docs notes --private-key key.pem
 
 Prints the token alone on stdout, so ``TOKEN=$(palimpsest token …)`` works. The secret
-comes from --secret or PALIMPSEST_JWT_SECRET (the same one the server uses); with
---private-key, the token is signed RS256 (RSA key) or ES256 (EC P-256 key) and the
-server verifies it with the matching --jwt-public-key.
+comes from --secret or PALIMPSEST_JWT_SECRET (the same one the server uses); given a list
+of them (key rotation: ``new:S2,old:S1``), the token is signed with the first, the
+current one, and names its kid. With --private-key, the token is signed RS256 (RSA key)
+or ES256 (EC P-256 key) and the server verifies it with the matching --jwt-public-key;
+--kid names that key in the token's header.
 """
 
 from __future__ import annotations
@@ -42,11 +44,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="HS256 secret (env PALIMPSEST_JWT_SECRET); --jwt-secret as serve takes it",
     )
     p.add_argument("--private-key", help="PEM private key: RS256 (RSA) or ES256 (EC P-256)")
+    p.add_argument(
+        "--kid",
+        help="the key id the token's header names (default: the current secret's, "
+        "KID:secret; none for a private key)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..auth.tokens import JWTAuth, mint
+    from ..auth.tokens import JWTAuth, mint, parse_keys
     from ..errors import PalimpsestError
 
     docs = [d.strip() for arg in (args.docs or ["*"]) for d in arg.split(",") if d.strip()]
@@ -57,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         print("palimpsest token: --ttl must be positive", file=sys.stderr)
         return 2
     key: Any
+    kid: str | None = args.kid
     if args.private_key:
         try:
             key, algorithm = _private_key(args.private_key)
@@ -64,17 +72,23 @@ def run(args: argparse.Namespace) -> int:
             print(f"palimpsest token: {e}", file=sys.stderr)
             return 2
     else:
-        key = args.secret or os.environ.get("PALIMPSEST_JWT_SECRET")
+        secrets = args.secret or os.environ.get("PALIMPSEST_JWT_SECRET")
         algorithm = "HS256"
-        if not key:
+        if not secrets or not parse_keys(secrets):
             print(
                 "palimpsest token: give --secret, PALIMPSEST_JWT_SECRET or --private-key",
                 file=sys.stderr,
             )
             return 2
-    token = mint(key, args.user, args.role, docs, args.ttl, algorithm=algorithm)
-    try:  # checked as a server with this key checks it: no token a server would refuse
-        verifier = JWTAuth(key) if algorithm == "HS256" else JWTAuth(public_key=key.public_key())
+        current_kid, key = parse_keys(secrets)[0]  # the first is the current one
+        kid = kid or current_kid
+    token = mint(key, args.user, args.role, docs, args.ttl, algorithm=algorithm, kid=kid)
+    try:  # checked as a server with these keys checks it: no token a server would refuse
+        verifier = (
+            JWTAuth(secrets)
+            if algorithm == "HS256"
+            else JWTAuth(public_keys=[(kid, key.public_key())])
+        )
         verifier.identify(token)
     except (ValueError, PalimpsestError) as e:
         print(f"palimpsest token: a server would refuse this token: {e}", file=sys.stderr)
