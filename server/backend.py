@@ -27,6 +27,7 @@ from .lifecycle import Service
 from .recovery import recovery_marker, restored_minutes
 from .repeat_refusals import RepeatRefusals
 from .retention import Retention
+from .revocation import Revocation
 from .rooms import Rooms
 from .settings import Settings
 from .snapshots import SnapshotPolicy, load
@@ -133,6 +134,9 @@ class Backend(Service):
         (read | write | admin) on `doc` (None: no single document). Raises AuthError
         (401 / 4401) or Forbidden (403 / 4403)."""
         identity = await self.extensions.authenticate(conn)
+        revocation = self.extension(Revocation)
+        if revocation is not None:  # a revoked user's token issued before it: 401
+            revocation.check(identity)
         authorize(identity, doc, need)
         return identity
 

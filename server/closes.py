@@ -34,6 +34,7 @@ CAUSES: dict[str, str] = {
     "slow_client": "the client did not read: its send queue or its address's or document's "
     "send budget overflowed (1013), or its socket was aborted",
     "auth_expired": "its token expired (4401)",
+    "auth_revoked": 'its user was revoked (4401, the reason begins "access revoked")',
     "forbidden": "refused access after it opened (4403)",
     "too_large": "a frame or an update over a size limit (4413)",
     "protocol_error": "a malformed frame or an update that does not apply (4400)",
@@ -56,6 +57,8 @@ _BY_CODE = {
     4429: "rate_limit",
 }
 
+#: how the reason of a close for a revoked user begins (revocation.REVOKED)
+REVOKED = "access revoked"
 #: the reason a room gives when it closes its peers to reload (room.py, undo/actions.py)
 RELOADING = "the document is being reloaded"
 #: the reason a room gives the senders of edits the store refused for good (room.py):
@@ -85,6 +88,8 @@ def cause_of_code(code: int, reason: str = "") -> str:
         return "reloading" if reason.startswith(RELOADING) else "store_error"
     if code == 1011 and reason.startswith(STORE_FAILED):
         return "store_error"
+    if code == 4401 and reason.startswith(REVOKED):
+        return "auth_revoked"
     return _BY_CODE.get(code, "error")
 
 

@@ -11,6 +11,11 @@ A deletion travels the same way (``D`` and a JSON header): every process closes 
 connections to the document with 4404 and drops its room (see ``server/deletion.py``);
 the gap check below notices a lost one from the store (a head that went back).
 
+A revocation of a user (``server/revocation.py``) travels on the channel
+``PREFIX:!revoked`` (no document name holds a ``!``), ``R`` and a JSON header: every
+process holds the user revoked and closes their connections; a lost one is read from
+the store within ``revocation.REFRESH_SECONDS``.
+
 Presence (awareness) travels the same way, and is relayed, not stored: a process's
 connections' states reach the others' clients. Each process expires the states it holds
 that are not renewed (``awareness_timeout_seconds``; Room._expire_presence), relayed
@@ -90,6 +95,7 @@ from .extensions import Extension
 from .lifecycle import Service, cancel_and_wait
 from .logs import OncePerMinute
 from .origins import Origin, PeerOrigin
+from .revocation import Revocation
 from .room import Room
 from .store.base import Event, EventStore
 from .util import without_password
@@ -271,8 +277,9 @@ def encode_deleted(instance: str, by: str, deployment: str | None = None) -> byt
     return b"D" + _head(instance, deployment) + b',"by":' + json.dumps(by).encode() + b"}\n"
 
 
-#: the first byte of a presence, deletion or purge message (an events message begins with {)
-_A_OR_D = (ord("A"), ord("D"), ord("P"))
+#: the first byte of a presence, deletion, purge or revocation message (an events message
+#: begins with {)
+_A_OR_D = (ord("A"), ord("D"), ord("P"), ord("R"))
 
 
 def foreign_deployment(data: bytes, mark: bytes) -> str | None:
@@ -285,6 +292,36 @@ def foreign_deployment(data: bytes, mark: bytes) -> str | None:
     start = at + len(DEPLOYMENT_KEY)
     end = data.find(b'"', start, start + 64)
     return data[start:end].decode("utf-8", "replace") if end > 0 else "?"
+
+
+#: the channel (after ``PREFIX:``) of revocations: not a document name (names.py)
+REVOKED_CHANNEL = "!revoked"
+
+
+def encode_revocation(
+    instance: str, user: str, since: int | None, by: str, deployment: str | None = None
+) -> bytes:
+    """A revocation (`since`: the second from which the user's tokens count again) or,
+    with `since` None, its lifting: ``R``, a JSON header line (its deployment first, as
+    every message's: another deployment's revocation of a user of the same name is not
+    ours)."""
+    tail = json.dumps({"user": user, "since": since, "by": by}, separators=(",", ":"))
+    return b"R" + _head(instance, deployment) + b"," + tail[1:].encode() + b"\n"
+
+
+async def publish_revocation(
+    url: str, user: str, since: int | None, by: str, deployment: str | None = None
+) -> None:
+    """Tell the processes on the fan-out bus `url` of a revocation (one-shot, for tools
+    that revoke without serving, such as ``palimpsest revoke``): those of `deployment`
+    (store_deployment of the store it was made in), or all (None)."""
+    redis_url, prefix, _check = parse_url(url)
+    r = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2.0)
+    try:
+        message = encode_revocation("cli", user, since, by, deployment)
+        await r.publish(f"{prefix}:{REVOKED_CHANNEL}", message)
+    finally:
+        await r.aclose()
 
 
 async def publish_deleted(url: str, doc: str, by: str, deployment: str | None = None) -> None:
@@ -463,6 +500,11 @@ class Fanout(Extension, Service):
         """This process purged `doc`'s deleted content: the others reload their rooms."""
         self._queue(doc, encode_purged(self.instance, by, self.deployment))
 
+    def publish_revocation(self, user: str, since: int | None, by: str) -> None:
+        """This process revoked `user` (stored already), or lifted it (`since` None)."""
+        message = encode_revocation(self.instance, user, since, by, self.deployment)
+        self._queue(REVOKED_CHANNEL, message)
+
     def on_awareness(self, room: Room, entries: bytes) -> None:
         """Presence changed by this process's connections."""
         self._queue(room.name, encode_awareness(self.instance, entries, self.deployment))
@@ -593,6 +635,9 @@ class Fanout(Extension, Service):
         if other is not None:  # (None: ours, or an older process's, naming none)
             self._foreign(other, doc)
             return
+        if doc == REVOKED_CHANNEL:
+            self._revoked(ch, data)
+            return
         if data[:1] not in (b"A", b"D", b"P"):  # events, loaded here or not
             self.backend.extensions.peer_commit(doc)
         room = self.backend.rooms.get_loaded(doc)
@@ -682,6 +727,22 @@ class Fanout(Extension, Service):
 
     async def _reload(self, doc: str) -> None:
         await erasure.reload_room(self.backend, doc)
+
+    def _revoked(self, channel: str, data: bytes) -> None:
+        try:
+            head = json.loads(data[1 : data.index(b"\n")])
+            instance, user, since = str(head["i"]), str(head["user"]), head["since"]
+            if data[:1] != b"R" or not (since is None or type(since) is int):
+                raise ValueError(f"not a revocation: {data[:80]!r}")
+        except (ValueError, KeyError, TypeError) as e:
+            log.error("fan-out: malformed message on %s: %s", channel, e)
+            return
+        if instance == self.instance:
+            return  # ours: applied before it was published
+        self.received += 1
+        revocation = self.backend.extension(Revocation)
+        if revocation is not None:
+            revocation.apply(user, since)
 
     def _drop(self, doc: str, reason: str) -> None:
         task = asyncio.create_task(deleted_elsewhere(self.backend, doc, reason))

@@ -20,6 +20,7 @@ from .hocuspocus_peer import SyncStatus
 from .limits import Limits
 from .metrics import Metrics
 from .ownership_extension import Ownership
+from .revocation import Revocation
 from .routes.admin import Admin
 from .sealing import Sealing
 from .settings import Settings
@@ -45,6 +46,7 @@ def builtin_extensions(settings: Settings, *, others: Sequence[Extension] = ()) 
         Undo.from_settings(settings),
         HistoryExtension(),
         Admin(),
+        Revocation(),
         SyncStatus(),
         Sealing(settings.segment_events),
     ]

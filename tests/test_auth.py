@@ -6,10 +6,13 @@ is missing fails test_every_route_is_in_the_matrix, so new routes cannot skip au
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -25,6 +28,7 @@ from pycrdt import Doc, Text
 from serverproc import ServerProcess
 from starlette.requests import Request
 
+from palimpsest import hocuspocus as H
 from palimpsest import protocol as P
 from palimpsest.app import create_app
 from palimpsest.auth import Identity, authorize
@@ -73,12 +77,17 @@ HTTP_ROUTES: dict[tuple[str, str], str | None] = {
     ("GET", "/api/events/stream"): "read",
     ("GET", "/api/webhooks"): "admin",
     ("POST", "/api/webhooks/{hook}/{action:str}"): "admin",
+    ("GET", "/api/revocations"): "admin",
+    ("POST", "/api/revocations/{user:path}"): "admin",
+    ("DELETE", "/api/revocations/{user:path}"): "admin",
 }
 #: routes over every document (the webhooks carry every document's events): they need
 #: a token for every document, docs ["*"]; an admin of some documents is refused (403)
-EVERY_DOC_ROUTES = {("GET", "/api/webhooks"), ("POST", "/api/webhooks/{hook}/{action:str}")}
+EVERY_DOC_ROUTES = {("GET", "/api/webhooks"), ("POST", "/api/webhooks/{hook}/{action:str}"),
+                    ("GET", "/api/revocations"), ("POST", "/api/revocations/{user:path}"),
+                    ("DELETE", "/api/revocations/{user:path}")}  # fmt: skip
 PATH_VALUES = {"doc": DOC, "ref": "1", "name": "v1", "hook": "wh-000000000000",
-               "action": "enable"}  # fmt: skip
+               "action": "enable", "user": "victim"}  # fmt: skip
 
 
 def token(
@@ -90,6 +99,11 @@ def token(
     now: float | None = None,
 ) -> str:
     return mint(secret, user, role, list(docs), ttl, now=now)
+
+
+def no_iat(user: str, role: str = "write", docs: tuple[str, ...] = ("matrix-*",)) -> str:
+    claims = {"sub": user, "role": role, "docs": list(docs), "exp": int(time.time()) + 600}
+    return jwt.encode(claims, SECRET, algorithm="HS256")
 
 
 def bad_tokens() -> dict[str, tuple[str | None, int]]:
@@ -854,3 +868,79 @@ def test_key_lists_are_checked_at_start(settings: Settings) -> None:
     settings.jwt_secret = f"a:{NEW_SECRET},a:{OLD_SECRET}"
     with pytest.raises(ValueError, match="two JWT keys are named 'a'"):
         Backend(settings)
+
+
+# --- revocation ------------------------------------------------------------------------------
+
+
+async def test_revoking_a_user_closes_their_sockets_and_refuses_their_old_tokens(
+    jwt_settings: Settings, db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before, a fired user kept their open sockets and their tokens until exp: nothing
+    but a new secret (everyone logged out) shut them out."""
+    old = token("write", user="fired", now=time.time() - 60)
+    admin = {"authorization": f"Bearer {token('admin', docs=('*',), user='boss')}"}
+    async with run_server(jwt_settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        ws_conn = await open_raw(srv, DOC, old)
+        hp = await websockets.connect(f"{srv.url.replace('http', 'ws')}/hocuspocus")
+        await hp.send(H.prefix(DOC) + bytes([H.AUTH, H.AUTH_TOKEN]) + P.write_var_string(old))
+        while True:  # (its answer to the auth message, and the sync it starts)
+            frame = H.decode(await asyncio.wait_for(hp.recv(), 10))
+            if isinstance(frame, H.Frame) and frame.type == H.AUTH:
+                assert frame.body[0] == H.AUTH_AUTHENTICATED, frame
+                break
+        other = await open_raw(srv, DOC, token("write", user="stays"))
+        assert ws_conn.closed is None and other.closed is None
+        # only an admin of every document may revoke
+        r = await http.post("/api/revocations/fired",
+                            headers={"authorization": f"Bearer {token('admin')}"})  # fmt: skip
+        assert r.status_code == 403 and ws_conn.closed is None
+        r = await http.post("/api/revocations/fired", headers=admin)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert (body["user"], body["revoked"], body["by"], body["closed"]) == (
+            "fired", True, "boss", 2)  # fmt: skip
+        await eventually(lambda: ws_conn.closed, what="the revoked user's socket closes")
+        assert ws_conn.closed is not None
+        assert ws_conn.closed[0] == 4401 and "access revoked for 'fired'" in ws_conn.closed[1]
+        code, reason = await close_of(hp)
+        assert code == 4401 and "access revoked" in reason
+        assert other.closed is None, "another user's socket stays open"
+        # their old token, and one that says not when it was issued, are refused
+        for t in (old, no_iat("fired")):
+            ws = await websockets.connect(ws_url(srv, DOC, t), compression=None)
+            code, reason = await close_of(ws)
+            assert code == 4401 and reason.startswith("access revoked"), reason
+            r = await http.get("/api/docs", headers={"authorization": f"Bearer {t}"})
+            assert r.status_code == 401 and "access revoked" in r.json()["detail"]
+        # a token issued after the revocation works
+        since = int(datetime.fromisoformat(body["since"]).timestamp())
+        await eventually(lambda: time.time() >= since, what="the revocation's second passed")
+        fresh = token("write", user="fired")
+        raw = await open_raw(srv, DOC, fresh)
+        assert raw.closed is None
+        r = await http.get("/api/docs", headers={"authorization": f"Bearer {fresh}"})
+        assert r.status_code == 200
+        r = await http.get("/api/revocations", headers=admin)
+        assert [u["user"] for u in r.json()["revoked"]] == ["fired"]
+        # lifted: the old token is let in again (until it expires)
+        assert (await http.delete("/api/revocations/fired", headers=admin)).json() == {
+            "user": "fired", "revoked": False}  # fmt: skip
+        assert (await http.delete("/api/revocations/fired", headers=admin)).status_code == 404
+        r = await http.get("/api/docs", headers={"authorization": f"Bearer {old}"})
+        assert r.status_code == 200
+        # `palimpsest revoke` beside the running server: it reads the store again
+        assert await asyncio.to_thread(cli_main, ["revoke", "fired", "--db", str(db_path)]) == 0
+        assert "fired revoked" in capsys.readouterr().out
+        await eventually(lambda: raw.closed, timeout=15, what="closed after the CLI's revocation")
+        assert raw.closed is not None and raw.closed[0] == 4401
+        await other.aclose()
+    # kept in the store: a restarted server refuses the old token still
+    async with run_server(jwt_settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        r = await http.get("/api/docs", headers={"authorization": f"Bearer {old}"})
+        assert r.status_code == 401 and "access revoked" in r.json()["detail"]
+    cli = partial(asyncio.to_thread, cli_main)
+    assert await cli(["revoke", "--list", "--db", str(db_path)]) == 0
+    assert json.loads(capsys.readouterr().out)["user"] == "fired"
+    assert await cli(["revoke", "--lift", "fired", "--db", str(db_path)]) == 0
+    assert await cli(["revoke", "--lift", "fired", "--db", str(db_path)]) == 1

@@ -61,6 +61,10 @@ class Identity:
     docs: tuple[str, ...] = ("*",)
     #: when the token expires (Unix seconds); None = never (open mode)
     exp: float | None = None
+    #: when the token was issued (its ``iat``, Unix seconds); None = not said (open mode,
+    #: a token without iat, an app's own credentials). A revoked user's identities
+    #: issued before the revocation, or without it, are refused (server.revocation)
+    iat: float | None = None
 
     def __post_init__(self) -> None:
         if not valid_user_name(self.user):

@@ -314,7 +314,9 @@ def identity_from_claims(claims: dict[str, Any]) -> Identity:
             "token claim 'exp' must be a number of seconds since 1970, "
             f"at most {MAX_TOKEN_LIFETIME // 86400} days ahead"
         )
-    return Identity(sub, str(role), tuple(docs), float(exp))
+    iat = claims.get("iat")  # (PyJWT checked that it is a number, if there is one)
+    issued = float(iat) if isinstance(iat, int | float) and not isinstance(iat, bool) else None
+    return Identity(sub, str(role), tuple(docs), float(exp), issued)
 
 
 def load_public_key(path: str) -> Any:

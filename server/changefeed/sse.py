@@ -34,6 +34,7 @@ from starlette.types import Receive, Scope, Send
 from ..auth import Identity, may_open
 from ..errors import BadRequest, Conflict, StoreError, TooManyConnections
 from ..names import validate_doc_name
+from ..revocation import Revocation
 from ..store.base import MAX_SEQ
 from .events import HEARTBEAT, feed_text, sse_cursor, sse_frame
 
@@ -156,7 +157,11 @@ class Streams:
         return _Counted(self._all_events(after, updates, identity), partial(self._release, address))
 
     def _expired(self, identity: Identity) -> bool:
-        return identity.seconds_left() == 0.0
+        """The token expired, or its user was revoked since (the stream ends)."""
+        if identity.seconds_left() == 0.0:
+            return True
+        revocation = self.feed.backend.extension(Revocation)
+        return revocation is not None and revocation.refused(identity) is not None
 
     def _idle(self, identity: Identity) -> float:
         """How long to wait for a commit before a heartbeat: the heartbeat, or less when

@@ -36,7 +36,7 @@ from ..checkpoint import Checkpoints
 from ..client.errors import ClientError
 from ..deletion import tombstone_for
 from ..errors import PalimpsestError, StoreError, StoreUnavailable
-from ..fanout import publish_deleted, publish_purged, store_deployment
+from ..fanout import publish_deleted, publish_purged, publish_revocation, store_deployment
 from ..maintenance import (
     CompactedWithoutStacks,
     as_update,
@@ -48,6 +48,7 @@ from ..maintenance import (
     require,
     verify_doc,
 )
+from ..revocation import REVOCABLE_RULE, revocable, revoke_in_store, revoked_json
 from ..serving_lock import not_served, pg_not_served
 from ..snapshots import load
 from ..store import EventStore, open_store
@@ -176,6 +177,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("old", metavar="OLD", help="the actor (a token's user, `sub`) to rename")
     p.add_argument("new", metavar="NEW", help="the name they get (a pseudonym)")
     p.add_argument("--yes", action="store_true", help="really rename")
+    p = sub.add_parser(
+        "revoke", help="revoke a user now: their tokens issued before now are refused",
+        description="Revoke USER in the store: the servers refuse their tokens issued "
+        "before now (or without iat) and close their open connections (4401), at once "
+        "with --fanout, else within 5 s (they read the store again). --lift lets their "
+        "tokens in again; --list shows who is revoked. On a running server, POST or "
+        "DELETE /api/revocations/USER does the same.",
+    )  # fmt: skip
+    add_store_options(p)
+    p.set_defaults(func=lambda args: _run("revoke", revoke, args))
+    p.add_argument("user", metavar="USER", nargs="?", help="the user (a token's sub)")
+    p.add_argument("--lift", action="store_true", help="lift USER's revocation")
+    p.add_argument("--list", action="store_true", help="list the revoked users")
+    p.add_argument("--fanout", help="tell the servers on this Redis fan-out at once "
+                   "(env PALIMPSEST_FANOUT; else they read it from the store)")  # fmt: skip
 
 
 def _run(
@@ -584,6 +600,39 @@ def _not_served(store: EventStore) -> contextlib.AbstractAsyncContextManager[Non
     if isinstance(store, PostgresStore):
         return pg_not_served(store.dsn, store.schema, "rename-actor")
     return contextlib.nullcontext()
+
+
+# --- revoke -----------------------------------------------------------------------------
+
+
+async def revoke(store: EventStore, args: argparse.Namespace) -> int:
+    if args.list:
+        for row in await store.revocations().list():
+            print(json.dumps(revoked_json(row)))
+        return 0
+    if not args.user or not revocable(args.user):
+        raise AdminError(f"give the USER to revoke: {REVOCABLE_RULE}")
+    if args.lift:
+        if not await store.revocations().remove(args.user):
+            raise AdminError(f"{args.user!r} is not revoked")
+        since = None
+    else:
+        since = (await revoke_in_store(store, args.user, "palimpsest revoke")).since
+    url = args.fanout or args.settings.fanout
+    if url:  # the servers act now (else at their next read of the store)
+        try:
+            await publish_revocation(
+                url, args.user, since, "palimpsest revoke", await store_deployment(store)
+            )
+        except Exception as e:
+            print(f"palimpsest revoke: fan-out not told ({e}); the servers read it from the "
+                  "store within 5 s", file=sys.stderr)  # fmt: skip
+    if since is None:
+        print(f"palimpsest revoke: {args.user} no longer revoked")
+    else:
+        print(f"palimpsest revoke: {args.user} revoked: tokens issued before "
+              f"{iso(since * 1000)} are refused")  # fmt: skip
+    return 0
 
 
 __all__ = ["register"]

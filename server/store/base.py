@@ -54,6 +54,7 @@ from .update_clients import update_clients
 
 if TYPE_CHECKING:
     from .cursors import WebhookCursors
+    from .revocations import Revocations
 
 log = logging.getLogger("palimpsest.store")
 
@@ -670,3 +671,8 @@ class EventStore(Service, ABC):
     def webhook_cursors(self) -> WebhookCursors:
         """Where webhook deliveries keep their cursors (server.store.cursors): in this
         store, so that a restart (or another process) resumes where delivery stopped."""
+
+    @abstractmethod
+    def revocations(self) -> Revocations:
+        """The revoked users (server.store.revocations), kept in this store so that every
+        process and every restart refuses their old tokens."""

@@ -31,6 +31,7 @@ from .base import (
 )
 from .cursors import MemoryCursors, WebhookCursors
 from .doc_pages import DocPage
+from .revocations import MemoryRevocations, Revocations
 from .segments import SEGMENT_EVENTS
 
 #: a stored snapshot as the other stores keep it: ts, state column, checksum, meta column
@@ -58,6 +59,7 @@ class MemoryStore(EventStore):
         self._tags: dict[str, dict[str, Tag]] = {}
         self._tombstones: dict[str, bytes] = {}
         self._cursors = MemoryCursors()
+        self._revocations = MemoryRevocations()
         self._pos = 0
         self._lock = asyncio.Lock()
         self._up = False
@@ -387,6 +389,9 @@ class MemoryStore(EventStore):
             return None
         data = derived_from_row(doc, kind, row[1], row[2])
         return None if data is None else (row[0], data)
+
+    def revocations(self) -> Revocations:
+        return self._revocations
 
     def webhook_cursors(self) -> WebhookCursors:
         return self._cursors

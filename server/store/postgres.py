@@ -85,6 +85,7 @@ from .postgres_schema import (
     to_compact_log,
     write_log,
 )
+from .revocations import PostgresRevocations, Revocations
 from .sql_cursors import PostgresCursors
 
 log = logging.getLogger("palimpsest.store.postgres")
@@ -314,6 +315,7 @@ class PostgresStore(EventStore):
         #: connections that hold documents' turns on server changes (server_changes)
         self._turns: asyncpg.Pool | None = None
         self._cursors: PostgresCursors | None = None
+        self._revocations: Revocations | None = None
         #: the backends (pids) of connections whose append got no answer, until they are
         #: known to be gone (end_unanswered_appends)
         self._unanswered: set[int] = set()
@@ -1604,6 +1606,11 @@ class PostgresStore(EventStore):
             return None
         data = derived_from_row(doc, kind, bytes(rows[0][1]), rows[0][2])
         return None if data is None else (int(rows[0][0]), data)
+
+    def revocations(self) -> Revocations:
+        if self._revocations is None:
+            self._revocations = PostgresRevocations(self)
+        return self._revocations
 
     def webhook_cursors(self) -> WebhookCursors:
         if self._cursors is None:

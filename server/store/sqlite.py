@@ -90,6 +90,7 @@ from .log_layout import (
     run_columns,
     runs,
 )
+from .revocations import Revocations, SQLiteRevocations
 from .sql_cursors import SQLiteCursors
 from .sqlite_schema import (
     FRESH,
@@ -847,6 +848,7 @@ class SQLiteStore(EventStore):
         self._wsym = Symbols()  # the writer thread's
         self._sym = Symbols()  # the event loop's
         self._cursors: WebhookCursors | None = None
+        self._revocations: Revocations | None = None
         self._recent = RecentRows()
         #: the database file's (device, inode) when it was opened, and why writes stop
         #: once the path no longer leads to it (see _watch_file)
@@ -1883,6 +1885,11 @@ class SQLiteStore(EventStore):
             return None
         data = derived_from_row(doc, kind, bytes(rows[0][1]), rows[0][2])
         return None if data is None else (int(rows[0][0]), data)
+
+    def revocations(self) -> Revocations:
+        if self._revocations is None:
+            self._revocations = SQLiteRevocations(self)
+        return self._revocations
 
     def webhook_cursors(self) -> WebhookCursors:
         if self._cursors is None:

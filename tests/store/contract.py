@@ -21,6 +21,7 @@ from palimpsest.errors import ActorTaken, StoreError
 from palimpsest.store import open_store, snapshot_codec
 from palimpsest.store.base import Event, EventStore, NewEvent, checksum, dump_meta
 from palimpsest.store.doc_pages import DocPage, NameRange
+from palimpsest.store.revocations import Revoked
 from store.cursor_contract import CursorContract
 
 
@@ -184,6 +185,20 @@ class StoreContract(CursorContract):
             [[e]] = await again.append([("b", [ev()])])
             assert e.pos == 3
             assert [x.pos for x in await again.read_all()] == [1, 2, 3]
+
+    async def test_revoked_users(self, store: EventStore) -> None:
+        revocations = store.revocations()
+        assert await revocations.list() == []
+        await revocations.put(Revoked("bob", 100, "root", 1))
+        await revocations.put(Revoked("acme/alice", 200, "root", 2))
+        await revocations.put(Revoked("bob", 300, "ann", 3))  # again: the new time
+        assert await revocations.list() == [
+            Revoked("acme/alice", 200, "root", 2), Revoked("bob", 300, "ann", 3)]  # fmt: skip
+        async with self.reopened(store) as again:  # kept for every process and restart
+            assert [r.user for r in await again.revocations().list()] == ["acme/alice", "bob"]
+            assert await again.revocations().remove("bob") is True
+            assert await again.revocations().remove("bob") is False
+            assert [r.user for r in await again.revocations().list()] == ["acme/alice"]
 
     async def test_a_failing_batch_leaves_nothing(self, store: EventStore) -> None:
         if not self.can_fail_midway:

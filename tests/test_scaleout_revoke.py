@@ -1,0 +1,94 @@
+"""Revoking a user with two `palimpsest serve` processes on PostgreSQL and Redis: the
+process that did not revoke closes the user's sockets too (fan-out) and refuses their
+old tokens; a token issued after the revocation works on both."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+from conftest import eventually
+from scaleout import cluster, fanout_url, fresh_schema, open_store
+
+from palimpsest import protocol as P
+from palimpsest.auth.tokens import mint
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+SECRET = "scaleout-secret-of-at-least-32-bytes!!"
+
+
+def tok(user: str, role: str = "write", now: float | None = None) -> str:
+    return mint(SECRET, user, role, ["*"], 600, now=now)
+
+
+async def opened(url: str) -> websockets.ClientConnection:
+    ws = await websockets.connect(url, compression=None)
+    await ws.send(P.encode_sync_step1(b"\x00"))
+    while not isinstance(P.decode(await asyncio.wait_for(ws.recv(), 10)), P.SyncStep2):
+        pass
+    return ws
+
+
+async def closed(ws: websockets.ClientConnection) -> tuple[int, str]:
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), 20)
+    except websockets.ConnectionClosed as e:
+        assert e.rcvd is not None, "closed without a close frame"
+        return e.rcvd.code, e.rcvd.reason
+
+
+async def test_a_revocation_closes_the_users_sockets_on_every_process(tmp_path: Path) -> None:
+    old = tok("fired", now=time.time() - 60)
+    admin = {"authorization": f"Bearer {tok('boss', 'admin')}"}
+    async with (
+        fresh_schema() as store_url,
+        cluster(
+            tmp_path,
+            2,
+            store_url=store_url,
+            fanout=fanout_url(),
+            env={"PALIMPSEST_JWT_SECRET": SECRET},
+        ) as c,  # fmt: skip
+        httpx.AsyncClient() as http,
+    ):
+        on = [await opened(f"{c.ws(i)}/team?token={old}") for i in (0, 1)]
+        stays = await opened(f"{c.ws(1)}/team?token={tok('stays')}")
+        r = await http.post(f"{c.procs[0].http_url}/api/revocations/fired", headers=admin)
+        assert r.status_code == 200, r.text
+        assert r.json()["closed"] == 1  # its own; the other process closes its own
+        for ws in on:
+            code, reason = await closed(ws)
+            assert code == 4401 and reason.startswith("access revoked for 'fired'"), reason
+        assert stays.close_code is None, "another user's socket stays open"
+        for p in c.procs:
+            r = await http.get(f"{p.http_url}/api/docs", headers={"authorization": f"Bearer {old}"})
+            assert r.status_code == 401 and "access revoked" in r.json()["detail"], r.text
+        since = int(datetime.fromisoformat((await http.get(
+            f"{c.procs[1].http_url}/api/revocations", headers=admin)).json()["revoked"][0]["since"]
+        ).timestamp())  # fmt: skip
+        await eventually(lambda: time.time() >= since, what="the revocation's second passed")
+        fresh = tok("fired")
+        for i in (0, 1):
+            ws = await opened(f"{c.ws(i)}/team?token={fresh}")
+            await ws.close()
+        async with open_store(store_url) as store:
+            assert [r.user for r in await store.revocations().list()] == ["fired"]
+        # lifted on one process: the other lets the old token in again
+        r = await http.delete(f"{c.procs[1].http_url}/api/revocations/fired", headers=admin)
+        assert r.status_code == 200, r.text
+
+        async def let_in() -> bool:
+            r = await http.get(
+                f"{c.procs[0].http_url}/api/docs", headers={"authorization": f"Bearer {old}"}
+            )
+            return r.status_code == 200
+
+        await eventually(let_in, what="the lifting reached the other process")
+        await stays.close()
