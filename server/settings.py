@@ -47,6 +47,10 @@ class Settings:
     #: PEM public key file for RS256/ES256 tokens; several, comma-separated, each
     #: ``KID:PATH`` or ``PATH``
     jwt_public_key: str | None = None
+    #: when set, every token must carry an ``aud`` claim naming one of these (comma-
+    #: separated) / an ``iss`` claim that is one of these; none = not checked
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
     max_frame_bytes: int = 8 * 1024 * 1024
     max_doc_bytes: int = 64 * 1024 * 1024
     #: what all connections together may hold of the update frames that are over
@@ -240,6 +244,12 @@ class Settings:
                 raise ValueError(
                     f"{_name('allow_origin')}: {origin!r} is not an origin: write it as a "
                     "browser sends it, scheme://host[:port] (e.g. https://app.example.com)"
+                )
+        for name in ("jwt_audience", "jwt_issuer"):
+            if getattr(self, name) and not (self.jwt_secret or self.jwt_public_key):
+                raise ValueError(
+                    f"{_name(name)} checks signed tokens: it needs a JWT secret or public key "
+                    "(without one the server runs open, and would check nothing)"
                 )
         if self.fanout:
             # a URL Redis does not take, or a gap-check period of 0 (a busy loop), would

@@ -944,3 +944,64 @@ async def test_revoking_a_user_closes_their_sockets_and_refuses_their_old_tokens
     assert json.loads(capsys.readouterr().out)["user"] == "fired"
     assert await cli(["revoke", "--lift", "fired", "--db", str(db_path)]) == 0
     assert await cli(["revoke", "--lift", "fired", "--db", str(db_path)]) == 1
+
+
+# --- audience and issuer --------------------------------------------------------------------
+
+
+async def test_audience_and_issuer_are_required_when_set(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before, aud and iss were never checked: any token signed with the key was taken,
+    one minted for another service with the same secret (or identity provider) too."""
+
+    def tok(**claims: Any) -> str:
+        body = {"sub": "ida", "role": "write", "docs": ["aud-*"], "iat": int(time.time()),
+                "exp": int(time.time()) + 600, **claims}  # fmt: skip
+        return jwt.encode(body, SECRET, algorithm="HS256")
+
+    foreign = tok(aud="billing", iss="https://id.example")
+    settings.jwt_secret = SECRET
+    async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        # unset: not checked, as before
+        r = await http.get("/api/docs", headers={"authorization": f"Bearer {foreign}"})
+        assert r.status_code == 200
+    settings.jwt_audience = "collab, collab-staging"
+    settings.jwt_issuer = "https://id.example"
+    cases = {
+        "both, the first audience": (tok(aud="collab", iss="https://id.example"), None),
+        "an aud list naming the second": (
+            tok(aud=["x", "collab-staging"], iss="https://id.example"),
+            None,
+        ),  # fmt: skip
+        "another service's": (foreign, "audience (aud) is not this server's"),
+        "no aud": (tok(iss="https://id.example"), 'missing the "aud" claim'),
+        "no iss": (tok(aud="collab"), 'missing the "iss" claim'),
+        "another issuer": (tok(aud="collab", iss="https://evil.example"), "issuer (iss)"),
+    }
+    async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        for what, (t, says) in cases.items():
+            r = await http.get("/api/docs", headers={"authorization": f"Bearer {t}"})
+            if says is None:
+                assert r.status_code == 200, (what, r.text)
+                raw = await open_raw(srv, "aud-doc", t)
+                assert raw.closed is None, what
+                await raw.aclose()
+            else:
+                assert r.status_code == 401 and says in r.json()["detail"], (what, r.text)
+                ws = await websockets.connect(ws_url(srv, "aud-doc", t), compression=None)
+                code, reason = await close_of(ws)
+                assert code == 4401 and says in reason, (what, reason)
+        # the CLI mints what the server with the same environment requires
+        monkeypatch.setenv("PALIMPSEST_JWT_AUDIENCE", settings.jwt_audience)
+        monkeypatch.setenv("PALIMPSEST_JWT_ISSUER", settings.jwt_issuer)
+        monkeypatch.setenv("PALIMPSEST_JWT_SECRET", SECRET)
+        assert await asyncio.to_thread(cli_main, ["token", "--user", "ida", "--docs", "aud-*"]) == 0
+        minted = capsys.readouterr().out.strip()
+        claims = jwt.decode(minted, options={"verify_signature": False})
+        assert (claims["aud"], claims["iss"]) == ("collab", "https://id.example")
+        r = await http.get("/api/docs", headers={"authorization": f"Bearer {minted}"})
+        assert r.status_code == 200
+    # checking them needs keys: an open server would check nothing
+    with pytest.raises(ValueError, match="jwt_audience .* needs a JWT secret"):
+        Settings(jwt_audience="collab").check()

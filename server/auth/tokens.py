@@ -10,6 +10,8 @@ Bearer`` on HTTP. Claims::
     docs  the documents it may open: a list of names or glob patterns ("team-*", "*")
     role  read | write | admin
     exp   expiry (required; a small leeway absorbs clock skew)
+    aud   with ``--jwt-audience`` set: required, naming one of its values
+    iss   with ``--jwt-issuer`` set: required, one of its values
 
 Keys (rotation). Each setting takes a comma-separated list, each entry optionally named
 ``KID:value`` (:func:`parse_keys`); the first secret is the current one, which
@@ -115,6 +117,11 @@ def parse_keys(value: str) -> list[tuple[str | None, str]]:
     return out
 
 
+def split_list(value: str | None) -> list[str]:
+    """The entries of a comma-separated setting (PALIMPSEST_JWT_AUDIENCE, …)."""
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
 def _named(kid: str | None) -> str:
     return f" {kid!r}" if kid is not None else ""
 
@@ -146,10 +153,16 @@ class JWTAuth(Extension):
         public_key: Any = None,
         *,
         public_keys: Sequence[tuple[str | None, Any]] = (),
+        audience: Sequence[str] = (),
+        issuer: Sequence[str] = (),
     ) -> None:
         """`secret`: one HS256 secret, or several as ``palimpsest serve`` takes them
         (comma-separated, each ``KID:secret`` or the secret alone; the first is current).
-        `public_key`: one public key (no kid); `public_keys`: (kid or None, key) pairs."""
+        `public_key`: one public key (no kid); `public_keys`: (kid or None, key) pairs.
+        `audience`, `issuer`: when given, a token must carry an ``aud`` naming one of
+        them, an ``iss`` that is one of them (else neither is checked)."""
+        self.audience = list(audience)
+        self.issuer = list(issuer)
         keys = [(kid, value) for kid, value in parse_keys(secret or "")]
         pairs = [*([(None, public_key)] if public_key is not None else []), *public_keys]
         if not keys and not pairs:
@@ -183,7 +196,12 @@ class JWTAuth(Extension):
         public = [
             (kid, load_public_key(path)) for kid, path in parse_keys(settings.jwt_public_key or "")
         ]
-        auth = cls(settings.jwt_secret, public_keys=public)
+        auth = cls(
+            settings.jwt_secret,
+            public_keys=public,
+            audience=split_list(settings.jwt_audience),
+            issuer=split_list(settings.jwt_issuer),
+        )
         log.info("auth: signed tokens required (%s)", auth.describe())
         return auth
 
@@ -262,11 +280,26 @@ class JWTAuth(Extension):
                     key.key,
                     algorithms=[key.alg],
                     leeway=LEEWAY,
-                    options={"require": ["exp", "sub"], "verify_aud": False},
+                    audience=self.audience or None,
+                    issuer=self.issuer or None,
+                    options={
+                        "require": ["exp", "sub"]
+                        + (["aud"] if self.audience else [])
+                        + (["iss"] if self.issuer else []),
+                        # (unset: a token's aud is not this server's business)
+                        "verify_aud": bool(self.audience),
+                        "verify_iss": bool(self.issuer),
+                    },
                 )
                 return claims
         except jwt.InvalidSignatureError:
             raise
+        except jwt.InvalidAudienceError as e:
+            raise AuthError(
+                f"token audience (aud) is not this server's: it must name one of {self.audience}"
+            ) from e
+        except jwt.InvalidIssuerError as e:
+            raise AuthError(f"token issuer (iss) must be one of {self.issuer}") from e
         except jwt.ExpiredSignatureError as e:
             raise AuthError("token expired") from e
         except jwt.DecodeError as e:
@@ -336,13 +369,20 @@ def mint(
     now: float | None = None,
     *,
     kid: str | None = None,
+    audience: str | None = None,
+    issuer: str | None = None,
 ) -> str:
     """A signed token (for development, tests and the ``palimpsest token`` command);
-    `kid` names the key in its header."""
+    `kid` names the key in its header; `audience`, `issuer`: its aud and iss claims."""
     if role not in _RANK:
         raise ValueError(f"role must be one of {ROLES}")
     t = int(time.time() if now is None else now)
-    claims = {"sub": user, "role": role, "docs": list(docs), "iat": t, "exp": t + int(ttl)}
+    claims: dict[str, Any] = {
+        "sub": user, "role": role, "docs": list(docs), "iat": t, "exp": t + int(ttl)}  # fmt: skip
+    if audience:
+        claims["aud"] = audience
+    if issuer:
+        claims["iss"] = issuer
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InsecureKeyLengthWarning)
         return jwt.encode(
@@ -362,6 +402,8 @@ def auth_banner(settings: Settings) -> str:
             f"public key {path}" + (f" ({kid})" if kid else "")
             for kid, path in parse_keys(settings.jwt_public_key or "")
         ]
+        kinds += [f"aud {v}" for v in split_list(settings.jwt_audience)]
+        kinds += [f"iss {v}" for v in split_list(settings.jwt_issuer)]
         return f"palimpsest: auth: signed tokens required ({', '.join(kinds)})"
     return f"palimpsest: WARNING: {OPEN_MODE_WARNING}"
 
@@ -377,5 +419,6 @@ __all__ = [
     "may_open",
     "mint",
     "parse_keys",
+    "split_list",
     "token_of",
 ]

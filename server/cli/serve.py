@@ -73,6 +73,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="PEM file for RS256/ES256 tokens, or several comma-separated, each KID:PATH "
         "or PATH (env PALIMPSEST_JWT_PUBLIC_KEY)",
     )
+    p.add_argument(
+        "--jwt-audience",
+        help="tokens must carry an aud claim naming this (or one of several, comma-separated; "
+        "env PALIMPSEST_JWT_AUDIENCE); default: aud not checked",
+    )
+    p.add_argument(
+        "--jwt-issuer",
+        help="tokens must carry this iss claim (or one of several, comma-separated; env "
+        "PALIMPSEST_JWT_ISSUER); default: iss not checked",
+    )
     p.add_argument("--snapshot-every", type=int, help="events between snapshots (default 1000)")
     p.add_argument("--max-frame-bytes", type=int, help="largest frame accepted (default 8 MiB)")
     p.add_argument(
@@ -130,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
             event_loop=args.event_loop,
             jwt_secret=args.jwt_secret,
             jwt_public_key=args.jwt_public_key,
+            jwt_audience=args.jwt_audience,
+            jwt_issuer=args.jwt_issuer,
             snapshot_every=args.snapshot_every,
             max_frame_bytes=args.max_frame_bytes,
             allow_origin=tuple(args.allow_origin) if args.allow_origin else None,

@@ -8,7 +8,9 @@ comes from --secret or PALIMPSEST_JWT_SECRET (the same one the server uses); giv
 of them (key rotation: ``new:S2,old:S1``), the token is signed with the first, the
 current one, and names its kid. With --private-key, the token is signed RS256 (RSA key)
 or ES256 (EC P-256 key) and the server verifies it with the matching --jwt-public-key;
---kid names that key in the token's header.
+--kid names that key in the token's header. --audience / --issuer (default: the first
+of PALIMPSEST_JWT_AUDIENCE / PALIMPSEST_JWT_ISSUER, what the server then requires) set
+its aud and iss claims.
 """
 
 from __future__ import annotations
@@ -49,11 +51,26 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="the key id the token's header names (default: the current secret's, "
         "KID:secret; none for a private key)",
     )
+    p.add_argument(
+        "--audience",
+        default=_first(os.environ.get("PALIMPSEST_JWT_AUDIENCE")),
+        help="the aud claim (default: the first of env PALIMPSEST_JWT_AUDIENCE, if set)",
+    )
+    p.add_argument(
+        "--issuer",
+        default=_first(os.environ.get("PALIMPSEST_JWT_ISSUER")),
+        help="the iss claim (default: the first of env PALIMPSEST_JWT_ISSUER, if set)",
+    )
     p.set_defaults(func=run)
 
 
+def _first(value: str | None) -> str | None:
+    entries = [v.strip() for v in (value or "").split(",") if v.strip()]
+    return entries[0] if entries else None
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..auth.tokens import JWTAuth, mint, parse_keys
+    from ..auth.tokens import JWTAuth, mint, parse_keys, split_list
     from ..errors import PalimpsestError
 
     docs = [d.strip() for arg in (args.docs or ["*"]) for d in arg.split(",") if d.strip()]
@@ -82,12 +99,18 @@ def run(args: argparse.Namespace) -> int:
             return 2
         current_kid, key = parse_keys(secrets)[0]  # the first is the current one
         kid = kid or current_kid
-    token = mint(key, args.user, args.role, docs, args.ttl, algorithm=algorithm, kid=kid)
+    token = mint(key, args.user, args.role, docs, args.ttl, algorithm=algorithm, kid=kid,
+                 audience=args.audience, issuer=args.issuer)  # fmt: skip
+    # checked as the server with the environment's audience and issuer checks it
+    checks: dict[str, Any] = {
+        "audience": split_list(os.environ.get("PALIMPSEST_JWT_AUDIENCE")),
+        "issuer": split_list(os.environ.get("PALIMPSEST_JWT_ISSUER")),
+    }
     try:  # checked as a server with these keys checks it: no token a server would refuse
         verifier = (
-            JWTAuth(secrets)
+            JWTAuth(secrets, **checks)
             if algorithm == "HS256"
-            else JWTAuth(public_keys=[(kid, key.public_key())])
+            else JWTAuth(public_keys=[(kid, key.public_key())], **checks)
         )
         verifier.identify(token)
     except (ValueError, PalimpsestError) as e:
