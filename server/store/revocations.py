@@ -13,7 +13,6 @@ event data, and no schema version changes for it. Every store offers it
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .base import now_ms
+from .side_tables import PostgresSideTable
 
 if TYPE_CHECKING:
     from .postgres import PostgresStore
@@ -131,27 +131,10 @@ class PostgresRevocations(SQLRevocations):
     """Through the store's pool (and its error translation)."""
 
     def __init__(self, store: PostgresStore) -> None:
-        self.store = store
-        self._created = False
+        self._table = PostgresSideTable(store, _CREATE, "revoked users")
 
     async def _exec(self, sql: str, args: Sequence[Any], *, write: bool) -> list[Sequence[Any]]:
-        if not self._created:
-            await self._create()
-        numbers = iter(range(1, len(args) + 1))
-        text = re.sub(r"\?", lambda _m: f"${next(numbers)}", sql)
-        return list(await self.store._fetch(text, *args, what="revoked users"))
-
-    async def _create(self) -> None:
-        import asyncpg
-
-        async def run(conn: Any) -> None:
-            try:
-                await conn.execute(_CREATE)
-            except (asyncpg.UniqueViolationError, asyncpg.DuplicateTableError):
-                pass  # another process created it at the same moment
-
-        await self.store._run(run, "revoked users table", idempotent=True)
-        self._created = True
+        return await self._table.run(sql, args)
 
 
 __all__ = [

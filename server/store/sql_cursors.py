@@ -10,7 +10,6 @@ forward.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from abc import abstractmethod
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import StoreError
 from .base import now_ms
 from .cursors import ACTIVE, DISABLED, FAILING, HookState, WebhookCursors
+from .side_tables import PostgresSideTable
 
 if TYPE_CHECKING:
     from .postgres import PostgresStore
@@ -166,27 +166,10 @@ class PostgresCursors(SQLCursors):
     """Through the store's pool (and its error translation)."""
 
     def __init__(self, store: PostgresStore) -> None:
-        self.store = store
-        self._created = False
+        self._table = PostgresSideTable(store, _CREATE, "webhook cursor")
 
     async def _exec(self, sql: str, args: Sequence[Any]) -> list[Sequence[Any]]:
-        if not self._created:
-            await self._create()
-        numbers = iter(range(1, len(args) + 1))
-        text = re.sub(r"\?", lambda _m: f"${next(numbers)}", sql)
-        return list(await self.store._fetch(text, *args, what="webhook cursor"))
-
-    async def _create(self) -> None:
-        import asyncpg
-
-        async def run(conn: Any) -> None:
-            try:
-                await conn.execute(_CREATE)
-            except (asyncpg.UniqueViolationError, asyncpg.DuplicateTableError):
-                pass  # another process created it at the same moment
-
-        await self.store._run(run, "webhook table", idempotent=True)
-        self._created = True
+        return await self._table.run(sql, args)
 
 
 __all__ = ["PostgresCursors", "SQLCursors", "SQLiteCursors"]
