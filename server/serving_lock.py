@@ -147,6 +147,14 @@ class ServingLock:
 
 #: how often the lock's connection is checked, and re-made when PostgreSQL dropped it
 _PG_CHECK_SECONDS = 5.0
+#: the sessions holding the serving lock ($1 SERVING_LOCK, $2 the schema's name), after
+#: the columns a query selects
+_HOLDERS = (
+    "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 "
+    "AND l.objid = hashtext($2)::oid AND l.objsubid = 2 "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
 
 
 class PostgresServingLock:
@@ -204,12 +212,7 @@ class PostgresServingLock:
             got = await conn.fetchval(f"SELECT {take}($1, hashtext($2))", SERVING_LOCK, self.name)
             if not got:
                 holders = await conn.fetch(
-                    "SELECT l.mode, a.application_name FROM pg_locks l "
-                    "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
-                    "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 "
-                    "AND l.objid = hashtext($2)::oid AND l.objsubid = 2 "
-                    "AND l.database = (SELECT oid FROM pg_database "
-                    "WHERE datname = current_database())",
+                    f"SELECT l.mode, a.application_name {_HOLDERS}",
                     SERVING_LOCK,
                     self.name,
                 )
@@ -336,12 +339,7 @@ async def pg_not_served(dsn: str, schema: str | None, by: str) -> AsyncIterator[
             "SELECT pg_try_advisory_lock($1, hashtext($2))", SERVING_LOCK, name
         ):
             holders = await conn.fetch(
-                "SELECT DISTINCT a.application_name FROM pg_locks l "
-                "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
-                "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 "
-                "AND l.objid = hashtext($2)::oid AND l.objsubid = 2 "
-                "AND l.database = (SELECT oid FROM pg_database "
-                "WHERE datname = current_database())",
+                f"SELECT DISTINCT a.application_name {_HOLDERS}",
                 SERVING_LOCK,
                 name,
             )
