@@ -43,6 +43,19 @@ class MaintenanceError(PalimpsestError):
     http_status = 400
 
 
+class NoSuchVersion(MaintenanceError):
+    """A compaction's `before` names no version of the document: past its head, or no
+    tag or time of that name (404 over HTTP)."""
+
+    http_status = 404
+
+
+class PinnedVersion(MaintenanceError):
+    """A compaction's `before` is past a named version, or ambiguous (409 over HTTP)."""
+
+    http_status = 409
+
+
 async def require(store: EventStore, doc: str) -> DocInfo:
     """The document's info; MaintenanceError when the store has no such document."""
     validate_doc_name(doc)
@@ -251,6 +264,8 @@ async def plan_compact(store: EventStore, doc: str, before: str | int) -> Compac
     tags = {t.name: t.seq for t in await store.tags(doc)}
     if raw.isdigit():
         seq = int(raw)
+    elif raw == "head" and raw not in tags:
+        seq = info.head
     elif raw in tags:
         seq = tags[raw]
         try:
@@ -258,7 +273,7 @@ async def plan_compact(store: EventStore, doc: str, before: str | int) -> Compac
         except Exception:
             pass
         else:
-            raise MaintenanceError(
+            raise PinnedVersion(
                 f"--before {raw!r} is both a named version (seq {seq}) and a time (seq "
                 f"{await store.seq_at(doc, at)}): give the seq you mean"
             )
@@ -266,16 +281,17 @@ async def plan_compact(store: EventStore, doc: str, before: str | int) -> Compac
         try:
             ts = parse_iso(raw)
         except Exception as e:
-            raise MaintenanceError(
-                f"--before is a seq, a tag name or an ISO-8601 time, not {raw!r}"
+            raise NoSuchVersion(
+                f"--before is a seq, a tag name or an ISO-8601 time: {doc!r} has no tag "
+                f"{raw!r}, and it is not a time"
             ) from e
         seq = await store.seq_at(doc, ts)
     if seq > info.head:
-        raise MaintenanceError(f"{doc!r} has no seq {seq}: its head is {info.head}")
+        raise NoSuchVersion(f"{doc!r} has no seq {seq}: its head is {info.head}")
     pinned = [t for t in await store.tags(doc) if t.seq < seq]
     if pinned and seq > info.base_seq:
         oldest = min(pinned, key=lambda t: t.seq)
-        raise MaintenanceError(
+        raise PinnedVersion(
             f"named version {oldest.name!r} is at seq {oldest.seq}, before {seq}: compacting "
             f"would make it unreadable. Compact with --before {oldest.seq} at most, or delete "
             "the tag first"
