@@ -158,7 +158,7 @@ class Removed:
 @dataclass(frozen=True, slots=True)
 class OpResult:
     """The answer to undo / redo / open_group / close_group: the new seq, or why nothing
-    happened."""
+    happened; an undo's or a redo's also says what it visibly did (docs/undo.md)."""
 
     ok: bool
     seq: int | None = None
@@ -170,6 +170,17 @@ class OpResult:
     #: close_group's, of a group: the undo steps it made (1 unless it outgrew a step's
     #: bounds, or was cut by an undo, a restore or its idle time: docs/undo.md)
     steps: int | None = field(default=None, repr=False)
+    #: an undo's or a redo's: characters and items (elements, embeds, map or array
+    #: values) it took out in all (the caller's own and others'), and put back;
+    #: formatting marks are not counted, as in a restore's answer (History.restore)
+    removed_characters: int = 0
+    removed_items: int = 0
+    added_characters: int = 0
+    added_items: int = 0
+    #: an undo's or a redo's: the seqs of each later step it skipped, having nothing
+    #: left to revert (another user deleted or moved all it inserted: an editor's
+    #: Enter, a cut and paste); gone from the stack; the step it reverted is below them
+    skipped: tuple[tuple[int, ...], ...] = ()
 
     def __bool__(self) -> bool:
         return self.ok
@@ -181,6 +192,8 @@ def op_result(answer: dict[str, Any]) -> OpResult:
     ok = bool(answer.get("ok"))
     reason = answer.get("reason") or answer.get("detail")  # (an HTTP error's: "detail")
     group, steps = answer.get("group"), answer.get("steps")
+    removed, added = _amount(answer.get("removed")), _amount(answer.get("added"))
+    skipped = answer.get("skipped")
     return OpResult(
         ok,
         seq if isinstance(seq, int) else None,
@@ -188,7 +201,20 @@ def op_result(answer: dict[str, Any]) -> OpResult:
         tuple(_removed(answer.get("removed_others"))),
         group if isinstance(group, str) else None,
         steps if isinstance(steps, int) else None,
+        *removed,
+        *added,
+        tuple(tuple(int(s) for s in step) for step in skipped if isinstance(step, list))
+        if isinstance(skipped, list)
+        else (),
     )
+
+
+def _amount(entry: Any) -> tuple[int, int]:
+    """(characters, items) of an answer's ``{"characters": C, "items": I}``; (0, 0)
+    when absent (an answer to open_group or close_group, or a failed undo)."""
+    if not isinstance(entry, dict):
+        return 0, 0
+    return int(entry.get("characters") or 0), int(entry.get("items") or 0)
 
 
 def _removed(entries: Any) -> list[Removed]:

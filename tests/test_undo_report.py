@@ -83,7 +83,13 @@ async def test_undo_of_an_enter_names_the_text_of_others_it_took_out(tmp_path: P
 
         async with enter_and_typing(srv, "py") as (a, _b):
             got = await a.undo()
-            assert got == OpResult(True, got.seq, None, (Removed("bob", 5, 0),)), got
+            # her copy of the tail and bob's "very " in the new paragraph, the paragraph;
+            # the tail back in the first one
+            tail = len(LINE) - LINE.index("jumps")
+            assert got == OpResult(
+                True, got.seq, None, (Removed("bob", 5, 0),),
+                removed_characters=tail + 5, removed_items=1, added_characters=tail,
+            ), got  # fmt: skip
 
         async with enter_and_typing(srv, "pyhttp") as (a, _b):
             async with client.History(srv.url, user="alice") as h:
@@ -142,3 +148,41 @@ async def test_elements_of_others_are_counted_apart(tmp_path: Path) -> None:
             await a.wait_for(lambda: len(list(fragment(a).children[1].children)) == 2)
             answer: dict[str, Any] = await a.request({"type": "undo"})
             assert answer["removed_others"] == [{"user": "bob", "characters": 5, "items": 1}]
+
+
+async def test_the_client_says_what_an_undo_and_a_redo_visibly_did(tmp_path: Path) -> None:
+    """OpResult carries the answer's ``removed``, ``added`` and ``skipped``, over the
+    websocket (Session) and over HTTP (History): alice's second step, " world", was all
+    deleted by bob, so her undo skips it and takes out her first, "hello"; her redo
+    brings "hello" back."""
+    async with run_server(make_settings(tmp_path / "db")) as srv:
+        for doc in ("ws", "http"):
+            async with (
+                client.connect(srv.ws_url, doc, user="alice") as a,
+                client.connect(srv.ws_url, doc, user="bob") as b,
+                client.History(srv.url, user="alice") as h,
+            ):
+                a.text().insert(0, "hello")
+                await a.flush()
+                a.text().insert(5, " world")
+                await a.flush()
+                await b.wait_for(lambda: str(b.text()) == "hello world")
+                b.text().delete(5, 6)
+                await b.flush()
+                await a.wait_for(lambda: str(a.text()) == "hello")
+                word = (await h.events(doc)).events[1]
+                assert (word.actor, word.kind) == ("alice", "edit")
+
+                undone = await (a.undo() if doc == "ws" else h.undo(doc))
+                assert undone == OpResult(
+                    True, undone.seq, None,
+                    removed_characters=5, removed_items=0,
+                    added_characters=0, added_items=0,
+                    skipped=((word.seq,),),
+                ), undone  # fmt: skip
+                await b.wait_for(lambda: str(b.text()) == "")
+
+                redone = await (a.redo() if doc == "ws" else h.redo(doc))
+                assert redone == OpResult(True, redone.seq, None, added_characters=5), redone
+                assert redone.seq == undone.seq + 1  # type: ignore[operator]
+                await b.wait_for(lambda: str(b.text()) == "hello")
