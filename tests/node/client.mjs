@@ -38,11 +38,19 @@
 //   sleep    {ms}
 //   state                       {text, clientID, connected, synced, localUpdates, awareness}
 //   frames   {clear?}           the frames seen so far (needs --trace)
+//   request  {message}          send an extension message (docs/undo.md: varUint 100, then
+//                               the JSON as a varString), e.g. {"type": "undo"}, with an
+//                               "id" added; wait for the server's answer to it: {answer}
+//                               (an answer {"ok": false, ...} is a result, not a failure)
+//   openGroup {group?}          request {"type": "open_group", "group"}: an explicit undo
+//                               group (the server makes an id when none is given)
+//   closeGroup {group?}         request {"type": "close_group", "group"}
 //   exit                        destroy provider, answer, exit 0
 //   crash                       exit at once (SIGKILL on itself): no close frame, no goodbye
 import * as Y from 'yjs'
 import WebSocket from 'ws'
 import * as decoding from 'lib0/decoding'
+import * as encoding from 'lib0/encoding'
 import { readFileSync } from 'node:fs'
 import readline from 'node:readline'
 
@@ -111,6 +119,7 @@ const log = (msg) => {
 
 // ---------------------------------------------------------------- frames
 const MSG = ['sync', 'awareness', 'auth', 'queryAwareness']
+const EXTENSION = 100 // the server's extension messages (docs/undo.md), sent by `request`
 const SYNC = ['step1', 'step2', 'update']
 const describeFrame = (data) => {
   const buf = data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data.buffer ?? data, data.byteOffset ?? 0, data.byteLength ?? data.length)
@@ -136,6 +145,8 @@ const describeFrame = (data) => {
     } else if (t === 2) {
       f.sub = decoding.readVarUint(d)
       f.reason = decoding.readVarString(d)
+    } else if (t === EXTENSION) {
+      f.message = decoding.readVarString(d)
     }
   } catch (e) {
     f.error = String(e)
@@ -171,6 +182,8 @@ let provider = null
 let localUpdates = 0
 let lastClose = null
 const waiters = new Set()
+let lastRequestId = 0
+const answers = new Map() // request id -> the server's answer, once it came
 const poke = () => { for (const w of waiters) w() }
 ydoc.on('update', (_u, origin) => {
   if (provider === null || origin !== provider) localUpdates++
@@ -193,6 +206,14 @@ const makeProvider = () => {
   })
   p.on('connection-error', () => { log('connection-error'); poke() })
   p.awareness.on('change', poke)
+  // an extension answer; without a handler y-websocket logs "Unable to compute message".
+  // Whatever a handler writes into the encoder is sent back: it writes nothing.
+  p.messageHandlers[EXTENSION] = (_encoder, decoder) => {
+    const answer = JSON.parse(decoding.readVarString(decoder))
+    if (answers.has(answer.id)) answers.set(answer.id, answer)
+    else log(`an answer nobody waits for: ${JSON.stringify(answer)}`)
+    poke()
+  }
   return p
 }
 
@@ -247,6 +268,26 @@ const needString = (a, k) => {
   return a[k]
 }
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+// Send `message` as an extension message on the provider's socket, after whatever the
+// provider sent before it (edits go out as they are made), and wait for its answer.
+const request = async (message, timeout) => {
+  if (message === null || typeof message !== 'object' || typeof message.type !== 'string') throw new Error(`request: "message" must be an object with a "type", got ${JSON.stringify(message)}`)
+  if (!(provider?.wsconnected ?? false)) throw new Error(`request ${message.type}: not connected`)
+  const id = ++lastRequestId
+  answers.set(id, null)
+  const e = encoding.createEncoder()
+  encoding.writeVarUint(e, EXTENSION)
+  encoding.writeVarString(e, JSON.stringify({ ...message, id }))
+  provider.ws.send(encoding.toUint8Array(e))
+  try {
+    await waitFor(() => answers.get(id) !== null, timeout, () => `the answer to ${JSON.stringify(message)} (id ${id})`)
+    return { answer: answers.get(id) }
+  } finally {
+    answers.delete(id)
+  }
+}
+const groupMessage = (type, a) => (a.group === undefined ? { type } : { type, group: a.group })
 
 const actions = {
   async connect (a, timeout) {
@@ -360,6 +401,15 @@ const actions = {
     const out = frames.slice()
     if (a.clear) frames.length = 0
     return { frames: out }
+  },
+  async request (a, timeout) {
+    return request(a.message, timeout)
+  },
+  async openGroup (a, timeout) {
+    return request(groupMessage('open_group', a), timeout)
+  },
+  async closeGroup (a, timeout) {
+    return request(groupMessage('close_group', a), timeout)
   }
 }
 
