@@ -71,11 +71,26 @@ def insert(cur: list[tuple[int, int]], start: int, end: int) -> None:
     cur[lo:hi] = [(start, end)]
 
 
+#: a client's ranges on one side of ``intersect`` this many times fewer than on the
+#: other: the other's are found by bisection instead of walked
+_BISECT_RATIO = 8
+
+
 def intersect(a: Ranges, b: Ranges) -> Ranges:
+    """The IDs in both `a` and `b` (sorted and disjoint per client): each overlap of a
+    range of `a` with one of `b`, in order. A client with a few ranges on one side and
+    many on the other (a step's insertions and a restore's deletions: 16,000 ranges)
+    looks the few up by bisection, with the same result, instead of a walk over all."""
     out: Ranges = {}
     for c, ra in a.items():
         rb = b.get(c)
         if not rb:
+            continue
+        if len(ra) * _BISECT_RATIO < len(rb) or len(rb) * _BISECT_RATIO < len(ra):
+            few, many = (ra, rb) if len(ra) < len(rb) else (rb, ra)
+            found = _overlaps(few, many)
+            if found:
+                out[c] = found
             continue
         got: list[tuple[int, int]] = []
         i = j = 0
@@ -90,6 +105,24 @@ def intersect(a: Ranges, b: Ranges) -> Ranges:
         if got:
             out[c] = got
     return out
+
+
+def _overlaps(few: list[tuple[int, int]], many: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """intersect's walk for one client, each range of `few` looked up in `many`: the
+    same overlaps in the same order (both sorted and disjoint: each pair's overlap is
+    met once, and they come sorted)."""
+    got: list[tuple[int, int]] = []
+    n = len(many)
+    for start, end in few:
+        k = bisect.bisect_left(many, (start, start))
+        if k and many[k - 1][1] > start:
+            k -= 1  # (the one range before that may reach into this one)
+        while k < n and many[k][0] < end:
+            lo, hi = max(start, many[k][0]), min(end, many[k][1])
+            if lo < hi:
+                got.append((lo, hi))
+            k += 1
+    return got
 
 
 def subtract(a: Ranges, b: Ranges) -> Ranges:

@@ -159,3 +159,31 @@ def test_subtract_reads_each_range_a_bounded_number_of_times() -> None:
             assert _Counted.reads <= bound, _Counted.reads
         else:
             assert _Counted.reads > n * n  # (the test can tell the quadratic one)
+
+
+def test_intersect_of_a_few_ranges_with_many_is_the_walks() -> None:
+    """A client with a few ranges on one side and many on the other is intersected by
+    bisection (a step's insertions and a restore's deletions): the same ranges, in the
+    same order, as the walk over both, touching ranges included."""
+    import random
+
+    rng = random.Random(5)
+    for _ in range(2000):
+        a, b = {}, {}
+        for r, most in ((a, rng.choice((1, 2, 4))), (b, rng.choice((20, 60)))):
+            for client in rng.sample(range(3), rng.randint(1, 3)):
+                clock, got = 0, []
+                for _ in range(rng.randint(1, most)):
+                    clock += rng.randint(0, 5)
+                    n = rng.randint(1, 5 if most > 4 else 40)
+                    got.append((clock, clock + n))
+                    clock += n
+                r[client] = got
+        ma, mb = clocks(union({}, a)), clocks(union({}, b))
+        want = {c: ma[c] & mb[c] for c in ma if c in mb and ma[c] & mb[c]}
+        for x, y in ((a, b), (b, a)):
+            got = intersect(x, y)
+            assert {c: {v for s, e in rs for v in range(s, e)} for c, rs in got.items()} == want
+            assert all(s < e for rs in got.values() for s, e in rs)
+            assert all(rs[i][1] <= rs[i + 1][0] for rs in got.values() for i in range(len(rs) - 1))
+        assert intersect(a, b) == intersect(b, a)
