@@ -12,8 +12,7 @@ it, the sync step 2, exports) holds no such content; text deleted after the base
 kept, with the events after it.
 
 Snapshots after the base fold the old base's deleted content too: they are a cache, so
-they are dropped before the purged base is written (:func:`drop_after`) and folded
-again from it after (:func:`refold`). The stored
+they are folded again from the purged base (:func:`refold_after`). The stored
 attribution index is dropped by the compaction itself (``EventStore.compact``).
 
 A live room holds the old content in memory (and would send it to a new reader, and
@@ -21,9 +20,7 @@ write it into its next snapshot): :func:`reload_room` closes its connections wit
 (the providers reconnect at once, their Y.Doc and state vector unchanged, and send what
 they typed meanwhile in their sync step 2) and drops it without a final snapshot; the
 next connection loads it from the purged base. The HTTP route does it here before and
-after the compaction, and the other processes do it when the fan-out tells them; a
-room of a process nobody tells (``palimpsest compact`` on the store, no fan-out)
-reloads itself when it notices that the base changed (server.rooms).
+after the compaction, and the other processes do it when the fan-out tells them.
 """
 
 from __future__ import annotations
@@ -33,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from pycrdt import Doc
 
+from .closes import RELOADING
 from .snapshots import load
 from .store import EventStore
 
@@ -51,42 +49,40 @@ def purge_deleted(state: bytes) -> bytes:
     return gc.get_update()
 
 
-async def drop_after(store: EventStore, doc: str, base: int) -> dict[int, dict[str, Any]]:
-    """Drop every snapshot of `doc` after `base`, BEFORE the purged base is written: the
-    meta of each (undo stacks and owners name Yjs IDs, which purging keeps), by seq, for
-    :func:`refold`. Then nothing loads the old content from them: each fold starts from
-    the purged base or a rung already folded from it, and a room that another process
-    loads once the base changed (server.rooms: it reloads on the change) loads it from
-    the base, never from a rung that still holds the purged content."""
+async def refold_after(store: EventStore, doc: str, base: int) -> int:
+    """Fold again, from the (purged) base at `base`, every snapshot of `doc` after it,
+    keeping each one's meta (undo stacks and owners name Yjs IDs, which purging keeps);
+    a rung stored as a difference is stored whole. Returns how many were rewritten."""
     after = sorted(s.seq for s in await store.snapshots(doc) if s.seq > base)
     metas: dict[int, dict[str, Any]] = {}
     for seq in after:
         snap = await store.latest_snapshot(doc, seq)
         if snap is not None and snap.seq == seq:
             metas[seq] = {k: v for k, v in snap.meta.items() if k != "delta_of"}
+    # dropped first, so that each fold starts from the purged base or a rung already
+    # folded from it, never from a rung that still holds the purged content
     await store.delete_snapshots(doc, after)
-    return metas
-
-
-async def refold(store: EventStore, doc: str, metas: dict[int, dict[str, Any]]) -> int:
-    """Write again, folded from the (purged) base, the snapshots :func:`drop_after`
-    dropped (a damaged one stays dropped: a cache), each stored whole, with its meta.
-    Returns how many were written."""
-    written = 0
-    for seq in sorted(metas):
+    for seq in after:
+        if seq not in metas:
+            continue  # damaged: stays dropped (a cache)
         loaded = await load(store, doc, upto=seq)
         if loaded.seq == seq and not loaded.failed:
             await store.put_snapshot(doc, seq, loaded.doc.get_update(), metas[seq])
-            written += 1
-    return written
+    return len(metas)
 
 
 async def reload_room(backend: Backend, doc: str) -> int:
     """Drop `doc`'s live room here, without a final snapshot (it would hold the purged
     content), after closing its connections with 1013 (reconnect); returns how many."""
-    closed = await backend.rooms.reload(doc, "deleted content was purged, reconnect")
-    log.info("reloading %s: deleted content was purged (%d connections closed)", doc, closed)
-    return closed
+    room = backend.rooms.get_loaded(doc)
+    if room is None:
+        return 0
+    peers = list(room.peers.values())
+    for peer in peers:
+        peer.close(1013, f"{RELOADING}: deleted content was purged, reconnect")
+    await backend.rooms.discard(doc)  # what is queued is still committed
+    log.info("reloading %s: deleted content was purged (%d connections closed)", doc, len(peers))
+    return len(peers)
 
 
-__all__ = ["drop_after", "purge_deleted", "refold", "reload_room"]
+__all__ = ["purge_deleted", "refold_after", "reload_room"]

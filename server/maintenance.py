@@ -326,7 +326,6 @@ async def compact_doc(
     # compacted away, at or after it is the base (history.service.seq_at)
     last = await store.read(plan.doc, after=plan.before - 1, upto=plan.before)
     old_base = await store.latest_snapshot(plan.doc, plan.before) if not last else None
-    after = await erasure.drop_after(store, plan.doc, plan.before) if purge_deleted else {}
     await _whole_above(store, plan.doc, plan.before)
     removed = await store.compact(plan.doc, plan.before, state)
     try:
@@ -341,7 +340,7 @@ async def compact_doc(
     except StoreError as e:
         raise CompactedWithoutStacks(removed, e) from e
     if purge_deleted:
-        await erasure.refold(store, plan.doc, after)
+        await erasure.refold_after(store, plan.doc, plan.before)
     return removed
 
 

@@ -1,14 +1,5 @@
 """Get-or-load rooms (one load per document even when many connect at once), and
-unload them when idle, once their events and a final snapshot are flushed.
-
-A room holds the document as loaded from its compaction base (``Room.base``). When
-someone else compacts it (``palimpsest compact`` on the store, another process, with
-``--purge-deleted`` or not), the room holds what the new base may have purged: each
-connection that gets the room checks the store's base first (one small read), and the
-room's snapshots are written only while it holds (checked in the write's transaction).
-Either way a changed base reloads the room (:meth:`Rooms.reload`): its connections are
-closed with 1013 and it is dropped without a final snapshot; the next one loads it from
-the new base."""
+unload them when idle, once their events and a final snapshot are flushed."""
 
 from __future__ import annotations
 
@@ -20,8 +11,6 @@ from typing import Any
 
 from pycrdt import Doc
 
-from .closes import RELOADING
-from .errors import StoreError
 from .origins import ReplayOrigin
 from .room import PRESENCE_BATCH, PRESENCE_TIMEOUT, LoadInfo, Room, RoomObserver
 from .snapshots import SnapshotPolicy, load
@@ -61,8 +50,6 @@ class Rooms:
         self._loading: dict[str, asyncio.Task[Room]] = {}
         self._unload_timers: dict[str, asyncio.TimerHandle] = {}
         self._unloading: dict[str, asyncio.Task[None]] = {}
-        self._reloading: dict[str, asyncio.Task[int]] = {}
-        snapshots.on_stale = self._stale
 
     def __contains__(self, name: str) -> bool:
         return name in self._rooms
@@ -75,71 +62,22 @@ class Rooms:
         return dict(self._rooms)
 
     async def get(self, name: str) -> Room:
-        """The live room of a document, loading it once however many ask at once; a
-        loaded room whose compaction base changed under it is reloaded first."""
-        while True:
-            timer = self._unload_timers.pop(name, None)
-            if timer is not None:
-                timer.cancel()
-            for pending in (self._unloading.get(name), self._reloading.get(name)):
-                if pending is not None:
-                    await asyncio.shield(pending)
-            room = self._rooms.get(name)
-            if room is None or room.broken is not None:
-                break
-            if await self._base_holds(room):
-                return room
+        """The live room of a document, loading it once however many ask at once."""
+        timer = self._unload_timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+        unloading = self._unloading.get(name)
+        if unloading is not None:
+            await asyncio.shield(unloading)
+        room = self._rooms.get(name)
+        if room is not None and room.broken is None:
+            return room
         task = self._loading.get(name)
         if task is None:
             task = asyncio.create_task(self._load(name), name=f"load:{name}")
             self._loading[name] = task
             task.add_done_callback(lambda _t: self._loading.pop(name, None))
         return await asyncio.shield(task)
-
-    async def _base_holds(self, room: Room) -> bool:
-        """Whether the store's compaction base of the room's document is still the one
-        it loaded from; when not, its reload is started (and the caller waits for it)."""
-        try:
-            mark = await self.store.compaction_base(room.name)
-        except StoreError as e:  # the room stays as it is: the store says more on a write
-            log.debug("compaction base of %s not checked: %s", room.name, e)
-            return True
-        if mark == room.base or self._rooms.get(room.name) is not room:
-            return mark == room.base
-        self._stale(room)
-        return False
-
-    def _stale(self, room: Room) -> None:
-        """`room`'s document was compacted under it by someone else: reload it (once)."""
-        name = room.name
-        if self._rooms.get(name) is not room or name in self._reloading or name in self._unloading:
-            return
-        log.warning("reloading %s: it was compacted under its room (base @%d as loaded, "
-                    "changed in the store)", name, room.base[0])  # fmt: skip
-        task = asyncio.create_task(self.reload(name, "the document was compacted, reconnect"))
-        self._reloading[name] = task
-        task.add_done_callback(lambda _t: self._reloading.pop(name, None))
-
-    async def reload(self, name: str, why: str) -> int:
-        """Drop `name`'s room WITHOUT a final snapshot (it may hold what a compaction
-        purged), after closing its connections with 1013 (the providers reconnect at
-        once, with their Y.Doc and state vector); returns how many were closed. The next
-        connection loads it from the store."""
-        room = self._rooms.get(name)
-        if room is None:
-            return 0
-        peers = list(room.peers.values())
-        for peer in peers:
-            peer.close(1013, f"{RELOADING}: {why}")
-        await self.discard(name)  # what is queued is still committed
-        return len(peers)
-
-    async def adopt_base(self, name: str) -> None:
-        """This process compacted `name` without purging: its room holds the same
-        content, and takes the new base as its own rather than reloading."""
-        room = self._rooms.get(name)
-        if room is not None:
-            room.base = await self.store.compaction_base(name)
 
     async def _load(self, name: str) -> Room:
         holder: dict[str, Room] = {}
@@ -170,8 +108,6 @@ class Rooms:
 
         # a name used again after a deletion: the server's own Yjs client id changes
         generation = await self.store.tombstone(name)
-        # before the load: a compaction during it makes the room stale, never unnoticed
-        base = await self.store.compaction_base(name)
         loaded = await load(
             self.store,
             name,
@@ -182,7 +118,6 @@ class Rooms:
             with_meta=True,
         )
         room = holder["room"]
-        room.base = base
         room.seq = loaded.seq
         room.events_since_snapshot = loaded.replayed
         room.last_snapshot_bytes = len(loaded.snapshot.state) if loaded.snapshot else 0

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from pathlib import Path
 
 import httpx
 from conftest import RunningServer, eventually
 from pycrdt import Doc
-from serverproc import REPO_ROOT, ServerProcess
 from test_admin_cli import cli
 from test_undo import converged, edit, make_settings, serving, undo
 from yclient import YClient, connect
@@ -135,84 +133,3 @@ async def test_cli_purge_deleted_on_the_store(tmp_path: Path, capfd: object) -> 
         async with connect(srv.ws_url, "e2", "bob") as b:
             await edit(b, srv, "e2", lambda: b.text.insert(len(str(b.text)), "!"))
             await converged(srv, "e2", ">a  b!", b)
-
-
-async def logged(url: str, doc: str) -> int:
-    """The head of `doc` in the server's store (0: none yet)."""
-    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        r = await http.get(f"/api/docs/{doc}/events", params={"limit": 1000, "user": "ops"})
-        if r.status_code != 200:
-            return 0
-        events = r.json()["events"]
-        return int(events[-1]["seq"]) if events else int(r.json()["base_seq"])
-
-
-async def cli_process(*argv: str) -> tuple[int, str]:
-    """The real `palimpsest` command, in a process of its own."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "palimpsest", *argv, cwd=REPO_ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    out, _ = await proc.communicate()
-    return proc.returncode or 0, out.decode()
-
-
-async def type_secret_and_delete(url: str, a: YClient, doc: str) -> None:
-    a.text.insert(0, f"my password is {SECRET} ok")
-    await eventually(lambda: logged(url, doc), what="the secret logged")
-    delete_word(a, SECRET)
-    await eventually(lambda: _at_least(url, doc, 2), what="its deletion logged")
-
-
-async def _at_least(url: str, doc: str, n: int) -> bool:
-    return await logged(url, doc) >= n
-
-
-async def test_cli_purge_beside_a_server_process_without_fanout(tmp_path: Path) -> None:
-    """`palimpsest compact --purge-deleted` on the store, beside a server (another
-    process, SQLite, no fan-out) whose room of the document is open: the room notices
-    the new base (when a connection joins it, or when it writes a snapshot), reloads,
-    and neither a new reader nor a snapshot written afterwards holds the secret."""
-    async with ServerProcess(tmp_path / "srv", extra_args=["--snapshot-every", "1"]) as srv:
-        db = str(srv.db_path)
-        # p1: the room is kept open by alice; a new reader joins after the purge
-        # p2: the room is kept open by bob, who types on after it (snapshots follow)
-        async with connect(srv.ws_url, "p1", "alice") as a, connect(srv.ws_url, "p2", "bob") as b:
-            await type_secret_and_delete(srv.http_url, a, "p1")
-            await type_secret_and_delete(srv.http_url, b, "p2")
-            assert SECRET.encode() in await first_step2_at(srv.ws_url, "p1")  # as before
-            for doc in ("p1", "p2"):
-                code, out = await cli_process("compact", doc, "--db", db, "--before", "2",
-                                              "--purge-deleted", "--yes")  # fmt: skip
-                assert code == 0 and "purged" in out, out
-            # p1: the next connection finds the room's base changed: reloaded first
-            got = await eventually(
-                lambda: _without_secret(srv.ws_url, "p1"), timeout=30,
-                what="a new reader of p1 gets no secret",
-            )  # fmt: skip
-            assert b"my password is" in got
-            await eventually(lambda: a.close_code == 1013, timeout=30, what="alice reconnects")
-            # p2: nobody joins; bob's edits make snapshots, refused on the old base, and
-            # the room reloads on it
-            b.text.insert(len(str(b.text)), " and " + "more text " * 20)
-            await eventually(lambda: b.close_code == 1013, timeout=30, what="bob reconnects")
-            assert SECRET.encode() not in await first_step2_at(srv.ws_url, "p2")
-            # edits after the reload are snapshotted from the purged base
-            async with connect(srv.ws_url, "p2", "carol") as c:
-                c.text.insert(0, "new text " * 30)
-                await eventually(lambda: _at_least(srv.http_url, "p2", 4), what="carol's edit")
-        await srv.astop()
-        for doc in ("p1", "p2"):
-            states = await stored_states(Path(db), doc)
-            assert states and not any(SECRET.encode() in s for s in states), doc
-        assert len(await stored_states(Path(db), "p2")) > 1  # written after the purge too
-
-
-async def first_step2_at(ws_url: str, doc: str) -> bytes:
-    async with connect(ws_url, doc, "reader") as r:
-        return next(m.update for m in r.frames if isinstance(m, P.SyncStep2))
-
-
-async def _without_secret(ws_url: str, doc: str) -> bytes | None:
-    got = await first_step2_at(ws_url, doc)
-    return got if SECRET.encode() not in got else None

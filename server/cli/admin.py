@@ -524,8 +524,7 @@ async def compact(store: EventStore, args: argparse.Namespace) -> int:
             await publish_purged(url, args.doc, "palimpsest compact", await store_deployment(store))
         except Exception as e:
             print(f"palimpsest compact: fan-out not told ({e}): a server with the document "
-                  "open holds the purged content in memory until its room reloads (at the "
-                  "next connection to it, or its next snapshot)", file=sys.stderr)  # fmt: skip
+                  "open still holds the purged content in memory", file=sys.stderr)  # fmt: skip
     return 0
 
 

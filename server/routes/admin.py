@@ -115,8 +115,6 @@ async def compact(request: Request) -> Response:
     if purge:
         closed += await erasure.reload_room(backend, doc)
         await backend.extensions.purged(doc, identity.user)  # the other processes reload
-    else:  # the same content: the room here keeps going (other processes reload theirs)
-        await backend.rooms.adopt_base(doc)
     base = max(plan.before, plan.base_seq)
     return JSONResponse(
         {"doc": doc, "base": base, "removed": removed, "purged": purge, "closed": closed}

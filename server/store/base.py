@@ -296,15 +296,6 @@ class DocInfo:
     created_ts: int | None = None
 
 
-#: what identifies a document's compaction base: its seq and the checksum of the base
-#: snapshot's row; (0, "") for a document never compacted (or not in the store). Every
-#: compaction changes it, also one at the same seq (a purge rewrites the base), and
-#: nothing else does (retention never touches the base). A room records the one it
-#: loaded from (server.rooms): its snapshots are written only while it still holds.
-BaseMark = tuple[int, str]
-NO_BASE: BaseMark = (0, "")
-
-
 @dataclass(frozen=True, slots=True)
 class Tag:
     doc: str
@@ -556,22 +547,9 @@ class EventStore(Service, ABC):
 
     @abstractmethod
     async def put_snapshot(
-        self,
-        doc: str,
-        seq: int,
-        state: bytes,
-        meta: dict[str, Any] | None = None,
-        *,
-        base: BaseMark | None = None,
-    ) -> bool:
-        """Store the state at seq (replacing one at the same seq); True if written.
-        `base`: only while the document's compaction base is still that one and below
-        seq, checked in the write's own transaction (a live room's snapshot: a
-        compaction by another process, e.g. ``palimpsest compact``, refuses it)."""
-
-    @abstractmethod
-    async def compaction_base(self, doc: str) -> BaseMark:
-        """The document's compaction base as :data:`BaseMark` (one small read)."""
+        self, doc: str, seq: int, state: bytes, meta: dict[str, Any] | None = None
+    ) -> None:
+        """Store the state at seq (replacing one at the same seq)."""
 
     async def put_snapshot_if_due(
         self,
@@ -581,17 +559,16 @@ class EventStore(Service, ABC):
         meta: dict[str, Any] | None = None,
         *,
         min_gap: int = 1,
-        base: BaseMark | None = None,
     ) -> bool:
         """Write the snapshot unless a valid one at a seq > ``seq - min_gap`` exists (or,
         in a store shared by several processes, another one is writing a snapshot of the
-        document right now; or, with `base`, put_snapshot refuses it). True if written.
-        Several processes that checkpoint the same documents write through this, so
-        that one of them does it."""
+        document right now). True if written. Several processes that checkpoint the same
+        documents write through this, so that one of them does it."""
         for info in reversed(await self.snapshots(doc)):
             if info.seq > seq - max(min_gap, 1) and info.valid:
                 return False
-        return await self.put_snapshot(doc, seq, state, meta, base=base)
+        await self.put_snapshot(doc, seq, state, meta)
+        return True
 
     @abstractmethod
     async def latest_snapshot(self, doc: str, at_most: int | None = None) -> Snapshot | None:

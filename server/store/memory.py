@@ -12,9 +12,7 @@ from typing import Any
 from ..errors import StoreError, StoreUnavailable
 from .actor_rename import kind_clash, taken
 from .base import (
-    NO_BASE,
     ActorRenamed,
-    BaseMark,
     DocInfo,
     Event,
     EventStore,
@@ -276,30 +274,10 @@ class MemoryStore(EventStore):
         self._tombstones[doc] = tombstone
 
     async def put_snapshot(
-        self,
-        doc: str,
-        seq: int,
-        state: bytes,
-        meta: dict[str, Any] | None = None,
-        *,
-        base: BaseMark | None = None,
-    ) -> bool:
+        self, doc: str, seq: int, state: bytes, meta: dict[str, Any] | None = None
+    ) -> None:
         self._check()
-        if base is not None and (seq <= base[0] or self._mark(doc) != base):
-            return False
         self._snaps.setdefault(doc, {})[seq] = _snap_row(state, meta or {})
-        return True
-
-    async def compaction_base(self, doc: str) -> BaseMark:
-        self._check()
-        return self._mark(doc)
-
-    def _mark(self, doc: str) -> BaseMark:
-        seq = self._base.get(doc, 0)
-        row = self._snaps.get(doc, {}).get(seq) if seq else None
-        if row is None:
-            return (seq, "") if seq else NO_BASE
-        return seq, row[2]
 
     async def latest_snapshot(self, doc: str, at_most: int | None = None) -> Snapshot | None:
         self._check()

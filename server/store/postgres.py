@@ -38,9 +38,7 @@ from ..errors import StoreError, StoreUnavailable
 from . import segments as S
 from .actor_rename import Uses, kind_clash, taken
 from .base import (
-    NO_BASE,
     ActorRenamed,
-    BaseMark,
     DocInfo,
     Event,
     EventStore,
@@ -213,20 +211,6 @@ def split_url(url: str) -> tuple[str, str | None]:
     if dsn.startswith("postgres://"):
         dsn = "postgresql://" + dsn[len("postgres://") :]
     return dsn, schema
-
-
-_BASE_MARK_SQL = (
-    "SELECT d.base_seq, s.checksum FROM docs d LEFT JOIN snapshots s "
-    "ON s.doc = d.name AND s.seq = d.base_seq WHERE d.name = $1"
-)
-
-
-async def _base_holds(conn: asyncpg.Connection, doc: str, seq: int, base: BaseMark) -> bool:
-    """`doc`'s compaction base is still `base`, below `seq`: the document's row is held
-    (FOR SHARE) to the end of the transaction, so a compaction waits for the write."""
-    row = await conn.fetchrow(_BASE_MARK_SQL + " FOR SHARE OF d", doc)
-    mark = (int(row[0]), row[1] or "") if row is not None and row[0] else NO_BASE
-    return seq > base[0] and mark == base
 
 
 _PUT_SNAPSHOT = (
@@ -1336,31 +1320,13 @@ class PostgresStore(EventStore):
     # --- snapshots -------------------------------------------------------------------
 
     async def put_snapshot(
-        self,
-        doc: str,
-        seq: int,
-        state: bytes,
-        meta: dict[str, Any] | None = None,
-        *,
-        base: BaseMark | None = None,
-    ) -> bool:
-        row = await _snapshot_row(doc, seq, state, meta)
-        if base is None:
-            await self._fetch(_PUT_SNAPSHOT, *row, what="snapshot write")
-            return True
-
-        async def run(conn: asyncpg.Connection) -> bool:
-            async with conn.transaction():
-                if not await _base_holds(conn, doc, seq, base):
-                    return False
-                await conn.execute(_PUT_SNAPSHOT, *row)
-                return True
-
-        return await self._run(run, "snapshot write")
-
-    async def compaction_base(self, doc: str) -> BaseMark:
-        rows = await self._fetch(_BASE_MARK_SQL, doc, what="query")
-        return (int(rows[0][0]), rows[0][1] or "") if rows and rows[0][0] else NO_BASE
+        self, doc: str, seq: int, state: bytes, meta: dict[str, Any] | None = None
+    ) -> None:
+        await self._fetch(
+            _PUT_SNAPSHOT,
+            *await _snapshot_row(doc, seq, state, meta),
+            what="snapshot write",
+        )
 
     async def put_snapshot_if_due(
         self,
@@ -1370,11 +1336,9 @@ class PostgresStore(EventStore):
         meta: dict[str, Any] | None = None,
         *,
         min_gap: int = 1,
-        base: BaseMark | None = None,
     ) -> bool:
         """Write the snapshot unless another process is writing one of this document right
-        now, or a valid snapshot at a seq > ``seq - min_gap`` exists (or `base` no longer
-        holds: put_snapshot). True if written."""
+        now, or a valid snapshot at a seq > ``seq - min_gap`` exists. True if written."""
 
         row = await _snapshot_row(doc, seq, state, meta)
 
@@ -1384,8 +1348,6 @@ class PostgresStore(EventStore):
                     "SELECT pg_try_advisory_xact_lock($1, hashtext($2))", _SNAPSHOT_LOCK, doc
                 )
                 if not got:
-                    return False
-                if base is not None and not await _base_holds(conn, doc, seq, base):
                     return False
                 # a valid newer one (checked in the database: no blobs over the wire)
                 newer = await conn.fetchval(
@@ -1433,9 +1395,6 @@ class PostgresStore(EventStore):
 
         async def run(conn: asyncpg.Connection) -> int:
             async with conn.transaction():
-                # the document's row first: appenders, sealers and a live room's
-                # snapshot write (put_snapshot with a base: FOR SHARE) wait for us
-                doc_id = await conn.fetchval("SELECT id FROM docs WHERE name = $1 FOR UPDATE", doc)
                 await conn.execute(
                     "INSERT INTO snapshots (doc, seq, ts, state, checksum, meta) "
                     "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (doc, seq) DO UPDATE SET "
@@ -1447,6 +1406,8 @@ class PostgresStore(EventStore):
                 # derived data names what the folded events did (the attribution index:
                 # who wrote what): built again from the base
                 await conn.execute("DELETE FROM derived WHERE doc = $1", doc)
+                # the document's row first: appenders and sealers of it wait for us
+                doc_id = await conn.fetchval("SELECT id FROM docs WHERE name = $1 FOR UPDATE", doc)
                 if doc_id is None:
                     return 0
                 status = await conn.execute(

@@ -48,9 +48,7 @@ from ..errors import StoreError, StoreUnavailable
 from . import segments as S
 from .actor_rename import Uses, kind_clash, taken
 from .base import (
-    NO_BASE,
     ActorRenamed,
-    BaseMark,
     DocInfo,
     Event,
     EventStore,
@@ -113,17 +111,6 @@ _FREE_PAGES_KEPT = 1024
 
 class _Raced(Exception):
     """A seal found its run changed under it (another sealer, a compaction, a deletion)."""
-
-
-_BASE_MARK_SQL = (
-    "SELECT d.base_seq, s.checksum FROM docs d LEFT JOIN snapshots s "
-    "ON s.doc = d.name AND s.seq = d.base_seq WHERE d.name = ?"
-)
-
-
-def _base_mark(db: sqlite3.Connection, doc: str) -> BaseMark:
-    row = db.execute(_BASE_MARK_SQL, (doc,)).fetchone()
-    return (int(row[0]), row[1] or "") if row is not None and row[0] else NO_BASE
 
 
 def _in_transaction(
@@ -1668,33 +1655,17 @@ class SQLiteStore(EventStore):
     # --- snapshots -------------------------------------------------------------------
 
     async def put_snapshot(
-        self,
-        doc: str,
-        seq: int,
-        state: bytes,
-        meta: dict[str, Any] | None = None,
-        *,
-        base: BaseMark | None = None,
-    ) -> bool:
+        self, doc: str, seq: int, state: bytes, meta: dict[str, Any] | None = None
+    ) -> None:
         row = (doc, seq, now_ms(), *await snapshot_row_async(state, meta))
-
-        def run(db: sqlite3.Connection) -> bool:
-            # in the write's transaction (BEGIN IMMEDIATE): a compaction by another
-            # process on this file is before it or after it, never in between
-            if base is not None and (seq <= base[0] or _base_mark(db, doc) != base):
-                return False
-            db.execute(
+        await self._write(
+            "snapshot write",
+            lambda db: db.execute(
                 "INSERT OR REPLACE INTO snapshots (doc, seq, ts, state, checksum, meta) "
                 "VALUES (?,?,?,?,?,?)",
                 row,
-            )
-            return True
-
-        return await self._write("snapshot write", run)
-
-    async def compaction_base(self, doc: str) -> BaseMark:
-        rows = await self._fetchall(_BASE_MARK_SQL, (doc,))
-        return (int(rows[0][0]), rows[0][1] or "") if rows and rows[0][0] else NO_BASE
+            ),
+        )
 
     async def latest_snapshot(self, doc: str, at_most: int | None = None) -> Snapshot | None:
         # newest first, one blob per statement: a damaged one is skipped without reading
