@@ -106,6 +106,9 @@ function readVarUint (decoder) {
  *  - `error`   ({type:'error', reason}) a server-side error not tied to a request
  *  - `message` (any) every extension message received, including the two above
  */
+// The HTTP route of each request that has one (docs/undo.md, "Over HTTP").
+const HTTP_PATHS = { undo: 'undo', redo: 'redo', open_group: 'undo/open', close_group: 'undo/close' }
+
 export class ServerUndo {
   /**
    * @param {any} provider  a y-websocket WebsocketProvider
@@ -175,8 +178,19 @@ export class ServerUndo {
   /** Redo what this user's latest undo reverted. */
   redo () { return this._request('redo') }
 
-  /** End the current undo group: the next edit starts a new one. */
-  closeGroup () { return this._request('close_group') }
+  /**
+   * Open an explicit undo group: everything this user writes until `closeGroup(group)` is
+   * one undo step, however long the pauses (docs/undo.md, "Explicit undo groups").
+   * @param {string} [group]  an id of your own; the server makes one when absent
+   */
+  openGroup (group) { return this._request('open_group', group == null ? {} : { group }) }
+
+  /**
+   * End the current undo step (the next edit starts a new one), or, given the id
+   * `openGroup` answered with, that explicit group.
+   * @param {string} [group]
+   */
+  closeGroup (group) { return this._request('close_group', group == null ? {} : { group }) }
 
   /**
    * @param {'hello'|'result'|'error'|'message'} name
@@ -237,7 +251,7 @@ export class ServerUndo {
     }
   }
 
-  _send (op) {
+  _send (op, fields = {}) {
     const id = this._nextId++
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -246,7 +260,7 @@ export class ServerUndo {
       }, this.timeout)
       this._pending.set(id, { resolve, reject, timer, op, viaWs: true })
       try {
-        this.provider.ws.send(encodeFrame({ type: op, id }))
+        this.provider.ws.send(encodeFrame({ ...fields, type: op, id }))
       } catch (err) {
         clearTimeout(timer)
         this._pending.delete(id)
@@ -255,22 +269,22 @@ export class ServerUndo {
     })
   }
 
-  async _request (op) {
-    if (this._wsOpen()) return this._send(op)
-    if (!this.httpFallback || op === 'close_group' || op === 'hello') {
+  async _request (op, fields = {}) {
+    if (this._wsOpen()) return this._send(op, fields)
+    if (!this.httpFallback || !(op in HTTP_PATHS)) {
       throw new Error('not connected')
     }
-    return this._http(op)
+    return this._http(op, fields)
   }
 
-  async _http (op) {
+  async _http (op, fields = {}) {
     const params = new URLSearchParams()
     if (this.user) params.set('user', this.user)
     const headers = { 'Content-Type': 'application/json' }
     if (this.token) headers.Authorization = `Bearer ${this.token}`
-    const url = `${this.baseUrl}/api/docs/${encodeURIComponent(this.doc)}/${op}` +
+    const url = `${this.baseUrl}/api/docs/${encodeURIComponent(this.doc)}/${HTTP_PATHS[op]}` +
       (params.toString() ? `?${params}` : '')
-    const response = await fetch(url, { method: 'POST', headers, body: '{}' })
+    const response = await fetch(url, { method: 'POST', headers, body: JSON.stringify(fields) })
     let body
     try { body = await response.json() } catch { body = {} }
     if (!response.ok && body.ok === undefined) {

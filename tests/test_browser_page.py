@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 from pycrdt import Map, XmlElement, XmlFragment, XmlText
+from pycrdt import Text as YText
 from serverproc import REPO_ROOT, ServerProcess
 from test_browser import (  # noqa: F401 (browser: the fixture)
     Http,
@@ -505,6 +506,81 @@ def test_ctrl_z_while_previewing_does_not_undo_the_live_text(
     page.locator("#history-btn").focus()
     page.keyboard.press("Control+z")
     expect_text(page, "")
+
+
+def test_an_undo_whose_step_someone_moved_says_so_and_redo_brings_it_back(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """Alice wrote a sentence, then a word (two undo steps); Bob moved her word (deleted
+    it and put his copy in its place, as an editor's Enter or a cut and paste does). Her
+    undo finds nothing of the word's step left, skips it and undoes the sentence
+    (docs/undo.md): the page says so, and its Redo brings the sentence back."""
+    sentence, word = "A sentence here.", " alice-word"
+
+    async def write() -> None:
+        async with connect(server.ws_url, doc_name, user="alice") as a:
+            a.text().insert(0, sentence)
+            await a.close_group()
+            a.text().insert(len(sentence), word)
+            await a.close_group()
+            async with connect(server.ws_url, doc_name, user="bob") as b:
+                await b.wait_for(lambda: str(b.text()) == sentence + word)
+                with b.doc.transaction():
+                    t = b.doc.get("content", type=YText)
+                    del t[len(sentence) :]
+                    t.insert(len(sentence), word)
+                await b.flush()
+                await a.wait_for(lambda: str(a.text()) == sentence + word)
+
+    writing = threading.Thread(target=asyncio.run, args=(write(),))
+    writing.start()
+    writing.join(30)
+    page = open_doc(people(), server.http_url, doc_name, "alice")
+    expect_text(page, sentence + word)
+    page.locator("#undo-btn").click()
+    expect_text(page, word)
+    toast = page.locator(".toast", has_text="moved or removed")
+    expect(toast).to_contain_text(
+        "Your last change was moved or removed by someone else: undid the one before"
+    )
+    toast.locator(".toast-action", has_text="Redo").click()
+    expect_text(page, sentence + word)
+    assert not page.errors, page.errors  # type: ignore[attr-defined]
+
+
+def test_server_undo_groups_from_the_page_module(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """`ServerUndo.openGroup`/`closeGroup` (static/palimpsest.js): what the page types
+    between them, pauses longer than the undo capture time included, is one step; with
+    the socket closed they go over HTTP."""
+    page = open_doc(people(), server.http_url, doc_name, "gina")
+    opened = page.evaluate("() => window.palimpsest.session.undo.openGroup('g-1')")
+    assert opened["ok"] is True and opened["group"] == "g-1", opened
+    type_at_end(page, "one ")
+    page.wait_for_timeout(1200)  # over undo_capture_ms (500): without the group, two steps
+    # typed where the caret is: the page's own close on a caret move (an unnamed
+    # close_group, which ends the explicit group too) would end the group
+    page.keyboard.type("two ")
+    closed = page.evaluate("() => window.palimpsest.session.undo.closeGroup('g-1')")
+    assert closed["ok"] is True and closed["steps"] == 1, closed
+    page.locator("#undo-btn").click()
+    expect_text(page, "")
+
+    page.evaluate("() => window.palimpsest.provider.disconnect()")
+    expect(page.locator("#status")).not_to_have_attribute("data-state", "connected")
+    over_http = page.evaluate(
+        """async () => {
+          const u = window.palimpsest.session.undo
+          return [await u.openGroup('g-2'), await u.closeGroup('g-2')]
+        }"""
+    )
+    assert [r["ok"] for r in over_http] == [True, True], over_http
+    assert over_http[0]["group"] == "g-2" and over_http[1]["group"] == "g-2", over_http
+    events = Http(server.http_url).events(doc_name)
+    marks = [e for e in events if e["kind"] not in ("edit", "undo", "redo")]
+    assert len(marks) >= 3, [e["kind"] for e in events]
+    assert not page.errors, page.errors  # type: ignore[attr-defined]
 
 
 def test_deep_links_by_name_and_bad_ones(server: ServerProcess, people: Any, doc_name: str) -> None:

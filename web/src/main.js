@@ -252,7 +252,10 @@ async function showDocument (api, doc, user, token) {
     try {
       const r = await session.undo.undo()
       if (!r.ok) toast(r.reason ? capitalize(r.reason) : 'Nothing to undo', { kind: 'info' })
-      else tellRemovedOthers('undo', r.removed_others, redo)
+      else {
+        tellSkipped(r.skipped, redo)
+        tellRemovedOthers('undo', r.removed_others, redo)
+      }
     } catch (err) {
       toast(`Undo failed: ${err.message}`, { kind: 'error' })
     }
@@ -345,6 +348,21 @@ function tellRemovedOthers (op, removed, back) {
   const [did, undoes] = op === 'undo' ? ['Undo', 'Redo'] : ['Redo', 'Undo']
   toast(`${did} also removed ${removedList(removed)}; ${undoes} brings them back`, {
     kind: 'info', timeout: 12000, action: { label: undoes, run: back }
+  })
+}
+
+/**
+ * Say so when an undo found nothing left of the user's latest steps (someone else moved
+ * or removed that text: an editor's Enter in Lexical or Slate, a cut and paste) and
+ * undid the step before instead (docs/undo.md, "Text another user moved is theirs").
+ * @param {Array<Array<number>>|undefined} skipped  the seqs of each step skipped
+ * @param {Function} redo
+ */
+function tellSkipped (skipped, redo) {
+  if (!skipped || !skipped.length) return
+  const which = skipped.length === 1 ? 'Your last change was' : `Your last ${skipped.length} changes were`
+  toast(`${which} moved or removed by someone else: undid the one before`, {
+    kind: 'info', timeout: 12000, action: { label: 'Redo', run: redo }
   })
 }
 
