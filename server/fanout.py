@@ -77,7 +77,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -699,28 +699,42 @@ class Fanout(Extension, Service):
             other, self.deployment, doc, without_password(self.redis_url), self.prefix,
         )  # fmt: skip
 
-    def _deleted(self, channel: str, doc: str, data: bytes) -> None:
+    def _header(
+        self,
+        channel: str,
+        data: bytes,
+        *fields: str,
+        valid: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> dict[str, Any] | None:
+        """The JSON header of a deletion, purge or revocation (after its first byte) from
+        another process, counted as received; None for a malformed one, said (not JSON,
+        without ``i`` or one of `fields`, or not `valid`), and for one of this process's
+        own (done here before it was published)."""
         try:
-            head = json.loads(data[1 : data.index(b"\n")])
-            instance, by = str(head["i"]), str(head["by"])
+            head: dict[str, Any] = json.loads(data[1 : data.index(b"\n")])
+            instance = str(head["i"])
+            for field in fields:
+                head[field]  # KeyError when missing
+            if valid is not None and not valid(head):
+                raise ValueError(f"not a message of this channel: {data[:80]!r}")
         except (ValueError, KeyError, TypeError) as e:
             log.error("fan-out: malformed message on %s: %s", channel, e)
-            return
+            return None
         if instance == self.instance:
-            return  # ours: done before it was published
+            return None
         self.received += 1
-        log.info("fan-out: %s was deleted by %s (on %s)", doc, by, instance)
+        return head
+
+    def _deleted(self, channel: str, doc: str, data: bytes) -> None:
+        head = self._header(channel, data, "by")
+        if head is None:
+            return
+        log.info("fan-out: %s was deleted by %s (on %s)", doc, head["by"], head["i"])
         self._drop(doc, deleted_reason(doc))
 
     def _purged(self, channel: str, doc: str, data: bytes) -> None:
-        try:
-            instance = str(json.loads(data[1 : data.index(b"\n")])["i"])
-        except (ValueError, KeyError, TypeError) as e:
-            log.error("fan-out: malformed message on %s: %s", channel, e)
+        if self._header(channel, data) is None:
             return
-        if instance == self.instance:
-            return  # ours: reloaded before it was published
-        self.received += 1
         task = asyncio.create_task(self._reload(doc))
         self._heals.add(task)
         task.add_done_callback(self._heals.discard)
@@ -729,20 +743,16 @@ class Fanout(Extension, Service):
         await erasure.reload_room(self.backend, doc)
 
     def _revoked(self, channel: str, data: bytes) -> None:
-        try:
-            head = json.loads(data[1 : data.index(b"\n")])
-            instance, user, since = str(head["i"]), str(head["user"]), head["since"]
-            if data[:1] != b"R" or not (since is None or type(since) is int):
-                raise ValueError(f"not a revocation: {data[:80]!r}")
-        except (ValueError, KeyError, TypeError) as e:
-            log.error("fan-out: malformed message on %s: %s", channel, e)
+        def valid(head: dict[str, Any]) -> bool:
+            since = head["since"]
+            return data[:1] == b"R" and (since is None or type(since) is int)
+
+        head = self._header(channel, data, "user", "since", valid=valid)
+        if head is None:
             return
-        if instance == self.instance:
-            return  # ours: applied before it was published
-        self.received += 1
         revocation = self.backend.extension(Revocation)
         if revocation is not None:
-            revocation.apply(user, since)
+            revocation.apply(str(head["user"]), head["since"])
 
     def _drop(self, doc: str, reason: str) -> None:
         task = asyncio.create_task(deleted_elsewhere(self.backend, doc, reason))
