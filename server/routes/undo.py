@@ -12,7 +12,8 @@ current undo step and group (docs/undo.md).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -23,7 +24,10 @@ from ..backend import Backend
 from ..bounded_json import loads_bounded
 from ..errors import BadRequest
 from ..names import validate_doc_name
+from ..room import Room
 from ..undo.extension import answer
+
+T = TypeVar("T")
 
 
 def _backend(request: Request) -> Backend:
@@ -38,19 +42,31 @@ async def _empty(backend: Backend, doc: str) -> bool:
     return backend.rooms.get_loaded(doc) is None and await backend.store.doc_info(doc) is None
 
 
-async def _perform(request: Request, kind: str) -> Response:
+async def _open(request: Request) -> tuple[Backend, str, str]:
+    """(backend, doc name, acting user) after validating the name and the write role."""
     backend = _backend(request)
-    doc = request.path_params["doc"]
-    validate_doc_name(doc)
+    doc = validate_doc_name(request.path_params["doc"])
     identity = await backend.authenticate(request, doc, "write")
-    if await _empty(backend, doc):
-        return JSONResponse({"ok": False, "reason": f"nothing to {kind}"}, status_code=409)
+    return backend, doc, identity.user
+
+
+async def _with_room(backend: Backend, doc: str, fn: Callable[[Room], Awaitable[T]]) -> T:
+    """`fn` of the document's room, held for the while."""
     room = await backend.rooms.get(doc)
-    outcome = undo.Outcome()
     try:
-        ev = await undo.perform(room, identity.user, kind, backend, outcome)
+        return await fn(room)
     finally:
         backend.rooms.release(room)
+
+
+async def _perform(request: Request, kind: str) -> Response:
+    backend, doc, user = await _open(request)
+    if await _empty(backend, doc):
+        return JSONResponse({"ok": False, "reason": f"nothing to {kind}"}, status_code=409)
+    outcome = undo.Outcome()
+    ev = await _with_room(
+        backend, doc, lambda room: undo.perform(room, user, kind, backend, outcome)
+    )
     if ev is None:
         return JSONResponse(answer(ev, kind, outcome), status_code=409)
     return JSONResponse({"kind": kind, **answer(ev, kind, outcome)})
@@ -80,33 +96,19 @@ async def _group(request: Request, need: bool) -> str | None:
 
 
 async def close_route(request: Request) -> Response:
-    backend = _backend(request)
-    doc = request.path_params["doc"]
-    validate_doc_name(doc)
-    identity = await backend.authenticate(request, doc, "write")
+    backend, doc, user = await _open(request)
     group = await _group(request, need=False)
     if await _empty(backend, doc):
         return JSONResponse(undo.GroupAnswer(None, group, 0 if group else None).to_json())
-    room = await backend.rooms.get(doc)
-    try:
-        done = await undo.close_group(room, identity.user, group)
-    finally:
-        backend.rooms.release(room)
+    done = await _with_room(backend, doc, lambda room: undo.close_group(room, user, group))
     return JSONResponse(done.to_json())
 
 
 async def open_route(request: Request) -> Response:
-    backend = _backend(request)
-    doc = request.path_params["doc"]
-    validate_doc_name(doc)
-    identity = await backend.authenticate(request, doc, "write")
+    backend, doc, user = await _open(request)
     group = await _group(request, need=True)
     assert group is not None
-    room = await backend.rooms.get(doc)
-    try:
-        done = await undo.open_group(room, identity.user, group)
-    finally:
-        backend.rooms.release(room)
+    done = await _with_room(backend, doc, lambda room: undo.open_group(room, user, group))
     return JSONResponse(done.to_json())
 
 
