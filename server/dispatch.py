@@ -45,43 +45,32 @@ FEED_MAX = 100_000
 #: seconds the extensions' on_committed queues get to catch up on shutdown
 DRAIN_SECONDS = 10.0
 
-#: the hooks that are awaited; the others run in a room's pipeline or a request and must
-#: not be coroutines (one would never run: an `async def on_update` refused nothing)
-_ASYNC_HOOKS = frozenset(
-    {
-        "authenticate",
-        "on_connect",
-        "on_disconnect",
-        "on_committed",
-        "on_deleted",
-        "on_purged",
-        "on_load",
-    }
-)
-
-_HOOKS = (
-    "authenticate",
-    "on_connect",
-    "on_disconnect",
-    "on_committed",
-    "on_deleted",
-    "on_purged",
-    "on_load",
-    "on_unload",
-    "before_apply",
-    "on_applied",
-    "on_logged",
-    "on_update",
-    "on_server_change",
-    "on_awareness",
-    "snapshot_meta",
-    "on_snapshot",
-    "on_refused",
-    "on_closed",
-    "on_request",
-    "on_commit_batch",
-    "on_peer_commit",
-)
+#: every hook, and whether it is awaited (True); the others run in a room's pipeline or a
+#: request and must not be coroutines (one would never run: an `async def on_update`
+#: refused nothing)
+_HOOKS: dict[str, bool] = {
+    "authenticate": True,
+    "on_connect": True,
+    "on_disconnect": True,
+    "on_committed": True,
+    "on_deleted": True,
+    "on_purged": True,
+    "on_load": True,
+    "on_unload": False,
+    "before_apply": False,
+    "on_applied": False,
+    "on_logged": False,
+    "on_update": False,
+    "on_server_change": False,
+    "on_awareness": False,
+    "snapshot_meta": False,
+    "on_snapshot": False,
+    "on_refused": False,
+    "on_closed": False,
+    "on_request": False,
+    "on_commit_batch": False,
+    "on_peer_commit": False,
+}
 
 
 class _Feed:
@@ -175,8 +164,8 @@ def _name(ext: Extension) -> str:
 def _check_kinds(ext: Extension) -> None:
     """Refuse, when the app is built, a hook that is a coroutine where it is called, not
     awaited: it would never run (an `async def on_update` refuses nothing)."""
-    for hook in _HOOKS:
-        if hook in _ASYNC_HOOKS or getattr(type(ext), hook) is getattr(Extension, hook):
+    for hook, awaited in _HOOKS.items():
+        if awaited or getattr(type(ext), hook) is getattr(Extension, hook):
             continue
         if inspect.iscoroutinefunction(getattr(ext, hook)):
             raise TypeError(
