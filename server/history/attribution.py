@@ -1512,7 +1512,7 @@ class AttributionIndex:
             return self._diff(root, a, b)
 
     def _diff(self, root: str, a: int, b: int) -> list[dict[str, Any]]:
-        return track_diff(self.tracks[root], a, b, self.actor)
+        return finish(diff_steps(self.tracks[root], a, b, self.actor))
 
 
 def _text_steps(
@@ -1676,23 +1676,6 @@ def _blame_pieces(
             parts.append(content[s : s + k])
     return [run if "node" in run else _blame_run(run["ins"], run["parts"], actors, first)
             for run in out]  # fmt: skip
-
-
-def track_diff(
-    track: TextTrack,
-    a: int,
-    b: int,
-    actor: Callable[[int], str | None],
-    *,
-    at_a: bool = True,
-    at_b: bool = True,
-    gone: int = 0,
-    kids: Container[int] | None = None,
-) -> list[dict[str, Any]]:
-    """Equal, inserted and deleted runs of `track` from seq a to seq b: diff_steps
-    walked in one piece."""
-    steps = diff_steps(track, a, b, actor, at_a=at_a, at_b=at_b, gone=gone, kids=kids)
-    return finish(steps)
 
 
 def diff_steps(

@@ -44,8 +44,9 @@ from .attribution import (
     Moves,
     TextTrack,
     _alive_at,
+    diff_steps,
+    finish,
     track_blame,
-    track_diff,
 )
 from .render import jsonable
 from .rich_diff import (
@@ -695,8 +696,9 @@ def _fill(kid: XNode, entry: dict[str, Any], ctx: _DiffContext, in_a: bool, in_b
     real = ctx.vb[id(kid)] if in_b else ctx.va[id(kid)]
     if kid.kind == TEXT_NODE:
         a, b = ctx.a, ctx.b
-        ops = track_diff(kid.track, a, b, ctx.actor, at_a=in_a, at_b=in_b, gone=gone,
-                         kids=kid.kids)  # fmt: skip
+        steps = diff_steps(kid.track, a, b, ctx.actor, at_a=in_a, at_b=in_b, gone=gone,
+                           kids=kid.kids)  # fmt: skip
+        ops = finish(steps)
         if kid.track.rich:
             ra = runs_of(ctx.va[id(kid)].diff()) if in_a else []
             rb = runs_of(ctx.vb[id(kid)].diff()) if in_b else []
