@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import RunningServer, run_server
+from nodehelp import scenario
 from pycrdt import Array, Doc, Map, XmlElement, XmlFragment, XmlText
 from test_interop_node import node_modules, node_scenario  # noqa: F401 - the fixture
 
@@ -28,23 +29,9 @@ from palimpsest.settings import Settings
 
 #: alice writes roots of every mix, then deletes some of what they hold; bob restores
 #: the first version; what alice sees after it, each shared type by its class
-SCENARIO = """
-import * as Y from 'yjs'
-import WebSocket from 'ws'
-import { WebsocketProvider } from 'y-websocket'
-const { WS, HTTP, DOC } = process.env
-const until = async (what, check) => {
-  const end = Date.now() + 10000
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error('timed out: ' + what)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
-const head = async () => (await (await fetch(`${HTTP}/api/docs/${DOC}/versions/head`)).json())
-const ydoc = new Y.Doc()
-const provider = new WebsocketProvider(WS, DOC, ydoc,
-  { params: { user: 'alice' }, WebSocketPolyfill: WebSocket, disableBc: true })
-await new Promise((resolve) => provider.once('synced', resolve))
+SCENARIO = scenario("""
+const { ydoc, provider, synced } = connect('alice')
+await synced
 const el = (tag, attrs, text) => {
   const e = new Y.XmlElement(tag)
   for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v)
@@ -70,7 +57,7 @@ ydoc.transact(() => {
   cells.set('body', frag('body'))
   ydoc.getXmlFragment('prose').insert(0, [el('p', {}, 'prose')])
 })
-await until('logged', async () => (await head()).seq === 1)
+await logged(1)
 ydoc.transact(() => {
   list.delete(0, 3)
   list.delete(list.length - 1, 1)
@@ -80,10 +67,8 @@ ydoc.transact(() => {
   cells.get('c1').delete('title')
   cells.get('c1').delete('note')
 })
-await until('logged', async () => (await head()).seq === 2)
-const restore = await fetch(`${HTTP}/api/docs/${DOC}/restore?user=bob`, { method: 'POST',
-  headers: { 'content-type': 'application/json' }, body: JSON.stringify({ seq: 1 }) })
-const restored = { status: restore.status, body: await restore.json() }
+await logged(2)
+const restored = await post('restore?user=bob', { seq: 1 })
 const xml = (v) => v instanceof Y.XmlElement || v instanceof Y.XmlText || v instanceof Y.XmlFragment
 const seen = (v) => xml(v)
   ? `${v.constructor.name}:${v.toString()}`
@@ -97,7 +82,7 @@ alice.cells = seen(cells)
 process.stdout.write(JSON.stringify({ restored, alice }))
 provider.destroy()
 process.exit(0)
-"""
+""")
 
 
 @pytest.mark.node
@@ -194,23 +179,9 @@ def test_restore_puts_xml_elements_and_texts_back_into_an_array() -> None:
 
 #: alice writes a kanban board (a Y.Array of two XmlFragments and two strings) and a
 #: text, then deletes the strings
-BOARD = """
-import * as Y from 'yjs'
-import WebSocket from 'ws'
-import { WebsocketProvider } from 'y-websocket'
-const { WS, HTTP, DOC } = process.env
-const head = async () => (await (await fetch(`${HTTP}/api/docs/${DOC}/versions/head`)).json())
-const until = async (seq) => {
-  const end = Date.now() + 10000
-  while ((await head()).seq !== seq) {
-    if (Date.now() > end) throw new Error('timed out waiting for seq ' + seq)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
-const ydoc = new Y.Doc()
-const provider = new WebsocketProvider(WS, DOC, ydoc,
-  { params: { user: 'alice' }, WebSocketPolyfill: WebSocket, disableBc: true })
-await new Promise((resolve) => provider.once('synced', resolve))
+BOARD = scenario("""
+const { ydoc, provider, synced } = connect('alice')
+await synced
 const frag = (text) => {
   const f = new Y.XmlFragment()
   const p = new Y.XmlElement('p')
@@ -222,15 +193,15 @@ ydoc.transact(() => {
   ydoc.getArray('board').push([frag('todo'), 'a', 'b', frag('done')])
   ydoc.getText('t').insert(0, 'hello')
 })
-await until(1)
+await logged(1)
 ydoc.transact(() => {
   ydoc.getArray('board').delete(1, 2)
   ydoc.getText('t').insert(5, ' world')
 })
-await until(2)
+await logged(2)
 provider.destroy()
 process.exit(0)
-"""
+""")
 
 
 @pytest.mark.node

@@ -17,6 +17,7 @@ import pytest
 from conftest import RunningServer, eventually
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nodehelp import scenario
 from pycrdt import Array, Assoc, Doc, Map, Text, XmlElement, XmlFragment
 from test_interop_node import node_modules, node_scenario  # noqa: F401 - the fixture
 from test_restore_rich import _updates
@@ -234,30 +235,7 @@ async def test_restore_over_http_changes_a_label_by_a_diff_and_keeps_writes_in_f
 
 #: alice draws a shape, carol moves it, bob restores the first version while carol keeps
 #: moving it, then bob undoes his restore (real y-websocket clients)
-SCENARIO = """
-import * as Y from 'yjs'
-import WebSocket from 'ws'
-import { WebsocketProvider } from 'y-websocket'
-const { WS, HTTP, DOC } = process.env
-const until = async (what, check) => {
-  const end = Date.now() + 10000
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error('timed out: ' + what)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
-const connect = (user) => {
-  const ydoc = new Y.Doc()
-  const provider = new WebsocketProvider(WS, DOC, ydoc,
-    { params: { user }, WebSocketPolyfill: WebSocket, disableBc: true })
-  return { ydoc, provider, synced: new Promise((resolve) => provider.once('synced', resolve)) }
-}
-const head = async () => (await (await fetch(`${HTTP}/api/docs/${DOC}/versions/head`)).json())
-const post = async (path, body) => {
-  const r = await fetch(`${HTTP}/api/docs/${DOC}/${path}`, { method: 'POST',
-    headers: { 'content-type': 'application/json' }, body: body && JSON.stringify(body) })
-  return { status: r.status, body: await r.json() }
-}
+SCENARIO = scenario("""
 const alice = connect('alice')
 const carol = connect('carol')
 await Promise.all([alice.synced, carol.synced])
@@ -271,7 +249,7 @@ const shapes = carol.ydoc.getMap('shapes')
 await until('carol has the shape', () => shapes.has('s0'))
 const s0 = shapes.get('s0')
 carol.ydoc.transact(() => { s0.set('x', 1); s0.set('y', 1) })
-await until('carol logged', async () => (await head()).seq === 2)
+await logged(2)
 const restore = await post('restore?user=bob', { seq: 1 })
 await until('carol has the restore', () => shapes.get('s0').get('y') === 0)
 const same = shapes.get('s0') === s0
@@ -290,7 +268,7 @@ process.stdout.write(JSON.stringify({
 alice.provider.destroy()
 carol.provider.destroy()
 process.exit(0)
-"""
+""")
 
 
 @pytest.mark.node

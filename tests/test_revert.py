@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import RunningServer, run_server
+from nodehelp import scenario
 from test_auth import SECRET, token
 from test_interop_node import node_modules, node_scenario  # noqa: F401 - the fixture
 
@@ -309,30 +310,7 @@ async def test_a_reader_cannot_revert(jwt_settings: Settings) -> None:
 #: ann and s06 write a Tiptap-shaped XML document (paragraphs of XmlText) with real
 #: y-websocket clients; s06 adds a paragraph after the version, bob types in it, s06
 #: deletes a word of ann's; the teacher reverts s06 since the version
-XML_SCENARIO = """
-import * as Y from 'yjs'
-import WebSocket from 'ws'
-import { WebsocketProvider } from 'y-websocket'
-const { WS, HTTP, DOC } = process.env
-const until = async (what, check) => {
-  const end = Date.now() + 10000
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error('timed out: ' + what)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
-const connect = (user) => {
-  const ydoc = new Y.Doc()
-  const provider = new WebsocketProvider(WS, DOC, ydoc,
-    { params: { user }, WebSocketPolyfill: WebSocket, disableBc: true })
-  return { ydoc, provider, synced: new Promise((resolve) => provider.once('synced', resolve)) }
-}
-const head = async () => (await (await fetch(`${HTTP}/api/docs/${DOC}/versions/head`)).json())
-const post = async (path, body) => {
-  const r = await fetch(`${HTTP}/api/docs/${DOC}/${path}`, { method: 'POST',
-    headers: { 'content-type': 'application/json' }, body: body && JSON.stringify(body) })
-  return { status: r.status, body: await r.json() }
-}
+XML_SCENARIO = scenario("""
 const para = (text) => {
   const p = new Y.XmlElement('paragraph')
   p.insert(0, [new Y.XmlText(text)])
@@ -343,7 +321,6 @@ const ann = connect('ann')
 const s06 = connect('s06')
 const bob = connect('bob')
 await Promise.all([ann.synced, s06.synced, bob.synced])
-const logged = async (n) => until(`${n} events logged`, async () => (await head()).seq === n)
 ann.ydoc.getXmlFragment('default').insert(0, [para('Ann wrote this.')])
 await logged(1)
 await until('s06 has it', () => s06.ydoc.getXmlFragment('default').length === 1)
@@ -374,7 +351,7 @@ process.stdout.write(JSON.stringify({ version, before, dry, revert, want, after,
   undo, undone: (await head()).roots.default.value }))
 for (const c of [ann, s06, bob]) c.provider.destroy()
 process.exit(0)
-"""
+""")
 
 
 @pytest.mark.node
