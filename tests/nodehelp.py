@@ -1,8 +1,36 @@
-"""Helpers for tests that drive Node.js y-websocket clients (test_interop_node): the
-scenarios run with ``node_scenario`` (WS, HTTP and DOC in their environment) begin
-alike, and ``scenario(body)`` is `body` after that opening."""
+"""Helpers for tests that drive Node.js y-websocket clients (test_interop_node):
+``node_clients`` runs NodeClients for a test; the scenarios run with ``node_scenario``
+(WS, HTTP and DOC in their environment) begin alike, and ``scenario(body)`` is `body`
+after that opening."""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from serverproc import ServerProcess
+from test_interop_node import NodeClient
+
+
+@contextlib.asynccontextmanager
+async def node_clients(
+    server: ServerProcess, doc: str, log_dir: Path, *users: str, start: bool = True
+) -> AsyncIterator[tuple[NodeClient, ...]]:
+    """A NodeClient on `doc` of `server` for each of `users` (its log `log_dir`/USER.log),
+    each started and connected in turn (not `start`: the test does it when it will),
+    and closed after whatever happens."""
+    clients = tuple(NodeClient(server, doc, user, log_dir / f"{user}.log") for user in users)
+    try:
+        if start:
+            for c in clients:
+                await c.start()
+                await c.connect()
+        yield clients
+    finally:
+        for c in clients:
+            await c.aclose()
+
 
 #: what every such scenario begins with; it defines, for the rest of the script:
 #:

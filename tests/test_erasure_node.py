@@ -12,8 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
+from nodehelp import node_clients
 from serverproc import ServerProcess
-from test_interop_node import NodeClient, node_modules  # noqa: F401  (a fixture)
+from test_interop_node import node_modules  # noqa: F401  (a fixture)
 
 from palimpsest import protocol as P
 
@@ -43,9 +44,7 @@ async def test_a_node_client_keeps_typing_across_a_purge(
     server: ServerProcess,
     tmp_path: Path,
 ) -> None:
-    alice = NodeClient(server, "p1", "alice", tmp_path / "alice.log")
-    bob = NodeClient(server, "p1", "bob", tmp_path / "bob.log")
-    try:
+    async with node_clients(server, "p1", tmp_path, "alice", "bob", start=False) as (alice, bob):
         await alice.start()
         await alice.connect()
         await alice.call("insert", pos=0, text=f"my password is {SECRET} ok")
@@ -74,6 +73,3 @@ async def test_a_node_client_keeps_typing_across_a_purge(
         await bob.call("insert", pos="end", text="!")
         await alice.wait_text(equals=want + "!")
         assert SECRET.encode() not in await raw_step2(server, "p1")
-    finally:
-        await alice.aclose()
-        await bob.aclose()

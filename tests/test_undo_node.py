@@ -8,8 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from nodehelp import node_clients
 from serverproc import ServerProcess
-from test_interop_node import NodeClient, node_modules  # noqa: F401  (a fixture)
+from test_interop_node import node_modules  # noqa: F401  (a fixture)
 
 from palimpsest.ranges import from_b64
 from palimpsest.store.sqlite import SQLiteStore
@@ -33,13 +34,7 @@ async def test_node_client_sees_undo_as_an_update(
     server: ServerProcess,
     tmp_path: Path,
 ) -> None:
-    alice = NodeClient(server, "n1", "alice", tmp_path / "alice.log")
-    bob = NodeClient(server, "n1", "bob", tmp_path / "bob.log")
-    try:
-        await alice.start()
-        await bob.start()
-        await alice.connect()
-        await bob.connect()
+    async with node_clients(server, "n1", tmp_path, "alice", "bob") as (alice, bob):
         await alice.call("insert", pos=0, text="hello")
         await bob.wait_text(equals="hello")
         await bob.call("insert", pos="end", text=" world")
@@ -77,9 +72,6 @@ async def test_node_client_sees_undo_as_an_update(
             assert all(
                 f.get("type") in ("sync", "awareness", "auth", "queryAwareness") for f in received
             ), received
-    finally:
-        await alice.aclose()
-        await bob.aclose()
 
 
 @pytest.mark.parametrize("restart", [False, True])
@@ -96,12 +88,7 @@ async def test_an_undo_next_to_another_users_formatting_keeps_the_redo(
     emptied the redo stack ("nothing to redo"), hers or Bob's. Deleting only formatting
     marks changes nothing anyone sees: it is no step, and clears no redo. `restart`: the
     marks known come back from the snapshot the stop writes, and the undo state too."""
-    alice = NodeClient(server, "fmt", "alice", tmp_path / "alice.log")
-    bob = NodeClient(server, "fmt", "bob", tmp_path / "bob.log")
-    try:
-        for c in (alice, bob):
-            await c.start()
-            await c.connect()
+    async with node_clients(server, "fmt", tmp_path, "alice", "bob") as (alice, bob):
         await bob.call("insert", pos=0, text="Hello")
         await alice.wait_text(equals="Hello")
         await alice.call("insert", pos=0, text="pasted words ")  # alice's step
@@ -145,9 +132,6 @@ async def test_an_undo_next_to_another_users_formatting_keeps_the_redo(
             assert r.status_code == 200, r.text
             await bob.wait_text(equals="Hello")
             await alice.wait_text(equals="Hello")
-    finally:
-        await alice.aclose()
-        await bob.aclose()
 
 
 async def test_turning_bold_off_is_a_step_of_its_own(
@@ -159,10 +143,7 @@ async def test_turning_bold_off_is_a_step_of_its_own(
     clean-up, but it changes what everyone sees: it is a step. (Taken for a clean-up, it
     was none, the bold's step had nothing left, and the next undo took the user's text
     out instead of bringing the bold back.)"""
-    alice = NodeClient(server, "unbold", "alice", tmp_path / "alice.log")
-    try:
-        await alice.start()
-        await alice.connect()
+    async with node_clients(server, "unbold", tmp_path, "alice") as (alice,):
         await alice.call("insert", pos=0, text="Hello world")
         bold = [{"insert": "Hello "}, {"insert": "world", "attributes": {"bold": True}}]
         assert (await alice.call("format", pos=6, len=5, attrs={"bold": True}))["delta"] == bold
@@ -183,5 +164,3 @@ async def test_turning_bold_off_is_a_step_of_its_own(
                     break
                 await alice.call("sleep", ms=50)
             assert (await alice.call("delta"))["delta"] == bold
-    finally:
-        await alice.aclose()
