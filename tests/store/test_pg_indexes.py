@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 from conftest import PG_URL, eventually
+from pghelp import schema_connection
 
 from palimpsest.store.base import NewEvent
 from palimpsest.store.doc_pages import DocPage, NameRange
@@ -34,13 +35,8 @@ INDEX_STATE = (
 
 @pytest.fixture
 async def conn(schema: str) -> AsyncIterator[asyncpg.Connection]:
-    c = await asyncpg.connect(PG_URL)
-    await c.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-    await c.execute(f'SET search_path = "{schema}"')
-    try:
+    async with schema_connection(schema) as c:
         yield c
-    finally:
-        await c.close()
 
 
 async def _index(conn: asyncpg.Connection, schema: str) -> list[bool]:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable
 import asyncpg
 import pytest
 from conftest import PG_URL, eventually
+from pghelp import schema_connection
 
 from palimpsest.retention import Retention, prune
 from palimpsest.store.base import NewEvent
@@ -21,13 +22,8 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture
 async def conn(schema: str) -> AsyncIterator[asyncpg.Connection]:
-    c = await asyncpg.connect(PG_URL)
-    await c.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-    await c.execute(f'SET search_path = "{schema}"')
-    try:
+    async with schema_connection(schema) as c:
         yield c
-    finally:
-        await c.close()
 
 
 async def _keystrokes(store: PostgresStore, n: int) -> None:
