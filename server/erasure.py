@@ -12,30 +12,38 @@ it, the sync step 2, exports) holds no such content; text deleted after the base
 kept, with the events after it.
 
 Snapshots after the base fold the old base's deleted content too: they are a cache, so
-they are folded again from the purged base (:func:`refold_after`). The stored
-attribution index is dropped by the compaction itself (``EventStore.compact``).
+they are folded again from the purged base (:func:`refold_above`) and replaced in the
+compaction's own transaction (``EventStore.compact(..., above=...)``): nobody ever reads
+the purged base under a snapshot that still holds what it purged. The stored
+attribution index is dropped by the compaction itself.
 
 A live room holds the old content in memory (and would send it to a new reader, and
 write it into its next snapshot): :func:`reload_room` closes its connections with 1013
 (the providers reconnect at once, their Y.Doc and state vector unchanged, and send what
 they typed meanwhile in their sync step 2) and drops it without a final snapshot; the
 next connection loads it from the purged base. The HTTP route does it here before and
-after the compaction, and the other processes do it when the fan-out tells them.
+after the compaction, and the other processes do it when the fan-out tells them. A
+server nobody tells (``palimpsest compact`` on the store beside it, no fan-out) notices
+by itself (server.base_watch): each room keeps the compaction base it loaded from, its
+snapshots are written only while that still holds (checked in the write's transaction),
+and a background check of the bases reloads the rooms whose base changed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
 from pycrdt import Doc
 
 from .closes import RELOADING
-from .snapshots import load
+from .snapshots import new_doc, replay_merged
 from .store import EventStore
 
 if TYPE_CHECKING:
     from .backend import Backend
+    from .room import Room
 
 log = logging.getLogger("palimpsest.erasure")
 
@@ -49,40 +57,64 @@ def purge_deleted(state: bytes) -> bytes:
     return gc.get_update()
 
 
-async def refold_after(store: EventStore, doc: str, base: int) -> int:
-    """Fold again, from the (purged) base at `base`, every snapshot of `doc` after it,
-    keeping each one's meta (undo stacks and owners name Yjs IDs, which purging keeps);
-    a rung stored as a difference is stored whole. Returns how many were rewritten."""
-    after = sorted(s.seq for s in await store.snapshots(doc) if s.seq > base)
+async def refold_above(
+    store: EventStore, doc: str, base: int, state: bytes
+) -> dict[int, tuple[bytes, dict[str, Any]]]:
+    """Every snapshot of `doc` after `base`, folded again from `state` (the purged base)
+    and the events after it, each with its meta (undo stacks and owners name Yjs IDs,
+    which purging keeps), by seq, for ``EventStore.compact(..., above=...)``; a rung
+    stored as a difference comes back whole. A damaged one is left out, and so is every
+    one after an event the fold cannot apply (a cache: loading replays the log)."""
     metas: dict[int, dict[str, Any]] = {}
-    for seq in after:
-        snap = await store.latest_snapshot(doc, seq)
-        if snap is not None and snap.seq == seq:
-            metas[seq] = {k: v for k, v in snap.meta.items() if k != "delta_of"}
-    # dropped first, so that each fold starts from the purged base or a rung already
-    # folded from it, never from a rung that still holds the purged content
-    await store.delete_snapshots(doc, after)
-    for seq in after:
-        if seq not in metas:
-            continue  # damaged: stays dropped (a cache)
-        loaded = await load(store, doc, upto=seq)
-        if loaded.seq == seq and not loaded.failed:
-            await store.put_snapshot(doc, seq, loaded.doc.get_update(), metas[seq])
-    return len(metas)
+    for info in await store.snapshots(doc):
+        if info.seq <= base:
+            continue
+        snap = await store.latest_snapshot(doc, info.seq)
+        if snap is not None and snap.seq == info.seq:
+            metas[info.seq] = {k: v for k, v in snap.meta.items() if k != "delta_of"}
+    if not metas:
+        return {}
+    events = await store.read(doc, after=base, upto=max(metas))
+    generation = await store.tombstone(doc)
+
+    def fold() -> dict[int, tuple[bytes, dict[str, Any]]]:
+        ydoc = new_doc(doc, generation)
+        ydoc.apply_update(state)
+        out: dict[int, tuple[bytes, dict[str, Any]]] = {}
+        i = 0
+        for seq in sorted(metas):
+            j = i
+            while j < len(events) and events[j].seq <= seq:
+                j += 1
+            if events[i:j] and not replay_merged(ydoc, events[i:j]):
+                break
+            i = j
+            if (events[j - 1].seq if j else base) == seq:  # no gap in the log before it
+                out[seq] = (ydoc.get_update(), metas[seq])
+        return out
+
+    return await asyncio.to_thread(fold)
 
 
-async def reload_room(backend: Backend, doc: str) -> int:
+async def reload_room(
+    backend: Backend,
+    doc: str,
+    *,
+    room: Room | None = None,
+    why: str = "deleted content was purged",
+) -> int:
     """Drop `doc`'s live room here, without a final snapshot (it would hold the purged
-    content), after closing its connections with 1013 (reconnect); returns how many."""
-    room = backend.rooms.get_loaded(doc)
-    if room is None:
+    content), after closing its connections with 1013 (reconnect); returns how many.
+    `room`: only that one (a room loaded again since, from the new base, stays)."""
+    live = backend.rooms.get_loaded(doc)
+    if live is None or (room is not None and live is not room):
         return 0
-    peers = list(room.peers.values())
+    peers = list(live.peers.values())
     for peer in peers:
-        peer.close(1013, f"{RELOADING}: deleted content was purged, reconnect")
+        peer.close(1013, f"{RELOADING}: {why}, reconnect")
     await backend.rooms.discard(doc)  # what is queued is still committed
-    log.info("reloading %s: deleted content was purged (%d connections closed)", doc, len(peers))
+    log.info("reloading %s: %s (%d connections closed)", doc, why, len(peers))
     return len(peers)
 
 
-__all__ = ["purge_deleted", "refold_after", "reload_room"]
+__all__ = ["purge_deleted", "refold_above", "reload_room"]

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from .auth.open import OpenAccess
 from .auth.tokens import JWTAuth
+from .base_watch import BaseWatch
 from .changefeed import Changefeed
 from .deletion import Deletion
 from .extensions import Extension
@@ -49,6 +50,7 @@ def builtin_extensions(settings: Settings, *, others: Sequence[Extension] = ()) 
         Revocation(),
         SyncStatus(),
         Sealing(settings.segment_events),
+        BaseWatch(settings.compaction_check_seconds),
     ]
     if settings.fanout:
         out.append(Fanout(settings.fanout))

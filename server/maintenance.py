@@ -309,8 +309,9 @@ async def compact_doc(
     stay their writers' (a second write: see CompactedWithoutStacks).
 
     `purge_deleted`: the base is written with the content of its deleted items removed
-    (server.erasure), and the snapshots after it are folded again from it; a plan at
-    the current base (no event to fold) purges the base as it stands."""
+    (server.erasure), and the snapshots after it are folded again from it and replaced
+    in the same transaction; a plan at the current base (no event to fold) purges the
+    base as it stands."""
     if purge_deleted and plan.before < plan.base_seq:
         plan = dataclasses.replace(plan, before=plan.base_seq)  # the base as it stands
     loaded, folded = await undo.fold(store, plan.doc, plan.before, settings)
@@ -326,8 +327,12 @@ async def compact_doc(
     # compacted away, at or after it is the base (history.service.seq_at)
     last = await store.read(plan.doc, after=plan.before - 1, upto=plan.before)
     old_base = await store.latest_snapshot(plan.doc, plan.before) if not last else None
-    await _whole_above(store, plan.doc, plan.before)
-    removed = await store.compact(plan.doc, plan.before, state)
+    if purge_deleted:
+        above = await erasure.refold_above(store, plan.doc, plan.before, state)
+        removed = await store.compact(plan.doc, plan.before, state, above=above)
+    else:
+        await _whole_above(store, plan.doc, plan.before)
+        removed = await store.compact(plan.doc, plan.before, state)
     try:
         meta: dict[str, Any] = {"base": True, **folded}  # undo stacks and owners
         if purge_deleted:
@@ -339,8 +344,6 @@ async def compact_doc(
         await store.put_snapshot(plan.doc, plan.before, state, meta)
     except StoreError as e:
         raise CompactedWithoutStacks(removed, e) from e
-    if purge_deleted:
-        await erasure.refold_after(store, plan.doc, plan.before)
     return removed
 
 

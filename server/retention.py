@@ -54,7 +54,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .store.base import EventStore, SnapshotInfo
+from .store.base import BaseMark, EventStore, SnapshotInfo
 
 log = logging.getLogger("palimpsest.retention")
 
@@ -195,8 +195,10 @@ async def prune(
     (:func:`to_strip`); returns the seqs dropped. `idle`: the document went idle, the
     store may take longer to give the space back (EventStore.reclaim_snapshots).
     `captured`: differences taken at capture, by seq (see :class:`Captured`)."""
-    info = await store.doc_info(doc)
-    base_seq = info.base_seq if info else 0
+    # rewritten rungs are written only while the base holds: one a compaction (a purge)
+    # folded again meanwhile is not written back as it was read
+    base = await store.compaction_base(doc)
+    base_seq = base[0]
     infos = await store.snapshots(doc)  # reads every row (checksums): once
     drop = plan(infos, base_seq, rules)
     if drop:
@@ -214,10 +216,10 @@ async def prune(
                 if captured and _resolves(listed, below)
                 else None
             )
-            if await _as_difference(store, doc, seq, below, known):
+            if await _as_difference(store, doc, seq, below, known, base):
                 done.add(seq)  # made bare as it became a difference
         for seq in to_strip(left, base_seq, rules):
-            if seq not in done and await _strip(store, doc, seq):
+            if seq not in done and await _strip(store, doc, seq, base):
                 done.add(seq)
         changed = changed or bool(done)
     if changed:
@@ -258,17 +260,21 @@ def _captured_difference(captured: Mapping[int, Captured], seq: int, below: int)
     return Captured(below, delta, captured[seq].crc)
 
 
-async def _strip(store: EventStore, doc: str, seq: int) -> bool:
+async def _strip(store: EventStore, doc: str, seq: int, base: BaseMark) -> bool:
     """Rewrite the snapshot at `seq` with :func:`bare_meta` (its state unchanged)."""
     snap = await store.latest_snapshot(doc, seq)
     if snap is None or snap.seq != seq or snap.bare:
         return False
-    await store.put_snapshot(doc, seq, snap.state, bare_meta(snap.meta))
-    return True
+    return await store.put_snapshot(doc, seq, snap.state, bare_meta(snap.meta), base=base)
 
 
 async def _as_difference(
-    store: EventStore, doc: str, seq: int, below: int, known: Captured | None = None
+    store: EventStore,
+    doc: str,
+    seq: int,
+    below: int,
+    known: Captured | None = None,
+    mark: BaseMark | None = None,
 ) -> bool:
     """Rewrite the whole snapshot at `seq` as its difference from the one at `below`,
     if that difference gives back exactly its state. `known`: the difference taken at
@@ -289,7 +295,9 @@ async def _as_difference(
         # the live document at `seq` held exactly top.state, and held the state of the
         # rung below (captured from it before) when its state vector was taken: that
         # rung plus this difference is this state, with no document built to check it
-        await store.put_snapshot(doc, seq, known.delta, {**bare_meta(top.meta), "delta_of": below})
+        meta = {**bare_meta(top.meta), "delta_of": below}
+        if not await store.put_snapshot(doc, seq, known.delta, meta, base=mark):
+            return False
         log.debug("snapshot %s@%d stored as its difference from @%d (taken at capture)",
                   doc, seq, below)  # fmt: skip
         return True
@@ -321,7 +329,9 @@ async def _as_difference(
     delta = await asyncio.to_thread(difference)
     if delta is None:
         return False
-    await store.put_snapshot(doc, seq, delta, {**bare_meta(top.meta), "delta_of": below})
+    meta = {**bare_meta(top.meta), "delta_of": below}
+    if not await store.put_snapshot(doc, seq, delta, meta, base=mark):
+        return False
     log.debug("snapshot %s@%d stored as its difference from @%d (both states loaded)",
               doc, seq, below)  # fmt: skip
     return True

@@ -62,7 +62,7 @@ from .origins import (
 )
 from .ownership import Owners, OwnIds, imported_clients
 from .ranges import Ranges
-from .store.base import Event, NewEvent, now_ms
+from .store.base import NO_BASE, BaseMark, Event, NewEvent, now_ms
 from .updates import (
     UpdateMeta,
     decode_update_meta,
@@ -293,6 +293,10 @@ class Room:
         self.max_batch = 1024
         #: what extensions stored in the meta of the snapshot the room loaded from
         self.snapshot_meta: dict[str, Any] = {}
+        #: the compaction base the room was loaded from (read before the load): its
+        #: snapshots are written only while the store's is still this one, and a room
+        #: whose base changed under it is reloaded (server.base_watch)
+        self.base: BaseMark = NO_BASE
         #: how the room was loaded (set once loading is done)
         self.loaded = LoadInfo(None, 0, 0.0)
         self._states: dict[type[Any], Any] = {}

@@ -79,6 +79,14 @@ class Rooms:
             task.add_done_callback(lambda _t: self._loading.pop(name, None))
         return await asyncio.shield(task)
 
+    async def adopt_base(self, name: str) -> None:
+        """This process compacted `name` without purging: its room holds the same content,
+        and takes the new compaction base as its own rather than being reloaded for it
+        (server.base_watch)."""
+        room = self._rooms.get(name)
+        if room is not None:
+            room.base = await self.store.compaction_base(name)
+
     async def _load(self, name: str) -> Room:
         holder: dict[str, Room] = {}
 
@@ -108,6 +116,8 @@ class Rooms:
 
         # a name used again after a deletion: the server's own Yjs client id changes
         generation = await self.store.tombstone(name)
+        # before the load: a compaction during it leaves the room stale, never unnoticed
+        base = await self.store.compaction_base(name)
         loaded = await load(
             self.store,
             name,
@@ -118,6 +128,7 @@ class Rooms:
             with_meta=True,
         )
         room = holder["room"]
+        room.base = base
         room.seq = loaded.seq
         room.events_since_snapshot = loaded.replayed
         room.last_snapshot_bytes = len(loaded.snapshot.state) if loaded.snapshot else 0

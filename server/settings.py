@@ -130,6 +130,11 @@ class Settings:
     snapshot_max_gap: int = 3000
     snapshot_ladder_bytes: int = 0
     unload_after_seconds: float = 5.0
+    #: seconds between checks that no document with a room here was compacted by another
+    #: process that could not tell this one (``palimpsest compact`` on the store, no
+    #: fan-out): such a room is reloaded (server.base_watch); 0 = only its next snapshot
+    #: notices
+    compaction_check_seconds: float = 1.0
     #: on SIGTERM, `palimpsest serve` first answers /readyz with 503 ("draining") for this
     #: many seconds while it keeps serving (connections old and new), so that a load
     #: balancer that follows readiness stops sending clients here, then shuts down;

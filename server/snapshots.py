@@ -370,6 +370,9 @@ class SnapshotPolicy:
     _previous: dict[str, tuple[Room, int, bytes]] = field(default_factory=dict)
     #: per document: the differences taken at capture, by seq (server.retention.Captured)
     _captured: dict[str, dict[int, Captured]] = field(default_factory=dict)
+    #: called with a room whose snapshot was refused because its document's compaction
+    #: base is no longer the one it loaded from (server.base_watch reloads it)
+    on_stale: Callable[[Room], None] | None = None
 
     def due(self, room: Room, ratio: float) -> bool:
         """Whether the edits since the last snapshot are worth a new one: storing a
@@ -451,35 +454,43 @@ class SnapshotPolicy:
         captured = self.capture(room)
         if captured is None:
             return None
-        task = asyncio.create_task(self._write(room.name, *captured), name=_task_name(room.name))
+        task = asyncio.create_task(self._write(room, *captured), name=_task_name(room.name))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
         return task
 
     async def _write(
-        self, name: str, seq: int, state: bytes, meta: dict[str, Any], idle: bool = False
+        self, room: Room, seq: int, state: bytes, meta: dict[str, Any], idle: bool = False
     ) -> None:
+        name, base = room.name, room.base
         t0 = time.perf_counter()
         try:
-            info = await self.store.doc_info(name)
-            if info is not None and info.base_seq >= seq:
-                # compacted under the room (palimpsest compact): the base is the state at
-                # its seq, and a purged one must not be written over with the old content
-                log.info("snapshot %s@%d not written: the log was compacted to %d since",
-                         name, seq, info.base_seq)  # fmt: skip
-                return
+            # written only while the compaction base is the one the room loaded from,
+            # checked in the write's own transaction: compacted under the room by another
+            # process (palimpsest compact --purge-deleted), the room may hold what the new
+            # base purged, and its state must be written neither after it nor over it
             if self.shared:
                 min_gap = max(1, self.every // 2)
-                done = await self.store.put_snapshot_if_due(name, seq, state, meta, min_gap=min_gap)
+                done = await self.store.put_snapshot_if_due(
+                    name, seq, state, meta, min_gap=min_gap, base=base
+                )
             else:
-                await self.store.put_snapshot(name, seq, state, meta)
-                done = True
+                done = await self.store.put_snapshot(name, seq, state, meta, base=base)
+            # refused: for that reason, or (a rare read) at or below the base it still has
+            if not done and await self.store.compaction_base(name) != base:
+                log.warning("snapshot %s@%d not written: the document was compacted under "
+                            "its room (the base it loaded from, @%d, is no longer the "
+                            "store's): the room reloads", name, seq, base[0])  # fmt: skip
+                if self.on_stale is not None:
+                    self.on_stale(room)
+                return
         except Exception as e:  # a failed checkpoint costs load time, never data
             log.warning("snapshot %s@%d not written: %s", name, seq, e)
             return
         dt = time.perf_counter() - t0
         if not done:
-            log.debug("snapshot %s@%d left to another process", name, seq)
+            log.debug("snapshot %s@%d not written: left to another process, or at or below "
+                      "the compaction base", name, seq)  # fmt: skip
             return
         log.info("snapshot %s@%d written (%d bytes, %.1f ms)", name, seq, len(state), dt * 1e3)
         self.observer.snapshot(SnapshotWritten(name, seq, len(state), dt))
@@ -511,7 +522,7 @@ class SnapshotPolicy:
             if room.events_since_snapshot > 0:
                 captured = self.capture(room)
                 if captured is not None:
-                    await self._write(room.name, *captured, idle=True)
+                    await self._write(room, *captured, idle=True)
         finally:
             # the writes still in flight prune with what was captured, then it goes
             mine = [t for t in self._writes if t.get_name() == _task_name(room.name)]

@@ -524,7 +524,8 @@ async def compact(store: EventStore, args: argparse.Namespace) -> int:
             await publish_purged(url, args.doc, "palimpsest compact", await store_deployment(store))
         except Exception as e:
             print(f"palimpsest compact: fan-out not told ({e}): a server with the document "
-                  "open still holds the purged content in memory", file=sys.stderr)  # fmt: skip
+                  "open holds the purged content in memory until it notices the new base "
+                  "(within its COMPACTION_CHECK_SECONDS)", file=sys.stderr)  # fmt: skip
     return 0
 
 

@@ -115,6 +115,8 @@ async def compact(request: Request) -> Response:
     if purge:
         closed += await erasure.reload_room(backend, doc)
         await backend.extensions.purged(doc, identity.user)  # the other processes reload
+    else:  # the same content: the room here goes on (server.base_watch)
+        await backend.rooms.adopt_base(doc)
     base = max(plan.before, plan.base_seq)
     return JSONResponse(
         {"doc": doc, "base": base, "removed": removed, "purged": purge, "closed": closed}

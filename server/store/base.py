@@ -41,7 +41,7 @@ import json
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring as _quote
 from typing import TYPE_CHECKING, Any
@@ -296,6 +296,16 @@ class DocInfo:
     created_ts: int | None = None
 
 
+#: what identifies a document's compaction base: its seq and the checksum of the base
+#: snapshot's row; (0, "") for a document never compacted (or not in the store). Every
+#: compaction that changes the base changes it, also a purge at the same seq (it rewrites
+#: the base's state), and nothing else does (retention never rewrites the base). A room
+#: keeps the one it loaded from (server.rooms): its snapshots are written only while the
+#: store's is still that one, and a room whose mark changed is reloaded (server.base_watch).
+BaseMark = tuple[int, str]
+NO_BASE: BaseMark = (0, "")
+
+
 @dataclass(frozen=True, slots=True)
 class Tag:
     doc: str
@@ -547,9 +557,27 @@ class EventStore(Service, ABC):
 
     @abstractmethod
     async def put_snapshot(
-        self, doc: str, seq: int, state: bytes, meta: dict[str, Any] | None = None
-    ) -> None:
-        """Store the state at seq (replacing one at the same seq)."""
+        self,
+        doc: str,
+        seq: int,
+        state: bytes,
+        meta: dict[str, Any] | None = None,
+        *,
+        base: BaseMark | None = None,
+    ) -> bool:
+        """Store the state at seq (replacing one at the same seq); True if written.
+        `base`: only while the document's compaction base is still that one and below
+        `seq`, checked in the write's own transaction (a live room's snapshot, or a rung
+        rewritten from what was read: a compaction by another process, e.g. ``palimpsest
+        compact --purge-deleted``, refuses it)."""
+
+    @abstractmethod
+    async def compaction_bases(self, docs: Sequence[str]) -> dict[str, BaseMark]:
+        """The compaction base of each document as :data:`BaseMark` (one read for all:
+        the background check of the rooms a server holds, server.base_watch)."""
+
+    async def compaction_base(self, doc: str) -> BaseMark:
+        return (await self.compaction_bases([doc]))[doc]
 
     async def put_snapshot_if_due(
         self,
@@ -559,16 +587,17 @@ class EventStore(Service, ABC):
         meta: dict[str, Any] | None = None,
         *,
         min_gap: int = 1,
+        base: BaseMark | None = None,
     ) -> bool:
         """Write the snapshot unless a valid one at a seq > ``seq - min_gap`` exists (or,
         in a store shared by several processes, another one is writing a snapshot of the
-        document right now). True if written. Several processes that checkpoint the same
-        documents write through this, so that one of them does it."""
+        document right now; or, with `base`, put_snapshot refuses it). True if written.
+        Several processes that checkpoint the same documents write through this, so
+        that one of them does it."""
         for info in reversed(await self.snapshots(doc)):
             if info.seq > seq - max(min_gap, 1) and info.valid:
                 return False
-        await self.put_snapshot(doc, seq, state, meta)
-        return True
+        return await self.put_snapshot(doc, seq, state, meta, base=base)
 
     @abstractmethod
     async def latest_snapshot(self, doc: str, at_most: int | None = None) -> Snapshot | None:
@@ -580,12 +609,25 @@ class EventStore(Service, ABC):
     # --- retention (explicit, opt-in) -------------------------------------------------
 
     @abstractmethod
-    async def compact(self, doc: str, before: int, state: bytes) -> int:
+    async def compact(
+        self,
+        doc: str,
+        before: int,
+        state: bytes,
+        *,
+        above: Mapping[int, tuple[bytes, dict[str, Any]]] | None = None,
+    ) -> int:
         """Fold events 1..before into a base snapshot at `before` and drop them.
 
         Returns the number of events removed. Seqs are not renumbered. The document's
         derived data is dropped with them (the attribution index names who wrote the
-        text the base now holds)."""
+        text the base now holds).
+
+        `above`: (state, meta) by seq, the snapshots after `before` folded again from
+        this base (a purge, server.erasure): every snapshot of the document after
+        `before` is replaced by these in the same transaction, so that nobody ever
+        reads the new base under a snapshot folded from the old one (nor keeps one
+        written meanwhile: snapshots are a cache)."""
 
     # --- named versions --------------------------------------------------------------
 

@@ -6,13 +6,15 @@ import asyncio
 import dataclasses
 import heapq
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import StoreError, StoreUnavailable
 from .actor_rename import kind_clash, taken
 from .base import (
+    NO_BASE,
     ActorRenamed,
+    BaseMark,
     DocInfo,
     Event,
     EventStore,
@@ -274,10 +276,30 @@ class MemoryStore(EventStore):
         self._tombstones[doc] = tombstone
 
     async def put_snapshot(
-        self, doc: str, seq: int, state: bytes, meta: dict[str, Any] | None = None
-    ) -> None:
+        self,
+        doc: str,
+        seq: int,
+        state: bytes,
+        meta: dict[str, Any] | None = None,
+        *,
+        base: BaseMark | None = None,
+    ) -> bool:
         self._check()
+        if base is not None and (seq <= base[0] or self._mark(doc) != base):
+            return False
         self._snaps.setdefault(doc, {})[seq] = _snap_row(state, meta or {})
+        return True
+
+    async def compaction_bases(self, docs: Sequence[str]) -> dict[str, BaseMark]:
+        self._check()
+        return {doc: self._mark(doc) for doc in docs}
+
+    def _mark(self, doc: str) -> BaseMark:
+        seq = self._base.get(doc, 0)
+        if not seq or doc not in self._heads:
+            return NO_BASE
+        row = self._snaps.get(doc, {}).get(seq)
+        return (seq, row[2] if row is not None else "")
 
     async def latest_snapshot(self, doc: str, at_most: int | None = None) -> Snapshot | None:
         self._check()
@@ -294,12 +316,21 @@ class MemoryStore(EventStore):
             snapshot_info(doc, seq, *row) for seq, row in sorted(self._snaps.get(doc, {}).items())
         ]
 
-    async def compact(self, doc: str, before: int, state: bytes) -> int:
+    async def compact(
+        self,
+        doc: str,
+        before: int,
+        state: bytes,
+        *,
+        above: Mapping[int, tuple[bytes, dict[str, Any]]] | None = None,
+    ) -> int:
         self._check()
         evs = self._events.get(doc, [])
         kept = [e for e in evs if e.seq > before]
         self._events[doc] = kept
         snaps = {s: v for s, v in self._snaps.get(doc, {}).items() if s > before}
+        if above is not None:
+            snaps = {s: _snap_row(st, m) for s, (st, m) in above.items() if s > before}
         snaps[before] = _snap_row(state, {"base": True})
         self._snaps[doc] = snaps
         self._base[doc] = max(self._base.get(doc, 0), before)

@@ -28,7 +28,7 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -38,7 +38,9 @@ from ..errors import StoreError, StoreUnavailable
 from . import segments as S
 from .actor_rename import Uses, kind_clash, taken
 from .base import (
+    NO_BASE,
     ActorRenamed,
+    BaseMark,
     DocInfo,
     Event,
     EventStore,
@@ -219,6 +221,30 @@ _PUT_SNAPSHOT = (
     "ts = excluded.ts, state = excluded.state, checksum = excluded.checksum, "
     "meta = excluded.meta"
 )
+
+
+#: a document's compaction base (store.base.BaseMark): its seq and its row's checksum
+_BASE_MARKS_SQL = (
+    "SELECT d.name, d.base_seq, s.checksum FROM docs d LEFT JOIN snapshots s "
+    "ON s.doc = d.name AND s.seq = d.base_seq "
+)
+
+
+def _as_mark(base_seq: int, check: str | None) -> BaseMark:
+    return (int(base_seq), check or "") if base_seq else NO_BASE
+
+
+async def _base_holds(conn: asyncpg.Connection, doc: str, seq: int, base: BaseMark) -> bool:
+    """In a snapshot write's transaction: `doc`'s compaction base is still `base`, and
+    below `seq`. The document's row is held FOR KEY SHARE to the end of the transaction:
+    a compaction (FOR UPDATE) waits for the write, or the write waits for it and then
+    reads the new base; appends (which update the row's head, no key) never wait."""
+    if seq <= base[0]:
+        return False
+    await conn.execute("SELECT 1 FROM docs WHERE name = $1 FOR KEY SHARE", doc)
+    # read after the lock, in a statement of its own: it sees a compaction it waited for
+    row = await conn.fetchrow(_BASE_MARKS_SQL + "WHERE d.name = $1", doc)
+    return (_as_mark(row[1], row[2]) if row is not None else NO_BASE) == base
 
 
 #: One group commit as one statement: one round trip, and the implicit transaction of a
@@ -1320,13 +1346,34 @@ class PostgresStore(EventStore):
     # --- snapshots -------------------------------------------------------------------
 
     async def put_snapshot(
-        self, doc: str, seq: int, state: bytes, meta: dict[str, Any] | None = None
-    ) -> None:
-        await self._fetch(
-            _PUT_SNAPSHOT,
-            *await _snapshot_row(doc, seq, state, meta),
-            what="snapshot write",
+        self,
+        doc: str,
+        seq: int,
+        state: bytes,
+        meta: dict[str, Any] | None = None,
+        *,
+        base: BaseMark | None = None,
+    ) -> bool:
+        row = await _snapshot_row(doc, seq, state, meta)
+        if base is None:
+            await self._fetch(_PUT_SNAPSHOT, *row, what="snapshot write")
+            return True
+
+        async def run(conn: asyncpg.Connection) -> bool:
+            async with conn.transaction():
+                if not await _base_holds(conn, doc, seq, base):
+                    return False
+                await conn.execute(_PUT_SNAPSHOT, *row)
+                return True
+
+        return await self._run(run, "snapshot write")
+
+    async def compaction_bases(self, docs: Sequence[str]) -> dict[str, BaseMark]:
+        rows = await self._fetch(
+            _BASE_MARKS_SQL + "WHERE d.name = ANY($1::text[])", list(docs), what="query"
         )
+        found = {r[0]: _as_mark(r[1], r[2]) for r in rows}
+        return {d: found.get(d, NO_BASE) for d in docs}
 
     async def put_snapshot_if_due(
         self,
@@ -1336,9 +1383,11 @@ class PostgresStore(EventStore):
         meta: dict[str, Any] | None = None,
         *,
         min_gap: int = 1,
+        base: BaseMark | None = None,
     ) -> bool:
         """Write the snapshot unless another process is writing one of this document right
-        now, or a valid snapshot at a seq > ``seq - min_gap`` exists. True if written."""
+        now, or a valid snapshot at a seq > ``seq - min_gap`` exists (or `base` no longer
+        holds: put_snapshot). True if written."""
 
         row = await _snapshot_row(doc, seq, state, meta)
 
@@ -1348,6 +1397,8 @@ class PostgresStore(EventStore):
                     "SELECT pg_try_advisory_xact_lock($1, hashtext($2))", _SNAPSHOT_LOCK, doc
                 )
                 if not got:
+                    return False
+                if base is not None and not await _base_holds(conn, doc, seq, base):
                     return False
                 # a valid newer one (checked in the database: no blobs over the wire)
                 newer = await conn.fetchval(
@@ -1390,24 +1441,38 @@ class PostgresStore(EventStore):
         )
         return [snapshot_info(r[0], int(r[1]), r[2], bytes(r[3]), r[4], r[5]) for r in rows]
 
-    async def compact(self, doc: str, before: int, state: bytes) -> int:
+    async def compact(
+        self,
+        doc: str,
+        before: int,
+        state: bytes,
+        *,
+        above: Mapping[int, tuple[bytes, dict[str, Any]]] | None = None,
+    ) -> int:
         base = await _snapshot_row(doc, before, state, {"base": True})
+        refolded = [
+            await _snapshot_row(doc, seq, st, meta)
+            for seq, (st, meta) in sorted((above or {}).items())
+            if seq > before
+        ]
 
         async def run(conn: asyncpg.Connection) -> int:
             async with conn.transaction():
-                await conn.execute(
-                    "INSERT INTO snapshots (doc, seq, ts, state, checksum, meta) "
-                    "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (doc, seq) DO UPDATE SET "
-                    "ts = excluded.ts, state = excluded.state, checksum = excluded.checksum, "
-                    "meta = excluded.meta",
-                    *base,
-                )
+                # the document's row first: appenders and sealers of it wait for us, and
+                # so does a snapshot written with a base (put_snapshot: FOR KEY SHARE),
+                # which then finds the base changed
+                doc_id = await conn.fetchval("SELECT id FROM docs WHERE name = $1 FOR UPDATE", doc)
+                await conn.execute(_PUT_SNAPSHOT, *base)
                 await conn.execute("DELETE FROM snapshots WHERE doc = $1 AND seq < $2", doc, before)
+                if above is not None:  # folded again from this base (a purge): all at once
+                    await conn.execute(
+                        "DELETE FROM snapshots WHERE doc = $1 AND seq > $2", doc, before
+                    )
+                    if refolded:
+                        await conn.executemany(_PUT_SNAPSHOT, refolded)
                 # derived data names what the folded events did (the attribution index:
                 # who wrote what): built again from the base
                 await conn.execute("DELETE FROM derived WHERE doc = $1", doc)
-                # the document's row first: appenders and sealers of it wait for us
-                doc_id = await conn.fetchval("SELECT id FROM docs WHERE name = $1 FOR UPDATE", doc)
                 if doc_id is None:
                     return 0
                 status = await conn.execute(

@@ -38,7 +38,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -48,7 +48,9 @@ from ..errors import StoreError, StoreUnavailable
 from . import segments as S
 from .actor_rename import Uses, kind_clash, taken
 from .base import (
+    NO_BASE,
     ActorRenamed,
+    BaseMark,
     DocInfo,
     Event,
     EventStore,
@@ -111,6 +113,25 @@ _FREE_PAGES_KEPT = 1024
 
 class _Raced(Exception):
     """A seal found its run changed under it (another sealer, a compaction, a deletion)."""
+
+
+_PUT_SNAPSHOT = (
+    "INSERT OR REPLACE INTO snapshots (doc, seq, ts, state, checksum, meta) VALUES (?,?,?,?,?,?)"
+)
+#: a document's compaction base (store.base.BaseMark): its seq and its row's checksum
+_BASE_MARKS_SQL = (
+    "SELECT d.name, d.base_seq, s.checksum FROM docs d LEFT JOIN snapshots s "
+    "ON s.doc = d.name AND s.seq = d.base_seq "
+)
+
+
+def _as_mark(base_seq: int, check: str | None) -> BaseMark:
+    return (int(base_seq), check or "") if base_seq else NO_BASE
+
+
+def _base_mark(db: sqlite3.Connection, doc: str) -> BaseMark:
+    row = db.execute(_BASE_MARKS_SQL + "WHERE d.name = ?", (doc,)).fetchone()
+    return _as_mark(row[1], row[2]) if row is not None else NO_BASE
 
 
 def _in_transaction(
@@ -1655,17 +1676,34 @@ class SQLiteStore(EventStore):
     # --- snapshots -------------------------------------------------------------------
 
     async def put_snapshot(
-        self, doc: str, seq: int, state: bytes, meta: dict[str, Any] | None = None
-    ) -> None:
+        self,
+        doc: str,
+        seq: int,
+        state: bytes,
+        meta: dict[str, Any] | None = None,
+        *,
+        base: BaseMark | None = None,
+    ) -> bool:
         row = (doc, seq, now_ms(), *await snapshot_row_async(state, meta))
-        await self._write(
-            "snapshot write",
-            lambda db: db.execute(
-                "INSERT OR REPLACE INTO snapshots (doc, seq, ts, state, checksum, meta) "
-                "VALUES (?,?,?,?,?,?)",
-                row,
-            ),
-        )
+
+        def run(db: sqlite3.Connection) -> bool:
+            # in the write's transaction (BEGIN IMMEDIATE): a compaction by another
+            # process on this file is before it or after it, never in between
+            if base is not None and (seq <= base[0] or _base_mark(db, doc) != base):
+                return False
+            db.execute(_PUT_SNAPSHOT, row)
+            return True
+
+        return await self._write("snapshot write", run)
+
+    async def compaction_bases(self, docs: Sequence[str]) -> dict[str, BaseMark]:
+        out = dict.fromkeys(docs, NO_BASE)
+        for i in range(0, len(docs), 500):  # SQLite's bound parameters are limited
+            chunk = list(docs[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = await self._fetchall(_BASE_MARKS_SQL + f"WHERE d.name IN ({marks})", chunk)
+            out.update({r[0]: _as_mark(r[1], r[2]) for r in rows})
+        return out
 
     async def latest_snapshot(self, doc: str, at_most: int | None = None) -> Snapshot | None:
         # newest first, one blob per statement: a damaged one is skipped without reading
@@ -1692,16 +1730,27 @@ class SQLiteStore(EventStore):
         )
         return [snapshot_info(r[0], r[1], r[2], bytes(r[3]), r[4], r[5]) for r in rows]
 
-    async def compact(self, doc: str, before: int, state: bytes) -> int:
+    async def compact(
+        self,
+        doc: str,
+        before: int,
+        state: bytes,
+        *,
+        above: Mapping[int, tuple[bytes, dict[str, Any]]] | None = None,
+    ) -> int:
         packed = await snapshot_row_async(state, {"base": True})
+        refolded = [
+            (doc, seq, now_ms(), *await snapshot_row_async(st, meta))
+            for seq, (st, meta) in sorted((above or {}).items())
+            if seq > before
+        ]
 
         def run(db: sqlite3.Connection) -> int:
-            db.execute(
-                "INSERT OR REPLACE INTO snapshots (doc, seq, ts, state, checksum, meta) "
-                "VALUES (?,?,?,?,?,?)",
-                (doc, before, now_ms(), *packed),
-            )
+            db.execute(_PUT_SNAPSHOT, (doc, before, now_ms(), *packed))
             db.execute("DELETE FROM snapshots WHERE doc = ? AND seq < ?", (doc, before))
+            if above is not None:  # folded again from this base (a purge): all at once
+                db.execute("DELETE FROM snapshots WHERE doc = ? AND seq > ?", (doc, before))
+                db.executemany(_PUT_SNAPSHOT, refolded)
             # derived data names what the folded events did (the attribution index: who
             # wrote what): built again from the base
             db.execute("DELETE FROM derived WHERE doc = ?", (doc,))

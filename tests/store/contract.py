@@ -705,6 +705,52 @@ class StoreContract(CursorContract):
         assert await store.put_snapshot_if_due("d", 32, b"32", min_gap=10) is True
         assert [i.seq for i in await store.snapshots("d")] == [20, 30, 32]
 
+    async def test_compaction_base_changes_with_every_compaction(self, store: EventStore) -> None:
+        """The mark a live room keeps (server.rooms): a snapshot written with it is
+        refused once the document was compacted, also again at the same base."""
+        from palimpsest.store.base import NO_BASE
+
+        await store.append([("c", [ev() for _ in range(10)])])
+        assert await store.compaction_bases(["c", "none"]) == {"c": NO_BASE, "none": NO_BASE}
+        assert await store.compaction_bases([]) == {}
+        assert await store.put_snapshot("c", 3, b"three", base=NO_BASE) is True
+        await store.compact("c", 4, b"four")
+        first = await store.compaction_base("c")
+        assert first[0] == 4 and first[1]
+        assert await store.put_snapshot("c", 6, b"six", base=NO_BASE) is False
+        assert await store.put_snapshot("c", 4, b"over", base=first) is False  # at the base
+        assert await store.put_snapshot("c", 6, b"six", base=first) is True
+        assert await store.put_snapshot_if_due("c", 8, b"8", base=NO_BASE) is False
+        # a purge rewrites the base at the same seq: another mark
+        await store.put_snapshot("c", 4, b"four, purged", {"base": True})
+        again = await store.compaction_base("c")
+        assert again[0] == 4 and again != first
+        assert await store.compaction_bases(["c"]) == {"c": again}
+        assert await store.put_snapshot("c", 7, b"seven", base=first) is False
+        assert await store.put_snapshot_if_due("c", 8, b"8", base=again) is True
+        assert [i.seq for i in await store.snapshots("c")] == [4, 6, 8]
+        snap = await store.latest_snapshot("c", 4)
+        assert snap is not None and snap.state == b"four, purged"
+
+    async def test_compact_replaces_the_snapshots_above_the_base_at_once(
+        self, store: EventStore
+    ) -> None:
+        """A purge (server.erasure) hands compact the snapshots after the base folded
+        again from it: every one stored after the base is replaced by them in the same
+        transaction (one written meanwhile goes too: a cache)."""
+        await store.append([("r", [ev() for _ in range(12)])])
+        for seq in (2, 5, 8, 11):
+            await store.put_snapshot("r", seq, b"old %d" % seq, {"k": seq})
+        above = {5: (b"new 5", {"k": 5}), 8: (b"new 8", {"k": 8, "x": 1})}
+        assert await store.compact("r", 3, b"base", above=above) == 3
+        got = {}
+        for info in await store.snapshots("r"):
+            snap = await store.latest_snapshot("r", info.seq)
+            assert snap is not None and snap.seq == info.seq
+            got[info.seq] = (snap.state, snap.meta)
+        assert got == {3: (b"base", {"base": True}), **above}
+        assert [e.seq for e in await store.read("r")] == list(range(4, 13))
+
     async def test_import_doc_keeps_seqs_snapshots_and_tags(self, store: EventStore) -> None:
         from palimpsest.store.base import DocInfo, Snapshot, Tag
 
