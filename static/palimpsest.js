@@ -251,7 +251,35 @@ export class ServerUndo {
     }
   }
 
-  _send (op, fields = {}) {
+  /**
+   * Resolves once the provider is synced: its sync step 2 (what it typed offline) is
+   * sent before the server's answer to its step 1 makes it synced, so a request sent
+   * after that is read after it. An undo sent as the socket opens, before its step 2,
+   * reverted the step the server had last, not the offline work, and the step 2 that
+   * followed emptied the redo stack.
+   */
+  _whenSynced () {
+    if (this.provider.synced) return Promise.resolve()
+    return new Promise((resolve, reject) => {
+      const done = (err) => {
+        clearTimeout(timer)
+        this.provider.off('sync', onSync)
+        this.provider.off('status', onStatus)
+        if (err) reject(err)
+        else resolve()
+      }
+      const onSync = (synced) => { if (synced) done() }
+      const onStatus = ({ status }) => {
+        if (status === 'disconnected') done(new Error('connection lost before the document was synced'))
+      }
+      const timer = setTimeout(() => done(new Error(`not synced within ${this.timeout} ms`)), this.timeout)
+      this.provider.on('sync', onSync)
+      this.provider.on('status', onStatus)
+    })
+  }
+
+  async _send (op, fields = {}) {
+    if (op !== 'hello') await this._whenSynced()
     const id = this._nextId++
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {

@@ -583,6 +583,45 @@ def test_server_undo_groups_from_the_page_module(
     assert not page.errors, page.errors  # type: ignore[attr-defined]
 
 
+def test_an_undo_asked_for_as_the_socket_opens_undoes_the_offline_typing(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """The page typed online, then offline; as its socket opens again, an undo is asked
+    for at once (on `status: connected`, before the provider's sync step 2 carried the
+    offline typing). `ServerUndo` waits for the sync, so the server undoes the offline
+    typing, not the step before it (which the step 2 arriving after would then have made
+    impossible to redo)."""
+    page = open_doc(people(), server.http_url, doc_name, "olga")
+    type_at_end(page, "online ")
+    http = Http(server.http_url)
+    wait_for_head(http, doc_name, "online ")
+    page.evaluate("() => window.palimpsest.session.undo.closeGroup()")
+    page.evaluate("() => window.palimpsest.provider.disconnect()")
+    expect(page.locator("#status")).not_to_have_attribute("data-state", "connected")
+    page.keyboard.type("offline ")
+    expect_text(page, "online offline ")
+    page.evaluate(
+        """() => {
+          const { provider, session } = window.palimpsest
+          window.undone = null
+          const onStatus = ({ status }) => {
+            if (status !== 'connected') return
+            provider.off('status', onStatus)
+            session.undo.undo().then(
+              (r) => { window.undone = r }, (e) => { window.undone = String(e) })
+          }
+          provider.on('status', onStatus)
+          provider.connect()
+        }"""
+    )
+    undone = eventually(lambda: page.evaluate("() => window.undone"), what="the undo's answer")
+    assert isinstance(undone, dict) and undone["ok"] is True, undone
+    assert undone["removed"]["characters"] == len("offline "), undone
+    expect_text(page, "online ")
+    wait_for_head(http, doc_name, "online ")
+    assert not page.errors, page.errors  # type: ignore[attr-defined]
+
+
 def test_deep_links_by_name_and_bad_ones(server: ServerProcess, people: Any, doc_name: str) -> None:
     alice = open_doc(people(), server.http_url, doc_name, "alice")
     type_at_end(alice, "first")
