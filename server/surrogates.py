@@ -71,7 +71,8 @@ class Starts:
             for client, clocks in astral_starts(update).items():
                 high.setdefault(client, set()).update(clocks)
             self.high, self.split = high, {}
-            _add_splits(self.split, high, update)
+            if any(high.values()):  # (else no split can be inside one: nothing to read)
+                _add_splits(self.split, high, update)
         return self.high, self.split
 
     def add(self, update: bytes, checked: bool) -> None:

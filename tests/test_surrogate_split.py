@@ -209,3 +209,50 @@ async def _count(srv: ServerProcess, doc: str, part: str, n: int) -> bool:
         return (await _head(srv, doc)).count(part) == n
     except httpx.HTTPError:
         return False
+
+
+def _split_points_read(monkeypatch: Any) -> list[int]:
+    from palimpsest import surrogates
+
+    read: list[int] = []
+
+    def counted(update: bytes) -> list[tuple[int, int]]:
+        read.append(len(update))
+        return split_points(update)
+
+    monkeypatch.setattr(surrogates, "split_points", counted)
+    return read
+
+
+def test_a_document_without_emoji_is_not_read_for_split_points(monkeypatch: Any) -> None:
+    """A snapshot written before the split points were kept: the document is read once
+    for its characters past U+FFFF, and, with none (a book typed in ASCII), not parsed
+    item by item for where it is split (1.1-1.4 s in one piece on a 1.26 M-character
+    book, docs/history.md): none can be inside one. The same points either way."""
+    from types import SimpleNamespace
+
+    from palimpsest.surrogates import Starts, _add_splits
+
+    read = _split_points_read(monkeypatch)
+    for text_of in (lambda i: f"word {i} ", lambda i: f"w{i} 🌍 "):
+        read.clear()
+        a: Doc[Any] = Doc(client_id=1)
+        b: Doc[Any] = Doc(client_id=2)
+        ta, tb = a.get("t", type=Text), b.get("t", type=Text)
+        for i in range(50):  # two writers typing into each other's words: items split
+            ta.insert(len(ta) // 2, text_of(i))
+            b.apply_update(a.get_update(b.get_state()))
+            tb.insert(len(tb) // 3, text_of(i))
+            a.apply_update(b.get_update(a.get_state()))
+        starts = Starts(SimpleNamespace(snapshot_meta={}, doc=a))  # type: ignore[arg-type]
+        high, split = starts.known()
+        parsed = len(read)  # the whole document parsed for its split points
+        whole = a.get_update()
+        expected_high = {c: set(v) for c, v in astral_starts(whole).items()}
+        expected_split: dict[int, set[int]] = {}
+        _add_splits(expected_split, expected_high, whole)
+        assert (high, split) == (expected_high, expected_split)
+        if "🌍" in str(ta):
+            assert high and parsed == 1  # (as before)
+        else:
+            assert high == {} and split == {} and parsed == 0

@@ -36,7 +36,15 @@ import sys
 import time
 import weakref
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Container, Generator, Iterable, Iterator, Mapping
+from collections.abc import (
+    Callable,
+    Container,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pycrdt import Doc, Text, XmlFragment
@@ -183,8 +191,17 @@ class TextTrack:
         """Bytes from `start` (inserted by the event being folded, so past the bytes of
         every range noted before it, though not past this event's) were written by
         `writers`, one each; `copy`: they are a copy (see :class:`Copies`), not moved."""
+        for _ in self.note_moved_steps(start, writers, copy):
+            pass
+
+    def note_moved_steps(
+        self, start: int, writers: list[int], copy: bool = False
+    ) -> Iterator[None]:
+        """:meth:`note_moved`, a pause (a yield) after every MATCH_STEP writers."""
         ranges: list[list[int]] = []
         for k, w in enumerate(writers):
+            if k % MATCH_STEP == MATCH_STEP - 1:
+                yield
             last = ranges[-1] if ranges else None
             if last is not None and last[2] == w and last[0] + last[1] == start + k:
                 last[1] += 1
@@ -501,6 +518,11 @@ MOVE_PAIRS = 4096
 #: compared where the copy is not the deleted text or a part of it (difflib: ~20 ms)
 GAP_RUNS = 1 << 16
 COPY_WORK = 1 << 20
+#: bytes (or runs) looked at in Python between two pauses of a copy's matching
+MATCH_STEP = 1 << 14
+MATCH_RUNS = 256
+#: the kinds of events that may copy deleted text (Copies.of)
+COPY_KINDS = frozenset(("undo", "redo", "revert", "restore"))
 
 
 class Copies:
@@ -544,7 +566,7 @@ class Copies:
     @staticmethod
     def of(seq: int, kind: str, meta: Mapping[str, Any]) -> Copies | None:
         """The copies event `seq` of `kind` may make, or None (an edit makes none)."""
-        if kind in ("undo", "redo", "revert"):
+        if kind in COPY_KINDS and kind != "restore":
             reverts = meta.get("reverts")
             if isinstance(reverts, list) and reverts:
                 seqs = frozenset(int(x) for x in reverts if isinstance(x, int))
@@ -586,11 +608,17 @@ class Copies:
             block = track.blocks[bi]
             at = block[ri] if ri < len(block) else block[ri - 1] if ri else None
             if at is not None and id(at) in covered:
+                yield  # (finding an insert's run: the undo of a restore makes thousands)
                 continue  # (one stretch, many inserts: an undo of a long delete)
             runs = track.gap(bi, ri, seq)
-            covered.update(id(r) for r in runs)
-            orig = [r for r in runs if r[3] and r[3] != seq and self.source(r)]
-            self.match(track, runs, track, orig)
+            yield
+            orig: list[list[Any]] = []
+            for j in range(0, len(runs), MATCH_STEP):
+                part = runs[j : j + MATCH_STEP]
+                covered.update(map(id, part))
+                orig += [r for r in part if r[3] and r[3] != seq and self.source(r)]
+                yield
+            yield from self.match_steps(track, runs, track, orig)
             yield
         for settle in self.later:
             settle()
@@ -610,22 +638,42 @@ class Copies:
         """Match what this event inserted among `runs` of `track` (not moved) with the
         runs `orig` of `src`, in order, whole characters; note the writers of each
         character matched."""
+        for _ in self.match_steps(track, runs, src, orig):
+            pass
+
+    def match_steps(
+        self, track: TextTrack, runs: list[list[Any]], src: TextTrack, orig: list[list[Any]]
+    ) -> Iterator[None]:
+        """:meth:`match`, a pause (a yield) after every MATCH_STEP bytes or so of work
+        done in Python and every search of the deleted text: the undo of a restore that
+        took out half a book copies 0.6 M characters, matched with 1.1 MB of text in one
+        piece on the event loop for 3-6 s (docs/history.md)."""
         seq, content = self.seq, track.content
         made: list[tuple[int, int]] = []  # (first byte, bytes) inserted, not moved
-        for run in runs:
+        for j, run in enumerate(runs):
             if run[2] == seq and not run[3] and run[1]:
                 made += [(at, k) for at, k, m in _cut(track.moved, run[0], run[1]) if m is None]
+            if j % MATCH_RUNS == MATCH_RUNS - 1:
+                yield
         if not made or not orig:
             return
         new = b"".join([content[at : at + k] for at, k in made])
         old = b"".join([src.content[r[0] : r[0] + r[1]] for r in orig])
-        blocks = _matched(new, old)  # (byte in new, byte in old, bytes)
+        yield
+        blocks = yield from _matched_steps(new, old)  # (byte in new, byte in old, bytes)
         if not blocks:
             return
-        writers = [w for r in orig for w in src.writers(r[0], r[1], r[2])]
+        writers: list[int] = []  # who wrote each byte of `old`
+        for r in orig:
+            for at in range(r[0], r[0] + r[1], MATCH_STEP):
+                writers += src.writers(at, min(MATCH_STEP, r[0] + r[1] - at), r[2])
+                yield
         at_new: list[int] = []  # the first byte of each byte of `new`
         for at, k in made:
             at_new += range(at, at + k)
+            if k > MATCH_STEP:
+                yield
+        yield
         for lo, from_, n in blocks:
             hi = lo + n
             k = lo
@@ -633,22 +681,39 @@ class Copies:
                 e = k + 1
                 while e < hi and at_new[e] == at_new[e - 1] + 1:
                     e += 1
-                track.note_moved(at_new[k], writers[from_ + k - lo : from_ + e - lo], copy=True)
+                    if (e - k) % MATCH_STEP == 0:
+                        yield
+                yield from track.note_moved_steps(
+                    at_new[k], writers[from_ + k - lo : from_ + e - lo], copy=True
+                )
+                yield  # (a copy in many pieces: each note inserts into a long list)
                 k = e
 
 
 def _matched(new: bytes, old: bytes) -> list[tuple[int, int, int]]:
+    """Where the bytes of `new` are in `old`: see _matched_steps."""
+    steps = _matched_steps(new, old)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+def _matched_steps(new: bytes, old: bytes) -> Generator[None, None, list[tuple[int, int, int]]]:
     """Where the bytes of `new` (what an event inserted) are in `old` (the deleted text
     it may copy), in order, whole characters: (byte in new, byte in old, bytes) blocks,
     each the longest next part of `new` found in `old` after the last (a long undo's
     pieces, a restore's); difflib where that leaves characters out and the texts are
     short. Depends on the two texts only, not on how the runs cut them. UTF-8 is
-    self-synchronizing: a find starts on a character."""
+    self-synchronizing: a find starts on a character. A pause (a yield) after each
+    search of `old` and every MATCH_STEP bytes of `new` looked at in Python."""
     part = old.find(new)
     if part >= 0:  # the copy of a delete, or of a part of it
         return [(0, part, len(new))]
+    yield
     blocks: list[tuple[int, int, int]] = []
-    bounds = [k for k in range(len(new)) if new[k] & 0xC0 != 0x80] + [len(new)]  # characters
+    bounds = yield from _char_starts(new)  # characters, and the end
     c = cursor = work = 0  # c: the character of `new` to match next
     while c < len(bounds) - 1 and work < COPY_WORK * 16:
         i = bounds[c]
@@ -656,25 +721,45 @@ def _matched(new: bytes, old: bytes) -> list[tuple[int, int, int]]:
         while lo < hi:
             mid = (lo + hi + 1) // 2
             work += len(old) - cursor
-            if old.find(new[i : bounds[mid]], cursor) >= 0:
+            found = old.find(new[i : bounds[mid]], cursor) >= 0
+            yield
+            if found:
                 lo = mid
             else:
                 hi = mid - 1
         if lo == c:
             c += 1  # a character of no copy
+            if c % MATCH_STEP == 0:
+                yield
             continue
         n = bounds[lo] - i
         at = old.find(new[i : i + n], cursor)
+        yield
         blocks.append((i, at, n))
         cursor, c = at + n, lo
     if sum(n for _, _, n in blocks) == len(new):
         return blocks
-    a, b = _chars(new), _chars(old)
-    if len(a) * len(b) > COPY_WORK:
+    # (counted before the characters are listed: a book's would be millions of objects)
+    n_old = len(old) if old.isascii() else len(old.decode("utf-8", "surrogateescape"))
+    if (len(bounds) - 1) * n_old > COPY_WORK:
         return blocks  # (what the parts found: the rest is the copier's)
+    a, b = _chars(new), _chars(old)
     sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
     a_at, b_at = _offsets(a), _offsets(b)
     return [(a_at[i], b_at[j], a_at[i + n] - a_at[i]) for i, j, n in sm.get_matching_blocks() if n]
+
+
+def _char_starts(data: bytes) -> Generator[None, None, Sequence[int]]:
+    """The byte each UTF-8 character of `data` starts at, and the end (a pause after
+    every MATCH_STEP bytes; nothing to list for ASCII)."""
+    if data.isascii():
+        return range(len(data) + 1)
+    out: list[int] = []
+    for lo in range(0, len(data), MATCH_STEP):
+        out += [k for k in range(lo, min(lo + MATCH_STEP, len(data))) if data[k] & 0xC0 != 0x80]
+        yield
+    out.append(len(data))
+    return out
 
 
 def _chars(data: bytes) -> list[bytes]:
@@ -1321,9 +1406,9 @@ class AttributionIndex:
     ) -> tuple[int, Iterator[None] | None]:
         """Fold `events` by ids while that holds; how many were folded. With no text
         observer to feed, they apply to the document in one transaction. `sliced`: an
-        event of more than DELTA_STEP structs and ranges ends the batch, applied to the
-        document alone, its runs then folded by the steps returned (after the
-        transaction: nothing waits on the document meanwhile)."""
+        event of more than DELTA_STEP structs and ranges, or a long copy, ends the batch,
+        applied to the document alone, its runs then folded by the steps returned (after
+        the transaction: nothing waits on the document meanwhile)."""
         from .attribution_ids import Broken
         from .yupdate import Unsupported
 
@@ -1340,7 +1425,10 @@ class AttributionIndex:
                 except Unsupported as e:
                     why = str(e)
                     break
-                if sliced and len(structs) + len(deletes) > DELTA_STEP:
+                if sliced and (
+                    len(structs) + len(deletes) > DELTA_STEP
+                    or (ev.kind in COPY_KINDS and sum(s.length for s in structs) > MATCH_STEP)
+                ):  # (many ops, or a long copy to match: see Copies.match_steps)
                     if done:  # (a batch of its own, planned again: from what was decoded)
                         self._decoded[ev.seq] = (structs, deletes)
                         return done, None

@@ -301,7 +301,7 @@ class IdFold:
         if moves is not None:
             self._moved(moves, deletes, seq)
         if copies is not None:
-            copies.settle()
+            yield from copies.settle_steps()
         return resolved
 
     def _moved(self, moves: Moves, deletes: list[tuple[int, int, int]], seq: int) -> None:

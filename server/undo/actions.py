@@ -16,7 +16,7 @@ from pycrdt import (
 from ..closes import RELOADING
 from ..errors import BadRequest, PalimpsestError, StoreError
 from ..ranges import Ranges, to_b64
-from ..removed import change_of, removed_others
+from ..removed import change_of_off_loop, removed_others
 from ..room import Room
 from ..store.base import Event, now_ms
 from .recorder import MARK, REDO, UNDO, RoomUndo
@@ -99,7 +99,7 @@ async def perform(
     ev = await _server_change(room, actor, kind, change, meta, backend)
     if ev is not None and done and outcome is not None:
         outcome.removed_others += removed_others(room.doc, room.owners, actor, *done)
-        got = change_of(room.doc, room.owners, ev.update)
+        got = await change_of_off_loop(room.doc, room.owners, ev.update)
         outcome.removed = (
             sum(c for c, _ in got.removed.values()),
             sum(i for _, i in got.removed.values()),
