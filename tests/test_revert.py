@@ -363,15 +363,22 @@ async def test_revert_in_an_xml_document_written_by_yjs_clients(server: RunningS
         "Bob later."
     )
     assert out["revert"]["status"] == 200, out
-    # s06's paragraph went, bob's words inside it with it (named), ann's words are back,
-    # bob's own paragraph stayed
-    assert out["want"] == out["after"] == p("Ann wrote this.") + p("s06 first.") + p("Bob later.")
+    # s06's words went; s06's paragraph stayed, with bob's words inside it (named), ann's
+    # words are back, bob's own paragraph stayed
+    assert (
+        out["want"]
+        == out["after"]
+        == p("Ann wrote this.") + p("s06 first.") + p(" bob inside") + p("Bob later.")
+    )
     body = out["revert"]["body"]
     assert body["reverts"] == [out["version"] + 1, out["version"] + 2]
-    assert body["removed_others"] == [{"user": "bob", "characters": len(" bob inside"),
-                                       "items": 0}]  # fmt: skip
+    assert "removed_others" not in body, body
+    assert body["kept_containers"] == {
+        "items": 2,  # the paragraph and its text
+        "others": [{"user": "bob", "characters": len(" bob inside"), "items": 0}],
+    }, body
     dry = out["dry"]["body"]
-    assert dry["dry_run"] is True and dry["removed_others"] == body["removed_others"]
+    assert dry["dry_run"] is True and dry["kept_containers"] == body["kept_containers"]
     assert (dry["removed"], dry["added"]) == (body["removed"], body["added"])
     # the teacher's undo brings it all back
     assert out["undo"]["status"] == 200, out

@@ -1,7 +1,7 @@
-"""An undo that takes out what other users wrote says so: undoing the Enter that made a
-paragraph takes out what others typed in it since (the documented Yjs semantics,
-docs/undo.md), and the answer names them and how much, over the websocket, over HTTP
-and in the Python client's OpResult."""
+"""What an undo did to what other users wrote, in its answer: undoing the Enter that made
+a paragraph keeps the paragraph when others typed in it since, with their words, and says
+so (``kept_containers``, docs/undo.md), over the websocket, over HTTP and in the Python
+client's OpResult (more in test_undo_containers.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from conftest import RunningServer, eventually, free_port, run_server
 from pycrdt import XmlElement, XmlFragment, XmlText
 
 from palimpsest import client
-from palimpsest.client import OpResult, Removed
+from palimpsest.client import OpResult
 from palimpsest.settings import Settings
 
 LINE = "The quick brown fox jumps over the lazy dog."
@@ -64,37 +64,47 @@ async def enter_and_typing(
         yield a, b
 
 
-async def test_undo_of_an_enter_names_the_text_of_others_it_took_out(tmp_path: Path) -> None:
+async def test_undo_of_an_enter_keeps_the_paragraph_with_what_others_typed_in_it(
+    tmp_path: Path,
+) -> None:
+    """Alice's undo of her Enter takes her copy of the tail out of the new paragraph and
+    puts the tail back in the first one; the new paragraph stays, with bob's "very " in
+    it (Yjs's UndoManager took it out with the paragraph), and the answer says so."""
+    at = LINE.index("jumps")
+    tail = len(LINE) - at
     async with run_server(make_settings(tmp_path / "db")) as srv:
         async with enter_and_typing(srv, "ws") as (a, b):
             answer = await a.request({"type": "undo"})
-            assert answer["ok"] is True and answer["removed_others"] == [BOB_5], answer
-            await b.wait_for(lambda: paragraphs(b) == [LINE])
-            # redo brings it back and takes out nobody's
+            assert answer["ok"] is True and "removed_others" not in answer, answer
+            # the paragraph and its text
+            assert answer["kept_containers"] == {"items": 2, "others": [BOB_5]}, answer
+            assert answer["removed"] == {"characters": tail, "items": 0}, answer
+            await b.wait_for(lambda: paragraphs(b) == [LINE, "very "])
+            # her redo splits the line again, bob's words where he typed them
             answer = await a.request({"type": "redo"})
             assert answer["ok"] is True and "removed_others" not in answer, answer
-            await b.wait_for(lambda: "very" in str(fragment(b)))
+            await b.wait_for(
+                lambda: paragraphs(b) == [LINE[:at], LINE[at:].replace("lazy", "very lazy")]
+            )
 
         async with enter_and_typing(srv, "http") as (a, _b):
             async with httpx.AsyncClient() as http:
                 r = await http.post(f"{srv.url}/api/docs/http/undo?user=alice")
             assert r.status_code == 200
-            assert r.json()["removed_others"] == [BOB_5], r.json()
+            assert "removed_others" not in r.json(), r.json()
+            assert r.json()["kept_containers"]["others"] == [BOB_5], r.json()
 
         async with enter_and_typing(srv, "py") as (a, _b):
             got = await a.undo()
-            # her copy of the tail and bob's "very " in the new paragraph, the paragraph;
-            # the tail back in the first one
-            tail = len(LINE) - LINE.index("jumps")
+            # her copy of the tail out of the new paragraph, the tail back in the first one
             assert got == OpResult(
-                True, got.seq, None, (Removed("bob", 5, 0),),
-                removed_characters=tail + 5, removed_items=1, added_characters=tail,
+                True, got.seq, None, (), removed_characters=tail, added_characters=tail,
             ), got  # fmt: skip
 
         async with enter_and_typing(srv, "pyhttp") as (a, _b):
             async with client.History(srv.url, user="alice") as h:
                 got = await h.undo("pyhttp")
-            assert got.removed_others == (Removed("bob", 5, 0),), got
+            assert got.ok and got.removed_others == (), got
 
 
 async def test_an_undo_of_ones_own_text_reports_nothing(tmp_path: Path) -> None:
@@ -134,9 +144,9 @@ async def test_text_an_undo_put_back_counts_as_its_undoers_after_a_reload(
             lambda: srv.backend.rooms.get_loaded("copies") is None, what="the room unloaded"
         )
         async with client.connect(srv.ws_url, "copies", user="alice") as a:
-            got = await a.undo()
-            assert got.removed_others == (Removed("bob", 5, 0),), got
-            await a.wait_for(lambda: paragraphs(a) == [LINE])
+            answer = await a.request({"type": "undo"})
+            assert answer["kept_containers"]["others"] == [BOB_5], answer
+            await a.wait_for(lambda: paragraphs(a) == [LINE, "very "])
 
 
 async def test_elements_of_others_are_counted_apart(tmp_path: Path) -> None:
@@ -147,7 +157,10 @@ async def test_elements_of_others_are_counted_apart(tmp_path: Path) -> None:
             await b.flush()
             await a.wait_for(lambda: len(list(fragment(a).children[1].children)) == 2)
             answer: dict[str, Any] = await a.request({"type": "undo"})
-            assert answer["removed_others"] == [{"user": "bob", "characters": 5, "items": 1}]
+            assert "removed_others" not in answer, answer
+            assert answer["kept_containers"]["others"] == [
+                {"user": "bob", "characters": 5, "items": 1}
+            ], answer
 
 
 async def test_the_client_says_what_an_undo_and_a_redo_visibly_did(tmp_path: Path) -> None:

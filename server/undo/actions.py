@@ -19,6 +19,7 @@ from ..ranges import Ranges, to_b64
 from ..removed import change_of_off_loop, removed_others
 from ..room import Room
 from ..store.base import Event, now_ms
+from .containers import Kept
 from .recorder import MARK, REDO, UNDO, RoomUndo
 from .stacks import GROUP_ID_MAX, Stacks, Step
 
@@ -51,6 +52,9 @@ class Outcome:
     added: tuple[int, int] = (0, 0)
     removed_others: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[list[int]] = field(default_factory=list)
+    #: the containers of the reverted step it kept, holding what others wrote (how many,
+    #: and what of whose is in them: containers.py), or None
+    kept: dict[str, Any] | None = None
 
 
 async def perform(
@@ -77,6 +81,7 @@ async def perform(
     #: what the change deleted, and what the step it reverted had inserted
     done: list[Ranges] = []
     skipped: list[list[int]] = []
+    kept: list[Kept] = []
 
     def change(doc: Doc[Any]) -> None:
         st = state.get(actor)
@@ -88,7 +93,8 @@ async def perform(
         # does) when the event is recorded, so that the log alone decides the stacks.
         for step in reversed(st.undo if kind == UNDO else st.redo):
             del copies[:]  # what a step with nothing left to revert tried
-            if state.revert(doc, step, copies):
+            del kept[:]
+            if state.revert(doc, step, copies, kept):
                 reverts.extend(step.seqs)
                 picked.append(step)
                 _say_what_was_seen(meta, room, st, step)
@@ -105,6 +111,14 @@ async def perform(
             sum(i for _, i in got.removed.values()),
         )
         outcome.added = got.added
+        outcome.skipped = list(skipped)
+        if kept:
+            outcome.kept = {
+                "items": sum(k.containers for k in kept),
+                "others": removed_others(room.doc, room.owners, actor, kept[0].inside),
+            }
+    elif ev is None and outcome is not None:
+        # nothing of any step was left to revert: which (the stack is left as it is)
         outcome.skipped = list(skipped)
     if ev is not None and picked and any(s is picked[0] for s in state.stacks(actor).undo):
         await _complete(room, state, actor, picked[0], ev, backend)

@@ -33,6 +33,9 @@ def answer(ev: Event | None, kind: str, outcome: Outcome) -> dict[str, Any]:
     server/removed.py) and ``skipped`` (the seqs of each step it skipped as having
     nothing left to revert)."""
     if ev is None:
+        if outcome.skipped:
+            # steps there, but nothing of them left: say so, and which
+            return {"ok": False, "reason": _NOTHING_LEFT[kind], "skipped": outcome.skipped}
         return {"ok": False, "reason": f"nothing to {kind}"}
     out: dict[str, Any] = {
         "ok": True,
@@ -45,7 +48,15 @@ def answer(ev: Event | None, kind: str, outcome: Outcome) -> dict[str, Any]:
         out["removed_others"] = outcome.removed_others
     if outcome.skipped:
         out["skipped"] = outcome.skipped
+    if outcome.kept:
+        out["kept_containers"] = outcome.kept
     return out
+
+
+_NOTHING_LEFT = {
+    UNDO: "nothing left to undo: others deleted or moved all that your changes inserted",
+    REDO: "cannot redo: the place what it brings back was in is gone (deleted since)",
+}
 
 
 class Undo(Extension):

@@ -79,6 +79,7 @@ from ..ranges import (
     union,
     union_into,
 )
+from .containers import Kept, kept_containers
 from .stacks import GroupLimits, Stacks, Step
 
 log = logging.getLogger("palimpsest.undo")
@@ -519,7 +520,13 @@ class RoomUndo:
                 roots[name] = doc.get(name, type=_ROOT_TYPES[kind])
         return [r for r in roots.values() if r is not None]
 
-    def revert(self, doc: Doc[Any], step: Step, copies: list[list[str]] | None = None) -> bool:
+    def revert(
+        self,
+        doc: Doc[Any],
+        step: Step,
+        copies: list[list[str]] | None = None,
+        kept: list[Kept] | None = None,
+    ) -> bool:
         """Revert one step on the live doc; False when nothing of it is left to revert.
 
         yrs 0.28 panics (and leaves the doc broken) when an UndoManager's item holds
@@ -533,12 +540,22 @@ class RoomUndo:
         `_owned`): each layer's new items are the copies of that part, and `copies`
         gets [originals, copies] per layer (encoded ranges, base64) for the event's
         meta, so that the owners take their copies along when undone, after a reload
-        too."""
+        too.
+
+        A container the step inserted that now holds what others wrote is kept, with
+        what they wrote in it; the step's own content inside it goes (containers.py).
+        `kept` gets what was kept, for the answer."""
         scopes = self.scopes(doc)
         if not scopes:
             return False
+        ins = step.ins
+        held = kept_containers(doc, ins) if ins else None
+        if held is not None:
+            ins = subtract(ins, held.ids)
+            if kept is not None:
+                kept.append(held)
         layers: list[Ranges] = [{}]
-        for client, ranges in step.ins.items():
+        for client, ranges in ins.items():
             for i, r in enumerate(ranges):
                 while len(layers) <= i:
                     layers.append({})
@@ -550,7 +567,7 @@ class RoomUndo:
         # manager's stacks. A redo stack that "deletes" all of the step's insertions
         # (never popped) shows it every layer's.
         going: list[StackItem[Any]] = [
-            StackItem(doc._doc, IdSet.decode(encode_ranges(step.ins)), IdSet.decode(b"\x00"))
+            StackItem(doc._doc, IdSet.decode(encode_ranges(ins)), IdSet.decode(b"\x00"))
         ]
         ts = int(self.room.current_ts)  # (a value: the manager holds nothing of the room)
         changed = False

@@ -16,9 +16,9 @@ with the change it reverted when both are in the range (together they did nothin
 ``Did.net``), and the room's undo machinery inverts it on the live document as it
 inverts any step (:meth:`RoomUndo.revert`): what is left of W's insertions is deleted,
 what W deleted is brought back where it was, and other writers' items are left alone,
-except what lies inside a container W made (a paragraph W's Enter made, with the words
-others typed in it since): it goes with it, as with an undo, and the answer names it
-per user.
+also inside a container W made (a paragraph W's Enter made, with the words others typed
+in it since): the container stays with their words, less W's, as with an undo
+(containers.py), and the answer says so (``kept_containers``).
 
 The change is one event of kind ``revert`` by the reverting user (meta: ``writer``,
 ``since``, ``until``, ``reverts``: W's seqs, ``ins`` and ``dels``: what they did, as
@@ -59,6 +59,7 @@ from ..room import Room, replay
 from ..snapshots import load
 from ..store.base import Event, EventStore
 from ..updates import decode_update_meta
+from .containers import Kept
 from .recorder import MARK, REDO, REVERT, UNDO, RoomUndo
 from .stacks import Step
 
@@ -114,6 +115,9 @@ class Reverted:
     #: per user other than the reverting one, what it took out besides the writer's own
     #: insertions (server/removed.py: text others wrote inside what the writer made)
     others: list[dict[str, Any]] = field(default_factory=list)
+    #: the writer's containers it kept, holding what others wrote (as an undo's
+    #: ``kept_containers``: containers.py), or None
+    kept: dict[str, Any] | None = None
 
     def answer(self, by: str) -> dict[str, Any]:
         """``removed`` and ``added`` in all (as a restore's), ``removed_others`` when it
@@ -124,6 +128,8 @@ class Reverted:
         out.pop("removed_others", None)
         if self.others:
             out["removed_others"] = self.others
+        if self.kept:
+            out["kept_containers"] = self.kept
         return out
 
 
@@ -215,14 +221,17 @@ def _undo_state(room: Room) -> tuple[RoomUndo, Callable[[], None]]:
     return temp, temp.close
 
 
-def _invert(state: RoomUndo, doc: Doc[Any], did: Did, copies: list[list[str]]) -> bool:
+def _invert(
+    state: RoomUndo, doc: Doc[Any], did: Did, copies: list[list[str]], kept: list[Kept]
+) -> bool:
     """Invert what `did` says on `doc` (the live document or a copy of it); False when
     nothing of it is left to invert. `copies` gets [originals, copies] (base64 ID sets)
     for what it brought back, for the recorder (see the module's doc)."""
     step = Step(list(did.seqs), did.ins, did.dels)
     before = doc.get_state()
     mark = len(copies)
-    changed = state.revert(doc, step, copies)
+    del kept[:]
+    changed = state.revert(doc, step, copies, kept)
     if changed and len(copies) == mark:
         # one run restored every deletion at once (RoomUndo.revert): all it made are copies
         made = inserted(before, doc.get_state())
@@ -232,11 +241,17 @@ def _invert(state: RoomUndo, doc: Doc[Any], did: Did, copies: list[list[str]]) -
     return changed
 
 
-def _what_changed(doc: Doc[Any], room: Room, by: str, did: Did, update: bytes) -> Reverted:
+def _what_changed(
+    doc: Doc[Any], room: Room, by: str, did: Did, update: bytes, kept: list[Kept]
+) -> Reverted:
     change = change_of(doc, room.owners, update)
     deleted = decode_update_meta(update).deletes
     others = removed_others(doc, room.owners, by, deleted, did.ins)
-    return Reverted(None, room.seq, did, change, others)
+    held = None
+    if kept:
+        inside = removed_others(doc, room.owners, by, kept[0].inside)
+        held = {"items": kept[0].containers, "others": inside}
+    return Reverted(None, room.seq, did, change, others, held)
 
 
 async def revert(
@@ -252,14 +267,16 @@ async def revert(
     state, done = _undo_state(room)
     try:
         copies: list[list[str]] = []
+        kept: list[Kept] = []
         meta: dict[str, Any] = {"writer": writer, "since": since, "until": until,
                                 "reverts": did.seqs, "copies": copies,
                                 "ins": to_b64(did.ins), "dels": to_b64(did.dels)}  # fmt: skip
-        ev = await room.server_change(by, REVERT, lambda live: _invert(state, live, did, copies),
-                                      meta=meta)  # fmt: skip
+        ev = await room.server_change(
+            by, REVERT, lambda live: _invert(state, live, did, copies, kept), meta=meta
+        )
         if ev is None:
             return Reverted(None, room.seq, did)
-        got = _what_changed(room.doc, room, by, did, ev.update)
+        got = _what_changed(room.doc, room, by, did, ev.update, kept)
         got.event = ev
         return got
     finally:
@@ -283,14 +300,15 @@ async def preview(
         copy.apply_update(room.doc.get_update())
         captured: list[bytes] = []
         sub = copy.observe(lambda e: captured.append(e.update))
+        kept: list[Kept] = []
         try:
-            _invert(state, copy, did, [])
+            _invert(state, copy, did, [], kept)
         finally:
             copy.unobserve(sub)
         if not captured:
             return Reverted(None, head, did)
         update = captured[0] if len(captured) == 1 else merge_updates(*captured)
-        got = _what_changed(copy, room, by, did, update)
+        got = _what_changed(copy, room, by, did, update, kept)
         got.head = head
         return got
     finally:

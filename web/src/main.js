@@ -254,6 +254,7 @@ async function showDocument (api, doc, user, token) {
       if (!r.ok) toast(r.reason ? capitalize(r.reason) : 'Nothing to undo', { kind: 'info' })
       else {
         tellSkipped(r.skipped, redo)
+        tellKept(r.kept_containers)
         tellRemovedOthers('undo', r.removed_others, redo)
       }
     } catch (err) {
@@ -265,7 +266,10 @@ async function showDocument (api, doc, user, token) {
     try {
       const r = await session.undo.redo()
       if (!r.ok) toast(r.reason ? capitalize(r.reason) : 'Nothing to redo', { kind: 'info' })
-      else tellRemovedOthers('redo', r.removed_others, undo)
+      else {
+        tellKept(r.kept_containers)
+        tellRemovedOthers('redo', r.removed_others, undo)
+      }
     } catch (err) {
       toast(`Redo failed: ${err.message}`, { kind: 'error' })
     }
@@ -349,6 +353,17 @@ function tellRemovedOthers (op, removed, back) {
   toast(`${did} also removed ${removedList(removed)}; ${undoes} brings them back`, {
     kind: 'info', timeout: 12000, action: { label: undoes, run: back }
   })
+}
+
+/**
+ * Say so when an undo or a redo kept an element the user made (a paragraph, a block)
+ * because others wrote in it: their words stay, the user's own went (docs/undo.md,
+ * "What others wrote inside what you made stays").
+ * @param {{items: number, others: Array<{user: string|null, characters: number, items: number}>}|undefined} kept
+ */
+function tellKept (kept) {
+  if (!kept || !kept.others || !kept.others.length) return
+  toast(`Kept ${removedList(kept.others)} inside what you had made`, { kind: 'info', timeout: 12000 })
 }
 
 /**

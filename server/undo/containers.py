@@ -1,0 +1,160 @@
+"""The containers an undo keeps: an element (or any shared type) that the step being
+reverted inserted, which now holds what was written since by others (anything alive in
+it that the step did not insert), is not deleted with the rest of the step; only the
+step's own content inside it goes (docs/undo.md, "What others wrote inside what you made
+stays").
+
+Yjs's own UndoManager deletes such a container with everything in it. In an editor whose
+whole document sits in one element (BlockNote's root ``blockGroup``, made by the first
+user's first keystroke) that took out every other user's text at once, and every tab
+then re-created the root, the undoer's tab in the undoer's name, which cleared the
+undoer's redo: the others' text was left for a restore to bring back.
+
+How: the live document's items are read from its whole state (``history.yupdate``),
+each item's parent resolved from its origins, and from every live item the step did not
+insert (formatting marks aside) the chain of its ancestors is walked: the step's
+containers on it are kept, with the attributes of a kept element that the step set (a
+blockContainer's id, a heading's level). The walk is done only when the step inserted a
+shared type at all (read from the items of its clients from its first clock on), and
+each ancestor is walked once.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from pycrdt import Doc
+
+from .. import protocol as P
+from ..history import yupdate
+from ..ranges import Ranges, intersect, may_overlap, subtract, union_into
+
+log = logging.getLogger("palimpsest.undo")
+
+_ID = tuple[int, int]
+#: type refs whose keyed entries are attributes, kept with a kept element
+_XML_ELEMENT, _XML_TEXT = 3, 6
+
+
+@dataclass(slots=True)
+class Kept:
+    """What a revert kept: the step's containers (`ids`: their items and the attributes
+    set on them), how many containers, and the live items of others inside them."""
+
+    ids: Ranges = field(default_factory=dict)
+    containers: int = 0
+    inside: Ranges = field(default_factory=dict)
+
+
+def _has(ranges: Ranges, client: int, clock: int) -> bool:
+    spans = ranges.get(client)
+    if not spans:
+        return False
+    i = bisect.bisect_right(spans, (clock, float("inf"))) - 1
+    return i >= 0 and spans[i][0] <= clock < spans[i][1]
+
+
+def _inserts_a_type(doc: Doc[Any], ins: Ranges) -> bool:
+    """Whether any item in `ins` is a shared type (an element, a text, a map...), read
+    from the items of its clients from its first clock on."""
+    sv = P.decode_state_vector(doc.get_state())
+    for client, spans in ins.items():
+        sv[client] = min(spans[0][0], sv.get(client, spans[0][0]))
+    try:
+        structs, _ = yupdate.decode(doc.get_update(P.encode_state_vector(sv)))
+    except yupdate.Unsupported:
+        return True  # the full read below tells
+    return any(
+        s.kind == yupdate.TYPE and s.client in ins and _has(ins, s.client, s.clock) for s in structs
+    )
+
+
+def kept_containers(doc: Doc[Any], ins: Ranges) -> Kept | None:
+    """The containers in `ins` (a step's insertions) that hold live items of others on
+    `doc`; None when there are none (or the document cannot be read: then nothing is
+    kept, as before)."""
+    if not ins or not _inserts_a_type(doc, ins):
+        return None
+    try:
+        structs, deletes = yupdate.decode_causal(doc.get_update())
+    except yupdate.Unsupported as e:
+        log.warning("cannot tell the containers an undo keeps: %s", e)
+        return None
+    deleted: Ranges = {}
+    for client, clock, length in deletes:
+        union_into(deleted, {client: [(clock, clock + length)]})
+    starts: dict[int, list[int]] = {}
+    #: per client, each struct's parent and key (a map entry's, an attribute's)
+    parents: dict[int, list[tuple[str | _ID | None, str | None]]] = {}
+    #: each live container the step inserted; each shared type's parent and type ref
+    mine: set[_ID] = set()
+    type_parent: dict[_ID, str | _ID | None] = {}
+    type_ref: dict[_ID, int | None] = {}
+    live_others: list[tuple[_ID, Ranges]] = []
+    attributes: list[tuple[_ID, _ID]] = []  # (entry, its element) of the step's entries
+    for s in structs:
+        parent, sub = s.parent, s.sub
+        ref = s.origin or s.right
+        if parent is None and ref is not None and ref[0] in starts:
+            at = bisect.bisect_right(starts[ref[0]], ref[1]) - 1
+            if at >= 0:
+                parent, sub = parents[ref[0]][at]
+        starts.setdefault(s.client, []).append(s.clock)
+        parents.setdefault(s.client, []).append((parent, sub))
+        ident = (s.client, s.clock)
+        in_step = _has(ins, s.client, s.clock)
+        if s.kind == yupdate.TYPE:
+            type_parent[ident] = parent
+            type_ref[ident] = s.type_ref
+            if in_step and not _has(deleted, s.client, s.clock):
+                mine.add(ident)
+        if s.kind in (yupdate.DELETED, yupdate.FORMAT) or not isinstance(parent, tuple):
+            continue
+        if in_step and sub is not None:
+            attributes.append((ident, parent))
+        span: Ranges = {s.client: [(s.clock, s.clock + s.length)]}
+        if s.client in deleted:
+            span = subtract(span, deleted)
+        if span and may_overlap(span, ins):
+            span = subtract(span, ins)
+        if span:
+            live_others.append((parent, span))
+    if not mine:
+        return None
+    keep: set[_ID] = set()
+    # per shared type walked: whether one of the step's containers is on its chain
+    under: dict[_ID, bool] = {}
+    kept = Kept()
+    for parent, span in live_others:
+        chain: list[_ID] = []
+        p: str | _ID | None = parent
+        found = False
+        while isinstance(p, tuple):
+            if p in under:
+                found = under[p]
+                break
+            chain.append(p)
+            p = type_parent.get(p)
+        for node in reversed(chain):
+            if node in mine:
+                keep.add(node)
+                found = True
+            under[node] = found
+        if isinstance(parent, tuple) and under.get(parent, False):
+            union_into(kept.inside, span)
+    if not keep:
+        return None
+    for client, clock in keep:
+        union_into(kept.ids, {client: [(clock, clock + 1)]})
+    for (client, clock), element in attributes:
+        if element in keep and type_ref.get(element) in (_XML_ELEMENT, _XML_TEXT):
+            union_into(kept.ids, {client: [(clock, clock + 1)]})
+    kept.ids = intersect(kept.ids, ins)
+    kept.containers = len(keep)
+    return kept
+
+
+__all__ = ["Kept", "kept_containers"]
