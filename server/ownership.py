@@ -27,7 +27,8 @@ wait as pending and appear, inside the victim's event, when the victim types). S
   step 2 may also carry items of client ids that belong to other users, or to the
   server (its undo, redo, restore or text replacement made after the backup): they are
   the edits the store lost, which every client holds a copy of; logged in the sender's
-  event, their owner unchanged.
+  event, their owner unchanged, and not the sender's to undo (its undo step holds only
+  what is under its own ids: undo.recorder.RoomUndo._senders_own).
 - New structs must continue their client's clock without a gap, and every origin and
   parent they name, and every item the update deletes, must be held by the document, the
   queued updates or the update itself. Otherwise it is refused whole (UpdateRejected,

@@ -10,7 +10,9 @@ version lacks, whoever wrote it (docs/history.md). The answers say so, per user
 it before anything is written.
 
 An undo's own deletions less what the reverted step inserted are what it took out
-besides: one range subtraction, nothing more for an ordinary undo. Who wrote them: the
+besides: one range subtraction, nothing more for an ordinary undo. (Less only what the
+step inserted under the undoer's own client ids, or the server's: who wrote a text is
+the owner of its client id, not whoever's event carried it.) Who wrote them: the
 owners of their Yjs client ids (ownership.Owners); for the server's own client id, which
 every user's undos, redos, restores and text edits share, the actor of the server change
 that wrote each clock (``Owners.server_runs``), so that text an undo put back counts
@@ -39,18 +41,42 @@ _Span = tuple[int, int, int, str | None]
 
 
 def removed_others(
-    doc: Doc[Any], owners: Owners, actor: str, deleted: Ranges, own: Ranges | None = None
+    doc: Doc[Any],
+    owners: Owners,
+    actor: str,
+    deleted: Ranges,
+    own: Ranges | None = None,
+    writer: str | None = None,
 ) -> list[dict[str, Any]]:
     """Per user other than `actor`, what of theirs the change by `actor` that deleted
     `deleted` (in `doc`, whose client ids `owners` knows) took out besides `own` (an
-    undo's or a redo's: what the reverted step inserted): text in characters, anything
-    else (an element, an embed, a map or array value) in items. None as the user:
-    written by a client id nobody owns (a relayed one)."""
-    besides = subtract(deleted, own) if own else deleted
+    undo's or a redo's: what the reverted step inserted; a revert's: what `writer`'s
+    reverted events inserted), as far as `own` is `writer`'s (default `actor`) by
+    client-id ownership: text in characters, anything else (an element, an embed, a
+    map or array value) in items. None as the user: written by a client id nobody owns
+    (a relayed one)."""
+    mine = _theirs(owners, writer or actor, own) if own else None
+    besides = subtract(deleted, mine) if mine else deleted
     if not besides:
         return []
     spans = [span for span in _spans(owners, besides) if span[3] != actor]
     return _entries(_totals(doc, spans)) if spans else []
+
+
+def _theirs(owners: Owners, actor: str, own: Ranges) -> Ranges:
+    """What of `own` (what the step an undo or a redo of `actor`'s reverted inserted)
+    is `actor`'s text: the items under client ids `actor` owns, and those of the
+    server's client id (the step's copies of what an undo brought back: its owner's,
+    as blame has them). Items under ids other users own count as theirs, and under ids
+    nobody owns (relayed) as nobody's, wherever they were logged: an event may carry
+    them (an import, whose ids their writers claim as they type again; a sync step 2
+    that brought a restored backup's lost edits back, from before such a step was only
+    its sender's own: recorder.RoomUndo._senders_own). Counted by the event, they hid
+    what the undo took out of those users' text."""
+    known, server = owners.owners, owners.server
+    if all(c == server or known.get(c) == actor for c in own):
+        return own
+    return {c: r for c, r in own.items() if c == server or known.get(c) == actor}
 
 
 @dataclass(frozen=True, slots=True)

@@ -381,3 +381,30 @@ async def _chunked_post(port: int, path: str) -> tuple[int, bytes, int]:
         writer.close()
     status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/1.1 ") else 0
     return status, head, sent
+
+
+async def test_undoing_an_import_names_the_writers_of_what_it_takes_out(
+    server: RunningServer,
+) -> None:
+    """The imported text is the importer's undo step, and its client ids its writers'
+    once they type again (Alice's tab reconnects and types on). Undoing the import then
+    takes out Alice's text and Bob's (his id nobody's yet: `user: null`), and the answer
+    said nothing of it: `removed_others` left out whatever the reverted event carried,
+    whoever's client id it was under. It counts by the owners of the ids now."""
+    alice, bob = _old_server("Alice. ", "Bob. ")
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        r = await _post(http, alice.get_update())
+        assert r.status_code == 200, r.text
+        async with connect(server.ws_url, DOC, "alice", ydoc=alice) as a:
+            a.insert(len(a.content), "More.")
+            await eventually(lambda: _has(server, "Alice. Bob. More."), what="alice typed on")
+        r = await http.post(f"/api/docs/{DOC}/undo", params={"user": "ops"})
+        assert r.status_code == 200, r.text
+        got = r.json()
+        assert got["removed"] == {"characters": 12, "items": 0}, got
+        assert got["removed_others"] == [
+            {"user": "alice", "characters": 7, "items": 0},
+            {"user": None, "characters": 5, "items": 0},
+        ], got
+    assert await _text(server) == "More."
+    del bob

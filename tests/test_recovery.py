@@ -394,3 +394,83 @@ async def _answer_step1(ws: Any, doc: Doc[Any]) -> None:
         if isinstance(msg, P.SyncStep1):
             await ws.send(P.encode_sync_step2(doc.get_update(msg.state_vector)))
             return
+
+
+async def _three_write_after_backup(settings: Settings, bk: Path) -> list[Doc[Any]]:
+    """Alice, Bob and Carol type a line each; a backup is taken; each types another,
+    Carol deletes her first, Bob his, and undoes that; the server stops. Their documents (each holds
+    everyone's text)."""
+    docs: list[Doc[Any]] = [Doc(), Doc(), Doc()]
+    settings.undo_capture_ms = 0  # (each edit a step of its own)
+    async with run_server(settings) as server:
+        async with (
+            connect(server.ws_url, DOC, "alice", ydoc=docs[0]) as a,
+            connect(server.ws_url, DOC, "bob", ydoc=docs[1]) as b,
+            connect(server.ws_url, DOC, "carol", ydoc=docs[2]) as c,
+        ):
+            text = ""
+            for who, line in ((a, "A1 "), (b, "B1 "), (c, "C1 ")):
+                await _type(who, line)
+                text += line
+                await eventually(lambda: all(x.content == text for x in (a, b, c)))  # noqa: B023
+            await eventually(lambda: _has(server.url, text), what="logged")
+            await asyncio.to_thread(backup, settings.db, str(bk))
+            for who, line in ((a, "A2 "), (b, "B2 "), (c, "C2 ")):
+                await _type(who, line)
+                text += line
+                await eventually(lambda: all(x.content == text for x in (a, b, c)))  # noqa: B023
+            c.text.__delitem__(slice(6, 9))  # her "C1 "
+            text = "A1 B1 A2 B2 C2 "
+            await eventually(lambda: all(x.content == text for x in (a, b, c)))
+            # Bob deletes his "B1 ", and his undo brings it back (a copy of the server's)
+            b.text.__delitem__(slice(3, 6))
+            await eventually(lambda: _has(server.url, "A1 A2 B2 C2 "), what="deleted")
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                r = await http.post(f"/api/docs/{DOC}/undo", params={"user": "bob"})
+                assert r.status_code == 200 and r.json()["added"]["characters"] == 3, r.text
+            await eventually(lambda: all(x.content == text for x in (a, b, c)))
+            await eventually(lambda: _has(server.url, text), what="logged")
+    return docs
+
+
+@pytest.mark.parametrize("restart", [False, True])
+async def test_an_undo_after_a_recovery_takes_out_only_the_undoers_own_text(
+    tmp_path: Path, settings: Settings, restart: bool
+) -> None:
+    """A restored backup; Bob types offline, then reconnects first: his step 2 carries
+    everyone's edits since the backup, logged as one event of his. His undo then meant
+    his last typing, and took out Alice's and Carol's lines too (and brought back the
+    line Carol had deleted, and his own a second time beside the copy his lost undo had
+    made of it), with no `removed_others` to say so: the whole event was his undo step.
+    Only what is under his own client ids is his typing: the rest of the event is his
+    to have sent, not to undo, and its deletions nobody's. (`restart`: the stacks rebuilt from the
+    log decide the same.)"""
+    bk = tmp_path / "backup.db"
+    _alice, bob, _carol = await _three_write_after_backup(settings, bk)
+    await asyncio.to_thread(backup, str(bk), settings.db, replace=True)
+    bob.get("content", type=Text).insert(len(str(bob.get("content", type=Text))), "B3 ")
+    if restart:
+        async with run_server(settings) as server:
+            async with connect(server.ws_url, DOC, "bob", ydoc=bob):
+                await eventually(lambda: _has(server.url, "A1 B1 A2 B2 C2 B3 "), what="back")
+    async with run_server(settings) as server:
+        async with connect(server.ws_url, DOC, "bob", ydoc=bob) as b:
+            await eventually(lambda: _has(server.url, "A1 B1 A2 B2 C2 B3 "), what="taken back")
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                blame = (await http.get(f"/api/docs/{DOC}/blame?join=actor")).json()
+                runs = [(r["text"], r["actor"]) for r in blame["roots"]["content"]["runs"]]
+                # as documented: what a step 2 brought back is its sender's in blame
+                assert runs == [("A1 ", "alice"), ("B1 A2 B2 C2 B3 ", "bob")], runs
+                r = await http.post(f"/api/docs/{DOC}/undo", params={"user": "bob"})
+                assert r.status_code == 200, r.text
+                got = r.json()
+                assert got["removed"] == {"characters": 6, "items": 0}, got
+                assert "removed_others" not in got, got
+                assert got["added"] == {"characters": 0, "items": 0}, got
+                await eventually(lambda: b.content == "A1 B1 A2 C2 ", what="undone")
+                assert await _head(server.url) == "A1 B1 A2 C2 "
+                # his redo brings back his own again
+                r = await http.post(f"/api/docs/{DOC}/redo", params={"user": "bob"})
+                assert r.status_code == 200, r.text
+                await eventually(lambda: _has(server.url, "A1 B1 A2 B2 C2 B3 "), what="redone")
+        assert b.close_code in (None, 1000), b.close_reason

@@ -104,7 +104,8 @@ async def perform(
 
     ev = await _server_change(room, actor, kind, change, meta, backend)
     if ev is not None and done and outcome is not None:
-        outcome.removed_others += removed_others(room.doc, room.owners, actor, *done)
+        deleted, own = done
+        outcome.removed_others += removed_others(room.doc, room.owners, actor, deleted, own)
         got = await change_of_off_loop(room.doc, room.owners, ev.update)
         outcome.removed = (
             sum(c for c, _ in got.removed.values()),

@@ -57,7 +57,7 @@ from ..errors import FATAL
 from ..history.render import ARRAY, MAP, TEXT, XML, jsonable, xml_string
 from ..history.render import infer_root_types as guess_root_types
 from ..ownership import META_KEY as OWNERS_KEY
-from ..room import Room
+from ..room import IMPORT_KIND, Room
 from ..settings import Settings
 from ..snapshots import Loaded, load
 from ..store.base import Event, EventStore, Snapshot
@@ -252,6 +252,9 @@ class RoomUndo:
             return
         if ev.kind == REVERT:
             self._reverted(ev)
+        relays = ev.meta.get("relays") if ev.kind != IMPORT_KIND else None
+        if relays:
+            ins, dels = self._senders_own(ev.actor, relays, ins), {}
         if not ins and (not dels or self._only_marks(dels)):
             # changed nothing anyone sees: not a step, and does not clear the redo stack.
             # Deleting only formatting marks is what every Yjs client does on its own
@@ -297,6 +300,31 @@ class RoomUndo:
             del st.undo[: -self.max_depth]
         st.last_ts = ev.ts
         st.open = ev.kind not in DELIBERATE
+
+    def _senders_own(self, actor: str, relays: Iterable[Any], ins: Ranges) -> Ranges:
+        """What of a sync step 2 that relayed client ids (`relays`, the event's meta:
+        those it wrote without claiming them, ownership.py) is its sender's typing,
+        `actor`'s undo step: its items under client ids that are `actor`'s, by
+        ownership (the ones it claimed, and relayed ones `actor` owns: another tab of
+        theirs). The rest it carried back for others (a restored backup's lost edits,
+        everyone's: Alice's, the server's lost undos, a relayed tab's) is theirs:
+        undoing the event as `actor`'s last step took out everyone's lines since the
+        backup, in `actor`'s name. Its deletions are nobody's step: who made them the
+        update does not say, nor what the server changes it carries brought back of
+        them (an undo of a deletion, made after the backup: restoring the deletion too
+        doubled the text)."""
+        relayed = {c for c in relays if isinstance(c, int)}
+        owners = self.room.owners
+
+        def mine(client: int) -> bool:
+            owner = owners.owners.get(client)
+            if owner is None:
+                owner = None if client in relayed else owners.claims.get(client, actor)
+            return owner == actor and client != owners.server
+
+        if all(mine(c) for c in ins):
+            return ins
+        return {c: r for c, r in ins.items() if mine(c)}
 
     def _record_mark(self, ev: Event, st: Stacks | None) -> None:
         """An ``undo_mark``: ``{"open": id}`` opens an explicit group (or renews the one

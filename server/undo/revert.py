@@ -242,11 +242,11 @@ def _invert(
 
 
 def _what_changed(
-    doc: Doc[Any], room: Room, by: str, did: Did, update: bytes, kept: list[Kept]
+    doc: Doc[Any], room: Room, by: str, writer: str, did: Did, update: bytes, kept: list[Kept]
 ) -> Reverted:
     change = change_of(doc, room.owners, update)
     deleted = decode_update_meta(update).deletes
-    others = removed_others(doc, room.owners, by, deleted, did.ins)
+    others = removed_others(doc, room.owners, by, deleted, did.ins, writer)
     held = None
     if kept:
         inside = removed_others(doc, room.owners, by, kept[0].inside)
@@ -276,7 +276,7 @@ async def revert(
         )
         if ev is None:
             return Reverted(None, room.seq, did)
-        got = _what_changed(room.doc, room, by, did, ev.update, kept)
+        got = _what_changed(room.doc, room, by, writer, did, ev.update, kept)
         got.event = ev
         return got
     finally:
@@ -308,7 +308,7 @@ async def preview(
         if not captured:
             return Reverted(None, head, did)
         update = captured[0] if len(captured) == 1 else merge_updates(*captured)
-        got = _what_changed(copy, room, by, did, update, kept)
+        got = _what_changed(copy, room, by, writer, did, update, kept)
         got.head = head
         return got
     finally:
