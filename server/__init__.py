@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .extensions import Client, Extension, OpContext
     from .lifecycle import Service
     from .origins import Origin
-    from .room import Room
+    from .room import Room, ServerUpdate
     from .settings import Settings
     from .store.base import Event, EventStore
 
@@ -42,6 +42,7 @@ _WHERE = {
     "Palimpsest": ".app",
     "PalimpsestError": ".errors",
     "Room": ".room",
+    "ServerUpdate": ".room",
     "Service": ".lifecycle",
     "Settings": ".settings",
     "Webhook": ".changefeed",
@@ -63,6 +64,7 @@ __all__ = [
     "Palimpsest",
     "PalimpsestError",
     "Room",
+    "ServerUpdate",
     "Service",
     "Settings",
     "Webhook",

@@ -6,9 +6,10 @@ sees each committed batch in the room's task; ``on_committed`` runs off the edit
 path: each extension that has it gets its own ordered feed, drained by its own task
 (a task switch per batch, so the built-in features that never await use
 ``on_logged``); the rest are plain calls whose exceptions are logged, never raised into
-the room that made them (``on_update``, ``on_server_change``, ``authenticate`` and
-``on_connect`` excepted: refusing is what they are for; an exception of theirs that is
-not a PalimpsestError, a bug, refuses as ExtensionFailed, its traceback logged).
+the room that made them (``on_update``, ``on_server_change``, ``on_server_update``,
+``authenticate`` and ``on_connect`` excepted: refusing is what they are for; an
+exception of theirs that is not a PalimpsestError, a bug, refuses as ExtensionFailed,
+its traceback logged).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from .store.base import Event
 
 if TYPE_CHECKING:
     from .backend import Backend
-    from .room import Room
+    from .room import Room, ServerUpdate
 
 log = logging.getLogger("palimpsest.extensions")
 
@@ -62,6 +63,7 @@ _HOOKS: dict[str, bool] = {
     "on_logged": False,
     "on_update": False,
     "on_server_change": False,
+    "on_server_update": False,
     "on_awareness": False,
     "snapshot_meta": False,
     "on_snapshot": False,
@@ -199,6 +201,8 @@ class Extensions(Service):
         self.merged_apply = not any(
             e.reads_doc_per_event for e in self._by["before_apply"] + self._by["on_applied"]
         )
+        #: whether a room makes a server change on a copy first, for on_server_update
+        self.checks_server_updates = bool(self._by["on_server_update"])
 
     @property
     def read_cookies(self) -> bool:
@@ -377,6 +381,9 @@ class Extensions(Service):
 
     def server_change(self, room: Room, actor: str, kind: str) -> None:
         self._decide("on_server_change", room.name, room, actor, kind)
+
+    def server_update(self, room: Room, change: ServerUpdate) -> None:
+        self._decide("on_server_update", room.name, room, change)
 
     def _decide(self, hook: str, about: str, *args: Any) -> None:
         """A plain hook that may refuse: each extension's in order, a PalimpsestError

@@ -27,12 +27,13 @@ Three kinds of hooks, by where they run:
   ``on_deleted`` and ``on_purged`` before the deletion (the purge) is answered. An
   exception is logged; it never reaches a room or a client.
 - **in the pipeline** (``on_unload``, ``before_apply``, ``on_applied``, ``on_logged``,
-  ``on_update``, ``on_awareness``, ``snapshot_meta``, ``on_snapshot``, ``on_refused``,
-  ``on_closed``, ``on_request``, ``on_commit_batch``, ``on_peer_commit``): plain
-  functions called where the thing happens, so they see the room exactly as it is
-  then. They must be quick and must not block: hand slow work to a task or to
-  ``on_committed``. An exception is logged and the room goes on (``on_update``
-  excepted: a PalimpsestError there refuses the update).
+  ``on_update``, ``on_server_change``, ``on_server_update``, ``on_awareness``,
+  ``snapshot_meta``, ``on_snapshot``, ``on_refused``, ``on_closed``, ``on_request``,
+  ``on_commit_batch``, ``on_peer_commit``): plain functions called where the thing
+  happens, so they see the room exactly as it is then. They must be quick and must not
+  block: hand slow work to a task or to ``on_committed``. An exception is logged and
+  the room goes on (``on_update``, ``on_server_change`` and ``on_server_update``
+  excepted: a PalimpsestError there refuses the change).
 
 Per-room state is typed: ``room.state(MyState)`` returns the room's ``MyState``, made
 with ``MyState(room)`` (or a factory) the first time; ``room.peek(MyState)`` returns it
@@ -57,7 +58,7 @@ from .store.base import Event
 
 if TYPE_CHECKING:
     from .backend import Backend
-    from .room import Room
+    from .room import Room, ServerUpdate
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +217,20 @@ class Extension:
         /api/docs/{doc}/text) or an ``import`` (POST /api/docs/{doc}/updates). Raise a
         PalimpsestError to refuse it: nothing is logged, the HTTP request is answered
         with its status, a websocket operation with ``{"ok": false, ...}``. A guard that
-        makes documents read-only needs this hook as well as ``on_update``."""
+        makes documents read-only needs this hook as well as ``on_update``. It is not
+        given the change: ``on_server_update`` is, for a policy on content."""
+
+    def on_server_update(self, room: Room, change: ServerUpdate) -> None:
+        """A change the server made for ``change.actor`` and is about to log: an
+        ``edit`` (PUT /api/docs/{doc}/text), an ``import`` (POST
+        /api/docs/{doc}/updates), a ``restore`` or a ``revert`` (never an undo or a
+        redo: docs/extending.md says why). ``change.update`` is the Yjs update that
+        will be logged; ``change.doc`` the document as it will be, a copy made on the
+        room's pipeline (``room.doc`` is still as it was). Raise a PalimpsestError to
+        refuse it: nothing is logged or applied, the request is answered with its
+        status and reason. With ``on_update`` (clients' updates) it sees every change
+        of content before it is logged. Only when some extension has this hook is a
+        server change made on a copy first (a full encode of the document)."""
 
     def on_awareness(self, room: Room, entries: bytes) -> None:
         """Presence changed by this process's connections: encoded awareness entries

@@ -12,7 +12,8 @@ So the live document only ever holds what the log holds, and a step 2 answered t
 newcomer never contains an edit that could still be lost. Server-made changes (undo,
 redo, restore) are computed on the live document, held back from everyone until their
 event is durable, and if the store refuses them for good the room is dropped and
-reloaded from the log (its connections get 1013 and re-sync).
+reloaded from the log (its connections get 1013 and re-sync). While an extension checks
+their content (``on_server_update``), those of CHECKED_KINDS are made on a copy first.
 
 While the store refuses writes for a reason that may pass (a full disk, an I/O error, a
 read-only file, the database unreachable), the room holds: what is queued stays queued
@@ -81,6 +82,12 @@ SEED_ACTOR = "server"
 SEED_KIND = "seed"
 #: the kind of an update brought from elsewhere (Room.import_update, palimpsest import)
 IMPORT_KIND = "import"
+#: the server changes whose content the extensions check before they are logged
+#: (``on_server_update``): what a user writes through the server (PUT /text, POST
+#: /updates, a restore, a revert). Undo, redo and an undo group's mark are not: they
+#: bring back what the document held, and a refused undo would stay on top of its
+#: user's stack and refuse every undo after it (docs/extending.md)
+CHECKED_KINDS = frozenset({"edit", IMPORT_KIND, "restore", "revert"})
 #: client update bytes a room keeps queued while the store refuses writes
 HOLD_MAX_BYTES = 16 * 1024 * 1024
 #: seconds a presence state lives without being renewed (y-protocols' outdatedTimeout)
@@ -155,6 +162,23 @@ class _ServerChange:
     future: asyncio.Future[Event | None]
     #: log an event (with an empty update) even when the change changes nothing
     always: bool = False
+    #: the update `change` applies, when it is known beforehand (an import)
+    update: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerUpdate:
+    """A change the server is about to log for a user, as ``on_server_update`` sees it:
+    made on a copy of the document, before anything is logged or applied."""
+
+    actor: str
+    #: edit (PUT /api/docs/{doc}/text), import, restore or revert (CHECKED_KINDS)
+    kind: str
+    #: the Yjs update that will be logged, applied to the live document and broadcast
+    update: bytes
+    #: the document as it will be after the change: a copy made for the hooks, with
+    #: the live document's root types (read it: what is written into it goes nowhere)
+    doc: Doc[Any]
 
 
 @dataclass(slots=True)
@@ -189,6 +213,12 @@ class RoomObserver(Protocol):
 
     def server_change(self, room: Room, actor: str, kind: str) -> None: ...
 
+    #: whether `server_update` checks anything: only then is a server change of
+    #: CHECKED_KINDS made on a copy of the document first (a copy costs a full encode)
+    checks_server_updates: bool
+
+    def server_update(self, room: Room, change: ServerUpdate) -> None: ...
+
     def unloaded(self, room: Room) -> None: ...
 
 
@@ -210,6 +240,11 @@ class _Nobody:
         pass
 
     def server_change(self, room: Room, actor: str, kind: str) -> None:
+        pass
+
+    checks_server_updates = False
+
+    def server_update(self, room: Room, change: ServerUpdate) -> None:
         pass
 
     def unloaded(self, room: Room) -> None:
@@ -789,6 +824,7 @@ class Room:
         meta: dict[str, Any] | None = None,
         *,
         always: bool = False,
+        update: bytes | None = None,
     ) -> Event | None:
         """Run `change(doc)` in the pipeline; log what it changed as one event of `kind`.
 
@@ -796,10 +832,15 @@ class Room:
         `always`: then a change of nothing is logged too, with an empty update (a marker,
         such as the end of an undo group). The event's meta is a copy of `meta` as
         `change` left it: what the change found (an undo's reverted seqs, the seq it was
-        made at) may be filled in there."""
+        made at) may be filled in there.
+
+        A change of CHECKED_KINDS is shown to the extensions' ``on_server_update`` first,
+        made on a copy of the document (`update`: the update `change` applies, when it
+        is known beforehand): one of them may refuse it, and nothing is logged."""
         self.observer.server_change(self, actor, kind)  # (an extension may refuse it)
         fut: asyncio.Future[Event | None] = asyncio.get_running_loop().create_future()
-        self._push(_ServerChange(actor, kind, change, {} if meta is None else meta, fut, always))
+        meta = {} if meta is None else meta
+        self._push(_ServerChange(actor, kind, change, meta, fut, always, update))
         return await fut
 
     async def import_update(
@@ -842,7 +883,7 @@ class Room:
                 self._exact_reach = False  # admitted, not applied: clocks ran ahead
                 raise UpdateRejected(f"the update does not apply: {e}") from None
 
-        return await self.server_change(actor, IMPORT_KIND, change, out)
+        return await self.server_change(actor, IMPORT_KIND, change, out, update=update)
 
     async def log_loaded_change(self, updates: Sequence[bytes]) -> Event:
         """Log what an ``on_load`` hook wrote into the document (seeding it, as a
@@ -1124,6 +1165,11 @@ class Room:
         self._server_change_in_flight = True
         self.doc_observers.resume()  # its transactions are observed (undo tracks them)
         try:
+            if self.observer.checks_server_updates and item.kind in CHECKED_KINDS:
+                checked = self._checked(item)
+                if checked is None:
+                    return  # refused, failed, or no change: the future says which
+                item.change = checked
             sub: Subscription = self.doc.observe(capture)
             self.current_ts = now_ms()
             try:
@@ -1162,6 +1208,58 @@ class Room:
                         self.answer_sync_step1(peer, sv_bytes)
                     except ProtocolError as e:
                         peer.close(e.close_code, str(e))
+
+    def _checked(self, item: _ServerChange) -> Callable[[Doc[Any]], Any] | None:
+        """`item`'s change made on a copy of the live document and shown to the
+        extensions (``on_server_update``) before anything is logged or applied: a Yjs
+        change cannot be taken back, so on the live document a refusal would have meant
+        reloading the room. Returns what to run on the live document (the copy's update,
+        the same items under the same client id; or the item's own change when its
+        update was known beforehand), or None when the item's future is settled: refused,
+        failed, or nothing to change."""
+        fork: Doc[Any] = Doc(skip_gc=True, client_id=self.doc.client_id)
+        fork.apply_update(self.doc.get_update())
+        for name, root in self.doc.items():
+            if root is not None:
+                fork.get(name, type=type(root))
+        change = item.change
+        update = item.update
+        try:
+            if update is not None:
+                try:
+                    fork.apply_update(update)
+                except FATAL:
+                    raise
+                except BaseException:  # pyo3 PanicException is one
+                    return change  # the live document refuses it too, its change says why
+            else:
+                captured: list[bytes] = []
+                sub = fork.observe(lambda e: captured.append(e.update))
+                try:
+                    item.change(fork)
+                finally:
+                    fork.unobserve(sub)
+                if not captured:
+                    if item.always:
+                        return change  # (a marker: nothing to check)
+                    item.future.set_result(None)
+                    return None
+                made = captured[0] if len(captured) == 1 else merge_updates(*captured)
+                origin = ServerOrigin(item.actor, item.kind)
+
+                def change(live: Doc[Any]) -> None:
+                    with live.transaction(origin=origin):
+                        live.apply_update(made)
+
+                update = made
+            self.observer.server_update(self, ServerUpdate(item.actor, item.kind, update, fork))
+        except FATAL:
+            raise
+        except BaseException as e:  # pyo3 PanicException is one
+            if not item.future.done():
+                item.future.set_exception(e if isinstance(e, Exception) else RuntimeError(e))
+            return None
+        return change
 
     async def _apply_peer_events(self, events: list[Event], from_store: bool = False) -> None:
         events = sorted((e for e in events if e.seq > self.seq), key=lambda e: e.seq)
