@@ -23,6 +23,7 @@ from . import stall_watch
 from .auth import Identity, authorize
 from .commit import Committer
 from .dispatch import Extensions
+from .errors import AuthError
 from .lifecycle import Service
 from .recovery import recovery_marker, restored_minutes
 from .repeat_refusals import RepeatRefusals
@@ -134,6 +135,8 @@ class Backend(Service):
         (read | write | admin) on `doc` (None: no single document). Raises AuthError
         (401 / 4401) or Forbidden (403 / 4403)."""
         identity = await self.extensions.authenticate(conn)
+        if identity.seconds_left() == 0.0:  # an app's own identity, past its exp
+            raise AuthError("token expired (its exp has passed): sign in again")
         revocation = self.extension(Revocation)
         if revocation is not None:  # a revoked user's token issued before it: 401
             revocation.check(identity)

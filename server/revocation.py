@@ -5,7 +5,10 @@ A signed token is good until its ``exp``. Revoking a user (``POST
 /api/revocations/{user}``, ``palimpsest revoke USER``) records the whole second from
 which their tokens count again (now, rounded up): a token of theirs issued before it
 (its ``iat``), or one that says nothing of when it was issued, is refused (401, close
-4401) from then on, while a token issued after it works. Every connection of theirs open
+4401) from then on, while a token issued after it works. So a user whose identities
+carry no ``iat`` (an app's own sessions, unless its ``authenticate`` says when each
+began) stays shut out, whatever they sign in with, until the revocation is lifted: their
+refusal says to ask an administrator, not to sign in again. Every connection of theirs open
 with such a token is closed with 4401 and a reason that says so (``/ws``, and the
 socket of ``/hocuspocus`` that carries one of their documents); a changefeed stream of
 theirs ends at its next heartbeat. Lifting it (``DELETE``, ``palimpsest revoke --lift``)
@@ -69,7 +72,16 @@ def revocable(user: str) -> bool:
     return 0 < len(user) <= 64 and "\x00" not in user
 
 
-def refusal(user: str, since: int) -> str:
+def refusal(user: str, since: int, identity: Identity | None = None) -> str:
+    """Why `identity` (a token of `user`'s) is refused. One that says when it was
+    issued (``iat``) is let in again by a new sign-in; one that does not (an app's own
+    sessions, a token minted without iat) is refused until the revocation is lifted,
+    however often its user signs in: the reason must not tell them to."""
+    if identity is not None and identity.iat is None:
+        return (
+            f"{REVOKED} for {user!r}: ask an administrator (your sign-in does not say when "
+            "it began, no iat)"
+        )
     return (
         f"{REVOKED} for {user!r} at {iso(since * 1000)}: tokens issued before then are "
         "refused; sign in again for a new one"
@@ -133,7 +145,7 @@ class Revocation(Extension, Service):
         since = self.since.get(identity.user)
         if since is None or (identity.iat is not None and identity.iat >= since):
             return None
-        return refusal(identity.user, since)
+        return refusal(identity.user, since, identity)
 
     def check(self, identity: Identity) -> None:
         reason = self.refused(identity)
@@ -157,7 +169,7 @@ class Revocation(Extension, Service):
                 identity = client.identity if isinstance(client, Client) else None
                 if peer.actor != user or (identity is not None and self.refused(identity) is None):
                     continue
-                peer.close(AuthError.close_code, refusal(user, since))
+                peer.close(AuthError.close_code, refusal(user, since, identity))
                 closed += 1
         log.info("%s revoked from %s: %d connections closed here", user, iso(since * 1000),
                  closed)  # fmt: skip

@@ -18,7 +18,8 @@ from ..errors import AuthError, Forbidden
 from ..names import NAME_CHARS
 from ..store.doc_pages import NameRange
 
-#: seconds of clock skew tolerated on exp / nbf / iat (a session ends that long after exp)
+#: seconds of clock skew tolerated on the exp / nbf / iat of a token this server verifies
+#: (its issuer's clock may run ahead of ours): such a session ends that long after exp
 LEEWAY = 30
 ROLES = ("read", "write", "admin")
 RANK = {role: i for i, role in enumerate(ROLES)}
@@ -59,12 +60,17 @@ class Identity:
     user: str
     role: str
     docs: tuple[str, ...] = ("*",)
-    #: when the token expires (Unix seconds); None = never (open mode)
+    #: when the session expires (Unix seconds): refused from then on, its sockets closed
+    #: with 4401 (plus `leeway`); None = never (open mode)
     exp: float | None = None
-    #: when the token was issued (its ``iat``, Unix seconds); None = not said (open mode,
-    #: a token without iat, an app's own credentials). A revoked user's identities
-    #: issued before the revocation, or without it, are refused (server.revocation)
+    #: when the session began (a token's ``iat``, Unix seconds); None = not said (open
+    #: mode, a token without iat, an app that does not say). A revoked user's identities
+    #: issued before the revocation, or that do not say, are refused (server.revocation)
     iat: float | None = None
+    #: seconds the session is still served past `exp`: the clock skew tolerated when
+    #: the server verified a token minted elsewhere (LEEWAY for JWTAuth's); an app's own
+    #: identity expires at its exp
+    leeway: float = 0.0
 
     def __post_init__(self) -> None:
         if not valid_user_name(self.user):
@@ -91,10 +97,10 @@ class Identity:
         return self.user, tuple(sorted(set(self.docs)))
 
     def seconds_left(self) -> float | None:
-        """Until the session ends: the token's exp plus the leeway its verification
-        allowed (a websocket, a Hocuspocus document and a changefeed stream end then);
-        None for identities without expiry (open mode)."""
-        return None if self.exp is None else max(0.0, self.exp + LEEWAY - time.time())
+        """Until the session ends: its exp plus the leeway its verification allowed
+        (a websocket, a Hocuspocus document and a changefeed stream end then); None for
+        identities without expiry (open mode)."""
+        return None if self.exp is None else max(0.0, self.exp + self.leeway - time.time())
 
 
 def may_open(identity: Identity, doc: str) -> bool:

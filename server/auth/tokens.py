@@ -349,7 +349,8 @@ def identity_from_claims(claims: dict[str, Any]) -> Identity:
         )
     iat = claims.get("iat")  # (PyJWT checked that it is a number, if there is one)
     issued = float(iat) if isinstance(iat, int | float) and not isinstance(iat, bool) else None
-    return Identity(sub, str(role), tuple(docs), float(exp), issued)
+    # verified with LEEWAY (its issuer's clock may run ahead): the session keeps it
+    return Identity(sub, str(role), tuple(docs), float(exp), issued, leeway=LEEWAY)
 
 
 def load_public_key(path: str) -> Any:
