@@ -146,6 +146,54 @@ class Backend(Service):
     def refused(self, reason: str) -> None:
         self.extensions.refused(reason)
 
+    def disconnect(
+        self,
+        user: str | None = None,
+        doc: str | None = None,
+        *,
+        code: int = 4403,
+        reason: str = "access withdrawn",
+    ) -> int:
+        """Close the open connections of `user` (None: everyone's) to `doc` (None: to
+        every document) now, with `code` (4000-4999; 4403, refused, by default: y-websocket
+        3.1 does not reconnect on 4400-4499; 4401 makes clients fetch new credentials)
+        and `reason`, on this process and, through the fan-out, on every other one. For
+        an app that withdraws a permission in its own records while a socket is open: a
+        socket is authenticated once, when it opens. Returns how many were closed here
+        (on ``/hocuspocus`` the socket that carries such a document, with its others).
+        A fan-out message may be lost (Redis restarting): a reconnect asks your
+        ``authenticate`` again, which must refuse it too."""
+        if user is None and doc is None:
+            raise ValueError("disconnect whom? name a user, a document or both")
+        if not 4000 <= code <= 4999:
+            raise ValueError(f"code must be an application close code, 4000-4999, not {code}")
+        closed = self.close_connections(user, doc, code, reason)
+        from .fanout import Fanout
+
+        fanout = self.extension(Fanout)
+        if fanout is not None:
+            fanout.publish_disconnect(user, doc, code, reason)
+        return closed
+
+    def close_connections(self, user: str | None, doc: str | None, code: int, reason: str) -> int:
+        """:meth:`disconnect` on this process alone (what the fan-out does here for
+        another process's)."""
+        if doc is not None:
+            room = self.rooms.get_loaded(doc)
+            rooms = [room] if room is not None else []
+        else:
+            rooms = list(self.rooms.loaded.values())
+        closed = 0
+        for room in rooms:
+            for peer in list(room.peers.values()):
+                if user is None or peer.actor == user:
+                    peer.close(code, reason)
+                    closed += 1
+        if closed:
+            log.info("closed %d connections of %s to %s (%d %s)", closed, user or "everyone",
+                     doc or "every document", code, reason)  # fmt: skip
+        return closed
+
     async def doc_at(self, doc: str, seq: int | None = None) -> Doc[Any]:
         """A scratch copy of the document as it was at `seq` (default: the log's head):
         the nearest valid snapshot + the events after it. Never the live room's doc."""

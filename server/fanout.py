@@ -14,7 +14,10 @@ the gap check below notices a lost one from the store (a head that went back).
 A revocation of a user (``server/revocation.py``) travels on the channel
 ``PREFIX:!revoked`` (no document name holds a ``!``), ``R`` and a JSON header: every
 process holds the user revoked and closes their connections; a lost one is read from
-the store within ``revocation.REFRESH_SECONDS``.
+the store within ``revocation.REFRESH_SECONDS``. Connections an app closes
+(``Backend.disconnect``) travel on ``PREFIX:!disconnect``, ``X`` and a JSON header:
+every process closes its own of them; a lost one is not made good (the app's
+``authenticate`` refuses the reconnect).
 
 Presence (awareness) travels the same way, and is relayed, not stored: a process's
 connections' states reach the others' clients. Each process expires the states it holds
@@ -277,9 +280,9 @@ def encode_deleted(instance: str, by: str, deployment: str | None = None) -> byt
     return b"D" + _head(instance, deployment) + b',"by":' + json.dumps(by).encode() + b"}\n"
 
 
-#: the first byte of a presence, deletion, purge or revocation message (an events message
-#: begins with {)
-_A_OR_D = (ord("A"), ord("D"), ord("P"), ord("R"))
+#: the first byte of a presence, deletion, purge, revocation or disconnect message (an
+#: events message begins with {)
+_A_OR_D = (ord("A"), ord("D"), ord("P"), ord("R"), ord("X"))
 
 
 def foreign_deployment(data: bytes, mark: bytes) -> str | None:
@@ -307,6 +310,25 @@ def encode_revocation(
     ours)."""
     tail = json.dumps({"user": user, "since": since, "by": by}, separators=(",", ":"))
     return b"R" + _head(instance, deployment) + b"," + tail[1:].encode() + b"\n"
+
+
+#: the channel (after ``PREFIX:``) of Backend.disconnect: not a document name (names.py)
+DISCONNECT_CHANNEL = "!disconnect"
+
+
+def encode_disconnect(
+    instance: str,
+    user: str | None,
+    doc: str | None,
+    code: int,
+    reason: str,
+    deployment: str | None = None,
+) -> bytes:
+    """Connections to close (Backend.disconnect): ``X``, a JSON header line."""
+    tail = json.dumps(
+        {"user": user, "doc": doc, "code": code, "reason": reason}, separators=(",", ":")
+    )
+    return b"X" + _head(instance, deployment) + b"," + tail[1:].encode() + b"\n"
 
 
 async def publish_revocation(
@@ -505,6 +527,11 @@ class Fanout(Extension, Service):
         message = encode_revocation(self.instance, user, since, by, self.deployment)
         self._queue(REVOKED_CHANNEL, message)
 
+    def publish_disconnect(self, user: str | None, doc: str | None, code: int, reason: str) -> None:
+        """This process closed connections (Backend.disconnect): the others close theirs."""
+        message = encode_disconnect(self.instance, user, doc, code, reason, self.deployment)
+        self._queue(DISCONNECT_CHANNEL, message)
+
     def on_awareness(self, room: Room, entries: bytes) -> None:
         """Presence changed by this process's connections."""
         self._queue(room.name, encode_awareness(self.instance, entries, self.deployment))
@@ -638,6 +665,9 @@ class Fanout(Extension, Service):
         if doc == REVOKED_CHANNEL:
             self._revoked(ch, data)
             return
+        if doc == DISCONNECT_CHANNEL:
+            self._disconnect(ch, data)
+            return
         if data[:1] not in (b"A", b"D", b"P"):  # events, loaded here or not
             self.backend.extensions.peer_commit(doc)
         room = self.backend.rooms.get_loaded(doc)
@@ -753,6 +783,23 @@ class Fanout(Extension, Service):
         revocation = self.backend.extension(Revocation)
         if revocation is not None:
             revocation.apply(str(head["user"]), head["since"])
+
+    def _disconnect(self, channel: str, data: bytes) -> None:
+        def valid(head: dict[str, Any]) -> bool:
+            user, doc, code = head["user"], head["doc"], head["code"]
+            return (
+                data[:1] == b"X"
+                and (user is None or isinstance(user, str))
+                and (doc is None or isinstance(doc, str))
+                and (user is not None or doc is not None)
+                and type(code) is int
+                and 4000 <= code <= 4999
+                and isinstance(head["reason"], str)
+            )
+
+        head = self._header(channel, data, "user", "doc", "code", "reason", valid=valid)
+        if head is not None:
+            self.backend.close_connections(head["user"], head["doc"], head["code"], head["reason"])
 
     def _drop(self, doc: str, reason: str) -> None:
         task = asyncio.create_task(deleted_elsewhere(self.backend, doc, reason))
