@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .errors import StoreError, StoreUnavailable
+from .hook_timing import CLOCK
 from .lifecycle import Service
 from .store.base import Event, EventStore, NewEvent
 
@@ -509,6 +510,9 @@ class Committer(Service):
         )
         if oldest is not None:
             behind = f"; those of {oldest[0]} wait behind {oldest[1].awaiting()}"
+        held = CLOCK.held_since(waiting.since)
+        if held:  # (then the store may have had nothing to do with it)
+            behind += f"; {held}"
         log.warning(
             "edits have waited %.1f s here for the %s store: %s, acknowledged to nobody "
             "until it answers (%s)%s",

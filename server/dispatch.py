@@ -18,6 +18,7 @@ import asyncio
 import inspect
 import json
 import logging
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -28,6 +29,7 @@ from .auth import Identity
 from .closes import Closed
 from .errors import AuthError, ExtensionFailed, PalimpsestError
 from .extensions import Client, Extension, Operation
+from .hook_timing import CLOCK, timed
 from .lifecycle import Service, cancel_and_wait
 from .origins import Origin
 from .snapshots import SnapshotWritten
@@ -148,13 +150,17 @@ async def _awaited(hook: str, result: Any, seconds: float) -> Any:
         raise TypeError(
             f"{hook} returned {type(result).__name__}, not an awaitable: make it an async def"
         )
+    began = time.monotonic()
     async with asyncio.timeout(seconds) as deadline:
         try:
             return await result
         except asyncio.CancelledError:
             if deadline.expired():
+                # (a plain hook that blocked the loop meanwhile is why, more often than not)
+                held = CLOCK.held_since(began)
                 raise TimeoutError(
                     f"{hook} did not return within {seconds:g} s (HOOK_TIMEOUT_SECONDS)"
+                    + (f"; {held}" if held else "")
                 ) from None
             raise
 
@@ -193,9 +199,16 @@ class Extensions(Service):
             base = getattr(Extension, hook)
             self._by[hook] = tuple(e for e in self.all if getattr(type(e), hook) is not base)
         self._feeds = [_Feed(e, hook_timeout) for e in self._by["on_committed"]]
-        # the hooks called per event, bound once: on the editing path (and replay)
-        self._before_apply = tuple(e.before_apply for e in self._by["before_apply"])
-        self._on_applied = tuple(e.on_applied for e in self._by["on_applied"])
+        #: each plain hook's (extension, call), bound once; an app's extensions' calls
+        #: timed (hook_timing: one that blocks the event loop is named in the log)
+        self._plain = {
+            hook: tuple((e, timed(e, hook)) for e in self._by[hook])
+            for hook, awaited in _HOOKS.items()
+            if not awaited
+        }
+        # the hooks called per event: on the editing path (and replay)
+        self._before_apply = tuple(call for _, call in self._plain["before_apply"])
+        self._on_applied = tuple(call for _, call in self._plain["on_applied"])
         #: whether a committed batch of client edits may be applied to the document as
         #: merged updates, the per-event hooks run after (Extension.reads_doc_per_event)
         self.merged_apply = not any(
@@ -321,9 +334,9 @@ class Extensions(Service):
             # one batch that no hook can change under the next one (a hook that emptied
             # the list took the batch from every later hook, the room's own included)
             batch = tuple(events)
-            for ext in self._by["on_logged"]:
+            for ext, call in self._plain["on_logged"]:
                 try:
-                    ext.on_logged(room, batch)
+                    call(room, batch)
                 except Exception:
                     log.exception("%r: on_logged(%s, seq %d..%d) failed",
                                   ext, room.name, batch[0].seq, batch[-1].seq)  # fmt: skip
@@ -356,9 +369,9 @@ class Extensions(Service):
                 log.exception("%r: on_purged(%s) failed", ext, doc)
 
     def unloaded(self, room: Room) -> None:
-        for ext in self._by["on_unload"]:
+        for ext, call in self._plain["on_unload"]:
             try:
-                ext.on_unload(room)
+                call(room)
             except Exception:
                 log.exception("%r: on_unload(%s) failed", ext, room.name)
 
@@ -388,26 +401,26 @@ class Extensions(Service):
     def _decide(self, hook: str, about: str, *args: Any) -> None:
         """A plain hook that may refuse: each extension's in order, a PalimpsestError
         raised as it is, anything else as ExtensionFailed."""
-        for ext in self._by[hook]:
+        for ext, call in self._plain[hook]:
             try:
-                getattr(ext, hook)(*args)
+                call(*args)
             except PalimpsestError:
                 raise
             except Exception as e:
                 raise _failed(ext, hook, about, e) from e
 
     def awareness(self, room: Room, entries: bytes) -> None:
-        for ext in self._by["on_awareness"]:
+        for ext, call in self._plain["on_awareness"]:
             try:
-                ext.on_awareness(room, entries)
+                call(room, entries)
             except Exception:
                 log.exception("%r: on_awareness(%s) failed", ext, room.name)
 
     def snapshot_meta(self, room: Room) -> dict[str, Any]:
         meta: dict[str, Any] = {}
-        for ext in self._by["snapshot_meta"]:
+        for ext, call in self._plain["snapshot_meta"]:
             try:
-                mine = dict(ext.snapshot_meta(room))
+                mine = dict(call(room))
                 if not type(ext).__module__.startswith(__package__ + "."):
                     # stored as JSON: an entry that is not failed the write of every
                     # snapshot, and the store's error could not say whose it was (the
@@ -421,43 +434,43 @@ class Extensions(Service):
         return meta
 
     def snapshot(self, written: SnapshotWritten) -> None:
-        for ext in self._by["on_snapshot"]:
+        for ext, call in self._plain["on_snapshot"]:
             try:
-                ext.on_snapshot(written)
+                call(written)
             except Exception:
                 log.exception("%r: on_snapshot failed", ext)
 
     def refused(self, reason: str) -> None:
-        for ext in self._by["on_refused"]:
+        for ext, call in self._plain["on_refused"]:
             try:
-                ext.on_refused(reason)
+                call(reason)
             except Exception:
                 log.exception("%r: on_refused failed", ext)
 
     def closed(self, client: Client, closed: Closed) -> None:
-        for ext in self._by["on_closed"]:
+        for ext, call in self._plain["on_closed"]:
             try:
-                ext.on_closed(client, closed)
+                call(client, closed)
             except Exception:
                 log.exception("%r: on_closed failed", ext)
 
     def request(self, route: str, method: str, status: int) -> None:
-        for ext in self._by["on_request"]:
+        for ext, call in self._plain["on_request"]:
             try:
-                ext.on_request(route, method, status)
+                call(route, method, status)
             except Exception:
                 log.exception("%r: on_request failed", ext)
 
     def commit_batch(self, events: int, seconds: float) -> None:
-        for ext in self._by["on_commit_batch"]:
+        for ext, call in self._plain["on_commit_batch"]:
             try:
-                ext.on_commit_batch(events, seconds)
+                call(events, seconds)
             except Exception:
                 log.exception("%r: on_commit_batch failed", ext)
 
     def peer_commit(self, doc: str) -> None:
-        for ext in self._by["on_peer_commit"]:
+        for ext, call in self._plain["on_peer_commit"]:
             try:
-                ext.on_peer_commit(doc)
+                call(doc)
             except Exception:
                 log.exception("%r: on_peer_commit(%s) failed", ext, doc)

@@ -6,7 +6,9 @@ While it waits, it samples the loop thread's stack every SAMPLE_SECONDS. A beat 
 back later than the threshold is logged (logger ``palimpsest.stalls``) with how long the
 loop was held and the stacks seen meanwhile, most frequent first, so that a latency tail
 can be traced to the code that held the loop (a commit on the loop's thread, a fold, a
-decode, the collector...). Every stall is also counted in :attr:`StallWatch.stalls`.
+decode, the collector...), and the extension hook it caught running, if any (a plain
+hook that blocks: ``in extension hook Misbehaving.on_update``, server.hook_timing).
+Every stall is also counted in :attr:`StallWatch.stalls`.
 
 Its cost while on: one wake-up of the loop every 5 ms, and a thread taking the
 interpreter briefly every 1 ms while a beat is pending.
@@ -23,6 +25,8 @@ import traceback
 from collections import Counter
 from types import FrameType
 from typing import Any
+
+from . import hook_timing
 
 log = logging.getLogger("palimpsest.stalls")
 
@@ -64,17 +68,21 @@ class StallWatch:
                 return
             samples: Counter[str] = Counter()
             others: Counter[str] = Counter()
+            hooks: Counter[str] = Counter()
             sampled: list[dict[int, FrameType]] = []
             try:
                 while not done.wait(SAMPLE_SECONDS):
                     if self._stop.is_set():
                         return
                     self._sample(sampled, samples, others)
+                    hook = hook_timing.CLOCK.running  # (a str or None: read at once)
+                    if hook is not None:
+                        hooks[hook] += 1
             finally:
                 self._release(sampled)
             held = time.perf_counter() - sent
             if held >= self.threshold:
-                self._report(held, samples, others)
+                self._report(held, samples, others, hooks)
 
     def _sample(
         self, sampled: list[dict[int, FrameType]], samples: Counter[str], others: Counter[str]
@@ -106,10 +114,15 @@ class StallWatch:
         except RuntimeError:  # the loop is closed: kept with the watch, never freed here
             self._unreleased.append(sampled)
 
-    def _report(self, held: float, samples: Counter[str], others: Counter[str]) -> None:
+    def _report(
+        self, held: float, samples: Counter[str], others: Counter[str], hooks: Counter[str]
+    ) -> None:
         self.stalls.append((held, dict(samples)))
         del self.stalls[:-1000]
-        parts = [f"event loop held for {held * 1000:.1f} ms; {sum(samples.values())} samples"]
+        head = f"event loop held for {held * 1000:.1f} ms; {sum(samples.values())} samples"
+        for hook, n in hooks.most_common(2):
+            head += f"; in extension hook {hook} in {n} of them"
+        parts = [head]
         for stack, n in samples.most_common(3):
             parts.append(f"--- {n} samples:\n{stack}")
         for stack, n in others.most_common(2):
