@@ -349,6 +349,8 @@ def predict(frame: bytes) -> Outcome:
     if len(frame) > (UPDATE_FRAME_LIMIT if update else LIMITS["max_frame_bytes"]):
         return 4413
     try:
+        if WireModel(frame).uint() not in (0, 1, 3, 100):
+            return OK  # a type the server does not read, or a client's auth: ignored
         kind, payload = WireModel.message(frame)
     except _Malformed:
         return 4400
@@ -386,8 +388,6 @@ def predict(frame: bytes) -> Outcome:
             except PalimpsestError as e:
                 return e.close_code
         return OK
-    if kind == "auth":
-        return 4400  # auth messages only go from the server to clients
     if kind == "extension":
         op = payload.get("type")
         if isinstance(op, str) and not op.startswith("fuzz-") and op != "hello":

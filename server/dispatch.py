@@ -70,6 +70,7 @@ _HOOKS: dict[str, bool] = {
     "snapshot_meta": False,
     "on_snapshot": False,
     "on_refused": False,
+    "on_ignored": False,
     "on_closed": False,
     "on_request": False,
     "on_commit_batch": False,
@@ -446,6 +447,13 @@ class Extensions(Service):
                 call(reason)
             except Exception:
                 log.exception("%r: on_refused failed", ext)
+
+    def ignored(self, endpoint: str, mtype: str) -> None:
+        for ext, call in self._plain["on_ignored"]:
+            try:
+                call(endpoint, mtype)
+            except Exception:
+                log.exception("%r: on_ignored failed", ext)
 
     def closed(self, client: Client, closed: Closed) -> None:
         for ext, call in self._plain["on_closed"]:

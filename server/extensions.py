@@ -28,7 +28,8 @@ Three kinds of hooks, by where they run:
   exception is logged; it never reaches a room or a client.
 - **in the pipeline** (``on_unload``, ``before_apply``, ``on_applied``, ``on_logged``,
   ``on_update``, ``on_server_change``, ``on_server_update``, ``on_awareness``,
-  ``snapshot_meta``, ``on_snapshot``, ``on_refused``, ``on_closed``, ``on_request``,
+  ``snapshot_meta``, ``on_snapshot``, ``on_refused``,
+  ``on_ignored``, ``on_closed``, ``on_request``,
   ``on_commit_batch``, ``on_peer_commit``): plain functions called where the thing
   happens, so they see the room exactly as it is then. They must be quick and must not
   block: hand slow work to a task or to ``on_committed``. An exception is logged and
@@ -247,6 +248,11 @@ class Extension:
 
     def on_refused(self, reason: str) -> None:
         """A connection or a frame was refused; `reason` is a short snake_case label."""
+
+    def on_ignored(self, endpoint: str, mtype: str) -> None:
+        """A websocket frame was ignored: a message type the server does not read from
+        clients (``ws``: protocol.ignored_type; ``hocuspocus``: a type past sync
+        status). `mtype` is the type's number up to 15, else ``other``."""
 
     def on_closed(self, client: Client, closed: Closed) -> None:
         """A websocket connection that was accepted has ended: why (``closed.cause``, one

@@ -109,6 +109,12 @@ class Metrics(Extension):
             "palimpsest_refused", "Connections and frames refused, by reason",
             ["reason"], registry=r,
         )  # fmt: skip
+        self.ignored = Counter(
+            "palimpsest_ignored_frames",
+            "Websocket frames ignored: message types the server does not read from clients, "
+            "by endpoint and type (its number up to 15, else other)",
+            ["endpoint", "type"], registry=r,
+        )  # fmt: skip
         self.fanout_lag = Histogram(
             "palimpsest_fanout_lag_seconds",
             "Age of events written by another process when they are applied here",
@@ -191,6 +197,9 @@ class Metrics(Extension):
 
     def on_refused(self, reason: str) -> None:
         self.refused.labels(reason).inc()
+
+    def on_ignored(self, endpoint: str, mtype: str) -> None:
+        self.ignored.labels(endpoint, mtype).inc()
 
     def on_closed(self, client: Client, closed: Closed) -> None:
         self.disconnects.labels(closed.cause if closed.cause in CAUSES else "error").inc()

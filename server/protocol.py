@@ -241,6 +241,32 @@ def sync_update_of(frame: bytes) -> bytes | None:
     return frame[4:] if n == 4 + ((size & 0x7F) | (frame[3] << 7)) else None
 
 
+#: message types a client sends that the server reads; any other is ignored (ignored_type)
+SERVER_READS = frozenset({MSG_SYNC, MSG_AWARENESS, MSG_QUERY_AWARENESS, MSG_EXTENSION})
+#: ignored message types up to this one are counted under their number, the rest together
+TYPE_LABELS_UP_TO = 15
+
+
+def ignored_type(frame: bytes) -> int | None:
+    """The message type of a frame the server ignores, or None for one it reads.
+
+    As y-websocket's server does, the server ignores a message type the protocol does
+    not define (an app's own, added with y-websocket's ``messageHandlers``: closing
+    the socket for it cut the app off, and y-websocket 2.x reconnected in a loop) and
+    an auth message from a client (they go from the server to clients). Their bodies
+    are not read. A frame whose type cannot be read is refused (ProtocolError)."""
+    if not frame:
+        raise ProtocolError("empty frame: expected a varUint message type")
+    mtype = frame[0] if frame[0] < 0x80 else Reader(frame).read_var_uint("message type")
+    return None if mtype in SERVER_READS else mtype
+
+
+def type_label(mtype: int) -> str:
+    """A metrics label for an ignored message type: its number up to TYPE_LABELS_UP_TO,
+    ``other`` past it (a client cannot make a new series per frame)."""
+    return str(mtype) if mtype <= TYPE_LABELS_UP_TO else "other"
+
+
 def decode(frame: bytes) -> Message:
     """Decode one frame, or raise ProtocolError."""
     if not frame:

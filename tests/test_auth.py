@@ -386,11 +386,16 @@ async def test_every_extension_op_is_refused_to_read_tokens(jserver: RunningServ
     await conn.aclose()
 
 
-async def test_auth_messages_from_clients_are_refused(jserver: RunningServer) -> None:
-    conn = await open_raw(jserver, DOC, token("admin"))
-    await conn.ws.send(P.encode_permission_denied("let me in"))
-    await eventually(lambda: conn.closed, what="close")
-    assert conn.closed is not None and conn.closed[0] == 4400
+async def test_auth_messages_from_clients_are_ignored(jserver: RunningServer) -> None:
+    """As y-websocket's server does: the socket stays open, and the message changes
+    nothing of who the connection is (the token says it)."""
+    conn = await open_raw(jserver, DOC, token("read", user="rita"))
+    await conn.ws.send(P.encode_permission_denied("let me in as admin"))
+    await conn.ws.send(P.encode_extension({"type": "hello", "id": 1}))
+    hello = await conn.answer(1)
+    assert (hello["user"], hello["role"]) == ("rita", "read")
+    assert conn.closed is None
+    await conn.aclose()
 
 
 async def test_identity_comes_from_the_token_not_from_user_param(jserver: RunningServer) -> None:

@@ -64,7 +64,8 @@ async def test_server_sends_step1_first_and_answers_step1(server: RunningServer)
     ("frame", "code", "reason"),
     [
         (b"\x00\x02\x05\x00", 4400, "declares 5 bytes"),
-        (b"\x07", 4400, "unknown message type 7"),
+        (b"\x00\x07\x00", 4400, "unknown sync message type 7"),
+        (b"\x03\x00", 4400, "trailing bytes"),
         (b"\x80", 4400, "truncated"),
         (P.encode_sync_update(b"\x01\x01\x05\x00\x44"), 4400, "does not decode"),
         (P.encode_sync_update(b"\xff" * 40), 4400, "does not decode"),
@@ -405,3 +406,60 @@ async def test_store_down_holds_edits_and_loses_nothing(settings: Settings) -> N
             await eventually(lambda: store._heads.get("sd") == 5, what="re-sent after reconnect")
         async with connect(server.ws_url, "sd") as c:
             assert c.content == "safe held lost?"
+
+
+async def test_unknown_message_types_and_client_auth_are_ignored(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A frame of a message type the protocol does not define (an app's own, added with
+    y-websocket's ``messageHandlers``) and an auth message sent by a client are ignored,
+    as y-websocket's server does: the socket stays open and keeps working. They are
+    counted by type, the types bucketed so that a client cannot make new series, and
+    said once per connection in the log."""
+    from test_ops import scrape, val
+
+    caplog.set_level("DEBUG", logger="palimpsest.ws")
+    ws = await raw(server, "ign", "?user=ann")
+    frames = [
+        b"\x09\x05hello",  # an app's own message type 9
+        b"\x09",
+        P.write_var_uint(77) + b"\x01\x02",
+        P.write_var_uint(2**40) + b"xyz",  # a type past every bucket
+        b"\x02\x00\x05hello",  # an auth message from the client
+        b"\x02",  # one the server does not read: ignored all the same
+    ]
+    for frame in frames:
+        await ws.send(frame)
+    d: Doc = Doc()
+    text = d.get("content", type=Text)
+    text += "still here"
+    await ws.send(P.encode_sync_update(d.get_update()))
+
+    async def logged() -> bool:
+        return await server.backend.store.head("ign") == 1
+
+    await eventually(logged, what="the update after the ignored frames is logged")
+    m = await scrape(server.url)
+    name = "palimpsest_ignored_frames_total"
+    assert val(m, name, endpoint="ws", type="9") == 2
+    assert val(m, name, endpoint="ws", type="other") == 2
+    assert val(m, name, endpoint="ws", type="2") == 2
+    assert not [k for k in m if k[0] == name and dict(k[1]).get("type") not in ("2", "9", "other")]
+    said = [r for r in caplog.records if "ignored" in r.getMessage()]
+    assert len(said) == len(frames), [r.getMessage() for r in said]
+    assert [r.levelname for r in said] == ["INFO"] + ["DEBUG"] * (len(frames) - 1)
+    assert "message type 9" in said[0].getMessage()
+    await ws.send(b"\x07")
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(closed_with(ws), 0.5)  # still open
+    await ws.close()
+
+
+async def test_ignored_frames_count_against_the_rate_limit(settings: Settings) -> None:
+    settings.max_events_per_second = 5
+    async with run_server(settings) as server:
+        ws = await raw(server, "ign-rate")
+        for _ in range(40):
+            await ws.send(b"\x09")
+        code, reason = await closed_with(ws)
+        assert code == 1013 and "messages per second" in reason

@@ -183,7 +183,9 @@ def test_predictions_on_hand_made_frames() -> None:
     assert predict(P.encode_sync_update(UPDATES[0])) == UPDATE
     assert predict(bytes([0, 2, len(UPDATES[0])]) + UPDATES[0]) == UPDATE
     assert predict(P.encode_sync_update(b"\xff" * 20)) == 4400
-    assert predict(b"\x07") == 4400  # unknown message type
+    assert predict(b"\x07") == OK  # unknown message type: ignored, as y-websocket does
+    assert predict(b"\x80\x01\xff") == OK  # type 128, its body not read
+    assert predict(b"\x80") == 4400  # no message type
     assert predict(b"\x00\x03\x01\x00") == 4400  # unknown sync type
     assert predict(b"\x00\x00\x01\x00") == OK  # step 1, empty state vector
     assert predict(b"\x00\x00\x01\x00\x00") == 4400  # a trailing byte
@@ -206,12 +208,13 @@ def test_predictions_on_hand_made_frames() -> None:
     assert predict(b"\x64\x13" + b'{"type":"fuzz-x"}  ') == OK
     assert predict(b"\x64\x10" + b'{"type":"undo"}!') == 4400  # not JSON
     assert predict(b"\x64\x0f" + b'{"type":"undo"}') == UPDATE  # a real operation
-    assert predict(b"\x02\x00\x01x") == 4400  # auth goes from the server to clients
+    assert predict(b"\x02\x00\x01x") == OK  # a client's auth message: ignored
+    assert predict(b"\x02\x00\x02\xff\xfe") == OK  # not read, so never malformed
     # an update over the frame limit is judged by what it holds, up to the document's size
     assert predict(P.encode_sync_update(b"\x00" * LIMITS["max_frame_bytes"])) != 4413
     assert predict(P.encode_sync_update(b"\x00" * UPDATE_FRAME_LIMIT)) == 4413
     assert predict(P.encode_awareness(b"\x00" * LIMITS["max_frame_bytes"])) == 4413
-    assert predict(P.encode_permission_denied("x")) == 4400
+    assert predict(P.encode_permission_denied("x")) == OK
 
 
 def test_the_model_and_the_servers_decoder_agree() -> None:

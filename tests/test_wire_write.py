@@ -190,7 +190,7 @@ async def test_a_refused_direct_message_closes_only_its_connection(settings: Set
         assert room is not None
         conn = connection_of(room, "bad")
         direct = conn.direct_messages
-        await bad.send_raw(b"\x07")  # unknown message type
+        await bad.send_raw(b"\x00\x07\x00")  # unknown sync message type
         await eventually(lambda: bad.close_code is not None, what="the bad client closed")
         assert bad.close_code == 4400
         assert conn.direct_messages == direct + 1

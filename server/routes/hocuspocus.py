@@ -192,6 +192,7 @@ class HocuspocusSocket(Connection):
         does ("no handler defined"), rather than closing the socket and every document
         on it. Said once per socket at INFO (a provider that sends it again and again
         would fill the log), then at DEBUG."""
+        self.backend.extensions.ignored("hocuspocus", P.type_label(frame.type))
         say = log.debug if self.unknown_types else log.info
         self.unknown_types += 1
         say("%s: ignored a frame of unknown Hocuspocus message type %d for %r (%d bytes); "

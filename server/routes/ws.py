@@ -125,6 +125,8 @@ class Connection:
         #: while a large sync step 2 is read in a worker thread (_read_ahead): the frames
         #: that came after it, handled once it is
         self._later: list[bytes] | None = None
+        #: frames of message types the server ignores (ignore())
+        self.ignored_frames = 0
 
     # --- Peer ---------------------------------------------------------------------------
 
@@ -285,6 +287,10 @@ class Connection:
         if update is not None:  # the commonest frame, read without a message object
             self._receive_update(room, update, False)
             return
+        ignored = P.ignored_type(frame)
+        if ignored is not None:
+            self.ignore(ignored, len(frame))
+            return
         msg = P.decode(frame)
         if isinstance(msg, P.SyncStep1):
             if self._answers_queued:
@@ -312,8 +318,6 @@ class Connection:
                 room.send_awareness(self)
             finally:
                 self._answering = False
-        elif isinstance(msg, P.AuthMessage):
-            raise ProtocolError("auth messages go from the server to clients, not back")
         elif isinstance(msg, P.Extension):
             self.ext = True
             if msg.body.get("type") == "parts":
@@ -322,6 +326,19 @@ class Connection:
             task = asyncio.create_task(self._extension(room, msg.body))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def ignore(self, mtype: int, nbytes: int) -> None:
+        """A frame of a message type the server ignores (protocol.ignored_type), already
+        counted against the connection's rates: counted by type, and said once per
+        connection at INFO (a client that sends it again and again would fill the log),
+        then at DEBUG."""
+        self.backend.extensions.ignored("ws", P.type_label(mtype))
+        say = log.debug if self.ignored_frames else log.info
+        self.ignored_frames += 1
+        what = "an auth message" if mtype == P.MSG_AUTH else f"a frame of message type {mtype}"
+        say("%s (%s on %s): ignored %s (%d bytes): the server reads 0 (sync), "
+            "1 (awareness), 3 (query awareness) and %d (extension) from clients",
+            self.id, self.actor, self.doc, what, nbytes, P.MSG_EXTENSION)  # fmt: skip
 
     def _parts(self, room: Room, body: dict[str, Any]) -> None:
         """``{"type": "parts", "bytes": N, "count": K}``: the next K updates are the parts
