@@ -65,6 +65,7 @@ from .ownership import Owners, OwnIds, imported_clients
 from .ranges import Ranges
 from .store.base import NO_BASE, BaseMark, Event, NewEvent, now_ms
 from .updates import (
+    EMPTY_BYTES,
     UpdateMeta,
     decode_update_meta,
     not_v1,
@@ -860,7 +861,9 @@ class Room:
         except FATAL:
             raise
         except BaseException as e:  # pyo3 PanicException is one
-            why = unsupported(update) or f"the body is not a Yjs v1 update: {e}"
+            why = unsupported(update) or (
+                EMPTY_BYTES if not update else f"the body is not a Yjs v1 update: {e}"
+            )
             raise UpdateRejected(why) from e
         out = {"format": "update", **(meta or {})}
         relays = imported_clients(read, self.owners.server)

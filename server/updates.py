@@ -95,13 +95,22 @@ def decode_update_meta(update: bytes) -> UpdateMeta:
 _V2_COLUMNS = 9
 
 
+#: why an update of no bytes at all is refused (yrs says only "Cannot encode state vector
+#: from update"). No Yjs client sends one: an update that changes nothing is 0x00 0x00,
+#: and that one is taken as the no-op it is
+EMPTY_BYTES = "empty update: 0 bytes (an update that changes nothing is the 2 bytes 00 00)"
+
+
 def not_v1(update: bytes, detail: str) -> str:
     """Why `update`, which is not a well-formed v1 update, is refused: `detail`, said to
     be v2 when it has the layout of a v2 update (a client that sent the bytes of
     ``Y.encodeStateAsUpdateV2`` or of an ``updateV2`` event): a varUint 0, nine
     length-prefixed column buffers, then the rest, at least a client count and a delete
     set. Most v2 updates start with two zero bytes, which a v1 reader (yrs's, Yjs's)
-    takes for an empty update followed by bytes it ignores."""
+    takes for an empty update followed by bytes it ignores. An update of 0 bytes is
+    said to be empty (EMPTY_BYTES)."""
+    if not update:
+        return EMPTY_BYTES
     r = Reader(update)
     try:
         v2 = r.read_var_uint("feature flag") == 0

@@ -74,6 +74,10 @@ async def test_server_sends_step1_first_and_answers_step1(server: RunningServer)
         (P.encode_sync_update(V2_TEXT), 4400, "not a Yjs v1 update (v2 encoding?)"),
         (P.encode_sync_step2(V2_EMPTY), 4400, "not a Yjs v1 update (v2 encoding?)"),
         (P.encode_sync_update(b"\x00\x00\x05"), 4400, "update does not parse: 1 unexpected"),
+        # no Yjs client sends one (an update that changes nothing is 0x00 0x00): yrs said
+        # only "Cannot encode state vector from update"
+        (P.encode_sync_update(b""), 4400, "empty update: 0 bytes"),
+        (P.encode_sync_step2(b""), 4400, "empty update: 0 bytes"),
     ],
 )
 async def test_malformed_frames_close_4400_and_change_nothing(

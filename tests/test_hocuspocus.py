@@ -199,6 +199,12 @@ async def test_close_one_document_and_malformed_frames(srv: Any) -> None:
         assert "unknown sync message type 7" in H.decode_string(closed[0].body, "reason")
         await eventually(lambda: len(room.peers) == 0, what="two left")
         assert raw.ws.close_code is None and len(three.peers) == 1
+        # an update of 0 bytes (no Yjs client sends one) is refused with a plain reason
+        await raw.send("three", H.SYNC, bytes([P.SYNC_UPDATE]) + P.write_var_bytes(b""))
+        empty = await eventually(lambda: raw.of("three", H.CLOSE), what="three closed")
+        assert "empty update: 0 bytes" in H.decode_string(empty[0].body, "reason")
+        await raw.auth("three", "alice")
+        await eventually(lambda: len(raw.of("three", H.AUTH)) == 2, what="three open again")
         # its frames are dropped until a new auth message opens it again
         await raw.send("two", H.SYNC, P.encode_sync_step1(b"\x00")[1:])
         await raw.send("three", H.SYNC, P.encode_sync_step1(b"\x00")[1:])

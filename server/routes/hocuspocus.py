@@ -53,7 +53,7 @@ from ..limits import frame_limit
 from ..names import validate_doc_name
 from ..resync import overdue_words
 from ..room import EMPTY_UPDATE, Room
-from ..updates import unsupported
+from ..updates import not_v1, unsupported
 from .wire_write import detach_reader
 from .ws import (
     Connection,
@@ -520,7 +520,9 @@ def _adds_anything(room: Room, update: bytes) -> bool:
     except FATAL:
         raise
     except BaseException as e:  # pyo3 PanicException is one
-        raise UpdateRejected(unsupported(update) or f"update does not decode: {e}") from e
+        raise UpdateRejected(
+            unsupported(update) or not_v1(update, f"update does not decode: {e}")
+        ) from e
     return room._adds_anything(update)
 
 
