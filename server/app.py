@@ -202,6 +202,10 @@ class Palimpsest:
             *backend.extensions.routes,
         ]
         _refuse_shadowed(routes)
+        # a websocket at / is one for /ws/.. (a URL parser resolves the dots): refused
+        # with 4400 and a reason, as every bad name is, not a 403 at the handshake. Last,
+        # so that an extension's own websocket route there comes first
+        routes.append(WebSocketRoute("/", websocket_endpoint))
         if STATIC_DIR.is_dir():
             routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
         self.app = Starlette(

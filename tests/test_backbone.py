@@ -127,13 +127,36 @@ async def test_text_frame_and_oversized_frame_are_refused(settings: Settings) ->
 
 
 @pytest.mark.parametrize(
-    "name", ["..", ".hidden", "a%20b", "a%2Fb", "x" * 129, "semi;colon", "%C3%A9"]
+    "name",
+    [
+        "..",
+        ".",
+        "%2e%2e",
+        "%2E",
+        "",
+        ".hidden",
+        "a%20b",
+        "a%2Fb",
+        "x" * 129,
+        "semi;colon",
+        "%C3%A9",
+    ],
 )
 async def test_bad_doc_names_are_refused_with_a_reason(server: RunningServer, name: str) -> None:
     ws = await raw(server, name)
     code, reason = await closed_with(ws)
     assert code == 4400
     assert "document name" in reason
+
+
+async def test_a_websocket_without_a_document_name_is_told_why(server: RunningServer) -> None:
+    """Where a browser's or Node's URL parser sends /ws/.. and /ws/. (test_interop_node):
+    the 4400 close with a reason every bad name gets, not a 403 at the handshake."""
+    for url, said in ((server.url.replace("http", "ws", 1) + "/", "no document name in the path /"),
+                      (server.ws_url + "/", "document name is empty")):  # fmt: skip
+        ws = await websockets.connect(url, compression=None)
+        code, reason = await closed_with(ws)
+        assert code == 4400 and said in reason and "'.' or '..'" in reason, (url, reason)
 
 
 async def test_offline_edits_merge_after_reconnect(server: RunningServer) -> None:

@@ -991,3 +991,34 @@ async def test_normal_editing_is_never_refused_by_the_attribution_rule(
     assert "closing with 4403" not in log_text and "closing with 4400" not in log_text, (
         server.log_tail(40)
     )
+
+
+async def test_dot_names_get_the_documented_4400_from_a_node_client(
+    node_modules: Path, server: Any
+) -> None:
+    """A document name of ``.`` or ``..`` (or ``%2e``, ``%2E%2e``…) never reaches the
+    server: a WHATWG URL parser (Node's ``ws``, every browser's WebSocket) resolves it as
+    a path segment, so ``/ws/..`` is sent as ``/`` and ``/ws/.`` as ``/ws/``. Both get
+    the 4400 close with a reason every other bad name gets, not an HTTP 403."""
+    script = """
+import WebSocket from 'ws'
+const out = {}
+for (const name of ['..', '.', '%2e%2e', '%2E', '.%2e', '..%2F']) {
+  out[name] = await new Promise((resolve) => {
+    const ws = new WebSocket(`${process.env.WS}/${name}`)
+    ws.on('close', (code, reason) =>
+      resolve({ path: new URL(ws.url).pathname, code, reason: reason.toString() }))
+    ws.on('unexpected-response', (req, res) => {
+      resolve({ http: res.statusCode }); ws.terminate()
+    })
+    ws.on('error', () => {})
+  })
+}
+console.log(JSON.stringify(out))
+"""
+    out = json.loads(await node_scenario(script, server.ws_url, server.http_url, "unused"))
+    for name, got in out.items():
+        assert got.get("code") == 4400, (name, got)
+        assert "document name" in got["reason"], (name, got)
+    assert out[".."]["path"] == "/" and out["."]["path"] == "/ws/"
+    assert "'.' or '..'" in out[".."]["reason"] and "'.' or '..'" in out["."]["reason"]

@@ -27,6 +27,7 @@ from ..deletion import refuse_stale_copy
 from ..errors import (
     FATAL,
     AuthError,
+    DocNameError,
     ForeignItems,
     FrameTooLarge,
     PalimpsestError,
@@ -754,6 +755,24 @@ def held_left(room: Room, conn: str, actor: str) -> None:
                     conn, actor, room.name, size)  # fmt: skip
 
 
+#: what a WHATWG URL parser (every browser's WebSocket, Node's ``ws``) does to a name of
+#: dots: ``/ws/..`` is sent as ``/``, ``/ws/.`` as ``/ws/`` (``%2e`` is a dot to it)
+DOT_SEGMENTS = "a name '.' or '..' (or %2e) is a path segment the client's URL parser took out"
+
+
+def validate_path_name(doc: str, path: str) -> None:
+    """validate_doc_name for the name in a websocket's path, saying what became of a name
+    of dots: the request arrives at ``/ws/`` (an empty name) or ``/`` (the route there
+    has none), which would otherwise be a 403 at the handshake, not the 4400 close with
+    a reason that every other bad name gets."""
+    if doc:
+        validate_doc_name(doc)
+    elif path.endswith("/ws/"):
+        raise DocNameError(f"document name is empty: {DOT_SEGMENTS}")
+    else:
+        raise DocNameError(f"no document name in the path {path[-40:]}: {DOT_SEGMENTS}")
+
+
 def client_id(backend: Backend) -> str:
     """A connection id unique in this process (and, with the instance, across them)."""
     return f"{backend.settings.instance}/{next(_ids)}"
@@ -787,7 +806,7 @@ def said_closed(backend: Backend, client: Client, closed: Closed, what: str = ""
 
 async def websocket_endpoint(ws: WebSocket) -> None:
     backend: Backend = ws.app.state.backend
-    doc = ws.path_params["doc"]
+    doc = ws.path_params.get("doc", "")  # (none at /: validate_path_name)
     key = request_key(ws)
     held = backend.repeat_refusals.holding(key)
     if held is not None:
@@ -798,7 +817,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         await ws.close(held)
         return
     try:
-        validate_doc_name(doc)
+        validate_path_name(doc, ws.url.path)
         identity = await backend.authenticate(ws, doc, "read")
         client = Client(
             client_id(backend),
