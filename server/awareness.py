@@ -70,11 +70,16 @@ class Awareness:
             for client in [c for c, p in self.quiet.items() if p == peer_id]:
                 del self.quiet[client]
         gone = [(c, e) for c, e in self.entries.items() if e.peer_id == peer_id]
+        # At the clock each holds, as y-protocols' removeAwarenessStates removes a remote
+        # client (and y-websocket's server sends it): every receiver holds that clock and
+        # removes on a null at it, and the client's next change, one clock on, is new to
+        # everyone. A removal one clock on was dropped with it: the client back at that
+        # clock (its next change after the re-sent one) was not relayed.
         for client, e in gone:
             del self.entries[client]
             self.bytes -= e.size
-            self._remember_gone(client, e.clock + 1)
-        return [(c, e.clock + 1, "null") for c, e in gone]
+            self._remember_gone(client, e.clock)
+        return [(c, e.clock, "null") for c, e in gone]
 
     def owner(self, client: int) -> str | None:
         """The connection that announced `client` (a state held, or one at clock 0)."""

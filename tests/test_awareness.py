@@ -30,16 +30,19 @@ def test_newer_clocks_win_and_a_connection_speaks_only_for_its_clients() -> None
 
 
 def test_leaving_removes_and_a_stale_state_is_told_it_was_removed() -> None:
+    """A connection's clients are removed at the clocks they hold, as y-protocols'
+    removeAwarenessStates removes a remote client (receivers drop a null at the clock
+    they hold): the client's next change, one clock on, is new to everyone."""
     a = Awareness()
     a.merge("c1", entries((7, 3, "{}"), (8, 1, "{}")), {"c1"})
     removed = a.drop("c1")
-    assert removed is not None and P.decode_awareness(removed) == [(7, 4, "null"), (8, 2, "null")]
+    assert removed is not None and P.decode_awareness(removed) == [(7, 3, "null"), (8, 1, "null")]
     assert a.drop("c1") is None and not a.entries
     told: list[bytes] = []
     assert a.merge("c3", entries((7, 3, "{}")), {"c3"}, tell=told.append) is None
-    assert [P.decode(f) for f in told] == [P.AwarenessUpdate(entries((7, 4, "null")))]
-    # the client bumps its clock past the removal: accepted
-    assert a.merge("c3", entries((7, 5, "{}")), {"c3"}) is not None
+    assert [P.decode(f) for f in told] == [P.AwarenessUpdate(entries((7, 3, "null")))]
+    # the client bumps its clock past the removal (y-protocols does when told): accepted
+    assert a.merge("c3", entries((7, 4, "{}")), {"c3"}) is not None
 
 
 def test_an_echo_changes_nothing_and_stale_clients_are_told_in_one_frame() -> None:
@@ -51,14 +54,14 @@ def test_an_echo_changes_nothing_and_stale_clients_are_told_in_one_frame() -> No
     assert a.changes("c1", 7, 4, "{}") and a.changes("c1", 7, 3, "null")
     assert a.changes("c3", 10, 1, "{}")  # a new client
     assert not a.changes("c3", 10, 0, "{}")  # (at clock 0: y-protocols drops it)
-    a.drop("c2")  # 8 and 9 removed at clock 2
-    assert not a.changes("c3", 8, 1, "{}") and not a.changes("c3", 9, 2, "null")
-    assert a.changes("c3", 8, 3, "{}")
+    a.drop("c2")  # 8 and 9 removed at clock 1
+    assert not a.changes("c3", 8, 1, "{}") and not a.changes("c3", 9, 1, "null")
+    assert a.changes("c3", 8, 2, "{}")
     told: list[bytes] = []
     echo = entries((7, 3, "{}"), (8, 1, "{}"), (9, 1, "{}"), (8, 1, "{}"))
     assert a.merge("c3", echo, {"c1", "c3"}, tell=told.append) is None
     assert [P.decode(f) for f in told] == [
-        P.AwarenessUpdate(entries((8, 2, "null"), (9, 2, "null")))
+        P.AwarenessUpdate(entries((8, 1, "null"), (9, 1, "null")))
     ]
 
 
@@ -140,3 +143,24 @@ async def test_an_expired_state_no_longer_counts_against_its_connection(tmp_path
         await ann.send_raw(P.encode_awareness(entries((2, 1, "{}"))))
         await eventually(lambda: states(bob).get(2) == [(1, "{}")], what="the new one relayed")
         assert ann.close_code is None
+
+
+async def test_a_client_that_left_and_came_back_is_relayed_at_its_next_clock(
+    tmp_path: Path,
+) -> None:
+    """As y-websocket's server: a client at clock 3 whose connection ends is removed at
+    clock 3; back on a new connection, its re-sent clock 3 is dropped (everyone holds
+    that removal), and its next change, at clock 4, is relayed to everyone."""
+    settings = Settings(db=str(tmp_path / "p.db"))
+    a1, a2 = '{"u":"A"}', '{"u":"A","x":1}'
+    async with run_server(settings) as srv, connect(srv.ws_url, "back", user="bob") as bob:
+        async with connect(srv.ws_url, "back", user="ann") as ann:
+            await ann.send_raw(P.encode_awareness(entries((9101, 3, a1))))
+            await eventually(lambda: states(bob).get(9101) == [(3, a1)], what="A at 3")
+        await eventually(lambda: states(bob).get(9101) == [(3, a1), (3, "null")], what="removed")
+        async with connect(srv.ws_url, "back", user="ann") as ann:
+            await ann.send_raw(P.encode_awareness(entries((9101, 3, a1))))
+            await ann.send_raw(P.encode_awareness(entries((9101, 4, a2))))
+            want = [(3, a1), (3, "null"), (4, a2)]
+            await eventually(lambda: states(bob).get(9101) == want, what="A at 4 relayed")
+            await eventually(lambda: (4, a2) in states(ann).get(9101, []), what="echoed to A")
