@@ -11,8 +11,10 @@ carries any number of documents. Types, as Hocuspocus's server defines them:
   (permission denied) or ``varUint(2) + varString("read-write" | "readonly")``
   (authenticated). A server's ``varUint(0)`` alone asks for the token again.
 - ``5`` stateless, ``6`` broadcast stateless: ``varString(payload)``.
-- ``7`` close: the client leaves one document (3.x servers send it back with a reason;
-  2.x providers cannot read it, so this server never sends it).
+- ``7`` close: the client leaves one document; the server answers it, as 3.x servers
+  do, with ``varString("provider_initiated")`` (a provider detaches the document before
+  it sends its close, so the answer reaches no provider, and a 2.x one, which cannot
+  read a close message, never sees it), and closes a document with the reason why.
 - ``8`` sync status: ``varUint(1)`` when an update the client sent is saved, ``0`` when
   it was refused (read-only).
 - ``9`` ping, ``10`` pong (4.x): of the socket, not of a document, so the type's one
@@ -54,6 +56,9 @@ AUTH_AUTHENTICATED = 2
 
 SCOPE_READ_WRITE = "read-write"
 SCOPE_READONLY = "readonly"
+
+#: the reason of the close message answering a client's own (Hocuspocus's)
+CLOSED_BY_CLIENT = "provider_initiated"
 
 #: Hocuspocus's close codes (@hocuspocus/common CloseEvents)
 MESSAGE_TOO_BIG = 1009

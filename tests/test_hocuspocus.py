@@ -474,3 +474,40 @@ async def test_a_step_2_carrying_a_queued_update_is_not_logged_twice(srv: Any) -
             await room.flush()
     events = await store.read("twice")
     assert [e.actor for e in events] == ["ann"], events
+
+
+async def test_a_document_the_client_closed_is_acknowledged_and_waits_for_its_auth(
+    srv: Any,
+) -> None:
+    """As Hocuspocus 3.x: the client's close (7) is answered with a close message,
+    ``provider_initiated``; a frame for that document sent after it waits for an auth
+    message opening the document again, and is handled then, as that auth's user. It
+    used to open the document at once as the socket's user (``anonymous`` in open mode),
+    whose edit of alice's Yjs client was refused: 'client id … belongs to another user'."""
+
+    def update_of(doc: Doc[Any], sv: bytes = b"\x00") -> bytes:
+        return bytes([P.SYNC_UPDATE]) + P.write_var_bytes(doc.get_update(sv))
+
+    async with raw_client(srv) as raw:
+        d: Doc[Any] = Doc(client_id=9401)
+        text = d.get("content", type=Text)
+        await raw.auth("ac", "alice")
+        text += "one "
+        await raw.send("ac", H.SYNC, update_of(d))
+        await eventually(lambda: raw.of("ac", H.SYNC_STATUS), what="one saved")
+        await raw.send("ac", H.CLOSE)
+        ack = await eventually(lambda: raw.of("ac", H.CLOSE), what="the close answered")
+        assert H.decode_string(ack[0].body, "reason") == "provider_initiated"
+        sv = d.get_state()
+        text += "two"
+        await raw.send("ac", H.SYNC, update_of(d, sv))
+        await raw.send("ac", H.AWARENESS, P.write_var_bytes(P.encode_awareness_entries([])))
+
+        await raw.auth("ac", "alice")
+        await eventually(lambda: len(raw.of("ac", H.SYNC_STATUS)) == 2, what="two saved")
+        assert [f.body for f in raw.of("ac", H.AUTH)][-1][0] == H.AUTH_AUTHENTICATED
+        assert len(raw.of("ac", H.CLOSE)) == 1
+    async with connect(srv.ws_url, "ac", user="bob") as bob:
+        assert bob.content == "one two"
+    events = await srv.backend.store.read("ac")
+    assert {e.actor for e in events} == {"alice"}

@@ -112,6 +112,9 @@ class HocuspocusSocket(Connection):
         #: documents being authenticated, with the frames read for them meanwhile
         self.opening: dict[str, list[H.Frame]] = {}
         self.denied: set[str] = set()
+        #: documents the client closed (type 7), with the frames it sent for them since:
+        #: they wait for an auth message opening the document again (client_closed)
+        self.left: dict[str, list[H.Frame]] = {}
         self._n = itertools.count(1)
         self._loads: set[asyncio.Task[None]] = set()
         #: frames of message types this server does not know, ignored (unknown_type)
@@ -163,10 +166,15 @@ class HocuspocusSocket(Connection):
         peer = self.docs.get(frame.doc)
         if peer is None:
             waiting = self.opening.get(frame.doc)
-            if waiting is None:
-                self.open(frame)
+            held = self.left.get(frame.doc)
+            if waiting is None and held is not None and not _reopens(frame):
+                if frame.type != H.CLOSE:
+                    self.hold(frame, held, "was closed by you")
+            elif waiting is None:
+                self.open(frame, self.left.pop(frame.doc, []))
             elif frame.type == H.CLOSE:
                 del self.opening[frame.doc]  # closed before it was opened
+                self.client_closed(frame.doc)
             else:
                 # (an auth message too: a renewal sent at once is answered once it opens)
                 if sum(len(f.body) for f in waiting) + len(frame.body) > 8 * limit:
@@ -175,6 +183,7 @@ class HocuspocusSocket(Connection):
         elif peer.room is None:
             if frame.type == H.CLOSE:
                 self.leave(peer)
+                self.client_closed(peer.doc)
             else:  # an auth message too: a renewal (sendToken) is answered once it loads
                 peer.pending_bytes += len(frame.body)
                 if peer.pending_bytes > 8 * limit:
@@ -201,7 +210,12 @@ class HocuspocusSocket(Connection):
 
     # --- opening and closing documents ---------------------------------------------------
 
-    def open(self, frame: H.Frame) -> None:
+    def open(self, frame: H.Frame, held: list[H.Frame]) -> None:
+        """Open a document with its first frame: an auth message, or (a 2.x provider
+        without a token sends none) any other. `held`: the frames sent for it since the
+        client closed it, handled after an auth message, as Hocuspocus does; dropped
+        when a sync step 1 without one opens it (a new provider's start, whose sync
+        carries what they held)."""
         if frame.type == H.CLOSE:
             return
         if frame.type == H.AUTH:
@@ -210,7 +224,12 @@ class HocuspocusSocket(Connection):
             return  # answered already; a new auth message tries again
         else:
             token = None  # a 2.x provider without a token sends no auth message
-        frames = self.opening[frame.doc] = [] if frame.type == H.AUTH else [frame]
+            if held:
+                log.debug("%s: %d frames sent for %r after its close dropped: a sync "
+                          "step 1 without an auth message opened it", self.id, len(held),
+                          frame.doc)  # fmt: skip
+                held = []
+        frames = self.opening[frame.doc] = held if frame.type == H.AUTH else [frame]
         task = asyncio.create_task(
             self.authenticate(frame.doc, token, frames, authed=frame.type == H.AUTH),
             name=f"open:{self.id}:{frame.doc}",
@@ -270,6 +289,26 @@ class HocuspocusSocket(Connection):
             self.close_doc(peer, AuthError(TOKEN_EXPIRED), reason="token_expired")
 
         peer.expiry = asyncio.get_running_loop().call_later(delay, expire)
+
+    def client_closed(self, doc: str) -> None:
+        """The client closed `doc` (type 7): answered with a close message, as
+        Hocuspocus 3.x does (its ``provider_initiated``; a provider has detached the
+        document before it sends its close, so the answer reaches none that is gone).
+        Its later frames wait for an auth message opening it again (self.left), as
+        Hocuspocus queues them; they used to open it at once as the socket's user (in
+        open mode ``anonymous``), whose edits of the user's Yjs client were refused."""
+        if len(self.left) >= MAX_DENIED:
+            self.left.clear()
+        self.left[doc] = []
+        self.send(H.encode_close(doc, H.CLOSED_BY_CLIENT))
+
+    def hold(self, frame: H.Frame, held: list[H.Frame], why: str) -> None:
+        """Keep a frame of a document not open until it opens (at most eight frames'
+        worth of bytes, as for one being opened)."""
+        limit = 8 * self.backend.settings.max_frame_bytes
+        if sum(len(f.body) for f in held) + len(frame.body) > limit:
+            raise RateLimited(f"over {limit} bytes sent for {frame.doc!r}, which {why}")
+        held.append(frame)
 
     def deny(self, doc: str) -> None:
         """Frames of `doc` are dropped until a new auth message opens it again."""
@@ -375,6 +414,7 @@ class HocuspocusSocket(Connection):
             self.broadcast_stateless(room, payload)
         elif t == H.CLOSE:
             self.leave(peer)
+            self.client_closed(peer.doc)
         elif t == H.SYNC_STATUS:
             raise ProtocolError("sync status messages go from the server to clients")
         elif t == H.AUTH:
@@ -512,6 +552,13 @@ class HocuspocusSocket(Connection):
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _reopens(frame: H.Frame) -> bool:
+    """Whether a frame opens a document the client closed: an auth message, or a sync
+    step 1 (how every provider starts a document: a 2.x provider without a token sends
+    no auth message)."""
+    return frame.type == H.AUTH or (frame.type == H.SYNC and frame.body[:1] == b"\x00")
 
 
 def _adds_anything(room: Room, update: bytes) -> bool:
