@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from editor_shapes import write_blocknote, write_milkdown
 from playwright.sync_api import Page, expect
 from pycrdt import Map, XmlElement, XmlFragment, XmlText
 from serverproc import REPO_ROOT, ServerProcess
@@ -510,3 +511,30 @@ def test_axe_finds_nothing_on_a_long_tiptap_document_live_and_in_its_diff(
     page.keyboard.press("End")
     eventually(lambda: page.locator(".paper").evaluate("(e) => e.scrollTop") > 0, what="scrolled")
     assert not page.errors  # type: ignore[attr-defined]
+
+
+def test_axe_finds_nothing_on_blocknote_and_milkdown_documents(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """BlockNote's and Milkdown's documents are drawn with list markers and checkboxes
+    (read-only, named: "done", "not done") and nested groups: live, as a version's text
+    and in its blame, axe finds nothing."""
+
+    async def write() -> None:
+        for name, fill in ((doc_name, write_blocknote), (doc_name + "-md", write_milkdown)):
+            async with connect(server.ws_url, name, user="tina") as s:
+                fill(s.doc)
+                await s.flush()
+
+    writing = threading.Thread(target=asyncio.run, args=(write(),))
+    writing.start()
+    writing.join(30)
+    for name, last in ((doc_name, "a link"), (doc_name + "-md", "line two")):
+        page = open_doc(people(), server.http_url, name, "tina")
+        expect(page.locator("#live")).to_contain_text(last)
+        expect(page.locator('#live input[type="checkbox"]')).to_have_count(2)
+        assert axe(page) == [], name
+        page.goto(f"{server.http_url}/?doc={name}&user=tina&version=1")
+        for mode in ("text", "blame"):
+            expect(preview(page, mode)).to_contain_text(last)
+            assert axe(page) == [], (name, mode)

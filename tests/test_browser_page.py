@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from editor_shapes import IMAGE_URL, write_blocknote, write_milkdown
 from playwright.sync_api import Page, expect
 from pycrdt import Map, XmlElement, XmlFragment, XmlText
 from pycrdt import Text as YText
@@ -1407,4 +1408,87 @@ def test_a_tiptap_table_and_image_are_drawn_live_and_in_history(
         expect(image).to_contain_text("a cat")
         expect(image).to_contain_text(src)
         expect(view.locator("img")).to_have_count(0)
+    assert not page.errors, page.errors  # type: ignore[attr-defined]
+
+
+def _x(locator: Any) -> float:
+    box = locator.bounding_box()
+    assert box is not None
+    return float(box["x"])
+
+
+def test_blocknote_and_milkdown_documents_are_drawn_as_their_editors_lay_them_out(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """A field tester's BlockNote and Milkdown documents, on the page: BlockNote's nested
+    blocks (a blockGroup in a blockContainer) were drawn at the left margin, its list
+    items with no bullet or number, its check items with no checkbox, its image as
+    "image" alone; Milkdown's table header row was a table of its own, and its
+    `emphasis`, `inlineCode` and `strike_through` marks were plain text. Drawn by shape
+    now, live, in a version's text and in its blame: nested groups indented, items with
+    their bullets, numbers (BlockNote's `start`) and checkboxes, the image's caption and
+    address named."""
+
+    async def write() -> None:
+        async with connect(server.ws_url, doc_name, user="alice") as s:
+            write_blocknote(s.doc)
+            await s.flush()
+        async with connect(server.ws_url, doc_name + "-md", user="alice") as s:
+            write_milkdown(s.doc)
+            await s.flush()
+
+    writing = threading.Thread(target=asyncio.run, args=(write(),))
+    writing.start()
+    writing.join(30)
+    ctx = people()
+    live = open_doc(ctx, server.http_url, doc_name, "carol")
+    page = open_doc(ctx, server.http_url, doc_name, "carol", "&history=1&version=head")
+    for view in (live.locator("#live"), page.locator("#preview-body"), "blame"):
+        if view == "blame":
+            page.locator('#preview-modes [data-mode="blame"]').click()
+            view = page.locator("#preview-body")
+            expect(view.locator(".made").first).to_be_visible()
+        assert not isinstance(view, str)
+        expect(view.locator("h1")).to_have_text("Meeting notes")
+        para = view.locator('p[data-element="paragraph"]')
+        parent, child, grandchild = (para.filter(has_text=t).first
+                                     for t in ("Parent", "Child one", "Grandchild"))  # fmt: skip
+        assert _x(parent) < _x(child) < _x(grandchild)
+        bullets = view.locator('[data-element="bulletListItem"]')
+        expect(bullets.locator(".x-marker")).to_have_text(["•", "•"])
+        assert _x(bullets.first) < _x(bullets.nth(1))
+        numbered = view.locator('[data-element="numberedListItem"]')
+        expect(numbered).to_have_text(
+            ["1.first", "2.second", "1.sub first", "3.third", "7.seventh", "8.eighth"]
+        )
+        checks = view.locator('[data-element="checkListItem"] input[type="checkbox"]')
+        expect(checks).to_have_count(2)
+        expect(checks.first).to_be_checked()
+        expect(checks.nth(1)).not_to_be_checked()
+        image = view.locator('.x-image[data-element="image"]')
+        expect(image).to_contain_text("a cat")
+        expect(image).to_contain_text(IMAGE_URL)
+        expect(view.locator("strong")).to_have_text("bold")
+        expect(view.locator("em")).to_have_text("italic")
+        expect(view.locator(".x-link")).to_have_attribute("title", "https://example.com")
+        expect(view.locator("img")).to_have_count(0)
+    assert not page.errors and not live.errors  # type: ignore[attr-defined]
+
+    page = open_doc(ctx, server.http_url, doc_name + "-md", "carol", "&history=1&version=head")
+    for view in (page.locator("#live"), page.locator("#preview-body")):
+        expect(view.locator("h1")).to_have_text("Design doc")
+        expect(view.locator("table")).to_have_count(1)
+        rows = view.locator("table tr")
+        expect(rows).to_have_count(2)
+        expect(rows.first.locator("th")).to_have_text(["h1", "h2"])
+        expect(rows.nth(1).locator("td")).to_have_text(["c1", "c2"])
+        for tag, text in (("strong", "bold"), ("em", "ital"), ("code", "code"), ("s", "gone")):
+            expect(view.locator(tag)).to_have_text(text)
+        expect(view.locator(".x-link")).to_have_text("a link")
+        tasks = view.locator('ul > li input[type="checkbox"]')
+        expect(tasks).to_have_count(2)
+        expect(tasks.first).to_be_checked()
+        expect(tasks.nth(1)).not_to_be_checked()
+        expect(view.locator("ol")).to_have_attribute("start", "3")
+        expect(view.locator("br")).to_have_count(1)
     assert not page.errors, page.errors  # type: ignore[attr-defined]

@@ -1,5 +1,5 @@
-// Documents written by other editors, drawn read-only: Tiptap/ProseMirror (an XML
-// root of elements), Lexical (a root of paragraphs, each a Y.XmlText with its text
+// Documents written by other editors, drawn read-only: Tiptap/ProseMirror and the
+// editors built on it (BlockNote, Milkdown: an XML root of elements), Lexical (a root of paragraphs, each a Y.XmlText with its text
 // nodes' properties as Y.Maps embedded before their characters), Slate (@slate-yjs: a
 // root of elements, each a Y.XmlText typed by its `type` attribute, its children
 // embedded in it, its leaves' marks its characters' formatting), Quill (a Y.Text with
@@ -159,7 +159,9 @@ function runsOfDelta (delta, depth = 0) {
 // `__type` of `toString`) must not find Object.prototype's members and draw a function
 const BLOCKS = new Map([
   ['paragraph', 'p'],
+  ['tableParagraph', 'p'],
   ['blockquote', 'blockquote'],
+  ['quote', 'blockquote'],
   ['bulletList', 'ul'],
   ['bullet_list', 'ul'],
   ['orderedList', 'ol'],
@@ -170,21 +172,29 @@ const BLOCKS = new Map([
   ['code_block', 'pre'],
   ['horizontalRule', 'hr'],
   ['horizontal_rule', 'hr'],
+  ['hr', 'hr'],
+  ['divider', 'hr'],
   ['hardBreak', 'br'],
   ['hard_break', 'br'],
+  ['hardbreak', 'br'],
   ['table', 'table'],
   ['tableRow', 'tr'],
   ['table_row', 'tr'],
+  ['table_header_row', 'tr'],
   ['tableHeader', 'th'],
   ['table_header', 'th'],
   ['tableCell', 'td'],
   ['table_cell', 'td']
 ])
 
-// Image nodes (Tiptap's, prosemirror-schema-basic's): drawn as a placeholder naming
-// their alt and src, never loaded (the page's CSP allows no remote image, and a
+// Image nodes (Tiptap's, prosemirror-schema-basic's, Milkdown's), and any element with
+// no children that has an address (BlockNote's image, video, audio and file blocks keep
+// theirs as `url`): drawn as a placeholder naming their alt text (or caption, or file
+// name) and address, never loaded (the page's CSP allows no remote image, and a
 // document must not make a reader's browser call a URL its writer chose)
 const IMAGES = new Set(['image', 'img'])
+const ADDRESS_KEYS = ['src', 'url']
+const ALT_KEYS = ['alt', 'caption', 'name', 'title']
 
 // a cell's span as a table cell takes it (prosemirror-tables' colspan, rowspan)
 const MAX_SPAN = 1000
@@ -194,9 +204,86 @@ const LEXICAL = new Map([['paragraph', 'p'], ['quote', 'blockquote'], ['listitem
 // Lexical's text format bits (a text node's __format)
 const LEXICAL_FORMAT = [[1, 'bold'], [2, 'italic'], [4, 'strike'], [8, 'underline'], [16, 'code']]
 
-function tagOfElement (name, attributes) {
+function tagOfElement (name, attributes, parentTag) {
   if (name === 'heading') return headingTag(attributes.level)
-  return BLOCKS.get(name) || 'div'
+  const tag = BLOCKS.get(name)
+  if (tag) return tag
+  // by shape: whatever a table holds is a row (Milkdown's table_header_row), and what a
+  // row holds a cell, a header cell if its name says so
+  if (parentTag === 'table') return 'tr'
+  if (parentTag === 'tr') return /header/i.test(name) ? 'th' : 'td'
+  return 'div'
+}
+
+// ----- list items and nesting, by shape -----
+//
+// BlockNote keeps no lists: each block is a blockContainer (its id) holding its content
+// (a paragraph, a bulletListItem, a numberedListItem, a checkListItem...) and, when it
+// has children, a blockGroup of more blockContainers. So, whatever the editor:
+// - an element inside another whose children are all of its parent's kind (a
+//   container's group of containers) is a nested group: indented;
+// - an item element outside a list (a name with "item" and "list", "bullet", "number"
+//   or "ordered") gets its marker: a bullet, or its number among the numbered items
+//   next to it (BlockNote's `start` on the first of them, else 1);
+// - an element with a `checked` attribute that is true or false draws a checkbox
+//   (BlockNote's checkListItem, Tiptap's taskItem, Milkdown's task list item).
+
+function isElement (node) {
+  return node && node.element !== undefined
+}
+
+/** 'number', 'bullet' or null: the marker an item element outside a list takes */
+function itemKind (name) {
+  if (typeof name !== 'string' || !/item/i.test(name)) return null
+  if (/number|ordered/i.test(name)) return 'number'
+  if (/bullet|list/i.test(name)) return 'bullet'
+  return null
+}
+
+function checkedOf (attributes) {
+  const checked = attributes && attributes.checked
+  return typeof checked === 'boolean' ? checked : null
+}
+
+function isNestedGroup (node, parent) {
+  if (!isElement(parent) || !isElement(node)) return false
+  const kids = node.children || []
+  return kids.length > 0 && kids.every((kid) => isElement(kid) && kid.element === parent.element)
+}
+
+/** the element a sibling stands for in a run of numbered items: itself, or a
+ * container's first child */
+function itemOf (node) {
+  if (!isElement(node)) return null
+  if (itemKind(node.element)) return node
+  const first = (node.children || [])[0]
+  return isElement(first) && itemKind(first.element) ? first : null
+}
+
+/**
+ * The number of each numbered item among `nodes` (siblings) and their containers'
+ * first children, into `numbers` (a Map from the item's node to its number; an item
+ * numbered there already, among its container's siblings, keeps its number).
+ */
+function numberItems (nodes, numbers = new Map()) {
+  let next = null
+  for (const node of nodes) {
+    const item = itemOf(node)
+    if (!item || itemKind(item.element) !== 'number') {
+      next = null
+      continue
+    }
+    if (numbers.has(item)) {
+      next = numbers.get(item) + 1
+      continue
+    }
+    if (next === null) {
+      const start = Number((item.attributes || {}).start)
+      next = Number.isInteger(start) && start >= 0 && start < 1e9 ? start : 1
+    }
+    numbers.set(item, next++)
+  }
+  return numbers
 }
 
 // Slate's element types (an element's `type`, as @slate-yjs/core keeps it: each element
@@ -249,9 +336,10 @@ function headingTag (level) {
  * dataset) or null, and may wrap: `deco.wrap(run)` returns a tag ('ins', 'del') or null.
  * @returns {DocumentFragment}
  */
-export function drawNodes (nodes, deco = {}, depth = 0) {
+export function drawNodes (nodes, deco = {}, depth = 0, parent = null, parentTag = null, numbers = new Map()) {
   const out = document.createDocumentFragment()
-  for (const node of nodes) out.append(drawNode(node, deco, depth))
+  numberItems(nodes, numbers)
+  for (const node of nodes) out.append(drawNode(node, deco, depth, { parent, parentTag, numbers }))
   return out
 }
 
@@ -282,32 +370,50 @@ export class LiveTree {
   draw () {
     const out = document.createDocumentFragment()
     const drawn = new Map()
-    for (const kid of this.fragment.toArray()) {
-      const keep = typeof kid === 'object' && !this.dirty.has(kid)
-      const el = (keep && this.drawn.get(kid)) || drawNode(nodeOf(kid), {})
-      if (typeof kid === 'object') drawn.set(kid, el)
+    // (a top-level numbered item's number depends on its neighbours: it is drawn again
+    // when that changes, as when it changes itself)
+    const kids = this.fragment.toArray()
+    const shapes = kids.map(itemShape)
+    const numbers = numberItems(shapes)
+    kids.forEach((kid, i) => {
+      const number = numbers.get(itemOf(shapes[i]))
+      const was = typeof kid === 'object' && !this.dirty.has(kid) && this.drawn.get(kid)
+      let el = was && was.number === number ? was.el : null
+      if (!el) {
+        const node = nodeOf(kid)
+        const at = new Map()
+        const item = itemOf(node)
+        if (item && number !== undefined) at.set(item, number)
+        el = drawNode(node, {}, 0, { parent: null, parentTag: null, numbers: at })
+      }
+      if (typeof kid === 'object') drawn.set(kid, { el, number })
       out.append(el)
-    }
+    })
     this.drawn = drawn
     this.dirty.clear()
     return out
   }
 }
 
-function drawNode (node, deco, depth = 0) {
+/**
+ * What an XML element's and a Y.XmlElement's kid looks like to numberItems: its name
+ * and attributes, and its first child's (LiveTree: without building the whole model)
+ */
+function itemShape (kid) {
+  if (!(kid instanceof Y.XmlElement)) return {}
+  const first = kid.firstChild
+  const children = first instanceof Y.XmlElement
+    ? [{ element: first.nodeName, attributes: first.getAttributes(), children: [] }]
+    : []
+  return { element: kid.nodeName, attributes: kid.getAttributes(), children }
+}
+
+function drawNode (node, deco, depth = 0, ctx = {}) {
   if (node.cut || depth > MAX_DEPTH) {
     return h('span', { class: 'x-embed x-cut', title: `nested more than ${MAX_DEPTH} deep: not drawn` }, '…')
   }
   const extra = (deco.node && deco.node(node)) || {}
-  if (node.element !== undefined) {
-    const attributes = node.attributes || {}
-    if (IMAGES.has(node.element)) return drawImage(node.element, attributes, extra)
-    const tag = tagOfElement(node.element, attributes)
-    const el = h(tag, withClass(extra, 'x-node'), drawNodes(node.children || [], deco, depth + 1))
-    el.dataset.element = node.element
-    if (tag === 'td' || tag === 'th') spanCell(el, attributes)
-    return el
-  }
+  if (node.element !== undefined) return drawElement(node, deco, depth, ctx, extra)
   if (node.map !== undefined) return h('span', withClass(extra, 'x-map'))
   const tag = tagOfText(node.attributes)
   const el = h(tag || 'span', withClass(extra, tag ? 'x-node' : 'x-text'))
@@ -316,11 +422,57 @@ function drawNode (node, deco, depth = 0) {
   return el
 }
 
+function drawElement (node, deco, depth, ctx, extra) {
+  const attributes = node.attributes || {}
+  const children = node.children || []
+  if (IMAGES.has(node.element) || (!children.length && firstString(attributes, ADDRESS_KEYS))) {
+    return drawImage(node.element, attributes, extra)
+  }
+  const tag = tagOfElement(node.element, attributes, ctx.parentTag)
+  const classes = ['x-node']
+  const before = []
+  const checked = checkedOf(attributes)
+  const kind = tag === 'div' ? itemKind(node.element) : null
+  if (checked !== null) {
+    classes.push('x-item', 'x-task')
+    before.push(h('input', {
+      type: 'checkbox', class: 'x-check', disabled: true, checked, 'aria-label': checked ? 'done' : 'not done'
+    }))
+  } else if (kind === 'number') {
+    classes.push('x-item')
+    before.push(h('span', { class: 'x-marker' }, `${ctx.numbers?.get(node) ?? 1}.`))
+  } else if (kind === 'bullet') {
+    classes.push('x-item')
+    before.push(h('span', { class: 'x-marker' }, '•'))
+  }
+  if (tag === 'div' && isNestedGroup(node, ctx.parent)) classes.push('x-nested')
+  const inner = drawNodes(children, deco, depth + 1, node, tag, ctx.numbers)
+  // (the marker and what it marks in a box of their own: a blame's or a diff's bar
+  // pads the item itself)
+  const el = h(tag, withClass(extra, classes.join(' ')),
+    before.length ? h('div', { class: 'x-item-body' }, ...before, inner) : inner)
+  el.dataset.element = node.element
+  if (tag === 'td' || tag === 'th') spanCell(el, attributes)
+  if (tag === 'ol') {
+    const start = Number(attributes.start ?? attributes.order)
+    if (Number.isInteger(start) && start >= 0 && start < 1e9 && start !== 1) el.start = start
+  }
+  return el
+}
+
+function firstString (attributes, keys) {
+  for (const key of keys) {
+    const value = attributes[key]
+    if (typeof value === 'string' && value) return value
+  }
+  return ''
+}
+
 function drawImage (name, attributes, extra) {
-  const src = String(attributes.src ?? '')
-  const alt = String(attributes.alt ?? attributes.title ?? '')
+  const src = firstString(attributes, ADDRESS_KEYS)
+  const alt = firstString(attributes, ALT_KEYS)
   const el = h('span', withClass(extra, 'x-node x-image'),
-    h('span', { class: 'x-image-alt' }, alt || 'image'),
+    h('span', { class: 'x-image-alt' }, alt || String(name)),
     src ? h('span', { class: 'x-image-src' }, src) : null)
   el.title = src
   el.dataset.element = name
@@ -392,12 +544,17 @@ function lexicalFormat (map) {
   return out
 }
 
+// marks by the names editors give them: Tiptap's and BlockNote's (bold, italic, strike,
+// code), Milkdown's (strong, emphasis, strike_through, inlineCode), Quill's, Lexical's
 const MARKS = [
   [['bold', 'strong'], 'strong'],
-  [['italic', 'em'], 'em'],
+  [['italic', 'em', 'emphasis'], 'em'],
   [['underline'], 'u'],
-  [['strike', 'strikethrough'], 's'],
-  [['code'], 'code']
+  [['strike', 'strikethrough', 'strikeThrough', 'strike_through'], 's'],
+  [['code', 'inlineCode', 'inline_code'], 'code'],
+  [['subscript'], 'sub'],
+  [['superscript'], 'sup'],
+  [['highlight'], 'mark']
 ]
 
 function marked (text, attributes) {
