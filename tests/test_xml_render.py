@@ -13,8 +13,11 @@ import random
 from typing import Any
 
 import httpx
+import pytest
 from conftest import RunningServer, eventually
+from nodehelp import scenario
 from pycrdt import Doc, XmlElement, XmlFragment, XmlText
+from test_interop_node import node_modules, node_scenario  # noqa: F401 - the fixture
 from yclient import connect
 
 from palimpsest.history.render import xml_string
@@ -114,3 +117,45 @@ def test_the_rendering_is_pycrdts_own_where_that_has_one_order() -> None:
         frag = Doc().get(ROOT, type=XmlFragment)
         _fill(rng, frag, 0)
         assert xml_string(frag) == str(frag)
+
+
+#: a BlockNote-shaped document written by Node's Yjs: BlockNote sets the attributes
+#: whose default is undefined (a numbered item's `start`, an image's `previewWidth`) to
+#: undefined, which Yjs keeps as such, beside null ones (Tiptap's); then the same
+#: element nested in a group, and one with both
+UNDEFINED_SCENARIO = scenario("""
+const a = connect('ann')
+await a.synced
+const frag = a.ydoc.getXmlFragment('document-store')
+const el = (name, attrs, kids = []) => {
+  const e = new Y.XmlElement(name)
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v)
+  e.insert(0, kids)
+  return e
+}
+const item = el('numberedListItem', { start: undefined, textColor: 'default', level: 2 },
+  [new Y.XmlText('one')])
+const image = el('image', { url: 'https://x.test/c.png', previewWidth: undefined, caption: null })
+const both = el('file', { a: undefined, b: null, c: undefined, name: 'undefined' })
+const inner = el('blockGroup', { x: undefined }, [el('blockContainer', { id: '2' }, [image, both])])
+frag.insert(0, [el('blockGroup', {}, [el('blockContainer', { id: '1' }, [item, inner])])])
+await logged(1)
+const server = (await head()).roots['document-store'].value
+process.stdout.write(JSON.stringify({ client: frag.toString(), server }))
+a.provider.destroy()
+process.exit(0)
+""")
+
+
+@pytest.mark.node
+@pytest.mark.usefixtures("node_modules")
+async def test_an_attribute_set_to_undefined_reads_as_yjs_writes_it(server: RunningServer) -> None:
+    """BlockNote writes `start=undefined`, `previewWidth=undefined`: Yjs's toString()
+    (and yrs's) says "undefined", the server's versions said "null" (pycrdt reads both
+    as None), so a client's fragment and the server's version of the same document
+    differed. The server tells them apart and writes them as Yjs does (Yjs's toString
+    lowercases element names: compared without case)."""
+    out = json.loads(await node_scenario(UNDEFINED_SCENARIO, server.ws_url, server.url, "bn-u"))
+    assert 'start="undefined"' in out["server"] and 'caption="null"' in out["server"]
+    assert 'a="undefined" b="null" c="undefined" name="undefined"' in out["server"]
+    assert out["server"].lower() == out["client"].lower(), out

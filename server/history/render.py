@@ -267,7 +267,9 @@ def xml_string(node: XmlFragment | XmlElement | XmlText, depth: int = 0) -> str:
     a Y.XmlText so, a Y.XmlElement as an element, a Y.Map (Lexical's text node) as an
     empty element ``<text __format="1"/>``, named alike (:data:`UNTYPED_MAP_TAG`);
     other shared types (texts, arrays, subdocuments) are left out. A plain XML text
-    (Tiptap's, ProseMirror's: no attributes, nothing embedded) is its runs alone."""
+    (Tiptap's, ProseMirror's: no attributes, nothing embedded) is its runs alone. An
+    element's attribute set to undefined is written ``undefined`` (as Yjs's toString()
+    and yrs write it), one set to null ``null``: :func:`_undefined_keys`."""
     if isinstance(node, XmlText):
         return _xml_text(node, depth, embedded=False)
     kids = list(node.children)
@@ -277,8 +279,42 @@ def xml_string(node: XmlFragment | XmlElement | XmlText, depth: int = 0) -> str:
     if isinstance(node, XmlFragment):
         return inner
     items: list[tuple[str, Any]] = [*node.attributes]  # type: ignore[misc]
-    attrs = "".join(f' {k}="{v}"' for k, v in sorted((str(k), _any_string(v)) for k, v in items))
+    undefined = _undefined_keys(node, items, len(inner)) if any(v is None for _, v in items) else ()
+    shown = ((str(k), UNDEFINED if k in undefined else _any_string(v)) for k, v in items)
+    attrs = "".join(f' {k}="{v}"' for k, v in sorted(shown))
     return f"<{node.tag}{attrs}>{inner}</{node.tag}>"
+
+
+#: how Yjs's toString() and yrs write an attribute set to undefined (BlockNote sets a
+#: numbered item's `start` and an image's `previewWidth` so), and null
+UNDEFINED, NULL = "undefined", "null"
+#: an element whose children render longer than this writes its attributes set to
+#: undefined as null (:func:`_undefined_keys` renders it whole to tell them apart)
+UNDEFINED_READ_LIMIT = 1 << 16
+
+
+def _undefined_keys(node: XmlElement, items: list[tuple[str, Any]], inner: int) -> set[str]:
+    """Which of `node`'s attributes that pycrdt reads as None are undefined rather than
+    null. pycrdt gives both as None; yrs's own rendering (``str()``: the opening tag,
+    then its children's, then the closing tag) writes ``undefined`` and ``null``, so the
+    opening tag is longer by 5 for each undefined one: all of them, none, or those whose
+    `` k="undefined"`` it holds when that count says which. An element whose children
+    render longer than :data:`UNDEFINED_READ_LIMIT` is not rendered again (in BlockNote
+    those are leaves: a list item, an image), and its are null."""
+    if inner > UNDEFINED_READ_LIMIT:
+        return set()
+    whole = str(node)
+    kids = sum(len(str(kid)) for kid in node.children)
+    head = whole[: len(whole) - kids - len(f"</{node.tag}>")]
+    known = sum(len(f' {k}="{_any_string(v)}"') for k, v in items)
+    nones = [str(k) for k, v in items if v is None]
+    count, rest = divmod(len(head) - len(f"<{node.tag}>") - known, len(UNDEFINED) - len(NULL))
+    if rest or not 0 <= count <= len(nones):
+        return set()
+    if count == len(nones):
+        return set(nones)
+    found = {k for k in nones if f' {k}="{UNDEFINED}"' in head}
+    return found if len(found) == count else set()
 
 
 def _xml_text(node: XmlText, depth: int, embedded: bool) -> str:
