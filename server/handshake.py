@@ -14,7 +14,10 @@ three rules) closes that:
   refuses to send a response to a request it never parsed; a head that arrives whole
   in one read is measured by the RequestGuard);
 - until the request is complete, a socket counts against ``max_connections_per_ip``
-  (``429`` and close when over).
+  (``429`` and close when over);
+- a websocket upgrade that would leave fewer than ``fd_reserve`` file descriptors free
+  is answered ``503`` (Retry-After) and closed, so that health checks, metrics and
+  history requests still have descriptors (descriptors.DescriptorGate).
 
 Past the handshake, the websocket protocol (uvicorn's sans-I/O one) under one more rule:
 the bytes of update frames over ``max_frame_bytes`` that all connections hold while those
@@ -38,23 +41,30 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .descriptors import DescriptorGate
 from .limits import LargeFrames, ws_max_size
 from .settings import Settings
 
 log = logging.getLogger("palimpsest.handshake")
 
 
-def _response(status: int, phrase: str, text: str) -> bytes:
+def _response(status: int, phrase: str, text: str, retry_after: bytes = b"") -> bytes:
     body = text.encode()
+    retry = b"retry-after: " + retry_after + b"\r\n" if retry_after else b""
     return (
-        f"HTTP/1.1 {status} {phrase}\r\ncontent-type: text/plain; charset=utf-8\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
-    ).encode() + body
+        f"HTTP/1.1 {status} {phrase}\r\ncontent-type: text/plain; charset=utf-8\r\n".encode()
+        + retry
+        + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+        + body
+    )
 
 
-def guarded_protocol(settings: Settings, limits: Any) -> type[H11Protocol]:
-    """An h11 protocol class bound to `settings` and the per-address counter `limits`
-    (an object with ``connect(host) -> bool`` and ``disconnect(host)``)."""
+def guarded_protocol(
+    settings: Settings, limits: Any, gate: DescriptorGate | None = None
+) -> type[H11Protocol]:
+    """An h11 protocol class bound to `settings`, the per-address counter `limits`
+    (an object with ``connect(host) -> bool`` and ``disconnect(host)``) and the file
+    descriptors' `gate` (none: websockets are not refused for want of descriptors)."""
 
     class GuardedH11Protocol(H11Protocol):
         _head_timer: asyncio.TimerHandle | None = None
@@ -107,6 +117,16 @@ def guarded_protocol(settings: Settings, limits: Any) -> type[H11Protocol]:
                 self._arm()  # still waiting for a complete head, or its body
             else:
                 self._head_done()
+
+        def handle_websocket_upgrade(self, event: h11.Request) -> None:
+            refusal = gate.refusal(len(self.connections)) if gate is not None else None
+            if refusal is None:
+                super().handle_websocket_upgrade(event)
+                return
+            # before the websocket protocol takes it: a plain answer, the socket closed
+            self.transport.write(_response(503, "Service Unavailable", refusal, b"5"))
+            self.transport.close()
+            self._head_done()
 
         def send_400_response(self, msg: str) -> None:
             if self.conn.their_state is h11.ERROR and self.conn.our_state is h11.IDLE:
@@ -252,9 +272,12 @@ def bounded_websocket_protocol(settings: Settings) -> type[asyncio.Protocol]:
     return BoundedWebSocketProtocol
 
 
-def uvicorn_options(settings: Settings, limits: Any) -> dict[str, Any]:
-    """The uvicorn.Config options that put the guard in place, the websocket protocol
-    (bounded_websocket_protocol) and its message size limit (limits.ws_max_size)."""
+def uvicorn_options(
+    settings: Settings, limits: Any, gate: DescriptorGate | None = None
+) -> dict[str, Any]:
+    """The uvicorn.Config options that put the guard in place (with the descriptors'
+    `gate`, if any), the websocket protocol (bounded_websocket_protocol) and its message
+    size limit (limits.ws_max_size)."""
     import websockets.http11
 
     # websockets reads this knob from the environment at import time; the head limit
@@ -263,7 +286,7 @@ def uvicorn_options(settings: Settings, limits: Any) -> dict[str, Any]:
         websockets.http11.MAX_LINE_LENGTH, settings.max_request_head_bytes
     )
     return {
-        "http": guarded_protocol(settings, limits),
+        "http": guarded_protocol(settings, limits, gate),
         "h11_max_incomplete_event_size": settings.max_request_head_bytes,
         "ws": bounded_websocket_protocol(settings),
         "ws_max_size": ws_max_size(settings),

@@ -69,6 +69,10 @@ class Settings:
     #: per connection, messages of every kind per second (burst = 2x); 0 = unlimited
     max_events_per_second: float = 1000.0
     max_connections_per_ip: int = 200
+    #: file descriptors kept free for HTTP requests (health checks, metrics, history) and
+    #: the store: a websocket that would leave fewer free is refused with 503
+    #: (docs/operations.md); 0 = none kept
+    fd_reserve: int = 64
     #: frames queued for one slow client before it is dropped
     send_queue_frames: int = 65536
     # --- hostile clients (docs/security.md says which threat each one stops) ---

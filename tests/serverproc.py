@@ -10,7 +10,8 @@
         await srv.arestart()
 
 The server runs as `sys.executable -m palimpsest serve --host 127.0.0.1 --port P --db PATH`
-with cwd at the repository root; its stdout+stderr go to `srv.log_path` (appended
+(after `prefix`, a command it runs under such as `prlimit --nofile=128:128`) with cwd
+at the repository root; its stdout+stderr go to `srv.log_path` (appended
 across restarts, one header line per start). Failures quote the tail of that log.
 """
 
@@ -48,6 +49,7 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         start_timeout: float = 20.0,
         stop_timeout: float = 15.0,
+        prefix: list[str] | tuple[str, ...] = (),
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -59,6 +61,8 @@ class ServerProcess:
         self.env = dict(env or {})
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
+        #: a command the server runs under, e.g. ("prlimit", "--nofile=128:128")
+        self.prefix = list(prefix)
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self._log: IO[bytes] | None = None
@@ -83,7 +87,7 @@ class ServerProcess:
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "palimpsest", "serve",
+            *self.prefix, sys.executable, "-m", "palimpsest", "serve",
             "--host", self.host, "--port", str(self.port), "--db", str(self.db_path),
             *self.extra_args,
         ]  # fmt: skip

@@ -123,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..app import create_app
     from ..auth.tokens import auth_banner
+    from ..descriptors import DescriptorGate
     from ..handshake import uvicorn_options
     from ..limits import Limits
 
@@ -156,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
         settings.check()
         setup_logging(settings.log_level, settings.log_json)
         _unknown_env(settings)
+        _open_files(settings.fd_reserve)
         loop = _event_loop(settings.event_loop)
         app = create_app(settings)
     except ValueError as e:  # what was configured cannot work: say what, start nothing
@@ -195,7 +197,11 @@ def run(args: argparse.Namespace) -> int:
         lifespan="on",
         root_path=settings.root_path,  # the ASGI root_path: the page's <base> follows it
         timeout_graceful_shutdown=10,
-        **uvicorn_options(settings, app.backend.extension(Limits)),
+        **uvicorn_options(
+            settings,
+            app.backend.extension(Limits),
+            DescriptorGate(settings.fd_reserve, app.backend.refused),
+        ),
     )
     uv = logging.getLogger("uvicorn")
     uv.handlers[:] = logging.getLogger("palimpsest").handlers
@@ -205,11 +211,35 @@ def run(args: argparse.Namespace) -> int:
     server = _going_away_server()(config)
     failure.server = server
     _tune_gc()
-    ok = _serve(server, sockets, settings.host, settings.port, loop, settings.log_json)
+    ok = _serve(server, sockets, settings.host, settings.port, loop, settings.log_json,
+                app.backend.refused)  # fmt: skip
     if ok:
         return 0
     print(f"palimpsest: cannot start: {failure.reason(settings)}", file=sys.stderr, flush=True)
     return STARTUP_FAILED
+
+
+def _open_files(reserve: int) -> None:
+    """Raise the soft open-files limit to the hard one and say what it is: every
+    websocket holds a descriptor, and the soft limit a shell or systemd starts a service
+    with (1024) is reached long before the hard one (docs/operations.md)."""
+    from ..descriptors import raise_nofile_limit
+
+    limits = raise_nofile_limit()
+    if limits is None:
+        return
+    before, soft, hard = limits
+    raised = f" (raised from {before})" if before != soft else ""
+    if soft < 0:
+        log.info("open files: no limit%s", raised)
+        return
+    line = (f"open files: limit {soft}{raised}, hard limit {'none' if hard < 0 else hard}; "
+            f"websockets are refused (503) past {soft - reserve} descriptors in use, the "
+            f"last {reserve} kept for HTTP and the store")  # fmt: skip
+    if soft - reserve < 4 * reserve:
+        log.warning("%s: a small limit (raise LimitNOFILE= or ulimit -n)", line)
+    else:
+        log.info("%s", line)
 
 
 def _unknown_env(settings: Any) -> None:
@@ -532,12 +562,21 @@ def _serve(
     port: int,
     loop: str = "asyncio",
     json_lines: bool = False,
+    refused: Any = None,
 ) -> bool:
     import asyncio
 
     import uvicorn
 
+    from ..descriptors import AcceptFailures
+
     assert isinstance(server, uvicorn.Server)
+    accept_failures = AcceptFailures(refused or (lambda reason: None))
+
+    def on_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if accept_failures.handle(context):
+            return
+        loop.default_exception_handler(context)
 
     async def serve() -> None:
         try:
@@ -548,6 +587,7 @@ def _serve(
             return
 
     async def main() -> bool:
+        asyncio.get_running_loop().set_exception_handler(on_loop_exception)
         task = asyncio.create_task(serve())
         while not server.started:
             if task.done():  # ended before it listened: it could not start
