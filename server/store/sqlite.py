@@ -282,6 +282,14 @@ def _until_unlocked(fn: Callable[[], object]) -> None:
 WAL_RESERVE_BYTES = 4 * 1024 * 1024
 
 
+def _wal_size(path: str) -> str:
+    """The size of the WAL beside the database at `path`, for a log line."""
+    try:
+        return f"{os.path.getsize(path + '-wal')} bytes"
+    except OSError:
+        return "absent"
+
+
 def _reserve_wal(conn: sqlite3.Connection, path: str, size: int = WAL_RESERVE_BYTES) -> bool:
     """Give the WAL file `size` bytes of written blocks before the first commit, so that
     commits overwrite blocks the file already has instead of growing it. A commit's
@@ -523,6 +531,12 @@ def _media_hint(path: str) -> str:
 #: a compaction writes more pages than it counts).
 CHECKPOINT_PAGES = 1000
 CHECKPOINT_PAGES_MAX = 4 * CHECKPOINT_PAGES
+#: a failed checkpoint (the disk full, say) is tried again after CHECKPOINT_RETRY_FIRST
+#: seconds, the pause doubling up to CHECKPOINT_RETRY_MAX while it fails: on the first
+#: call after the pause, or idle, whatever pages are due; and at once after a call that
+#: succeeds where the one before failed (the disk has room again)
+CHECKPOINT_RETRY_FIRST = 1.0
+CHECKPOINT_RETRY_MAX = 30.0
 AUTOCHECKPOINT_BACKSTOP = 10 * CHECKPOINT_PAGES
 CALL_PAGES = 4
 EVENTS_PER_PAGE = 16
@@ -617,6 +631,13 @@ class _Writer:
         #: a checkpoint job is queued (set by the event loop's thread, cleared by the
         #: writer thread when it runs it)
         self._checkpoint_queued = False
+        #: after a checkpoint failed: when (perf_counter) to try again, whatever is due
+        #: (None: none failed), and the pause before that try (CHECKPOINT_RETRY_*)
+        self.checkpoint_retry_at: float | None = None
+        self._retry_pause = 0.0
+        #: the last call failed (a commit refused for a full disk, say): the next one
+        #: that succeeds finds the disk writable again, and retries a failed checkpoint
+        self._call_failed = False
 
     async def start(self) -> None:
         self._thread = threading.Thread(
@@ -647,12 +668,27 @@ class _Writer:
         conn = self._conn
         estimated, self.pages_due = self.pages_due, 0
         if conn is None or self.path == ":memory:":
+            self.checkpoint_retry_at = None
             return
         try:
             row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as e:
-            log.warning("SQLite checkpoint of %s failed: %s", self.path, e)
+            # what was due is still due, and tried again after a pause, on the next call
+            # or idle (the WAL stayed 14 MB against a 745 kB database through idle hours
+            # when a failure counted the pages as done: the next try waited for 1,000
+            # more pages of writes)
+            self.pages_due += estimated
+            self._retry_pause = min(
+                CHECKPOINT_RETRY_MAX, max(CHECKPOINT_RETRY_FIRST, 2 * self._retry_pause)
+            )
+            self.checkpoint_retry_at = time.perf_counter() + self._retry_pause
+            log.warning("SQLite checkpoint of %s failed: %s; trying again in %gs (WAL %s)",
+                        self.path, e, self._retry_pause, _wal_size(self.path))  # fmt: skip
             return
+        if self.checkpoint_retry_at is not None:
+            log.info("SQLite checkpoint of %s done again (WAL %s)", self.path,
+                     _wal_size(self.path))  # fmt: skip
+            self.checkpoint_retry_at, self._retry_pause = None, 0.0
         frames, done = int(row[1]), int(row[2])
         before = self.last_checkpoint
         if before[0] == before[1] and estimated > 0 and frames > 0:
@@ -663,7 +699,9 @@ class _Writer:
 
     def _checkpoint_due(self, queued: bool) -> bool:
         """Whether to checkpoint now: enough pages are due, and nothing waits (or far
-        too many are due to wait any longer)."""
+        too many are due to wait any longer); after a failed one, once its pause is over."""
+        if self.checkpoint_retry_at is not None:
+            return time.perf_counter() >= self.checkpoint_retry_at
         due = self.pages_due * self.page_scale
         return due >= CHECKPOINT_PAGES_MAX or (due >= CHECKPOINT_PAGES and not queued)
 
@@ -713,9 +751,31 @@ class _Writer:
                 self._append_queued.clear()
             self._append_queued.wait(wait)
 
+    def _called(self, ok: bool) -> None:
+        """After each call (under _lock): the first that succeeds after one that failed
+        (a commit refused while the disk was full, taken again) retries a failed
+        checkpoint at once."""
+        if ok and self._call_failed and self.checkpoint_retry_at is not None:
+            self.checkpoint_retry_at = time.perf_counter()
+        self._call_failed = not ok
+
+    def _idle_checkpoint(self) -> None:
+        """No call for a while after a failed checkpoint: try it again if its pause is over."""
+        with self._lock:
+            if self.checkpoint_retry_at is not None and self._checkpoint_due(queued=False):
+                self._checkpoint()
+
     def _run(self) -> None:
         while True:
-            if self._jobs.get() is None:
+            retry = self.checkpoint_retry_at
+            try:
+                token = self._jobs.get(
+                    timeout=None if retry is None else max(0.0, retry - time.perf_counter())
+                )
+            except queue.Empty:
+                self._idle_checkpoint()
+                continue
+            if token is None:
                 break
             kind, fn, loop, fut, small, pages, _ = self._next_job()
             if fn is _CHECKPOINT:  # asked for after an inline call (call)
@@ -736,6 +796,7 @@ class _Writer:
                     value, ok = fn(self._conn), True
                 except BaseException as e:  # handed to the caller, whatever it is
                     value, ok = e, False
+                self._called(ok)
                 if small:
                     self._note(time.perf_counter() - t0)
                 self.pages_due += pages
@@ -789,9 +850,12 @@ class _Writer:
                     conn.execute("PRAGMA busy_timeout=0")
                     self._waits = False
                 try:
-                    return fn(conn)
+                    value = fn(conn)
+                    self._called(True)
+                    return value
                 except Exception as e:
                     if not _is_busy(e):
+                        self._called(False)
                         raise
                     self.busy_fallbacks += 1
                     # its wait on the thread is another connection's doing, not the
@@ -1453,6 +1517,7 @@ class SQLiteStore(EventStore):
             if busy:
                 return False
             writer.pages_due = 0  # the WAL is empty
+            writer.checkpoint_retry_at = None
             return True
 
         loop = asyncio.get_running_loop()
