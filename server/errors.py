@@ -35,8 +35,15 @@ if TYPE_CHECKING:
     from .store.base import Event
 
 #: Never swallowed. pycrdt raises ``pyo3_runtime.PanicException``, which derives from
-#: BaseException, so the boundaries around it catch BaseException: after these.
-FATAL: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit, asyncio.CancelledError)
+#: BaseException, so the boundaries around it catch BaseException: after these. A
+#: MemoryError is not a panic that broke a document, nor a reason to drop one update: it
+#: goes up to where it is logged, and `palimpsest serve` stops for it (out_of_memory.py)
+FATAL: tuple[type[BaseException], ...] = (
+    KeyboardInterrupt,
+    SystemExit,
+    asyncio.CancelledError,
+    MemoryError,
+)
 
 
 class PalimpsestError(Exception):

@@ -99,3 +99,55 @@ async def test_accept_failing_for_want_of_descriptors_is_logged_and_counted(tmp_
     log = srv.log_text()
     assert re.search(r"accept\(\) failed \d+ times? \(\[Errno 24\] Too many open files\)", log), log
     assert "Traceback" not in log
+
+
+#: `palimpsest serve` with one more extension, whose on_connect raises MemoryError for
+#: the document "hungry" (what a hook that allocates meets under a memory limit)
+HUNGRY_SERVER = """
+import sys
+import palimpsest.app
+from palimpsest.cli import main
+from palimpsest.extensions import Extension
+
+
+class Hungry(Extension):
+    async def on_connect(self, client):
+        if client.doc == "hungry":
+            raise MemoryError
+
+
+def create_app(settings=None, backend=None):
+    return palimpsest.app.Palimpsest(settings=settings, backend=backend, extensions=[Hungry()])
+
+
+palimpsest.app.create_app = create_app
+sys.exit(main(["serve", *sys.argv[1:]]))
+"""
+
+
+class HungryServer(ServerProcess):
+    def command(self) -> list[str]:
+        script = self.workdir / "hungry_server.py"
+        script.write_text(HUNGRY_SERVER)
+        return [sys.executable, str(script), *super().command()[4:]]
+
+
+async def test_a_memory_error_on_the_serving_path_stops_the_server_with_status_4(tmp_path):
+    """After a burst of MemoryErrors a server stayed alive and never accepted another
+    connection. Now the first one stops it (clients closed with 1001, rooms flushed)
+    and it exits non-zero, for its supervisor to start a fresh one."""
+    srv = HungryServer(tmp_path)
+    async with srv:
+        async with websockets.connect(f"{srv.ws_url}/fine?user=ann", compression=None) as fine:
+            with pytest.raises(websockets.ConnectionClosed):
+                async with websockets.connect(f"{srv.ws_url}/hungry?user=ann") as ws:
+                    await ws.recv()
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    await asyncio.wait_for(fine.recv(), 20)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        code = await asyncio.to_thread(srv.proc.wait, 30)
+    assert code == 4, srv.log_tail()
+    log = srv.log_text()
+    assert "CRITICAL palimpsest: out of memory (MemoryError" in log, log
+    assert "palimpsest: stopped" in log

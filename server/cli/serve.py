@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..logs import JSONFormatter
+from ..out_of_memory import OUT_OF_MEMORY, OutOfMemory
 from ..store import sqlite_path
 from ..util import without_password
 from . import add_store_options, settings_from, setup_logging
@@ -213,6 +214,8 @@ def run(args: argparse.Namespace) -> int:
     _tune_gc()
     ok = _serve(server, sockets, settings.host, settings.port, loop, settings.log_json,
                 app.backend.refused)  # fmt: skip
+    if _OOM.where is not None:
+        return OUT_OF_MEMORY
     if ok:
         return 0
     print(f"palimpsest: cannot start: {failure.reason(settings)}", file=sys.stderr, flush=True)
@@ -391,6 +394,15 @@ def _going_away_server() -> Any:
             if self.should_exit:  # the operator does not want to wait (nor drain)
                 _exit_now(self, f"a second {signal.Signals(sig).name}", 128 + sig)
             super().handle_exit(sig, frame)
+            self.watch_shutdown()
+
+        def stop(self) -> None:
+            """Stop as on SIGTERM, without the signal raised again at the end (uvicorn
+            re-raises the signals it captured, and the process ends by it)."""
+            self.should_exit = True
+            self.watch_shutdown()
+
+        def watch_shutdown(self) -> None:
             if self.watchdog is None:
                 c = self.config
                 backend = _find_backend(c.loaded_app if c.loaded else c.app)
@@ -434,6 +446,8 @@ def _going_away_server() -> Any:
 
 #: set once `serve` has finished (its loop closed): the watchdog has nothing left to bound
 _SERVED = threading.Event()
+#: the first MemoryError seen while serving stops the server (out_of_memory.py)
+_OOM = OutOfMemory()
 
 
 def _watch_shutdown(server: Any, drain: float) -> None:
@@ -442,7 +456,8 @@ def _watch_shutdown(server: Any, drain: float) -> None:
     seconds of the drain before the shutdown proper (Settings.drain_seconds)."""
     if not _SERVED.wait(drain + SHUTDOWN_SECONDS):
         took = f"{drain:g}s of drain and {SHUTDOWN_SECONDS}s" if drain else f"{SHUTDOWN_SECONDS}s"
-        _exit_now(server, f"the shutdown took over {took}", FORCED_EXIT)
+        status = OUT_OF_MEMORY if _OOM.where is not None else FORCED_EXIT
+        _exit_now(server, f"the shutdown took over {took}", status)
 
 
 def _exit_now(server: Any, why: str, status: int) -> None:
@@ -569,6 +584,7 @@ def _serve(
     import uvicorn
 
     from ..descriptors import AcceptFailures
+    from ..out_of_memory import is_memory_error
 
     assert isinstance(server, uvicorn.Server)
     accept_failures = AcceptFailures(refused or (lambda reason: None))
@@ -576,7 +592,18 @@ def _serve(
     def on_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         if accept_failures.handle(context):
             return
+        if is_memory_error(context.get("exception")):
+            _OOM.seen(f"asyncio: {str(context.get('message'))[:200]}")
         loop.default_exception_handler(context)
+
+    def stop_for_memory() -> None:
+        """Stop as SIGTERM does, from whichever thread saw the MemoryError; at once
+        when even that cannot be asked for."""
+        try:
+            going_away: Any = server  # a GoingAwayServer
+            running.call_soon_threadsafe(going_away.stop)
+        except BaseException:
+            os._exit(OUT_OF_MEMORY)
 
     async def serve() -> None:
         try:
@@ -586,8 +613,15 @@ def _serve(
             # the loop and leave "Task exception was never retrieved" behind
             return
 
+    running: asyncio.AbstractEventLoop
+
     async def main() -> bool:
-        asyncio.get_running_loop().set_exception_handler(on_loop_exception)
+        nonlocal running
+        running = asyncio.get_running_loop()
+        running.set_exception_handler(on_loop_exception)
+        _OOM.stop = stop_for_memory
+        for handler in logging.getLogger("palimpsest").handlers:
+            handler.addFilter(_OOM)
         task = asyncio.create_task(serve())
         while not server.started:
             if task.done():  # ended before it listened: it could not start
