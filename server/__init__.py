@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .backend import Backend
     from .changefeed import Changefeed, Webhook
     from .errors import AuthError, Forbidden, PalimpsestError
-    from .extensions import Client, Extension, OpContext
+    from .extensions import Client, Extension, OpContext, Operation
     from .lifecycle import Service
     from .origins import Origin
     from .room import Room, ServerUpdate
@@ -38,6 +38,7 @@ _WHERE = {
     "Forbidden": ".errors",
     "Identity": ".auth",
     "OpContext": ".extensions",
+    "Operation": ".extensions",
     "Origin": ".origins",
     "Palimpsest": ".app",
     "PalimpsestError": ".errors",
@@ -60,6 +61,7 @@ __all__ = [
     "Forbidden",
     "Identity",
     "OpContext",
+    "Operation",
     "Origin",
     "Palimpsest",
     "PalimpsestError",

@@ -303,6 +303,15 @@ def test_service_is_exported() -> None:
     assert palimpsest.Service is Service  # extending.md's Stats(Extension, Service)
 
 
+def test_operation_is_exported() -> None:
+    """The type of a websocket operation (extending.md's ``operations()``) was only in
+    ``palimpsest.extensions``, unlike the other types a hook is written with."""
+    from palimpsest.extensions import Operation
+
+    assert palimpsest.Operation is Operation
+    assert "Operation" in palimpsest.__all__ and "Operation" in dir(palimpsest)
+
+
 async def test_a_restored_backups_marker_is_read_for_an_embedded_store(tmp_path: Path) -> None:
     """The marker was looked for beside settings.db, not beside the store an embedding
     app passes: a restored backup opened no recovery window."""
