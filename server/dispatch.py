@@ -88,6 +88,8 @@ class _Feed:
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.dropped = 0
+        #: the batch whose on_committed is running (doc, first seq, last seq), if any
+        self.running: tuple[str, int, int] | None = None
         #: set whenever nothing is queued or running
         self.idle = asyncio.Event()
         self.idle.set()
@@ -112,6 +114,7 @@ class _Feed:
                 continue
             doc, events = self.queue.pop(0)
             about = f"{doc}, seq {events[0].seq}..{events[-1].seq}"
+            self.running = (doc, events[0].seq, events[-1].seq)
             try:
                 await _awaited("on_committed", self.ext.on_committed(doc, events), self.timeout)
             except TimeoutError as e:
@@ -127,9 +130,22 @@ class _Feed:
                           "on", self.ext, about)  # fmt: skip
             except Exception:
                 log.exception("%r: on_committed(%s) failed", self.ext, about)
+            finally:
+                self.running = None
 
     async def drain(self) -> None:
         await self.idle.wait()
+
+    def undelivered(self) -> str:
+        """What a stop now leaves undelivered: the batches queued, and the one whose
+        on_committed is running (cancelled with the feed's task, so never delivered)."""
+        n = len(self.queue) + (self.running is not None)
+        said = f"{n} batches not delivered"
+        if self.running is not None:
+            doc, first, last = self.running
+            said += f" ({doc}, seq {first}..{last} (running) given up"
+            said += f", {len(self.queue)} queued)" if self.queue else ")"
+        return said
 
 
 def _failed(ext: Extension, hook: str, about: str, e: Exception) -> ExtensionFailed:
@@ -265,10 +281,10 @@ class Extensions(Service):
             try:
                 await asyncio.wait_for(feed.drain(), DRAIN_SECONDS)
             except TimeoutError:
-                log.error("%r: on_committed did not catch up within %g s on shutdown; %d "
-                          "batches not delivered (the changefeed delivers from a position "
-                          "instead: docs/changefeed.md)", feed.ext, DRAIN_SECONDS,
-                          len(feed.queue))  # fmt: skip
+                log.error("%r: on_committed did not catch up within %g s on shutdown; %s "
+                          "(the changefeed delivers from a position instead: "
+                          "docs/changefeed.md)", feed.ext, DRAIN_SECONDS,
+                          feed.undelivered())  # fmt: skip
             await cancel_and_wait(feed.task)
             feed.task = None
             feed.queue.clear()  # (not delivered by a later start of the same app)

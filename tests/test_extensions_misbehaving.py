@@ -219,6 +219,30 @@ async def test_a_hook_that_never_returns_times_out(
     assert f"{hook}" in caplog.text and "0.5 s" in caplog.text, caplog.text
 
 
+async def test_shutdown_counts_the_batch_whose_on_committed_is_running(
+    settings: Settings, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hook that hangs on its first batch while two more wait: the shutdown said "1
+    batches not delivered": the one running, given up with the feed's task, was not
+    counted (nor logged anywhere as given up)."""
+    monkeypatch.setattr("palimpsest.dispatch.DRAIN_SECONDS", 0.3)
+    settings.hook_timeout_seconds = 60
+
+    class Stuck(Copy):
+        async def on_committed(self, doc: str, events: Sequence[Event]) -> None:
+            await asyncio.Event().wait()
+
+    stuck = Stuck()
+    async with run_server(settings, _backend(settings, stuck)) as srv:
+        async with connect(srv.ws_url, "doc", "alice") as alice:
+            for i in range(3):  # three batches: each one logged before the next is typed
+                alice.insert(i, "x")
+                await eventually(lambda: len(stuck.logged) == i + 1, what=f"batch {i + 1}")  # noqa: B023
+    assert "on_committed did not catch up within 0.3 s on shutdown; 3 batches not " \
+        "delivered" in caplog.text, caplog.text  # fmt: skip
+    assert "doc, seq 1..1 (running)" in caplog.text
+
+
 async def test_authenticate_returning_something_else_than_an_identity(
     settings: Settings,
 ) -> None:
