@@ -10,7 +10,8 @@ of the app's users except through two extensions:
   the same site cannot use it: docs/extending.md);
 - ``PlainTextCopy.on_committed`` keeps the app's ``copies`` table up to date with the
   text of each document, after every durable change, off the editing path (and
-  ``on_deleted`` drops the copy of a deleted document).
+  ``on_deleted`` drops the copy of a deleted document: it runs after every batch of
+  that document, so no copy comes back after it).
 
 Run it with Palimpsest installed (``pip install -e .``, which ./scripts/serve does)::
 
@@ -155,6 +156,11 @@ class PlainTextCopy(Extension):
         if held is not None and held[0] == events[0].seq - 1:
             ydoc = held[1]
         else:  # first sight (or events we missed): start from the log
+            if await self.backend.store.head(doc) < events[-1].seq:
+                # deleted since (its room, and the document held here, went with it):
+                # on_deleted comes next, after this batch; folding the batch onto the
+                # empty log would write a wrong copy meanwhile
+                return
             ydoc = await self.backend.doc_at(doc, events[0].seq - 1)
         for ev in events:
             ydoc.apply_update(ev.update)

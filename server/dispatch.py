@@ -20,6 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.requests import HTTPConnection
@@ -78,13 +79,26 @@ _HOOKS: dict[str, bool] = {
 }
 
 
+@dataclass(slots=True)
+class _Deleted:
+    """An on_deleted call queued behind the on_committed batches before it."""
+
+    doc: str
+    by: str
+    #: done once the call returned (or failed, or was given up)
+    done: asyncio.Future[None]
+
+
 class _Feed:
-    """One extension's on_committed calls, in order, on its own task."""
+    """One extension's on_committed calls, in order, on its own task; its on_deleted
+    calls too, in the same order: a document's deletion reaches the extension after
+    every batch of it that was queued before (an index whose on_committed was still
+    behind put a deleted document back after on_deleted)."""
 
     def __init__(self, ext: Extension, timeout: float) -> None:
         self.ext = ext
         self.timeout = timeout
-        self.queue: list[tuple[str, Sequence[Event]]] = []
+        self.queue: list[tuple[str, Sequence[Event]] | _Deleted] = []
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.dropped = 0
@@ -98,7 +112,9 @@ class _Feed:
         self.queue.append((doc, events))
         self.idle.clear()
         if len(self.queue) > FEED_MAX:
-            del self.queue[0]
+            # the oldest batch (a deletion is never dropped: it is the last word)
+            i = next(i for i, item in enumerate(self.queue) if not isinstance(item, _Deleted))
+            del self.queue[i]
             self.dropped += 1
             if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
                 log.error("%r: on_committed is %d batches behind; %d dropped",
@@ -112,10 +128,17 @@ class _Feed:
                 self.wake.clear()
                 await self.wake.wait()
                 continue
-            doc, events = self.queue.pop(0)
-            about = f"{doc}, seq {events[0].seq}..{events[-1].seq}"
-            self.running = (doc, events[0].seq, events[-1].seq)
+            item = self.queue.pop(0)
+            if isinstance(item, _Deleted):
+                hook, about = "on_deleted", item.doc
+            else:
+                doc, events = item
+                hook, about = "on_committed", f"{doc}, seq {events[0].seq}..{events[-1].seq}"
+                self.running = (doc, events[0].seq, events[-1].seq)
             try:
+                if isinstance(item, _Deleted):
+                    await self._deleted(item)
+                    continue
                 await _awaited("on_committed", self.ext.on_committed(doc, events), self.timeout)
             except TimeoutError as e:
                 log.error("%r: on_committed(%s): %s: given up, the next batch goes on",
@@ -126,12 +149,27 @@ class _Feed:
                     raise  # this feed is stopping
                 # raised inside the hook (a task of its own that was cancelled): the
                 # feed would have ended with it, and every later batch gone unseen
-                log.error("%r: on_committed(%s) raised CancelledError; the next batch goes "
-                          "on", self.ext, about)  # fmt: skip
+                log.error("%r: %s(%s) raised CancelledError; the next batch goes on",
+                          self.ext, hook, about)  # fmt: skip
             except Exception:
                 log.exception("%r: on_committed(%s) failed", self.ext, about)
             finally:
                 self.running = None
+
+    def put_deleted(self, doc: str, by: str) -> asyncio.Future[None]:
+        """Queue on_deleted(doc, by) after what is queued; done once it ran."""
+        item = _Deleted(doc, by, asyncio.get_running_loop().create_future())
+        self.queue.append(item)
+        self.idle.clear()
+        self.wake.set()
+        return item.done
+
+    async def _deleted(self, item: _Deleted) -> None:
+        try:
+            await _call_deleted(self.ext, item.doc, item.by, self.timeout)
+        finally:
+            if not item.done.done():
+                item.done.set_result(None)
 
     async def drain(self) -> None:
         await self.idle.wait()
@@ -139,13 +177,27 @@ class _Feed:
     def undelivered(self) -> str:
         """What a stop now leaves undelivered: the batches queued, and the one whose
         on_committed is running (cancelled with the feed's task, so never delivered)."""
-        n = len(self.queue) + (self.running is not None)
+        queued = sum(not isinstance(item, _Deleted) for item in self.queue)
+        n = queued + (self.running is not None)
         said = f"{n} batches not delivered"
         if self.running is not None:
             doc, first, last = self.running
             said += f" ({doc}, seq {first}..{last} (running) given up"
-            said += f", {len(self.queue)} queued)" if self.queue else ")"
+            said += f", {queued} queued)" if queued else ")"
         return said
+
+    def deletions_left(self) -> list[_Deleted]:
+        """The on_deleted calls still queued (taken out of the queue)."""
+        left = [item for item in self.queue if isinstance(item, _Deleted)]
+        self.queue = [item for item in self.queue if not isinstance(item, _Deleted)]
+        return left
+
+
+async def _call_deleted(ext: Extension, doc: str, by: str, seconds: float) -> None:
+    try:
+        await _awaited("on_deleted", ext.on_deleted(doc, by), seconds)
+    except Exception:
+        log.exception("%r: on_deleted(%s) failed", ext, doc)
 
 
 def _failed(ext: Extension, hook: str, about: str, e: Exception) -> ExtensionFailed:
@@ -287,6 +339,10 @@ class Extensions(Service):
                           feed.undelivered())  # fmt: skip
             await cancel_and_wait(feed.task)
             feed.task = None
+            # a deletion's on_deleted still runs (its batches before it are dropped: no
+            # call of the extension comes after it, which is all the order promised)
+            for left in feed.deletions_left():
+                await feed._deleted(left)
             feed.queue.clear()  # (not delivered by a later start of the same app)
             feed.idle.set()
         for svc in reversed(self.services):
@@ -372,11 +428,25 @@ class Extensions(Service):
                 log.exception("%r: on_load(%s) failed", ext, room.name)
 
     async def deleted(self, doc: str, by: str) -> None:
+        """on_deleted, in list order. An extension with on_committed gets it in its feed,
+        after every batch queued before (of this document and the others): the batches
+        of a document are delivered, and on_deleted is the last call about it. The
+        deletion is answered once it ran, or after HOOK_TIMEOUT_SECONDS of waiting
+        behind the batches (it still runs after them)."""
+        feeds = {feed.ext: feed for feed in self._feeds if feed.task is not None}
         for ext in self._by["on_deleted"]:
+            feed = feeds.get(ext)
+            if feed is None:
+                await _call_deleted(ext, doc, by, self.hook_timeout)
+                continue
+            done = feed.put_deleted(doc, by)
             try:
-                await _awaited("on_deleted", ext.on_deleted(doc, by), self.hook_timeout)
-            except Exception:
-                log.exception("%r: on_deleted(%s) failed", ext, doc)
+                await asyncio.wait_for(asyncio.shield(done), self.hook_timeout)
+            except TimeoutError:
+                log.warning("%r: on_deleted(%s) still waits behind %d on_committed batches "
+                            "after %g s; the deletion is answered without it (it runs "
+                            "after them)", ext, doc, len(feed.queue),
+                            self.hook_timeout)  # fmt: skip
 
     async def purged(self, doc: str, by: str) -> None:
         for ext in self._by["on_purged"]:

@@ -168,8 +168,9 @@ class Extension:
 
     async def on_deleted(self, doc: str, by: str) -> None:
         """This process deleted a document (by user `by`): its events, snapshots and tags
-        are gone from the store and its connections here are closed. An exception is
-        logged."""
+        are gone from the store and its connections here are closed. The last call about
+        the document: it runs after every ``on_committed`` batch of this extension that
+        was queued before it. An exception is logged."""
 
     async def on_purged(self, doc: str, by: str) -> None:
         """This process purged the deleted content of a document's history (compaction

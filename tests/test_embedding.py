@@ -104,6 +104,45 @@ async def test_the_app_session_is_the_identity_and_a_plain_text_copy_follows(
         assert (await http.get("/copies/notes", headers=cookie)).status_code == 404
 
 
+async def test_a_document_deleted_while_its_copy_is_behind_has_no_copy(tmp_path: Path) -> None:
+    """With the app's database slow (a remote one), the DELETE dropped the copy first and
+    the edits' on_committed, still queued, wrote it back: ``{"seq": 2, "text": ""}``
+    (the held document was dropped with the room, so the batch was folded onto the
+    deleted document's empty log)."""
+    module = example()
+    save_copy = module.AppDB.save_copy
+    saved: list[tuple[int, str]] = []
+
+    async def slow(self: Any, doc: str, seq: int, text: str) -> None:
+        await asyncio.sleep(0.3)
+        saved.append((seq, text))
+        await save_copy(self, doc, seq, text)
+
+    module.AppDB.save_copy = slow
+    settings = Settings(unload_after_seconds=0.5)
+    app = module.build_app(tmp_path / "app.db", f"sqlite:///{tmp_path / 'collab.db'}", settings)
+    async with running(app) as host:
+        cookie = {"Cookie": f"session={await login(host)}"}
+        store = app.state.collab.backend.store
+        async with connect(f"ws://{host}/collab/ws", "notes", headers=cookie) as c:
+            for i, word in enumerate(["secret ", "more "]):
+                c.insert(len(c.content), word)
+
+                async def logged(n: int = i + 1) -> bool:
+                    return await store.head("notes") == n
+
+                await eventually(logged, what="one batch each")
+            async with httpx.AsyncClient(base_url=f"http://{host}") as http:
+                r = await http.delete("/collab/api/docs/notes", headers=cookie)
+                assert r.status_code == 200, r.text
+                assert (await http.get("/copies/notes", headers=cookie)).status_code == 404
+                await app.state.collab.backend.extensions.drain()
+                assert await app.state.db.copy("notes") is None
+        # and never a wrong copy meanwhile: a batch after the deletion is not folded
+        # onto the empty log of the deleted document
+        assert saved and all(text in ("secret ", "secret more ") for _, text in saved), saved
+
+
 async def test_without_a_session_nothing_is_served(notes: tuple[str, Any]) -> None:
     host, _ = notes
     async with websockets.connect(f"ws://{host}/collab/ws/notes?user=ada") as ws:

@@ -114,6 +114,61 @@ async def test_hooks_run_in_their_documented_order(
     srv.backend.snapshots.every = 10**9
 
 
+class SlowIndex(Extension):
+    """A search index kept in on_committed, slowly (a remote database), forgotten in
+    on_deleted."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.index: dict[str, int] = {}
+
+    async def on_committed(self, doc: str, events: Sequence[Event]) -> None:
+        await asyncio.sleep(0.2)
+        self.calls.append(("on_committed", doc, events[-1].seq))
+        self.index[doc] = events[-1].seq
+
+    async def on_deleted(self, doc: str, by: str) -> None:
+        self.calls.append(("on_deleted", doc))
+        self.index.pop(doc, None)
+
+
+async def test_on_deleted_runs_after_the_documents_queued_on_committed(
+    settings: Settings,
+) -> None:
+    """on_deleted ran at once while on_committed of the edits just before the DELETE
+    still waited in the extension's queue: they ran after it and put the deleted
+    document back into the app's index, for good."""
+    idx = SlowIndex()
+    backend = Backend(settings, extensions=[idx, *builtin_extensions(settings)])
+    async with run_server(settings, backend) as srv:
+        async with connect(srv.ws_url, "other", "ada") as o:
+            o.insert(0, "x")  # another document's batch, queued first
+            async with connect(srv.ws_url, "gone", "ada") as c:
+                for i, ch in enumerate("abc"):
+                    c.insert(i, ch)
+
+                    async def logged(n: int = i + 1) -> bool:
+                        return await srv.backend.store.head("gone") == n
+
+                    await eventually(logged, what="one batch each")
+
+                async with httpx.AsyncClient(base_url=srv.url) as http:
+                    r = await http.delete("/api/docs/gone", params={"user": "admin"})
+                assert r.status_code == 200, r.text
+                # answered once on_deleted ran, after every batch of the document
+                assert idx.calls[-1] == ("on_deleted", "gone"), idx.calls
+                assert [c for c in idx.calls if c[1] == "gone"] == [
+                    ("on_committed", "gone", 1), ("on_committed", "gone", 2),
+                    ("on_committed", "gone", 3), ("on_deleted", "gone"),
+                ]  # fmt: skip
+                await srv.backend.extensions.drain()
+                assert "gone" not in idx.index and idx.index["other"] == 1
+                # the name used again: a new document, whose batches come after
+                async with connect(srv.ws_url, "gone", "ada") as again:
+                    again.insert(0, "new")
+                    await eventually(lambda: idx.index.get("gone") == 1, what="re-indexed")
+
+
 class Boom(Extension):
     """Fails in every after-the-fact and pipeline hook."""
 
