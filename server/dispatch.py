@@ -30,6 +30,7 @@ from .auth import Identity
 from .closes import Closed
 from .errors import AuthError, ExtensionFailed, PalimpsestError
 from .extensions import Client, Extension, Operation
+from .hook_failures import HookFailures
 from .hook_timing import CLOCK, timed
 from .lifecycle import Service, cancel_and_wait
 from .origins import Origin
@@ -95,9 +96,10 @@ class _Feed:
     every batch of it that was queued before (an index whose on_committed was still
     behind put a deleted document back after on_deleted)."""
 
-    def __init__(self, ext: Extension, timeout: float) -> None:
+    def __init__(self, ext: Extension, timeout: float, failures: HookFailures) -> None:
         self.ext = ext
         self.timeout = timeout
+        self.failures = failures
         self.queue: list[tuple[str, Sequence[Event]] | _Deleted] = []
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -117,8 +119,8 @@ class _Feed:
             del self.queue[i]
             self.dropped += 1
             if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
-                log.error("%r: on_committed is %d batches behind; %d dropped",
-                          self.ext, FEED_MAX, self.dropped)  # fmt: skip
+                log.error("%s.on_committed is %d batches behind; %d dropped",
+                          _name(self.ext), FEED_MAX, self.dropped)  # fmt: skip
         self.wake.set()
 
     async def run(self) -> None:
@@ -141,18 +143,18 @@ class _Feed:
                     continue
                 await _awaited("on_committed", self.ext.on_committed(doc, events), self.timeout)
             except TimeoutError as e:
-                log.error("%r: on_committed(%s): %s: given up, the next batch goes on",
-                          self.ext, about, e)  # fmt: skip
+                log.error("%s.on_committed(%s): %s: given up, the next batch goes on",
+                          _name(self.ext), about, e)  # fmt: skip
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise  # this feed is stopping
                 # raised inside the hook (a task of its own that was cancelled): the
                 # feed would have ended with it, and every later batch gone unseen
-                log.error("%r: %s(%s) raised CancelledError; the next batch goes on",
-                          self.ext, hook, about)  # fmt: skip
-            except Exception:
-                log.exception("%r: on_committed(%s) failed", self.ext, about)
+                log.error("%s.%s(%s) raised CancelledError; the next batch goes on",
+                          _name(self.ext), hook, about)  # fmt: skip
+            except Exception as e:
+                self.failures.failed(_hook(self.ext, "on_committed"), about, e)
             finally:
                 self.running = None
 
@@ -166,7 +168,7 @@ class _Feed:
 
     async def _deleted(self, item: _Deleted) -> None:
         try:
-            await _call_deleted(self.ext, item.doc, item.by, self.timeout)
+            await _call_deleted(self.failures, self.ext, item.doc, item.by, self.timeout)
         finally:
             if not item.done.done():
                 item.done.set_result(None)
@@ -193,19 +195,23 @@ class _Feed:
         return left
 
 
-async def _call_deleted(ext: Extension, doc: str, by: str, seconds: float) -> None:
+async def _call_deleted(
+    failures: HookFailures, ext: Extension, doc: str, by: str, seconds: float
+) -> None:
     try:
         await _awaited("on_deleted", ext.on_deleted(doc, by), seconds)
-    except Exception:
-        log.exception("%r: on_deleted(%s) failed", ext, doc)
+    except Exception as e:
+        failures.failed(_hook(ext, "on_deleted"), doc, e)
 
 
-def _failed(ext: Extension, hook: str, about: str, e: Exception) -> ExtensionFailed:
+def _failed(
+    failures: HookFailures, ext: Extension, hook: str, about: str, e: Exception
+) -> ExtensionFailed:
     """What a deciding hook's exception other than a PalimpsestError (a refusal on
     purpose) becomes: a bug, logged with its traceback and answered as ExtensionFailed,
     so that the client reads a reason, a Hocuspocus socket closes only that document,
     and HTTP answers JSON."""
-    log.error("%r: %s(%s) failed", ext, hook, about, exc_info=e)
+    failures.failed(_hook(ext, hook), about, e)
     return ExtensionFailed(f"the server's extension {_name(ext)} failed in {hook}")
 
 
@@ -238,6 +244,11 @@ def _name(ext: Extension) -> str:
     return ext.name or type(ext).__name__
 
 
+def _hook(ext: Extension, hook: str) -> str:
+    """A hook as logs and errors name it: ``Name.hook``."""
+    return f"{_name(ext)}.{hook}"
+
+
 def _check_kinds(ext: Extension) -> None:
     """Refuse, when the app is built, a hook that is a coroutine where it is called, not
     awaited: it would never run (an `async def on_update` refuses nothing)."""
@@ -267,7 +278,9 @@ class Extensions(Service):
         for hook in _HOOKS:
             base = getattr(Extension, hook)
             self._by[hook] = tuple(e for e in self.all if getattr(type(e), hook) is not base)
-        self._feeds = [_Feed(e, hook_timeout) for e in self._by["on_committed"]]
+        #: how failing hooks are logged (a traceback a minute per hook, then a count)
+        self.failures = HookFailures()
+        self._feeds = [_Feed(e, hook_timeout, self.failures) for e in self._by["on_committed"]]
         #: each plain hook's (extension, call), bound once; an app's extensions' calls
         #: timed (hook_timing: one that blocks the event loop is named in the log)
         self._plain = {
@@ -275,9 +288,13 @@ class Extensions(Service):
             for hook, awaited in _HOOKS.items()
             if not awaited
         }
-        # the hooks called per event: on the editing path (and replay)
-        self._before_apply = tuple(call for _, call in self._plain["before_apply"])
-        self._on_applied = tuple(call for _, call in self._plain["on_applied"])
+        # the hooks called per event, with their names: on the editing path (and replay)
+        self._before_apply = tuple(
+            (call, _hook(e, "before_apply")) for e, call in self._plain["before_apply"]
+        )
+        self._on_applied = tuple(
+            (call, _hook(e, "on_applied")) for e, call in self._plain["on_applied"]
+        )
         #: whether a committed batch of client edits may be applied to the document as
         #: merged updates, the per-event hooks run after (Extension.reads_doc_per_event)
         self.merged_apply = not any(
@@ -333,9 +350,9 @@ class Extensions(Service):
             try:
                 await asyncio.wait_for(feed.drain(), DRAIN_SECONDS)
             except TimeoutError:
-                log.error("%r: on_committed did not catch up within %g s on shutdown; %s "
+                log.error("%s.on_committed did not catch up within %g s on shutdown; %s "
                           "(the changefeed delivers from a position instead: "
-                          "docs/changefeed.md)", feed.ext, DRAIN_SECONDS,
+                          "docs/changefeed.md)", _name(feed.ext), DRAIN_SECONDS,
                           feed.undelivered())  # fmt: skip
             await cancel_and_wait(feed.task)
             feed.task = None
@@ -360,12 +377,12 @@ class Extensions(Service):
             except PalimpsestError:
                 raise
             except Exception as e:
-                raise _failed(ext, "authenticate", conn.url.path, e) from e
+                raise _failed(self.failures, ext, "authenticate", conn.url.path, e) from e
             if identity is not None:
                 if not isinstance(identity, Identity):
                     wrong = TypeError(f"it returned {type(identity).__name__}, not an Identity "
                                       "(or None)")  # fmt: skip
-                    raise _failed(ext, "authenticate", conn.url.path, wrong)
+                    raise _failed(self.failures, ext, "authenticate", conn.url.path, wrong)
                 return identity
         wanted = [e.credentials for e in self._by["authenticate"] if e.credentials]
         raise AuthError(
@@ -383,7 +400,7 @@ class Extensions(Service):
                 except PalimpsestError:
                     raise
                 except Exception as e:
-                    raise _failed(ext, "on_connect", client.doc, e) from e
+                    raise _failed(self.failures, ext, "on_connect", client.doc, e) from e
                 passed.append(ext)
         except BaseException:
             await self.disconnect(client, passed)
@@ -397,8 +414,8 @@ class Extensions(Service):
         for ext in wanted:
             try:
                 await _awaited("on_disconnect", ext.on_disconnect(client), self.hook_timeout)
-            except Exception:
-                log.exception("%r: on_disconnect failed", ext)
+            except Exception as e:
+                self.failures.failed(_hook(ext, "on_disconnect"), client.doc, e)
 
     # --- after the fact -------------------------------------------------------------------
 
@@ -410,9 +427,9 @@ class Extensions(Service):
             for ext, call in self._plain["on_logged"]:
                 try:
                     call(room, batch)
-                except Exception:
-                    log.exception("%r: on_logged(%s, seq %d..%d) failed",
-                                  ext, room.name, batch[0].seq, batch[-1].seq)  # fmt: skip
+                except Exception as e:
+                    about = f"{room.name}, seq {batch[0].seq}..{batch[-1].seq}"
+                    self.failures.failed(_hook(ext, "on_logged"), about, e)
             for feed in self._feeds:
                 feed.put(room.name, batch)
 
@@ -424,8 +441,8 @@ class Extensions(Service):
                 await _awaited("on_load", ext.on_load(room), self.hook_timeout)
             except PalimpsestError:
                 raise
-            except Exception:
-                log.exception("%r: on_load(%s) failed", ext, room.name)
+            except Exception as e:
+                self.failures.failed(_hook(ext, "on_load"), room.name, e)
 
     async def deleted(self, doc: str, by: str) -> None:
         """on_deleted, in list order. An extension with on_committed gets it in its feed,
@@ -437,44 +454,44 @@ class Extensions(Service):
         for ext in self._by["on_deleted"]:
             feed = feeds.get(ext)
             if feed is None:
-                await _call_deleted(ext, doc, by, self.hook_timeout)
+                await _call_deleted(self.failures, ext, doc, by, self.hook_timeout)
                 continue
             done = feed.put_deleted(doc, by)
             try:
                 await asyncio.wait_for(asyncio.shield(done), self.hook_timeout)
             except TimeoutError:
-                log.warning("%r: on_deleted(%s) still waits behind %d on_committed batches "
+                log.warning("%s.on_deleted(%s) still waits behind %d on_committed batches "
                             "after %g s; the deletion is answered without it (it runs "
-                            "after them)", ext, doc, len(feed.queue),
+                            "after them)", _name(ext), doc, len(feed.queue),
                             self.hook_timeout)  # fmt: skip
 
     async def purged(self, doc: str, by: str) -> None:
         for ext in self._by["on_purged"]:
             try:
                 await _awaited("on_purged", ext.on_purged(doc, by), self.hook_timeout)
-            except Exception:
-                log.exception("%r: on_purged(%s) failed", ext, doc)
+            except Exception as e:
+                self.failures.failed(_hook(ext, "on_purged"), doc, e)
 
     def unloaded(self, room: Room) -> None:
         for ext, call in self._plain["on_unload"]:
             try:
                 call(room)
-            except Exception:
-                log.exception("%r: on_unload(%s) failed", ext, room.name)
+            except Exception as e:
+                self.failures.failed(_hook(ext, "on_unload"), room.name, e)
 
     def before_apply(self, room: Room, event: Event, origin: Origin) -> None:
-        for hook in self._before_apply:
+        for hook, named in self._before_apply:
             try:
                 hook(room, event, origin)
-            except Exception:
-                log.exception("%r: before_apply(%s@%d) failed", hook, room.name, event.seq)
+            except Exception as e:
+                self.failures.failed(named, f"{room.name}@{event.seq}", e)
 
     def applied(self, room: Room, event: Event, origin: Origin) -> None:
-        for hook in self._on_applied:
+        for hook, named in self._on_applied:
             try:
                 hook(room, event, origin)
-            except Exception:
-                log.exception("%r: on_applied(%s@%d) failed", hook, room.name, event.seq)
+            except Exception as e:
+                self.failures.failed(named, f"{room.name}@{event.seq}", e)
 
     def update(self, room: Room, client: Client, update: bytes) -> None:
         self._decide("on_update", room.name, room, client, update)
@@ -494,14 +511,14 @@ class Extensions(Service):
             except PalimpsestError:
                 raise
             except Exception as e:
-                raise _failed(ext, hook, about, e) from e
+                raise _failed(self.failures, ext, hook, about, e) from e
 
     def awareness(self, room: Room, entries: bytes) -> None:
         for ext, call in self._plain["on_awareness"]:
             try:
                 call(room, entries)
-            except Exception:
-                log.exception("%r: on_awareness(%s) failed", ext, room.name)
+            except Exception as e:
+                self.failures.failed(_hook(ext, "on_awareness"), room.name, e)
 
     def snapshot_meta(self, room: Room) -> dict[str, Any]:
         meta: dict[str, Any] = {}
@@ -513,9 +530,9 @@ class Extensions(Service):
                     # snapshot, and the store's error could not say whose it was (the
                     # built-in features' entries, undo stacks, are large and never fail)
                     json.dumps(mine)
-            except Exception:
-                log.exception("%r: snapshot_meta(%s) failed (its entries are left out of the "
-                              "snapshot)", ext, room.name)  # fmt: skip
+            except Exception as e:
+                also = " (its entries are left out of the snapshot)"
+                self.failures.failed(_hook(ext, "snapshot_meta"), room.name, e, also)
                 continue
             meta.update(mine)
         return meta
@@ -524,47 +541,47 @@ class Extensions(Service):
         for ext, call in self._plain["on_snapshot"]:
             try:
                 call(written)
-            except Exception:
-                log.exception("%r: on_snapshot failed", ext)
+            except Exception as e:
+                self.failures.failed(_hook(ext, "on_snapshot"), written.doc, e)
 
     def refused(self, reason: str) -> None:
         for ext, call in self._plain["on_refused"]:
             try:
                 call(reason)
-            except Exception:
-                log.exception("%r: on_refused failed", ext)
+            except Exception as e:
+                self.failures.failed(_hook(ext, "on_refused"), reason, e)
 
     def ignored(self, endpoint: str, mtype: str) -> None:
         for ext, call in self._plain["on_ignored"]:
             try:
                 call(endpoint, mtype)
-            except Exception:
-                log.exception("%r: on_ignored failed", ext)
+            except Exception as e:
+                self.failures.failed(_hook(ext, "on_ignored"), endpoint, e)
 
     def closed(self, client: Client, closed: Closed) -> None:
         for ext, call in self._plain["on_closed"]:
             try:
                 call(client, closed)
-            except Exception:
-                log.exception("%r: on_closed failed", ext)
+            except Exception as e:
+                self.failures.failed(_hook(ext, "on_closed"), client.doc, e)
 
     def request(self, route: str, method: str, status: int) -> None:
         for ext, call in self._plain["on_request"]:
             try:
                 call(route, method, status)
-            except Exception:
-                log.exception("%r: on_request failed", ext)
+            except Exception as e:
+                self.failures.failed(_hook(ext, "on_request"), route, e)
 
     def commit_batch(self, events: int, seconds: float) -> None:
         for ext, call in self._plain["on_commit_batch"]:
             try:
                 call(events, seconds)
-            except Exception:
-                log.exception("%r: on_commit_batch failed", ext)
+            except Exception as e:
+                self.failures.failed(_hook(ext, "on_commit_batch"), f"{events} events", e)
 
     def peer_commit(self, doc: str) -> None:
         for ext, call in self._plain["on_peer_commit"]:
             try:
                 call(doc)
-            except Exception:
-                log.exception("%r: on_peer_commit(%s) failed", ext, doc)
+            except Exception as e:
+                self.failures.failed(_hook(ext, "on_peer_commit"), doc, e)

@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute, Route
 from yclient import connect
 
 import palimpsest
-from palimpsest import Client, Event, Extension, Identity, Palimpsest, Room
+from palimpsest import Client, Event, Extension, Identity, Origin, Palimpsest, Room
 from palimpsest.backend import Backend
 from palimpsest.errors import StoreUnavailable
 from palimpsest.features import builtin_extensions
@@ -243,6 +243,54 @@ async def test_shutdown_counts_the_batch_whose_on_committed_is_running(
     assert "doc, seq 1..1 (running)" in caplog.text
 
 
+async def test_a_failing_hook_logs_its_traceback_once_a_minute_then_a_count(
+    settings: Settings, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in on_update closes its socket with 1011, and y-websocket, reconnecting,
+    sends the same update again: 26 full tracebacks in 8 s. A bug in on_applied logged
+    one per event, naming the hook `<bound method Buggy.on_applied of <extension
+    Buggy>>`. Each (extension, hook) now logs its traceback once a minute (the window is
+    shortened here) and then how many more times it failed, in one line."""
+    monkeypatch.setattr("palimpsest.hook_failures.TRACEBACK_EVERY_SECONDS", 1.0)
+
+    class Buggy(Extension):
+        def on_update(self, room: Room, client: Client, update: bytes) -> None:
+            if room.name == "guarded":
+                raise RuntimeError("update bug")
+
+        def on_applied(self, room: Room, event: Event, origin: Origin) -> None:
+            raise RuntimeError("applied bug")
+
+    async with run_server(settings, _backend(settings, Buggy())) as srv:
+        async with connect(srv.ws_url, "doc", "alice") as alice:
+            for i in range(10):
+                alice.insert(i, "x")
+
+            async def logged() -> bool:
+                return await srv.backend.store.head("doc") == 10
+
+            await eventually(logged, what="the edits, logged")
+        for _ in range(3):  # the client coming back with the same update
+            async with connect(srv.ws_url, "guarded", "alice") as c:
+                c.insert(0, "x")
+                await eventually(lambda: c.close_code == 1011, what="refused")  # noqa: B023
+
+        def said(start: str) -> list[logging.LogRecord]:
+            return [r for r in caplog.records if r.getMessage().startswith(start)]
+
+        await eventually(lambda: said("Buggy.on_applied failed 9 more times"), what="a count")
+        await eventually(lambda: said("Buggy.on_update failed 2 more times"), what="a count")
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert [r.getMessage() for r in tracebacks] == [
+        "Buggy.on_applied(doc@1) failed",
+        "Buggy.on_update(guarded) failed",
+    ], tracebacks
+    counts = said("Buggy.on_applied failed") + said("Buggy.on_update failed")
+    assert len(counts) == 2 and not any(r.exc_info for r in counts)
+    assert "RuntimeError: applied bug" in counts[0].getMessage()
+    assert "bound method" not in caplog.text
+
+
 async def test_authenticate_returning_something_else_than_an_identity(
     settings: Settings,
 ) -> None:
@@ -288,7 +336,7 @@ async def test_snapshot_meta_that_is_not_json_loses_only_its_own_entries(
             await eventually(snapshotted, what="a snapshot written")
         snap = await srv.backend.store.latest_snapshot("doc")
         assert snap is not None and "last_seen" not in snap.meta and "undo" in snap.meta, snap.meta
-    assert "<extension LastSeen>: snapshot_meta(doc) failed" in caplog.text
+    assert "LastSeen.snapshot_meta(doc) failed" in caplog.text
 
 
 def test_a_route_palimpsest_has_already_is_refused(settings: Settings) -> None:
