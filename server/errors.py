@@ -198,3 +198,10 @@ class DocumentBroken(Exception):
     def __init__(self, ev: Event, cause: BaseException) -> None:
         super().__init__(f"event {ev.doc}/{ev.seq} breaks the document (yrs panicked: {cause})")
         self.doc, self.seq, self.update, self.cause = ev.doc, ev.seq, ev.update, cause
+
+
+class HookWroteDocument(Exception):
+    """An extension's hook wrote into a live document outside ``on_load`` (the change is
+    in no event): the room is reloaded from the log, and that hook is no longer called
+    (server.dispatch). Not a PalimpsestError: it never reaches a client (they get 1013,
+    the room reloading)."""

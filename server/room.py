@@ -43,6 +43,7 @@ from .errors import (
     FATAL,
     DocumentBroken,
     FrameTooLarge,
+    HookWroteDocument,
     ProtocolError,
     StoreError,
     StoreUnavailable,
@@ -194,7 +195,14 @@ class _Barrier:
     future: asyncio.Future[None]
 
 
-_Item = _ClientUpdate | _ServerChange | _PeerEvents | _Barrier
+@dataclass(slots=True)
+class _Fail:
+    """The live document diverged from the log (Room.diverged): reload the room."""
+
+    error: BaseException
+
+
+_Item = _ClientUpdate | _ServerChange | _PeerEvents | _Barrier | _Fail
 
 
 class RoomObserver(Protocol):
@@ -364,6 +372,8 @@ class Room:
         #: admitted clocks match the document (no commit or apply has failed)
         self._exact_reach = True
         self.broken: BaseException | None = None
+        #: the live document holds what is in no event (Room.diverged): never snapshot it
+        self._diverged = False
         self.closed = False
         self.stopping = False
 
@@ -401,11 +411,23 @@ class Room:
     @property
     def consistent(self) -> bool:
         """True when the doc equals the fold of events 1..seq (no server change in flight)."""
-        return not self._server_change_in_flight and self.broken is None
+        return not self._server_change_in_flight and self.broken is None and not self._diverged
 
     @property
     def idle(self) -> bool:
         return not self.peers and not self._inbox and not self._server_change_in_flight
+
+    def diverged(self, error: BaseException) -> None:
+        """The live document changed outside the pipeline (an extension's hook wrote into
+        it): it holds what no event has. Nothing snapshots it from now on, and the room
+        is dropped before anything else queued (_fail: its clients reconnect with 1013
+        and the next load is the log's). Before the room starts (loading) `error` is
+        raised: the load starts again."""
+        self._diverged = True
+        if self._task is None:
+            raise error
+        self._inbox.insert(0, _Fail(error))
+        self._wake.set()
 
     async def flush(self) -> None:
         """Wait until everything queued so far is committed and applied."""
@@ -994,11 +1016,17 @@ class Room:
                     elif isinstance(item, _Barrier):
                         if not item.future.done():
                             item.future.set_result(None)
+                    elif isinstance(item, _Fail):
+                        i += 1
+                        raise item.error
                     i += 1
             except BaseException as e:
                 if isinstance(e, asyncio.CancelledError):
                     raise
-                log.exception("room %s pipeline failed", self.name)
+                if isinstance(e, HookWroteDocument):  # the dispatcher said whose hook
+                    log.error("room %s: %s", self.name, e)
+                else:
+                    log.exception("room %s pipeline failed", self.name)
                 # and what was queued meanwhile: its waiters are told too
                 rest, self._inbox = items[i:] + self._inbox, []
                 self._fail(e, rest)

@@ -11,6 +11,7 @@ from typing import Any
 
 from pycrdt import Doc
 
+from .errors import HookWroteDocument
 from .origins import ReplayOrigin
 from .room import PRESENCE_BATCH, PRESENCE_TIMEOUT, LoadInfo, Room, RoomObserver
 from .snapshots import SnapshotPolicy, load
@@ -88,6 +89,15 @@ class Rooms:
             room.base = await self.store.compaction_base(name)
 
     async def _load(self, name: str) -> Room:
+        while True:
+            try:
+                return await self._load_once(name)
+            except HookWroteDocument:
+                # an extension's hook wrote into the document while it loaded: that hook
+                # is off now (server.dispatch said whose); each time one fewer, so this ends
+                log.warning("loading %s again, from the log", name)
+
+    async def _load_once(self, name: str) -> Room:
         holder: dict[str, Room] = {}
 
         def before_replay(doc: Doc[Any], snap: Snapshot | None) -> None:
@@ -118,15 +128,20 @@ class Rooms:
         generation = await self.store.tombstone(name)
         # before the load: a compaction during it leaves the room stale, never unnoticed
         base = await self.store.compaction_base(name)
-        loaded = await load(
-            self.store,
-            name,
-            before_replay=before_replay,
-            on_event=on_event,
-            before_event=before_event,
-            generation=generation,
-            with_meta=True,
-        )
+        try:
+            loaded = await load(
+                self.store,
+                name,
+                before_replay=before_replay,
+                on_event=on_event,
+                before_event=before_event,
+                generation=generation,
+                with_meta=True,
+            )
+        except HookWroteDocument:
+            if "room" in holder:  # never started: release what extensions made
+                holder["room"].observer.unloaded(holder["room"])
+            raise
         room = holder["room"]
         room.base = base
         room.seq = loaded.seq

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import eventually, run_server
+from pycrdt import Doc, Text
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
@@ -27,8 +28,10 @@ from palimpsest import Client, Event, Extension, Identity, Origin, Palimpsest, R
 from palimpsest.backend import Backend
 from palimpsest.errors import StoreUnavailable
 from palimpsest.features import builtin_extensions
+from palimpsest.maintenance import verify_doc
 from palimpsest.recovery import recovery_marker
 from palimpsest.settings import Settings
+from palimpsest.store.base import NewEvent
 
 
 def _backend(settings: Settings, *mine: Extension) -> Backend:
@@ -289,6 +292,102 @@ async def test_a_failing_hook_logs_its_traceback_once_a_minute_then_a_count(
     assert len(counts) == 2 and not any(r.exc_info for r in counts)
     assert "RuntimeError: applied bug" in counts[0].getMessage()
     assert "bound method" not in caplog.text
+
+
+class FixesTypos(Extension):
+    """Writes into the live document from a hook: "teh" becomes "the"."""
+
+    def on_applied(self, room: Room, event: Event, origin: Origin) -> None:
+        text = room.doc.get("content", type=Text)
+        i = str(text).find("teh")
+        if i >= 0:
+            del text[i : i + 3]
+            text.insert(i, "the")
+
+
+async def test_a_hook_that_writes_into_the_document_is_undone_and_said(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The write was in no event: connected clients never got it, a later joiner did,
+    the next snapshot stored it (head != log; `palimpsest verify`: "snapshot @2 renders
+    differently from the log"), and nothing was logged. Now the room is reloaded from
+    the log (its clients come back), the hook is no longer called, and an error names
+    it and says what to use instead."""
+    settings.unload_after_seconds = 0.2
+    async with run_server(settings, _backend(settings, FixesTypos())) as srv:
+        store = srv.backend.store
+        async with connect(srv.ws_url, "mut", "alice") as alice:
+            alice.insert(0, "fix teh typo")
+            await eventually(lambda: alice.close_code == 1013, what="the room reloads")
+        wrote = said_wrote(caplog)
+        assert len(wrote) == 1 and wrote[0].startswith("FixesTypos.on_applied wrote into"), wrote
+        assert "room.server_change" in wrote[0] and "no longer called" in wrote[0]
+        async with connect(srv.ws_url, "mut", "carol") as carol:  # what the log holds
+            await eventually(lambda: carol.content == "fix teh typo", what="the log's text")
+            carol.insert(len(carol.content), " more")
+
+            async def logged() -> bool:
+                return await store.head("mut") == 2
+
+            await eventually(logged, what="carol's edit")
+        await eventually(lambda: srv.backend.rooms.get_loaded("mut") is None, what="unloaded")
+        assert await store.latest_snapshot("mut") is not None
+        assert await verify_doc(store, "mut") == []
+        doc = await srv.backend.doc_at("mut")
+        assert str(doc.get("content", type=Text)) == "fix teh typo more"
+    assert len(said_wrote(caplog)) == 1  # the hook is off: not at the reload, nor since
+
+
+class Stamps(Extension):
+    """Writes into the live document from on_server_change: a mark before each one."""
+
+    def on_server_change(self, room: Room, actor: str, kind: str) -> None:
+        room.doc.get("content", type=Text).insert(0, "!")
+
+
+async def test_writes_into_the_document_from_on_server_change_or_while_loading(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same from a hook outside the pipeline (on_server_change, in the request's task), and
+    from on_applied while the document loads (its replayed events): the load starts
+    again, from the log, without the hook."""
+    async with run_server(settings, _backend(settings, FixesTypos(), Stamps())) as srv:
+        typed = Doc()
+        typed["content"] = Text("fix teh typo")  # an event no snapshot covers: replayed
+        await srv.backend.store.append(
+            [("loaded", [NewEvent("alice", "edit", typed.get_update())])]
+        )
+        async with connect(srv.ws_url, "loaded", "bob") as bob:  # loads: replays seq 1
+            await eventually(lambda: bob.content == "fix teh typo", what="the log's text")
+            assert bob.close_code is None
+        assert said_wrote(caplog)[0].startswith("FixesTypos.on_applied wrote into")
+        async with connect(srv.ws_url, "stamped", "carol") as carol:
+            carol.insert(0, "hi")
+
+            async def head(n: int) -> bool:
+                return await srv.backend.store.head("stamped") == n
+
+            await eventually(lambda: head(1), what="carol's edit")
+            async with httpx.AsyncClient(base_url=srv.url) as http:
+                r = await http.post("/api/docs/stamped/undo", params={"user": "carol"})
+            assert r.status_code != 200, r.text
+            await eventually(lambda: carol.close_code == 1013, what="the room reloads")
+        assert said_wrote(caplog)[1].startswith("Stamps.on_server_change wrote into")
+        async with connect(srv.ws_url, "stamped", "carol") as carol:
+            await eventually(lambda: carol.content == "hi", what="the log's text")
+            assert (await carol.request({"type": "undo"}))["ok"] is True  # the hook is off
+            await eventually(lambda: head(2), what="the undo")
+            assert "!" not in str((await srv.backend.doc_at("stamped")).get("content", type=Text))
+            assert "!" not in carol.content
+    assert len(said_wrote(caplog)) == 2
+
+
+def said_wrote(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "palimpsest.extensions" and "wrote into" in r.getMessage()
+    ]
 
 
 async def test_authenticate_returning_something_else_than_an_identity(
