@@ -15,8 +15,10 @@ Because a Yjs sequence never reorders its items and a deleted item never comes b
 seq S (inserted <= S, not deleted by S), is the text at S. So one structure answers
 blame at any seq, and the diff of any two seqs, without replaying anything per request.
 Where a new insertion lands among tombstones is not recorded exactly by deltas (by ids
-it is), and it does not matter: such a tombstone and the new bytes are never alive at
-the same seq, and a diff lists each gap's deletions before its insertions.
+it is; by deltas it goes before them), and it does not matter for blame or diffs: such
+a tombstone and the new bytes are never alive at the same seq, and a diff lists each
+gap's deletions before its insertions. It does for the copies an undo or a restore
+makes (the deleted text beside a copy is found by order): see TextTrack.gap.
 
 Cost and lifetime (see docs/history.md and attribution_cache): the index is built
 once from the start of the log (the only full pass: 5.4-9.3 s for automerge-paper's
@@ -472,7 +474,17 @@ class TextTrack:
         """The runs around the point before run `ri` of block `bi` that are deleted or
         inserted by event `seq`, in order: the stretch between two characters that were
         alive before the event, and are after it (an insert of `seq` lands in one).
-        At most GAP_RUNS runs on each side."""
+        At most GAP_RUNS runs on each side.
+
+        A run folded by deltas (4 fields), inserted where there was text deleted
+        before, lies before those tombstones (a delta does not say where among them it
+        went, see the module's docstring), though Yjs may have put it after them: typing
+        on at the end of a word another's restore just deleted (the typist's insert
+        follows its deleted last letter), or text typed where a restore deleted before
+        the restorer's undo brought it back beside the tombstones. So on the right, the
+        stretch goes on past such runs (at most GAP_FLOAT runs, not part of it) to the
+        tombstones deleted before every one of them was inserted: they are in the
+        stretch, as the fold by ids would have them."""
         blocks = self.blocks
 
         def passable(run: list[Any]) -> bool:
@@ -490,13 +502,22 @@ class TextTrack:
             r -= 1
         right: list[list[Any]] = []
         b, r = bi, ri
+        floor, floated = seq, 0  # (the earliest insert of the runs passed over, how many)
         while len(right) < GAP_RUNS:
             while r >= len(blocks[b]) and b + 1 < len(blocks):
                 b, r = b + 1, 0
-            if r >= len(blocks[b]) or not passable(blocks[b][r]):
+            if r >= len(blocks[b]):
                 break
-            right.append(blocks[b][r])
+            run = blocks[b][r]
             r += 1
+            if not floated and passable(run):
+                right.append(run)
+            elif not run[3] and run[2] != seq and len(run) == 4 and floated < GAP_FLOAT:
+                floor, floated = min(floor, run[2]), floated + 1  # (passed over)
+            elif run[3] and run[3] < floor:  # (beyond: deleted before all those were typed)
+                right.append(run)
+            elif run[1]:  # (alive text not passed over, or this event's beyond it)
+                break
         left.reverse()
         return left + right
 
@@ -517,6 +538,9 @@ MOVE_PAIRS = 4096
 #: a redo or a restore copied (see Copies), and at most COPY_WORK pairs of characters
 #: compared where the copy is not the deleted text or a part of it (difflib: ~20 ms)
 GAP_RUNS = 1 << 16
+#: and at most this many alive runs folded by deltas passed over to the tombstones
+#: beyond them (see TextTrack.gap)
+GAP_FLOAT = 256
 COPY_WORK = 1 << 20
 #: bytes (or runs) looked at in Python between two pauses of a copy's matching
 MATCH_STEP = 1 << 14
