@@ -560,3 +560,42 @@ async def test_import_refuses_what_the_websocket_refuses(
     f.write_bytes(item(5, 0, "fine"))
     r = await cli(capfd, "import", "imp-ok", str(f), "--db", str(db))
     assert r.code == 0, r
+
+
+async def test_a_store_flag_wins_over_both_store_variables(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PALIMPSEST_STORE (set in an operator's profile) beat an explicit --db: `delete notes
+    --yes --db scratch.db` deleted the document in the store the variable named, `export
+    --db` read it, `serve --db` served it. A flag for the store now makes both variables
+    unread; --db with --store is a usage error."""
+    from palimpsest.cli import settings_from
+
+    prod, scratch = tmp_path / "prod.db", tmp_path / "scratch.db"
+    (tmp_path / "p.txt").write_text("production text")
+    (tmp_path / "s.txt").write_text("scratch text")
+    for db, txt in ((prod, "p.txt"), (scratch, "s.txt")):
+        r = await cli(capfd, "import", "notes", str(tmp_path / txt), "--db", str(db))
+        assert r.code == 0, r
+    monkeypatch.setenv("PALIMPSEST_STORE", f"sqlite:///{prod}")
+    r = await cli(capfd, "export", "notes", "--db", str(scratch))
+    assert r.code == 0 and r.out == "scratch text", r
+    r = await cli(capfd, "delete", "notes", "--yes", "--db", str(scratch))
+    assert r.code == 0, r
+    monkeypatch.delenv("PALIMPSEST_STORE")
+    assert (await cli(capfd, "export", "notes", "--db", str(prod))).out == "production text"
+    r = await cli(capfd, "export", "notes", "--db", str(scratch))
+    assert r.code == 1 and "no document named" in r.err, r
+    # --store wins over PALIMPSEST_DB; the serve path (settings_from) too
+    monkeypatch.setenv("PALIMPSEST_DB", str(scratch))
+    monkeypatch.setenv("PALIMPSEST_STORE", f"sqlite:///{scratch}")
+    r = await cli(capfd, "export", "notes", "--store", f"sqlite:///{prod}")
+    assert r.code == 0 and r.out == "production text", r
+    import argparse
+
+    s = settings_from(argparse.Namespace(db=str(prod), store=None), port=1)
+    assert s.store_url == f"sqlite:///{prod}"
+    r = await cli(capfd, "export", "notes", "--db", str(prod), "--store", f"sqlite:///{prod}")
+    assert r.code == 2 and "--db" in r.err and "--store" in r.err, r
+    r = await cli(capfd, "serve", "--db", str(prod), "--store", f"sqlite:///{prod}")
+    assert r.code == 2, r

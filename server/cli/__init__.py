@@ -40,6 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for module in commands():
         module.register(sub)
     args = parser.parse_args(argv)
+    if getattr(args, "db", None) is not None and getattr(args, "store", None) is not None:
+        parser.exit(
+            2,
+            f"palimpsest {args.command}: give --db or --store, not both (--db FILE is "
+            "--store sqlite:///FILE)\n",
+        )
     try:
         result = args.func(args)
     except KeyboardInterrupt:
@@ -56,7 +62,16 @@ def add_store_options(p: argparse.ArgumentParser) -> None:
 
 
 def settings_from(args: argparse.Namespace, **extra: object) -> Settings:
-    overrides = {k: getattr(args, k, None) for k in ("db", "store")}
+    """The settings of a command: its flags over the PALIMPSEST_* variables. A flag for the
+    store (--db or --store) makes both store variables unread: PALIMPSEST_STORE, which
+    takes precedence over a db, must not redirect an explicit --db elsewhere (main()
+    refuses the two flags together)."""
+    db, store = getattr(args, "db", None), getattr(args, "store", None)
+    overrides: dict[str, object] = {"db": db, "store": store}
+    if db is not None:
+        overrides["store"] = ""  # not None: PALIMPSEST_STORE is not read; "" is no store
+    elif store is not None:
+        overrides["db"] = Settings.db  # the default: PALIMPSEST_DB is not read
     overrides.update(extra)
     return Settings.from_env(**overrides)
 
