@@ -291,13 +291,20 @@ def _read_pid(fd: int) -> int | None:
 def not_served(db_path: str) -> Iterator[None]:
     """Holds the serving lock of the SQLite file ``db_path`` exclusively, so that no
     server serves it meanwhile (``palimpsest backup --replace`` writing over it); raises
-    StoreUnavailable if a server serves it now."""
+    StoreUnavailable if a server serves it now. The lock file is the one a server takes
+    (:class:`ServingLock`: beside the file a symlink leads to), and one this made is
+    removed again (as a server's failed start does), while still held."""
     if fcntl is None:
         yield
         return
-    path = db_path + SUFFIX
+    path = os.path.realpath(db_path) + SUFFIX
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            made = True
+        except FileExistsError:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            made = False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -317,7 +324,13 @@ def not_served(db_path: str) -> Iterator[None]:
     try:
         yield
     finally:
-        os.close(fd)
+        try:
+            if made:  # removed while held: a server that opened it meanwhile opens anew
+                with contextlib.suppress(FileNotFoundError):
+                    if os.path.samestat(os.fstat(fd), os.stat(path)):
+                        os.unlink(path)
+        finally:
+            os.close(fd)
 
 
 @contextlib.asynccontextmanager

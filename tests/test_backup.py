@@ -190,3 +190,40 @@ async def test_a_restore_over_a_damaged_file_says_it_cannot_carry_positions(
     store = SQLiteStore(db)
     async with store:
         assert await store.last_position() == 10
+
+
+async def test_the_serving_lock_of_rename_actor_and_restore_follows_a_symlink(
+    tmp_path: Path,
+) -> None:
+    """With link.db -> real.db and a server on real.db, `rename-actor --db link.db` and
+    `backup --db snap.db link.db --replace` took the lock of link.db-serving (the server
+    holds real.db's): the rename ran under the server, the restore put a regular file in
+    place of the link and said it was done. Both lock the file the link leads to now,
+    a restore writes over that file (the link stays), and neither leaves a -serving file
+    it made behind."""
+    real, link, snap = tmp_path / "real.db", tmp_path / "link.db", tmp_path / "snap.db"
+    (tmp_path / "t.txt").write_text("hello")
+    assert cli("import", "notes", str(tmp_path / "t.txt"), "--db", str(real), "--user",
+               "ann").returncode == 0  # fmt: skip
+    assert cli("backup", "--db", str(real), str(snap)).returncode == 0
+    link.symlink_to(real.name)
+    r = cli("rename-actor", "ann", "anna", "--yes", "--db", str(link))  # no server: runs
+    assert r.returncode == 0, r.stderr
+    assert cli("rename-actor", "anna", "ann", "--yes", "--db", str(link)).returncode == 0
+    r = cli("backup", "--db", str(snap), str(link), "--replace")
+    assert r.returncode == 0, r.stderr
+    assert link.is_symlink() and os.readlink(link) == real.name
+    assert not [n for n in os.listdir(tmp_path) if n.endswith("-serving")]
+    srv = ServerProcess(tmp_path / "srv", db_path=real)
+    async with srv:
+        r = cli("rename-actor", "ann", "anna", "--yes", "--db", str(link))
+        assert r.returncode == 1 and f"a server (pid {srv.pid}) serves" in r.stderr, r.stderr
+        r = cli("backup", "--db", str(snap), str(link), "--replace")
+        assert r.returncode == 1 and f"a server (pid {srv.pid}) serves" in r.stderr, r.stderr
+        assert link.is_symlink()
+    r = cli("backup", "--db", str(snap), str(link), "--replace")
+    assert r.returncode == 0, r.stderr
+    assert link.is_symlink() and os.readlink(link) == real.name
+    assert (tmp_path / "real.db.recovering").exists()
+    assert not (tmp_path / "link.db.recovering").exists()
+    assert await text_of(link, tmp_path / "after") == "hello"

@@ -113,7 +113,7 @@ def run_backup(args: argparse.Namespace) -> int:
         f"{done.docs} document{'' if done.docs == 1 else 's'}, "
         f"{done.size / 1e6:.1f} MB in {done.seconds:.2f} s"
     )
-    marker = recovery_marker(args.out)
+    marker = recovery_marker(os.path.realpath(args.out))
     if marker.exists():
         print(
             f"palimpsest: {args.out} was replaced: the next server started on it takes back "
@@ -137,7 +137,10 @@ def backup(
     ``step_pages``: pages copied between two looks at the progress bar."""
     from tqdm import tqdm
 
-    src_path, out_path = Path(source), Path(out)
+    # a symlink's target is the database to write over (the link stays, and the lock,
+    # -wal and recovery marker are the target's, as a server on either name finds them)
+    src_path = Path(source)
+    out_path = Path(os.path.realpath(out) if os.path.islink(out) else out)
     if not src_path.is_file():
         raise BackupError(f"no SQLite database at {source}")
     if out_path.exists() and src_path.resolve() == out_path.resolve():
