@@ -38,9 +38,11 @@ from .errors import DocNameError
 from .known import KnownDeletions, adds_anything
 from .maintenance import MaintenanceError, as_update, import_data
 from .names import validate_doc_name
+from .room import IMPORT_KIND
 from .settings import Settings
 from .snapshots import load
 from .store import EventStore
+from .store.base import Event
 from .updates import decode_update_meta
 
 #: what a document file's extension says it holds (the dir source)
@@ -372,6 +374,8 @@ class Outcome:
     detail: str = ""
     #: the seq of the snapshot written after the import (None: none was due)
     snapshot: int | None = None
+    #: the events an interrupted run of this import had written (it went on after them)
+    resumed: int = 0
 
 
 async def import_doc(
@@ -399,22 +403,35 @@ async def _import_doc(
 ) -> Outcome:
     out = Outcome(name, doc)
     head = await store.head(doc)
-    if head > 0 and not append:
-        out.status, out.detail = "skipped", f"already has {head} events (--append adds to them)"
-        return out
-    loaded = await load(store, doc)
-    known = KnownDeletions.of_doc(loaded.doc)
     last = await store.read(doc, after=head - 1, upto=head) if head else []
     last_ts = last[0].ts if last else 0
     label = f"{source.label}: {name}"
+    # the source row the document's last event was: a run of this same import that was
+    # interrupted (or one that finished) wrote it, nothing after it: go on from there
+    done = _imported_item(last[0], label, user) if last else None
+    if head > 0 and not append and done is None:
+        out.status, out.detail = "skipped", f"already has {head} events (--append adds to them)"
+        return out
+    if done is not None and not append:
+        out.resumed = head
+    done = done or 0
+    loaded = await load(store, doc)
+    known = KnownDeletions.of_doc(loaded.doc)
+    rows, i = source.items(name), 0
     try:
-        for item in source.items(name):
+        while True:
+            i += 1  # the row being read, then imported
+            item = next(rows, None)
+            if item is None:
+                break
+            if i <= done and not append:
+                continue  # imported by the run that was interrupted
             if item.text:
                 if item.data in (b"", b"\xef\xbb\xbf"):
                     out.left_out += 1
                     continue
                 ev = await import_data(store, doc, item.data, user=user, source=label,
-                                       as_text=True, loaded=loaded)  # fmt: skip
+                                       as_text=True, loaded=loaded, item=i)  # fmt: skip
             else:
                 if as_update(item.data) is None:
                     raise MaintenanceError("it is not a Yjs v1 update")
@@ -424,20 +441,34 @@ async def _import_doc(
                 ts = None if item.ts is None else max(item.ts, last_ts)
                 out.moved += ts is not None and ts != item.ts
                 ev = await import_data(store, doc, item.data, user=user, source=label,
-                                       ts=ts, loaded=loaded)  # fmt: skip
+                                       ts=ts, loaded=loaded, item=i)  # fmt: skip
                 known.add(decode_update_meta(item.data).deletes)
             last_ts = max(last_ts, ev.ts)
             out.events += 1
     except MaintenanceError as e:
         out.status = "failed"
-        out.detail = f"update {out.events + out.left_out + 1}: {e}"
+        out.detail = f"update {i}: {e}"
         if out.events:
             out.detail += f" ({out.events} imported before it)"
+        return out
+    if out.resumed and not out.events:
+        out.status = "skipped"
+        out.detail = f"imported from this source already ({head} events)"
         return out
     if not out.events:
         out.status = "empty"
         out.detail = "nothing to import" if head == 0 else "holds all of it already"
     return out
+
+
+def _imported_item(ev: Event, label: str, user: str) -> int | None:
+    """The number of the source row `ev` is, when it is an event this import (`label`, by
+    `user`) wrote; None for any other event (a run of an older version wrote no number:
+    its rows are then gone through again, what the document holds left out)."""
+    if ev.kind != IMPORT_KIND or ev.actor != user or ev.meta.get("source") != label:
+        return None
+    item = ev.meta.get("item", 0)
+    return item if isinstance(item, int) and not isinstance(item, bool) and item >= 0 else 0
 
 
 __all__ = [

@@ -421,6 +421,7 @@ async def import_data(
     as_text: bool = False,
     ts: int | None = None,
     loaded: Loaded | None = None,
+    item: int | None = None,
 ) -> Event:
     """Append `data` to `doc` as one event of kind ``import``: a Yjs v1 update that
     applies to the document, or (as_text, or when it is not an update) UTF-8 text that
@@ -430,13 +431,17 @@ async def import_data(
     the document open takes it at its next commit; through the live room (its clients
     get it at once) is Room.import_update, POST /api/docs/{doc}/updates. `ts`: the
     event's time (default now); `loaded`: the document as loaded to its head, when the
-    caller keeps it (an import of many updates: bulk_import); it is advanced in place."""
+    caller keeps it (an import of many updates: bulk_import); it is advanced in place;
+    `item`: the number of the source's row it is (bulk_import: where a run interrupted
+    goes on)."""
     validate_doc_name(doc)
     update = None if as_text else as_update(data)
     head = await store.head(doc)
     if loaded is None:
         loaded = await load(store, doc)
     meta: dict[str, Any] = {"source": source}
+    if item is not None:
+        meta["item"] = item
     if update is None:
         try:
             text = data.decode("utf-8-sig")

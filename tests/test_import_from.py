@@ -4,6 +4,7 @@ pycrdt-websocket SQLiteYStore or a directory, in one run; then served by a real 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import subprocess
@@ -381,3 +382,57 @@ async def test_a_crafted_sqlite_file_is_refused_not_run(tmp_path: Path) -> None:
     assert r.returncode == 1, r
     assert "huge: FAILED: update 1:" in r.stderr and "larger than MAX_DOC_BYTES" in r.stderr, r
     assert "small: 1 event" in r.stderr, r
+
+
+async def test_an_interrupted_import_is_completed_by_running_it_again(tmp_path: Path) -> None:
+    """Ctrl-C in the middle of a document left it truncated, and a re-run skipped it
+    ("already has N events", exit 0) though the docs call a run safe to repeat. A
+    document whose last event is this source's import by this user now goes on from the
+    source row after it; one that anything else wrote to is still skipped."""
+    from palimpsest.bulk_import import SOURCES, import_doc
+    from palimpsest.maintenance import import_data
+    from palimpsest.store import open_store
+
+    src, db = tmp_path / "ystore.db", tmp_path / "p.db"
+    notes: Doc = Doc()
+    await ystore_write(src, "/notes", edits(notes, ["one ", "two ", "three ", "four "]))
+    other: Doc = Doc()
+    await ystore_write(src, "/other", edits(other, ["a", "b", "c"]))
+
+    class Interrupted:  # the source as a run that Ctrl-C stops after two rows sees it
+        def __init__(self, inner: Any) -> None:
+            self.inner, self.label = inner, inner.label
+
+        def items(self, name: str) -> Any:
+            for i, item in enumerate(self.inner.items(name)):
+                if i == 2:
+                    raise KeyboardInterrupt
+                yield item
+
+    store = open_store(f"sqlite:///{db}")
+    await store.start()
+    source = SOURCES["ystore"](str(src))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            await import_doc(store, Interrupted(source), "/notes", "notes", user="import",
+                             append=False)  # fmt: skip
+        assert await store.head("notes") == 2
+        # someone else wrote to "other" after an interrupted import: not resumed
+        with contextlib.suppress(KeyboardInterrupt):
+            await import_doc(store, Interrupted(source), "/other", "other", user="import",
+                             append=False)  # fmt: skip
+        await import_data(store, "other", edits(Doc(), ["z"])[0], user="ann", source="x")
+    finally:
+        source.close()
+        await store.stop()
+
+    r = await palimpsest("import-from", "ystore", str(src), "--db", str(db))
+    assert r.returncode == 0, r
+    assert "/notes -> notes: 2 events, resumed after the 2 imported before" in r.stderr, r
+    assert "/other -> other: skipped: already has 3 events" in r.stderr, r
+    again = await palimpsest("import-from", "ystore", str(src), "--db", str(db))
+    assert again.returncode == 0, again
+    assert "/notes -> notes: skipped: imported from this source already" in again.stderr, again
+    async with run_server(settings_for(db)) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        assert len(await events(http, "notes")) == 4
+        assert content(await served(http, "notes")) == content(notes)

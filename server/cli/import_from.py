@@ -33,7 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         + "; ".join(f"{k}: {v}" for k, v in KINDS.items())
         + ". A leading / of a name is dropped and every other / becomes --slash (default "
         ":); names that are still not document names are listed and nothing is imported. "
-        "A document that already has events is skipped, unless --append. A YStore row's "
+        "A document that already has events is skipped, unless --append, or unless its last "
+        "event is this import's (a run interrupted, or done: it goes on from the row after "
+        "it). A YStore row's "
         "time becomes its event's; a row that adds nothing (an empty update) is left out. "
         "Meant for documents no server has open (see docs/migrating.md).",
     )
@@ -103,6 +105,8 @@ def _line(o: Outcome) -> str:
         parts.append(f"{o.left_out} updates that added nothing left out")
     if o.moved:
         parts.append(f"{o.moved} given the time of the event before them (theirs was earlier)")
+    if o.resumed:
+        parts.append(f"resumed after the {o.resumed} imported before")
     if o.snapshot is not None:
         parts.append(f"snapshot @{o.snapshot}")
     return f"{what}: {', '.join(parts)}"
