@@ -599,3 +599,34 @@ async def test_a_store_flag_wins_over_both_store_variables(
     assert r.code == 2 and "--db" in r.err and "--store" in r.err, r
     r = await cli(capfd, "serve", "--db", str(prod), "--store", f"sqlite:///{prod}")
     assert r.code == 2, r
+
+
+async def test_a_read_only_command_leaves_a_postgresql_schema_without_our_tables_alone(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """verify, inspect and export on another application's PostgreSQL schema created
+    Palimpsest's ten tables in it (on a SQLite file they refuse): now refused the same
+    way, the schema unchanged; one that does not exist is not made either."""
+    import asyncpg
+    from conftest import PG_URL
+
+    schema = f"foreign_{os.getpid()}"
+    conn = await asyncpg.connect(PG_URL)
+    try:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}; "
+                           f"CREATE TABLE {schema}.notes (body text)")  # fmt: skip
+        commands = (["verify"], ["inspect", "notes"], ["export", "notes"], ["delete", "n", "--yes"])
+        for args in commands:
+            for name in (schema, f"{schema}_none"):
+                r = await cli(capfd, *args, "--store", f"{PG_URL}?schema={name}")
+                assert r.code == 1 and "OK" not in r.out, (args, r)
+                assert "not a Palimpsest database" in r.err and "none of our tables" in r.err, r
+        tables = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = $1", schema)
+        assert [t["tablename"] for t in tables] == ["notes"]
+        assert not await conn.fetchval(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = $1", f"{schema}_none"
+        )
+    finally:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await conn.execute(f"DROP SCHEMA IF EXISTS {schema}_none CASCADE")
+        await conn.close()

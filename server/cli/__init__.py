@@ -118,6 +118,33 @@ def foreign_sqlite_file(url: str) -> str | None:
     return None if found else str(Path(path).absolute())
 
 
+async def foreign_pg_schema(store: object) -> str | None:
+    """For a PostgreSQL store whose schema holds none of Palimpsest's tables (another
+    application's database, a schema that does not exist, a typo in ?schema=): what to
+    call it ("schema 'public' of PostgreSQL database 'app'"), else None. Read only:
+    the store's start would create the tables there (foreign_sqlite_file's reason)."""
+    from ..store.postgres import PostgresStore, opening
+
+    if not isinstance(store, PostgresStore):
+        return None
+    import asyncpg
+
+    with opening():
+        conn = await asyncpg.connect(store.dsn, timeout=10)
+    try:
+        if store.schema is not None:
+            schema: str = store.schema
+        else:  # the first schema of the search_path that exists, as the store's tables go
+            schema = await conn.fetchval("SELECT current_schema()") or "public"
+        found = await conn.fetchval(
+            "SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = 'docs'", schema
+        )
+        database = await conn.fetchval("SELECT current_database()")
+    finally:
+        await conn.close()
+    return None if found else f"schema {schema!r} of PostgreSQL database {database!r}"
+
+
 #: what follows "no SQLite database at PATH" when the path came from --db or --store
 SQLITE_URL_HINT = "sqlite:/// is a relative path, sqlite://// an absolute one"
 
@@ -136,6 +163,7 @@ __all__ = [
     "add_store_options",
     "logging",
     "main",
+    "foreign_pg_schema",
     "foreign_sqlite_file",
     "missing_sqlite_file",
     "settings_from",

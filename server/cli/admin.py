@@ -57,6 +57,7 @@ from ..util import iso
 from . import (
     SQLITE_URL_HINT,
     add_store_options,
+    foreign_pg_schema,
     foreign_sqlite_file,
     missing_sqlite_file,
     settings_from,
@@ -218,6 +219,13 @@ def _run(
                 "(none of our tables; the file is left as it is). A SQLite file copied "
                 "while a server ran, without its -wal file, can hold nothing: copy with "
                 "`palimpsest backup` (docs/operations.md#backups)"
+            )
+        schema = await foreign_pg_schema(store)
+        if schema and name not in ("import", "import-from"):
+            raise AdminError(
+                f"{schema} holds no documents at all: it is not a Palimpsest database "
+                "(none of our tables; the schema is left as it is). Check the URL's "
+                "database and ?schema=; `palimpsest migrate` creates the tables"
             )
         await store.start()
         try:
