@@ -630,3 +630,24 @@ async def test_a_read_only_command_leaves_a_postgresql_schema_without_our_tables
         await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         await conn.execute(f"DROP SCHEMA IF EXISTS {schema}_none CASCADE")
         await conn.close()
+
+
+async def test_webhooks_refuses_a_missing_file_and_another_programs_database(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`webhooks --db missing.db` created the file and said "no webhooks" (exit 0); on
+    another program's SQLite file it added our 21 tables. Refused now, as the other
+    admin commands refuse them, the file not made or left as it was."""
+    missing, other = tmp_path / "missing.db", tmp_path / "other.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE foo (x)")
+    conn.commit()
+    conn.close()
+    before = other.read_bytes()
+    for action in (["list"], ["disable", "h1"]):
+        r = await cli(capfd, "webhooks", *action, "--db", str(missing))
+        assert r.code == 1 and f"no SQLite database at {missing}" in r.err, r
+        assert not missing.exists()
+        r = await cli(capfd, "webhooks", *action, "--db", str(other))
+        assert r.code == 1 and "not a Palimpsest database" in r.err, r
+        assert other.read_bytes() == before

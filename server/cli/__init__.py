@@ -145,6 +145,32 @@ async def foreign_pg_schema(store: object) -> str | None:
     return None if found else f"schema {schema!r} of PostgreSQL database {database!r}"
 
 
+async def not_a_store(store: object, url: str) -> str | None:
+    """Why the commands that read a store must not open `store` (at `url`), or None: a
+    SQLite file that does not exist, one or a PostgreSQL schema that holds none of our
+    tables (opening it would create them). The refusal every admin command but import
+    (and webhooks) says."""
+    missing = missing_sqlite_file(url)
+    if missing:  # it would create one
+        return f"no SQLite database at {missing} (give --db or --store; {SQLITE_URL_HINT})"
+    foreign = foreign_sqlite_file(url)
+    if foreign:
+        return (
+            f"{foreign} holds no documents at all: it is not a Palimpsest database "
+            "(none of our tables; the file is left as it is). A SQLite file copied "
+            "while a server ran, without its -wal file, can hold nothing: copy with "
+            "`palimpsest backup` (docs/operations.md#backups)"
+        )
+    schema = await foreign_pg_schema(store)
+    if schema:
+        return (
+            f"{schema} holds no documents at all: it is not a Palimpsest database "
+            "(none of our tables; the schema is left as it is). Check the URL's "
+            "database and ?schema=; `palimpsest migrate` creates the tables"
+        )
+    return None
+
+
 #: what follows "no SQLite database at PATH" when the path came from --db or --store
 SQLITE_URL_HINT = "sqlite:/// is a relative path, sqlite://// an absolute one"
 
@@ -166,6 +192,7 @@ __all__ = [
     "foreign_pg_schema",
     "foreign_sqlite_file",
     "missing_sqlite_file",
+    "not_a_store",
     "settings_from",
     "setup_logging",
 ]

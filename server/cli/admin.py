@@ -55,11 +55,8 @@ from ..store import EventStore, open_store
 from ..store.sqlite import SQLiteStore
 from ..util import iso
 from . import (
-    SQLITE_URL_HINT,
     add_store_options,
-    foreign_pg_schema,
-    foreign_sqlite_file,
-    missing_sqlite_file,
+    not_a_store,
     settings_from,
     setup_logging,
 )
@@ -207,26 +204,10 @@ def _run(
 
     async def main() -> int:
         store = open_store(settings.store_url)  # refuses a URL of no store we know
-        missing = missing_sqlite_file(settings.store_url)
-        if missing and name not in ("import", "import-from"):  # it would create one
-            raise AdminError(
-                f"no SQLite database at {missing} (give --db or --store; {SQLITE_URL_HINT})"
-            )
-        foreign = foreign_sqlite_file(settings.store_url)
-        if foreign and name not in ("import", "import-from"):
-            raise AdminError(
-                f"{foreign} holds no documents at all: it is not a Palimpsest database "
-                "(none of our tables; the file is left as it is). A SQLite file copied "
-                "while a server ran, without its -wal file, can hold nothing: copy with "
-                "`palimpsest backup` (docs/operations.md#backups)"
-            )
-        schema = await foreign_pg_schema(store)
-        if schema and name not in ("import", "import-from"):
-            raise AdminError(
-                f"{schema} holds no documents at all: it is not a Palimpsest database "
-                "(none of our tables; the schema is left as it is). Check the URL's "
-                "database and ?schema=; `palimpsest migrate` creates the tables"
-            )
+        if name not in ("import", "import-from"):  # the others need a store that is one
+            problem = await not_a_store(store, settings.store_url)
+            if problem:
+                raise AdminError(problem)
         await store.start()
         try:
             return await func(store, args)

@@ -16,7 +16,7 @@ from ..changefeed.webhooks import Webhook
 from ..errors import PalimpsestError
 from ..store import open_store
 from ..store.cursors import ACTIVE, DISABLED
-from . import add_store_options, settings_from
+from . import add_store_options, not_a_store, settings_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -39,7 +39,12 @@ def _hook_id(ref: str) -> str:
 
 
 async def webhooks(args: argparse.Namespace) -> int:
-    store = open_store(settings_from(args).store_url)
+    url = settings_from(args).store_url
+    store = open_store(url)
+    problem = await not_a_store(store, url)  # opening it would make one
+    if problem:
+        print(f"palimpsest webhooks: {problem}", file=sys.stderr)
+        return 1
     async with store:
         cursors = store.webhook_cursors()
         last = await store.last_position()
