@@ -76,7 +76,11 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("edit", help="make a document's text equal a file (minimal diff)")
     p.add_argument("doc")
-    p.add_argument("file", nargs="?", default="-", help="a file, or - for stdin (default)")
+    p.add_argument("file", nargs="?",
+                   help="a file, or - for stdin (default: stdin, refused when it is empty "
+                   "unless --allow-empty: cron or ssh -n would empty the document)")  # fmt: skip
+    p.add_argument("--allow-empty", action="store_true",
+                   help="without FILE: an empty stdin empties the document")  # fmt: skip
     p.add_argument(
         "--root",
         help="the text root to set; default: `content`, else the document's one text root "
@@ -272,7 +276,14 @@ def _write(text: str) -> None:
 
 
 async def cmd_edit(args: argparse.Namespace) -> int:
-    new = await asyncio.to_thread(_read_input, args.file)
+    new = await asyncio.to_thread(_read_input, args.file or "-")
+    if not new and args.file is None and not args.allow_empty:
+        print(
+            f"palimpsest edit: stdin is empty (no FILE given): {args.doc!r} is left as it "
+            "is. To empty it, give - (stdin) or --allow-empty",
+            file=sys.stderr,
+        )
+        return 1
     async with _history(args) as h:
         try:
             roots = (await h.version(args.doc)).roots

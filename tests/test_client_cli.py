@@ -74,6 +74,33 @@ async def test_edit_from_stdin(
     assert capsys.readouterr().out == "from stdin ✓"
 
 
+async def test_edit_refuses_an_empty_stdin_it_was_not_told_to_read(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`palimpsest edit DOC` with no FILE reads stdin: from cron or `ssh -n` (stdin empty,
+    not a terminal) it emptied the document and exited 0. An empty stdin read by default
+    is now refused; `-` (stdin, explicitly) or --allow-empty make the text empty."""
+    monkeypatch.setenv("PALIMPSEST_URL", server.url)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("important"))
+    assert await asyncio.to_thread(main, ["edit", "kept"]) == 0  # piped text: as before
+    for argv in (["edit", "kept"], ["edit", "kept", "--user", "cron"]):
+        monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+        capsys.readouterr()
+        assert await asyncio.to_thread(main, argv) == 1
+        err = capsys.readouterr().err
+        assert "stdin is empty" in err and "--allow-empty" in err, err
+        assert await asyncio.to_thread(main, ["cat", "kept"]) == 0
+        assert capsys.readouterr().out == "important"
+    for argv in (["edit", "kept", "-"], ["edit", "kept", "--allow-empty"]):
+        monkeypatch.setattr(sys, "stdin", io.StringIO("important"))
+        assert await asyncio.to_thread(main, ["edit", "kept"]) == 0
+        monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+        assert await asyncio.to_thread(main, argv) == 0
+        capsys.readouterr()
+        assert await asyncio.to_thread(main, ["cat", "kept"]) == 0
+        assert capsys.readouterr().out == ""
+
+
 async def test_replay_a_trace(server: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
     with gzip.open(TRACE, "rt") as fh:
         trace = json.load(fh)
