@@ -31,6 +31,8 @@ from collections.abc import AsyncIterable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from .errors import ClientError, NotFound, ReadOnly, Refused, Timeout
 from .history import DEFAULT_URL, History, Version
 from .session import Session, connect
@@ -155,6 +157,10 @@ def _runner(cmd: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]) -> Ca
         except ClientError as e:
             print(f"palimpsest: {e}", file=sys.stderr)
             return 2 if isinstance(e, Refused) else 1
+        except httpx.InvalidURL as e:  # http://256.1.1.1: no address to try
+            url = getattr(args, "url", None)
+            print(f"palimpsest: --url {url!r} is not a URL to reach: {e}", file=sys.stderr)
+            return 2
         except BrokenPipeError:
             # the reader went away (`palimpsest tail --all | head -1`): quietly, as other
             # Unix tools do, and without Python's second complaint when it flushes stdout
@@ -353,9 +359,40 @@ def load_trace(trace: str) -> tuple[Path, dict[str, Any]]:
     if not path.exists():
         known = sorted(p.name.removesuffix(".json.gz") for p in TRACES_DIR.glob("*.json.gz"))
         raise SystemExit(f"palimpsest: no trace {trace!r} (known: {', '.join(known)})")
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        data = json.load(f)
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            data = json.load(f)
+    except gzip.BadGzipFile:
+        raise SystemExit(f"palimpsest: {path} is not a gzip file (a trace is .json.gz)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, EOFError) as e:
+        raise SystemExit(f"palimpsest: {path} is not JSON (a trace is gzipped JSON): {e}") from None
+    except OSError as e:
+        raise SystemExit(f"palimpsest: cannot read {path}: {e.strerror or e}") from None
+    problem = _trace_problem(data)
+    if problem:
+        raise SystemExit(f"palimpsest: {path} is not an editing trace: {problem}")
     return path, data
+
+
+def _trace_problem(data: Any) -> str | None:
+    """What keeps `data` from being an editing trace (startContent, endContent, txns of
+    patches [pos, deleted, inserted]), else None: said before replay connects."""
+    if not isinstance(data, dict):
+        return f"its JSON is {type(data).__name__}, not an object"
+    for key in ("startContent", "endContent"):
+        if not isinstance(data.get(key), str):
+            return f"no {key} string"
+    if not isinstance(data.get("txns"), list):
+        return "no txns list"
+    for i, txn in enumerate(data["txns"], start=1):
+        patches = txn.get("patches") if isinstance(txn, dict) else None
+        if not isinstance(patches, list) or not all(
+            isinstance(p, list) and len(p) == 3 and type(p[0]) is int and type(p[1]) is int
+            and p[0] >= 0 and p[1] >= 0 and isinstance(p[2], str)
+            for p in patches
+        ):  # fmt: skip
+            return f"transaction {i} is not {{patches: [[pos, deleted, inserted], ...]}}"
+    return None
 
 
 async def cmd_replay(args: argparse.Namespace) -> int:

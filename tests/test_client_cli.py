@@ -101,6 +101,45 @@ async def test_edit_refuses_an_empty_stdin_it_was_not_told_to_read(
         assert capsys.readouterr().out == ""
 
 
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"plain text\n", "not a gzip file"),
+        (gzip.compress(b"not json"), "not JSON"),
+        (gzip.compress(b'{"a": 1}'), "startContent"),
+        (gzip.compress(b"[1, 2]"), "not an editing trace"),
+        (
+            gzip.compress(b'{"startContent": "", "endContent": "", "txns": [{"patches": [[0]]}]}'),
+            "transaction 1",
+        ),
+    ],
+    ids=["text", "gzip-text", "object", "array", "patch"],
+)
+def test_replay_of_a_file_that_is_no_trace_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, says: str
+) -> None:
+    """A file that is not gzip, not JSON or not a trace's shape gave a traceback
+    (BadGzipFile, JSONDecodeError, KeyError 'txns'); now one line, exit 1, before any
+    connection."""
+    f = tmp_path / "t.json.gz"
+    f.write_bytes(content)
+    with pytest.raises(SystemExit) as e:
+        main(["replay", str(f), "--url", "http://127.0.0.1:1"])
+    assert isinstance(e.value.code, str) and says in e.value.code, e.value.code
+    assert "\n" not in e.value.code and str(f) in e.value.code
+
+
+@pytest.mark.parametrize("command", [["cat", "d1"], ["edit", "d1", "-"], ["history", "d1"]])
+async def test_a_url_that_is_no_url_is_one_line(
+    command: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cat d1 --url http://256.1.1.1:80` ended in an httpx.InvalidURL traceback."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO("x"))
+    assert await run(*command, "--url", "http://256.1.1.1:80") == 2
+    err = capsys.readouterr().err
+    assert "256.1.1.1" in err and "Traceback" not in err and len(err.splitlines()) == 1, err
+
+
 async def test_replay_a_trace(server: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
     with gzip.open(TRACE, "rt") as fh:
         trace = json.load(fh)
