@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -180,21 +180,34 @@ class Resync:
             sv[client] = MAX_CLOCK
         return P.encode_state_vector(sv)
 
-    async def wait(
+    def wait(
         self, room: Holds, ask: Callable[[], None], overdue: Callable[[UpdateGap], None]
-    ) -> None:
+    ) -> Coroutine[None, None, None]:
         """Until the document holds more of the left-out client ids' items than when
         the step 2 was held (`waiting`: their owners delivered some, which the step 2's
         part that waits may build on), then `ask` (the caller sends a sync step 1
         again, `state_vector`). Woken by the room as it logs an event carrying items of
         a left-out id (Room.waking), not by looking again and again. `overdue` once,
         when that takes longer than OVERDUE_SECONDS. Ends with `end` (or another step 2
-        held); cancelled with the connection."""
-        gap = self.waiting
-        if gap is None:
-            return
-        wake = self._wake = asyncio.Event()
+        held); cancelled with the connection. Called as the step 2 is held (what the
+        document holds is read then); the caller runs the coroutine as a task."""
+        # read now, not as the task begins: an owner's update admitted before that (in
+        # the same turn of the event loop) counted as held already, its logging did not
+        # end the wait, and the step 2 waited for the owner's next edit, for good if none
         base = {client: room.clock(client) for client in self.left_out}
+        return self._wait(room, ask, overdue, self.waiting, base)
+
+    async def _wait(
+        self,
+        room: Holds,
+        ask: Callable[[], None],
+        overdue: Callable[[UpdateGap], None],
+        gap: UpdateGap | None,
+        base: dict[int, int],
+    ) -> None:
+        if gap is None or self.waiting is not gap:
+            return  # (another step 2 was held before this task began: its wait is on)
+        wake = self._wake = asyncio.Event()
         overdue_in: float | None = OVERDUE_SECONDS
         with room.waking(base, wake):
             while all(room.clock(client) <= clock for client, clock in base.items()):

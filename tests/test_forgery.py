@@ -15,14 +15,17 @@ import pytest
 import websockets
 from conftest import RunningServer, closed_with, eventually, run_server
 from pycrdt import Doc, Text
+from roomhelp import Peer
 from yclient import YClient, connect
 
 from palimpsest import protocol as P
 from palimpsest import resync
-from palimpsest.errors import Forbidden
+from palimpsest.backend import Backend
+from palimpsest.errors import Forbidden, UpdateGap
 from palimpsest.ownership import OwnIds
 from palimpsest.resync import MAX_CLOCK
 from palimpsest.settings import Settings
+from palimpsest.store.memory import MemoryStore
 from palimpsest.updates import decode_update_meta, ready_part, ready_parts
 
 ALICE, MALLORY = 1111, 2222
@@ -620,6 +623,30 @@ async def test_a_step_2_that_waits_long_for_another_users_edits_says_so(
         finally:
             await ws.close()
     assert [e.actor for e in await events(server, "fly3")] == ["carol", "carol", "bob"]
+
+
+async def test_a_held_step_2_is_asked_again_when_what_it_waits_for_came_before_its_wait() -> None:
+    """Bob's step 2 waits for carol's edits (a gap on her left-out id), and her update is
+    admitted in the same turn of the event loop, before the task of bob's wait first
+    runs. That task read what the document held of her id as it began (her update in
+    it) as what it held when the step 2 was held, so her update's logging did not end
+    the wait: bob's step 2, and every update he sent meanwhile (dropped), waited until
+    she typed again, for good if she did not. The base is read as the step 2 is held."""
+    backend = Backend(Settings(), MemoryStore(), [])
+    async with backend:
+        room = await backend.rooms.get("held-base")
+        carol: Doc[Any] = Doc(client_id=CAROL)
+        carol.get("content", type=Text).insert(0, "carol. ")
+        wait = resync.Resync()
+        wait.left_out.add(CAROL)  # (bob's step 2 carried her items: asked again without them)
+        assert wait.hold(UpdateGap("an item refers to client CAROL clock 6", CAROL, 7))
+        asked = asyncio.Event()
+        task = asyncio.create_task(wait.wait(room, asked.set, lambda gap: None))
+        try:
+            assert room.receive_update(Peer("carol/1", "carol"), carol.get_update())
+            await asyncio.wait_for(asked.wait(), 5)  # before: never asked again
+        finally:
+            task.cancel()
 
 
 async def test_the_hocuspocus_endpoint_asks_again_without_another_users_edits(
