@@ -135,7 +135,11 @@ def test_a_v2_update_is_told_apart(v2: str) -> None:
     assert not_v1(update, str(e.value)).startswith("not a Yjs v1 update (v2 encoding?): ")
 
 
-@pytest.mark.parametrize("bad", [b"", b"\x00\x00\x05", b"\xff" * 40, b"\x01\x01\x05\x00\x04"])
+def test_an_empty_update_is_called_empty() -> None:
+    assert not_v1(b"", "as it was").startswith("empty update: 0 bytes")
+
+
+@pytest.mark.parametrize("bad", [b"\x00\x00\x05", b"\xff" * 40, b"\x01\x01\x05\x00\x04"])
 def test_other_malformed_updates_are_not_called_v2(bad: bytes) -> None:
     assert not_v1(bad, "as it was") == "as it was"
 
