@@ -86,9 +86,11 @@ class ServerProcess:
         return self.proc.pid if self.proc is not None else None
 
     def command(self) -> list[str]:
+        # the SQLite file unless the extra arguments name a store (both are a usage error)
+        db = [] if "--store" in self.extra_args else ["--db", str(self.db_path)]
         return [
             *self.prefix, sys.executable, "-m", "palimpsest", "serve",
-            "--host", self.host, "--port", str(self.port), "--db", str(self.db_path),
+            "--host", self.host, "--port", str(self.port), *db,
             *self.extra_args,
         ]  # fmt: skip
 
