@@ -9,7 +9,8 @@ path: each extension that has it gets its own ordered feed, drained by its own t
 the room that made them (``on_update``, ``on_server_change``, ``on_server_update``,
 ``authenticate`` and ``on_connect`` excepted: refusing is what they are for; an
 exception of theirs that is not a PalimpsestError, a bug, refuses as ExtensionFailed,
-its traceback logged).
+its traceback logged; but a bug in on_update is logged and counted, and the client's
+update goes on: _decide says why).
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ E = TypeVar("E", bound=Extension)
 FEED_MAX = 100_000
 #: seconds the extensions' on_committed queues get to catch up on shutdown
 DRAIN_SECONDS = 10.0
+
+#: said after "Name.on_update(doc) failed": a bug in on_update refuses nothing (_decide)
+UPDATE_GOES_ON = "; the update goes on"
 
 #: every hook, and whether it is awaited (True); the others run in a room's pipeline or a
 #: request and must not be coroutines (one would never run: an `async def on_update`
@@ -567,7 +571,15 @@ class Extensions(Service):
 
     def _decide(self, hook: str, room: Room, *args: Any) -> None:
         """A plain hook that may refuse: each extension's in order, a PalimpsestError
-        raised as it is, anything else as ExtensionFailed."""
+        raised as it is, anything else (a bug) as ExtensionFailed, except from on_update:
+        there a bug is logged and counted, and the update goes on to the next extension.
+
+        Why on_update lets a bug through: the refusal closed the sender's socket (1011),
+        y-websocket came back and sent the same update again, for ever (a deterministic
+        bug fails every time), and the user's text, refused at every try, was never
+        logged: gone with the tab. The sender did nothing wrong, and an extension that
+        means to refuse raises a PalimpsestError. A server change's bug (HTTP, a
+        websocket operation) still refuses: its caller reads the 500 and does not retry."""
         for ext, call in self._plain[hook]:
             # on_update is called per frame, where no work grows with the document: it is
             # not checked; a server change (heavy already) is
@@ -578,6 +590,9 @@ class Extensions(Service):
             except PalimpsestError:
                 raise
             except Exception as e:
+                if hook == "on_update":
+                    self.failures.failed(_hook(ext, hook), room.name, e, UPDATE_GOES_ON)
+                    continue
                 raise _failed(self.failures, ext, hook, room.name, e) from e
             finally:
                 if watched and room.doc.get_state() != sv:

@@ -162,10 +162,11 @@ class ActorTaken(Conflict):
 
 
 class ExtensionFailed(PalimpsestError):
-    """A hook that decides (``authenticate``, ``on_connect``, ``on_update``,
-    ``on_server_change``) raised an exception that is not a PalimpsestError: a bug in an
+    """A hook that decides (``authenticate``, ``on_connect``, ``on_server_change``,
+    ``on_server_update``) raised an exception that is not a PalimpsestError: a bug in an
     extension. What it was asked about is refused, as a server error (the traceback is
-    logged; the client reads which hook failed, not the exception's message)."""
+    logged; the client reads which hook failed, not the exception's message). Not
+    ``on_update``: a bug there lets the client's update through (server.dispatch)."""
 
     close_code = 1011
     http_status = 500

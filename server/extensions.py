@@ -34,7 +34,8 @@ Three kinds of hooks, by where they run:
   happens, so they see the room exactly as it is then. They must be quick and must not
   block: hand slow work to a task or to ``on_committed``. An exception is logged and
   the room goes on (``on_update``, ``on_server_change`` and ``on_server_update``
-  excepted: a PalimpsestError there refuses the change).
+  excepted: a PalimpsestError there refuses the change; another exception refuses a
+  server change, but not a client's update: see ``Extension.on_update``).
 
 Per-room state is typed: ``room.state(MyState)`` returns the room's ``MyState``, made
 with ``MyState(room)`` (or a factory) the first time; ``room.peek(MyState)`` returns it
@@ -210,8 +211,11 @@ class Extension:
     def on_update(self, room: Room, client: Client, update: bytes) -> None:
         """A client's update passed decoding and is about to be queued for the log.
         Raise a PalimpsestError to refuse it (the connection is closed with its code).
-        Changes the server makes for a user (undo, redo, restore, a text written whole
-        over HTTP) do not pass here: see ``on_server_change``."""
+        Any other exception is a bug of the extension: logged and counted, and the
+        update goes on (refused, the user's text would be lost, and y-websocket would
+        send it again at every reconnect). Changes the server makes for a user (undo,
+        redo, restore, a text written whole over HTTP) do not pass here: see
+        ``on_server_change``."""
 
     def on_server_change(self, room: Room, actor: str, kind: str) -> None:
         """The server is about to change the document for `actor`: an ``undo``, a

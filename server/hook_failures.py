@@ -1,14 +1,15 @@
 """How a failing extension hook is logged: its traceback once a minute, then a count.
 
 A hook with a bug usually fails every time it is called: an ``on_applied`` at every
-event, an ``on_update`` at every frame of a client that comes back (the refusal closes
-its socket with 1011, y-websocket reconnects and sends the same update again: 26 full
+event, an ``on_update`` at every frame a client sends (when its failure closed the
+socket with 1011, y-websocket reconnected and sent the same update again: 26 full
 tracebacks in 8 s were seen). So each (extension, hook) logs its first failure with its
 traceback; the failures in the following TRACEBACK_EVERY_SECONDS are counted, and said in
 one line when that time is up; the next failure after it logs a traceback again.
 
 Hooks are named ``Name.hook`` (the extension's ``name``, by default its class name), as
-errors name them.
+errors name them. Every failure is also counted for good (``total``: the metric
+``palimpsest_extension_hook_failures{hook}``).
 """
 
 from __future__ import annotations
@@ -36,10 +37,13 @@ class HookFailures:
 
     def __init__(self) -> None:
         self._open: dict[str, _Stretch] = {}
+        #: every failure since the start, per hook (``Name.hook``)
+        self.total: dict[str, int] = {}
 
     def failed(self, hook: str, about: str, error: BaseException, also: str = "") -> None:
         """`hook` (``Name.hook``) failed with `error` on `about` (a document, ``doc@seq``);
         `also`: what happens now, said after "failed" (e.g. "; the next batch goes on")."""
+        self.total[hook] = self.total.get(hook, 0) + 1
         stretch = self._open.get(hook)
         if stretch is not None:
             stretch.more += 1

@@ -298,6 +298,15 @@ class _LiveCollector(Collector):
                      committer.since_commit())  # fmt: skip
         yield _gauge("palimpsest_start_time_seconds", "When this backend started (unix time)",
                      self.started)  # fmt: skip
+        failures = CounterMetricFamily(
+            "palimpsest_extension_hook_failures",
+            "Calls of an extension's hook that raised (or timed out), by hook (Name.hook); "
+            "the log has the tracebacks",
+            labels=["hook"],
+        )
+        for hook, n in sorted(backend.extensions.failures.total.items()):
+            failures.add_metric([hook], float(n))
+        yield failures
         from .fanout import Fanout
         from .history.extension import HistoryExtension
         from .sealing import Sealing
