@@ -30,7 +30,7 @@ from .errors import (
     WrongType,
 )
 from .history import BlameRun, DocInfo, Event, EventPage, History, Restored, Reverted, Version
-from .session import OpResult, Removed, Session, connect, ws_url
+from .session import KeptContainers, OpResult, Removed, Session, connect, ws_url
 from .stream import StreamEvent
 from .text import Text
 
@@ -47,6 +47,7 @@ __all__ = [
     "EventPage",
     "Forbidden",
     "History",
+    "KeptContainers",
     "NotFound",
     "OpResult",
     "RateLimited",

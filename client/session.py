@@ -156,6 +156,19 @@ class Removed:
 
 
 @dataclass(frozen=True, slots=True)
+class KeptContainers:
+    """What an undo or a redo kept instead of taking it out: elements (a paragraph, a
+    block, a nested map: any shared type) the reverted step made that others have
+    written in since, with what they wrote (docs/undo.md, "What others wrote inside
+    what you made stays")."""
+
+    #: how many of the caller's elements it kept
+    items: int
+    #: what the others wrote in them, per user (counted as ``removed_others`` is)
+    others: tuple[Removed, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class OpResult:
     """The answer to undo / redo / open_group / close_group: the new seq, or why nothing
     happened; an undo's or a redo's also says what it visibly did (docs/undo.md)."""
@@ -181,6 +194,9 @@ class OpResult:
     #: left to revert (another user deleted or moved all it inserted: an editor's
     #: Enter, a cut and paste); gone from the stack; the step it reverted is below them
     skipped: tuple[tuple[int, ...], ...] = ()
+    #: an undo's or a redo's: the elements of the caller's it kept because others wrote
+    #: in them, and what they wrote; None when it kept none
+    kept_containers: KeptContainers | None = None
 
     def __bool__(self) -> bool:
         return self.ok
@@ -206,7 +222,15 @@ def op_result(answer: dict[str, Any]) -> OpResult:
         tuple(tuple(int(s) for s in step) for step in skipped if isinstance(step, list))
         if isinstance(skipped, list)
         else (),
+        _kept(answer.get("kept_containers")),
     )
+
+
+def _kept(entry: Any) -> KeptContainers | None:
+    """An answer's ``{"items": N, "others": [...]}``; None when absent (nothing kept)."""
+    if not isinstance(entry, dict):
+        return None
+    return KeptContainers(int(entry.get("items") or 0), tuple(_removed(entry.get("others"))))
 
 
 def _amount(entry: Any) -> tuple[int, int]:

@@ -15,7 +15,7 @@ from conftest import RunningServer, eventually, free_port, run_server
 from pycrdt import XmlElement, XmlFragment, XmlText
 
 from palimpsest import client
-from palimpsest.client import OpResult
+from palimpsest.client import KeptContainers, OpResult, Removed
 from palimpsest.settings import Settings
 
 LINE = "The quick brown fox jumps over the lazy dog."
@@ -96,15 +96,21 @@ async def test_undo_of_an_enter_keeps_the_paragraph_with_what_others_typed_in_it
 
         async with enter_and_typing(srv, "py") as (a, _b):
             got = await a.undo()
-            # her copy of the tail out of the new paragraph, the tail back in the first one
+            # her copy of the tail out of the new paragraph, the tail back in the first
+            # one; the paragraph and its text kept with bob's words (the Python client's
+            # OpResult had no kept_containers: a script could not tell)
             assert got == OpResult(
                 True, got.seq, None, (), removed_characters=tail, added_characters=tail,
+                kept_containers=KeptContainers(2, (Removed("bob", 5, 0),)),
             ), got  # fmt: skip
+            redone = await a.redo()
+            assert redone.ok and redone.kept_containers is None, redone
 
         async with enter_and_typing(srv, "pyhttp") as (a, _b):
             async with client.History(srv.url, user="alice") as h:
                 got = await h.undo("pyhttp")
             assert got.ok and got.removed_others == (), got
+            assert got.kept_containers == KeptContainers(2, (Removed("bob", 5, 0),)), got
 
 
 async def test_an_undo_of_ones_own_text_reports_nothing(tmp_path: Path) -> None:
