@@ -54,6 +54,7 @@ from .render import (
     string_opcodes,
     text_delta,
 )
+from .undefined import MARK, set_undefined, unmarked
 
 #: a run of rich text as pycrdt's ``diff()`` gives it: a string or an embed (a dict or
 #: another value), and its attributes (None when it has none)
@@ -469,12 +470,20 @@ def faithful(value: Any) -> Any:
         return {"map": {k: faithful(v) for k, v in value.items()}}
     if isinstance(value, Array):
         return {"array": [faithful(v) for v in value]}
-    return {"value": jsonable(value)}
+    return {"value": jsonable(unmarked(value))}
 
 
 def _attr_items(node: XmlElement | XmlText) -> list[tuple[str, Any]]:
+    """The attributes of `node`, fit to write (MARK: undefined, see undefined.py)."""
     items: list[tuple[str, Any]] = [*node.attributes]  # type: ignore[misc]
-    return [(k, _writable(v)) for k, v in items]
+    return [(k, v if v == MARK else _writable(v)) for k, v in items]
+
+
+def _set_attr(node: XmlElement | XmlText, key: str, value: Any) -> None:
+    if value == MARK:
+        set_undefined(node, key)
+    else:
+        node.attributes[key] = value
 
 
 def _writable(value: Any) -> Any:
@@ -485,6 +494,8 @@ def _writable(value: Any) -> Any:
     numbers, as it does for its own clients: a binary embed comes back as that.)"""
     if isinstance(value, bytearray):
         return bytes(value)
+    if value == MARK:  # (where undefined cannot be written: an array's element)
+        return None
     if isinstance(value, dict):
         return {k: _writable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -493,7 +504,7 @@ def _writable(value: Any) -> Any:
 
 
 def _attrs(node: XmlElement | XmlText) -> dict[str, Any]:
-    return {k: jsonable(v) for k, v in _attr_items(node)}
+    return {k: jsonable(unmarked(v)) for k, v in _attr_items(node)}
 
 
 def _key(value: Any) -> str:
@@ -507,8 +518,8 @@ def _empty(value: Any) -> Any:
         return XmlText()
     if isinstance(value, Text):
         return Text()
-    if isinstance(value, XmlElement):
-        return XmlElement(value.tag, _attr_items(value))
+    if isinstance(value, XmlElement):  # (its undefined attributes: set by _fill)
+        return XmlElement(value.tag, [(k, v) for k, v in _attr_items(value) if v != MARK])
     if isinstance(value, XmlFragment):
         return XmlFragment()
     if isinstance(value, Map):
@@ -522,11 +533,15 @@ def _fill(live: Any, target: Any) -> None:
     """Fill `live`, just made by ``_empty(target)`` and integrated, like `target`."""
     if isinstance(target, XmlText):
         for k, v in _attr_items(target):
-            live.attributes[k] = v
+            _set_attr(live, k, v)
         set_rich_text(live, target.diff())
     elif isinstance(target, Text):
         set_rich_text(live, target.diff())
     elif isinstance(target, XmlElement | XmlFragment):
+        if isinstance(target, XmlElement):
+            for k, v in _attr_items(target):
+                if v == MARK:
+                    set_undefined(live, k)
         for child in target.children:
             _fill(live.children.append(_empty(child)), child)
     elif isinstance(target, Map):
@@ -543,7 +558,12 @@ def _put(live: Map[Any] | Array[Any], where: str | int, target: Any) -> None:
         node = _put_xml_node(live, where, target)
         if isinstance(target, XmlElement):
             for k, v in _attr_items(target):
-                node.attributes[k] = v
+                if v != MARK:  # (those: _fill)
+                    node.attributes[k] = v
+    elif target == MARK and isinstance(live, Map):
+        assert isinstance(where, str)
+        set_undefined(live, where)
+        return
     elif isinstance(live, Array):
         assert isinstance(where, int)
         live.insert(where, _empty(target))
@@ -746,10 +766,11 @@ def _set_attributes(live: XmlElement | XmlText, target: XmlElement | XmlText) ->
     for k, v in _attr_items(live):
         if k not in want:
             del live.attributes[k]
-        elif jsonable(v) == jsonable(want[k]):
+        elif jsonable(v) == jsonable(unmarked(want[k])):
+            # (a null where the version held undefined stays: pycrdt reads both as None)
             del want[k]
     for k, v in want.items():
-        live.attributes[k] = v
+        _set_attr(live, k, v)
 
 
 def make_equal(

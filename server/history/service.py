@@ -66,6 +66,7 @@ from .rich_diff import (
     replay_marks,
 )
 from .sessions import Sessions, SessionsCache
+from .undefined import marked
 
 if TYPE_CHECKING:
     from ..auth import Identity
@@ -797,7 +798,7 @@ class History:
         (merged with those edits, as a concurrent edit is) unless the server's own
         client wrote meanwhile too (another user's undo, restore): its ids would clash,
         and the change is made on the live document, as it was before."""
-        target = await self.doc_at(doc, seq)
+        target = await self._version_to_restore(doc, seq)
         writers = await self._writers_for_restore(doc, seq)
         known = await self.types_off_loop(doc, target)
         room = await self.backend.rooms.get(doc)
@@ -836,7 +837,7 @@ class History:
         """What restore() would do now (a dry run): the seq of the head it was computed
         at, and what it would take out and put in, or None when the document already
         equals version `seq`. Made on a copy of the live document: nothing is written."""
-        target = await self.doc_at(doc, seq)
+        target = await self._version_to_restore(doc, seq)
         writers = await self._writers_for_restore(doc, seq)
         known = await self.types_off_loop(doc, target)
         room = await self.backend.rooms.get(doc)
@@ -845,6 +846,12 @@ class History:
             return plan.seq, plan.change if plan.parts else None
         finally:
             self.backend.rooms.release(room)
+
+    async def _version_to_restore(self, doc: str, seq: int) -> Doc[Any]:
+        """Version `seq` as a restore copies from it: its undefined values read as
+        undefined.MARK (pycrdt reads them as None, and a restore wrote them as null), in
+        a worker thread (a copy of the version, when it holds any)."""
+        return await cpu_account.to_thread(marked, await self.doc_at(doc, seq))
 
     async def _plan_restore(
         self,
