@@ -1,5 +1,7 @@
 /**
- * palimpsest.js: server-side undo/redo for a y-websocket provider.
+ * palimpsest.js: server-side undo/redo for a y-websocket provider (ServerUndo), and
+ * holdWhileComposing, which keeps an input method's composition whole in any editor
+ * binding over y-websocket (at the end of this file).
  *
  * A standalone ES module with no imports: use it as is with `<script type="module">`
  * or bundle it. It speaks Palimpsest's websocket extension message:
@@ -321,5 +323,256 @@ export class ServerUndo {
     const result = { type: 'result', ok: !!body.ok, ...body, op }
     this._emit('result', result)
     return result
+  }
+}
+
+// ---------------------------------------------------------------- input methods (IME)
+
+/** y-websocket's message type for sync messages (updates, sync steps 1 and 2) */
+const MESSAGE_SYNC = 0
+
+/**
+ * The longest a composition holds remote edits back (ms), after which it is committed
+ * as it stands: long enough for a phrase composed at a thinking pace (a Japanese
+ * sentence of a dozen keys took 6 s), short enough that the tab is not long out of date.
+ */
+export const HOLD_LIMIT_MS = 15000
+
+/**
+ * How long after `compositionend` the editor has surely read the committed text from the
+ * DOM: Quill reads it in a microtask, ProseMirror (Tiptap) in a 20 ms timeout,
+ * CodeMirror 6 in a microtask (on Android, the next animation frame). A remote edit
+ * applied before that is drawn into the composition's range and discards the commit.
+ */
+export const SETTLE_MS = 100
+
+/**
+ * Hold a y-websocket provider's remote edits, and the user's own pre-edit states, while
+ * the user composes text with an input method in `element` (Japanese, Chinese, Korean,
+ * a phone keyboard's suggestions), for any editor binding: Tiptap/ProseMirror
+ * (`editor.view.dom`), Quill (`quill.root`), CodeMirror 6 (`view.contentDOM`)…
+ *
+ * During a composition the browser owns a range of the editor's DOM, the pre-edit text
+ * it replaces on every key until the user commits. A remote edit drawn in the same
+ * paragraph makes the binding redraw or move that DOM, Chromium loses the range, and
+ * every later pre-edit state is inserted beside the one before instead of replacing it
+ * (`にほにほん…日本語` stored for 日本語, for everyone); Quill, which reads a composition
+ * only once it ends, moves or duplicates text. So:
+ *
+ * - incoming sync messages wait, in order, from `compositionstart` until the editor has
+ *   read the commit (`settleMs` after `compositionend`, or the next `compositionstart`,
+ *   which a Korean IME sends at once), then are applied as if they came then (Yjs
+ *   merges them around the user's own edits);
+ * - the user's own updates made meanwhile are sent with the commit as one update
+ *   (`mergeUpdates`: pass `Y.mergeUpdates`; without it they go back to back), so that
+ *   the server's undo takes a composition back in one step, not one pre-edit state at
+ *   a time;
+ * - a composition left open longer than `holdLimitMs` is ended (the editor loses the
+ *   focus and takes it back, which makes the browser commit the pre-edit text as it
+ *   stands) and what waited is applied after it.
+ *
+ * Needs y-websocket's `WebsocketProvider` (2.x or 3.x): it wraps the sync handler in
+ * `provider.messageHandlers` and takes the place of the provider's Y.Doc update
+ * listener. `@hocuspocus/provider` has neither and is not covered.
+ *
+ * @example
+ *   import { holdWhileComposing } from '/static/palimpsest.js'
+ *   holdWhileComposing(provider, editor.view.dom, { mergeUpdates: Y.mergeUpdates })  // Tiptap
+ *   holdWhileComposing(provider, quill.root, { mergeUpdates: Y.mergeUpdates })       // Quill
+ *
+ * @param {any} provider  a y-websocket WebsocketProvider
+ * @param {HTMLElement} element  the editor's editable DOM element (or an ancestor of it)
+ * @param {object} [opts]
+ * @param {(updates: Uint8Array[]) => Uint8Array} [opts.mergeUpdates]  Y.mergeUpdates
+ * @param {number} [opts.settleMs]  wait after compositionend (default SETTLE_MS)
+ * @param {number} [opts.holdLimitMs]  the longest hold (default HOLD_LIMIT_MS)
+ * @param {() => boolean} [opts.composing]  whether a composition is open (default: between
+ *   the composition events on `element`; CodeMirror's page passes its view's own flag)
+ * @param {() => void} [opts.endComposition]  end an open composition (default: blur the
+ *   focused element inside `element` and focus it again)
+ * @returns {CompositionHold}  `.stop()` applies and sends what waits, and lets go
+ */
+export function holdWhileComposing (provider, element, opts = {}) {
+  return new CompositionHold(provider, element, opts)
+}
+
+export class CompositionHold {
+  constructor (provider, element, opts = {}) {
+    if (!provider.messageHandlers || typeof provider._updateHandler !== 'function') {
+      throw new Error('holdWhileComposing needs a y-websocket WebsocketProvider')
+    }
+    this.provider = provider
+    this.element = element
+    this.settleMs = opts.settleMs ?? SETTLE_MS
+    this.holdLimitMs = opts.holdLimitMs ?? HOLD_LIMIT_MS
+    this.mergeUpdates = opts.mergeUpdates ?? null
+    this._composingOpt = opts.composing ?? null
+    this._endOpt = opts.endComposition ?? null
+    this._open = false
+    /** @type {{ bytes: Uint8Array, ws: any, emitSynced: boolean }[]} */
+    this.held = []
+    this.limit = null
+    this.settle = null
+    this.replaying = false
+
+    this.apply = provider.messageHandlers[MESSAGE_SYNC]
+    this._handler = (encoder, decoder, p, emitSynced, type) => {
+      if (this.replaying || !this.holding()) return this.apply(encoder, decoder, p, emitSynced, type)
+      // the whole message as it came (y-websocket decodes a fresh Uint8Array of it)
+      this.held.push({ bytes: decoder.arr, ws: provider.ws, emitSynced })
+      this.limit ??= setTimeout(() => this.expire(), this.holdLimitMs)
+    }
+    provider.messageHandlers[MESSAGE_SYNC] = this._handler
+
+    /** the user's updates made since a composition started, not sent yet */
+    this.own = []
+    // y-websocket (2.x, 3.x) sends each local update from this listener
+    this.send = provider._updateHandler
+    this.queue = (update, origin) => {
+      if (origin === provider) return
+      if (!this.composing() && !this.own.length && this.settle === null) return this.send(update, origin)
+      this.own.push(update)
+    }
+    provider.doc.off('update', this.send)
+    provider.doc.on('update', this.queue)
+
+    // Capture: before the editor's own handlers, so that what waited is applied before
+    // the editor starts the next composition (Quill starts batching its DOM there).
+    this._onStart = () => { this.started(); this._open = true }
+    this._onEnd = () => { this._open = false; this.ended() }
+    element.addEventListener('compositionstart', this._onStart, true)
+    element.addEventListener('compositionend', this._onEnd, true)
+  }
+
+  /** Whether a composition is open. */
+  composing () {
+    return this._composingOpt ? this._composingOpt() : this._open
+  }
+
+  /** Whether a message arriving now waits: a composition is open or not read yet, or older ones wait. */
+  holding () {
+    return this.composing() || this.settle !== null || this.held.length > 0
+  }
+
+  /**
+   * A composition starts. The one before it, if any, has been read by now (the editors
+   * read it in a microtask, or flush it as the new one starts, ProseMirror in its own
+   * compositionstart handler, which runs after this one but reads a DOM the browser has
+   * not touched for the new composition yet). So what waits goes now, before the new
+   * composition holds it for another round (a Korean typist never pauses between
+   * syllables).
+   */
+  started () {
+    if (this.settle === null) return
+    clearTimeout(this.settle)
+    this.settle = null
+    this.flush()
+  }
+
+  /** A composition ended: what waits goes once the editor has read its commit. */
+  ended () {
+    this.settleSoon()
+  }
+
+  /**
+   * Tell the hold that the editor changed: once no composition is open, what waits goes
+   * after settleMs (CodeMirror's page calls this on every view update, since Chrome on
+   * Android composes through an EditContext, without composition events on the DOM).
+   */
+  idle () {
+    if (this.composing() || this.settle !== null || (!this.held.length && !this.own.length)) return
+    this.settleSoon()
+  }
+
+  settleSoon () {
+    clearTimeout(this.settle)
+    this.settle = setTimeout(() => {
+      this.settle = null
+      if (!this.composing()) this.flush()
+    }, this.settleMs)
+  }
+
+  /** Send the user's composition as one update, then apply the held messages. */
+  flush () {
+    this.sendOwn()
+    this.release()
+  }
+
+  sendOwn () {
+    if (this.composing() || !this.own.length) return
+    const updates = this.own.splice(0)
+    if (this.mergeUpdates) this.send(this.mergeUpdates(updates), null)
+    else for (const update of updates) this.send(update, null)
+  }
+
+  /**
+   * The hold has lasted holdLimitMs: a composition still open is ended first, then what
+   * waited goes once the editor has read its commit.
+   */
+  expire () {
+    this.limit = null
+    if (this.composing()) this.endComposition()
+    setTimeout(() => {
+      if (this.composing()) {
+        // the browser kept the composition open: apply anyway, the tab must not stay behind
+        this._open = false
+      }
+      this.flush()
+    }, this.settleMs)
+  }
+
+  endComposition () {
+    if (this._endOpt) return this._endOpt()
+    const active = this.element.ownerDocument.activeElement
+    if (!active || !this.element.contains(active) || typeof active.blur !== 'function') return
+    active.blur()
+    active.focus({ preventScroll: true })
+  }
+
+  /**
+   * Apply the held messages in the order they came, through the provider's own entry
+   * points (so that its answers, a sync step 2, go where they would have gone). A
+   * message from a socket that has closed since is dropped: its edits come again in
+   * the sync of the connection that replaced it (the server answers our state vector,
+   * which lacks them), and its sync step 2 must not mark the new connection synced early.
+   */
+  release () {
+    clearTimeout(this.limit)
+    this.limit = null
+    const provider = this.provider
+    const ws = provider.ws
+    this.replaying = true
+    try {
+      for (const message of this.held.splice(0)) {
+        if (message.ws !== ws) continue
+        try {
+          if (message.emitSynced && ws && typeof ws.onmessage === 'function') {
+            ws.onmessage({ data: message.bytes })
+          } else if (!message.emitSynced && typeof provider._bcSubscriber === 'function') {
+            provider._bcSubscriber(message.bytes, null)   // from another tab (BroadcastChannel)
+          }
+        } catch (err) {
+          console.error('palimpsest: a held sync message', err)
+        }
+      }
+    } finally {
+      this.replaying = false
+    }
+  }
+
+  /** Apply and send what waits, and let go of the provider and the element. */
+  stop () {
+    clearTimeout(this.settle)
+    this.settle = null
+    this._open = false
+    this._composingOpt = null
+    this.flush()
+    this.element.removeEventListener('compositionstart', this._onStart, true)
+    this.element.removeEventListener('compositionend', this._onEnd, true)
+    this.provider.doc.off('update', this.queue)
+    this.provider.doc.on('update', this.send)
+    if (this.provider.messageHandlers[MESSAGE_SYNC] === this._handler) {
+      this.provider.messageHandlers[MESSAGE_SYNC] = this.apply
+    }
   }
 }

@@ -19,6 +19,7 @@ stale view back: Bob's text is deleted for everyone (ueberdosis/y-tiptap#48).
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import http.server
 import re
@@ -49,11 +50,18 @@ HARNESS = Path(__file__).resolve().parent / "browser_tiptap"
 @pytest.fixture(scope="module")
 def page_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Bundle the harness and serve it over HTTP on loopback; yields its base URL."""
+    with serve_harness(tmp_path_factory.mktemp("tiptap-page")) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serve_harness(out: Path) -> Iterator[str]:
+    """Bundle the harness into `out` and serve it on loopback; yields index.html's URL
+    (tests/test_browser_ime_bindings.py's pages too)."""
     if shutil.which("npx") is None:
         pytest.fail("Node.js/npx not installed")
     if not (HARNESS / "node_modules" / "@tiptap" / "core").is_dir():
         pytest.fail("npm packages missing: ./scripts/test runs npm ci in tests/browser_tiptap")
-    out = tmp_path_factory.mktemp("tiptap-page")
     subprocess.run([str(HARNESS / "build.sh"), str(out)], check=True, timeout=120)
     handler = functools.partial(_QuietHandler, directory=str(out))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)

@@ -15,6 +15,7 @@ import { ySyncPluginKey } from '@tiptap/y-tiptap'
 import { HocuspocusProvider } from '@hocuspocus/provider'
 import { WebsocketProvider } from 'y-websocket'
 import * as Y from 'yjs'
+import * as palimpsest from '../../../static/palimpsest.js'
 
 const q = new URLSearchParams(location.search)
 const kind = q.get('provider') || 'y-websocket'
@@ -72,6 +73,8 @@ const editor = new Editor({
 
 window.harness = {
   Y,
+  /** /static/palimpsest.js (ServerUndo, holdWhileComposing), for a test to use */
+  palimpsest,
   ydoc,
   editor,
   provider,

@@ -5,6 +5,7 @@
 //   PAGE.html?ws=ws://HOST:PORT/ws&doc=NAME[&user=NAME]
 import { WebsocketProvider } from 'y-websocket'
 import * as Y from 'yjs'
+import * as palimpsest from '../../../static/palimpsest.js'
 
 const q = new URLSearchParams(location.search)
 export const wsBase = q.get('ws')
@@ -30,11 +31,12 @@ export function connect (options = {}) {
   return { ydoc, provider, state }
 }
 
-/** window.harness: what every page has (Y, the doc, provider and state, the errors,
+/** window.harness: what every page has (Y, /static/palimpsest.js, the doc, provider and state, the errors,
  * ready()) and the page's own `extra`; then the page says it is ready. */
 export function expose ({ ydoc, provider, state }, extra) {
   window.harness = {
     Y,
+    palimpsest,
     ydoc,
     provider,
     state,
