@@ -13,11 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from conftest import free_port, run_server
+from conftest import eventually, free_port, run_server
 from pycrdt import XmlElement, XmlFragment, XmlText
 
-from palimpsest import client
+from palimpsest import client, undo
 from palimpsest.settings import Settings
+from palimpsest.undo.containers import kept_containers
 
 
 def make_settings(db: Path) -> Settings:
@@ -127,3 +128,71 @@ async def test_a_redo_whose_place_is_gone_says_so(tmp_path: Path) -> None:
             assert "gone" in answer["reason"], answer
             got = await a.redo()
             assert not got.ok and got.skipped == ((undone["seq"],),), got
+
+
+async def test_many_paragraphs_only_those_holding_others_words_are_kept(tmp_path: Path) -> None:
+    """Alice pastes 30 paragraphs amid Bob's 60 in one step; Bob and Carol then type in
+    four of hers (and Bob in his own). Her undo keeps exactly those four (each a
+    paragraph and its text: 8 containers) with their words, the rest of her paste goes.
+    The containers are found reading only what came after her step (its floor): the
+    same answer as from the whole document."""
+    async with run_server(make_settings(tmp_path / "db")) as srv:
+        async with (
+            client.connect(srv.ws_url, "many", user="bob") as b,
+            client.connect(srv.ws_url, "many", user="carol") as c,
+            client.connect(srv.ws_url, "many", user="alice") as a,
+        ):
+            with b.doc.transaction():
+                for i in range(60):
+                    p = fragment(b).children.append(XmlElement("paragraph"))
+                    p.children.append(XmlText(f"bob line {i}."))
+            await b.flush()
+            await a.wait_for(lambda: len(fragment(a).children) == 60)
+            with a.doc.transaction():
+                for i in range(30):
+                    p = fragment(a).children.insert(30 + i, XmlElement("paragraph"))
+                    p.children.append(XmlText(f"alice pasted {i}."))
+            await a.flush()
+            for s, mine in ((b, (2, 11, 23)), (c, (11, 17))):
+                await s.wait_for(lambda s=s: len(fragment(s).children) == 90)
+                for i in mine:
+                    text = fragment(s).children[30 + i].children[0]
+                    text.insert(0, f"{s.user} ")
+            fragment(b).children[5].children[0].insert(0, "again ")
+            await b.flush()
+            await c.flush()
+
+            def typed_in(s: client.Session) -> bool:
+                return "carol alice pasted 17." in words(s) and "bob alice pasted 23." in words(s)
+
+            await a.wait_for(lambda: typed_in(a))
+            room = await srv.backend.rooms.get("many")
+            await eventually(lambda: typed_in_doc(room.doc))
+            state = undo.state_of(room)
+            step = state.stacks("alice").undo[-1]
+            floor = state.floor(step)
+            assert floor is not None
+            whole = kept_containers(room.doc, step.ins)
+            assert whole is not None and whole.containers == 8
+            assert kept_containers(room.doc, step.ins, floor) == whole
+
+            answer: dict[str, Any] = await a.request({"type": "undo"})
+            assert answer["ok"] is True, answer
+            assert answer["kept_containers"] == {
+                "items": 8,
+                "others": [
+                    {"user": "bob", "characters": 12, "items": 0},
+                    {"user": "carol", "characters": 12, "items": 0},
+                ],
+            }, answer
+            for s in (a, b, c):
+                await s.wait_for(lambda s=s: "alice pasted" not in words(s))
+                kept = [sorted(str(p.children[0]).split()) for p in fragment(s).children]
+                # (Bob's and Carol's words at one place: in the order of their client ids)
+                assert kept[30:34] == [["bob"], ["bob", "carol"], ["carol"], ["bob"]], kept
+                assert len(fragment(s).children) == 64
+
+
+def typed_in_doc(doc: Any) -> bool:
+    text = str(doc.get("document-store", type=XmlFragment))
+    return "carol alice pasted 17." in text and "bob alice pasted 23." in text

@@ -169,19 +169,20 @@ def _decode(r: Reader) -> tuple[list[Struct], list[tuple[int, int, int]]]:
     return structs, deletes
 
 
-def in_causal_order(structs: list[Struct]) -> list[Struct]:
+def in_causal_order(structs: list[Struct], known: dict[int, int] | None = None) -> list[Struct]:
     """`structs` reordered so that each comes after the structs its origins and parent
     name (Yjs's own order of integration: ``integrateStructs``), each client's in clock
     order. A document's whole state is encoded client by client (highest id first), so
     its structs name structs of other clients listed after them, which the fold by ids
     refuses (an update it folds comes from one editor, in that order already).
-    Unsupported when a struct names an id the structs do not hold."""
+    Unsupported when a struct names an id the structs do not hold, unless below
+    `known` (a state vector: the update is a document's state from there on)."""
     from collections import deque
 
     queues: dict[int, deque[Struct]] = {}
     for s in structs:
         queues.setdefault(s.client, deque()).append(s)
-    state: dict[int, int] = {}
+    state: dict[int, int] = dict(known) if known else {}
     out: list[Struct] = []
     for first in list(queues):
         stack = [first]

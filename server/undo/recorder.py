@@ -178,6 +178,10 @@ class RoomUndo:
 
         #: the seq of the last event recorded
         self.last_seq = room.seq
+        #: the document's state vector when this began, and the clocks each client's
+        #: recorded events reached since: a new step's ``floor`` (see ``floor``)
+        self._base = room.doc.get_state()
+        self._clocks: dict[int, int] = {}
         # muted by the room for a client's edit, whose change it hands over instead
         room.doc_observers.add(self._on_transaction)
 
@@ -235,6 +239,9 @@ class RoomUndo:
         every edit: the common case, a keystroke joining the open step, is kept short.)"""
         if ev.seq > self.last_seq:
             self.last_seq = ev.seq
+        for client, spans in ins.items():
+            if spans[-1][1] > self._clocks.get(client, 0):
+                self._clocks[client] = spans[-1][1]
         if ins and self._marks is not None:
             new_marks = format_clocks(ev.update)  # (a keystroke: one regex match)
             if new_marks:
@@ -252,6 +259,7 @@ class RoomUndo:
             return
         if ev.kind == REVERT:
             self._reverted(ev)
+        raw = ins
         relays = ev.meta.get("relays") if ev.kind != IMPORT_KIND else None
         if relays:
             ins, dels = self._senders_own(ev.actor, relays, ins), {}
@@ -293,13 +301,33 @@ class RoomUndo:
             if top.group is not None:
                 top.nbytes += len(ev.update)
         else:
-            step = Step([ev.seq], union({}, ins), union({}, dels))
+            step = Step([ev.seq], union({}, ins), union({}, dels), floor=self._floor(raw))
             if st.group is not None and ev.kind not in DELIBERATE:
                 step.group, step.nbytes = st.group, len(ev.update)
             st.undo.append(step)
             del st.undo[: -self.max_depth]
         st.last_ts = ev.ts
         st.open = ev.kind not in DELIBERATE
+
+    def _floor(self, ins: Ranges) -> dict[int, int]:
+        """The clocks, as far as they moved since this began, before the event just
+        recorded (`ins`: what it inserted, all of it, whoever's): a lower bound of the
+        document's state vector then (a write nobody recorded only lowers it), kept
+        with the step the event starts (``Step.floor``, with ``_base``)."""
+        floor = dict(self._clocks)
+        for client, spans in ins.items():
+            floor[client] = min(spans[0][0], floor.get(client, spans[0][0]))
+        return floor
+
+    def floor(self, step: Step) -> dict[int, int] | None:
+        """`step`'s floor as a whole state vector: the clocks from which on whatever was
+        made inside what it inserted lies (containers.py); None when not known (a step
+        from a snapshot's meta: the clocks before it are not kept)."""
+        if step.floor is None:
+            return None
+        sv = P.decode_state_vector(self._base)
+        sv.update(step.floor)
+        return sv
 
     def _senders_own(self, actor: str, relays: Iterable[Any], ins: Ranges) -> Ranges:
         """What of a sync step 2 that relayed client ids (`relays`, the event's meta:
@@ -438,7 +466,7 @@ class RoomUndo:
             self._give_copies(subtract(reverted.dels, reverted.ins), ins)
         completes = ev.meta.get("completes")
         if completes is None:
-            target.append(Step([ev.seq], ins, dels))
+            target.append(Step([ev.seq], ins, dels, floor=self._floor(ins)))
             del target[: -self.max_depth]
         elif target and int(completes) in target[-1].seqs:
             # the rest of the step that undo reverted: one step to redo with it
@@ -490,6 +518,7 @@ class RoomUndo:
             )  # fmt: skip
             return None
         part = Step(sorted(reverts), from_b64(ev.meta["ins"]), from_b64(ev.meta["dels"]))
+        part.floor = step.floor
         step.seqs = [s for s in step.seqs if s not in reverts]
         step.ins = subtract(step.ins, part.ins)
         step.dels = subtract(step.dels, part.dels)
@@ -577,7 +606,7 @@ class RoomUndo:
         if not scopes:
             return False
         ins = step.ins
-        held = kept_containers(doc, ins) if ins else None
+        held = kept_containers(doc, ins, self.floor(step)) if ins else None
         if held is not None:
             ins = subtract(ins, held.ids)
             if kept is not None:

@@ -64,6 +64,10 @@ class Step:
     group: str | None = None
     #: bytes of the updates of its events (counted for a group's step only)
     nbytes: int = 0
+    #: the document's clocks before its first event, or lower (RoomUndo.floor): what
+    #: anyone made inside what it inserted lies above them (containers.py). In memory
+    #: only; None for a step from a snapshot's meta (the whole document is read then)
+    floor: dict[int, int] | None = field(default=None, compare=False, repr=False)
 
     def touch(self) -> None:
         self._json = None
