@@ -26,7 +26,9 @@ raises :class:`~server.errors.StoreError` naming it, and ``palimpsest verify`` r
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import itertools
 import json
 import threading
 from collections import OrderedDict
@@ -201,27 +203,97 @@ def decode_segment(row: SegmentRow) -> S.Columns:
         ) from e
 
 
-def segment_events(
-    row: SegmentRow, symbols: Symbols, seqs: tuple[int, int] | None = None
-) -> list[Event]:
-    """The events of a segment; with `seqs` (lo, hi), only those with lo < seq <= hi
-    (the rest are not built: a version read needs part of its first segment)."""
-    c = decode_segment(row)
-    if len(c) != row.last_seq - row.first_seq + 1 or c.first_seq != row.first_seq:
+def _check_seqs(row: SegmentRow, first_seq: int, n: int) -> None:
+    if n != row.last_seq - row.first_seq + 1 or first_seq != row.first_seq:
         raise StoreError(
             f"segment {row.doc}@{row.first_seq}..{row.last_seq} of the event log is damaged "
-            f"(it holds seqs {c.first_seq}..{c.last_seq}); run `palimpsest verify`"
+            f"(it holds seqs {first_seq}..{first_seq + n - 1}); run `palimpsest verify`"
         )
+
+
+#: which events of a segment a read wants, by index, once its integer columns are seen
+Pick = Callable[[S.Index], Sequence[int]]
+
+
+def ANY_ROW(actor: int, kind: int, ts: int) -> bool:  # noqa: N802 (a constant predicate)
+    """assemble's keep_row for a read without filters."""
+    return True
+
+
+def segment_events(
+    row: SegmentRow,
+    symbols: Symbols,
+    seqs: tuple[int, int] | None = None,
+    pick: Pick | None = None,
+) -> list[Event]:
+    """The events of a segment; with `seqs` (lo, hi), only those with lo < seq <= hi
+    (the rest are not built: a version read needs part of its first segment); with
+    `pick`, only those it picks (of those).
+
+    Without `pick` the segment is decoded whole, through DECODED (decoded once, kept: a
+    history browser reads neighbouring versions). A read with `pick` (a page of
+    ``/events``, of ``read(limit=)``, the changefeed's next batch) does so too when
+    the segment is small enough to be kept (its body and events within
+    ``DECODED.MAX_ONE``, as a segment of keystrokes always is). A bigger one (huge
+    updates: imports, pastes, restores) is never kept: the read inflates its body only
+    up to the last update it wants and holds only the texts and updates it wants
+    (segments.decode_some), the page's memory whatever the segment's size, where a
+    whole decode answered 50 events with a MemoryError under a tight limit."""
+    n = row.last_seq - row.first_seq + 1
+    start, stop = 0, n
+    if seqs is not None:
+        start = min(stop, max(0, seqs[0] + 1 - row.first_seq))
+        stop = max(start, min(stop, seqs[1] + 1 - row.first_seq))
+    cached = DECODED.get(row)
+    if cached is None and pick is not None:
+        try:
+            return _some_events(row, symbols, start, stop, pick)
+        except _Keepable:
+            pass  # decoded whole below, and kept for the next page
+    c = cached if cached is not None else decode_segment(row)
+    _check_seqs(row, c.first_seq, len(c))
     name = symbols.name
     doc = row.doc
-    start, stop = 0, len(c)
-    if seqs is not None:
-        start = min(stop, max(0, seqs[0] + 1 - c.first_seq))
-        stop = max(start, min(stop, seqs[1] + 1 - c.first_seq))
+    wanted: Sequence[int] = range(start, stop)
+    if pick is not None:
+        index = S.Index(c.first_seq, c.ts, c.pos, c.actor, c.kind)
+        wanted = [i for i in pick(index) if start <= i < stop]
     return [
         Event(doc, c.first_seq + i, c.ts[i], name(c.actor[i]), name(c.kind[i]),
               c.updates[i], parse_meta(c.meta[i]), c.pos[i])
-        for i in range(start, stop)
+        for i in wanted
+    ]  # fmt: skip
+
+
+class _Keepable(Exception):
+    """A segment small enough for DECODED: decoded whole and kept, the next page of the
+    same segment (a changefeed catching up, ``/events`` paged) then costs no inflating."""
+
+
+def _some_events(
+    row: SegmentRow, symbols: Symbols, start: int, stop: int, pick: Pick | None
+) -> list[Event]:
+    def chosen(index: S.Index) -> Sequence[int]:
+        _check_seqs(row, index.first_seq, len(index))
+        if index.body_bytes + 200 * len(index) <= DECODED.MAX_ONE:
+            raise _Keepable
+        if pick is None:
+            return range(start, stop)
+        return [i for i in pick(index) if start <= i < stop]
+
+    try:
+        c, wanted, metas, updates = S.decode_some(row.blob, row.checksum, chosen)
+    except S.SegmentDamaged as e:
+        raise StoreError(
+            f"segment {row.doc}@{row.first_seq}..{row.last_seq} of the event log is damaged "
+            f"({e}): its events cannot be read; run `palimpsest verify`"
+        ) from e
+    name = symbols.name
+    doc = row.doc
+    return [
+        Event(doc, c.first_seq + i, c.ts[i], name(c.actor[i]), name(c.kind[i]),
+              update, parse_meta(meta), c.pos[i])
+        for i, meta, update in zip(wanted, metas, updates, strict=True)
     ]  # fmt: skip
 
 
@@ -237,12 +309,36 @@ def assemble(
     symbols: Symbols,
     keep: Callable[[Event], bool],
     seqs: tuple[int, int] | None = None,
+    first: tuple[int, Callable[[int, int, int], bool]] | None = None,
 ) -> list[Event]:
     """The events of tail rows and segments of ONE document, in seq order, each once.
-    `seqs` (lo, hi): no event outside lo < seq <= hi is kept (nor built)."""
+    `seqs` (lo, hi): no event outside lo < seq <= hi is kept (nor built). `first`
+    (limit, keep_row): only the first `limit` of them are wanted, and keep_row tells from
+    an event's actor id, kind id and ts whether `keep` could take it: segments (in seq
+    order, below the tail's rows) are decoded only as far as those."""
     out: dict[int, Event] = {}
     for s in segs:
-        for e in segment_events(s, symbols, seqs):
+        pick: Pick | None = None
+        if first is not None:
+            limit, keep_row = first
+            if len(out) >= limit:
+                break  # (the segments left hold higher seqs)
+
+            def pick(
+                c: S.Index,
+                left: int = limit - len(out),
+                keep_row: Callable[[int, int, int], bool] = keep_row,
+            ) -> list[int]:
+                got: list[int] = []
+                lo, hi = seqs if seqs is not None else (-1, MAX)
+                for i in range(len(c)):
+                    if lo < c.first_seq + i <= hi and keep_row(c.actor[i], c.kind[i], c.ts[i]):
+                        got.append(i)
+                        if len(got) >= left:
+                            break
+                return got
+
+        for e in segment_events(s, symbols, seqs, pick):
             if keep(e):
                 out[e.seq] = e
     for r in tail:
@@ -259,14 +355,15 @@ async def assemble_off_loop(
     symbols: Symbols,
     keep: Callable[[Event], bool],
     seqs: tuple[int, int] | None = None,
+    first: tuple[int, Callable[[int, int, int], bool]] | None = None,
 ) -> list[Event]:
     """:func:`assemble` on a worker thread when it has segments to decode: a segment is
     ~1-2 ms of CPU (decompressed, then its events built; see DECODED), so a page of a
     long log read on the event loop held every room's edits for tens of ms."""
     if not segs:
         with cpu_account.on_loop():
-            return assemble(tail, segs, symbols, keep, seqs)
-    return await cpu_account.to_thread(assemble, tail, segs, symbols, keep, seqs)
+            return assemble(tail, segs, symbols, keep, seqs, first)
+    return await cpu_account.to_thread(assemble, tail, segs, symbols, keep, seqs, first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +377,8 @@ class QueryFilter:
     seg_where: str
     seg_params: list[Any]
     keep: Callable[[Event], bool]
+    #: `keep` from a stored event's actor id, kind id and ts (a segment's columns)
+    keep_row: Callable[[int, int, int], bool]
 
 
 def query_filter(
@@ -317,6 +416,16 @@ def query_filter(
         seg_where += " AND ts_min <= ?"
         seg_params.append(until_ts)
     kind_set = set(kinds) if kinds else None
+    actor_id = symbols.ids[actor] if actor is not None else None
+    kind_id_set = {symbols.ids[k] for k in kind_set if k in symbols.ids} if kind_set else None
+
+    def keep_row(actor: int, kind: int, ts: int) -> bool:
+        return (
+            (actor_id is None or actor == actor_id)
+            and (kind_id_set is None or kind in kind_id_set)
+            and (since_ts is None or ts >= since_ts)
+            and (until_ts is None or ts <= until_ts)
+        )
 
     def keep(e: Event) -> bool:
         return (
@@ -326,7 +435,7 @@ def query_filter(
             and (until_ts is None or e.ts <= until_ts)
         )
 
-    return QueryFilter(tail_where, tail_params, seg_where, seg_params, keep)
+    return QueryFilter(tail_where, tail_params, seg_where, seg_params, keep, keep_row)
 
 
 #: seqs read per step of a filtered query (a filter may keep few of them)
@@ -356,7 +465,9 @@ async def query_windows(
         def keep(e: Event, lo: int = lo, hi: int = hi) -> bool:
             return lo < e.seq <= hi and f.keep(e)
 
-        out += await assemble_off_loop(rows, segs, symbols, keep)
+        # only as many as the page still needs are decoded from the window's segments
+        first = (limit - len(out), f.keep_row)
+        out += await assemble_off_loop(rows, segs, symbols, keep, (lo, hi), first)
         lo = hi
     return out[:limit]
 
@@ -399,7 +510,17 @@ async def merge_by_pos(
         for first_pos, sid in batch:
             if len(best) >= limit and first_pos > -best[0][0]:
                 return [e for _, e in sorted(best, key=lambda t: -t[0])]
-            for e in segment_events(got[sid], symbols):
+
+            def pick(c: S.Index) -> Sequence[int]:
+                if any(a >= b for a, b in itertools.pairwise(c.pos)):
+                    return range(len(c))  # (not written so: every event, as before)
+                # positions grow along a segment: its first `limit` past `after` at most
+                top = min(bound, -best[0][0]) if len(best) >= limit else bound
+                start = bisect.bisect_right(c.pos, after)
+                stop = min(bisect.bisect_right(c.pos, top), start + limit)
+                return list(range(start, stop))
+
+            for e in segment_events(got[sid], symbols, pick=pick):
                 offer(e)
     return [e for _, e in sorted(best, key=lambda t: -t[0])]
 

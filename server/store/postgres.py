@@ -63,6 +63,7 @@ from .base import (
 from .cursors import WebhookCursors
 from .doc_pages import DOC_COLUMNS, DocPage, like_of, numbered, page_sql
 from .log_layout import (
+    ANY_ROW,
     LAYOUT_VERSION,
     MAX,
     RecentRows,
@@ -838,9 +839,12 @@ class PostgresStore(EventStore):
             if hi <= lo:
                 return []
             segs = await self._doc_segments(doc, doc_id, lo, hi)
+            # a page (`limit`) decodes only its part of a segment; a version's range
+            # whole segments, kept for the next version (log_layout.segment_events)
             return await assemble_off_loop(
-                tail, segs, self._sym, lambda e: lo < e.seq <= hi, (lo, hi)
-            )
+                tail, segs, self._sym, lambda e: lo < e.seq <= hi, (lo, hi),
+                None if limit is None else (limit, ANY_ROW),
+            )  # fmt: skip
 
         return await self._decoded(run)
 

@@ -38,9 +38,10 @@ import lzma
 import operator
 import struct
 import sys
+import threading
 import zlib
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 #: the format byte of the blobs this module writes (1: zlib, still read)
@@ -209,6 +210,7 @@ def decode(blob: bytes, stored_checksum: bytes) -> Columns:
             raw = zlib.decompress(packed)
     except (zlib.error, lzma.LZMAError) as e:
         raise SegmentDamaged(f"does not decompress: {e}") from e
+    DECOMPRESSED.add(len(raw))
     body = memoryview(raw)
     at = 0
 
@@ -242,3 +244,134 @@ def decode(blob: bytes, stored_checksum: bytes) -> Columns:
     if ends[-1] != len(raw):
         raise SegmentDamaged(f"{len(raw) - ends[-1]} bytes after the last column")
     return Columns(first_seq, ts, pos, actor, kind, meta, updates)
+
+
+class _Counter:
+    """Bytes of segment bodies decompressed by this process (every reader's, threads
+    included): what a read cost, for benches and tests (``DECOMPRESSED.bytes``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.bytes = 0
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.bytes += n
+
+
+DECOMPRESSED = _Counter()
+
+#: how much of a body a partial read inflates at a time
+_CHUNK = 64 << 10
+
+
+class _Stream:
+    """A body inflated as it is read, front to back, never whole: skipped bytes are
+    inflated a chunk at a time and dropped."""
+
+    def __init__(self, fmt: int, packed: bytes) -> None:
+        self._lzma = (
+            lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=LZMA_FILTERS)
+            if fmt == FORMAT
+            else None
+        )
+        self._zlib = zlib.decompressobj() if fmt != FORMAT else None
+        self._input = packed
+        self._buf = b""
+        self.at = 0  # the body offset of _buf's first byte
+
+    def _more(self, want: int) -> bytes:
+        try:
+            if self._lzma is not None:
+                data, self._input = self._input, b""
+                if self._lzma.eof:
+                    return b""
+                got = self._lzma.decompress(data, max_length=want)
+            else:
+                assert self._zlib is not None
+                got = self._zlib.decompress(self._input, want)
+                self._input = self._zlib.unconsumed_tail
+        except (zlib.error, lzma.LZMAError, EOFError) as e:
+            raise SegmentDamaged(f"does not decompress: {e}") from e
+        DECOMPRESSED.add(len(got))
+        return got
+
+    def read(self, offset: int, size: int) -> bytes:
+        """The body's bytes [offset, offset + size); offset never below the last read's
+        end. SegmentDamaged when the body ends before."""
+        if offset < self.at:
+            raise ValueError("a segment body is read front to back")
+        if offset >= self.at + len(self._buf):  # skip what is buffered and beyond
+            self.at += len(self._buf)
+            self._buf = b""
+            while self.at < offset:
+                got = self._more(min(_CHUNK, offset - self.at))
+                if not got:
+                    raise SegmentDamaged("the body is shorter than its columns")
+                self.at += len(got)
+        else:
+            self._buf = self._buf[offset - self.at :]
+            self.at = offset
+        parts = [self._buf[:size]]
+        have = len(parts[0])
+        while have < size:
+            got = self._more(max(size - have, 1))
+            if not got:
+                raise SegmentDamaged("the body is shorter than its columns")
+            parts.append(got)
+            have += len(got)
+        out = b"".join(parts)
+        self._buf, self.at = out[size:], offset + size
+        return out[:size]
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    """A segment's per-event fields without its meta texts and updates: what a partial
+    read picks the events it wants by (``decode_some``)."""
+
+    first_seq: int
+    ts: list[int]
+    pos: list[int]
+    actor: list[int]
+    kind: list[int]
+    #: the size of the whole body, inflated
+    body_bytes: int = 0
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
+def decode_some(
+    blob: bytes, stored_checksum: bytes, pick: Callable[[Index], Sequence[int]]
+) -> tuple[Index, list[int], list[str], list[bytes]]:
+    """The events `pick` chooses, by their index in the segment (ascending), once it has
+    seen the segment's integer columns: (those columns, the indexes, their meta texts,
+    their updates). The body is inflated only up to the last update picked, and only the
+    picked texts and updates are kept (a page of 50 events of a segment of huge updates
+    costs those 50, not the segment). The checksum is checked first, as by decode.
+    `pick` may raise to stop there (having inflated only the integer columns)."""
+    why = damage(blob, stored_checksum)
+    if why is not None:
+        raise SegmentDamaged(why)
+    fmt, n, first_seq = _HEADER.unpack_from(blob)
+    body = _Stream(fmt, blob[_HEADER.size :])
+    head = body.read(0, 32 * n)
+    lens = _unshuffle(head[: 4 * n], n, _U32)
+    ts = _sums(_unshuffle(head[4 * n : 12 * n], n, _I64))
+    pos = _sums(_unshuffle(head[12 * n : 20 * n], n, _I64))
+    actor = _unshuffle(head[20 * n : 24 * n], n, _U32)
+    kind = _unshuffle(head[24 * n : 28 * n], n, _U32)
+    mlens = _unshuffle(head[28 * n : 32 * n], n, _U32)
+    meta_at = list(itertools.accumulate(mlens, initial=32 * n))
+    data_at = list(itertools.accumulate(lens, initial=meta_at[-1]))
+    index = Index(first_seq, ts, pos, actor, kind, data_at[-1])
+    picked = sorted(set(pick(index)))
+    if picked and not 0 <= picked[0] <= picked[-1] < n:
+        raise ValueError(f"a segment of {n} events has no event {picked[0]} or {picked[-1]}")
+    try:
+        meta = [body.read(meta_at[i], mlens[i]).decode() for i in picked]
+    except UnicodeDecodeError as e:
+        raise SegmentDamaged(f"a meta text is not UTF-8: {e}") from e
+    updates = [body.read(data_at[i], lens[i]) for i in picked]
+    return index, picked, meta, updates

@@ -75,6 +75,7 @@ from .disk_warm import DiskWarmer
 from .doc_pages import DOC_COLUMNS, DocPage, page_sql
 from .file_turns import FileTurns
 from .log_layout import (
+    ANY_ROW,
     LAYOUT_VERSION,
     MAX,
     RecentRows,
@@ -1315,9 +1316,12 @@ class SQLiteStore(EventStore):
             if hi <= lo:
                 return []
             segs = await self._doc_segments(doc, doc_id, lo, hi)
+            # a page (`limit`) decodes only its part of a segment; a version's range
+            # whole segments, kept for the next version (log_layout.segment_events)
             return await assemble_off_loop(
-                tail, segs, self._sym, lambda e: lo < e.seq <= hi, (lo, hi)
-            )
+                tail, segs, self._sym, lambda e: lo < e.seq <= hi, (lo, hi),
+                None if limit is None else (limit, ANY_ROW),
+            )  # fmt: skip
 
         result: list[Event] = await self._decoded(run)
         return result

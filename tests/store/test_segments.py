@@ -201,3 +201,40 @@ def test_a_decoded_segment_is_kept_and_its_blob_checked_again() -> None:
     one = L.decode_segment(row)
     again = L.decode_segment(row)
     assert one == again == big and one is not again
+
+
+@pytest.mark.parametrize("fmt", [S.FORMAT, S.FORMAT_ZLIB])
+def test_a_partial_read_is_the_whole_decode_of_what_it_picks(fmt: int) -> None:
+    """decode_some gives exactly what decode gives for the events picked, in either
+    format, and inflates the body only up to the last update picked."""
+    n = 300
+    c = S.Columns(
+        1,
+        ts=[5_000 - 7 * i for i in range(n)],
+        pos=[10 + 2 * i for i in range(n)],
+        actor=[i % 3 for i in range(n)],
+        kind=[i % 2 for i in range(n)],
+        meta=[f'{{"i":{i},"é":1}}' if i % 4 else "" for i in range(n)],
+        updates=[i.to_bytes(2, "big") * (i % 50 + 100) for i in range(n)],
+    )
+    sealed = S.encode(c, fmt)
+    whole = S.decode(sealed.blob, sealed.checksum)
+    body = 32 * n + sum(len(m.encode()) for m in c.meta) + sum(map(len, c.updates))
+    for picked in ([], [0], list(range(50)), [3, 150, 299], [299], list(range(n))):
+        before = S.DECOMPRESSED.bytes
+        index, got, metas, updates = S.decode_some(
+            sealed.blob, sealed.checksum, lambda i, p=picked: p
+        )
+        spent = S.DECOMPRESSED.bytes - before
+        assert (index.ts, index.pos, index.actor, index.kind) == (c.ts, c.pos, c.actor, c.kind)
+        assert got == picked
+        assert metas == [whole.meta[i] for i in picked]
+        assert updates == [bytes(whole.updates[i]) for i in picked]
+        # the body up to the end of its last update (the whole body for the last event)
+        last = picked[-1] if picked else -1
+        need = body - sum(len(u) for u in c.updates[last + 1 :]) if picked else 32 * n
+        assert spent == need, (picked[:3], spent, need)
+    with pytest.raises(S.SegmentDamaged):
+        S.decode_some(
+            sealed.blob[:-1] + bytes([sealed.blob[-1] ^ 1]), sealed.checksum, lambda i: [0]
+        )
