@@ -228,6 +228,20 @@ _ev_doc, _ev_seq, _ev_ts, _ev_actor, _ev_kind, _ev_update, _ev_meta, _ev_pos = (
 )
 
 
+def rising(events: Sequence[Event]) -> list[Event]:
+    """A document's events (in seq order) with each ts raised to the greatest before it,
+    as appends stamp them (EventStore.append): a copy of a log written before that, or by
+    another store, is written so (import_doc), and its lookups by time agree."""
+    out: list[Event] = []
+    top = 0
+    for e in events:
+        if e.ts < top:
+            e = Event(e.doc, e.seq, top, e.actor, e.kind, e.update, e.meta, e.pos)
+        top = e.ts
+        out.append(e)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     doc: str
@@ -430,7 +444,13 @@ class EventStore(Service, ABC):
 
     @abstractmethod
     async def append(self, batches: Sequence[tuple[str, Sequence[NewEvent]]]) -> list[list[Event]]:
-        """Append every batch atomically; returns the stored events, batch by batch."""
+        """Append every batch atomically; returns the stored events, batch by batch.
+
+        An event's ts is its writer's clock (NewEvent.ts) raised, when that is earlier,
+        to the ts of the document's previous event, in the transaction that gives it its
+        seq: a document's ts never decrease in seq order, whatever the clocks of the
+        processes writing it (a clock stepped back by NTP, two servers minutes apart),
+        so that "the version at time T" (seq_at) is one prefix of its log."""
 
     async def end_unanswered_appends(self) -> None:  # noqa: B027 - nothing to end by default
         """Make final the outcome of every append of this process that got no answer (a
@@ -494,7 +514,10 @@ class EventStore(Service, ABC):
 
     @abstractmethod
     async def seq_at(self, doc: str, ts: int) -> int:
-        """The last seq whose ts <= the given ts (0 if none)."""
+        """The last seq whose ts <= the given ts (0 if none); precisely, the seq before
+        the first event whose ts is after it (the head when none is). The two are the
+        same since appends keep ts non-decreasing (see append); in a log written before
+        that, an event stamped after `ts` is never counted in, nor any after it."""
 
     @abstractmethod
     async def list_docs(self) -> list[DocInfo]:

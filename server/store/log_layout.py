@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 from .. import cpu_account
 from ..errors import StoreError
 from . import segments as S
-from .base import Event, dump_meta
+from .base import Event, EventStore, dump_meta
 
 #: the schema version of this layout; a database below it is upgraded by ``palimpsest
 #: migrate`` (servers refuse to start on it), a fresh one is created at it directly
@@ -201,6 +201,25 @@ def decode_segment(row: SegmentRow) -> S.Columns:
             f"segment {row.doc}@{row.first_seq}..{row.last_seq} of the event log is damaged "
             f"({e}): its events cannot be read; run `palimpsest verify`"
         ) from e
+
+
+def seq_before(cols: S.Columns, ts: int) -> int:
+    """The seq before the first event of a run whose ts is after `ts` (it has one)."""
+    return cols.first_seq + next(i for i, t in enumerate(cols.ts) if t > ts) - 1
+
+
+async def base_answer(store: EventStore, doc: str, ts: int, found: int | None) -> int:
+    """seq_at's answer from `found`, the seq before the first event kept in the log
+    whose ts is after `ts` (None: no such document): when that is the compaction base,
+    the base if its snapshot was made by `ts`, else 0 (history.service.seq_at then tells
+    by the base's own ts)."""
+    if not found:
+        return 0
+    info = await store.doc_info(doc)
+    if info is None or not info.base_seq or found > info.base_seq:
+        return found
+    snap = await store.latest_snapshot(doc, info.base_seq)
+    return info.base_seq if snap is not None and snap.ts <= ts else 0
 
 
 def _check_seqs(row: SegmentRow, first_seq: int, n: int) -> None:

@@ -27,6 +27,7 @@ from .base import (
     derived_from_row,
     now_ms,
     renamed_snapshot_row,
+    rising,
     snapshot_from_row,
     snapshot_info,
     snapshot_row,
@@ -97,12 +98,15 @@ class MemoryStore(EventStore):
             out: list[list[Event]] = []
             for doc, evs in batches:
                 head = self._heads.get(doc, 0)
+                last = self._events.get(doc)
+                top = last[-1].ts if last else 0
                 stored = []
                 for ev in evs:
                     head += 1
                     self._pos += 1
+                    top = max(top, ev.ts)  # never before the previous event's
                     stored.append(
-                        Event(doc, head, ev.ts, ev.actor, ev.kind, ev.update, ev.meta, self._pos)
+                        Event(doc, head, top, ev.actor, ev.kind, ev.update, ev.meta, self._pos)
                     )
                 if stored:
                     if doc not in self._heads:
@@ -182,10 +186,11 @@ class MemoryStore(EventStore):
 
     async def seq_at(self, doc: str, ts: int) -> int:
         self._check()
-        seqs = [e.seq for e in self._events.get(doc, []) if e.ts <= ts]
-        if seqs:
-            return max(seqs)
+        evs = self._events.get(doc, [])
+        found = next((e.seq - 1 for e in evs if e.ts > ts), self._heads.get(doc, 0))
         base = self._base.get(doc, 0)
+        if found > base:
+            return found
         snap = self._snaps.get(doc, {}).get(base)
         return base if base and snap is not None and snap[0] <= ts else 0
 
@@ -364,6 +369,7 @@ class MemoryStore(EventStore):
         keep_positions: bool = False,
     ) -> None:
         self._check()
+        events = rising(events)
         async with self._lock:
             if info.doc in self._heads and not replace:
                 raise StoreError(f"document {info.doc!r} already exists in the target")

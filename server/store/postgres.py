@@ -55,6 +55,7 @@ from .base import (
     dump_meta,
     now_ms,
     renamed_snapshot_row,
+    rising,
     snapshot_from_row,
     snapshot_info,
     snapshot_row,
@@ -71,12 +72,14 @@ from .log_layout import (
     Symbols,
     TailRow,
     assemble_off_loop,
+    base_answer,
     decode_segment,
     decoded,
     merge_by_pos,
     query_filter,
     query_windows,
     run_columns,
+    seq_before,
 )
 from .postgres_schema import (
     OLD_STEPS,
@@ -251,35 +254,56 @@ async def _base_holds(conn: asyncpg.Connection, doc: str, seq: int, base: BaseMa
 #: One group commit as one statement: one round trip, and the implicit transaction of a
 #: single statement makes it atomic. In order: the global position counter row (locked
 #: first, as every writer of positions does, so positions become visible in commit
-#: order), the documents' heads in name order (``d`` reads ``p``, so it runs after it;
-#: two appenders cannot deadlock), then the events, numbered from the new heads and the
-#: reserved positions. $1-$4 per document (name, events, last ts, bytes), $5 the number of
-#: events, $6-$13 per event (document, place among its document's events of this commit,
-#: that document's count, ts, actor, kind, update, meta). Returns each document's new
-#: head and the position before the first event.
+#: order), the documents' rows in name order (``o`` reads ``p``, so it runs after it; two
+#: appenders cannot deadlock; a row lock reads the row's last committed version, also
+#: one committed while this statement waited for the lock), then their heads (``d``
+#: joins ``o``, so a row is locked before it is updated), then the events, numbered from
+#: the new heads and the reserved positions. An event's ts is at least the document's
+#: previous updated_ts (its last event's ts; ``f.floor``, see EventStore.append): when the
+#: document was made by another appender after this statement's snapshot, which ``o``
+#: then does not see, at least its new updated_ts. $1-$4 per document (name, events, last
+#: ts, bytes), $5 the number of events, $6-$13 per event (document, place among its
+#: document's events of this commit, that document's count, ts raised to those before it
+#: in this commit, actor, kind, update, meta). Returns each document's new head, the
+#: position before the first event and the floor of its ts.
 _APPEND = """
 WITH p AS (
     UPDATE log_position SET pos = pos + $5 WHERE id = 1 RETURNING pos - $5 AS base
+), o AS (
+    SELECT o.name, o.updated_ts FROM docs AS o CROSS JOIN p
+    WHERE o.name = ANY($1::text[])
+    ORDER BY o.name
+    FOR NO KEY UPDATE OF o
 ), d AS (
     INSERT INTO docs AS d (name, head, created_ts, updated_ts, events_bytes)
     SELECT n.name, n.cnt, n.ts, n.ts, n.bytes
     FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS n(name, cnt, ts, bytes)
+    LEFT JOIN o ON o.name = n.name
     CROSS JOIN p
     ORDER BY n.name
     ON CONFLICT (name) DO UPDATE SET head = d.head + excluded.head,
         updated_ts = GREATEST(d.updated_ts, excluded.updated_ts),
         events_bytes = d.events_bytes + excluded.events_bytes
-    RETURNING d.name, d.head, d.id
+    RETURNING d.name, d.head, d.id, d.updated_ts
+), f AS (
+    SELECT d.name, d.head, d.id,
+        CASE WHEN o.name IS NOT NULL THEN coalesce(o.updated_ts, 0)
+             WHEN d.head > n.cnt THEN coalesce(d.updated_ts, 0)
+             ELSE 0 END AS floor
+    FROM d
+    JOIN unnest($1::text[], $2::bigint[]) AS n(name, cnt) ON n.name = d.name
+    LEFT JOIN o ON o.name = d.name
 ), e AS (
     INSERT INTO log (doc, seq, pos, ts, actor, kind, data, meta)
-    SELECT d.id, d.head - x.cnt + x.k, p.base + x.i, x.ts, x.actor, x.kind, x.data, x.meta
+    SELECT f.id, f.head - x.cnt + x.k, p.base + x.i, GREATEST(x.ts, f.floor), x.actor,
+        x.kind, x.data, x.meta
     FROM unnest($6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::int[],
                 $11::int[], $12::bytea[], $13::text[])
          WITH ORDINALITY AS x(doc, k, cnt, ts, actor, kind, data, meta, i)
-    JOIN d ON d.name = x.doc
+    JOIN f ON f.name = x.doc
     CROSS JOIN p
 )
-SELECT d.name, d.head, p.base, d.id FROM d CROSS JOIN p
+SELECT f.name, f.head, p.base, f.id, f.floor FROM f CROSS JOIN p
 """
 
 
@@ -694,12 +718,14 @@ class PostgresStore(EventStore):
         # events of this commit (1, 2, …) and that document's count of them
         cols: list[list[Any]] = [[] for _ in range(8)]
         nth: dict[str, int] = {}
+        rising: dict[str, int] = {}  # each document's ts so far in this commit
         for doc, evs in batches:
             for ev in evs:
                 k = nth[doc] = nth.get(doc, 0) + 1
+                ts = rising[doc] = max(rising.get(doc, ev.ts), ev.ts)
                 for col, v in zip(
                     cols,
-                    (doc, k, counts[doc], ev.ts, ids[ev.actor], ids[ev.kind], ev.update,
+                    (doc, k, counts[doc], ts, ids[ev.actor], ids[ev.kind], ev.update,
                      dump_meta(ev.meta) if ev.meta else None),
                     strict=True,
                 ):  # fmt: skip
@@ -733,6 +759,7 @@ class PostgresStore(EventStore):
         # before its first event: as the statement assigned them
         nxt = {r[0]: int(r[1]) - counts[r[0]] for r in rows}
         doc_ids = {r[0]: int(r[3]) for r in rows}
+        floors = {r[0]: int(r[4]) for r in rows}
         pos = int(rows[0][2])
         out: list[list[Event]] = []
         written: list[tuple[Any, ...]] = []
@@ -742,9 +769,8 @@ class PostgresStore(EventStore):
             for ev in evs:
                 nxt[doc] += 1
                 pos += 1
-                stored.append(
-                    Event(doc, nxt[doc], ev.ts, ev.actor, ev.kind, ev.update, ev.meta, pos)
-                )
+                ts = cols[3][i] = max(cols[3][i], floors[doc])  # as the statement wrote it
+                stored.append(Event(doc, nxt[doc], ts, ev.actor, ev.kind, ev.update, ev.meta, pos))
                 # the row as the statement inserted it (its columns, in batch order)
                 written.append((doc_ids[doc], nxt[doc], pos, *(c[i] for c in cols[3:])))
                 i += 1
@@ -937,36 +963,32 @@ class PostgresStore(EventStore):
         return await self._decoded(run)
 
     async def seq_at(self, doc: str, ts: int) -> int:
-        async def run() -> int:
+        # the seq before the first event stamped after ts (EventStore.seq_at): sealed
+        # runs come before the tail, so the first run with a later ts_max holds it if any
+        async def run() -> int | None:
             rows = await self._fetch(
-                "SELECT d.id, (SELECT max(seq) FROM log WHERE doc = d.id AND ts <= $1) "
+                "SELECT d.id, d.head, (SELECT min(seq) FROM log WHERE doc = d.id AND ts > $1) "
                 "FROM docs d WHERE d.name = $2",
                 ts, doc, what="seq_at",
             )  # fmt: skip
             if not rows:
-                return 0
-            if rows[0][1] is not None:
-                return int(rows[0][1])
+                return None
+            doc_id, head, later = rows[0]
             segs = await self._fetch(
                 "SELECT first_seq, last_seq, body, checksum FROM segments WHERE doc = $1 "
-                "AND ts_min <= $2 ORDER BY first_seq DESC LIMIT 1",
-                rows[0][0], ts, what="seq_at",
+                "AND ts_max > $2 ORDER BY first_seq LIMIT 1",
+                doc_id, ts, what="seq_at",
             )  # fmt: skip
             if segs:
                 r = segs[0]
-                c = decode_segment(SegmentRow(doc, int(r[0]), int(r[1]), bytes(r[2]), bytes(r[3])))
-                return max(c.first_seq + i for i, t in enumerate(c.ts) if t <= ts)
-            return 0
+                return seq_before(
+                    decode_segment(SegmentRow(doc, int(r[0]), int(r[1]), bytes(r[2]), bytes(r[3]))),
+                    ts,
+                )
+            return int(head) if later is None else int(later) - 1
 
-        found = await self._decoded(run)
-        if found:
-            return found
-        info = await self.doc_info(doc)
-        if info is not None and info.base_seq:
-            snap = await self.latest_snapshot(doc, info.base_seq)
-            if snap is not None and snap.ts <= ts:
-                return info.base_seq
-        return 0
+        found: int | None = await self._decoded(run)
+        return await base_answer(self, doc, ts, found)
 
     async def list_docs(self) -> list[DocInfo]:
         rows = await self._fetch(
@@ -1581,6 +1603,8 @@ class PostgresStore(EventStore):
         Refuses a document that already exists here unless ``replace``."""
 
         await self._intern({n for e in events for n in (e.actor, e.kind)})
+        events = rising(events)
+        last_ts = max(info.updated_ts or 0, events[-1].ts if events else 0)
 
         async def run(conn: asyncpg.Connection) -> None:
             async with conn.transaction():
@@ -1598,7 +1622,7 @@ class PostgresStore(EventStore):
                     "INSERT INTO docs (name, head, base_seq, created_ts, updated_ts, events_bytes) "
                     "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
                     info.doc, info.head, info.base_seq, created,
-                    info.updated_ts or created, sum(len(e.update) for e in events),
+                    last_ts or created, sum(len(e.update) for e in events),
                 )  # fmt: skip
                 fresh: list[Event] = list(events) if keep_positions else []
                 if events and keep_positions:

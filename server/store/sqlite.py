@@ -65,6 +65,7 @@ from .base import (
     dump_meta,
     now_ms,
     renamed_snapshot_row,
+    rising,
     snapshot_from_row,
     snapshot_info,
     snapshot_row,
@@ -84,6 +85,7 @@ from .log_layout import (
     TailRow,
     assemble,
     assemble_off_loop,
+    base_answer,
     columns,
     decode_segment,
     decoded,
@@ -92,6 +94,7 @@ from .log_layout import (
     query_windows,
     run_columns,
     runs,
+    seq_before,
 )
 from .revocations import Revocations, SQLiteRevocations
 from .sql_cursors import SQLiteCursors
@@ -411,15 +414,18 @@ def _append(
     the rows inserted (doc id first, then as the log stores them), for RecentRows."""
     names = sorted({doc for doc, evs in batches if evs})
     marks = ",".join("?" * len(names))
-    docs: dict[str, tuple[int, int]] = {
-        r[1]: (r[0], r[2])
-        for r in conn.execute(f"SELECT id, name, head FROM docs WHERE name IN ({marks})", names)
-    }
+    # a document's updated_ts is its last event's ts: the floor of the next one's
+    docs: dict[str, tuple[int, int]] = {}
+    last_ts: dict[str, int] = {}
+    for r in conn.execute(
+        f"SELECT id, name, head, updated_ts FROM docs WHERE name IN ({marks})", names
+    ):
+        docs[r[1]] = (r[0], r[2])
+        last_ts[r[1]] = r[3] or 0
     pos = _take_positions(conn, sum(len(evs) for _, evs in batches)) - 1
     out: list[list[Event]] = []
     rows: list[tuple[Any, ...]] = []
     sizes: dict[str, int] = {}
-    last_ts: dict[str, int] = {}
     ids = symbols.ids
     for doc, evs in batches:
         if not evs:
@@ -438,11 +444,12 @@ def _append(
         for ev in evs:
             head += 1
             pos += 1
-            stored.append(Event(doc, head, ev.ts, ev.actor, ev.kind, ev.update, ev.meta, pos))
-            rows.append((doc_id, head, pos, ev.ts, ids[ev.actor], ids[ev.kind], ev.update,
+            # never before the document's previous event (see EventStore.append)
+            ts = last_ts[doc] = max(last_ts.get(doc, 0), ev.ts)
+            stored.append(Event(doc, head, ts, ev.actor, ev.kind, ev.update, ev.meta, pos))
+            rows.append((doc_id, head, pos, ts, ids[ev.actor], ids[ev.kind], ev.update,
                          dump_meta(ev.meta) if ev.meta else None))  # fmt: skip
             sizes[doc] = sizes.get(doc, 0) + len(ev.update)
-            last_ts[doc] = max(last_ts.get(doc, 0), ev.ts)
         docs[doc] = (doc_id, head)
         out.append(stored)
     conn.executemany(
@@ -1419,38 +1426,31 @@ class SQLiteStore(EventStore):
         return result
 
     async def seq_at(self, doc: str, ts: int) -> int:
-        # ts is not monotonic in seq in general (clock steps); take the last seq whose
-        # ts is <= the bound, which is what "the document as it was at ts" means here.
-        async def run() -> int:
+        # the seq before the first event stamped after ts (EventStore.seq_at): sealed
+        # runs come before the tail, so the first run with a later ts_max holds it if any
+        async def run() -> int | None:
             rows = await self._fetchall(
-                "SELECT d.id, (SELECT MAX(seq) FROM log WHERE doc = d.id AND ts <= ?) "
+                "SELECT d.id, d.head, (SELECT MIN(seq) FROM log WHERE doc = d.id AND ts > ?) "
                 "FROM docs d WHERE d.name = ?",
                 (ts, doc),
             )
             if not rows:
-                return 0
-            if rows[0][1] is not None:
-                return int(rows[0][1])
+                return None
+            doc_id, head, later = rows[0]
             segs = await self._fetchall(
                 "SELECT first_seq, last_seq, body, checksum FROM segments WHERE doc = ? "
-                "AND ts_min <= ? ORDER BY first_seq DESC LIMIT 1",
-                (rows[0][0], ts),
+                "AND ts_max > ? ORDER BY first_seq LIMIT 1",
+                (doc_id, ts),
             )
             if segs:
                 r = segs[0]
-                c = decode_segment(SegmentRow(doc, r[0], r[1], bytes(r[2]), bytes(r[3])))
-                return max(c.first_seq + i for i, t in enumerate(c.ts) if t <= ts)
-            return 0
+                return seq_before(
+                    decode_segment(SegmentRow(doc, r[0], r[1], bytes(r[2]), bytes(r[3]))), ts
+                )
+            return int(head) if later is None else int(later) - 1
 
-        found: int = await self._decoded(run)
-        if found:
-            return found
-        info = await self.doc_info(doc)
-        if info is not None and info.base_seq:
-            snap = await self.latest_snapshot(doc, info.base_seq)
-            if snap is not None and snap.ts <= ts:
-                return info.base_seq
-        return 0
+        found: int | None = await self._decoded(run)
+        return await base_answer(self, doc, ts, found)
 
     async def list_docs(self) -> list[DocInfo]:
         rows = await self._fetchall(
@@ -1919,6 +1919,8 @@ class SQLiteStore(EventStore):
         keep_positions: bool = False,
     ) -> None:
         names = {n for e in events for n in (e.actor, e.kind)}
+        events = rising(events)
+        last_ts = max(info.updated_ts or 0, events[-1].ts if events else 0)
 
         def run(db: sqlite3.Connection, symbols: Symbols) -> None:
             old = db.execute("SELECT id FROM docs WHERE name = ?", (info.doc,)).fetchone()
@@ -1945,7 +1947,7 @@ class SQLiteStore(EventStore):
                 "INSERT INTO docs (name, head, base_seq, sealed, created_ts, updated_ts, "
                 "events_bytes) VALUES (?,?,?,?,?,?,?) RETURNING id",
                 (info.doc, info.head, info.base_seq, sealed, created,
-                 info.updated_ts or created, sum(len(e.update) for e in events)),
+                 last_ts or created, sum(len(e.update) for e in events)),
             ).fetchone()  # fmt: skip
             for i in range(0, whole, S.SEGMENT_EVENTS):
                 insert_segment(db, doc_id, S.encode(columns(fresh[i : i + S.SEGMENT_EVENTS],

@@ -85,6 +85,11 @@ class StoreContract(CursorContract):
         await self.set_snapshot_meta(store, doc, seq, meta)
         await self.set_snapshot_checksum(store, doc, seq, stored)
 
+    async def set_event_ts(self, store: EventStore, doc: str, seq: int, ts: int) -> None:
+        """Overwrite the ts of tail event (doc, seq) behind the store's back (a log
+        written before appends kept ts non-decreasing)."""
+        raise NotImplementedError
+
     def poison_event(self) -> NewEvent:
         """An event the backend's storage refuses (to test that batches are atomic)."""
         return NewEvent(None, "edit", b"u", {}, 1)  # type: ignore[arg-type]
@@ -279,6 +284,61 @@ class StoreContract(CursorContract):
         assert await store.seq_at("t", 200) == 3
         assert await store.seq_at("t", 10**13) == 4
         assert await store.seq_at("none", 10**13) == 0
+
+    async def test_ts_never_goes_back_within_a_document(self, store: EventStore) -> None:
+        """An event's ts is its writer's clock (NewEvent.ts), raised to its document's
+        previous event's ts when that clock is behind (stepped back by NTP, another
+        process's): in separate commits, in one group commit's batches and within a
+        batch. The version at a time is then the prefix of events stamped by it."""
+        out = await store.append([("t", [ev(ts=1000), ev(ts=2000)])])
+        assert [e.ts for e in out[0]] == [1000, 2000]
+        # a clock 10 minutes behind, then back in time again within one batch
+        [[c, d]] = await store.append([("t", [ev(ts=1500), ev(ts=2500)])])
+        [b1, o, b2] = await store.append(
+            [("t", [ev(ts=3000), ev(ts=2800)]), ("o", [ev(ts=5)]), ("t", [ev(ts=900)])]
+        )
+        assert [c.ts, d.ts, *(e.ts for e in b1 + b2)] == [2000, 2500, 3000, 3000, 3000]
+        assert [e.ts for e in o] == [5]  # another document's clock is its own
+        [[e]] = await store.append([("o", [ev(ts=4)])])
+        assert e.ts == 5
+        stored = await store.read("t")
+        assert [(x.seq, x.ts) for x in stored] == [
+            (1, 1000), (2, 2000), (3, 2000), (4, 2500), (5, 3000), (6, 3000), (7, 3000),
+        ]  # fmt: skip
+        assert [x.seq for x in await store.query("t", since_ts=2001)] == [4, 5, 6, 7]
+        assert [x.seq for x in await store.query("t", until_ts=1999)] == [1]
+        info = await store.doc_info("t")
+        assert info is not None and info.updated_ts == 3000
+        for at, seq in ((999, 0), (1000, 1), (1999, 1), (2000, 3), (2999, 4), (3000, 7)):
+            assert await store.seq_at("t", at) == seq, at
+        if self.seals:
+            assert await store.seal("t", run=2) == 6  # three segments, one tail row
+            for at, seq in ((999, 0), (1999, 1), (2000, 3), (2999, 4), (3000, 7)):
+                assert await store.seq_at("t", at) == seq, at
+        # a copy of a log whose ts go back is written rising
+        info = await store.doc_info("t")
+        assert info is not None
+        stamps = [9, 7, 8, 6, 10, 3, 11]
+        back = [dataclasses.replace(x, doc="u", ts=t) for x, t in zip(stored, stamps, strict=True)]
+        await store.import_doc(dataclasses.replace(info, doc="u", updated_ts=11), back, [], [])
+        assert [x.ts for x in await store.read("u")] == [9, 9, 9, 9, 10, 10, 11]
+        [[e]] = await store.append([("u", [ev(ts=1)])])
+        assert (e.seq, e.ts) == (8, 11)
+
+    async def test_seq_at_in_a_log_whose_ts_go_back(self, store: EventStore) -> None:
+        """A log written before appends kept ts non-decreasing may hold an event stamped
+        later than one after it: the version at T then ends before the first event
+        stamped after T, so that no event from after T is in it (nor compacted by
+        ``compact --before T``), though some of T's or before may be left out."""
+        await store.append([("t", [ev(ts=100 * i) for i in range(1, 7)])])
+        await self.set_event_ts(store, "t", 3, 1000)  # 100 200 1000 400 500 600
+        assert [e.ts for e in await store.read("t")] == [100, 200, 1000, 400, 500, 600]
+        for at, seq in ((50, 0), (250, 2), (450, 2), (999, 2), (1000, 6)):
+            assert await store.seq_at("t", at) == seq, at
+        if self.seals:
+            assert await store.seal("t", run=2) == 6
+            for at, seq in ((50, 0), (250, 2), (450, 2), (999, 2), (1000, 6)):
+                assert await store.seq_at("t", at) == seq, at
 
     async def test_list_docs_and_doc_info(self, store: EventStore) -> None:
         assert await store.list_docs() == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from palimpsest.store.base import EventStore
 from palimpsest.store.memory import MemoryStore
 from store.contract import StoreContract
@@ -13,6 +15,12 @@ class TestMemoryStore(StoreContract):
 
     async def create(self) -> EventStore:
         return MemoryStore()
+
+    async def set_event_ts(self, store: EventStore, doc: str, seq: int, ts: int) -> None:
+        assert isinstance(store, MemoryStore)
+        evs = store._events[doc]
+        i = next(i for i, e in enumerate(evs) if e.seq == seq)
+        evs[i] = dataclasses.replace(evs[i], ts=ts)
 
     async def damage_snapshot(self, store: EventStore, doc: str, seq: int) -> None:
         assert isinstance(store, MemoryStore)

@@ -52,6 +52,18 @@ class TestPostgresStore(StoreContract):
         finally:
             await conn.close()
 
+    async def set_event_ts(self, store: EventStore, doc: str, seq: int, ts: int) -> None:
+        store._recent.clear()  # type: ignore[attr-defined]  # rows it would seal as written
+        conn = await asyncpg.connect(PG_URL)
+        try:
+            await conn.execute(
+                f'UPDATE "{self.schema}".log SET ts = $1 WHERE seq = $2 AND doc = '
+                f'(SELECT id FROM "{self.schema}".docs WHERE name = $3)',
+                ts, seq, doc,
+            )  # fmt: skip
+        finally:
+            await conn.close()
+
     async def damage_segment(self, store: EventStore, doc: str, first_seq: int) -> None:
         conn = await asyncpg.connect(PG_URL)
         try:
@@ -111,35 +123,43 @@ class TestPostgresStore(StoreContract):
 # --- beyond the contract: several processes on one database ---------------------------
 
 WRITER = """
-import asyncio, json, sys
+import asyncio, json, sys, time
 from palimpsest.store.base import NewEvent
 from palimpsest.store import postgres
 from palimpsest.store.postgres import PostgresStore
 
-async def main(url, tag, n):
+async def main(url, tag, n, skew):
     async with PostgresStore(url) as store:
         print("ready", flush=True)
         sys.stdin.readline()  # start together
-        seqs = []
+        got = []
         for i in range(n):
-            evs = [NewEvent(tag, "edit", f"{tag}:{i}:{k}".encode(), {}, 1)
+            now = time.time_ns() // 1_000_000 + skew  # this process's clock
+            evs = [NewEvent(tag, "edit", f"{tag}:{i}:{k}".encode(), {}, now)
                    for k in range(1 + i % 3)]
-            [stored] = await store.append([("shared", evs)])
-            seqs.extend(e.seq for e in stored)
-        print(json.dumps(seqs), flush=True)
+            # and a document the others make at about the same time
+            [stored, made] = await store.append([("shared", evs), (f"new{i}", evs[:1])])
+            got.extend([e.doc, e.seq, e.ts] for e in stored + made)
+        print(json.dumps(got), flush=True)
 
-asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
 """
+
+#: the writers' clocks: minutes apart (the processes of one deployment without NTP)
+SKEWS = (0, -180_000, 60_000)
 
 
 async def test_appenders_in_separate_processes_get_unique_gap_free_seqs(schema: str) -> None:
+    """... and whatever their clocks, each document's ts never go back in seq order (the
+    statement raises an event's ts to its document's last one, read under the row lock),
+    as each appender was told."""
     url = f"{PG_URL}?schema={schema}"
     async with PostgresStore(url) as store:  # creates the schema once
         procs: list[asyncio.subprocess.Process] = []
         try:
             for i in range(3):
                 procs.append(await asyncio.create_subprocess_exec(
-                    sys.executable, "-c", WRITER, url, f"w{i}", "60", cwd=REPO,
+                    sys.executable, "-c", WRITER, url, f"w{i}", "60", str(SKEWS[i]), cwd=REPO,
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 ))  # fmt: skip
             for p in procs:
@@ -153,19 +173,23 @@ async def test_appenders_in_separate_processes_get_unique_gap_free_seqs(schema: 
             other = PostgresStore(url)
             await other.start()
             mine: list[int] = []
+            told = {}  # (doc, seq) -> the ts its appender was given
             try:
                 for _ in range(60):
                     [stored] = await other.append(
-                        [("shared", [NewEvent("here", "edit", b"h", {}, 1)])]
+                        [("shared", [NewEvent("here", "edit", b"h", {}, 1)])]  # a clock at 1970
                     )
                     mine.extend(e.seq for e in stored)
+                    told.update(((e.doc, e.seq), e.ts) for e in stored)
             finally:
                 await other.stop()
             results = []
             for p in procs:
                 out, _ = await asyncio.wait_for(p.communicate(), 60)
                 assert p.returncode == 0
-                results.append(json.loads(out.decode().strip().splitlines()[-1]))
+                got = json.loads(out.decode().strip().splitlines()[-1])
+                told.update(((d, seq), ts) for d, seq, ts in got)
+                results.append([seq for d, seq, _ in got if d == "shared"])
         finally:
             for p in procs:  # a failed assertion above must not leave writers behind
                 if p.returncode is None:
@@ -181,6 +205,10 @@ async def test_appenders_in_separate_processes_get_unique_gap_free_seqs(schema: 
             got = [e.update.decode() for e in log if e.actor == f"w{i}"]
             assert got == [f"w{i}:{j}:{k}" for j in range(60) for k in range(1 + j % 3)]
         assert await store.head("shared") == total
+        for doc in ["shared", *(f"new{i}" for i in range(60))]:
+            stamps = [e.ts for e in await store.read(doc)]
+            assert stamps == sorted(stamps), doc
+            assert stamps == [told[doc, seq] for seq in range(1, len(stamps) + 1)]
 
 
 async def test_snapshot_writers_take_turns(schema: str) -> None:

@@ -36,6 +36,15 @@ class TestSQLiteStore(StoreContract):
                 (seq, doc),
             )
 
+    async def set_event_ts(self, store: EventStore, doc: str, seq: int, ts: int) -> None:
+        store._recent.clear()  # type: ignore[attr-defined]  # rows it would seal as written
+        with sqlite3.connect(self.path) as db:
+            db.execute(
+                "UPDATE log SET ts = ? WHERE seq = ? AND doc = "
+                "(SELECT id FROM docs WHERE name = ?)",
+                (ts, seq, doc),
+            )
+
     async def damage_segment(self, store: EventStore, doc: str, first_seq: int) -> None:
         where = "WHERE first_seq = ? AND doc = (SELECT id FROM docs WHERE name = ?)"
         with sqlite3.connect(self.path) as db:
