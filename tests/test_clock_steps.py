@@ -3,14 +3,16 @@ says and what time lookups answer."""
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 import httpx
 import pytest
-from conftest import RunningServer
+from conftest import RunningServer, run_server
 
-from palimpsest import room
+from palimpsest import client, room
 from palimpsest.maintenance import plan_compact
+from palimpsest.settings import Settings
 from palimpsest.util import iso
 
 
@@ -60,3 +62,61 @@ async def test_a_backward_step_keeps_ts_rising_and_time_lookups_right(
         assert [e["seq"] for e in r.json()["events"]] == [1]
     plan = await plan_compact(server.backend.store, "notes", between)
     assert plan.before == 1
+
+
+async def _answer_in_a_group(server: RunningServer, clock: Clock, step_back: int) -> str:
+    """A bot's streamed answer in one explicit undo group, the server's clock stepped
+    back `step_back` ms after its second word; the text."""
+    async with client.connect(server.ws_url, "bot", user="bot") as s:
+        s.text().insert(0, "Q: ")
+        await s.flush()
+        await s.close_group()
+        async with s.undo_group():
+            for i, w in enumerate(["The ", "answer ", "is ", "forty ", "two."]):
+                clock.ms += 300
+                if i == 2:
+                    clock.ms -= step_back
+                s.text().append(w)
+                await s.flush()
+        return str(s.text())
+
+
+async def test_an_undo_group_survives_a_backward_step(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The group's events are stamped rising (the store keeps a document's ts from going
+    back), so the recorder sees no negative pause and one undo takes the whole answer
+    out (it ended the group on the step: the undo left "Q: The answer ")."""
+    clock = Clock(1_800_000_000_000)
+    monkeypatch.setattr(room, "now_ms", clock)
+    assert await _answer_in_a_group(server, clock, 60_000) == "Q: The answer is forty two."
+    async with client.connect(server.ws_url, "bot", user="bot") as s:
+        await s.wait_for(lambda: "two." in str(s.text()))
+        r = await s.undo()
+        assert r.ok
+        await s.wait_for(lambda: str(s.text()) == "Q: ")
+
+
+async def test_an_undo_group_in_an_older_log_whose_ts_go_back(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log written before ts were kept rising holds the group's later events stamped
+    a minute before the earlier ones: loaded from it, the group is still one step (a
+    pause is a gap forward; a clock stepped back is none)."""
+    clock = Clock(1_800_000_000_000)
+    monkeypatch.setattr(room, "now_ms", clock)
+    async with run_server(settings) as server:
+        await _answer_in_a_group(server, clock, 0)
+    with sqlite3.connect(settings.db) as db:  # as the older server stored it
+        rows = db.execute("SELECT seq, data FROM log ORDER BY seq").fetchall()
+        third = next(seq for seq, data in rows if b"is " in data)  # the third word's
+        db.execute("UPDATE log SET ts = ts - 60000 WHERE seq >= ?", (third,))
+        db.execute("DELETE FROM snapshots")  # the room loads from the log
+        stamps = [t for (t,) in db.execute("SELECT ts FROM log ORDER BY seq")]
+    assert stamps != sorted(stamps)
+    async with run_server(settings) as server:
+        async with client.connect(server.ws_url, "bot", user="bot") as s:
+            await s.wait_for(lambda: "two." in str(s.text()))
+            r = await s.undo()
+            assert r.ok
+            await s.wait_for(lambda: str(s.text()) == "Q: ")

@@ -275,7 +275,10 @@ class RoomUndo:
             st = self.actors[ev.actor] = Stacks()
         if st.redo:
             st.redo.clear()
-        if st.group is not None and not 0 <= ev.ts - st.last_ts < self.groups.idle_ms:
+        # the pause since the actor's last change: none when the ts went back (a clock
+        # stepped back: an older log's; a store keeps them rising now, EventStore.append)
+        pause = ev.ts - st.last_ts
+        if st.group is not None and pause >= self.groups.idle_ms:
             st.group = None  # left idle too long: it ended, and this change is a new step
             st.open = False
         top = st.undo[-1] if st.undo else None
@@ -289,7 +292,7 @@ class RoomUndo:
                 and top.nbytes + len(ev.update) <= self.groups.max_bytes
             )
         else:
-            joins = 0 <= ev.ts - st.last_ts < self.capture_ms and len(top.seqs) < self.max_group
+            joins = pause < self.capture_ms and len(top.seqs) < self.max_group
         if joins:
             assert top is not None
             top.touch()
