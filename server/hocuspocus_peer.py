@@ -8,12 +8,11 @@ translates the few frames that differ). Its updates are recorded under an
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Protocol
 
 from . import hocuspocus as H
-from .auth import Identity
+from .auth import ExpiryWatch, Identity
 from .conn_guard import ConnectionGuard
 from .extensions import Client, Extension
 from .resync import Resync
@@ -59,7 +58,7 @@ class DocPeer:
         #: what an update past a gap gets: dropped, made good by a sync step 2
         self.resync = Resync()
         #: the timer that closes the document when its token expires
-        self.expiry: asyncio.TimerHandle | None = None
+        self.expiry: ExpiryWatch | None = None
         self.author = _Author(self)
         if status is not None:
             status.authors[self.author.id] = self.author

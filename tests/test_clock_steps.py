@@ -3,14 +3,23 @@ says and what time lookups answer."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
 from typing import Any
 
 import httpx
 import pytest
-from conftest import RunningServer, run_server
+import websockets
+from conftest import RunningServer, closed_with, eventually, run_server
+from pycrdt import Doc, Text
+from test_hocuspocus import Raw
 
 from palimpsest import client, room
+from palimpsest import hocuspocus as H
+from palimpsest import protocol as P
+from palimpsest.auth import identity
+from palimpsest.auth.tokens import mint
 from palimpsest.maintenance import plan_compact
 from palimpsest.settings import Settings
 from palimpsest.util import iso
@@ -120,3 +129,101 @@ async def test_an_undo_group_in_an_older_log_whose_ts_go_back(
             r = await s.undo()
             assert r.ok
             await s.wait_for(lambda: str(s.text()) == "Q: ")
+
+
+# --- a token's expiry by a wall clock stepped forward ------------------------------------
+
+SECRET = "clock-steps-test-secret-of-32-bytes-at-least"
+
+
+class Wall:
+    """The wall clock identities read their expiry by (auth.identity.wall), stepped."""
+
+    def __init__(self) -> None:
+        self.step = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.step
+
+
+async def _edit(ws: Any, src: Doc[Any], text: str) -> None:
+    ups: list[bytes] = []
+    sub = src.observe(lambda e: ups.append(e.update))
+    src.get("content", type=Text).insert(0, text)
+    src.unobserve(sub)
+    await ws.send(P.encode_sync_update(ups[-1]))
+
+
+async def test_a_socket_closes_when_the_wall_clock_steps_past_its_exp(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token of 120 s, the server's wall clock stepped a day forward: its socket closed
+    at exp by the clock of the connection's start (a timer on the monotonic clock), so it
+    kept taking edits for 120 s more. Now an edit after exp by the wall clock closes it
+    with 4401 and is not logged; and one that sends nothing is closed by the timer,
+    which reads the wall clock again every EXPIRY_RECHECK seconds."""
+    settings.jwt_secret = SECRET
+    wall = Wall()
+    monkeypatch.setattr(identity, "wall", wall)
+    t = mint(SECRET, "carol", "write", ["*"], ttl=120)
+    async with run_server(settings) as server:
+        url = f"{server.ws_url}/tb?token={t}"
+        async with websockets.connect(url, compression=None) as ws:
+            src: Doc[Any] = Doc()
+            await _edit(ws, src, "before the step. ")
+            await eventually(lambda: server.backend.rooms.get_loaded("tb") is not None)
+            room = server.backend.rooms.get_loaded("tb")
+            assert room is not None
+            await eventually(lambda: room.seq == 1)
+            wall.step = 86_400.0
+            await _edit(ws, src, "a day after exp. ")
+            code, reason = await closed_with(ws)
+        assert code == 4401 and "expired" in reason, (code, reason)
+        assert await server.backend.store.head("tb") == 1
+        # a socket that sends nothing: closed by its timer's next look at the clock
+        monkeypatch.setattr(identity, "EXPIRY_RECHECK", 0.2)
+        wall.step = 0.0
+        async with websockets.connect(url, compression=None) as ws:
+            await ws.send(P.encode_sync_step1(Doc().get_state()))
+            await asyncio.sleep(0.5)
+            assert ws.close_code is None  # re-armed: not expired yet
+            wall.step = 86_400.0
+            code, reason = await closed_with(ws)
+        assert code == 4401 and "expired" in reason, (code, reason)
+
+
+async def test_a_hocuspocus_document_closes_when_the_wall_clock_steps_past_its_exp(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same on /hocuspocus: an update after exp by the wall clock closes the document
+    (not logged), and so does its timer's next look at the clock."""
+    settings.jwt_secret = SECRET
+    wall = Wall()
+    monkeypatch.setattr(identity, "wall", wall)
+    monkeypatch.setattr(identity, "EXPIRY_RECHECK", 0.2)
+    t = mint(SECRET, "w", "write", ["*"], ttl=120)
+    async with run_server(settings) as server:
+        async with websockets.connect(f"{server.ws_url.rsplit('/', 1)[0]}/hocuspocus") as ws:
+            raw = Raw(ws)
+            await raw.auth("hp", t)
+            await raw.auth("quiet", t)
+            await eventually(lambda: raw.of("hp", H.AUTH) and raw.of("quiet", H.AUTH))
+            src: Doc[Any] = Doc()
+            ups: list[bytes] = []
+            src.observe(lambda e: ups.append(e.update))
+            src.get("content", type=Text).insert(0, "before ")
+            await raw.send("hp", H.SYNC, P.encode_sync_update(ups[-1])[1:])
+            room = await eventually(lambda: server.backend.rooms.get_loaded("hp"))
+            await eventually(lambda: room.seq >= 1)
+            await asyncio.sleep(0.5)
+            assert raw.of("hp", H.CLOSE) == [] and raw.of("quiet", H.CLOSE) == []
+            wall.step = 86_400.0
+            src.get("content", type=Text).insert(7, "after ")
+            await raw.send("hp", H.SYNC, P.encode_sync_update(ups[-1])[1:])
+            closed = await eventually(lambda: raw.of("hp", H.CLOSE), what="closed")
+            assert "token expired" in H.decode_string(closed[0].body, "reason")
+            closed = await eventually(lambda: raw.of("quiet", H.CLOSE), what="closed by its timer")
+            assert "token expired" in H.decode_string(closed[0].body, "reason")
+            await room.flush()
+            assert room.seq == 1
+            raw.task.cancel()

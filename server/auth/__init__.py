@@ -7,6 +7,7 @@ from __future__ import annotations
 from .identity import (
     RANK,
     ROLES,
+    ExpiryWatch,
     Identity,
     authorize,
     granted_ranges,
@@ -17,6 +18,7 @@ from .identity import (
 __all__ = [
     "RANK",
     "ROLES",
+    "ExpiryWatch",
     "Identity",
     "authorize",
     "granted_ranges",

@@ -8,9 +8,11 @@ least as high as the operation needs (read < write < admin).
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeGuard
 
@@ -21,6 +23,10 @@ from ..store.doc_pages import NameRange
 #: seconds of clock skew tolerated on the exp / nbf / iat of a token this server verifies
 #: (its issuer's clock may run ahead of ours): such a session ends that long after exp
 LEEWAY = 30
+#: how often an open session (a websocket, a Hocuspocus document) reads its expiry
+#: against the wall clock again, in seconds: its timer runs on the monotonic clock, so a
+#: wall clock stepped forward past exp (NTP, a VM restored) ends it within this
+EXPIRY_RECHECK = 30.0
 ROLES = ("read", "write", "admin")
 RANK = {role: i for i, role in enumerate(ROLES)}
 #: Unicode categories a user name may not hold: controls (C0 and C1: U+0085 ends a line
@@ -50,6 +56,12 @@ def valid_user_name(name: object) -> TypeGuard[str]:
             unicodedata.category(c) in _NOT_IN_NAMES and c not in _FORMAT_IN_NAMES for c in name
         )
     )
+
+
+def wall() -> float:
+    """The wall clock (Unix seconds) that sessions' expiry is read by: time.time, a
+    function of its own so that tests can step it as NTP would."""
+    return time.time()
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +112,45 @@ class Identity:
         """Until the session ends: its exp plus the leeway its verification allowed
         (a websocket, a Hocuspocus document and a changefeed stream end then); None for
         identities without expiry (open mode)."""
-        return None if self.exp is None else max(0.0, self.exp + self.leeway - time.time())
+        return None if self.exp is None else max(0.0, self.exp + self.leeway - wall())
+
+    def expired(self) -> bool:
+        """Whether the session has ended by the wall clock now (seconds_left is 0)."""
+        return self.exp is not None and wall() >= self.exp + self.leeway
+
+
+class ExpiryWatch:
+    """Calls `expired` once `identity`'s session ends (exp plus leeway, by the wall
+    clock): a timer on the event loop's monotonic clock, set for the time left or
+    EXPIRY_RECHECK if sooner, that reads the wall clock again when it fires. (Set once
+    for the time left at the start, it closed a socket at exp by the wall clock of then:
+    a clock stepped forward a day kept an expired token's socket open.) Identities
+    without expiry are not watched."""
+
+    def __init__(self, identity: Identity, expired: Callable[[], None]) -> None:
+        self._identity = identity
+        self._expired = expired
+        self._handle: asyncio.TimerHandle | None = None
+        self._arm()
+
+    def _arm(self) -> None:
+        left = self._identity.seconds_left()
+        if left is not None:
+            self._handle = asyncio.get_running_loop().call_later(
+                min(left, EXPIRY_RECHECK), self._check
+            )
+
+    def _check(self) -> None:
+        self._handle = None
+        if self._identity.expired():
+            self._expired()
+        else:
+            self._arm()
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 def may_open(identity: Identity, doc: str) -> bool:

@@ -28,7 +28,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .. import hocuspocus as H
 from .. import protocol as P
-from ..auth import Identity
+from ..auth import ExpiryWatch, Identity
 from ..auth.open import OpenAccess
 from ..backend import Backend, with_params
 from ..closes import cause_of_error
@@ -278,17 +278,19 @@ class HocuspocusSocket(Connection):
         if peer.expiry is not None:  # (renewed: the new token's expiry replaces it)
             peer.expiry.cancel()
             peer.expiry = None
-        delay = peer.guard.seconds_left()
-        if delay is None:
+        if peer.identity.exp is None:
             return
 
         def expire() -> None:
             peer.expiry = None
-            if self.docs.get(peer.doc) is not peer:
-                return
-            self.close_doc(peer, AuthError(TOKEN_EXPIRED), reason="token_expired")
+            self._expire_doc(peer)
 
-        peer.expiry = asyncio.get_running_loop().call_later(delay, expire)
+        # the wall clock read again every EXPIRY_RECHECK seconds, and at every update
+        peer.expiry = ExpiryWatch(peer.identity, expire)
+
+    def _expire_doc(self, peer: DocPeer) -> None:
+        if self.docs.get(peer.doc) is peer:
+            self.close_doc(peer, AuthError(TOKEN_EXPIRED), reason="token_expired")
 
     def client_closed(self, doc: str) -> None:
         """The client closed `doc` (type 7): answered with a close message, as
@@ -449,6 +451,9 @@ class HocuspocusSocket(Connection):
         self.send(H.encode_authenticated(peer.doc, read_only=not identity.can_write))
 
     def update(self, peer: DocPeer, room: Room, update: bytes, *, step2: bool) -> None:
+        if peer.identity.expired():  # by the wall clock now, before the timer notices
+            self._expire_doc(peer)
+            return
         if not peer.identity.can_write:
             # Hocuspocus's read-only answer: saved only when it changes nothing (a step 2
             # of a reader who has not edited; an echo), refused otherwise

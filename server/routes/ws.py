@@ -20,6 +20,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from .. import cpu_account
 from .. import protocol as P
+from ..auth import ExpiryWatch
 from ..backend import Backend
 from ..closes import Closed, cause_of_client, cause_of_code, cause_of_error
 from ..conn_guard import ConnectionGuard
@@ -117,7 +118,7 @@ class Connection:
         #: the sender task holds a frame it is writing (the queue may look empty)
         self._sending = False
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._expiry: asyncio.TimerHandle | None = None
+        self._expiry: ExpiryWatch | None = None
         #: what the direct reader could not handle, for the reading task to raise
         #: a message was refused under the direct reader: the next are dropped (read())
         self._refusing = False
@@ -277,6 +278,8 @@ class Connection:
 
     def handle(self, room: Room, frame: bytes) -> None:
         """Handle one frame synchronously: decode, then hand it to the room (never waits)."""
+        if self._expire_if_over():
+            return
         limit = frame_limit(self.backend.settings, frame[:2] in _UPDATE_FRAMES)
         if len(frame) > limit:
             raise FrameTooLarge(f"frame of {len(frame)} bytes is over the limit of {limit}")
@@ -654,20 +657,29 @@ class Connection:
 
     def _watch_expiry(self) -> None:
         """A session ends with its token: close with 4401 once it expires (plus the
-        leeway its verification allowed), so the client fetches a fresh token."""
-        delay = self.guard.seconds_left()
-        if delay is None:
-            return
+        leeway its verification allowed), so the client fetches a fresh token. The
+        wall clock is read again every EXPIRY_RECHECK seconds (auth.ExpiryWatch), and
+        at every frame (_expire_if_over)."""
+        self._expiry = ExpiryWatch(self.identity, self._expire)
 
-        def expire() -> None:
-            log.info("%s (%s): token expired, closing with 4401", self.id, self.actor)
-            self.backend.refused("token_expired")
-            # (counted: this request's token is refused from now on, at the handshake too)
-            self.backend.repeat_refusals.refused(request_key(self.ws), AuthError.close_code)
-            self.close(AuthError.close_code, "token expired: reconnect with a fresh token",
-                       cause="auth_expired")  # fmt: skip
+    def _expire(self) -> None:
+        if self._close is not None:
+            return  # closing already (a frame read after the close)
+        log.info("%s (%s): token expired, closing with 4401", self.id, self.actor)
+        self.backend.refused("token_expired")
+        # (counted: this request's token is refused from now on, at the handshake too)
+        self.backend.repeat_refusals.refused(request_key(self.ws), AuthError.close_code)
+        self.close(AuthError.close_code, "token expired: reconnect with a fresh token",
+                   cause="auth_expired")  # fmt: skip
 
-        self._expiry = asyncio.get_running_loop().call_later(delay, expire)
+    def _expire_if_over(self) -> bool:
+        """Whether the session is over by the wall clock now (closed with 4401 then): a
+        frame read after exp is dropped, an edit not taken, even before the timer
+        notices (a clock stepped forward)."""
+        if not self.identity.expired():
+            return False
+        self._expire()
+        return True
 
 
 #: a sync step 2 into an empty document larger than this is read in a worker thread
