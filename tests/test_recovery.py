@@ -28,7 +28,7 @@ from yclient import YClient, connect
 
 from palimpsest import protocol as P
 from palimpsest.cli.backup import backup
-from palimpsest.recovery import recovery_marker
+from palimpsest.recovery import RESTORED_MINUTES, recovery_marker, restored_minutes
 from palimpsest.settings import Settings
 
 DOC = "chapter"
@@ -100,6 +100,27 @@ async def test_a_restored_backup_takes_back_what_the_clients_hold(
     async with run_server(settings) as server:
         assert server.backend.rooms.relay_until == 0.0
         assert not marker.exists()
+
+
+async def test_a_recovery_window_is_never_longer_than_it_was_opened_for(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """The window is kept as a wall-clock deadline: a restart with the clock a day
+    behind the one that opened it read a day and an hour left ("recovering lost edits
+    for 1499.95 min"). What is left is capped at the window's minutes (said in the
+    marker since; RESTORED_MINUTES for a marker that does not say)."""
+    marker = recovery_marker(settings.db)
+    marker.write_text("30\n")
+    assert 29.9 < restored_minutes(marker) <= 30
+    until, window = marker.read_text().split()[1:]
+    assert float(until) > time.time() + 29 * 60 and window == "30"
+    marker.write_text(f"until {time.time() + 86_400 + 1_800:.3f} 30\n")  # the clock -1 day
+    assert restored_minutes(marker) == 30
+    marker.write_text(f"until {time.time() + 86_400 + 3_600:.3f}\n")  # an older marker
+    assert restored_minutes(marker) == RESTORED_MINUTES
+    async with run_server(settings) as server:
+        assert 59 * 60 < server.backend.rooms.relay_until - time.monotonic() <= 60 * 60
+    assert marker.exists()  # not passed by this clock
 
 
 async def test_outside_a_recovery_the_rule_holds(tmp_path: Path, settings: Settings) -> None:
