@@ -59,12 +59,29 @@ class OncePerMinute(logging.Filter):
         return True
 
 
+class TextFormatter(logging.Formatter):
+    """The plain-text line: local time with its UTC offset (``2026-12-06 15:27:26,251
+    +0100``: a local time without one reads as another instant in another zone, and
+    twice in the hour a DST change repeats), level, logger, message."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
+        local = time.localtime(record.created)
+        return (
+            time.strftime("%Y-%m-%d %H:%M:%S", local)
+            + f",{int(record.msecs):03d} "
+            + time.strftime("%z", local)
+        )
+
+
 def configure(level: str = "info", json_lines: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if json_lines:
         handler.setFormatter(JSONFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     handler.palimpsest = True  # type: ignore[attr-defined]  # (ours: configure may run again)
     root = logging.getLogger("palimpsest")
     root.handlers[:] = [handler]

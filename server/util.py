@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
@@ -17,12 +18,31 @@ def iso(ts_ms: int) -> str:
     )
 
 
+#: RFC 3339's date-time, with what it allows beside ISO 8601's strict form: a space for
+#: the "T", lowercase "t" and "z"; and a space for the "+" of an offset (a query string's
+#: unencoded "+", which means a space there)
+_DATE_TIME = re.compile(
+    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?) ?([Zz]|[-+ ]\d{2}(?::?\d{2})?)?"
+)
+
+
 def parse_iso(text: str) -> int:
-    """An ISO-8601 timestamp (naive = UTC) as milliseconds since the epoch."""
+    """An ISO-8601 / RFC 3339 timestamp as milliseconds since the epoch; one without an
+    offset is UTC (the HTTP API's rule: docs/openapi.yaml)."""
+    m = _DATE_TIME.fullmatch(text.strip())
+    if m is not None:
+        date, clock, offset = m.groups()
+        if offset is None:
+            offset = ""
+        elif offset in ("Z", "z"):
+            offset = "+00:00"
+        elif offset[0] == " ":
+            offset = "+" + offset[1:]
+        form = f"{date}T{clock}{offset}"
+    else:
+        form = text.replace("Z", "+00:00")
     try:
-        if "T" in text and " " in text:  # a "+" of an offset that a query string turned into " "
-            text = text.replace(" ", "+")
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        dt = datetime.fromisoformat(form)
     except ValueError as e:
         raise BadRequest(f"not an ISO-8601 timestamp: {text!r}") from e
     if dt.tzinfo is None:

@@ -227,3 +227,31 @@ async def test_a_hocuspocus_document_closes_when_the_wall_clock_steps_past_its_e
             await room.flush()
             assert room.seq == 1
             raw.task.cancel()
+
+
+# --- times as people write them ------------------------------------------------------------
+
+
+async def test_at_takes_rfc_3339_forms(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """?at= took ISO 8601's strict form only: RFC 3339's lowercase "t" and "z", and its
+    space for the "T" with an offset whose "+" the query string made a space
+    (``2026-12-06 20:27:05+05:30`` typed into a URL), were 400s."""
+    t0 = 1_796_560_000_000  # 2026-12-06T12:26:40Z
+    clock = Clock(t0)
+    monkeypatch.setattr(room, "now_ms", clock)
+    async with httpx.AsyncClient(base_url=server.url) as c:
+        for text, at in (("one", t0), ("one two", t0 + 60_000)):
+            clock.ms = at
+            r = await c.put("/api/docs/forms/text?user=alice", json={"text": text})
+            assert r.status_code == 200, r.text
+        # 30 s after the first version: 12:27:10Z = 17:57:10+05:30
+        for q in ("2026-12-06T12:27:10Z", "2026-12-06t12:27:10z", "2026-12-06 12:27:10Z",
+                  "2026-12-06 17:57:10+05:30", "2026-12-06T17:57:10+05:30",
+                  "2026-12-06%2017:57:10%2B05:30", "2026-12-06T07:27:10.000-05:00",
+                  "2026-12-06 12:27:10"):  # fmt: skip
+            r = await c.get(f"/api/docs/forms/versions?at={q}&user=alice")
+            assert r.status_code == 200 and r.json()["seq"] == 1, (q, r.text)
+        r = await c.get("/api/docs/forms/versions?at=2026-12-06 12:27:10 x&user=alice")
+        assert r.status_code == 400, r.text

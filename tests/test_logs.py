@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,27 @@ async def test_with_log_json_the_start_up_lines_are_json_too(tmp_path: Path) -> 
     assert {"store", "auth", "listening"} <= set(said), lines
     assert said["store"]["msg"].startswith("store: SQLite database "), lines
     assert said["listening"] == {**said["listening"], "level": "info", "logger": "palimpsest.serve"}
+
+
+def test_a_plain_text_line_says_its_utc_offset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plain-text line's time is local: without its offset it read as another instant
+    in another zone (and twice in the hour a DST change repeats)."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        line = logs.TextFormatter().format(
+            logging.makeLogRecord(
+                {
+                    "name": "palimpsest.t",
+                    "levelname": "INFO",
+                    "msg": "hi",
+                    "created": 1_793_512_830.25,
+                    "msecs": 250.0,
+                }
+            )  # fmt: skip
+        )
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    # 2026-11-01 06:00:30Z: 01:00:30 for the second time that night (EST, not EDT)
+    assert line == "2026-11-01 01:00:30,250 -0500 INFO    palimpsest.t: hi"
