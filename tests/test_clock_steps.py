@@ -255,3 +255,19 @@ async def test_at_takes_rfc_3339_forms(
             assert r.status_code == 200 and r.json()["seq"] == 1, (q, r.text)
         r = await c.get("/api/docs/forms/versions?at=2026-12-06 12:27:10 x&user=alice")
         assert r.status_code == 400, r.text
+
+
+async def test_refusals_by_time_say_the_servers_time(settings: Settings) -> None:
+    """A token refused as not yet valid (its iat ahead of this server's clock by more
+    than the leeway: the issuer's clock is ahead) or expired says this server's time,
+    so that clock skew can be told from the message."""
+    settings.jwt_secret = SECRET
+    async with run_server(settings) as server, httpx.AsyncClient(base_url=server.url) as c:
+        for now, said in ((time.time() + 120, "not yet valid (iat)"),
+                          (time.time() - 7200, "token expired")):  # fmt: skip
+            t = mint(SECRET, "u", "write", ["*"], ttl=3600 if said != "token expired" else 60,
+                     now=now)  # fmt: skip
+            r = await c.get("/api/docs", headers={"Authorization": f"Bearer {t}"})
+            detail = r.json()["detail"]
+            assert r.status_code == 401 and said in detail, r.text
+            assert "this server's time is 20" in detail and "leeway 30 s" in detail, detail

@@ -53,6 +53,7 @@ from starlette.requests import HTTPConnection
 from ..errors import AuthError
 from ..extensions import Extension
 from ..settings import Settings
+from ..util import iso
 from .identity import (
     LEEWAY,
     RANK,
@@ -301,11 +302,21 @@ class JWTAuth(Extension):
         except jwt.InvalidIssuerError as e:
             raise AuthError(f"token issuer (iss) must be one of {self.issuer}") from e
         except jwt.ExpiredSignatureError as e:
-            raise AuthError("token expired") from e
+            raise AuthError(f"token expired ({_server_time()})") from e
+        except jwt.ImmatureSignatureError as e:
+            # iat or nbf later than this server's clock (+ LEEWAY): the issuer's clock is
+            # ahead of ours, or ours behind
+            raise AuthError(f"invalid token: {e} ({_server_time()})") from e
         except jwt.DecodeError as e:
             raise damaged(e) from e
         except jwt.InvalidTokenError as e:
             raise AuthError(f"invalid token: {e}") from e
+
+
+def _server_time() -> str:
+    """This server's clock, said with a refusal by time, so that skew between the
+    issuer's clock and ours can be told from the message."""
+    return f"this server's time is {iso(int(time.time() * 1000))}, leeway {LEEWAY} s"
 
 
 #: the reason a token that cannot be decoded is refused with: the decoder's own words
