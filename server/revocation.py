@@ -36,7 +36,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from . import closes
-from .auth.identity import Identity
+from .auth.identity import Identity, user_name
 from .errors import AuthError, BadRequest, Forbidden, NotFound, StoreError
 from .extensions import Client, Extension
 from .lifecycle import Service, cancel_and_wait
@@ -211,7 +211,7 @@ class Revocation(Extension, Service):
 
     @staticmethod
     def _user(request: Request) -> str:
-        user = str(request.path_params["user"])
+        user = user_name(str(request.path_params["user"]))  # as identities name users
         if not revocable(user):
             raise BadRequest(f"a user to revoke is {REVOCABLE_RULE}")
         return user

@@ -44,6 +44,15 @@ USER_NAME_RULE = (
 )
 
 
+def user_name(name: str) -> str:
+    """`name` as a user is named everywhere: in Unicode normal form C, so that a name
+    typed with a precomposed letter (é, U+00E9) and one typed with a combining mark (e +
+    U+0301) are one user, not two that look identical. Applied where a name enters (an
+    Identity, ?actor= filters, a revert's actor, the revocation and CLI arguments);
+    actors already stored in another form stay as they are."""
+    return unicodedata.normalize("NFC", name)
+
+
 def valid_user_name(name: object) -> TypeGuard[str]:
     """Whether `name` may be a user (an actor of the log, shown in the history and on
     cursors): :data:`USER_NAME_RULE`."""
@@ -67,7 +76,8 @@ def wall() -> float:
 @dataclass(frozen=True, slots=True)
 class Identity:
     """An authenticated user: the actor of every event they make, their role
-    (read | write | admin) and the documents they may open (names or glob patterns)."""
+    (read | write | admin) and the documents they may open (names or glob patterns).
+    `user` is taken to NFC (:func:`user_name`) whatever form it is given in."""
 
     user: str
     role: str
@@ -85,6 +95,8 @@ class Identity:
     leeway: float = 0.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.user, str):  # one user whatever the normal form it came in
+            object.__setattr__(self, "user", user_name(self.user))
         if not valid_user_name(self.user):
             raise AuthError(f"user name must be {USER_NAME_RULE}")
         if self.role not in RANK:
@@ -218,6 +230,7 @@ def open_identity(user: str | None) -> Identity:
     """Open development mode: whoever you say you are, with every right."""
     if user is None or user == "":
         return Identity("anonymous", "admin")
+    user = user_name(user)
     if not valid_user_name(user):
         raise AuthError(f"user name must be {USER_NAME_RULE}; got {user[:80]!r}")
     return Identity(user, "admin")

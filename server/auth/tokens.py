@@ -6,7 +6,7 @@ an RSA key, ES256 for an EC P-256 key), every websocket and HTTP request needs a
 Bearer`` on HTTP. Claims::
 
     sub   the user (1-64 printable characters, no space at either end, no control or
-          format characters): the actor of every event it makes
+          format characters), taken to Unicode NFC: the actor of every event it makes
     docs  the documents it may open: a list of names or glob patterns ("team-*", "*")
     role  read | write | admin
     exp   expiry (required; a small leeway absorbs clock skew)
@@ -62,6 +62,7 @@ from .identity import (
     Identity,
     authorize,
     may_open,
+    user_name,
     valid_user_name,
 )
 
@@ -334,6 +335,8 @@ def damaged(e: jwt.InvalidTokenError) -> AuthError:
 
 def identity_from_claims(claims: dict[str, Any]) -> Identity:
     sub = claims.get("sub")
+    if isinstance(sub, str):
+        sub = user_name(sub)  # é and e + U+0301 are one user
     if not valid_user_name(sub):
         raise AuthError(f"token claim 'sub' must be a user name of {USER_NAME_RULE}")
     role = claims.get("role")

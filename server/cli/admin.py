@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import pseudonym
+from ..auth.identity import user_name
 from ..checkpoint import Checkpoints
 from ..client.errors import ClientError
 from ..deletion import tombstone_for
@@ -168,12 +169,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "the undo stacks and client-id owners kept in snapshots (compaction bases "
             "too); their stored attribution indexes are dropped (rebuilt on demand). The "
             "old name's bytes are scrubbed from the file (SQLite: secure_delete, "
-            "checkpoint, VACUUM; PostgreSQL: VACUUM FULL of the tables rewritten). NEW must "
-            "not be an actor already (no merge). Every server on the store must be "
+            "checkpoint, VACUUM; PostgreSQL: VACUUM FULL of the tables rewritten). OLD is "
+            "taken as written (it may name an actor stored in another Unicode normal form "
+            "than NFC); NEW is taken to NFC, as every user name is, and must not be an "
+            "actor already (no merge). Every server on the store must be "
             "stopped: refused while one serves it. Refuses to run without --yes.",
             rename_actor)  # fmt: skip
     p.add_argument("old", metavar="OLD", help="the actor (a token's user, `sub`) to rename")
-    p.add_argument("new", metavar="NEW", help="the name they get (a pseudonym)")
+    p.add_argument("new", metavar="NEW", type=user_name,
+                   help="the name they get (a pseudonym)")  # fmt: skip
     p.add_argument("--yes", action="store_true", help="really rename")
     p = sub.add_parser(
         "revoke", help="revoke a user now: their tokens issued before now are refused",
@@ -185,7 +189,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )  # fmt: skip
     add_store_options(p)
     p.set_defaults(func=lambda args: _run("revoke", revoke, args))
-    p.add_argument("user", metavar="USER", nargs="?", help="the user (a token's sub)")
+    p.add_argument("user", metavar="USER", nargs="?", type=user_name,
+                   help="the user (a token's sub; taken to Unicode NFC, as subs are)")  # fmt: skip
     p.add_argument("--lift", action="store_true", help="lift USER's revocation")
     p.add_argument("--list", action="store_true", help="list the revoked users")
     p.add_argument("--fanout", help="tell the servers on this Redis fan-out at once "

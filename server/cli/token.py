@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..auth import ROLES
+from ..auth.identity import user_name
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -30,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="mint a signed token (development)",
         description="Mint a signed token (JWT) that the server accepts with the same secret/key.",
     )
-    p.add_argument("--user", required=True, help="the user (claim sub)")
+    p.add_argument("--user", required=True, type=user_name,
+                   help="the user (claim sub; taken to Unicode NFC)")  # fmt: skip
     p.add_argument("--role", choices=ROLES, default="write", help="read, write or admin")
     p.add_argument(
         "--docs",

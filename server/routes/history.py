@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from .. import cpu_account
 from ..auth import Identity
+from ..auth.identity import user_name
 from ..backend import Backend
 from ..bounded_json import loads_bounded
 from ..errors import BadRequest
@@ -92,7 +93,7 @@ async def events(request: Request) -> Response:
             doc,
             after=_int(request, "after", 0),
             limit=_int(request, "limit", 100, 1, MAX_PAGE),
-            actor=request.query_params.get("actor") or None,
+            actor=_actor(request),
             since_ts=since,
             until_ts=until,
             kinds=kinds,
@@ -111,7 +112,7 @@ async def sessions(request: Request) -> Response:
             gap_ms=gap_s * 1000,
             after=_int(request, "after", 0),
             limit=_int(request, "limit", 100, 1, MAX_PAGE),
-            actor=request.query_params.get("actor") or None,
+            actor=_actor(request),
         )
     )
 
@@ -152,10 +153,18 @@ def _join(request: Request) -> str:
 BY_ACTOR_LEFT_OUT = "?actor= keeps text and XML changes only: a map's or array's are nobody's"
 
 
+def _actor(request: Request) -> str | None:
+    """``?actor=`` of the event and session lists: one user (in NFC, as actors are
+    written), or None for everyone."""
+    actor = request.query_params.get("actor")
+    return user_name(actor) if actor else None
+
+
 def _actors(request: Request) -> list[str]:
     """``?actor=`` (repeated for several; empty values ignored): whose runs or ops a
-    blame or diff keeps (history.by_actor); [] for everyone's."""
-    actors = [a for a in request.query_params.getlist("actor") if a]
+    blame or diff keeps (history.by_actor); [] for everyone's. Taken to NFC, as actors
+    are written (auth.identity.user_name)."""
+    actors = [user_name(a) for a in request.query_params.getlist("actor") if a]
     for actor in actors:
         if len(actor) > MAX_ACTOR:
             raise BadRequest(
@@ -254,6 +263,7 @@ async def revert(request: Request) -> Response:
             "the body must name the writer whose changes to revert and since which version: "
             '{"actor": "s06", "since": N or "TAG NAME"}'
         )
+    writer = user_name(writer)
     if body.get("since") in (None, ""):
         raise BadRequest('the body must name the version to revert since: {"since": N}')
     if body.get("until") == "":
