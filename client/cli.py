@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import gzip
+import io
 import json
 import os
 import stat
@@ -44,6 +45,24 @@ TRACES_DIR = Path(
         Path(__file__).resolve().parent.parent / "data/traces/sequential_traces",
     )
 )
+
+
+def text_output() -> None:
+    """Make stdout able to print any text, whatever the locale says. Written to a file or a
+    pipe it is UTF-8, as ``export`` writes (``palimpsest cat doc > doc.txt`` holds the
+    document's characters on Windows' cp1252 too, or under ``PYTHONIOENCODING=latin-1``);
+    to a terminal it keeps the terminal's encoding, and a character that it cannot show is
+    printed as ``?`` rather than ending the command with UnicodeEncodeError."""
+    out = sys.stdout
+    if not isinstance(out, io.TextIOWrapper):
+        return
+    try:
+        if out.isatty():
+            out.reconfigure(errors="replace")
+        else:
+            out.reconfigure(encoding="utf-8", errors="strict")
+    except (OSError, ValueError):  # closed, or a wrapper that cannot change
+        pass
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -592,6 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.required = True
     register(sub)
     args = parser.parse_args(argv)
+    text_output()
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

@@ -408,3 +408,30 @@ def test_each_command_says_what_its_root_is_or_takes_none() -> None:
     assert helps["edit"] is not None and helps["edit"].startswith("the text root to set")
     assert helps["replay"] is not None and "the trace" in helps["replay"]
     assert helps["history"] is None and helps["tail"] is None
+
+
+async def test_text_output_does_not_depend_on_the_locale(server: RunningServer) -> None:
+    """With a stdout that cannot encode the text (PYTHONIOENCODING=latin-1; a file on
+    Windows, cp1252), `cat` and `history` crashed with UnicodeEncodeError and a
+    traceback. Their output to a file or pipe is UTF-8, as `export`'s is."""
+    text = "cafe\u0301 \U0001f600 日本語\n"
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        r = await http.put("/api/docs/utf/text", params={"user": "山田"}, json={"text": text})
+        assert r.status_code == 200, r.text
+    env = {**os.environ, "PYTHONIOENCODING": "latin-1"}
+    for argv, want in (
+        (["cat", "utf"], text.encode()),
+        (["cat", "utf", "--by", "山田"], text.encode()),
+        (["history", "utf"], "山田".encode()),
+        (["revert", "utf", "--actor", "山田", "--since", "0", "--dry-run"], "山田".encode()),
+    ):
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "palimpsest", *argv, "--url", server.url, "--user", "ß"],
+            capture_output=True, env=env, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0 and done.stderr == b"", (argv, done)
+        if argv[0] == "cat":
+            assert done.stdout == want, argv
+        else:
+            assert want in done.stdout, (argv, done.stdout)

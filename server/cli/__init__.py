@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
+from ..client.cli import text_output
 from ..settings import Settings
 
 
@@ -46,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"palimpsest {args.command}: give --db or --store, not both (--db FILE is "
             "--store sqlite:///FILE)\n",
         )
+    text_output()
     try:
         result = args.func(args)
     except KeyboardInterrupt:
