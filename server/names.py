@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 
 from .errors import DocNameError
@@ -9,14 +10,18 @@ from .errors import DocNameError
 MAX_LEN = 128
 #: every character a name may hold (ASCII: names sort the same by code point and by byte)
 NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.~:@-")
+#: the characters a name may start with
+FIRST_CHARS = NAME_CHARS - frozenset(".~:@-")
+#: the rule, as errors say it
+NAME_RULE = "ASCII letters, digits and _ . ~ : @ -"
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.~:@-]*")
 
 
 def validate_doc_name(name: str) -> str:
     """Return the name if it is allowed, else raise DocNameError saying why.
 
-    Allowed: 1–128 characters of letters, digits and ``_ . ~ : @ -``, starting with a
-    letter, a digit or ``_`` (not ``. ~ : @ -``); no slashes, spaces or control
+    Allowed: 1–128 characters of ASCII letters, digits and ``_ . ~ : @ -``, starting
+    with an ASCII letter, a digit or ``_`` (not ``. ~ : @ -``); no slashes, spaces or control
     characters, so a name cannot escape a path, a URL segment or a query."""
     if not name:
         raise DocNameError("document name is empty")
@@ -27,7 +32,40 @@ def validate_doc_name(name: str) -> str:
         if bad:
             raise DocNameError(
                 f"document name {name!r} has characters that are not allowed: {bad!r} "
-                "(allowed: letters, digits and _ . ~ : @ -)"
+                f"(allowed: {NAME_RULE})"
             )
-        raise DocNameError(f"document name {name!r} must start with a letter, digit or _")
+        raise DocNameError(f"document name {name!r} must start with an ASCII letter, digit or _")
     return name
+
+
+def pattern_matches_names(pattern: str) -> bool:
+    """Whether some valid document name matches the glob `pattern` (``*``, ``?``,
+    ``[...]``, as a token's ``docs`` are matched: fnmatch, case-sensitive). False for
+    ``日本-*`` or ``café``: a token holding only such patterns opens nothing."""
+    least = 0  # characters any match has at least
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        i += 1
+        if c == "*":
+            continue
+        if c == "?":
+            least += 1
+            continue
+        allowed = FIRST_CHARS if i == 1 else NAME_CHARS  # (the pattern's first)
+        if c == "[":
+            j = i + (i < n and pattern[i] == "!")
+            j += j < n and pattern[j] == "]"
+            while j < n and pattern[j] != "]":
+                j += 1
+            if j < n:  # a set [...] (unclosed, "[" is itself, as fnmatch reads it)
+                one = re.compile(fnmatch.translate(pattern[i - 1 : j + 1]))
+                if not any(one.fullmatch(x) for x in allowed):
+                    return False
+                least += 1
+                i = j + 1
+                continue
+        if c not in allowed:
+            return False
+        least += 1
+    return least <= MAX_LEN

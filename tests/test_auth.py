@@ -1010,3 +1010,38 @@ async def test_audience_and_issuer_are_required_when_set(
     # checking them needs keys: an open server would check nothing
     with pytest.raises(ValueError, match="jwt_audience .* needs a JWT secret"):
         Settings(jwt_audience="collab").check()
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["日本-*", "café", "-notes*", "notes/*", "[é]*", "a b", "x" * 129 + "*", "*[é]", "[é-"],
+)
+def test_token_refuses_docs_patterns_no_document_name_can_match(
+    pattern: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pattern that no valid name matches made a token that could open nothing (names
+    are ASCII letters, digits and _ . ~ : @ -): refused with the reason, exit 2."""
+    code = cli_main(["token", "--user", "u", "--docs", f"ok-*,{pattern}", "--secret", SECRET])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "", (pattern, out, err)
+    assert f"--docs pattern {pattern!r} matches no document name" in err, err
+    assert "ASCII letters" in err, err
+
+
+@pytest.mark.parametrize(
+    "pattern", ["*", "team-*", "a?c", "[!x]*", "*-", "*.md", "[a-c]?", "_x~y:z@w.v-1", "x[-é]"]
+)
+def test_token_takes_docs_patterns_some_name_matches(
+    pattern: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli_main(["token", "--user", "u", "--docs", pattern, "--secret", SECRET])
+    out, err = capsys.readouterr()
+    assert code == 0 and out.count(".") == 2, (pattern, err)
+
+
+async def test_a_bad_document_name_is_said_to_need_ascii(server: RunningServer) -> None:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        for name in ("日本語", "café"):
+            r = await http.get(f"/api/docs/{name}/events")
+            assert r.status_code == 400
+            assert "allowed: ASCII letters, digits and _ . ~ : @ -" in r.json()["detail"]

@@ -74,11 +74,21 @@ def _first(value: str | None) -> str | None:
 def run(args: argparse.Namespace) -> int:
     from ..auth.tokens import JWTAuth, mint, parse_keys, split_list
     from ..errors import PalimpsestError
+    from ..names import MAX_LEN, NAME_RULE, pattern_matches_names
 
     docs = [d.strip() for arg in (args.docs or ["*"]) for d in arg.split(",") if d.strip()]
     if not docs:
         print("palimpsest token: --docs names no document", file=sys.stderr)
         return 2
+    for pattern in docs:
+        if not pattern_matches_names(pattern):
+            print(
+                f"palimpsest token: --docs pattern {pattern!r} matches no document name "
+                f"(names are 1-{MAX_LEN} {NAME_RULE}, starting with an ASCII letter, a "
+                "digit or _): the token could never open what it names",
+                file=sys.stderr,
+            )
+            return 2
     if args.ttl <= 0:
         print("palimpsest token: --ttl must be positive", file=sys.stderr)
         return 2
