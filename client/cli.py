@@ -36,7 +36,7 @@ import httpx
 
 from .errors import ClientError, NotFound, ReadOnly, Refused, Timeout
 from .history import DEFAULT_URL, History, Version
-from .session import Session, connect
+from .session import Removed, Session, connect
 
 #: where trace names are looked up (the repository's data/traces)
 TRACES_DIR = Path(
@@ -492,13 +492,21 @@ async def cmd_revert(args: argparse.Namespace) -> int:
         since = _ref(args.since) or 0
         r = await h.revert(args.doc, args.actor, since, _ref(args.until), dry_run=args.dry_run)
     if args.json:
-        removed = {"characters": r.removed_characters, "items": r.removed_items}
-        added = {"characters": r.added_characters, "items": r.added_items}
-        others = [{"user": o.user, "characters": o.characters, "items": o.items}
-                  for o in r.removed_others]  # fmt: skip
-        out = {"seq": r.seq, "actor": r.actor, "since": r.since, "until": r.until,
-               "reverts": r.reverts, "reason": r.reason, "dry_run": r.dry_run,
-               "removed": removed, "added": added, "removed_others": others}  # fmt: skip
+
+        def per_user(removed: tuple[Removed, ...]) -> list[dict[str, Any]]:
+            return [{"user": o.user, "characters": o.characters, "items": o.items}
+                    for o in removed]  # fmt: skip
+
+        out: dict[str, Any] = {
+            "seq": r.seq, "actor": r.actor, "since": r.since, "until": r.until,
+            "reverts": r.reverts, "reason": r.reason, "dry_run": r.dry_run,
+            "removed": {"characters": r.removed_characters, "items": r.removed_items},
+            "added": {"characters": r.added_characters, "items": r.added_items},
+            "removed_others": per_user(r.removed_others),
+        }  # fmt: skip
+        if r.kept_containers is not None:  # (as the server's answer: absent when none)
+            out["kept_containers"] = {"items": r.kept_containers.items,
+                                      "others": per_user(r.kept_containers.others)}  # fmt: skip
         print(json.dumps(out))
         return 0
     what = f"{r.actor}'s changes after #{r.since} up to #{r.until}"
@@ -513,6 +521,13 @@ async def cmd_revert(args: argparse.Namespace) -> int:
           f"{_amount(r.added_characters, r.added_items)}")  # fmt: skip
     for o in r.removed_others:
         print(f"  also {done} {_amount(o.characters, o.items)} by {o.user or 'an unknown writer'}")
+    if r.kept_containers is not None:
+        # the writer's paragraphs (elements) that others wrote in stay, with their words
+        k = r.kept_containers
+        whose = ", ".join(f"{_amount(o.characters, o.items)} by {o.user or 'an unknown writer'}"
+                          for o in k.others)  # fmt: skip
+        print(f"  {'would keep' if r.dry_run else 'kept'} {k.items} item{'s' * (k.items != 1)}"
+              f"{': others wrote in them: ' + whose if whose else ''}")  # fmt: skip
     return 0
 
 

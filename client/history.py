@@ -29,7 +29,7 @@ from palimpsest.errors import DocNameError
 from palimpsest.names import validate_doc_name
 
 from .errors import BadDocName, ServerGone, Timeout, from_http
-from .session import OpResult, Removed, _removed, check_url, op_result
+from .session import KeptContainers, OpResult, Removed, _kept, _removed, check_url, op_result
 from .stream import Follower
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -85,8 +85,10 @@ class Reverted:
     """The answer to revert(): the revert's event, or why there is none, and what it took
     out (a dry run: would take out) and put in. A revert takes out one writer's changes
     over a range of versions (what they inserted deleted, what they deleted brought
-    back) and keeps everybody else's; what it took out that others wrote (their words
-    inside a paragraph the writer made) is in ``removed_others``."""
+    back) and keeps everybody else's. The writer's elements that others wrote in (a
+    paragraph they made, with a classmate's words in it) are kept, and said in
+    ``kept_containers``; what it took out nonetheless that others wrote is in
+    ``removed_others``."""
 
     #: the revert event's seq; None when there was nothing to revert, or a dry run
     seq: int | None
@@ -109,6 +111,10 @@ class Reverted:
     removed_items: int = 0
     added_characters: int = 0
     added_items: int = 0
+    #: the writer's elements it kept (would keep) because others wrote in them (a
+    #: paragraph their Enter made that a classmate typed in), and what the others
+    #: wrote there, as an undo's ``OpResult.kept_containers``; None when it kept none
+    kept_containers: KeptContainers | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -618,6 +624,7 @@ class History:
             int(removed.get("items") or 0),
             int(added.get("characters") or 0),
             int(added.get("items") or 0),
+            _kept(got.get("kept_containers")),
         )
 
     async def put_text(

@@ -5,7 +5,9 @@ client's OpResult (more in test_undo_containers.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from pycrdt import XmlElement, XmlFragment, XmlText
 
 from palimpsest import client
 from palimpsest.client import KeptContainers, OpResult, Removed
+from palimpsest.client.cli import main as client_main
 from palimpsest.settings import Settings
 
 LINE = "The quick brown fox jumps over the lazy dog."
@@ -205,3 +208,32 @@ async def test_the_client_says_what_an_undo_and_a_redo_visibly_did(tmp_path: Pat
                 assert redone == OpResult(True, redone.seq, None, added_characters=5), redone
                 assert redone.seq == undone.seq + 1  # type: ignore[operator]
                 await b.wait_for(lambda: str(b.text()) == "hello")
+
+
+async def test_a_revert_that_keeps_a_paragraph_says_so_in_the_client_and_the_cli(
+    tmp_path: Path, capfd: Any
+) -> None:
+    """A revert of Alice's Enter keeps the paragraph Bob typed in, as her undo does; the
+    server's answer said so (kept_containers) but the Python client's Reverted had no
+    such field and `palimpsest revert` did not print it."""
+    kept = KeptContainers(2, (Removed("bob", 5, 0),))
+    async with run_server(make_settings(tmp_path / "db")) as srv:
+        async with enter_and_typing(srv, "rv") as (_a, _b):
+            async with client.History(srv.url, user="teacher") as h:
+                dry = await h.revert("rv", "alice", since=0, dry_run=True)
+                assert dry.dry_run and dry.kept_containers == kept, dry
+                capfd.readouterr()
+                argv = ["revert", "rv", "--actor", "alice", "--since", "0", "--dry-run",
+                        "--url", srv.url, "--user", "teacher"]  # fmt: skip
+                assert await asyncio.to_thread(client_main, argv) == 0
+                out = capfd.readouterr().out
+                assert (
+                    "\n  would keep 2 items: others wrote in them: 5 characters by bob\n" in out
+                ), out
+                assert await asyncio.to_thread(client_main, [*argv, "--json"]) == 0
+                got = json.loads(capfd.readouterr().out)
+                assert got["kept_containers"] == {"items": 2, "others": [BOB_5]}, got
+                done = await h.revert("rv", "alice", since=0)
+                assert done.seq is not None and done.kept_containers == kept, done
+                again = await h.revert("rv", "alice", since=0)
+                assert again.reason and again.kept_containers is None, again
