@@ -568,24 +568,26 @@ async def cmd_tail(args: argparse.Namespace) -> int:
         try:
             return await _print_events(args, follow)
         except asyncio.CancelledError:
-            if watch.done() and not watch.cancelled():
+            # the reader left (not Ctrl-C, which cancels us too: 130, main)
+            if watch.done() and not watch.cancelled() and watch.result():
                 raise BrokenPipeError from None  # (quietly, 141: _runner)
             raise
         finally:
             watch.cancel()
 
 
-async def _reader_gone(task: asyncio.Task[Any] | None) -> None:
+async def _reader_gone(task: asyncio.Task[Any] | None) -> bool:
     """Cancel `task` once nobody reads our stdout any more: `tail | head -1` ended only
     at tail's next write, so never on a document nobody writes. The write end of a pipe
     whose readers are gone reports an error, which the event loop's selector hands to a
-    reader callback (the write end is never readable otherwise)."""
+    reader callback (the write end is never readable otherwise). True when it did;
+    False at once when stdout is no pipe (a terminal, a file): nothing to watch."""
     try:
         fd = sys.stdout.fileno()
         if not stat.S_ISFIFO(os.fstat(fd).st_mode):
-            return
+            return False
     except (OSError, ValueError):  # (no real stdout: a test's capture)
-        return
+        return False
     loop = asyncio.get_running_loop()
     gone: asyncio.Future[None] = loop.create_future()
 
@@ -600,6 +602,7 @@ async def _reader_gone(task: asyncio.Task[Any] | None) -> None:
         loop.remove_reader(fd)
     if task is not None:
         task.cancel()
+    return True
 
 
 async def _print_events(args: argparse.Namespace, follow: AsyncIterable[Any]) -> int:

@@ -130,6 +130,12 @@ async def test_export_and_import(tmp_path: Path, capfd: pytest.CaptureFixture[st
     r = await cli(capfd, "import", "copy", str(upd), "--user", "ops", "--db", str(db))
     assert r.code == 0 and "copy@1" in r.out, r
     assert (await cli(capfd, "export", "copy", "--db", str(db))).out == "Hello, world"
+    # the same update again adds nothing: no second (empty) event
+    r = await cli(capfd, "import", "copy", str(upd), "--user", "ops", "--db", str(db))
+    assert r.code == 0 and r.err == "", r
+    assert r.out == "palimpsest import: copy already holds all of notes.yjs: nothing imported\n"
+    r = await cli(capfd, "inspect", "copy", "--json", "--db", str(db))
+    assert json.loads(r.out)["events"] == 1, r
 
     # plain text becomes the first event of a new document, and only the first
     txt = tmp_path / "draft.txt"
@@ -651,3 +657,33 @@ async def test_webhooks_refuses_a_missing_file_and_another_programs_database(
         r = await cli(capfd, "webhooks", *action, "--db", str(other))
         assert r.code == 1 and "not a Palimpsest database" in r.err, r
         assert other.read_bytes() == before
+
+
+async def test_verify_backup_and_copy_say_what_they_did_as_json(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """verify, backup and copy had no --json, as inspect, history and tail have: one
+    JSON object on stdout, the exit status as without it."""
+    db = tmp_path / "j.db"
+    async with run_server(settings_for(db)) as srv:
+        async with connect(srv.ws_url, "notes", user="ann") as c:
+            await type_each(srv, c, "notes", ["Hello", ", world"])
+    r = await cli(capfd, "verify", "--json", "--db", str(db))
+    assert r.code == 0 and json.loads(r.out) == {"ok": True, "documents": 1, "problems": []}, r
+    out = tmp_path / "b.db"
+    r = await cli(capfd, "backup", str(out), "--json", "--quiet", "--db", str(db))
+    said = json.loads(r.out)
+    assert r.code == 0 and said["docs"] == 1 and said["out"] == str(out), r
+    assert said["size"] == out.stat().st_size and said["source"] == str(db), r
+    copied = tmp_path / "c.db"
+    r = await cli(capfd, "copy", "--from", f"sqlite:///{db}", "--to", f"sqlite:///{copied}",
+                  "--json", "--quiet")  # fmt: skip
+    said = json.loads(r.out)
+    assert r.code == 0 and said["documents"] == {"copied": 1, "of": 1, "skipped": 0}, r
+    assert said["events"] == 2, r
+    with sqlite3.connect(copied) as con:  # a problem: the copy's log has a gap
+        con.execute("DELETE FROM log WHERE seq = 1")
+    r = await cli(capfd, "verify", "--json", "--db", str(copied))
+    said = json.loads(r.out)
+    assert r.code == 1 and said["ok"] is False and said["documents"] == 1, r
+    assert said["problems"] and all(p.startswith("notes") for p in said["problems"]), r

@@ -85,3 +85,31 @@ async def test_tail_into_a_reader_that_left_ends_while_nothing_is_written(
             assert "quiet@1 " in first or first.lstrip().startswith("1 "), piped.stdout
             assert status == "tail=141", (piped.stdout, piped.stderr)
             assert "Traceback" not in piped.stderr, piped.stderr
+
+
+async def test_tail_to_a_terminal_interrupted_exits_130_quietly(tmp_path: Path) -> None:
+    """Ctrl-C on `tail` writing to a terminal exited 141 (128 + SIGPIPE, as if its reader
+    had left): the watch for a reader that left ended at once on a terminal, and the
+    interrupt was taken for it. 130 (128 + SIGINT), as an interrupted command exits."""
+    import os
+    import pty
+    import signal
+
+    async with ServerProcess(tmp_path) as srv:
+        await type_into(srv.ws_url, "tty", ["one "], user="ada")
+        master, slave = pty.openpty()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "palimpsest", "tail", "tty", "--from", "0",
+                "--url", srv.http_url, stdout=slave, stderr=subprocess.PIPE, cwd=REPO_ROOT,
+            )  # fmt: skip
+            os.close(slave)
+            seen = b""
+            while b"ada" not in seen:  # the backlog printed: it follows now
+                seen += await asyncio.to_thread(os.read, master, 4096)
+            proc.send_signal(signal.SIGINT)
+            _, err = await asyncio.wait_for(proc.communicate(), 30)
+            assert proc.returncode == 130, (proc.returncode, err)
+            assert b"Traceback" not in err, err
+        finally:
+            os.close(master)

@@ -38,6 +38,7 @@ from ..client.errors import ClientError
 from ..deletion import tombstone_for
 from ..errors import PalimpsestError, StoreError, StoreUnavailable
 from ..fanout import publish_deleted, publish_purged, publish_revocation, store_deployment
+from ..known import KnownDeletions, adds_anything
 from ..maintenance import (
     CompactedWithoutStacks,
     as_update,
@@ -49,6 +50,7 @@ from ..maintenance import (
     require,
     verify_doc,
 )
+from ..names import validate_doc_name
 from ..revocation import REVOCABLE_RULE, revocable, revoke_in_store, revoked_json
 from ..serving_lock import not_served, pg_not_served
 from ..snapshots import load
@@ -134,6 +136,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             verify)  # fmt: skip
     p.add_argument("docs", metavar="DOC", nargs="*", help="only these documents")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true",
+                   help='one JSON object: {"ok", "documents", "problems"}; no progress '
+                   "bars")  # fmt: skip
     p.add_argument("--allow-empty", action="store_true",
                    help="a database that holds no document passes (a fresh install); "
                    "without it, that fails: a backup copied wrongly is empty")  # fmt: skip
@@ -304,8 +309,19 @@ async def import_(store: EventStore, args: argparse.Namespace) -> int:
     else:
         data = await asyncio.to_thread(Path(args.file).read_bytes)
     source = Path(args.file).name if args.file != "-" else "stdin"
+    update = None if args.text else as_update(data)
+    loaded = None
+    if update is not None:
+        # the no-op rule, as for a live update and `import --url`: an update the document
+        # already holds (the same file imported twice) is no event
+        validate_doc_name(args.doc)
+        loaded = await load(store, args.doc)
+        if not adds_anything(update, loaded.doc.get_state(), KnownDeletions.of_doc(loaded.doc)):
+            print(f"palimpsest import: {args.doc} already holds all of {source}: nothing "
+                  "imported")  # fmt: skip
+            return 0
     ev = await import_data(store, args.doc, data, user=args.user, source=source,
-                           root=args.root, as_text=args.text)  # fmt: skip
+                           root=args.root, as_text=args.text, loaded=loaded)  # fmt: skip
     # one event per run, but a script that imports many updates one by one runs it
     # many times: the run that brings the count past snapshot_every writes a snapshot
     async with Checkpoints(store, args.settings) as checkpoints:
@@ -454,25 +470,31 @@ async def verify(store: EventStore, args: argparse.Namespace) -> int:
     problems: list[str] = []
     from tqdm import tqdm
 
+    quiet = args.quiet or args.json
     for doc in tqdm(docs, desc="documents", unit="doc", file=sys.stderr,
-                    disable=True if args.quiet else None):  # fmt: skip
+                    disable=True if quiet else None):  # fmt: skip
         try:
             info = await store.doc_info(doc)
-            bar = _progress((info.head - info.base_seq) if info else 0, doc, args.quiet)
+            bar = _progress((info.head - info.base_seq) if info else 0, doc, quiet)
             try:
                 found = await verify_doc(store, doc, bar.update)
             finally:
                 bar.close()
         except StoreError as e:
             found = [f"{doc}: cannot be read: {e}"]
-        for p in found:
-            print(f"PROBLEM {p}")
+        if not args.json:
+            for p in found:
+                print(f"PROBLEM {p}")
         problems.extend(found)
+    empty = not docs and not args.allow_empty
+    if args.json:
+        print(json.dumps({"ok": not problems and not empty, "documents": len(docs),
+                          "problems": problems}))  # fmt: skip
     if problems:
         print(f"palimpsest verify: {_n(len(problems), 'problem')} in "
               f"{_n(len(docs), 'document')}", file=sys.stderr)  # fmt: skip
         return 1
-    if not docs and not args.allow_empty:
+    if empty:
         # (a SQLite file copied without its -wal while a server ran holds only what was
         # checkpointed into it: often nothing; it said "0 documents OK")
         print("palimpsest verify: the database holds no documents at all. If it should (a "
@@ -480,7 +502,8 @@ async def verify(store: EventStore, args: argparse.Namespace) -> int:
               "ran, without its -wal file, holds only what was checkpointed into it; copy "
               "with `palimpsest backup` (docs/operations.md#backups)", file=sys.stderr)  # fmt: skip
         return 1
-    print(f"palimpsest verify: {_n(len(docs), 'document')} OK")
+    if not args.json:
+        print(f"palimpsest verify: {_n(len(docs), 'document')} OK")
     return 0
 
 
@@ -609,7 +632,9 @@ async def revoke(store: EventStore, args: argparse.Namespace) -> int:
         raise AdminError(f"give the USER to revoke: {REVOCABLE_RULE}")
     if args.lift:
         if not await store.revocations().remove(args.user):
-            raise AdminError(f"{args.user!r} is not revoked")
+            # done already: as a second revoke is, not an error a script must tell apart
+            print(f"palimpsest revoke: {args.user} was not revoked: nothing to lift")
+            return 0
         since = None
     else:
         since = (await revoke_in_store(store, args.user, "palimpsest revoke")).since

@@ -18,6 +18,7 @@ cursor names an event it never had.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sqlite3
 import sys
@@ -81,6 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "tell (damaged)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="what it wrote, as one JSON object")
     p.set_defaults(func=run_backup)
 
 
@@ -108,12 +110,19 @@ def run_backup(args: argparse.Namespace) -> int:
             "from 0 (docs/changefeed.md)",
             file=sys.stderr,
         )
+    marker = recovery_marker(os.path.realpath(args.out))
+    if args.json:
+        print(json.dumps({
+            "source": store.path, "out": args.out, "docs": done.docs, "tables": done.tables,
+            "size": done.size, "seconds": round(done.seconds, 3), "position": done.position,
+            "restored": marker.exists(),
+        }))  # fmt: skip
+        return 0
     print(
         f"palimpsest: backed up {store.path} to {args.out}: "
         f"{done.docs} document{'' if done.docs == 1 else 's'}, "
         f"{done.size / 1e6:.1f} MB in {done.seconds:.2f} s"
     )
-    marker = recovery_marker(os.path.realpath(args.out))
     if marker.exists():
         print(
             f"palimpsest: {args.out} was replaced: the next server started on it takes back "

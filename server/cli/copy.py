@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -54,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--replace", action="store_true", help="overwrite documents that exist in the target"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="what it copied, as one JSON object")
     p.set_defaults(func=run_copy)
 
 
@@ -115,7 +117,9 @@ def _same_store(source: EventStore, target: EventStore, source_url: str, target_
 
 def run_copy(args: argparse.Namespace) -> int:
     try:
-        return asyncio.run(copy(args.source, args.target, args.doc, args.replace, args.quiet))
+        return asyncio.run(
+            copy(args.source, args.target, args.doc, args.replace, args.quiet, args.json)
+        )
     except (PalimpsestError, ValueError) as e:  # ValueError: a store URL of no store
         print(f"palimpsest copy: {e}", file=sys.stderr)
         return 1
@@ -197,6 +201,7 @@ async def copy(
     only: list[str] | None = None,
     replace: bool = False,
     quiet: bool = False,
+    as_json: bool = False,
 ) -> int:
     """Copy documents and tombstones; returns 0 when every one was copied, 1 otherwise.
 
@@ -310,14 +315,25 @@ async def copy(
             if keep_positions:
                 await target.carry_positions(await source.last_position())
                 hooks_copied = await _carry_webhooks(hooks, target)
-            print(
-                f"palimpsest: copied {len(docs) - skipped} of {len(docs)} documents "
-                f"({copied_events} events), {skipped} skipped; {tombs_copied} of {len(tombs)} "
-                f"tombstones copied ({len(tombs) - tombs_copied} already there)"
-                + (f"; {hooks_copied} of {len(hooks)} webhook cursors copied "
-                   f"({len(hooks) - hooks_copied} already there)" if keep_positions and hooks
-                   else "")
-            )  # fmt: skip
+            if as_json:
+                print(json.dumps({
+                    "documents": {"copied": len(docs) - skipped, "of": len(docs),
+                                  "skipped": skipped},
+                    "events": copied_events,
+                    "tombstones": {"copied": tombs_copied, "of": len(tombs)},
+                    "webhook_cursors": {"copied": hooks_copied, "of": len(hooks)},
+                    "positions_kept": keep_positions,
+                }))  # fmt: skip
+            else:
+                print(
+                    f"palimpsest: copied {len(docs) - skipped} of {len(docs)} documents "
+                    f"({copied_events} events), {skipped} skipped; {tombs_copied} of "
+                    f"{len(tombs)} tombstones copied ({len(tombs) - tombs_copied} already "
+                    "there)"
+                    + (f"; {hooks_copied} of {len(hooks)} webhook cursors copied "
+                       f"({len(hooks) - hooks_copied} already there)"
+                       if keep_positions and hooks else "")
+                )  # fmt: skip
             if not keep_positions and copied_events:
                 warn(_NEW_POSITIONS)
             if not keep_positions and hooks:
