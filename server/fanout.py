@@ -175,7 +175,7 @@ def parse_url(url: str, name: str = "the fan-out URL") -> tuple[str, str, float]
         # would otherwise surface only as the subscriber first connects, in its task
         pool = aioredis.ConnectionPool.from_url(redis_url, **connect_options(redis_url))
         pool.make_connection()  # type: ignore[no-untyped-call]
-    except ValueError as e:
+    except (ValueError, RedisError) as e:  # (a TLS option's bad value: a RedisError)
         raise ValueError(f"{name} is not a Redis URL that redis-py takes: {e}") from None
     except TypeError as e:  # the connection class's keyword arguments
         raise ValueError(

@@ -109,6 +109,24 @@ def test_other_fanout_options_that_cannot_work_exit_2_naming_them(
     _one_line_refusal(r, tmp_path, says)
 
 
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        # redis-py refuses it with a RedisError of its own, not a ValueError: it was a
+        # traceback ("Invalid SSL Certificate Requirements Flag") and exit 1
+        ("ssl_cert_reqs=bogus", "Invalid SSL Certificate Requirements Flag: bogus"),
+        ("ssl_min_version=bogus", "ssl_min_version"),
+    ],
+)
+def test_a_tls_option_redis_py_refuses_exits_2_naming_it(
+    tmp_path: Path, query: str, says: str
+) -> None:
+    url = f"rediss://:s3cret@127.0.0.1:{free_port()}/0?prefix=t{uuid.uuid4().hex[:8]}&{query}"
+    r = serve(tmp_path, "--fanout", url)
+    _one_line_refusal(r, tmp_path, says)
+    assert "s3cret" not in r.stderr, r.stderr
+
+
 def test_a_fanout_bus_on_a_unix_socket_is_served(tmp_path: Path) -> None:
     """unix:// is a scheme redis-py speaks: the fan-out subscribes there (TCP keepalive,
     asked for on redis:// connections, is no option of a unix socket's)."""
