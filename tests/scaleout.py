@@ -47,9 +47,13 @@ def fanout_url(redis_url: str = REDIS_URL, check: float = 0.5) -> str:
 class PrivateRedis:
     """A redis-server of our own on a free port, to restart or starve at will."""
 
-    def __init__(self, *extra: str) -> None:
+    def __init__(self, *extra: str, password: str | None = None) -> None:
         self.port = free_port()
         self.extra = list(extra)
+        #: the default user's password (``--requirepass``), which cli() gives
+        self.password = password
+        if password is not None:
+            self.extra += ["--requirepass", password]
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -89,9 +93,11 @@ class PrivateRedis:
         self.proc.send_signal(signal.SIGCONT)
 
     def cli(self, *args: str) -> str:
+        auth = ["--no-auth-warning", "-a", self.password] if self.password is not None else []
         r = subprocess.run(
-            ["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True, timeout=5
-        )
+            ["redis-cli", "-p", str(self.port), *auth, *args],
+            capture_output=True, text=True, timeout=5,
+        )  # fmt: skip
         return r.stdout.strip()
 
     def subscribers(self) -> int:

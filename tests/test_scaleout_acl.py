@@ -1,0 +1,97 @@
+"""The fan-out on a managed-style Redis: ACL users, passwords, a failover.
+
+Each test starts a private redis-server (scaleout.PrivateRedis) on a free loopback port
+and sets its users there, and runs `palimpsest serve` processes on one SQLite file with
+the fan-out through it. What is asserted is what an operator sees: /readyz, the metrics,
+the log."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import eventually
+from scaleout import PrivateRedis
+from serverproc import ServerProcess
+
+pytestmark = [pytest.mark.redis]
+
+
+def _url(redis: PrivateRedis, userinfo: str, prefix: str, check: float = 0.25) -> str:
+    at = f"{userinfo}@" if userinfo else ""
+    return f"redis://{at}127.0.0.1:{redis.port}/0?prefix={prefix}&check={check}"
+
+
+async def _readyz(srv: ServerProcess) -> str:
+    async with httpx.AsyncClient() as http:
+        r = await http.get(f"{srv.http_url}/readyz", timeout=5)
+        return str(r.json()["fanout"])
+
+
+async def _connected_gauge(srv: ServerProcess) -> str:
+    async with httpx.AsyncClient() as http:
+        r = await http.get(f"{srv.http_url}/metrics", timeout=5)
+    for line in r.text.splitlines():
+        if line.startswith("palimpsest_fanout_connected "):
+            return line.split()[1]
+    raise AssertionError("no palimpsest_fanout_connected in /metrics")
+
+
+def _denied(redis: PrivateRedis, user: str) -> int:
+    """How many commands of `user` Redis refused (ACL LOG counts repeats of one entry)."""
+    out = redis.cli("ACL", "LOG").splitlines()
+    total = 0
+    for i, line in enumerate(out):
+        # the entries are flat key/value lines: "count", N, ... "username", NAME, ...
+        if line == "count":
+            entry = out[i : i + 20]
+            if "username" in entry and entry[entry.index("username") + 1] == user:
+                total += int(out[i + 1])
+    return total
+
+
+@pytest.mark.parametrize(
+    ("user", "rules"),
+    [
+        ("nopsub", ["~*", "&*", "+@all", "-psubscribe"]),
+        # a channel rule that covers the documents' channels but not the pattern itself
+        ("narrow", ["resetchannels", "&PREFIX:doc*", "-@all", "+@pubsub", "+@connection"]),
+    ],
+)
+async def test_a_user_without_psubscribe_to_the_prefix_is_told_not_looped(
+    tmp_path: Path, user: str, rules: list[str]
+) -> None:
+    """Under RESP3 psubscribe() returns before Redis answers: the subscriber said "fan-out
+    subscribed", reset its back-off and healed every room, then Redis's NOPERM came, and
+    round again, about 9 times a second ("subscribed" and "lost Redis" 85 times each in
+    10 s). Now "subscribed" waits for Redis's confirmation, the back-off keeps growing,
+    the refusal is said once, naming the pattern the user needs."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    with PrivateRedis(password="s3cret") as redis:
+        rules = [r.replace("PREFIX", prefix) for r in rules]
+        redis.cli("ACL", "SETUSER", user, "on", ">pw", *rules)
+        url = _url(redis, f"{user}:pw", prefix)
+        srv = ServerProcess(tmp_path / user, extra_args=["--fanout", url])
+        await srv.astart()
+        try:
+            await eventually(lambda: _denied(redis, user) >= 3, timeout=20, what="retries")
+            await asyncio.sleep(3.0)  # ample for a hot loop to show
+            log = srv.log_text()
+            denied = _denied(redis, user)
+            ready = await _readyz(srv)
+            gauge = await _connected_gauge(srv)
+        finally:
+            await asyncio.to_thread(srv.stop)
+    assert "fan-out subscribed" not in log, srv.log_tail()
+    assert "fan-out lost Redis" not in log, srv.log_tail()
+    said = [line for line in log.splitlines() if "fan-out cannot subscribe" in line]
+    assert len(said) == 1, srv.log_tail()  # once, not per try
+    assert f"PSUBSCRIBE to '{prefix}:*'" in said[0], said[0]
+    assert "no permissions" in said[0], said[0]
+    # the back-off grows (0.1, 0.2, 0.4 ... 2 s): a handful of tries, not ~9 a second
+    assert denied < 15, denied
+    assert ready.startswith("degraded:") and f"'{prefix}:*'" in ready, ready
+    assert float(gauge) == 0
