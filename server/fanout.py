@@ -87,7 +87,12 @@ from urllib.parse import parse_qsl, urlencode
 from redis import asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.asyncio.connection import parse_url as redis_url_options
-from redis.exceptions import NoPermissionError, RedisError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthenticationWrongNumberOfArgsError,
+    NoPermissionError,
+    RedisError,
+)
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import erasure
@@ -556,10 +561,11 @@ class Fanout(Extension, Service):
             except (RedisError, OSError) as e:
                 # the events are in the log: the other processes heal from it
                 self.dropped += len(batch)
+                why = self.refusal(e, "PUBLISH")[1]
                 if not failing and batch:  # once per stretch, not every half second
                     log.warning("fan-out cannot publish (%s): messages are dropped until "
-                                "Redis is back; the others heal from the log", e)  # fmt: skip
-                self.publish_failure = str(e) or repr(e)
+                                "Redis is back; the others heal from the log", why)  # fmt: skip
+                self.publish_failure = why
                 self._publish_failed_at = time.monotonic()
                 failing += len(batch)
                 await asyncio.sleep(0.5)
@@ -655,9 +661,18 @@ class Fanout(Extension, Service):
                 return
 
     def refusal(self, e: BaseException, command: str) -> tuple[str, str]:
-        """(kind, what to say) of a failure of Redis to `command`: ``"permission"``, when
-        the Redis user may not run it on our channels (a configuration error: the ACL),
-        else ``"down"`` (Redis unreachable, restarting, hung)."""
+        """(kind, what to say) of a failure of Redis to `command`: ``"auth"``, when Redis
+        refuses the URL's credentials (a configuration error: a password missing or
+        wrong); ``"permission"``, when the Redis user may not run it on our channels (a
+        configuration error: the ACL); else ``"down"`` (unreachable, restarting, hung).
+        A missing password used to read "cannot reach Redis (HELLO must be called with
+        the client already authenticated…)", as if Redis were down."""
+        if isinstance(e, (AuthenticationError, AuthenticationWrongNumberOfArgsError)):
+            return "auth", (
+                f"Redis authentication failed ({e}): a configuration error; the user name "
+                f"or password in the fan-out URL (redis://USER:PASSWORD@HOST:PORT/DB) is "
+                f"missing or wrong, or the user is disabled"
+            )
         if isinstance(e, NoPermissionError):
             return "permission", (
                 f"Redis refuses {command} to '{self.prefix}:*' to this user ({e}): a "

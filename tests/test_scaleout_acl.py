@@ -95,3 +95,30 @@ async def test_a_user_without_psubscribe_to_the_prefix_is_told_not_looped(
     assert denied < 15, denied
     assert ready.startswith("degraded:") and f"'{prefix}:*'" in ready, ready
     assert float(gauge) == 0
+
+
+@pytest.mark.parametrize("userinfo", ["", ":Wr0ngPW", "nobody:Wr0ngPW"])
+async def test_a_missing_or_wrong_redis_password_is_said_to_be_one(
+    tmp_path: Path, userinfo: str
+) -> None:
+    """Without a password redis-py's HELLO 3 is refused with "HELLO must be called with the
+    client already authenticated…", which the log gave as "fan-out cannot reach Redis":
+    now it says that Redis refused the credentials, a configuration error."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    with PrivateRedis(password="s3cret") as redis:
+        srv = ServerProcess(
+            tmp_path / "srv", extra_args=["--fanout", _url(redis, userinfo, prefix)]
+        )
+        await srv.astart()
+        try:
+            await eventually(lambda: "fan-out cannot subscribe" in srv.log_text(), timeout=20)
+            ready = await _readyz(srv)
+            log = srv.log_text()
+        finally:
+            await asyncio.to_thread(srv.stop)
+    line = next(line for line in log.splitlines() if "fan-out cannot subscribe" in line)
+    assert "authentication failed" in line, line
+    assert "configuration error" in line, line
+    assert "cannot reach Redis" not in log, log
+    assert "Wr0ngPW" not in line + ready and "s3cret" not in line + ready  # no password
+    assert "authentication failed" in ready, ready
