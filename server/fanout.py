@@ -40,7 +40,11 @@ A hung Redis (stopped, or a black hole on the way: connections stay open, nothin
 answers) fails nothing by itself: a subscription quiet for a check period is pinged,
 and given up when the ping goes unanswered as long again; a publish fails after
 ``COMMAND_TIMEOUT``. Either makes :meth:`Fanout.trouble` say so (``/readyz``
-"degraded", ``palimpsest_fanout_connected`` 0) until Redis answers again.
+"degraded", ``palimpsest_fanout_connected`` 0) until Redis answers again: the
+subscription once Redis confirms a new one, the publishes once a PUBLISH goes through
+(with nothing to publish meanwhile, a probe on ``PREFIX:!probe``; a PING is no proof:
+a Redis user may be refused PUBLISH and allowed PING). A publisher whose publishes
+fail says so when they begin to, then once a minute with the messages dropped.
 
 The fan-out URL is ``redis://HOST:PORT/DB`` (or ``rediss://``, ``unix:///PATH``: what
 redis-py connects with, its own query options included) plus optional query parameters
@@ -133,6 +137,9 @@ SILENCE_MAX = 10.0
 #: wins)
 COMMAND_TIMEOUT = 5.0
 
+
+#: while publishes fail, the log says so again (with the messages dropped) this often
+PUBLISH_FAILING_EVERY = 60.0
 
 #: bounds of the gap-check period (``?check=``, seconds). Below: the checks read the
 #: store's heads back to back (at 0, a core at 100 %, and the store's time with it);
@@ -317,6 +324,17 @@ def encode_revocation(
     return b"R" + _head(instance, deployment) + b"," + tail[1:].encode() + b"\n"
 
 
+#: the channel (after ``PREFIX:``) of the probes a publisher whose publishes fail sends
+#: while it has nothing else to publish (Fanout._publish): not a document name
+PROBE_CHANNEL = "!probe"
+
+
+def encode_probe(instance: str, deployment: str | None = None) -> bytes:
+    """A probe: ``A`` and a JSON header line, an empty presence message, so that a
+    process older than the probes takes it for presence in a room it never has."""
+    return b"A" + _head(instance, deployment) + b"}\n"
+
+
 #: the channel (after ``PREFIX:``) of Backend.disconnect: not a document name (names.py)
 DISCONNECT_CHANNEL = "!disconnect"
 
@@ -441,7 +459,7 @@ class Fanout(Extension, Service):
         #: why not, while not (the last error of the subscription)
         self.unsubscribed_by = "not subscribed yet"
         #: the error of the last publish while publishes fail, None once one goes through
-        #: (or, with nothing to publish, once Redis answers a ping); when one last failed
+        #: (with nothing to publish, a probe: Fanout._publish); when one last failed
         self.publish_failure: str | None = None
         self._publish_failed_at = -float(UNDELIVERED_WINDOW)
         self.subscriptions = 0
@@ -549,7 +567,8 @@ class Fanout(Extension, Service):
         self._wake.set()
 
     async def _publisher(self) -> None:
-        failing = 0  # messages dropped since the first failure of this stretch
+        dropped = 0  # messages dropped since the publishes began to fail
+        said_at, said_dropped = 0.0, 0  # when that was last said, and how many by then
         while True:
             if not self._outbox and self.publish_failure is None:
                 self._wake.clear()
@@ -562,29 +581,40 @@ class Fanout(Extension, Service):
                 # the events are in the log: the other processes heal from it
                 self.dropped += len(batch)
                 why = self.refusal(e, "PUBLISH")[1]
-                if not failing and batch:  # once per stretch, not every half second
+                now = time.monotonic()
+                if self.publish_failure is None:
                     log.warning("fan-out cannot publish (%s): messages are dropped until "
-                                "Redis is back; the others heal from the log", why)  # fmt: skip
+                                "Redis takes them again; the others heal from the log",
+                                why)  # fmt: skip
+                    said_at, said_dropped = now, 0
+                elif now - said_at >= PUBLISH_FAILING_EVERY:  # not every half second
+                    log.warning("fan-out still cannot publish (%s): %d messages dropped in "
+                                "the last %.0f s, %d since it began; the others heal from "
+                                "the log", why, dropped - said_dropped, now - said_at,
+                                dropped)  # fmt: skip
+                    said_at, said_dropped = now, dropped
+                dropped += len(batch)
                 self.publish_failure = why
-                self._publish_failed_at = time.monotonic()
-                failing += len(batch)
+                self._publish_failed_at = now
                 await asyncio.sleep(0.5)
                 continue
+            if self.publish_failure is not None:
+                log.warning("fan-out publishes again (%d messages dropped meanwhile; "
+                            "the others healed from the log)", dropped)  # fmt: skip
+                dropped = 0
             self.publish_failure = None
-            if batch:
-                self.published += len(batch)
-                if failing:
-                    log.warning("fan-out publishes again (%d messages dropped meanwhile; "
-                                "the others healed from the log)", failing)  # fmt: skip
-                    failing = 0
+            self.published += len(batch)
 
     async def _publish(self, batch: list[tuple[str, bytes]]) -> None:
-        """Publish `batch`; an empty one (publishes failing, nothing to send) pings
-        Redis, so that its answering again is known without waiting for an edit (the
-        log says "publishes again" only once a message went out)."""
+        """Publish `batch`; an empty one (publishes failing, nothing to send) publishes a
+        probe on ``PREFIX:!probe``, so that Redis taking publishes again is known without
+        waiting for an edit. A PING answered proves nothing of the kind (a user refused
+        PUBLISH by its ACL may PING): it cleared the failure, and /readyz said "ok", half
+        a second after the typing paused."""
         assert self._redis is not None
         if not batch:
-            await self._redis.ping()
+            probe = encode_probe(self.instance, self.deployment)
+            await self._redis.publish(self.channel(PROBE_CHANNEL), probe)
             return
         async with self._redis.pipeline(transaction=False) as pipe:
             for doc, message in batch:
@@ -711,6 +741,8 @@ class Fanout(Extension, Service):
         other = foreign_deployment(data, self._mark)
         if other is not None:  # (None: ours, or an older process's, naming none)
             self._foreign(other, doc)
+            return
+        if doc == PROBE_CHANNEL:
             return
         if doc == REVOKED_CHANNEL:
             self._revoked(ch, data)

@@ -16,6 +16,7 @@ import pytest
 from conftest import eventually
 from scaleout import PrivateRedis
 from serverproc import ServerProcess
+from yclient import YClient, connect
 
 pytestmark = [pytest.mark.redis]
 
@@ -122,3 +123,54 @@ async def test_a_missing_or_wrong_redis_password_is_said_to_be_one(
     assert "cannot reach Redis" not in log, log
     assert "Wr0ngPW" not in line + ready and "s3cret" not in line + ready  # no password
     assert "authentication failed" in ready, ready
+
+
+async def test_a_user_that_may_not_publish_stays_degraded_while_nobody_types(
+    tmp_path: Path,
+) -> None:
+    """Redis refuses every PUBLISH (`+@all -publish`): /readyz said "degraded" while edits
+    were being published, and "ok" (palimpsest_fanout_connected 1) half a second after
+    the typing paused, because the idle PING the publisher sent to learn that Redis was
+    back succeeded. A ping proves nothing about publishing: the failure stays until a
+    PUBLISH goes through, which it does once the user may publish again."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    with PrivateRedis(password="s3cret") as redis:
+        redis.cli("ACL", "SETUSER", "mute", "on", ">pw", "~*", "&*", "+@all", "-publish")
+        url = _url(redis, "mute:pw", prefix)
+        srv = ServerProcess(tmp_path / "srv", extra_args=["--fanout", url])
+        await srv.astart()
+        try:
+            await eventually(lambda: "fan-out subscribed" in srv.log_text(), timeout=20)
+            async with connect(srv.ws_url, "muted", user="ann") as a:
+                await type_into(a, "hello", pause=0.05)
+                await eventually(lambda: _is_degraded(srv, "PUBLISH"), timeout=20, what="degraded")
+                await asyncio.sleep(3.0)  # typing paused: six idle rounds of the publisher
+                ready = await _readyz(srv)
+                gauge = await _connected_gauge(srv)
+                assert ready.startswith("degraded:") and "PUBLISH" in ready, ready
+                assert "no permissions" in ready, ready
+                assert float(gauge) == 0
+                # the user may publish again: a PUBLISH goes through with nobody typing
+                redis.cli("ACL", "SETUSER", "mute", "+publish")
+                await eventually(lambda: _is_ok(srv), timeout=20, what="ok again")
+                assert float(await _connected_gauge(srv)) == 1
+        finally:
+            await asyncio.to_thread(srv.stop)
+    log = srv.log_text()
+    assert log.count("fan-out cannot publish (") == 1, srv.log_tail()
+    assert "fan-out publishes again" in log, srv.log_tail()
+
+
+async def _is_degraded(srv: ServerProcess, says: str) -> bool:
+    ready = await _readyz(srv)
+    return ready.startswith("degraded:") and says in ready
+
+
+async def _is_ok(srv: ServerProcess) -> bool:
+    return await _readyz(srv) == "ok"
+
+
+async def type_into(c: YClient, text: str, pause: float = 0.0) -> None:
+    for ch in text:
+        c.insert(len(c.content), ch)
+        await asyncio.sleep(pause)
