@@ -96,6 +96,7 @@ from redis.exceptions import (
     AuthenticationWrongNumberOfArgsError,
     NoPermissionError,
     RedisError,
+    ResponseError,
 )
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -324,6 +325,29 @@ def encode_revocation(
     return b"R" + _head(instance, deployment) + b"," + tail[1:].encode() + b"\n"
 
 
+#: how the publisher asks the role of the Redis node it publishes to (Fanout._check_role)
+ROLE = ("ROLE",)
+INFO_REPLICATION = ("INFO", "replication")
+
+
+def _role_of(answer: Any) -> tuple[str, str]:
+    """(role, its primary as HOST:PORT or "?") from what ROLE or INFO replication
+    answered: ``[b"slave", host, port, ...]``, ``[b"master", ...]``; {"role": ...}."""
+
+    def text(x: Any) -> str:
+        return x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
+
+    if isinstance(answer, dict):
+        host, port = answer.get("master_host", "?"), answer.get("master_port", "?")
+        return text(answer.get("role", "?")), f"{text(host)}:{text(port)}"
+    if isinstance(answer, (list, tuple)) and answer:
+        role = text(answer[0])
+        if role in ("slave", "replica") and len(answer) >= 3:
+            return role, f"{text(answer[1])}:{text(answer[2])}"
+        return role, "?"
+    return "?", "?"
+
+
 #: the channel (after ``PREFIX:``) of the probes a publisher whose publishes fail sends
 #: while it has nothing else to publish (Fanout._publish): not a document name
 PROBE_CHANNEL = "!probe"
@@ -462,6 +486,12 @@ class Fanout(Extension, Service):
         #: (with nothing to publish, a probe: Fanout._publish); when one last failed
         self.publish_failure: str | None = None
         self._publish_failed_at = -float(UNDELIVERED_WINDOW)
+        #: how the role of the Redis node is asked (ROLE; INFO replication when ROLE is
+        #: refused; None when both are), and when next (Fanout._check_role)
+        self._role_command: tuple[str, ...] | None = ROLE
+        self._role_due = 0.0
+        #: what is wrong while the node publishes go to is a replica, else None
+        self.on_replica: str | None = None
         self.subscriptions = 0
         self.published = 0
         self.received = 0
@@ -572,7 +602,15 @@ class Fanout(Extension, Service):
         while True:
             if not self._outbox and self.publish_failure is None:
                 self._wake.clear()
-                await self._wake.wait()
+                due = self._role_due - time.monotonic() if self._role_command else None
+                if due is None or due > 0:  # wait for something to publish, or the check
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), due)
+                    continue
+                # idle, the role check due: it alone (Redis being down is the subscriber's
+                # to tell, and nothing was dropped)
+                with contextlib.suppress(RedisError, OSError):
+                    await self._publish([])
                 continue
             batch, self._outbox = self._outbox, []
             try:
@@ -610,16 +648,75 @@ class Fanout(Extension, Service):
         probe on ``PREFIX:!probe``, so that Redis taking publishes again is known without
         waiting for an edit. A PING answered proves nothing of the kind (a user refused
         PUBLISH by its ACL may PING): it cleared the failure, and /readyz said "ok", half
-        a second after the typing paused."""
+        a second after the typing paused.
+
+        Once a check period (``silence``), the role of the Redis node is asked in the
+        same pipeline, so on the very connection the publishes take (see _check_role)."""
         assert self._redis is not None
-        if not batch:
-            probe = encode_probe(self.instance, self.deployment)
-            await self._redis.publish(self.channel(PROBE_CHANNEL), probe)
-            return
+        now = time.monotonic()
+        role = self._role_command if self._role_command and now >= self._role_due else None
+        if role is not None:
+            self._role_due = now + self.silence
         async with self._redis.pipeline(transaction=False) as pipe:
+            if role is not None:
+                pipe.execute_command(*role)
             for doc, message in batch:
                 pipe.publish(self.channel(doc), message)
-            await pipe.execute()
+            if not batch and self.publish_failure is not None:
+                probe = encode_probe(self.instance, self.deployment)
+                pipe.publish(self.channel(PROBE_CHANNEL), probe)
+            if not len(pipe):
+                return
+            results = await pipe.execute(raise_on_error=False)
+        if role is not None:
+            await self._check_role(role, results.pop(0))
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+
+    async def _check_role(self, command: tuple[str, ...], answer: Any) -> None:
+        """What ROLE (or INFO replication) answered on the publishing connection.
+
+        After a failover, a process whose connections stay on the old primary, now a
+        replica of the new one, publishes into the replica: PUBLISH there is taken
+        without complaint and reaches the replica's subscribers only, never the new
+        primary's, and nothing failed (a count of receivers does not tell: the replica's
+        own subscribers are counted, and 0 may be right). So: on a replica, say so
+        (trouble(), the log) and drop the idle connections, so that the next publish
+        connects anew (redis-py resolves the name again: after a DNS switch, to the new
+        primary). A subscription on the replica still hears what the primary's
+        publishers send (Redis replicates PUBLISH to replicas), and is left alone.
+        A user refused both commands (NOPERM; a proxy without them) is not checked."""
+        assert self._redis is not None
+        if isinstance(answer, ResponseError):
+            if command == ROLE:
+                self._role_command, self._role_due = INFO_REPLICATION, 0.0
+                return
+            self._role_command = None
+            log.warning("fan-out: this Redis user may not ask the role of the Redis node "
+                        "(ROLE, INFO replication: %s): a failover that leaves this process "
+                        "connected to the old primary, a replica now, would go unnoticed; "
+                        "allow the user +role (docs/scaleout.md)", answer)  # fmt: skip
+            return
+        role, primary = _role_of(answer)
+        if role not in ("slave", "replica"):
+            if self.on_replica is not None:
+                log.warning("fan-out: Redis at %s is the primary again (role %s): "
+                            "publishes reach every process", without_password(self.redis_url),
+                            role)  # fmt: skip
+                self.on_replica = None
+            return
+        said = (
+            f"Redis at {without_password(self.redis_url)} is a replica (role {role} of "
+            f"{primary}), not the primary: what this process publishes there never reaches "
+            f"the processes on the primary (a failover that left its connection on the old "
+            f"primary?); reconnecting every {self.silence:g} s until it reaches a primary"
+        )
+        if self.on_replica is None:
+            log.warning("fan-out: %s", said)
+        self.on_replica = said
+        with contextlib.suppress(Exception):
+            await self._redis.connection_pool.disconnect(inuse_connections=False)
 
     def trouble(self) -> str | None:
         """What keeps this process's edits and presence from travelling on the bus now,
@@ -629,6 +726,8 @@ class Fanout(Extension, Service):
             said.append(f"not subscribed to the fan-out bus ({self.unsubscribed_by})")
         if self.publish_failure is not None:
             said.append(f"publishes to it fail ({self.publish_failure})")
+        if self.on_replica is not None:
+            said.append(self.on_replica)
         return "; ".join(said) or None
 
     # --- receiving -----------------------------------------------------------------------
@@ -706,8 +805,8 @@ class Fanout(Extension, Service):
         if isinstance(e, NoPermissionError):
             return "permission", (
                 f"Redis refuses {command} to '{self.prefix}:*' to this user ({e}): a "
-                f"configuration error; the Redis user needs +psubscribe, +publish and +ping "
-                f"and the channels &{self.prefix}:* (docs/scaleout.md)"
+                f"configuration error; the Redis user needs +psubscribe, +publish, +ping "
+                f"and +role, and the channels &{self.prefix}:* (docs/scaleout.md)"
             )
         return "down", str(e) or repr(e)
 
@@ -968,7 +1067,7 @@ class Fanout(Extension, Service):
                 "events the bus never delivered, with Redis subscribed throughout: does every "
                 "server on this store use the same --fanout URL and prefix (this one: %s, "
                 "prefix %r), and can each publish to it (one that cannot logs \"fan-out "
-                "cannot publish\")? docs/scaleout.md",
+                "cannot publish\", or that its Redis \"is a replica\")? docs/scaleout.md",
                 len(recent), UNDELIVERED_WINDOW, without_password(self.redis_url), self.prefix,
             )  # fmt: skip
 

@@ -55,15 +55,19 @@ class PrivateRedis:
         if password is not None:
             self.extra += ["--requirepass", password]
         self.proc: subprocess.Popen[bytes] | None = None
+        self.dir: str | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> PrivateRedis:
+        # (its own directory: a replica's full sync writes dump.rdb there, even with
+        # --save "", and did into the working directory, the repository's)
+        self.dir = tempfile.mkdtemp(prefix="palimpsest-redis-")
         self.proc = subprocess.Popen(
             ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "no", *self.extra],
+             "--appendonly", "no", "--dir", self.dir, *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 10
@@ -82,6 +86,8 @@ class PrivateRedis:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def pause(self) -> None:
         """Hang it (SIGSTOP): its connections stay open and nothing answers."""

@@ -174,3 +174,82 @@ async def type_into(c: YClient, text: str, pause: float = 0.0) -> None:
     for ch in text:
         c.insert(len(c.content), ch)
         await asyncio.sleep(pause)
+
+
+def _connections(redis: PrivateRedis) -> int:
+    """How many connections `redis` has accepted (this one included)."""
+    stats = redis.cli("INFO", "stats")
+    return int(stats.split("total_connections_received:")[1].split()[0])
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        ["~*", "&*", "+@all"],  # asked with ROLE
+        ["~*", "&*", "+@all", "-role"],  # ROLE refused: asked with INFO replication
+    ],
+)
+async def test_a_process_left_on_a_demoted_primary_says_so_and_reconnects(
+    tmp_path: Path, rules: list[str]
+) -> None:
+    """A failover demotes the Redis a process is connected to (REPLICAOF): its PUBLISHes
+    are taken without complaint and reach only the subscribers of that replica, never
+    the new primary's, and /readyz said "ok" everywhere. The publisher checks the role
+    of the node it publishes to (ROLE, once a check period, with its publishes or on its
+    own while idle): on a replica it says so and reconnects; once the node is a primary
+    again, "ok"."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    with PrivateRedis(password="s3cret") as old, PrivateRedis() as new:
+        old.cli("ACL", "SETUSER", "app", "on", ">pw", *rules)
+        url = _url(old, "app:pw", prefix)
+        srv = ServerProcess(tmp_path / "srv", extra_args=["--fanout", url])
+        await srv.astart()
+        try:
+            await eventually(lambda: _is_ok(srv), timeout=20, what="ok at first")
+            assert old.cli("REPLICAOF", "127.0.0.1", str(new.port)) == "OK"
+            await eventually(lambda: _is_degraded(srv, "replica"), timeout=20, what="degraded")
+            ready = await _readyz(srv)
+            assert "role slave" in ready and f"127.0.0.1:{new.port}" in ready, ready
+            assert float(await _connected_gauge(srv)) == 0
+            # it reconnects (here to the same address: the replica still; after a DNS
+            # switch, to the new primary): connections other than ours arrive
+            base, ours = _connections(old), [0]
+
+            def reconnected() -> bool:
+                ours[0] += 1
+                return _connections(old) - base - ours[0] > 0
+
+            await eventually(reconnected, timeout=20, interval=0.2, what="a new connection")
+            assert old.cli("REPLICAOF", "NO", "ONE") == "OK"
+            await eventually(lambda: _is_ok(srv), timeout=20, what="ok again")
+        finally:
+            await asyncio.to_thread(srv.stop)
+    log = srv.log_text()
+    assert "is a replica" in log, srv.log_tail()
+    assert "is the primary again" in log, srv.log_tail()
+
+
+async def test_a_user_that_may_not_ask_the_role_is_not_taken_for_a_replica(
+    tmp_path: Path,
+) -> None:
+    """ROLE and INFO need permissions a managed Redis may not give: without them the
+    role goes unchecked (said once), and nothing else changes."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    with PrivateRedis(password="s3cret") as redis:
+        redis.cli("ACL", "SETUSER", "plain", "on", ">pw", "resetchannels", f"&{prefix}:*",
+                  "-@all", "+publish", "+psubscribe", "+ping")  # fmt: skip
+        url = _url(redis, "plain:pw", prefix)
+        srv = ServerProcess(tmp_path / "srv", extra_args=["--fanout", url])
+        await srv.astart()
+        try:
+            await eventually(
+                lambda: "role of the Redis node" in srv.log_text(), timeout=20, what="said"
+            )
+            async with connect(srv.ws_url, "plain", user="ann") as a:
+                await type_into(a, "hello", pause=0.05)
+                await asyncio.sleep(1.0)
+                assert await _readyz(srv) == "ok"
+        finally:
+            await asyncio.to_thread(srv.stop)
+    assert srv.log_text().count("role of the Redis node") == 1, srv.log_tail()
+    assert "fan-out cannot publish" not in srv.log_text(), srv.log_tail()
