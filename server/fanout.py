@@ -806,7 +806,8 @@ class Fanout(Extension, Service):
             return "permission", (
                 f"Redis refuses {command} to '{self.prefix}:*' to this user ({e}): a "
                 f"configuration error; the Redis user needs +psubscribe, +publish, +ping "
-                f"and +role, and the channels &{self.prefix}:* (docs/scaleout.md)"
+                f"and +role, the channels &{self.prefix}:*, and +select for a database "
+                f"other than 0 in the URL (docs/scaleout.md)"
             )
         return "down", str(e) or repr(e)
 

@@ -253,3 +253,39 @@ async def test_a_user_that_may_not_ask_the_role_is_not_taken_for_a_replica(
             await asyncio.to_thread(srv.stop)
     assert srv.log_text().count("role of the Redis node") == 1, srv.log_tail()
     assert "fan-out cannot publish" not in srv.log_text(), srv.log_tail()
+
+
+async def test_the_documented_minimal_acl_user_serves(tmp_path: Path) -> None:
+    """docs/scaleout.md's minimal ACL user ("What Redis must allow"), run as written
+    there: two processes on it hear each other, both ready, nothing refused."""
+    doc = (Path(__file__).parent.parent / "docs" / "scaleout.md").read_text()
+    line = next(line for line in doc.splitlines() if line.startswith("ACL SETUSER palimpsest on"))
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    args = line.replace("PASSWORD", "pw").replace("&ft:*", f"&{prefix}:*").split()
+    with PrivateRedis(password="s3cret") as redis:
+        assert redis.cli(*args) == "OK", args
+        url = _url(redis, "palimpsest:pw", prefix)
+        procs = [
+            ServerProcess(
+                tmp_path / f"p{i}", db_path=tmp_path / "shared.db", extra_args=["--fanout", url]
+            )
+            for i in range(2)
+        ]
+        try:
+            await asyncio.gather(*(p.astart() for p in procs))
+            async with (
+                connect(procs[0].ws_url, "acl", user="ann") as a,
+                connect(procs[1].ws_url, "acl", user="bob") as b,
+            ):
+                await type_into(a, "through the bus", pause=0.02)
+                await eventually(lambda: b.content == "through the bus", timeout=10)
+                for p in procs:
+                    await eventually(lambda p=p: _is_ok(p), timeout=10, what="ready")
+            denied = redis.cli("ACL", "LOG")
+        finally:
+            for p in procs:
+                await asyncio.to_thread(p.stop)
+    assert "palimpsest" not in denied, denied  # nothing of the user's refused
+    for p in procs:
+        assert "fan-out cannot" not in p.log_text(), p.log_tail()
+        assert "role of the Redis node" not in p.log_text(), p.log_tail()
