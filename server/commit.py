@@ -43,7 +43,7 @@ from typing import Protocol
 from .errors import StoreError, StoreUnavailable
 from .hook_timing import CLOCK
 from .lifecycle import Service
-from .store.base import Event, EventStore, NewEvent
+from .store.base import EVENT_CLOCK, Event, EventStore, NewEvent
 
 log = logging.getLogger("palimpsest.commit")
 
@@ -277,7 +277,10 @@ class Committer(Service):
                     self._wake.set()
         else:
             self._wake.set()
-        return await fut
+        stored = await fut
+        if stored and events and stored[-1].ts > events[-1].ts:
+            EVENT_CLOCK.observe(stored[-1].ts)  # raised to the document's last: run on from it
+        return stored
 
     async def _run(self) -> None:
         delay = RETRY_FIRST

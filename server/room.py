@@ -64,7 +64,7 @@ from .origins import (
 )
 from .ownership import Owners, OwnIds, imported_clients
 from .ranges import Ranges
-from .store.base import NO_BASE, BaseMark, Event, NewEvent, now_ms
+from .store.base import EVENT_CLOCK, NO_BASE, BaseMark, Event, NewEvent
 from .updates import (
     EMPTY_BYTES,
     UpdateMeta,
@@ -75,6 +75,9 @@ from .updates import (
     unsupported,
     yrs_reads,
 )
+
+#: what events are stamped with (a test may set another)
+now_ms = EVENT_CLOCK
 
 log = logging.getLogger("palimpsest.room")
 

@@ -22,6 +22,7 @@ from palimpsest.auth import identity
 from palimpsest.auth.tokens import mint
 from palimpsest.maintenance import plan_compact
 from palimpsest.settings import Settings
+from palimpsest.store.base import EventClock
 from palimpsest.util import iso
 
 
@@ -129,6 +130,66 @@ async def test_an_undo_group_in_an_older_log_whose_ts_go_back(
             r = await s.undo()
             assert r.ok
             await s.wait_for(lambda: str(s.text()) == "Q: ")
+
+
+class Stepped:
+    """A wall clock and a monotonic clock, in ms, moved by the test."""
+
+    def __init__(self, wall: int) -> None:
+        self.wall = wall
+        self.mono = 0
+
+    def pass_ms(self, ms: int) -> None:
+        self.wall += ms
+        self.mono += ms
+
+
+def test_the_event_clock_runs_on_after_a_backward_step() -> None:
+    """Stepped back, the clock rooms stamp with keeps its last reading and runs on by the
+    monotonic clock (at 3/4 speed, so that it catches up); stepped forward, it follows;
+    a stamp committed later than its own (another process's clock ahead) is taken up and
+    run on from."""
+    t = Stepped(1_800_000_000_000)
+    clock = EventClock(wall=lambda: t.wall, mono=lambda: t.mono)
+    assert clock() == 1_800_000_000_000
+    t.wall -= 600_000  # NTP steps it back 10 min
+    t.pass_ms(1_000)
+    assert clock() == 1_800_000_000_750  # runs on, at 3/4 speed while ahead
+    t.pass_ms(3_000)
+    assert clock() == 1_800_000_003_000  # a pause is still a pause
+    t.pass_ms(600_000)
+    assert clock() == 1_800_000_453_000 > t.wall
+    t.pass_ms(1_800_000)  # the wall clock has caught up: followed again
+    assert clock() == t.wall == 1_800_001_804_000
+    t.wall += 3_600_000  # stepped forward an hour
+    assert clock() == 1_800_005_404_000
+    clock.observe(1_800_005_500_000)  # another process's clock ahead
+    t.pass_ms(400)
+    assert clock() == 1_800_005_500_300
+    clock.observe(1)  # an older stamp changes nothing
+    assert clock() == 1_800_005_500_300
+
+
+async def test_undo_steps_stay_apart_after_a_backward_step(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Typed after the wall clock stepped back 10 min, with pauses: each pause still ends
+    an undo step, so one undo takes out the last word only (stamped with the document's
+    last ts until the wall clock caught up, the three words were one step and one undo
+    took them all)."""
+    t = Stepped(1_800_000_000_000)
+    monkeypatch.setattr(room, "now_ms", EventClock(wall=lambda: t.wall, mono=lambda: t.mono))
+    async with client.connect(server.ws_url, "steps", user="alice") as s:
+        s.text().insert(0, "one ")
+        await s.flush()
+        t.wall -= 600_000
+        for w in ["two ", "three "]:
+            t.pass_ms(2_000)  # a pause: past the undo capture window
+            s.text().append(w)
+            await s.flush()
+        r = await s.undo()
+        assert r.ok
+        await s.wait_for(lambda: str(s.text()) == "one two ")
 
 
 # --- a token's expiry by a wall clock stepped forward ------------------------------------

@@ -63,6 +63,51 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _mono_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+class EventClock:
+    """What a room stamps its events with (ms): the wall clock, except that it never runs
+    back. A wall clock stepped back (NTP, a restored VM) is not followed: the clock runs
+    on from its last reading by the monotonic clock, at three quarters of its speed, until
+    the wall clock is past it (a step of 10 minutes is caught up in 40); a
+    stamp this process sees committed later than its own (the store raised it to the
+    document's last event's, written by a process whose clock is ahead) is taken up the
+    same way (:meth:`observe`). The store keeps a document's ts from going back whatever
+    it is given; this keeps the gaps between a writer's edits, which undo groups by,
+    what they were: stamped with the document's last ts until the wall clock caught up,
+    every edit of those minutes was one undo step."""
+
+    __slots__ = ("_last", "_mono", "_wall_ms", "_mono_ms")
+
+    def __init__(
+        self, wall: Callable[[], int] | None = None, mono: Callable[[], int] | None = None
+    ) -> None:
+        self._wall_ms = wall or now_ms
+        self._mono_ms = mono or _mono_ms
+        self._last = 0
+        self._mono = 0
+
+    def __call__(self) -> int:
+        wall = self._wall_ms()
+        mono = self._mono_ms()
+        if self._last:  # ahead of the wall clock, it runs at 3/4 speed until caught up
+            wall = max(wall, self._last + (mono - self._mono) * 3 // 4)
+        self._last = wall
+        self._mono = mono
+        return wall
+
+    def observe(self, ts: int) -> None:
+        """`ts` was committed for an event this process stamped earlier: run on from it."""
+        if ts > self():
+            self._last = ts
+
+
+#: the clock rooms stamp events with (palimpsest.room)
+EVENT_CLOCK = EventClock()
+
+
 def checksum(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
