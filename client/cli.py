@@ -12,6 +12,9 @@ tail, revert.
     palimpsest revert notes --actor s06 --since 12 --dry-run  # what taking out s06's would do
     palimpsest revert notes --actor s06 --since "before the test"  # ... and do it
 
+A time given without an offset (``--at 2026-11-27T10:00``) is this machine's local time,
+as ``date`` reads it (the HTTP API reads one as UTC: the CLI sends the offset).
+
 The server is ``--url`` / PALIMPSEST_URL (default http://127.0.0.1:8000); you are
 ``--user`` / PALIMPSEST_USER in open mode, or ``--token`` / PALIMPSEST_TOKEN.
 """
@@ -80,7 +83,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("doc")
     at = p.add_mutually_exclusive_group()
     at.add_argument("--seq", type=int, help="the version after event SEQ")
-    at.add_argument("--at", help="the version at an ISO-8601 time")
+    at.add_argument("--at", metavar="TIME",
+                    help="the version at a time, ISO 8601 (2026-11-27T10:00, 2026-11-27 "
+                    "10:00:30, 2026-11-27: its midnight); without an offset it is this "
+                    "machine's local time (TZ), as `date` reads it; with one (Z, +05:30) "
+                    "the time it says")  # fmt: skip
     at.add_argument("--tag", help="a named version")
     p.add_argument(
         "--root",

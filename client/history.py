@@ -27,6 +27,7 @@ import httpx
 
 from palimpsest.errors import DocNameError
 from palimpsest.names import validate_doc_name
+from palimpsest.util import local_iso, with_local_offset
 
 from .errors import BadDocName, ServerGone, Timeout, from_http
 from .session import KeptContainers, OpResult, Removed, _kept, _removed, check_url, op_result
@@ -228,7 +229,11 @@ def _doc_path(doc: str) -> str:
 
 
 def _iso(at: str | datetime) -> str:
-    return at.isoformat() if isinstance(at, datetime) else at
+    """A time as sent to the server, which reads one without an offset as UTC: a naive
+    datetime, or a string without an offset (``2026-11-27T10:00``, a date alone: its
+    midnight), is this machine's local time, as ``date`` reads it, and is sent with its
+    offset; an aware datetime or a string with an offset (or ``Z``) is sent as it is."""
+    return local_iso(at) if isinstance(at, datetime) else with_local_offset(at)
 
 
 class History:
@@ -349,7 +354,8 @@ class History:
         since: str | datetime | None = None,
         until: str | datetime | None = None,
     ) -> EventPage:
-        """One page of the event log (oldest first), filtered by actor and time."""
+        """One page of the event log (oldest first), filtered by actor and time (`since`,
+        `until`: a naive time is this machine's local time, as for :meth:`version`)."""
         params = {
             "after": after, "limit": limit, "actor": actor,
             "since": None if since is None else _iso(since),
@@ -454,7 +460,9 @@ class History:
         tag: str | None = None,
     ) -> Version:
         """The document after event `seq`, at a named version `tag` (also given in `seq`'s
-        place, as restore() takes it), at time `at`, or now."""
+        place, as restore() takes it), at time `at`, or now. `at` is a datetime or an
+        ISO-8601 string; a naive one (``datetime.now()``, ``"2026-11-27T10:00"``) is this
+        machine's local time and is sent with its offset, an aware one as it is."""
         path, params = self._version_path(doc, seq, tag, at)
         body = await self._json("GET", path, f"reading {doc!r} ({path})", params=params)
         return Version(int(body.get("seq") or 0), body.get("ts"), dict(body.get("roots") or {}))

@@ -28,7 +28,7 @@ from .snapshots import Fixes, Loaded, TooBroken, chain, load, new_doc
 from .store import EventStore
 from .store.base import BASE_TS, DocInfo, Event, NewEvent
 from .updates import decode_update_meta, unsupported
-from .util import parse_iso
+from .util import parse_iso, with_local_offset
 
 #: events read per query while folding a log
 PAGE = 5000
@@ -255,10 +255,17 @@ class CompactPlan:
         return max(0, self.before - self.base_seq)
 
 
-async def plan_compact(store: EventStore, doc: str, before: str | int) -> CompactPlan:
+async def plan_compact(
+    store: EventStore, doc: str, before: str | int, *, local: bool = False
+) -> CompactPlan:
     """Where a compaction of `doc` would end: `before` is a seq, a tag name or an ISO-8601
-    time (the last seq at or before it). Refused past the head, or past a named version
-    (it would stop rendering)."""
+    time (the last seq at or before it); one without an offset is UTC (the HTTP API's
+    rule), or with `local` (the CLI's) this machine's local time. Refused past the
+    head, or past a named version (it would stop rendering)."""
+
+    def parse_time(text: str) -> int:
+        return parse_iso(with_local_offset(text) if local else text)
+
     info = await require(store, doc)
     raw = str(before).strip()
     tags = {t.name: t.seq for t in await store.tags(doc)}
@@ -269,7 +276,7 @@ async def plan_compact(store: EventStore, doc: str, before: str | int) -> Compac
     elif raw in tags:
         seq = tags[raw]
         try:
-            at = parse_iso(raw)
+            at = parse_time(raw)
         except Exception:
             pass
         else:
@@ -279,7 +286,7 @@ async def plan_compact(store: EventStore, doc: str, before: str | int) -> Compac
             )
     else:
         try:
-            ts = parse_iso(raw)
+            ts = parse_time(raw)
         except Exception as e:
             raise NoSuchVersion(
                 f"--before is a seq, a tag name or an ISO-8601 time: {doc!r} has no tag "

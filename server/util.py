@@ -26,6 +26,36 @@ _DATE_TIME = re.compile(
 )
 
 
+#: a date alone, or a date-time without an offset (the forms _DATE_TIME takes)
+_NAIVE = re.compile(r"(\d{4}-\d{2}-\d{2})(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?")
+
+
+def with_local_offset(text: str) -> str:
+    """A time as a command line or a client is given it, written for the HTTP API: a
+    date-time (or a date: its midnight) without an offset is this machine's local time,
+    as `date` reads one, and gets its offset (ISO 8601, to the microsecond); anything
+    else (an offset or Z given, not a time at all) is returned as it is, for the server
+    to read or refuse. The server reads a time without an offset as UTC."""
+    m = _NAIVE.fullmatch(text.strip())
+    if m is None:
+        return text
+    date, hour, minute, second, fraction = m.groups()
+    try:
+        naive = datetime.fromisoformat(date).replace(
+            hour=int(hour or 0), minute=int(minute or 0), second=int(second or 0),
+            microsecond=int((fraction or "0")[:6].ljust(6, "0")),
+        )  # fmt: skip
+    except ValueError:
+        return text  # (no such date or hour: the server says so)
+    return local_iso(naive)
+
+
+def local_iso(moment: datetime) -> str:
+    """`moment` in ISO 8601 with its offset: a naive datetime is this machine's local
+    time (as Python reads one); an aware one keeps its own offset."""
+    return (moment.astimezone() if moment.tzinfo is None else moment).isoformat()
+
+
 def parse_iso(text: str) -> int:
     """An ISO-8601 / RFC 3339 timestamp as milliseconds since the epoch; one without an
     offset is UTC (the HTTP API's rule: docs/openapi.yaml)."""

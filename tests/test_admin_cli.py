@@ -687,3 +687,36 @@ async def test_verify_backup_and_copy_say_what_they_did_as_json(
     said = json.loads(r.out)
     assert r.code == 1 and said["ok"] is False and said["documents"] == 1, r
     assert said["problems"] and all(p.startswith("notes") for p in said["problems"]), r
+
+
+@pytest.mark.parametrize("tz", ["America/New_York", "Asia/Kolkata"])
+async def test_compact_before_a_time_without_offset_reads_it_as_local_time(
+    tmp_path: Path, tz: str
+) -> None:
+    """`compact --before` with a time typed without an offset read it as UTC (the HTTP
+    API's rule): in Kolkata 5.5 hours later than meant, which folded every event up to
+    the head. As every command of the CLI, it reads it as the machine's local time."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    db = tmp_path / "tz.db"
+    async with run_server(settings_for(db)) as srv:
+        async with connect(srv.ws_url, "log", user="ann") as c:
+            await type_each(srv, c, "log", [f"a{i} " for i in range(4)])
+            await asyncio.sleep(0.05)  # (event 2's ts is not 3's)
+        ts = {e.seq: e.ts for e in await srv.backend.store.read("log")}
+    assert ts[2] < ts[3], ts
+    wall = datetime.fromtimestamp(ts[2] / 1000, UTC).astimezone(ZoneInfo(tz))
+    typed = wall.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]  # no offset
+    ran = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "palimpsest", "compact", "log", "--before", typed, "--yes",
+         "--db", str(db)],
+        capture_output=True, text=True, timeout=120, env=dict(os.environ, TZ=tz),
+    )  # fmt: skip
+    assert ran.returncode == 0 and "2 events folded" in ran.stdout, ran
+    ran = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "palimpsest", "compact", "--help"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "local time" in " ".join(ran.stdout.split()), ran.stdout

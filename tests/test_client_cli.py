@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -435,3 +436,59 @@ async def test_text_output_does_not_depend_on_the_locale(server: RunningServer) 
             assert done.stdout == want, argv
         else:
             assert want in done.stdout, (argv, done.stdout)
+
+
+async def _two_timed_events(server: RunningServer, doc: str) -> tuple[int, int]:
+    """Events 1 ("first") and 2 ("first second") of `doc`, their ts (ms) apart."""
+    async with httpx.AsyncClient(base_url=server.url, params={"user": "ada"}) as http:
+        for text in ("first", "first second"):
+            r = await http.put(f"/api/docs/{doc}/text", json={"text": text})
+            assert r.status_code == 200, r.text
+            await asyncio.sleep(0.05)  # (a ts of its own: ms apart)
+    ts1, ts2 = (e.ts for e in await server.backend.store.read(doc))
+    assert ts1 < ts2
+    return ts1, ts2
+
+
+async def run_in_zone(tz: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`palimpsest ARGV` in a process of its own whose local time zone is `tz`."""
+    return await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "palimpsest", *argv],
+        capture_output=True, text=True, timeout=120, env=dict(os.environ, TZ=tz),
+    )  # fmt: skip
+
+
+def local_wall_time(ts_ms: int, tz: str, fmt: str = "%Y-%m-%dT%H:%M:%S.%f") -> str:
+    """The wall-clock time in zone `tz` at `ts_ms`, written with no offset (as a user
+    in that zone types it, as `date` prints it), to the millisecond."""
+    from zoneinfo import ZoneInfo
+
+    moment = datetime.fromtimestamp(ts_ms / 1000, UTC).astimezone(ZoneInfo(tz))
+    return moment.strftime(fmt)[: -3 if fmt.endswith("%f") else None]
+
+
+@pytest.mark.parametrize("tz", ["America/New_York", "Asia/Kolkata"])
+async def test_cat_at_a_time_without_offset_reads_it_as_local_time(
+    server: RunningServer, tz: str
+) -> None:
+    """`TZ=America/New_York palimpsest cat notes --at <NY wall time>` printed '' and
+    exited 0 (the time was sent as typed and the server reads one without an offset as
+    UTC: hours before the first event); in Kolkata it printed the head. The CLI reads a
+    time without an offset as the machine's local time, as `date` does, and sends it
+    with its offset; one with an offset is sent as it is."""
+    ts1, ts2 = await _two_timed_events(server, "zoned")
+    url = ("--url", server.url, "--user", "x")
+    for at, want in ((ts1, "first"), (ts2, "first second")):
+        ran = await run_in_zone(tz, "cat", "zoned", "--at", local_wall_time(at, tz), *url)
+        assert (ran.returncode, ran.stdout) == (0, want), ran
+        # a space for the T (RFC 3339's other form) is local time too
+        spaced = local_wall_time(at, tz).replace("T", " ")
+        ran = await run_in_zone(tz, "cat", "zoned", "--at", spaced, *url)
+        assert (ran.returncode, ran.stdout) == (0, want), ran
+    # with an offset (or Z), as given: the same instant wherever the CLI runs
+    utc = datetime.fromtimestamp(ts1 / 1000, UTC).isoformat(timespec="milliseconds")
+    for given in (utc, utc.replace("+00:00", "Z")):
+        ran = await run_in_zone(tz, "cat", "zoned", "--at", given, *url)
+        assert (ran.returncode, ran.stdout) == (0, "first"), ran
+    ran = await run_in_zone(tz, "cat", "--help")
+    assert "local time" in " ".join(ran.stdout.split()), ran.stdout

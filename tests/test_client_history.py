@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -210,3 +212,50 @@ async def test_give_up_ends_a_stream_a_server_accepts_and_never_answers() -> Non
         for writer in held:
             writer.close()
         hole.close()
+
+
+@pytest.fixture(params=["America/New_York", "Asia/Kolkata"])
+def local_zone(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """This process's local time zone for the test (TZ, then tzset), put back after."""
+    monkeypatch.setenv("TZ", request.param)
+    time.tzset()
+    try:
+        yield request.param
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+async def test_a_naive_time_is_the_machines_local_time(
+    server: RunningServer, local_zone: str
+) -> None:
+    """`version(at=datetime.now())`-style naive datetimes were sent without an offset,
+    which the server reads as UTC: in New York the version before the first event (whose
+    roots, none, made `roots['content']` a KeyError), in Kolkata silently the head. A
+    naive datetime or time string is the machine's local time, sent with its offset;
+    an aware one (or a string with an offset) is sent as it is."""
+    await three_versions(server, "zoned")
+    events = await server.backend.store.read("zoned")
+    ts = {e.seq: e.ts for e in events}
+    assert ts[1] < ts[2] < ts[3], ts
+    async with client.History(server.url, user="ada") as h:
+        for seq in (1, 2):
+            naive = datetime.fromtimestamp(ts[seq] / 1000)  # local wall time, as now() gives
+            assert naive.tzinfo is None
+            # the instant the test expects: the naive time in the local zone
+            assert round(naive.astimezone().timestamp() * 1000) == ts[seq]
+            assert (await h.version("zoned", at=naive)).seq == seq, (local_zone, naive)
+            assert (await h.version("zoned", at=naive.isoformat())).seq == seq
+            written = naive.isoformat(sep=" ", timespec="milliseconds")
+            assert (await h.version("zoned", at=written)).seq == seq
+            update = await h.version_update("zoned", at=naive)
+            assert update == await h.version_update("zoned", seq)
+            # aware: as it is, whatever the local zone
+            aware = datetime.fromtimestamp(ts[seq] / 1000, UTC)
+            assert (await h.version("zoned", at=aware)).seq == seq
+            assert (await h.version("zoned", at=aware.isoformat())).seq == seq
+        first, third = (datetime.fromtimestamp(ts[s] / 1000) for s in (1, 3))
+        page = await h.events("zoned", since=first, until=third)
+        assert [e.seq for e in page.events] == [1, 2, 3]
+        page = await h.events("zoned", since=first.isoformat(), until=first.isoformat())
+        assert [e.seq for e in page.events] == [1]

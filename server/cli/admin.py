@@ -151,7 +151,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("doc", metavar="DOC")
     p.add_argument("--before", required=True,
                    help="a seq, a tag name, or an ISO-8601 time (the last seq at or "
-                   "before it)")  # fmt: skip
+                   "before it); a time without an offset is this machine's local time "
+                   "(TZ), as `date` reads it")  # fmt: skip
     p.add_argument("--yes", action="store_true", help="really delete the old events")
     p.add_argument("--purge-deleted", action="store_true",
                    help="write the base with the content of deleted items removed (Yjs "
@@ -511,7 +512,7 @@ async def verify(store: EventStore, args: argparse.Namespace) -> int:
 
 
 async def compact(store: EventStore, args: argparse.Namespace) -> int:
-    plan = await plan_compact(store, args.doc, args.before)
+    plan = await plan_compact(store, args.doc, args.before, local=True)
     purge = bool(args.purge_deleted)
     if purge and plan.events == 0 and plan.base_seq:
         if not args.yes:
