@@ -32,10 +32,13 @@ import stat
 import sys
 import time
 from collections.abc import AsyncIterable, Callable, Coroutine
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from palimpsest.util import with_local_offset
 
 from .errors import ClientError, NotFound, ReadOnly, Refused, Timeout
 from .history import DEFAULT_URL, History, Version
@@ -87,7 +90,8 @@ def register(subparsers: Any) -> None:
                     help="the version at a time, ISO 8601 (2026-11-27T10:00, 2026-11-27 "
                     "10:00:30, 2026-11-27: its midnight); without an offset it is this "
                     "machine's local time (TZ), as `date` reads it; with one (Z, +05:30) "
-                    "the time it says")  # fmt: skip
+                    "the time it says. Before the document's first event: nothing "
+                    "printed, exit 1")  # fmt: skip
     at.add_argument("--tag", help="a named version")
     p.add_argument(
         "--root",
@@ -266,6 +270,8 @@ async def cmd_cat(args: argparse.Namespace) -> int:
         # a name nobody has written to (a typo?) is an error (NotFound), as in `history`;
         # a document whose text is empty prints nothing
         v = await h.version(args.doc, args.seq, at=args.at, tag=args.tag)
+        if args.at is not None and v.seq == 0:
+            return await _before_first_event(args, h)
     try:
         name = pick_root(args.doc, v.roots, args.root, editing=False)
     except NoRoot as e:
@@ -275,6 +281,23 @@ async def cmd_cat(args: argparse.Namespace) -> int:
         return await _cat_by(args, v, name)
     _write(_root_value(v, name))
     return 0
+
+
+async def _before_first_event(args: argparse.Namespace, h: History) -> int:
+    """`cat --at` a time before the document's first event: nothing printed, said on
+    stderr with the first event's time (in UTC and here), exit 1, as for a document
+    nobody wrote to. An empty output with exit 0 looked like an empty text, and the
+    likely cause is a time in another zone than meant."""
+    page = await h.events(args.doc, limit=1)
+    first = page.events[0].ts if page.events else None
+    when = ""
+    if first:
+        with contextlib.suppress(ValueError):
+            here = datetime.fromisoformat(first).astimezone()
+            when = f": its first is at {first} ({here.isoformat(timespec='milliseconds')} here)"
+    at = with_local_offset(args.at)
+    print(f"palimpsest: {args.doc!r} had no events at that time ({at}){when}", file=sys.stderr)
+    return 1
 
 
 async def _cat_by(args: argparse.Namespace, v: Version, name: str) -> int:

@@ -127,6 +127,9 @@ class EventPage:
 
 @dataclass(frozen=True, slots=True)
 class Version:
+    """A document at a version. Before its first event (seq 0, as ``at=`` a time before
+    it answers): ts None and no roots, and ``.text`` "" as for any root it lacks."""
+
     seq: int
     ts: str | None
     #: every root type: {"content": {"type": "text", "value": "..."}}

@@ -492,3 +492,29 @@ async def test_cat_at_a_time_without_offset_reads_it_as_local_time(
         assert (ran.returncode, ran.stdout) == (0, "first"), ran
     ran = await run_in_zone(tz, "cat", "--help")
     assert "local time" in " ".join(ran.stdout.split()), ran.stdout
+
+
+async def test_cat_at_a_time_before_the_first_event_says_so(server: RunningServer) -> None:
+    """`cat --at` a time before the document's first event printed '' and exited 0, as
+    for an emptied document: a time in the wrong zone looked like an empty text. It
+    prints nothing, says on stderr that the document had no events then and when its
+    first is, and exits 1 (as `cat` of a document nobody wrote to: a script stops)."""
+    tz = "America/New_York"
+    ts1, _ = await _two_timed_events(server, "young")
+    first = datetime.fromtimestamp(ts1 / 1000, UTC).isoformat(timespec="milliseconds")
+    first = first.replace("+00:00", "Z")
+    url = ("--url", server.url, "--user", "x")
+    for before in (ts1 - 1, ts1 - 3_600_000):
+        for extra in ((), ("--by", "ada")):
+            at = local_wall_time(before, tz)
+            ran = await run_in_zone(tz, "cat", "young", "--at", at, *extra, *url)
+            assert (ran.returncode, ran.stdout) == (1, ""), ran
+            assert "'young' had no events at that time" in ran.stderr, ran
+            assert f"its first is at {first}" in ran.stderr, ran
+            assert local_wall_time(ts1, tz) in ran.stderr, ran  # (and in local time)
+    # at the first event's time: its version
+    ran = await run_in_zone(tz, "cat", "young", "--at", local_wall_time(ts1, tz), *url)
+    assert (ran.returncode, ran.stdout, ran.stderr) == (0, "first", ""), ran
+    # --seq 0 asks for the empty version before the first event by its number: no error
+    ran = await run_in_zone(tz, "cat", "young", "--seq", "0", *url)
+    assert (ran.returncode, ran.stdout) == (0, ""), ran

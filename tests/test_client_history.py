@@ -259,3 +259,20 @@ async def test_a_naive_time_is_the_machines_local_time(
         assert [e.seq for e in page.events] == [1, 2, 3]
         page = await h.events("zoned", since=first.isoformat(), until=first.isoformat())
         assert [e.seq for e in page.events] == [1]
+
+
+async def test_a_version_before_the_first_event_has_no_roots_and_an_empty_text(
+    server: RunningServer,
+) -> None:
+    """`version(at=...)` before the first event answers seq 0, no ts and no roots: the
+    document before it was written. `roots["content"]` is a KeyError there (as the
+    field tester's script found); `.text` and `root_text()` are "", as for a document
+    whose text is empty."""
+    await three_versions(server, "young")
+    (first, *_) = await server.backend.store.read("young")
+    before = datetime.fromtimestamp((first.ts - 1) / 1000)  # naive: local
+    async with client.History(server.url, user="ada") as h:
+        v = await h.version("young", at=before)
+        assert (v.seq, v.ts, v.roots) == (0, None, {})
+        assert v.text == "" and v.root_text("content") == "" and v.root_text("other") == ""
+        assert (await h.version("young", 0)) == v
