@@ -332,3 +332,32 @@ async def test_refusals_by_time_say_the_servers_time(settings: Settings) -> None
             detail = r.json()["detail"]
             assert r.status_code == 401 and said in detail, r.text
             assert "this server's time is 20" in detail and "leeway 30 s" in detail, detail
+
+
+async def test_a_tag_made_after_a_backward_step_is_not_dated_before_its_version(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The events were stamped by a clock that then stepped back (here: the room's clock
+    ahead of the store's); a tag named afterwards said it was made before the events of
+    the version it names. Its ts (as a snapshot's) is raised to the document's last
+    event's, as the events' own are."""
+    t0 = int(time.time() * 1000) + 3_600_000  # an hour ahead, then back to now
+    clock = Clock(t0)
+    monkeypatch.setattr(room, "now_ms", clock)
+    async with httpx.AsyncClient(base_url=server.url, params={"user": "alice"}) as c:
+        for i, text in enumerate(["one", "one two"]):
+            clock.ms = t0 + i * 1_000
+            r = await c.put("/api/docs/tagged/text", json={"text": text})
+            assert r.status_code == 200, r.text
+        r = await c.post("/api/docs/tagged/tags", json={"name": "v1", "seq": 1})
+        assert r.status_code == 201, r.text
+        assert r.json()["tag"]["ts"] >= iso(t0 + 1_000), r.json()
+        r = await c.get("/api/docs/tagged/tags")
+        assert [(t["name"], t["ts"] >= iso(t0 + 1_000)) for t in r.json()["tags"]] == [
+            ("v1", True)
+        ], r.json()
+        r = await c.get("/api/docs/tagged/versions/v1")
+        assert r.json()["ts"] == iso(t0) and r.json()["seq"] == 1, r.json()
+    await server.backend.store.put_snapshot("tagged", 2, b"")  # (as a checkpoint writes it)
+    (snap,) = await server.backend.store.snapshots("tagged")
+    assert snap.ts >= t0 + 1_000

@@ -41,8 +41,10 @@ from .segments import SEGMENT_EVENTS
 _SnapRow = tuple[int, bytes, str, str]
 
 
-def _snap_row(state: bytes, meta: dict[str, Any]) -> _SnapRow:
-    return now_ms(), *snapshot_row(state, meta)
+def _snap_row(state: bytes, meta: dict[str, Any], floor: int = 0) -> _SnapRow:
+    """`floor`: the document's last event's ts, which the clock is raised to (after it
+    stepped back, as an event's: EventStore.append)."""
+    return max(now_ms(), floor), *snapshot_row(state, meta)
 
 
 class MemoryStore(EventStore):
@@ -292,7 +294,7 @@ class MemoryStore(EventStore):
         self._check()
         if base is not None and (seq <= base[0] or self._mark(doc) != base):
             return False
-        self._snaps.setdefault(doc, {})[seq] = _snap_row(state, meta or {})
+        self._snaps.setdefault(doc, {})[seq] = _snap_row(state, meta or {}, self._last_ts(doc))
         return True
 
     async def compaction_bases(self, docs: Sequence[str]) -> dict[str, BaseMark]:
@@ -334,9 +336,10 @@ class MemoryStore(EventStore):
         kept = [e for e in evs if e.seq > before]
         self._events[doc] = kept
         snaps = {s: v for s, v in self._snaps.get(doc, {}).items() if s > before}
+        floor = max((e.ts for e in evs), default=0)
         if above is not None:
-            snaps = {s: _snap_row(st, m) for s, (st, m) in above.items() if s > before}
-        snaps[before] = _snap_row(state, {"base": True})
+            snaps = {s: _snap_row(st, m, floor) for s, (st, m) in above.items() if s > before}
+        snaps[before] = _snap_row(state, {"base": True}, floor)
         self._snaps[doc] = snaps
         self._base[doc] = max(self._base.get(doc, 0), before)
         self._derived.pop(doc, None)  # (it names what the folded events did)
@@ -347,8 +350,13 @@ class MemoryStore(EventStore):
         tags = self._tags.setdefault(doc, {})
         if not move and name in tags:
             return tags[name]
-        tag = tags[name] = Tag(doc, name, seq, now_ms(), actor)
+        tag = tags[name] = Tag(doc, name, seq, max(now_ms(), self._last_ts(doc)), actor)
         return tag
+
+    def _last_ts(self, doc: str) -> int:
+        """The document's last event's ts (0: none), which a snapshot's and a tag's ts
+        are raised to."""
+        return max((e.ts for e in self._events.get(doc, [])), default=0)
 
     async def tags(self, doc: str) -> list[Tag]:
         self._check()

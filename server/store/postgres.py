@@ -219,9 +219,13 @@ def split_url(url: str) -> tuple[str, str | None]:
     return dsn, schema
 
 
+#: a document's last event's ts, which a snapshot's and a tag's ts are raised to (after
+#: a clock stepped back, as an event's: EventStore.append)
+_DOC_TS_FLOOR = "COALESCE((SELECT updated_ts FROM docs WHERE name = $1), 0)"
 _PUT_SNAPSHOT = (
     "INSERT INTO snapshots (doc, seq, ts, state, checksum, meta) "
-    "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (doc, seq) DO UPDATE SET "
+    f"VALUES ($1, $2, GREATEST($3::bigint, {_DOC_TS_FLOOR}), $4, $5, $6) "
+    "ON CONFLICT (doc, seq) DO UPDATE SET "
     "ts = excluded.ts, state = excluded.state, checksum = excluded.checksum, "
     "meta = excluded.meta"
 )
@@ -1542,22 +1546,23 @@ class PostgresStore(EventStore):
     async def put_tag(self, doc: str, name: str, seq: int, actor: str, *, move: bool = True) -> Tag:
         tag = Tag(doc, name, seq, now_ms(), actor)
         args = (tag.doc, tag.name, tag.seq, tag.ts, tag.actor)
+        values = f"VALUES ($1, $2, $3, GREATEST($4::bigint, {_DOC_TS_FLOOR}), $5)"
         if move:
-            await self._fetch(
-                "INSERT INTO tags (doc, name, seq, ts, actor) VALUES ($1, $2, $3, $4, $5) "
+            rows = await self._fetch(
+                f"INSERT INTO tags (doc, name, seq, ts, actor) {values} "
                 "ON CONFLICT (doc, name) DO UPDATE SET seq = excluded.seq, ts = excluded.ts, "
-                "actor = excluded.actor",
+                "actor = excluded.actor RETURNING ts",
                 *args,
                 what="tag write",
             )
-            return tag
+            return dataclasses.replace(tag, ts=int(rows[0][0])) if rows else tag
         for _ in range(3):
             # the new row, or the one in the way; neither when that one was committed after
             # this statement's snapshot was taken: the next statement sees it (or its
             # deletion, and inserts)
             rows = await self._fetch(
                 "WITH new AS (INSERT INTO tags (doc, name, seq, ts, actor) "
-                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (doc, name) DO NOTHING "
+                f"{values} ON CONFLICT (doc, name) DO NOTHING "
                 "RETURNING doc, name, seq, ts, actor) "
                 "SELECT doc, name, seq, ts, actor FROM new UNION ALL "
                 "SELECT doc, name, seq, ts, actor FROM tags WHERE doc = $1 AND name = $2",

@@ -119,8 +119,11 @@ class _Raced(Exception):
     """A seal found its run changed under it (another sealer, a compaction, a deletion)."""
 
 
+#: a snapshot's ts is the clock's, raised to its document's last event's ts (after a
+#: clock stepped back, as an event's: EventStore.append)
 _PUT_SNAPSHOT = (
-    "INSERT OR REPLACE INTO snapshots (doc, seq, ts, state, checksum, meta) VALUES (?,?,?,?,?,?)"
+    "INSERT OR REPLACE INTO snapshots (doc, seq, ts, state, checksum, meta) VALUES (?1, ?2, "
+    "MAX(?3, COALESCE((SELECT updated_ts FROM docs WHERE name = ?1), 0)), ?4, ?5, ?6)"
 )
 #: a document's compaction base (store.base.BaseMark): its seq and its row's checksum
 _BASE_MARKS_SQL = (
@@ -1868,8 +1871,10 @@ class SQLiteStore(EventStore):
 
         def write(db: sqlite3.Connection) -> Tag:
             verb = "INSERT OR REPLACE" if move else "INSERT OR IGNORE"
+            # its ts raised to the document's last event's, as a snapshot's
             db.execute(
-                f"{verb} INTO tags (doc, name, seq, ts, actor) VALUES (?,?,?,?,?)",
+                f"{verb} INTO tags (doc, name, seq, ts, actor) VALUES (?1, ?2, ?3, "
+                "MAX(?4, COALESCE((SELECT updated_ts FROM docs WHERE name = ?1), 0)), ?5)",
                 (tag.doc, tag.name, tag.seq, tag.ts, tag.actor),
             )
             row = db.execute(

@@ -20,7 +20,7 @@ import pytest
 
 from palimpsest.errors import ActorTaken, StoreError
 from palimpsest.store import open_store, snapshot_codec
-from palimpsest.store.base import Event, EventStore, NewEvent, checksum, dump_meta
+from palimpsest.store.base import Event, EventStore, NewEvent, checksum, dump_meta, now_ms
 from palimpsest.store.doc_pages import DocPage, NameRange
 from palimpsest.store.revocations import Revoked
 from store.cursor_contract import CursorContract
@@ -725,6 +725,32 @@ class StoreContract(CursorContract):
         assert await store.delete_tag("t", "v1") is False
         assert [x.name for x in await store.tags("t")] == ["a", "draft"]
         assert await store.tags("other") == []
+
+    async def test_tags_and_snapshots_are_stamped_no_earlier_than_the_documents_events(
+        self, store: EventStore
+    ) -> None:
+        """A tag's ts (when it was named) and a snapshot's (when it was written) were the
+        store's wall clock as it was: after a clock stepped back, a tag made later than
+        its version's events said it was made before them. They are raised to the
+        document's last event's ts, as the events' own ts are (never back within a
+        document); a clock ahead of the events is kept as it is."""
+        later = now_ms() + 3_600_000  # events stamped an hour on: the clock stepped back
+        await store.append([("late", [ev(ts=later - 10), ev(ts=later), ev(ts=later)])])
+        tag = await store.put_tag("late", "v1", 2, "ann")
+        kept = await store.put_tag("late", "v2", 3, "ann", move=False)
+        assert tag.ts >= later and kept.ts >= later, (tag, kept)
+        assert all(t.ts >= later for t in await store.tags("late"))
+        await store.put_snapshot("late", 2, b"two")
+        await store.compact("late", 1, b"base-1")
+        snaps = await store.snapshots("late")
+        assert [s.seq for s in snaps] == [1, 2] and all(s.ts >= later for s in snaps), snaps
+        # a document whose events are older: the clock, as it is
+        before = now_ms()
+        await store.append([("early", [ev(ts=1000)])])
+        tag = await store.put_tag("early", "v1", 1, "ann")
+        await store.put_snapshot("early", 1, b"one")
+        (snap,) = await store.snapshots("early")
+        assert tag.ts >= before and snap.ts >= before and tag.ts < later
 
     async def test_a_tag_put_without_move_keeps_the_one_in_use(self, store: EventStore) -> None:
         await store.append([("tm", [ev() for _ in range(5)])])
