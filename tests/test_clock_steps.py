@@ -192,6 +192,38 @@ async def test_undo_steps_stay_apart_after_a_backward_step(
         await s.wait_for(lambda: str(s.text()) == "one two ")
 
 
+async def test_a_close_after_which_the_clock_steps_back_is_logged(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close_group judged a step over by its time with the wall clock (now - the step's
+    last ts >= undo_capture_ms) and then ended it in memory only, logging nothing. The
+    next change's ts is not at least that clock's (a clock that then stepped back, here
+    the room's 10 minutes behind the one close_group read; another process's): logged
+    100 ms after the step's last, it joined that step wherever the stacks were rebuilt
+    from the log (a restart, another process), and one undo took out both changes,
+    where the live room's took out one. A close is decided by the log now: only a step
+    the document's own later ts ended is left unlogged."""
+    clock = Clock(int(time.time() * 1000) - 600_000)
+    monkeypatch.setattr(room, "now_ms", clock)
+    async with run_server(settings) as server:
+        async with client.connect(server.ws_url, "steps", user="ann") as s:
+            s.text().insert(0, "one ")
+            await s.flush()
+            closed = await s.close_group()
+            assert closed.ok and closed.seq is not None, closed  # (logged: a mark)
+            clock.ms += 100
+            s.text().append("two")
+            await s.flush()
+    with sqlite3.connect(settings.db) as db:
+        db.execute("DELETE FROM snapshots")  # the stacks rebuilt from the log
+    async with run_server(settings) as server:
+        async with client.connect(server.ws_url, "steps", user="ann") as s:
+            await s.wait_for(lambda: str(s.text()) == "one two")
+            assert (await s.undo()).ok
+            await s.wait_for(lambda: str(s.text()) == "one ")
+            assert str(s.text()) == "one "
+
+
 # --- a token's expiry by a wall clock stepped forward ------------------------------------
 
 SECRET = "clock-steps-test-secret-of-32-bytes-at-least"

@@ -18,7 +18,7 @@ from ..errors import BadRequest, PalimpsestError, StoreError
 from ..ranges import Ranges, to_b64
 from ..removed import change_of_off_loop, removed_others
 from ..room import Room
-from ..store.base import Event, now_ms
+from ..store.base import Event
 from .containers import Kept
 from .recorder import MARK, REDO, UNDO, RoomUndo
 from .stacks import GROUP_ID_MAX, Stacks, Step
@@ -232,7 +232,14 @@ async def close_group(room: Room, actor: str, group: str | None = None) -> Group
     order, not at once: closed at once, an edit logged between the request and its mark
     began a step of its own here while every other process, reading the log, added it
     to the step the mark then closed; their stacks differed, and an undo made on one
-    reverted on the other part of a step ("not on ann's stack")."""
+    reverted on the other part of a step ("not on ann's stack").
+
+    A step is left unlogged as ended by its time only when the log says so: the
+    document's events since it are stamped ``undo_capture_ms`` or more after its last
+    (its next event's ts is at least theirs). The wall clock cannot say: the next
+    event may be stamped before it (the clock stepped back, another process's is
+    behind), and would join the step wherever the stacks are rebuilt from the log,
+    while here, ended in memory only, it began a new one."""
     await room.flush()
     state = state_of(room)
     st = state.get(actor)
@@ -240,7 +247,7 @@ async def close_group(room: Room, actor: str, group: str | None = None) -> Group
         # closed already (a retried close), ended by its idle time, or another one
         return GroupAnswer(None, group, st.group_steps(group) if st is not None else 0)
     if st is None or (
-        st.group is None and (not st.open or now_ms() - st.last_ts >= state.capture_ms)
+        st.group is None and (not st.open or state.last_ts - st.last_ts >= state.capture_ms)
     ):
         if st is not None:
             st.open = False

@@ -178,6 +178,10 @@ class RoomUndo:
 
         #: the seq of the last event recorded
         self.last_seq = room.seq
+        #: the latest ts of the events recorded (0: none yet): the document's next
+        #: event's ts is at least this (the store keeps ts from going back), whatever
+        #: any clock says; close_group judges a step ended by its time with it
+        self.last_ts = 0
         #: the document's state vector when this began, and the clocks each client's
         #: recorded events reached since: a new step's ``floor`` (see ``floor``)
         self._base = room.doc.get_state()
@@ -239,6 +243,8 @@ class RoomUndo:
         every edit: the common case, a keystroke joining the open step, is kept short.)"""
         if ev.seq > self.last_seq:
             self.last_seq = ev.seq
+        if ev.ts > self.last_ts:
+            self.last_ts = ev.ts
         for client, spans in ins.items():
             if spans[-1][1] > self._clocks.get(client, 0):
                 self._clocks[client] = spans[-1][1]
