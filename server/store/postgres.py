@@ -140,8 +140,9 @@ _SNAPSHOT_LOCK = 0x50616C69  # "Pali"
 #: advisory lock namespace (two-int form, the second key ``hashtext(schema)``) for
 #: serving a schema (server/serving_lock.py)
 SERVING_LOCK = _SNAPSHOT_LOCK + 1
-#: advisory lock namespace (two-int form, the second key ``hashtext('schema/doc')``) for a
-#: document's server changes (PostgresStore.server_changes)
+#: advisory lock namespace (two-int form, the second key ``hashtext('schema/doc')``, the
+#: schema as PostgreSQL resolved it: PostgresStore.resolved_schema) for a document's server
+#: changes (PostgresStore.server_changes)
 _CHANGE_LOCK = _SNAPSHOT_LOCK + 2
 _RETRIES = 5
 #: SQL: a snapshot row's checksum holds, in either form (see base.snapshot_checksum)
@@ -323,6 +324,10 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     rolls back a transaction left open before calling this."""
 
 
+async def _current_schema(conn: asyncpg.Connection) -> str:
+    return str(await conn.fetchval("SELECT current_schema()") or "")
+
+
 async def _snapshot_row(
     doc: str, seq: int, state: bytes, meta: dict[str, Any] | None
 ) -> tuple[str, int, int, bytes, str, str]:
@@ -361,6 +366,12 @@ class PostgresStore(EventStore):
         self._recent = RecentRows()
         self._snapshot_rewrite_after = 0.0
         self.schema = schema or url_schema
+        #: the schema the tables live in as PostgreSQL resolved it (``current_schema()``,
+        #: read at start): the same for a process that names it with ?schema= and one
+        #: whose role's search_path names it. Every key that must be one for every process
+        #: on these tables (an advisory lock, an identity) is made of this, never of
+        #: ``schema`` as configured (None for the second one)
+        self.resolved_schema = ""
         if self.schema is not None and not _SCHEMA_RE.match(self.schema):
             raise StoreError(f"schema name {self.schema!r} must match {_SCHEMA_RE.pattern}")
         self.min_size = min_size
@@ -428,6 +439,7 @@ class PostgresStore(EventStore):
             )
         try:
             await self.migrate()
+            self.resolved_schema = await self._run(_current_schema, "schema", idempotent=True)
             if self.upgrade:  # palimpsest migrate and copy: done when they say so
                 await self._build_indexes()
         except BaseException:
@@ -566,7 +578,7 @@ class PostgresStore(EventStore):
                 "SELECT d.oid, current_schema() FROM pg_database d "
                 "WHERE d.datname = current_database()"
             )
-            return f"postgresql:{system}:{row[0]}:{self.schema or row[1]}"
+            return f"postgresql:{system}:{row[0]}:{row[1]}"
 
         return await self._run(run, "identity", idempotent=True)
 
@@ -635,9 +647,14 @@ class PostgresStore(EventStore):
             tx = conn.transaction()
             try:
                 await tx.start()
+                # the resolved schema's key, then the key an older server takes (the
+                # schema as configured, '' without ?schema=): a rolling upgrade's old and
+                # new processes take turns too (the same key twice when ?schema= names it)
                 await conn.execute(
-                    "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                    "SELECT pg_advisory_xact_lock($1, hashtext($2)), "
+                    "pg_advisory_xact_lock($1, hashtext($3))",
                     _CHANGE_LOCK,
+                    f"{self.resolved_schema}/{doc}",
                     f"{self.schema or ''}/{doc}",
                 )
             except _UNAVAILABLE as e:
