@@ -9,18 +9,31 @@ tests of what a store that stops answering does to the server.
 
 A stalled store is what a hung database host, a full network queue or a lost route looks
 like to the server: nothing fails, nothing answers.
+
+``StallingProxy(5432, drop_startup={"search_path"})`` also drops those parameters from a
+PostgreSQL client's startup message (and declines SSL), as PgBouncer does with the ones
+its ``ignore_startup_parameters`` names: the session runs with the server's defaults.
 """
 
 from __future__ import annotations
 
 import asyncio
+import struct
 import threading
+from collections.abc import Iterable
 from types import TracebackType
 
 
 class StallingProxy:
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        target_port: int,
+        target_host: str = "127.0.0.1",
+        *,
+        drop_startup: Iterable[str] = (),
+    ) -> None:
         self.target = (target_host, target_port)
+        self.drop_startup = frozenset(drop_startup)
         self.port = 0
         self.mode = "pass"
         self._loop = asyncio.new_event_loop()
@@ -79,16 +92,45 @@ class StallingProxy:
         if self.mode == "cut":
             cw.transport.abort()
             return
+        first = b""
+        if self.drop_startup:
+            try:
+                first = await self._startup(cr, cw)
+            except (OSError, asyncio.IncompleteReadError):
+                cw.transport.abort()
+                return
         try:
             sr, sw = await asyncio.open_connection(*self.target)
         except OSError:
             cw.transport.abort()
             return
+        sw.write(first)
         self._writers |= {cw, sw}
         try:
             await asyncio.gather(self._pipe(cr, sw), self._pipe(sr, cw))
         finally:
             self._writers -= {cw, sw}
+
+    async def _startup(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> bytes:
+        """The client's startup message without the parameters in drop_startup (an SSL
+        or GSS encryption request before it is declined)."""
+        while True:
+            (size,) = struct.unpack("!i", await cr.readexactly(4))
+            body = await cr.readexactly(size - 4)
+            (code,) = struct.unpack("!i", body[:4])
+            if code in (80877103, 80877104):  # SSLRequest, GSSENCRequest
+                cw.write(b"N")
+                await cw.drain()
+                continue
+            if code != 196608:  # (a cancel request: as it is)
+                return struct.pack("!i", size) + body
+            words = body[4:].split(b"\0")
+            kept = b""
+            for key, value in zip(words[0::2], words[1::2], strict=False):
+                if key and key.decode() not in self.drop_startup:
+                    kept += key + b"\0" + value + b"\0"
+            out = body[:4] + kept + b"\0"
+            return struct.pack("!i", len(out) + 4) + out
 
     async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         try:

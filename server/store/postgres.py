@@ -427,6 +427,7 @@ class PostgresStore(EventStore):
                 server_settings=settings,
                 timeout=10,
                 reset=_keep_session,
+                init=self._check_session,
             )
             # none open until a server change asks (min_size=0); asyncpg's own reset
             self._turns = await asyncpg.create_pool(
@@ -450,6 +451,35 @@ class PostgresStore(EventStore):
             # the document list is the same without the index (only slower)
             self.indexing = asyncio.create_task(self._build_indexes_or_say(), name="indexes")
 
+    async def _check_session(self, conn: asyncpg.Connection) -> None:
+        """Every new connection of the pool (and the index builder's): the startup
+        parameters the store asked for hold. A pooler in between may drop them (PgBouncer
+        drops those its ignore_startup_parameters names, without a word): the tables would
+        then be made and read in the role's default schema, another deployment's perhaps,
+        and --durability os would wait for every WAL flush. Refused with what to do."""
+        row = await conn.fetchrow(
+            "SELECT current_schema(), current_setting('search_path'), "
+            "current_setting('synchronous_commit')"
+        )
+        if self.schema is not None and row[0] != self.schema:
+            raise StoreError(
+                f"PostgreSQL sessions are not in the schema {self.schema!r} that ?schema= "
+                f"names: current_schema() is {row[0]!r} (search_path {row[1]!r}), so the "
+                "search_path startup parameter did not reach PostgreSQL. A pooler in between "
+                "drops it (PgBouncer: search_path in ignore_startup_parameters). Give the "
+                f"role the schema (ALTER ROLE … SET search_path = {self.schema}), or "
+                "connect to PostgreSQL directly (docs/scaleout.md)"
+            )
+        if self.durability == "os" and row[2] != "off":
+            raise StoreError(
+                "--durability os asks PostgreSQL for synchronous_commit=off as a startup "
+                f"parameter, but the session has synchronous_commit={row[2]}: a pooler in "
+                "between drops it (PgBouncer: synchronous_commit in "
+                "ignore_startup_parameters). Give the role the setting (ALTER ROLE … SET "
+                "synchronous_commit = off), or connect to PostgreSQL directly "
+                "(docs/scaleout.md)"
+            )
+
     async def _build_indexes(self) -> None:
         """The indexes outside the versions the schema lacks or holds invalid, built
         CONCURRENTLY on a connection of their own (postgres_schema.build_indexes); while
@@ -466,6 +496,7 @@ class PostgresStore(EventStore):
             except _UNAVAILABLE as e:
                 raise StoreUnavailable(f"PostgreSQL is unavailable (indexes): {e!r}") from e
             try:
+                await self._check_session(conn)
                 t0 = time.monotonic()
                 built = await build_indexes(conn)
             except _UNAVAILABLE as e:
