@@ -198,14 +198,21 @@ class PostgresServingLock:
     async def _take(self, first: bool) -> None:
         import asyncpg
 
-        from .store.postgres import SERVING_LOCK, opening
+        from .store.postgres import SERVING_LOCK, check_pooling, opening
 
         app = f"palimpsest serve pid {os.getpid()} on {socket.gethostname()}"[:63]
         with opening():
+            # (unnamed statements: see check_pooling)
             conn = await asyncpg.connect(
-                self.dsn, timeout=10, server_settings={"application_name": app}
+                self.dsn,
+                timeout=10,
+                server_settings={"application_name": app},
+                statement_cache_size=0,
             )
         try:
+            if first:  # a session-level lock needs a session: not a transaction pooler's
+                with opening():
+                    await check_pooling(self.dsn, conn)
             # the schema the store's tables live in: its ?schema=, or the default one
             self.name = self.schema or await conn.fetchval("SELECT current_schema()") or ""
             take = "pg_try_advisory_lock_shared" if self.shared else "pg_try_advisory_lock"

@@ -223,6 +223,51 @@ def split_url(url: str) -> tuple[str, str | None]:
 #: a document's last event's ts, which a snapshot's and a tag's ts are raised to (after
 #: a clock stepped back, as an event's: EventStore.append)
 _DOC_TS_FLOOR = "COALESCE((SELECT updated_ts FROM docs WHERE name = $1), 0)"
+
+
+async def check_pooling(dsn: str, first: asyncpg.Connection | None = None) -> None:
+    """Refuse a pooler in transaction (or statement) mode, which hands one client
+    connection a different server session for each transaction, and one server session
+    to several client connections in turn (StoreError). Two connections are asked their
+    backend's pid: the same pid for both (such a pooler hands the idle session it used
+    last to the next transaction), or another one for the first connection's second
+    question, can only be such a pooler; a direct connection or a pooler in session mode
+    gives each connection a session of its own for its whole life. `first`: a
+    connection to ask first (opened with statement_cache_size=0), else one is opened.
+
+    The statements are unnamed (statement_cache_size=0): a named one would fail through
+    such a pooler first, at random, with an error that does not say why."""
+    kw: dict[str, Any] = {
+        "timeout": 10,
+        "server_settings": {"application_name": "palimpsest pooling check"},
+        "statement_cache_size": 0,
+    }
+    conn = first if first is not None else await asyncpg.connect(dsn, **kw)
+    try:
+        pid = await conn.fetchval("SELECT pg_backend_pid()", timeout=10)
+        other = await asyncpg.connect(dsn, **kw)
+        try:
+            other_pid = await other.fetchval("SELECT pg_backend_pid()", timeout=10)
+        finally:
+            await other.close()
+        again = await conn.fetchval("SELECT pg_backend_pid()", timeout=10)
+    finally:
+        if first is None:
+            await conn.close()
+    if other_pid == pid or again != pid:
+        raise StoreError(
+            "PostgreSQL is reached through a pooler in transaction (or statement) "
+            f"pooling mode: one connection of ours was served by backend {pid}, then "
+            f"{again}; another one by {other_pid}. Palimpsest needs a session of its "
+            "own per connection: it holds session-level advisory locks (the serving "
+            "lock, the index builds), and its driver prepares statements per session "
+            '(through such a pooler: \'prepared statement "__asyncpg_stmt_…__" '
+            "does not exist', at random). Give this database pool_mode = session in "
+            "the pooler (PgBouncer), or connect to PostgreSQL directly "
+            "(docs/scaleout.md)"
+        )
+
+
 _PUT_SNAPSHOT = (
     "INSERT INTO snapshots (doc, seq, ts, state, checksum, meta) "
     f"VALUES ($1, $2, GREATEST($3::bigint, {_DOC_TS_FLOOR}), $4, $5, $6) "
@@ -411,6 +456,7 @@ class PostgresStore(EventStore):
             settings["search_path"] = self.schema
         self._settings = settings
         with opening():
+            await check_pooling(self.dsn)
             if self.schema:
                 conn = await asyncpg.connect(self.dsn, timeout=10)
                 try:
