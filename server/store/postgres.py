@@ -84,6 +84,7 @@ from .log_layout import (
 from .postgres_schema import (
     OLD_STEPS,
     SCHEMA_VERSION,
+    SIDE_TABLES,
     build_indexes,
     create_fresh,
     ensure_indexes,
@@ -431,6 +432,10 @@ class PostgresStore(EventStore):
         #: known to be gone (end_unanswered_appends)
         self._unanswered: set[int] = set()
         self._settings: dict[str, str] = {}
+        #: whether this role may VACUUM and REINDEX the tables (owns them, or holds
+        #: MAINTAIN on PostgreSQL 17+): read at start (_may_maintain); without it the
+        #: upkeep is left to autovacuum, said once at start
+        self.upkeep = True
         #: the build of the indexes outside the versions, after start (_build_indexes)
         self.indexing: asyncio.Task[None] | None = None
         #: seconds between two looks while another process builds them
@@ -458,13 +463,7 @@ class PostgresStore(EventStore):
         with opening():
             await check_pooling(self.dsn)
             if self.schema:
-                conn = await asyncpg.connect(self.dsn, timeout=10)
-                try:
-                    await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-                except asyncpg.exceptions.UniqueViolationError:
-                    pass  # a concurrent start created it
-                finally:
-                    await conn.close()
+                await self._make_schema()
             self._pool = await asyncpg.create_pool(
                 self.dsn,
                 min_size=self.min_size,
@@ -487,6 +486,7 @@ class PostgresStore(EventStore):
         try:
             await self.migrate()
             self.resolved_schema = await self._run(_current_schema, "schema", idempotent=True)
+            self.upkeep = await self._run(self._may_maintain, "upkeep check", idempotent=True)
             if self.upgrade:  # palimpsest migrate and copy: done when they say so
                 await self._build_indexes()
         except BaseException:
@@ -496,6 +496,55 @@ class PostgresStore(EventStore):
             # a server serves at once: on a big docs table the build takes a while, and
             # the document list is the same without the index (only slower)
             self.indexing = asyncio.create_task(self._build_indexes_or_say(), name="indexes")
+
+    async def _may_maintain(self, conn: asyncpg.Connection) -> bool:
+        """Whether this role may VACUUM and REINDEX the tables; if not, said (once, at
+        start): PostgreSQL skips a VACUUM of a table the role does not own with only a
+        warning to the session (that nobody reads), and refuses the REINDEX."""
+        row = await conn.fetchrow(
+            "SELECT pg_has_role(c.relowner, 'USAGE'), pg_get_userbyid(c.relowner), "
+            "current_user, current_setting('server_version_num')::int FROM pg_class c "
+            "WHERE c.oid = 'log'::regclass"
+        )
+        if row[0]:
+            return True
+        if row[3] >= 170000 and all(
+            await conn.fetchrow(
+                "SELECT has_table_privilege('log', 'MAINTAIN'), "
+                "has_table_privilege('snapshots', 'MAINTAIN')"
+            )
+        ):
+            return True
+        log.warning(
+            "the PostgreSQL role %r does not own the tables (%r does), so it may not VACUUM "
+            "or REINDEX them: the upkeep Palimpsest does after sealing, deletions and "
+            "snapshot pruning is left to autovacuum (keep it on), or run it as the owner "
+            "(docs/scaleout.md)",
+            row[2],
+            row[1],
+        )
+        return False
+
+    async def _make_schema(self) -> None:
+        """The schema ?schema= names, created if missing. Only then: CREATE SCHEMA IF NOT
+        EXISTS needs the privilege to create schemas even when there is nothing to
+        create, which a server's role need not have (docs/scaleout.md)."""
+        conn = await asyncpg.connect(self.dsn, timeout=10, statement_cache_size=0)
+        try:
+            if await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", self.schema):
+                return
+            user = await conn.fetchval("SELECT current_user")
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+        except asyncpg.exceptions.UniqueViolationError:
+            pass  # a concurrent start created it
+        except asyncpg.exceptions.InsufficientPrivilegeError as e:
+            raise StoreError(
+                f"the PostgreSQL schema {self.schema!r} does not exist, and the role "
+                f"{user!r} may not create it ({e}): run `palimpsest migrate "
+                "--store URL` as a role that may (docs/scaleout.md)"
+            ) from e
+        finally:
+            await conn.close()
 
     async def _check_session(self, conn: asyncpg.Connection) -> None:
         """Every new connection of the pool (and the index builder's): the startup
@@ -593,9 +642,18 @@ class PostgresStore(EventStore):
             async with conn.transaction():
                 # one migrator at a time, whichever process
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _SNAPSHOT_LOCK - 1)
-                await conn.execute(
-                    "CREATE TABLE IF NOT EXISTS palimpsest_schema (version INT NOT NULL)"
-                )
+                # nothing is created that is there: CREATE … IF NOT EXISTS needs the
+                # privilege to create even then, which a server's role need not have
+                have = {
+                    r[0]
+                    for r in await conn.fetch(
+                        "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+                    )
+                }
+                if "palimpsest_schema" not in have:
+                    await conn.execute(
+                        "CREATE TABLE IF NOT EXISTS palimpsest_schema (version INT NOT NULL)"
+                    )
                 version = await conn.fetchval("SELECT max(version) FROM palimpsest_schema") or 0
                 self.found_schema_version = version
                 if version > SCHEMA_VERSION:
@@ -603,6 +661,9 @@ class PostgresStore(EventStore):
                         f"the PostgreSQL schema has version {version}, newer than this "
                         f"server's {SCHEMA_VERSION}: upgrade Palimpsest"
                     )
+                for name, create in SIDE_TABLES.items():
+                    if name not in have:
+                        await conn.execute(create)
                 if version == 0:  # a fresh schema: this version at once
                     await create_fresh(conn)
                     await conn.executemany(
@@ -629,7 +690,16 @@ class PostgresStore(EventStore):
                 # (the indexes outside the versions: after start, not in this transaction)
                 return SCHEMA_VERSION
 
-        return await self._run(run, "migration")
+        try:
+            return await self._run(run, "migration")
+        except StoreError as e:
+            if not isinstance(e.__cause__, asyncpg.exceptions.InsufficientPrivilegeError):
+                raise
+            raise StoreError(
+                f"{e}: the schema lacks tables or versions of this Palimpsest, and this "
+                "role may not create them. Run `palimpsest migrate --store URL` as the "
+                "schema's owner, and give this role the grants docs/scaleout.md names"
+            ) from e
 
     async def schema_version(self) -> int:
         async def run(conn: asyncpg.Connection) -> int:
@@ -1158,7 +1228,7 @@ class PostgresStore(EventStore):
         heap file after VACUUM and CHECKPOINT). Only VACUUM FULL, which rewrites the
         table under an exclusive lock, removes them at once: an operator's task
         (docs/operations.md, "Erasure on disk")."""
-        while self._vacuum_again:
+        while self._vacuum_again and self.upkeep:
             self._vacuum_again = False
             try:
                 await self._run(
@@ -1355,7 +1425,11 @@ class PostgresStore(EventStore):
         that the tail's table stays about that many rows big instead of growing with the
         whole log. `idle` (a document sealed to its end): its indexes are also rebuilt when
         they outgrew the rows left (see _REINDEX_SLACK); REINDEX CONCURRENTLY blocks no append
-        nor read, and one process at a time does it."""
+        nor read, and one process at a time does it. Not when this role may not
+        (``upkeep``)."""
+        if not self.upkeep:
+            self._sealed_since_vacuum = 0
+            return
 
         async def run(conn: asyncpg.Connection) -> None:
             if not idle:
@@ -1421,7 +1495,10 @@ class PostgresStore(EventStore):
         256 kB more) and is small enough to rewrite in moments (_SNAPSHOT_REWRITE_MAX), it
         is rewritten (VACUUM FULL), at most once per _SNAPSHOT_REWRITE_EVERY seconds per
         process and only if its lock comes within 50 ms: it holds up snapshot reads and
-        writes (room loads, versions) for that long, never an append."""
+        writes (room loads, versions) for that long, never an append. Not when this role
+        may not (``upkeep``)."""
+        if not self.upkeep:
+            return
 
         async def run(conn: asyncpg.Connection) -> None:
             await conn.execute("VACUUM snapshots")

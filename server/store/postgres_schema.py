@@ -15,6 +15,8 @@ import asyncpg
 from . import segments as S
 from .base import Event
 from .log_layout import LAYOUT_VERSION, Symbols, columns, meta_text, parse_meta, plan
+from .revocations import CREATE_TABLE as REVOKED_USERS
+from .sql_cursors import CREATE_TABLE as WEBHOOKS
 
 SCHEMA_VERSION = LAYOUT_VERSION
 
@@ -204,6 +206,10 @@ async def build_indexes(conn: asyncpg.Connection) -> list[str] | None:
         )
     await conn.execute("SELECT pg_advisory_unlock($1, hashtext(current_schema()))", INDEX_LOCK)
     return built
+
+
+#: the tables outside the versions (side_tables), made by the migration when missing
+SIDE_TABLES = {"revoked_users": REVOKED_USERS, "webhooks": WEBHOOKS}
 
 
 async def create_fresh(conn: asyncpg.Connection) -> None:

@@ -5,9 +5,10 @@ token issued before it, or without an issue time, is refused), who revoked them 
 when. Lifting a revocation removes the row.
 
 In SQL, one table, ``revoked_users``, the same statements for SQLite and PostgreSQL
-(placeholders aside), created on first use (``CREATE TABLE IF NOT EXISTS``) beside the
-log's schema rather than in its migrations, as the webhook cursors' table is: it holds no
-event data, and no schema version changes for it. Every store offers it
+(placeholders aside), kept beside the log's schema rather than in its versions, as the
+webhook cursors' table is: it holds no event data, and no schema version changes for it.
+SQLite creates it on first use (``CREATE TABLE IF NOT EXISTS``), PostgreSQL's migration
+when it is missing (side_tables). Every store offers it
 (``EventStore.revocations()``).
 """
 
@@ -67,7 +68,7 @@ class MemoryRevocations(Revocations):
         return [self._rows[u] for u in sorted(self._rows)]
 
 
-_CREATE = """CREATE TABLE IF NOT EXISTS revoked_users (
+CREATE_TABLE = """CREATE TABLE IF NOT EXISTS revoked_users (
     user_name TEXT PRIMARY KEY,
     since BIGINT NOT NULL,
     by_user TEXT NOT NULL DEFAULT '',
@@ -119,7 +120,7 @@ class SQLiteRevocations(SQLRevocations):
             return list(await self.store._fetchall(sql, tuple(args)))
 
         def run(conn: sqlite3.Connection) -> list[Sequence[Any]]:
-            conn.execute(_CREATE)
+            conn.execute(CREATE_TABLE)
             return list(conn.execute(sql, tuple(args)).fetchall())
 
         rows = await self.store._write("revoked users", run)
@@ -131,7 +132,7 @@ class PostgresRevocations(SQLRevocations):
     """Through the store's pool (and its error translation)."""
 
     def __init__(self, store: PostgresStore) -> None:
-        self._table = PostgresSideTable(store, _CREATE, "revoked users")
+        self._table = PostgresSideTable(store, "revoked users")
 
     async def _exec(self, sql: str, args: Sequence[Any], *, write: bool) -> list[Sequence[Any]]:
         return await self._table.run(sql, args)

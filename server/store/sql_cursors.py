@@ -1,7 +1,8 @@
 """Webhook cursors in SQL: one table, ``webhooks``, the same statements for SQLite and
-PostgreSQL (placeholders aside). Created on first use (``CREATE TABLE IF NOT EXISTS``),
-beside the log's schema rather than in its migrations: it holds no event data, and a
-store that never had a webhook never gets it.
+PostgreSQL (placeholders aside), beside the log's schema rather than in its versions: it
+holds no event data. SQLite creates it on first use (``CREATE TABLE IF NOT EXISTS``): a
+store that never had a webhook never gets it; PostgreSQL's migration when it is missing
+(side_tables).
 
 Each operation is one statement (or a read after it) in its own transaction, so a
 cursor moves atomically with the lease check: only the lease holder moves it, and only
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 _COLS = "id, url, cursor, state, failures, last_error, delivered, owner, lease_until, updated_ts"
 
-_CREATE = """CREATE TABLE IF NOT EXISTS webhooks (
+CREATE_TABLE = """CREATE TABLE IF NOT EXISTS webhooks (
     id TEXT PRIMARY KEY,
     url TEXT NOT NULL,
     cursor BIGINT NOT NULL,
@@ -154,7 +155,7 @@ class SQLiteCursors(SQLCursors):
     async def _exec(self, sql: str, args: Sequence[Any]) -> list[Sequence[Any]]:
         def run(conn: sqlite3.Connection) -> list[Sequence[Any]]:
             if not self._created:
-                conn.execute(_CREATE)
+                conn.execute(CREATE_TABLE)
             return list(conn.execute(sql, tuple(args)).fetchall())
 
         rows = await self.store._write("webhook cursor", run)
@@ -166,7 +167,7 @@ class PostgresCursors(SQLCursors):
     """Through the store's pool (and its error translation)."""
 
     def __init__(self, store: PostgresStore) -> None:
-        self._table = PostgresSideTable(store, _CREATE, "webhook cursor")
+        self._table = PostgresSideTable(store, "webhook cursor")
 
     async def _exec(self, sql: str, args: Sequence[Any]) -> list[Sequence[Any]]:
         return await self._table.run(sql, args)
