@@ -183,7 +183,9 @@ class Palimpsest:
             settings = settings or Settings()
             settings.check()
             if isinstance(store, str):
-                store = open_store(store, durability=settings.durability)
+                store = open_store(
+                    store, durability=settings.durability, pg_pool_size=settings.pg_pool_size
+                )
             exts = list(extensions)
             if builtins:
                 from .features import builtin_extensions

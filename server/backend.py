@@ -77,6 +77,7 @@ class Backend(Service):
             self.settings.store_url,
             durability=self.settings.durability,
             warm_disk_ms=self.settings.warm_disk_ms,
+            pg_pool_size=self.settings.pg_pool_size,
         )
         if extensions is None:
             from .features import builtin_extensions

@@ -198,7 +198,13 @@ class PostgresServingLock:
     async def _take(self, first: bool) -> None:
         import asyncpg
 
-        from .store.postgres import SERVING_LOCK, check_pooling, opening
+        from .store.postgres import (
+            SERVING_LOCK,
+            SESSION_WAIT,
+            check_pooling,
+            no_session,
+            opening,
+        )
 
         app = f"palimpsest serve pid {os.getpid()} on {socket.gethostname()}"[:63]
         with opening():
@@ -213,10 +219,18 @@ class PostgresServingLock:
             if first:  # a session-level lock needs a session: not a transaction pooler's
                 with opening():
                     await check_pooling(self.dsn, conn)
-            # the schema the store's tables live in: its ?schema=, or the default one
-            self.name = self.schema or await conn.fetchval("SELECT current_schema()") or ""
-            take = "pg_try_advisory_lock_shared" if self.shared else "pg_try_advisory_lock"
-            got = await conn.fetchval(f"SELECT {take}($1, hashtext($2))", SERVING_LOCK, self.name)
+            try:
+                # the schema the store's tables live in: its ?schema=, or the default one
+                self.name = self.schema or (
+                    await conn.fetchval("SELECT current_schema()", timeout=SESSION_WAIT) or ""
+                )
+                take = "pg_try_advisory_lock_shared" if self.shared else "pg_try_advisory_lock"
+                got = await conn.fetchval(
+                    f"SELECT {take}($1, hashtext($2))", SERVING_LOCK, self.name,
+                    timeout=SESSION_WAIT,
+                )  # fmt: skip
+            except TimeoutError as e:
+                raise no_session(e) from e
             if not got:
                 holders = await conn.fetch(
                     f"SELECT l.mode, a.application_name {_HOLDERS}",
@@ -225,7 +239,11 @@ class PostgresServingLock:
                 )
                 raise StoreUnavailable(self._refusal(holders))
         except BaseException:
-            await conn.close()
+            # (not a plain close: one that got no answer may wait for good)
+            try:
+                await asyncio.wait_for(conn.close(), 2)
+            except Exception:  # noqa: BLE001 - any failure: the socket is dropped instead
+                conn.terminate()
             raise
         self._conn = conn
         if not first:

@@ -32,6 +32,10 @@ class Settings:
     #: next lone edit's commit does not pay for waking it (docs/durability.md); 0 = off,
     #: else at least WARM_DISK_MS_LEAST
     warm_disk_ms: float = 2.0
+    #: PostgreSQL: the most connections of each of a process's two pools (its main one,
+    #: and the one that holds documents' turns on server changes); with the serving
+    #: lock's and the index builder's a process opens up to 2 × this + 2
+    pg_pool_size: int = 10
     #: `palimpsest serve`'s event loop: "uvloop" (libuv, the default where it is
     #: installed) or "asyncio" (the standard library's)
     event_loop: str = "uvloop"
@@ -278,7 +282,7 @@ class Settings:
 _POSITIVE = frozenset(
     {
         "max_frame_bytes", "max_doc_bytes", "max_large_frames_bytes", "max_awareness_bytes",
-        "max_connections_per_ip",
+        "max_connections_per_ip", "pg_pool_size",
         "send_queue_frames", "max_send_queue_bytes", "max_send_queue_bytes_per_ip",
         "max_send_queue_bytes_per_room", "max_awareness_state_bytes", "max_awareness_depth",
         "max_awareness_clients_per_connection", "max_awareness_clients_per_room",

@@ -13,11 +13,16 @@ like to the server: nothing fails, nothing answers.
 ``StallingProxy(5432, drop_startup={"search_path"})`` also drops those parameters from a
 PostgreSQL client's startup message (and declines SSL), as PgBouncer does with the ones
 its ``ignore_startup_parameters`` names: the session runs with the server's defaults.
+``StallingProxy(5432, hold_queries=True)`` lets a PostgreSQL client connect (trust
+authentication: no message of the client's after its startup one) and then never passes
+on what it sends: what a client of a pooler whose pool is full sees (PgBouncer accepts
+the login, and the first query waits for a server session).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 import threading
 from collections.abc import Iterable
@@ -31,9 +36,11 @@ class StallingProxy:
         target_host: str = "127.0.0.1",
         *,
         drop_startup: Iterable[str] = (),
+        hold_queries: bool = False,
     ) -> None:
         self.target = (target_host, target_port)
         self.drop_startup = frozenset(drop_startup)
+        self.hold_queries = hold_queries
         self.port = 0
         self.mode = "pass"
         self._loop = asyncio.new_event_loop()
@@ -93,7 +100,7 @@ class StallingProxy:
             cw.transport.abort()
             return
         first = b""
-        if self.drop_startup:
+        if self.drop_startup or self.hold_queries:
             try:
                 first = await self._startup(cr, cw)
             except (OSError, asyncio.IncompleteReadError):
@@ -107,7 +114,10 @@ class StallingProxy:
         sw.write(first)
         self._writers |= {cw, sw}
         try:
-            await asyncio.gather(self._pipe(cr, sw), self._pipe(sr, cw))
+            if self.hold_queries:  # the client's bytes after its startup go nowhere
+                await asyncio.gather(self._discard(cr, sw), self._pipe(sr, cw))
+            else:
+                await asyncio.gather(self._pipe(cr, sw), self._pipe(sr, cw))
         finally:
             self._writers -= {cw, sw}
 
@@ -131,6 +141,14 @@ class StallingProxy:
                     kept += key + b"\0" + value + b"\0"
             out = body[:4] + kept + b"\0"
             return struct.pack("!i", len(out) + 4) + out
+
+    async def _discard(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                while await r.read(65536):
+                    pass
+        finally:
+            w.transport.abort()
 
     async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         try:

@@ -27,17 +27,23 @@ __all__ = [
 
 
 def open_store(
-    url: str, *, durability: str = "fsync", migrate: bool = False, warm_disk_ms: float = 0.0
+    url: str,
+    *,
+    durability: str = "fsync",
+    migrate: bool = False,
+    warm_disk_ms: float = 0.0,
+    pg_pool_size: int = 10,
 ) -> EventStore:
     """A store for a URL: ``sqlite:///path`` (or a bare path), ``postgresql://…``, ``memory://``.
     ``durability``: "fsync" (the default) or "os", see ``base.DURABILITY`` (the memory
     store keeps nothing either way). ``migrate``: upgrade an older schema when it starts
     (what ``palimpsest migrate`` does); otherwise a store whose log needs rewriting
-    refuses to start and says so. ``warm_disk_ms``: SQLite only, see SQLiteStore."""
+    refuses to start and says so. ``warm_disk_ms``: SQLite only, see SQLiteStore.
+    ``pg_pool_size``: PostgreSQL only, the size of each of its two pools."""
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore
 
-        return PostgresStore(url, durability=durability, migrate=migrate)
+        return PostgresStore(url, durability=durability, migrate=migrate, max_size=pg_pool_size)
     if url.startswith("memory://"):
         return MemoryStore()
     scheme = _SCHEME.match(url)

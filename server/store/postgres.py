@@ -226,6 +226,49 @@ def split_url(url: str) -> tuple[str, str | None]:
 _DOC_TS_FLOOR = "COALESCE((SELECT updated_ts FROM docs WHERE name = $1), 0)"
 
 
+#: how long a new connection's first statement may wait for a session (s): a pooler whose
+#: pool is full keeps it waiting (PgBouncer: until query_wait_timeout, 120 s by default)
+SESSION_WAIT = 10.0
+
+
+#: the connections a server process opens to PostgreSQL at most, for a pool size
+#: (PALIMPSEST_PG_POOL_SIZE): the main pool and the turns' pool, the serving lock's and,
+#: for a moment at start, the index builder's
+def connections_per_process(pool_size: int) -> int:
+    return 2 * pool_size + 2
+
+
+def no_session(e: BaseException, pool_size: int | None = None) -> StoreUnavailable:
+    """What a new connection that got no session in time (a timeout, PgBouncer's
+    query_wait_timeout) tells the operator."""
+    n = (
+        f"{connections_per_process(pool_size)} (2 × PALIMPSEST_PG_POOL_SIZE {pool_size} + 2)"
+        if pool_size is not None
+        else "2 × PALIMPSEST_PG_POOL_SIZE + 2 (22 by default)"
+    )
+    return StoreUnavailable(
+        f"a new connection to PostgreSQL got no session within {SESSION_WAIT:g} s ({e!r}): "
+        "a pooler in front of it whose pool is full keeps new connections waiting "
+        "(PgBouncer: pool_size, max_db_connections, max_user_connections; it gives up "
+        f"after query_wait_timeout). A server process opens up to {n} connections: "
+        "lower PALIMPSEST_PG_POOL_SIZE, or give the pool room for every process "
+        "(docs/scaleout.md)"
+    )
+
+
+async def _close(conn: asyncpg.Connection) -> None:
+    """Close `conn`, or drop it when that does not go through at once."""
+    try:
+        await asyncio.wait_for(conn.close(), 2)
+    except Exception:  # noqa: BLE001 - any failure: the socket is dropped instead
+        conn.terminate()
+
+
+def _waited(e: BaseException) -> bool:
+    """A timeout, or PgBouncer giving up on a session for us."""
+    return isinstance(e, TimeoutError) or "query_wait_timeout" in str(e)
+
+
 async def check_pooling(dsn: str, first: asyncpg.Connection | None = None) -> None:
     """Refuse a pooler in transaction (or statement) mode, which hands one client
     connection a different server session for each transaction, and one server session
@@ -245,16 +288,20 @@ async def check_pooling(dsn: str, first: asyncpg.Connection | None = None) -> No
     }
     conn = first if first is not None else await asyncpg.connect(dsn, **kw)
     try:
-        pid = await conn.fetchval("SELECT pg_backend_pid()", timeout=10)
+        pid = await conn.fetchval("SELECT pg_backend_pid()", timeout=SESSION_WAIT)
         other = await asyncpg.connect(dsn, **kw)
         try:
-            other_pid = await other.fetchval("SELECT pg_backend_pid()", timeout=10)
+            other_pid = await other.fetchval("SELECT pg_backend_pid()", timeout=SESSION_WAIT)
         finally:
-            await other.close()
-        again = await conn.fetchval("SELECT pg_backend_pid()", timeout=10)
+            await _close(other)
+        again = await conn.fetchval("SELECT pg_backend_pid()", timeout=SESSION_WAIT)
+    except (TimeoutError, asyncpg.exceptions.ConnectionDoesNotExistError) as e:
+        if _waited(e):
+            raise no_session(e) from e
+        raise
     finally:
         if first is None:
-            await conn.close()
+            await _close(conn)
     if other_pid == pid or again != pid:
         raise StoreError(
             "PostgreSQL is reached through a pooler in transaction (or statement) "
@@ -552,10 +599,16 @@ class PostgresStore(EventStore):
         drops those its ignore_startup_parameters names, without a word): the tables would
         then be made and read in the role's default schema, another deployment's perhaps,
         and --durability os would wait for every WAL flush. Refused with what to do."""
-        row = await conn.fetchrow(
-            "SELECT current_schema(), current_setting('search_path'), "
-            "current_setting('synchronous_commit')"
-        )
+        try:
+            row = await conn.fetchrow(
+                "SELECT current_schema(), current_setting('search_path'), "
+                "current_setting('synchronous_commit')",
+                timeout=SESSION_WAIT,
+            )
+        except (TimeoutError, asyncpg.exceptions.ConnectionDoesNotExistError) as e:
+            if _waited(e):
+                raise no_session(e, self.max_size) from e
+            raise
         if self.schema is not None and row[0] != self.schema:
             raise StoreError(
                 f"PostgreSQL sessions are not in the schema {self.schema!r} that ?schema= "

@@ -21,10 +21,10 @@ import pytest
 from conftest import PG_PORT, PG_URL, free_port
 from stallproxy import StallingProxy
 
-from palimpsest.errors import StoreError
+from palimpsest.errors import StoreError, StoreUnavailable
 from palimpsest.serving_lock import PostgresServingLock
 from palimpsest.store.base import NewEvent
-from palimpsest.store.postgres import PostgresStore
+from palimpsest.store.postgres import PostgresStore, split_url
 from palimpsest.store.revocations import Revoked
 
 pytestmark = pytest.mark.postgres
@@ -243,3 +243,38 @@ async def test_a_role_that_owns_nothing_serves_a_current_schema(
             await conn.execute(f"DROP ROLE {role}")
     finally:
         await conn.close()
+
+
+async def test_a_pool_with_no_session_to_give_fails_the_start_saying_so(schema: str) -> None:
+    """Behind a pooler whose pool is full, a new connection is let in and its first
+    statement waits (PgBouncer: until query_wait_timeout, 120 s, then a traceback); the
+    start now gives up after SESSION_WAIT and says why, with the connections a process
+    opens. Emulated: a proxy that lets the client log in and passes none of its queries
+    on; and, where PgBouncer is installed, a real one with its pool taken."""
+    with StallingProxy(PG_PORT, hold_queries=True) as proxy:
+        url = _through(proxy, f"schema={schema}")
+        with pytest.raises(StoreUnavailable) as e:
+            await PostgresStore(url).start()
+        assert "PALIMPSEST_PG_POOL_SIZE" in str(e.value)
+        assert "query_wait_timeout" in str(e.value)
+        with pytest.raises(StoreUnavailable) as e:
+            await PostgresServingLock(split_url(url)[0], schema, shared=True).acquire()
+        assert "PALIMPSEST_PG_POOL_SIZE" in str(e.value)
+    if shutil.which("pgbouncer") is None:
+        return
+    parts = urlsplit(PG_URL)
+    user = parts.username or "postgres"
+    with _pgbouncer({"small": "pool_mode=session pool_size=2"}) as port:
+        url = f"postgresql://{user}@127.0.0.1:{port}/small?schema={schema}"
+        held = [await asyncpg.connect(url.split("?")[0]) for _ in range(2)]
+        try:
+            for c in held:
+                await c.fetchval("SELECT 1")
+            with pytest.raises(StoreUnavailable) as e:
+                await PostgresStore(url, max_size=3).start()
+            assert "up to 8 (2 × PALIMPSEST_PG_POOL_SIZE 3 + 2)" in str(e.value) or (
+                "PALIMPSEST_PG_POOL_SIZE + 2" in str(e.value)
+            )
+        finally:
+            for c in held:
+                await c.close()
