@@ -220,6 +220,13 @@ class PostgresServingLock:
                 with opening():
                     await check_pooling(self.dsn, conn)
             try:
+                # the lock's session stays idle for the server's life: PostgreSQL's
+                # idle_session_timeout (14+) would end it every so often, and with it the
+                # lock (a gap in which a server without a bus could start), so it is off
+                # for this session; with a pooler in between, its own idle timeout must
+                # be longer than _PG_CHECK_SECONDS (the checks keep the session busy)
+                with contextlib.suppress(asyncpg.PostgresError):
+                    await conn.execute("SET idle_session_timeout = 0", timeout=SESSION_WAIT)
                 # the schema the store's tables live in: its ?schema=, or the default one
                 self.name = self.schema or (
                     await conn.fetchval("SELECT current_schema()", timeout=SESSION_WAIT) or ""
@@ -262,15 +269,23 @@ class PostgresServingLock:
             "on it with the same --fanout redis://... (docs/scaleout.md)"
         )
 
-    async def _alive(self) -> bool:
+    async def _alive(self) -> str | None:
+        """None while the lock's session answers; else what happened to it."""
         conn = self._conn
-        if conn is None or conn.is_closed():
-            return False
+        if conn is None:
+            return "no connection"
+        if conn.is_closed():
+            return (
+                "PostgreSQL or the network closed it: a restart, a failover, "
+                "pg_terminate_backend, a pooler's or a firewall's idle timeout"
+            )
         try:  # a cut without a FIN closes nothing: ask
             await asyncio.wait_for(conn.fetchval("SELECT 1"), 5)
-        except Exception:  # noqa: BLE001 - any failure means the session is in doubt
-            return False
-        return True
+        except TimeoutError:
+            return "it did not answer within 5 s"
+        except Exception as e:  # noqa: BLE001 - any failure means the session is in doubt
+            return f"{type(e).__name__}: {e}"
+        return None
 
     async def _keep(self) -> None:
         """Re-makes the lock's session when PostgreSQL dropped it (a restart, a network
@@ -278,10 +293,12 @@ class PostgresServingLock:
         lost = False
         while True:
             await asyncio.sleep(_PG_CHECK_SECONDS)
-            if await self._alive():
+            cause = await self._alive()
+            if cause is None:
                 continue
             if not lost:
-                log.warning("the serving lock's connection to PostgreSQL was lost; taking it again")
+                log.warning("the serving lock's connection to PostgreSQL was lost (%s); taking "
+                            "it again", cause)  # fmt: skip
                 lost = True
             await self._close()
             try:

@@ -850,8 +850,12 @@ class PostgresStore(EventStore):
                 # the resolved schema's key, then the key an older server takes (the
                 # schema as configured, '' without ?schema=): a rolling upgrade's old and
                 # new processes take turns too (the same key twice when ?schema= names it)
+                # (the transaction stays idle while the change is made: PostgreSQL's
+                # idle_in_transaction_session_timeout would end it, and the turn with it,
+                # so it is off for this transaction alone)
                 await conn.execute(
-                    "SELECT pg_advisory_xact_lock($1, hashtext($2)), "
+                    "SELECT set_config('idle_in_transaction_session_timeout', '0', true), "
+                    "pg_advisory_xact_lock($1, hashtext($2)), "
                     "pg_advisory_xact_lock($1, hashtext($3))",
                     _CHANGE_LOCK,
                     f"{self.resolved_schema}/{doc}",
@@ -864,9 +868,21 @@ class PostgresStore(EventStore):
             try:
                 yield
             finally:
-                # (a connection lost meanwhile took the transaction and the lock along)
-                with contextlib.suppress(*_UNAVAILABLE, asyncpg.PostgresError):
+                # (a connection lost meanwhile took the transaction and the lock along:
+                # said, for another process may have changed the document in that time)
+                try:
                     await tx.rollback()
+                except (*_UNAVAILABLE, asyncpg.PostgresError) as e:
+                    log.warning(
+                        "the turn on server changes of %r was lost while this process held "
+                        "it (%s: %s): another process may have changed the document "
+                        "meanwhile (its clients converge; an undo or redo may have missed "
+                        "its step). PostgreSQL or the network ended the session: a restart, "
+                        "pg_terminate_backend, a timeout",
+                        doc,
+                        type(e).__name__,
+                        e,
+                    )
         finally:
             await turns.release(conn)
 

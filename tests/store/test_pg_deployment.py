@@ -278,3 +278,82 @@ async def test_a_pool_with_no_session_to_give_fails_the_start_saying_so(schema: 
         finally:
             for c in held:
                 await c.close()
+
+
+async def test_the_serving_lock_outlives_idle_session_timeout_and_says_why_it_was_lost(
+    schema: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With idle_session_timeout (here the DSN's, as a DBA's ALTER ROLE gives it) the
+    lock's session, idle between checks, was ended again and again ("the serving lock's
+    connection to PostgreSQL was lost; taking it again" every 10 s, no cause): it is off
+    for that session now. A session lost anyway is logged with what happened."""
+    from palimpsest import serving_lock
+
+    monkeypatch.setattr(serving_lock, "_PG_CHECK_SECONDS", 0.6)  # (> the timeout)
+    dsn = f"{PG_URL}?idle_session_timeout=300"
+    lock = PostgresServingLock(dsn, schema, shared=True)
+    await lock.acquire()
+    try:
+        await asyncio.sleep(2.0)  # (three checks, each after the session idled 0.6 s)
+        assert "was lost" not in caplog.text
+        pid = lock._conn.get_server_pid()
+        conn = await asyncpg.connect(PG_URL)
+        try:
+            held = await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1", pid
+            )
+            assert held == 1
+            await conn.execute("SELECT pg_terminate_backend($1)", pid)
+        finally:
+            await conn.close()
+        for _ in range(100):
+            if "is held again" in caplog.text:
+                break
+            await asyncio.sleep(0.05)
+        assert "the serving lock's connection to PostgreSQL was lost (PostgreSQL or the " in (
+            caplog.text
+        )
+    finally:
+        await lock.release()
+
+
+async def test_a_turn_outlives_idle_in_transaction_session_timeout_or_says_it_was_lost(
+    schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With idle_in_transaction_session_timeout=100ms a turn on server changes (a
+    transaction held open while the change is made) was ended under its holder, without
+    a word, and another process could take the document's turn meanwhile: the timeout is
+    off for that transaction now, and a turn lost anyway is logged."""
+    url = f"{PG_URL}?schema={schema}&idle_in_transaction_session_timeout=100"
+    async with PostgresStore(url) as store, PostgresStore(f"{PG_URL}?schema={schema}") as other:
+
+        async def take_turn() -> None:
+            async with other.server_changes("d"):
+                pass
+
+        async with store.server_changes("d"):
+            await asyncio.sleep(0.5)  # five times the timeout, idle in the transaction
+            waiting = asyncio.create_task(take_turn())
+            await asyncio.sleep(0.3)
+            assert not waiting.done()
+        await asyncio.wait_for(waiting, 30)
+        assert "was lost" not in caplog.text
+
+        async with store.server_changes("d"):
+            conn = await asyncpg.connect(PG_URL)
+            try:
+                # (only this test's: the key names its schema)
+                ended = await conn.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = "
+                    "'advisory' AND classid = $1 AND objid = hashtext($2)::oid AND database = "
+                    "(SELECT oid FROM pg_database WHERE datname = current_database())",
+                    0x50616C69 + 2,
+                    f"{schema}/d",
+                )
+                assert ended == 1
+            finally:
+                await conn.close()
+            await asyncio.sleep(0.2)
+        assert "the turn on server changes of 'd' was lost while this process held it" in (
+            caplog.text
+        )
