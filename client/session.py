@@ -954,11 +954,16 @@ class Session:
                 if not first and attempt == 1:  # once an outage, not every attempt
                     log.warning("%s: cannot reconnect yet (%s); retrying", self.name, err)
             else:
-                attempt = 0
+                synced = self.connections
                 try:
                     code, reason = await self._serve(ws)
                 finally:
                     self._disconnected()
+                if self.connections > synced:
+                    # the back-off starts anew only after a sync: a server that accepts
+                    # the socket and closes it (a document it cannot load) is tried
+                    # with a growing delay, as one that refuses it
+                    attempt = 0
                 if self._closing:
                     return
                 err = from_close(code, reason, self.name)

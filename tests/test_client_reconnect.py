@@ -1,7 +1,8 @@
 """The client reconnects by itself: after a clean server restart and after a kill -9,
 with edits made while the server was down, and no edit is lost or logged twice.
 
-The server runs as a real subprocess (tests/serverproc.py) on a free port."""
+The server runs as a real subprocess (tests/serverproc.py) on a free port, or in this
+process (run_server) for one whose documents cannot be loaded."""
 
 from __future__ import annotations
 
@@ -13,10 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_server
 from pycrdt import Doc, Text
 from serverproc import ServerProcess
 
-from palimpsest import client
+from palimpsest import Client, Extension, Room, client
+from palimpsest.backend import Backend
+from palimpsest.errors import StoreError
+from palimpsest.features import builtin_extensions
+from palimpsest.settings import Settings
 from palimpsest.store.sqlite import SQLiteStore
 
 
@@ -319,3 +325,51 @@ async def test_presence_of_a_peer_that_left_during_an_outage_is_not_kept(tmp_pat
             assert list(a.presence.values()) == [{"name": "cy"}]
     finally:
         await srv.astop()
+
+
+class Unreadable(Extension):
+    """Counts the websocket connections to each document; while `broken`, loading a
+    document fails (as a store that cannot be read does: the server accepts the socket,
+    then closes it with 1011)."""
+
+    def __init__(self) -> None:
+        self.broken = False
+        self.connects = 0
+
+    async def on_connect(self, client: Client) -> None:
+        self.connects += 1
+
+    async def on_load(self, room: Room) -> None:
+        if self.broken:
+            raise StoreError(f"the document {room.name!r} cannot be read (test)")
+
+
+async def test_accepted_then_closed_connections_back_off(settings: Settings) -> None:
+    """A server that accepts the websocket and then closes it (the document cannot be
+    loaded) is tried again with a growing delay: the handshake alone does not reset the
+    back-off, the sync does."""
+    ext = Unreadable()
+    backend = Backend(settings, extensions=[ext, *builtin_extensions(settings)])
+    async with run_server(settings, backend):
+        a = await client.connect(
+            f"ws://127.0.0.1:{settings.port}/ws", "shelf", user="ada", max_backoff=5.0
+        ).open()
+    try:
+        assert a.connections == 1
+        await a.wait_for(lambda: not a.connected, timeout=10)
+        ext.broken = True
+        backend = Backend(settings, extensions=[ext, *builtin_extensions(settings)])
+        async with run_server(settings, backend):
+            before = ext.connects
+            await asyncio.sleep(3.0)  # the window the attempts are counted over
+            tried = ext.connects - before
+            # with no back-off: a new attempt every ~0.05 s (some 40-60 in the window);
+            # doubling from 0.05 s: 0.05 + 0.1 + ... + 1.6 fit in it, jitter halving
+            # them at most: at most 8 attempts
+            assert 1 <= tried <= 10, tried
+            assert not a.connected
+            ext.broken = False  # readable again: the session syncs by itself
+            await a.wait_connected(timeout=20)
+            assert a.connections == 2
+    finally:
+        await a.close()
