@@ -26,6 +26,8 @@ from yclient import YClient, connect
 
 from palimpsest.cli import main
 from palimpsest.settings import Settings
+from palimpsest.store.base import NewEvent
+from palimpsest.store.sqlite import SQLiteStore
 
 
 class Ran:
@@ -679,7 +681,12 @@ async def test_verify_backup_and_copy_say_what_they_did_as_json(
     r = await cli(capfd, "copy", "--from", f"sqlite:///{db}", "--to", f"sqlite:///{copied}",
                   "--json", "--quiet")  # fmt: skip
     said = json.loads(r.out)
-    assert r.code == 0 and said["documents"] == {"copied": 1, "of": 1, "skipped": 0}, r
+    assert r.code == 0 and said["documents"] == {
+        "copied": 1,
+        "of": 1,
+        "already_there": 0,
+        "skipped": 0,
+    }, r
     assert said["events"] == 2, r
     with sqlite3.connect(copied) as con:  # a problem: the copy's log has a gap
         con.execute("DELETE FROM log WHERE seq = 1")
@@ -720,3 +727,37 @@ async def test_compact_before_a_time_without_offset_reads_it_as_local_time(
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "local time" in " ".join(ran.stdout.split()), ran.stdout
+
+
+async def test_a_copy_run_again_to_finish_it_exits_0_and_says_already_there(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`copy` re-run after an interrupted copy (as `copy --help` says to finish one)
+    finished the job but exited 1 ("not copied: document … already exists in the
+    target"), and so did a re-run of a completed copy. A document the target holds as
+    the source does now counts as there ("already there", exit 0); one that differs is
+    still not copied, and says so (exit 1)."""
+    src, dst = tmp_path / "src.db", tmp_path / "dst.db"
+    for doc in ("a", "b", "c"):
+        txt = tmp_path / f"{doc}.txt"
+        txt.write_text(f"text of {doc}")
+        assert (await cli(capfd, "import", doc, str(txt), "--db", str(src))).code == 0
+    to = ["--from", f"sqlite:///{src}", "--to", f"sqlite:///{dst}", "--quiet"]
+    r = await cli(capfd, "copy", *to, "--doc", "a")  # a copy cut off after "a"
+    assert r.code == 0, r
+    r = await cli(capfd, "copy", *to)
+    assert r.code == 0, r
+    assert "not copied" not in r.err, r
+    assert "copied 2 of 3 documents" in r.out and "1 already there, 0 not copied" in r.out, r
+    r = await cli(capfd, "copy", *to)  # a completed copy, run again
+    assert r.code == 0, r
+    assert "copied 0 of 3 documents (0 events), 3 already there, 0 not copied" in r.out, r
+    for doc in ("a", "b", "c"):
+        assert (await cli(capfd, "export", doc, "--db", str(dst))).out == f"text of {doc}"
+    # the target's "b" written since: not the source's, not overwritten, said so
+    async with SQLiteStore(dst) as store:
+        await store.append([("b", [NewEvent("ann", "edit", b"\x00\x00")])])
+    r = await cli(capfd, "copy", *to)
+    assert r.code == 1, r
+    assert "b: not copied" in r.err and "differs from the source" in r.err, r
+    assert "2 already there, 1 not copied" in r.out, r

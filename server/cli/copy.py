@@ -9,6 +9,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace as replaced
 from pathlib import Path
 
 from .. import protocol as P
@@ -16,7 +17,7 @@ from ..deletion import merge_state_vectors
 from ..errors import PalimpsestError
 from ..snapshots import load
 from ..store import EventStore, MemoryStore, SQLiteStore, open_store
-from ..store.base import DocInfo, Snapshot
+from ..store.base import DocInfo, Event, Snapshot, Tag
 from ..store.cursors import HookState
 from ..upgrade_notes import after_migrate
 from . import SQLITE_URL_HINT, add_store_options, missing_sqlite_file, settings_from
@@ -43,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "that stale copies of them stay refused). A document deleted in the target is not "
         "brought back. Into a new store the events keep their changefeed positions, and "
         "webhook cursors are copied, so its followers resume on the target; so does a copy "
-        "run again to finish one (documents already there are skipped), unless a server "
+        "run again to finish one (documents already there, as in the source, are left "
+        "as they are and count as copied), unless a server "
         "wrote on the target since. Into one with events of its own they are numbered "
         "anew: followers restart from 0, webhooks start at the target's end. Stop the "
         "servers of the source first.",
@@ -195,6 +197,21 @@ async def _carry_webhooks(rows: Sequence[HookState], target: EventStore) -> int:
     return sum([await into.carry(row) for row in rows])
 
 
+async def _already_there(
+    target: EventStore, info: DocInfo, events: Sequence[Event], tags: Sequence[Tag]
+) -> bool:
+    """Whether the target holds the document as the source does (an earlier run of the
+    copy brought it): the same base and head, the same events (positions aside: a copy
+    into a store with events of its own numbers them anew) and the same tags."""
+    mine = await target.doc_info(info.doc)
+    if mine is None or (mine.head, mine.base_seq) != (info.head, info.base_seq):
+        return False
+    theirs = await target.read(info.doc)
+    if [replaced(e, pos=0) for e in theirs] != [replaced(e, pos=0) for e in events]:
+        return False
+    return await target.tags(info.doc) == list(tags)
+
+
 async def copy(
     source_url: str,
     target_url: str,
@@ -203,7 +220,9 @@ async def copy(
     quiet: bool = False,
     as_json: bool = False,
 ) -> int:
-    """Copy documents and tombstones; returns 0 when every one was copied, 1 otherwise.
+    """Copy documents and tombstones; returns 0 when every document is in the target
+    (copied now, or already there as in the source: an earlier run copied it), 1 when
+    one could not be copied.
 
     Tombstones (what a deletion leaves: the deleted document's state vector) are copied
     too, those of names with no document left included, before the document of the same
@@ -241,7 +260,7 @@ async def copy(
             }
             there = await target.tombstones()
             keep_positions = await _keeps_positions(source, target, everything)
-            failed = skipped = copied_events = tombs_copied = 0
+            failed = skipped = there_already = copied_events = tombs_copied = 0
 
             def warn(msg: str) -> None:
                 tqdm.write(msg, file=sys.stderr)
@@ -294,6 +313,10 @@ async def copy(
                         if snap is not None and snap.seq == s.seq:
                             snaps.append(snap)  # damaged ones are left behind
                     tags = await source.tags(info.doc)
+                    if not replace and await _already_there(target, info, events, tags):
+                        there_already += 1  # an earlier run copied it: nothing to do
+                        bar.update(info.head - info.base_seq)
+                        continue
                     try:
                         await target.import_doc(
                             info, events, snaps, tags, replace=replace,
@@ -301,7 +324,10 @@ async def copy(
                         )  # fmt: skip
                     except PalimpsestError as e:
                         skipped += 1
-                        warn(f"{info.doc}: not copied: {e}")
+                        differs = not replace and await target.doc_info(info.doc) is not None
+                        warn(f"{info.doc}: not copied: {e}"
+                             + (" and differs from the source (--replace overwrites it)"
+                                if differs else ""))  # fmt: skip
                     else:
                         head = await target.head(info.doc)
                         if head != info.head:
@@ -317,7 +343,8 @@ async def copy(
                 hooks_copied = await _carry_webhooks(hooks, target)
             if as_json:
                 print(json.dumps({
-                    "documents": {"copied": len(docs) - skipped, "of": len(docs),
+                    "documents": {"copied": len(docs) - skipped - there_already,
+                                  "of": len(docs), "already_there": there_already,
                                   "skipped": skipped},
                     "events": copied_events,
                     "tombstones": {"copied": tombs_copied, "of": len(tombs)},
@@ -326,13 +353,13 @@ async def copy(
                 }))  # fmt: skip
             else:
                 print(
-                    f"palimpsest: copied {len(docs) - skipped} of {len(docs)} documents "
-                    f"({copied_events} events), {skipped} skipped; {tombs_copied} of "
-                    f"{len(tombs)} tombstones copied ({len(tombs) - tombs_copied} already "
-                    "there)"
+                    f"palimpsest: copied {len(docs) - skipped - there_already} of {len(docs)} "
+                    f"documents ({copied_events} events), {there_already} already there, "
+                    f"{skipped} not copied; {tombs_copied} of {len(tombs)} "
+                    f"tombstones copied ({len(tombs) - tombs_copied} already there)"
                     + (f"; {hooks_copied} of {len(hooks)} webhook cursors copied "
-                       f"({len(hooks) - hooks_copied} already there)"
-                       if keep_positions and hooks else "")
+                       f"({len(hooks) - hooks_copied} already there)" if keep_positions and hooks
+                       else "")
                 )  # fmt: skip
             if not keep_positions and copied_events:
                 warn(_NEW_POSITIONS)
