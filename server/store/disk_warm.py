@@ -17,7 +17,9 @@ touches SQLite or its locks (``busy`` only asks whether a write holds the connec
 and never runs while commits keep the path warm anyway (a burst), so a busy server
 does little extra I/O, and an idle one none at all. An ingest's commits leave a gap over
 the period now and then: 100-124 syncs in one of 20,000 events, and 2-3 µs of CPU per
-event more than with the warmer off (bench/notes.md, 3 Dec 2026).
+event more than with the warmer off (bench/notes.md, 3 Dec 2026). A failed sync (an
+EIO of a flaky disk) pauses it: tried again after 0.1 s, doubling up to 30 s, logged
+once when it pauses and once when it resumes.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ log = logging.getLogger("palimpsest.store")
 
 #: how long after the last write the path is kept warm (a pause in the typing)
 WINDOW_SECONDS = 1.0
+#: after a failed fdatasync (a transient EIO), the first wait before trying again; it
+#: doubles with each failure in a row, up to RETRY_MAX_SECONDS
+RETRY_FIRST_SECONDS = 0.1
+RETRY_MAX_SECONDS = 30.0
 #: macOS has no fdatasync; its fsync does the same for a file with nothing dirty
 _sync = getattr(os, "fdatasync", os.fsync)
 
@@ -53,8 +59,10 @@ class DiskWarmer:
         self.period = period
         self.window = window
         self.busy = busy
-        #: fdatasyncs issued so far (tests, the bench)
+        #: fdatasyncs issued so far (tests, the bench), and those that failed
         self.syncs = 0
+        self.failed = 0
+        self._stopped = threading.Event()  # wakes a back-off's wait at stop()
         self._last = -window  # perf_counter of the last touch
         self._active = threading.Event()
         self._stopping = False
@@ -73,9 +81,11 @@ class DiskWarmer:
         self._thread.start()
 
     def stop(self) -> None:
-        """Ends the thread (blocks for at most one period and one sync)."""
+        """Ends the thread (blocks for at most one period and one sync; a back-off's wait
+        ends at once)."""
         thread, self._thread = self._thread, None
         self._stopping = True
+        self._stopped.set()
         self._active.set()
         if thread is not None:
             thread.join()
@@ -85,6 +95,7 @@ class DiskWarmer:
         return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
+        retry = 0.0  # the back-off while fdatasync fails (0: it works)
         try:
             while not self._stopping:
                 idle = time.perf_counter() - self._last
@@ -103,8 +114,20 @@ class DiskWarmer:
                 try:
                     _sync(self._fd)
                 except OSError as e:
-                    log.warning("keeping %s warm stopped: fdatasync failed: %s", self.path, e)
-                    return
+                    # a transient error (an EIO of a flaky disk) must not end the warming
+                    # for good: tried again with a back-off, said once
+                    self.failed += 1
+                    if not retry:
+                        log.warning(
+                            "keeping %s warm paused: fdatasync failed: %s; trying again "
+                            "with a back-off (up to %.0f s)", self.path, e, RETRY_MAX_SECONDS,
+                        )  # fmt: skip
+                    retry = min(RETRY_MAX_SECONDS, max(retry * 2, RETRY_FIRST_SECONDS))
+                    self._stopped.wait(retry)
+                    continue
+                if retry:
+                    log.info("keeping %s warm resumed: fdatasync works again", self.path)
+                    retry = 0.0
                 self.syncs += 1
                 time.sleep(self.period)
         finally:
@@ -112,4 +135,4 @@ class DiskWarmer:
             self._fd = -1
 
 
-__all__ = ["WINDOW_SECONDS", "DiskWarmer"]
+__all__ = ["RETRY_FIRST_SECONDS", "RETRY_MAX_SECONDS", "WINDOW_SECONDS", "DiskWarmer"]

@@ -7,6 +7,8 @@ with durability fsync. Its timing is not asserted, only what it does."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -209,3 +211,37 @@ async def test_palimpsest_serve_takes_the_flag(tmp_path: Path, flag: str) -> Non
                 await eventually(three, what="3 warm syncs on /metrics")
     finally:
         await srv.astop()
+
+
+async def test_a_failed_sync_pauses_the_warmer_which_resumes_when_it_works_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One fdatasync error (a transient EIO) used to stop the warmer for good. It now
+    tries again with a back-off, says once that it paused and once that it resumed. The
+    failure is a real one: the warmer's descriptor is made, by dup2, a pipe's (fdatasync
+    of a pipe fails with EINVAL), then the database file's again."""
+    caplog.set_level(logging.INFO, logger="palimpsest.store")
+    async with SQLiteStore(tmp_path / "w.db", warm_disk_ms=2) as store:
+        warmer = store.writer.warmer
+        assert warmer is not None
+        warmer.window = 3600.0  # warm throughout
+        await store.append([("doc", [ev()])])
+        await eventually(lambda: warmer.syncs >= 1)
+        r, w = os.pipe()
+        fd = warmer._fd
+        try:
+            os.dup2(r, fd)
+            await eventually(lambda: warmer.failed >= 2, what="tried again after a failure")
+            assert warmer.running
+            back = os.open(tmp_path / "w.db", os.O_RDONLY)
+            os.dup2(back, fd)
+            os.close(back)
+            settled = warmer.syncs
+            await eventually(lambda: warmer.syncs >= settled + 5, what="resumed")
+        finally:
+            os.close(r)
+            os.close(w)
+        assert warmer.running
+    said = [r.getMessage() for r in caplog.records if "warm" in r.getMessage()]
+    assert len([m for m in said if "paused" in m]) == 1, said
+    assert len([m for m in said if "resumed" in m]) == 1, said
