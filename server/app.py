@@ -32,7 +32,7 @@ from starlette.types import Receive, Scope, Send
 
 from .auth.open import OpenAccess
 from .backend import Backend
-from .errors import PalimpsestError
+from .errors import PalimpsestError, StoreError
 from .extensions import Extension
 from .fanout import Fanout
 from .page_headers import PageHeaders
@@ -96,8 +96,13 @@ async def palimpsest_error(request: Request, exc: Exception) -> Response:
     headers = {"Cache-Control": "no-store"}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
+    detail = str(exc)
+    doc = request.path_params.get("doc")
+    if isinstance(exc, StoreError) and isinstance(doc, str) and repr(doc) not in detail:
+        # the store's own words name no document ("SQLite query failed: …")
+        detail = f"{doc!r}: {detail}"
     return JSONResponse(
-        {"error": type(exc).__name__, "detail": str(exc)},
+        {"error": type(exc).__name__, "detail": detail},
         status_code=exc.http_status,
         headers=headers,
     )

@@ -761,3 +761,32 @@ async def test_a_copy_run_again_to_finish_it_exits_0_and_says_already_there(
     assert r.code == 1, r
     assert "b: not copied" in r.err and "differs from the source" in r.err, r
     assert "2 already there, 1 not copied" in r.out, r
+
+
+async def test_a_malformed_database_is_named_with_verify_and_the_io_error_it_may_be(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """SQLite says "database disk image is malformed" (SQLITE_CORRUPT) of a damaged file,
+    and also of a read that failed (a transient EIO). The API and the commands said only
+    "SQLite query failed: database disk image is malformed", implying damage and naming
+    nothing; they now name the document, say it may be an I/O error and suggest
+    `palimpsest verify`. The file here is damaged for real (the docs table's page)."""
+    db = tmp_path / "d.db"
+    txt = tmp_path / "t.txt"
+    txt.write_text("hello " * 2000)
+    assert (await cli(capfd, "import", "big", str(txt), "--db", str(db))).code == 0
+    with sqlite3.connect(db) as con:
+        [(root,)] = con.execute("SELECT rootpage FROM sqlite_master WHERE name = 'docs'")
+        [(size,)] = con.execute("PRAGMA page_size")
+    damaged = bytearray(db.read_bytes())
+    damaged[(root - 1) * size : (root - 1) * size + 64] = b"\x0d" + b"\xff" * 63  # nonsense
+    db.write_bytes(bytes(damaged))
+    r = await cli(capfd, "export", "big", "--db", str(db))
+    assert r.code != 0 and "malformed" in r.err, r
+    assert "I/O error" in r.err and "palimpsest verify" in r.err, r
+    async with run_server(settings_for(db)) as srv, httpx.AsyncClient() as http:
+        resp = await http.get(f"{srv.url}/api/docs/big/events", params={"user": "ann"})
+        assert resp.status_code >= 500, resp.text
+        detail = resp.json()["detail"]
+        assert "'big'" in detail and "malformed" in detail, detail
+        assert "I/O error" in detail and "palimpsest verify" in detail, detail

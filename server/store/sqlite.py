@@ -178,11 +178,28 @@ _BUSY = frozenset({5, 6})
 _TRANSIENT = _BUSY | {7, 8, 10, 13, 14, 15}  # NOMEM READONLY IOERR FULL CANTOPEN PROTOCOL
 
 
+#: SQLITE_CORRUPT, SQLITE_NOTADB: "database disk image is malformed", "file is not a
+#: database", which SQLite also says of a read that failed (an EIO it reads as damage)
+_CORRUPT = frozenset({11, 26})
+
+
+def _corrupt_hint(e: BaseException) -> str:
+    """What to make of SQLite's word of a damaged file: it may be one, or an I/O error
+    of the moment; "" for any other error."""
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is None or code & 0xFF not in _CORRUPT:
+        return ""
+    return (
+        " (SQLite says this of a damaged file, and also when a read failed: it may be an "
+        "I/O error, see the server's log and dmesg; `palimpsest verify` checks the file)"
+    )
+
+
 def _store_error(what: str, e: sqlite3.Error) -> StoreError:
     code = getattr(e, "sqlite_errorcode", None)
     if code is not None and code & 0xFF in _TRANSIENT:
         return StoreUnavailable(f"SQLite {what} failed: {e}")
-    return StoreError(f"SQLite {what} failed: {e}")
+    return StoreError(f"SQLite {what} failed: {e}{_corrupt_hint(e)}")
 
 
 #: PRAGMA synchronous per durability: FULL syncs the WAL at every commit; NORMAL in WAL
@@ -998,6 +1015,7 @@ class SQLiteStore(EventStore):
             await self._stop(upkeep=False)
             raise StoreUnavailable(
                 f"cannot open SQLite database {self.path!r}: {e}{_media_hint(self.path)}"
+                f"{_corrupt_hint(e)}"
             ) from e
         except BaseException:
             await self._stop(upkeep=False)
@@ -1235,13 +1253,13 @@ class SQLiteStore(EventStore):
             try:
                 return await self.writer.call(lambda c: c.execute(sql, params).fetchall())
             except sqlite3.Error as e:
-                raise StoreError(f"SQLite query failed: {e}") from e
+                raise StoreError(f"SQLite query failed: {e}{_corrupt_hint(e)}") from e
         try:
             # execute and fetch in one call on the connection's thread: nothing else runs
             # on it while the statement is active (see the module's docstring)
             return list(await self.db.execute_fetchall(sql, params))
         except sqlite3.Error as e:
-            raise StoreError(f"SQLite query failed: {e}") from e
+            raise StoreError(f"SQLite query failed: {e}{_corrupt_hint(e)}") from e
 
     async def _load_symbols(self) -> None:
         self._sym.add(await self._fetchall("SELECT id, name FROM symbols"))
