@@ -160,6 +160,10 @@ class ActorTaken(Conflict):
     actor of the store already (a merge of two users is not done), or the old one is
     also the name of an event kind."""
 
+    #: the new name is an actor and the old one is none any more: the rename was done
+    #: (by an earlier run), nothing is left to do
+    renamed_already = False
+
 
 class ExtensionFailed(PalimpsestError):
     """A hook that decides (``authenticate``, ``on_connect``, ``on_server_change``,

@@ -790,3 +790,25 @@ async def test_a_malformed_database_is_named_with_verify_and_the_io_error_it_may
         detail = resp.json()["detail"]
         assert "'big'" in detail and "malformed" in detail, detail
         assert "I/O error" in detail and "palimpsest verify" in detail, detail
+
+
+async def test_rename_actor_run_again_after_it_was_done_says_so_and_exits_0(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`rename-actor OLD NEW` run again after a kill that came once it had committed
+    said "'zed' is an actor of this store already … choose a name nobody has" (exit 1).
+    With OLD no actor any more and NEW one, the rename is done: said so, exit 0. NEW an
+    actor while OLD still is one stays refused (no merge of two users)."""
+    db = tmp_path / "r.db"
+    txt = tmp_path / "t.txt"
+    txt.write_text("hello")
+    for doc, user in (("a", "ann"), ("b", "bob")):
+        r = await cli(capfd, "import", doc, str(txt), "--user", user, "--db", str(db))
+        assert r.code == 0, r
+    r = await cli(capfd, "rename-actor", "ann", "zed", "--yes", "--db", str(db))
+    assert r.code == 0, r
+    r = await cli(capfd, "rename-actor", "ann", "zed", "--yes", "--db", str(db))
+    assert r.code == 0, r
+    assert "already done" in r.out and "choose a name" not in r.err, r
+    r = await cli(capfd, "rename-actor", "bob", "zed", "--yes", "--db", str(db))
+    assert r.code == 1 and "choose a name nobody has" in r.err, r

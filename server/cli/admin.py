@@ -36,7 +36,7 @@ from ..auth.identity import user_name
 from ..checkpoint import Checkpoints
 from ..client.errors import ClientError
 from ..deletion import tombstone_for
-from ..errors import PalimpsestError, StoreError, StoreUnavailable
+from ..errors import ActorTaken, PalimpsestError, StoreError, StoreUnavailable
 from ..fanout import publish_deleted, publish_purged, publish_revocation, store_deployment
 from ..known import KnownDeletions, adds_anything
 from ..maintenance import (
@@ -581,6 +581,14 @@ async def rename_actor(store: EventStore, args: argparse.Namespace) -> int:
     try:
         async with _not_served(store):
             done, unknown = await pseudonym.rename_actor(store, args.old, args.new)
+    except ActorTaken as e:
+        if not e.renamed_already:
+            raise
+        # a run again after one that committed (killed before it said so)
+        print(f"palimpsest rename-actor: {args.old} -> {args.new}: already done "
+              f"({args.old!r} is no actor of this store, {args.new!r} is): "
+              "nothing to do")  # fmt: skip
+        return 0
     except StoreUnavailable as e:
         if "serves" not in str(e):
             raise

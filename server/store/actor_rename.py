@@ -33,11 +33,15 @@ class Uses:
             self.docs.add(doc)
 
 
-def taken(new: str) -> ActorTaken:
-    return ActorTaken(
+def taken(new: str, old_left: bool = True) -> ActorTaken:
+    """`new` is an actor already; `old_left`: whether `old` still is one (when it is not,
+    the rename was done already: a run again after one that committed)."""
+    e = ActorTaken(
         f"{new!r} is an actor of this store already: a rename does not merge two users "
         "(their undo stacks and client ids would mix); choose a name nobody has"
     )
+    e.renamed_already = not old_left
+    return e
 
 
 def kind_clash(old: str, doc: str) -> ActorTaken:

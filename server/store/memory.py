@@ -238,7 +238,8 @@ class MemoryStore(EventStore):
             events = [e for evs in self._events.values() for e in evs]
             tags = [t for ts in self._tags.values() for t in ts.values()]
             if any(e.actor == new for e in events) or any(t.actor == new for t in tags):
-                raise taken(new)
+                old_left = any(e.actor == old for e in events) or any(t.actor == old for t in tags)
+                raise taken(new, old_left)
             clash = next((e.doc for e in events if e.kind == old), None)
             if clash is not None:
                 raise kind_clash(old, clash)

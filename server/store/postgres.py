@@ -1324,7 +1324,8 @@ class PostgresStore(EventStore):
                 if new in ids or await conn.fetchval(
                     "SELECT 1 FROM tags WHERE actor = $1 LIMIT 1", new
                 ):
-                    raise taken(new)
+                    raise taken(new, old in ids or bool(await conn.fetchval(
+                        "SELECT 1 FROM tags WHERE actor = $1 LIMIT 1", old)))  # fmt: skip
                 docs: set[str] = set()
                 if old in ids:
                     uses = Uses(old, ids[old])

@@ -1585,7 +1585,8 @@ class SQLiteStore(EventStore):
                 new in ids
                 or db.execute("SELECT 1 FROM tags WHERE actor = ? LIMIT 1", (new,)).fetchone()
             ):
-                raise taken(new)
+                raise taken(new, old in ids or bool(db.execute(
+                    "SELECT 1 FROM tags WHERE actor = ? LIMIT 1", (old,)).fetchone()))  # fmt: skip
             docs: set[str] = set()
             damaged_segments = 0
             if old in ids:
