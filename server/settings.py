@@ -243,6 +243,14 @@ class Settings:
                 raise ValueError(
                     f"{_name(name)} must be one of {', '.join(allowed)}, not {value!r}"
                 )
+        for name, urls in (("store", (self.store,) if self.store else ()),
+                           ("webhooks", self.webhooks)):  # fmt: skip
+            for url in urls:
+                # (a PostgreSQL URL may name several host:port, which urlsplit does
+                # not read as a port: only a webhook's port is checked)
+                why = _unreadable_url(url, port=name == "webhooks")
+                if why:  # (the URL is not shown: it may hold a password)
+                    raise ValueError(f"{_name(name)}: a URL that cannot be read: {why}")
         for origin in self.allow_origin:
             # an origin is scheme://host[:port]: a bare name or a path would never match
             # a browser's Origin, and every page of it would be refused without a word
@@ -352,6 +360,21 @@ def unknown_env(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
         out.append((name, close[0] if close else None))
     return out
+
+
+def _unreadable_url(url: str, port: bool = True) -> str:
+    """Why `url` cannot be split into its parts (said in words: it is not quoted, as it
+    may hold a password), or "" when it can."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # urlsplit's "Invalid IPv6 URL"
+        return "a [ without its ] (an IPv6 address is written [::1])"
+    try:
+        if port:
+            _ = parts.port
+    except ValueError:
+        return "its port is not a number from 0 to 65535"
+    return ""
 
 
 def _name(field_name: str) -> str:

@@ -100,7 +100,10 @@ def masked_url(url: str, every_secret: bool = False) -> str:
     segment (Slack's /services/T/B/SECRET, Discord's /api/webhooks/ID/SECRET), every
     value of the query string and the ``#fragment``. The ``//`` of an empty authority is
     kept (urlunsplit writes unix:///p as unix:/p)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "Invalid IPv6 URL": settings refuse it; not shown, in any case
+        return "(a URL that cannot be read)"
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, _, hostport = netloc.rpartition("@")

@@ -534,3 +534,28 @@ async def test_edits_of_people_who_left_survive_postgresql_dropping_the_pool(
         missing = [t for t in tokens if t not in now]
         assert not missing, (missing, srv.log_tail(20))
         assert all(now.count(t) == 1 for t in tokens)
+
+
+@pytest.mark.parametrize(
+    ("args", "setting"),
+    [
+        (["--webhook", "http://ann:s3cretpw@[::1/hook"], "webhooks (PALIMPSEST_WEBHOOKS)"),
+        (["--store", "postgresql://ann:s3cretpw@[::1/db"], "store (PALIMPSEST_STORE)"),
+        (["--webhook", "http://ann:s3cretpw@example.com:8o8o/hook"],
+         "webhooks (PALIMPSEST_WEBHOOKS)"),
+    ],
+)  # fmt: skip
+def test_a_url_that_cannot_be_read_is_one_line_naming_the_setting_not_its_password(
+    tmp_path: Path, args: list[str], setting: str
+) -> None:
+    """A malformed --webhook URL stopped `serve` with a 39-line traceback (urlsplit's
+    "Invalid IPv6 URL", raised while masking its password for the log); a malformed
+    --store said only "Invalid IPv6 URL". Now: one line naming the setting, exit 2, and
+    the password never printed."""
+    r = serve(tmp_path, *args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    out = r.stdout + r.stderr
+    assert "Traceback" not in out and "s3cretpw" not in out, out
+    [line] = [x for x in r.stderr.splitlines() if "error" in x]
+    assert line.startswith(f"palimpsest serve: error: {setting}: "), line
+    assert list(tmp_path.iterdir()) == []
