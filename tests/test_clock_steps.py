@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -22,7 +23,7 @@ from palimpsest.auth import identity
 from palimpsest.auth.tokens import mint
 from palimpsest.maintenance import plan_compact
 from palimpsest.settings import Settings
-from palimpsest.store.base import EventClock
+from palimpsest.store.base import EVENT_CLOCK, MAX_AHEAD_MS, EventClock
 from palimpsest.util import iso
 
 
@@ -132,6 +133,14 @@ async def test_an_undo_group_in_an_older_log_whose_ts_go_back(
             await s.wait_for(lambda: str(s.text()) == "Q: ")
 
 
+@pytest.fixture(autouse=True)
+def _event_clock_forgets() -> Iterator[None]:
+    """A test's stamps (a room clock set years ahead) are not run on from by the tests
+    after it: the committer tells the process's EVENT_CLOCK the stamps it committed."""
+    yield
+    EVENT_CLOCK.reset()
+
+
 class Stepped:
     """A wall clock and a monotonic clock, in ms, moved by the test."""
 
@@ -168,6 +177,11 @@ def test_the_event_clock_runs_on_after_a_backward_step() -> None:
     assert clock() == 1_800_005_500_300
     clock.observe(1)  # an older stamp changes nothing
     assert clock() == 1_800_005_500_300
+    t.wall += 600_000
+    clock.observe(t.wall + MAX_AHEAD_MS + 1)  # too far ahead: not taken up
+    assert clock() == t.wall
+    t.wall -= MAX_AHEAD_MS + 60_000  # stepped back by more than it runs ahead: followed
+    assert clock() == t.wall
 
 
 async def test_undo_steps_stay_apart_after_a_backward_step(

@@ -67,6 +67,11 @@ def _mono_ms() -> int:
     return time.monotonic_ns() // 1_000_000
 
 
+#: how far EventClock runs ahead of the wall clock at most (ms): a step back, or another
+#: process's clock, by more is followed rather than run on from
+MAX_AHEAD_MS = 15 * 60_000
+
+
 class EventClock:
     """What a room stamps its events with (ms): the wall clock, except that it never runs
     back. A wall clock stepped back (NTP, a restored VM) is not followed: the clock runs
@@ -77,7 +82,11 @@ class EventClock:
     same way (:meth:`observe`). The store keeps a document's ts from going back whatever
     it is given; this keeps the gaps between a writer's edits, which undo groups by,
     what they were: stamped with the document's last ts until the wall clock caught up,
-    every edit of those minutes was one undo step."""
+    every edit of those minutes was one undo step. It runs at most MAX_AHEAD_MS ahead of
+    the wall clock: past that (a clock stepped back by hours, a stamp from a clock set a
+    year ahead), it follows the wall clock, the store keeps each document's ts from going
+    back, and the edits of a document written in that span are stamped with its last ts
+    until the wall clock is past it (their pauses are then no undo steps' ends)."""
 
     __slots__ = ("_last", "_mono", "_wall_ms", "_mono_ms")
 
@@ -93,15 +102,23 @@ class EventClock:
         wall = self._wall_ms()
         mono = self._mono_ms()
         if self._last:  # ahead of the wall clock, it runs at 3/4 speed until caught up
-            wall = max(wall, self._last + (mono - self._mono) * 3 // 4)
+            ran = self._last + (mono - self._mono) * 3 // 4
+            if wall < ran <= wall + MAX_AHEAD_MS:
+                wall = ran
         self._last = wall
         self._mono = mono
         return wall
 
     def observe(self, ts: int) -> None:
-        """`ts` was committed for an event this process stamped earlier: run on from it."""
-        if ts > self():
+        """`ts` was committed for an event this process stamped earlier: run on from it
+        (not from one more than MAX_AHEAD_MS ahead of this process's wall clock)."""
+        now = self()
+        if now < ts <= self._wall_ms() + MAX_AHEAD_MS:
             self._last = ts
+
+    def reset(self) -> None:
+        """Forget what it ran on from: the wall clock again (tests)."""
+        self._last = 0
 
 
 #: the clock rooms stamp events with (palimpsest.room)
