@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
+import itertools
 import json
 import logging
+import os
+import queue
 import sys
+import threading
 import time
+from typing import IO
 
 #: the fields a line may carry apart from its message (``log.info(..., extra={...})``),
 #: each a key of its JSON object when present: the connection id (``peer``), the
@@ -76,12 +82,173 @@ class TextFormatter(logging.Formatter):
         )
 
 
-def configure(level: str = "info", json_lines: bool = False) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if json_lines:
-        handler.setFormatter(JSONFormatter())
+#: log lines the server's event loop queues for the log's writer at most (a few MB at
+#: most); past that, while the output does not take them (a pipe nobody reads, a stalled
+#: journald), lines are dropped and counted instead of stopping the server
+QUEUE_LINES = 10_000
+#: at most this long an exit waits for the writer to write out what is queued: an output
+#: that takes nothing must not hold a shutdown
+DRAIN_SECONDS = 2.0
+
+#: lines dropped by this process (the count so far: itertools.count's next is atomic)
+_drop_count = itertools.count(1)
+_drops = 0
+
+
+def dropped() -> int:
+    """Log lines dropped by this process because the output did not take them
+    (``palimpsest_log_lines_dropped_total``)."""
+    return _drops
+
+
+class _Enqueue(logging.Handler):
+    """The handler the loggers write to: it formats the record where it is logged (the
+    event loop's thread, as before) and queues the line for the writer's thread, without
+    waiting: a full queue drops the line and counts it. What logging.handlers.
+    QueueHandler does, with a string on the queue (a formatted line cannot change after)
+    and the drop instead of an error."""
+
+    def __init__(self, output: QueuedOutput, stream: IO[str]) -> None:
+        super().__init__()
+        self.output, self.stream = output, stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self.output.put(self.stream, line)
+
+
+class QueuedOutput:
+    """A thread that writes the log's lines to their stream, so that a stream that blocks
+    (a full pipe) blocks that thread only, never the event loop nor a signal handler.
+    ``handler`` is the logging handler that feeds it; ``put`` queues a line for any
+    stream (serve's start-up lines on stdout, in order with the log's). Lines past
+    ``capacity`` queued are dropped and counted; the next line written after them is
+    followed by one saying how many (at WARNING, formatted by ``formatter``).
+
+    No lock of Python's on the way in: a signal handler logs (the shutdown's lines) on the
+    main thread, which the signal may have interrupted in the middle of a put, and a
+    queue.Queue's lock would then never be released. queue.SimpleQueue's put is
+    reentrant; the counts are plain numbers, approximate under races, which only moves
+    the bound by a line or two."""
+
+    def __init__(
+        self, stream: IO[str], formatter: logging.Formatter, capacity: int = QUEUE_LINES
+    ) -> None:
+        self.queue: queue.SimpleQueue[tuple[IO[str], str] | None] = queue.SimpleQueue()
+        self.capacity = capacity
+        self.formatter = formatter
+        self.handler = _Enqueue(self, stream)
+        self.handler.setFormatter(formatter)
+        self.stream = stream
+        self._puts = itertools.count(1)
+        self.queued = 0  # lines put (the number of the last one)
+        self.written = 0  # lines taken off the queue and written (or failed)
+        self.said = _drops  # drops said so far (or before this output)
+        self.thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, stream: IO[str], line: str) -> None:
+        global _drops
+        if self.queue.qsize() >= self.capacity:
+            _drops = next(_drop_count)
+            return
+        self.queue.put((stream, line))
+        self.queued = next(self._puts)
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            try:
+                _write(*item)
+                n = _drops - self.said
+                if n > 0:
+                    self.said += n
+                    said = logging.LogRecord(
+                        "palimpsest.logs", logging.WARNING, __file__, 0,
+                        "%d log lines dropped: the log's output did not take them in time "
+                        "(palimpsest_log_lines_dropped_total)", (n,), None,
+                    )  # fmt: skip
+                    _write(self.stream, self.formatter.format(said))
+            except Exception:  # nothing to say it on
+                pass
+            finally:
+                self.written += 1
+
+    def drain(self, timeout: float = DRAIN_SECONDS) -> bool:
+        """Wait, at most `timeout` seconds, for what is queued to be written."""
+        deadline = time.monotonic() + timeout
+        target = self.queued
+        while self.written < target:
+            if time.monotonic() >= deadline or not self.thread.is_alive():
+                return False
+            time.sleep(0.005)
+        return True
+
+    def stop(self, timeout: float = DRAIN_SECONDS) -> None:
+        """Write out what is queued and end the thread, in `timeout` seconds at most (a
+        writer still blocked then is a daemon thread: the exit does not wait for it)."""
+        start = time.monotonic()
+        self.drain(timeout)
+        self.queue.put(None)
+        self.thread.join(max(0.0, timeout - (time.monotonic() - start)))
+
+
+def _write(stream: IO[str], line: str) -> None:
+    """One line to the stream: straight to its file descriptor when it has one (a
+    thread blocked there holds no lock of Python's; in the stream's buffer, it would
+    hold the buffer's lock, and the interpreter's exit, flushing it, would abort)."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        stream.write(line + "\n")
+        stream.flush()
+        return
+    data = (line + "\n").encode(getattr(stream, "encoding", None) or "utf-8", "backslashreplace")
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+#: the output `configure` set up, if any
+_output: QueuedOutput | None = None
+
+
+def echo(text: str, stream: IO[str] | None = None) -> None:
+    """A line printed as it is (serve's start-up lines), in order with the log's and
+    without waiting for the output when the log is queued (`configure`)."""
+    stream = stream if stream is not None else sys.stdout
+    if _output is None:
+        print(text, file=stream, flush=True)
     else:
-        handler.setFormatter(TextFormatter())
+        _output.put(stream, text)
+
+
+def flush(timeout: float = DRAIN_SECONDS) -> bool:
+    """Wait, at most `timeout` seconds, for the queued lines to be written (before an
+    exit). False if some were not."""
+    return _output.drain(timeout) if _output is not None else True
+
+
+def _at_exit() -> None:
+    if _output is not None:
+        _output.stop(DRAIN_SECONDS)
+
+
+def configure(level: str = "info", json_lines: bool = False) -> None:
+    global _output
+    formatter: logging.Formatter = JSONFormatter() if json_lines else TextFormatter()
+    previous, _output = _output, QueuedOutput(sys.stderr, formatter)
+    if previous is None:
+        atexit.register(_at_exit)  # (before logging's own, which runs after it)
+    else:
+        previous.stop()
+    handler = _output.handler
     handler.palimpsest = True  # type: ignore[attr-defined]  # (ours: configure may run again)
     root = logging.getLogger("palimpsest")
     root.handlers[:] = [handler]

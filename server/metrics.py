@@ -39,6 +39,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from . import logs
 from .closes import CAUSES, Closed
 from .extensions import Client, Extension
 from .lifecycle import Service
@@ -298,6 +299,13 @@ class _LiveCollector(Collector):
                      committer.since_commit())  # fmt: skip
         yield _gauge("palimpsest_start_time_seconds", "When this backend started (unix time)",
                      self.started)  # fmt: skip
+        dropped = CounterMetricFamily(
+            "palimpsest_log_lines_dropped",
+            "Log lines this process dropped because the log's output (stderr) did not take "
+            "them in time (a pipe nobody reads): the log says how many once it writes again",
+        )
+        dropped.add_metric([], float(logs.dropped()))
+        yield dropped
         failures = CounterMetricFamily(
             "palimpsest_extension_hook_failures",
             "Calls of an extension's hook that raised (or timed out), by hook (Name.hook); "

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import logs
 from ..logs import JSONFormatter
 from ..out_of_memory import OUT_OF_MEMORY, OutOfMemory
 from ..store import sqlite_path
@@ -162,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
         loop = _event_loop(settings.event_loop)
         app = create_app(settings)
     except ValueError as e:  # what was configured cannot work: say what, start nothing
-        print(f"palimpsest serve: error: {e}", file=sys.stderr, flush=True)
+        logs.echo(f"palimpsest serve: error: {e}", sys.stderr)
+        logs.flush()
         return CONFIG_ERROR
     try:
         # the address first: uvicorn binds it only after the app's start has opened the
@@ -170,19 +172,18 @@ def run(args: argparse.Namespace) -> int:
         # its lock file), which the next start took for one that existed
         sockets = _listen(settings.host, settings.port)
     except OSError as e:
-        print(f"palimpsest: cannot start: {_cannot_listen(e, settings)}", file=sys.stderr,
-              flush=True)  # fmt: skip
+        logs.echo(f"palimpsest: cannot start: {_cannot_listen(e, settings)}", sys.stderr)
+        logs.flush()
         return STARTUP_FAILED
     where = _where(settings)
     store = f"palimpsest: store: {where}, durability {settings.durability}, loop {loop}"
-    print(_start_line(store, settings.log_json), flush=True)
+    logs.echo(_start_line(store, settings.log_json), sys.stdout)
     open_mode = not (settings.jwt_secret or settings.jwt_public_key)
     # loud when the server is open: the open mode's extension has logged the warning
     # already (once, where an embedding app sees it too), unless the log level hides it
     if not open_mode or not logging.getLogger("palimpsest.auth").isEnabledFor(logging.WARNING):
         level = logging.WARNING if open_mode else logging.INFO
-        print(_start_line(auth_banner(settings), settings.log_json, level), file=sys.stderr,
-              flush=True)  # fmt: skip
+        logs.echo(_start_line(auth_banner(settings), settings.log_json, level), sys.stderr)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -218,7 +219,8 @@ def run(args: argparse.Namespace) -> int:
         return OUT_OF_MEMORY
     if ok:
         return 0
-    print(f"palimpsest: cannot start: {failure.reason(settings)}", file=sys.stderr, flush=True)
+    logs.echo(f"palimpsest: cannot start: {failure.reason(settings)}", sys.stderr)
+    logs.flush()
     return STARTUP_FAILED
 
 
@@ -440,6 +442,10 @@ def _going_away_server() -> Any:
                     log.exception("graceful close of the connections failed")
             await super().shutdown(sockets)
             log.info("stopped")
+            # uvicorn ends the process by the signal it caught, right after: what the log
+            # queued goes out first, within logs.DRAIN_SECONDS (an output that takes
+            # nothing, a pipe nobody reads, does not hold the exit)
+            logs.flush()
 
     return GoingAwayServer
 
@@ -481,9 +487,9 @@ def _exit_now(server: Any, why: str, status: int) -> None:
         else ""
     )
     log.error("%s: exiting now, without waiting for the store%s", why, held)
+    logs.flush()  # bounded: an output that takes nothing does not hold the exit
     for handler in logging.getLogger("palimpsest").handlers:
         handler.flush()
-    sys.stdout.flush()
     os._exit(status)
 
 
@@ -628,7 +634,7 @@ def _serve(
                 return False
             await asyncio.sleep(0.02)
         listening = f"palimpsest: listening on http://{host}:{port} (ws://{host}:{port}/ws/DOC)"
-        print(_start_line(listening, json_lines), flush=True)
+        logs.echo(_start_line(listening, json_lines), sys.stdout)
         await task
         return True
 
