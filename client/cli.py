@@ -44,7 +44,7 @@ from .errors import ClientError, NotFound, ReadOnly, Refused, Timeout
 from .history import DEFAULT_URL, History, Version
 from .session import Removed, Session, connect
 
-#: where trace names are looked up (the repository's data/traces)
+#: where trace names are looked up (the repository's data/traces; a wheel has none)
 TRACES_DIR = Path(
     os.environ.get(
         "PALIMPSEST_TRACES",
@@ -407,7 +407,14 @@ def load_trace(trace: str) -> tuple[Path, dict[str, Any]]:
         path = TRACES_DIR / name
     if not path.exists():
         known = sorted(p.name.removesuffix(".json.gz") for p in TRACES_DIR.glob("*.json.gz"))
-        raise SystemExit(f"palimpsest: no trace {trace!r} (known: {', '.join(known)})")
+        if known:
+            raise SystemExit(f"palimpsest: no trace {trace!r} (known: {', '.join(known)})")
+        # an installed palimpsest: the traces (4 MB) stay in the repository
+        raise SystemExit(
+            f"palimpsest: no trace {trace!r}: no traces in {TRACES_DIR} (the package does not "
+            "include them: they are in the repository's data/traces/sequential_traces; give "
+            "a trace file's path, or set PALIMPSEST_TRACES to that directory)"
+        )
     try:
         with gzip.open(path, "rt", encoding="utf-8") as f:
             data = json.load(f)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import importlib.resources
 import logging
 import os
 import re
@@ -46,9 +47,26 @@ from .store import EventStore, SQLiteStore, open_store
 
 log = logging.getLogger("palimpsest.app")
 
-STATIC_DIR = Path(
-    os.environ.get("PALIMPSEST_STATIC", Path(__file__).resolve().parent.parent / "static")
-)
+
+def static_dir() -> Path:
+    """The directory of the page (index.html, app.js, palimpsest.js, style.css):
+    PALIMPSEST_STATIC when set; else the installed package's (``palimpsest/static`` in a
+    wheel; in an editable install, where its files link to the repository's, the
+    repository's own directory); else the repository's ``static/`` next to ``server/``
+    (run from a checkout without installing)."""
+    configured = os.environ.get("PALIMPSEST_STATIC")
+    if configured:
+        return Path(configured)
+    try:
+        page = importlib.resources.files("palimpsest") / "static" / "index.html"
+    except (ImportError, TypeError):  # palimpsest not importable as a package
+        page = None
+    if isinstance(page, Path) and page.is_file():
+        return page.resolve().parent  # (an editable install's links: the files' own)
+    return Path(__file__).resolve().parent.parent / "static"
+
+
+STATIC_DIR = static_dir()
 
 
 #: response headers the API tells clients to read, beyond those a browser always lets a
@@ -215,6 +233,13 @@ class Palimpsest:
         routes.append(WebSocketRoute("/", websocket_endpoint))
         if STATIC_DIR.is_dir():
             routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
+        if not (STATIC_DIR / "index.html").is_file():
+            log.warning(
+                "the page is not there (no %s): / answers a line of text and /static/ "
+                "nothing; set PALIMPSEST_STATIC to the directory holding index.html, "
+                "app.js, palimpsest.js and style.css (the repository's static/)",
+                STATIC_DIR / "index.html",
+            )
         self.app = Starlette(
             routes=routes,
             lifespan=self._own_lifespan,

@@ -11,7 +11,7 @@
 
 The server runs as `sys.executable -m palimpsest serve --host 127.0.0.1 --port P --db PATH`
 (after `prefix`, a command it runs under such as `prlimit --nofile=128:128`) with cwd
-at the repository root; its stdout+stderr go to `srv.log_path` (appended
+at the repository root (or `cwd`); its stdout+stderr go to `srv.log_path` (appended
 across restarts, one header line per start). Failures quote the tail of that log.
 """
 
@@ -50,6 +50,7 @@ class ServerProcess:
         start_timeout: float = 20.0,
         stop_timeout: float = 15.0,
         prefix: list[str] | tuple[str, ...] = (),
+        cwd: str | os.PathLike[str] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -63,6 +64,8 @@ class ServerProcess:
         self.stop_timeout = stop_timeout
         #: a command the server runs under, e.g. ("prlimit", "--nofile=128:128")
         self.prefix = list(prefix)
+        #: the server's working directory (default: the repository's root)
+        self.cwd = Path(cwd) if cwd is not None else REPO_ROOT
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self._log: IO[bytes] | None = None
@@ -115,7 +118,7 @@ class ServerProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self.proc = subprocess.Popen(
             self.command(),
-            cwd=REPO_ROOT,
+            cwd=self.cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=self._log,

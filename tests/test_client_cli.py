@@ -130,6 +130,23 @@ def test_replay_of_a_file_that_is_no_trace_is_one_line(
     assert "\n" not in e.value.code and str(f) in e.value.code
 
 
+def test_replay_by_name_without_the_traces_says_where_they_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Installed from a wheel, `palimpsest replay automerge-paper` said `no trace
+    'automerge-paper' (known: )`: the traces are in the repository, not in the package.
+    It says so now, and how to point at them."""
+    from palimpsest.client import cli
+
+    monkeypatch.setattr(cli, "TRACES_DIR", tmp_path / "nowhere")
+    with pytest.raises(SystemExit) as e:
+        main(["replay", "automerge-paper", "--url", "http://127.0.0.1:1"])
+    said = str(e.value.code)
+    assert "known: )" not in said and "\n" not in said, said
+    assert "data/traces/sequential_traces" in said and "PALIMPSEST_TRACES" in said, said
+    assert str(tmp_path / "nowhere") in said, said
+
+
 @pytest.mark.parametrize("command", [["cat", "d1"], ["edit", "d1", "-"], ["history", "d1"]])
 async def test_a_url_that_is_no_url_is_one_line(
     command: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
