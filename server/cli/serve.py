@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -10,6 +11,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -218,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
     if _OOM.where is not None:
         return OUT_OF_MEMORY
     if ok:
-        return 0
+        return server.exit_status or 0  # (SIGQUIT: 131)
     logs.echo(f"palimpsest: cannot start: {failure.reason(settings)}", sys.stderr)
     logs.flush()
     return STARTUP_FAILED
@@ -374,12 +376,23 @@ def _where(settings: Any) -> str:
     return f"SQLite database {full}" + ("" if full.exists() else " (new: it did not exist)")
 
 
+#: the signals that stop `serve` gracefully, and those it ignores (docs/operations.md)
+STOPPING_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGBREAK")
+    if hasattr(signal, name)
+)  # fmt: skip
+IGNORED_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGUSR1", "SIGUSR2") if hasattr(signal, name)
+)
+
+
 def _going_away_server() -> Any:
     import uvicorn
 
     class GoingAwayServer(uvicorn.Server):
-        """On SIGTERM/SIGINT: stop accepting, close our websockets with 1001 (going away,
-        so clients reconnect elsewhere) and flush every room, THEN let uvicorn shut down
+        """On SIGTERM/SIGINT (and SIGHUP, SIGQUIT): stop accepting, close our websockets
+        with 1001 (going away, so clients reconnect elsewhere) and flush every room, THEN
+        let uvicorn shut down
         (it would close them with 1012), after which the lifespan stops the backend (final
         snapshots of open rooms, the committer drained).
 
@@ -391,12 +404,44 @@ def _going_away_server() -> Any:
         reconnect."""
 
         watchdog: threading.Thread | None = None
+        #: the exit status `serve` returns instead of ending by the signal (SIGQUIT)
+        exit_status: int | None = None
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            """uvicorn's, for more signals: SIGHUP and SIGQUIT stop the server as SIGTERM
+            and SIGINT do (they killed it at once, silently: no 1001 to the clients, no
+            final snapshot), SIGUSR1 and SIGUSR2 are ignored with a log line (they
+            killed it too). At the end the process ends by the signal that stopped it,
+            as uvicorn does (SIGTERM: 143 in a shell; SIGINT: KeyboardInterrupt, 0), but
+            for SIGQUIT, whose default action dumps core: exit status 131 instead."""
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            handlers = {sig: self.handle_exit for sig in STOPPING_SIGNALS}
+            handlers.update({sig: self.handle_ignored for sig in IGNORED_SIGNALS})
+            previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+            for sig in reversed(self._captured_signals):
+                if sig == getattr(signal, "SIGQUIT", None):
+                    self.exit_status = 128 + sig
+                    continue
+                signal.raise_signal(sig)
 
         def handle_exit(self, sig: int, frame: Any) -> None:
             if self.should_exit:  # the operator does not want to wait (nor drain)
                 _exit_now(self, f"a second {signal.Signals(sig).name}", 128 + sig)
+            log.info("received %s: shutting down", signal.Signals(sig).name)
             super().handle_exit(sig, frame)
             self.watch_shutdown()
+
+        def handle_ignored(self, sig: int, frame: Any) -> None:
+            log.warning("received %s: ignored (SIGTERM, SIGINT, SIGHUP or SIGQUIT stop the "
+                        "server)", signal.Signals(sig).name)  # fmt: skip
 
         def stop(self) -> None:
             """Stop as on SIGTERM, without the signal raised again at the end (uvicorn
