@@ -1,4 +1,4 @@
-"""``python -m client``: the client subcommands (cat, edit, replay, history)."""
+"""``python -m palimpsest.client``: the client subcommands (cat, edit, replay, history)."""
 
 import sys
 

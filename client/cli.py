@@ -1,5 +1,5 @@
-"""Client subcommands of ``palimpsest`` (and ``python -m client``): cat, edit, replay, history,
-tail, revert.
+"""Client subcommands of ``palimpsest`` (and ``python -m palimpsest.client``): cat, edit,
+replay, history, tail, revert.
 
     palimpsest cat notes                       # the text now
     palimpsest cat notes --seq 12              # ... at a version (or --at ISO, --tag NAME)
@@ -661,7 +661,11 @@ async def _print_events(args: argparse.Namespace, follow: AsyncIterable[Any]) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m client", description=__doc__.split("\n")[0])
+    # (not __doc__: None under python -OO)
+    parser = argparse.ArgumentParser(
+        prog="python -m palimpsest.client",
+        description="Client subcommands of palimpsest: cat, edit, replay, history, tail, revert.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     register(sub)

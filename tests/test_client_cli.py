@@ -281,6 +281,22 @@ def test_entry_points() -> None:
     assert e.value.code == 0
 
 
+@pytest.mark.parametrize("module", ["palimpsest.client", "palimpsest"])
+def test_help_under_python_OO_names_the_installed_module(module: str, tmp_path: Path) -> None:
+    """`python -OO -m palimpsest.client --help` crashed (the parser's description read
+    the module's __doc__, None without docstrings), and the usage line said `python -m
+    client`, which is no module of the installed package."""
+    out = subprocess.run(
+        [sys.executable, "-OO", "-m", module, "--help"],
+        cwd=tmp_path, capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr
+    usage = out.stdout.splitlines()[0]
+    assert usage.startswith("usage: python -m palimpsest.client " if module.endswith("client")
+                            else "usage: palimpsest "), usage  # fmt: skip
+
+
 async def test_edit_says_what_it_cannot_read(
     server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1,8 +1,9 @@
-"""What a wheel built from the repository holds, and what a server installed from it
-serves. A field tester installed a built wheel outside the repository and ran it from
-cwd=/: `/` said "The page is not built" and /static/palimpsest.js was a 404, because
-the wheel held only the Python packages (static/ is at the repository's root, and
-app.py looked for it next to the package)."""
+"""What the sdist and the wheel built from the repository hold, and what a server
+installed from the wheel serves. A field tester installed a built wheel outside the
+repository and ran it from cwd=/: `/` said "The page is not built" and
+/static/palimpsest.js was a 404, because the wheel held only the Python packages
+(static/ is at the repository's root, and app.py looked for it next to the package);
+the sdist had no LICENSE, and not the files its tests read."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -20,32 +22,62 @@ from serverproc import REPO_ROOT, ServerProcess
 PAGE = ("index.html", "app.js", "palimpsest.js", "style.css")
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A wheel built as a packager would, from the repository's files (tracked, or new
-    and not ignored) copied away: no build/ left over from an earlier build counts."""
-    base = tmp_path_factory.mktemp("packaging")
-    src = base / "src"
-    files = subprocess.run(
+def tracked() -> list[str]:
+    """The repository's files: tracked, or new and not ignored."""
+    out = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard", "-z"],
         cwd=REPO_ROOT, capture_output=True, check=True,
-    ).stdout.decode().split("\0")  # fmt: skip
-    for name in filter(None, files):
-        if (REPO_ROOT / name).is_file():
-            (src / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO_ROOT / name, src / name)
+    ).stdout.decode()  # fmt: skip
+    return [name for name in out.split("\0") if name and (REPO_ROOT / name).is_file()]
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The sdist, and the wheel built from it (python -m build: what a packager runs), from
+    the repository's files copied away: no build/ left over from an earlier build counts."""
+    base = tmp_path_factory.mktemp("packaging")
+    src = base / "src"
+    for name in tracked():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / name, src / name)
     out = base / "dist"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(src)],
+        [sys.executable, "-m", "build", "--outdir", str(out), str(src)],
         check=True, capture_output=True, timeout=170,
     )  # fmt: skip
-    return next(out.glob("palimpsest-*.whl"))
+    return next(out.glob("palimpsest-*.tar.gz")), next(out.glob("palimpsest-*.whl"))
+
+
+@pytest.fixture(scope="module")
+def wheel(dist: tuple[Path, Path]) -> Path:
+    return dist[1]
 
 
 @pytest.mark.slow
-def test_the_wheel_holds_the_page(wheel: Path) -> None:
-    names = set(zipfile.ZipFile(wheel).namelist())
+def test_the_wheel_holds_the_page_and_the_licence(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        (meta,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        metadata = z.read(meta).decode()
     assert {f"palimpsest/static/{f}" for f in PAGE} <= names, sorted(names)
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), sorted(names)
+    assert "License-Expression: MIT" in metadata
+
+
+@pytest.mark.slow
+def test_the_sdist_holds_what_its_tests_need(dist: tuple[Path, Path]) -> None:
+    """The licence, the README and docs, and every file of tests/ and of what they read
+    (the traces, the page and its sources, the benchmarks test_lint type-checks)."""
+    sdist, _ = dist
+    with tarfile.open(sdist) as t:
+        top = t.getnames()[0].split("/")[0]
+        names = {n.removeprefix(f"{top}/") for n in t.getnames()}
+    wanted = {"LICENSE", "README.md", "pyproject.toml"} | {
+        name for name in tracked()
+        if name.split("/")[0] in ("docs", "tests", "data", "static", "web", "bench", "examples",
+                                  "scripts", "server", "client")
+    }  # fmt: skip
+    assert not wanted - names, sorted(wanted - names)
 
 
 @pytest.mark.slow
