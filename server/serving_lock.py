@@ -55,6 +55,8 @@ class ServingLock:
         self._fd = -1
         #: this process made the lock file (nothing was at its path)
         self._made = False
+        #: why no lock could be taken (the lock file could not be opened), if so
+        self._unlocked: str | None = None
 
     async def acquire(self) -> None:
         """Takes the lock, or raises StoreUnavailable saying who holds it and what to do."""
@@ -86,8 +88,10 @@ class ServingLock:
         raise StoreUnavailable(f"the lock file {self.path} keeps being removed")
 
     def _no_lock(self, e: OSError) -> None:
-        # the store's own start meets the same trouble and says it in its words
-        log.warning("no lock on %s (%s): a second server would not be refused", self.path, e)
+        # said once the server serves (serving()): a start that fails for the same cause
+        # (a directory it cannot write) says it in the store's words, and this warning
+        # before that refusal only misled
+        self._unlocked = f"{e}"
 
     def _lock(self, fd: int) -> None:
         """Lock `fd`, or close it and raise StoreUnavailable saying who holds the lock."""
@@ -114,6 +118,9 @@ class ServingLock:
     async def serving(self) -> None:
         """The server started: the file says its pid from now on (written only then, so
         that a start that fails leaves a file that was there as it was)."""
+        if self._unlocked is not None:
+            log.warning("no lock on %s (%s): a second server would not be refused", self.path,
+                        self._unlocked)  # fmt: skip
         if self._fd < 0:
             return
         try:

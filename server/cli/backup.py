@@ -30,6 +30,7 @@ from ..errors import StoreUnavailable
 from ..recovery import RESTORED_MINUTES, recovery_marker
 from ..serving_lock import not_served
 from ..store import SQLiteStore, open_store
+from ..store.sqlite import not_writable
 from . import add_store_options, settings_from
 
 #: pages copied per step of the backup (4 MB of 4 KB pages), for the progress bar
@@ -172,6 +173,9 @@ def backup(
         given_out = max(found or 0, positions_from)
     if not out_path.parent.is_dir():
         raise BackupError(f"the directory of {out} does not exist")
+    why = not_writable(str(out_path.parent.absolute()))
+    if why:  # the copy is written beside OUT, then renamed to it
+        raise BackupError(f"cannot write {out}: {why}")
     partial = out_path.with_name(out_path.name + ".partial")
     started = time.monotonic()
     try:
@@ -198,7 +202,10 @@ def backup(
         except sqlite3.DatabaseError as e:
             raise BackupError(f"cannot read SQLite database {source}: {e}") from e
         partial.unlink(missing_ok=True)
-        dst = sqlite3.connect(partial, isolation_level=None)
+        try:
+            dst = sqlite3.connect(partial, isolation_level=None)
+        except sqlite3.Error as e:
+            raise BackupError(f"cannot write {out}: {e} ({partial})") from e
         try:
             # the copy is synced once, whole, before it takes its name: no journal of its own
             dst.execute("PRAGMA journal_mode = OFF")

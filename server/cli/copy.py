@@ -26,14 +26,20 @@ from . import SQLITE_URL_HINT, add_store_options, missing_sqlite_file, settings_
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "migrate",
-        help="create or update the store's schema",
-        description="Create the tables of a store, or bring them to this version (a SQLite "
-        "file must exist: `palimpsest serve` creates a new one). Upgrading "
+        help="create or update the store's schema (--create: a new SQLite file too)",
+        description="Create the tables of a store, or bring them to this version. A SQLite "
+        "file must exist (a typo in --db would otherwise make a new, empty database), "
+        "unless --create is given: then a new one is made, in an existing directory. Upgrading "
         "to version 5 (the compact event log) rewrites every event in one transaction: stop "
         "the servers first (they refuse to start until it is done). Safe to run from several "
         "machines at once, and again.",
     )
     add_store_options(p)
+    p.add_argument(
+        "--create", action="store_true",
+        help="SQLite: create the database file when there is none (in an existing directory "
+        "this user can write), as `palimpsest serve` does",
+    )  # fmt: skip
     p.set_defaults(func=run_migrate)
 
     p = sub.add_parser(
@@ -67,10 +73,12 @@ def run_migrate(args: argparse.Namespace) -> int:
     async def main() -> int:
         store = open_store(settings.store_url, migrate=True)
         missing = missing_sqlite_file(settings.store_url)
-        if missing:  # a typo in --db would make a new, empty database
+        if missing and not getattr(
+            args, "create", False
+        ):  # a typo in --db would make a new, empty database
             raise ValueError(
                 f"no SQLite database at {missing} (give --db or --store; {SQLITE_URL_HINT}). "
-                "`palimpsest serve` creates a new one"
+                "`palimpsest migrate --create` or `palimpsest serve` creates a new one"
             )
         if isinstance(store, SQLiteStore):
             store.rewrite_progress = _progress_line()
@@ -79,6 +87,8 @@ def run_migrate(args: argparse.Namespace) -> int:
             version = await store.schema_version()
         finally:
             await store.stop()
+        if missing:
+            print(f"palimpsest: created SQLite database {missing}")
         print(f"palimpsest: {store.name} store {settings.store_url} at schema version {version}")
         advice = after_migrate(store.found_schema_version)
         if advice:

@@ -521,6 +521,38 @@ def _require_directory(path: str) -> None:
         )
 
 
+def user_name() -> str:
+    """This process's user, for the messages about files it cannot write."""
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError, AttributeError):  # no such entry; Windows
+        return str(getattr(os, "geteuid", lambda: "?")())
+
+
+def not_writable(folder: str) -> str:
+    """Why this process cannot make files in the directory `folder` ("" when it can):
+    a read-only file system, or the directory's permissions for this user."""
+    if os.access(folder, os.W_OK):
+        return ""
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return f"{folder} is read-only"
+    except (OSError, AttributeError):
+        pass
+    return f"the directory {folder} is not writable by user {user_name()}"
+
+
+def _require_creatable(path: str) -> None:
+    """A new database is made in a directory this user can write, or refused saying so
+    (SQLite's own word was "unable to open database file", and the hint said to copy a
+    file that did not exist)."""
+    why = not_writable(os.path.dirname(os.path.abspath(path)))
+    if why:
+        raise StoreUnavailable(f"cannot create SQLite database {path!r}: {why}")
+
+
 def _media_hint(path: str) -> str:
     """Why a database on read-only media, or on a full disk, does not open (SQLite's own
     message is "unable to open database file", or "disk I/O error" when it cannot make
@@ -528,10 +560,16 @@ def _media_hint(path: str) -> str:
     folder = os.path.dirname(os.path.abspath(path))
     if path == ":memory:" or not os.path.isdir(folder):
         return ""
-    if not os.access(folder, os.W_OK):
+    why = not_writable(folder)
+    if why.endswith("is read-only"):
         return (
-            f" ({folder} is read-only: SQLite writes the -wal and -shm files beside a "
-            "database even to read it; copy the file somewhere writable)"
+            f" ({why}: SQLite writes the -wal and -shm files beside a database even to read "
+            "it; copy the file somewhere writable)"
+        )
+    if why:
+        return (
+            f" ({why}: SQLite writes the -wal and -shm files beside a database even to read "
+            f"it; let {user_name()} write there, or copy the file somewhere it can)"
         )
     try:
         fs = os.statvfs(folder)
@@ -991,6 +1029,8 @@ class SQLiteStore(EventStore):
             if not self._memory:
                 _require_directory(self.path)
                 self._new_file = not _anything_at(self.path)
+                if self._new_file:
+                    _require_creatable(self.path)
             self._writer = _Writer(self.path, self.durability)
             await self._writer.start()
             if not self._memory:
