@@ -411,7 +411,9 @@ class History:
         give_up: float | None = None,
     ) -> Follower:
         """Every document's events (those you may read) after global position `after`, in
-        commit order, then live, for ever (like :meth:`stream`; ``.after`` is a position)."""
+        commit order, then live, for ever (like :meth:`stream`; ``.after`` is a position).
+        A document's deletion comes at its own position as a StreamEvent of kind
+        ``deleted`` (its last seq, who deleted it; ``update`` None)."""
         return self._follow(Follower(
             self._http, "/api/events/stream", after=after, updates=updates,
             idle_timeout=idle_timeout, give_up=give_up,

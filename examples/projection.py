@@ -20,12 +20,12 @@ document compacted (``palimpsest compact``) before the projection read it starts
 oldest kept event, which builds on the folded ones: the version before it is read once,
 as a Yjs update (``versions/{seq}?format=update``), and the events go on from there.
 
+A document deleted on the server comes as a record of kind ``deleted`` at its own
+position: its state and its text leave the tables in the batch that reaches it.
+
 Limits of the example: it reads the ``content`` text root (``--root``); a document
-deleted on the server stays in the table until its name is written again (the log has
-no event for a deletion); a document deleted, written again and compacted while the
-projection was stopped, whose first kept event is exactly one past the seq it had of
-the old one, is taken for the old one going on (nothing in the feed tells them apart
-there; drop its row to read it again).
+deleted by a server older than the ``deleted`` records stays in the table until its name
+is written again (seen as above).
 """
 
 from __future__ import annotations
@@ -66,6 +66,8 @@ class Projection:
         self.root = root
         self.docs: dict[str, tuple[Doc[Any], int]] = {}
         self.dirty: set[str] = set()
+        #: documents deleted since the last flush (their rows go then)
+        self.gone: set[str] = set()
         self.pos = self.position()
 
     def position(self) -> int:
@@ -77,7 +79,7 @@ class Projection:
             doc: Doc[Any] = Doc()
             row = self.db.execute("SELECT seq, state FROM states WHERE doc = ?", (name,)).fetchone()
             seq = 0
-            if row is not None:
+            if row is not None and name not in self.gone:  # (its row goes at the flush)
                 seq = int(row[0])
                 doc.apply_update(row[1])
             self.docs[name] = (doc, seq)
@@ -93,6 +95,8 @@ class Projection:
     def needs_base(self, ev: StreamEvent) -> bool:
         """Whether the event comes after events this model never had (a compacted log
         starts at its base): the version before it must be read first (`apply`'s base)."""
+        if ev.kind == "deleted":
+            return False
         return bool(ev.pos > self.pos and ev.seq > self._seq(ev) + 1)
 
     def apply(self, ev: StreamEvent, base: bytes | None = None) -> None:
@@ -100,6 +104,12 @@ class Projection:
         `needs_base` said so."""
         if ev.pos <= self.pos:
             return  # had it already (the stream resumes after the stored position)
+        if ev.kind == "deleted":  # the document is gone: so is its row
+            self.docs.pop(ev.doc, None)
+            self.dirty.discard(ev.doc)
+            self.gone.add(ev.doc)
+            self.pos = ev.pos
+            return
         doc, seq = self._load(ev.doc)
         if self._seq(ev) == 0 and seq:
             doc, seq = Doc(), 0  # deleted and written again: the old text goes
@@ -117,10 +127,13 @@ class Projection:
 
     def flush(self) -> None:
         """Write the changed documents and the position, atomically."""
-        if not self.dirty and self.pos == self.position():
+        if not self.dirty and not self.gone and self.pos == self.position():
             return
         self.db.execute("BEGIN IMMEDIATE")
         try:
+            for name in sorted(self.gone):
+                self.db.execute("DELETE FROM states WHERE doc = ?", (name,))
+                self.db.execute("DELETE FROM texts WHERE doc = ?", (name,))
             for name in sorted(self.dirty):
                 doc, seq = self.docs[name]
                 self.db.execute(
@@ -142,6 +155,7 @@ class Projection:
             self.db.execute("ROLLBACK")
             raise
         self.dirty.clear()
+        self.gone.clear()
         # documents stay in memory only while they change: drop the quiet ones
         if len(self.docs) > 1000:
             self.docs.clear()

@@ -112,7 +112,7 @@ async def delete_document(backend: Backend, doc: str, by: str) -> tuple[bool, in
     closed = close_peers(room, deleted_reason(doc)) if room else 0
     discarded = await backend.rooms.discard(doc)
     tombstone = await tombstone_for(backend.store, doc, discarded)
-    existed = await backend.store.delete_doc(doc, tombstone)
+    existed = await backend.store.delete_doc(doc, tombstone, by=by)
     # a connection that came in meanwhile loaded the old document again
     await deleted_elsewhere(backend, doc, deleted_reason(doc))
     await backend.extensions.deleted(doc, by)  # the fan-out tells the other processes

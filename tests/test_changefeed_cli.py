@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 from feedhelp import type_into
 from serverproc import REPO_ROOT, ServerProcess
 
@@ -113,3 +114,26 @@ async def test_tail_to_a_terminal_interrupted_exits_130_quietly(tmp_path: Path) 
             assert b"Traceback" not in err, err
         finally:
             os.close(master)
+
+
+async def test_tail_all_prints_a_deletion(tmp_path: Path) -> None:
+    async with ServerProcess(tmp_path) as srv:
+        await type_into(srv.ws_url, "notes", list("ab"), user="ada")
+        await type_into(srv.ws_url, "todo", ["x"], user="cy")
+        async with httpx.AsyncClient(base_url=srv.http_url) as http:
+            r = await http.delete("/api/docs/notes", params={"user": "root"})
+            assert r.status_code == 200, r.text
+        await type_into(srv.ws_url, "todo", ["y"], user="cy")
+        every = tail("--all", "--json", "--from", "0", "-n", "3", "--url", srv.http_url)
+        text = tail("--all", "--from", "3", "-n", "1", "--url", srv.http_url)
+        out, err = await asyncio.to_thread(every.communicate, timeout=30)
+        assert every.returncode == 0, err
+        events = [json.loads(line) for line in out.splitlines()]
+        # notes' events are gone from the log; its deletion is at its own position
+        assert [(e["doc"], e["kind"], e["seq"], e["pos"], e["actor"]) for e in events] == [
+            ("todo", "edit", 1, 3, "cy"), ("notes", "deleted", 2, 4, "root"),
+            ("todo", "edit", 2, 5, "cy"),
+        ]  # fmt: skip
+        out, err = await asyncio.to_thread(text.communicate, timeout=30)
+        assert text.returncode == 0, err
+        assert out.split()[0] == "notes@2" and out.split()[2] == "deleted", out

@@ -115,22 +115,26 @@ async def test_projection_mends_a_document_written_again_and_a_compacted_one(
     tmp_path: Path,
 ) -> None:
     """A document deleted and written again starts again at seq 1: the projection took
-    its events for repeats of the old one's and never indexed it. A document compacted
-    before the projection first read it starts at its base's next event, which builds on
-    the folded ones: its text came out empty."""
+    its events for repeats of the old one's and never indexed it. A document deleted
+    stayed in the table (the feed said nothing of it); its `deleted` record drops it. A
+    document compacted before the projection first read it starts at its base's next
+    event, which builds on the folded ones: its text came out empty."""
     db, log = tmp_path / "search.db", tmp_path / "projection.log"
     async with ServerProcess(tmp_path / "srv") as srv:
         await type_into(srv.ws_url, "again", list("abcdefghij"))
         await type_into(srv.ws_url, "folded", list("klmnopqrst"))
+        await type_into(srv.ws_url, "dropped", list("gone"))
         proc = start(srv.http_url, db, log)
         try:
             await eventually(lambda: caught_up(db, srv), timeout=30, what="caught up")
             assert projected(db)[1]["again"] == "abcdefghij"
+            assert projected(db)[1]["dropped"] == "gone"
             proc.send_signal(signal.SIGTERM)
             proc.wait(10)
             async with httpx.AsyncClient(base_url=srv.http_url) as http:
-                r = await http.delete("/api/docs/again", params={"user": "admin"})
-                assert r.status_code == 200, r.text
+                for doc in ("again", "dropped"):  # "dropped" is not written again
+                    r = await http.delete(f"/api/docs/{doc}", params={"user": "admin"})
+                    assert r.status_code == 200, r.text
             await type_into(srv.ws_url, "again", ["XYZ"] * 3)  # seqs 1..3 again
             await type_into(srv.ws_url, "late", list("uvwxyz"))
             await srv.astop()
@@ -154,6 +158,7 @@ async def test_projection_mends_a_document_written_again_and_a_compacted_one(
                 proc2.wait(10)
             _, texts = await server_texts(srv)
             assert texts["again"] == "XYZXYZXYZ" and texts["late"] == "uvwxyz!"
+            assert "dropped" not in texts  # and so not in the read model (its deletion)
             assert projected(db)[1] == texts
             assert projected(fresh)[1] == texts
         finally:

@@ -4,6 +4,10 @@ The same object as ``GET /api/docs/{doc}/events`` returns (seq, ts, actor, kind,
 meta, reverts), plus what a follower of many documents needs: ``doc``, the global
 position ``pos``, and ``update``: the Yjs update bytes, base64-encoded, exactly as
 logged, so that a read model can fold them (``updates=false`` leaves them out).
+
+A document's deletion is on the feed too, at its own position: ``kind`` ``deleted``,
+with ``doc``, ``pos``, ``seq`` (the document's last), ``ts`` and ``actor`` (who deleted
+it), and nothing else.
 """
 
 from __future__ import annotations
@@ -13,12 +17,18 @@ import json
 from typing import Any
 
 from ..history import event_json
-from ..store.base import Event
+from ..store.base import DELETED, Event
+from ..util import iso
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def feed_json(ev: Event, *, updates: bool = True) -> dict[str, Any]:
+    if ev.kind == DELETED:
+        # a deletion (EventStore.deletions): the document's name, its last seq, when and
+        # by whom; no update (nothing to fold: drop the document)
+        return {"doc": ev.doc, "pos": ev.pos, "seq": ev.seq, "ts": iso(ev.ts),
+                "actor": ev.actor, "kind": DELETED}  # fmt: skip
     out: dict[str, Any] = {"doc": ev.doc, "pos": ev.pos, **event_json(ev)}
     if updates:
         out["update"] = base64.b64encode(ev.update).decode("ascii")

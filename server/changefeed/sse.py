@@ -199,7 +199,7 @@ class Streams:
         try:
             while not feed.closing and not self._expired(identity):
                 ticket = feed.wakeup.ticket()
-                events = await store.read_all(after=cursor, limit=feed.page)
+                events = await store.read_feed(after=cursor, limit=feed.page)
                 for ev in events:
                     cursor = ev.pos
                     if everything or may_open(identity, ev.doc):

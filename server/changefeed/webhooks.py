@@ -192,7 +192,7 @@ class Deliverer:
             self.state = await feed.cursors.get(self.hook.id)
             return feed.poll
         ticket = feed.wakeup.ticket()
-        events = await feed.backend.store.read_all(after=state.cursor, limit=feed.webhook_batch)
+        events = await feed.backend.store.read_feed(after=state.cursor, limit=feed.webhook_batch)
         if not events:
             if feed.closing:  # shutting down: nothing will wake us any more
                 return feed.poll

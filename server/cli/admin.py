@@ -167,6 +167,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "On a running server prefer DELETE /api/docs/DOC.", delete)  # fmt: skip
     p.add_argument("doc", metavar="DOC")
     p.add_argument("--yes", action="store_true", help="really delete it")
+    p.add_argument("--user", default="admin",
+                   help="who deleted it, as the changefeed's deletion record says (default "
+                   "admin)")  # fmt: skip
     p.add_argument("--fanout", help="tell the servers on this Redis fan-out at once "
                    "(env PALIMPSEST_FANOUT; else they notice from the store)")  # fmt: skip
 
@@ -557,7 +560,7 @@ async def delete(store: EventStore, args: argparse.Namespace) -> int:
             f"this deletes {args.doc!r} ({info.head} events, its snapshots and tags) for good; "
             "run again with --yes"
         )
-    await store.delete_doc(args.doc, await tombstone_for(store, args.doc))
+    await store.delete_doc(args.doc, await tombstone_for(store, args.doc), by=args.user)
     url = args.fanout or args.settings.fanout
     if url:  # the processes serving it drop it now (else at their next gap check)
         try:

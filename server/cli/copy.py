@@ -294,7 +294,9 @@ async def copy(
                     warn(f"{doc}: deleted in the source, its deleted content is still in the "
                          "target: left as it is (--replace deletes it there)")  # fmt: skip
                     continue
-                await target.delete_doc(doc, merge_state_vectors(await target.tombstone(doc), live))
+                await target.delete_doc(
+                    doc, merge_state_vectors(await target.tombstone(doc), live), by="admin"
+                )
                 warn(f"{doc}: deleted in the target too, as in the source")
 
             total = sum(d.head - d.base_seq for d in docs)

@@ -59,6 +59,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("palimpsest.store")
 
 
+#: the kind of a deletion on the changefeed (EventStore.deletions): never an event in a
+#: document's log
+DELETED = "deleted"
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -595,13 +600,43 @@ class EventStore(Service, ABC):
     async def doc_info(self, doc: str) -> DocInfo | None: ...
 
     @abstractmethod
-    async def delete_doc(self, doc: str, tombstone: bytes = b"") -> bool:
+    async def delete_doc(self, doc: str, tombstone: bytes = b"", *, by: str = "") -> bool:
         """Remove the document's events, snapshots and tags; False if it had none.
 
         In the same transaction, when it existed, records `tombstone` (the encoded state
         vector of the deleted document, merged by the caller with any earlier one) for
         :meth:`tombstone`: the name may be used again, and copies of the deleted
-        content (a stale process's room, a client's local copy) are recognised by it."""
+        content (a stale process's room, a client's local copy) are recognised by it;
+        and the deletion itself for the changefeed (:meth:`deletions`): the next global
+        position, taken from the same counter as events' in that transaction, with the
+        document's last seq, the time and `by` (who deleted it)."""
+
+    @abstractmethod
+    async def deletions(
+        self, after: int = 0, upto: int | None = None, limit: int = 1000
+    ) -> list[Event]:
+        """The deletions recorded by ``delete_doc`` with after < pos <= upto, in pos
+        order (at most `limit`), each as an Event of kind ``deleted``: the document's
+        name, its last seq, the time, who deleted it (``actor``), its position; no
+        update, no meta."""
+
+    async def read_feed(self, after: int = 0, limit: int = 1000) -> list[Event]:
+        """What the changefeed follows: events (:meth:`read_all`) and deletions
+        (:meth:`deletions`) with pos > after, merged in pos order, at most `limit`.
+
+        Both are read up to the last position read first: every position up to it is
+        committed (positions become visible in order), so neither read can see a
+        position past one the other has not seen yet, and none is skipped."""
+        last = await self.last_position()
+        if last <= after:
+            return []
+        events = [e for e in await self.read_all(after=after, limit=limit) if e.pos <= last]
+        if len(events) == limit:
+            last = events[-1].pos
+        gone = await self.deletions(after=after, upto=last, limit=limit)
+        if not gone:
+            return events
+        return sorted([*events, *gone], key=lambda e: e.pos)[:limit]
 
     @abstractmethod
     async def tombstone(self, doc: str) -> bytes | None:

@@ -12,6 +12,7 @@ from typing import Any
 from ..errors import StoreError, StoreUnavailable
 from .actor_rename import kind_clash, taken
 from .base import (
+    DELETED,
     NO_BASE,
     ActorRenamed,
     BaseMark,
@@ -63,6 +64,8 @@ class MemoryStore(EventStore):
         self._derived: dict[str, dict[str, tuple[int, bytes, str]]] = {}
         self._tags: dict[str, dict[str, Tag]] = {}
         self._tombstones: dict[str, bytes] = {}
+        #: the deletions, in pos order (EventStore.deletions)
+        self._deletions: list[Event] = []
         self._cursors = MemoryCursors()
         self._revocations = MemoryRevocations()
         self._pos = 0
@@ -141,6 +144,13 @@ class MemoryStore(EventStore):
     async def last_position(self) -> int:
         self._check()
         return self._pos
+
+    async def deletions(
+        self, after: int = 0, upto: int | None = None, limit: int = 1000
+    ) -> list[Event]:
+        self._check()
+        got = [e for e in self._deletions if e.pos > after and (upto is None or e.pos <= upto)]
+        return got[:limit]
 
     # nothing to seal: this store keeps events as objects, and nothing persists
     async def seal(self, doc: str, *, run: int = SEGMENT_EVENTS, rest: int = 0) -> int:
@@ -222,9 +232,14 @@ class MemoryStore(EventStore):
         self._check()
         return self._info(doc) if doc in self._heads else None
 
-    async def delete_doc(self, doc: str, tombstone: bytes = b"") -> bool:
+    async def delete_doc(self, doc: str, tombstone: bytes = b"", *, by: str = "") -> bool:
         self._check()
         existed = doc in self._heads
+        if existed:
+            self._pos += 1
+            self._deletions.append(
+                Event(doc, self._heads[doc], now_ms(), by, DELETED, b"", {}, self._pos)
+            )
         for d in (self._events, self._heads, self._base, self._snaps, self._tags, self._derived,
                   self._created):  # fmt: skip
             d.pop(doc, None)

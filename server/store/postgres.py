@@ -38,6 +38,8 @@ from ..errors import StoreError, StoreUnavailable
 from . import segments as S
 from .actor_rename import Uses, kind_clash, taken
 from .base import (
+    DELETED,
+    MAX_SEQ,
     NO_BASE,
     ActorRenamed,
     BaseMark,
@@ -1154,6 +1156,17 @@ class PostgresStore(EventStore):
         rows = await self._fetch("SELECT pos FROM log_position WHERE id = 1", what="position")
         return int(rows[0][0]) if rows else 0
 
+    async def deletions(
+        self, after: int = 0, upto: int | None = None, limit: int = 1000
+    ) -> list[Event]:
+        rows = await self._fetch(
+            "SELECT doc, seq, ts, actor, pos FROM deletions WHERE pos > $1 AND pos <= $2 "
+            "ORDER BY pos LIMIT $3",
+            after, MAX_SEQ if upto is None else upto, limit,
+            what="deletions",
+        )  # fmt: skip
+        return [Event(r[0], int(r[1]), int(r[2]), r[3], DELETED, b"", {}, int(r[4])) for r in rows]
+
     async def head(self, doc: str) -> int:
         rows = await self._fetch("SELECT head FROM docs WHERE name = $1", doc, what="head")
         return int(rows[0][0]) if rows else 0
@@ -1254,24 +1267,41 @@ class PostgresStore(EventStore):
         r = rows[0]
         return DocInfo(r[0], int(r[1]), r[2], int(r[3]), int(r[4]), int(r[5]))
 
-    async def delete_doc(self, doc: str, tombstone: bytes = b"") -> bool:
+    async def delete_doc(self, doc: str, tombstone: bytes = b"", *, by: str = "") -> bool:
+        take = "UPDATE log_position SET pos = pos + 1 WHERE id = 1 RETURNING pos"
+
         async def run(conn: asyncpg.Connection) -> bool:
             async with conn.transaction():
-                doc_id = await conn.fetchval("DELETE FROM docs WHERE name = $1 RETURNING id", doc)
+                # the deletion's position first, as an append takes its positions first:
+                # the same lock order (the counter, then the document's row), so a
+                # deletion and an append of that document wait in turn, never deadlock
+                pos = None
+                if await conn.fetchval("SELECT 1 FROM docs WHERE name = $1", doc):
+                    pos = await conn.fetchval(take)
+                row = await conn.fetchrow(
+                    "DELETE FROM docs WHERE name = $1 RETURNING id, head", doc
+                )
+                doc_id = None if row is None else row[0]
                 if doc_id is not None:
                     await conn.execute("DELETE FROM log WHERE doc = $1", doc_id)
                     await conn.execute("DELETE FROM segments WHERE doc = $1", doc_id)
                 for table in ("snapshots", "tags", "derived"):
                     await conn.execute(f"DELETE FROM {table} WHERE doc = $1", doc)
                 if doc_id is not None:
+                    ts = now_ms()
                     await conn.execute(
                         "INSERT INTO tombstones (doc, ts, state_vector) VALUES ($1, $2, $3) "
                         "ON CONFLICT (doc) DO UPDATE SET ts = excluded.ts, "
                         "state_vector = excluded.state_vector",
                         doc,
-                        now_ms(),
+                        ts,
                         tombstone,
                     )
+                    await conn.execute(
+                        "INSERT INTO deletions (pos, doc, seq, ts, actor) VALUES ($1,$2,$3,$4,$5)",
+                        pos if pos is not None else await conn.fetchval(take),
+                        doc, int(row[1]), ts, by,
+                    )  # fmt: skip
                 return doc_id is not None
 
         try:

@@ -208,8 +208,18 @@ async def build_indexes(conn: asyncpg.Connection) -> list[str] | None:
     return built
 
 
+#: the deletions on the changefeed (EventStore.deletions), by their global position:
+#: made by every migrate (an older schema gets it then; no schema version for it)
+DELETIONS = """CREATE TABLE IF NOT EXISTS deletions (
+    pos BIGINT PRIMARY KEY,
+    doc TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    ts BIGINT NOT NULL,
+    actor TEXT NOT NULL
+)"""
+
 #: the tables outside the versions (side_tables), made by the migration when missing
-SIDE_TABLES = {"revoked_users": REVOKED_USERS, "webhooks": WEBHOOKS}
+SIDE_TABLES = {"revoked_users": REVOKED_USERS, "webhooks": WEBHOOKS, "deletions": DELETIONS}
 
 
 async def create_fresh(conn: asyncpg.Connection) -> None:
@@ -220,6 +230,7 @@ async def create_fresh(conn: asyncpg.Connection) -> None:
     for stmt in LOG_TABLES:
         await conn.execute(stmt)
     await conn.execute("DROP TABLE events")
+    await conn.execute(DELETIONS)
 
 
 async def to_compact_log(conn: asyncpg.Connection) -> None:

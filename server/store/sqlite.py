@@ -48,6 +48,8 @@ from ..errors import StoreError, StoreUnavailable
 from . import segments as S
 from .actor_rename import Uses, kind_clash, taken
 from .base import (
+    DELETED,
+    MAX_SEQ,
     NO_BASE,
     ActorRenamed,
     BaseMark,
@@ -99,6 +101,7 @@ from .log_layout import (
 from .revocations import Revocations, SQLiteRevocations
 from .sql_cursors import SQLiteCursors
 from .sqlite_schema import (
+    DELETIONS,
     FRESH,
     OLD_STEPS,
     SCHEMA_VERSION,
@@ -1113,6 +1116,8 @@ class SQLiteStore(EventStore):
                 return v == LAYOUT_VERSION
 
             rewrote = _in_transaction(conn, f"migration to schema version {v}", step) or rewrote
+        # the changefeed's deletions: a file of an older release gets the table now
+        _in_transaction(conn, "deletions table", lambda c: c.execute(DELETIONS))
         return rewrote
 
     def _rewrite_counter(self, conn: sqlite3.Connection) -> Callable[[int], None] | None:
@@ -1437,6 +1442,21 @@ class SQLiteStore(EventStore):
         rows = await self._fetchall("SELECT pos FROM log_position WHERE id = 1")
         return int(rows[0][0]) if rows else 0
 
+    async def deletions(
+        self, after: int = 0, upto: int | None = None, limit: int = 1000
+    ) -> list[Event]:
+        try:
+            rows = await self._fetchall(
+                "SELECT doc, seq, ts, actor, pos FROM deletions WHERE pos > ? AND pos <= ? "
+                "ORDER BY pos LIMIT ?",
+                (after, MAX_SEQ if upto is None else upto, limit),
+            )
+        except StoreError as e:
+            if "no such table" in str(e.__cause__ or e):  # a file no server opened since
+                return []
+            raise
+        return [Event(r[0], r[1], r[2], r[3], DELETED, b"", {}, r[4]) for r in rows]
+
     async def heads(self, docs: Sequence[str]) -> dict[str, int]:
         out = dict.fromkeys(docs, 0)
         for i in range(0, len(docs), 500):  # SQLite's bound parameters are limited
@@ -1532,18 +1552,25 @@ class SQLiteStore(EventStore):
         )
         return DocInfo(*rows[0]) if rows else None
 
-    async def delete_doc(self, doc: str, tombstone: bytes = b"") -> bool:
+    async def delete_doc(self, doc: str, tombstone: bytes = b"", *, by: str = "") -> bool:
         def run(db: sqlite3.Connection) -> bool:
-            row = db.execute("DELETE FROM docs WHERE name = ? RETURNING id", (doc,)).fetchone()
+            row = db.execute(
+                "DELETE FROM docs WHERE name = ? RETURNING id, head", (doc,)
+            ).fetchone()
             if row is not None:
                 db.execute("DELETE FROM log WHERE doc = ?", (row[0],))
                 db.execute("DELETE FROM segments WHERE doc = ?", (row[0],))
             for table in ("snapshots", "tags", "derived"):
                 db.execute(f"DELETE FROM {table} WHERE doc = ?", (doc,))
             if row is not None:
+                ts = now_ms()
                 db.execute(
                     "INSERT OR REPLACE INTO tombstones (doc, ts, state_vector) VALUES (?,?,?)",
-                    (doc, now_ms(), tombstone),
+                    (doc, ts, tombstone),
+                )
+                db.execute(
+                    "INSERT INTO deletions (pos, doc, seq, ts, actor) VALUES (?,?,?,?,?)",
+                    (_take_positions(db, 1), doc, int(row[1]), ts, by),
                 )
             return row is not None
 

@@ -52,6 +52,15 @@ _DERIVED = """CREATE TABLE IF NOT EXISTS derived (
     checksum TEXT NOT NULL,
     PRIMARY KEY (doc, kind)
 )"""
+#: the deletions on the changefeed (EventStore.deletions), by their global position:
+#: made on every open (an older file gets it then; no schema version for it)
+DELETIONS = """CREATE TABLE IF NOT EXISTS deletions (
+    pos INTEGER PRIMARY KEY,
+    doc TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    actor TEXT NOT NULL
+)"""
 _POSITION = """CREATE TABLE IF NOT EXISTS log_position (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     pos INTEGER NOT NULL
@@ -101,7 +110,7 @@ LOG_TABLES = [
     "CREATE INDEX segments_pos ON segments (last_pos)",
 ]
 
-FRESH = [*LOG_TABLES, _SNAPSHOTS, _TAGS, _TOMBSTONES, _POSITION, _DERIVED,
+FRESH = [*LOG_TABLES, _SNAPSHOTS, _TAGS, _TOMBSTONES, _POSITION, _DERIVED, DELETIONS,
          "INSERT INTO log_position VALUES (1, 0)"]  # fmt: skip
 
 #: the row-per-event schema, version by version (what older databases hold)

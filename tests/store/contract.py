@@ -192,6 +192,52 @@ class StoreContract(CursorContract):
             assert e.pos == 3
             assert [x.pos for x in await again.read_all()] == [1, 2, 3]
 
+    async def test_a_deletion_takes_the_next_position_and_is_on_the_feed(
+        self, store: EventStore
+    ) -> None:
+        await store.append([("a", [ev(update=b"a1"), ev(update=b"a2")])])
+        await store.append([("b", [ev(update=b"b1")])])
+        assert await store.deletions() == []
+        assert await store.delete_doc("a", b"\x00", by="ada") is True
+        assert await store.delete_doc("nothing", b"\x00", by="ada") is False  # no record
+        [[b2]] = await store.append([("b", [ev(update=b"b2")])])
+        assert b2.pos == 5  # after the deletion's position 4: one sequence
+        assert await store.last_position() == 5
+        [gone] = await store.deletions()
+        assert (gone.doc, gone.seq, gone.pos, gone.actor, gone.kind, gone.update) == (
+            "a", 2, 4, "ada", "deleted", b"",
+        )  # fmt: skip
+        assert gone.ts > 0
+        # the log holds no such event (nor the deleted document's events any more)
+        assert [e.pos for e in await store.read_all()] == [3, 5]
+        feed = await store.read_feed()
+        assert [(e.doc, e.kind, e.pos) for e in feed] == [
+            ("b", "edit", 3), ("a", "deleted", 4), ("b", "edit", 5),
+        ]  # fmt: skip
+        # resumed from any position, a page at a time: each once
+        assert [e.pos for e in await store.read_feed(after=2, limit=2)] == [3, 4]
+        assert [e.pos for e in await store.read_feed(after=3, limit=1)] == [4]
+        assert [e.pos for e in await store.read_feed(after=4)] == [5]
+        assert await store.read_feed(after=5) == []
+        assert [e.pos for e in await store.deletions(after=4)] == []
+        assert [e.pos for e in await store.deletions(after=0, upto=3)] == []
+        # the name written again and deleted again: a second record, its own last seq
+        await store.append([("a", [ev(update=b"n1")])])
+        assert await store.delete_doc("a", b"\x01") is True
+        assert [(e.doc, e.seq, e.pos) for e in await store.deletions()] == [
+            ("a", 2, 4), ("a", 1, 7),
+        ]  # fmt: skip
+
+    async def test_deletions_survive_a_restart(self, store: EventStore) -> None:
+        await store.append([("a", [ev()]), ("b", [ev()])])
+        await store.delete_doc("a", b"\x00", by="ada")
+        async with self.reopened(store) as again:
+            assert [(e.doc, e.kind, e.pos) for e in await again.read_feed(after=2)] == [
+                ("a", "deleted", 3)
+            ]
+            [[e]] = await again.append([("b", [ev()])])
+            assert e.pos == 4
+
     async def test_revoked_users(self, store: EventStore) -> None:
         revocations = store.revocations()
         assert await revocations.list() == []
