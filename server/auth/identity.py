@@ -160,9 +160,16 @@ class ExpiryWatch:
             self._arm()
 
     def cancel(self) -> None:
+        """Stop watching, and let go of `expired` (a connection's bound method: kept,
+        it made a cycle that held a closed connection until a full collection)."""
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        self._expired = _nothing
+
+
+def _nothing() -> None:
+    pass
 
 
 def may_open(identity: Identity, doc: str) -> bool:

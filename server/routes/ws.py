@@ -554,6 +554,7 @@ class Connection:
         finally:
             if self._expiry is not None:
                 self._expiry.cancel()
+                self._expiry = None
             room.leave(self)
             held_left(room, self.id, self.actor)
             self.backend.rooms.release(room)
