@@ -4,6 +4,7 @@ server changes."""
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -193,15 +194,27 @@ class GroupAnswer:
         return out
 
 
+#: what a group id may hold: no control characters (C0, DEL, C1) and no lone surrogates
+#: (a JSON body may carry one, which the store could not write); the schema's pattern
+#: (docs/openapi.yaml) says the same
+_GROUP_CHARS = re.compile("[^\x00-\x1f\x7f-\x9f\ud800-\udfff]+")
+
+
 def group_id(value: Any) -> str:
-    """A client's undo group id: 1 to GROUP_ID_MAX printable characters; a new one
-    when it names none."""
+    """A client's undo group id: 1 to GROUP_ID_MAX characters, none a control character
+    or a lone surrogate; a new one when it names none. (It was "printable characters",
+    which also refused format characters and spaces other than U+0020 that the API's
+    schema allowed.)"""
     if value is None:
         return uuid.uuid4().hex
-    if not isinstance(value, str) or not 0 < len(value) <= GROUP_ID_MAX or not value.isprintable():
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= GROUP_ID_MAX
+        or not _GROUP_CHARS.fullmatch(value)
+    ):
         raise BadRequest(
-            f'"group" must be a string of 1 to {GROUP_ID_MAX} printable characters, '
-            f"not {str(value)[:80]!r}"
+            f'"group" must be a string of 1 to {GROUP_ID_MAX} characters without control '
+            f"characters, not {str(value)[:80]!r}"
         )
     return value
 
