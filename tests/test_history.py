@@ -342,15 +342,20 @@ async def test_restore_while_others_type_converges(server: RunningServer) -> Non
         v = (await c.get("/api/docs/h6/versions/head")).json()
         assert v["roots"]["content"]["value"] == final
         events = (await c.get("/api/docs/h6/events?limit=1000")).json()["events"]
-    # the oracle, from the log alone: the last restore brings back "Hello world" and
-    # removes every character logged before it; each keystroke logged after it stays
+    # the oracle, from the log alone: the last restore brings back "Hello world"; each
+    # keystroke logged after it stays; of those logged before it, only ones that came
+    # while it was planned can stay (a plan the document moved under is applied merged
+    # with what came meanwhile, on its last try: HistoryService.restore), and the
+    # planning began after the first restore was answered
     restores = [e["seq"] for e in events if e["kind"] == "restore"]
     assert len(restores) == 2
     after = [e["actor"] for e in events if e["seq"] > restores[-1]]
     assert set(after) <= {"alice", "bob"}
     assert sum(1 for e in events if e["actor"] in ("alice", "bob") and e["seq"] > 3) == 80
     assert "".join(ch for ch in final if ch not in "ab") == "Hello world"
-    assert (final.count("a"), final.count("b")) == (after.count("alice"), after.count("bob"))
+    for ch, who in (("a", "alice"), ("b", "bob")):
+        since_first = sum(1 for e in events if e["actor"] == who and e["seq"] > restores[0])
+        assert after.count(who) <= final.count(ch) <= since_first, (ch, final, restores)
 
 
 async def test_map_array_xml_roots_render_diff_and_restore(server: RunningServer) -> None:
