@@ -241,16 +241,16 @@ async def test_the_group_marks_are_in_the_log(tmp_path: Path) -> None:
     ]
 
 
-def test_a_group_id_is_refused_for_control_characters_only() -> None:
-    """The API's schema allows any characters but control characters and lone
-    surrogates; the server refused more ("printable characters": a soft hyphen, a
-    no-break space), which schemathesis found as a schema-valid request refused, and
-    must refuse those (a lone surrogate could not be stored in the mark's meta)."""
+def test_a_group_id_is_refused_for_nul_and_lone_surrogates_only() -> None:
+    """The API's schema allows any characters but NUL and lone surrogates; the server
+    refused more ("printable characters": \\x05, a soft hyphen, a no-break space), which
+    schemathesis found as a schema-valid request refused, and must refuse those (neither
+    could be stored in the mark's meta on PostgreSQL)."""
     from palimpsest.errors import BadRequest
     from palimpsest.undo import group_id
 
-    for ok in ["answer-7", "a\u00adb", "x\u00a0y", "日本語", "😀" * 64]:
+    for ok in ["answer-7", "\x05", "a\x7fb", "a\u00adb", "x\u00a0y", "日本語", "😀" * 64]:
         assert group_id(ok) == ok
-    for bad in ["\x05", "a\x7fb", "a\x85b", "a\ud800", "", "x" * 65, 7]:
+    for bad in ["\x00", "a\x00b", "a\ud800", "\udc00b", "", "x" * 65, 7]:
         with pytest.raises(BadRequest):
             group_id(bad)
