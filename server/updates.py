@@ -529,13 +529,24 @@ def _ref(refs: dict[int, int], client: int, clock: int) -> None:
 def skip_item(r: Reader, info: int, refs: dict[int, int]) -> int:
     """Skip an Item's header and content, noting the IDs it refers to in `refs`; return
     its length (clock units)."""
+    skip_item_header(r, info, refs)
+    return _skip_content(r, info)
+
+
+def skip_item_header(r: Reader, info: int, refs: dict[int, int] | None = None) -> None:
+    """Skip an Item's origins, or its parent (and key), up to its content, noting the
+    IDs it refers to in `refs` if given."""
     if info & _BIT8:
-        _ref(refs, r.read_var_uint("origin client"), r.read_var_uint("origin clock"))
+        client, clock = r.read_var_uint("origin client"), r.read_var_uint("origin clock")
+        if refs is not None:
+            _ref(refs, client, clock)
     if info & _BIT7:
-        _ref(refs, r.read_var_uint("right origin client"), r.read_var_uint("right origin clock"))
+        client = r.read_var_uint("right origin client")
+        clock = r.read_var_uint("right origin clock")
+        if refs is not None:
+            _ref(refs, client, clock)
     if not info & (_BIT8 | _BIT7):
         _skip_parent(r, info, refs)
-    return _skip_content(r, info)
 
 
 def _skip_content(r: Reader, info: int) -> int:

@@ -24,7 +24,7 @@ from pycrdt import Doc, Map, XmlElement, XmlText
 
 from .. import protocol as P
 from ..protocol import Reader, decode_state_vector
-from ..updates import read_delete_set, skip_any, skip_item
+from ..updates import read_delete_set, skip_any, skip_item, skip_item_header
 
 #: stands for undefined in a version read by ``marked`` (random: no document holds it)
 MARK = f"\0palimpsest-undefined-{secrets.token_hex(8)}\0"
@@ -32,7 +32,7 @@ _MARK_ANY = bytes([119]) + P.write_var_string(MARK)  # lib0 any: a string
 
 _UNDEFINED = 127
 _ANY = 8
-_HAS_ORIGIN, _HAS_RIGHT = 0x80, 0x40
+_HAS_ORIGIN = 0x80
 _GC, _SKIP = 0, 10
 
 
@@ -58,7 +58,7 @@ def _rewritten(update: bytes) -> bytes | None:
                 skip_item(r, info, {})
                 continue
             # the header, then the values one by one
-            _skip_header(r, info)
+            skip_item_header(r, info)
             count = uint("any content length")
             for _ in range(count):
                 if update[r.pos] == _UNDEFINED:
@@ -74,24 +74,6 @@ def _rewritten(update: bytes) -> bytes | None:
         return None
     out += update[copied:]
     return bytes(out)
-
-
-def _skip_header(r: Reader, info: int) -> None:
-    """Skip an item's origins, or its parent (and key), up to its content."""
-    if info & _HAS_ORIGIN:
-        r.read_var_uint("origin client")
-        r.read_var_uint("origin clock")
-    if info & _HAS_RIGHT:
-        r.read_var_uint("right origin client")
-        r.read_var_uint("right origin clock")
-    if not info & (_HAS_ORIGIN | _HAS_RIGHT):
-        if r.read_var_uint("parent info"):
-            r.read_var_bytes("parent type name")
-        else:
-            r.read_var_uint("parent client")
-            r.read_var_uint("parent clock")
-        if info & 0x20:
-            r.read_var_bytes("parent sub")
 
 
 def marked(version: Doc[Any]) -> Doc[Any]:
