@@ -13,9 +13,11 @@ undoer's redo: the others' text was left for a restore to bring back.
 How: the live document's items are read (``history.yupdate``), each item's parent
 resolved from its origins, and from every live item the step did not insert (formatting
 marks aside) the chain of its ancestors is walked: the step's containers on it are
-kept, with the attributes of a kept element that the step set (a blockContainer's id, a
-heading's level). The walk is done only when the step inserted a shared type at all,
-and each ancestor is walked once.
+kept, with the keyed entries the step set on a kept container: an element's attributes
+(a blockContainer's id, a heading's level), a map's keys (a notebook cell's id,
+cell_type, source, metadata); a shared type such an entry holds is kept with it. The
+walk is done only when the step inserted a shared type at all, and each ancestor is
+walked once.
 
 What is read: when the step knows the document's clocks before its first event (its
 ``floor``, a lower bound of them: RoomUndo keeps it for the steps it records), only the
@@ -43,8 +45,6 @@ from ..ranges import Ranges, intersect, may_overlap, subtract, union_into
 log = logging.getLogger("palimpsest.undo")
 
 _ID = tuple[int, int]
-#: type refs whose keyed entries are attributes, kept with a kept element
-_XML_ELEMENT, _XML_TEXT = 3, 6
 
 
 @dataclass(slots=True)
@@ -127,10 +127,9 @@ def _fold(
     starts: dict[int, list[int]] = {}
     #: per client, each struct's parent and key (a map entry's, an attribute's)
     parents: dict[int, list[tuple[str | _ID | None, str | None]]] = {}
-    #: each live container the step inserted; each shared type's parent and type ref
+    #: each live container the step inserted; each shared type's parent
     mine: set[_ID] = set()
     type_parent: dict[_ID, str | _ID | None] = {}
-    type_ref: dict[_ID, int | None] = {}
     live_others: list[tuple[_ID, Ranges]] = []
     attributes: list[tuple[_ID, _ID]] = []  # (entry, its element) of the step's entries
     for s in structs:
@@ -146,7 +145,6 @@ def _fold(
         in_step = _has(ins, s.client, s.clock)
         if s.kind == yupdate.TYPE:
             type_parent[ident] = parent
-            type_ref[ident] = s.type_ref
             if in_step and not _has(deleted, s.client, s.clock):
                 mine.add(ident)
         if s.kind in (yupdate.DELETED, yupdate.FORMAT) or not isinstance(parent, tuple):
@@ -185,11 +183,19 @@ def _fold(
             union_into(kept.inside, span)
     if not keep:
         return None
+    # The keyed entries the step set on a kept container are its attributes and stay
+    # with it: an element's (a block's id, a heading's level), a map's (a notebook
+    # cell's id, cell_type, source, metadata, outputs). An entry holding a shared type
+    # keeps that type too, with its own entries: a cell's metadata map keeps its keys,
+    # and its source text stays (with what others typed in it; the step's own text
+    # goes, as in any kept container). In causal order, a type before its entries.
+    for ident, element in attributes:
+        if element in keep:
+            union_into(kept.ids, {ident[0]: [(ident[1], ident[1] + 1)]})
+            if ident in mine:
+                keep.add(ident)
     for client, clock in keep:
         union_into(kept.ids, {client: [(clock, clock + 1)]})
-    for (client, clock), element in attributes:
-        if element in keep and type_ref.get(element) in (_XML_ELEMENT, _XML_TEXT):
-            union_into(kept.ids, {client: [(clock, clock + 1)]})
     kept.ids = intersect(kept.ids, ins)
     kept.containers = len(keep)
     return kept
