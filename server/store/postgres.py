@@ -1268,41 +1268,57 @@ class PostgresStore(EventStore):
         return DocInfo(r[0], int(r[1]), r[2], int(r[3]), int(r[4]), int(r[5]))
 
     async def delete_doc(self, doc: str, tombstone: bytes = b"", *, by: str = "") -> bool:
+        """One transaction (a kill mid-way leaves the whole document), which takes the
+        global position counter only at its end, for a few rows: the removal of a large
+        document's rows holds up no append to another document.
+
+        First, without the counter: the document's row is held FOR KEY SHARE, which
+        sealers and compactions of it (FOR UPDATE) wait for, and appenders (FOR NO KEY
+        UPDATE) do not; its rows are removed. Appends to it go on meanwhile. Then the
+        counter, as an append takes it first (the same lock order: the counter, then the
+        document's row, so the two never deadlock): once held, no append of the document
+        is under way, and none can come before this commits; the document's row goes, and
+        with it the rows written since the first pass (the events appended meanwhile:
+        seqs past the head it read; snapshots, tags, derived data), then the deletion's
+        record takes the next position, after the document's last event."""
         take = "UPDATE log_position SET pos = pos + 1 WHERE id = 1 RETURNING pos"
+
+        async def remove(conn: asyncpg.Connection, doc_id: int | None, after: int) -> None:
+            if doc_id is not None:
+                await conn.execute("DELETE FROM log WHERE doc = $1 AND seq > $2", doc_id, after)
+                if not after:  # (no sealer writes segments of it while its row is held)
+                    await conn.execute("DELETE FROM segments WHERE doc = $1", doc_id)
+            for table in ("snapshots", "tags", "derived"):
+                await conn.execute(f"DELETE FROM {table} WHERE doc = $1", doc)
 
         async def run(conn: asyncpg.Connection) -> bool:
             async with conn.transaction():
-                # the deletion's position first, as an append takes its positions first:
-                # the same lock order (the counter, then the document's row), so a
-                # deletion and an append of that document wait in turn, never deadlock
-                pos = None
-                if await conn.fetchval("SELECT 1 FROM docs WHERE name = $1", doc):
-                    pos = await conn.fetchval(take)
-                row = await conn.fetchrow(
-                    "DELETE FROM docs WHERE name = $1 RETURNING id, head", doc
+                held = await conn.fetchrow(
+                    "SELECT id, head FROM docs WHERE name = $1 FOR KEY SHARE", doc
                 )
-                doc_id = None if row is None else row[0]
-                if doc_id is not None:
-                    await conn.execute("DELETE FROM log WHERE doc = $1", doc_id)
-                    await conn.execute("DELETE FROM segments WHERE doc = $1", doc_id)
-                for table in ("snapshots", "tags", "derived"):
-                    await conn.execute(f"DELETE FROM {table} WHERE doc = $1", doc)
-                if doc_id is not None:
-                    ts = now_ms()
-                    await conn.execute(
-                        "INSERT INTO tombstones (doc, ts, state_vector) VALUES ($1, $2, $3) "
-                        "ON CONFLICT (doc) DO UPDATE SET ts = excluded.ts, "
-                        "state_vector = excluded.state_vector",
-                        doc,
-                        ts,
-                        tombstone,
-                    )
-                    await conn.execute(
-                        "INSERT INTO deletions (pos, doc, seq, ts, actor) VALUES ($1,$2,$3,$4,$5)",
-                        pos if pos is not None else await conn.fetchval(take),
-                        doc, int(row[1]), ts, by,
-                    )  # fmt: skip
-                return doc_id is not None
+                if held is None:
+                    await remove(conn, None, 0)
+                    return False
+                await remove(conn, held[0], 0)
+                pos = await conn.fetchval(take)
+                row = await conn.fetchrow("DELETE FROM docs WHERE id = $1 RETURNING head", held[0])
+                if row is None:  # (cannot be: the row is held; said rather than assumed)
+                    raise StoreError(f"PostgreSQL delete: the row of {doc!r} went meanwhile")
+                await remove(conn, held[0], int(held[1]))
+                ts = now_ms()
+                await conn.execute(
+                    "INSERT INTO tombstones (doc, ts, state_vector) VALUES ($1, $2, $3) "
+                    "ON CONFLICT (doc) DO UPDATE SET ts = excluded.ts, "
+                    "state_vector = excluded.state_vector",
+                    doc,
+                    ts,
+                    tombstone,
+                )
+                await conn.execute(
+                    "INSERT INTO deletions (pos, doc, seq, ts, actor) VALUES ($1,$2,$3,$4,$5)",
+                    pos, doc, int(row[0]), ts, by,
+                )  # fmt: skip
+                return True
 
         try:
             existed = await self._run(run, "delete")

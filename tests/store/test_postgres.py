@@ -12,7 +12,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from conftest import PG_URL
+from conftest import PG_URL, eventually
 
 from palimpsest.errors import StoreUnavailable
 from palimpsest.store import postgres
@@ -393,3 +393,105 @@ async def test_two_sealing_processes_beside_an_appender(schema: str) -> None:
         assert [e.update for e in got] == sent
         assert [e.seq for e in got] == list(range(1, len(sent) + 1))
         assert await store.segment_damage("hot") == []
+
+
+# --- a deletion beside appends ----------------------------------------------------------
+
+
+async def _blocked_by(conn: asyncpg.Connection, pid: int) -> list[int]:
+    """The backends waiting for a lock `pid` holds."""
+    rows = await conn.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))", pid
+    )
+    return [int(r[0]) for r in rows]
+
+
+async def _held_deletion(
+    store: PostgresStore, schema: str, doc: str
+) -> tuple[asyncpg.Connection, asyncpg.Connection, asyncio.Task[bool], int]:
+    """A deletion of `doc` held mid-way: a second session holds the lock of its tag's
+    row, which the deletion must take to remove it. Returns that session (its transaction
+    open: roll it back to let the deletion go on), a connection to watch with, the
+    deletion's task and its backend's pid."""
+    holder = await asyncpg.connect(PG_URL)
+    watch = await asyncpg.connect(PG_URL)
+    await holder.execute("BEGIN")
+    assert await holder.fetchval(
+        f'SELECT count(*) FROM (SELECT 1 FROM "{schema}".tags WHERE doc = $1 FOR UPDATE) t', doc
+    ) == 1  # fmt: skip
+    deleting = asyncio.create_task(store.delete_doc(doc, b"\x00", by="ada"))
+    holder_pid = holder.get_server_pid()
+    [pid] = await eventually(lambda: _blocked_by(watch, holder_pid), what="the deletion waits")
+    return holder, watch, deleting, pid
+
+
+async def test_appends_go_on_while_a_large_document_is_deleted(schema: str) -> None:
+    """A deletion takes the global position counter only at its end, briefly: while it
+    removes a large document's rows, appends to every other document (and to that one:
+    removed with it) commit, and its record still comes after the document's last event
+    in the changefeed."""
+    async with PostgresStore(f"{PG_URL}?schema={schema}") as store:
+        big = [NewEvent("ann", "edit", b"x" * 200 + str(i).encode(), {}, 1) for i in range(600)]
+        await store.append([("big", big)])
+        assert await store.seal("big", run=256) == 512
+        await store.put_snapshot("big", 600, b"state")
+        await store.put_tag("big", "v1", 600, "ann")
+        await store.append([("other", [NewEvent("bob", "edit", b"o1", {}, 1)])])
+        holder, watch, deleting, pid = await _held_deletion(store, schema, "big")
+        try:
+            appends = [
+                asyncio.create_task(store.append([(doc, [NewEvent("bob", "edit", u, {}, 1)])]))
+                for doc, u in (("other", b"o2"), ("big", b"late"))
+            ]
+
+            async def settled() -> str:
+                if all(t.done() for t in appends):
+                    return "committed"
+                if await _blocked_by(watch, pid):
+                    return "waiting for the deletion"
+                return ""
+
+            assert await eventually(settled, what="the appends settle") == "committed"
+            [[o2]], [[late]] = [t.result() for t in appends]
+            assert not deleting.done()
+        finally:
+            await holder.execute("ROLLBACK")
+            await holder.close()
+            await watch.close()
+        assert await deleting is True
+        assert await store.read("big") == []
+        assert [e.update for e in await store.read("other")] == [b"o1", b"o2"]
+        [gone] = await store.deletions()
+        # after every event of the document, the one appended during the deletion too
+        assert (gone.doc, gone.seq) == ("big", 601)
+        assert gone.pos > max(o2.pos, late.pos)
+        feed = await store.read_feed()
+        assert [e.doc for e in feed] == ["other", "other", "big"]
+        # the name written again: a new document, after the deletion
+        [[again]] = await store.append([("big", [NewEvent("ann", "edit", b"new", {}, 1)])])
+        assert (again.seq, again.pos) == (1, gone.pos + 1)
+
+
+async def test_a_deletion_ended_mid_way_leaves_the_whole_document(schema: str) -> None:
+    """A deletion is one transaction: its session ended while it removes rows (a crash,
+    a kill) leaves the document whole and no deletion record."""
+    async with PostgresStore(f"{PG_URL}?schema={schema}") as store:
+        evs = [NewEvent("ann", "edit", str(i).encode(), {}, 1) for i in range(300)]
+        await store.append([("big", evs)])
+        await store.seal("big", run=256)
+        await store.put_tag("big", "v1", 300, "ann")
+        holder, watch, deleting, pid = await _held_deletion(store, schema, "big")
+        try:
+            assert await watch.fetchval("SELECT pg_terminate_backend($1)", pid)
+            with pytest.raises(StoreUnavailable):
+                await deleting
+        finally:
+            await holder.execute("ROLLBACK")
+            await holder.close()
+            await watch.close()
+        assert [e.update for e in await store.read("big")] == [e.update for e in evs]
+        assert [t.name for t in await store.tags("big")] == ["v1"]
+        assert await store.deletions() == []
+        assert await store.tombstone("big") is None
+        assert await store.delete_doc("big") is True
+        assert [(e.doc, e.seq) for e in await store.deletions()] == [("big", 300)]
