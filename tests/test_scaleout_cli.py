@@ -248,6 +248,10 @@ async def test_copy_of_a_deletion_into_a_store_that_still_holds_the_document(
     try:
         assert await store.head("gone") == 0 and await store.list_docs() == []
         assert await store.tombstone("gone") == tomb
+        # one record of it on the target's feed: the target's own deletion, at its next
+        # position (the source's record names the source's positions: not copied)
+        [gone] = await store.deletions()
+        assert (gone.doc, gone.seq, gone.pos) == ("gone", 1, await store.last_position())
     finally:
         await store.stop()
 
@@ -301,6 +305,79 @@ async def test_a_copy_into_a_new_store_keeps_every_events_position(
             assert await dst.last_position() == last
             [[e]] = await dst.append([("b", [NewEvent("bob", "edit", EMPTY)])])
             assert (e.seq, e.pos) == (34, last + 1)
+
+
+def feed_of(events: list[Event]) -> list[tuple[str, str, int, int, str]]:
+    return [(e.doc, e.kind, e.seq, e.pos, e.actor) for e in events]
+
+
+async def test_a_copy_keeping_positions_carries_the_deletion_records(tmp_path: Path) -> None:
+    """SQLite -> PostgreSQL -> SQLite, each a new store: the source's `deleted` records
+    are on the copy's changefeed where they were on the source's (they were left behind:
+    a follower of the copy never learnt of the deletion). A copy run again writes none
+    twice; one of some --doc carries theirs."""
+    db = tmp_path / "src.db"
+    async with SQLiteStore(db) as src:
+        await src.append([("a", [NewEvent("ann", "edit", EMPTY)]), ("gone", [NewEvent("ann",
+                          "edit", EMPTY)] * 2)])  # fmt: skip
+        assert await src.delete_doc("gone", b"", by="ada")
+        await src.append([("gone", [NewEvent("bob", "edit", EMPTY)])])  # the name again
+        await src.append([("b", [NewEvent("bob", "edit", EMPTY)])])
+        assert await src.delete_doc("b", b"", by="root")
+        await src.append([("a", [NewEvent("ann", "edit", EMPTY)])])
+        feed = feed_of(await src.read_feed())
+        last = await src.last_position()
+    assert [k for _, k, _, _, _ in feed].count("deleted") == 2
+    back = tmp_path / "back.db"
+    async with fresh_schema() as url:
+        assert palimpsest("migrate", "--store", url).returncode == 0
+        r = palimpsest("copy", "--from", f"sqlite:///{db}", "--to", url, "--quiet")
+        assert r.returncode == 0 and "restart" not in r.stderr, r
+        assert "2 of 2 deletion records copied (0 already there)" in r.stdout, r.stdout
+        async with open_store(url) as pg:
+            assert feed_of(await pg.read_feed()) == feed
+            assert await pg.last_position() == last
+        r = palimpsest("copy", "--from", f"sqlite:///{db}", "--to", url, "--quiet")
+        assert r.returncode == 0 and "restart" not in r.stderr, r
+        assert "0 of 2 deletion records copied (2 already there)" in r.stdout, r.stdout
+        r = palimpsest("copy", "--from", url, "--to", f"sqlite:///{back}", "--quiet", "--json")
+        assert r.returncode == 0, r
+        assert '"deletions": {"copied": 2, "of": 2}' in r.stdout, r.stdout
+        async with open_store(url) as pg:
+            assert feed_of(await pg.read_feed()) == feed
+    async with SQLiteStore(back) as copy:
+        assert feed_of(await copy.read_feed()) == feed
+        assert await copy.last_position() == last
+    one = tmp_path / "one.db"
+    r = palimpsest("copy", "--from", f"sqlite:///{db}", "--to", f"sqlite:///{one}", "--quiet",
+                   "--doc", "b")  # fmt: skip
+    assert r.returncode == 0 and "1 of 1 deletion records copied" in r.stdout, r
+    async with SQLiteStore(one) as copy:
+        assert feed_of(await copy.read_feed()) == [f for f in feed if f[0] == "b"]
+
+
+async def test_a_copy_numbering_anew_leaves_the_deletion_records_and_says_so(
+    tmp_path: Path,
+) -> None:
+    """Into a store with events of its own (PostgreSQL -> SQLite), the source's deletion
+    records are not copied: they name the source's positions, and the deleted documents'
+    events were not copied either, so the target's followers never had them (a record
+    would drop a document of that name the target has). The copy says so."""
+    dst = tmp_path / "dst.db"
+    async with SQLiteStore(dst) as store:
+        await store.append([("gone", [NewEvent("ann", "edit", EMPTY)] * 3)])  # the target's own
+    async with fresh_schema() as url:
+        async with open_store(url) as pg:
+            await pg.append([("a", [NewEvent("ann", "edit", EMPTY)]),
+                             ("gone", [NewEvent("ann", "edit", EMPTY)])])  # fmt: skip
+            assert await pg.delete_doc("gone", b"", by="ada")
+        r = palimpsest("copy", "--from", url, "--to", f"sqlite:///{dst}", "--quiet", "--json")
+        assert r.returncode == 0, r
+        assert '"deletions": {"copied": 0, "of": 1}' in r.stdout, r.stdout
+        assert "the source's 1 deletion record stays behind" in r.stderr, r.stderr
+    async with SQLiteStore(dst) as store:
+        assert await store.deletions() == []
+        assert [e.doc for e in await store.read_feed()] == ["gone"] * 3 + ["a"]
 
 
 async def test_a_copy_into_a_store_with_events_numbers_them_anew_and_says_so(

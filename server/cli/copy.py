@@ -49,11 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "tags, one transaction per document, and the tombstones deleted documents left (so "
         "that stale copies of them stay refused). A document deleted in the target is not "
         "brought back. Into a new store the events keep their changefeed positions, and "
-        "webhook cursors are copied, so its followers resume on the target; so does a copy "
-        "run again to finish one (documents already there, as in the source, are left "
-        "as they are and count as copied), unless a server "
+        "deletion records and webhook cursors are copied, so its followers resume on the "
+        "target; so does a copy run again to finish one (documents already there, as in "
+        "the source, are left as they are and count as copied), unless a server "
         "wrote on the target since. Into one with events of its own they are numbered "
-        "anew: followers restart from 0, webhooks start at the target's end. Stop the "
+        "anew: followers restart from 0, webhooks start at the target's end, deletion "
+        "records stay behind. Stop the "
         "servers of the source first.",
     )
     p.add_argument("--from", dest="source", required=True, help="sqlite:///path (or any store URL)")
@@ -176,18 +177,23 @@ async def _keeps_positions(
     but what an earlier copy from this source brought, positions kept (a copy run again
     after it was interrupted, or after one of some ``--doc``): every document there is
     one of `sources` as it is in the source (head, base, first and last positions), no
-    document was deleted there, and its last position is not past the source's (a server
-    that wrote there after a copy moved it past: carry_positions). The source's commit
-    order and its followers' cursors (`Last-Event-ID`, webhook cursors) then stay valid
-    on the target; numbered document by document instead, a cursor within the copy's
-    range was taken and misread (another document's events again, a later one's never).
-    What a server writes on the target during the copy is refused by import_doc."""
+    document was deleted there (tombstones, deletion records), and its last position is
+    not past the source's (a server that wrote there after a copy moved it past:
+    carry_positions). The source's commit order and its followers' cursors
+    (`Last-Event-ID`, webhook cursors) then stay valid on the target; numbered document
+    by document instead, a cursor within the copy's range was taken and misread (another
+    document's events again, a later one's never). What a server writes on the target
+    during the copy is refused by import_doc."""
     last = await target.last_position()
     if last == 0:
         return True
     if last > await source.last_position():
         return False
     if not set(await target.tombstones()) <= set(await source.tombstones()):
+        return False
+    # every deletion record there is one an earlier copy brought (see import_deletions)
+    theirs_gone = {(e.pos, e.doc, e.seq) for e in await _deletion_records(source, None)}
+    if any((e.pos, e.doc, e.seq) not in theirs_gone for e in await _deletion_records(target, None)):
         return False
     theirs = {d.doc: d for d in sources}
     for mine in await target.list_docs():
@@ -205,6 +211,17 @@ async def _carry_webhooks(rows: Sequence[HookState], target: EventStore) -> int:
     at its end: the events after its cursor would never be delivered); how many."""
     into = target.webhook_cursors()
     return sum([await into.carry(row) for row in rows])
+
+
+async def _deletion_records(store: EventStore, wanted: set[str] | None) -> list[Event]:
+    """The store's deletion records (its changefeed's `deleted` ones), in pos order, of
+    the `wanted` names only when some are given."""
+    out: list[Event] = []
+    after = 0
+    while page := await store.deletions(after=after):
+        out += [e for e in page if wanted is None or e.doc in wanted]
+        after = page[-1].pos
+    return out
 
 
 async def _already_there(
@@ -245,9 +262,18 @@ async def copy(
     the target still holds is deleted there with ``replace``, reported otherwise.
 
     Into a new store, or one that earlier runs of this copy filled, the events keep
-    their global positions (`_keeps_positions`) and the webhook rows are copied; into one
-    with events of its own, they get new ones, and stderr says that followers restart
-    (when any event was copied) and that webhooks start at the target's end."""
+    their global positions (`_keeps_positions`), and the source's deletion records (its
+    changefeed's ``deleted`` records) and webhook rows are copied: the target's feed is
+    the source's, positions and all. Into one with events of its own, the events get new
+    ones, and stderr says that followers restart (when any event was copied) and that
+    webhooks start at the target's end; the deletion records are not copied then (said
+    on stderr): they name the source's positions, the deleted documents' events were
+    never copied, and a record would make the target's followers drop a document of
+    that name the target holds. A deletion the copy makes in the target (``replace``, of
+    a document the source deleted whose content the target still holds) is the
+    target's own, at a position of the target's, after the events of it that the
+    target's followers had: it happens only when numbering anew (a target that still
+    holds a document the source deleted is not one that keeps positions)."""
     from tqdm import tqdm
 
     source, target = open_store(source_url), open_store(target_url)
@@ -348,6 +374,17 @@ async def copy(
                         else:
                             copied_events += len(events)
                     bar.update(info.head - info.base_seq)
+            # the source's deletion records, where its changefeed has them; numbered
+            # anew, the target's feed has neither the deleted documents' events nor
+            # their records (see copy's docstring)
+            deleted = await _deletion_records(source, wanted)
+            deletions_copied = 0
+            if keep_positions and deleted:
+                try:
+                    deletions_copied = await target.import_deletions(deleted)
+                except PalimpsestError as e:
+                    failed += 1
+                    warn(f"deletion records not copied: {e}")
             hooks = await source.webhook_cursors().list()
             hooks_copied = 0
             if keep_positions:
@@ -360,6 +397,7 @@ async def copy(
                                   "skipped": skipped},
                     "events": copied_events,
                     "tombstones": {"copied": tombs_copied, "of": len(tombs)},
+                    "deletions": {"copied": deletions_copied, "of": len(deleted)},
                     "webhook_cursors": {"copied": hooks_copied, "of": len(hooks)},
                     "positions_kept": keep_positions,
                 }))  # fmt: skip
@@ -369,12 +407,24 @@ async def copy(
                     f"documents ({copied_events} events), {there_already} already there, "
                     f"{skipped} not copied; {tombs_copied} of {len(tombs)} "
                     f"tombstones copied ({len(tombs) - tombs_copied} already there)"
+                    + (f"; {deletions_copied} of {len(deleted)} deletion records copied "
+                       f"({len(deleted) - deletions_copied} already there)"
+                       if keep_positions and deleted else "")
                     + (f"; {hooks_copied} of {len(hooks)} webhook cursors copied "
                        f"({len(hooks) - hooks_copied} already there)" if keep_positions and hooks
                        else "")
                 )  # fmt: skip
             if not keep_positions and copied_events:
                 warn(_NEW_POSITIONS)
+            if not keep_positions and deleted:
+                # (those an earlier run that kept the positions copied are there already)
+                have = {(e.pos, e.doc, e.seq) for e in await _deletion_records(target, wanted)}
+                n = sum((e.pos, e.doc, e.seq) not in have for e in deleted)
+                if n:
+                    warn(f"palimpsest copy: the source's {n} deletion record"
+                         f"{' stays' if n == 1 else 's stay'} behind: they name its "
+                         "positions, and the deleted documents' events were not copied "
+                         "either, so the target's followers never had them")  # fmt: skip
             if not keep_positions and hooks:
                 warn(f"palimpsest copy: webhook cursors are not copied ({len(hooks)} in the "
                      "source; they name its positions): a hook configured on the target "

@@ -788,6 +788,18 @@ class EventStore(Service, ABC):
         tail's, which holds what a server wrote since the caller's check)."""
 
     @abstractmethod
+    async def import_deletions(self, records: Sequence[Event]) -> int:
+        """Write deletion records (:meth:`deletions`) as they are, positions kept, in one
+        transaction; how many were written. For a copy that kept its source's positions
+        (``import_doc(keep_positions=True)``): the target's changefeed then holds the
+        source's ``deleted`` records where the source's does. A record already here (the
+        same position, document and seq: an earlier run of the copy) is left as it is,
+        and positions from then on come after the last one.
+
+        Raises StoreError for a position another record here holds, or an event of the
+        tail (what a server wrote since the caller's check)."""
+
+    @abstractmethod
     async def carry_positions(self, last: int) -> None:
         """Give out positions after ``last`` from now on (nothing changes when the store
         is past it already): a copy that kept its source's positions carries them past

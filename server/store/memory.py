@@ -412,6 +412,10 @@ class MemoryStore(EventStore):
                 clash = min((e.pos for e in fresh if e.pos in taken), default=None)
                 if clash is not None:
                     raise StoreError(f"position {clash} is taken in the target by another event")
+                deleted = {d.pos for d in self._deletions}
+                gone = min((e.pos for e in fresh if e.pos in deleted), default=None)
+                if gone is not None:
+                    raise StoreError(f"position {gone} is taken in the target by a deletion")
                 self._pos = max([self._pos, *(e.pos for e in fresh)])
             else:
                 fresh = [dataclasses.replace(e, pos=self._pos + i) for i, e in enumerate(events, 1)]
@@ -425,6 +429,25 @@ class MemoryStore(EventStore):
                 s.seq: (s.ts, *snapshot_row(s.state, s.meta)) for s in snapshots
             }
             self._tags[info.doc] = {t.name: t for t in tags}
+
+    async def import_deletions(self, records: Sequence[Event]) -> int:
+        self._check()
+        async with self._lock:
+            have = {e.pos: e for e in self._deletions}
+            used = {e.pos for log in self._events.values() for e in log}
+            new = []
+            for r in records:
+                old = have.get(r.pos)
+                if old is not None and (old.doc, old.seq) != (r.doc, r.seq):
+                    raise StoreError(f"position {r.pos} is taken in the target by the "
+                                     f"deletion of {old.doc!r}")  # fmt: skip
+                if r.pos in used:
+                    raise StoreError(f"position {r.pos} is taken in the target by another event")
+                if old is None:
+                    new.append(dataclasses.replace(r, kind=DELETED, update=b"", meta={}))
+            self._deletions = sorted([*self._deletions, *new], key=lambda e: e.pos)
+            self._pos = max([self._pos, *(r.pos for r in records)])
+            return len(new)
 
     async def carry_positions(self, last: int) -> None:
         self._check()

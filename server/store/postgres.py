@@ -1925,6 +1925,13 @@ class PostgresStore(EventStore):
                     if taken is not None:  # a server wrote on the target meanwhile
                         raise StoreError(f"position {taken} is taken in the target by another "
                                          "event")  # fmt: skip
+                    taken = await conn.fetchval(
+                        "SELECT min(pos) FROM deletions WHERE pos = ANY($1::bigint[])",
+                        [e.pos for e in events],
+                    )
+                    if taken is not None:  # a server deleted on the target meanwhile
+                        raise StoreError(f"position {taken} is taken in the target by a "
+                                         "deletion")  # fmt: skip
                     await conn.execute(_CARRY, max(e.pos for e in events))
                 elif events:
                     last = int(
@@ -1953,6 +1960,41 @@ class PostgresStore(EventStore):
             await self._run(run, "import")
         finally:
             self._recent.clear()
+
+    async def import_deletions(self, records: Sequence[Event]) -> int:
+        if not records:
+            return 0
+
+        async def run(conn: asyncpg.Connection) -> int:
+            async with conn.transaction():
+                # the counter first, as every writer of positions takes it
+                await conn.execute(_CARRY, max(r.pos for r in records))
+                positions = [r.pos for r in records]
+                have = {
+                    int(r[0]): (r[1], int(r[2]))
+                    for r in await conn.fetch(
+                        "SELECT pos, doc, seq FROM deletions WHERE pos = ANY($1::bigint[])",
+                        positions,
+                    )
+                }
+                clash = next((r for r in records if have.get(r.pos, (r.doc, r.seq))
+                              != (r.doc, r.seq)), None)  # fmt: skip
+                if clash is not None:
+                    raise StoreError(f"position {clash.pos} is taken in the target by the "
+                                     f"deletion of {have[clash.pos][0]!r}")  # fmt: skip
+                taken = await conn.fetchval(
+                    "SELECT min(pos) FROM log WHERE pos = ANY($1::bigint[])", positions
+                )
+                if taken is not None:
+                    raise StoreError(f"position {taken} is taken in the target by another event")
+                new = [r for r in records if r.pos not in have]
+                await conn.executemany(
+                    "INSERT INTO deletions (pos, doc, seq, ts, actor) VALUES ($1,$2,$3,$4,$5)",
+                    [(r.pos, r.doc, r.seq, r.ts, r.actor) for r in new],
+                )
+                return len(new)
+
+        return await self._run(run, "deletions import")
 
     async def carry_positions(self, last: int) -> None:
         await self._fetch(_CARRY, last, what="position carry")

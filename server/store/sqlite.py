@@ -398,16 +398,22 @@ def _carry_positions(conn: sqlite3.Connection, last: int) -> None:
 
 
 def _refuse_taken(conn: sqlite3.Connection, positions: Sequence[int]) -> None:
-    """Refuse positions that events of the tail hold (inside the caller's transaction):
-    a copy keeping its source's positions into a store that gave some out since (a
-    server wrote on the target meanwhile) must not give two events one position. The
-    tail holds whatever was written since its document's last sealed run."""
+    """Refuse positions that events of the tail or deletions hold (inside the caller's
+    transaction): a copy keeping its source's positions into a store that gave some out
+    since (a server wrote or deleted on the target meanwhile) must not give two records
+    one position. The tail holds whatever was written since its document's last sealed
+    run."""
     for i in range(0, len(positions), 500):  # SQLite's bound parameters are limited
         chunk = positions[i : i + 500]
         marks = ",".join("?" * len(chunk))
         row = conn.execute(f"SELECT min(pos) FROM log WHERE pos IN ({marks})", chunk).fetchone()
         if row[0] is not None:
             raise StoreError(f"position {row[0]} is taken in the target by another event")
+        row = conn.execute(
+            f"SELECT min(pos) FROM deletions WHERE pos IN ({marks})", chunk
+        ).fetchone()
+        if row[0] is not None:
+            raise StoreError(f"position {row[0]} is taken in the target by a deletion")
 
 
 def _intern(conn: sqlite3.Connection, symbols: Symbols, names: set[str]) -> None:
@@ -2059,6 +2065,30 @@ class SQLiteStore(EventStore):
             await self._write_interned("import", names, run)
         finally:
             self._recent.clear()
+
+    async def import_deletions(self, records: Sequence[Event]) -> int:
+        def run(db: sqlite3.Connection) -> int:
+            written = 0
+            for r in records:
+                have = db.execute(
+                    "SELECT doc, seq FROM deletions WHERE pos = ?", (r.pos,)
+                ).fetchone()
+                if have is not None:
+                    if tuple(have) != (r.doc, r.seq):
+                        raise StoreError(f"position {r.pos} is taken in the target by the "
+                                         f"deletion of {have[0]!r}")  # fmt: skip
+                    continue
+                _refuse_taken(db, [r.pos])
+                db.execute(
+                    "INSERT INTO deletions (pos, doc, seq, ts, actor) VALUES (?,?,?,?,?)",
+                    (r.pos, r.doc, r.seq, r.ts, r.actor),
+                )
+                written += 1
+            if records:
+                _carry_positions(db, max(r.pos for r in records))
+            return written
+
+        return await self._write("deletions import", run) if records else 0
 
     async def carry_positions(self, last: int) -> None:
         await self._write("position carry", lambda db: _carry_positions(db, last))

@@ -953,6 +953,38 @@ class StoreContract(CursorContract):
         assert await store.head("a") == 0
         assert [e.doc for e in await store.read_all()] == ["mine"]
 
+    async def test_import_deletions_keeps_their_positions(self, store: EventStore) -> None:
+        """What `palimpsest copy` that keeps positions does with the source's deletion
+        records: each where the source had it on the feed, between the events around it;
+        one already here is left (a copy run again), a position held here by another
+        record or an event is refused with nothing written, and new positions come after
+        the last one."""
+        from palimpsest.store.base import DELETED, DocInfo
+
+        a = [Event("a", seq, 1000, "ann", "edit", b"\x00\x00", {}, pos)
+             for seq, pos in ((1, 1), (2, 3))]  # fmt: skip
+        await store.import_doc(DocInfo("a", 2, 1000, 2), a, [], [], keep_positions=True)
+        gone = [Event("g", 4, 1500, "ada", DELETED, b"", {}, 2),
+                Event("h", 1, 1600, "bob", DELETED, b"", {}, 6)]  # fmt: skip
+        assert await store.import_deletions(gone) == 2
+        assert await store.deletions() == gone
+        assert [(e.doc, e.kind, e.pos) for e in await store.read_feed()] == [
+            ("a", "edit", 1), ("g", "deleted", 2), ("a", "edit", 3), ("h", "deleted", 6),
+        ]  # fmt: skip
+        assert await store.last_position() == 6
+        assert await store.import_deletions(gone) == 0  # here already
+        with pytest.raises(StoreError, match="position 6 is taken"):
+            await store.import_deletions([Event("x", 1, 1, "ann", DELETED, b"", {}, 7),
+                                          dataclasses.replace(gone[1], doc="other")])  # fmt: skip
+        with pytest.raises(StoreError, match="position 3 is taken"):
+            await store.import_deletions([dataclasses.replace(gone[0], pos=3)])
+        with pytest.raises(StoreError, match="position 2 is taken"):  # and the other way
+            await store.import_doc(DocInfo("b", 1, 1000, 1), [dataclasses.replace(a[0], doc="b",
+                                   pos=2)], [], [], keep_positions=True)  # fmt: skip
+        assert await store.deletions() == gone and await store.head("b") == 0
+        [[e]] = await store.append([("a", [ev()])])
+        assert e.pos == 7
+
     async def test_check_writable_changes_nothing(self, store: EventStore) -> None:
         await store.append([("w", [ev(update=b"1")])])
         await store.check_writable()
