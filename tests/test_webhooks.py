@@ -305,3 +305,46 @@ async def test_credentials_in_a_webhook_url_are_masked_in_the_log_and_listings(
     basic = "Basic " + base64.b64encode(b"hookuser:hookpass").decode()
     assert rx.deliveries and rx.deliveries[0].headers["authorization"] == basic
     assert rx.deliveries[0].path == "/services/T0/PATHSECRET?apikey=TOPSECRET&v=1"
+
+
+SECRETS = ("hookpass", "TOPSECRET", "PATHSECRET", "FRAGSECRET")
+
+
+async def test_a_webhook_url_refused_or_not_found_is_shown_without_its_credentials(
+    tmp_path: Path,
+) -> None:
+    """A URL refused as a webhook (not http:// or https://) was quoted whole in the
+    error, password, path and query included: `palimpsest serve` printed it, and so did
+    `palimpsest webhooks enable URL` for a hook the store does not know. Now masked as
+    the listings mask it, or not shown when it cannot be read as a URL."""
+    bad = [
+        "ftp://hookuser:hookpass@127.0.0.1/services/T0/PATHSECRET?token=TOPSECRET#FRAGSECRET",
+        "hookuser:hookpass@127.0.0.1/hook?token=TOPSECRET",  # no scheme
+        " https://hookuser:hookpass@127.0.0.1/hook?token=TOPSECRET",
+    ]
+    for url in bad:
+        said = str(_refusal(url))
+        assert "http:// or https://" in said
+        assert not any(s in said for s in SECRETS), said
+    assert "'ftp://hookuser:***@127.0.0.1/services/***?token=***#***'" in str(_refusal(bad[0]))
+    r = cli("serve", "--db", str(tmp_path / "serve.db"), "--port", "0", "--webhook", bad[0])
+    assert r.returncode != 0 and "http:// or https://" in r.stderr, r
+    assert not any(s in r.stdout + r.stderr for s in SECRETS), r
+
+    db = tmp_path / "hooks.db"
+    async with SQLiteStore(db):
+        pass
+    for ref in (bad[0].replace("ftp", "https"), bad[1]):
+        r = cli("webhooks", "--db", str(db), "enable", ref)
+        assert r.returncode == 1 and "no webhook" in r.stderr, r
+        assert not any(s in r.stdout + r.stderr for s in SECRETS), r
+    r = cli("webhooks", "--db", str(db), "enable", "wh-0123456789ab")
+    assert "no webhook 'wh-0123456789ab' in this store" in r.stderr, r
+
+
+def _refusal(url: str) -> ValueError:
+    try:
+        Webhook(url)
+    except ValueError as e:
+        return e
+    raise AssertionError(f"{url!r} taken")

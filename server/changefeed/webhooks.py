@@ -37,6 +37,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -64,7 +65,9 @@ class Webhook:
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"a webhook URL starts with http:// or https://, not {self.url!r}")
+            raise ValueError(
+                f"a webhook URL starts with http:// or https://, not {shown_url(self.url)}"
+            )
 
     @property
     def id(self) -> str:
@@ -77,6 +80,19 @@ def masked_url(url: str) -> str:
     its password, a lone user name, every query value and its ``#fragment`` as ``***``,
     since receivers are often authenticated that way (util.masked_url)."""
     return util.masked_url(url, every_secret=True)
+
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def shown_url(text: str) -> str:
+    """What a message says of `text`, given as a webhook's URL: quoted and masked
+    (masked_url) when it reads as scheme://…; otherwise not shown, since without the
+    ``//`` of an authority no part of it can be told from a password or token
+    (``user:pass@host/…`` reads as the scheme ``user``)."""
+    if _SCHEME.match(text):
+        return repr(masked_url(text))
+    return "a text that is not scheme://… (not shown: it may hold a password)"
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -256,4 +272,13 @@ class Deliverer:
         return f"HTTP {r.status_code}: {r.text[:200]}"
 
 
-__all__ = ["Deliverer", "Webhook", "batch_body", "masked_url", "sign", "trim", "verify"]
+__all__ = [
+    "Deliverer",
+    "Webhook",
+    "batch_body",
+    "masked_url",
+    "shown_url",
+    "sign",
+    "trim",
+    "verify",
+]

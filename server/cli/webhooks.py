@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 
 from ..changefeed.extension import hook_json
-from ..changefeed.webhooks import Webhook
+from ..changefeed.webhooks import Webhook, shown_url
 from ..errors import PalimpsestError
 from ..store import open_store
 from ..store.cursors import ACTIVE, DISABLED
@@ -36,6 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def _hook_id(ref: str) -> str:
     return Webhook(ref).id if ref.startswith(("http://", "https://")) else ref
+
+
+def _shown(ref: str) -> str:
+    """The hook as a message names it: an id as it is, a URL masked (it may hold a
+    password or a token)."""
+    return repr(ref) if re.fullmatch(r"[\w.-]{1,64}", ref) else shown_url(ref)
 
 
 async def webhooks(args: argparse.Namespace) -> int:
@@ -75,7 +82,7 @@ async def webhooks(args: argparse.Namespace) -> int:
             row = await cursors.set_state(hook_id, ACTIVE if args.action == "enable" else DISABLED)
             done = row is not None
         if not done:
-            print(f"no webhook {args.hook!r} in this store", file=sys.stderr)
+            print(f"no webhook {_shown(args.hook)} in this store", file=sys.stderr)
             return 1
         if row is not None:
             out = hook_json(row, last)
