@@ -378,31 +378,60 @@ def encode_disconnect(
     return b"X" + _head(instance, deployment) + b"," + tail[1:].encode() + b"\n"
 
 
+class NotPrimary(RuntimeError):
+    """A one-shot publish (publish_deleted, publish_purged, publish_revocation) found the
+    Redis node of the fan-out URL a replica, and published nothing there."""
+
+
+async def _publish_once(url: str, channel: str, message: bytes) -> None:
+    """Publish one message on ``PREFIX:channel`` of the fan-out bus `url`, for tools that
+    change the store without serving (the CLI).
+
+    The role of the Redis node is asked first, on the connection the PUBLISH then takes,
+    as the servers' publisher asks it (Fanout._check_role): a replica (a failover that
+    left the URL on the old primary) takes a PUBLISH without complaint and passes it to
+    no process on the primary, so on one this raises NotPrimary and publishes nothing. A
+    user refused both ROLE and INFO replication is not checked (as the servers do)."""
+    redis_url, prefix, _check = parse_url(url)
+    r = aioredis.Redis.from_url(
+        redis_url, single_connection_client=True, **connect_options(redis_url)
+    )
+    try:
+        for command in (ROLE, INFO_REPLICATION):
+            try:
+                answer = await r.execute_command(*command)  # type: ignore[no-untyped-call]
+            except ResponseError:
+                continue
+            role, primary = _role_of(answer)
+            if role in ("slave", "replica"):
+                raise NotPrimary(
+                    f"Redis at {without_password(redis_url)} is a replica (role {role} of "
+                    f"{primary}), not the primary: a message published there reaches no "
+                    "server on the primary (a failover? point --fanout at the primary); "
+                    "nothing was published"
+                )
+            break
+        await r.publish(f"{prefix}:{channel}", message)
+    finally:
+        await r.aclose()
+
+
 async def publish_revocation(
     url: str, user: str, since: int | None, by: str, deployment: str | None = None
 ) -> None:
     """Tell the processes on the fan-out bus `url` of a revocation (one-shot, for tools
     that revoke without serving, such as ``palimpsest revoke``): those of `deployment`
-    (store_deployment of the store it was made in), or all (None)."""
-    redis_url, prefix, _check = parse_url(url)
-    r = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2.0)
-    try:
-        message = encode_revocation("cli", user, since, by, deployment)
-        await r.publish(f"{prefix}:{REVOKED_CHANNEL}", message)
-    finally:
-        await r.aclose()
+    (store_deployment of the store it was made in), or all (None). NotPrimary when the
+    node is a replica (_publish_once)."""
+    await _publish_once(url, REVOKED_CHANNEL, encode_revocation("cli", user, since, by, deployment))
 
 
 async def publish_deleted(url: str, doc: str, by: str, deployment: str | None = None) -> None:
     """Tell the processes on the fan-out bus `url` that `doc` was deleted (one-shot, for
     tools that delete without serving, such as ``palimpsest delete``): those of
-    `deployment` (store_deployment of the store it was deleted from), or all (None)."""
-    redis_url, prefix, _check = parse_url(url)
-    r = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2.0)
-    try:
-        await r.publish(f"{prefix}:{doc}", encode_deleted("cli", by, deployment))
-    finally:
-        await r.aclose()
+    `deployment` (store_deployment of the store it was deleted from), or all (None).
+    NotPrimary when the node is a replica (_publish_once)."""
+    await _publish_once(url, doc, encode_deleted("cli", by, deployment))
 
 
 def encode_purged(instance: str, by: str, deployment: str | None = None) -> bytes:
@@ -413,13 +442,9 @@ def encode_purged(instance: str, by: str, deployment: str | None = None) -> byte
 async def publish_purged(url: str, doc: str, by: str, deployment: str | None = None) -> None:
     """Tell the processes on the fan-out bus `url` that `doc`'s deleted content was
     purged (``palimpsest compact --purge-deleted``): they reload their room of it; those
-    of `deployment` (store_deployment), or all (None)."""
-    redis_url, prefix, _check = parse_url(url)
-    r = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2.0)
-    try:
-        await r.publish(f"{prefix}:{doc}", encode_purged("cli", by, deployment))
-    finally:
-        await r.aclose()
+    of `deployment` (store_deployment), or all (None). NotPrimary when the node is a
+    replica (_publish_once)."""
+    await _publish_once(url, doc, encode_purged("cli", by, deployment))
 
 
 def decode(doc: str, data: bytes) -> tuple[str, list[Event] | bytes]:

@@ -8,17 +8,27 @@ the log."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 from conftest import eventually
+from pycrdt import Doc, Text
+from redis import asyncio as aioredis
+from redis.asyncio.client import PubSub
 from scaleout import PrivateRedis
 from serverproc import ServerProcess
 from yclient import YClient, connect
 
+from palimpsest.store.base import NewEvent
+from palimpsest.store.sqlite import SQLiteStore
+
 pytestmark = [pytest.mark.redis]
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _url(redis: PrivateRedis, userinfo: str, prefix: str, check: float = 0.25) -> str:
@@ -289,3 +299,85 @@ async def test_the_documented_minimal_acl_user_serves(tmp_path: Path) -> None:
     for p in procs:
         assert "fan-out cannot" not in p.log_text(), p.log_tail()
         assert "role of the Redis node" not in p.log_text(), p.log_tail()
+
+
+def _palimpsest(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "palimpsest", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+async def _heard(sub: PubSub, until: bytes) -> list[bytes]:
+    """What `sub` (psubscribed) got, up to the message `until` (published after the
+    commands ran: Redis delivers in the order it executed the publishes)."""
+    got: list[bytes] = []
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        # (None also for a subscription's confirmation, which is read and skipped)
+        m = await sub.get_message(ignore_subscribe_messages=True, timeout=1)
+        if m is None:
+            assert asyncio.get_running_loop().time() < deadline, f"nothing after {got!r}"
+            continue
+        if m["data"] == until:
+            return got
+        got.append(m["data"])
+
+
+async def test_the_cli_refuses_to_tell_a_replica_and_says_so(tmp_path: Path) -> None:
+    """`palimpsest delete`, `revoke` and `compact --purge-deleted` tell the servers over
+    the fan-out with one PUBLISH each. Pointed at a replica (a failover left --fanout on
+    the old primary), the PUBLISH was taken and reached no server on the primary, and
+    the command said nothing and exited 0. They now ask the node's role first, as the
+    servers' publisher does: on a replica they publish nothing and exit 1 with one line
+    saying so (the store's change is made). On the primary they publish as before."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    db = tmp_path / "cli.db"
+    async with SQLiteStore(db) as store:
+        for doc in ("gone", "kept", "purged"):
+            d: Doc = Doc()
+            text = d.get("content", type=Text)
+            text.insert(0, "some text")
+            first = d.get_update()
+            before = d.get_state()
+            del text[0:5]
+            second = d.get_update(before)
+            await store.append([(doc, [NewEvent("ann", "edit", u) for u in (first, second)])])
+    with (
+        PrivateRedis() as primary,
+        PrivateRedis("--replicaof", "127.0.0.1", str(primary.port)) as replica,
+    ):
+        assert replica.cli("ROLE").splitlines()[0] == "slave"
+        clients = [aioredis.Redis.from_url(n.url) for n in (primary, replica)]
+        subs = [c.pubsub() for c in clients]
+        try:
+            for s in subs:
+                await s.psubscribe(f"{prefix}:*")
+            runs = {
+                "delete": ("delete", "gone", "--yes"),
+                "revoke": ("revoke", "ann"),
+                "compact": ("compact", "purged", "--before", "2", "--yes", "--purge-deleted"),
+            }
+            for name, args in runs.items():
+                r = _palimpsest(*args, "--db", str(db), "--fanout", _url(replica, "", prefix))
+                assert r.returncode == 1, (name, r)
+                [line] = r.stderr.splitlines()
+                assert f"palimpsest {name}: " in line and "is a replica" in line, line
+                assert f"127.0.0.1:{primary.port}" in line, line
+            await clients[1].publish(f"{prefix}:end", b"end")
+            assert await _heard(subs[1], b"end") == []  # nothing published on the replica
+            r = _palimpsest("delete", "kept", "--yes", "--db", str(db), "--fanout",
+                            _url(primary, "", prefix))  # fmt: skip
+            assert r.returncode == 0 and r.stderr == "", r
+            await clients[0].publish(f"{prefix}:end", b"end")
+            [told] = await _heard(subs[0], b"end")
+            assert told.startswith(b"D"), told
+        finally:
+            for s in subs:
+                await s.aclose()
+            for c in clients:
+                await c.aclose()
+    async with SQLiteStore(db) as store:  # the changes were made all the same
+        assert await store.head("gone") == 0 and await store.head("kept") == 0
+        assert [r.user for r in await store.revocations().list()] == ["ann"]
+        assert (await store.compaction_bases(["purged"]))["purged"][0] == 2

@@ -543,10 +543,11 @@ async def compact(store: EventStore, args: argparse.Namespace) -> int:
     if purge and url:  # the processes serving it reload it from the purged base
         try:
             await publish_purged(url, args.doc, "palimpsest compact", await store_deployment(store))
-        except Exception as e:
+        except Exception as e:  # (NotPrimary: a replica, nothing published)
             print(f"palimpsest compact: fan-out not told ({e}): a server with the document "
                   "open holds the purged content in memory until it notices the new base "
                   "(within its COMPACTION_CHECK_SECONDS)", file=sys.stderr)  # fmt: skip
+            return 1
     return 0
 
 
@@ -562,14 +563,16 @@ async def delete(store: EventStore, args: argparse.Namespace) -> int:
         )
     await store.delete_doc(args.doc, await tombstone_for(store, args.doc), by=args.user)
     url = args.fanout or args.settings.fanout
+    told = 0
     if url:  # the processes serving it drop it now (else at their next gap check)
         try:
             await publish_deleted(url, args.doc, "palimpsest delete", await store_deployment(store))
-        except Exception as e:
+        except Exception as e:  # (NotPrimary: a replica, nothing published)
             print(f"palimpsest delete: fan-out not told ({e}); the servers notice from the "
                   "store within two gap checks", file=sys.stderr)  # fmt: skip
+            told = 1
     print(f"palimpsest delete: {args.doc} deleted ({info.head} events)")
-    return 0
+    return told
 
 
 # --- rename-actor -----------------------------------------------------------------------
@@ -651,20 +654,22 @@ async def revoke(store: EventStore, args: argparse.Namespace) -> int:
     else:
         since = (await revoke_in_store(store, args.user, "palimpsest revoke")).since
     url = args.fanout or args.settings.fanout
+    told = 0
     if url:  # the servers act now (else at their next read of the store)
         try:
             await publish_revocation(
                 url, args.user, since, "palimpsest revoke", await store_deployment(store)
             )
-        except Exception as e:
+        except Exception as e:  # (NotPrimary: a replica, nothing published)
             print(f"palimpsest revoke: fan-out not told ({e}); the servers read it from the "
                   "store within 5 s", file=sys.stderr)  # fmt: skip
+            told = 1
     if since is None:
         print(f"palimpsest revoke: {args.user} no longer revoked")
     else:
         print(f"palimpsest revoke: {args.user} revoked: tokens issued before "
               f"{iso(since * 1000)} are refused")  # fmt: skip
-    return 0
+    return told
 
 
 __all__ = ["register"]
