@@ -482,8 +482,11 @@ def visible_items(update: bytes) -> list[tuple[int, int, int, str | None]]:
 
 
 def _skip_parent(r: Reader, info: int, refs: dict[int, int] | None = None) -> None:
-    """Skip an Item's parent (it has no origin), noting a parent item's ID in `refs`."""
-    if r.read_var_uint("parent info"):
+    """Skip an Item's parent (it has no origin), noting a parent item's ID in `refs`.
+    A parent info of 1 is followed by a root's name, any other by an item's ID: as Yjs
+    (``readParentInfo``) and yrs read it (reading a name for any non-zero info misread
+    updates that yrs applies)."""
+    if r.read_var_uint("parent info") == 1:
         r.read_var_bytes("parent type name")
     else:
         client, clock = r.read_var_uint("parent client"), r.read_var_uint("parent clock")

@@ -202,3 +202,29 @@ def test_the_keystroke_fast_path_reads_what_the_general_reader_reads() -> None:
             got = U._keystroke(v)
             if got is not None:
                 assert got == general_only(v), v.hex()
+
+
+def _nested_entry(parent_info: int) -> bytes:
+    """Client 5's update: an array root ``m`` holding a map (a type item, clock 0), and
+    an entry ``k`` of that map (clock 1) whose parent is written out as an item id after
+    a parent-info varUint of `parent_info`. Yjs (``readParentInfo``: ``=== 1``) and yrs
+    (``read_parent_info``: ``== 1``) read a name only for 1: any other value, not just
+    0, is followed by an item id."""
+    u, s = P.write_var_uint, P.write_var_string
+    update = u(1) + u(2) + u(5) + u(0)
+    update += bytes([7]) + u(1) + s("m") + u(1)  # a type item in root "m": a YMap
+    update += bytes([8 | 0x20]) + u(parent_info) + u(5) + u(0) + s("k")  # parent (5, 0), key
+    update += u(1) + bytes([119]) + s("v")  # one any: the string "v"
+    return update + u(0)
+
+
+@pytest.mark.parametrize("parent_info", [0, 2, 3])
+def test_a_parent_info_other_than_1_is_an_item_id_as_yrs_reads_it(parent_info: int) -> None:
+    from palimpsest.store.update_clients import update_clients
+
+    update = _nested_entry(parent_info)
+    doc: Doc[Any] = Doc()
+    doc.apply_update(update)  # the oracle: yrs takes the entry as the map's
+    assert doc.get("m", type=Array).to_py() == [{"k": "v"}]
+    assert decode_update_meta(update).structs == {5: [(0, 2)]}
+    assert update_clients(update) == [5]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from ..errors import ProtocolError
 from ..protocol import Reader
+from ..updates import skip_item_header
 
 # lib0 `writeAny` type tags
 _ANY_FIXED = {127: 0, 126: 0, 124: 4, 123: 8, 122: 8, 121: 0, 120: 0}
@@ -49,20 +50,7 @@ def _skip_struct(r: Reader) -> bool:
     if ref in (_GC, _SKIP):
         r.read_var_uint("length")
         return ref == _GC
-    if info & 0x80:  # origin
-        r.read_var_uint("origin client")
-        r.read_var_uint("origin clock")
-    if info & 0x40:  # right origin
-        r.read_var_uint("right origin client")
-        r.read_var_uint("right origin clock")
-    if not info & 0xC0:  # no origins: the parent is written
-        if r.read_var_uint("parent info") == 1:
-            r.read_var_string("parent key")
-        else:
-            r.read_var_uint("parent client")
-            r.read_var_uint("parent clock")
-        if info & 0x20:
-            r.read_var_string("parent sub")
+    skip_item_header(r, info)
     _skip_content(r, ref)
     return True
 
