@@ -196,3 +196,177 @@ async def test_many_paragraphs_only_those_holding_others_words_are_kept(tmp_path
 def typed_in_doc(doc: Any) -> bool:
     text = str(doc.get("document-store", type=XmlFragment))
     return "carol alice pasted 17." in text and "bob alice pasted 23." in text
+
+
+async def test_a_step_restored_after_a_restart_reads_only_what_came_after_it(
+    tmp_path: Path,
+) -> None:
+    """Bob's 60 paragraphs; Alice's Enter makes a paragraph of hers, Bob types in it and
+    then elsewhere; the server restarts (the stacks come back from the snapshot's meta).
+    The restored step has the floor it had before the restart (Step.floor, persisted
+    compactly), so telling its containers reads only what came after it, not the
+    whole document: the same answer either way. Alice's undo then keeps her paragraph
+    with Bob's word in it, her own words go."""
+    settings = make_settings(tmp_path / "db")
+    async with run_server(settings) as srv:
+        async with (
+            client.connect(srv.ws_url, "restart", user="bob") as b,
+            client.connect(srv.ws_url, "restart", user="alice") as a,
+        ):
+            with b.doc.transaction():
+                for i in range(60):
+                    p = fragment(b).children.append(XmlElement("paragraph"))
+                    p.children.append(XmlText(f"bob line {i}."))
+            await b.flush()
+            await a.wait_for(lambda: len(fragment(a).children) == 60)
+            with a.doc.transaction():
+                p = fragment(a).children.insert(30, XmlElement("paragraph"))
+                p.children.append(XmlText("alice new"))
+            await a.flush()
+            await b.wait_for(lambda: "alice new" in words(b))
+            fragment(b).children[30].children[0].insert(0, "bob ")
+            await b.flush()
+            fragment(b).children[5].children[0].insert(0, "later ")
+            await b.flush()
+            await a.wait_for(lambda: "bob alice new" in words(a) and "later bob" in words(a))
+            room = await srv.backend.rooms.get("restart")
+            await eventually(
+                lambda: "later bob" in str(room.doc.get("document-store", type=XmlFragment))
+            )
+            state = undo.state_of(room)
+            step = state.stacks("alice").undo[-1]
+            live_floor = state.floor(step)
+            assert live_floor is not None
+            whole = kept_containers(room.doc, step.ins)
+            assert whole is not None and whole.containers == 2
+            seqs = list(step.seqs)
+
+    settings = make_settings(tmp_path / "db")
+    async with run_server(settings) as srv:
+        async with client.connect(srv.ws_url, "restart", user="alice") as a:
+            await a.wait_for(lambda: "bob alice new" in words(a))
+            room = await srv.backend.rooms.get("restart")
+            state = undo.state_of(room)
+            snap = await srv.backend.store.latest_snapshot("restart")
+            assert snap is not None and snap.seq == room.seq  # the stacks are the meta's
+            step = state.stacks("alice").undo[-1]
+            assert step.seqs == seqs
+            floor = state.floor(step)
+            assert floor is not None, "a step from the snapshot's meta has no floor"
+            assert {c: k for c, k in floor.items() if k} == {
+                c: k for c, k in live_floor.items() if k
+            }
+            held = kept_containers(room.doc, step.ins, floor)
+            assert held == whole
+            # what was read: Alice's paragraph and Bob's words after it, not 60 paragraphs
+            assert held is not None and held.read * 10 < whole.read, (held.read, whole.read)
+
+            answer: dict[str, Any] = await a.request({"type": "undo"})
+            assert answer["ok"] is True, answer
+            assert answer["kept_containers"] == {
+                "items": 2,
+                "others": [{"user": "bob", "characters": 4, "items": 0}],
+            }, answer
+            await a.wait_for(lambda: "alice new" not in words(a))
+            assert str(fragment(a).children[30].children[0]) == "bob "
+            assert len(fragment(a).children) == 61
+
+
+async def test_a_restored_floor_stays_right_through_snapshots_its_actor_missed(
+    tmp_path: Path,
+) -> None:
+    """Alice's paragraph, then a restart; while she is away Carol (a client the document
+    never saw before Alice's step) types in it and the server restarts again: Alice's
+    stacks went through that second snapshot as the first had them (never decoded),
+    with the first's base. After the second restart her step has a floor, under which
+    Carol's client is at 0: her undo reads Carol's words and keeps the paragraph with
+    them. (That such an entry keeps its own base: the test below.)"""
+    async with run_server(make_settings(tmp_path / "db")) as srv:
+        async with (
+            client.connect(srv.ws_url, "away", user="bob") as b,
+            client.connect(srv.ws_url, "away", user="alice") as a,
+        ):
+            with b.doc.transaction():
+                for i in range(20):
+                    p = fragment(b).children.append(XmlElement("paragraph"))
+                    p.children.append(XmlText(f"bob line {i}."))
+            await b.flush()
+            await a.wait_for(lambda: len(fragment(a).children) == 20)
+            with a.doc.transaction():
+                p = fragment(a).children.insert(10, XmlElement("paragraph"))
+                p.children.append(XmlText("alice new"))
+            await a.flush()
+            await b.wait_for(lambda: "alice new" in words(b))
+
+    async with run_server(make_settings(tmp_path / "db")) as srv:
+        async with client.connect(srv.ws_url, "away", user="carol") as c:
+            await c.wait_for(lambda: "alice new" in words(c))
+            fragment(c).children[10].children[0].insert(0, "carol ")
+            await c.flush()
+            room = await srv.backend.rooms.get("away")
+            live = room.doc.get("document-store", type=XmlFragment)
+            await eventually(lambda: "carol alice new" in str(live))
+            carol = c.doc.client_id
+            assert "alice" not in undo.state_of(room).actors  # still as the meta had it
+
+    async with run_server(make_settings(tmp_path / "db")) as srv:
+        async with client.connect(srv.ws_url, "away", user="alice") as a:
+            await a.wait_for(lambda: "carol alice new" in words(a))
+            room = await srv.backend.rooms.get("away")
+            state = undo.state_of(room)
+            floor = state.floor(state.stacks("alice").undo[-1])
+            assert floor is not None and floor.get(carol, 0) == 0, floor
+            answer: dict[str, Any] = await a.request({"type": "undo"})
+            assert answer["ok"] is True, answer
+            assert answer["kept_containers"] == {
+                "items": 2,
+                "others": [{"user": "carol", "characters": 6, "items": 0}],
+            }, answer
+            await a.wait_for(lambda: "alice new" not in words(a))
+            assert str(fragment(a).children[10].children[0]) == "carol "
+
+
+def test_a_floor_kept_through_a_meta_its_actor_missed_is_relative_to_its_own_base() -> None:
+    """A step's floor in a meta is relative to the base its actor's entry names. An entry
+    that goes through a later meta undecoded (its actor away) keeps that base: read
+    against the later meta's, a client that wrote in between (client 2 here) would get
+    its later clock as the floor, above what it wrote inside the step's containers."""
+    from pycrdt import Doc, Text
+
+    from palimpsest.commit import Committer
+    from palimpsest.room import Room
+    from palimpsest.store.memory import MemoryStore
+    from palimpsest.undo import RoomUndo, Stacks, Step
+
+    store = MemoryStore()
+    doc: Doc[Any] = Doc()
+
+    def write(client: int, words: str) -> None:
+        other: Doc[Any] = Doc(client_id=client)
+        other.apply_update(doc.get_update())
+        text = other.get("t", type=Text)
+        text.insert(len(text), words)
+        doc.apply_update(other.get_update(doc.get_state()))
+
+    def undo_state() -> RoomUndo:
+        room = Room("d", doc, 1, committer=Committer(store), reader=store)
+        return RoomUndo(room, 0, 100)
+
+    write(1, "a")
+    write(2, "b")  # the base: {1: 1, 2: 1}
+    first = undo_state()
+    first.actors["alice"] = Stacks([Step([1], {1: [(1, 2)]}, {}, floor={1: 1})])
+    write(1, "c")  # alice's step
+    meta = first.to_meta()
+    first.close()
+    write(2, "dd")  # client 2 writes after alice's step: {2: 3}
+    second = undo_state()
+    second.load_meta(meta)
+    meta = second.to_meta()  # alice's entry as it came
+    second.close()
+    assert "alice" not in second.actors
+    third = undo_state()
+    third.load_meta(meta)
+    step = third.stacks("alice").undo[-1]
+    assert third.floor(step) == {1: 1, 2: 1}
+    third.close()

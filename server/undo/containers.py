@@ -20,13 +20,14 @@ walk is done only when the step inserted a shared type at all, and each ancestor
 walked once.
 
 What is read: when the step knows the document's clocks before its first event (its
-``floor``, a lower bound of them: RoomUndo keeps it for the steps it records), only the
+``floor``, a lower bound of them: RoomUndo keeps it for the steps it records, and in the
+snapshot's meta for the steps it restores after a restart or an unload), only the
 items from there on. Anything inside a container the step made came after it, and each
 writer's clocks only grow: all of it is there, and an item whose origin lies below the
 floor lies in a type older than the step, which none of its containers is an ancestor
-of. Reading the whole document (what a step from a snapshot's meta still costs: the
-floor is not persisted) held the event loop 0.3 s on a 3,000-paragraph document, every
-other document on the server frozen meanwhile (bench/undo_containers_bench.py).
+of. Reading the whole document (what a step from a meta written before floors were kept
+there still costs) held the event loop 0.3 s on a 3,000-paragraph document, every other
+document on the server frozen meanwhile (bench/undo_containers_bench.py).
 """
 
 from __future__ import annotations
@@ -50,11 +51,13 @@ _ID = tuple[int, int]
 @dataclass(slots=True)
 class Kept:
     """What a revert kept: the step's containers (`ids`: their items and the attributes
-    set on them), how many containers, and the live items of others inside them."""
+    set on them), how many containers, and the live items of others inside them; and
+    how many structs of the document were read to tell (`read`: its cost)."""
 
     ids: Ranges = field(default_factory=dict)
     containers: int = 0
     inside: Ranges = field(default_factory=dict)
+    read: int = field(default=0, compare=False)
 
 
 def _has(ranges: Ranges, client: int, clock: int) -> bool:
@@ -163,7 +166,7 @@ def _fold(
     keep: set[_ID] = set()
     # per shared type walked: whether one of the step's containers is on its chain
     under: dict[_ID, bool] = {}
-    kept = Kept()
+    kept = Kept(read=len(structs))
     for parent, span in live_others:
         chain: list[_ID] = []
         p: str | _ID | None = parent

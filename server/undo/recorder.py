@@ -33,6 +33,7 @@ part at a time and its meta (``"copies"``) says which copies are whose (see
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -185,7 +186,11 @@ class RoomUndo:
         #: the document's state vector when this began, and the clocks each client's
         #: recorded events reached since: a new step's ``floor`` (see ``floor``)
         self._base = room.doc.get_state()
+        self._base_text: str | None = None
         self._clocks: dict[int, int] = {}
+        #: per base of a meta's stacks (RoomUndo.to_meta): {client: its clock at that
+        #: base} for the clients whose clocks differ at ``_base`` (see ``_rebase``)
+        self._moved: dict[str, dict[int, int]] = {}
         # muted by the room for a client's edit, whose change it hands over instead
         room.doc_observers.add(self._on_transaction)
 
@@ -331,7 +336,7 @@ class RoomUndo:
     def floor(self, step: Step) -> dict[int, int] | None:
         """`step`'s floor as a whole state vector: the clocks from which on whatever was
         made inside what it inserted lies (containers.py); None when not known (a step
-        from a snapshot's meta: the clocks before it are not kept)."""
+        from a snapshot's meta written before floors were kept there)."""
         if step.floor is None:
             return None
         sv = P.decode_state_vector(self._base)
@@ -555,20 +560,52 @@ class RoomUndo:
     # --- persistence -------------------------------------------------------------------
 
     def to_meta(self) -> dict[str, Any]:
+        """The stacks for a snapshot's meta. Each step's floor is written as it is kept,
+        relative to a base state vector (the clients whose clocks differ from it: those
+        that wrote since the base was taken, up to the step), which its actor's entry
+        names (``base``: an index into ``bases``). A decoded actor's base is this
+        room's (``_base``); an entry still as the loaded meta had it keeps its own: a
+        meta holds one base per generation of stacks nobody touched since, never one
+        per step."""
+        bases: dict[str, int] = {}
+
+        def base(sv: str) -> int:
+            return bases.setdefault(sv, len(bases))
+
+        actors: dict[str, Any] = {}
+        for actor, raw in self._raw.items():
+            ref = raw.get("base")
+            actors[actor] = {**raw, "base": base(ref)} if isinstance(ref, str) else raw
+        for actor, st in self.actors.items():
+            if st.undo or st.redo:
+                actors[actor] = {**st.to_json(), "base": base(self._base_b64())}
         return {
             "seq": self.last_seq,
-            "actors": {
-                **self._raw,
-                **{a: st.to_json() for a, st in self.actors.items() if st.undo or st.redo},
-            },
+            "actors": actors,
             "marks": to_b64(self.marks()),
+            "bases": list(bases),
         }
+
+    def _base_b64(self) -> str:
+        if self._base_text is None:
+            self._base_text = base64.b64encode(self._base).decode()
+        return self._base_text
 
     def load_meta(self, meta: dict[str, Any] | None) -> None:
         if not meta:
             return
         try:
-            self._raw = dict(meta.get("actors", {}))
+            bases = meta.get("bases")
+            bases = [b for b in bases if isinstance(b, str)] if isinstance(bases, list) else []
+            self._raw = {}
+            for actor, raw in dict(meta.get("actors", {})).items():
+                ref = raw.get("base") if isinstance(raw, dict) else None
+                if isinstance(ref, int) and 0 <= ref < len(bases):
+                    # its base itself, not its index: the next meta has its own list
+                    raw = {**raw, "base": bases[ref]}
+                elif isinstance(raw, dict) and "base" in raw:
+                    raw = {k: v for k, v in raw.items() if k != "base"}  # its floors unknown
+                self._raw[actor] = raw
             self.actors = {}
             marks = meta.get("marks")
             self._marks = from_b64(marks) if isinstance(marks, str) else None
@@ -720,10 +757,34 @@ class RoomUndo:
         if st is None and actor in self._raw:
             raw = self._raw.pop(actor)
             try:
-                st = self.actors[actor] = Stacks.from_json(raw)
+                st = Stacks.from_json(raw)
+                self._rebase(st, raw.get("base"))
+                self.actors[actor] = st
             except Exception as e:  # a damaged entry costs the undo history, never the doc
                 log.warning("room %s: undo stacks of %r unreadable: %r", self.room.name, actor, e)
         return st
+
+    def _rebase(self, st: Stacks, ref: Any) -> None:
+        """Make the floors of `st`'s steps, relative to the base `ref` of the meta they
+        came from (base64 of a state vector), relative to this room's ``_base``: the
+        clients whose clocks moved from that base to this one (they wrote after those
+        steps) are added at their clocks then. Without a base they are not known."""
+        steps = [s for s in (*st.undo, *st.redo) if s.floor is not None]
+        if not steps:
+            return
+        moved = self._moved.get(ref) if isinstance(ref, str) else None
+        if moved is None and isinstance(ref, str):
+            then = P.decode_state_vector(base64.b64decode(ref))
+            now = P.decode_state_vector(self._base)
+            moved = {
+                c: then.get(c, 0)
+                for c in now.keys() | then.keys()
+                if now.get(c, 0) != then.get(c, 0)
+            }
+            self._moved[ref] = moved
+        for step in steps:
+            assert step.floor is not None
+            step.floor = None if moved is None else {**moved, **step.floor}
 
     def materialize(self) -> None:
         for actor in list(self._raw):

@@ -7,6 +7,7 @@ import base64
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..protocol import decode_state_vector, encode_state_vector
 from ..ranges import Ranges, decode_ranges, encode_ranges
 
 if TYPE_CHECKING:
@@ -64,9 +65,12 @@ class Step:
     group: str | None = None
     #: bytes of the updates of its events (counted for a group's step only)
     nbytes: int = 0
-    #: the document's clocks before its first event, or lower (RoomUndo.floor): what
-    #: anyone made inside what it inserted lies above them (containers.py). In memory
-    #: only; None for a step from a snapshot's meta (the whole document is read then)
+    #: the document's clocks before its first event, or lower: what anyone made inside
+    #: what it inserted lies above them (containers.py). Only the clients whose clocks
+    #: differ from a base state vector (RoomUndo's ``_base``: RoomUndo.floor adds it);
+    #: in the snapshot's meta (``floor``) with the base it is relative to named by its
+    #: actor's entry (``base``, RoomUndo.to_meta). None: not known (a step from a meta
+    #: written before floors were kept: the whole document is read then)
     floor: dict[int, int] | None = field(default=None, compare=False, repr=False)
 
     def touch(self) -> None:
@@ -81,6 +85,8 @@ class Step:
             }
             if self.group is not None:
                 self._json["group"], self._json["nbytes"] = self.group, self.nbytes
+            if self.floor is not None:
+                self._json["floor"] = base64.b64encode(encode_state_vector(self.floor)).decode()
         return self._json
 
     @classmethod
@@ -91,12 +97,15 @@ class Step:
             else [int(s) for s in d["seqs"]]
         )
         group = d.get("group")
+        floor = d.get("floor")
         return cls(
             seqs,
             decode_ranges(base64.b64decode(d["ins"])),
             decode_ranges(base64.b64decode(d["dels"])),
             group=group if isinstance(group, str) else None,
             nbytes=int(d.get("nbytes", 0)),
+            # (relative to its entry's base: RoomUndo.get makes it relative to its own)
+            floor=decode_state_vector(base64.b64decode(floor)) if isinstance(floor, str) else None,
         )
 
 
