@@ -46,6 +46,8 @@ from pycrdt import Doc, Text, TransactionEvent
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+import loop_probe  # noqa: E402  (bench/loop_probe.py)
+
 from palimpsest.snapshots import new_doc  # noqa: E402
 from palimpsest.store.base import EventStore, NewEvent  # noqa: E402
 
@@ -134,32 +136,17 @@ async def build(cache: str) -> None:
     os.replace(tmp, cache)
 
 
-class Probe:
-    """A task that sleeps PROBE_S at a time: each wake-up's lateness is a hold."""
+class Probe(loop_probe.Probe):
+    """The shared probe (bench/loop_probe.py), whose case is ``refresh`` once the
+    attribution index's refresh has started (whatever the run waits for then)."""
 
     def __init__(self) -> None:
-        self.case = "idle"
-        #: the refreshes started (once one has: its case, whatever the run waits for)
+        super().__init__(PROBE_S, "idle")
+        #: the refreshes started
         self.refreshes: Callable[[], int] = lambda: 0
-        self.longest: dict[str, float] = {}
-        self._task: asyncio.Task[None] | None = None
 
-    async def _run(self) -> None:
-        while True:
-            t = time.perf_counter()
-            await asyncio.sleep(PROBE_S)
-            late = time.perf_counter() - t - PROBE_S
-            case = "refresh" if self.refreshes() and self.case != "idle" else self.case
-            if late > self.longest.get(case, 0.0):
-                self.longest[case] = late
-
-    def __enter__(self) -> Probe:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
+    def current(self) -> str | None:
+        return "refresh" if self.refreshes() and self.case != "idle" else self.case
 
 
 class Stalls(logging.Handler):
@@ -177,8 +164,9 @@ class Stalls(logging.Handler):
         loop = text.split("--- another thread")[0].split("--- ")[1:2]  # the loop's commonest
         where = [ln.strip() for ln in "".join(loop).splitlines() if ln.strip().startswith("File")]
         where = [w.split("/palimpsest/")[-1] for w in where if "/palimpsest/" in w][-2:]
-        self.seen.setdefault(self.probe.case, []).append(first + " | " + " < ".join(where[::-1]))
-        self.full.append(f"[{self.probe.case}] {text}")
+        case = self.probe.case or "idle"
+        self.seen.setdefault(case, []).append(first + " | " + " < ".join(where[::-1]))
+        self.full.append(f"[{case}] {text}")
 
 
 async def one_run(cache: str, port: int, stalls_to: str | None) -> dict[str, float]:

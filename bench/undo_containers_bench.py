@@ -39,6 +39,8 @@ from pycrdt import Doc, XmlElement, XmlFragment, XmlText
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+from loop_probe import Probe  # noqa: E402  (bench/loop_probe.py)
+
 from palimpsest.history import yupdate  # noqa: E402
 from palimpsest.store.base import NewEvent  # noqa: E402
 
@@ -111,44 +113,6 @@ async def build(cache: str, paragraphs: int) -> None:
     os.replace(tmp, cache)
 
 
-class Probe:
-    """A task that sleeps PROBE_S at a time: the longest lateness while `on` is a hold;
-    and the most CPU time this thread spent between two wake-ups (the same hold, less
-    the time the machine, shared, gave to others meanwhile)."""
-
-    def __init__(self) -> None:
-        self.on = False
-        self.longest = 0.0
-        self.longest_cpu = 0.0
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        while True:
-            t, cpu = time.perf_counter(), time.thread_time()
-            await asyncio.sleep(PROBE_S)
-            late, used = time.perf_counter() - t - PROBE_S, time.thread_time() - cpu
-            if self.on:
-                self.longest = max(self.longest, late)
-                self.longest_cpu = max(self.longest_cpu, used)
-
-    async def hold_of(self, request: Any) -> tuple[tuple[float, float], Any]:
-        await asyncio.sleep(0.05)  # the probe is in its loop
-        self.longest, self.longest_cpu, self.on = 0.0, 0.0, True
-        try:
-            got = await request
-        finally:
-            self.on = False
-        return (self.longest, self.longest_cpu), got
-
-    def __enter__(self) -> Probe:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-
-
 def fragment(s: Any) -> XmlFragment:
     doc: Doc[Any] = s.doc
     got: XmlFragment = doc.get("default", type=XmlFragment)
@@ -185,7 +149,7 @@ async def one_run(cache: str, port: int) -> dict[str, tuple[tuple[float, float],
             db=db, port=port or free_port(), unload_after_seconds=0.5, undo_capture_ms=0
         )
         async with run_server(settings) as srv:
-            with Probe() as probe:
+            with Probe(PROBE_S) as probe:
                 async with (
                     client.connect(srv.ws_url, DOC, user="alice") as a,
                     client.connect(srv.ws_url, DOC, user="bob") as b,
@@ -193,12 +157,12 @@ async def one_run(cache: str, port: int) -> dict[str, tuple[tuple[float, float],
                     middle = len(fragment(a).children) // 2
                     await enter_and_typing(a, b, middle, "first")
                     await enter_and_typing(a, b, middle + 1, "second")
-                    hold, answer = await probe.hold_of(a.request({"type": "undo"}))
+                    hold, answer = await probe.hold_of("live", a.request({"type": "undo"}))
                     out["live"] = (hold, answer.get("kept_containers"))
                 while DOC in srv.backend.rooms:  # noqa: ASYNC110 (no event to wait on)
                     await asyncio.sleep(0.05)
                 async with client.connect(srv.ws_url, DOC, user="alice") as a:
-                    hold, answer = await probe.hold_of(a.request({"type": "undo"}))
+                    hold, answer = await probe.hold_of("reloaded", a.request({"type": "undo"}))
                     out["reloaded"] = (hold, answer.get("kept_containers"))
     return out
 
