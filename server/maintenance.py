@@ -16,7 +16,7 @@ from typing import Any
 
 from pycrdt import Doc, Text, get_state
 
-from . import erasure, undo
+from . import erasure, subdoc_options, undo
 from . import protocol as P
 from .errors import FATAL, DocumentBroken, PalimpsestError, StoreError, panicked
 from .history.render import TEXT, infer_root_types, render, root_names
@@ -327,7 +327,7 @@ async def compact_doc(
             f"folding {plan.doc!r} to {plan.before} reached {loaded.seq} with {loaded.failed} "
             "events that do not apply: run `palimpsest verify` first"
         )
-    state = loaded.doc.get_update()
+    state = subdoc_options.restored(loaded.doc, loaded.doc.get_update())
     if purge_deleted:
         state = erasure.purge_deleted(state)
     # the base version's time, which its event took with it: `?at=` before it is
@@ -374,7 +374,8 @@ async def _whole_above(store: EventStore, doc: str, before: int) -> None:
         snap = await store.latest_snapshot(doc, s.seq)
         if loaded.seq == s.seq and snap is not None and snap.seq == s.seq:
             meta = {k: v for k, v in snap.meta.items() if k != "delta_of"}
-            await store.put_snapshot(doc, s.seq, loaded.doc.get_update(), meta)
+            state = subdoc_options.restored(loaded.doc, loaded.doc.get_update())
+            await store.put_snapshot(doc, s.seq, state, meta)
             infos[s.seq] = dataclasses.replace(s, delta_of=0)
 
 

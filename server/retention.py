@@ -54,6 +54,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import subdoc_options
 from .store.base import BaseMark, EventStore, SnapshotInfo
 
 log = logging.getLogger("palimpsest.retention")
@@ -244,8 +245,6 @@ def _captured_difference(captured: Mapping[int, Captured], seq: int, below: int)
     """The difference from `below` to `seq` out of the ones taken at capture: each goes
     from the capture before it, so the ones between (snapshots the ladder dropped
     since) are merged; None when one of them is not at hand."""
-    from pycrdt import merge_updates
-
     parts: list[bytes] = []
     at = seq
     while at != below:
@@ -256,7 +255,7 @@ def _captured_difference(captured: Mapping[int, Captured], seq: int, below: int)
         at = step.below
     if not parts:
         return None
-    delta = parts[0] if len(parts) == 1 else merge_updates(*reversed(parts))
+    delta = parts[0] if len(parts) == 1 else subdoc_options.merge(*reversed(parts))
     return Captured(below, delta, captured[seq].crc)
 
 
@@ -316,7 +315,8 @@ async def _as_difference(
             return None
         new: Doc[Any] = Doc(skip_gc=True)
         new.apply_update(top.state)
-        delta = new.get_update(old.get_state())
+        subdoc_options.note(new, top.state)
+        delta = subdoc_options.restored(new, new.get_update(old.get_state()))
         # the rung below plus the difference must give the rung back, byte for byte:
         # `old` becomes that sum (it is not needed as it was any more)
         old.apply_update(delta)

@@ -36,6 +36,7 @@ from typing import Any, Protocol, TypeVar
 from pycrdt import Doc, Subscription, TransactionEvent, get_state, merge_updates
 
 from . import protocol as P
+from . import subdoc_options
 from .awareness import Awareness, Entry
 from .closes import RELOADING, STORE_FAILED
 from .doc_observers import DocObservers
@@ -511,7 +512,7 @@ class Room:
             self._deferred_sync.append((peer, state_vector))
             return
         try:
-            update = self.doc.get_update(state_vector)
+            update = subdoc_options.restored(self.doc, self.doc.get_update(state_vector))
         except FATAL:
             raise
         except BaseException as e:  # pyo3 PanicException is one
@@ -1226,6 +1227,9 @@ class Room:
                 update = EMPTY_UPDATE
             else:
                 update = captured[0] if len(captured) == 1 else merge_updates(*captured)
+                # undo's and restore's copies of a subdocument: its options as logged
+                update = subdoc_options.restored(self.doc, update, by_guid=True)
+                subdoc_options.note(self.doc, update)
             new = NewEvent(item.actor, item.kind, update, dict(item.meta), self.current_ts)
             # held like client edits while the store refuses writes: the live doc already
             # has the change, so giving up means reloading the room
@@ -1414,6 +1418,7 @@ class Room:
         self.applied_bytes += len(ev.update)
         self.current_event = None
         if ok:
+            subdoc_options.note(self.doc, ev.update)
             if reach is None:  # not admitted here
                 self._note_logged(ev.actor, ev.update, ev.meta.get("relays", ()), read)
             else:
@@ -1485,7 +1490,7 @@ def _merged(updates: list[bytes]) -> list[tuple[int, bytes]]:
             out.append((1, chunk[0]))
             continue
         try:
-            out.append((len(chunk), merge_updates(*chunk)))
+            out.append((len(chunk), subdoc_options.merge(*chunk)))
         except FATAL:
             raise
         except BaseException:  # pyo3 PanicException is one

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from pycrdt import Doc, merge_updates
 
-from . import cpu_account
+from . import cpu_account, subdoc_options
 from .errors import FATAL, DocumentBroken, StoreError, StoreUnavailable
 from .keyed_locks import KeyedLocks
 from .origins import SystemOrigin
@@ -314,6 +314,9 @@ async def load(
                 doc = again()
                 if before_replay is not None:
                     before_replay(doc, snap)
+    # the subdocuments' options as logged (yrs keeps no meta): see subdoc_options.py
+    subdoc_options.note_all(doc, states)
+    subdoc_options.note_all(doc, (ev.update for ev in events))
     seq = events[-1].seq if events else base
     last_ts = events[-1].ts if events else None
     return Loaded(
@@ -415,7 +418,8 @@ class SnapshotPolicy:
         if not room.consistent or room.seq == 0:
             return None
         meta = self.observer.snapshot_meta(room)
-        state = room.doc.get_update()
+        # in the clients' encoding of subdocuments (meta), which a load takes back
+        state = subdoc_options.restored(room.doc, room.doc.get_update())
         self._difference(room, state)
         room.events_since_snapshot = 0
         room.snapshot_applied_bytes = room.applied_bytes
@@ -433,7 +437,8 @@ class SnapshotPolicy:
         if prev is None or prev[0] is not room or prev[1] >= room.seq:
             return
         taken = self._captured.setdefault(room.name, {})
-        taken[room.seq] = Captured(prev[1], room.doc.get_update(prev[2]), zlib.crc32(state))
+        delta = subdoc_options.restored(room.doc, room.doc.get_update(prev[2]))
+        taken[room.seq] = Captured(prev[1], delta, zlib.crc32(state))
         while len(taken) > MAX_CAPTURED or (
             len(taken) > 1 and sum(len(c.delta) for c in taken.values()) > MAX_CAPTURED_BYTES
         ):

@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from .. import pseudonym
+from .. import pseudonym, subdoc_options
 from ..auth.identity import user_name
 from ..checkpoint import Checkpoints
 from ..client.errors import ClientError
@@ -263,7 +263,7 @@ async def export(store: EventStore, args: argparse.Namespace) -> int:
         raise AdminError(f"{args.doc!r} has versions {info.base_seq}..{info.head}, not {seq}")
     loaded = await load(store, args.doc, upto=seq)
     if args.format == "update":
-        data = loaded.doc.get_update()
+        data = subdoc_options.restored(loaded.doc, loaded.doc.get_update())
     else:
         roots = rendered(loaded.doc)
         if args.format == "json":

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pycrdt import Doc, Text, XmlFragment, merge_updates
 
-from .. import cpu_account
+from .. import cpu_account, subdoc_options
 from ..deletion import missing
 from ..errors import BadRequest, Conflict, NotFound, StoreError
 from ..limits import Limits
@@ -448,7 +448,8 @@ class History:
         return {"doc": doc, "seq": seq, "ts": ts, "roots": roots}
 
     async def version_update(self, doc: str, seq: int) -> bytes:
-        return (await self.doc_at(doc, seq)).get_update()
+        ydoc = await self.doc_at(doc, seq)
+        return subdoc_options.restored(ydoc, ydoc.get_update())
 
     # --- attribution ----------------------------------------------------------------------
 

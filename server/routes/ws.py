@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from pycrdt import merge_updates
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from .. import cpu_account
+from .. import cpu_account, subdoc_options
 from .. import protocol as P
 from ..auth import ExpiryWatch
 from ..backend import Backend
@@ -385,7 +384,7 @@ class Connection:
         if len(held.updates) == 1:
             return held.updates[0], held.step2
         try:
-            return merge_updates(*held.updates), held.step2
+            return subdoc_options.merge(*held.updates), held.step2
         except FATAL:
             raise
         except BaseException as e:  # pyo3 PanicException is one
