@@ -641,18 +641,23 @@ class History:
         )
 
     async def put_text(
-        self, doc: str, text: str, root: str = "content", base: int | None = None
+        self, doc: str, text: str, root: str | None = None, base: int | None = None
     ) -> int | None:
         """Make the text root `root` equal `text` by the smallest edit, as this user (an
         undoable event of kind edit; the document is created if need be); returns its
         seq, or None when the text already was equal (or the edit changed nothing).
+        Without `root`, the server picks as `palimpsest edit` does: `content` when the
+        document has it or no root yet, else its one text root (BadRequest naming the
+        roots when it has several, or none).
 
         `base`: the seq of the version `text` was derived from (a Version's ``seq``).
         With it the server makes the edit you made to that version and merges it with
         what others typed since, as a Yjs client would; without it the live text is
         overwritten, and what was typed since you read it is deleted. NotFound when
         `base` is past the head or was compacted away."""
-        body: dict[str, Any] = {"text": text, "root": root}
+        body: dict[str, Any] = {"text": text}
+        if root is not None:
+            body["root"] = root
         if base is not None:
             body["base"] = base
         answer = await self._json(

@@ -252,3 +252,49 @@ async def test_a_base_compacted_away_is_refused_and_one_after_it_merges(
         assert r.status_code == 200, r.text
         v = (await http.get("/api/docs/short/versions/head")).json()
         assert v["roots"]["content"]["value"] == "one\nthree\nfour\n", v
+
+
+async def test_put_text_without_a_root_writes_the_documents_one_text_root(
+    server: RunningServer,
+) -> None:
+    """No "root": the document's one text root (a Jupyter file's `source`), as the CLI's
+    `cat` and `edit` pick it, not a stray `content` beside it; `content` in a new
+    document; a 400 naming the roots when there is no one text root to pick."""
+    async with httpx.AsyncClient(base_url=server.url, params={"user": "bot"}) as http:
+
+        async def put(doc: str, **body: Any) -> httpx.Response:
+            return await http.put(f"/api/docs/{doc}/text", json=body)
+
+        async def roots(doc: str) -> dict[str, Any]:
+            got: dict[str, Any] = (await http.get(f"/api/docs/{doc}/versions/head")).json()
+            return {n: r["value"] for n, r in got["roots"].items()}
+
+        assert (await put("nb", text="print(1)\n", root="source")).status_code == 200
+        r = await put("nb", text="print(2)\n")
+        assert r.status_code == 200 and r.json()["root"] == "source", r.text
+        assert await roots("nb") == {"source": "print(2)\n"}
+
+        r = await put("new", text="hello")
+        assert r.status_code == 200 and r.json()["root"] == "content", r.text
+
+        # beside a map (a notebook's metadata): still its one text
+        async with connect(server.ws_url, "nb", "ann") as ann:
+            ann.doc.get("metadata", type=Map)["kernel"] = "python3"
+            await eventually(lambda: _head_sync(server, "nb") >= 3)
+        r = await put("nb", text="print(3)\n")
+        assert r.status_code == 200 and r.json()["root"] == "source", r.text
+
+        assert (await put("two", text="a", root="left")).status_code == 200
+        assert (await put("two", text="b", root="right")).status_code == 200
+        r = await put("two", text="c")
+        assert r.status_code == 400, r.text
+        assert "left (text), right (text)" in r.json()["detail"], r.text
+        assert await roots("two") == {"left": "a", "right": "b"}
+
+        async with connect(server.ws_url, "maps", "ann") as ann:
+            ann.doc.get("meta", type=Map)["k"] = "v"
+            await eventually(lambda: _head_sync(server, "maps") >= 1)
+        r = await put("maps", text="x")
+        assert r.status_code == 400 and "meta (map)" in r.json()["detail"], r.text
+        r = await put("maps", text="x", root="notes")  # named: added beside it
+        assert r.status_code == 200 and r.json()["root"] == "notes", r.text

@@ -282,6 +282,26 @@ def _plan(
     return _Plan(seq, clock, parts, change)
 
 
+#: the root PUT /text writes in a document that has none (and `cat`/`edit` default to)
+DEFAULT_TEXT_ROOT = "content"
+
+
+def pick_text_root(doc: str, kinds: dict[str, str]) -> str:
+    """See :meth:`History.default_text_root`; `kinds`: each root's type."""
+    if not kinds or DEFAULT_TEXT_ROOT in kinds:
+        return DEFAULT_TEXT_ROOT
+    texts = [name for name, kind in kinds.items() if kind == TEXT]
+    if len(texts) == 1:
+        return texts[0]
+    listing = ", ".join(f"{name} ({kinds[name]})" for name in sorted(kinds))
+    if not texts:
+        raise BadRequest(
+            f"{doc!r} holds no text root (its roots: {listing}): name the root to write "
+            'with "root" (a new name adds a text beside them)'
+        )
+    raise BadRequest(f'{doc!r} has several text roots ({listing}): choose one with "root"')
+
+
 class History:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -909,6 +929,19 @@ class History:
             if texts[0] is not None and texts[1] is not None:
                 out[name] = (texts[0][0], texts[0][1], texts[1][1])
         return out
+
+    async def default_text_root(self, doc: str) -> str:
+        """The root PUT /text writes when none is named, as the CLI's ``cat`` and
+        ``edit`` pick it (client/cli.py ``pick_root``): ``content`` when the document
+        has it or has no root yet, else its one text root (a Jupyter file's ``source``,
+        y-monaco's ``monaco``); BadRequest naming the roots otherwise. A stray
+        ``content`` text beside a document's own root is what no editor of it shows."""
+        room = await self.backend.rooms.get(doc)
+        try:
+            kinds = self.types(doc, room.doc)
+        finally:
+            self.backend.rooms.release(room)
+        return pick_text_root(doc, kinds)
 
     async def put_text(
         self,

@@ -309,10 +309,10 @@ async def put_text(request: Request) -> Response:
     """PUT a text root's whole new content; the server writes the smallest change."""
     history, doc, identity = await _open_as(request, "write")
     body = await _body(request)
-    text, root = body.get("text"), body.get("root", "content")
+    text, root = body.get("text"), body.get("root")
     if not isinstance(text, str):
         raise BadRequest('the body must hold the new text: {"text": "...", "root": "content"}')
-    if not isinstance(root, str) or not 0 < len(root) <= MAX_ROOT_NAME:
+    if root is not None and (not isinstance(root, str) or not 0 < len(root) <= MAX_ROOT_NAME):
         raise BadRequest(f'"root" must be a name of 1 to {MAX_ROOT_NAME} characters')
     base = body.get("base")
     if isinstance(base, float) and base.is_integer():
@@ -323,6 +323,8 @@ async def put_text(request: Request) -> Response:
         )
     if base is not None and not 0 <= base <= MAX_SEQ:
         raise BadRequest(f'"base" must be a seq from 0, not {str(base)[:24]}')
+    if root is None:  # the document's own text root, as the CLI's edit picks it
+        root = await history.default_text_root(doc)
     ev = await history.put_text(doc, identity.user, root, text, creator=identity, base=base)
     if ev is None:
         return JSONResponse({"seq": None, "root": root, "reason": "already equal"})
