@@ -141,6 +141,18 @@ async def test_a_notebooks_history_is_answered_off_the_event_loop(
             {"op": "delete", "index": 100, "values": v2[100:110]},
             {"op": "equal", "index": 110, "values": v2[110:]},
         ]
+        # ?equal=count: the cells that did not change as a count, not their values
+        got = await ask("GET", "diff", params={"from": 1, "to": 2, "equal": "count"})
+        assert got["roots"]["cells"]["ops"] == [
+            {"op": "delete", "index": 0, "values": v1[:1]},
+            {"op": "insert", "index": 0, "values": v2[:1]},
+            {"op": "equal", "index": 1, "count": 299},
+            {"op": "delete", "index": 300, "values": v1[300:301]},
+            {"op": "insert", "index": 300, "values": v2[300:301]},
+            {"op": "equal", "index": 301, "count": len(v1) - 301},
+        ]
+        r = await p.http.get("/api/docs/notebook/diff", params={"equal": "none"})
+        assert r.status_code == 400 and "values or count" in r.text, r.text
 
         dry = await ask("POST", "restore", params={"user": "bob", "dry_run": "true"},
                         json={"seq": 1})  # fmt: skip

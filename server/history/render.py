@@ -499,6 +499,25 @@ def diff_array(old: list[Any], new: list[Any]) -> list[dict[str, Any]]:
     return ops
 
 
+def equal_as_counts(roots: dict[str, Any]) -> dict[str, Any]:
+    """A diff's `roots` with each array's ``equal`` ops as ``{"op": "equal", "index",
+    "count"}`` instead of their values (``?equal=count``): a one-character edit of a
+    500-cell notebook was 914 kB of JSON, nearly all of it the cells that did not change.
+    New dicts: the answer given may be a cached one."""
+    out: dict[str, Any] = {}
+    for name, entry in roots.items():
+        if isinstance(entry, dict) and entry.get("type") == ARRAY:
+            ops = [
+                {"op": "equal", "index": op["index"], "count": len(op["values"])}
+                if op.get("op") == "equal"
+                else op
+                for op in entry.get("ops", ())
+            ]
+            entry = {**entry, "ops": ops}
+        out[name] = entry
+    return out
+
+
 def diff_strings(old: str, new: str) -> list[dict[str, Any]]:
     """A character diff without attribution (XML roots)."""
     ops: list[dict[str, Any]] = []

@@ -25,6 +25,7 @@ from ..errors import BadRequest
 from ..history import MAX_PAGE, SESSION_GAP_MS, History, history_of
 from ..history.by_actor import MAX_ACTOR, by_actors
 from ..history.joined import EVENT, JOINS, join_roots
+from ..history.render import equal_as_counts
 from ..history.sliced import json_bytes
 from ..names import validate_doc_name
 from ..store.base import MAX_SEQ
@@ -206,8 +207,14 @@ async def diff(request: Request) -> Response:
     # by default from the oldest version kept: 0, or a compacted log's base (0 was a 404)
     a = await history.resolve(doc, q.get("from") or str(info.base_seq), info)
     b = await history.resolve(doc, q.get("to") or "head", info)
+    equal = q.get("equal") or "values"
+    if equal not in ("values", "count"):
+        raise BadRequest(f"?equal= must be values or count, not {equal[:20]!r}")
     answer = await history.diff(doc, a, b, info, q.get("root") or None)
-    return await _json(await _shaped(join, actors, answer, diff=True))
+    shaped = await _shaped(join, actors, answer, diff=True)
+    if equal == "count":
+        shaped = {**shaped, "roots": equal_as_counts(shaped["roots"])}
+    return await _json(shaped)
 
 
 async def blame(request: Request) -> Response:
