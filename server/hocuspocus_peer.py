@@ -55,8 +55,9 @@ class DocPeer:
         #: frames read before the room was loaded
         self.pending: list[H.Frame] = []
         self.pending_bytes = 0
-        #: what an update past a gap gets: dropped, made good by a sync step 2
-        self.resync = Resync()
+        #: what an update past a gap gets: dropped, made good by a sync step 2 (the
+        #: server sends its step 1 in answer to the client's, not as the document opens)
+        self.resync = Resync(sent_step1=False)
         #: the timer that closes the document when its token expires
         self.expiry: ExpiryWatch | None = None
         self.author = _Author(self)
@@ -93,6 +94,9 @@ class _Author:
         self.peer = peer
         self.id = peer.id + "/w"
         self.actor = peer.actor
+        #: sync statuses to leave out: ones the provider does not wait for (a step 2
+        #: answering a step 1 it did not count, Resync.step2)
+        self.skip = 0
 
     def send(self, frame: bytes) -> None:
         self.peer.send(frame)
@@ -101,6 +105,9 @@ class _Author:
         self.peer.close(code, reason)
 
     def saved(self) -> None:
+        if self.skip:
+            self.skip -= 1
+            return
         self.peer.sock.send(H.encode_sync_status(self.peer.doc, True))
 
 

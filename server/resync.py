@@ -92,11 +92,22 @@ class Holds(Protocol):
 class Resync:
     """The gap rule's state for one document on one connection."""
 
-    __slots__ = ("_wake", "asked", "asks", "dropped", "left_out", "reasked", "stepped", "waiting")
+    __slots__ = (
+        "_wake", "asked", "asks", "dropped", "left_out", "reasked", "sent_step1", "stepped",
+        "uncounted", "waiting",
+    )  # fmt: skip
 
-    def __init__(self) -> None:
+    def __init__(self, *, sent_step1: bool = True) -> None:
         #: the client sent a sync step 2 (its answer to a step 1 of ours)
         self.stepped = False
+        #: a sync step 1 of ours went out, whose answer (a step 2) carries what the
+        #: client typed before it: on /ws as the connection joins; on /hocuspocus only
+        #: in answer to the client's, or as a document opens again (until then an
+        #: update past a gap asks for one at once: nothing else would carry it)
+        self.sent_step1 = sent_step1
+        #: the step 2 to come answers a step 1 the client did not count among its
+        #: unsynced changes (a Hocuspocus document opened again: `step2`)
+        self.uncounted = False
         #: the gap a sync step 1 of ours asked to fill, until a step 2 comes
         self.asked: UpdateGap | None = None
         #: re-syncs asked for on this connection
@@ -120,8 +131,14 @@ class Resync:
         if step2:
             raise gap
         self.dropped += 1
-        if not self.stepped or self.asked is not None or self.reasked or self.waiting:
+        if (
+            (not self.stepped and self.sent_step1)
+            or self.asked is not None
+            or self.reasked
+            or self.waiting
+        ):
             return False
+        self.sent_step1 = True
         self.asked = gap
         self.asks += 1
         return True
@@ -130,11 +147,17 @@ class Resync:
         """The client's sync step 2 was admitted. Raise UpdateRejected if it answers a re-sync
         request and the gap asked about is still there. Returns how many updates
         dropped before it it carries, besides the one the request was for (for
-        Hocuspocus's sync status: the step 2's own stands for that one)."""
+        Hocuspocus's sync status: the step 2's own stands for that one); -1 when the
+        step 2's own sync status is one too many (it answers a step 1 the client did not
+        count, `uncounted`, and carries no update it counted)."""
         self.stepped = True
         self.reasked = False
         asked, self.asked = self.asked, None
         dropped, self.dropped = self.dropped, 0
+        if self.uncounted:
+            self.uncounted = False
+            if asked is None:
+                return dropped - 1
         if asked is None:
             return dropped
         if asked.client in self.left_out and not room.holds(asked.client, asked.clock):

@@ -514,3 +514,87 @@ async def test_a_document_the_client_closed_is_acknowledged_and_waits_for_its_au
         assert bob.content == "one two"
     events = await srv.backend.store.read("ac")
     assert {e.actor for e in events} == {"alice"}
+
+
+@pytest.mark.parametrize("typed", [2, 0])
+async def test_a_document_the_server_closed_syncs_when_an_auth_message_opens_it(
+    srv: Any, typed: int
+) -> None:
+    """A renewal with another user's token closes the document (PermissionDenied); the
+    updates sent meanwhile are dropped. An auth message alone opens it again (what
+    ``sendToken()`` sends: no sync step 1 follows), and the server syncs: its step 1
+    (answered with a step 2 carrying the dropped updates) and a step 2 with what others
+    wrote meanwhile. The provider counted the dropped updates, not that step 2: one sync
+    status for each of them, none for the step 2 itself. It used to send nothing: the
+    dropped updates never came, nor any later one (past their gap)."""
+
+    def sync(sub: int, payload: bytes) -> bytes:
+        return bytes([sub]) + P.write_var_bytes(payload)
+
+    d: Doc[Any] = Doc(client_id=9402)
+    text = d.get("content", type=Text)
+    async with raw_client(srv) as raw:
+        await raw.auth("rs", "alice")
+        await raw.send("rs", H.SYNC, sync(P.SYNC_STEP1, b"\x00"))
+        await eventually(lambda: len(raw.of("rs", H.SYNC)) >= 2, what="the server's sync")
+        await raw.send("rs", H.SYNC, sync(P.SYNC_STEP2, b"\x00\x00"))
+        sv = d.get_state()
+        text += "one "
+        await raw.send("rs", H.SYNC, sync(P.SYNC_UPDATE, d.get_update(sv)))
+        await eventually(lambda: len(raw.of("rs", H.SYNC_STATUS)) == 2, what="one saved")
+        await raw.auth("rs", "eve")
+        denied = await eventually(lambda: raw.of("rs", H.AUTH)[1:], what="the refusal")
+        assert denied[0].body[0] == H.AUTH_PERMISSION_DENIED
+        for word in ("two ", "three ")[:typed]:
+            sv = d.get_state()
+            text += word
+            await raw.send("rs", H.SYNC, sync(P.SYNC_UPDATE, d.get_update(sv)))
+        async with connect(srv.ws_url, "rs", user="bob") as bob:
+            await eventually(lambda: bob.content == "one ", what="bob synced")
+            bob.insert(0, "bob ")
+            room = srv.backend.rooms.get_loaded("rs")
+            await eventually(lambda: room.seq == 2, what="bob's edit logged")
+        seen = len(raw.of("rs", H.SYNC))
+        await raw.auth("rs", "alice")
+        got = await eventually(lambda: raw.of("rs", H.SYNC)[seen:][:2], what="the sync")
+        assert len(got) == 2
+        step1, step2 = (H.decode_sync(f.body) for f in got)
+        assert isinstance(step1, P.SyncStep1) and isinstance(step2, P.SyncStep2)
+        d.apply_update(step2.update)
+        assert str(text).startswith("bob one "), "what others wrote meanwhile"
+        await raw.send("rs", H.SYNC, sync(P.SYNC_STEP2, d.get_update(step1.state_vector)))
+        want = "bob one two three " if typed else "bob one "
+        async with connect(srv.ws_url, "rs", user="carol") as carol:
+            await eventually(lambda: carol.content == want, what="carol sees every edit")
+        assert str(text) == want
+        await srv.backend.rooms.get_loaded("rs").flush()
+        await raw.send("rs", H.STATELESS, P.write_var_string('{"type": "hello"}'))
+        await eventually(lambda: raw.of("rs", H.STATELESS), what="hello")
+        # the first step 2 and "one ", then one for each dropped update
+        assert [f.body for f in raw.of("rs", H.SYNC_STATUS)] == [b"\x01"] * (2 + typed)
+
+
+async def test_an_update_taken_before_the_server_closes_its_document_is_acknowledged(
+    srv: Any,
+) -> None:
+    """The server closes a document (here a renewal refused) while an update it took is
+    on its way to the log: its sync status still goes out once it is durable (the
+    provider counts it among its unsynced changes). It used to be forgotten with the
+    document, and the provider's count never came back to 0."""
+    store: GatedStore = srv.backend.store
+    d: Doc[Any] = Doc(client_id=9403)
+    async with raw_client(srv) as raw:
+        await raw.auth("ak", "alice")
+        await raw.send("ak", H.SYNC, bytes([P.SYNC_STEP1]) + P.write_var_bytes(b"\x00"))
+        await eventually(lambda: len(raw.of("ak", H.SYNC)) >= 2, what="the server's sync")
+        await raw.send("ak", H.SYNC, bytes([P.SYNC_STEP2]) + P.write_var_bytes(b"\x00\x00"))
+        await eventually(lambda: raw.of("ak", H.SYNC_STATUS), what="the step 2 saved")
+        store.gate.clear()
+        d.get("content", type=Text).insert(0, "in flight")
+        await raw.send("ak", H.SYNC, bytes([P.SYNC_UPDATE]) + P.write_var_bytes(d.get_update()))
+        await eventually(lambda: store.held, what="the commit is held")
+        await raw.auth("ak", "eve")
+        await eventually(lambda: raw.of("ak", H.AUTH)[1:], what="the refusal")
+        store.gate.set()
+        await eventually(lambda: len(raw.of("ak", H.SYNC_STATUS)) == 2, what="saved")
+    assert [e.actor for e in await store.read("ak")] == ["alice"]

@@ -402,6 +402,63 @@ async def test_a_provider_renews_its_token_before_it_expires_and_its_document_st
     assert len(await events_of(srv, "hp-lapse")) == 1
 
 
+REOPENS = ["token_expired", "renewal_refused", "frame_refused", "denied_at_open"]
+
+
+@pytest.mark.parametrize("how", REOPENS)
+async def test_a_document_reopened_by_a_new_auth_message_loses_no_edit(
+    node_modules: Path, tmp_path: Path, how: str
+) -> None:
+    """A document the server closed (its token expired, a renewal refused, a frame
+    refused) or refused at open (an expired token), opened again by ``sendToken()`` with
+    a fresh token, as docs/hocuspocus.md says: the provider sends no sync step 1 then
+    (only when its socket opens), so the server brings the two sides together itself.
+    What Ann typed while it was closed (its frames dropped) and just after the new
+    token reaches the log, what Bob typed meanwhile reaches Ann, and her provider ends
+    synced with nothing unsynced. (The server sent no sync step 1 on reopening, nor on
+    the gap Ann's next update left: every later edit of that tab was dropped.)"""
+    async with ServerProcess(tmp_path / "srv", extra_args=["--jwt-secret", SECRET]) as srv, \
+            Driver(srv, tmp_path / "d.log") as d:  # fmt: skip
+        await d.socket("sa", 3)
+        await d.socket("sb", 3)
+        fresh = cli_token("ann", "write")
+        ttl = {"token_expired": -LEEWAY + 6, "denied_at_open": -LEEWAY - 60}.get(how, 600)
+        first = mint(SECRET, "ann", "write", ["hp-*"], ttl=ttl)
+        await d.open("ann", "sa", "hp-reopen", token=first)
+        await d.open("bob", "sb", "hp-reopen", token=cli_token("bob", "write"))
+        await d.wait("bob", "synced")
+        want = ["while-closed;", "after-reopen;", "bob-meanwhile;"]
+        if how == "denied_at_open":
+            await d.wait("ann", "denied", truthy=True)
+        else:
+            await d.wait("ann", "synced")
+            await d.call("insert", name="ann", text="before;")
+            await d.wait("ann", "unsynced", equals=0)
+            want.append("before;")
+            if how == "token_expired":
+                await d.wait("ann", "closes", truthy=True, timeout=30_000)
+            elif how == "renewal_refused":
+                await d.call("renew", name="ann", token=cli_token("eve", "write"))
+                await d.wait("ann", "denied", contains="cannot renew")
+            else:  # presence over max_awareness_bytes closes the document
+                await d.call("awareness", name="ann", state={"big": "x" * (70 << 10)})
+                await d.wait("ann", "closes", truthy=True)
+                await d.call("awareness", name="ann", state={"user": {"name": "ann"}})
+        await d.call("insert", name="ann", text="while-closed;")
+        await d.call("insert", name="bob", text="bob-meanwhile;")
+        await d.wait("bob", "unsynced", equals=0)
+        await d.call("renew", name="ann", token=fresh)
+        await d.call("insert", name="ann", text="after-reopen;")
+        ann = await d.wait("ann", "text", contains=want)
+        ann = await d.wait("ann", "unsynced", equals=0)
+        bob = await d.wait("bob", "text", contains=want)
+        assert ann["synced"] is True and ann["hasUnsynced"] is False, ann
+        assert ann["text"] == bob["text"] == await stored_text(srv, "hp-reopen"), (ann, bob)
+        assert ann["connected"] is True and ann["socketCloses"] == 0, ann
+        assert ann["closes"] == ([] if how in ("renewal_refused", "denied_at_open") else [1000])
+        assert {e.actor for e in await events_of(srv, "hp-reopen")} == {"ann", "bob"}
+
+
 async def test_bad_tokens_and_bad_names_get_permission_denied_with_a_reason(
     node_modules: Path, tmp_path: Path
 ) -> None:

@@ -195,3 +195,35 @@ async def test_hocuspocus_asks_once_and_owes_a_sync_status_for_each_update(
         await barrier(2)
         assert [f.body for f in raw.of("hp", H.SYNC_STATUS)] == [b"\x01"] * owed
         assert raw.of("hp", H.CLOSE) == []
+
+
+async def test_hocuspocus_asks_at_once_when_no_step_2_is_on_its_way(
+    srv: Any,  # noqa: F811 - the fixture
+) -> None:
+    """A document opened by an auth message alone (no sync step 1 of the client, so none
+    of the server's answering it): an update past a gap has no step 2 on its way to carry
+    it. It used to be dropped as one typed while connecting, and so was every later
+    update of the document, past the same gap, for as long as it stayed open; now the
+    server asks for a re-sync at once, and the step 2's sync status stands for it."""
+    doc, (_u1, u2, u3) = edits("abc", "d", "e")
+
+    def sync(sub: int, payload: bytes) -> bytes:
+        return bytes([sub]) + P.write_var_bytes(payload)
+
+    async with raw_client(srv) as raw:
+        await raw.auth("hq", "alice", version="3.0.0")
+        for u in (u2, u3):
+            await raw.send("hq", H.SYNC, sync(P.SYNC_UPDATE, u))
+        ask = await eventually(lambda: raw.of("hq", H.SYNC), what="a re-sync request")
+        msg = H.decode_sync(ask[0].body)
+        assert isinstance(msg, P.SyncStep1)
+        await raw.send("hq", H.SYNC, sync(P.SYNC_STEP2, doc.get_update(msg.state_vector)))
+        async with connect(srv.ws_url, "hq", "bob") as bob:
+            await eventually(lambda: bob.content == "abcde", what="bob sees every edit")
+        await srv.backend.rooms.get_loaded("hq").flush()
+        await raw.send("hq", H.STATELESS, P.write_var_string('{"type": "hello"}'))
+        await eventually(lambda: raw.of("hq", H.STATELESS), what="hello")
+        assert [f.body for f in raw.of("hq", H.SYNC_STATUS)] == [b"\x01"] * 2
+        msgs = [H.decode_sync(f.body) for f in raw.of("hq", H.SYNC)]
+        assert sum(isinstance(m, P.SyncStep1) for m in msgs) == 1  # one request
+        assert raw.of("hq", H.CLOSE) == []

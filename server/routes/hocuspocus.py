@@ -111,7 +111,10 @@ class HocuspocusSocket(Connection):
         self.docs: dict[str, DocPeer] = {}
         #: documents being authenticated, with the frames read for them meanwhile
         self.opening: dict[str, list[H.Frame]] = {}
-        self.denied: set[str] = set()
+        #: documents refused, or closed by the server: their frames are dropped until a
+        #: new auth message opens them again; each with the sync statuses its provider
+        #: waits for of the updates dropped (_owed_after), sent once they are in the log
+        self.denied: dict[str, int] = {}
         #: documents the client closed (type 7), with the frames it sent for them since:
         #: they wait for an auth message opening the document again (client_closed)
         self.left: dict[str, list[H.Frame]] = {}
@@ -221,7 +224,10 @@ class HocuspocusSocket(Connection):
         if frame.type == H.AUTH:
             token: str | None = H.decode_auth(frame.body).token
         elif frame.doc in self.denied:
-            return  # answered already; a new auth message tries again
+            # answered already; a new auth message tries again (and brings the dropped
+            # updates: reopened)
+            self.denied[frame.doc] = _owed_after(self.denied[frame.doc], [frame])
+            return
         else:
             token = None  # a 2.x provider without a token sends no auth message
             if held:
@@ -252,13 +258,13 @@ class HocuspocusSocket(Connection):
                 del self.opening[doc]
             log.info("%s: refused %r: %s", self.id, doc, e)
             self.backend.refused(reason_of(e))
-            self.deny(doc)
+            self.deny(doc, _owed_after(self.denied.get(doc, 0), frames))
             self.send(H.encode_permission_denied(doc, str(e)))
             return
         if self.opening.get(doc) is not frames or self._close is not None:
             return  # closed while its credentials were checked
         del self.opening[doc]
-        self.denied.discard(doc)
+        owed = self.denied.pop(doc, None)
         guard = ConnectionGuard(self.backend, self.backend.settings, identity, doc, self.host)
         peer = DocPeer(self, doc, identity, next(self._n), guard, self.status)
         self.docs[doc] = peer
@@ -267,7 +273,7 @@ class HocuspocusSocket(Connection):
         peer.pending.extend(frames)
         self._watch_doc_expiry(peer)
         log.info("open %s doc=%s user=%s", peer.id, peer.doc, peer.actor)
-        await self.load(peer)
+        await self.load(peer, reopened=owed)
 
     def _watch_doc_expiry(self, peer: DocPeer) -> None:
         """A document's session ends with its token, as a /ws socket's does: once it
@@ -312,23 +318,43 @@ class HocuspocusSocket(Connection):
             raise RateLimited(f"over {limit} bytes sent for {frame.doc!r}, which {why}")
         held.append(frame)
 
-    def deny(self, doc: str) -> None:
-        """Frames of `doc` are dropped until a new auth message opens it again."""
+    def deny(self, doc: str, owed: int = 0) -> None:
+        """Frames of `doc` are dropped until a new auth message opens it again; `owed`:
+        the sync statuses its provider waits for of what was dropped so far."""
+        self.denied.pop(doc, None)
         if len(self.denied) >= MAX_DENIED:
-            self.denied.clear()
-        self.denied.add(doc)
+            del self.denied[next(iter(self.denied))]  # (the oldest)
+        self.denied[doc] = owed
 
     def close_doc(self, peer: DocPeer, e: PalimpsestError, reason: str | None = None) -> None:
         """A frame of an open document was refused (malformed, forged, over a limit), or
         its token expired: as Hocuspocus does, that document closes, with a close message
         saying why, and the socket stays open for its other documents. The client opens
-        it again with a new auth message (a 4.x provider does when its socket
-        reconnects). `reason`: the refusal's metrics label, when not the error's."""
+        it again with a new auth message (`sendToken()`; a 4.x provider sends one when
+        its socket reconnects), and the two sides sync then (`sync_reopened`).
+        `reason`: the refusal's metrics label, when not the error's."""
         log.info("%s: closing %r: %s", self.id, peer.doc, e)
         self.backend.refused(reason or reason_of(e))
-        self.leave(peer)
-        self.deny(peer.doc)
+        self.shut(peer)
         self.send(H.encode_close(peer.doc, str(e)[:1000]))
+
+    def shut(self, peer: DocPeer) -> None:
+        """The server closes an open document (close_doc, a renewal refused): its frames
+        are dropped until a new auth message. The updates it took before still get their
+        sync status once they are in the log; the dropped ones' are owed (deny)."""
+        room = peer.room
+        self.leave(peer, forget=room is None)
+        self.deny(peer.doc, _owed(peer))
+        if room is not None:
+            self.spawn(self._forget_after_flush(peer, room))
+
+    async def _forget_after_flush(self, peer: DocPeer, room: Room) -> None:
+        try:
+            await room.flush()
+        except StoreError:
+            pass  # the room is reloading and has closed its peers
+        finally:
+            peer.forget()
 
     def credentials(self, token: str | None, doc: str) -> Any:
         """The socket's request, with an in-band token where the extensions look for
@@ -340,7 +366,10 @@ class HocuspocusSocket(Connection):
             return with_params(self.ws, doc, user=_claimed_user(token))
         return with_params(self.ws, doc, token=token)
 
-    async def load(self, peer: DocPeer) -> None:
+    async def load(self, peer: DocPeer, reopened: int | None = None) -> None:
+        """Load `peer`'s room and handle the frames read meanwhile. `reopened`: the
+        document was refused or closed on this socket before, and an auth message opens
+        it again, with the sync statuses owed for the updates dropped meanwhile."""
         try:
             room = await self.backend.rooms.get(peer.doc)
         except StoreError as e:
@@ -355,6 +384,8 @@ class HocuspocusSocket(Connection):
         peer.guard.presence.joining(room)
         room.join(peer, sync_step1=False)  # Hocuspocus answers the client's step 1 instead
         frames, peer.pending = peer.pending, []
+        if reopened is not None and not any(_starts_sync(f) for f in frames):
+            self.sync_reopened(peer, room, reopened)
         try:
             for frame in frames:
                 if peer.room is None:
@@ -363,13 +394,32 @@ class HocuspocusSocket(Connection):
         except PalimpsestError as e:
             self.close_doc(peer, e)
 
-    def leave(self, peer: DocPeer) -> None:
+    def sync_reopened(self, peer: DocPeer, room: Room, owed: int) -> None:
+        """A document the server had closed (or refused) opened again by an auth message
+        alone (``sendToken()``): a provider sends its sync step 1 only as its socket
+        opens, so without this neither side learnt what the other lacked, and every
+        later update of the tab, past the gap of those dropped while it was closed, was
+        dropped too. The server sends its sync step 1 (the provider's step 2 answers
+        with what the log lacks: the dropped updates) and a step 2 of the whole document
+        (what others wrote meanwhile; what the provider holds is not known). That step 2
+        is not counted by the provider: its sync status stands for the dropped updates
+        (`owed`), none when none was (Resync.step2)."""
+        peer.resync.sent_step1 = True
+        peer.resync.uncounted = True
+        peer.resync.dropped = owed
+        peer.send(P.encode_sync_step1(peer.resync.state_vector(room.doc.get_state())))
+        room.answer_sync_step1(peer, b"\x00")
+        log.info("%s: %r opened again: syncing (%d updates dropped while it was closed)",
+                 self.id, peer.doc, owed)  # fmt: skip
+
+    def leave(self, peer: DocPeer, *, forget: bool = True) -> None:
         if self.docs.get(peer.doc) is peer:
             del self.docs[peer.doc]
         if peer.expiry is not None:
             peer.expiry.cancel()
             peer.expiry = None
-        peer.forget()
+        if forget:
+            peer.forget()
         peer.resync.end()  # (its wait, if any, ends)
         room, peer.room = peer.room, None
         if room is not None:
@@ -388,6 +438,7 @@ class HocuspocusSocket(Connection):
                 refuse_stale_copy(room, msg.state_vector)
                 if t == H.SYNC:  # a sync reply's step 1 wants the step 2 only
                     # (leaving out what its step 2s may not carry: server.resync)
+                    peer.resync.sent_step1 = True
                     peer.send(P.encode_sync_step1(peer.resync.state_vector(room.doc.get_state())))
                 room.answer_sync_step1(peer, msg.state_vector)
             else:
@@ -439,8 +490,7 @@ class HocuspocusSocket(Connection):
             if self.docs.get(peer.doc) is peer:
                 log.info("%s: refused renewing %r: %s", self.id, peer.doc, e)
                 self.backend.refused(reason_of(e))
-                self.leave(peer)
-                self.deny(peer.doc)
+                self.shut(peer)
                 self.send(H.encode_permission_denied(peer.doc, str(e)))
             return
         if self.docs.get(peer.doc) is not peer:
@@ -458,8 +508,13 @@ class HocuspocusSocket(Connection):
             # Hocuspocus's read-only answer: saved only when it changes nothing (a step 2
             # of a reader who has not edited; an echo), refused otherwise
             saved = update == EMPTY_UPDATE or not _adds_anything(room, update)
+            uncounted = step2 and peer.resync.uncounted
+            if uncounted:
+                peer.resync.uncounted = False
             if not saved:
                 self.backend.refused("read_only")
+            elif uncounted:
+                return  # a step 2 the provider does not wait for (sync_reopened)
             self.send(H.encode_sync_status(peer.doc, saved))
             return
         creating = self.admit_update(room, update, peer.guard, peer.client, step2=step2)
@@ -493,8 +548,10 @@ class HocuspocusSocket(Connection):
         if step2:
             owed = peer.resync.step2(room)
             settle_held(room, peer.id)
-            if owed:  # the updates it carries that were dropped before it (gap)
+            if owed > 0:  # the updates it carries that were dropped before it (gap)
                 self.spawn(self.saved_after_flush(peer, room, owed))
+            elif owed < 0:  # a step 2 the provider does not wait for (sync_reopened)
+                peer.author.skip += 1
         if not logged:
             # nothing to log: saved as soon as everything this client sent before is
             self.spawn(self.saved_after_flush(peer, room))
@@ -559,11 +616,40 @@ class HocuspocusSocket(Connection):
         task.add_done_callback(self._tasks.discard)
 
 
+def _starts_sync(frame: H.Frame) -> bool:
+    """A sync step 1 of the client: how a provider starts a document (its socket
+    opened); the sync follows it, the server's step 1 and step 2 answering it."""
+    return frame.type == H.SYNC and frame.body[:1] == b"\x00"
+
+
+def _owed_after(owed: int, frames: list[H.Frame]) -> int:
+    """The sync statuses a provider waits for once `frames` of its document are
+    dropped, `owed` before them: each update counts one (``unsyncedChanges``), a sync
+    step 1 sets the count to one (the provider's ``startSync``: its step 2 to come);
+    step 2s it sends in answer to ours it does not count."""
+    for frame in frames:
+        if frame.type == H.SYNC and frame.body[:1] == b"\x02":
+            owed += 1
+        elif _starts_sync(frame):
+            owed = 1
+    return owed
+
+
+def _owed(peer: DocPeer) -> int:
+    """The sync statuses `peer`'s provider still waits for of what the server dropped
+    as it closes: the updates dropped past a gap, and the count its sync step 1 set
+    when its step 2 has not come yet (not one answering a step 1 of ours it did not
+    count, or a re-sync request, whose dropped update stands for it)."""
+    r = peer.resync
+    unanswered = r.sent_step1 and not r.stepped and not r.uncounted and r.asked is None
+    return r.dropped + unanswered
+
+
 def _reopens(frame: H.Frame) -> bool:
     """Whether a frame opens a document the client closed: an auth message, or a sync
     step 1 (how every provider starts a document: a 2.x provider without a token sends
     no auth message)."""
-    return frame.type == H.AUTH or (frame.type == H.SYNC and frame.body[:1] == b"\x00")
+    return frame.type == H.AUTH or _starts_sync(frame)
 
 
 def _adds_anything(room: Room, update: bytes) -> bool:
