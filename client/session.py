@@ -415,32 +415,51 @@ class Session:
         flush()`` first for that. Local changes that could not be sent (made while
         disconnected, or the connection was lost, or the wait ran out) or that were sent
         as the connection died (the server had not echoed them) are lost with the
-        session: logged as a warning that says how many."""
+        session: logged as a warning that says how many.
+
+        Cancelled (a timeout around it, Ctrl-C), it stops waiting but still closes the
+        socket and says what is lost, then lets the cancellation go on; called while a
+        cancellation unwinds (``async with`` left by one), it does all of it."""
         if self._closing:
             return
-        if self._ready.is_set() and self._failed is None:
-            if self._presence is not None:
-                self._clock += 1
-                self._outbox.append(
-                    _Out(
-                        P.encode_awareness(
-                            P.encode_awareness_entries([(self.doc.client_id, self._clock, "null")])
-                        )
-                    )
-                )
-                self._wake.set()
-            # until everything is in the socket, or the connection is known to be gone
-            # (a reconnection would come too late: the session is closing)
-            with contextlib.suppress(ClientError, TimeoutError):
-                await self.wait_for(
-                    lambda: self._all_sent() or not self._ready.is_set(),
-                    flush_timeout, what="sending pending updates",
-                )  # fmt: skip
+        interrupted: asyncio.CancelledError | None = None
+        try:
+            await self._send_pending(flush_timeout)
+        except asyncio.CancelledError as e:
+            interrupted = e  # the rest is done all the same, without waiting
         self._closing = True
-        await self._stop_runner()
+        try:
+            await self._stop_runner(graceful=interrupted is None)
+        except asyncio.CancelledError as e:
+            interrupted = interrupted or e
+        self._closed(warn=True)
+        if interrupted is not None:
+            raise interrupted
+
+    async def _send_pending(self, flush_timeout: float) -> None:
+        """close()'s first half: our presence withdrawn, and what is pending put into the
+        socket, while connected, up to `flush_timeout`."""
+        if not self._ready.is_set() or self._failed is not None:
+            return
+        if self._presence is not None:
+            self._clock += 1
+            withdrawn = P.encode_awareness_entries([(self.doc.client_id, self._clock, "null")])
+            self._outbox.append(_Out(P.encode_awareness(withdrawn)))
+            self._wake.set()
+        # until everything is in the socket, or the connection is known to be gone (a
+        # reconnection would come too late: the session is closing)
+        with contextlib.suppress(ClientError, TimeoutError):
+            await self.wait_for(
+                lambda: self._all_sent() or not self._ready.is_set(),
+                flush_timeout, what="sending pending updates",
+            )  # fmt: skip
+
+    def _closed(self, *, warn: bool) -> None:
+        """The session's end, once its runner is stopped: the document no longer
+        observed, requests failed, and (`warn`) what did not reach the server said."""
         self.doc.unobserve(self._sub)
         self._fail_requests(ServerGone("the session is closed"))
-        if self._unsent and self.denied is None:
+        if warn and self._unsent and self.denied is None:
             log.warning(
                 "%s: closed with %d local change(s) (about %d bytes of updates) that did "
                 "not reach the server, or may not have (the connection was lost as they "
@@ -460,24 +479,40 @@ class Session:
     ) -> None:
         await self.close()
 
-    async def _stop_runner(self) -> None:
+    async def _stop_runner(self, *, graceful: bool = True) -> None:
+        """Close the socket (`graceful`: with the close handshake, up to 2 s; else at
+        once) and stop the runner. Always done in full: a cancellation aimed at the
+        caller meanwhile is raised after (not the runner's own, which ends here)."""
         self._closing = True
+        current = asyncio.current_task()
+        before = current.cancelling() if current is not None else 0
+        interrupted: asyncio.CancelledError | None = None
         ws = self._ws
         if ws is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(), 2)
+            if graceful:
+                try:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(ws.close(), 2)
+                except asyncio.CancelledError as e:
+                    interrupted = e
+            # no answer to our close in time, or no time to wait for one: the socket is
+            # closed all the same (else it stays open, a ResourceWarning at exit)
+            transport = getattr(ws, "transport", None)
+            if transport is not None and not transport.is_closing():
+                transport.abort()
         if self._runner is not None:
             self._runner.cancel()
             try:
                 await self._runner
-            except asyncio.CancelledError:
-                # the runner's own cancel ends here; one aimed at whoever is closing the
-                # session (a timeout around close()) goes on up
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise
+            except asyncio.CancelledError as e:
+                # the runner's own cancel ends here; one aimed at whoever is stopping the
+                # session (counted by cancelling() since we began) goes on up
+                if current is not None and current.cancelling() > before:
+                    interrupted = interrupted or e
             except Exception as e:  # what it expects, it reports through _failed
                 log.warning("%s: the connection's task failed: %r", self.name, e)
+        if interrupted is not None:
+            raise interrupted
 
     # --- state -----------------------------------------------------------------------------
 

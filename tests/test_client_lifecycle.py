@@ -1,0 +1,77 @@
+"""A session's life around asyncio: cancelled while open or while opening (a timeout
+around it, Ctrl-C), used from another event loop or another thread, awaited as
+``await client.connect(...)``. Real servers on free ports; a SIGSTOPped one stands for a
+server that stopped answering."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import eventually
+from pycrdt import Text as YText
+from serverproc import ServerProcess
+
+from palimpsest import client
+
+
+def _cancel_soon(cm: asyncio.Timeout) -> None:
+    """Make the `asyncio.timeout(None)` `cm` fire now: a cancellation from outside, as
+    a bot's bound on its work or Ctrl-C under asyncio.run deliver it."""
+    cm.reschedule(asyncio.get_running_loop().time())
+
+
+async def test_leaving_a_session_by_cancellation_warns_what_is_lost_and_closes_the_socket(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """close() stopped at the cancellation it met while unwinding (its task's
+    cancelling() is non-zero all along): no warning about the edit the server never
+    confirmed, the socket left open (ResourceWarning), the doc still observed."""
+    caplog.set_level(logging.WARNING, logger="palimpsest.client")
+    srv = ServerProcess(tmp_path)
+    await srv.astart()
+    assert srv.pid is not None
+    ws: Any = None
+    try:
+        s = client.connect(srv.ws_url, "cancelled", user="ada")
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(None) as cm, s:
+                ws = s._ws
+                os.kill(srv.pid, signal.SIGSTOP)
+                s.text().append("unconfirmed edit")
+                _cancel_soon(cm)
+                await asyncio.sleep(60)
+        assert "closed with 1 local change(s)" in caplog.text, caplog.text
+        assert ws.transport.is_closing()
+        assert s._runner is not None and s._runner.done()
+        # the document is no longer observed: an edit now is not counted as pending
+        before = s.pending
+        s.doc.get("content", type=YText).insert(0, "after")
+        assert s.pending == before
+
+        # close() itself cancelled (the server still frozen: its close handshake would
+        # take 2 s): it still closes the socket and says what is lost, then lets the
+        # cancellation go on
+        os.kill(srv.pid, signal.SIGCONT)
+        caplog.clear()
+        b = await client.connect(srv.ws_url, "cancelled", user="bob").open()
+        ws = b._ws
+        os.kill(srv.pid, signal.SIGSTOP)
+        b.text().append("also unconfirmed")
+        closing = asyncio.create_task(b.close())
+        await eventually(lambda: b._closing or b.pending == 0, what="close under way")
+        await asyncio.sleep(0.2)
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        assert "closed with 1 local change(s)" in caplog.text, caplog.text
+        assert ws.transport.is_closing()
+        assert b._runner is not None and b._runner.done()
+    finally:
+        os.kill(srv.pid, signal.SIGCONT)
+        await srv.astop()
