@@ -380,16 +380,35 @@ class Session:
 
     async def open(self) -> Self:
         """Connect and wait for the first sync; raise a :mod:`client.errors` exception if the
-        server refuses or cannot be reached within `connect_timeout`."""
+        server refuses or cannot be reached within `connect_timeout`. A session opens
+        once: failed or cancelled (a timeout around it, Ctrl-C), it is closed, its task
+        stopped (it never connects later), and a new one is needed."""
+        if self._closing:
+            raise RuntimeError(
+                f"this session on {self.name!r} is closed (closed, or its open() failed or "
+                "was cancelled): make a new one with client.connect()"
+            )
         if self._runner is not None:
             raise RuntimeError("the session is already open")
-        self._runner = asyncio.create_task(self._run(), name=f"palimpsest:{self.name}")
+        runner = self._runner = asyncio.create_task(self._run(), name=f"palimpsest:{self.name}")
+        try:
+            return await self._opened(runner)
+        except BaseException:
+            # refused, unreachable, timed out, or cancelled: nothing may go on trying
+            # behind the caller's back (connecting later, sending later edits)
+            try:
+                await self._stop_runner(graceful=False)
+            finally:
+                self._closed(warn=False)
+            raise
+
+    async def _opened(self, runner: asyncio.Task[None]) -> Self:
+        """open()'s wait: the first sync (and our role), or why not."""
         first = asyncio.ensure_future(self._first_sync.wait())
         try:
-            done, _ = await asyncio.wait(
-                {first, self._runner}, timeout=self._connect_timeout,
-                return_when=asyncio.FIRST_COMPLETED,
-            )  # fmt: skip
+            await asyncio.wait(
+                {first, runner}, timeout=self._connect_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             first.cancel()
         if self._first_sync.is_set():
@@ -399,7 +418,6 @@ class Session:
             with contextlib.suppress(ClientError):
                 await self.wait_for(lambda: self.role is not None, self._connect_timeout)
             return self
-        await self._stop_runner()
         if self._failed is not None:
             raise self._failed
         if isinstance(self._last_error, ServerGone):  # never reached it

@@ -75,3 +75,39 @@ async def test_leaving_a_session_by_cancellation_warns_what_is_lost_and_closes_t
     finally:
         os.kill(srv.pid, signal.SIGCONT)
         await srv.astop()
+
+
+def _session_tasks() -> list[str]:
+    return sorted(
+        name
+        for t in asyncio.all_tasks()
+        if (name := t.get_name()).startswith("palimpsest:") and not t.done()
+    )
+
+
+async def test_a_cancelled_open_stops_the_session(tmp_path: Path) -> None:
+    """open() cancelled while the server is not up yet (a timeout around it, a
+    notebook's interrupt) left the session's task trying: it connected once the server
+    came, and sent the edits made afterwards through a session the caller had given up."""
+    srv = ServerProcess(tmp_path)  # its port is free: nobody listens there yet
+    s = client.connect(srv.ws_url, "given-up", user="ada", connect_timeout=60)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(None) as cm:
+            opening = asyncio.ensure_future(s.open())
+            await eventually(lambda: s._runner is not None, what="open() under way")
+            _cancel_soon(cm)
+            await opening
+    assert _session_tasks() == []
+    assert not s.connected and s.connections == 0
+    s.text().insert(0, "typed into a session whose open() was cancelled")
+    assert s.pending == 0  # not observed: nothing will carry it
+    with pytest.raises(RuntimeError, match="connect"):
+        await s.open()  # a new session is the way, and the error says so
+
+    await srv.astart()
+    try:
+        async with client.connect(srv.ws_url, "given-up", user="bob") as b:
+            await asyncio.sleep(1.0)  # (the old session's back-off was 0.05-0.4 s here)
+            assert str(b.text()) == ""
+    finally:
+        await srv.astop()
