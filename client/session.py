@@ -333,6 +333,8 @@ class Session:
         self._first_sync = asyncio.Event()
         self._failed: ClientError | None = None
         self._closing = False
+        #: the event loop that opened the session: its task, futures and socket live there
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: asyncio.Task[None] | None = None
         self._sender: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
@@ -390,6 +392,7 @@ class Session:
             )
         if self._runner is not None:
             raise RuntimeError("the session is already open")
+        self._loop = asyncio.get_running_loop()
         runner = self._runner = asyncio.create_task(self._run(), name=f"palimpsest:{self.name}")
         try:
             return await self._opened(runner)
@@ -440,6 +443,13 @@ class Session:
         cancellation unwinds (``async with`` left by one), it does all of it."""
         if self._closing:
             return
+        if self._loop is not None and self._loop.is_closed():
+            # its loop ended (asyncio.run returned), cancelling the session's task with
+            # it: nothing can be sent any more, what is lost is said
+            self._closing = True
+            self._closed(warn=True)
+            return
+        self._own_loop()
         interrupted: asyncio.CancelledError | None = None
         try:
             await self._send_pending(flush_timeout)
@@ -513,11 +523,8 @@ class Session:
                         await asyncio.wait_for(ws.close(), 2)
                 except asyncio.CancelledError as e:
                     interrupted = e
-            # no answer to our close in time, or no time to wait for one: the socket is
-            # closed all the same (else it stays open, a ResourceWarning at exit)
-            transport = getattr(ws, "transport", None)
-            if transport is not None and not transport.is_closing():
-                transport.abort()
+            # (no answer to our close in time, or no time to wait for one: the runner's
+            # end closes the socket all the same, see _disconnected)
         if self._runner is not None:
             self._runner.cancel()
             try:
@@ -582,6 +589,23 @@ class Session:
             t = self._texts[name] = Text(self.doc.get(name, type=YText), self._check_writable)
         return t
 
+    def _own_loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop, if it is the session's (or the session is not open yet); a
+        RuntimeError that says the rule if not: its task, futures and socket belong to
+        the loop that opened it, and waiting on them from another loop only times out."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not None and loop is not self._loop:
+            gone = "has ended" if self._loop.is_closed() else "still runs, elsewhere"
+            raise RuntimeError(
+                f"the session on {self.name!r} is used from an event loop other than the "
+                f"one that opened it (which {gone}): a session belongs to the event loop "
+                "that opened it. Each asyncio.run() is a new loop: open a session inside "
+                "the coroutine that asyncio.run() runs (async with client.connect(...)), "
+                "or keep one loop in a thread and hand it coroutines with "
+                "asyncio.run_coroutine_threadsafe (docs/client.md, Threads and sync code)"
+            )
+        return loop
+
     # --- waiting ------------------------------------------------------------------------------
 
     def _notify(self) -> None:
@@ -599,7 +623,7 @@ class Session:
         """Wait until ``predicate()`` is true; it is checked now and after every remote
         change, presence change and (re)connection. Raises :class:`Timeout`, or the error
         that stopped the session."""
-        loop = asyncio.get_running_loop()
+        loop = self._own_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             if self._failed is not None:
@@ -644,7 +668,7 @@ class Session:
         """Return once the server holds every local change (its events are durable: the
         server applies an update only after logging it). Raises :class:`ReadOnly` if the
         server refused our edits, :class:`ServerGone` if not connected within `timeout`."""
-        loop = asyncio.get_running_loop()
+        loop = self._own_loop()
         deadline = None if timeout is None else loop.time() + timeout
 
         def left() -> float | None:
@@ -1053,6 +1077,12 @@ class Session:
 
     def _disconnected(self) -> None:
         ws, self._ws = self._ws, None
+        transport = getattr(ws, "transport", None)
+        if transport is not None and not transport.is_closing():
+            # the runner cancelled with its socket open (close() not waiting for the
+            # close handshake, asyncio.run ending with the session open): closed now,
+            # not left to a ResourceWarning at exit
+            transport.abort()
         if self._reopen_timer is not None:
             self._reopen_timer.cancel()
             self._reopen_timer = None

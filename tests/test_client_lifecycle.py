@@ -9,6 +9,7 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +112,42 @@ async def test_a_cancelled_open_stops_the_session(tmp_path: Path) -> None:
             assert str(b.text()) == ""
     finally:
         await srv.astop()
+
+
+def test_a_session_used_from_another_event_loop_says_so_at_once(tmp_path: Path) -> None:
+    """Sync code driving a session with asyncio.run() per step (a Flask async view per
+    request shares a module-level one the same way): each run is a new loop, and the
+    session's task and futures live in the first. flush() waited its whole timeout,
+    then raised ServerGone "not connected ... (reconnecting: no error seen)"."""
+    with ServerProcess(tmp_path) as srv:
+        s = client.connect(srv.ws_url, "loops", user="ada")
+        asyncio.run(s.open())
+        s.text().append("a")
+        rule = "belongs to the event loop that opened it"
+        with pytest.raises(RuntimeError, match=rule):
+            asyncio.run(s.flush(timeout=5))
+        with pytest.raises(RuntimeError, match=rule):
+            asyncio.run(s.undo(timeout=5))
+        with pytest.raises(RuntimeError, match=rule):
+            asyncio.run(s.wait_for(lambda: False, timeout=5))
+        # its loop is gone (and its task with it): closing is all that is left to do
+        asyncio.run(s.close())
+
+        # a loop that still runs, in another thread: its session is not ours either
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever)
+        thread.start()
+        try:
+            t = asyncio.run_coroutine_threadsafe(
+                client.connect(srv.ws_url, "loops", user="bob").open(), loop
+            ).result(30)
+            with pytest.raises(RuntimeError, match=rule):
+                asyncio.run(t.flush(timeout=5))
+            with pytest.raises(RuntimeError, match=rule):
+                asyncio.run(t.close())
+            assert asyncio.run_coroutine_threadsafe(t.flush(), loop).result(30) is None
+            asyncio.run_coroutine_threadsafe(t.close(), loop).result(30)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
