@@ -36,6 +36,7 @@ import json
 import logging
 import random
 import re
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -335,6 +336,8 @@ class Session:
         self._closing = False
         #: the event loop that opened the session: its task, futures and socket live there
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: int | None = None  # its thread's ident
+        self._warned_thread = False
         self._runner: asyncio.Task[None] | None = None
         self._sender: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
@@ -393,6 +396,7 @@ class Session:
         if self._runner is not None:
             raise RuntimeError("the session is already open")
         self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
         runner = self._runner = asyncio.create_task(self._run(), name=f"palimpsest:{self.name}")
         try:
             return await self._opened(runner)
@@ -559,8 +563,28 @@ class Session:
         """The server gave us the read role: every edit is refused (``ReadOnly``)."""
         return self.role == "read"
 
+    def _off_thread(self) -> bool:
+        """Whether this is a thread other than that of the session's loop (which still
+        runs: once it has ended, nothing else touches the document)."""
+        return (
+            self._thread is not None
+            and threading.get_ident() != self._thread
+            and self._loop is not None
+            and not self._loop.is_closed()
+        )
+
     def _check_writable(self) -> None:
-        """Raise ReadOnly on a read-only session, before an edit changes anything."""
+        """Raise, before an edit changes anything: RuntimeError from a thread other than
+        the loop's, ReadOnly on a read-only session."""
+        if self._off_thread():
+            raise RuntimeError(
+                f"an edit of {self.name!r} from a thread other than that of the event loop "
+                "that opened the session: pycrdt's transactions are not thread-safe (an "
+                "edit from another thread joins, or breaks, the one the session's thread "
+                "has open), so the document is edited, and read, on the loop's thread; "
+                "from another thread, hand the loop a coroutine that edits, with "
+                "asyncio.run_coroutine_threadsafe (docs/client.md, Threads and sync code)"
+            )
         if self.read_only:
             raise ReadOnly(
                 f"{self.name!r} is open read-only (user {self.user!r}, role 'read'): the "
@@ -914,6 +938,26 @@ class Session:
         update = event.update
         if update == _EMPTY_UPDATE:
             return
+        if self._off_thread():
+            # made through pycrdt (session.text() refuses before) from another thread:
+            # the document holds it, so it is sent, but the session's state is the
+            # loop's to change (and asyncio's Event is not thread-safe)
+            if not self._warned_thread:
+                self._warned_thread = True
+                log.warning(
+                    "%s: the document was edited from another thread (not the event "
+                    "loop's): the edit is sent, but pycrdt is not thread-safe and such "
+                    "edits can break the session's own; edit on the loop's thread "
+                    "(docs/client.md, Threads and sync code)", self.name,
+                )  # fmt: skip
+            assert self._loop is not None
+            with contextlib.suppress(RuntimeError):  # (its loop closed meanwhile)
+                self._loop.call_soon_threadsafe(self._local_change, update)
+            return
+        self._local_change(update)
+
+    def _local_change(self, update: bytes) -> None:
+        """A local change (its update) to send: counted, and queued, on the loop's thread."""
         if self.read_only:
             # made through pycrdt (session.text() refuses before): not sent, the server
             # would refuse it; the local document now differs from the server's

@@ -151,3 +151,54 @@ def test_a_session_used_from_another_event_loop_says_so_at_once(tmp_path: Path) 
             loop.call_soon_threadsafe(loop.stop)
             thread.join()
             loop.close()
+
+
+def test_editing_from_another_thread_is_refused_and_a_raw_edit_still_goes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The run_coroutine_threadsafe pattern with edits made from the caller's thread:
+    the session's observer woke the send loop from that thread (asyncio's debug mode:
+    "Non-thread-safe operation invoked on an event loop other than the current one",
+    and the send loop never woke again). pycrdt's transactions are not thread-safe (a
+    thread's edit joins, or breaks, a transaction the loop's thread has open), so
+    session.text() refuses an edit from another thread before it happens; an edit made
+    through pycrdt itself cannot be stopped, and is handed to the loop's thread to be
+    sent, with a warning."""
+    caplog.set_level(logging.WARNING, logger="palimpsest.client")
+    with ServerProcess(tmp_path) as srv:
+        loop = asyncio.new_event_loop()
+        loop.set_debug(True)  # asyncio then checks that its calls come from its thread
+        thread = threading.Thread(target=loop.run_forever)
+        thread.start()
+
+        def call(coro: Any) -> Any:
+            return asyncio.run_coroutine_threadsafe(coro, loop).result(30)
+
+        try:
+            s = call(client.connect(srv.ws_url, "threads", user="ada").open())
+            with pytest.raises(RuntimeError, match="thread"):
+                s.text().append("from the main thread")
+            with pytest.raises(RuntimeError, match="thread"):
+                s.text().set("from the main thread")
+
+            async def edit_on_the_loop() -> str:
+                s.text().append("on the loop's thread")
+                await s.flush()
+                return str(s.text())
+
+            assert call(edit_on_the_loop()) == "on the loop's thread"
+
+            s.doc.get("content", type=YText).insert(0, "raw ")  # (what the observer sees)
+            assert "from another thread" in caplog.text, caplog.text
+            call(s.flush())
+            call(s.close())
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
+
+        async def on_server() -> str:
+            async with client.connect(srv.ws_url, "threads", user="bob") as b:
+                return str(b.text())
+
+        assert asyncio.run(on_server()) == "raw on the loop's thread"
