@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import inspect
 import itertools
 import json
 import logging
@@ -38,7 +39,8 @@ import random
 import re
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, NamedTuple, Self
@@ -55,6 +57,7 @@ from palimpsest.ranges import Ranges, subtract, union
 from palimpsest.updates import decode_update_meta
 
 from .errors import (
+    AuthFailed,
     BadDocName,
     BadURL,
     ClientError,
@@ -71,6 +74,13 @@ from .split import split_update
 from .text import Text
 
 log = logging.getLogger("palimpsest.client")
+
+#: ``connect(token=...)``: a token, or what gives a fresh one at each (re)connection (a
+#: function or an ``async def``), for tokens that expire while the session lives
+TokenProvider = Callable[[], str | Awaitable[str]]
+
+#: sessions not closed yet, for one that brings another's doc to take its changes over
+_live: weakref.WeakSet[Session] = weakref.WeakSet()
 
 _EMPTY_UPDATE = b"\x00\x00"
 _MAX_FRAME_UPDATE_BYTES = 1 << 20  # coalesce local updates up to this size per frame
@@ -295,7 +305,7 @@ class Session:
         doc: str,
         *,
         user: str | None = None,
-        token: str | None = None,
+        token: str | TokenProvider | None = None,
         ydoc: Doc[Any] | None = None,
         reconnect: bool = True,
         connect_timeout: float = 10.0,
@@ -308,9 +318,13 @@ class Session:
         except DocNameError as e:
             raise BadDocName(str(e)) from None
         self.name = doc
-        self._url = ws_url(url, doc, user, token)
+        self._token = token
+        self._url = ws_url(url, doc, user, None if callable(token) else token)
+        self._endpoint = ws_url(url, doc)  # the server's document, whoever we are
+        #: where the URL goes without its token (a provider's changes)
+        self._url_of: Callable[[str], str] = lambda t: ws_url(url, doc, user, t)
         #: the websocket URL, its token (if any) left out: safe to print
-        self.url = redact(self._url)
+        self.url = redact(self._url_of("") if token is not None else self._url)
         self.doc: Doc[Any] = ydoc if ydoc is not None else Doc()
         #: the user and role the server knows us as (from the hello answer)
         self.user: str | None = user
@@ -397,6 +411,7 @@ class Session:
             raise RuntimeError("the session is already open")
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
+        self._take_over()
         runner = self._runner = asyncio.create_task(self._run(), name=f"palimpsest:{self.name}")
         try:
             return await self._opened(runner)
@@ -408,6 +423,23 @@ class Session:
             finally:
                 self._closed(warn=False)
             raise
+
+    def _take_over(self) -> None:
+        """Count as ours the changes a failed session on the same document left unsent
+        in the doc we were given (``ydoc=old.doc``: the way on after its token expired):
+        our sync step 2 carries them, so they are ours to send, or to say lost."""
+        for other in list(_live):
+            if (
+                other is not self
+                and other.doc is self.doc
+                and other._failed is not None
+                and not other._closing
+                and other._endpoint == self._endpoint
+            ):
+                self._unsent += other._unsent
+                self._unsent_bytes += other._unsent_bytes
+                other._unsent = other._unsent_bytes = 0
+        _live.add(self)
 
     async def _opened(self, runner: asyncio.Task[None]) -> Self:
         """open()'s wait: the first sync (and our role), or why not."""
@@ -489,6 +521,7 @@ class Session:
     def _closed(self, *, warn: bool) -> None:
         """The session's end, once its runner is stopped: the document no longer
         observed, requests failed, and (`warn`) what did not reach the server said."""
+        _live.discard(self)
         self.doc.unobserve(self._sub)
         self._fail_requests(ServerGone("the session is closed"))
         if warn and self._unsent and self.denied is None:
@@ -1032,6 +1065,24 @@ class Session:
                         self._unconfirmed.append(_Sent.of(out, self.doc.client_id))
             self._notify()
 
+    async def _connect_url(self) -> str:
+        """The URL to connect to, with a fresh token from the provider, if there is one;
+        AuthFailed if the provider fails (a refusal at the first connection, a retry
+        after)."""
+        if not callable(self._token):
+            return self._url
+        try:
+            token = self._token()
+            if inspect.isawaitable(token):
+                token = await token
+        except Exception as e:
+            raise AuthFailed(f"the token provider of {self.url} failed: {e!r}") from e
+        if not isinstance(token, str):
+            raise AuthFailed(
+                f"the token provider of {self.url} gave {type(token).__name__}, not a str"
+            )
+        return self._url_of(token)
+
     # --- the connection ------------------------------------------------------------------------
 
     _last_error: ClientError | None = None
@@ -1043,7 +1094,7 @@ class Session:
         while not self._closing:
             try:
                 ws = await websockets.connect(
-                    self._url,
+                    await self._connect_url(),
                     max_size=None,
                     compression=None,
                     open_timeout=self._connect_timeout,
@@ -1051,9 +1102,11 @@ class Session:
                     ping_timeout=20,
                     close_timeout=2,
                 )
-            except (OSError, TimeoutError, websockets.InvalidHandshake) as e:
+            except (OSError, TimeoutError, websockets.InvalidHandshake, AuthFailed) as e:
                 err: ClientError = ServerGone(f"cannot connect to {self.url}: {redact(str(e))}")
-                if isinstance(e, websockets.InvalidStatus):
+                if isinstance(e, AuthFailed):  # the token provider's
+                    err = e
+                elif isinstance(e, websockets.InvalidStatus):
                     status = e.response.status_code
                     body = e.response.body.decode(errors="replace") if e.response.body else ""
                     err = from_http(status, body, f"opening the websocket {self.url}")
@@ -1090,9 +1143,16 @@ class Session:
                 err = from_close(code, reason, self.name)
                 self._last_error = err
                 permanent = 4400 <= code < 4500 and code != 4429
-                # (a warning: a bot at the default log level sees its edits wait offline)
+                renewed = False
+                if code == 4401 and callable(self._token) and self.connections > synced:
+                    # a token that worked expired: the provider gives a fresh one (one
+                    # refused at once stays a refusal, or a bad provider would loop)
+                    permanent = False
+                    renewed = True
+                # (a warning: a bot at the default log level sees its edits wait offline;
+                # a token's expiry with a provider to renew it is routine)
                 log.log(
-                    logging.INFO if code == 1000 else logging.WARNING,
+                    logging.INFO if code == 1000 or renewed else logging.WARNING,
                     "%s: connection closed with %s %s%s", self.name, code, reason,
                     "" if permanent or not self._reconnect else "; reconnecting",
                 )  # fmt: skip
@@ -1407,5 +1467,7 @@ def root_kind(doc: Doc[Any], name: str) -> str | None:
 #: ``connect(url, doc, user=..., token=...)``: a session on `doc` at `url`
 #: (``ws://HOST:PORT/ws``); ``async with`` opens it (ready after the first sync) and closes
 #: it. ``user`` names you in open development mode; ``token`` is a JWT when the server has
-#: a secret. The name reads well at the call site; the parameters are Session's.
+#: a secret, or a function (or ``async def``) that returns a fresh one, called at each
+#: (re)connection, so that a session outlives its tokens. The name reads well at the call
+#: site; the parameters are Session's.
 connect = Session

@@ -589,3 +589,101 @@ async def test_a_long_deleted_name_keeps_the_reason_whole_enough(server: Running
     assert "start from an empty document" in reason, reason
     assert reason.endswith("…"), reason
     assert len(reason.split(": ", 1)[1].encode()) <= 123, reason
+
+
+async def test_a_token_provider_keeps_a_long_running_bot_connected(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """connect(token=str) took one fixed token: once it expired (4401), the session
+    failed for good and the bot's later edits stayed local. A callable (sync or async)
+    is called at each (re)connection for a fresh token, and an expiry is a reconnection
+    (routine: said at INFO)."""
+    caplog.set_level(logging.INFO, logger="palimpsest.client")
+    settings = dataclasses.replace(settings, jwt_secret=SECRET)
+    # a token the server takes for about 3 s: its exp is 27 s ago, within the leeway of 30
+    short = -27
+    async with run_server(settings) as srv:
+        issued: list[str] = []
+
+        def sync_provider() -> str:
+            issued.append("sync")
+            return mint(SECRET, "bot", "write", ["renewed"], ttl=short)
+
+        async def async_provider() -> str:
+            await asyncio.sleep(0)
+            issued.append("async")
+            return mint(SECRET, "bot", "write", ["renewed"], ttl=short)
+
+        for provider in (sync_provider, async_provider):
+            async with client.connect(srv.ws_url, "renewed", token=provider) as s:
+                assert "token=…" in s.url
+                s.text().append(f"<{provider.__name__} before>")
+                await s.flush()
+                await s.wait_for(lambda: s.connections >= 2, timeout=30, what="a reconnection")
+                assert s.error is None
+                s.text().append(f"<{provider.__name__} after>")
+                await s.flush()
+            assert issued.count(provider.__name__.split("_")[0]) >= 2
+        expiries = [r for r in caplog.records if "4401" in r.getMessage()]
+        assert expiries and all(r.levelno == logging.INFO for r in expiries)
+        assert all("reconnecting" in r.getMessage() for r in expiries)
+
+        # a provider whose token is refused at once fails open(), as a bad string does
+        def bad() -> str:
+            return "not-a-token"
+
+        with pytest.raises(client.AuthFailed):
+            await client.connect(srv.ws_url, "renewed", token=bad).open()
+
+        def broken() -> str:
+            raise OSError("the identity provider is down")
+
+        with pytest.raises(client.AuthFailed, match="identity provider is down"):
+            await client.connect(srv.ws_url, "renewed", token=broken).open()
+
+        reader = mint(SECRET, "check", "read", ["renewed"])
+        async with client.connect(srv.ws_url, "renewed", token=reader) as r:
+            for name in ("sync_provider", "async_provider"):
+                assert f"<{name} before><{name} after>" in str(r.text())
+
+
+async def test_a_new_session_on_an_expired_ones_doc_takes_its_changes_over(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With a fixed token, the way on after a 4401 is a new session with ydoc=old.doc
+    and a fresh token: it sends what the old one could not, and closing the old one
+    warned "N local change(s) ... they are lost", which was false."""
+    caplog.set_level(logging.WARNING, logger="palimpsest.client")
+    settings = dataclasses.replace(settings, jwt_secret=SECRET)
+    async with run_server(settings) as srv:
+        old = client.connect(
+            srv.ws_url, "handover", token=mint(SECRET, "bot", "write", ["handover"], ttl=-27)
+        )
+        await old.open()
+        old.text().append("sent. ")
+        await old.flush()
+        with pytest.raises(client.AuthFailed, match="4401"):
+            await old.wait_for(lambda: False, timeout=30)
+        old.text().append("typed after it expired. ")
+        assert old.pending == 1
+        fresh = mint(SECRET, "bot", "write", ["handover"])
+        async with client.connect(srv.ws_url, "handover", token=fresh, ydoc=old.doc) as new:
+            await new.flush()
+            assert new.text() == "sent. typed after it expired. "
+        await old.close()
+        assert "local change" not in caplog.text, caplog.text
+
+        # the takeover counts them as the new session's own: lost with it, it says so
+        old = client.connect(
+            srv.ws_url, "handover", token=mint(SECRET, "bot", "write", ["handover"], ttl=-27)
+        )
+        await old.open()
+        with pytest.raises(client.AuthFailed, match="4401"):
+            await old.wait_for(lambda: False, timeout=30)
+        old.text().append("never sent. ")
+        other = mint(SECRET, "bot", "write", ["other"])
+        new = client.connect(srv.ws_url, "other", token=other, ydoc=old.doc)
+        await new.open()  # another document: what it sends does not reach "handover"
+        await new.close()
+        await old.close()
+        assert "closed with 1 local change(s)" in caplog.text, caplog.text
