@@ -40,7 +40,7 @@ import re
 import threading
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, NamedTuple, Self
@@ -297,7 +297,8 @@ def ws_url(url: str, doc: str, user: str | None = None, token: str | None = None
 
 
 class Session:
-    """One document, live. Create it with :func:`connect`; use it with ``async with``."""
+    """One document, live. Create it with :func:`connect`; use it with ``async with``, or
+    ``session = await client.connect(...)`` then ``await session.close()``."""
 
     def __init__(
         self,
@@ -533,7 +534,14 @@ class Session:
             )  # fmt: skip
         self._notify()
 
+    def __await__(self) -> Generator[Any, None, Self]:
+        """``session = await client.connect(...)``: open it (a notebook's top-level await;
+        ``await session.close()`` when done)."""
+        return self.open().__await__()
+
     async def __aenter__(self) -> Self:
+        if self._runner is not None and not self._closing:
+            return self  # (``async with await client.connect(...)``: open already)
         return await self.open()
 
     async def __aexit__(

@@ -202,3 +202,20 @@ def test_editing_from_another_thread_is_refused_and_a_raw_edit_still_goes(
                 return str(b.text())
 
         assert asyncio.run(on_server()) == "raw on the loop's thread"
+
+
+async def test_awaiting_connect_opens_the_session(tmp_path: Path) -> None:
+    """`await client.connect(...)` (a notebook's top-level await) was a TypeError: connect
+    is the Session class, and a Session was not awaitable."""
+    async with ServerProcess(tmp_path) as srv:
+        s = await client.connect(srv.ws_url, "awaited", user="ada")
+        try:
+            assert s.connected and s.role is not None
+            s.text().append("awaited")
+            await s.flush()
+        finally:
+            await s.close()
+        # and `async with` on a session already open (or awaited in place) uses it as is
+        async with await client.connect(srv.ws_url, "awaited", user="bob") as b:
+            assert b.text() == "awaited" and b.connections == 1
+        assert not b.connected
