@@ -165,6 +165,15 @@ def from_http(status: int, body: Any, what: str) -> ClientError:
     else:
         text = str(body)[:300] or "no detail"
     msg = f"{what} failed with HTTP {status}: {text}"
+    if status == 404 and not isinstance(body, dict):
+        # our server's 404s are JSON; a page is another server's (or a wrong path's)
+        return NotFound(
+            f"{what} failed with HTTP 404, answered by a page, not the server's JSON: not "
+            f"a Palimpsest server at that URL, or the wrong URL (give http://HOST:PORT): "
+            f"{text[:120]}",
+            code=status,
+            detail=body,
+        )
     if status == 400 and "document name" in text:
         return BadDocName(msg, code=status, detail=body)
     cls = HTTP_STATUSES.get(status)

@@ -64,6 +64,7 @@ from .errors import (
     NotFound,
     ReadOnly,
     Refused,
+    ServerError,
     ServerGone,
     Timeout,
     WrongType,
@@ -460,8 +461,11 @@ class Session:
             return self
         if self._failed is not None:
             raise self._failed
-        if isinstance(self._last_error, ServerGone):  # never reached it
-            raise ServerGone(f"{self._last_error} (tried for {_seconds(self._connect_timeout)})")
+        last = self._last_error
+        if isinstance(last, ServerGone | ServerError):  # never reached it, or it failed
+            raise type(last)(
+                f"{last} (tried for {_seconds(self._connect_timeout)})", code=last.code
+            )
         raise Timeout(
             f"no sync with {self.url} within {_seconds(self._connect_timeout)} "
             "(server not answering?)"
@@ -1118,7 +1122,21 @@ class Session:
                     status = e.response.status_code
                     body = e.response.body.decode(errors="replace") if e.response.body else ""
                     err = from_http(status, body, f"opening the websocket {self.url}")
-                    if status in (403, 404):
+                    if status in (502, 503, 504):
+                        err = ServerError(
+                            f"{err} (a proxy answered: the server behind it is down or "
+                            "restarting?)",
+                            code=status,
+                        )
+                    elif status < 400:
+                        # our server answers the upgrade with 101, or refuses with 4xx
+                        err = Refused(
+                            f"{self.url} answered the websocket upgrade with HTTP {status}, "
+                            "not 101: not a Palimpsest server, or the wrong URL (it should "
+                            "look like ws://HOST:PORT/ws)",
+                            code=status,
+                        )
+                    elif status in (403, 404):
                         # our server refuses with close codes after accepting; an HTTP
                         # refusal of the handshake means no websocket route there
                         err = NotFound(

@@ -687,3 +687,55 @@ async def test_a_new_session_on_an_expired_ones_doc_takes_its_changes_over(
         await new.close()
         await old.close()
         assert "closed with 1 local change(s)" in caplog.text, caplog.text
+
+
+@contextlib.asynccontextmanager
+async def _other_http_server(version: str = "1.1") -> Any:
+    """An HTTP server that is not ours (a proxy's error page, another app): it answers
+    GET /STATUS/... with that status and an HTML page, anything else with 404. Yields
+    its port."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            path = head.split(b" ", 2)[1].decode()
+            first = path.split("/")[1]
+            status = int(first) if first.isdigit() else 404
+            body = f"<html>status {status} from some other server</html>".encode()
+            writer.write(
+                f"HTTP/{version} {status} Whatever\r\ncontent-type: text/html\r\n"
+                f"content-length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    srv = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        yield srv.sockets[0].getsockname()[1]
+    finally:
+        srv.close()
+        await srv.wait_closed()
+
+
+async def test_a_handshake_answered_by_another_http_server_says_what_answered() -> None:
+    """A proxy's 500/502/503 in front of a server that is down raised `Timeout ...
+    (server not answering?)` after connect_timeout; a 200 page raised a bare
+    `Refused code=200`; another app's 404 page over HTTP was NotFound, as if the
+    document were unknown."""
+    async with _other_http_server() as port:
+        for status in (500, 502, 503):
+            with pytest.raises(client.ServerError) as e:
+                await client.connect(
+                    f"ws://127.0.0.1:{port}/{status}", "doc", user="ada", connect_timeout=1
+                ).open()
+            assert e.value.code == status and f"HTTP {status}" in str(e.value), e.value
+        with pytest.raises(client.Refused, match="not a Palimpsest server") as ok:
+            await client.connect(f"ws://127.0.0.1:{port}/200", "doc", user="ada").open()
+        assert ok.value.code == 200
+        async with client.History(f"http://127.0.0.1:{port}", user="ada") as h:
+            with pytest.raises(client.NotFound, match="not a Palimpsest server"):
+                await h.version("notes")
