@@ -30,7 +30,7 @@ from .errors import (
     WrongType,
 )
 from .history import BlameRun, DocInfo, Event, EventPage, History, Restored, Reverted, Version
-from .session import KeptContainers, OpResult, Removed, Session, connect, ws_url
+from .session import KeptContainers, OpResult, Removed, Session, TokenProvider, connect, ws_url
 from .stream import StreamEvent
 from .text import Text
 
@@ -62,6 +62,7 @@ __all__ = [
     "StreamEvent",
     "Text",
     "Timeout",
+    "TokenProvider",
     "TooLarge",
     "Version",
     "WrongType",
