@@ -29,7 +29,17 @@ from .errors import (
     TooLarge,
     WrongType,
 )
-from .history import BlameRun, DocInfo, Event, EventPage, History, Restored, Reverted, Version
+from .history import (
+    BlameRun,
+    DocInfo,
+    Event,
+    EventPage,
+    History,
+    NestedBlame,
+    Restored,
+    Reverted,
+    Version,
+)
 from .session import KeptContainers, OpResult, Removed, Session, TokenProvider, connect, ws_url
 from .stream import StreamEvent
 from .text import Text
@@ -48,6 +58,7 @@ __all__ = [
     "Forbidden",
     "History",
     "KeptContainers",
+    "NestedBlame",
     "NotFound",
     "OpResult",
     "RateLimited",

@@ -162,6 +162,28 @@ class BlameRun:
     omitted: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class NestedBlame:
+    """A text nested in a map or array root (a notebook cell's source) and its blame."""
+
+    #: where it is at the version blamed: the root, then each array index or map key,
+    #: "/"-separated (a "/" in a key is "~1", a "~" is "~0"), as ``?path=`` takes it
+    path: str
+    #: the same, as a list: the root's name, array indices (int), map keys (str)
+    keys: tuple[str | int, ...]
+    #: the string ``id`` of the innermost map holding it, if any (a Jupyter cell's id)
+    id: str | None
+    #: who made the text (inserted it, or the cell holding it) and in which event
+    actor: str | None
+    seq: int
+    runs: tuple[BlameRun, ...]
+
+
+def _runs(runs: list[dict[str, Any]]) -> list[BlameRun]:
+    return [BlameRun(str(r["text"]), _opt_str(r.get("actor")), int(r.get("seq") or 0),
+                     r.get("last_seq"), r.get("omitted")) for r in runs]  # fmt: skip
+
+
 def _opt_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -521,9 +543,42 @@ class History:
         entry = await self._blamed(doc, seq, root, join, actor)
         if entry.get("type") == "xml":
             raise ValueError(f"root {root!r} of {doc!r} is XML: blame_tree() gives its tree")
-        runs = entry.get("runs") or []
-        return [BlameRun(str(r["text"]), _opt_str(r.get("actor")), int(r.get("seq") or 0),
-                         r.get("last_seq"), r.get("omitted")) for r in runs]  # fmt: skip
+        if "texts" in entry:
+            raise ValueError(
+                f"root {root!r} of {doc!r} is a {entry.get('type')}: blame_texts() gives "
+                "the texts in it"
+            )
+        return _runs(entry.get("runs") or [])
+
+    async def blame_texts(
+        self,
+        doc: str,
+        path: str,
+        seq: int | None = None,
+        join: str = "event",
+        actor: Actors = None,
+    ) -> list[NestedBlame]:
+        """Who wrote the texts nested in a map or array root (a notebook's cells'
+        sources: ``"cells"``), or at or under `path` in it (``"cells/3/source"``,
+        ``"cells/3"``), at `seq`: each text's path, its map's ``id``, who made it and
+        its runs (docs/history.md); `join` and `actor` as for blame()."""
+        root = path.strip("/").split("/")[0]
+        body = await self._json(
+            "GET", f"{_doc_path(doc)}/blame", f"blaming {doc!r}",
+            params={"seq": seq, "path": path, "join": join, "actor": _actors(actor)},
+        )  # fmt: skip
+        entry = (body.get("roots") or {}).get(root) or {}
+        return [
+            NestedBlame(
+                str(t["path"]),
+                tuple(t["keys"]),
+                _opt_str(t.get("id")),
+                _opt_str(t.get("actor")),
+                int(t.get("seq") or 0),
+                tuple(_runs(t.get("runs") or [])),
+            )  # fmt: skip
+            for t in entry.get("texts") or []
+        ]
 
     async def blame_tree(
         self,

@@ -3,7 +3,8 @@ as if the document had none.
 
 Before, the blame of a notebook (a Y.Array of Y.Map cells, each source a nested
 Y.Text) was ``{"roots": {}}``, ``?root=cells`` a 404 "has no text or XML root", and a
-diff ``?actor=bob`` ``{"roots": {}}`` though bob had edited a cell's source.
+diff ``?actor=bob`` ``{"roots": {}}`` though bob had edited a cell's source. Blame now
+attributes the texts nested in the cells (tests/test_history_nested_blame.py).
 """
 
 from __future__ import annotations
@@ -13,12 +14,6 @@ from typing import Any
 from conftest import RunningServer, eventually
 from pycrdt import Array, Map, Text
 from yclient import two_people
-
-ARRAY_LEFT = {
-    "root": "cells",
-    "type": "array",
-    "reason": "blame attributes text and XML roots only, not what a map or array holds",
-}
 
 
 def _cell(source: str) -> Map[Any]:
@@ -40,18 +35,22 @@ async def test_blame_and_actor_name_the_roots_they_leave_out(server: RunningServ
         await eventually(lambda: p.logged(2), what="bob's edit logged")
 
         blame = (await p.http.get("/api/docs/nb/blame")).json()
-        assert blame["roots"] == {
-            "title": {"type": "text", "runs": [{"text": "Notes", "actor": "ann", "seq": 1}]}
+        assert blame["roots"]["title"] == {
+            "type": "text",
+            "runs": [{"text": "Notes", "actor": "ann", "seq": 1}],
         }
-        meta_left = {**ARRAY_LEFT, "root": "meta", "type": "map"}
-        assert blame["not_attributed"] == [ARRAY_LEFT, meta_left]
+        # the texts nested in a map or array are attributed now
+        # (tests/test_history_nested_blame.py); its other values are nobody's
+        assert blame["roots"]["meta"] == {"type": "map", "texts": []}
+        (source,) = blame["roots"]["cells"]["texts"]
+        assert source["path"] == "cells/0/source"
+        assert [r["actor"] for r in source["runs"]] == ["ann", "bob"]
+        assert "not_attributed" not in blame
 
         one = await p.http.get("/api/docs/nb/blame", params={"root": "cells"})
-        assert one.status_code == 404
-        assert (
-            "'cells' of 'nb' is not attributed: blame attributes text and XML roots only"
-            in (one.json()["detail"])
-        )
+        assert one.status_code == 200
+        assert one.json()["roots"] == {"cells": blame["roots"]["cells"]}
+
         # a text root alone: nothing left out, no such field
         title = (await p.http.get("/api/docs/nb/blame", params={"root": "title"})).json()
         assert "not_attributed" not in title

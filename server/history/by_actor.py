@@ -18,7 +18,9 @@ runs.
 In an XML tree (Tiptap's, Lexical's) a node is kept when something in it is the
 actors', or when it holds nothing and they made it (an image, an empty paragraph), or,
 in a diff, when they inserted, deleted or reformatted it; other nodes are left out, so
-each paragraph left is one with text of theirs. What the server cannot attribute, and so
+each paragraph left is one with text of theirs. Of a map's or array's nested texts
+(a notebook's cells' sources) those with something of theirs are kept, filtered as a
+text root's. What the server cannot attribute, and so
 cannot filter, is left out too: a diff's map and array roots and an XML root's character
 diff of its string (its ``ops``).
 """
@@ -130,6 +132,9 @@ class _Filter:
                 # (its `ops`, the XML string's character diff, are nobody's)
                 rest = {k: v for k, v in entry.items() if k != "ops"}
                 out[name] = {**rest, "nodes": self.nodes(entry["nodes"], one)}
+            elif not self.diff and isinstance(entry.get("texts"), list):
+                # a map's or array's nested texts: those with something of theirs
+                out[name] = {**entry, "texts": self.nodes(entry["texts"], self.blame_node)}
         return out
 
 

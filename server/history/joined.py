@@ -96,6 +96,8 @@ def _join_roots(roots: dict[str, Any]) -> dict[str, Any]:
                     entry[key] = join_runs(entry[key])
         if "nodes" in entry:
             entry["nodes"] = [join_node(n) for n in entry["nodes"]]
+        if "texts" in entry:  # (a map's or array's nested texts)
+            entry["texts"] = [{**t, "runs": join_runs(t["runs"])} for t in entry["texts"]]
         out[name] = entry
     return out
 

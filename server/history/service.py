@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pycrdt import Doc, Text, XmlFragment, merge_updates
+from pycrdt import Array, Doc, Map, Text, XmlFragment, merge_updates
 
 from .. import cpu_account, subdoc_options
 from ..deletion import missing
@@ -40,12 +40,14 @@ from ..util import iso
 from . import sliced
 from .attribution import AttributionIndex
 from .attribution_cache import AttributionCache
+from .attribution_nested import NestedCache, NestedIndex, NestedTrack, followed, parse_path
 from .attribution_xml import observe_trees
 from .render import (
     ARRAY,
     MAP,
     TEXT,
     XML,
+    array_items,
     copy_with_items,
     infer_root_types,
     learn_types,
@@ -310,6 +312,8 @@ class History:
             last_edit=lambda: backend.committer.last_commit,
             max_bytes=int(backend.settings.attribution_cache_mb * 1024 * 1024),
         )
+        #: the attribution of the texts nested in map and array roots (not stored)
+        self.nested = NestedCache(backend.store)
         #: per document known (see _created), the root types learnt so far (a root's
         #: type never changes)
         self._types: dict[str, dict[str, str]] = {}
@@ -348,6 +352,7 @@ class History:
         self._sessions.forget(doc)
         self._other_gaps.forget(doc)
         self.attribution.drop(doc)
+        self.nested.drop(doc)
         self._created.pop(doc, None)
 
     def _learnt(self, doc: str) -> dict[str, str]:
@@ -551,7 +556,25 @@ class History:
         async with held:
             return await sliced.walk(steps)
 
-    async def blame(self, doc: str, seq: int, info: DocInfo, root: str | None) -> dict[str, Any]:
+    async def blame(
+        self,
+        doc: str,
+        seq: int,
+        info: DocInfo,
+        root: str | None,
+        path: str | None = None,
+        *,
+        nested: bool = True,
+    ) -> dict[str, Any]:
+        """Who wrote what at `seq`: each text and XML root (or `root`), and the texts
+        nested in each map and array root (`nested`; `path`: only the texts at or under
+        it, see attribution_nested)."""
+        segments: list[str] | None = None
+        if path:
+            segments = parse_path(path.strip("/"))
+            if root is not None and root != segments[0]:
+                raise BadRequest(f"?path= {path!r} is not in ?root= {root!r}")
+            root = segments[0]
         index = await self._index_for(doc, info, [seq])
         roots: dict[str, Any] = {}
         version: Doc[Any] | None = None
@@ -587,7 +610,12 @@ class History:
             nodes = await walk(name, xml.blame, _fragment(await at_seq(), name))
             if nodes is not None:
                 roots[name] = {"type": XML, "nodes": nodes}
-        left = await self._not_attributed(doc, index, roots, root, at_seq)
+        unfollowed: dict[str, str] = {}
+        if nested:
+            await self._nested_blame(doc, seq, info, root, at_seq, roots, unfollowed)
+        if segments is not None:
+            _at_path(doc, roots, segments, path or "")
+        left = await self._not_attributed(doc, index, roots, root, at_seq, unfollowed)
         if root is not None and root not in roots:
             failed = index.xml[root].failed if root in index.xml else None
             if failed is not None:  # (logged when it stopped)
@@ -607,12 +635,13 @@ class History:
         roots: dict[str, Any],
         root: str | None,
         at_seq: Callable[[], Awaitable[Doc[Any]]],
+        failed: dict[str, str] | None = None,
     ) -> list[dict[str, Any]]:
         """The roots of the version a blame left out (or `root`, if it did), each as
-        {root, type, reason}: maps and arrays (blame follows text and XML roots only, not
-        the texts nested in them: a notebook's cells), and text or XML roots whose
-        attribution could not be followed. A root with nothing in it is left out
-        silently: there is nothing to attribute."""
+        {root, type, reason}: text or XML roots whose attribution could not be followed,
+        maps and arrays whose nested texts could not be (`failed`: why, by name), and
+        maps and arrays when the blame did not look at nested texts (restore's). A root
+        with nothing in it is left out silently: there is nothing to attribute."""
         names = [n for n in sorted(index.doc.keys()) if n not in roots and root in (None, n)]
         known = self._learnt(doc)
         if any(n not in known for n in names):  # (a cold server knows its tracked roots)
@@ -628,12 +657,68 @@ class History:
                 why = "its attribution and the version disagree (the server logged it)"
                 if tree is not None and tree.failed is not None:
                     why = f"the shared types in it could not be followed ({tree.failed})"
+            elif kind in (MAP, ARRAY) and failed and name in failed:
+                why = failed[name]
             elif kind in (MAP, ARRAY):
-                why = "blame attributes text and XML roots only, not what a map or array holds"
+                why = "blame attributes text and XML roots, and the texts a map or array holds"
             else:
                 continue
             out.append({"root": name, "type": kind or TEXT, "reason": why})
         return out
+
+    async def _nested_blame(
+        self,
+        doc: str,
+        seq: int,
+        info: DocInfo,
+        root: str | None,
+        at_seq: Callable[[], Awaitable[Doc[Any]]],
+        roots: dict[str, Any],
+        failed: dict[str, str],
+    ) -> None:
+        """The texts nested in the map and array roots of version `seq` (or in `root`),
+        into `roots` as {type, texts}; why a root's could not be followed into `failed`."""
+        kinds = await self.types_off_loop(doc, await at_seq())
+        kinds = {n: k for n, k in kinds.items() if k in (MAP, ARRAY)}
+        names = [n for n in sorted(kinds) if root in (None, n)]
+        if not names:
+            return
+        version = await at_seq()
+
+        def walk(index: NestedIndex, tree: NestedTrack, name: str, kind: str) -> Any:
+            real = version.get(name, type=Array if kind == ARRAY else Map)
+            items = array_items(version, name) if kind == ARRAY else None
+            return tree.blame(name, seq, index.actors, index.first, real, items)
+
+        def holding(name: str, kind: str) -> bool:
+            """whether the root holds a shared type at the version (none: no text can
+            be nested in it, and no index is folded for it: a text document's map of
+            plain settings costs nothing)"""
+            if kind == ARRAY:
+                return any(map(followed, array_items(version, name)))
+            return any(map(followed, version.get(name, type=Map).values()))
+
+        held = await cpu_account.to_thread(lambda: [n for n in names if holding(n, kinds[n])])
+        for name in names:
+            if name not in held:
+                roots[name] = {"type": kinds[name], "texts": []}
+        if not held:
+            return
+        async with self.nested.lock(doc):
+            index = await self.nested.get(doc, info.head, info.base_seq, kinds)
+            for name in held:
+                tree = index.trees.get(name)
+                if index.failed is not None or tree is None or tree.failed is not None:
+                    why = index.failed or (tree.failed if tree is not None else "not followed")
+                    failed[name] = f"its nested texts could not be followed ({why})"
+                    continue
+                try:
+                    texts = await cpu_account.to_thread(walk, index, tree, name, kinds[name])
+                except Mismatch as e:
+                    log.warning("nested blame of %s/%s at %d: %s", doc, name, seq, e)
+                    failed[name] = "its attribution and the version disagree (the server logged it)"
+                    continue
+                roots[name] = {"type": kinds[name], "texts": texts}
 
     async def diff(
         self, doc: str, a: int, b: int, info: DocInfo, root: str | None
@@ -918,8 +1003,8 @@ class History:
         cannot say (the restore then diffs the characters alone)."""
         try:
             info = await self.info(doc)
-            now = await self.blame(doc, info.head, info, None)
-            then = await self.blame(doc, seq, info, None) if seq != info.head else now
+            now = await self.blame(doc, info.head, info, None, nested=False)
+            then = await self.blame(doc, seq, info, None, nested=False) if seq != info.head else now
         except (NotFound, BadRequest, StoreError):
             return {}
         out: dict[str, Writers] = {}
@@ -1048,3 +1133,21 @@ class History:
 
 
 __all__ = ["History", "MAX_PAGE", "SESSION_GAP_MS", "event_json"]
+
+
+def _at_path(doc: str, roots: dict[str, Any], segments: list[str], path: str) -> None:
+    """Keep, of the map or array root `segments[0]` in `roots`, the texts at or under
+    `segments` (NotFound when there is none)."""
+    name = segments[0]
+    entry = roots.get(name)
+    if entry is None or "texts" not in entry:
+        if entry is not None:
+            raise BadRequest(
+                f"?path= names texts in a map or array root; {name!r} is a {entry['type']}"
+            )
+        return  # (the caller says why the root is not there)
+    want = segments[1:]
+    texts = [t for t in entry["texts"] if [str(k) for k in t["keys"][1 : len(want) + 1]] == want]
+    if not texts:
+        raise NotFound(f"document {doc!r} has no text at or under {path!r}")
+    roots[name] = {**entry, "texts": texts}

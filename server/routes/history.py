@@ -223,7 +223,7 @@ async def blame(request: Request) -> Response:
     info = await history.info(doc)
     q = request.query_params
     seq = await history.resolve(doc, q.get("seq") or "head", info)
-    answer = await history.blame(doc, seq, info, q.get("root") or None)
+    answer = await history.blame(doc, seq, info, q.get("root") or None, q.get("path") or None)
     return await _json(await _shaped(join, actors, answer, diff=False))
 
 
