@@ -343,5 +343,11 @@ async def _warm_up() -> None:
 
 
 def create_app(settings: Settings | None = None, backend: Backend | None = None) -> Palimpsest:
-    """The app ``palimpsest serve`` runs: the built-in features for these settings."""
+    """The app ``palimpsest serve`` runs: the built-in features for these settings; with
+    none (and no backend), the settings ``serve`` reads: the PALIMPSEST_* variables over
+    the defaults. So ``uvicorn --factory palimpsest.app:create_app`` (or gunicorn's and
+    hypercorn's ``palimpsest.app:create_app()``) is configured as ``serve`` is, the JWT
+    secret included (docs/operations.md, "Under another ASGI server")."""
+    if settings is None and backend is None:
+        settings = Settings.from_env()
     return Palimpsest(settings=settings, backend=backend)
