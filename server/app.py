@@ -10,6 +10,7 @@ page at ``/collab/``. ``palimpsest serve`` runs the same object under uvicorn.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import html
 import importlib.resources
@@ -43,6 +44,7 @@ from .routes import docs, hocuspocus, ops
 from .routes.ws import websocket_endpoint
 from .serving_lock import PostgresServingLock, ServingLock
 from .settings import Settings
+from .stop_signals import on_stop_signals
 from .store import EventStore, SQLiteStore, open_store
 
 log = logging.getLogger("palimpsest.app")
@@ -216,6 +218,10 @@ class Palimpsest:
                 exts += builtin_extensions(settings, others=exts)
             backend = Backend(settings, store, exts)
         self.backend = backend
+        #: hear the app server's stop signals (server/stop_signals.py): off under
+        #: `palimpsest serve`, whose own shutdown drains first and then goes away
+        self.stop_on_signals = True
+        self._going_away: asyncio.Task[int] | None = None
         #: why the lifespan could not start the backend (see lifespan)
         self.startup_error: PalimpsestError | None = None
         routes: list[BaseRoute] = [
@@ -298,7 +304,18 @@ class Palimpsest:
                 if lock is not None:
                     await lock.serving()
                 await _warm_up()
-                yield
+                self._going_away = None
+                with (
+                    on_stop_signals(self._stop_signal)
+                    if self.stop_on_signals
+                    else (contextlib.nullcontext())
+                ):
+                    try:
+                        yield
+                    finally:
+                        if self._going_away is not None:  # (the backend stops after it)
+                            with contextlib.suppress(Exception):
+                                await self._going_away
         except PalimpsestError as e:
             if not started:
                 self.startup_error = e
@@ -306,6 +323,16 @@ class Palimpsest:
         finally:
             if lock is not None:
                 await lock.release(discard_new=not started)
+
+    def _stop_signal(self, name: str) -> None:
+        """The app server was told to stop (SIGTERM, SIGINT): end the changefeed streams
+        and close the websockets with 1001 now, rather than once the server has waited
+        for every request to end (server/stop_signals.py)."""
+        if self._going_away is not None or self.backend.stopping.is_set():
+            return
+        log.info("received %s: the server stops; ending streams, closing connections with "
+                 "1001", name)  # fmt: skip
+        self._going_away = asyncio.ensure_future(self.backend.going_away())
 
     @contextlib.asynccontextmanager
     async def _own_lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -322,12 +349,16 @@ def _serving_lock(backend: Backend) -> ServingLock | PostgresServingLock | None:
     store = backend.store
     shared = backend.extension(Fanout) is not None
     if isinstance(store, SQLiteStore):
-        return None if store.path == ":memory:" else ServingLock(store.path, shared=shared)
+        if store.path == ":memory:":
+            return None
+        return ServingLock(store.path, shared=shared, wait=backend.settings.lock_wait)
     if store.name == "postgresql":
         from .store.postgres import PostgresStore
 
         if isinstance(store, PostgresStore):
-            return PostgresServingLock(store.dsn, store.schema, shared=shared)
+            return PostgresServingLock(
+                store.dsn, store.schema, shared=shared, wait=backend.settings.lock_wait
+            )
     return None
 
 

@@ -21,6 +21,13 @@ it went tries again on a new one.
 On PostgreSQL the same holds, one level up: several processes on one schema without a
 bus each commit, and each brings in the others' events only when it next appends. There
 the lock is a session-level advisory lock (``PostgresServingLock``).
+
+A start whose lock is held waits for it, up to ``wait`` seconds (Settings.lock_wait),
+before it refuses: an app server that reloads (gunicorn's HUP and USR2, a worker
+recycled by --max-requests) starts the new process while the old one still serves and
+finishes its requests, and the new one refused at once took the whole service down
+(gunicorn's master stops when a worker fails to boot). The wait is said once in the log;
+a second server started by mistake still gets its refusal, after the wait.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -42,16 +50,52 @@ except ImportError:  # Windows: no advisory file locks; not guarded there
 
 SUFFIX = "-serving"
 log = logging.getLogger("palimpsest.store")
+#: seconds between two tries of a lock that is held, while a start waits for it
+_RETRY_SECONDS = 0.1
+
+
+class _Held(Exception):
+    """The lock is held by another process (`holder`: its pid, when known)."""
+
+    def __init__(self, holder: int | None) -> None:
+        super().__init__(holder)
+        self.holder = holder
+
+
+class _Waiting:
+    """A start's wait for a lock another process holds: the deadline, and the one line
+    that says it (logged once, naming the holder)."""
+
+    def __init__(self, seconds: float, what: str) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.seconds = seconds
+        self.what = what
+        self.said = False
+
+    async def again(self, holder: str) -> bool:
+        """Whether to try again (after a pause), or refuse now (the wait is over)."""
+        if time.monotonic() >= self.deadline:
+            if self.said:
+                log.warning("%s: still held by %s after %g s", self.what, holder, self.seconds)
+            return False
+        if not self.said:
+            log.warning("waiting for %s to release %s (up to %g s: a reload's handover; "
+                        "lock_wait, --lock-wait)", holder, self.what, self.seconds)  # fmt: skip
+            self.said = True
+        await asyncio.sleep(_RETRY_SECONDS)
+        return True
 
 
 class ServingLock:
-    def __init__(self, db_path: str, shared: bool) -> None:
-        """``shared``: this process has a fan-out bus (so may others)."""
+    def __init__(self, db_path: str, shared: bool, wait: float = 0.0) -> None:
+        """``shared``: this process has a fan-out bus (so may others). ``wait``: seconds a
+        start waits for a lock another process holds before it refuses."""
         # next to the file itself, whichever spelling of its path each server was given
         # (a symlink, another relative path, a hard link aside): one file, one lock
         self.path = os.path.realpath(db_path) + SUFFIX
         self.db_path = db_path
         self.shared = shared
+        self.wait = wait
         self._fd = -1
         #: this process made the lock file (nothing was at its path)
         self._made = False
@@ -59,9 +103,22 @@ class ServingLock:
         self._unlocked: str | None = None
 
     async def acquire(self) -> None:
-        """Takes the lock, or raises StoreUnavailable saying who holds it and what to do."""
+        """Takes the lock, waiting up to ``wait`` seconds while another process holds it,
+        or raises StoreUnavailable saying who holds it and what to do."""
         if fcntl is None:
             return
+        waiting = _Waiting(self.wait, f"the serving lock on {self.db_path}")
+        while True:
+            try:
+                return self._try()
+            except _Held as held:
+                who = f"pid {held.holder}" if held.holder else "another process"
+                # (this very process holds it: another app on the file, nothing to wait for)
+                if held.holder == os.getpid() or not await waiting.again(who):
+                    raise StoreUnavailable(self._refusal(held.holder)) from None
+
+    def _try(self) -> None:
+        """One try at the lock: taken, or _Held."""
         for _ in range(100):  # another start removing the file it made: a few rounds
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
@@ -94,26 +151,29 @@ class ServingLock:
         self._unlocked = f"{e}"
 
     def _lock(self, fd: int) -> None:
-        """Lock `fd`, or close it and raise StoreUnavailable saying who holds the lock."""
+        """Lock `fd`, or close it and raise _Held naming who holds the lock."""
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _read_pid(fd)
             os.close(fd)
-            who = f"another server (pid {holder})" if holder else "another server"
-            if holder == os.getpid():
-                who = "another Palimpsest in this process (two apps on one file)"
-            if self.shared:
-                why = f"{who} serves it without a fan-out bus, so it would not hear this one"
-            else:  # held exclusively (no bus there) or shared (a bus this one lacks)
-                why = f"{who} serves it, and this one has no fan-out bus to hear its edits by"
-            raise StoreUnavailable(
-                f"SQLite database {self.db_path!r} is in use: {why}. Stop it, or run every "
-                "server on it with the same --fanout redis://... (docs/scaleout.md)"
-            ) from None
+            raise _Held(holder) from None
         except OSError:
             os.close(fd)
             raise
+
+    def _refusal(self, holder: int | None) -> str:
+        who = f"another server (pid {holder})" if holder else "another server"
+        if holder == os.getpid():
+            who = "another Palimpsest in this process (two apps on one file)"
+        if self.shared:
+            why = f"{who} serves it without a fan-out bus, so it would not hear this one"
+        else:  # held exclusively (no bus there) or shared (a bus this one lacks)
+            why = f"{who} serves it, and this one has no fan-out bus to hear its edits by"
+        return (
+            f"SQLite database {self.db_path!r} is in use: {why}. Stop it, or run every "
+            "server on it with the same --fanout redis://... (docs/scaleout.md)"
+        )
 
     async def serving(self) -> None:
         """The server started: the file says its pid from now on (written only then, so
@@ -172,10 +232,12 @@ class PostgresServingLock:
     re-made and the lock taken again; if another server took it in between, the log says
     so (this one keeps serving: its clients' edits are still committed)."""
 
-    def __init__(self, dsn: str, schema: str | None, shared: bool) -> None:
+    def __init__(self, dsn: str, schema: str | None, shared: bool, wait: float = 0.0) -> None:
         self.dsn = dsn
         self.schema = schema
         self.shared = shared
+        #: seconds a start waits for the lock while another server holds it
+        self.wait = wait
         self._conn: Any = None
         self._keeper: asyncio.Task[None] | None = None
         self.name = schema or ""
@@ -239,19 +301,27 @@ class PostgresServingLock:
                     await conn.fetchval("SELECT current_schema()", timeout=SESSION_WAIT) or ""
                 )
                 take = "pg_try_advisory_lock_shared" if self.shared else "pg_try_advisory_lock"
-                got = await conn.fetchval(
-                    f"SELECT {take}($1, hashtext($2))", SERVING_LOCK, self.name,
-                    timeout=SESSION_WAIT,
-                )  # fmt: skip
+                what = f"the serving lock on PostgreSQL schema {self.name!r}"
+                waiting = _Waiting(self.wait if first else 0.0, what)
+                while True:
+                    got = await conn.fetchval(
+                        f"SELECT {take}($1, hashtext($2))", SERVING_LOCK, self.name,
+                        timeout=SESSION_WAIT,
+                    )  # fmt: skip
+                    if got:
+                        break
+                    holders = await conn.fetch(
+                        f"SELECT l.mode, a.application_name {_HOLDERS}",
+                        SERVING_LOCK,
+                        self.name,
+                        timeout=SESSION_WAIT,
+                    )
+                    names = sorted({str(h["application_name"]) for h in holders
+                                    if h["application_name"]})  # fmt: skip
+                    if not await waiting.again(", ".join(names) or "another server"):
+                        raise StoreUnavailable(self._refusal(holders))
             except TimeoutError as e:
                 raise no_session(e) from e
-            if not got:
-                holders = await conn.fetch(
-                    f"SELECT l.mode, a.application_name {_HOLDERS}",
-                    SERVING_LOCK,
-                    self.name,
-                )
-                raise StoreUnavailable(self._refusal(holders))
         except BaseException:
             # (not a plain close: one that got no answer may wait for good)
             try:

@@ -148,6 +148,11 @@ class Settings:
     #: balancer that follows readiness stops sending clients here, then shuts down;
     #: 0 = shut down at once (docs/operations.md, "Graceful shutdown")
     drain_seconds: float = 0.0
+    #: seconds a starting server waits for the serving lock of its SQLite file or
+    #: PostgreSQL schema while another process holds it (server/serving_lock.py), before
+    #: it refuses to start: an app server's reload (gunicorn's HUP) starts the new worker
+    #: while the old one still finishes; 0 = refuse at once
+    lock_wait: float = 30.0
     #: memory the attribution indexes kept for blame and diffs may take, in MB, as
     #: estimated (docs/history.md); the least recently used beyond it, or beyond 8
     #: documents, are dropped (the store keeps them). 0 = bounded by the count only

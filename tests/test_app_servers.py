@@ -4,7 +4,9 @@ uvicorn's own command line with the factory. Real processes, real sockets, real 
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,8 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from conftest import eventually
 from serverproc import free_port
 
+from palimpsest import client
 from palimpsest.auth.tokens import mint
 
 BIN = Path(sys.executable).parent
@@ -56,6 +60,56 @@ def app_server(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+async def test_a_gunicorn_reload_with_a_stream_open_hands_the_database_over(
+    tmp_path: Path,
+) -> None:
+    """gunicorn's HUP (a reload: a new worker started, then the old one stopped) on the
+    default SQLite store with a changefeed stream open stopped the whole service: the old
+    worker waited out --graceful-timeout for the stream, holding the database's serving
+    lock; the new one was refused at once, exited 3, and the master shut down ("Worker
+    failed to boot"). The old worker ends its streams on the stop signal now, the new
+    one waits for the lock, and the service goes on with everything written before."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [str(BIN / "gunicorn"), "-k", "uvicorn.workers.UvicornWorker", "-w", "1",
+           "-b", f"127.0.0.1:{port}", "--graceful-timeout", "600",
+           "palimpsest.app:create_app()"]  # fmt: skip
+    env = {"PALIMPSEST_DB": str(tmp_path / "team.db")}
+    with app_server(tmp_path, cmd, env) as (master, log):
+        await eventually(lambda: _up(url), timeout=60, what="gunicorn serving")
+        [old] = _children(master.pid)
+        async with client.connect(f"ws://127.0.0.1:{port}/ws", "notes", user="al") as c:
+            c.text().insert(0, "before the reload")
+            await c.flush()
+        opened = asyncio.Event()
+
+        async def follow() -> None:
+            async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as http:
+                stream = http.stream("GET", f"{url}/api/events/stream?user=feed")
+                async with stream as r:
+                    assert r.status_code == 200
+                    async for _ in r.aiter_bytes():
+                        opened.set()
+
+        following = asyncio.create_task(follow())
+        await asyncio.wait_for(opened.wait(), 30)
+        os.kill(master.pid, signal.SIGHUP)
+        # the old worker ended the stream (it waited for it up to --graceful-timeout)
+        await asyncio.wait_for(following, 120)
+
+        def served_by_a_new_worker() -> bool:
+            workers = _children(master.pid)
+            return bool(workers) and old not in workers and _up(url)
+
+        await eventually(served_by_a_new_worker, timeout=120, what="a new worker serving")
+        assert master.poll() is None, log.read_text()[-3000:]
+        async with client.connect(f"ws://127.0.0.1:{port}/ws", "notes", user="bo") as c:
+            assert str(c.text()) == "before the reload"
+        text = log.read_text()
+        assert "Worker failed to boot" not in text, text[-3000:]
+        assert "received SIGTERM: the server stops; ending streams" in text, text[-3000:]
 
 
 def _wait_up(url: str, log: Path) -> None:

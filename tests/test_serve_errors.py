@@ -22,7 +22,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from conftest import PG_URL
+from conftest import PG_URL, eventually
 from scaleout import fanout_url, fresh_schema
 from serverproc import ServerProcess, free_port
 
@@ -51,6 +51,8 @@ def serve(
         cmd += ["--port", str(free_port())]
     if "--db" not in args and "--store" not in args:
         cmd += ["--db", str(cwd / "p.db")]
+    if "--lock-wait" not in args:  # a lock held by a server that stays: refused at once
+        cmd += ["--lock-wait", "0"]
     return subprocess.run(
         [*cmd, *args],
         cwd=cwd,
@@ -346,6 +348,46 @@ def test_a_second_server_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:
         first.kill9()
         with ServerProcess(tmp_path / "b", db_path=db) as second:  # the lock went with it
             assert httpx.get(f"{second.http_url}/healthz").status_code == 200
+
+
+async def test_a_start_waits_for_a_stopping_server_to_release_the_database(
+    tmp_path: Path,
+) -> None:
+    """An app server's reload (gunicorn's HUP) starts the new process while the old one
+    still finishes its requests, holding the database's serving lock: the new one was
+    refused at once, exited 3, and gunicorn's master stopped. A start now waits for the
+    lock (--lock-wait, saying so once, naming the holder) and serves once the old
+    server has gone, with everything the old one took; one that waits in vain is
+    refused, after its wait, as before."""
+    db = tmp_path / "team.db"
+    # the first drains on SIGTERM, serving on, holding the lock
+    async with ServerProcess(
+        tmp_path / "a", db_path=db, extra_args=["--drain-seconds", "3"]
+    ) as first:
+        async with client.connect(first.ws_url, "notes", user="al") as c:
+            c.text().insert(0, "typed before the reload")
+            await c.flush()
+        late = await asyncio.to_thread(serve, tmp_path, "--db", str(db), "--lock-wait", "0.5")
+        assert f"waiting for pid {first.pid} to release the serving lock on {db}" in late.stderr
+        cannot_start(late, f"SQLite database '{db}' is in use: another server (pid {first.pid})")
+        second = ServerProcess(
+            tmp_path / "b", db_path=db, extra_args=["--lock-wait", "120"], start_timeout=120
+        )
+        starting = asyncio.create_task(second.__aenter__())
+        await eventually(
+            lambda: f"waiting for pid {first.pid} to release" in second.log_text(),
+            timeout=60,
+            what="the second server waiting for the first's lock",
+        )
+        assert not starting.done()
+    # the first has stopped (SIGTERM: its drain, then its shutdown): the second serves
+    await starting
+    try:
+        assert second.log_text().count("waiting for pid") == 1, second.log_tail()
+        async with client.connect(second.ws_url, "notes", user="bo") as c:
+            assert str(c.text()) == "typed before the reload"
+    finally:
+        await second.__aexit__(None, None, None)
 
 
 def test_a_second_server_on_one_sqlite_file_through_a_symlink_is_refused(

@@ -66,6 +66,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "load balancer following readiness sends clients elsewhere, then shut down (env "
         "PALIMPSEST_DRAIN_SECONDS; default 0: at once; docs/operations.md)",
     )  # fmt: skip
+    p.add_argument(
+        "--lock-wait", type=float, metavar="S",
+        help="when another server holds the database's serving lock, wait up to S seconds "
+        "for it (a reload's handover) before refusing to start (env PALIMPSEST_LOCK_WAIT; "
+        "default 30; 0: refuse at once)",
+    )  # fmt: skip
     p.add_argument("--fanout", help="redis://… to run several processes (env PALIMPSEST_FANOUT)")
     p.add_argument(
         "--jwt-secret",
@@ -139,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
             fanout=args.fanout,
             root_path=args.root_path,
             drain_seconds=args.drain_seconds,
+            lock_wait=args.lock_wait,
             durability=args.durability,
             recovering_minutes=args.recovering,
             warm_disk_ms=args.warm_disk_ms,
@@ -164,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
         _open_files(settings.fd_reserve)
         loop = _event_loop(settings.event_loop)
         app = create_app(settings)
+        app.stop_on_signals = False  # GoingAwayServer stops it (after its drain)
     except ValueError as e:  # what was configured cannot work: say what, start nothing
         logs.echo(f"palimpsest serve: error: {e}", sys.stderr)
         logs.flush()

@@ -357,3 +357,37 @@ async def test_a_turn_outlives_idle_in_transaction_session_timeout_or_says_it_wa
         assert "the turn on server changes of 'd' was lost while this process held it" in (
             caplog.text
         )
+
+
+async def test_a_start_waits_for_the_serving_lock_then_takes_it_or_refuses(
+    schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An app server's reload starts the new process while the old one still serves: a
+    start found the schema's serving lock held and refused at once, and gunicorn's
+    master stopped. It waits now (saying so once, naming the holder) and takes the lock
+    when the holder lets it go; a second server that stays is still refused, after the
+    wait, with the same words."""
+    old = PostgresServingLock(PG_URL, schema, shared=False)
+    await old.acquire()
+    new = PostgresServingLock(PG_URL, schema, shared=False, wait=120)
+    taking = asyncio.create_task(new.acquire())
+    try:
+        for _ in range(200):
+            if "waiting for palimpsest serve pid" in caplog.text:
+                break
+            await asyncio.sleep(0.05)
+        assert f"waiting for palimpsest serve pid {os.getpid()}" in caplog.text, caplog.text
+        assert "to release the serving lock on PostgreSQL schema" in caplog.text
+        assert not taking.done()
+        await old.release()
+        await asyncio.wait_for(taking, 60)  # taken once the old one let it go
+        assert caplog.text.count("waiting for") == 1
+        late = PostgresServingLock(PG_URL, schema, shared=False, wait=0.3)
+        with pytest.raises(StoreUnavailable, match=f"PostgreSQL schema '{schema}' is in use"):
+            await late.acquire()
+    finally:
+        taking.cancel()
+        with contextlib.suppress(BaseException):
+            await taking
+        await new.release()
+        await old.release()
