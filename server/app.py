@@ -295,6 +295,7 @@ class Palimpsest:
         A start that fails leaves no file it made: the new database (Backend.start) and
         the serving lock's file, unless another process holds it."""
         started = False
+        _default_logging(self.backend.settings)
         lock = _serving_lock(self.backend)
         try:
             if lock is not None:
@@ -360,6 +361,22 @@ def _serving_lock(backend: Backend) -> ServingLock | PostgresServingLock | None:
                 store.dsn, store.schema, shared=shared, wait=backend.settings.lock_wait
             )
     return None
+
+
+def _default_logging(settings: Settings) -> None:
+    """Under an app server (uvicorn, gunicorn, hypercorn) nothing sets up Python's logging
+    for the app: Palimpsest's INFO lines (connections, loads, snapshots, the start) were
+    lost and its warnings came out bare (logging's last resort). When neither the
+    ``palimpsest`` logger nor the root logger has a handler, the app sets up its log as
+    ``palimpsest serve`` does (server/logs.py: its level and format from the settings,
+    written by a thread of its own); a process that set up its own logging keeps it.
+    Done in the process that serves (the lifespan), not where the app was made: with
+    gunicorn's --preload that is the master, whose thread the workers would not have."""
+    if logging.getLogger("palimpsest").handlers or logging.getLogger().handlers:
+        return
+    from .logs import configure
+
+    configure(settings.log_level, settings.log_json)
 
 
 async def _warm_up() -> None:

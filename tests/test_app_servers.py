@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -137,3 +138,22 @@ def test_uvicorn_factory_reads_the_settings_from_the_environment(tmp_path: Path)
         r = httpx.get(f"{url}/api/docs", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200, r.text
         assert sorted(p.name for p in tmp_path.glob("*.db")) == ["mine.db"]
+
+
+async def test_palimpsest_logs_its_info_lines_under_a_plain_app_server(tmp_path: Path) -> None:
+    """Under uvicorn (gunicorn, hypercorn) nothing set up Python's logging for the app:
+    Palimpsest's INFO lines (connections, loads, snapshots) were lost, only its warnings
+    came out. The app sets its log up as `serve` does when nobody else has."""
+    port = free_port()
+    cmd = [str(BIN / "uvicorn"), "--factory", "palimpsest.app:create_app",
+           "--port", str(port), "--no-access-log"]  # fmt: skip
+    env = {"PALIMPSEST_DB": str(tmp_path / "p.db")}
+    with app_server(tmp_path, cmd, env) as (_, log):
+        await eventually(lambda: _up(f"http://127.0.0.1:{port}"), timeout=60)
+        async with client.connect(f"ws://127.0.0.1:{port}/ws", "notes", user="al") as c:
+            c.text().insert(0, "x")
+            await c.flush()
+        await eventually(lambda: "disconnect " in log.read_text(), timeout=30,
+                         what="the disconnect line")  # fmt: skip
+        text = log.read_text()
+        assert re.search(r"INFO +palimpsest\.ws: connect ", text), text[-3000:]
