@@ -14,7 +14,9 @@ three rules) closes that:
   refuses to send a response to a request it never parsed; a head that arrives whole
   in one read is measured by the RequestGuard);
 - until the request is complete, a socket counts against ``max_connections_per_ip``
-  (``429`` and close when over);
+  (``429`` and close when over); a websocket upgrade from a trusted proxy is judged by
+  the address it forwards (X-Forwarded-For, as uvicorn reads it), whose open websockets
+  are at the limit already: ``429`` and close, as for a client that connects directly;
 - a websocket upgrade that would leave fewer than ``fd_reserve`` file descriptors free
   is answered ``503`` (Retry-After) and closed, so that health checks, metrics and
   history requests still have descriptors (descriptors.DescriptorGate).
@@ -39,6 +41,7 @@ import logging
 from typing import Any
 
 import h11
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .descriptors import DescriptorGate
@@ -46,6 +49,37 @@ from .limits import LargeFrames, ws_max_size
 from .settings import Settings
 
 log = logging.getLogger("palimpsest.handshake")
+
+
+def forwarded_client(scope: dict[str, Any], trusted: list[str] | str | None) -> str | None:
+    """The client address uvicorn's ProxyHeadersMiddleware (trusting `trusted`, its
+    ``forwarded_allow_ips``) gives a request whose ASGI `scope` this is, when it differs
+    from the socket's; None when it does not. The middleware awaits nothing before it
+    calls the app, so its coroutine ends at its first step."""
+    seen: list[str] = []
+    socket_host = scope["client"][0]  # (the middleware sets the scope's client)
+
+    async def app(inner: Any, receive: Any, send: Any) -> None:
+        client = inner.get("client")
+        if client:
+            seen.append(str(client[0]))
+
+    middleware = ProxyHeadersMiddleware(app, trusted if trusted is not None else "127.0.0.1")
+    step = middleware(scope, _nothing, _nothing)  # type: ignore[arg-type]
+    try:
+        step.send(None)
+    except StopIteration:
+        pass
+    else:  # (a middleware that waits for something: not the one known here)
+        step.close()
+        return None
+    if not seen or seen[0] == socket_host:
+        return None
+    return seen[0]
+
+
+async def _nothing(*args: Any) -> Any:
+    raise RuntimeError("not called")
 
 
 def _response(status: int, phrase: str, text: str, retry_after: bytes = b"") -> bytes:
@@ -63,8 +97,9 @@ def guarded_protocol(
     settings: Settings, limits: Any, gate: DescriptorGate | None = None
 ) -> type[H11Protocol]:
     """An h11 protocol class bound to `settings`, the per-address counter `limits`
-    (an object with ``connect(host) -> bool`` and ``disconnect(host)``) and the file
-    descriptors' `gate` (none: websockets are not refused for want of descriptors)."""
+    (an object with ``connect(host) -> bool``, ``allows(host) -> bool`` and
+    ``disconnect(host)``) and the file descriptors' `gate` (none: websockets are not
+    refused for want of descriptors)."""
 
     class GuardedH11Protocol(H11Protocol):
         _head_timer: asyncio.TimerHandle | None = None
@@ -119,6 +154,15 @@ def guarded_protocol(
                 self._head_done()
 
         def handle_websocket_upgrade(self, event: h11.Request) -> None:
+            client = self._forwarded(event)
+            if client is not None and not limits.allows(client):
+                # behind a trusted proxy, the address counted so far was the proxy's:
+                # the client's own is refused here as a direct client's is, with a 429
+                # a browser backs off from (after the accept, a 4429 close brought the
+                # tab straight back, ten times a second)
+                log.warning("refused websocket from %s: too many connections", client)
+                self._refuse(429, "Too Many Requests", "too many connections from your address")
+                return
             refusal = gate.refusal(len(self.connections)) if gate is not None else None
             if refusal is None:
                 super().handle_websocket_upgrade(event)
@@ -127,6 +171,19 @@ def guarded_protocol(
             self.transport.write(_response(503, "Service Unavailable", refusal, b"5"))
             self.transport.close()
             self._head_done()
+
+        def _forwarded(self, event: h11.Request) -> str | None:
+            """The client's address the app will see, when it is not the socket's (a
+            trusted proxy's X-Forwarded-For, as uvicorn reads it: its own middleware
+            is run on the request's head); None otherwise."""
+            if not self.client or not self.config.proxy_headers:
+                return None
+            scope: dict[str, Any] = {
+                "type": "websocket",
+                "client": self.client,
+                "headers": list(event.headers),
+            }
+            return forwarded_client(scope, self.config.forwarded_allow_ips)
 
         def send_400_response(self, msg: str) -> None:
             if self.conn.their_state is h11.ERROR and self.conn.our_state is h11.IDLE:

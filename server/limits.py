@@ -264,6 +264,11 @@ class Limits(Extension):
         self.connections[host] += 1
         return True
 
+    def allows(self, host: str) -> bool:
+        """Whether one more websocket from `host` would be within the limit (nothing is
+        counted: connect() counts it when it opens)."""
+        return self.connections[host] < self.settings.max_connections_per_ip
+
     def disconnect(self, host: str) -> None:
         self.connections[host] -= 1
         if self.connections[host] <= 0:
