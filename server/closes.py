@@ -42,7 +42,8 @@ CAUSES: dict[str, str] = {
     "reloading": "its document was reloaded after a failure (1013)",
     "store_error": "the store refused or failed its edits, or the document could not be "
     "loaded (1011, 1013)",
-    "server_shutdown": "the server is going away (1001)",
+    "server_shutdown": "the server is going away (1001; 1012 when the ASGI server, not "
+    "Palimpsest, closed it at its shutdown)",
     "error": "anything else (an extension failed, an unexpected error: 1011)",
 }
 
@@ -123,12 +124,27 @@ def cause_of_client(code: int | None, framed: bool) -> str:
     return "client_closed"
 
 
+#: "service restart": the close uvicorn makes itself, at its shutdown, of every websocket
+#: still open (under gunicorn, hypercorn... the app has no say), reported to the app as
+#: a disconnect with this code and no reason
+SERVER_RESTART = 1012
+
+
+def server_closed(code: int | None, reason: str | None) -> bool:
+    """Whether a disconnect the ASGI server reported is its own close at its shutdown
+    (1012 without a close frame's reason; a client sends no 1012, a server-only code),
+    not the client's: it was logged ``cause=client_closed … (closed by the client)``."""
+    return code == SERVER_RESTART and not reason
+
+
 __all__ = [
     "CAUSES",
+    "SERVER_RESTART",
     "RELOADING",
     "STORE_FAILED",
     "Closed",
     "cause_of_client",
     "cause_of_code",
     "cause_of_error",
+    "server_closed",
 ]

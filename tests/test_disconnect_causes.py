@@ -4,6 +4,7 @@ reason it sees, and the one series that counts it (scraped from /metrics)."""
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -190,3 +191,20 @@ async def test_an_extension_that_refuses_with_1011_closes_as_error(tmp_path: Pat
             ann.insert(0, "x")
             code, reason = await closed(ann)
     assert (code, reason) == (1011, "the quota service does not answer")
+
+
+async def test_the_close_the_asgi_server_makes_at_its_shutdown_is_the_servers(
+    settings: Settings, caplog: Any
+) -> None:
+    """uvicorn closes the websockets still open when it shuts down (under gunicorn or
+    hypercorn, or `uvicorn app:app`, nothing of Palimpsest's closes them first) with
+    1012 itself, and reports it to the app as a disconnect: it was logged
+    ``cause=client_closed code=1012 … (closed by the client …)``. It is the server's."""
+    caplog.set_level(logging.INFO, "palimpsest")
+    async with run_server(settings) as srv, connect(srv.ws_url, "doc", user="al") as c:
+        await srv.stop()  # as uvicorn's own signal handler does: no going_away first
+        assert (await closed(c))[0] == 1012
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("disconnect ")]
+    assert len(lines) == 1, lines
+    assert "cause=server_shutdown code=1012" in lines[0], lines
+    assert "(closed by the server after" in lines[0], lines

@@ -21,7 +21,7 @@ from .. import cpu_account, subdoc_options
 from .. import protocol as P
 from ..auth import ExpiryWatch
 from ..backend import Backend
-from ..closes import Closed, cause_of_client, cause_of_code, cause_of_error
+from ..closes import Closed, cause_of_client, cause_of_code, cause_of_error, server_closed
 from ..conn_guard import ConnectionGuard
 from ..deletion import refuse_stale_copy
 from ..errors import (
@@ -583,6 +583,9 @@ class Connection:
         if self._client_close is None:
             code = code if isinstance(code, int) else 1006
             self._client_close = (code, reason or "")
+            if server_closed(code, reason):  # the ASGI server's, at its shutdown
+                self.close(code, "server shutting down", "server_shutdown")
+                return
             self._client_cause = cause_of_client(code, reason is not None)
 
     def close_after_client(self) -> None:
