@@ -222,6 +222,8 @@ class Palimpsest:
         #: `palimpsest serve`, whose own shutdown drains first and then goes away
         self.stop_on_signals = True
         self._going_away: asyncio.Task[int] | None = None
+        #: log why a start failed (off under `palimpsest serve`, which says it itself)
+        self.log_startup_error = True
         #: why the lifespan could not start the backend (see lifespan)
         self.startup_error: PalimpsestError | None = None
         routes: list[BaseRoute] = [
@@ -320,6 +322,10 @@ class Palimpsest:
         except PalimpsestError as e:
             if not started:
                 self.startup_error = e
+                if self.log_startup_error:
+                    # under an app server the refusal is otherwise one line deep in its
+                    # traceback (hypercorn's LifespanFailureError), or not said at all
+                    log.error("cannot start: %s", e)
             raise
         finally:
             if lock is not None:

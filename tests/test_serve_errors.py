@@ -27,6 +27,7 @@ from scaleout import fanout_url, fresh_schema
 from serverproc import ServerProcess, free_port
 
 from palimpsest import Palimpsest, client
+from palimpsest.errors import StoreUnavailable
 from palimpsest.settings import Settings
 from palimpsest.store import open_store
 from palimpsest.store.postgres import SERVING_LOCK
@@ -601,3 +602,19 @@ def test_a_url_that_cannot_be_read_is_one_line_naming_the_setting_not_its_passwo
     [line] = [x for x in r.stderr.splitlines() if "error" in x]
     assert line.startswith(f"palimpsest serve: error: {setting}: "), line
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_an_app_that_cannot_start_says_why_in_its_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under an app server the refusal was only a line deep in its traceback (hypercorn
+    --workers 2: a LifespanFailureError around it): the app logs it first, in one line."""
+    db = str(tmp_path / "p.db")
+    first, second = Palimpsest(settings=Settings(db=db)), Palimpsest(settings=Settings(db=db))
+    async with first.lifespan():
+        with pytest.raises(StoreUnavailable):
+            async with second.lifespan():
+                pass
+    said = [r for r in caplog.records if r.getMessage().startswith("cannot start: ")]
+    assert len(said) == 1 and said[0].levelname == "ERROR", caplog.text
+    assert "is in use: another Palimpsest in this process" in said[0].getMessage()

@@ -30,7 +30,7 @@ from ..errors import StoreUnavailable
 from ..recovery import RESTORED_MINUTES, recovery_marker
 from ..serving_lock import not_served
 from ..store import SQLiteStore, open_store
-from ..store.sqlite import not_writable
+from ..store.sqlite import make_private, not_writable
 from . import add_store_options, settings_from
 
 #: pages copied per step of the backup (4 MB of 4 KB pages), for the progress bar
@@ -203,8 +203,9 @@ def backup(
             raise BackupError(f"cannot read SQLite database {source}: {e}") from e
         partial.unlink(missing_ok=True)
         try:
+            make_private(partial)  # it holds every document's text
             dst = sqlite3.connect(partial, isolation_level=None)
-        except sqlite3.Error as e:
+        except (sqlite3.Error, OSError) as e:
             raise BackupError(f"cannot write {out}: {e} ({partial})") from e
         try:
             # the copy is synced once, whole, before it takes its name: no journal of its own

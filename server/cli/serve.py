@@ -172,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
         loop = _event_loop(settings.event_loop)
         app = create_app(settings)
         app.stop_on_signals = False  # GoingAwayServer stops it (after its drain)
+        app.log_startup_error = False  # said in one line by serve (_StartupFailure)
     except ValueError as e:  # what was configured cannot work: say what, start nothing
         logs.echo(f"palimpsest serve: error: {e}", sys.stderr)
         logs.flush()

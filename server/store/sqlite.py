@@ -562,6 +562,22 @@ def _require_creatable(path: str) -> None:
         raise StoreUnavailable(f"cannot create SQLite database {path!r}: {why}")
 
 
+#: the mode of a database file this code creates: it holds every document's text, and
+#: SQLite gives its -wal and -shm files the database file's mode (under umask 022 all
+#: three were 0644, readable by every user of the machine; the lock files were 0600)
+PRIVATE_MODE = 0o600
+
+
+def make_private(path: str | os.PathLike[str]) -> None:
+    """Create the empty file `path` with PRIVATE_MODE before SQLite opens it (which would
+    create it 0666 less the umask); nothing when something is there already (another
+    process's start made it meanwhile)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE))
+    except FileExistsError:
+        pass
+
+
 def _media_hint(path: str) -> str:
     """Why a database on read-only media, or on a full disk, does not open (SQLite's own
     message is "unable to open database file", or "disk I/O error" when it cannot make
@@ -1040,6 +1056,7 @@ class SQLiteStore(EventStore):
                 self._new_file = not _anything_at(self.path)
                 if self._new_file:
                     _require_creatable(self.path)
+                    make_private(self.path)
             self._writer = _Writer(self.path, self.durability)
             await self._writer.start()
             if not self._memory:
