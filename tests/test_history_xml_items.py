@@ -225,7 +225,9 @@ async def test_a_stored_index_that_took_an_array_for_xml_is_read_as_an_array(
         assert stored is not None and "board" in codec.parse(stored[1]).header["xml"]
     async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
         blame = (await http.get("/api/docs/kanban/blame")).json()  # reads the stored index
-        assert set(blame["roots"]) == {"t"}
+        # the board is blamed as the array it is (its nested texts, none here), not as XML
+        assert set(blame["roots"]) == {"t", "board"}
+        assert blame["roots"]["board"] == {"type": "array", "texts": []}
         assert history_of(srv.backend).attribution.restores  # (read back, not rebuilt)
         v1 = (await http.get("/api/docs/kanban/versions/1")).json()["roots"]
         assert v1["board"] == {"type": ARRAY, "value": ["<p>todo</p>", "a", "b", "<p>done</p>"]}
