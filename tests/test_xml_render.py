@@ -159,3 +159,119 @@ async def test_an_attribute_set_to_undefined_reads_as_yjs_writes_it(server: Runn
     assert 'start="undefined"' in out["server"] and 'caption="null"' in out["server"]
     assert 'a="undefined" b="null" c="undefined" name="undefined"' in out["server"]
     assert out["server"].lower() == out["client"].lower(), out
+
+
+TRICKY = "one</paragraph><paragraph><bold>two</bold> <script>x</script> a < b && c > d"
+HREF = 'https://x.y/?a=1&b="2"<'
+
+
+async def test_format_tree_tells_apart_documents_whose_xml_strings_are_the_same(
+    server: RunningServer,
+) -> None:
+    """`value` is written as Yjs's toString() writes it: nothing escaped, so markup
+    typed into one paragraph and a real two-paragraph document gave the same string.
+    ``?format=tree`` gives the fragment as JSON (elements, typed attributes, runs with
+    their marks): the two differ there, and the characters and attribute values come
+    back exactly as written."""
+    typed, real = Doc(), Doc()
+    async with (
+        connect(server.ws_url, "amb-a", "alice", ydoc=typed),
+        connect(server.ws_url, "amb-b", "alice", ydoc=real),
+        httpx.AsyncClient(base_url=server.url) as c,
+    ):
+        with typed.transaction():
+            frag = typed.get(ROOT, type=XmlFragment)
+            p = frag.children.append(XmlElement("paragraph", {"data": HREF, "level": 2}))
+            text = p.children.append(XmlText())
+            text.insert(0, "one</paragraph><paragraph><bold>two</bold>")
+            text.insert(len(text), "link", {"link": {"href": HREF, "class": None}})
+        with real.transaction():
+            frag = real.get(ROOT, type=XmlFragment)
+            p = frag.children.append(XmlElement("paragraph", {"data": HREF, "level": 2}))
+            p.children.append(XmlText("one"))
+            p2 = frag.children.append(XmlElement("paragraph"))
+            t2 = p2.children.append(XmlText())
+            t2.insert(0, "two", {"bold": {}})
+            t2.insert(len(t2), "link", {"link": {"href": HREF, "class": None}})
+
+        async def logged(doc: str) -> bool:
+            return await server.backend.store.head(doc) >= 1
+
+        for doc in ("amb-a", "amb-b"):
+            await eventually(lambda doc=doc: logged(doc), what=f"{doc} logged")
+        a = (await c.get("/api/docs/amb-a/versions/head")).json()["roots"][ROOT]
+        b = (await c.get("/api/docs/amb-b/versions/head")).json()["roots"][ROOT]
+        # as Yjs's toString() writes them: nothing escaped, the same string for both
+        link = f'<link class="null" href="{HREF}">link</link>'
+        assert (
+            a["value"]
+            == b["value"]
+            == (
+                f'<paragraph data="{HREF}" level="2">one</paragraph>'
+                f"<paragraph><bold>two</bold>{link}</paragraph>"
+            )
+        )
+
+        ra = await c.get("/api/docs/amb-a/versions/head", params={"format": "tree"})
+        rb = await c.get("/api/docs/amb-b/versions/head", params={"format": "tree"})
+        assert ra.status_code == rb.status_code == 200, ra.text
+        ta, tb = ra.json()["roots"][ROOT], rb.json()["roots"][ROOT]
+        assert ta["type"] == "xml" and "value" not in ta
+        link = [{"type": "link", "attrs": {"class": None, "href": HREF}}]
+        assert ta["nodes"] == [
+            {
+                "type": "paragraph",
+                "attrs": {"data": HREF, "level": 2},
+                "children": [
+                    {"text": "one</paragraph><paragraph><bold>two</bold>", "marks": []},
+                    {"text": "link", "marks": link},
+                ],
+            }
+        ]
+        assert tb["nodes"] == [
+            {
+                "type": "paragraph",
+                "attrs": {"data": HREF, "level": 2},
+                "children": [{"text": "one", "marks": []}],
+            },
+            {
+                "type": "paragraph",
+                "attrs": {},
+                "children": [
+                    {"text": "two", "marks": [{"type": "bold", "attrs": {}}]},
+                    {"text": "link", "marks": link},
+                ],
+            },
+        ]
+        bad = await c.get("/api/docs/amb-a/versions/head", params={"format": "html"})
+        assert bad.status_code == 400 and bad.json()["error"] == "BadRequest"
+
+
+def test_the_tree_holds_texts_blocks_and_embeds_as_they_are() -> None:
+    """Script tags, ampersands and quotes in text, a Quill-style `true` mark, an embed,
+    a Lexical-style block kept as a text with a Y.Map text node."""
+    from pycrdt import Map
+
+    from palimpsest.history.render import xml_tree
+
+    doc: Doc[Any] = Doc()
+    frag = doc.get(ROOT, type=XmlFragment)
+    text = frag.children.append(XmlText())
+    text.insert(0, TRICKY, {"bold": True})
+    text.insert_embed(len(text), {"image": "a&b.png"})
+    block = frag.children.append(XmlText())
+    block.insert_embed(0, Map({"__type": "text", "__format": 1}))
+    block.insert(1, "<i>")
+    block.attributes["__type"] = "paragraph"
+    assert xml_tree(frag) == [
+        {"text": TRICKY, "marks": [{"type": "bold", "attrs": {}}]},
+        {"embed": {"image": "a&b.png"}, "marks": [{"type": "bold", "attrs": {}}]},
+        {
+            "type": "paragraph",
+            "attrs": {},
+            "children": [
+                {"type": "text", "attrs": {"__format": 1}, "children": []},
+                {"text": "<i>", "marks": []},
+            ],
+        },
+    ]

@@ -415,6 +415,93 @@ def _f64_string(x: float) -> str:
     return format(shortest.normalize(), "f")
 
 
+# --- XML as a JSON tree ----------------------------------------------------------------
+
+
+def xml_tree(node: XmlFragment | XmlElement, depth: int = 0) -> list[dict[str, Any]]:
+    """The children of `node` as a JSON tree (``?format=tree``): what the XML string
+    (:func:`xml_string`) spells, but nothing to parse or escape, so no text can be
+    taken for markup. An element is ``{"type", "attrs", "children"}`` (its attributes
+    typed, as JSON: jsonable; one set to undefined or null is null); a run of text
+    ``{"text", "marks"}``, each mark ``{"type", "attrs"}`` in name order (a mark whose
+    value is not a map of attributes, Quill-style ``true``, has ``{}``, and the value
+    itself as ``"value"`` when it is not true); an embed in a text ``{"embed", "marks"}``.
+    A block kept as a text (Lexical's, Slate's) is an element named as in the string
+    (its type attribute; ``xmltext``), its runs and embedded blocks its children; a
+    Lexical text node's Y.Map an element with no children."""
+    out: list[dict[str, Any]] = []
+    for kid in node.children:
+        if isinstance(kid, XmlText):
+            out.extend(_text_tree(kid, depth, embedded=False))
+        elif isinstance(kid, XmlElement):
+            out.append(_element_tree(kid, depth))
+    return out
+
+
+def _element_tree(node: XmlElement, depth: int) -> dict[str, Any]:
+    items: list[tuple[str, Any]] = [*node.attributes]  # type: ignore[misc]
+    attrs = {str(k): jsonable(v) for k, v in sorted(items, key=lambda kv: str(kv[0]))}
+    return {"type": node.tag, "attrs": attrs, "children": xml_tree(node, depth)}
+
+
+def _text_tree(node: XmlText, depth: int, embedded: bool) -> list[dict[str, Any]]:
+    delta = node.diff()
+    runs: list[dict[str, Any]] = []
+    for insert, marks in delta:
+        shown = sorted((marks or {}).items())
+        mark_list = [_mark_tree(str(k), v) for k, v in shown]
+        if _is_shared(insert):
+            runs.extend(_embedded_tree(insert, depth))
+        elif isinstance(insert, str):
+            if insert:
+                runs.append({"text": insert, "marks": mark_list})
+        else:
+            runs.append({"embed": jsonable(insert), "marks": mark_list})
+    items: list[tuple[str, Any]] = [*node.attributes]  # type: ignore[misc]
+    if not embedded and not items and not any(_is_shared(insert) for insert, _ in delta):
+        return runs
+    values = dict(items)
+    key = next((k for k in BLOCK_TYPE_KEYS if isinstance(values.get(k), str) and values[k]), None)
+    tag = values.pop(key) if key is not None else UNTYPED_TEXT_TAG
+    attrs = {str(k): jsonable(values[k]) for k in sorted(values, key=str)}
+    return [{"type": tag, "attrs": attrs, "children": runs}]
+
+
+def _mark_tree(name: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return {"type": name, "attrs": jsonable(value)}
+    if value is True:
+        return {"type": name, "attrs": {}}
+    return {"type": name, "attrs": {}, "value": jsonable(value)}
+
+
+def _embedded_tree(value: Any, depth: int) -> list[dict[str, Any]]:
+    """A shared type embedded in a text, as :func:`_embedded` writes it, as a tree."""
+    if depth >= MAX_EMBED_DEPTH:
+        return []
+    if isinstance(value, XmlText):
+        return _text_tree(value, depth + 1, embedded=True)
+    if isinstance(value, XmlElement):
+        return [_element_tree(value, depth + 1)]
+    if isinstance(value, Map):
+        values = {str(k): value[k] for k in value.keys()}
+        key = next(
+            (k for k in BLOCK_TYPE_KEYS if isinstance(values.get(k), str) and values[k]), None
+        )
+        tag = values.pop(key) if key is not None else UNTYPED_MAP_TAG
+        attrs = {k: jsonable(values[k]) for k in sorted(values)}
+        return [{"type": tag, "attrs": attrs, "children": []}]
+    return []
+
+
+def root_tree_entry(doc: Doc[Any], name: str, kind: str) -> dict[str, Any]:
+    """A root as ``?format=tree`` gives it: an XML root as ``{"type": "xml", "nodes"}``
+    (:func:`xml_tree`), any other as :func:`root_entry`."""
+    if kind == XML:
+        return {"type": XML, "nodes": xml_tree(doc.get(name, type=XmlFragment))}
+    return root_entry(doc, name, kind)
+
+
 def root_entry(doc: Doc[Any], name: str, kind: str) -> dict[str, Any]:
     """{type, value} of a root, and for a text with formatting or embeds (Quill's) its
     ``delta`` too, as Yjs's ``toDelta()`` gives it: [{"insert", "attributes"?}], runs of

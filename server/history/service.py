@@ -54,6 +54,7 @@ from .render import (
     render_root,
     root_entry,
     root_names,
+    root_tree_entry,
     structural_diff,
     typed_roots,
 )
@@ -462,12 +463,15 @@ class History:
             known.setdefault(name, kind)
         return {n: known.get(n, TEXT) for n in root_names(ydoc)}
 
-    async def version(self, doc: str, seq: int) -> dict[str, Any]:
+    async def version(self, doc: str, seq: int, tree: bool = False) -> dict[str, Any]:
+        """The version as JSON; `tree`: its XML roots as JSON trees (``?format=tree``),
+        not strings."""
         ydoc, ts_ms = await self._load(doc, seq)
         types = await self.types_off_loop(doc, ydoc)
+        entry = root_tree_entry if tree else root_entry
         # (a root of 10,000 notebook cells took 1.2 s to render, on the event loop)
         roots = await cpu_account.to_thread(
-            lambda: {n: root_entry(ydoc, n, k) for n, k in types.items()}
+            lambda: {n: entry(ydoc, n, k) for n, k in types.items()}
         )
         ts = iso(ts_ms) if ts_ms is not None else await self.event_ts(doc, seq)
         return {"doc": doc, "seq": seq, "ts": ts, "roots": roots}

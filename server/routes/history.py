@@ -136,9 +136,9 @@ async def version(request: Request) -> Response:
             media_type="application/octet-stream",
             headers={"X-Palimpsest-Seq": str(seq)},
         )
-    if fmt != "json":
-        raise BadRequest(f"?format= is json or update, not {fmt!r}")
-    return JSONResponse(await history.version(doc, seq))
+    if fmt not in ("json", "tree"):
+        raise BadRequest(f"?format= is json, tree or update, not {fmt[:40]!r}")
+    return JSONResponse(await history.version(doc, seq, tree=fmt == "tree"))
 
 
 def _join(request: Request) -> str:
