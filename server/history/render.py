@@ -280,7 +280,7 @@ def xml_string(node: XmlFragment | XmlElement | XmlText, depth: int = 0) -> str:
         return inner
     items: list[tuple[str, Any]] = [*node.attributes]  # type: ignore[misc]
     undefined = _undefined_keys(node, items, len(inner)) if any(v is None for _, v in items) else ()
-    shown = ((str(k), UNDEFINED if k in undefined else _any_string(v)) for k, v in items)
+    shown = ((str(k), UNDEFINED if k in undefined else js_string(v)) for k, v in items)
     attrs = "".join(f' {k}="{v}"' for k, v in sorted(shown))
     return f"<{node.tag}{attrs}>{inner}</{node.tag}>"
 
@@ -323,7 +323,7 @@ def _xml_text(node: XmlText, depth: int, embedded: bool) -> str:
     items: list[tuple[str, Any]] = [*node.attributes]  # type: ignore[misc]
     if not embedded and not items and not any(_is_shared(insert) for insert, _ in delta):
         return inner
-    tag, attrs = _typed_tag(items, UNTYPED_TEXT_TAG, _any_string)
+    tag, attrs = _typed_tag(items, UNTYPED_TEXT_TAG, js_string)
     return f"<{tag}{attrs}>{inner}</{tag}>"
 
 
@@ -348,7 +348,7 @@ def _embedded(value: Any, depth: int) -> str:
         return xml_string(value, depth + 1)
     if isinstance(value, Map):
         items = [(str(k), value[k]) for k in value.keys()]
-        tag, attrs = _typed_tag(items, UNTYPED_MAP_TAG, lambda v: _any_string(jsonable(v)))
+        tag, attrs = _typed_tag(items, UNTYPED_MAP_TAG, js_string)
         return f"<{tag}{attrs}/>"
     return ""
 
@@ -360,22 +360,82 @@ def _xml_run(insert: Any, attrs: dict[str, Any] | None, depth: int = 0) -> str:
     marks = sorted((attrs or {}).items())
     opening = "".join(f"<{name}{_tag_attrs(value)}>" for name, value in marks)
     closing = "".join(f"</{name}>" for name, _ in reversed(marks))
-    shown = _embedded(insert, depth) if _is_shared(insert) else _any_string(insert)
+    shown = _embedded(insert, depth) if _is_shared(insert) else js_string(insert)
     return opening + shown + closing
 
 
 def _tag_attrs(value: Any) -> str:
     if not isinstance(value, dict):
         return ""
-    return "".join(f' {k}="{_any_string(value[k])}"' for k in sorted(value))
+    return "".join(f' {k}="{js_string(value[k])}"' for k in sorted(value))
 
 
 def _is_shared(value: Any) -> bool:
     return isinstance(value, Text | Map | Array | XmlFragment | XmlElement | XmlText | Doc)
 
 
+def js_string(value: Any) -> str:
+    """A value as JavaScript's ``String(value)`` writes it, as Yjs's toString() puts an
+    attribute's value, a mark attribute's or an embed into its XML (a template string):
+    strings bare, ``null``, ``true``/``false``, numbers as JS prints them (2, not 2.0;
+    1e+21; 1e-7; NaN, Infinity), an array its items joined by "," (null ones empty,
+    nested arrays alike: [[1, 2], 3] is 1,2,3), an object (a map, a Y.Map, a Y.Array,
+    a subdocument) ``[object Object]``, bytes (a Uint8Array) their numbers joined by
+    ","; a Y.Text or XML type its own string."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value) if abs(value) < 10**21 else _js_number(float(value))
+    if isinstance(value, float):
+        return _js_number(value)
+    if isinstance(value, bytes | bytearray):
+        return ",".join(str(b) for b in value)
+    if isinstance(value, list | tuple):
+        return ",".join("" if v is None else js_string(v) for v in value)
+    if isinstance(value, Text):
+        return str(value)
+    if isinstance(value, XmlFragment | XmlElement | XmlText):
+        return xml_string(value)
+    return "[object Object]"
+
+
+def _js_number(x: float) -> str:
+    """A double as JavaScript's Number.prototype.toString() writes it: the shortest
+    digits that read back as it (Python's repr finds the same ones), fixed notation from
+    1e-7 (exclusive) to 1e21 (exclusive), else ``d.ddde+N``/``de-N``; -0 is "0"."""
+    if math.isnan(x):
+        return "NaN"
+    if math.isinf(x):
+        return "Infinity" if x > 0 else "-Infinity"
+    if x == 0:
+        return "0"
+    sign = "-" if x < 0 else ""
+    _, digits_t, exp = Decimal(repr(abs(x))).as_tuple()
+    digits = "".join(map(str, digits_t)).rstrip("0") or "0"
+    assert isinstance(exp, int)
+    n = len(digits_t) + exp  # the value is 0.DIGITS * 10**n
+    k = len(digits)
+    if k <= n <= 21:
+        out = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        out = digits[:n] + "." + digits[n:]
+    elif -6 < n <= 0:
+        out = "0." + "0" * -n + digits
+    else:
+        e = n - 1
+        mantissa = digits if k == 1 else digits[0] + "." + digits[1:]
+        out = f"{mantissa}e{'+' if e >= 0 else '-'}{abs(e)}"
+    return sign + out
+
+
 def _any_string(value: Any) -> str:
-    """A value as Yrs writes it into XML (its Display): strings bare, null, true,
+    """A value as Yrs writes it into XML (its Display: what pycrdt's ``str()`` of an
+    element holds, which :func:`_undefined_keys` measures; the history's own rendering
+    writes values as Yjs does, :func:`js_string`): strings bare, null, true,
     numbers without an exponent or a needless ".0", bytes as 0x-hex, lists and maps as
     [a, b] and {k: v} (keys sorted); a shared type as Yrs names it (TextRef, MapRef)."""
     if value is None:
