@@ -122,7 +122,7 @@ async def palimpsest_error(request: Request, exc: Exception) -> Response:
         # the store's own words name no document ("SQLite query failed: …")
         detail = f"{doc!r}: {detail}"
     return JSONResponse(
-        {"error": type(exc).__name__, "detail": detail},
+        {"error": exc.error_name or type(exc).__name__, "detail": detail},
         status_code=exc.http_status,
         headers=headers,
     )

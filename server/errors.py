@@ -53,6 +53,8 @@ class PalimpsestError(Exception):
     http_status = 500
     #: seconds after which trying again may succeed, sent as Retry-After (None: unsaid)
     retry_after: int | None = None
+    #: the HTTP answer's "error" (None: the class's name)
+    error_name: str | None = None
 
 
 class ProtocolError(PalimpsestError):
@@ -68,6 +70,7 @@ class UnsupportedType(ProtocolError):
 class DocNameError(PalimpsestError):
     close_code = 4400
     http_status = 400
+    error_name = "BadRequest"  # over HTTP, as every other malformed request
 
 
 class UpdateRejected(PalimpsestError):

@@ -240,8 +240,9 @@ async def test_a_name_in_use_moves_only_when_the_caller_lets_it(server: RunningS
         body = {"name": "before feedback", "seq": marks["hello"], "move": False}
         r = await c.post("/api/docs/h4m/tags", json=body)
         assert r.status_code == 201 and r.json()["tag"]["seq"] == marks["hello"], r.text
-        again = await c.post("/api/docs/h4m/tags", json=body)  # the same version: as it is
-        assert again.status_code == 201 and again.json()["tag"] == r.json()["tag"], again.text
+        # the same version: as it is, and 200 (nothing was created)
+        again = await c.post("/api/docs/h4m/tags", json=body)
+        assert again.status_code == 200 and again.json()["tag"] == r.json()["tag"], again.text
         for refused in (
             c.post("/api/docs/h4m/tags", json={**body, "seq": marks["bye"]}),
             c.put("/api/docs/h4m/tags/before feedback", json={"seq": "head", "move": False}),
@@ -264,9 +265,27 @@ async def test_a_name_in_use_moves_only_when_the_caller_lets_it(server: RunningS
             r = await c.post(
                 "/api/docs/h4m/tags", json={"name": "before feedback", "seq": seq, **move}
             )
-            assert r.status_code == 201 and r.json()["tag"]["seq"] == seq, r.text
+            assert r.status_code == 200 and r.json()["tag"]["seq"] == seq, r.text
         r = await c.put("/api/docs/h4m/tags/before feedback", json={"seq": marks["hello"]})
         assert r.status_code == 200 and await named() == {"before feedback": marks["hello"]}
+
+
+async def test_errors_are_named_alike_and_say_what_is_wrong(server: RunningServer) -> None:
+    """A bad document name answered "error": "DocNameError" where every other malformed
+    request says BadRequest; a tag posted without a name was told the name's syntax
+    instead of that it had none."""
+    await _write(server, "h4e")
+    async with httpx.AsyncClient(base_url=server.url, params={"user": "carol"}) as c:
+        for url in ("/api/docs/bad name/versions/1", "/api/docs/.x/events"):
+            r = await c.get(url)
+            assert r.status_code == 400, r.text
+            assert r.json()["error"] == "BadRequest" and "document name" in r.json()["detail"]
+        for body in ({"seq": 1}, {"name": None, "seq": 1}, {"name": ""}):
+            r = await c.post("/api/docs/h4e/tags", json=body)
+            assert r.status_code == 400 and r.json()["error"] == "BadRequest", r.text
+            assert "no name" in r.json()["detail"], r.text
+        r = await c.post("/api/docs/h4e/tags", json={"name": 12})
+        assert r.status_code == 400 and "a string" in r.json()["detail"], r.text
 
 
 async def test_restore_broadcasts_and_is_undoable_by_its_author(server: RunningServer) -> None:

@@ -140,7 +140,11 @@ def tag_json(tag: Tag) -> dict[str, Any]:
 
 
 def validate_tag_name(name: Any) -> str:
-    if not isinstance(name, str) or not _TAG.fullmatch(name):
+    if name is None or name == "":
+        raise BadRequest('the tag has no name: send {"name": "…", "seq": N}')
+    if not isinstance(name, str):
+        raise BadRequest(f'a tag name is a string, not {type(name).__name__}: {{"name": "…"}}')
+    if not _TAG.fullmatch(name):
         raise BadRequest(
             "a tag name is 1-64 printable characters, without '/' or a space at either end"
         )
@@ -1119,16 +1123,25 @@ class History:
     ) -> dict[str, Any]:
         """Name the version `ref`; a tag of that name moves to it, unless not `move`:
         then Conflict when the name already names another version."""
+        tag, _ = await self.put_tag_created(doc, name, ref, actor, move)
+        return tag
+
+    async def put_tag_created(
+        self, doc: str, name: Any, ref: Any, actor: str, move: bool = True
+    ) -> tuple[dict[str, Any], bool]:
+        """put_tag, and whether the name was new (POST /tags answers 201 then, 200 for a
+        name that was there already: moved, or naming that version already)."""
         name = validate_tag_name(name)
         info = await self.info(doc)
         seq = await self.resolve(doc, ref, info)
+        existed = any(t.name == name for t in await self.store.tags(doc))
         tag = await self.store.put_tag(doc, name, seq, actor, move=move)
         if tag.seq != seq:
             raise Conflict(
                 f"{name!r} already names version #{tag.seq} of {doc!r}: send "
                 f'"move": true to move it to #{seq}'
             )
-        return tag_json(tag)
+        return tag_json(tag), not existed
 
     async def delete_tag(self, doc: str, name: str) -> None:
         await self.info(doc)

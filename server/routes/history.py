@@ -353,8 +353,12 @@ async def tags(request: Request) -> Response:
     if request.method == "POST":
         history, doc, user = await _open(request, "admin")
         body = await _body(request)
-        tag = await history.put_tag(doc, body.get("name"), body.get("seq"), user, _move(body))
-        return JSONResponse({"tag": tag, "tags": await history.tags(doc)}, status_code=201)
+        tag, created = await history.put_tag_created(
+            doc, body.get("name"), body.get("seq"), user, _move(body)
+        )
+        # 201 for a new name; 200 for one there already (moved, or naming that version)
+        status = 201 if created else 200
+        return JSONResponse({"tag": tag, "tags": await history.tags(doc)}, status_code=status)
     history, doc, _ = await _open(request, "read")
     await history.info(doc)
     return JSONResponse({"tags": await history.tags(doc)})
