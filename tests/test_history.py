@@ -151,6 +151,8 @@ async def test_bad_requests_get_4xx_and_write_nothing(server: RunningServer) -> 
             ("GET", "/api/docs/h3/diff?from=0&to=999", None, 404),
             ("GET", "/api/docs/h3/blame?seq=999", None, 404),
             ("GET", "/api/docs/h3/versions/1?format=pdf", None, 400),
+            ("GET", "/api/docs/h3/events?order=desc", None, 400),  # was ignored
+            ("GET", "/api/docs/h3/events?order=newest", None, 400),
             ("GET", "/api/docs/bad name/versions/1", None, 400),
             ("POST", "/api/docs/h3/restore", {}, 400),
             ("POST", "/api/docs/h3/restore", {"seq": None}, 400),

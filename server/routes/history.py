@@ -85,6 +85,12 @@ async def _body(request: Request) -> dict[str, Any]:
 
 async def events(request: Request) -> Response:
     history, doc, _ = await _open(request, "read")
+    order = request.query_params.get("order") or "asc"
+    if order != "asc":  # (it was ignored: a panel asking for the newest got the oldest)
+        raise BadRequest(
+            f"?order= is asc (oldest first), not {order[:20]!r}: for the newest events, "
+            "page from ?after=HEAD-N (the head is versions/head's seq)"
+        )
     kinds = [k for raw in request.query_params.getlist("kind") for k in raw.split(",") if k] or None
     since, until = _ts(request, "since"), _ts(request, "until")
     if since is not None and until is not None and since > until:
