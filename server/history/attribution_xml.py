@@ -33,22 +33,27 @@ from __future__ import annotations
 import contextlib
 import difflib
 import functools
+import hashlib
+import json
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from pycrdt import Doc, Map, Text, XmlElement, XmlFragment, XmlText
 
+from . import matching
 from .attribution import (
     EMBED,
     Copies,
     Moves,
     TextTrack,
     _alive_at,
+    _text,
     diff_steps,
     finish,
     track_blame,
 )
-from .render import jsonable
+from .render import jsonable, text_delta
 from .rich_diff import (
     Follow,
     Mismatch,
@@ -643,9 +648,10 @@ def _blame(node: XNode, seq: int, actors: list[str], first: int, real: Any) -> l
 
 class _DiffContext:
     """What every node's diff needs: the seqs, who made each event, each node's version
-    at a and at b (by the node's id), and where texts with format ops go."""
+    at a and at b (by the node's id), where texts with format ops go, and the content
+    digests and plain texts of the nodes looked at for pairing (by id and side)."""
 
-    __slots__ = ("a", "b", "actor", "va", "vb", "reformatted")
+    __slots__ = ("a", "b", "actor", "va", "vb", "reformatted", "digests", "plains")
 
     def __init__(
         self,
@@ -661,6 +667,66 @@ class _DiffContext:
         self.va = dict(_pairs(root, a, version_a))
         self.vb = dict(_pairs(root, b, version_b))
         self.reformatted = [] if reformatted is None else reformatted
+        self.digests: dict[tuple[int, bool], Any] = {}
+        self.plains: dict[tuple[int, bool], str] = {}
+
+    def real(self, node: XNode, at_a: bool) -> Any:
+        return self.va[id(node)] if at_a else self.vb[id(node)]
+
+    def digest(self, node: XNode, at_a: bool) -> Any:
+        """The content of `node` at a (`at_a`) or at b, hashed: its kind, tag,
+        attributes, and its children's digests or its text with its marks; each node's
+        once. A map, or a text holding shared types, is a key of its own (never paired
+        by content: its diff lists its embedded types by identity)."""
+        key = (id(node), at_a)
+        got = self.digests.get(key)
+        if got is not None:
+            return got
+        if self.kind(node, at_a) is None:
+            got = ("", id(node))
+        else:
+            real = self.real(node, at_a)
+            h = hashlib.blake2b(digest_size=16)
+            head: list[Any] = [node.kind, node.tag, _attributes(node, real)]
+            if node.kind == TEXT_NODE:
+                head.append(text_delta(real.diff()))
+            h.update(json.dumps(head, sort_keys=True, default=repr).encode())
+            if node.kind == ELEMENT:
+                for kid, _ in node.children_at(self.a if at_a else self.b):
+                    d = self.digest(kid, at_a)
+                    h.update(d if isinstance(d, bytes) else repr(d).encode())
+            got = h.digest()
+        self.digests[key] = got
+        return got
+
+    def kind(self, node: XNode, at_a: bool) -> Any:
+        """What a node must share with another to be paired with it when their content
+        differs: kind, tag and attributes (None: never paired by content)."""
+        if node.kind == MAP_NODE or (node.kind == TEXT_NODE and node.kids):
+            return None
+        real = self.real(node, at_a)
+        if not isinstance(real, XmlElement | XmlText):
+            return None
+        attrs = _attributes(node, real)
+        return node.kind, node.tag, json.dumps(attrs, sort_keys=True, default=repr)
+
+    def plain(self, node: XNode, at_a: bool) -> str:
+        """The characters of a node's texts, each text apart by a line break."""
+        key = (id(node), at_a)
+        got = self.plains.get(key)
+        if got is None:
+            if node.kind == TEXT_NODE:
+                got = "".join(v for v, _ in self.real(node, at_a).diff() if isinstance(v, str))
+            else:
+                kids = node.children_at(self.a if at_a else self.b)
+                got = "\n".join(self.plain(kid, at_a) for kid, _ in kids)
+            self.plains[key] = got
+        return got
+
+
+#: a child in a diff: the node, its op (equal, insert, delete), the event that inserted
+#: or deleted it (0: none)
+_Item = tuple[XNode, str, int]
 
 
 def _diff(
@@ -668,25 +734,136 @@ def _diff(
 ) -> list[dict[str, Any]]:
     """An element's children from seq a to seq b (`at_a`/`at_b`: whether the element is
     in that version; `gone`: the event that deleted it)."""
-    out: list[dict[str, Any]] = []
+    items: list[_Item] = []
     for kid, run in node.all_children():
         in_a = at_a and _alive_at(run, ctx.a)
         in_b = at_b and _alive_at(run, ctx.b)
-        if not (in_a or in_b):
-            continue
         if in_a and in_b:
-            entry: dict[str, Any] = {"op": "equal", "actor": None, "seq": None}
-            kid_gone = 0
+            items.append((kid, "equal", 0))
         elif in_b:
-            entry = {"op": "insert", "actor": ctx.actor(run[2]), "seq": run[2]}
-            kid_gone = 0
+            items.append((kid, "insert", run[2]))
+        elif in_a:
+            items.append((kid, "delete", run[3] if run[3] and run[3] <= ctx.b else gone))
+    out: list[dict[str, Any]] = []
+    gap: list[_Item] = []
+    for item in items:
+        if item[1] == "equal":
+            out += _gap(gap, ctx)
+            gap = []
+            out.append(_entry_of(item, ctx))
         else:
-            s = run[3] if run[3] and run[3] <= ctx.b else gone
-            entry = {"op": "delete", "actor": ctx.actor(s) if s else None, "seq": s or None}
-            kid_gone = s
-        _fill(kid, entry, ctx, in_a, in_b, kid_gone)
-        out.append(entry)
+            gap.append(item)
+    return out + _gap(gap, ctx)
+
+
+def _entry_of(item: _Item, ctx: _DiffContext) -> dict[str, Any]:
+    """The diff of a child in one version or both."""
+    kid, op, s = item
+    entry: dict[str, Any] = {"op": op, "actor": ctx.actor(s) if s else None, "seq": s or None}
+    _fill(kid, entry, ctx, op != "insert", op != "delete", s if op == "delete" else 0)
+    return entry
+
+
+def _gap(gap: list[_Item], ctx: _DiffContext) -> list[dict[str, Any]]:
+    """The children between two children in both versions (or an end): each deleted
+    one paired by content with an inserted one (:func:`_matched`) is one entry, the
+    others are as they are; each version's children keep their order."""
+    dels = [k for k, item in enumerate(gap) if item[1] == "delete"]
+    ins = [k for k, item in enumerate(gap) if item[1] == "insert"]
+    if not dels or not ins:
+        return [_entry_of(item, ctx) for item in gap]
+    pairs = _matched(ctx, [gap[k][0] for k in dels], [gap[k][0] for k in ins])
+    if not pairs:
+        return [_entry_of(item, ctx) for item in gap]
+    # each child not paired goes after the pairs before it on its side, in the gap's order
+    laid: list[tuple[int, int, int]] = []  # (pairs before it, 0 or 1 for a pair, index)
+    for n, side in ((0, dels), (1, ins)):
+        keys = [pair[n] for pair in pairs]
+        paired = set(keys)
+        laid += [(bisect_left(keys, k), 0, g) for k, g in enumerate(side) if k not in paired]
+    laid += [(n, 1, n) for n in range(len(pairs))]
+    out: list[dict[str, Any]] = []
+    for _, is_pair, k in sorted(laid):
+        if is_pair:
+            x, y = gap[dels[pairs[k][0]]], gap[ins[pairs[k][1]]]
+            out.append(_pair_entry(x[0], y[0], x[2], ctx))
+        else:
+            out.append(_entry_of(gap[k], ctx))
     return out
+
+
+def _matched(ctx: _DiffContext, dels: list[XNode], ins: list[XNode]) -> list[tuple[int, int]]:
+    """Which of the deleted children `dels` (in version a) are which of the inserted
+    `ins` (in b), in order: those of the same content (by digest), then, between
+    those, those of one kind whose texts are alike (see matching)."""
+    exact = matching.in_order([ctx.digest(x, True) for x in dels],
+                              [ctx.digest(y, False) for y in ins])  # fmt: skip
+    out: list[tuple[int, int]] = []
+    ends = [(-1, -1), *exact, (len(dels), len(ins))]
+    for (i0, j0), (i1, j1) in zip(ends, ends[1:], strict=False):
+        left, right = dels[i0 + 1 : i1], ins[j0 + 1 : j1]
+        if left and right:
+            kinds = [ctx.kind(x, True) for x in left], [ctx.kind(y, False) for y in right]
+
+            def alike(i: int, j: int, left: list[XNode] = left, right: list[XNode] = right) -> bool:
+                return matching.similar(ctx.plain(left[i], True), ctx.plain(right[j], False))
+
+            out += [(i0 + 1 + i, j0 + 1 + j) for i, j in matching.alike(*kinds, alike)]
+        if i1 < len(dels):
+            out.append((i1, j1))
+    return out
+
+
+def _pair_entry(x: XNode, y: XNode, gone: int, ctx: _DiffContext) -> dict[str, Any]:
+    """A child deleted (`x`, by event `gone`) and one inserted (`y`) paired by content:
+    one entry, ``equal`` (their kind and attributes are the same), with what differs
+    inside: an element's children paired again, a text's character diff, each inserted
+    character named for who wrote it as blame names it (text an undo or a restore
+    copied: its writer), each deleted one for who deleted it."""
+    real = ctx.vb[id(y)]
+    entry: dict[str, Any] = {"op": "equal", "actor": None, "seq": None}
+    if y.kind == TEXT_NODE:
+        entry["ops"] = _pair_ops(x, y, gone, ctx)
+        attributes = _attributes(y, real)
+        if attributes:
+            entry["attributes"] = attributes
+        return entry
+    entry["element"] = y.tag
+    entry["attributes"] = _attributes(y, real)
+    a, b = ctx.a, ctx.b
+    kids = [(k, "delete", r[3] if r[3] and r[3] <= b else gone) for k, r in x.children_at(a)]
+    kids += [(k, "insert", r[2]) for k, r in y.children_at(b)]
+    entry["children"] = _gap(kids, ctx)
+    return entry
+
+
+def _pair_ops(x: XNode, y: XNode, gone: int, ctx: _DiffContext) -> list[dict[str, Any]]:
+    """The ops from text `x` at a to text `y` at b (see :func:`_pair_entry`)."""
+    a, b = ctx.a, ctx.b
+    old = [(r[0], r[1], r[3] if r[3] and r[3] <= b else gone)
+           for r in x.track.runs() if r[1] and _alive_at(r, a)]  # fmt: skip
+    new = [piece for r in y.track.runs() if r[1] and _alive_at(r, b)
+           for piece in y.track.stretches(r[0], r[1], r[2])]  # fmt: skip
+    ops = matching.text_ops(*_chars(x.track, old), *_chars(y.track, new), ctx.actor)
+    if x.track.rich or y.track.rich:
+        ops = with_formatting(ops, runs_of(ctx.va[id(x)].diff()), runs_of(ctx.vb[id(y)].diff()))
+    return ops
+
+
+def _chars(track: TextTrack, pieces: list[tuple[int, int, int]]) -> tuple[str, list[int]]:
+    """The text of `pieces` of `track` ((first byte, bytes, seq) each) and each of its
+    characters' seq (its first byte's)."""
+    content = track.content
+    data = bytearray()
+    seqs: list[int] = []
+    for start, n, s in pieces:
+        data += content[start : start + n]
+        seqs += [s] * n
+    text = _text(bytes(data))
+    first = [seqs[k] for k, byte in enumerate(data) if byte & 0xC0 != 0x80]
+    if len(first) != len(text):  # (bytes that are not UTF-8, read as replaced)
+        raise Mismatch("a text's characters and its bytes disagree")
+    return text, first
 
 
 def _fill(kid: XNode, entry: dict[str, Any], ctx: _DiffContext, in_a: bool, in_b: bool,
