@@ -115,6 +115,10 @@ def foreign_sqlite_file(url: str) -> str | None:
             ).fetchone()
         finally:
             conn.close()
+    except sqlite3.OperationalError:
+        # it cannot be opened (a -wal without its -shm on read-only media, say): the
+        # store's own open says why, in words about the file and its folder
+        return None
     except sqlite3.DatabaseError:  # not a SQLite file at all
         found = None
     return None if found else str(Path(path).absolute())

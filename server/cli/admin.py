@@ -4,7 +4,8 @@ verify, compact, delete, rename-actor.
 They are meant for a stopped server, or for documents no server has open. What happens
 when one does (SQLite in WAL mode and PostgreSQL both allow it):
 
-- export, inspect, verify only read: always safe;
+- export, inspect, verify only read: always safe (a SQLite file is opened read-only and
+  left byte for byte as it was, its -wal too);
 - import appends one event; a server that has the document open reads it at its next
   commit (or fan-out gap check) and its clients see it then (``import --url`` goes
   through the running server instead: its clients see it at once);
@@ -67,6 +68,10 @@ from . import (
 LIVE_NOTE = (
     "Meant for a stopped server or for documents no server has open (see docs/operations.md)."
 )
+
+
+#: the commands that only read: on SQLite they open the file read-only
+READ_ONLY = frozenset({"export", "inspect", "verify"})
 
 
 class AdminError(Exception):
@@ -217,7 +222,9 @@ def _run(
     setup_logging("error")
 
     async def main() -> int:
-        store = open_store(settings.store_url)  # refuses a URL of no store we know
+        # refuses a URL of no store we know; the commands that only read leave a SQLite
+        # file byte for byte as they found it (a backup's sha256 holds)
+        store = open_store(settings.store_url, read_only=name in READ_ONLY)
         if name not in ("import", "import-from"):  # the others need a store that is one
             problem = await not_a_store(store, settings.store_url)
             if problem:

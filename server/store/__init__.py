@@ -33,13 +33,16 @@ def open_store(
     migrate: bool = False,
     warm_disk_ms: float = 0.0,
     pg_pool_size: int = 10,
+    read_only: bool = False,
 ) -> EventStore:
     """A store for a URL: ``sqlite:///path`` (or a bare path), ``postgresql://…``, ``memory://``.
     ``durability``: "fsync" (the default) or "os", see ``base.DURABILITY`` (the memory
     store keeps nothing either way). ``migrate``: upgrade an older schema when it starts
     (what ``palimpsest migrate`` does); otherwise a store whose log needs rewriting
     refuses to start and says so. ``warm_disk_ms``: SQLite only, see SQLiteStore.
-    ``pg_pool_size``: PostgreSQL only, the size of each of its two pools."""
+    ``pg_pool_size``: PostgreSQL only, the size of each of its two pools.
+    ``read_only``: SQLite only, a store that only reads and leaves the file byte for byte
+    as it found it (export, inspect, verify: SQLiteStore._start_read_only)."""
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore
 
@@ -53,7 +56,11 @@ def open_store(
             "postgresql://... or memory://"
         )
     return SQLiteStore(
-        sqlite_path(url), durability=durability, migrate=migrate, warm_disk_ms=warm_disk_ms
+        sqlite_path(url),
+        durability=durability,
+        migrate=migrate,
+        warm_disk_ms=warm_disk_ms,
+        read_only=read_only,
     )
 
 

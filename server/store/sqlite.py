@@ -38,6 +38,7 @@ import sqlite3
 import stat
 import threading
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -261,6 +262,19 @@ def _probe_writes(conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         conn.execute(f"PRAGMA cache_size={int(cache)}")
+
+
+def _read_only_uri(path: str) -> str:
+    """The URI that opens the database file at `path` read-only (``mode=ro``); there must
+    be one (a read-only open never creates it)."""
+    if not os.path.exists(path):
+        raise StoreUnavailable(f"no SQLite database at {path!r}")
+    return "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+
+
+def _file_id(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino)
 
 
 def _anything_at(path: str) -> bool:
@@ -1003,9 +1017,11 @@ class SQLiteStore(EventStore):
         durability: str = "fsync",
         migrate: bool = False,
         warm_disk_ms: float = 0.0,
+        read_only: bool = False,
     ) -> None:
         """``migrate``: upgrade an older schema at start (``palimpsest migrate``); without
         it a database that needs the rewrite of version 5 is refused with a message.
+        ``read_only``: only read (export, inspect, verify): see _start_read_only.
         ``warm_disk_ms``: with durability fsync, keep the disk's I/O path warm while
         writes come in, with an fdatasync every so many ms without a commit (disk_warm.py;
         the server's setting ``warm_disk_ms``); 0 = never."""
@@ -1013,6 +1029,9 @@ class SQLiteStore(EventStore):
         #: "fsync" (synchronous=FULL, the default) or "os" (NORMAL): see base.DURABILITY
         self.durability = check_durability(durability)
         self.upgrade = migrate
+        self.read_only = read_only
+        if read_only and (migrate or self._memory):
+            raise ValueError("a read-only SQLite store is a file's, and never migrates it")
         #: told (events rewritten, events in all) as the rewrite to the compact log goes
         #: (`palimpsest migrate` shows it), on the writer thread
         self.rewrite_progress: Callable[[int, int], None] | None = None
@@ -1050,6 +1069,9 @@ class SQLiteStore(EventStore):
         return self.path == ":memory:"
 
     async def start(self) -> None:
+        if self.read_only:
+            await self._start_read_only()
+            return
         try:
             if not self._memory:
                 _require_directory(self.path)
@@ -1086,6 +1108,53 @@ class SQLiteStore(EventStore):
         except BaseException:
             await self._stop(upkeep=False)
             raise
+
+    async def _start_read_only(self) -> None:
+        """Open the file for reading only, leaving it byte for byte as it is.
+
+        A store that starts as a server's writes into the file even when nothing is
+        appended: the write probe, the schema steps, the WAL laid down, the free pages
+        given back at stop (a backup taken online carries up to _FREE_PAGES_KEPT of them:
+        `verify` turned a backup of 1.3 MB into one of 90 kB, another sha256), and the
+        last connection's close folds the -wal into the file. Here there is no writer
+        connection at all, and the one connection is opened with ``mode=ro``: SQLite
+        reads the commits a -wal holds (a server that crashed leaves them there) but
+        never checkpoints them into the file, nor removes the -wal, at close. (With no
+        -wal present, SQLite lays down an empty -wal and -shm beside the file to read
+        it in WAL mode, as any reader does; the database file itself is not written.)
+        Every write is refused with StoreUnavailable (the ``writer`` property)."""
+        uri = _read_only_uri(self.path)
+        try:
+            self._db = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+            await self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            rows = await self._db.execute_fetchall("PRAGMA user_version")
+            version = int(next(iter(rows))[0])
+        except (sqlite3.Error, OSError) as e:
+            await self._stop(upkeep=False)
+            raise StoreUnavailable(
+                f"cannot open SQLite database {self.path!r} to read it: {e}"
+                f"{_media_hint(self.path)}{_corrupt_hint(e)}"
+            ) from e
+        except BaseException:
+            await self._stop(upkeep=False)
+            raise
+        self.found_schema_version = version
+        if version != SCHEMA_VERSION:
+            await self._stop(upkeep=False)
+            if version > SCHEMA_VERSION:
+                what = "newer than this version's"
+                todo = "upgrade Palimpsest"
+            else:
+                what = "older than this version's"
+                todo = (
+                    f"`palimpsest migrate --db {self.path}` upgrades it; it writes: on a "
+                    "backup, run it on a copy"
+                )
+            raise StoreError(
+                f"database {self.path!r} has schema version {version}, {what} "
+                f"{SCHEMA_VERSION}; this command only reads: {todo}"
+            )
+        self._file_id = await asyncio.to_thread(_file_id, self.path)
 
     def _migrate(self, conn: sqlite3.Connection) -> bool:
         """Create or upgrade the schema; True when the log was rewritten."""
@@ -1221,6 +1290,10 @@ class SQLiteStore(EventStore):
 
     @property
     def writer(self) -> _Writer:
+        if self.read_only:
+            raise StoreUnavailable(
+                f"the SQLite store {self.path!r} is opened read-only: it writes nothing"
+            )
         if self._writer is None:
             raise StoreUnavailable("the SQLite store is not started")
         return self._writer
