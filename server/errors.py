@@ -23,7 +23,9 @@
     ├── ExtensionFailed          an extension's hook raised something else than these
     │                            (close 1011 / HTTP 500): what it guarded is refused
     └── StoreError               the event store failed (close 1011 / HTTP 503)
-        └── StoreUnavailable     the store cannot be reached now; try again (close 1013)
+        ├── StoreUnavailable     the store cannot be reached now; try again (close 1013)
+        └── LogDamaged           a document's log lacks events its head says it holds:
+                                 refused, never written on top (close 1011 / HTTP 503)
 """
 
 from __future__ import annotations
@@ -188,6 +190,22 @@ class StoreUnavailable(StoreError):
     close_code = 1013
     http_status = 503
     retry_after = 1
+
+
+class LogDamaged(StoreError):
+    """A document whose log lacks events its head says it holds (rows deleted by hand, a
+    partial restore): not served, so that nothing is written on top of it (new events
+    after the gap, a snapshot the log contradicts). ``reason``: the words for a close
+    frame (123 bytes at most)."""
+
+    def __init__(self, doc: str, problem: str) -> None:
+        super().__init__(
+            f"{doc!r} is damaged: {problem}. It is not served until it is repaired: run "
+            "`palimpsest verify`, and see docs/storage.md#a-log-that-lacks-events"
+        )
+        self.doc = doc
+        self.problem = problem
+        self.reason = "the document is damaged (its log lacks events): run palimpsest verify"
 
 
 def panicked(e: BaseException) -> bool:

@@ -11,7 +11,8 @@ from typing import Any
 
 from pycrdt import Doc
 
-from .errors import HookWroteDocument
+from .errors import HookWroteDocument, LogDamaged
+from .log_damage import check_loaded
 from .origins import ReplayOrigin
 from .room import PRESENCE_BATCH, PRESENCE_TIMEOUT, LoadInfo, Room, RoomObserver
 from .snapshots import SnapshotPolicy, load
@@ -51,6 +52,8 @@ class Rooms:
         self._loading: dict[str, asyncio.Task[Room]] = {}
         self._unload_timers: dict[str, asyncio.TimerHandle] = {}
         self._unloading: dict[str, asyncio.Task[None]] = {}
+        #: documents refused for a damaged log (log_damage.py), said once each
+        self._damaged: set[str] = set()
 
     def __contains__(self, name: str) -> bool:
         return name in self._rooms
@@ -128,6 +131,8 @@ class Rooms:
         generation = await self.store.tombstone(name)
         # before the load: a compaction during it leaves the room stale, never unnoticed
         base = await self.store.compaction_base(name)
+        # before the load too: a sound log holds it, whatever is appended meanwhile
+        head = await self.store.head(name)
         try:
             loaded = await load(
                 self.store,
@@ -143,6 +148,15 @@ class Rooms:
                 holder["room"].observer.unloaded(holder["room"])
             raise
         room = holder["room"]
+        try:
+            await check_loaded(self.store, name, head, loaded)
+        except LogDamaged as e:
+            room.observer.unloaded(room)  # never started: release what extensions made
+            if name not in self._damaged:  # said once; each client that comes is refused
+                self._damaged.add(name)
+                log.error("%s", e, extra={"doc": name})
+            raise
+        self._damaged.discard(name)
         room.base = base
         room.seq = loaded.seq
         room.events_since_snapshot = loaded.replayed

@@ -30,6 +30,7 @@ from .. import cpu_account, subdoc_options
 from ..deletion import missing
 from ..errors import BadRequest, Conflict, NotFound, StoreError
 from ..limits import Limits
+from ..log_damage import check_gapless, lacking
 from ..origins import ServerOrigin
 from ..ownership import Owners
 from ..protocol import decode_state_vector
@@ -448,6 +449,9 @@ class History:
         """The document at seq (nearest snapshot + the events after it), and the ts of
         event seq when it was among those replayed."""
         loaded = await load(self.store, doc, upto=seq, off_loop=True)
+        check_gapless(doc, loaded)
+        if loaded.seq < seq:  # (resolve checked seq against the head)
+            raise await lacking(self.store, doc, seq, loaded.seq, f"version {seq} was asked for")
         ts = loaded.last_ts if loaded.replayed and loaded.seq == seq else None
         return loaded.doc, ts
 
@@ -478,6 +482,13 @@ class History:
             lambda: {n: entry(ydoc, n, k) for n, k in types.items()}
         )
         ts = iso(ts_ms) if ts_ms is not None else await self.event_ts(doc, seq)
+        if ts is None and seq > 0:
+            # a snapshot at seq, and no event: the compaction base, or a log that lacks
+            # its last events (rows deleted by hand) and is not to be served as sound
+            info = await self.info(doc)
+            if seq != info.base_seq:
+                what = "its head is" if seq == info.head else "version"
+                raise await lacking(self.store, doc, seq, info.base_seq, f"{what} {seq}")
         return {"doc": doc, "seq": seq, "ts": ts, "roots": roots}
 
     async def version_update(self, doc: str, seq: int) -> bytes:

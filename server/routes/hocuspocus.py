@@ -40,6 +40,7 @@ from ..errors import (
     Forbidden,
     ForeignItems,
     FrameTooLarge,
+    LogDamaged,
     PalimpsestError,
     ProtocolError,
     RateLimited,
@@ -372,6 +373,10 @@ class HocuspocusSocket(Connection):
         it again, with the sync statuses owed for the updates dropped meanwhile."""
         try:
             room = await self.backend.rooms.get(peer.doc)
+        except LogDamaged as e:  # (said once, as an error, by Rooms)
+            self.backend.refused("store_unavailable")
+            self.close(1011, e.reason, cause="store_error")
+            return
         except StoreError as e:
             log.warning("cannot load %s: %s", peer.doc, e)
             self.backend.refused("store_unavailable")

@@ -30,6 +30,7 @@ from ..errors import (
     DocNameError,
     ForeignItems,
     FrameTooLarge,
+    LogDamaged,
     PalimpsestError,
     ProtocolError,
     RateLimited,
@@ -852,10 +853,13 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         try:
             room = await backend.rooms.get(doc)
         except StoreError as e:
-            log.warning("cannot load %s: %s", doc, e)
+            if not isinstance(e, LogDamaged):
+                log.warning("cannot load %s: %s", doc, e)
             backend.refused("store_unavailable")
             if isinstance(e, StoreUnavailable):
                 code, reason = 1013, "the store is unavailable, try again"
+            elif isinstance(e, LogDamaged):  # (said once, as an error, by Rooms)
+                code, reason = 1011, e.reason
             else:  # not a moment's trouble: a query failed (a damaged database, say)
                 code, reason = 1011, "the document cannot be read: the server's log says why"
             with contextlib.suppress(Exception):  # (the client may be gone already)
