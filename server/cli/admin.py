@@ -478,10 +478,15 @@ def _n(count: int, noun: str, plural: str = "") -> str:
 
 async def verify(store: EventStore, args: argparse.Namespace) -> int:
     docs = list(args.docs) or [d.doc for d in await store.list_docs()]
-    problems: list[str] = []
+    # a table of the schema that is missing (a cache of the log: read as empty), said
+    # once, not as a "cannot be read" line per document
+    problems: list[str] = [f"the database: {note}" for note in store.schema_notes()]
     from tqdm import tqdm
 
     quiet = args.quiet or args.json
+    if not args.json:
+        for p in problems:
+            print(f"PROBLEM {p}")
     for doc in tqdm(docs, desc="documents", unit="doc", file=sys.stderr,
                     disable=True if quiet else None):  # fmt: skip
         try:

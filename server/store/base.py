@@ -500,6 +500,12 @@ class EventStore(Service, ABC):
     async def schema_version(self) -> int:
         """The version of the schema the store holds (after start(): this code's)."""
 
+    def schema_notes(self) -> list[str]:
+        """What the start found wrong in the schema and mended (a table of caches that
+        was missing, made again empty), one sentence each: `palimpsest verify` says
+        them. None by default."""
+        return []
+
     async def identity(self) -> str | None:
         """What tells this store from another of its kind (after start()): the same for
         every process that shares its log, different for one that does not (the fan-out

@@ -94,8 +94,10 @@ from .postgres_schema import (
     to_compact_log,
     write_log,
 )
+from .postgres_schema import REBUILT as PG_REBUILT
 from .revocations import PostgresRevocations, Revocations
 from .sql_cursors import PostgresCursors
+from .tables import missing_tables, rebuilt_words, refusal
 
 log = logging.getLogger("palimpsest.store.postgres")
 
@@ -451,6 +453,8 @@ class PostgresStore(EventStore):
         #: synchronous_commit=off (see base.DURABILITY)
         self.durability = check_durability(durability)
         self.upgrade = migrate
+        #: what the start found missing in the schema and made again (schema_notes)
+        self._schema_notes: list[str] = []
         self._sym = Symbols()
         self._sealed_since_vacuum = 0
         #: the VACUUM after deletions (_vacuum_deleted), and whether a deletion came since
@@ -690,6 +694,27 @@ class PostgresStore(EventStore):
                 pool.terminate()
         self._pool = self._turns = None
 
+    def schema_notes(self) -> list[str]:
+        return list(self._schema_notes)
+
+    async def _mend_tables(self, conn: asyncpg.Connection, have: set[str]) -> None:
+        """Tables dropped since: one nothing rebuilds stops the start, a cache of the log
+        is made again, empty, and said (tables.py; SQLiteStore._mend_tables)."""
+        kept, rebuilt = missing_tables(have)
+        where = "the PostgreSQL schema " + (
+            repr(self.schema) if self.schema else "of the search_path"
+        )
+        if kept:
+            raise StoreError(refusal(where, kept))
+        if not rebuilt:
+            return
+        for table in rebuilt:
+            await conn.execute(PG_REBUILT[table])
+        compacted = await conn.fetchval("SELECT count(*) FROM docs WHERE base_seq > 0")
+        words = rebuilt_words(rebuilt, int(compacted))
+        self._schema_notes.append(f"{words} (made again, empty)")
+        log.warning("%s: %s: made again, empty", where, words)
+
     async def migrate(self) -> int:
         """Bring the schema to this version (idempotent, safe from several processes)."""
 
@@ -735,6 +760,8 @@ class PostgresStore(EventStore):
                         "then run `palimpsest migrate --store URL` (it rewrites the log in one "
                         "transaction)"
                     )
+                if version >= LAYOUT_VERSION:
+                    await self._mend_tables(conn, have)
                 for v in range(version + 1, SCHEMA_VERSION + 1):
                     if v == LAYOUT_VERSION:
                         await to_compact_log(conn)

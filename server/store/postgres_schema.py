@@ -219,6 +219,16 @@ DELETIONS = """CREATE TABLE IF NOT EXISTS deletions (
 )"""
 
 #: the tables outside the versions (side_tables), made by the migration when missing
+#: the tables a start makes again, empty, when they are missing (tables.py): their
+#: statements of the steps above
+REBUILT = {
+    name: next(
+        stmt for stmts in OLD_STEPS.values() for stmt in stmts
+        if stmt.startswith(f"CREATE TABLE IF NOT EXISTS {name} (")
+    )
+    for name in ("snapshots", "derived")
+}  # fmt: skip
+
 SIDE_TABLES = {"revoked_users": REVOKED_USERS, "webhooks": WEBHOOKS, "deletions": DELETIONS}
 
 

@@ -105,11 +105,13 @@ from .sqlite_schema import (
     DELETIONS,
     FRESH,
     OLD_STEPS,
+    REBUILT,
     SCHEMA_VERSION,
     insert_segment,
     insert_tail,
     to_compact_log,
 )
+from .tables import missing_tables, rebuilt_words, refusal
 
 log = logging.getLogger("palimpsest.store.sqlite")
 
@@ -1056,6 +1058,8 @@ class SQLiteStore(EventStore):
         self._new_file = False
         #: this store's start made the schema (the file held none)
         self._made_schema = False
+        #: what the start found missing in the schema and made again (schema_notes)
+        self._schema_notes: list[str] = []
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -1129,6 +1133,10 @@ class SQLiteStore(EventStore):
             await self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             rows = await self._db.execute_fetchall("PRAGMA user_version")
             version = int(next(iter(rows))[0])
+            rows = await self._db.execute_fetchall(
+                "SELECT name FROM sqlite_master WHERE type = 'table'"
+            )
+            kept, rebuilt = missing_tables({r[0] for r in rows})
         except (sqlite3.Error, OSError) as e:
             await self._stop(upkeep=False)
             raise StoreUnavailable(
@@ -1153,6 +1161,20 @@ class SQLiteStore(EventStore):
             raise StoreError(
                 f"database {self.path!r} has schema version {version}, {what} "
                 f"{SCHEMA_VERSION}; this command only reads: {todo}"
+            )
+        if kept:
+            await self._stop(upkeep=False)
+            raise StoreError(refusal(f"database {self.path!r}", kept))
+        if rebuilt:
+            # read as empty: a TEMP table lives in this connection's own temporary
+            # database, not in the file, and its name hides the missing one's
+            for table in rebuilt:
+                temp = REBUILT[table].replace("CREATE TABLE", "CREATE TEMP TABLE")
+                await self.db.execute(temp)
+            rows = await self._fetchall("SELECT COUNT(*) FROM docs WHERE base_seq > 0")
+            words = rebuilt_words(rebuilt, int(rows[0][0]))
+            self._schema_notes.append(
+                f"{words} (read here as empty; a server's start makes it again)"
             )
         self._file_id = await asyncio.to_thread(_file_id, self.path)
 
@@ -1210,7 +1232,30 @@ class SQLiteStore(EventStore):
             rewrote = _in_transaction(conn, f"migration to schema version {v}", step) or rewrote
         # the changefeed's deletions: a file of an older release gets the table now
         _in_transaction(conn, "deletions table", lambda c: c.execute(DELETIONS))
+        _in_transaction(conn, "schema check", self._mend_tables)
         return rewrote
+
+    def schema_notes(self) -> list[str]:
+        return list(self._schema_notes)
+
+    def _mend_tables(self, conn: sqlite3.Connection) -> None:
+        """Tables dropped since (by hand, a partial restore): one nothing rebuilds stops
+        the start (tables.KEPT); a cache of the log is made again, empty, and
+        said as a warning (REBUILT; the README's schema steps that only add tables run
+        by themselves at start). A missing snapshots table used to start a server on
+        which every document's load failed, for ever."""
+        have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        kept, rebuilt = missing_tables(have)
+        if kept:
+            raise StoreError(refusal(f"database {self.path!r}", kept))
+        if not rebuilt:
+            return
+        for table in rebuilt:
+            conn.execute(REBUILT[table])
+        (compacted,) = conn.execute("SELECT COUNT(*) FROM docs WHERE base_seq > 0").fetchone()
+        words = rebuilt_words(rebuilt, int(compacted))
+        self._schema_notes.append(f"{words} (made again, empty)")
+        log.warning("database %s: %s: made again, empty", self.path, words)
 
     def _rewrite_counter(self, conn: sqlite3.Connection) -> Callable[[int], None] | None:
         tell = self.rewrite_progress

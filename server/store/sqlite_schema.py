@@ -110,6 +110,10 @@ LOG_TABLES = [
     "CREATE INDEX segments_pos ON segments (last_pos)",
 ]
 
+#: the tables a start makes again, empty, when they are missing (tables.py)
+REBUILT = {"snapshots": _SNAPSHOTS, "derived": _DERIVED}
+
+
 FRESH = [*LOG_TABLES, _SNAPSHOTS, _TAGS, _TOMBSTONES, _POSITION, _DERIVED, DELETIONS,
          "INSERT INTO log_position VALUES (1, 0)"]  # fmt: skip
 

@@ -1,0 +1,65 @@
+"""The tables of the schema (both stores'), as a start checks that they are all there.
+
+A table dropped by hand, or left out of a partial restore, used to go unnoticed at
+start: in the drill, with `snapshots` dropped the server started and every document's
+load failed for ever, and `verify` printed a "cannot be read" line per document. Now a
+start makes a missing table of caches of the log again, empty, and says so (the
+README's schema steps that only add tables run by themselves at start); one that
+nothing rebuilds stops it, named. (`deletions` and the side tables, `revoked_users`
+and `webhooks`, are made whenever they are missing: on SQLite at first use.)
+"""
+
+from __future__ import annotations
+
+#: tables the log rebuilds, made again empty when missing: snapshots are checkpoints,
+#: derived holds caches (the stored attribution indexes)
+REBUILT = ("snapshots", "derived")
+#: tables nothing rebuilds, and what each holds: without one the store refuses to start
+KEPT = {
+    "symbols": "the names of the event log's actors and kinds",
+    "docs": "the documents and their heads",
+    "log": "the event log's newest events",
+    "segments": "the event log's sealed events",
+    "log_position": "the changefeed's last position",
+    "tags": "the named versions",
+    "tombstones": "the deleted documents' last states",
+}
+
+
+def missing_tables(have: set[str]) -> tuple[list[str], list[str]]:
+    """Of the schema's tables, those not in `have`: (the ones nothing rebuilds, the
+    REBUILT ones)."""
+    return [t for t in KEPT if t not in have], [t for t in REBUILT if t not in have]
+
+
+def refusal(where: str, kept: list[str]) -> str:
+    """Why a store that lacks tables nothing rebuilds is not opened (`where`: "database
+    'p.db'")."""
+    what = "; ".join(f"{t}: {KEPT[t]}" for t in kept)
+    many = len(kept) > 1
+    return (
+        f"{where} lacks the table{'s' if many else ''} {', '.join(kept)} ({what}): "
+        f"nothing rebuilds {'them' if many else 'it'}, and {'they are' if many else 'it is'} "
+        "not made again empty. Restore from a backup (`palimpsest verify` the backup "
+        "first; docs/operations.md#backups)"
+    )
+
+
+def rebuilt_words(rebuilt: list[str], compacted: int) -> str:
+    """What missing REBUILT tables mean, for the warning of a start that makes them
+    again (and verify's line): `compacted` documents have their base in a snapshot."""
+    words = f"the {' and '.join(rebuilt)} table{'s were' if len(rebuilt) > 1 else ' was'} missing"
+    if "snapshots" in rebuilt:
+        words += (
+            ": snapshots are checkpoints of the log, so every document loads from its "
+            "whole log until new snapshots are taken"
+        )
+        if compacted:
+            words += (
+                f"; but {compacted} compacted document{'s' if compacted > 1 else ''} had "
+                "its base in a snapshot, and cannot load: restore from a backup "
+                "(docs/operations.md#backups)"
+            )
+    if "derived" in rebuilt:
+        words += "; derived holds caches (attribution indexes), rebuilt when asked for"
+    return words
