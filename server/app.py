@@ -34,7 +34,7 @@ from starlette.types import Receive, Scope, Send
 
 from .auth.open import OpenAccess
 from .backend import Backend
-from .errors import PalimpsestError, StoreError
+from .errors import PalimpsestError, StoreError, StoreUnavailable
 from .extensions import Extension
 from .fanout import Fanout
 from .page_headers import PageHeaders
@@ -121,6 +121,11 @@ async def palimpsest_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, StoreError) and isinstance(doc, str) and repr(doc) not in detail:
         # the store's own words name no document ("SQLite query failed: …")
         detail = f"{doc!r}: {detail}"
+    if isinstance(exc, StoreError) and not isinstance(exc, StoreUnavailable):
+        # a read the store could not answer (a damaged segment, a log that lacks
+        # events): the client got 503 and the detail, and the operator learns it from
+        # the log too (a store that is down is said by /readyz and the commits)
+        log.warning("%d %s %s: %s", exc.http_status, request.method, request.url.path, detail)
     return JSONResponse(
         {"error": exc.error_name or type(exc).__name__, "detail": detail},
         status_code=exc.http_status,

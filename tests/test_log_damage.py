@@ -147,3 +147,49 @@ async def test_a_sound_document_loads_with_one_more_read(tmp_path: Path) -> None
             assert c.content == text
             c.insert(len(c.content), "more")
             await eventually(lambda: reached(srv.backend.store, 5))
+
+
+async def test_versions_at_a_snapshot_past_a_damaged_segment_are_served_from_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A segment whose checksum does not hold: versions/head answered 503 (its event's
+    ts was read from the segment) although a snapshot at the head held the version,
+    and the websocket loaded fine. Now the version is the snapshot's; what still needs
+    the segment answers 503, and the server logs it."""
+    from pycrdt import Doc, Text
+
+    from palimpsest.store.base import NewEvent
+    from palimpsest.store.sqlite import SQLiteStore
+
+    db = tmp_path / "seg.db"
+    ydoc: Doc = Doc()
+    text = ydoc.get("content", type=Text)
+    updates: list[bytes] = []
+    ydoc.observe(lambda e: updates.append(e.update))
+    for i in range(1024):
+        text += "abcdefghij"[i % 10]
+    async with SQLiteStore(db) as store:
+        await store.append([(DOC, [NewEvent("ann", "edit", u, {}, 1000 + i)
+                                   for i, u in enumerate(updates)])])  # fmt: skip
+        assert await store.seal(DOC) == 1024
+        await store.put_snapshot(DOC, 1024, ydoc.get_update())
+    sql(db, "UPDATE segments SET body = randomblob(length(body))")
+    want = "abcdefghij" * 102 + "abcd"
+    async with run_server(settings_for(db)) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        for ref in ("head", "1024"):
+            r = await http.get(f"/api/docs/{DOC}/versions/{ref}", params=USER)
+            assert r.status_code == 200, r.text
+            assert r.json()["seq"] == 1024 and r.json()["roots"]["content"]["value"] == want
+            assert r.json()["ts"] is None  # the event's own time is in the segment
+        r = await http.get(f"/api/docs/{DOC}/versions/head", params={**USER, "format": "update"})
+        assert r.status_code == 200
+        r = await http.get(f"/api/docs/{DOC}/versions/500", params=USER)
+        assert r.status_code == 503 and "is damaged" in r.text, r.text
+        async with connect(srv.ws_url, DOC, user="bob") as c:
+            assert c.content == want
+    said = [
+        r.getMessage() for r in caplog.records
+        if r.levelno >= logging.WARNING and "503" in r.getMessage()
+    ]  # fmt: skip
+    assert any(f"/api/docs/{DOC}/versions/500" in m and "is damaged" in m for m in said), said
+    assert not any("versions/head" in m for m in said), said

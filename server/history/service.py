@@ -28,7 +28,7 @@ from pycrdt import Array, Doc, Map, Text, XmlFragment, merge_updates
 
 from .. import cpu_account, subdoc_options
 from ..deletion import missing
-from ..errors import BadRequest, Conflict, NotFound, StoreError
+from ..errors import BadRequest, Conflict, NotFound, StoreError, StoreUnavailable
 from ..limits import Limits
 from ..log_damage import check_gapless, lacking
 from ..origins import ServerOrigin
@@ -481,7 +481,19 @@ class History:
         roots = await cpu_account.to_thread(
             lambda: {n: entry(ydoc, n, k) for n, k in types.items()}
         )
-        ts = iso(ts_ms) if ts_ms is not None else await self.event_ts(doc, seq)
+        if ts_ms is not None:
+            ts: str | None = iso(ts_ms)
+        else:
+            try:
+                ts = await self.event_ts(doc, seq)
+            except StoreUnavailable:
+                raise
+            except StoreError as e:
+                # a damaged segment holds event seq: the version came whole from a
+                # snapshot at seq (a load that needed the segment failed above); only
+                # the event's time cannot be read (docs/storage.md#damage)
+                log.info("%s@%d served from its snapshot without its time: %s", doc, seq, e)
+                return {"doc": doc, "seq": seq, "ts": None, "roots": roots}
         if ts is None and seq > 0:
             # a snapshot at seq, and no event: the compaction base, or a log that lacks
             # its last events (rows deleted by hand) and is not to be served as sound
