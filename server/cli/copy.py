@@ -9,6 +9,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from dataclasses import replace as replaced
 from pathlib import Path
 
@@ -56,6 +57,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "anew: followers restart from 0, webhooks start at the target's end, deletion "
         "records stay behind. Stop the "
         "servers of the source first.",
+    )
+    p.description += (
+        " The revoked users are carried too, with their times, whatever --doc picks (one "
+        "revoked in the target already, as late or later, stays as it is)."
     )
     p.add_argument("--from", dest="source", required=True, help="sqlite:///path (or any store URL)")
     p.add_argument("--to", dest="target", required=True, help="postgresql://… (created if needed)")
@@ -390,6 +395,7 @@ async def copy(
             if keep_positions:
                 await target.carry_positions(await source.last_position())
                 hooks_copied = await _carry_webhooks(hooks, target)
+            revocations = await _carry_revocations(source, target)
             if as_json:
                 print(json.dumps({
                     "documents": {"copied": len(docs) - skipped - there_already,
@@ -400,6 +406,7 @@ async def copy(
                     "deletions": {"copied": deletions_copied, "of": len(deleted)},
                     "webhook_cursors": {"copied": hooks_copied, "of": len(hooks)},
                     "positions_kept": keep_positions,
+                    "revocations": revocations.as_json(),
                 }))  # fmt: skip
             else:
                 print(
@@ -414,6 +421,7 @@ async def copy(
                        f"({len(hooks) - hooks_copied} already there)" if keep_positions and hooks
                        else "")
                 )  # fmt: skip
+                print(f"palimpsest copy: revocations: {revocations}")
             if not keep_positions and copied_events:
                 warn(_NEW_POSITIONS)
             if not keep_positions and deleted:
@@ -434,3 +442,39 @@ async def copy(
             await target.stop()
     finally:
         await source.stop()
+
+
+@dataclass(frozen=True)
+class CarriedRevocations:
+    """What _carry_revocations did: the users it revoked in the target, of how many the
+    source has revoked."""
+
+    carried: list[str]
+    of: int
+
+    def as_json(self) -> dict[str, int]:
+        return {"carried": len(self.carried), "of": self.of}
+
+    def __str__(self) -> str:
+        users = f" ({', '.join(self.carried)})" if self.carried else ""
+        there = self.of - len(self.carried)
+        return f"{len(self.carried)} of {self.of} carried{users}, {there} already there"
+
+
+async def _carry_revocations(source: EventStore, target: EventStore) -> CarriedRevocations:
+    """Revoke in the target every user the source has revoked (`revoked_users`), with
+    the source's time: a user revoked on SQLite got back in after the documented copy
+    to PostgreSQL. Store-wide, whatever ``--doc`` picks (a revocation is about a user,
+    not a document). A revocation the target has already, from the same second or a
+    later one, is kept as it is; nothing is lifted in the target (one revoked there
+    and not in the source stays revoked)."""
+    theirs = {r.user: r for r in await target.revocations().list()}
+    rows = await source.revocations().list()
+    carried = []
+    for row in rows:
+        mine = theirs.get(row.user)
+        if mine is not None and mine.since >= row.since:
+            continue
+        await target.revocations().put(row)
+        carried.append(row.user)
+    return CarriedRevocations(carried, len(rows))
