@@ -356,6 +356,8 @@ class Room:
         self._snapshotter = snapshotter
         self._inbox: list[_Item] = []
         self._wake = asyncio.Event()
+        #: set when another process's events are queued (while _bus_or_read awaits them)
+        self._peer_arrived: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._server_change_in_flight = False
         self._deferred_sync: list[tuple[Peer, bytes]] = []
@@ -970,6 +972,8 @@ class Room:
         self._inbox.append(item)
         self._committer.announce(self.name, self)
         self._wake.set()
+        if self._peer_arrived is not None and isinstance(item, _PeerEvents):
+            self._peer_arrived.set()
 
     async def _run(self) -> None:
         # The document's observers stay muted from one batch of client edits to the next
@@ -1003,12 +1007,13 @@ class Room:
                     if isinstance(item, _ClientUpdate):
                         # one batch per commit, bounded: the first edits of a burst
                         # are broadcast (and checkpointed) without waiting for the last
-                        j = i
-                        limit = i + self.max_batch
-                        while j < len(items) and j < limit and isinstance(items[j], _ClientUpdate):
-                            j += 1
-                        await self._commit_client_updates(items[i:j])  # type: ignore[arg-type]
+                        batch, between, j = _client_batch(items, i, self.max_batch)
+                        await self._commit_client_updates(batch, between)
                         i = j
+                        # what the batch passed over and did not need before its own
+                        # events (seqs after them, or the commit failed): in their order
+                        for peer in between:
+                            await self._apply_peer_events(peer.events, peer.from_store)
                         await self._maybe_snapshot()
                         checked = True
                         continue
@@ -1038,10 +1043,12 @@ class Room:
             if not checked:
                 await self._maybe_snapshot()
 
-    async def _commit_client_updates(self, batch: list[_ClientUpdate]) -> None:
+    async def _commit_client_updates(
+        self, batch: list[_ClientUpdate], between: list[_PeerEvents]
+    ) -> None:
         queued = sum(len(u.update) for u in batch)
         try:
-            await self._commit_and_apply(batch)
+            await self._commit_and_apply(batch, between)
         finally:
             self.queued_bytes -= queued
             self.queued_edits -= len(batch)
@@ -1050,7 +1057,14 @@ class Room:
             if not self.queued_bytes:
                 self._pending_sv.clear()
 
-    async def _commit_and_apply(self, batch: list[_ClientUpdate]) -> None:
+    async def _commit_and_apply(
+        self, batch: list[_ClientUpdate], between: list[_PeerEvents]
+    ) -> None:
+        """Commit `batch`, then apply it. `between`: other processes' events queued
+        among the batch's updates (taken along, _client_batch); those that come before the
+        batch in the log are applied first, those of them that arrived meanwhile too, so
+        the log's order holds without reading them from the store again. The rest is the
+        caller's to apply (after the batch, or in order if the commit failed)."""
         ts = now_ms()
         new = [NewEvent(u.peer.actor, "edit", u.update, u.meta, ts) for u in batch]
         try:
@@ -1081,7 +1095,18 @@ class Room:
                     ", ".join(sorted({u.peer.actor for u in gone})),
                 )  # fmt: skip
             return
-        await self._catch_up_held(stored[0].seq - 1)
+        # Another process appended to the document since this room's seq: its events
+        # are on their way through the fan-out, most often here already (queued behind
+        # the batch, or arrived while it was committing). Those are applied from here;
+        # only what is still missing is read from the store (a round trip: at 40 ms to
+        # PostgreSQL, three each commit paid before, and the backlog grew).
+        first = stored[0].seq
+        if first != self.seq + 1:
+            between.extend(self._take_peer_events())
+            await self._apply_peer_runs(between, first)
+            if self.seq < first - 1:
+                await self._bus_or_read(first, between)
+        await self._catch_up_held(first - 1)
         # Durable now: out before it is applied here, so that no one waits for the
         # document's upkeep (undo, attribution, the no-op rule's bookkeeping: ~200 µs of
         # a lone edit's ~1.6 ms in the server, bench/latency_timeline.py). Nothing runs
@@ -1335,6 +1360,67 @@ class Room:
         self._broadcast_events(applied)
         self._after_peer([ev for ev, _ in run] + applied)
 
+    def _take_peer_events(self) -> list[_PeerEvents]:
+        """Other processes' events queued in the inbox, taken out of it (they are
+        applied in seq order wherever they are: they are durable, and every other item
+        reads the document as the log has it when its turn comes)."""
+        peers = [x for x in self._inbox if isinstance(x, _PeerEvents)]
+        if peers:
+            self._inbox = [x for x in self._inbox if not isinstance(x, _PeerEvents)]
+        return peers
+
+    async def _bus_or_read(self, before: int, between: list[_PeerEvents]) -> None:
+        """Bring the room to seq `before` - 1, after a commit of its own that the other
+        process's events came just before: the fan-out brings them within moments (that
+        process got its answer about when this one did), a read of the store within a
+        round trip. Both are awaited, the first that brings them wins; the bus's are
+        taken into `between`. (A read that lost is left to end by itself.)"""
+        upto = before - 1
+        read = asyncio.ensure_future(self._reader.read(self.name, after=self.seq, upto=upto))
+        arrived = self._peer_arrived = asyncio.Event()
+        try:
+            while self.seq < upto and not read.done():
+                bus = asyncio.ensure_future(arrived.wait())
+                try:
+                    await asyncio.wait((read, bus), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    bus.cancel()
+                if arrived.is_set():
+                    arrived.clear()
+                    between.extend(self._take_peer_events())
+                    await self._apply_peer_runs(between, before)
+            if self.seq < upto and read.done() and read.exception() is None:
+                self._apply_read(read.result(), upto)
+        finally:
+            self._peer_arrived = None
+            if not read.done():
+                read.add_done_callback(_ignore_outcome)
+
+    async def _apply_peer_runs(self, queued: list[_PeerEvents], before: int) -> None:
+        """Apply the events of `queued` that follow the room's seq without a gap, below
+        seq `before`, in seq order (those read from the store and those received on the
+        bus in runs of their own). Those after a gap wait: for the bus or a read."""
+        evs = sorted(
+            ((e, p.from_store) for p in queued for e in p.events if self.seq < e.seq < before),
+            key=lambda x: x[0].seq,
+        )
+        run: list[Event] = []
+        flag = False
+        nxt = self.seq + 1
+        for ev, from_store in evs:
+            if ev.seq < nxt:
+                continue  # (the same event twice: the bus and a gap check's read)
+            if ev.seq > nxt:
+                break
+            if run and from_store != flag:
+                await self._apply_peer_events(run, flag)
+                run = []
+            run.append(ev)
+            flag = from_store
+            nxt += 1
+        if run:
+            await self._apply_peer_events(run, flag)
+
     async def _catch_up(self, upto: int | None = None) -> None:
         """Apply events seq+1..upto (to the log's end when None) from the store, written
         by another process; for a room that is up to date (as one process's rooms
@@ -1342,14 +1428,23 @@ class Room:
         if upto is not None and upto <= self.seq:
             return
         missing = await self._reader.read(self.name, after=self.seq, upto=upto)
-        for ev in missing:
-            if ev.seq == self.seq + 1 and self._apply(ev, PeerOrigin(ev.actor, "store")):
-                self.broadcast(P.encode_sync_update(ev.update))
+        self._apply_read(missing)
         if upto is not None and self.seq < upto:
             raise StoreError(
                 f"room {self.name!r}: the store is missing events {self.seq + 1}..{upto}"
             )
-        self._after_peer(missing)
+
+    def _apply_read(self, events: list[Event], upto: int | None = None) -> None:
+        """Apply events read from the store that follow the room's seq (up to `upto`)."""
+        applied = []
+        for ev in events:
+            if upto is not None and ev.seq > upto:
+                break
+            if ev.seq == self.seq + 1:
+                applied.append(ev)
+                if self._apply(ev, PeerOrigin(ev.actor, "store")):
+                    self.broadcast(P.encode_sync_update(ev.update))
+        self._after_peer(applied)
 
     async def _catch_up_held(self, upto: int) -> None:
         """:meth:`_catch_up` before applying events this room just logged: they are
@@ -1464,6 +1559,34 @@ class Room:
             peer.close(1013, f"{RELOADING}, reconnect")
         if self._on_broken is not None:
             self._on_broken(self, error)
+
+
+def _ignore_outcome(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # (retrieved: a read whose answer came too late to matter)
+
+
+def _client_batch(
+    items: list[_Item], i: int, limit: int
+) -> tuple[list[_ClientUpdate], list[_PeerEvents], int]:
+    """The client updates of one commit, from items[i] (one): those that follow it, up
+    to `limit`, passing over other processes' events (durable already: whatever this
+    process appends comes after them in the log, so the batch's updates may be logged
+    before the room applies them), not over anything else (a server change reads the
+    document with every edit queued before it; a barrier waits for those). Returns the
+    batch, the events passed over, and where the items after the batch begin."""
+    batch: list[_ClientUpdate] = []
+    end = j = i
+    while j < len(items) and len(batch) < limit:
+        item = items[j]
+        if isinstance(item, _ClientUpdate):
+            batch.append(item)
+            end = j + 1
+        elif not isinstance(item, _PeerEvents):
+            break
+        j += 1
+    between = [x for x in items[i:end] if isinstance(x, _PeerEvents)]
+    return batch, between, end
 
 
 def _origin_of(origins: dict[str, ClientOrigin], peer: Peer) -> ClientOrigin:

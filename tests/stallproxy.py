@@ -17,6 +17,8 @@ its ``ignore_startup_parameters`` names: the session runs with the server's defa
 authentication: no message of the client's after its startup one) and then never passes
 on what it sends: what a client of a pooler whose pool is full sees (PgBouncer accepts
 the login, and the first query waits for a server session).
+``StallingProxy(5432, delay=0.03)`` holds every chunk that long on its way, each way (a
+server 60 ms away, round trip), without holding the ones behind it any longer.
 """
 
 from __future__ import annotations
@@ -37,8 +39,10 @@ class StallingProxy:
         *,
         drop_startup: Iterable[str] = (),
         hold_queries: bool = False,
+        delay: float = 0.0,
     ) -> None:
         self.target = (target_host, target_port)
+        self.delay = delay
         self.drop_startup = frozenset(drop_startup)
         self.hold_queries = hold_queries
         self.port = 0
@@ -151,6 +155,9 @@ class StallingProxy:
             w.transport.abort()
 
     async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        if self.delay > 0:
+            await self._delayed_pipe(r, w)
+            return
         try:
             while data := await r.read(65536):
                 while self.mode == "stall" and not w.is_closing():  # held while stalled
@@ -162,4 +169,32 @@ class StallingProxy:
         except (OSError, asyncio.CancelledError):
             pass
         finally:
+            w.transport.abort()
+
+    async def _delayed_pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        """_pipe, each chunk passed on `delay` seconds after it was read (in order)."""
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def read() -> None:
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                while data := await r.read(65536):
+                    chunks.put_nowait((loop.time() + self.delay, data))
+            chunks.put_nowait((loop.time() + self.delay, b""))
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                due, data = await chunks.get()
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                while self.mode == "stall" and not w.is_closing():  # held while stalled
+                    await self._changed.wait()
+                if not data or self.mode == "cut" or w.is_closing():
+                    break
+                w.write(data)
+                await w.drain()
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            reader.cancel()
             w.transport.abort()

@@ -1130,7 +1130,13 @@ class PostgresStore(EventStore):
                 hi = min(hi, lo + limit)
             if hi <= lo:
                 return []
-            segs = await self._doc_segments(doc, doc_id, lo, hi)
+            # the tail holds all of them (the events lately logged, as a room catching
+            # up after its own commit reads): no second round trip for the segments
+            held = {r.seq for r in tail}
+            if all(q in held for q in range(lo + 1, hi + 1)):
+                segs = []
+            else:
+                segs = await self._doc_segments(doc, doc_id, lo, hi)
             # a page (`limit`) decodes only its part of a segment; a version's range
             # whole segments, kept for the next version (log_layout.segment_events)
             return await assemble_off_loop(
