@@ -23,7 +23,7 @@ from . import stall_watch
 from .auth import Identity, authorize
 from .commit import Committer
 from .dispatch import Extensions
-from .errors import AuthError
+from .errors import AuthError, described
 from .lifecycle import Service
 from .recovery import recovery_marker, restored_minutes
 from .repeat_refusals import RepeatRefusals
@@ -216,7 +216,7 @@ class Backend(Service):
             try:
                 await room.flush()
             except Exception as e:  # the room reloads from the log; nothing acknowledged is lost
-                log.warning("flushing %s on shutdown failed: %s", room.name, e)
+                log.warning("flushing %s on shutdown failed: %s", room.name, described(e))
         log.info("going away: closed %d connections, flushed %d rooms", closed, len(rooms))
         return closed
 

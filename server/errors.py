@@ -208,6 +208,19 @@ class LogDamaged(StoreError):
         self.reason = "the document is damaged (its log lacks events): run palimpsest verify"
 
 
+def described(e: BaseException, timeout: float | None = None) -> str:
+    """`e` as the reason in a message: its text, or what it is when it has none (a
+    TimeoutError's text is empty: "cannot connect to PostgreSQL: " said nothing). A
+    timeout says how long it waited when `timeout` is given."""
+    text = str(e).strip()
+    if text:
+        return text
+    if isinstance(e, TimeoutError):
+        waited = f"within {timeout:g} s " if timeout is not None else ""
+        return f"no answer {waited}({type(e).__name__})"
+    return type(e).__name__
+
+
 def panicked(e: BaseException) -> bool:
     """Whether pycrdt's apply failed with a panic of yrs (pyo3's PanicException derives
     from BaseException, not Exception), which leaves the document broken: later

@@ -268,6 +268,7 @@ class PostgresServingLock:
         import asyncpg
 
         from .store.postgres import (
+            CONNECT_TIMEOUT,
             SERVING_LOCK,
             SESSION_WAIT,
             check_pooling,
@@ -280,7 +281,7 @@ class PostgresServingLock:
             # (unnamed statements: see check_pooling)
             conn = await asyncpg.connect(
                 self.dsn,
-                timeout=10,
+                timeout=CONNECT_TIMEOUT,
                 server_settings={"application_name": app},
                 statement_cache_size=0,
             )
@@ -460,11 +461,13 @@ async def pg_not_served(dsn: str, schema: str | None, by: str) -> AsyncIterator[
     which a server refused meanwhile names)."""
     import asyncpg
 
-    from .store.postgres import SERVING_LOCK, opening
+    from .store.postgres import CONNECT_TIMEOUT, SERVING_LOCK, opening
 
     app = f"palimpsest {by} pid {os.getpid()} on {socket.gethostname()}"[:63]
     with opening():
-        conn = await asyncpg.connect(dsn, timeout=10, server_settings={"application_name": app})
+        conn = await asyncpg.connect(
+            dsn, timeout=CONNECT_TIMEOUT, server_settings={"application_name": app}
+        )
     try:
         name = schema or await conn.fetchval("SELECT current_schema()") or ""
         if not await conn.fetchval(

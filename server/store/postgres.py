@@ -34,7 +34,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from ..errors import StoreError, StoreUnavailable
+from ..errors import StoreError, StoreUnavailable, described
 from . import segments as S
 from .actor_rename import Uses, kind_clash, taken
 from .base import (
@@ -195,6 +195,10 @@ _RETRYABLE: tuple[type[BaseException], ...] = (
 )
 
 
+#: how long opening a connection may take (s): the TCP connect, TLS, the login
+CONNECT_TIMEOUT = 10.0
+
+
 @contextlib.contextmanager
 def opening() -> Iterator[None]:
     """Connecting's errors as the user is told them: PostgreSQL unavailable (a start may
@@ -203,9 +207,11 @@ def opening() -> Iterator[None]:
     try:
         yield
     except _UNAVAILABLE as e:
-        raise StoreUnavailable(f"cannot connect to PostgreSQL: {e}") from e
+        raise StoreUnavailable(
+            f"cannot connect to PostgreSQL: {described(e, CONNECT_TIMEOUT)}"
+        ) from e
     except asyncpg.PostgresError as e:
-        raise StoreError(f"cannot open the PostgreSQL store: {e}") from e
+        raise StoreError(f"cannot open the PostgreSQL store: {described(e)}") from e
 
 
 def split_url(url: str) -> tuple[str, str | None]:
@@ -286,7 +292,7 @@ async def check_pooling(dsn: str, first: asyncpg.Connection | None = None) -> No
     The statements are unnamed (statement_cache_size=0): a named one would fail through
     such a pooler first, at random, with an error that does not say why."""
     kw: dict[str, Any] = {
-        "timeout": 10,
+        "timeout": CONNECT_TIMEOUT,
         "server_settings": {"application_name": "palimpsest pooling check"},
         "statement_cache_size": 0,
     }
@@ -523,7 +529,7 @@ class PostgresStore(EventStore):
                 max_size=self.max_size,
                 command_timeout=self.command_timeout,
                 server_settings=settings,
-                timeout=10,
+                timeout=CONNECT_TIMEOUT,
                 reset=_keep_session,
                 init=self._check_session,
             )
@@ -534,7 +540,7 @@ class PostgresStore(EventStore):
                 max_size=self.max_size,
                 command_timeout=self.command_timeout,
                 server_settings={"application_name": "palimpsest turns"},
-                timeout=10,
+                timeout=CONNECT_TIMEOUT,
             )
         try:
             await self.migrate()
@@ -582,7 +588,7 @@ class PostgresStore(EventStore):
         """The schema ?schema= names, created if missing. Only then: CREATE SCHEMA IF NOT
         EXISTS needs the privilege to create schemas even when there is nothing to
         create, which a server's role need not have (docs/scaleout.md)."""
-        conn = await asyncpg.connect(self.dsn, timeout=10, statement_cache_size=0)
+        conn = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT, statement_cache_size=0)
         try:
             if await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", self.schema):
                 return
@@ -644,7 +650,7 @@ class PostgresStore(EventStore):
             try:
                 conn = await asyncpg.connect(
                     self.dsn,
-                    timeout=10,
+                    timeout=CONNECT_TIMEOUT,
                     server_settings={**self._settings, "application_name": "palimpsest indexes"},
                 )
             except _UNAVAILABLE as e:
@@ -1386,7 +1392,10 @@ class PostgresStore(EventStore):
                     "VACUUM after a deletion",
                 )
             except (StoreError, TimeoutError) as e:
-                log.warning("%s; the deleted rows wait for autovacuum or a VACUUM", e)
+                why = described(e, _DELETED_VACUUM_TIMEOUT)
+                if not isinstance(e, StoreError):
+                    why = f"VACUUM after a deletion: {why}"
+                log.warning("%s; the deleted rows wait for autovacuum or a VACUUM", why)
                 return
 
     async def rename_actor(self, old: str, new: str, rewrite: MetaRewrite) -> ActorRenamed:

@@ -280,6 +280,29 @@ async def test_a_pool_with_no_session_to_give_fails_the_start_saying_so(schema: 
                 await c.close()
 
 
+async def test_a_connection_that_gets_no_answer_says_so_not_an_empty_reason(
+    schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL that does not answer a connect (a stalled network, a host gone quiet):
+    asyncpg's TimeoutError has no text, and the start said "cannot connect to PostgreSQL: "
+    and nothing more."""
+    from palimpsest.store import postgres
+
+    monkeypatch.setattr(postgres, "CONNECT_TIMEOUT", 0.5)
+    with StallingProxy(PG_PORT) as proxy:
+        proxy.stall()
+        url = _through(proxy, f"schema={schema}")
+        with pytest.raises(StoreUnavailable) as e:
+            await PostgresStore(url).start()
+        assert str(e.value) == (
+            "cannot connect to PostgreSQL: no answer within 0.5 s (TimeoutError)"
+        )
+        with pytest.raises(StoreUnavailable) as e:
+            await PostgresServingLock(split_url(url)[0], schema, shared=True).acquire()
+        assert str(e.value).endswith("no answer within 0.5 s (TimeoutError)"), str(e.value)
+        proxy.resume()
+
+
 async def test_the_serving_lock_outlives_idle_session_timeout_and_says_why_it_was_lost(
     schema: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
