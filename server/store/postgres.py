@@ -249,20 +249,38 @@ def connections_per_process(pool_size: int) -> int:
 
 
 def no_session(e: BaseException, pool_size: int | None = None) -> StoreUnavailable:
-    """What a new connection that got no session in time (a timeout, PgBouncer's
-    query_wait_timeout) tells the operator."""
+    """What a new connection that got no session in time tells the operator. PgBouncer
+    giving up (query_wait_timeout) is a full pool; a timeout of ours is one of two
+    things that look the same from here: the way to PostgreSQL is slow or stalled, or a
+    pooler keeps the connection waiting for a session. Both are said, and the pool size
+    only as the remedy of the second."""
     n = (
         f"{connections_per_process(pool_size)} (2 × PALIMPSEST_PG_POOL_SIZE {pool_size} + 2)"
         if pool_size is not None
         else "2 × PALIMPSEST_PG_POOL_SIZE + 2 (22 by default)"
     )
-    return StoreUnavailable(
-        f"a new connection to PostgreSQL got no session within {SESSION_WAIT:g} s ({e!r}): "
-        "a pooler in front of it whose pool is full keeps new connections waiting "
+    pooler = (
         "(PgBouncer: pool_size, max_db_connections, max_user_connections; it gives up "
-        f"after query_wait_timeout). A server process opens up to {n} connections: "
-        "lower PALIMPSEST_PG_POOL_SIZE, or give the pool room for every process "
-        "(docs/scaleout.md)"
+        "after query_wait_timeout)"
+    )
+    remedy = (
+        f"a server process opens up to {n} connections: lower PALIMPSEST_PG_POOL_SIZE, or "
+        "give the pool room for every process (docs/scaleout.md)"
+    )
+    if "query_wait_timeout" in str(e):
+        return StoreUnavailable(
+            f"a new connection to PostgreSQL got no session ({described(e)}): the pooler in "
+            f"front of it has a full pool and kept it waiting {pooler}. {remedy[0].upper()}"
+            f"{remedy[1:]}"
+        )
+    what = described(e) if str(e).strip() else type(e).__name__
+    return StoreUnavailable(
+        "a new connection to PostgreSQL was let in but got no answer to its first "
+        f"statement within {SESSION_WAIT:g} s ({what}). Either the way to PostgreSQL "
+        "is slow or stalled (the network, a firewall, a host or server that stopped "
+        "answering: nothing to change here, a start that is tried again passes once it "
+        "answers), or a pooler in front of it whose pool is full keeps new connections "
+        f"waiting for a session {pooler}. If there is such a pooler: {remedy}"
     )
 
 

@@ -257,9 +257,11 @@ async def test_a_pool_with_no_session_to_give_fails_the_start_saying_so(schema: 
             await PostgresStore(url).start()
         assert "PALIMPSEST_PG_POOL_SIZE" in str(e.value)
         assert "query_wait_timeout" in str(e.value)
+        _names_both_causes(str(e.value))
         with pytest.raises(StoreUnavailable) as e:
             await PostgresServingLock(split_url(url)[0], schema, shared=True).acquire()
         assert "PALIMPSEST_PG_POOL_SIZE" in str(e.value)
+        _names_both_causes(str(e.value))
     if shutil.which("pgbouncer") is None:
         return
     parts = urlsplit(PG_URL)
@@ -278,6 +280,18 @@ async def test_a_pool_with_no_session_to_give_fails_the_start_saying_so(schema: 
         finally:
             for c in held:
                 await c.close()
+
+
+def _names_both_causes(said: str) -> None:
+    """A session that does not come, from here, is a pooler with a full pool or a way to
+    PostgreSQL that is slow or stalled: a network stall during a start (no pooler at all)
+    was blamed on "a pooler in front of it whose pool is full", with "lower
+    PALIMPSEST_PG_POOL_SIZE" as the remedy."""
+    assert "slow or stalled" in said, said
+    assert "pooler" in said, said
+    # the pool size is the pooler's remedy, said as such
+    assert said.index("If there is such a pooler") < said.index("PALIMPSEST_PG_POOL_SIZE"), said
+    assert "TimeoutError()" not in said, said
 
 
 async def test_a_connection_that_gets_no_answer_says_so_not_an_empty_reason(
