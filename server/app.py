@@ -214,7 +214,10 @@ class Palimpsest:
             settings.check()
             if isinstance(store, str):
                 store = open_store(
-                    store, durability=settings.durability, pg_pool_size=settings.pg_pool_size
+                    store,
+                    durability=settings.durability,
+                    pg_pool_size=settings.pg_pool_size,
+                    pg_command_timeout=settings.pg_command_timeout,
                 )
             exts = list(extensions)
             if builtins:

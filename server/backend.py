@@ -78,6 +78,7 @@ class Backend(Service):
             durability=self.settings.durability,
             warm_disk_ms=self.settings.warm_disk_ms,
             pg_pool_size=self.settings.pg_pool_size,
+            pg_command_timeout=self.settings.pg_command_timeout,
         )
         if extensions is None:
             from .features import builtin_extensions

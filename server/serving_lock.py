@@ -272,6 +272,7 @@ class PostgresServingLock:
             SERVING_LOCK,
             SESSION_WAIT,
             check_pooling,
+            keep_alive,
             no_session,
             opening,
         )
@@ -286,6 +287,7 @@ class PostgresServingLock:
                 statement_cache_size=0,
             )
         try:
+            keep_alive(conn)  # (its session is the lock: a dead one found while it idles)
             if first:  # a session-level lock needs a session: not a transaction pooler's
                 with opening():
                     await check_pooling(self.dsn, conn)

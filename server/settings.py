@@ -36,6 +36,9 @@ class Settings:
     #: and the one that holds documents' turns on server changes); with the serving
     #: lock's and the index builder's a process opens up to 2 × this + 2
     pg_pool_size: int = 10
+    #: PostgreSQL: seconds a statement may take before asyncpg gives it up (and cancels
+    #: it, which it waits for as long again at most)
+    pg_command_timeout: float = 30.0
     #: `palimpsest serve`'s event loop: "uvloop" (libuv, the default where it is
     #: installed) or "asyncio" (the standard library's)
     event_loop: str = "uvloop"
@@ -295,7 +298,7 @@ class Settings:
 _POSITIVE = frozenset(
     {
         "max_frame_bytes", "max_doc_bytes", "max_large_frames_bytes", "max_awareness_bytes",
-        "max_connections_per_ip", "pg_pool_size",
+        "max_connections_per_ip", "pg_pool_size", "pg_command_timeout",
         "send_queue_frames", "max_send_queue_bytes", "max_send_queue_bytes_per_ip",
         "max_send_queue_bytes_per_room", "max_awareness_state_bytes", "max_awareness_depth",
         "max_awareness_clients_per_connection", "max_awareness_clients_per_room",

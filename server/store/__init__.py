@@ -33,6 +33,7 @@ def open_store(
     migrate: bool = False,
     warm_disk_ms: float = 0.0,
     pg_pool_size: int = 10,
+    pg_command_timeout: float = 30.0,
     read_only: bool = False,
 ) -> EventStore:
     """A store for a URL: ``sqlite:///path`` (or a bare path), ``postgresql://…``, ``memory://``.
@@ -40,13 +41,20 @@ def open_store(
     store keeps nothing either way). ``migrate``: upgrade an older schema when it starts
     (what ``palimpsest migrate`` does); otherwise a store whose log needs rewriting
     refuses to start and says so. ``warm_disk_ms``: SQLite only, see SQLiteStore.
-    ``pg_pool_size``: PostgreSQL only, the size of each of its two pools.
+    ``pg_pool_size``: PostgreSQL only, the size of each of its two pools;
+    ``pg_command_timeout``: PostgreSQL only, asyncpg's command timeout (s).
     ``read_only``: SQLite only, a store that only reads and leaves the file byte for byte
     as it found it (export, inspect, verify: SQLiteStore._start_read_only)."""
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore
 
-        return PostgresStore(url, durability=durability, migrate=migrate, max_size=pg_pool_size)
+        return PostgresStore(
+            url,
+            durability=durability,
+            migrate=migrate,
+            max_size=pg_pool_size,
+            command_timeout=pg_command_timeout,
+        )
     if url.startswith("memory://"):
         return MemoryStore()
     scheme = _SCHEME.match(url)

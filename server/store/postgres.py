@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import logging
 import re
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
@@ -197,6 +198,41 @@ _RETRYABLE: tuple[type[BaseException], ...] = (
 
 #: how long opening a connection may take (s): the TCP connect, TLS, the login
 CONNECT_TIMEOUT = 10.0
+
+#: TCP keepalive on every long-lived connection to PostgreSQL (the pools', the serving
+#: lock's, the index builder's): the first probe after this many seconds idle, then one
+#: every KEEPALIVE_INTERVAL, the connection given up after KEEPALIVE_COUNT unanswered.
+#: A connection whose peer went without a word (a NAT or firewall that forgot it: no RST,
+#: no FIN) is then found dead while it idles in the pool, within about a minute, instead
+#: of being handed to the next command (the kernel's default: the first probe after 2 h),
+#: which held every document of the process for the command timeout and the cancel's.
+#: (A command sent on such a connection is bounded by the command timeout:
+#: PALIMPSEST_PG_COMMAND_TIMEOUT.)
+KEEPALIVE_IDLE = 30
+KEEPALIVE_INTERVAL = 10
+KEEPALIVE_COUNT = 3
+
+
+def keep_alive(conn: asyncpg.Connection) -> None:
+    """Turn TCP keepalive on for `conn` (see KEEPALIVE_IDLE). asyncpg has no option for
+    it (libpq's ``keepalives*`` parameters are not its), so it is set on the socket of the
+    connection's transport; a Unix socket has none to set."""
+    sock = conn._transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+        ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+    ):
+        opt = getattr(socket, name, None)
+        if opt is not None:  # (Linux names them all; others some)
+            sock.setsockopt(socket.IPPROTO_TCP, opt, value)
+
+
+async def _keep_alive(conn: asyncpg.Connection) -> None:
+    keep_alive(conn)  # (a pool's init)
 
 
 @contextlib.contextmanager
@@ -559,6 +595,7 @@ class PostgresStore(EventStore):
                 command_timeout=self.command_timeout,
                 server_settings={"application_name": "palimpsest turns"},
                 timeout=CONNECT_TIMEOUT,
+                init=_keep_alive,
             )
         try:
             await self.migrate()
@@ -628,7 +665,9 @@ class PostgresStore(EventStore):
         parameters the store asked for hold. A pooler in between may drop them (PgBouncer
         drops those its ignore_startup_parameters names, without a word): the tables would
         then be made and read in the role's default schema, another deployment's perhaps,
-        and --durability os would wait for every WAL flush. Refused with what to do."""
+        and --durability os would wait for every WAL flush. Refused with what to do.
+        Its TCP keepalive is turned on first (keep_alive)."""
+        keep_alive(conn)
         try:
             row = await conn.fetchrow(
                 "SELECT current_schema(), current_setting('search_path'), "
