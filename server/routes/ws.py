@@ -72,7 +72,11 @@ class _Parts:
 class Connection:
     """A Peer of a room, over a starlette WebSocket."""
 
-    def __init__(self, ws: WebSocket, backend: Backend, client: Client) -> None:
+    def __init__(
+        self, ws: WebSocket, backend: Backend, client: Client, opened: float | None = None
+    ) -> None:
+        """`opened`: when the socket was accepted (time.monotonic()), which its
+        duration counts from: its room may have waited for the store since."""
         self.ws = ws
         self.backend = backend
         self.client = client
@@ -108,7 +112,7 @@ class Connection:
         #: the close code and reason the client sent (1006: the socket went without one)
         self._client_close: tuple[int, str] | None = None
         self._client_cause = "client_closed"
-        self._opened = time.monotonic()
+        self._opened = time.monotonic() if opened is None else opened
         #: the sender task, from the first frame queued (or the close) on; its end is the
         #: connection's: the close frame sent (or the socket gone)
         self._sender: asyncio.Task[None] | None = None
@@ -850,6 +854,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         return
     try:
         await ws.accept()
+        accepted = time.monotonic()
         try:
             room = await backend.rooms.get(doc)
         except StoreError as e:
@@ -864,9 +869,10 @@ async def websocket_endpoint(ws: WebSocket) -> None:
                 code, reason = 1011, "the document cannot be read: the server's log says why"
             with contextlib.suppress(Exception):  # (the client may be gone already)
                 await ws.close(code, reason)
-            backend.extensions.closed(client, Closed("store_error", code, reason, 0.0, False))
+            waited = time.monotonic() - accepted
+            backend.extensions.closed(client, Closed("store_error", code, reason, waited, False))
             return
-        conn = Connection(ws, backend, client)
+        conn = Connection(ws, backend, client, accepted)
         log.info("connect %s doc=%s user=%s", conn.id, doc, conn.actor,
                  extra={"peer": conn.id, "doc": doc, "user": conn.actor})  # fmt: skip
         try:
