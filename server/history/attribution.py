@@ -584,8 +584,9 @@ class Copies:
         self.moves = moves
         #: where each insert is: (text, alive bytes before it, or the run it is)
         self.spots: list[tuple[TextTrack, int, list[Any] | None]] = []
-        #: what else to settle (an XML element's children brought back)
-        self.later: list[Callable[[], None]] = []
+        #: what else to settle (an XML element's children brought back): each a call,
+        #: or a call whose steps (an iterator) are taken with pauses between
+        self.later: list[Callable[[], Iterator[None] | None]] = []
 
     @staticmethod
     def of(seq: int, kind: str, meta: Mapping[str, Any]) -> Copies | None:
@@ -645,7 +646,9 @@ class Copies:
             yield from self.match_steps(track, runs, track, orig)
             yield
         for settle in self.later:
-            settle()
+            steps = settle()
+            if steps is not None:
+                yield from steps
             yield
 
     @staticmethod

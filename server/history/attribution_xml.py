@@ -31,7 +31,6 @@ attribution.Moves.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import functools
 import hashlib
 import json
@@ -401,12 +400,13 @@ def _apply_children(
             _gone_nodes(moves, node, gone)
 
 
-def copy_children(copies: Copies, node: XNode, pos: int) -> None:
+def copy_children(copies: Copies, node: XNode, pos: int) -> Iterator[None]:
     """Children an undo, a redo or a restore inserted into element `node` after `pos`
     alive children: each that copies a deleted child beside it (in the same stretch
     between two children alive before and after, see attribution.Copies), of the same
     kind and tag, in order, keeps the writers of the text it copies (the child itself
-    is its copier's)."""
+    is its copier's). A pause (a yield) after each node looked at and each pair
+    matched (a restore may make thousands of paragraphs again, see Copies.settle_steps)."""
     seq, track = copies.seq, node.track
     runs = track.gap(*copies.where(track, pos), seq)
     made = [
@@ -418,30 +418,87 @@ def copy_children(copies: Copies, node: XNode, pos: int) -> None:
         if r[3] and r[3] != seq and copies.source(r)
         for o in range(r[0], r[0] + r[1])
     ]
-    _copy_nodes(copies, made, orig)
+    yield from _copy_nodes(copies, made, orig)
 
 
-def _copy_nodes(copies: Copies, made: list[XNode], orig: list[XNode]) -> None:
-    """Pair the nodes `made` (new, all of them this event's) with `orig` in order, by
-    kind and tag, and carry each pair's writers over (see :func:`copy_children`)."""
-    if not made or not orig or len(made) * len(orig) > 1 << 16:
+def _copy_nodes(copies: Copies, made: list[XNode], orig: list[XNode]) -> Iterator[None]:
+    """Pair the nodes `made` (new, all of them this event's) with the deleted nodes
+    `orig` whose content each copies, and carry each pair's writers over (see
+    :func:`copy_children`): by content (their text and their children's, as made and
+    as `orig` held it at what the event brings back), then of one kind and tag with
+    texts alike, then of one kind and tag in order as a last resort (matching.by_content).
+    By order first, a paragraph a restore made again beside one it changed in place was
+    paired with the deleted paragraph before its own: one writer's text named another's."""
+    if not made or not orig:
         return
-    sm = difflib.SequenceMatcher(
-        None, [(n.kind, n.tag) for n in made], [(n.kind, n.tag) for n in orig], autojunk=False
+    new, old = [], []
+    for n in made:
+        new.append(_copied(n, _made_run))
+        yield
+    for n in orig:
+        old.append(_copied(n, copies.inner))
+        yield
+    kinds = [(n.kind, n.tag) if n.kind != MAP_NODE else None for n in made]
+    was = [(n.kind, n.tag) if n.kind != MAP_NODE else None for n in orig]
+    pairs = matching.by_content(
+        [d for d, _ in new],
+        [d for d, _ in old],
+        kinds,
+        was,
+        lambda i, j: matching.similar(new[i][1], old[j][1]),
+        order=True,
     )
-    for i, j, n in sm.get_matching_blocks():
-        for new, old in zip(made[i : i + n], orig[j : j + n], strict=True):
-            _copy_node(copies, new, old)
+    yield
+    for i, j in pairs:
+        yield from _copy_node(copies, made[i], orig[j])
+        yield
 
 
-def _copy_node(copies: Copies, new: XNode, old: XNode) -> None:
+def _made_run(run: list[Any]) -> bool:
+    return not run[3]
+
+
+def _copied(node: XNode, keep: Callable[[list[Any]], bool]) -> tuple[bytes, str]:
+    """A node's content, of the runs `keep` picks in it and in its children: a digest
+    of its kind, tag, text and children's (a map: a digest of its own, never equal), and
+    its plain text (each text apart by a line break)."""
+    h = hashlib.blake2b(digest_size=16)
+    if node.kind == MAP_NODE:
+        h.update(b"map %d" % id(node))
+        return h.digest(), ""
+    h.update(json.dumps([node.kind, node.tag]).encode())
+    runs = [r for r in node.track.runs() if r[1] and keep(r)]
+    if node.kind == TEXT_NODE:
+        data = b"".join(node.track.content[r[0] : r[0] + r[1]] for r in runs)
+        h.update(b"%d:" % len(data) + data)
+        plain = _text(data)
+    else:
+        texts = []
+        for r in runs:
+            for o in range(r[0], r[0] + r[1]):
+                kid = node.kids.get(o)
+                if kid is not None:
+                    d, t = _copied(kid, keep)
+                    h.update(d)
+                    texts.append(t)
+        plain = "\n".join(texts)
+    if node.kind == TEXT_NODE and node.kids:  # (a text's embedded types, in order)
+        for r in runs:
+            for o in range(r[0], r[0] + r[1]):
+                kid = node.kids.get(o)
+                if kid is not None:
+                    h.update(_copied(kid, keep)[0])
+    return h.digest(), plain
+
+
+def _copy_node(copies: Copies, new: XNode, old: XNode) -> Iterator[None]:
     inner = [r for r in old.track.runs() if copies.inner(r)]
     if new.kind == TEXT_NODE:
-        copies.match(new.track, list(new.track.runs()), old.track, inner)
+        yield from copies.match_steps(new.track, list(new.track.runs()), old.track, inner)
     elif new.kind == ELEMENT:
         made = [kid for kid, _ in new.all_children()]
         kept = [old.kids[o] for r in inner for o in range(r[0], r[0] + r[1]) if o in old.kids]
-        _copy_nodes(copies, made, kept)
+        yield from _copy_nodes(copies, made, kept)
 
 
 def apply_text(

@@ -13,6 +13,9 @@ sides (so that each side still spells its version):
 - :func:`alike`: what is left, by kind (tag and attributes) in order, and kept where
   their texts are alike (:func:`similar`): a paragraph an undo brought back that was
   edited since. Bounded (MATCH_PAIRS): past it nothing more is paired.
+- :func:`by_content`: both, and (`order`) what is still left by kind in order: which
+  deleted node a node an undo or a restore made copies, for blame
+  (attribution_xml.copy_children).
 - :func:`text_ops`: the character diff of two paired texts, each character with the
   event that deleted it (old) or that wrote it (new).
 """
@@ -80,6 +83,44 @@ def alike(
     ]
 
 
+def by_content(
+    left: Sequence[Hashable],
+    right: Sequence[Hashable],
+    left_kinds: Sequence[Hashable | None],
+    right_kinds: Sequence[Hashable | None],
+    similar: Callable[[int, int], bool],
+    *,
+    order: bool = False,
+) -> list[tuple[int, int]]:
+    """(i, j) pairs, increasing in both: by content digest (`left`, `right`, see
+    :func:`in_order`), then between those by kind where `similar(i, j)` (:func:`alike`),
+    then (`order`) between those by kind alone, in order, as a last resort."""
+    out: list[tuple[int, int]] = []
+
+    def stretch(i0: int, i1: int, j0: int, j1: int, step: int) -> None:
+        # the pairs between (i0, j0) and (i1, j1), both excluded, by step 1 (alike) or 2
+        if i1 - i0 < 2 or j1 - j0 < 2 or step > 2 or (step == 2 and not order):
+            return
+        kl, kr = left_kinds[i0 + 1 : i1], right_kinds[j0 + 1 : j1]
+        if step == 1:
+            got = alike(kl, kr, lambda i, j: similar(i0 + 1 + i, j0 + 1 + j))
+        else:
+            got = alike(kl, kr, lambda i, j: True)
+        got = [(i0 + 1 + i, j0 + 1 + j) for i, j in got]
+        for (a0, b0), (a1, b1) in zip([(i0, j0), *got], [*got, (i1, j1)], strict=True):
+            stretch(a0, a1, b0, b1, step + 1)
+            if (a1, b1) != (i1, j1):
+                out.append((a1, b1))
+
+    exact = in_order(left, right)
+    for (i0, j0), (i1, j1) in zip([(-1, -1), *exact], [*exact, (len(left), len(right))],
+                                  strict=True):  # fmt: skip
+        stretch(i0, i1, j0, j1, 1)
+        if i1 < len(left):
+            out.append((i1, j1))
+    return out
+
+
 def similar(x: str, y: str) -> bool:
     """Whether texts `x` and `y` are alike (ALIKE of their characters match)."""
     if x == y:
@@ -144,4 +185,13 @@ def text_ops(
     return out
 
 
-__all__ = ["ALIKE", "MATCH_PAIRS", "TEXT_WORK", "alike", "in_order", "similar", "text_ops"]
+__all__ = [
+    "ALIKE",
+    "MATCH_PAIRS",
+    "TEXT_WORK",
+    "alike",
+    "by_content",
+    "in_order",
+    "similar",
+    "text_ops",
+]
