@@ -32,10 +32,10 @@ from .undo import Undo
 def builtin_extensions(settings: Settings, *, others: Sequence[Extension] = ()) -> list[Extension]:
     """The features of a server with these settings.
 
-    Auth: signed tokens when a JWT secret or public key is configured; otherwise open
+    Auth: signed tokens when a JWT secret, public key or JWKS URL is configured; otherwise open
     development mode, unless one of `others` authenticates (an app with its own users)."""
     out: list[Extension] = []
-    if settings.jwt_secret or settings.jwt_public_key:
+    if settings.signed_tokens:
         out.append(JWTAuth.from_settings(settings))
     elif not any(_authenticates(e) for e in others):
         out.append(OpenAccess())

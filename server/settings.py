@@ -54,6 +54,13 @@ class Settings:
     #: PEM public key file for RS256/ES256 tokens; several, comma-separated, each
     #: ``KID:PATH`` or ``PATH``
     jwt_public_key: str | None = None
+    #: an identity provider's JWKS URL (its OpenID ``jwks_uri``): its RS256/ES256 keys,
+    #: fetched at start (a start that cannot fails), again every
+    #: jwt_jwks_refresh_seconds, and when a token names a kid the server lacks (at most
+    #: once per 30 s); server.auth.jwks
+    jwt_jwks_url: str | None = None
+    #: seconds between fetches of the JWKS; 0 = only at start and on an unknown kid
+    jwt_jwks_refresh_seconds: float = 600.0
     #: when set, every token must carry an ``aud`` claim naming one of these (comma-
     #: separated) / an ``iss`` claim that is one of these; none = not checked
     jwt_audience: str | None = None
@@ -275,10 +282,19 @@ class Settings:
                     "browser sends it, scheme://host[:port] (e.g. https://app.example.com)"
                 )
         for name in ("jwt_audience", "jwt_issuer"):
-            if getattr(self, name) and not (self.jwt_secret or self.jwt_public_key):
+            if getattr(self, name) and not self.signed_tokens:
                 raise ValueError(
-                    f"{_name(name)} checks signed tokens: it needs a JWT secret or public key "
-                    "(without one the server runs open, and would check nothing)"
+                    f"{_name(name)} checks signed tokens: it needs a JWT secret, public key "
+                    "or JWKS URL (without one the server runs open, and would check nothing)"
+                )
+        if self.jwt_jwks_url:
+            parts = urlsplit(self.jwt_jwks_url.strip())
+            why = _unreadable_url(self.jwt_jwks_url)
+            if why or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+                raise ValueError(
+                    f"{_name('jwt_jwks_url')} must be an http(s) URL of a JWKS (e.g. "
+                    "https://idp.example.com/realms/acme/protocol/openid-connect/certs)"
+                    + (f": {why}" if why else "")
                 )
         if self.fanout:
             # a URL Redis does not take, or a gap-check period of 0 (a busy loop), would
@@ -286,6 +302,12 @@ class Settings:
             from .fanout import parse_url
 
             parse_url(self.fanout, _name("fanout"))
+
+    @property
+    def signed_tokens(self) -> bool:
+        """Whether tokens are required (a secret, a public key or a JWKS URL is set);
+        otherwise the server runs open."""
+        return bool(self.jwt_secret or self.jwt_public_key or self.jwt_jwks_url)
 
     @property
     def store_url(self) -> str:
@@ -334,7 +356,9 @@ OTHER_ENV = frozenset(
 )  # fmt: skip
 _OTHER_ENV_PREFIXES = ("PALIMPSEST_TEST_", "PALIMPSEST_BENCH_")
 #: the settings without which the server runs open to everyone
-AUTH_ENV = frozenset({"PALIMPSEST_JWT_SECRET", "PALIMPSEST_JWT_PUBLIC_KEY"})
+AUTH_ENV = frozenset(
+    {"PALIMPSEST_JWT_SECRET", "PALIMPSEST_JWT_PUBLIC_KEY", "PALIMPSEST_JWT_JWKS_URL"}
+)
 
 
 #: the variables Kubernetes sets in every pod of a namespace with a Service named

@@ -69,6 +69,8 @@ def serve(
     [
         (["--jwt-secret", "short"], {}, "the JWT secret is 5 bytes long"),
         (["--jwt-public-key", "missing.pem"], {}, "cannot read the JWT public key missing.pem"),
+        (["--jwt-jwks-url", "idp.example.com/certs"], {},
+         "jwt_jwks_url (PALIMPSEST_JWT_JWKS_URL) must be an http(s) URL of a JWKS"),
         (["--store", "redis://127.0.0.1:6379"], {}, "unknown store URL redis://"),
         (["--webhook", "example.com/hook"], {}, "a webhook URL starts with http://"),
         (["--max-frame-bytes", "0"], {}, "max_frame_bytes (PALIMPSEST_MAX_FRAME_BYTES) must"),
@@ -130,8 +132,8 @@ def test_a_misspelt_variable_is_named_and_one_meant_as_the_jwt_secret_stops_the_
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert (
         "palimpsest serve: error: PALIMPSEST_JWT_SECRETT is not a setting (did you mean "
-        "PALIMPSEST_JWT_SECRET?), and without a JWT secret or public key the server would "
-        "run open to everyone"
+        "PALIMPSEST_JWT_SECRET?), and without a JWT secret, public key or JWKS URL the server "
+        "would run open to everyone"
     ) in r.stderr, r.stderr
     # with the secret set as well, the stray name is only named
     with ServerProcess(

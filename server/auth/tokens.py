@@ -1,7 +1,8 @@
 """Signed tokens (JWT) and the limits that protect a server on the open internet.
 
-Auth. With ``--jwt-secret`` (HS256) and/or ``--jwt-public-key`` (a PEM file: RS256 for
-an RSA key, ES256 for an EC P-256 key), every websocket and HTTP request needs a token:
+Auth. With ``--jwt-secret`` (HS256), ``--jwt-public-key`` (a PEM file: RS256 for an RSA
+key, ES256 for an EC P-256 key) and/or ``--jwt-jwks-url`` (an identity provider's key
+set, kept up to date: server.auth.jwks), every websocket and HTTP request needs a token:
 ``?token=`` on the websocket URL (what y-websocket's ``params`` sends), ``Authorization:
 Bearer`` on HTTP. Claims::
 
@@ -40,7 +41,6 @@ import re
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +52,9 @@ from starlette.requests import HTTPConnection
 
 from ..errors import AuthError
 from ..extensions import Extension
+from ..lifecycle import Service
 from ..settings import Settings
-from ..util import iso
+from ..util import iso, without_password
 from .identity import (
     LEEWAY,
     RANK,
@@ -65,6 +66,8 @@ from .identity import (
     user_name,
     valid_user_name,
 )
+from .jwks import JWKS
+from .keys import VerificationKey
 
 log = logging.getLogger("palimpsest.auth")
 
@@ -88,16 +91,6 @@ OPEN_MODE_WARNING = (
 
 #: a key id as ``KID:value`` names it (what a token's ``kid`` header then says)
 KID_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
-@dataclass(frozen=True, slots=True)
-class VerificationKey:
-    """One key tokens may be signed with: its algorithm, the secret or public key, and
-    the key id (``kid``) tokens signed with it name, if it has one."""
-
-    alg: str
-    key: Any = field(repr=False)
-    kid: str | None = None
 
 
 def parse_keys(value: str) -> list[tuple[str | None, str]]:
@@ -157,18 +150,22 @@ class JWTAuth(Extension):
         public_keys: Sequence[tuple[str | None, Any]] = (),
         audience: Sequence[str] = (),
         issuer: Sequence[str] = (),
+        jwks: JWKS | None = None,
     ) -> None:
         """`secret`: one HS256 secret, or several as ``palimpsest serve`` takes them
         (comma-separated, each ``KID:secret`` or the secret alone; the first is current).
         `public_key`: one public key (no kid); `public_keys`: (kid or None, key) pairs.
+        `jwks`: an identity provider's key set (server.auth.jwks), fetched when the app
+        starts (it is this extension's service) and kept up to date.
         `audience`, `issuer`: when given, a token must carry an ``aud`` naming one of
         them, an ``iss`` that is one of them (else neither is checked)."""
         self.audience = list(audience)
         self.issuer = list(issuer)
+        self.jwks = jwks
         keys = [(kid, value) for kid, value in parse_keys(secret or "")]
         pairs = [*([(None, public_key)] if public_key is not None else []), *public_keys]
-        if not keys and not pairs:
-            raise ValueError("JWT mode needs a secret or a public key")
+        if not keys and not pairs and jwks is None:
+            raise ValueError("JWT mode needs a secret, a public key or a JWKS URL")
         self._keys: list[VerificationKey] = []
         for kid, value in keys:
             if len(value.encode()) < MIN_SECRET_BYTES:
@@ -198,34 +195,57 @@ class JWTAuth(Extension):
         public = [
             (kid, load_public_key(path)) for kid, path in parse_keys(settings.jwt_public_key or "")
         ]
+        jwks = (
+            JWKS(settings.jwt_jwks_url, refresh_seconds=settings.jwt_jwks_refresh_seconds)
+            if settings.jwt_jwks_url
+            else None
+        )
         auth = cls(
             settings.jwt_secret,
             public_keys=public,
             audience=split_list(settings.jwt_audience),
             issuer=split_list(settings.jwt_issuer),
+            jwks=jwks,
         )
         log.info("auth: signed tokens required (%s)", auth.describe())
         return auth
 
+    def services(self) -> Sequence[Service]:
+        return [self.jwks] if self.jwks is not None else []
+
     @property
     def keys(self) -> list[VerificationKey]:
-        """The keys tokens are verified with, in the order they are tried."""
-        return list(self._keys)
+        """The keys tokens are verified with, in the order they are tried: the
+        configured ones, then the JWKS's (one whose kid a configured key has is left
+        out: a kid names one key)."""
+        if self.jwks is None:
+            return list(self._keys)
+        kids = {k.kid for k in self._keys if k.kid is not None}
+        return [*self._keys, *(k for k in self.jwks.keys if k.kid not in kids)]
 
     def describe(self) -> str:
         """The keys, for the start-up line: "HS256" for one secret without a kid, else
-        each algorithm with its kids ("HS256 2025-06, HS256 (no kid)")."""
-        if len(self._keys) == 1 and self._keys[0].kid is None:
+        each algorithm with its kids ("HS256 2025-06, HS256 (no kid)"), and the JWKS."""
+        jwks = [f"JWKS {self.jwks.where}"] if self.jwks is not None else []
+        if len(self._keys) == 1 and self._keys[0].kid is None and not jwks:
             return self._keys[0].alg
-        return ", ".join(f"{k.alg} {k.kid if k.kid else '(no kid)'}" for k in self._keys)
+        keys = [f"{k.alg} {k.kid if k.kid else '(no kid)'}" for k in self._keys]
+        return ", ".join(keys + jwks)
 
     @property
     def algorithms(self) -> list[str]:
-        return sorted({k.alg for k in self._keys})
+        return sorted({k.alg for k in self.keys})
 
     async def authenticate(self, conn: HTTPConnection) -> Identity | None:
         token = token_of(conn)
-        return self.identify(token) if token else None
+        if not token:
+            return None
+        if self.jwks is not None:
+            kid = _kid_of(token)
+            if kid is not None and all(k.kid != kid for k in self.keys):
+                # the provider may have rotated since the last fetch (rate-limited)
+                await self.jwks.unknown_kid(kid)
+        return self.identify(token)
 
     def identify(self, token: str | None) -> Identity:
         """The identity a token proves (``?user=`` means nothing in this mode)."""
@@ -263,12 +283,13 @@ class JWTAuth(Extension):
         """The keys a token of `alg` naming `kid` is tried with: the key of that kid
         alone; else (no kid, or one no key here has: an identity provider's) every key
         of `alg`, in order."""
-        named = [k for k in self._keys if kid is not None and k.kid == kid]
+        keys = self.keys
+        named = [k for k in keys if kid is not None and k.kid == kid]
         if named:
             if named[0].alg != alg:
                 raise AuthError(f"token names key {kid!r}, which is not an {alg} key")
             return named
-        return [k for k in self._keys if k.alg == alg]
+        return [k for k in keys if k.alg == alg]
 
     def _decode(self, token: str, key: VerificationKey) -> dict[str, Any]:
         """The claims of `token` verified with `key`; InvalidSignatureError goes on up
@@ -312,6 +333,16 @@ class JWTAuth(Extension):
             raise damaged(e) from e
         except jwt.InvalidTokenError as e:
             raise AuthError(f"invalid token: {e}") from e
+
+
+def _kid_of(token: str) -> str | None:
+    """The kid a token's header names, if it is readable and names one (a token that
+    is not is refused by identify, which says why)."""
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+    except jwt.InvalidTokenError:
+        return None
+    return kid if isinstance(kid, str) else None
 
 
 def _server_time() -> str:
@@ -407,7 +438,7 @@ def mint(
 
 def auth_banner(settings: Settings) -> str:
     """One line for start-up: which auth mode the server is in."""
-    if settings.jwt_secret or settings.jwt_public_key:
+    if settings.signed_tokens:
         secrets = parse_keys(settings.jwt_secret or "")
         current = " (current)" if len(secrets) > 1 else ""
         kinds = [
@@ -417,6 +448,8 @@ def auth_banner(settings: Settings) -> str:
             f"public key {path}" + (f" ({kid})" if kid else "")
             for kid, path in parse_keys(settings.jwt_public_key or "")
         ]
+        if settings.jwt_jwks_url:
+            kinds.append(f"JWKS {without_password(settings.jwt_jwks_url)}")
         kinds += [f"aud {v}" for v in split_list(settings.jwt_audience)]
         kinds += [f"iss {v}" for v in split_list(settings.jwt_issuer)]
         return f"palimpsest: auth: signed tokens required ({', '.join(kinds)})"

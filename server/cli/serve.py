@@ -84,6 +84,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "or PATH (env PALIMPSEST_JWT_PUBLIC_KEY)",
     )
     p.add_argument(
+        "--jwt-jwks-url", metavar="URL",
+        help="an identity provider's JWKS URL (its jwks_uri): its RS256/ES256 keys, fetched "
+        "at start and kept up to date as it rotates them (env PALIMPSEST_JWT_JWKS_URL; "
+        "docs/security.md)",
+    )  # fmt: skip
+    p.add_argument(
+        "--jwt-jwks-refresh-seconds", type=float, metavar="S",
+        help="seconds between fetches of the JWKS (env PALIMPSEST_JWT_JWKS_REFRESH_SECONDS; "
+        "default 600; 0 = only at start and when a token names an unknown kid)",
+    )  # fmt: skip
+    p.add_argument(
         "--jwt-audience",
         help="tokens must carry an aud claim naming this (or one of several, comma-separated; "
         "env PALIMPSEST_JWT_AUDIENCE); default: aud not checked",
@@ -152,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
             event_loop=args.event_loop,
             jwt_secret=args.jwt_secret,
             jwt_public_key=args.jwt_public_key,
+            jwt_jwks_url=args.jwt_jwks_url,
+            jwt_jwks_refresh_seconds=args.jwt_jwks_refresh_seconds,
             jwt_audience=args.jwt_audience,
             jwt_issuer=args.jwt_issuer,
             snapshot_every=args.snapshot_every,
@@ -189,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
     where = _where(settings)
     store = f"palimpsest: store: {where}, durability {settings.durability}, loop {loop}"
     logs.echo(_start_line(store, settings.log_json), sys.stdout)
-    open_mode = not (settings.jwt_secret or settings.jwt_public_key)
+    open_mode = not settings.signed_tokens
     # loud when the server is open: the open mode's extension has logged the warning
     # already (once, where an embedding app sees it too), unless the log level hides it
     if not open_mode or not logging.getLogger("palimpsest.auth").isEnabledFor(logging.WARNING):
@@ -270,12 +283,10 @@ def _unknown_env(settings: Any) -> None:
                  "palimpsest, not a port: ignored (listening on port %d)", link[:100],
                  settings.port)  # fmt: skip
     for name, close in unknown_env(os.environ):
-        if (close in AUTH_ENV or "JWT" in name) and not (
-            settings.jwt_secret or settings.jwt_public_key
-        ):
+        if (close in AUTH_ENV or "JWT" in name) and not settings.signed_tokens:
             raise ValueError(
                 f"{name} is not a setting (did you mean {close or ' or '.join(sorted(AUTH_ENV))}?)"
-                ", and without a JWT secret or public key the server would run open to "
+                ", and without a JWT secret, public key or JWKS URL the server would run open to "
                 "everyone: correct the name, or unset it to run in open mode"
             )
         meant = f" (did you mean {close}?)" if close else ""

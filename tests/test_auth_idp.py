@@ -1,0 +1,290 @@
+"""Signed tokens from an identity provider (Keycloak, Auth0, Okta…): its JWKS URL and
+rotations, its keys as certificates and bare base64, key ids, key sizes, its claims.
+
+The provider is a tiny HTTP server of the test on a free loopback port (:class:`IdP`);
+the Palimpsest servers are real ones on loopback too."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+import time
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+import websockets
+from conftest import RunningServer, eventually, free_port, run_server
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.warnings import InsecureKeyLengthWarning
+
+from palimpsest.auth.jwks import JWKSUnavailable
+from palimpsest.auth.tokens import JWTAuth
+from palimpsest.backend import Backend
+from palimpsest.settings import Settings
+
+AUD = "palimpsest"
+
+
+def new_private(alg: str, bits: int = 2048) -> Any:
+    if alg == "RS256":
+        return rsa.generate_private_key(65537, bits)
+    return ec.generate_private_key(ec.SECP256R1() if alg == "ES256" else ec.SECP384R1())
+
+
+def jwk_of(kid: str, alg: str, private: Any) -> dict[str, Any]:
+    algo = jwt.algorithms.get_default_algorithms()["RS256" if alg == "RS256" else "ES256"]
+    d: dict[str, Any] = json.loads(algo.to_jwk(private.public_key()))
+    d.update(kid=kid, use="sig", alg=alg)
+    return d
+
+
+class IdP:
+    """A tiny identity provider: its JWKS at /jwks.json. `add` makes a key and publishes
+    it, `retire` unpublishes one; `status` other than 200 plays the provider down;
+    `fetches` counts the JWKS requests it answered."""
+
+    def __init__(self) -> None:
+        self.private: dict[str, tuple[str, Any]] = {}
+        self.published: list[str] = []
+        #: raw JWKs published as they are (keys the server must leave out)
+        self.extra: list[dict[str, Any]] = []
+        self.status = 200
+        self.body: bytes | None = None  # when set, answered instead of the JWKS
+        self.fetches = 0
+        idp = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                idp.fetches += 1
+                body = idp.body if idp.body is not None else json.dumps(idp.jwks()).encode()
+                self.send_response(idp.status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http.server_address[1]}/jwks.json"
+
+    def jwks(self) -> dict[str, Any]:
+        keys = [jwk_of(kid, *self.private[kid]) for kid in self.published]
+        return {"keys": keys + self.extra}
+
+    def add(self, kid: str, alg: str = "RS256", publish: bool = True) -> str:
+        self.private[kid] = (alg, new_private(alg))
+        if publish:
+            self.published.append(kid)
+        return kid
+
+    def retire(self, kid: str) -> None:
+        self.published.remove(kid)
+
+    def token(self, kid: str | None, sub: str = "ann", **claims: Any) -> str:
+        """A token signed with key `kid`, naming it (or the kid of `header_kid`)."""
+        header_kid = claims.pop("header_kid", kid)
+        alg, private = self.private[kid or ""]
+        body = {"sub": sub, "role": "write", "docs": ["*"], "aud": AUD,
+                "exp": int(time.time()) + 600, **claims}  # fmt: skip
+        with warnings.catch_warnings():  # (a 1024-bit key, on purpose)
+            warnings.simplefilter("ignore", InsecureKeyLengthWarning)
+            return jwt.encode(body, private, algorithm=alg,
+                              headers={"kid": header_kid} if header_kid else None)  # fmt: skip
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+@pytest.fixture
+def idp() -> Iterator[IdP]:
+    provider = IdP()
+    yield provider
+    provider.close()
+
+
+@pytest.fixture
+def idp_settings(db_path: Path, settings: Settings, idp: IdP) -> Settings:
+    settings.jwt_jwks_url = idp.url
+    settings.jwt_audience = AUD
+    settings.jwt_jwks_refresh_seconds = 0  # fetched at start and on unknown kids only
+    return settings
+
+
+async def status_of(server: RunningServer, token: str) -> tuple[int, str]:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        r = await http.get("/api/docs", headers={"authorization": f"Bearer {token}"})
+    return r.status_code, r.text
+
+
+async def ws_open(server: RunningServer, token: str) -> tuple[int, str] | None:
+    """None when a websocket with `token` is served (the server's sync step 1 arrives),
+    else its close code and reason."""
+    ws = await websockets.connect(f"{server.ws_url}/idp-doc?token={token}", compression=None)
+    try:
+        await asyncio.wait_for(ws.recv(), 10)
+        return None
+    except websockets.ConnectionClosed as e:
+        assert e.rcvd is not None
+        return e.rcvd.code, e.rcvd.reason
+    finally:
+        await ws.close()
+
+
+@pytest.fixture
+async def idp_server(idp: IdP, idp_settings: Settings) -> AsyncIterator[RunningServer]:
+    idp.add("rs-1")
+    idp.add("es-1", "ES256")
+    async with run_server(idp_settings) as server:
+        yield server
+
+
+# --- 1. the JWKS URL -------------------------------------------------------------------------
+
+
+async def test_a_jwks_url_follows_the_providers_rotation_without_a_restart(
+    idp: IdP, idp_server: RunningServer
+) -> None:
+    """The provider rotates: it publishes a new key and signs with it at once. A token
+    naming the new kid is accepted without a restart (the set is fetched again then);
+    garbage kids cannot make the server hammer the provider. Before, there was no JWKS
+    URL: each rotation meant converting the JWK by hand and restarting every process."""
+    assert idp.fetches == 1  # at start
+    for kid in ("rs-1", "es-1"):
+        assert (await status_of(idp_server, idp.token(kid)))[0] == 200
+        assert await ws_open(idp_server, idp.token(kid)) is None
+    assert idp.fetches == 1, "known kids cost the provider nothing"
+    idp.add("rs-2")  # the provider rotates and signs with the new key at once
+    assert (await status_of(idp_server, idp.token("rs-2")))[0] == 200
+    assert await ws_open(idp_server, idp.token("rs-2")) is None
+    assert idp.fetches == 2, "one fetch for the unknown kid"
+    # a flood of tokens naming kids nobody published: refused, and the provider is
+    # asked at most once per 30 s (it was just asked)
+    idp.add("forger", publish=False)
+    for i in range(20):
+        assert (await status_of(idp_server, idp.token("forger", header_kid=f"x{i}")))[0] == 401
+    assert idp.fetches == 2
+
+
+async def test_a_retired_key_is_refused_after_a_refresh_and_a_failing_provider_keeps_the_set(
+    idp: IdP, idp_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    idp.add("rs-1")
+    idp.add("rs-2")
+    idp_settings.jwt_jwks_refresh_seconds = 0.05
+    old, new = idp.token("rs-1"), idp.token("rs-2")
+    async with run_server(idp_settings) as server:
+        assert (await status_of(server, old))[0] == 200
+        idp.retire("rs-1")
+        await eventually(lambda: _refused(server, old), what="the retired key's token refused")
+        assert (await status_of(server, new))[0] == 200
+        # the provider fails: the last good set is kept, said once
+        with caplog.at_level(logging.INFO, logger="palimpsest.auth"):
+            idp.status = 503
+            seen = idp.fetches
+            await eventually(lambda: idp.fetches >= seen + 5, what="refreshes go on")
+            assert (await status_of(server, new))[0] == 200
+            idp.status = 200
+            await eventually(lambda: any("can be fetched again" in r.getMessage()
+                                         for r in caplog.records))  # fmt: skip
+        kept = [r for r in caplog.records if "the last good set is kept" in r.getMessage()]
+        assert len(kept) == 1, [r.getMessage() for r in kept]
+        assert "HTTP 503" in kept[0].getMessage() and "RS256 rs-2" in kept[0].getMessage()
+
+
+async def _refused(server: RunningServer, token: str) -> bool:
+    return (await status_of(server, token))[0] == 401
+
+
+def weak_rsa_jwk(kid: str) -> dict[str, Any]:
+    return jwk_of(kid, "RS256", new_private("RS256", 1024))
+
+
+@pytest.mark.parametrize(
+    ("what", "says"),
+    [
+        ("nobody", "cannot fetch"),
+        ("404", "answered HTTP 404"),
+        ("not json", "did not answer JSON"),
+        ("openid", "an OpenID configuration, whose JWKS is http://idp.example/certs"),
+        ("unusable", "holds no usable key (4 keys"),
+    ],
+)
+async def test_a_jwks_that_cannot_be_had_stops_the_start(
+    idp: IdP, idp_settings: Settings, what: str, says: str
+) -> None:
+    if what == "nobody":
+        idp_settings.jwt_jwks_url = f"http://127.0.0.1:{free_port()}/jwks.json"
+    elif what == "404":
+        idp.status = 404
+    elif what == "not json":
+        idp.body = b"<html>login</html>"
+    elif what == "openid":
+        idp.body = json.dumps({"issuer": "x", "jwks_uri": "http://idp.example/certs"}).encode()
+    else:  # a shared secret, a 1024-bit RSA key, a P-384 key, an encryption key
+        idp.extra = [
+            {"kty": "oct", "kid": "hs", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"},
+            weak_rsa_jwk("weak"),
+            {**jwk_of("p384", "ES256", new_private("ES384")), "alg": "ES384"},
+            {**jwk_of("enc", "RS256", new_private("RS256")), "use": "enc"},
+        ]
+    backend = Backend(idp_settings)
+    with pytest.raises(JWKSUnavailable, match="--jwt-jwks-url: ") as e:
+        await backend.start()
+    assert says in str(e.value), str(e.value)
+    assert not await asyncio.to_thread(os.path.exists, idp_settings.db), "no database left"
+
+
+async def test_keys_the_server_cannot_use_are_left_out_of_the_set_and_said(
+    idp: IdP, idp_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    idp.add("rs-1")
+    idp.private["weak"] = ("RS256", new_private("RS256", 1024))
+    secret = {"kty": "oct", "kid": "hs", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"}
+    idp.extra = [jwk_of("weak", "RS256", idp.private["weak"][1]), secret]
+    with caplog.at_level(logging.INFO, logger="palimpsest.auth"):
+        async with run_server(idp_settings) as server:
+            auth = server.backend.extension(JWTAuth)
+            assert auth is not None and [k.kid for k in auth.keys] == ["rs-1"]
+            assert (await status_of(server, idp.token("rs-1")))[0] == 200
+            assert (await status_of(server, idp.token("weak")))[0] == 401
+            hs = jwt.encode({"sub": "eve", "role": "admin", "docs": ["*"], "aud": AUD,
+                             "exp": int(time.time()) + 60},
+                            b"secret-secret-secret-secret-secret", algorithm="HS256",
+                            headers={"kid": "hs"})  # fmt: skip
+            code, text = await status_of(server, hs)
+            assert code == 401 and "algorithm 'HS256' is not accepted" in text, text
+    said = [r.getMessage() for r in caplog.records if "not used" in r.getMessage()]
+    assert any("key 'weak'" in m and "1024-bit RSA" in m for m in said), said
+    assert any("key 'hs'" in m and "kty 'oct'" in m for m in said), said
+
+
+def test_serve_with_a_jwks_nobody_serves_says_so_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    url = f"http://127.0.0.1:{free_port()}/jwks.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "palimpsest", "serve", "--port", str(free_port()),
+         "--db", str(tmp_path / "p.db"), "--jwt-jwks-url", url],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    assert f"palimpsest: cannot start: --jwt-jwks-url: cannot fetch {url}" in r.stderr, r.stderr
