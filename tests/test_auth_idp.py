@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import threading
 import time
 import warnings
@@ -288,3 +289,115 @@ def test_serve_with_a_jwks_nobody_serves_says_so_in_one_line(tmp_path: Path) -> 
     assert r.returncode == 3, (r.stdout, r.stderr)
     assert "Traceback" not in r.stderr, r.stderr
     assert f"palimpsest: cannot start: --jwt-jwks-url: cannot fetch {url}" in r.stderr, r.stderr
+
+
+# --- 2. keys as identity providers hand them out ---------------------------------------------
+
+
+def certificate_pem(private: Any) -> bytes:
+    """A self-signed X.509 certificate of the key (what Auth0's "Download certificate"
+    and Keycloak's "Certificate" give)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "acme-idp")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(private.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now).not_valid_after(now + dt.timedelta(days=365))
+        .sign(private, hashes.SHA256())
+    )  # fmt: skip
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def spki(private: Any, encoding: str = "PEM") -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return bytes(
+        private.public_key().public_bytes(
+            getattr(serialization.Encoding, encoding),
+            serialization.PublicFormat.SubjectPublicKeyInfo,
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    "form",
+    ["certificate file", "base64 file", "DER file", "PEM in the variable",
+     "certificate in the variable", "base64 in the variable"],
+)  # fmt: skip
+async def test_a_public_key_may_be_a_certificate_bare_base64_or_the_pem_itself(
+    form: str, db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a certificate was "Valid PEM but no BEGIN PUBLIC KEY delimiters", Keycloak's
+    base64 "MalformedFraming", and the PEM in PALIMPSEST_JWT_PUBLIC_KEY (a Kubernetes
+    secret as a variable) "No such file or directory: '-----BEGIN PUBLIC KEY-----…'"."""
+    import base64
+
+    private = new_private("RS256")
+    value = {
+        "certificate file": certificate_pem(private),
+        "base64 file": base64.b64encode(spki(private, "DER")),
+        "DER file": spki(private, "DER"),
+        "PEM in the variable": spki(private),
+        "certificate in the variable": certificate_pem(private),
+        "base64 in the variable": base64.b64encode(spki(private, "DER")),
+    }[form]
+    if form.endswith("file"):
+        path = tmp_path / "idp.key"
+        path.write_bytes(value)
+        monkeypatch.setenv("PALIMPSEST_JWT_PUBLIC_KEY", f"kc-1:{path}")
+    else:
+        monkeypatch.setenv("PALIMPSEST_JWT_PUBLIC_KEY", value.decode())
+    settings = Settings.from_env(db=str(db_path), port=free_port())
+    async with run_server(settings) as server:
+        auth = server.backend.extension(JWTAuth)
+        assert auth is not None and [k.alg for k in auth.keys] == ["RS256"]
+        tok = jwt.encode({"sub": "kim", "role": "read", "docs": ["*"],
+                          "exp": int(time.time()) + 60}, private, algorithm="RS256",
+                         headers={"kid": "kc-1"})  # fmt: skip
+        assert (await status_of(server, tok))[0] == 200
+    from palimpsest.auth.tokens import auth_banner
+
+    banner = auth_banner(settings)
+    assert "-----BEGIN" not in banner and "MII" not in banner, banner
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        (
+            "http://127.0.0.1:21001/jwks.json",
+            "not a URL (http://127.0.0.1:21001/jwks.json): use --jwt-jwks-url",
+        ),
+        ("idp:https://sso.example.com/certs", "use --jwt-jwks-url"),
+        ("{key}", "holds JSON (a JWK or a JWKS?)"),
+        ("{private}", "is a PEM PRIVATE KEY (a private key: give its public key)"),
+        ("{two}", "holds 2 PEM blocks"),
+        ("{garbage}", "is no public key: expected a PEM public key or certificate"),
+    ],
+)
+def test_a_public_key_that_is_none_is_refused_saying_what_it_is(
+    value: str, says: str, settings: Settings, tmp_path: Path
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    private = new_private("ES256")
+    files = {
+        "{key}": json.dumps(jwk_of("k", "ES256", private)).encode(),
+        "{private}": private.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()),
+        "{two}": spki(private) + spki(new_private("ES256")),
+        "{garbage}": b"hello\n",
+    }  # fmt: skip
+    if value in files:
+        (tmp_path / "k.pem").write_bytes(files[value])
+        value = str(tmp_path / "k.pem")
+    settings.jwt_public_key = value
+    with pytest.raises(ValueError, match=re.escape(says)):
+        Backend(settings)

@@ -41,12 +41,10 @@ import re
 import time
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.warnings import InsecureKeyLengthWarning
 from starlette.requests import HTTPConnection
 
@@ -67,7 +65,7 @@ from .identity import (
     valid_user_name,
 )
 from .jwks import JWKS
-from .keys import VerificationKey
+from .keys import VerificationKey, describe_source, load_public_key, refuse_url
 
 log = logging.getLogger("palimpsest.auth")
 
@@ -192,6 +190,8 @@ class JWTAuth(Extension):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JWTAuth:
+        for entry in (settings.jwt_public_key or "").split(","):
+            refuse_url(entry)
         public = [
             (kid, load_public_key(path)) for kid, path in parse_keys(settings.jwt_public_key or "")
         ]
@@ -398,13 +398,6 @@ def identity_from_claims(claims: dict[str, Any]) -> Identity:
     return Identity(sub, str(role), tuple(docs), float(exp), issued, leeway=LEEWAY)
 
 
-def load_public_key(path: str) -> Any:
-    try:
-        return load_pem_public_key(Path(path).read_bytes())
-    except (OSError, ValueError) as e:
-        raise ValueError(f"cannot read the JWT public key {path}: {e}") from e
-
-
 def mint(
     secret_or_key: Any,
     user: str,
@@ -445,7 +438,7 @@ def auth_banner(settings: Settings) -> str:
             "HS256" + (f" {kid}" if kid else "") + (current if i == 0 else "")
             for i, (kid, _secret) in enumerate(secrets)
         ] + [
-            f"public key {path}" + (f" ({kid})" if kid else "")
+            f"public key {describe_source(path)}" + (f" ({kid})" if kid else "")
             for kid, path in parse_keys(settings.jwt_public_key or "")
         ]
         if settings.jwt_jwks_url:
