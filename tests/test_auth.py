@@ -825,13 +825,18 @@ async def test_key_rotation_accepts_every_listed_key_and_kid_selects(
         "old key, its kid": tok(OLD_SECRET, "old"),
         "new key, its kid": tok(NEW_SECRET, "new"),
         "old key, no kid": tok(OLD_SECRET),
-        "new key, a kid unknown here": tok(NEW_SECRET, "elsewhere"),
         "public key, its kid": tok(idp, "idp-1", "ES256"),
     }
     refused = {
         "old key named as the new": (tok(OLD_SECRET, "new"), "does not verify with key 'new'"),
         "a key nobody listed": (tok(SECRET), "signature does not verify"),
         "HS256 naming the public key": (tok(NEW_SECRET, "idp-1"), "not an HS256 key"),
+        # a kid names one key: a listed key's token naming another is refused, saying so
+        "new key, a kid unknown here": (
+            tok(NEW_SECRET, "elsewhere"),
+            "token key id 'elsewhere' is not one of the server's keys (HS256 new, HS256 old, "
+            "ES256 idp-1)",
+        ),
     }
     async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
         for what, t in accepted.items():

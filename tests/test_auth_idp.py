@@ -401,3 +401,35 @@ def test_a_public_key_that_is_none_is_refused_saying_what_it_is(
     settings.jwt_public_key = value
     with pytest.raises(ValueError, match=re.escape(says)):
         Backend(settings)
+
+
+# --- 3. a kid the server lacks ---------------------------------------------------------------
+
+
+async def test_a_token_naming_a_kid_the_server_lacks_says_so(
+    idp: IdP, idp_server: RunningServer, tmp_path: Path
+) -> None:
+    """During a rotation the one thing an operator needs to know is that the token's key
+    is not one the server has; it said only "token signature does not verify". And a
+    token naming an unknown kid that a configured key verified was accepted: a kid names
+    one key, so it is refused now, unless a key without a kid is configured (a PEM the
+    operator did not name: the provider's kid may be its)."""
+    idp.add("rs-9", publish=False)
+    idp.add("forger", publish=False)
+    code, text = await status_of(idp_server, idp.token("rs-9"))
+    assert code == 401, text
+    says = "token key id 'rs-9' is not one of the server's keys (RS256 rs-1, ES256 es-1)"
+    assert says in text
+    assert await ws_open(idp_server, idp.token("rs-9")) == (4401, says)
+    # signed with a key the server has, naming another kid: refused too
+    code, text = await status_of(idp_server, idp.token("rs-1", header_kid="rs-2"))
+    assert code == 401 and "token key id 'rs-2' is not one" in text, text
+    # a key configured without a kid verifies tokens naming any kid it does not know
+    pem = tmp_path / "idp.pem"
+    pem.write_bytes(spki(idp.private["rs-9"][1]))
+    settings = Settings(db=str(tmp_path / "b.db"), port=free_port(), jwt_public_key=str(pem))
+    async with run_server(settings) as server:
+        assert (await status_of(server, idp.token("rs-9")))[0] == 200
+        code, text = await status_of(server, idp.token("forger", header_kid="rs-9"))
+        assert code == 401 and "token signature does not verify" in text, text
+        assert "key id 'rs-9' is none of the server's: tried the keys without a kid" in text

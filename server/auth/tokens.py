@@ -17,8 +17,10 @@ Bearer`` on HTTP. Claims::
 Keys (rotation). Each setting takes a comma-separated list, each entry optionally named
 ``KID:value`` (:func:`parse_keys`); the first secret is the current one, which
 ``palimpsest token`` signs with. A token whose header names a ``kid`` this server has is
-verified with that key alone; one that names no kid, or one no key here has, is tried
-against every key of its algorithm, in order.
+verified with that key alone; one that names no kid is tried against every key of its
+algorithm, in order; one naming a kid no key here has (after the JWKS, if any, was
+fetched again) against the keys configured without a kid, and refused as "not one of the
+server's keys" when there are none.
 
 A missing, damaged, expired or wrongly signed token is an AuthError (close 4401,
 HTTP 401); a valid token for another document or a role below what the operation needs
@@ -274,22 +276,35 @@ class JWTAuth(Extension):
         try:
             return identity_from_claims(self._decode(token, last))
         except jwt.InvalidSignatureError as e:
-            raise AuthError(
-                "token signature does not verify"
-                + (f" with key {kid!r}" if kid is not None and last.kid == kid else "")
-            ) from e
+            if kid is not None and last.kid == kid:
+                raise AuthError(f"token signature does not verify with key {kid!r}") from e
+            if kid is not None:
+                raise AuthError(
+                    f"token signature does not verify (its key id {kid[:64]!r} is none of "
+                    "the server's: tried the keys without a kid)"
+                ) from e
+            raise AuthError("token signature does not verify") from e
 
     def _candidates(self, alg: str, kid: str | None) -> list[VerificationKey]:
         """The keys a token of `alg` naming `kid` is tried with: the key of that kid
-        alone; else (no kid, or one no key here has: an identity provider's) every key
-        of `alg`, in order."""
+        alone; a token without a kid, every key of `alg`, in order; one naming a kid no
+        key here has, the keys of `alg` configured without a kid (a key file the
+        operator did not name: the kid may be the issuer's name for it), and when there
+        are none it is refused, saying so: a kid names one key, and during a rotation
+        "not one of the server's keys" is what the operator needs to read."""
         keys = self.keys
-        named = [k for k in keys if kid is not None and k.kid == kid]
+        if kid is None:
+            return [k for k in keys if k.alg == alg]
+        named = [k for k in keys if k.kid == kid]
         if named:
             if named[0].alg != alg:
                 raise AuthError(f"token names key {kid!r}, which is not an {alg} key")
             return named
-        return [k for k in keys if k.alg == alg]
+        unnamed = [k for k in keys if k.alg == alg and k.kid is None]
+        if not unnamed:
+            listed = ", ".join(f"{k.alg} {k.kid or '(no kid)'}" for k in keys)
+            raise AuthError(f"token key id {kid[:64]!r} is not one of the server's keys ({listed})")
+        return unnamed
 
     def _decode(self, token: str, key: VerificationKey) -> dict[str, Any]:
         """The claims of `token` verified with `key`; InvalidSignatureError goes on up
