@@ -433,3 +433,41 @@ async def test_a_token_naming_a_kid_the_server_lacks_says_so(
         code, text = await status_of(server, idp.token("forger", header_kid="rs-9"))
         assert code == 401 and "token signature does not verify" in text, text
         assert "key id 'rs-9' is none of the server's: tried the keys without a kid" in text
+
+
+# --- 4. weak keys ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["PEM file", "certificate", "inline PEM"])
+def test_a_1024_bit_rsa_key_is_refused_at_start(
+    form: str, settings: Settings, tmp_path: Path
+) -> None:
+    """An HS256 secret under 32 bytes was refused at start; a 1024-bit RSA public key was
+    taken without a word (whoever factors it mints tokens for anyone)."""
+    weak = new_private("RS256", 1024)
+    value = certificate_pem(weak) if form == "certificate" else spki(weak)
+    if form == "inline PEM":
+        settings.jwt_public_key = f"old:{value.decode()}"
+    else:
+        (tmp_path / "weak.pem").write_bytes(value)
+        settings.jwt_public_key = f"old:{tmp_path / 'weak.pem'}"
+    with pytest.raises(ValueError, match="is a 1024-bit RSA key: RS256 needs at least 2048"):
+        Backend(settings)
+
+
+def test_serve_refuses_a_1024_bit_rsa_key_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "weak.pem").write_bytes(spki(new_private("RS256", 1024)))
+    r = subprocess.run(
+        [sys.executable, "-m", "palimpsest", "serve", "--port", str(free_port()),
+         "--db", str(tmp_path / "p.db"), "--jwt-public-key", str(tmp_path / "weak.pem")],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert (
+        f"palimpsest serve: error: the JWT public key {tmp_path / 'weak.pem'} is a 1024-bit "
+        "RSA key: RS256 needs at least 2048 bits"
+    ) in r.stderr, r.stderr
+    assert not (tmp_path / "p.db").exists()

@@ -46,7 +46,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.warnings import InsecureKeyLengthWarning
 from starlette.requests import HTTPConnection
 
@@ -67,7 +66,13 @@ from .identity import (
     valid_user_name,
 )
 from .jwks import JWKS
-from .keys import VerificationKey, describe_source, load_public_key, refuse_url
+from .keys import (
+    VerificationKey,
+    describe_source,
+    load_public_key,
+    refuse_url,
+    verification_key,
+)
 
 log = logging.getLogger("palimpsest.auth")
 
@@ -176,14 +181,8 @@ class JWTAuth(Extension):
                 )
             self._add(VerificationKey("HS256", value, kid))
         for kid, key in pairs:
-            if isinstance(key, rsa.RSAPublicKey):
-                self._add(VerificationKey("RS256", key, kid))
-            elif isinstance(key, ec.EllipticCurvePublicKey):
-                if not isinstance(key.curve, ec.SECP256R1):
-                    raise ValueError(f"ES256 needs a P-256 key, not {key.curve.name}")
-                self._add(VerificationKey("ES256", key, kid))
-            else:
-                raise ValueError(f"unsupported public key type {type(key).__name__}")
+            # RSA of at least 2048 bits, EC P-256 (server.auth.keys), as from a JWKS
+            self._add(verification_key(key, kid, f"the JWT public key{_named(kid)}"))
 
     def _add(self, key: VerificationKey) -> None:
         if key.kid is not None and any(k.kid == key.kid for k in self._keys):
@@ -194,9 +193,12 @@ class JWTAuth(Extension):
     def from_settings(cls, settings: Settings) -> JWTAuth:
         for entry in (settings.jwt_public_key or "").split(","):
             refuse_url(entry)
-        public = [
-            (kid, load_public_key(path)) for kid, path in parse_keys(settings.jwt_public_key or "")
-        ]
+        public = []
+        for kid, path in parse_keys(settings.jwt_public_key or ""):
+            key = load_public_key(path)
+            # (checked here to name its file; JWTAuth checks every key it is given)
+            verification_key(key, kid, f"the JWT public key {describe_source(path)}")
+            public.append((kid, key))
         jwks = (
             JWKS(settings.jwt_jwks_url, refresh_seconds=settings.jwt_jwks_refresh_seconds)
             if settings.jwt_jwks_url
