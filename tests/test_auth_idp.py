@@ -471,3 +471,34 @@ def test_serve_refuses_a_1024_bit_rsa_key_in_one_line(tmp_path: Path) -> None:
         "RSA key: RS256 needs at least 2048 bits"
     ) in r.stderr, r.stderr
     assert not (tmp_path / "p.db").exists()
+
+
+# --- 5. claims as providers write them -------------------------------------------------------
+
+
+async def test_role_as_a_list_and_docs_as_a_space_separated_string(
+    idp: IdP, idp_server: RunningServer
+) -> None:
+    """Keycloak-style ``role: ["write"]`` was refused; ``docs: "team-* notes"`` (written
+    as OAuth's scope is) was one pattern that matches no name, and granted nothing
+    without a word. A role list grants the highest role it holds (other entries, a
+    provider's roles for other applications, are ignored); a docs string is its
+    space-separated patterns (document names hold no space)."""
+    async with httpx.AsyncClient(base_url=idp_server.url) as http:
+
+        async def put(doc: str, **claims: Any) -> tuple[int, str]:
+            tok = idp.token("rs-1", **claims)
+            r = await http.put(f"/api/docs/{doc}/text", json={"text": "hi"},
+                               headers={"authorization": f"Bearer {tok}"})  # fmt: skip
+            return r.status_code, r.text
+
+        assert (await put("team-a", role=["offline_access", "write"]))[0] == 200
+        assert (await put("team-a", role=["read", "admin", "write"]))[0] == 200
+        code, text = await put("team-a", role=["read"])
+        assert code == 403, text  # read: no writes
+        code, text = await put("team-a", role=["offline_access"])
+        assert code == 401 and "token claim 'role' must be one of read, write, admin" in text
+        assert (await put("team-a", docs="team-* notes"))[0] == 200
+        assert (await put("notes", docs="team-* notes"))[0] == 200
+        code, text = await put("other", docs="team-* notes")
+        assert code == 403, text

@@ -8,8 +8,10 @@ Bearer`` on HTTP. Claims::
 
     sub   the user (1-64 printable characters, no space at either end, no control or
           format characters), taken to Unicode NFC: the actor of every event it makes
-    docs  the documents it may open: a list of names or glob patterns ("team-*", "*")
-    role  read | write | admin
+    docs  the documents it may open: a list of names or glob patterns ("team-*", "*"),
+          or one string of them separated by spaces, as OAuth's scope ("team-* notes")
+    role  read | write | admin, or a list (as identity providers write roles): the
+          highest of those three it holds, its other entries ignored
     exp   expiry (required; a small leeway absorbs clock skew)
     aud   with ``--jwt-audience`` set: required, naming one of its values
     iss   with ``--jwt-issuer`` set: required, one of its values
@@ -388,11 +390,20 @@ def identity_from_claims(claims: dict[str, Any]) -> Identity:
     if not valid_user_name(sub):
         raise AuthError(f"token claim 'sub' must be a user name of {USER_NAME_RULE}")
     role = claims.get("role")
+    if isinstance(role, list):
+        # as providers write roles (Keycloak's, with other applications' among them):
+        # the highest of ours it holds
+        ours = [r for r in role if isinstance(r, str) and r in _RANK]
+        role = max(ours, key=_RANK.__getitem__) if ours else role
     if not isinstance(role, str) or role not in _RANK:
-        raise AuthError(f"token claim 'role' must be one of {', '.join(ROLES)}; got {role!r}")
+        raise AuthError(
+            f"token claim 'role' must be one of {', '.join(ROLES)}, or a list holding one; "
+            f"got {repr(role)[:200]}"
+        )
     docs = claims.get("docs", [])
     if isinstance(docs, str):
-        docs = [docs]
+        # space-separated, as OAuth's scope: "team-* notes" (a name holds no space)
+        docs = docs.split() or [docs]  # (a blank one is refused below)
     if (
         not isinstance(docs, list)
         or len(docs) > _MAX_PATTERNS
