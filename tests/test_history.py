@@ -151,8 +151,9 @@ async def test_bad_requests_get_4xx_and_write_nothing(server: RunningServer) -> 
             ("GET", "/api/docs/h3/diff?from=0&to=999", None, 404),
             ("GET", "/api/docs/h3/blame?seq=999", None, 404),
             ("GET", "/api/docs/h3/versions/1?format=pdf", None, 400),
-            ("GET", "/api/docs/h3/events?order=desc", None, 400),  # was ignored
-            ("GET", "/api/docs/h3/events?order=newest", None, 400),
+            ("GET", "/api/docs/h3/events?order=newest", None, 400),  # was ignored
+            ("GET", "/api/docs/h3/events?order=desc&before=x", None, 400),
+            ("GET", "/api/docs/h3/events?order=asc&before=0", None, 400),
             ("GET", "/api/docs/bad name/versions/1", None, 400),
             ("POST", "/api/docs/h3/restore", {}, 400),
             ("POST", "/api/docs/h3/restore", {"seq": None}, 400),
@@ -726,3 +727,42 @@ async def test_xml_nested_in_maps_and_arrays_renders_as_xml(server: RunningServe
         "page1": "<paragraph>hello</paragraph>",
         "list": first,
     }
+
+
+async def test_events_newest_first_page_down_with_before(server: RunningServer) -> None:
+    """``?order=desc``: the newest events first, without reading the log from the start;
+    ``before=next_before`` is the next page down, with the filters as oldest first."""
+    doc = "h-desc"
+    d: Doc[Any] = Doc()
+    text = d.get("content", type=Text)
+    for i in range(25):
+        sv = d.get_state()
+        text.insert(len(str(text)), "x")
+        who = ["alice", "bob"][i % 2]
+        await server.backend.committer.append(doc, [NewEvent(who, "edit", d.get_update(sv))])
+    async with httpx.AsyncClient(base_url=server.url) as c:
+
+        async def page(**params: Any) -> dict[str, Any]:
+            r = await c.get(f"/api/docs/{doc}/events", params={"order": "desc", **params})
+            assert r.status_code == 200, r.text
+            answer: dict[str, Any] = r.json()
+            return answer
+
+        first = await page(limit=10)
+        assert [e["seq"] for e in first["events"]] == list(range(25, 15, -1))
+        assert first["next_before"] == 16 and "next_after" not in first
+        second = await page(limit=10, before=first["next_before"])
+        assert [e["seq"] for e in second["events"]] == list(range(15, 5, -1))
+        last = await page(limit=10, before=second["next_before"])
+        assert [e["seq"] for e in last["events"]] == [5, 4, 3, 2, 1]
+        assert last["next_before"] is None
+        bob = await page(limit=3, actor="bob")
+        assert [e["seq"] for e in bob["events"]] == [24, 22, 20]
+        assert {e["actor"] for e in bob["events"]} == {"bob"}
+        bob2 = await page(limit=3, actor="bob", before=bob["next_before"])
+        assert [e["seq"] for e in bob2["events"]] == [18, 16, 14]
+        assert [e["seq"] for e in (await page(after=20))["events"]] == [25, 24, 23, 22, 21]
+        # the same events as oldest first, mirrored
+        asc = (await c.get(f"/api/docs/{doc}/events", params={"limit": 1000})).json()
+        assert (await page(limit=1000))["events"] == asc["events"][::-1]
+        assert "next_before" not in asc

@@ -862,7 +862,11 @@ class History:
         since_ts: int | None,
         until_ts: int | None,
         kinds: list[str] | None,
+        before: int | None = None,
+        desc: bool = False,
     ) -> dict[str, Any]:
+        """A page of events with after < seq (< before), oldest first, or with `desc`
+        the newest first: then the next page down is ``before=next_before``."""
         info = await self.info(doc)
         evs = await self.store.query(
             doc,
@@ -872,10 +876,13 @@ class History:
             since_ts=since_ts,
             until_ts=until_ts,
             kinds=kinds,
+            before=before,
+            desc=desc,
         )
+        more = evs[-1].seq if len(evs) == limit else None
         return {
             "events": [event_json(e) for e in evs],
-            "next_after": evs[-1].seq if len(evs) == limit else None,
+            "next_before" if desc else "next_after": more,
             # where history starts: the compaction base (its version is the oldest one
             # left), 0 when the log was never compacted
             "base_seq": info.base_seq,

@@ -86,15 +86,15 @@ async def _body(request: Request) -> dict[str, Any]:
 async def events(request: Request) -> Response:
     history, doc, _ = await _open(request, "read")
     order = request.query_params.get("order") or "asc"
-    if order != "asc":  # (it was ignored: a panel asking for the newest got the oldest)
+    if order not in ("asc", "desc"):
         raise BadRequest(
-            f"?order= is asc (oldest first), not {order[:20]!r}: for the newest events, "
-            "page from ?after=HEAD-N (the head is versions/head's seq)"
+            f"?order= is asc (oldest first) or desc (newest first), not {order[:20]!r}"
         )
     kinds = [k for raw in request.query_params.getlist("kind") for k in raw.split(",") if k] or None
     since, until = _ts(request, "since"), _ts(request, "until")
     if since is not None and until is not None and since > until:
         raise BadRequest("?since= is after ?until=")
+    before = _int(request, "before", 0, 1) or None
     return JSONResponse(
         await history.events(
             doc,
@@ -104,6 +104,8 @@ async def events(request: Request) -> Response:
             since_ts=since,
             until_ts=until,
             kinds=kinds,
+            before=before,
+            desc=order == "desc",
         )
     )
 

@@ -582,8 +582,12 @@ class EventStore(Service, ABC):
         since_ts: int | None = None,
         until_ts: int | None = None,
         kinds: Sequence[str] | None = None,
+        before: int | None = None,
+        desc: bool = False,
     ) -> list[Event]:
-        """A page of events matching the filters, in seq order."""
+        """A page of events matching the filters with after < seq (< before, if given),
+        in seq order; with `desc`, the newest `limit` of them, highest seq first (the
+        next page down: ``before=`` the last seq of this one)."""
 
     @abstractmethod
     async def seq_at(self, doc: str, ts: int) -> int:

@@ -329,12 +329,18 @@ def assemble(
     keep: Callable[[Event], bool],
     seqs: tuple[int, int] | None = None,
     first: tuple[int, Callable[[int, int, int], bool]] | None = None,
+    desc: bool = False,
 ) -> list[Event]:
     """The events of tail rows and segments of ONE document, in seq order, each once.
     `seqs` (lo, hi): no event outside lo < seq <= hi is kept (nor built). `first`
     (limit, keep_row): only the first `limit` of them are wanted, and keep_row tells from
     an event's actor id, kind id and ts whether `keep` could take it: segments (in seq
-    order, below the tail's rows) are decoded only as far as those."""
+    order, below the tail's rows) are decoded only as far as those. With `desc`, the
+    last `limit` are wanted instead (a page of the newest): the tail's rows first, then
+    the segments from the highest down, each picked from its end (its body is still
+    inflated up to the last event picked, but only the picked ones are built and held)."""
+    if desc and first is not None:
+        return _assemble_last(tail, segs, symbols, keep, seqs, first)
     out: dict[int, Event] = {}
     for s in segs:
         pick: Pick | None = None
@@ -368,6 +374,42 @@ def assemble(
     return [out[k] for k in sorted(out)]
 
 
+def _assemble_last(
+    tail: Sequence[TailRow],
+    segs: Sequence[SegmentRow],
+    symbols: Symbols,
+    keep: Callable[[Event], bool],
+    seqs: tuple[int, int] | None,
+    first: tuple[int, Callable[[int, int, int], bool]],
+) -> list[Event]:
+    """:func:`assemble` of the last `first[0]` events (in seq order)."""
+    limit, keep_row = first
+    out: dict[int, Event] = {}
+    for r in tail:
+        e = tail_event(r, symbols)
+        if keep(e):
+            out[e.seq] = e
+    lo, hi = seqs if seqs is not None else (-1, MAX)
+    for s in sorted(segs, key=lambda s: s.first_seq, reverse=True):
+        if len(out) >= limit:
+            break  # (this segment and those left hold lower seqs than the tail's rows)
+
+        def pick(c: S.Index, left: int = limit - len(out)) -> list[int]:
+            got: list[int] = []
+            for i in range(len(c) - 1, -1, -1):
+                seq = c.first_seq + i
+                if lo < seq <= hi and seq not in out and keep_row(c.actor[i], c.kind[i], c.ts[i]):
+                    got.append(i)
+                    if len(got) >= left:
+                        break
+            return got[::-1]
+
+        for e in segment_events(s, symbols, seqs, pick):
+            if keep(e):
+                out[e.seq] = e
+    return [out[k] for k in sorted(out)[-limit:]]
+
+
 async def assemble_off_loop(
     tail: Sequence[TailRow],
     segs: Sequence[SegmentRow],
@@ -375,14 +417,15 @@ async def assemble_off_loop(
     keep: Callable[[Event], bool],
     seqs: tuple[int, int] | None = None,
     first: tuple[int, Callable[[int, int, int], bool]] | None = None,
+    desc: bool = False,
 ) -> list[Event]:
     """:func:`assemble` on a worker thread when it has segments to decode: a segment is
     ~1-2 ms of CPU (decompressed, then its events built; see DECODED), so a page of a
     long log read on the event loop held every room's edits for tens of ms."""
     if not segs:
         with cpu_account.on_loop():
-            return assemble(tail, segs, symbols, keep, seqs, first)
-    return await cpu_account.to_thread(assemble, tail, segs, symbols, keep, seqs, first)
+            return assemble(tail, segs, symbols, keep, seqs, first, desc)
+    return await cpu_account.to_thread(assemble, tail, segs, symbols, keep, seqs, first, desc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -470,9 +513,17 @@ async def query_windows(
     tail: Callable[..., Awaitable[tuple[tuple[int, int, int] | None, list[TailRow]]]],
     segments: Callable[..., Awaitable[list[SegmentRow]]],
     symbols: Symbols,
+    before: int | None = None,
+    desc: bool = False,
 ) -> list[Event]:
-    """The first `limit` events after seq `lo` that pass `f`, read QUERY_WINDOW seqs at a
-    time with the store's ``_doc_tail`` and ``_doc_segments``."""
+    """The first `limit` events after seq `lo` (and before seq `before`, if given) that
+    pass `f`, read QUERY_WINDOW seqs at a time with the store's ``_doc_tail`` and
+    ``_doc_segments``; with `desc`, the last `limit` of them, the newest first, read in
+    windows from the top down (the tail's rows newest first: ``_doc_tail(desc=True)``)."""
+    if before is not None:
+        head = min(head, before - 1)
+    if desc:
+        return await _windows_down(doc, lo, head, limit, f, tail, segments, symbols)
     out: list[Event] = []
     while lo < head and len(out) < limit:
         hi = min(head, lo + QUERY_WINDOW)
@@ -488,6 +539,36 @@ async def query_windows(
         first = (limit - len(out), f.keep_row)
         out += await assemble_off_loop(rows, segs, symbols, keep, (lo, hi), first)
         lo = hi
+    return out[:limit]
+
+
+async def _windows_down(
+    doc: str,
+    bottom: int,
+    hi: int,
+    limit: int,
+    f: QueryFilter,
+    tail: Callable[..., Awaitable[tuple[tuple[int, int, int] | None, list[TailRow]]]],
+    segments: Callable[..., Awaitable[list[SegmentRow]]],
+    symbols: Symbols,
+) -> list[Event]:
+    """query_windows' newest first: windows of QUERY_WINDOW seqs from `hi` down to
+    `bottom`, each answering the last events it still needs."""
+    out: list[Event] = []
+    while bottom < hi and len(out) < limit:
+        lo = max(bottom, hi - QUERY_WINDOW)
+        need = limit - len(out)
+        info, rows = await tail(doc, lo, hi, need, f.tail_where, f.tail_params, desc=True)
+        if info is None:
+            break
+        segs = await segments(doc, info[0], lo, hi, f.seg_where, f.seg_params)
+
+        def keep(e: Event, lo: int = lo, hi: int = hi) -> bool:
+            return lo < e.seq <= hi and f.keep(e)
+
+        got = await assemble_off_loop(rows, segs, symbols, keep, (lo, hi), (need, f.keep_row), True)
+        out += got[::-1]
+        hi = lo
     return out[:limit]
 
 

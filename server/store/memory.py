@@ -179,11 +179,16 @@ class MemoryStore(EventStore):
         since_ts: int | None = None,
         until_ts: int | None = None,
         kinds: Sequence[str] | None = None,
+        before: int | None = None,
+        desc: bool = False,
     ) -> list[Event]:
         self._check()
         out = []
-        for e in self._events.get(doc, []):
+        evs = self._events.get(doc, [])
+        for e in reversed(evs) if desc else evs:
             if e.seq <= after or (actor is not None and e.actor != actor):
+                continue
+            if before is not None and e.seq >= before:
                 continue
             if since_ts is not None and e.ts < since_ts:
                 continue

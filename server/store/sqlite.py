@@ -1481,9 +1481,11 @@ class SQLiteStore(EventStore):
 
     async def _doc_tail(
         self, doc: str, after: int, upto: int, limit: int = -1, where: str = "",
-        params: Sequence[Any] = (),
+        params: Sequence[Any] = (), desc: bool = False,
     ) -> tuple[tuple[int, int, int] | None, list[TailRow]]:  # fmt: skip
-        """((doc id, head, base_seq) or None, tail rows in (after, upto]) in one statement."""
+        """((doc id, head, base_seq) or None, tail rows in (after, upto]) in one statement;
+        `limit` of them from the lowest seq, or with `desc` from the highest."""
+        order = " DESC" if desc else ""
         # the filter's own parameters follow the four numbered ones
         parts = where.split("?")
         where = parts[0] + "".join(f"?{5 + i}{p}" for i, p in enumerate(parts[1:]))
@@ -1491,7 +1493,7 @@ class SQLiteStore(EventStore):
             "SELECT 0, id, head, base_seq, 0, 0, 0, NULL, NULL FROM docs WHERE name = ?1 "
             "UNION ALL SELECT * FROM (SELECT 1, seq, pos, ts, actor, kind, 0, data, meta "
             "FROM log WHERE doc = (SELECT id FROM docs WHERE name = ?1) AND seq > ?2 "
-            f"AND seq <= ?3{where} ORDER BY seq LIMIT ?4)",
+            f"AND seq <= ?3{where} ORDER BY seq{order} LIMIT ?4)",
             (doc, after, upto, limit, *params),
         )
         info = None
@@ -1623,6 +1625,8 @@ class SQLiteStore(EventStore):
         since_ts: int | None = None,
         until_ts: int | None = None,
         kinds: Sequence[str] | None = None,
+        before: int | None = None,
+        desc: bool = False,
     ) -> list[Event]:
         # filters on the tail in SQL, on segments once decoded (segments outside the time
         # range are skipped by their ts_min/ts_max)
@@ -1641,7 +1645,7 @@ class SQLiteStore(EventStore):
                 return []
             return await query_windows(
                 doc, max(after, int(rows[0][1])), int(rows[0][0]), limit, f,
-                self._doc_tail, self._doc_segments, self._sym,
+                self._doc_tail, self._doc_segments, self._sym, before, desc,
             )  # fmt: skip
 
         result: list[Event] = await self._decoded(run)

@@ -322,6 +322,32 @@ class StoreContract(CursorContract):
         page = await store.query("q", after=1, limit=1)
         assert page[0].update == b"2" and page[0].actor == "bob"
 
+    async def test_query_newest_first(self, store: EventStore) -> None:
+        """``desc=True``: the same filters, the newest first; ``before`` (exclusive) pages
+        down from the last seq of a page, ``after`` still bounds from below."""
+        evs = [ev(["ann", "bob"][i % 2], ["edit", "undo"][i % 3 == 0], b"%d" % i, 100 * i)
+               for i in range(1, 11)]  # fmt: skip
+        await store.append([("q", evs), ("other", [ev("ann")])])
+
+        async def seqs(**kw: Any) -> list[int]:
+            return [e.seq for e in await store.query("q", desc=True, **kw)]
+
+        assert await seqs() == list(range(10, 0, -1))
+        assert await seqs(limit=3) == [10, 9, 8]
+        assert await seqs(before=8, limit=3) == [7, 6, 5]
+        assert await seqs(before=2, limit=3) == [1]
+        assert await seqs(before=1, limit=3) == []
+        assert await seqs(after=6, limit=10) == [10, 9, 8, 7]
+        assert await seqs(after=3, before=6) == [5, 4]
+        assert await seqs(actor="ann", limit=2) == [10, 8]
+        assert await seqs(actor="ann", before=7, limit=2) == [6, 4]
+        assert await seqs(kinds=["undo"]) == [9, 6, 3]
+        assert await seqs(since_ts=400, until_ts=700) == [7, 6, 5, 4]
+        assert await seqs(actor="nobody") == []
+        assert [e.seq for e in await store.query("q", before=4)] == [1, 2, 3]  # asc too
+        page = await store.query("q", desc=True, limit=1)
+        assert page[0].update == b"10" and page[0].actor == "ann"
+
     async def test_seq_at(self, store: EventStore) -> None:
         await store.append([("t", [ev(ts=100), ev(ts=200), ev(ts=200), ev(ts=300)])])
         assert await store.seq_at("t", 50) == 0
@@ -1174,6 +1200,26 @@ class StoreContract(CursorContract):
                         and e.ts <= kw.get("until_ts", 10**13)][:50]  # fmt: skip
                 assert await store.query("big", **q) == want, q
 
+        # newest first (``desc``): the same pages, mirrored, from the end of each segment
+        newest = whole[::-1]
+        for before in (None, 1300, 1290, 1025, 1024, 1000, 513, 512, 300, 2, 1):
+            top = 1301 if before is None else before
+            for limit in (1, 50, 600):
+                log_layout.DECODED.clear()
+                want_desc = [e for e in newest if e.seq < top][:limit]
+                got_desc = await store.query("big", desc=True, before=before, limit=limit)
+                assert got_desc == want_desc, (before, limit)
+            for kw in ({"actor": "bob"}, {"kinds": ["undo"]}, {"since_ts": 1700},
+                       {"until_ts": 1600, "actor": "cy"}, {"after": 500}):  # fmt: skip
+                log_layout.DECODED.clear()
+                q = {"before": before, "limit": 50, "desc": True, **kw}
+                want = [e for e in newest if e.seq < top and e.seq > kw.get("after", 0)
+                        and ("actor" not in kw or e.actor == kw["actor"])
+                        and ("kinds" not in kw or e.kind in kw["kinds"])
+                        and e.ts >= kw.get("since_ts", 0)
+                        and e.ts <= kw.get("until_ts", 10**13)][:50]  # fmt: skip
+                assert await store.query("big", **q) == want, q
+
         segment = run * (size + 32)
         page = 50 * size + 64 * run + (64 << 10)  # its updates, columns, metas, a chunk
         assert page < segment / 2
@@ -1187,11 +1233,17 @@ class StoreContract(CursorContract):
             before = DECOMPRESSED.bytes
             assert len(await read()) == 50
             assert 0 < DECOMPRESSED.bytes - before <= page, DECOMPRESSED.bytes - before
+        # the newest 50 are all tail rows: no segment is inflated for them
+        log_layout.DECODED.clear()
+        before = DECOMPRESSED.bytes
+        assert len(await store.query("big", desc=True, limit=50)) == 50
+        assert DECOMPRESSED.bytes == before
         # A page that starts late in a segment (or whose events are sparse there) inflates
         # the segment up to it (one stream), a chunk at a time: what it holds is the page
         for read in (
             lambda: store.query("big", after=run - 10, limit=50),
             lambda: store.query("big", actor="cy", limit=50),
+            lambda: store.query("big", before=2 * run, desc=True, limit=50),  # a segment's end
         ):
             log_layout.DECODED.clear()
             tracemalloc.start()
