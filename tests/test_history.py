@@ -766,3 +766,40 @@ async def test_events_newest_first_page_down_with_before(server: RunningServer) 
         asc = (await c.get(f"/api/docs/{doc}/events", params={"limit": 1000})).json()
         assert (await page(limit=1000))["events"] == asc["events"][::-1]
         assert "next_before" not in asc
+
+
+async def test_blame_at_seq_0_has_no_roots_as_its_version(server: RunningServer) -> None:
+    """The version at seq 0 (or at a time before the first event) is empty: ``roots``
+    {} in versions/0, and in blame (which answered the roots of the head, a text root
+    with no runs and an XML root with no nodes)."""
+    doc = "h-zero"
+    d: Doc[Any] = Doc()
+    d.get("content", type=Text).insert(0, "hello")
+    await server.backend.committer.append(doc, [NewEvent("alice", "edit", d.get_update())])
+    sv = d.get_state()
+    frag = d.get("default", type=XmlFragment)
+    frag.children.append(XmlElement("p", {}, [XmlText("hi")]))
+    await server.backend.committer.append(doc, [NewEvent("bob", "edit", d.get_update(sv))])
+    async with httpx.AsyncClient(base_url=server.url) as c:
+        first = (await c.get(f"/api/docs/{doc}/events")).json()["events"][0]["ts"]
+        before = iso(datetime.fromisoformat(first).timestamp() * 1000 - 1000)
+        v0 = (await c.get(f"/api/docs/{doc}/versions/0")).json()
+        assert v0["seq"] == 0 and v0["roots"] == {}
+        at = (await c.get(f"/api/docs/{doc}/versions", params={"at": before})).json()
+        assert at["seq"] == 0 and at["roots"] == {}
+        for params in ({"seq": 0}, {"seq": 0, "join": "actor"}, {"at": before}):
+            r = await c.get(f"/api/docs/{doc}/blame", params=params)
+            assert r.status_code == 200, r.text
+            assert r.json()["seq"] == 0 and r.json()["roots"] == {}, r.json()
+        r = await c.get(f"/api/docs/{doc}/blame", params={"seq": 0, "root": "default"})
+        assert r.status_code == 404, r.text
+        head = (await c.get(f"/api/docs/{doc}/blame")).json()["roots"]
+        assert set(head) == {"content", "default"}
+        # at seq 1 the XML root was not written yet: not in the version, nor in blame
+        v1 = (await c.get(f"/api/docs/{doc}/versions/1")).json()["roots"]
+        b1 = (await c.get(f"/api/docs/{doc}/blame", params={"seq": 1})).json()["roots"]
+        assert set(v1) == set(b1) == {"content"}, b1
+        now = iso(datetime.fromisoformat(first).timestamp() * 1000 + 3_600_000)
+        assert (await c.get(f"/api/docs/{doc}/blame", params={"at": now})).json()["seq"] == 2
+        r = await c.get(f"/api/docs/{doc}/blame", params={"at": now, "seq": 1})
+        assert r.status_code == 400, r.text

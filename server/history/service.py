@@ -606,14 +606,21 @@ class History:
             if root is not None and root != segments[0]:
                 raise BadRequest(f"?path= {path!r} is not in ?root= {root!r}")
             root = segments[0]
+        if seq == 0:  # the empty document, whose version has no roots (the index's are
+            # the head's: they were answered with no runs and no nodes)
+            if root is not None:
+                raise NotFound(f"document {doc!r} has no text or XML root {root!r} at seq 0")
+            return {"doc": doc, "seq": 0, "roots": {}}
         index = await self._index_for(doc, info, [seq])
         roots: dict[str, Any] = {}
         version: Doc[Any] | None = None
+        written: set[str] = set()  # its roots, before a get() below makes one
 
         async def at_seq() -> Doc[Any]:  # the version, loaded once if a root needs it
             nonlocal version
             if version is None:
                 version = await self.doc_at(doc, seq)
+                written.update(root_names(version))
             return version
 
         async def walk(name: str, blame: Callable[..., Any], at: Any) -> Any:
@@ -641,6 +648,14 @@ class History:
             nodes = await walk(name, xml.blame, _fragment(await at_seq(), name))
             if nodes is not None:
                 roots[name] = {"type": XML, "nodes": nodes}
+        # the index tracks the head's roots: one written only after seq, or never written
+        # at all, answered no runs (no nodes) where the version has no such root
+        empty = [n for n, e in roots.items() if not e.get("runs", e.get("nodes"))]
+        if empty:
+            await at_seq()
+            for name in empty:
+                if name not in written:
+                    del roots[name]
         unfollowed: dict[str, str] = {}
         if nested:
             await self._nested_blame(doc, seq, info, root, at_seq, roots, unfollowed)

@@ -230,7 +230,12 @@ async def blame(request: Request) -> Response:
     history, doc, _ = await _open(request, "read")
     info = await history.info(doc)
     q = request.query_params
-    seq = await history.resolve(doc, q.get("seq") or "head", info)
+    if q.get("at"):  # as versions?at= (it was ignored: the head's blame answered)
+        if q.get("seq"):
+            raise BadRequest("give a seq (or tag) or ?at=, not both")
+        seq = await history.seq_at(doc, parse_iso(q["at"]), info)
+    else:
+        seq = await history.resolve(doc, q.get("seq") or "head", info)
     answer = await history.blame(doc, seq, info, q.get("root") or None, q.get("path") or None)
     return await _json(await _shaped(join, actors, answer, diff=False))
 
