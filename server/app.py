@@ -74,7 +74,7 @@ STATIC_DIR = static_dir()
 #: response headers the API tells clients to read, beyond those a browser always lets a
 #: page of another origin see: which seq a version's update is (GET versions/{ref}
 #: ?format=update) and how long to wait after a 429
-EXPOSED_HEADERS = ["X-Palimpsest-Seq", "Retry-After"]
+EXPOSED_HEADERS = ["X-Palimpsest-Seq", "Retry-After", "ETag"]
 
 
 def _cors(settings: Settings) -> Middleware:

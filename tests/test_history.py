@@ -803,3 +803,71 @@ async def test_blame_at_seq_0_has_no_roots_as_its_version(server: RunningServer)
         assert (await c.get(f"/api/docs/{doc}/blame", params={"at": now})).json()["seq"] == 2
         r = await c.get(f"/api/docs/{doc}/blame", params={"at": now, "seq": 1})
         assert r.status_code == 400, r.text
+
+
+async def test_a_version_at_a_fixed_seq_is_cached_as_immutable(server: RunningServer) -> None:
+    """versions/{seq} answers an ETag and ``private, max-age, immutable``, and 304 to
+    its If-None-Match; versions/head (or a tag, or ?at=) an ETag to revalidate, never
+    immutable. The ETag changes when the name is deleted and written again (its seqs
+    are reused) and when a compaction rewrites the base (a purge changes an update)."""
+    doc = "h-cache"
+    d: Doc[Any] = Doc()
+    text = d.get("content", type=Text)
+
+    async def write(s: str) -> None:
+        sv = d.get_state()
+        text.insert(len(str(text)), s)
+        await server.backend.committer.append(doc, [NewEvent("alice", "edit", d.get_update(sv))])
+
+    for s in ("one", " two", " three"):
+        await write(s)
+    async with httpx.AsyncClient(base_url=server.url) as c:
+        url = f"/api/docs/{doc}/versions"
+        r = await c.get(f"{url}/2")
+        assert r.status_code == 200 and r.json()["roots"]["content"]["value"] == "one two"
+        etag, cache = r.headers.get("etag"), r.headers.get("cache-control", "")
+        assert etag and etag.startswith('"')
+        assert "private" in cache and "immutable" in cache and "max-age=" in cache, cache
+        again = await c.get(f"{url}/2", headers={"if-none-match": etag})
+        assert again.status_code == 304 and again.content == b""
+        assert again.headers["etag"] == etag
+        listed = await c.get(f"{url}/2", headers={"if-none-match": f'"other", W/{etag}'})
+        assert listed.status_code == 304
+        other = await c.get(f"{url}/1", headers={"if-none-match": etag})
+        assert other.status_code == 200 and other.headers["etag"] != etag
+        update = await c.get(f"{url}/2", params={"format": "update"})
+        assert update.headers["etag"] not in (etag, None)
+        assert "immutable" in update.headers["cache-control"]
+        tree = await c.get(f"{url}/2", params={"format": "tree"})
+        assert tree.headers["etag"] not in (etag, update.headers["etag"])
+        # "latest": revalidated, never immutable
+        r = await c.post(f"/api/docs/{doc}/tags", json={"name": "t", "seq": 3})
+        assert r.status_code == 201, r.text
+        for latest in (f"{url}/head", url, f"{url}/t", f"{url}?at=2100-01-01T00:00:00Z"):
+            r = await c.get(latest)
+            assert r.status_code == 200 and r.headers.get("etag"), latest
+            assert "immutable" not in r.headers.get("cache-control", ""), latest
+            assert "no-cache" in r.headers["cache-control"], latest
+        head_etag = (await c.get(f"{url}/head")).headers["etag"]
+        assert (await c.get(f"{url}/head", headers={"if-none-match": head_etag})).status_code == 304
+        await write(" four")
+        r = await c.get(f"{url}/head", headers={"if-none-match": head_etag})
+        assert r.status_code == 200 and r.headers["etag"] != head_etag
+        # a compaction that purges rewrites the base: seq 3's update changes
+        seq3 = await c.get(f"{url}/3", params={"format": "update"})
+        r = await c.post(f"/api/docs/{doc}/compact", params={"user": "ops"},
+                         json={"before": 2, "purge_deleted": True})  # fmt: skip
+        assert r.status_code == 200, r.text
+        r = await c.get(f"{url}/3", params={"format": "update"},
+                        headers={"if-none-match": seq3.headers["etag"]})  # fmt: skip
+        assert r.status_code == 200 and r.headers["etag"] != seq3.headers["etag"]
+        # deleted and written again: the same seqs, another document
+        r = await c.delete(f"/api/docs/{doc}", params={"user": "ops"})
+        assert r.status_code == 200, r.text
+        d = Doc()
+        text = d.get("content", type=Text)
+        for s in ("uno", " dos"):
+            await write(s)
+        r = await c.get(f"{url}/2", headers={"if-none-match": etag})
+        assert r.status_code == 200 and r.json()["roots"]["content"]["value"] == "uno dos"
+        assert r.headers["etag"] != etag

@@ -9,6 +9,8 @@ docs/openapi.yaml and docs/history.md.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from functools import partial
 from typing import Any
 
@@ -28,7 +30,7 @@ from ..history.joined import EVENT, JOINS, join_roots
 from ..history.render import equal_as_counts
 from ..history.sliced import json_bytes
 from ..names import validate_doc_name
-from ..store.base import MAX_SEQ
+from ..store.base import MAX_SEQ, DocInfo
 from ..undo import revert as reverting
 from ..util import iso, parse_iso
 
@@ -126,6 +128,35 @@ async def sessions(request: Request) -> Response:
     )
 
 
+#: how long a browser keeps a version at a fixed seq without asking again (a document
+#: deleted and written again under its name reuses its seqs: what a browser cached of
+#: the old one may be shown for this long; revalidated, the ETag tells them apart)
+IMMUTABLE_MAX_AGE = 24 * 3600
+#: bumped when a version's rendering changes (the ETags of the old renderings then lapse)
+RENDERING = "1"
+
+
+async def _version_etag(history: History, doc: str, info: DocInfo, seq: int, fmt: str) -> str:
+    """The ETag of the version at `seq` in `fmt`: what it is built from, and nothing
+    the head moving on changes. The document's creation (a name deleted and written
+    again reuses seqs), its compaction base (a purge rewrites what versions after it
+    hold: their updates lose deleted content) and the rendering's own version."""
+    base: tuple[int, str] = (0, "")
+    if info.base_seq:
+        base = await history.store.compaction_base(doc)
+    key = "\0".join(map(str, (RENDERING, doc, info.created_ts, base[0], base[1], seq, fmt)))
+    return '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
+
+
+def _matches(request: Request, etag: str) -> bool:
+    """Whether If-None-Match names `etag` (weakly compared, as RFC 9110 says for it)."""
+    raw = request.headers.get("if-none-match")
+    if not raw:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in raw.split(",")]
+    return "*" in tags or etag in tags
+
+
 async def version(request: Request) -> Response:
     history, doc, _ = await _open(request, "read")
     info = await history.info(doc)
@@ -138,15 +169,29 @@ async def version(request: Request) -> Response:
     else:
         seq = await history.resolve(doc, ref, info)
     fmt = request.query_params.get("format", "json")
+    if fmt not in ("json", "tree", "update"):
+        raise BadRequest(f"?format= is json, tree or update, not {fmt[:40]!r}")
+    # a seq named by its number is that version for good; the head, a tag (it moves) and
+    # a time (the head's until a later event) are revalidated, by the same ETag
+    fixed = not at and isinstance(ref, str) and _SEQ.fullmatch(ref) is not None
+    etag = await _version_etag(history, doc, info, seq, fmt)
+    cache = f"private, max-age={IMMUTABLE_MAX_AGE}, immutable" if fixed else "private, no-cache"
+    headers = {"ETag": etag, "Cache-Control": cache}
+    if fmt == "update":
+        headers["X-Palimpsest-Seq"] = str(seq)
+    if _matches(request, etag):
+        return Response(status_code=304, headers=headers)
     if fmt == "update":
         return Response(
             await history.version_update(doc, seq),
             media_type="application/octet-stream",
-            headers={"X-Palimpsest-Seq": str(seq)},
+            headers=headers,
         )
-    if fmt not in ("json", "tree"):
-        raise BadRequest(f"?format= is json, tree or update, not {fmt[:40]!r}")
-    return JSONResponse(await history.version(doc, seq, tree=fmt == "tree"))
+    return JSONResponse(await history.version(doc, seq, tree=fmt == "tree"), headers=headers)
+
+
+#: a seq written as its number (history.resolve refuses a sign, spaces are stripped)
+_SEQ = re.compile(r"\s*[0-9]+\s*")
 
 
 def _join(request: Request) -> str:
