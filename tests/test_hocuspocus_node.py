@@ -459,6 +459,37 @@ async def test_a_document_reopened_by_a_new_auth_message_loses_no_edit(
         assert {e.actor for e in await events_of(srv, "hp-reopen")} == {"ann", "bob"}
 
 
+async def test_a_reopened_document_shows_its_user_to_the_others_at_once(
+    node_modules: Path, tmp_path: Path
+) -> None:
+    """Ann's presence leaves the room as the server closes her document (here: a renewal
+    refused). Reopened by ``sendToken()``, the server asks her provider for its presence
+    (query awareness), so Bob sees her again without her changing it; her provider sends
+    it by itself only when it changes, or at its renewal 15 s later. Her answer to that
+    query goes before her step 2, which alone brings Bob what she typed while closed: once
+    Bob has that text, he has her presence. (Before, he had not.)"""
+    async with ServerProcess(tmp_path / "srv", extra_args=["--jwt-secret", SECRET]) as srv, \
+            Driver(srv, tmp_path / "d.log") as d:  # fmt: skip
+        await d.socket("sa", 3)
+        await d.socket("sb", 3)
+        await d.open("ann", "sa", "hp-presence", token=cli_token("ann", "write"))
+        await d.open("bob", "sb", "hp-presence", token=cli_token("bob", "write"))
+        for name in ("ann", "bob"):
+            await d.wait(name, "synced")
+            await d.call("awareness", name=name, state={"user": {"name": name}})
+        await d.wait("bob", "presence", equals=["ann"])
+        await d.wait("ann", "presence", equals=["bob"])
+        await d.call("renew", name="ann", token=cli_token("eve", "write"))
+        await d.wait("ann", "denied", contains="cannot renew")
+        await d.wait("bob", "presence", equals=[])  # she left with her document
+        await d.call("insert", name="ann", text="while-closed;")
+        await d.call("renew", name="ann", token=cli_token("ann", "write"))
+        bob = await d.wait("bob", "text", contains="while-closed;")
+        assert bob["presence"] == ["ann"], bob
+        ann = await d.wait("ann", "unsynced", equals=0)
+        assert ann["presence"] == ["bob"] and ann["text"] == bob["text"], ann
+
+
 async def test_bad_tokens_and_bad_names_get_permission_denied_with_a_reason(
     node_modules: Path, tmp_path: Path
 ) -> None:

@@ -119,6 +119,9 @@ class HocuspocusSocket(Connection):
         #: documents the client closed (type 7), with the frames it sent for them since:
         #: they wait for an auth message opening the document again (client_closed)
         self.left: dict[str, list[H.Frame]] = {}
+        #: documents the server closed, with the presence entries their close removed
+        #: (client, clock, "null"): sent back to the provider when it opens them again
+        self.gone_presence: dict[str, list[tuple[int, int, str]]] = {}
         self._n = itertools.count(1)
         self._loads: set[asyncio.Task[None]] = set()
         #: frames of message types this server does not know, ignored (unknown_type)
@@ -266,6 +269,7 @@ class HocuspocusSocket(Connection):
             return  # closed while its credentials were checked
         del self.opening[doc]
         owed = self.denied.pop(doc, None)
+        gone = self.gone_presence.pop(doc, [])
         guard = ConnectionGuard(self.backend, self.backend.settings, identity, doc, self.host)
         peer = DocPeer(self, doc, identity, next(self._n), guard, self.status)
         self.docs[doc] = peer
@@ -274,7 +278,7 @@ class HocuspocusSocket(Connection):
         peer.pending.extend(frames)
         self._watch_doc_expiry(peer)
         log.info("open %s doc=%s user=%s", peer.id, peer.doc, peer.actor)
-        await self.load(peer, reopened=owed)
+        await self.load(peer, reopened=owed, gone=gone)
 
     def _watch_doc_expiry(self, peer: DocPeer) -> None:
         """A document's session ends with its token, as a /ws socket's does: once it
@@ -344,6 +348,13 @@ class HocuspocusSocket(Connection):
         are dropped until a new auth message. The updates it took before still get their
         sync status once they are in the log; the dropped ones' are owed (deny)."""
         room = peer.room
+        if room is not None:
+            if len(self.gone_presence) >= MAX_DENIED:
+                self.gone_presence.clear()
+            self.gone_presence[peer.doc] = [
+                (c, e.clock, "null") for c, e in room.presence.entries.items()
+                if e.peer_id == peer.id
+            ]  # fmt: skip
         self.leave(peer, forget=room is None)
         self.deny(peer.doc, _owed(peer))
         if room is not None:
@@ -367,10 +378,16 @@ class HocuspocusSocket(Connection):
             return with_params(self.ws, doc, user=_claimed_user(token))
         return with_params(self.ws, doc, token=token)
 
-    async def load(self, peer: DocPeer, reopened: int | None = None) -> None:
+    async def load(
+        self,
+        peer: DocPeer,
+        reopened: int | None = None,
+        gone: list[tuple[int, int, str]] | None = None,
+    ) -> None:
         """Load `peer`'s room and handle the frames read meanwhile. `reopened`: the
         document was refused or closed on this socket before, and an auth message opens
-        it again, with the sync statuses owed for the updates dropped meanwhile."""
+        it again, with the sync statuses owed for the updates dropped meanwhile; `gone`:
+        the presence its close removed."""
         try:
             room = await self.backend.rooms.get(peer.doc)
         except LogDamaged as e:  # (said once, as an error, by Rooms)
@@ -390,7 +407,7 @@ class HocuspocusSocket(Connection):
         room.join(peer, sync_step1=False)  # Hocuspocus answers the client's step 1 instead
         frames, peer.pending = peer.pending, []
         if reopened is not None and not any(_starts_sync(f) for f in frames):
-            self.sync_reopened(peer, room, reopened)
+            self.sync_reopened(peer, room, reopened, gone or [])
         try:
             for frame in frames:
                 if peer.room is None:
@@ -399,7 +416,9 @@ class HocuspocusSocket(Connection):
         except PalimpsestError as e:
             self.close_doc(peer, e)
 
-    def sync_reopened(self, peer: DocPeer, room: Room, owed: int) -> None:
+    def sync_reopened(
+        self, peer: DocPeer, room: Room, owed: int, gone: list[tuple[int, int, str]]
+    ) -> None:
         """A document the server had closed (or refused) opened again by an auth message
         alone (``sendToken()``): a provider sends its sync step 1 only as its socket
         opens, so without this neither side learnt what the other lacked, and every
@@ -408,10 +427,21 @@ class HocuspocusSocket(Connection):
         with what the log lacks: the dropped updates) and a step 2 of the whole document
         (what others wrote meanwhile; what the provider holds is not known). That step 2
         is not counted by the provider: its sync status stands for the dropped updates
-        (`owed`), none when none was (Resync.step2)."""
+        (`owed`), none when none was (Resync.step2). First it asks for the provider's
+        presence, which left the room with the document: the removal of its clients
+        (`gone`) first, at the clocks everyone holds, upon which y-protocols bumps its
+        own client's clock and sends its state, which everyone takes (its state at the
+        old clock, everyone ignores); then a query awareness (a close that removed
+        none)."""
         peer.resync.sent_step1 = True
         peer.resync.uncounted = True
         peer.resync.dropped = owed
+        # its user's presence left the room as it closed, and the provider sends it again
+        # only when it changes (or its 15 s renewal): asked for, so the others see the
+        # user at once (before the sync, whose step 2 they see after it)
+        if gone:
+            peer.send(P.encode_awareness(P.encode_awareness_entries(gone)))
+        peer.send(P.encode_query_awareness())
         peer.send(P.encode_sync_step1(peer.resync.state_vector(room.doc.get_state())))
         room.answer_sync_step1(peer, b"\x00")
         log.info("%s: %r opened again: syncing (%d updates dropped while it was closed)",
