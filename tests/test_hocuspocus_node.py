@@ -92,10 +92,10 @@ class Driver:
         await self.call("socket", name=name, version=version, url=self.hocuspocus_url)
 
     async def open(
-        self, name: str, socket: str, doc: str, token: str | None = None
+        self, name: str, socket: str, doc: str, token: str | None = None, **kw: Any
     ) -> dict[str, Any]:
         result: dict[str, Any] = await self.call(
-            "open", name=name, socket=socket, doc=doc, token=token
+            "open", name=name, socket=socket, doc=doc, token=token, **kw
         )
         return result
 
@@ -635,6 +635,39 @@ async def test_providers_resync_after_the_server_is_killed(
         await d.wait("late", "text", contains=["<a2 offline>", "<a3 offline>", "<a3 before>"])
         actors = {e.actor for e in await events_of(srv, "hp-k1")}
         assert actors == {"a2", "a3"}
+
+
+async def test_offline_edits_sent_before_their_documents_auth_on_reconnect_are_kept(
+    node_modules: Path, tmp_path: Path
+) -> None:
+    """JWT mode, one 3.x socket with two documents, one of whose tokens comes from a
+    callback that takes a while (an app fetching it). The server is killed; both type
+    while it is down; it starts again. On reconnect the socket sends every provider's
+    auth message as soon as it has its token, and what it queued offline once the first
+    answer arrives: the slow document's offline edit comes before its auth message. It
+    must wait for that auth message (as Hocuspocus's server queues it), not open the
+    document without a token: that answered PermissionDenied (``a token is required``)
+    to a provider whose token was good, and the edit was dropped."""
+    token = cli_token("ann", "write")
+    async with ServerProcess(tmp_path / "srv", extra_args=["--jwt-secret", SECRET]) as srv, \
+            Driver(srv, tmp_path / "d.log") as d:  # fmt: skip
+        await d.socket("s", 3)
+        await d.open("fast", "s", "hp-off-fast", token=token)
+        await d.open("slow", "s", "hp-off-slow", token=token, tokenDelay=1500)
+        for name in ("fast", "slow"):
+            await d.wait(name, "synced")
+            await d.call("insert", name=name, text=f"<{name} before>")
+            await d.wait(name, "unsynced", equals=0)
+        await srv.akill9()
+        for name in ("fast", "slow"):
+            await d.wait(name, "connected", truthy=False)
+            await d.call("insert", name=name, text=f"<{name} offline>")
+        await srv.astart()
+        for name in ("fast", "slow"):
+            state = await d.wait(name, "unsynced", equals=0, timeout=20_000)
+            assert state["denied"] == [], (name, state)
+            assert state["text"] == f"<{name} before><{name} offline>", state
+            assert await stored_text(srv, f"hp-off-{name}") == state["text"], name
 
 
 async def type_through_a_stall(d: Driver, proxy: StallingProxy, version: int, doc: str) -> str:

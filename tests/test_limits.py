@@ -538,3 +538,44 @@ async def test_a_refused_frame_is_freed_with_its_connection(settings: Settings, 
             await eventually(lambda: not alive(), what="the refused connections freed")
     finally:
         gc.enable()
+
+
+async def test_frames_before_a_documents_auth_message_wait_for_it_within_a_bound(
+    settings: Settings,
+) -> None:
+    """/hocuspocus: a document's frames that come before its auth message (a reconnecting
+    3.x socket's offline queue) wait for it and are handled as its user's, in open mode
+    too (an update opened the document as ``anonymous``, and the auth message after it
+    was refused as another user's); past eight frames' worth of bytes on one socket, the
+    socket closes (1013)."""
+    from palimpsest import hocuspocus as H
+
+    settings.max_frame_bytes = 10_000
+    doc = Doc()
+    doc["content"] = text = Text()
+    text += "offline"
+    update = doc.get_update()
+    auth = H.prefix("early") + bytes([H.AUTH, H.AUTH_TOKEN]) + P.write_var_string("ann")
+    async with run_server(settings) as srv:
+        base = srv.ws_url.rsplit("/", 1)[0]
+        async with websockets.connect(f"{base}/hocuspocus", max_size=None) as ws:
+            await ws.send(H.prefix("early") + P.encode_sync_update(update))
+            await ws.send(auth)
+            got: list[bytes] = []
+            async with asyncio.timeout(10):
+                while H.encode_sync_status("early", True) not in got:
+                    got.append(bytes(await ws.recv()))
+            assert got[0] == H.encode_authenticated("early", read_only=False), got
+            denied = H.prefix("early") + bytes([H.AUTH, H.AUTH_PERMISSION_DENIED])
+            assert not any(f.startswith(denied) for f in got), got
+            assert {e.actor for e in await srv.backend.store.read("early")} == {"ann"}
+        async with websockets.connect(f"{base}/hocuspocus", max_size=None) as ws:
+            big = H.prefix("later") + bytes([H.STATELESS]) + P.write_var_string("x" * 9000)
+            for _ in range(9):
+                await ws.send(big)
+            with pytest.raises(websockets.ConnectionClosed):
+                async with asyncio.timeout(10):
+                    async for _ in ws:
+                        pass
+            assert ws.close_code == 1013, (ws.close_code, ws.close_reason)
+            assert "before their auth message" in (ws.close_reason or "")

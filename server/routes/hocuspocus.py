@@ -119,6 +119,10 @@ class HocuspocusSocket(Connection):
         #: documents the client closed (type 7), with the frames it sent for them since:
         #: they wait for an auth message opening the document again (client_closed)
         self.left: dict[str, list[H.Frame]] = {}
+        #: documents not opened yet whose first frames are not an auth message nor a
+        #: sync step 1: they wait for one (early), as Hocuspocus queues them
+        self.early: dict[str, list[H.Frame]] = {}
+        self.early_bytes = 0
         #: documents the server closed, with the presence entries their close removed
         #: (client, clock, "null"): sent back to the provider when it opens them again
         self.gone_presence: dict[str, list[tuple[int, int, str]]] = {}
@@ -177,8 +181,16 @@ class HocuspocusSocket(Connection):
             if waiting is None and held is not None and not _reopens(frame):
                 if frame.type != H.CLOSE:
                     self.hold(frame, held, "was closed by you")
+            elif waiting is None and held is None and not _reopens(frame) \
+                    and frame.doc not in self.denied:  # fmt: skip
+                self.wait_for_auth(frame)
             elif waiting is None:
-                self.open(frame, self.left.pop(frame.doc, []))
+                early = self.early.pop(frame.doc, None)
+                if early is not None:
+                    self.early_bytes -= sum(len(f.body) for f in early)
+                    self.open(frame, early, keep=True)
+                else:
+                    self.open(frame, self.left.pop(frame.doc, []))
             elif frame.type == H.CLOSE:
                 del self.opening[frame.doc]  # closed before it was opened
                 self.client_closed(frame.doc)
@@ -217,12 +229,39 @@ class HocuspocusSocket(Connection):
 
     # --- opening and closing documents ---------------------------------------------------
 
-    def open(self, frame: H.Frame, held: list[H.Frame]) -> None:
+    def wait_for_auth(self, frame: H.Frame) -> None:
+        """A frame of a document not open, neither an auth message nor a sync step 1 (how
+        every provider starts one): it waits for one, as Hocuspocus's server queues the
+        frames before a document's auth message. A 3.x provider's socket sends what it
+        queued offline as the first answer arrives, which may be another document's
+        Authenticated while this one's token is still being fetched (a token callback):
+        that frame opened the document without a token, and in JWT mode the provider,
+        whose token was good, got a stray PermissionDenied. At most eight frames' worth
+        of bytes wait on one socket, for at most MAX_DENIED documents; a close drops
+        them."""
+        early = self.early.get(frame.doc)
+        if frame.type == H.CLOSE:
+            if early is not None:
+                del self.early[frame.doc]
+                self.early_bytes -= sum(len(f.body) for f in early)
+            return
+        limit = 8 * self.backend.settings.max_frame_bytes
+        if self.early_bytes + len(frame.body) > limit:
+            raise RateLimited(f"over {limit} bytes sent for documents before their auth message")
+        if early is None:
+            if len(self.early) >= MAX_DENIED:
+                raise RateLimited(f"frames for more than {MAX_DENIED} documents not opened")
+            early = self.early[frame.doc] = []
+        early.append(frame)
+        self.early_bytes += len(frame.body)
+
+    def open(self, frame: H.Frame, held: list[H.Frame], *, keep: bool = False) -> None:
         """Open a document with its first frame: an auth message, or (a 2.x provider
         without a token sends none) any other. `held`: the frames sent for it since the
         client closed it, handled after an auth message, as Hocuspocus does; dropped
         when a sync step 1 without one opens it (a new provider's start, whose sync
-        carries what they held)."""
+        carries what they held). `keep`: they are frames sent before its first auth
+        message or step 1 (wait_for_auth), handled in order before a step 1 too."""
         if frame.type == H.CLOSE:
             return
         if frame.type == H.AUTH:
@@ -234,12 +273,12 @@ class HocuspocusSocket(Connection):
             return
         else:
             token = None  # a 2.x provider without a token sends no auth message
-            if held:
+            if held and not keep:
                 log.debug("%s: %d frames sent for %r after its close dropped: a sync "
                           "step 1 without an auth message opened it", self.id, len(held),
                           frame.doc)  # fmt: skip
                 held = []
-        frames = self.opening[frame.doc] = held if frame.type == H.AUTH else [frame]
+        frames = self.opening[frame.doc] = held if frame.type == H.AUTH else [*held, frame]
         task = asyncio.create_task(
             self.authenticate(frame.doc, token, frames, authed=frame.type == H.AUTH),
             name=f"open:{self.id}:{frame.doc}",

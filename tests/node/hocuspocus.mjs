@@ -9,7 +9,9 @@
 //   socket {name, version: 2|3, url, options?}
 //                                        a HocuspocusProviderWebsocket (one socket, many docs);
 //                                        options: its configuration's own (messageReconnectTimeout…)
-//   open {name, socket, doc, token?, tab?}   a HocuspocusProvider for doc on that socket
+//   open {name, socket, doc, token?, tab?, tokenDelay?}   a HocuspocusProvider for doc on that
+//                                        socket; tokenDelay (ms): its token comes from a
+//                                        callback that takes that long (an app fetching one)
 //   yws {name, url, doc, params?, stopOn44xx?, tab?}   a y-websocket WebsocketProvider (url
 //                                        ends in /ws); stopOn44xx: disconnect() on a 44xx close
 //                                        tab {state, clientID, offline?}: the Y.Doc of a tab
@@ -82,7 +84,7 @@ const commands = {
     sockets.set(name, entry)
     return { version }
   },
-  open ({ name, socket, doc, token, tab }) {
+  open ({ name, socket, doc, token, tab, tokenDelay }) {
     const s = sockets.get(socket)
     if (!s) throw new Error(`no socket named ${socket}`)
     const ydoc = newDoc(tab)
@@ -98,7 +100,9 @@ const commands = {
       onStateless: ({ payload }) => { c.stateless.push(payload) },
       onClose: ({ event }) => { c.closes.push(event?.code ?? null) },
     }
-    if (token !== undefined && token !== null) config.token = token
+    if (tokenDelay) { // an app's token callback that fetches one (`token: async () => …`)
+      config.token = () => new Promise((resolve) => setTimeout(() => resolve(token), tokenDelay))
+    } else if (token !== undefined && token !== null) config.token = token
     c.provider = new HOCUSPOCUS[s.version].HocuspocusProvider(config)
     if (s.version >= 3) c.provider.attach()
     clients.set(name, c)
