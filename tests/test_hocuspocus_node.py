@@ -490,6 +490,52 @@ async def test_a_reopened_document_shows_its_user_to_the_others_at_once(
         assert ann["presence"] == ["bob"] and ann["text"] == bob["text"], ann
 
 
+async def test_a_read_only_document_reopened_gets_the_document_and_its_edits_are_refused(
+    node_modules: Path, tmp_path: Path
+) -> None:
+    """A reader's document closed by the server (a renewal refused) and opened again by
+    ``sendToken()`` with a fresh read token: as docs/hocuspocus.md says, the server's
+    step 2 brings it what the writer typed meanwhile; the reader's step 2, which holds
+    what it typed while closed, is refused as any reader's update: sync status ``0``
+    (counted as a ``read_only`` refusal), never logged, no close; the provider's
+    unsynced count stays at that one edit (a refused edit is never acknowledged)."""
+    async with ServerProcess(tmp_path / "srv", extra_args=["--jwt-secret", SECRET]) as srv, \
+            Driver(srv, tmp_path / "d.log") as d:  # fmt: skip
+        await d.socket("sw", 3)
+        await d.socket("sr", 3)
+        await d.open("w", "sw", "hp-ro-reopen", token=cli_token("writer", "write"))
+        await d.open("r", "sr", "hp-ro-reopen", token=cli_token("reader", "read"))
+        await d.wait("w", "synced")
+        await d.call("insert", name="w", text="hello;")
+        await d.wait("r", "text", equals="hello;")
+        assert (await d.wait("r", "scope", truthy=True))["scope"] == "readonly"
+        await d.call("renew", name="r", token=cli_token("eve", "read"))
+        await d.wait("r", "denied", contains="cannot renew")
+        await d.call("insert", name="r", text="SECRET;", pos=0)
+        await d.call("insert", name="w", text="meanwhile;")
+        await d.wait("w", "unsynced", equals=0)
+        before = (await d.call("state", name="r"))["statuses"]
+        await d.call("renew", name="r", token=cli_token("reader", "read"))
+        await d.wait("r", "text", contains="meanwhile;")
+        # frames of one socket are handled in order: the reader's step 2 answered the
+        # server's step 1, before the step 2 that brought "meanwhile;"; once this request
+        # is answered, that step 2 was handled
+        hello = await d.request("r", {"type": "hello", "id": "after"})
+        assert hello["ok"] and hello["role"] == "read", hello
+        r = await d.call("state", name="r")
+        assert r["text"] == "SECRET;hello;meanwhile;", r
+        assert r["statuses"][len(before) :] == [0], r  # its step 2 refused, once
+        assert r["unsynced"] == 1 and r["hasUnsynced"] is True, r
+        assert r["connected"] is True and r["closes"] == [] and r["scope"] == "readonly", r
+        assert len(r["denied"]) == 1, r  # the refused renewal only
+        w = await d.call("state", name="w")
+        assert w["text"] == "hello;meanwhile;" == await stored_text(srv, "hp-ro-reopen"), w
+        assert {e.actor for e in await events_of(srv, "hp-ro-reopen")} == {"writer"}
+        async with httpx.AsyncClient() as http:
+            metrics = (await http.get(f"{srv.http_url}/metrics")).text
+        assert 'palimpsest_refused_total{reason="read_only"} 1.0' in metrics, metrics
+
+
 async def test_bad_tokens_and_bad_names_get_permission_denied_with_a_reason(
     node_modules: Path, tmp_path: Path
 ) -> None:

@@ -25,10 +25,11 @@
 //   awareness {name, state}              provider.awareness.setLocalState(state)
 //   stateless {name, payload}            provider.sendStateless(payload)
 //   state {name}                         {text, synced, unsynced, scope, denied, stateless,
-//                                        closes, connected, socketCloses, presence}
+//                                        closes, connected, socketCloses, presence, statuses}
 //                                        (closes: close codes; a y-websocket provider's
 //                                        'connection-close' events as [code, reason];
-//                                        presence: user.name of every remote state, sorted)
+//                                        presence: user.name of every remote state, sorted;
+//                                        statuses: the sync statuses received, 1 or 0)
 //   wait {name, field, equals? | contains? | truthy? | atLeast?, timeout?}
 //                                        poll state[field] until it holds; answers the state
 //   destroy {name}                       provider.destroy()
@@ -104,6 +105,11 @@ const commands = {
       config.token = () => new Promise((resolve) => setTimeout(() => resolve(token), tokenDelay))
     } else if (token !== undefined && token !== null) config.token = token
     c.provider = new HOCUSPOCUS[s.version].HocuspocusProvider(config)
+    c.statuses = []
+    c.provider.on('message', ({ message }) => { // every sync status the server sends
+      message.readVarString()
+      if (message.readVarUint() === 8) c.statuses.push(message.readVarUint())
+    })
     if (s.version >= 3) c.provider.attach()
     clients.set(name, c)
     return { clientID: ydoc.clientID }
@@ -205,6 +211,7 @@ function state (c) {
     connected: hocus ? p.configuration.websocketProvider.status === 'connected' : p.wsconnected,
     socketCloses: c.socket ? c.socket.closes : null,
     presence: remoteNames(c),
+    statuses: hocus ? c.statuses : null,
     // y-websocket: failed connections in a row (its back-off), whether it reconnects
     retries: hocus ? null : p.wsUnsuccessfulReconnects,
     shouldConnect: hocus ? null : p.shouldConnect,
