@@ -126,10 +126,14 @@ class _Raced(Exception):
 
 
 #: a snapshot's ts is the clock's, raised to its document's last event's ts (after a
-#: clock stepped back, as an event's: EventStore.append)
+#: clock stepped back, as an event's: EventStore.append); its values (doc, seq, ts, state,
+#: checksum, meta) once each, in order: plain ``?`` only (never numbered ones with a tuple, which
+#: 3.12.0-3.12.3 warn of, gh-117995), so the doc is named again through the CTE
 _PUT_SNAPSHOT = (
-    "INSERT OR REPLACE INTO snapshots (doc, seq, ts, state, checksum, meta) VALUES (?1, ?2, "
-    "MAX(?3, COALESCE((SELECT updated_ts FROM docs WHERE name = ?1), 0)), ?4, ?5, ?6)"
+    "WITH v (doc, seq, ts, state, checksum, meta) AS (VALUES (?, ?, ?, ?, ?, ?)) "
+    "INSERT OR REPLACE INTO snapshots (doc, seq, ts, state, checksum, meta) "
+    "SELECT doc, seq, MAX(ts, COALESCE((SELECT updated_ts FROM docs WHERE name = v.doc), 0)), "
+    "state, checksum, meta FROM v"
 )
 #: a document's compaction base (store.base.BaseMark): its seq and its row's checksum
 _BASE_MARKS_SQL = (
@@ -1486,15 +1490,14 @@ class SQLiteStore(EventStore):
         """((doc id, head, base_seq) or None, tail rows in (after, upto]) in one statement;
         `limit` of them from the lowest seq, or with `desc` from the highest."""
         order = " DESC" if desc else ""
-        # the filter's own parameters follow the four numbered ones
-        parts = where.split("?")
-        where = parts[0] + "".join(f"?{5 + i}{p}" for i, p in enumerate(parts[1:]))
+        # plain placeholders, the values in the statement's order (the filter's own
+        # between upto and the limit): never numbered ones with a tuple (gh-117995)
         rows = await self._fetchall(
-            "SELECT 0, id, head, base_seq, 0, 0, 0, NULL, NULL FROM docs WHERE name = ?1 "
+            "SELECT 0, id, head, base_seq, 0, 0, 0, NULL, NULL FROM docs WHERE name = ? "
             "UNION ALL SELECT * FROM (SELECT 1, seq, pos, ts, actor, kind, 0, data, meta "
-            "FROM log WHERE doc = (SELECT id FROM docs WHERE name = ?1) AND seq > ?2 "
-            f"AND seq <= ?3{where} ORDER BY seq{order} LIMIT ?4)",
-            (doc, after, upto, limit, *params),
+            "FROM log WHERE doc = (SELECT id FROM docs WHERE name = ?) AND seq > ? "
+            f"AND seq <= ?{where} ORDER BY seq{order} LIMIT ?)",
+            (doc, doc, after, upto, *params, limit),
         )
         info = None
         tail = []
@@ -2082,11 +2085,11 @@ class SQLiteStore(EventStore):
                 insert_segment(db, doc_id, rest)
                 removed += k
             db.execute(
-                "UPDATE docs SET base_seq = MAX(base_seq, ?1), sealed = MAX(sealed, ?1), "
-                "events_bytes = (SELECT COALESCE(SUM(LENGTH(data)), 0) FROM log WHERE doc = ?2)"
-                " + (SELECT COALESCE(SUM(raw_bytes), 0) FROM segments WHERE doc = ?2) "
-                "WHERE id = ?2",
-                (before, doc_id),
+                "UPDATE docs SET base_seq = MAX(base_seq, ?), sealed = MAX(sealed, ?), "
+                "events_bytes = (SELECT COALESCE(SUM(LENGTH(data)), 0) FROM log WHERE doc = ?)"
+                " + (SELECT COALESCE(SUM(raw_bytes), 0) FROM segments WHERE doc = ?) "
+                "WHERE id = ?",
+                (before, before, doc_id, doc_id, doc_id),
             )
             return int(removed)
 
@@ -2104,9 +2107,9 @@ class SQLiteStore(EventStore):
             verb = "INSERT OR REPLACE" if move else "INSERT OR IGNORE"
             # its ts raised to the document's last event's, as a snapshot's
             db.execute(
-                f"{verb} INTO tags (doc, name, seq, ts, actor) VALUES (?1, ?2, ?3, "
-                "MAX(?4, COALESCE((SELECT updated_ts FROM docs WHERE name = ?1), 0)), ?5)",
-                (tag.doc, tag.name, tag.seq, tag.ts, tag.actor),
+                f"{verb} INTO tags (doc, name, seq, ts, actor) VALUES (?, ?, ?, "
+                "MAX(?, COALESCE((SELECT updated_ts FROM docs WHERE name = ?), 0)), ?)",
+                (tag.doc, tag.name, tag.seq, tag.ts, tag.doc, tag.actor),
             )
             row = db.execute(
                 "SELECT doc, name, seq, ts, actor FROM tags WHERE doc = ? AND name = ?",
