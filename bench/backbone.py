@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gzip
 import json
 import os
@@ -221,7 +222,7 @@ def main() -> None:
         cpu = cpu_seconds(srv.proc.pid) - cpu0
         rss = rss_mb(srv.proc.pid)
         srv.stop()
-        with sqlite3.connect(db) as c:
+        with contextlib.closing(sqlite3.connect(db)) as c, c:
             events, log_bytes = c.execute(
                 "SELECT SUM(head - base_seq), SUM(events_bytes) FROM docs"
             ).fetchone()
@@ -234,7 +235,7 @@ def main() -> None:
             times = []
             for _ in tqdm(range(args.loads), desc=f"cold load ({label})", leave=False):
                 if drop_snapshots:  # every stop writes one again: drop it before each start
-                    with sqlite3.connect(db) as c:
+                    with contextlib.closing(sqlite3.connect(db)) as c, c:
                         c.execute("DELETE FROM snapshots")
                 srv.start()
                 times.append(asyncio.run(cold_load(port, final)))

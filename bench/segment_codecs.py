@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import lzma
 import sqlite3
 import sys
@@ -79,7 +80,7 @@ def sealed_bodies(trace: str) -> list[bytes]:
             time.sleep(2.0)  # idle: the last runs are sealed
         finally:
             srv.stop()
-        with sqlite3.connect(path) as db:
+        with contextlib.closing(sqlite3.connect(path)) as db, db:
             rows = db.execute("SELECT body FROM segments ORDER BY id").fetchall()
     bodies = []
     for (blob,) in rows:

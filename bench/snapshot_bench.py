@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import importlib.util
 import os
@@ -154,7 +155,7 @@ async def write_both(
 
 
 def snapshot_bytes(path: Path) -> tuple[int, int]:
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
         n, size = db.execute(
             "SELECT COUNT(*), SUM(LENGTH(state) + LENGTH(meta) + LENGTH(checksum)) FROM snapshots"
         ).fetchone()
@@ -241,7 +242,10 @@ async def main() -> None:
         ladder_path = after_path
         for gap in gaps:
             path = d / f"ladder-{gap}.db"
-            with sqlite3.connect(after_path) as src, sqlite3.connect(path) as dst:
+            with (
+                contextlib.closing(sqlite3.connect(after_path)) as src,
+                contextlib.closing(sqlite3.connect(path)) as dst,
+            ):
                 src.backup(dst)
             async with SQLiteStore(path) as store:
                 t = time.perf_counter()

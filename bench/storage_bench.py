@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -147,7 +148,7 @@ def sizes(store: str, path: Path | None, schema: str | None) -> dict[str, int]:
     """Bytes by table (indexes counted with their table), and 'total'."""
     out: dict[str, int] = {}
     if path is not None:
-        with sqlite3.connect(path) as c:
+        with contextlib.closing(sqlite3.connect(path)) as c, c:
             rows = c.execute(
                 "SELECT COALESCE(m.tbl_name, s.name), SUM(s.pgsize) FROM dbstat s "
                 "LEFT JOIN sqlite_master m ON m.name = s.name GROUP BY 1"

@@ -22,6 +22,7 @@ import pytest
 from conftest import RunningServer, eventually, free_port, run_server
 from pycrdt import Array, Map, Text
 from serverproc import REPO_ROOT
+from sqlitehelp import sqlite_conn
 from yclient import YClient, connect
 
 from palimpsest.cli import main
@@ -166,7 +167,7 @@ async def test_inspect_and_snapshot(tmp_path: Path, capfd: pytest.CaptureFixture
                 await type_each(srv, b, "memo", ["b1 "])
         # the server snapshots on unload; drop its snapshots to see `snapshot` write one
         await eventually(lambda: "memo" not in srv.backend.rooms)
-    with sqlite3.connect(db) as con:
+    with sqlite_conn(db) as con:
         con.execute("DELETE FROM snapshots")
     r = await cli(capfd, "inspect", "memo", "--json", "--db", str(db))
     info = json.loads(r.out)
@@ -198,7 +199,7 @@ async def test_inspect_and_snapshot(tmp_path: Path, capfd: pytest.CaptureFixture
 def _plant_in_bad(
     db: Path, seq: int, state: bytes | None = None, flip: bool = False, stored: str = ""
 ) -> None:
-    with sqlite3.connect(db) as con:
+    with sqlite_conn(db) as con:
         where = "WHERE doc = 'bad' AND seq = ?"
         (old,) = con.execute(f"SELECT state FROM snapshots {where}", (seq,)).fetchone()
         if flip:
@@ -270,7 +271,7 @@ async def test_verify_catches_corrupted_snapshots(
             async with connect(srv.ws_url, doc, user="ann") as c:
                 await type_each(srv, c, doc, [f"{i} " for i in range(12)])
             await eventually(lambda d=doc: d not in srv.backend.rooms)  # type: ignore[misc]
-    with sqlite3.connect(db) as con:
+    with sqlite_conn(db) as con:
         seqs = [s for (s,) in con.execute("SELECT seq FROM snapshots WHERE doc='bad' ORDER BY seq")]
         # a whole row (packed state and meta, its checksum): another version's
         other, other_sum = con.execute(
@@ -307,7 +308,7 @@ async def test_verify_catches_corrupted_snapshots(
     assert r.code == 1 and "PROBLEM nosuch: no document of that name" in r.out, r
     assert "1 problem in 1 document" in r.err, r
     # a hole in the log
-    with sqlite3.connect(db) as con:
+    with sqlite_conn(db) as con:
         con.execute("DELETE FROM log WHERE doc = (SELECT id FROM docs WHERE name = 'good') "
                     "AND seq = 6")  # fmt: skip
     r = await cli(capfd, "verify", "good", "--db", str(db))
@@ -416,7 +417,7 @@ async def test_a_snapshot_with_damaged_meta_is_a_problem_line_and_export_still_w
         async with connect(srv.ws_url, "memo", user="ann") as c:
             await type_each(srv, c, "memo", [f"{i} " for i in range(12)])
         await eventually(lambda: "memo" not in srv.backend.rooms)
-    with sqlite3.connect(db) as con:
+    with sqlite_conn(db) as con:
         (seq, meta) = con.execute("SELECT seq, meta FROM snapshots WHERE doc='memo' "
                                   "ORDER BY seq DESC LIMIT 1").fetchone()  # fmt: skip
         con.execute("UPDATE snapshots SET meta = ? WHERE doc='memo' AND seq=?", (meta[:-3], seq))
@@ -715,7 +716,7 @@ async def test_verify_backup_and_copy_say_what_they_did_as_json(
         "skipped": 0,
     }, r
     assert said["events"] == 2, r
-    with sqlite3.connect(copied) as con:  # a problem: the copy's log has a gap
+    with sqlite_conn(copied) as con:  # a problem: the copy's log has a gap
         con.execute("DELETE FROM log WHERE seq = 1")
     r = await cli(capfd, "verify", "--json", "--db", str(copied))
     said = json.loads(r.out)
@@ -802,7 +803,7 @@ async def test_a_malformed_database_is_named_with_verify_and_the_io_error_it_may
     txt = tmp_path / "t.txt"
     txt.write_text("hello " * 2000)
     assert (await cli(capfd, "import", "big", str(txt), "--db", str(db))).code == 0
-    with sqlite3.connect(db) as con:
+    with sqlite_conn(db) as con:
         [(root,)] = con.execute("SELECT rootpage FROM sqlite_master WHERE name = 'docs'")
         [(size,)] = con.execute("PRAGMA page_size")
     damaged = bytearray(db.read_bytes())

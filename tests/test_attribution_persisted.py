@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import pytest
 from conftest import eventually, free_port, run_server
 from scaleout import fresh_schema
 from serverproc import REPO_ROOT
+from sqlitehelp import sqlite_conn
 from test_snapshot_retention import bench, trace_texts
 from yclient import connect
 
@@ -104,7 +104,7 @@ async def test_a_stored_index_that_does_not_match_is_rebuilt(tmp_path: Path) -> 
         h = history_of(backend)
         await h.blame("paper", n, await h.info("paper"), None)
         await h.attribution.drain()
-    with sqlite3.connect(path) as db:
+    with sqlite_conn(path) as db:
         (data,) = db.execute("SELECT data FROM derived WHERE doc = 'paper'").fetchone()
         bad = bytearray(data)
         bad[len(bad) // 3] ^= 0x10

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
 
 import pytest
 import websockets
 from conftest import RunningServer, eventually, run_server
 from pycrdt import Doc, Text
+from sqlitehelp import sqlite_conn
 from yclient import connect
 
 from palimpsest import protocol as P
@@ -374,7 +374,7 @@ async def test_damaged_snapshot_falls_back_to_an_older_one(tmp_path: Path) -> No
             folded.apply_update(u)
         await store.put_snapshot("doc", 3, folded.get_update())
         await store.put_snapshot("doc", 6, d.get_update())
-    with sqlite3.connect(path) as db:  # corrupt the newest one on disk
+    with sqlite_conn(path) as db:  # corrupt the newest one on disk
         db.execute("UPDATE snapshots SET state = X'0102' WHERE seq = 6")
     async with SQLiteStore(path) as store:
         infos = await store.snapshots("doc")

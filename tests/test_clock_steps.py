@@ -4,7 +4,6 @@ says and what time lookups answer."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 import websockets
 from conftest import RunningServer, closed_with, eventually, run_server
 from pycrdt import Doc, Text
+from sqlitehelp import sqlite_conn
 from test_hocuspocus import Raw
 
 from palimpsest import client, room
@@ -118,7 +118,7 @@ async def test_an_undo_group_in_an_older_log_whose_ts_go_back(
     monkeypatch.setattr(room, "now_ms", clock)
     async with run_server(settings) as server:
         await _answer_in_a_group(server, clock, 0)
-    with sqlite3.connect(settings.db) as db:  # as the older server stored it
+    with sqlite_conn(settings.db) as db:  # as the older server stored it
         rows = db.execute("SELECT seq, data FROM log ORDER BY seq").fetchall()
         third = next(seq for seq, data in rows if b"is " in data)  # the third word's
         db.execute("UPDATE log SET ts = ts - 60000 WHERE seq >= ?", (third,))
@@ -228,7 +228,7 @@ async def test_a_close_after_which_the_clock_steps_back_is_logged(
             clock.ms += 100
             s.text().append("two")
             await s.flush()
-    with sqlite3.connect(settings.db) as db:
+    with sqlite_conn(settings.db) as db:
         db.execute("DELETE FROM snapshots")  # the stacks rebuilt from the log
     async with run_server(settings) as server:
         async with client.connect(server.ws_url, "steps", user="ann") as s:

@@ -13,6 +13,7 @@ import pytest
 import websockets
 from conftest import RunningServer, eventually, run_server
 from pycrdt import Text
+from sqlitehelp import sqlite_conn
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -484,7 +485,6 @@ async def test_a_document_seeded_in_on_load_is_logged_and_survives_a_crash(
     it. It used to reach the snapshots but not the log: after a crash (no snapshot at
     unload) the room came back without it, and every client's step 2, which carries its
     items under the server's client id, was refused with 4403: nothing typed got in."""
-    import sqlite3
 
     from test_delete import copy_of
 
@@ -505,7 +505,7 @@ async def test_a_document_seeded_in_on_load_is_logged_and_survives_a_crash(
             runs = [(x["text"], x["actor"]) for x in r.json()["roots"]["content"]["runs"]]
             assert runs == [("Welcome! ", "server"), ("hi", "ann")], runs
     # a crash: the room never wrote its snapshot at unload
-    with sqlite3.connect(settings.db) as db:
+    with sqlite_conn(settings.db) as db:
         db.execute("DELETE FROM snapshots")
     settings.port = 8000  # (run_server picks a free port)
     async with run_server(settings, make()) as srv:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from conftest import free_port, run_server
 from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
 from pycrdt.store import SQLiteYStore
 from serverproc import REPO_ROOT
+from sqlitehelp import sqlite_conn
 from yclient import connect
 
 from palimpsest.settings import Settings
@@ -43,7 +43,7 @@ async def palimpsest(
 
 def hocuspocus_db(path: Path, docs: dict[str, bytes]) -> Path:
     """A database as the extension writes it: the whole document as one update per name."""
-    with sqlite3.connect(path) as conn:
+    with sqlite_conn(path) as conn:
         conn.execute(HOCUSPOCUS_SCHEMA)
         for name, data in docs.items():
             conn.execute(
@@ -191,7 +191,7 @@ async def test_ystore_rows_keep_their_times_and_empty_ones_are_left_out(tmp_path
     await ystore_write(src, "/notes", [*first, b"\x00\x00", first[1], *edits(notes, ["three"])])
     await ystore_write(src, "/team/plan", edits(plan, ["a", "b"]))
     # the rows were written a year ago
-    with sqlite3.connect(src) as conn:
+    with sqlite_conn(src) as conn:
         conn.execute("UPDATE yupdates SET timestamp = timestamp - 365 * 86400")
         rows = conn.execute(
             "SELECT path, length(yupdate), timestamp FROM yupdates ORDER BY timestamp, rowid"
@@ -353,7 +353,7 @@ async def test_a_crafted_sqlite_file_is_refused_not_run(tmp_path: Path) -> None:
     db = tmp_path / "p.db"
     for kind, ddl in files.items():
         src = tmp_path / f"{kind}.sqlite"
-        with sqlite3.connect(src) as conn:
+        with sqlite_conn(src) as conn:
             for sql in ddl:
                 conn.execute(sql)
         conn.close()
@@ -364,7 +364,7 @@ async def test_a_crafted_sqlite_file_is_refused_not_run(tmp_path: Path) -> None:
         assert src.read_bytes() == before  # opened read-only
 
     gen = tmp_path / "generated.sqlite"
-    with sqlite3.connect(gen) as conn:
+    with sqlite_conn(gen) as conn:
         conn.execute("CREATE TABLE documents (name TEXT, n INT, data BLOB AS (zeroblob(n)))")
         conn.execute("INSERT INTO documents (name, n) VALUES ('a', 1000000000)")
     conn.close()
@@ -374,7 +374,7 @@ async def test_a_crafted_sqlite_file_is_refused_not_run(tmp_path: Path) -> None:
     # a real table, but a row larger than a document may be: refused by SQLite's own
     # length limit, before the value is made in memory
     big = hocuspocus_db(tmp_path / "big.sqlite", {"small": text_doc().get_update()})
-    with sqlite3.connect(big) as conn:
+    with sqlite_conn(big) as conn:
         conn.execute("INSERT INTO documents (name, data) VALUES ('huge', zeroblob(4096))")
     conn.close()
     r = await palimpsest("import-from", "hocuspocus-sqlite", str(big), "--db", str(db),

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 sys.path.insert(0, str(FIXTURES))
 
 import make_history_fixture as fixture  # noqa: E402
+from sqlitehelp import sqlite_conn  # noqa: E402
 
 
 def _unknown_is_null(value: Any) -> Any:
@@ -135,7 +135,7 @@ async def test_an_old_database_is_refused_then_migrated_with_the_same_history(
     assert "schema version 5" in done.stdout
     # some versions that wrote schema 2 refused tabs typing at once (server.upgrade_notes)
     assert ("--recovering 60" in done.stdout) == (version == 2), done.stdout
-    with sqlite3.connect(db) as c:
+    with sqlite_conn(db) as c:
         tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         segments = c.execute("SELECT COUNT(*) FROM segments").fetchone()[0]
         tail = c.execute("SELECT COUNT(*) FROM log").fetchone()[0]
@@ -182,7 +182,7 @@ def test_migrate_tells_what_to_do_after_the_versions_that_refused_tabs_typing_at
     the schema-2 fixture by that version's own steps."""
     db = tmp_path / "history.db"
     shutil.copy(FIXTURES / "history-v2.db", db)
-    with sqlite3.connect(db) as c:
+    with sqlite_conn(db) as c:
         for v in range(3, version + 1):
             for stmt in OLD_STEPS[v]:
                 c.execute(stmt)
@@ -200,7 +200,7 @@ def test_a_migration_killed_halfway_leaves_the_old_database(tmp_path: Path) -> N
     db = tmp_path / "history.db"
     shutil.copy(FIXTURES / "history-v2.db", db)
     # make it big enough to be killed mid-way: many events in one more document
-    with sqlite3.connect(db) as c:
+    with sqlite_conn(db) as c:
         rows = [("big", i, 1_796_000_000_000 + i, "zed", "edit", bytes([i % 251]) * 40,
                  '{"conn":"x"}') for i in range(1, 200_001)]  # fmt: skip
         c.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?)", rows)
@@ -218,7 +218,7 @@ def test_a_migration_killed_halfway_leaves_the_old_database(tmp_path: Path) -> N
     proc.wait()
     proc.stderr.close()
     assert first.startswith("palimpsest migrate: rewriting the log: 1,024 of "), first
-    with sqlite3.connect(db) as c:
+    with sqlite_conn(db) as c:
         version = c.execute("PRAGMA user_version").fetchone()[0]
         # each step is one transaction: positions (3) and the derived table (4) may be
         # done, the rewrite (5) not
@@ -228,7 +228,7 @@ def test_a_migration_killed_halfway_leaves_the_old_database(tmp_path: Path) -> N
         assert "segments" not in {r[0] for r in c.execute("SELECT name FROM sqlite_master")}
     done = migrate(db)
     assert done.returncode == 0, done.stderr
-    with sqlite3.connect(db) as c:
+    with sqlite_conn(db) as c:
         assert c.execute("PRAGMA user_version").fetchone()[0] == 5
         n = c.execute(
             "SELECT (SELECT COUNT(*) FROM log WHERE doc = d.id) + "

@@ -9,7 +9,6 @@ import gzip
 import importlib.util
 import json
 import random
-import sqlite3
 import subprocess
 import sys
 import uuid
@@ -20,6 +19,7 @@ import asyncpg
 import httpx
 import pytest
 from conftest import PG_URL, eventually, free_port, run_server
+from sqlitehelp import sqlite_conn
 
 from palimpsest import client
 from palimpsest.backend import Backend
@@ -149,7 +149,7 @@ async def test_a_damaged_segment_is_reported_by_verify_and_never_served(tmp_path
         await store.append([("doc", [NewEvent("ann", "edit", u, {}, 1000 + i)
                                      for i, u in enumerate(updates)])])  # fmt: skip
         assert await store.seal("doc") == 2048
-    with sqlite3.connect(db) as c:
+    with sqlite_conn(db) as c:
         (body,) = c.execute("SELECT body FROM segments WHERE first_seq = 1025").fetchone()
         bad = bytearray(body)
         bad[100] ^= 0x20
@@ -178,7 +178,7 @@ async def test_an_idle_document_and_a_stopping_server_seal_the_last_run(tmp_path
     settings = Settings(db=str(db), port=free_port(), unload_after_seconds=0.3)
 
     def counts() -> tuple[int, int]:
-        with sqlite3.connect(db) as c:
+        with sqlite_conn(db) as c:
             segs = c.execute("SELECT COUNT(*) FROM segments").fetchone()[0]
             rows = c.execute("SELECT COUNT(*) FROM log").fetchone()[0]
         return int(segs), int(rows)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import pytest
 import websockets
 from conftest import RunningServer, eventually, run_server
 from pycrdt import Doc, Text
+from sqlitehelp import sqlite_conn
 from yclient import YClient, connect
 
 from palimpsest import protocol as P
@@ -240,7 +240,7 @@ async def test_typing_while_connecting_is_not_refused(server: RunningServer) -> 
 
 def _copy_db(src: str, dst: str) -> None:
     """A copy of a stopped server's database, its WAL folded in first."""
-    with sqlite3.connect(src) as c:
+    with sqlite_conn(src) as c:
         c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     for extra in ("-wal", "-shm"):
         Path(dst + extra).unlink(missing_ok=True)
@@ -250,7 +250,7 @@ def _copy_db(src: str, dst: str) -> None:
 def _damage_table(db: str, table: str) -> None:
     """Write garbage over the root page of `table` (the server stopped, the WAL folded
     into the file)."""
-    with sqlite3.connect(db) as c:
+    with sqlite_conn(db) as c:
         c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         (page,) = c.execute(
             "SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)

@@ -5,12 +5,12 @@ through a real server, and PostgreSQL."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 from conftest import eventually, free_port, run_server
 from pycrdt import Text
+from sqlitehelp import sqlite_conn
 from test_snapshot_retention import bench, trace_texts
 from yclient import connect
 
@@ -125,7 +125,7 @@ async def test_a_room_never_loads_undo_stacks_from_a_bare_rung(tmp_path: Path) -
     # them (no stacks, no owners) but replays the whole log, which rebuilds both
     valid = [s for s in await _infos(db) if s.valid]
     assert [s.bare for s in valid[-2:]] == [False, False] and all(s.bare for s in valid[:-2])
-    with sqlite3.connect(db) as c:
+    with sqlite_conn(db) as c:
         for s in valid[-2:]:
             (blob,) = c.execute("SELECT state FROM snapshots WHERE seq = ?", (s.seq,)).fetchone()
             # the last byte flipped (set to 0 it was no damage when it was 0 already)

@@ -7,12 +7,12 @@ from __future__ import annotations
 import importlib.util
 import logging
 import random
-import sqlite3
 import sys
 from pathlib import Path
 
 import pytest
 from conftest import eventually, run_server
+from sqlitehelp import sqlite_conn
 from yclient import connect
 
 from palimpsest.backend import Backend
@@ -120,7 +120,7 @@ async def test_pruned_versions_equal_the_trace(tmp_path: Path) -> None:
         assert seqs[-3:] == [N - 2 * EVERY, N - EVERY, N]
         assert all(b - a <= GAP for a, b in zip([0, *seqs], seqs, strict=False))
         # compressed: each stored row is well under the state it holds
-        with sqlite3.connect(tmp_path / "t.db") as db:
+        with sqlite_conn(tmp_path / "t.db") as db:
             (meta,) = db.execute("SELECT DISTINCT meta FROM snapshots").fetchone()
         assert meta == snapshot_codec.PACKED
         newest = await store.latest_snapshot("paper")
@@ -143,7 +143,7 @@ async def test_a_damaged_compressed_snapshot_is_skipped_and_reported(tmp_path: P
     path = tmp_path / "d.db"
     async with Backend(Settings(db=str(path), snapshot_every=EVERY)) as backend:
         await bench.write_log(backend.store, "paper", events, EVERY)
-    with sqlite3.connect(path) as db:
+    with sqlite_conn(path) as db:
         (blob,) = db.execute("SELECT state FROM snapshots WHERE seq = 2500").fetchone()
         bad = bytearray(blob)
         bad[len(bad) // 2] ^= 0x40
@@ -248,7 +248,7 @@ async def test_difference_rungs_load_exactly_and_survive_damage_and_compaction(
         hit = max(w for w in whole if w < deltas[0].seq)
         above = [s.seq for s in deltas if s.seq > hit]
         assert above
-    with sqlite3.connect(path) as db:
+    with sqlite_conn(path) as db:
         (blob,) = db.execute("SELECT state FROM snapshots WHERE seq = ?", (hit,)).fetchone()
         bad = blob[:-1] + bytes([blob[-1] ^ 0xFF])  # flipped: a 0 set to 0 is no damage
         db.execute("UPDATE snapshots SET state = ? WHERE seq = ?", (bad, hit))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from serverproc import free_port
+from sqlitehelp import sqlite_conn
 
 
 @contextlib.contextmanager
@@ -89,7 +89,8 @@ def test_migrate_creates_a_database_when_asked(tmp_path: Path) -> None:
     r = palimpsest("migrate", "--create", "--db", str(new))
     assert r.returncode == 0, r.stderr
     assert f"created SQLite database {new}" in r.stdout, r.stdout
-    tables = {row[0] for row in sqlite3.connect(new).execute("SELECT name FROM sqlite_master")}
+    with sqlite_conn(new) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     assert "docs" in tables
     with unwritable(tmp_path / "data") as data:
         r = palimpsest("migrate", "--create", "--db", str(data / "p.db"))

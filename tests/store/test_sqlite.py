@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from sqlitehelp import sqlite_conn
 
 from palimpsest.errors import StoreUnavailable
 from palimpsest.store.base import EventStore, NewEvent
@@ -30,7 +31,7 @@ class TestSQLiteStore(StoreContract):
         return f"sqlite:///{self.path}"
 
     async def delete_tail_row(self, store: EventStore, doc: str, seq: int) -> None:
-        with sqlite3.connect(self.path) as db:
+        with sqlite_conn(self.path) as db:
             db.execute(
                 "DELETE FROM log WHERE seq = ? AND doc = (SELECT id FROM docs WHERE name = ?)",
                 (seq, doc),
@@ -38,7 +39,7 @@ class TestSQLiteStore(StoreContract):
 
     async def set_event_ts(self, store: EventStore, doc: str, seq: int, ts: int) -> None:
         store._recent.clear()  # type: ignore[attr-defined]  # rows it would seal as written
-        with sqlite3.connect(self.path) as db:
+        with sqlite_conn(self.path) as db:
             db.execute(
                 "UPDATE log SET ts = ? WHERE seq = ? AND doc = "
                 "(SELECT id FROM docs WHERE name = ?)",
@@ -47,14 +48,14 @@ class TestSQLiteStore(StoreContract):
 
     async def damage_segment(self, store: EventStore, doc: str, first_seq: int) -> None:
         where = "WHERE first_seq = ? AND doc = (SELECT id FROM docs WHERE name = ?)"
-        with sqlite3.connect(self.path) as db:
+        with sqlite_conn(self.path) as db:
             (body,) = db.execute(f"SELECT body FROM segments {where}", (first_seq, doc)).fetchone()
             bad = bytearray(body)
             bad[len(bad) // 2] ^= 0x01
             db.execute(f"UPDATE segments SET body = ? {where}", (bytes(bad), first_seq, doc))
 
     async def damage_snapshot(self, store: EventStore, doc: str, seq: int) -> None:
-        with sqlite3.connect(self.path) as db:
+        with sqlite_conn(self.path) as db:
             n = db.execute(
                 "UPDATE snapshots SET state = CAST(state || X'00' AS BLOB) "
                 "WHERE doc = ? AND seq = ?",
@@ -63,7 +64,7 @@ class TestSQLiteStore(StoreContract):
         assert n == 1
 
     def _set(self, doc: str, seq: int, column: str, value: str) -> None:
-        with sqlite3.connect(self.path) as db:
+        with sqlite_conn(self.path) as db:
             n = db.execute(
                 f"UPDATE snapshots SET {column} = ? WHERE doc = ? AND seq = ?", (value, doc, seq)
             ).rowcount
@@ -126,7 +127,7 @@ async def test_version_2_events_get_positions_in_time_order(tmp_path: Path) -> N
     from palimpsest.store.sqlite_schema import OLD_STEPS, SCHEMA_VERSION
 
     path = tmp_path / "v2.db"
-    with sqlite3.connect(path) as db:
+    with sqlite_conn(path) as db:
         for v in (1, 2):
             for stmt in OLD_STEPS[v]:
                 db.execute(stmt)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from sqlitehelp import sqlite_conn
 
 from palimpsest.store import sqlite as sqlite_store
 from palimpsest.store.base import NewEvent
@@ -43,7 +44,7 @@ def quick_disk(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def rows_in_file(path: Path) -> int:
-    with sqlite3.connect(path) as c:  # another connection: what is committed
+    with sqlite_conn(path) as c:  # another connection: what is committed
         return int(c.execute("SELECT COUNT(*) FROM log").fetchone()[0])
 
 
