@@ -637,6 +637,7 @@ async def test_a_store_flag_wins_over_both_store_variables(
     assert r.code == 2, r
 
 
+@pytest.mark.postgres
 async def test_a_read_only_command_leaves_a_postgresql_schema_without_our_tables_alone(
     capfd: pytest.CaptureFixture[str],
 ) -> None:

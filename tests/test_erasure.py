@@ -174,7 +174,7 @@ async def test_a_purge_never_leaves_its_base_under_an_unpurged_snapshot(tmp_path
 # --- palimpsest compact --purge-deleted on the store, beside a server without fan-out ------
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The store of a server process and the CLI beside it: a SQLite file, or a schema
     of PostgreSQL (no Redis: nobody tells the server)."""

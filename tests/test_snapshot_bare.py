@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import eventually, free_port, run_server
 from pycrdt import Text
 from sqlitehelp import sqlite_conn
@@ -139,6 +140,7 @@ async def test_a_room_never_loads_undo_stacks_from_a_bare_rung(tmp_path: Path) -
     assert loaded.snapshot_seq is None and loaded.replayed == valid[-1].seq
 
 
+@pytest.mark.postgres
 async def test_bare_rungs_on_postgresql() -> None:
     from scaleout import fresh_schema
 

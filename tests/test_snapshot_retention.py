@@ -351,6 +351,7 @@ async def test_rungs_take_the_difference_captured_from_the_live_document(
         assert await verify_doc(store, "paper") == []
 
 
+@pytest.mark.postgres
 async def test_the_ladder_on_postgresql_loads_every_version_exactly() -> None:
     from scaleout import fresh_schema
 
