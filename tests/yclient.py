@@ -25,6 +25,9 @@ class YClient:
         self.close_code: int | None = None
         self.close_reason: str | None = None
         self._reader: asyncio.Task[None] | None = None
+        #: local updates on their way: a request or a raw frame goes after them (with
+        #: Python 3.13 an awaited send may reach the socket before a task made earlier)
+        self._sends: set[asyncio.Task[None]] = set()
         doc.observe(self._on_local)
 
     def _on_local(self, e: TransactionEvent) -> None:
@@ -32,7 +35,9 @@ class YClient:
             if self._applying:
                 return
             upd = e.update
-            asyncio.get_running_loop().create_task(self.ws.send(P.encode_sync_update(upd)))
+            task = asyncio.get_running_loop().create_task(self.ws.send(P.encode_sync_update(upd)))
+            self._sends.add(task)
+            task.add_done_callback(self._sends.discard)
 
     _applying = False
 
@@ -58,7 +63,12 @@ class YClient:
         finally:
             self.close_code, self.close_reason = self.ws.close_code, self.ws.close_reason
 
+    async def _sent(self) -> None:
+        if self._sends:
+            await asyncio.gather(*list(self._sends), return_exceptions=True)
+
     async def send_raw(self, frame: bytes) -> None:
+        await self._sent()
         await self.ws.send(frame)
 
     def insert(self, pos: int, s: str) -> None:
@@ -70,6 +80,7 @@ class YClient:
 
     async def request(self, body: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
         rid = len(self.ext) + 1000 + id(body) % 1000
+        await self._sent()
         await self.ws.send(P.encode_extension({**body, "id": rid}))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
