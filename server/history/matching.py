@@ -36,9 +36,9 @@ TEXT_WORK = 1 << 20
 ALIKE = 0.5
 
 
-def in_order(left: Sequence[Hashable], right: Sequence[Hashable]) -> list[tuple[int, int]]:
-    """(i, j) pairs with left[i] == right[j], increasing in both: the common prefix and
-    suffix, then, greedily, each left key with the next right one of the same key."""
+def common_ends(left: Sequence[Any], right: Sequence[Any]) -> tuple[int, int]:
+    """(lo, hi): how many items `left` and `right` share at their start, and then at
+    their end (the two never overlap)."""
     n, m = len(left), len(right)
     lo = 0
     while lo < n and lo < m and left[lo] == right[lo]:
@@ -46,6 +46,14 @@ def in_order(left: Sequence[Hashable], right: Sequence[Hashable]) -> list[tuple[
     hi = 0
     while hi < n - lo and hi < m - lo and left[n - 1 - hi] == right[m - 1 - hi]:
         hi += 1
+    return lo, hi
+
+
+def in_order(left: Sequence[Hashable], right: Sequence[Hashable]) -> list[tuple[int, int]]:
+    """(i, j) pairs with left[i] == right[j], increasing in both: the common prefix and
+    suffix, then, greedily, each left key with the next right one of the same key."""
+    n, m = len(left), len(right)
+    lo, hi = common_ends(left, right)
     pairs = [(k, k) for k in range(lo)]
     where: dict[Hashable, deque[int]] = {}
     for j in range(lo, m - hi):
@@ -162,12 +170,7 @@ def text_ops(
         put("equal", old, ())
         return out
     n, m = len(old), len(new)
-    lo = 0
-    while lo < n and lo < m and old[lo] == new[lo]:
-        lo += 1
-    hi = 0
-    while hi < n - lo and hi < m - lo and old[n - 1 - hi] == new[m - 1 - hi]:
-        hi += 1
+    lo, hi = common_ends(old, new)
     put("equal", old[:lo], ())
     x, y = old[lo : n - hi], new[lo : m - hi]
     codes: Sequence[tuple[str, int, int, int, int]]
