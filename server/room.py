@@ -970,7 +970,10 @@ class Room:
         if self.broken is not None:
             raise StoreError(f"room {self.name!r} is being reloaded")
         self._inbox.append(item)
-        self._committer.announce(self.name, self)
+        if self._task is None or not self._task.done():
+            # a stopped room's work is never taken up: announced, it would cost every
+            # later commit a turn of the loop (``Committer.coming``)
+            self._committer.announce(self.name, self)
         self._wake.set()
         if self._peer_arrived is not None and isinstance(item, _PeerEvents):
             self._peer_arrived.set()

@@ -216,3 +216,15 @@ async def test_a_room_withdraws_only_its_own_announcement(tmp_path: Path) -> Non
         await d
         assert order == ["commit of 2"], order  # one transaction for both
         assert committer.coming == {}
+
+
+async def test_a_stopped_room_announces_nothing(tmp_path: Path) -> None:
+    """Events that reach a room after it stopped (a fan-out message racing its unload)
+    are never taken up: announced, the document would stay in ``coming`` and every later
+    commit led by another room would wait a turn of the loop for it."""
+    backend = Backend(Settings(), SQLiteStore(tmp_path / "p.db"))
+    async with backend:
+        a = await backend.rooms.get("a")
+        await a.stop()
+        a.receive_peer_events([])
+        assert "a" not in backend.committer.coming
