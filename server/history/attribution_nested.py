@@ -53,7 +53,9 @@ from .attribution_xml import (
     XmlTrack,
     XNode,
     _nth_alive,
+    actor,
     apply_text,
+    text_node,
 )
 from .render import ARRAY
 from .rich_diff import Mismatch
@@ -178,20 +180,7 @@ def build(value: Any, seq: int, depth: int, moves: Moves | None = None) -> XNode
     if depth >= MAX_DEPTH:
         raise XmlBroken(f"types nested deeper than {MAX_DEPTH}")
     if isinstance(value, Text):
-        node = XNode(None)
-        data = bytearray()
-        for insert, attrs in value.diff():
-            if isinstance(insert, str):
-                data += insert.encode()
-                node.track.rich |= bool(attrs)
-            else:
-                data += EMBED
-                node.track.rich = True
-        if data:
-            node.track.insert(0, bytes(data), seq)
-            if moves is not None:
-                moves.inserted.append((node.track, 0, bytes(data)))
-        return node
+        return text_node(value, seq, moves)
     if isinstance(value, Array):
         node = XNode(None, ARRAY_NODE)
         items = list(value)
@@ -357,11 +346,6 @@ def _copy_node(copies: Copies, new: XNode, old: XNode) -> None:
 # --- answers -------------------------------------------------------------------------
 
 
-def _actor(seq: int, actors: list[str], first: int) -> str | None:
-    i = seq - first
-    return (actors[i] or None) if 0 <= i < len(actors) else None
-
-
 def escape(key: str) -> str:
     """A map key as a path segment (RFC 6901: "~" is "~0", "/" is "~1")."""
     return key.replace("~", "~0").replace("/", "~1")
@@ -404,7 +388,7 @@ def _blame(
         }
         if item_id is not None:
             entry["id"] = item_id
-        entry["actor"], entry["seq"] = _actor(made, actors, first), made
+        entry["actor"], entry["seq"] = actor(made, actors, first), made
         entry["runs"] = runs
         out.append(entry)
         return

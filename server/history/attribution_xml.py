@@ -553,27 +553,45 @@ def build_later(later: list[tuple[XNode, int, Any]], seq: int, wrap: Callable[[A
         raise broken
 
 
+def text_node(
+    value: Any,
+    seq: int,
+    moves: Moves | None = None,
+    embed: Callable[[XNode, int, Any], None] | None = None,
+) -> XNode:
+    """The node of a text (an XmlText or a Text) as it stands, all of it written at
+    `seq` (`moves`: where its text is noted as inserted); ``embed(node, offset, insert)``
+    is told of each embed, at its byte offset, before it is added."""
+    node = XNode(None)
+    data = bytearray()
+    for insert, attrs in value.diff():
+        if isinstance(insert, str):
+            data += insert.encode()
+            node.track.rich |= bool(attrs)
+        else:
+            if embed is not None:
+                embed(node, len(data), insert)
+            data += EMBED
+            node.track.rich = True
+    if data:
+        node.track.insert(0, bytes(data), seq)
+        if moves is not None:
+            moves.inserted.append((node.track, 0, bytes(data)))
+    return node
+
+
 def _build(item: Any, seq: int, depth: int, moves: Moves | None = None) -> XNode:
     """The node of an element, text or map as it stands, all of it written at `seq`
     (`moves`: where its text is noted as inserted)."""
     if depth >= MAX_DEPTH:
         raise XmlBroken(f"elements nested deeper than {MAX_DEPTH}")
     if isinstance(item, XmlText):
-        node = XNode(None)
-        data = bytearray()
-        for insert, attrs in item.diff():
-            if isinstance(insert, str):
-                data += insert.encode()
-                node.track.rich |= bool(attrs)
-            else:
-                if is_node(insert):
-                    node.kids[len(data)] = _build(insert, seq, depth + 1, moves)
-                data += EMBED
-                node.track.rich = True
-        if data:
-            node.track.insert(0, bytes(data), seq)
-            if moves is not None:
-                moves.inserted.append((node.track, 0, bytes(data)))
+
+        def embed(node: XNode, at: int, insert: Any) -> None:
+            if is_node(insert):
+                node.kids[at] = _build(insert, seq, depth + 1, moves)
+
+        node = text_node(item, seq, moves, embed)
     elif isinstance(item, XmlElement):
         node = XNode(str(item.tag))
         kids = list(item.children)
@@ -651,7 +669,7 @@ def _entry(
         out: dict[str, Any] = {"map": _attributes(node, real), "actor": who, "seq": ins}
         changed = {k: s for s, k in node.changes if s <= seq}
         if changed:  # who last set each key changed since the map was made
-            out["changed"] = {k: {"actor": _actor(s, actors, first), "seq": s}
+            out["changed"] = {k: {"actor": actor(s, actors, first), "seq": s}
                               for k, s in sorted(changed.items())}  # fmt: skip
         return out
     if node.kind == TEXT_NODE:
@@ -666,7 +684,8 @@ def _entry(
             "seq": ins, "children": _blame(node, seq, actors, first, real)}  # fmt: skip
 
 
-def _actor(seq: int, actors: list[str], first: int) -> str | None:
+def actor(seq: int, actors: list[str], first: int) -> str | None:
+    """Who wrote event `seq` (of ``actors``, from seq `first` on); None for nobody known."""
     i = seq - first
     return (actors[i] or None) if 0 <= i < len(actors) else None  # "": nobody known
 
@@ -699,7 +718,7 @@ def _blame(node: XNode, seq: int, actors: list[str], first: int, real: Any) -> l
         raise Mismatch(f"{len(alive)} children where the version has {len(kids)}")
     for (kid, run), k in zip(alive, kids, strict=True):
         ins = run[2]
-        out.append(_entry(kid, ins, _actor(ins, actors, first), seq, actors, first, k))
+        out.append(_entry(kid, ins, actor(ins, actors, first), seq, actors, first, k))
     return out
 
 
