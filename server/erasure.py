@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from pycrdt import Doc
 
+from . import subdoc_options
 from .closes import RELOADING
 from .snapshots import new_doc, replay_merged
 from .store import EventStore
@@ -51,10 +52,12 @@ log = logging.getLogger("palimpsest.erasure")
 def purge_deleted(state: bytes) -> bytes:
     """`state` (a Yjs v1 update of a whole document) with the content of its deleted
     items removed: applied to a document with garbage collection on, encoded again.
-    Clocks are kept (the state vector is the same)."""
+    Clocks are kept (the state vector is the same), and so are the options of the
+    subdocuments left (their ``meta``, which yrs does not write again: subdoc_options)."""
     gc: Doc[Any] = Doc(skip_gc=False)
     gc.apply_update(state)
-    return gc.get_update()
+    subdoc_options.note(gc, state)
+    return subdoc_options.restored(gc, gc.get_update())
 
 
 async def refold_above(
@@ -80,6 +83,9 @@ async def refold_above(
     def fold() -> dict[int, tuple[bytes, dict[str, Any]]]:
         ydoc = new_doc(doc, generation)
         ydoc.apply_update(state)
+        # what yrs writes back has no subdocument meta: put back the logged options
+        subdoc_options.note(ydoc, state)
+        subdoc_options.note_all(ydoc, (ev.update for ev in events))
         out: dict[int, tuple[bytes, dict[str, Any]]] = {}
         i = 0
         for seq in sorted(metas):
@@ -90,7 +96,7 @@ async def refold_above(
                 break
             i = j
             if (events[j - 1].seq if j else base) == seq:  # no gap in the log before it
-                out[seq] = (ydoc.get_update(), metas[seq])
+                out[seq] = (subdoc_options.restored(ydoc, ydoc.get_update()), metas[seq])
         return out
 
     return await asyncio.to_thread(fold)

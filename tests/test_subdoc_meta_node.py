@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from conftest import RunningServer, run_server
 from nodehelp import scenario
@@ -156,3 +157,66 @@ def test_restored_puts_back_what_yjs_wrote_and_nothing_else() -> None:
     plain.get("files", type=Map)["x"] = Doc()
     state = plain.get_update()
     assert subdoc_options.restored(plain, state) is state
+
+
+#: a subdocument with a meta, text typed and deleted (what a purge erases), more after it
+WRITE_FOR_PURGE = scenario(
+    READ
+    + """
+const alice = connect('alice')
+await alice.synced
+alice.ydoc.getMap('files').set('x', new Y.Doc({ guid: 'sub-x', meta: META }))
+alice.ydoc.getArray('pages').push([new Y.Doc({ guid: 'page-1', autoLoad: true })])
+await logged(2)
+alice.ydoc.getText('t').insert(0, 'SECRET')
+await logged(3)
+alice.ydoc.getText('t').delete(0, 6)
+await logged(4)
+alice.ydoc.getText('t').insert(0, 'kept')
+await logged(5)
+alice.provider.destroy()
+process.exit(0)
+""".replace("META", json.dumps(META))
+)
+
+AFTER_PURGE = scenario(
+    READ
+    + """
+const c = connect('frank')
+await c.synced
+const out = { joiner: sub(c.ydoc), text: c.ydoc.getText('t').toString(),
+              base: await asUpdate(4), head: await asUpdate('head'), above: await asUpdate(5) }
+c.provider.destroy()
+process.stdout.write(JSON.stringify(out))
+process.exit(0)
+"""
+)
+
+
+@pytest.mark.node
+@pytest.mark.usefixtures("node_modules")
+async def test_subdoc_meta_survives_a_purge_of_deleted_content(settings: Settings) -> None:
+    """Erasure (compact --purge-deleted) writes the base again through a document with
+    gc on, and folds the snapshots above it again: both are written by yrs, which keeps
+    no meta. A client loading the purged document, and the versions at and above the
+    base, used to read ``meta: null``."""
+    async with run_server(settings) as first:
+        await node_scenario(WRITE_FOR_PURGE, first.ws_url, first.url, "purged")
+    # (the room unloaded with the server: a snapshot at 5, above the base to come)
+    async with run_server(dataclasses.replace(settings)) as second:
+        store = second.backend.store
+        assert [s.seq for s in await store.snapshots("purged")] == [5]
+        async with httpx.AsyncClient(base_url=second.url, timeout=30) as http:
+            r = await http.post("/api/docs/purged/compact", params={"user": "ops"},
+                                json={"before": 4, "purge_deleted": True})  # fmt: skip
+            assert r.status_code == 200, r.text
+        base = await store.latest_snapshot("purged", 4)
+        assert base is not None and base.seq == 4 and b"SECRET" not in base.state
+        above = await store.latest_snapshot("purged", 5)
+        assert above is not None and above.seq == 5 and b"SECRET" not in above.state
+        assert b"text/markdown" in base.state  # the meta, written back
+        assert b"text/markdown" in above.state
+        out = json.loads(await node_scenario(AFTER_PURGE, second.ws_url, second.url, "purged"))
+    assert out == {"joiner": BOTH, "text": "kept", "base": BOTH, "head": BOTH, "above": BOTH}, (
+        json.dumps(out)
+    )
