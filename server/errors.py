@@ -198,10 +198,17 @@ class LogDamaged(StoreError):
     after the gap, a snapshot the log contradicts). ``reason``: the words for a close
     frame (123 bytes at most)."""
 
-    def __init__(self, doc: str, problem: str) -> None:
+    def __init__(self, doc: str, problem: str, *, served: bool = False) -> None:
+        # `served`: the document itself still loads (a hole below the snapshot its load
+        # starts from): only what needs the missing events is refused
+        then = (
+            "Run `palimpsest verify` to see the damage"
+            if served
+            else "It is not served until it is repaired: run `palimpsest verify`"
+        )
         super().__init__(
-            f"{doc!r} is damaged: {problem}. It is not served until it is repaired: run "
-            "`palimpsest verify`, and see docs/storage.md#a-log-that-lacks-events"
+            f"{doc!r} is damaged: {problem}. {then}, and see "
+            "docs/storage.md#a-log-that-lacks-events"
         )
         self.doc = doc
         self.problem = problem

@@ -20,6 +20,7 @@ from . import erasure, subdoc_options, undo
 from . import protocol as P
 from .errors import FATAL, DocumentBroken, PalimpsestError, StoreError, panicked
 from .history.render import TEXT, infer_root_types, render, root_names
+from .log_damage import lost_words
 from .names import validate_doc_name
 from .ownership import imported_clients
 from .room import IMPORT_KIND
@@ -125,7 +126,15 @@ async def verify_doc(
             return [*problems, f"{doc}: the base snapshot @{base.seq} does not apply: {e}"]
         start, base_state = base.seq, base.state
 
+    #: runs of seqs missing from the log (first, last), and whether the fold lacks the
+    #: events of one (it is then not compared with the snapshots after it, which the
+    #: log no longer backs, but taken up again from the first of them, as a load does)
+    holes: list[tuple[int, int]] = []
+    short = False
+    fold: Doc[Any]
+
     async def check(at: int) -> None:
+        nonlocal fold, short
         snap = await store.latest_snapshot(doc, at_most=at)
         if snap is None or snap.seq != at:
             return  # damaged in between: already reported
@@ -134,7 +143,19 @@ async def verify_doc(
             problems.append(f"{doc}: snapshot @{at} is a difference from @{snap.delta_of}, "
                             "which is missing or damaged")  # fmt: skip
             return
-        problems.extend(_compare(doc, at, fold, [s.state for s in links]))
+        if not short:
+            problems.extend(_compare(doc, at, fold, [s.state for s in links]))
+            return
+        again = new_doc(doc)
+        try:
+            for link in links:
+                again.apply_update(link.state)
+        except FATAL:
+            raise
+        except BaseException as e:  # pyo3 PanicException is one
+            problems.append(f"{doc}: snapshot @{at} does not decode: {e}")
+            return
+        fold, short = again, False
 
     # An event that makes yrs panic leaves the fold broken (every later operation on it
     # panics, or renders what it does not hold): it is reported, and the fold starts
@@ -152,15 +173,21 @@ async def verify_doc(
         seq = start
         pending = [s for s in snaps if s.valid and s.seq > seq]
         problems[:] = [*before, *told.values()]
-        again = False
+        holes.clear()
+        short = again = False
         try:
             async for ev in events(store, doc, seq, info.head):
                 while pending and pending[0].seq <= seq:
                     await check(pending.pop(0).seq)
                 if ev.seq != seq + 1:
-                    problems.append(
-                        f"{doc}: events {seq + 1}..{ev.seq - 1} are missing from the log"
-                    )
+                    holes.append((seq + 1, ev.seq - 1))
+                    short = True
+                    # the snapshots inside the hole: the last one, at its last seq,
+                    # takes the fold up again (a version the log cannot give)
+                    while pending and pending[0].seq < ev.seq:
+                        inside = pending.pop(0).seq
+                        if inside == ev.seq - 1:
+                            await check(inside)
                 update = fixes.update_of(ev)
                 try:
                     if update is not None:
@@ -193,6 +220,11 @@ async def verify_doc(
             break
     while pending and pending[0].seq <= seq:
         await check(pending.pop(0).seq)
+    if holes:
+        ends = [(seq + 1, info.head)] if seq < info.head else []
+        lost, _ = lost_words(holes + ends, [s.seq for s in snaps if s.valid], info.head)
+        runs = ", ".join(f"{a}..{b}" for a, b in holes)
+        problems.append(f"{doc}: events {runs} are missing from the log: {lost}")
     if seq != info.head:
         problems.append(f"{doc}: the log ends at {seq} but the head is {info.head}")
     if pending:  # a live server may have appended and checkpointed since we started

@@ -193,3 +193,92 @@ async def test_versions_at_a_snapshot_past_a_damaged_segment_are_served_from_it(
     ]  # fmt: skip
     assert any(f"/api/docs/{DOC}/versions/500" in m and "is damaged" in m for m in said), said
     assert not any("versions/head" in m for m in said), said
+
+
+async def verify_out(db: Path) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "palimpsest", "verify", "--db", str(db),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    return int(proc.returncode or 0), out.decode() + err.decode()
+
+
+async def test_a_hole_below_the_snapshot_is_named_by_verify_and_by_what_needs_it(
+    tmp_path: Path,
+) -> None:
+    """Events 4..5 deleted, a snapshot @11 (the head) above them: the document loads from
+    the snapshot and is sound from there, so it is served; what needs the missing events
+    is not. verify said the hole and then two problems of the snapshot @11 (its state
+    vector and content "differ from the log", which it was the log that lacked);
+    versions 4 and 5 answered "its log ends at 3", versions 6..10 "skips seqs between 0
+    and 6 ... after the snapshot" and that the document "is not served"; a diff from 2
+    to 11 and the blame at the head answered 200 with three of the eleven parts."""
+    db = tmp_path / "p.db"
+    text = await written(db)
+    delete_log_rows(db, "seq >= 4 AND seq <= 5")
+    assert log_rows(db) == [1, 2, 3, 6, 7, 8, 9, 10, 11]
+    code, out = await verify_out(db)
+    assert code == 1, out
+    assert (
+        "PROBLEM notes: events 4..5 are missing from the log: versions 4..10 cannot be "
+        "rebuilt (they need the missing events); the others, the current document with "
+        "them (loaded from the snapshot @11), are served\n"
+    ) in out, out
+    assert "1 problem in 1 document" in out, out  # the snapshot @11 is not blamed
+    async with run_server(settings_for(db)) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        async with connect(srv.ws_url, DOC, user="bob") as c:
+            assert c.content == text  # the current document: from the snapshot
+        for ref in ("3", "11", "head"):
+            r = await http.get(f"/api/docs/{DOC}/versions/{ref}", params=USER)
+            assert r.status_code == 200, r.text
+        assert r.json()["roots"]["content"]["value"] == text
+        asks = [
+            ("versions/4", {}, "version 4 was asked for"),
+            ("versions/6", {}, "version 6 was asked for"),
+            ("versions/10", {"format": "update"}, "version 10 was asked for"),
+            ("diff", {"from": "2", "to": "6"}, "version 6 was asked for"),
+            ("diff", {"from": "2", "to": "11"}, "a diff from 2 to 11 folds the events between"),
+            ("blame", {}, "blame and diffs fold every event of the log"),
+        ]
+        for path, params, what in asks:
+            r = await http.get(f"/api/docs/{DOC}/{path}", params={**USER, **params})
+            assert r.status_code == 503, (path, params, r.text)
+            detail = r.json()["detail"]
+            assert detail.startswith(f"'notes' is damaged: its log lacks events 4..5 ({what}")
+            assert "versions 4..10 cannot be rebuilt" in detail, detail
+            assert "the current document with them (loaded from the snapshot @11)" in detail
+            assert "not served" not in detail, detail
+            assert "palimpsest verify" in detail and "#a-log-that-lacks-events" in detail
+        r = await http.post(f"/api/docs/{DOC}/restore", params=USER, json={"seq": 6})
+        assert r.status_code == 503 and "lacks events 4..5" in r.text, r.text
+        # the document still takes edits (it is sound from its snapshot on)
+        async with connect(srv.ws_url, DOC, user="bob") as c:
+            c.insert(0, "new ")
+            await eventually(lambda: reached(srv.backend.store, 12))
+    code, out = await verify_out(db)
+    assert "events 4..5 are missing" in out and "1 problem in 1 document" in out, out
+
+
+def test_what_a_hole_costs_is_said_for_each_shape() -> None:
+    """Unit (the words verify and the 503s use): holes before, at and after snapshots."""
+    from palimpsest.log_damage import lost_words
+
+    # below the snapshot the load starts from: served, the versions up to it lost
+    assert lost_words([(4, 5)], [11], 11) == (
+        "versions 4..10 cannot be rebuilt (they need the missing events); the others, the "
+        "current document with them (loaded from the snapshot @11), are served",
+        True,
+    )
+    # a snapshot at the hole's last seq holds that version; one after it, the rest
+    assert lost_words([(4, 5)], [5, 11], 11)[0].startswith("version 4 cannot be rebuilt (it")
+    assert lost_words([(4, 5), (8, 8)], [6, 11], 11)[0].startswith("versions 4..5, 8..10 ")
+    assert lost_words([(4, 4)], [4], 11) == (
+        "every version is still held by a snapshot or the log; the current document "
+        "(loaded from the snapshot @4) is served",
+        True,
+    )
+    # no snapshot after it, or a hole that reaches the head: the load refuses it
+    for found, snaps in (([(4, 5)], []), ([(4, 5), (9, 11)], [11]), ([(4, 11)], [11])):
+        words, served = lost_words(found, snaps, 11)
+        assert not served and words.startswith("versions 4..11 cannot be rebuilt, the current")

@@ -26,8 +26,9 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from .. import cpu_account
-from ..errors import FATAL, DocumentBroken
+from ..errors import FATAL, DocumentBroken, LogDamaged
 from ..keyed_locks import KeyedLocks
+from ..log_damage import hole_error
 from ..snapshots import Fixes, load
 from ..store.base import EventStore
 from . import attribution_codec as codec
@@ -491,6 +492,13 @@ class AttributionCache:
             events = await self.store.read(doc, after=index.seq, upto=upto, limit=READ_PAGE)
             if not events:
                 return
+            if events[-1].seq - index.seq != len(events):
+                # a hole in the log (rows deleted by hand): what follows it builds on
+                # items never folded, and blame and diffs came out short, as 200s
+                what = "blame and diffs fold every event of the log, and cannot"
+                raise await hole_error(self.store, doc, what) or LogDamaged(
+                    doc, f"its log skips seqs between {index.seq} and {events[-1].seq}"
+                )
             await index.fold_sliced(
                 events,
                 paced=paced,

@@ -43,7 +43,8 @@ from typing import Any
 
 from pycrdt import Array, Doc, Map, Text
 
-from ..errors import FATAL
+from ..errors import FATAL, LogDamaged
+from ..log_damage import hole_error
 from ..store.base import Event, EventStore
 from .attribution import EMBED, Copies, Moves, TextTrack, _alive_at, track_blame
 from .attribution_xml import (
@@ -549,6 +550,11 @@ class NestedCache:
                                            limit=READ_PAGE)  # fmt: skip
             if not events:
                 return
+            if events[-1].seq - index.seq != len(events):  # a hole: blame would be short
+                what = "blame folds every event of the log, and cannot"
+                raise await hole_error(self.store, index.doc_name, what) or LogDamaged(
+                    index.doc_name, f"its log skips seqs between {index.seq} and {events[-1].seq}"
+                )
             t0 = time.monotonic()
             for ev in events:
                 index.fold([ev])

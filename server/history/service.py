@@ -28,9 +28,9 @@ from pycrdt import Array, Doc, Map, Text, XmlFragment, merge_updates
 
 from .. import cpu_account, subdoc_options
 from ..deletion import missing
-from ..errors import BadRequest, Conflict, NotFound, StoreError, StoreUnavailable
+from ..errors import BadRequest, Conflict, LogDamaged, NotFound, StoreError, StoreUnavailable
 from ..limits import Limits
-from ..log_damage import check_gapless, lacking
+from ..log_damage import check_gapless, hole_error, lacking
 from ..origins import ServerOrigin
 from ..ownership import Owners
 from ..protocol import decode_state_vector
@@ -449,9 +449,18 @@ class History:
         """The document at seq (nearest snapshot + the events after it), and the ts of
         event seq when it was among those replayed."""
         loaded = await load(self.store, doc, upto=seq, off_loop=True)
-        check_gapless(doc, loaded)
+        try:
+            check_gapless(doc, loaded)
+        except LogDamaged as e:
+            # a hole below the snapshot the document loads from (the load refuses the
+            # others): name the missing seqs and what is still served
+            told = await hole_error(self.store, doc, f"version {seq} was asked for")
+            raise (told or e) from None
         if loaded.seq < seq:  # (resolve checked seq against the head)
-            raise await lacking(self.store, doc, seq, loaded.seq, f"version {seq} was asked for")
+            what = f"version {seq} was asked for"
+            raise await hole_error(self.store, doc, what) or await lacking(
+                self.store, doc, seq, loaded.seq, what
+            )
         ts = loaded.last_ts if loaded.replayed and loaded.seq == seq else None
         return loaded.doc, ts
 
@@ -790,6 +799,11 @@ class History:
             index = AttributionIndex(doc, self._tracked(kinds), by_ids=False)  # by deltas
             index.start_from(a, va.get_update())
             events = await self.store.read(doc, after=a, upto=b)
+            if len(events) != b - a:  # a hole between: the fold would come out short
+                what = f"a diff from {a} to {b} folds the events between"
+                raise await hole_error(self.store, doc, what) or LogDamaged(
+                    doc, f"its log skips seqs between {a} and {b}"
+                )
             await index.fold_sliced(events)  # other rooms keep flowing
         else:
             index = await self._index_for(doc, info, [a, b])
