@@ -174,3 +174,153 @@ async def test_on_postgresql_too(schema: str, capfd: pytest.CaptureFixture[str])
     store = PostgresStore(url)
     with pytest.raises(StoreError, match="lacks the table log"):
         await store.start()
+
+
+def serve_once(db: Path) -> subprocess.CompletedProcess[str]:
+    """`palimpsest serve` on `db`, expected to stop at start."""
+    return subprocess.run(
+        [sys.executable, "-m", "palimpsest", "serve", "--port", str(free_port()), "--db", str(db)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+async def test_a_lost_revoked_users_table_stops_the_start_until_migrate_accepts_it(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """`drop table revoked_users`: the next start made it again, empty, on first use,
+    and every revoked user was let in again without a word. Now the start stops, named;
+    verify says it; `palimpsest migrate --accept-lost-revocations` is the explicit way on."""
+    db = tmp_path / "p.db"
+    await written(db)
+    code, out, err = await run(capfd, "revoke", "mallory", "--db", str(db))
+    assert code == 0, (out, err)
+    drop(db, "revoked_users")
+    code, out, err = await run(capfd, "verify", "--db", str(db))
+    assert code == 1, (out, err)
+    lines = [line for line in out.splitlines() if line.startswith("PROBLEM")]
+    assert len(lines) == 1, out
+    assert "the revoked_users table was missing, though this store had made it" in lines[0]
+    assert "revoked users' old tokens would be let in again" in lines[0], lines
+    assert "from a backup" in lines[0] and "--accept-lost-revocations" in lines[0], lines
+    r = await asyncio.to_thread(serve_once, db)
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert "lacks the table revoked_users, which it had" in r.stderr, r.stderr
+    assert "would let every revoked user in again" in r.stderr, r.stderr
+    assert "palimpsest migrate --accept-lost-revocations" in r.stderr, r.stderr
+    assert "revoked_users" not in tables(db)  # not made again, empty
+    # any start stops so, the admin commands' too (they write)
+    code, out, err = await run(capfd, "revoke", "--list", "--db", str(db))
+    assert code == 1 and "lacks the table revoked_users" in err, (out, err)
+    with caplog.at_level(logging.WARNING):
+        code, out, err = await run(capfd, "migrate", "--accept-lost-revocations", "--db", str(db))
+    assert code == 0, (out, err)
+    said = [
+        r.getMessage()
+        for r in caplog.records
+        if "revoked_users table was missing" in r.getMessage()
+    ]
+    assert len(said) == 1 and "made again, empty" in said[0], said
+    assert "revoked_users" in tables(db)
+    async with run_server(settings_for(db)) as srv:
+        assert await srv.backend.store.revocations().list() == []
+        assert srv.backend.store.schema_notes() == []  # said once, by the start that made it
+    code, out, err = await run(capfd, "verify", "--db", str(db))
+    assert code == 0 and "3 documents OK" in out, (out, err)
+
+
+async def test_a_lost_webhooks_table_is_made_again_with_a_warning(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "p.db"
+    await written(db)
+    drop(db, "webhooks")
+    code, out, err = await run(capfd, "verify", "--db", str(db))
+    assert code == 1, (out, err)
+    lines = [line for line in out.splitlines() if line.startswith("PROBLEM")]
+    assert len(lines) == 1 and "the webhooks table was missing" in lines[0], out
+    assert "a server's start makes it again, empty" in lines[0], lines
+    with caplog.at_level(logging.WARNING):
+        async with run_server(settings_for(db)) as srv:
+            notes = srv.backend.store.schema_notes()
+    said = [
+        r for r in caplog.records
+        if r.levelno == logging.WARNING and "the webhooks table was missing" in r.getMessage()
+    ]  # fmt: skip
+    assert len(said) == 1, [r.getMessage() for r in said]
+    words = said[0].getMessage()
+    assert "each webhook starts again at the log's end" in words and "from a backup" in words
+    assert "made again, empty" in words
+    assert len(notes) == 1 and "the webhooks table was missing" in notes[0], notes
+    assert "webhooks" in tables(db)
+    code, out, err = await run(capfd, "verify", "--db", str(db))
+    assert code == 0 and "3 documents OK" in out, (out, err)
+
+
+async def test_a_store_older_than_the_side_tables_marker_gets_them_without_a_word(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file of an older release, whose side tables were made on first use (never, for
+    one that had no revocation): nothing says they were ever there, so they are made
+    and noted, and from then on their loss is told."""
+    db = tmp_path / "p.db"
+    await written(db)
+    for table in ("side_tables", "revoked_users", "webhooks"):
+        drop(db, table)
+    with caplog.at_level(logging.WARNING):
+        async with run_server(settings_for(db)) as srv:
+            assert srv.backend.store.schema_notes() == []
+    assert not [r for r in caplog.records if "table was missing" in r.getMessage()]
+    assert {"side_tables", "revoked_users", "webhooks"} <= tables(db)
+    drop(db, "revoked_users")
+    r = await asyncio.to_thread(serve_once, db)
+    assert r.returncode != 0 and "lacks the table revoked_users" in r.stderr, r.stderr
+
+
+async def test_lost_side_tables_on_postgresql(
+    schema: str, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncpg
+    from conftest import PG_URL
+
+    from palimpsest.errors import StoreError
+    from palimpsest.store.postgres import PostgresStore
+    from palimpsest.store.revocations import Revoked
+
+    url = f"{PG_URL}?schema={schema}"
+    async with PostgresStore(url) as store:
+        await store.revocations().put(Revoked("mallory", 1))
+
+    async def drop_pg(table: str) -> None:
+        conn = await asyncpg.connect(PG_URL)
+        try:
+            await conn.execute(f'DROP TABLE "{schema}".{table}')
+        finally:
+            await conn.close()
+
+    await drop_pg("revoked_users")
+    code, out, err = await run(capfd, "verify", "--store", url)
+    assert code == 1 and "lacks the table revoked_users, which it had" in err, (out, err)
+    store = PostgresStore(url)
+    with pytest.raises(StoreError, match="lacks the table revoked_users, which it had"):
+        await store.start()
+    with caplog.at_level(logging.WARNING):
+        code, out, err = await run(capfd, "migrate", "--accept-lost-revocations", "--store", url)
+    assert code == 0, (out, err)
+    assert any("revoked_users table was missing" in r.getMessage() for r in caplog.records)
+    async with PostgresStore(url) as store:
+        assert store.schema_notes() == []
+        assert await store.revocations().list() == []
+    await drop_pg("webhooks")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        async with PostgresStore(url) as store:
+            notes = store.schema_notes()
+    assert len(notes) == 1 and "the webhooks table was missing" in notes[0], notes
+    assert "made again, empty" in notes[0] and "from a backup" in notes[0], notes
+    assert any(
+        r.levelno == logging.WARNING and "the webhooks table was missing" in r.getMessage()
+        for r in caplog.records
+    )
+    await drop_pg("webhooks")
+    code, out, err = await run(capfd, "verify", "--store", url)
+    assert code == 1 and "PROBLEM the database: the webhooks table was missing" in out, (out, err)

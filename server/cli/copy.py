@@ -41,6 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="SQLite: create the database file when there is none (in an existing directory "
         "this user can write), as `palimpsest serve` does",
     )  # fmt: skip
+    p.add_argument(
+        "--accept-lost-revocations", action="store_true",
+        help="a revoked_users table this store had is missing (dropped, a partial restore): "
+        "make it again, empty, and go on; every revocation is lost (revoke again whoever "
+        "must stay out). Without it a start refuses such a store: restore the table from "
+        "a backup instead if you can",
+    )  # fmt: skip
     p.set_defaults(func=run_migrate)
 
     p = sub.add_parser(
@@ -77,7 +84,11 @@ def run_migrate(args: argparse.Namespace) -> int:
     settings = settings_from(args)
 
     async def main() -> int:
-        store = open_store(settings.store_url, migrate=True)
+        store = open_store(
+            settings.store_url,
+            migrate=True,
+            accept_lost_revocations=bool(getattr(args, "accept_lost_revocations", False)),
+        )
         missing = missing_sqlite_file(settings.store_url)
         if missing and not getattr(
             args, "create", False

@@ -35,6 +35,7 @@ def open_store(
     pg_pool_size: int = 10,
     pg_command_timeout: float = 30.0,
     read_only: bool = False,
+    accept_lost_revocations: bool = False,
 ) -> EventStore:
     """A store for a URL: ``sqlite:///path`` (or a bare path), ``postgresql://…``, ``memory://``.
     ``durability``: "fsync" (the default) or "os", see ``base.DURABILITY`` (the memory
@@ -44,7 +45,10 @@ def open_store(
     ``pg_pool_size``: PostgreSQL only, the size of each of its two pools;
     ``pg_command_timeout``: PostgreSQL only, asyncpg's command timeout (s).
     ``read_only``: SQLite only, a store that only reads and leaves the file byte for byte
-    as it found it (export, inspect, verify: SQLiteStore._start_read_only)."""
+    as it found it (export, inspect, verify: SQLiteStore._start_read_only).
+    ``accept_lost_revocations``: a revoked_users table the store had and lost is made
+    again, empty, rather than stopping the start (`palimpsest migrate
+    --accept-lost-revocations`: tables.side_refusal)."""
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore
 
@@ -54,6 +58,7 @@ def open_store(
             migrate=migrate,
             max_size=pg_pool_size,
             command_timeout=pg_command_timeout,
+            accept_lost_revocations=accept_lost_revocations,
         )
     if url.startswith("memory://"):
         return MemoryStore()
@@ -69,6 +74,7 @@ def open_store(
         migrate=migrate,
         warm_disk_ms=warm_disk_ms,
         read_only=read_only,
+        accept_lost_revocations=accept_lost_revocations,
     )
 
 

@@ -98,7 +98,17 @@ from .postgres_schema import (
 from .postgres_schema import REBUILT as PG_REBUILT
 from .revocations import PostgresRevocations, Revocations
 from .sql_cursors import PostgresCursors
-from .tables import missing_tables, rebuilt_words, refusal
+from .tables import (
+    SIDE,
+    SIDE_MARKER,
+    SIDE_MARKER_SQL,
+    lost_side_tables,
+    missing_tables,
+    rebuilt_words,
+    refusal,
+    side_refusal,
+    side_words,
+)
 
 log = logging.getLogger("palimpsest.store.postgres")
 
@@ -504,15 +514,19 @@ class PostgresStore(EventStore):
         command_timeout: float = 30.0,
         durability: str = "fsync",
         migrate: bool = False,
+        accept_lost_revocations: bool = False,
     ) -> None:
         """``migrate``: upgrade an older schema at start (``palimpsest migrate``); without
-        it a schema that needs the rewrite of version 5 is refused with a message."""
+        it a schema that needs the rewrite of version 5 is refused with a message.
+        ``accept_lost_revocations``: a revoked_users table this schema had and lost is
+        made again, empty, instead of stopping the start (tables.side_refusal)."""
         self.dsn, url_schema = split_url(url)
         #: "fsync": every commit waits for PostgreSQL's WAL flush (synchronous_commit
         #: as the server is configured, on by default); "os": our sessions set
         #: synchronous_commit=off (see base.DURABILITY)
         self.durability = check_durability(durability)
         self.upgrade = migrate
+        self.accept_lost_revocations = accept_lost_revocations
         #: what the start found missing in the schema and made again (schema_notes)
         self._schema_notes: list[str] = []
         self._sym = Symbols()
@@ -778,6 +792,45 @@ class PostgresStore(EventStore):
         self._schema_notes.append(f"{words} (made again, empty)")
         log.warning("%s: %s: made again, empty", where, words)
 
+    async def _side_tables(self, conn: asyncpg.Connection, have: set[str]) -> None:
+        """Make the side tables that are missing, and note the ones this schema has
+        (tables.SIDE_MARKER): one it had and lost stops the start (revoked_users, unless
+        accept_lost_revocations) or is made again with a warning (webhooks), rather than
+        made again empty without a word (SQLiteStore._side_tables). Nothing is created
+        or written when all is there: a server's role may not (docs/scaleout.md)."""
+        made: set[str] = set()
+        if SIDE_MARKER in have:
+            made = {r[0] for r in await conn.fetch(f"SELECT name FROM {SIDE_MARKER}")}
+        lost = lost_side_tables(have, made)
+        where = "the PostgreSQL schema " + (
+            repr(self.schema) if self.schema else "of the search_path"
+        )
+        if "revoked_users" in lost and not self.accept_lost_revocations:
+            raise StoreError(side_refusal(where))
+        for name, create in SIDE_TABLES.items():
+            if name not in have:
+                await conn.execute(create)
+        unmarked = [t for t in SIDE if t not in made]
+        if unmarked:
+            try:
+                async with conn.transaction():  # (a savepoint)
+                    if SIDE_MARKER not in have:
+                        await conn.execute(SIDE_MARKER_SQL)
+                    await conn.executemany(
+                        f"INSERT INTO {SIDE_MARKER} (name) VALUES ($1) ON CONFLICT DO NOTHING",
+                        [(t,) for t in unmarked],
+                    )
+            except asyncpg.exceptions.InsufficientPrivilegeError as e:
+                # a server's role on a schema migrated by an older release: it serves as
+                # before; the owner's next `palimpsest migrate` makes the table
+                log.info("%s: the %s table is not made (%s): a dropped revoked_users or "
+                         "webhooks is noticed once `palimpsest migrate` runs as the "
+                         "schema's owner", where, SIDE_MARKER, e)  # fmt: skip
+        if lost:
+            words = side_words(lost)
+            self._schema_notes.append(f"{words} (made again, empty)")
+            log.warning("%s: %s: made again, empty", where, words)
+
     async def migrate(self) -> int:
         """Bring the schema to this version (idempotent, safe from several processes)."""
 
@@ -804,9 +857,7 @@ class PostgresStore(EventStore):
                         f"the PostgreSQL schema has version {version}, newer than this "
                         f"server's {SCHEMA_VERSION}: upgrade Palimpsest"
                     )
-                for name, create in SIDE_TABLES.items():
-                    if name not in have:
-                        await conn.execute(create)
+                await self._side_tables(conn, have)
                 if version == 0:  # a fresh schema: this version at once
                     await create_fresh(conn)
                     await conn.executemany(

@@ -99,7 +99,9 @@ from .log_layout import (
     runs,
     seq_before,
 )
+from .revocations import CREATE_TABLE as REVOKED_USERS
 from .revocations import Revocations, SQLiteRevocations
+from .sql_cursors import CREATE_TABLE as WEBHOOKS
 from .sql_cursors import SQLiteCursors
 from .sqlite_schema import (
     DELETIONS,
@@ -111,9 +113,22 @@ from .sqlite_schema import (
     insert_tail,
     to_compact_log,
 )
-from .tables import missing_tables, rebuilt_words, refusal
+from .tables import (
+    ACCEPT_FLAG,
+    SIDE_MARKER,
+    SIDE_MARKER_SQL,
+    lost_side_tables,
+    missing_tables,
+    rebuilt_words,
+    refusal,
+    side_refusal,
+    side_words,
+)
 
 log = logging.getLogger("palimpsest.store.sqlite")
+
+#: the side tables a start makes (tables.SIDE), by name
+_SIDE_SQL = {"revoked_users": REVOKED_USERS, "webhooks": WEBHOOKS}
 
 _T = TypeVar("_T")
 
@@ -1024,9 +1039,12 @@ class SQLiteStore(EventStore):
         migrate: bool = False,
         warm_disk_ms: float = 0.0,
         read_only: bool = False,
+        accept_lost_revocations: bool = False,
     ) -> None:
         """``migrate``: upgrade an older schema at start (``palimpsest migrate``); without
         it a database that needs the rewrite of version 5 is refused with a message.
+        ``accept_lost_revocations``: a revoked_users table this store had and lost is
+        made again, empty, instead of stopping the start (tables.side_refusal).
         ``read_only``: only read (export, inspect, verify): see _start_read_only.
         ``warm_disk_ms``: with durability fsync, keep the disk's I/O path warm while
         writes come in, with an fdatasync every so many ms without a commit (disk_warm.py;
@@ -1036,6 +1054,7 @@ class SQLiteStore(EventStore):
         self.durability = check_durability(durability)
         self.upgrade = migrate
         self.read_only = read_only
+        self.accept_lost_revocations = accept_lost_revocations
         if read_only and (migrate or self._memory):
             raise ValueError("a read-only SQLite store is a file's, and never migrates it")
         #: told (events rewritten, events in all) as the rewrite to the compact log goes
@@ -1140,7 +1159,12 @@ class SQLiteStore(EventStore):
             rows = await self._db.execute_fetchall(
                 "SELECT name FROM sqlite_master WHERE type = 'table'"
             )
-            kept, rebuilt = missing_tables({r[0] for r in rows})
+            have = {r[0] for r in rows}
+            kept, rebuilt = missing_tables(have)
+            made: set[str] = set()
+            if SIDE_MARKER in have:
+                marked = await self._db.execute_fetchall(f"SELECT name FROM {SIDE_MARKER}")
+                made = {r[0] for r in marked}
         except (sqlite3.Error, OSError) as e:
             await self._stop(upkeep=False)
             raise StoreUnavailable(
@@ -1180,6 +1204,14 @@ class SQLiteStore(EventStore):
             self._schema_notes.append(
                 f"{words} (read here as empty; a server's start makes it again)"
             )
+        lost = lost_side_tables(have, made)
+        if lost:
+            then = (
+                f"a server's start refuses it until `palimpsest migrate {ACCEPT_FLAG}`"
+                if "revoked_users" in lost
+                else "a server's start makes it again, empty"
+            )
+            self._schema_notes.append(f"{side_words(lost)} ({then})")
         self._file_id = await asyncio.to_thread(_file_id, self.path)
 
     def _migrate(self, conn: sqlite3.Connection) -> bool:
@@ -1204,6 +1236,7 @@ class SQLiteStore(EventStore):
 
         version, made = _in_transaction(conn, "schema creation", look)
         if made:
+            _in_transaction(conn, "side tables", self._side_tables)
             return False
         self.found_schema_version = version
         if version > SCHEMA_VERSION:
@@ -1237,6 +1270,7 @@ class SQLiteStore(EventStore):
         # the changefeed's deletions: a file of an older release gets the table now
         _in_transaction(conn, "deletions table", lambda c: c.execute(DELETIONS))
         _in_transaction(conn, "schema check", self._mend_tables)
+        _in_transaction(conn, "side tables", self._side_tables)
         return rewrote
 
     def schema_notes(self) -> list[str]:
@@ -1260,6 +1294,28 @@ class SQLiteStore(EventStore):
         words = rebuilt_words(rebuilt, int(compacted))
         self._schema_notes.append(f"{words} (made again, empty)")
         log.warning("database %s: %s: made again, empty", self.path, words)
+
+    def _side_tables(self, conn: sqlite3.Connection) -> None:
+        """Make the side tables (revoked_users, webhooks) when missing, and note that this
+        store has them (tables.SIDE_MARKER). One it had and lost (dropped by hand, a
+        partial restore) used to be made again, empty, without a word on first use: now
+        a lost revoked_users stops the start (unless accept_lost_revocations), a lost
+        webhooks is made again with a warning (schema_notes)."""
+        have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        made: set[str] = set()
+        if SIDE_MARKER in have:
+            made = {r[0] for r in conn.execute(f"SELECT name FROM {SIDE_MARKER}")}
+        lost = lost_side_tables(have, made)
+        if "revoked_users" in lost and not self.accept_lost_revocations:
+            raise StoreError(side_refusal(f"database {self.path!r}"))
+        conn.execute(SIDE_MARKER_SQL)
+        for name, create in _SIDE_SQL.items():
+            conn.execute(create)
+            conn.execute(f"INSERT OR IGNORE INTO {SIDE_MARKER} (name) VALUES (?)", (name,))
+        if lost:
+            words = side_words(lost)
+            self._schema_notes.append(f"{words} (made again, empty)")
+            log.warning("database %s: %s: made again, empty", self.path, words)
 
     def _rewrite_counter(self, conn: sqlite3.Connection) -> Callable[[int], None] | None:
         tell = self.rewrite_progress

@@ -63,3 +63,51 @@ def rebuilt_words(rebuilt: list[str], compacted: int) -> str:
     if "derived" in rebuilt:
         words += "; derived holds caches (attribution indexes), rebuilt when asked for"
     return words
+
+
+#: the tables beside the log's schema (side_tables) that a start makes when missing, and
+#: what the loss of one with rows costs. Made again empty, each would be silent: a store
+#: keeps a row per side table it has made (SIDE_MARKER), so that one missing after that
+#: was dropped (by hand, a partial restore), and is said, or refused (`revoked_users`).
+SIDE = {
+    "revoked_users": (
+        "every user revocation (`palimpsest revoke`): revoked users' old tokens would be "
+        "let in again"
+    ),
+    "webhooks": (
+        "the webhooks' delivery cursors and states: each webhook starts again at the log's "
+        "end (the events in between are never delivered) and a disabled one is enabled again"
+    ),
+}
+#: the table that names the side tables a store has made (one row each)
+SIDE_MARKER = "side_tables"
+SIDE_MARKER_SQL = f"CREATE TABLE IF NOT EXISTS {SIDE_MARKER} (name TEXT PRIMARY KEY)"
+#: the flag of `palimpsest migrate` that makes a lost revoked_users again, empty
+ACCEPT_FLAG = "--accept-lost-revocations"
+
+
+def lost_side_tables(have: set[str], made: set[str]) -> list[str]:
+    """The side tables this store made (`made`, from SIDE_MARKER) that are not in `have`
+    now: dropped since. (A store older than the marker names none: its missing side
+    tables are made without a word, as they always were.)"""
+    return [t for t in SIDE if t in made and t not in have]
+
+
+def side_refusal(where: str) -> str:
+    """Why a start stops on a lost revoked_users table (`where`: "database 'p.db'")."""
+    return (
+        f"{where} lacks the table revoked_users, which it had ({SIDE['revoked_users']}). "
+        "A server started on it would let every revoked user in again, so it does not "
+        "start. Restore the table from a backup (`palimpsest verify` the backup first; "
+        "docs/operations.md#backups); or, to go on with no revocations (revoke again "
+        f"whoever must stay out), run `palimpsest migrate {ACCEPT_FLAG}` once"
+    )
+
+
+def side_words(lost: list[str]) -> str:
+    """What side tables found dropped cost, for a start's warning and verify's line."""
+    return "; ".join(
+        f"the {t} table was missing, though this store had made it: lost {SIDE[t]}; "
+        "restore it from a backup if it held rows (docs/operations.md#backups)"
+        for t in lost
+    )
