@@ -52,9 +52,9 @@ class DocPeer:
         self.client = Client(self.id, doc, identity, sock.host)
         self.status = status
         self.room: Room | None = None
-        #: frames read before the room was loaded
+        #: frames read before the room was loaded (within the socket's bound on what it
+        #: holds: HocuspocusSocket.keep)
         self.pending: list[H.Frame] = []
-        self.pending_bytes = 0
         #: what an update past a gap gets: dropped, made good by a sync step 2 (the
         #: server sends its step 1 in answer to the client's, not as the document opens)
         self.resync = Resync(sent_step1=False)

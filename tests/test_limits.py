@@ -579,3 +579,86 @@ async def test_frames_before_a_documents_auth_message_wait_for_it_within_a_bound
                         pass
             assert ws.close_code == 1013, (ws.close_code, ws.close_reason)
             assert "before their auth message" in (ws.close_reason or "")
+
+
+async def _held_until_pong(ws: Any) -> tuple[int | None, str]:
+    """Send a 4.x ping after what was sent and read until its pong (the socket held it
+    all: None) or the close (its code and reason)."""
+    from palimpsest import hocuspocus as H
+
+    await ws.send(bytes([H.PING]))
+    try:
+        async with asyncio.timeout(10):
+            async for frame in ws:
+                if frame == H.encode_pong():
+                    return None, ""
+    except websockets.ConnectionClosed:
+        pass
+    return ws.close_code, ws.close_reason or ""
+
+
+async def test_frames_held_for_documents_the_client_closed_count_per_socket(
+    settings: Settings,
+) -> None:
+    """/hocuspocus: frames sent for a document after the client closed it wait for an
+    auth message opening it again. They had a cap per document only (eight frames'
+    worth of bytes), so a socket that closed many documents made the server hold that
+    many times over. One bound per socket now covers every frame it holds, for documents
+    closed, opening or not opened yet alike: past it the socket closes (1013), saying
+    so. Frames with no body (a query awareness) count too."""
+    from palimpsest import hocuspocus as H
+
+    settings.max_frame_bytes = 10_000
+    settings.max_events_per_second = 100_000.0
+
+    def auth(doc: str) -> bytes:
+        return H.prefix(doc) + bytes([H.AUTH, H.AUTH_TOKEN]) + P.write_var_string("ann")
+
+    def stateless(doc: str) -> bytes:
+        return H.prefix(doc) + bytes([H.STATELESS]) + P.write_var_string("x" * 9000)
+
+    async def closed(ws: Any, docs: list[str]) -> None:
+        for doc in docs:
+            await ws.send(auth(doc))
+            await ws.send(H.prefix(doc) + bytes([H.CLOSE]))
+        want = {H.encode_close(doc, H.CLOSED_BY_CLIENT) for doc in docs}
+        async with asyncio.timeout(10):
+            while want:
+                want.discard(bytes(await ws.recv()))
+
+    async with run_server(settings) as srv:
+        url = srv.ws_url.rsplit("/", 1)[0] + "/hocuspocus"
+        # within the bound, a closed document's frames are held (and the socket stays);
+        # handled as an auth message opens it again, they are held no more
+        async with websockets.connect(url, max_size=None) as ws:
+            for _ in range(3):
+                await closed(ws, ["c0"])
+                for _ in range(7):
+                    await ws.send(stateless("c0"))
+                assert await _held_until_pong(ws) == (None, "")
+        # four frames for each of three closed documents: each within its own eight,
+        # 108 KB together over the socket's 80 KB
+        async with websockets.connect(url, max_size=None) as ws:
+            await closed(ws, ["c1", "c2", "c3"])
+            for doc in ["c1", "c2", "c3"]:
+                for _ in range(4):
+                    await ws.send(stateless(doc))
+            code, reason = await _held_until_pong(ws)
+            assert code == 1013, (code, reason)
+            assert "held for documents not open" in reason, reason
+        # the frames of a closed document and those before another's auth message: one
+        # account
+        async with websockets.connect(url, max_size=None) as ws:
+            await closed(ws, ["c4"])
+            for doc in ["c4", "early"]:
+                for _ in range(5):
+                    await ws.send(stateless(doc))
+            code, reason = await _held_until_pong(ws)
+            assert code == 1013, (code, reason)
+        # frames of no bytes held are not free
+        async with websockets.connect(url, max_size=None) as ws:
+            await closed(ws, ["c5"])
+            for _ in range(2000):
+                await ws.send(H.prefix("c5") + bytes([H.QUERY_AWARENESS]))
+            code, reason = await _held_until_pong(ws)
+            assert code == 1013, (code, reason)

@@ -74,6 +74,14 @@ log = logging.getLogger("palimpsest.hocuspocus")
 MAX_DOCS_PER_SOCKET = 256
 #: refused document names remembered per socket (their frames are dropped quietly)
 MAX_DENIED = 1024
+#: what one held frame costs beyond its bytes (the Frame, its bytes and name objects),
+#: so that frames of no body (a query awareness) are not held for free
+HELD_FRAME_COST = 128
+
+
+def held_cost(frame: H.Frame) -> int:
+    """What holding `frame` counts against its socket's bound (HocuspocusSocket.held)."""
+    return len(frame.body) + len(frame.doc) + HELD_FRAME_COST
 
 
 def close_code_of(e: PalimpsestError) -> int:
@@ -122,7 +130,13 @@ class HocuspocusSocket(Connection):
         #: documents not opened yet whose first frames are not an auth message nor a
         #: sync step 1: they wait for one (early), as Hocuspocus queues them
         self.early: dict[str, list[H.Frame]] = {}
-        self.early_bytes = 0
+        #: what the frames the socket holds cost (held_cost), wherever they wait: before
+        #: a document's auth message (early), after the client closed it (left), while
+        #: it is authenticated (opening) and while its room loads (DocPeer.pending).
+        #: One bound for all of them (keep): each used to have its own, per document for
+        #: all but the first, so a socket could make the server hold eight frames' worth
+        #: of bytes times every document it closed
+        self.held = 0
         #: documents the server closed, with the presence entries their close removed
         #: (client, clock, "null"): sent back to the provider when it opens them again
         self.gone_presence: dict[str, list[tuple[int, int, str]]] = {}
@@ -169,7 +183,6 @@ class HocuspocusSocket(Connection):
         most = frame_limit(settings, update)
         if (len(frame.body) if update else len(data)) > most:
             raise FrameTooLarge(f"frame of {len(data)} bytes is over the limit of {most}")
-        limit = settings.max_frame_bytes
         self.guard.check_rate(len(data))  # every frame kind, of every document on the socket
         if frame.type > H.SYNC_STATUS:
             self.unknown_type(frame)
@@ -180,33 +193,30 @@ class HocuspocusSocket(Connection):
             held = self.left.get(frame.doc)
             if waiting is None and held is not None and not _reopens(frame):
                 if frame.type != H.CLOSE:
-                    self.hold(frame, held, "was closed by you")
+                    self.keep(frame, f"frames for {frame.doc!r}, which you closed")
+                    held.append(frame)
             elif waiting is None and held is None and not _reopens(frame) \
                     and frame.doc not in self.denied:  # fmt: skip
                 self.wait_for_auth(frame)
             elif waiting is None:
                 early = self.early.pop(frame.doc, None)
                 if early is not None:
-                    self.early_bytes -= sum(len(f.body) for f in early)
                     self.open(frame, early, keep=True)
                 else:
                     self.open(frame, self.left.pop(frame.doc, []))
             elif frame.type == H.CLOSE:
-                del self.opening[frame.doc]  # closed before it was opened
+                self.unhold(self.opening.pop(frame.doc))  # closed before it was opened
                 self.client_closed(frame.doc)
             else:
                 # (an auth message too: a renewal sent at once is answered once it opens)
-                if sum(len(f.body) for f in waiting) + len(frame.body) > 8 * limit:
-                    raise RateLimited(f"over {8 * limit} bytes sent before {frame.doc!r} opened")
+                self.keep(frame, f"frames for {frame.doc!r} while it opens")
                 waiting.append(frame)
         elif peer.room is None:
             if frame.type == H.CLOSE:
                 self.leave(peer)
                 self.client_closed(peer.doc)
             else:  # an auth message too: a renewal (sendToken) is answered once it loads
-                peer.pending_bytes += len(frame.body)
-                if peer.pending_bytes > 8 * limit:
-                    raise RateLimited(f"over {8 * limit} bytes sent before {frame.doc!r} loaded")
+                self.keep(frame, f"frames for {frame.doc!r} while it loads")
                 peer.pending.append(frame)
         else:
             try:
@@ -236,24 +246,20 @@ class HocuspocusSocket(Connection):
         queued offline as the first answer arrives, which may be another document's
         Authenticated while this one's token is still being fetched (a token callback):
         that frame opened the document without a token, and in JWT mode the provider,
-        whose token was good, got a stray PermissionDenied. At most eight frames' worth
-        of bytes wait on one socket, for at most MAX_DENIED documents; a close drops
-        them."""
+        whose token was good, got a stray PermissionDenied. They count against the
+        socket's bound on what it holds (keep), for at most MAX_DENIED documents; a close
+        drops them."""
         early = self.early.get(frame.doc)
         if frame.type == H.CLOSE:
             if early is not None:
-                del self.early[frame.doc]
-                self.early_bytes -= sum(len(f.body) for f in early)
+                self.unhold(self.early.pop(frame.doc))
             return
-        limit = 8 * self.backend.settings.max_frame_bytes
-        if self.early_bytes + len(frame.body) > limit:
-            raise RateLimited(f"over {limit} bytes sent for documents before their auth message")
+        self.keep(frame, "frames sent before their auth message")
         if early is None:
             if len(self.early) >= MAX_DENIED:
                 raise RateLimited(f"frames for more than {MAX_DENIED} documents not opened")
             early = self.early[frame.doc] = []
         early.append(frame)
-        self.early_bytes += len(frame.body)
 
     def open(self, frame: H.Frame, held: list[H.Frame], *, keep: bool = False) -> None:
         """Open a document with its first frame: an auth message, or (a 2.x provider
@@ -263,6 +269,7 @@ class HocuspocusSocket(Connection):
         carries what they held). `keep`: they are frames sent before its first auth
         message or step 1 (wait_for_auth), handled in order before a step 1 too."""
         if frame.type == H.CLOSE:
+            self.unhold(held)
             return
         if frame.type == H.AUTH:
             token: str | None = H.decode_auth(frame.body).token
@@ -270,6 +277,7 @@ class HocuspocusSocket(Connection):
             # answered already; a new auth message tries again (and brings the dropped
             # updates: reopened)
             self.denied[frame.doc] = _owed_after(self.denied[frame.doc], [frame])
+            self.unhold(held)
             return
         else:
             token = None  # a 2.x provider without a token sends no auth message
@@ -277,7 +285,9 @@ class HocuspocusSocket(Connection):
                 log.debug("%s: %d frames sent for %r after its close dropped: a sync "
                           "step 1 without an auth message opened it", self.id, len(held),
                           frame.doc)  # fmt: skip
+                self.unhold(held)
                 held = []
+            self.keep(frame, f"frames for {frame.doc!r} while it opens")
         frames = self.opening[frame.doc] = held if frame.type == H.AUTH else [*held, frame]
         task = asyncio.create_task(
             self.authenticate(frame.doc, token, frames, authed=frame.type == H.AUTH),
@@ -299,6 +309,7 @@ class HocuspocusSocket(Connection):
         except PalimpsestError as e:
             if self.opening.get(doc) is frames:
                 del self.opening[doc]
+                self.unhold(frames)
             log.info("%s: refused %r: %s", self.id, doc, e)
             self.backend.refused(reason_of(e))
             self.deny(doc, _owed_after(self.denied.get(doc, 0), frames))
@@ -349,18 +360,31 @@ class HocuspocusSocket(Connection):
         Its later frames wait for an auth message opening it again (self.left), as
         Hocuspocus queues them; they used to open it at once as the socket's user (in
         open mode ``anonymous``), whose edits of the user's Yjs client were refused."""
+        self.unhold(self.left.pop(doc, []))
         if len(self.left) >= MAX_DENIED:
+            for held in self.left.values():
+                self.unhold(held)
             self.left.clear()
         self.left[doc] = []
         self.send(H.encode_close(doc, H.CLOSED_BY_CLIENT))
 
-    def hold(self, frame: H.Frame, held: list[H.Frame], why: str) -> None:
-        """Keep a frame of a document not open until it opens (at most eight frames'
-        worth of bytes, as for one being opened)."""
+    def keep(self, frame: H.Frame, why: str) -> None:
+        """Count a frame the socket is about to hold until its document opens or loads
+        against the socket's one bound, eight frames' worth of bytes for all the
+        documents it holds frames for, whatever they wait for (`why`, for the close
+        reason): past it the socket closes (1013, RateLimited). unhold() gives it back
+        as the frame is handled or dropped."""
         limit = 8 * self.backend.settings.max_frame_bytes
-        if sum(len(f.body) for f in held) + len(frame.body) > limit:
-            raise RateLimited(f"over {limit} bytes sent for {frame.doc!r}, which {why}")
-        held.append(frame)
+        cost = held_cost(frame)
+        if self.held + cost > limit:
+            raise RateLimited(
+                f"over {limit} bytes held for documents not open on this socket: {why}"
+            )
+        self.held += cost
+
+    def unhold(self, frames: list[H.Frame]) -> None:
+        """Frames counted by keep() are handled or dropped: no longer held."""
+        self.held -= sum(held_cost(f) for f in frames)
 
     def deny(self, doc: str, owed: int = 0) -> None:
         """Frames of `doc` are dropped until a new auth message opens it again; `owed`:
@@ -445,6 +469,7 @@ class HocuspocusSocket(Connection):
         peer.guard.presence.joining(room)
         room.join(peer, sync_step1=False)  # Hocuspocus answers the client's step 1 instead
         frames, peer.pending = peer.pending, []
+        self.unhold(frames)
         if reopened is not None and not any(_starts_sync(f) for f in frames):
             self.sync_reopened(peer, room, reopened, gone or [])
         try:
@@ -494,6 +519,8 @@ class HocuspocusSocket(Connection):
             peer.expiry = None
         if forget:
             peer.forget()
+        self.unhold(peer.pending)  # (frames read while it loaded: dropped)
+        peer.pending = []
         peer.resync.end()  # (its wait, if any, ends)
         room, peer.room = peer.room, None
         if room is not None:
