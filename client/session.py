@@ -61,7 +61,6 @@ from .errors import (
     BadDocName,
     BadURL,
     ClientError,
-    NotFound,
     ReadOnly,
     Refused,
     ServerError,
@@ -69,8 +68,8 @@ from .errors import (
     Timeout,
     WrongType,
     from_close,
-    from_http,
 )
+from .handshake import UpgradeConnection, handshake_error
 from .split import split_update
 from .text import Text
 
@@ -1113,37 +1112,12 @@ class Session:
                     ping_interval=10,
                     ping_timeout=20,
                     close_timeout=2,
+                    create_connection=UpgradeConnection,
                 )
             except (OSError, TimeoutError, websockets.InvalidHandshake, AuthFailed) as e:
-                err: ClientError = ServerGone(f"cannot connect to {self.url}: {redact(str(e))}")
-                if isinstance(e, AuthFailed):  # the token provider's
-                    err = e
-                elif isinstance(e, websockets.InvalidStatus):
-                    status = e.response.status_code
-                    body = e.response.body.decode(errors="replace") if e.response.body else ""
-                    err = from_http(status, body, f"opening the websocket {self.url}")
-                    if status in (502, 503, 504):
-                        err = ServerError(
-                            f"{err} (a proxy answered: the server behind it is down or "
-                            "restarting?)",
-                            code=status,
-                        )
-                    elif status < 400:
-                        # our server answers the upgrade with 101, or refuses with 4xx
-                        err = Refused(
-                            f"{self.url} answered the websocket upgrade with HTTP {status}, "
-                            "not 101: not a Palimpsest server, or the wrong URL (it should "
-                            "look like ws://HOST:PORT/ws)",
-                            code=status,
-                        )
-                    elif status in (403, 404):
-                        # our server refuses with close codes after accepting; an HTTP
-                        # refusal of the handshake means no websocket route there
-                        err = NotFound(
-                            f"no websocket endpoint at {self.url} (HTTP {status}): "
-                            "the URL should look like ws://HOST:PORT/ws",
-                            code=status,
-                        )
+                err: ClientError = (
+                    e if isinstance(e, AuthFailed) else handshake_error(self.url, e, redact(str(e)))
+                )  # (AuthFailed: the token provider's)
                 self._last_error = err
                 first = not self._first_sync.is_set()
                 if first and (isinstance(err, Refused) or not self._reconnect):

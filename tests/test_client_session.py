@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import http.server
 import json
 import logging
 import os
 import re
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -739,3 +741,102 @@ async def test_a_handshake_answered_by_another_http_server_says_what_answered() 
         async with client.History(f"http://127.0.0.1:{port}", user="ada") as h:
             with pytest.raises(client.NotFound, match="not a Palimpsest server"):
                 await h.version("notes")
+
+
+@contextlib.contextmanager
+def _python_http_server(handler: type[http.server.BaseHTTPRequestHandler]) -> Any:
+    """Python's own http.server (HTTP/1.0, as ``python -m http.server``) in a thread on a
+    free loopback port; yields the port."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield httpd.server_address[1]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+@contextlib.asynccontextmanager
+async def _answers_and_stays(answer: bytes) -> Any:
+    """A server that answers any request with `answer` and keeps the connection open
+    (never closes it: only the client can end it). Yields its port."""
+    done = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)
+            await writer.drain()
+            await done.wait()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    srv = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield srv.sockets[0].getsockname()[1]
+    finally:
+        done.set()
+        srv.close()
+        await srv.wait_closed()
+
+
+class _NoGet(http.server.BaseHTTPRequestHandler):
+    """http.server with no do_GET: every GET is answered 501 (Unsupported method)."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _Files(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+async def test_a_handshake_answered_over_http_1_0_says_what_answered(tmp_path: Path) -> None:
+    """A server that speaks only HTTP/1.0 (``python -m http.server``: 404 or 501), or
+    answers with anything that is not HTTP/1.1 (a malformed response, a protocol that is
+    not HTTP), can never upgrade to a websocket. The
+    client tried again until connect_timeout and raised ServerGone ``did not receive a
+    valid HTTP response``, or, when that server kept the connection open (a bare HTTP/1.0
+    200, a banner that is not HTTP at all), waited for it to close until connect_timeout:
+    Timeout ``server not answering?``. Now it is refused at once, naming what answered
+    (its status line and Server header)."""
+    _Files.directory = str(tmp_path)  # (serves nothing: every path is a 404)
+    with _python_http_server(_Files) as port:
+        with pytest.raises(client.Refused) as e:
+            await client.connect(
+                f"ws://127.0.0.1:{port}/ws", "doc", user="ada", connect_timeout=5
+            ).open()
+        msg = str(e.value)
+        assert e.value.code == 404 and "'HTTP/1.0 404 File not found'" in msg, msg
+        assert "SimpleHTTP/" in msg and "not a Palimpsest server" in msg, msg
+    with _python_http_server(_NoGet) as port:
+        with pytest.raises(client.Refused) as e:
+            await client.connect(
+                f"ws://127.0.0.1:{port}/ws", "doc", user="ada", connect_timeout=5
+            ).open()
+        assert e.value.code == 501 and "HTTP/1.0 501" in str(e.value), e.value
+    async with _answers_and_stays(b"HTTP/1.0 200 OK\r\nServer: bare/1\r\n\r\nhello") as port:
+        with pytest.raises(client.Refused) as e:
+            await client.connect(
+                f"ws://127.0.0.1:{port}/ws", "doc", user="ada", connect_timeout=5
+            ).open()
+        msg = str(e.value)
+        assert e.value.code == 200 and "'HTTP/1.0 200 OK'" in msg and "bare/1" in msg, msg
+    bad = b"HTTP/1.1 200 OK\r\nServer: odd/2\r\nno colon here\r\n\r\n"
+    async with _answers_and_stays(bad) as port:
+        with pytest.raises(client.Refused, match="does not read as HTTP/1.1") as e:
+            await client.connect(
+                f"ws://127.0.0.1:{port}/ws", "doc", user="ada", connect_timeout=5
+            ).open()
+        assert e.value.code == 200 and "odd/2" in str(e.value), e.value
+    async with _answers_and_stays(b"SSH-2.0-OpenSSH_9.6\r\n") as port:
+        with pytest.raises(client.Refused, match="'SSH-2.0-OpenSSH_9.6', not HTTP") as e:
+            await client.connect(
+                f"ws://127.0.0.1:{port}/ws", "doc", user="ada", connect_timeout=5
+            ).open()
+        assert e.value.code is None
