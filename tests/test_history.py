@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import sys
 from datetime import datetime
 from typing import Any
 
 import httpx
 import pytest
-from conftest import RunningServer, eventually, run_server
+from conftest import PG_URL, RunningServer, eventually, run_server
 from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
 from test_interop_node import node_modules, node_scenario  # noqa: F401 - the fixture
 from yclient import connect
 
 from palimpsest.auth.tokens import mint
+from palimpsest.backend import Backend
 from palimpsest.settings import Settings
 from palimpsest.store.base import NewEvent
+from palimpsest.store.postgres import PostgresStore
 from palimpsest.util import iso
 
 
@@ -803,6 +806,98 @@ async def test_blame_at_seq_0_has_no_roots_as_its_version(server: RunningServer)
         assert (await c.get(f"/api/docs/{doc}/blame", params={"at": now})).json()["seq"] == 2
         r = await c.get(f"/api/docs/{doc}/blame", params={"at": now, "seq": 1})
         assert r.status_code == 400, r.text
+
+
+async def _set_created_ts(store: Any, doc: str, ts: int) -> None:
+    """Set `doc`'s created_ts in the store's own table (SQLite file or PostgreSQL), as
+    a document made again within the same millisecond as the one deleted has it."""
+    if isinstance(store, PostgresStore):
+        async with store.pool.acquire() as conn:
+            await conn.execute("UPDATE docs SET created_ts = $1 WHERE name = $2", ts, doc)
+        return
+    db = sqlite3.connect(store.path)
+    try:
+        with db:
+            db.execute("UPDATE docs SET created_ts = ? WHERE name = ?", (ts, doc))
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_a_version_etag_tells_a_name_written_again_within_a_millisecond_apart(
+    settings: Settings, schema: str, kind: str
+) -> None:
+    """A version's ETag is built from what tells the document from the one deleted
+    before it under its name. It was its created_ts, in milliseconds: a name deleted and
+    written again within the same one kept every ETag, and a browser's cached copy of the
+    old document's version was answered 304 and shown for the new one. Now the store's
+    generation (its docs row id, never given twice) is in it: here the created_ts of the
+    new document is set to the old one's, and the ETags still differ."""
+    doc = "h-gen"
+    store = PostgresStore(f"{PG_URL}?schema={schema}") if kind == "postgres" else None
+    backend = Backend(settings, store=store) if store is not None else None
+    async with run_server(settings, backend) as srv:
+
+        async def write(*words: str) -> None:
+            d: Doc[Any] = Doc()
+            text = d.get("content", type=Text)
+            for s in words:
+                sv = d.get_state()
+                text.insert(len(str(text)), s)
+                await srv.backend.committer.append(doc, [NewEvent("al", "edit", d.get_update(sv))])
+
+        await write("one", " two")
+        old = await srv.backend.store.doc_info(doc)
+        assert old is not None
+        async with httpx.AsyncClient(base_url=srv.url) as c:
+            url = f"/api/docs/{doc}/versions"
+            tags = {p: (await c.get(f"{url}/{p}")).headers["etag"] for p in ("2", "head")}
+            r = await c.delete(f"/api/docs/{doc}", params={"user": "ops"})
+            assert r.status_code == 200, r.text
+            await write("uno", " dos")
+            await _set_created_ts(srv.backend.store, doc, old.created_ts or 0)
+            new = await srv.backend.store.doc_info(doc)
+            assert new is not None and new.created_ts == old.created_ts
+            for path, etag in tags.items():
+                r = await c.get(f"{url}/{path}", headers={"if-none-match": etag})
+                assert r.status_code == 200, (path, r.status_code)
+                assert r.json()["roots"]["content"]["value"] == "uno dos"
+                assert r.headers["etag"] != etag, path
+
+
+async def test_what_history_keeps_of_a_name_written_again_elsewhere_is_forgotten(
+    settings: Settings,
+) -> None:
+    """The history service keeps per document what it learnt (sessions, root types),
+    and forgets it when the store's document is another one: deleted and written again
+    by another process, whose fan-out message may never come. It told them apart by
+    created_ts alone: written again within the same millisecond, the old document's
+    sessions were answered for the new one. Here the deletion goes to the store
+    directly (as another process's would) and the created_ts is set to the old one's."""
+    doc = "h-gen-cache"
+    async with run_server(settings) as srv:
+
+        async def write(actor: str, *words: str) -> None:
+            d: Doc[Any] = Doc()
+            text = d.get("content", type=Text)
+            for s in words:
+                sv = d.get_state()
+                text.insert(len(str(text)), s)
+                ev = NewEvent(actor, "edit", d.get_update(sv))
+                await srv.backend.committer.append(doc, [ev])
+
+        await write("alice", "one", " two")
+        old = await srv.backend.store.doc_info(doc)
+        assert old is not None
+        async with httpx.AsyncClient(base_url=srv.url) as c:
+            url = f"/api/docs/{doc}/sessions"
+            r = await c.get(url)
+            assert [x["actor"] for x in r.json()["sessions"]] == ["alice"], r.json()
+            assert await srv.backend.store.delete_doc(doc)
+            await write("bob", "uno", " dos", " tres")
+            await _set_created_ts(srv.backend.store, doc, old.created_ts or 0)
+            r = await c.get(url)
+            assert [x["actor"] for x in r.json()["sessions"]] == ["bob"], r.json()
 
 
 async def test_a_version_at_a_fixed_seq_is_cached_as_immutable(server: RunningServer) -> None:

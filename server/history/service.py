@@ -36,7 +36,7 @@ from ..ownership import Owners
 from ..protocol import decode_state_vector
 from ..removed import Change, change_in_parts
 from ..snapshots import load
-from ..store.base import BASE_TS, MAX_SEQ, DocInfo, Event, EventStore, Tag
+from ..store.base import BASE_TS, MAX_SEQ, DocInfo, Event, EventStore, Made, Tag
 from ..util import iso
 from . import sliced
 from .attribution import AttributionIndex
@@ -325,11 +325,11 @@ class History:
         self._types: dict[str, dict[str, str]] = {}
         self._sessions = SessionsCache(SESSIONS_KEPT, SESSIONS_KEPT_BYTES)
         self._other_gaps = SessionsCache(OTHER_GAPS_KEPT, OTHER_GAPS_KEPT_BYTES)
-        #: per document, the DocInfo.created_ts the caches above were built for: another
+        #: per document, the DocInfo.made the caches above were built for: another
         #: one means the name was deleted and written again since, on this process or
         #: another (whose fan-out message may never come), and what they hold is forgotten.
         #: Least recently used first: at most known_docs of them, the others forgotten
-        self._created: OrderedDict[str, int | None] = OrderedDict()
+        self._created: OrderedDict[str, Made] = OrderedDict()
         self.known_docs = KNOWN_DOCS
 
     @property
@@ -343,9 +343,9 @@ class History:
         if info is None:
             self.forget(doc)
             raise await missing(self.store, doc)
-        if self._created.get(doc, info.created_ts) != info.created_ts:
+        if self._created.get(doc, info.made) != info.made:
             self.forget(doc)
-        self._created[doc] = info.created_ts
+        self._created[doc] = info.made
         self._created.move_to_end(doc)
         while len(self._created) > self.known_docs:
             self.forget(next(iter(self._created)))
@@ -934,10 +934,10 @@ class History:
             cache is None
             or cache.seq > info.head
             or cache.base != info.base_seq
-            or cache.created != info.created_ts
+            or cache.created != info.made
         ):
             base = info.base_seq
-            cache = Sessions(gap_ms, seq=base, base=base, created=info.created_ts)
+            cache = Sessions(gap_ms, seq=base, base=base, created=info.made)
         while cache.seq < info.head:
             evs = await self.store.read(doc, after=cache.seq, upto=info.head, limit=5000)
             if not evs:

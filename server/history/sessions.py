@@ -7,7 +7,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..store.base import Event
+from ..store.base import Event, Made
 from ..util import iso
 
 #: what one session kept in memory takes, roughly: its dict of six entries and their
@@ -21,9 +21,9 @@ class Sessions:
     seq: int = 0
     #: the log's compaction base they were grouped from (another one: group again)
     base: int = 0
-    #: the DocInfo.created_ts of the document they were grouped from (another one: the
-    #: name was deleted and written again, group again)
-    created: int | None = None
+    #: the DocInfo.made of the document they were grouped from (another one: the name
+    #: was deleted and written again, group again)
+    created: Made | None = None
     done: list[dict[str, Any]] = field(default_factory=list)
     open: dict[str, dict[str, Any]] = field(default_factory=dict)
 

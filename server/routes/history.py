@@ -138,13 +138,17 @@ RENDERING = "1"
 
 async def _version_etag(history: History, doc: str, info: DocInfo, seq: int, fmt: str) -> str:
     """The ETag of the version at `seq` in `fmt`: what it is built from, and nothing
-    the head moving on changes. The document's creation (a name deleted and written
-    again reuses seqs), its compaction base (a purge rewrites what versions after it
-    hold: their updates lose deleted content) and the rendering's own version."""
+    the head moving on changes. Which document of its name it is (a name deleted and
+    written again reuses seqs): DocInfo.made, its generation in the store (created_ts
+    alone, in milliseconds, was the same for one written again within the same
+    millisecond, whose versions were then answered 304 to a cache of the old ones);
+    its compaction base (a purge
+    rewrites what versions after it hold: their updates lose deleted content) and the
+    rendering's own version."""
     base: tuple[int, str] = (0, "")
     if info.base_seq:
         base = await history.store.compaction_base(doc)
-    key = "\0".join(map(str, (RENDERING, doc, info.created_ts, base[0], base[1], seq, fmt)))
+    key = "\0".join(map(str, (RENDERING, doc, *info.made, base[0], base[1], seq, fmt)))
     return '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
 
 

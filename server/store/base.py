@@ -365,6 +365,10 @@ def snapshot_info(
     return SnapshotInfo(doc, seq, ts, len(state), damage is None, damage or "", delta, bare)
 
 
+#: DocInfo.made: (generation, created_ts)
+Made = tuple[int | None, int | None]
+
+
 @dataclass(frozen=True, slots=True)
 class DocInfo:
     doc: str
@@ -372,9 +376,23 @@ class DocInfo:
     updated_ts: int | None
     events_bytes: int
     base_seq: int = 0  # events at or below this seq were folded away by compact
-    #: when this document was created: a name deleted and written again is another
-    #: document with another value (caches of a name check it: history.service)
+    #: when this document was created (a name deleted and written again within the same
+    #: millisecond has the same: generation tells them apart)
     created_ts: int | None = None
+    #: this document's own number in its store, never given to another one: a name
+    #: deleted and written again (or replaced by an import) gets a new one. SQLite's and
+    #: PostgreSQL's docs row id (AUTOINCREMENT, an identity), the memory store's counter;
+    #: None from a store that has no such number
+    generation: int | None = None
+
+    @property
+    def made(self) -> Made:
+        """What tells this document from the others of its name, before and after it:
+        what a cache of a name checks (history.service) and a version's ETag is built
+        from (routes.history). Its generation, and its created_ts for a store that
+        has no generation (it used to be created_ts alone: a name written again within
+        the same millisecond was taken for the old document)."""
+        return (self.generation, self.created_ts)
 
 
 #: what identifies a document's compaction base: its seq and the checksum of the base

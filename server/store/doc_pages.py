@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 #: a DocInfo's columns of the docs table, in its order
-DOC_COLUMNS = "name, head, updated_ts, events_bytes, base_seq, created_ts"
+DOC_COLUMNS = "name, head, updated_ts, events_bytes, base_seq, created_ts, id"
 #: the orders a page can be in
 SORTS = ("name", "updated")
 #: the most rows of one page (also the default)

@@ -220,6 +220,7 @@ class MemoryStore(EventStore):
             sum(len(e.update) for e in evs),
             self._base.get(doc, 0),
             self._created.get(doc),
+            self._created.get(doc),  # (a counter: also its generation)
         )
 
     async def list_docs(self) -> list[DocInfo]:

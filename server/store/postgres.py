@@ -406,6 +406,11 @@ _BASE_MARKS_SQL = (
 )
 
 
+def _doc_info(r: Any) -> DocInfo:
+    """A DocInfo of a row of DOC_COLUMNS (its ints as asyncpg gives them: BIGINT)."""
+    return DocInfo(r[0], int(r[1]), r[2], int(r[3]), int(r[4]), int(r[5]), int(r[6]))
+
+
 def _as_mark(base_seq: int, check: str | None) -> BaseMark:
     return (int(base_seq), check or "") if base_seq else NO_BASE
 
@@ -1393,30 +1398,29 @@ class PostgresStore(EventStore):
 
     async def list_docs(self) -> list[DocInfo]:
         rows = await self._fetch(
-            "SELECT name, head, updated_ts, events_bytes, base_seq, created_ts FROM docs "
+            "SELECT name, head, updated_ts, events_bytes, base_seq, created_ts, id FROM docs "
             "ORDER BY name",
             what="list_docs",
         )
-        return [DocInfo(r[0], int(r[1]), r[2], int(r[3]), int(r[4]), int(r[5])) for r in rows]
+        return [_doc_info(r) for r in rows]
 
     async def doc_page(self, page: DocPage) -> list[DocInfo]:
         sql, args = page_sql(
             page, DOC_COLUMNS, name='name COLLATE "C"', glob=lambda g: ("name LIKE ?", like_of(g))
         )
         rows = await self._fetch(numbered(sql), *args, what="doc_page")
-        return [DocInfo(r[0], int(r[1]), r[2], int(r[3]), int(r[4]), int(r[5])) for r in rows]
+        return [_doc_info(r) for r in rows]
 
     async def doc_info(self, doc: str) -> DocInfo | None:
         rows = await self._fetch(
-            "SELECT name, head, updated_ts, events_bytes, base_seq, created_ts FROM docs "
+            "SELECT name, head, updated_ts, events_bytes, base_seq, created_ts, id FROM docs "
             "WHERE name = $1",
             doc,
             what="doc_info",
         )
         if not rows:
             return None
-        r = rows[0]
-        return DocInfo(r[0], int(r[1]), r[2], int(r[3]), int(r[4]), int(r[5]))
+        return _doc_info(rows[0])
 
     async def delete_doc(self, doc: str, tombstone: bytes = b"", *, by: str = "") -> bool:
         """One transaction (a kill mid-way leaves the whole document), which takes the

@@ -1739,7 +1739,7 @@ class SQLiteStore(EventStore):
 
     async def list_docs(self) -> list[DocInfo]:
         rows = await self._fetchall(
-            "SELECT name, head, updated_ts, events_bytes, base_seq, created_ts FROM docs "
+            "SELECT name, head, updated_ts, events_bytes, base_seq, created_ts, id FROM docs "
             "ORDER BY name"
         )
         return [DocInfo(*r) for r in rows]
@@ -1750,7 +1750,7 @@ class SQLiteStore(EventStore):
 
     async def doc_info(self, doc: str) -> DocInfo | None:
         rows = await self._fetchall(
-            "SELECT name, head, updated_ts, events_bytes, base_seq, created_ts FROM docs "
+            "SELECT name, head, updated_ts, events_bytes, base_seq, created_ts, id FROM docs "
             "WHERE name = ?",
             (doc,),
         )

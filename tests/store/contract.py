@@ -496,6 +496,28 @@ class StoreContract(CursorContract):
         [[e]] = await store.append([("d", [ev()])])
         assert e.seq == 1  # a deleted document starts over
 
+    async def test_a_name_written_again_is_another_generation(self, store: EventStore) -> None:
+        """DocInfo.generation tells a document from the one deleted before it under its
+        name, whatever the clock says (created_ts is in milliseconds: a name deleted and
+        written again within one has the same): never given twice, also not to
+        another name, and not changed by what happens to the document afterwards."""
+        await store.append([("g", [ev(ts=5)]), ("other", [ev(ts=5)])])
+        first = await store.doc_info("g")
+        other = await store.doc_info("other")
+        assert first is not None and other is not None and first.generation is not None
+        assert other.generation != first.generation
+        await store.append([("g", [ev(ts=6)])])
+        later = await store.doc_info("g")
+        assert later is not None and later.generation == first.generation
+        assert [d.generation for d in await store.list_docs() if d.doc == "g"] == [first.generation]
+        seen = {first.generation, other.generation}
+        for _ in range(2):
+            await store.delete_doc("g")
+            await store.append([("g", [ev(ts=5)])])
+            again = await store.doc_info("g")
+            assert again is not None and again.generation not in seen, (again, seen)
+            seen.add(again.generation)
+
     async def test_rename_actor(self, store: EventStore) -> None:
         await store.append([("d", [ev("ann"), ev("bob"), ev("ann"), ev("bob")])])
         await store.append([("e", [ev("bob")])])
