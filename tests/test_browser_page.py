@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from editor_shapes import IMAGE_URL, write_blocknote, write_milkdown
 from playwright.sync_api import Page, expect
-from pycrdt import Map, XmlElement, XmlFragment, XmlText
+from pycrdt import Doc, Map, XmlElement, XmlFragment, XmlText
 from pycrdt import Text as YText
 from serverproc import REPO_ROOT, ServerProcess
 from test_browser import (  # noqa: F401 (browser: the fixture)
@@ -91,6 +91,83 @@ def close_toasts(page: Page) -> None:
     for close in page.locator(".toast .toast-close").all():
         close.click()
     expect(page.locator(".toast")).to_have_count(0)
+
+
+# ---------------------------------------------------------------- document list
+
+
+def write_text(base: str, doc: str, text: str) -> None:
+    """Append a Yjs update that writes `text` into the document's `content` (the admin
+    route the bulk import uses: a document a request, no websocket)."""
+    ydoc = Doc()
+    ydoc["content"] = YText(text)
+    request = urllib.request.Request(
+        f"{base}/api/docs/{urllib.parse.quote(doc)}/updates?user=tester",
+        data=ydoc.get_update(),
+        method="POST",
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as r:
+        assert r.status == 200, r.status
+
+
+def listed(page: Page) -> list[str]:
+    return list(page.eval_on_selector_all("#doc-rows tr", "rs => rs.map(r => r.dataset.doc)"))
+
+
+def test_the_list_shows_the_last_edited_first_and_pages_through_the_rest(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """A field tester's store of 20,003 documents: the page asked for the first 1,000 by
+    name, sorted those by time, and left out the document just edited (late in name
+    order) without a word. The server now sorts (sort=updated) and pages (next); the page
+    shows one page, says more follow, and "Show more" brings the rest, each once."""
+    late = f"zz-{doc_name}"
+    write_text(server.http_url, late, "old")
+    for i in range(130):
+        write_text(server.http_url, f"{doc_name}-{i:03}", f"doc {i}")
+    write_text(server.http_url, late, "edited last")  # the oldest, edited again
+
+    # every document the server lists, in its order (paged as any client pages)
+    http = Http(server.http_url)
+    everything: list[str] = []
+    after = ""
+    while True:
+        answer = http.get("/api/docs", sort="updated", limit=1000, after=after)
+        everything += [d["doc"] for d in answer["docs"]]
+        if answer["next"] is None:
+            break
+        after = answer["next"]
+    assert everything[0] == late and len(everything) > 100
+
+    page = people().new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{server.http_url}/?user=tester")
+    rows = page.locator("#doc-rows tr")
+    expect(rows).to_have_count(100)
+    assert listed(page)[0] == late
+    # the list says it is cut short, and how to see the rest
+    expect(page.locator("#doc-count")).to_have_text(
+        "The 100 most recently edited documents; older ones follow."
+    )
+    more = page.locator("#doc-more-btn")
+    expect(more).to_be_visible()
+
+    clicks = 0
+    while more.is_visible():
+        before = rows.count()
+        more.click()
+        clicks += 1
+        expect(rows).not_to_have_count(before)
+        assert clicks < 10, "Show more never ends"
+    expect(page.locator("#doc-count")).to_have_text(f"All {len(everything)} documents.")
+    shown = listed(page)
+    assert len(shown) == len(set(shown)), "a document listed twice"
+    assert shown == everything
+    # the last click took the button away: the focus is on the first row it brought
+    assert page.evaluate("() => document.activeElement.textContent") == shown[(clicks) * 100]
+    assert not errors
 
 
 # ---------------------------------------------------------------- keyboard

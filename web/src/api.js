@@ -88,7 +88,15 @@ export class Api {
 
   _doc (doc) { return `api/docs/${encodeURIComponent(doc)}` }
 
-  docs () { return this._fetch('GET', 'api/docs') }
+  /**
+   * One page of the document list, as the server orders and cuts it: `sort` 'name' or
+   * 'updated' (newest first), at most `limit`, after `after` (the previous page's
+   * `next`), names starting with `prefix`. The answer's `next` is null on the last page.
+   */
+  docs ({ sort, limit, after, prefix } = {}) {
+    return this._fetch('GET', 'api/docs', { params: { sort, limit, after, prefix } })
+  }
+
   events (doc, { after, limit, actor, since, until } = {}) {
     return this._fetch('GET', `${this._doc(doc)}/events`, { params: { after, limit, actor, since, until } })
   }
