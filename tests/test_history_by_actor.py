@@ -454,3 +454,92 @@ async def test_a_formatted_text_keeps_a_writers_embeds_and_formatting(
             ("format", "world", "bob", {"bold": True}, {}),
             ("omitted", "\n", None, None, None),
         ]  # fmt: skip
+
+
+async def test_an_elements_attributes_are_each_their_setters(server: RunningServer) -> None:
+    """A field tester's heading: Ann sets its level 1 -> 2, then Bob its align left ->
+    right. The diff's one format op named Bob for both, and `?actor=ann` kept that op, Bob's
+    name on it. Now each attribute that differs names who last set it (`changed`), and a
+    writer's diff keeps only their attributes' change, named for them; Cat, who only typed
+    in the heading, sees it as an equal node holding her word."""
+    async with (
+        client.connect(server.ws_url, "heading", user="ann") as ann,
+        client.connect(server.ws_url, "heading", user="bob") as bob,
+        client.connect(server.ws_url, "heading", user="cat") as cat,
+    ):
+
+        def heading(s: client.Session) -> XmlElement:
+            node = s.doc.get("default", type=XmlFragment).children[0]
+            assert isinstance(node, XmlElement)
+            return node
+
+        ann.doc.get("default", type=XmlFragment).children.append(
+            XmlElement("heading", {"level": "1", "align": "left"}, [XmlText("Title")])
+        )
+        await ann.flush()
+        await bob.wait_for(lambda: "Title" in str(bob.doc.get("default", type=XmlFragment)))
+        start = await server.backend.store.head("heading")
+        heading(ann).attributes["level"] = "2"
+        await ann.flush()
+        level = await server.backend.store.head("heading")
+        await bob.wait_for(lambda: heading(bob).attributes.get("level") == "2")
+        heading(bob).attributes["align"] = "right"
+        await bob.flush()
+        align = await server.backend.store.head("heading")
+        await cat.wait_for(lambda: heading(cat).attributes.get("align") == "right")
+        title = heading(cat).children[0]
+        assert isinstance(title, XmlText)
+        title.insert(5, "!")
+        await cat.flush()
+        await ann.wait_for(lambda: "Title!" in str(heading(ann)))
+    assert start < level < align
+
+    async with httpx.AsyncClient(base_url=server.url, params={"user": "teacher"}) as c:
+
+        async def diff(**actor: str) -> list[dict[str, Any]]:
+            r = await c.get("/api/docs/heading/diff", params={"from": start, **actor})
+            assert r.status_code == 200, r.text
+            nodes: list[dict[str, Any]] = r.json()["roots"]["default"]["nodes"]
+            _valid(nodes, "XmlDiffNode")
+            return nodes
+
+        def shape(node: dict[str, Any]) -> dict[str, Any]:
+            keys = ("op", "element", "actor", "seq", "attributes", "was", "changed")
+            return {k: node.get(k) for k in keys}
+
+        now = {"level": "2", "align": "right"}
+        [node] = await diff()
+        # one op, as before (its actor the last setter), each attribute's setter beside
+        assert shape(node) == {
+            "op": "format", "element": "heading", "actor": "bob", "seq": align,
+            "attributes": now, "was": {"level": "1", "align": "left"},
+            "changed": {"align": {"actor": "bob", "seq": align},
+                        "level": {"actor": "ann", "seq": level}},
+        }  # fmt: skip
+        [node] = await diff(actor="ann")
+        assert shape(node) == {
+            "op": "format", "element": "heading", "actor": "ann", "seq": level,
+            "attributes": now, "was": {"level": "1", "align": "right"},
+            "changed": {"level": {"actor": "ann", "seq": level}},
+        }  # fmt: skip
+        assert node["children"] == []  # (the text is nobody's change)
+        [node] = await diff(actor="bob")
+        assert shape(node) == {
+            "op": "format", "element": "heading", "actor": "bob", "seq": align,
+            "attributes": now, "was": {"level": "2", "align": "left"},
+            "changed": {"align": {"actor": "bob", "seq": align}},
+        }  # fmt: skip
+        [node] = await diff(actor="cat")
+        assert shape(node) == {
+            "op": "equal", "element": "heading", "actor": None, "seq": None,
+            "attributes": now, "was": None, "changed": None,
+        }  # fmt: skip
+        assert [(o["op"], o["text"], o["actor"]) for o in node["children"][0]["ops"]] == [
+            ("omitted", "", None), ("insert", "!", "cat")
+        ]  # fmt: skip
+        assert await diff(actor="dan") == []
+        # both named: the change of each
+        [node] = await diff(actor=["ann", "bob"])  # type: ignore[arg-type]
+        assert (node["actor"], node["was"], sorted(node["changed"])) == (
+            "bob", {"level": "1", "align": "left"}, ["align", "level"]
+        )  # fmt: skip

@@ -980,9 +980,17 @@ def _fill(kid: XNode, entry: dict[str, Any], ctx: _DiffContext, in_a: bool, in_b
         was = _attributes(kid, ctx.va[id(kid)])
         if was != now:  # who set the attributes that differ, last
             differ = {k for k in was.keys() | now.keys() if was.get(k) != now.get(k)}
-            by = [s for s, k in kid.changes if ctx.a < s <= ctx.b and k in differ]
-            entry.update(op="format", actor=ctx.actor(by[-1]) if by else None,
-                         seq=by[-1] if by else None, was=was)  # fmt: skip
+            last: dict[str, int] = {}
+            for s, k in kid.changes:
+                if ctx.a < s <= ctx.b and k in differ:
+                    last[k] = s
+            by = max(last.values(), default=None)
+            # and each one's setter: Ann's level and Bob's align are one op, named for
+            # the later; `changed` keeps Ann's, so that ?actor= can keep hers alone
+            changed = {k: {"actor": ctx.actor(last[k]) if k in last else None,
+                           "seq": last.get(k)} for k in sorted(differ)}  # fmt: skip
+            entry.update(op="format", actor=ctx.actor(by) if by else None, seq=by, was=was,
+                         changed=changed)  # fmt: skip
     if kid.kind == ELEMENT:
         entry["children"] = _diff(kid, ctx, in_a, in_b, gone)
 

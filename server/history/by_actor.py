@@ -108,6 +108,8 @@ class _Filter:
 
     def diff_node(self, node: Run) -> tuple[Run, bool]:
         """An XML diff node filtered, and whether it is kept."""
+        if node.get("op") == "format" and isinstance(node.get("changed"), dict):
+            node = self.reformatted(node)
         made = node.get("op") in _CHANGES and node.get("actor") in self.actors
         if isinstance(node.get("ops"), list):
             ops, mine = self.runs(node["ops"])
@@ -116,6 +118,30 @@ class _Filter:
             kids = self.nodes(node["children"], self.diff_node)
             return {**node, "children": kids}, bool(kids) or made
         return node, made
+
+    def reformatted(self, node: Run) -> Run:
+        """A format node (its attributes or entries differ) as the actors' events left
+        it: `changed` only the attributes they last set, named for the last of those, and
+        `was` the later attributes with only those set back (so `was` and the later ones
+        differ in theirs alone). None of theirs: an ``equal`` node, nobody's, as
+        others' reformatting of a text is omitted. (One op named for whoever set any
+        attribute last credited Ann's level to Bob, who set the align after her.)"""
+        changed: dict[str, Any] = node["changed"]
+        theirs = {k: v for k, v in changed.items() if v.get("actor") in self.actors}
+        if not theirs:
+            rest = {k: v for k, v in node.items() if k not in ("was", "changed")}
+            return {**rest, "op": "equal", "actor": None, "seq": None}
+        key = "map" if isinstance(node.get("map"), dict) else "attributes"
+        was: dict[str, Any] = dict(node.get(key) or {})
+        before: dict[str, Any] = node.get("was") or {}
+        for k in theirs:
+            if k in before:
+                was[k] = before[k]
+            else:
+                was.pop(k, None)
+        seq = max(v["seq"] for v in theirs.values())
+        actor = next(v["actor"] for v in theirs.values() if v["seq"] == seq)
+        return {**node, "actor": actor, "seq": seq, "was": was, "changed": theirs}
 
     @staticmethod
     def nodes(nodes: list[Run], one: Callable[[Run], tuple[Run, bool]]) -> list[Run]:
