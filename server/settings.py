@@ -180,6 +180,12 @@ class Settings:
     undo_group_max_events: int = 10_000
     undo_group_max_bytes: int = 8 * 1024 * 1024
     undo_group_idle_ms: int = 60_000
+    #: roots of a document that undo, redo, revert and restore leave as they are now
+    #: (comma-separated in PALIMPSEST_UNDO_SKIP_ROOTS): bookkeeping an editor keeps
+    #: beside the content, not what anyone wrote. A Y.PermanentUserData's map (what
+    #: y-prosemirror's attribution keeps in ``users``) is left alone without being named
+    #: here (server/bookkeeping.py; docs/undo.md, "Bookkeeping roots")
+    undo_skip_roots: tuple[str, ...] = ()
     #: largest number of events in one group commit
     commit_batch_max: int = 4096
     # --- the changefeed (docs/changefeed.md) ---

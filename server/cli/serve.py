@@ -134,6 +134,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--webhook-retry-max", type=float,
         help="longest pause between retries of a failed delivery, seconds (default 60)",
     )  # fmt: skip
+    p.add_argument(
+        "--undo-skip-roots", action="append", metavar="ROOT",
+        help="a root that undo, redo, revert and restore leave as it is now: bookkeeping "
+        "beside the content (repeatable or comma-separated; env PALIMPSEST_UNDO_SKIP_ROOTS; "
+        "a Y.PermanentUserData map is left alone without it; docs/undo.md)",
+    )  # fmt: skip
     p.add_argument("--log-json", action="store_true", default=None, help="JSON log lines")
     p.add_argument("--log-level", help="debug, info, warning, error (default info)")
     p.set_defaults(func=run)
@@ -175,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
             webhook_secret=args.webhook_secret,
             webhook_max_failures=args.webhook_max_failures,
             webhook_retry_max=args.webhook_retry_max,
+            undo_skip_roots=_roots(args.undo_skip_roots),
             log_json=args.log_json,
             log_level=args.log_level,
         )
@@ -246,6 +253,14 @@ def run(args: argparse.Namespace) -> int:
     logs.echo(f"palimpsest: cannot start: {failure.reason(settings)}", sys.stderr)
     logs.flush()
     return STARTUP_FAILED
+
+
+def _roots(flags: list[str] | None) -> tuple[str, ...] | None:
+    """--undo-skip-roots as given (repeated, or comma-separated as its variable is);
+    None when not given: the variable, or the default, holds."""
+    if not flags:
+        return None
+    return tuple(r.strip() for flag in flags for r in flag.split(",") if r.strip())
 
 
 def _open_files(reserve: int) -> None:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pycrdt import Array, Doc, Map, Text, XmlFragment, merge_updates
 
 from .. import cpu_account, subdoc_options
+from ..bookkeeping import bookkeeping_of
 from ..deletion import missing
 from ..errors import BadRequest, Conflict, LogDamaged, NotFound, StoreError, StoreUnavailable
 from ..limits import Limits
@@ -235,13 +236,21 @@ def _restore_parts(
     types: dict[str, str],
     writers: dict[str, Writers],
     items: dict[str, list[Any]] | None = None,
+    skip_roots: tuple[str, ...] = (),
 ) -> list[tuple[bytes, dict[Any, int] | None]]:
     """Restore's change: every root of `live` made equal to `target`'s, in
-    transactions of `actor`'s (one event: Room.server_change merges them). Each
+    transactions of `actor`'s (one event: Room.server_change merges them), but the
+    bookkeeping roots (`skip_roots`, settings.undo_skip_roots, and a
+    Y.PermanentUserData's map: server/bookkeeping.py), which keep what they hold now:
+    restored to a version before a user came, PUD's map lost their entry, and every
+    PUD client threw. Each
     plain text root blame named writers for (`writers`) is a transaction of its own,
     so that what it took out counts for them (removed.change_in_parts): the updates
     made and, for those, who wrote what they took out (None: the items' owners say).
     `items`: the items of `live`'s root arrays (render.copy_with_items)."""
+    skip = bookkeeping_of((live, target), types, skip_roots)
+    if skip:
+        types = {n: t for n, t in types.items() if n not in skip}
     own = sorted(n for n in writers if types.get(n) == TEXT)
     groups = [{n: TEXT} for n in own]
     groups.append({n: t for n, t in types.items() if n not in writers or t != TEXT})
@@ -273,6 +282,7 @@ def _plan(
     known: dict[str, str],
     writers: dict[str, Writers],
     owners: Owners,
+    skip_roots: tuple[str, ...] = (),
 ) -> _Plan:
     """History._plan_restore's work, in a worker thread: a copy of the live document
     (`state`, under its `client_id`, its root arrays' items read as it is built), the
@@ -285,7 +295,7 @@ def _plan(
     arrays = [n for n, t in types.items() if t == ARRAY]
     live, items = copy_with_items(state, arrays, client_id)
     clock = _clock(live)
-    parts = _restore_parts(actor, live, target, types, writers, items)
+    parts = _restore_parts(actor, live, target, types, writers, items, skip_roots)
     change = change_in_parts(live, owners, parts) if parts else Change({}, (0, 0))
     return _Plan(seq, clock, parts, change)
 
@@ -1046,7 +1056,7 @@ class History:
         live_types, names = typed_roots(live), list(live.keys())
         return await cpu_account.to_thread(
             _plan, actor, seq, state, client_id, live_types, names, target, known, writers,
-            owners,
+            owners, self.backend.settings.undo_skip_roots,
         )  # fmt: skip
 
     def _make_equal(
@@ -1061,7 +1071,9 @@ class History:
         known = self.types(doc, target)
         live_types = typed_roots(live)
         types = _restore_types(live, live_types, list(live.keys()), known)
-        return _restore_parts(actor, live, target, types, writers)
+        return _restore_parts(
+            actor, live, target, types, writers, skip_roots=self.backend.settings.undo_skip_roots
+        )
 
     async def _writers_for_restore(self, doc: str, seq: int) -> dict[str, Writers]:
         """Per plain text root: its text at the head and who wrote each code point, and

@@ -73,8 +73,10 @@ class Undo(Extension):
         max_depth: int = 200,
         max_group: int = 1000,
         groups: GroupLimits | None = None,
+        skip_roots: tuple[str, ...] = (),
     ) -> None:
         self.capture_ms = capture_ms
+        self.skip_roots = skip_roots
         self.max_depth = max_depth
         self.max_group = max_group
         self.groups = groups or GroupLimits()
@@ -86,6 +88,7 @@ class Undo(Extension):
             settings.undo_max_depth,
             settings.undo_max_group,
             GroupLimits.from_settings(settings),
+            settings.undo_skip_roots,
         )
 
     def setup(self, backend: Backend) -> None:
@@ -96,7 +99,9 @@ class Undo(Extension):
         return room.state(RoomUndo, self._new_state)
 
     def _new_state(self, room: Room) -> RoomUndo:
-        state = RoomUndo(room, self.capture_ms, self.max_depth, self.max_group, self.groups)
+        state = RoomUndo(
+            room, self.capture_ms, self.max_depth, self.max_group, self.groups, self.skip_roots
+        )
         state.load_meta(room.snapshot_meta.get(META_KEY))
         return state
 

@@ -53,6 +53,7 @@ from pycrdt import (
 )
 
 from .. import protocol as P
+from ..bookkeeping import bookkeeping_roots
 from ..commit import Committer
 from ..errors import FATAL
 from ..history.render import ARRAY, MAP, TEXT, XML, jsonable, xml_string
@@ -154,6 +155,7 @@ class RoomUndo:
         max_depth: int,
         max_group: int = 1000,
         groups: GroupLimits | None = None,
+        skip_roots: Iterable[str] = (),
     ) -> None:
         self.room = room
         self.capture_ms = int(capture_ms)
@@ -162,6 +164,9 @@ class RoomUndo:
         self.max_group = max(1, int(max_group))
         #: the bounds of a step of an explicit group (open_group ... close_group)
         self.groups = groups or GroupLimits()
+        #: roots an undo leaves as they are (settings.undo_skip_roots), besides those that
+        #: look like a Y.PermanentUserData's (server/bookkeeping.py)
+        self.skip_roots = tuple(skip_roots)
         self.actors: dict[str, Stacks] = {}
         #: stacks from a snapshot's meta, decoded when their actor is first needed:
         #: loading a document costs nothing for the stacks of people who are not around
@@ -616,12 +621,17 @@ class RoomUndo:
     # --- performing --------------------------------------------------------------------
 
     def scopes(self, doc: Doc[Any]) -> list[Any]:
+        """The roots a revert may change: all but the bookkeeping ones (bookkeeping.py:
+        a Y.PermanentUserData's map, the roots of ``skip_roots``), which Yjs's
+        UndoManager, scoped to the types it tracks, never reverts either: what a step
+        wrote there stays."""
         roots = dict(doc.items())
         untyped = [name for name, root in roots.items() if root is None]
         if untyped:
             for name, kind in infer_root_types(doc, untyped).items():
                 roots[name] = doc.get(name, type=_ROOT_TYPES[kind])
-        return [r for r in roots.values() if r is not None]
+        skip = bookkeeping_roots(roots, self.skip_roots)
+        return [r for name, r in roots.items() if r is not None and name not in skip]
 
     def revert(
         self,
@@ -815,6 +825,7 @@ async def fold(
             settings.undo_max_depth,
             settings.undo_max_group,
             GroupLimits.from_settings(settings),
+            settings.undo_skip_roots,
         )
         state.load_meta(snap.meta.get(META_KEY) if snap is not None else None)
         room.owners.restore(snap.meta.get(OWNERS_KEY) if snap is not None else None)

@@ -211,13 +211,13 @@ def _observe(doc: Doc[Any], events: list[Event], writer: str, did: Did) -> None:
         doc.unobserve(sub)
 
 
-def _undo_state(room: Room) -> tuple[RoomUndo, Callable[[], None]]:
+def _undo_state(room: Room, skip_roots: tuple[str, ...]) -> tuple[RoomUndo, Callable[[], None]]:
     """The room's undo state, or (undo not served) one for this change alone, and what
-    to call when done with it."""
+    to call when done with it. `skip_roots`: settings.undo_skip_roots."""
     state = room.peek(RoomUndo)
     if state is not None:
         return state, lambda: None
-    temp = RoomUndo(room, 0, 1)
+    temp = RoomUndo(room, 0, 1, skip_roots=skip_roots)
     return temp, temp.close
 
 
@@ -264,7 +264,7 @@ async def revert(
     if not did.seqs:
         return Reverted(None, 0, did)
     room = await backend.rooms.get(doc)
-    state, done = _undo_state(room)
+    state, done = _undo_state(room, backend.settings.undo_skip_roots)
     try:
         copies: list[list[str]] = []
         kept: list[Kept] = []
@@ -291,7 +291,7 @@ async def preview(
     nothing is written. ``change`` None: nothing to revert."""
     did = await what_they_did(backend.store, doc, writer, since, until)
     room = await backend.rooms.get(doc)
-    state, done = _undo_state(room)
+    state, done = _undo_state(room, backend.settings.undo_skip_roots)
     try:
         head = room.seq
         if not did.seqs:
