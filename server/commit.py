@@ -40,10 +40,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from .errors import StoreError, StoreUnavailable
+from .errors import DeletedMeanwhile, StoreError, StoreUnavailable
 from .hook_timing import CLOCK
 from .lifecycle import Service
-from .store.base import EVENT_CLOCK, Event, EventStore, NewEvent
+from .store.base import EVENT_CLOCK, Event, EventStore, NewEvent, takes_floors
 
 log = logging.getLogger("palimpsest.commit")
 
@@ -101,6 +101,9 @@ class _Append:
     events: Sequence[NewEvent]
     future: asyncio.Future[list[Event]]
     hold: Callable[[], bool] | None
+    #: the head the document must have at least (the room's seq before the batch):
+    #: EventStore.append's floor
+    floor: int = 0
     #: a transaction with it failed before: it may have committed all the same
     tried: bool = False
 
@@ -155,6 +158,9 @@ class Committer(Service):
         #: withdraws as it takes the work up): the appends that may come in this turn of
         #: the loop, see ``append``
         self.coming: dict[str, object] = {}
+        #: the store's append function, and whether it takes floors (``_takes_floors``)
+        self._append_fn: object = None
+        self._floors = False
 
     async def start(self) -> None:
         self._closing = False
@@ -229,10 +235,23 @@ class Committer(Service):
         return time.monotonic() - (self.last_commit or self._created)
 
     async def append(
-        self, doc: str, events: Sequence[NewEvent], *, hold: Callable[[], bool] | None = None
+        self,
+        doc: str,
+        events: Sequence[NewEvent],
+        *,
+        hold: Callable[[], bool] | None = None,
+        floor: int = 0,
     ) -> list[Event]:
         """Append durably; returns the stored events. With ``hold``, a transient refusal
         of the store is waited out (see the module docstring) while hold() is True.
+
+        `floor`: the seq the caller (a room) has seen of `doc`. The store appends only
+        while the document's head is at least that, in the same transaction (other
+        processes' appends only raise it); a head below it was deleted under the room,
+        and the append raises DeletedMeanwhile (410) without writing anything, rather
+        than make the document again from the room's copy of the deleted one. The other
+        appends of the transaction commit. (A store whose append takes no floors,
+        store.base.takes_floors, checks nothing.)
 
         When no transaction is in flight, the caller's own task runs the next one (with
         everything queued, its append included): a lone edit then reaches the store and
@@ -242,7 +261,7 @@ class Committer(Service):
         if self._task is None or self._task.done():
             raise StoreUnavailable("the committer is not running")
         fut: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
-        item = _Append(doc, events, fut, hold)
+        item = _Append(doc, events, fut, hold, floor)
         self._queue.append(item)
         if (
             not self._busy
@@ -331,7 +350,11 @@ class Committer(Service):
                 return False
         t0 = time.perf_counter()
         try:
-            results = await self.store.append([(a.doc, a.events) for a in take])
+            batches = [(a.doc, a.events) for a in take]
+            if self._takes_floors():
+                results = await self.store.append(batches, floors=[a.floor for a in take])
+            else:
+                results = await self.store.append(batches)
         except asyncio.CancelledError:
             # the caller that led this transaction was cancelled: the store may commit it
             # all the same, so the others' appends are settled (found in the log, or
@@ -357,9 +380,28 @@ class Committer(Service):
         if self.on_batch is not None:
             self.on_batch(n, time.perf_counter() - t0)
         for a, stored in zip(take, results, strict=True):
-            if not a.future.done():
+            if a.future.done():
+                continue
+            if a.events and not stored:  # below its floor: deleted under its room
+                log.warning(
+                    "%s: an append of %d events was refused: the document's log was "
+                    "deleted under the room that had seen seq %d",
+                    a.doc, len(a.events), a.floor,
+                )  # fmt: skip
+                a.future.set_exception(DeletedMeanwhile(a.doc))
+            else:
                 a.future.set_result(stored)
         return False
+
+    def _takes_floors(self) -> bool:
+        """Whether the store's append takes floors (store.base.takes_floors), asked again
+        when its append is another (a wrapper set on the instance)."""
+        fn = self.store.append
+        key = getattr(fn, "__func__", fn)
+        if key is not self._append_fn:
+            self._append_fn = key
+            self._floors = takes_floors(fn)
+        return self._floors
 
     def _refused(self, err: StoreError, take: list[_Append], took: float) -> bool:
         """Fail what cannot wait, put back (first in line) what holds. True if any held.

@@ -8,8 +8,18 @@ fan-out. Each of them learns of a deletion in one of three ways:
 - the fan-out message (at once): connections closed with 4404, room dropped;
 - its gap check (when the message was lost): a loaded room whose seq is past the store's
   head, which only a deletion makes go back;
-- a commit that lands at a seq not past the room's own (an edit the stale room took in
-  between): the room is dropped the same way.
+- a commit of the stale room (an edit it took in between, a server change): the store
+  refuses it, since the room's seq (the append's floor, EventStore.append) is past the
+  document's head, and writes nothing of it; the room is dropped the same way
+  (Room._fail, DeletedMeanwhile: 4404 with the deletion's reason, 410 over HTTP). With
+  a store that takes no floors the commit lands at a seq not past the room's own, and
+  ``Deletion.on_logged`` drops the room after it.
+
+The same refusal keeps out a room that loaded the document on this very process while
+``delete_document`` ran, between dropping the rooms and deleting the log: it held the
+old document, and its first commit (the page's close of an undo group, queued there and
+committed as the deletion drops that room) was logged at seq 1 of the emptied log, the
+document made again with one event of the deleted one.
 
 The name can be used again: a new document starts empty (a new generation). What it must
 never take in is the deleted content. Every room loads the tombstone and refuses an
@@ -29,7 +39,7 @@ from typing import TYPE_CHECKING
 from pycrdt import get_state
 
 from . import protocol as P
-from .errors import FATAL, Deleted, NotFound, ProtocolError, StoreError
+from .errors import FATAL, Deleted, NotFound, ProtocolError, StoreError, deleted_reason
 from .extensions import Client, Extension
 from .origins import Origin, PeerOrigin
 from .room import Room
@@ -80,12 +90,6 @@ async def tombstone_for(store: EventStore, doc: str, room: Room | None = None) -
     store), with any earlier tombstone's."""
     sv = room.doc.get_state() if room is not None else (await load(store, doc)).doc.get_state()
     return merge_state_vectors(await store.tombstone(doc), sv)
-
-
-def deleted_reason(doc: str) -> str:
-    """The 4404 reason for a document deleted by someone: it names no one (every user
-    connected reads it; who deleted it is in the server's log)."""
-    return f"the document was deleted ({doc!r})"
 
 
 def close_peers(room: Room, reason: str) -> int:
@@ -158,7 +162,8 @@ def refuse_deleted_content(room: Room, tomb: dict[int, int], sv: dict[int, int])
 
 class Deletion(Extension):
     """Every room knows the tombstone of its name; a room whose log was deleted under it
-    is dropped: when a commit lands at a seq it had already, or when events reach it
+    is dropped: when a commit lands at a seq it had already (a store that takes no
+    floors: the others refuse that commit, see the module docstring), or when events reach it
     from the store rather than the fan-out and the store's tombstone is newer than the
     one it loaded with (a deletion whose message was lost, and a new document of the
     name past the room's seq already: a commit there jumps ahead)."""

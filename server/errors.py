@@ -148,6 +148,33 @@ class Deleted(NotFound):
     http_status = 410
 
 
+def deleted_reason(doc: str) -> str:
+    """The 4404 reason for a document deleted by someone: it names no one (every user
+    connected reads it; who deleted it is in the server's log). It says "was deleted", as
+    refuse_deleted_content's does: the Python client tells a deleted document (its
+    ``Deleted``) from another 4404 by those words."""
+    return f"the document was deleted ({doc!r})"
+
+
+class DeletedMeanwhile(Deleted):
+    """The store refused a room's append: the document's log was deleted under the room
+    (its head is below the seq the room had seen: EventStore.append's floors), by a
+    deletion that raced the room's load or that this process was not told of. Nothing
+    was written. The room is dropped, its connections closed with 4404 and ``reason``
+    (server.room.Room._fail); an HTTP caller of the change gets 410 ``Deleted``."""
+
+    error_name = "Deleted"  # the answer of every other route for a deleted document
+
+    def __init__(self, doc: str) -> None:
+        super().__init__(
+            f"document {doc!r} was deleted while this change was being made: nothing was "
+            "written; what is written under its name now starts it anew"
+        )
+        self.doc = doc
+        #: the words for a close frame
+        self.reason = deleted_reason(doc)
+
+
 class BadRequest(PalimpsestError):
     close_code = 4400
     http_status = 400

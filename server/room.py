@@ -42,6 +42,7 @@ from .closes import RELOADING, STORE_FAILED
 from .doc_observers import DocObservers
 from .errors import (
     FATAL,
+    DeletedMeanwhile,
     DocumentBroken,
     FrameTooLarge,
     HookWroteDocument,
@@ -131,7 +132,12 @@ class Committer(Protocol):
     def withdraw(self, doc: str, owner: object) -> None: ...
 
     async def append(
-        self, doc: str, events: Sequence[NewEvent], *, hold: Callable[[], bool] | None = None
+        self,
+        doc: str,
+        events: Sequence[NewEvent],
+        *,
+        hold: Callable[[], bool] | None = None,
+        floor: int = 0,
     ) -> list[Event]: ...
 
 
@@ -396,7 +402,13 @@ class Room:
             self._presence_timer = None
         self._send_presence()  # (what is pending goes now: nobody flushes it later)
         if self._task is not None and not self._task.done():
-            await self.flush()
+            try:
+                await self.flush()
+            except StoreError:
+                if not isinstance(self.broken, DeletedMeanwhile):
+                    raise
+                # its log was deleted under it: what was queued was refused, and those
+                # waiting for it were told (Room._fail); the deletion goes on
             await cancel_and_wait(self._task)
         self.closed = True
 
@@ -867,6 +879,8 @@ class Room:
         made on a copy of the document (`update`: the update `change` applies, when it
         is known beforehand): one of them may refuse it, and nothing is logged."""
         self.observer.server_change(self, actor, kind)  # (an extension may refuse it)
+        if isinstance(self.broken, DeletedMeanwhile):  # (_push says "reloaded")
+            raise DeletedMeanwhile(self.name)
         fut: asyncio.Future[Event | None] = asyncio.get_running_loop().create_future()
         meta = {} if meta is None else meta
         self._push(_ServerChange(actor, kind, change, meta, fut, always, update))
@@ -938,7 +952,7 @@ class Room:
                         f"{ev.seq}, {ev.kind}) while this one seeded the document; load it "
                         "again"
                     )
-            stored = await self._committer.append(self.name, [new])
+            stored = await self._committer.append(self.name, [new], floor=self.seq)
             return await self._own_event(stored, update)
 
     async def _own_event(self, stored: list[Event], update: bytes) -> Event:
@@ -1037,6 +1051,8 @@ class Room:
                     raise
                 if isinstance(e, HookWroteDocument):  # the dispatcher said whose hook
                     log.error("room %s: %s", self.name, e)
+                elif isinstance(e, DeletedMeanwhile):  # the store refused its append
+                    log.warning("room %s: %s; dropping the room", self.name, e)
                 else:
                     log.exception("room %s pipeline failed", self.name)
                 # and what was queued meanwhile: its waiters are told too
@@ -1071,7 +1087,8 @@ class Room:
         ts = now_ms()
         new = [NewEvent(u.peer.actor, "edit", u.update, u.meta, ts) for u in batch]
         try:
-            stored = await self._committer.append(self.name, new, hold=self._hold)
+            # (floor: a log deleted under the room refuses it, DeletedMeanwhile)
+            stored = await self._committer.append(self.name, new, hold=self._hold, floor=self.seq)
         except StoreError as e:
             # Refused for good, or held past the bound. Nothing was logged, applied or
             # acknowledged: the senders come back later and re-send through sync step 2.
@@ -1261,7 +1278,7 @@ class Room:
             new = NewEvent(item.actor, item.kind, update, dict(item.meta), self.current_ts)
             # held like client edits while the store refuses writes: the live doc already
             # has the change, so giving up means reloading the room
-            stored = await self._committer.append(self.name, [new], hold=self._hold)
+            stored = await self._committer.append(self.name, [new], hold=self._hold, floor=self.seq)
             ev = await self._own_event(stored, update)
             if not item.future.done():
                 item.future.set_result(ev)
@@ -1552,14 +1569,26 @@ class Room:
                 await res
 
     def _fail(self, error: BaseException, rest: Sequence[_Item]) -> None:
+        """Drop the room after `error`: its clients reconnect (1013) and the next load
+        is the log's. A log deleted under the room (DeletedMeanwhile) has nothing to
+        load: its clients are closed with 4404 and the deletion's reason, as the
+        deletion's own closes them, and a server change queued on it is told the
+        document was deleted (410 over HTTP)."""
         self.broken = error
+        if isinstance(error, DeletedMeanwhile):
+            code, reason = error.close_code, error.reason
+        else:
+            code, reason = 1013, f"{RELOADING}, reconnect"
         for item in rest:
             if isinstance(item, _ServerChange | _Barrier) and not item.future.done():
-                item.future.set_exception(StoreError(f"room {self.name!r} failed: {error}"))
+                if isinstance(error, DeletedMeanwhile) and isinstance(item, _ServerChange):
+                    item.future.set_exception(DeletedMeanwhile(self.name))
+                else:  # (a flush's waiter reads StoreError as "the room is gone")
+                    item.future.set_exception(StoreError(f"room {self.name!r} failed: {error}"))
             elif isinstance(item, _ClientUpdate):
-                item.peer.close(1013, f"{RELOADING}, reconnect")
+                item.peer.close(code, reason)
         for peer in list(self.peers.values()):
-            peer.close(1013, f"{RELOADING}, reconnect")
+            peer.close(code, reason)
         if self._on_broken is not None:
             self._on_broken(self, error)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from pycrdt import Doc
 
-from .errors import HookWroteDocument, LogDamaged
+from .errors import DeletedMeanwhile, HookWroteDocument, LogDamaged
 from .log_damage import check_loaded
 from .origins import ReplayOrigin
 from .room import PRESENCE_BATCH, PRESENCE_TIMEOUT, LoadInfo, Room, RoomObserver
@@ -221,9 +221,13 @@ class Rooms:
     def _broken(self, room: Room, error: BaseException) -> None:
         if self._rooms.get(room.name) is room:
             del self._rooms[room.name]
-        log.error(
-            "room %s dropped after a failure (%r); the next connection reloads it", room.name, error
-        )
+        if isinstance(error, DeletedMeanwhile):  # not a failure: said by the room already
+            log.info("room %s dropped: its log was deleted under it", room.name)
+        else:
+            log.error(
+                "room %s dropped after a failure (%r); the next connection reloads it",
+                room.name, error,
+            )  # fmt: skip
         room.observer.unloaded(room)
 
     def release(self, room: Room) -> None:

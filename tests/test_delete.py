@@ -145,7 +145,9 @@ async def test_a_room_that_missed_the_deletion_drops_itself_at_its_next_commit(
     tmp_path: Path, capfd: pytest.CaptureFixture[str], how: str
 ) -> None:
     """`palimpsest delete` on the database under a running server (no fan-out to tell
-    it): the room commits its next change at a seq it already had, and drops itself."""
+    it): the store refuses the room's next change (its seq is past the emptied log's
+    head), and the room drops itself. (The change was logged at seq 1 until 6 Dec 2026:
+    the document came back with one event of the deleted one.)"""
     db = tmp_path / "db"
     async with serving(make_settings(db)) as srv:
         async with connect(srv.ws_url, "d2", "ann") as a:
@@ -162,6 +164,8 @@ async def test_a_room_that_missed_the_deletion_drops_itself_at_its_next_commit(
             await eventually(lambda: "d2" not in srv.backend.rooms, what="the room is dropped")
         async with open_store(f"sqlite:///{db}") as store:
             assert await store.latest_snapshot("d2") is None  # no final snapshot of it
+            assert await store.doc_info("d2") is None  # nothing of it written again
+            assert await store.tombstone("d2")
         async with connect(srv.ws_url, "d2", "bob") as b:
             assert "old text" not in b.content
 

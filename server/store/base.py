@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import logging
 import time
@@ -470,6 +471,28 @@ def check_durability(durability: str) -> str:
     return durability
 
 
+def floors_of(batches: Sequence[object], floors: Sequence[int] | None) -> list[int]:
+    """EventStore.append's floors, one per batch (0 each when none are given)."""
+    if floors is None:
+        return [0] * len(batches)
+    if len(floors) != len(batches):
+        raise ValueError(f"{len(floors)} floors for {len(batches)} batches: one per batch")
+    return [int(f) for f in floors]
+
+
+def takes_floors(append: Callable[..., Any]) -> bool:
+    """Whether a store's append (the bound method) takes ``floors``. A store made for an
+    earlier version (an EventStore of one's own, a subclass whose append overrides the
+    built-in one's, a wrapper set on the instance) does not: the committer gives it
+    none, and a room whose log was deleted under it is found out after its commit
+    (server.deletion.Deletion.on_logged), not before."""
+    try:
+        params = inspect.signature(append).parameters
+    except (TypeError, ValueError):
+        return False
+    return "floors" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
 class EventStore(Service, ABC):
     """Where events, snapshots and tags live. Used with ``async with`` or start()/stop()."""
 
@@ -534,14 +557,28 @@ class EventStore(Service, ABC):
     # --- the log ---------------------------------------------------------------------
 
     @abstractmethod
-    async def append(self, batches: Sequence[tuple[str, Sequence[NewEvent]]]) -> list[list[Event]]:
+    async def append(
+        self,
+        batches: Sequence[tuple[str, Sequence[NewEvent]]],
+        floors: Sequence[int] | None = None,
+    ) -> list[list[Event]]:
         """Append every batch atomically; returns the stored events, batch by batch.
 
         An event's ts is its writer's clock (NewEvent.ts) raised, when that is earlier,
         to the ts of the document's previous event, in the transaction that gives it its
         seq: a document's ts never decrease in seq order, whatever the clocks of the
         processes writing it (a clock stepped back by NTP, two servers minutes apart),
-        so that "the version at time T" (seq_at) is one prefix of its log."""
+        so that "the version at time T" (seq_at) is one prefix of its log.
+
+        `floors`, one per batch: the head its document must have at least, as read in
+        the same transaction before this append's events (a room's seq before its
+        batch: the committer gives it, see commit.Committer.append). A head only grows,
+        other processes' appends included, except when the document is deleted: a head
+        below the floor means the log was deleted under the writer, and appending would
+        make the document again from the deleted one (a stale room's event at seq 1).
+        Such a batch is left out, and its list comes back empty; the others commit. 0,
+        or no floors, checks nothing (the default, and what a store that does not take
+        the argument does: the committer then gives none, see takes_floors)."""
 
     async def end_unanswered_appends(self) -> None:  # noqa: B027 - nothing to end by default
         """Make final the outcome of every append of this process that got no answer (a

@@ -26,6 +26,7 @@ from .base import (
     Tag,
     checksum,
     derived_from_row,
+    floors_of,
     now_ms,
     renamed_snapshot_row,
     rising,
@@ -97,11 +98,21 @@ class MemoryStore(EventStore):
     async def identity(self) -> str | None:
         return f"memory:{id(self)}"  # the processes sharing it: this one's backends
 
-    async def append(self, batches: Sequence[tuple[str, Sequence[NewEvent]]]) -> list[list[Event]]:
+    async def append(
+        self,
+        batches: Sequence[tuple[str, Sequence[NewEvent]]],
+        floors: Sequence[int] | None = None,
+    ) -> list[list[Event]]:
         self._check()
+        least = floors_of(batches, floors)
         async with self._lock:
+            # each floor against the head before this append (EventStore.append)
+            before = {doc: self._heads.get(doc, 0) for doc, _ in batches}
             out: list[list[Event]] = []
-            for doc, evs in batches:
+            for (doc, evs), floor in zip(batches, least, strict=True):
+                if before[doc] < floor:
+                    out.append([])  # the log was deleted under its writer
+                    continue
                 head = self._heads.get(doc, 0)
                 last = self._events.get(doc)
                 top = last[-1].ts if last else 0

@@ -56,6 +56,7 @@ from .base import (
     checksum,
     derived_from_row,
     dump_meta,
+    floors_of,
     now_ms,
     renamed_snapshot_row,
     rising,
@@ -433,28 +434,45 @@ async def _base_holds(conn: asyncpg.Connection, doc: str, seq: int, base: BaseMa
 #: first, as every writer of positions does, so positions become visible in commit
 #: order), the documents' rows in name order (``o`` reads ``p``, so it runs after it; two
 #: appenders cannot deadlock; a row lock reads the row's last committed version, also
-#: one committed while this statement waited for the lock), then their heads (``d``
-#: joins ``o``, so a row is locked before it is updated), then the events, numbered from
-#: the new heads and the reserved positions. An event's ts is at least the document's
-#: previous updated_ts (its last event's ts; ``f.floor``, see EventStore.append): when the
-#: document was made by another appender after this statement's snapshot, which ``o``
-#: then does not see, at least its new updated_ts. $1-$4 per document (name, events, last
-#: ts, bytes), $5 the number of events, $6-$13 per event (document, place among its
-#: document's events of this commit, that document's count, ts raised to those before it
-#: in this commit, actor, kind, update, meta). Returns each document's new head, the
-#: position before the first event and the floor of its ts.
+#: one committed while this statement waited for the lock, and skips a row deleted
+#: meanwhile), then the events whose batch's floor the document's head reaches (``x``,
+#: EventStore.append: a head below it was deleted under the writer; a row ``o`` does not
+#: see has head 0 here), numbered again among their document's, then the documents'
+#: heads (``d`` joins ``o``, so a row is locked before it is updated), then the events,
+#: numbered from the new heads and the reserved positions (a left-out event's position
+#: stays unused). An event's ts is at least the document's previous updated_ts (its
+#: last event's ts; ``f.floor``, see EventStore.append): when the document was made by
+#: another appender after this statement's snapshot, which ``o`` then does not see, at
+#: least its new updated_ts. $1 the documents' names, $2 the number of events, $3-$9
+#: per event (document, ts raised to those before it in this commit, actor, kind,
+#: update, meta, the floor of its batch). Returns per document its new head (NULL when
+#: none of its events was taken), the position before the first event, its id, the
+#: floor of its ts and its head as the floors were checked against.
 _APPEND = """
 WITH p AS (
-    UPDATE log_position SET pos = pos + $5 WHERE id = 1 RETURNING pos - $5 AS base
+    UPDATE log_position SET pos = pos + $2 WHERE id = 1 RETURNING pos - $2 AS base
 ), o AS (
-    SELECT o.name, o.updated_ts FROM docs AS o CROSS JOIN p
+    SELECT o.name, o.head, o.updated_ts FROM docs AS o CROSS JOIN p
     WHERE o.name = ANY($1::text[])
     ORDER BY o.name
     FOR NO KEY UPDATE OF o
+), x AS (
+    SELECT x.doc, x.ts, x.actor, x.kind, x.data, x.meta, x.i,
+        row_number() OVER (PARTITION BY x.doc ORDER BY x.i) AS k,
+        count(*) OVER (PARTITION BY x.doc) AS cnt
+    FROM unnest($3::text[], $4::bigint[], $5::int[], $6::int[], $7::bytea[], $8::text[],
+                $9::bigint[])
+         WITH ORDINALITY AS x(doc, ts, actor, kind, data, meta, least_head, i)
+    LEFT JOIN o ON o.name = x.doc
+    WHERE coalesce(o.head, 0) >= x.least_head
+), n AS (
+    SELECT x.doc AS name, count(*) AS cnt, max(x.ts) AS ts,
+        sum(octet_length(x.data))::bigint AS bytes
+    FROM x GROUP BY x.doc
 ), d AS (
     INSERT INTO docs AS d (name, head, created_ts, updated_ts, events_bytes)
     SELECT n.name, n.cnt, n.ts, n.ts, n.bytes
-    FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS n(name, cnt, ts, bytes)
+    FROM n
     LEFT JOIN o ON o.name = n.name
     CROSS JOIN p
     ORDER BY n.name
@@ -468,19 +486,21 @@ WITH p AS (
              WHEN d.head > n.cnt THEN coalesce(d.updated_ts, 0)
              ELSE 0 END AS floor
     FROM d
-    JOIN unnest($1::text[], $2::bigint[]) AS n(name, cnt) ON n.name = d.name
+    JOIN n ON n.name = d.name
     LEFT JOIN o ON o.name = d.name
 ), e AS (
     INSERT INTO log (doc, seq, pos, ts, actor, kind, data, meta)
     SELECT f.id, f.head - x.cnt + x.k, p.base + x.i, GREATEST(x.ts, f.floor), x.actor,
         x.kind, x.data, x.meta
-    FROM unnest($6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::int[],
-                $11::int[], $12::bytea[], $13::text[])
-         WITH ORDINALITY AS x(doc, k, cnt, ts, actor, kind, data, meta, i)
+    FROM x
     JOIN f ON f.name = x.doc
     CROSS JOIN p
 )
-SELECT f.name, f.head, p.base, f.id, f.floor FROM f CROSS JOIN p
+SELECT q.name, f.head, p.base, f.id, f.floor, coalesce(o.head, 0)
+FROM unnest($1::text[]) AS q(name)
+LEFT JOIN f ON f.name = q.name
+LEFT JOIN o ON o.name = q.name
+CROSS JOIN p
 """
 
 
@@ -1082,53 +1102,39 @@ class PostgresStore(EventStore):
         process interned reach this one's cache by loading them again."""
         return await decoded(read, self._load_symbols)
 
-    async def append(self, batches: Sequence[tuple[str, Sequence[NewEvent]]]) -> list[list[Event]]:
-        """One group commit in one statement, so one round trip (see ``_APPEND``)."""
+    async def append(
+        self,
+        batches: Sequence[tuple[str, Sequence[NewEvent]]],
+        floors: Sequence[int] | None = None,
+    ) -> list[list[Event]]:
+        """One group commit in one statement, so one round trip (see ``_APPEND``): the
+        floors are checked in it too."""
         batches = [(doc, list(evs)) for doc, evs in batches]
+        least = floors_of(batches, floors)
         if not any(evs for _, evs in batches):
             return [[] for _ in batches]
         await self._intern({n for _, evs in batches for ev in evs for n in (ev.actor, ev.kind)})
         ids = self._sym.ids
-        counts: dict[str, int] = {}
-        sizes: dict[str, int] = {}
-        last_ts: dict[str, int] = {}
-        for doc, evs in batches:
-            for ev in evs:
-                counts[doc] = counts.get(doc, 0) + 1
-                sizes[doc] = sizes.get(doc, 0) + len(ev.update)
-                last_ts[doc] = max(last_ts.get(doc, 0), ev.ts)
-        names = sorted(counts)
-        total = sum(counts.values())
-        # per event, in batch order: its document, its place among that document's
-        # events of this commit (1, 2, …) and that document's count of them
-        cols: list[list[Any]] = [[] for _ in range(8)]
-        nth: dict[str, int] = {}
+        names = sorted({doc for doc, evs in batches if evs})
+        total = sum(len(evs) for _, evs in batches)
+        # per event, in batch order: its document, its ts raised to those before it in
+        # this commit, actor, kind, update, meta and its batch's floor
+        cols: list[list[Any]] = [[] for _ in range(7)]
         rising: dict[str, int] = {}  # each document's ts so far in this commit
-        for doc, evs in batches:
+        for (doc, evs), floor in zip(batches, least, strict=True):
             for ev in evs:
-                k = nth[doc] = nth.get(doc, 0) + 1
                 ts = rising[doc] = max(rising.get(doc, ev.ts), ev.ts)
                 for col, v in zip(
                     cols,
-                    (doc, k, counts[doc], ts, ids[ev.actor], ids[ev.kind], ev.update,
-                     dump_meta(ev.meta) if ev.meta else None),
+                    (doc, ts, ids[ev.actor], ids[ev.kind], ev.update,
+                     dump_meta(ev.meta) if ev.meta else None, floor),
                     strict=True,
                 ):  # fmt: skip
                     col.append(v)
 
         async def run(conn: asyncpg.Connection) -> list[Any]:
             try:
-                return list(
-                    await conn.fetch(
-                        _APPEND,
-                        names,
-                        [counts[n] for n in names],
-                        [last_ts[n] for n in names],
-                        [sizes[n] for n in names],
-                        total,
-                        *cols,
-                    )
-                )
+                return list(await conn.fetch(_APPEND, names, total, *cols))
             except asyncpg.PostgresError:
                 raise  # PostgreSQL's answer: the statement did not commit
             except BaseException:
@@ -1139,25 +1145,44 @@ class PostgresStore(EventStore):
 
         rows = await self._run(run, "append")
         if len(rows) != len(names):
-            raise StoreError(f"PostgreSQL append: {len(rows)} documents updated, not {len(names)}")
+            raise StoreError(f"PostgreSQL append: {len(rows)} documents answered, not {len(names)}")
+        # which batches the floors let in: each document's head as the statement checked
+        # them, before its events (EventStore.append)
+        seen = {r[0]: int(r[5]) for r in rows}
+        taken = [
+            bool(evs) and seen[doc] >= floor
+            for (doc, evs), floor in zip(batches, least, strict=True)
+        ]
+        counts: dict[str, int] = {}
+        for (doc, evs), take in zip(batches, taken, strict=True):
+            if take:
+                counts[doc] = counts.get(doc, 0) + len(evs)
+        done = {r[0]: r for r in rows if r[1] is not None}
+        if set(done) != set(counts):
+            raise StoreError(
+                f"PostgreSQL append: documents {sorted(done)} written, not {sorted(counts)}"
+            )
         # the seq before this commit's first event of each document, and the position
         # before its first event: as the statement assigned them
-        nxt = {r[0]: int(r[1]) - counts[r[0]] for r in rows}
-        doc_ids = {r[0]: int(r[3]) for r in rows}
-        floors = {r[0]: int(r[4]) for r in rows}
+        nxt = {d: int(r[1]) - counts[d] for d, r in done.items()}
+        doc_ids = {d: int(r[3]) for d, r in done.items()}
+        ts_floors = {d: int(r[4]) for d, r in done.items()}
         pos = int(rows[0][2])
         out: list[list[Event]] = []
         written: list[tuple[Any, ...]] = []
         i = 0
-        for doc, evs in batches:
+        for (doc, evs), take in zip(batches, taken, strict=True):
             stored = []
             for ev in evs:
-                nxt[doc] += 1
-                pos += 1
-                ts = cols[3][i] = max(cols[3][i], floors[doc])  # as the statement wrote it
-                stored.append(Event(doc, nxt[doc], ts, ev.actor, ev.kind, ev.update, ev.meta, pos))
-                # the row as the statement inserted it (its columns, in batch order)
-                written.append((doc_ids[doc], nxt[doc], pos, *(c[i] for c in cols[3:])))
+                pos += 1  # (a left-out event's position stays unused)
+                if take:
+                    nxt[doc] += 1
+                    ts = cols[1][i] = max(cols[1][i], ts_floors[doc])  # as the statement wrote it
+                    stored.append(
+                        Event(doc, nxt[doc], ts, ev.actor, ev.kind, ev.update, ev.meta, pos)
+                    )
+                    # the row as the statement inserted it (its columns, in batch order)
+                    written.append((doc_ids[doc], nxt[doc], pos, *(c[i] for c in cols[1:6])))
                 i += 1
             out.append(stored)
         self._recent.note(written)  # each document's seqs ascend in batch order

@@ -66,6 +66,7 @@ from .base import (
     checksum,
     derived_from_row,
     dump_meta,
+    floors_of,
     now_ms,
     renamed_snapshot_row,
     rising,
@@ -473,9 +474,13 @@ def _append(
     batches: Sequence[tuple[str, Sequence[NewEvent]]],
     symbols: Symbols,
     written: list[tuple[Any, ...]] | None = None,
+    floors: Sequence[int] | None = None,
 ) -> list[list[Event]]:
     """The body of one append transaction, on the writer thread. `written`: filled with
-    the rows inserted (doc id first, then as the log stores them), for RecentRows."""
+    the rows inserted (doc id first, then as the log stores them), for RecentRows.
+    `floors`: see EventStore.append (a batch whose document's head is below its floor is
+    left out, and takes no position)."""
+    least = floors_of(batches, floors)
     names = sorted({doc for doc, evs in batches if evs})
     marks = ",".join("?" * len(names))
     # a document's updated_ts is its last event's ts: the floor of the next one's
@@ -486,13 +491,21 @@ def _append(
     ):
         docs[r[1]] = (r[0], r[2])
         last_ts[r[1]] = r[3] or 0
-    pos = _take_positions(conn, sum(len(evs) for _, evs in batches)) - 1
+    # each floor against the head before this append (the writer lock is held)
+    taken = [
+        bool(evs) and (docs[doc][1] if doc in docs else 0) >= floor
+        for (doc, evs), floor in zip(batches, least, strict=True)
+    ]
+    names = sorted({doc for (doc, _), take in zip(batches, taken, strict=True) if take})
+    pos = _take_positions(
+        conn, sum(len(evs) for (_, evs), take in zip(batches, taken, strict=True) if take)
+    ) - 1  # fmt: skip
     out: list[list[Event]] = []
     rows: list[tuple[Any, ...]] = []
     sizes: dict[str, int] = {}
     ids = symbols.ids
-    for doc, evs in batches:
-        if not evs:
+    for (doc, evs), take in zip(batches, taken, strict=True):
+        if not take:  # empty, or the log was deleted under its writer
             out.append([])
             continue
         if doc not in docs:
@@ -1517,8 +1530,13 @@ class SQLiteStore(EventStore):
 
     # --- the log ---------------------------------------------------------------------
 
-    async def append(self, batches: Sequence[tuple[str, Sequence[NewEvent]]]) -> list[list[Event]]:
+    async def append(
+        self,
+        batches: Sequence[tuple[str, Sequence[NewEvent]]],
+        floors: Sequence[int] | None = None,
+    ) -> list[list[Event]]:
         batches = [(doc, evs) for doc, evs in batches]
+        least = floors_of(batches, floors)
         if not any(evs for _, evs in batches):
             return [[] for _ in batches]
         names = {n for _, evs in batches for ev in evs for n in (ev.actor, ev.kind)}
@@ -1526,7 +1544,7 @@ class SQLiteStore(EventStore):
         count = sum(len(evs) for _, evs in batches)
         written: list[tuple[Any, ...]] = []
         out = await self._write_interned(
-            "append", names, lambda conn, sym: _append(conn, batches, sym, written),
+            "append", names, lambda conn, sym: _append(conn, batches, sym, written, least),
             small=count <= inline, pages=CALL_PAGES + count // EVENTS_PER_PAGE, append=True,
         )  # fmt: skip
         self._recent.note(written)  # committed

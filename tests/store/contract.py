@@ -267,6 +267,43 @@ class StoreContract(CursorContract):
         [[e]] = await store.append([("a", [ev()])])
         assert e.seq == 2
 
+    async def test_a_batch_below_its_floor_is_left_out_and_the_others_commit(
+        self, store: EventStore
+    ) -> None:
+        """A room that had seen seq 3 of a document appends after the document was
+        deleted under it (its head is 0): its batch is left out, in the transaction
+        that commits the other rooms' batches, and the name stays deleted (its
+        tombstone, no docs row). A floor the head reaches, or 0, appends as usual."""
+        await store.append([("gone", [ev(), ev(), ev()]), ("kept", [ev(), ev()])])
+        assert await store.delete_doc("gone", b"\x01\x07\x03", by="root")
+        last = await store.last_position()
+        out = await store.append(
+            [("kept", [ev(update=b"k")]), ("gone", [ev(update=b"stale")]), ("new", [ev()])],
+            floors=[2, 3, 0],
+        )
+        assert [[e.seq for e in evs] for evs in out] == [[3], [], [1]]
+        assert all(e.pos > last for evs in out for e in evs)
+        assert await store.head("gone") == 0
+        assert await store.doc_info("gone") is None
+        assert await store.read("gone") == []
+        assert await store.tombstone("gone") == b"\x01\x07\x03"
+        assert [e.update for e in await store.read("kept")][-1] == b"k"
+        # a floor the head does not reach, on a document there (deleted and made anew)
+        [[one]] = await store.append([("gone", [ev(update=b"anew")])])
+        assert one.seq == 1
+        assert await store.append([("gone", [ev(), ev()])], floors=[3]) == [[]]
+        assert [e.update for e in await store.read("gone")] == [b"anew"]
+        # a floor at or below the head: other writers advanced it (another process)
+        [[e2]] = await store.append([("gone", [ev()])], floors=[1])
+        [[e3]] = await store.append([("kept", [ev()])], floors=[1])
+        assert (e2.seq, e3.seq) == (2, 4)
+        # the same document twice in one append: each batch against the head before it
+        out = await store.append([("gone", [ev()]), ("gone", [ev()])], floors=[9, 2])
+        assert [[e.seq for e in evs] for evs in out] == [[], [3]]
+        assert [e.seq for e in await store.read_all(after=last)] == [3, 1, 1, 2, 4, 3]
+        with pytest.raises(ValueError, match="one per batch"):
+            await store.append([("kept", [ev()])], floors=[0, 0])
+
     async def test_events_survive_a_restart(self, store: EventStore) -> None:
         await store.append([("a", [ev(update=b"x"), ev(update=b"y")])])
         await store.put_snapshot("a", 1, b"state")
