@@ -164,6 +164,29 @@ async def http_error(request: Request, exc: Exception) -> Response:
     )
 
 
+async def server_error(request: Request, exc: Exception) -> Response:
+    """An exception no handler took (a bug): under ``/api/`` a JSON 500 like every other
+    error of the API (it was Starlette's plain-text "Internal Server Error", which a
+    client parsing the body as JSON failed on a second time), naming the request, not
+    the exception (its text may hold a document's content); elsewhere plain text.
+    Starlette's ServerErrorMiddleware sends this, then raises the exception on, and the
+    server logs its traceback."""
+    root = request.scope.get("root_path", "")
+    path = request.scope["path"]
+    path = path[len(root) :] if root and path.startswith(root) else path
+    if not path.startswith("/api/"):
+        return PlainTextResponse("Internal Server Error", status_code=500)
+    return JSONResponse(
+        {
+            "error": "InternalError",
+            "detail": f"{request.method} {path} failed: a bug in the server (its log has "
+            "the traceback); please report it",
+        },
+        status_code=500,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
 def _refuse_shadowed(routes: list[BaseRoute]) -> None:
     """Refuse a route that an earlier one hides (the same path, a method in common): an
     extension's ``Route("/api/docs", ...)`` was never called, and nothing said so; one
@@ -259,7 +282,11 @@ class Palimpsest:
         self.app = Starlette(
             routes=routes,
             lifespan=self._own_lifespan,
-            exception_handlers={PalimpsestError: palimpsest_error, HTTPException: http_error},
+            exception_handlers={
+                PalimpsestError: palimpsest_error,
+                HTTPException: http_error,
+                Exception: server_error,
+            },
             middleware=[
                 # outermost: every answer is counted, the guard's refusals too
                 Middleware(

@@ -275,7 +275,7 @@ async def export(store: EventStore, args: argparse.Namespace) -> int:
         roots = rendered(loaded.doc)
         if args.format == "json":
             out = {"doc": args.doc, "seq": loaded.seq, "roots": roots}
-            data = (json.dumps(out, ensure_ascii=False, indent=2) + "\n").encode()
+            data = (json.dumps(out, ensure_ascii=False, indent=2, allow_nan=False) + "\n").encode()
         else:
             data = _as_text(args.doc, roots).encode()
     if args.out:

@@ -147,12 +147,18 @@ def held_root_types(update: bytes, names: Iterable[str]) -> dict[str, str | None
 def jsonable(value: Any) -> Any:
     """pycrdt values as JSON: shared types rendered at any depth (texts and XML as
     strings, maps and arrays as JSON, keys sorted: pycrdt gives them in a hash map's
-    order, another on every read), floats that are integers as ints, binary values
+    order, another on every read), floats that are integers as ints, NaN and ±Infinity
+    as null (as JSON.stringify writes them: Yjs stores and syncs them, JSON has no word
+    for them, and Python's encoder wrote NaN, or refused with a 500), binary values
     (a Yjs Uint8Array, which pycrdt gives as a bytearray: a whiteboard's thumbnail, a
     file) as ``{"$bytes": "<base64>"}``, a subdocument as ``{"$doc": "<guid>"}``
     (docs/history.md)."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        if value.is_integer() and abs(value) < 2**53:
+            return int(value)
+        return value
     if isinstance(value, dict):
         return {k: jsonable(value[k]) for k in sorted(value)}
     if isinstance(value, list | tuple):

@@ -1,0 +1,131 @@
+"""Values a Yjs client may write that JSON cannot say as they are, through the history
+API and the CLI, against a real server on SQLite with real Yjs clients under Node: NaN
+and ±Infinity (a whiteboard's bug: Yjs encodes and syncs them)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import pytest
+from conftest import RunningServer, eventually, run_server
+from nodehelp import scenario
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from test_interop_node import node_modules, node_scenario  # noqa: F401 - the fixture
+
+from palimpsest import Extension
+from palimpsest.backend import Backend
+from palimpsest.features import builtin_extensions
+from palimpsest.settings import Settings
+
+
+def strict_json(raw: bytes | str) -> Any:
+    """`raw` parsed as JSON.parse would: NaN, Infinity and -Infinity are not JSON."""
+
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(raw, parse_constant=refuse)
+
+
+async def cli(*args: str) -> tuple[int, bytes, bytes]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "palimpsest", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out, err
+
+
+#: until the document has `n` events, asked of the event list (not of versions/head,
+#: which renders the document)
+STORED = """
+const stored = async (n) => until(`${n} events stored`, async () =>
+  (await (await fetch(`${HTTP}/api/docs/${DOC}/events`)).json()).events.length === n)
+"""
+
+NON_FINITE = scenario(
+    STORED
+    + """
+const { ydoc, provider, synced } = connect('alice')
+await synced
+ydoc.transact(() => {
+  const shape = new Y.Map()
+  ydoc.getMap('shapes').set('s', shape)
+  shape.set('x', NaN); shape.set('y', Infinity); shape.set('w', -Infinity)
+  shape.set('nested', { a: NaN, b: [Infinity, 2.5] }); shape.set('ok', 1)
+})
+await stored(1)
+// what JSON.stringify makes of the shape: what the history must give
+console.log(JSON.stringify(ydoc.getMap('shapes').toJSON()))
+provider.destroy()
+process.exit(0)
+"""
+)
+
+
+@pytest.mark.node
+@pytest.mark.usefixtures("node_modules")
+async def test_nan_and_infinity_render_as_null_as_json_stringify_does(
+    server: RunningServer,
+) -> None:
+    """A shape with x=NaN, y=Infinity: versions/head and the diff answered 500 in plain
+    text (Python's json refuses them), `export --format json` wrote NaN (not JSON) and
+    `verify` found the snapshot different from the log (NaN != NaN). They render as
+    null, as JSON.stringify writes them."""
+    doc = "board-nan"
+    out = await node_scenario(NON_FINITE, server.ws_url, server.url, doc)
+    shapes = json.loads(out)
+    assert shapes["s"]["x"] is None and shapes["s"]["nested"] == {"a": None, "b": [None, 2.5]}
+    async with httpx.AsyncClient(base_url=server.url) as c:
+        r = await c.get(f"/api/docs/{doc}/versions/head")
+        assert r.status_code == 200, r.text
+        assert strict_json(r.content)["roots"]["shapes"] == {"type": "map", "value": shapes}
+        r = await c.get(f"/api/docs/{doc}/versions/head", params={"format": "tree"})
+        assert r.status_code == 200, r.text
+        r = await c.get(f"/api/docs/{doc}/diff", params={"from": 0})
+        assert r.status_code == 200, r.text
+        changes = strict_json(r.content)["roots"]["shapes"]["changes"]
+        assert changes == [{"key": "s", "op": "add", "new": shapes["s"]}]
+        # the room unloads and writes its snapshot (what verify compares the log with)
+        await eventually(
+            lambda: server.backend.store.latest_snapshot(doc), what="a snapshot written"
+        )
+    db = str(server.backend.settings.db)
+    code, out, err = await cli("export", "--db", db, "--format", "json", doc)
+    assert code == 0, err.decode()
+    assert strict_json(out)["roots"]["shapes"]["value"] == shapes
+    code, out, err = await cli("verify", "--db", db, doc)
+    assert code == 0, (out + err).decode()
+
+
+async def test_an_uncaught_error_under_api_answers_json(settings: Settings) -> None:
+    """A bug that escapes a route (the NaN above was one: ValueError from the JSON
+    encoder) answered Starlette's plain-text "Internal Server Error", where every other
+    error of the API is JSON. Under /api/ it is ``{"error": "InternalError", "detail"}``
+    now (the traceback is logged, not sent); elsewhere still plain text."""
+
+    async def broken(request: Request) -> Response:
+        raise RuntimeError("secret 42")
+
+    class Broken(Extension):
+        def routes(self) -> Sequence[BaseRoute]:
+            return [Route("/api/broken", broken), Route("/broken", broken)]
+
+    backend = Backend(settings, extensions=[Broken(), *builtin_extensions(settings)])
+    async with run_server(settings, backend) as srv, httpx.AsyncClient(base_url=srv.url) as c:
+        r = await c.get("/api/broken")
+        assert r.status_code == 500
+        assert r.headers["content-type"] == "application/json"
+        body = r.json()
+        assert body["error"] == "InternalError" and "secret" not in body["detail"], body
+        assert "GET /api/broken" in body["detail"]
+        r = await c.get("/broken")
+        assert r.status_code == 500 and r.headers["content-type"].startswith("text/plain")
