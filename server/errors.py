@@ -18,6 +18,7 @@
     ├── NotFound                 unknown document, seq or tag (HTTP 404)
     │   └── Deleted              a document that was deleted, not written since (HTTP 410)
     ├── BadRequest               a malformed HTTP request (HTTP 400)
+    ├── TooDeep                  a version nested deeper than the history renders (HTTP 422)
     ├── Conflict                 does not fit the document as it is (HTTP 409)
     │   └── ActorTaken           a rename of an actor to a name already in the store
     ├── ExtensionFailed          an extension's hook raised something else than these
@@ -178,6 +179,16 @@ class DeletedMeanwhile(Deleted):
 class BadRequest(PalimpsestError):
     close_code = 4400
     http_status = 400
+
+
+class TooDeep(PalimpsestError):
+    """A version holds values nested deeper than the history renders (maps, arrays and
+    XML elements in one another: history.render.MAX_DEPTH): its JSON would overflow the
+    stack of the server that renders it and of the readers that parse it. The version is
+    still there whole, as a Yjs update."""
+
+    close_code = 4400
+    http_status = 422
 
 
 class Conflict(PalimpsestError):

@@ -1,6 +1,7 @@
 """Values a Yjs client may write that JSON cannot say as they are, through the history
 API and the CLI, against a real server on SQLite with real Yjs clients under Node: NaN
-and ±Infinity (a whiteboard's bug: Yjs encodes and syncs them)."""
+and ±Infinity (a whiteboard's bug: Yjs encodes and syncs them), values nested too deep
+to render (groups of groups of shapes)."""
 
 from __future__ import annotations
 
@@ -14,14 +15,17 @@ import httpx
 import pytest
 from conftest import RunningServer, eventually, run_server
 from nodehelp import scenario
+from pycrdt import Doc, XmlElement, XmlFragment, XmlText
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from test_interop_node import node_modules, node_scenario  # noqa: F401 - the fixture
+from yclient import connect
 
 from palimpsest import Extension
 from palimpsest.backend import Backend
 from palimpsest.features import builtin_extensions
+from palimpsest.history.render import MAX_DEPTH
 from palimpsest.settings import Settings
 
 
@@ -104,6 +108,126 @@ async def test_nan_and_infinity_render_as_null_as_json_stringify_does(
     assert strict_json(out)["roots"]["shapes"]["value"] == shapes
     code, out, err = await cli("verify", "--db", db, doc)
     assert code == 0, (out + err).decode()
+
+
+def nested_json(depth: int) -> str:
+    """A scenario that sets shapes.g to a JSON value `depth` objects deep."""
+    return scenario(
+        STORED
+        + f"""
+const {{ ydoc, provider, synced }} = connect('alice')
+await synced
+let v = {{ leaf: true }}
+for (let i = 1; i < {depth}; i++) v = {{ child: v }}
+ydoc.getMap('shapes').set('g', v)
+await stored(1)
+provider.destroy()
+process.exit(0)
+"""
+    )
+
+
+def nested_maps(depth: int) -> str:
+    """A scenario that nests `depth` Y.Maps in one another under shapes.g."""
+    return scenario(
+        STORED
+        + f"""
+const {{ ydoc, provider, synced }} = connect('alice')
+await synced
+ydoc.transact(() => {{
+  let parent = ydoc.getMap('shapes'); let key = 'g'
+  for (let i = 0; i < {depth}; i++) {{
+    const m = new Y.Map(); parent.set(key, m); parent = m; key = 'child'
+  }}
+  parent.set('leaf', true)
+}})
+await stored(1)
+provider.destroy()
+process.exit(0)
+"""
+    )
+
+
+def depth_of(value: Any) -> int:
+    """How many objects deep `value` is (iteratively: it may be deep)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            deepest = max(deepest, d)
+            stack.extend((x, d + 1) for x in v.values())
+    return deepest
+
+
+@pytest.mark.node
+@pytest.mark.usefixtures("node_modules")
+@pytest.mark.parametrize("kind", ["json", "ymap"])
+async def test_values_nested_too_deep_are_refused_with_422(
+    server: RunningServer, kind: str
+) -> None:
+    """A JSON value 500 objects deep, 1,000 Y.Maps in one another: versions and diff
+    answered 500 (RecursionError). Up to MAX_DEPTH levels render; deeper ones are a 422
+    that names the limit and the way to read the version whole (?format=update)."""
+    make = nested_json if kind == "json" else nested_maps
+    fits, deep = f"{kind}-fits", f"{kind}-deep"
+    # (the root map is the first level)
+    await node_scenario(make(MAX_DEPTH - 1), server.ws_url, server.url, fits)
+    await node_scenario(make(1000), server.ws_url, server.url, deep)
+    async with httpx.AsyncClient(base_url=server.url) as c:
+        r = await c.get(f"/api/docs/{fits}/versions/head")
+        assert r.status_code == 200, r.text
+        assert depth_of(r.json()["roots"]["shapes"]["value"]) == MAX_DEPTH
+        assert (await c.get(f"/api/docs/{fits}/diff", params={"from": 0})).status_code == 200
+        for path, params in [
+            ("versions/head", {}),
+            ("versions/head", {"format": "tree"}),
+            ("diff", {"from": 0}),
+        ]:
+            r = await c.get(f"/api/docs/{deep}/{path}", params=params)
+            assert r.status_code == 422, (path, r.status_code, r.text[:300])
+            body = r.json()
+            assert body["error"] == "TooDeep", body
+            assert f"{MAX_DEPTH}" in body["detail"] and "format=update" in body["detail"]
+        r = await c.get(f"/api/docs/{deep}/versions/head", params={"format": "update"})
+        assert r.status_code == 200
+        # blame serves it (unattributed past the same depth), as before
+        assert (await c.get(f"/api/docs/{deep}/blame")).status_code == 200
+        # the room unloads and writes its snapshot (what verify compares the log with)
+        await eventually(
+            lambda: server.backend.store.latest_snapshot(deep), what="a snapshot written"
+        )
+    db = str(server.backend.settings.db)
+    code, out, err = await cli("export", "--db", db, "--format", "json", deep)
+    assert code == 1 and f"{MAX_DEPTH}" in err.decode(), (code, err.decode())
+    assert b"Traceback" not in err and b"--format update" in err
+    # verify compares what it can (the state vectors): too deep is no problem of the log
+    code, out, err = await cli("verify", "--db", db, deep)
+    assert code == 0, (out + err).decode()
+
+
+async def test_xml_nested_deep_renders_as_a_string_and_refuses_as_a_tree(
+    server: RunningServer,
+) -> None:
+    """1,000 XML elements in one another: the XML string (versions, diff) recursed until
+    a RecursionError (a 500); it is written with a stack of its own now, whatever the
+    depth. ``?format=tree`` nests a JSON object per element: past MAX_DEPTH a 422."""
+    ydoc: Doc[Any] = Doc()
+    async with connect(server.ws_url, "deep-xml", "eve", ydoc=ydoc):
+        with ydoc.transaction():  # (pycrdt nests a prepared element by recursion)
+            node = ydoc.get("prosemirror", type=XmlFragment).children.append(XmlElement("div"))
+            for _ in range(999):
+                node = node.children.append(XmlElement("div"))
+            node.children.append(XmlText("bottom"))
+        await eventually(lambda: server.backend.store.head("deep-xml"), what="logged")
+    want = "<div>" * 1000 + "bottom" + "</div>" * 1000
+    async with httpx.AsyncClient(base_url=server.url) as c:
+        r = await c.get("/api/docs/deep-xml/versions/head")
+        assert r.status_code == 200, r.text[:300]
+        assert r.json()["roots"]["prosemirror"] == {"type": "xml", "value": want}
+        r = await c.get("/api/docs/deep-xml/diff", params={"from": 0})
+        assert r.status_code == 200, r.text[:300]
+        r = await c.get("/api/docs/deep-xml/versions/head", params={"format": "tree"})
+        assert r.status_code == 422 and r.json()["error"] == "TooDeep", r.text[:300]
 
 
 async def test_an_uncaught_error_under_api_answers_json(settings: Settings) -> None:

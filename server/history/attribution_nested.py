@@ -48,7 +48,6 @@ from ..log_damage import hole_error
 from ..store.base import Event, EventStore
 from .attribution import EMBED, Copies, Moves, TextTrack, _alive_at, track_blame
 from .attribution_xml import (
-    MAX_DEPTH,
     TEXT_NODE,
     XmlBroken,
     XmlTrack,
@@ -58,7 +57,7 @@ from .attribution_xml import (
     apply_text,
     text_node,
 )
-from .render import ARRAY
+from .render import ARRAY, MAX_DEPTH
 from .rich_diff import Mismatch
 
 log = logging.getLogger("palimpsest.history")

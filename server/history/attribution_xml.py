@@ -52,7 +52,7 @@ from .attribution import (
     finish,
     track_blame,
 )
-from .render import jsonable, text_delta
+from .render import MAX_DEPTH, jsonable, text_delta
 from .rich_diff import (
     Follow,
     Mismatch,
@@ -68,9 +68,9 @@ from .rich_diff import (
 Frozen = tuple[int, dict[int, list[tuple[int, int, int]]]]
 
 
-#: elements nested deeper than this stop the mirror (its walks recurse; y-prosemirror's
-#: trees are a few levels deep, a hostile client's need not be)
-MAX_DEPTH = 200
+#: (MAX_DEPTH: elements nested deeper than this stop the mirror, as they stop the
+#: rendering: its walks recurse; y-prosemirror's trees are a few levels deep, a hostile
+#: client's need not be)
 
 
 class XmlBroken(Exception):

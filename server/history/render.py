@@ -20,6 +20,7 @@ from typing import Any
 
 from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
 
+from ..errors import TooDeep
 from . import yupdate
 from .bounded_diff import Budget, Opcode, opcodes
 
@@ -30,6 +31,15 @@ BYTES_KEY = "$bytes"
 #: as: its guid (its content is a document of its own, which this one does not hold)
 SUBDOC_KEY = "$doc"
 ROOT_CLASSES: dict[str, type[Any]] = {TEXT: Text, MAP: Map, ARRAY: Array, XML: XmlFragment}
+#: how deep the history follows values nested in one another (maps, arrays, JSON objects
+#: and lists; XML elements in ``?format=tree``, where each is a JSON object; a root is
+#: the first level): a version nested deeper is not rendered as JSON (TooDeep, HTTP
+#: 422), and the blame's mirror of XML and nested types stops there (its walks recurse
+#: too). An XML string has no such limit (xml_string). No editor nests so deep (a
+#: whiteboard's groups of groups are a few levels); a hostile or buggy client's 1,000
+#: nested maps overflowed the stack of the rendering (a RecursionError, a 500) and of
+#: JSON readers.
+MAX_DEPTH = 200
 
 
 def root_names(doc: Doc[Any]) -> list[str]:
@@ -144,7 +154,7 @@ def held_root_types(update: bytes, names: Iterable[str]) -> dict[str, str | None
     return out
 
 
-def jsonable(value: Any) -> Any:
+def jsonable(value: Any, depth: int = 0) -> Any:
     """pycrdt values as JSON: shared types rendered at any depth (texts and XML as
     strings, maps and arrays as JSON, keys sorted: pycrdt gives them in a hash map's
     order, another on every read), floats that are integers as ints, NaN and ±Infinity
@@ -152,31 +162,46 @@ def jsonable(value: Any) -> Any:
     for them, and Python's encoder wrote NaN, or refused with a 500), binary values
     (a Yjs Uint8Array, which pycrdt gives as a bytearray: a whiteboard's thumbnail, a
     file) as ``{"$bytes": "<base64>"}``, a subdocument as ``{"$doc": "<guid>"}``
-    (docs/history.md)."""
+    (docs/history.md). `depth`: how many maps and arrays hold `value` (XML is written
+    as a string, xml_string); a value nested deeper than MAX_DEPTH raises TooDeep (it
+    recursed until the stack overflowed: a RecursionError, a 500)."""
     if isinstance(value, float):
         if not math.isfinite(value):
             return None
         if value.is_integer() and abs(value) < 2**53:
             return int(value)
         return value
+    if isinstance(value, dict | list | tuple | Map | Array):
+        if depth >= MAX_DEPTH:
+            raise too_deep()
+        depth += 1
     if isinstance(value, dict):
-        return {k: jsonable(value[k]) for k in sorted(value)}
+        return {k: jsonable(value[k], depth) for k in sorted(value)}
     if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
+        return [jsonable(v, depth) for v in value]
     if isinstance(value, Text):
         return str(value)
     if isinstance(value, XmlFragment | XmlElement | XmlText):
         return xml_string(value)
     # (walked here, not by pycrdt's to_py, which raises for XML held in a map or array)
     if isinstance(value, Map):
-        return {k: jsonable(value[k]) for k in sorted(value.keys())}
+        return {k: jsonable(value[k], depth) for k in sorted(value.keys())}
     if isinstance(value, Array):
-        return [jsonable(v) for v in value]
+        return [jsonable(v, depth) for v in value]
     if isinstance(value, bytes | bytearray):
         return {BYTES_KEY: base64.b64encode(value).decode("ascii")}
     if isinstance(value, Doc):
         return {SUBDOC_KEY: value.guid}
     return value
+
+
+def too_deep() -> TooDeep:
+    return TooDeep(
+        f"this version holds values nested more than {MAX_DEPTH} levels deep (maps, arrays "
+        "or XML elements in one another), deeper than the history renders as JSON: read "
+        "it whole as a Yjs update (GET versions/{seq}?format=update, palimpsest export "
+        "--format update)"
+    )
 
 
 def render_root(doc: Doc[Any], name: str, kind: str) -> Any:
@@ -186,7 +211,7 @@ def render_root(doc: Doc[Any], name: str, kind: str) -> Any:
     if kind == XML:
         return xml_string(root)
     if kind == ARRAY:
-        return [jsonable(v) for v in array_items(doc, name)]
+        return [jsonable(v, 1) for v in array_items(doc, name)]  # (the root is a level)
     return jsonable(root)
 
 
@@ -275,13 +300,43 @@ def xml_string(node: XmlFragment | XmlElement | XmlText, depth: int = 0) -> str:
     other shared types (texts, arrays, subdocuments) are left out. A plain XML text
     (Tiptap's, ProseMirror's: no attributes, nothing embedded) is its runs alone. An
     element's attribute set to undefined is written ``undefined`` (as Yjs's toString()
-    and yrs write it), one set to null ``null``: :func:`_undefined_keys`."""
+    and yrs write it), one set to null ``null``: :func:`_undefined_keys`.
+
+    Elements nested in elements are walked with a stack of their own, not by recursion:
+    a string has no depth to limit, and a client's 1,000 nested elements overflowed the
+    interpreter's stack (a RecursionError, a 500)."""
     if isinstance(node, XmlText):
         return _xml_text(node, depth, embedded=False)
     kids = list(node.children)
     if len(kids) != len(node.children):
         return str(node)
-    inner = "".join(xml_string(kid, depth) for kid in kids)
+    # per open node: the node, its children, the next one's index, its children's strings
+    stack: list[tuple[XmlFragment | XmlElement, list[Any], list[int], list[str]]] = [
+        (node, kids, [0], [])
+    ]
+    while True:
+        parent, children, at, parts = stack[-1]
+        if at[0] < len(children):
+            kid = children[at[0]]
+            at[0] += 1
+            if isinstance(kid, XmlText):
+                parts.append(_xml_text(kid, depth, embedded=False))
+                continue
+            grandkids = list(kid.children)
+            if len(grandkids) != len(kid.children):
+                parts.append(str(kid))
+            else:
+                stack.append((kid, grandkids, [0], []))
+            continue
+        stack.pop()
+        done = _closed(parent, "".join(parts))
+        if not stack:
+            return done
+        stack[-1][3].append(done)
+
+
+def _closed(node: XmlFragment | XmlElement, inner: str) -> str:
+    """`node` as xml_string writes it, its children written `inner`."""
     if isinstance(node, XmlFragment):
         return inner
     items: list[tuple[str, Any]] = [*node.attributes]  # type: ignore[misc]
@@ -484,7 +539,9 @@ def _f64_string(x: float) -> str:
 # --- XML as a JSON tree ----------------------------------------------------------------
 
 
-def xml_tree(node: XmlFragment | XmlElement, depth: int = 0) -> list[dict[str, Any]]:
+def xml_tree(
+    node: XmlFragment | XmlElement, depth: int = 0, nested: int = 0
+) -> list[dict[str, Any]]:
     """The children of `node` as a JSON tree (``?format=tree``): what the XML string
     (:func:`xml_string`) spells, but nothing to parse or escape, so no text can be
     taken for markup. An element is ``{"type", "attrs", "children"}`` (its attributes
@@ -494,20 +551,23 @@ def xml_tree(node: XmlFragment | XmlElement, depth: int = 0) -> list[dict[str, A
     itself as ``"value"`` when it is not true); an embed in a text ``{"embed", "marks"}``.
     A block kept as a text (Lexical's, Slate's) is an element named as in the string
     (its type attribute; ``xmltext``), its runs and embedded blocks its children; a
-    Lexical text node's Y.Map an element with no children."""
+    Lexical text node's Y.Map an element with no children. Elements nested deeper than
+    MAX_DEPTH (`nested`: those that hold `node`) raise TooDeep."""
+    if nested >= MAX_DEPTH:
+        raise too_deep()
     out: list[dict[str, Any]] = []
     for kid in node.children:
         if isinstance(kid, XmlText):
             out.extend(_text_tree(kid, depth, embedded=False))
         elif isinstance(kid, XmlElement):
-            out.append(_element_tree(kid, depth))
+            out.append(_element_tree(kid, depth, nested + 1))
     return out
 
 
-def _element_tree(node: XmlElement, depth: int) -> dict[str, Any]:
+def _element_tree(node: XmlElement, depth: int, nested: int = 0) -> dict[str, Any]:
     items: list[tuple[str, Any]] = [*node.attributes]  # type: ignore[misc]
     attrs = {str(k): jsonable(v) for k, v in sorted(items, key=lambda kv: str(kv[0]))}
-    return {"type": node.tag, "attrs": attrs, "children": xml_tree(node, depth)}
+    return {"type": node.tag, "attrs": attrs, "children": xml_tree(node, depth, nested)}
 
 
 def _text_tree(node: XmlText, depth: int, embedded: bool) -> list[dict[str, Any]]:

@@ -81,35 +81,43 @@ def _skip_content(r: Reader, ref: int) -> None:
         raise ProtocolError(f"unknown content ref {ref} in update")
 
 
-def _skip_any(r: Reader, depth: int = 0) -> None:
-    if depth > 100:
-        raise ProtocolError("value nested more than 100 levels in update")
-    if r.pos >= len(r.data):
-        raise ProtocolError("update ends inside a value")
-    tag = r.data[r.pos]
-    r.pos += 1
-    if tag in _ANY_FIXED:
-        r.pos += _ANY_FIXED[tag]
-    elif tag == _ANY_VARINT:
-        while True:
-            if r.pos >= len(r.data):
-                raise ProtocolError("update ends inside a varInt")
-            byte = r.data[r.pos]
-            r.pos += 1
-            if byte < 0x80:
-                break
-    elif tag == _ANY_STRING:
-        r.read_var_string("string value")
-    elif tag == _ANY_OBJECT:
-        for _ in range(r.read_var_uint("object size")):
+def _skip_any(r: Reader) -> None:
+    """Move past one lib0 ``writeAny`` value, nested objects and arrays in it too, with a
+    stack of its own (no recursion: a whiteboard's JSON value 1,000 objects deep is
+    stored and synced, and the event list that reads it answered 400)."""
+    # per open object or array: the values left to read in it, and whether each has a key
+    stack: list[list[int]] = [[1, 0]]
+    while stack:
+        top = stack[-1]
+        if top[0] == 0:
+            stack.pop()
+            continue
+        top[0] -= 1
+        if top[1]:
             r.read_var_string("object key")
-            _skip_any(r, depth + 1)
-    elif tag == _ANY_ARRAY:
-        for _ in range(r.read_var_uint("array size")):
-            _skip_any(r, depth + 1)
-    elif tag == _ANY_BYTES:
-        r.read_var_bytes("bytes value")
-    else:
-        raise ProtocolError(f"unknown value type {tag} in update")
-    if r.pos > len(r.data):
-        raise ProtocolError("update ends inside a value")
+        if r.pos >= len(r.data):
+            raise ProtocolError("update ends inside a value")
+        tag = r.data[r.pos]
+        r.pos += 1
+        if tag in _ANY_FIXED:
+            r.pos += _ANY_FIXED[tag]
+        elif tag == _ANY_VARINT:
+            while True:
+                if r.pos >= len(r.data):
+                    raise ProtocolError("update ends inside a varInt")
+                byte = r.data[r.pos]
+                r.pos += 1
+                if byte < 0x80:
+                    break
+        elif tag == _ANY_STRING:
+            r.read_var_string("string value")
+        elif tag == _ANY_OBJECT:
+            stack.append([r.read_var_uint("object size"), 1])
+        elif tag == _ANY_ARRAY:
+            stack.append([r.read_var_uint("array size"), 0])
+        elif tag == _ANY_BYTES:
+            r.read_var_bytes("bytes value")
+        else:
+            raise ProtocolError(f"unknown value type {tag} in update")
+        if r.pos > len(r.data):
+            raise ProtocolError("update ends inside a value")
