@@ -61,6 +61,10 @@ class Settings:
     jwt_jwks_url: str | None = None
     #: seconds between fetches of the JWKS; 0 = only at start and on an unknown kid
     jwt_jwks_refresh_seconds: float = 600.0
+    #: seconds one fetch of the JWKS may take in all (a provider that trickles its answer
+    #: is given up past it, the fetch failed); below hook_timeout_seconds, which a token
+    #: waiting for the fetch of a new kid is under
+    jwt_jwks_fetch_seconds: float = 5.0
     #: when set, every token must carry an ``aud`` claim naming one of these (comma-
     #: separated) / an ``iss`` claim that is one of these; none = not checked
     jwt_audience: str | None = None
@@ -302,6 +306,13 @@ class Settings:
                     "https://idp.example.com/realms/acme/protocol/openid-connect/certs)"
                     + (f": {why}" if why else "")
                 )
+            if self.jwt_jwks_fetch_seconds >= self.hook_timeout_seconds:
+                # a token naming a new kid waits for the fetch under the hook's timeout:
+                # past it, the request fails as a 500 instead of a 401 saying why
+                raise ValueError(
+                    f"{_name('jwt_jwks_fetch_seconds')} ({self.jwt_jwks_fetch_seconds:g}) must "
+                    f"be below {_name('hook_timeout_seconds')} ({self.hook_timeout_seconds:g})"
+                )
         if self.fanout:
             # a URL Redis does not take, or a gap-check period of 0 (a busy loop), would
             # otherwise fail only once the store is open, or never
@@ -331,7 +342,7 @@ _POSITIVE = frozenset(
         "max_send_queue_bytes_per_room", "max_awareness_state_bytes", "max_awareness_depth",
         "max_awareness_clients_per_connection", "max_awareness_clients_per_room",
         "max_awareness_room_bytes", "awareness_timeout_seconds", "handshake_timeout",
-        "hook_timeout_seconds", "max_request_head_bytes",
+        "hook_timeout_seconds", "max_request_head_bytes", "jwt_jwks_fetch_seconds",
         "max_http_body_bytes", "snapshot_every", "segment_events", "undo_max_depth",
         "undo_max_group", "undo_group_max_events", "undo_group_max_bytes",
         "undo_group_idle_ms", "commit_batch_max", "webhook_max_failures", "webhook_retry_first",

@@ -209,6 +209,115 @@ async def test_a_retired_key_is_refused_after_a_refresh_and_a_failing_provider_k
         assert "HTTP 503" in kept[0].getMessage() and "RS256 rs-2" in kept[0].getMessage()
 
 
+class TricklingIdP:
+    """An identity provider on an asyncio server of the test's own (a free loopback
+    port) that answers its JWKS whole, or, with `trickle` set, one byte at a time (the
+    status line and headers too), a byte every `gap` seconds: each read under httpx's
+    per-read timeout, the whole answer never in time. `open` counts its connections
+    still open (a fetch given up closes its own)."""
+
+    def __init__(self, idp: IdP, gap: float = 0.2) -> None:
+        self.idp = idp
+        self.gap = gap
+        self.trickle = False
+        self.open = 0
+        self.trickled = 0
+        self.server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def __aenter__(self) -> TricklingIdP:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self._writers:
+            writer.close()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/jwks.json"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.open += 1
+        self._writers.add(writer)
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            body = json.dumps(self.idp.jwks()).encode()
+            answer = (
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+                + body
+            )
+            if not self.trickle:
+                writer.write(answer)
+                await writer.drain()
+                return
+            self.trickled += 1
+            for i in range(len(answer)):
+                writer.write(answer[i : i + 1])
+                await writer.drain()
+                await asyncio.sleep(self.gap)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.open -= 1
+            self._writers.discard(writer)
+            writer.close()
+
+
+async def test_a_jwks_that_trickles_is_given_up_and_a_token_with_a_new_kid_told_why(
+    idp: IdP, idp_settings: Settings
+) -> None:
+    """A provider (or a proxy before it) that sends its JWKS a byte every few seconds
+    held the fetch for as long as it trickled (httpx's timeout is per read): a token
+    naming a new kid waited out the hook timeout and got 500 ExtensionFailed, and every
+    later fetch joined the stuck one, so no rotation was followed. Now a fetch has
+    JWT_JWKS_FETCH_SECONDS in all: the token is refused with a 401 saying the key is
+    unknown and why the set could not be fetched, the stuck fetch's connection is
+    closed, and the next refresh starts afresh (and follows the rotation once the
+    provider answers again)."""
+    idp.add("rs-1")
+    async with TricklingIdP(idp) as provider:
+        idp_settings.jwt_jwks_url = provider.url
+        idp_settings.jwt_jwks_fetch_seconds = 1.0
+        idp_settings.jwt_jwks_refresh_seconds = 0.5
+        idp_settings.hook_timeout_seconds = 5.0  # (before: a 500 after these)
+        async with run_server(idp_settings) as server:
+            provider.trickle = True
+            idp.add("rs-2")  # the provider rotates; its set now trickles
+            await eventually(lambda: provider.trickled >= 1, what="a refresh trickles")
+            code, text = await status_of(server, idp.token("rs-2"))
+            assert code == 401, text
+            assert "token key id 'rs-2' is not one of the server's keys (RS256 rs-1)" in text
+            assert "the JWKS could not be fetched to look for it: cannot fetch" in text, text
+            assert "no whole answer within 1 s" in text, text
+            assert (await ws_open(server, idp.token("rs-2")))[0] == 4401  # type: ignore[index]
+            # the key the server has still verifies; refreshes go on, each given up
+            assert (await status_of(server, idp.token("rs-1")))[0] == 200
+            seen = provider.trickled
+            await eventually(lambda: provider.trickled >= seen + 2, what="refreshes go on")
+            provider.trickle = False
+            await eventually(lambda: provider.open == 0, what="given-up fetches closed")
+            # (the on-demand fetch was made less than 30 s ago: the timer follows it)
+            await eventually(lambda: _accepted(server, idp.token("rs-2")),
+                             what="the rotation followed")  # fmt: skip
+
+
+def test_a_jwks_fetch_deadline_past_the_hook_timeout_is_refused(idp_settings: Settings) -> None:
+    """A token naming a new kid waits for the fetch under the authenticate hook's
+    timeout: a fetch allowed longer would turn the 401 that says why into a 500."""
+    idp_settings.jwt_jwks_fetch_seconds = 30.0
+    with pytest.raises(ValueError, match=r"jwt_jwks_fetch_seconds .* \(30\) must be below"):
+        idp_settings.check()
+
+
+async def _accepted(server: RunningServer, token: str) -> bool:
+    return (await status_of(server, token))[0] == 200
+
+
 async def _refused(server: RunningServer, token: str) -> bool:
     return (await status_of(server, token))[0] == 401
 

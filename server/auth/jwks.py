@@ -13,8 +13,17 @@ certs``, Auth0's ``https://TENANT/.well-known/jwks.json``, Okta's ``…/v1/keys`
   ``unknown_kid_seconds`` (30): a flood of tokens with made-up kids costs the provider one
   request per 30 s, and those tokens wait for that one fetch, never for one each.
 
-A fetch that fails (the provider down, a damaged answer, a set with no usable key) keeps
-the last good set; it is logged once, and once more when fetching works again. Fetches
+A fetch has ``fetch_seconds`` (PALIMPSEST_JWT_JWKS_FETCH_SECONDS, :data:`FETCH_SECONDS`)
+in all, from connecting to the last byte: httpx's timeout is per read, and a provider (or
+a proxy before it) that sends a byte every few seconds would otherwise hold the fetch,
+and every token naming a new kid waiting for it, for as long as it trickles. Past the
+deadline the fetch is abandoned (its connection closed) and counts as failed: the next
+one, on the timer or for an unknown kid, starts afresh.
+
+A fetch that fails (the provider down or stalled, a damaged answer, a set with no usable
+key) keeps the last good set; it is logged once, and once more when fetching works again,
+and a token naming a kid the set lacks is refused saying why the set could not be
+fetched (:attr:`JWKS.error`). Fetches
 run on the event loop with httpx's async client (the name lookup in a thread): nothing
 waits for the provider but the requests whose token names an unknown kid.
 
@@ -44,6 +53,10 @@ from .keys import VerificationKey, verification_key
 
 log = logging.getLogger("palimpsest.auth")
 
+#: seconds a fetch of the set may take in all (connect, answer, every byte of it), by
+#: default: below the 30 s an authenticate hook may take (HOOK_TIMEOUT_SECONDS), so that a
+#: token waiting for a stalled fetch is refused as a 401 saying why, not a 500
+FETCH_SECONDS = 5.0
 #: the largest JWKS read (a provider's set holds a few keys: a few kB)
 MAX_JWKS_BYTES = 1024 * 1024
 #: the algorithms a JWKS key may be used for here, by its kty
@@ -66,11 +79,15 @@ class JWKS(Service):
         refresh_seconds: float = 600.0,
         unknown_kid_seconds: float = 30.0,
         timeout: float = 10.0,
+        fetch_seconds: float = FETCH_SECONDS,
     ) -> None:
+        """`timeout`: httpx's, per connect and per read; `fetch_seconds`: the whole
+        fetch's (see the module's docstring)."""
         self.url = url
         self.refresh_seconds = refresh_seconds
         self.unknown_kid_seconds = unknown_kid_seconds
         self.timeout = timeout
+        self.fetch_seconds = fetch_seconds
         self.keys: tuple[VerificationKey, ...] = ()
         #: observable: fetches made (successful or not), and of those, on unknown kids
         self.fetches = 0
@@ -78,7 +95,8 @@ class JWKS(Service):
         self._task: asyncio.Task[None] | None = None
         self._fetching: asyncio.Task[bool] | None = None
         self._last_unknown_kid = -math.inf
-        self._failing = False
+        #: why the last fetch failed ("cannot fetch URL: …"); None once one worked
+        self.error: str | None = None
         self._ignored: set[str] = set()
 
     @property
@@ -145,13 +163,13 @@ class JWKS(Service):
         try:
             keys = await self._fetch()
         except JWKSUnavailable as e:
-            if not self._failing:
-                self._failing = True
+            if self.error is None:
                 log.warning("auth: JWKS %s: %s; the last good set is kept (%s)",
                             self.where, e, _listed(self.keys))  # fmt: skip
+            self.error = str(e)
             return False
-        if self._failing:
-            self._failing = False
+        if self.error is not None:
+            self.error = None
             log.warning("auth: JWKS %s can be fetched again", self.where)
         if [(k.kid, k.alg) for k in keys] != [(k.kid, k.alg) for k in self.keys]:
             log.info("auth: JWKS %s changed: %s", self.where, _listed(keys))
@@ -161,6 +179,19 @@ class JWKS(Service):
     async def _fetch(self) -> tuple[VerificationKey, ...]:
         """The usable keys of the set at the URL, or JWKSUnavailable saying why none."""
         self.fetches += 1
+        try:
+            async with asyncio.timeout(self.fetch_seconds):
+                body = await self._get()
+        except TimeoutError:
+            # (asyncio.timeout cancelled the request: its connection is closed)
+            raise JWKSUnavailable(
+                f"cannot fetch {self.where}: no whole answer within {self.fetch_seconds:g} s "
+                "(PALIMPSEST_JWT_JWKS_FETCH_SECONDS): the provider is down or stalled"
+            ) from None
+        return self.parse(body)
+
+    async def _get(self) -> bytes:
+        """The body the URL answers, or JWKSUnavailable saying why there is none."""
         try:
             async with (
                 httpx.AsyncClient(timeout=self.timeout, follow_redirects=True) as http,
@@ -177,7 +208,7 @@ class JWKS(Service):
                         )
         except httpx.HTTPError as e:
             raise JWKSUnavailable(f"cannot fetch {self.where}: {_why(e)}") from e
-        return self.parse(bytes(body))
+        return bytes(body)
 
     def parse(self, body: bytes) -> tuple[VerificationKey, ...]:
         """The usable keys of a JWKS document (see the module's docstring)."""
@@ -246,4 +277,4 @@ def _why(e: httpx.HTTPError) -> str:
     return str(e) or type(e).__name__
 
 
-__all__ = ["JWKS", "MAX_JWKS_BYTES", "JWKSUnavailable"]
+__all__ = ["FETCH_SECONDS", "JWKS", "MAX_JWKS_BYTES", "JWKSUnavailable"]

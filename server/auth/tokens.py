@@ -202,7 +202,11 @@ class JWTAuth(Extension):
             verification_key(key, kid, f"the JWT public key {describe_source(path)}")
             public.append((kid, key))
         jwks = (
-            JWKS(settings.jwt_jwks_url, refresh_seconds=settings.jwt_jwks_refresh_seconds)
+            JWKS(
+                settings.jwt_jwks_url,
+                refresh_seconds=settings.jwt_jwks_refresh_seconds,
+                fetch_seconds=settings.jwt_jwks_fetch_seconds,
+            )
             if settings.jwt_jwks_url
             else None
         )
@@ -246,12 +250,22 @@ class JWTAuth(Extension):
         token = token_of(conn)
         if not token:
             return None
+        unfetched = None
         if self.jwks is not None:
             kid = _kid_of(token)
             if kid is not None and all(k.kid != kid for k in self.keys):
                 # the provider may have rotated since the last fetch (rate-limited)
-                await self.jwks.unknown_kid(kid)
-        return self.identify(token)
+                if not await self.jwks.unknown_kid(kid):
+                    unfetched = self.jwks.error
+        try:
+            return self.identify(token)
+        except AuthError as e:
+            if unfetched is None:
+                raise
+            # the kid may be the provider's newest: say that the set could not be had,
+            # not only that the key is unknown (the operator's clue to a rotation blocked)
+            why = f"the JWKS could not be fetched to look for it: {unfetched}"
+            raise AuthError(f"{e}; {why}") from e
 
     def identify(self, token: str | None) -> Identity:
         """The identity a token proves (``?user=`` means nothing in this mode)."""

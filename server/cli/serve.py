@@ -95,6 +95,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "default 600; 0 = only at start and when a token names an unknown kid)",
     )  # fmt: skip
     p.add_argument(
+        "--jwt-jwks-fetch-seconds", type=float, metavar="S",
+        help="seconds one fetch of the JWKS may take in all, a provider that trickles its "
+        "answer given up past it (env PALIMPSEST_JWT_JWKS_FETCH_SECONDS; default 5; below "
+        "the hook timeout)",
+    )  # fmt: skip
+    p.add_argument(
         "--jwt-audience",
         help="tokens must carry an aud claim naming this (or one of several, comma-separated; "
         "env PALIMPSEST_JWT_AUDIENCE); default: aud not checked",
@@ -171,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
             jwt_public_key=args.jwt_public_key,
             jwt_jwks_url=args.jwt_jwks_url,
             jwt_jwks_refresh_seconds=args.jwt_jwks_refresh_seconds,
+            jwt_jwks_fetch_seconds=args.jwt_jwks_fetch_seconds,
             jwt_audience=args.jwt_audience,
             jwt_issuer=args.jwt_issuer,
             snapshot_every=args.snapshot_every,
