@@ -55,6 +55,10 @@ class DocPeer:
         #: frames read before the room was loaded (within the socket's bound on what it
         #: holds: HocuspocusSocket.keep)
         self.pending: list[H.Frame] = []
+        #: while an auth message on the open document (a renewal) is being decided, the
+        #: frames read after it, judged under its outcome once decided; None otherwise
+        #: (within the socket's bound on what it holds: HocuspocusSocket.keep)
+        self.renewing: list[H.Frame] | None = None
         #: what an update past a gap gets: dropped, made good by a sync step 2 (the
         #: server sends its step 1 in answer to the client's, not as the document opens)
         self.resync = Resync(sent_step1=False)

@@ -598,3 +598,63 @@ async def test_an_update_taken_before_the_server_closes_its_document_is_acknowle
         store.gate.set()
         await eventually(lambda: len(raw.of("ak", H.SYNC_STATUS)) == 2, what="saved")
     assert [e.actor for e in await store.read("ak")] == ["alice"]
+
+
+@pytest.mark.parametrize("renewal", ["read", "another_document", "write"])
+async def test_frames_after_a_renewal_are_judged_under_its_outcome(
+    tmp_path: Path, renewal: str
+) -> None:
+    """A writer sends, in one burst, an auth message renewing its open document and an
+    update. The renewal was decided on a task of its own while the read loop went on:
+    the update was taken under the OLD session (answered Authenticated readonly, then a
+    sync status "saved" for that very update; or logged before the PermissionDenied of
+    a token no longer granting the document). Frames after an auth message now wait for
+    its outcome, as those before a document's first auth message do: refused under a
+    read-only token, dropped with the document under a refused one, taken under a good
+    one."""
+    from palimpsest.auth.tokens import mint
+
+    secret = "renewal-test-secret-" + "x" * 32
+    settings = Settings(db=str(tmp_path / "r.db"), port=free_port(), jwt_secret=secret)
+    renewed = {
+        "read": mint(secret, "dora", "read", ["race-*"]),
+        "another_document": mint(secret, "dora", "write", ["elsewhere"]),
+        "write": mint(secret, "dora", "write", ["race-*"]),
+    }[renewal]
+    d: Doc[Any] = Doc(client_id=9404)
+    text = d.get("content", type=Text)
+
+    def update(sv: bytes) -> bytes:
+        return bytes([P.SYNC_UPDATE]) + P.write_var_bytes(d.get_update(sv))
+
+    async with run_server(settings) as srv, raw_client(srv) as raw:
+        await raw.auth("race-1", mint(secret, "dora", "write", ["race-*"]))
+        sv = d.get_state()
+        text += "ok "
+        await raw.send("race-1", H.SYNC, update(sv))
+        await eventually(lambda: raw.of("race-1", H.SYNC_STATUS), what="ok saved")
+        sv = d.get_state()
+        text += "AFTER-RENEWAL"
+        # one burst: the update sent before any answer to the auth message
+        await raw.auth("race-1", renewed)
+        await raw.send("race-1", H.SYNC, update(sv))
+        answers = await eventually(lambda: raw.of("race-1", H.AUTH)[1:], what="the renewal")
+        if renewal == "another_document":
+            assert answers[0].body[0] == H.AUTH_PERMISSION_DENIED
+        else:
+            scope = "readonly" if renewal == "read" else "read-write"
+            assert answers[0].body == bytes([H.AUTH_AUTHENTICATED]) + P.write_var_string(scope)
+            statuses = await eventually(
+                lambda: raw.of("race-1", H.SYNC_STATUS)[1:], what="the update's status"
+            )
+            assert statuses[0].body == (b"\x00" if renewal == "read" else b"\x01")
+        room = srv.backend.rooms.get_loaded("race-1")
+        if room is not None:
+            await room.flush()
+        # (a frame after it, to be sure the burst's update was read and handled)
+        await raw.send("race-1", H.STATELESS, P.write_var_string('{"type": "hello"}'))
+        await asyncio.sleep(0.2)
+        if room is not None:
+            await room.flush()
+        logged = await srv.backend.store.read("race-1")
+    assert len(logged) == (2 if renewal == "write" else 1), logged

@@ -218,11 +218,12 @@ class HocuspocusSocket(Connection):
             else:  # an auth message too: a renewal (sendToken) is answered once it loads
                 self.keep(frame, f"frames for {frame.doc!r} while it loads")
                 peer.pending.append(frame)
+        elif peer.renewing is not None:
+            # after an auth message on the document: judged under its outcome (refresh)
+            self.keep(frame, f"frames for {frame.doc!r} while its token is renewed")
+            peer.renewing.append(frame)
         else:
-            try:
-                self.handle_frame(peer, peer.room, frame)
-            except PalimpsestError as e:
-                self.close_doc(peer, e)
+            self.handle_frames(peer, peer.room, [frame])
 
     def unknown_type(self, frame: H.Frame) -> None:
         """A type this server has no handler for (a newer provider's), of a document whose
@@ -418,8 +419,9 @@ class HocuspocusSocket(Connection):
                 (c, e.clock, "null") for c, e in room.presence.entries.items()
                 if e.peer_id == peer.id
             ]  # fmt: skip
+        owed = _owed(peer)  # (the updates read while a renewal was decided among them)
         self.leave(peer, forget=room is None)
-        self.deny(peer.doc, _owed(peer))
+        self.deny(peer.doc, owed)
         if room is not None:
             self.spawn(self._forget_after_flush(peer, room))
 
@@ -472,13 +474,7 @@ class HocuspocusSocket(Connection):
         self.unhold(frames)
         if reopened is not None and not any(_starts_sync(f) for f in frames):
             self.sync_reopened(peer, room, reopened, gone or [])
-        try:
-            for frame in frames:
-                if peer.room is None:
-                    break
-                self.handle_frame(peer, room, frame)
-        except PalimpsestError as e:
-            self.close_doc(peer, e)
+        self.handle_frames(peer, room, frames)
 
     def sync_reopened(
         self, peer: DocPeer, room: Room, owed: int, gone: list[tuple[int, int, str]]
@@ -521,6 +517,9 @@ class HocuspocusSocket(Connection):
             peer.forget()
         self.unhold(peer.pending)  # (frames read while it loaded: dropped)
         peer.pending = []
+        if peer.renewing is not None:  # (and those read while its renewal was decided)
+            self.unhold(peer.renewing)
+            peer.renewing = None
         peer.resync.end()  # (its wait, if any, ends)
         room, peer.room = peer.room, None
         if room is not None:
@@ -530,6 +529,22 @@ class HocuspocusSocket(Connection):
             log.info("close %s doc=%s user=%s", peer.id, peer.doc, peer.actor)
 
     # --- one frame of an open document -----------------------------------------------------
+
+    def handle_frames(self, peer: DocPeer, room: Room, frames: list[H.Frame]) -> None:
+        """Handle `frames` of an open document in order, until one closes it; those
+        after an auth message (a renewal) wait for its outcome (peer.renewing)."""
+        try:
+            for i, frame in enumerate(frames):
+                if peer.room is not room:
+                    break
+                if peer.renewing is not None:
+                    # (read before: their bound was checked then, and they were given back)
+                    peer.renewing.extend(frames[i:])
+                    self.held += sum(held_cost(f) for f in frames[i:])
+                    break
+                self.handle_frame(peer, room, frame)
+        except PalimpsestError as e:
+            self.close_doc(peer, e)
 
     def handle_frame(self, peer: DocPeer, room: Room, frame: H.Frame) -> None:
         t = frame.type
@@ -572,14 +587,21 @@ class HocuspocusSocket(Connection):
         elif t == H.SYNC_STATUS:
             raise ProtocolError("sync status messages go from the server to clients")
         elif t == H.AUTH:
-            self.spawn(self.refresh(peer, H.decode_auth(frame.body).token))
+            token = H.decode_auth(frame.body).token
+            peer.renewing = []
+            self.spawn(self.refresh(peer, token))
 
     async def refresh(self, peer: DocPeer, token: str) -> None:
         """An auth message on an open document: a fresh token for the same user renews
         the document's session (its expiry, its role), answered Authenticated; the
         provider sends one with ``sendToken()``, so a short-lived token is replaced
         before its document closes. A token refused, or one for another user, closes the
-        document (PermissionDenied with the reason) until a new auth message."""
+        document (PermissionDenied with the reason) until a new auth message.
+
+        The frames read after it wait meanwhile (peer.renewing), as those before a
+        document's first auth message do, and are judged under its outcome (an update
+        sent in the same burst as a read-only token, or as one no longer granting the
+        document, used to be taken under the old session, and saved)."""
         try:
             conn = self.credentials(token, peer.doc)
             identity = await self.backend.authenticate(conn, peer.doc, "read")
@@ -600,6 +622,10 @@ class HocuspocusSocket(Connection):
                                              peer.doc, self.host))  # fmt: skip
         self._watch_doc_expiry(peer)
         self.send(H.encode_authenticated(peer.doc, read_only=not identity.can_write))
+        held, peer.renewing = peer.renewing or [], None
+        self.unhold(held)
+        if peer.room is not None:
+            self.handle_frames(peer, peer.room, held)
 
     def update(self, peer: DocPeer, room: Room, update: bytes, *, step2: bool) -> None:
         if peer.identity.expired():  # by the wall clock now, before the timer notices
@@ -743,7 +769,8 @@ def _owed(peer: DocPeer) -> int:
     count, or a re-sync request, whose dropped update stands for it)."""
     r = peer.resync
     unanswered = r.sent_step1 and not r.stepped and not r.uncounted and r.asked is None
-    return r.dropped + unanswered
+    # (and those of the updates read while a renewal was decided, dropped with it)
+    return _owed_after(r.dropped + unanswered, peer.renewing or [])
 
 
 def _reopens(frame: H.Frame) -> bool:
