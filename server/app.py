@@ -42,7 +42,7 @@ from .request_count import CountRequests
 from .request_guard import LOCAL_ORIGIN, RequestGuard, normal_origin
 from .routes import docs, hocuspocus, ops
 from .routes.ws import websocket_endpoint
-from .serving_lock import PostgresServingLock, ServingLock
+from .serving_lock import PostgresServingLock, ServingLock, StoppedWaiting
 from .settings import Settings
 from .stop_signals import on_stop_signals
 from .store import EventStore, SQLiteStore, open_store
@@ -336,7 +336,7 @@ class Palimpsest:
         lock = _serving_lock(self.backend)
         try:
             if lock is not None:
-                await lock.acquire()
+                await _acquire(lock)
             async with self.backend:
                 started = True
                 if lock is not None:
@@ -357,7 +357,7 @@ class Palimpsest:
         except PalimpsestError as e:
             if not started:
                 self.startup_error = e
-                if self.log_startup_error:
+                if self.log_startup_error and not isinstance(e, StoppedWaiting):
                     # under an app server the refusal is otherwise one line deep in its
                     # traceback (hypercorn's LifespanFailureError), or not said at all
                     log.error("cannot start: %s", e)
@@ -402,6 +402,35 @@ def _serving_lock(backend: Backend) -> ServingLock | PostgresServingLock | None:
                 store.dsn, store.schema, shared=shared, wait=backend.settings.lock_wait
             )
     return None
+
+
+async def _acquire(lock: ServingLock | PostgresServingLock) -> None:
+    """Take the serving lock, the wait for it (lock_wait) ended by a stop signal
+    (SIGTERM, SIGINT) with StoppedWaiting: nothing is served yet, so nothing is left to
+    shut down. The app server hears the signal too (its handler still runs first,
+    server/stop_signals.py) and ends once the start has failed. The wait ignored it:
+    `palimpsest serve` waited out its 15 s shutdown bound and exited 1, uvicorn the
+    whole wait (30 s by default)."""
+    task = asyncio.ensure_future(lock.acquire())
+    stopped: list[str] = []
+
+    def stop(name: str) -> None:
+        if not task.done() and not stopped:
+            stopped.append(name)
+            task.cancel()
+
+    with on_stop_signals(stop):
+        try:
+            await task
+        except asyncio.CancelledError:
+            if not stopped:
+                raise  # (the lifespan itself was cancelled)
+            why = f"received {stopped[0]} while waiting for {lock.what}"
+            log.warning("%s: stopped waiting; nothing was served", why)
+            from .logs import flush
+
+            flush()  # (the process ends by the signal right after: said first)
+            raise StoppedWaiting(f"{why}: stopped waiting") from None
 
 
 def _default_logging(settings: Settings) -> None:

@@ -54,6 +54,10 @@ log = logging.getLogger("palimpsest.store")
 _RETRY_SECONDS = 0.1
 
 
+class StoppedWaiting(StoreUnavailable):
+    """The start was told to stop (SIGTERM) while it waited for the lock (app.py)."""
+
+
 class _Held(Exception):
     """The lock is held by another process (`holder`: its pid, when known)."""
 
@@ -101,13 +105,15 @@ class ServingLock:
         self._made = False
         #: why no lock could be taken (the lock file could not be opened), if so
         self._unlocked: str | None = None
+        #: the lock, as the log names it
+        self.what = f"the serving lock on {db_path}"
 
     async def acquire(self) -> None:
         """Takes the lock, waiting up to ``wait`` seconds while another process holds it,
         or raises StoreUnavailable saying who holds it and what to do."""
         if fcntl is None:
             return
-        waiting = _Waiting(self.wait, f"the serving lock on {self.db_path}")
+        waiting = _Waiting(self.wait, self.what)
         while True:
             try:
                 return self._try()
@@ -242,6 +248,11 @@ class PostgresServingLock:
         self._keeper: asyncio.Task[None] | None = None
         self.name = schema or ""
 
+    @property
+    def what(self) -> str:
+        """The lock, as the log names it."""
+        return f"the serving lock on PostgreSQL schema {self.name!r}"
+
     async def acquire(self) -> None:
         await self._take(first=True)
         self._keeper = asyncio.create_task(self._keep(), name="palimpsest-serving-lock")
@@ -304,8 +315,7 @@ class PostgresServingLock:
                     await conn.fetchval("SELECT current_schema()", timeout=SESSION_WAIT) or ""
                 )
                 take = "pg_try_advisory_lock_shared" if self.shared else "pg_try_advisory_lock"
-                what = f"the serving lock on PostgreSQL schema {self.name!r}"
-                waiting = _Waiting(self.wait if first else 0.0, what)
+                waiting = _Waiting(self.wait if first else 0.0, self.what)
                 while True:
                     got = await conn.fetchval(
                         f"SELECT {take}($1, hashtext($2))", SERVING_LOCK, self.name,
@@ -488,4 +498,11 @@ async def pg_not_served(dsn: str, schema: str | None, by: str) -> AsyncIterator[
         await conn.close()  # ends the session: drops the lock
 
 
-__all__ = ["SUFFIX", "PostgresServingLock", "ServingLock", "not_served", "pg_not_served"]
+__all__ = [
+    "SUFFIX",
+    "PostgresServingLock",
+    "ServingLock",
+    "StoppedWaiting",
+    "not_served",
+    "pg_not_served",
+]

@@ -250,6 +250,14 @@ class Settings:
             if value < 0 or (value == 0 and f.name in _POSITIVE):
                 least = "above 0" if f.name in _POSITIVE else "0 or more"
                 raise ValueError(f"{_name(f.name)} must be {least}, not {value!r}")
+        if self.lock_wait > MAX_LOCK_WAIT:
+            # a reload's handover lasts the old server's drain and shutdown: minutes at
+            # most; a start that waits longer is a second server started by mistake,
+            # waiting unseen instead of being refused
+            raise ValueError(
+                f"{_name('lock_wait')} must be at most {MAX_LOCK_WAIT:g} (seconds), not "
+                f"{self.lock_wait!r}: long enough for a reload's handover"
+            )
         if 0 < self.warm_disk_ms < WARM_DISK_MS_LEAST:
             raise ValueError(
                 f"{_name('warm_disk_ms')} must be 0 (off) or at least {WARM_DISK_MS_LEAST:g} "
@@ -334,6 +342,10 @@ class Settings:
 #: settings that cannot be 0: nothing would fit, nothing would ever be done, or every
 #: wait would end at once (the others are 0 or more; where 0 means "off" or
 #: "unlimited", the field's comment says so)
+#: the longest lock_wait: an hour (a reload's handover takes the old server's drain
+#: and shutdown, seconds to minutes)
+MAX_LOCK_WAIT = 3600.0
+
 _POSITIVE = frozenset(
     {
         "max_frame_bytes", "max_doc_bytes", "max_large_frames_bytes", "max_awareness_bytes",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -98,6 +99,13 @@ def serve(
         # a sync every microsecond burns a core: 0 is off, else at least 1 ms
         ([], {"PALIMPSEST_WARM_DISK_MS": "0.001"},
          "warm_disk_ms (PALIMPSEST_WARM_DISK_MS) must be 0 (off) or at least 1 (ms between"),
+        # a start waiting 31 years for a lock is a second server started by mistake that
+        # nobody hears of: a reload's handover is over in minutes
+        (["--lock-wait", "1e9"], {},
+         "lock_wait (PALIMPSEST_LOCK_WAIT) must be at most 3600 (seconds), not 1000000000.0"),
+        ([], {"PALIMPSEST_JWT_JWKS_URL": "https://idp.example/certs",
+              "PALIMPSEST_JWT_JWKS_FETCH_SECONDS": "30"},
+         "jwt_jwks_fetch_seconds (PALIMPSEST_JWT_JWKS_FETCH_SECONDS) (30) must be below"),
     ],
 )  # fmt: skip
 def test_a_configuration_that_cannot_work_exits_2_and_creates_nothing(
@@ -620,3 +628,65 @@ async def test_an_app_that_cannot_start_says_why_in_its_log(
     said = [r for r in caplog.records if r.getMessage().startswith("cannot start: ")]
     assert len(said) == 1 and said[0].levelname == "ERROR", caplog.text
     assert "is in use: another Palimpsest in this process" in said[0].getMessage()
+
+
+#: a process that holds a SQLite file's serving lock (as a server would: flock on
+#: `<db>-serving`, its pid written) until its stdin closes
+_HOLD_LOCK = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1] + "-serving", os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.pwrite(fd, f"{os.getpid()}\\n".encode(), 0)
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize("how", ["serve", "uvicorn"])
+def test_sigterm_ends_a_start_waiting_for_the_serving_lock(tmp_path: Path, how: str) -> None:
+    """A start waiting for the serving lock (--lock-wait 30, another process holding
+    it) ignored SIGTERM: `serve` did nothing for 15 s, then its forced-shutdown error
+    (exit 1); under `uvicorn --factory palimpsest.app:create_app` it waited out the
+    whole wait (kill -9 was needed). Nothing is served yet: the wait ends at once, said
+    in the log, and `serve` ends by the signal, as a stopped server does (uvicorn with
+    its status for a start that failed, 3)."""
+    db = tmp_path / "held.db"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(db)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        port = str(free_port())
+        if how == "serve":
+            cmd = [sys.executable, "-m", "palimpsest", "serve", "--host", "127.0.0.1",
+                   "--port", port, "--db", str(db), "--lock-wait", "30"]  # fmt: skip
+        else:
+            cmd = [sys.executable, "-m", "uvicorn", "--factory", "palimpsest.app:create_app",
+                   "--host", "127.0.0.1", "--port", port]  # fmt: skip
+        env = {**os.environ, "PALIMPSEST_DB": str(db), "PALIMPSEST_LOCK_WAIT": "30"}
+        with open(tmp_path / "log", "w+") as log:
+            proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=log)
+            try:
+                waiting = f"waiting for pid {holder.pid} to release the serving lock on {db}"
+                deadline = time.monotonic() + 60
+                while waiting not in (tmp_path / "log").read_text():
+                    assert proc.poll() is None, (tmp_path / "log").read_text()
+                    assert time.monotonic() < deadline, (tmp_path / "log").read_text()
+                    time.sleep(0.05)
+                proc.send_signal(signal.SIGTERM)
+                code = proc.wait(timeout=10)  # (a bound for failing: the wait is 30 s)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        text = (tmp_path / "log").read_text()
+        # (uvicorn exits 3 when a start fails, whatever failed it: its own SystemExit)
+        assert code == (-signal.SIGTERM if how == "serve" else 3), (code, text)
+        assert (
+            f"received SIGTERM while waiting for the serving lock on {db}: stopped "
+            "waiting; nothing was served"
+        ) in text, text
+        assert "shutdown took over" not in text and "cannot start" not in text, text
+    finally:
+        holder.communicate("")

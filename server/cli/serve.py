@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--lock-wait", type=float, metavar="S",
         help="when another server holds the database's serving lock, wait up to S seconds "
         "for it (a reload's handover) before refusing to start (env PALIMPSEST_LOCK_WAIT; "
-        "default 30; 0: refuse at once)",
+        "default 30, at most 3600; 0: refuse at once); SIGTERM ends the wait",
     )  # fmt: skip
     p.add_argument("--fanout", help="redis://… to run several processes (env PALIMPSEST_FANOUT)")
     p.add_argument(
@@ -159,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
     from ..descriptors import DescriptorGate
     from ..handshake import uvicorn_options
     from ..limits import Limits
+    from ..serving_lock import StoppedWaiting
 
     try:
         settings = settings_from(
@@ -257,6 +258,10 @@ def run(args: argparse.Namespace) -> int:
         return OUT_OF_MEMORY
     if ok:
         return server.exit_status or 0  # (SIGQUIT: 131)
+    if isinstance(app.startup_error, StoppedWaiting):
+        # told to stop while it waited for the serving lock (said in the log): not a
+        # start that failed, the stop of one that had served nothing yet
+        return _stopped_by(server)
     logs.echo(f"palimpsest: cannot start: {failure.reason(settings)}", sys.stderr)
     logs.flush()
     return STARTUP_FAILED
@@ -268,6 +273,20 @@ def _roots(flags: list[str] | None) -> tuple[str, ...] | None:
     if not flags:
         return None
     return tuple(r.strip() for flag in flags for r in flag.split(",") if r.strip())
+
+
+def _stopped_by(server: Any) -> int:
+    """End the process by the signal that stopped `server` before it served, as a
+    server that served ends (GoingAwayServer.capture_signals: uvicorn's way out of a
+    failed start, SystemExit, skipped that); SIGQUIT, whose default action dumps core,
+    as exit status 131 instead."""
+    logs.flush()
+    for sig in reversed(server._captured_signals):
+        if sig == getattr(signal, "SIGQUIT", None):
+            return 128 + int(sig)
+        signal.signal(sig, signal.SIG_DFL)
+        signal.raise_signal(sig)
+    return 0
 
 
 def _open_files(reserve: int) -> None:
