@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 from conftest import RunningServer, eventually, run_server
-from pycrdt import Map
+from pycrdt import Array, Map, XmlElement, XmlFragment
 from yclient import connect
 
 from palimpsest.auth.tokens import mint
@@ -97,10 +97,15 @@ async def test_put_text_refusals(server: RunningServer) -> None:
         base_url=server.url
     ) as http:  # fmt: skip
         ann.doc.get("meta", type=Map)["title"] = "a map"
-        await eventually(lambda: _head_sync(server, "shapes") >= 1)
+        ann.doc.get("list", type=Array).append(1)
+        ann.doc.get("prose", type=XmlFragment).children.append(XmlElement("p"))
+        await eventually(lambda: _head_sync(server, "shapes") >= 3)
         head = await server.backend.store.head("shapes")
         cases: list[tuple[dict[str, Any] | str, int, str]] = [
             ({"text": "x", "root": "meta"}, 409, "the root 'meta' of 'shapes' holds a map"),
+            # (it said "holds a array", "holds a xml")
+            ({"text": "x", "root": "list"}, 409, "the root 'list' of 'shapes' holds an array,"),
+            ({"text": "x", "root": "prose"}, 409, "of 'shapes' holds an XML tree, not text"),
             ({"root": "content"}, 400, "the body must hold the new text"),
             ({"text": 5}, 400, "the body must hold the new text"),
             ({"text": "x", "root": ""}, 400, '"root" must be a name of 1 to 128'),

@@ -83,6 +83,9 @@ W = TypeVar("W")
 
 log = logging.getLogger("palimpsest.history")
 
+#: a root's kind as a refusal names it (as the Python client's WrongType does)
+_KIND_WORDS = {MAP: "a map", ARRAY: "an array", XML: "an XML tree"}
+
 #: editing sessions: same actor, gaps shorter than this
 SESSION_GAP_MS = 5 * 60 * 1000
 #: sessions kept in memory at the default gap (the web page's): per document, at most
@@ -1143,7 +1146,8 @@ class History:
                 if kind is None and root in live.keys():
                     kind = infer_root_types(live, [root]).get(root)
                 if kind not in (None, TEXT):
-                    raise Conflict(f"the root {root!r} of {doc!r} holds a {kind}, not text")
+                    held = _KIND_WORDS.get(kind, f"a {kind}")
+                    raise Conflict(f"the root {root!r} of {doc!r} holds {held}, not text")
                 if edit is not None:
                     delta = rebase_text(live, root, edit)
                     with live.transaction(origin=ServerOrigin(actor, "edit")):
