@@ -658,3 +658,31 @@ async def test_frames_after_a_renewal_are_judged_under_its_outcome(
             await room.flush()
         logged = await srv.backend.store.read("race-1")
     assert len(logged) == (2 if renewal == "write" else 1), logged
+
+
+async def test_the_document_past_the_most_one_socket_may_have_open_is_told_why(srv: Any) -> None:
+    """The 257th document of a socket was refused with "more than 256 documents on one
+    socket", as if 257 were open. The refusal says that 256 are open, the most, and
+    what to do; once one is closed, the document opens."""
+    from palimpsest.routes.hocuspocus import MAX_DOCS_PER_SOCKET
+
+    async with raw_client(srv) as raw:
+        for i in range(MAX_DOCS_PER_SOCKET + 1):
+            await raw.auth(f"many-{i}", "mo")
+        last = f"many-{MAX_DOCS_PER_SOCKET}"
+
+        def auths() -> list[H.Frame]:
+            return [f for f in raw.frames if f.type == H.AUTH]
+
+        await eventually(lambda: len(auths()) == MAX_DOCS_PER_SOCKET + 1, what="answers")
+        answers = auths()
+        assert [f.doc for f in answers if f.body[0] == H.AUTH_PERMISSION_DENIED] == [last]
+        denied = next(f for f in answers if f.doc == last)
+        assert H.decode_string(denied.body[1:], "reason") == (
+            f"{MAX_DOCS_PER_SOCKET} documents are open on this socket, the most one may have: "
+            "close one (or open this one on another socket) first"
+        )
+        await raw.send("many-0", H.CLOSE)
+        await raw.auth(last, "mo")
+        opened = await eventually(lambda: raw.of(last, H.AUTH)[1:], what="opened")
+        assert opened[0].body[0] == H.AUTH_AUTHENTICATED

@@ -306,7 +306,10 @@ class HocuspocusSocket(Connection):
             validate_doc_name(doc)
             identity = await self.backend.authenticate(self.credentials(token, doc), doc, "read")
             if len(self.docs) >= MAX_DOCS_PER_SOCKET:
-                raise RateLimited(f"more than {MAX_DOCS_PER_SOCKET} documents on one socket")
+                raise RateLimited(
+                    f"{MAX_DOCS_PER_SOCKET} documents are open on this socket, the most one "
+                    "may have: close one (or open this one on another socket) first"
+                )
         except PalimpsestError as e:
             if self.opening.get(doc) is frames:
                 del self.opening[doc]
