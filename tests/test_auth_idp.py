@@ -592,7 +592,8 @@ async def test_role_as_a_list_and_docs_as_a_space_separated_string(
     as OAuth's scope is) was one pattern that matches no name, and granted nothing
     without a word. A role list grants the highest role it holds (other entries, a
     provider's roles for other applications, are ignored); a docs string is its
-    space-separated patterns (document names hold no space)."""
+    patterns separated by spaces or tabs (document names hold neither), and a blank one
+    is refused."""
     async with httpx.AsyncClient(base_url=idp_server.url) as http:
 
         async def put(doc: str, **claims: Any) -> tuple[int, str]:
@@ -611,3 +612,12 @@ async def test_role_as_a_list_and_docs_as_a_space_separated_string(
         assert (await put("notes", docs="team-* notes"))[0] == 200
         code, text = await put("other", docs="team-* notes")
         assert code == 403, text
+        # spaces and tabs separate, no other whitespace: "x\u00a0notes" granted notes
+        assert (await put("notes", docs="team-*\t notes"))[0] == 200
+        for doc in ("notes", "team-a"):
+            code, text = await put(doc, docs="team-a\u00a0notes")
+            assert code == 403, text
+        # a blank string was taken, and then every document refused with 403
+        for blank in ("   ", "", "\t"):
+            code, text = await put("notes", docs=blank)
+            assert code == 401 and "token claim 'docs' is blank: name the documents" in text, text

@@ -9,7 +9,8 @@ Bearer`` on HTTP. Claims::
     sub   the user (1-64 printable characters, no space at either end, no control or
           format characters), taken to Unicode NFC: the actor of every event it makes
     docs  the documents it may open: a list of names or glob patterns ("team-*", "*"),
-          or one string of them separated by spaces, as OAuth's scope ("team-* notes")
+          or one string of them separated by spaces (or tabs), as OAuth's scope
+          ("team-* notes"); a blank one is refused
     role  read | write | admin, or a list (as identity providers write roles): the
           highest of those three it holds, its other entries ignored
     exp   expiry (required; a small leeway absorbs clock skew)
@@ -82,6 +83,8 @@ log = logging.getLogger("palimpsest.auth")
 MIN_SECRET_BYTES = 32
 _RANK = RANK
 _MAX_PATTERNS = 256
+#: what separates the patterns of a ``docs`` claim given as one string
+_DOCS_SEPARATOR = re.compile(r"[ \t]+")
 #: tokens may not live longer than this (an exp of 10**30 is a token that never expires)
 MAX_TOKEN_LIFETIME = 10 * 366 * 86400
 
@@ -416,8 +419,16 @@ def identity_from_claims(claims: dict[str, Any]) -> Identity:
         )
     docs = claims.get("docs", [])
     if isinstance(docs, str):
-        # space-separated, as OAuth's scope: "team-* notes" (a name holds no space)
-        docs = docs.split() or [docs]  # (a blank one is refused below)
+        # separated by spaces (or tabs), as OAuth's scope: "team-* notes" (a name holds
+        # neither). Not str.split(): it splits on any Unicode whitespace too, so that
+        # "x\u00a0alpha" (a no-break space) granted alpha
+        docs = [d for d in _DOCS_SEPARATOR.split(docs) if d]
+        if not docs:
+            # it granted nothing, and every document was refused (403) without a word
+            raise AuthError(
+                "token claim 'docs' is blank: name the documents or glob patterns it grants, "
+                'separated by spaces ("team-* notes"), or give a list'
+            )
     if (
         not isinstance(docs, list)
         or len(docs) > _MAX_PATTERNS
