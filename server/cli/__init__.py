@@ -17,10 +17,11 @@ from ..settings import Settings
 def commands() -> list[ModuleType]:
     """The modules of the subcommands, in the order of --help: listed, not discovered."""
     from ..client import cli as client_cli
-    from . import admin, backup, copy, import_from, serve, token, webhooks
+    from . import admin, backup, copy, import_from, listing, serve, token, webhooks
 
     return [
         serve,  # serve
+        listing,  # ls
         admin,  # export, import, snapshot, inspect, verify, compact, delete
         import_from,  # import-from (Hocuspocus, pycrdt-websocket, a directory)
         copy,  # migrate, copy (SQLite -> PostgreSQL)

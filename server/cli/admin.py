@@ -71,7 +71,7 @@ LIVE_NOTE = (
 
 
 #: the commands that only read: on SQLite they open the file read-only
-READ_ONLY = frozenset({"export", "inspect", "verify"})
+READ_ONLY = frozenset({"export", "inspect", "verify", "ls"})
 
 
 class AdminError(Exception):
