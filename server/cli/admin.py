@@ -60,6 +60,7 @@ from ..store.sqlite import SQLiteStore
 from ..util import iso
 from . import (
     add_store_options,
+    bulk,
     not_a_store,
     settings_from,
     setup_logging,
@@ -92,13 +93,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = add("export", "print a document (or a past version of it)",
             "Print the document at its head, or at --seq, as text, JSON or a Yjs update.",
             export)  # fmt: skip
-    p.add_argument("doc", metavar="DOC")
+    p.description += (
+        " Several documents (DOC..., --prefix, - for names on stdin) in one run go into "
+        "the directory -o names, a file each: NAME.txt, NAME.json or NAME.yjs by --format "
+        "(`import-from dir` reads the .yjs and .txt back)."
+    )
+    bulk.add_doc_options(p, "export")
     p.add_argument("--seq", type=int, help="the version to export (default: the head)")
     p.add_argument("--format", choices=["text", "json", "update"], default="text",
                    help="text: the text and XML roots (a document with neither: its "
                    "roots as JSON, as cat prints them); json: every root with its type; "
                    "update: the Yjs v1 update (binary) (default text)")  # fmt: skip
-    p.add_argument("-o", "--out", help="write to this file instead of stdout")
+    p.add_argument("-o", "--out", help="write to this file instead of stdout; with several "
+                   "documents, the directory to write them into (made if missing)")  # fmt: skip
 
     p = add("import", "append a Yjs update or a text file to a document",
             "Append FILE as one event of kind 'import': a Yjs v1 update (from export "
@@ -152,8 +159,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "Fold events 1..SEQ (or up to TIME) into a base snapshot and delete them. The "
             "document at every later seq stays identical; versions before the base are gone "
             "from history. Named versions pin history: a --before past a tag is refused. "
-            "Refuses to run without --yes.", compact)  # fmt: skip
-    p.add_argument("doc", metavar="DOC")
+            "Refuses to run without --yes. Several documents (DOC..., --prefix, - for "
+            "names on stdin) are compacted in one run, each up to --before.",
+            compact)  # fmt: skip
+    bulk.add_doc_options(p, "compact")
     p.add_argument("--before", required=True,
                    help="a seq, a tag name, or an ISO-8601 time (the last seq at or "
                    "before it); a time without an offset is this machine's local time "
@@ -169,8 +178,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     p = add("delete", "delete a document: its events, snapshots and tags",
             "Delete a document from the store, for good. Refuses to run without --yes. "
-            "On a running server prefer DELETE /api/docs/DOC.", delete)  # fmt: skip
-    p.add_argument("doc", metavar="DOC")
+            "On a running server prefer DELETE /api/docs/DOC. Several documents (DOC..., "
+            "--prefix, - for names on stdin) are deleted in one run.", delete)  # fmt: skip
+    bulk.add_doc_options(p, "delete")
     p.add_argument("--yes", action="store_true", help="really delete it")
     p.add_argument("--user", default="admin",
                    help="who deleted it, as the changefeed's deletion record says (default "
@@ -263,29 +273,62 @@ def _progress(total: int, desc: str, quiet: bool = False) -> Any:
 # --- export -----------------------------------------------------------------------------
 
 
+#: the file of each document that `export --prefix ... -o DIR` writes, by --format
+EXPORT_SUFFIX = {"text": ".txt", "json": ".json", "update": ".yjs"}
+
+
 async def export(store: EventStore, args: argparse.Namespace) -> int:
-    info = await _require(store, args.doc)
-    seq = info.head if args.seq is None else args.seq
-    if seq > info.head or seq < info.base_seq:
-        raise AdminError(f"{args.doc!r} has versions {info.base_seq}..{info.head}, not {seq}")
-    loaded = await load(store, args.doc, upto=seq)
-    if args.format == "update":
-        data = subdoc_options.restored(loaded.doc, loaded.doc.get_update())
-    else:
-        roots = rendered(loaded.doc)
-        if args.format == "json":
-            out = {"doc": args.doc, "seq": loaded.seq, "roots": roots}
-            data = (json.dumps(out, ensure_ascii=False, indent=2, allow_nan=False) + "\n").encode()
-        else:
-            data = _as_text(args.doc, roots).encode()
+    if not bulk.single(args):
+        return await _export_many(store, args)
+    data, seq = await _exported(store, args.doc, args.seq, args.format)
     if args.out:
         await asyncio.to_thread(Path(args.out).write_bytes, data)
-        print(f"palimpsest export: {args.doc}@{loaded.seq} -> {args.out} ({len(data)} bytes)",
+        print(f"palimpsest export: {args.doc}@{seq} -> {args.out} ({len(data)} bytes)",
               file=sys.stderr)  # fmt: skip
     else:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
     return 0
+
+
+async def _exported(store: EventStore, doc: str, at: int | None, fmt: str) -> tuple[bytes, int]:
+    """The document at seq `at` (None: its head) in --format `fmt`, and that seq."""
+    info = await _require(store, doc)
+    seq = info.head if at is None else at
+    if seq > info.head or seq < info.base_seq:
+        raise AdminError(f"{doc!r} has versions {info.base_seq}..{info.head}, not {seq}")
+    loaded = await load(store, doc, upto=seq)
+    if fmt == "update":
+        data = subdoc_options.restored(loaded.doc, loaded.doc.get_update())
+    else:
+        roots = rendered(loaded.doc)
+        if fmt == "json":
+            out = {"doc": doc, "seq": loaded.seq, "roots": roots}
+            data = (json.dumps(out, ensure_ascii=False, indent=2, allow_nan=False) + "\n").encode()
+        else:
+            data = _as_text(doc, roots).encode()
+    return data, loaded.seq
+
+
+async def _export_many(store: EventStore, args: argparse.Namespace) -> int:
+    if not args.out:
+        raise AdminError(
+            "several documents are exported into a directory: give -o DIR (a file each: "
+            f"NAME{EXPORT_SUFFIX[args.format]} for --format {args.format})"
+        )
+    if args.seq is not None:
+        raise AdminError("--seq is a version of one document: give one DOC with it")
+    docs = await bulk.docs_of(store, args, "export")
+    folder = Path(args.out)
+    await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+
+    async def one(doc: str) -> str:
+        data, seq = await _exported(store, doc, None, args.format)
+        path = folder / f"{doc}{EXPORT_SUFFIX[args.format]}"
+        await asyncio.to_thread(path.write_bytes, data)
+        return f"{doc}@{seq} -> {path} ({len(data)} bytes)"
+
+    return await bulk.run("export", docs, args, one, f"exported to {folder}", (AdminError,))
 
 
 def _as_text(doc: str, roots: dict[str, dict[str, Any]]) -> str:
@@ -527,6 +570,8 @@ async def verify(store: EventStore, args: argparse.Namespace) -> int:
 
 
 async def compact(store: EventStore, args: argparse.Namespace) -> int:
+    if not bulk.single(args):
+        return await _compact_many(store, args)
     plan = await plan_compact(store, args.doc, args.before, local=True)
     purge = bool(args.purge_deleted)
     if purge and plan.events == 0 and plan.base_seq:
@@ -563,10 +608,48 @@ async def compact(store: EventStore, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _compact_many(store: EventStore, args: argparse.Namespace) -> int:
+    docs = await bulk.docs_of(store, args, "compact")
+    if not args.yes:
+        raise AdminError(
+            f"this deletes the events up to {args.before} of {bulk.some(docs)} for good; "
+            "run again with --yes"
+        )
+    purge = bool(args.purge_deleted)
+    url = args.fanout or args.settings.fanout
+    deployment = await store_deployment(store) if purge and url else None
+
+    async def one(doc: str) -> str:
+        plan = await plan_compact(store, doc, args.before, local=True)
+        if plan.events == 0 and not (purge and plan.base_seq):
+            return f"{doc}: nothing to do: compacted up to {plan.base_seq}"
+        try:
+            removed = await compact_doc(store, plan, args.settings, purge_deleted=purge)
+        except CompactedWithoutStacks as e:
+            bulk.say(f"palimpsest compact: {e}")
+            removed = e.removed
+        if purge and url:
+            try:
+                await publish_purged(url, doc, "palimpsest compact", deployment)
+            except Exception as e:  # (NotPrimary: a replica, nothing published)
+                raise AdminError(
+                    f"purged, but fan-out not told ({e}): a server with the document open "
+                    "holds the purged content in memory until it notices the new base "
+                    "(within its COMPACTION_CHECK_SECONDS)"
+                ) from None
+        base = max(plan.before, plan.base_seq)
+        return f"{doc}: {removed} events folded into a base snapshot @{base}"
+
+    return await bulk.run("compact", docs, args, one, "compacted (or had nothing to fold)",
+                          (AdminError,))  # fmt: skip
+
+
 # --- delete -----------------------------------------------------------------------------
 
 
 async def delete(store: EventStore, args: argparse.Namespace) -> int:
+    if not bulk.single(args):
+        return await _delete_many(store, args)
     info = await _require(store, args.doc)
     if not args.yes:
         raise AdminError(
@@ -585,6 +668,28 @@ async def delete(store: EventStore, args: argparse.Namespace) -> int:
             told = 1
     print(f"palimpsest delete: {args.doc} deleted ({info.head} events)")
     return told
+
+
+async def _delete_many(store: EventStore, args: argparse.Namespace) -> int:
+    docs = await bulk.docs_of(store, args, "delete")
+    if not args.yes:
+        raise AdminError(f"this deletes {bulk.some(docs)} (their events, snapshots and tags) "
+                         "for good; run again with --yes")  # fmt: skip
+    url = args.fanout or args.settings.fanout
+    deployment = await store_deployment(store) if url else None
+
+    async def one(doc: str) -> str:
+        info = await _require(store, doc)
+        await store.delete_doc(doc, await tombstone_for(store, doc), by=args.user)
+        if url:  # as one delete does: the processes serving it drop it now
+            try:
+                await publish_deleted(url, doc, "palimpsest delete", deployment)
+            except Exception as e:  # (NotPrimary: a replica, nothing published)
+                raise AdminError(f"deleted, but fan-out not told ({e}); the servers notice "
+                                 "from the store within two gap checks") from None  # fmt: skip
+        return f"{doc} deleted ({info.head} events)"
+
+    return await bulk.run("delete", docs, args, one, "deleted", (AdminError,))
 
 
 # --- rename-actor -----------------------------------------------------------------------
