@@ -1,6 +1,6 @@
 """The CLI over many documents: `palimpsest ls`, and delete, compact and export of
 several documents in one run (DOC..., --prefix, - for names on stdin), on SQLite and
-PostgreSQL; the progress bar on a terminal."""
+PostgreSQL; the progress bars on a terminal (also import-from's)."""
 
 from __future__ import annotations
 
@@ -264,3 +264,31 @@ async def test_many_documents_show_a_progress_bar_on_a_terminal(
     )
     assert code == 0 and f"{MANY} of {MANY} documents exported" in out, (out, err)
     assert f"/{MANY} [" in err and "doc/s" in err, err  # the bar, cleared at the end
+
+
+async def test_import_from_shows_a_bar_on_a_terminal_and_lines_in_a_pipe(tmp_path: Path) -> None:
+    """It printed a line per document on a terminal too: 20,004 lines for a big source.
+    A bar there now (lines with --verbose; the skipped and failed always); a pipe keeps
+    its lines, as scripts and tests/test_import_from.py read them."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(30):
+        (src / f"n{i}.txt").write_text(f"text {i}")
+    (src / "bad.yjs").write_bytes(b"\xff\xff")
+    db = tmp_path / "i.db"
+    code, out, err = await asyncio.to_thread(on_a_terminal, "import-from", "dir", str(src),
+                                             "--db", str(db))  # fmt: skip
+    assert code == 1 and "31 documents" in out and "30 imported" in out, (out, err)
+    assert "doc/s" in err and "/31 [" in err, err
+    assert "bad: FAILED" in err and "n3: 1 event" not in err, err
+    db.unlink()
+    code, out, err = await asyncio.to_thread(on_a_terminal, "import-from", "dir", str(src),
+                                             "--db", str(db), "--verbose")  # fmt: skip
+    assert "n3: 1 event" in err and "bad: FAILED" in err, err
+    db.unlink()
+    r = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "palimpsest", "import-from", "dir", str(src),
+                         "--db", str(db)], cwd=REPO_ROOT, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert "n3: 1 event" in r.stderr and "doc/s" not in r.stderr, r.stderr

@@ -8,6 +8,8 @@ import argparse
 import sys
 import time
 
+from tqdm import tqdm
+
 from ..bulk_import import SOURCES, Outcome, import_doc, map_names
 from ..checkpoint import Checkpoints
 from ..store import EventStore
@@ -52,7 +54,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="add to documents that already have events (what they hold "
                    "already is left out)")  # fmt: skip
     p.add_argument("--quiet", action="store_true",
-                   help="a line on stderr only for documents skipped or failed")  # fmt: skip
+                   help="no progress bar, and a line on stderr only for documents skipped "
+                   "or failed")  # fmt: skip
+    p.add_argument("--verbose", action="store_true",
+                   help="on a terminal too, a line for each document (else a progress bar "
+                   "there, and a line only for those skipped or failed; in a pipe or a log "
+                   "every document has its line)")  # fmt: skip
     p.set_defaults(func=lambda args: _run("import-from", import_from, args))
 
 
@@ -68,14 +75,24 @@ async def import_from(store: EventStore, args: argparse.Namespace) -> int:
     try:
         mapping = map_names(source.names(), slash=args.slash, rename=rename)
         outcomes: list[Outcome] = []
-        async with Checkpoints(store, args.settings) as checkpoints:
-            for i, (name, doc) in enumerate(mapping.items(), start=1):
-                out = await import_doc(store, source, name, doc, user=args.user,
-                                       append=args.append, checkpoints=checkpoints)  # fmt: skip
-                outcomes.append(out)
-                if not args.quiet or out.status in ("skipped", "failed"):
-                    print(f"palimpsest import-from: [{i}/{len(mapping)}] {_line(out)}",
-                          file=sys.stderr, flush=True)  # fmt: skip
+        # a bar on a terminal (disable=None: tqdm asks isatty), where a line per document
+        # scrolled 20,000 lines by; a pipe or a log keeps the lines (scripts read them)
+        bar = tqdm(total=len(mapping), desc="import-from", unit="doc", file=sys.stderr,
+                   leave=False, disable=True if args.quiet else None)  # fmt: skip
+        every = (bar.disable and not args.quiet) or args.verbose
+        try:
+            async with Checkpoints(store, args.settings) as checkpoints:
+                for i, (name, doc) in enumerate(mapping.items(), start=1):
+                    out = await import_doc(store, source, name, doc, user=args.user,
+                                           append=args.append, checkpoints=checkpoints)  # fmt: skip
+                    outcomes.append(out)
+                    if every or out.status in ("skipped", "failed"):
+                        tqdm.write(f"palimpsest import-from: [{i}/{len(mapping)}] {_line(out)}",
+                                   file=sys.stderr)  # fmt: skip
+                        sys.stderr.flush()
+                    bar.update(1)
+        finally:
+            bar.close()
     finally:
         source.close()
     count = {s: sum(o.status == s for o in outcomes)
