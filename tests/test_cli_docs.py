@@ -1,6 +1,6 @@
 """The CLI over many documents: `palimpsest ls`, and delete, compact and export of
 several documents in one run (DOC..., --prefix, - for names on stdin), on SQLite and
-PostgreSQL; the progress bars on a terminal (also import-from's)."""
+PostgreSQL; `inspect` of a deleted document; the progress bars on a terminal."""
 
 from __future__ import annotations
 
@@ -227,6 +227,20 @@ async def test_compact_and_export_many(
     # the one-document form, as before: to stdout
     r = await cli(capfd, "export", "b:2", *s)
     assert r.code == 0 and r.out == "b2-xy", r
+
+
+async def test_inspect_of_a_deleted_document_says_it_was_deleted(
+    store_url: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """It said "no document named ...", as of a name never used; the store keeps the
+    tombstone, and GET /api/docs/DOC/... answers 410 saying so (deletion.missing)."""
+    s = store_args(store_url)
+    assert (await cli(capfd, "delete", "b:0", "--yes", *s)).code == 0
+    r = await cli(capfd, "inspect", "b:0", *s)
+    assert r.code == 1 and "document 'b:0' was deleted" in r.err, r
+    assert "no document named" not in r.err
+    r = await cli(capfd, "inspect", "b:9", *s)
+    assert r.code == 1 and "no document named 'b:9'" in r.err, r
 
 
 def on_a_terminal(*argv: str) -> tuple[int, str, str]:
