@@ -82,6 +82,7 @@ from ..ranges import (
     union_into,
 )
 from .containers import Kept, kept_containers
+from .mapkeys import as_ranges, chains_held, value_after
 from .stacks import GroupLimits, Stacks, Step
 
 log = logging.getLogger("palimpsest.undo")
@@ -173,6 +174,10 @@ class RoomUndo:
         self._raw: dict[str, dict[str, Any]] = {}
         self._sv_bytes = b""
         self._sv: dict[int, int] = {}
+        #: the items of every step an undo, a redo or a revert took back: a map key's
+        #: value its writer undid, which nobody else's undo brings back (mapkeys.py);
+        #: in the snapshot's meta (``undone``)
+        self.undone: Ranges = {}
         #: what each transaction since the last recorded event did: (inserted, deleted)
         self._pending: list[tuple[Ranges, Ranges]] = []
         self._mark = 0
@@ -403,11 +408,13 @@ class RoomUndo:
         for of, made in ev.meta.get("copies") or ():
             self._give_copies(from_b64(of), from_b64(made))
         writer, reverts = ev.meta.get("writer"), ev.meta.get("reverts")
+        ins, dels = ev.meta.get("ins"), ev.meta.get("dels")
+        if isinstance(ins, str):
+            union_into(self.undone, from_b64(ins))
         st = self.get(writer) if isinstance(writer, str) else None
         if st is None or not isinstance(reverts, list):
             return
         gone = {int(s) for s in reverts if isinstance(s, int)}
-        ins, dels = ev.meta.get("ins"), ev.meta.get("dels")
         parts = (
             (from_b64(ins), from_b64(dels))
             if isinstance(ins, str) and isinstance(dels, str)
@@ -473,6 +480,8 @@ class RoomUndo:
     def _record_inverse(self, ev: Event, st: Stacks, ins: Ranges, dels: Ranges) -> None:
         source, target = (st.undo, st.redo) if ev.kind == UNDO else (st.redo, st.undo)
         reverted = self._take_reverted(ev, source)
+        if reverted is not None and reverted.ins:
+            union_into(self.undone, reverted.ins)
         if reverted is None:
             log.warning(
                 "room %s: %s seq %d reverts %s, not on %s's stack (kept as it is)",
@@ -485,7 +494,7 @@ class RoomUndo:
             self._give_copies(subtract(reverted.dels, reverted.ins), ins)
         completes = ev.meta.get("completes")
         if completes is None:
-            target.append(Step([ev.seq], ins, dels, floor=self._floor(ins)))
+            target.append(Step([ev.seq], ins, dels, floor=self._floor(ins), inverse=True))
             del target[: -self.max_depth]
         elif target and int(completes) in target[-1].seqs:
             # the rest of the step that undo reverted: one step to redo with it
@@ -584,12 +593,15 @@ class RoomUndo:
         for actor, st in self.actors.items():
             if st.undo or st.redo:
                 actors[actor] = {**st.to_json(), "base": base(self._base_b64())}
-        return {
+        out = {
             "seq": self.last_seq,
             "actors": actors,
             "marks": to_b64(self.marks()),
             "bases": list(bases),
         }
+        if self.undone:
+            out["undone"] = to_b64(self.undone)
+        return out
 
     def _base_b64(self) -> str:
         if self._base_text is None:
@@ -614,6 +626,8 @@ class RoomUndo:
             self.actors = {}
             marks = meta.get("marks")
             self._marks = from_b64(marks) if isinstance(marks, str) else None
+            undone = meta.get("undone")
+            self.undone = from_b64(undone) if isinstance(undone, str) else {}
         except Exception as e:  # a damaged entry costs the undo history, never the doc
             log.warning("room %s: undo stacks in the snapshot unreadable: %r", self.room.name, e)
             self.actors = {}
@@ -657,7 +671,13 @@ class RoomUndo:
 
         A container the step inserted that now holds what others wrote is kept, with
         what they wrote in it; the step's own content inside it goes (containers.py).
-        `kept` gets what was kept, for the answer."""
+        `kept` gets what was kept, for the answer.
+
+        A map key whose value the step holds gets the value mapkeys.py picks (the latest
+        anyone else set, not undone; for an undo's or a redo's step, what it replaced),
+        restored in a run of its own after the rest, which leaves the key's items alone;
+        each such run's copies, and the first run's, go into `copies` as the layers'
+        do."""
         scopes = self.scopes(doc)
         if not scopes:
             return False
@@ -674,6 +694,20 @@ class RoomUndo:
                     layers.append({})
                 layers[i][client] = [r]
         dels = subtract(step.dels, step.ins)
+        # the keys whose value the step holds: what each holds after it, not Yjs's pick
+        # (mapkeys.py: a concurrent set's loser in the step's deletions came back stale,
+        # or nothing did and the key was left missing)
+        # (when nobody else set them since the step began, Yjs picks right: the value
+        # the step replaced, unless that was undone since)
+        floor = None if may_overlap(step.dels, self.undone) else self.floor(step)
+        keys = chains_held(doc, ins, step.dels, floor) if ins else []
+        restores: list[tuple[Ranges, Ranges]] = []
+        for key in keys or ():
+            at = value_after(key, ins, step.dels, self.undone, step.inverse)
+            dels = subtract(dels, as_ranges(key.items))
+            if at >= 0:
+                right = as_ranges(key.items[at + 1 :])
+                restores.append((as_ranges(key.items[at : at + 1]), union(right, ins)))
         groups = self._owned(step, dels) if dels else []
         # A map entry is restored only when every newer value of its key is going too:
         # yrs looks for those in the item's insertions or in the deletions of the
@@ -685,7 +719,9 @@ class RoomUndo:
         ts = int(self.room.current_ts)  # (a value: the manager holds nothing of the room)
         changed = False
 
-        def run(deletions: Ranges, insertions: Ranges) -> bool:
+        def run(
+            deletions: Ranges, insertions: Ranges, passing: list[StackItem[Any]] = going
+        ) -> bool:
             item: StackItem[Any] = StackItem(
                 doc._doc,
                 IdSet.decode(encode_ranges(deletions)),
@@ -696,7 +732,7 @@ class RoomUndo:
                 capture_timeout_millis=0,
                 timestamp=lambda: ts,
                 undo_stack=[item],
-                redo_stack=going,
+                redo_stack=passing,
             )
             try:
                 return bool(um.undo())
@@ -705,8 +741,14 @@ class RoomUndo:
 
         if len(groups) <= 1:
             # one owner (the common case): restore and delete in one run, as Yjs does
+            sv = doc.get_state()
             changed = run(dels, layers[0])
             layers = layers[1:]
+            made = inserted(sv, doc.get_state()) if restores and copies is not None else {}
+            if made:
+                # the keys' values below have their own copies: so has this run
+                assert copies is not None
+                copies.append([to_b64(dels), to_b64(made)])
         # several: cumulative runs, so that what an earlier run restored is not copied
         # again (Yjs follows its in-memory link), and a child whose parent's owner
         # comes later is restored with it
@@ -721,6 +763,15 @@ class RoomUndo:
         for layer in layers:
             if layer:
                 changed = run({}, layer) or changed
+        for value, right in restores:
+            # brought back as the key's value: every item right of it is shown going
+            sv = doc.get_state()
+            shown = IdSet.decode(encode_ranges(right))
+            passing: list[StackItem[Any]] = [StackItem(doc._doc, shown, IdSet.decode(b"\x00"))]
+            changed = run(value, {}, passing) or changed
+            made = inserted(sv, doc.get_state())
+            if copies is not None and made:
+                copies.append([to_b64(value), to_b64(made)])
         return changed
 
     def _owned(self, step: Step, dels: Ranges) -> list[Ranges]:

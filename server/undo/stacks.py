@@ -72,6 +72,9 @@ class Step:
     #: actor's entry (``base``, RoomUndo.to_meta). None: not known (a step from a meta
     #: written before floors were kept: the whole document is read then)
     floor: dict[int, int] | None = field(default=None, compare=False, repr=False)
+    #: an undo's or a redo's (its deletions are exactly what that server change
+    #: replaced: mapkeys.value_after); in the snapshot's meta as ``inverse``
+    inverse: bool = False
 
     def touch(self) -> None:
         self._json = None
@@ -85,6 +88,8 @@ class Step:
             }
             if self.group is not None:
                 self._json["group"], self._json["nbytes"] = self.group, self.nbytes
+            if self.inverse:
+                self._json["inverse"] = True
             if self.floor is not None:
                 self._json["floor"] = base64.b64encode(encode_state_vector(self.floor)).decode()
         return self._json
@@ -106,6 +111,7 @@ class Step:
             nbytes=int(d.get("nbytes", 0)),
             # (relative to its entry's base: RoomUndo.get makes it relative to its own)
             floor=decode_state_vector(base64.b64decode(floor)) if isinstance(floor, str) else None,
+            inverse=d.get("inverse") is True,
         )
 
 
