@@ -299,6 +299,14 @@ class _LiveCollector(Collector):
                      committer.since_commit())  # fmt: skip
         yield _gauge("palimpsest_start_time_seconds", "When this backend started (unix time)",
                      self.started)  # fmt: skip
+        tasks = _loop_tasks()
+        if tasks is not None:
+            yield _gauge("palimpsest_event_loop_tasks",
+                         "asyncio tasks not done on the event loop that answers this scrape "
+                         "(the process's, with every backend it runs): a few per connection "
+                         "and per loaded document, so a count that grows while connections "
+                         "and rooms do not is a leak",
+                         tasks)  # fmt: skip
         dropped = CounterMetricFamily(
             "palimpsest_log_lines_dropped",
             "Log lines this process dropped because the log's output (stderr) did not take "
@@ -380,6 +388,16 @@ class _LiveCollector(Collector):
             c = CounterMetricFamily(name, doc)
             c.add_metric([], float(getattr(fanout, attr)))
             yield c
+
+
+def _loop_tasks() -> int | None:
+    """The tasks not done on the running event loop (asyncio.all_tasks: the loop's own
+    bookkeeping, counted at the scrape, nothing kept per task), None when no loop runs
+    here (a registry rendered from another thread)."""
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:
+        return None
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -66,6 +66,21 @@ async def test_process_gc_and_build_info_tell_processes_apart(tmp_path: Path) ->
         assert val(during, "process_open_fds") >= fds + 12
 
 
+async def test_event_loop_tasks_counted_at_scrape(tmp_path: Path) -> None:
+    """palimpsest_event_loop_tasks is the loop's tasks at the scrape: positive, and
+    up by at least one a connection while 8 are open."""
+    settings = Settings(db=str(tmp_path / "t.db"), port=free_port())
+    async with run_server(settings) as srv:
+        before = val(await scrape(srv.url), "palimpsest_event_loop_tasks")
+        assert before > 0
+        async with contextlib.AsyncExitStack() as stack:
+            for i in range(8):
+                await stack.enter_async_context(connect(srv.ws_url, f"tasks{i}", user="ann"))
+            during = await scrape(srv.url)
+        assert val(during, "palimpsest_connections") == 8
+        assert val(during, "palimpsest_event_loop_tasks") >= before + 8
+
+
 async def test_loop_lag_and_stalls_are_counted(tmp_path: Path) -> None:
     settings = Settings(db=str(tmp_path / "l.db"), port=free_port())
     async with run_server(settings) as srv:
