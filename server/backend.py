@@ -26,6 +26,7 @@ from .dispatch import Extensions
 from .errors import AuthError, described
 from .lifecycle import Service
 from .recovery import recovery_marker, restored_minutes
+from .repeat_logs import RepeatLines
 from .repeat_refusals import RepeatRefusals
 from .retention import Retention
 from .revocation import Revocation
@@ -124,6 +125,8 @@ class Backend(Service):
         self.draining_until: float | None = None
         #: websocket requests refused for good that come straight back (routes/ws.py)
         self.repeat_refusals = RepeatRefusals()
+        #: the log lines of refusals that come straight back, said once a minute
+        self.repeat_lines = RepeatLines(logging.getLogger("palimpsest.ws"))
         #: the store checks of /readyz still out, by kind (routes/ops.py): one at a time
         self.store_checks: dict[str, asyncio.Task[None]] = {}
         self.extensions.setup(self)
@@ -301,6 +304,7 @@ class Backend(Service):
         await self.extensions.stop()
         await self.committer.stop()
         await self.store.stop()
+        self.repeat_lines.close()
 
     async def _stop_parts(self, started: list[Service]) -> None:
         """Stop what a failed start() had started, in reverse; a part that fails to stop

@@ -17,6 +17,7 @@ from serverproc import ServerProcess
 from stallproxy import StallingProxy
 
 from palimpsest import client, logs
+from palimpsest.repeat_logs import RepeatLines
 
 
 def test_asyncpg_pool_retries_are_one_line_once_a_minute() -> None:
@@ -36,6 +37,45 @@ def test_asyncpg_pool_retries_are_one_line_once_a_minute() -> None:
         "failed ('127.0.0.1', 5432) (said once a minute)",
         "something else entirely",
     ]
+
+
+def test_a_repeated_refusal_is_said_once_an_interval_with_its_count() -> None:
+    """server.repeat_logs: the first refusal of (document, address, user, code, reason)
+    is said, its repeats in the minute are counted, the count said when the minute ends;
+    a quiet minute forgets it; another reason, address or document is said apart."""
+    out = io.StringIO()
+    log = logging.getLogger("test-logs.repeats")
+    log.addHandler(logging.StreamHandler(out))
+    log.propagate, log.level = False, logging.INFO
+    now = [100.0]
+    lines = RepeatLines(log, every=60.0, most=3, clock=lambda: now[0])
+    tab = ("doc", "10.0.0.1", "ann")
+    assert lines.refused(tab, 4400, "splits") is True
+    assert [lines.refused(tab, 4400, "splits") for _ in range(19)] == [False] * 19
+    assert lines.connecting(tab)  # its next connect line at DEBUG
+    assert lines.refused(tab, 4413, "too large") is True  # another reason
+    assert lines.refused(("doc", "10.0.0.2", "ann"), 4400, "splits") is True
+    assert out.getvalue().count("\n") == 0  # (said by the caller: the first ones)
+    now[0] += 60.0
+    assert not lines.connecting(("other", "10.0.0.1", "ann"))
+    said = out.getvalue().splitlines()
+    assert len(said) == 1, said
+    assert said[0].startswith("19 more connections of ann from 10.0.0.1 on doc refused with "
+                              "4400 in the last 60 s"), said  # fmt: skip
+    assert said[0].endswith(": splits"), said
+    assert lines.refused(tab, 4400, "splits") is False  # still repeating: held back again
+    now[0] += 60.0
+    lines.connecting(tab)
+    assert out.getvalue().splitlines()[1].startswith("1 more connections of ann")
+    now[0] += 60.0  # a minute without one: forgotten, the next is said again
+    assert not lines.connecting(tab)
+    assert len(lines) == 0
+    assert lines.refused(tab, 4400, "splits") is True
+    for n in range(5):  # at most `most` remembered: the oldest forgotten, its count said
+        lines.refused(tab, 4400, "splits")
+        lines.refused((f"d{n}", "10.0.0.1", "ann"), 4400, "splits")
+    assert len(lines) == 3
+    assert "3 more connections of ann from 10.0.0.1 on doc" in out.getvalue()
 
 
 def test_configure_puts_the_filter_on_asyncpgs_pool_once() -> None:

@@ -15,6 +15,7 @@ from conftest import eventually
 from pycrdt import Doc, Text
 from serverproc import ServerProcess
 from test_interop_node import NodeClient, node_modules
+from test_ops import scrape, val
 from yclient import connect
 
 from palimpsest import protocol as P
@@ -105,6 +106,49 @@ def _insert_after(client: int, clock: int, text: str) -> bytes:
     right = P.write_var_uint(client) + P.write_var_uint(clock + 1)
     item = b"\xc4" + origin + right + P.write_var_string(text)
     return b"\x01\x01" + P.write_var_uint(4242) + b"\x00" + item + b"\x00"
+
+
+async def test_a_refused_update_sent_again_on_every_reconnect_is_logged_once(
+    node_modules: Path, tmp_path: Path
+) -> None:
+    """y-websocket 3.0 keeps the refused update in its Y.Doc, reconnects at once (the
+    socket was accepted, so it does not back off) and sends it again in every sync step
+    2: each reconnect is refused, and was logged in three INFO lines (connect, closing
+    with, disconnect): 3,400 lines in minutes from one tab. Now the first is said, the
+    repeats go to DEBUG, and their count is said (at the latest when the server stops)."""
+    async with ServerProcess(tmp_path / "server") as srv:
+        alice = NodeClient(srv, "storm", "alice", tmp_path / "alice.log")
+        try:
+            await alice.start()
+            await alice.connect()
+            await alice.call("insert", pos=0, text="a🌍b")
+            await eventually(lambda: _head(srv, "storm"), what="alice's text stored")
+            await alice.call("insert", pos=2, text="X")  # between the emoji's halves
+
+            async def refused(at_least: int) -> float | None:
+                m = await scrape(srv.http_url)
+                n = val(m, "palimpsest_disconnects_total", cause="protocol_error")
+                return n if n >= at_least else None
+
+            await eventually(lambda: refused(20), timeout=30, what="20 reconnects refused")
+            closed = await alice.call("waitClosed", code=4400)  # each one still refused
+            assert "splits a character past U+FFFF" in closed["reason"], closed
+        finally:
+            await alice.aclose()
+        total = await refused(20)
+        assert total is not None
+        await srv.astop()  # (says the count of the repeats held back)
+    lines = [line for line in srv.log_text().splitlines() if "storm" in line]
+    refusals = [line for line in lines if "closing with 4400" in line]
+    assert len(refusals) == 1, "\n".join(lines[:20])
+    assert sum("palimpsest.ws: disconnect " in line for line in lines) == 1, "\n".join(lines)
+    assert sum("palimpsest.ws: connect " in line for line in lines) == 1, "\n".join(lines)
+    said = [line for line in lines if "more connections of alice" in line]
+    assert said, "\n".join(lines[-10:])
+    held = sum(int(line.split(" more connections")[0].rsplit(" ", 1)[1]) for line in said)
+    assert held == total - 1, said
+    assert all("splits a character past U+FFFF" in line for line in said), said
+    assert len(lines) <= 10, "\n".join(lines)
 
 
 def test_where_an_update_splits_and_where_emoji_begin() -> None:

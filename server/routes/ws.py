@@ -43,7 +43,7 @@ from ..extensions import Client, OpContext
 from ..limits import Limits, frame_limit
 from ..names import validate_doc_name
 from ..protocol import sync_update_of
-from ..repeat_refusals import counted_after_open, request_key
+from ..repeat_refusals import counted_after_open, held_back, request_key
 from ..resync import HeldSteps, Resync, overdue_words
 from ..room import EMPTY_UPDATE, Room
 from ..updates import ReadAhead, read_ahead
@@ -96,6 +96,10 @@ class Connection:
         self._queued_bytes = 0
         self._max_queued_bytes = settings.max_send_queue_bytes
         self.host = client.address
+        #: whose refusals' log lines are held back when they repeat (server.repeat_logs)
+        self.who = (client.doc, client.address, client.identity.user)
+        #: this connection's refusal was a repeat: its lines went to DEBUG
+        self.repeated = False
         self.guard = ConnectionGuard(backend, settings, client.identity, client.doc, self.host)
         # Answers are private to this connection (a broadcast frame is one object shared
         # by every queue), so they are what a client can multiply: they also count
@@ -569,16 +573,21 @@ class Connection:
                 task.cancel()
 
     def _refuse(self, e: PalimpsestError) -> None:
-        """Close the connection for what one of its frames brought on."""
+        """Close the connection for what one of its frames brought on. A refusal for good
+        (44xx) said for this address, user and document within the minute is said at
+        DEBUG, counted (server.repeat_logs): a provider sends the refused update again on
+        every reconnect, ten times a second."""
+        if held_back(e.close_code):
+            self.repeated = not self.backend.repeat_lines.refused(self.who, e.close_code, str(e))
+        say = log.debug if self.repeated else log.info
         if isinstance(e, ProtocolError | UpdateRejected | FrameTooLarge | StoreError | RateLimited):
-            log.info(
-                "%s (%s on %s): closing with %d: %s", self.id, self.actor, self.doc, e.close_code, e
-            )
+            say("%s (%s on %s): closing with %d: %s",
+                self.id, self.actor, self.doc, e.close_code, e)  # fmt: skip
             self._refused(e)
             if isinstance(e, UpdateRejected | ProtocolError) and self.ext:
                 self.send(P.encode_extension({"type": "error", "reason": str(e)}))
         else:
-            log.info("%s: closing with %d: %s", self.id, e.close_code, e)
+            say("%s: closing with %d: %s", self.id, e.close_code, e)
             self._refused(e)
         self.close(e.close_code, str(e), cause_of_error(e))
 
@@ -810,11 +819,14 @@ async def refuse(ws: WebSocket, code: int, reason: str) -> None:
     await ws.close(code, close_reason(reason))
 
 
-def said_closed(backend: Backend, client: Client, closed: Closed, what: str = "") -> None:
-    """The disconnect line (its fields apart in JSON lines: logs.FIELDS) and the
-    extensions' on_closed (the metric palimpsest_disconnects_total{cause})."""
+def said_closed(
+    backend: Backend, client: Client, closed: Closed, what: str = "", repeated: bool = False
+) -> None:
+    """The disconnect line (its fields apart in JSON lines: logs.FIELDS; at DEBUG for a
+    connection whose refusal was a repeat, server.repeat_logs) and the extensions'
+    on_closed (the metric palimpsest_disconnects_total{cause})."""
     by = "the client" if closed.by_client else "the server"
-    log.info(
+    (log.debug if repeated else log.info)(
         "disconnect %s%s doc=%s user=%s cause=%s code=%d reason=%r (closed by %s after %.1f s)",
         client.id, what, client.doc, client.user, closed.cause, closed.code, closed.reason, by,
         closed.seconds,
@@ -873,11 +885,14 @@ async def websocket_endpoint(ws: WebSocket) -> None:
             backend.extensions.closed(client, Closed("store_error", code, reason, waited, False))
             return
         conn = Connection(ws, backend, client, accepted)
-        log.info("connect %s doc=%s user=%s", conn.id, doc, conn.actor,
-                 extra={"peer": conn.id, "doc": doc, "user": conn.actor})  # fmt: skip
+        # (at DEBUG while this address's refusals on this document repeat: a provider
+        # coming back with its refused update, server.repeat_logs)
+        say = log.debug if backend.repeat_lines.connecting(conn.who) else log.info
+        say("connect %s doc=%s user=%s", conn.id, doc, conn.actor,
+            extra={"peer": conn.id, "doc": doc, "user": conn.actor})  # fmt: skip
         try:
             await conn.serve(room)
         finally:
-            said_closed(backend, client, conn.closed_as())
+            said_closed(backend, client, conn.closed_as(), repeated=conn.repeated)
     finally:
         await backend.extensions.disconnect(client, passed)
