@@ -527,6 +527,8 @@ class Session:
         observed, requests failed, and (`warn`) what did not reach the server said."""
         _live.discard(self)
         self.doc.unobserve(self._sub)
+        for text in self._texts.values():  # (else the document's observers keep it all)
+            text.detach()
         self._fail_requests(ServerGone("the session is closed"))
         if warn and self._unsent and self.denied is None:
             log.warning(

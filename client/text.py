@@ -18,8 +18,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 
+from pycrdt import Subscription, TransactionEvent
 from pycrdt import Text as YText
-from pycrdt import TransactionEvent
 
 #: above this many differing characters set() replaces the middle in one piece
 _DIFF_LIMIT = 20_000
@@ -39,14 +39,25 @@ class Text:
         self._mirror: str | None = None
         self._editing = False
         # a document observer: far cheaper than a Text observer, which builds a delta
-        self._sub = ytext.doc.observe(self._changed)
+        # (None once detached: then nothing is known between two reads)
+        self._sub: Subscription | None = ytext.doc.observe(self._changed)
 
     def _changed(self, _event: TransactionEvent) -> None:
         if not self._editing:
             self._valid = False
 
+    def detach(self) -> None:
+        """Stop observing the document (its session closed). pycrdt holds an observer on
+        the document's Rust side, where the garbage collector cannot see it: the cycle
+        of document, observer, this text and its session was never freed. Reads and
+        edits still work after, each reading the text again."""
+        if self._sub is not None:
+            self.ytext.doc.unobserve(self._sub)
+            self._sub = None
+            self._valid = False
+
     def _sync(self) -> None:
-        if not self._valid:
+        if not self._valid or self._sub is None:
             content = str(self.ytext)
             self._len = len(content)
             self._ascii = content.isascii()
@@ -77,7 +88,7 @@ class Text:
     # --- reading -----------------------------------------------------------------------------
 
     def __str__(self) -> str:
-        if self._valid and self._mirror is not None:
+        if self._valid and self._mirror is not None and self._sub is not None:
             return self._mirror
         return str(self.ytext)
 

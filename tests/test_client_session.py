@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import http.server
 import json
 import logging
@@ -13,6 +14,7 @@ import os
 import re
 import signal
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,26 @@ async def test_two_clients_converge_with_code_point_positions(server: RunningSer
     # the server holds it: a third client sees the same
     async with client.connect(server.ws_url, "conv", user="cy") as c:
         assert str(c.text()) == "a" * 20 + "hello wörld 🌍🌎!" + "b" * 20
+
+
+async def test_a_closed_session_that_read_its_text_is_freed(server: RunningServer) -> None:
+    """A Text observes its document; pycrdt holds the callback on the Rust side, where the
+    garbage collector cannot see it, so the cycle (document, callback, Text, session,
+    document) was never freed: every session a bot opened and closed stayed in memory
+    with its document. Closing the session lets it go; its text still reads."""
+    gone: list[weakref.ref[client.Session]] = []
+    texts = []
+    for i in range(5):
+        async with client.connect(server.ws_url, f"freed{i}", user="bot") as s:
+            t = s.text()
+            t.insert(len(t), "hello 🌍")
+            await s.flush()
+            gone.append(weakref.ref(s))
+        texts.append(str(t))
+        del s, t
+    gc.collect()
+    assert [r() for r in gone] == [None] * 5
+    assert texts == ["hello 🌍"] * 5
 
 
 async def test_set_is_a_small_diff(server: RunningServer) -> None:
