@@ -12,11 +12,13 @@ from typing import Any
 import httpx
 import websockets
 from conftest import closed_with, eventually, run_server
-from pycrdt import Doc, Text
+from pycrdt import Doc, Map, Text
+from yclient import connect
 
 from palimpsest.backend import Backend
 from palimpsest.history import HistoryExtension, history_of
 from palimpsest.history.attribution_cache import RECENT
+from palimpsest.history.attribution_nested import KEPT
 from palimpsest.history.sessions import Sessions
 from palimpsest.settings import Settings
 from palimpsest.store.base import EventStore, NewEvent
@@ -188,3 +190,28 @@ async def test_the_builds_and_restores_remembered_are_the_latest(tmp_path: Path)
         cache = history_of(cold).attribution
         assert not cache.builds and len(cache.restores) == RECENT, len(cache.restores)
         assert [(d, s) for d, _, s in cache.restores] == [(n, 2) for n in names[-RECENT:]]
+
+
+async def test_nested_blame_keeps_no_lock_or_build_per_document(tmp_path: Path) -> None:
+    """The blame of texts nested in a map kept a lock for every document it was ever
+    asked about, and listed every nested index it built, for ever: both grew with each
+    new name (a form per customer, a notebook per student). Now a lock exists only while
+    held, and the builds remembered are the latest RECENT."""
+    settings = Settings(db=str(tmp_path / "n.db"), unload_after_seconds=0.2)
+    async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        nested = history_of(srv.backend).nested
+        n = RECENT + 5
+        for i in range(n):
+            name = f"form{i}"
+            async with connect(srv.ws_url, name, user="ann") as c:
+                c.doc["form"] = Map({"notes": Text(f"note {i}")})
+                await eventually(lambda n=name: srv.backend.store.head(n), what="the form logged")
+            r = await http.get(f"/api/docs/{name}/blame", params={"user": "x"})
+            assert r.status_code == 200, r.text
+            texts = r.json()["roots"]["form"]["texts"]
+            assert "".join(run["text"] for run in texts[0]["runs"]) == f"note {i}", texts
+        await eventually(lambda: not srv.backend.rooms.loaded, what="the rooms unloaded")
+        assert len(nested._locks) == 0, len(nested._locks)
+        assert len(nested.builds) == RECENT, len(nested.builds)
+        assert [d for d, _ in nested.builds][-1] == f"form{n - 1}"
+        assert len(nested._indexes) <= KEPT

@@ -37,16 +37,18 @@ import logging
 import sys
 import time
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from pycrdt import Array, Doc, Map, Text
 
 from ..errors import FATAL, LogDamaged
+from ..keyed_locks import KeyedLocks
 from ..log_damage import hole_error
 from ..store.base import Event, EventStore
 from .attribution import EMBED, Copies, Moves, TextTrack, _alive_at, track_blame
+from .attribution_cache import RECENT
 from .attribution_xml import (
     TEXT_NODE,
     XmlBroken,
@@ -503,14 +505,16 @@ class NestedCache:
         self.store = store
         self.kept = kept
         self._indexes: OrderedDict[str, NestedIndex] = OrderedDict()
-        self._locks: dict[str, asyncio.Lock] = {}
-        #: builds from the start of the log, for tests: (doc, seq reached)
-        self.builds: list[tuple[str, int]] = []
+        #: per document, its lock, only while someone holds it or waits for it: kept for
+        #: good, they added up to one per name ever blamed (a form per customer)
+        self._locks: KeyedLocks[str] = KeyedLocks()
+        #: builds from the start of the log, for tests and logs: (doc, seq reached), the
+        #: latest RECENT (all of them, they too grew with every name)
+        self.builds: deque[tuple[str, int]] = deque(maxlen=RECENT)
 
     @contextlib.asynccontextmanager
     async def lock(self, doc: str) -> AsyncIterator[None]:
-        lock = self._locks.setdefault(doc, asyncio.Lock())
-        async with lock:
+        async with self._locks.hold(doc):
             yield
 
     def drop(self, doc: str) -> None:
