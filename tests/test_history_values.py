@@ -253,3 +253,88 @@ async def test_an_uncaught_error_under_api_answers_json(settings: Settings) -> N
         assert "GET /api/broken" in body["detail"]
         r = await c.get("/broken")
         assert r.status_code == 500 and r.headers["content-type"].startswith("text/plain")
+
+
+def nested_then_flat(depth: int, kind: str) -> str:
+    """A scenario: alice sets shapes.g to a value `depth` levels deep (a JSON value or
+    nested Y.Maps: seq 1), then to a flat one (seq 2)."""
+    build = (
+        f"let v = {{ leaf: true }}; for (let i = 1; i < {depth}; i++) v = {{ child: v }};"
+        " ydoc.getMap('shapes').set('g', v)"
+        if kind == "json"
+        else f"""ydoc.transact(() => {{
+  let parent = ydoc.getMap('shapes'); let key = 'g'
+  for (let i = 0; i < {depth}; i++) {{
+    const m = new Y.Map(); parent.set(key, m); parent = m; key = 'child'
+  }}
+  parent.set('leaf', true)
+}})"""
+    )
+    return scenario(
+        STORED
+        + f"""
+const {{ ydoc, provider, synced }} = connect('alice')
+await synced
+{build}
+await stored(1)
+ydoc.getMap('shapes').set('g', 'flat')
+await stored(2)
+provider.destroy()
+process.exit(0)
+"""
+    )
+
+
+@pytest.mark.node
+@pytest.mark.usefixtures("node_modules")
+@pytest.mark.parametrize("kind", ["json", "ymap"])
+async def test_restore_and_revert_to_a_version_too_deep_answer_422_and_write_nothing(
+    server: RunningServer, kind: str
+) -> None:
+    """Restore (and its dry run, and revert) to a version 1,000 levels deep recursed
+    until a RecursionError: a 500. They answer the history's 422 TooDeep, and nothing is
+    written. Restoring from such a head to a shallow version works (what a hostile
+    client's value is taken out with)."""
+    doc = f"deep-restore-{kind}"
+    await node_scenario(nested_then_flat(1000, kind), server.ws_url, server.url, doc)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as c:
+        for path in ["restore", "restore?dry_run=true"]:
+            r = await c.post(f"/api/docs/{doc}/{path}", params={"user": "bob"}, json={"seq": 1})
+            assert r.status_code == 422, (path, r.status_code, r.text[:300])
+            assert r.json()["error"] == "TooDeep", r.text[:300]
+            assert f"{MAX_DEPTH}" in r.json()["detail"]
+        assert await server.backend.store.head(doc) == 2
+        r = await c.get(f"/api/docs/{doc}/versions/head")
+        assert r.json()["roots"]["shapes"]["value"] == {"g": "flat"}
+        # a revert of alice's changes since 1 brings the deep value back (a Yjs-level
+        # change: it renders nothing); its dry run first
+        for path in ["revert?dry_run=true", "revert"]:
+            r = await c.post(f"/api/docs/{doc}/{path}", params={"user": "bob"},
+                             json={"actor": "alice", "since": 1})  # fmt: skip
+            assert r.status_code == 200, (path, r.status_code, r.text[:300])
+        # restore from a head that deep to a shallow version works (what a hostile
+        # client's value is taken out with)
+        r = await c.post(f"/api/docs/{doc}/restore", params={"user": "bob"}, json={"seq": 0})
+        assert r.status_code == 200, r.text[:300]
+        r = await c.get(f"/api/docs/{doc}/versions/head")
+        assert r.json()["roots"].get("shapes", {}).get("value", {}) == {}, r.text[:300]
+
+
+@pytest.mark.node
+@pytest.mark.usefixtures("node_modules")
+@pytest.mark.parametrize("kind", ["json", "ymap"])
+async def test_undo_of_a_step_that_set_a_value_too_deep_never_answers_500(
+    server: RunningServer, kind: str
+) -> None:
+    """Alice's step that set a value 1,000 levels deep, then one that set it flat: her
+    undos (and a redo) walk the step's containers (undo/containers.py) and the values
+    they bring back; each works (or says TooDeep), never a 500."""
+    doc = f"deep-undo-{kind}"
+    await node_scenario(nested_then_flat(1000, kind), server.ws_url, server.url, doc)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as c:
+        # (her two edits are one step: no pause between them)
+        for path in ["undo", "redo", "undo", "redo"]:
+            r = await c.post(f"/api/docs/{doc}/{path}", params={"user": "alice"})
+            assert r.status_code == 200, (path, r.status_code, r.text[:300])
+        r = await c.get(f"/api/docs/{doc}/versions/head")
+        assert r.json()["roots"]["shapes"]["value"] == {"g": "flat"}, r.text[:300]

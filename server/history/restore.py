@@ -39,12 +39,13 @@ from typing import Any
 from pycrdt import Array, Assoc, Doc, Map, Text, XmlElement, XmlFragment, XmlText
 
 from .. import protocol as P
-from ..errors import Conflict
+from ..errors import Conflict, TooDeep
 from ..protocol import decode_state_vector
 from .bounded_diff import opcodes
 from .render import (
     ARRAY,
     MAP,
+    MAX_DEPTH,
     ROOT_CLASSES,
     TEXT,
     XML,
@@ -53,6 +54,7 @@ from .render import (
     jsonable,
     string_opcodes,
     text_delta,
+    too_deep,
 )
 from .undefined import MARK, set_undefined, unmarked
 
@@ -451,9 +453,15 @@ def _typed_over(current: Sequence[Run], target: str) -> list[Run]:
 # --- faithful copies and comparisons ----------------------------------------------------
 
 
-def faithful(value: Any) -> Any:
+def faithful(value: Any, depth: int = 0) -> Any:
     """A value as JSON with everything a restore must reproduce: formatting and embeds
-    of text, XML tags, attributes and children, nested shared types."""
+    of text, XML tags, attributes and children, nested shared types. `depth`: how many
+    shared types hold `value`; one nested deeper than MAX_DEPTH raises TooDeep (as the
+    rendering does: this recursed until a RecursionError)."""
+    if isinstance(value, XmlFragment | XmlElement | Map | Array):
+        if depth >= MAX_DEPTH:
+            raise too_deep()
+        depth += 1
     if isinstance(value, XmlText):
         return {"xmltext": text_delta(value.diff(), faithful), "attrs": _attrs(value)}
     if isinstance(value, Text):
@@ -462,15 +470,41 @@ def faithful(value: Any) -> Any:
         return {
             "tag": value.tag,
             "attrs": _attrs(value),
-            "children": [faithful(c) for c in value.children],
+            "children": [faithful(c, depth) for c in value.children],
         }
     if isinstance(value, XmlFragment):
-        return {"fragment": [faithful(c) for c in value.children]}
+        return {"fragment": [faithful(c, depth) for c in value.children]}
     if isinstance(value, Map):
-        return {"map": {k: faithful(v) for k, v in value.items()}}
+        return {"map": {k: faithful(v, depth) for k, v in value.items()}}
     if isinstance(value, Array):
-        return {"array": [faithful(v) for v in value]}
-    return {"value": jsonable(unmarked(value))}
+        return {"array": [faithful(v, depth) for v in value]}
+    return {"value": jsonable(unmarked(value), depth)}
+
+
+def check_depth(value: Any, depth: int = 1) -> None:
+    """Raise TooDeep when `value` (a root of a version to restore; `depth`: its level)
+    holds values nested deeper than MAX_DEPTH (shared types, XML elements, JSON objects
+    and lists: a root is the first level), as the rendering counts them. Walked with a
+    stack of its own: the copy restore writes (_put, _fill) recurses, and a version of
+    1,000 nested maps overflowed the stack (a RecursionError, a 500)."""
+    stack: list[tuple[Any, int]] = [(value, depth)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, XmlFragment | XmlElement):
+            kids: Iterable[Any] = value.children
+        elif isinstance(value, Map):
+            kids = [value[k] for k in value.keys()]
+        elif isinstance(value, Array):
+            kids = list(value)
+        elif isinstance(value, dict):
+            kids = value.values()
+        elif isinstance(value, list | tuple):
+            kids = value
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            raise too_deep()
+        stack.extend((kid, depth + 1) for kid in kids)
 
 
 def _attr_items(node: XmlElement | XmlText) -> list[tuple[str, Any]]:
@@ -508,7 +542,12 @@ def _attrs(node: XmlElement | XmlText) -> dict[str, Any]:
 
 
 def _key(value: Any) -> str:
-    return json.dumps(faithful(value), sort_keys=True, default=repr)
+    """What `value` is compared by. A live value nested deeper than MAX_DEPTH (the
+    version's are checked first: check_depth) equals nothing: it is replaced."""
+    try:
+        return json.dumps(faithful(value), sort_keys=True, default=repr)
+    except TooDeep:
+        return f"\0too deep {id(value)}"
 
 
 def _empty(value: Any) -> Any:
@@ -780,12 +819,13 @@ def make_equal(
     writers: dict[str, Writers] | None = None,
     named: list[dict[Any, int]] | None = None,
     items: dict[str, list[Any]] | None = None,
+    target_items: dict[str, list[Any]] | None = None,
 ) -> None:
     """Change every root of `live` listed in `types` to equal the same root of `target`
     (a scratch document at the restored version; a root it lacks counts as empty).
     `writers`: per text root, who wrote what; `named`: who wrote what that took out
     (see set_text); `items`: the items of root arrays of `live`, where the caller read
-    them (render.copy_with_items)."""
+    them (render.copy_with_items); `target_items`: those of `target`, where it did."""
     target_names = set(target.keys())
     for name, kind in sorted(types.items()):
         cls = ROOT_CLASSES[kind]
@@ -797,7 +837,9 @@ def make_equal(
         elif kind == MAP:
             set_map(root, other)
         elif kind == ARRAY:
-            want = array_items(target, name) if other is not None else None
+            want = None
+            if other is not None:
+                want = (target_items or {}).get(name) or array_items(target, name)
             set_array(root, other, (items or {}).get(name), want)
         elif kind == XML:
             set_xml(root, other)

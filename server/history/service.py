@@ -47,6 +47,7 @@ from .attribution_xml import observe_trees
 from .render import (
     ARRAY,
     MAP,
+    ROOT_CLASSES,
     TEXT,
     XML,
     array_items,
@@ -60,7 +61,15 @@ from .render import (
     structural_diff,
     typed_roots,
 )
-from .restore import Writers, apply_delta, make_equal, rebase_text, scratch_client, set_text
+from .restore import (
+    Writers,
+    apply_delta,
+    check_depth,
+    make_equal,
+    rebase_text,
+    scratch_client,
+    set_text,
+)
 from .rich_diff import (
     ATTRIBUTE_FORMATS_WORK,
     Mismatch,
@@ -254,6 +263,19 @@ def _restore_parts(
     skip = bookkeeping_of((live, target), types, skip_roots)
     if skip:
         types = {n: t for n, t in types.items() if n not in skip}
+    # before anything is changed: a version too deep to copy is refused whole (a root
+    # array's items read once, in linear time, for make_equal too)
+    held = set(target.keys())
+    wants: dict[str, list[Any]] = {}
+    for name, kind in types.items():
+        if name not in held:
+            continue
+        if kind == ARRAY:
+            wants[name] = array_items(target, name)
+            for item in wants[name]:
+                check_depth(item, 2)
+        else:
+            check_depth(target.get(name, type=ROOT_CLASSES[kind]))
     own = sorted(n for n in writers if types.get(n) == TEXT)
     groups = [{n: TEXT} for n in own]
     groups.append({n: t for n, t in types.items() if n not in writers or t != TEXT})
@@ -264,7 +286,7 @@ def _restore_parts(
         for group in groups:
             named: list[dict[Any, int]] = []
             with live.transaction(origin=ServerOrigin(actor, "restore")):
-                make_equal(live, target, group, writers, named, items)
+                make_equal(live, target, group, writers, named, items, wants)
             if captured:
                 update = captured[0] if len(captured) == 1 else merge_updates(*captured)
                 parts.append((update, named[0] if named else None))
