@@ -321,3 +321,37 @@ async def test_a_process_that_never_heard_of_the_deletion_writes_nothing(
             await closed_deleted(a)
             deleted_answer(await http.get(f"{s2.url}/api/docs/gone/events", params=ROOT))
             await the_name_is_deleted(s1, http, "gone")
+
+
+@pytest.mark.parametrize("kind", STORES)
+async def test_a_room_whose_log_was_deleted_under_it_writes_no_snapshot(
+    tmp_path: Path, kind: str
+) -> None:
+    """The room of the race (seq 3, its log deleted under it) writes its periodic
+    snapshot, then its unload's, before any commit of it is refused: the store wrote
+    them under the deleted name (put_snapshot checked the compaction base only, and a
+    document with no row has none to differ), and the next load of the name started
+    from the deleted text. The store refuses them in the write's transaction: the
+    document's head (0: no row) is below the snapshot's seq."""
+    async with (
+        store_settings(kind, tmp_path) as settings,
+        run_server(settings) as srv,
+        httpx.AsyncClient() as http,
+    ):
+        store = srv.backend.store
+        async with connect(srv.ws_url, "d", "ann") as a:
+            await typed(srv, a, "d", "old ")
+            await typed(srv, a, "d", "text")
+            room = srv.backend.rooms.get_loaded("d")
+            assert room is not None and room.seq == 2
+            assert await store.delete_doc("d", await tombstone_for(store, "d", room), by="root")
+            assert srv.backend.rooms.get_loaded("d") is room  # nobody told it
+            task = srv.backend.snapshots.take(room)
+            assert task is not None
+            await task
+            assert await store.snapshots("d") == []
+        # the last connection gone, the room unloads (and writes its snapshot)
+        await eventually(lambda: srv.backend.rooms.get_loaded("d") is None, what="unloaded")
+        assert await store.snapshots("d") == []
+        assert await store.latest_snapshot("d") is None
+        await the_name_is_deleted(srv, http, "d")

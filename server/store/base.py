@@ -752,9 +752,11 @@ class EventStore(Service, ABC):
     ) -> bool:
         """Store the state at seq (replacing one at the same seq); True if written.
         `base`: only while the document's compaction base is still that one and below
-        `seq`, checked in the write's own transaction (a live room's snapshot, or a rung
-        rewritten from what was read: a compaction by another process, e.g. ``palimpsest
-        compact --purge-deleted``, refuses it)."""
+        `seq`, and its head at least `seq`, checked in the write's own transaction (a
+        live room's snapshot, or a rung rewritten from what was read: a compaction by
+        another process, e.g. ``palimpsest compact --purge-deleted``, refuses it; so does
+        a deletion, whose document has no head: a room it was deleted under wrote its
+        snapshot under the deleted name)."""
 
     @abstractmethod
     async def compaction_bases(self, docs: Sequence[str]) -> dict[str, BaseMark]:

@@ -325,7 +325,9 @@ class MemoryStore(EventStore):
         base: BaseMark | None = None,
     ) -> bool:
         self._check()
-        if base is not None and (seq <= base[0] or self._mark(doc) != base):
+        if base is not None and (
+            seq <= base[0] or self._mark(doc) != base or self._heads.get(doc, 0) < seq
+        ):
             return False
         self._snaps.setdefault(doc, {})[seq] = _snap_row(state, meta or {}, self._last_ts(doc))
         return True

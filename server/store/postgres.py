@@ -402,7 +402,7 @@ _PUT_SNAPSHOT = (
 
 #: a document's compaction base (store.base.BaseMark): its seq and its row's checksum
 _BASE_MARKS_SQL = (
-    "SELECT d.name, d.base_seq, s.checksum FROM docs d LEFT JOIN snapshots s "
+    "SELECT d.name, d.base_seq, s.checksum, d.head FROM docs d LEFT JOIN snapshots s "
     "ON s.doc = d.name AND s.seq = d.base_seq "
 )
 
@@ -418,15 +418,20 @@ def _as_mark(base_seq: int, check: str | None) -> BaseMark:
 
 async def _base_holds(conn: asyncpg.Connection, doc: str, seq: int, base: BaseMark) -> bool:
     """In a snapshot write's transaction: `doc`'s compaction base is still `base`, and
-    below `seq`. The document's row is held FOR KEY SHARE to the end of the transaction:
-    a compaction (FOR UPDATE) waits for the write, or the write waits for it and then
-    reads the new base; appends (which update the row's head, no key) never wait."""
+    below `seq`, and its head at least `seq` (a room whose document was deleted under
+    it has no row to write under: its snapshot would outlive the deletion). The
+    document's row is held FOR KEY SHARE to the end of the transaction: a compaction or
+    a deletion (FOR UPDATE) waits for the write (and a deletion then removes the
+    snapshot with the rest), or the write waits for it and then reads the new base, or
+    no row; appends (which update the row's head, no key) never wait."""
     if seq <= base[0]:
         return False
     await conn.execute("SELECT 1 FROM docs WHERE name = $1 FOR KEY SHARE", doc)
     # read after the lock, in a statement of its own: it sees a compaction it waited for
     row = await conn.fetchrow(_BASE_MARKS_SQL + "WHERE d.name = $1", doc)
-    return (_as_mark(row[1], row[2]) if row is not None else NO_BASE) == base
+    if row is None or int(row[3]) < seq:
+        return False
+    return _as_mark(row[1], row[2]) == base
 
 
 #: One group commit as one statement: one round trip, and the implicit transaction of a

@@ -153,7 +153,7 @@ _PUT_SNAPSHOT = (
 )
 #: a document's compaction base (store.base.BaseMark): its seq and its row's checksum
 _BASE_MARKS_SQL = (
-    "SELECT d.name, d.base_seq, s.checksum FROM docs d LEFT JOIN snapshots s "
+    "SELECT d.name, d.base_seq, s.checksum, d.head FROM docs d LEFT JOIN snapshots s "
     "ON s.doc = d.name AND s.seq = d.base_seq "
 )
 
@@ -163,8 +163,13 @@ def _as_mark(base_seq: int, check: str | None) -> BaseMark:
 
 
 def _base_mark(db: sqlite3.Connection, doc: str) -> BaseMark:
+    return _base_and_head(db, doc)[0]
+
+
+def _base_and_head(db: sqlite3.Connection, doc: str) -> tuple[BaseMark, int]:
+    """`doc`'s compaction base mark and head (0 without a docs row), in one read."""
     row = db.execute(_BASE_MARKS_SQL + "WHERE d.name = ?", (doc,)).fetchone()
-    return _as_mark(row[1], row[2]) if row is not None else NO_BASE
+    return (_as_mark(row[1], row[2]), int(row[3])) if row is not None else (NO_BASE, 0)
 
 
 def _in_transaction(
@@ -2068,9 +2073,12 @@ class SQLiteStore(EventStore):
 
         def run(db: sqlite3.Connection) -> bool:
             # in the write's transaction (BEGIN IMMEDIATE): a compaction by another
-            # process on this file is before it or after it, never in between
-            if base is not None and (seq <= base[0] or _base_mark(db, doc) != base):
-                return False
+            # process on this file is before it or after it, never in between; so is a
+            # deletion (no docs row: head 0), which a room's snapshot must not outlive
+            if base is not None:
+                mark, head = _base_and_head(db, doc)
+                if seq <= base[0] or mark != base or head < seq:
+                    return False
             db.execute(_PUT_SNAPSHOT, row)
             return True
 

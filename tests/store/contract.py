@@ -304,6 +304,23 @@ class StoreContract(CursorContract):
         with pytest.raises(ValueError, match="one per batch"):
             await store.append([("kept", [ev()])], floors=[0, 0])
 
+    async def test_a_snapshot_with_a_base_past_the_head_is_refused(self, store: EventStore) -> None:
+        """A room's snapshot (written with its base) of a document deleted under it, or
+        at a seq the log does not hold: refused in the write's transaction, nothing
+        written under the name. One at or below the head goes in."""
+        from palimpsest.store.base import NO_BASE
+
+        await store.append([("s", [ev(), ev(), ev()])])
+        assert await store.put_snapshot("s", 4, b"ahead", base=NO_BASE) is False
+        assert await store.put_snapshot_if_due("s", 4, b"ahead", base=NO_BASE) is False
+        assert await store.put_snapshot("s", 3, b"three", base=NO_BASE) is True
+        assert await store.delete_doc("s", b"", by="root")
+        assert await store.put_snapshot("s", 3, b"stale", base=NO_BASE) is False
+        assert await store.put_snapshot_if_due("s", 3, b"stale", base=NO_BASE) is False
+        assert await store.put_snapshot("none", 1, b"x", base=NO_BASE) is False
+        assert await store.snapshots("s") == [] and await store.snapshots("none") == []
+        assert await store.latest_snapshot("s") is None
+
     async def test_events_survive_a_restart(self, store: EventStore) -> None:
         await store.append([("a", [ev(update=b"x"), ev(update=b"y")])])
         await store.put_snapshot("a", 1, b"state")
