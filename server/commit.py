@@ -43,7 +43,14 @@ from typing import Protocol
 from .errors import DeletedMeanwhile, StoreError, StoreUnavailable
 from .hook_timing import CLOCK
 from .lifecycle import Service
-from .store.base import EVENT_CLOCK, Event, EventStore, NewEvent, takes_floors
+from .store.base import (
+    EVENT_CLOCK,
+    Event,
+    EventStore,
+    NewEvent,
+    takes_floors,
+    takes_generations,
+)
 
 log = logging.getLogger("palimpsest.commit")
 
@@ -104,6 +111,9 @@ class _Append:
     #: the head the document must have at least (the room's seq before the batch):
     #: EventStore.append's floor
     floor: int = 0
+    #: the document's generation the room loaded (DocInfo.generation; None: not
+    #: checked): EventStore.append's generation
+    generation: int | None = None
     #: a transaction with it failed before: it may have committed all the same
     tried: bool = False
 
@@ -161,6 +171,7 @@ class Committer(Service):
         #: the store's append function, and whether it takes floors (``_takes_floors``)
         self._append_fn: object = None
         self._floors = False
+        self._generations = False
 
     async def start(self) -> None:
         self._closing = False
@@ -241,9 +252,16 @@ class Committer(Service):
         *,
         hold: Callable[[], bool] | None = None,
         floor: int = 0,
+        generation: int | None = None,
     ) -> list[Event]:
         """Append durably; returns the stored events. With ``hold``, a transient refusal
         of the store is waited out (see the module docstring) while hold() is True.
+
+        `generation`: the generation of `doc` the caller loaded (DocInfo.generation),
+        checked as the floor is, in the same transaction: a new document of the name
+        already past `floor` is another generation, and refuses it the same way. (A
+        store whose append takes no generations, store.base.takes_generations: not
+        checked.)
 
         `floor`: the seq the caller (a room) has seen of `doc`. The store appends only
         while the document's head is at least that, in the same transaction (other
@@ -261,7 +279,7 @@ class Committer(Service):
         if self._task is None or self._task.done():
             raise StoreUnavailable("the committer is not running")
         fut: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
-        item = _Append(doc, events, fut, hold, floor)
+        item = _Append(doc, events, fut, hold, floor, generation)
         self._queue.append(item)
         if (
             not self._busy
@@ -351,7 +369,14 @@ class Committer(Service):
         t0 = time.perf_counter()
         try:
             batches = [(a.doc, a.events) for a in take]
-            if self._takes_floors():
+            floors, generations = self._takes_floors()
+            if generations:
+                results = await self.store.append(
+                    batches,
+                    floors=[a.floor for a in take],
+                    generations=[a.generation for a in take],
+                )
+            elif floors:
                 results = await self.store.append(batches, floors=[a.floor for a in take])
             else:
                 results = await self.store.append(batches)
@@ -385,23 +410,25 @@ class Committer(Service):
             if a.events and not stored:  # below its floor: deleted under its room
                 log.warning(
                     "%s: an append of %d events was refused: the document's log was "
-                    "deleted under the room that had seen seq %d",
-                    a.doc, len(a.events), a.floor,
+                    "deleted under the room that had seen seq %d (generation %s)",
+                    a.doc, len(a.events), a.floor, a.generation,
                 )  # fmt: skip
                 a.future.set_exception(DeletedMeanwhile(a.doc))
             else:
                 a.future.set_result(stored)
         return False
 
-    def _takes_floors(self) -> bool:
-        """Whether the store's append takes floors (store.base.takes_floors), asked again
-        when its append is another (a wrapper set on the instance)."""
+    def _takes_floors(self) -> tuple[bool, bool]:
+        """Whether the store's append takes floors, and generations
+        (store.base.takes_floors, takes_generations), asked again when its append is
+        another (a wrapper set on the instance)."""
         fn = self.store.append
         key = getattr(fn, "__func__", fn)
         if key is not self._append_fn:
             self._append_fn = key
             self._floors = takes_floors(fn)
-        return self._floors
+            self._generations = takes_generations(fn)
+        return self._floors, self._floors and self._generations
 
     def _refused(self, err: StoreError, take: list[_Append], took: float) -> bool:
         """Fail what cannot wait, put back (first in line) what holds. True if any held.

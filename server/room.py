@@ -138,6 +138,7 @@ class Committer(Protocol):
         *,
         hold: Callable[[], bool] | None = None,
         floor: int = 0,
+        generation: int | None = None,
     ) -> list[Event]: ...
 
 
@@ -351,6 +352,14 @@ class Room:
         #: snapshots are written only while the store's is still this one, and a room
         #: whose base changed under it is reloaded (server.base_watch)
         self.base: BaseMark = NO_BASE
+        #: the generation of the document the room loaded (DocInfo.generation, read with
+        #: its head before the load), which its appends must find (EventStore.append's
+        #: generations): a new document of the name, even one past the room's seq, is
+        #: another. None: the document had no row yet (or the store numbers none): then
+        #: learnt once, through `generation_of`, after the room's first append made it
+        self.generation: int | None = None
+        self.generation_of: Callable[[str], Awaitable[int | None]] | None = None
+        self._learning: asyncio.Task[None] | None = None
         #: how the room was loaded (set once loading is done)
         self.loaded = LoadInfo(None, 0, 0.0)
         self._states: dict[type[Any], Any] = {}
@@ -400,6 +409,8 @@ class Room:
         if self._presence_timer is not None:
             self._presence_timer.cancel()
             self._presence_timer = None
+        if self._learning is not None:
+            self._learning.cancel()  # (its room gone, what it learns is of no use)
         self._send_presence()  # (what is pending goes now: nobody flushes it later)
         if self._task is not None and not self._task.done():
             try:
@@ -952,8 +963,41 @@ class Room:
                         f"{ev.seq}, {ev.kind}) while this one seeded the document; load it "
                         "again"
                     )
-            stored = await self._committer.append(self.name, [new], floor=self.seq)
+            stored = await self._append([new])
             return await self._own_event(stored, update)
+
+    async def _append(
+        self, events: Sequence[NewEvent], hold: Callable[[], bool] | None = None
+    ) -> list[Event]:
+        """Commit `events` as the room's (floor: its seq; its generation): a log deleted
+        under the room refuses them, DeletedMeanwhile. A room whose document had no row
+        when it loaded learns the generation its first append made (one read, once, in a
+        task of its own: no commit waits for it; the document deleted and made again
+        before it would be taken for the room's own, as every document was before
+        generations)."""
+        stored = await self._committer.append(
+            self.name, events, hold=hold, floor=self.seq, generation=self.generation
+        )
+        if (
+            self.generation is None
+            and stored
+            and self.generation_of is not None
+            and self._learning is None
+        ):
+            self._learning = asyncio.create_task(
+                self._learn_generation(self.generation_of), name=f"generation of {self.name}"
+            )
+        return stored
+
+    async def _learn_generation(self, read: Callable[[str], Awaitable[int | None]]) -> None:
+        try:
+            generation = await read(self.name)
+        except Exception as e:  # the events are stored: only the check is lost
+            log.warning("%s: its generation could not be read (%s): its appends are "
+                        "checked by their floor alone", self.name, e)  # fmt: skip
+            return
+        if self.generation is None:
+            self.generation = generation
 
     async def _own_event(self, stored: list[Event], update: bytes) -> Event:
         """An event of the server's own (a server change, a seed) just appended, whose
@@ -1088,7 +1132,7 @@ class Room:
         new = [NewEvent(u.peer.actor, "edit", u.update, u.meta, ts) for u in batch]
         try:
             # (floor: a log deleted under the room refuses it, DeletedMeanwhile)
-            stored = await self._committer.append(self.name, new, hold=self._hold, floor=self.seq)
+            stored = await self._append(new, hold=self._hold)
         except StoreError as e:
             # Refused for good, or held past the bound. Nothing was logged, applied or
             # acknowledged: the senders come back later and re-send through sync step 2.
@@ -1278,7 +1322,7 @@ class Room:
             new = NewEvent(item.actor, item.kind, update, dict(item.meta), self.current_ts)
             # held like client edits while the store refuses writes: the live doc already
             # has the change, so giving up means reloading the room
-            stored = await self._committer.append(self.name, [new], hold=self._hold, floor=self.seq)
+            stored = await self._append([new], hold=self._hold)
             ev = await self._own_event(stored, update)
             if not item.future.done():
                 item.future.set_result(ev)

@@ -140,8 +140,11 @@ class Rooms:
         generation = await self.store.tombstone(name)
         # before the load: a compaction during it leaves the room stale, never unnoticed
         base = await self.store.compaction_base(name)
-        # before the load too: a sound log holds it, whatever is appended meanwhile
-        head = await self.store.head(name)
+        # before the load too: a sound log holds it, whatever is appended meanwhile; and
+        # the document's generation, in the same read (a new document of the name made
+        # during the load is another one: the room's appends are refused, never mixed in)
+        info = await self.store.doc_info(name)
+        head = info.head if info is not None else 0
         try:
             loaded = await load(
                 self.store,
@@ -167,6 +170,7 @@ class Rooms:
             raise
         self._damaged.discard(name)
         room.base = base
+        room.generation = info.generation if info is not None else None
         room.seq = loaded.seq
         room.events_since_snapshot = loaded.replayed
         room.last_snapshot_bytes = len(loaded.snapshot.state) if loaded.snapshot else 0
@@ -216,7 +220,12 @@ class Rooms:
             presence_batch=self.presence_batch,
         )
         room.owners.relay_until = self.relay_until
+        room.generation_of = self._generation_of
         return room
+
+    async def _generation_of(self, name: str) -> int | None:
+        info = await self.store.doc_info(name)
+        return info.generation if info is not None else None
 
     def _broken(self, room: Room, error: BaseException) -> None:
         if self._rooms.get(room.name) is room:

@@ -355,3 +355,60 @@ async def test_a_room_whose_log_was_deleted_under_it_writes_no_snapshot(
         assert await store.snapshots("d") == []
         assert await store.latest_snapshot("d") is None
         await the_name_is_deleted(srv, http, "d")
+
+
+@pytest.mark.parametrize("kind", STORES)
+@pytest.mark.parametrize("how", ["close_group", "edit"])
+@pytest.mark.parametrize("made_by", ["room", "store"])
+async def test_a_stale_room_is_refused_by_a_new_document_already_past_its_seq(
+    tmp_path: Path, kind: str, how: str, made_by: str
+) -> None:
+    """The case floors cannot tell: the room's document (at seq N) deleted under it, and
+    a new document of the name (another process's, or the store's own writer) already
+    at N + 1. The room's commit passed the floor and landed in the new document.
+    The room remembers the generation it loaded (read with the head before its load;
+    or, when its first append made the document, learnt after it) and the store
+    refuses a batch whose document is another generation: 410 / 4404, and the new
+    document holds only its own events."""
+    async with (
+        store_settings(kind, tmp_path) as settings,
+        run_server(settings) as srv,
+        httpx.AsyncClient() as http,
+    ):
+        ann_q = {"user": "ann"}
+        store = srv.backend.store
+        blank = NewEvent("zed", "edit", b"\x00\x00", {}, 1)
+        if made_by == "store":
+            await store.append([("d", [blank])])
+        async with connect(srv.ws_url, "d", "ann") as a:
+            await typed(srv, a, "d", "old ")
+            r = await http.post(
+                f"{srv.url}/api/docs/d/undo/open", params=ann_q, json={"group": "g"}
+            )
+            assert r.status_code == 200, r.text
+            room = srv.backend.rooms.get_loaded("d")
+            assert room is not None and room.seq == (2 if made_by == "room" else 3)
+            old = await store.doc_info("d")
+            assert old is not None and old.generation is not None
+            # (read before the load, or learnt in a task of the room's after its first
+            # append)
+            await eventually(lambda: room.generation == old.generation, what="learnt")
+            assert await store.delete_doc("d", await tombstone_for(store, "d", room), by="root")
+            past = room.seq + 1
+            await store.append([("d", [blank] * past)])
+            new = await store.doc_info("d")
+            assert new is not None and new.head == past and new.generation != old.generation
+            assert srv.backend.rooms.get_loaded("d") is room  # nobody told it
+            if how == "close_group":
+                r = await http.post(
+                    f"{srv.url}/api/docs/d/undo/close", params=ann_q, json={"group": "g"}
+                )
+                deleted_answer(r)
+            else:
+                a.insert(0, "more ")
+            await closed_deleted(a)
+        assert [(e.seq, e.actor) for e in await store.read("d")] == [
+            (i, "zed") for i in range(1, past + 1)
+        ]
+        info = await store.doc_info("d")
+        assert info is not None and info.generation == new.generation

@@ -480,6 +480,29 @@ def floors_of(batches: Sequence[object], floors: Sequence[int] | None) -> list[i
     return [int(f) for f in floors]
 
 
+def generations_of(
+    batches: Sequence[object], generations: Sequence[int | None] | None
+) -> list[int | None]:
+    """EventStore.append's generations, one per batch (None each when none are given)."""
+    if generations is None:
+        return [None] * len(batches)
+    if len(generations) != len(batches):
+        raise ValueError(
+            f"{len(generations)} generations for {len(batches)} batches: one per batch"
+        )
+    return [None if g is None else int(g) for g in generations]
+
+
+def takes_generations(append: Callable[..., Any]) -> bool:
+    """Whether a store's append (the bound method) takes ``generations`` (as
+    takes_floors: a store made before them is given none, and checks only floors)."""
+    try:
+        params = inspect.signature(append).parameters
+    except (TypeError, ValueError):
+        return False
+    return "generations" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
 def takes_floors(append: Callable[..., Any]) -> bool:
     """Whether a store's append (the bound method) takes ``floors``. A store made for an
     earlier version (an EventStore of one's own, a subclass whose append overrides the
@@ -561,6 +584,7 @@ class EventStore(Service, ABC):
         self,
         batches: Sequence[tuple[str, Sequence[NewEvent]]],
         floors: Sequence[int] | None = None,
+        generations: Sequence[int | None] | None = None,
     ) -> list[list[Event]]:
         """Append every batch atomically; returns the stored events, batch by batch.
 
@@ -578,7 +602,14 @@ class EventStore(Service, ABC):
         make the document again from the deleted one (a stale room's event at seq 1).
         Such a batch is left out, and its list comes back empty; the others commit. 0,
         or no floors, checks nothing (the default, and what a store that does not take
-        the argument does: the committer then gives none, see takes_floors)."""
+        the argument does: the committer then gives none, see takes_floors).
+
+        `generations`, one per batch: the generation (DocInfo.generation) the document
+        must have, checked in the same transaction, from the same read of its row as the
+        floor (no query or round trip more); None checks nothing. A floor cannot tell a
+        new document of the name already past the writer's seq (deleted, written again,
+        and written more than the old one was): its generation can. Such a batch is
+        left out as one below its floor is (its document another one, or none)."""
 
     async def end_unanswered_appends(self) -> None:  # noqa: B027 - nothing to end by default
         """Make final the outcome of every append of this process that got no answer (a

@@ -27,6 +27,7 @@ from .base import (
     checksum,
     derived_from_row,
     floors_of,
+    generations_of,
     now_ms,
     renamed_snapshot_row,
     rising,
@@ -102,15 +103,20 @@ class MemoryStore(EventStore):
         self,
         batches: Sequence[tuple[str, Sequence[NewEvent]]],
         floors: Sequence[int] | None = None,
+        generations: Sequence[int | None] | None = None,
     ) -> list[list[Event]]:
         self._check()
         least = floors_of(batches, floors)
+        gens = generations_of(batches, generations)
         async with self._lock:
-            # each floor against the head before this append (EventStore.append)
+            # each floor against the head before this append (EventStore.append), each
+            # generation against the document's then
             before = {doc: self._heads.get(doc, 0) for doc, _ in batches}
+            made = {doc: self._created.get(doc) if doc in self._heads else None
+                    for doc, _ in batches}  # fmt: skip
             out: list[list[Event]] = []
-            for (doc, evs), floor in zip(batches, least, strict=True):
-                if before[doc] < floor:
+            for (doc, evs), floor, gen in zip(batches, least, gens, strict=True):
+                if before[doc] < floor or (gen is not None and made[doc] != gen):
                     out.append([])  # the log was deleted under its writer
                     continue
                 head = self._heads.get(doc, 0)

@@ -57,6 +57,7 @@ from .base import (
     derived_from_row,
     dump_meta,
     floors_of,
+    generations_of,
     now_ms,
     renamed_snapshot_row,
     rising,
@@ -450,14 +451,16 @@ async def _base_holds(conn: asyncpg.Connection, doc: str, seq: int, base: BaseMa
 #: another appender after this statement's snapshot, which ``o`` then does not see, at
 #: least its new updated_ts. $1 the documents' names, $2 the number of events, $3-$9
 #: per event (document, ts raised to those before it in this commit, actor, kind,
-#: update, meta, the floor of its batch). Returns per document its new head (NULL when
-#: none of its events was taken), the position before the first event, its id, the
-#: floor of its ts and its head as the floors were checked against.
+#: update, meta, the floor of its batch), $10 per event its batch's generation (NULL:
+#: not checked; else the row ``o`` locked must have that id: a new document of the name
+#: is another row). Returns per document its new head (NULL when none of its events
+#: was taken), the position before the first event, its id, the floor of its ts, and
+#: its head and id as the floors and generations were checked against.
 _APPEND = """
 WITH p AS (
     UPDATE log_position SET pos = pos + $2 WHERE id = 1 RETURNING pos - $2 AS base
 ), o AS (
-    SELECT o.name, o.head, o.updated_ts FROM docs AS o CROSS JOIN p
+    SELECT o.name, o.head, o.updated_ts, o.id FROM docs AS o CROSS JOIN p
     WHERE o.name = ANY($1::text[])
     ORDER BY o.name
     FOR NO KEY UPDATE OF o
@@ -466,10 +469,10 @@ WITH p AS (
         row_number() OVER (PARTITION BY x.doc ORDER BY x.i) AS k,
         count(*) OVER (PARTITION BY x.doc) AS cnt
     FROM unnest($3::text[], $4::bigint[], $5::int[], $6::int[], $7::bytea[], $8::text[],
-                $9::bigint[])
-         WITH ORDINALITY AS x(doc, ts, actor, kind, data, meta, least_head, i)
+                $9::bigint[], $10::bigint[])
+         WITH ORDINALITY AS x(doc, ts, actor, kind, data, meta, least_head, gen, i)
     LEFT JOIN o ON o.name = x.doc
-    WHERE coalesce(o.head, 0) >= x.least_head
+    WHERE coalesce(o.head, 0) >= x.least_head AND (x.gen IS NULL OR o.id = x.gen)
 ), n AS (
     SELECT x.doc AS name, count(*) AS cnt, max(x.ts) AS ts,
         sum(octet_length(x.data))::bigint AS bytes
@@ -501,7 +504,7 @@ WITH p AS (
     JOIN f ON f.name = x.doc
     CROSS JOIN p
 )
-SELECT q.name, f.head, p.base, f.id, f.floor, coalesce(o.head, 0)
+SELECT q.name, f.head, p.base, f.id, f.floor, coalesce(o.head, 0), o.id
 FROM unnest($1::text[]) AS q(name)
 LEFT JOIN f ON f.name = q.name
 LEFT JOIN o ON o.name = q.name
@@ -1111,11 +1114,13 @@ class PostgresStore(EventStore):
         self,
         batches: Sequence[tuple[str, Sequence[NewEvent]]],
         floors: Sequence[int] | None = None,
+        generations: Sequence[int | None] | None = None,
     ) -> list[list[Event]]:
         """One group commit in one statement, so one round trip (see ``_APPEND``): the
-        floors are checked in it too."""
+        floors and generations are checked in it too."""
         batches = [(doc, list(evs)) for doc, evs in batches]
         least = floors_of(batches, floors)
+        gens = generations_of(batches, generations)
         if not any(evs for _, evs in batches):
             return [[] for _ in batches]
         await self._intern({n for _, evs in batches for ev in evs for n in (ev.actor, ev.kind)})
@@ -1123,16 +1128,16 @@ class PostgresStore(EventStore):
         names = sorted({doc for doc, evs in batches if evs})
         total = sum(len(evs) for _, evs in batches)
         # per event, in batch order: its document, its ts raised to those before it in
-        # this commit, actor, kind, update, meta and its batch's floor
-        cols: list[list[Any]] = [[] for _ in range(7)]
+        # this commit, actor, kind, update, meta, its batch's floor and generation
+        cols: list[list[Any]] = [[] for _ in range(8)]
         rising: dict[str, int] = {}  # each document's ts so far in this commit
-        for (doc, evs), floor in zip(batches, least, strict=True):
+        for (doc, evs), floor, gen in zip(batches, least, gens, strict=True):
             for ev in evs:
                 ts = rising[doc] = max(rising.get(doc, ev.ts), ev.ts)
                 for col, v in zip(
                     cols,
                     (doc, ts, ids[ev.actor], ids[ev.kind], ev.update,
-                     dump_meta(ev.meta) if ev.meta else None, floor),
+                     dump_meta(ev.meta) if ev.meta else None, floor, gen),
                     strict=True,
                 ):  # fmt: skip
                     col.append(v)
@@ -1154,9 +1159,10 @@ class PostgresStore(EventStore):
         # which batches the floors let in: each document's head as the statement checked
         # them, before its events (EventStore.append)
         seen = {r[0]: int(r[5]) for r in rows}
+        seen_id = {r[0]: None if r[6] is None else int(r[6]) for r in rows}
         taken = [
-            bool(evs) and seen[doc] >= floor
-            for (doc, evs), floor in zip(batches, least, strict=True)
+            bool(evs) and seen[doc] >= floor and (gen is None or seen_id[doc] == gen)
+            for (doc, evs), floor, gen in zip(batches, least, gens, strict=True)
         ]
         counts: dict[str, int] = {}
         for (doc, evs), take in zip(batches, taken, strict=True):

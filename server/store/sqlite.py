@@ -67,6 +67,7 @@ from .base import (
     derived_from_row,
     dump_meta,
     floors_of,
+    generations_of,
     now_ms,
     renamed_snapshot_row,
     rising,
@@ -480,12 +481,15 @@ def _append(
     symbols: Symbols,
     written: list[tuple[Any, ...]] | None = None,
     floors: Sequence[int] | None = None,
+    generations: Sequence[int | None] | None = None,
 ) -> list[list[Event]]:
     """The body of one append transaction, on the writer thread. `written`: filled with
     the rows inserted (doc id first, then as the log stores them), for RecentRows.
-    `floors`: see EventStore.append (a batch whose document's head is below its floor is
-    left out, and takes no position)."""
+    `floors`, `generations`: see EventStore.append (a batch whose document's head is
+    below its floor, or whose document is not of its generation, is left out, and takes
+    no position)."""
     least = floors_of(batches, floors)
+    gens = generations_of(batches, generations)
     names = sorted({doc for doc, evs in batches if evs})
     marks = ",".join("?" * len(names))
     # a document's updated_ts is its last event's ts: the floor of the next one's
@@ -496,10 +500,13 @@ def _append(
     ):
         docs[r[1]] = (r[0], r[2])
         last_ts[r[1]] = r[3] or 0
-    # each floor against the head before this append (the writer lock is held)
+    # each floor against the head before this append (the writer lock is held), each
+    # generation against the row's id, from the same read
     taken = [
-        bool(evs) and (docs[doc][1] if doc in docs else 0) >= floor
-        for (doc, evs), floor in zip(batches, least, strict=True)
+        bool(evs)
+        and (docs[doc][1] if doc in docs else 0) >= floor
+        and (gen is None or (doc in docs and docs[doc][0] == gen))
+        for (doc, evs), floor, gen in zip(batches, least, gens, strict=True)
     ]
     names = sorted({doc for (doc, _), take in zip(batches, taken, strict=True) if take})
     pos = _take_positions(
@@ -1539,9 +1546,11 @@ class SQLiteStore(EventStore):
         self,
         batches: Sequence[tuple[str, Sequence[NewEvent]]],
         floors: Sequence[int] | None = None,
+        generations: Sequence[int | None] | None = None,
     ) -> list[list[Event]]:
         batches = [(doc, evs) for doc, evs in batches]
         least = floors_of(batches, floors)
+        gens = generations_of(batches, generations)
         if not any(evs for _, evs in batches):
             return [[] for _ in batches]
         names = {n for _, evs in batches for ev in evs for n in (ev.actor, ev.kind)}
@@ -1549,7 +1558,7 @@ class SQLiteStore(EventStore):
         count = sum(len(evs) for _, evs in batches)
         written: list[tuple[Any, ...]] = []
         out = await self._write_interned(
-            "append", names, lambda conn, sym: _append(conn, batches, sym, written, least),
+            "append", names, lambda conn, sym: _append(conn, batches, sym, written, least, gens),
             small=count <= inline, pages=CALL_PAGES + count // EVENTS_PER_PAGE, append=True,
         )  # fmt: skip
         self._recent.note(written)  # committed

@@ -304,6 +304,35 @@ class StoreContract(CursorContract):
         with pytest.raises(ValueError, match="one per batch"):
             await store.append([("kept", [ev()])], floors=[0, 0])
 
+    async def test_a_batch_of_another_generation_is_left_out(self, store: EventStore) -> None:
+        """A writer that loaded generation G of a document appends after the name was
+        deleted and written again past its floor: the head passes the floor, the
+        generation does not; the batch is left out, the others commit. None checks
+        nothing; a document with no row is no generation."""
+        await store.append([("g", [ev(), ev()])])
+        old = await store.doc_info("g")
+        assert old is not None and old.generation is not None
+        assert await store.delete_doc("g", b"", by="root")
+        await store.append([("g", [ev(update=b"new")] * 3)])
+        new = await store.doc_info("g")
+        assert new is not None and new.generation != old.generation
+        out = await store.append(
+            [("g", [ev(update=b"stale")]), ("k", [ev()]), ("g", [ev(update=b"ok")])],
+            floors=[2, 0, 2],
+            generations=[old.generation, None, new.generation],
+        )
+        assert [[e.seq for e in evs] for evs in out] == [[], [1], [4]]
+        assert [e.update for e in await store.read("g")] == [b"new"] * 3 + [b"ok"]
+        info = await store.doc_info("g")
+        assert info is not None and (info.head, info.generation) == (4, new.generation)
+        # a generation on a name with no row: refused, and no row made
+        assert await store.append([("none", [ev()])], generations=[new.generation]) == [[]]
+        assert await store.doc_info("none") is None
+        [[one]] = await store.append([("g", [ev()])], generations=[None])
+        assert one.seq == 5
+        with pytest.raises(ValueError, match="one per batch"):
+            await store.append([("k", [ev()])], generations=[None, None])
+
     async def test_a_snapshot_with_a_base_past_the_head_is_refused(self, store: EventStore) -> None:
         """A room's snapshot (written with its base) of a document deleted under it, or
         at a seq the log does not hold: refused in the write's transaction, nothing
