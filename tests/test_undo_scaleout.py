@@ -131,3 +131,41 @@ async def test_an_undo_group_opened_on_one_process_goes_on_on_another(tmp_path: 
             await alice.wait_for(lambda: str(alice.text()) == "[AI]ALICE ")
             r = await http.post(f"{b}/api/docs/grp/undo", params={"user": "bot"})
             assert r.status_code == 409, r.text  # nothing left: it was one step
+
+
+async def test_writes_to_user_data_alone_are_no_step_on_any_process(tmp_path: Path) -> None:
+    """A Y.PermanentUserData-like ``users`` map written on one process: a write there
+    alone (a reloaded tab's new client id) between an undo and a redo made on the other
+    process keeps the redo, and the undo that follows it on the first process passes it
+    over: every process tells bookkeeping from the log alike."""
+    from pycrdt import Array, Map
+
+    async with (
+        fresh_schema() as store_url,
+        cluster(
+            tmp_path, 2, store_url=store_url, fanout=fanout_url(),
+            env={"PALIMPSEST_UNDO_CAPTURE_MS": "0"},
+        ) as c,
+        httpx.AsyncClient(timeout=30) as http,
+    ):  # fmt: skip
+        a, b = (p.http_url for p in c.procs)
+        async with client.connect(c.ws(0), "pudscale", user="alice") as alice:
+            users = alice.doc.get("users", type=Map)
+            with alice.doc.transaction():
+                users["alice"] = Map({"ids": Array([alice.doc.client_id]), "ds": Array()})
+            await alice.flush()
+            alice.text().insert(0, "hello")
+            await alice.flush()
+            r = await http.post(f"{b}/api/docs/pudscale/undo", params={"user": "alice"})
+            assert r.status_code == 200, r.text
+            await alice.wait_for(lambda: str(alice.text()) == "")
+            users["alice"]["ids"].append(12345)  # the reloaded tab's client id, alone
+            await alice.flush()
+            r = await http.post(f"{b}/api/docs/pudscale/redo", params={"user": "alice"})
+            assert r.status_code == 200, r.text
+            await alice.wait_for(lambda: str(alice.text()) == "hello")
+            r = await http.post(f"{a}/api/docs/pudscale/undo", params={"user": "alice"})
+            assert r.status_code == 200, r.text
+            await alice.wait_for(lambda: str(alice.text()) == "")
+            r = await http.post(f"{a}/api/docs/pudscale/undo", params={"user": "alice"})
+            assert (r.status_code, r.json()) == (409, {"ok": False, "reason": "nothing to undo"})

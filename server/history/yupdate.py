@@ -82,18 +82,20 @@ def _utf16_length(data: bytes) -> int:
     return len(s) + sum(1 for c in s if ord(c) > 0xFFFF)
 
 
-def decode(update: bytes) -> tuple[list[Struct], list[tuple[int, int, int]]]:
+def decode(update: bytes, *, gc: bool = False) -> tuple[list[Struct], list[tuple[int, int, int]]]:
     """The structs of `update` in their encoded order, and its delete set as
-    (client, clock, length) ranges."""
+    (client, clock, length) ranges. `gc`: a GC or Skip struct is one of kind GC, with
+    no origins nor parent (what it was in is not known any more), instead of
+    Unsupported."""
     try:
-        return _decode(Reader(update))
+        return _decode(Reader(update), gc)
     except (ProtocolError, IndexError) as e:
         raise Unsupported(f"malformed update: {e}") from e
     except UnicodeDecodeError as e:
         raise Unsupported("string is not UTF-8") from e
 
 
-def _decode(r: Reader) -> tuple[list[Struct], list[tuple[int, int, int]]]:
+def _decode(r: Reader, gc: bool = False) -> tuple[list[Struct], list[tuple[int, int, int]]]:
     # the protocol's bounds-checked reader (its varUints unrolled, client ids remembered)
     d = r.data
     u = r.read_var_uint
@@ -108,7 +110,14 @@ def _decode(r: Reader) -> tuple[list[Struct], list[tuple[int, int, int]]]:
             r.pos += 1
             kind = info & 0x1F
             if kind == GC or kind == SKIP:
-                raise Unsupported("GC or Skip struct")
+                if not gc:
+                    raise Unsupported("GC or Skip struct")
+                length = u()
+                if length <= 0:
+                    raise Unsupported("empty struct")
+                structs.append(Struct(client, clock, length, None, None, None, None, GC, None))
+                clock += length
+                continue
             origin = right = None
             parent: str | ID | None = None
             sub = None

@@ -101,7 +101,8 @@ async def perform(
                 _say_what_was_seen(meta, room, st, step)
                 done[:] = [state.deleted_since(mark), step.ins]
                 return
-            skipped.append(list(step.seqs))
+            if not state.bookkeeping_only(step):  # (not a step any more: no word of it)
+                skipped.append(list(step.seqs))
 
     ev = await _server_change(room, actor, kind, change, meta, backend)
     if ev is not None and done and outcome is not None:

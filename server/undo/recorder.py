@@ -53,7 +53,7 @@ from pycrdt import (
 )
 
 from .. import protocol as P
-from ..bookkeeping import bookkeeping_roots
+from ..bookkeeping import BookkeepingIds, bookkeeping_roots
 from ..commit import Committer
 from ..errors import FATAL
 from ..history.render import ARRAY, MAP, TEXT, XML, jsonable, xml_string
@@ -135,6 +135,16 @@ def infer_root_types(doc: Doc[Any], names: Iterable[str]) -> dict[str, str]:
     return {n: _CLASS_NAMES[kind or TEXT] for n, kind in guess_root_types(doc, names).items()}
 
 
+def _typed_roots(doc: Doc[Any]) -> dict[str, Any]:
+    """The roots of `doc`, those the server only knows from updates typed as guessed."""
+    roots = dict(doc.items())
+    untyped = [name for name, root in roots.items() if root is None]
+    if untyped:
+        for name, kind in infer_root_types(doc, untyped).items():
+            roots[name] = doc.get(name, type=_ROOT_TYPES[kind])
+    return roots
+
+
 def _release(um: UndoManager) -> None:
     """Drop `um`'s yrs UndoManager now: on the document's thread, with no transaction
     open (its undo took and ended its own). Its drop takes a transaction on the document
@@ -168,6 +178,8 @@ class RoomUndo:
         #: roots an undo leaves as they are (settings.undo_skip_roots), besides those that
         #: look like a Y.PermanentUserData's (server/bookkeeping.py)
         self.skip_roots = tuple(skip_roots)
+        #: the items in those roots: a change made there alone is no step (bookkeeping.py)
+        self.book = BookkeepingIds(self.skip_roots)
         self.actors: dict[str, Stacks] = {}
         #: stacks from a snapshot's meta, decoded when their actor is first needed:
         #: loading a document costs nothing for the stacks of people who are not around
@@ -263,6 +275,8 @@ class RoomUndo:
         for client, spans in ins.items():
             if spans[-1][1] > self._clocks.get(client, 0):
                 self._clocks[client] = spans[-1][1]
+        if ins:
+            self.book.follow(self.room.doc, ev.update, _typed_roots)
         if ins and self._marks is not None:
             new_marks = format_clocks(ev.update)  # (a keystroke: one regex match)
             if new_marks:
@@ -284,6 +298,10 @@ class RoomUndo:
         relays = ev.meta.get("relays") if ev.kind != IMPORT_KIND else None
         if relays:
             ins, dels = self._senders_own(ev.actor, relays, ins), {}
+        if self.book.only(ins, dels):
+            # only bookkeeping written (a tab's new client id in PUD, a ds record): no
+            # step, and the redo stack stays (a reload after an undo cleared it)
+            return
         if not ins and (not dels or self._only_marks(dels)):
             # changed nothing anyone sees: not a step, and does not clear the redo stack.
             # Deleting only formatting marks is what every Yjs client does on its own
@@ -482,6 +500,11 @@ class RoomUndo:
         reverted = self._take_reverted(ev, source)
         if reverted is not None and reverted.ins:
             union_into(self.undone, reverted.ins)
+        if self.book.only(ins, dels):
+            # an undo by a release that reverted bookkeeping: of a step of it alone, whose
+            # redo (as a step) now had nothing to revert, refused, and stayed on the stack
+            st.open = False
+            return
         if reverted is None:
             log.warning(
                 "room %s: %s seq %d reverts %s, not on %s's stack (kept as it is)",
@@ -598,6 +621,7 @@ class RoomUndo:
             "actors": actors,
             "marks": to_b64(self.marks()),
             "bases": list(bases),
+            "book": self.book.to_json(),
         }
         if self.undone:
             out["undone"] = to_b64(self.undone)
@@ -628,22 +652,25 @@ class RoomUndo:
             self._marks = from_b64(marks) if isinstance(marks, str) else None
             undone = meta.get("undone")
             self.undone = from_b64(undone) if isinstance(undone, str) else {}
+            self.book.load_json(meta.get("book"))
         except Exception as e:  # a damaged entry costs the undo history, never the doc
             log.warning("room %s: undo stacks in the snapshot unreadable: %r", self.room.name, e)
             self.actors = {}
 
     # --- performing --------------------------------------------------------------------
 
+    def bookkeeping_only(self, step: Step) -> bool:
+        """Whether `step` changed bookkeeping roots alone (a step recorded so before they
+        were no step): undo and redo pass it over without a word."""
+        self.book.follow(self.room.doc, None, _typed_roots)  # (found on a first use)
+        return self.book.only(step.ins, step.dels)
+
     def scopes(self, doc: Doc[Any]) -> list[Any]:
         """The roots a revert may change: all but the bookkeeping ones (bookkeeping.py:
         a Y.PermanentUserData's map, the roots of ``skip_roots``), which Yjs's
         UndoManager, scoped to the types it tracks, never reverts either: what a step
         wrote there stays."""
-        roots = dict(doc.items())
-        untyped = [name for name, root in roots.items() if root is None]
-        if untyped:
-            for name, kind in infer_root_types(doc, untyped).items():
-                roots[name] = doc.get(name, type=_ROOT_TYPES[kind])
+        roots = _typed_roots(doc)
         skip = bookkeeping_roots(roots, self.skip_roots)
         return [r for name, r in roots.items() if r is not None and name not in skip]
 
