@@ -32,13 +32,17 @@ from __future__ import annotations
 import bisect
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pycrdt import Array, Doc, Map
 
-from .history import yupdate
-from .history.render import MAP
 from .ranges import Ranges, from_b64, subtract, to_b64, union_into
+
+if TYPE_CHECKING:
+    from .history import yupdate
+
+# (history's modules are imported where they are used: the history package imports this
+# module as it starts, and this one imported first must not start it half-way)
 
 log = logging.getLogger("palimpsest.undo")
 
@@ -73,6 +77,8 @@ def bookkeeping_of(
     """The names among `types` (name: its kind, as history.render names them) that are
     bookkeeping in any of `docs` (a restore's live document and the version: a user map
     emptied since stays as it is too), or `named`."""
+    from .history.render import MAP
+
     out = set(named) & set(types)
     for name, kind in types.items():
         if kind != MAP or name in out:
@@ -161,6 +167,8 @@ class BookkeepingIds:
         return not subtract(ins, self.ids) and not subtract(dels, self.ids)
 
     def _fold(self, update: bytes, causal: bool = False) -> None:
+        from .history import yupdate
+
         try:
             left, _ = yupdate.decode(update, gc=True)
             if causal:  # a whole document: its clients in id order, not causal
