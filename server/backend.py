@@ -21,10 +21,12 @@ from starlette.requests import HTTPConnection
 
 from . import stall_watch
 from .auth import Identity, authorize
+from .auth.open import OpenAccess
 from .commit import Committer
 from .dispatch import Extensions
 from .errors import AuthError, described
 from .lifecycle import Service
+from .params import check_request
 from .recovery import recovery_marker, restored_minutes
 from .repeat_logs import RepeatLines
 from .repeat_refusals import RepeatRefusals
@@ -146,6 +148,8 @@ class Backend(Service):
         if revocation is not None:  # a revoked user's token issued before it: 401
             revocation.check(identity)
         authorize(identity, doc, need)
+        # after the caller is known: a 400 tells nobody more than a 401 would
+        await check_request(conn, identity.user, self.extension(OpenAccess) is not None)
         return identity
 
     def refused(self, reason: str) -> None:

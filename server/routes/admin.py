@@ -53,6 +53,7 @@ from ..extensions import Extension
 from ..limits import Limits
 from ..maintenance import CompactedWithoutStacks, compact_doc, plan_compact
 from ..names import validate_doc_name
+from ..params import check_body
 from ..util import iso
 
 log = logging.getLogger("palimpsest.admin")
@@ -95,6 +96,8 @@ async def compact(request: Request) -> Response:
         body: Any = loads_bounded(raw, text_only=True) if raw.strip() else {}
     except ValueError as e:
         raise BadRequest(f"the body is not JSON: {str(e)[:200]}") from e
+    if isinstance(body, dict):
+        check_body(request, body)
     if not isinstance(body, dict) or body.get("before") in (None, ""):
         raise BadRequest('the body must say where: {"before": SEQ | "TAG" | "ISO-8601 TIME"}')
     purge = body.get("purge_deleted", False)

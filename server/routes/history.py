@@ -30,6 +30,7 @@ from ..history.joined import EVENT, JOINS, join_roots
 from ..history.render import equal_as_counts
 from ..history.sliced import json_bytes
 from ..names import validate_doc_name
+from ..params import check_body
 from ..store.base import MAX_SEQ, DocInfo
 from ..undo import revert as reverting
 from ..util import iso, parse_iso
@@ -82,6 +83,7 @@ async def _body(request: Request) -> dict[str, Any]:
         raise BadRequest(f"the body is not JSON: {str(e)[:200]}") from e
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
+    check_body(request, body)
     return body
 
 

@@ -24,6 +24,7 @@ from ..backend import Backend
 from ..bounded_json import loads_bounded
 from ..errors import BadRequest
 from ..names import validate_doc_name
+from ..params import check_body
 from ..room import Room
 from ..undo.extension import answer
 
@@ -91,6 +92,7 @@ async def _group(request: Request, need: bool) -> str | None:
             raise BadRequest(f"the body is not JSON: {str(e)[:200]}") from e
         if not isinstance(body, dict):
             raise BadRequest('the body must be a JSON object, e.g. {"group": "answer-7"}')
+        check_body(request, body)
     value = body.get("group")
     return undo.group_id(value) if need or value is not None else None
 

@@ -1,0 +1,189 @@
+"""What each HTTP API route takes: its query parameters and its JSON body's keys, and
+nothing else.
+
+A key the server does not read was ignored, and an ignored key can destroy data: a
+teacher's ``POST /api/docs/D/revert`` with ``"dry_run": true`` in the JSON body (it is a
+query parameter) really reverted, and ``POST /api/docs/D/undo?user=s05`` (or
+``{"actor": "s05"}``) ran the caller's own undo. So every API route refuses, with a 400
+that names the key and lists the ones it takes, a query parameter or a body key it does
+not read; a key given in the wrong place (``dry_run`` in the body, ``since`` in the
+query) is told where it goes. ``GET /api/docs`` did this already (routes/docs.py).
+
+The table is checked against docs/openapi.yaml by tests/test_route_params.py, so the
+spec and the server list the same parameters. The checks run in
+``Backend.authenticate`` (every API route calls it, after the router has set the
+route on the scope) once the caller is known, so that a stranger learns nothing from
+a 400 that a 401 would not have told them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import HTTPConnection, Request
+
+from .bounded_json import loads_bounded
+from .errors import BadRequest
+
+#: query parameters any route takes: the credentials the built-in authenticators read
+#: (JWT ``?token=``, open mode's ``?user=``)
+CREDENTIALS = ("token", "user")
+
+
+@dataclass(frozen=True)
+class Takes:
+    """What a route reads. `body` None: no body at all (an empty one, or ``{}``, is
+    let through); a tuple: a JSON object with these keys at most."""
+
+    query: tuple[str, ...] = ()
+    body: tuple[str, ...] | None = None
+
+
+#: (method, path template) -> what the route takes (docs/openapi.yaml says the same)
+TAKES: dict[tuple[str, str], Takes] = {
+    ("GET", "/api/docs"): Takes(("prefix", "after", "limit", "sort")),
+    ("DELETE", "/api/docs/{doc}"): Takes(),
+    ("POST", "/api/docs/{doc}/compact"): Takes(body=("before", "purge_deleted")),
+    ("GET", "/api/docs/{doc}/events"): Takes(
+        ("after", "before", "order", "limit", "actor", "since", "until", "kind")
+    ),
+    ("GET", "/api/docs/{doc}/versions"): Takes(("at", "seq", "format")),
+    ("GET", "/api/docs/{doc}/versions/{ref}"): Takes(("format",)),
+    ("GET", "/api/docs/{doc}/sessions"): Takes(("gap", "actor", "after", "limit")),
+    ("GET", "/api/docs/{doc}/diff"): Takes(("from", "to", "root", "equal", "join", "actor")),
+    ("GET", "/api/docs/{doc}/blame"): Takes(("seq", "at", "root", "path", "join", "actor")),
+    ("GET", "/api/docs/{doc}/tags"): Takes(),
+    ("POST", "/api/docs/{doc}/tags"): Takes(body=("name", "seq", "move")),
+    ("PUT", "/api/docs/{doc}/tags/{name}"): Takes(body=("seq", "move")),
+    ("DELETE", "/api/docs/{doc}/tags/{name}"): Takes(),
+    ("POST", "/api/docs/{doc}/restore"): Takes(("dry_run",), ("seq",)),
+    ("POST", "/api/docs/{doc}/revert"): Takes(("dry_run",), ("actor", "since", "until")),
+    # a Yjs update (bytes): its body is not JSON, and is read by the route only
+    ("POST", "/api/docs/{doc}/updates"): Takes(("source",)),
+    ("PUT", "/api/docs/{doc}/text"): Takes(body=("text", "root", "base")),
+    ("POST", "/api/docs/{doc}/undo"): Takes(),
+    ("POST", "/api/docs/{doc}/redo"): Takes(),
+    ("POST", "/api/docs/{doc}/undo/open"): Takes(body=("group",)),
+    ("POST", "/api/docs/{doc}/undo/close"): Takes(body=("group",)),
+    ("GET", "/api/docs/{doc:path}/events/stream"): Takes(("after", "updates")),
+    ("GET", "/api/events/stream"): Takes(("after", "updates")),
+    ("GET", "/api/webhooks"): Takes(),
+    ("POST", "/api/webhooks/{hook}/{action:str}"): Takes(),
+    ("GET", "/api/revocations"): Takes(),
+    ("POST", "/api/revocations/{user:path}"): Takes(),
+    ("DELETE", "/api/revocations/{user:path}"): Takes(),
+}
+
+#: what an unknown parameter of a route was probably meant for
+HINTS = {
+    (("GET", "/api/events/stream"), "doc"): (
+        "the global stream has no ?doc= filter: follow one document at "
+        "/api/docs/{doc}/events/stream"
+    ),
+}
+
+#: the methods whose routes' unwanted bodies are refused
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: the route whose body is bytes (a Yjs update), read by the route once it is let in
+_BYTES = frozenset({("POST", "/api/docs/{doc}/updates")})
+
+
+def _listed(names: tuple[str, ...] | None) -> str:
+    return ", ".join(names) if names else "none"
+
+
+def _quoted(keys: list[str]) -> str:
+    return ", ".join(repr(k[:40]) for k in keys[:5])
+
+
+def route_of(conn: HTTPConnection) -> tuple[str, str] | None:
+    """(method, path template) of an HTTP request the router has matched; None for a
+    websocket, or a route not in the table (an extension's own)."""
+    if conn.scope.get("type") != "http":
+        return None
+    path = getattr(conn.scope.get("route"), "path", None)
+    key = (str(conn.scope.get("method", "")), str(path))
+    return key if key in TAKES else None
+
+
+def check_query(conn: HTTPConnection) -> None:
+    """400 for a query parameter the route does not take."""
+    key = route_of(conn)
+    if key is None:
+        return
+    takes = TAKES[key]
+    unknown = sorted(set(conn.query_params.keys()) - set(takes.query) - set(CREDENTIALS))
+    if not unknown:
+        return
+    where = f"{key[0]} {key[1]}"
+    for name in unknown:
+        if (key, name) in HINTS:
+            raise BadRequest(HINTS[(key, name)])
+    misplaced = [u for u in unknown if u in (takes.body or ())]
+    if misplaced:
+        raise BadRequest(
+            f"{_quoted(misplaced)} goes in the JSON body, not the query: {where} takes "
+            f"the body keys {_listed(takes.body)} and the query parameters "
+            f"{_listed(takes.query)}"
+        )
+    raise BadRequest(
+        f"unknown query parameter {_quoted(unknown)}: {where} takes the query parameters "
+        f"{_listed(takes.query)}"
+        + (f" and the body keys {_listed(takes.body)}" if takes.body else "")
+    )
+
+
+def check_body(conn: HTTPConnection, body: dict[str, Any]) -> None:
+    """400 for a key of a route's JSON body that it does not read."""
+    key = route_of(conn)
+    if key is None:
+        return
+    takes = TAKES[key]
+    unknown = sorted(set(body) - set(takes.body or ()))
+    if not unknown:
+        return
+    where = f"{key[0]} {key[1]}"
+    misplaced = [u for u in unknown if u in takes.query]
+    if misplaced:
+        example = "?" + "&".join(f"{m}=true" if m == "dry_run" else f"{m}=..." for m in misplaced)
+        raise BadRequest(
+            f"{_quoted(misplaced)} is a query parameter, not a body key: {where}{example} "
+            f"(the body takes {_listed(takes.body)}); nothing was done"
+        )
+    if takes.body is None:
+        raise BadRequest(
+            f"{where} takes no body, not the keys {_quoted(unknown)} "
+            f"(query parameters: {_listed(takes.query)}); nothing was done"
+        )
+    raise BadRequest(
+        f"unknown body key {_quoted(unknown)}: {where} takes the body keys "
+        f"{_listed(takes.body)} (query parameters: {_listed(takes.query)}); nothing was done"
+    )
+
+
+async def check_request(conn: HTTPConnection, user: str, is_open: bool) -> None:
+    """The query's parameters of the route `conn` asks for, and the body of a write
+    route that takes none (the routes that take one check theirs as they parse it:
+    check_body)."""
+    key = route_of(conn)
+    if key is None:
+        return
+    check_query(conn)
+    if (
+        key[0] in _WRITES
+        and TAKES[key].body is None
+        and key not in _BYTES
+        and isinstance(conn, Request)
+    ):
+        raw = await conn.body()
+        if not raw.strip():
+            return
+        try:
+            body = loads_bounded(raw, text_only=True)
+        except (ValueError, json.JSONDecodeError) as e:
+            raise BadRequest(f"the body is not JSON: {str(e)[:200]}") from e
+        if not isinstance(body, dict):
+            raise BadRequest(f"{key[0]} {key[1]} takes no body")
+        check_body(conn, body)
