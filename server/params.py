@@ -19,6 +19,7 @@ a 400 that a 401 would not have told them.
 from __future__ import annotations
 
 import json
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +89,15 @@ HINTS = {
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: the route whose body is bytes (a Yjs update), read by the route once it is let in
 _BYTES = frozenset({("POST", "/api/docs/{doc}/updates")})
+#: in token mode a write to a document acts as the token's user: ``?user=`` naming
+#: another is refused
+#: (a teacher's ``undo?user=s05`` ran the teacher's own undo); the undo routes' names
+_ACTS = {
+    "/api/docs/{doc}/undo": "undo",
+    "/api/docs/{doc}/redo": "redo",
+    "/api/docs/{doc}/undo/open": "undo/open",
+    "/api/docs/{doc}/undo/close": "undo/close",
+}
 
 
 def _listed(names: tuple[str, ...] | None) -> str:
@@ -164,13 +174,27 @@ def check_body(conn: HTTPConnection, body: dict[str, Any]) -> None:
 
 
 async def check_request(conn: HTTPConnection, user: str, is_open: bool) -> None:
-    """The query's parameters of the route `conn` asks for, and the body of a write
-    route that takes none (the routes that take one check theirs as they parse it:
-    check_body)."""
+    """The query's parameters, ``?user=`` of a route that acts as the token's user, and
+    the body of a write route that takes none (the routes that take one check theirs
+    as they parse it: check_body)."""
     key = route_of(conn)
     if key is None:
         return
     check_query(conn)
+    named = conn.query_params.get("user")
+    if (
+        not is_open
+        and key[0] in _WRITES
+        and key[1].startswith("/api/docs/{doc}")  # (an admin route's own checks first)
+        and named is not None
+        and unicodedata.normalize("NFC", named) != user
+    ):
+        what = _ACTS.get(key[1], f"{key[0]} {key[1]}")
+        raise BadRequest(
+            f"?user={named[:40]!r} is not the token's user ({user[:40]!r}): {what} acts for "
+            "the token's user only, and nothing was done. To take out another user's "
+            'changes, POST /api/docs/{doc}/revert {"actor": "NAME", "since": VERSION}'
+        )
     if (
         key[0] in _WRITES
         and TAKES[key].body is None

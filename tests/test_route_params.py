@@ -158,6 +158,29 @@ async def test_read_routes_refuse_unknown_query_parameters(server: RunningServer
         assert r.status_code == 200, r.text
 
 
+async def test_undo_for_another_user_is_refused(server: RunningServer) -> None:
+    async with httpx.AsyncClient(base_url=server.url) as c:
+        await lesson(c)
+        admin = tok(TEACHER, "admin")
+        for path in ("undo", "redo", "undo/open", "undo/close"):
+            r = await c.post(f"/api/docs/{DOC}/{path}?user=s05", headers=admin)
+            assert r.status_code == 400, (path, r.text)
+            detail = r.json()["detail"]
+            assert "acts for the token's user only" in detail and "revert" in detail
+        for query, body in (("?actor=s05", None), ("?as=s05", None), ("", {"actor": "s05"})):
+            r = await c.post(f"/api/docs/{DOC}/undo{query}", headers=admin, json=body)
+            assert r.status_code == 400, (query, body, r.text)
+        # nor any other write: they act as the token's user too
+        r = await c.put(f"/api/docs/{DOC}/text?user=s05", headers=admin, json={"text": "x"})
+        assert r.status_code == 400 and "acts for the token's user only" in r.text, r.text
+        # the teacher's moderation stands
+        assert await text(c) == "Prompt. MISTAKE"
+        # ?user= naming the token's own user is the same request as without it
+        r = await c.post(f"/api/docs/{DOC}/undo?user=s05", headers=tok("s05"))
+        assert r.status_code == 200, r.text
+        assert await text(c) == "Prompt."
+
+
 async def test_open_mode_user_is_the_user(open_server: RunningServer) -> None:
     async with httpx.AsyncClient(base_url=open_server.url) as c:
         put = f"/api/docs/{DOC}/text"
