@@ -3,7 +3,13 @@
 Every peer parses the states we relay: y-websocket's ``JSON.parse`` throws on a state
 that is not JSON and the client stops syncing; a deeply nested state overflows a
 recursive parser. So a state must be a JSON object or null, small and shallow, else
-the connection is closed with 4400 and nothing is relayed. Entries are bounded per
+the connection is closed with 4400 and nothing is relayed. A state over
+``max_awareness_state_bytes`` (an avatar as a data URL) is the exception: it is dropped
+(neither relayed nor held; logged once per connection, at INFO) and the connection stays.
+Closing it locked its user out: y-websocket's provider sends its presence as soon as the
+socket opens, before its sync step 2, so it was closed before its text ever arrived,
+reconnected and was closed again about ten times a second, while the tab showed the
+typing as saved. Entries are bounded per
 connection (it speaks for its own Yjs client ids: one, for y-websocket; 4400 beyond) and
 per document (the room's whole presence is every newcomer's first frame). A client that
 relays what it received counts none of it: y-websocket's provider sends on every change
@@ -66,6 +72,8 @@ class PresenceGuard:
         self.settings = settings
         self.mine: dict[int, int] = {}  # client id -> state bytes
         self.room_full_reported = False
+        #: a state over max_awareness_state_bytes was dropped and logged (once)
+        self.oversize_reported = False
         #: the update admitted last changed nothing (an echo: see :meth:`refund`)
         self.echo = False
         self._sent_from = 0  # Room.presence_frames before the first it sent us
@@ -111,6 +119,8 @@ class PresenceGuard:
             + s.max_awareness_clients_per_connection
         )
         entries = P.decode_awareness(payload, most, check=False)
+        # oversized states are dropped, unparsed: the rest of the update still counts
+        entries = [e for e in entries if not self._too_big(room, e)]
         for client, _, state in entries:
             held = presence.entries.get(client)
             if held is None or held.state != state:
@@ -171,6 +181,31 @@ class PresenceGuard:
             out.append((client, clock, state))
         self.mine = mine
         return out
+
+    def _too_big(self, room: Room, entry: Entry) -> bool:
+        """Whether `entry`'s state is over ``max_awareness_state_bytes``: dropped, the
+        first time on this connection logged (a provider re-sends it on every change
+        and every 15 s, so once is enough to tell the operator why that user's
+        presence is not seen)."""
+        client, _, state = entry
+        limit = self.settings.max_awareness_state_bytes
+        if len(state) * 4 <= limit:  # (at most 4 bytes a character: no encoding)
+            return False
+        size = len(state.encode())
+        if size <= limit:
+            return False
+        if not self.oversize_reported:
+            self.oversize_reported = True
+            log.info(
+                "presence state of %d bytes from client %d in %s is over the limit of %d "
+                "(max_awareness_state_bytes): dropped, not relayed; the connection stays "
+                "and its edits sync",
+                size,
+                client,
+                room.name,
+                limit,
+            )
+        return True
 
 
 __all__ = ["PresenceGuard", "check_state"]
