@@ -116,7 +116,7 @@ export class ServerUndo {
    * @param {any} provider  a y-websocket WebsocketProvider
    * @param {object} [opts]
    * @param {string} [opts.doc]      document name (defaults to provider.roomname); for the HTTP fallback
-   * @param {string} [opts.user]     user name for the HTTP fallback (`?user=`, open dev mode)
+   * @param {string} [opts.user]     user name for the HTTP fallback (`?user=`, open dev mode; not sent with a token)
    * @param {string} [opts.token]    bearer token for the HTTP fallback
    * @param {string} [opts.baseUrl]  where the server is mounted, e.g. https://host/collab (default: the page's origin)
    * @param {number} [opts.timeout]  ms to wait for an answer before rejecting (default 10000)
@@ -309,7 +309,9 @@ export class ServerUndo {
 
   async _http (op, fields = {}) {
     const params = new URLSearchParams()
-    if (this.user) params.set('user', this.user)
+    // the user a token names is the token's: ?user= is open mode's (with a token, another
+    // name there is refused, 400)
+    if (this.user && !this.token) params.set('user', this.user)
     const headers = { 'Content-Type': 'application/json' }
     if (this.token) headers.Authorization = `Bearer ${this.token}`
     const url = `${this.baseUrl}/api/docs/${encodeURIComponent(this.doc)}/${HTTP_PATHS[op]}` +

@@ -6,8 +6,10 @@ which Y.PermanentUserData names nobody for, while blame names its writer."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from conftest import RunningServer, run_server
 from nodehelp import scenario
 from test_interop_node import node_modules, node_scenario  # noqa: F401 - the fixture
 
+from palimpsest.auth.tokens import mint
 from palimpsest.settings import Settings
 
 pytestmark = [pytest.mark.node, pytest.mark.usefixtures("node_modules")]
@@ -113,3 +116,55 @@ async def test_a_server_undos_text_is_nobodys_to_pud_and_its_writers_to_blame(
     ], out
     assert "".join(r["text"] for r in out["blame"]) == "Alice wrote this."
     assert {r["actor"] for r in out["blame"]} == {"alice"}, out
+
+
+#: the page module's undo (static/palimpsest.js ServerUndo) in token mode, its socket
+#: closed: it goes over HTTP with the token, and the display name it was given (not the
+#: token's user) is not sent as ?user= (which names the token's user only: 400)
+TOKEN_FALLBACK = scenario("""
+import { ServerUndo } from '../../static/palimpsest.js'
+const ydoc = new Y.Doc()
+const provider = new WebsocketProvider(WS, DOC, ydoc,
+  { params: { token: process.env.TOKEN }, WebSocketPolyfill: WebSocket, disableBc: true })
+await new Promise((resolve) => provider.once('synced', resolve))
+const undo = new ServerUndo(provider, { doc: DOC, user: 'Alice Liddell',
+  token: process.env.TOKEN, baseUrl: HTTP })
+ydoc.getText('content').insert(0, 'hello')
+const auth = { headers: { authorization: `Bearer ${process.env.TOKEN}` } }
+const text = async () => (await (await fetch(`${HTTP}/api/docs/${DOC}/versions/head`,
+  auth)).json()).roots.content?.value
+await until('typed', async () => (await text()) === 'hello')
+provider.disconnect()
+const answer = await undo.undo()
+process.stdout.write(JSON.stringify({ answer, after: await text() }))
+provider.destroy()
+process.exit(0)
+""")
+
+
+async def test_the_page_modules_undo_over_http_with_a_token_sends_no_display_name(
+    db_path: Path,
+) -> None:
+    secret = "a-secret-of-at-least-thirty-two-bytes-long!"
+    settings = Settings(db=str(db_path), undo_capture_ms=0, jwt_secret=secret)
+    token = mint(secret, "alice", "write", ["*"], 600)
+    async with run_server(settings) as s:
+        with mock_env(TOKEN=token):
+            out = json.loads(await node_scenario(TOKEN_FALLBACK, s.ws_url, s.url, "fallback"))
+    assert out["answer"]["ok"] is True, out
+    assert out["after"] == "", out
+
+
+@contextlib.contextmanager
+def mock_env(**values: str) -> Iterator[None]:
+    """`values` in os.environ (node_scenario passes it on to Node) for the block."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
