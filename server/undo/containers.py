@@ -68,6 +68,31 @@ def _has(ranges: Ranges, client: int, clock: int) -> bool:
     return i >= 0 and spans[i][0] <= clock < spans[i][1]
 
 
+class Parents:
+    """Each struct's parent and key (a map entry's, an attribute's), followed in causal
+    order: a struct that names none (an item written right of or below another) has
+    that one's."""
+
+    __slots__ = ("_of", "_starts")
+
+    def __init__(self) -> None:
+        self._starts: dict[int, list[int]] = {}
+        #: per client, each struct's parent and key
+        self._of: dict[int, list[tuple[str | _ID | None, str | None]]] = {}
+
+    def follow(self, s: yupdate.Struct) -> tuple[str | _ID | None, str | None]:
+        """`s`'s parent and key (the next struct in causal order)."""
+        parent, sub = s.parent, s.sub
+        ref = s.origin or s.right
+        if parent is None and ref is not None and ref[0] in self._starts:
+            at = bisect.bisect_right(self._starts[ref[0]], ref[1]) - 1
+            if at >= 0:
+                parent, sub = self._of[ref[0]][at]
+        self._starts.setdefault(s.client, []).append(s.clock)
+        self._of.setdefault(s.client, []).append((parent, sub))
+        return parent, sub
+
+
 def _inserts_a_type(structs: list[yupdate.Struct], ins: Ranges) -> bool:
     return any(
         s.kind == yupdate.TYPE and s.client in ins and _has(ins, s.client, s.clock) for s in structs
@@ -127,23 +152,14 @@ def _fold(
     deleted: Ranges = {}
     for client, clock, length in deletes:
         union_into(deleted, {client: [(clock, clock + length)]})
-    starts: dict[int, list[int]] = {}
-    #: per client, each struct's parent and key (a map entry's, an attribute's)
-    parents: dict[int, list[tuple[str | _ID | None, str | None]]] = {}
+    parents = Parents()
     #: each live container the step inserted; each shared type's parent
     mine: set[_ID] = set()
     type_parent: dict[_ID, str | _ID | None] = {}
     live_others: list[tuple[_ID, Ranges]] = []
     attributes: list[tuple[_ID, _ID]] = []  # (entry, its element) of the step's entries
     for s in structs:
-        parent, sub = s.parent, s.sub
-        ref = s.origin or s.right
-        if parent is None and ref is not None and ref[0] in starts:
-            at = bisect.bisect_right(starts[ref[0]], ref[1]) - 1
-            if at >= 0:
-                parent, sub = parents[ref[0]][at]
-        starts.setdefault(s.client, []).append(s.clock)
-        parents.setdefault(s.client, []).append((parent, sub))
+        parent, sub = parents.follow(s)
         ident = (s.client, s.clock)
         in_step = _has(ins, s.client, s.clock)
         if s.kind == yupdate.TYPE:

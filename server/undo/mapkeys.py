@@ -44,6 +44,7 @@ from pycrdt import Doc
 from .. import protocol as P
 from ..history import yupdate
 from ..ranges import Ranges
+from .containers import Parents
 
 log = logging.getLogger("palimpsest.undo")
 
@@ -214,22 +215,13 @@ def chains_held(
         log.warning("cannot tell the map keys an undo sets: %s", e)
         return None
     deleted = _deleted(deletes)
-    starts: dict[int, list[int]] = {}
-    #: per client, each struct's parent and key
-    parents: dict[int, list[tuple[str | _ID | None, str | None]]] = {}
+    parents = Parents()
     entries: list[tuple[yupdate.Struct, tuple[str | _ID, str]]] = []
     #: the keys with a live item of the step: its value (a key's only live item is
     #: its last)
     held: set[tuple[str | _ID, str]] = set()
     for s in structs:
-        parent, sub = s.parent, s.sub
-        ref = s.origin or s.right
-        if parent is None and ref is not None and ref[0] in starts:
-            at = bisect.bisect_right(starts[ref[0]], ref[1]) - 1
-            if at >= 0:
-                parent, sub = parents[ref[0]][at]
-        starts.setdefault(s.client, []).append(s.clock)
-        parents.setdefault(s.client, []).append((parent, sub))
+        parent, sub = parents.follow(s)
         if sub is None or parent is None:
             continue
         entries.append((s, (parent, sub)))
