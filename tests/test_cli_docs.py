@@ -21,33 +21,14 @@ import pytest
 from conftest import PG_URL, REDIS_URL
 from pycrdt import Doc, Text
 from serverproc import REPO_ROOT
+from test_admin_cli import cli
 
-from palimpsest.cli import main
 from palimpsest.cli.listing import DEFAULT_LIMIT
 from palimpsest.store import open_store
 from palimpsest.store.base import NewEvent
 
 #: the "a:" documents: more than ls prints unasked
 MANY = DEFAULT_LIMIT + 15
-
-
-class Ran:
-    def __init__(self, code: int, out: str, err: str) -> None:
-        self.code, self.out, self.err = code, out, err
-
-    def __repr__(self) -> str:
-        return f"<exit {self.code}; out={self.out[-800:]!r}; err={self.err[-800:]!r}>"
-
-
-async def cli(capfd: pytest.CaptureFixture[str], *argv: str) -> Ran:
-    """`palimpsest ARGV` in this process (in a thread: the command runs its own loop)."""
-    capfd.readouterr()
-    try:
-        code = await asyncio.to_thread(main, list(argv))
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capfd.readouterr()
-    return Ran(code, out, err)
 
 
 def edits(*parts: str) -> list[bytes]:
