@@ -686,3 +686,47 @@ async def test_the_document_past_the_most_one_socket_may_have_open_is_told_why(s
         await raw.auth(last, "mo")
         opened = await eventually(lambda: raw.of(last, H.AUTH)[1:], what="opened")
         assert opened[0].body[0] == H.AUTH_AUTHENTICATED
+
+
+async def test_frames_held_through_renewals_are_given_back(tmp_path: Path) -> None:
+    """What waits while a renewal is decided counts against the socket's one bound on
+    held frames, and is given back when the renewal is decided: taken (a good token) or
+    dropped with the document (a token for other documents, then a reopening). Renewal
+    after renewal, each under the bound and all of them together well over it, the
+    socket is never closed for frames it no longer holds (a leak in that count, taken or
+    dropped, would close it, 1013, before the last round)."""
+    from palimpsest.auth.tokens import mint
+
+    secret = "renewal-test-secret-" + "x" * 32
+    # the bound: 8 frames of 4 KiB, 32 KiB; each round holds about 2.2 KiB
+    settings = Settings(
+        db=str(tmp_path / "r.db"), port=free_port(), jwt_secret=secret, max_frame_bytes=4096
+    )
+    good = mint(secret, "dora", "write", ["race-*"])
+    other = mint(secret, "dora", "write", ["elsewhere"])
+    d: Doc[Any] = Doc(client_id=9405)
+    text = d.get("content", type=Text)
+    answers = 1
+    async with run_server(settings) as srv, raw_client(srv) as raw:
+        await raw.auth("race-2", good)
+        await eventually(lambda: len(raw.of("race-2", H.AUTH)) >= 1, what="opened")
+        for i in range(40):
+            sv = d.get_state()
+            text += f"{i:02d}" + "x" * 2000
+            # (a renewal, and an update read while it is decided)
+            await raw.auth("race-2", good if i % 2 == 0 else other)
+            update = bytes([P.SYNC_UPDATE]) + P.write_var_bytes(d.get_update(sv))
+            await raw.send("race-2", H.SYNC, update)
+            answers += 1
+            if i % 2 == 1:  # refused: the document closed; an auth message opens it again
+                await eventually(lambda n=answers: len(raw.of("race-2", H.AUTH)) >= n,
+                                 what=f"renewal {i} refused")  # fmt: skip
+                await raw.auth("race-2", good)
+                answers += 1
+            await eventually(lambda n=answers: len(raw.of("race-2", H.AUTH)) >= n,
+                             what=f"round {i}")  # fmt: skip
+            assert raw.ws.close_code is None, (i, raw.ws.close_reason)
+        # (still open, and still served)
+        await raw.send("race-2", H.STATELESS, P.write_var_string('{"type": "hello"}'))
+        await asyncio.sleep(0.2)
+        assert raw.ws.close_code is None, raw.ws.close_reason
