@@ -64,6 +64,11 @@ class DocPeer:
         self.resync = Resync(sent_step1=False)
         #: the timer that closes the document when its token expires
         self.expiry: ExpiryWatch | None = None
+        #: opened while this document's refusals of its address and user repeat: its
+        #: open line went to DEBUG (server.repeat_logs)
+        self.repeating = False
+        #: its refusal was a repeat: its closing and close lines went to DEBUG
+        self.repeated = False
         self.author = _Author(self)
         if status is not None:
             status.authors[self.author.id] = self.author

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -730,3 +731,30 @@ async def test_frames_held_through_renewals_are_given_back(tmp_path: Path) -> No
         await raw.send("race-2", H.STATELESS, P.write_var_string('{"type": "hello"}'))
         await asyncio.sleep(0.2)
         assert raw.ws.close_code is None, raw.ws.close_reason
+
+
+async def test_a_socket_refused_again_on_every_reconnect_is_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A socket closed for good for a frame it sent (here one whose document name cannot
+    be read, 4400 closed with Hocuspocus's 4205), which its client sends again on every
+    reconnect: the first closing is said at INFO; the repeats' closing, connect and
+    disconnect lines go to DEBUG, and one line says how many (server.repeat_logs), as
+    on /ws. Each socket is still closed with its reason."""
+    caplog.set_level(logging.INFO)
+    settings = Settings(db=str(tmp_path / "p.db"), port=free_port())
+    async with run_server(settings, Backend(settings)) as srv:
+        for _ in range(10):
+            async with raw_client(srv) as raw:
+                await raw.ws.send(b"\x05two")  # a name of 5 bytes, 3 of them sent
+                await eventually(lambda: raw.ws.close_code is not None, what="closed")
+                assert raw.ws.close_code == H.RESET_CONNECTION
+                assert "document name declares 5 bytes" in raw.ws.close_reason
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    closing = [m for m in said if "closing with 4205" in m]
+    assert len(closing) == 1, said
+    assert sum(m.startswith("connect ") for m in said) == 1, said
+    assert sum(m.startswith("disconnect ") for m in said) == 1, said
+    summary = [m for m in said if "more connections of (hocuspocus socket)" in m]
+    assert len(summary) == 1 and summary[0].startswith("9 more"), said
+    assert "document name declares 5 bytes" in summary[0]

@@ -11,13 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import websockets
 from conftest import eventually
 from pycrdt import Doc, Text
 from serverproc import ServerProcess
+from test_hocuspocus import Raw
 from test_interop_node import NodeClient, node_modules
 from test_ops import scrape, val
 from yclient import connect
 
+from palimpsest import hocuspocus as H
 from palimpsest import protocol as P
 from palimpsest.store import open_store
 from palimpsest.store.base import NewEvent
@@ -147,6 +150,65 @@ async def test_a_refused_update_sent_again_on_every_reconnect_is_logged_once(
     assert said, "\n".join(lines[-10:])
     held = sum(int(line.split(" more connections")[0].rsplit(" ", 1)[1]) for line in said)
     assert held == total - 1, said
+    assert all("splits a character past U+FFFF" in line for line in said), said
+    assert len(lines) <= 10, "\n".join(lines)
+
+
+async def test_a_hocuspocus_document_refused_again_on_every_reopen_is_logged_once(
+    tmp_path: Path,
+) -> None:
+    """The same on /hocuspocus: a document closed for an update splitting an emoji is
+    opened again by its provider with an auth message (sendToken(), or its socket's
+    reconnect) and the update comes again, refused again. Each close was logged at INFO
+    (closing, and the document's open, reopen and close lines); now the first is said,
+    the repeats go to DEBUG, counted, and each close message still comes."""
+
+    def sync(sub: int, payload: bytes) -> bytes:
+        return bytes([sub]) + P.write_var_bytes(payload)
+
+    async with ServerProcess(tmp_path / "server") as srv:
+        url = srv.ws_url.rsplit("/ws", 1)[0] + "/hocuspocus"
+        splitter = _insert_after(77, 1, "X")
+        closed: list[H.Frame] = []
+
+        async def refused(raw: Raw, n: int) -> None:
+            await raw.send("hstorm", H.SYNC, sync(P.SYNC_UPDATE, splitter))
+            await eventually(lambda: len(raw.of("hstorm", H.CLOSE)) >= n, what=f"refusal {n}")
+
+        async with websockets.connect(url) as ws:
+            raw = Raw(ws)
+            await raw.auth("hstorm", "alice")
+            await raw.send("hstorm", H.SYNC, sync(P.SYNC_STEP1, b"\x00"))
+            d: Doc[Any] = Doc(client_id=77)
+            d.get("content", type=Text).insert(0, "a🌍b")
+            await raw.send("hstorm", H.SYNC, sync(P.SYNC_UPDATE, d.get_update()))
+            await eventually(lambda: raw.of("hstorm", H.SYNC_STATUS), what="the text saved")
+            await refused(raw, 1)
+            for n in range(2, 16):
+                await raw.auth("hstorm", "alice")  # (sendToken(): opens it again)
+                await refused(raw, n)
+            closed += raw.of("hstorm", H.CLOSE)
+            raw.task.cancel()
+        for _ in range(5):  # (its socket reconnected: the provider's auth and sync)
+            async with websockets.connect(url) as ws:
+                raw = Raw(ws)
+                await raw.auth("hstorm", "alice")
+                await raw.send("hstorm", H.SYNC, sync(P.SYNC_STEP1, b"\x00"))
+                await refused(raw, 1)
+                closed += raw.of("hstorm", H.CLOSE)
+                raw.task.cancel()
+        assert len(closed) == 20  # each one still refused, with its reason
+        assert all(b"splits a character past U+FFFF" in f.body for f in closed), closed
+        m = await scrape(srv.http_url)
+        assert val(m, "palimpsest_refused_total", reason="update_rejected") == 20, m
+        await srv.astop()  # (says the count of the repeats held back)
+    lines = [line for line in srv.log_text().splitlines() if "hstorm" in line]
+    refusals = [line for line in lines if "closing 'hstorm'" in line]
+    assert len(refusals) == 1, "\n".join(lines[:20])
+    said = [line for line in lines if "more connections of alice" in line]
+    assert said, "\n".join(lines[-10:])
+    held = sum(int(line.split(" more connections")[0].rsplit(" ", 1)[1]) for line in said)
+    assert held == 19, said
     assert all("splits a character past U+FFFF" in line for line in said), said
     assert len(lines) <= 10, "\n".join(lines)
 

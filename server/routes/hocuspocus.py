@@ -52,6 +52,8 @@ from ..extensions import Client
 from ..hocuspocus_peer import DocPeer, SyncStatus
 from ..limits import frame_limit
 from ..names import validate_doc_name
+from ..repeat_logs import Who
+from ..repeat_refusals import held_back
 from ..resync import overdue_words
 from ..room import EMPTY_UPDATE, Room
 from ..updates import not_v1, unsupported
@@ -164,8 +166,14 @@ class HocuspocusSocket(Connection):
                 task.cancel()
 
     def refuse(self, e: PalimpsestError) -> None:
+        """Close the socket for what one of its frames brought on. A refusal for good
+        (44xx) said for this address within the minute is said at DEBUG, counted, with
+        the socket's connect and disconnect lines (server.repeat_logs): a provider
+        reconnects at once and sends the same frame again."""
         code = close_code_of(e)
-        log.info("%s: closing with %d: %s", self.id, code, e)
+        if held_back(e.close_code):
+            self.repeated = not self.backend.repeat_lines.refused(self.who, code, str(e))
+        (log.debug if self.repeated else log.info)("%s: closing with %d: %s", self.id, code, e)
         self.backend.refused(reason_of(e))
         self.close(code, str(e), cause_of_error(e))
 
@@ -331,7 +339,12 @@ class HocuspocusSocket(Connection):
             self.send(H.encode_authenticated(doc, read_only=not identity.can_write))
         peer.pending.extend(frames)
         self._watch_doc_expiry(peer)
-        log.info("open %s doc=%s user=%s", peer.id, peer.doc, peer.actor)
+        # (at DEBUG while this document's refusals of this address and user repeat: a
+        # provider opening it again with the update refused, server.repeat_logs)
+        peer.repeating = self.backend.repeat_lines.connecting(self.who_of(peer))
+        (log.debug if peer.repeating else log.info)(
+            "open %s doc=%s user=%s", peer.id, peer.doc, peer.actor
+        )
         await self.load(peer, reopened=owed, gone=gone)
 
     def _watch_doc_expiry(self, peer: DocPeer) -> None:
@@ -404,11 +417,26 @@ class HocuspocusSocket(Connection):
         saying why, and the socket stays open for its other documents. The client opens
         it again with a new auth message (`sendToken()`; a 4.x provider sends one when
         its socket reconnects), and the two sides sync then (`sync_reopened`).
-        `reason`: the refusal's metrics label, when not the error's."""
-        log.info("%s: closing %r: %s", self.id, peer.doc, e)
+        `reason`: the refusal's metrics label, when not the error's.
+
+        A refusal for good (44xx: the update splits a character, does not decode, ...)
+        said for this document, address and user within the minute is said at DEBUG,
+        counted (server.repeat_logs), with the document's open and close lines: the
+        provider keeps the update and sends it again each time it opens the document."""
+        if held_back(e.close_code):
+            peer.repeated = not self.backend.repeat_lines.refused(
+                self.who_of(peer), e.close_code, str(e)
+            )
+        (log.debug if peer.repeated else log.info)("%s: closing %r: %s", self.id, peer.doc, e)
         self.backend.refused(reason or reason_of(e))
         self.shut(peer)
         self.send(H.encode_close(peer.doc, str(e)[:1000]))
+
+    def who_of(self, peer: DocPeer) -> Who:
+        """Whose refusals of `peer`'s document are held back when they repeat
+        (server.repeat_logs): the document, the socket's address and the document's
+        user (each document of a socket is authenticated on its own)."""
+        return (peer.doc, self.host, peer.identity.user)
 
     def shut(self, peer: DocPeer) -> None:
         """The server closes an open document (close_doc, a renewal refused): its frames
@@ -507,8 +535,10 @@ class HocuspocusSocket(Connection):
         peer.send(P.encode_query_awareness())
         peer.send(P.encode_sync_step1(peer.resync.state_vector(room.doc.get_state())))
         room.answer_sync_step1(peer, b"\x00")
-        log.info("%s: %r opened again: syncing (%d updates dropped while it was closed)",
-                 self.id, peer.doc, owed)  # fmt: skip
+        (log.debug if peer.repeating else log.info)(
+            "%s: %r opened again: syncing (%d updates dropped while it was closed)",
+            self.id, peer.doc, owed,
+        )  # fmt: skip
 
     def leave(self, peer: DocPeer, *, forget: bool = True) -> None:
         if self.docs.get(peer.doc) is peer:
@@ -529,7 +559,10 @@ class HocuspocusSocket(Connection):
             room.leave(peer)
             held_left(room, peer.id, peer.actor)
             self.backend.rooms.release(room)
-            log.info("close %s doc=%s user=%s", peer.id, peer.doc, peer.actor)
+            # (at DEBUG when its refusal was a repeat: close_doc)
+            (log.debug if peer.repeated else log.info)(
+                "close %s doc=%s user=%s", peer.id, peer.doc, peer.actor
+            )
 
     # --- one frame of an open document -----------------------------------------------------
 
@@ -614,7 +647,13 @@ class HocuspocusSocket(Connection):
                 )
         except PalimpsestError as e:
             if self.docs.get(peer.doc) is peer:
-                log.info("%s: refused renewing %r: %s", self.id, peer.doc, e)
+                if held_back(e.close_code):  # (held back as close_doc's are)
+                    peer.repeated = not self.backend.repeat_lines.refused(
+                        self.who_of(peer), e.close_code, str(e)
+                    )
+                (log.debug if peer.repeated else log.info)(
+                    "%s: refused renewing %r: %s", self.id, peer.doc, e
+                )
                 self.backend.refused(reason_of(e))
                 self.shut(peer)
                 self.send(H.encode_permission_denied(peer.doc, str(e)))
@@ -809,11 +848,13 @@ async def hocuspocus_endpoint(ws: WebSocket) -> None:
     try:
         await ws.accept()
         sock = HocuspocusSocket(ws, backend, client)
-        log.info("connect %s (hocuspocus)", sock.id)
+        # (at DEBUG while this address's socket refusals repeat: server.repeat_logs)
+        say = log.debug if backend.repeat_lines.connecting(sock.who) else log.info
+        say("connect %s (hocuspocus)", sock.id)
         try:
             await sock.serve()
         finally:
-            said_closed(backend, client, sock.closed_as(), " (hocuspocus)")
+            said_closed(backend, client, sock.closed_as(), " (hocuspocus)", sock.repeated)
     finally:
         await backend.extensions.disconnect(client, passed)
 
