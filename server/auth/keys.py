@@ -85,7 +85,7 @@ def describe_source(value: str) -> str:
     "inline PEM" (a key given as text is not printed whole)."""
     if is_inline(value):
         return "inline PEM"
-    if not Path(value).exists() and _looks_base64(value):
+    if not _is_file(value) and _looks_base64(value):
         return "inline base64 key"
     return value
 
@@ -111,7 +111,7 @@ def load_public_key(value: str) -> Any:
     if is_inline(value):
         return _from_bytes(_pem_text(value), "the inline PEM of --jwt-public-key")
     path = Path(value)
-    if not path.exists() and _looks_base64(value):
+    if not _is_file(value) and _looks_base64(value):
         return _from_bytes(value.encode(), "the inline base64 key of --jwt-public-key")
     try:
         data = path.read_bytes()
@@ -130,6 +130,16 @@ def _pem_text(value: str) -> bytes:
     body = "".join(m.group(2).split())
     lines = [body[i : i + 64] for i in range(0, len(body), 64)]
     return "\n".join([m.group(1), *lines, m.group(3), ""]).encode()
+
+
+def _is_file(value: str) -> bool:
+    """Whether `value` names a file that exists. A bare base64 key is no path: a run of
+    it between slashes past the file-name limit (255 bytes) makes exists() raise
+    ENAMETOOLONG, in about one key in twenty."""
+    try:
+        return Path(value).exists()
+    except OSError:
+        return False
 
 
 def _looks_base64(value: str) -> bool:
