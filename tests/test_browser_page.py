@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -107,8 +108,18 @@ def write_text(base: str, doc: str, text: str) -> None:
         method="POST",
         headers={"Content-Type": "application/octet-stream"},
     )
-    with urllib.request.urlopen(request, timeout=10) as r:
-        assert r.status == 200, r.status
+    for _ in range(30):
+        try:
+            with urllib.request.urlopen(request, timeout=10) as r:
+                assert r.status == 200, r.status
+                return
+        except urllib.error.HTTPError as e:
+            # over the HTTP write rate (50 a second per address, bursts of 100): the
+            # server says to retry in a second, as a bulk import does
+            if e.code != 429:
+                raise
+            time.sleep(1)
+    raise AssertionError(f"{doc}: still 429 after 30 s")
 
 
 def listed(page: Page) -> list[str]:
@@ -1108,13 +1119,14 @@ def test_the_page_works_under_its_csp_and_other_sites_cannot_frame_it(
 
         # (the frames are read again each time: a frame of another origin may be swapped
         # for one in another renderer process, and the first one then keeps its old URL)
-        # (30 s: on a loaded machine the refused frame's error page came after 15)
+        # (60 s: on a loaded machine the refused frame's error page came after 15, and
+        # once, in a clean-clone run beside other work, not within 30)
         def blocked() -> bool:
             urls = [f.url for f in framing.frames[1:]]
             assert [u[:13] for u in urls] == ["chrome-error:"], f"frames: {urls}"
             return True
 
-        eventually(blocked, timeout=30.0, what="the frame blocked")
+        eventually(blocked, timeout=60.0, what="the frame blocked")
         assert framing.frames[1].evaluate("() => document.querySelector('#restore-btn')") is None
 
 
