@@ -139,7 +139,7 @@ class Backend(Service):
 
     async def authenticate(self, conn: HTTPConnection, doc: str | None, need: str) -> Identity:
         """Who is asking (the extensions' ``authenticate``, in order), allowed to do `need`
-        (read | write | admin) on `doc` (None: no single document). Raises AuthError
+        (read | edit | write | admin) on `doc` (None: no single document). Raises AuthError
         (401 / 4401) or Forbidden (403 / 4403)."""
         identity = await self.extensions.authenticate(conn)
         if identity.seconds_left() == 0.0:  # an app's own identity, past its exp

@@ -42,7 +42,7 @@ from palimpsest.store.base import NewEvent
 
 SECRET = "test-secret-of-at-least-thirty-two-bytes!"
 DOC = "matrix-1"
-ROLES = ("read", "write", "admin")
+ROLES = ("read", "edit", "write", "admin")
 RANK = {r: i for i, r in enumerate(ROLES)}
 
 #: (method, path template) -> the role the route needs (None: public)
@@ -68,10 +68,10 @@ HTTP_ROUTES: dict[tuple[str, str], str | None] = {
     ("POST", "/api/docs/{doc}/revert"): "write",
     ("POST", "/api/docs/{doc}/updates"): "admin",
     ("PUT", "/api/docs/{doc}/text"): "write",
-    ("POST", "/api/docs/{doc}/undo"): "write",
-    ("POST", "/api/docs/{doc}/redo"): "write",
-    ("POST", "/api/docs/{doc}/undo/open"): "write",
-    ("POST", "/api/docs/{doc}/undo/close"): "write",
+    ("POST", "/api/docs/{doc}/undo"): "edit",
+    ("POST", "/api/docs/{doc}/redo"): "edit",
+    ("POST", "/api/docs/{doc}/undo/open"): "edit",
+    ("POST", "/api/docs/{doc}/undo/close"): "edit",
     # the changefeed: streams answer text/event-stream (only their status is read here)
     ("GET", "/api/docs/{doc:path}/events/stream"): "read",
     ("GET", "/api/events/stream"): "read",
@@ -304,7 +304,7 @@ async def test_websocket_message_matrix(jserver: RunningServer, role: str) -> No
     await conn.ws.send(P.encode_query_awareness())
     await eventually(lambda: len(conn.of(P.AwarenessUpdate)) > na, what="awareness answer")
 
-    # updates (sync update and step 2): only write and admin
+    # updates (sync update and step 2): edit and up
     await conn.ws.send(P.encode_sync_update(an_update(f"[{role}-update]", 1000 + RANK[role])))
     await conn.ws.send(P.encode_sync_step2(an_update(f"[{role}-step2]", 2000 + RANK[role])))
     if role == "read":
@@ -422,6 +422,73 @@ async def test_glob_patterns_grant_exactly_their_documents(jserver: RunningServe
             await ws.close()
         else:
             assert (await close_of(ws))[0] == code, doc
+
+
+async def test_an_edit_token_types_and_undoes_its_own_but_cannot_rewrite_history(
+    jserver: RunningServer,
+) -> None:
+    """A classroom: a student's `edit` token edits over a real websocket and undoes its own
+    change over HTTP, but restore, revert, PUT text and tags (which change others' work)
+    are 403 naming the role they need; the teacher's `write` token still restores,
+    reverts and puts text. (Restore and revert needed `write`, the only role that edits:
+    every student could wipe the class's text or revert the teacher's moderation.)"""
+    store = jserver.backend.store
+    teacher = await open_raw(jserver, DOC, token("write", user="teacher"))
+    await teacher.ws.send(P.encode_sync_update(an_update("[teacher]", 501)))
+    await eventually(lambda: store.head(DOC), what="the teacher's text logged")
+    teacher_seq = await store.head(DOC)
+    student = await open_raw(jserver, DOC, token("edit", user="student"))
+    await student.ws.send(P.encode_sync_update(an_update("[student]", 502)))
+
+    async def has(text: str) -> bool:
+        return text in await content_of(jserver, DOC)
+
+    await eventually(lambda: has("[student]"), what="the student's edit applied")
+    assert not student.of(P.AuthMessage), "an edit token's edit was denied"
+    events = await store.read(DOC, after=teacher_seq)
+    assert [e.actor for e in events] == ["student"]
+    room = jserver.backend.rooms.get_loaded(DOC)
+    assert room is not None
+
+    edit = {"authorization": f"Bearer {token('edit', user='student')}"}
+    write = {"authorization": f"Bearer {token('write', user='teacher')}"}
+    async with httpx.AsyncClient(base_url=jserver.url, timeout=10) as http:
+        r = await http.post(f"/api/docs/{DOC}/undo", headers=edit, json={})
+        assert r.status_code == 200 and r.json()["ok"] is True, r.text
+        await room.flush()
+        text = await content_of(jserver, DOC)
+        assert "[student]" not in text and "[teacher]" in text, text
+
+        head = await store.head(DOC)
+        refused = {
+            ("POST", "restore", '"write"'): {"seq": 1},
+            ("POST", "revert", '"write"'): {"actor": "teacher", "since": 0},
+            ("PUT", "text", '"write"'): {"text": "wiped"},
+            ("POST", "tags", '"admin"'): {"name": "v1", "seq": 1},
+        }
+        for (method, route, needed), body in refused.items():
+            r = await http.request(method, f"/api/docs/{DOC}/{route}", headers=edit, json=body)
+            assert r.status_code == 403, (route, r.status_code, r.text)
+            detail = r.json()["detail"]
+            assert r.json()["error"] == "Forbidden" and f"needs role {needed}" in detail.replace(
+                "'", '"'
+            ), (route, detail)
+        assert await store.head(DOC) == head and not await store.tags(DOC)
+        assert "[teacher]" in await content_of(jserver, DOC)
+
+        # the teacher's write token still may
+        r = await http.post(f"/api/docs/{DOC}/revert", headers=write,
+                            json={"actor": "student", "since": 0})  # fmt: skip
+        assert r.status_code == 200, r.text
+        r = await http.put(f"/api/docs/{DOC}/text", headers=write, json={"text": "moderated"})
+        assert r.status_code == 200, r.text
+        r = await http.post(f"/api/docs/{DOC}/restore", headers=write, json={"seq": teacher_seq})
+        assert r.status_code == 200, r.text
+        await room.flush()
+        assert await content_of(jserver, DOC) == "[teacher]"
+    assert student.closed is None and teacher.closed is None
+    await student.aclose()
+    await teacher.aclose()
 
 
 # --- HTTP ---------------------------------------------------------------------------------

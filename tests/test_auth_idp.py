@@ -606,8 +606,13 @@ async def test_role_as_a_list_and_docs_as_a_space_separated_string(
         assert (await put("team-a", role=["read", "admin", "write"]))[0] == 200
         code, text = await put("team-a", role=["read"])
         assert code == 403, text  # read: no writes
+        # edit ranks between read and write: the highest held decides, and edit may
+        # not put text (a history write)
+        assert (await put("team-a", role=["edit", "write"]))[0] == 200
+        code, text = await put("team-a", role=["read", "edit"])
+        assert code == 403 and "role 'edit' may not do this: it needs role 'write'" in text, text
         code, text = await put("team-a", role=["offline_access"])
-        assert code == 401 and "token claim 'role' must be one of read, write, admin" in text
+        assert code == 401 and "token claim 'role' must be one of read, edit, write, admin" in text
         assert (await put("team-a", docs="team-* notes"))[0] == 200
         assert (await put("notes", docs="team-* notes"))[0] == 200
         code, text = await put("other", docs="team-* notes")

@@ -601,7 +601,7 @@ async def test_an_update_taken_before_the_server_closes_its_document_is_acknowle
     assert [e.actor for e in await store.read("ak")] == ["alice"]
 
 
-@pytest.mark.parametrize("renewal", ["read", "another_document", "write"])
+@pytest.mark.parametrize("renewal", ["read", "another_document", "write", "edit"])
 async def test_frames_after_a_renewal_are_judged_under_its_outcome(
     tmp_path: Path, renewal: str
 ) -> None:
@@ -621,6 +621,8 @@ async def test_frames_after_a_renewal_are_judged_under_its_outcome(
         "read": mint(secret, "dora", "read", ["race-*"]),
         "another_document": mint(secret, "dora", "write", ["elsewhere"]),
         "write": mint(secret, "dora", "write", ["race-*"]),
+        # the edit role (below write: no restore or revert) edits as write does here
+        "edit": mint(secret, "dora", "edit", ["race-*"]),
     }[renewal]
     d: Doc[Any] = Doc(client_id=9404)
     text = d.get("content", type=Text)
@@ -658,7 +660,7 @@ async def test_frames_after_a_renewal_are_judged_under_its_outcome(
         if room is not None:
             await room.flush()
         logged = await srv.backend.store.read("race-1")
-    assert len(logged) == (2 if renewal == "write" else 1), logged
+    assert len(logged) == (2 if renewal in ("write", "edit") else 1), logged
 
 
 async def test_the_document_past_the_most_one_socket_may_have_open_is_told_why(srv: Any) -> None:

@@ -3,7 +3,9 @@
 Extensions say who is asking (``Extension.authenticate`` returns an :class:`Identity`);
 the core then decides with :func:`authorize` whether that identity may do what it asks
 on the document: its ``docs`` patterns must grant the document and its role must rank at
-least as high as the operation needs (read < write < admin).
+least as high as the operation needs (read < edit < write < admin). ``edit`` is a
+collaborator typing: it edits and undoes its own changes, but the history writes that
+change others' work (restore, revert, PUT text) need ``write``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ LEEWAY = 30
 #: against the wall clock again, in seconds: its timer runs on the monotonic clock, so a
 #: wall clock stepped forward past exp (NTP, a VM restored) ends it within this
 EXPIRY_RECHECK = 30.0
-ROLES = ("read", "write", "admin")
+ROLES = ("read", "edit", "write", "admin")
 RANK = {role: i for i, role in enumerate(ROLES)}
 #: Unicode categories a user name may not hold: controls (C0 and C1: U+0085 ends a line
 #: in some readers), format characters (bidi overrides such as U+202E make "ecila" read
@@ -76,7 +78,7 @@ def wall() -> float:
 @dataclass(frozen=True, slots=True)
 class Identity:
     """An authenticated user: the actor of every event they make, their role
-    (read | write | admin) and the documents they may open (names or glob patterns).
+    (read | edit | write | admin) and the documents they may open (names or glob patterns).
     `user` is taken to NFC (:func:`user_name`) whatever form it is given in."""
 
     user: str
@@ -106,7 +108,10 @@ class Identity:
 
     @property
     def can_write(self) -> bool:
-        return self.role in ("write", "admin")
+        """Whether its edits over a websocket (and its own undo/redo) are accepted: the
+        ``edit`` role and up. The history writes that change others' work (restore,
+        revert, PUT text) ask :func:`authorize` for ``write`` instead."""
+        return RANK.get(self.role, -1) >= RANK["edit"]
 
     @property
     def is_admin(self) -> bool:
@@ -222,7 +227,7 @@ def granted_ranges(identity: Identity, prefix: str = "") -> tuple[NameRange, ...
 
 
 def authorize(identity: Identity, doc: str | None, need: str) -> None:
-    """Raise Forbidden unless `identity` may do `need` (read|write|admin) on `doc`.
+    """Raise Forbidden unless `identity` may do `need` (read|edit|write|admin) on `doc`.
 
     `doc` None is an operation on no single document (e.g. the document list)."""
     if need not in RANK:

@@ -11,8 +11,8 @@ Bearer`` on HTTP. Claims::
     docs  the documents it may open: a list of names or glob patterns ("team-*", "*"),
           or one string of them separated by spaces (or tabs), as OAuth's scope
           ("team-* notes"); a blank one is refused
-    role  read | write | admin, or a list (as identity providers write roles): the
-          highest of those three it holds, its other entries ignored
+    role  read | edit | write | admin, or a list (as identity providers write roles):
+          the highest of those four it holds, its other entries ignored
     exp   expiry (required; a small leeway absorbs clock skew)
     aud   with ``--jwt-audience`` set: required, naming one of its values
     iss   with ``--jwt-issuer`` set: required, one of its values

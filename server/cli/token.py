@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--user", required=True, type=user_name,
                    help="the user (claim sub; taken to Unicode NFC)")  # fmt: skip
-    p.add_argument("--role", choices=ROLES, default="write", help="read, write or admin")
+    p.add_argument("--role", choices=ROLES, default="write", help="read, edit, write or admin")
     p.add_argument(
         "--docs",
         action="append",

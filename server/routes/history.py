@@ -2,7 +2,8 @@
 text root written whole (PUT /text), which restore's smallest-change machinery serves.
 
 Reads need the "read" role, restore and revert (and their dry runs) and PUT /text
-"write", creating or deleting tags "admin".
+"write" (not "edit": a collaborator typing may not take out others' work), creating or
+deleting tags "admin".
 Wherever a seq is accepted, a tag name or ``head`` is too. Documented in
 docs/openapi.yaml and docs/history.md.
 """

@@ -44,10 +44,11 @@ async def _empty(backend: Backend, doc: str) -> bool:
 
 
 async def _open(request: Request) -> tuple[Backend, str, str]:
-    """(backend, doc name, acting user) after validating the name and the write role."""
+    """(backend, doc name, acting user) after validating the name and the edit role (a
+    collaborator typing undoes its own changes; restore and revert need write)."""
     backend = _backend(request)
     doc = validate_doc_name(request.path_params["doc"])
-    identity = await backend.authenticate(request, doc, "write")
+    identity = await backend.authenticate(request, doc, "edit")
     return backend, doc, identity.user
 
 
