@@ -440,8 +440,12 @@ async def test_a_document_reopened_by_a_new_auth_message_loses_no_edit(
             elif how == "renewal_refused":
                 await d.call("renew", name="ann", token=cli_token("eve", "write"))
                 await d.wait("ann", "denied", contains="cannot renew")
-            else:  # presence over max_awareness_bytes closes the document
-                await d.call("awareness", name="ann", state={"big": "x" * (70 << 10)})
+            else:  # a presence state nested past max_awareness_depth closes the document
+                # (one over max_awareness_state_bytes is dropped, the document kept open)
+                deep: dict[str, Any] = {}
+                for _ in range(20):
+                    deep = {"d": deep}
+                await d.call("awareness", name="ann", state=deep)
                 await d.wait("ann", "closes", truthy=True)
                 await d.call("awareness", name="ann", state={"user": {"name": "ann"}})
         await d.call("insert", name="ann", text="while-closed;")
