@@ -6,10 +6,8 @@ which Y.PermanentUserData names nobody for, while blame names its writer."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -143,28 +141,13 @@ process.exit(0)
 
 
 async def test_the_page_modules_undo_over_http_with_a_token_sends_no_display_name(
-    db_path: Path,
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secret = "a-secret-of-at-least-thirty-two-bytes-long!"
     settings = Settings(db=str(db_path), undo_capture_ms=0, jwt_secret=secret)
     token = mint(secret, "alice", "write", ["*"], 600)
+    monkeypatch.setenv("TOKEN", token)  # (node_scenario passes the environment on)
     async with run_server(settings) as s:
-        with mock_env(TOKEN=token):
-            out = json.loads(await node_scenario(TOKEN_FALLBACK, s.ws_url, s.url, "fallback"))
+        out = json.loads(await node_scenario(TOKEN_FALLBACK, s.ws_url, s.url, "fallback"))
     assert out["answer"]["ok"] is True, out
     assert out["after"] == "", out
-
-
-@contextlib.contextmanager
-def mock_env(**values: str) -> Iterator[None]:
-    """`values` in os.environ (node_scenario passes it on to Node) for the block."""
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
