@@ -48,8 +48,7 @@ from .store.base import (
     Event,
     EventStore,
     NewEvent,
-    takes_floors,
-    takes_generations,
+    append_takes,
 )
 
 log = logging.getLogger("palimpsest.commit")
@@ -260,7 +259,7 @@ class Committer(Service):
         `generation`: the generation of `doc` the caller loaded (DocInfo.generation),
         checked as the floor is, in the same transaction: a new document of the name
         already past `floor` is another generation, and refuses it the same way. (A
-        store whose append takes no generations, store.base.takes_generations: not
+        store whose append takes no generations, store.base.append_takes: not
         checked.)
 
         `floor`: the seq the caller (a room) has seen of `doc`. The store appends only
@@ -269,7 +268,7 @@ class Committer(Service):
         and the append raises DeletedMeanwhile (410) without writing anything, rather
         than make the document again from the room's copy of the deleted one. The other
         appends of the transaction commit. (A store whose append takes no floors,
-        store.base.takes_floors, checks nothing.)
+        store.base.append_takes, checks nothing.)
 
         When no transaction is in flight, the caller's own task runs the next one (with
         everything queued, its append included): a lone edit then reaches the store and
@@ -420,14 +419,14 @@ class Committer(Service):
 
     def _takes_floors(self) -> tuple[bool, bool]:
         """Whether the store's append takes floors, and generations
-        (store.base.takes_floors, takes_generations), asked again when its append is
+        (store.base.append_takes), asked again when its append is
         another (a wrapper set on the instance)."""
         fn = self.store.append
         key = getattr(fn, "__func__", fn)
         if key is not self._append_fn:
             self._append_fn = key
-            self._floors = takes_floors(fn)
-            self._generations = takes_generations(fn)
+            self._floors = append_takes(fn, "floors")
+            self._generations = append_takes(fn, "generations")
         return self._floors, self._floors and self._generations
 
     def _refused(self, err: StoreError, take: list[_Append], took: float) -> bool:

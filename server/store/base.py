@@ -493,27 +493,18 @@ def generations_of(
     return [None if g is None else int(g) for g in generations]
 
 
-def takes_generations(append: Callable[..., Any]) -> bool:
-    """Whether a store's append (the bound method) takes ``generations`` (as
-    takes_floors: a store made before them is given none, and checks only floors)."""
+def append_takes(append: Callable[..., Any], keyword: str) -> bool:
+    """Whether a store's append (the bound method) takes `keyword` (``floors``,
+    ``generations``). A store made for an earlier version (an EventStore of one's own, a
+    subclass whose append overrides the built-in one's, a wrapper set on the instance)
+    does not: the committer gives it none. Without floors, a room whose log was deleted
+    under it is found out after its commit (server.deletion.Deletion.on_logged), not
+    before; without generations, only floors are checked."""
     try:
         params = inspect.signature(append).parameters
     except (TypeError, ValueError):
         return False
-    return "generations" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-
-
-def takes_floors(append: Callable[..., Any]) -> bool:
-    """Whether a store's append (the bound method) takes ``floors``. A store made for an
-    earlier version (an EventStore of one's own, a subclass whose append overrides the
-    built-in one's, a wrapper set on the instance) does not: the committer gives it
-    none, and a room whose log was deleted under it is found out after its commit
-    (server.deletion.Deletion.on_logged), not before."""
-    try:
-        params = inspect.signature(append).parameters
-    except (TypeError, ValueError):
-        return False
-    return "floors" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    return keyword in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 class EventStore(Service, ABC):
@@ -602,7 +593,7 @@ class EventStore(Service, ABC):
         make the document again from the deleted one (a stale room's event at seq 1).
         Such a batch is left out, and its list comes back empty; the others commit. 0,
         or no floors, checks nothing (the default, and what a store that does not take
-        the argument does: the committer then gives none, see takes_floors).
+        the argument does: the committer then gives none, see append_takes).
 
         `generations`, one per batch: the generation (DocInfo.generation) the document
         must have, checked in the same transaction, from the same read of its row as the
