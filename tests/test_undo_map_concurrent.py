@@ -31,6 +31,8 @@ from yclient import YClient, connect
 
 from palimpsest import protocol as P
 from palimpsest.settings import Settings
+from palimpsest.undo import state_of
+from palimpsest.undo.mapkeys import chains_held
 
 DOC = "board"
 
@@ -422,3 +424,52 @@ async def test_offline_drag_against_an_online_one(
         answer = await undo_and_pull(users, loser)
         assert answer["ok"] is True, answer
         assert values(users, shape) == [{"x": 0, "y": 0}] * 3
+
+
+async def test_the_whole_read_made_before_the_undo_sees_what_came_since(
+    tmp_path: Path,
+) -> None:
+    """The whole document is read for the keys before the undo's turn in the room
+    (RoomUndo.read_keys), and in its turn only what was written since: a concurrent set
+    of bob's that arrives between the two is in the key's chain, and alice's undo gives
+    the key that value (his latest), not the one he had when the read was made."""
+    async with two_users(tmp_path, 200, 100) as users:
+        a, b = users
+        a.local.get("cells", type=Map)["A1"] = "orig"
+        await a.push()
+        await a.pull()
+        await b.pull()
+        await close_steps(a)
+        a.local.get("cells", type=Map)["A1"] = "alice 1"
+        b.local.get("cells", type=Map)["A1"] = "bob 1"
+        await a.push()
+        await b.push()
+        await a.pull()
+        await close_steps(a, b)
+        assert cell(a.room_doc()) == "alice 1"  # (the higher client id wins)
+
+        room = a.srv.backend.rooms.get_loaded(DOC)
+        assert room is not None
+        state = state_of(room)
+        step = state.stacks("alice").undo[-1]
+        prepared = await state.read_keys(step)
+        assert prepared is not None  # bob set the key too: the whole document is read
+        # bob, still offline of alice's value, sets the key again: it loses to hers too
+        b.local.get("cells", type=Map)["A1"] = "bob 2"
+        await b.push()
+        assert cell(a.room_doc()) == "alice 1"
+
+        floor = state._keys_floor(step)
+        caught_up = chains_held(room.doc, step.ins, step.dels, floor, prepared)
+        whole = chains_held(room.doc, step.ins, step.dels, floor)
+        assert caught_up is not None and whole is not None
+        assert [(k.items, k.origins) for k in caught_up] == [(k.items, k.origins) for k in whole]
+        # followed on once: a second use (a change run again) reads the whole document
+        again = chains_held(room.doc, step.ins, step.dels, floor, prepared)
+        assert again is not None
+        assert [(k.items, k.origins) for k in again] == [(k.items, k.origins) for k in whole]
+        assert len(caught_up) == 1 and len(caught_up[0].items) == 4  # orig, bob 1 and 2, alice 1
+
+        answer = await undo_and_pull(users, a)
+        assert answer["ok"] is True, answer
+        assert values(users, cell) == ["bob 2"] * 3

@@ -83,6 +83,10 @@ async def perform(
     done: list[Ranges] = []
     skipped: list[list[int]] = []
     kept: list[Kept] = []
+    # The whole document read that the step on top may need for its map keys, made
+    # before the room's turn (RoomUndo.read_keys): in it, only what came since is read
+    top = _top(state, actor, kind)
+    prepared = await state.read_keys(top) if top is not None else None
 
     def change(doc: Doc[Any]) -> None:
         st = state.get(actor)
@@ -95,7 +99,7 @@ async def perform(
         for step in reversed(st.undo if kind == UNDO else st.redo):
             del copies[:]  # what a step with nothing left to revert tried
             del kept[:]
-            if state.revert(doc, step, copies, kept):
+            if state.revert(doc, step, copies, kept, prepared if step is top else None):
                 reverts.extend(step.seqs)
                 picked.append(step)
                 _say_what_was_seen(meta, room, st, step)
@@ -126,6 +130,12 @@ async def perform(
     if ev is not None and picked and any(s is picked[0] for s in state.stacks(actor).undo):
         await _complete(room, state, actor, picked[0], ev, backend)
     return ev
+
+
+def _top(state: RoomUndo, actor: str, kind: str) -> Step | None:
+    st = state.get(actor)
+    stack = (st.undo if kind == UNDO else st.redo) if st is not None else []
+    return stack[-1] if stack else None
 
 
 def _say_what_was_seen(meta: dict[str, Any], room: Room, st: Stacks, step: Step) -> None:

@@ -28,8 +28,18 @@ order. The whole document is read for it only when the step holds a live value w
 key is named or whose origin is deleted (``_may_hold_a_key``, from the step's own items
 and the document's delete set: text, and a paragraph or an array value appended after
 a live one, are not), and someone else set that key since the step began (``_alone``,
-from what was written since): else Yjs's pick is right. A drag's undo on a board of
-50,000 shapes: 2 ms when nobody else set the shape's key, 0.9 s when someone did.
+from what was written since): else Yjs's pick is right.
+
+That whole read is done before the undo's turn in the room, not in it (``read_whole``,
+in a worker thread, on yrs's encoding of the document taken on the loop): a key's
+items cannot be had from yrs but by encoding the document, nor told from others but by
+following every item's origins to its key, so its cost is the document's. In the
+room's turn only what was written since that encoding is read and followed on from
+where the whole read left off (``chains_held``'s `prepared`), so the chains are those
+of the document as the undo changes it, whatever came in meanwhile. A drag's undo on a
+board of 50,000 shapes when someone else dragged the shape too held the room about
+0.9 s (every user of the document waited); now the room waits for the encoding alone
+(bench/undo_mapkeys_bench.py, docs/undo.md).
 """
 
 from __future__ import annotations
@@ -43,7 +53,7 @@ from pycrdt import Doc
 
 from .. import protocol as P
 from ..history import yupdate
-from ..ranges import Ranges
+from ..ranges import Ranges, subtract
 from .containers import Parents
 
 log = logging.getLogger("palimpsest.undo")
@@ -195,31 +205,55 @@ def _alone(doc: Doc[Any], ins: Ranges, dels: Ranges, floor: dict[int, int]) -> b
     return not below or not any(o[0] == "below" for o in others)
 
 
-def chains_held(
-    doc: Doc[Any], ins: Ranges, dels: Ranges | None = None, floor: dict[int, int] | None = None
-) -> list[KeyChain] | None:
-    """The chains of the keys whose value (a live item) is one of `ins`; None when the
-    document cannot be read (then Yjs's UndoManager decides alone, as before). Also
-    none when nobody else set those keys since the step's `floor` and the step set them
-    over their values then (``_alone``; `dels`: its deletions): Yjs's pick is that
-    value, which the caller checks is not undone."""
+_Key = tuple[str | _ID, str]
+
+
+@dataclass(slots=True)
+class WholeRead:
+    """The whole document as yrs encoded it at state vector `sv`, read for the keys whose
+    value is one of `ins` (``read_whole``): each struct's parent and key so far
+    (`parents`, followed on from there by what is written since) and the structs of
+    those keys (`entries`, in causal order). `failed`: the encoding was not one this
+    reader follows (the keys are not told: Yjs's UndoManager decides alone)."""
+
+    ins: Ranges
+    sv: dict[int, int]
+    parents: Parents
+    entries: dict[_Key, list[yupdate.Struct]]
+    #: the document's delete set then
+    deleted: Ranges
+    failed: bool = False
+    #: followed on once already (by ``chains_held``): not again
+    used: bool = False
+
+
+def needs_whole(doc: Doc[Any], ins: Ranges, dels: Ranges, floor: dict[int, int] | None) -> bool:
+    """Whether telling the values of the keys `ins` holds reads the whole document (what
+    ``chains_held`` does first, from what the step and those since it wrote): a step
+    holding a key's value that someone else set since it began. True when that cannot
+    be told (the whole read tells, or fails alike)."""
     if not ins:
-        return []
+        return False
     try:
         if not _may_hold_a_key(doc, ins):
-            return []
-        if floor is not None and dels is not None and _alone(doc, ins, dels, floor):
-            return []
-        structs, deletes = yupdate.decode_causal(doc.get_update())
+            return False
+        return floor is None or not _alone(doc, ins, dels, floor)
+    except yupdate.Unsupported:
+        return True
+
+
+def read_whole(update: bytes, sv: dict[int, int], ins: Ranges) -> WholeRead:
+    """The whole document's encoding (`update`, at `sv`) read for the keys whose value is
+    one of `ins` (pure Python on bytes: a worker thread may run it)."""
+    parents = Parents()
+    try:
+        structs, deletes = yupdate.decode_causal(update)
     except yupdate.Unsupported as e:
         log.warning("cannot tell the map keys an undo sets: %s", e)
-        return None
+        return WholeRead(ins, sv, parents, {}, {}, failed=True)
     deleted = _deleted(deletes)
-    parents = Parents()
-    entries: list[tuple[yupdate.Struct, tuple[str | _ID, str]]] = []
-    #: the keys with a live item of the step: its value (a key's only live item is
-    #: its last)
-    held: set[tuple[str | _ID, str]] = set()
+    entries: list[tuple[yupdate.Struct, _Key]] = []
+    held: set[_Key] = set()
     for s in structs:
         parent, sub = parents.follow(s)
         if sub is None or parent is None:
@@ -229,20 +263,81 @@ def chains_held(
             for clock in range(s.clock, s.clock + s.length):
                 if _has(ins, (s.client, clock)) and not _has(deleted, (s.client, clock)):
                     held.add((parent, sub))
-    chains: dict[tuple[str | _ID, str], KeyChain] = {k: KeyChain([], {}) for k in held}
+    by_key: dict[_Key, list[yupdate.Struct]] = {k: [] for k in held}
     for s, k in entries:
-        chain = chains.get(k)
-        if chain is None:
-            continue
-        origin = s.origin
-        for clock in range(s.clock, s.clock + s.length):
-            _integrate(chain, (s.client, clock), origin)
-            origin = (s.client, clock)
+        if k in held:
+            by_key[k].append(s)
+    return WholeRead(ins, sv, parents, by_key, deleted)
+
+
+def _covers(read: WholeRead, doc: Doc[Any], ins: Ranges) -> bool:
+    """Whether `read` may stand for `doc`'s whole read for a step inserting `ins`: it
+    was read for all of them, and `doc` has all it read (written since, never less)."""
+    if subtract(ins, read.ins):
+        return False
+    now = P.decode_state_vector(doc.get_state())
+    return all(now.get(c, 0) >= k for c, k in read.sv.items())
+
+
+def chains_held(
+    doc: Doc[Any],
+    ins: Ranges,
+    dels: Ranges | None = None,
+    floor: dict[int, int] | None = None,
+    prepared: WholeRead | None = None,
+) -> list[KeyChain] | None:
+    """The chains of the keys whose value (a live item) is one of `ins`; None when the
+    document cannot be read (then Yjs's UndoManager decides alone, as before). Also
+    none when nobody else set those keys since the step's `floor` and the step set them
+    over their values then (``_alone``; `dels`: its deletions): Yjs's pick is that
+    value, which the caller checks is not undone. `prepared`: the whole document read
+    before (``read_whole``), for `ins` or more: only what was written since is read
+    (once: its parents are followed on; a second time, the whole document is read)."""
+    if not ins:
+        return []
+    try:
+        if not _may_hold_a_key(doc, ins):
+            return []
+        if floor is not None and dels is not None and _alone(doc, ins, dels, floor):
+            return []
+        if prepared is not None and not prepared.used and _covers(prepared, doc, ins):
+            prepared.used = True
+            if prepared.failed:
+                return None
+            since, deletes = yupdate.decode(doc.get_update(P.encode_state_vector(prepared.sv)))
+            parents = prepared.parents
+            by_key = prepared.entries
+            for s in yupdate.in_causal_order(since, prepared.sv):
+                parent, sub = parents.follow(s)
+                if sub is not None and parent is not None and (parent, sub) in by_key:
+                    by_key[(parent, sub)].append(s)
+            deleted = _deleted(deletes)
+        else:
+            read = read_whole(doc.get_update(), {}, ins)
+            if read.failed:
+                return None
+            by_key = read.entries
+            deleted = read.deleted
+    except yupdate.Unsupported as e:
+        log.warning("cannot tell the map keys an undo sets: %s", e)
+        return None
+    chains: dict[_Key, KeyChain] = {}
+    for k, structs in by_key.items():
+        chain = chains[k] = KeyChain([], {})
+        for s in structs:
+            _add(chain, s)
     return [
         chain
         for chain in chains.values()
         if chain.items and _has(ins, chain.items[-1]) and not _has(deleted, chain.items[-1])
     ]
+
+
+def _add(chain: KeyChain, s: yupdate.Struct) -> None:
+    origin = s.origin
+    for clock in range(s.clock, s.clock + s.length):
+        _integrate(chain, (s.client, clock), origin)
+        origin = (s.client, clock)
 
 
 def value_after(key: KeyChain, ins: Ranges, dels: Ranges, undone: Ranges, inverse: bool) -> int:
@@ -294,4 +389,12 @@ def as_ranges(items: list[_ID]) -> Ranges:
     return out
 
 
-__all__ = ["KeyChain", "as_ranges", "chains_held", "value_after"]
+__all__ = [
+    "KeyChain",
+    "WholeRead",
+    "as_ranges",
+    "chains_held",
+    "needs_whole",
+    "read_whole",
+    "value_after",
+]

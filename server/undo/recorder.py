@@ -52,6 +52,7 @@ from pycrdt import (
     XmlText,
 )
 
+from .. import cpu_account
 from .. import protocol as P
 from ..bookkeeping import BookkeepingIds, bookkeeping_roots
 from ..commit import Committer
@@ -82,7 +83,7 @@ from ..ranges import (
     union_into,
 )
 from .containers import Kept, kept_containers
-from .mapkeys import as_ranges, chains_held, value_after
+from .mapkeys import WholeRead, as_ranges, chains_held, needs_whole, read_whole, value_after
 from .stacks import GroupLimits, Stacks, Step
 
 log = logging.getLogger("palimpsest.undo")
@@ -680,6 +681,7 @@ class RoomUndo:
         step: Step,
         copies: list[list[str]] | None = None,
         kept: list[Kept] | None = None,
+        prepared: WholeRead | None = None,
     ) -> bool:
         """Revert one step on the live doc; False when nothing of it is left to revert.
 
@@ -704,7 +706,7 @@ class RoomUndo:
         anyone else set, not undone; for an undo's or a redo's step, what it replaced),
         restored in a run of its own after the rest, which leaves the key's items alone;
         each such run's copies, and the first run's, go into `copies` as the layers'
-        do."""
+        do. `prepared`: the whole document read for it beforehand (``read_keys``)."""
         scopes = self.scopes(doc)
         if not scopes:
             return False
@@ -726,8 +728,7 @@ class RoomUndo:
         # or nothing did and the key was left missing)
         # (when nobody else set them since the step began, Yjs picks right: the value
         # the step replaced, unless that was undone since)
-        floor = None if may_overlap(step.dels, self.undone) else self.floor(step)
-        keys = chains_held(doc, ins, step.dels, floor) if ins else []
+        keys = chains_held(doc, ins, step.dels, self._keys_floor(step), prepared) if ins else []
         restores: list[tuple[Ranges, Ranges]] = []
         for key in keys or ():
             at = value_after(key, ins, step.dels, self.undone, step.inverse)
@@ -800,6 +801,24 @@ class RoomUndo:
             if copies is not None and made:
                 copies.append([to_b64(value), to_b64(made)])
         return changed
+
+    def _keys_floor(self, step: Step) -> dict[int, int] | None:
+        """The floor from which on what was written tells whether anyone else set a key
+        whose value `step` holds (mapkeys._alone); None: the whole document tells (the
+        value the step replaced was undone since: Yjs's pick would bring it back)."""
+        return None if may_overlap(step.dels, self.undone) else self.floor(step)
+
+    async def read_keys(self, step: Step) -> WholeRead | None:
+        """The whole document read for the map keys whose value `step` holds, when
+        ``revert`` will need it (mapkeys.py: someone else set such a key since the step
+        began), before the room's turn: yrs's encoding of the document is taken here, on
+        the loop, and read in a worker thread while the room goes on; ``revert`` then
+        reads only what was written since. None when not needed."""
+        doc = self.room.doc
+        if not step.ins or not needs_whole(doc, step.ins, step.dels, self._keys_floor(step)):
+            return None
+        update, sv = doc.get_update(), P.decode_state_vector(doc.get_state())
+        return await cpu_account.to_thread(read_whole, update, sv, union({}, step.ins))
 
     def _owned(self, step: Step, dels: Ranges) -> list[Ranges]:
         """dels split so that each part lies wholly inside or wholly outside every other
