@@ -30,6 +30,7 @@ from pycrdt import Doc, Map
 from yclient import YClient, connect
 
 from palimpsest import protocol as P
+from palimpsest.ranges import size
 from palimpsest.settings import Settings
 from palimpsest.undo import state_of
 from palimpsest.undo.mapkeys import chains_held
@@ -473,3 +474,67 @@ async def test_the_whole_read_made_before_the_undo_sees_what_came_since(
         answer = await undo_and_pull(users, a)
         assert answer["ok"] is True, answer
         assert values(users, cell) == ["bob 2"] * 3
+
+
+def forget_answers(users: list[User]) -> None:
+    """Drop the answers already taken: a request's id may be an earlier one's
+    (YClient.request), whose answer it would take."""
+    for u in users:
+        u.wire.ext.clear()
+
+
+async def _cycles(tmp_path: Path, trim_at: int, n: int) -> tuple[int, list[Any]]:
+    """alice sets A1, undoes and redoes it, then bob sets it over hers, `n` times (each
+    user's stack 2 deep); then bob, alice, alice and bob undo in turn. How many items
+    the room's ``undone`` holds after the cycles, and the value after each undo."""
+    async with two_users(tmp_path, 200, 100, undo_max_depth=2) as users:
+        a, b = users
+        a.local.get("cells", type=Map)["A1"] = "orig"
+        await a.push()
+        await a.pull()
+        await b.pull()
+        await close_steps(a)
+        room = a.srv.backend.rooms.get_loaded(DOC)
+        assert room is not None
+        state = state_of(room)
+        state.undone_trim_at = trim_at
+        for i in range(n):
+            a.local.get("cells", type=Map)["A1"] = f"alice {i}"
+            await a.push()
+            await b.pull()
+            await close_steps(a)
+            forget_answers(users)
+            assert (await undo_and_pull(users, a))["ok"] is True
+            assert values(users, cell) == ["orig" if i == 0 else f"bob {i - 1}"] * 3
+            forget_answers(users)
+            assert (await undo_and_pull(users, a, "redo"))["ok"] is True
+            assert values(users, cell) == [f"alice {i}"] * 3
+            b.local.get("cells", type=Map)["A1"] = f"bob {i}"
+            await b.push()
+            await a.pull()
+            forget_answers(users)
+            await close_steps(b)
+        held = size(state.undone)
+        after: list[Any] = []
+        for who in (b, a, a, b):
+            forget_answers(users)
+            answer = await undo_and_pull(users, who)
+            after.append((who.name, answer["ok"], values(users, cell)))
+        return held, after
+
+
+async def test_undone_values_stay_bounded_and_undo_after_trimming_is_the_same(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """``undone`` (the values undone, in the snapshot's meta) is trimmed of what no undo
+    can look at any more: over 40 undo-redo cycles of a key that another user then sets
+    over, it stays a few items (each cycle adds two: the value undone, and the copy
+    the redo takes back), while a server that never trims holds all 80; and the undos
+    after it give the same values on both."""
+    n = 40
+    trimmed, after = await _cycles(tmp_path_factory.mktemp("trimmed"), 4, n)
+    kept, reference = await _cycles(tmp_path_factory.mktemp("kept"), 10**9, n)
+    assert kept >= 2 * n
+    assert trimmed <= 8, trimmed
+    assert after == reference
+    assert after[0] == ("bob", True, [f"alice {n - 1}"] * 3)  # bob's undo: her latest

@@ -129,6 +129,8 @@ async def perform(
         outcome.skipped = list(skipped)
     if ev is not None and picked and any(s is picked[0] for s in state.stacks(actor).undo):
         await _complete(room, state, actor, picked[0], ev, backend)
+    if ev is not None and state.undone_grown():
+        await state.trim_undone()
     return ev
 
 

@@ -40,6 +40,10 @@ of the document as the undo changes it, whatever came in meanwhile. A drag's und
 board of 50,000 shapes when someone else dragged the shape too held the room about
 0.9 s (every user of the document waited); now the room waits for the encoding alone
 (bench/undo_mapkeys_bench.py, docs/undo.md).
+
+``undone`` (RoomUndo.undone, in the snapshot's meta) is trimmed of what no undo can
+look at any more (``forgettable``): the undone items of a key left of a value that is
+neither undone nor any step's on a stack, and undone items that are no key's value.
 """
 
 from __future__ import annotations
@@ -340,6 +344,60 @@ def _add(chain: KeyChain, s: yupdate.Struct) -> None:
         origin = (s.client, clock)
 
 
+def forgettable(update: bytes, undone: Ranges, held: Ranges) -> tuple[Ranges, Ranges]:
+    """What of `undone` no undo can look at any more, read from the whole document's
+    encoding (`update`; pure Python on bytes: a worker thread may run it), and what that
+    rests on: (the items to forget, the items that let them be forgotten).
+
+    ``value_after`` looks at a key's items from its last leftwards and stops at the
+    first that is neither the step's nor undone. So an undone item is looked at only
+    while it is an item of a key whose every item right of it is undone or may be: an
+    item of a step on a stack (`held`: their insertions, anyone's, either stack), which
+    its undo, its redo or a later step's may pass. An item right of it that is neither
+    (a value nobody can undo back past: its step left the stacks) stops every look
+    before it, now and later (new values go right of it, new steps hold new items):
+    what lies left of it is forgotten. So is an undone item that is no key's value
+    (text, an array's or an element's child: never in a chain). The items that stop
+    the look are returned with them: the caller forgets only while they are still
+    neither undone nor held (what came since the encoding was taken)."""
+    if not undone:
+        return {}, {}
+    structs, _ = yupdate.decode_causal(update)
+    parents = Parents()
+    forget: list[_ID] = []
+    by_key: dict[_Key, list[yupdate.Struct]] = {}
+    keys_undone: set[_Key] = set()
+    for s in structs:
+        parent, sub = parents.follow(s)
+        keyed = sub is not None and parent is not None and s.right is None
+        hit = s.client in undone and any(
+            _has(undone, (s.client, c)) for c in range(s.clock, s.clock + s.length)
+        )
+        if keyed:
+            assert parent is not None and sub is not None
+            by_key.setdefault((parent, sub), []).append(s)
+            if hit:
+                keys_undone.add((parent, sub))
+        elif hit:
+            forget += [
+                (s.client, c)
+                for c in range(s.clock, s.clock + s.length)
+                if _has(undone, (s.client, c))
+            ]
+    stoppers: list[_ID] = []
+    for k in keys_undone:
+        chain = KeyChain([], {})
+        for s in by_key[k]:
+            _add(chain, s)
+        items = chain.items
+        for i in range(len(items) - 1, -1, -1):
+            if not _has(undone, items[i]) and not _has(held, items[i]):
+                stoppers.append(items[i])
+                forget += [ident for ident in items[:i] if _has(undone, ident)]
+                break
+    return as_ranges(forget), as_ranges(stoppers)
+
+
 def value_after(key: KeyChain, ins: Ranges, dels: Ranges, undone: Ranges, inverse: bool) -> int:
     """The index in `key` of the item the key holds after the step is taken back (`ins`,
     `dels`: what it inserted and deleted); -1: none, the key goes.
@@ -394,6 +452,7 @@ __all__ = [
     "WholeRead",
     "as_ranges",
     "chains_held",
+    "forgettable",
     "needs_whole",
     "read_whole",
     "value_after",

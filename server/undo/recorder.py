@@ -83,7 +83,15 @@ from ..ranges import (
     union_into,
 )
 from .containers import Kept, kept_containers
-from .mapkeys import WholeRead, as_ranges, chains_held, needs_whole, read_whole, value_after
+from .mapkeys import (
+    WholeRead,
+    as_ranges,
+    chains_held,
+    forgettable,
+    needs_whole,
+    read_whole,
+    value_after,
+)
 from .stacks import GroupLimits, Stacks, Step
 
 log = logging.getLogger("palimpsest.undo")
@@ -100,6 +108,8 @@ REVERT = "revert"
 #: the kinds that are always an undo step of their own
 DELIBERATE = (RESTORE, REVERT)
 META_KEY = "undo"
+#: the items in ``RoomUndo.undone`` from which on it is trimmed (see ``trim_undone``)
+UNDONE_TRIM_AT = 256
 
 _ROOT_TYPES: dict[str, Any] = {
     "Text": Text,
@@ -189,8 +199,14 @@ class RoomUndo:
         self._sv: dict[int, int] = {}
         #: the items of every step an undo, a redo or a revert took back: a map key's
         #: value its writer undid, which nobody else's undo brings back (mapkeys.py);
-        #: in the snapshot's meta (``undone``)
+        #: in the snapshot's meta (``undone``); trimmed (``trim_undone``) of what no undo
+        #: looks at: not a pure function of the log, as the stacks are, but what a trim
+        #: forgets changes no undo's result
         self.undone: Ranges = {}
+        #: ``undone`` is trimmed (``trim_undone``) when it holds this many items and
+        #: twice as many as the last trim kept
+        self.undone_trim_at = UNDONE_TRIM_AT
+        self._undone_kept = 0
         #: what each transaction since the last recorded event did: (inserted, deleted)
         self._pending: list[tuple[Ranges, Ranges]] = []
         self._mark = 0
@@ -653,6 +669,8 @@ class RoomUndo:
             self._marks = from_b64(marks) if isinstance(marks, str) else None
             undone = meta.get("undone")
             self.undone = from_b64(undone) if isinstance(undone, str) else {}
+            # (a meta written before trims: trimmed after the next undo or redo)
+            self._undone_kept = size(self.undone) // 2
             self.book.load_json(meta.get("book"))
         except Exception as e:  # a damaged entry costs the undo history, never the doc
             log.warning("room %s: undo stacks in the snapshot unreadable: %r", self.room.name, e)
@@ -819,6 +837,51 @@ class RoomUndo:
             return None
         update, sv = doc.get_update(), P.decode_state_vector(doc.get_state())
         return await cpu_account.to_thread(read_whole, update, sv, union({}, step.ins))
+
+    def undone_grown(self) -> bool:
+        """Whether ``undone`` grew enough since its last trim to be trimmed again."""
+        return bool(self.undone) and size(self.undone) >= max(
+            self.undone_trim_at, 2 * self._undone_kept
+        )
+
+    def _held(self) -> Ranges:
+        """The insertions of every step on a stack (anyone's, either stack)."""
+        self.materialize()
+        held: Ranges = {}
+        for st in self.actors.values():
+            for step in (*st.undo, *st.redo):
+                union_into(held, step.ins)
+        return held
+
+    async def trim_undone(self) -> int:
+        """Forget what of ``undone`` no undo can look at any more (mapkeys.forgettable:
+        an undone item of a key left of a value nobody can undo back past, and any that
+        is no key's value), so that it does not grow for the life of the document;
+        how many items it forgot. The whole document is read for it, in a worker
+        thread (yrs's encoding taken on the loop), after an undo or a redo when
+        ``undone`` doubled since the last trim. What came in meanwhile is checked: a
+        value that let items go and is undone or a step's since keeps them all (the
+        next trim tells)."""
+        if not self.undone:
+            return 0
+        undone = union({}, self.undone)
+        update = self.room.doc.get_update()
+        try:
+            forget, stoppers = await cpu_account.to_thread(
+                forgettable, update, undone, self._held()
+            )
+        except FATAL:
+            raise
+        except Exception as e:  # (after the undo was made: it answers as made, untrimmed)
+            log.warning("room %s: cannot trim the undone values: %r", self.room.name, e)
+            forget, stoppers = {}, {}
+        if stoppers and (intersect(stoppers, self.undone) or intersect(stoppers, self._held())):
+            forget = {}
+        before = size(self.undone)
+        if forget:
+            self.undone = subtract(self.undone, forget)
+        self._undone_kept = size(self.undone)
+        return before - self._undone_kept
 
     def _owned(self, step: Step, dels: Ranges) -> list[Ranges]:
         """dels split so that each part lies wholly inside or wholly outside every other
