@@ -20,7 +20,8 @@
     ├── BadRequest               a malformed HTTP request (HTTP 400)
     ├── TooDeep                  a version nested deeper than the history renders (HTTP 422)
     ├── Conflict                 does not fit the document as it is (HTTP 409)
-    │   └── ActorTaken           a rename of an actor to a name already in the store
+    │   ├── ActorTaken           a rename of an actor to a name already in the store
+    │   └── Locked               a write to a document locked read-only (HTTP 423)
     ├── ExtensionFailed          an extension's hook raised something else than these
     │                            (close 1011 / HTTP 500): what it guarded is refused
     └── StoreError               the event store failed (close 1011 / HTTP 503)
@@ -206,6 +207,14 @@ class ActorTaken(Conflict):
     #: the new name is an actor and the old one is none any more: the rename was done
     #: (by an earlier run), nothing is left to do
     renamed_already = False
+
+
+class Locked(Conflict):
+    """A write to a document an admin locked read-only (server.locking): refused until
+    it is unlocked."""
+
+    close_code = 4423
+    http_status = 423
 
 
 class ExtensionFailed(PalimpsestError):

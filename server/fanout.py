@@ -434,6 +434,15 @@ async def publish_deleted(url: str, doc: str, by: str, deployment: str | None = 
     await _publish_once(url, doc, encode_deleted("cli", by, deployment))
 
 
+async def publish_events(
+    url: str, doc: str, events: list[Event], deployment: str | None = None
+) -> None:
+    """Tell the processes on the fan-out bus `url` of events appended to `doc` by a tool
+    that does not serve (``palimpsest lock``): those that have it open apply them as
+    another process's. NotPrimary when the node is a replica (_publish_once)."""
+    await _publish_once(url, doc, encode("cli", events, deployment))
+
+
 def encode_purged(instance: str, by: str, deployment: str | None = None) -> bytes:
     """A purge of deleted content (server.erasure): ``P``, a JSON header line."""
     return b"P" + _head(instance, deployment) + b',"by":' + json.dumps(by).encode() + b"}\n"

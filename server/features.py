@@ -19,6 +19,7 @@ from .fanout import Fanout
 from .history import HistoryExtension
 from .hocuspocus_peer import SyncStatus
 from .limits import Limits
+from .locking import Locking
 from .metrics import Metrics
 from .ownership_extension import Ownership
 from .revocation import Revocation
@@ -44,6 +45,7 @@ def builtin_extensions(settings: Settings, *, others: Sequence[Extension] = ()) 
         SurrogateSplits(),
         Ownership(),
         Deletion(),
+        Locking(),
         Undo.from_settings(settings),
         HistoryExtension(),
         Admin(),

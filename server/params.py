@@ -46,6 +46,9 @@ class Takes:
 TAKES: dict[tuple[str, str], Takes] = {
     ("GET", "/api/docs"): Takes(("prefix", "after", "limit", "sort")),
     ("DELETE", "/api/docs/{doc}"): Takes(),
+    ("GET", "/api/docs/{doc}/lock"): Takes(),
+    ("PUT", "/api/docs/{doc}/lock"): Takes(body=("reason",)),
+    ("DELETE", "/api/docs/{doc}/lock"): Takes(),
     ("POST", "/api/docs/{doc}/compact"): Takes(body=("before", "purge_deleted")),
     ("GET", "/api/docs/{doc}/events"): Takes(
         ("after", "before", "order", "limit", "actor", "since", "until", "kind")

@@ -38,8 +38,15 @@ from ..checkpoint import Checkpoints
 from ..client.errors import ClientError
 from ..deletion import missing, tombstone_for
 from ..errors import ActorTaken, Deleted, PalimpsestError, StoreError, StoreUnavailable
-from ..fanout import publish_deleted, publish_purged, publish_revocation, store_deployment
+from ..fanout import (
+    publish_deleted,
+    publish_events,
+    publish_purged,
+    publish_revocation,
+    store_deployment,
+)
 from ..known import KnownDeletions, adds_anything
+from ..locking import LOCK_KIND, UNLOCK_KIND
 from ..maintenance import (
     CompactedWithoutStacks,
     MaintenanceError,
@@ -54,9 +61,12 @@ from ..maintenance import (
 )
 from ..names import validate_doc_name
 from ..revocation import REVOCABLE_RULE, revocable, revoke_in_store, revoked_json
+from ..room import EMPTY_UPDATE
 from ..serving_lock import not_served, pg_not_served
 from ..snapshots import load
 from ..store import EventStore, open_store
+from ..store.base import NewEvent, now_ms
+from ..store.doc_locks import MAX_REASON, DocLock
 from ..store.sqlite import SQLiteStore
 from ..util import iso
 from . import (
@@ -204,6 +214,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("new", metavar="NEW", type=user_name,
                    help="the name they get (a pseudonym)")  # fmt: skip
     p.add_argument("--yes", action="store_true", help="really rename")
+    p = sub.add_parser(
+        "lock", help="lock a document read-only (or --unlock it, or --list the locked)",
+        description="Lock DOC read-only in the store: every edit of it is refused (the "
+        "websocket clients stay connected and receive; HTTP writes get 423) until it is "
+        "unlocked; the lock and the unlock are events of its history. For a stopped "
+        "server, or with --fanout, which tells the running servers at once (else a "
+        "server that has DOC open learns it only when it loads DOC again). On a running "
+        "server, PUT or DELETE /api/docs/DOC/lock does the same.",
+    )  # fmt: skip
+    add_store_options(p)
+    p.set_defaults(func=lambda args: _run("lock", lock, args))
+    p.add_argument("doc", metavar="DOC", nargs="?", help="the document")
+    p.add_argument("--reason", default="", help="why (shown to the clients refused)")
+    p.add_argument("--unlock", action="store_true", help="unlock DOC")
+    p.add_argument("--list", action="store_true", help="list the locked documents (JSON lines)")
+    p.add_argument("--fanout", help="tell the servers on this Redis fan-out at once "
+                   "(env PALIMPSEST_FANOUT)")  # fmt: skip
     p = sub.add_parser(
         "revoke", help="revoke a user now: their tokens issued before now are refused",
         description="Revoke USER in the store: the servers refuse their tokens issued "
@@ -666,6 +693,9 @@ async def delete(store: EventStore, args: argparse.Namespace) -> int:
     if not bulk.single(args):
         return await _delete_many(store, args)
     info = await _require(store, args.doc)
+    if await store.doc_locks().get(args.doc) is not None:
+        raise AdminError(f"{args.doc!r} is locked read-only: unlock it first "
+                         f"(`palimpsest lock {args.doc} --unlock`)")  # fmt: skip
     if not args.yes:
         raise AdminError(
             f"this deletes {args.doc!r} ({info.head} events, its snapshots and tags) for good; "
@@ -801,6 +831,48 @@ async def revoke(store: EventStore, args: argparse.Namespace) -> int:
     else:
         print(f"palimpsest revoke: {args.user} revoked: tokens issued before "
               f"{iso(since * 1000)} are refused")  # fmt: skip
+    return told
+
+
+# --- lock -------------------------------------------------------------------------------
+
+#: the actor of the lock and unlock events the CLI logs
+LOCK_ACTOR = "palimpsest lock"
+
+
+async def lock(store: EventStore, args: argparse.Namespace) -> int:
+    """Lock or unlock in the store (server.locking): the row, then the event; told to
+    the servers through the fan-out as an events message, which their rooms apply as
+    another process's event."""
+    if args.list:
+        for row in await store.doc_locks().list():
+            print(json.dumps({"doc": row.doc, **row.json()}))
+        return 0
+    if not args.doc:
+        raise AdminError("give the DOC to lock (or --list)")
+    await _require_or_deleted(store, args.doc)
+    if len(args.reason) > MAX_REASON:
+        raise AdminError(f"--reason is at most {MAX_REASON} characters")
+    if args.unlock:
+        if not await store.doc_locks().remove(args.doc):
+            print(f"palimpsest lock: {args.doc} was not locked: nothing to unlock")
+            return 0
+        new = NewEvent(LOCK_ACTOR, UNLOCK_KIND, EMPTY_UPDATE, {}, now_ms())
+    else:
+        row = DocLock(args.doc, LOCK_ACTOR, now_ms(), args.reason)
+        await store.doc_locks().put(row)
+        new = NewEvent(LOCK_ACTOR, LOCK_KIND, EMPTY_UPDATE, {"reason": args.reason}, row.ts)
+    [[ev]] = await store.append([(args.doc, [new])])
+    url = args.fanout or args.settings.fanout
+    told = 0
+    if url:
+        try:
+            await publish_events(url, args.doc, [ev], await store_deployment(store))
+        except Exception as e:  # (NotPrimary: a replica, nothing published)
+            print(f"palimpsest lock: fan-out not told ({e})", file=sys.stderr)
+            told = 1
+    print(f"palimpsest lock: {args.doc} {'unlocked' if args.unlock else 'locked'} "
+          f"(event {ev.seq})")  # fmt: skip
     return told
 
 

@@ -6,6 +6,8 @@ into it, and compacting it (with ``purge_deleted``: erasing deleted text, server
 
     DELETE /api/docs/{doc}   ->  {"doc": "notes", "deleted": true, "closed": 2}
 
+A locked document (server.locking) is not deleted: 423 ``Locked``, until it is unlocked.
+
 Every connection to the document is closed with 4404 (y-websocket does not reconnect
 after a 44xx close), its live room is dropped without a final snapshot, and its events,
 snapshots and tags are removed from the store, which keeps a tombstone. 404 when the
@@ -48,9 +50,10 @@ from .. import erasure
 from ..backend import Backend
 from ..bounded_json import loads_bounded
 from ..deletion import delete_document, missing
-from ..errors import BadRequest, UpdateRejected
+from ..errors import BadRequest, Locked, UpdateRejected
 from ..extensions import Extension
 from ..limits import Limits
+from ..locking import refusal
 from ..maintenance import CompactedWithoutStacks, compact_doc, plan_compact
 from ..names import validate_doc_name
 from ..params import check_body
@@ -77,6 +80,9 @@ async def delete_doc(request: Request) -> Response:
     backend: Backend = request.app.state.backend
     doc = validate_doc_name(request.path_params["doc"])
     identity = await backend.authenticate(request, doc, "admin")
+    lock = await backend.store.doc_locks().get(doc)
+    if lock is not None:  # (a frozen contract is not thrown away by mistake: unlock first)
+        raise Locked(f"{refusal(lock)}; unlock it (DELETE /api/docs/{doc}/lock) to delete it")
     existed, closed = await delete_document(backend, doc, identity.user)
     if not existed:
         raise await missing(backend.store, doc)

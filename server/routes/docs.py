@@ -126,6 +126,7 @@ async def list_docs(request: Request) -> Response:
             raise NotFound(f"?after=: no document {asked.after_name!r} to list after")
         asked = dataclasses.replace(asked, after_updated=info.updated_ts or 0)
     docs, next_cursor = await page_of(backend, identity, prefix, asked)
+    locked = await backend.store.doc_locks().of(d.doc for d in docs)
     return JSONResponse(
         {
             # the log's last global position: where `GET /api/events/stream` is now (a
@@ -138,6 +139,8 @@ async def list_docs(request: Request) -> Response:
                     "updated": iso(d.updated_ts) if d.updated_ts else None,
                     "size": d.events_bytes,
                     "loaded": d.doc in backend.rooms,
+                    # locked read-only (server.locking): no edit is taken
+                    "locked": d.doc in locked,
                 }
                 for d in docs
             ],

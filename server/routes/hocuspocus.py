@@ -22,7 +22,6 @@ from functools import partial
 from typing import Any
 
 import jwt
-from pycrdt import get_state
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -35,7 +34,6 @@ from ..closes import cause_of_error
 from ..conn_guard import ConnectionGuard
 from ..deletion import refuse_stale_copy
 from ..errors import (
-    FATAL,
     AuthError,
     Forbidden,
     ForeignItems,
@@ -51,12 +49,12 @@ from ..errors import (
 from ..extensions import Client
 from ..hocuspocus_peer import DocPeer, SyncStatus
 from ..limits import frame_limit
+from ..locking import lock_of
 from ..names import validate_doc_name
 from ..repeat_logs import Who
 from ..repeat_refusals import held_back
 from ..resync import overdue_words
 from ..room import EMPTY_UPDATE, Room
-from ..updates import not_v1, unsupported
 from .wire_write import detach_reader
 from .ws import (
     Connection,
@@ -68,6 +66,9 @@ from .ws import (
     said_closed,
     settle_held,
     take_ready_part,
+)
+from .ws import (
+    adds_anything as _adds_anything,
 )
 
 log = logging.getLogger("palimpsest.hocuspocus")
@@ -673,7 +674,8 @@ class HocuspocusSocket(Connection):
         if peer.identity.expired():  # by the wall clock now, before the timer notices
             self._expire_doc(peer)
             return
-        if not peer.identity.can_write:
+        if not peer.identity.can_write or lock_of(room) is not None:
+            # (a locked document answers every token as a read-only one: server.locking)
             # Hocuspocus's read-only answer: saved only when it changes nothing (a step 2
             # of a reader who has not edited; an echo), refused otherwise
             saved = update == EMPTY_UPDATE or not _adds_anything(room, update)
@@ -681,7 +683,7 @@ class HocuspocusSocket(Connection):
             if uncounted:
                 peer.resync.uncounted = False
             if not saved:
-                self.backend.refused("read_only")
+                self.backend.refused("read_only" if not peer.identity.can_write else "locked")
             elif uncounted:
                 return  # a step 2 the provider does not wait for (sync_reopened)
             self.send(H.encode_sync_status(peer.doc, saved))
@@ -820,18 +822,6 @@ def _reopens(frame: H.Frame) -> bool:
     step 1 (how every provider starts a document: a 2.x provider without a token sends
     no auth message)."""
     return frame.type == H.AUTH or _starts_sync(frame)
-
-
-def _adds_anything(room: Room, update: bytes) -> bool:
-    try:
-        get_state(update)
-    except FATAL:
-        raise
-    except BaseException as e:  # pyo3 PanicException is one
-        raise UpdateRejected(
-            unsupported(update) or not_v1(update, f"update does not decode: {e}")
-        ) from e
-    return room._adds_anything(update)
 
 
 async def hocuspocus_endpoint(ws: WebSocket) -> None:

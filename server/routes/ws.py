@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from pycrdt import get_state
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from .. import cpu_account, subdoc_options
@@ -41,12 +42,13 @@ from ..errors import (
 )
 from ..extensions import Client, OpContext
 from ..limits import Limits, frame_limit
+from ..locking import lock_of, refusal
 from ..names import validate_doc_name
 from ..protocol import sync_update_of
 from ..repeat_refusals import counted_after_open, held_back, request_key
 from ..resync import HeldSteps, Resync, overdue_words
 from ..room import EMPTY_UPDATE, Room
-from ..updates import ReadAhead, read_ahead
+from ..updates import ReadAhead, not_v1, read_ahead, unsupported
 from ..util import close_reason
 from .wire_write import detach_reader, direct_reader, direct_writer, protocol_of, wake_reader
 
@@ -56,6 +58,20 @@ _ids = itertools.count(1)
 
 #: seconds a closing connection may take to flush before its socket is aborted
 CLOSE_GRACE = 2.0
+
+
+def adds_anything(room: Room, update: bytes) -> bool:
+    """Whether `update` would change `room`'s document (the no-op rule); UpdateRejected
+    when it does not decode."""
+    try:
+        get_state(update)
+    except FATAL:
+        raise
+    except BaseException as e:  # pyo3 PanicException is one
+        raise UpdateRejected(
+            unsupported(update) or not_v1(update, f"update does not decode: {e}")
+        ) from e
+    return room._adds_anything(update)
 
 
 @dataclass
@@ -369,7 +385,7 @@ class Connection:
         if nbytes > limit or count > nbytes:
             raise FrameTooLarge(f"none of an update sent in parts was applied: {nbytes} bytes "
                                 f"are over the document's limit of {limit}")  # fmt: skip
-        if not self.identity.can_write:
+        if not self.identity.can_write or lock_of(room) is not None:
             return  # (its updates are refused one by one, as any)
         limits = self.backend.extension(Limits)
         if limits is not None:
@@ -404,6 +420,16 @@ class Connection:
             if update != EMPTY_UPDATE:
                 self.backend.refused("read_only")
                 self.send(P.encode_permission_denied("read-only: your edits are not accepted"))
+            return
+        lock = lock_of(room)
+        if lock is not None:
+            # refused as a read-only token's edit is (server.locking), whole: the parts
+            # of one held are dropped with it; one that adds nothing (a reconnecting
+            # reader's step 2) changes nothing, and is dropped without a word
+            self._parts_held = None
+            if update != EMPTY_UPDATE and adds_anything(room, update):
+                self.backend.refused("locked")
+                self.send(P.encode_permission_denied(refusal(lock)))
             return
         if self._parts_held is not None:
             whole = self._whole(update, step2)

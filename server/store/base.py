@@ -55,6 +55,7 @@ from .update_clients import update_clients
 
 if TYPE_CHECKING:
     from .cursors import WebhookCursors
+    from .doc_locks import DocLocks
     from .revocations import Revocations
 
 log = logging.getLogger("palimpsest.store")
@@ -934,6 +935,11 @@ class EventStore(Service, ABC):
     def webhook_cursors(self) -> WebhookCursors:
         """Where webhook deliveries keep their cursors (server.store.cursors): in this
         store, so that a restart (or another process) resumes where delivery stopped."""
+
+    @abstractmethod
+    def doc_locks(self) -> DocLocks:
+        """The locked documents (server.store.doc_locks, server.locking), kept in this
+        store so that every process and every restart holds them read-only."""
 
     @abstractmethod
     def revocations(self) -> Revocations:

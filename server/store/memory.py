@@ -36,6 +36,7 @@ from .base import (
     snapshot_row,
 )
 from .cursors import MemoryCursors, WebhookCursors
+from .doc_locks import DocLocks, MemoryDocLocks
 from .doc_pages import DocPage
 from .revocations import MemoryRevocations, Revocations
 from .segments import SEGMENT_EVENTS
@@ -70,6 +71,7 @@ class MemoryStore(EventStore):
         self._deletions: list[Event] = []
         self._cursors = MemoryCursors()
         self._revocations = MemoryRevocations()
+        self._doc_locks = MemoryDocLocks()
         self._pos = 0
         self._lock = asyncio.Lock()
         self._up = False
@@ -498,6 +500,9 @@ class MemoryStore(EventStore):
             return None
         data = derived_from_row(doc, kind, row[1], row[2])
         return None if data is None else (row[0], data)
+
+    def doc_locks(self) -> DocLocks:
+        return self._doc_locks
 
     def revocations(self) -> Revocations:
         return self._revocations

@@ -67,6 +67,7 @@ from .base import (
     snapshot_row_async,
 )
 from .cursors import WebhookCursors
+from .doc_locks import DocLocks, PostgresDocLocks
 from .doc_pages import DOC_COLUMNS, DocPage, like_of, numbered, page_sql
 from .log_layout import (
     ANY_ROW,
@@ -588,6 +589,7 @@ class PostgresStore(EventStore):
         self._turns: asyncpg.Pool | None = None
         self._cursors: PostgresCursors | None = None
         self._revocations: Revocations | None = None
+        self._doc_locks: DocLocks | None = None
         #: the backends (pids) of connections whose append got no answer, until they are
         #: known to be gone (end_unanswered_appends)
         self._unanswered: set[int] = set()
@@ -2227,6 +2229,11 @@ class PostgresStore(EventStore):
             return None
         data = derived_from_row(doc, kind, bytes(rows[0][1]), rows[0][2])
         return None if data is None else (int(rows[0][0]), data)
+
+    def doc_locks(self) -> DocLocks:
+        if self._doc_locks is None:
+            self._doc_locks = PostgresDocLocks(self)
+        return self._doc_locks
 
     def revocations(self) -> Revocations:
         if self._revocations is None:

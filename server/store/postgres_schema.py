@@ -14,6 +14,7 @@ import asyncpg
 
 from . import segments as S
 from .base import Event
+from .doc_locks import CREATE_TABLE as DOC_LOCKS
 from .log_layout import LAYOUT_VERSION, Symbols, columns, meta_text, parse_meta, plan
 from .revocations import CREATE_TABLE as REVOKED_USERS
 from .sql_cursors import CREATE_TABLE as WEBHOOKS
@@ -229,7 +230,12 @@ REBUILT = {
     for name in ("snapshots", "derived")
 }  # fmt: skip
 
-SIDE_TABLES = {"revoked_users": REVOKED_USERS, "webhooks": WEBHOOKS, "deletions": DELETIONS}
+SIDE_TABLES = {
+    "revoked_users": REVOKED_USERS,
+    "webhooks": WEBHOOKS,
+    "deletions": DELETIONS,
+    "doc_locks": DOC_LOCKS,
+}
 
 
 async def create_fresh(conn: asyncpg.Connection) -> None:

@@ -78,6 +78,8 @@ from .base import (
 )
 from .cursors import WebhookCursors
 from .disk_warm import DiskWarmer
+from .doc_locks import CREATE_TABLE as DOC_LOCKS
+from .doc_locks import DocLocks, SQLiteDocLocks
 from .doc_pages import DOC_COLUMNS, DocPage, page_sql
 from .file_turns import FileTurns
 from .log_layout import (
@@ -130,7 +132,7 @@ from .tables import (
 log = logging.getLogger("palimpsest.store.sqlite")
 
 #: the side tables a start makes (tables.SIDE), by name
-_SIDE_SQL = {"revoked_users": REVOKED_USERS, "webhooks": WEBHOOKS}
+_SIDE_SQL = {"revoked_users": REVOKED_USERS, "webhooks": WEBHOOKS, "doc_locks": DOC_LOCKS}
 
 _T = TypeVar("_T")
 
@@ -1094,6 +1096,7 @@ class SQLiteStore(EventStore):
         self._sym = Symbols()  # the event loop's
         self._cursors: WebhookCursors | None = None
         self._revocations: Revocations | None = None
+        self._doc_locks: DocLocks | None = None
         self._recent = RecentRows()
         #: the database file's (device, inode) when it was opened, and why writes stop
         #: once the path no longer leads to it (see _watch_file)
@@ -2359,6 +2362,11 @@ class SQLiteStore(EventStore):
             return None
         data = derived_from_row(doc, kind, bytes(rows[0][1]), rows[0][2])
         return None if data is None else (int(rows[0][0]), data)
+
+    def doc_locks(self) -> DocLocks:
+        if self._doc_locks is None:
+            self._doc_locks = SQLiteDocLocks(self)
+        return self._doc_locks
 
     def revocations(self) -> Revocations:
         if self._revocations is None:

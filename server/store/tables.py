@@ -78,6 +78,9 @@ SIDE = {
         "the webhooks' delivery cursors and states: each webhook starts again at the log's "
         "end (the events in between are never delivered) and a disabled one is enabled again"
     ),
+    "doc_locks": (
+        "every document lock (`palimpsest lock`): locked documents would take edits again"
+    ),
 }
 #: the table that names the side tables a store has made (one row each)
 SIDE_MARKER = "side_tables"

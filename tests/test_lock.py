@@ -1,0 +1,362 @@
+"""Locking a document read-only (server.locking): an admin locks it over HTTP; the real
+clients (npm y-websocket and @hocuspocus/provider under Node.js, the Python one) stay
+connected and keep receiving, and their edits are refused as a read-only token's are;
+every HTTP write is refused with 423; nothing refused is logged; the lock and the unlock
+are events of the history; the lock survives a restart on SQLite and PostgreSQL; the
+CLI locks a stopped server's store; an older store (no doc_locks table) is upgraded on
+start.
+
+Run:  .venv/bin/pytest tests/test_lock.py        (the Node.js tests: -m node)
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from conftest import PG_URL, eventually
+from pycrdt import Doc, Text
+from scaleout import cluster, fanout_url, fresh_schema
+from scaleout import open_store as open_pg
+from serverproc import REPO_ROOT, ServerProcess
+from test_hocuspocus_node import Driver
+from test_interop_node import node_modules
+from test_read_only_node import TokenNodeClient
+from yclient import YClient, connect
+
+from palimpsest import protocol as P
+from palimpsest.auth.tokens import mint
+from palimpsest.store import open_store
+from palimpsest.store.sqlite import SQLiteStore
+
+__all__ = ["node_modules"]  # the session fixture that runs `npm ci` when needed
+
+SECRET = "lock-test-secret-that-is-32-bytes-long"
+DOC = "lk-doc"
+REASON = "exam in progress"
+
+
+def bearer(tok: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tok}"}
+
+
+def denials(c: YClient) -> list[str]:
+    """The permission-denied reasons the Python client got."""
+    return [m.reason for m in c.frames if isinstance(m, P.AuthMessage)]
+
+
+def update_of(text: str) -> bytes:
+    d: Doc = Doc()
+    d.get("content", type=Text).insert(0, text)
+    return d.get_update()
+
+
+async def kinds_logged(db: Path, doc: str) -> list[tuple[str, str]]:
+    async with SQLiteStore(str(db)) as store:
+        return [(e.kind, e.actor) for e in await store.read(doc)]
+
+
+async def _at_least(fetch: Any, n: int) -> list[str] | None:
+    got = await fetch()
+    return got if len(got) >= n else None
+
+
+@pytest.mark.node
+async def test_a_locked_document_refuses_every_edit_and_the_unlock_lets_them_in(
+    node_modules: Path, tmp_path: Path
+) -> None:
+    admin = mint(SECRET, "teacher", "admin", ["lk-*"])
+    writer = mint(SECRET, "pupil", "write", ["lk-*"])
+    other = mint(SECRET, "other", "write", ["lk-*"])
+    async with (
+        ServerProcess(tmp_path / "srv", extra_args=["--jwt-secret", SECRET]) as srv,
+        Driver(srv, tmp_path / "hp.log") as hp,
+        httpx.AsyncClient(base_url=srv.http_url) as http,
+    ):
+        node = TokenNodeClient(srv, DOC, writer, tmp_path / "node.log")
+        try:
+            async with connect(srv.ws_url, DOC, token=writer) as py:
+                py.insert(0, "hello ")
+                await node.start()
+                await node.connect()
+                assert await node.wait_text(equals="hello ") == "hello "
+                await hp.socket("s3", 3)
+                await hp.open("h", "s3", DOC, token=other)
+                await hp.wait("h", "text", equals="hello ")
+
+                # only an admin locks
+                r = await http.put(f"/api/docs/{DOC}/lock", headers=bearer(writer), json={})
+                assert r.status_code == 403, r.text
+                r = await http.put(
+                    f"/api/docs/{DOC}/lock", headers=bearer(admin), json={"reason": REASON}
+                )
+                assert r.status_code == 200, r.text
+                body = r.json()
+                assert body["locked"] is True and body["by"] == "teacher"
+                assert body["reason"] == REASON and isinstance(body["seq"], int)
+                r = await http.get(f"/api/docs/{DOC}/lock", headers=bearer(writer))
+                assert r.json()["locked"] is True and r.json()["reason"] == REASON
+                listed = (await http.get("/api/docs", headers=bearer(writer))).json()["docs"]
+                assert [(d["doc"], d["locked"]) for d in listed] == [(DOC, True)]
+
+                # y-websocket (Node.js): every update is answered permission-denied
+                await node.call("frames", clear=True)
+                await node.call("type", text="SECRET", pos=0)
+
+                async def node_denials() -> list[str]:
+                    frames = (await node.call("frames"))["frames"]
+                    return [
+                        f["reason"]
+                        for f in frames
+                        if f["dir"] == "recv" and f.get("type") == "auth"
+                    ]
+
+                got = await eventually(lambda: _at_least(node_denials, 6), what="six denials")
+                assert all("locked" in g and REASON in g for g in got), got
+                # the Python client too
+                py.insert(len(py.content), "PY")
+                await eventually(lambda: denials(py), what="the Python client's denial")
+                assert "locked" in denials(py)[0] and "teacher" in denials(py)[0]
+                # Hocuspocus: not acknowledged (SyncStatus false), still connected
+                await hp.call("insert", name="h", text="HP", pos=0)
+                hello = await hp.request("h", {"type": "hello", "id": "x"})
+                assert hello["ok"]
+                state = await hp.call("state", name="h")
+                assert state["hasUnsynced"] is True and state["connected"] is True
+                undo = await hp.request("h", {"type": "undo", "id": "u"})
+                assert undo["ok"] is False and undo["code"] == "Locked", undo
+
+                # every HTTP write: 423 with a JSON error saying why
+                who = bearer(admin)
+                refused = [
+                    await http.put(f"/api/docs/{DOC}/text", headers=who, json={"text": "x"}),
+                    await http.post(f"/api/docs/{DOC}/restore", headers=who, json={"seq": 1}),
+                    await http.post(
+                        f"/api/docs/{DOC}/revert", headers=who, json={"actor": "pupil", "since": 0}
+                    ),  # fmt: skip
+                    await http.post(f"/api/docs/{DOC}/undo", headers=bearer(writer)),
+                    await http.post(f"/api/docs/{DOC}/redo", headers=bearer(writer)),
+                    await http.post(
+                        f"/api/docs/{DOC}/updates",
+                        headers={**who, "Content-Type": "application/octet-stream"},
+                        content=update_of("IMP"),
+                    ),  # fmt: skip
+                    await http.delete(f"/api/docs/{DOC}", headers=who),
+                ]
+                for r in refused:
+                    assert r.status_code == 423, (r.request.url, r.text)
+                    assert r.json()["error"] == "Locked" and REASON in r.json()["detail"]
+
+                # everyone still receives: the lock holds no reader back
+                async with connect(srv.ws_url, DOC, token=other) as late:
+                    assert late.content == "hello "
+                    assert node.wait_text  # (the node client is still connected)
+                    assert (await node.call("state"))["connected"] is True
+
+                # unlocked: edits are taken again
+                r = await http.delete(f"/api/docs/{DOC}/lock", headers=bearer(admin))
+                assert r.status_code == 200 and r.json()["locked"] is False, r.text
+                r = await http.delete(f"/api/docs/{DOC}/lock", headers=bearer(admin))
+                assert r.json() == {"doc": DOC, "locked": False, "seq": None}
+                r = await http.put(
+                    f"/api/docs/{DOC}/text", headers=bearer(writer),
+                    json={"text": "hello world"},
+                )  # fmt: skip
+                assert r.status_code == 200, r.text
+                await hp.wait("h", "text", contains="world")
+
+                # the history shows the lock and the unlock, with the reason
+                r = await http.get(f"/api/docs/{DOC}/events", headers=bearer(writer))
+                events = r.json()["events"]
+                marks = [(e["kind"], e["actor"]) for e in events if e["kind"] in ("lock", "unlock")]
+                assert marks == [("lock", "teacher"), ("unlock", "teacher")], events
+                lock_ev = next(e for e in events if e["kind"] == "lock")
+                assert lock_ev["meta"]["reason"] == REASON
+        finally:
+            await node.aclose()
+    logged = await kinds_logged(srv.db_path, DOC)
+    at_lock = logged.index(("lock", "teacher"))
+    at_unlock = logged.index(("unlock", "teacher"))
+    assert at_unlock == at_lock + 1, f"nothing refused was logged between: {logged}"
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_the_lock_survives_a_restart(kind: str, tmp_path: Path) -> None:
+    async with fresh_schema() as pg_url:
+        extra = ["--store", pg_url] if kind == "postgres" else []
+        srv = ServerProcess(tmp_path / "srv", extra_args=extra)
+        async with srv, httpx.AsyncClient() as http:
+            q = {"user": "root"}
+            r = await http.put(f"{srv.http_url}/api/docs/contract/text", params=q,
+                               json={"text": "terms"})  # fmt: skip
+            assert r.status_code == 200, r.text
+            r = await http.get(f"{srv.http_url}/api/docs/contract/lock", params=q)
+            assert r.json() == {"doc": "contract", "locked": False}
+            r = await http.put(f"{srv.http_url}/api/docs/contract/lock", params=q)
+            assert r.status_code == 200 and r.json()["reason"] == "", r.text
+            await srv.arestart()
+            r = await http.get(f"{srv.http_url}/api/docs", params=q)
+            assert [(d["doc"], d["locked"]) for d in r.json()["docs"]] == [("contract", True)]
+            r = await http.put(f"{srv.http_url}/api/docs/contract/text", params=q,
+                               json={"text": "changed"})  # fmt: skip
+            assert r.status_code == 423, r.text
+            async with connect(srv.ws_url, "contract", user="bob") as bob:
+                assert bob.content == "terms"
+                bob.insert(0, "no ")
+                await eventually(lambda: denials(bob), what="bob's edit refused")
+            await srv.arestart()
+            async with connect(srv.ws_url, "contract", user="eve") as eve:
+                assert eve.content == "terms", "the refused edit was not stored"
+            r = await http.delete(f"{srv.http_url}/api/docs/contract/lock", params=q)
+            assert r.status_code == 200, r.text
+            await srv.arestart()
+            r = await http.put(f"{srv.http_url}/api/docs/contract/text", params=q,
+                               json={"text": "changed"})  # fmt: skip
+            assert r.status_code == 200, r.text
+            # locking a document that does not exist
+            r = await http.put(f"{srv.http_url}/api/docs/nothing/lock", params=q)
+            assert r.status_code == 404, r.text
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "palimpsest", *args],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+async def test_the_cli_locks_and_unlocks_a_stopped_servers_document(tmp_path: Path) -> None:
+    db = tmp_path / "srv" / "palimpsest.db"
+    srv = ServerProcess(tmp_path / "srv", db_path=db)
+    async with srv, httpx.AsyncClient() as http:
+        r = await http.put(f"{srv.http_url}/api/docs/paper/text", params={"user": "t"},
+                           json={"text": "questions"})  # fmt: skip
+        assert r.status_code == 200, r.text
+    out = cli("lock", "paper", "--reason", "exam", "--store", str(db))
+    assert out.returncode == 0, out.stderr
+    assert "locked" in out.stdout
+    out = cli("lock", "--list", "--store", str(db))
+    listed = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [(x["doc"], x["reason"], x["by"]) for x in listed] == [
+        ("paper", "exam", "palimpsest lock")
+    ]
+    out = cli("lock", "absent", "--store", str(db))
+    assert out.returncode == 1 and "no document" in out.stderr
+    async with srv, httpx.AsyncClient() as http:
+        r = await http.put(f"{srv.http_url}/api/docs/paper/text", params={"user": "t"},
+                           json={"text": "answers"})  # fmt: skip
+        assert r.status_code == 423 and "exam" in r.json()["detail"], r.text
+        r = await http.get(f"{srv.http_url}/api/docs/paper/events", params={"user": "t"})
+        assert [e["kind"] for e in r.json()["events"]][-1] == "lock"
+    out = cli("lock", "paper", "--unlock", "--store", str(db))
+    assert out.returncode == 0, out.stderr
+    async with srv, httpx.AsyncClient() as http:
+        r = await http.put(f"{srv.http_url}/api/docs/paper/text", params={"user": "t"},
+                           json={"text": "answers"})  # fmt: skip
+        assert r.status_code == 200, r.text
+    assert [k for k, _ in await kinds_logged(db, "paper")][-3:] == ["lock", "unlock", "edit"]
+
+
+async def test_a_store_of_the_previous_release_gets_the_locks_table_on_start(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "old.db"
+    async with SQLiteStore(str(db)):
+        pass  # (a store of this release: doc_locks made on open)
+    # what the previous release left: no doc_locks table, no marker row of it
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TABLE doc_locks")
+    conn.execute("DELETE FROM side_tables WHERE name = 'doc_locks'")
+    conn.commit()
+    conn.close()
+    async with SQLiteStore(str(db)) as store:
+        assert await store.doc_locks().get("x") is None
+        assert not store.schema_notes(), "a table the store never had is made without a word"
+
+
+@pytest.mark.postgres
+async def test_a_postgres_schema_of_the_previous_release_gets_the_locks_table(
+    tmp_path: Path,
+) -> None:
+    from palimpsest.store.doc_locks import DocLock
+
+    async with fresh_schema() as url:
+        store = open_store(url)
+        await store.start()
+        await store.stop()
+        schema = url.split("schema=")[1]
+        conn = await asyncpg.connect(PG_URL)
+        try:
+            await conn.execute(f'DROP TABLE "{schema}".doc_locks')
+            await conn.execute(f"DELETE FROM \"{schema}\".side_tables WHERE name = 'doc_locks'")
+        finally:
+            await conn.close()
+        store = open_store(url)
+        await store.start()
+        try:
+            await store.doc_locks().put(DocLock("a", "ann", 1, "why"))
+            assert await store.doc_locks().get("a") == DocLock("a", "ann", 1, "why")
+            assert await store.doc_locks().remove("a") is True
+            assert await store.doc_locks().of(["a"]) == {}
+        finally:
+            await store.stop()
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+async def test_a_lock_set_on_one_process_holds_on_the_other(tmp_path: Path) -> None:
+    async with (
+        fresh_schema() as store_url,
+        cluster(tmp_path, 2, store_url=store_url, fanout=fanout_url()) as c,
+        httpx.AsyncClient() as http,
+    ):
+        q = {"user": "root"}
+        p0, p1 = c.procs[0].http_url, c.procs[1].http_url
+
+        async def put_same_text(base: str) -> int:
+            # the same text: changes nothing when unlocked (no event), 423 when locked
+            r = await http.put(f"{base}/api/docs/deal/text", params=q, json={"text": "draft"})
+            return r.status_code
+
+        async with (
+            connect(c.ws(0), "deal", user="ann") as a,
+            connect(c.ws(1), "deal", user="bob") as b,
+        ):
+            a.insert(0, "draft")
+            await eventually(lambda: b.content == "draft", what="bob has the draft")
+            r = await http.put(f"{p0}/api/docs/deal/lock", params=q, json={"reason": "signed"})
+            assert r.status_code == 200, r.text
+
+            async def p1_locked() -> bool:
+                return await put_same_text(p1) == 423
+
+            await eventually(p1_locked, timeout=15, what="the other process holds the lock")
+            b.insert(0, "X")
+            await eventually(lambda: denials(b), what="bob's edit refused on the other process")
+            assert "signed" in denials(b)[0]
+            # unlocked on the other process: the first one takes edits again
+            r = await http.delete(f"{p1}/api/docs/deal/lock", params=q)
+            assert r.status_code == 200 and r.json()["seq"] is not None, r.text
+
+            async def p0_unlocked() -> bool:
+                return await put_same_text(p0) == 200
+
+            await eventually(p0_unlocked, timeout=15, what="the first process lifts the lock")
+            a.insert(len(a.content), " ok")
+            await eventually(lambda: "draft ok" in b.content, what="bob has ann's edit")
+        async with open_pg(store_url) as store:
+            logged = [(e.kind, e.actor) for e in await store.read("deal")]
+            texts: Doc = Doc()
+            for e in await store.read("deal"):
+                texts.apply_update(e.update)
+        assert ("lock", "root") in logged and ("unlock", "root") in logged, logged
+        at = logged.index(("lock", "root"))
+        assert logged[at + 1] == ("unlock", "root"), f"nothing taken while locked: {logged}"
+        assert "X" not in str(texts.get("content", type=Text))
