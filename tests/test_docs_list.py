@@ -80,7 +80,7 @@ async def test_pages_by_name_and_by_updated(http: httpx.AsyncClient) -> None:
     assert set(body) == {"position", "docs", "next"} and body["position"] > 0
     first = body["docs"][BY_NAME.index("u1-p2")]
     assert first == {"doc": "u1-p2", "head": 1, "updated": "1970-01-01T00:00:00.009Z",
-                     "size": 2, "loaded": False}  # fmt: skip
+                     "size": 2, "loaded": False, "locked": False}  # fmt: skip
     assert await names(http, ("*",), sort="updated") == BY_UPDATED
     assert BY_UPDATED[:3] == ["u1-p2", "u2-p2", "teamx"]  # newest first, ties by name
     assert await names(http, ("*",), sort="name") == BY_NAME

@@ -34,6 +34,7 @@ from yclient import YClient, connect
 from palimpsest import protocol as P
 from palimpsest.auth.tokens import mint
 from palimpsest.store import open_store
+from palimpsest.store.base import NewEvent
 from palimpsest.store.sqlite import SQLiteStore
 
 __all__ = ["node_modules"]  # the session fixture that runs `npm ci` when needed
@@ -360,3 +361,26 @@ async def test_a_lock_set_on_one_process_holds_on_the_other(tmp_path: Path) -> N
         at = logged.index(("lock", "root"))
         assert logged[at + 1] == ("unlock", "root"), f"nothing taken while locked: {logged}"
         assert "X" not in str(texts.get("content", type=Text))
+
+
+@pytest.mark.postgres
+async def test_a_copy_to_postgresql_keeps_the_document_locked(tmp_path: Path) -> None:
+    db = tmp_path / "src.db"
+    async with SQLiteStore(str(db)) as src:
+        await src.append([("frozen", [NewEvent("ann", "edit", update_of("terms"), {}, 1000)])])
+        await src.append([("free", [NewEvent("ann", "edit", update_of("notes"), {}, 1000)])])
+    out = cli("lock", "frozen", "--reason", "signed", "--store", str(db))
+    assert out.returncode == 0, out.stderr
+    async with fresh_schema() as url:
+        out = cli("copy", "--from", f"sqlite:///{db}", "--to", url, "--json")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["locks"] == 1
+        srv = ServerProcess(tmp_path / "pg", extra_args=["--store", url])
+        async with srv, httpx.AsyncClient() as http:
+            q = {"user": "t"}
+            r = await http.put(f"{srv.http_url}/api/docs/frozen/text", params=q,
+                               json={"text": "changed"})  # fmt: skip
+            assert r.status_code == 423 and "signed" in r.json()["detail"], r.text
+            r = await http.put(f"{srv.http_url}/api/docs/free/text", params=q,
+                               json={"text": "changed"})  # fmt: skip
+            assert r.status_code == 200, r.text

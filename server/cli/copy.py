@@ -407,6 +407,7 @@ async def copy(
                 await target.carry_positions(await source.last_position())
                 hooks_copied = await _carry_webhooks(hooks, target)
             revocations = await _carry_revocations(source, target)
+            locks = await _carry_locks(source, target, [d.doc for d in docs])
             if as_json:
                 print(json.dumps({
                     "documents": {"copied": len(docs) - skipped - there_already,
@@ -418,6 +419,7 @@ async def copy(
                     "webhook_cursors": {"copied": hooks_copied, "of": len(hooks)},
                     "positions_kept": keep_positions,
                     "revocations": revocations.as_json(),
+                    "locks": locks,
                 }))  # fmt: skip
             else:
                 print(
@@ -433,6 +435,8 @@ async def copy(
                        else "")
                 )  # fmt: skip
                 print(f"palimpsest copy: revocations: {revocations}")
+                if locks:
+                    print(f"palimpsest copy: {locks} document locks carried")
             if not keep_positions and copied_events:
                 warn(_NEW_POSITIONS)
             if not keep_positions and deleted:
@@ -470,6 +474,16 @@ class CarriedRevocations:
         users = f" ({', '.join(self.carried)})" if self.carried else ""
         there = self.of - len(self.carried)
         return f"{len(self.carried)} of {self.of} carried{users}, {there} already there"
+
+
+async def _carry_locks(source: EventStore, target: EventStore, docs: list[str]) -> int:
+    """Lock in the target the documents of `docs` the source has locked (server.locking):
+    a contract frozen on SQLite stays frozen on PostgreSQL. How many; nothing is
+    unlocked in the target."""
+    rows = await source.doc_locks().of(docs)
+    for row in rows.values():
+        await target.doc_locks().put(row)
+    return len(rows)
 
 
 async def _carry_revocations(source: EventStore, target: EventStore) -> CarriedRevocations:
