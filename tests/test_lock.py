@@ -384,3 +384,44 @@ async def test_a_copy_to_postgresql_keeps_the_document_locked(tmp_path: Path) ->
             r = await http.put(f"{srv.http_url}/api/docs/free/text", params=q,
                                json={"text": "changed"})  # fmt: skip
             assert r.status_code == 200, r.text
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+async def test_the_cli_lock_with_fanout_reaches_a_running_process(tmp_path: Path) -> None:
+    fanout = fanout_url(check=3600)  # (no gap check meanwhile: only the message tells)
+    async with (
+        fresh_schema() as store_url,
+        cluster(tmp_path, 1, store_url=store_url, fanout=fanout) as c,
+        connect(c.ws(0), "memo", user="ann") as ann,
+    ):
+        ann.insert(0, "draft")
+        async with open_pg(store_url) as store:
+
+            async def logged() -> bool:
+                return await store.head("memo") > 0
+
+            await eventually(logged, what="ann's edit logged")
+        out = cli("lock", "memo", "--reason", "frozen", "--store", store_url, "--fanout", fanout)
+        assert out.returncode == 0, out.stderr
+        # the room open on the server takes the lock from the published event, with no
+        # restart, no reload and no read of the store: once the message is in, ann's
+        # first edit is refused (without it that edit was logged, and only then the lock
+        # read from the store after it)
+        async with httpx.AsyncClient() as http:
+
+            async def message_in() -> bool:
+                r = await http.get(f"{c.procs[0].http_url}/metrics")
+                return any(
+                    line.startswith("palimpsest_fanout_received_messages")
+                    and float(line.split()[-1]) >= 1
+                    for line in r.text.splitlines()
+                )
+
+            await eventually(message_in, timeout=15, what="the CLI's message received")
+        ann.insert(len(ann.content), " more")
+        await eventually(lambda: denials(ann), timeout=15, what="ann's edit refused")
+        assert "frozen" in denials(ann)[0]
+        async with open_pg(store_url) as store:
+            kinds = [e.kind for e in await store.read("memo")]
+        assert kinds[-1] == "lock", kinds
