@@ -155,9 +155,9 @@ async def test_an_old_database_is_refused_then_migrated_with_the_same_history(
             for key in ("blame", "blame_mid"):
                 copies_kept(got[d][key], want[d][key], kinds)
                 got[d][key] = want[d][key] = None
-        # `pos` (the global position), `base_seq` (where the history starts) and `loaded`
-        # are new or live: the rest must be equal
-        new = {"pos", "loaded", "base_seq"}
+        # `pos` (the global position), `base_seq` (where the history starts), `loaded` and
+        # `locked` (server.locking) are new or live: the rest must be equal
+        new = {"pos", "loaded", "base_seq", "locked"}
         assert without(got, new) == without(want, new)
         # the undo stacks and the log carry on: an undo, an edit, a redo, as before
         assert await fixture.after_undo(srv) == RECORDED["after"]
