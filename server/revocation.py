@@ -3,7 +3,9 @@ refused.
 
 A signed token is good until its ``exp``. Revoking a user (``POST
 /api/revocations/{user}``, ``palimpsest revoke USER``) records the whole second from
-which their tokens count again (now, rounded up): a token of theirs issued before it
+which their tokens count again (now, rounded up, plus the LEEWAY a token's ``iat`` is
+verified with: an issuer whose clock is fast mints tokens that say they were issued up
+to that much later than they were): a token of theirs issued before it
 (its ``iat``), or one that says nothing of when it was issued, is refused (401, close
 4401) from then on, while a token issued after it works. So a user whose identities
 carry no ``iat`` (an app's own sessions, unless its ``authenticate`` says when each
@@ -36,7 +38,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from . import closes
-from .auth.identity import Identity, user_name
+from .auth.identity import LEEWAY, Identity, user_name
 from .errors import AuthError, BadRequest, Forbidden, NotFound, StoreError
 from .extensions import Client, Extension
 from .lifecycle import Service, cancel_and_wait
@@ -57,10 +59,14 @@ REVOKED = closes.REVOKED
 
 
 def revoked_since(now: float | None = None) -> int:
-    """The whole second from which a revocation made now lets tokens in again: a token's
-    ``iat`` is whole seconds, so one issued in the second of the revocation, before or
-    after it, is refused too."""
-    return int(time.time() if now is None else now) + 1
+    """The whole second from which a revocation made now lets tokens in again: LEEWAY
+    seconds after the second that follows now. A token is verified with LEEWAY (its
+    issuer's clock may run that far ahead of ours), so one minted just before the
+    revocation may say it was issued up to LEEWAY later (``iat``): it must be refused as
+    well, and so is one issued in that span after the revocation; the user is given a
+    token issued after it. The row stored says this second: every process, and a
+    ``palimpsest revoke`` beside them, refuses the same tokens."""
+    return int(time.time() if now is None else now) + 1 + LEEWAY
 
 
 #: what may be revoked: any name a token's sub could be (and a few more, which no token

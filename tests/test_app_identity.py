@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 import httpx
 import websockets
@@ -89,6 +90,7 @@ async def test_revoking_a_user_whose_identities_have_no_iat_says_to_ask_an_admin
         async with connect(srv.ws_url, DOC, session="dave") as dave:  # (joined: synced)
             r = await http.post("/api/revocations/dave", headers={"x-session": "boss"})
             assert r.status_code == 200 and r.json()["closed"] == 1, r.text
+            since = datetime.fromisoformat(r.json()["since"]).timestamp()
             await eventually(lambda: dave.ws.close_code, what="dave's socket closed")
             code, reason = dave.ws.close_code, dave.ws.close_reason
         assert code == 4401 and reason.startswith("access revoked for 'dave'"), reason
@@ -99,9 +101,8 @@ async def test_revoking_a_user_whose_identities_have_no_iat_says_to_ask_an_admin
         assert r.status_code == 401, r.text
         detail = r.json()["detail"]
         assert "ask an administrator" in detail and "sign in again" not in detail, detail
-        # a session that says when it began, after the revocation, gets in
-        logins.sessions["dave"] = Identity(
-            "dave", "write", exp=time.time() + 600, iat=time.time() + 2
-        )
+        # a session that says when it began, at `since` (the revocation's second plus
+        # LEEWAY) or after, gets in
+        logins.sessions["dave"] = Identity("dave", "write", exp=time.time() + 600, iat=since)
         r = await http.get("/api/docs", headers={"x-session": "dave"})
         assert r.status_code == 200, r.text

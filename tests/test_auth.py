@@ -32,6 +32,7 @@ from palimpsest import hocuspocus as H
 from palimpsest import protocol as P
 from palimpsest.app import create_app
 from palimpsest.auth import Identity, authorize
+from palimpsest.auth.identity import LEEWAY
 from palimpsest.auth.open import OpenAccess
 from palimpsest.auth.tokens import OPEN_MODE_WARNING, JWTAuth, mint
 from palimpsest.backend import Backend
@@ -993,10 +994,11 @@ async def test_revoking_a_user_closes_their_sockets_and_refuses_their_old_tokens
             assert code == 4401 and reason.startswith("access revoked"), reason
             r = await http.get("/api/docs", headers={"authorization": f"Bearer {t}"})
             assert r.status_code == 401 and "access revoked" in r.json()["detail"]
-        # a token issued after the revocation works
+        # a token issued at `since` (LEEWAY after the revocation) works: minted with that
+        # iat once this clock is within LEEWAY of it, as an issuer that waited would
         since = int(datetime.fromisoformat(body["since"]).timestamp())
-        await eventually(lambda: time.time() >= since, what="the revocation's second passed")
-        fresh = token("write", user="fired")
+        await eventually(lambda: time.time() >= since - LEEWAY, what="since within LEEWAY")
+        fresh = token("write", user="fired", now=since)
         raw = await open_raw(srv, DOC, fresh)
         assert raw.closed is None
         r = await http.get("/api/docs", headers={"authorization": f"Bearer {fresh}"})
@@ -1028,6 +1030,39 @@ async def test_revoking_a_user_closes_their_sockets_and_refuses_their_old_tokens
     assert await cli(["revoke", "--lift", "fired", "--db", str(db_path)]) == 0
     out, err = capsys.readouterr()
     assert (out, err) == ("palimpsest revoke: fired was not revoked: nothing to lift\n", "")
+
+
+async def test_a_revocation_refuses_a_token_minted_before_it_by_an_issuer_whose_clock_is_fast(
+    jwt_settings: Settings,
+) -> None:
+    """Before, a token minted just before the revocation by an issuer whose clock ran a
+    few seconds ahead (iat = now + 5, inside the 30 s leeway the token is verified with)
+    still got 200 after it, while older tokens got 401: its iat was after the revocation's
+    second. A revocation refuses tokens issued up to the leeway after it too."""
+    ahead = token("write", user="fired", now=time.time() + 5)
+    admin = {"authorization": f"Bearer {token('admin', docs=('*',), user='boss')}"}
+    async with run_server(jwt_settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        r = await http.get("/api/docs", headers={"authorization": f"Bearer {ahead}"})
+        assert r.status_code == 200, r.text  # (accepted: its issuer's clock is within LEEWAY)
+        at = time.time()
+        r = await http.post("/api/revocations/fired", headers=admin)
+        assert r.status_code == 200, r.text
+        since = int(datetime.fromisoformat(r.json()["since"]).timestamp())
+        r = await http.get("/api/docs", headers={"authorization": f"Bearer {ahead}"})
+        assert r.status_code == 401 and "access revoked" in r.json()["detail"], r.text
+        assert since > at + LEEWAY  # (what it answers says so)
+        ws = await websockets.connect(ws_url(srv, DOC, ahead), compression=None)
+        code, reason = await close_of(ws)
+        assert code == 4401 and reason.startswith("access revoked"), reason
+        # one issued up to LEEWAY after the revocation is refused as well; one issued at
+        # `since` works (minted with that iat once this clock is within LEEWAY of it)
+        r = await http.get("/api/docs", headers={
+            "authorization": f"Bearer {token('write', user='fired', now=since - 1)}"})  # fmt: skip
+        assert r.status_code == 401, r.text
+        await eventually(lambda: time.time() >= since - LEEWAY, what="since within LEEWAY")
+        fresh = token("write", user="fired", now=since)
+        r = await http.get("/api/docs", headers={"authorization": f"Bearer {fresh}"})
+        assert r.status_code == 200, r.text
 
 
 # --- audience and issuer --------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Revoking a user with two `palimpsest serve` processes on PostgreSQL and Redis: the
 process that did not revoke closes the user's sockets too (fan-out) and refuses their
-old tokens; a token issued after the revocation works on both."""
+old tokens (one minted just before it by an issuer whose clock is fast too); a token
+issued LEEWAY after the revocation works on both."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from conftest import eventually
 from scaleout import cluster, fanout_url, fresh_schema, open_store
 
 from palimpsest import protocol as P
+from palimpsest.auth.identity import LEEWAY
 from palimpsest.auth.tokens import mint
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -73,8 +75,10 @@ async def test_a_revocation_closes_the_users_sockets_on_every_process(tmp_path: 
         since = int(datetime.fromisoformat((await http.get(
             f"{c.procs[1].http_url}/api/revocations", headers=admin)).json()["revoked"][0]["since"]
         ).timestamp())  # fmt: skip
-        await eventually(lambda: time.time() >= since, what="the revocation's second passed")
-        fresh = tok("fired")
+        # (a token issued at `since`, LEEWAY after the revocation: minted with that iat
+        # once this clock is within LEEWAY of it)
+        await eventually(lambda: time.time() >= since - LEEWAY, what="since within LEEWAY")
+        fresh = tok("fired", now=since)
         for i in (0, 1):
             ws = await opened(f"{c.ws(i)}/team?token={fresh}")
             await ws.close()
@@ -92,3 +96,33 @@ async def test_a_revocation_closes_the_users_sockets_on_every_process(tmp_path: 
 
         await eventually(let_in, what="the lifting reached the other process")
         await stays.close()
+
+
+async def test_a_token_minted_ahead_before_the_revocation_is_refused_by_the_other_process(
+    tmp_path: Path,
+) -> None:
+    """Before, a token whose iat was a few seconds ahead (its issuer's clock fast, within
+    the 30 s leeway) and minted before the revocation still got in, on either process."""
+    admin = {"authorization": f"Bearer {tok('boss', 'admin')}"}
+    async with (
+        fresh_schema() as store_url,
+        cluster(
+            tmp_path,
+            2,
+            store_url=store_url,
+            fanout=fanout_url(),
+            env={"PALIMPSEST_JWT_SECRET": SECRET},
+        ) as c,  # fmt: skip
+        httpx.AsyncClient() as http,
+    ):
+        ahead = tok("fired", now=time.time() + 5)  # (minted now: the start took seconds)
+        on = await opened(f"{c.ws(1)}/team?token={ahead}")
+        r = await http.post(f"{c.procs[0].http_url}/api/revocations/fired", headers=admin)
+        assert r.status_code == 200, r.text
+        code, reason = await closed(on)  # the other process's socket of it: closed
+        assert code == 4401 and reason.startswith("access revoked for 'fired'"), reason
+        for p in c.procs:
+            r = await http.get(
+                f"{p.http_url}/api/docs", headers={"authorization": f"Bearer {ahead}"}
+            )
+            assert r.status_code == 401 and "access revoked" in r.json()["detail"], r.text
