@@ -315,7 +315,7 @@ class Committer(Service):
             self._wake.set()
         stored = await fut
         if stored and events and stored[-1].ts > events[-1].ts:
-            EVENT_CLOCK.observe(stored[-1].ts)  # raised to the document's last: run on from it
+            EVENT_CLOCK.observe(stored[-1].ts, doc)  # raised to its last: run on from it
         return stored
 
     async def _run(self) -> None:

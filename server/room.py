@@ -303,7 +303,7 @@ class Room:
         #: every event 1..seq is applied to doc, none after
         self.seq = seq
         #: ts (ms) of the event being applied: undo grouping follows the log's clock
-        self.current_ts = now_ms()
+        self.current_ts = now_ms(self.name)
         self.current_event: Event | None = None
         self.peers: dict[str, Peer] = {}
         #: who is here (presence, relayed, never stored)
@@ -949,7 +949,7 @@ class Room:
         server's client id, were refused in every client's step 2 (4403)."""
         assert self._task is None, "only before the room starts"
         update = updates[0] if len(updates) == 1 else merge_updates(*updates)
-        ts = self.current_ts = now_ms()
+        ts = self.current_ts = now_ms(self.name)
         new = NewEvent(SEED_ACTOR, SEED_KIND, update, {"by": "on_load"}, ts)
         # not held: a store that refuses fails the load, and the next one seeds again.
         # Another process may have logged events since the load; a server change among
@@ -1128,7 +1128,7 @@ class Room:
         batch in the log are applied first, those of them that arrived meanwhile too, so
         the log's order holds without reading them from the store again. The rest is the
         caller's to apply (after the batch, or in order if the commit failed)."""
-        ts = now_ms()
+        ts = now_ms(self.name)
         new = [NewEvent(u.peer.actor, "edit", u.update, u.meta, ts) for u in batch]
         try:
             # (floor: a log deleted under the room refuses it, DeletedMeanwhile)
@@ -1295,7 +1295,7 @@ class Room:
                     return  # refused, failed, or no change: the future says which
                 item.change = checked
             sub: Subscription = self.doc.observe(capture)
-            self.current_ts = now_ms()
+            self.current_ts = now_ms(self.name)
             try:
                 item.change(self.doc)
             except FATAL:

@@ -33,7 +33,7 @@ class Clock:
     def __init__(self, ms: int) -> None:
         self.ms = ms
 
-    def __call__(self) -> int:
+    def __call__(self, doc: str | None = None) -> int:
         return self.ms
 
 
@@ -172,16 +172,38 @@ def test_the_event_clock_runs_on_after_a_backward_step() -> None:
     assert clock() == t.wall == 1_800_001_804_000
     t.wall += 3_600_000  # stepped forward an hour
     assert clock() == 1_800_005_404_000
-    clock.observe(1_800_005_500_000)  # another process's clock ahead
+    clock.observe(1_800_005_500_000, "d")  # another process's clock ahead
     t.pass_ms(400)
-    assert clock() == 1_800_005_500_300
-    clock.observe(1)  # an older stamp changes nothing
-    assert clock() == 1_800_005_500_300
+    assert clock("d") == 1_800_005_500_300
+    clock.observe(1, "d")  # an older stamp changes nothing
+    assert clock("d") == 1_800_005_500_300
     t.wall += 600_000
-    clock.observe(t.wall + MAX_AHEAD_MS + 1)  # too far ahead: not taken up
-    assert clock() == t.wall
+    clock.observe(t.wall + MAX_AHEAD_MS + 1, "d")  # too far ahead: not taken up
+    assert clock("d") == t.wall
     t.wall -= MAX_AHEAD_MS + 60_000  # stepped back by more than it runs ahead: followed
     assert clock() == t.wall
+
+
+def test_a_stamp_seen_on_one_document_runs_on_that_document_only() -> None:
+    """A stamp committed ahead of this process's clock (another process's clock 5 min
+    fast wrote the document last, and the store raised this one's event to it) is run on
+    from for that document alone. Before, the clock was one per process: every document
+    of this process, new ones only it ever wrote too, was stamped 5 min ahead."""
+    t = Stepped(1_800_000_000_000)
+    clock = EventClock(wall=lambda: t.wall, mono=lambda: t.mono)
+    assert clock("shared") == clock("mine") == t.wall
+    clock.observe(t.wall + 300_000, "shared")  # written last by a process 5 min ahead
+    t.pass_ms(400)
+    assert clock("shared") == 1_800_000_300_300  # runs on from it, at 3/4 speed
+    assert clock("mine") == t.wall  # another document: the wall clock
+    assert clock("fresh") == t.wall
+    assert clock() == t.wall  # (a stamp for no document in particular)
+    t.pass_ms(1_300_000)  # the wall clock has passed it: the document follows it again
+    assert clock("shared") == t.wall
+    # a step back of the wall clock is one for every document: each runs on
+    t.wall -= 60_000
+    t.pass_ms(1_000)
+    assert clock("mine") == clock("fresh") == 1_800_001_301_150
 
 
 async def test_undo_steps_stay_apart_after_a_backward_step(

@@ -83,19 +83,31 @@ class EventClock:
     """What a room stamps its events with (ms): the wall clock, except that it never runs
     back. A wall clock stepped back (NTP, a restored VM) is not followed: the clock runs
     on from its last reading by the monotonic clock, at three quarters of its speed, until
-    the wall clock is past it (a step of 10 minutes is caught up in 40); a
-    stamp this process sees committed later than its own (the store raised it to the
-    document's last event's, written by a process whose clock is ahead) is taken up the
-    same way (:meth:`observe`). The store keeps a document's ts from going back whatever
-    it is given; this keeps the gaps between a writer's edits, which undo groups by,
-    what they were: stamped with the document's last ts until the wall clock caught up,
-    every edit of those minutes was one undo step. It runs at most MAX_AHEAD_MS ahead of
-    the wall clock: past that (a clock stepped back by hours, a stamp from a clock set a
-    year ahead), it follows the wall clock, the store keeps each document's ts from going
-    back, and the edits of a document written in that span are stamped with its last ts
-    until the wall clock is past it (their pauses are then no undo steps' ends)."""
+    the wall clock is past it (a step of 10 minutes is caught up in 40). That is this
+    process's clock, the same for every document.
 
-    __slots__ = ("_last", "_mono", "_wall_ms", "_mono_ms")
+    A stamp this process sees committed later than its own for a document (the store
+    raised it to the document's last event's, written by a process whose clock is ahead)
+    is taken up the same way, for that document alone (:meth:`observe`): its later
+    stamps run on from it until this clock is past it, while every other document keeps
+    this process's clock. (It was one clock for all: a process whose clock was 5 minutes
+    fast, writing one shared document, moved every document of a correct process 5
+    minutes ahead, new ones only it wrote too.)
+
+    The store keeps a document's ts from going back whatever it is given; this keeps the
+    gaps between a writer's edits, which undo groups by, what they were: stamped with
+    the document's last ts until the wall clock caught up, every edit of those minutes
+    was one undo step. It runs at most MAX_AHEAD_MS ahead of the wall clock: past that (a
+    clock stepped back by hours, a stamp from a clock set a year ahead), it follows the
+    wall clock, the store keeps each document's ts from going back, and the edits of a
+    document written in that span are stamped with its last ts until the wall clock is
+    past it (their pauses are then no undo steps' ends)."""
+
+    __slots__ = ("_last", "_mono", "_wall_ms", "_mono_ms", "_seen")
+
+    #: documents run on from a stamp seen on them, kept at most this many (the oldest
+    #: dropped: their runs on from a stamp up to MAX_AHEAD_MS ahead end within 60 min)
+    SEEN_MAX = 10_000
 
     def __init__(
         self, wall: Callable[[], int] | None = None, mono: Callable[[], int] | None = None
@@ -104,9 +116,12 @@ class EventClock:
         self._mono_ms = mono or _mono_ms
         self._last = 0
         self._mono = 0
+        #: document -> (a stamp seen on it ahead of this clock, the monotonic ms then)
+        self._seen: dict[str, tuple[int, int]] = {}
 
-    def __call__(self) -> int:
-        wall = self._wall_ms()
+    def __call__(self, doc: str | None = None) -> int:
+        """A stamp for an event of `doc` now (None: of no document in particular)."""
+        raw = wall = self._wall_ms()
         mono = self._mono_ms()
         if self._last:  # ahead of the wall clock, it runs at 3/4 speed until caught up
             ran = self._last + (mono - self._mono) * 3 // 4
@@ -114,18 +129,30 @@ class EventClock:
                 wall = ran
         self._last = wall
         self._mono = mono
+        if doc is not None and self._seen:
+            seen = self._seen.get(doc)
+            if seen is not None:
+                ran = seen[0] + (mono - seen[1]) * 3 // 4
+                if wall < ran <= raw + MAX_AHEAD_MS:
+                    return ran
+                del self._seen[doc]  # caught up (or the wall clock stepped far back)
         return wall
 
-    def observe(self, ts: int) -> None:
-        """`ts` was committed for an event this process stamped earlier: run on from it
-        (not from one more than MAX_AHEAD_MS ahead of this process's wall clock)."""
-        now = self()
+    def observe(self, ts: int, doc: str) -> None:
+        """`ts` was committed for an event of `doc` this process stamped earlier: run on
+        from it for `doc` (not from one more than MAX_AHEAD_MS ahead of this process's
+        wall clock)."""
+        now = self(doc)
         if now < ts <= self._wall_ms() + MAX_AHEAD_MS:
-            self._last = ts
+            self._seen.pop(doc, None)
+            self._seen[doc] = (ts, self._mono_ms())
+            if len(self._seen) > self.SEEN_MAX:
+                del self._seen[next(iter(self._seen))]
 
     def reset(self) -> None:
         """Forget what it ran on from: the wall clock again (tests)."""
         self._last = 0
+        self._seen.clear()
 
 
 #: the clock rooms stamp events with (palimpsest.room)
