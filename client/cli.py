@@ -13,7 +13,8 @@ replay, history, tail, revert.
     palimpsest revert notes --actor s06 --since "before the test"  # ... and do it
 
 A time given without an offset (``--at 2026-11-27T10:00``) is this machine's local time,
-as ``date`` reads it (the HTTP API reads one as UTC: the CLI sends the offset).
+as ``date`` reads it (the HTTP API reads one as UTC: the CLI sends the offset); one that
+a daylight-saving change skipped or repeated there is refused: add an offset.
 
 The server is ``--url`` / PALIMPSEST_URL (default http://127.0.0.1:8000); you are
 ``--user`` / PALIMPSEST_USER in open mode, or ``--token`` / PALIMPSEST_TOKEN.
@@ -90,7 +91,8 @@ def register(subparsers: Any) -> None:
                     help="the version at a time, ISO 8601 (2026-11-27T10:00, 2026-11-27 "
                     "10:00:30, 2026-11-27: its midnight); without an offset it is this "
                     "machine's local time (TZ), as `date` reads it; with one (Z, +05:30) "
-                    "the time it says. Before the document's first event: nothing "
+                    "the time it says (a local time a DST change skipped or repeated: "
+                    "refused, add an offset). Before the document's first event: nothing "
                     "printed, exit 1")  # fmt: skip
     at.add_argument("--tag", help="a named version")
     p.add_argument(

@@ -54,6 +54,11 @@ class BadURL(Refused, ValueError):
     """A server URL the client cannot use (raised before anything is sent)."""
 
 
+class BadTime(Refused, ValueError):
+    """A time without an offset that is no local time here, or two (a daylight-saving
+    change skipped it or repeated it): raised before anything is sent; add an offset."""
+
+
 class AuthFailed(Refused):
     pass
 

@@ -27,9 +27,9 @@ import httpx
 
 from palimpsest.errors import DocNameError
 from palimpsest.names import validate_doc_name
-from palimpsest.util import local_iso, with_local_offset
+from palimpsest.util import LocalTimeError, local_iso, with_local_offset
 
-from .errors import BadDocName, ServerGone, Timeout, from_http
+from .errors import BadDocName, BadTime, ServerGone, Timeout, from_http
 from .session import KeptContainers, OpResult, Removed, _kept, _removed, check_url, op_result
 from .stream import Follower
 
@@ -257,8 +257,13 @@ def _iso(at: str | datetime) -> str:
     """A time as sent to the server, which reads one without an offset as UTC: a naive
     datetime, or a string without an offset (``2026-11-27T10:00``, a date alone: its
     midnight), is this machine's local time, as ``date`` reads it, and is sent with its
-    offset; an aware datetime or a string with an offset (or ``Z``) is sent as it is."""
-    return local_iso(at) if isinstance(at, datetime) else with_local_offset(at)
+    offset; an aware datetime or a string with an offset (or ``Z``) is sent as it is. A
+    local time that a daylight-saving change skipped or repeated here raises BadTime
+    (nothing is sent: which moment was meant is not known)."""
+    try:
+        return local_iso(at) if isinstance(at, datetime) else with_local_offset(at)
+    except LocalTimeError as e:
+        raise BadTime(str(e)) from None
 
 
 class History:

@@ -29,7 +29,7 @@ from .snapshots import Fixes, Loaded, TooBroken, chain, load, new_doc
 from .store import EventStore
 from .store.base import BASE_TS, DocInfo, Event, NewEvent
 from .updates import decode_update_meta, unsupported
-from .util import parse_iso, with_local_offset
+from .util import LocalTimeError, parse_iso, with_local_offset
 
 #: events read per query while folding a log
 PAGE = 5000
@@ -302,7 +302,10 @@ async def plan_compact(
     head, or past a named version (it would stop rendering)."""
 
     def parse_time(text: str) -> int:
-        return parse_iso(with_local_offset(text) if local else text)
+        try:
+            return parse_iso(with_local_offset(text) if local else text)
+        except LocalTimeError as e:  # (a daylight-saving change skipped or repeated it)
+            raise MaintenanceError(str(e)) from None
 
     info = await require(store, doc)
     raw = str(before).strip()
@@ -325,6 +328,8 @@ async def plan_compact(
     else:
         try:
             ts = parse_time(raw)
+        except MaintenanceError:  # a time, but no local time or two here: said so
+            raise
         except Exception as e:
             raise NoSuchVersion(
                 f"--before is a seq, a tag name or an ISO-8601 time: {doc!r} has no tag "

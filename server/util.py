@@ -30,12 +30,19 @@ _DATE_TIME = re.compile(
 _NAIVE = re.compile(r"(\d{4}-\d{2}-\d{2})(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?")
 
 
+class LocalTimeError(ValueError):
+    """A local time without an offset that a daylight-saving change made no time (the
+    clocks went forward past it) or two (they went back over it): refused rather than
+    read as one moment picked silently."""
+
+
 def with_local_offset(text: str) -> str:
     """A time as a command line or a client is given it, written for the HTTP API: a
     date-time (or a date: its midnight) without an offset is this machine's local time,
     as `date` reads one, and gets its offset (ISO 8601, to the microsecond); anything
     else (an offset or Z given, not a time at all) is returned as it is, for the server
-    to read or refuse. The server reads a time without an offset as UTC."""
+    to read or refuse. The server reads a time without an offset as UTC. A local time
+    that is no time or two here (a daylight-saving change) raises LocalTimeError."""
     m = _NAIVE.fullmatch(text.strip())
     if m is None:
         return text
@@ -47,13 +54,41 @@ def with_local_offset(text: str) -> str:
         )  # fmt: skip
     except ValueError:
         return text  # (no such date or hour: the server says so)
-    return local_iso(naive)
+    return local_iso(naive, text.strip())
 
 
-def local_iso(moment: datetime) -> str:
+def local_iso(moment: datetime, given: str | None = None) -> str:
     """`moment` in ISO 8601 with its offset: a naive datetime is this machine's local
-    time (as Python reads one); an aware one keeps its own offset."""
-    return (moment.astimezone() if moment.tzinfo is None else moment).isoformat()
+    time (as Python reads one); an aware one keeps its own offset. A naive one that this
+    machine's local time skips (the clocks went forward past it) or has twice (they went
+    back over it) raises LocalTimeError, which says what offsets to add; `given`: how
+    the time was written, for that message."""
+    if moment.tzinfo is not None:
+        return moment.isoformat()
+    early = moment.replace(fold=0).astimezone()
+    late = moment.replace(fold=1).astimezone()
+    if early.utcoffset() == late.utcoffset():
+        return early.isoformat()
+    said = given or moment.isoformat()
+    wall = moment.replace(fold=0).isoformat()
+    before, after = (_offset(t) for t in (early, late))
+    if early.replace(tzinfo=None) != moment.replace(fold=0):
+        meant = moment.replace(fold=0, tzinfo=early.tzinfo).astimezone(late.tzinfo)
+        raise LocalTimeError(
+            f"{said} is no time here: the local clocks skipped it (a daylight-saving change "
+            f"from {before} to {after}); add an offset, e.g. {wall}{before} (a clock not yet "
+            f"changed: {meant.isoformat()} here)"
+        )
+    raise LocalTimeError(
+        f"{said} is twice here: the local clocks went back over it (a daylight-saving "
+        f"change from {before} to {after}); add an offset: {wall}{before} (the first) or "
+        f"{wall}{after} (the second)"
+    )
+
+
+def _offset(moment: datetime) -> str:
+    """`moment`'s UTC offset as ISO 8601 writes it (+01:00)."""
+    return moment.isoformat()[-6:]
 
 
 def parse_iso(text: str) -> int:

@@ -13,6 +13,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,32 @@ async def test_export_as_text_of_a_document_without_text_prints_its_roots_as_jso
     r = await cli(capfd, "export", "nb", "--db", str(db))
     assert r.code == 0 and r.out == "Notes", r
     assert "left out cells (array), not text" in r.err, r
+
+
+async def test_compact_before_a_local_time_a_dst_change_skipped_or_repeated_is_refused(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`TZ=Europe/Paris palimpsest compact d --before 2026-03-29T02:30` (no such local
+    time: the clocks went from 02:00 to 03:00) was read an hour off with no word, and
+    2026-10-25T02:30 (twice that night) as one of the two: refused, saying to add an
+    offset, and nothing folded."""
+    db = tmp_path / "c.db"
+    async with run_server(settings_for(db)) as srv:
+        async with connect(srv.ws_url, "log", user="ann") as c:
+            c.text.insert(0, "one")
+            await eventually(lambda: srv.backend.store.head("log"), what="logged")
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    time.tzset()
+    try:
+        for when, said in (("2026-03-29T02:30", "no time here"), ("2026-10-25T02:30", "twice")):
+            r = await cli(capfd, "compact", "log", "--before", when, "--yes", "--db", str(db))
+            assert r.code == 1 and said in r.err and "add an offset" in r.err, r
+        r = await cli(capfd, "compact", "log", "--before", "2026-10-25T02:30+01:00", "--yes",
+                      "--db", str(db))  # fmt: skip
+        assert r.code == 0, r
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 async def test_every_admin_command_has_help(capfd: pytest.CaptureFixture[str]) -> None:

@@ -527,6 +527,32 @@ async def test_cat_at_a_time_without_offset_reads_it_as_local_time(
     assert "local time" in " ".join(ran.stdout.split()), ran.stdout
 
 
+async def test_cat_at_a_local_time_a_dst_change_skips_or_repeats_is_refused(
+    server: RunningServer,
+) -> None:
+    """`TZ=Europe/Paris palimpsest cat d --at 2026-03-29T02:30` (the clocks went from
+    02:00 to 03:00 that night: no such local time) was sent shifted by an hour with no
+    word, and `--at 2026-10-25T02:30` (that half hour came twice) as one of the two. Both
+    are refused, before anything is sent, with the offsets to choose from; with an offset
+    the time is read."""
+    tz = "Europe/Paris"
+    await _two_timed_events(server, "dst")
+    url = ("--url", server.url, "--user", "x")
+    ran = await run_in_zone(tz, "cat", "dst", "--at", "2026-03-29T02:30", *url)
+    assert (ran.returncode, ran.stdout) == (2, ""), ran
+    assert "2026-03-29T02:30 is no time here" in ran.stderr, ran
+    assert "add an offset" in ran.stderr and "+01:00" in ran.stderr, ran
+    ran = await run_in_zone(tz, "cat", "dst", "--at", "2026-10-25 02:30:00", *url)
+    assert (ran.returncode, ran.stdout) == (2, ""), ran
+    assert "2026-10-25 02:30:00 is twice here" in ran.stderr, ran
+    assert "add an offset" in ran.stderr, ran
+    assert "2026-10-25T02:30:00+02:00" in ran.stderr, ran
+    assert "2026-10-25T02:30:00+01:00" in ran.stderr, ran
+    # with an offset: read (a time before the document's first event: said so, exit 1)
+    ran = await run_in_zone(tz, "cat", "dst", "--at", "2026-10-25T02:30+01:00", *url)
+    assert ran.returncode == 1 and "had no events at that time" in ran.stderr, ran
+
+
 async def test_cat_at_a_time_before_the_first_event_says_so(server: RunningServer) -> None:
     """`cat --at` a time before the document's first event printed '' and exited 0, as
     for an emptied document: a time in the wrong zone looked like an empty text. It

@@ -226,6 +226,38 @@ def local_zone(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
         time.tzset()
 
 
+async def test_a_naive_time_a_dst_change_skips_or_repeats_is_refused(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In Europe/Paris, 2026-03-29T02:30 is no local time (the clocks went from 02:00 to
+    03:00) and 2026-10-25T02:30 is two (that half hour came twice): a naive time or
+    datetime there was sent shifted by an hour, or as one of the two, with no word. It
+    is refused before anything is sent (BadTime, a ValueError too), saying to add an
+    offset; an aware one is sent as it is."""
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    time.tzset()
+    try:
+        await three_versions(server, "dst")
+        async with client.History(server.url, user="ada") as h:
+            for at in ("2026-03-29T02:30", datetime(2026, 3, 29, 2, 30)):
+                with pytest.raises(client.ClientError, match="is no time here") as e:
+                    await h.version("dst", at=at)
+                assert isinstance(e.value, ValueError)
+                assert "add an offset" in str(e.value) and "+01:00" in str(e.value)
+            for at in ("2026-10-25T02:30", datetime(2026, 10, 25, 2, 30)):
+                with pytest.raises(client.ClientError, match="is twice here") as e:
+                    await h.version("dst", at=at)
+                assert "+02:00" in str(e.value) and "+01:00" in str(e.value)
+            with pytest.raises(client.ClientError, match="add an offset"):
+                await h.events("dst", since="2026-10-25T02:30")
+            # an offset given: sent as it is (2030: the head)
+            version = await h.version("dst", at="2030-10-25T02:30+01:00")
+            assert version.seq == 3
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 async def test_a_naive_time_is_the_machines_local_time(
     server: RunningServer, local_zone: str
 ) -> None:
