@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
 
@@ -17,7 +18,8 @@ from .log_damage import check_loaded
 from .origins import ReplayOrigin
 from .room import PRESENCE_BATCH, PRESENCE_TIMEOUT, LoadInfo, Room, RoomObserver
 from .snapshots import SnapshotPolicy, load
-from .store.base import Event, EventStore, Snapshot
+from .store.base import MAX_AHEAD_MS, Event, EventStore, Snapshot, now_ms
+from .util import iso
 
 log = logging.getLogger("palimpsest.rooms")
 
@@ -192,6 +194,8 @@ class Rooms:
                 raise
         room.start()
         self._rooms[name] = room
+        if info is not None:
+            _warn_if_far_ahead(name, info.updated_ts)
         took = time.perf_counter() - t0
         log.info(
             "loaded %s: seq %d (snapshot %s + %d events) in %.1f ms%s",
@@ -314,3 +318,28 @@ class Rooms:
             except Exception:
                 log.exception("unloading %s failed", room.name)
         await self.snapshots.drain()
+
+
+def _warn_if_far_ahead(name: str, last_ts: int | None) -> None:
+    """Say it (once per load) when `name`'s last event's ts is more than MAX_AHEAD_MS
+    ahead of this server's wall clock: a stamp from a clock set far ahead (or this
+    clock stepped far back). Its later events are stamped with that ts until the wall
+    clock passes it (the store keeps a document's ts from going back; the event clock
+    runs on at most MAX_AHEAD_MS), so its time lookups, undo steps and compaction by
+    time are off for that span (docs/history.md)."""
+    if last_ts is None:
+        return
+    lead = last_ts - now_ms()
+    if lead <= MAX_AHEAD_MS:
+        return
+    log.warning(
+        "%r: its last event's ts (%s) is %s ahead of this server's clock, more than the "
+        "%d min its event clock runs ahead: its new events keep that ts until the clock "
+        "passes it, so versions at a time, undo steps and compaction by time are off for "
+        "it until then; check the clocks (NTP) of every process that writes it",
+        name,
+        iso(last_ts),
+        timedelta(seconds=lead // 1000),
+        MAX_AHEAD_MS // 60_000,
+        extra={"doc": name},
+    )

@@ -206,6 +206,34 @@ def test_a_stamp_seen_on_one_document_runs_on_that_document_only() -> None:
     assert clock("mine") == clock("fresh") == 1_800_001_301_150
 
 
+async def test_a_document_whose_last_ts_is_far_ahead_is_logged_when_it_loads(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One stamp from a clock set a year ahead: the document's later events keep that ts
+    until the wall clock passes it (the event clock runs at most MAX_AHEAD_MS ahead), so
+    its time lookups and undo steps are off for a year, and nothing said so. Loading it
+    logs a warning that names the document and the lead, once per load."""
+    year = 365 * 24 * 3_600_000
+    clock = Clock(int(time.time() * 1000) + year)
+    monkeypatch.setattr(room, "now_ms", clock)
+    async with run_server(settings) as server, httpx.AsyncClient(base_url=server.url) as c:
+        r = await c.put("/api/docs/ahead/text?user=ann", json={"text": "from the future"})
+        assert r.status_code == 200, r.text
+    monkeypatch.setattr(room, "now_ms", EVENT_CLOCK)  # the clock put right
+    caplog.set_level("WARNING", logger="palimpsest.rooms")
+    async with run_server(settings) as server, httpx.AsyncClient(base_url=server.url) as c:
+        for _ in range(2):  # loaded once: said once
+            r = await c.put("/api/docs/ahead/text?user=ann", json={"text": "now, really"})
+            assert r.status_code == 200, r.text
+        r = await c.get("/api/docs/ahead/events?order=desc&limit=1")
+        assert r.json()["events"][0]["ts"] >= iso(clock.ms)  # (kept: the ts never go back)
+    said = [m.getMessage() for m in caplog.records if "ahead of this server's clock" in
+            m.getMessage()]  # fmt: skip
+    assert len(said) == 1, said
+    assert "'ahead'" in said[0] and ("364 days" in said[0] or "365 days" in said[0]), said
+    assert "NTP" in said[0], said
+
+
 async def test_undo_steps_stay_apart_after_a_backward_step(
     server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
