@@ -57,7 +57,7 @@ class Settings:
     #: an identity provider's JWKS URL (its OpenID ``jwks_uri``): its RS256/ES256 keys,
     #: fetched at start (a start that cannot fails), again every
     #: jwt_jwks_refresh_seconds, and when a token names a kid the server lacks (at most
-    #: once per 30 s); server.auth.jwks
+    #: once per jwt_jwks_unknown_kid_seconds); server.auth.jwks
     jwt_jwks_url: str | None = None
     #: seconds between fetches of the JWKS; 0 = only at start and on an unknown kid
     jwt_jwks_refresh_seconds: float = 600.0
@@ -65,6 +65,12 @@ class Settings:
     #: is given up past it, the fetch failed); below hook_timeout_seconds, which a token
     #: waiting for the fetch of a new kid is under
     jwt_jwks_fetch_seconds: float = 5.0
+    #: the fewest seconds between two fetches of the JWKS made because a token named a
+    #: kid the server lacks (tokens with made-up kids cost the provider one request per
+    #: this many seconds; one with a key published meanwhile is refused until it is
+    #: past); 0 = a fetch for each such token (those arriving during one wait for it);
+    #: at most MAX_UNKNOWN_KID_SECONDS
+    jwt_jwks_unknown_kid_seconds: float = 30.0
     #: when set, every token must carry an ``aud`` claim naming one of these (comma-
     #: separated) / an ``iss`` claim that is one of these; none = not checked
     jwt_audience: str | None = None
@@ -258,6 +264,14 @@ class Settings:
                 f"{_name('lock_wait')} must be at most {MAX_LOCK_WAIT:g} (seconds), not "
                 f"{self.lock_wait!r}: long enough for a reload's handover"
             )
+        if self.jwt_jwks_unknown_kid_seconds > MAX_UNKNOWN_KID_SECONDS:
+            # a provider's rotation would refuse every token of its new key that long
+            raise ValueError(
+                f"{_name('jwt_jwks_unknown_kid_seconds')} must be at most "
+                f"{MAX_UNKNOWN_KID_SECONDS:g} (seconds), not "
+                f"{self.jwt_jwks_unknown_kid_seconds!r}: a token signed with a key the "
+                "provider published since the last fetch is refused until it is past"
+            )
         if 0 < self.warm_disk_ms < WARM_DISK_MS_LEAST:
             raise ValueError(
                 f"{_name('warm_disk_ms')} must be 0 (off) or at least {WARM_DISK_MS_LEAST:g} "
@@ -345,6 +359,9 @@ class Settings:
 #: the longest lock_wait: an hour (a reload's handover takes the old server's drain
 #: and shutdown, seconds to minutes)
 MAX_LOCK_WAIT = 3600.0
+#: the longest jwt_jwks_unknown_kid_seconds: an hour (a provider that rotates and signs
+#: with its new key at once has its users refused for up to that long)
+MAX_UNKNOWN_KID_SECONDS = 3600.0
 
 _POSITIVE = frozenset(
     {

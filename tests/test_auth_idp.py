@@ -183,6 +183,24 @@ async def test_a_jwks_url_follows_the_providers_rotation_without_a_restart(
     assert idp.fetches == 2
 
 
+@pytest.mark.parametrize("interval", [0.0, 3600.0])
+async def test_the_unknown_kid_refetch_interval_is_a_setting(
+    idp: IdP, idp_settings: Settings, interval: float
+) -> None:
+    """PALIMPSEST_JWT_JWKS_UNKNOWN_KID_SECONDS (--jwt-jwks-unknown-kid-seconds) bounds
+    how often a token naming an unknown kid fetches the set again: 0 fetches for each
+    such token, an hour fetches once in that hour. It was 30 s, fixed."""
+    idp.add("rs-1")
+    idp.add("forger", publish=False)
+    idp_settings.jwt_jwks_unknown_kid_seconds = interval
+    async with run_server(idp_settings) as server:
+        assert idp.fetches == 1  # at start
+        for i in range(3):
+            token = idp.token("forger", header_kid=f"x{i}")
+            assert (await status_of(server, token))[0] == 401
+        assert idp.fetches == (4 if interval == 0 else 2), idp.fetches
+
+
 async def test_a_retired_key_is_refused_after_a_refresh_and_a_failing_provider_keeps_the_set(
     idp: IdP, idp_settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -106,6 +106,17 @@ def serve(
         ([], {"PALIMPSEST_JWT_JWKS_URL": "https://idp.example/certs",
               "PALIMPSEST_JWT_JWKS_FETCH_SECONDS": "30"},
          "jwt_jwks_fetch_seconds (PALIMPSEST_JWT_JWKS_FETCH_SECONDS) (30) must be below"),
+        # the unknown-kid refetch interval: not negative, and not so long that a
+        # provider's rotation locks its users out for a day
+        (["--jwt-jwks-unknown-kid-seconds", "-1"], {},
+         "jwt_jwks_unknown_kid_seconds (PALIMPSEST_JWT_JWKS_UNKNOWN_KID_SECONDS) must be 0 or "
+         "more, not -1.0"),
+        ([], {"PALIMPSEST_JWT_JWKS_URL": "https://idp.example/certs",
+              "PALIMPSEST_JWT_JWKS_UNKNOWN_KID_SECONDS": "86400"},
+         "jwt_jwks_unknown_kid_seconds (PALIMPSEST_JWT_JWKS_UNKNOWN_KID_SECONDS) must be at "
+         "most 3600 (seconds), not 86400.0"),
+        ([], {"PALIMPSEST_JWT_JWKS_UNKNOWN_KID_SECONDS": "soon"},
+         "PALIMPSEST_JWT_JWKS_UNKNOWN_KID_SECONDS='soon' is not"),
     ],
 )  # fmt: skip
 def test_a_configuration_that_cannot_work_exits_2_and_creates_nothing(

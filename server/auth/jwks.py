@@ -10,8 +10,9 @@ certs``, Auth0's ``https://TENANT/.well-known/jwks.json``, Okta's ``…/v1/keys`
   that a key the provider retired stops verifying tokens and one it published starts;
 - fetched again when a token names a ``kid`` the server does not have (the provider
   rotated and signs with a key published since the last fetch), at most once every
-  ``unknown_kid_seconds`` (30): a flood of tokens with made-up kids costs the provider one
-  request per 30 s, and those tokens wait for that one fetch, never for one each.
+  ``unknown_kid_seconds`` (PALIMPSEST_JWT_JWKS_UNKNOWN_KID_SECONDS, 30): a flood of
+  tokens with made-up kids costs the provider one request per 30 s, and those tokens
+  wait for that one fetch, never for one each.
 
 A fetch has ``fetch_seconds`` (PALIMPSEST_JWT_JWKS_FETCH_SECONDS, :data:`FETCH_SECONDS`)
 in all, from connecting to the last byte: httpx's timeout is per read, and a provider (or

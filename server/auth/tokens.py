@@ -209,6 +209,7 @@ class JWTAuth(Extension):
                 settings.jwt_jwks_url,
                 refresh_seconds=settings.jwt_jwks_refresh_seconds,
                 fetch_seconds=settings.jwt_jwks_fetch_seconds,
+                unknown_kid_seconds=settings.jwt_jwks_unknown_kid_seconds,
             )
             if settings.jwt_jwks_url
             else None

@@ -101,6 +101,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "the hook timeout)",
     )  # fmt: skip
     p.add_argument(
+        "--jwt-jwks-unknown-kid-seconds", type=float, metavar="S",
+        help="the fewest seconds between two fetches of the JWKS for tokens naming a kid "
+        "the server lacks (env PALIMPSEST_JWT_JWKS_UNKNOWN_KID_SECONDS; default 30; 0 = a "
+        "fetch for each; at most 3600)",
+    )  # fmt: skip
+    p.add_argument(
         "--jwt-audience",
         help="tokens must carry an aud claim naming this (or one of several, comma-separated; "
         "env PALIMPSEST_JWT_AUDIENCE); default: aud not checked",
@@ -179,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
             jwt_jwks_url=args.jwt_jwks_url,
             jwt_jwks_refresh_seconds=args.jwt_jwks_refresh_seconds,
             jwt_jwks_fetch_seconds=args.jwt_jwks_fetch_seconds,
+            jwt_jwks_unknown_kid_seconds=args.jwt_jwks_unknown_kid_seconds,
             jwt_audience=args.jwt_audience,
             jwt_issuer=args.jwt_issuer,
             snapshot_every=args.snapshot_every,
