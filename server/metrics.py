@@ -5,7 +5,8 @@ An extension: counters and histograms are fed by its hooks (group-commit batches
 snapshots written, rooms loaded, events committed, events from other processes,
 refusals); gauges that describe the present (connections, open rooms, fan-out state)
 are read at scrape time by a collector, so they can never drift from the truth. Its
-route ``GET /metrics`` renders them.
+route ``GET /metrics`` renders them, after having the store count its documents
+(``palimpsest_documents``) when its last count is DOCS_SECONDS old.
 
 Also in each registry: prometheus_client's standard ``process_*`` (RSS, CPU seconds,
 open fds, start time) and ``python_gc_*`` collectors, which name the process, not the
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import math
 import platform
 import time
 from collections.abc import Iterator, Sequence
@@ -63,6 +66,15 @@ _LAG = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 
 PROBE_SECONDS = 0.05
 #: a lag counted as a stall when the stall watch is off (Settings.stall_report_ms unset)
 STALL_SECONDS = 0.1
+#: seconds a count of the store's documents (palimpsest_documents) is served before a
+#: scrape has the store count them again: one COUNT(*) of the docs table per this many
+#: seconds at most, whatever the number of scrapers
+DOCS_SECONDS = 15.0
+#: how long a scrape waits for that count; past it the scrape is answered with the last
+#: count (none yet: the gauge is left out) and the count goes on for the next one
+DOCS_WAIT_SECONDS = 2.0
+
+log = logging.getLogger("palimpsest.metrics")
 
 
 class Metrics(Extension):
@@ -153,6 +165,12 @@ class Metrics(Extension):
         )  # fmt: skip
         self.backend: Backend | None = None
         self.probe: _LoopProbe | None = None
+        #: the store's documents at the last count (None: not counted yet, or the last
+        #: count failed), and the loop time that count began; docs_seconds: DOCS_SECONDS
+        self.documents: int | None = None
+        self.docs_seconds = DOCS_SECONDS
+        self._docs_at = -math.inf
+        self._counting: asyncio.Task[None] | None = None
 
     def setup(self, backend: Backend) -> None:
         self.backend = backend
@@ -170,7 +188,32 @@ class Metrics(Extension):
         return [Route("/metrics", self.endpoint)]
 
     async def endpoint(self, request: Request) -> Response:
+        await self.count_documents()
         return Response(self.render(), media_type=CONTENT_TYPE)
+
+    async def count_documents(self) -> None:
+        """Have the store count its documents when the last count began `docs_seconds`
+        ago or more (one count at a time: concurrent scrapes wait for the same one), and
+        wait DOCS_WAIT_SECONDS at most for it."""
+        if self.backend is None:
+            return
+        loop = asyncio.get_running_loop()
+        if self._counting is None and loop.time() - self._docs_at >= self.docs_seconds:
+            self._docs_at = loop.time()
+            self._counting = loop.create_task(self._count())
+        if self._counting is not None:
+            await asyncio.wait({self._counting}, timeout=DOCS_WAIT_SECONDS)
+
+    async def _count(self) -> None:
+        assert self.backend is not None
+        try:
+            self.documents = await self.backend.store.doc_count()
+        except Exception as e:  # the store down: the gauge is left out until it answers
+            if self.documents is not None:
+                log.warning("cannot count the store's documents for /metrics: %s", e)
+            self.documents = None
+        finally:
+            self._counting = None
 
     # --- hooks ---------------------------------------------------------------------------
 
@@ -278,6 +321,12 @@ class _LiveCollector(Collector):
         yield _gauge("palimpsest_connections", "Open websocket connections",
                      sum(len(r.peers) for r in rooms.values()))  # fmt: skip
         yield _gauge("palimpsest_rooms_open", "Documents loaded in memory", len(rooms))
+        if self.metrics.documents is not None:
+            yield _gauge("palimpsest_documents",
+                         "Documents in the store (every process's: the same number from each "
+                         "process of a deployment), as the store counted them at a scrape "
+                         "at most 15 s ago",
+                         self.metrics.documents)  # fmt: skip
         committer = backend.committer
         yield _gauge("palimpsest_commit_pending_events",
                      "Events queued in the group committer for its next transaction (held "

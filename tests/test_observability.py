@@ -15,18 +15,24 @@ import subprocess
 import time
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 import websockets
 from conftest import closed_with, eventually, free_port, run_server
 from floodhelp import flood
+from scaleout import fresh_schema
 from test_ops import scrape, val
 from yclient import connect
 
 from palimpsest import protocol as P
 from palimpsest.closes import CAUSES
 from palimpsest.logs import JSONFormatter
+from palimpsest.metrics import Metrics
 from palimpsest.settings import Settings
+from palimpsest.store import open_store
+from palimpsest.store.base import NewEvent
 
 #: the commit checked out where the tests run from (the server's code is this checkout's)
 HEAD = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, text=True,
@@ -241,3 +247,57 @@ async def test_disconnects_counted_by_cause_and_logged(tmp_path: Path) -> None:
     assert (gone["big"]["cause"], gone["big"]["code"]) == ("too_large", 4413)
     connects = [r for r in said if r["msg"].startswith("connect ")]
     assert {r["doc"] for r in connects} >= {"calm", "flood", "big", "text", "lost", "bye"}
+
+
+def _one_update(text: str) -> bytes:
+    from pycrdt import Doc, Text
+
+    d: Doc = Doc()
+    d["text"] = Text(text)
+    return d.get_update()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+async def test_documents_in_the_store_are_a_gauge_counted_at_most_every_so_often(
+    tmp_path: Path, kind: str
+) -> None:
+    """palimpsest_documents is the store's documents (20,000 of them here, written
+    before the start), counted by the store at a scrape and served from that count for
+    docs_seconds: documents made and deleted since show at the next count, not before.
+    There was no such gauge: only palimpsest_rooms_open, the loaded ones."""
+    async with contextlib.AsyncExitStack() as stack:
+        if kind == "sqlite":
+            url = f"sqlite:///{tmp_path / 'd.db'}"
+        else:
+            url = await stack.enter_async_context(fresh_schema())
+        settings = Settings(store=url, port=free_port(), unload_after_seconds=0.05)
+        store = open_store(url)
+        await store.start()
+        try:
+            update = _one_update("x")
+            for start in range(0, 20_000, 1000):
+                await store.append([(f"seeded-{i}", [NewEvent("ann", "edit", update)])
+                                    for i in range(start, start + 1000)])  # fmt: skip
+        finally:
+            await store.stop()
+        srv = await stack.enter_async_context(run_server(settings))
+        metrics = srv.backend.extension(Metrics)
+        assert metrics is not None
+        assert val(await scrape(srv.url), "palimpsest_documents") == 20_000
+        for doc in ("made-1", "made-2"):
+            async with connect(srv.ws_url, doc, user="ann") as c:
+                c.insert(0, "hello")
+                await eventually(lambda d=doc: _has_events(srv, d))  # type: ignore[misc]
+        async with httpx.AsyncClient(base_url=srv.url) as http:
+            r = await http.delete("/api/docs/seeded-7")
+            assert r.status_code in (200, 204), r.text
+        # counted less than docs_seconds ago: the last count is served
+        assert val(await scrape(srv.url), "palimpsest_documents") == 20_000
+        metrics.docs_seconds = 0  # the next scrape counts again
+        m = await scrape(srv.url)
+        assert val(m, "palimpsest_documents") == 20_001
+        assert ("palimpsest_rooms_open", ()) in m
+
+
+async def _has_events(srv: Any, doc: str) -> bool:
+    return bool(await srv.backend.store.head(doc))

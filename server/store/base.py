@@ -705,6 +705,12 @@ class EventStore(Service, ABC):
     async def list_docs(self) -> list[DocInfo]:
         """Every document, by name (tools that walk the whole store: copy, admin)."""
 
+    async def doc_count(self) -> int:
+        """How many documents the store holds (what list_docs would list), counted by
+        the store (``palimpsest_documents``, server.metrics); a store without a count of
+        its own lists them."""
+        return len(await self.list_docs())
+
     @abstractmethod
     async def doc_page(self, page: DocPage) -> list[DocInfo]:
         """One page of the document list (``GET /api/docs``): the documents whose names

@@ -246,6 +246,10 @@ class MemoryStore(EventStore):
         self._check()
         return [self._info(d) for d in sorted(self._heads)]
 
+    async def doc_count(self) -> int:
+        self._check()
+        return len(self._heads)
+
     async def doc_page(self, page: DocPage) -> list[DocInfo]:
         self._check()
         infos = [self._info(d) for d in self._heads]

@@ -1442,6 +1442,10 @@ class PostgresStore(EventStore):
         )
         return [_doc_info(r) for r in rows]
 
+    async def doc_count(self) -> int:
+        rows = await self._fetch("SELECT count(*) FROM docs", what="doc_count")
+        return int(rows[0][0])
+
     async def doc_page(self, page: DocPage) -> list[DocInfo]:
         sql, args = page_sql(
             page, DOC_COLUMNS, name='name COLLATE "C"', glob=lambda g: ("name LIKE ?", like_of(g))

@@ -1779,6 +1779,10 @@ class SQLiteStore(EventStore):
         )
         return [DocInfo(*r) for r in rows]
 
+    async def doc_count(self) -> int:
+        rows = await self._fetchall("SELECT COUNT(*) FROM docs")
+        return int(rows[0][0])
+
     async def doc_page(self, page: DocPage) -> list[DocInfo]:
         sql, args = page_sql(page, DOC_COLUMNS, name="name", glob=lambda g: ("name GLOB ?", g))
         return [DocInfo(*r) for r in await self._fetchall(sql, args)]
