@@ -14,6 +14,8 @@
     │   ├── NotFound             unknown document, seq or tag (404)
     │   │   └── Deleted          the document was deleted, nothing written since (410;
     │   │                        4404 "was deleted" on a websocket)
+    │   ├── Replaced             the document was replaced under the session (4409
+    │   │                        "was replaced"; 409 Replaced)
     │   └── RateLimited          too many events or connections (4429 / 429)
     ├── ServerGone               cannot reach the server, or it went away for good
     ├── ServerError              the server failed (5xx, close 1011)
@@ -86,6 +88,14 @@ class Deleted(NotFound):
     with a reason that says it "was deleted")."""
 
 
+class Replaced(Refused):
+    """The document was replaced while the session had it open (``palimpsest copy
+    --replace`` on the server's store: 4409 with a reason that says it "was replaced";
+    HTTP 409 ``Replaced`` for a change that ran into it). The session's copy is of the
+    old document and its edits since were not saved: open a new session (an empty copy)
+    to load the new one. Never sent back on its own: the session stops."""
+
+
 class RateLimited(Refused):
     pass
 
@@ -153,6 +163,9 @@ def from_close(code: int, reason: str, doc: str) -> ClientError:
     if code == 4404 and "was deleted" in reason:
         # the websocket's 410: deleted while connected, or a copy of the deleted one
         return Deleted(f"the server closed the connection to {doc!r} with {code}: {why}", code=code)
+    if code == 4409 and "was replaced" in reason:
+        return Replaced(f"the server closed the connection to {doc!r} with {code}: {why}",
+                        code=code)  # fmt: skip
     cls = CLOSE_CODES.get(code)
     if cls is not None:
         return cls(f"the server closed the connection to {doc!r} with {code}: {why}", code=code)
@@ -179,6 +192,8 @@ def from_http(status: int, body: Any, what: str) -> ClientError:
             code=status,
             detail=body,
         )
+    if status == 409 and isinstance(body, dict) and body.get("error") == "Replaced":
+        return Replaced(msg, code=status, detail=body)
     if status == 400 and "document name" in text:
         return BadDocName(msg, code=status, detail=body)
     cls = HTTP_STATUSES.get(status)

@@ -21,6 +21,7 @@ from .errors import (
     PalimpsestError,
     ProtocolError,
     RateLimited,
+    ReplacedMeanwhile,
     StoreError,
     UpdateRejected,
 )
@@ -39,6 +40,7 @@ CAUSES: dict[str, str] = {
     "too_large": "a frame or an update over a size limit (4413)",
     "protocol_error": "a malformed frame or an update that does not apply (4400)",
     "doc_deleted": "its document was deleted (4404)",
+    "doc_replaced": "its document was replaced under it, by palimpsest copy --replace (4409)",
     "reloading": "its document was reloaded after a failure (1013)",
     "store_error": "the store refused or failed its edits, or the document could not be "
     "loaded (1011, 1013)",
@@ -91,6 +93,8 @@ def cause_of_code(code: int, reason: str = "") -> str:
         return "store_error"
     if code == 4401 and reason.startswith(REVOKED):
         return "auth_revoked"
+    if code == 4409 and "was replaced" in reason:  # (errors.replaced_reason)
+        return "doc_replaced"
     return _BY_CODE.get(code, "error")
 
 
@@ -108,6 +112,8 @@ def cause_of_error(e: PalimpsestError) -> str:
         return "forbidden"
     if isinstance(e, AuthError):
         return "auth_expired"
+    if isinstance(e, ReplacedMeanwhile):
+        return "doc_replaced"
     if isinstance(e, NotFound):
         return "doc_deleted"
     return cause_of_code(e.close_code, str(e))

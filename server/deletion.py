@@ -39,7 +39,16 @@ from typing import TYPE_CHECKING
 from pycrdt import get_state
 
 from . import protocol as P
-from .errors import FATAL, Deleted, NotFound, ProtocolError, StoreError, deleted_reason
+from .errors import (
+    FATAL,
+    Deleted,
+    NotFound,
+    ProtocolError,
+    ReplacedMeanwhile,
+    StoreError,
+    deleted_reason,
+    replaced_reason,
+)
 from .extensions import Client, Extension
 from .origins import Origin, PeerOrigin
 from .room import Room
@@ -132,6 +141,36 @@ async def deleted_elsewhere(backend: Backend, doc: str, reason: str) -> None:
     n = close_peers(room, reason)
     await backend.rooms.discard(doc)
     log.info("dropped %s: %s (%d connections closed)", doc, reason, n)
+
+
+async def was_replaced(store: EventStore, room: Room) -> bool:
+    """Whether the name of `room` holds another document than the room's because it was
+    replaced (``palimpsest copy --replace``), not deleted: a document of another
+    generation is there and the name's tombstone is the one the room loaded with (a
+    deletion writes a new one; a replace writes none)."""
+    info = await store.doc_info(room.name)
+    if info is None or info.generation is None or info.generation == room.generation:
+        return False
+    tomb = await store.tombstone(room.name)
+    state = room.peek(Tombstone)
+    loaded = state.sv if state is not None else None
+    return (P.decode_state_vector(tomb) if tomb else None) == (loaded or None)
+
+
+async def replaced_elsewhere(backend: Backend, doc: str, stale: Room | None = None) -> None:
+    """The name holds another document than the loaded room's (``palimpsest copy
+    --replace`` wrote it under a running server): drop the room without a final snapshot
+    (nothing of the old document is written into the new one) and close its connections
+    with 4409 and errors.replaced_reason, which never says "deleted". With `stale`, only
+    that room (one loaded since is the new document's)."""
+    room = backend.rooms.get_loaded(doc)
+    if room is None or (stale is not None and room is not stale):
+        return
+    peers = list(room.peers.values())
+    for peer in peers:
+        peer.close(ReplacedMeanwhile.close_code, replaced_reason(doc))
+    await backend.rooms.discard(doc)
+    log.info("dropped %s: replaced in the store (%d connections closed)", doc, len(peers))
 
 
 def refuse_stale_copy(room: Room, state_vector: bytes) -> None:
@@ -257,5 +296,7 @@ __all__ = [
     "deleted_elsewhere",
     "deleted_reason",
     "merge_state_vectors",
+    "replaced_elsewhere",
+    "was_replaced",
     "tombstone_for",
 ]

@@ -177,6 +177,40 @@ class DeletedMeanwhile(Deleted):
         self.reason = deleted_reason(doc)
 
 
+def replaced_reason(doc: str) -> str:
+    """The 4409 reason for a document replaced under its room (``palimpsest copy
+    --replace`` while a server has it open): it never says "deleted" (the Python client
+    would raise Deleted), and tells the client to load the new document; the name last,
+    where a close frame's 123 bytes cut a long one."""
+    return (
+        "the document was replaced; edits since were not saved: reconnect with an empty "
+        f"copy ({doc!r})"
+    )
+
+
+class ReplacedMeanwhile(DeletedMeanwhile):
+    """The store refused a room's append because the name holds another document now
+    (another generation, DocInfo.generation, and a log of its own): ``palimpsest copy
+    --replace`` wrote it while the room had the old one open (or the old one was deleted
+    and a new one written on a process that did not tell this one). Nothing of the
+    room's was written. The room is dropped as for a deletion (no final snapshot), its
+    connections closed with 4409 and ``reason``; an HTTP caller of the change gets 409
+    ``Replaced``."""
+
+    error_name = "Replaced"
+    close_code = 4409
+    http_status = 409
+
+    def __init__(self, doc: str) -> None:
+        PalimpsestError.__init__(
+            self,
+            f"document {doc!r} was replaced while this change was being made: nothing was "
+            "written; the new document is what its name holds now",
+        )
+        self.doc = doc
+        self.reason = replaced_reason(doc)
+
+
 class BadRequest(PalimpsestError):
     close_code = 4400
     http_status = 400

@@ -102,7 +102,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import erasure
 from .commit import LOG_EVERY
-from .deletion import Deletion, deleted_elsewhere, deleted_reason
+from .deletion import (
+    Deletion,
+    deleted_elsewhere,
+    deleted_reason,
+    replaced_elsewhere,
+    was_replaced,
+)
 from .errors import PalimpsestError, StoreError
 from .extensions import Extension
 from .lifecycle import Service, cancel_and_wait
@@ -1022,10 +1028,38 @@ class Fanout(Extension, Service):
         self._heals.add(task)
         task.add_done_callback(self._heals.discard)
 
+    def _drop_replaced(self, doc: str, room: Room) -> None:
+        task = asyncio.create_task(replaced_elsewhere(self.backend, doc, room))
+        self._heals.add(task)
+        task.add_done_callback(self._heals.discard)
+
+    def _drop_gone(self, room: Room) -> None:
+        """The room's log went back: replaced (4409) or deleted (4404)."""
+
+        async def drop() -> None:
+            try:
+                replaced = await was_replaced(self.backend.store, room)
+            except StoreError:
+                replaced = False
+            if replaced:
+                await replaced_elsewhere(self.backend, room.name, room)
+            else:
+                await deleted_elsewhere(self.backend, room.name, deleted_reason(room.name))
+
+        task = asyncio.create_task(drop())
+        self._heals.add(task)
+        task.add_done_callback(self._heals.discard)
+
     # --- healing from the log ---------------------------------------------------------------
 
     async def heal(self, room: Room) -> int:
-        """Hand the room whatever the store has beyond its seq; returns how many events."""
+        """Hand the room whatever the store has beyond its seq; returns how many events.
+        Those of another document of the name (another generation: copy --replace wrote
+        a longer log under the room) are not applied: the room is dropped (4409)."""
+        if room.generation is not None and await was_replaced(self.backend.store, room):
+            log.info("fan-out: %s was replaced in the store; dropping its room", room.name)
+            self._drop_replaced(room.name, room)
+            return 0
         events = await self.backend.store.read(room.name, after=room.seq)
         events = [e for e in events if e.seq > room.seq]
         if events:
@@ -1119,8 +1153,9 @@ class Fanout(Extension, Service):
         behind: dict[str, int] = {}
         for name, room in rooms.items():
             if heads.get(name, 0) < seqs[name]:
-                # only a deletion takes a head back: its message was lost
-                self._drop(name, f"the document was deleted ({name!r})")
+                # only a deletion takes a head back, its message lost, or a replace
+                # (copy --replace: a shorter log of another document, no tombstone)
+                self._drop_gone(room)
                 continue
             seen = self._behind.get(name)
             if seen is not None and room.seq < seen:

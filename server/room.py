@@ -47,6 +47,7 @@ from .errors import (
     FrameTooLarge,
     HookWroteDocument,
     ProtocolError,
+    ReplacedMeanwhile,
     StoreError,
     StoreUnavailable,
     UnsupportedType,
@@ -359,6 +360,9 @@ class Room:
         #: learnt once, through `generation_of`, after the room's first append made it
         self.generation: int | None = None
         self.generation_of: Callable[[str], Awaitable[int | None]] | None = None
+        #: whether the room's document was replaced under it, not deleted
+        #: (deletion.was_replaced; set by Rooms)
+        self.replaced_of: Callable[[Room], Awaitable[bool]] | None = None
         self._learning: asyncio.Task[None] | None = None
         #: how the room was loaded (set once loading is done)
         self.loaded = LoadInfo(None, 0, 0.0)
@@ -975,9 +979,12 @@ class Room:
         task of its own: no commit waits for it; the document deleted and made again
         before it would be taken for the room's own, as every document was before
         generations)."""
-        stored = await self._committer.append(
-            self.name, events, hold=hold, floor=self.seq, generation=self.generation
-        )
+        try:
+            stored = await self._committer.append(
+                self.name, events, hold=hold, floor=self.seq, generation=self.generation
+            )
+        except DeletedMeanwhile as e:
+            raise await self._deleted_or_replaced(e) from None
         if (
             self.generation is None
             and stored
@@ -988,6 +995,20 @@ class Room:
                 self._learn_generation(self.generation_of), name=f"generation of {self.name}"
             )
         return stored
+
+    async def _deleted_or_replaced(self, error: DeletedMeanwhile) -> DeletedMeanwhile:
+        """What the store's refusal of the room's append means: ReplacedMeanwhile when
+        the name holds a document of another generation now and no deletion was
+        recorded since the load (``palimpsest copy --replace`` wrote it under the room),
+        else `error` (deleted). Two reads, on a refusal only."""
+        if isinstance(error, ReplacedMeanwhile) or self.replaced_of is None:
+            return error
+        try:
+            replaced = await self.replaced_of(self)
+        except Exception as e:  # (the refusal stands; only its words are in doubt)
+            log.warning("%s: whether it was replaced could not be read (%s)", self.name, e)
+            return error
+        return ReplacedMeanwhile(self.name) if replaced else error
 
     async def _learn_generation(self, read: Callable[[str], Awaitable[int | None]]) -> None:
         try:
@@ -1617,7 +1638,8 @@ class Room:
         is the log's. A log deleted under the room (DeletedMeanwhile) has nothing to
         load: its clients are closed with 4404 and the deletion's reason, as the
         deletion's own closes them, and a server change queued on it is told the
-        document was deleted (410 over HTTP)."""
+        document was deleted (410 over HTTP); one replaced under it (ReplacedMeanwhile:
+        copy --replace) the same way with 4409, "replaced", and 409."""
         self.broken = error
         if isinstance(error, DeletedMeanwhile):
             code, reason = error.close_code, error.reason
@@ -1626,7 +1648,7 @@ class Room:
         for item in rest:
             if isinstance(item, _ServerChange | _Barrier) and not item.future.done():
                 if isinstance(error, DeletedMeanwhile) and isinstance(item, _ServerChange):
-                    item.future.set_exception(DeletedMeanwhile(self.name))
+                    item.future.set_exception(type(error)(self.name))
                 else:  # (a flush's waiter reads StoreError as "the room is gone")
                     item.future.set_exception(StoreError(f"room {self.name!r} failed: {error}"))
             elif isinstance(item, _ClientUpdate):

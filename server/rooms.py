@@ -225,7 +225,13 @@ class Rooms:
         )
         room.owners.relay_until = self.relay_until
         room.generation_of = self._generation_of
+        room.replaced_of = self._replaced
         return room
+
+    async def _replaced(self, room: Room) -> bool:
+        from .deletion import was_replaced
+
+        return await was_replaced(self.store, room)
 
     async def _generation_of(self, name: str) -> int | None:
         info = await self.store.doc_info(name)

@@ -742,6 +742,7 @@ async def test_verify_backup_and_copy_say_what_they_did_as_json(
         "of": 1,
         "already_there": 0,
         "skipped": 0,
+        "replaced": 0,
     }, r
     assert said["events"] == 2, r
     with sqlite_conn(copied) as con:  # a problem: the copy's log has a gap
