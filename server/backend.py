@@ -235,7 +235,11 @@ class Backend(Service):
         would keep the process from ever exiting. The store is abandoned rather than
         stopped: a database file this start created is removed, one that was there is
         left as it was found."""
-        self.stopping.clear()
+        # a new one per start, on this start's event loop: an Event waited on binds to
+        # its loop, and a stopped backend may start again on another (an app's tests,
+        # one TestClient or pytest-asyncio loop each); read it as `backend.stopping`
+        # when it is needed, not kept from an earlier start
+        self.stopping = asyncio.Event()
         started: list[Service] = []
         try:
             await self.store.start()

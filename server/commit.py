@@ -173,8 +173,23 @@ class Committer(Service):
         self._generations = False
 
     async def start(self) -> None:
+        # A stopped committer starts again, on this event loop: an embedding app's test
+        # starts one app per test, each on a loop of its own (TestClient,
+        # pytest-asyncio), and an asyncio.Event waited on binds to the loop it was
+        # waited on (the second start's writer task died at once: "bound to a different
+        # event loop", every write a 503). So the loop-bound state is made here, and the
+        # per-run state begins afresh (the last run's stop committed its queue).
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._closing = False
-        self._stopping.clear()
+        self._busy = False
+        self.coming.clear()
+        self._wait_timer = None
+        self._wait_said = False
+        self._rooms_said = None
+        self.refusing = None
+        self.waiting_since = None
+        self.held = self.held_events = 0
         self._task = asyncio.create_task(self._run(), name="palimpsest-committer")
         self._watch_task = asyncio.create_task(self._watch(), name="palimpsest-commit-watch")
 

@@ -388,6 +388,10 @@ class Extensions(Service):
 
     async def start(self) -> None:
         for feed in self._feeds:
+            # of this start's event loop (a stopped app may start again on another)
+            feed.wake = asyncio.Event()
+            feed.idle = asyncio.Event()
+            feed.idle.set()
             feed.task = asyncio.create_task(feed.run(), name=f"on_committed:{feed.ext!r}")
         for svc in self.services:
             await svc.start()
@@ -421,6 +425,7 @@ class Extensions(Service):
                 await svc.stop()
             except Exception:
                 log.exception("stopping %r failed", svc)
+        self.failures.close()
 
     # --- requests ---------------------------------------------------------------------
 

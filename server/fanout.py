@@ -576,6 +576,9 @@ class Fanout(Extension, Service):
         self._mark = DEPLOYMENT_KEY + deployment.encode() + b'"' if deployment else b""
 
     async def start(self) -> None:
+        self._wake = asyncio.Event()  # of this start's event loop (it may be another's)
+        if self._outbox:
+            self._wake.set()  # what the last run had not published yet goes first
         said = shared_channels_warning(self._url)
         if said:
             log.warning("%s", said)

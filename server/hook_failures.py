@@ -58,6 +58,13 @@ class HookFailures:
             return
         loop.call_later(TRACEBACK_EVERY_SECONDS, self._close, hook)
 
+    def close(self) -> None:
+        """Say the failures counted since each hook's last traceback (the server stops:
+        the timers that would have said them go with its event loop; a later start, on
+        another, logs the next failure's traceback again)."""
+        for hook in list(self._open):
+            self._close(hook)
+
     def _close(self, hook: str) -> None:
         stretch = self._open.pop(hook, None)
         if stretch is not None and stretch.more:

@@ -83,6 +83,7 @@ class MemoryStore(EventStore):
             raise StoreUnavailable("the memory store is down")
 
     async def start(self) -> None:
+        self._lock = asyncio.Lock()  # of this start's event loop (a lock binds to one)
         self._up = True
 
     async def stop(self) -> None:
