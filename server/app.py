@@ -31,6 +31,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from .auth.open import OpenAccess
 from .backend import Backend
@@ -210,6 +211,20 @@ def _refuse_shadowed(routes: list[BaseRoute]) -> None:
         seen.append((shape, route))
 
 
+#: said (logged once, and in every answer) when a request comes before any lifespan ran
+NO_LIFESPAN = (
+    "Palimpsest's lifespan has not run, so nothing is started (store, committer, "
+    "services): a host app does not run the lifespan of an app mounted in it. Pass "
+    "lifespan=collab.lifespan to the host (Starlette(..., lifespan=collab.lifespan), "
+    "FastAPI(lifespan=collab.lifespan)), or enter it in the host's own lifespan: "
+    "`async with collab.lifespan(app): yield` (docs/extending.md#embedding)"
+)
+#: the same in a websocket's close frame (123 bytes at most)
+NO_LIFESPAN_REASON = (
+    "Palimpsest's lifespan has not run: enter collab.lifespan in the host's lifespan"
+)
+
+
 class Palimpsest:
     """Palimpsest as an ASGI app: the websocket, the HTTP API and the page.
 
@@ -257,6 +272,10 @@ class Palimpsest:
         self.log_startup_error = True
         #: why the lifespan could not start the backend (see lifespan)
         self.startup_error: PalimpsestError | None = None
+        #: the lifespan was entered (once is enough: requests after its end are the
+        #: shutdown's), and the missing lifespan was logged (see __call__)
+        self._lifespan_entered = False
+        self._said_no_lifespan = False
         routes: list[BaseRoute] = [
             Route("/", index),
             WebSocketRoute("/ws/{doc:path}", websocket_endpoint),
@@ -332,6 +351,7 @@ class Palimpsest:
         A start that fails leaves no file it made: the new database (Backend.start) and
         the serving lock's file, unless another process holds it."""
         started = False
+        self._lifespan_entered = True
         _default_logging(self.backend.settings)
         lock = _serving_lock(self.backend)
         try:
@@ -382,7 +402,34 @@ class Palimpsest:
             yield
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            not self._lifespan_entered
+            and scope["type"] in ("http", "websocket")
+            and not self.backend.started
+        ):
+            await self._no_lifespan(scope, receive, send)
+            return
         await self.app(scope, receive, send)
+
+    async def _no_lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A request before any lifespan ran: the app is mounted in another whose lifespan
+        does not run it (Starlette and FastAPI never run a mounted app's lifespan). Every
+        request got a bare 503 "the SQLite store is not started", a websocket 1013, and
+        nothing said why; now the answer and the log (once) say what to do."""
+        if not self._said_no_lifespan:
+            self._said_no_lifespan = True
+            log.error("%s", NO_LIFESPAN)
+        if scope["type"] == "websocket":
+            ws = WebSocket(scope, receive, send)
+            await ws.accept()
+            await ws.close(1013, NO_LIFESPAN_REASON)
+            return
+        response = JSONResponse(
+            {"error": "LifespanNotRun", "detail": NO_LIFESPAN},
+            status_code=503,
+            headers={"Cache-Control": "no-store"},
+        )
+        await response(scope, receive, send)
 
 
 def _serving_lock(backend: Backend) -> ServingLock | PostgresServingLock | None:

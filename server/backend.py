@@ -133,6 +133,11 @@ class Backend(Service):
         self.store_checks: dict[str, asyncio.Task[None]] = {}
         self.extensions.setup(self)
 
+    @property
+    def started(self) -> bool:
+        """start() succeeded and stop() has not begun."""
+        return self._started
+
     def extension(self, kind: type[E]) -> E | None:
         """The first extension of this type, or None (e.g. ``backend.extension(Fanout)``)."""
         return self.extensions.get(kind)

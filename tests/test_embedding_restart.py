@@ -6,12 +6,15 @@ app's real lifespan; the writes of each run are read back by the next."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import warnings
 from pathlib import Path
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
+from starlette.websockets import WebSocketDisconnect
 
 from palimpsest import Changefeed, Extension, Identity, Palimpsest
 
@@ -95,3 +98,32 @@ def test_asyncio_run_per_start(tmp_path: Path) -> None:
 
     assert asyncio.run(twice()) == ["one", "two"]
     assert asyncio.run(once("four")) == "three"
+
+
+def test_mounted_without_lifespan_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The host forgot the mounted app's lifespan (Starlette and FastAPI never run it):
+    every answer says so and how to fix it, and the log says it once."""
+    collab = Palimpsest(store=f"sqlite:///{tmp_path}/app.db", extensions=[Alice()])
+    host = Starlette(routes=[Mount("/collab", app=collab)])  # no lifespan=
+    with caplog.at_level(logging.ERROR, logger="palimpsest"), TestClient(host) as c:
+        for _ in range(3):
+            r = c.put("/collab/api/docs/d/text", json={"text": "x"})
+            assert r.status_code == 503, r.text
+            assert r.json()["error"] == "LifespanNotRun"
+            detail = r.json()["detail"]
+            assert "lifespan has not run" in detail and "collab.lifespan" in detail, detail
+            assert "docs/extending.md" in detail
+        with c.websocket_connect("/collab/ws/d") as ws:
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_bytes()
+        assert closed.value.code == 1013
+        assert "collab.lifespan" in closed.value.reason
+    said = [r for r in caplog.records if "lifespan has not run" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in caplog.records]
+    assert not (tmp_path / "app.db").exists()  # nothing was started
+
+    # the same app with its lifespan run serves
+    host = Starlette(routes=[Mount("/collab", app=collab)], lifespan=collab.lifespan)
+    with TestClient(host) as c:
+        r = c.put("/collab/api/docs/d/text", json={"text": "x"})
+        assert r.status_code == 200, r.text
