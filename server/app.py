@@ -17,7 +17,7 @@ import importlib.resources
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -352,7 +352,7 @@ class Palimpsest:
         the serving lock's file, unless another process holds it."""
         started = False
         self._lifespan_entered = True
-        _default_logging(self.backend.settings)
+        give_back = _default_logging(self.backend.settings)
         lock = _serving_lock(self.backend)
         try:
             if lock is not None:
@@ -383,8 +383,12 @@ class Palimpsest:
                     log.error("cannot start: %s", e)
             raise
         finally:
-            if lock is not None:
-                await lock.release(discard_new=not started)
+            try:
+                if lock is not None:
+                    await lock.release(discard_new=not started)
+            finally:
+                if give_back is not None:
+                    give_back()  # (after the lock's lines: they are said in the log)
 
     def _stop_signal(self, name: str) -> None:
         """The app server was told to stop (SIGTERM, SIGINT): end the changefeed streams
@@ -480,7 +484,7 @@ async def _acquire(lock: ServingLock | PostgresServingLock) -> None:
             raise StoppedWaiting(f"{why}: stopped waiting") from None
 
 
-def _default_logging(settings: Settings) -> None:
+def _default_logging(settings: Settings) -> Callable[[], None] | None:
     """Under an app server (uvicorn, gunicorn, hypercorn) nothing sets up Python's logging
     for the app: Palimpsest's INFO lines (connections, loads, snapshots, the start) were
     lost and its warnings came out bare (logging's last resort). When neither the
@@ -488,12 +492,16 @@ def _default_logging(settings: Settings) -> None:
     ``palimpsest serve`` does (server/logs.py: its level and format from the settings,
     written by a thread of its own); a process that set up its own logging keeps it.
     Done in the process that serves (the lifespan), not where the app was made: with
-    gunicorn's --preload that is the master, whose thread the workers would not have."""
-    if logging.getLogger("palimpsest").handlers or logging.getLogger().handlers:
-        return
-    from .logs import configure
+    gunicorn's --preload that is the master, whose thread the workers would not have.
 
-    configure(settings.log_level, settings.log_json)
+    Returns what gives both loggers back as they were, called when the lifespan ends
+    (None: nothing was set up): an embedding host that sets up its logging after that
+    gets Palimpsest's lines (docs/extending.md#logging)."""
+    if logging.getLogger("palimpsest").handlers or logging.getLogger().handlers:
+        return None
+    from .logs import take_over
+
+    return take_over(settings.log_level, settings.log_json)
 
 
 async def _warm_up() -> None:

@@ -11,6 +11,7 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import IO
 
 #: the fields a line may carry apart from its message (``log.info(..., extra={...})``),
@@ -238,6 +239,37 @@ def flush(timeout: float = DRAIN_SECONDS) -> bool:
 def _at_exit() -> None:
     if _output is not None:
         _output.stop(DRAIN_SECONDS)
+
+
+def take_over(level: str = "info", json_lines: bool = False) -> Callable[[], None]:
+    """`configure`, and return what gives the loggers back: the ``palimpsest`` logger
+    and the root logger get the handlers, level and propagation they had before (a
+    logger whose handlers were changed meanwhile keeps the new ones: someone set up
+    their own), and the output's thread ends once what it queued is written. For an
+    app's lifespan (app._default_logging): the logging an embedding host sets up after
+    it ended was never given Palimpsest's lines (its logger kept its own handler and
+    did not propagate)."""
+    loggers = (logging.getLogger("palimpsest"), logging.getLogger())
+    saved = [(lg, list(lg.handlers), lg.level, lg.propagate) for lg in loggers]
+    configure(level, json_lines)
+    output = _output
+    ours = [list(lg.handlers) for lg in loggers]
+
+    def give_back() -> None:
+        global _output
+        for (lg, handlers, lvl, propagate), set_up in zip(saved, ours, strict=True):
+            if lg.handlers == set_up:
+                lg.handlers[:] = handlers
+                lg.setLevel(lvl)
+                lg.propagate = propagate
+        if output is None or _output is not output:
+            return  # (configured again since: that output is the one in use)
+        if any(output.handler in lg.handlers for lg in loggers):
+            return  # still in use: it writes until the exit
+        _output = None
+        output.stop()
+
+    return give_back
 
 
 def configure(level: str = "info", json_lines: bool = False) -> None:
