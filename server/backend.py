@@ -154,7 +154,12 @@ class Backend(Service):
             revocation.check(identity)
         authorize(identity, doc, need)
         # after the caller is known: a 400 tells nobody more than a 401 would
-        await check_request(conn, identity.user, self.extension(OpenAccess) is not None)
+        await check_request(
+            conn,
+            identity.user,
+            self.extension(OpenAccess) is not None,
+            self.extensions.takes_query,
+        )
         return identity
 
     def refused(self, reason: str) -> None:

@@ -358,6 +358,15 @@ class Extensions(Service):
         return HookWroteDocument(f"{named} wrote into the live document; it reloads from the log")
 
     @property
+    def takes_query(self) -> tuple[str, ...]:
+        """The query parameters every HTTP route takes for the extensions
+        (``Extension.takes_query``), in list order."""
+        names: dict[str, None] = {}
+        for ext in self.all:
+            names.update(dict.fromkeys(ext.takes_query))
+        return tuple(names)
+
+    @property
     def read_cookies(self) -> bool:
         """Whether an extension that authenticates may accept a cookie
         (``Extension.reads_cookies``): requests with one then get the Origin check."""

@@ -113,6 +113,11 @@ class Extension:
     #: hand over itself (a token in a header or the query) sets this False, as the
     #: built-in token and open modes do: unrelated cookies of the site then change nothing
     reads_cookies: bool = True
+    #: query parameters of the extension's own, taken on every HTTP route besides each
+    #: route's own and the credentials (``token``, ``user``): an ``authenticate`` that
+    #: reads ``conn.query_params["api_key"]`` lists ``("api_key",)``. A parameter
+    #: nobody takes is refused with 400 (an ignored one can destroy data: server/params.py)
+    takes_query: tuple[str, ...] = ()
     #: whether ``before_apply`` / ``on_applied`` read the live document (``room.doc``)
     #: and need it exactly before / after that one event. An extension whose hooks read
     #: only the event and the room's bookkeeping (``room.seq``, ``room.current_change``,

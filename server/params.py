@@ -121,13 +121,23 @@ def route_of(conn: HTTPConnection) -> tuple[str, str] | None:
     return key if key in TAKES else None
 
 
-def check_query(conn: HTTPConnection) -> None:
-    """400 for a query parameter the route does not take."""
+def everywhere(extra: tuple[str, ...] = ()) -> str:
+    """What a 400 says every route takes besides its own parameters: the credentials
+    and the extensions' own (``Extension.takes_query``)."""
+    names = dict.fromkeys((*CREDENTIALS, *extra))
+    return f"; every route takes {', '.join(names)} too"
+
+
+def check_query(conn: HTTPConnection, extra: tuple[str, ...] = ()) -> None:
+    """400 for a query parameter the route does not take (`extra`: those every route
+    takes for the extensions, Extensions.takes_query)."""
     key = route_of(conn)
     if key is None:
         return
     takes = TAKES[key]
-    unknown = sorted(set(conn.query_params.keys()) - set(takes.query) - set(CREDENTIALS))
+    unknown = sorted(
+        set(conn.query_params.keys()) - set(takes.query) - set(CREDENTIALS) - set(extra)
+    )
     if not unknown:
         return
     where = f"{key[0]} {key[1]}"
@@ -145,6 +155,7 @@ def check_query(conn: HTTPConnection) -> None:
         f"unknown query parameter {_quoted(unknown)}: {where} takes the query parameters "
         f"{_listed(takes.query)}"
         + (f" and the body keys {_listed(takes.body)}" if takes.body else "")
+        + everywhere(extra)
     )
 
 
@@ -176,14 +187,17 @@ def check_body(conn: HTTPConnection, body: dict[str, Any]) -> None:
     )
 
 
-async def check_request(conn: HTTPConnection, user: str, is_open: bool) -> None:
+async def check_request(
+    conn: HTTPConnection, user: str, is_open: bool, extra: tuple[str, ...] = ()
+) -> None:
     """The query's parameters, ``?user=`` of a route that acts as the token's user, and
     the body of a write route that takes none (the routes that take one check theirs
-    as they parse it: check_body)."""
+    as they parse it: check_body). `extra`: the query parameters every route takes for
+    the extensions."""
     key = route_of(conn)
     if key is None:
         return
-    check_query(conn)
+    check_query(conn, extra)
     named = conn.query_params.get("user")
     if (
         not is_open

@@ -21,15 +21,14 @@ from ..auth import Identity, granted_ranges, may_open
 from ..backend import Backend
 from ..errors import BadRequest, NotFound
 from ..names import MAX_LEN, NAME_CHARS
+from ..params import CREDENTIALS, everywhere
 from ..store.base import DocInfo
 from ..store.doc_pages import MAX_LIMIT, SORTS, DocPage
 from ..util import iso
 
 #: the query parameters of the list, and nothing else ...
 PARAMS = ("prefix", "after", "limit", "sort")
-#: ... but credentials, where the built-in authenticators read them (JWT ``?token=``,
-#: open mode's ``?user=``)
-CREDENTIALS = ("token", "user")
+#: ... but credentials (params.CREDENTIALS) and the extensions' own (takes_query)
 _DIGITS = re.compile(r"[0-9]{1,15}")
 
 
@@ -53,14 +52,15 @@ def cursor_of(sort: str, d: DocInfo) -> str:
     return d.doc if sort == "name" else f"{d.updated_ts or 0}/{d.doc}"
 
 
-def parse_page(q: QueryParams) -> tuple[str, DocPage]:
+def parse_page(q: QueryParams, extra: tuple[str, ...] = ()) -> tuple[str, DocPage]:
     """The prefix and the page a request asks for (without ranges); BadRequest saying
-    what is wrong with any parameter."""
-    unknown = sorted(set(q.keys()) - set(PARAMS) - set(CREDENTIALS))
+    what is wrong with any parameter. `extra`: the query parameters every route takes
+    for the extensions (Extension.takes_query)."""
+    unknown = sorted(set(q.keys()) - set(PARAMS) - set(CREDENTIALS) - set(extra))
     if unknown:
         raise BadRequest(
             f"unknown query parameter {', '.join(repr(u[:40]) for u in unknown[:5])}: "
-            "GET /api/docs takes prefix, after, limit and sort"
+            "GET /api/docs takes prefix, after, limit and sort" + everywhere(extra)
         )
     for name in PARAMS:
         if len(q.getlist(name)) > 1:
@@ -118,7 +118,7 @@ async def page_of(
 async def list_docs(request: Request) -> Response:
     backend = backend_of(request)
     identity = await backend.authenticate(request, None, "read")
-    prefix, asked = parse_page(request.query_params)
+    prefix, asked = parse_page(request.query_params, backend.extensions.takes_query)
     if asked.sort == "updated" and asked.after_name is not None and asked.after_updated is None:
         # sort=updated after a name: after that document where it stands now
         info = await backend.store.doc_info(asked.after_name)
