@@ -45,6 +45,7 @@ class Takes:
 #: (method, path template) -> what the route takes (docs/openapi.yaml says the same)
 TAKES: dict[tuple[str, str], Takes] = {
     ("GET", "/api/docs"): Takes(("prefix", "after", "limit", "sort")),
+    ("GET", "/api/me"): Takes(),
     ("DELETE", "/api/docs/{doc}"): Takes(),
     ("GET", "/api/docs/{doc}/lock"): Takes(),
     ("PUT", "/api/docs/{doc}/lock"): Takes(body=("reason",)),

@@ -106,3 +106,23 @@ async def test_revoking_a_user_whose_identities_have_no_iat_says_to_ask_an_admin
         logins.sessions["dave"] = Identity("dave", "write", exp=time.time() + 600, iat=since)
         r = await http.get("/api/docs", headers={"x-session": "dave"})
         assert r.status_code == 200, r.text
+
+
+async def test_api_me_says_who_the_server_takes_the_caller_for(settings: Settings) -> None:
+    """GET /api/me: the page asks it, and does not ask a user the app signed in for a
+    name; open mode says so (the name is the page's to choose there)."""
+    logins = AppLogins()
+    logins.sessions["s1"] = Identity("grace", "edit")
+    builtins = builtin_extensions(settings, others=[logins])  # (open mode off, as in an app)
+    backend = Backend(settings, extensions=[logins, *builtins])
+    async with run_server(settings, backend) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        r = await http.get("/api/me", headers={"x-session": "s1"})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"user": "grace", "role": "edit", "open": False}
+        r = await http.get("/api/me")
+        assert r.status_code == 401, r.text
+    async with run_server(Settings(db=settings.db, port=8000)) as srv:
+        async with httpx.AsyncClient(base_url=srv.url) as http:
+            r = await http.get("/api/me?user=ann")
+            assert r.status_code == 200, r.text
+            assert r.json() == {"user": "ann", "role": "admin", "open": True}

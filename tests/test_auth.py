@@ -53,6 +53,7 @@ HTTP_ROUTES: dict[tuple[str, str], str | None] = {
     ("GET", "/readyz"): None,
     ("GET", "/metrics"): None,
     ("GET", "/api/docs"): "read",
+    ("GET", "/api/me"): "read",
     ("DELETE", "/api/docs/{doc}"): "admin",
     ("GET", "/api/docs/{doc}/lock"): "read",
     ("PUT", "/api/docs/{doc}/lock"): "admin",

@@ -107,6 +107,37 @@ def test_the_page_works_mounted_inside_an_app(notes_app: str, browser: Browser) 
     ctx.close()
 
 
+def test_the_page_does_not_ask_a_signed_in_user_for_a_name(
+    notes_app: str,
+    browser: Browser,  # noqa: F811
+) -> None:
+    """The app signed grace in (its cookie session, its own authenticate): the page,
+    opened without ?user=, asks the server who she is (GET api/me) instead of "What
+    should we call you?", and her edits are hers."""
+    ctx = browser.new_context(viewport={"width": 1200, "height": 800})
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{notes_app}/login")
+    page.locator("input[name=user]").fill("grace")
+    page.locator("input[name=password]").fill("hopper")
+    page.locator("button").click()
+    page.goto(f"{notes_app}/collab/?doc=signed")
+    expect(page.locator("#status")).to_have_attribute("data-state", "connected", timeout=15_000)
+    expect(page.locator("#user-label")).to_have_text("grace")
+    assert not page.locator("#name-dialog").evaluate("d => d.open")
+    page.locator(".cm-content").click()
+    page.keyboard.type("no name asked")
+    eventually(lambda: editor_text(page) == "no name asked", what="the typing")
+    events = eventually(
+        lambda: page.evaluate("() => window.palimpsest.api.events('signed')")["events"],
+        what="the events",
+    )
+    assert {e["actor"] for e in events} == {"grace"}
+    assert not errors, errors
+    ctx.close()
+
+
 #: nginx in front of `palimpsest serve --root-path /collab`, as docs/operations.md has it
 NGINX_CONF = """
 worker_processes 1;

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..auth import Identity, granted_ranges, may_open
+from ..auth.open import OpenAccess
 from ..backend import Backend
 from ..errors import BadRequest, NotFound
 from ..names import MAX_LEN, NAME_CHARS
@@ -115,6 +116,16 @@ async def page_of(
     return out, None
 
 
+async def me(request: Request) -> Response:
+    """Who the server takes the caller for: the page asks, so that a user an embedding
+    app has signed in (its own ``authenticate``, a cookie) is not asked for a name.
+    ``open``: open mode, where the name is whatever the page says (``?user=``)."""
+    backend = backend_of(request)
+    identity = await backend.authenticate(request, None, "read")
+    is_open = backend.extension(OpenAccess) is not None
+    return JSONResponse({"user": identity.user, "role": identity.role, "open": is_open})
+
+
 async def list_docs(request: Request) -> Response:
     backend = backend_of(request)
     identity = await backend.authenticate(request, None, "read")
@@ -152,4 +163,5 @@ async def list_docs(request: Request) -> Response:
 
 routes = [
     Route("/api/docs", list_docs),
+    Route("/api/me", me),
 ]

@@ -44,12 +44,36 @@ function knownName (params) {
  * Who the page says you are: with a token, the user it names, never asked for (the
  * server takes the user from the token, and a name typed here would mean nothing); a
  * token the page cannot read, which the server refuses, falls back to a name known.
- * (`?user=` is remembered all the same, for a server without tokens.)
+ * (`?user=` is remembered all the same, for a server without tokens.) Without a token,
+ * the user the server already knows (`signedIn`), else a name known or asked for.
+ * `server`: the server named the user.
  */
 async function whoAmI (params, token) {
-  if (!token) return ensureUser(params)
+  if (!token) {
+    const user = await signedIn()
+    if (user) return { user, server: true }
+    return { user: await ensureUser(params), server: false }
+  }
   const known = knownName(params)
-  return tokenUser(token) || known || 'guest'
+  return { user: tokenUser(token) || known || 'guest', server: false }
+}
+
+/**
+ * The user the server already knows, or null: an app that embeds Palimpsest and signs
+ * its users in itself (its own `authenticate`, a session cookie) has them edit under
+ * that name, and asking "What should we call you?" meant nothing there. `GET api/me`
+ * says who the server takes this browser for; in open mode (`open`), or when nobody
+ * accepted it (401), the name is the page's to ask.
+ */
+async function signedIn () {
+  try {
+    const response = await fetch(mountUrl('api/me'), { headers: { Accept: 'application/json' } })
+    if (!response.ok) return null
+    const me = await response.json()
+    return !me.open && typeof me.user === 'string' && me.user ? me.user : null
+  } catch {
+    return null
+  }
 }
 
 /**
@@ -160,19 +184,24 @@ function signOut () {
   location.reload()
 }
 
-function showUser (user, token) {
+/** `server`: the server named the user (an app's sign-in): not a name to change here. */
+function showUser (user, token, server = false) {
   const chip = $('#user-chip')
   chip.hidden = false
+  $('#user-label').textContent = user
+  const avatar = $('#user-avatar')
+  avatar.textContent = initials(user)
+  avatar.style.background = colorFor(user)
+  if (server) {
+    chip.title = `Signed in as ${user}`
+    return
+  }
   if (token) {
     chip.title = 'Change your name, or sign out'
     const signout = $('#signout-btn')
     signout.hidden = false
     signout.addEventListener('click', signOut)
   }
-  $('#user-label').textContent = user
-  const avatar = $('#user-avatar')
-  avatar.textContent = initials(user)
-  avatar.style.background = colorFor(user)
   chip.addEventListener('click', async () => {
     const name = await askName(user)
     if (name && name !== user) {
@@ -437,8 +466,8 @@ function capitalize (s) {
 async function main () {
   const params = new URLSearchParams(location.search)
   const { token, tabOnly, kept } = getToken(params)
-  const user = await whoAmI(params, token)
-  showUser(user, token)
+  const { user, server } = await whoAmI(params, token)
+  showUser(user, token, server)
   if (tabOnly) offerToKeep(token, kept)
   const api = new Api({ user, token })
   const doc = params.get('doc')
