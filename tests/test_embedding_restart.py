@@ -127,3 +127,44 @@ def test_mounted_without_lifespan_says_so(tmp_path: Path, caplog: pytest.LogCapt
     with TestClient(host) as c:
         r = c.put("/collab/api/docs/d/text", json={"text": "x"})
         assert r.status_code == 200, r.text
+
+
+def test_fanout_publishes_after_a_restart_on_a_new_loop(tmp_path: Path) -> None:
+    """The fan-out's publisher waits on an event of its own: made in the constructor, the
+    second start's publisher died at once and no process heard this one's edits."""
+    import redis.asyncio as aioredis
+    from conftest import REDIS_URL
+    from scaleout import fanout_url
+
+    from palimpsest.settings import Settings
+
+    url = fanout_url(REDIS_URL)
+    prefix = url.split("prefix=")[1].split("&")[0]
+    collab = Palimpsest(
+        store=f"sqlite:///{tmp_path}/app.db",
+        extensions=[Alice()],
+        settings=Settings(fanout=url),
+    )
+    app = Starlette(routes=[Mount("/collab", app=collab)])
+
+    async def once(text: str) -> bool:
+        bus = aioredis.Redis.from_url(REDIS_URL)
+        sub = bus.pubsub()
+        await sub.psubscribe(f"{prefix}:*")
+        try:
+            async with collab.lifespan(app):
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                    r = await c.put("/collab/api/docs/d/text", json={"text": text})
+                    assert r.status_code == 200, r.text
+                async with asyncio.timeout(15):
+                    while True:
+                        m = await sub.get_message(ignore_subscribe_messages=True, timeout=1)
+                        if m is not None and str(m["channel"], "utf-8").endswith(":d"):
+                            return True
+        finally:
+            await sub.aclose()
+            await bus.aclose()
+
+    assert asyncio.run(once("one"))
+    assert asyncio.run(once("two"))  # published from the second loop too
