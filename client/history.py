@@ -14,9 +14,10 @@ One method per route of the HTTP API; errors become :mod:`client.errors` excepti
 
 from __future__ import annotations
 
+import inspect
 import re
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -29,8 +30,17 @@ from palimpsest.errors import DocNameError
 from palimpsest.names import validate_doc_name
 from palimpsest.util import LocalTimeError, local_iso, with_local_offset
 
-from .errors import BadDocName, BadTime, ServerGone, Timeout, from_http
-from .session import KeptContainers, OpResult, Removed, _kept, _removed, check_url, op_result
+from .errors import AuthFailed, BadDocName, BadTime, ServerGone, Timeout, from_http
+from .session import (
+    KeptContainers,
+    OpResult,
+    Removed,
+    TokenProvider,
+    _kept,
+    _removed,
+    check_url,
+    op_result,
+)
 from .stream import Follower
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -266,25 +276,67 @@ def _iso(at: str | datetime) -> str:
         raise BadTime(str(e)) from None
 
 
+class _FreshToken(httpx.Auth):
+    """``Authorization: Bearer`` from a token provider (``connect(token=...)``'s: a
+    function or an ``async def`` that returns a fresh token): asked at the first
+    request, then again when the server answers 401 (the token expired), and that
+    request sent once more with the new one."""
+
+    def __init__(self, provider: TokenProvider, url: str) -> None:
+        self._provider = provider
+        self._url = url
+        self._token: str | None = None
+
+    async def _fresh(self) -> str:
+        try:
+            token = self._provider()
+            if inspect.isawaitable(token):
+                token = await token
+        except Exception as e:
+            raise AuthFailed(f"the token provider of {self._url} failed: {e!r}") from e
+        if not isinstance(token, str):
+            raise AuthFailed(
+                f"the token provider of {self._url} gave {type(token).__name__}, not a str"
+            )
+        return token
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        fresh = self._token is None
+        if self._token is None:
+            self._token = await self._fresh()
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        response = yield request
+        if response.status_code == 401 and not fresh:
+            self._token = await self._fresh()
+            request.headers["Authorization"] = f"Bearer {self._token}"
+            yield request
+
+
 class History:
     """An HTTP client for one server. ``user`` names you in open development mode,
-    ``token`` is sent as ``Authorization: Bearer``."""
+    ``token`` is sent as ``Authorization: Bearer``: a JWT, or, as for ``connect()``, a
+    function (or an ``async def``) that returns a fresh one, asked at the first request
+    and again when the server answers 401 (an expired token; the request is then sent
+    once more)."""
 
     def __init__(
         self,
         url: str = DEFAULT_URL,
         *,
         user: str | None = None,
-        token: str | None = None,
+        token: str | TokenProvider | None = None,
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        params = {"user": user} if user and not token else {}
         self.url = http_url(url)
+        auth = _FreshToken(token, self.url) if callable(token) else None
+        headers = {"Authorization": f"Bearer {token}"} if token and not auth else {}
+        params = {"user": user} if user and not token else {}
         self._http = httpx.AsyncClient(
             base_url=self.url, headers=headers, params=params, timeout=timeout,
-            transport=transport,
+            transport=transport, auth=auth,
         )  # fmt: skip
         #: the streams handed out, ended before the connection pool closes
         self._followers: weakref.WeakSet[Follower] = weakref.WeakSet()

@@ -862,3 +862,48 @@ async def test_a_handshake_answered_over_http_1_0_says_what_answered(tmp_path: P
                 f"ws://127.0.0.1:{port}/ws", "doc", user="ada", connect_timeout=5
             ).open()
         assert e.value.code is None
+
+
+async def test_history_takes_a_token_provider_as_connect_does(settings: Settings) -> None:
+    """History(token=...) took a fixed string only: a function (what connect() takes)
+    was sent as its repr, "the token is damaged". A function or an async def is asked
+    at the first request, and again when the server answers 401 (the token expired)."""
+    settings = dataclasses.replace(settings, jwt_secret=SECRET)
+    async with run_server(settings) as srv:
+        writer = mint(SECRET, "ada", "write", ["hist-*"])
+        async with client.connect(srv.ws_url, "hist-renewed", token=writer) as s:
+            s.text().append("one")
+            await s.flush()
+        issued: list[int] = []
+
+        def sync_provider() -> str:
+            issued.append(1)
+            # the first is taken for about 1 s (exp 29 s ago, a leeway of 30)
+            return mint(SECRET, "bot", "read", ["hist-*"], ttl=-29 if len(issued) == 1 else 600)
+
+        async def async_provider() -> str:
+            await asyncio.sleep(0)
+            return mint(SECRET, "bot", "read", ["hist-*"])
+
+        async with client.History(srv.url, token=async_provider) as h:
+            assert (await h.version("hist-renewed")).text == "one"
+        async with client.History(srv.url, token=sync_provider) as h:
+            assert (await h.version("hist-renewed")).text == "one"
+            assert len(issued) == 1  # not asked per request
+            await asyncio.sleep(1.5)  # its first token expired
+            assert (await h.version("hist-renewed")).text == "one"
+            assert len(issued) == 2
+
+        def bad() -> str:
+            return "not-a-token"
+
+        with pytest.raises(client.AuthFailed):
+            async with client.History(srv.url, token=bad) as h:
+                await h.version("hist-renewed")
+
+        def broken() -> str:
+            raise OSError("the identity provider is down")
+
+        with pytest.raises(client.AuthFailed, match="identity provider is down"):
+            async with client.History(srv.url, token=broken) as h:
+                await h.version("hist-renewed")
