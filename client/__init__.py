@@ -42,7 +42,16 @@ from .history import (
     Reverted,
     Version,
 )
-from .session import KeptContainers, OpResult, Removed, Session, TokenProvider, connect, ws_url
+from .session import (
+    KeptContainers,
+    OpResult,
+    Removed,
+    Session,
+    TokenProvider,
+    UndoGroup,
+    connect,
+    ws_url,
+)
 from .stream import StreamEvent
 from .text import Text
 
@@ -79,6 +88,7 @@ __all__ = [
     "Timeout",
     "TokenProvider",
     "TooLarge",
+    "UndoGroup",
     "Version",
     "WrongType",
     "connect",

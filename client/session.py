@@ -87,6 +87,8 @@ _MAX_FRAME_UPDATE_BYTES = 1 << 20  # coalesce local updates up to this size per 
 _PRESENCE_RENEW_SECONDS = 15.0  # y-protocols drops presence not renewed for 30 s
 _PRESENCE_TIMEOUT_SECONDS = 30.0  # and so do we, others' presence
 _PRESENCE_CHECK_SECONDS = 3.0  # how often both are looked at (y-protocols: 3 s)
+#: a group's idle time when the server's open_group answer does not say (its default)
+_GROUP_IDLE_MS = 60_000
 #: what pycrdt raises (an ExceptionGroup) when observers raised while a transaction
 #: ended: the transaction, an applied update included, is done all the same
 _OBSERVER_ERROR = "Observer callback error"
@@ -194,6 +196,9 @@ class OpResult:
     #: close_group's, of a group: the undo steps it made (1 unless it outgrew a step's
     #: bounds, or was cut by an undo, a restore or its idle time: docs/undo.md)
     steps: int | None = field(default=None, repr=False)
+    #: open_group's: the group's idle time on the server, in ms (None from a server
+    #: that does not say); the session renews the group well before it
+    idle_ms: int | None = field(default=None, repr=False)
     #: an undo's or a redo's: characters and items (elements, embeds, map or array
     #: values) it took out in all (the caller's own and others'), and put back;
     #: formatting marks are not counted, as in a restore's answer (History.restore)
@@ -213,6 +218,42 @@ class OpResult:
         return self.ok
 
 
+@dataclass(slots=True)
+class UndoGroup:
+    """What ``async with session.undo_group() as g`` gives: the open's answer
+    (``opened``; ``ok``, ``seq``, ``group`` are its), and, once the block is left, the
+    close's (``closed``) with ``steps``: how many undo steps the group made, 1 unless it
+    outgrew a step's bounds (the server's ``UNDO_GROUP_MAX_EVENTS``, 10,000 events, or
+    ``UNDO_GROUP_MAX_BYTES``) or was cut by the user's own undo or a restore; one undo
+    then takes back the last step only (docs/undo.md, "Bounds")."""
+
+    opened: OpResult
+    #: close_group's answer, once the block is left (None inside it, or when the close
+    #: failed on the way out of an error)
+    closed: OpResult | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.opened.ok
+
+    @property
+    def seq(self) -> int | None:
+        """The open mark's seq (the ``since`` of a revert of the answer)."""
+        return self.opened.seq
+
+    @property
+    def group(self) -> str | None:
+        return self.opened.group
+
+    @property
+    def steps(self) -> int | None:
+        """How many undo steps the group made; None until it is closed."""
+        return None if self.closed is None else self.closed.steps
+
+    def __bool__(self) -> bool:
+        return self.opened.ok
+
+
 def op_result(answer: dict[str, Any]) -> OpResult:
     """An OpResult from the server's answer (over the websocket or HTTP)."""
     seq = answer.get("seq")
@@ -228,6 +269,7 @@ def op_result(answer: dict[str, Any]) -> OpResult:
         tuple(_removed(answer.get("removed_others"))),
         group if isinstance(group, str) else None,
         steps if isinstance(steps, int) else None,
+        idle if isinstance(idle := answer.get("idle_ms"), int) and idle > 0 else None,
         *removed,
         *added,
         tuple(tuple(int(s) for s in step) for step in skipped if isinstance(step, list))
@@ -392,6 +434,9 @@ class Session:
         self._reopen_id: int | None = None  # that request's id, until it is answered
         self._held_step1: bytes | None = None  # the server's step 1, answered after it
         self._reopen_timer: asyncio.TimerHandle | None = None
+        #: renews our open group (open_group again) before the server's idle time ends
+        #: it, until it is closed: (the group, the task, what stops it)
+        self._keeper: tuple[str, asyncio.Task[None], asyncio.Event] | None = None
 
         self._texts: dict[str, Text] = {}
         self._sub = self.doc.observe(self._on_local)
@@ -496,6 +541,9 @@ class Session:
         except asyncio.CancelledError as e:
             interrupted = e  # the rest is done all the same, without waiting
         self._closing = True
+        if self._keeper is not None:
+            self._keeper[2].set()  # (it ends at once: the session is closing)
+            self._keeper = None
         try:
             await self._stop_runner(graceful=interrupted is None)
         except asyncio.CancelledError as e:
@@ -903,6 +951,10 @@ class Session:
         # the server closes the group at once, not after the edits queued before the
         # request: wait until it holds them, or they would join the next group
         await self.flush(timeout)
+        # and a renewal on its way must be answered first: the server runs a
+        # connection's requests side by side, and one logged after the close opened
+        # the group again
+        await self._stop_keeper(group)
         if group is None:
             self._group = None
             return await self._op("close_group", timeout)
@@ -925,34 +977,76 @@ class Session:
         edits made after that are in it. Prefer :meth:`undo_group`."""
         self._check_writable()
         gid = group if group is not None else uuid.uuid4().hex
+        await self._stop_keeper(None)  # (the server closes the other group, if any)
         self._group = gid  # a reconnection from here on opens it again
         result = await self._group_op({"type": "open_group", "group": gid}, timeout)
         if not result.ok and self._group == gid:
             self._group = None
+        if result.ok and self._group == gid:
+            every = (result.idle_ms if result.idle_ms is not None else _GROUP_IDLE_MS) / 3000
+            stop = asyncio.Event()
+            task = asyncio.create_task(self._keep_group(gid, every, stop))
+            self._keeper = (gid, task, stop)
         return result
+
+    async def _keep_group(self, gid: str, every: float, stop: asyncio.Event) -> None:
+        """Open our group `gid` again every `every` seconds (a third of the server's idle
+        time) while it is ours and open: the server ends a group that long after the
+        user's last change or renewal, and the edits after the pause began a step of
+        their own; opening the open group again renews it (docs/undo.md)."""
+        while self._group == gid and not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+            if stop.is_set() or self._group != gid or self._closing or self._failed:
+                return
+            if not self.connected:
+                continue  # a reconnection opens it again (before our step 2) anyway
+            try:
+                renewed = await self._op({"type": "open_group", "group": gid}, max(every, 10.0))
+            except ClientError as e:
+                log.warning("%s: could not renew undo group %r: %s", self.name, gid, e)
+                continue
+            if not renewed.ok:
+                log.warning("%s: could not renew undo group %r: %s", self.name, gid, renewed.reason)
+
+    async def _stop_keeper(self, group: str | None) -> None:
+        """Stop renewing our group (`group`: only if it is that one), and wait for a
+        renewal on its way to be answered."""
+        if self._keeper is None or (group is not None and self._keeper[0] != group):
+            return
+        _gid, task, stop = self._keeper
+        self._keeper = None
+        stop.set()
+        with contextlib.suppress(Exception):
+            await task
 
     @contextlib.asynccontextmanager
     async def undo_group(
         self,
         group: str | None = None,
         timeout: float = 10.0,  # noqa: ASYNC109 (the httpx-style API)
-    ) -> AsyncIterator[OpResult]:
-        """``async with session.undo_group():`` the edits made inside are one undo step
-        (:meth:`open_group`), closed on the way out, after the server holds them (an
-        error inside closes it too). Raises :class:`Refused` (:class:`ReadOnly` on a
-        read-only session) when the server does not open it."""
+    ) -> AsyncIterator[UndoGroup]:
+        """``async with session.undo_group() as g:`` the edits made inside are one undo
+        step, however long they pause (:meth:`open_group`; the session renews the group
+        before the server's idle time ends it), closed on the way out, after the server
+        holds them (an error inside closes it too). After the block, ``g.steps`` says
+        how many undo steps it made (more than 1 when it outgrew the server's
+        ``UNDO_GROUP_MAX_EVENTS`` / ``_BYTES``: one undo then takes back the last part
+        only) and ``g.closed`` is the close's whole answer. Raises :class:`Refused`
+        (:class:`ReadOnly` on a read-only session) when the server does not open it."""
         opened = await self.open_group(group, timeout)
         if not opened.ok:
             kind = ReadOnly if "read-only" in (opened.reason or "") else Refused
             raise kind(f"the server did not open an undo group on {self.name!r}: {opened.reason}")
         assert opened.group is not None
+        handle = UndoGroup(opened)
         try:
-            yield opened
+            yield handle
         except BaseException:
             with contextlib.suppress(ClientError):
-                await self.close_group(timeout, group=opened.group)
+                handle.closed = await self.close_group(timeout, group=opened.group)
             raise
-        await self.close_group(timeout, group=opened.group)
+        handle.closed = await self.close_group(timeout, group=opened.group)
 
     async def _group_op(self, body: dict[str, Any], within: float) -> OpResult:
         """open_group or close_group with a group id: done again when the connection

@@ -254,3 +254,45 @@ def test_a_group_id_is_refused_for_nul_and_lone_surrogates_only() -> None:
     for bad in ["\x00", "a\x00b", "a\ud800", "\udc00b", "", "x" * 65, 7]:
         with pytest.raises(BadRequest):
             group_id(bad)
+
+
+async def test_undo_group_keeps_its_group_alive_through_a_pause_past_its_idle_time(
+    tmp_path: Path,
+) -> None:
+    """The promise of undo_group(): one step however long the bot pauses. The server
+    ends a group UNDO_GROUP_IDLE_MS after the user's last change or renewal; the client
+    renews it while the context is open, and the close's answer (steps) is on the
+    object the context yields."""
+    async with run_server(tight(tmp_path / "p.db", undo_group_idle_ms=300)) as srv:
+        alice = await setup(srv.ws_url, "idle")
+        await alice.close()
+        async with client.connect(srv.ws_url, "idle", user="bot") as s:
+            bot = Bot(s)
+            await s.wait_for(lambda: "[AI]" in str(s.text()))
+            async with s.undo_group() as g:
+                assert g.closed is None and g.steps is None
+                assert g.opened.idle_ms == 300  # (the server says; renewed at a third)
+                for i in range(3):
+                    await bot.token(f"before{i} ")
+                await asyncio.sleep(1.2)  # four idle times: the model thinks
+                for i in range(3):
+                    await bot.token(f"after{i} ")
+            assert g.closed is not None and g.closed.ok, g.closed
+            assert g.closed.seq is not None  # still open at the close: nothing ended it
+            assert g.steps == 1, g.closed
+            assert (await s.undo()).ok
+            await s.wait_for(lambda: str(s.text()) == INTRO + OUTRO)
+            assert not (await s.undo()).ok
+
+
+async def test_undo_group_says_when_the_group_outgrew_a_step(tmp_path: Path) -> None:
+    async with run_server(tight(tmp_path / "p.db", undo_group_max_events=4)) as srv:
+        alice = await setup(srv.ws_url, "outgrew")
+        await alice.close()
+        async with client.connect(srv.ws_url, "outgrew", user="bot") as s:
+            bot = Bot(s)
+            await s.wait_for(lambda: "[AI]" in str(s.text()))
+            async with s.undo_group() as g:
+                for i in range(10):  # 4 + 4 + 2 events
+                    await bot.token(f"t{i} ")
+            assert g.steps == 3, g.closed

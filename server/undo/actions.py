@@ -197,6 +197,9 @@ class GroupAnswer:
     seq: int | None
     group: str | None
     steps: int | None = None
+    #: on open: the group's idle time (``GroupLimits.idle_ms``), for a client that keeps
+    #: it open longer to renew it before (the Python client renews at a third of it)
+    idle_ms: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"ok": True, "seq": self.seq}
@@ -204,6 +207,8 @@ class GroupAnswer:
             out["group"] = self.group
         if self.steps is not None:
             out["steps"] = self.steps
+        if self.idle_ms is not None:
+            out["idle_ms"] = self.idle_ms
         return out
 
 
@@ -242,9 +247,9 @@ async def open_group(room: Room, actor: str, group: str) -> GroupAnswer:
     opening it again while its step is still the actor's latest goes on with that step
     (a client sends it again after reconnecting); any other group open ends there."""
     await room.flush()
-    state_of(room)
+    idle_ms = state_of(room).groups.idle_ms
     ev = await room.server_change(actor, MARK, lambda _doc: None, {"open": group}, always=True)
-    return GroupAnswer(ev.seq if ev is not None else None, group)
+    return GroupAnswer(ev.seq if ev is not None else None, group, idle_ms=idle_ms)
 
 
 async def close_group(room: Room, actor: str, group: str | None = None) -> GroupAnswer:
