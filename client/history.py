@@ -570,12 +570,13 @@ class History:
     async def diff(
         self,
         doc: str,
-        from_: int,
-        to: int | None = None,
+        from_: int | str,
+        to: int | str | None = None,
         join: str = "event",
         actor: Actors = None,
     ) -> dict[str, Any]:
-        """What changed between two seqs, per root type, with attribution; `join`:
+        """What changed between two versions (each a seq or a tag name; `to`: now by
+        default), per root type, with attribution; `join`:
         "event" (an op per event) or "actor" (neighbours by the same actor joined);
         `actor` (a user or several): only what their events inserted, deleted or
         formatted, other writers' stretches reduced to ``omitted`` ops (docs/history.md)."""
@@ -587,12 +588,13 @@ class History:
     async def blame(
         self,
         doc: str,
-        seq: int | None = None,
+        seq: int | str | None = None,
         root: str = "content",
         join: str = "event",
         actor: Actors = None,
     ) -> list[BlameRun]:
-        """Who wrote each piece of the text root `root` at `seq` (now by default);
+        """Who wrote each piece of the text root `root` at `seq` (a seq or a tag name; now
+        by default);
         `join`: "event" (a run per event) or "actor" (neighbours by the same actor
         joined: a word typed key by key is one run); `actor` (a user or several): only
         their runs, each stretch of others' text between one run with its ``omitted``
@@ -611,7 +613,7 @@ class History:
         self,
         doc: str,
         path: str,
-        seq: int | None = None,
+        seq: int | str | None = None,
         join: str = "event",
         actor: Actors = None,
     ) -> list[NestedBlame]:
@@ -640,7 +642,7 @@ class History:
     async def blame_tree(
         self,
         doc: str,
-        seq: int | None = None,
+        seq: int | str | None = None,
         root: str = "default",
         join: str = "event",
         actor: Actors = None,
@@ -656,7 +658,7 @@ class History:
         return list(entry.get("nodes") or [])
 
     async def _blamed(
-        self, doc: str, seq: int | None, root: str, join: str, actor: Actors
+        self, doc: str, seq: int | str | None, root: str, join: str, actor: Actors
     ) -> dict[str, Any]:
         body = await self._json(
             "GET", f"{_doc_path(doc)}/blame", f"blaming {doc!r}",
@@ -666,14 +668,19 @@ class History:
         return entry if isinstance(entry, dict) else {}
 
     async def text_by(
-        self, doc: str, actor: str | Sequence[str], seq: int | None = None, root: str = "content"
+        self,
+        doc: str,
+        actor: str | Sequence[str],
+        seq: int | str | None = None,
+        root: str = "content",
     ) -> str:
         """The text `actor` (or several) wrote that is still in root `root` (a text or an
-        XML tree) at `seq` (now by default), in document order: exactly their characters,
-        their paragraphs apart by one blank line where others' text was between (in a
-        tree: a line per paragraph of theirs, with no line break after the last),
-        nothing else of others' ("" when nothing of theirs is left). Blame names the
-        writer: text of theirs that an editor moved or an undo brought back is theirs.
+        XML tree) at `seq` (a seq or a tag name; now by default), in document order:
+        exactly their characters, their paragraphs apart by one blank line where others'
+        text was between (in a tree: a line per paragraph of theirs, with no line break
+        after the last), nothing else of others' ("" when nothing of theirs is left).
+        Blame names the writer: text of theirs that an editor moved or an undo brought
+        back is theirs.
         (``palimpsest cat --by`` prints it as lines: with a line break at the end.)"""
         entry = await self._blamed(doc, seq, root, "actor", actor)
         if entry.get("type") == "xml":

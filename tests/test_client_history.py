@@ -308,3 +308,16 @@ async def test_a_version_before_the_first_event_has_no_roots_and_an_empty_text(
         assert (v.seq, v.ts, v.roots) == (0, None, {})
         assert v.text == "" and v.root_text("content") == "" and v.root_text("other") == ""
         assert (await h.version("young", 0)) == v
+
+
+async def test_diff_blame_and_text_by_name_a_version_by_tag(server: RunningServer) -> None:
+    """What the typing of diff(), blame(), text_by() now says (int | str): a tag in a
+    seq's place reads the same version as its seq."""
+    await three_versions(server, "tagged-reads")
+    async with client.History(server.url, user="ada") as h:
+        await h.tag("tagged-reads", "v1", seq=1)
+        await h.tag("tagged-reads", "v2", seq=2)
+        assert await h.diff("tagged-reads", "v1", "v2") == await h.diff("tagged-reads", 1, 2)
+        assert await h.blame("tagged-reads", seq="v2") == await h.blame("tagged-reads", seq=2)
+        by_tag = await h.text_by("tagged-reads", "ada", seq="v2")
+        assert by_tag == await h.text_by("tagged-reads", "ada", seq=2) != ""

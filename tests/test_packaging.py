@@ -101,3 +101,26 @@ def test_the_clients_documented_late_answer_type_checks(tmp_path: Path) -> None:
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout
+
+
+def test_a_tag_type_checks_wherever_a_version_is_named(tmp_path: Path) -> None:
+    """diff(), blame(), blame_texts(), blame_tree() and text_by() take a tag in a seq's
+    place at run time (tests/test_client_history.py), as version() and restore() do, but
+    were typed ``int``: `mypy --strict` refused a bot's ``blame(doc, seq="before-ai")``."""
+    (tmp_path / "mypy.ini").write_text("[mypy]\nstrict = True\n")
+    (tmp_path / "bot.py").write_text(
+        "from palimpsest import client\n"
+        "async def main(h: client.History) -> None:\n"
+        "    await h.diff('notes', 'before-ai', 'after-ai', join='actor')\n"
+        "    await h.diff('notes', 3, 'after-ai')\n"
+        "    await h.blame('notes', seq='after-ai', join='actor')\n"
+        "    await h.blame_texts('notes', 'cells', seq='after-ai')\n"
+        "    await h.blame_tree('notes', seq='after-ai')\n"
+        "    await h.text_by('notes', 'bot', seq='after-ai')\n"
+        "    await h.text_by('notes', 'bot', 'after-ai')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache"), "bot.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout
