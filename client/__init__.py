@@ -53,7 +53,7 @@ from .session import (
     ws_url,
 )
 from .stream import StreamEvent
-from .text import Text
+from .text import Sticky, Text
 
 __all__ = [
     "AuthFailed",
@@ -83,6 +83,7 @@ __all__ = [
     "ServerError",
     "ServerGone",
     "Session",
+    "Sticky",
     "StreamEvent",
     "Text",
     "Timeout",

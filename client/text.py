@@ -6,6 +6,8 @@
     text.replace(0, 1, "J")
     text.set("new whole content")   # a minimal diff, not a delete-all + insert
     str(text), len(text)
+    spot = text.sticky(10)          # a position that stays put while others type
+    text.insert(spot.index, "tok")  # (spot.index: code points, now)
 
 The length (and, for non-ASCII text, a copy) of the content is kept between edits made
 here, so that a long series of local edits (a replayed trace) does not rebuild the
@@ -18,11 +20,32 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 
-from pycrdt import Subscription, TransactionEvent
+from pycrdt import Assoc, StickyIndex, Subscription, TransactionEvent
 from pycrdt import Text as YText
 
 #: above this many differing characters set() replaces the middle in one piece
 _DIFF_LIMIT = 20_000
+
+
+class Sticky:
+    """A position in a text that stays at its place (between the same two characters)
+    whatever is inserted or deleted around it, by anyone: a bot's insertion point while
+    a human types before it. ``index`` is where it is now, in code points, as every
+    position of :class:`Text`; pycrdt's own ``StickyIndex`` (``sticky_index``, under
+    it) counts UTF-8 bytes, off by 1 to 3 per non-ASCII character before it."""
+
+    def __init__(self, text: Text, sticky_index: StickyIndex) -> None:
+        self.text = text
+        #: pycrdt's StickyIndex (``encode()`` it to keep it; its ``get_index()``: bytes)
+        self.sticky_index = sticky_index
+
+    @property
+    def index(self) -> int:
+        """Where it is now, in code points (0 to ``len(text)``)."""
+        return self.text._code_points(self.sticky_index.get_index())
+
+    def __repr__(self) -> str:
+        return f"Sticky({self.index})"
 
 
 class Text:
@@ -70,6 +93,14 @@ class Text:
         assert self._mirror is not None
         return len(self._mirror[:pos].encode("utf-8"))
 
+    def _code_points(self, byte: int) -> int:
+        """The code-point position of UTF-8 byte offset `byte` (pycrdt's)."""
+        self._sync()
+        if self._ascii:
+            return byte
+        assert self._mirror is not None
+        return len(self._mirror.encode("utf-8")[:byte].decode("utf-8", errors="ignore"))
+
     def _check(self, pos: int, length: int = 0) -> None:
         if pos < 0 or length < 0 or pos + length > self._len:
             raise IndexError(
@@ -110,6 +141,17 @@ class Text:
 
     def __repr__(self) -> str:
         return f"Text({str(self)!r})"
+
+    def sticky(self, pos: int, assoc: Assoc = Assoc.AFTER) -> Sticky:
+        """A position that stays put: at `pos` (code points) now, it follows its place
+        as the text changes, by anyone (``.index`` says where it is then). With
+        ``Assoc.AFTER`` (the default, as Yjs's) it sticks to the character after it,
+        so text inserted at it goes before it, and a bot inserting token after token
+        at ``spot.index`` writes them in order; with ``Assoc.BEFORE`` it sticks to the
+        character before it and stays before what is inserted at it."""
+        self._sync()
+        self._check(pos)
+        return Sticky(self, self.ytext.sticky_index(self._byte(pos), assoc))
 
     # --- editing (each call is one transaction) -----------------------------------------------
 
