@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
+import textwrap
 from pathlib import Path
 
 from conftest import RunningServer
@@ -67,3 +68,35 @@ async def test_the_readmes_client_example_prints_what_its_comment_says(
     lines = (await run_example(code, server)).splitlines()
     assert lines[0] == said
     assert lines[1:] == ["1 ada edit", "2 ada undo"]
+
+
+async def test_the_undo_guides_streamed_answer_writes_in_order_and_is_one_undo(
+    server: RunningServer,
+) -> None:
+    """docs/undo.md's bot example inserted every token at one fixed position: each went
+    before the one it had just written, and the answer came out backwards."""
+    doc = (REPO / "docs" / "undo.md").read_text()
+    (block,) = [b for b in blocks(doc, "python") if "undo_group()" in b]
+    answer = ["The ", "answer ", "is ", "42."]
+    code = (
+        "import asyncio\n"
+        "from palimpsest import client\n\n"
+        "async def main() -> None:\n"
+        "    url = 'ws://127.0.0.1:8000/ws'\n"
+        "    async with client.connect(url, 'streamed', user='bot') as session:\n"
+        "        session.text().insert(0, 'Q: what is it? A:  (end)')\n"
+        "        await session.flush()\n"
+        f"        answer = {answer!r}\n"
+        "        text = session.text()\n"
+        "        at = str(text).index(' (end)')\n"
+        + textwrap.indent(block, "        ")
+        + "        async with client.History('http://127.0.0.1:8000', user='bot') as h:\n"
+        "            print((await h.version('streamed', result.seq - 1)).text)\n"
+        "        await session.wait_for(lambda: str(session.text()) == QUESTION)\n"
+        "        print(result.ok, str(session.text()))\n"
+        "QUESTION = 'Q: what is it? A:  (end)'\n"
+        "asyncio.run(main())\n"
+    )
+    out = (await run_example(code, server)).splitlines()
+    assert out[0] == "Q: what is it? A: The answer is 42. (end)", out
+    assert out[1] == "True Q: what is it? A:  (end)", out
