@@ -49,7 +49,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def wait_state(c: YClient, want: Doc) -> None:
+async def wait_state(c: YClient, want: Doc[Any]) -> None:
     target = P.decode_state_vector(want.get_state())
     for _ in range(3000):
         have = P.decode_state_vector(c.doc.get_state())
@@ -59,7 +59,7 @@ async def wait_state(c: YClient, want: Doc) -> None:
     raise TimeoutError("state not reached")
 
 
-async def push(c: YClient, local: Doc) -> None:
+async def push(c: YClient, local: Doc[Any]) -> None:
     update = local.get_update(c.doc.get_state())
     await c.send_raw(P.encode_sync_update(update))
     c._applying = True
@@ -93,7 +93,7 @@ async def bench(shapes: int, runs: int, port: int, db: Path, profile: str = "") 
                 except httpx.TransportError:
                     pass
                 await asyncio.sleep(0.1)
-            seed = Doc(client_id=7)
+            seed: Doc[Any] = Doc(client_id=7)
             async with connect(ws, DOC, "seed", ydoc=seed) as sc:
                 board = seed.get("shapes", type=Map)
                 t0 = time.perf_counter()
@@ -104,7 +104,8 @@ async def bench(shapes: int, runs: int, port: int, db: Path, profile: str = "") 
                     await sc._sent()
                 await asyncio.sleep(0.5)
                 seeded = time.perf_counter() - t0
-            ad, bd = Doc(client_id=200), Doc(client_id=100)
+            ad: Doc[Any] = Doc(client_id=200)
+            bd: Doc[Any] = Doc(client_id=100)
             out: list[dict[str, Any]] = []
             async with (
                 connect(ws, DOC, "alice", ydoc=Doc(client_id=201)) as aw,
