@@ -11,15 +11,27 @@ from __future__ import annotations
 
 import difflib
 import random
+from typing import Any
 
 import httpx
 import pytest
 from conftest import RunningServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pycrdt import Doc, Text
 
-from palimpsest.history.bounded_diff import SMALL, Budget, opcodes
+from palimpsest.history import bounded_diff
+from palimpsest.history.bounded_diff import (
+    BUDGET,
+    PAIR,
+    SMALL,
+    Budget,
+    coarsened,
+    opcodes,
+    text_opcodes,
+)
 from palimpsest.history.render import string_opcodes
+from palimpsest.history.restore import CHANGE_COST, set_text
 
 
 def applies(
@@ -145,3 +157,150 @@ async def test_a_hostile_put_text_completes_and_is_right(server: RunningServer) 
         assert r.status_code == 200, r.text
         v = (await http.get("/api/docs/hostile/versions/head")).json()
         assert v["roots"]["content"]["value"] == a
+
+
+class Metered(Budget):
+    """A budget that remembers what was taken of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.taken = 0
+
+    def take(self, units: int) -> bool:
+        ok = super().take(units)
+        self.taken += units if ok else 0
+        return ok
+
+
+@pytest.fixture
+def difflib_work(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """What each difflib run of bounded_diff walks (its pairs of equal elements and its
+    elements: what the budget charges for it); difflib itself runs as ever."""
+    runs: list[int] = []
+
+    class Counted(difflib.SequenceMatcher):  # type: ignore[type-arg]
+        def __init__(self, junk: None, a: list[str], b: list[str], autojunk: bool) -> None:
+            runs.append(bounded_diff._pairs(a, b) + len(a) + len(b))
+            super().__init__(junk, a, b, autojunk=autojunk)
+
+    monkeypatch.setattr(bounded_diff.difflib, "SequenceMatcher", Counted)
+    return runs
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", sorted(hostile_cases()))
+def test_the_text_diff_levels_stay_within_the_budget(name: str, difflib_work: list[int]) -> None:
+    """Lines, tokens, characters and the pairs of lines: every difflib run of every level
+    was paid for out of the one budget, and no more pairs of lines were looked at than it
+    pays for; what is left past it is replaced whole, in few opcodes."""
+    a, b = hostile_cases()[name]
+    budget = Metered()
+    ops = text_opcodes(a, b, budget)
+    applies(a, b, ops)
+    assert budget.taken <= BUDGET
+    assert sum(difflib_work) <= budget.taken, (sum(difflib_work), budget.taken)
+    assert all(n <= 2 * SMALL + BUDGET for n in difflib_work)
+    # each opcode but the first few comes from a difflib run or a pair of lines paid for
+    assert len(ops) <= 8 + 3 * (budget.taken // PAIR), len(ops)
+
+
+def test_a_spent_budget_replaces_a_text_whole() -> None:
+    t = "".join(f"line {k}: teh text\n" for k in range(2000))
+    ops = text_opcodes(t, t.replace("teh", "the"), Budget(0))
+    assert [op[0] for op in ops] == ["replace"]
+
+
+def typo_fix(n: int) -> tuple[str, str]:
+    t = "".join(f"line {k}: teh human wrote this sentence carefully.\n" for k in range(n))
+    return t, t.replace("teh", "the")
+
+
+@pytest.mark.parametrize("n", [10, 40, 2000, 10_000])
+def test_a_fix_in_every_line_changes_only_the_fixes(n: int, difflib_work: list[int]) -> None:
+    a, b = typo_fix(n)
+    ops = string_opcodes(a, b)
+    applies(a, b, ops)
+    changed = sum(i2 - i1 for t, i1, i2, _, _ in ops if t != "equal")
+    # difflib makes "teh" "the" by one inserted "h" and one deleted: two a line at most
+    assert changed <= 2 * n, (changed, ops[:6])
+    assert sum(difflib_work) <= BUDGET
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["one line", "by lines", "unaligned lines", "words in a line"],
+)
+def test_texts_past_a_few_kb_keep_what_did_not_change(case: str) -> None:
+    paste = "the model says hi " * 417
+    lines = [f"row {k} of {k * 7 % 13} things, say {k * k}\n" for k in range(3000)]
+    if case == "one line":  # a long paste taken out of the middle of a line
+        a, b = "Intro [[" + paste + "]] HUMAN: hA0hA1 end", "Intro [[]] HUMAN: end"
+        gone = len(paste) + len("hA0hA1 ")
+    elif case == "by lines":  # a line changed here and there, one line removed
+        c = list(lines)
+        for k in range(0, 3000, 7):
+            c[k] = c[k].replace("things", "items")
+        del c[1500]
+        a, b = "".join(lines), "".join(c)
+        gone = len(lines[1500]) + 2 * len("things") * (3000 // 7 + 1)
+    elif case == "unaligned lines":  # each line edited, and a line added at the top
+        a = "".join(lines[:200])
+        b = "new first line\n" + a.replace("things", "thing")
+        gone = len("new first line\n") + 200
+    else:  # one line of 12,000 words, a word in ten changed
+        words = [f"w{k}" for k in range(12_000)]
+        c = [w + "x" if k % 10 == 0 else w for k, w in enumerate(words)]
+        a, b = " ".join(words), " ".join(c)
+        gone = 1200
+    ops = string_opcodes(a, b)
+    applies(a, b, ops)
+    changed = max(
+        sum(i2 - i1 for t, i1, i2, _, _ in ops if t != "equal"),
+        sum(j2 - j1 for t, _, _, j1, j2 in ops if t != "equal"),
+    )
+    assert changed <= gone, (changed, gone)
+
+
+def test_coarsened_joins_across_the_shortest_kept_spans() -> None:
+    a = "x" * 10 + "a" + "y" + "b" + "z" * 30 + "c" + "w" * 10
+    b = "x" * 10 + "A" + "y" + "B" + "z" * 30 + "C" + "w" * 10
+    ops = text_opcodes(a, b)
+    assert sum(op[0] != "equal" for op in ops) == 3
+    assert coarsened(ops, 3) == ops
+    two = coarsened(ops, 2)
+    applies(a, b, two)
+    # the one-character span went, the 30-character one stayed
+    assert [op[0] for op in two] == ["equal", "replace", "equal", "replace", "equal"]
+    assert two[1][1:3] == (10, 13) and two[2][2] - two[2][1] == 30
+    one = coarsened(ops, 1)
+    applies(a, b, one)
+    assert [op[0] for op in one] == ["equal", "replace", "equal"]
+
+
+def yjs_changes(n: int, every: int) -> tuple[str, str, int]:
+    """set_text of a typo fix in one line in `every` of `n` on a real Yjs text: the
+    text, what it became, and how many insertions and deletions it took."""
+    t, _ = typo_fix(n)
+    lines = t.splitlines(keepends=True)
+    new = "".join(ln.replace("teh", "the") if k % every == 0 else ln for k, ln in enumerate(lines))
+    doc: Doc[Any] = Doc()
+    text = doc.get("content", type=Text)
+    text += t
+    deltas: list[Any] = []
+    text.observe(lambda e: deltas.extend(e.delta))
+    with doc.transaction():
+        set_text(text, new)
+    assert str(text) == new
+    return t, new, sum(1 for d in deltas if "retain" not in d)
+
+
+def test_set_text_makes_each_fix_of_a_large_text_by_itself() -> None:
+    t, _, changes = yjs_changes(2000, 1)
+    assert 2000 <= changes <= 4000  # ("teh" -> "the": an "h" in, an "h" out, or "eh" -> "he")
+
+
+def test_set_text_joins_changes_past_its_cost() -> None:
+    t, _, changes = yjs_changes(20_000, 1)
+    assert changes <= 2 * (CHANGE_COST // len(t))  # (a joined change: a delete and an insert)
+    t, _, changes = yjs_changes(20_000, 100)  # 200 fixes: within the cost
+    assert 200 <= changes <= 400

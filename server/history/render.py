@@ -10,7 +10,6 @@ Array if it holds anything else; a root with nothing visible renders as empty te
 from __future__ import annotations
 
 import base64
-import itertools
 import json
 import math
 from bisect import bisect_right
@@ -22,7 +21,7 @@ from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
 
 from ..errors import TooDeep
 from . import yupdate
-from .bounded_diff import Budget, Opcode, opcodes
+from .bounded_diff import Opcode, opcodes, text_opcodes
 
 TEXT, MAP, ARRAY, XML = "text", "map", "array", "xml"
 #: the key of the JSON object a binary value is rendered as (jsonable)
@@ -744,52 +743,20 @@ def diff_strings(old: str, new: str) -> list[dict[str, Any]]:
     return ops
 
 
-#: a character diff only on changed spans up to this many characters; longer spans are
-#: first diffed by lines
-CHAR_DIFF_LIMIT = 4000
-
-
-def _char_opcodes(a: str, b: str, i0: int, j0: int, budget: Budget) -> list[Opcode]:
-    if len(a) + len(b) <= CHAR_DIFF_LIMIT:
-        return [
-            (t, i1 + i0, i2 + i0, j1 + j0, j2 + j0) for t, i1, i2, j1, j2 in opcodes(a, b, budget)
-        ]
-    if not a and not b:
-        return []
-    tag = "replace" if a and b else ("delete" if a else "insert")
-    return [(tag, i0, i0 + len(a), j0, j0 + len(b))]
-
-
-def _line_opcodes(a: str, b: str, i0: int, j0: int, budget: Budget) -> list[Opcode]:
-    la, lb = a.splitlines(keepends=True), b.splitlines(keepends=True)
-    offa = [0, *itertools.accumulate(len(x) for x in la)]
-    offb = [0, *itertools.accumulate(len(x) for x in lb)]
-    out: list[Opcode] = []
-    for tag, i1, i2, j1, j2 in opcodes(la, lb, budget):
-        ca, cb = a[offa[i1] : offa[i2]], b[offb[j1] : offb[j2]]
-        if tag == "equal":
-            out.append(("equal", i0 + offa[i1], i0 + offa[i2], j0 + offb[j1], j0 + offb[j2]))
-        else:
-            out.extend(_char_opcodes(ca, cb, i0 + offa[i1], j0 + offb[j1], budget))
-    return out
-
-
 def string_opcodes(a: str, b: str) -> list[Opcode]:
-    """difflib-style opcodes over code points: common prefix and suffix trimmed, then a
-    character diff, or for long changed spans a line diff refined by characters; the
-    work bounded (bounded_diff.py), whatever the texts."""
+    """difflib-style opcodes over code points: common prefix and suffix trimmed, then
+    bounded_diff.text_opcodes (a character diff where it is affordable, else by lines,
+    then tokens, then characters); the work bounded, whatever the texts."""
     n = min(len(a), len(b))
     pre = _common(a, b, n, lambda s, k: s[:k])
     suf = _common(a, b, n - pre, lambda s, k: s[len(s) - k :])
     am, bm = a[pre : len(a) - suf], b[pre : len(b) - suf]
-    budget = Budget()
     ops: list[Opcode] = []
     if pre:
         ops.append(("equal", 0, pre, 0, pre))
-    if len(am) + len(bm) <= CHAR_DIFF_LIMIT:
-        ops.extend(_char_opcodes(am, bm, pre, pre, budget))
-    else:
-        ops.extend(_line_opcodes(am, bm, pre, pre, budget))
+    ops.extend(
+        (t, i1 + pre, i2 + pre, j1 + pre, j2 + pre) for t, i1, i2, j1, j2 in text_opcodes(am, bm)
+    )
     if suf:
         ops.append(("equal", len(a) - suf, len(a), len(b) - suf, len(b)))
     return ops
