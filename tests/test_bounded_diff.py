@@ -304,3 +304,16 @@ def test_set_text_joins_changes_past_its_cost() -> None:
     assert changes <= 2 * (CHANGE_COST // len(t))  # (a joined change: a delete and an insert)
     t, _, changes = yjs_changes(20_000, 100)  # 200 fixes: within the cost
     assert 200 <= changes <= 400
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.text(alphabet="aé€😀\n b", max_size=40), st.text(alphabet="aé€😀\n b", max_size=40))
+def test_set_text_makes_a_yjs_text_the_target(a: str, b: str) -> None:
+    """The changes made from the start, their offsets (pycrdt's: UTF-8 bytes) moved by
+    those before, on texts of characters of one to four bytes."""
+    doc: Doc[Any] = Doc()
+    text = doc.get("content", type=Text)
+    text += a
+    with doc.transaction():
+        set_text(text, b)
+    assert str(text) == b
