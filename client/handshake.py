@@ -12,10 +12,12 @@ for ``connect_timeout`` and said nothing of why).
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import websockets
 from websockets.asyncio.client import ClientConnection
+from websockets.frames import CloseCode
 
 from .errors import ClientError, NotFound, Refused, ServerError, ServerGone, from_http
 
@@ -43,8 +45,11 @@ class UpgradeConnection(ClientConnection):
     handshake fails with :class:`NotHTTP11`, which says what was read."""
 
     _head = b""
+    #: the event loop's time when bytes last arrived (the keepalive's sign of life)
+    last_received = 0.0
 
     def data_received(self, data: bytes) -> None:
+        self.last_received = self.loop.time()
         if self.response is None and len(self._head) < HEAD_BYTES:
             self._head += data[: HEAD_BYTES - len(self._head)]
         super().data_received(data)
@@ -57,6 +62,37 @@ class UpgradeConnection(ClientConnection):
             err.__cause__ = exc
             self.protocol.handshake_exc = err
             self.transport.abort()
+
+    async def keepalive(self) -> None:
+        """websockets' keepalive (a ping every ``ping_interval``; no pong within
+        ``ping_timeout``: the connection is failed with 1011), but a pong counts as late
+        only once nothing at all has arrived for ``ping_timeout``. The server's pong
+        comes after everything it sent before it, on the same stream: behind a large
+        message on a slow link (a whole document's first sync, one message) it came
+        after the timeout, and the session ended its own connection while the message
+        was still arriving, again on every reconnect, and never opened. A connection
+        that has gone silent is still failed ``ping_timeout`` after its last byte."""
+        assert self.ping_interval is not None
+        latency = 0.0
+        try:
+            while True:
+                await asyncio.sleep(max(0.0, self.ping_interval - latency))
+                sent = self.loop.time()
+                pong = asyncio.ensure_future(await self.ping())
+                if self.ping_timeout is None:
+                    continue
+                while True:
+                    due = max(sent, self.last_received) + self.ping_timeout
+                    done, _ = await asyncio.wait({pong}, timeout=max(0.0, due - self.loop.time()))
+                    if done:
+                        latency = pong.result()
+                        break
+                    if self.loop.time() >= max(sent, self.last_received) + self.ping_timeout:
+                        async with self.send_context():
+                            self.protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+                        return  # (connection_lost cancels this task)
+        except Exception:
+            self.logger.error("keepalive ping failed", exc_info=True)
 
 
 def _printable(data: bytes, most: int = 80) -> str:

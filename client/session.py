@@ -355,6 +355,8 @@ class Session:
         max_backoff: float = 5.0,
         give_up_after: float | None = None,
         max_frames_per_second: float = 100.0,
+        ping_interval: float | None = 10.0,
+        ping_timeout: float | None = 20.0,
     ) -> None:
         try:
             validate_doc_name(doc)
@@ -382,6 +384,14 @@ class Session:
         self._connect_timeout = connect_timeout
         self._max_backoff = max_backoff
         self._give_up_after = give_up_after
+        for name, value in (("ping_interval", ping_interval), ("ping_timeout", ping_timeout)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be above 0 (or None: off), not {value!r}")
+        #: the keepalive: a ping every ping_interval s; the connection is given up when
+        #: neither its pong nor any other byte arrived for ping_timeout s (a pong behind
+        #: a large message still arriving is not late: client.handshake.UpgradeConnection)
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
         self._frame_interval = 1.0 / max_frames_per_second if max_frames_per_second > 0 else 0.0
 
         self._ws: Any = None
@@ -1205,8 +1215,8 @@ class Session:
                     max_size=None,
                     compression=None,
                     open_timeout=self._connect_timeout,
-                    ping_interval=10,
-                    ping_timeout=20,
+                    ping_interval=self._ping_interval,
+                    ping_timeout=self._ping_timeout,
                     close_timeout=2,
                     create_connection=UpgradeConnection,
                 )

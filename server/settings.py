@@ -99,6 +99,13 @@ class Settings:
     fd_reserve: int = 64
     #: frames queued for one slow client before it is dropped
     send_queue_frames: int = 65536
+    #: `palimpsest serve`: negotiate permessage-deflate (RFC 7692) with the websocket
+    #: clients that offer it (browsers and Node's ws do; the Python client does not):
+    #: every message then travels compressed, a document's first sync (one message,
+    #: the whole document) too, at a cost in CPU per message sent and received and a
+    #: compressor's memory per connection. Off by default: small edits gain nothing
+    #: from it (docs/operations.md, "Large documents on slow links")
+    ws_per_message_deflate: bool = False
     # --- hostile clients (docs/security.md says which threat each one stops) ---
     #: inbound bytes per second per connection, every frame kind, plus what its undo/redo
     #: requests append (burst = 2x); 0 = unlimited

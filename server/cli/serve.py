@@ -152,6 +152,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "beside the content (repeatable or comma-separated; env PALIMPSEST_UNDO_SKIP_ROOTS; "
         "a Y.PermanentUserData map is left alone without it; docs/undo.md)",
     )  # fmt: skip
+    p.add_argument(
+        "--ws-per-message-deflate", action="store_true", default=None,
+        help="compress websocket messages (permessage-deflate) for the clients that offer "
+        "it: a large document's first sync crosses a slow link in a fraction of the "
+        "bytes, for CPU on every message (env PALIMPSEST_WS_PER_MESSAGE_DEFLATE; default "
+        "off; docs/operations.md)",
+    )  # fmt: skip
     p.add_argument("--log-json", action="store_true", default=None, help="JSON log lines")
     p.add_argument("--log-level", help="debug, info, warning, error (default info)")
     p.set_defaults(func=run)
@@ -197,6 +204,7 @@ def run(args: argparse.Namespace) -> int:
             webhook_max_failures=args.webhook_max_failures,
             webhook_retry_max=args.webhook_retry_max,
             undo_skip_roots=_roots(args.undo_skip_roots),
+            ws_per_message_deflate=args.ws_per_message_deflate,
             log_json=args.log_json,
             log_level=args.log_level,
         )
@@ -235,7 +243,9 @@ def run(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         loop="none",  # _serve runs it on the loop chosen above
-        ws_per_message_deflate=False,  # see DESIGN.md: deflate stalls many tiny frames
+        # off unless asked for (DESIGN.md: on many tiny frames Node ws's compression
+        # stalls its sends); on, a large first sync crosses a slow link compressed
+        ws_per_message_deflate=settings.ws_per_message_deflate,
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
         log_level="warning",

@@ -1,0 +1,187 @@
+"""A large document over a slow link: its first sync is one websocket message (the
+whole document), which a client must receive before it gives up on the connection.
+
+- `serve --ws-per-message-deflate` (PALIMPSEST_WS_PER_MESSAGE_DEFLATE) negotiates
+  permessage-deflate with a real y-websocket client (Node's ws offers it), and a
+  repetitive 1 MB document reaches it in a fraction of the bytes; off (the default), it
+  is not negotiated and the bytes are the document's;
+- the Python client's keepalive does not end its own connection while that message is
+  still arriving (the server's pong is behind it on the same stream): a session on a
+  link slower than its ping timeout opens, on its first connection.
+
+The bytes are counted by a small TCP proxy between the client and the server (and the
+slow link is that proxy passing the server's bytes at a bounded rate)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from serverproc import ServerProcess
+from test_interop_node import (
+    node_modules,  # noqa: F401  (a fixture)
+    node_scenario,
+)
+
+from palimpsest import client
+
+#: the document: 1 MB of a repetitive text
+TEXT = "all work and no play makes jack a dull boy\n" * 24_000
+
+
+class Link:
+    """A TCP proxy on a free loopback port to `target_port`, counting the bytes it
+    passes from the server to the client (`down`); `rate`: bytes per second at most
+    that way (none: as fast as they come)."""
+
+    def __init__(self, target_port: int, rate: float | None = None) -> None:
+        self.target_port = target_port
+        self.rate = rate
+        self.down = 0
+        #: set while the server's bytes pass; cleared, they are held
+        self.passing = asyncio.Event()
+        self.passing.set()
+        self.port = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter, down: bool) -> None:
+        try:
+            while data := await r.read(16384 if down and self.rate else 65536):
+                if down:
+                    self.down += len(data)
+                    await self.passing.wait()
+                w.write(data)
+                await w.drain()
+                if down and self.rate:
+                    await asyncio.sleep(len(data) / self.rate)
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            w.close()
+
+    async def _handle(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        sr, sw = await asyncio.open_connection("127.0.0.1", self.target_port)
+        ups = asyncio.create_task(self._pipe(cr, sw, down=False))
+        downs = asyncio.create_task(self._pipe(sr, cw, down=True))
+        self._tasks |= {ups, downs}
+        await asyncio.gather(ups, downs)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Link]:
+        server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        try:
+            yield self
+        finally:
+            server.close()
+            for t in self._tasks:
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def fill(srv: ServerProcess, doc: str) -> None:
+    async with client.connect(srv.http_url, doc, user="ann") as ann:
+        ann.text().insert(0, TEXT)
+        await ann.flush(timeout=30)
+
+
+#: a y-websocket client through the link: what was negotiated, and the text's length
+#: once synced
+FIRST_SYNC = """
+import * as Y from 'yjs'
+import WebSocket from 'ws'
+import { WebsocketProvider } from 'y-websocket'
+const { WS, DOC } = process.env
+const ydoc = new Y.Doc()
+const provider = new WebsocketProvider(WS, DOC, ydoc,
+  { params: { user: 'bob' }, WebSocketPolyfill: WebSocket, disableBc: true })
+await new Promise((resolve) => provider.once('synced', resolve))
+console.log(JSON.stringify({ extensions: provider.ws.extensions,
+                             length: ydoc.getText('content').length }))
+provider.destroy()
+process.exit(0)
+"""
+
+
+@pytest.mark.parametrize("deflate", [True, False], ids=["deflate", "default"])
+async def test_a_large_first_sync_travels_compressed_when_deflate_is_on(
+    tmp_path: Path,
+    node_modules: Path,  # noqa: F811
+    deflate: bool,
+) -> None:
+    env = {"PALIMPSEST_WS_PER_MESSAGE_DEFLATE": "1"} if deflate else {}
+    async with ServerProcess(tmp_path / "srv", env=env) as srv:
+        await fill(srv, "big")
+        async with Link(srv.port).running() as link:
+            out = await node_scenario(
+                FIRST_SYNC, f"ws://127.0.0.1:{link.port}/ws", srv.http_url, "big"
+            )
+    got = json.loads(out.decode().strip().splitlines()[-1])
+    assert got["length"] == len(TEXT)
+    if deflate:
+        assert got["extensions"] == "permessage-deflate"
+        assert link.down < len(TEXT) // 20, link.down  # (repetitive: far below the text)
+    else:
+        assert got["extensions"] == ""
+        assert link.down > len(TEXT), link.down
+
+
+async def test_the_flag_turns_deflate_on(
+    tmp_path: Path,
+    node_modules: Path,  # noqa: F811
+) -> None:
+    async with ServerProcess(tmp_path / "srv", extra_args=["--ws-per-message-deflate"]) as srv:
+        await fill(srv, "big")
+        async with Link(srv.port).running() as link:
+            out = await node_scenario(
+                FIRST_SYNC, f"ws://127.0.0.1:{link.port}/ws", srv.http_url, "big"
+            )
+    got = json.loads(out.decode().strip().splitlines()[-1])
+    assert (got["extensions"], got["length"]) == ("permessage-deflate", len(TEXT))
+
+
+async def test_the_python_client_keeps_a_connection_whose_first_sync_is_still_arriving(
+    tmp_path: Path,
+) -> None:
+    """1 MB at 200 kB/s: some 5 s of one message, against a ping every 0.5 s and a
+    timeout of 1 s. The pong comes only after the message; the bytes arriving before it
+    say the connection is alive."""
+    async with ServerProcess(tmp_path / "srv") as srv:
+        await fill(srv, "big")
+        async with Link(srv.port, rate=200_000).running() as link:
+            session = client.connect(
+                f"http://127.0.0.1:{link.port}", "big", user="bob", connect_timeout=120,
+                reconnect=False, ping_interval=0.5, ping_timeout=1.0,
+            )  # fmt: skip
+            async with session as bob:
+                assert bob.text() == TEXT
+                assert bob.connections == 1
+            assert link.down > len(TEXT)
+
+
+async def test_the_python_client_still_gives_up_a_silent_connection(tmp_path: Path) -> None:
+    """A link that stops passing anything: no pong, no byte; the keepalive ends the
+    connection ping_timeout after the last byte."""
+    async with ServerProcess(tmp_path / "srv") as srv:
+        link = Link(srv.port)
+        async with link.running():
+            session = client.connect(
+                f"http://127.0.0.1:{link.port}", "small", user="bob",
+                ping_interval=0.2, ping_timeout=0.5,
+            )  # fmt: skip
+            async with session as bob:
+                assert bob.connected
+                link.passing.clear()  # nothing from the server arrives, its pongs neither
+                await bob.wait_for(lambda: not bob.connected, timeout=30)
+                link.passing.set()
+
+
+def test_keepalive_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="ping_timeout"):
+        client.connect("http://127.0.0.1:1", "d", ping_timeout=0)
+    with pytest.raises(ValueError, match="ping_interval"):
+        client.connect("http://127.0.0.1:1", "d", ping_interval=-1)
