@@ -106,6 +106,15 @@ class Settings:
     #: compressor's memory per connection. Off by default: small edits gain nothing
     #: from it (docs/operations.md, "Large documents on slow links")
     ws_per_message_deflate: bool = False
+    #: `palimpsest serve`'s keepalive: a ping to every websocket each ws_ping_interval
+    #: seconds (0 = none), and the connection closed (1011) when its pong has not come
+    #: ws_ping_timeout seconds later. A client gone without a word (a laptop closed, a
+    #: route lost) is noticed within about their sum; its presence and its connection's
+    #: share of the per-address limit go with it. The pong comes after whatever was
+    #: sent before the ping: a message that takes longer than the timeout to cross the
+    #: link (a large document's first sync) ends its connection (docs/operations.md)
+    ws_ping_interval: float = 20.0
+    ws_ping_timeout: float = 20.0
     # --- hostile clients (docs/security.md says which threat each one stops) ---
     #: inbound bytes per second per connection, every frame kind, plus what its undo/redo
     #: requests append (burst = 2x); 0 = unlimited
@@ -384,6 +393,7 @@ _POSITIVE = frozenset(
         "undo_group_idle_ms", "commit_batch_max", "webhook_max_failures", "webhook_retry_first",
         "webhook_retry_max", "webhook_batch", "webhook_lease_seconds",
         "changefeed_heartbeat", "changefeed_max_streams_per_ip", "changefeed_poll",
+        "ws_ping_timeout",
     }
 )  # fmt: skip
 #: the shortest period of the disk warmer, in ms: shorter ones only burn a core on syncs

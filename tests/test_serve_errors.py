@@ -103,6 +103,13 @@ def serve(
         # nobody hears of: a reload's handover is over in minutes
         (["--lock-wait", "1e9"], {},
          "lock_wait (PALIMPSEST_LOCK_WAIT) must be at most 3600 (seconds), not 1000000000.0"),
+        # a pong deadline of 0 closes every websocket at its first ping
+        (["--ws-ping-timeout", "0"], {},
+         "ws_ping_timeout (PALIMPSEST_WS_PING_TIMEOUT) must be above 0, not 0.0"),
+        ([], {"PALIMPSEST_WS_PING_INTERVAL": "-1"},
+         "ws_ping_interval (PALIMPSEST_WS_PING_INTERVAL) must be 0 or more, not -1.0"),
+        ([], {"PALIMPSEST_WS_PING_TIMEOUT": "nan"},
+         "ws_ping_timeout (PALIMPSEST_WS_PING_TIMEOUT) must be a finite number"),
         ([], {"PALIMPSEST_JWT_JWKS_URL": "https://idp.example/certs",
               "PALIMPSEST_JWT_JWKS_FETCH_SECONDS": "30"},
          "jwt_jwks_fetch_seconds (PALIMPSEST_JWT_JWKS_FETCH_SECONDS) (30) must be below"),

@@ -159,6 +159,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "bytes, for CPU on every message (env PALIMPSEST_WS_PER_MESSAGE_DEFLATE; default "
         "off; docs/operations.md)",
     )  # fmt: skip
+    p.add_argument(
+        "--ws-ping-interval", type=float, metavar="S",
+        help="seconds between keepalive pings on each websocket; 0 = none (env "
+        "PALIMPSEST_WS_PING_INTERVAL; default 20)",
+    )  # fmt: skip
+    p.add_argument(
+        "--ws-ping-timeout", type=float, metavar="S",
+        help="seconds a websocket's pong may take before the connection is closed (1011): a "
+        "dead connection is noticed within about interval + timeout (env "
+        "PALIMPSEST_WS_PING_TIMEOUT; default 20, above 0; docs/operations.md)",
+    )  # fmt: skip
     p.add_argument("--log-json", action="store_true", default=None, help="JSON log lines")
     p.add_argument("--log-level", help="debug, info, warning, error (default info)")
     p.set_defaults(func=run)
@@ -205,6 +216,8 @@ def run(args: argparse.Namespace) -> int:
             webhook_retry_max=args.webhook_retry_max,
             undo_skip_roots=_roots(args.undo_skip_roots),
             ws_per_message_deflate=args.ws_per_message_deflate,
+            ws_ping_interval=args.ws_ping_interval,
+            ws_ping_timeout=args.ws_ping_timeout,
             log_json=args.log_json,
             log_level=args.log_level,
         )
@@ -246,8 +259,9 @@ def run(args: argparse.Namespace) -> int:
         # off unless asked for (DESIGN.md: on many tiny frames Node ws's compression
         # stalls its sends); on, a large first sync crosses a slow link compressed
         ws_per_message_deflate=settings.ws_per_message_deflate,
-        ws_ping_interval=20.0,
-        ws_ping_timeout=20.0,
+        # the keepalive: a dead connection is noticed within about interval + timeout
+        ws_ping_interval=settings.ws_ping_interval or None,  # (0: no pings)
+        ws_ping_timeout=settings.ws_ping_timeout,
         log_level="warning",
         # its request lines would carry a websocket's ?token=… (docs/operations.md)
         access_log=False,
