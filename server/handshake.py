@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import h11
@@ -46,6 +47,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .descriptors import DescriptorGate
 from .limits import LargeFrames, ws_max_size
+from .repeat_logs import RepeatLines, Who, _Repeats
 from .settings import Settings
 
 log = logging.getLogger("palimpsest.handshake")
@@ -93,13 +95,42 @@ def _response(status: int, phrase: str, text: str, retry_after: bytes = b"") -> 
     )
 
 
+#: the reason of a connection refused with 429 for its address's connections, as the
+#: websocket route counts a TooManyConnections (4429)
+TOO_MANY = "too_many_connections"
+
+
+class RefusedAddresses(RepeatLines):
+    """The 429s of the per-address connection limit, said as RepeatLines says refusals:
+    the first from an address at WARNING, its repeats within a minute counted at DEBUG,
+    then said in one WARNING line with their count. A tab or a fleet of clients behind
+    one address that reconnects in a loop made a line each (1,052 in 14 s in a field
+    test's reconnect storm)."""
+
+    def refused_address(self, host: str) -> bool:
+        """A connection from `host` refused: True to say it (the first in a minute)."""
+        return self.refused(("", host, ""), 429, "too many connections")
+
+    def _said(self, key: tuple[Who, int, str], seen: _Repeats) -> None:
+        (_, host, _), code, reason = key
+        self.log.warning(
+            "%d more connections from %s refused with %d in the last %.0f s: %s",
+            seen.count, host, code, self.clock() - seen.said, reason,
+        )  # fmt: skip
+
+
 def guarded_protocol(
-    settings: Settings, limits: Any, gate: DescriptorGate | None = None
+    settings: Settings,
+    limits: Any,
+    gate: DescriptorGate | None = None,
+    refused: Callable[[str], None] = lambda reason: None,
 ) -> type[H11Protocol]:
     """An h11 protocol class bound to `settings`, the per-address counter `limits`
     (an object with ``connect(host) -> bool``, ``allows(host) -> bool`` and
     ``disconnect(host)``) and the file descriptors' `gate` (none: websockets are not
-    refused for want of descriptors)."""
+    refused for want of descriptors); `refused(reason)` counts a connection refused by
+    the per-address limit (Backend.refused: ``palimpsest_refused_total``)."""
+    repeats = RefusedAddresses(log)
 
     class GuardedH11Protocol(H11Protocol):
         _head_timer: asyncio.TimerHandle | None = None
@@ -109,11 +140,20 @@ def guarded_protocol(
             super().connection_made(transport)  # type: ignore[arg-type]
             host = self.client[0] if self.client else "unknown"
             if not limits.connect(host):
-                log.warning("refused a connection from %s: too many connections", host)
-                self._refuse(429, "Too Many Requests", "too many connections from your address")
+                self._too_many(host, "a connection")
                 return
             self._counted = host
             self._arm()
+
+        def _too_many(self, host: str, what: str) -> None:
+            """Refuse with 429 (the address is at max_connections_per_ip), counted; said
+            at WARNING the first time in a minute, its repeats then in one line."""
+            refused(TOO_MANY)
+            say = log.warning if repeats.refused_address(host) else log.debug
+            say("refused %s from %s with 429: too many connections (max_connections_per_ip "
+                "%d; repeats within a minute are said in one line)", what, host,
+                settings.max_connections_per_ip)  # fmt: skip
+            self._refuse(429, "Too Many Requests", "too many connections from your address")
 
         def _arm(self) -> None:
             if self._head_timer is None:
@@ -160,8 +200,7 @@ def guarded_protocol(
                 # the client's own is refused here as a direct client's is, with a 429
                 # a browser backs off from (after the accept, a 4429 close brought the
                 # tab straight back, ten times a second)
-                log.warning("refused websocket from %s: too many connections", client)
-                self._refuse(429, "Too Many Requests", "too many connections from your address")
+                self._too_many(client, "a websocket")
                 return
             refusal = gate.refusal(len(self.connections)) if gate is not None else None
             if refusal is None:
@@ -330,11 +369,15 @@ def bounded_websocket_protocol(settings: Settings) -> type[asyncio.Protocol]:
 
 
 def uvicorn_options(
-    settings: Settings, limits: Any, gate: DescriptorGate | None = None
+    settings: Settings,
+    limits: Any,
+    gate: DescriptorGate | None = None,
+    refused: Callable[[str], None] = lambda reason: None,
 ) -> dict[str, Any]:
     """The uvicorn.Config options that put the guard in place (with the descriptors'
-    `gate`, if any), the websocket protocol (bounded_websocket_protocol) and its message
-    size limit (limits.ws_max_size)."""
+    `gate`, if any, and `refused` counting its 429s: Backend.refused), the websocket
+    protocol (bounded_websocket_protocol) and its message size limit
+    (limits.ws_max_size)."""
     import websockets.http11
 
     # websockets reads this knob from the environment at import time; the head limit
@@ -343,7 +386,7 @@ def uvicorn_options(
         websockets.http11.MAX_LINE_LENGTH, settings.max_request_head_bytes
     )
     return {
-        "http": guarded_protocol(settings, limits, gate),
+        "http": guarded_protocol(settings, limits, gate, refused),
         "h11_max_incomplete_event_size": settings.max_request_head_bytes,
         "ws": bounded_websocket_protocol(settings),
         "ws_max_size": ws_max_size(settings),

@@ -86,7 +86,7 @@ async def run_server(
         ws_per_message_deflate=False,
         log_level="warning",
         lifespan="on",
-        **uvicorn_options(settings, backend.extension(Limits)),
+        **uvicorn_options(settings, backend.extension(Limits), refused=backend.refused),
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

@@ -273,6 +273,7 @@ def run(args: argparse.Namespace) -> int:
             settings,
             app.backend.extension(Limits),
             DescriptorGate(settings.fd_reserve, app.backend.refused),
+            app.backend.refused,
         ),
     )
     uv = logging.getLogger("uvicorn")
