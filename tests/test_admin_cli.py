@@ -869,3 +869,28 @@ async def test_rename_actor_run_again_after_it_was_done_says_so_and_exits_0(
     assert "already done" in r.out and "choose a name" not in r.err, r
     r = await cli(capfd, "rename-actor", "bob", "zed", "--yes", "--db", str(db))
     assert r.code == 1 and "choose a name nobody has" in r.err, r
+
+
+async def test_commands_that_print_a_store_url_mask_its_password(
+    schema: str, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`migrate --store postgresql://u:Secret@host/db` (and with PALIMPSEST_STORE) printed
+    the URL, password and all, on stdout; `copy` onto the same store said it in its
+    refusal. Each writes it as `serve` does: `u:***@`."""
+    from urllib.parse import urlsplit
+
+    from conftest import PG_URL
+
+    parts = urlsplit(PG_URL)
+    user, host = parts.netloc.split("@")[0].split(":")[0], parts.netloc.split("@")[-1]
+    url = f"{parts.scheme}://{user}:Secret@{host}{parts.path}?schema={schema}"
+    r = await cli(capfd, "migrate", "--store", url)
+    assert r.code == 0 and "at schema version" in r.out, r
+    assert "Secret" not in r.out + r.err and f"{user}:***@{host}" in r.out, r
+    monkeypatch.setenv("PALIMPSEST_STORE", url)
+    r = await cli(capfd, "migrate")
+    assert r.code == 0 and "Secret" not in r.out + r.err and ":***@" in r.out, r
+    monkeypatch.delenv("PALIMPSEST_STORE")
+    r = await cli(capfd, "copy", "--from", url, "--to", url, "--quiet")
+    assert r.code == 1 and "the same store" in r.err, r
+    assert "Secret" not in r.out + r.err and ":***@" in r.err, r

@@ -21,6 +21,7 @@ from ..store import EventStore, MemoryStore, SQLiteStore, open_store
 from ..store.base import DocInfo, Event, Snapshot, Tag
 from ..store.cursors import HookState
 from ..upgrade_notes import after_migrate
+from ..util import without_password
 from . import SQLITE_URL_HINT, add_store_options, missing_sqlite_file, settings_from
 
 
@@ -108,7 +109,8 @@ def run_migrate(args: argparse.Namespace) -> int:
             await store.stop()
         if missing:
             print(f"palimpsest: created SQLite database {missing}")
-        print(f"palimpsest: {store.name} store {settings.store_url} at schema version {version}")
+        shown = without_password(settings.store_url)
+        print(f"palimpsest: {store.name} store {shown} at schema version {version}")
         advice = after_migrate(store.found_schema_version)
         if advice:
             print(f"palimpsest migrate: {advice}")
@@ -296,7 +298,9 @@ async def copy(
 
     source, target = open_store(source_url), open_store(target_url)
     if _same_store(source, target, source_url, target_url):
-        raise ValueError(f"--from and --to are the same store ({source_url}): nothing to copy")
+        raise ValueError(
+            f"--from and --to are the same store ({without_password(source_url)}): nothing to copy"
+        )
     missing = missing_sqlite_file(source_url)
     if missing:  # opening it would create an empty database, and copy nothing from it
         raise ValueError(f"no SQLite database at {missing} (--from; {SQLITE_URL_HINT})")
