@@ -312,6 +312,26 @@ def test_postgresql_that_does_not_answer_exits_3(tmp_path: Path) -> None:
     assert "Task exception was never retrieved" not in r.stderr
 
 
+def test_a_failed_start_is_a_json_line_with_log_json(tmp_path: Path) -> None:
+    """With --log-json every line on stderr is a JSON record: the "cannot start" line
+    was printed plain, and a log collector parsing the stream choked on the one line
+    that said why the server is down. Both of its ways (a port in use, found before the
+    app starts; a store that does not answer, found by the app's start)."""
+    import json
+
+    port = free_port()  # nobody listens there
+    runs = [serve(tmp_path, "--log-json", "--store", f"postgresql://127.0.0.1:{port}/test")]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        runs.append(serve(tmp_path, "--log-json", "--port", str(taken.getsockname()[1])))
+    for r in runs:
+        assert r.returncode == 3, r.stderr
+        lines = [json.loads(line) for line in r.stderr.splitlines() if line.strip()]
+        said = [x for x in lines if str(x.get("msg", "")).startswith("cannot start: ")]
+        assert len(said) == 1 and said[0]["level"] == "error", r.stderr
+
+
 def test_a_port_in_use_exits_3_and_names_it_before_the_store_creates_anything(
     tmp_path: Path,
 ) -> None:

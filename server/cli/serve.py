@@ -239,7 +239,8 @@ def run(args: argparse.Namespace) -> int:
         # its lock file), which the next start took for one that existed
         sockets = _listen(settings.host, settings.port)
     except OSError as e:
-        logs.echo(f"palimpsest: cannot start: {_cannot_listen(e, settings)}", sys.stderr)
+        said = f"palimpsest: cannot start: {_cannot_listen(e, settings)}"
+        logs.echo(_start_line(said, settings.log_json, logging.ERROR), sys.stderr)
         logs.flush()
         return STARTUP_FAILED
     where = _where(settings)
@@ -294,7 +295,8 @@ def run(args: argparse.Namespace) -> int:
         # told to stop while it waited for the serving lock (said in the log): not a
         # start that failed, the stop of one that had served nothing yet
         return _stopped_by(server)
-    logs.echo(f"palimpsest: cannot start: {failure.reason(settings)}", sys.stderr)
+    said = f"palimpsest: cannot start: {failure.reason(settings)}"
+    logs.echo(_start_line(said, settings.log_json, logging.ERROR), sys.stderr)
     logs.flush()
     return STARTUP_FAILED
 
