@@ -1173,11 +1173,17 @@ class Room:
             gone = [u for u in batch if u.peer.id not in self.peers]
             for peer in {u.peer.id: u.peer for u in batch}.values():
                 peer.close(e.close_code, reason[:120])
-            if gone:  # nobody to re-send them (a tab closed during the outage)
-                log.error(
-                    "room %s: %d bytes of edits by %s are lost: the store refused them and "
-                    "their connections have left", self.name, sum(len(u.update) for u in gone),
-                    ", ".join(sorted({u.peer.actor for u in gone})),
+            if gone:  # nobody here to re-send them; their clients may still hold them
+                # (a y-websocket client keeps its Y.Doc and re-sends what the server
+                # lacks on reconnecting, here or to another process: lost only if the
+                # client never comes back, a tab closed during the outage)
+                actors = ", ".join(sorted({u.peer.actor for u in gone}))
+                log.warning(
+                    "room %s: %d bytes of edits by %s are not stored here: the store refused "
+                    "them and their connections have left; a client that reconnects (to any "
+                    "process) resends them, they are lost only if it never returns",
+                    self.name, sum(len(u.update) for u in gone), actors,
+                    extra={"doc": self.name, "user": actors},
                 )  # fmt: skip
             return
         # Another process appended to the document since this room's seq: its events
