@@ -133,6 +133,9 @@ class Committer(Service):
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        #: commit attempts the store failed or refused (a transaction, or the look in the
+        #: log for held ones that may have committed): palimpsest_commit_failures_total
+        self.failures = 0
         #: a transaction is in flight (run by the writer task or by a caller's task)
         self._busy = False
         #: when a transaction last committed (time.monotonic()): background work that
@@ -447,6 +450,7 @@ class Committer(Service):
     def _refused(self, err: StoreError, take: list[_Append], took: float) -> bool:
         """Fail what cannot wait, put back (first in line) what holds. True if any held.
         `took`: how long the store took to refuse."""
+        self.failures += 1
         now = time.monotonic()
         transient = isinstance(err, StoreUnavailable) and not self._closing
         keep = [

@@ -77,6 +77,20 @@ DOCS_WAIT_SECONDS = 2.0
 log = logging.getLogger("palimpsest.metrics")
 
 
+#: the reasons of palimpsest_refused_total served from the start at 0 (as every cause of
+#: palimpsest_disconnects_total is), so that rate() and an alert see the first refusal
+#: of each: those docs/operations.md lists. A reason not here (an extension's refusal's
+#: class in snake case) still counts, from its first.
+REFUSED_REASONS = (
+    "doc_name_error", "auth_error", "forbidden", "protocol_error", "update_rejected",
+    "frame_too_large", "rate_limited", "read_only", "too_many_connections",
+    "send_queue_overflow", "send_budget_overflow", "token_expired", "origin", "host",
+    "head_too_large", "body_too_large", "not_found", "unsupported_media_type",
+    "store_unavailable", "fd_limit", "accept_failed", "store_error", "repeated_refusal",
+    "waits_for_other_users_edits", "http_write_rate", "too_many_streams",
+)  # fmt: skip
+
+
 class Metrics(Extension):
     """The metrics of one backend, and ``GET /metrics``."""
 
@@ -122,6 +136,8 @@ class Metrics(Extension):
             "palimpsest_refused", "Connections and frames refused, by reason",
             ["reason"], registry=r,
         )  # fmt: skip
+        for reason in REFUSED_REASONS:  # (at 0 from the start, as disconnects below)
+            self.refused.labels(reason)
         self.ignored = Counter(
             "palimpsest_ignored_frames",
             "Websocket frames ignored: message types the server does not read from clients, "
@@ -346,6 +362,14 @@ class _LiveCollector(Collector):
         yield _gauge("palimpsest_commit_since_success_seconds",
                      "Seconds since a group-commit transaction last committed",
                      committer.since_commit())  # fmt: skip
+        commit_failures = CounterMetricFamily(
+            "palimpsest_commit_failures",
+            "Group-commit attempts the store refused or failed (a transaction, or the look "
+            "in the log for held edits that may have committed): not 0 in a window means "
+            "the store was unavailable or failing then",
+        )
+        commit_failures.add_metric([], float(committer.failures))
+        yield commit_failures
         yield _gauge("palimpsest_start_time_seconds", "When this backend started (unix time)",
                      self.started)  # fmt: skip
         tasks = _loop_tasks()

@@ -314,6 +314,8 @@ async def test_metrics_say_how_much_waits_for_a_store_that_refuses_commits(
             await eventually(lambda: store.head("waits"), what="the first edit")
             m = _scrape((await http.get("/metrics")).text)
             assert m["palimpsest_commit_stalled"] == 0 and m["palimpsest_commit_waiting_edits"] == 0
+            # no counter recorded an outage: the commit attempts that failed, from 0
+            assert m["palimpsest_commit_failures_total"] == 0, m
             await store.on_writer(lambda c: c.execute("PRAGMA query_only = 1"))
             a.insert(len(a.content), "x")
             await eventually(lambda: srv.backend.committer.held, what="the first edit held")
@@ -328,6 +330,7 @@ async def test_metrics_say_how_much_waits_for_a_store_that_refuses_commits(
             await eventually(all_waiting, what="every edit typed counted as waiting")
             m = _scrape((await http.get("/metrics")).text)
             assert m["palimpsest_commit_stalled"] == 1
+            assert m["palimpsest_commit_failures_total"] >= 1, m
             assert m["palimpsest_commit_waiting_bytes"] > 41
             assert m["palimpsest_commit_pending_events"] < 41  # what the committer holds
             before = m["palimpsest_commit_since_success_seconds"]
@@ -350,9 +353,47 @@ async def test_metrics_say_how_much_waits_for_a_store_that_refuses_commits(
                 )
 
             await eventually(clear, what="nothing waits once the store takes commits")
+            failed = _scrape((await http.get("/metrics")).text)["palimpsest_commit_failures_total"]
+            head = await store.head("waits")
+
+            async def logged() -> bool:
+                return await store.head("waits") > head
+
+            a.insert(0, "z")
+            await eventually(logged, what="one more edit committed")
+            await asyncio.sleep(0.2)  # (a commit that failed would be counted by now)
+            m = _scrape((await http.get("/metrics")).text)
+            assert m["palimpsest_commit_failures_total"] == failed, (m, failed)
     refused = [r.getMessage() for r in caplog.records if "refuses commits" in r.getMessage()]
     assert refused and re.search(
         r"holding 1 events of 1 appends, retrying with back-off; \d+ edits \(\d+ bytes\) of "
         r"1 document wait for the store in all",
         refused[0],
     ), refused
+
+
+async def test_every_refusal_reason_the_docs_list_is_served_from_the_start_at_0(
+    tmp_path: Path,
+) -> None:
+    """palimpsest_disconnects_total served each cause at 0 from the start;
+    palimpsest_refused_total had a series only once a refusal of its reason happened,
+    so rate() and increase() missed the first outage (store_unavailable) and an alert
+    on it had nothing to compare with. Every reason docs/operations.md lists is served
+    at 0 by a server that refused nothing."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    doc = (Path(__file__).parent.parent / "docs" / "operations.md").read_text()
+    row = next(line for line in doc.splitlines() if line.startswith("| `palimpsest_refused_total"))
+    listed = set(re.findall(r"`([a-z_]+)`", row.split("|")[3]))
+    assert {"store_unavailable", "auth_error", "repeated_refusal"} <= listed, listed
+    async with run_server(Settings(db=str(tmp_path / "r.db"), port=free_port())) as srv:
+        async with httpx.AsyncClient(base_url=srv.url) as http:
+            text = (await http.get("/metrics")).text
+    served = {
+        s.labels["reason"]: s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "palimpsest_refused_total"
+    }
+    assert listed <= set(served), listed - set(served)
+    assert all(served[r] == 0 for r in listed), served
