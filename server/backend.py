@@ -129,6 +129,15 @@ class Backend(Service):
         self.repeat_refusals = RepeatRefusals()
         #: the log lines of refusals that come straight back, said once a minute
         self.repeat_lines = RepeatLines(logging.getLogger("palimpsest.ws"))
+        #: the "cannot load DOC" lines of websockets whose document the store cannot
+        #: load (an outage), said once a minute per document with a count (routes/ws.py)
+        self.repeat_loads = RepeatLines(
+            logging.getLogger("palimpsest.ws"), note="each at DEBUG, counted in the metrics"
+        )
+        #: when a document's load last failed for a store that is unavailable, until a
+        #: load succeeds (time.monotonic()): /ws refuses documents not loaded at the
+        #: handshake meanwhile (routes/ws.py, store_known_down)
+        self.store_down_at: float | None = None
         #: the store checks of /readyz still out, by kind (routes/ops.py): one at a time
         self.store_checks: dict[str, asyncio.Task[None]] = {}
         self.extensions.setup(self)
@@ -323,6 +332,7 @@ class Backend(Service):
         await self.committer.stop()
         await self.store.stop()
         self.repeat_lines.close()
+        self.repeat_loads.close()
 
     async def _stop_parts(self, started: list[Service]) -> None:
         """Stop what a failed start() had started, in reverse; a part that fails to stop

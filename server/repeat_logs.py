@@ -55,8 +55,11 @@ class RepeatLines:
         every: float = EVERY,
         most: int = MOST,
         clock: Callable[[], float] = time.monotonic,
+        note: str = "their connect, closing and disconnect lines at DEBUG",
     ) -> None:
         self.log = log
+        #: what the count's line says in parentheses of the lines held back
+        self.note = note
         self.every = every
         self.most = most
         self.clock = clock
@@ -128,8 +131,8 @@ class RepeatLines:
         (doc, host, user), code, reason = key
         self.log.info(
             "%d more connections of %s from %s on %s refused with %d in the last %.0f s, "
-            "for the same reason (their connect, closing and disconnect lines at DEBUG): %s",
-            seen.count, user, host, doc, code, self.clock() - seen.said, reason,
+            "for the same reason (%s): %s",
+            seen.count, user, host, doc, code, self.clock() - seen.said, self.note, reason,
             extra={"doc": doc, "user": user, "code": code, "reason": reason},
         )  # fmt: skip
 

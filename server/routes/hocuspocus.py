@@ -57,6 +57,7 @@ from ..resync import overdue_words
 from ..room import EMPTY_UPDATE, Room
 from .wire_write import detach_reader
 from .ws import (
+    ANY,
     Connection,
     client_id,
     extension_answer,
@@ -488,13 +489,18 @@ class HocuspocusSocket(Connection):
         try:
             room = await self.backend.rooms.get(peer.doc)
         except LogDamaged as e:  # (said once, as an error, by Rooms)
-            self.backend.refused("store_unavailable")
+            # (the socket closes: counted once, as its disconnect, cause store_error)
             self.close(1011, e.reason, cause="store_error")
             return
         except StoreError as e:
-            log.warning("cannot load %s: %s", peer.doc, e)
-            self.backend.refused("store_unavailable")
-            self.close(1013, "the store is unavailable, try again", cause="store_error")
+            reason = "the store is unavailable, try again"
+            # once a minute per document, with a count (server.repeat_logs)
+            first = self.backend.repeat_loads.refused((peer.doc, *ANY), 1013, reason)
+            (log.warning if first else log.debug)(
+                "cannot load %s: %s", peer.doc, e,
+                extra={"doc": peer.doc, "user": peer.actor, "code": 1013, "reason": reason},
+            )  # fmt: skip
+            self.close(1013, reason, cause="store_error")
             return
         if self.docs.get(peer.doc) is not peer or self._close is not None:
             self.backend.rooms.release(room)  # closed while loading

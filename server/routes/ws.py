@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any
 
 from pycrdt import get_state
+from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from .. import cpu_account, subdoc_options
@@ -58,6 +59,15 @@ _ids = itertools.count(1)
 
 #: seconds a closing connection may take to flush before its socket is aborted
 CLOSE_GRACE = 2.0
+#: seconds after a document's load failed for a store that is unavailable in which
+#: /ws refuses a document that is not loaded at the handshake, with HTTP 503 and
+#: Retry-After: an accepted socket closed with 1013 made y-websocket reset its back-off
+#: and come back ~7 times a second; a refused handshake makes it back off (to 2.5 s).
+#: The first request past it tries the load again (a probe); a load that succeeds
+#: ends it at once. Documents loaded here are served all along.
+STORE_DOWN_SECONDS = 2.0
+#: the address and user of the "cannot load" lines' repeats: said per document
+ANY = ("any address", "any user")
 
 
 def adds_anything(room: Room, update: bytes) -> bool:
@@ -840,6 +850,13 @@ def reason_of(e: BaseException) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", type(e).__name__).lower()
 
 
+def store_known_down(backend: Backend) -> bool:
+    """Whether a load failed for an unavailable store within STORE_DOWN_SECONDS (and no
+    load succeeded since)."""
+    at = backend.store_down_at
+    return at is not None and time.monotonic() - at < STORE_DOWN_SECONDS
+
+
 async def refuse(ws: WebSocket, code: int, reason: str) -> None:
     await ws.accept()
     await ws.close(code, close_reason(reason))
@@ -891,25 +908,51 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         await refuse(ws, e.close_code, str(e))
         return
     try:
+        loaded = backend.rooms.get_loaded(doc) is not None
+        if (
+            not loaded
+            and store_known_down(backend)
+            and "websocket.http.response" in ws.scope.get("extensions", {})
+        ):
+            # refused at the handshake (not accepted: a refusal, not a disconnect), so
+            # that y-websocket backs off; its load would fail as the last one did
+            log.debug("refused websocket for %r at the handshake: the store is unavailable",
+                      doc, extra={"doc": doc, "user": client.user, "code": 503})  # fmt: skip
+            backend.refused("store_unavailable")
+            await ws.send_denial_response(
+                PlainTextResponse(
+                    "the store is unavailable, try again", 503, headers={"Retry-After": "2"}
+                )
+            )
+            return
         await ws.accept()
         accepted = time.monotonic()
         try:
             room = await backend.rooms.get(doc)
         except StoreError as e:
-            if not isinstance(e, LogDamaged):
-                log.warning("cannot load %s: %s", doc, e)
-            backend.refused("store_unavailable")
             if isinstance(e, StoreUnavailable):
                 code, reason = 1013, "the store is unavailable, try again"
+                backend.store_down_at = time.monotonic()
             elif isinstance(e, LogDamaged):  # (said once, as an error, by Rooms)
                 code, reason = 1011, e.reason
             else:  # not a moment's trouble: a query failed (a damaged database, say)
                 code, reason = 1011, "the document cannot be read: the server's log says why"
+            if not isinstance(e, LogDamaged):
+                # once a minute per document, with a count (server.repeat_logs): a
+                # client comes back for as long as the store is down
+                first = backend.repeat_loads.refused((doc, *ANY), code, reason)
+                (log.warning if first else log.debug)(
+                    "cannot load %s: %s", doc, e,
+                    extra={"doc": doc, "user": client.user, "code": code, "reason": reason},
+                )  # fmt: skip
             with contextlib.suppress(Exception):  # (the client may be gone already)
                 await ws.close(code, reason)
             waited = time.monotonic() - accepted
+            # an accepted socket that ended: counted once, as a disconnect (store_error)
             backend.extensions.closed(client, Closed("store_error", code, reason, waited, False))
             return
+        if not loaded:  # the store answered a load: it is up
+            backend.store_down_at = None
         conn = Connection(ws, backend, client, accepted)
         # (at DEBUG while this address's refusals on this document repeat: a provider
         # coming back with its refused update, server.repeat_logs)

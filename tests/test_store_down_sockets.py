@@ -1,0 +1,149 @@
+"""Websockets while PostgreSQL is down: what the client, the metrics and the log see.
+
+A field test stopped the PostgreSQL of two processes and opened one y-websocket client
+on a document not loaded: the socket opened and was closed with 1013 (the document
+cannot be loaded), which made y-websocket reset its back-off and come back about seven
+times a second; each attempt logged an unthrottled ``WARNING cannot load DOC`` (650 lines
+in 20 s under load) and was counted twice, in ``palimpsest_refused_total{reason=
+"store_unavailable"}`` and ``palimpsest_disconnects_total{cause="store_error"}``.
+
+A private PostgreSQL cluster (scaleout.PrivatePostgres, on a port of 21590-21599), stopped
+and started by the test: the machine's shared one is never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+from conftest import eventually, free_port, run_server
+from prometheus_client.parser import text_string_to_metric_families
+from scaleout import PrivatePostgres
+from yclient import connect
+
+from palimpsest import hocuspocus as H
+from palimpsest import protocol as P
+from palimpsest.routes import ws as ws_route
+from palimpsest.settings import Settings
+
+#: the loopback ports this file's PostgreSQL may take
+PORTS = range(21590, 21600)
+
+
+def _free_of(ports: range) -> int:
+    for port in ports:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {ports}")
+
+
+@pytest.fixture
+def pg() -> Iterator[PrivatePostgres]:
+    pg = PrivatePostgres()
+    pg.port = _free_of(PORTS)
+    pg.init()
+    try:
+        pg.start()
+        yield pg
+    finally:
+        pg.destroy()
+
+
+def _counts(text: str) -> tuple[float, float]:
+    """(refused_total{store_unavailable}, disconnects_total{store_error})"""
+    refused = disconnects = 0.0
+    for f in text_string_to_metric_families(text):
+        for s in f.samples:
+            if s.name == "palimpsest_refused_total" and s.labels["reason"] == "store_unavailable":
+                refused = s.value
+            if s.name == "palimpsest_disconnects_total" and s.labels["cause"] == "store_error":
+                disconnects = s.value
+    return refused, disconnects
+
+
+async def _attempt(url: str) -> str:
+    """One websocket to `url`: "503" when refused at the handshake, else the close code
+    the server closed it with."""
+    try:
+        async with websockets.connect(url, open_timeout=10) as ws:
+            with contextlib.suppress(websockets.ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(ws.recv(), 10)
+            return str(ws.close_code)
+    except websockets.InvalidStatus as e:
+        assert e.response.headers.get("Retry-After"), e.response.headers
+        return str(e.response.status_code)
+
+
+async def test_a_store_known_down_refuses_new_sockets_at_the_handshake_counted_once_said_once(
+    tmp_path: Path,
+    pg: PrivatePostgres,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="palimpsest")
+    settings = Settings(store=pg.url, port=free_port(), unload_after_seconds=600)
+    async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        async with connect(srv.ws_url, "warm", user="ann") as c:
+            c.insert(0, "kept")
+
+            async def logged() -> bool:
+                return await srv.backend.store.head("warm") >= 1
+
+            await eventually(logged, what="the edit committed")
+        assert _counts((await http.get("/metrics")).text) == (0, 0)
+        await asyncio.to_thread(pg.stop)
+        # (the window in which the store counts as down, long here: no test of timings)
+        monkeypatch.setattr(ws_route, "STORE_DOWN_SECONDS", 3600.0)
+        seen = [await _attempt(f"{srv.ws_url}/cold?user=zed") for _ in range(5)]
+        # the first is accepted and closed (the load fails); the next are refused at the
+        # handshake with 503, which a y-websocket client backs off from
+        assert seen == ["1013", "503", "503", "503", "503"], seen
+        # each socket counted once: the accepted one as a disconnect, the refused ones
+        # as refusals (docs/operations.md: handshakes refused are not disconnects)
+        assert _counts((await http.get("/metrics")).text) == (4, 1)
+        said = [r for r in caplog.records if r.getMessage().startswith("cannot load cold")]
+        assert len(said) == 1 and said[0].levelno == logging.WARNING, said
+        assert getattr(said[0], "doc", None) == "cold", said[0].__dict__
+        # a /hocuspocus socket whose document cannot load is closed: counted once too
+        for _ in range(2):
+            async with websockets.connect(f"ws://127.0.0.1:{srv.port}/hocuspocus") as hws:
+                body = bytes([H.AUTH_TOKEN]) + P.write_var_string("zed")
+                await hws.send(H.prefix("hcold") + P.write_var_uint(H.AUTH) + body)
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    while True:
+                        await asyncio.wait_for(hws.recv(), 10)
+                assert hws.close_code == 1013, hws.close_code
+
+        async def counted() -> bool:  # (the socket's end is counted after its close)
+            return _counts((await http.get("/metrics")).text) == (4, 3)
+
+        await eventually(counted, what="each /hocuspocus socket counted once, as a disconnect")
+        said = [r for r in caplog.records if r.getMessage().startswith("cannot load hcold")]
+        assert [r.levelno for r in said] == [logging.WARNING, logging.DEBUG], said
+        assert getattr(said[0], "doc", None) == "hcold", said[0].__dict__
+        # a document loaded here is still served: only loads need the store
+        async with connect(srv.ws_url, "warm", user="bob") as c:
+            assert c.content == "kept"
+        await asyncio.to_thread(pg.start)
+        monkeypatch.setattr(ws_route, "STORE_DOWN_SECONDS", 0.0)
+
+        async def served() -> bool:
+            try:
+                async with connect(srv.ws_url, "cold", user="zed") as c:
+                    return c.ws.close_code is None
+            except Exception:
+                return False
+
+        await eventually(served, what="the document served once PostgreSQL is back")
