@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
     from .room import Room
 
 log = logging.getLogger("palimpsest.base_watch")
+
+#: seconds between two WARNING lines of checks that keep failing (the others at DEBUG)
+SAY_EVERY = 60.0
 
 
 class BaseWatch(Extension, Service):
@@ -76,6 +80,9 @@ class BaseWatch(Extension, Service):
             await asyncio.gather(reload, return_exceptions=True)
 
     async def _loop(self) -> None:
+        # checks failed in a row (a store down: one a second), since when, and when their
+        # line was last said at WARNING: the first, then once a minute with the count
+        failed, since, said = 0, 0.0, 0.0
         while True:
             await asyncio.sleep(self.interval)
             try:
@@ -83,7 +90,22 @@ class BaseWatch(Extension, Service):
             except FATAL:
                 raise
             except Exception as e:  # the store says more on its writes; try again later
-                log.warning("compaction bases not checked: %s", e)
+                now = time.monotonic()
+                if not failed:
+                    since = now
+                failed += 1
+                if failed == 1 or now - said >= SAY_EVERY:
+                    said = now
+                    log.warning("compaction bases not checked: %s%s", e,
+                                f" ({failed} checks failed in {now - since:.0f} s; the "
+                                "others at DEBUG)" if failed > 1 else "")  # fmt: skip
+                else:
+                    log.debug("compaction bases not checked: %s", e)
+                continue
+            if failed:
+                log.info("compaction bases checked again after %d failed checks (%.0f s)",
+                         failed, time.monotonic() - since)  # fmt: skip
+                failed = 0
 
     async def check(self) -> int:
         """Compare the base of every room here with the store's; reload the rooms whose

@@ -1055,10 +1055,14 @@ class Fanout(Extension, Service):
 
     # --- healing from the log ---------------------------------------------------------------
 
-    async def heal(self, room: Room) -> int:
+    async def heal(self, room: Room, healed: list[tuple[str, int]] | None = None) -> int:
         """Hand the room whatever the store has beyond its seq; returns how many events.
         Those of another document of the name (another generation: copy --replace wrote
-        a longer log under the room) are not applied: the room is dropped (4409)."""
+        a longer log under the room) are not applied: the room is dropped (4409).
+        `healed`: the check or the pass over every room this is one of, told (document,
+        events) instead of a line at INFO (said at DEBUG; the caller says them all in one
+        line, _said_healed: after a Redis outage, one line per document per check was
+        hundreds)."""
         if room.generation is not None and await was_replaced(self.backend.store, room):
             log.info("fan-out: %s was replaced in the store; dropping its room", room.name)
             self._drop_replaced(room.name, room)
@@ -1066,8 +1070,12 @@ class Fanout(Extension, Service):
         events = await self.backend.store.read(room.name, after=room.seq)
         events = [e for e in events if e.seq > room.seq]
         if events:
-            log.info("fan-out: %s behind the log by %d events; applying them from the store",
-                     room.name, len(events))  # fmt: skip
+            (log.info if healed is None else log.debug)(
+                "fan-out: %s behind the log by %d events; applying them from the store",
+                room.name, len(events), extra={"doc": room.name},
+            )  # fmt: skip
+            if healed is not None:
+                healed.append((room.name, len(events)))
             with contextlib.suppress(StoreError):
                 room.receive_peer_events(events, from_store=True)  # counted as applied
             # messages were lost: a deletion's too, perhaps (its tombstone tells)
@@ -1077,11 +1085,20 @@ class Fanout(Extension, Service):
         return len(events)
 
     async def heal_all(self) -> None:
+        healed: list[tuple[str, int]] = []
+        failed: list[str] = []
+        error: StoreError | None = None
         for room in list(self.backend.rooms.loaded.values()):
             try:
-                await self.heal(room)
+                await self.heal(room, healed)
             except StoreError as e:
-                log.warning("fan-out: cannot heal %s now: %s", room.name, e)
+                failed.append(room.name)
+                error = e
+                log.debug("fan-out: cannot heal %s now: %s", room.name, e)
+        _said_healed(healed)
+        if failed:
+            log.warning("fan-out: cannot heal %d documents now (%s): %s", len(failed),
+                        _some(failed), error)  # fmt: skip
 
     async def on_load(self, room: Room) -> None:
         """A message published while the room loaded may have been missed."""
@@ -1154,17 +1171,47 @@ class Fanout(Extension, Service):
         seqs = {name: room.seq for name, room in rooms.items()}
         heads = await self.backend.store.heads(list(rooms))
         behind: dict[str, int] = {}
-        for name, room in rooms.items():
-            if heads.get(name, 0) < seqs[name]:
-                # only a deletion takes a head back, its message lost, or a replace
-                # (copy --replace: a shorter log of another document, no tombstone)
-                self._drop_gone(room)
-                continue
-            seen = self._behind.get(name)
-            if seen is not None and room.seq < seen:
-                since = self._subscribed_at
-                if await self.heal(room) and since is not None:
-                    self._missed(time.monotonic() - since)
-            if heads.get(name, 0) > room.seq:
-                behind[name] = heads[name]
+        healed: list[tuple[str, int]] = []  # (said in one line, after the pass)
+        try:
+            for name, room in rooms.items():
+                if heads.get(name, 0) < seqs[name]:
+                    # only a deletion takes a head back, its message lost, or a replace
+                    # (copy --replace: a shorter log of another document, no tombstone)
+                    self._drop_gone(room)
+                    continue
+                seen = self._behind.get(name)
+                if seen is not None and room.seq < seen:
+                    since = self._subscribed_at
+                    if await self.heal(room, healed) and since is not None:
+                        self._missed(time.monotonic() - since)
+                if heads.get(name, 0) > room.seq:
+                    behind[name] = heads[name]
+        finally:
+            _said_healed(healed)
         self._behind = behind
+
+
+#: documents a line that stands for many names (the others are counted)
+SOME = 5
+
+
+def _some(names: list[str]) -> str:
+    shown = ", ".join(names[:SOME])
+    return shown + (f" and {len(names) - SOME} more" if len(names) > SOME else "")
+
+
+def _said_healed(healed: list[tuple[str, int]]) -> None:
+    """One line for the documents a gap check (or a pass over every room) applied
+    events to from the store: how many, how many events, the most behind by name (each
+    document's own line is at DEBUG)."""
+    if not healed:
+        return
+    most = sorted(healed, key=lambda h: -h[1])
+    events = sum(n for _, n in healed)
+    log.info(
+        "fan-out: %d document%s behind the log by %d events in all (%s); applied them from "
+        "the store (each document's line at DEBUG)",
+        len(healed), "" if len(healed) == 1 else "s", events,
+        _some([f"{doc} {n}" for doc, n in most]),
+        extra={"doc": most[0][0]} if len(healed) == 1 else None,
+    )  # fmt: skip

@@ -147,3 +147,87 @@ async def test_a_store_known_down_refuses_new_sockets_at_the_handshake_counted_o
                 return False
 
         await eventually(served, what="the document served once PostgreSQL is back")
+
+
+async def test_the_compaction_base_checks_that_fail_while_the_store_is_down_are_said_once(
+    tmp_path: Path, pg: PrivatePostgres, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`compaction bases not checked: PostgreSQL is unavailable` was logged once a second
+    (each check) for as long as the store was down. Now the first failure is a WARNING,
+    the next ones DEBUG (counted, and said again with their count once a minute), and
+    the check that works again says after how many."""
+    from palimpsest.base_watch import BaseWatch
+
+    caplog.set_level(logging.DEBUG, logger="palimpsest")
+    settings = Settings(store=pg.url, port=free_port(), unload_after_seconds=600)
+    async with run_server(settings) as srv:
+        watch = srv.backend.extension(BaseWatch)
+        assert watch is not None and watch.interval > 0
+        async with connect(srv.ws_url, "open", user="ann") as c:
+            c.insert(0, "x")
+            await asyncio.to_thread(pg.stop)
+            checks = watch.checks
+            await eventually(lambda: watch.checks >= checks + 4, what="4 failed checks")
+            said = [r for r in caplog.records if r.getMessage().startswith("compaction bases")]
+            assert said[0].levelno == logging.WARNING, said
+            assert [r.levelno for r in said[1:]] == [logging.DEBUG] * (len(said) - 1), said
+            assert len(said) >= 3, said
+            await asyncio.to_thread(pg.start)
+
+            def again() -> bool:
+                return any("checked again after" in r.getMessage() for r in caplog.records)
+
+            await eventually(again, timeout=30, what="the checks working again, said")
+
+
+async def test_documents_healed_from_the_store_after_a_redis_outage_are_said_per_check(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With Redis down, the gap check applies the other process's events from the store:
+    it said `fan-out: DOC behind the log by N events; applying them from the store` once
+    per document per check (300 lines for 220 documents in a field test). Now one INFO
+    line per check says how many documents, how many events, and names a few; each
+    document's line is at DEBUG."""
+    import re
+
+    from scaleout import PrivateRedis, fanout_url, fresh_schema
+
+    caplog.set_level(logging.DEBUG, logger="palimpsest")
+    redis = PrivateRedis()
+    redis.port = _free_of(PORTS)
+    docs = [f"d{i}" for i in range(6)]
+    with redis:
+        bus = fanout_url(redis.url, check=0.5)
+        async with (
+            fresh_schema() as store,
+            run_server(Settings(store=store, fanout=bus, port=free_port(), instance="a",
+                                unload_after_seconds=600)) as a,
+            run_server(Settings(store=store, fanout=bus, port=free_port(), instance="b",
+                                unload_after_seconds=600)) as b,
+            contextlib.AsyncExitStack() as stack,
+        ):  # fmt: skip
+            readers = [
+                await stack.enter_async_context(connect(a.ws_url, d, user="r")) for d in docs
+            ]
+            redis.kill()  # (the outage: the bus carries nothing from here on)
+            for d in docs:
+                async with connect(b.ws_url, d, user="w") as w:
+                    w.insert(0, f"from b in {d}")
+
+                    async def logged(d: str = d) -> bool:
+                        return await b.backend.store.head(d) >= 1
+
+                    await eventually(logged, what=f"{d} committed by b")
+            for d, r in zip(docs, readers, strict=True):
+                await eventually(lambda r=r, d=d: r.content == f"from b in {d}", timeout=30,
+                                 what=f"{d} healed from the store on a")  # fmt: skip
+    per_doc = re.compile(r"^fan-out: d\d behind the log by \d+ events")
+    each = [r for r in caplog.records if per_doc.match(r.getMessage())]
+    assert {r.getMessage().split()[1] for r in each} == set(docs), each
+    assert all(r.levelno == logging.DEBUG for r in each), [r.getMessage() for r in each]
+    summed = [
+        r for r in caplog.records
+        if r.levelno == logging.INFO and re.match(r"fan-out: \d+ documents? behind", r.getMessage())
+    ]  # fmt: skip
+    assert summed and len(summed) < len(each) + 1, [r.getMessage() for r in summed]
+    assert sum(int(r.getMessage().split()[1]) for r in summed) == len(each), summed
