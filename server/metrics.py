@@ -83,7 +83,7 @@ log = logging.getLogger("palimpsest.metrics")
 #: class in snake case) still counts, from its first.
 REFUSED_REASONS = (
     "doc_name_error", "auth_error", "forbidden", "protocol_error", "update_rejected",
-    "frame_too_large", "rate_limited", "read_only", "too_many_connections",
+    "frame_too_large", "rate_limited", "read_only", "locked", "too_many_connections",
     "send_queue_overflow", "send_budget_overflow", "token_expired", "origin", "host",
     "head_too_large", "body_too_large", "not_found", "unsupported_media_type",
     "store_unavailable", "fd_limit", "accept_failed", "store_error", "repeated_refusal",
