@@ -1160,3 +1160,35 @@ async def test_a_bad_document_name_is_said_to_need_ascii(server: RunningServer) 
             r = await http.get(f"/api/docs/{name}/events")
             assert r.status_code == 400
             assert "allowed: ASCII letters, digits and _ . ~ : @ -" in r.json()["detail"]
+
+
+async def test_time_claims_that_are_not_numbers_are_refused_as_such(
+    jserver: RunningServer,
+) -> None:
+    """A field test: an ``iat`` written as a string ("1796600000") was taken (PyJWT reads
+    it with int()), although docs/auth.md says a number, while an ``exp`` string was
+    refused; and ``exp: true`` was refused as "token expired" (int(True) is 1, 1970).
+    Each time claim that is not a number is refused saying so."""
+    now = int(time.time())
+
+    def tok(**claims: Any) -> str:
+        body = {"sub": "ida", "role": "write", "docs": ["*"], "exp": now + 600, **claims}
+        return jwt.encode(body, SECRET, algorithm="HS256")
+
+    cases = {
+        "iat as a string": (tok(iat=str(now)), "claim 'iat' must be a number"),
+        "iat true": (tok(iat=True), "claim 'iat' must be a number"),
+        "iat a string ahead": (tok(iat=str(now + 86400)), "claim 'iat' must be a number"),
+        "exp true": (tok(exp=True), "claim 'exp' must be a number"),
+        "exp a past string": (tok(exp=str(now - 7200)), "claim 'exp' must be a number"),
+        "exp a string ahead": (tok(exp=str(now + 600)), "claim 'exp' must be a number"),
+        "nbf as a string": (tok(nbf=str(now)), "claim 'nbf' must be a number"),
+    }
+    async with httpx.AsyncClient(base_url=jserver.url) as http:
+        r = await http.get("/api/docs", headers={"authorization": f"Bearer {tok(iat=now)}"})
+        assert r.status_code == 200, r.text  # (a number is taken)
+        for what, (t, says) in cases.items():
+            r = await http.get("/api/docs", headers={"authorization": f"Bearer {t}"})
+            assert r.status_code == 401, (what, r.text)
+            assert says in r.text, (what, r.text)
+            assert "expired" not in r.text, (what, r.text)

@@ -41,6 +41,7 @@ are enforced by ``server.routes.ws`` from the same settings.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -351,25 +352,61 @@ class JWTAuth(Extension):
                         "verify_iss": bool(self.issuer),
                     },
                 )
+                _times_are_numbers(claims)
                 return claims
         except jwt.InvalidSignatureError:
             raise
+        except (jwt.ExpiredSignatureError, jwt.ImmatureSignatureError, jwt.InvalidIssuedAtError,
+                jwt.DecodeError) as e:  # fmt: skip
+            # PyJWT reads exp, iat and nbf with int(): "1796600000" passed, true was 1970
+            # ("token expired"); a time that is not a number is refused as such (the
+            # signature was checked before these claims: a damaged token is said so)
+            _times_are_numbers(_unverified_claims(token))
+            if isinstance(e, jwt.ExpiredSignatureError):
+                raise AuthError(f"token expired ({_server_time()})") from e
+            if isinstance(e, jwt.ImmatureSignatureError):
+                # iat or nbf later than this server's clock (+ LEEWAY): the issuer's clock
+                # is ahead of ours, or ours behind
+                raise AuthError(f"invalid token: {e} ({_server_time()})") from e
+            if isinstance(e, jwt.DecodeError):
+                raise damaged(e) from e
+            raise AuthError(f"invalid token: {e}") from e
         except jwt.InvalidAudienceError as e:
             raise AuthError(
                 f"token audience (aud) is not this server's: it must name one of {self.audience}"
             ) from e
         except jwt.InvalidIssuerError as e:
             raise AuthError(f"token issuer (iss) must be one of {self.issuer}") from e
-        except jwt.ExpiredSignatureError as e:
-            raise AuthError(f"token expired ({_server_time()})") from e
-        except jwt.ImmatureSignatureError as e:
-            # iat or nbf later than this server's clock (+ LEEWAY): the issuer's clock is
-            # ahead of ours, or ours behind
-            raise AuthError(f"invalid token: {e} ({_server_time()})") from e
-        except jwt.DecodeError as e:
-            raise damaged(e) from e
         except jwt.InvalidTokenError as e:
             raise AuthError(f"invalid token: {e}") from e
+
+
+#: the time claims of a token, each a number of seconds since 1970 if it is there
+_TIMES = ("exp", "iat", "nbf")
+
+
+def _times_are_numbers(claims: Any) -> None:
+    """Refuse a token whose exp, iat or nbf is there but not a JSON number (a string, a
+    boolean): docs/auth.md says a number, and PyJWT took "1796600000" for one."""
+    if not isinstance(claims, dict):
+        return
+    for name in _TIMES:
+        if name not in claims:
+            continue
+        value = claims[name]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise AuthError(
+                f"token claim {name!r} must be a number of seconds since 1970, "
+                f"not {json.dumps(value)[:40]}"
+            )
+
+
+def _unverified_claims(token: str) -> Any:
+    """The claims of `token` as written, None if they cannot be read."""
+    try:
+        return jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        return None
 
 
 def _kid_of(token: str) -> str | None:
@@ -446,7 +483,7 @@ def identity_from_claims(claims: dict[str, Any]) -> Identity:
             "token claim 'exp' must be a number of seconds since 1970, "
             f"at most {MAX_TOKEN_LIFETIME // 86400} days ahead"
         )
-    iat = claims.get("iat")  # (PyJWT checked that it is a number, if there is one)
+    iat = claims.get("iat")  # (_decode checked that it is a number, if there is one)
     issued = float(iat) if isinstance(iat, int | float) and not isinstance(iat, bool) else None
     # verified with LEEWAY (its issuer's clock may run ahead): the session keeps it
     return Identity(sub, str(role), tuple(docs), float(exp), issued, leeway=LEEWAY)
