@@ -966,3 +966,36 @@ async def test_a_version_at_a_fixed_seq_is_cached_as_immutable(server: RunningSe
         r = await c.get(f"{url}/2", headers={"if-none-match": etag})
         assert r.status_code == 200 and r.json()["roots"]["content"]["value"] == "uno dos"
         assert r.headers["etag"] != etag
+
+
+async def test_a_diff_takes_a_time_as_versions_at_reads_it(server: RunningServer) -> None:
+    """A field test: diff?from=2026-12-07T00:50:43Z answered 404 "no tag named ...",
+    while versions?at= and compact take a time. ?from= and ?to= take one too: the
+    version at that time (the last event at or before it), as versions?at= reads it."""
+    marks = await _write(server, "hdt")
+    async with httpx.AsyncClient(base_url=server.url) as c:
+        events = (await c.get("/api/docs/hdt/events")).json()["events"]
+        ts = {e["seq"]: e["ts"] for e in events}
+        t_hello, t_world = ts[marks["hello"]], ts[marks["world"]]
+        a = (await c.get("/api/docs/hdt/versions", params={"at": t_hello})).json()["seq"]
+        b = (await c.get("/api/docs/hdt/versions", params={"at": t_world})).json()["seq"]
+        by_seq = await c.get("/api/docs/hdt/diff", params={"from": a, "to": b})
+        assert by_seq.status_code == 200, by_seq.text
+        by_time = await c.get("/api/docs/hdt/diff", params={"from": t_hello, "to": t_world})
+        assert by_time.status_code == 200, by_time.text
+        assert by_time.json() == by_seq.json()
+        # an offset other than Z, and a time before the first event (seq 0)
+        off = datetime.fromisoformat(t_hello).astimezone().isoformat()
+        r = await c.get("/api/docs/hdt/diff", params={"from": off, "to": t_world})
+        assert r.status_code == 200 and r.json() == by_seq.json(), r.text
+        r = await c.get("/api/docs/hdt/diff", params={"from": "2000-01-01T00:00:00Z"})
+        whole = await c.get("/api/docs/hdt/diff", params={"from": 0})
+        assert r.status_code == 200 and r.json() == whole.json(), r.text
+        # a tag of that name is the tag's version still; neither a tag nor a time is a 404
+        r = await c.put(f"/api/docs/hdt/tags/{t_world}", json={"seq": marks["hello"]})
+        assert r.status_code in (200, 201), r.text
+        r = await c.get("/api/docs/hdt/diff", params={"from": 0, "to": t_world})
+        tagged = await c.get("/api/docs/hdt/diff", params={"from": 0, "to": marks["hello"]})
+        assert r.json() == tagged.json()
+        r = await c.get("/api/docs/hdt/diff", params={"from": "nope"})
+        assert r.status_code == 404 and "not an ISO-8601 time" in r.text, r.text

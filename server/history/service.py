@@ -38,7 +38,7 @@ from ..protocol import decode_state_vector
 from ..removed import Change, change_in_parts
 from ..snapshots import load
 from ..store.base import BASE_TS, MAX_SEQ, DocInfo, Event, EventStore, Made, Tag
-from ..util import iso
+from ..util import iso, parse_iso
 from . import sliced
 from .attribution import AttributionIndex
 from .attribution_cache import AttributionCache
@@ -425,6 +425,22 @@ class History:
         if isinstance(ref, int) and ref > MAX_SEQ:  # a JSON number (strings: just above)
             raise BadRequest(f"seq {str(ref)[:24]}... is out of range")
         return self._check(doc, int(ref), info)
+
+    async def resolve_or_time(self, doc: str, ref: Any, info: DocInfo | None = None) -> int:
+        """As resolve, or an ISO-8601 time that names no tag: the version at that time
+        (the last event at or before it), as versions?at= reads it (a diff's ?from= and
+        ?to=: a time was a 404 "no tag named", while versions?at= and compact take one)."""
+        info = info or await self.info(doc)
+        try:
+            return await self.resolve(doc, ref, info)
+        except NotFound as e:
+            if not isinstance(ref, str) or _INT.fullmatch(ref.strip()):
+                raise
+            try:
+                ts = parse_iso(ref)
+            except BadRequest:
+                raise NotFound(f"{e}, and {ref[:64]!r} is not an ISO-8601 time") from None
+            return await self.seq_at(doc, ts, info)
 
     @staticmethod
     def _check(doc: str, seq: int, info: DocInfo) -> int:

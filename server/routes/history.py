@@ -264,9 +264,10 @@ async def diff(request: Request) -> Response:
     history, doc, _ = await _open(request, "read")
     info = await history.info(doc)
     q = request.query_params
-    # by default from the oldest version kept: 0, or a compacted log's base (0 was a 404)
-    a = await history.resolve(doc, q.get("from") or str(info.base_seq), info)
-    b = await history.resolve(doc, q.get("to") or "head", info)
+    # by default from the oldest version kept: 0, or a compacted log's base (0 was a 404);
+    # each a seq, a tag or a time (the version at it, as versions?at=)
+    a = await history.resolve_or_time(doc, q.get("from") or str(info.base_seq), info)
+    b = await history.resolve_or_time(doc, q.get("to") or "head", info)
     equal = q.get("equal") or "values"
     if equal not in ("values", "count"):
         raise BadRequest(f"?equal= must be values or count, not {equal[:20]!r}")
