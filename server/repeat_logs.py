@@ -155,3 +155,66 @@ class RepeatLines:
             self._timer = None
         while self._seen:
             self._end(*self._seen.popitem(last=False))
+
+
+#: documents a line that stands for many names (the others are counted)
+SOME = 5
+
+
+class FailedLines:
+    """One kind of failure said for many documents, of one cause: a store that is down
+    (PostgreSQL unavailable) fails the snapshot of every busy document and the generation
+    read of every new one, and each said its own WARNING line (220 and 82 in a field
+    test's outage). The first is said at WARNING; those that follow within `every`
+    seconds are held back (the caller says each at DEBUG), counted with a few of their
+    documents, and said in the next WARNING line, at least `every` seconds after the
+    last; the first that works again after failures says so at INFO, with their count.
+
+    `what` names the failure in the plural ("snapshots not written"), `again` what the
+    success says ("snapshots written")."""
+
+    def __init__(
+        self,
+        log: logging.Logger,
+        what: str,
+        again: str,
+        every: float = EVERY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.log, self.what, self.again = log, what, again
+        self.every, self.clock = every, clock
+        #: failures since the last success, and when the first of them came
+        self.failures = 0
+        self.since = 0.0
+        #: when a failure was last said at WARNING; those held back since, a few by name
+        self._said = 0.0
+        self._held = 0
+        self._names: list[str] = []
+
+    def failed(self, doc: str) -> str | None:
+        """A failure for `doc`: what to add to its WARNING line (its count of failures
+        held back since the last, or ""), or None to say it at DEBUG (held back)."""
+        now = self.clock()
+        if not self.failures:
+            self.since = now
+        self.failures += 1
+        if self.failures > 1 and now - self._said < self.every:
+            self._held += 1
+            if doc not in self._names and len(self._names) < SOME:
+                self._names.append(doc)
+            return None
+        tail = ""
+        if self._held:
+            more = ", ..." if self._held > len(self._names) else ""
+            tail = (f" ({self._held} more {self.what} in the last {now - self._said:.0f} s, "
+                    f"each at DEBUG: {', '.join(self._names)}{more})")  # fmt: skip
+        self._said, self._held, self._names = now, 0, []
+        return tail
+
+    def worked(self) -> None:
+        """A success: after failures, one INFO line says how many there were."""
+        if not self.failures:
+            return
+        self.log.info("%s again, after %d %s in %.0f s", self.again, self.failures,
+                      self.what, self.clock() - self.since)  # fmt: skip
+        self.failures, self._held, self._names = 0, 0, []

@@ -67,6 +67,7 @@ from .origins import (
 )
 from .ownership import Owners, OwnIds, imported_clients
 from .ranges import Ranges
+from .repeat_logs import FailedLines
 from .store.base import EVENT_CLOCK, NO_BASE, BaseMark, Event, NewEvent
 from .updates import (
     EMPTY_BYTES,
@@ -360,6 +361,9 @@ class Room:
         #: learnt once, through `generation_of`, after the room's first append made it
         self.generation: int | None = None
         self.generation_of: Callable[[str], Awaitable[int | None]] | None = None
+        #: the generation reads that failed, said once a minute for all rooms (a store
+        #: that is down fails every new document's): server.rooms gives its own
+        self.generation_failures: FailedLines | None = None
         #: whether the room's document was replaced under it, not deleted
         #: (deletion.was_replaced; set by Rooms)
         self.replaced_of: Callable[[Room], Awaitable[bool]] | None = None
@@ -1014,9 +1018,15 @@ class Room:
         try:
             generation = await read(self.name)
         except Exception as e:  # the events are stored: only the check is lost
-            log.warning("%s: its generation could not be read (%s): its appends are "
-                        "checked by their floor alone", self.name, e)  # fmt: skip
+            failures = self.generation_failures
+            tail = failures.failed(self.name) if failures is not None else ""
+            (log.debug if tail is None else log.warning)(
+                "%s: its generation could not be read (%s): its appends are checked by "
+                "their floor alone%s", self.name, e, tail or "", extra={"doc": self.name},
+            )  # fmt: skip
             return
+        if self.generation_failures is not None:
+            self.generation_failures.worked()
         if self.generation is None:
             self.generation = generation
 

@@ -16,6 +16,7 @@ from pycrdt import Doc
 from .errors import DeletedMeanwhile, HookWroteDocument, LogDamaged
 from .log_damage import check_loaded
 from .origins import ReplayOrigin
+from .repeat_logs import FailedLines
 from .room import PRESENCE_BATCH, PRESENCE_TIMEOUT, LoadInfo, Room, RoomObserver
 from .snapshots import SnapshotPolicy, load
 from .store.base import MAX_AHEAD_MS, Event, EventStore, Snapshot, now_ms
@@ -60,6 +61,11 @@ class Rooms:
         self._loading: dict[str, asyncio.Task[Room]] = {}
         self._unload_timers: dict[str, asyncio.TimerHandle] = {}
         self._unloading: dict[str, asyncio.Task[None]] = {}
+        #: the generation reads of new documents' rooms that failed (a store that is
+        #: down), said once a minute with a count (room._learn_generation)
+        self._generation_failures = FailedLines(
+            logging.getLogger("palimpsest.room"), "generation reads failed", "generations read"
+        )
         #: documents refused for a damaged log (log_damage.py), said once each
         self._damaged: set[str] = set()
 
@@ -225,6 +231,7 @@ class Rooms:
         )
         room.owners.relay_until = self.relay_until
         room.generation_of = self._generation_of
+        room.generation_failures = self._generation_failures
         room.replaced_of = self._replaced
         return room
 

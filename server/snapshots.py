@@ -35,6 +35,7 @@ from . import cpu_account, subdoc_options
 from .errors import FATAL, DocumentBroken, StoreError, StoreUnavailable
 from .keyed_locks import KeyedLocks
 from .origins import SystemOrigin
+from .repeat_logs import FailedLines
 from .retention import Captured, Retention, prune
 from .room import Room, replay
 from .store.base import Event, EventStore, Snapshot
@@ -376,6 +377,10 @@ class SnapshotPolicy:
     #: called with a room whose snapshot was refused because its document's compaction
     #: base is no longer the one it loaded from (server.base_watch reloads it)
     on_stale: Callable[[Room], None] | None = None
+    #: the snapshots that could not be written, said once a minute (a store that is down)
+    _failures: FailedLines = field(
+        default_factory=lambda: FailedLines(log, "snapshots not written", "snapshots written")
+    )
 
     def due(self, room: Room, ratio: float) -> bool:
         """Whether the edits since the last snapshot are worth a new one: storing a
@@ -490,8 +495,16 @@ class SnapshotPolicy:
                     self.on_stale(room)
                 return
         except Exception as e:  # a failed checkpoint costs load time, never data
-            log.warning("snapshot %s@%d not written: %s", name, seq, e)
+            # (a store that is down fails every busy document's: the first said, then
+            # once a minute with a count, and when one is written again)
+            tail = self._failures.failed(name)
+            if tail is None:
+                log.debug("snapshot %s@%d not written: %s", name, seq, e, extra={"doc": name})
+            else:
+                log.warning("snapshot %s@%d not written: %s%s", name, seq, e, tail,
+                            extra={"doc": name})  # fmt: skip
             return
+        self._failures.worked()
         dt = time.perf_counter() - t0
         if not done:
             log.debug("snapshot %s@%d not written: left to another process, or at or below "

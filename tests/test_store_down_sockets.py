@@ -231,3 +231,71 @@ async def test_documents_healed_from_the_store_after_a_redis_outage_are_said_per
     ]  # fmt: skip
     assert summed and len(summed) < len(each) + 1, [r.getMessage() for r in summed]
     assert sum(int(r.getMessage().split()[1]) for r in summed) == len(each), summed
+
+
+async def test_snapshots_and_generation_reads_that_fail_while_the_store_is_down_are_said_once(
+    tmp_path: Path, pg: PrivatePostgres, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A field test's outage logged `snapshot DOC@N not written: PostgreSQL is
+    unavailable` once per document (220 lines), and `DOC: its generation could not be
+    read` once per new document (82). Now the first of each is a WARNING, the next ones
+    DEBUG, counted with a few names in the next WARNING (once a minute), and the first
+    that works again says after how many."""
+    caplog.set_level(logging.DEBUG, logger="palimpsest")
+    settings = Settings(store=pg.url, port=free_port(), unload_after_seconds=600)
+    docs = [f"s{i}" for i in range(8)]
+    async with run_server(settings) as srv, contextlib.AsyncExitStack() as stack:
+        backend = srv.backend
+        for doc in docs:
+            c = await stack.enter_async_context(connect(srv.ws_url, doc, user="ann"))
+            c.insert(0, f"text of {doc}")
+
+        async def committed() -> bool:
+            heads = await backend.store.heads(docs)
+            return all(heads.get(d, 0) >= 1 for d in docs)
+
+        await eventually(committed, what="an edit of each document committed")
+        rooms = [backend.rooms.live[d] for d in docs]
+        await asyncio.to_thread(pg.stop)
+        caplog.clear()
+
+        def lines(text: str) -> list[logging.LogRecord]:
+            return [r for r in caplog.records if text in r.getMessage()]
+
+        # every room's snapshot fails (as its quiet timer's or its unload's would)
+        for room in rooms:
+            task = backend.snapshots.take(room)
+            assert task is not None
+            await task
+        said = lines("not written: ")
+        assert len(said) == len(docs), said
+        assert [r.levelno for r in said] == [logging.WARNING] + [logging.DEBUG] * (len(docs) - 1)
+        assert [getattr(r, "doc", None) for r in said] == docs
+        # every room's generation read fails (a new document's, after its first append)
+        for room in rooms:
+            assert room.generation_of is not None
+            await room._learn_generation(room.generation_of)
+        read = lines("its generation could not be read")
+        assert len(read) == len(docs), read
+        assert [r.levelno for r in read] == [logging.WARNING] + [logging.DEBUG] * (len(docs) - 1)
+        # the next WARNING (once a minute: here at once) counts those held back
+        backend.snapshots._failures.every = 0.0
+        task = backend.snapshots.take(rooms[0])
+        assert task is not None
+        await task
+        last = lines("not written: ")[-1]
+        assert last.levelno == logging.WARNING, last
+        assert f"({len(docs) - 1} more snapshots not written" in last.getMessage(), last
+        assert "s1, s2, s3, s4, s5, ..." in last.getMessage(), last
+        await asyncio.to_thread(pg.start)
+
+        async def written() -> bool:
+            task = backend.snapshots.take(rooms[1])
+            if task is not None:
+                await task
+            return bool(lines("snapshots written again"))
+
+        await eventually(written, timeout=30, what="a snapshot written again, said")
+        again = lines("snapshots written again")
+        assert len(again) == 1 and again[0].levelno == logging.INFO, again
+        assert f"after {len(docs) + 1} snapshots not written" in again[0].getMessage(), again
