@@ -17,6 +17,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -1581,3 +1582,76 @@ def test_blocknote_and_milkdown_documents_are_drawn_as_their_editors_lay_them_ou
         expect(view.locator("ol")).to_have_attribute("start", "3")
         expect(view.locator("br")).to_have_count(1)
     assert not page.errors, page.errors  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- times
+
+
+def _stamped(db: Path, events: dict[str, list[tuple[str, str, int]]]) -> None:
+    """Write each document's (actor, text appended, ts in ms) events into the SQLite
+    file `db`, stamped with those times (a server stamps its own clock's)."""
+    from palimpsest.store.base import NewEvent
+    from palimpsest.store.sqlite import SQLiteStore
+
+    async def write() -> None:
+        async with SQLiteStore(db) as store:
+            for doc, written in events.items():
+                ydoc = Doc()
+                ydoc["content"] = text = YText()
+                for actor, more, ts in written:
+                    before = ydoc.get_state()
+                    text += more
+                    update = ydoc.get_update(before)
+                    await store.append([(doc, [NewEvent(actor, "edit", update, ts=ts)])])
+
+    # (in a thread: Playwright's sync API runs an event loop in this one)
+    thread = threading.Thread(target=asyncio.run, args=(write(),))
+    thread.start()
+    thread.join()
+
+
+def test_times_of_another_year_say_their_year_and_tooltips_their_zone(
+    browser: Any,  # noqa: F811 (the fixture)
+    tmp_path: Path,
+) -> None:
+    """A field tester's history panel showed a 2027 event as "Dec 6, 07:52 PM" next to
+    today's "07:52 PM", and the document list "Dec 6": no year unless in a tooltip, and
+    no time zone anywhere. A time of another year says its year; the tooltips (title)
+    say the zone's short name and the ISO time with its offset."""
+    old = int(datetime(2025, 2, 4, 19, 5, tzinfo=UTC).timestamp() * 1000)  # 14:05 EST
+    now = int(time.time() * 1000)
+    db = tmp_path / "palimpsest.db"
+    _stamped(db, {"long-ago": [("ann", "old text", old)],
+                  "then-and-now": [("ann", "old ", old), ("bob", "new", now)]})  # fmt: skip
+    with ServerProcess(tmp_path / "srv", db_path=db) as srv:
+        ctx = browser.new_context(
+            timezone_id="America/New_York", locale="en-US", viewport={"width": 1360, "height": 820}
+        )
+        try:
+            page = ctx.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{srv.http_url}/?user=tester")
+            cell = page.locator('#doc-rows tr[data-doc="long-ago"] td').nth(2)
+            expect(cell).to_have_text("Feb 4, 2025")
+            title = cell.get_attribute("title") or ""
+            assert "2025-02-04T14:05:00-05:00" in title and "EST" in title, title
+
+            page = open_doc(ctx, srv.http_url, "then-and-now", "tester")
+            page.locator("#history-btn").click()
+            session = page.locator('#history .session[data-actor="ann"] .session-when')
+            expect(session).to_have_text("Feb 4, 2025, 02:05 PM")
+            page.locator('#history .session[data-actor="ann"] .session-head').click()
+            when = page.locator('#history .event[data-seq="1"] .when')
+            expect(when).to_have_text("Feb 4, 2025, 02:05:00 PM")
+            row = page.locator('#history .event[data-seq="1"] .event-row')
+            title = row.get_attribute("title") or ""
+            assert "Feb 4, 2025, 2:05:00 PM EST (2025-02-04T14:05:00-05:00)" in title, title
+            # today's: the time alone, its tooltip with the zone too
+            today = page.locator('#history .event[data-seq="2"] .when')
+            expect(today).to_have_text(re.compile(r"^\d\d:\d\d:\d\d [AP]M$"))
+            title = page.locator('#history .event[data-seq="2"] .event-row').get_attribute("title")
+            assert title and re.search(r"[+-]0[45]:00\)", title), title
+            assert not errors and not page.errors  # type: ignore[attr-defined]
+        finally:
+            ctx.close()

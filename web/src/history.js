@@ -2,7 +2,7 @@
 // versions, a read-only preview of any version (text, changes since then with
 // authors' colours, blame), named versions, and "restore this version".
 
-import { $, h, clear, debounce, relativeTime, absoluteTime, shortTime, clockTime, plural, formatBytes, own, selectTab, tabKeys } from './util.js'
+import { $, h, clear, debounce, relativeTime, absoluteTime, shortTime, clockTime, timeOfDay, sameDay, plural, formatBytes, own, selectTab, tabKeys } from './util.js'
 import { authorMarks, colorFor, lightColorFor } from './colors.js'
 import { toast } from './toast.js'
 import { ask } from './ask.js'
@@ -830,8 +830,8 @@ function sessionWhen (s) {
   const end = shortTime(s.end)
   if (!start) return ''
   if (!end || end === start) return start
-  const sameDayPrefix = start.includes(',') && end.startsWith(start.split(',')[0])
-  return `${start}–${sameDayPrefix ? end.split(', ')[1] : end}`
+  // a session within one day: its end's time of day alone ("Mar 3, 2025, 14:02–14:30")
+  return `${start}–${sameDay(s.start, s.end) ? timeOfDay(s.end) : end}`
 }
 
 function textOf (roots, name) {

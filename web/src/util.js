@@ -108,15 +108,37 @@ export function debounce (fn, ms) {
 }
 
 const rtf = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' })
-const dtf = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' })
+// the tooltips' full time says its zone ("Dec 6, 2027, 7:52:00 PM GMT+1"): a time
+// without one reads as another instant to a reader elsewhere
+const dtf = new Intl.DateTimeFormat(undefined, {
+  year: 'numeric', month: 'short', day: 'numeric',
+  hour: 'numeric', minute: '2-digit', second: '2-digit', timeZoneName: 'short'
+})
 const tf = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' })
 const df = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric' })
+const dfy = new Intl.DateTimeFormat(undefined, { year: 'numeric', month: 'short', day: 'numeric' })
 const tsf = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' })
 
 export function parseTime (ts) {
   if (ts === null || ts === undefined || ts === '') return null
   const d = typeof ts === 'number' ? new Date(ts > 1e12 ? ts : ts * 1000) : new Date(ts)
   return Number.isNaN(d.getTime()) ? null : d
+}
+
+/** "Mar 3" this year, "Mar 3, 2025" in another (a 2027 event was "Dec 6" in 2026) */
+function dateOf (d) {
+  return d.getFullYear() === new Date().getFullYear() ? df.format(d) : dfy.format(d)
+}
+
+/** "2027-12-06T19:52:00+01:00": the instant in this page's zone, with its offset */
+export function isoTime (ts) {
+  const d = parseTime(ts)
+  if (!d) return ''
+  const pad = (n, w = 2) => String(Math.abs(n)).padStart(w, '0')
+  const off = -d.getTimezoneOffset()
+  const zone = off === 0 ? 'Z' : `${off < 0 ? '-' : '+'}${pad(Math.trunc(off / 60))}:${pad(off % 60)}`
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T` +
+    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}${zone}`
 }
 
 /** "3 minutes ago" */
@@ -129,21 +151,33 @@ export function relativeTime (ts) {
   if (abs < 3600) return rtf.format(Math.round(s / 60), 'minute')
   if (abs < 86400) return rtf.format(Math.round(s / 3600), 'hour')
   if (abs < 86400 * 30) return rtf.format(Math.round(s / 86400), 'day')
-  return df.format(d)
+  return dateOf(d)
 }
 
+/** "Dec 6, 2027, 7:52:00 PM GMT+1 (2027-12-06T19:52:00+01:00)": for tooltips */
 export function absoluteTime (ts) {
   const d = parseTime(ts)
-  return d ? dtf.format(d) : ''
+  return d ? `${dtf.format(d)} (${isoTime(d)})` : ''
 }
 
-/** "14:02" today, "Mar 3, 14:02" otherwise */
+/** "14:02" today, "Mar 3, 14:02" otherwise, "Mar 3, 2025, 14:02" in another year */
 export function shortTime (ts) {
   const d = parseTime(ts)
   if (!d) return ''
-  const today = new Date()
-  const sameDay = d.toDateString() === today.toDateString()
-  return sameDay ? tf.format(d) : `${df.format(d)}, ${tf.format(d)}`
+  return sameDay(d, new Date()) ? tf.format(d) : `${dateOf(d)}, ${tf.format(d)}`
+}
+
+/** "14:02", whatever the day */
+export function timeOfDay (ts) {
+  const d = parseTime(ts)
+  return d ? tf.format(d) : ''
+}
+
+/** whether two times are on the same day here (parsed as parseTime does) */
+export function sameDay (a, b) {
+  const x = parseTime(a)
+  const y = parseTime(b)
+  return Boolean(x && y) && x.toDateString() === y.toDateString()
 }
 
 export function formatBytes (n) {
@@ -157,12 +191,11 @@ export function plural (n, one, many = one + 's') {
   return `${n} ${n === 1 ? one : many}`
 }
 
-/** "14:02:07" today, "Mar 3, 14:02:07" otherwise */
+/** "14:02:07" today, "Mar 3, 14:02:07" otherwise, "Mar 3, 2025, 14:02:07" in another year */
 export function clockTime (ts) {
   const d = parseTime(ts)
   if (!d) return ''
-  const sameDay = d.toDateString() === new Date().toDateString()
-  return sameDay ? tsf.format(d) : `${df.format(d)}, ${tsf.format(d)}`
+  return sameDay(d, new Date()) ? tsf.format(d) : `${dateOf(d)}, ${tsf.format(d)}`
 }
 
 // Where Palimpsest is mounted (the page's <base>, e.g. https://app.example/collab/):
