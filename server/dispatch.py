@@ -35,6 +35,7 @@ from .hook_failures import HookFailures
 from .hook_timing import CLOCK, timed
 from .lifecycle import Service, cancel_and_wait
 from .origins import Origin
+from .params import declared_query
 from .snapshots import SnapshotWritten
 from .store.base import Event
 
@@ -294,6 +295,7 @@ class Extensions(Service):
         for ext in self.all:
             _check_kinds(ext)
         self.ops: dict[str, Operation] = {}
+        self._takes_query: tuple[str, ...] = ()
         self.routes: list[BaseRoute] = []
         self.services: list[Service] = []
         self._by: dict[str, tuple[Extension, ...]] = {}
@@ -360,11 +362,8 @@ class Extensions(Service):
     @property
     def takes_query(self) -> tuple[str, ...]:
         """The query parameters every HTTP route takes for the extensions
-        (``Extension.takes_query``), in list order."""
-        names: dict[str, None] = {}
-        for ext in self.all:
-            names.update(dict.fromkeys(ext.takes_query))
-        return tuple(names)
+        (``Extension.takes_query``), in list order, as checked in ``setup``."""
+        return self._takes_query
 
     @property
     def read_cookies(self) -> bool:
@@ -375,6 +374,11 @@ class Extensions(Service):
     def setup(self, backend: Backend) -> None:
         for ext in self.all:
             ext.setup(backend)
+        names: dict[str, None] = {}
+        for ext in self.all:
+            # a string, or a name a core route reads, refused here (params.declared_query)
+            names.update(dict.fromkeys(declared_query(_name(ext), ext.takes_query)))
+        self._takes_query = tuple(names)
         for ext in self.all:
             for name, op in ext.operations().items():
                 if name in self.ops or name == "hello":

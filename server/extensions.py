@@ -116,7 +116,10 @@ class Extension:
     #: query parameters of the extension's own, taken on every HTTP route besides each
     #: route's own and the credentials (``token``, ``user``): an ``authenticate`` that
     #: reads ``conn.query_params["api_key"]`` lists ``("api_key",)``. A parameter
-    #: nobody takes is refused with 400 (an ignored one can destroy data: server/params.py)
+    #: nobody takes is refused with 400 (an ignored one can destroy data: server/params.py).
+    #: A tuple (list, set) of names: a plain string, or a name Palimpsest reads itself
+    #: (``dry_run``, ``before``, ``seq``, any route's own, ``token``, ``user``: it would
+    #: cancel that route's refusal), is refused when the app is built
     takes_query: tuple[str, ...] = ()
     #: whether ``before_apply`` / ``on_applied`` read the live document (``room.doc``)
     #: and need it exactly before / after that one event. An extension whose hooks read

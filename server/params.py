@@ -19,6 +19,7 @@ a 400 that a 401 would not have told them.
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
@@ -102,6 +103,62 @@ _ACTS = {
     "/api/docs/{doc}/undo/open": "undo/open",
     "/api/docs/{doc}/undo/close": "undo/close",
 }
+
+
+#: a name an extension may declare in ``Extension.takes_query``: ASCII letters first,
+#: then letters, digits, ``_``, ``-`` and ``.``, 64 at most (``api_key``, ``x-tenant``)
+_QUERY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,63}")
+
+
+def core_names() -> frozenset[str]:
+    """Every name the core reads from a request: the routes' query parameters and body
+    keys (TAKES), the credentials, and the names HINTS answers. An extension taking one
+    of them on every route would cancel that route's guard: ``?dry_run=`` taken for an
+    extension, ``DELETE /api/docs/D?dry_run=true`` deleted for real; a body key, it
+    would no longer be told it goes in the body, and was ignored."""
+    names: set[str] = set(CREDENTIALS)
+    for takes in TAKES.values():
+        names.update(takes.query)
+        names.update(takes.body or ())
+    names.update(name for _route, name in HINTS)
+    return frozenset(names)
+
+
+def declared_query(owner: str, value: object) -> tuple[str, ...]:
+    """An extension's ``takes_query`` (`owner`: how errors name it), checked when the
+    app is built: a tuple, list or set of plausible parameter names that no core route
+    reads. TypeError or ValueError saying what is wrong: a plain string was taken
+    letter by letter, and a core route's own name cancelled its unknown-parameter
+    guard on every route."""
+    what = f"{owner}.takes_query"
+    if not isinstance(value, (tuple, list, set, frozenset)):
+        hint = f" (write ({value!r},) for one name)" if isinstance(value, str) else ""
+        raise TypeError(
+            f"{what} must be a tuple, list or set of query parameter names, not "
+            f"{type(value).__name__} {str(value)[:80]!r}{hint}"
+        )
+    names = tuple(value)
+    wrong = [n for n in names if not isinstance(n, str)]
+    if wrong:
+        raise TypeError(
+            f"{what} must hold strings only, not {', '.join(repr(w)[:40] for w in wrong[:5])}"
+        )
+    bad = [n for n in names if not _QUERY_NAME.fullmatch(n)]
+    if bad:
+        raise ValueError(
+            f"{what}: {_quoted(bad)} is not a query parameter name (an ASCII letter, then "
+            "up to 63 letters, digits, _ . -)"
+        )
+    core = sorted(set(names) & core_names())
+    if core:
+        raise ValueError(
+            f"{what} claims {_quoted(core)}, which Palimpsest reads itself (a route's query "
+            "parameter or body key, or the credentials token and user): taken on every "
+            "route, it would cancel their refusal of parameters they do not take "
+            "(?dry_run=true on DELETE /api/docs/{doc} would delete for real). Give the "
+            "extension's parameter a name of its own (api_key, x_tenant, ...)"
+        )
+    return tuple(dict.fromkeys(names))
 
 
 def _listed(names: tuple[str, ...] | None) -> str:
