@@ -1000,15 +1000,26 @@ class Session:
         return result
 
     async def _keep_group(self, gid: str, every: float, stop: asyncio.Event) -> None:
-        """Open our group `gid` again every `every` seconds (a third of the server's idle
-        time) while it is ours and open: the server ends a group that long after the
-        user's last change or renewal, and the edits after the pause began a step of
-        their own; opening the open group again renews it (docs/undo.md)."""
+        """Open our group `gid` again after `every` seconds (a third of the server's idle
+        time) without an edit sent or a renewal, while it is ours and open: the server
+        ends a group that long after the user's last change or renewal, and the edits
+        after the pause began a step of their own; opening the open group again renews
+        it (docs/undo.md). Only in pauses: each renewal is an undo_mark event in the
+        log (webhooks and streams see it), and the edits keep the group alive already;
+        renewed every `every` seconds whatever, a bot streaming into the group wrote a
+        mark every 20 s for nothing."""
+        loop = asyncio.get_running_loop()
+        renewed_at = loop.time()  # (opened just now)
         while self._group == gid and not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), every)
+            # due `every` after our last edit sent or renewal, whichever is later
+            wait = max(renewed_at, self._last_update_sent) + every - loop.time()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), wait)
+                continue  # (checked again: an edit sent meanwhile puts it off)
             if stop.is_set() or self._group != gid or self._closing or self._failed:
                 return
+            renewed_at = loop.time()
             if not self.connected:
                 continue  # a reconnection opens it again (before our step 2) anyway
             try:

@@ -296,3 +296,65 @@ async def test_undo_group_says_when_the_group_outgrew_a_step(tmp_path: Path) -> 
                 for i in range(10):  # 4 + 4 + 2 events
                     await bot.token(f"t{i} ")
             assert g.steps == 3, g.closed
+
+
+async def _marks(http: httpx.AsyncClient, url: str, doc: str, after: int) -> list[dict[str, Any]]:
+    """The undo_mark events of `doc` after seq `after` (the events API)."""
+    r = await http.get(f"{url}/api/docs/{doc}/events", params={"after": after, "kind": "undo_mark"})
+    assert r.status_code == 200, r.text
+    events: list[dict[str, Any]] = r.json()["events"]
+    return events
+
+
+async def _last_seq(http: httpx.AsyncClient, url: str, doc: str) -> int:
+    r = await http.get(f"{url}/api/docs/{doc}/events", params={"order": "desc", "limit": 1})
+    assert r.status_code == 200, r.text
+    seq: int = r.json()["events"][0]["seq"]
+    return seq
+
+
+async def test_undo_group_renews_only_in_pauses_not_while_streaming(tmp_path: Path) -> None:
+    """The renewal is an undo_mark event in the log (webhooks and streams see each one):
+    sent every third of the idle time whatever the bot did, a bot streaming into an
+    undo_group() wrote one every 20 s for ever, although its edits keep the group alive
+    already (the server ends it idle_ms after the user's last change or renewal). The
+    session renews only after a third of the idle time without an edit of its own:
+    none while it streams, and still one step across a pause of several idle times."""
+    idle = 1200  # renewed after 0.4 s without an edit
+    async with (
+        run_server(tight(tmp_path / "p.db", undo_group_idle_ms=idle)) as srv,
+        httpx.AsyncClient() as http,
+    ):
+        alice = await setup(srv.ws_url, "renew")
+        await alice.close()
+        async with client.connect(srv.ws_url, "renew", user="bot") as s:
+            bot = Bot(s)
+            await s.wait_for(lambda: "[AI]" in str(s.text()))
+            async with s.undo_group("answer") as g:
+                start = await _last_seq(http, srv.url, "renew")  # the group's open mark
+                # stream for eight renewal periods: a token every ~30 ms
+                began = asyncio.get_running_loop().time()
+                n = 0
+                while asyncio.get_running_loop().time() - began < 8 * idle / 3000:
+                    await bot.token(f"s{n} ")
+                    n += 1
+                    await asyncio.sleep(0.03)
+                streamed = await _last_seq(http, srv.url, "renew")
+                await asyncio.sleep(2 * idle / 1000)  # two idle times: the model thinks
+                paused = await _last_seq(http, srv.url, "renew")
+                for i in range(3):
+                    await bot.token(f"after{i} ")
+            while_streaming = [
+                e for e in await _marks(http, srv.url, "renew", start) if e["seq"] <= streamed
+            ]
+            in_pause = [
+                e for e in await _marks(http, srv.url, "renew", streamed) if e["seq"] <= paused
+            ]
+            # a renewal every 0.4 s would have been ~8 marks; a stall of the test's own
+            # loop past 0.4 s between two tokens (a loaded machine) may make one
+            assert len(while_streaming) <= 2, while_streaming
+            assert in_pause and all(e["meta"].get("open") == "answer" for e in in_pause), in_pause
+            assert g.steps == 1, g.closed
+            assert (await s.undo()).ok
+            await s.wait_for(lambda: str(s.text()) == INTRO + OUTRO)
+            assert not (await s.undo()).ok
