@@ -9,7 +9,10 @@
     │   ├── AuthFailed           missing, bad or expired token (4401 / 401)
     │   │   └── Forbidden        valid token, not allowed here (4403 / 403)
     │   ├── ReadOnly             edits refused on a read-only connection (by the client at
-    │                            the edit, or by the server: auth message)
+    │   │                        the edit, or by the server: auth message)
+    │   │   └── Locked           edits refused while an admin has the document locked
+    │   │                        (auth message "locked: ..."; HTTP 423): for the lock's
+    │   │                        time only, the session recovers once it is lifted
     │   ├── TooLarge             a frame or body over the server's limit (4413 / 413)
     │   ├── NotFound             unknown document, seq or tag (404)
     │   │   └── Deleted          the document was deleted, nothing written since (410;
@@ -71,6 +74,15 @@ class Forbidden(AuthFailed):
 
 class ReadOnly(Refused):
     pass
+
+
+class Locked(ReadOnly):
+    """Edits refused because an admin locked the document read-only (server.locking:
+    ``PUT /api/docs/{doc}/lock``; over HTTP, 423). Unlike a read-only token's refusal it
+    lasts as long as the lock: a session keeps the refused edits in its document, and
+    once the document is unlocked and the server takes them (the re-sync of the next
+    edit, or a ``flush()``, which sends them again) its ``error`` is cleared by itself.
+    A ReadOnly, so that a handler of ReadOnly catches it too."""
 
 
 class TooLarge(Refused):
@@ -151,6 +163,7 @@ HTTP_STATUSES: dict[int, type[ClientError]] = {
     404: NotFound,
     410: Deleted,
     413: TooLarge,
+    423: Locked,
     429: RateLimited,
 }
 

@@ -61,6 +61,7 @@ from .errors import (
     BadDocName,
     BadURL,
     ClientError,
+    Locked,
     ReadOnly,
     Refused,
     ServerError,
@@ -376,8 +377,18 @@ class Session:
         self.role: str | None = None
         #: the reason of the server's last "permission denied" (a read-only connection)
         self.denied: str | None = None
-        #: our edits were refused: by the server, or here on a read-only session
+        #: our edits were refused: by the server, or here on a read-only session; a
+        #: Locked one only until the server takes our edits again (the lock lifted)
         self._refused: ReadOnly | None = None
+        #: how many refusals the server sent (a flush that sends refused edits again
+        #: sees whether they were refused again)
+        self._refusals = 0
+        #: the highest clock of our own items the server is known to hold (its step 1's
+        #: state vector, its echoes of our updates)
+        self._server_clock = 0
+        #: while Locked: the server holding our items up to this clock says it takes our
+        #: edits again (those refused included: it takes none past a gap)
+        self._locked_until = 0
         #: how many times the session connected (1 after open(), +1 per reconnect)
         self.connections = 0
         self._reconnect = reconnect
@@ -803,6 +814,9 @@ class Session:
             return None if deadline is None else max(0.0, deadline - loop.time())
 
         while True:
+            if isinstance(self._refused, Locked):
+                await self._ready_or_raise(left(), "flush", timeout)
+                await self._send_refused_again(left(), timeout)
             if self._refused is not None:
                 raise self._refused
             await self._ready_or_raise(left(), "flush", timeout)
@@ -820,30 +834,122 @@ class Session:
                 raise Timeout(_unconfirmed(timeout))
             await asyncio.sleep(0.05)
 
+    async def _send_refused_again(self, within: float | None, budget: float | None) -> None:
+        """flush() while our edits are refused for a lock: when the server holds them all
+        (the lock lifted, a re-sync brought them in), the session recovers; else what it
+        lacks is sent again, and either it is refused again (still locked: the error
+        stays) or the server takes it (unlocked: recovered), or `within` runs out
+        (Timeout, naming `budget`)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if within is None else loop.time() + within
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - loop.time())
+
+        sent_again = False
+        refusals = self._refusals
+        while isinstance(self._refused, Locked):
+            theirs = await self._server_state(left(), budget)
+            if theirs is None:
+                return  # (the connection dropped: flush() waits for the next one)
+            if not isinstance(self._refused, Locked):
+                return
+            if self._refusals != refusals:
+                return  # refused again: still locked
+            scratch: Doc[Any] = Doc()
+            scratch.apply_update(theirs)
+            state = scratch.get_state()
+            if not self._lacks(scratch):
+                self._edits_taken()
+                return
+            if not sent_again:
+                sent_again = True
+                missing = self.doc.get_update(state)
+                self._send_frame(P.encode_sync_update(missing))
+            await asyncio.sleep(0.05)
+
+    async def _server_state(self, within: float | None, budget: float | None) -> bytes | None:
+        """The server's whole state (asked with a step 1 with an empty state vector);
+        None when the connection drops first, Timeout (naming `budget`, the flush's
+        timeout) when no answer comes within `within` seconds."""
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._probe = fut
+        self._send_frame(P.encode_sync_step1(b"\x00"))
+        try:
+            return await asyncio.wait_for(fut, within)
+        except TimeoutError:
+            raise Timeout(_unconfirmed(within if budget is None else budget)) from None
+        except ClientError:
+            return None
+
+    def _lacks(self, scratch: Doc[Any]) -> bool:
+        """Whether `scratch` (holding the server's state) lacks anything of our
+        document; when it does, it is changed: use it no more."""
+        changed: list[bool] = []
+        scratch.observe(lambda _e: changed.append(True))
+        scratch.apply_update(self.doc.get_update())
+        return bool(changed)
+
     async def _server_has_everything(
         self, within: float | None, budget: float | None = None
     ) -> bool:
         """Ask for the server's whole state (a step 1 with an empty state vector) and see
         whether our document holds anything it lacks; Timeout (naming `budget`, the
         flush's timeout) when no answer comes within `within` seconds."""
-        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._probe = fut
-        self._send_frame(P.encode_sync_step1(b"\x00"))
-        try:
-            theirs = await asyncio.wait_for(fut, within)
-        except TimeoutError:
-            raise Timeout(_unconfirmed(within if budget is None else budget)) from None
-        except ClientError:
+        theirs = await self._server_state(within, budget)
+        if theirs is None:
             return False
         scratch: Doc[Any] = Doc()
         scratch.apply_update(theirs)
-        changed: list[bool] = []
-        scratch.observe(lambda _e: changed.append(True))
-        scratch.apply_update(self.doc.get_update())
-        if not changed:
+        if not self._lacks(scratch):
             # everything sent so far reached it (a change made since would be in our doc)
             self._unconfirmed.clear()
-        return not changed
+            self._server_clock = self._own_clock()
+            return True
+        return False
+
+    def _own_clock(self) -> int:
+        """The clock of our own items in our document (how many we made)."""
+        return P.decode_state_vector(self.doc.get_state()).get(self.doc.client_id, 0)
+
+    def _edits_refused(self, reason: str) -> None:
+        """The server refused an update of ours ("permission denied", `reason`): for a
+        lock (``locked: ...``) until the server takes our edits again, else for good
+        (a read-only token). Said at WARNING once (per lock), its repeats at DEBUG."""
+        self.denied = reason
+        self._refusals += 1
+        first = self._refused is None
+        if reason.startswith("locked:") and (first or isinstance(self._refused, Locked)):
+            own = self._own_clock()
+            # our items the server lacks: taken once it holds them; none (a refused
+            # update that only deletes): taken once it holds one we make after it
+            self._locked_until = max(self._locked_until, own if own > self._server_clock
+                                     else own + 1)  # fmt: skip
+            self._refused = Locked(
+                f"the server refused edits on {self.name!r}: {reason}. They stay in the "
+                "local document and reach the server once it is unlocked (the session "
+                "recovers by itself: its next edit, or flush(), sends them again)"
+            )
+            (log.warning if first else log.debug)(
+                "%s: the server refused our edits: %s (said once per lock; kept here, sent "
+                "again once it is unlocked)", self.name, reason,
+            )  # fmt: skip
+        else:
+            self._refused = ReadOnly(f"the server refused edits on {self.name!r}: {reason}")
+            (log.warning if first else log.debug)(
+                "%s: the server refused our edits: %s", self.name, reason
+            )
+        self._notify()
+
+    def _edits_taken(self) -> None:
+        """The server took our edits again after refusing them for a lock: recovered."""
+        if isinstance(self._refused, Locked):
+            log.info("%s: the server takes our edits again (the document was unlocked); "
+                     "those refused meanwhile reached it", self.name)  # fmt: skip
+            self._refused = None
+            self.denied = None
+            self._locked_until = 0
+            self._notify()
 
     # --- presence ---------------------------------------------------------------------------
 
@@ -1409,10 +1515,7 @@ class Session:
         elif isinstance(msg, P.AwarenessUpdate):
             self._on_awareness(msg.payload)
         elif isinstance(msg, P.AuthMessage):
-            self.denied = msg.reason
-            self._refused = ReadOnly(f"the server refused edits on {self.name!r}: {msg.reason}")
-            log.warning("%s: the server refused our edits: %s", self.name, msg.reason)
-            self._notify()
+            self._edits_refused(msg.reason)
         elif isinstance(msg, P.Extension):
             body = msg.body
             if body.get("type") == "result":
@@ -1437,6 +1540,9 @@ class Session:
         updates queued before it are dropped so that none is sent twice. A large one
         goes as a step 2 and sync updates, each under the frame limit."""
         self._pending.clear()
+        with contextlib.suppress(ProtocolError):
+            theirs = P.decode_state_vector(state_vector).get(self.doc.client_id, 0)
+            self._server_clock = max(self._server_clock, theirs)
         update = self.doc.get_update(state_vector)
         self._replied = True
         if update == _EMPTY_UPDATE:  # the server holds every local change
@@ -1467,7 +1573,8 @@ class Session:
         """Forget the sent changes that `update`, from the server, shows it holds: the
         server sends only what it logged, and reads a connection's frames in order, so a
         confirmed frame confirms those sent before it."""
-        if not self._unconfirmed:
+        locked = isinstance(self._refused, Locked)
+        if not self._unconfirmed and not locked:
             return
         try:
             meta = decode_update_meta(update)
@@ -1475,6 +1582,9 @@ class Session:
             return
         ours = meta.structs.get(self.doc.client_id, ())
         held = max((end for _, end in ours), default=0)
+        self._server_clock = max(self._server_clock, held)
+        if locked and held >= self._locked_until:
+            self._edits_taken()
         last = -1
         for i, sent in enumerate(self._unconfirmed):
             if sent.end and sent.end <= held:

@@ -425,3 +425,76 @@ async def test_the_cli_lock_with_fanout_reaches_a_running_process(tmp_path: Path
         async with open_pg(store_url) as store:
             kinds = [e.kind for e in await store.read("memo")]
         assert kinds[-1] == "lock", kinds
+
+
+async def test_the_python_session_says_locked_and_recovers_after_the_unlock(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The Python client (palimpsest.client) during a lock: flush() raises Locked (a
+    ReadOnly, so existing handlers still catch it), one WARNING for the lock however
+    many edits are refused (DEBUG after), and once unlocked the session recovers by
+    itself: its error cleared, flush() succeeding, the refused edits on the server."""
+    from palimpsest import client
+
+    caplog.set_level("DEBUG", logger="palimpsest.client")
+    doc = "lk-py"
+    async with (
+        ServerProcess(tmp_path / "srv") as srv,
+        httpx.AsyncClient(base_url=srv.http_url, params={"user": "admin"}) as http,
+        client.connect(srv.ws_url, doc, user="pyL") as s,
+    ):
+        s.text().insert(0, "base.")
+        await s.flush()
+        r = await http.put(f"/api/docs/{doc}/lock", json={"reason": REASON})
+        assert r.status_code == 200, r.text
+
+        for i in range(4):
+            s.text().append(f"[during{i}]")
+            # each edit is answered with its own refusal
+            await eventually(lambda i=i: len(_lock_refusals(caplog)) > i, what=f"refusal {i}")
+        assert isinstance(s.error, client.Locked) and isinstance(s.error, client.ReadOnly)
+        assert REASON in str(s.error)
+        with pytest.raises(client.Locked, match="locked"):
+            await s.flush(timeout=5)
+        # an HTTP write says it too (423)
+        async with client.History(srv.http_url, user="admin") as h:
+            with pytest.raises(client.Locked) as e:
+                await h.put_text(doc, "overwritten")
+            assert e.value.code == 423
+        refusals = _lock_refusals(caplog)
+        warned = [r for r in refusals if r.levelname == "WARNING"]
+        assert len(warned) == 1, [(r.levelname, r.getMessage()) for r in refusals]
+        assert all(r.levelname == "DEBUG" for r in refusals if r not in warned)
+
+        r = await http.delete(f"/api/docs/{doc}/lock")
+        assert r.status_code == 200 and r.json()["locked"] is False, r.text
+        s.text().append("[after]")
+        await s.wait_for(lambda: s.error is None, timeout=10)
+        await s.flush(timeout=10)
+        async with client.History(srv.http_url, user="admin") as h:
+            text = (await h.version(doc)).text
+        assert text == str(s.text()) == "base.[during0][during1][during2][during3][after]"
+
+        # a second lock is said again, once
+        caplog.clear()
+        r = await http.put(f"/api/docs/{doc}/lock", json={})
+        assert r.status_code == 200, r.text
+        s.text().append("[again]")
+        await s.wait_for(lambda: isinstance(s.error, client.Locked), timeout=10)
+        with pytest.raises(client.Locked):
+            await s.flush(timeout=5)
+        warned = [r for r in _lock_refusals(caplog) if r.levelname == "WARNING"]
+        assert len(warned) == 1, warned
+        # unlocked, nothing typed since: flush() sends the refused edit again itself
+        r = await http.delete(f"/api/docs/{doc}/lock")
+        assert r.status_code == 200, r.text
+        await s.flush(timeout=10)
+        assert s.error is None and s.denied is None
+        async with client.History(srv.http_url, user="admin") as h:
+            assert (await h.version(doc)).text.endswith("[after][again]")
+
+
+def _lock_refusals(caplog: pytest.LogCaptureFixture) -> list[Any]:
+    """The client's log records of refusals for a lock."""
+    said = [(r, r.getMessage()) for r in caplog.records if r.name == "palimpsest.client"]
+    return [r for r, m in said if "refused" in m and "locked" in m]
