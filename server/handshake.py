@@ -17,6 +17,14 @@ three rules) closes that:
   (``429`` and close when over); a websocket upgrade from a trusted proxy is judged by
   the address it forwards (X-Forwarded-For, as uvicorn reads it), whose open websockets
   are at the limit already: ``429`` and close, as for a client that connects directly;
+- except the operations routes (``GET``/``HEAD`` of ``/metrics``, ``/healthz``,
+  ``/readyz``, :data:`OPS_PATHS`): a Prometheus scraper or a load balancer's health
+  check behind the same address (a NAT) as clients whose websockets hold every slot
+  must see the server exactly then. A socket over the limit waits for its request
+  line (up to ``OPS_SPARE_PER_ADDRESS`` such sockets per address, under the same
+  ``handshake_timeout``): an operations request is served with ``connection: close``
+  (no keep-alive, which would carry anything past the limit); anything else gets the
+  ``429``;
 - a websocket upgrade that would leave fewer than ``fd_reserve`` file descriptors free
   is answered ``503`` (Retry-After) and closed, so that health checks, metrics and
   history requests still have descriptors (descriptors.DescriptorGate).
@@ -99,6 +107,29 @@ def _response(status: int, phrase: str, text: str, retry_after: bytes = b"") -> 
 #: websocket route counts a TooManyConnections (4429)
 TOO_MANY = "too_many_connections"
 
+#: the paths a socket over its address's connection limit may still ask for (with GET
+#: or HEAD): cheap, short answers for monitoring (routes.ops, metrics.Metrics)
+OPS_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
+OPS_METHODS = frozenset({b"GET", b"HEAD"})
+#: sockets over the limit waiting for their request line, per address: an operations
+#: request may still come on them (a scraper and a health check or two at once)
+OPS_SPARE_PER_ADDRESS = 8
+#: a request line longer than this (no line end yet) is not an operations request
+_OPS_LINE_BYTES = 2048
+
+
+def ops_request(line: bytes, root_path: str = "") -> bool:
+    """Whether the HTTP request line `line` (``GET /metrics HTTP/1.1``) asks for an
+    operations route (OPS_PATHS, under `root_path` or not), which the per-address
+    connection limit lets through."""
+    parts = line.split(b" ")
+    if len(parts) != 3 or parts[0] not in OPS_METHODS:
+        return False
+    path = parts[1].split(b"?", 1)[0].decode("latin-1")
+    if root_path and path.startswith(root_path + "/"):
+        path = path[len(root_path) :]
+    return path in OPS_PATHS
+
 
 class RefusedAddresses(RepeatLines):
     """The 429s of the per-address connection limit, said as RepeatLines says refusals:
@@ -131,19 +162,43 @@ def guarded_protocol(
     refused for want of descriptors); `refused(reason)` counts a connection refused by
     the per-address limit (Backend.refused: ``palimpsest_refused_total``)."""
     repeats = RefusedAddresses(log)
+    #: sockets over their address's limit waiting to say whether they ask for an
+    #: operations route, per address (OPS_SPARE_PER_ADDRESS)
+    spare: collections.Counter[str] = collections.Counter()
 
     class GuardedH11Protocol(H11Protocol):
         _head_timer: asyncio.TimerHandle | None = None
         _counted: str | None = None
+        #: over the limit: the address of the spare slot it holds, until its request
+        #: line says it asks for something else or its head is complete
+        _spare: str | None = None
+        #: a spare socket's request line so far; None once it is read (an operations
+        #: request: the spare slot is held until the head is complete, as a counted
+        #: socket is)
+        _line: bytes | None = None
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)  # type: ignore[arg-type]
             host = self.client[0] if self.client else "unknown"
             if not limits.connect(host):
+                if spare[host] < OPS_SPARE_PER_ADDRESS:
+                    # an operations request may still come: its request line says
+                    spare[host] += 1
+                    self._spare = host
+                    self._line = b""
+                    self._arm()
+                    return
                 self._too_many(host, "a connection")
                 return
             self._counted = host
             self._arm()
+
+        def _release_spare(self) -> None:
+            host, self._spare = self._spare, None
+            if host is not None:
+                spare[host] -= 1
+                if spare[host] <= 0:
+                    del spare[host]
 
         def _too_many(self, host: str, what: str) -> None:
             """Refuse with 429 (the address is at max_connections_per_ip), counted; said
@@ -165,6 +220,7 @@ def guarded_protocol(
             if self._head_timer is not None:
                 self._head_timer.cancel()
                 self._head_timer = None
+            self._release_spare()
             if self._counted is not None:
                 limits.disconnect(self._counted)
                 self._counted = None
@@ -185,6 +241,20 @@ def guarded_protocol(
             self._head_done()
 
         def data_received(self, data: bytes) -> None:
+            if self._spare is not None and self._line is not None:
+                # over the limit: only an operations request is served
+                self._line += data
+                end = self._line.find(b"\r\n")
+                if end < 0 and len(self._line) < _OPS_LINE_BYTES:
+                    return  # (the head timer still runs)
+                host, data, self._line = self._spare, self._line, None
+                if end < 0 or not ops_request(data[:end], settings.root_path):
+                    self._too_many(host, "a connection")
+                    return
+                # served, then closed: the answer says "connection: close" (h11 and
+                # uvicorn read it from the request), and whatever the client sent
+                # after it on the socket is not read
+                data = data[: end + 2] + b"connection: close\r\n" + data[end + 2 :]
             super().data_received(data)
             if self.transport.is_closing() or self.transport.get_protocol() is not self:
                 self._head_done()  # closed, or handed over to the websocket protocol

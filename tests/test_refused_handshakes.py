@@ -8,6 +8,7 @@ in 14 s, one per refusal)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -16,9 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
+from conftest import eventually
 from serverproc import ServerProcess
 
-from palimpsest.handshake import RefusedAddresses
+from palimpsest.handshake import OPS_SPARE_PER_ADDRESS, RefusedAddresses
 
 METRIC = 'palimpsest_refused_total{reason="too_many_connections"}'
 
@@ -79,3 +81,71 @@ def test_the_repeats_are_said_in_one_line_with_their_count() -> None:
         assert records[-1].getMessage().startswith("1 more connections from 10.0.0.1")
     finally:
         logger.removeHandler(handler)
+
+
+async def test_the_operations_routes_answer_an_address_at_its_limit(tmp_path: Path) -> None:
+    """A Prometheus scraper or a load balancer's health check behind the same address
+    (a NAT) as clients whose websockets hold every slot of MAX_CONNECTIONS_PER_IP still
+    gets /metrics, /healthz and /readyz; anything else from that address is still 429,
+    and so is an ops connection's next request on the same socket."""
+    env = {"PALIMPSEST_MAX_CONNECTIONS_PER_IP": "2"}
+    direct = {"local_addr": ("127.0.0.2", 0)}
+    transport = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+    async with (
+        ServerProcess(tmp_path / "srv", env=env) as srv,
+        contextlib.AsyncExitStack() as held,
+        httpx.AsyncClient(base_url=srv.http_url, transport=transport) as http,
+    ):
+        for _ in range(2):
+            await held.enter_async_context(await _open(srv, **direct))
+        for path in ("/metrics", "/healthz", "/readyz", "/metrics?name[]=x", "/healthz"):
+            r = await http.get(path)
+            assert r.status_code == 200, (path, r.status_code, r.text)
+        assert "palimpsest_" in (await http.get("/metrics")).text
+        r = await http.head("/healthz")
+        assert r.status_code != 429, r.status_code
+        # the limit holds for everything else
+        for path in ("/api/docs", "/", "/metricsx", "/healthz/../api/docs"):
+            r = await http.get(path)
+            assert r.status_code == 429, (path, r.status_code)
+        r = await http.post("/metrics")
+        assert r.status_code == 429, r.status_code
+        with pytest.raises(websockets.InvalidStatus) as e:
+            await _open(srv, **direct)
+        assert e.value.response.status_code == 429
+        # an ops connection is not kept for another request: a keep-alive socket would
+        # carry anything past the limit
+        reader, writer = await asyncio.open_connection(
+            srv.host, srv.port, local_addr=("127.0.0.2", 0)
+        )
+        writer.write(
+            b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"
+            b"GET /api/docs HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"
+        )
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        assert answer.count(b"HTTP/1.1 ") == 1, answer
+        # sockets over the limit that stop before their head is whole are bounded (8 per
+        # address, each until the handshake timeout): one more is refused at once
+        slow = [
+            await asyncio.open_connection(srv.host, srv.port, local_addr=("127.0.0.2", 0))
+            for _ in range(OPS_SPARE_PER_ADDRESS)
+        ]
+        for _, w in slow:
+            w.write(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n")
+            await w.drain()
+        r = await http.get("/healthz")
+        assert r.status_code == 429, r.status_code
+        for _, w in slow:
+            w.close()
+
+        async def healthz() -> bool:
+            return (await http.get("/healthz")).status_code == 200
+
+        await eventually(healthz, what="/healthz once the slow sockets are gone")
+        # and once a websocket leaves, the address gets its slot back as before
+        await held.aclose()
+        r = await http.get("/api/docs")
+        assert r.status_code == 200, r.text
