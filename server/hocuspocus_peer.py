@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from . import hocuspocus as H
+from . import protocol as P
 from .auth import ExpiryWatch, Identity
 from .conn_guard import ConnectionGuard
 from .extensions import Client, Extension
@@ -82,6 +83,13 @@ class DocPeer:
 
     def send(self, frame: bytes) -> None:
         self.sock.send(H.from_y_websocket(self.doc, frame))
+
+    def unlocked(self, room: Room) -> None:
+        """`room`'s document was unlocked (server.locking): a re-sync asked for when the
+        lock refused edits of this document (Resync.unlocked); the provider does not
+        count its step 2, whose sync status stands for the refused updates."""
+        if self.room is room and self.resync.unlocked():
+            self.send(P.encode_sync_step1(self.resync.state_vector(room.doc.get_state())))
 
     def forget(self) -> None:
         """No sync status for this document any more (the client closed it)."""

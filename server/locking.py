@@ -31,8 +31,14 @@ While a document is locked:
   event: the log shows every edit before ``lock`` or after ``unlock``.
 
 A client's edits refused while the lock held stay in its Y.Doc, as a read-only user's
-do: after the unlock its next sync (a reconnect, or the re-sync an edit of it past them
-asks for) brings them in.
+do. The unlock (this process's or another's, through its event: ``on_applied``) asks
+each connection whose edits were refused for a re-sync, a sync step 1
+(resync.Resync.unlocked): its step 2 brings them in at once, deletions too, which no
+later update of the client would carry. Failing that (a request on its way already),
+the re-sync an edit of it past them asks for does; a sync step 2 the lock refused (the
+client connected while it held) ends the connection's sync all the same
+(Resync.refused_step2), so such an edit is not taken for one typed while connecting and
+dropped for good. A client closed meanwhile brings them in as it reconnects.
 """
 
 from __future__ import annotations
@@ -175,7 +181,14 @@ class Locking(Extension):
         # another process's lock or unlock (or this one's: the same); a replayed one is
         # history, the store's row says what holds now (on_load)
         if event.kind in KINDS and not isinstance(origin, ReplayOrigin):
-            room.state(LockState).lock = lock_from_event(room.name, event)
+            room.state(LockState).lock = lock = lock_from_event(room.name, event)
+            if lock is None:
+                # the connections whose edits the lock refused are asked for a re-sync
+                # (their step 2 brings them in): ws.Connection, hocuspocus_peer.DocPeer
+                for peer in list(room.peers.values()):
+                    unlocked = getattr(peer, "unlocked", None)
+                    if unlocked is not None:
+                        unlocked(room)
 
     async def endpoint(self, request: Request) -> Response:
         backend = self.backend

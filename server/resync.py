@@ -93,8 +93,8 @@ class Resync:
     """The gap rule's state for one document on one connection."""
 
     __slots__ = (
-        "_wake", "asked", "asks", "dropped", "left_out", "reasked", "sent_step1", "stepped",
-        "uncounted", "waiting",
+        "_wake", "asked", "asks", "dropped", "left_out", "locked_out", "reasked", "sent_step1",
+        "stepped", "uncounted", "waiting",
     )  # fmt: skip
 
     def __init__(self, *, sent_step1: bool = True) -> None:
@@ -121,6 +121,10 @@ class Resync:
         self.reasked = False
         #: the gap on a left-out id a held step 2 had: asked again once it is filled
         self.waiting: UpdateGap | None = None
+        #: an update or a step 2 of this connection that would have changed the document
+        #: was refused because it was locked (server.locking): asked for again at the
+        #: unlock (`unlocked`)
+        self.locked_out = False
         #: what wakes the wait of the held step 2 (made by `wait`, set by the room)
         self._wake: asyncio.Event | None = None
 
@@ -165,6 +169,36 @@ class Resync:
         if not room.holds(asked.client, asked.clock):
             raise UpdateRejected(f"gap not filled by your sync step 2: {asked.detail}")
         return dropped - 1
+
+    def refused_step2(self) -> None:
+        """The client's sync step 2 was refused whole, nothing of it taken (the document
+        is locked: server.locking): it answered our step 1 all the same. From now on an
+        update past a gap (built on what the step 2 or the refused updates carried) is
+        not one typed while connecting: it asks for a re-sync, whose step 2 carries it
+        all (without this, every update of a client that connected while the document
+        was locked and typed was dropped past its gap, silently, until it reconnected).
+        The updates dropped before it stay owed: the next step 2 carries them."""
+        self.stepped = True
+        self.asked = None
+        self.reasked = False
+
+    def unlocked(self) -> bool:
+        """The document was unlocked: True when the caller must now ask for a re-sync
+        (send a sync step 1), as the lock refused edits of this connection, which its
+        client still holds; its step 2 brings them all in, deletions too (which no later
+        update of the client carries, nor shows as a gap), at once (the tab may close
+        before the user types again). False when none was refused, or a request is on
+        its way. The client did not ask for that step 2 (`uncounted`)."""
+        if not self.locked_out:
+            return False
+        self.locked_out = False
+        if self.asked is not None or self.reasked or self.waiting:
+            return False
+        self.sent_step1 = True
+        self.uncounted = True
+        self.reasked = True  # (no other request until its step 2 comes: `gap`)
+        self.asks += 1
+        return True
 
     def foreign(self, refused: ForeignItems) -> None:
         """The client's sync step 2 carried new items under other users' client ids

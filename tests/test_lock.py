@@ -26,7 +26,7 @@ from pycrdt import Doc, Text
 from scaleout import cluster, fanout_url, fresh_schema
 from scaleout import open_store as open_pg
 from serverproc import REPO_ROOT, ServerProcess
-from test_hocuspocus_node import Driver
+from test_hocuspocus_node import Driver, stored_text
 from test_interop_node import node_modules
 from test_read_only_node import TokenNodeClient
 from yclient import YClient, connect
@@ -498,3 +498,71 @@ def _lock_refusals(caplog: pytest.LogCaptureFixture) -> list[Any]:
     """The client's log records of refusals for a lock."""
     said = [(r, r.getMessage()) for r in caplog.records if r.name == "palimpsest.client"]
     return [r for r, m in said if "refused" in m and "locked" in m]
+
+
+@pytest.mark.node
+async def test_a_client_that_connected_while_locked_gets_its_edits_in_after_the_unlock(
+    node_modules: Path, tmp_path: Path
+) -> None:
+    """y-websocket and Hocuspocus providers that connect while the document is locked
+    and type (refused): the unlock brings in everything they typed (and deleted), and
+    their next edits are taken (they were dropped silently, built on the refused ones,
+    until the client reconnected)."""
+    admin = mint(SECRET, "teacher", "admin", ["lk-*"])
+    writer = mint(SECRET, "pupil", "write", ["lk-*"])
+    doc = "lk-late"
+    async with (
+        ServerProcess(tmp_path / "srv", extra_args=["--jwt-secret", SECRET]) as srv,
+        Driver(srv, tmp_path / "hp.log") as hp,
+        httpx.AsyncClient(base_url=srv.http_url) as http,
+    ):
+        r = await http.put(f"/api/docs/{doc}/text", headers=bearer(writer), json={"text": "base "})
+        assert r.status_code == 200, r.text
+        r = await http.put(f"/api/docs/{doc}/lock", headers=bearer(admin), json={"reason": "r"})
+        assert r.status_code == 200, r.text
+        node = TokenNodeClient(srv, doc, writer, tmp_path / "node.log")
+        try:
+            await node.start()
+            await node.connect()
+            assert await node.wait_text(equals="base ") == "base "
+            await hp.socket("s3", 3)
+            await hp.open("h", "s3", doc, token=writer)
+            await hp.wait("h", "text", equals="base ")
+
+            # typed and deleted while locked: refused
+            await node.call("type", text="NODE", pos=0)
+            await node.call("delete", pos=len("NODEbase"))  # (the space)
+
+            async def node_denials() -> list[str]:
+                frames = (await node.call("frames"))["frames"]
+                return [
+                    f["reason"] for f in frames if f["dir"] == "recv" and f.get("type") == "auth"
+                ]
+
+            await eventually(lambda: _at_least(node_denials, 5), what="five denials")
+            await hp.call("insert", name="h", text="HP", pos=0)
+            await hp.wait("h", "statuses", contains="0")
+
+            r = await http.delete(f"/api/docs/{doc}/lock", headers=bearer(admin))
+            assert r.status_code == 200 and r.json()["locked"] is False, r.text
+
+            # the unlock asks both for a re-sync: what they typed and deleted comes in,
+            # with no further edit (the tab may close right after)
+            async def stored(*parts: str) -> str | None:
+                text = await stored_text(srv, doc)
+                return text if all(s in text for s in parts) and " " not in text else None
+
+            text = await eventually(lambda: stored("NODE", "HP", "base"), what="edits stored")
+            assert len(text) == len("NODEHPbase"), text
+            await hp.wait("h", "unsynced", equals=0)
+            assert await node.wait_text(equals=text) == text
+
+            # and the next edits are taken as any
+            await node.call("type", text="-")
+            await hp.call("insert", name="h", text="+")
+            text = await eventually(lambda: stored("-", "+"), what="the next edits stored")
+            assert len(text) == len("NODEHPbase-+"), text
+            await hp.wait("h", "unsynced", equals=0)
+            assert await node.wait_text(equals=text) == text
+        finally:
+            await node.aclose()

@@ -688,8 +688,16 @@ class HocuspocusSocket(Connection):
             uncounted = step2 and peer.resync.uncounted
             if uncounted:
                 peer.resync.uncounted = False
+            locked = peer.identity.can_write
+            if locked and step2:
+                peer.resync.refused_step2()
             if not saved:
-                self.backend.refused("read_only" if not peer.identity.can_write else "locked")
+                self.backend.refused("locked" if locked else "read_only")
+                peer.resync.locked_out = locked
+                if locked and not step2:
+                    # counted by the provider: the step 2 after the unlock carries it
+                    # (server.resync), and its sync status says so
+                    peer.resync.dropped += 1
             elif uncounted:
                 return  # a step 2 the provider does not wait for (sync_reopened)
             self.send(H.encode_sync_status(peer.doc, saved))

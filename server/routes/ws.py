@@ -437,7 +437,10 @@ class Connection:
             # of one held are dropped with it; one that adds nothing (a reconnecting
             # reader's step 2) changes nothing, and is dropped without a word
             self._parts_held = None
+            if step2:
+                self.resync.refused_step2()
             if update != EMPTY_UPDATE and adds_anything(room, update):
+                self.resync.locked_out = True
                 self.backend.refused("locked")
                 self.send(P.encode_permission_denied(refusal(lock)))
             return
@@ -502,6 +505,14 @@ class Connection:
         if step2:
             self.resync.step2(room)
             settle_held(room, self.id)
+
+    def unlocked(self, room: Room) -> None:
+        """`room`'s document was unlocked (server.locking): a re-sync asked for when the
+        lock refused edits of this connection (Resync.unlocked)."""
+        if self.resync.unlocked():
+            log.debug("%s (%s on %s): unlocked: asking for a re-sync", self.id, self.actor,
+                      self.doc)  # fmt: skip
+            self._ask_sync(room)
 
     def _ask_sync(self, room: Room) -> None:
         """Send the client a sync step 1 (a re-sync request: its step 2 answers it)."""
