@@ -498,6 +498,53 @@ async def pg_not_served(dsn: str, schema: str | None, by: str) -> AsyncIterator[
         await conn.close()  # ends the session: drops the lock
 
 
+def served_alone(db_path: str) -> str | None:
+    """Who serves the SQLite file ``db_path`` without a fan-out bus (holding its serving
+    lock exclusively), None when no server does (none at all, or ones that share a bus:
+    they hold it shared)."""
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(os.path.realpath(db_path) + SUFFIX, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_pid(fd)
+            return f"a server (pid {holder})" if holder else "a server"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+async def pg_served_alone(dsn: str, schema: str | None, by: str) -> str | None:
+    """:func:`served_alone` for a PostgreSQL schema."""
+    import asyncpg
+
+    from .store.postgres import CONNECT_TIMEOUT, SERVING_LOCK, opening
+
+    app = f"palimpsest {by} pid {os.getpid()} on {socket.gethostname()}"[:63]
+    with opening():
+        conn = await asyncpg.connect(
+            dsn, timeout=CONNECT_TIMEOUT, server_settings={"application_name": app}
+        )
+    try:
+        name = schema or await conn.fetchval("SELECT current_schema()") or ""
+        if await conn.fetchval(
+            "SELECT pg_try_advisory_lock_shared($1, hashtext($2))", SERVING_LOCK, name
+        ):
+            return None
+        holders = await conn.fetch(f"SELECT DISTINCT a.application_name {_HOLDERS}",
+                                   SERVING_LOCK, name)  # fmt: skip
+        names = sorted(str(h[0]) for h in holders if h[0])
+        return f"a server ({', '.join(names)})" if names else "a server"
+    finally:
+        await conn.close()  # ends the session: drops the lock
+
+
 __all__ = [
     "SUFFIX",
     "PostgresServingLock",
@@ -505,4 +552,6 @@ __all__ = [
     "StoppedWaiting",
     "not_served",
     "pg_not_served",
+    "pg_served_alone",
+    "served_alone",
 ]

@@ -566,3 +566,46 @@ async def test_a_client_that_connected_while_locked_gets_its_edits_in_after_the_
             assert await node.wait_text(equals=text) == text
         finally:
             await node.aclose()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_the_cli_lock_refuses_a_store_a_server_serves_without_fanout(
+    kind: str, tmp_path: Path
+) -> None:
+    """Without a bus the CLI cannot tell a running server: a lock it wrote was taken by
+    an open room only when it loaded again (an edit logged after the lock event), an
+    unlock never (edits refused long after). So it refuses, names the HTTP route, and
+    changes nothing; with the server stopped it works."""
+    async with fresh_schema() as pg_url:
+        db = tmp_path / "srv" / "palimpsest.db"
+        store = pg_url if kind == "postgres" else str(db)
+        extra = ["--store", pg_url] if kind == "postgres" else []
+        srv = ServerProcess(tmp_path / "srv", db_path=db, extra_args=extra)
+        q = {"user": "t"}
+        async with srv, httpx.AsyncClient(base_url=srv.http_url) as http:
+            r = await http.put("/api/docs/paper/text", params=q, json={"text": "questions"})
+            assert r.status_code == 200, r.text
+            out = cli("lock", "paper", "--reason", "exam", "--store", store)
+            assert out.returncode == 1, (out.stdout, out.stderr)
+            assert "serves" in out.stderr and "/api/docs/paper/lock" in out.stderr, out.stderr
+            # --fanout tells only the servers on that bus: this one has none
+            out = cli("lock", "paper", "--store", store, "--fanout", fanout_url())
+            assert out.returncode == 1 and "without a fan-out bus" in out.stderr, out.stderr
+            r = await http.put("/api/docs/paper/text", params=q, json={"text": "answers"})
+            assert r.status_code == 200, r.text
+            r = await http.get("/api/docs/paper/lock", params=q)
+            assert r.json()["locked"] is False
+            # locked over HTTP: the CLI's unlock is refused as well, and the lock holds
+            r = await http.put("/api/docs/paper/lock", params=q, json={"reason": "exam"})
+            assert r.status_code == 200, r.text
+            out = cli("lock", "paper", "--unlock", "--store", store)
+            assert out.returncode == 1 and "serves" in out.stderr, (out.stdout, out.stderr)
+            r = await http.get("/api/docs/paper/lock", params=q)
+            assert r.json()["locked"] is True
+            out = cli("lock", "--list", "--store", store)  # (reading is fine)
+            assert out.returncode == 0 and '"paper"' in out.stdout, out.stderr
+        out = cli("lock", "paper", "--unlock", "--store", store)
+        assert out.returncode == 0 and "unlocked" in out.stdout, out.stderr
+    if kind == "sqlite":
+        kinds = [k for k, _ in await kinds_logged(db, "paper")]
+        assert kinds[-2:] == ["lock", "unlock"] and kinds.count("lock") == 1, kinds

@@ -15,7 +15,12 @@ when one does (SQLite in WAL mode and PostgreSQL both allow it):
 - delete removes the document under a server that has it open, which would keep writing
   into a fresh log: use ``DELETE /api/docs/DOC`` on a running server instead;
 - rename-actor refuses to run while any server serves the store (their memory holds the
-  old name: symbol caches, undo stacks, owners), and holds the serving lock meanwhile.
+  old name: symbol caches, undo stacks, owners), and holds the serving lock meanwhile;
+- lock (and --unlock) without --fanout refuses while a server serves the store (it
+  would not hear of it: a room open there took the lock only when it loaded again,
+  after edits logged past the lock event, an unlock never), holding the serving lock
+  meanwhile; with --fanout the running servers are told through their bus (refused
+  too while one serves it without a bus).
 """
 
 from __future__ import annotations
@@ -62,7 +67,7 @@ from ..maintenance import (
 from ..names import validate_doc_name
 from ..revocation import REVOCABLE_RULE, revocable, revoke_in_store, revoked_json
 from ..room import EMPTY_UPDATE
-from ..serving_lock import not_served, pg_not_served
+from ..serving_lock import not_served, pg_not_served, pg_served_alone, served_alone
 from ..snapshots import load
 from ..store import EventStore, open_store
 from ..store.base import NewEvent, now_ms
@@ -219,9 +224,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Lock DOC read-only in the store: every edit of it is refused (the "
         "websocket clients stay connected and receive; HTTP writes get 423) until it is "
         "unlocked; the lock and the unlock are events of its history. For a stopped "
-        "server, or with --fanout, which tells the running servers at once (else a "
-        "server that has DOC open learns it only when it loads DOC again). On a running "
-        "server, PUT or DELETE /api/docs/DOC/lock does the same.",
+        "server, or with --fanout, which tells the running servers at once. It refuses "
+        "(exit status 1) while a server serves the store without a fan-out bus: that "
+        "server would not hear of it; PUT or DELETE /api/docs/DOC/lock on it does the "
+        "same.",
     )  # fmt: skip
     add_store_options(p)
     p.set_defaults(func=lambda args: _run("lock", lock, args))
@@ -778,8 +784,10 @@ async def rename_actor(store: EventStore, args: argparse.Namespace) -> int:
     return 0
 
 
-def _not_served(store: EventStore) -> contextlib.AbstractAsyncContextManager[None]:
-    """No server serves the store meanwhile, nor starts on it."""
+def _not_served(
+    store: EventStore, by: str = "rename-actor"
+) -> contextlib.AbstractAsyncContextManager[None]:
+    """No server serves the store meanwhile, nor starts on it (`by`: the command)."""
     if isinstance(store, SQLiteStore):
         if store.path == ":memory:":
             return contextlib.nullcontext()
@@ -793,8 +801,19 @@ def _not_served(store: EventStore) -> contextlib.AbstractAsyncContextManager[Non
     from ..store.postgres import PostgresStore
 
     if isinstance(store, PostgresStore):
-        return pg_not_served(store.dsn, store.schema, "rename-actor")
+        return pg_not_served(store.dsn, store.schema, by)
     return contextlib.nullcontext()
+
+
+async def _served_alone(store: EventStore) -> str | None:
+    """Who serves the store without a fan-out bus (serving_lock.served_alone)."""
+    if isinstance(store, SQLiteStore):
+        return None if store.path == ":memory:" else served_alone(store.path)
+    from ..store.postgres import PostgresStore
+
+    if isinstance(store, PostgresStore):
+        return await pg_served_alone(store.dsn, store.schema, "lock")
+    return None
 
 
 # --- revoke -----------------------------------------------------------------------------
@@ -853,6 +872,34 @@ async def lock(store: EventStore, args: argparse.Namespace) -> int:
     await _require_or_deleted(store, args.doc)
     if len(args.reason) > MAX_REASON:
         raise AdminError(f"--reason is at most {MAX_REASON} characters")
+    url = args.fanout or args.settings.fanout
+    if url:
+        alone = await _served_alone(store)
+        if alone is not None:
+            raise AdminError(
+                f"{alone} serves this store without a fan-out bus: it would not hear of "
+                f"it; use {'DELETE' if args.unlock else 'PUT'} /api/docs/{args.doc}/lock "
+                "on the running server (role admin)"
+            )
+        return await _lock(store, args, url)
+    # no bus: a running server would never hear of it (a room open there took the lock
+    # only when it loaded again, an unlock never): refused while one serves the store
+    try:
+        async with _not_served(store, "lock"):
+            return await _lock(store, args, None)
+    except StoreUnavailable as e:
+        if "serves" not in str(e):
+            raise
+        what = "DELETE" if args.unlock else "PUT"
+        served = str(e).removesuffix(": stop it first")
+        raise AdminError(
+            f"{served}: it would not hear of it without a fan-out bus; use "
+            f"{what} /api/docs/{args.doc}/lock on the running server (role admin), or "
+            "--fanout URL when the servers share a Redis bus"
+        ) from None
+
+
+async def _lock(store: EventStore, args: argparse.Namespace, url: str | None) -> int:
     if args.unlock:
         if not await store.doc_locks().remove(args.doc):
             print(f"palimpsest lock: {args.doc} was not locked: nothing to unlock")
@@ -863,7 +910,6 @@ async def lock(store: EventStore, args: argparse.Namespace) -> int:
         await store.doc_locks().put(row)
         new = NewEvent(LOCK_ACTOR, LOCK_KIND, EMPTY_UPDATE, {"reason": args.reason}, row.ts)
     [[ev]] = await store.append([(args.doc, [new])])
-    url = args.fanout or args.settings.fanout
     told = 0
     if url:
         try:
