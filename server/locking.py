@@ -60,7 +60,7 @@ from .origins import Origin, ReplayOrigin
 from .params import check_body
 from .room import Room
 from .store.base import Event, now_ms
-from .store.doc_locks import MAX_REASON, DocLock
+from .store.doc_locks import MAX_REASON, DocLock, reason_problem, shown
 
 if TYPE_CHECKING:
     from .backend import Backend
@@ -87,7 +87,7 @@ def lock_of(room: Room) -> DocLock | None:
 
 def refusal(lock: DocLock) -> str:
     """What a refused edit is told."""
-    why = f": {lock.reason}" if lock.reason else ""
+    why = f": {shown(lock.reason)}" if lock.reason else ""
     return f"locked: the document {lock.doc!r} is locked read-only by {lock.by}{why}"
 
 
@@ -223,8 +223,11 @@ async def _reason(request: Request) -> str:
     reason = body.get("reason", "")
     if reason is None:
         return ""
-    if not isinstance(reason, str) or len(reason) > MAX_REASON:
+    if not isinstance(reason, str):
         raise BadRequest(f'"reason" is a string of at most {MAX_REASON} characters')
+    problem = reason_problem(reason)
+    if problem is not None:
+        raise BadRequest(f'"reason" is {problem}')
     return reason
 
 

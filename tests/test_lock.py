@@ -34,7 +34,8 @@ from yclient import YClient, connect
 from palimpsest import protocol as P
 from palimpsest.auth.tokens import mint
 from palimpsest.store import open_store
-from palimpsest.store.base import NewEvent
+from palimpsest.store.base import NewEvent, now_ms
+from palimpsest.store.doc_locks import DocLock
 from palimpsest.store.sqlite import SQLiteStore
 
 __all__ = ["node_modules"]  # the session fixture that runs `npm ci` when needed
@@ -609,3 +610,41 @@ async def test_the_cli_lock_refuses_a_store_a_server_serves_without_fanout(
     if kind == "sqlite":
         kinds = [k for k, _ in await kinds_logged(db, "paper")]
         assert kinds[-2:] == ["lock", "unlock"] and kinds.count("lock") == 1, kinds
+
+
+async def test_a_reason_with_control_or_format_characters_is_refused(tmp_path: Path) -> None:
+    """A reason is shown to every refused client (and in the server's log): NUL, ANSI
+    escapes, line breaks and bidi overrides (which show a reason other than the one
+    stored) are refused with 400 over HTTP and by the CLI, and nothing is locked;
+    the joiners of emoji and scripts stay allowed."""
+    bad = ["a\x00b", "\x1b[31mred\x1b[0m", "exam\u202eog.exe", "two\nlines", "tab\there",
+           "zero\u200bwidth", "\u2028", "\x7f", "\x85"]  # fmt: skip
+    db = tmp_path / "srv" / "palimpsest.db"
+    srv = ServerProcess(tmp_path / "srv", db_path=db)
+    q = {"user": "root"}
+    async with srv, httpx.AsyncClient(base_url=srv.http_url) as http:
+        r = await http.put("/api/docs/memo/text", params=q, json={"text": "x"})
+        assert r.status_code == 200, r.text
+        for reason in bad:
+            r = await http.put("/api/docs/memo/lock", params=q, json={"reason": reason})
+            assert r.status_code == 400, (reason, r.text)
+            assert "control" in r.json()["detail"], r.text
+            r = await http.get("/api/docs/memo/lock", params=q)
+            assert r.json()["locked"] is False, reason
+        good = "exam 📝 in progress — Prüfung 👨‍👩‍👧 می‌خواهم"
+        r = await http.put("/api/docs/memo/lock", params=q, json={"reason": good})
+        assert r.status_code == 200 and r.json()["reason"] == good, r.text
+        r = await http.delete("/api/docs/memo/lock", params=q)
+        assert r.status_code == 200, r.text
+    for reason in bad[1:]:  # (no NUL in a command line)
+        out = cli("lock", "memo", "--reason", reason, "--store", str(db))
+        assert out.returncode == 1 and "control" in out.stderr, (reason, out.stderr)
+    out = cli("lock", "--list", "--store", str(db))
+    assert out.stdout == "", out.stdout
+    # a row written before they were refused: the clients are told it without them
+    async with SQLiteStore(str(db)) as store:
+        await store.doc_locks().put(DocLock("memo", "old", now_ms(), "\x1b[2Jgone\u202e"))
+    async with srv, connect(srv.ws_url, "memo", user="bob") as bob:
+        bob.insert(0, "no ")
+        await eventually(lambda: denials(bob), what="bob's edit refused")
+        assert "\ufffd[2Jgone\ufffd" in denials(bob)[0], denials(bob)

@@ -71,7 +71,7 @@ from ..serving_lock import not_served, pg_not_served, pg_served_alone, served_al
 from ..snapshots import load
 from ..store import EventStore, open_store
 from ..store.base import NewEvent, now_ms
-from ..store.doc_locks import MAX_REASON, DocLock
+from ..store.doc_locks import DocLock, reason_problem
 from ..store.sqlite import SQLiteStore
 from ..util import iso
 from . import (
@@ -870,8 +870,9 @@ async def lock(store: EventStore, args: argparse.Namespace) -> int:
     if not args.doc:
         raise AdminError("give the DOC to lock (or --list)")
     await _require_or_deleted(store, args.doc)
-    if len(args.reason) > MAX_REASON:
-        raise AdminError(f"--reason is at most {MAX_REASON} characters")
+    problem = reason_problem(args.reason)
+    if problem is not None:
+        raise AdminError(f"--reason is {problem}")
     url = args.fanout or args.settings.fanout
     if url:
         alone = await _served_alone(store)

@@ -16,6 +16,7 @@ Every store offers it (``EventStore.doc_locks()``).
 from __future__ import annotations
 
 import sqlite3
+import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,36 @@ if TYPE_CHECKING:
 
 #: the longest reason a lock keeps
 MAX_REASON = 500
+#: the characters a reason may not hold (Unicode categories): control characters (NUL,
+#: ANSI escapes, tabs and line breaks: a reason is one line, shown to every refused
+#: client and in the server's log), format characters (bidi overrides show a reason
+#: other than the one stored, zero-width ones hide text), line and paragraph
+#: separators, lone surrogates
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+#: format characters a reason may hold: the joiners emoji sequences and scripts such as
+#: Persian need (they show nothing else)
+_JOINERS = frozenset("\u200c\u200d")
+
+
+def _refused(ch: str) -> bool:
+    return ch not in _JOINERS and unicodedata.category(ch) in _REFUSED_CATEGORIES
+
+
+def shown(reason: str) -> str:
+    """`reason` as a refused client is told it: a character a reason may not hold (in
+    a row written before they were refused) as U+FFFD."""
+    return "".join("\ufffd" if _refused(ch) else ch for ch in reason)
+
+
+def reason_problem(reason: str) -> str | None:
+    """What is wrong with a lock's `reason`, None when nothing is."""
+    if len(reason) > MAX_REASON:
+        return f"at most {MAX_REASON} characters"
+    for i, ch in enumerate(reason):
+        if _refused(ch):
+            return (f"one line of text without control or format characters: "
+                    f"U+{ord(ch):04X} at {i}")  # fmt: skip
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +204,8 @@ __all__ = [
     "DocLock",
     "DocLocks",
     "MemoryDocLocks",
+    "reason_problem",
+    "shown",
     "PostgresDocLocks",
     "SQLDocLocks",
     "SQLiteDocLocks",
