@@ -14,7 +14,6 @@ One method per route of the HTTP API; errors become :mod:`client.errors` excepti
 
 from __future__ import annotations
 
-import inspect
 import re
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
@@ -30,7 +29,7 @@ from palimpsest.errors import DocNameError
 from palimpsest.names import validate_doc_name
 from palimpsest.util import LocalTimeError, local_iso, with_local_offset
 
-from .errors import AuthFailed, BadDocName, BadTime, ServerGone, Timeout, from_http
+from .errors import BadDocName, BadTime, ServerGone, Timeout, from_http
 from .session import (
     KeptContainers,
     OpResult,
@@ -38,6 +37,7 @@ from .session import (
     TokenProvider,
     _kept,
     _removed,
+    ask_token,
     check_url,
     op_result,
 )
@@ -288,17 +288,7 @@ class _FreshToken(httpx.Auth):
         self._token: str | None = None
 
     async def _fresh(self) -> str:
-        try:
-            token = self._provider()
-            if inspect.isawaitable(token):
-                token = await token
-        except Exception as e:
-            raise AuthFailed(f"the token provider of {self._url} failed: {e!r}") from e
-        if not isinstance(token, str):
-            raise AuthFailed(
-                f"the token provider of {self._url} gave {type(token).__name__}, not a str"
-            )
-        return token
+        return await ask_token(self._provider, self._url)
 
     async def async_auth_flow(
         self, request: httpx.Request

@@ -127,6 +127,20 @@ class _Sent(NamedTuple):
         return cls(out.changes, out.nbytes, end, {} if end else meta.deletes)
 
 
+async def ask_token(provider: TokenProvider, url: str) -> str:
+    """A fresh token from `provider` (a function or an ``async def``); AuthFailed when it
+    raises or gives something else than a str (`url`: whose provider, for the message)."""
+    try:
+        token = provider()
+        if inspect.isawaitable(token):
+            token = await token
+    except Exception as e:
+        raise AuthFailed(f"the token provider of {url} failed: {e!r}") from e
+    if not isinstance(token, str):
+        raise AuthFailed(f"the token provider of {url} gave {type(token).__name__}, not a str")
+    return token
+
+
 def _covers(have: Ranges, need: Ranges) -> bool:
     """Whether the clock ranges `have` (in any order, overlapping) hold every range of
     `need`."""
@@ -1305,17 +1319,7 @@ class Session:
         after)."""
         if not callable(self._token):
             return self._url
-        try:
-            token = self._token()
-            if inspect.isawaitable(token):
-                token = await token
-        except Exception as e:
-            raise AuthFailed(f"the token provider of {self.url} failed: {e!r}") from e
-        if not isinstance(token, str):
-            raise AuthFailed(
-                f"the token provider of {self.url} gave {type(token).__name__}, not a str"
-            )
-        return self._url_of(token)
+        return self._url_of(await ask_token(self._token, self.url))
 
     # --- the connection ------------------------------------------------------------------------
 
