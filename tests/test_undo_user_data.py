@@ -23,10 +23,11 @@ import httpx
 import pytest
 from conftest import RunningServer, eventually, run_server
 from nodehelp import scenario
-from pycrdt import Map, Text
+from pycrdt import Array, Doc, Map, Text
 from test_interop_node import node_modules, node_scenario  # noqa: F401 - the fixture
 from yclient import connect
 
+from palimpsest.bookkeeping import is_user_data
 from palimpsest.settings import Settings
 
 
@@ -413,3 +414,56 @@ async def test_steps_of_user_data_alone_from_a_snapshot_are_passed_over(
         assert answers[0][0] == 200 and answers[0][1]["reverts"] == [2], answers
         assert "skipped" not in answers[0][1], answers
         assert answers[1] == (409, {"ok": False, "reason": "nothing to undo"}), answers
+
+
+def _user(doc_map: Map, name: str) -> None:
+    doc_map[name] = Map({"ids": Array([1]), "ds": Array([])})
+
+
+def test_a_root_seen_not_user_data_is_looked_at_again_as_it_changes() -> None:
+    """is_user_data remembers the key that showed a root not to be PUD's (so that a map
+    of many maps is not enumerated on every undo): its answer still follows the root as
+    it becomes and stops being PUD-like, whatever becomes of that key."""
+    doc: Doc[Any] = Doc()
+    root = doc.get("users", type=Map)
+    assert not is_user_data(root)  # empty
+    with doc.transaction():
+        root["shape-1"] = Map({"x": 1})
+        root["shape-2"] = Map({"x": 2})
+        _user(root, "ann")
+    assert not is_user_data(root)
+    assert not is_user_data(doc.get("users", type=Map))  # asked again, a wrapper anew
+    del root["shape-1"]
+    assert not is_user_data(root)  # the other shape still
+    _user(root, "shape-2")  # the shape that answered becomes a user's entry
+    assert is_user_data(root)
+    root["shape-3"] = 3  # not a map
+    assert not is_user_data(root)
+    _user(root, "shape-3")
+    assert is_user_data(root)
+    root["shape-2"]["ds"] = Map()  # an entry that stops holding the arrays
+    assert not is_user_data(root)
+    root["shape-2"]["ds"] = Array([])
+    assert is_user_data(root)
+    # another root answered by a key remembered from the first
+    other = doc.get("other", type=Map)
+    _user(other, "shape-2")
+    assert is_user_data(other)
+    with doc.transaction():
+        for key in list(root.keys()):
+            del root[key]
+    assert not is_user_data(root)  # empty again
+
+
+def test_many_maps_are_not_user_data() -> None:
+    doc: Doc[Any] = Doc()
+    root = doc.get("shapes", type=Map)
+    with doc.transaction():
+        for i in range(2000):
+            root[f"s{i}"] = Map({"x": i})
+    for _ in range(3):
+        assert not is_user_data(root)
+    with doc.transaction():
+        for i in range(2000):
+            root[f"s{i}"] = Map({"ids": Array([i]), "ds": Array([])})
+    assert is_user_data(root)
