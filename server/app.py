@@ -21,12 +21,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import jwt
 from starlette.applications import Starlette
 from starlette.datastructures import State
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -34,6 +35,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from .auth.open import OpenAccess
+from .auth.tokens import token_of
 from .backend import Backend
 from .errors import PalimpsestError, StoreError, StoreUnavailable
 from .extensions import Extension
@@ -188,6 +190,35 @@ async def server_error(request: Request, exc: Exception) -> Response:
     )
 
 
+def _claims_admin(token: str) -> bool:
+    """Whether a JWT's payload, unverified, says role admin (a string, or a list holding
+    it): the only requests worth authenticating before their route does."""
+    try:
+        role = jwt.decode(token, options={"verify_signature": False}).get("role")
+    except Exception:
+        return False
+    return role == "admin" or (isinstance(role, list) and "admin" in role)
+
+
+async def _admin_of(backend: Backend, scope: Scope) -> str | None:
+    """The user of a request whose bearer token the server verifies as role admin
+    (extensions' ``authenticate``, expiry and revocation as for any request), else None.
+    For the write rate's bucket (RequestGuard): a token that only claims admin, or
+    credentials other than a bearer token (open mode's ``?user=``, cookies), are counted
+    against their address. What fails here is answered by the route as ever."""
+    if backend.extension(OpenAccess) is not None:
+        return None  # everyone is admin there, by a name they choose: per address
+    conn = HTTPConnection(scope)
+    token = token_of(conn)
+    if not token or not _claims_admin(token):
+        return None
+    try:
+        identity = await backend.authenticate(conn, None, "admin")
+    except Exception:
+        return None
+    return identity.user
+
+
 def _refuse_shadowed(routes: list[BaseRoute]) -> None:
     """Refuse a route that an earlier one hides (the same path, a method in common): an
     extension's ``Route("/api/docs", ...)`` was never called, and nothing said so; one
@@ -321,6 +352,7 @@ class Palimpsest:
                     is_open=lambda: backend.extension(OpenAccess) is not None,
                     cookie_auth=lambda: backend.extensions.read_cookies,
                     refused=backend.refused,
+                    admin_of=lambda scope: _admin_of(backend, scope),
                 ),
             ],
         )

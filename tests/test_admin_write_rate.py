@@ -1,0 +1,84 @@
+"""An admin's HTTP writes have a bucket of their own (max_http_writes_per_second), keyed
+by the user their verified token names, not by their address: an admin running a bulk
+operation from the office NAT its users write from neither gets the users' 429s nor
+throttles them. Only a token the server verifies as role admin gets it: a forged or
+lesser one is counted against its address as before (docs/security.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+from conftest import run_server
+from test_auth import token
+
+from palimpsest.settings import Settings
+
+SECRET = "test-secret-of-at-least-thirty-two-bytes!"
+
+
+def rated(settings: Settings) -> Settings:
+    settings.jwt_secret = SECRET
+    # bursts of 1, one back every 2 s: the second write in a row from a bucket is refused
+    settings.max_http_writes_per_second = 0.5
+    return settings
+
+
+async def put(http: httpx.AsyncClient, tok: str, text: str) -> httpx.Response:
+    return await http.put(
+        "/api/docs/rated/text",
+        json={"text": text},
+        headers={"authorization": f"Bearer {tok}"},
+    )
+
+
+async def test_an_admin_writes_from_a_bucket_of_their_own(
+    db_path: Path, settings: Settings
+) -> None:
+    user = token("write", ("rated",), user="bob")
+    admin = token("admin", ("*",), user="root")
+    async with (
+        run_server(rated(settings)) as server,
+        httpx.AsyncClient(base_url=server.url) as http,
+    ):
+        assert (await put(http, user, "bob 1")).status_code == 200
+        r = await put(http, user, "bob 2")
+        assert r.status_code == 429, r.text  # the address's bucket is empty
+        assert "too many write requests from 127.0.0.1" in r.json()["detail"]
+        r = await put(http, admin, "admin 1")
+        assert r.status_code == 200, r.text  # not the address's bucket
+        r = await put(http, admin, "admin 2")
+        assert r.status_code == 429, r.text  # the same rate, for the admin's own
+        assert "too many write requests from admin root" in r.json()["detail"]
+        # a token claiming admin that the server does not verify: the address's bucket
+        forged = token("admin", ("*",), user="root", secret="another-secret-also-thirty-two-bytes!")
+        r = await put(http, forged, "forged")
+        assert r.status_code == 429, r.text
+        assert "from 127.0.0.1" in r.json()["detail"]
+
+
+async def test_an_admin_does_not_throttle_the_users_of_their_address(
+    db_path: Path, settings: Settings
+) -> None:
+    user = token("write", ("rated",), user="bob")
+    admin = token("admin", ("*",), user="root")
+    async with (
+        run_server(rated(settings)) as server,
+        httpx.AsyncClient(base_url=server.url) as http,
+    ):
+        assert (await put(http, admin, "admin 1")).status_code == 200
+        assert (await put(http, admin, "admin 2")).status_code == 429
+        r = await put(http, user, "bob 1")
+        assert r.status_code == 200, r.text
+        assert await server.backend.store.head("rated") == 2
+
+
+async def test_open_mode_counts_everyone_by_address(db_path: Path, settings: Settings) -> None:
+    """Open mode makes everyone admin by a name they choose: no bucket of their own."""
+    settings.max_http_writes_per_second = 0.5
+    claims = token("admin", ("*",), user="root")
+    async with run_server(settings) as server, httpx.AsyncClient(base_url=server.url) as http:
+        assert (await put(http, claims, "one")).status_code == 200
+        r = await put(http, claims, "two")
+        assert r.status_code == 429, r.text
+        assert "from 127.0.0.1" in r.json()["detail"]
