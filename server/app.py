@@ -40,6 +40,7 @@ from .backend import Backend
 from .errors import PalimpsestError, StoreError, StoreUnavailable
 from .extensions import Extension
 from .fanout import Fanout
+from .logs import INSTANCE, carry_instance
 from .page_headers import PageHeaders
 from .request_count import CountRequests
 from .request_guard import LOCAL_ORIGIN, RequestGuard, normal_origin
@@ -267,7 +268,9 @@ class Palimpsest:
     the built-ins out: ``extensions`` is then the whole list.
 
     Mounted in another app, its lifespan must run: pass ``lifespan=collab.lifespan`` to
-    the host (or enter ``collab.lifespan(app)`` inside the host's own lifespan)."""
+    the host (or enter ``collab.lifespan(app)`` inside the host's own lifespan).
+    ``name``: said in each log line of this instance, for several in one process
+    (docs/extending.md#instance-name); None, the default, leaves lines as they were."""
 
     def __init__(
         self,
@@ -277,7 +280,13 @@ class Palimpsest:
         settings: Settings | None = None,
         builtins: bool = True,
         backend: Backend | None = None,
+        name: str | None = None,
     ) -> None:
+        #: said in each log line of this instance (several in one process): a field
+        #: ``instance`` of a JSON line, ``[name]`` after the logger's name in text
+        self.name = name
+        if name is not None:
+            carry_instance()
         if backend is None:
             settings = settings or Settings()
             settings.check()
@@ -382,6 +391,24 @@ class Palimpsest:
         reached) is kept in ``startup_error``: ``palimpsest serve`` says it in one line.
         A start that fails leaves no file it made: the new database (Backend.start) and
         the serving lock's file, unless another process holds it."""
+        if self.name is None:
+            async with self._lifespan():
+                yield
+            return
+        host = INSTANCE.get()
+        INSTANCE.set(self.name)  # what starts the backend, and the tasks it starts
+        try:
+            async with self._lifespan():
+                INSTANCE.set(host)  # the host's own code inside says its own name
+                try:
+                    yield
+                finally:
+                    INSTANCE.set(self.name)  # (the stop's lines)
+        finally:
+            INSTANCE.set(host)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self) -> AsyncIterator[None]:
         started = False
         self._lifespan_entered = True
         give_back = _default_logging(self.backend.settings)
@@ -428,6 +455,14 @@ class Palimpsest:
         for every request to end (server/stop_signals.py)."""
         if self._going_away is not None or self.backend.stopping.is_set():
             return
+        named = INSTANCE.set(self.name) if self.name is not None else None
+        try:
+            self._say_going_away(name)
+        finally:
+            if named is not None:
+                INSTANCE.reset(named)
+
+    def _say_going_away(self, name: str) -> None:
         log.info("received %s: the server stops; ending streams, closing connections with "
                  "1001", name)  # fmt: skip
         self._going_away = asyncio.ensure_future(self.backend.going_away())
@@ -438,6 +473,15 @@ class Palimpsest:
             yield
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.name is None:
+            return await self._call(scope, receive, send)
+        named = INSTANCE.set(self.name)
+        try:
+            await self._call(scope, receive, send)
+        finally:
+            INSTANCE.reset(named)
+
+    async def _call(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             not self._lifespan_entered
             and scope["type"] in ("http", "websocket")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextvars
 import itertools
 import json
 import logging
@@ -17,7 +18,34 @@ from typing import IO
 #: the fields a line may carry apart from its message (``log.info(..., extra={...})``),
 #: each a key of its JSON object when present: the connection id (``peer``), the
 #: document, the user, a close code, a disconnect's cause and reason, a duration
-FIELDS = ("peer", "doc", "user", "code", "cause", "reason", "seconds")
+FIELDS = ("peer", "doc", "user", "code", "cause", "reason", "seconds", "instance")
+
+#: the name of the Palimpsest instance whose work is running (``Palimpsest(name=...)``):
+#: set while its lifespan, its requests and what they start run (asyncio tasks copy it),
+#: None when it has none. Every record made meanwhile carries it as ``instance``
+#: (_with_instance), a field of a JSON line and ``[name]`` after the logger in text.
+INSTANCE: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "palimpsest_instance", default=None
+)
+_make_record = logging.getLogRecordFactory()
+
+
+def _with_instance(*args: object, **kwargs: object) -> logging.LogRecord:
+    record = _make_record(*args, **kwargs)
+    name = INSTANCE.get()
+    if name is not None and not hasattr(record, "instance"):
+        record.instance = name
+    return record
+
+
+def carry_instance() -> None:
+    """Make every log record carry the running instance's name (INSTANCE), once per
+    process: a record factory, so that a host's own handlers get the field too."""
+    global _make_record
+    current = logging.getLogRecordFactory()
+    if current is not _with_instance:
+        _make_record = current
+        logging.setLogRecordFactory(_with_instance)
 
 
 class JSONFormatter(logging.Formatter):
@@ -72,7 +100,12 @@ class TextFormatter(logging.Formatter):
     twice in the hour a DST change repeats), level, logger, message."""
 
     def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s%(instance_tag)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        name = getattr(record, "instance", None)
+        record.instance_tag = f" [{name}]" if name is not None else ""
+        return super().format(record)
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
         local = time.localtime(record.created)
