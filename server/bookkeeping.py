@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import bisect
 import logging
-import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -48,13 +48,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("palimpsest.undo")
 
 
-# Per document, keys whose values last showed a root not to be PUD's (a value that is
-# not a map holding ``ids`` and ``ds``): looked at first, by key, so that a map of many
-# maps (a whiteboard's 50,000 shapes) is not enumerated on every undo (pycrdt lists all
-# its keys to give one value: 15-30 ms). A witness proves the answer only as it is now,
-# read again on every call: one gone or changed sends the call to the whole scan.
-_WITNESSES: weakref.WeakKeyDictionary[Doc[Any], list[str]] = weakref.WeakKeyDictionary()
+# Per document (by id(); the most recent _MAX_DOCS), keys whose values last showed a root
+# not to be PUD's (a value that is not a map holding ``ids`` and ``ds``): looked at
+# first, by key, so that a map of many maps (a whiteboard's 50,000 shapes) is not
+# enumerated on every undo (pycrdt lists all its keys to give one value: 15-30 ms). A
+# witness proves the answer only as it is now, read again on every call in the root it
+# is asked of: one gone or changed sends the call to the whole scan, and a witness of
+# another document (an id reused) proves nothing wrong either.
+_WITNESSES: OrderedDict[int, list[str]] = OrderedDict()
 _MAX_WITNESSES = 8
+_MAX_DOCS = 1024
 
 
 def _fits(value: Any) -> bool:
@@ -74,7 +77,7 @@ def is_user_data(root: Any) -> bool:
         return False
     doc = root.doc
     with doc.transaction():  # (no len(): yrs counts the entries one by one)
-        witnesses = _WITNESSES.get(doc)
+        witnesses = _WITNESSES.get(id(doc))
         if witnesses:
             for key in witnesses:
                 if key in root and not _fits(root[key]):
@@ -84,7 +87,9 @@ def is_user_data(root: Any) -> bool:
             seen = True
             if not _fits(root[key]):
                 if witnesses is None:
-                    witnesses = _WITNESSES.setdefault(doc, [])
+                    witnesses = _WITNESSES.setdefault(id(doc), [])
+                    while len(_WITNESSES) > _MAX_DOCS:
+                        _WITNESSES.popitem(last=False)
                 if key not in witnesses:
                     witnesses.insert(0, key)
                     del witnesses[_MAX_WITNESSES:]
