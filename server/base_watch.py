@@ -21,7 +21,9 @@ A reload is the one a purge through the route or the fan-out makes
 providers reconnect at once with their Y.Doc and state vector, and what they typed
 meanwhile arrives in their sync step 2), and it is dropped without a final snapshot;
 the next connection loads it from the new base. A compaction without purge by another
-process reloads the room too (its content is the same: the clients only reconnect).
+process reloads the room too (its content is the same: the clients only reconnect);
+one by this process through the route does not: its room takes the new base as its own,
+and is not stale from the compaction's commit until then (``Rooms.adopting``).
 """
 
 from __future__ import annotations
@@ -119,7 +121,8 @@ class BaseWatch(Extension, Service):
         if not rooms:
             return 0
         marks = await self._backend.store.compaction_bases([r.name for r in rooms])
-        stale = [r for r in rooms if marks.get(r.name, r.base) != r.base]
+        adopting = self._backend.rooms.is_adopting  # compacted here: the same content
+        stale = [r for r in rooms if marks.get(r.name, r.base) != r.base and not adopting(r.name)]
         for room in stale:
             self.stale(room)
         return len(stale)
@@ -130,8 +133,8 @@ class BaseWatch(Extension, Service):
         name = room.name
         if backend is None or backend.rooms.get_loaded(name) is not room:
             return  # gone already, or loaded again (from the new base)
-        if name in self._reloading:
-            return
+        if name in self._reloading or backend.rooms.is_adopting(name):
+            return  # reloading already, or compacted here with the same content
         log.warning("reloading %s: its document was compacted by another process (the room "
                     "was loaded from the base @%d)", name, room.base[0])  # fmt: skip
         self.reloaded += 1

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
@@ -59,6 +60,8 @@ class Rooms:
         #: the loaded rooms, a live read-only view (``loaded`` copies)
         self.live: Mapping[str, Room] = MappingProxyType(self._rooms)
         self._loading: dict[str, asyncio.Task[Room]] = {}
+        #: documents this process is compacting without purge, with how many at once
+        self._adopting: dict[str, int] = {}
         self._unload_timers: dict[str, asyncio.TimerHandle] = {}
         self._unloading: dict[str, asyncio.Task[None]] = {}
         #: the generation reads of new documents' rooms that failed (a store that is
@@ -97,13 +100,28 @@ class Rooms:
             task.add_done_callback(lambda _t: self._loading.pop(name, None))
         return await asyncio.shield(task)
 
-    async def adopt_base(self, name: str) -> None:
-        """This process compacted `name` without purging: its room holds the same content,
-        and takes the new compaction base as its own rather than being reloaded for it
-        (server.base_watch)."""
-        room = self._rooms.get(name)
-        if room is not None:
-            room.base = await self.store.compaction_base(name)
+    @asynccontextmanager
+    async def adopting(self, name: str) -> AsyncIterator[None]:
+        """This process compacts `name` without purging: its room holds the same content,
+        and takes the new compaction base as its own at the end rather than being
+        reloaded for it (server.base_watch). Until then the room is not stale for a base
+        read between the compaction's commit and the adoption (`is_adopting`)."""
+        self._adopting[name] = self._adopting.get(name, 0) + 1
+        try:
+            yield
+            room = self._rooms.get(name)
+            if room is not None:
+                room.base = await self.store.compaction_base(name)
+        finally:
+            left = self._adopting[name] - 1
+            if left:
+                self._adopting[name] = left
+            else:
+                del self._adopting[name]
+
+    def is_adopting(self, name: str) -> bool:
+        """Whether this process is compacting `name` without purge (`adopting`)."""
+        return name in self._adopting
 
     async def _load(self, name: str) -> Room:
         while True:

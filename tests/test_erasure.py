@@ -277,6 +277,39 @@ async def test_a_room_compacted_under_it_writes_no_snapshot_and_reloads(
     assert len(states) > 1 and not any(SECRET.encode() in s for s in states)
 
 
+async def test_a_base_check_between_a_compaction_here_and_its_adoption_reloads_nothing(
+    tmp_path: Path,
+) -> None:
+    """The route's compaction commits, then the room takes the new base: a background
+    check that reads the store's base in between (a CI run drew it) does not take the
+    room for stale, and neither does a snapshot refused for the old base."""
+    from palimpsest.base_watch import BaseWatch
+
+    db = tmp_path / "db"
+    async with serving(make_settings(db, compaction_check_seconds=0)) as srv:
+        watch = srv.backend.extension(BaseWatch)
+        assert watch is not None
+        async with connect(srv.ws_url, "e5", "alice") as a:
+            for word in ("one ", "two ", "three "):
+                await edit(a, srv, "e5", lambda w=word: a.text.insert(0, w))  # type: ignore[misc]
+            room = srv.backend.rooms.get_loaded("e5")
+            assert room is not None
+            old = room.base
+            async with srv.backend.rooms.adopting("e5"):
+                plan = await plan_compact(srv.backend.store, "e5", 2)
+                assert await compact_doc(srv.backend.store, plan, srv.backend.settings) == 2
+                assert await srv.backend.store.compaction_base("e5") != old  # committed
+                assert await watch.check() == 0  # not stale for a background check...
+                watch.stale(room)  # ...nor for a refused snapshot
+                assert room.base == old
+            assert room.base != old  # taken at the end
+            assert await watch.check() == 0
+            await asyncio.sleep(0.1)
+            assert a.close_code is None and watch.reloaded == 0
+            await edit(a, srv, "e5", lambda: a.text.insert(0, "four "))
+            await converged(srv, "e5", "four three two one ", a)
+
+
 async def test_a_compaction_through_the_route_keeps_the_room_here(tmp_path: Path) -> None:
     """A plain compaction through the route leaves the same content: the room here takes
     the new base as its own, and the background check does not reload it."""

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 from starlette.requests import Request
@@ -116,16 +117,17 @@ async def compact(request: Request) -> Response:
         return JSONResponse({"doc": doc, "base": plan.base_seq, "removed": 0, "purged": False,
                              "closed": 0})  # fmt: skip
     closed = await erasure.reload_room(backend, doc) if purge else 0
-    try:
-        removed = await compact_doc(backend.store, plan, backend.settings, purge_deleted=purge)
-    except CompactedWithoutStacks as e:
-        removed = e.removed  # logged below; the events are gone either way
-        log.error("compact %s: %s", doc, e)
+    # without purge the same content: the room here goes on (server.base_watch)
+    async with nullcontext() if purge else backend.rooms.adopting(doc):
+        try:
+            removed = await compact_doc(backend.store, plan, backend.settings,
+                                        purge_deleted=purge)  # fmt: skip
+        except CompactedWithoutStacks as e:
+            removed = e.removed  # logged below; the events are gone either way
+            log.error("compact %s: %s", doc, e)
     if purge:
         closed += await erasure.reload_room(backend, doc)
         await backend.extensions.purged(doc, identity.user)  # the other processes reload
-    else:  # the same content: the room here goes on (server.base_watch)
-        await backend.rooms.adopt_base(doc)
     base = max(plan.before, plan.base_seq)
     return JSONResponse(
         {"doc": doc, "base": base, "removed": removed, "purged": purge, "closed": closed}
