@@ -487,7 +487,12 @@ class SnapshotPolicy:
             else:
                 done = await self.store.put_snapshot(name, seq, state, meta, base=base)
             # refused: for that reason, or (a rare read) at or below the base it still has
-            if not done and await self.store.compaction_base(name) != base:
+            current = None if done else await self.store.compaction_base(name)
+            if current is not None and current != base and current == room.base:
+                log.debug("snapshot %s@%d not written: the room took the new compaction "
+                          "base meanwhile (compacted here)", name, seq)  # fmt: skip
+                return
+            if current is not None and current != base:
                 log.warning("snapshot %s@%d not written: the document was compacted under "
                             "its room (the base it loaded from, @%d, is no longer the "
                             "store's): the room reloads", name, seq, base[0])  # fmt: skip

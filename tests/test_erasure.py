@@ -310,6 +310,37 @@ async def test_a_base_check_between_a_compaction_here_and_its_adoption_reloads_n
             await converged(srv, "e5", "four three two one ", a)
 
 
+async def test_a_snapshot_refused_for_a_base_the_room_took_meanwhile_reloads_nothing(
+    tmp_path: Path,
+) -> None:
+    """A snapshot captured with the room's old base is refused when the compaction here
+    committed first; if the room has taken the new base by the time the refusal is
+    read, the room is not stale: no reload, no warning."""
+    from palimpsest.base_watch import BaseWatch
+
+    db = tmp_path / "db"
+    async with serving(make_settings(db, compaction_check_seconds=0)) as srv:
+        watch = srv.backend.extension(BaseWatch)
+        assert watch is not None
+        async with connect(srv.ws_url, "e6", "alice") as a:
+            for word in ("one ", "two ", "three "):
+                await edit(a, srv, "e6", lambda w=word: a.text.insert(0, w))  # type: ignore[misc]
+            room = srv.backend.rooms.get_loaded("e6")
+            assert room is not None
+            old = room.base
+            plan = await plan_compact(srv.backend.store, "e6", 2)
+            assert await compact_doc(srv.backend.store, plan, srv.backend.settings) == 2
+            new = await srv.backend.store.compaction_base("e6")
+            assert new != old
+            task = srv.backend.snapshots.take(room)
+            assert task is not None
+            await asyncio.sleep(0)  # the write has begun, with the room's old base
+            room.base = new  # ...and the room takes the new one, as the route's adoption does
+            await task
+            assert watch.reloaded == 0 and a.close_code is None
+            assert room.base == new and srv.backend.rooms.get_loaded("e6") is room
+
+
 async def test_a_compaction_through_the_route_keeps_the_room_here(tmp_path: Path) -> None:
     """A plain compaction through the route leaves the same content: the room here takes
     the new base as its own, and the background check does not reload it."""
