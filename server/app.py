@@ -29,7 +29,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Match, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -201,20 +201,35 @@ def _claims_admin(token: str) -> bool:
     return role == "admin" or (isinstance(role, list) and "admin" in role)
 
 
-async def _admin_of(backend: Backend, scope: Scope) -> str | None:
+def _route_params(routes: Sequence[BaseRoute], scope: Scope) -> dict[str, Any]:
+    """The path parameters the request's route will be given (the first route that
+    matches it, as the router chooses), or those it has when none does."""
+    for route in routes:
+        match, child = route.matches(scope)
+        if match is Match.FULL:
+            return dict(child.get("path_params", {}))
+    return dict(scope.get("path_params", {}))
+
+
+async def _admin_of(backend: Backend, scope: Scope, routes: Sequence[BaseRoute]) -> str | None:
     """The user of a request whose bearer token the server verifies as role admin
     (extensions' ``authenticate``, expiry and revocation as for any request), else None.
     For the write rate's bucket (RequestGuard): a token that only claims admin, or
     credentials other than a bearer token (open mode's ``?user=``, cookies), are counted
-    against their address. What fails here is answered by the route as ever."""
+    against their address. What fails here is answered by the route as ever. The
+    extensions see the request as its route will (its path parameters: the document),
+    and the identity they give is kept for the route (Backend.authenticate's `keep`)."""
     if backend.extension(OpenAccess) is not None:
         return None  # everyone is admin there, by a name they choose: per address
-    conn = HTTPConnection(scope)
+    scope.setdefault("state", {})  # (shared with the copy below: the identity is kept there)
+    conn = HTTPConnection({**scope, "path_params": _route_params(routes, scope)})
     token = token_of(conn)
     if not token or not _claims_admin(token):
         return None
     try:
-        identity = await backend.authenticate(conn, None, "admin")
+        # kept: the route takes this identity rather than asking the extensions (an
+        # app's own hook, the token's verification) a second time for the request
+        identity = await backend.authenticate(conn, None, "admin", keep=True)
     except Exception:
         return None
     return identity.user
@@ -361,7 +376,7 @@ class Palimpsest:
                     is_open=lambda: backend.extension(OpenAccess) is not None,
                     cookie_auth=lambda: backend.extensions.read_cookies,
                     refused=backend.refused,
-                    admin_of=lambda scope: _admin_of(backend, scope),
+                    admin_of=lambda scope: _admin_of(backend, scope, routes),
                 ),
             ],
         )

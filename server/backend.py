@@ -63,6 +63,43 @@ def with_params(conn: HTTPConnection, doc: str | None = None, **params: str) -> 
     return HTTPConnection(scope)
 
 
+#: where an HTTP request's state holds the identity the extensions gave it
+#: (Backend.authenticate with keep=True), with the credentials it was given for
+_VERIFIED = "palimpsest.verified"
+
+
+def _credentials(scope: Any) -> tuple[Any, ...]:
+    """All that the extensions' ``authenticate`` could have read of a request: its
+    method, path, path parameters (the document), query string and headers (cookies
+    among them)."""
+    return (
+        scope.get("method"),
+        scope.get("path"),
+        tuple(sorted((str(k), repr(v)) for k, v in scope.get("path_params", {}).items())),
+        scope.get("query_string"),
+        tuple(tuple(h) for h in scope.get("headers", ())),
+    )
+
+
+def _keep_verified(conn: HTTPConnection, identity: Identity) -> None:
+    if conn.scope.get("type") == "http":
+        state = conn.scope.setdefault("state", {})
+        state[_VERIFIED] = (_credentials(conn.scope), identity)
+
+
+def _take_verified(conn: HTTPConnection) -> Identity | None:
+    """The identity kept for this request, once (taken: a later call asks again), and
+    only while its credentials are those it was given for; else None."""
+    if conn.scope.get("type") != "http":
+        return None
+    state = conn.scope.get("state")
+    kept = state.pop(_VERIFIED, None) if isinstance(state, dict) else None
+    if kept is None or kept[0] != _credentials(conn.scope):
+        return None
+    identity: Identity = kept[1]
+    return identity
+
+
 E = TypeVar("E", bound="Extension")
 
 
@@ -151,11 +188,23 @@ class Backend(Service):
         """The first extension of this type, or None (e.g. ``backend.extension(Fanout)``)."""
         return self.extensions.get(kind)
 
-    async def authenticate(self, conn: HTTPConnection, doc: str | None, need: str) -> Identity:
+    async def authenticate(
+        self, conn: HTTPConnection, doc: str | None, need: str, *, keep: bool = False
+    ) -> Identity:
         """Who is asking (the extensions' ``authenticate``, in order), allowed to do `need`
         (read | edit | write | admin) on `doc` (None: no single document). Raises AuthError
-        (401 / 4401) or Forbidden (403 / 4403)."""
-        identity = await self.extensions.authenticate(conn)
+        (401 / 4401) or Forbidden (403 / 4403).
+
+        `keep`: the identity the extensions gave is kept with the HTTP request, for the
+        next call about it to take instead of asking them again (the write rate's guard
+        verifies an admin's token before the route does, server.app._admin_of). Only the
+        extensions' answer is taken over: the checks below are made again, for that
+        call's `doc` and `need`."""
+        identity = _take_verified(conn)
+        if identity is None:
+            identity = await self.extensions.authenticate(conn)
+            if keep:
+                _keep_verified(conn, identity)
         if identity.seconds_left() == 0.0:  # an app's own identity, past its exp
             raise AuthError("token expired (its exp has passed): sign in again")
         revocation = self.extension(Revocation)

@@ -10,8 +10,14 @@ from pathlib import Path
 
 import httpx
 from conftest import run_server
+from starlette.applications import Starlette
+from starlette.requests import HTTPConnection
+from starlette.routing import Mount
 from test_auth import token
+from test_embedding import running
 
+from palimpsest import Extension, Identity, Palimpsest
+from palimpsest.auth.tokens import JWTAuth
 from palimpsest.settings import Settings
 
 SECRET = "test-secret-of-at-least-thirty-two-bytes!"
@@ -82,3 +88,41 @@ async def test_open_mode_counts_everyone_by_address(db_path: Path, settings: Set
         r = await put(http, claims, "two")
         assert r.status_code == 429, r.text
         assert "from 127.0.0.1" in r.json()["detail"]
+
+
+class CountedTokens(Extension):
+    """An app's own authenticate hook: the built-in tokens' verification, counting calls."""
+
+    def __init__(self) -> None:
+        #: the document each call was asked about (conn.path_params, docs/extending.md)
+        self.asked: list[str | None] = []
+        self.tokens = JWTAuth(SECRET)
+
+    async def authenticate(self, conn: HTTPConnection) -> Identity | None:
+        self.asked.append(conn.path_params.get("doc"))
+        return await self.tokens.authenticate(conn)
+
+
+async def test_an_admin_write_asks_the_apps_authenticate_once(tmp_path: Path) -> None:
+    """The guard verifies an admin's token for the bucket; the route takes that identity
+    (its role and documents still checked for the route) rather than asking the app's
+    hook, and verifying the token, a second time."""
+    hook = CountedTokens()
+    settings = Settings(max_http_writes_per_second=0.5, unload_after_seconds=0.5)
+    collab = Palimpsest(f"sqlite:///{tmp_path / 'collab.db'}", [hook], settings=settings)
+    app = Starlette(routes=[Mount("/collab", app=collab)], lifespan=collab.lifespan)
+    async with running(app) as host, httpx.AsyncClient(base_url=f"http://{host}/collab") as http:
+        r = await put(http, token("admin", ("*",), user="root"), "admin 1")
+        assert r.status_code == 200, r.text
+        assert hook.asked == ["rated"]  # once, seeing the request as its route does
+        r = await put(http, token("admin", ("*",), user="root"), "admin 2")
+        assert r.status_code == 429, r.text  # the admin's own bucket, as ever
+        assert "too many write requests from admin root" in r.json()["detail"]
+        # the identity the guard verified is still held to the route's document
+        r = await put(http, token("admin", ("other",), user="ops"), "elsewhere")
+        assert r.status_code == 403, r.text
+        # a bad token claiming admin is still refused by the route
+        forged = token("admin", ("*",), user="eve", secret="another-secret-also-thirty-two-bytes!")
+        r = await put(http, forged, "forged")
+        assert r.status_code == 401, r.text
+        assert await collab.backend.store.head("rated") == 1
