@@ -6,10 +6,13 @@ lesser one is counted against its address as before (docs/security.md)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-from conftest import run_server
+import pytest
+from conftest import RunningServer, run_server
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 from starlette.routing import Mount
@@ -30,6 +33,27 @@ def rated(settings: Settings) -> Settings:
     return settings
 
 
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[tuple[RunningServer, httpx.AsyncClient]]:
+    """The server on these settings, and an HTTP client of it."""
+    async with run_server(settings) as server, httpx.AsyncClient(base_url=server.url) as http:
+        yield server, http
+
+
+@pytest.fixture
+async def rated_server(
+    settings: Settings,
+) -> AsyncIterator[tuple[RunningServer, httpx.AsyncClient]]:
+    """The server with the secret and a write rate of 0.5 a second (rated), and a client."""
+    async with serving(rated(settings)) as served:
+        yield served
+
+
+def bob_and_root() -> tuple[str, str]:
+    """A writer's token and an admin's (minted when a test runs)."""
+    return token("write", ("rated",), user="bob"), token("admin", ("*",), user="root")
+
+
 async def put(http: httpx.AsyncClient, tok: str, text: str) -> httpx.Response:
     return await http.put(
         "/api/docs/rated/text",
@@ -39,51 +63,43 @@ async def put(http: httpx.AsyncClient, tok: str, text: str) -> httpx.Response:
 
 
 async def test_an_admin_writes_from_a_bucket_of_their_own(
-    db_path: Path, settings: Settings
+    rated_server: tuple[RunningServer, httpx.AsyncClient],
 ) -> None:
-    user = token("write", ("rated",), user="bob")
-    admin = token("admin", ("*",), user="root")
-    async with (
-        run_server(rated(settings)) as server,
-        httpx.AsyncClient(base_url=server.url) as http,
-    ):
-        assert (await put(http, user, "bob 1")).status_code == 200
-        r = await put(http, user, "bob 2")
-        assert r.status_code == 429, r.text  # the address's bucket is empty
-        assert "too many write requests from 127.0.0.1" in r.json()["detail"]
-        r = await put(http, admin, "admin 1")
-        assert r.status_code == 200, r.text  # not the address's bucket
-        r = await put(http, admin, "admin 2")
-        assert r.status_code == 429, r.text  # the same rate, for the admin's own
-        assert "too many write requests from admin root" in r.json()["detail"]
-        # a token claiming admin that the server does not verify: the address's bucket
-        forged = token("admin", ("*",), user="root", secret="another-secret-also-thirty-two-bytes!")
-        r = await put(http, forged, "forged")
-        assert r.status_code == 429, r.text
-        assert "from 127.0.0.1" in r.json()["detail"]
+    _, http = rated_server
+    user, admin = bob_and_root()
+    assert (await put(http, user, "bob 1")).status_code == 200
+    r = await put(http, user, "bob 2")
+    assert r.status_code == 429, r.text  # the address's bucket is empty
+    assert "too many write requests from 127.0.0.1" in r.json()["detail"]
+    r = await put(http, admin, "admin 1")
+    assert r.status_code == 200, r.text  # not the address's bucket
+    r = await put(http, admin, "admin 2")
+    assert r.status_code == 429, r.text  # the same rate, for the admin's own
+    assert "too many write requests from admin root" in r.json()["detail"]
+    # a token claiming admin that the server does not verify: the address's bucket
+    forged = token("admin", ("*",), user="root", secret="another-secret-also-thirty-two-bytes!")
+    r = await put(http, forged, "forged")
+    assert r.status_code == 429, r.text
+    assert "from 127.0.0.1" in r.json()["detail"]
 
 
 async def test_an_admin_does_not_throttle_the_users_of_their_address(
-    db_path: Path, settings: Settings
+    rated_server: tuple[RunningServer, httpx.AsyncClient],
 ) -> None:
-    user = token("write", ("rated",), user="bob")
-    admin = token("admin", ("*",), user="root")
-    async with (
-        run_server(rated(settings)) as server,
-        httpx.AsyncClient(base_url=server.url) as http,
-    ):
-        assert (await put(http, admin, "admin 1")).status_code == 200
-        assert (await put(http, admin, "admin 2")).status_code == 429
-        r = await put(http, user, "bob 1")
-        assert r.status_code == 200, r.text
-        assert await server.backend.store.head("rated") == 2
+    server, http = rated_server
+    user, admin = bob_and_root()
+    assert (await put(http, admin, "admin 1")).status_code == 200
+    assert (await put(http, admin, "admin 2")).status_code == 429
+    r = await put(http, user, "bob 1")
+    assert r.status_code == 200, r.text
+    assert await server.backend.store.head("rated") == 2
 
 
 async def test_open_mode_counts_everyone_by_address(db_path: Path, settings: Settings) -> None:
     """Open mode makes everyone admin by a name they choose: no bucket of their own."""
     settings.max_http_writes_per_second = 0.5
     claims = token("admin", ("*",), user="root")
-    async with run_server(settings) as server, httpx.AsyncClient(base_url=server.url) as http:
+    async with serving(settings) as (_, http):
         assert (await put(http, claims, "one")).status_code == 200
         r = await put(http, claims, "two")
         assert r.status_code == 429, r.text

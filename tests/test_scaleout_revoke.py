@@ -6,7 +6,9 @@ issued LEEWAY after the revocation works on both."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import httpx
 import pytest
 import websockets
 from conftest import eventually
-from scaleout import cluster, fanout_url, fresh_schema, open_store
+from scaleout import Cluster, cluster, fanout_url, fresh_schema, open_store
 
 from palimpsest import protocol as P
 from palimpsest.auth.identity import LEEWAY
@@ -27,6 +29,28 @@ SECRET = "scaleout-secret-of-at-least-32-bytes!!"
 
 def tok(user: str, role: str = "write", now: float | None = None) -> str:
     return mint(SECRET, user, role, ["*"], 600, now=now)
+
+
+def admin_headers() -> dict[str, str]:
+    return {"authorization": f"Bearer {tok('boss', 'admin')}"}
+
+
+@contextlib.asynccontextmanager
+async def two_processes(tmp_path: Path) -> AsyncIterator[tuple[Cluster, httpx.AsyncClient]]:
+    """Two `palimpsest serve` processes on a fresh schema and the fan-out, with the JWT
+    secret, and an HTTP client."""
+    async with (
+        fresh_schema() as store_url,
+        cluster(
+            tmp_path,
+            2,
+            store_url=store_url,
+            fanout=fanout_url(),
+            env={"PALIMPSEST_JWT_SECRET": SECRET},
+        ) as c,  # fmt: skip
+        httpx.AsyncClient() as http,
+    ):
+        yield c, http
 
 
 async def opened(url: str) -> websockets.ClientConnection:
@@ -48,18 +72,8 @@ async def closed(ws: websockets.ClientConnection) -> tuple[int, str]:
 
 async def test_a_revocation_closes_the_users_sockets_on_every_process(tmp_path: Path) -> None:
     old = tok("fired", now=time.time() - 60)
-    admin = {"authorization": f"Bearer {tok('boss', 'admin')}"}
-    async with (
-        fresh_schema() as store_url,
-        cluster(
-            tmp_path,
-            2,
-            store_url=store_url,
-            fanout=fanout_url(),
-            env={"PALIMPSEST_JWT_SECRET": SECRET},
-        ) as c,  # fmt: skip
-        httpx.AsyncClient() as http,
-    ):
+    admin = admin_headers()
+    async with two_processes(tmp_path) as (c, http):
         on = [await opened(f"{c.ws(i)}/team?token={old}") for i in (0, 1)]
         stays = await opened(f"{c.ws(1)}/team?token={tok('stays')}")
         r = await http.post(f"{c.procs[0].http_url}/api/revocations/fired", headers=admin)
@@ -82,7 +96,7 @@ async def test_a_revocation_closes_the_users_sockets_on_every_process(tmp_path: 
         for i in (0, 1):
             ws = await opened(f"{c.ws(i)}/team?token={fresh}")
             await ws.close()
-        async with open_store(store_url) as store:
+        async with open_store(c.store_url) as store:
             assert [r.user for r in await store.revocations().list()] == ["fired"]
         # lifted on one process: the other lets the old token in again
         r = await http.delete(f"{c.procs[1].http_url}/api/revocations/fired", headers=admin)
@@ -103,18 +117,8 @@ async def test_a_token_minted_ahead_before_the_revocation_is_refused_by_the_othe
 ) -> None:
     """Before, a token whose iat was a few seconds ahead (its issuer's clock fast, within
     the 30 s leeway) and minted before the revocation still got in, on either process."""
-    admin = {"authorization": f"Bearer {tok('boss', 'admin')}"}
-    async with (
-        fresh_schema() as store_url,
-        cluster(
-            tmp_path,
-            2,
-            store_url=store_url,
-            fanout=fanout_url(),
-            env={"PALIMPSEST_JWT_SECRET": SECRET},
-        ) as c,  # fmt: skip
-        httpx.AsyncClient() as http,
-    ):
+    admin = admin_headers()
+    async with two_processes(tmp_path) as (c, http):
         ahead = tok("fired", now=time.time() + 5)  # (minted now: the start took seconds)
         on = await opened(f"{c.ws(1)}/team?token={ahead}")
         r = await http.post(f"{c.procs[0].http_url}/api/revocations/fired", headers=admin)
