@@ -221,11 +221,11 @@ async def _admin_of(backend: Backend, scope: Scope, routes: Sequence[BaseRoute])
     and the identity they give is kept for the route (Backend.authenticate's `keep`)."""
     if backend.extension(OpenAccess) is not None:
         return None  # everyone is admin there, by a name they choose: per address
-    scope.setdefault("state", {})  # (shared with the copy below: the identity is kept there)
-    conn = HTTPConnection({**scope, "path_params": _route_params(routes, scope)})
-    token = token_of(conn)
+    token = token_of(HTTPConnection(scope))
     if not token or not _claims_admin(token):
         return None
+    scope.setdefault("state", {})  # (shared with the copy below: the identity is kept there)
+    conn = HTTPConnection({**scope, "path_params": _route_params(routes, scope)})
     try:
         # kept: the route takes this identity rather than asking the extensions (an
         # app's own hook, the token's verification) a second time for the request
