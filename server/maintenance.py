@@ -27,7 +27,16 @@ from .room import IMPORT_KIND
 from .settings import Settings
 from .snapshots import Fixes, Loaded, TooBroken, chain, load, new_doc
 from .store import EventStore
-from .store.base import BASE_TS, DocInfo, Event, NewEvent
+from .store.base import (
+    BASE_TS,
+    MAX_AHEAD_MS,
+    DocInfo,
+    Event,
+    MetaRewrite,
+    NewEvent,
+    Restamped,
+    now_ms,
+)
 from .updates import decode_update_meta, unsupported
 from .util import LocalTimeError, parse_iso, with_local_offset
 
@@ -434,6 +443,107 @@ class CompactedWithoutStacks(StoreError):
         self.removed = removed
 
 
+# --- restamp ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RestampPlan:
+    """The events of `doc` stamped ahead of `now` (seqs first..last, ts old_first..
+    old_last) and the ts they get: the first one the ts of the last event before them
+    plus 1 ms (`anchor` + 1), the others as far after it as they were after the first,
+    and none later than `now` (they stop there). `anchor`: that event's ts; the
+    compaction base's time when the run starts right after it; when neither is known
+    (the document's first events, or a base without its time), `now` minus the run's
+    span minus 1 ms, so that the run ends at `now`. `events` 0: nothing to restamp (the
+    last event is at most MAX_AHEAD_MS ahead: the event clock's own lead)."""
+
+    doc: str
+    now: int
+    events: int = 0
+    first: int = 0
+    last: int = 0
+    old_first: int = 0
+    old_last: int = 0
+    anchor: int = 0
+
+    def stamp(self, ts: int) -> int:
+        """The new ts of an old one after `now` (events, and the tags and snapshots
+        stamped in that span: a tag keeps its ts at or after its version's events')."""
+        return min(self.now, self.anchor + 1 + max(0, ts - self.old_first))
+
+    @property
+    def new_first(self) -> int:
+        return self.stamp(self.old_first)
+
+    @property
+    def new_last(self) -> int:
+        return self.stamp(self.old_last)
+
+
+async def plan_restamp(store: EventStore, doc: str, now: int | None = None) -> RestampPlan:
+    """What restamping `doc` at `now` (default: this machine's clock) would change."""
+    info = await require(store, doc)
+    now = now_ms() if now is None else now
+    last = await store.read(doc, after=info.head - 1, upto=info.head) if info.head else []
+    if not last or last[0].ts <= now + MAX_AHEAD_MS:
+        return RestampPlan(doc, now)
+    # the run: the events after the last one at or before now (ts never go back in a
+    # log; in one written before 6 Dec 2026 that they may, store.restamp still moves
+    # every ts after now, and those before the run's first keep theirs)
+    first = max(await store.seq_at(doc, now), info.base_seq) + 1
+    [head] = last
+    run = await store.read(doc, after=first - 1, upto=first)
+    old_first = run[0].ts if run else head.ts
+    anchor: int | None = None
+    if first - 1 > info.base_seq:
+        before = await store.read(doc, after=first - 2, upto=first - 1)
+        anchor = before[0].ts if before else None
+    elif info.base_seq > 0:
+        base = await store.latest_snapshot(doc, at_most=info.base_seq)
+        ts = base.meta.get(BASE_TS) if base is not None and base.seq == info.base_seq else None
+        anchor = ts if isinstance(ts, int) and not isinstance(ts, bool) else None
+    if anchor is None or anchor > now:
+        anchor = max(0, now - (head.ts - old_first) - 1)
+    return RestampPlan(doc, now, head.seq - first + 1, first, head.seq, old_first, head.ts,
+                       anchor)  # fmt: skip
+
+
+def restamped_meta(plan: RestampPlan) -> MetaRewrite:
+    """A snapshot's meta with the times it keeps after plan.now restamped: a compaction
+    base's time (BASE_TS), and each actor's last change in the undo stacks (their idle
+    ends); None when it keeps none. Other extensions' entries are left as they are."""
+
+    def late(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v > plan.now
+
+    def rewrite(meta: dict[str, Any]) -> dict[str, Any] | None:
+        out = dict(meta)
+        if late(meta.get(BASE_TS)):
+            out[BASE_TS] = plan.stamp(meta[BASE_TS])
+        stacks = meta.get(undo.META_KEY)
+        actors = stacks.get("actors") if isinstance(stacks, dict) else None
+        if isinstance(stacks, dict) and isinstance(actors, dict):
+            moved = {
+                a: {**st, "last_ts": plan.stamp(st["last_ts"])}
+                for a, st in actors.items()
+                if isinstance(st, dict) and late(st.get("last_ts"))
+            }
+            if moved:
+                out[undo.META_KEY] = {**stacks, "actors": {**actors, **moved}}
+        return out if out != meta else None
+
+    return rewrite
+
+
+async def restamp_doc(store: EventStore, plan: RestampPlan) -> Restamped:
+    """Restamp as planned, in one transaction (EventStore.restamp): the events, tags and
+    snapshots stamped after plan.now, and the times snapshot metas keep. For a store no
+    server serves (``palimpsest restamp`` refuses otherwise)."""
+    if not plan.events:
+        return Restamped()
+    return await store.restamp(plan.doc, plan.now, plan.stamp, restamped_meta(plan))
+
+
 # --- import -----------------------------------------------------------------------------
 
 
@@ -526,6 +636,7 @@ async def import_data(
 __all__ = [
     "PURGED",
     "CompactPlan",
+    "RestampPlan",
     "CompactedWithoutStacks",
     "MaintenanceError",
     "as_update",
@@ -533,8 +644,11 @@ __all__ = [
     "events",
     "import_data",
     "plan_compact",
+    "plan_restamp",
     "rendered",
     "require",
+    "restamp_doc",
+    "restamped_meta",
     "root_types",
     "verify_doc",
 ]

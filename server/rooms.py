@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shlex
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -357,7 +358,7 @@ def _warn_if_far_ahead(name: str, last_ts: int | None) -> None:
     clock stepped far back). Its later events are stamped with that ts until the wall
     clock passes it (the store keeps a document's ts from going back; the event clock
     runs on at most MAX_AHEAD_MS), so its time lookups, undo steps and compaction by
-    time are off for that span (docs/history.md)."""
+    time are off for that span (docs/history.md) unless ``palimpsest restamp`` repairs it."""
     if last_ts is None:
         return
     lead = last_ts - now_ms()
@@ -367,10 +368,12 @@ def _warn_if_far_ahead(name: str, last_ts: int | None) -> None:
         "%r: its last event's ts (%s) is %s ahead of this server's clock, more than the "
         "%d min its event clock runs ahead: its new events keep that ts until the clock "
         "passes it, so versions at a time, undo steps and compaction by time are off for "
-        "it until then; check the clocks (NTP) of every process that writes it",
+        "it until then; check the clocks (NTP) of every process that writes it, then "
+        "`palimpsest restamp %s` (every server stopped) pulls its events back to now",
         name,
         iso(last_ts),
         timedelta(seconds=lead // 1000),
         MAX_AHEAD_MS // 60_000,
+        shlex.quote(name),
         extra={"doc": name},
     )

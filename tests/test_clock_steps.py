@@ -231,7 +231,7 @@ async def test_a_document_whose_last_ts_is_far_ahead_is_logged_when_it_loads(
             m.getMessage()]  # fmt: skip
     assert len(said) == 1, said
     assert "'ahead'" in said[0] and ("364 days" in said[0] or "365 days" in said[0]), said
-    assert "NTP" in said[0], said
+    assert "NTP" in said[0] and "`palimpsest restamp ahead`" in said[0], said
 
 
 async def test_undo_steps_stay_apart_after_a_backward_step(

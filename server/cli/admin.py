@@ -1,5 +1,5 @@
 """Admin commands that work on the store directly: export, import, snapshot, inspect,
-verify, compact, delete, rename-actor.
+verify, compact, delete, rename-actor, restamp, lock, revoke.
 
 They are meant for a stopped server, or for documents no server has open. What happens
 when one does (SQLite in WAL mode and PostgreSQL both allow it):
@@ -16,6 +16,8 @@ when one does (SQLite in WAL mode and PostgreSQL both allow it):
   into a fresh log: use ``DELETE /api/docs/DOC`` on a running server instead;
 - rename-actor refuses to run while any server serves the store (their memory holds the
   old name: symbol caches, undo stacks, owners), and holds the serving lock meanwhile;
+- restamp likewise (their memory holds the old stamps: the tail rows they seal from,
+  their rooms' undo stacks), fan-out bus or not; --dry-run only reads;
 - lock (and --unlock) without --fanout refuses while a server serves the store (it
   would not hear of it: a room open there took the lock only when it loaded again,
   after edits logged past the lock event, an unlock never), holding the serving lock
@@ -55,13 +57,16 @@ from ..locking import LOCK_KIND, UNLOCK_KIND
 from ..maintenance import (
     CompactedWithoutStacks,
     MaintenanceError,
+    RestampPlan,
     as_update,
     compact_doc,
     events,
     import_data,
     plan_compact,
+    plan_restamp,
     rendered,
     require,
+    restamp_doc,
     verify_doc,
 )
 from ..names import validate_doc_name
@@ -70,7 +75,7 @@ from ..room import EMPTY_UPDATE
 from ..serving_lock import not_served, pg_not_served, pg_served_alone, served_alone
 from ..snapshots import load
 from ..store import EventStore, open_store
-from ..store.base import NewEvent, now_ms
+from ..store.base import MAX_AHEAD_MS, NewEvent, Restamped, now_ms
 from ..store.doc_locks import DocLock, reason_problem
 from ..store.sqlite import SQLiteStore
 from ..util import iso
@@ -219,6 +224,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("new", metavar="NEW", type=user_name,
                    help="the name they get (a pseudonym)")  # fmt: skip
     p.add_argument("--yes", action="store_true", help="really rename")
+    p = add("restamp", "pull back a document's events stamped far in the future",
+            "When DOC's last event is stamped more than 15 minutes ahead of this "
+            "machine's clock (a server whose clock was set ahead wrote it, and every event "
+            "after it kept that ts), give its events stamped after now new ts: the first "
+            "one the ts of the event before it + 1 ms, the others as far after that as "
+            "they were after the first, none later than now; the tags and snapshots "
+            "stamped in that span, and the times snapshots keep (undo stacks' last "
+            "changes, a compaction base's time), likewise; all in one transaction. Every "
+            "server on the store must be stopped: refused while one serves it (its memory "
+            "keeps the old stamps). --dry-run only says what it would change.",
+            restamp)  # fmt: skip
+    p.add_argument("doc", metavar="DOC")
+    p.add_argument("--dry-run", action="store_true", help="say what would change; change nothing")
+    p.add_argument("--json", action="store_true", help="machine-readable output (one object)")
     p = sub.add_parser(
         "lock", help="lock a document read-only (or --unlock it, or --list the locked)",
         description="Lock DOC read-only in the store: every edit of it is refused (the "
@@ -814,6 +833,66 @@ async def _served_alone(store: EventStore) -> str | None:
     if isinstance(store, PostgresStore):
         return await pg_served_alone(store.dsn, store.schema, "lock")
     return None
+
+
+# --- restamp ----------------------------------------------------------------------------
+
+
+async def restamp(store: EventStore, args: argparse.Namespace) -> int:
+    """Restamp a document's far-future events (maintenance.plan_restamp): with every
+    server on the store stopped, and the serving lock held meanwhile (a server's memory
+    keeps the old stamps: rows it seals from, its rooms' undo stacks)."""
+    if args.dry_run:
+        plan = await plan_restamp(store, args.doc)
+        counts = await _restamp_counts(store, plan) if plan.events else (0, 0)
+        return _restamp_report(args, plan, None, counts)
+    try:
+        async with _not_served(store, "restamp"):
+            plan = await plan_restamp(store, args.doc)
+            done = await restamp_doc(store, plan)
+    except StoreUnavailable as e:
+        if "serves" not in str(e):
+            raise
+        raise AdminError(f"{e} (every server on this store: its memory keeps the old "
+                         "stamps)") from None  # fmt: skip
+    return _restamp_report(args, plan, done, None)
+
+
+async def _restamp_counts(store: EventStore, plan: RestampPlan) -> tuple[int, int]:
+    """The tags and snapshots the plan would change (stamped after its now; a snapshot
+    whose meta keeps a time after it was written after it too)."""
+    tags = sum(1 for t in await store.tags(plan.doc) if t.ts > plan.now)
+    return tags, sum(1 for s in await store.snapshots(plan.doc) if s.ts > plan.now)
+
+
+def _restamp_report(
+    args: argparse.Namespace,
+    plan: RestampPlan,
+    done: Restamped | None,
+    counts: tuple[int, int] | None,
+) -> int:
+    tags, snaps = (done.tags, done.snapshots) if done is not None else counts or (0, 0)
+    if args.json:
+        out: dict[str, Any] = {"doc": plan.doc, "dry_run": bool(args.dry_run),
+                               "events": plan.events}  # fmt: skip
+        if plan.events:
+            out.update(first_seq=plan.first, last_seq=plan.last,
+                       old=[iso(plan.old_first), iso(plan.old_last)],
+                       new=[iso(plan.new_first), iso(plan.new_last)],
+                       tags=tags, snapshots=snaps)  # fmt: skip
+        print(json.dumps(out))
+        return 0
+    if not plan.events:
+        print(f"palimpsest restamp: {plan.doc}: nothing to restamp (its last event is not "
+              f"more than {MAX_AHEAD_MS // 60_000} min ahead of this machine's clock, "
+              f"{iso(plan.now)})")  # fmt: skip
+        return 0
+    what = "would restamp" if args.dry_run else "restamped"
+    print(f"palimpsest restamp: {plan.doc}: {what} {_n(plan.events, 'event')} (seq "
+          f"{plan.first}..{plan.last}) from {iso(plan.old_first)}..{iso(plan.old_last)} "
+          f"to {iso(plan.new_first)}..{iso(plan.new_last)}; {_n(tags, 'tag')}, "
+          f"{_n(snaps, 'snapshot')}")  # fmt: skip
+    return 0
 
 
 # --- revoke -----------------------------------------------------------------------------

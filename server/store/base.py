@@ -466,6 +466,19 @@ class ActorRenamed:
     derived: int = 0
 
 
+#: EventStore.restamp's mapping of an event's ts (one after its cutoff) to its new ts
+Stamp = Callable[[int], int]
+
+
+@dataclass(frozen=True, slots=True)
+class Restamped:
+    """What EventStore.restamp rewrote: events, snapshots (their ts or meta), tags."""
+
+    events: int = 0
+    snapshots: int = 0
+    tags: int = 0
+
+
 def renamed_snapshot_row(
     state: bytes, stored: str, meta_text: str, rewrite: MetaRewrite
 ) -> tuple[bytes, str, str] | None:
@@ -475,6 +488,22 @@ def renamed_snapshot_row(
     plain, meta = snapshot_codec.decode(state, stored, meta_text)
     renamed = rewrite(meta)
     return None if renamed is None else snapshot_row(plain, renamed)
+
+
+def restamped_snapshot_row(
+    ts: int, state: bytes, stored: str, meta_text: str, after: int, stamp: Stamp,
+    rewrite: MetaRewrite,
+) -> tuple[int, bytes, str, str] | None:  # fmt: skip
+    """The row (ts, state column, checksum, meta column) of a snapshot that
+    EventStore.restamp changes: its ts when after `after`, its meta when `rewrite` changes
+    it; None when neither does. A damaged row keeps its meta (it cannot be read)."""
+    try:
+        row = renamed_snapshot_row(state, stored, meta_text, rewrite)
+    except ValueError:
+        row = None
+    if row is None and ts <= after:
+        return None
+    return (stamp(ts) if ts > after else ts, *(row or (state, stored, meta_text)))
 
 
 #: in a compaction base snapshot's meta: the ts of the event at its seq, which the
@@ -961,6 +990,17 @@ class EventStore(Service, ABC):
         copies of the old bytes (freed pages, old row versions) are scrubbed as far as
         it can (SQLite: rewritten with secure_delete, checkpointed, vacuumed;
         PostgreSQL: VACUUM FULL of the tables it rewrote)."""
+
+    @abstractmethod
+    async def restamp(self, doc: str, after: int, stamp: Stamp, rewrite: MetaRewrite) -> Restamped:
+        """Give every event of `doc` whose ts is after `after` the ts ``stamp(ts)``, in
+        one transaction with the rest of the document's times after `after`: its tags'
+        and snapshots' ts, its created and updated times (the floor of its next event's
+        ts), and every snapshot's meta through `rewrite` (None: left as it is). Sealed
+        segments that hold such events are written again. `stamp` must keep the log
+        non-decreasing: rising, and at least the ts of every event at or before `after`
+        (server.maintenance.restamp_doc). For a store no server serves: their rooms and
+        caches keep the old times (``palimpsest restamp``)."""
 
     # --- webhook delivery cursors (server.changefeed) ---------------------------------
 

@@ -27,6 +27,7 @@ raises :class:`~server.errors.StoreError` naming it, and ``palimpsest verify`` r
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import heapq
 import itertools
 import json
@@ -659,6 +660,22 @@ async def decoded(
             rereads += 1
             if rereads == 3:
                 raise StoreError("the log kept changing while it was read; try again") from None
+
+
+def restamped_segment(
+    doc: str, blob: bytes, stored: bytes, after: int, stamp: Callable[[int], int]
+) -> tuple[S.Sealed, int]:
+    """A segment of `doc` written again with each ts after `after` stamped anew
+    (EventStore.restamp), and how many it changed; StoreError for a damaged one (its
+    events cannot be read, so nor restamped)."""
+    try:
+        cols = S.decode(blob, stored)
+    except S.SegmentDamaged as e:
+        raise StoreError(f"a sealed segment of {doc!r} is damaged ({e}): its events "
+                         "cannot be restamped") from e  # fmt: skip
+    ts = [stamp(t) if t > after else t for t in cols.ts]
+    changed = sum(1 for t in cols.ts if t > after)
+    return S.encode(dataclasses.replace(cols, ts=ts)), changed
 
 
 def runs(events: Sequence[Event], first_seq: int, size: int = S.SEGMENT_EVENTS) -> int:

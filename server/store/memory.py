@@ -21,8 +21,10 @@ from .base import (
     EventStore,
     MetaRewrite,
     NewEvent,
+    Restamped,
     Snapshot,
     SnapshotInfo,
+    Stamp,
     Tag,
     checksum,
     derived_from_row,
@@ -30,6 +32,7 @@ from .base import (
     generations_of,
     now_ms,
     renamed_snapshot_row,
+    restamped_snapshot_row,
     rising,
     snapshot_from_row,
     snapshot_info,
@@ -315,6 +318,26 @@ class MemoryStore(EventStore):
             derived = sum(len(self._derived.pop(doc, {})) for doc in docs)
             return ActorRenamed(any(e.actor == old for e in events), tuple(sorted(docs)),
                                 renamed_tags, snapshots, damaged, derived)  # fmt: skip
+
+    async def restamp(self, doc: str, after: int, stamp: Stamp, rewrite: MetaRewrite) -> Restamped:
+        self._check()
+        async with self._lock:
+            evs = self._events.get(doc, [])
+            moved = [i for i, e in enumerate(evs) if e.ts > after]
+            for i in moved:
+                evs[i] = dataclasses.replace(evs[i], ts=stamp(evs[i].ts))
+            tags = self._tags.get(doc, {})
+            late = [n for n, t in tags.items() if t.ts > after]
+            for name in late:
+                tags[name] = dataclasses.replace(tags[name], ts=stamp(tags[name].ts))
+            snapshots = 0
+            rows = self._snaps.get(doc, {})
+            for seq, (ts, state, stored, meta) in list(rows.items()):
+                changed = restamped_snapshot_row(ts, state, stored, meta, after, stamp, rewrite)
+                if changed is not None:
+                    rows[seq] = changed
+                    snapshots += 1
+            return Restamped(len(moved), snapshots, len(late))
 
     async def tombstone(self, doc: str) -> bytes | None:
         self._check()

@@ -49,8 +49,10 @@ from .base import (
     EventStore,
     MetaRewrite,
     NewEvent,
+    Restamped,
     Snapshot,
     SnapshotInfo,
+    Stamp,
     Tag,
     check_durability,
     checksum,
@@ -60,6 +62,7 @@ from .base import (
     generations_of,
     now_ms,
     renamed_snapshot_row,
+    restamped_snapshot_row,
     rising,
     snapshot_from_row,
     snapshot_info,
@@ -84,6 +87,7 @@ from .log_layout import (
     merge_by_pos,
     query_filter,
     query_windows,
+    restamped_segment,
     run_columns,
     seq_before,
 )
@@ -1627,6 +1631,70 @@ class PostgresStore(EventStore):
         done = await self._run(run, "actor rename")
         self._sym.rename(old, new)
         self._recent.clear()
+        return done
+
+    async def restamp(self, doc: str, after: int, stamp: Stamp, rewrite: MetaRewrite) -> Restamped:
+        async def run(conn: asyncpg.Connection) -> Restamped:
+            async with conn.transaction():
+                # the document's row locked: no append (which raises its ts to the
+                # updated_ts read here) nor sealing of it meanwhile
+                row = await conn.fetchrow(
+                    "SELECT id, created_ts, updated_ts FROM docs WHERE name = $1 FOR UPDATE",
+                    doc,
+                )
+                if row is None:
+                    return Restamped()
+                doc_id, created, updated = int(row[0]), int(row[1]), int(row[2])
+                tail = await conn.fetch(
+                    "SELECT seq, ts FROM log WHERE doc = $1 AND ts > $2", doc_id, after
+                )
+                await conn.executemany(
+                    "UPDATE log SET ts = $1 WHERE doc = $2 AND seq = $3",
+                    [(stamp(int(r[1])), doc_id, r[0]) for r in tail],
+                )
+                events = len(tail)
+                for seg_id, body, stored in await conn.fetch(
+                    "SELECT id, body, checksum FROM segments WHERE doc = $1 AND ts_max > $2",
+                    doc_id, after,
+                ):  # fmt: skip
+                    seg, n = restamped_segment(doc, bytes(body), bytes(stored), after, stamp)
+                    await conn.execute(
+                        "UPDATE segments SET body = $1, checksum = $2, ts_min = $3, "
+                        "ts_max = $4 WHERE id = $5",
+                        seg.blob, seg.checksum, seg.ts_min, seg.ts_max, seg_id,
+                    )  # fmt: skip
+                    events += n
+                await conn.execute(
+                    "UPDATE docs SET created_ts = $1, updated_ts = $2 WHERE id = $3",
+                    stamp(created) if created > after else created,
+                    stamp(updated) if updated > after else updated, doc_id,
+                )  # fmt: skip
+                tags = await conn.fetch(
+                    "SELECT name, ts FROM tags WHERE doc = $1 AND ts > $2", doc, after
+                )
+                await conn.executemany(
+                    "UPDATE tags SET ts = $1 WHERE doc = $2 AND name = $3",
+                    [(stamp(int(r[1])), doc, r[0]) for r in tags],
+                )
+                snapshots = 0
+                for (seq,) in await conn.fetch("SELECT seq FROM snapshots WHERE doc = $1", doc):
+                    r = await conn.fetchrow(
+                        "SELECT ts, state, checksum, meta FROM snapshots "
+                        "WHERE doc = $1 AND seq = $2", doc, seq,
+                    )  # fmt: skip
+                    changed = restamped_snapshot_row(
+                        int(r[0]), bytes(r[1]), r[2], r[3], after, stamp, rewrite
+                    )
+                    if changed is not None:
+                        await conn.execute(
+                            "UPDATE snapshots SET ts = $1, state = $2, checksum = $3, "
+                            "meta = $4 WHERE doc = $5 AND seq = $6", *changed, doc, seq,
+                        )  # fmt: skip
+                        snapshots += 1
+                return Restamped(events, snapshots, len(tags))
+
+        done = await self._run(run, "restamp")
+        self._recent.clear()  # the rows it kept carry the old ts
         return done
 
     async def tombstone(self, doc: str) -> bytes | None:

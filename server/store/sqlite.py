@@ -59,8 +59,10 @@ from .base import (
     EventStore,
     MetaRewrite,
     NewEvent,
+    Restamped,
     Snapshot,
     SnapshotInfo,
+    Stamp,
     Tag,
     check_durability,
     checksum,
@@ -70,6 +72,7 @@ from .base import (
     generations_of,
     now_ms,
     renamed_snapshot_row,
+    restamped_snapshot_row,
     rising,
     snapshot_from_row,
     snapshot_info,
@@ -99,6 +102,7 @@ from .log_layout import (
     merge_by_pos,
     query_filter,
     query_windows,
+    restamped_segment,
     run_columns,
     runs,
     seq_before,
@@ -1971,6 +1975,69 @@ class SQLiteStore(EventStore):
         self._wsym.rename(old, new)
         self._sym.rename(old, new)
         self._recent.clear()
+        return done
+
+    # --- restamping (palimpsest restamp) ---------------------------------------------
+
+    async def restamp(self, doc: str, after: int, stamp: Stamp, rewrite: MetaRewrite) -> Restamped:
+        def run(db: sqlite3.Connection) -> Restamped:
+            row = db.execute(
+                "SELECT id, created_ts, updated_ts FROM docs WHERE name = ?", (doc,)
+            ).fetchone()
+            if row is None:
+                return Restamped()
+            doc_id, created, updated = (int(v) for v in row)
+            tail = db.execute(
+                "SELECT seq, ts FROM log WHERE doc = ? AND ts > ?", (doc_id, after)
+            ).fetchall()
+            db.executemany(
+                "UPDATE log SET ts = ? WHERE doc = ? AND seq = ?",
+                [(stamp(int(ts)), doc_id, seq) for seq, ts in tail],
+            )
+            events = len(tail)
+            for seg_id, body, stored in db.execute(
+                "SELECT id, body, checksum FROM segments WHERE doc = ? AND ts_max > ?",
+                (doc_id, after),
+            ).fetchall():
+                seg, n = restamped_segment(doc, bytes(body), bytes(stored), after, stamp)
+                db.execute(
+                    "UPDATE segments SET body = ?, checksum = ?, ts_min = ?, ts_max = ? "
+                    "WHERE id = ?", (seg.blob, seg.checksum, seg.ts_min, seg.ts_max, seg_id),
+                )  # fmt: skip
+                events += n
+            db.execute(
+                "UPDATE docs SET created_ts = ?, updated_ts = ? WHERE id = ?",
+                (stamp(created) if created > after else created,
+                 stamp(updated) if updated > after else updated, doc_id),
+            )  # fmt: skip
+            tags = db.execute(
+                "SELECT name, ts FROM tags WHERE doc = ? AND ts > ?", (doc, after)
+            ).fetchall()
+            db.executemany(
+                "UPDATE tags SET ts = ? WHERE doc = ? AND name = ?",
+                [(stamp(int(ts)), doc, name) for name, ts in tags],
+            )
+            snapshots = 0
+            seqs = [r[0] for r in db.execute("SELECT seq FROM snapshots WHERE doc = ?", (doc,))]
+            for seq in seqs:
+                ts, state, stored, meta = db.execute(
+                    "SELECT ts, state, checksum, meta FROM snapshots WHERE doc = ? AND seq = ?",
+                    (doc, seq),
+                ).fetchone()
+                changed = restamped_snapshot_row(
+                    int(ts), bytes(state), stored, meta, after, stamp, rewrite
+                )
+                if changed is not None:
+                    db.execute(
+                        "UPDATE snapshots SET ts = ?, state = ?, checksum = ?, meta = ? "
+                        "WHERE doc = ? AND seq = ?", (*changed, doc, seq),
+                    )  # fmt: skip
+                    snapshots += 1
+            return Restamped(events, snapshots, len(tags))
+
+        self._refuse_if_gone()
+        done = await self.writer.call(lambda db: _in_transaction(db, "restamp", run))
+        self._recent.clear()  # the rows it kept carry the old ts
         return done
 
     # --- sealing ---------------------------------------------------------------------

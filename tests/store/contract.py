@@ -640,6 +640,49 @@ class StoreContract(CursorContract):
             await store.rename_actor("edit", "changed", rewrite)
         assert [e.actor for e in await store.read("e")] == ["bob"]
 
+    async def test_restamp(self, store: EventStore) -> None:
+        far = now_ms() + 365 * 86_400_000  # a clock a year ahead
+        await store.append([("r", [ev(ts=1000), ev(ts=2000)])])
+        await store.append([("r", [ev(ts=far), ev(ts=far + 10), ev(ts=far + 10)])])
+        await store.append([("o", [ev(ts=far)])])  # another document: left alone
+        if self.seals:
+            assert await store.seal("r", run=2) == 4  # 3..4 in a segment, 5 in the tail
+        await store.put_tag("r", "v", 4, "ann")  # (its ts raised to the last event's)
+        await store.put_snapshot("r", 4, b"s", {"undo": {"last_ts": far + 10}})
+        await store.put_snapshot("r", 2, b"s", {"undo": {"last_ts": 2000}})  # (ts: far + 10)
+        now = now_ms()
+
+        def rewrite(meta: dict[str, Any]) -> dict[str, Any] | None:
+            if meta["undo"]["last_ts"] <= now:
+                return None
+            return {**meta, "undo": {"last_ts": 2011}}
+
+        done = await store.restamp("r", now, lambda ts: 2001 + ts - far, rewrite)
+        assert (done.events, done.snapshots, done.tags) == (3, 2, 1)
+        assert [e.ts for e in await store.read("r")] == [1000, 2000, 2001, 2011, 2011]
+        assert [e.seq for e in await store.query("r", since_ts=2005)] == [4, 5]
+        assert [e.seq for e in await store.query("r", until_ts=2005)] == [1, 2, 3]
+        assert await store.seq_at("r", 2005) == 3
+        assert [t.ts for t in await store.tags("r")] == [2011]
+        snap = await store.latest_snapshot("r")
+        assert snap is not None and snap.valid and snap.seq == 4
+        assert (snap.ts, snap.meta) == (2011, {"undo": {"last_ts": 2011}})
+        older = await store.latest_snapshot("r", at_most=2)
+        assert older is not None and older.meta == {"undo": {"last_ts": 2000}}
+        assert older.ts == 2011  # when it was written, as the log now says
+        info = await store.doc_info("r")
+        assert info is not None and info.updated_ts == 2011
+        assert [e.ts for e in await store.read("o")] == [far]
+        # the next event's floor is the new last ts, not the far one
+        [[e6]] = await store.append([("r", [ev(ts=3000)])])
+        assert e6.ts == 3000
+        if self.seals:
+            assert await store.seal("r", run=2) == 2  # 5 and 6, as the log holds them
+            assert await store.segment_damage("r") == []
+        assert [e.ts for e in await store.read("r")] == [1000, 2000, 2001, 2011, 2011, 3000]
+        again = await store.restamp("r", now, lambda ts: 0, rewrite)
+        assert (again.events, again.snapshots, again.tags) == (0, 0, 0)  # nothing ahead
+
     async def test_delete_doc_leaves_a_tombstone(self, store: EventStore) -> None:
         await store.append([("t", [ev()])])
         assert await store.tombstone("t") is None
