@@ -65,8 +65,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from . import protocol as P
-from .errors import ForeignItems, PalimpsestError, UpdateGap, UpdateRejected
-from .updates import ready_parts
+from .errors import ForeignItems, PalimpsestError, ProtocolError, UpdateGap, UpdateRejected
+from .updates import decode_update_meta, ready_parts
 
 log = logging.getLogger("palimpsest.ws")
 
@@ -77,6 +77,9 @@ MAX_CLOCK = 2**32 - 1
 OVERDUE_SECONDS = 20.0
 #: held step 2s of closed connections a document keeps (the oldest goes first)
 LEFT_MAX = 16
+#: client ids of a connection's refused plain updates its step 2s may claim (a provider
+#: writes under one per document; a new one only when Yjs finds its id taken)
+REFUSED_IDS_MAX = 8
 
 
 class Holds(Protocol):
@@ -93,8 +96,8 @@ class Resync:
     """The gap rule's state for one document on one connection."""
 
     __slots__ = (
-        "_wake", "asked", "asks", "dropped", "left_out", "locked_out", "reasked", "sent_step1",
-        "stepped", "uncounted", "waiting",
+        "_wake", "asked", "asks", "dropped", "left_out", "locked_out", "reasked", "refused_ids",
+        "sent_step1", "stepped", "uncounted", "waiting",
     )  # fmt: skip
 
     def __init__(self, *, sent_step1: bool = True) -> None:
@@ -125,6 +128,10 @@ class Resync:
         #: was refused because it was locked (server.locking): asked for again at the
         #: unlock (`unlocked`)
         self.locked_out = False
+        #: the client ids of this connection's plain updates (not step 2s) the lock
+        #: refused: the step 2 that brings them in after the unlock may claim them
+        #: (`own`), as those updates would have had they been taken
+        self.refused_ids: set[int] = set()
         #: what wakes the wait of the held step 2 (made by `wait`, set by the room)
         self._wake: asyncio.Event | None = None
 
@@ -181,6 +188,32 @@ class Resync:
         self.stepped = True
         self.asked = None
         self.reasked = False
+
+    def refused_plain(self, update: bytes) -> None:
+        """The lock refused `update`, a plain update of this connection (not a step 2)
+        that would have changed the document. Taken, it would have claimed the new
+        client ids it writes under (ownership.py: a provider sends of its own
+        transactions only); the step 2 that answers the unlock's re-sync carries its
+        items instead, and a step 2 claims only its connection's announced id
+        (OwnIds), none for a client that sends no presence (the Python one): those
+        items were relayed, claimed by nobody, and a revert of their writer's edits
+        said they were "an unknown writer's". So their ids are noted for `own`. (Ids
+        another user owns are still refused there, as in any update.)"""
+        if len(self.refused_ids) >= REFUSED_IDS_MAX:
+            return
+        try:
+            clients = decode_update_meta(update).structs
+        except ProtocolError:
+            return  # (refused for that once the lock is lifted)
+        for client in clients:
+            if len(self.refused_ids) < REFUSED_IDS_MAX:
+                self.refused_ids.add(client)
+
+    def own(self, announced: frozenset[int]) -> frozenset[int]:
+        """The client ids a sync step 2 of this connection may claim: the one it
+        `announced` as its own (Room.announced) and those of its plain updates the lock
+        refused (`refused_plain`)."""
+        return announced | self.refused_ids if self.refused_ids else announced
 
     def unlocked(self) -> bool:
         """The document was unlocked: True when the caller must now ask for a re-sync
@@ -368,4 +401,6 @@ def overdue_words(gap: UpdateGap) -> str:
     )
 
 
-__all__ = ["MAX_CLOCK", "OVERDUE_SECONDS", "HeldSteps", "Resync", "overdue_words"]
+__all__ = [
+    "MAX_CLOCK", "OVERDUE_SECONDS", "REFUSED_IDS_MAX", "HeldSteps", "Resync", "overdue_words",
+]  # fmt: skip

@@ -653,3 +653,59 @@ async def test_a_reason_with_control_or_format_characters_is_refused(tmp_path: P
         bob.insert(0, "no ")
         await eventually(lambda: denials(bob), what="bob's edit refused")
         assert "\ufffd[2Jgone\ufffd" in denials(bob)[0], denials(bob)
+
+
+@pytest.mark.parametrize("locked", [True, False])
+async def test_edits_the_lock_refused_stay_their_writers_after_the_unlock(
+    server: Any, locked: bool
+) -> None:
+    """A client that sends no presence (the Python one) types while the document is
+    locked: refused, and brought in by the step 2 that answers the unlock's re-sync.
+    Those items are its writer's, as the same edit taken unlocked is: a revert of the
+    writer's edits names nobody else's text (it said 5 characters "by an unknown
+    writer": the step 2 relayed the client id, claimed by nobody), and blame agrees."""
+    doc = f"lk-own-{locked}"
+    async with httpx.AsyncClient(base_url=server.url, params={"user": "ann"}) as http:
+        r = await http.put(f"/api/docs/{doc}/text", json={"text": "Q1"})
+        assert r.status_code == 200, r.text
+        async with connect(server.ws_url, doc, "stu") as stu:
+            assert stu.content == "Q1"
+            if locked:
+                r = await http.put(f"/api/docs/{doc}/lock", json={"reason": "r"})
+                assert r.status_code == 200, r.text
+            stu.insert(2, " answer")
+            if locked:
+                await eventually(lambda: denials(stu) or None, what="the edit refused")
+                r = await http.delete(f"/api/docs/{doc}/lock")
+                assert r.status_code == 200 and r.json()["locked"] is False, r.text
+
+            async def taken() -> bool:
+                return await head_text(http, doc) == "Q1 answer"
+
+            await eventually(taken, what="stu's edit logged")
+        r = await http.put(f"/api/docs/{doc}/text", json={"text": "Q1 changed at source"})
+        assert r.status_code == 200, r.text
+
+        r = await http.get(f"/api/docs/{doc}/blame")
+        runs = r.json()["roots"]["content"]["runs"]
+        by_stu = "".join(run["text"] for run in runs if run["actor"] == "stu")
+        assert by_stu == " anse", runs
+        r = await http.get(f"/api/docs/{doc}/events")
+        kinds = [(e["kind"], e["actor"]) for e in r.json()["events"]]
+        assert (("lock", "ann") in kinds) is locked, kinds
+
+        body = {"actor": "stu", "since": 1}
+        dry = await http.post(f"/api/docs/{doc}/revert", params={"dry_run": "true"}, json=body)
+        assert dry.status_code == 200, dry.text
+        assert dry.json()["removed"] == {"characters": 5, "items": 0}, dry.text
+        assert "removed_others" not in dry.json(), dry.text
+        done = await http.post(f"/api/docs/{doc}/revert", json=body)
+        assert done.status_code == 200, done.text
+        assert "removed_others" not in done.json(), done.text
+        assert await head_text(http, doc) == "Q1chged at ourc"
+
+
+async def head_text(http: httpx.AsyncClient, doc: str) -> str:
+    r = await http.get(f"/api/docs/{doc}/versions/head")
+    assert r.status_code == 200, r.text
+    return str(r.json()["roots"]["content"]["value"])

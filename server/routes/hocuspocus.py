@@ -696,14 +696,15 @@ class HocuspocusSocket(Connection):
                 peer.resync.locked_out = locked
                 if locked and not step2:
                     # counted by the provider: the step 2 after the unlock carries it
-                    # (server.resync), and its sync status says so
+                    # (server.resync), and its sync status says so; and claims its ids
                     peer.resync.dropped += 1
+                    peer.resync.refused_plain(update)
             elif uncounted:
                 return  # a step 2 the provider does not wait for (sync_reopened)
             self.send(H.encode_sync_status(peer.doc, saved))
             return
         creating = self.admit_update(room, update, peer.guard, peer.client, step2=step2)
-        own = room.announced(peer.id) if step2 else None
+        own = peer.resync.own(room.announced(peer.id)) if step2 else None
         try:
             logged = room.receive_update(
                 peer.author, update, reply_to_step1=step2, own=own, conn=peer.id

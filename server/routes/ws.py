@@ -441,6 +441,8 @@ class Connection:
                 self.resync.refused_step2()
             if update != EMPTY_UPDATE and adds_anything(room, update):
                 self.resync.locked_out = True
+                if not step2:
+                    self.resync.refused_plain(update)
                 self.backend.refused("locked")
                 self.send(P.encode_permission_denied(refusal(lock)))
             return
@@ -464,7 +466,7 @@ class Connection:
             return
         creating = self.admit_update(room, update, self.guard, step2=step2)
         try:
-            own = room.announced(self.id) if step2 else None
+            own = self.resync.own(room.announced(self.id)) if step2 else None
             if room.receive_update(self, update, reply_to_step1=step2, own=own) and creating:
                 self.guard.created()
         except ForeignItems as e:
@@ -484,7 +486,7 @@ class Connection:
                 # is taken now, the rest asked for again once the document holds them
                 log.info("%s (%s on %s): a step 2 waits for another user's edits: %s",
                          self.id, self.actor, self.doc, e.detail)  # fmt: skip
-                take_ready_part(room, self, update, room.announced(self.id))
+                take_ready_part(room, self, update, self.resync.own(room.announced(self.id)))
                 task = asyncio.create_task(
                     self.resync.wait(room, partial(self._ask_sync, room), self._overdue)
                 )
