@@ -18,9 +18,11 @@ remote update, a direct pycrdt call) drops it. On ASCII text a position costs no
 from __future__ import annotations
 
 import difflib
+import weakref
 from collections.abc import Callable
+from typing import Any, NoReturn, cast
 
-from pycrdt import Assoc, StickyIndex, Subscription, TransactionEvent
+from pycrdt import Assoc, Subscription, TextEvent, TransactionEvent
 from pycrdt import Text as YText
 
 #: above this many differing characters set() replaces the middle in one piece
@@ -31,21 +33,123 @@ class Sticky:
     """A position in a text that stays at its place (between the same two characters)
     whatever is inserted or deleted around it, by anyone: a bot's insertion point while
     a human types before it. ``index`` is where it is now, in code points, as every
-    position of :class:`Text`; pycrdt's own ``StickyIndex`` (``sticky_index``, under
-    it) counts UTF-8 bytes, off by 1 to 3 per non-ASCII character before it."""
+    position of :class:`Text`.
 
-    def __init__(self, text: Text, sticky_index: StickyIndex) -> None:
+    ``assoc``: with ``Assoc.AFTER`` it sticks to the character after it, so what is
+    inserted at it goes before it; with ``Assoc.BEFORE`` to the one before it, so what is
+    inserted at it goes after it. A deletion around it moves it to where the deleted
+    text was; it stays on its side of what is inserted there later.
+
+    Not pycrdt's ``StickyIndex``: 0.14.13's takes a text item's clocks (UTF-16 code
+    units) for UTF-8 bytes, so inside a run of non-ASCII text it sticks to the wrong
+    character, and reading it (or making one at the end) panics
+    (``pyo3_runtime.PanicException``). The text's own changes move it instead, as each
+    transaction commits (their deltas: exact, whoever made them, concurrent edits
+    included), and this text's edits at once (a bot's tokens in one transaction of its
+    own stay in order). It follows its text while that is attached (its session open:
+    :meth:`Text.detach`)."""
+
+    __slots__ = ("__weakref__", "_at", "_committed", "_fresh", "assoc", "text")
+
+    def __init__(self, text: Text, at: int, assoc: Assoc, *, fresh: bool = False) -> None:
         self.text = text
-        #: pycrdt's StickyIndex (``encode()`` it to keep it; its ``get_index()``: bytes)
-        self.sticky_index = sticky_index
+        self.assoc = assoc
+        #: where it is now, in UTF-8 bytes (pycrdt's units)
+        self._at = at
+        #: where it was as the last transaction committed (the next delta's base)
+        self._committed = at
+        #: made inside a transaction not committed yet: its delta holds edits made before
+        self._fresh = fresh
 
     @property
     def index(self) -> int:
         """Where it is now, in code points (0 to ``len(text)``)."""
-        return self.text._code_points(self.sticky_index.get_index())
+        return self.text._code_points(self._at)
+
+    @property
+    def sticky_index(self) -> NoReturn:
+        """Gone (it was pycrdt's StickyIndex under it, see above): said, not a bare
+        AttributeError."""
+        raise AttributeError(
+            "Sticky.sticky_index is gone: pycrdt 0.14.13's StickyIndex anchors to the wrong "
+            "character inside non-ASCII text and panics as it is read; use Sticky.index "
+            "(code points)"
+        )
+
+    def _edit(self, start: int, length: int, inserted: int) -> None:
+        """This text replaces `length` bytes at `start` by `inserted` bytes (now)."""
+        self._at = _moved(self._at, self.assoc, start, length, inserted)
+
+    def _commit(self, delta: list[dict[str, Any]]) -> None:
+        """A transaction changed the text by `delta` (pycrdt's: UTF-8 bytes)."""
+        if self._fresh:
+            self._fresh = False
+            self._committed = self._at  # (its edits after it were counted as made)
+            return
+        self._at = self._committed = _moved_by(self._committed, self.assoc, delta)
 
     def __repr__(self) -> str:
         return f"Sticky({self.index})"
+
+
+def _moved(at: int, assoc: Assoc, start: int, length: int, inserted: int) -> int:
+    """Where a spot at `at` goes when `length` units at `start` are replaced by `inserted`."""
+    if start < at:
+        at -= min(length, at - start)
+    if inserted and (start < at or (start == at and assoc == Assoc.AFTER)):
+        at += inserted
+    return at
+
+
+def _moved_by(at: int, assoc: Assoc, delta: list[dict[str, Any]]) -> int:
+    """Where a spot at `at` goes with a transaction's `delta`. The deletions and
+    insertions between two retained spans replace one span by another, whatever their
+    order in the delta (Yjs lists text typed over a deleted character before or after
+    it, as the document's items lie): a spot at that span, or inside it, goes to the
+    start of what replaces it with Assoc.BEFORE, to its end with Assoc.AFTER, as
+    `_moved` has it for an edit made here."""
+    old = new = 0  # where the delta is, in the text before it and after it
+    i, n = 0, len(delta)
+    while i < n:
+        op = delta[i]
+        if "retain" in op:
+            r = op["retain"]
+            if old <= at < old + r:
+                return new + at - old
+            old += r
+            new += r
+            i += 1
+            continue
+        deleted = inserted = 0
+        while i < n and "retain" not in delta[i]:
+            op = delta[i]
+            if "delete" in op:
+                deleted += op["delete"]
+            else:
+                ins = op.get("insert")
+                inserted += len(ins.encode()) if isinstance(ins, str) else 1
+            i += 1
+        if old <= at <= old + deleted:
+            return new + inserted if assoc == Assoc.AFTER else new
+        old += deleted
+        new += inserted
+    return new + at - old
+
+
+class _Spots:
+    """The spots of one text, moved by its changes. Holds them weakly, and nothing of
+    the text or its session: pycrdt keeps an observer on the document's Rust side, where
+    the garbage collector does not see it (:meth:`Text.detach`)."""
+
+    def __init__(self) -> None:
+        self.spots: weakref.WeakSet[Sticky] = weakref.WeakSet()
+
+    def changed(self, event: TextEvent) -> None:
+        spots = list(self.spots)
+        if spots:
+            delta: list[dict[str, Any]] = cast(Any, event).delta  # (pycrdt declares none)
+            for spot in spots:
+                spot._commit(delta)
 
 
 class Text:
@@ -64,6 +168,10 @@ class Text:
         # a document observer: far cheaper than a Text observer, which builds a delta
         # (None once detached: then nothing is known between two reads)
         self._sub: Subscription | None = ytext.doc.observe(self._changed)
+        # the spots made here (sticky), and the text observer that moves them (made with
+        # the first one: it costs each change's delta)
+        self._spots: _Spots | None = None
+        self._spots_sub: Subscription | None = None
 
     def _changed(self, _event: TransactionEvent) -> None:
         if not self._editing:
@@ -78,6 +186,9 @@ class Text:
             self.ytext.doc.unobserve(self._sub)
             self._sub = None
             self._valid = False
+        if self._spots_sub is not None:
+            self.ytext.unobserve(self._spots_sub)
+            self._spots_sub = None
 
     def _sync(self) -> None:
         if not self._valid or self._sub is None:
@@ -148,10 +259,19 @@ class Text:
         ``Assoc.AFTER`` (the default, as Yjs's) it sticks to the character after it,
         so text inserted at it goes before it, and a bot inserting token after token
         at ``spot.index`` writes them in order; with ``Assoc.BEFORE`` it sticks to the
-        character before it and stays before what is inserted at it."""
+        character before it and stays before what is inserted at it. Any text, any
+        position from 0 to ``len(text)`` (:class:`Sticky`)."""
         self._sync()
         self._check(pos)
-        return Sticky(self, self.ytext.sticky_index(self._byte(pos), assoc))
+        if self._spots is None:
+            self._spots = _Spots()
+        if self._spots_sub is None and self._sub is not None:
+            self._spots_sub = self.ytext.observe(self._spots.changed)
+        # (pycrdt's open transaction: its delta, as it commits, holds what came before)
+        fresh = getattr(self.ytext.doc, "_txn", None) is not None
+        spot = Sticky(self, self._byte(pos), assoc, fresh=fresh)
+        self._spots.spots.add(spot)
+        return spot
 
     # --- editing (each call is one transaction) -----------------------------------------------
 
@@ -172,12 +292,17 @@ class Text:
         if not length and not s:
             return
         start = self._byte(pos)
+        end = start + length if self._ascii else self._byte(pos + length)
+        if self._spots is not None and self._spots_sub is not None:
+            # at once, before the transaction commits (whose delta then says the same)
+            inserted = len(s.encode()) if s else 0
+            for spot in list(self._spots.spots):
+                spot._edit(start, end - start, inserted)
         self._editing = True
         try:
             if not length:
                 self.ytext.insert(start, s)
             else:
-                end = start + length if self._ascii else self._byte(pos + length)
                 with self.ytext.doc.transaction():
                     del self.ytext[start:end]
                     if s:
