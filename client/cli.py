@@ -28,11 +28,12 @@ import contextlib
 import gzip
 import io
 import json
+import logging
 import os
 import stat
 import sys
 import time
-from collections.abc import AsyncIterable, Callable, Coroutine
+from collections.abc import AsyncIterable, Callable, Coroutine, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ import httpx
 
 from palimpsest.util import with_local_offset
 
-from .errors import ClientError, NotFound, ReadOnly, Refused, Timeout
+from .errors import ClientError, Locked, NotFound, ReadOnly, Refused, Timeout
 from .history import DEFAULT_URL, History, Version
 from .session import Removed, Session, connect
 
@@ -356,21 +357,58 @@ async def cmd_edit(args: argparse.Namespace) -> int:
             # formatting or embeds (Quill's): the server's own smallest edit keeps them,
             # where a diff of the plain characters would count past an embed wrongly
             before = len(str(root.get("value") or ""))
-            seq = await h.put_text(args.doc, new, root=name)
+            try:
+                seq = await h.put_text(args.doc, new, root=name)
+            except Locked as e:
+                detail = e.detail.get("detail") if isinstance(e.detail, dict) else None
+                raise _not_made(args.doc, str(detail or "")) from None
             done = "already equal" if seq is None else f"event #{seq}"
             print(f"{args.doc}: {done}, {before} -> {len(new)} characters", file=sys.stderr)
             return 0
-    async with _session(args, args.doc) as s:
-        await _refuse_if_read_only(s)
-        text = s.text(name)
-        before = len(text)
-        spans = text.set(new)
-        await s.flush(timeout=60)
+    with _lock_warning_unsaid():
+        async with _session(args, args.doc) as s:
+            await _refuse_if_read_only(s)
+            text = s.text(name)
+            before = len(text)
+            spans = text.set(new)
+            try:
+                await s.flush(timeout=60)
+            except Locked:
+                raise _not_made(args.doc, s.denied or "") from None
     print(
         f"{args.doc}: {spans} changed span(s), {before} -> {len(new)} characters",
         file=sys.stderr,
     )
     return 0
+
+
+def _not_made(doc: str, refusal: str) -> Locked:
+    """The error of an edit the document's lock refused: the session would keep it and
+    send it again once the document is unlocked, but the command exits with it, so it
+    was not made (the session's own message promised the later delivery). `refusal`:
+    the server's ``locked: the document ... is locked read-only by ...[: reason]``."""
+    why = refusal.removeprefix("locked:").strip() or f"the document {doc!r} is locked"
+    return Locked(f"the edit of {doc!r} was not made: {why}. Run it again once it is unlocked")
+
+
+class _LockRefusalFilter(logging.Filter):
+    """Drops the session's warning that the server refused its edits (Session.
+    _edits_refused): it says they are kept and sent again once the document is
+    unlocked, which the exiting command does not do; _not_made says what happened."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.funcName != "_edits_refused"
+
+
+@contextlib.contextmanager
+def _lock_warning_unsaid() -> Iterator[None]:
+    logger = logging.getLogger("palimpsest.client")
+    unsaid = _LockRefusalFilter()
+    logger.addFilter(unsaid)
+    try:
+        yield
+    finally:
+        logger.removeFilter(unsaid)
 
 
 async def _refuse_if_read_only(s: Session) -> None:

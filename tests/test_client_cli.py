@@ -333,6 +333,39 @@ async def test_a_read_only_edit_is_refused_in_one_line(settings: Settings) -> No
         assert await server.backend.store.doc_info("ro") is None
 
 
+async def test_an_edit_of_a_locked_document_says_it_was_not_made(server: RunningServer) -> None:
+    """`edit` of a locked document (plain text over the websocket, a Quill text over
+    HTTP): one line that says the edit was not made and why (the lock's who and
+    reason), exit 2. It used to be the session's warning and error, which promise the
+    edit reaches the server once the document is unlocked: true of a live session, not
+    of a command that has exited with it."""
+
+    def quill(d: Doc) -> None:
+        d.get("quill", type=Text).insert(0, "Hello\n")
+        d.get("quill", type=Text).format(0, 5, {"bold": True})
+
+    await _write(server, "plain", lambda d: d.get("content", type=Text).insert(0, "old"))
+    await _write(server, "q", quill)
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        for doc in ("plain", "q"):
+            r = await http.put(f"/api/docs/{doc}/lock", params={"user": "ann"},
+                               json={"reason": "exam in progress"})  # fmt: skip
+            assert r.status_code == 200, r.text
+    for doc in ("plain", "q"):
+        before = await _version(server, doc)
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "palimpsest.client", "edit", doc, "-", "--url", server.url],
+            input="new", capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 2, done
+        assert done.stderr.splitlines() == [
+            f"palimpsest: the edit of {doc!r} was not made: the document {doc!r} is locked "
+            "read-only by ann: exam in progress. Run it again once it is unlocked"
+        ], done.stderr
+        assert (await _version(server, doc))["roots"] == before["roots"]
+
+
 @pytest.mark.parametrize("url", ["notaurl", "127.0.0.1:8000", "ftp://127.0.0.1/x", "http://"])
 async def test_a_url_that_names_no_server_is_refused_at_once(
     url: str, capsys: pytest.CaptureFixture[str]
