@@ -269,6 +269,16 @@ class UndoGroup:
         return self.opened.ok
 
 
+def _refusal_of(reason: str) -> type[Refused]:
+    """The error for an operation the server refused with `reason`: Locked for a lock's
+    refusal (server.locking: "locked: the document ... is locked read-only by ..."; it
+    says "read-only" too, so it is told apart first), ReadOnly for a read-only token's
+    ("read-only: you cannot ..."), else Refused."""
+    if reason.startswith("locked:"):
+        return Locked
+    return ReadOnly if reason.startswith("read-only") else Refused
+
+
 def op_result(answer: dict[str, Any]) -> OpResult:
     """An OpResult from the server's answer (over the websocket or HTTP)."""
     seq = answer.get("seq")
@@ -1174,11 +1184,13 @@ class Session:
         how many undo steps it made (more than 1 when it outgrew the server's
         ``UNDO_GROUP_MAX_EVENTS`` / ``_BYTES``: one undo then takes back the last part
         only) and ``g.closed`` is the close's whole answer. Raises :class:`Refused`
-        (:class:`ReadOnly` on a read-only session) when the server does not open it."""
+        (:class:`ReadOnly` on a read-only session, :class:`Locked` on a locked document)
+        when the server does not open it."""
         opened = await self.open_group(group, timeout)
         if not opened.ok:
-            kind = ReadOnly if "read-only" in (opened.reason or "") else Refused
-            raise kind(f"the server did not open an undo group on {self.name!r}: {opened.reason}")
+            raise _refusal_of(opened.reason or "")(
+                f"the server did not open an undo group on {self.name!r}: {opened.reason}"
+            )
         assert opened.group is not None
         handle = UndoGroup(opened)
         try:

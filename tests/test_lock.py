@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from conftest import PG_URL, eventually
+from conftest import PG_URL, RunningServer, eventually
 from pycrdt import Doc, Text
 from scaleout import cluster, fanout_url, fresh_schema
 from scaleout import open_store as open_pg
@@ -498,6 +498,31 @@ async def test_the_python_session_says_locked_and_recovers_after_the_unlock(
         assert s.error is None and s.denied is None
         async with client.History(srv.http_url, user="admin") as h:
             assert (await h.version(doc)).text.endswith("[after][again]")
+
+
+async def test_an_undo_group_refused_for_a_lock_raises_locked(server: RunningServer) -> None:
+    """`async with session.undo_group()` on a locked document raises client.Locked,
+    with the lock's reason, as docs/client.md says a lock shows up: it raised a plain
+    ReadOnly, since the refusal ("locked: ... is locked read-only by ...") holds the
+    words "read-only" that the client took for a read-only token's. The same over HTTP
+    (History's undo groups: 423)."""
+    from palimpsest import client
+
+    doc = "lk-group"
+    async with httpx.AsyncClient(base_url=server.url, params={"user": "admin"}) as http:
+        r = await http.put(f"/api/docs/{doc}/text", json={"text": "x"})
+        assert r.status_code == 200, r.text
+        r = await http.put(f"/api/docs/{doc}/lock", json={"reason": REASON})
+        assert r.status_code == 200, r.text
+    async with client.connect(server.url, doc, user="bot") as s:
+        with pytest.raises(client.Locked, match=REASON):
+            async with s.undo_group():
+                s.text().append("y")
+        for answer in (await s.open_group(), await s.undo(), await s.redo()):
+            assert not answer.ok and (answer.reason or "").startswith("locked:"), answer
+    async with client.History(server.url, user="bot") as h:
+        with pytest.raises(client.Locked, match=REASON):
+            await h.open_group(doc)
 
 
 def _lock_refusals(caplog: pytest.LogCaptureFixture) -> list[Any]:
