@@ -107,6 +107,29 @@ async def test_ls_pages_counts_and_sorts(store_url: str, capfd: pytest.CaptureFi
     assert r.code == 1 and "--prefix must be (the start of) a document name" in r.err, r
 
 
+async def test_ls_says_which_documents_are_locked(
+    store_url: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`ls` shows a locked document as GET /api/docs does (`"locked"`): a last word
+    `locked` on its line (the others' lines as they were), `"locked"` in each JSON row."""
+    s = store_args(store_url)
+    r = await cli(capfd, "lock", "b:1", "--reason", "exam in progress", *s)
+    assert r.code == 0, r
+    r = await cli(capfd, "ls", *s, "--prefix", "b:")
+    lines = {line.split()[0]: line.split() for line in r.out.splitlines()}
+    assert lines["b:1"][4:] == ["locked"], r
+    assert all(len(words) == 4 for doc, words in lines.items() if doc != "b:1"), r
+    r = await cli(capfd, "ls", *s, "--prefix", "b:", "--json")
+    rows = [json.loads(line) for line in r.out.splitlines()]
+    assert [(x["doc"], x["locked"]) for x in rows] == [
+        ("b:0", False),
+        ("b:1", True),
+        ("b:2", False),
+        ("b:3", False),
+        ("b:4", False),
+    ], rows
+
+
 async def test_delete_many_in_one_run(store_url: str, capfd: pytest.CaptureFixture[str]) -> None:
     """One `delete` per document cost ~0.5 s of start-up each (hours for 20,000): it
     takes several now, --prefix and - (names on stdin, as `ls` prints them), in one run;

@@ -34,11 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "ls",
         aliases=["list"],
-        help="list the documents: name, head, last update, size",
+        help="list the documents: name, head, last update, size, locked",
         description="List the documents of the store, as GET /api/docs does (no server or "
         "token needed; safe beside a running server: it only reads): one line each (NAME "
-        "HEAD UPDATED SIZE, the name first, so that `palimpsest ls | palimpsest delete - "
-        f"--yes` reads it), at most --limit (default {DEFAULT_LIMIT}). stderr then says "
+        "HEAD UPDATED SIZE, then `locked` for a document locked read-only; the name first, "
+        "so that `palimpsest ls | palimpsest delete - --yes` reads it), at most --limit "
+        f"(default {DEFAULT_LIMIT}). stderr then says "
         "how many documents there are and how many more, with the --after of the next page.",
     )
     add_store_options(p)
@@ -51,8 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="start after this row: the `next` the previous page's summary (or "
                    "GET /api/docs) gave; with --sort name, any name")  # fmt: skip
     p.add_argument("--json", action="store_true",
-                   help='one JSON object a line: {"doc", "head", "updated", "size"}, as GET '
-                   "/api/docs lists them")  # fmt: skip
+                   help='one JSON object a line: {"doc", "head", "updated", "size", '
+                   '"locked"}, as GET /api/docs lists them')  # fmt: skip
     p.set_defaults(func=lambda args: _run("ls", ls, args))
 
 
@@ -132,6 +133,8 @@ async def ls(store: EventStore, args: argparse.Namespace) -> int:
         page = DocPage(page.ranges, page.sort, info.doc, info.updated_ts or 0, page.limit)
     shown: list[DocInfo] = []
     more = False
+    # the locked documents (server.locking), as GET /api/docs says them: few, read at once
+    locked = {lock.doc for lock in await store.doc_locks().list()}
     async for d in pages(store, page):
         if args.limit and len(shown) == args.limit:
             more = True
@@ -140,11 +143,12 @@ async def ls(store: EventStore, args: argparse.Namespace) -> int:
         if args.json:
             row = {"doc": d.doc, "head": d.head,
                    "updated": iso(d.updated_ts) if d.updated_ts else None,
-                   "size": d.events_bytes}  # fmt: skip
+                   "size": d.events_bytes, "locked": d.doc in locked}  # fmt: skip
             sys.stdout.write(json.dumps(row) + "\n")
         else:
             updated = iso(d.updated_ts) if d.updated_ts else "-"
-            sys.stdout.write(f"{d.doc}  {d.head}  {updated}  {d.events_bytes}\n")
+            mark = "  locked" if d.doc in locked else ""
+            sys.stdout.write(f"{d.doc}  {d.head}  {updated}  {d.events_bytes}{mark}\n")
     sys.stdout.flush()
     where = f" starting with {args.prefix!r}" if args.prefix else ""
     total = await count(store, page_of(args.prefix))
