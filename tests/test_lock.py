@@ -266,6 +266,34 @@ async def test_the_cli_locks_and_unlocks_a_stopped_servers_document(tmp_path: Pa
     assert [k for k, _ in await kinds_logged(db, "paper")][-3:] == ["lock", "unlock", "edit"]
 
 
+async def test_the_cli_lock_records_who_with_by(tmp_path: Path) -> None:
+    """`palimpsest lock --by NAME` records a person: the lock's `by` (what refused
+    clients are told, `--list`, GET …/lock) and the lock and unlock events' actor; the
+    default stays "palimpsest lock". A NAME no user may have is refused (exit 2)."""
+    db = tmp_path / "p.db"
+    store = SQLiteStore(str(db))
+    async with store:
+        await store.append([("paper", [NewEvent("t", "edit", update_of("Q1"), ts=now_ms())])])
+    out = cli("lock", "paper", "--by", "ann", "--reason", "exam", "--store", str(db))
+    assert out.returncode == 0, out.stderr
+    out = cli("lock", "--list", "--store", str(db))
+    assert [(x["doc"], x["by"]) for x in map(json.loads, out.stdout.splitlines())] == [
+        ("paper", "ann")
+    ]
+    out = cli("lock", "paper", "--unlock", "--by", "bob", "--store", str(db))
+    assert out.returncode == 0, out.stderr
+    out = cli("lock", "paper", "--store", str(db))  # the default
+    assert out.returncode == 0, out.stderr
+    assert (await kinds_logged(db, "paper"))[1:] == [
+        ("lock", "ann"),
+        ("unlock", "bob"),
+        ("lock", "palimpsest lock"),
+    ]
+    out = cli("lock", "paper", "--unlock", "--by", " ann", "--store", str(db))
+    assert out.returncode == 2 and "--by" in out.stderr, out.stderr
+    assert (await kinds_logged(db, "paper"))[-1] == ("lock", "palimpsest lock")
+
+
 async def test_a_store_of_the_previous_release_gets_the_locks_table_on_start(
     tmp_path: Path,
 ) -> None:

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import pseudonym, subdoc_options
-from ..auth.identity import user_name
+from ..auth.identity import USER_NAME_RULE, user_name, valid_user_name
 from ..checkpoint import Checkpoints
 from ..client.errors import ClientError
 from ..deletion import missing, tombstone_for
@@ -252,6 +252,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=lambda args: _run("lock", lock, args))
     p.add_argument("doc", metavar="DOC", nargs="?", help="the document")
     p.add_argument("--reason", default="", help="why (shown to the clients refused)")
+    p.add_argument(
+        "--by", metavar="NAME", type=_lock_by, default=LOCK_ACTOR,
+        help="who locks (or unlocks) it: the lock's `by`, which the clients refused are "
+        f"told, and the actor of its event (default {LOCK_ACTOR!r})",
+    )  # fmt: skip
     p.add_argument("--unlock", action="store_true", help="unlock DOC")
     p.add_argument("--list", action="store_true", help="list the locked documents (JSON lines)")
     p.add_argument("--fanout", help="tell the servers on this Redis fan-out at once "
@@ -934,8 +939,16 @@ async def revoke(store: EventStore, args: argparse.Namespace) -> int:
 
 # --- lock -------------------------------------------------------------------------------
 
-#: the actor of the lock and unlock events the CLI logs
+#: the actor of the lock and unlock events the CLI logs (unless --by names one)
 LOCK_ACTOR = "palimpsest lock"
+
+
+def _lock_by(raw: str) -> str:
+    """--by: a name a user may have (the actor of the lock's event)."""
+    name = user_name(raw)
+    if not valid_user_name(name):
+        raise argparse.ArgumentTypeError(f"{raw!r} is no user name: {USER_NAME_RULE}")
+    return name
 
 
 async def lock(store: EventStore, args: argparse.Namespace) -> int:
@@ -984,11 +997,11 @@ async def _lock(store: EventStore, args: argparse.Namespace, url: str | None) ->
         if not await store.doc_locks().remove(args.doc):
             print(f"palimpsest lock: {args.doc} was not locked: nothing to unlock")
             return 0
-        new = NewEvent(LOCK_ACTOR, UNLOCK_KIND, EMPTY_UPDATE, {}, now_ms())
+        new = NewEvent(args.by, UNLOCK_KIND, EMPTY_UPDATE, {}, now_ms())
     else:
-        row = DocLock(args.doc, LOCK_ACTOR, now_ms(), args.reason)
+        row = DocLock(args.doc, args.by, now_ms(), args.reason)
         await store.doc_locks().put(row)
-        new = NewEvent(LOCK_ACTOR, LOCK_KIND, EMPTY_UPDATE, {"reason": args.reason}, row.ts)
+        new = NewEvent(args.by, LOCK_KIND, EMPTY_UPDATE, {"reason": args.reason}, row.ts)
     [[ev]] = await store.append([(args.doc, [new])])
     told = 0
     if url:
