@@ -399,6 +399,29 @@ def test_a_second_server_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:
             assert httpx.get(f"{second.http_url}/healthz").status_code == 200
 
 
+def test_a_database_in_use_exits_3_whatever_the_lock_wait(tmp_path: Path) -> None:
+    """README: a start refused because another server serves the database exits 3, as
+    it does after a wait (--lock-wait 1) so without one (--lock-wait 0); a field report
+    had 0 exit 2, the status of a configuration that cannot work."""
+    db = tmp_path / "team.db"
+    with ServerProcess(tmp_path / "a", db_path=db) as first:
+        for wait in ("0", "1"):
+            r = serve(tmp_path, "--db", str(db), "--lock-wait", wait)
+            cannot_start(
+                r, f"SQLite database '{db}' is in use: another server (pid {first.pid}) serves it"
+            )
+
+
+@pytest.mark.postgres
+async def test_a_postgresql_schema_in_use_exits_3_whatever_the_lock_wait(tmp_path: Path) -> None:
+    """The same on PostgreSQL: --lock-wait 0 and 1 both exit 3 (README: "is in use")."""
+    async with fresh_schema() as url:
+        async with ServerProcess(tmp_path / "a", extra_args=["--store", url]):
+            for wait in ("0", "1"):
+                r = await asyncio.to_thread(serve, tmp_path, "--store", url, "--lock-wait", wait)
+                cannot_start(r, f"PostgreSQL schema '{url.rsplit('schema=', 1)[1]}' is in use")
+
+
 async def test_a_start_waits_for_a_stopping_server_to_release_the_database(
     tmp_path: Path,
 ) -> None:
