@@ -410,6 +410,12 @@ async def test_edits_behind_a_read_the_store_does_not_answer_are_logged(
                     await type_into(a, "hi")
                     async with open_store(store_url) as store:  # not through the proxy
                         await eventually(lambda: _is_at(store.head("hang"), 2), what="hi")
+                        # and the process has the store's answers (logged is not answered:
+                        # an answer held by the stall keeps a commit in flight)
+                        await eventually(
+                            lambda: _metric_is(p.http_url, "palimpsest_commit_waiting_edits", 0),
+                            what="hi answered",
+                        )
                         [_lost, sent] = await store.append(
                             [("hang", [NewEvent("ghost", "edit", foreign_update("[lost]"))]),
                              ("hang", [NewEvent("ghost", "edit", foreign_update("[sent]"))])]
@@ -421,6 +427,18 @@ async def test_edits_behind_a_read_the_store_does_not_answer_are_logged(
                         await r.publish(f"{prefix}:hang", encode("ghost-process", sent))
                     finally:
                         await r.aclose()
+                    # The message and the keystrokes come on two connections: nothing
+                    # orders them, and a keystroke first is committed first (its commit
+                    # hangs, "has not answered a commit", and the rest waits behind it:
+                    # one run in eight drew that on a loaded machine). The process counts
+                    # a message as it queues it in the room, so what is typed after the
+                    # count moved waits behind the read the message makes.
+                    await eventually(
+                        lambda: _metric_is(
+                            p.http_url, "palimpsest_fanout_received_messages_total", 1
+                        ),
+                        what="the message in the room",
+                    )
                     await type_into(a, " held", pause=0.05)
 
                     def said() -> bool:
@@ -448,11 +466,19 @@ async def test_edits_behind_a_read_the_store_does_not_answer_are_logged(
                     )
 
 
-async def _healed(url: str) -> float:
+async def _metric(url: str, name: str) -> float:
     async with httpx.AsyncClient() as http:
         text = (await http.get(url + "/metrics", timeout=10)).text
-    [line] = [ln for ln in text.splitlines() if ln.startswith("palimpsest_fanout_healed_events")]
+    [line] = [ln for ln in text.splitlines() if ln.split(" ")[0] == name]
     return float(line.split()[-1])
+
+
+async def _metric_is(url: str, name: str, want: float) -> bool:
+    return await _metric(url, name) == want
+
+
+async def _healed(url: str) -> float:
+    return await _metric(url, "palimpsest_fanout_healed_events_total")
 
 
 async def test_events_a_room_reads_from_the_store_count_as_healed(tmp_path: Path) -> None:
