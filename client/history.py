@@ -38,8 +38,9 @@ from .session import (
     _kept,
     _removed,
     ask_token,
-    check_url,
+    merge_query,
     op_result,
+    split_base,
 )
 from .stream import Follower
 
@@ -246,8 +247,9 @@ def _actors(actor: Actors) -> list[str] | None:
 
 
 def http_url(url: str) -> str:
-    """An HTTP base URL from http(s):// or ws(s)://HOST:PORT[/ws]."""
-    base = check_url(url).rstrip("/")
+    """An HTTP base URL from http(s):// or ws(s)://HOST:PORT[/PREFIX][/ws][?QUERY], without
+    its query (see :func:`split_base`) and without a trailing ``/``."""
+    base, _query = split_base(url)
     if base.startswith("ws://") or base.startswith("wss://"):
         base = "http" + base[2:]
         if base.endswith("/ws"):
@@ -320,10 +322,14 @@ class History:
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        #: the server's base URL, a path prefix kept (``http://H/collab``), its query not:
+        #: that query's parameters (``?user=ann``) go with every request (a name the
+        #: request gives too, as `user` here, takes the request's value)
         self.url = http_url(url)
         auth = _FreshToken(token, self.url) if callable(token) else None
         headers = {"Authorization": f"Bearer {token}"} if token and not auth else {}
-        params = {"user": user} if user and not token else {}
+        own = {"user": user} if user and not token else {}
+        params = tuple(merge_query(split_base(url)[1], own))
         self._http = httpx.AsyncClient(
             base_url=self.url, headers=headers, params=params, timeout=timeout,
             transport=transport, auth=auth,

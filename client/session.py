@@ -44,7 +44,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, NamedTuple, Self
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import websockets
 from pycrdt import Array, Doc, Map, TransactionEvent, XmlElement, XmlText, merge_updates
@@ -351,15 +351,34 @@ def check_url(url: str) -> str:
     return url
 
 
+def split_base(url: str) -> tuple[str, list[tuple[str, str]]]:
+    """A base URL (``http://HOST:PORT/collab?user=ann``) as its scheme, host and path
+    prefix without a trailing ``/`` (``http://HOST:PORT/collab``), and its query's
+    parameters (``[("user", "ann")]``), which every request under it keeps; a fragment is
+    dropped. A path is appended to the first, never to the query."""
+    parts = urlsplit(check_url(url))
+    base = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+    return base, parse_qsl(parts.query, keep_blank_values=True)
+
+
+def merge_query(base: list[tuple[str, str]], own: dict[str, str]) -> list[tuple[str, str]]:
+    """The base URL's parameters, then a request's own: a name both give takes the
+    request's value (``?user=`` in the base, ``user=`` given to the call)."""
+    return [(k, v) for k, v in base if k not in own] + list(own.items())
+
+
 def ws_url(url: str, doc: str, user: str | None = None, token: str | None = None) -> str:
     """The websocket URL of `doc` under a base like ``ws://HOST:PORT/ws`` (http:// works too;
-    a bare ``http://HOST:PORT`` gets ``/ws`` added)."""
-    base = check_url(url).rstrip("/")
+    a bare ``http://HOST:PORT`` gets ``/ws`` added). A path prefix (a server mounted under
+    ``/collab``) and the base's query (``?user=ann``) are kept: ``http://H/collab?user=ann``
+    gives ``ws://H/collab/ws/DOC?user=ann``; `user` and `token` replace the base's own."""
+    base, query = split_base(url)
     if base.startswith("http://") or base.startswith("https://"):
         base = "ws" + base[4:]
         if not base.endswith("/ws"):
             base += "/ws"
-    params = {k: v for k, v in (("user", user), ("token", token)) if v is not None}
+    own = {k: v for k, v in (("user", user), ("token", token)) if v is not None}
+    params = merge_query(query, own)
     return f"{base}/{quote(doc, safe='')}" + (f"?{urlencode(params)}" if params else "")
 
 
