@@ -2063,7 +2063,14 @@ class SQLiteStore(EventStore):
             cols = await asyncio.to_thread(run_columns, rows, sealed, n)
             if cols is None:
                 now = await self._fetchall("SELECT sealed FROM docs WHERE id = ?", (doc_id,))
-                if now and int(now[0][0]) > sealed:
+                if not now:
+                    # the document was deleted (or replaced: its name has another row)
+                    # since the first read, its tail with it: nothing to seal, and
+                    # nothing broken
+                    self._recent.forget(doc_id)
+                    log.debug("not sealing %s: deleted or replaced while sealing", doc)
+                    return sealed_now
+                if int(now[0][0]) > sealed:
                     # another sealer (process) sealed it between the two reads: go on
                     # from where that one stopped
                     self._recent.forget(doc_id)
