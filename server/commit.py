@@ -424,10 +424,13 @@ class Committer(Service):
         for a, stored in zip(take, results, strict=True):
             if a.future.done():
                 continue
-            if a.events and not stored:  # below its floor: deleted under its room
+            if a.events and not stored:  # below its floor, or of another generation
+                # the store does not say which: deleted, or replaced (copy --replace);
+                # the room finds out (Room._deleted_or_replaced) and says it next
                 log.warning(
-                    "%s: an append of %d events was refused: the document's log was "
-                    "deleted under the room that had seen seq %d (generation %s)",
+                    "%s: an append of %d events was refused: the document's log is no "
+                    "longer the one its room had seen up to seq %d (generation %s): "
+                    "deleted or replaced under the room",
                     a.doc, len(a.events), a.floor, a.generation,
                 )  # fmt: skip
                 a.future.set_exception(DeletedMeanwhile(a.doc))

@@ -899,7 +899,7 @@ class Room:
         is known beforehand): one of them may refuse it, and nothing is logged."""
         self.observer.server_change(self, actor, kind)  # (an extension may refuse it)
         if isinstance(self.broken, DeletedMeanwhile):  # (_push says "reloaded")
-            raise DeletedMeanwhile(self.name)
+            raise type(self.broken)(self.name)  # deleted, or replaced
         fut: asyncio.Future[Event | None] = asyncio.get_running_loop().create_future()
         meta = {} if meta is None else meta
         self._push(_ServerChange(actor, kind, change, meta, fut, always, update))

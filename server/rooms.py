@@ -15,7 +15,7 @@ from typing import Any
 
 from pycrdt import Doc
 
-from .errors import DeletedMeanwhile, HookWroteDocument, LogDamaged
+from .errors import DeletedMeanwhile, HookWroteDocument, LogDamaged, ReplacedMeanwhile
 from .log_damage import check_loaded
 from .origins import ReplayOrigin
 from .repeat_logs import FailedLines
@@ -267,7 +267,8 @@ class Rooms:
         if self._rooms.get(room.name) is room:
             del self._rooms[room.name]
         if isinstance(error, DeletedMeanwhile):  # not a failure: said by the room already
-            log.info("room %s dropped: its log was deleted under it", room.name)
+            how = "replaced" if isinstance(error, ReplacedMeanwhile) else "deleted"
+            log.info("room %s dropped: its document was %s under it", room.name, how)
         else:
             log.error(
                 "room %s dropped after a failure (%r); the next connection reloads it",
