@@ -41,7 +41,9 @@ CAUSES: dict[str, str] = {
     "protocol_error": "a malformed frame or an update that does not apply (4400)",
     "doc_deleted": "its document was deleted (4404)",
     "doc_replaced": "its document was replaced under it, by palimpsest copy --replace (4409)",
-    "reloading": "its document was reloaded after a failure (1013)",
+    "reloading": "its room was reloaded, the client to reconnect at once (1013): mostly "
+    "routine, after a compaction with --purge-deleted or one by another process "
+    "(server.erasure, server.base_watch); also after its room failed",
     "store_error": "the store refused or failed its edits, or the document could not be "
     "loaded (1011, 1013)",
     "server_shutdown": "the server is going away (1001; 1012 when the ASGI server, not "
