@@ -1,4 +1,5 @@
-"""Rooms whose document was compacted under them by another process: reloaded.
+"""Rooms whose document was compacted under them by another process: reloaded; rooms
+whose document was deleted or replaced under them by a process that told nobody: dropped.
 
 A server learns of a purge (``compact --purge-deleted``, server.erasure) from the HTTP
 route it serves, or from the fan-out when another process did it. ``palimpsest compact``
@@ -24,6 +25,14 @@ the next connection loads it from the new base. A compaction without purge by an
 process reloads the room too (its content is the same: the clients only reconnect);
 one by this process through the route does not: its room takes the new base as its own,
 and is not stale from the compaction's commit until then (``Rooms.adopting``).
+
+The same check reads the documents' generations (``EventStore.generations``, one read):
+a room whose document has another generation now, or none, was replaced (``palimpsest
+copy --replace``) or deleted (``palimpsest delete``) beside a server without fan-out. It
+is dropped as a commit refused for that reason drops it (deletion.replaced_elsewhere:
+4409; deletion.deleted_elsewhere: 4404), without a final snapshot: before, only its next
+commit noticed, and a room whose clients only watched served the old document to every
+new joiner.
 """
 
 from __future__ import annotations
@@ -34,8 +43,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from . import erasure
-from .errors import FATAL
+from . import deletion, erasure
+from .errors import FATAL, deleted_reason
 from .extensions import Extension
 from .lifecycle import Service, cancel_and_wait
 
@@ -62,6 +71,8 @@ class BaseWatch(Extension, Service):
         #: observable: checks made (one read each while rooms are open), rooms reloaded
         self.checks = 0
         self.reloaded = 0
+        #: rooms dropped: their document deleted or replaced in the store under them
+        self.dropped = 0
 
     def setup(self, backend: Backend) -> None:
         self._backend = backend
@@ -120,12 +131,59 @@ class BaseWatch(Extension, Service):
         rooms = list(self._backend.rooms.live.values())
         if not rooms:
             return 0
-        marks = await self._backend.store.compaction_bases([r.name for r in rooms])
+        names = [r.name for r in rooms]
+        store = self._backend.store
+        marks = await store.compaction_bases(names)
+        # and the documents deleted or replaced under their room (another generation, or
+        # none): a command on the store beside a server without fan-out told nobody
+        gens = await store.generations(names)
+        gone = [
+            r
+            for r in rooms
+            if r.generation is not None and gens.get(r.name, r.generation) != r.generation
+        ]
+        for room in gone:
+            self.gone(room)
         adopting = self._backend.rooms.is_adopting  # compacted here: the same content
-        stale = [r for r in rooms if marks.get(r.name, r.base) != r.base and not adopting(r.name)]
+        stale = [
+            r for r in rooms
+            if r not in gone and marks.get(r.name, r.base) != r.base and not adopting(r.name)
+        ]  # fmt: skip
         for room in stale:
             self.stale(room)
-        return len(stale)
+        return len(stale) + len(gone)
+
+    def gone(self, room: Room) -> None:
+        """`room`'s document was deleted or replaced in the store by someone who told no
+        one (``palimpsest delete`` or ``copy --replace`` beside a server without
+        fan-out): drop the room as its next commit would have (4404 deleted, 4409
+        replaced), once, without a final snapshot. A room that commits nothing (its
+        clients only watch) kept serving the old document to new joiners until then."""
+        backend = self._backend
+        name = room.name
+        if backend is None or backend.rooms.get_loaded(name) is not room:
+            return
+        if name in self._reloading:
+            return
+
+        async def drop() -> int:
+            assert backend is not None
+            replaced = await deletion.was_replaced(backend.store, room)
+            if backend.rooms.get_loaded(name) is not room:
+                return 0  # dropped meanwhile (its commit was refused), or loaded anew
+            n = len(room.peers)
+            if replaced:
+                await deletion.replaced_elsewhere(backend, name, room)
+            else:
+                await deletion.deleted_elsewhere(backend, name, deleted_reason(name))
+            return n
+
+        log.info("%s: its document was deleted or replaced in the store (the room had "
+                 "generation %s); dropping the room", name, room.generation)  # fmt: skip
+        self.dropped += 1
+        task = asyncio.create_task(drop(), name=f"drop {name}")
+        self._reloading[name] = task
+        task.add_done_callback(lambda _t: self._reloading.pop(name, None))
 
     def stale(self, room: Room) -> None:
         """`room`'s document was compacted under it by someone else: reload it, once."""

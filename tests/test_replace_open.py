@@ -5,6 +5,11 @@ Real websocket clients on a real server over a SQLite file; the copy is the CLI'
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -12,6 +17,7 @@ import pytest
 from conftest import REDIS_URL, eventually
 from pycrdt import Doc, Text
 from scaleout import fanout_url, fresh_schema
+from serverproc import REPO_ROOT, ServerProcess
 from test_admin_cli import cli
 from test_undo import edit, make_settings, serving
 from yclient import connect
@@ -141,3 +147,46 @@ async def test_a_python_session_on_a_replaced_document_raises_replaced(
             assert not isinstance(closed.value, client.Deleted)
         async with client.connect(srv.ws_url, "doc-of-a-session", user="bot") as fresh:
             assert str(fresh.text()) == "new text"
+
+
+@pytest.mark.parametrize("how", ["replaced", "deleted"])
+async def test_a_watching_room_learns_of_a_replace_beside_a_single_server(
+    tmp_path: Path, how: str
+) -> None:
+    """A single server on SQLite without a fan-out; `palimpsest copy --replace` (or
+    `palimpsest delete`) run on its store beside it. Its room of the document learnt of
+    it only at its next commit: one whose clients only watch kept serving the old
+    document to everyone who joined. The server's check of its rooms (once a second,
+    server.base_watch) now notices the document's generation changed (or is gone) and
+    drops the room as a refused commit does: 4409 replaced, 4404 deleted; who joins
+    then gets the new document (or an empty one)."""
+    src = await source_with(tmp_path / "src.db", "d", "new text")
+    async with ServerProcess(tmp_path / "srv") as srv:
+        async with connect(srv.ws_url, "d", "ann") as writer:
+            writer.insert(0, "old text")
+            await eventually(lambda: _head(srv.db_path, "d") >= 1, what="the edit stored")
+        async with connect(srv.ws_url, "d", "watcher") as watcher:
+            assert watcher.content == "old text"
+            if how == "replaced":
+                command = ["copy", "--from", src, "--to", f"sqlite:///{srv.db_path}",
+                           "--doc", "d", "--replace", "--quiet"]  # fmt: skip
+            else:
+                command = ["delete", "d", "--db", str(srv.db_path), "--yes"]
+            done = await asyncio.to_thread(
+                subprocess.run, [sys.executable, "-m", "palimpsest", *command],
+                capture_output=True, text=True, cwd=REPO_ROOT,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            await eventually(lambda: watcher.close_code is not None, what="the watcher closed")
+            code = 4409 if how == "replaced" else 4404
+            assert watcher.close_code == code, (watcher.close_code, watcher.close_reason)
+            assert how in (watcher.close_reason or ""), watcher.close_reason
+        async with connect(srv.ws_url, "d", "bob") as joiner:
+            assert joiner.content == ("new text" if how == "replaced" else "")
+        assert "Traceback" not in srv.log_text(), srv.log_tail()
+
+
+def _head(db: Path, doc: str) -> int:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        row = conn.execute("SELECT head FROM docs WHERE name = ?", (doc,)).fetchone()
+    return int(row[0]) if row else 0

@@ -851,6 +851,18 @@ class EventStore(Service, ABC):
     async def compaction_base(self, doc: str) -> BaseMark:
         return (await self.compaction_bases([doc]))[doc]
 
+    async def generations(self, docs: Sequence[str]) -> dict[str, int | None]:
+        """Each document's generation (DocInfo.generation: another one once it was deleted
+        and written again, or replaced by ``palimpsest copy --replace``), None for one the
+        store does not hold (or a store that numbers none). One read for all in the
+        stores here (the background check of the rooms a server holds,
+        server.base_watch); this default asks doc_info once per document."""
+        out: dict[str, int | None] = {}
+        for doc in docs:
+            info = await self.doc_info(doc)
+            out[doc] = info.generation if info is not None else None
+        return out
+
     async def put_snapshot_if_due(
         self,
         doc: str,

@@ -372,6 +372,10 @@ class MemoryStore(EventStore):
         self._check()
         return {doc: self._mark(doc) for doc in docs}
 
+    async def generations(self, docs: Sequence[str]) -> dict[str, int | None]:
+        self._check()
+        return {doc: self._created.get(doc) if doc in self._heads else None for doc in docs}
+
     def _mark(self, doc: str) -> BaseMark:
         seq = self._base.get(doc, 0)
         if not seq or doc not in self._heads:

@@ -1967,6 +1967,13 @@ class PostgresStore(EventStore):
         found = {r[0]: _as_mark(r[1], r[2]) for r in rows}
         return {d: found.get(d, NO_BASE) for d in docs}
 
+    async def generations(self, docs: Sequence[str]) -> dict[str, int | None]:
+        rows = await self._fetch(
+            "SELECT name, id FROM docs WHERE name = ANY($1::text[])", list(docs), what="query"
+        )
+        found = {r[0]: int(r[1]) for r in rows}
+        return {d: found.get(d) for d in docs}
+
     async def put_snapshot_if_due(
         self,
         doc: str,

@@ -2183,6 +2183,15 @@ class SQLiteStore(EventStore):
             out.update({r[0]: _as_mark(r[1], r[2]) for r in rows})
         return out
 
+    async def generations(self, docs: Sequence[str]) -> dict[str, int | None]:
+        out: dict[str, int | None] = dict.fromkeys(docs)
+        for i in range(0, len(docs), 500):  # SQLite's bound parameters are limited
+            chunk = list(docs[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = await self._fetchall(f"SELECT name, id FROM docs WHERE name IN ({marks})", chunk)
+            out.update({r[0]: int(r[1]) for r in rows})
+        return out
+
     async def latest_snapshot(self, doc: str, at_most: int | None = None) -> Snapshot | None:
         # newest first, one blob per statement: a damaged one is skipped without reading
         # them all, and no cursor stays open between them (see the module's docstring)

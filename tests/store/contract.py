@@ -1445,6 +1445,27 @@ class StoreContract(CursorContract):
         finally:
             await other.stop()
 
+    async def test_generations_of_many_documents_in_one_call(self, store: EventStore) -> None:
+        """generations() agrees with doc_info().generation for each document: None for
+        one the store does not hold, another number once it was deleted and written
+        again (what server.base_watch compares with its rooms')."""
+        await store.append([("a", [ev()]), ("b", [ev()])])
+        a, b = await store.doc_info("a"), await store.doc_info("b")
+        assert a is not None and b is not None
+        assert await store.generations(["a", "b", "none"]) == {
+            "a": a.generation, "b": b.generation, "none": None,
+        }  # fmt: skip
+        await store.delete_doc("b")
+        assert await store.generations(["b"]) == {"b": None}
+        await store.append([("b", [ev()])])
+        again = await store.doc_info("b")
+        assert again is not None
+        got = await store.generations(["a", "b"])
+        assert got == {"a": a.generation, "b": again.generation}
+        if b.generation is not None:
+            assert again.generation != b.generation
+        assert await store.generations([]) == {}
+
     @pytest.mark.parametrize("then", ["deleted", "replaced"])
     async def test_a_sealer_whose_document_is_deleted_meanwhile_says_nothing(
         self, store: EventStore, caplog: pytest.LogCaptureFixture, then: str
