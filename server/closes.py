@@ -22,6 +22,7 @@ from .errors import (
     ProtocolError,
     RateLimited,
     ReplacedMeanwhile,
+    StaleReplacedCopy,
     StoreError,
     UpdateRejected,
 )
@@ -40,7 +41,8 @@ CAUSES: dict[str, str] = {
     "too_large": "a frame or an update over a size limit (4413)",
     "protocol_error": "a malformed frame or an update that does not apply (4400)",
     "doc_deleted": "its document was deleted (4404)",
-    "doc_replaced": "its document was replaced under it, by palimpsest copy --replace (4409)",
+    "doc_replaced": "its document was replaced under it, by palimpsest copy --replace, or it "
+    "came back with its copy of the replaced document (4409)",
     "reloading": "its room was reloaded, the client to reconnect at once (1013): mostly "
     "routine, after a compaction with --purge-deleted or one by another process "
     "(server.erasure, server.base_watch); also after its room failed",
@@ -114,7 +116,7 @@ def cause_of_error(e: PalimpsestError) -> str:
         return "forbidden"
     if isinstance(e, AuthError):
         return "auth_expired"
-    if isinstance(e, ReplacedMeanwhile):
+    if isinstance(e, ReplacedMeanwhile | StaleReplacedCopy):
         return "doc_replaced"
     if isinstance(e, NotFound):
         return "doc_deleted"

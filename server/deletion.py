@@ -26,6 +26,22 @@ never take in is the deleted content. Every room loads the tombstone and refuses
 update that brings items of the deleted document (a Yjs client id below the clock the
 tombstone recorded for it, past what the room has): the sender is closed with 4404. A
 y-websocket client that kept its copy and reconnects is refused at its first step 2.
+
+A replace (``palimpsest copy --replace``) leaves the same record of the document it
+overwrote: the import writes, in its transaction, the replaced document's state vector
+merged into the name's tombstone (``replace_tombstone``), which the rooms refuse alike.
+So a y-websocket tab that kept its Y.Doc across the replace's 4409 and reconnects (within
+~250 ms, unless its app disconnects it at once) is refused, and does not sync the
+replaced content into the new document. The tombstone also counts the replaces it took
+in, under the client id REPLACES that no Yjs client takes: that count is what tells a
+replace from a deletion, since both merge a state vector into the same bytes. A room
+whose document was replaced under it (was_replaced) closes its clients with 4409, one
+deleted with 4404; a stale copy is refused with 4409 when the tombstone counts a replace
+and the name holds a document (refuse_deleted_content: the client must drop its copy
+and load what the name holds, which a 4409 handler does), with 4404 otherwise. The
+tombstone cannot say which of its entries a replace brought and which a deletion: a
+copy of a document deleted before or after a replace of its name, the name holding a
+document, is refused with 4409 too.
 """
 
 from __future__ import annotations
@@ -45,6 +61,7 @@ from .errors import (
     NotFound,
     ProtocolError,
     ReplacedMeanwhile,
+    StaleReplacedCopy,
     StoreError,
     deleted_reason,
     replaced_reason,
@@ -88,10 +105,34 @@ def merge_state_vectors(*svs: bytes | None) -> bytes:
         if sv:
             for client, clock in P.decode_state_vector(sv).items():
                 merged[client] = max(merged.get(client, 0), clock)
-    out = bytearray(P.write_var_uint(len(merged)))
-    for client in sorted(merged):
-        out += P.write_var_uint(client) + P.write_var_uint(merged[client])
+    return _encode(merged)
+
+
+def _encode(sv: dict[int, int]) -> bytes:
+    out = bytearray(P.write_var_uint(len(sv)))
+    for client in sorted(sv):
+        out += P.write_var_uint(client) + P.write_var_uint(sv[client])
     return bytes(out)
+
+
+#: the client id under which a tombstone counts the replaces (``copy --replace``) it
+#: took in: past the 32 bits Yjs clients draw theirs from, never one of a document's
+REPLACES = 2**53 - 1
+
+
+def replaces_in(tomb: dict[int, int] | None) -> int:
+    """How many replaces a (decoded) tombstone took in (0 for none, or none at all)."""
+    return tomb.get(REPLACES, 0) if tomb else 0
+
+
+def replace_tombstone(tomb: bytes | None, replaced: bytes) -> bytes:
+    """The tombstone of a name whose document of state vector `replaced` is replaced:
+    the name's tombstone `tomb` (None: none) with that state vector merged in, and one
+    more replace counted (REPLACES). It changes the name's generation (snapshots.new_doc:
+    the server's own Yjs client id), as a deletion's does."""
+    merged = P.decode_state_vector(merge_state_vectors(tomb, replaced))
+    merged[REPLACES] = replaces_in(P.decode_state_vector(tomb) if tomb else None) + 1
+    return _encode(merged)
 
 
 async def tombstone_for(store: EventStore, doc: str, room: Room | None = None) -> bytes:
@@ -146,15 +187,17 @@ async def deleted_elsewhere(backend: Backend, doc: str, reason: str) -> None:
 async def was_replaced(store: EventStore, room: Room) -> bool:
     """Whether the name of `room` holds another document than the room's because it was
     replaced (``palimpsest copy --replace``), not deleted: a document of another
-    generation is there and the name's tombstone is the one the room loaded with (a
-    deletion writes a new one; a replace writes none)."""
+    generation is there and the name's tombstone counts more replaces than the one the
+    room loaded with (replace_tombstone; a deletion merges its state vector and counts
+    none), or is that very one (a copy of an earlier version wrote none)."""
     info = await store.doc_info(room.name)
     if info is None or info.generation is None or info.generation == room.generation:
         return False
     tomb = await store.tombstone(room.name)
     state = room.peek(Tombstone)
     loaded = state.sv if state is not None else None
-    return (P.decode_state_vector(tomb) if tomb else None) == (loaded or None)
+    now = P.decode_state_vector(tomb) if tomb else None
+    return now == (loaded or None) or replaces_in(now) > replaces_in(loaded)
 
 
 async def replaced_elsewhere(backend: Backend, doc: str, stale: Room | None = None) -> None:
@@ -188,11 +231,15 @@ def refuse_stale_copy(room: Room, state_vector: bytes) -> None:
 
 
 def refuse_deleted_content(room: Room, tomb: dict[int, int], sv: dict[int, int]) -> None:
-    """An update bringing items of the deleted document is refused."""
+    """An update bringing items of the deleted (or replaced) document is refused: 4409
+    (StaleReplacedCopy) when the tombstone counts a replace and the name holds a
+    document, 4404 otherwise (see the module docstring)."""
     ours = P.decode_state_vector(room.doc.get_state())
     for client, end in sv.items():
         have = ours.get(client, 0)
         if end > have and have < tomb.get(client, 0):
+            if replaces_in(tomb) and room.seq > 0:
+                raise StaleReplacedCopy(room.name)
             raise NotFound(
                 "the document was deleted and this copy holds its content: start from an "
                 f"empty document to use the name {room.name!r} again"
@@ -248,6 +295,10 @@ class Deletion(Extension):
         if self.backend.rooms.get_loaded(doc) is not room:
             return
         state.dropped = True
+        if replaces_in(P.decode_state_vector(tomb)) > replaces_in(state.sv):
+            log.warning("room %s: the document was replaced since it loaded: dropping it", doc)
+            await replaced_elsewhere(self.backend, doc, room)
+            return
         log.warning("room %s: the document was deleted since it loaded (its deletion "
                     "message never came): dropping it", doc)  # fmt: skip
         await deleted_elsewhere(self.backend, doc, f"document {doc!r} was deleted")
@@ -296,6 +347,9 @@ __all__ = [
     "deleted_elsewhere",
     "deleted_reason",
     "merge_state_vectors",
+    "REPLACES",
+    "replace_tombstone",
+    "replaces_in",
     "replaced_elsewhere",
     "was_replaced",
     "tombstone_for",

@@ -211,6 +211,25 @@ class ReplacedMeanwhile(DeletedMeanwhile):
         self.reason = replaced_reason(doc)
 
 
+class StaleReplacedCopy(NotFound):
+    """A client's copy holds items of a document that ``palimpsest copy --replace``
+    replaced (the name's tombstone records them, deletion.replace_tombstone): a tab that
+    kept its Y.Doc across the 4409 and reconnected. Refused with 4409, as the replace
+    closed it, and words that never say "deleted": what its app does on the replace's
+    4409 (drop the Y.Doc, connect with a new one) is what it must do now."""
+
+    error_name = "Replaced"
+    close_code = 4409
+    http_status = 409
+
+    def __init__(self, doc: str) -> None:
+        super().__init__(
+            "the document was replaced and this copy holds the old one: reconnect with an "
+            f"empty copy ({doc!r})"
+        )
+        self.doc = doc
+
+
 class BadRequest(PalimpsestError):
     close_code = 4400
     http_status = 400

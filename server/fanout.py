@@ -1176,7 +1176,7 @@ class Fanout(Extension, Service):
             for name, room in rooms.items():
                 if heads.get(name, 0) < seqs[name]:
                     # only a deletion takes a head back, its message lost, or a replace
-                    # (copy --replace: a shorter log of another document, no tombstone)
+                    # (copy --replace: a shorter log of another document)
                     self._drop_gone(room)
                     continue
                 seen = self._behind.get(name)

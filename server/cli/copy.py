@@ -14,7 +14,7 @@ from dataclasses import replace as replaced
 from pathlib import Path
 
 from .. import protocol as P
-from ..deletion import merge_state_vectors
+from ..deletion import merge_state_vectors, replace_tombstone
 from ..errors import PalimpsestError
 from ..snapshots import load
 from ..store import EventStore, MemoryStore, SQLiteStore, open_store
@@ -76,7 +76,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--replace", action="store_true",
         help="overwrite documents that exist in the target (each one said on stderr; a "
-        "server with one open closes its connections with 4409, \"was replaced\")",
+        "server with one open closes its connections with 4409, \"was replaced\"); the "
+        "replaced document's state vector goes into the name's tombstone, so that a "
+        "client that reconnects with its copy of it is refused (4409)",
     )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="what it copied, as one JSON object")
@@ -158,15 +160,21 @@ def run_copy(args: argparse.Namespace) -> int:
         return 1
 
 
-def _holds_deleted(sv: bytes, tomb: bytes | None) -> bool:
-    """Whether a document of state vector `sv` holds items of the deleted document that
-    `tomb` recorded: the test a server's room makes (server.deletion), for a room that has
-    nothing yet, which refuses any update bringing a client the tombstone knows."""
+def _holds_deleted(sv: bytes, tomb: bytes | None, have: bytes | None = None) -> bool:
+    """Whether a document of state vector `sv` holds items of the deleted (or replaced)
+    document that `tomb` recorded: the test a server's room makes (server.deletion), for
+    a room that holds `have` (the state vector of what the target holds of the name), or
+    nothing: a room that has nothing refuses any update bringing a client the tombstone
+    knows; one that holds a document takes what it has already (a document replaced
+    again from the same source shares its client ids with the one the tombstone
+    recorded)."""
     if not tomb:
         return False
     dead = P.decode_state_vector(tomb)
+    ours = P.decode_state_vector(have) if have else {}
     return any(
-        end > 0 and dead.get(client, 0) > 0 for client, end in P.decode_state_vector(sv).items()
+        end > ours.get(client, 0) and ours.get(client, 0) < dead.get(client, 0)
+        for client, end in P.decode_state_vector(sv).items()
     )
 
 
@@ -278,8 +286,12 @@ async def copy(
     source's when they differ; the source's is written as it is otherwise (its bytes
     also choose the server's Yjs client id of the name's new document, see
     snapshots.new_doc). A document the target deleted is not brought back: one whose
-    content the target's tombstone covers is skipped. A document the source deleted that
-    the target still holds is deleted there with ``replace``, reported otherwise.
+    content the target's tombstone covers, past what the target holds of the name, is
+    skipped. With ``replace``, the state vector of each document replaced goes into its
+    name's tombstone, written with the new document (deletion.replace_tombstone): a
+    client's copy of the replaced one is refused by the servers as a deleted one's is.
+    A document the source deleted that the target still holds is deleted there with
+    ``replace``, reported otherwise.
 
     Into a new store, or one that earlier runs of this copy filled, the events keep
     their global positions (`_keeps_positions`), and the source's deletion records (its
@@ -361,10 +373,14 @@ async def copy(
                     # the target deleted this name: what the source holds of the deleted
                     # document must not come back (a document made anew there may)
                     dead = there.get(info.doc)
-                    if dead and _holds_deleted(await _state_vector(source, info.doc), dead):
+                    if dead and _holds_deleted(
+                        await _state_vector(source, info.doc),
+                        dead,
+                        await _state_vector(target, info.doc),
+                    ):
                         skipped += 1
-                        warn(f"{info.doc}: not copied: it was deleted in the target and this "
-                             "copy holds its deleted content")  # fmt: skip
+                        warn(f"{info.doc}: not copied: it was deleted in the target (or "
+                             "replaced there) and this copy holds the content it had")  # fmt: skip
                         bar.update(info.head - info.base_seq)
                         continue
                     events = await source.read(info.doc)
@@ -379,10 +395,22 @@ async def copy(
                         bar.update(info.head - info.base_seq)
                         continue
                     had = await target.doc_info(info.doc) if replace else None
+                    # what the replaced document held is refused from then on, as a
+                    # deleted one's is: its state vector goes into the name's tombstone,
+                    # written with the document (a tab that kept the old Y.Doc and
+                    # reconnects after the 4409 would sync it into the new one)
+                    tomb = (
+                        replace_tombstone(
+                            await target.tombstone(info.doc),
+                            await _state_vector(target, info.doc),
+                        )
+                        if had is not None
+                        else None
+                    )
                     try:
                         await target.import_doc(
                             info, events, snaps, tags, replace=replace,
-                            keep_positions=keep_positions,
+                            keep_positions=keep_positions, tombstone=tomb,
                         )  # fmt: skip
                     except PalimpsestError as e:
                         skipped += 1
@@ -403,7 +431,8 @@ async def copy(
                                 warn(f"{info.doc}: replaced: the target's {had.head} events "
                                      "of it are gone (a server that has it open closes its "
                                      "connections with 4409, \"was replaced\": their edits "
-                                     "since were not saved)")  # fmt: skip
+                                     "since were not saved; a client that reconnects with "
+                                     "its old copy is refused, 4409)")  # fmt: skip
                     bar.update(info.head - info.base_seq)
             # the source's deletion records, where its changefeed has them; numbered
             # anew, the target's feed has neither the deleted documents' events nor

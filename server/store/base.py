@@ -939,6 +939,7 @@ class EventStore(Service, ABC):
         *,
         replace: bool = False,
         keep_positions: bool = False,
+        tombstone: bytes | None = None,
     ) -> None:
         """Write a whole document as it is (seqs, snapshots and tags kept) atomically.
 
@@ -949,7 +950,11 @@ class EventStore(Service, ABC):
 
         Raises StoreError for a document that already exists here, unless ``replace``,
         and, with ``keep_positions``, for a position an event written here holds (the
-        tail's, which holds what a server wrote since the caller's check)."""
+        tail's, which holds what a server wrote since the caller's check).
+
+        `tombstone`, when given, is written as the name's (:meth:`tombstone`) in the same
+        transaction: ``copy --replace`` records there what the replaced document held
+        (deletion.replace_tombstone), so that no client's copy of it comes back."""
 
     @abstractmethod
     async def import_deletions(self, records: Sequence[Event]) -> int:

@@ -450,6 +450,7 @@ class MemoryStore(EventStore):
         *,
         replace: bool = False,
         keep_positions: bool = False,
+        tombstone: bytes | None = None,
     ) -> None:
         self._check()
         events = rising(events)
@@ -488,6 +489,8 @@ class MemoryStore(EventStore):
                 s.seq: (s.ts, *snapshot_row(s.state, s.meta)) for s in snapshots
             }
             self._tags[info.doc] = {t.name: t for t in tags}
+            if tombstone is not None:
+                self._tombstones[info.doc] = tombstone
 
     async def import_deletions(self, records: Sequence[Event]) -> int:
         self._check()

@@ -2171,6 +2171,7 @@ class PostgresStore(EventStore):
         *,
         replace: bool = False,
         keep_positions: bool = False,
+        tombstone: bytes | None = None,
     ) -> None:
         """Write a whole document as it is (seqs kept) in one transaction; used by `copy`.
 
@@ -2236,6 +2237,13 @@ class PostgresStore(EventStore):
                     await conn.execute(
                         "INSERT INTO tags (doc, name, seq, ts, actor) VALUES ($1, $2, $3, $4, $5)",
                         t.doc, t.name, t.seq, t.ts, t.actor,
+                    )  # fmt: skip
+                if tombstone is not None:
+                    await conn.execute(
+                        "INSERT INTO tombstones (doc, ts, state_vector) VALUES ($1, $2, $3) "
+                        "ON CONFLICT (doc) DO UPDATE SET ts = excluded.ts, "
+                        "state_vector = excluded.state_vector",
+                        info.doc, now_ms(), tombstone,
                     )  # fmt: skip
 
         try:

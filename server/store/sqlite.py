@@ -2337,6 +2337,7 @@ class SQLiteStore(EventStore):
         *,
         replace: bool = False,
         keep_positions: bool = False,
+        tombstone: bytes | None = None,
     ) -> None:
         names = {n for e in events for n in (e.actor, e.kind)}
         events = rising(events)
@@ -2383,6 +2384,11 @@ class SQLiteStore(EventStore):
                 "INSERT INTO tags (doc, name, seq, ts, actor) VALUES (?,?,?,?,?)",
                 [(t.doc, t.name, t.seq, t.ts, t.actor) for t in tags],
             )
+            if tombstone is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO tombstones (doc, ts, state_vector) VALUES (?,?,?)",
+                    (info.doc, now_ms(), tombstone),
+                )
 
         try:
             await self._write_interned("import", names, run)

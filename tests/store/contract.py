@@ -1089,6 +1089,23 @@ class StoreContract(CursorContract):
         assert [e.seq for e in await store.read("imp")] == [5]
         assert await store.tags("imp") == [] and await store.head("imp") == 5
 
+    async def test_import_doc_writes_the_tombstone_it_is_given(self, store: EventStore) -> None:
+        """``copy --replace`` records the replaced document's state vector as the name's
+        tombstone in the import's transaction; an import refused writes none."""
+        from palimpsest.store.base import DocInfo
+
+        events = [Event("tb", 1, 1001, "ann", "edit", b"u1", {})]
+        info = DocInfo("tb", 1, 1001, 2)
+        await store.import_doc(info, events, [], [])
+        assert await store.tombstone("tb") is None
+        with pytest.raises(StoreError):  # exists, no replace: nothing written
+            await store.import_doc(info, events, [], [], tombstone=b"\x01\x05\x02")
+        assert await store.tombstone("tb") is None
+        await store.import_doc(info, events, [], [], replace=True, tombstone=b"\x01\x05\x02")
+        assert await store.tombstone("tb") == b"\x01\x05\x02"
+        await store.import_doc(info, events, [], [], replace=True, tombstone=b"\x01\x05\x03")
+        assert await store.tombstones() == {"tb": b"\x01\x05\x03"}
+
     async def test_import_doc_may_keep_the_events_positions(self, store: EventStore) -> None:
         """What `palimpsest copy` into a new store does: documents come one by one, each
         with its events' positions in the source, interleaved; read_all gives the
