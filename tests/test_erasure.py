@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -289,37 +291,44 @@ async def test_a_room_compacted_under_it_writes_no_snapshot_and_reloads(
     assert len(states) > 1 and not any(SECRET.encode() in s for s in states)
 
 
+@contextlib.asynccontextmanager
+async def three_words(tmp_path: Path, doc: str) -> AsyncIterator[tuple[Any, Any, YClient, Any]]:
+    """A server without the background base check, alice in `doc` with three words
+    typed (seqs 1-3): the server, its BaseWatch, alice, and the room."""
+    from palimpsest.base_watch import BaseWatch
+
+    async with serving(make_settings(tmp_path / "db", compaction_check_seconds=0)) as srv:
+        watch = srv.backend.extension(BaseWatch)
+        assert watch is not None
+        async with connect(srv.ws_url, doc, "alice") as a:
+            for word in ("one ", "two ", "three "):
+                await edit(a, srv, doc, lambda w=word: a.text.insert(0, w))  # type: ignore[misc]
+            room = srv.backend.rooms.get_loaded(doc)
+            assert room is not None
+            yield srv, watch, a, room
+
+
 async def test_a_base_check_between_a_compaction_here_and_its_adoption_reloads_nothing(
     tmp_path: Path,
 ) -> None:
     """The route's compaction commits, then the room takes the new base: a background
     check that reads the store's base in between (a CI run drew it) does not take the
     room for stale, and neither does a snapshot refused for the old base."""
-    from palimpsest.base_watch import BaseWatch
-
-    db = tmp_path / "db"
-    async with serving(make_settings(db, compaction_check_seconds=0)) as srv:
-        watch = srv.backend.extension(BaseWatch)
-        assert watch is not None
-        async with connect(srv.ws_url, "e5", "alice") as a:
-            for word in ("one ", "two ", "three "):
-                await edit(a, srv, "e5", lambda w=word: a.text.insert(0, w))  # type: ignore[misc]
-            room = srv.backend.rooms.get_loaded("e5")
-            assert room is not None
-            old = room.base
-            async with srv.backend.rooms.adopting("e5"):
-                plan = await plan_compact(srv.backend.store, "e5", 2)
-                assert await compact_doc(srv.backend.store, plan, srv.backend.settings) == 2
-                assert await srv.backend.store.compaction_base("e5") != old  # committed
-                assert await watch.check() == 0  # not stale for a background check...
-                watch.stale(room)  # ...nor for a refused snapshot
-                assert room.base == old
-            assert room.base != old  # taken at the end
-            assert await watch.check() == 0
-            await asyncio.sleep(0.1)
-            assert a.close_code is None and watch.reloaded == 0
-            await edit(a, srv, "e5", lambda: a.text.insert(0, "four "))
-            await converged(srv, "e5", "four three two one ", a)
+    async with three_words(tmp_path, "e5") as (srv, watch, a, room):
+        old = room.base
+        async with srv.backend.rooms.adopting("e5"):
+            plan = await plan_compact(srv.backend.store, "e5", 2)
+            assert await compact_doc(srv.backend.store, plan, srv.backend.settings) == 2
+            assert await srv.backend.store.compaction_base("e5") != old  # committed
+            assert await watch.check() == 0  # not stale for a background check...
+            watch.stale(room)  # ...nor for a refused snapshot
+            assert room.base == old
+        assert room.base != old  # taken at the end
+        assert await watch.check() == 0
+        await asyncio.sleep(0.1)
+        assert a.close_code is None and watch.reloaded == 0
+        await edit(a, srv, "e5", lambda: a.text.insert(0, "four "))
+        await converged(srv, "e5", "four three two one ", a)
 
 
 async def test_a_snapshot_refused_for_a_base_the_room_took_meanwhile_reloads_nothing(
@@ -328,29 +337,19 @@ async def test_a_snapshot_refused_for_a_base_the_room_took_meanwhile_reloads_not
     """A snapshot captured with the room's old base is refused when the compaction here
     committed first; if the room has taken the new base by the time the refusal is
     read, the room is not stale: no reload, no warning."""
-    from palimpsest.base_watch import BaseWatch
-
-    db = tmp_path / "db"
-    async with serving(make_settings(db, compaction_check_seconds=0)) as srv:
-        watch = srv.backend.extension(BaseWatch)
-        assert watch is not None
-        async with connect(srv.ws_url, "e6", "alice") as a:
-            for word in ("one ", "two ", "three "):
-                await edit(a, srv, "e6", lambda w=word: a.text.insert(0, w))  # type: ignore[misc]
-            room = srv.backend.rooms.get_loaded("e6")
-            assert room is not None
-            old = room.base
-            plan = await plan_compact(srv.backend.store, "e6", 2)
-            assert await compact_doc(srv.backend.store, plan, srv.backend.settings) == 2
-            new = await srv.backend.store.compaction_base("e6")
-            assert new != old
-            task = srv.backend.snapshots.take(room)
-            assert task is not None
-            await asyncio.sleep(0)  # the write has begun, with the room's old base
-            room.base = new  # ...and the room takes the new one, as the route's adoption does
-            await task
-            assert watch.reloaded == 0 and a.close_code is None
-            assert room.base == new and srv.backend.rooms.get_loaded("e6") is room
+    async with three_words(tmp_path, "e6") as (srv, watch, a, room):
+        old = room.base
+        plan = await plan_compact(srv.backend.store, "e6", 2)
+        assert await compact_doc(srv.backend.store, plan, srv.backend.settings) == 2
+        new = await srv.backend.store.compaction_base("e6")
+        assert new != old
+        task = srv.backend.snapshots.take(room)
+        assert task is not None
+        await asyncio.sleep(0)  # the write has begun, with the room's old base
+        room.base = new  # ...and the room takes the new one, as the route's adoption does
+        await task
+        assert watch.reloaded == 0 and a.close_code is None
+        assert room.base == new and srv.backend.rooms.get_loaded("e6") is room
 
 
 async def test_a_compaction_through_the_route_keeps_the_room_here(tmp_path: Path) -> None:

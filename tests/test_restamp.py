@@ -21,9 +21,9 @@ from typing import Any
 import httpx
 import pytest
 from conftest import free_port, run_server
-from pycrdt import Doc, Text
 from scaleout import fresh_schema
 from serverproc import REPO_ROOT, ServerProcess
+from test_cli_docs import edits
 
 from palimpsest.settings import Settings
 from palimpsest.store import open_store
@@ -41,18 +41,6 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "palimpsest", *args],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-
-
-def edits(*parts: str) -> list[bytes]:
-    """Each part typed at the end of the text root, as its own Yjs update."""
-    d: Doc = Doc()
-    t = d.get("content", type=Text)
-    out = []
-    for part in parts:
-        sv = d.get_state()
-        t.insert(len(t), part)
-        out.append(d.get_update(sv))
-    return out
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
