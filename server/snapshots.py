@@ -472,20 +472,34 @@ class SnapshotPolicy:
     async def _write(
         self, room: Room, seq: int, state: bytes, meta: dict[str, Any], idle: bool = False
     ) -> None:
-        name, base = room.name, room.base
+        name, base, generation = room.name, room.base, room.generation
         t0 = time.perf_counter()
         try:
             # written only while the compaction base is the one the room loaded from,
             # checked in the write's own transaction: compacted under the room by another
             # process (palimpsest compact --purge-deleted), the room may hold what the new
-            # base purged, and its state must be written neither after it nor over it
+            # base purged, and its state must be written neither after it nor over it;
+            # and only while the document is the generation the room loaded (when known):
+            # replaced under it (palimpsest copy --replace), or deleted and written again,
+            # its state, at the old document's seq, must not land on the new one
             if self.shared:
                 min_gap = max(1, self.every // 2)
                 done = await self.store.put_snapshot_if_due(
-                    name, seq, state, meta, min_gap=min_gap, base=base
+                    name, seq, state, meta, min_gap=min_gap, base=base, generation=generation
                 )
             else:
-                done = await self.store.put_snapshot(name, seq, state, meta, base=base)
+                done = await self.store.put_snapshot(
+                    name, seq, state, meta, base=base, generation=generation
+                )
+            if not done and generation is not None:
+                now = (await self.store.generations([name])).get(name)
+                if now != generation:
+                    # not a compaction: the room is dropped (server.base_watch, or its
+                    # next commit, which the store refuses), never reloaded from here
+                    log.info("snapshot %s@%d not written: the document was deleted or "
+                             "replaced under its room (generation %d, now %s)",
+                             name, seq, generation, now, extra={"doc": name})  # fmt: skip
+                    return
             # refused: for that reason, or (a rare read) at or below the base it still has
             current = None if done else await self.store.compaction_base(name)
             if current is not None and current != base and current == room.base:

@@ -834,6 +834,7 @@ class EventStore(Service, ABC):
         meta: dict[str, Any] | None = None,
         *,
         base: BaseMark | None = None,
+        generation: int | None = None,
     ) -> bool:
         """Store the state at seq (replacing one at the same seq); True if written.
         `base`: only while the document's compaction base is still that one and below
@@ -841,7 +842,10 @@ class EventStore(Service, ABC):
         live room's snapshot, or a rung rewritten from what was read: a compaction by
         another process, e.g. ``palimpsest compact --purge-deleted``, refuses it; so does
         a deletion, whose document has no head: a room it was deleted under wrote its
-        snapshot under the deleted name)."""
+        snapshot under the deleted name). `generation`: only while the document is
+        still of that generation (DocInfo.generation), checked in the same transaction:
+        a room's snapshot is never written into another document of its name (one made
+        by ``palimpsest copy --replace``, or deleted and written again, under it)."""
 
     @abstractmethod
     async def compaction_bases(self, docs: Sequence[str]) -> dict[str, BaseMark]:
@@ -872,16 +876,18 @@ class EventStore(Service, ABC):
         *,
         min_gap: int = 1,
         base: BaseMark | None = None,
+        generation: int | None = None,
     ) -> bool:
         """Write the snapshot unless a valid one at a seq > ``seq - min_gap`` exists (or,
         in a store shared by several processes, another one is writing a snapshot of the
-        document right now; or, with `base`, put_snapshot refuses it). True if written.
+        document right now; or, with `base` or `generation`, put_snapshot refuses it).
+        True if written.
         Several processes that checkpoint the same documents write through this, so
         that one of them does it."""
         for info in reversed(await self.snapshots(doc)):
             if info.seq > seq - max(min_gap, 1) and info.valid:
                 return False
-        return await self.put_snapshot(doc, seq, state, meta, base=base)
+        return await self.put_snapshot(doc, seq, state, meta, base=base, generation=generation)
 
     @abstractmethod
     async def latest_snapshot(self, doc: str, at_most: int | None = None) -> Snapshot | None:

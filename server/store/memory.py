@@ -359,8 +359,13 @@ class MemoryStore(EventStore):
         meta: dict[str, Any] | None = None,
         *,
         base: BaseMark | None = None,
+        generation: int | None = None,
     ) -> bool:
         self._check()
+        if generation is not None and (
+            doc not in self._heads or self._created.get(doc) != generation
+        ):
+            return False
         if base is not None and (
             seq <= base[0] or self._mark(doc) != base or self._heads.get(doc, 0) < seq
         ):

@@ -440,6 +440,15 @@ async def _base_holds(conn: asyncpg.Connection, doc: str, seq: int, base: BaseMa
     return _as_mark(row[1], row[2]) == base
 
 
+async def _generation_holds(conn: asyncpg.Connection, doc: str, generation: int) -> bool:
+    """In a snapshot write's transaction: `doc` is still of `generation` (its docs row's
+    id), its row held FOR KEY SHARE to the end of the transaction: a replace or a
+    deletion (which deletes the row) waits for the write and then removes the snapshot
+    with the rest, or the write waits for it and then finds no row, or another id."""
+    got = await conn.fetchval("SELECT id FROM docs WHERE name = $1 FOR KEY SHARE", doc)
+    return got is not None and int(got) == generation
+
+
 #: One group commit as one statement: one round trip, and the implicit transaction of a
 #: single statement makes it atomic. In order: the global position counter row (locked
 #: first, as every writer of positions does, so positions become visible in commit
@@ -1945,15 +1954,18 @@ class PostgresStore(EventStore):
         meta: dict[str, Any] | None = None,
         *,
         base: BaseMark | None = None,
+        generation: int | None = None,
     ) -> bool:
         row = await _snapshot_row(doc, seq, state, meta)
-        if base is None:
+        if base is None and generation is None:
             await self._fetch(_PUT_SNAPSHOT, *row, what="snapshot write")
             return True
 
         async def run(conn: asyncpg.Connection) -> bool:
             async with conn.transaction():
-                if not await _base_holds(conn, doc, seq, base):
+                if generation is not None and not await _generation_holds(conn, doc, generation):
+                    return False
+                if base is not None and not await _base_holds(conn, doc, seq, base):
                     return False
                 await conn.execute(_PUT_SNAPSHOT, *row)
                 return True
@@ -1983,10 +1995,11 @@ class PostgresStore(EventStore):
         *,
         min_gap: int = 1,
         base: BaseMark | None = None,
+        generation: int | None = None,
     ) -> bool:
         """Write the snapshot unless another process is writing one of this document right
-        now, or a valid snapshot at a seq > ``seq - min_gap`` exists (or `base` no longer
-        holds: put_snapshot). True if written."""
+        now, or a valid snapshot at a seq > ``seq - min_gap`` exists (or `base` or
+        `generation` no longer holds: put_snapshot). True if written."""
 
         row = await _snapshot_row(doc, seq, state, meta)
 
@@ -1996,6 +2009,8 @@ class PostgresStore(EventStore):
                     "SELECT pg_try_advisory_xact_lock($1, hashtext($2))", _SNAPSHOT_LOCK, doc
                 )
                 if not got:
+                    return False
+                if generation is not None and not await _generation_holds(conn, doc, generation):
                     return False
                 if base is not None and not await _base_holds(conn, doc, seq, base):
                     return False

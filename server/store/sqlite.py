@@ -2158,13 +2158,19 @@ class SQLiteStore(EventStore):
         meta: dict[str, Any] | None = None,
         *,
         base: BaseMark | None = None,
+        generation: int | None = None,
     ) -> bool:
         row = (doc, seq, now_ms(), *await snapshot_row_async(state, meta))
 
         def run(db: sqlite3.Connection) -> bool:
             # in the write's transaction (BEGIN IMMEDIATE): a compaction by another
             # process on this file is before it or after it, never in between; so is a
-            # deletion (no docs row: head 0), which a room's snapshot must not outlive
+            # deletion (no docs row: head 0), which a room's snapshot must not outlive,
+            # and a replace (copy --replace: another docs row, another generation)
+            if generation is not None:
+                got = db.execute("SELECT id FROM docs WHERE name = ?", (doc,)).fetchone()
+                if got is None or int(got[0]) != generation:
+                    return False
             if base is not None:
                 mark, head = _base_and_head(db, doc)
                 if seq <= base[0] or mark != base or head < seq:

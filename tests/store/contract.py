@@ -334,6 +334,47 @@ class StoreContract(CursorContract):
         with pytest.raises(ValueError, match="one per batch"):
             await store.append([("k", [ev()])], generations=[None, None])
 
+    async def test_a_snapshot_of_another_generation_is_refused(self, store: EventStore) -> None:
+        """A room's snapshot (written with the generation it loaded) of a document
+        replaced under it (import_doc(replace=True): palimpsest copy --replace), or
+        deleted and written again: refused in the write's transaction, the new
+        document's snapshots untouched. Its own generation goes in; None checks nothing."""
+        from palimpsest.store.base import NO_BASE, DocInfo, Snapshot
+
+        await store.append([("g", [ev(), ev()])])
+        old = await store.doc_info("g")
+        assert old is not None and old.generation is not None
+        assert await store.put_snapshot("g", 2, b"mine", generation=old.generation) is True
+        assert await store.put_snapshot_if_due(
+            "g", 2, b"due", min_gap=0, generation=old.generation
+        ) is False  # fmt: skip
+        # replaced: another document of the name, at the same seqs
+        events = [Event("g", seq, 2000 + seq, "imp", "edit", b"n%d" % seq, {}) for seq in (1, 2)]
+        snap = Snapshot("g", 2, 2002, b"new", checksum(b"new"), {})
+        await store.import_doc(DocInfo("g", 2, 2002, 4), events, [snap], [], replace=True)
+        now = await store.doc_info("g")
+        assert now is not None and now.generation not in (None, old.generation)
+        for base in (None, NO_BASE):
+            assert await store.put_snapshot(
+                "g", 2, b"stale", base=base, generation=old.generation
+            ) is False  # fmt: skip
+            assert await store.put_snapshot_if_due(
+                "g", 3, b"stale", min_gap=0, base=base, generation=old.generation
+            ) is False  # fmt: skip
+        assert [(s.seq, s.state) for s in [await store.latest_snapshot("g")] if s] == [(2, b"new")]
+        assert await store.put_snapshot("g", 1, b"one", generation=now.generation) is True
+        # deleted, then written again: neither the deleted one's nor a name with no row
+        assert await store.delete_doc("g", b"", by="root")
+        assert await store.put_snapshot("g", 1, b"gone", generation=now.generation) is False
+        await store.append([("g", [ev()])])
+        again = await store.doc_info("g")
+        assert again is not None and again.generation != now.generation
+        assert await store.put_snapshot("g", 1, b"stale", generation=now.generation) is False
+        assert await store.snapshots("g") == []
+        assert await store.put_snapshot("g", 1, b"again", generation=again.generation) is True
+        assert await store.put_snapshot("none", 1, b"x", generation=again.generation) is False
+        assert await store.put_snapshot("g", 1, b"any", generation=None) is True
+
     async def test_a_snapshot_with_a_base_past_the_head_is_refused(self, store: EventStore) -> None:
         """A room's snapshot (written with its base) of a document deleted under it, or
         at a seq the log does not hold: refused in the write's transaction, nothing
