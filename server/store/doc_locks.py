@@ -38,9 +38,10 @@ MAX_REASON = 500
 #: other than the one stored, zero-width ones hide text), line and paragraph
 #: separators, lone surrogates
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
-#: format characters a reason may hold: the joiners emoji sequences and scripts such as
-#: Persian need (they show nothing else)
-_JOINERS = frozenset("\u200c\u200d")
+#: format characters a reason may hold, as a user name may (server.auth.identity): the
+#: joiners emoji sequences and scripts such as Persian need, and the tag characters of
+#: subdivision flags (🏴 + tags); they show nothing else
+_JOINERS = frozenset({"\u200c", "\u200d", *map(chr, range(0xE0020, 0xE0080))})
 
 
 def _refused(ch: str) -> bool:
@@ -60,7 +61,7 @@ def reason_problem(reason: str) -> str | None:
     for i, ch in enumerate(reason):
         if _refused(ch):
             return (f"one line of text without control or format characters: "
-                    f"U+{ord(ch):04X} at {i}")  # fmt: skip
+                    f"U+{ord(ch):04X} at code point {i}")  # fmt: skip
     return None
 
 
