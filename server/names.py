@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import unicodedata
 
 from .errors import DocNameError
 
@@ -15,6 +16,19 @@ FIRST_CHARS = NAME_CHARS - frozenset(".~:@-")
 #: the rule, as errors say it
 NAME_RULE = "ASCII letters, digits and _ . ~ : @ -"
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.~:@-]*")
+
+
+def _char(c: str) -> str:
+    """One refused character as a message shows it: printable ASCII quoted, anything
+    else by its code point and name (a combining mark shown raw sits on the quote)."""
+    if " " < c < "\x7f":
+        return repr(c)
+    return f"U+{ord(c):04X} ({unicodedata.name(c, 'unnamed')})"
+
+
+def _shown(name: str) -> str:
+    """A refused name as a message shows it: ASCII only (escapes for the rest)."""
+    return ascii(name)
 
 
 def validate_doc_name(name: str) -> str:
@@ -31,10 +45,12 @@ def validate_doc_name(name: str) -> str:
         bad = sorted({c for c in name if not re.fullmatch(r"[A-Za-z0-9_.~:@-]", c)})
         if bad:
             raise DocNameError(
-                f"document name {name!r} has characters that are not allowed: {bad!r} "
-                f"(allowed: {NAME_RULE})"
+                f"document name {_shown(name)} has characters that are not allowed: "
+                f"{', '.join(_char(c) for c in bad)} (allowed: {NAME_RULE})"
             )
-        raise DocNameError(f"document name {name!r} must start with an ASCII letter, digit or _")
+        raise DocNameError(
+            f"document name {_shown(name)} must start with an ASCII letter, digit or _"
+        )
     return name
 
 

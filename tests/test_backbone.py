@@ -149,6 +149,20 @@ async def test_bad_doc_names_are_refused_with_a_reason(server: RunningServer, na
     assert "document name" in reason
 
 
+def test_a_refused_name_shows_each_character_by_its_code_point() -> None:
+    """A combining mark shown raw sat on the quote around it (['́'] read as ['']): each
+    refused character is named by its code point, and the name is shown in ASCII."""
+    from palimpsest.errors import DocNameError
+    from palimpsest.names import validate_doc_name
+
+    with pytest.raises(DocNameError) as e:
+        validate_doc_name("cafe\u0301 \u200f")
+    said = str(e.value)
+    assert "U+0301 (COMBINING ACUTE ACCENT)" in said and "U+200F (RIGHT-TO-LEFT MARK)" in said
+    assert "U+0020 (SPACE)" in said and "'cafe\\u0301 \\u200f'" in said, said
+    assert said.isascii(), said
+
+
 async def test_a_websocket_without_a_document_name_is_told_why(server: RunningServer) -> None:
     """Where a browser's or Node's URL parser sends /ws/.. and /ws/. (test_interop_node):
     the 4400 close with a reason every bad name gets, not a 403 at the handshake."""
