@@ -854,6 +854,10 @@ async def test_user_names_that_do_not_print_are_refused(settings: Settings) -> N
             with pytest.raises(websockets.ConnectionClosed):
                 await asyncio.wait_for(ws.recv(), 10)
         assert ws.close_code == 4401, ws.close_reason
+        r = await http.get("/api/me", params={"user": "\u0634" * 65})
+        assert r.status_code == 401 and "got 65 code points" in r.json()["detail"], r.text
+        r = await http.get("/api/me", params={"user": "\u0634" * 64})
+        assert r.status_code == 200, r.text
         # (joiners are format characters that names need: emoji sequences, Persian)
         legit = ("alice", "Ada Lovelace", "José", "李雷", "a b", "\U0001f600", *JOINED_NAMES)
         for name in legit:

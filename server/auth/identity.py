@@ -41,8 +41,9 @@ _NOT_IN_NAMES = frozenset({"Cc", "Cf", "Zl", "Zp", "Co", "Cs"})
 #: subdivision flags (🏴 + tags)
 _FORMAT_IN_NAMES = frozenset({"\u200c", "\u200d", *map(chr, range(0xE0020, 0xE0080))})
 USER_NAME_RULE = (
-    "1-64 printable characters, no space at either end (no control or format characters: "
-    "no bidi overrides, no zero-width spaces; zero-width joiners are fine)"
+    "1-64 printable characters (code points, after Unicode normal form C), no space at "
+    "either end (no control or format characters: no bidi overrides, no zero-width "
+    "spaces; zero-width joiners and flag tags are fine)"
 )
 
 
@@ -67,6 +68,16 @@ def valid_user_name(name: object) -> TypeGuard[str]:
             unicodedata.category(c) in _NOT_IN_NAMES and c not in _FORMAT_IN_NAMES for c in name
         )
     )
+
+
+def name_refused(name: object) -> AuthError:
+    """The refusal of a user name that is not :func:`valid_user_name`, saying what came:
+    its length in code points when that is what is wrong, else the name (escaped)."""
+    if isinstance(name, str) and len(name) > 64:
+        got = f"{len(name)} code points"
+    else:
+        got = repr(name[:80] if isinstance(name, str) else name)
+    return AuthError(f"user name must be {USER_NAME_RULE}; got {got}")
 
 
 def wall() -> float:
@@ -100,7 +111,7 @@ class Identity:
         if isinstance(self.user, str):  # one user whatever the normal form it came in
             object.__setattr__(self, "user", user_name(self.user))
         if not valid_user_name(self.user):
-            raise AuthError(f"user name must be {USER_NAME_RULE}")
+            raise name_refused(self.user)
         if self.role not in RANK:
             raise AuthError(f"role must be one of {', '.join(ROLES)}; got {self.role!r}")
         if isinstance(self.docs, str):  # a lone pattern, not its characters
@@ -244,5 +255,5 @@ def open_identity(user: str | None) -> Identity:
         return Identity("anonymous", "admin")
     user = user_name(user)
     if not valid_user_name(user):
-        raise AuthError(f"user name must be {USER_NAME_RULE}; got {user[:80]!r}")
+        raise name_refused(user)
     return Identity(user, "admin")
