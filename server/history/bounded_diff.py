@@ -208,51 +208,8 @@ def _affords(a: Sequence[Hashable], b: Sequence[Hashable], budget: Budget) -> bo
 
 
 def _chars(a: str, b: str, i0: int, j0: int, budget: Budget, out: list[Opcode]) -> None:
-    ops = _folded(opcodes(a, b, budget))
+    ops = opcodes(a, b, budget)
     out.extend((t, i1 + i0, i2 + i0, j1 + j0, j2 + j0) for t, i1, i2, j1, j2 in ops)
-
-
-def _folded(ops: list[Opcode]) -> list[Opcode]:
-    """Character opcodes with each short equality inside a rewrite folded into the change
-    around it: diff-match-patch's rule (``diff_cleanupSemantic``, its first pass), as DMP
-    counts. An equality is folded when its length is at most the changes on its left AND
-    at most the changes on its right, each side counted as max(characters deleted,
-    characters inserted) over the run of changes between it and the next equality; the
-    folded equality, with the changes on both sides, becomes one change (its characters
-    counted as both deleted and inserted), and the equality before it is looked at again,
-    until none is left to fold. The first and last opcodes, having no change on one side,
-    stay; DMP's further passes (shifting edits to word boundaries, overlaps) are not done.
-
-    difflib kept the a, n, s, e, r of "answer" as equal inside "changed at source": a
-    PUT /text of that rewrite kept them as the old writer's items, and a revert of that
-    writer took them out of the new sentence ("Q1chged at ourc"). A fix like "teh" ->
-    "the" in a sentence still changes only the word: the rest of the sentence is an
-    equality longer than the change. One pass over a stack, each equality folded once:
-    linear in the opcodes. The result covers `a` and `b` in order, as `ops` did."""
-    # the stack alternates equalities and changes; a change as [i1, i2, j1, j2]
-    stack: list[tuple[bool, list[int]]] = []
-    for tag, i1, i2, j1, j2 in ops:
-        if tag == "equal":
-            stack.append((True, [i1, i2, j1, j2]))
-            continue
-        if stack and not stack[-1][0]:  # changes next to each other: one run
-            stack[-1][1][1], stack[-1][1][3] = i2, j2
-            continue
-        stack.append((False, [i1, i2, j1, j2]))
-        # fold while the equality before the change on top is no longer than either side
-        while len(stack) >= 3 and stack[-2][0] and not stack[-3][0]:
-            left, eq, right = stack[-3][1], stack[-2][1], stack[-1][1]
-            n = eq[1] - eq[0]
-            if n > max(left[1] - left[0], left[3] - left[2]):
-                break
-            if n > max(right[1] - right[0], right[3] - right[2]):
-                break
-            del stack[-2:]
-            left[1], left[3] = right[1], right[3]
-    out: list[Opcode] = []
-    for is_eq, (i1, i2, j1, j2) in stack:
-        out.append(("equal", i1, i2, j1, j2) if is_eq else _tagged(("replace", i1, i2, j1, j2)))
-    return out
 
 
 def _lines(a: str, b: str, i0: int, j0: int, budget: Budget, out: list[Opcode]) -> None:
