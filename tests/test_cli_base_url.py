@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
-from conftest import RunningServer, free_port
+from conftest import RunningServer
 from pycrdt import Doc, Text
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from test_admin_cli import cli
+from test_embedding import running
 
 from palimpsest.app import create_app
 from palimpsest.backend import Backend
@@ -47,22 +47,8 @@ async def mounted(settings: Settings, prefix: str) -> AsyncIterator[tuple[Backen
     backend = Backend(settings)
     app = create_app(settings, backend)
     host = Starlette(routes=[Mount(prefix, app=app)], lifespan=app.lifespan)
-    port = free_port()
-    config = uvicorn.Config(
-        host, host="127.0.0.1", port=port, ws_per_message_deflate=False, log_level="warning",
-        lifespan="on", **uvicorn_options(settings, backend.extension(Limits)),
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield backend, f"http://127.0.0.1:{port}{prefix}"
-    finally:
-        server.should_exit = True
-        await task
+    async with running(host, **uvicorn_options(settings, backend.extension(Limits))) as at:
+        yield backend, f"http://{at}{prefix}"
 
 
 async def test_a_base_url_with_a_query_keeps_it_for_every_command(

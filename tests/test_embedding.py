@@ -34,12 +34,14 @@ def example() -> ModuleType:
 
 
 @contextlib.asynccontextmanager
-async def running(app: Any) -> AsyncIterator[str]:
+async def running(app: Any, **options: Any) -> AsyncIterator[str]:
+    """`app` served by uvicorn on a free loopback port (`options`: more of uvicorn's
+    Config); yields HOST:PORT."""
     port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, ws="websockets-sansio", ws_per_message_deflate=False,
-        log_level="warning", lifespan="on",
-    )  # fmt: skip
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, **{
+        "ws": "websockets-sansio", "ws_per_message_deflate": False, "log_level": "warning",
+        "lifespan": "on", **options,
+    })  # fmt: skip
     server = uvicorn.Server(config)
 
     task = asyncio.create_task(server.serve())
