@@ -237,3 +237,32 @@ async def test_a_revert_that_keeps_a_paragraph_says_so_in_the_client_and_the_cli
                 assert done.seq is not None and done.kept_containers == kept, done
                 again = await h.revert("rv", "alice", since=0)
                 assert again.reason and again.kept_containers is None, again
+
+
+async def test_an_undo_or_redo_naming_another_user_is_refused_and_does_nothing(
+    tmp_path: Path,
+) -> None:
+    """undo and redo act as the connection's user only: a request that names someone else
+    (``"user": "eve"``) is refused, not read as the caller's own undo (which would take
+    out the caller's work where they meant eve's), as the HTTP routes refuse such keys."""
+    async with run_server(make_settings(tmp_path / "db")) as srv:
+        async with (
+            client.connect(srv.ws_url, "named", user="eve") as e,
+            client.connect(srv.ws_url, "named", user="mallory") as m,
+        ):
+            e.text().insert(0, "eve's ")
+            await e.flush()
+            await m.wait_for(lambda: str(m.text()) == "eve's ")
+            m.text().insert(6, "mallory's")
+            await m.flush()
+            for kind, key in (("undo", "user"), ("undo", "actor"), ("redo", "as")):
+                answer = await m.request({"type": kind, key: "eve"})
+                assert answer["ok"] is False and answer["code"] == "BadRequest", answer
+                assert f"not '{key}'" in answer["reason"], answer
+                assert "nothing was done" in answer["reason"], answer
+            answer = await m.request({"type": "open_group", "group": "g1", "user": "eve"})
+            assert answer["ok"] is False and "not 'user'" in answer["reason"], answer
+            assert str(m.text()) == "eve's mallory's"
+            # the same request without the key is mallory's own undo, as before
+            assert (await m.request({"type": "undo"}))["ok"] is True
+            await e.wait_for(lambda: str(e.text()) == "eve's ")

@@ -126,7 +126,7 @@ class Streams:
         head = await backend.store.head(doc)
         if after > head:
             raise Conflict(
-                f"Last-Event-ID / ?after= {after} is past {doc!r}'s last seq {head}: the "
+                f"Last-Event-ID / ?after= {after} is past the last seq of {doc!r}, {head}: the "
                 "document was deleted and written again, or its log restored from a "
                 "backup; read it again from 0"
             )

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.routing import BaseRoute
 
-from ..errors import Forbidden
+from ..errors import BadRequest, Forbidden
 from ..extensions import Extension, OpContext, Operation
 from ..origins import Origin, ServerOrigin
 from ..room import Room
@@ -51,6 +51,20 @@ def answer(ev: Event | None, kind: str, outcome: Outcome) -> dict[str, Any]:
     if outcome.kept:
         out["kept_containers"] = outcome.kept
     return out
+
+
+def _only_keys(body: dict[str, Any], kind: str, *keys: str) -> None:
+    """Refuse a request with a key the operation does not read (``"user": "eve"``): it
+    acts as the connection's user only, and an ignored key would undo the caller's own
+    work where they meant someone else's (as the HTTP routes refuse unknown keys)."""
+    unknown = sorted(set(body) - {"type", "id", *keys})
+    if unknown:
+        takes = ", ".join(repr(k) for k in keys) or "no key"
+        raise BadRequest(
+            f"{kind} takes {takes} besides 'type' and 'id', not "
+            f"{', '.join(repr(k) for k in unknown)}: it acts as you, the connection's "
+            "user, only; nothing was done"
+        )
 
 
 _NOTHING_LEFT = {
@@ -143,7 +157,8 @@ class Undo(Extension):
             "close_group": self._op_close_group,
         }
 
-    async def _op(self, ctx: OpContext, kind: str) -> dict[str, Any]:
+    async def _op(self, ctx: OpContext, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        _only_keys(body, kind)
         if not ctx.client.identity.can_write:
             raise Forbidden(f"read-only: you cannot {kind}")
         outcome = Outcome()
@@ -153,12 +168,13 @@ class Undo(Extension):
         return answer(ev, kind, outcome)
 
     async def _op_undo(self, ctx: OpContext, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._op(ctx, UNDO)
+        return await self._op(ctx, UNDO, body)
 
     async def _op_redo(self, ctx: OpContext, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._op(ctx, REDO)
+        return await self._op(ctx, REDO, body)
 
     async def _op_close_group(self, ctx: OpContext, body: dict[str, Any]) -> dict[str, Any]:
+        _only_keys(body, "close_group", "group")
         if not ctx.client.identity.can_write:
             raise Forbidden("read-only: you cannot close an undo step")
         # edits this connection sent before the request are still in the pipeline: they
@@ -168,6 +184,7 @@ class Undo(Extension):
         return (await close_group(ctx.room, ctx.client.user, group)).to_json()
 
     async def _op_open_group(self, ctx: OpContext, body: dict[str, Any]) -> dict[str, Any]:
+        _only_keys(body, "open_group", "group")
         if not ctx.client.identity.can_write:
             raise Forbidden("read-only: you cannot open an undo group")
         group = group_id(body.get("group"))
