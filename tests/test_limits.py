@@ -662,3 +662,29 @@ async def test_frames_held_for_documents_the_client_closed_count_per_socket(
                 await ws.send(H.prefix("c5") + bytes([H.QUERY_AWARENESS]))
             code, reason = await _held_until_pong(ws)
             assert code == 1013, (code, reason)
+
+
+@pytest.mark.parametrize("path", ["/ws/c?user=ada", "/hocuspocus"])
+async def test_over_the_address_limit_without_the_handshake_guard_is_an_http_429(
+    tmp_path: Path, path: str
+) -> None:
+    """The app's own count (Limits.on_connect) refuses as the handshake guard does: with
+    an HTTP 429, not an accepted socket closed with 4429. y-websocket 3.1+ stops for
+    good on a 44xx close; a 429 it backs off from. The guard counts sockets in their
+    handshake, so a burst of sockets (ftsec: 20 at once at 185 of 200) can pass it and
+    reach the app's count; under an embedding app's own uvicorn there is no guard."""
+    from test_embedding import running
+
+    from palimpsest.app import create_app
+
+    settings = Settings(db=str(tmp_path / "db"), max_connections_per_ip=2)
+    async with running(create_app(settings)) as host:
+        url = f"ws://{host}{path}"
+        first = [await websockets.connect(url) for _ in range(2)]
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(url)
+        assert refused.value.response.status_code == 429
+        assert b"more than 2 connections from your address" in refused.value.response.body
+        assert refused.value.response.headers["Retry-After"] == "1"
+        for ws in first:
+            await ws.close()

@@ -63,7 +63,7 @@ from .ws import (
     extension_answer,
     held_left,
     reason_of,
-    refuse,
+    refuse_error,
     said_closed,
     settle_held,
     take_ready_part,
@@ -848,7 +848,7 @@ async def hocuspocus_endpoint(ws: WebSocket) -> None:
     except PalimpsestError as e:
         log.warning("refused hocuspocus socket from %s: %s", host, e)
         backend.refused(reason_of(e))
-        await refuse(ws, e.close_code, str(e))
+        await refuse_error(ws, e)
         return
     try:
         await ws.accept()

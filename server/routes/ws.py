@@ -38,6 +38,7 @@ from ..errors import (
     RateLimited,
     StoreError,
     StoreUnavailable,
+    TooManyConnections,
     UpdateGap,
     UpdateRejected,
 )
@@ -870,6 +871,25 @@ def store_known_down(backend: Backend) -> bool:
     return at is not None and time.monotonic() - at < STORE_DOWN_SECONDS
 
 
+def _can_deny(ws: WebSocket) -> bool:
+    """Whether the ASGI server can answer the handshake with an HTTP status of the app's
+    (the ``websocket.http.response`` extension: uvicorn's does)."""
+    return "websocket.http.response" in ws.scope.get("extensions", {})
+
+
+async def refuse_error(ws: WebSocket, e: PalimpsestError) -> None:
+    """Refuse a websocket not yet accepted for `e`: accepted and closed with its code,
+    but for too many connections from the address (about the moment: a burst past the
+    handshake guard's count, or no guard, an embedding app's own uvicorn), answered
+    with HTTP 429 where the ASGI server can, which y-websocket backs off from and comes
+    back after, where a 4429 close stops it for good (3.1 and later)."""
+    if isinstance(e, TooManyConnections) and _can_deny(ws):
+        response = PlainTextResponse(str(e), 429, headers={"Retry-After": "1"})
+        await ws.send_denial_response(response)
+        return
+    await refuse(ws, e.close_code, str(e))
+
+
 async def refuse(ws: WebSocket, code: int, reason: str) -> None:
     await ws.accept()
     await ws.close(code, close_reason(reason))
@@ -918,15 +938,11 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         log.info("refused websocket for %r: %s", doc, e, extra={"doc": doc, "code": e.close_code})
         backend.refused(reason_of(e))
         backend.repeat_refusals.refused(key, e.close_code)
-        await refuse(ws, e.close_code, str(e))
+        await refuse_error(ws, e)
         return
     try:
         loaded = backend.rooms.get_loaded(doc) is not None
-        if (
-            not loaded
-            and store_known_down(backend)
-            and "websocket.http.response" in ws.scope.get("extensions", {})
-        ):
+        if not loaded and store_known_down(backend) and _can_deny(ws):
             # refused at the handshake (not accepted: a refusal, not a disconnect), so
             # that y-websocket backs off; its load would fail as the last one did
             log.debug("refused websocket for %r at the handshake: the store is unavailable",
