@@ -316,3 +316,36 @@ async def test_a_follower_waits_out_a_full_stream_limit(tmp_path: Path) -> None:
                 assert not task.done() and not got
             await asyncio.wait_for(task, 20)  # the slot came back
         assert [(e.doc, e.seq) for e in got] == [("notes", 1)]
+
+
+async def test_others_edits_in_documents_one_may_not_read_are_not_timed(tmp_path: Path) -> None:
+    """The cursor moves past what the caller may not see only in place of a heartbeat,
+    not as each such commit lands (ftsec: a reader got a bare ``id:`` line within a moment
+    of every edit in a document it may not read, which timed them). Here the heartbeat
+    is 30 s away: an edit in `private`, then one in `team-a`; the next message is
+    team-a's event, no id before it."""
+    secret = "s" * 32
+    env = {"PALIMPSEST_CHANGEFEED_HEARTBEAT": "30"}
+    async with ServerProcess(tmp_path, extra_args=["--jwt-secret", secret], env=env) as srv:
+        admin = mint(secret, "root", "admin", ["*"])
+        team = mint(secret, "tess", "read", ["team-*"])
+        bearer = {"Authorization": f"Bearer {team}"}
+        async with (
+            client.connect(srv.ws_url, "team-a", token=admin) as a,
+            client.connect(srv.ws_url, "private", token=admin) as p,
+        ):
+            a.text().insert(0, "a")
+            await a.flush()
+            async with RawStream(f"{srv.http_url}/api/events/stream", bearer) as s:
+                (first,) = await s.events(1)
+                assert first["doc"] == "team-a"
+                for word in ("one ", "two "):
+                    p.text().insert(0, word)
+                    await p.flush()
+                    await asyncio.sleep(0.3)  # (the stream wakes for each, reads, waits)
+                a.text().insert(1, "b")
+                await a.flush()
+                msg = await s.next()
+                assert msg.data, f"an id line ({msg.id}) came before team-a's next event"
+                assert json.loads(msg.data)["doc"] == "team-a"
+                assert int(msg.id or 0) == json.loads(msg.data)["pos"] == 4

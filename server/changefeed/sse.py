@@ -205,15 +205,18 @@ class Streams:
                     if everything or may_open(identity, ev.doc):
                         yield sse_frame(ev.pos, feed_text(ev, updates=updates))
                         sent = cursor
-                if sent != cursor:
-                    # events the caller may not see moved the cursor: say so, so that a
-                    # reconnect does not read them again (and a long scan is not silent)
-                    yield sse_cursor(cursor)
-                    sent = cursor
                 if len(events) == feed.page:
+                    if sent != cursor:  # (a long scan is not silent)
+                        yield sse_cursor(cursor)
+                        sent = cursor
                     continue
                 if not await feed.wait(ticket, self._idle(identity)):
-                    yield HEARTBEAT
+                    # events the caller may not see moved the cursor: said in place of
+                    # a heartbeat, so that a reconnect does not read them again, and
+                    # not as they come, which would time others' edits in documents
+                    # the caller may not read
+                    yield HEARTBEAT if sent == cursor else sse_cursor(cursor)
+                    sent = cursor
         except StoreError as e:
             _ended_by_store(e, "of every document", sent)
 
