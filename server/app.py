@@ -340,10 +340,12 @@ class Palimpsest:
             *backend.extensions.routes,
         ]
         _refuse_shadowed(routes)
-        # a websocket at / is one for /ws/.. (a URL parser resolves the dots): refused
-        # with 4400 and a reason, as every bad name is, not a 403 at the handshake. Last,
-        # so that an extension's own websocket route there comes first
-        routes.append(WebSocketRoute("/", websocket_endpoint))
+        # a websocket at / is one for /ws/.. (a URL parser resolves the dots), and one at
+        # a path of no route (/notes, /ws, /hocuspocus/notes) went to the wrong place:
+        # refused with 4400 and a reason (routes.ws.validate_path_name), as every bad
+        # name is, not a bare 403 at the handshake. Last, so that an extension's own
+        # websocket routes come first
+        routes.append(WebSocketRoute("/{elsewhere:path}", websocket_endpoint))
         if STATIC_DIR.is_dir():
             routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
         if not (STATIC_DIR / "index.html").is_file():

@@ -166,11 +166,43 @@ def test_a_refused_name_shows_each_character_by_its_code_point() -> None:
 async def test_a_websocket_without_a_document_name_is_told_why(server: RunningServer) -> None:
     """Where a browser's or Node's URL parser sends /ws/.. and /ws/. (test_interop_node):
     the 4400 close with a reason every bad name gets, not a 403 at the handshake."""
-    for url, said in ((server.url.replace("http", "ws", 1) + "/", "no document name in the path /"),
+    for url, said in ((server.url.replace("http", "ws", 1) + "/", "no document name in /: y-"),
                       (server.ws_url + "/", "document name is empty")):  # fmt: skip
         ws = await websockets.connect(url, compression=None)
         code, reason = await closed_with(ws)
-        assert code == 4400 and said in reason and "'.' or '..'" in reason, (url, reason)
+        assert code == 4400 and said in reason and "'.'" in reason and "'..'" in reason, reason
+        assert not reason.endswith("…"), reason  # (a close reason holds 123 bytes)
+
+
+async def test_a_websocket_at_a_path_of_no_route_is_told_where_to_connect(
+    server: RunningServer,
+) -> None:
+    """fteditors: y-websocket given the site's root (it connects to /notes), pointed at
+    /hocuspocus, or a Hocuspocus provider at /ws got a bare 403 at the handshake, no
+    reason, no log line; the provider retried for good. Now a 4400 that says where."""
+    root = server.url.replace("http", "ws", 1)
+    for path in ("/notes", "/hocuspocus/notes", "/ws", "/api/docs/notes"):
+        ws = await websockets.connect(root + path + "?user=ada", compression=None)
+        code, reason = await closed_with(ws)
+        assert code == 4400 and f"no websocket at {path}:" in reason, (path, reason)
+        assert "/ws/{doc}" in reason and "/hocuspocus" in reason, reason
+        assert not reason.endswith("…"), reason
+    # the server goes on serving the right place
+    async with connect(server.ws_url, "after-wrong-paths", "ada") as a:
+        a.insert(0, "fine")
+
+
+async def test_a_question_mark_in_a_name_put_into_the_url_unencoded_is_refused(
+    server: RunningServer,
+) -> None:
+    """y-websocket puts the document name into the URL as it is: 'notes?x=1' with
+    params {user: 'alice'} became /ws/notes?x=1?user=alice, and the text went into
+    'notes' as 'anonymous', without a word (fteditors). Refused, saying why."""
+    ws = await websockets.connect(server.ws_url + "/notes?x=1?user=alice", compression=None)
+    code, reason = await closed_with(ws)
+    assert code == 4400 and "a document name cannot hold '?'" in reason, reason
+    assert "/ws/notes?x=1?user=alice has two" in reason and not reason.endswith("…"), reason
+    assert await server.backend.store.head("notes") == 0
 
 
 async def test_offline_edits_merge_after_reconnect(server: RunningServer) -> None:

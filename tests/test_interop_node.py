@@ -1027,4 +1027,4 @@ console.log(JSON.stringify(out))
         assert got.get("code") == 4400, (name, got)
         assert "document name" in got["reason"], (name, got)
     assert out[".."]["path"] == "/" and out["."]["path"] == "/ws/"
-    assert "'.' or '..'" in out[".."]["reason"] and "'.' or '..'" in out["."]["reason"]
+    assert "'.' and '..'" in out[".."]["reason"] and "'.' or '..'" in out["."]["reason"]

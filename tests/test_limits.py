@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest

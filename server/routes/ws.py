@@ -839,17 +839,37 @@ def held_left(room: Room, conn: str, actor: str) -> None:
 DOT_SEGMENTS = "a name '.' or '..' (or %2e) is a path segment the client's URL parser took out"
 
 
-def validate_path_name(doc: str, path: str) -> None:
+#: where each provider connects, said to a websocket at a path of none of the routes
+#: (short: a close reason holds 123 bytes)
+WHERE = "y-websocket goes to /ws/{doc}, Hocuspocus to /hocuspocus"
+
+
+def validate_path_name(doc: str, path: str, query: bytes = b"") -> None:
     """validate_doc_name for the name in a websocket's path, saying what became of a name
     of dots: the request arrives at ``/ws/`` (an empty name) or ``/`` (the route there
     has none), which would otherwise be a 403 at the handshake, not the 4400 close with
-    a reason that every other bad name gets."""
+    a reason that every other bad name gets; and where to connect, for a websocket at a
+    path of no route (``/notes``, ``/ws``, ``/hocuspocus/notes``: the catch-all route).
+    A ``?`` in the query (`query`, raw) is one in the document name y-websocket put into
+    the URL unencoded (``notes?x=1`` became ``/ws/notes?x=1?user=alice``: the document
+    ``notes``, and no ``user``)."""
+    if b"?" in query:
+        url = f"{path[-30:]}?{query[:30].decode('latin-1')}"
+        raise DocNameError(
+            f"a document name cannot hold '?': {url} has two (y-websocket puts the name "
+            "in the URL unencoded)"
+        )
     if doc:
         validate_doc_name(doc)
     elif path.endswith("/ws/"):
         raise DocNameError(f"document name is empty: {DOT_SEGMENTS}")
+    elif path.endswith("/"):
+        # (the site's root given as the provider's URL, or a name of dots taken out)
+        raise DocNameError(
+            f"no document name in {path[-20:]}: {WHERE}; '.' and '..' are lost in URLs"
+        )
     else:
-        raise DocNameError(f"no document name in the path {path[-40:]}: {DOT_SEGMENTS}")
+        raise DocNameError(f"no websocket at {path[-40:]}: {WHERE}")
 
 
 def client_id(backend: Backend) -> str:
@@ -925,7 +945,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         await ws.close(held)
         return
     try:
-        validate_path_name(doc, ws.url.path)
+        validate_path_name(doc, ws.url.path, ws.scope.get("query_string", b""))
         identity = await backend.authenticate(ws, doc, "read")
         client = Client(
             client_id(backend),
