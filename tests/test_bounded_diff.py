@@ -262,16 +262,18 @@ def test_texts_past_a_few_kb_keep_what_did_not_change(case: str) -> None:
 
 
 def test_coarsened_joins_across_the_shortest_kept_spans() -> None:
-    a = "x" * 10 + "a" + "y" + "b" + "z" * 30 + "c" + "w" * 10
-    b = "x" * 10 + "A" + "y" + "B" + "z" * 30 + "C" + "w" * 10
+    # (a kept span of one character inside a word, between changes of one, would be
+    # folded by the character diff itself: bounded_diff._folded; two characters stay)
+    a = "x" * 10 + "a" + "yy" + "b" + "z" * 30 + "c" + "w" * 10
+    b = "x" * 10 + "A" + "yy" + "B" + "z" * 30 + "C" + "w" * 10
     ops = text_opcodes(a, b)
     assert sum(op[0] != "equal" for op in ops) == 3
     assert coarsened(ops, 3) == ops
     two = coarsened(ops, 2)
     applies(a, b, two)
-    # the one-character span went, the 30-character one stayed
+    # the two-character span went, the 30-character one stayed
     assert [op[0] for op in two] == ["equal", "replace", "equal", "replace", "equal"]
-    assert two[1][1:3] == (10, 13) and two[2][2] - two[2][1] == 30
+    assert two[1][1:3] == (10, 14) and two[2][2] - two[2][1] == 30
     one = coarsened(ops, 1)
     applies(a, b, one)
     assert [op[0] for op in one] == ["equal", "replace", "equal"]
@@ -317,3 +319,107 @@ def test_set_text_makes_a_yjs_text_the_target(a: str, b: str) -> None:
     with doc.transaction():
         set_text(text, b)
     assert str(text) == b
+
+
+def changes(a: str, b: str, ops: list[tuple[str, int, int, int, int]]) -> list[tuple[str, str]]:
+    """What each opcode not equal takes out of `a` and puts in from `b`."""
+    return [(a[i1:i2], b[j1:j2]) for t, i1, i2, j1, j2 in ops if t != "equal"]
+
+
+def test_a_rewrite_keeps_no_scattered_letters_of_the_old_words() -> None:
+    """difflib matched a, n, s, e, r of "answer" inside "changed at source": a PUT of the
+    rewrite kept them as the old writer's items, and a revert of that writer took them
+    out of the new sentence ("Q1chged at ourc")."""
+    a, b = "Q1 answer", "Q1 changed at source"
+    for ops in (text_opcodes(a, b), string_opcodes(a, b)):
+        applies(a, b, ops)
+        assert ops == [("equal", 0, 3, 0, 3), ("replace", 3, 9, 3, 20)], ops
+    # a sentence written over: a word both have stays (with the "t" of "sat" and "met"
+    # next to it: a kept run is kept whole), the letters kept inside changed words go
+    a, b = "I sat at home all day", "we met at noon for lunch"
+    ops = string_opcodes(a, b)
+    applies(a, b, ops)
+    assert changes(a, b, ops) == [("I sa", "we me"), ("home all day", "noon for lunch")], ops
+
+
+def test_a_long_match_between_two_changes_stays() -> None:
+    """A restore of the version before s05 deleted their paragraph: s06's paragraph,
+    kept, lies between an insert of 20 characters and a delete of 37. The rule of
+    diff-match-patch's semantic cleanup (an equality no longer than the changes on both
+    sides is folded) re-wrote it, taking it from s06 and counting it as removed."""
+    a = "[s06] My dog is Rex.\n LATE SENTENCE BY s06.\n s07 was here."
+    b = "[s05] I like trees.\n[s06] My dog is Rex.\n"
+    ops = string_opcodes(a, b)
+    applies(a, b, ops)
+    assert changes(a, b, ops) == [
+        ("", "5] I like trees.\n[s0"),
+        (" LATE SENTENCE BY s06.\n s07 was here.", ""),
+    ], ops
+    # a short word between two changes is a real match too
+    a, b = "one two three four", "five six three seven eight"
+    ops = string_opcodes(a, b)
+    applies(a, b, ops)
+    assert ("equal", 7, 14, 8, 15) in ops and a[7:14] == " three ", ops
+
+
+def test_small_edits_stay_small() -> None:
+    # a typo fix in a long sentence changes only inside the word
+    a = "The quick brown fox jumps over teh lazy dog near the river bank today."
+    b = a.replace("teh", "the")
+    for ops in (text_opcodes(a, b), string_opcodes(a, b)):
+        applies(a, b, ops)
+        k = a.index("teh")
+        assert all(k <= i1 and i2 <= k + 3 for t, i1, i2, _, _ in ops if t != "equal"), ops
+    # two typos in a sentence: the words between them stay
+    a, b = "Teh cat sat on teh mat.", "The cat sat on the mat."
+    ops = string_opcodes(a, b)
+    applies(a, b, ops)
+    assert any(t == "equal" and i1 <= 3 and 15 <= i2 for t, i1, i2, _, _ in ops), ops
+    # a word changed at its end keeps its stem, a word inside a rewrite that is alike
+    # keeps what it shares
+    assert changes(
+        "walked home", "walking home", string_opcodes("walked home", "walking home")
+    ) == [("ed", "ing")]
+    a, b = "a colour and a shape", "the color and the form"
+    ops = string_opcodes(a, b)
+    applies(a, b, ops)
+    assert ("u", "") in changes(a, b, ops), ops
+    # one character inserted: one insert
+    assert text_opcodes("hello world", "hello, world") == [
+        ("equal", 0, 5, 0, 5),
+        ("insert", 5, 5, 5, 6),
+        ("equal", 5, 11, 6, 12),
+    ]
+    # an equality longer than the changes on one side stays
+    assert text_opcodes("xx abcdef yy", "zz abcdef ww") == [
+        ("replace", 0, 2, 0, 2),
+        ("equal", 2, 10, 2, 10),
+        ("replace", 10, 12, 10, 12),
+    ]
+
+
+words = st.lists(
+    st.sampled_from(["a", "b", "ab", "ba", " ", "\n", "abc", "é", "🙂", ".", "cab "]), max_size=80
+)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(words, words)
+def test_folded_opcodes_still_turn_one_text_into_the_other(a: list[str], b: list[str]) -> None:
+    """The character opcodes after the fold: contiguous, covering both texts, their equal
+    spans equal; and no equality left between two changes that holds no whole word and
+    is no longer than the changes on each side of it (each side counted as the larger of
+    deleted and inserted)."""
+    x, y = "".join(a), "".join(b)
+    for ops in (text_opcodes(x, y), string_opcodes(x, y)):
+        applies(x, y, ops)
+        for k in range(1, len(ops) - 1):
+            tag, i1, i2, j1, j2 = ops[k]
+            if tag == "equal":
+                left, right = ops[k - 1], ops[k + 1]
+                assert left[0] != "equal" and right[0] != "equal", ops
+                side = lambda op: max(op[2] - op[1], op[4] - op[3])  # noqa: E731
+                short = i2 - i1 <= side(left) and i2 - i1 <= side(right)
+                assert not short or bounded_diff._holds_word(
+                    x, y, i1, i2, j1, j2, bounded_diff.is_word
+                ), ops

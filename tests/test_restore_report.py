@@ -184,3 +184,38 @@ async def test_restore_names_the_writers_of_text_an_undo_brought_back(
         did = await hb.restore("back", version)
         assert did.seq is not None and did.removed_others == ()
         assert (did.removed_characters, did.added_characters) == (len(late), 0)
+
+
+async def test_a_restore_keeps_a_paragraph_between_what_it_puts_in_and_takes_out(
+    server: RunningServer,
+) -> None:
+    """s06's paragraph, kept, lies between the 20 characters a restore puts back (s05's
+    deleted paragraph) and the 37 it takes out (s06's and s07's later sentences). A fold
+    of short kept runs between changes (diff-match-patch's rule: no longer than the
+    changes on both sides) re-wrote it, taking it from s06 and counting its 18
+    characters as removed (the page said 55 characters, not 37). The restore diffs one
+    stand-in per character and writer, so the word test must see the characters."""
+    doc, path = "quiz", "/api/docs/quiz/text"
+    para5, para6 = "[s05] I like trees.\n", "[s06] My dog is Rex.\n"
+    late6, late7 = " LATE SENTENCE BY s06.\n", " s07 was here."
+    async with httpx.AsyncClient(base_url=server.url) as c:
+        for user, text in [
+            ("s05", para5),
+            ("s06", para5 + para6),
+            ("s05", para6),
+            ("s06", para6 + late6),
+            ("s07", para6 + late6 + late7),
+        ]:
+            r = await c.put(path, params={"user": user}, json={"text": text})
+            assert r.status_code == 200, r.text
+        version = 2
+        would = await _restore(c, doc, version, "teacher", dry_run=True)
+        assert would["removed"] == {"characters": len(late6 + late7), "items": 0}, would
+        assert would["removed_others"] == [
+            {"user": "s06", "characters": len(late6), "items": 0},
+            {"user": "s07", "characters": len(late7), "items": 0},
+        ], would
+        await _restore(c, doc, version, "teacher")
+        r = await c.get(f"/api/docs/{doc}/blame")
+        runs = [(run["actor"], run["text"]) for run in r.json()["roots"]["content"]["runs"]]
+        assert runs == [("s05", para5), ("s06", para6)], runs

@@ -17,6 +17,7 @@ from conftest import RunningServer, run_server
 from nodehelp import scenario
 from test_auth import SECRET, token
 from test_interop_node import node_modules, node_scenario  # noqa: F401 - the fixture
+from yclient import connect
 
 from palimpsest import client
 from palimpsest.client.cli import main
@@ -383,3 +384,47 @@ async def test_revert_in_an_xml_document_written_by_yjs_clients(server: RunningS
     # the teacher's undo brings it all back
     assert out["undo"]["status"] == 200, out
     assert out["undone"] == out["before"]
+
+
+@pytest.mark.parametrize("base", [True, False])
+async def test_a_rewrite_by_put_keeps_its_words_when_the_writer_before_is_reverted(
+    server: RunningServer, base: bool
+) -> None:
+    """stu appends " answer" to ann's "Q1" over the websocket; ann rewrites the whole text
+    by PUT /text (from the version she read, or without a base) to "Q1 changed at
+    source"; then stu's changes are reverted. The PUT's character diff kept a, n, s, e, r
+    of "answer" as equal inside ann's new words, so they stayed stu's items, and the
+    revert took them out of her sentence: "Q1chged at ourc". Now the rewritten run is
+    ann's whole."""
+    doc = "quiz"
+    rewrite = "Q1 changed at source"
+    async with httpx.AsyncClient(base_url=server.url) as c:
+        r = await c.put(f"/api/docs/{doc}/text", params={"user": "ann"}, json={"text": "Q1"})
+        assert r.status_code == 200, r.text
+        since = (await _head(c, doc))["seq"]
+        async with connect(server.ws_url, doc, user="stu") as stu:
+            stu.insert(2, " answer")
+            for _ in range(500):
+                head = await _head(c, doc)
+                if head["roots"]["content"]["value"] == "Q1 answer":
+                    break
+                await asyncio.sleep(0.01)
+            assert head["roots"]["content"]["value"] == "Q1 answer"
+        body: dict[str, Any] = {"text": rewrite}
+        if base:
+            body["base"] = head["seq"]
+        r = await c.put(f"/api/docs/{doc}/text", params={"user": "ann"}, json=body)
+        assert r.status_code == 200, r.text
+        assert (await _head(c, doc))["roots"]["content"]["value"] == rewrite
+        r = await c.get(f"/api/docs/{doc}/blame")
+        runs = r.json()["roots"]["content"]["runs"]
+        assert [(run["actor"], run["text"]) for run in runs] == [
+            ("ann", "Q1"),
+            ("stu", " "),
+            ("ann", "changed at source"),
+        ], runs
+        did = await _revert(c, doc, {"actor": "stu", "since": since})
+        assert did["seq"] is not None and did["reverts"] == [since + 1], did
+        # ann's words whole; the space after "Q1" is stu's, which ann's PUT did not
+        # write (the texts' common prefix, "Q1 ", stays as it was), so it goes with stu
+        assert (await _head(c, doc))["roots"]["content"]["value"] == "Q1changed at source"

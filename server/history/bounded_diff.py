@@ -29,6 +29,10 @@ besides is linear. On the loaded 2-core test machine the inputs above take 0.03-
 (0.03-1.05 s when the span was replaced whole; 1 MB of four kinds of line 0.19-0.38 s
 against 0.08-0.16 s); a fix in each of 2,000 lines 46-80 ms.
 
+A text's character diffs are then folded where difflib kept bits of words between
+changes (``_folded``): a short kept run that holds no whole word becomes part of the
+change around it, so a rewrite keeps no letters of the old words inside the new ones.
+
 Opcodes are difflib's: ``(tag, i1, i2, j1, j2)`` with tag equal, replace, delete, insert.
 """
 
@@ -39,7 +43,7 @@ import difflib
 import itertools
 import re
 from collections import Counter
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 Opcode = tuple[str, int, int, int, int]
 
@@ -174,13 +178,27 @@ def _merged(ops: list[Opcode]) -> list[Opcode]:
 
 # --- texts: by lines, then tokens, then characters -----------------------------------
 
+#: a character of a word (what ``\w`` matches: letters, digits, "_")
+_WORD_CHAR = re.compile(r"\w")
+#: what tells the characters of words (``is_word``; a caller that diffs stand-ins for
+#: characters, restore's one code point per character and writer, gives its own)
+WordTest = Callable[[str], bool]
+
+
+def is_word(ch: str) -> bool:
+    """Whether `ch` is a character of a word (what the regular expression `\\w` matches)."""
+    return _WORD_CHAR.match(ch) is not None
+
+
 #: a word or any other one character, with the white space before it
 _TOKEN = re.compile(r"\s*(?:\w+|.)", re.DOTALL)
 #: what looking at one pair of lines (of runs of lines replaced by as many) costs
 PAIR = 16
 
 
-def text_opcodes(a: str, b: str, budget: Budget | None = None) -> list[Opcode]:
+def text_opcodes(
+    a: str, b: str, budget: Budget | None = None, word: WordTest | None = None
+) -> list[Opcode]:
     """Opcodes over the code points of two texts that stay minimal for ordinary edits
     at any size, within the same budget: a character diff where difflib affords it
     (what it always gave), else a line diff (lines are nearly all unique, so anchors
@@ -190,13 +208,17 @@ def text_opcodes(a: str, b: str, budget: Budget | None = None) -> list[Opcode]:
     half of itself (its common prefix and suffix) is diffed with its counterpart alone;
     the others, by runs, as above. Each level goes through ``opcodes`` and its budget,
     and each pair of lines looked at costs ``PAIR``; what each level does besides
-    (splitting, offsets, prefixes) is linear in the span."""
+    (splitting, offsets, prefixes) is linear in the span. Each character diff then has
+    its short kept runs that hold no whole word folded into the changes around them
+    (``_folded``: no letters of old words kept scattered through a rewrite); `word`
+    tells the characters of words (``is_word`` unless given)."""
     budget = budget or Budget()
+    word = word or is_word
     out: list[Opcode] = []
     if _affords(a, b, budget):
-        _chars(a, b, 0, 0, budget, out)
+        _chars(a, b, 0, 0, budget, word, out)
     else:
-        _lines(a, b, 0, 0, budget, out)
+        _lines(a, b, 0, 0, budget, word, out)
     return _merged(out)
 
 
@@ -207,24 +229,102 @@ def _affords(a: Sequence[Hashable], b: Sequence[Hashable], budget: Budget) -> bo
     return n <= SMALL and _pairs(a, b) + n <= budget.left
 
 
-def _chars(a: str, b: str, i0: int, j0: int, budget: Budget, out: list[Opcode]) -> None:
-    ops = opcodes(a, b, budget)
+def _chars(
+    a: str, b: str, i0: int, j0: int, budget: Budget, word: WordTest, out: list[Opcode]
+) -> None:
+    ops = _folded(a, b, opcodes(a, b, budget), word)
     out.extend((t, i1 + i0, i2 + i0, j1 + j0, j2 + j0) for t, i1, i2, j1, j2 in ops)
 
 
-def _lines(a: str, b: str, i0: int, j0: int, budget: Budget, out: list[Opcode]) -> None:
+def _folded(a: str, b: str, ops: list[Opcode], word: WordTest) -> list[Opcode]:
+    """Character opcodes of `a` to `b` with each short equality that holds no word (bits
+    of rewritten words, a space between them) folded into the changes around it: an
+    equality between two changes that holds no whole word of both texts (``_holds_word``)
+    and is no longer than the
+    changes on its left and no longer than those on its right (each side counted as
+    max(characters deleted, characters inserted) over the run of changes between it and
+    the next equality, as diff-match-patch's ``diff_cleanupSemantic`` counts) becomes,
+    with both, one change; the equality before is looked at again, until none is left.
+
+    difflib kept the a, n, s, e, r of "answer" as equal inside "changed at source": a
+    PUT /text of that rewrite kept them as the old writer's items, and a revert of that
+    writer took them out of the new sentence ("Q1chged at ourc"). DMP's rule alone also
+    folds long real matches: a restore that kept a paragraph ("6] My dog is Rex.", 18
+    characters between an insert of 20 and a delete of 37) re-wrote it, taking it from
+    its writer; an equality holding a whole word is a real match and stays, whatever its
+    length. A typo fix ("teh" -> "the") still changes only inside its word. One pass over
+    a stack, each equality folded once: linear in the opcodes and the equalities'
+    characters. The result covers `a` and `b` in order, as `ops` did."""
+    # the stack alternates equalities and changes, each as [i1, i2, j1, j2]
+    stack: list[tuple[bool, list[int]]] = []
+    for tag, i1, i2, j1, j2 in ops:
+        if tag == "equal":
+            stack.append((True, [i1, i2, j1, j2]))
+            continue
+        if stack and not stack[-1][0]:  # changes next to each other: one run
+            stack[-1][1][1], stack[-1][1][3] = i2, j2
+            continue
+        stack.append((False, [i1, i2, j1, j2]))
+        # fold while the equality before the change on top is short and no word
+        while len(stack) >= 3 and stack[-2][0] and not stack[-3][0]:
+            left, eq, right = stack[-3][1], stack[-2][1], stack[-1][1]
+            n = eq[1] - eq[0]
+            if n > max(left[1] - left[0], left[3] - left[2]):
+                break
+            if n > max(right[1] - right[0], right[3] - right[2]):
+                break
+            if _holds_word(a, b, eq[0], eq[1], eq[2], eq[3], word):
+                break
+            del stack[-2:]
+            left[1], left[3] = right[1], right[3]
+    return [_op(is_eq, span) for is_eq, span in stack]
+
+
+def _op(is_eq: bool, span: list[int]) -> Opcode:
+    i1, i2, j1, j2 = span
+    return ("equal", i1, i2, j1, j2) if is_eq else _tagged(("replace", i1, i2, j1, j2))
+
+
+def _holds_word(a: str, b: str, i1: int, i2: int, j1: int, j2: int, word: WordTest) -> bool:
+    """Whether the equal spans a[i1:i2] and b[j1:j2] hold a word whole in both texts: a
+    run of word characters (``word``) with no word character next to it in either text
+    (the ends of `a` and `b` count as no word character: a span diffed alone may start or
+    end inside a word of the whole text, and there the equality stays, as before).
+    Linear in the span."""
+
+    def edge(s: str, k: int) -> bool:  # no word character at s[k]
+        return not 0 <= k < len(s) or not word(s[k])
+
+    k = i1
+    while k < i2:
+        if not word(a[k]):
+            k += 1
+            continue
+        start = k
+        while k < i2 and word(a[k]):
+            k += 1
+        if (start > i1 or (edge(a, i1 - 1) and edge(b, j1 - 1))) and (
+            k < i2 or (edge(a, i2) and edge(b, j2))
+        ):
+            return True
+    return False
+
+
+def _lines(
+    a: str, b: str, i0: int, j0: int, budget: Budget, word: WordTest, out: list[Opcode]
+) -> None:
     la, lb = a.splitlines(keepends=True), b.splitlines(keepends=True)
     if len(la) <= 1 and len(lb) <= 1:
-        _tokens(a, b, i0, j0, budget, out)
+        _tokens(a, b, i0, j0, budget, word, out)
         return
     offa = list(itertools.accumulate(map(len, la), initial=i0))
     offb = list(itertools.accumulate(map(len, lb), initial=j0))
     for tag, i1, i2, j1, j2 in opcodes(la, lb, budget):
         if tag == "replace" and i2 - i1 == j2 - j1:
-            _paired(a, b, offa, offb, i0, j0, i1, i2, j1, budget, out)
+            _paired(a, b, offa, offb, i0, j0, i1, i2, j1, budget, word, out)
         elif tag == "replace":
             x, y = a[offa[i1] - i0 : offa[i2] - i0], b[offb[j1] - j0 : offb[j2] - j0]
-            _tokens(x, y, offa[i1], offb[j1], budget, out)
+            _tokens(x, y, offa[i1], offb[j1], budget, word, out)
         else:
             _whole_or_equal(tag, offa[i1], offa[i2], offb[j1], offb[j2], out)
 
@@ -240,6 +340,7 @@ def _paired(
     i2: int,
     j1: int,
     budget: Budget,
+    word: WordTest,
     out: list[Opcode],
 ) -> None:
     """Lines i1..i2 of `a` replaced by as many of `b` from j1 (offa, offb: where each
@@ -249,7 +350,7 @@ def _paired(
     def flush(end: int) -> None:
         x = a[offa[run] - i0 : offa[end] - i0]
         y = b[offb[j1 + run - i1] - j0 : offb[j1 + end - i1] - j0]
-        _tokens(x, y, offa[run], offb[j1 + run - i1], budget, out)
+        _tokens(x, y, offa[run], offb[j1 + run - i1], budget, word, out)
 
     for k in range(i1, i2):
         if not budget.take(PAIR):
@@ -265,7 +366,7 @@ def _paired(
             flush(k)
         at, bt = offa[k], offb[j1 + k - i1]
         out.append(("equal", at, at + pre, bt, bt + pre))
-        _tokens(x[pre : len(x) - suf], y[pre : len(y) - suf], at + pre, bt + pre, budget, out)
+        _tokens(x[pre : len(x) - suf], y[pre : len(y) - suf], at + pre, bt + pre, budget, word, out)
         out.append(("equal", offa[k + 1] - suf, offa[k + 1], bt + len(y) - suf, bt + len(y)))
         run = k + 1
     if run < i2:
@@ -287,9 +388,11 @@ def _prefix(x: str, y: str) -> int:
     return lo
 
 
-def _tokens(a: str, b: str, i0: int, j0: int, budget: Budget, out: list[Opcode]) -> None:
+def _tokens(
+    a: str, b: str, i0: int, j0: int, budget: Budget, word: WordTest, out: list[Opcode]
+) -> None:
     if _affords(a, b, budget):
-        _chars(a, b, i0, j0, budget, out)
+        _chars(a, b, i0, j0, budget, word, out)
         return
     ta, tb = _TOKEN.findall(a), _TOKEN.findall(b)
     offa = list(itertools.accumulate(map(len, ta), initial=0))
@@ -298,7 +401,7 @@ def _tokens(a: str, b: str, i0: int, j0: int, budget: Budget, out: list[Opcode])
         at, bt = i0 + offa[i1], j0 + offb[j1]
         x, y = a[offa[i1] : offa[i2]], b[offb[j1] : offb[j2]]
         if tag == "replace":
-            _chars(x, y, at, bt, budget, out)
+            _chars(x, y, at, bt, budget, word, out)
         else:
             _whole_or_equal(tag, at, at + len(x), bt, bt + len(y), out)
 
@@ -346,4 +449,15 @@ def _tagged(op: Opcode) -> Opcode:
     return ("replace" if i1 < i2 and j1 < j2 else "delete" if i1 < i2 else "insert", i1, i2, j1, j2)
 
 
-__all__ = ["BUDGET", "PAIR", "SMALL", "Budget", "Opcode", "coarsened", "opcodes", "text_opcodes"]
+__all__ = [
+    "BUDGET",
+    "PAIR",
+    "SMALL",
+    "Budget",
+    "Opcode",
+    "WordTest",
+    "coarsened",
+    "is_word",
+    "opcodes",
+    "text_opcodes",
+]

@@ -21,7 +21,7 @@ from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
 
 from ..errors import TooDeep
 from . import yupdate
-from .bounded_diff import Opcode, opcodes, text_opcodes
+from .bounded_diff import Opcode, WordTest, opcodes, text_opcodes
 
 TEXT, MAP, ARRAY, XML = "text", "map", "array", "xml"
 #: the key of the JSON object a binary value is rendered as (jsonable)
@@ -743,10 +743,12 @@ def diff_strings(old: str, new: str) -> list[dict[str, Any]]:
     return ops
 
 
-def string_opcodes(a: str, b: str) -> list[Opcode]:
+def string_opcodes(a: str, b: str, word: WordTest | None = None) -> list[Opcode]:
     """difflib-style opcodes over code points: common prefix and suffix trimmed, then
     bounded_diff.text_opcodes (a character diff where it is affordable, else by lines,
-    then tokens, then characters); the work bounded, whatever the texts."""
+    then tokens, then characters, with short kept runs that hold no word folded into
+    the changes around them); the work bounded, whatever the texts. `word`: which code
+    points are characters of words (bounded_diff.is_word unless given)."""
     n = min(len(a), len(b))
     pre = _common(a, b, n, lambda s, k: s[:k])
     suf = _common(a, b, n - pre, lambda s, k: s[len(s) - k :])
@@ -755,7 +757,8 @@ def string_opcodes(a: str, b: str) -> list[Opcode]:
     if pre:
         ops.append(("equal", 0, pre, 0, pre))
     ops.extend(
-        (t, i1 + pre, i2 + pre, j1 + pre, j2 + pre) for t, i1, i2, j1, j2 in text_opcodes(am, bm)
+        (t, i1 + pre, i2 + pre, j1 + pre, j2 + pre)
+        for t, i1, i2, j1, j2 in text_opcodes(am, bm, word=word)
     )
     if suf:
         ops.append(("equal", len(a) - suf, len(a), len(b) - suf, len(b)))

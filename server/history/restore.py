@@ -41,7 +41,7 @@ from pycrdt import Array, Assoc, Doc, Map, Text, XmlElement, XmlFragment, XmlTex
 from .. import protocol as P
 from ..errors import Conflict, TooDeep
 from ..protocol import decode_state_vector
-from .bounded_diff import coarsened, opcodes
+from .bounded_diff import WordTest, coarsened, is_word, opcodes
 from .render import (
     ARRAY,
     MAP,
@@ -352,7 +352,14 @@ def set_text(
         if a == b:
             return
         offs = byte_offsets(chars)
-        ops = coarsened(string_opcodes(a, b), max(1, CHANGE_COST // max(1, len(a))))
+        word: WordTest = is_word
+        if keys is not None:
+            # (the diff of stand-ins: which of them stand for a character of a word,
+            # for the fold of kept bits of words, bounded_diff._folded)
+            stands = dict(zip(a + b, chars + target, strict=True))  # (C: no loop per character)
+            words = {k for k, c in stands.items() if is_word(c)}
+            word = words.__contains__
+        ops = coarsened(string_opcodes(a, b, word), max(1, CHANGE_COST // max(1, len(a))))
         if writers is not None and known and named is not None:
             out: dict[Any, int] = {}
             for tag, i1, i2, _j1, _j2 in ops:
