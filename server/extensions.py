@@ -91,6 +91,9 @@ class OpContext:
     #: count bytes written on the client's behalf against its rate (an undo appends as
     #: much as the edit it reverts)
     charge: Callable[[int], None] = lambda _n: None
+    #: the connection id its edits are logged with (their meta's ``conn``), when not
+    #: ``client.id`` (a Hocuspocus document's): the session whose undo step is whose
+    session: str | None = None
 
 
 #: a websocket extension operation: (context, request body) -> answer body. The answer

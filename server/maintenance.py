@@ -511,10 +511,32 @@ async def plan_restamp(store: EventStore, doc: str, now: int | None = None) -> R
 def restamped_meta(plan: RestampPlan) -> MetaRewrite:
     """A snapshot's meta with the times it keeps after plan.now restamped: a compaction
     base's time (BASE_TS), and each actor's last change in the undo stacks (their idle
-    ends); None when it keeps none. Other extensions' entries are left as they are."""
+    ends) and each open step's (its session's pause); None when it keeps none. Other
+    extensions' entries are left as they are."""
 
     def late(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool) and v > plan.now
+
+    def restamped_stacks(st: dict[str, Any]) -> dict[str, Any]:
+        """An actor's stacks with their last change and each open step's restamped
+        (the same dict when neither is late)."""
+        out = st
+        if late(st.get("last_ts")):
+            out = {**out, "last_ts": plan.stamp(st["last_ts"])}
+        steps = st.get("undo")
+        if isinstance(steps, list) and any(
+            isinstance(s, dict) and late(s.get("last_ts")) for s in steps
+        ):
+            out = {
+                **out,
+                "undo": [
+                    {**s, "last_ts": plan.stamp(s["last_ts"])}
+                    if isinstance(s, dict) and late(s.get("last_ts"))
+                    else s
+                    for s in steps
+                ],
+            }
+        return out
 
     def rewrite(meta: dict[str, Any]) -> dict[str, Any] | None:
         out = dict(meta)
@@ -523,11 +545,11 @@ def restamped_meta(plan: RestampPlan) -> MetaRewrite:
         stacks = meta.get(undo.META_KEY)
         actors = stacks.get("actors") if isinstance(stacks, dict) else None
         if isinstance(stacks, dict) and isinstance(actors, dict):
-            moved = {
-                a: {**st, "last_ts": plan.stamp(st["last_ts"])}
-                for a, st in actors.items()
-                if isinstance(st, dict) and late(st.get("last_ts"))
-            }
+            moved = {}
+            for a, st in actors.items():
+                new = restamped_stacks(st) if isinstance(st, dict) else st
+                if new is not st:
+                    moved[a] = new
             if moved:
                 out[undo.META_KEY] = {**stacks, "actors": {**actors, **moved}}
         return out if out != meta else None

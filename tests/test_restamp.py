@@ -129,6 +129,9 @@ async def test_restamp_pulls_the_far_future_run_back_and_history_by_time_works(
         assert latest is not None and latest.valid and latest.ts == b + 1 + MINUTE
         actors: dict[str, Any] = latest.meta["undo"]["actors"]
         assert actors["ann"]["last_ts"] == b + 1 + MINUTE, actors
+        # and the pause of the step ann's session was typing (it may still grow)
+        [grows] = [s for s in actors["ann"]["undo"] if s.get("open")]
+        assert grows["last_ts"] == b + 1 + MINUTE, actors
         info = await store.doc_info(DOC)
         assert info is not None and info.updated_ts == b + 1 + MINUTE
     finally:

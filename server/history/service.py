@@ -121,12 +121,13 @@ _INT = re.compile(r"-?[0-9]+")
 def public_meta(meta: dict[str, Any]) -> dict[str, Any]:
     """Event metadata as readers see it: the connection id names the server's host and
     process (``host:pid/n``), so they get an opaque digest that still tells connections
-    apart."""
-    conn = meta.get("conn")
-    if not isinstance(conn, str):
-        return meta
-    digest = hashlib.sha256(conn.encode()).hexdigest()[:12]
-    return {**meta, "conn": digest}
+    apart (an edit's ``conn``; the ``session`` whose undo step an undo_mark closed)."""
+    hidden = {
+        key: hashlib.sha256(value.encode()).hexdigest()[:12]
+        for key in ("conn", "session")
+        if isinstance(value := meta.get(key), str)
+    }
+    return {**meta, **hidden} if hidden else meta
 
 
 def event_json(ev: Event) -> dict[str, Any]:

@@ -787,7 +787,13 @@ class HocuspocusSocket(Connection):
 
     async def request(self, peer: DocPeer, room: Room, body: dict[str, Any]) -> None:
         answer = await extension_answer(
-            self.backend, room, peer.client, body, flush=room.flush, charge=self.charge
+            self.backend,
+            room,
+            peer.client,
+            body,
+            flush=room.flush,
+            charge=self.charge,
+            session=peer.author.id,  # (its edits are logged as its author's)
         )
         self.send(H.encode_json(peer.doc, answer))
 

@@ -766,9 +766,11 @@ async def extension_answer(
     *,
     flush: Callable[[], Awaitable[None]],
     charge: Callable[[int], None] = lambda _n: None,
+    session: str | None = None,
 ) -> dict[str, Any]:
     """The result message for an extension request of `client`: an extension's websocket
-    operation, or ``hello`` (who you are, which operations there are)."""
+    operation, or ``hello`` (who you are, which operations there are). `session`: the
+    connection id its edits are logged with, when not the client's (OpContext)."""
     op = body.get("type")
     ops = backend.extensions.ops
     handler = ops.get(op) if isinstance(op, str) else None
@@ -783,7 +785,7 @@ async def extension_answer(
         answer = {"ok": False, "reason": f"unknown extension message type {op!r}"}
     else:
         try:
-            answer = await handler(OpContext(backend, room, client, flush, charge), body)
+            answer = await handler(OpContext(backend, room, client, flush, charge, session), body)
         except PalimpsestError as e:
             answer = {
                 "ok": False,

@@ -22,7 +22,7 @@ from ..room import Room
 from ..store.base import Event
 from .containers import Kept
 from .recorder import MARK, REDO, UNDO, RoomUndo
-from .stacks import GROUP_ID_MAX, Stacks, Step
+from .stacks import GROUP_ID_MAX, Step
 
 log = logging.getLogger("palimpsest.undo")
 
@@ -102,7 +102,7 @@ async def perform(
             if state.revert(doc, step, copies, kept, prepared if step is top else None):
                 reverts.extend(step.seqs)
                 picked.append(step)
-                _say_what_was_seen(meta, room, st, step)
+                _say_what_was_seen(meta, room, step)
                 done[:] = [state.deleted_since(mark), step.ins]
                 return
             if not state.bookkeeping_only(step):  # (not a step any more: no word of it)
@@ -140,13 +140,13 @@ def _top(state: RoomUndo, actor: str, kind: str) -> Step | None:
     return stack[-1] if stack else None
 
 
-def _say_what_was_seen(meta: dict[str, Any], room: Room, st: Stacks, step: Step) -> None:
+def _say_what_was_seen(meta: dict[str, Any], room: Room, step: Step) -> None:
     """The seq the change is made at (``at``), and, when its step may still grow, the
     step's ranges: another process may log more of its actor's edits, which join it,
     before this event (server changes take turns, edits do not), and the recorder then
     takes only this part off the step (RoomUndo._take_reverted)."""
     meta["at"] = room.seq
-    if st.open and st.undo and st.undo[-1] is step:
+    if step.open:
         meta["ins"], meta["dels"] = to_b64(step.ins), to_b64(step.dels)
 
 
@@ -252,11 +252,15 @@ async def open_group(room: Room, actor: str, group: str) -> GroupAnswer:
     return GroupAnswer(ev.seq if ev is not None else None, group, idle_ms=idle_ms)
 
 
-async def close_group(room: Room, actor: str, group: str | None = None) -> GroupAnswer:
+async def close_group(
+    room: Room, actor: str, group: str | None = None, session: str | None = None
+) -> GroupAnswer:
     """End actor's current step: their next change starts a new one; and their explicit
     group, if one is open (when `group` is given: only if it is that one, else nothing
     is done). Logged (kind undo_mark, empty update) so that grouping is the same after a
-    restart and on every process; seq None when nothing was open.
+    restart and on every process; seq None when nothing was open. `session`: the
+    connection asking (the ``conn`` its edits are logged with), whose step alone ends,
+    and the group (meta ``session``); None (HTTP): every step of the actor's.
 
     The edits queued before the request (the same connection's last keystrokes) are
     recorded first, and the step is closed when the mark is recorded, in the log's
@@ -277,13 +281,16 @@ async def close_group(room: Room, actor: str, group: str | None = None) -> Group
     if group is not None and (st is None or st.group != group):
         # closed already (a retried close), ended by its idle time, or another one
         return GroupAnswer(None, group, st.group_steps(group) if st is not None else 0)
-    if st is None or (
-        st.group is None and (not st.open or state.last_ts - st.last_ts >= state.capture_ms)
-    ):
-        if st is not None:
-            st.open = False
+    if st is None:
         return GroupAnswer(None, None)
+    if st.group is None:
+        ending = [s for s in st.undo if s.open and (session is None or s.conn == session)]
+        if all(state.last_ts - s.last_ts >= state.capture_ms for s in ending):
+            for s in ending:
+                s.close()
+            return GroupAnswer(None, None)
     closing = st.group
-    ev = await room.server_change(actor, MARK, lambda _doc: None, always=True)
+    meta = {"session": session} if session is not None else None
+    ev = await room.server_change(actor, MARK, lambda _doc: None, meta, always=True)
     steps = st.group_steps(closing) if closing is not None else None
     return GroupAnswer(ev.seq if ev is not None else None, closing, steps)

@@ -181,7 +181,9 @@ class Undo(Extension):
         # belong to the group being closed
         await ctx.flush()
         group = None if body.get("group") is None else group_id(body.get("group"))
-        return (await close_group(ctx.room, ctx.client.user, group)).to_json()
+        # this connection's step (and the group): another tab's goes on
+        session = ctx.session or ctx.client.id
+        return (await close_group(ctx.room, ctx.client.user, group, session)).to_json()
 
     async def _op_open_group(self, ctx: OpContext, body: dict[str, Any]) -> dict[str, Any]:
         _only_keys(body, "open_group", "group")

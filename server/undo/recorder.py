@@ -331,42 +331,65 @@ class RoomUndo:
             st = self.actors[ev.actor] = Stacks()
         if st.redo:
             st.redo.clear()
-        # the pause since the actor's last change: none when the ts went back (a clock
+        # a pause (the actor's, or a session's) is none when the ts went back (a clock
         # stepped back: an older log's; a store keeps them rising now, EventStore.append)
-        pause = ev.ts - st.last_ts
-        if st.group is not None and pause >= self.groups.idle_ms:
+        if st.group is not None and ev.ts - st.last_ts >= self.groups.idle_ms:
             st.group = None  # left idle too long: it ended, and this change is a new step
-            st.open = False
+            st.close_steps()
         top = st.undo[-1] if st.undo else None
-        if top is None or not st.open or ev.kind in DELIBERATE:
-            joins = False
+        grows: Step | None = None
+        if ev.kind in DELIBERATE:
+            st.close_steps()  # neither the typing before it joins it, nor that after
         elif st.group is not None:
-            # an explicit group: no capture timeout, its own (larger) bounds
-            joins = (
-                top.group == st.group
+            # an explicit group: of every session, no capture timeout, its own bounds
+            if (
+                top is not None
+                and top.open
+                and top.group == st.group
                 and len(top.seqs) < self.groups.max_events
                 and top.nbytes + len(ev.update) <= self.groups.max_bytes
-            )
+            ):
+                grows = top
         else:
-            joins = pause < self.capture_ms and len(top.seqs) < self.max_group
-        if joins:
-            assert top is not None
-            top.touch()
-            top.seqs.append(ev.seq)
+            # the step of the session the change came through: two tabs (two devices)
+            # typing at once make a step each, neither joining nor ending the other's
+            conn = ev.meta.get("conn")
+            grows = st.open_step(conn if isinstance(conn, str) else None)
+            if grows is not None and not (
+                ev.ts - grows.last_ts < self.capture_ms and len(grows.seqs) < self.max_group
+            ):
+                grows.close()
+                grows = None
+        if grows is not None:
+            grows.touch()
+            grows.seqs.append(ev.seq)
             if ins:
-                union_into(top.ins, ins)
+                union_into(grows.ins, ins)
             if dels:
-                union_into(top.dels, dels)
-            if top.group is not None:
-                top.nbytes += len(ev.update)
+                union_into(grows.dels, dels)
+            if grows.group is not None:
+                grows.nbytes += len(ev.update)
+            grows.last_ts = ev.ts
+            if grows is not top:
+                # typed into last: the user's most recent step, the next undo's
+                st.undo.remove(grows)
+                st.undo.append(grows)
         else:
             step = Step([ev.seq], union({}, ins), union({}, dels), floor=self._floor(raw))
-            if st.group is not None and ev.kind not in DELIBERATE:
-                step.group, step.nbytes = st.group, len(ev.update)
+            if ev.kind not in DELIBERATE:
+                step.open, step.last_ts = True, ev.ts
+                if st.group is not None:
+                    st.close_steps()  # (the group's step past its bounds, if any)
+                    step.group, step.nbytes = st.group, len(ev.update)
+                else:
+                    conn = ev.meta.get("conn")
+                    step.conn = conn if isinstance(conn, str) else None
+                    for other in st.undo:  # other sessions' steps their pause ended
+                        if other.open and ev.ts - other.last_ts >= self.capture_ms:
+                            other.close()
             st.undo.append(step)
             del st.undo[: -self.max_depth]
         st.last_ts = ev.ts
-        st.open = ev.kind not in DELIBERATE
 
     def _floor(self, ins: Ranges) -> dict[int, int]:
         """The clocks, as far as they moved since this began, before the event just
@@ -421,16 +444,22 @@ class RoomUndo:
         group = ev.meta.get("open")
         if not isinstance(group, str):
             if st is not None:
-                st.open = False
+                # from a connection (meta ``session``): that session's step, and the
+                # group; over HTTP: every step of the actor's
+                conn = ev.meta.get("session")
+                st.close_steps(conn if isinstance(conn, str) else None)
                 st.group = None
             return
         if st is None:
             st = self.actors[ev.actor] = Stacks()
         if st.group != group:
             top = st.undo[-1] if st.undo else None
+            st.close_steps()
             # the group's step is still the latest: it goes on; else the next change
             # starts the group's first step
-            st.open = top is not None and top.group == group
+            if top is not None and top.group == group:
+                top.open = True
+                top.touch()
             st.group = group
         st.last_ts = ev.ts
 
@@ -467,8 +496,6 @@ class RoomUndo:
                     step.dels = subtract(step.dels, parts[1])
                     step.touch()
                 kept.append(step)
-            if stack is st.undo and stack and (kept[-1] if kept else None) is not stack[-1]:
-                st.open = False  # the step that could grow is gone: none below it may
             stack[:] = kept
 
     def _only_marks(self, dels: Ranges) -> bool:
@@ -520,7 +547,7 @@ class RoomUndo:
         if self.book.only(ins, dels):
             # an undo by a release that reverted bookkeeping: of a step of it alone, whose
             # redo (as a step) now had nothing to revert, refused, and stayed on the stack
-            st.open = False
+            st.close_steps()
             return
         if reverted is None:
             log.warning(
@@ -543,7 +570,7 @@ class RoomUndo:
             union_into(top.ins, ins)
             union_into(top.dels, dels)
             top.touch()
-        st.open = False  # the next change starts a new step (Yjs: stopCapturing)
+        st.close_steps()  # the next change starts a new step (Yjs: stopCapturing)
 
     def _take_reverted(self, ev: Event, source: list[Step]) -> Step | None:
         """The step `ev` reverts, taken off `source` (None when no step there holds all

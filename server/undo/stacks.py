@@ -75,6 +75,20 @@ class Step:
     #: an undo's or a redo's (its deletions are exactly what that server change
     #: replaced: mapkeys.value_after); in the snapshot's meta as ``inverse``
     inverse: bool = False
+    #: whether the step may still grow (on the undo stack only): its session's next
+    #: change joins it within the capture timeout, or the explicit group's next change
+    open: bool = False
+    #: the session (connection id, the ``conn`` of its events' meta) whose typing it
+    #: holds, while open: each session of a user grows its own step (two tabs typing at
+    #: once make a step each); None: changes that came through no connection (HTTP)
+    conn: str | None = None
+    #: the ts of its last event, while open (the pause its session's next change made)
+    last_ts: int = 0
+
+    def close(self) -> None:
+        if self.open:
+            self.open, self.conn = False, None
+            self.touch()
 
     def touch(self) -> None:
         self._json = None
@@ -92,6 +106,10 @@ class Step:
                 self._json["inverse"] = True
             if self.floor is not None:
                 self._json["floor"] = base64.b64encode(encode_state_vector(self.floor)).decode()
+            if self.open:
+                self._json["open"], self._json["last_ts"] = True, self.last_ts
+                if self.conn is not None:
+                    self._json["conn"] = self.conn
         return self._json
 
     @classmethod
@@ -103,6 +121,7 @@ class Step:
         )
         group = d.get("group")
         floor = d.get("floor")
+        conn = d.get("conn")
         return cls(
             seqs,
             decode_ranges(base64.b64decode(d["ins"])),
@@ -112,27 +131,50 @@ class Step:
             # (relative to its entry's base: RoomUndo.get makes it relative to its own)
             floor=decode_state_vector(base64.b64decode(floor)) if isinstance(floor, str) else None,
             inverse=d.get("inverse") is True,
+            open=d.get("open") is True,
+            conn=conn if isinstance(conn, str) else None,
+            last_ts=int(d.get("last_ts", 0)),
         )
 
 
 @dataclass
 class Stacks:
-    """One actor's undo and redo stacks, whether their last step may still grow, and the
-    explicit group the actor has open, if any."""
+    """One actor's undo and redo stacks (which of their steps may still grow: each
+    step's ``open``), and the explicit group the actor has open, if any."""
 
     undo: list[Step] = field(default_factory=list)
     redo: list[Step] = field(default_factory=list)
+    #: the ts of the actor's last change (from any session): an explicit group's idle
     last_ts: int = 0
-    open: bool = False
     #: the id of the explicit undo group the actor opened and has not closed
     group: str | None = None
+
+    @property
+    def open(self) -> bool:
+        """Whether any of the actor's steps may still grow."""
+        return any(s.open for s in self.undo)
+
+    def open_step(self, conn: str | None) -> Step | None:
+        """The step session `conn` is typing (open, of no explicit group), if any."""
+        for s in reversed(self.undo):
+            if s.open and s.conn == conn and s.group is None:
+                return s
+        return None
+
+    def close_steps(self, conn: str | None = None) -> None:
+        """End the steps that may still grow: every one, or (`conn` given) that
+        session's and the explicit group's."""
+        for s in self.undo:
+            if s.open and (conn is None or s.conn == conn or s.group is not None):
+                s.close()
 
     def to_json(self) -> dict[str, Any]:
         out = {
             "undo": [s.to_json() for s in self.undo],
             "redo": [s.to_json() for s in self.redo],
             "last_ts": self.last_ts,
-            "open": self.open,
+            # (what a release before per-session steps reads: its last step may grow)
+            "open": bool(self.undo and self.undo[-1].open),
         }
         if self.group is not None:
             out["group"] = self.group
@@ -145,10 +187,18 @@ class Stacks:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Stacks:
-        return cls(
+        st = cls(
             [Step.from_json(s) for s in d.get("undo", [])],
             [Step.from_json(s) for s in d.get("redo", [])],
             int(d.get("last_ts", 0)),
-            bool(d.get("open", False)),
             d["group"] if isinstance(d.get("group"), str) else None,
         )
+        if d.get("open") is True and st.undo and not st.open:
+            # written before per-session steps (Dec 2026): the last step may grow, of
+            # whichever session (one that reconnects after the restart is a new one)
+            top = st.undo[-1]
+            top.open, top.last_ts = True, st.last_ts
+            top.touch()
+        for s in st.redo:
+            s.open = False
+        return st
