@@ -120,7 +120,9 @@ export class ServerUndo {
    * @param {string} [opts.token]    bearer token for the HTTP fallback
    * @param {string} [opts.baseUrl]  where the server is mounted, e.g. https://host/collab (default: the page's origin)
    * @param {number} [opts.timeout]  ms to wait for an answer before rejecting (default 10000)
-   * @param {boolean} [opts.httpFallback] use HTTP when the websocket is closed (default true)
+   * @param {boolean} [opts.httpFallback] use HTTP when the websocket is closed (default true);
+   *   refused (the promise rejects) while the doc holds edits made since it closed
+   *   (`unsent`): the server does not have them yet
    */
   constructor (provider, opts = {}) {
     this.provider = provider
@@ -172,6 +174,18 @@ export class ServerUndo {
     }
     provider.on('status', this._onStatus)
     if (this._wsOpen()) this._onStatus({ status: 'connected' })
+
+    // Edits typed while the socket is down reach the server only in the sync step 2 of
+    // the next connection: until then an undo over HTTP would take back the step before
+    // them (and their arrival would then clear its redo), so the fallback is refused
+    /** whether this doc holds edits made while the socket was down, not synced since */
+    this.unsent = false
+    this._onUpdate = (_update, origin) => {
+      if (origin !== provider && !this._wsOpen()) this.unsent = true
+    }
+    this._onSync = (synced) => { if (synced) this.unsent = false }
+    provider.doc.on('update', this._onUpdate)
+    provider.on('sync', this._onSync)
   }
 
   /** Undo this user's latest change group on the server. */
@@ -207,6 +221,8 @@ export class ServerUndo {
 
   destroy () {
     this.provider.off('status', this._onStatus)
+    this.provider.off('sync', this._onSync)
+    this.provider.doc.off('update', this._onUpdate)
     if (this._previousHandler) {
       this.provider.messageHandlers[MESSAGE_PALIMPSEST] = this._previousHandler
     } else {
@@ -303,6 +319,11 @@ export class ServerUndo {
     if (this._wsOpen()) return this._send(op, fields)
     if (!this.httpFallback || !(op in HTTP_PATHS)) {
       throw new Error('not connected')
+    }
+    if (this.unsent) {
+      throw new Error(`${op.replace('_', ' ')} waits for the connection: what you typed while ` +
+        'it was down is not on the server yet (over HTTP it would take back what you ' +
+        'typed before it)')
     }
     return this._http(op, fields)
   }

@@ -712,6 +712,47 @@ def test_an_undo_asked_for_as_the_socket_opens_undoes_the_offline_typing(
     assert not page.errors, page.errors  # type: ignore[attr-defined]
 
 
+def test_an_undo_while_the_socket_is_down_with_offline_typing_waits_for_it(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """fteditors: typed online, then with the socket down, then Ctrl-Z: ServerUndo's HTTP
+    fallback undid the online words (the server's last step), the offline typing arrived
+    after, and the redo was gone. Now the fallback refuses while the doc holds edits the
+    server has not seen, saying why; nothing changes; once the socket is back the undo
+    takes the offline typing, and redo brings it back. With nothing typed offline, the
+    fallback goes over HTTP as before."""
+    page = open_doc(people(), server.http_url, doc_name, "pia")
+    type_at_end(page, "online ")
+    http = Http(server.http_url)
+    wait_for_head(http, doc_name, "online ")
+    page.evaluate("() => window.palimpsest.session.undo.closeGroup()")
+    page.evaluate("() => window.palimpsest.provider.disconnect()")
+    expect(page.locator("#status")).not_to_have_attribute("data-state", "connected")
+    page.keyboard.type("offline")
+    expect_text(page, "online offline")
+    refused = page.evaluate(
+        "() => window.palimpsest.session.undo.undo().then((r) => r, (e) => String(e))"
+    )
+    assert isinstance(refused, str) and "undo waits for the connection" in refused, refused
+    assert http.content_at(doc_name, http.doc_head(doc_name)) == "online "  # nothing undone
+    page.evaluate("() => window.palimpsest.provider.connect()")
+    expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    wait_for_head(http, doc_name, "online offline")
+    undone = page.evaluate("() => window.palimpsest.session.undo.undo()")
+    assert undone["ok"] is True and undone["removed"]["characters"] == len("offline"), undone
+    expect_text(page, "online ")
+    redone = page.evaluate("() => window.palimpsest.session.undo.redo()")
+    assert redone["ok"] is True, redone
+    expect_text(page, "online offline")
+    # nothing typed while down: the fallback is HTTP, as before
+    page.evaluate("() => window.palimpsest.provider.disconnect()")
+    expect(page.locator("#status")).not_to_have_attribute("data-state", "connected")
+    over_http = page.evaluate("() => window.palimpsest.session.undo.undo()")
+    assert over_http["ok"] is True, over_http
+    wait_for_head(http, doc_name, "online ")
+    assert not page.errors, page.errors  # type: ignore[attr-defined]
+
+
 def test_deep_links_by_name_and_bad_ones(server: ServerProcess, people: Any, doc_name: str) -> None:
     alice = open_doc(people(), server.http_url, doc_name, "alice")
     type_at_end(alice, "first")
