@@ -249,6 +249,26 @@ async def test_bad_tokens_close_the_websocket_with_a_code_and_reason(
     assert DOC not in jserver.backend.rooms, "a refused connection never loads the document"
 
 
+async def test_a_subprotocol_is_named_back_and_a_token_there_is_said_not_read(
+    jserver: RunningServer,
+) -> None:
+    """fteditors: `new WebsocketProvider(url, doc, ydoc, {protocols: [token]})`: the accept
+    named no subprotocol, so Chromium aborted the handshake and the page saw 1006 in a
+    loop, never the 4401. The first one offered is named back, the refusal says where a
+    token goes, and a client that offers one and gives its token in the query works."""
+    tok = token("write")
+    ws = await websockets.connect(ws_url(jserver, DOC, None), subprotocols=[tok], compression=None)  # type: ignore[list-item]
+    assert ws.subprotocol == tok
+    code, reason = await close_of(ws)
+    assert code == 4401 and "subprotocol is not read here: give it as ?token=" in reason, reason
+    ws = await websockets.connect(ws_url(jserver, DOC, tok), subprotocols=["y"], compression=None)  # type: ignore[list-item]
+    try:
+        assert ws.subprotocol == "y"
+        assert isinstance(P.decode(await ws.recv()), P.SyncStep1)
+    finally:
+        await ws.close()
+
+
 async def test_a_token_that_does_not_decode_is_refused_in_plain_words(
     jserver: RunningServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -625,6 +645,9 @@ async def test_bearer_and_query_token_on_http(jserver: RunningServer) -> None:
         r = await http.get("/api/docs", headers={"authorization": f"Bearer {token('read')}"})
         assert r.status_code == 200
         r = await http.get("/api/docs", params={"token": token("read")})
+        assert r.status_code == 200
+        # the header's "Bearer " copied into the query (y-websocket's params) is read too
+        r = await http.get("/api/docs", params={"token": f"Bearer {token('read')}"})
         assert r.status_code == 200
         r = await http.get("/api/docs", headers={"authorization": "Basic YWxpY2U6eA=="})
         assert r.status_code == 401 and r.json()["error"] == "AuthError"

@@ -141,7 +141,12 @@ def token_of(conn: HTTPConnection) -> str | None:
     header = conn.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
         return header[7:].strip()
-    return conn.query_params.get("token")
+    token = conn.query_params.get("token")
+    if token is not None and token[:7].lower() == "bearer ":
+        # the header's word copied into y-websocket's params ({token: `Bearer ${t}`}): no
+        # JWT begins so, and "damaged or not a token" left the developer guessing
+        return token[7:].strip()
+    return token
 
 
 class JWTAuth(Extension):

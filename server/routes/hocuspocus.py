@@ -62,6 +62,7 @@ from .ws import (
     client_id,
     extension_answer,
     held_left,
+    offered,
     reason_of,
     refuse_error,
     said_closed,
@@ -857,7 +858,7 @@ async def hocuspocus_endpoint(ws: WebSocket) -> None:
         await refuse_error(ws, e)
         return
     try:
-        await ws.accept()
+        await ws.accept(subprotocol=offered(ws))
         sock = HocuspocusSocket(ws, backend, client)
         # (at DEBUG while this address's socket refusals repeat: server.repeat_logs)
         say = log.debug if backend.repeat_lines.connecting(sock.who) else log.info

@@ -22,6 +22,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from .. import cpu_account, subdoc_options
 from .. import protocol as P
 from ..auth import ExpiryWatch
+from ..auth.tokens import token_of
 from ..backend import Backend
 from ..closes import Closed, cause_of_client, cause_of_code, cause_of_error, server_closed
 from ..conn_guard import ConnectionGuard
@@ -912,8 +913,16 @@ async def refuse_error(ws: WebSocket, e: PalimpsestError) -> None:
     await refuse(ws, e.close_code, str(e))
 
 
+def offered(ws: WebSocket) -> str | None:
+    """The first subprotocol the client offered (``new WebSocket(url, [p])``), which the
+    accept names back: a browser aborts a handshake whose answer names none (and its
+    page saw 1006, never the close's reason). None of them changes what is spoken."""
+    protocols = ws.scope.get("subprotocols") or []
+    return str(protocols[0]) if protocols else None
+
+
 async def refuse(ws: WebSocket, code: int, reason: str) -> None:
-    await ws.accept()
+    await ws.accept(subprotocol=offered(ws))
     await ws.close(code, close_reason(reason))
 
 
@@ -957,6 +966,12 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         )
         passed = await backend.extensions.connect(client)
     except PalimpsestError as e:
+        if isinstance(e, AuthError) and offered(ws) is not None and token_of(ws) is None:
+            # (y-websocket's `protocols` option used for the token, as some servers read it)
+            e = AuthError(
+                "a token in the websocket's subprotocol is not read here: give it as "
+                "?token= (y-websocket's params: {token})"
+            )
         log.info("refused websocket for %r: %s", doc, e, extra={"doc": doc, "code": e.close_code})
         backend.refused(reason_of(e))
         backend.repeat_refusals.refused(key, e.close_code)
@@ -976,7 +991,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
                 )
             )
             return
-        await ws.accept()
+        await ws.accept(subprotocol=offered(ws))
         accepted = time.monotonic()
         try:
             room = await backend.rooms.get(doc)
