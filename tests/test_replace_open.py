@@ -61,8 +61,10 @@ async def test_a_document_replaced_while_open_closes_its_clients_as_replaced_not
     async with serving(make_settings(db)) as srv:
         async with connect(srv.ws_url, "d", "ann") as a, connect(srv.ws_url, "d", "bob") as b:
             await edit(a, srv, "d", lambda: a.insert(0, "old text"))
-            r = await cli(capfd, "copy", "--from", src, "--to", f"sqlite:///{db}",
-                          "--doc", "d", "--replace", "--quiet")  # fmt: skip
+            # (not --quiet: it says nothing but errors)
+            r = await cli(
+                capfd, "copy", "--from", src, "--to", f"sqlite:///{db}", "--doc", "d", "--replace"
+            )
             assert r.code == 0, r
             assert "d: replaced: the target's 1 events of it are gone" in r.err, r.err
             a.insert(8, "!")  # an edit of the old document, after the replace

@@ -371,7 +371,8 @@ async def test_a_copy_numbering_anew_leaves_the_deletion_records_and_says_so(
             await pg.append([("a", [NewEvent("ann", "edit", EMPTY)]),
                              ("gone", [NewEvent("ann", "edit", EMPTY)])])  # fmt: skip
             assert await pg.delete_doc("gone", b"", by="ada")
-        r = palimpsest("copy", "--from", url, "--to", f"sqlite:///{dst}", "--quiet", "--json")
+        # (not --quiet: it says nothing but errors, and this is none)
+        r = palimpsest("copy", "--from", url, "--to", f"sqlite:///{dst}", "--json")
         assert r.returncode == 0, r
         assert '"deletions": {"copied": 0, "of": 1}' in r.stdout, r.stdout
         assert "the source's 1 deletion record stays behind" in r.stderr, r.stderr
@@ -391,7 +392,7 @@ async def test_a_copy_into_a_store_with_events_numbers_them_anew_and_says_so(
         await store.webhook_cursors().register("wh-1", "http://127.0.0.1:9/hook", 1)
     async with SQLiteStore(dst) as store:
         await store.append([("mine", [NewEvent("ann", "edit", EMPTY)] * 3)])
-    r = palimpsest("copy", "--from", f"sqlite:///{src}", "--to", f"sqlite:///{dst}", "--quiet")
+    r = palimpsest("copy", "--from", f"sqlite:///{src}", "--to", f"sqlite:///{dst}")
     assert r.returncode == 0, r
     assert "followers of the source's changefeed" in r.stderr
     assert "restart from 0 on the target" in r.stderr
@@ -462,12 +463,12 @@ async def test_a_copy_run_again_keeps_the_positions_of_the_rest(
     async with new_store(tmp_path, target) as url:
         async with store_at(url) as dst:  # a copy cut off after its first document
             await dst.import_doc(a_info, a_events, [], [], keep_positions=True)
-        r = palimpsest("copy", "--from", f"sqlite:///{db}", "--to", url, "--quiet", "--doc", "b")
+        r = palimpsest("copy", "--from", f"sqlite:///{db}", "--to", url, "--doc", "b")
         assert r.returncode == 0 and "restart" not in r.stderr, r
-        r = palimpsest("copy", "--from", f"sqlite:///{db}", "--to", url, "--quiet")
+        r = palimpsest("copy", "--from", f"sqlite:///{db}", "--to", url)
         assert "copied 1 of 3 documents (6 events), 2 already there" in r.stdout, r
         assert "restart" not in r.stderr, r
-        r = palimpsest("copy", "--from", f"sqlite:///{db}", "--to", url, "--quiet")
+        r = palimpsest("copy", "--from", f"sqlite:///{db}", "--to", url)
         assert "copied 0 of 3 documents" in r.stdout and "restart" not in r.stderr, r
         async with store_at(url) as dst:
             assert log_of(await dst.read_all()) == source
@@ -475,9 +476,9 @@ async def test_a_copy_run_again_keeps_the_positions_of_the_rest(
             assert e.pos == len(source) + 1
         async with SQLiteStore(db) as src:
             await src.append([("e", [NewEvent("ann", "edit", EMPTY)] * 3)])
-        r = palimpsest("copy", "--from", f"sqlite:///{db}", "--to", url, "--quiet", "--doc", "e")
+        r = palimpsest("copy", "--from", f"sqlite:///{db}", "--to", url, "--doc", "e")
         assert r.returncode == 0 and "restart from 0 on the target" in r.stderr, r
         async with store_at(url) as dst:
             assert log_of(await dst.read("e")) == [("e", 1, 20), ("e", 2, 21), ("e", 3, 22)]
-        r = palimpsest("copy", "--from", f"sqlite:///{db}", "--to", url, "--quiet", "--doc", "e")
+        r = palimpsest("copy", "--from", f"sqlite:///{db}", "--to", url, "--doc", "e")
         assert "copied 0 of 1 documents" in r.stdout and "restart" not in r.stderr, r

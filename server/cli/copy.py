@@ -80,7 +80,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "replaced document's state vector goes into the name's tombstone, so that a "
         "client that reconnects with its copy of it is refused (4409)",
     )  # fmt: skip
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--quiet", action="store_true",
+        help="nothing on stderr but errors: no progress bar, no line per replaced "
+        "document (the summary counts them), no note on the changefeed's positions, "
+        "deletion records or webhook cursors; the summary (or --json) still goes to stdout",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="what it copied, as one JSON object")
     p.set_defaults(func=run_copy)
 
@@ -336,6 +341,10 @@ async def copy(
             def warn(msg: str) -> None:
                 tqdm.write(msg, file=sys.stderr)
 
+            def note(msg: str) -> None:  # what was done, not an error: --quiet drops it
+                if not quiet:
+                    warn(msg)
+
             # tombstones first: a document never reaches the target before its tombstone
             for doc, sv in tombs.items():
                 old = there.get(doc)
@@ -358,7 +367,7 @@ async def copy(
                 await target.delete_doc(
                     doc, merge_state_vectors(await target.tombstone(doc), live), by="admin"
                 )
-                warn(f"{doc}: deleted in the target too, as in the source")
+                note(f"{doc}: deleted in the target too, as in the source")
 
             total = sum(d.head - d.base_seq for d in docs)
             with tqdm(
@@ -427,8 +436,9 @@ async def copy(
                             copied_events += len(events)
                             if had is not None:
                                 # what the target held of it is gone: said, never silent
+                                # (--quiet: counted in the summary)
                                 replaced_docs += 1
-                                warn(f"{info.doc}: replaced: the target's {had.head} events "
+                                note(f"{info.doc}: replaced: the target's {had.head} events "
                                      "of it are gone (a server that has it open closes its "
                                      "connections with 4409, \"was replaced\": their edits "
                                      "since were not saved; a client that reconnects with "
@@ -471,6 +481,7 @@ async def copy(
                     f"documents ({copied_events} events), {there_already} already there, "
                     f"{skipped} not copied; {tombs_copied} of {len(tombs)} "
                     f"tombstones copied ({len(tombs) - tombs_copied} already there)"
+                    + (f"; {replaced_docs} replaced" if replaced_docs else "")
                     + (f"; {deletions_copied} of {len(deleted)} deletion records copied "
                        f"({len(deleted) - deletions_copied} already there)"
                        if keep_positions and deleted else "")
@@ -482,18 +493,18 @@ async def copy(
                 if locks:
                     print(f"palimpsest copy: {locks} document locks carried")
             if not keep_positions and copied_events:
-                warn(_NEW_POSITIONS)
+                note(_NEW_POSITIONS)
             if not keep_positions and deleted:
                 # (those an earlier run that kept the positions copied are there already)
                 have = {(e.pos, e.doc, e.seq) for e in await _deletion_records(target, wanted)}
                 n = sum((e.pos, e.doc, e.seq) not in have for e in deleted)
                 if n:
-                    warn(f"palimpsest copy: the source's {n} deletion record"
+                    note(f"palimpsest copy: the source's {n} deletion record"
                          f"{' stays' if n == 1 else 's stay'} behind: they name its "
                          "positions, and the deleted documents' events were not copied "
                          "either, so the target's followers never had them")  # fmt: skip
             if not keep_positions and hooks:
-                warn(f"palimpsest copy: webhook cursors are not copied ({len(hooks)} in the "
+                note(f"palimpsest copy: webhook cursors are not copied ({len(hooks)} in the "
                      "source; they name its positions): a hook configured on the target "
                      "starts at the end of its log")  # fmt: skip
             return 0 if failed == skipped == 0 else 1
