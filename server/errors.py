@@ -286,6 +286,13 @@ class StoreError(PalimpsestError):
     http_status = 503
 
 
+class MovedMeanwhile(StoreError):
+    """An import that replaces a document (``palimpsest copy --replace``) found it moved
+    since the caller read it (EventStore.import_doc's ``replacing``): a writer committed
+    to it, or it was deleted or replaced, in between. Nothing was written; the caller
+    reads it again."""
+
+
 class StoreUnavailable(StoreError):
     close_code = 1013
     http_status = 503

@@ -9,9 +9,14 @@ from pathlib import Path
 
 import pytest
 from pycrdt import Doc, Text
+from scaleout import fresh_schema
 from test_admin_cli import cli
 from test_replace_open import source_with
 
+from palimpsest import protocol as P
+from palimpsest.cli.copy import copy
+from palimpsest.deletion import replaces_in
+from palimpsest.snapshots import load
 from palimpsest.store import open_store
 from palimpsest.store.base import NewEvent
 
@@ -59,3 +64,84 @@ async def test_quiet_says_nothing_but_errors(
     assert r.code == 0, r
     assert "d: replaced: the target's" in r.err, r.err
     assert "followers of the source's changefeed" in r.err, r.err
+
+
+async def _typed(url: str, doc: Doc, doc_name: str, text: str) -> None:
+    """`text` typed at the end of `doc` and committed to the store at `url` by a writer
+    of its own (another connection, as a server beside the copy is)."""
+    before = doc.get_state()
+    content = doc.get("content", type=Text)
+    content.insert(len(str(content)), text)
+    store = open_store(url)
+    await store.start()
+    try:
+        await store.append([(doc_name, [NewEvent("ann", "edit", doc.get_update(before))])])
+    finally:
+        await store.stop()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+async def test_edits_committed_while_the_copy_reads_go_into_the_tombstone(
+    tmp_path: Path, kind: str
+) -> None:
+    """An edit committed to the target's document after the copy read its state vector
+    and before the import was left out of the replace's tombstone (a documented window):
+    a tab whose only edits were those could bring them back into the new document. The
+    import now refuses a document that moved since the read (in its own transaction),
+    and the copy reads it again: the tombstone holds every edit the old document had."""
+    async with fresh_schema() as pg:
+        dst = f"sqlite:///{tmp_path / 'dst.db'}" if kind == "sqlite" else pg
+        await _window(tmp_path, dst)
+
+
+async def _window(tmp_path: Path, dst: str) -> None:
+    src = await source_with(tmp_path / "src.db", "d", "new text")
+    old = await target_with(dst, "d", "old")
+    typed = []
+
+    async def between(doc: str) -> None:  # a server beside the copy commits an edit
+        if not typed:
+            typed.append(doc)
+            await _typed(dst, old, doc, " and more")
+
+    assert await copy(src, dst, replace=True, quiet=True, between=between) == 0
+    assert typed == ["d"]
+    store = open_store(dst)
+    await store.start()
+    try:
+        tomb = await store.tombstone("d")
+        assert tomb is not None
+        sv = P.decode_state_vector(tomb)
+        assert sv[77] == len("old and more"), sv  # 3 before: " and more" was left out
+        assert replaces_in(sv) == 1, sv
+        assert str((await load(store, "d")).doc.get("content", type=Text)) == "new text"
+    finally:
+        await store.stop()
+
+
+async def test_a_document_that_never_stops_moving_is_not_replaced(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A writer that commits between every read and import: the copy gives up on that
+    document (exit 1) after a few tries, says why and what to do, and leaves the
+    target's document as it is, every edit in it."""
+    src = await source_with(tmp_path / "src.db", "d", "new text")
+    dst = f"sqlite:///{tmp_path / 'dst.db'}"
+    old = await target_with(dst, "d", "old")
+
+    async def between(doc: str) -> None:
+        await _typed(dst, old, doc, "!")
+
+    capfd.readouterr()
+    assert await copy(src, dst, replace=True, quiet=True, between=between) == 1
+    err = capfd.readouterr().err
+    assert "d: not copied" in err and "kept changing" in err, err
+    assert "stop the servers" in err, err
+    store = open_store(dst)
+    await store.start()
+    try:
+        text = str((await load(store, "d")).doc.get("content", type=Text))
+        assert text.startswith("old!") and set(text[3:]) == {"!"}, text
+        assert await store.tombstone("d") is None
+    finally:
+        await store.stop()

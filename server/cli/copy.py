@@ -8,14 +8,14 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from dataclasses import replace as replaced
 from pathlib import Path
 
 from .. import protocol as P
 from ..deletion import merge_state_vectors, replace_tombstone
-from ..errors import PalimpsestError
+from ..errors import MovedMeanwhile, PalimpsestError
 from ..snapshots import load
 from ..store import EventStore, MemoryStore, SQLiteStore, open_store
 from ..store.base import DocInfo, Event, Snapshot, Tag
@@ -272,6 +272,62 @@ async def _already_there(
     return await target.tags(info.doc) == list(tags)
 
 
+#: how many times a replace reads the target's document again when a writer committed
+#: to it between the read and the import (MovedMeanwhile)
+REPLACE_TRIES = 5
+
+
+async def _import(
+    target: EventStore,
+    info: DocInfo,
+    events: Sequence[Event],
+    snaps: Sequence[Snapshot],
+    tags: Sequence[Tag],
+    *,
+    replace: bool,
+    keep_positions: bool,
+    between: Callable[[str], Awaitable[None]] | None,
+) -> tuple[DocInfo | None, PalimpsestError | None]:
+    """Import one document; what the target held of it that the import replaced (None:
+    nothing), and the error that kept it out (None: imported).
+
+    With `replace`, what the replaced document held is refused from then on, as a
+    deleted one's is: its state vector goes into the name's tombstone, written with the
+    new document (a tab that kept the old Y.Doc and reconnects after the 4409 would sync
+    it into the new one). The state vector is read before the import's transaction (a
+    fold of the document, too long to hold the store's write lock for), so the import
+    checks there that the document is still the one read, at the head read
+    (import_doc's `replacing`): an edit a server committed in between is refused
+    (MovedMeanwhile), the document read again and the import tried again, up to
+    REPLACE_TRIES times. `between`: for tests, run between the read and the import."""
+    had: DocInfo | None = None
+    for _ in range(REPLACE_TRIES):
+        had = await target.doc_info(info.doc) if replace else None
+        tomb: bytes | None = None
+        replacing: tuple[int | None, int] | None = (None, 0) if replace else None
+        if had is not None:
+            loaded = await load(target, info.doc)
+            tomb = replace_tombstone(await target.tombstone(info.doc), loaded.doc.get_state())
+            replacing = (had.generation, loaded.seq)
+        if between is not None:
+            await between(info.doc)
+        try:
+            await target.import_doc(
+                info, events, snaps, tags, replace=replace, keep_positions=keep_positions,
+                tombstone=tomb, replacing=replacing,
+            )  # fmt: skip
+        except MovedMeanwhile:
+            continue
+        except PalimpsestError as e:
+            return had, e
+        return had, None
+    return had, MovedMeanwhile(
+        f"the target's document kept changing while the copy read it ({REPLACE_TRIES} "
+        "tries: a server is writing to it); stop the servers (or their writes to it) "
+        "and run the copy again"
+    )
+
+
 async def copy(
     source_url: str,
     target_url: str,
@@ -279,6 +335,8 @@ async def copy(
     replace: bool = False,
     quiet: bool = False,
     as_json: bool = False,
+    *,
+    between: Callable[[str], Awaitable[None]] | None = None,
 ) -> int:
     """Copy documents and tombstones; returns 0 when every document is in the target
     (copied now, or already there as in the source: an earlier run copied it), 1 when
@@ -403,28 +461,14 @@ async def copy(
                         there_already += 1  # an earlier run copied it: nothing to do
                         bar.update(info.head - info.base_seq)
                         continue
-                    had = await target.doc_info(info.doc) if replace else None
-                    # what the replaced document held is refused from then on, as a
-                    # deleted one's is: its state vector goes into the name's tombstone,
-                    # written with the document (a tab that kept the old Y.Doc and
-                    # reconnects after the 4409 would sync it into the new one)
-                    tomb = (
-                        replace_tombstone(
-                            await target.tombstone(info.doc),
-                            await _state_vector(target, info.doc),
-                        )
-                        if had is not None
-                        else None
-                    )
-                    try:
-                        await target.import_doc(
-                            info, events, snaps, tags, replace=replace,
-                            keep_positions=keep_positions, tombstone=tomb,
-                        )  # fmt: skip
-                    except PalimpsestError as e:
+                    had, error = await _import(
+                        target, info, events, snaps, tags, replace=replace,
+                        keep_positions=keep_positions, between=between,
+                    )  # fmt: skip
+                    if error is not None:
                         skipped += 1
                         differs = not replace and await target.doc_info(info.doc) is not None
-                        warn(f"{info.doc}: not copied: {e}"
+                        warn(f"{info.doc}: not copied: {error}"
                              + (" and differs from the source (--replace overwrites it)"
                                 if differs else ""))  # fmt: skip
                     else:

@@ -324,6 +324,23 @@ _ev_doc, _ev_seq, _ev_ts, _ev_actor, _ev_kind, _ev_update, _ev_meta, _ev_pos = (
 )
 
 
+def check_replacing(
+    doc: str, replacing: tuple[int | None, int], generation: int | None, head: int | None
+) -> None:
+    """In an import's transaction (EventStore.import_doc's ``replacing``): raise
+    MovedMeanwhile unless the name holds the document the caller read, at the head it
+    read (`generation`, `head`: what the store holds now, None when nothing)."""
+    from ..errors import MovedMeanwhile
+
+    now = (generation, head or 0) if head else (None, 0)
+    was = replacing if replacing[1] else (None, 0)
+    if now != was:
+        raise MovedMeanwhile(
+            f"document {doc!r} changed in the target while the copy read it (head "
+            f"{was[1]}, now {now[1]}{'' if now[0] == was[0] else ', another generation'})"
+        )
+
+
 def rising(events: Sequence[Event]) -> list[Event]:
     """A document's events (in seq order) with each ts raised to the greatest before it,
     as appends stamp them (EventStore.append): a copy of a log written before that, or by
@@ -946,6 +963,7 @@ class EventStore(Service, ABC):
         replace: bool = False,
         keep_positions: bool = False,
         tombstone: bytes | None = None,
+        replacing: tuple[int | None, int] | None = None,
     ) -> None:
         """Write a whole document as it is (seqs, snapshots and tags kept) atomically.
 
@@ -960,7 +978,15 @@ class EventStore(Service, ABC):
 
         `tombstone`, when given, is written as the name's (:meth:`tombstone`) in the same
         transaction: ``copy --replace`` records there what the replaced document held
-        (deletion.replace_tombstone), so that no client's copy of it comes back."""
+        (deletion.replace_tombstone), so that no client's copy of it comes back.
+
+        `replacing`: the (generation, head) of the document of the name that `tombstone`
+        was read from. The import checks in its transaction, where no append to the
+        document can come between the check and the write, that the name still holds
+        that document at that head, and raises MovedMeanwhile otherwise (a writer
+        committed to it since the read, or it was deleted or replaced), writing nothing:
+        the caller reads it again, so that no edit of the replaced document is left
+        out of the tombstone. (None, 0) (or a head of 0): the name held no document."""
 
     @abstractmethod
     async def import_deletions(self, records: Sequence[Event]) -> int:

@@ -26,6 +26,7 @@ from .base import (
     SnapshotInfo,
     Stamp,
     Tag,
+    check_replacing,
     checksum,
     derived_from_row,
     floors_of,
@@ -456,12 +457,16 @@ class MemoryStore(EventStore):
         replace: bool = False,
         keep_positions: bool = False,
         tombstone: bytes | None = None,
+        replacing: tuple[int | None, int] | None = None,
     ) -> None:
         self._check()
         events = rising(events)
         async with self._lock:
             if info.doc in self._heads and not replace:
                 raise StoreError(f"document {info.doc!r} already exists in the target")
+            if replacing is not None:
+                check_replacing(info.doc, replacing, self._created.get(info.doc),
+                                self._heads.get(info.doc))  # fmt: skip
             for d in (
                 self._events,
                 self._heads,

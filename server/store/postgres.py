@@ -55,6 +55,7 @@ from .base import (
     Stamp,
     Tag,
     check_durability,
+    check_replacing,
     checksum,
     derived_from_row,
     dump_meta,
@@ -2187,10 +2188,15 @@ class PostgresStore(EventStore):
         replace: bool = False,
         keep_positions: bool = False,
         tombstone: bytes | None = None,
+        replacing: tuple[int | None, int] | None = None,
     ) -> None:
         """Write a whole document as it is (seqs kept) in one transaction; used by `copy`.
 
-        Refuses a document that already exists here unless ``replace``."""
+        Refuses a document that already exists here unless ``replace``. A replace takes
+        the global position counter first, as an append does (_APPEND: the counter, then
+        the document's row, so the two never deadlock): once it is held no append is
+        under way, and none comes before the commit, so the head read after it is the
+        one the replaced document ends at (``replacing``, check_replacing)."""
 
         await self._intern({n for e in events for n in (e.actor, e.kind)})
         events = rising(events)
@@ -2198,9 +2204,14 @@ class PostgresStore(EventStore):
 
         async def run(conn: asyncpg.Connection) -> None:
             async with conn.transaction():
-                old = await conn.fetchval("SELECT id FROM docs WHERE name = $1", info.doc)
+                if replace:
+                    await conn.execute("SELECT 1 FROM log_position WHERE id = 1 FOR UPDATE")
+                row = await conn.fetchrow("SELECT id, head FROM docs WHERE name = $1", info.doc)
+                old = None if row is None else row[0]
                 if old is not None and not replace:
                     raise StoreError(f"document {info.doc!r} already exists in the target")
+                if replacing is not None:
+                    check_replacing(info.doc, replacing, *(row or (None, None)))
                 if old is not None:
                     await conn.execute("DELETE FROM docs WHERE id = $1", old)
                     await conn.execute("DELETE FROM log WHERE doc = $1", old)

@@ -65,6 +65,7 @@ from .base import (
     Stamp,
     Tag,
     check_durability,
+    check_replacing,
     checksum,
     derived_from_row,
     dump_meta,
@@ -2344,15 +2345,19 @@ class SQLiteStore(EventStore):
         replace: bool = False,
         keep_positions: bool = False,
         tombstone: bytes | None = None,
+        replacing: tuple[int | None, int] | None = None,
     ) -> None:
         names = {n for e in events for n in (e.actor, e.kind)}
         events = rising(events)
         last_ts = max(info.updated_ts or 0, events[-1].ts if events else 0)
 
         def run(db: sqlite3.Connection, symbols: Symbols) -> None:
-            old = db.execute("SELECT id FROM docs WHERE name = ?", (info.doc,)).fetchone()
+            # (a write transaction: no other connection's append comes before its end)
+            old = db.execute("SELECT id, head FROM docs WHERE name = ?", (info.doc,)).fetchone()
             if old is not None and not replace:
                 raise StoreError(f"document {info.doc!r} already exists in the target")
+            if replacing is not None:
+                check_replacing(info.doc, replacing, *(old or (None, None)))
             if old is not None:
                 db.execute("DELETE FROM docs WHERE id = ?", (old[0],))
                 db.execute("DELETE FROM log WHERE doc = ?", (old[0],))

@@ -1147,6 +1147,39 @@ class StoreContract(CursorContract):
         await store.import_doc(info, events, [], [], replace=True, tombstone=b"\x01\x05\x03")
         assert await store.tombstones() == {"tb": b"\x01\x05\x03"}
 
+    async def test_import_doc_refuses_a_replaced_document_that_moved(
+        self, store: EventStore
+    ) -> None:
+        """``replacing``: the import checks in its transaction that the name holds the
+        document the caller read its state vector from, at that head; one a writer
+        committed to since (or deleted, or a name that got a document) is refused with
+        MovedMeanwhile, nothing written, tombstone included."""
+        from palimpsest.errors import MovedMeanwhile
+        from palimpsest.store.base import DocInfo
+
+        events = [Event("mv", 1, 1001, "ann", "edit", b"u1", {})]
+        info = DocInfo("mv", 1, 1001, 2)
+        with pytest.raises(MovedMeanwhile):  # read as a document that is not there
+            await store.import_doc(info, events, [], [], replace=True, replacing=(7, 3))
+        await store.import_doc(info, events, [], [], replace=True, replacing=(None, 0))
+        read = await store.doc_info("mv")
+        assert read is not None
+        [[_]] = await store.append([("mv", [ev()])])  # a writer, after the read
+        with pytest.raises(MovedMeanwhile):
+            await store.import_doc(info, events, [], [], replace=True, tombstone=b"\x01\x05\x02",
+                                   replacing=(read.generation, read.head))  # fmt: skip
+        assert await store.head("mv") == 2 and await store.tombstone("mv") is None
+        now = await store.doc_info("mv")
+        assert now is not None
+        await store.import_doc(info, events, [], [], replace=True, tombstone=b"\x01\x05\x02",
+                               replacing=(now.generation, now.head))  # fmt: skip
+        assert await store.head("mv") == 1 and await store.tombstone("mv") == b"\x01\x05\x02"
+        assert await store.delete_doc("mv", b"\x01\x05\x03")
+        with pytest.raises(MovedMeanwhile):  # deleted since the read
+            await store.import_doc(
+                info, events, [], [], replace=True, replacing=(now.generation, 1)
+            )
+
     async def test_import_doc_may_keep_the_events_positions(self, store: EventStore) -> None:
         """What `palimpsest copy` into a new store does: documents come one by one, each
         with its events' positions in the source, interleaved; read_all gives the
