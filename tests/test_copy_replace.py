@@ -8,10 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import eventually
 from pycrdt import Doc, Text
 from scaleout import fresh_schema
 from test_admin_cli import cli
 from test_replace_open import source_with
+from test_undo import edit, make_settings, serving
+from yclient import connect
 
 from palimpsest import protocol as P
 from palimpsest.cli.copy import copy
@@ -143,5 +146,94 @@ async def test_a_document_that_never_stops_moving_is_not_replaced(
         text = str((await load(store, "d")).doc.get("content", type=Text))
         assert text.startswith("old!") and set(text[3:]) == {"!"}, text
         assert await store.tombstone("d") is None
+    finally:
+        await store.stop()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+async def test_a_document_deleted_after_a_replace_is_brought_back_on_purpose(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], kind: str
+) -> None:
+    """A document replaced from the source, then deleted in the target: a copy (with
+    --replace too) refuses to bring it back, as documented, and said neither in its
+    message nor in --help how to do it on purpose. The message names --undelete, which
+    copies it: the source's document, log and all, is the name's again; the tombstone
+    stays, so a client's copy of the target's old document is still refused."""
+    async with fresh_schema() as pg:
+        dst = f"sqlite:///{tmp_path / 'dst.db'}" if kind == "sqlite" else pg
+        await _undelete(tmp_path, capfd, dst)
+
+
+async def _undelete(tmp_path: Path, capfd: pytest.CaptureFixture[str], dst: str) -> None:
+    src = await source_with(tmp_path / "src.db", "d", "new text")
+    old = await target_with(dst, "d", "old")
+    r = await cli(capfd, "copy", "--from", src, "--to", dst, "--replace", "--quiet")
+    assert r.code == 0, r
+    r = await cli(capfd, "delete", "d", "--yes", "--store", dst)
+    assert r.code == 0, r
+    for extra in ([], ["--replace"]):
+        r = await cli(capfd, "copy", "--from", src, "--to", dst, "--doc", "d", *extra)
+        assert r.code == 1, r
+        assert "d: not copied: it was deleted in the target" in r.err, r.err
+        assert "--undelete" in r.err, r.err  # what to do, when it is meant
+    r = await cli(capfd, "copy", "--help")
+    assert "--undelete" in r.out, r.out
+    store = open_store(dst)
+    await store.start()
+    try:
+        tomb = await store.tombstone("d")
+    finally:
+        await store.stop()
+    assert tomb is not None
+    r = await cli(capfd, "copy", "--from", src, "--to", dst, "--doc", "d", "--undelete")
+    assert r.code == 0, r
+    assert "d: brought back" in r.err, r.err
+    assert "copied 1 of 1 documents (1 events)" in r.out, r.out
+    store = open_store(dst)
+    await store.start()
+    try:
+        assert str((await load(store, "d")).doc.get("content", type=Text)) == "new text"
+        assert await store.tombstone("d") == tomb  # what was deleted stays refused
+    finally:
+        await store.stop()
+    # run again: already there, nothing to bring back
+    r = await cli(capfd, "copy", "--from", src, "--to", dst, "--doc", "d")
+    assert r.code == 0 and "1 already there" in r.out, r
+    if not dst.startswith("sqlite:"):
+        return
+    # a server serves it: a fresh client gets it and edits it; a client's copy of the
+    # target's old document (client 77) is still refused
+    async with serving(make_settings(Path(dst.removeprefix("sqlite:///")))) as srv:
+        async with connect(srv.ws_url, "d", "ann") as fresh:
+            assert fresh.content == "new text", fresh.content
+            await edit(fresh, srv, "d", lambda: fresh.insert(0, "back: "))
+        async with connect(srv.ws_url, "d", "dan", ydoc=old, wait_sync=False) as stale:
+            await eventually(lambda: stale.close_code is not None, what="the stale copy refused")
+            assert stale.close_code == 4409, (stale.close_code, stale.close_reason)
+        async with connect(srv.ws_url, "d", "eve") as after:
+            assert after.content == "back: new text", after.content
+
+
+async def test_a_deleted_document_is_brought_back_from_a_backup(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """docs/operations.md's recipe: a document deleted by mistake, brought back from a
+    backup taken before, with `copy --doc NAME --undelete` (skipped without it)."""
+    db, backup = tmp_path / "live.db", tmp_path / "backup.db"
+    await target_with(f"sqlite:///{db}", "d", "precious")
+    r = await cli(capfd, "backup", "--db", str(db), str(backup), "--quiet")
+    assert r.code == 0, r
+    r = await cli(capfd, "delete", "d", "--yes", "--db", str(db))
+    assert r.code == 0, r
+    args = ("copy", "--from", f"sqlite:///{backup}", "--to", f"sqlite:///{db}", "--doc", "d")
+    r = await cli(capfd, *args)
+    assert r.code == 1 and "--undelete brings it back" in r.err, r
+    r = await cli(capfd, *args, "--undelete", "--quiet")
+    assert r.code == 0 and r.err == "", r
+    store = open_store(f"sqlite:///{db}")
+    await store.start()
+    try:
+        assert str((await load(store, "d")).doc.get("content", type=Text)) == "precious"
+        assert await store.tombstone("d") is not None
     finally:
         await store.stop()

@@ -57,7 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Copy documents with their whole logs (same seqs), valid snapshots and "
         "tags, one transaction per document, and the tombstones deleted documents left (so "
         "that stale copies of them stay refused). A document deleted in the target is not "
-        "brought back. Into a new store the events keep their changefeed positions, and "
+        "brought back (--undelete to bring it back on purpose). Into a new store the "
+        "events keep their changefeed positions, and "
         "deletion records and webhook cursors are copied, so its followers resume on the "
         "target; so does a copy run again to finish one (documents already there, as in "
         "the source, are left as they are and count as copied), unless a server "
@@ -79,6 +80,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "server with one open closes its connections with 4409, \"was replaced\"); the "
         "replaced document's state vector goes into the name's tombstone, so that a "
         "client that reconnects with its copy of it is refused (4409)",
+    )  # fmt: skip
+    p.add_argument(
+        "--undelete", action="store_true",
+        help="copy also the documents the target deleted (or replaced) whose content the "
+        "source holds, which a copy otherwise skips: the source's document, log and all, "
+        "is the name's again (a name that holds a new document in the target needs "
+        "--replace too); the name's tombstone stays, so a client's copy of what the "
+        "target deleted beyond it is still refused",
     )  # fmt: skip
     p.add_argument(
         "--quiet", action="store_true",
@@ -158,7 +167,15 @@ def _same_store(source: EventStore, target: EventStore, source_url: str, target_
 def run_copy(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(
-            copy(args.source, args.target, args.doc, args.replace, args.quiet, args.json)
+            copy(
+                args.source,
+                args.target,
+                args.doc,
+                args.replace,
+                args.quiet,
+                args.json,
+                undelete=args.undelete,
+            )
         )
     except (PalimpsestError, ValueError) as e:  # ValueError: a store URL of no store
         print(f"palimpsest copy: {e}", file=sys.stderr)
@@ -336,6 +353,7 @@ async def copy(
     quiet: bool = False,
     as_json: bool = False,
     *,
+    undelete: bool = False,
     between: Callable[[str], Awaitable[None]] | None = None,
 ) -> int:
     """Copy documents and tombstones; returns 0 when every document is in the target
@@ -350,8 +368,9 @@ async def copy(
     also choose the server's Yjs client id of the name's new document, see
     snapshots.new_doc). A document the target deleted is not brought back: one whose
     content the target's tombstone covers, past what the target holds of the name, is
-    skipped. With ``replace``, the state vector of each document replaced goes into its
-    name's tombstone, written with the new document (deletion.replace_tombstone): a
+    skipped, unless ``undelete`` (the operator means it: the name's tombstone stays).
+    With ``replace``, the state vector of each document replaced goes into its name's
+    tombstone, written with the new document (deletion.replace_tombstone): a
     client's copy of the replaced one is refused by the servers as a deleted one's is.
     A document the source deleted that the target still holds is deleted there with
     ``replace``, reported otherwise.
@@ -440,14 +459,16 @@ async def copy(
                     # the target deleted this name: what the source holds of the deleted
                     # document must not come back (a document made anew there may)
                     dead = there.get(info.doc)
-                    if dead and _holds_deleted(
+                    revived = bool(dead) and _holds_deleted(
                         await _state_vector(source, info.doc),
                         dead,
                         await _state_vector(target, info.doc),
-                    ):
+                    )
+                    if revived and not undelete:
                         skipped += 1
                         warn(f"{info.doc}: not copied: it was deleted in the target (or "
-                             "replaced there) and this copy holds the content it had")  # fmt: skip
+                             "replaced there) and this copy holds the content it had "
+                             "(--undelete brings it back, if that is what you want)")  # fmt: skip
                         bar.update(info.head - info.base_seq)
                         continue
                     events = await source.read(info.doc)
@@ -478,6 +499,10 @@ async def copy(
                             warn(f"{info.doc}: head {head} != {info.head}")
                         else:
                             copied_events += len(events)
+                            if revived:
+                                note(f"{info.doc}: brought back (--undelete): the "
+                                     "target had deleted (or replaced) it; its tombstone "
+                                     "stays")  # fmt: skip
                             if had is not None:
                                 # what the target held of it is gone: said, never silent
                                 # (--quiet: counted in the summary)
