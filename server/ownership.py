@@ -17,9 +17,11 @@ wait as pending and appear, inside the victim's event, when the victim types). S
   holds that the store lacks: its own offline edits, other tabs' edits it got over a
   BroadcastChannel, and, when the store lost edits (a backup restored, a new database
   file), other people's too. It claims only its connection's own client id
-  (:class:`OwnIds`: the one its first presence update names); the others are
-  relayed, claimed by nobody until their own client writes them, and listed in the
-  event's meta (``relays``) so that a reload or another process decides the same.
+  (:class:`OwnIds`: the one its first presence update names) and those of its
+  connection's plain updates that were not taken (refused by a lock, dropped past a
+  gap: resync.Resync.own), which it brings in; the others are relayed, claimed by
+  nobody until their own client writes them, and listed in the event's meta
+  (``relays``) so that a reload or another process decides the same.
   An import (:func:`imported_clients`) relays every client id it carries but the
   server's: they belong to the tabs that wrote the document on another server, which
   keep them and reconnect here. While

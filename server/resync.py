@@ -77,8 +77,9 @@ MAX_CLOCK = 2**32 - 1
 OVERDUE_SECONDS = 20.0
 #: held step 2s of closed connections a document keeps (the oldest goes first)
 LEFT_MAX = 16
-#: client ids of a connection's refused plain updates its step 2s may claim (a provider
-#: writes under one per document; a new one only when Yjs finds its id taken)
+#: client ids of a connection's plain updates not taken (refused by a lock, dropped past
+#: a gap) its step 2s may claim (a provider writes under one per document; a new one
+#: only when Yjs finds its id taken)
 REFUSED_IDS_MAX = 8
 
 
@@ -129,18 +130,27 @@ class Resync:
         #: unlock (`unlocked`)
         self.locked_out = False
         #: the client ids of this connection's plain updates (not step 2s) the lock
-        #: refused: the step 2 that brings them in after the unlock may claim them
+        #: refused or a gap dropped: the step 2 that brings them in may claim them
         #: (`own`), as those updates would have had they been taken
         self.refused_ids: set[int] = set()
         #: what wakes the wait of the held step 2 (made by `wait`, set by the room)
         self._wake: asyncio.Event | None = None
 
-    def gap(self, gap: UpdateGap, *, step2: bool) -> bool:
-        """The room refused an update past `gap`. Raise it when the update is a sync
+    def gap(self, gap: UpdateGap, update: bytes, *, step2: bool) -> bool:
+        """The room refused `update`, past `gap`. Raise it when the update is a sync
         step 2; else the update is dropped: True when the caller must now ask for a
-        re-sync (send a sync step 1), False when a step 2 on its way carries it."""
+        re-sync (send a sync step 1), False when a step 2 on its way carries it.
+
+        The step 2 that carries it may claim its client ids (`own`), as the update would
+        have, taken: a provider sends plain updates of its own transactions only. A step
+        2 claims only its connection's announced id (OwnIds), none for a client that
+        sends no presence (the Python one, a headless y-websocket bot): its first edit,
+        dropped past a lost frame, came back relayed, its id claimed by nobody: nothing
+        of it was its writer's to undo or revert, and the first other user to write
+        under that id took it, every later edit of the writer refused (4403)."""
         if step2:
             raise gap
+        self._note_ids(update)
         self.dropped += 1
         if (
             (not self.stepped and self.sent_step1)
@@ -199,6 +209,11 @@ class Resync:
         items were relayed, claimed by nobody, and a revert of their writer's edits
         said they were "an unknown writer's". So their ids are noted for `own`. (Ids
         another user owns are still refused there, as in any update.)"""
+        self._note_ids(update)
+
+    def _note_ids(self, update: bytes) -> None:
+        """The client ids `update`, a plain update of this connection that was not
+        taken (`refused_plain`, `gap`), writes under: its step 2s may claim them."""
         if len(self.refused_ids) >= REFUSED_IDS_MAX:
             return
         try:
@@ -212,7 +227,7 @@ class Resync:
     def own(self, announced: frozenset[int]) -> frozenset[int]:
         """The client ids a sync step 2 of this connection may claim: the one it
         `announced` as its own (Room.announced) and those of its plain updates the lock
-        refused (`refused_plain`)."""
+        refused or a gap dropped (`refused_plain`, `gap`)."""
         return announced | self.refused_ids if self.refused_ids else announced
 
     def unlocked(self) -> bool:

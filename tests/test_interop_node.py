@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from conftest import eventually
 from pycrdt import Doc, Text
 from serverproc import ServerProcess
 from yclient import connect as yconnect
@@ -473,6 +474,52 @@ async def test_an_edit_past_a_lost_frame_is_not_lost(
     b = await client("lost", "bob")  # a newcomer, from the log
     assert await b.text() == "one two three four"
     assert fold(read_events(server.db_path, "lost")) == "one two three four"
+
+
+async def test_an_edit_past_a_lost_frame_claims_its_id_without_presence(
+    client: ClientFactory, server: ServerProcess
+) -> None:
+    """A provider that sends no presence (its awareness state null, as a headless
+    y-websocket bot's may be) loses the frame of its first edit; the next one starts
+    past it, is dropped, and the step 2 that answers the server's re-sync request brings
+    both. A step 2 claims only the client id its connection's first presence names, so
+    its own id was relayed, claimed by nobody: blame named no writer for the text, and
+    another user's update under that id was taken, claiming it; every later edit of the
+    provider was then refused (4403, "belongs to another user")."""
+    a = await client("claim", "alice", connect=False)
+    await a.call("awareness", state=None)
+    await a.connect()
+    alice_id = int((await a.call("state"))["clientID"])
+    async with yconnect(server.ws_url, "claim", "watcher") as w:
+        await a.call("unsent", text="two ")  # the first edit, lost on the way
+        await a.call("insert", text="three ")  # past the gap
+        await eventually(lambda: w.content == "two three ", what="the re-sync's step 2")
+        async with httpx.AsyncClient(base_url=server.http_url) as http:
+            r = await http.get("/api/docs/claim/blame", params={"user": "watcher"})
+            assert r.status_code == 200, r.text
+            runs = r.json()["roots"]["content"]["runs"]
+            assert [(run["actor"], run["text"]) for run in runs] == [("alice", "two three ")]
+            body = {"actor": "alice", "since": 0}
+            r = await http.post(
+                "/api/docs/claim/revert", params={"user": "watcher", "dry_run": "true"}, json=body
+            )
+            assert r.status_code == 200, r.text
+            assert r.json()["removed"] == {"characters": 10, "items": 0}, r.text
+            assert "removed_others" not in r.json(), r.text
+        # another user writing under alice's client id is refused as a forgery
+        forged: Doc[Any] = Doc(client_id=alice_id)
+        forged.apply_update(w.doc.get_update())
+        sv = forged.get_state()
+        forged.get("content", type=Text).insert(0, "mallory ")
+        async with yconnect(server.ws_url, "claim", "mallory") as m:
+            await m.send_raw(P.encode_sync_update(forged.get_update(sv)))
+            await eventually(lambda: m.close_code, what="mallory's socket closed")
+            assert m.close_code == 4403, (m.close_code, m.close_reason)
+        await a.call("insert", text="four")
+        await eventually(lambda: w.content == "two three four", what="alice's next edit")
+    state = await a.call("state")
+    assert state["lastClose"] is None and state["connected"], state
+    assert fold(read_events(server.db_path, "claim")) == "two three four"
 
 
 XML_HOOK = """

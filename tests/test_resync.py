@@ -227,3 +227,40 @@ async def test_hocuspocus_asks_at_once_when_no_step_2_is_on_its_way(
         msgs = [H.decode_sync(f.body) for f in raw.of("hq", H.SYNC)]
         assert sum(isinstance(m, P.SyncStep1) for m in msgs) == 1  # one request
         assert raw.of("hq", H.CLOSE) == []
+
+
+async def test_hocuspocus_a_step_2_claims_the_ids_of_the_updates_a_gap_dropped(
+    srv: Any,  # noqa: F811 - the fixture
+) -> None:
+    """A client that sends no presence loses its first edit's frame; the next one, past
+    the gap, is dropped and the step 2 that answers the re-sync request brings both. Its
+    client id is its own, as the dropped update would have claimed it (it was relayed,
+    claimed by nobody: another user's update under it was taken)."""
+    doc, (_u1, u2) = edits("abc", "d")
+
+    def sync(sub: int, payload: bytes) -> bytes:
+        return bytes([sub]) + P.write_var_bytes(payload)
+
+    async with raw_client(srv) as raw:
+        await raw.auth("hc", "alice", version="3.0.0")
+        await raw.send("hc", H.SYNC, sync(P.SYNC_STEP1, b"\x00"))
+        await eventually(lambda: len(raw.of("hc", H.SYNC)) >= 2, what="the server's sync")
+        await raw.send("hc", H.SYNC, sync(P.SYNC_STEP2, b"\x00\x00"))
+        await raw.send("hc", H.SYNC, sync(P.SYNC_UPDATE, u2))
+
+        def asks() -> list[P.SyncStep1]:
+            msgs = [H.decode_sync(f.body) for f in raw.of("hc", H.SYNC)]
+            return [m for m in msgs if isinstance(m, P.SyncStep1)][1:]
+
+        ask = await eventually(asks, what="a re-sync request")
+        await raw.send("hc", H.SYNC, sync(P.SYNC_STEP2, doc.get_update(ask[0].state_vector)))
+        async with connect(srv.ws_url, "hc", "mallory") as m:
+            await eventually(lambda: m.content == "abcd", what="mallory sees alice's edits")
+            forged: Doc[Any] = Doc(client_id=1001)
+            forged.apply_update(m.doc.get_update())
+            (update,) = edits_after(forged, "!")
+            await m.send_raw(P.encode_sync_update(update))
+            await eventually(lambda: m.close_code, what="mallory's socket closed")
+            assert m.close_code == 4403, (m.close_code, m.close_reason)
+        await srv.backend.rooms.get_loaded("hc").flush()
+    assert await logged_text(srv, "hc") == "abcd"

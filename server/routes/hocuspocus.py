@@ -728,7 +728,7 @@ class HocuspocusSocket(Connection):
                 self.spawn(peer.resync.wait(room, partial(self.ask_sync, peer, room),
                                             partial(self.overdue, peer)))  # fmt: skip
                 return
-            self.gap(peer, room, e, step2=step2)
+            self.gap(peer, room, e, update, step2=step2)
             return
         if logged and creating:
             peer.guard.created()
@@ -743,7 +743,7 @@ class HocuspocusSocket(Connection):
             # nothing to log: saved as soon as everything this client sent before is
             self.spawn(self.saved_after_flush(peer, room))
 
-    def gap(self, peer: DocPeer, room: Room, gap: UpdateGap, *, step2: bool) -> None:
+    def gap(self, peer: DocPeer, room: Room, gap: UpdateGap, update: bytes, *, step2: bool) -> None:
         """An update that starts past what the document holds (or names items it does
         not): what it builds on was lost, e.g. written into a connection that died
         half-open. The provider still holds all of it, so the document stays open (a
@@ -756,7 +756,7 @@ class HocuspocusSocket(Connection):
         - after it: the server asks for a re-sync with a sync step 1; the provider's
           answer, a step 2, carries it, and that step 2's sync status stands for it
           (for those dropped while it was on its way, theirs once it is durable)."""
-        if not peer.resync.gap(gap, step2=step2):
+        if not peer.resync.gap(gap, update, step2=step2):
             log.debug("%s: an update past a gap dropped (%s)", peer.id, gap)
             return
         # (once per document at INFO: a client that keeps sending gaps would fill the log)

@@ -495,7 +495,7 @@ class Connection:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
                 return
-            if not self.resync.gap(e, step2=step2):
+            if not self.resync.gap(e, update, step2=step2):
                 # typed while connecting (its step 2, the answer to ours, carries it), or
                 # past a re-sync asked for already (whose step 2 carries it)
                 log.debug("%s: an update past a gap dropped (%s)", self.id, e)
