@@ -54,6 +54,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .descriptors import DescriptorGate
+from .keepalive import ProgressKeepalive
 from .limits import LargeFrames, ws_max_size
 from .repeat_logs import RepeatLines, Who, _Repeats
 from .settings import Settings
@@ -361,13 +362,14 @@ def bounded_websocket_protocol(settings: Settings) -> type[asyncio.Protocol]:
     """uvicorn's sans-I/O websocket protocol, whose connections together hold at most
     ``max_large_frames_bytes`` of the frames over ``max_frame_bytes`` they are receiving
     (module docstring). What a connection has received since its last whole message is
-    counted as it arrives (frame headers and all: a close bound, not an exact one)."""
+    counted as it arrives (frame headers and all: a close bound, not an exact one). Its
+    keepalive does not cut a connection still making progress (server.keepalive)."""
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
     large = LargeFrames(settings)
     small = settings.max_frame_bytes
 
-    class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
+    class BoundedWebSocketProtocol(ProgressKeepalive, WebSocketsSansIOProtocol):
         #: the budget all connections of this server share
         large_frames = large
         #: what this connection took of it

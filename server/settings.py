@@ -111,8 +111,9 @@ class Settings:
     #: ws_ping_timeout seconds later. A client gone without a word (a laptop closed, a
     #: route lost) is noticed within about their sum; its presence and its connection's
     #: share of the per-address limit go with it. The pong comes after whatever was
-    #: sent before the ping: a message that takes longer than the timeout to cross the
-    #: link (a large document's first sync) ends its connection (docs/operations.md)
+    #: sent before the ping, so a connection still making progress (the client taking
+    #: the server's bytes, a large document's first sync on a slow link, or sending its
+    #: own) is given the timeout again (server.keepalive, docs/operations.md)
     ws_ping_interval: float = 20.0
     ws_ping_timeout: float = 20.0
     # --- hostile clients (docs/security.md says which threat each one stops) ---

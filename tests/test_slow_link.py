@@ -7,7 +7,10 @@ whole document), which a client must receive before it gives up on the connectio
   is not negotiated and the bytes are the document's;
 - the Python client's keepalive does not end its own connection while that message is
   still arriving (the server's pong is behind it on the same stream): a session on a
-  link slower than its ping timeout opens, on its first connection.
+  link slower than its ping timeout opens, on its first connection;
+- nor does the server's (server.keepalive), while the client takes the server's bytes
+  or sends its own (a large step 2 on a slow uplink); a peer that does neither is
+  still cut.
 
 The bytes are counted by a small TCP proxy between the client and the server (and the
 slow link is that proxy passing the server's bytes at a bounded rate)."""
@@ -17,15 +20,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest import eventually
+from pycrdt import Doc, Text
 from serverproc import ServerProcess
 from test_interop_node import (
     node_modules,  # noqa: F401  (a fixture)
     node_scenario,
 )
+from test_ops import scrape, val
 
 from palimpsest import client
 
@@ -36,11 +44,14 @@ TEXT = "all work and no play makes jack a dull boy\n" * 24_000
 class Link:
     """A TCP proxy on a free loopback port to `target_port`, counting the bytes it
     passes from the server to the client (`down`); `rate`: bytes per second at most
-    that way (none: as fast as they come)."""
+    that way (none: as fast as they come), `up_rate` the other way."""
 
-    def __init__(self, target_port: int, rate: float | None = None) -> None:
+    def __init__(
+        self, target_port: int, rate: float | None = None, up_rate: float | None = None
+    ) -> None:
         self.target_port = target_port
         self.rate = rate
+        self.up_rate = up_rate
         self.down = 0
         #: set while the server's bytes pass; cleared, they are held
         self.passing = asyncio.Event()
@@ -49,22 +60,31 @@ class Link:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter, down: bool) -> None:
+        rate = self.rate if down else self.up_rate
         try:
-            while data := await r.read(16384 if down and self.rate else 65536):
+            while data := await r.read(16384 if rate else 65536):
                 if down:
                     self.down += len(data)
                     await self.passing.wait()
                 w.write(data)
                 await w.drain()
-                if down and self.rate:
-                    await asyncio.sleep(len(data) / self.rate)
+                if rate:
+                    await asyncio.sleep(len(data) / rate)
         except (OSError, asyncio.CancelledError):
             pass
         finally:
             w.close()
 
     async def _handle(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
-        sr, sw = await asyncio.open_connection("127.0.0.1", self.target_port)
+        sock = socket.socket()
+        if self.rate:
+            # a slow link holds little in flight: with loopback's buffers (megabytes)
+            # the proxy's kernel took a whole document at once, and acknowledged the
+            # server's bytes in bursts seconds apart, as it freed half of them
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", self.target_port))
+        sr, sw = await asyncio.open_connection(sock=sock)
         ups = asyncio.create_task(self._pipe(cr, sw, down=False))
         downs = asyncio.create_task(self._pipe(sr, cw, down=True))
         self._tasks |= {ups, downs}
@@ -178,6 +198,92 @@ async def test_the_python_client_still_gives_up_a_silent_connection(tmp_path: Pa
                 link.passing.clear()  # nothing from the server arrives, its pongs neither
                 await bob.wait_for(lambda: not bob.connected, timeout=30)
                 link.passing.set()
+
+
+#: the server's keepalive, far shorter than the first sync takes on the slow link
+FAST_PINGS = {"PALIMPSEST_WS_PING_INTERVAL": "0.3", "PALIMPSEST_WS_PING_TIMEOUT": "1.0"}
+
+
+async def connections(srv: ServerProcess) -> float:
+    return val(await scrape(srv.http_url), "palimpsest_connections")
+
+
+async def test_the_server_keeps_a_connection_whose_first_sync_is_still_arriving(
+    tmp_path: Path,
+) -> None:
+    """1 MB at 200 kB/s: some 5 s of one message, against the server's ping every 0.3 s
+    and its timeout of 1 s. The client's pong comes only after the message, which is
+    behind the ping on the same stream: the server closed the connection with 1011
+    "keepalive ping timeout" while it was still arriving, and again on every reconnect.
+    The server's bytes being taken by the peer say the connection is alive."""
+    async with ServerProcess(tmp_path / "srv", env=FAST_PINGS) as srv:
+        await fill(srv, "big")
+        async with Link(srv.port, rate=200_000).running() as link:
+            session = client.connect(
+                f"http://127.0.0.1:{link.port}", "big", user="bob", connect_timeout=120,
+                reconnect=False, ping_interval=None,
+            )  # fmt: skip
+            async with session as bob:
+                assert bob.text() == TEXT
+                assert bob.connections == 1
+                # (pings, answered, go on: the connection stays)
+                await asyncio.sleep(1.0)
+                assert bob.connected
+                await bob.flush()
+            assert link.down > len(TEXT)
+
+
+async def test_the_server_keeps_a_connection_whose_step_2_is_still_arriving(
+    tmp_path: Path,
+) -> None:
+    """The other way: 1 MB typed offline, the client's sync step 2, sent at 200 kB/s.
+    Its pong waits behind it; the bytes arriving say the connection is alive."""
+    async with ServerProcess(tmp_path / "srv", env=FAST_PINGS) as srv:
+        async with Link(srv.port, up_rate=200_000).running() as link:
+            offline: Doc[Any] = Doc()
+            offline.get("content", type=Text).insert(0, TEXT)
+            session = client.connect(
+                f"http://127.0.0.1:{link.port}", "up", user="bob", ydoc=offline,
+                connect_timeout=120, reconnect=False, ping_interval=None,
+            )  # fmt: skip
+            async with session as bob:
+                await bob.flush(timeout=120)
+                assert bob.connections == 1 and bob.connected
+        async with client.connect(srv.http_url, "up", user="ann") as ann:
+            assert ann.text() == TEXT
+
+
+async def test_the_server_still_cuts_a_peer_that_takes_nothing(tmp_path: Path) -> None:
+    """The same first sync, and the link stops passing anything in the middle of it
+    (the peer takes none of the server's bytes any more, sends none): the keepalive
+    ends the connection within its timeout of the last progress, and frees its place."""
+    async with ServerProcess(tmp_path / "srv", env=FAST_PINGS) as srv:
+        await fill(srv, "big")
+        link = Link(srv.port, rate=200_000)
+        async with link.running():
+            session = client.connect(
+                f"http://127.0.0.1:{link.port}", "big", user="bob", connect_timeout=120,
+                reconnect=False, ping_interval=None,
+            )  # fmt: skip
+            opening = asyncio.create_task(session.open())
+            try:
+                await eventually(lambda: link.down > 200_000, what="a part of the sync")
+                assert await connections(srv) == 1
+                link.passing.clear()  # nothing from the server arrives any more
+
+                async def cut() -> bool:
+                    return await connections(srv) == 0
+
+                await eventually(cut, timeout=60, what="bob's connection cut")
+                m = await scrape(srv.http_url)
+                assert val(m, "palimpsest_disconnects_total", cause="connection_lost") == 1
+                assert val(m, "palimpsest_disconnects_total", cause="slow_client") == 0
+                link.passing.set()
+            finally:
+                opening.cancel()
+                with contextlib.suppress(BaseException):
+                    await opening
+                await session.close()
 
 
 def test_keepalive_options_are_checked() -> None:

@@ -166,9 +166,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )  # fmt: skip
     p.add_argument(
         "--ws-ping-timeout", type=float, metavar="S",
-        help="seconds a websocket's pong may take before the connection is closed (1011): a "
-        "dead connection is noticed within about interval + timeout (env "
-        "PALIMPSEST_WS_PING_TIMEOUT; default 20, above 0; docs/operations.md)",
+        help="seconds a websocket's pong may take before the connection is closed (1011), "
+        "given again while the client takes the server's bytes or sends its own (a large "
+        "first sync on a slow link): a dead connection is noticed within about interval + "
+        "timeout (env PALIMPSEST_WS_PING_TIMEOUT; default 20, above 0; docs/operations.md)",
     )  # fmt: skip
     p.add_argument("--log-json", action="store_true", default=None, help="JSON log lines")
     p.add_argument("--log-level", help="debug, info, warning, error (default info)")
