@@ -187,6 +187,119 @@ async def test_a_writers_delete_and_their_undo_of_it_are_reverted_as_nothing(
         assert (await _head(c, "ctrl-z"))["roots"]["content"]["value"] == "hello world"
 
 
+async def test_a_writers_text_their_own_undo_brought_back_is_reverted(
+    server: RunningServer,
+) -> None:
+    """s06 writes a line, deletes it, and brings it back with their undo (a copy): the
+    line is theirs in blame, and a revert of s06 takes it out. (The delete and its undo
+    were left out as nothing, and the line's items, deleted, were all the revert looked
+    at: the copy stayed.)"""
+    async with (
+        client.connect(server.ws_url, "mine", user="ann") as ann,
+        client.connect(server.ws_url, "mine", user="s06") as s06,
+        httpx.AsyncClient(base_url=server.url) as c,
+    ):
+        ann.text().insert(0, ANN)
+        await ann.flush()
+        await s06.wait_for(lambda: str(s06.text()) == ANN)
+        version = (await _head(c, "mine"))["seq"]
+        s06.text().insert(len(ANN), S06)
+        await s06.flush()
+        s06.text().delete(len(ANN), len(S06))
+        await s06.flush()
+        assert (await s06.undo()).ok
+        await ann.wait_for(lambda: str(ann.text()) == ANN + S06)
+        r = await c.get("/api/docs/mine/blame", params={"join": "actor"})
+        runs = [(x["text"], x["actor"]) for x in r.json()["roots"]["content"]["runs"]]
+        assert runs == [(ANN, "ann"), (S06, "s06")], runs
+        for params in ({"dry_run": "true"}, {}):
+            got = await _revert(c, "mine", {"actor": "s06", "since": version}, **params)
+            assert got["reverts"] == [version + 1, version + 2, version + 3], got
+            assert (got.get("reason"), got.get("removed")) == (
+                None, {"characters": len(S06), "items": 0},
+            ), got  # fmt: skip
+        await ann.wait_for(lambda: str(ann.text()) == ANN)
+        assert (await _head(c, "mine"))["roots"]["content"]["value"] == ANN
+
+
+async def test_text_an_undo_of_a_restore_brought_back_is_its_writers_in_blame_diff_and_revert(
+    settings: Settings,
+) -> None:
+    """bob writes, ann writes, bob restores the version before ann's text and undoes
+    the restore: ann's text is back, as new items the server inserted (copies). Blame
+    named ann, but a diff credited the insertion to bob's undo (``diff?actor=ann`` was
+    empty) and a revert of ann answered "nothing to revert" (it looked only at ann's
+    own items, deleted by the restore). All three now say ann's, also in a new
+    process (the copies are read from the log, not from the room's memory)."""
+    intro, words = "Bob: intro.\n", "Ann: her words.\n"
+    async with (
+        run_server(settings) as server,
+        client.connect(server.ws_url, "undone", user="bob") as bob,
+        client.connect(server.ws_url, "undone", user="ann") as ann,
+        httpx.AsyncClient(base_url=server.url) as c,
+    ):
+        bob.text().insert(0, intro)
+        await bob.flush()
+        await ann.wait_for(lambda: str(ann.text()) == intro)
+        version = (await _head(c, "undone"))["seq"]
+        ann.text().insert(len(intro), words)
+        await ann.flush()
+        await bob.wait_for(lambda: str(bob.text()) == intro + words)
+        r = await c.post("/api/docs/undone/restore", json={"seq": version}, params={"user": "bob"})
+        assert r.status_code == 200 and r.json()["seq"] == version + 2, r.text
+        await ann.wait_for(lambda: str(ann.text()) == intro)
+        r = await c.post("/api/docs/undone/undo", params={"user": "bob"})
+        assert r.status_code == 200 and r.json()["seq"] == version + 3, r.text
+        await ann.wait_for(lambda: str(ann.text()) == intro + words)
+
+        async def views() -> tuple[Any, ...]:
+            r = await c.get("/api/docs/undone/blame", params={"join": "actor"})
+            blame = [(x["text"], x["actor"]) for x in r.json()["roots"]["content"]["runs"]]
+            ops = {}
+            for who in ("ann", "bob"):
+                params = {"from": version, "actor": who, "join": "actor"}
+                r = await c.get("/api/docs/undone/diff", params=params)
+                assert r.status_code == 200, r.text
+                ops[who] = [(x["op"], x["text"], x["actor"], x["seq"])
+                            for x in r.json()["roots"]["content"]["ops"]]  # fmt: skip
+            return blame, ops["ann"], ops["bob"]
+
+        blame, by_ann, by_bob = await views()
+        assert blame == [(intro, "bob"), (words, "ann")], blame
+        # since the version before her text: her insertion, in her event; bob's restore
+        # and its undo together changed nothing
+        assert by_ann == [("omitted", "\n", None, None),
+                          ("insert", words, "ann", version + 1)], by_ann  # fmt: skip
+        assert by_bob == [], by_bob
+        # a diff spanning the undo but not the restore: what the undo brought back is
+        # the undoer's change (as before)
+        r = await c.get("/api/docs/undone/diff", params={"from": version + 2, "actor": "bob"})
+        ops = [(x["op"], x["text"], x["actor"]) for x in r.json()["roots"]["content"]["ops"]]
+        assert ops == [("omitted", "\n", None), ("insert", words, "bob")], ops
+        would = await _revert(c, "undone", {"actor": "ann", "since": version}, dry_run="true")
+        assert (would["reverts"], would.get("reason"), would.get("removed")) == (
+            [version + 1], None, {"characters": len(words), "items": 0},
+        ), would  # fmt: skip
+
+    # a new process: the room and its undo stacks are loaded from the store
+    async with run_server(settings) as server, httpx.AsyncClient(base_url=server.url) as c:
+        # (a cold server's diff folds just the range, from version `version`)
+        params = {"from": version, "to": version + 3, "actor": "ann", "join": "actor"}
+        r = await c.get("/api/docs/undone/diff", params=params)
+        ops = [(x["op"], x["text"], x["actor"]) for x in r.json()["roots"]["content"]["ops"]]
+        assert ops == [("omitted", "\n", None), ("insert", words, "ann")], ops
+        did = await _revert(c, "undone", {"actor": "ann", "since": version})
+        assert (did["seq"], did["reverts"]) == (version + 4, [version + 1]), did
+        assert did["removed"] == {"characters": len(words), "items": 0}, did
+        assert "removed_others" not in did, did
+        assert (await _head(c, "undone"))["roots"]["content"]["value"] == intro
+        again = await _revert(c, "undone", {"actor": "ann", "since": version})
+        assert (again["seq"], again["reason"]) == (None, "nothing to revert"), again
+        r = await c.get("/api/docs/undone/blame", params={"join": "actor"})
+        runs = [(x["text"], x["actor"]) for x in r.json()["roots"]["content"]["runs"]]
+        assert runs == [(intro, "bob")], runs
+
+
 async def test_revert_of_a_writer_who_did_nothing_since_writes_nothing(
     server: RunningServer,
 ) -> None:
@@ -428,3 +541,38 @@ async def test_a_rewrite_by_put_keeps_its_words_when_the_writer_before_is_revert
         # ann's words whole; the space after "Q1" is stu's, which ann's PUT did not
         # write (the texts' common prefix, "Q1 ", stays as it was), so it goes with stu
         assert (await _head(c, doc))["roots"]["content"]["value"] == "Q1changed at source"
+
+
+async def test_text_a_restore_wrote_again_is_its_writers_in_blame_and_diff_not_reverted(
+    server: RunningServer,
+) -> None:
+    """ann writes a line, bob deletes it, carol restores the version that had it: the
+    restore writes it as new text, not as copies of ann's items. Blame and a diff since
+    before the line name ann (they match the text); a revert of ann cannot tell it from
+    carol's and leaves it (docs/history.md, Revert: "Not followed")."""
+    async with (
+        client.connect(server.ws_url, "again", user="ann") as ann,
+        client.connect(server.ws_url, "again", user="bob") as bob,
+        httpx.AsyncClient(base_url=server.url) as c,
+    ):
+        bob.text().insert(0, BOB)
+        await bob.flush()
+        await ann.wait_for(lambda: str(ann.text()) == BOB)
+        version = (await _head(c, "again"))["seq"]
+        ann.text().insert(len(BOB), ANN)
+        await ann.flush()
+        await bob.wait_for(lambda: str(bob.text()) == BOB + ANN)
+        bob.text().delete(len(BOB), len(ANN))
+        await bob.flush()
+        r = await c.post("/api/docs/again/restore", json={"seq": version + 1},
+                         params={"user": "carol"})  # fmt: skip
+        assert r.status_code == 200 and r.json()["seq"] == version + 3, r.text
+        await ann.wait_for(lambda: str(ann.text()) == BOB + ANN)
+        r = await c.get("/api/docs/again/blame", params={"join": "actor"})
+        runs = [(x["text"], x["actor"]) for x in r.json()["roots"]["content"]["runs"]]
+        assert runs == [(BOB, "bob"), (ANN, "ann")], runs
+        r = await c.get("/api/docs/again/diff", params={"from": version, "actor": "ann"})
+        ops = [(x["op"], x["text"], x["actor"]) for x in r.json()["roots"]["content"]["ops"]]
+        assert ops == [("omitted", "\n", None), ("insert", ANN, "ann")], ops
+        got = await _revert(c, "again", {"actor": "ann", "since": version})
+        assert (got["seq"], got["reason"]) == (None, "nothing to revert"), got

@@ -181,13 +181,15 @@ class TextTrack:
         written by) stretches."""
         return [(at, k, ins if m is None else m[2]) for at, k, m in _cut(self.moved, start, n)]
 
-    def insert_pieces(self, start: int, n: int, ins: int) -> list[tuple[int, int, bool]]:
+    def insert_pieces(self, start: int, n: int, ins: int) -> list[tuple[int, int, bool, int]]:
         """Bytes start..start+n (of a run inserted by `ins`) as (first byte, bytes, moved
-        there by `ins`) pieces: a copy an undo or a restore made is not a move."""
+        there by `ins`, the seq that wrote them when they are a copy, else `ins`) pieces:
+        a copy an undo or a restore made is not a move."""
         return [
-            (at, k, m is not None and m[2] != ins and len(m) == 3)
+            (at, k, m is not None and m[2] != ins and len(m) == 3,
+             m[2] if m is not None and len(m) > 3 else ins)
             for at, k, m in _cut(self.moved, start, n)
-        ]
+        ]  # fmt: skip
 
     def note_moved(self, start: int, writers: list[int], copy: bool = False) -> None:
         """Bytes from `start` (inserted by the event being folded, so past the bytes of
@@ -1812,8 +1814,12 @@ def diff_steps(
     Text an event moved (see Moves) is an op of its own, ``moved`` true: the insert
     where it went and the delete where it was (their actor the mover; blame names who
     wrote it: a diff folded from version `a` alone cannot know who wrote what was there
-    at `a`, and answers the same). A pause (a yield) every WALK_STEP runs, for a
-    caller that walks it in slices (see blame_steps)."""
+    at `a`, and answers the same). Text an undo, a redo or a restore inserted as a copy
+    (see Copies) of text written after `a` is inserted by its writer's event, as blame
+    names it: the original's insertion and deletion, and the copy, are all between the
+    two versions (a restore that took it out and its undo: together no change); a copy
+    of text written by `a` is the change of the event that copied it. A pause (a yield)
+    every WALK_STEP runs, for a caller that walks it in slices (see blame_steps)."""
     # Between two runs alive at both seqs, the runs deleted keep their order at `a`
     # and the runs inserted theirs at `b`; how the two interleave depends on where
     # an insert landed among tombstones, which a fold by deltas does not know
@@ -1888,7 +1894,7 @@ def diff_steps(
         else:
             continue
         runs = gap[kind]
-        pieces: list[tuple[int, int, bool]] | None = None
+        pieces: list[tuple[int, int, bool, int]] | None = None
         if kind == "insert" and moved and not kid:
             m = bisect_right(starts, start + n - 1) - 1
             if m >= 0 and moved[m][0] + moved[m][1] > start:
@@ -1896,13 +1902,18 @@ def diff_steps(
         elif kind == "delete" and away and not kid:
             m = bisect_right(away_starts, start + n - 1) - 1
             if m >= 0 and away[m][0] + away[m][1] > start:
-                pieces = track.away_pieces(start, n)
+                pieces = [(at, k, move, s) for at, k, move in track.away_pieces(start, n)]
         if pieces is not None:
-            for at, k, move in pieces:
-                if runs and runs[-1][0] == s and runs[-1][2] < 0 and runs[-1][3] == move:
+            for at, k, move, w in pieces:
+                # a copy of text written after `a` (an undo of the restore that took it
+                # out, both after `a`): its writer inserted it, as blame says; the
+                # restore and the undo together did nothing. Written by `a`, the copy
+                # is the change of the event that brought it back.
+                by = w if w > a else s
+                if runs and runs[-1][0] == by and runs[-1][2] < 0 and runs[-1][3] == move:
                     runs[-1][1].extend(content[at : at + k])
                 else:
-                    runs.append([s, bytearray(content[at : at + k]), -1, move])
+                    runs.append([by, bytearray(content[at : at + k]), -1, move])
             continue
         data = content[start : start + n]
         if runs and runs[-1][0] == s and runs[-1][2] < 0 and not kid and not runs[-1][3]:

@@ -5,7 +5,10 @@ Blame keeps the runs the actors wrote, as blame names writers (text an editor mo
 an undo or a restore brought back, stays its writer's). A diff keeps the ops their
 events made: text they inserted, text they deleted (an event of theirs deleted it, an
 undo or a restore included, whoever had written it: the index records who deleted a
-run, not who wrote it as well) and text whose formatting they changed.
+run, not who wrote it as well) and text whose formatting they changed. Text of theirs
+written after the diff's `from` that an undo, a redo or a restore copied is an
+insertion of theirs too, in their event, as blame names it (attribution.diff_steps):
+a restore that took it out and the undo of that restore together are nobody's change.
 
 Everything else in a text, before, between and after theirs, becomes one run per
 stretch, marked ``omitted`` (its length in characters, a diff's in the later version)

@@ -11,7 +11,10 @@ document at the seq before W's first event there is loaded (nearest snapshot + e
 and the events up to `until` are replayed onto it, each observed as the live room's
 undo recorder observes it (server/undo/recorder.py): the IDs it inserted (its before
 and after state vectors) and the IDs it deleted that were alive (the transaction's
-delete set). W's events (any kind) make one undo step, less each undo or redo of W's
+delete set). What W inserted includes the copies that later undos, redos and reverts
+(anyone's) made of it (``Did.follow_copies``): text of W's that a restore took out and
+an undo of the restore brought back is W's, as blame names it and as W's own undo
+takes it out. W's events (any kind) make one undo step, less each undo or redo of W's
 with the change it reverted when both are in the range (together they did nothing: see
 ``Did.net``), and the room's undo machinery inverts it on the live document as it
 inverts any step (:meth:`RoomUndo.revert`): what is left of W's insertions is deleted,
@@ -52,6 +55,7 @@ from ..ranges import (
     may_overlap,
     subtract,
     to_b64,
+    union,
     union_into,
 )
 from ..removed import Change, change_of, removed_others
@@ -81,6 +85,50 @@ class Did:
     #: per event, while replaying: (seq, the seqs it reverts if an undo or a redo, what
     #: it inserted, what it deleted); summed up by `net`
     each: list[tuple[int, list[int], Ranges, Ranges]] = field(default_factory=list)
+    #: per event of anyone's, while replaying: what it inserted and deleted (an undo's or
+    #: a redo's copies are of what the events it reverts deleted: `follow_copies`)
+    done: dict[int, tuple[Ranges, Ranges]] = field(default_factory=dict)
+
+    def follow_copies(self, kind: str, meta: dict[str, Any], ins: Ranges) -> None:
+        """An undo, a redo or a revert (anyone's) that inserted `ins` brought back
+        deleted items as copies: copies of the writer's insertions are theirs too, as
+        the undo recorder gives them to the writer's step (``_give_copies``) and blame
+        names the writer. Without it, text of the writer's that a restore took out and
+        an undo of that restore brought back was blamed on the writer, yet a revert of
+        them found nothing left of it (their items were deleted; the copies were
+        nobody's). The pairs are the event's meta ``copies`` ([originals, copies]),
+        else (an undo or a redo restored one part) what the events it reverts
+        deleted, less what they inserted, and all it inserted. A part is the writer's
+        when all its originals are (as the recorder's rule)."""
+        pairs: list[tuple[Ranges, Ranges]] = []
+        listed = meta.get("copies")
+        if isinstance(listed, list) and listed:
+            for pair in listed:
+                if (
+                    isinstance(pair, list)
+                    and len(pair) == 2
+                    and all(isinstance(x, str) for x in pair)
+                ):
+                    pairs.append((from_b64(pair[0]), from_b64(pair[1])))
+        elif kind in (UNDO, REDO) and ins:
+            reverts = meta.get("reverts")
+            gone: Ranges = {}
+            made: Ranges = {}
+            for s in reverts if isinstance(reverts, list) else ():
+                if isinstance(s, int) and s in self.done:
+                    union_into(made, self.done[s][0])
+                    union_into(gone, self.done[s][1])
+            pairs.append((subtract(gone, made), ins))
+        for originals, copies in pairs:
+            if not originals or not copies:
+                continue
+            owners = [e for e in self.each if may_overlap(e[2], originals)]
+            held: Ranges = {}
+            for e in owners:
+                union_into(held, e[2])
+            if owners and not subtract(originals, held):
+                for e in owners:
+                    union_into(e[2], copies)
 
     def net(self) -> None:
         """Sum up `each` into `ins` and `dels`, leaving out each undo or redo of the
@@ -101,6 +149,7 @@ class Did:
             union_into(self.ins, ins)
             union_into(self.dels, dels)
         self.each = []
+        self.done = {}
 
 
 @dataclass(slots=True)
@@ -191,18 +240,23 @@ def _observe(doc: Doc[Any], events: list[Event], writer: str, did: Did) -> None:
         seen.clear()
 
     def after(ev: Event) -> None:
-        if ev.actor != writer or ev.kind == MARK:
-            return
-        did.seqs.append(ev.seq)
         ins: Ranges = {}
         dels: Ranges = {}
         for i, d in seen:
             union_into(ins, i)
             union_into(dels, d)
+        if ev.kind in (UNDO, REDO, REVERT):
+            did.follow_copies(ev.kind, ev.meta, ins)
+        if ins or dels:
+            did.done[ev.seq] = (ins, dels)
+        if ev.actor != writer or ev.kind == MARK:
+            return
+        did.seqs.append(ev.seq)
         reverts = ev.meta.get("reverts") if ev.kind in (UNDO, REDO) else None
         if not isinstance(reverts, list) or not all(isinstance(s, int) for s in reverts):
             reverts = []
-        did.each.append((ev.seq, reverts, ins, dels))
+        # (its own copy: `follow_copies` adds to it what later copies of its items)
+        did.each.append((ev.seq, reverts, union({}, ins), dels))
 
     sub = doc.observe(on_transaction)
     try:
