@@ -181,9 +181,10 @@ def http_routes(app: Any) -> list[tuple[str, str]]:
                     out.append((m, r.path))
         elif isinstance(r, WebSocketRoute):
             # /hocuspocus authenticates each document in-band, with the same identify()
-            # and authorize(): tests/test_hocuspocus_node.py runs its token cases; "/"
-            # (where /ws/.. arrives) refuses every request before its token is read
-            known = ("/ws/{doc}", "/ws/{doc:path}", "/hocuspocus", "/")
+            # and authorize(): tests/test_hocuspocus_node.py runs its token cases; the
+            # catch-all (where /ws/.. arrives, at /, and every path of no route) refuses
+            # every request before its token is read
+            known = ("/ws/{doc}", "/ws/{doc:path}", "/hocuspocus", "/{elsewhere:path}")
             assert r.path in known, f"unknown websocket route {r.path}"
         elif isinstance(r, Mount):
             assert r.path == "/static", f"an unknown mount {r.path}: check its routes too"

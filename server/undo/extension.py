@@ -158,9 +158,9 @@ class Undo(Extension):
         }
 
     async def _op(self, ctx: OpContext, kind: str, body: dict[str, Any]) -> dict[str, Any]:
-        _only_keys(body, kind)
         if not ctx.client.identity.can_write:
             raise Forbidden(f"read-only: you cannot {kind}")
+        _only_keys(body, kind)
         outcome = Outcome()
         ev = await perform(ctx.room, ctx.client.user, kind, self.backend, outcome)
         if ev is not None:
@@ -174,9 +174,9 @@ class Undo(Extension):
         return await self._op(ctx, REDO, body)
 
     async def _op_close_group(self, ctx: OpContext, body: dict[str, Any]) -> dict[str, Any]:
-        _only_keys(body, "close_group", "group")
         if not ctx.client.identity.can_write:
             raise Forbidden("read-only: you cannot close an undo step")
+        _only_keys(body, "close_group", "group")
         # edits this connection sent before the request are still in the pipeline: they
         # belong to the group being closed
         await ctx.flush()
@@ -186,9 +186,9 @@ class Undo(Extension):
         return (await close_group(ctx.room, ctx.client.user, group, session)).to_json()
 
     async def _op_open_group(self, ctx: OpContext, body: dict[str, Any]) -> dict[str, Any]:
-        _only_keys(body, "open_group", "group")
         if not ctx.client.identity.can_write:
             raise Forbidden("read-only: you cannot open an undo group")
+        _only_keys(body, "open_group", "group")
         group = group_id(body.get("group"))
         # edits this connection sent before the request stay out of the group
         await ctx.flush()
