@@ -81,7 +81,7 @@ async def refold_above(
     generation = await store.tombstone(doc)
 
     def fold() -> dict[int, tuple[bytes, dict[str, Any]]]:
-        ydoc = new_doc(doc, generation)
+        ydoc = new_doc(doc, generation, store.server_salt)
         ydoc.apply_update(state)
         # what yrs writes back has no subdocument meta: put back the logged options
         subdoc_options.note(ydoc, state)

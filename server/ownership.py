@@ -9,7 +9,8 @@ wait as pending and appear, inside the victim's event, when the victim types). S
 - A client id belongs to the actor whose update first wrote it in this document. An
   update may carry new structs (past what the document and the updates queued before it
   hold) only for client ids that are new or that belong to its sender; the server's own
-  client id (undo, redo, restore) belongs to no client. Otherwise it is refused whole
+  client id (undo, redo, restore) belongs to no client, nor does another store's server's
+  that a copied snapshot names (``Owners.former``). Otherwise it is refused whole
   (Forbidden, 4403; ForeignItems, naming the other users' ids), nothing logged. In a
   sync step 2 those may be another tab's edits still on their way from their owner:
   its connection asks again without them rather than closing (resync.py).
@@ -62,7 +63,7 @@ META_KEY = "owners"
 
 
 class Owners:
-    __slots__ = ("claims", "clocks", "owners", "relay_until", "server", "server_runs")
+    __slots__ = ("claims", "clocks", "former", "owners", "relay_until", "server", "server_runs")
 
     def __init__(self, server_client: int, relay_until: float = 0.0) -> None:
         self.server = server_client
@@ -85,6 +86,10 @@ class Owners:
         #: clock order, a run going on to the next one's first clock; actor None for the
         #: items a sync step 2 relayed (whose server change the store lost)
         self.server_runs: list[tuple[int, str | None]] = []
+        #: other servers' client ids whose items the document holds (a copy from another
+        #: store, snapshots.server_client_id; a name's earlier generation): no client's
+        #: to write, as the server's own is not
+        self.former: set[int] = set()
 
     def admit(
         self,
@@ -138,7 +143,7 @@ class Owners:
                 new = [(s, e) for s, e in ranges if e > have]
                 if not new:
                     continue
-            if client == self.server and not relay:
+            if (client == self.server or client in self.former) and not relay:
                 # (while the store recovers, its own lost changes come back as others'
                 # do: an undo or a restore made after the backup, which clients hold)
                 raise Forbidden(f"client id {client} is the server's")
@@ -185,6 +190,7 @@ class Owners:
                 client not in self.owners
                 and (own is None or client in own)
                 and client != self.server
+                and client not in self.former
             ):
                 self.claims.setdefault(client, actor)
             clocks[client] = end
@@ -198,7 +204,12 @@ class Owners:
         their own: `others`) that `meta`'s update has new items of."""
         out = []
         for client, ranges in meta.structs.items():
-            if client == self.server or not ranges or ranges[-1][1] <= clocks.get(client, 0):
+            if (
+                client == self.server
+                or client in self.former
+                or not ranges
+                or ranges[-1][1] <= clocks.get(client, 0)
+            ):
                 continue
             owner = self.owners.get(client) or self.claims.get(client)
             if owner != actor if owner is not None else client in others:
@@ -220,7 +231,7 @@ class Owners:
         if len(structs) != 1 or meta.deletes:
             return None
         ((client, ranges),) = structs.items()
-        if len(ranges) != 1 or client == self.server:
+        if len(ranges) != 1 or client == self.server or client in self.former:
             return None
         start, end = ranges[0]
         have = clocks.get(client, 0)
@@ -296,7 +307,7 @@ class Owners:
                 self.clocks[client] = end
             if client == self.server:
                 self._server_wrote(start, None if client in relayed else actor)
-            elif client not in relayed:
+            elif client not in relayed and client not in self.former:
                 self.owners.setdefault(client, actor)
                 self.claims.pop(client, None)
 
@@ -311,6 +322,9 @@ class Owners:
         out: dict[str, Any] = {str(c): a for c, a in self.owners.items()}
         if self.server_runs:
             out["server"] = [list(run) for run in self.server_runs]
+            out["server_client"] = self.server  # whose runs they are
+        if self.former:
+            out["former_servers"] = sorted(self.former)
         return out
 
     def restore(self, meta: Any) -> None:
@@ -318,6 +332,17 @@ class Owners:
             for c, a in meta.items():
                 if isinstance(a, str) and str(c).isdigit():
                     self.owners.setdefault(int(c), a)
+            former = meta.get("former_servers")
+            if isinstance(former, list):
+                self.former.update(c for c in former if isinstance(c, int) and c != self.server)
+            theirs = meta.get("server_client")
+            if isinstance(theirs, int) and theirs != self.server:
+                # runs of another server's id (the snapshot was copied from another
+                # store, or is of the name's earlier generation): not this server's
+                # clocks; that id stays a server's, its items nobody's in particular
+                self.former.add(theirs)
+                self.owners.pop(theirs, None)
+                return
             self._restore_runs(meta.get("server"))
 
     def _restore_runs(self, runs: Any) -> None:
@@ -419,9 +444,10 @@ def imported_clients(meta: UpdateMeta, server_client: int) -> list[int]:
     it claims none of them. They belong to the clients that wrote them elsewhere (a tab
     still open on the old server goes on typing under its id when it reconnects here),
     and each goes to the first user who writes under it again, as after a sync step 2
-    that relays them. The server's stays the server's (data exported from another
-    Palimpsest: its undos, restores, texts written whole), its runs written in the
-    importer's name."""
+    that relays them. The server's stays the server's (data exported from this store:
+    its undos, restores, texts written whole), its runs written in the importer's name.
+    Another Palimpsest store's server wrote under another id (each store's salt,
+    snapshots.server_client_id): relayed too, it can never collide with this one's."""
     return sorted(c for c in meta.structs if c != server_client)
 
 

@@ -69,7 +69,7 @@ class _Nobody:
         pass
 
 
-def server_client_id(doc: str, generation: bytes | None = None) -> int:
+def server_client_id(doc: str, generation: bytes | None = None, salt: bytes | None = None) -> int:
     """A fixed Yjs client id per document for server-made changes (undo, redo, restore).
 
     Fixed so that the live doc after a reload continues the same client's clock: the
@@ -77,16 +77,27 @@ def server_client_id(doc: str, generation: bytes | None = None) -> int:
     share a store share it too, so they make server changes of one document one at a
     time, each on the log's head (EventStore.server_changes). A document
     made again under the name of a deleted one (`generation`: the deletion's tombstone)
-    gets another, so that its items never take the IDs of the deleted ones."""
+    gets another, so that its items never take the IDs of the deleted ones.
+
+    `salt`: the store's (EventStore.server_salt, made with the store), so that two
+    independent stores never write a name's server-made items under the same ids with
+    other content: Yjs takes items of one ID for the same, so a merge of the two (a copy
+    of one into the other, a client of one connecting to the other) kept one side's and
+    dropped the other's, and a copy --replace took the other store's document for a
+    stale copy of the one it replaced. None (a store made before stores had one): the
+    name alone, as then, so that nothing already written changes ids."""
     import hashlib
 
     key = doc.encode() + (b"\x00" + generation if generation else b"")
-    return int.from_bytes(hashlib.blake2b(key, digest_size=4).digest(), "big") & 0x7FFFFFFF
+    # (an empty key is plain BLAKE2b: the ids of stores with no salt are as they were)
+    digest = hashlib.blake2b(key, digest_size=4, key=salt or b"").digest()
+    return int.from_bytes(digest, "big") & 0x7FFFFFFF
 
 
-def new_doc(doc: str, generation: bytes | None = None) -> Doc[Any]:
+def new_doc(doc: str, generation: bytes | None = None, salt: bytes | None = None) -> Doc[Any]:
+    """An empty document under the server's client id (server_client_id's arguments)."""
     # skip_gc: deleted content stays, so undo and history can bring it back after reload
-    return Doc(skip_gc=True, client_id=server_client_id(doc, generation))
+    return Doc(skip_gc=True, client_id=server_client_id(doc, generation, salt))
 
 
 @dataclass
@@ -232,7 +243,7 @@ async def load(
     states: list[bytes] = []
     unreadable: StoreError | None = None
     while True:
-        doc = new_doc(name, generation)
+        doc = new_doc(name, generation, store.server_salt)
         try:
             snap = await store.latest_snapshot(name, at_most)
             if snap is None:
@@ -250,7 +261,7 @@ async def load(
             # are a cache, the log alone rebuilds the document unless it was compacted
             log.error("the snapshots of %s cannot be read (%s): loading from the log alone",
                       name, e)  # fmt: skip
-            unreadable, snap, doc = e, None, new_doc(name, generation)
+            unreadable, snap, doc = e, None, new_doc(name, generation, store.server_salt)
             break
         if links is not None and (
             await cpu_account.to_thread(apply_chain, doc, links)
@@ -271,7 +282,7 @@ async def load(
     hooked = on_event is not None or before_event is not None or before_replay is not None
 
     def again() -> Doc[Any]:
-        fresh = new_doc(name, generation)
+        fresh = new_doc(name, generation, store.server_salt)
         for state in states:
             fresh.apply_update(state)
         return fresh

@@ -210,17 +210,20 @@ async def test_after_a_replace_the_server_writes_under_another_yjs_client_id(
     the first generation's id (the source's shorter): continuing it would give the new
     document's items ids the old copies hold. A server change after the replace lands
     under the new id, and a client holding the old document is still refused."""
-    first = server_client_id("d")
     src_path = tmp_path / "src.db"
     src = f"sqlite:///{src_path}"
-    store = open_store(src)
-    await store.start()
-    try:
-        await store.append([("d", [NewEvent("admin", "edit", _doc(first, "new").get_update())])])
-    finally:
-        await store.stop()
     db = tmp_path / "db"
     async with serving(make_settings(db)) as srv:
+        # (the target's own id: the source's document was made of a copy of the target's)
+        salt = srv.backend.store.server_salt
+        first = server_client_id("d", None, salt)
+        store = open_store(src)
+        await store.start()
+        try:
+            update = _doc(first, "new").get_update()
+            await store.append([("d", [NewEvent("admin", "edit", update)])])
+        finally:
+            await store.stop()
         async with httpx.AsyncClient(base_url=srv.url) as http:
             r = await http.put("/api/docs/d/text", json={"text": "old words of the target"})
             assert r.status_code == 200, r.text
@@ -238,7 +241,7 @@ async def test_after_a_replace_the_server_writes_under_another_yjs_client_id(
                 tomb = await store.tombstone("d")
             finally:
                 await store.stop()
-            second = server_client_id("d", tomb)
+            second = server_client_id("d", tomb, salt)
             assert second != first
             r = await http.put("/api/docs/d/text", json={"text": "new text"})
             assert r.status_code == 200, r.text

@@ -1095,6 +1095,7 @@ class History:
         owners = Owners(room.owners.server)  # (as they are now: the loop changes them)
         owners.owners = dict(room.owners.owners)
         owners.server_runs = list(room.owners.server_runs)
+        owners.former = set(room.owners.former)
         live_types, names = typed_roots(live), list(live.keys())
         return await cpu_account.to_thread(
             _plan, actor, seq, state, client_id, live_types, names, target, known, writers,

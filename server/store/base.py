@@ -590,6 +590,13 @@ class EventStore(Service, ABC):
     #: schema, or keeps none); `palimpsest migrate` tells from it what older versions
     #: wrote the database (server.upgrade_notes)
     found_schema_version: int = 0
+    #: random bytes the store made when it was created and keeps (SQLite and PostgreSQL:
+    #: the store_salt table; a backup keeps them, a copy into another store does not),
+    #: read by start(): part of the server's Yjs client id of each document
+    #: (snapshots.server_client_id), so that two independent stores write a name's
+    #: server-made items under other ids. None for a store made before stores had one
+    #: (its ids stay the name's alone, as they were)
+    server_salt: bytes | None = None
 
     @property
     def disk_warm_syncs(self) -> int | None:

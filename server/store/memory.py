@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import heapq
 import itertools
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -59,6 +60,8 @@ class MemoryStore(EventStore):
     name = "memory"
 
     def __init__(self) -> None:
+        #: each memory store is a store of its own (EventStore.server_salt)
+        self.server_salt = os.urandom(16)
         self._events: dict[str, list[Event]] = {}
         self._heads: dict[str, int] = {}
         #: per document, a number of its own (DocInfo.created_ts): a new one each time

@@ -100,6 +100,7 @@ from .postgres_schema import (
     create_fresh,
     ensure_indexes,
     insert_segments,
+    read_salt,
     to_compact_log,
     write_log,
 )
@@ -663,6 +664,7 @@ class PostgresStore(EventStore):
         try:
             await self.migrate()
             self.resolved_schema = await self._run(_current_schema, "schema", idempotent=True)
+            self.server_salt = await self._run(read_salt, "salt", idempotent=True)
             self.upkeep = await self._run(self._may_maintain, "upkeep check", idempotent=True)
             if self.upgrade:  # palimpsest migrate and copy: done when they say so
                 await self._build_indexes()

@@ -8,6 +8,7 @@ an older schema and ``palimpsest migrate`` does it, in one transaction.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import asyncpg
@@ -238,6 +239,23 @@ SIDE_TABLES = {
 }
 
 
+#: the store's salt of the server's Yjs client ids (EventStore.server_salt): one row, made
+#: with a new schema and never changed; an older schema has no such table and keeps the
+#: ids it had (no schema version for it)
+SALT = """CREATE TABLE IF NOT EXISTS store_salt (
+    id INT PRIMARY KEY CHECK (id = 1),
+    salt BYTEA NOT NULL
+)"""
+
+
+async def read_salt(conn: asyncpg.Connection) -> bytes | None:
+    """The schema's salt (None: a schema made before schemas had one)."""
+    if await conn.fetchval("SELECT to_regclass('store_salt')") is None:
+        return None
+    got = await conn.fetchval("SELECT salt FROM store_salt WHERE id = 1")
+    return bytes(got) if got is not None else None
+
+
 async def create_fresh(conn: asyncpg.Connection) -> None:
     """Every table at this version, in an empty schema (inside the caller's transaction)."""
     for v in sorted(OLD_STEPS):
@@ -247,6 +265,8 @@ async def create_fresh(conn: asyncpg.Connection) -> None:
         await conn.execute(stmt)
     await conn.execute("DROP TABLE events")
     await conn.execute(DELETIONS)
+    await conn.execute(SALT)
+    await conn.execute("INSERT INTO store_salt VALUES (1, $1)", os.urandom(16))
 
 
 async def to_compact_log(conn: asyncpg.Connection) -> None:

@@ -116,6 +116,7 @@ from .sqlite_schema import (
     DELETIONS,
     FRESH,
     OLD_STEPS,
+    READ_SALT,
     REBUILT,
     SCHEMA_VERSION,
     insert_segment,
@@ -276,6 +277,15 @@ def _open(path: str, durability: str = "fsync") -> sqlite3.Connection:
     # (bench/secure_delete_cost.py)
     conn.execute("PRAGMA secure_delete=ON")
     return conn
+
+
+def _salt_of(conn: sqlite3.Connection) -> bytes | None:
+    """The store's salt (EventStore.server_salt): None in a file made before files had
+    one."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'store_salt'").fetchone():
+        return None
+    row = conn.execute(READ_SALT).fetchone()
+    return bytes(row[0]) if row else None
 
 
 def _probe_writes(conn: sqlite3.Connection) -> None:
@@ -1144,6 +1154,7 @@ class SQLiteStore(EventStore):
             if not self._memory:
                 await self._writer.call(_probe_writes)
             upgraded = await self._writer.call(self._migrate)
+            self.server_salt = await self._writer.call(_salt_of)
             if upgraded and not self._memory:
                 # the old rows are gone: give their pages back to the file system, and
                 # from now on the pages that sealing frees (see _give_back_pages)
@@ -1198,6 +1209,9 @@ class SQLiteStore(EventStore):
             if SIDE_MARKER in have:
                 marked = await self._db.execute_fetchall(f"SELECT name FROM {SIDE_MARKER}")
                 made = {r[0] for r in marked}
+            if "store_salt" in have:
+                salted = list(await self._db.execute_fetchall(READ_SALT))
+                self.server_salt = bytes(salted[0][0]) if salted else None
         except (sqlite3.Error, OSError) as e:
             await self._stop(upkeep=False)
             raise StoreUnavailable(

@@ -61,6 +61,15 @@ DELETIONS = """CREATE TABLE IF NOT EXISTS deletions (
     ts INTEGER NOT NULL,
     actor TEXT NOT NULL
 )"""
+#: the store's salt of the server's Yjs client ids (EventStore.server_salt): one row, made
+#: with a new database and never changed; an older one has no such table and keeps the
+#: ids it had (no schema version for it)
+SALT = """CREATE TABLE IF NOT EXISTS store_salt (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    salt BLOB NOT NULL
+)"""
+#: the salt, read by every start (None: no table, or no row)
+READ_SALT = "SELECT salt FROM store_salt WHERE id = 1"
 _POSITION = """CREATE TABLE IF NOT EXISTS log_position (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     pos INTEGER NOT NULL
@@ -114,8 +123,9 @@ LOG_TABLES = [
 REBUILT = {"snapshots": _SNAPSHOTS, "derived": _DERIVED}
 
 
-FRESH = [*LOG_TABLES, _SNAPSHOTS, _TAGS, _TOMBSTONES, _POSITION, _DERIVED, DELETIONS,
-         "INSERT INTO log_position VALUES (1, 0)"]  # fmt: skip
+FRESH = [*LOG_TABLES, _SNAPSHOTS, _TAGS, _TOMBSTONES, _POSITION, _DERIVED, DELETIONS, SALT,
+         "INSERT INTO log_position VALUES (1, 0)",
+         "INSERT INTO store_salt VALUES (1, randomblob(16))"]  # fmt: skip
 
 #: the row-per-event schema, version by version (what older databases hold)
 OLD_STEPS: dict[int, list[str]] = {

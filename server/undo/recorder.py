@@ -430,7 +430,7 @@ class RoomUndo:
             owner = owners.owners.get(client)
             if owner is None:
                 owner = None if client in relayed else owners.claims.get(client, actor)
-            return owner == actor and client != owners.server
+            return owner == actor and client != owners.server and client not in owners.former
 
         if all(mine(c) for c in ins):
             return ins
