@@ -39,8 +39,13 @@ wait as pending and appear, inside the victim's event, when the victim types). S
   which has no gap.
 
 The owner map persists in snapshot meta (``owners``) and is extended by every event
-replayed or applied afterwards. A snapshot written before the map existed leaves the
-client ids it holds unowned: the first actor who writes one of them again claims it.
+replayed or applied afterwards. A snapshot written before the map existed (by a version
+before this rule, upgraded with ``palimpsest migrate``) has none: the map is made from
+the log's events up to it as the document loads (:func:`map_of_log`), as a load from the
+log alone makes it, and written with the next snapshot. Its ids used to stay unowned:
+an undo counted its own writer's text as nobody's (``removed_others`` with user null)
+and the first user who wrote one of them again claimed it. Only where that log is gone
+(a compaction base written before the rule) do they stay unowned.
 The cost per update is its own size, never the document's.
 
 The writers of the server's own client id, which every user's undos, redos, restores
@@ -53,8 +58,8 @@ out (server.removed).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Container, Iterable
-from typing import Any
+from collections.abc import Callable, Container, Iterable, Sequence
+from typing import Any, Protocol
 
 from .errors import Forbidden, ForeignItems, ProtocolError, UpdateGap, UpdateRejected
 from .updates import UpdateMeta, decode_update_meta
@@ -328,10 +333,15 @@ class Owners:
         return out
 
     def restore(self, meta: Any) -> None:
+        """The map of a snapshot (`meta`: its ``owners``), or of the log up to it
+        (:func:`map_of_log`). It comes before the events replayed after the snapshot,
+        which a room records first: an id's owner there is its first writer, whoever
+        those events name."""
         if isinstance(meta, dict):
             for c, a in meta.items():
                 if isinstance(a, str) and str(c).isdigit():
-                    self.owners.setdefault(int(c), a)
+                    self.owners[int(c)] = a
+                    self.claims.pop(int(c), None)
             former = meta.get("former_servers")
             if isinstance(former, list):
                 self.former.update(c for c in former if isinstance(c, int) and c != self.server)
@@ -360,6 +370,45 @@ class Owners:
             and (first is None or run[0] < first)
         ]
         self.server_runs[:0] = older
+
+
+class _Event(Protocol):
+    @property
+    def seq(self) -> int: ...
+    @property
+    def actor(self) -> str: ...
+    @property
+    def update(self) -> bytes: ...
+    @property
+    def meta(self) -> dict[str, Any]: ...
+
+
+class _Log(Protocol):
+    async def read(
+        self, doc: str, after: int = 0, upto: int | None = None, limit: int | None = None
+    ) -> Sequence[_Event]: ...
+
+
+#: events read at a time by map_of_log
+_PAGE = 1000
+
+
+async def map_of_log(log: _Log, doc: str, upto: int, server_client: int) -> dict[str, Any]:
+    """The owner map (as snapshot meta holds it) of `doc`'s events up to seq `upto`:
+    for a snapshot at `upto` written without one (by a version before this rule), so
+    that its client ids belong to the users who wrote them, as they would had the
+    document loaded from its log alone. Events a compaction dropped are not there: their
+    ids stay unowned."""
+    owners = Owners(server_client)
+    after = 0
+    while after < upto:
+        events = await log.read(doc, after=after, upto=upto, limit=_PAGE)
+        if not events:
+            break
+        for ev in events:
+            owners.record(ev.actor, ev.update, relays=ev.meta.get("relays", ()))
+        after = events[-1].seq
+    return owners.to_meta()
 
 
 class OwnIds:
@@ -451,4 +500,4 @@ def imported_clients(meta: UpdateMeta, server_client: int) -> list[int]:
     return sorted(c for c in meta.structs if c != server_client)
 
 
-__all__ = ["META_KEY", "OwnIds", "Owners", "imported_clients"]
+__all__ = ["META_KEY", "OwnIds", "Owners", "imported_clients", "map_of_log"]

@@ -1,5 +1,6 @@
 """The attribution rule's extension: each room's owner map (ownership.Owners) is
-restored from the snapshot's meta when a document loads, extended by every event
+restored from the snapshot's meta when a document loads (made from the log up to it
+when the snapshot has none: one written before the rule), extended by every event
 replayed after that snapshot, and written with each snapshot. Live events are recorded
 by the room itself (Room._apply), before anyone else may claim a client id.
 
@@ -9,20 +10,34 @@ the snapshot machinery, which imports the room."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .extensions import Extension
 from .origins import Origin, ReplayOrigin
-from .ownership import META_KEY
+from .ownership import META_KEY, map_of_log
 from .room import Room
 from .store.base import Event
+
+if TYPE_CHECKING:
+    from .backend import Backend
 
 
 class Ownership(Extension):
     reads_doc_per_event = False  # on_applied reads the event
 
+    def setup(self, backend: Backend) -> None:
+        self.backend = backend
+
     async def on_load(self, room: Room) -> None:
-        room.owners.restore(room.snapshot_meta.get(META_KEY))
+        meta = room.snapshot_meta
+        at = room.loaded.snapshot_seq
+        if META_KEY not in meta and at:
+            # a snapshot written before the rule (an upgraded store): its ids are their
+            # writers' as the log says, not the first claimant's
+            server = room.owners.server
+            room.owners.restore(await map_of_log(self.backend.store, room.name, at, server))
+            return
+        room.owners.restore(meta.get(META_KEY))
 
     def on_applied(self, room: Room, event: Event, origin: Origin) -> None:
         if isinstance(origin, ReplayOrigin):

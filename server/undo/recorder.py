@@ -60,6 +60,7 @@ from ..errors import FATAL
 from ..history.render import ARRAY, MAP, TEXT, XML, jsonable, xml_string
 from ..history.render import infer_root_types as guess_root_types
 from ..ownership import META_KEY as OWNERS_KEY
+from ..ownership import map_of_log
 from ..room import IMPORT_KIND, Room
 from ..settings import Settings
 from ..snapshots import Loaded, load
@@ -1029,6 +1030,12 @@ async def fold(
         store, name, upto=upto, before_replay=before_replay, on_event=on_event, with_meta=True
     )
     state = holder["undo"]
+    snap = loaded.snapshot
+    if snap is not None and OWNERS_KEY not in snap.meta:
+        # a snapshot written before the rule: its ids' owners are in the log up to it,
+        # which the compaction is about to drop (ownership.map_of_log)
+        owners = state.room.owners
+        owners.restore(await map_of_log(store, name, snap.seq, owners.server))
     state.close()
     return loaded, {META_KEY: state.to_meta(), OWNERS_KEY: state.room.owners.to_meta()}
 
