@@ -58,12 +58,24 @@ class StoppedWaiting(StoreUnavailable):
     """The start was told to stop (SIGTERM) while it waited for the lock (app.py)."""
 
 
-class _Held(Exception):
-    """The lock is held by another process (`holder`: its pid, when known)."""
+class Served(StoreUnavailable):
+    """:func:`not_served` or :func:`pg_not_served` found the lock held (a server serves
+    the store, or another command holds it): the message says who. `command`: the
+    command that holds it (``"migrate"``), when it said so; None: a server."""
 
-    def __init__(self, holder: int | None) -> None:
+    def __init__(self, message: str, command: str | None = None) -> None:
+        super().__init__(message)
+        self.command = command
+
+
+class _Held(Exception):
+    """The lock is held by another process (`holder`: its pid, when known; `command`:
+    the admin command it is, when it said so: not_served's `by`)."""
+
+    def __init__(self, holder: int | None, command: str | None = None) -> None:
         super().__init__(holder)
         self.holder = holder
+        self.command = command
 
 
 class _Waiting:
@@ -119,9 +131,11 @@ class ServingLock:
                 return self._try()
             except _Held as held:
                 who = f"pid {held.holder}" if held.holder else "another process"
+                if held.command:
+                    who = f"`palimpsest {held.command}` ({who})"
                 # (this very process holds it: another app on the file, nothing to wait for)
                 if held.holder == os.getpid() or not await waiting.again(who):
-                    raise StoreUnavailable(self._refusal(held.holder)) from None
+                    raise StoreUnavailable(self._refusal(held.holder, held.command)) from None
 
     def _try(self) -> None:
         """One try at the lock: taken, or _Held."""
@@ -161,14 +175,20 @@ class ServingLock:
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _read_pid(fd)
+            holder, command = _read_holder(fd)
             os.close(fd)
-            raise _Held(holder) from None
+            raise _Held(holder, command) from None
         except OSError:
             os.close(fd)
             raise
 
-    def _refusal(self, holder: int | None) -> str:
+    def _refusal(self, holder: int | None, command: str | None = None) -> str:
+        if command:  # an admin command that keeps servers off meanwhile (not_served)
+            return (
+                f"SQLite database {self.db_path!r} is in use: `palimpsest {command}` "
+                f"(pid {holder}) holds its serving lock while it works on it. Start the "
+                "server once it is done"
+            )
         who = f"another server (pid {holder})" if holder else "another server"
         if holder == os.getpid():
             who = "another Palimpsest in this process (two apps on one file)"
@@ -404,11 +424,30 @@ class PostgresServingLock:
 
 def _read_pid(fd: int) -> int | None:
     """The pid the file names, if that process is alive (a server that is still starting
-    has not written its own yet: the one there may be an earlier server's)."""
+    has not written its own yet: the one there may be an earlier server's). None too
+    when a command wrote it (:func:`not_served`'s `by`): not a server."""
     try:
         pid = int(os.pread(fd, 32, 0).decode().strip() or "0") or None
     except (OSError, ValueError):
         return None
+    return _alive(pid)
+
+
+def _read_holder(fd: int) -> tuple[int | None, str | None]:
+    """The pid the file names if that process is alive, and the command it names (None:
+    none, a server's pid alone)."""
+    try:
+        words = os.pread(fd, 64, 0).decode().split()
+        pid = int(words[0]) if words else None
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None, None
+    pid = _alive(pid or None)
+    command = words[1] if pid is not None and len(words) > 1 else None
+    return pid, command
+
+
+def _alive(pid: int | None) -> int | None:
+    """`pid` if that process is alive, else None."""
     if pid is not None:
         try:
             os.kill(pid, 0)
@@ -420,12 +459,15 @@ def _read_pid(fd: int) -> int | None:
 
 
 @contextlib.contextmanager
-def not_served(db_path: str) -> Iterator[None]:
+def not_served(db_path: str, by: str | None = None) -> Iterator[None]:
     """Holds the serving lock of the SQLite file ``db_path`` exclusively, so that no
     server serves it meanwhile (``palimpsest backup --replace`` writing over it); raises
-    StoreUnavailable if a server serves it now. The lock file is the one a server takes
-    (:class:`ServingLock`: beside the file a symlink leads to), and one this made is
-    removed again (as a server's failed start does), while still held."""
+    Served (a StoreUnavailable) if a server serves it now. The lock file is the one a
+    server takes (:class:`ServingLock`: beside the file a symlink leads to), and one this
+    made is removed again (as a server's failed start does), while still held. `by`: the
+    command, written with this pid into the file while held (``"123 migrate"``), so that
+    another one refused meanwhile says who holds it (a server's start reads no pid in
+    it, and refuses as for another server)."""
     if fcntl is None:
         yield
         return
@@ -440,10 +482,13 @@ def not_served(db_path: str) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _read_pid(fd)
+            holder, command = _read_holder(fd)
             os.close(fd)
-            who = f"a server (pid {holder})" if holder else "a server"
-            raise StoreUnavailable(f"{who} serves {db_path}: stop it first") from None
+            pid = f" (pid {holder})" if holder else ""
+            if command:
+                raise Served(f"`palimpsest {command}`{pid} holds the serving lock of "
+                             f"{db_path}: wait for it to finish", command) from None  # fmt: skip
+            raise Served(f"a server{pid} serves {db_path}: stop it first") from None
         except BaseException:
             os.close(fd)
             raise
@@ -453,6 +498,10 @@ def not_served(db_path: str) -> Iterator[None]:
         except FileNotFoundError:
             pass
         os.close(fd)  # a failed start removed the file it made: lock the one there now
+    if by is not None:
+        with contextlib.suppress(OSError):  # (a full disk: held all the same)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {by}\n".encode(), 0)
     try:
         yield
     finally:
@@ -491,8 +540,15 @@ async def pg_not_served(dsn: str, schema: str | None, by: str) -> AsyncIterator[
                 name,
             )
             names = sorted(str(h[0]) for h in holders if h[0])
+            # a command's session names it (`by`, above); a server's "palimpsest serve …"
+            commands = {n.split()[1] for n in names if n.startswith("palimpsest ")
+                        and len(n.split()) > 1 and n.split()[1] != "serve"}  # fmt: skip
+            if names and len(commands) == len(names) == 1:
+                (command,) = commands
+                raise Served(f"`{names[0]}` holds the serving lock of PostgreSQL schema "
+                             f"{name!r}: wait for it to finish", command)  # fmt: skip
             who = f"a server ({', '.join(names)})" if names else "a server"
-            raise StoreUnavailable(f"{who} serves PostgreSQL schema {name!r}: stop it first")
+            raise Served(f"{who} serves PostgreSQL schema {name!r}: stop it first")
         yield
     finally:
         await conn.close()  # ends the session: drops the lock
@@ -548,6 +604,7 @@ async def pg_served_alone(dsn: str, schema: str | None, by: str) -> str | None:
 __all__ = [
     "SUFFIX",
     "PostgresServingLock",
+    "Served",
     "ServingLock",
     "StoppedWaiting",
     "not_served",

@@ -777,7 +777,7 @@ async def rename_actor(store: EventStore, args: argparse.Namespace) -> int:
             "every server on the store and run again with --yes"
         )
     try:
-        async with _not_served(store):
+        async with not_served_store(store):
             done, unknown = await pseudonym.rename_actor(store, args.old, args.new)
     except ActorTaken as e:
         if not e.renamed_already:
@@ -808,7 +808,7 @@ async def rename_actor(store: EventStore, args: argparse.Namespace) -> int:
     return 0
 
 
-def _not_served(
+def not_served_store(
     store: EventStore, by: str = "rename-actor"
 ) -> contextlib.AbstractAsyncContextManager[None]:
     """No server serves the store meanwhile, nor starts on it (`by`: the command)."""
@@ -818,7 +818,7 @@ def _not_served(
 
         @contextlib.asynccontextmanager
         async def held() -> AsyncIterator[None]:
-            with not_served(store.path):
+            with not_served(store.path, by):
                 yield
 
         return held()
@@ -852,7 +852,7 @@ async def restamp(store: EventStore, args: argparse.Namespace) -> int:
         counts = await _restamp_counts(store, plan) if plan.events else (0, 0)
         return _restamp_report(args, plan, None, counts)
     try:
-        async with _not_served(store, "restamp"):
+        async with not_served_store(store, "restamp"):
             plan = await plan_restamp(store, args.doc)
             done = await restamp_doc(store, plan)
     except StoreUnavailable as e:
@@ -978,7 +978,7 @@ async def lock(store: EventStore, args: argparse.Namespace) -> int:
     # no bus: a running server would never hear of it (a room open there took the lock
     # only when it loaded again, an unlock never): refused while one serves the store
     try:
-        async with _not_served(store, "lock"):
+        async with not_served_store(store, "lock"):
             return await _lock(store, args, None)
     except StoreUnavailable as e:
         if "serves" not in str(e):

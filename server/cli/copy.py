@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -12,17 +13,22 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from dataclasses import replace as replaced
 from pathlib import Path
+from typing import Any
 
 from .. import protocol as P
 from ..deletion import merge_state_vectors, replace_tombstone
 from ..errors import MovedMeanwhile, PalimpsestError
+from ..serving_lock import Served
 from ..snapshots import load
 from ..store import EventStore, MemoryStore, SQLiteStore, open_store
 from ..store.base import DocInfo, Event, Snapshot, Tag
 from ..store.cursors import HookState
+from ..store.sqlite import schema_version_at as sqlite_schema_version_at
+from ..store.sqlite_schema import SCHEMA_VERSION
 from ..upgrade_notes import after_migrate
 from ..util import without_password
 from . import SQLITE_URL_HINT, add_store_options, missing_sqlite_file, settings_from
+from .admin import not_served_store
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -33,8 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "file must exist (a typo in --db would otherwise make a new, empty database), "
         "unless --create is given: then a new one is made, in an existing directory. Upgrading "
         "to version 5 (the compact event log) rewrites every event in one transaction: stop "
-        "the servers first (they refuse to start until it is done). Safe to run from several "
-        "machines at once, and again.",
+        "the servers first (they refuse to start until it is done). While a server serves "
+        "a store of an older version, migrate refuses, naming it, and changes nothing; only "
+        "servers from 4 December 2026 on say they serve (the serving lock): stop older ones "
+        "yourself, it cannot see them. A store at this version already is only said so, "
+        "exit 0, whatever serves it (harmless during a rolling upgrade). An upgrade holds the "
+        "serving lock: a server started meanwhile waits for it. Safe to run from several "
+        "machines at once (a second one waits for the first, then finds the store at this "
+        "version), and again.",
     )
     add_store_options(p)
     p.add_argument(
@@ -118,11 +130,12 @@ def run_migrate(args: argparse.Namespace) -> int:
             )
         if isinstance(store, SQLiteStore):
             store.rewrite_progress = _progress_line()
-        await store.start()  # creates the schema, or upgrades it (migrate=True)
-        try:
-            version = await store.schema_version()
-        finally:
-            await store.stop()
+        async with await _not_served_unless_current(store, missing is not None):
+            await store.start()  # creates the schema, or upgrades it (migrate=True)
+            try:
+                version = await store.schema_version()
+            finally:
+                await store.stop()
         if missing:
             print(f"palimpsest: created SQLite database {missing}")
         shown = without_password(settings.store_url)
@@ -137,6 +150,84 @@ def run_migrate(args: argparse.Namespace) -> int:
     except (PalimpsestError, ValueError) as e:  # ValueError: a store URL of no store
         print(f"palimpsest migrate: {e}", file=sys.stderr)
         return 1
+
+
+async def _version_now(store: EventStore) -> int | None:
+    """The store's schema version as it is, nothing written (None: not known)."""
+    if isinstance(store, SQLiteStore):
+        if store.path == ":memory:":
+            return None
+        return await asyncio.to_thread(sqlite_schema_version_at, store.path)
+    from ..store.postgres import PostgresStore, schema_version_at
+
+    if isinstance(store, PostgresStore):  # (the same version number as SQLite's)
+        return await schema_version_at(store.dsn, store.schema)
+    return None
+
+
+async def _not_served_unless_current(
+    store: EventStore, new_file: bool
+) -> contextlib.AbstractAsyncContextManager[Any]:
+    """What `palimpsest migrate` holds while it works on `store`: nothing when the store
+    is at this version already (the start changes nothing a server relies on: a migrate
+    on a current store during a rolling upgrade is harmless, docs/operations.md);
+    otherwise the serving lock, so that no server serves the store while its schema is
+    rewritten under it (a server of an older version that takes the lock failed every
+    commit after, "no such table: events") nor starts meanwhile. Raises MigrateRefused
+    when a server serves it; waits while another migrate holds it (then finds the store
+    at this version, as a run after it does). A server older than 4 December 2026 holds
+    no lock, and is not seen (docs/storage.md)."""
+    if new_file or isinstance(store, MemoryStore) or _in_memory(store):
+        return contextlib.nullcontext()
+    now = await _version_now(store)
+    if now is not None and now >= SCHEMA_VERSION:  # (newer: the start says so)
+        return contextlib.nullcontext()
+    waiting = False
+    while True:
+        stack = contextlib.AsyncExitStack()
+        try:
+            await stack.enter_async_context(not_served_store(store, "migrate"))
+            return stack
+        except Served as e:
+            again = await _version_now(store)
+            if again is not None and again >= SCHEMA_VERSION:
+                # another migrate finished meanwhile, and a server serves the store now
+                return contextlib.nullcontext()
+            if e.command is None:
+                raise MigrateRefused(_refusal(e, again)) from None
+            # another migrate (or an admin command that keeps servers off): it ends
+            if not waiting:
+                held = str(e).removesuffix(": wait for it to finish")
+                print(f"palimpsest migrate: {held}: waiting for it to finish",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                waiting = True
+            await asyncio.sleep(_WAIT_SECONDS)
+        except OSError as e:  # no lock file can be made here: nor could a server make one
+            print(f"palimpsest migrate: no serving lock taken ({e}): a server serving "
+                  "this store would not be noticed", file=sys.stderr)  # fmt: skip
+            return contextlib.nullcontext()
+
+
+def _in_memory(store: EventStore) -> bool:
+    return isinstance(store, SQLiteStore) and store.path == ":memory:"
+
+
+#: seconds between two tries of the serving lock while another migrate holds it
+_WAIT_SECONDS = 0.2
+
+
+def _refusal(e: Served, version: int | None) -> str:
+    at = f"schema version {version}" if version is not None else "an older schema version"
+    return (
+        f"{e} (every server on this store), then run `palimpsest migrate` again. The store "
+        f"is at {at} and this version's is {SCHEMA_VERSION}: migrating rewrites its tables, "
+        "which a running server cannot follow (each of its commits would fail). Nothing "
+        "was changed"
+    )
+
+
+class MigrateRefused(PalimpsestError):
+    """`palimpsest migrate` refused: a server serves the store (exit status 1)."""
 
 
 def _progress_line() -> Callable[[int, int], None]:

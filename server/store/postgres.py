@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import re
 import socket
 import time
@@ -267,6 +268,25 @@ def opening() -> Iterator[None]:
         ) from e
     except asyncpg.PostgresError as e:
         raise StoreError(f"cannot open the PostgreSQL store: {described(e)}") from e
+
+
+async def schema_version_at(dsn: str, schema: str | None) -> int:
+    """The schema version of the store in `schema` (None: the role's search_path), 0
+    when it has none yet, read without writing anything (``palimpsest migrate`` looks
+    before it decides whether a server serving it is in the way)."""
+    settings = {"application_name": f"palimpsest migrate pid {os.getpid()}"}
+    if schema:
+        settings["search_path"] = schema
+    with opening():
+        conn = await asyncpg.connect(
+            dsn, timeout=CONNECT_TIMEOUT, server_settings=settings, statement_cache_size=0
+        )
+    try:
+        if await conn.fetchval("SELECT to_regclass('palimpsest_schema')") is None:
+            return 0
+        return int(await conn.fetchval("SELECT max(version) FROM palimpsest_schema") or 0)
+    finally:
+        await conn.close()
 
 
 def split_url(url: str) -> tuple[str, str | None]:

@@ -317,6 +317,24 @@ def _read_only_uri(path: str) -> str:
     return "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
 
 
+def schema_version_at(path: str) -> int | None:
+    """The schema version of the SQLite database at `path` (0: none made yet), read
+    without writing the file (``palimpsest migrate`` looks before it decides whether a
+    server serving it is in the way); None when it cannot be read (no file, not a
+    database: the store's start says why)."""
+    try:
+        conn = sqlite3.connect(_read_only_uri(path), uri=True)
+    except (StoreUnavailable, sqlite3.Error):
+        return None
+    try:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+
+
 def _file_id(path: str) -> tuple[int, int]:
     st = os.stat(path)
     return (st.st_dev, st.st_ino)
