@@ -85,27 +85,31 @@ def deletions_first(value: Any) -> Any:
     return out
 
 
-def copies_kept(got: dict[str, Any], recorded: dict[str, Any], kinds: dict[int, str]) -> None:
-    """A blame as the API now gives it (since 5 Dec 2026, docs/history.md): the same
-    text, each character named as recorded, except that text an undo, a redo or a
-    restore brought back (which the recorded answers named for the event that did) may
-    name an earlier edit, the one that wrote what it copies."""
+def copies_kept(
+    got: dict[str, Any], recorded: dict[str, Any], kinds: dict[int, str], key: str = "runs"
+) -> None:
+    """A blame (`key` "runs") as the API now gives it (since 5 Dec 2026, docs/history.md)
+    or a diff (`key` "ops", since 7 Dec 2026): the same text, each character named as
+    recorded, except that text an undo, a redo or a restore brought back (which the
+    recorded answers named for the event that did) may name an earlier edit, the one
+    that wrote what it copies (and, in a diff, its writer)."""
     assert got.keys() == recorded.keys()
     for root, runs in got["roots"].items():
         old = recorded["roots"][root]
-        if "runs" not in runs:
+        if key not in runs:
             assert runs == old
             continue
 
-        def chars(blame: list[dict[str, Any]]) -> list[tuple[str, str | None, int]]:
-            return [(c, r["actor"], r["seq"]) for r in blame for c in r["text"]]
+        def chars(runs: list[dict[str, Any]]) -> list[tuple[str, str | None, str | None, int]]:
+            return [(c, r.get("op"), r["actor"], r["seq"]) for r in runs for c in r["text"]]
 
-        now, then = chars(runs["runs"]), chars(old["runs"])
-        assert [c for c, _, _ in now] == [c for c, _, _ in then]
-        for (_, actor, seq), (_, was_actor, was_seq) in zip(now, then, strict=True):
+        now, then = chars(runs[key]), chars(old[key])
+        assert [(c, op) for c, op, _, _ in now] == [(c, op) for c, op, _, _ in then]
+        for (_, _, actor, seq), (_, _, was_actor, was_seq) in zip(now, then, strict=True):
             if (actor, seq) != (was_actor, was_seq):
                 assert kinds[was_seq] in ("undo", "redo", "restore"), (seq, was_seq)
                 assert seq < was_seq and kinds[seq] == "edit", (seq, was_seq)
+                assert key == "ops" or actor == was_actor, (actor, was_actor)
 
 
 def migrate(db: Path) -> subprocess.CompletedProcess[str]:
@@ -155,6 +159,8 @@ async def test_an_old_database_is_refused_then_migrated_with_the_same_history(
             for key in ("blame", "blame_mid"):
                 copies_kept(got[d][key], want[d][key], kinds)
                 got[d][key] = want[d][key] = None
+            copies_kept(got[d]["diff"], want[d]["diff"], kinds, "ops")
+            got[d]["diff"] = want[d]["diff"] = None
         # `pos` (the global position), `base_seq` (where the history starts), `loaded` and
         # `locked` (server.locking) are new or live: the rest must be equal
         new = {"pos", "loaded", "base_seq", "locked"}
