@@ -673,6 +673,23 @@ def test_server_undo_groups_from_the_page_module(
     assert not page.errors, page.errors  # type: ignore[attr-defined]
 
 
+def online_then_offline(
+    server: ServerProcess, person: Any, doc: str, user: str, offline: str
+) -> tuple[Page, Http]:
+    """`user`'s page types "online " (one undo step, on the server), then, its socket
+    closed, `offline`."""
+    page = open_doc(person, server.http_url, doc, user)
+    type_at_end(page, "online ")
+    http = Http(server.http_url)
+    wait_for_head(http, doc, "online ")
+    page.evaluate("() => window.palimpsest.session.undo.closeGroup()")
+    page.evaluate("() => window.palimpsest.provider.disconnect()")
+    expect(page.locator("#status")).not_to_have_attribute("data-state", "connected")
+    page.keyboard.type(offline)
+    expect_text(page, "online " + offline)
+    return page, http
+
+
 def test_an_undo_asked_for_as_the_socket_opens_undoes_the_offline_typing(
     server: ServerProcess, people: Any, doc_name: str
 ) -> None:
@@ -681,15 +698,7 @@ def test_an_undo_asked_for_as_the_socket_opens_undoes_the_offline_typing(
     offline typing). `ServerUndo` waits for the sync, so the server undoes the offline
     typing, not the step before it (which the step 2 arriving after would then have made
     impossible to redo)."""
-    page = open_doc(people(), server.http_url, doc_name, "olga")
-    type_at_end(page, "online ")
-    http = Http(server.http_url)
-    wait_for_head(http, doc_name, "online ")
-    page.evaluate("() => window.palimpsest.session.undo.closeGroup()")
-    page.evaluate("() => window.palimpsest.provider.disconnect()")
-    expect(page.locator("#status")).not_to_have_attribute("data-state", "connected")
-    page.keyboard.type("offline ")
-    expect_text(page, "online offline ")
+    page, http = online_then_offline(server, people(), doc_name, "olga", "offline ")
     page.evaluate(
         """() => {
           const { provider, session } = window.palimpsest
@@ -721,15 +730,7 @@ def test_an_undo_while_the_socket_is_down_with_offline_typing_waits_for_it(
     server has not seen, saying why; nothing changes; once the socket is back the undo
     takes the offline typing, and redo brings it back. With nothing typed offline, the
     fallback goes over HTTP as before."""
-    page = open_doc(people(), server.http_url, doc_name, "pia")
-    type_at_end(page, "online ")
-    http = Http(server.http_url)
-    wait_for_head(http, doc_name, "online ")
-    page.evaluate("() => window.palimpsest.session.undo.closeGroup()")
-    page.evaluate("() => window.palimpsest.provider.disconnect()")
-    expect(page.locator("#status")).not_to_have_attribute("data-state", "connected")
-    page.keyboard.type("offline")
-    expect_text(page, "online offline")
+    page, http = online_then_offline(server, people(), doc_name, "pia", "offline")
     refused = page.evaluate(
         "() => window.palimpsest.session.undo.undo().then((r) => r, (e) => String(e))"
     )
