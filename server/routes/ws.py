@@ -946,6 +946,15 @@ def said_closed(
 async def websocket_endpoint(ws: WebSocket) -> None:
     backend: Backend = ws.app.state.backend
     doc = ws.path_params.get("doc", "")  # (none at /: validate_path_name)
+    if ws.path_params.get("elsewhere") and _can_deny(ws):
+        # a path of no route (the catch-all's): HTTP 404 at the handshake, saying where
+        # to connect (a browser's console shows the status, clients read the body, the
+        # log has the line), as a wrong URL is anywhere; it was a bare 403
+        said = f"no websocket at {ws.url.path[-60:]}: {WHERE}"
+        log.info("refused websocket with 404: %s", said)
+        backend.refused("not_found")
+        await ws.send_denial_response(PlainTextResponse(said, 404))
+        return
     key = request_key(ws)
     held = backend.repeat_refusals.holding(key)
     if held is not None:
