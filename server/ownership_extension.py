@@ -9,14 +9,18 @@ the snapshot machinery, which imports the room."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from .errors import StoreError, StoreUnavailable
 from .extensions import Extension
 from .origins import Origin, ReplayOrigin
 from .ownership import META_KEY, map_of_log
 from .room import Room
 from .store.base import Event
+
+log = logging.getLogger("palimpsest.ownership")
 
 if TYPE_CHECKING:
     from .backend import Backend
@@ -35,7 +39,17 @@ class Ownership(Extension):
             # a snapshot written before the rule (an upgraded store): its ids are their
             # writers' as the log says, not the first claimant's
             server = room.owners.server
-            room.owners.restore(await map_of_log(self.backend.store, room.name, at, server))
+            try:
+                made = await map_of_log(self.backend.store, room.name, at, server)
+            except StoreError as e:
+                if isinstance(e, StoreUnavailable):
+                    raise  # (the load fails, and is tried again)
+                # the log up to the snapshot cannot be read (a damaged segment): the
+                # document still loads from its snapshot, its ids unowned as before
+                log.warning("%s: the owners of its client ids cannot be read from its "
+                            "log (%s): they stay unowned", room.name, e)  # fmt: skip
+                made = None
+            room.owners.restore(made)
             return
         room.owners.restore(meta.get(META_KEY))
 
