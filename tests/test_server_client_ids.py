@@ -16,6 +16,7 @@ import pytest
 from conftest import eventually
 from pycrdt import Doc, Text
 from scaleout import fanout_url, fresh_schema
+from sqlitehelp import sqlite_conn
 from test_admin_cli import cli
 from test_undo import make_settings, serving
 from yclient import connect
@@ -203,12 +204,10 @@ async def test_a_store_made_before_stores_had_a_salt_keeps_its_ids(
     """A file with no store_salt table (as every file made before it was): the server
     writes under the name's id as it did, so the items already written go on with their
     clocks rather than under a new client id. (The table is dropped here to make one.)"""
-    import sqlite3
-
     db = tmp_path / "old.db"
     r = await cli(capfd, "migrate", "--create", "--db", str(db))
     assert r.code == 0, r
-    with sqlite3.connect(db) as conn:
+    with sqlite_conn(db) as conn:
         conn.execute("DROP TABLE store_salt")
     txt = tmp_path / "t.txt"
     txt.write_text("old words")
