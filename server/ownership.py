@@ -58,11 +58,14 @@ out (server.removed).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Container, Iterable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Container, Iterable
+from typing import TYPE_CHECKING, Any
 
 from .errors import Forbidden, ForeignItems, ProtocolError, UpdateGap, UpdateRejected
 from .updates import UpdateMeta, decode_update_meta
+
+if TYPE_CHECKING:
+    from .store.base import EventStore
 
 META_KEY = "owners"
 
@@ -372,28 +375,11 @@ class Owners:
         self.server_runs[:0] = older
 
 
-class _Event(Protocol):
-    @property
-    def seq(self) -> int: ...
-    @property
-    def actor(self) -> str: ...
-    @property
-    def update(self) -> bytes: ...
-    @property
-    def meta(self) -> dict[str, Any]: ...
-
-
-class _Log(Protocol):
-    async def read(
-        self, doc: str, after: int = 0, upto: int | None = None, limit: int | None = None
-    ) -> Sequence[_Event]: ...
-
-
 #: events read at a time by map_of_log
 _PAGE = 1000
 
 
-async def map_of_log(log: _Log, doc: str, upto: int, server_client: int) -> dict[str, Any]:
+async def map_of_log(log: EventStore, doc: str, upto: int, server_client: int) -> dict[str, Any]:
     """The owner map (as snapshot meta holds it) of `doc`'s events up to seq `upto`:
     for a snapshot at `upto` written without one (by a version before this rule), so
     that its client ids belong to the users who wrote them, as they would had the
