@@ -38,8 +38,9 @@ CAUSES: dict[str, str] = {
     "auth_expired": "its token expired (4401)",
     "auth_revoked": 'its user was revoked (4401, the reason begins "access revoked")',
     "forbidden": "refused access after it opened (4403)",
-    "too_large": "a frame or an update over a size limit (4413)",
-    "protocol_error": "a malformed frame or an update that does not apply (4400)",
+    "too_large": "a frame or an update over a size limit (4413; 1009 from websockets)",
+    "protocol_error": "a malformed frame or an update that does not apply (4400; 1002 or "
+    "1007 from websockets)",
     "doc_deleted": "its document was deleted (4404)",
     "doc_replaced": "its document was replaced under it, by palimpsest copy --replace, or it "
     "came back with its copy of the replaced document (4409)",
@@ -140,6 +141,22 @@ def cause_of_client(code: int | None, framed: bool) -> str:
 SERVER_RESTART = 1012
 
 
+#: the codes websockets closes with itself when it refuses what a client sent (a frame
+#: over ``ws_max_size``, an unmasked or malformed frame, text that is not UTF-8), which
+#: uvicorn reports to the app as a disconnect with the close frame it sent
+LIBRARY_REFUSALS = {1002: "protocol_error", 1007: "protocol_error", 1009: "too_large"}
+
+
+def library_refused(code: int | None, reason: str | None) -> str | None:
+    """The cause of a disconnect that is the websocket library's refusal of a client's
+    frame (a close frame with a reason: uvicorn passes the one websockets sent), not the
+    client's own close: it was logged ``cause=client_closed … (closed by the client)``.
+    None for any other disconnect."""
+    if reason is None or code is None:
+        return None
+    return LIBRARY_REFUSALS.get(code)
+
+
 def server_closed(code: int | None, reason: str | None) -> bool:
     """Whether a disconnect the ASGI server reported is its own close at its shutdown
     (1012 without a close frame's reason; a client sends no 1012, a server-only code),
@@ -156,5 +173,6 @@ __all__ = [
     "cause_of_client",
     "cause_of_code",
     "cause_of_error",
+    "library_refused",
     "server_closed",
 ]

@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import websockets
 from conftest import RunningServer, closed_with, eventually, run_server
 from pycrdt import Doc, Text
 from test_hostile import SECRET, TWO_SECTIONS, token
 from test_limits import SMALL_BUFFER, connection_of, transport_of
 from test_ops import scrape, val
+from test_wire_write import raw_client
+from websockets.frames import Frame, Opcode
 from yclient import YClient, connect
 
 from palimpsest import Client, Extension, PalimpsestError, Room
@@ -207,4 +210,33 @@ async def test_the_close_the_asgi_server_makes_at_its_shutdown_is_the_servers(
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("disconnect ")]
     assert len(lines) == 1, lines
     assert "cause=server_shutdown code=1012" in lines[0], lines
+    assert "(closed by the server after" in lines[0], lines
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "cause"),
+    [
+        # a length past websockets' bound (ws_max_size): refused before it is read
+        (b"\x82\xff" + (1 << 40).to_bytes(8, "big") + b"mask", 1009, "too_large"),
+        # unmasked: a client must mask (RFC 6455 5.1)
+        (Frame(Opcode.BINARY, b"\x00\x00").serialize(mask=False), 1002, "protocol_error"),
+    ],
+    ids=["over-ws-max-size", "unmasked"],
+)
+async def test_a_frame_websockets_refuses_is_counted_as_the_servers_refusal(
+    settings: Settings, caplog: Any, frame: bytes, code: int, cause: str
+) -> None:
+    """websockets closes with its own code a frame it will not read (test_wire_write.py)
+    and uvicorn reports that close to the app as a disconnect: it was logged
+    ``cause=client_closed code=1009 … (closed by the client …)`` and counted so."""
+    caplog.set_level(logging.INFO, "palimpsest")
+    async with run_server(settings) as srv:
+        async with counts_one(srv, cause), raw_client(srv.port, "/ws/raw?user=al") as raw:
+            await eventually(lambda: connection_of(srv, "raw", "al"), what="joined")
+            raw.writer.write(frame)
+            close = await raw.read_until(lambda f: f.opcode is Opcode.CLOSE)
+            assert int.from_bytes(close.data[:2], "big") == code
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("disconnect ")]
+    assert len(lines) == 1, lines
+    assert f"cause={cause} code={code}" in lines[0], lines
     assert "(closed by the server after" in lines[0], lines

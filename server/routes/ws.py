@@ -24,7 +24,14 @@ from .. import protocol as P
 from ..auth import ExpiryWatch
 from ..auth.tokens import token_of
 from ..backend import Backend
-from ..closes import Closed, cause_of_client, cause_of_code, cause_of_error, server_closed
+from ..closes import (
+    Closed,
+    cause_of_client,
+    cause_of_code,
+    cause_of_error,
+    library_refused,
+    server_closed,
+)
 from ..conn_guard import ConnectionGuard
 from ..deletion import refuse_stale_copy
 from ..errors import (
@@ -650,6 +657,10 @@ class Connection:
             self._client_close = (code, reason or "")
             if server_closed(code, reason):  # the ASGI server's, at its shutdown
                 self.close(code, "server shutting down", "server_shutdown")
+                return
+            refused = library_refused(code, reason)
+            if refused is not None:  # websockets refused its frame, and closed
+                self.close(code, reason or "", refused)
                 return
             self._client_cause = cause_of_client(code, reason is not None)
 
