@@ -17,7 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import eventually, run_server
+import websockets
+from conftest import closed_with, eventually, run_server
 from nodehelp import scenario
 from pycrdt import Doc, Text
 from starlette.requests import HTTPConnection, Request
@@ -419,6 +420,37 @@ async def test_authenticate_returning_something_else_than_an_identity(
         "error": "ExtensionFailed",
         "detail": "the server's extension session-auth failed in authenticate",
     }
+
+
+async def test_authenticate_returning_an_invalid_identity_is_a_bug_of_the_extension(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``Identity("ada", "owner")`` (no such role) made in an app's ``authenticate`` reached
+    the client as 401 AuthError with the validation's text, as if its credentials were
+    bad: it is a bug of the app, a 500 ExtensionFailed (1011 on a websocket) like its
+    other bugs, the log naming the extension and what was wrong."""
+
+    class BadRole(Extension):
+        name = "session-auth"
+
+        async def authenticate(self, conn: HTTPConnection) -> Identity | None:
+            return Identity(conn.query_params.get("user", "ada"), "owner")
+
+    async with run_server(settings, _backend(settings, BadRole())) as srv:
+        async with httpx.AsyncClient(base_url=srv.url) as http:
+            r = await http.get("/api/docs", params={"user": "ada"})
+        assert r.status_code == 500, r.text
+        assert r.json() == {
+            "error": "ExtensionFailed",
+            "detail": "the server's extension session-auth failed in authenticate",
+        }
+        async with websockets.connect(f"{srv.ws_url}/doc?user=ada") as ws:
+            code, reason = await closed_with(ws)
+        assert code == 1011, (code, reason)
+        assert reason == "the server's extension session-auth failed in authenticate"
+    failed = [r for r in caplog.records if "session-auth.authenticate" in r.getMessage()]
+    assert failed and failed[0].exc_info is not None
+    assert "role must be one of read, edit, write, admin; got 'owner'" in str(failed[0].exc_info[1])
 
 
 async def test_snapshot_meta_that_is_not_json_loses_only_its_own_entries(

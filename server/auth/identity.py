@@ -90,7 +90,8 @@ def wall() -> float:
 class Identity:
     """An authenticated user: the actor of every event they make, their role
     (read | edit | write | admin) and the documents they may open (names or glob patterns).
-    `user` is taken to NFC (:func:`user_name`) whatever form it is given in."""
+    `user` is taken to NFC (:func:`user_name`) whatever form it is given in. An invalid
+    user name or role raises ValueError (a bug of the caller; not an AuthError)."""
 
     user: str
     role: str
@@ -110,10 +111,14 @@ class Identity:
     def __post_init__(self) -> None:
         if isinstance(self.user, str):  # one user whatever the normal form it came in
             object.__setattr__(self, "user", user_name(self.user))
+        # ValueError, not AuthError: an invalid Identity is a bug of the code that made
+        # it (an app's authenticate: 500 ExtensionFailed, server.dispatch), not bad
+        # credentials (401); what is made from credentials is checked before
+        # (identity_from_claims, open_identity)
         if not valid_user_name(self.user):
-            raise name_refused(self.user)
+            raise ValueError(f"Identity: {name_refused(self.user)}")
         if self.role not in RANK:
-            raise AuthError(f"role must be one of {', '.join(ROLES)}; got {self.role!r}")
+            raise ValueError(f"Identity: role must be one of {', '.join(ROLES)}; got {self.role!r}")
         if isinstance(self.docs, str):  # a lone pattern, not its characters
             object.__setattr__(self, "docs", (self.docs,))
 
