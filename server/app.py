@@ -266,6 +266,12 @@ NO_LIFESPAN = (
     "FastAPI(lifespan=collab.lifespan)), or enter it in the host's own lifespan: "
     "`async with collab.lifespan(app): yield` (docs/extending.md#embedding)"
 )
+#: said when the lifespan is entered while it runs already
+ALREADY_RUNNING = (
+    "this Palimpsest's lifespan is already running: pass it to the host once, either "
+    "lifespan=collab.lifespan (Starlette, FastAPI) or `async with collab.lifespan(app)` "
+    "inside the host's own lifespan, not both (docs/extending.md#embedding)"
+)
 #: the same in a websocket's close frame (123 bytes at most)
 NO_LIFESPAN_REASON = (
     "Palimpsest's lifespan has not run: enter collab.lifespan in the host's lifespan"
@@ -331,6 +337,9 @@ class Palimpsest:
         #: shutdown's), and the missing lifespan was logged (see __call__)
         self._lifespan_entered = False
         self._said_no_lifespan = False
+        #: the event loop the lifespan runs on, while it runs: a second entry is refused
+        #: (one on a loop closed meanwhile, whose run never ended, is not)
+        self._running_on: asyncio.AbstractEventLoop | None = None
         routes: list[BaseRoute] = [
             Route("/", index),
             WebSocketRoute("/ws/{doc:path}", websocket_endpoint),
@@ -407,7 +416,23 @@ class Palimpsest:
         A start that fails for a reason we can name (a store that cannot be opened or
         reached) is kept in ``startup_error``: ``palimpsest serve`` says it in one line.
         A start that fails leaves no file it made: the new database (Backend.start) and
-        the serving lock's file, unless another process holds it."""
+        the serving lock's file, unless another process holds it.
+
+        Entered again while it runs (the host's own lifespan enters it, and it was
+        passed as ``lifespan=`` too): RuntimeError at once, before anything is touched;
+        the run that holds it goes on."""
+        running = self._running_on
+        if running is not None and not running.is_closed():
+            raise RuntimeError(ALREADY_RUNNING)
+        self._running_on = asyncio.get_running_loop()
+        try:
+            async with self._named_lifespan():
+                yield
+        finally:
+            self._running_on = None
+
+    @contextlib.asynccontextmanager
+    async def _named_lifespan(self) -> AsyncIterator[None]:
         if self.name is None:
             async with self._lifespan():
                 yield

@@ -6,8 +6,10 @@ app's real lifespan; the writes of each run are read back by the next."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import warnings
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -127,6 +129,59 @@ def test_mounted_without_lifespan_says_so(tmp_path: Path, caplog: pytest.LogCapt
     with TestClient(host) as c:
         r = c.put("/collab/api/docs/d/text", json={"text": "x"})
         assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("store", ["sqlite", "memory"])
+def test_the_lifespan_entered_while_it_runs_is_refused_at_once(tmp_path: Path, store: str) -> None:
+    """The host's own lifespan entered collab.lifespan, which was entered already (passed
+    as ``lifespan=`` too, or twice in one lifespan): with memory:// a second committer
+    started silently (at exit asyncio said "Task was destroyed but it is pending!"), with
+    SQLite the start failed with the advice for two apps on one file ("run every server
+    on it with the same --fanout") and left ``app.db-serving`` behind. Now the second
+    entry fails at once, naming the mistake; the first run goes on, and its stop leaves
+    no file of its own."""
+    url = f"sqlite:///{tmp_path}/app.db" if store == "sqlite" else "memory://"
+    collab = Palimpsest(store=url, extensions=[Alice()])
+    app = Starlette(routes=[Mount("/collab", app=collab)])
+
+    def files() -> list[str]:
+        return sorted(p.name for p in tmp_path.iterdir())
+
+    async def run(text: str) -> str:
+        async with collab.lifespan(app):
+            before = files()
+            with pytest.raises(RuntimeError) as twice:
+                async with collab.lifespan(app):
+                    raise AssertionError("entered twice")
+            assert files() == before  # (the lock file the first run holds is there)
+            assert "this Palimpsest's lifespan is already running: pass it to the host once" in (
+                str(twice.value)
+            )
+            assert collab.startup_error is None
+            # the first run serves as before
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                r = await c.put("/collab/api/docs/d/text", json={"text": text})
+                assert r.status_code == 200, r.text
+                return str((await c.get("/collab/api/docs/d/versions")).json()["roots"])
+
+    assert "one" in asyncio.run(run("one"))
+    assert not collab.backend.started
+    left = files()  # what a run leaves: the database (and its lock file, its changes)
+    assert "two" in asyncio.run(run("two"))  # and it starts again
+
+    # the same mistake in a host's lifespan under TestClient: its start fails, saying so
+    @contextlib.asynccontextmanager
+    async def host_lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with collab.lifespan(app), collab.lifespan(app):
+            yield
+
+    host = Starlette(routes=[Mount("/collab", app=collab)], lifespan=host_lifespan)
+    with pytest.raises(RuntimeError, match="already running: pass it to the host once"):
+        with TestClient(host):
+            pass
+    assert not collab.backend.started
+    assert files() == left
 
 
 def test_fanout_publishes_after_a_restart_on_a_new_loop(tmp_path: Path) -> None:
