@@ -272,6 +272,12 @@ ALREADY_RUNNING = (
     "lifespan=collab.lifespan (Starlette, FastAPI) or `async with collab.lifespan(app)` "
     "inside the host's own lifespan, not both (docs/extending.md#embedding)"
 )
+#: said when the host calls a method that needs the lifespan running, outside it
+NOT_RUNNING = (
+    "collab.{what}: Palimpsest's lifespan is not running, so nothing is started (store, "
+    "committer, fan-out): call it while the host serves (from a request handler, or "
+    "inside `async with collab.lifespan(app)`) (docs/extending.md#embedding)"
+)
 #: the same in a websocket's close frame (123 bytes at most)
 NO_LIFESPAN_REASON = (
     "Palimpsest's lifespan has not run: enter collab.lifespan in the host's lifespan"
@@ -408,6 +414,31 @@ class Palimpsest:
     @property
     def routes(self) -> list[BaseRoute]:
         return self.app.routes
+
+    async def delete(self, doc: str, *, by: str) -> dict[str, Any]:
+        """Delete `doc` as ``DELETE /api/docs/{doc}`` does, for the host app's own code
+        (an admin action of its own), which has decided who may: no authentication here.
+        `by`: the user said to have deleted it (on_deleted hooks, the log, the changefeed's
+        record). Every connection to it is closed with 4404, on every process (fan-out);
+        the store keeps its tombstone. Returns what the route answers: ``{"doc",
+        "deleted": True, "closed"}`` (connections closed in this process).
+
+        Raises NotFound (404; Deleted, 410, for a name deleted before) when the store
+        holds nothing of `doc`, Locked (423) while it is locked, BadRequest for a name
+        that is not one, ValueError for a `by` that is no user name, and RuntimeError
+        when the lifespan is not running (nothing is started)."""
+        from .auth.identity import name_refused, user_name, valid_user_name
+        from .deletion import delete_named
+        from .names import validate_doc_name
+
+        if not self.backend.started:
+            raise RuntimeError(NOT_RUNNING.format(what=f"delete({doc!r})"))
+        doc = validate_doc_name(doc)
+        by = user_name(by) if isinstance(by, str) else by
+        if not valid_user_name(by):
+            raise ValueError(f"by: {name_refused(by)}")
+        closed = await delete_named(self.backend, doc, by)
+        return {"doc": doc, "deleted": True, "closed": closed}
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:

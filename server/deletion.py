@@ -58,6 +58,7 @@ from . import protocol as P
 from .errors import (
     FATAL,
     Deleted,
+    Locked,
     NotFound,
     ProtocolError,
     ReplacedMeanwhile,
@@ -67,6 +68,7 @@ from .errors import (
     replaced_reason,
 )
 from .extensions import Client, Extension
+from .locking import refusal
 from .origins import Origin, PeerOrigin
 from .room import Room
 from .snapshots import load
@@ -172,6 +174,20 @@ async def delete_document(backend: Backend, doc: str, by: str) -> tuple[bool, in
     await backend.extensions.deleted(doc, by)  # the fan-out tells the other processes
     log.info("deleted %s (by %s; %d connections closed here)", doc, by, closed)
     return existed, closed
+
+
+async def delete_named(backend: Backend, doc: str, by: str) -> int:
+    """``DELETE /api/docs/{doc}`` once its caller may (``Palimpsest.delete`` for a host
+    app), `doc` a valid name: refused while locked (Locked, 423), deleted
+    everywhere (delete_document), or NotFound (Deleted, 410, for a name deleted before)
+    when the store holds nothing of it. Returns the connections closed here."""
+    lock = await backend.store.doc_locks().get(doc)
+    if lock is not None:  # (a frozen contract is not thrown away by mistake: unlock first)
+        raise Locked(f"{refusal(lock)}; unlock it (DELETE /api/docs/{doc}/lock) to delete it")
+    existed, closed = await delete_document(backend, doc, by)
+    if not existed:
+        raise await missing(backend.store, doc)
+    return closed
 
 
 async def deleted_elsewhere(backend: Backend, doc: str, reason: str) -> None:
@@ -344,6 +360,7 @@ __all__ = [
     "Deletion",
     "Tombstone",
     "delete_document",
+    "delete_named",
     "deleted_elsewhere",
     "deleted_reason",
     "merge_state_vectors",

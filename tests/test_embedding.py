@@ -250,3 +250,73 @@ async def test_the_lifespan_of_palimpsest_is_the_host_apps() -> None:
                     break
             assert statuses[:2] == [200, 200] and statuses[-1] == 429, statuses
     assert collab.backend._started is False  # the host's shutdown stopped it
+
+
+async def test_the_host_deletes_a_document_through_the_python_api(tmp_path: Path) -> None:
+    """An admin action of the host app deletes a document with ``await
+    collab.delete(doc, by=...)``: there was no Python API for it, and a host called its
+    own mount over HTTP with an admin token it minted for itself. What DELETE
+    /api/docs/{doc} does, done: the open websocket closed with 4404, the tombstone (the
+    name answers 410), the extensions' on_deleted, the changefeed's record."""
+    from starlette.applications import Starlette
+    from starlette.requests import HTTPConnection, Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Mount, Route
+
+    from palimpsest import Extension, Identity, Palimpsest, PalimpsestError
+
+    class Writers(Extension):
+        """Everyone writes; nobody is an admin of the mount (the host decides deletions)."""
+
+        async def authenticate(self, conn: HTTPConnection) -> Identity | None:
+            user = conn.query_params.get("user")
+            return Identity(user, "write") if user else None
+
+    class Told(Extension):
+        def __init__(self) -> None:
+            self.deleted: list[tuple[str, str]] = []
+
+        async def on_deleted(self, doc: str, by: str) -> None:
+            self.deleted.append((doc, by))
+
+    told = Told()
+    collab = Palimpsest(store=f"sqlite:///{tmp_path / 'collab.db'}", extensions=[Writers(), told])
+
+    async def admin_delete(request: Request) -> JSONResponse:
+        try:
+            done = await collab.delete(request.path_params["doc"], by="boss")
+        except PalimpsestError as e:
+            return JSONResponse({"error": type(e).__name__}, status_code=e.http_status)
+        return JSONResponse(done)
+
+    app = Starlette(
+        routes=[Route("/admin/docs/{doc}", admin_delete, methods=["DELETE"]),
+                Mount("/collab", app=collab)],
+        lifespan=collab.lifespan,
+    )  # fmt: skip
+    with pytest.raises(RuntimeError, match="lifespan is not running"):
+        await collab.delete("plan", by="boss")  # nothing is started yet
+    async with running(app) as host:
+        async with websockets.connect(f"ws://{host}/collab/ws/plan?user=ada") as ws:
+            async with connect(f"ws://{host}/collab/ws", "plan", user="ada") as c:
+                c.insert(0, "secret plan")
+                await eventually(lambda: collab.backend.rooms.get_loaded("plan") is not None
+                                 and collab.backend.rooms.get_loaded("plan").seq == 1)  # type: ignore[union-attr]  # fmt: skip
+            async with httpx.AsyncClient(base_url=f"http://{host}") as http:
+                # the mount's own route refuses ada (no admin); the host's action does it
+                r = await http.delete("/collab/api/docs/plan", params={"user": "ada"})
+                assert r.status_code == 403, r.text
+                r = await http.delete("/admin/docs/plan")
+                assert r.status_code == 200, r.text
+                assert r.json() == {"doc": "plan", "deleted": True, "closed": 1}
+                code, reason = await closed_with(ws)
+                assert code == 4404 and "was deleted" in reason, (code, reason)
+                r = await http.get("/collab/api/docs/plan/versions", params={"user": "ada"})
+                assert r.status_code == 410, r.text  # the tombstone
+                # errors as the route's: deleted before (410), never written (404), a bad name
+                assert (await http.delete("/admin/docs/plan")).status_code == 410
+                assert (await http.delete("/admin/docs/nothing")).status_code == 404
+                assert (await http.delete("/admin/docs/.hidden")).status_code == 400
+        assert told.deleted == [("plan", "boss")]
+        feed = await collab.backend.store.deletions()
+        assert [(e.doc, e.kind, e.actor) for e in feed] == [("plan", "deleted", "boss")]

@@ -50,11 +50,10 @@ from starlette.routing import BaseRoute, Route
 from .. import erasure
 from ..backend import Backend
 from ..bounded_json import loads_bounded
-from ..deletion import delete_document, missing
-from ..errors import BadRequest, Locked, UpdateRejected
+from ..deletion import delete_named, missing
+from ..errors import BadRequest, UpdateRejected
 from ..extensions import Extension
 from ..limits import Limits
-from ..locking import refusal
 from ..maintenance import CompactedWithoutStacks, compact_doc, plan_compact
 from ..names import validate_doc_name
 from ..params import check_body
@@ -81,12 +80,7 @@ async def delete_doc(request: Request) -> Response:
     backend: Backend = request.app.state.backend
     doc = validate_doc_name(request.path_params["doc"])
     identity = await backend.authenticate(request, doc, "admin")
-    lock = await backend.store.doc_locks().get(doc)
-    if lock is not None:  # (a frozen contract is not thrown away by mistake: unlock first)
-        raise Locked(f"{refusal(lock)}; unlock it (DELETE /api/docs/{doc}/lock) to delete it")
-    existed, closed = await delete_document(backend, doc, identity.user)
-    if not existed:
-        raise await missing(backend.store, doc)
+    closed = await delete_named(backend, doc, identity.user)
     return JSONResponse({"doc": doc, "deleted": True, "closed": closed})
 
 
