@@ -214,7 +214,12 @@ class RequestGuard:
         if origin_allowed(origin, headers.get("host"), self.settings.allow_origin):
             return None
         self.refused("origin")
-        return f"origin {origin[:100]!r} is not allowed here (see --allow-origin)"
+        # both names: the flag of `palimpsest serve`, the setting of an app that embeds
+        # it (short: a websocket's close reason keeps 120 bytes of it)
+        return (
+            f"origin {origin[:100]!r} is not allowed here (see --allow-origin, "
+            "Settings(allow_origin=...))"
+        )
 
     def _host_refusal(self, scope: Scope, headers: dict[str, str]) -> str | None:
         host = headers.get("host")
@@ -227,7 +232,8 @@ class RequestGuard:
         name = _hostname(host).rstrip(".")[:100]
         return (
             f"not served as {name!r}: open mode needs --allow-host {name} "
-            "(PALIMPSEST_ALLOW_HOST) for a name other than localhost or an IP address "
+            "(PALIMPSEST_ALLOW_HOST; Settings(allow_host=...) in an app that embeds it) "
+            "for a name other than localhost or an IP address "
             "(a guard against DNS rebinding)"
         )
 

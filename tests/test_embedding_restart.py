@@ -223,3 +223,48 @@ def test_fanout_publishes_after_a_restart_on_a_new_loop(tmp_path: Path) -> None:
 
     assert asyncio.run(once("one"))
     assert asyncio.run(once("two"))  # published from the second loop too
+
+
+def test_testclient_in_open_mode_as_the_docs_say(tmp_path: Path) -> None:
+    """Open mode (no extension authenticates) serves only loopback names and addresses
+    (a guard against DNS rebinding), so the recommended ``with TestClient(app):``, whose
+    requests say ``Host: testserver``, got 403 "not served as 'testserver'" for every
+    request. docs/extending.md says what works: ``base_url="http://127.0.0.1"``, or
+    ``Settings(allow_host=("testserver",))``; and both refusals, of a host and of an
+    Origin, name the setting of an embedding app besides the flag."""
+    from palimpsest.settings import Settings
+
+    def app_of(settings: Settings | None = None) -> Starlette:
+        collab = Palimpsest(store="memory://", settings=settings)
+        return Starlette(routes=[Mount("/collab", app=collab)], lifespan=collab.lifespan)
+
+    def served(c: TestClient, ws_base: str = "") -> None:
+        r = c.put("/collab/api/docs/d/text", params={"user": "ada"}, json={"text": "x"})
+        assert r.status_code == 200, r.text
+        with c.websocket_connect(f"{ws_base}/collab/ws/d?user=ada") as ws:
+            assert ws.receive_bytes()[:1] == b"\x00"  # sync step 1: served
+
+    with TestClient(app_of()) as c:
+        r = c.get("/collab/api/docs", params={"user": "ada"})
+        assert r.status_code == 403, r.text
+        detail = r.json()["detail"]
+        assert "not served as 'testserver'" in detail, detail
+        assert "--allow-host testserver" in detail and "Settings(allow_host=" in detail, detail
+    with TestClient(app_of(), base_url="http://127.0.0.1") as c:
+        # (its websocket_connect takes ws://testserver for a path: give it the URL)
+        served(c, ws_base="ws://127.0.0.1")
+        # a page of another origin: refused, naming the flag and the setting
+        evil = {"Origin": "https://evil.example"}
+        r = c.put("/collab/api/docs/d/text", params={"user": "ada"}, json={"text": "y"},
+                  headers=evil)  # fmt: skip
+        assert r.status_code == 403, r.text
+        detail = r.json()["detail"]
+        assert "'https://evil.example' is not allowed here" in detail, detail
+        assert "--allow-origin" in detail and "Settings(allow_origin=" in detail, detail
+        with pytest.raises(WebSocketDisconnect) as refused:
+            with c.websocket_connect("ws://127.0.0.1/collab/ws/d?user=ada", headers=evil) as ws:
+                ws.receive_bytes()
+        assert refused.value.code == 4403
+        assert "Settings(allow_origin=" in refused.value.reason, refused.value.reason
+    with TestClient(app_of(Settings(allow_host=("testserver",)))) as c:
+        served(c)
