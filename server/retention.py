@@ -70,7 +70,8 @@ class Retention:
     #: at most this many events between two kept snapshots further back (measured on
     #: automerge-paper: see bench/snapshot_bench.py and docs/history.md)
     max_gap: int = 3000
-    #: bytes (as stored) of the snapshots older than the newest few; 0: no bound
+    #: bytes (as stored) of the snapshots older than the newest few, the whole rungs the
+    #: kept differences are taken from counted in; 0: no bound
     max_bytes: int = 0
     #: every key_every-th rung stays whole, the ones between are differences: a version
     #: loads one whole rung and at most key_every - 1 differences (0: every rung whole)
@@ -116,23 +117,38 @@ def plan(infos: Sequence[SnapshotInfo], base_seq: int, rules: Retention) -> list
     start = max(base_seq, 0)
     older = [s for s in older if s.seq > start]
     gap = rules.max_gap
+    by_seq = {s.seq: s for s in valid}
     kept = _ladder(older, start, recent[0].seq, gap)
-    while rules.max_bytes and sum(s.size for s in kept) > rules.max_bytes and len(kept) > 0:
+
+    def ladder_bytes() -> int:
+        # the rungs kept and the whole ones below them they are differences from, which
+        # stay with them: counting the kept rungs alone (mostly differences of a few kB)
+        # let a 1 MB book keep 6.5 MB of its 7.8 MB ladder under a 1 MB bound
+        seqs = _with_bases({s.seq for s in kept}, by_seq) - {s.seq for s in recent}
+        return sum(by_seq[q].size for q in seqs if q in by_seq and q > start)
+
+    while rules.max_bytes and kept and ladder_bytes() > rules.max_bytes:
         gap *= 2
         kept = _ladder(older, start, recent[0].seq, gap)
         if gap > recent[0].seq:
             kept = []
     below = {s.seq for s in valid if s.seq < start}  # before the base: not the ladder's
     keep = {s.seq for s in kept} | {s.seq for s in recent} | {s.seq for s in pinned} | below
-    # a rung stored as a difference needs the one below it
-    by_seq = {s.seq: s for s in valid}
+    keep = _with_bases(keep, by_seq)
+    return [s.seq for s in valid if s.seq not in keep]
+
+
+def _with_bases(seqs: set[int], by_seq: Mapping[int, SnapshotInfo]) -> set[int]:
+    """`seqs` and the rungs they are differences from (a difference needs the rung below
+    it, and that one the rung below it, down to a whole one)."""
+    keep = set(seqs)
     todo = list(keep)
     while todo:
         base = by_seq.get(todo.pop(), None)
         if base is not None and base.delta_of and base.delta_of not in keep:
             keep.add(base.delta_of)
             todo.append(base.delta_of)
-    return [s.seq for s in valid if s.seq not in keep]
+    return keep
 
 
 def to_convert(
