@@ -175,6 +175,9 @@ class Backend(Service):
         #: load succeeds (time.monotonic()): /ws refuses documents not loaded at the
         #: handshake meanwhile (routes/ws.py, store_known_down)
         self.store_down_at: float | None = None
+        #: this process is cut off from a store that the other processes reach (server/
+        #: cutoff.py): /ws refuses new connections at the handshake meanwhile
+        self.store_cut_off = False
         #: the store checks of /readyz still out, by kind (routes/ops.py): one at a time
         self.store_checks: dict[str, asyncio.Task[None]] = {}
         self.extensions.setup(self)

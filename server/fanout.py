@@ -102,6 +102,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import erasure
 from .commit import LOG_EVERY
+from .cutoff import StoreCutoff
 from .deletion import (
     Deletion,
     deleted_elsewhere,
@@ -501,6 +502,7 @@ class Fanout(Extension, Service):
         self.redis_url, self.prefix, self.check_seconds = parse_url(url)
         self._url = url
         self.instance = ""
+        self.cutoff: StoreCutoff | None = None
         #: the deployment this process's messages name (store_deployment), None when
         #: its store cannot tell (then it takes every message, as before)
         self.deployment: str | None = None
@@ -549,6 +551,10 @@ class Fanout(Extension, Service):
     def setup(self, backend: Backend) -> None:
         self.backend = backend
         self.instance = backend.settings.instance
+        seconds = backend.settings.store_cutoff_seconds
+        # watches for a cut between this process and the store that the others reach
+        # (fed with their events' arrival here)
+        self.cutoff = StoreCutoff(backend, seconds) if seconds > 0 else None
 
     #: on_applied reads only the origin
     reads_doc_per_event = False
@@ -564,7 +570,7 @@ class Fanout(Extension, Service):
             self.healed += 1
 
     def services(self) -> Sequence[Service]:
-        return [self]
+        return [self] if self.cutoff is None else [self, self.cutoff]
 
     def channel(self, doc: str) -> str:
         return f"{self.prefix}:{doc}"
@@ -895,6 +901,10 @@ class Fanout(Extension, Service):
             return
         if data[:1] not in (b"A", b"D", b"P"):  # events, loaded here or not
             self.backend.extensions.peer_commit(doc)
+            if self.cutoff is not None and not data.startswith(
+                _head(self.instance, self.deployment)
+            ):  # another process's commit: the store takes its commits
+                self.cutoff.peer_committed()
         room = self.backend.rooms.get_loaded(doc)
         if room is None:
             return

@@ -185,6 +185,11 @@ class Settings:
     #: balancer that follows readiness stops sending clients here, then shuts down;
     #: 0 = shut down at once (docs/operations.md, "Graceful shutdown")
     drain_seconds: float = 0.0
+    #: with a fan-out: seconds this process's commits may wait on the store while other
+    #: processes' commits keep arriving over the fan-out (the store works for them: this
+    #: process is cut off from it) before it closes its websockets with 1013 so that they
+    #: reconnect to another process (server/cutoff.py); 0 = hold them as in an outage
+    store_cutoff_seconds: float = 10.0
     #: seconds a starting server waits for the serving lock of its SQLite file or
     #: PostgreSQL schema while another process holds it (server/serving_lock.py), before
     #: it refuses to start: an app server's reload (gunicorn's HUP) starts the new worker

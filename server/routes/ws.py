@@ -999,6 +999,20 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         return
     try:
         loaded = backend.rooms.get_loaded(doc) is not None
+        if backend.store_cut_off and _can_deny(ws):
+            # cut off from a store the other processes reach (server/cutoff.py): this
+            # process's connections were closed to go to one of them
+            log.debug("refused websocket for %r at the handshake: cut off from the store",
+                      doc, extra={"doc": doc, "user": client.user, "code": 503})  # fmt: skip
+            backend.refused("store_unavailable")
+            await ws.send_denial_response(
+                PlainTextResponse(
+                    "this server cannot reach the store; reconnect",
+                    503,
+                    headers={"Retry-After": "2"},
+                )
+            )
+            return
         if not loaded and store_known_down(backend) and _can_deny(ws):
             # refused at the handshake (not accepted: a refusal, not a disconnect), so
             # that y-websocket backs off; its load would fail as the last one did

@@ -1,0 +1,126 @@
+"""A process cut off from PostgreSQL while the others reach it (server/cutoff.py): its
+clients are closed with 1013 and move to a process that can commit, their unacknowledged
+edits with them; a store stalled for every process closes nobody (the hold of an
+outage)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import PG_PORT, eventually
+from scaleout import cluster, fanout_url, fresh_schema
+from stallproxy import StallingProxy
+from yclient import YClient, connect
+
+from palimpsest.cutoff import CLOSE_REASON
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+#: a short cut-off for the tests (the default is 10 s)
+ENV = {"PALIMPSEST_STORE_CUTOFF_SECONDS": "1"}
+
+
+async def type_into(c: YClient, text: str, pause: float = 0.0) -> None:
+    for ch in text:
+        c.insert(len(c.content), ch)
+        await asyncio.sleep(pause)
+
+
+async def keep_typing(c: YClient, stop: asyncio.Event) -> None:
+    """One keystroke every 0.1 s until `stop`: another process committing."""
+    while not stop.is_set():
+        c.insert(len(c.content), ".")
+        await asyncio.sleep(0.1)
+
+
+async def test_a_process_cut_off_from_the_store_sends_its_clients_elsewhere(
+    tmp_path: Path,
+) -> None:
+    """p1 reaches PostgreSQL through a proxy that stalls; p0 directly, and keeps
+    committing. p1's client is closed with 1013 and the cut-off's reason, p1 refuses a
+    new websocket at the handshake, and the client, reconnecting to p0 with its
+    document, brings the text p1 never acknowledged."""
+    fan = fanout_url()
+    with StallingProxy(PG_PORT) as proxy:
+        async with fresh_schema() as store_url:
+            async with cluster(tmp_path, 1, store_url=store_url, fanout=fan, env=ENV) as c:
+                c.store_url = store_url.replace(f":{PG_PORT}/", f":{proxy.port}/", 1)
+                await c.start(1)  # p1, through the proxy
+                stop = asyncio.Event()
+                async with (
+                    connect(c.ws(0), "cut", user="bob") as bob,
+                    connect(c.ws(1), "cut", user="ann") as ann,
+                ):
+                    await type_into(ann, "ann: ")
+                    await eventually(lambda: "ann: " in bob.content, what="p1 commits")
+                    await asyncio.to_thread(proxy.stall)
+                    typing = asyncio.create_task(keep_typing(bob, stop))
+                    try:
+                        await type_into(ann, "[held]")
+                        await eventually(
+                            lambda: ann.close_code is not None, timeout=60,
+                            what="ann's connection closed",
+                        )  # fmt: skip
+                        assert ann.close_code == 1013, (ann.close_code, ann.close_reason)
+                        assert ann.close_reason == CLOSE_REASON
+                        assert "[held]" not in bob.content  # never acknowledged by p1
+                        assert "cut off from it" in c.procs[1].log_text()
+                        async with httpx.AsyncClient() as http:
+                            r = await http.get(c.procs[1].http_url + "/readyz", timeout=30)
+                        assert r.status_code == 503
+                        # a new websocket to p1 is refused at the handshake
+                        with pytest.raises(Exception, match="503"):
+                            async with connect(c.ws(1), "cut", user="cy"):
+                                pass
+                        async with connect(c.ws(0), "cut", user="ann", ydoc=ann.doc) as again:
+                            await eventually(
+                                lambda: "ann: [held]" in bob.content,
+                                what="ann's held text at p0",
+                            )
+                            await type_into(again, "!")
+                            await eventually(
+                                lambda: again.content == bob.content, what="they agree"
+                            )
+                    finally:
+                        stop.set()
+                        await typing
+                        await asyncio.to_thread(proxy.resume)
+
+
+async def test_a_store_stalled_for_every_process_closes_nobody(tmp_path: Path) -> None:
+    """Both processes reach PostgreSQL through one stalled proxy: no commit anywhere, no
+    other process's events arrive, and both clients keep their connections while their
+    edits are held; they commit when it answers again."""
+    fan = fanout_url()
+    with StallingProxy(PG_PORT) as proxy:
+        async with fresh_schema() as store_url:
+            via = store_url.replace(f":{PG_PORT}/", f":{proxy.port}/", 1)
+            async with cluster(tmp_path, 2, store_url=via, fanout=fan, env=ENV) as c:
+                async with (
+                    connect(c.ws(0), "all", user="bob") as bob,
+                    connect(c.ws(1), "all", user="ann") as ann,
+                ):
+                    await type_into(ann, "ann ")
+                    await eventually(lambda: "ann " in bob.content, what="p1 commits")
+                    await asyncio.to_thread(proxy.stall)
+                    await type_into(ann, "[a]")
+                    await type_into(bob, "[b]")
+                    # past the cut-off's wait, many times over: both say they wait (5 s)
+                    await eventually(
+                        lambda: all(
+                            "has not answered a commit" in p.log_text() for p in c.procs
+                        ),
+                        timeout=30, what="both processes wait on the store",
+                    )  # fmt: skip
+                    await asyncio.sleep(2)  # (two more checks of the cut-off's)
+                    assert ann.close_code is None and bob.close_code is None
+                    assert not any("cut off from it" in p.log_text() for p in c.procs)
+                    await asyncio.to_thread(proxy.resume)
+                    await eventually(
+                        lambda: all(t in x.content for t in ("[a]", "[b]") for x in (ann, bob)),
+                        timeout=60, what="the held edits committed",
+                    )  # fmt: skip
+                    assert ann.close_code is None and bob.close_code is None
