@@ -153,8 +153,10 @@ class Committer(Service):
         self.held = 0
         #: the events of those held appends (each a room's batch of edits)
         self.held_events = 0
-        self._last_log = 0.0
-        self._last_logged = ""
+        #: when the refusal was last logged: at most every LOG_EVERY seconds while the
+        #: store refuses, whatever its error says (each retry's may differ: the append's,
+        #: then the look in the log's; a reset, then a closed connection)
+        self._last_log = -LOG_EVERY
         #: the appends of the transaction in flight; the timer of the wait's warning, and
         #: whether this stretch of waiting was logged (its end is, then)
         self._in_flight: list[_Append] = []
@@ -463,15 +465,15 @@ class Committer(Service):
         for a in take:
             if id(a) not in kept and not a.future.done():
                 a.future.set_exception(err)
-        if str(err) != self._last_logged:
-            self._last_log = 0.0
+        if self.refusing is None:  # a new stretch of refusals: said at once
+            self._last_log = -LOG_EVERY
         self.refusing = err
         self.held = len(keep)
         self.held_events = sum(len(a.events) for a in keep)
         for a in keep:
             a.tried = True
         if now - self._last_log >= LOG_EVERY:
-            self._last_log, self._last_logged = now, str(err)
+            self._last_log = now
             # what the room's batches held here stand for: every edit their rooms have
             # queued behind them waits too (the batch is one room's, up to max_batch)
             waiting = self.waiting()

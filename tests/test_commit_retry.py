@@ -259,3 +259,37 @@ async def test_commits_waiting_on_a_stalled_store_are_said_at_once_and_measured_
                     [back] = _said(caplog, r"takes commits again after ([0-9.]+) s")
                     # (to 0.1 s, rounded; the commit began a turn of the loop after `began`)
                     assert float(back[1]) >= resumed - began - 0.1, (back[0], resumed - began)
+
+
+async def test_the_refusal_is_logged_once_however_its_cause_changes(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL refused connections for 3.2 s, and "the postgresql store refuses
+    commits" was logged 6 times, documented as at most every 10 s: each retry's error
+    differed from the last (the append's, then the look in the log's; a reset, then a
+    closed connection), and a new message was logged at once. Now a stretch of refusals
+    is said once per LOG_EVERY (made long here: however many retries, one line)."""
+    caplog.set_level(logging.INFO, logger="palimpsest.commit")
+    monkeypatch.setattr("palimpsest.commit.LOG_EVERY", 3600.0)
+    with StallingProxy(5432) as proxy:
+        async with fresh_schema() as url:
+            store = PostgresStore(url.replace(":5432/", f":{proxy.port}/"), command_timeout=2.0)
+            async with store, Committer(store) as committer:
+                await committer.append("d", [NewEvent("ann", "edit", b"one", {}, 1)])
+                await asyncio.to_thread(proxy.cut)
+                held = asyncio.create_task(
+                    committer.append(
+                        "d", [NewEvent("ann", "edit", b"two", {}, 2)], hold=lambda: True
+                    )
+                )
+                await eventually(lambda: committer.failures >= 6, timeout=30, what="6 refusals")
+                causes = {str(committer.refusing)}
+                await eventually(
+                    lambda: causes.add(str(committer.refusing)) or len(causes) > 1,
+                    timeout=30, what="a refusal of another cause",
+                )  # fmt: skip
+                refused = [r for r in caplog.records if "refuses commits" in r.getMessage()]
+                assert len(refused) == 1, [r.getMessage() for r in refused]
+                await asyncio.to_thread(proxy.resume)
+                [two] = await held
+                assert two.seq == 2
