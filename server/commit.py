@@ -581,7 +581,7 @@ class Committer(Service):
             if self._rooms_said is not None:
                 self._rooms_said = None
                 if not self._wait_said:  # (then recovered() says it, when it commits)
-                    log.warning(
+                    log.info(
                         "the edits waiting here for the %s store move again after %.1f s",
                         self.store.name,
                         now - self._rooms_from,
@@ -624,7 +624,7 @@ class Committer(Service):
         """The store took a write (a commit, or the readiness write check: `how`). When
         commits had been refused, or their wait logged, the log says how long it lasted."""
         if self.waiting_since is not None and (self.refusing is not None or self._wait_said):
-            log.warning(
+            log.info(
                 "the %s store takes commits again after %.1f s (%s)",
                 self.store.name,
                 time.monotonic() - self.waiting_since,

@@ -686,8 +686,8 @@ class Fanout(Extension, Service):
                 await asyncio.sleep(0.5)
                 continue
             if self.publish_failure is not None:
-                log.warning("fan-out publishes again (%d messages dropped meanwhile; "
-                            "the others healed from the log)", dropped)  # fmt: skip
+                log.info("fan-out publishes again (%d messages dropped meanwhile; "
+                         "the others healed from the log)", dropped)  # fmt: skip
                 dropped = 0
             self.publish_failure = None
             self.published += len(batch)
@@ -750,9 +750,9 @@ class Fanout(Extension, Service):
         role, primary = _role_of(answer)
         if role not in ("slave", "replica"):
             if self.on_replica is not None:
-                log.warning("fan-out: Redis at %s is the primary again (role %s): "
-                            "publishes reach every process", without_password(self.redis_url),
-                            role)  # fmt: skip
+                log.info("fan-out: Redis at %s is the primary again (role %s): "
+                         "publishes reach every process", without_password(self.redis_url),
+                         role)  # fmt: skip
                 self.on_replica = None
             return
         said = (
@@ -1133,7 +1133,7 @@ class Fanout(Extension, Service):
                 log.warning("fan-out gap check failed: %s", e)
                 continue
             if failed:
-                log.warning("fan-out gap check works again after %d failed checks", failed)
+                log.info("fan-out gap check works again after %d failed checks", failed)
                 failed = 0
 
     def behind(self) -> int:

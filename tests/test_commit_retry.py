@@ -268,7 +268,8 @@ async def test_the_refusal_is_logged_once_however_its_cause_changes(
     commits" was logged 6 times, documented as at most every 10 s: each retry's error
     differed from the last (the append's, then the look in the log's; a reset, then a
     closed connection), and a new message was logged at once. Now a stretch of refusals
-    is said once per LOG_EVERY (made long here: however many retries, one line)."""
+    is said once per LOG_EVERY (made long here: however many retries, one line), and
+    its end at INFO (it was a WARNING: alerts on warnings fired on the recovery)."""
     caplog.set_level(logging.INFO, logger="palimpsest.commit")
     monkeypatch.setattr("palimpsest.commit.LOG_EVERY", 3600.0)
     with StallingProxy(5432) as proxy:
@@ -293,3 +294,7 @@ async def test_the_refusal_is_logged_once_however_its_cause_changes(
                 await asyncio.to_thread(proxy.resume)
                 [two] = await held
                 assert two.seq == 2
+                # its end is said at INFO: an alert on WARNING fires on trouble, not on
+                # its end
+                [back] = [r for r in caplog.records if "takes commits again" in r.getMessage()]
+                assert back.levelno == logging.INFO

@@ -544,3 +544,6 @@ async def test_failed_gap_checks_are_logged_at_most_every_10_s(tmp_path: Path) -
                     )  # fmt: skip
                     assert failed() == 1, p.log_tail()
                     assert "(said at most every 10 s)" in p.log_text()
+                    # the end at INFO: an alert on warnings fires on the trouble only
+                    [back] = [ln for ln in p.log_text().splitlines() if "works again" in ln]
+                    assert " INFO " in back and "WARNING" not in back, back
