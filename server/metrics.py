@@ -439,6 +439,17 @@ class _LiveCollector(Collector):
                      "1 when the fan-out bus works: subscribed, Redis answering, publishes "
                      "going through",
                      1 if fanout.trouble() is None else 0)  # fmt: skip
+        if fanout.cutoff is not None:
+            yield _gauge("palimpsest_store_cut_off",
+                         "1 while this process is cut off from a store that other processes "
+                         "commit to: its websockets are closed with 1013 and new ones refused",
+                         1 if fanout.cutoff.cut_off_since is not None else 0)  # fmt: skip
+            c = CounterMetricFamily(
+                "palimpsest_store_cutoff_closes",
+                "websockets closed with 1013 because this process was cut off from the store",
+            )
+            c.add_metric([], float(fanout.cutoff.closed))
+            yield c
         behind = fanout.behind()
         yield _gauge("palimpsest_fanout_behind_events",
                      "Events the store has that loaded rooms had not applied at the last check",

@@ -70,7 +70,10 @@ async def test_a_process_cut_off_from_the_store_sends_its_clients_elsewhere(
                         assert "cut off from it" in c.procs[1].log_text()
                         async with httpx.AsyncClient() as http:
                             r = await http.get(c.procs[1].http_url + "/readyz", timeout=30)
+                            m = await http.get(c.procs[1].http_url + "/metrics", timeout=30)
                         assert r.status_code == 503
+                        assert "palimpsest_store_cut_off 1.0" in m.text
+                        assert "palimpsest_store_cutoff_closes_total 1.0" in m.text
                         # a new websocket to p1 is refused at the handshake
                         with pytest.raises(Exception, match="503"):
                             async with connect(c.ws(1), "cut", user="cy"):
