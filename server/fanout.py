@@ -53,6 +53,14 @@ must share it) and ``check`` (seconds between gap checks, default 2, from 0.05 t
 :func:`parse_url` refuses a URL that cannot work, before anything starts
 (``Settings.check``: ``palimpsest serve`` exits with 2).
 
+Generations: an events message names the generation of the document its events were
+appended to (``"g"``: DocInfo.generation, the room's), and a room drops events of
+another (Room.receive_peer_events): a message held on its way (a stalled link to Redis)
+may arrive after the document was deleted and its name written again, with seqs that
+follow the new document's. A message that names none (an older process's, during a
+rolling upgrade; a new document's first commit, before its room learnt the generation)
+is taken by its seqs, as before; older processes ignore the key.
+
 Deployments: Redis pub/sub ignores the database number, so servers on one Redis with
 one prefix hear each other whatever ``/DB`` their URLs name. Every message says the
 deployment it comes from (``"d"``, first in its JSON header: 8 characters hashed from
@@ -68,7 +76,7 @@ document. With a fan-out URL the policy is ``shared`` and writes through the sto
 ``put_snapshot_if_due`` (PostgreSQL: a per-document advisory lock lets one process write
 at a time), skipped when a valid snapshot within half a period already exists.
 
-:class:`Fanout` is an extension: it publishes what ``on_committed`` and ``on_awareness``
+:class:`Fanout` is an extension: it publishes what ``on_logged`` and ``on_awareness``
 see (this process's own events and presence: peer origins are never published again),
 heals a room in ``on_load``, and is its own service.
 """
@@ -276,12 +284,21 @@ def _head(instance: str, deployment: str | None) -> bytes:
     return json.dumps(head, separators=(",", ":")).encode()[:-1]
 
 
-def encode(instance: str, events: list[Event], deployment: str | None = None) -> bytes:
-    """One message: a JSON header line, then the updates back to back."""
+def encode(
+    instance: str,
+    events: list[Event],
+    deployment: str | None = None,
+    generation: int | None = None,
+) -> bytes:
+    """One message: a JSON header line, then the updates back to back. `generation`:
+    that of the document the events were appended to (DocInfo.generation, ``"g"``),
+    None when the room that logged them does not know it yet (a new document's first
+    commit) or the store numbers none: the message is then taken by its seqs alone."""
     rows = [[e.seq, e.ts, e.actor, e.kind, e.meta, len(e.update), e.pos] for e in events]
     return b"".join(
         (
             _head(instance, deployment),
+            b"" if generation is None else b',"g":%d' % generation,
             b',"e":',
             json.dumps(rows, separators=(",", ":")).encode(),
             b"}\n",
@@ -465,10 +482,21 @@ async def publish_purged(url: str, doc: str, by: str, deployment: str | None = N
 
 def decode(doc: str, data: bytes) -> tuple[str, list[Event] | bytes]:
     """(instance, events) for an events message, (instance, entries) for presence."""
+    instance, body, _generation = decode_message(doc, data)
+    return instance, body
+
+
+def decode_message(doc: str, data: bytes) -> tuple[str, list[Event] | bytes, int | None]:
+    """:func:`decode`, and the generation of the document an events message's events
+    were appended to (None: presence, or a message that names none, an older process's
+    or a new document's first commit: see encode)."""
     nl = data.index(b"\n")
     if data[:1] == b"A":
-        return str(json.loads(data[1:nl])["i"]), data[nl + 1 :]
+        return str(json.loads(data[1:nl])["i"]), data[nl + 1 :], None
     head = json.loads(data[:nl])
+    generation = head.get("g")
+    if generation is not None and type(generation) is not int:
+        raise ValueError(f"fan-out message for {doc!r}: generation {generation!r} is no number")
     pos = nl + 1
     events = []
     for seq, ts, actor, kind, meta, n, *rest in head["e"]:
@@ -478,7 +506,7 @@ def decode(doc: str, data: bytes) -> tuple[str, list[Event] | bytes]:
         pos += n
     if pos != len(data):
         raise ValueError(f"fan-out message for {doc!r}: {len(data) - pos} bytes left over")
-    return str(head["i"]), events
+    return str(head["i"]), events, generation
 
 
 class _Relay:
@@ -611,10 +639,13 @@ class Fanout(Extension, Service):
 
     # --- publishing ----------------------------------------------------------------------
 
-    async def on_committed(self, doc: str, events: Sequence[Event]) -> None:
-        """Events this process just made durable."""
+    def on_logged(self, room: Room, events: Sequence[Event]) -> None:
+        """Events this process just made durable, with the generation of the document
+        the room appended them to (what on_committed does not know: by the time it
+        runs, the name may hold another document, and the room is gone)."""
         if events:
-            self._queue(doc, encode(self.instance, list(events), self.deployment))
+            message = encode(self.instance, list(events), self.deployment, room.generation)
+            self._queue(room.name, message)
 
     async def on_deleted(self, doc: str, by: str) -> None:
         """This process deleted `doc` (already gone from the store)."""
@@ -915,7 +946,7 @@ class Fanout(Extension, Service):
             self._purged(ch, doc, data)
             return
         try:
-            instance, body = decode(doc, data)
+            instance, body, generation = decode_message(doc, data)
         except (ValueError, KeyError, TypeError) as e:
             log.error("fan-out: malformed message on %s: %s", ch, e)
             return
@@ -929,7 +960,8 @@ class Fanout(Extension, Service):
                 log.error("fan-out: bad presence from %s on %s: %s", instance, doc, e)
             return
         with contextlib.suppress(StoreError):  # the room is being reloaded: it reads the log
-            room.receive_peer_events(body)
+            # (the room drops events of another document of the name: its generation)
+            room.receive_peer_events(body, generation=generation, sender=instance)
 
     def _foreign(self, other: str, doc: str) -> None:
         """A message of another deployment: dropped, counted, and said once per

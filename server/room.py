@@ -201,6 +201,11 @@ class _PeerEvents:
     events: list[Event]
     #: read from the store (Fanout.heal), not received on the bus
     from_store: bool = False
+    #: the generation of the document they were appended to, as their message names it
+    #: (None: it names none; see Room.receive_peer_events)
+    generation: int | None = None
+    #: the process that sent them (for the log line of a message dropped)
+    sender: str = ""
 
 
 @dataclass(slots=True)
@@ -368,6 +373,9 @@ class Room:
         #: (deletion.was_replaced; set by Rooms)
         self.replaced_of: Callable[[Room], Awaitable[bool]] | None = None
         self._learning: asyncio.Task[None] | None = None
+        #: generations of other documents of the name whose events reached the room
+        #: (late fan-out messages of a deleted or replaced one): dropped, said once each
+        self._other_generations: set[int] = set()
         #: how the room was loaded (set once loading is done)
         self.loaded = LoadInfo(None, 0, 0.0)
         self._states: dict[type[Any], Any] = {}
@@ -1047,11 +1055,66 @@ class Room:
         self._committed(stored)
         return ev
 
-    def receive_peer_events(self, events: list[Event], *, from_store: bool = False) -> None:
+    def receive_peer_events(
+        self,
+        events: list[Event],
+        *,
+        from_store: bool = False,
+        generation: int | None = None,
+        sender: str = "",
+    ) -> None:
         """Events another process logged (fan-out): applied in seq order, gaps read from
         the store. `from_store`: read from the store, not received on the bus (their
-        origin says so: PeerOrigin's instance "store", as the gaps')."""
-        self._push(_PeerEvents(events, from_store))
+        origin says so: PeerOrigin's instance "store", as the gaps').
+
+        `generation`: that of the document they were appended to (their message names
+        it). Events of another document of the name are dropped, never applied nor
+        sent: a message delayed on its way (a process whose link to Redis stalled) can
+        arrive after the document was deleted and its name written again, with seqs
+        that follow the new document's. A room that does not know its own generation
+        yet (its document had no row when it loaded) reads the store's once, in its
+        pipeline (_of_another_document). None (a message of an older process, or of a
+        new document's first commit): taken by its seqs, as before."""
+        if generation is not None and self.generation is not None:
+            if generation != self.generation:
+                self._drop_other(generation, events, sender)
+                return
+        self._push(_PeerEvents(events, from_store, generation, sender))
+
+    async def _of_another_document(self, item: _PeerEvents) -> bool:
+        """Whether `item` holds events of another document of the room's name than the
+        room's (dropped: said once per generation at INFO, then at DEBUG)."""
+        theirs = item.generation
+        if theirs is None or theirs == self.generation:
+            return False
+        if self.generation is None and theirs not in self._other_generations:
+            if self.generation_of is None:
+                return False
+            try:
+                now = await self.generation_of(self.name)
+            except Exception as e:  # (unknown: taken by their seqs, as before)
+                log.debug("room %s: the generation of its document could not be read (%s)",
+                          self.name, e)  # fmt: skip
+                return False
+            if now == theirs:  # the document the name holds: the room's own
+                if self.generation is None:
+                    self.generation = theirs
+                if self.generation == theirs:
+                    return False
+        return self._drop_other(theirs, item.events, item.sender)
+
+    def _drop_other(self, generation: int, events: list[Event], sender: str) -> bool:
+        said = log.debug if generation in self._other_generations else log.info
+        if len(self._other_generations) < 64:
+            self._other_generations.add(generation)
+        seqs = f"{events[0].seq}..{events[-1].seq}" if events else "none"
+        said(
+            "room %s: dropped events (seq %s, from %s) of another document of the name "
+            "(generation %d, the room's %s): a late message of one deleted or replaced "
+            "since", self.name, seqs, sender or "?", generation, self.generation,
+            extra={"doc": self.name},
+        )  # fmt: skip
+        return True
 
     # --- the pipeline ----------------------------------------------------------------------
 
@@ -1105,7 +1168,8 @@ class Room:
                         # what the batch passed over and did not need before its own
                         # events (seqs after them, or the commit failed): in their order
                         for peer in between:
-                            await self._apply_peer_events(peer.events, peer.from_store)
+                            if not await self._of_another_document(peer):
+                                await self._apply_peer_events(peer.events, peer.from_store)
                         await self._maybe_snapshot()
                         checked = True
                         continue
@@ -1113,7 +1177,8 @@ class Room:
                     if isinstance(item, _ServerChange):
                         await self._run_server_change(item)
                     elif isinstance(item, _PeerEvents):
-                        await self._apply_peer_events(item.events, item.from_store)
+                        if not await self._of_another_document(item):
+                            await self._apply_peer_events(item.events, item.from_store)
                     elif isinstance(item, _Barrier):
                         if not item.future.done():
                             item.future.set_result(None)
@@ -1501,8 +1566,9 @@ class Room:
         """Apply the events of `queued` that follow the room's seq without a gap, below
         seq `before`, in seq order (those read from the store and those received on the
         bus in runs of their own). Those after a gap wait: for the bus or a read."""
+        ours = [p for p in queued if not await self._of_another_document(p)]
         evs = sorted(
-            ((e, p.from_store) for p in queued for e in p.events if self.seq < e.seq < before),
+            ((e, p.from_store) for p in ours for e in p.events if self.seq < e.seq < before),
             key=lambda x: x[0].seq,
         )
         run: list[Event] = []

@@ -325,7 +325,7 @@ async def test_presence_expires_on_every_process_once(tmp_path: Path) -> None:
 
 
 def test_fanout_messages_round_trip() -> None:
-    from palimpsest.fanout import decode, encode, encode_awareness, parse_url
+    from palimpsest.fanout import decode, decode_message, encode, encode_awareness, parse_url
     from palimpsest.store.base import Event
 
     events = [
@@ -334,6 +334,8 @@ def test_fanout_messages_round_trip() -> None:
         Event("d", 9, 1002, "é", "edit", bytes(range(256)), {}),
     ]
     assert decode("d", encode("p1", events)) == ("p1", events)
+    assert decode_message("d", encode("p1", events, "dep", 42)) == ("p1", events, 42)
+    assert decode_message("d", encode("p1", events)) == ("p1", events, None)
     assert decode("d", encode_awareness("p2", b"\x01\x02\n")) == ("p2", b"\x01\x02\n")
     assert parse_url("redis://h:1/3?prefix=ab&check=0.25") == ("redis://h:1/3", "ab", 0.25)
     assert parse_url("redis://h:1/0")[1:] == ("palimpsest", 2.0)

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import eventually
-from pycrdt import Doc
-from scaleout import cluster, fanout_url, fresh_schema, open_store
+from conftest import REDIS_URL, eventually
+from pycrdt import Doc, Text
+from scaleout import Cluster, cluster, fanout_url, fresh_schema, open_store
+from stallproxy import StallingProxy
 from yclient import YClient, connect
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -172,3 +173,88 @@ async def test_deleting_a_name_with_nothing_written_answers_alike_on_every_proce
         async with open_store(store_url) as store:
             assert await store.tombstone("blank") is None
             assert [e.actor for e in await store.read("blank")] == ["bob"]
+
+
+@pytest.mark.parametrize("written_again", [True, False])
+async def test_a_late_message_of_the_deleted_document_is_not_taken_by_the_new_one(
+    tmp_path: Path, written_again: bool
+) -> None:
+    """Process 1's link to Redis stalls while its client types: its messages (seq H+1)
+    are held on the way. The document is deleted on process 0 and its name written
+    again up to the same seq H; then the link resumes. A fan-out message was taken by
+    its seq alone: the new document's room on process 0 applied the deleted one's
+    event H+1 and sent it to its clients (whose copies then held the deleted content,
+    every reconnect refused), and its own next commit was refused as if deleted. Now a
+    message names the document's generation and a room drops one of another.
+    Not written again, the room of the empty name (no generation to compare: it reads
+    the store's) read the seqs before H+1 from the store, found none, and failed
+    (every client closed with 1013)."""
+    bus = fanout_url(check=3600)  # no gap check: only the messages are at play
+    redis_port = int(REDIS_URL.rsplit(":", 1)[1].split("/")[0])
+    with StallingProxy(redis_port) as proxy:
+        async with fresh_schema() as store_url, httpx.AsyncClient() as http:
+            c = Cluster(store_url, bus, tmp_path)
+            c.add()
+            c.fanout_url = bus.replace(f":{redis_port}/", f":{proxy.port}/")
+            c.add()  # process 1 reaches Redis through the proxy
+            try:
+                await asyncio.gather(*(p.astart() for p in c.procs))
+                async with (
+                    connect(c.ws(1), "again", user="ann") as a,
+                    connect(c.ws(0), "again", user="bob") as b,
+                ):
+                    await typed(a, "ab", b)
+                    await typed(b, "cd", a)
+                    async with open_store(store_url) as store:
+                        old_head = await store.head("again")
+                        proxy.stall()
+                        # an item that needs no other: it applies in any document
+                        a.doc.get("notes", type=Text).insert(0, "stale")
+
+                        async def logged() -> bool:
+                            return await store.head("again") == old_head + 1
+
+                        await eventually(logged, what="ann's stale edit logged")
+                    r = await http.delete(
+                        f"{c.procs[0].http_url}/api/docs/again", params={"user": "root"}
+                    )
+                    assert r.status_code == 200, r.text
+                    await closed_4404(b)
+                # the name written again on process 0, to the deleted document's seq
+                written = old_head if written_again else 0
+                for i in range(written):
+                    r = await http.put(
+                        f"{c.procs[0].http_url}/api/docs/again/text",
+                        json={"text": "new " * (i + 1)}, params={"user": "w"},
+                    )  # fmt: skip
+                    assert r.status_code == 200, r.text
+                async with open_store(store_url) as store:
+                    assert await store.head("again") == written
+                async with connect(c.ws(0), "again", user="x0") as x0:
+                    notes = x0.doc.get("notes", type=Text)
+                    proxy.resume()
+                    dropped = "of another document of the name"
+                    await eventually(
+                        lambda: (
+                            str(notes) != ""
+                            or x0.close_code is not None
+                            or dropped in c.procs[0].log_text()
+                        ),
+                        timeout=20,
+                        what="process 1's late message at process 0",
+                    )
+                    assert str(notes) == "", "the deleted document's edit reached a client"
+                    assert x0.close_code is None, (x0.close_code, x0.close_reason)
+                    await typed(x0, "fresh", x0)
+                    async with open_store(store_url) as store:
+
+                        async def fresh_logged() -> bool:
+                            return await store.head("again") == written + 1
+
+                        await eventually(fresh_logged, what="the new document's edit logged")
+                        actors = {e.actor for e in await store.read("again")}
+                    assert actors == ({"w", "x0"} if written_again else {"x0"}), actors
+                    assert x0.close_code is None, (x0.close_code, x0.close_reason)
+                    assert str(notes) == ""
+            finally:
+                await asyncio.to_thread(c.stop_all)
