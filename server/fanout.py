@@ -1111,6 +1111,20 @@ class Fanout(Extension, Service):
             return 0
         events = await self.backend.store.read(room.name, after=room.seq)
         events = [e for e in events if e.seq > room.seq]
+        if events and room.generation is not None:
+            # read after the events: a generation is never given twice, so one that is
+            # still the room's now was the room's when they were read. Another (the
+            # document deleted, its message lost, and its name written again past the
+            # room's seq) was applied to the old document and sent to its clients,
+            # before Deletion.suspect dropped the room
+            info = await self.backend.store.doc_info(room.name)
+            if info is None or info.generation != room.generation:
+                log.info("fan-out: %s holds another document than its room's (generation "
+                         "%s, the room's %s); dropping the room, nothing of it applied",
+                         room.name, info.generation if info else None,
+                         room.generation)  # fmt: skip
+                self._drop_gone(room)
+                return 0
         if events:
             (log.info if healed is None else log.debug)(
                 "fan-out: %s behind the log by %d events; applying them from the store",

@@ -547,3 +547,34 @@ async def test_failed_gap_checks_are_logged_at_most_every_10_s(tmp_path: Path) -
                     # the end at INFO: an alert on warnings fires on the trouble only
                     [back] = [ln for ln in p.log_text().splitlines() if "works again" in ln]
                     assert " INFO " in back and "WARNING" not in back, back
+
+
+async def test_the_gap_check_never_brings_a_new_document_into_an_old_room(
+    tmp_path: Path,
+) -> None:
+    """A deletion whose message never came, and a new document of the name already past
+    the old room's seq: the gap check read the new document's events and applied them to
+    the old room, which sent them to its clients before it learnt (from the tombstone)
+    that it was stale. Now the check reads the generation after the events, and drops
+    the room without applying any."""
+    async with (
+        fresh_schema() as store_url,
+        cluster(tmp_path, 2, store_url=store_url, fanout=fanout_url(check=0.2)) as c,
+    ):
+        async with connect(c.ws(1), "ghost2", user="bob") as bob:
+            await type_into(bob, "OLD")
+            async with open_store(store_url) as store:
+
+                async def logged() -> bool:
+                    return await store.head("ghost2") == 3
+
+                await eventually(logged, what="OLD logged")
+                tomb = await tombstone_for(store, "ghost2")
+                assert await store.delete_doc("ghost2", tomb)  # no message: nobody is told
+                await store.append(
+                    [("ghost2", [NewEvent("cy", "edit", foreign_update(f"n{i} "))])
+                     for i in range(5)]
+                )  # fmt: skip
+            await eventually(lambda: bob.ws.close_code is not None, what="bob closed")
+            assert bob.ws.close_code == 4404, (bob.ws.close_code, bob.ws.close_reason)
+            assert bob.content == "OLD", bob.content
