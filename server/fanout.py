@@ -8,8 +8,10 @@ seq order with a peer origin (never logged again) and broadcasts them to its own
 
 A purge of deleted content (``P``, server.erasure) makes them reload their room of it.
 A deletion travels the same way (``D`` and a JSON header): every process closes its
-connections to the document with 4404 and drops its room (see ``server/deletion.py``);
-the gap check below notices a lost one from the store (a head that went back).
+connections to the document with 4404 and drops its room (see ``server/deletion.py``),
+unless the store says the room's document is still the name's (a late message, about an
+earlier document of the name); the gap check below notices a lost one from the store (a
+head that went back).
 
 A revocation of a user (``server/revocation.py``) travels on the channel
 ``PREFIX:!revoked`` (no document name holds a ``!``), ``R`` and a JSON header: every
@@ -1027,7 +1029,30 @@ class Fanout(Extension, Service):
         if head is None:
             return
         log.info("fan-out: %s was deleted by %s (on %s)", doc, head["by"], head["i"])
-        self._drop(doc, deleted_reason(doc))
+        room = self.backend.rooms.get_loaded(doc)
+        task = asyncio.create_task(self._deleted_here(doc, room))
+        self._heals.add(task)
+        task.add_done_callback(self._heals.discard)
+
+    async def _deleted_here(self, doc: str, room: Room | None) -> None:
+        """Drop what this process holds of `doc`, deleted elsewhere; unless its room's
+        document is still the name's (its generation): the message came late (held on
+        a stalled link to Redis), and it is about a document deleted before the room's
+        was written under the name. A message says no generation (the process that
+        deleted may not hold the document), the store does: the deletion is in it
+        before its message is sent. Unread (the store down, a room with no generation
+        known), the room is dropped, as before."""
+        if room is not None and room.generation is not None:
+            try:
+                info = await self.backend.store.doc_info(doc)
+            except StoreError:
+                info = None
+            if info is not None and info.generation == room.generation:
+                log.info("fan-out: the deletion of %s is of an earlier document of the name "
+                         "than its room's (generation %d, still the name's): the room stays",
+                         doc, room.generation)  # fmt: skip
+                return
+        await deleted_elsewhere(self.backend, doc, deleted_reason(doc))
 
     def _purged(self, channel: str, doc: str, data: bytes) -> None:
         if self._header(channel, data) is None:
@@ -1067,11 +1092,6 @@ class Fanout(Extension, Service):
         head = self._header(channel, data, "user", "doc", "code", "reason", valid=valid)
         if head is not None:
             self.backend.close_connections(head["user"], head["doc"], head["code"], head["reason"])
-
-    def _drop(self, doc: str, reason: str) -> None:
-        task = asyncio.create_task(deleted_elsewhere(self.backend, doc, reason))
-        self._heals.add(task)
-        task.add_done_callback(self._heals.discard)
 
     def _drop_replaced(self, doc: str, room: Room) -> None:
         task = asyncio.create_task(replaced_elsewhere(self.backend, doc, room))

@@ -258,3 +258,66 @@ async def test_a_late_message_of_the_deleted_document_is_not_taken_by_the_new_on
                     assert str(notes) == ""
             finally:
                 await asyncio.to_thread(c.stop_all)
+
+
+async def test_a_late_deletion_message_leaves_the_new_document_of_the_name_open(
+    tmp_path: Path,
+) -> None:
+    """Process 1 deletes the document while its link to Redis stalls: its message is held
+    on the way. The name is written again on process 0, and a client opens it; then the
+    link resumes. The message dropped whatever room of the name was loaded: the new
+    document's, its clients closed with 4404 "deleted" (y-websocket 3.1 stops
+    reconnecting on it). Now a room whose document is still the name's stays."""
+    bus = fanout_url(check=3600)
+    redis_port = int(REDIS_URL.rsplit(":", 1)[1].split("/")[0])
+    with StallingProxy(redis_port) as proxy:
+        async with fresh_schema() as store_url, httpx.AsyncClient() as http:
+            c = Cluster(store_url, bus, tmp_path)
+            c.add()
+            c.fanout_url = bus.replace(f":{redis_port}/", f":{proxy.port}/")
+            c.add()  # process 1 reaches Redis through the proxy
+            try:
+                await asyncio.gather(*(p.astart() for p in c.procs))
+                async with connect(c.ws(1), "late", user="ann") as a:
+                    await type_into_logged(a, "old", store_url, "late")
+                    proxy.stall()
+                    r = await http.delete(
+                        f"{c.procs[1].http_url}/api/docs/late", params={"user": "root"}
+                    )
+                    assert r.status_code == 200, r.text
+                    await closed_4404(a)
+                r = await http.put(
+                    f"{c.procs[0].http_url}/api/docs/late/text",
+                    json={"text": "new"}, params={"user": "w"},
+                )  # fmt: skip
+                assert r.status_code == 200, r.text
+                async with connect(c.ws(0), "late", user="x0") as x0:
+                    assert x0.content == "new"
+                    proxy.resume()
+                    stays = "the room stays"
+                    await eventually(
+                        lambda: x0.close_code is not None or stays in c.procs[0].log_text(),
+                        timeout=20,
+                        what="process 1's late deletion message at process 0",
+                    )
+                    assert x0.close_code is None, (x0.close_code, x0.close_reason)
+                    await typed(x0, "!", x0)
+                    async with open_store(store_url) as store:
+
+                        async def logged() -> bool:
+                            return await store.head("late") == 2
+
+                        await eventually(logged, what="the new document's edit logged")
+                    assert x0.close_code is None, (x0.close_code, x0.close_reason)
+            finally:
+                await asyncio.to_thread(c.stop_all)
+
+
+async def type_into_logged(c: YClient, text: str, store_url: str, doc: str) -> None:
+    c.insert(len(c.content), text)
+    async with open_store(store_url) as store:
+
+        async def logged() -> bool:
+            return await store.head(doc) >= 1
+
+        await eventually(logged, what=f"{text!r} logged")
