@@ -86,7 +86,7 @@ async def test_an_index_of_text_deleted_by_its_own_event_is_read_back(
         built = h.attribution.peek("doc")
         assert built is not None and len(h.attribution.builds) == 1
         await h.attribution.drain()
-        assert codec.header((await warm.store.derived("doc", codec.KIND))[1])["v"] == 8  # type: ignore[index]
+        assert codec.header((await warm.store.derived("doc", codec.KIND))[1])["v"] == 9  # type: ignore[index]
         built_runs = _runs(built)
     async with Backend(settings) as cold:
         h = history_of(cold)

@@ -473,10 +473,22 @@ class TextTrack:
         return self.block_index(block), block.index(run)
 
     def gap(self, bi: int, ri: int, seq: int) -> list[list[Any]]:
+        """:meth:`gap_steps` in one piece."""
+        steps = self.gap_steps(bi, ri, seq)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    def gap_steps(self, bi: int, ri: int, seq: int) -> Generator[None, None, list[list[Any]]]:
         """The runs around the point before run `ri` of block `bi` that are deleted or
         inserted by event `seq`, in order: the stretch between two characters that were
         alive before the event, and are after it (an insert of `seq` lands in one).
-        At most GAP_RUNS runs on each side.
+        All of it, however many runs (an old document's whole text deleted and brought
+        back lies among the tombstones of all its history: 2 x 65,536 runs were once the
+        bound, and the copies past it were the undoer's); a pause (a yield) after every
+        MATCH_STEP runs. Each stretch is walked once per event (Copies.settle_steps).
 
         A run folded by deltas (4 fields), inserted where there was text deleted
         before, lies before those tombstones (a delta does not say where among them it
@@ -494,7 +506,7 @@ class TextTrack:
 
         left: list[list[Any]] = []
         b, r = bi, ri - 1
-        while len(left) < GAP_RUNS:
+        while True:
             while r < 0 and b > 0:
                 b -= 1
                 r = len(blocks[b]) - 1
@@ -502,10 +514,12 @@ class TextTrack:
                 break
             left.append(blocks[b][r])
             r -= 1
+            if len(left) % MATCH_STEP == 0:
+                yield
         right: list[list[Any]] = []
         b, r = bi, ri
         floor, floated = seq, 0  # (the earliest insert of the runs passed over, how many)
-        while len(right) < GAP_RUNS:
+        while True:
             while r >= len(blocks[b]) and b + 1 < len(blocks):
                 b, r = b + 1, 0
             if r >= len(blocks[b]):
@@ -514,10 +528,14 @@ class TextTrack:
             r += 1
             if not floated and passable(run):
                 right.append(run)
+                if len(right) % MATCH_STEP == 0:
+                    yield
             elif not run[3] and run[2] != seq and len(run) == 4 and floated < GAP_FLOAT:
                 floor, floated = min(floor, run[2]), floated + 1  # (passed over)
             elif run[3] and run[3] < floor:  # (beyond: deleted before all those were typed)
                 right.append(run)
+                if len(right) % MATCH_STEP == 0:
+                    yield
             elif run[1]:  # (alive text not passed over, or this event's beyond it)
                 break
         left.reverse()
@@ -536,12 +554,10 @@ _EMBEDS = bytes(1 if b == EMBED[0] else 0 for b in range(256))
 MOVE_PAIRS = 4096
 
 
-#: at most this many runs on each side of an insert are looked at for the text an undo,
-#: a redo or a restore copied (see Copies), and at most COPY_WORK pairs of characters
-#: compared where the copy is not the deleted text or a part of it (difflib: ~20 ms)
-GAP_RUNS = 1 << 16
-#: and at most this many alive runs folded by deltas passed over to the tombstones
-#: beyond them (see TextTrack.gap)
+#: at most this many alive runs folded by deltas passed over to the tombstones beyond
+#: them, looking for the text an undo, a redo or a restore copied (see TextTrack.gap),
+#: and at most COPY_WORK pairs of characters compared where the copy is not the deleted
+#: text or a part of it (difflib: ~20 ms)
 GAP_FLOAT = 256
 COPY_WORK = 1 << 20
 #: bytes (or runs) looked at in Python between two pauses of a copy's matching
@@ -567,7 +583,7 @@ class Copies:
     node beside it (attribution_xml.copy_children; `inner`: which text inside a node
     taken out whole it brings back)."""
 
-    __slots__ = ("seq", "source", "inner", "spots", "later", "moves")
+    __slots__ = ("seq", "source", "inner", "spots", "later", "moves", "anywhere")
 
     def __init__(
         self,
@@ -576,10 +592,16 @@ class Copies:
         inner: Callable[[list[Any]], bool],
         *,
         moves: bool = True,
+        anywhere: bool = False,
     ) -> None:
         self.seq = seq
         self.source = source
         self.inner = inner
+        #: whether what the stretches around the inserts did not match is looked for in
+        #: the whole text too (an undo's or a redo's: the text its reverted events
+        #: deleted, wherever it lies; a fold by deltas puts an earlier copy of the text
+        #: around it before its tombstones, away from them)
+        self.anywhere = anywhere
         #: whether the event's text deleted and inserted again is looked at as moved
         #: first: not a restore's, which deletes what a wrecker typed and inserts the
         #: version's text, the same letters maybe (it was taken for the wrecker's, moved)
@@ -597,7 +619,12 @@ class Copies:
             reverts = meta.get("reverts")
             if isinstance(reverts, list) and reverts:
                 seqs = frozenset(int(x) for x in reverts if isinstance(x, int))
-                return Copies(seq, lambda r: r[3] in seqs, lambda r: not r[3] or r[3] in seqs)
+                return Copies(
+                    seq,
+                    lambda r: r[3] in seqs,
+                    lambda r: not r[3] or r[3] in seqs,
+                    anywhere=True,
+                )
         elif kind == "restore":
             v = meta.get("restores")
             if isinstance(v, int) and not isinstance(v, bool):
@@ -630,6 +657,7 @@ class Copies:
         AttributionIndex.fold_sliced)."""
         seq = self.seq
         covered: set[int] = set()  # the runs of the stretches looked at (by id())
+        left: dict[int, TextTrack] = {}  # the texts where an insert was not all matched
         for track, pos, run in self.spots:
             bi, ri = self.where(track, pos, run)
             block = track.blocks[bi]
@@ -637,7 +665,7 @@ class Copies:
             if at is not None and id(at) in covered:
                 yield  # (finding an insert's run: the undo of a restore makes thousands)
                 continue  # (one stretch, many inserts: an undo of a long delete)
-            runs = track.gap(bi, ri, seq)
+            runs = yield from track.gap_steps(bi, ri, seq)
             yield
             orig: list[list[Any]] = []
             for j in range(0, len(runs), MATCH_STEP):
@@ -647,11 +675,36 @@ class Copies:
                 yield
             yield from self.match_steps(track, runs, track, orig)
             yield
+            if self.anywhere and id(track) not in left and self._left(track, runs):
+                left[id(track)] = track
+        for track in left.values():  # (what is left, against the text's other tombstones)
+            made: list[list[Any]] = []
+            orig = []
+            for j, run in enumerate(track.runs()):
+                if j % MATCH_STEP == MATCH_STEP - 1:
+                    yield
+                if run[2] == seq and not run[3]:
+                    made.append(run)
+                elif run[3] and run[3] != seq and id(run) not in covered and self.source(run):
+                    orig.append(run)
+            yield from self.match_steps(track, made, track, orig)
+            yield
         for settle in self.later:
             steps = settle()
             if steps is not None:
                 yield from steps
             yield
+
+    def _left(self, track: TextTrack, runs: list[list[Any]]) -> bool:
+        """Whether some of what this event inserted among `runs` is neither moved nor
+        matched as a copy."""
+        seq = self.seq
+        return any(
+            m is None
+            for run in runs
+            if run[2] == seq and not run[3] and run[1]
+            for _, _, m in _cut(track.moved, run[0], run[1])
+        )
 
     @staticmethod
     def where(track: TextTrack, pos: int, run: list[Any] | None = None) -> tuple[int, int]:

@@ -73,9 +73,16 @@ KIND = "attribution"
 #: difference itself, so that text an event inserted and deleted again (a client's
 #: merged frame) read back as alive: such an index disagreed with its version and was
 #: rebuilt on every read (a cold blame of a replayed automerge-paper, 2.9 s); one of
-#: version 7 is read as it was (one that holds such text is refused and rebuilt)
-VERSION = 8
-READS = (7, 8)
+#: version 7 is read as it was (one that holds such text is refused and rebuilt). 9:
+#: the copies an undo, a redo or a restore made are matched in the whole stretch around
+#: them, where 8 looked at most 65,536 runs on each side and named the copies past them
+#: for their undoer (a 1 MB book's overwrite undone: 50,551 characters); an index of
+#: version 7 or 8 with a text of more runs than that is rebuilt (runs only ever split,
+#: so one with fewer never reached the bound), any other is read as it was
+VERSION = 9
+READS = (7, 8, 9)
+#: the most runs a text of an index of version 8 or before holds and is read back
+OLD_GAP_RUNS = 1 << 16
 LEVEL = 6
 
 
@@ -218,6 +225,8 @@ def _read_track(r: _Reader, what: str) -> TextTrack:
     dels = [d + i - shift if d else 0 for d, i in zip(_from_ints(r.chunk()), ins, strict=True)]
     if not len(starts) == len(lens) == len(ins) == len(dels):
         raise ValueError(f"attribution index of {what}: columns differ in length")
+    if r.v < 9 and len(starts) > OLD_GAP_RUNS:
+        raise ValueError(f"attribution index of {what}: version {r.v} of {len(starts)} runs")
     runs = _merged(starts, lens, ins, dels)
     alive = [r[1] if r[3] == 0 else 0 for r in runs]
     track = TextTrack()
