@@ -1917,6 +1917,53 @@ def diff_steps(
         gap["delete"], gap["insert"] = [], []
         return text
 
+    def same_ends() -> tuple[bytes, bytes]:
+        """The text at the start and at the end of the gap that it deleted and inserted
+        again, when all of one kind is the same text as whole runs at one end of the
+        other: a paste as the document's first item, undone and redone, with another's
+        typing after it and no character of both versions between (the deletions were
+        the paste, the insertions its copy and the typing). Taken out of the gap."""
+        dels, inss = gap["delete"], gap["insert"]
+        if any(r[2] >= 0 for r in dels) or any(r[2] >= 0 for r in inss):
+            return b"", b""
+        for whole, other in (("delete", "insert"), ("insert", "delete")):
+            text = b"".join([r[1] for r in gap[whole]])
+            runs = gap[other]
+            if EMBED in text or len(runs) < 2:
+                continue
+            for lead in (True, False):
+                size, k = 0, 0
+                while k < len(runs) and size < len(text):
+                    size += len(runs[k if lead else len(runs) - 1 - k][1])
+                    k += 1
+                if size != len(text) or k == len(runs):
+                    continue
+                part = runs[:k] if lead else runs[len(runs) - k :]
+                if b"".join([r[1] for r in part]) != text:
+                    continue
+                gap[whole], gap[other] = [], runs[k:] if lead else runs[: len(runs) - k]
+                return (text, b"") if lead else (b"", text)
+        return b"", b""
+
+    def settle_gap() -> Iterator[None]:
+        """The gap ended (at a character of both versions, or the text's end): its
+        text deleted and inserted again as unchanged, the rest as it is."""
+        nonlocal equal
+        trail = b""
+        if gap["delete"] and gap["insert"]:
+            same = same_text()
+            if same is not None:
+                equal += same
+            else:
+                lead, trail = same_ends()
+                equal += lead
+        if gap["delete"] or gap["insert"]:
+            if equal:
+                out.append(op("equal", None, bytes(equal), -1, False))
+                equal = bytearray()
+            yield from flush_gap()
+        equal += trail
+
     split = bool(kids)  # (the plain runs as they are: the cost of a long text's diff)
     for i, piece in enumerate(_pieces(track, kids) if split else track.runs()):
         if not i % WALK_STEP:
@@ -1928,14 +1975,11 @@ def diff_steps(
         in_a = at_a and ins <= a and (dele == 0 or dele > a)
         in_b = at_b and ins <= b and (dele == 0 or dele > b)
         if in_a and in_b:
-            if gap["delete"] and gap["insert"]:
-                equal += same_text() or b""
-            if gap["delete"] or gap["insert"] or kid:
+            yield from settle_gap()
+            if kid:
                 if equal:
                     out.append(op("equal", None, bytes(equal), -1, False))
                     equal = bytearray()
-                yield from flush_gap()
-            if kid:
                 out.append(op("equal", None, EMBED, start, False))
             else:
                 equal += content[start : start + n]
@@ -1973,9 +2017,7 @@ def diff_steps(
             runs[-1][1].extend(data)
         else:
             runs.append([s, bytearray(data), start if kid else -1, False])
-    if gap["delete"] and gap["insert"]:
-        equal += same_text() or b""
+    yield from settle_gap()
     if equal:
         out.append(op("equal", None, bytes(equal), -1, False))
-    yield from flush_gap()
     return out
