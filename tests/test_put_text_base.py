@@ -48,8 +48,12 @@ async def test_a_bot_writing_from_an_old_version_keeps_what_was_typed_since(
             # alice appends while the bot thinks, and types inside the word the bot fixes
             await alice.call("insert", pos="end", text=ALICE)
             await alice.call("insert", pos=4, text="very ")
-            await alice.wait_text(equals="teh very quick brown fox.\n" + ALICE)
-            head = (await bot.version("story")).seq
+            typed = "teh very quick brown fox.\n" + ALICE
+            await alice.wait_text(equals=typed)
+            now = await bot.version("story")
+            while now.text != typed:  # (both logged: her text is hers before it is the log's)
+                now = await bot.version("story")
+            head = now.seq
             assert head > read.seq
 
             fixed = read.text.replace("teh", "the").replace("fox", "dog")
