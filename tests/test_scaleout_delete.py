@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -175,6 +177,27 @@ async def test_deleting_a_name_with_nothing_written_answers_alike_on_every_proce
             assert [e.actor for e in await store.read("blank")] == ["bob"]
 
 
+@asynccontextmanager
+async def second_behind_a_proxy(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[Cluster, StallingProxy, str, httpx.AsyncClient]]:
+    """Two processes on a fresh schema and one bus with no gap check (only the messages
+    at play), process 1 reaching Redis through a StallingProxy; an HTTP client."""
+    bus = fanout_url(check=3600)
+    redis_port = int(REDIS_URL.rsplit(":", 1)[1].split("/")[0])
+    with StallingProxy(redis_port) as proxy:
+        async with fresh_schema() as store_url, httpx.AsyncClient() as http:
+            c = Cluster(store_url, bus, tmp_path)
+            c.add()
+            c.fanout_url = bus.replace(f":{redis_port}/", f":{proxy.port}/")
+            c.add()  # process 1 reaches Redis through the proxy
+            try:
+                await asyncio.gather(*(p.astart() for p in c.procs))
+                yield c, proxy, store_url, http
+            finally:
+                await asyncio.to_thread(c.stop_all)
+
+
 @pytest.mark.parametrize("written_again", [True, False])
 async def test_a_late_message_of_the_deleted_document_is_not_taken_by_the_new_one(
     tmp_path: Path, written_again: bool
@@ -189,75 +212,63 @@ async def test_a_late_message_of_the_deleted_document_is_not_taken_by_the_new_on
     Not written again, the room of the empty name (no generation to compare: it reads
     the store's) read the seqs before H+1 from the store, found none, and failed
     (every client closed with 1013)."""
-    bus = fanout_url(check=3600)  # no gap check: only the messages are at play
-    redis_port = int(REDIS_URL.rsplit(":", 1)[1].split("/")[0])
-    with StallingProxy(redis_port) as proxy:
-        async with fresh_schema() as store_url, httpx.AsyncClient() as http:
-            c = Cluster(store_url, bus, tmp_path)
-            c.add()
-            c.fanout_url = bus.replace(f":{redis_port}/", f":{proxy.port}/")
-            c.add()  # process 1 reaches Redis through the proxy
-            try:
-                await asyncio.gather(*(p.astart() for p in c.procs))
-                async with (
-                    connect(c.ws(1), "again", user="ann") as a,
-                    connect(c.ws(0), "again", user="bob") as b,
-                ):
-                    await typed(a, "ab", b)
-                    await typed(b, "cd", a)
-                    async with open_store(store_url) as store:
-                        old_head = await store.head("again")
-                        proxy.stall()
-                        # an item that needs no other: it applies in any document
-                        a.doc.get("notes", type=Text).insert(0, "stale")
+    # no gap check: only the messages are at play
+    async with second_behind_a_proxy(tmp_path) as (c, proxy, store_url, http):
+        async with (
+            connect(c.ws(1), "again", user="ann") as a,
+            connect(c.ws(0), "again", user="bob") as b,
+        ):
+            await typed(a, "ab", b)
+            await typed(b, "cd", a)
+            async with open_store(store_url) as store:
+                old_head = await store.head("again")
+                proxy.stall()
+                # an item that needs no other: it applies in any document
+                a.doc.get("notes", type=Text).insert(0, "stale")
 
-                        async def logged() -> bool:
-                            return await store.head("again") == old_head + 1
+                async def logged() -> bool:
+                    return await store.head("again") == old_head + 1
 
-                        await eventually(logged, what="ann's stale edit logged")
-                    r = await http.delete(
-                        f"{c.procs[0].http_url}/api/docs/again", params={"user": "root"}
-                    )
-                    assert r.status_code == 200, r.text
-                    await closed_4404(b)
-                # the name written again on process 0, to the deleted document's seq
-                written = old_head if written_again else 0
-                for i in range(written):
-                    r = await http.put(
-                        f"{c.procs[0].http_url}/api/docs/again/text",
-                        json={"text": "new " * (i + 1)}, params={"user": "w"},
-                    )  # fmt: skip
-                    assert r.status_code == 200, r.text
-                async with open_store(store_url) as store:
-                    assert await store.head("again") == written
-                async with connect(c.ws(0), "again", user="x0") as x0:
-                    notes = x0.doc.get("notes", type=Text)
-                    proxy.resume()
-                    dropped = "of another document of the name"
-                    await eventually(
-                        lambda: (
-                            str(notes) != ""
-                            or x0.close_code is not None
-                            or dropped in c.procs[0].log_text()
-                        ),
-                        timeout=20,
-                        what="process 1's late message at process 0",
-                    )
-                    assert str(notes) == "", "the deleted document's edit reached a client"
-                    assert x0.close_code is None, (x0.close_code, x0.close_reason)
-                    await typed(x0, "fresh", x0)
-                    async with open_store(store_url) as store:
+                await eventually(logged, what="ann's stale edit logged")
+            r = await http.delete(f"{c.procs[0].http_url}/api/docs/again", params={"user": "root"})
+            assert r.status_code == 200, r.text
+            await closed_4404(b)
+        # the name written again on process 0, to the deleted document's seq
+        written = old_head if written_again else 0
+        for i in range(written):
+            r = await http.put(
+                f"{c.procs[0].http_url}/api/docs/again/text",
+                json={"text": "new " * (i + 1)}, params={"user": "w"},
+            )  # fmt: skip
+            assert r.status_code == 200, r.text
+        async with open_store(store_url) as store:
+            assert await store.head("again") == written
+        async with connect(c.ws(0), "again", user="x0") as x0:
+            notes = x0.doc.get("notes", type=Text)
+            proxy.resume()
+            dropped = "of another document of the name"
+            await eventually(
+                lambda: (
+                    str(notes) != ""
+                    or x0.close_code is not None
+                    or dropped in c.procs[0].log_text()
+                ),
+                timeout=20,
+                what="process 1's late message at process 0",
+            )
+            assert str(notes) == "", "the deleted document's edit reached a client"
+            assert x0.close_code is None, (x0.close_code, x0.close_reason)
+            await typed(x0, "fresh", x0)
+            async with open_store(store_url) as store:
 
-                        async def fresh_logged() -> bool:
-                            return await store.head("again") == written + 1
+                async def fresh_logged() -> bool:
+                    return await store.head("again") == written + 1
 
-                        await eventually(fresh_logged, what="the new document's edit logged")
-                        actors = {e.actor for e in await store.read("again")}
-                    assert actors == ({"w", "x0"} if written_again else {"x0"}), actors
-                    assert x0.close_code is None, (x0.close_code, x0.close_reason)
-                    assert str(notes) == ""
-            finally:
-                await asyncio.to_thread(c.stop_all)
+                await eventually(fresh_logged, what="the new document's edit logged")
+                actors = {e.actor for e in await store.read("again")}
+            assert actors == ({"w", "x0"} if written_again else {"x0"}), actors
+            assert x0.close_code is None, (x0.close_code, x0.close_reason)
+            assert str(notes) == ""
 
 
 async def test_a_late_deletion_message_leaves_the_new_document_of_the_name_open(
@@ -268,49 +279,36 @@ async def test_a_late_deletion_message_leaves_the_new_document_of_the_name_open(
     link resumes. The message dropped whatever room of the name was loaded: the new
     document's, its clients closed with 4404 "deleted" (y-websocket 3.1 stops
     reconnecting on it). Now a room whose document is still the name's stays."""
-    bus = fanout_url(check=3600)
-    redis_port = int(REDIS_URL.rsplit(":", 1)[1].split("/")[0])
-    with StallingProxy(redis_port) as proxy:
-        async with fresh_schema() as store_url, httpx.AsyncClient() as http:
-            c = Cluster(store_url, bus, tmp_path)
-            c.add()
-            c.fanout_url = bus.replace(f":{redis_port}/", f":{proxy.port}/")
-            c.add()  # process 1 reaches Redis through the proxy
-            try:
-                await asyncio.gather(*(p.astart() for p in c.procs))
-                async with connect(c.ws(1), "late", user="ann") as a:
-                    await type_into_logged(a, "old", store_url, "late")
-                    proxy.stall()
-                    r = await http.delete(
-                        f"{c.procs[1].http_url}/api/docs/late", params={"user": "root"}
-                    )
-                    assert r.status_code == 200, r.text
-                    await closed_4404(a)
-                r = await http.put(
-                    f"{c.procs[0].http_url}/api/docs/late/text",
-                    json={"text": "new"}, params={"user": "w"},
-                )  # fmt: skip
-                assert r.status_code == 200, r.text
-                async with connect(c.ws(0), "late", user="x0") as x0:
-                    assert x0.content == "new"
-                    proxy.resume()
-                    stays = "the room stays"
-                    await eventually(
-                        lambda: x0.close_code is not None or stays in c.procs[0].log_text(),
-                        timeout=20,
-                        what="process 1's late deletion message at process 0",
-                    )
-                    assert x0.close_code is None, (x0.close_code, x0.close_reason)
-                    await typed(x0, "!", x0)
-                    async with open_store(store_url) as store:
+    async with second_behind_a_proxy(tmp_path) as (c, proxy, store_url, http):
+        async with connect(c.ws(1), "late", user="ann") as a:
+            await type_into_logged(a, "old", store_url, "late")
+            proxy.stall()
+            r = await http.delete(f"{c.procs[1].http_url}/api/docs/late", params={"user": "root"})
+            assert r.status_code == 200, r.text
+            await closed_4404(a)
+        r = await http.put(
+            f"{c.procs[0].http_url}/api/docs/late/text",
+            json={"text": "new"}, params={"user": "w"},
+        )  # fmt: skip
+        assert r.status_code == 200, r.text
+        async with connect(c.ws(0), "late", user="x0") as x0:
+            assert x0.content == "new"
+            proxy.resume()
+            stays = "the room stays"
+            await eventually(
+                lambda: x0.close_code is not None or stays in c.procs[0].log_text(),
+                timeout=20,
+                what="process 1's late deletion message at process 0",
+            )
+            assert x0.close_code is None, (x0.close_code, x0.close_reason)
+            await typed(x0, "!", x0)
+            async with open_store(store_url) as store:
 
-                        async def logged() -> bool:
-                            return await store.head("late") == 2
+                async def logged() -> bool:
+                    return await store.head("late") == 2
 
-                        await eventually(logged, what="the new document's edit logged")
-                    assert x0.close_code is None, (x0.close_code, x0.close_reason)
-            finally:
-                await asyncio.to_thread(c.stop_all)
+                await eventually(logged, what="the new document's edit logged")
+            assert x0.close_code is None, (x0.close_code, x0.close_reason)
 
 
 async def type_into_logged(c: YClient, text: str, store_url: str, doc: str) -> None:
