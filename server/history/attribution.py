@@ -1924,7 +1924,9 @@ def diff_steps(
         typing after it and no character of both versions between (the deletions were
         the paste, the insertions its copy and the typing). Taken out of the gap."""
         dels, inss = gap["delete"], gap["insert"]
-        if any(r[2] >= 0 for r in dels) or any(r[2] >= 0 for r in inss):
+        if track.rich or any(r[2] >= 0 for r in dels) or any(r[2] >= 0 for r in inss):
+            # (a rich text's: its formatting is diffed per character of both versions,
+            # which a deleted run and another inserted are not; test_diff_rich)
             return b"", b""
         for whole, other in (("delete", "insert"), ("insert", "delete")):
             text = b"".join([r[1] for r in gap[whole]])
