@@ -18,28 +18,14 @@ from typing import Any
 import httpx
 import pytest
 from conftest import PG_URL, RunningServer, eventually, run_server
-from pycrdt import Doc, Text
+from test_history_sliced import typed_words
 from yclient import connect
 
 from palimpsest.settings import Settings
-from palimpsest.store.base import Event, NewEvent
+from palimpsest.store.base import Event
 from palimpsest.undo.recorder import RoomUndo
 
 EVENTS = 3000
-
-
-def _typed(n: int) -> tuple[list[NewEvent], str]:
-    """A word per event, two writers taking turns."""
-    d: Doc[Any] = Doc(client_id=7)
-    t = d.get("content", type=Text)
-    updates: list[bytes] = []
-    sub = d.observe(lambda e: updates.append(e.update))
-    for i in range(n):
-        t += f"w{i} "
-    d.unobserve(sub)
-    events = [NewEvent(("ann", "bob")[i % 2], "edit", u, {}, 1_700_000_000_000 + i)
-              for i, u in enumerate(updates)]  # fmt: skip
-    return events, str(t)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -58,7 +44,7 @@ async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 async def test_other_documents_are_served_while_a_compaction_folds(
     server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    events, text = _typed(EVENTS)
+    events, text = typed_words(EVENTS, ("ann", "bob"))
     await server.backend.store.append([("big", events)])
     loop_thread = threading.get_ident()
     started, release = threading.Event(), threading.Event()

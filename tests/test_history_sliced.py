@@ -26,8 +26,8 @@ WORDS = 12_000
 WRITERS = ("ann", "bob", "cy")
 
 
-def _typed(words: int) -> tuple[list[NewEvent], str]:
-    """A word per event, three writers taking turns: a run per word."""
+def typed_words(words: int, writers: tuple[str, ...] = WRITERS) -> tuple[list[NewEvent], str]:
+    """A word per event, `writers` taking turns: a run per word (with three)."""
     d: Doc[Any] = Doc(client_id=7)
     t = d.get("content", type=Text)
     updates: list[bytes] = []
@@ -35,7 +35,7 @@ def _typed(words: int) -> tuple[list[NewEvent], str]:
     for i in range(words):
         t += f"w{i} "
     d.unobserve(sub)
-    events = [NewEvent(WRITERS[i % 3], "edit", u, {}, 1_700_000_000_000 + i)
+    events = [NewEvent(writers[i % len(writers)], "edit", u, {}, 1_700_000_000_000 + i)
               for i, u in enumerate(updates)]  # fmt: skip
     return events, str(t)
 
@@ -57,7 +57,7 @@ async def test_a_long_blame_and_diff_give_the_loop_its_turns(
     of its task: no turn of the loop. Now the loop turns at least once every 256 runs,
     and the answers are the index's own (walked in one piece)."""
     monkeypatch.setattr(attribution, "SLICE_SECONDS", 0.0)
-    events, text = _typed(WORDS)
+    events, text = typed_words(WORDS)
     async with Backend(Settings(store="memory://")) as backend:
         await backend.store.append([("long", events)])
         h = history_of(backend)
@@ -86,7 +86,7 @@ async def test_the_json_of_a_long_answer_is_what_json_dumps_makes(
 ) -> None:
     """Blame and diff over HTTP: the body, encoded in slices, is byte for byte the one
     Starlette's JSONResponse made in one piece (compact, UTF-8), with its type."""
-    events, text = _typed(3000)
+    events, text = typed_words(3000)
     events[5] = NewEvent("ünï", "edit", events[5].update, {}, events[5].ts)  # (not ASCII)
     await server.backend.store.append([("long", events)])
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
