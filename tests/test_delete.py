@@ -34,29 +34,33 @@ def copy_of(doc: Doc) -> Doc:
 async def test_delete_then_a_stale_copy_is_refused_and_the_name_starts_over(
     tmp_path: Path,
 ) -> None:
+    # a long name: the reason's sentence once named it, and a close frame's 123 bytes
+    # cut it short ("…to use the name…")
+    name = "chapter-07.final-draft@team-notes"
     async with serving(make_settings(tmp_path / "db")) as srv, httpx.AsyncClient() as http:
-        async with connect(srv.ws_url, "d1", "ann") as a:
-            await edit(a, srv, "d1", lambda: a.insert(0, "secret"))
-            r = await http.delete(f"{srv.url}/api/docs/d1", params={"user": "root"})
+        async with connect(srv.ws_url, name, "ann") as a:
+            await edit(a, srv, name, lambda: a.insert(0, "secret"))
+            r = await http.delete(f"{srv.url}/api/docs/{name}", params={"user": "root"})
             assert r.status_code == 200 and r.json()["closed"] == 1, r.text
             await closed_4404(a)
             stale = a.doc
-        async with connect(srv.ws_url, "d1", "ann", ydoc=copy_of(stale), wait_sync=False) as s:
+        async with connect(srv.ws_url, name, "ann", ydoc=copy_of(stale), wait_sync=False) as s:
             await closed_4404(s)
             assert "deleted" in (s.close_reason or "")
-        assert await srv.backend.store.head("d1") == 0
-        async with connect(srv.ws_url, "d1", "bob") as b:
+            assert (s.close_reason or "").endswith("to use the name again"), s.close_reason
+        assert await srv.backend.store.head(name) == 0
+        async with connect(srv.ws_url, name, "bob") as b:
             assert b.content == ""
-            await edit(b, srv, "d1", lambda: b.insert(0, "fresh"))
-            async with connect(srv.ws_url, "d1", "ann", ydoc=copy_of(stale), wait_sync=False) as s:
+            await edit(b, srv, name, lambda: b.insert(0, "fresh"))
+            async with connect(srv.ws_url, name, "ann", ydoc=copy_of(stale), wait_sync=False) as s:
                 await closed_4404(s)
                 # refused at its step 1: sent nothing of the new document (its provider
                 # showed the two merged until its step 2 was refused)
                 assert s.content == "secret", s.content
-            await edit(b, srv, "d1", lambda: b.insert(5, "!"))
-            await converged(srv, "d1", "fresh!", b)
+            await edit(b, srv, name, lambda: b.insert(5, "!"))
+            await converged(srv, name, "fresh!", b)
             assert b.close_code is None
-        assert [e.actor for e in await srv.backend.store.read("d1")] == ["bob", "bob"]
+        assert [e.actor for e in await srv.backend.store.read(name)] == ["bob", "bob"]
         r = await http.delete(f"{srv.url}/api/docs/nothing", params={"user": "root"})
         assert r.status_code == 404 and r.json()["error"] == "NotFound", r.text
 
