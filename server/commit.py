@@ -19,7 +19,11 @@ the store's error. Any other StoreError fails the transaction's appends at once.
 Before held appends are tried again, the store makes sure that none of those that got
 no answer can still commit (EventStore.end_unanswered_appends: PostgreSQL ends their
 backends, a stalled statement included), then the log is searched for them: one that
-committed after all is answered from there, so no edit is logged twice.
+committed after all is answered from there, so no edit is logged twice. Then the caller
+of a held append may take back what other processes logged meanwhile (``recheck``): a
+process cut off from the store alone holds edits that its clients re-send to another
+process (server/cutoff.py), and those would be logged a second time, as events that
+change nothing. An append left with no events is answered [] without a transaction.
 
 ``refusing`` is the error of the last failed transaction, None once one succeeds:
 readiness (/readyz) reads it. ``waiting_since`` dates the stretch in which commits wait
@@ -40,7 +44,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from .errors import DeletedMeanwhile, StoreError, StoreUnavailable
+from .errors import FATAL, DeletedMeanwhile, StoreError, StoreUnavailable
 from .hook_timing import CLOCK
 from .lifecycle import Service
 from .store.base import (
@@ -54,6 +58,8 @@ from .store.base import (
 log = logging.getLogger("palimpsest.commit")
 
 BatchObserver = Callable[[int, float], None]
+#: a held append's events -> those of them still to log (a sub-sequence, in order)
+Recheck = Callable[[Sequence[NewEvent]], Sequence[NewEvent]]
 
 #: first and longest pause between retries of a refused transaction (seconds)
 RETRY_FIRST = 0.05
@@ -115,6 +121,8 @@ class _Append:
     generation: int | None = None
     #: a transaction with it failed before: it may have committed all the same
     tried: bool = False
+    #: asked before it is tried again (Committer.append's `recheck`)
+    recheck: Recheck | None = None
 
 
 class Committer(Service):
@@ -272,9 +280,17 @@ class Committer(Service):
         hold: Callable[[], bool] | None = None,
         floor: int = 0,
         generation: int | None = None,
+        recheck: Recheck | None = None,
     ) -> list[Event]:
         """Append durably; returns the stored events. With ``hold``, a transient refusal
         of the store is waited out (see the module docstring) while hold() is True.
+
+        `recheck`: with ``hold``, called before each retry of the held append (once the
+        log was searched for its last try, which did not commit) with its events, and
+        returns those still to log, in order (the others add nothing to the log any
+        more: their caller, a room, found them in other processes' events). Only those
+        are stored, and returned: fewer than `events`, none when it keeps none (then no
+        transaction). A recheck that raises keeps them all.
 
         `generation`: the generation of `doc` the caller loaded (DocInfo.generation),
         checked as the floor is, in the same transaction: a new document of the name
@@ -298,7 +314,7 @@ class Committer(Service):
         if self._task is None or self._task.done():
             raise StoreUnavailable("the committer is not running")
         fut: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
-        item = _Append(doc, events, fut, hold, floor, generation)
+        item = _Append(doc, events, fut, hold, floor, generation, recheck=recheck)
         self._queue.append(item)
         if (
             not self._busy
@@ -385,6 +401,13 @@ class Committer(Service):
             if not take:  # they had committed: the store works
                 self.recovered(f"{n} events held had committed: found in the log")
                 return False
+            # (after the search: it looks for the events of the last try, which may have
+            # committed; only this try's events are fewer)
+            take = self._rechecked(take)
+            if not take:  # other processes logged it all: the store works for them
+                self.recovered(f"{n} events held were logged by other processes meanwhile")
+                return False
+            n = sum(len(a.events) for a in take)
         t0 = time.perf_counter()
         try:
             batches = [(a.doc, a.events) for a in take]
@@ -509,14 +532,47 @@ class Committer(Service):
                 a.future.set_result(found)
         return rest
 
+    def _rechecked(self, take: list[_Append]) -> list[_Append]:
+        """Held appends with what their callers still want logged (``recheck``); those
+        left with no events are answered [] and not returned."""
+        rest = []
+        for a in take:
+            if a.tried and a.recheck is not None and a.events and not a.future.done():
+                try:
+                    kept = list(a.recheck(a.events))
+                except FATAL:
+                    raise
+                except Exception:  # (when unsure, everything is logged: a no-op is harmless)
+                    log.exception("%s: re-checking held events failed; logging them all", a.doc)
+                    kept = list(a.events)
+                if len(kept) < len(a.events):
+                    log.info(
+                        "%s: %d of %d held events add nothing to the log any more (other "
+                        "processes logged their changes meanwhile): not logged again",
+                        a.doc, len(a.events) - len(kept), len(a.events),
+                    )  # fmt: skip
+                    a.events = kept
+                if not kept:
+                    a.future.set_result([])
+                    continue
+            rest.append(a)
+        return rest
+
     async def _find(self, a: _Append) -> list[Event] | None:
+        """The events of `a` in the log (after its floor), if its last try committed.
+        Their ts may be later than the try's: an append raises each event's to the
+        document's last (EventStore.append), and a statement held up on its way commits
+        after other processes' appends, stamped by their clocks (a process cut off from
+        the store: its events were stamped when the cut began)."""
         evs = a.events
-        lo, hi = min(e.ts for e in evs), max(e.ts for e in evs)
-        logged = await self.store.query(a.doc, since_ts=lo, until_ts=hi, limit=len(evs) + 10_000)
-        want = [(e.ts, e.actor, e.kind, e.update) for e in evs]
-        have = [(e.ts, e.actor, e.kind, e.update) for e in logged]
+        lo = min(e.ts for e in evs)
+        logged = await self.store.query(a.doc, after=a.floor, since_ts=lo, limit=len(evs) + 10_000)
+        want = [(e.actor, e.kind, e.update) for e in evs]
+        have = [(e.actor, e.kind, e.update) for e in logged]
         for i in range(len(have) - len(want) + 1):
-            if have[i : i + len(want)] == want:
+            if have[i : i + len(want)] == want and all(
+                got.ts >= e.ts for got, e in zip(logged[i : i + len(want)], evs, strict=True)
+            ):
                 return logged[i : i + len(want)]
         return None
 

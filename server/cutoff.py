@@ -17,9 +17,16 @@ its websocket connections with 1013 ("this server cannot reach the store; reconn
 and refuses new ones at the handshake (503) while the cut lasts: a client reconnects
 through the balancer to a process that can commit. Nothing is lost: what it had sent
 here was acknowledged to nobody, and a Yjs client re-sends what a server lacks in its
-sync step 2, to whichever process it reaches. What this process holds still commits when
-its store answers (the same items as the client re-sent elsewhere, logged again, which
-change nothing the second time).
+sync step 2, to whichever process it reaches. What this process holds is not logged a
+second time when its store answers: before a held commit is tried again, and before the
+edits queued behind it (whose connections have left) are committed, the room checks them
+against the log once more, its document and the other processes' events it has queued
+(Room._still_adding, known.still_adding): those whose items and deletions the re-sent
+edits already brought add nothing, and are left out (an event that changes nothing is
+never logged). What adds anything is logged, in order; when unsure, it is logged. One
+exception: a statement that was on its way to the store when the cut began (held up in
+the network, not failed) commits when it arrives, as it was sent, and may log the same
+items twice (changing nothing the second time): nothing on this side can take it back.
 
 With no fan-out, or no sign of other processes committing, nothing is closed: the store
 is down for everyone (or this process is alone), and the hold is the answer.

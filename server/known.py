@@ -11,11 +11,17 @@ When unsure it says "adds": a logged no-op is harmless, a dropped deletion is no
 deletions of items the document does not hold yet (Yjs keeps them pending and applies
 them when the items arrive) count as new until logged once, and an update that does not
 parse counts as new.
+
+:func:`still_adding` asks it again of updates admitted a while ago, against what the log
+holds now beyond the document: other processes' events the room has not applied yet (a
+process cut off from the store holds its clients' edits while they re-send them to
+another process, server/cutoff.py).
 """
 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pycrdt import Doc, Snapshot, get_update
@@ -70,6 +76,10 @@ class KnownDeletions:
         covers = self.covers
         return any(not covers(client, s, e) for client, rs in deletes.items() for s, e in rs)
 
+    def overlaps(self, ranges: Ranges) -> bool:
+        """Whether any part of `ranges` (sorted, disjoint) is in the union."""
+        return any(self.missing({c: rs}).get(c, []) != rs for c, rs in ranges.items() if rs)
+
     def covers(self, client: int, start: int, end: int) -> bool:
         cur = self.ranges.get(client)
         if not cur:
@@ -101,6 +111,60 @@ def adds_anything(update: bytes, state: bytes, deleted: KnownDeletions) -> bool:
     except ProtocolError:
         return True
     return deleted.adds_to(deletes)
+
+
+def still_adding(
+    changes: Sequence[tuple[Ranges, Ranges] | None],
+    state: dict[int, int],
+    deleted: KnownDeletions,
+    logged: Iterable[bytes],
+) -> list[tuple[bool, bool]]:
+    """Whether each of the updates whose `changes` are given, to be logged in order,
+    still adds anything to a log that holds the document (state vector `state`,
+    decoded; logged deletions `deleted`, left as it is) and the updates `logged` (events
+    the document lacks yet: other processes'). A change is the items an update may add
+    (struct ranges per client: all of them, or those its admission found new) and its
+    delete set, or None when unknown. It adds an item no event holds, or a deletion
+    none logged; each one that adds counts as logged for those after it. Returns, per
+    update, (whether it adds, whether some of its items are in `logged`: then what it
+    inserts when applied is less than what its admission counted).
+
+    When unsure it says "adds", as the rule does: an unknown change adds, and an update
+    of `logged` that does not parse counts for nothing."""
+    items = KnownDeletions()  # (a union of ranges: here, of item IDs)
+    items.add({c: [(0, clock)] for c, clock in state.items() if clock > 0})
+    theirs = KnownDeletions()  # the items of `logged`
+    more = KnownDeletions()  # the deletions of `logged` and of the updates kept
+    for update in logged:
+        try:
+            meta = decode_update_meta(update)
+        except ProtocolError:
+            continue
+        theirs.add(meta.structs)
+        more.add(meta.deletes)
+    items.add(theirs.ranges)
+    out = []
+    for change in changes:
+        if change is None:
+            out.append((True, False))
+            continue
+        structs, deletes = change
+        adds = items.adds_to(structs) or more.adds_to(deleted.missing(deletes))
+        out.append((adds, adds and theirs.overlaps(structs)))
+        if adds:
+            items.add(structs)
+            more.add(deletes)
+    return out
+
+
+def change_of(update: bytes) -> tuple[Ranges, Ranges] | None:
+    """An update's struct ranges and delete set, for :func:`still_adding` (None when it
+    does not parse)."""
+    try:
+        meta = decode_update_meta(update)
+    except ProtocolError:
+        return None
+    return meta.structs, meta.deletes
 
 
 def deletions_of(update: bytes) -> Ranges:

@@ -21,6 +21,11 @@ read-only file, the database unreachable), the room holds: what is queued stays 
 connections stay open and readers keep reading; when the store is back, everything
 commits in order. Held client updates are bounded (``hold_max_bytes``): past the bound
 their senders are closed with 1013 and re-send through sync step 2 when they come back.
+Before a held batch is tried again, and before a batch of updates whose senders have
+left is committed, they are checked against the log once more (``_still_adding``): a
+process cut off from the store alone closes its connections (server/cutoff.py), its
+clients re-send their edits to another process, and what that one logged meanwhile,
+queued here as its events, is not logged a second time.
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ from .errors import (
     UpdateRejected,
     panicked,
 )
-from .known import KnownDeletions, adds_anything, deletions_of
+from .known import KnownDeletions, adds_anything, change_of, deletions_of, still_adding
 from .lifecycle import cancel_and_wait
 from .origins import (
     ClientOrigin,
@@ -141,6 +146,7 @@ class Committer(Protocol):
         hold: Callable[[], bool] | None = None,
         floor: int = 0,
         generation: int | None = None,
+        recheck: Callable[[Sequence[NewEvent]], Sequence[NewEvent]] | None = None,
     ) -> list[Event]: ...
 
 
@@ -386,6 +392,8 @@ class Room:
         self._on_broken = on_broken
         self._snapshotter = snapshotter
         self._inbox: list[_Item] = []
+        #: the items the pipeline took out of the inbox and is working through
+        self._taken: list[_Item] = []
         self._wake = asyncio.Event()
         #: set when another process's events are queued (while _bus_or_read awaits them)
         self._peer_arrived: asyncio.Event | None = None
@@ -983,7 +991,10 @@ class Room:
             return await self._own_event(stored, update)
 
     async def _append(
-        self, events: Sequence[NewEvent], hold: Callable[[], bool] | None = None
+        self,
+        events: Sequence[NewEvent],
+        hold: Callable[[], bool] | None = None,
+        recheck: Callable[[Sequence[NewEvent]], Sequence[NewEvent]] | None = None,
     ) -> list[Event]:
         """Commit `events` as the room's (floor: its seq; its generation): a log deleted
         under the room refuses them, DeletedMeanwhile. A room whose document had no row
@@ -993,7 +1004,12 @@ class Room:
         generations)."""
         try:
             stored = await self._committer.append(
-                self.name, events, hold=hold, floor=self.seq, generation=self.generation
+                self.name,
+                events,
+                hold=hold,
+                floor=self.seq,
+                generation=self.generation,
+                recheck=recheck,
             )
         except DeletedMeanwhile as e:
             raise await self._deleted_or_replaced(e) from None
@@ -1153,6 +1169,7 @@ class Room:
                 await self._wake.wait()
                 continue
             items, self._inbox = self._inbox, []
+            self._taken = items
             self._committer.withdraw(self.name, self)
             i = 0
             checked = False  # the snapshot policy saw the last step already
@@ -1223,12 +1240,43 @@ class Room:
         among the batch's updates (taken along, _client_batch); those that come before the
         batch in the log are applied first, those of them that arrived meanwhile too, so
         the log's order holds without reading them from the store again. The rest is the
-        caller's to apply (after the batch, or in order if the commit failed)."""
+        caller's to apply (after the batch, or in order if the commit failed).
+
+        The batch is checked against the log again (``_still_adding``) before it is
+        committed when some of its senders have left, and before each retry when the
+        store refused it (the committer's ``recheck``): what other processes logged of it
+        meanwhile is left out, of the append and of the batch alike, so that the events
+        stored and the updates applied still pair up; a batch left with nothing commits
+        nothing (the other processes' events, queued, bring it)."""
+        if any(u.peer.id not in self.peers for u in batch):
+            # their senders have left (closed: this process was cut off from the store,
+            # server.cutoff), and may have re-sent them to another process meanwhile
+            still = self._still_adding(batch)
+            if len(still) < len(batch):
+                log.info(
+                    "room %s: %d of %d queued edits of connections that have left add "
+                    "nothing to the log any more (other processes logged their changes "
+                    "meanwhile): not logged again",
+                    self.name, len(batch) - len(still), len(batch),
+                )  # fmt: skip
+                batch = still
+            if not batch:
+                return
         ts = now_ms(self.name)
         new = [NewEvent(u.peer.actor, "edit", u.update, u.meta, ts) for u in batch]
+        of = {id(n): u for n, u in zip(new, batch, strict=True)}
+        kept: list[NewEvent] = new
+
+        def recheck(events: Sequence[NewEvent]) -> Sequence[NewEvent]:
+            # (on the committer's task, before a retry; the room's own awaits the append)
+            nonlocal kept
+            still = {id(u) for u in self._still_adding([of[id(e)] for e in events])}
+            kept = [e for e in events if id(of[id(e)]) in still]
+            return kept
+
         try:
             # (floor: a log deleted under the room refuses it, DeletedMeanwhile)
-            stored = await self._append(new, hold=self._hold)
+            stored = await self._append(new, hold=self._hold, recheck=recheck)
         except StoreError as e:
             # Refused for good, or held past the bound. Nothing was logged, applied or
             # acknowledged: the senders come back later and re-send through sync step 2.
@@ -1260,6 +1308,11 @@ class Room:
                     self.name, sum(len(u.update) for u in gone), actors,
                     extra={"doc": self.name, "user": actors},
                 )  # fmt: skip
+            return
+        if len(kept) < len(new):  # held, and some of it was logged elsewhere meanwhile
+            left = {id(e) for e in kept}
+            batch = [u for n, u in zip(new, batch, strict=True) if id(n) in left]
+        if not stored:  # all of it: their events, queued, are applied as they come
             return
         # Another process appended to the document since this room's seq: its events
         # are on their way through the fan-out, most often here already (queued behind
@@ -1337,6 +1390,48 @@ class Room:
             origins: dict[str, ClientOrigin] = {}
             for ev, u in zip(evs, part, strict=True):
                 self._apply(ev, _origin_of(origins, u.peer), u.reach, u.deletes, in_doc=True)
+
+    def _still_adding(self, batch: list[_ClientUpdate]) -> list[_ClientUpdate]:
+        """The updates of `batch` that still add anything to the log (known.still_adding)
+        now that other processes' events are queued here, unapplied: those admitted
+        while the room's appends were held may be in them already (their clients were
+        closed, cut off from the store, and re-sent them to another process). Counted
+        as logged: the document, and every event of another process the room has
+        queued (of its own document, as far as it can tell without a read). One whose
+        items are partly in those events inserts less than its admission counted: the
+        changes of the room's edits are observed again from then on (_exact_reach)."""
+        logged = [
+            ev.update
+            for x in (*self._taken, *self._inbox)
+            if isinstance(x, _PeerEvents)
+            and (x.generation is None or x.generation == self.generation)
+            for ev in x.events
+            if ev.seq > self.seq
+        ]
+        try:
+            if self._deleted is None:
+                self._deleted = KnownDeletions.of_doc(self.doc)
+            found = still_adding(
+                [self._change_of(u) for u in batch], self._live_state(), self._deleted, logged
+            )
+        except FATAL:
+            raise
+        except Exception:  # (when unsure, everything is logged: a no-op is harmless)
+            log.exception("room %s: re-checking queued edits failed; logging them all", self.name)
+            return batch
+        if any(partly for _, partly in found):
+            self._exact_reach = False
+        return [u for u, (adds, _) in zip(batch, found, strict=True) if adds]
+
+    def _change_of(self, u: _ClientUpdate) -> tuple[Ranges, Ranges] | None:
+        """What `u` may add to the log, for known.still_adding: the items its admission
+        found new (the others the document or the updates queued before it held) and
+        its delete set, as read then; read again from the update once admitted clocks
+        may have run ahead of the document (a commit or an apply failed)."""
+        if not self._exact_reach:
+            return change_of(u.update)
+        dels = u.deletes if u.deletes is not None else deletions_of(u.update)
+        return {c: [(s, e)] for c, (s, e) in u.reach.items() if e > s}, dels
 
     def _hold(self) -> bool:
         """Whether to keep waiting for a store that refuses writes (asked after each try)."""

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import re
 import time
+from collections.abc import Sequence
 from typing import Self
 
 import pytest
@@ -22,7 +23,7 @@ from conftest import eventually, free_port
 from scaleout import fresh_schema
 from stallproxy import StallingProxy
 
-from palimpsest.commit import Committer
+from palimpsest.commit import Committer, Recheck
 from palimpsest.store.base import NewEvent
 from palimpsest.store.postgres import PostgresStore
 
@@ -298,3 +299,66 @@ async def test_the_refusal_is_logged_once_however_its_cause_changes(
                 # its end
                 [back] = [r for r in caplog.records if "takes commits again" in r.getMessage()]
                 assert back.levelno == logging.INFO
+
+
+async def test_a_lost_answer_is_found_in_the_log_under_the_ts_the_store_gave_it() -> None:
+    """An append raises its events' ts to the document's last (EventStore.append): a
+    process cut off from the store stamps its held edits when the cut began, and the
+    others' appends stamp theirs later. The look in the log searched the ts the edits
+    were stamped with, found nothing, and the retry logged them twice."""
+    async with fresh_schema() as url, CommitSwallower(5432) as relay:
+        store = PostgresStore(url.replace(":5432/", f":{relay.port}/"), command_timeout=2.0)
+        async with store, Committer(store) as committer:
+            # another process's event, stamped later than the held edit will be
+            [first] = await committer.append("d", [NewEvent("bob", "edit", b"one", {}, 5000)])
+            relay.armed = b"\x00\x00\x00\x03two"
+            [second] = await committer.append(
+                "d", [NewEvent("ann", "edit", b"two", {}, 2)], hold=lambda: True, floor=1
+            )
+            assert relay.swallowed == 1
+            assert second.seq == 2 and second.ts == first.ts
+            assert [e.update for e in await store.read("d")] == [b"one", b"two"]
+
+
+async def test_a_held_append_logs_only_what_its_recheck_keeps() -> None:
+    """Before a held append is tried again (after the look in the log), its caller says
+    which of its events still add anything (``recheck``; a room: those other processes
+    did not log meanwhile): only those are stored and returned, in order; an append
+    left with nothing is answered [] without a transaction, and the store counts as
+    taking commits again."""
+    with StallingProxy(5432) as proxy:
+        async with fresh_schema() as url:
+            store = PostgresStore(url.replace(":5432/", f":{proxy.port}/"), command_timeout=2.0)
+            async with store, Committer(store) as committer:
+                await committer.append("d", [NewEvent("ann", "edit", b"one", {}, 1)])
+                asked: list[list[bytes]] = []
+
+                def keep(updates: set[bytes]) -> Recheck:
+                    def recheck(events: Sequence[NewEvent]) -> list[NewEvent]:
+                        asked.append([e.update for e in events])
+                        return [e for e in events if e.update in updates]
+
+                    return recheck
+
+                evs = [NewEvent("ann", "edit", b"%d" % i, {}, 2) for i in (2, 3, 4)]
+                await asyncio.to_thread(proxy.cut)
+                held = asyncio.create_task(
+                    committer.append("d", evs, hold=lambda: True, recheck=keep({b"2", b"4"}))
+                )
+                await eventually(lambda: committer.refusing is not None, timeout=30)
+                await asyncio.to_thread(proxy.resume)
+                stored = await held
+                assert [(e.seq, e.update) for e in stored] == [(2, b"2"), (3, b"4")]
+                assert asked == [[b"2", b"3", b"4"]]  # once: before the retry that took
+                await asyncio.to_thread(proxy.cut)
+                none = asyncio.create_task(
+                    committer.append(
+                        "d", [NewEvent("ann", "edit", b"5", {}, 3)], hold=lambda: True,
+                        recheck=keep(set()),
+                    )
+                )  # fmt: skip
+                await eventually(lambda: committer.refusing is not None, timeout=30)
+                await asyncio.to_thread(proxy.resume)
+                assert await none == []
+                assert committer.refusing is None and committer.waiting_since is None
+                assert [e.update for e in await store.read("d")] == [b"one", b"2", b"4"]

@@ -18,11 +18,17 @@ import httpx
 import pytest
 import websockets
 from conftest import RunningServer, eventually, run_server
-from pycrdt import Doc, Text, TransactionEvent
+from pycrdt import Doc, Text, TransactionEvent, merge_updates
 from yclient import YClient, connect
 
 from palimpsest import protocol as P
-from palimpsest.known import KnownDeletions, adds_anything, deletions_of
+from palimpsest.known import (
+    KnownDeletions,
+    adds_anything,
+    change_of,
+    deletions_of,
+    still_adding,
+)
 from palimpsest.settings import Settings
 from palimpsest.updates import decode_update_meta
 
@@ -155,6 +161,48 @@ def test_known_deletions_merge_and_cover() -> None:
     assert k.covers(1, 10, 40) and k.covers(1, 5, 6) and k.covers(2, 0, 1)
     assert not k.covers(1, 6, 7) and not k.covers(1, 39, 41) and not k.covers(3, 4, 5)
     assert not k.covers(1, 4, 6)
+
+
+def test_still_adding_counts_what_other_processes_logged() -> None:
+    """Held updates, asked again (known.still_adding) against the document and events
+    the room has not applied yet (another process's, carrying the same edits re-sent
+    there): those whose items and deletions are all in them add nothing. A deletion
+    they do not carry still adds, and so does an update that does not parse; one that
+    adds counts as logged for those after it; one partly in them is said so."""
+
+    def changes(*updates: bytes) -> list[Any]:
+        return [change_of(u) for u in updates]
+
+    a = Recorder()
+    a.text += "hello"
+    doc, deleted = _server_view(*a.updates)
+    a.updates.clear()
+    a.text += " world"  # held here, and re-sent to the other process, which logged it
+    del a.text[0:1]
+    typed, deletion = a.updates
+    state = P.decode_state_vector(doc.get_state())
+    assert still_adding(changes(typed, deletion), state, deleted, [typed]) == [
+        (False, False),
+        (True, False),  # not in what was logged: a dropped deletion would be lost
+    ]
+    assert still_adding(changes(typed, deletion), state, deleted, [typed, deletion]) == [
+        (False, False),
+        (False, False),
+    ]
+    # nothing logged meanwhile: everything adds, and the second counts the first
+    assert still_adding(changes(typed, typed, b"\x01"), state, deleted, []) == [
+        (True, False),
+        (False, False),
+        (True, False),  # does not parse
+    ]
+    # the other process logged part of it: it adds the rest, and says it is partly there
+    a.updates.clear()
+    a.text += "!"
+    more = a.updates[0]
+    both = merge_updates(typed, more)
+    assert still_adding(changes(both), state, deleted, [typed]) == [(True, True)]
+    # a logged event that does not parse counts for nothing
+    assert still_adding(changes(typed), state, deleted, [b"\x01"]) == [(True, False)]
 
 
 # ------------------------------------------------------------------ through sockets

@@ -18,6 +18,7 @@ from yclient import YClient, connect
 
 from palimpsest.cutoff import CLOSE_REASON
 from palimpsest.snapshots import load
+from palimpsest.updates import decode_update_meta
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -38,13 +39,20 @@ async def keep_typing(c: YClient, stop: asyncio.Event) -> None:
         await asyncio.sleep(0.1)
 
 
+@pytest.mark.parametrize("how", ["stall", "cut"])
 async def test_a_process_cut_off_from_the_store_sends_its_clients_elsewhere(
-    tmp_path: Path,
+    tmp_path: Path, how: str
 ) -> None:
     """p1 reaches PostgreSQL through a proxy that stalls; p0 directly, and keeps
     committing. p1's client is closed with 1013 and the cut-off's reason, p1 refuses a
     new websocket at the handshake, and the client, reconnecting to p0 with its
-    document, brings the text p1 never acknowledged."""
+    document, brings the text p1 never acknowledged.
+
+    What p1 holds of it when its store answers again was logged by p0 meanwhile, and
+    is not logged again: neither its held commit, tried again (`how` "cut": p1's
+    connections to PostgreSQL are closed, and new ones refused), nor the edits queued
+    behind it. But for a statement that was on its way when the store stalled (`how`
+    "stall"): held up in the network, it commits when it arrives, as it was sent."""
     fan = fanout_url()
     with StallingProxy(PG_PORT) as proxy:
         async with fresh_schema() as store_url:
@@ -58,10 +66,12 @@ async def test_a_process_cut_off_from_the_store_sends_its_clients_elsewhere(
                 ):
                     await type_into(ann, "ann: ")
                     await eventually(lambda: "ann: " in bob.content, what="p1 commits")
-                    await asyncio.to_thread(proxy.stall)
+                    await asyncio.to_thread(proxy.stall if how == "stall" else proxy.cut)
                     typing = asyncio.create_task(keep_typing(bob, stop))
                     try:
-                        await type_into(ann, "[held]")
+                        # (one keystroke at a time: the first commits, or is held, alone;
+                        # the others queue behind it)
+                        await type_into(ann, "[held]", pause=0.05)
                         await eventually(
                             lambda: ann.close_code is not None, timeout=60,
                             what="ann's connection closed",
@@ -89,8 +99,9 @@ async def test_a_process_cut_off_from_the_store_sends_its_clients_elsewhere(
                             )
                             stop.set()
                             await typing
-                            # p1's store answers: what it held commits there too (the
-                            # same items, logged again), which changes nobody's text
+                            # p1's store answers: what it held is not logged there
+                            # again, p0 logged it all meanwhile (but for a statement on
+                            # its way: see below)
                             await asyncio.to_thread(proxy.resume)
                             await eventually(
                                 lambda: "takes commits again" in c.procs[1].log_text(),
@@ -105,7 +116,28 @@ async def test_a_process_cut_off_from_the_store_sends_its_clients_elsewhere(
                             assert again.content.count("[held]") == 1
                         async with open_store(store_url) as store:
                             loaded = await load(store, "cut")
+                            events = await store.read("cut")
                         assert str(loaded.doc.get("content", type=Text)) == bob.content
+                        # ann's "[held]" (clocks 5..10 of her client id, after "ann: ")
+                        # is in the log once: p0's event of her re-sent edits, not p1's
+                        # held ones again, which would add nothing (a statement that
+                        # was on its way when the store stalled: once more, at most)
+                        clocks = range(5, 5 + len("[held]"))
+                        carrying = {
+                            clock: [
+                                e.seq
+                                for e in events
+                                if any(
+                                    s <= clock < t
+                                    for s, t in decode_update_meta(e.update).structs.get(
+                                        ann.doc.client_id, []
+                                    )
+                                )
+                            ]
+                            for clock in clocks
+                        }
+                        most = 2 if how == "stall" else 1
+                        assert all(1 <= len(s) <= most for s in carrying.values()), carrying
                     finally:
                         stop.set()
                         await typing
