@@ -1164,6 +1164,7 @@ class Room:
         observers = self.doc_observers
         while True:
             if not self._inbox:
+                self._taken = []  # (held no longer than its work)
                 observers.resume()
                 self._wake.clear()
                 await self._wake.wait()
