@@ -1459,8 +1459,12 @@ class Room:
                 if not item.future.done():
                     item.future.set_exception(e)
                 return
-            with contextlib.suppress(StoreError):
+            try:
                 await self._catch_up()
+            except DeletedMeanwhile:
+                raise  # (the room holds a deleted document: dropped, the change told)
+            except StoreError:
+                pass
             await self._make_server_change(item)
 
     async def _wait_out(self, step: Callable[[], Awaitable[Any]], what: str) -> None:
@@ -1638,7 +1642,7 @@ class Room:
         round trip. Both are awaited, the first that brings them wins; the bus's are
         taken into `between`. (A read that lost is left to end by itself.)"""
         upto = before - 1
-        read = asyncio.ensure_future(self._reader.read(self.name, after=self.seq, upto=upto))
+        read = asyncio.ensure_future(self._read_own(self.seq, upto))
         arrived = self._peer_arrived = asyncio.Event()
         try:
             while self.seq < upto and not read.done():
@@ -1651,8 +1655,11 @@ class Room:
                     arrived.clear()
                     between.extend(self._take_peer_events())
                     await self._apply_peer_runs(between, before)
-            if self.seq < upto and read.done() and read.exception() is None:
-                self._apply_read(read.result(), upto)
+            if self.seq < upto and read.done():
+                if isinstance(read.exception(), DeletedMeanwhile):
+                    read.result()  # (raises it: the room holds a deleted document)
+                if read.exception() is None:
+                    self._apply_read(read.result(), upto)
         finally:
             self._peer_arrived = None
             if not read.done():
@@ -1690,12 +1697,41 @@ class Room:
         always are) one read that finds nothing."""
         if upto is not None and upto <= self.seq:
             return
-        missing = await self._reader.read(self.name, after=self.seq, upto=upto)
+        missing = await self._read_own(self.seq, upto)
         self._apply_read(missing)
         if upto is not None and self.seq < upto:
             raise StoreError(
                 f"room {self.name!r}: the store is missing events {self.seq + 1}..{upto}"
             )
+
+    async def _read_own(self, after: int, upto: int | None) -> list[Event]:
+        """The store's events after < seq <= upto, when they are the room's document's.
+        The store's events name no generation: a read that found some, or fewer than
+        asked for, reads the name's generation after them (a generation is never given
+        twice, so one that is still the room's was the room's when they were read).
+        Another (the document deleted, and perhaps written again, by a process that has
+        not told this one yet: its message held on a stalled link to Redis) raises
+        DeletedMeanwhile (ReplacedMeanwhile for a copy --replace): the room is dropped,
+        its clients closed with 4404 (4409), and none of the new document's events is
+        applied here or sent to the old one's clients. A room whose generation is not
+        known takes them by their seqs, as before."""
+        events = await self._reader.read(self.name, after=after, upto=upto)
+        if self.generation is None or self.generation_of is None:
+            return events
+        found = events and events[-1].seq > after
+        short = upto is not None and (not events or events[-1].seq < upto)
+        if not found and not short:
+            return events
+        now = await self.generation_of(self.name)
+        if now == self.generation:
+            return events
+        log.warning(
+            "room %s: the store holds another document of the name (generation %s, the "
+            "room's %d) past the room's seq %d: deleted or replaced under the room, whose "
+            "message has not come; none of its events applied",
+            self.name, now, self.generation, after, extra={"doc": self.name},
+        )  # fmt: skip
+        raise await self._deleted_or_replaced(DeletedMeanwhile(self.name))
 
     def _apply_read(self, events: list[Event], upto: int | None = None) -> None:
         """Apply events read from the store that follow the room's seq (up to `upto`)."""

@@ -19,6 +19,8 @@ from scaleout import Cluster, cluster, fanout_url, fresh_schema, open_store
 from stallproxy import StallingProxy
 from yclient import YClient, connect
 
+from palimpsest import protocol as P
+
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -179,15 +181,16 @@ async def test_deleting_a_name_with_nothing_written_answers_alike_on_every_proce
 
 @asynccontextmanager
 async def second_behind_a_proxy(
-    tmp_path: Path,
+    tmp_path: Path, env: dict[str, str] | None = None
 ) -> AsyncIterator[tuple[Cluster, StallingProxy, str, httpx.AsyncClient]]:
     """Two processes on a fresh schema and one bus with no gap check (only the messages
-    at play), process 1 reaching Redis through a StallingProxy; an HTTP client."""
+    at play), process 1 reaching Redis through a StallingProxy; an HTTP client. `env`:
+    the processes' own (settings)."""
     bus = fanout_url(check=3600)
     redis_port = int(REDIS_URL.rsplit(":", 1)[1].split("/")[0])
     with StallingProxy(redis_port) as proxy:
         async with fresh_schema() as store_url, httpx.AsyncClient() as http:
-            c = Cluster(store_url, bus, tmp_path)
+            c = Cluster(store_url, bus, tmp_path, env=env or {})
             c.add()
             c.fanout_url = bus.replace(f":{redis_port}/", f":{proxy.port}/")
             c.add()  # process 1 reaches Redis through the proxy
@@ -319,3 +322,106 @@ async def type_into_logged(c: YClient, text: str, store_url: str, doc: str) -> N
             return await store.head(doc) >= 1
 
         await eventually(logged, what=f"{text!r} logged")
+
+
+def received(c: YClient) -> bytes:
+    """Every update `c` was sent, back to back (what its Y.Doc took, or holds pending)."""
+    return b"".join(f.update for f in c.frames if isinstance(f, P.SyncStep2 | P.SyncUpdate))
+
+
+async def write_again(http: httpx.AsyncClient, url: str, doc: str, events: int) -> None:
+    """The name written again (a new document) by `events` text PUTs, each adding NEW."""
+    for i in range(events):
+        r = await http.put(
+            f"{url}/api/docs/{doc}/text", json={"text": "NEW" * (i + 1)}, params={"user": "w"}
+        )
+        assert r.status_code == 200, r.text
+
+
+async def test_a_server_change_on_a_deleted_document_reads_nothing_of_the_new_one(
+    tmp_path: Path,
+) -> None:
+    """Process 0 deletes the document and writes its name again past the seq of process
+    1's room, whose link to Redis stalls (the deletion's message held). A server change
+    on process 1 (PUT text) catches its room up from the store first: it read the new
+    document's events, applied them to the deleted one's and sent them to its clients
+    (then its append was refused, 410, and the room dropped). Now the read is checked
+    against the room's generation: the room is dropped, its clients closed with 4404,
+    nothing of the new document sent to them."""
+    async with second_behind_a_proxy(tmp_path) as (c, proxy, store_url, http):
+        async with connect(c.ws(1), "gen", user="ann") as a:
+            await type_into_logged(a, "old", store_url, "gen")
+            proxy.stall()
+            r = await http.delete(f"{c.procs[0].http_url}/api/docs/gen", params={"user": "root"})
+            assert r.status_code == 200, r.text
+            await write_again(http, c.procs[0].http_url, "gen", 4)
+            r = await http.put(
+                f"{c.procs[1].http_url}/api/docs/gen/text",
+                json={"text": "mine"}, params={"user": "v"},
+            )  # fmt: skip
+            assert r.status_code == 410, r.text
+            await closed_4404(a)
+            assert b"NEW" not in received(a), "the new document's edits reached ann"
+            assert a.content == "old"
+        async with open_store(store_url) as store:
+            assert [e.actor for e in await store.read("gen")] == ["w"] * 4
+
+
+async def store_only(*args: str) -> None:
+    """A `palimpsest` command run on the store alone (no --fanout: no message)."""
+    r = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "palimpsest", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+
+
+async def test_a_gap_read_after_the_document_was_written_again_applies_none_of_it(
+    tmp_path: Path,
+) -> None:
+    """Process 1's room is at seq H; H+1 is imported with the store alone (its message
+    never comes), then process 1's link to Redis stalls while bob on process 0 writes
+    H+2. The document is deleted and its name written again past H+1, with the store
+    alone too (`palimpsest delete`, `import`: no message); then the link resumes. The
+    message of H+2 names the room's generation, so the room read the gap (H+1) from the
+    store: the new document's event, which it applied to the deleted one's and sent to
+    ann. Now the read is checked against the room's generation: the room is dropped
+    (4404), nothing of the new document applied or sent. (The check of the documents'
+    generations every second, base_watch, would drop the room first here: it is off,
+    to leave the room's own read at play, as when the resume comes within its second.)"""
+    no_watch = {"PALIMPSEST_COMPACTION_CHECK_SECONDS": "0"}
+    async with second_behind_a_proxy(tmp_path, no_watch) as (c, proxy, store_url, http):
+        async with (
+            connect(c.ws(1), "gap", user="ann") as a,
+            connect(c.ws(0), "gap", user="bob") as b,
+        ):
+            await typed(a, "ab", b)
+            side = Doc()
+            side.get("side", type=Text).insert(0, "imported")
+            (tmp_path / "side.bin").write_bytes(side.get_update())
+            await store_only("import", "gap", str(tmp_path / "side.bin"), "--store", store_url)
+            async with open_store(store_url) as store:
+                gap = await store.head("gap")
+                proxy.stall()
+                b.insert(len(b.content), "cd")  # its room reads the gap first
+
+                async def logged() -> bool:
+                    return await store.head("gap") == gap + 1
+
+                await eventually(logged, what="bob's edit logged")
+            await store_only("delete", "gap", "--yes", "--store", store_url)
+            new = Doc()
+            text = new.get("content", type=Text)
+            for i in range(gap):
+                before = new.get_state()
+                text.insert(len(text), f"NEW{i}")
+                (tmp_path / f"new{i}.bin").write_bytes(new.get_update(before))
+                await store_only("import", "gap", str(tmp_path / f"new{i}.bin"), "--store",
+                                 store_url)  # fmt: skip
+            async with open_store(store_url) as store:
+                assert await store.head("gap") == gap
+            assert a.close_code is None
+            proxy.resume()
+            await closed_4404(a)
+            assert b"NEW" not in received(a), "the new document's edits reached ann"
+            assert a.content == "ab", a.content  # (the gap came first: H+2 never applied)
