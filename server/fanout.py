@@ -61,7 +61,10 @@ another (Room.receive_peer_events): a message held on its way (a stalled link to
 may arrive after the document was deleted and its name written again, with seqs that
 follow the new document's. A message that names none (an older process's, during a
 rolling upgrade; a new document's first commit, before its room learnt the generation)
-is taken by its seqs, as before; older processes ignore the key.
+is taken by its seqs, as before; older processes ignore the key. A presence message
+names its room's generation too (Room.receive_relayed_presence): a process whose room
+still holds the deleted document (its deletion's message held on the way) relayed its
+connections' cursors into the rooms of the new document elsewhere.
 
 Deployments: Redis pub/sub ignores the database number, so servers on one Redis with
 one prefix hear each other whatever ``/DB`` their URLs name. Every message says the
@@ -309,9 +312,14 @@ def encode(
     )
 
 
-def encode_awareness(instance: str, entries: bytes, deployment: str | None = None) -> bytes:
-    """Presence: ``A``, a JSON header line, then the encoded awareness entries."""
-    return b"A" + _head(instance, deployment) + b"}\n" + entries
+def encode_awareness(
+    instance: str, entries: bytes, deployment: str | None = None, generation: int | None = None
+) -> bytes:
+    """Presence: ``A``, a JSON header line, then the encoded awareness entries.
+    `generation`: that of the document of the room whose connections' states they are
+    (``"g"``, as an events message's; None when the room does not know it)."""
+    g = b"" if generation is None else b',"g":%d' % generation
+    return b"A" + _head(instance, deployment) + g + b"}\n" + entries
 
 
 def encode_deleted(instance: str, by: str, deployment: str | None = None) -> bytes:
@@ -490,15 +498,17 @@ def decode(doc: str, data: bytes) -> tuple[str, list[Event] | bytes]:
 
 def decode_message(doc: str, data: bytes) -> tuple[str, list[Event] | bytes, int | None]:
     """:func:`decode`, and the generation of the document an events message's events
-    were appended to (None: presence, or a message that names none, an older process's
-    or a new document's first commit: see encode)."""
+    were appended to, or a presence message's states were announced in (None: a message
+    that names none, an older process's or a new document's first commit: see
+    encode)."""
     nl = data.index(b"\n")
-    if data[:1] == b"A":
-        return str(json.loads(data[1:nl])["i"]), data[nl + 1 :], None
-    head = json.loads(data[:nl])
+    presence = data[:1] == b"A"
+    head = json.loads(data[1:nl] if presence else data[:nl])
     generation = head.get("g")
     if generation is not None and type(generation) is not int:
         raise ValueError(f"fan-out message for {doc!r}: generation {generation!r} is no number")
+    if presence:
+        return str(head["i"]), data[nl + 1 :], generation
     pos = nl + 1
     events = []
     for seq, ts, actor, kind, meta, n, *rest in head["e"]:
@@ -669,7 +679,9 @@ class Fanout(Extension, Service):
 
     def on_awareness(self, room: Room, entries: bytes) -> None:
         """Presence changed by this process's connections."""
-        self._queue(room.name, encode_awareness(self.instance, entries, self.deployment))
+        self._queue(
+            room.name, encode_awareness(self.instance, entries, self.deployment, room.generation)
+        )
 
     def _queue(self, doc: str, message: bytes) -> None:
         self._outbox.append((doc, message))
@@ -956,8 +968,8 @@ class Fanout(Extension, Service):
             return  # ours, already applied
         self.received += 1
         if isinstance(body, bytes):
-            try:
-                room.receive_awareness(_Relay(instance), body, relayed=True)
+            try:  # (the room drops the states of another document of the name)
+                room.receive_relayed_presence(_Relay(instance), body, generation)
             except PalimpsestError as e:
                 log.error("fan-out: bad presence from %s on %s: %s", instance, doc, e)
             return

@@ -51,6 +51,7 @@ from .errors import (
     DocumentBroken,
     FrameTooLarge,
     HookWroteDocument,
+    PalimpsestError,
     ProtocolError,
     ReplacedMeanwhile,
     StoreError,
@@ -382,6 +383,14 @@ class Room:
         #: generations of other documents of the name whose events reached the room
         #: (late fan-out messages of a deleted or replaced one): dropped, said once each
         self._other_generations: set[int] = set()
+        #: those whose presence reached the room (said once each), and those the store
+        #: said were the name's while the room did not know its own
+        self._other_presence: set[int] = set()
+        self._presence_generations: set[int] = set()
+        #: presence relayed by other processes, held in order while the store is asked
+        #: whether a generation is the room's document's (receive_relayed_presence)
+        self._presence_held: list[tuple[Peer, bytes, int | None]] = []
+        self._presence_check: asyncio.Task[None] | None = None
         #: how the room was loaded (set once loading is done)
         self.loaded = LoadInfo(None, 0, 0.0)
         self._states: dict[type[Any], Any] = {}
@@ -435,6 +444,8 @@ class Room:
             self._presence_timer = None
         if self._learning is not None:
             self._learning.cancel()  # (its room gone, what it learns is of no use)
+        if self._presence_check is not None:
+            self._presence_check.cancel()
         self._send_presence()  # (what is pending goes now: nobody flushes it later)
         if self._task is not None and not self._task.done():
             try:
@@ -819,6 +830,83 @@ class Room:
             if not relayed:
                 self.observer.awareness(self, P.encode_awareness_entries(accepted))
             self._watch_presence()
+
+    def receive_relayed_presence(
+        self, peer: Peer, payload: bytes, generation: int | None = None
+    ) -> None:
+        """Presence another process relayed (fan-out), announced in a room of the
+        document of `generation` there (its message names it). States of another
+        document of the name are dropped, never relayed: a process whose room still
+        holds a deleted document (its deletion's message held on a stalled link to
+        Redis) publishes its connections' cursors, which would show in the new
+        document's. A room that does not know its own generation yet asks the store
+        (once per generation; what comes meanwhile waits behind, in order). None (an
+        older process's message, or a room that does not know its generation): taken,
+        as before."""
+        if not self._presence_held:
+            ours = self._presence_ours(generation)
+            if ours is not None:
+                if ours:
+                    self.receive_awareness(peer, payload, relayed=True)
+                return
+        self._presence_held.append((peer, payload, generation))
+        if self._presence_check is None:
+            self._presence_check = asyncio.create_task(
+                self._check_presence(), name=f"presence generation of {self.name}"
+            )
+
+    def _presence_ours(self, generation: int | None) -> bool | None:
+        """Whether relayed presence of `generation` is of the room's document (None:
+        unknown until the store says)."""
+        if (
+            generation is None
+            or generation == self.generation
+            or generation in self._presence_generations
+        ):
+            return True
+        if self.generation is None and generation not in self._other_generations:
+            if self.generation_of is not None:
+                return None
+            return True
+        said = log.debug if generation in self._other_presence else log.info
+        if len(self._other_presence) < 64:
+            self._other_presence.add(generation)
+        said(
+            "room %s: dropped presence of another document of the name (generation %d, "
+            "the room's %s): a late message of one deleted or replaced since",
+            self.name, generation, self.generation, extra={"doc": self.name},
+        )  # fmt: skip
+        return False
+
+    async def _check_presence(self) -> None:
+        """Take the held presence in order, reading the name's generation for the
+        first of a generation not known to be the room's or another's."""
+        try:
+            while self._presence_held:
+                peer, payload, generation = self._presence_held[0]
+                ours = self._presence_ours(generation)
+                if ours is None and generation is not None and self.generation_of is not None:
+                    try:
+                        now = await self.generation_of(self.name)
+                    except Exception as e:  # (unknown: taken, as before)
+                        log.debug("room %s: the generation of its document could not be "
+                                  "read (%s)", self.name, e)  # fmt: skip
+                        now = generation
+                    if now == generation:
+                        self._presence_generations.add(generation)
+                    elif len(self._other_generations) < 64:
+                        self._other_generations.add(generation)
+                    else:  # (no room to remember it: dropped as the room's own is unknown)
+                        self._presence_held.pop(0)
+                    continue
+                self._presence_held.pop(0)
+                if ours and not self.stopping and self.broken is None:
+                    try:
+                        self.receive_awareness(peer, payload, relayed=True)
+                    except PalimpsestError as e:  # (as the fan-out's own call says it)
+                        log.error("room %s: bad presence relayed: %s", self.name, e)
+        finally:
+            self._presence_check = None
 
     def _broadcast_presence(self, entries: Iterable[tuple[int, int, str]]) -> None:
         """Relay presence changes to every connection, the sender included: at the next

@@ -337,6 +337,8 @@ def test_fanout_messages_round_trip() -> None:
     assert decode_message("d", encode("p1", events, "dep", 42)) == ("p1", events, 42)
     assert decode_message("d", encode("p1", events)) == ("p1", events, None)
     assert decode("d", encode_awareness("p2", b"\x01\x02\n")) == ("p2", b"\x01\x02\n")
+    assert decode_message("d", encode_awareness("p2", b"\x01\n", "dep", 7)) == ("p2", b"\x01\n", 7)
+    assert decode_message("d", encode_awareness("p2", b"\x01\n")) == ("p2", b"\x01\n", None)
     assert parse_url("redis://h:1/3?prefix=ab&check=0.25") == ("redis://h:1/3", "ab", 0.25)
     assert parse_url("redis://h:1/0")[1:] == ("palimpsest", 2.0)
     with pytest.raises(ValueError):

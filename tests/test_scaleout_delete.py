@@ -425,3 +425,63 @@ async def test_a_gap_read_after_the_document_was_written_again_applies_none_of_i
             await closed_4404(a)
             assert b"NEW" not in received(a), "the new document's edits reached ann"
             assert a.content == "ab", a.content  # (the gap came first: H+2 never applied)
+
+
+def presence_of(c: YClient, client: int) -> list[str]:
+    """The states `c` was sent for Yjs client `client`, in order."""
+    return [
+        state
+        for f in c.frames
+        if isinstance(f, P.AwarenessUpdate)
+        for cid, _clock, state in P.decode_awareness(f.payload)
+        if cid == client
+    ]
+
+
+@pytest.mark.parametrize("written_again", [True, False])
+async def test_presence_of_the_deleted_document_never_shows_in_the_new_one(
+    tmp_path: Path, written_again: bool
+) -> None:
+    """Ann, on process 1, moves her cursor while its link to Redis stalls: her presence
+    is held on the way. The document is deleted on process 0 and its name opened again
+    there (written again, or not); then the link resumes. A presence message named no
+    document: process 0's room of the new document relayed ann's cursor to x0, a
+    reader of another document than hers. Now it names the generation of its room's
+    document, and a room of another drops it."""
+    ann = '{"user":{"name":"ann"}}'
+    async with second_behind_a_proxy(tmp_path) as (c, proxy, store_url, http):
+        r = await http.put(
+            f"{c.procs[0].http_url}/api/docs/seen/text", json={"text": "old"},
+            params={"user": "w"},
+        )  # fmt: skip
+        assert r.status_code == 200, r.text
+        async with connect(c.ws(1), "seen", user="ann") as a:  # (a room of generation 1)
+            assert a.content == "old"
+            proxy.stall()
+            await a.send_raw(P.encode_awareness(P.encode_awareness_entries([(4242, 1, ann)])))
+            await eventually(lambda: presence_of(a, 4242) == [ann], what="ann's own echo")
+            r = await http.delete(f"{c.procs[0].http_url}/api/docs/seen", params={"user": "root"})
+            assert r.status_code == 200, r.text
+            if written_again:
+                r = await http.put(
+                    f"{c.procs[0].http_url}/api/docs/seen/text", json={"text": "new"},
+                    params={"user": "w"},
+                )  # fmt: skip
+                assert r.status_code == 200, r.text
+            async with connect(c.ws(0), "seen", user="x0") as x0:
+                assert x0.content == ("new" if written_again else "")
+                proxy.resume()
+                dropped = "presence of another document of the name"
+                await eventually(
+                    lambda: presence_of(x0, 4242) != [] or dropped in c.procs[0].log_text(),
+                    timeout=20,
+                    what="ann's late presence at process 0",
+                )
+                await closed_4404(a)
+                assert ann not in presence_of(x0, 4242), "ann's cursor shown in the new document"
+                # and the new document's own presence still crosses to process 1
+                async with connect(c.ws(1), "seen", user="y1") as y1:
+                    y = '{"user":{"name":"y1"}}'
+                    await y1.send_raw(P.encode_awareness(P.encode_awareness_entries([(77, 1, y)])))
+                    await eventually(lambda: presence_of(x0, 77) == [y], what="y1's cursor at x0")
+                assert ann not in presence_of(x0, 4242)
