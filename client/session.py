@@ -84,6 +84,14 @@ TokenProvider = Callable[[], str | Awaitable[str]]
 _live: weakref.WeakSet[Session] = weakref.WeakSet()
 
 _EMPTY_UPDATE = b"\x00\x00"
+#: a clock the server's sync step 1 gives a client id whose items it will not take from
+#: this connection (server/resync.py's MAX_CLOCK: other users' edits, which their writers
+#: bring): our step 2 leaves them out, and flush() does not wait for them
+_DECLINED_CLOCK = 2**32 - 1
+#: flush()'s asks for the server's whole state: the first after this many seconds, then
+#: twice as long each time, at most _PROBE_MAX_SECONDS apart
+_PROBE_FIRST_SECONDS = 0.05
+_PROBE_MAX_SECONDS = 1.0
 _MAX_FRAME_UPDATE_BYTES = 1 << 20  # coalesce local updates up to this size per frame
 _PRESENCE_RENEW_SECONDS = 15.0  # y-protocols drops presence not renewed for 30 s
 _PRESENCE_TIMEOUT_SECONDS = 30.0  # and so do we, others' presence
@@ -154,13 +162,21 @@ def _seconds(value: float | None) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".") + " s"
 
 
-def _unconfirmed(timeout: float | None) -> str:
-    """flush()'s message when the server did not confirm our edits in time."""
+def _unconfirmed(timeout: float | None, declined: set[int] | None = None) -> str:
+    """flush()'s message when the server did not confirm our edits in time (`declined`:
+    client ids of other users' edits the server does not take from us)."""
+    others = (
+        ". The document here also holds other users' edits the server does not take from "
+        f"this session (client ids {', '.join(map(str, sorted(declined)))}); flush() does "
+        "not wait for those, but an edit of ours made on them waits for them"
+        if declined
+        else ""
+    )
     return (
         f"the server did not confirm our edits within {_seconds(timeout)}. It confirms "
         "them once it has logged them, so: it may be slow or not answering (overloaded, "
         "paused, a slow or broken network), or holding edits while its store refuses "
-        "writes (its /readyz then says so and why)"
+        "writes (its /readyz then says so and why)" + others
     )
 
 
@@ -429,6 +445,12 @@ class Session:
         #: the highest clock of our own items the server is known to hold (its step 1's
         #: state vector, its echoes of our updates)
         self._server_clock = 0
+        #: client ids whose items this connection's server will not take from us (its
+        #: step 1 claims them whole: other users' edits, their writers' to bring, e.g.
+        #: ones typed after a backup the server was restored from, the writer gone)
+        self._declined: set[int] = set()
+        #: the client ids last named in the log as declined (said once per set)
+        self._declined_said: frozenset[int] = frozenset()
         #: while Locked: the server holding our items up to this clock says it takes our
         #: edits again (those refused included: it takes none past a gap)
         self._locked_until = 0
@@ -849,13 +871,20 @@ class Session:
     async def flush(self, timeout: float | None = 10.0) -> None:  # noqa: ASYNC109 (the httpx-style API)
         """Return once the server holds every local change (its events are durable: the
         server applies an update only after logging it). Raises :class:`ReadOnly` if the
-        server refused our edits, :class:`ServerGone` if not connected within `timeout`."""
+        server refused our edits, :class:`ServerGone` if not connected within `timeout`.
+
+        Other users' edits the document here holds that the server will not take from
+        this session (it takes a client id's items from its writer only: bob's edits
+        typed after the backup a server was restored from, his tab closed) are not
+        waited for: they are named in the log at INFO, and in the Timeout's message when
+        an edit of ours built on them waits for them (docs/client.md, flush)."""
         loop = self._own_loop()
         deadline = None if timeout is None else loop.time() + timeout
 
         def left() -> float | None:
             return None if deadline is None else max(0.0, deadline - loop.time())
 
+        probe = _PROBE_FIRST_SECONDS
         while True:
             if isinstance(self._refused, Locked):
                 await self._ready_or_raise(left(), "flush", timeout)
@@ -874,8 +903,12 @@ class Session:
             if await self._server_has_everything(left(), timeout):
                 return
             if deadline is not None and loop.time() >= deadline:
-                raise Timeout(_unconfirmed(timeout))
-            await asyncio.sleep(0.05)
+                raise Timeout(_unconfirmed(timeout, self._declined))
+            # (asked again after a while, twice as long each time: each answer is the
+            # whole document)
+            rest = left()
+            await asyncio.sleep(probe if rest is None else min(probe, rest))
+            probe = min(probe * 2, _PROBE_MAX_SECONDS)
 
     async def _send_refused_again(self, within: float | None, budget: float | None) -> None:
         """flush() while our edits are refused for a lock: when the server holds them all
@@ -890,6 +923,7 @@ class Session:
             return None if deadline is None else max(0.0, deadline - loop.time())
 
         sent_again = False
+        probe = _PROBE_FIRST_SECONDS
         refusals = self._refusals
         while isinstance(self._refused, Locked):
             theirs = await self._server_state(left(), budget)
@@ -901,7 +935,7 @@ class Session:
                 return  # refused again: still locked
             scratch: Doc[Any] = Doc()
             scratch.apply_update(theirs)
-            state = scratch.get_state()
+            state = self._without_declined(scratch.get_state())
             if not self._lacks(scratch):
                 self._edits_taken()
                 return
@@ -909,7 +943,8 @@ class Session:
                 sent_again = True
                 missing = self.doc.get_update(state)
                 self._send_frame(P.encode_sync_update(missing))
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(probe)
+            probe = min(probe * 2, _PROBE_MAX_SECONDS)
 
     async def _server_state(self, within: float | None, budget: float | None) -> bytes | None:
         """The server's whole state (asked with a step 1 with an empty state vector);
@@ -921,23 +956,44 @@ class Session:
         try:
             return await asyncio.wait_for(fut, within)
         except TimeoutError:
-            raise Timeout(_unconfirmed(within if budget is None else budget)) from None
+            raise Timeout(
+                _unconfirmed(within if budget is None else budget, self._declined)
+            ) from None
         except ClientError:
             return None
 
+    def _without_declined(self, state: bytes) -> bytes:
+        """State vector `state` with the client ids the server declines (`_declined`)
+        held whole: what we have to give it."""
+        if not self._declined:
+            return state
+        sv = P.decode_state_vector(state)
+        for client in self._declined:
+            sv[client] = _DECLINED_CLOCK
+        return P.encode_state_vector(sv)
+
     def _lacks(self, scratch: Doc[Any]) -> bool:
         """Whether `scratch` (holding the server's state) lacks anything of our
-        document; when it does, it is changed: use it no more."""
+        document that the server takes from us: not the items of the client ids it
+        declines (`_declined`: other users' edits, their writers' to bring); when it
+        lacks something, it is changed: use it no more."""
+        theirs = P.decode_state_vector(scratch.get_state())
+        ours = P.decode_state_vector(self.doc.get_state())
+        if any(theirs.get(c, 0) < clock for c, clock in ours.items() if c not in self._declined):
+            return True  # items of ours (or of others, which it takes) it lacks
+        # deletions: applied to the server's state, ours change it if it lacks one of
+        # them (a deletion of a declined id's item it lacks waits there, changing nothing)
         changed: list[bool] = []
         scratch.observe(lambda _e: changed.append(True))
-        scratch.apply_update(self.doc.get_update())
+        scratch.apply_update(self.doc.get_update(self._without_declined(scratch.get_state())))
         return bool(changed)
 
     async def _server_has_everything(
         self, within: float | None, budget: float | None = None
     ) -> bool:
         """Ask for the server's whole state (a step 1 with an empty state vector) and see
-        whether our document holds anything it lacks; Timeout (naming `budget`, the
+        whether our document holds anything it lacks (and takes from us: not other
+        users' edits it declines, `_declined`); Timeout (naming `budget`, the
         flush's timeout) when no answer comes within `within` seconds."""
         theirs = await self._server_state(within, budget)
         if theirs is None:
@@ -1484,6 +1540,7 @@ class Session:
         self._ws = ws
         self._replied = False
         self._synced_now = False
+        self._declined.clear()  # (this connection's server says anew what it declines)
         self._outbox.clear()
         # our step 1 first, then presence and the extension hello (which opts us in)
         self._outbox.append(_Out(P.encode_sync_step1(self.doc.get_state())))
@@ -1576,8 +1633,14 @@ class Session:
         goes as a step 2 and sync updates, each under the frame limit."""
         self._pending.clear()
         with contextlib.suppress(ProtocolError):
-            theirs = P.decode_state_vector(state_vector).get(self.doc.client_id, 0)
+            sv = P.decode_state_vector(state_vector)
+            theirs = sv.get(self.doc.client_id, 0)
             self._server_clock = max(self._server_clock, theirs)
+            declined = {c for c, clock in sv.items() if clock >= _DECLINED_CLOCK}
+            declined.discard(self.doc.client_id)
+            if declined - self._declined:
+                self._declined |= declined
+                self._say_declined()
         update = self.doc.get_update(state_vector)
         self._replied = True
         if update == _EMPTY_UPDATE:  # the server holds every local change
@@ -1587,6 +1650,21 @@ class Session:
         )
         self._wake.set()
         self._check_ready()
+
+    def _say_declined(self) -> None:
+        """Say (at INFO, once per set) that the server will not take other users' edits
+        that our document holds, and what becomes of them."""
+        ids = frozenset(self._declined)
+        if ids == self._declined_said:
+            return
+        self._declined_said = ids
+        log.info(
+            "%s: the document here holds other users' edits (client ids %s) that the "
+            "server does not take from this session: it takes them only from their "
+            "writers (edits typed after the backup a server was restored from, their "
+            "writer gone, stay here only). flush() confirms the rest: this session's own "
+            "edits", self.name, ", ".join(map(str, sorted(ids))),
+        )  # fmt: skip
 
     def _reopened(self, answer: dict[str, Any] | None) -> None:
         """Our undo group is open again after a reconnection (`answer`), or the answer
