@@ -436,3 +436,34 @@ async def test_an_interrupted_import_is_completed_by_running_it_again(tmp_path: 
     async with run_server(settings_for(db)) as srv, httpx.AsyncClient(base_url=srv.url) as http:
         assert len(await events(http, "notes")) == 4
         assert content(await served(http, "notes")) == content(notes)
+
+
+async def test_import_from_refuses_while_a_server_serves_the_store(tmp_path: Path) -> None:
+    """Into a store a running server serves, with one of the documents open in a tab
+    (0 events), the import went through silently: the open tab, and new ones, saw the
+    document empty until someone typed (the room had loaded it at seq 0). Refused now,
+    unless --while-served; nothing is imported by the refused run."""
+    src = hocuspocus_db(tmp_path / "hocuspocus.sqlite", {"notes": text_doc().get_update()})
+    db = tmp_path / "p.db"
+    async with run_server(settings_for(db)) as srv, connect(srv.ws_url, "notes", "early") as tab:
+        assert tab.content == ""
+        r = await palimpsest("import-from", "hocuspocus-sqlite", str(src), "--db", str(db))
+        assert r.returncode == 1, r
+        assert f"serves {db}" in r.stderr and "--while-served" in r.stderr, r.stderr
+        assert "imported" not in r.stdout, r
+        assert await srv.backend.store.head("notes") == 0
+    r = await palimpsest("import-from", "hocuspocus-sqlite", str(src), "--db", str(db))
+    assert r.returncode == 0 and "1 imported" in r.stdout, r
+    async with run_server(settings_for(db)) as srv, connect(srv.ws_url, "notes", "late") as tab:
+        assert tab.content == str(text_doc().get("content", type=Text))
+
+
+async def test_import_from_while_served_imports_what_no_server_has_open(tmp_path: Path) -> None:
+    src = hocuspocus_db(tmp_path / "hocuspocus.sqlite", {"notes": text_doc().get_update()})
+    db = tmp_path / "p.db"
+    async with run_server(settings_for(db)) as srv:
+        r = await palimpsest("import-from", "hocuspocus-sqlite", str(src), "--db", str(db),
+                             "--while-served")  # fmt: skip
+        assert r.returncode == 0 and "1 imported" in r.stdout, r
+        async with connect(srv.ws_url, "notes", "first") as tab:
+            assert tab.content == str(text_doc().get("content", type=Text))

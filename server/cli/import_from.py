@@ -12,9 +12,10 @@ from tqdm import tqdm
 
 from ..bulk_import import SOURCES, Outcome, import_doc, map_names
 from ..checkpoint import Checkpoints
+from ..errors import StoreUnavailable
 from ..store import EventStore
 from . import add_store_options
-from .admin import AdminError, _run
+from .admin import AdminError, _run, not_served_store
 
 KINDS = {
     "hocuspocus-sqlite": "the SQLite file of @hocuspocus/extension-sqlite (a table "
@@ -39,7 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "event is this import's (a run interrupted, or done: it goes on from the row after "
         "it). A YStore row's "
         "time becomes its event's; a row that adds nothing (an empty update) is left out. "
-        "Meant for documents no server has open (see docs/migrating.md).",
+        "Refused while a server serves the store (its open documents would not see "
+        "the import until they load again: a tab open on one sees nothing); "
+        "--while-served imports all the same, for documents no server has open (see "
+        "docs/migrating.md).",
     )
     add_store_options(p)
     p.add_argument("kind", choices=list(SOURCES), metavar="KIND", help=", ".join(SOURCES))
@@ -53,6 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--append", action="store_true",
                    help="add to documents that already have events (what they hold "
                    "already is left out)")  # fmt: skip
+    p.add_argument("--while-served", action="store_true",
+                   help="import although a server serves the store: only for documents "
+                   "no one has open there (a tab open on one goes on seeing it empty)")  # fmt: skip
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar, and a line on stderr only for documents skipped "
                    "or failed")  # fmt: skip
@@ -70,6 +77,23 @@ async def import_from(store: EventStore, args: argparse.Namespace) -> int:
         if not sep or not old:
             raise AdminError(f"--rename takes SOURCE=NAME, not {r!r}")
         rename[old] = new
+    if args.while_served:
+        return await _import_from(store, args, rename)
+    try:
+        async with not_served_store(store, "import-from"):
+            return await _import_from(store, args, rename)
+    except StoreUnavailable as e:
+        if "serves" not in str(e):
+            raise
+        raise AdminError(
+            f"{e}, or, if none of the documents to import is open there, run again with "
+            "--while-served (a document a server has open does not see what is imported "
+            "into its store until it loads again: a tab open on it sees it empty, and its "
+            "first edit is made on that)"
+        ) from None
+
+
+async def _import_from(store: EventStore, args: argparse.Namespace, rename: dict[str, str]) -> int:
     started = time.monotonic()
     source = SOURCES[args.kind](args.path)
     try:
