@@ -467,3 +467,14 @@ async def test_import_from_while_served_imports_what_no_server_has_open(tmp_path
         assert r.returncode == 0 and "1 imported" in r.stdout, r
         async with connect(srv.ws_url, "notes", "first") as tab:
             assert tab.content == str(text_doc().get("content", type=Text))
+
+
+async def test_import_from_a_source_with_no_documents_warns(tmp_path: Path) -> None:
+    """Hocuspocus killed (SIGKILL) before its debounced save left its SQLite file with
+    no documents: the import said "0 documents … 0 imported" and exited 0, nothing more."""
+    src = hocuspocus_db(tmp_path / "hocuspocus.sqlite", {})
+    r = await palimpsest("import-from", "hocuspocus-sqlite", str(src), "--db",
+                         str(tmp_path / "p.db"))  # fmt: skip
+    assert r.returncode == 0 and "0 documents from" in r.stdout, r
+    assert f"warning: {src} holds no documents" in r.stderr, r.stderr
+    assert "stopped cleanly" in r.stderr, r.stderr

@@ -130,6 +130,13 @@ async def _import_from(store: EventStore, args: argparse.Namespace, rename: dict
         + f"), {count['skipped']} skipped (they had events), {count['empty']} with nothing "
         f"to import, {count['failed']} failed ({time.monotonic() - started:.1f} s)"
     )
+    if not outcomes:
+        # (Hocuspocus killed before its debounced save: its file held nothing, and the
+        # run said "0 imported" and exited 0)
+        print(f"palimpsest import-from: warning: {args.path} holds no documents: was the "
+              "old server stopped cleanly, after it saved them? (Hocuspocus saves on a "
+              "debounce and writes what it holds when it stops on SIGTERM; a kill -9 "
+              "loses it: docs/migrating.md)", file=sys.stderr)  # fmt: skip
     return 1 if count["failed"] else 0
 
 
