@@ -25,13 +25,14 @@ pytestmark = pytest.mark.node
 __all__ = ["node_modules"]  # the session fixture that runs `npm ci` when needed
 
 #: a y-websocket server's persistence, as @y/websocket-server's utils use it: every update
-#: of a document stored as it comes (storeUpdate), several per document
+#: of a document stored as it comes (storeUpdate), several per document; the documents
+#: named (comma-separated) after the directory, or two
 WRITE_LEVELDB = """
 import * as Y from "yjs"
 import { LeveldbPersistence } from "y-leveldb"
 const ldb = new LeveldbPersistence(process.argv[1])
 const texts = {}
-for (const name of ["notes", "org/team/plan"]) {
+for (const name of process.argv[2] ? process.argv[2].split(",") : ["notes", "org/team/plan"]) {
   const d = new Y.Doc()
   const stored = []
   d.on("update", u => stored.push(ldb.storeUpdate(name, u)))
@@ -83,3 +84,12 @@ async def test_y_leveldb_documents_through_the_documented_script(
             d: Doc = Doc()
             d.apply_update(got.content)
             assert str(d.get("content", type=Text)) == text
+
+
+async def test_the_documented_script_counts_one_document_in_the_singular(
+    node_modules: Path, tmp_path: Path
+) -> None:
+    """It printed "1 documents written"."""
+    await node(WRITE_LEVELDB, str(tmp_path / "leveldb"), "notes")
+    out = await node(documented_script(), str(tmp_path / "leveldb"), str(tmp_path / "ydocs"))
+    assert f"1 document written to {tmp_path / 'ydocs'}" in out, out

@@ -83,7 +83,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         " The revoked users are carried too, with their times, whatever --doc picks (one "
         "revoked in the target already, as late or later, stays as it is)."
     )
-    p.add_argument("--from", dest="source", required=True, help="sqlite:///path (or any store URL)")
+    p.add_argument("--from", dest="source", required=True,
+                   help="sqlite:////abs/path.db (four slashes: absolute; sqlite:///rel.db "
+                   "is relative to the working directory), or any store URL")  # fmt: skip
     p.add_argument("--to", dest="target", required=True, help="postgresql://… (created if needed)")
     p.add_argument("--doc", action="append", help="copy only this document (repeatable)")
     p.add_argument(
