@@ -311,6 +311,43 @@ def test_restore_brings_back_marks_and_headings(
     eventually(lambda: _marked(view_json(alice)) == want, what="the bold back in her editor")
 
 
+def test_server_undo_skips_a_paragraph_a_restore_brought_back(
+    server: ServerProcess, page_url: str, people: Any, doc_name: str
+) -> None:
+    """Field test s13b: Bob writes two paragraphs, Alice deletes the second in her
+    editor, Carol restores the version that had it, and Alice's server undo of her
+    deletion skips it (the restore brought it back): both editors show the two
+    paragraphs once. It brought the deleted paragraph back beside the restore's, and
+    everyone read it twice (tests/test_undo_restored.py plays it without a browser)."""
+    ws = ws_base(server, "y-websocket")
+    bob = open_tiptap(people(), page_url, provider="y-websocket", ws=ws, doc=doc_name, user="bob")
+    bob.locator(".ProseMirror").click()
+    bob.keyboard.type("Intro paragraph.")
+    bob.keyboard.press("Enter")
+    bob.keyboard.type("Second paragraph draft.")
+    both = [("paragraph", "Intro paragraph.", []), ("paragraph", "Second paragraph draft.", [])]
+    api = f"{server.http_url}/api/docs/{doc_name}"
+    seq = eventually(lambda: logged_seq(bob, api), what="bob's paragraphs logged")
+    alice = open_tiptap(people(), page_url, provider="y-websocket", ws=ws, doc=doc_name,
+                        user="alice")  # fmt: skip
+    eventually(lambda: _marked(view_json(alice)) == both, what="alice sees them")
+    alice.evaluate(
+        """() => { const e = window.harness.editor, d = e.state.doc
+        e.commands.deleteRange({ from: d.child(0).nodeSize, to: d.content.size }) }"""
+    )
+    eventually(lambda: _marked(view_json(bob)) == both[:1], what="alice's deletion at bob's")
+    eventually(lambda: (logged_seq(alice, api) or 0) > seq, what="the deletion logged")
+    r = httpx.post(f"{api}/restore", json={"seq": seq}, params={"user": "carol"})
+    assert r.status_code == 200 and r.json()["seq"], r.text
+    eventually(lambda: _marked(view_json(alice)) == both, what="the restore in her editor")
+
+    r = httpx.post(f"{api}/undo", params={"user": "alice"})
+    assert r.status_code == 409 and r.json()["skipped"], r.text
+    for page in (alice, bob):
+        eventually(lambda p=page: _marked(view_json(p)) == both, what="the paragraphs once")
+    assert not alice.errors and not bob.errors, explain(alice, bob)  # type: ignore[attr-defined]
+
+
 def plan_with_bold_words(
     server: ServerProcess, page_url: str, people: Any, doc: str
 ) -> tuple[Page, Page, str, int]:

@@ -543,13 +543,14 @@ async def test_a_rewrite_by_put_keeps_its_words_when_the_writer_before_is_revert
         assert (await _head(c, doc))["roots"]["content"]["value"] == "Q1changed at source"
 
 
-async def test_text_a_restore_wrote_again_is_its_writers_in_blame_and_diff_not_reverted(
+async def test_text_a_restore_wrote_again_is_its_writers_in_blame_diff_and_revert(
     server: RunningServer,
 ) -> None:
     """ann writes a line, bob deletes it, carol restores the version that had it: the
-    restore writes it as new text, not as copies of ann's items. Blame and a diff since
-    before the line name ann (they match the text); a revert of ann cannot tell it from
-    carol's and leaves it (docs/history.md, Revert: "Not followed")."""
+    restore writes it as new text, which its meta ``copies`` pairs with ann's deleted
+    items. Blame and a diff since before the line name ann (they match the text); a
+    revert of ann takes it out (it could not tell it from carol's and left it, before
+    the restore recorded its copies); a revert of bob's deletion finds it back already."""
     async with (
         client.connect(server.ws_url, "again", user="ann") as ann,
         client.connect(server.ws_url, "again", user="bob") as bob,
@@ -574,5 +575,9 @@ async def test_text_a_restore_wrote_again_is_its_writers_in_blame_and_diff_not_r
         r = await c.get("/api/docs/again/diff", params={"from": version, "actor": "ann"})
         ops = [(x["op"], x["text"], x["actor"]) for x in r.json()["roots"]["content"]["ops"]]
         assert ops == [("omitted", "\n", None), ("insert", ANN, "ann")], ops
-        got = await _revert(c, "again", {"actor": "ann", "since": version})
+        got = await _revert(c, "again", {"actor": "bob", "since": version + 1})
         assert (got["seq"], got["reason"]) == (None, "nothing to revert"), got
+        got = await _revert(c, "again", {"actor": "ann", "since": version})
+        assert got["seq"] == version + 4, got
+        assert got["removed"] == {"characters": len(ANN), "items": 0}, got
+        await ann.wait_for(lambda: str(ann.text()) == BOB)

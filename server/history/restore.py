@@ -29,10 +29,12 @@ wrote into it after.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from itertools import accumulate
 from typing import Any
 
@@ -41,6 +43,8 @@ from pycrdt import Array, Assoc, Doc, Map, Text, XmlElement, XmlFragment, XmlTex
 from .. import protocol as P
 from ..errors import Conflict, TooDeep
 from ..protocol import decode_state_vector
+from ..ranges import Ranges, decode_ranges, intersect, to_b64, union_into
+from ..updates import decode_update_meta
 from .bounded_diff import WordTest, coarsened, is_word, opcodes
 from .render import (
     ARRAY,
@@ -221,18 +225,32 @@ def _embed_at(text: RichText, pos: int) -> Any:
     raise LookupError(f"no embed at offset {pos}")
 
 
+#: what a restore calls around each insertion of the version's text (Copying.noting):
+#: the version's offsets (pycrdt's) it copies, and the insertion to make
+Note = Callable[[int, int, Callable[[], None]], None]
+
+
+def _made(note: Note | None, start: int, end: int, insert: Callable[[], None]) -> None:
+    if note is None:
+        insert()
+    else:
+        note(start, end, insert)
+
+
 def set_rich_text(
     text: RichText,
     target: Sequence[Run],
     writers: Writers | None = None,
     named: list[dict[Any, int]] | None = None,
+    note: Note | None = None,
 ) -> None:
     """Make `text` (a Text or an XmlText) equal `target` (a ``diff()``): characters,
     embeds and formatting, changing only what differs. `writers` and `named`: see
-    set_text (plain text only)."""
+    set_text (plain text only); `note`: told of each insertion of the target's text
+    (a restore's copies: Copying)."""
     current = text.diff()
     if _plain(current) and _plain(target):
-        set_text(text, "".join(i for i, _ in target), writers, named)
+        set_text(text, "".join(i for i, _ in target), writers, named, note)
         return
     have, want = _pieces(current), _pieces(target)
     codes = _codes(have, want)
@@ -251,14 +269,18 @@ def set_rich_text(
                 steps.append(("delete", live.offset(i1), live.offset(i2)))
             if j2 > j1:
                 pieces = [p for _, p in goal.between(j1, j2)]
-                steps.append(("insert", live.offset(i1), pieces))
+                steps.append(("insert", live.offset(i1), pieces, goal.offset(j1), goal.offset(j2)))
                 calls += len(pieces) - 1
         calls += len(steps)
         plan.append(steps)
     if calls * (len(have) + calls) > REWRITE_COST:
         del text[0 : live.offset(len(live.keys))]
-        for piece in reversed(want):
-            _insert(text, 0, [piece])
+
+        def whole() -> None:
+            for piece in reversed(want):
+                _insert(text, 0, [piece])
+
+        _made(note, 0, goal.offset(len(goal.keys)), whole)
         return
     for steps in reversed(plan):  # from the end: the offsets before stay valid
         for step in steps:
@@ -267,7 +289,7 @@ def set_rich_text(
             elif step[0] == "delete":
                 del text[step[1] : step[2]]
             else:
-                _insert(text, step[1], step[2])
+                _made(note, step[3], step[4], functools.partial(_insert, text, step[1], step[2]))
 
 
 def _plain(delta: Sequence[Run]) -> bool:
@@ -330,6 +352,7 @@ def set_text(
     target: str,
     writers: Writers | None = None,
     named: list[dict[Any, int]] | None = None,
+    note: Note | None = None,
 ) -> None:
     """Make the characters of `text` equal `target`, a plain string (PUT /text): new
     characters are formatted as typing there would format them (like the character
@@ -338,7 +361,7 @@ def set_text(
     (_by_writer), when the text is still the one they were taken from; then, when every
     character taken out has a writer there, `named` gets how many of each writer's
     were (blame's writers: text an undo brought back is its writer's, not the undoer's,
-    which is what the restore's answer says)."""
+    which is what the restore's answer says). `note`: see set_rich_text."""
     current = text.diff()
     if _plain(current):
         chars = "".join(i for i, _ in current)
@@ -371,6 +394,7 @@ def set_text(
         # position faster so (4,000 changes of a 100 kB text: 0.14-0.20 s, from the end
         # 0.26-0.32 s)
         moved = 0
+        toffs = byte_offsets(target) if note is not None else []
         for tag, i1, i2, j1, j2 in ops:
             if tag == "equal":
                 continue
@@ -380,13 +404,16 @@ def set_text(
                 moved -= offs[i2] - offs[i1]
             if j2 > j1:
                 new = target[j1:j2]
-                text.insert(at, new)
+                if note is None:
+                    text.insert(at, new)
+                else:
+                    note(toffs[j1], toffs[j2], functools.partial(text.insert, at, new))
                 moved += len(new.encode())
         return
     # formatted: the rich text that typing `target` over it would give, made by
     # set_rich_text (whose cost is bounded: this walk per change was not, 3.4 s for 2,000
     # changed lines of a 760 kB text with formatting on every other line)
-    set_rich_text(text, _typed_over(current, target))
+    set_rich_text(text, _typed_over(current, target), note=note)
 
 
 def scratch_client(*docs: Doc[Any]) -> int:
@@ -679,9 +706,12 @@ def _put_xml_node(live: Map[Any] | Array[Any], where: str | int, target: Any) ->
     return live[where]
 
 
-def _insert_copy(live: Any, index: int, target: Any) -> None:
-    """A copy of `target` as child `index` of the XML node `live`."""
-    _fill(live.children.insert(index, _empty(target)), target)
+def _insert_copy(live: Any, index: int, target: Any, copying: Copying | None = None) -> None:
+    """A copy of `target` as child `index` of the XML node `live` (`copying`: told)."""
+    if copying is None:
+        _fill(live.children.insert(index, _empty(target)), target)
+    else:
+        copying.node(target, lambda: _fill(live.children.insert(index, _empty(target)), target))
 
 
 def _change_in_place(live: Any, target: Any) -> bool:
@@ -692,7 +722,8 @@ def _change_in_place(live: Any, target: Any) -> bool:
     `live` with a copy)."""
     if isinstance(live, XmlText) and isinstance(target, XmlText):
         _set_attributes(live, target)
-        set_rich_text(live, target.diff())
+        copying = _COPYING.get()
+        set_rich_text(live, target.diff(), note=copying.noting(target) if copying else None)
     elif isinstance(live, Text) and isinstance(target, Text):
         set_rich_text(live, target.diff())
     elif isinstance(live, XmlElement) and isinstance(target, XmlElement):
@@ -813,12 +844,13 @@ def set_xml(live: XmlFragment | XmlElement, target: XmlFragment | XmlElement | N
         # the rest first (from the end), so that the paired children keep their index
         if i2 - i1 > paired:
             del live.children[i1 + paired : i2]
+        copying = _COPYING.get()
         for k in range(paired, j2 - j1):
-            _insert_copy(live, i1 + k, want[j1 + k])
+            _insert_copy(live, i1 + k, want[j1 + k], copying)
         for k in reversed(range(paired)):
             if not _change_in_place(have[i1 + k], want[j1 + k]):
                 del live.children[i1 + k]
-                _insert_copy(live, i1 + k, want[j1 + k])
+                _insert_copy(live, i1 + k, want[j1 + k], copying)
 
 
 def _set_attributes(live: XmlElement | XmlText, target: XmlElement | XmlText) -> None:
@@ -833,6 +865,143 @@ def _set_attributes(live: XmlElement | XmlText, target: XmlElement | XmlText) ->
         _set_attr(live, k, v)
 
 
+class Copying:
+    """The copies a restore writes of deleted content, for its meta (``copies``:
+    [originals, copies] as base64 ID sets, as an undo's): the new text (or XML node) it
+    inserts where the version had text (a node) that is deleted now stands for that,
+    so that an undo of the deletion, or a redo of the typing, finds it brought back
+    already and does not bring it a second time (server/undo/recorder.py,
+    ``RoomUndo.revert``).
+
+    Each insertion of the version's text into a text (a text root, or an XML text
+    changed in place: ``noting``) is told the version's offsets it copies, and each
+    XML node made again (``node``) the version's node it copies. At the end
+    (``pairs``) the version's items there are read by deleting them in a copy of the
+    version (the delete set of that transaction: their IDs, a node's with all inside
+    it), and those deleted in the live document before the restore are the originals
+    of what the insertion wrote. What a map's or an array's values made again copy is
+    not paired (docs/history.md)."""
+
+    def __init__(self, live: Doc[Any], target: Doc[Any]) -> None:
+        self.live, self.target = live, target
+        # what the live document holds deleted before the restore: its whole delete
+        # set, which an update from its own state vector carries alone
+        self._gone = decode_update_meta(live.get_update(live.get_state())).deletes
+        #: the root being made equal (make_equal sets it)
+        self.root = ""
+        #: (root, the version's node by child indices from the root, the version's start
+        #: and end offsets in its text or -1 for the node whole, what was written)
+        self.noted: list[tuple[str, tuple[int, ...], int, int, Ranges]] = []
+        self._kids: dict[Any, dict[Any, int]] = {}
+
+    def _written(self, insert: Callable[[], None]) -> Ranges:
+        client = self.live.client_id
+        before = decode_state_vector(self.live.get_state()).get(client, 0)
+        insert()
+        after = decode_state_vector(self.live.get_state()).get(client, 0)
+        return {client: [(before, after)]} if after > before else {}
+
+    def _path(self, node: Any) -> tuple[int, ...] | None:
+        """The child indices from the root to the version's XML node `node` (None: not
+        inside the root's XML tree)."""
+        path: list[int] = []
+        while isinstance(node, XmlElement | XmlText):
+            parent = node.parent
+            if not isinstance(parent, XmlElement | XmlFragment):
+                return None
+            kids = self._kids.get(parent)
+            if kids is None:
+                kids = self._kids[parent] = {kid: i for i, kid in enumerate(parent.children)}
+            index = kids.get(node)
+            if index is None:
+                return None
+            path.append(index)
+            node = parent
+        if not isinstance(node, XmlFragment) or node.parent is not None:
+            return None
+        return tuple(reversed(path))
+
+    def noting(self, text: Any = None) -> Note | None:
+        """What to tell of each insertion into the version's text `text` (an XML text),
+        or into the text root being made equal (None)."""
+        path = () if text is None else self._path(text)
+        if path is None:
+            return None
+        root = self.root
+
+        def note(start: int, end: int, insert: Callable[[], None]) -> None:
+            made = self._written(insert)
+            if made and end > start:
+                self.noted.append((root, path, start, end, made))
+
+        return note
+
+    def node(self, copied: Any, insert: Callable[[], None]) -> None:
+        """Make `insert` (an XML node of the version, `copied`, made again)."""
+        path = self._path(copied)
+        made = self._written(insert)
+        if made and path:
+            self.noted.append((self.root, path, -1, -1, made))
+
+    def pairs(self) -> list[list[str]]:
+        """[originals, copies] per insertion that copies deleted content (base64)."""
+        if not self.noted or not self._gone:
+            return []
+        scratch: Doc[Any] = Doc(skip_gc=True, client_id=scratch_client(self.target))
+        scratch.apply_update(self.target.get_update())
+        taken: list[Ranges] = []
+
+        def on_transaction(e: Any) -> None:
+            ds = e.delete_set
+            taken.append(decode_ranges(ds) if ds != b"\x00" else {})
+
+        def at(root: str, path: tuple[int, ...], xml: bool = True) -> Any:
+            if not xml:
+                return scratch.get(root, type=Text)
+            node: Any = scratch.get(root, type=XmlFragment)
+            for i in path:
+                node = node.children[i]
+            return node
+
+        out: list[list[str]] = []
+
+        def paired(made: Ranges) -> None:
+            originals: Ranges = {}
+            for t in taken:
+                union_into(originals, intersect(t, self._gone))
+            if originals:
+                out.append([to_b64(originals), to_b64(made)])
+
+        # texts first, each from its start, the offsets moved by what went before it
+        # (pycrdt finds a position from the start: from the end, 1,500 pieces of a
+        # 120 kB text took 0.30 s, from the start 0.04 s); then the nodes, the last
+        # first, so that the indices before stay valid (no text noted is in a node
+        # made again)
+        texts = sorted((n for n in self.noted if n[2] >= 0), key=lambda n: n[:3])
+        nodes = sorted((n for n in self.noted if n[2] < 0), key=lambda n: n[:2], reverse=True)
+        sub = scratch.observe(on_transaction)
+        try:
+            moved, last = 0, None
+            for root, path, start, end, made in texts:
+                if (root, path) != last:
+                    moved, last = 0, (root, path)
+                taken.clear()
+                del at(root, path, bool(path))[start - moved : end - moved]
+                moved += end - start
+                paired(made)
+            for root, path, _start, _end, made in nodes:
+                taken.clear()
+                del at(root, path[:-1]).children[path[-1]]
+                paired(made)
+        finally:
+            scratch.unobserve(sub)
+        return out
+
+
+#: the restore's Copying while make_equal runs (for the XML it changes in place)
+_COPYING: ContextVar[Copying | None] = ContextVar("restore_copying", default=None)
+
+
 def make_equal(
     live: Doc[Any],
     target: Doc[Any],
@@ -841,20 +1010,42 @@ def make_equal(
     named: list[dict[Any, int]] | None = None,
     items: dict[str, list[Any]] | None = None,
     target_items: dict[str, list[Any]] | None = None,
+    copying: Copying | None = None,
 ) -> None:
     """Change every root of `live` listed in `types` to equal the same root of `target`
     (a scratch document at the restored version; a root it lacks counts as empty).
     `writers`: per text root, who wrote what; `named`: who wrote what that took out
     (see set_text); `items`: the items of root arrays of `live`, where the caller read
-    them (render.copy_with_items); `target_items`: those of `target`, where it did."""
+    them (render.copy_with_items); `target_items`: those of `target`, where it did;
+    `copying`: told of the copies it writes of deleted text and XML nodes (Copying)."""
+    token = _COPYING.set(copying)
+    try:
+        _make_equal(live, target, types, writers, named, items, target_items, copying)
+    finally:
+        _COPYING.reset(token)
+
+
+def _make_equal(
+    live: Doc[Any],
+    target: Doc[Any],
+    types: dict[str, str],
+    writers: dict[str, Writers] | None,
+    named: list[dict[Any, int]] | None,
+    items: dict[str, list[Any]] | None,
+    target_items: dict[str, list[Any]] | None,
+    copying: Copying | None,
+) -> None:
     target_names = set(target.keys())
     for name, kind in sorted(types.items()):
+        if copying is not None:
+            copying.root = name
         cls = ROOT_CLASSES[kind]
         root = live.get(name, type=cls)
         other = target.get(name, type=cls) if name in target_names else None
         if kind == TEXT:
             want = other.diff() if other is not None else []
-            set_rich_text(root, want, (writers or {}).get(name), named)
+            note = copying.noting() if copying is not None else None
+            set_rich_text(root, want, (writers or {}).get(name), named, note)
         elif kind == MAP:
             set_map(root, other)
         elif kind == ARRAY:

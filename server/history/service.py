@@ -62,6 +62,7 @@ from .render import (
     typed_roots,
 )
 from .restore import (
+    Copying,
     Writers,
     apply_delta,
     check_depth,
@@ -225,6 +226,8 @@ class _Plan:
     parts: list[tuple[bytes, dict[Any, int] | None]]
     #: what they take out, per writer, and put in
     change: Change
+    #: [originals, copies] of the deleted text and nodes they write again (restore.Copying)
+    copies: list[list[str]]
 
 
 def _clock(doc: Doc[Any]) -> int:
@@ -250,6 +253,7 @@ def _restore_parts(
     writers: dict[str, Writers],
     items: dict[str, list[Any]] | None = None,
     skip_roots: tuple[str, ...] = (),
+    copies: list[list[str]] | None = None,
 ) -> list[tuple[bytes, dict[Any, int] | None]]:
     """Restore's change: every root of `live` made equal to `target`'s, in
     transactions of `actor`'s (one event: Room.server_change merges them), but the
@@ -260,7 +264,9 @@ def _restore_parts(
     plain text root blame named writers for (`writers`) is a transaction of its own,
     so that what it took out counts for them (removed.change_in_parts): the updates
     made and, for those, who wrote what they took out (None: the items' owners say).
-    `items`: the items of `live`'s root arrays (render.copy_with_items)."""
+    `items`: the items of `live`'s root arrays (render.copy_with_items). `copies` gets
+    [originals, copies] for the version's deleted text and XML nodes the change writes
+    again (restore.Copying), for the event's meta."""
     skip = bookkeeping_of((live, target), types, skip_roots)
     if skip:
         types = {n: t for n, t in types.items() if n not in skip}
@@ -282,18 +288,21 @@ def _restore_parts(
     groups.append({n: t for n, t in types.items() if n not in writers or t != TEXT})
     parts: list[tuple[bytes, dict[Any, int] | None]] = []
     captured: list[bytes] = []
+    copying = Copying(live, target) if copies is not None else None
     sub = live.observe(lambda e: captured.append(e.update))
     try:
         for group in groups:
             named: list[dict[Any, int]] = []
             with live.transaction(origin=ServerOrigin(actor, "restore")):
-                make_equal(live, target, group, writers, named, items, wants)
+                make_equal(live, target, group, writers, named, items, wants, copying)
             if captured:
                 update = captured[0] if len(captured) == 1 else merge_updates(*captured)
                 parts.append((update, named[0] if named else None))
                 captured.clear()
     finally:
         live.unobserve(sub)
+    if copying is not None and copies is not None:
+        copies.extend(copying.pairs())
     return parts
 
 
@@ -321,9 +330,10 @@ def _plan(
     arrays = [n for n, t in types.items() if t == ARRAY]
     live, items = copy_with_items(state, arrays, client_id)
     clock = _clock(live)
-    parts = _restore_parts(actor, live, target, types, writers, items, skip_roots)
+    copies: list[list[str]] = []
+    parts = _restore_parts(actor, live, target, types, writers, items, skip_roots, copies)
     change = change_in_parts(live, owners, parts) if parts else Change({}, (0, 0))
-    return _Plan(seq, clock, parts, change)
+    return _Plan(seq, clock, parts, change, copies)
 
 
 #: the root PUT /text writes in a document that has none (and `cat`/`edit` default to)
@@ -1040,17 +1050,20 @@ class History:
                         with live.transaction(origin=ServerOrigin(actor, "restore")):
                             live.apply_update(update)
 
+                planned = dict(meta, copies=plan.copies) if plan.copies else dict(meta)
                 try:
-                    ev = await room.server_change(actor, "restore", apply, meta=dict(meta))
+                    ev = await room.server_change(actor, "restore", apply, meta=planned)
                 except _Moved:
                     continue
                 return ev, plan.change if ev is not None else Change({}, (0, 0))
             parts: list[tuple[bytes, dict[Any, int] | None]] = []
+            copies: list[list[str]] = []
 
             def change(live: Doc[Any]) -> None:
-                parts.extend(self._make_equal(doc, actor, live, target, writers))
+                del copies[:]
+                parts.extend(self._make_equal(doc, actor, live, target, writers, copies))
 
-            ev = await room.server_change(actor, "restore", change, meta=dict(meta))
+            ev = await room.server_change(actor, "restore", change, meta=dict(meta, copies=copies))
             if ev is None:
                 return None, Change({}, (0, 0))
             # (read after the fact, as an undo's: deleted items keep their content)
@@ -1109,14 +1122,16 @@ class History:
         live: Doc[Any],
         target: Doc[Any],
         writers: dict[str, Writers],
+        copies: list[list[str]] | None = None,
     ) -> list[tuple[bytes, dict[Any, int] | None]]:
         """Restore's change made on `live` itself (see _restore_parts), on the loop."""
         known = self.types(doc, target)
         live_types = typed_roots(live)
         types = _restore_types(live, live_types, list(live.keys()), known)
         return _restore_parts(
-            actor, live, target, types, writers, skip_roots=self.backend.settings.undo_skip_roots
-        )
+            actor, live, target, types, writers,
+            skip_roots=self.backend.settings.undo_skip_roots, copies=copies,
+        )  # fmt: skip
 
     async def _writers_for_restore(self, doc: str, seq: int) -> dict[str, Writers]:
         """Per plain text root: its text at the head and who wrote each code point, and

@@ -65,7 +65,7 @@ from ..room import IMPORT_KIND, Room
 from ..settings import Settings
 from ..snapshots import Loaded, load
 from ..store.base import Event, EventStore, Snapshot
-from ..updates import format_clocks, marks_and_end, read_delete_set
+from ..updates import decode_update_meta, format_clocks, marks_and_end, read_delete_set
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -208,6 +208,11 @@ class RoomUndo:
         #: twice as many as the last trim kept
         self.undone_trim_at = UNDONE_TRIM_AT
         self._undone_kept = 0
+        #: [originals, copies] of the deleted text restores wrote again (their meta
+        #: ``copies``: history/restore.Copying), and of what undos and redos brought
+        #: back of those copies since: an undo or a redo does not bring back originals
+        #: with a live copy here (``_copied``); in the snapshot's meta (``restored``)
+        self.restored: list[tuple[Ranges, Ranges]] = []
         #: what each transaction since the last recorded event did: (inserted, deleted)
         self._pending: list[tuple[Ranges, Ranges]] = []
         self._mark = 0
@@ -312,6 +317,8 @@ class RoomUndo:
             return
         if ev.kind == REVERT:
             self._reverted(ev)
+        elif ev.kind == RESTORE and ev.meta.get("copies"):
+            self._restored(ev)
         raw = ins
         relays = ev.meta.get("relays") if ev.kind != IMPORT_KIND else None
         if relays:
@@ -499,6 +506,49 @@ class RoomUndo:
                 kept.append(step)
             stack[:] = kept
 
+    def _restored(self, ev: Event) -> None:
+        """A restore that wrote again deleted text: its copies go to the steps that
+        inserted the originals (as an undo's), and are kept (``restored``) for undos and
+        redos to find (``_copied``). Yjs links an undo's copy to its original in memory
+        (``item.redone``), so that no undo brings the original back beside it; a
+        restore's new text had no such link, and an undo of a deletion the restore had
+        brought back (a redo of typing it had) wrote the text a second time."""
+        for pair in ev.meta.get("copies") or ():
+            if isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair):
+                of, made = from_b64(pair[0]), from_b64(pair[1])
+                if of and made:
+                    self._give_copies(of, made)
+                    self.restored.append((of, made))
+
+    def _follow_restored(self, of: Ranges, made: Ranges) -> None:
+        """An undo's or a redo's copies `made` of `of`: kept when `of` holds a restore's
+        copies (or copies of those), which are then alive again as these."""
+        if made and any(may_overlap(of, c) for _, c in self.restored):
+            self.restored.append((of, made))
+
+    def _copied(self, doc: Doc[Any], dels: Ranges, own: Ranges) -> Ranges:
+        """What of `dels` a restore wrote again as copies (``restored``) of which one is
+        alive in `doc`, itself or as a copy an undo or a redo made of it since, other
+        than in `own` (what the step being reverted inserted, about to be deleted)."""
+        hits = [(of, made) for of, made in self.restored if may_overlap(of, dels)]
+        if not hits:
+            return {}
+        gone = decode_update_meta(doc.get_update(doc.get_state())).deletes
+        out: Ranges = {}
+        for of, made in hits:
+            seen: set[int] = set()
+            stack = [made]
+            while stack:
+                copies = stack.pop()
+                if subtract(subtract(copies, own), gone):
+                    union_into(out, intersect(of, dels))
+                    break
+                for i, (older, newer) in enumerate(self.restored):
+                    if i not in seen and may_overlap(older, copies):
+                        seen.add(i)
+                        stack.append(newer)
+        return out
+
     def _only_marks(self, dels: Ranges) -> bool:
         """Whether `dels` deletes only formatting marks, and changes nothing anyone sees:
         a client's clean-up of marks left with nothing between them, or of marks that
@@ -558,8 +608,12 @@ class RoomUndo:
         elif ev.meta.get("copies"):
             for of, made in ev.meta["copies"]:
                 self._give_copies(from_b64(of), from_b64(made))
+                if self.restored:
+                    self._follow_restored(from_b64(of), from_b64(made))
         elif ins:
             self._give_copies(subtract(reverted.dels, reverted.ins), ins)
+            if self.restored:
+                self._follow_restored(subtract(reverted.dels, reverted.ins), ins)
         completes = ev.meta.get("completes")
         if completes is None:
             target.append(Step([ev.seq], ins, dels, floor=self._floor(ins), inverse=True))
@@ -670,6 +724,8 @@ class RoomUndo:
         }
         if self.undone:
             out["undone"] = to_b64(self.undone)
+        if self.restored:
+            out["restored"] = [[to_b64(of), to_b64(made)] for of, made in self.restored]
         return out
 
     def _base_b64(self) -> str:
@@ -697,6 +753,12 @@ class RoomUndo:
             self._marks = from_b64(marks) if isinstance(marks, str) else None
             undone = meta.get("undone")
             self.undone = from_b64(undone) if isinstance(undone, str) else {}
+            restored = meta.get("restored")
+            self.restored = [
+                (from_b64(p[0]), from_b64(p[1]))
+                for p in (restored if isinstance(restored, list) else ())
+                if isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p)
+            ]
             # (a meta written before trims: trimmed after the next undo or redo)
             self._undone_kept = size(self.undone) // 2
             self.book.load_json(meta.get("book"))
@@ -769,6 +831,9 @@ class RoomUndo:
                     layers.append({})
                 layers[i][client] = [r]
         dels = subtract(step.dels, step.ins)
+        if self.restored and dels:
+            # brought back already by a restore: not a second time (``_restored``)
+            dels = subtract(dels, self._copied(doc, dels, step.ins))
         # the keys whose value the step holds: what each holds after it, not Yjs's pick
         # (mapkeys.py: a concurrent set's loser in the step's deletions came back stale,
         # or nothing did and the key was left missing)
@@ -1044,4 +1109,14 @@ async def fold(
     return loaded, {META_KEY: state.to_meta(), OWNERS_KEY: state.room.owners.to_meta()}
 
 
-__all__ = ["MARK", "META_KEY", "REDO", "REVERT", "UNDO", "RoomUndo", "fold", "infer_root_types"]
+__all__ = [
+    "MARK",
+    "META_KEY",
+    "REDO",
+    "RESTORE",
+    "REVERT",
+    "UNDO",
+    "RoomUndo",
+    "fold",
+    "infer_root_types",
+]

@@ -11,11 +11,13 @@ document at the seq before W's first event there is loaded (nearest snapshot + e
 and the events up to `until` are replayed onto it, each observed as the live room's
 undo recorder observes it (server/undo/recorder.py): the IDs it inserted (its before
 and after state vectors) and the IDs it deleted that were alive (the transaction's
-delete set). What W inserted includes the copies that later undos, redos and reverts
-(anyone's) made of it (``Did.follow_copies``): text of W's that a restore took out and
-an undo of the restore brought back is W's, as blame names it and as W's own undo
-takes it out. W's events (any kind) make one undo step, less each undo or redo of W's
-with the change it reverted when both are in the range (together they did nothing: see
+delete set). What W inserted includes the copies that later undos, redos, reverts and
+restores (anyone's) made of it (``Did.follow_copies``): text of W's that a restore took
+out and an undo of the restore brought back is W's, as blame names it and as W's own
+undo takes it out; so is text of W's that someone deleted and a restore wrote again
+(its meta ``copies``: history/restore.Copying). W's events (any kind) make one undo
+step, less each undo or redo of W's with the change it reverted when both are in the
+range (together they did nothing: see
 ``Did.net``), and the room's undo machinery inverts it on the live document as it
 inverts any step (:meth:`RoomUndo.revert`): what is left of W's insertions is deleted,
 what W deleted is brought back where it was, and other writers' items are left alone,
@@ -64,7 +66,7 @@ from ..snapshots import load
 from ..store.base import Event, EventStore
 from ..updates import decode_update_meta
 from .containers import Kept
-from .recorder import MARK, REDO, REVERT, UNDO, RoomUndo
+from .recorder import MARK, REDO, RESTORE, REVERT, UNDO, RoomUndo
 from .stacks import Step
 
 if TYPE_CHECKING:
@@ -90,7 +92,7 @@ class Did:
     done: dict[int, tuple[Ranges, Ranges]] = field(default_factory=dict)
 
     def follow_copies(self, kind: str, meta: dict[str, Any], ins: Ranges) -> None:
-        """An undo, a redo or a revert (anyone's) that inserted `ins` brought back
+        """An undo, a redo, a revert or a restore (anyone's) that inserted `ins` brought back
         deleted items as copies: copies of the writer's insertions are theirs too, as
         the undo recorder gives them to the writer's step (``_give_copies``) and blame
         names the writer. Without it, text of the writer's that a restore took out and
@@ -245,7 +247,7 @@ def _observe(doc: Doc[Any], events: list[Event], writer: str, did: Did) -> None:
         for i, d in seen:
             union_into(ins, i)
             union_into(dels, d)
-        if ev.kind in (UNDO, REDO, REVERT):
+        if ev.kind in (UNDO, REDO, REVERT, RESTORE):
             did.follow_copies(ev.kind, ev.meta, ins)
         if ins or dels:
             did.done[ev.seq] = (ins, dels)

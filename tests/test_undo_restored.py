@@ -1,0 +1,178 @@
+"""Undo and redo of text a restore brought back already (field test s13, s14).
+
+A restore writes new text that makes the document equal to a version: when that text
+stands for text someone deleted, or typed and undid, their undo of the deletion (their
+redo of the typing) found nothing to say the text was back, brought the original back
+too, and everyone read it twice. The restore now records its copies (meta ``copies``)
+as an undo does, and the undo or redo skips what has a live copy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+from conftest import eventually
+from pycrdt import Doc, XmlElement, XmlFragment, XmlText
+from test_undo import converged, edit, make_settings, server_text, serving, undo
+from yclient import connect
+
+DOC = "restored"
+
+
+async def _post(http: httpx.AsyncClient, what: str, user: str, body: Any = None) -> Any:
+    r = await http.post(f"/api/docs/{DOC}/{what}", params={"user": user}, json=body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def _blame(http: httpx.AsyncClient) -> list[tuple[str, str]]:
+    r = await http.get(f"/api/docs/{DOC}/blame", params={"join": "actor"})
+    return [(run["text"], run["actor"]) for run in r.json()["roots"]["content"]["runs"]]
+
+
+async def test_undo_of_a_deletion_a_restore_brought_back_does_not_double_it(
+    tmp_path: Path,
+) -> None:
+    """Bob types, Alice deletes a sentence, Carol restores the version that had it: Alice's
+    undo of her deletion skips it (the restore brought it back), before and after a
+    reload; once Carol undoes the restore, Alice's undo brings it back, once."""
+    s = make_settings(tmp_path / "db")
+    async with serving(s) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        async with connect(srv.ws_url, DOC, "alice") as a, connect(srv.ws_url, DOC, "bob") as b:
+            await edit(b, srv, DOC, lambda: b.insert(0, "Keep this. Draft sentence."))
+            await converged(srv, DOC, "Keep this. Draft sentence.", a, b)
+            version = (await http.get(f"/api/docs/{DOC}/events?order=desc&limit=1")).json()
+            seq = version["events"][0]["seq"]
+            await edit(a, srv, DOC, lambda: a.text.__delitem__(slice(10, 26)))
+            await converged(srv, DOC, "Keep this.", a, b)
+            deletion = seq + 1
+            restored = await _post(http, "restore", "carol", {"seq": seq})
+            assert restored["added"]["characters"] == len(" Draft sentence.")
+            await converged(srv, DOC, "Keep this. Draft sentence.", a, b)
+            # blame as before: the restored sentence is its writer's (matched to the text
+            # deleted), not the restorer's
+            assert await _blame(http) == [("Keep this. Draft sentence.", "bob")]
+
+            r = await undo(a)
+            assert r["ok"] is False and r["skipped"] == [[deletion]], r
+            assert server_text(srv, DOC) == "Keep this. Draft sentence."
+            assert await _blame(http) == [("Keep this. Draft sentence.", "bob")]
+            r = await undo(b)  # bob's typing: the restore's copy of it with it
+            assert r["ok"] is True, r
+            await converged(srv, DOC, "", a, b)
+            assert (await undo(b, "redo"))["ok"]
+            await converged(srv, DOC, "Keep this. Draft sentence.", a, b)
+
+        # the stacks and the copies, read again from the log
+        await eventually(lambda: srv.backend.rooms.get_loaded(DOC) is None, what="unloaded")
+        async with connect(srv.ws_url, DOC, "alice") as a:
+            r = await undo(a)
+            assert r["ok"] is False and r["skipped"] == [[deletion]], r
+            assert a.content == "Keep this. Draft sentence."
+            # the restore's copy taken out: alice's undo brings her deletion back, once
+            assert (await _post(http, "undo", "carol"))["ok"]
+            await converged(srv, DOC, "Keep this.", a)
+            r = await undo(a)
+            assert r["ok"] is True and r["added"]["characters"] == len(" Draft sentence."), r
+            await converged(srv, DOC, "Keep this. Draft sentence.", a)
+
+
+async def test_redo_of_typing_a_restore_brought_back_does_not_double_it(tmp_path: Path) -> None:
+    """Alice types a sentence and undoes it, Carol restores the version that had it:
+    Alice's redo skips it."""
+    s = make_settings(tmp_path / "db")
+    async with serving(s) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        async with connect(srv.ws_url, DOC, "alice") as a:
+            await edit(a, srv, DOC, lambda: a.insert(0, "Keep this."))
+            await edit(a, srv, DOC, lambda: a.insert(10, " Good idea."))
+            await converged(srv, DOC, "Keep this. Good idea.", a)
+            version = (await http.get(f"/api/docs/{DOC}/events?order=desc&limit=1")).json()
+            seq = version["events"][0]["seq"]
+            r = await undo(a)
+            assert r["ok"] is True
+            undone = r["seq"]
+            await converged(srv, DOC, "Keep this.", a)
+            await _post(http, "restore", "carol", {"seq": seq})
+            await converged(srv, DOC, "Keep this. Good idea.", a)
+
+            r = await undo(a, "redo")
+            assert r == {**r, "ok": False, "skipped": [[undone]]}, r
+            assert server_text(srv, DOC) == "Keep this. Good idea."
+            assert a.content == "Keep this. Good idea."
+
+
+def _paragraphs(doc: Doc) -> list[str]:
+    return [str(p) for p in doc.get("default", type=XmlFragment).children]
+
+
+async def test_undo_of_deleted_paragraphs_a_restore_brought_back_does_not_double_them(
+    tmp_path: Path,
+) -> None:
+    """Tiptap's shape (an XmlFragment of paragraphs, field test s13b): Bob writes two
+    paragraphs, Alice deletes the second, and words inside the first; Carol restores
+    the version with both; Alice's undo skips both steps (a paragraph made again, and
+    text changed in place), before and after a reload."""
+    intro = "<paragraph>Intro paragraph.</paragraph>"
+    second = "<paragraph>Second paragraph draft.</paragraph>"
+    s = make_settings(tmp_path / "db")
+    async with serving(s) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        async with (
+            connect(srv.ws_url, DOC, "alice", ydoc=Doc()) as a,
+            connect(srv.ws_url, DOC, "bob", ydoc=Doc()) as b,
+        ):
+            mine = a.doc.get("default", type=XmlFragment)
+            his = b.doc.get("default", type=XmlFragment)
+            for n, words in enumerate(("Intro paragraph.", "Second paragraph draft.")):
+                await edit(b, srv, DOC, lambda: his.children.append(XmlElement("paragraph")))
+                await edit(
+                    b, srv, DOC, lambda n=n, w=words: his.children[n].children.append(XmlText(w))
+                )
+            await eventually(lambda: _paragraphs(a.doc) == [intro, second], what="synced")
+            version = (await http.get(f"/api/docs/{DOC}/events?order=desc&limit=1")).json()
+            seq = version["events"][0]["seq"]
+            await edit(a, srv, DOC, lambda: mine.children.__delitem__(1))
+            await edit(a, srv, DOC, lambda: mine.children[0].children[0].__delitem__(slice(5, 15)))
+            assert _paragraphs(a.doc) == ["<paragraph>Intro.</paragraph>"]
+
+            restored = await _post(http, "restore", "carol", {"seq": seq})
+            assert restored["seq"] is not None
+            await eventually(lambda: _paragraphs(a.doc) == [intro, second], what="restored")
+            await eventually(lambda: _paragraphs(b.doc) == [intro, second], what="restored")
+
+            r = await undo(a)
+            assert r["ok"] is False and r["skipped"] == [[seq + 2], [seq + 1]], r
+            room = srv.backend.rooms.get_loaded(DOC)
+            assert room is not None
+            assert _paragraphs(room.doc) == [intro, second]
+
+        await eventually(lambda: srv.backend.rooms.get_loaded(DOC) is None, what="unloaded")
+        async with connect(srv.ws_url, DOC, "alice", ydoc=Doc()) as a:
+            r = await undo(a)
+            assert r["ok"] is False and r["skipped"] == [[seq + 2], [seq + 1]], r
+            assert _paragraphs(a.doc) == [intro, second]
+
+
+async def test_a_revert_after_a_restore_neither_doubles_nor_leaves_restored_text(
+    tmp_path: Path,
+) -> None:
+    """A revert goes by the same copies: of Alice's deletion, which the restore brought
+    back, nothing is left to revert; Bob's text, the restore's copy of it included (his
+    in blame), is all taken out by a revert of Bob."""
+    s = make_settings(tmp_path / "db")
+    async with serving(s) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        async with connect(srv.ws_url, DOC, "alice") as a, connect(srv.ws_url, DOC, "bob") as b:
+            await edit(b, srv, DOC, lambda: b.insert(0, "Keep this. Draft sentence."))
+            await converged(srv, DOC, "Keep this. Draft sentence.", a, b)
+            version = (await http.get(f"/api/docs/{DOC}/events?order=desc&limit=1")).json()
+            seq = version["events"][0]["seq"]
+            await edit(a, srv, DOC, lambda: a.text.__delitem__(slice(10, 26)))
+            await _post(http, "restore", "carol", {"seq": seq})
+            await converged(srv, DOC, "Keep this. Draft sentence.", a, b)
+
+            r = await _post(http, "revert", "teacher", {"actor": "alice", "since": seq})
+            assert (r["seq"], r["reason"]) == (None, "nothing to revert"), r
+            assert server_text(srv, DOC) == "Keep this. Draft sentence."
+            r = await _post(http, "revert", "teacher", {"actor": "bob", "since": 0})
+            assert r["seq"] is not None, r
+            await converged(srv, DOC, "", a, b)
