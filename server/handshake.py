@@ -13,18 +13,25 @@ three rules) closes that:
   while the head is incomplete; uvicorn's own 400 for it is never written, because h11
   refuses to send a response to a request it never parsed; a head that arrives whole
   in one read is measured by the RequestGuard);
-- until the request is complete, a socket counts against ``max_connections_per_ip``
-  (``429`` and close when over); a websocket upgrade from a trusted proxy is judged by
-  the address it forwards (X-Forwarded-For, as uvicorn reads it), whose open websockets
-  are at the limit already: ``429`` and close, as for a client that connects directly;
-- except the operations routes (``GET``/``HEAD`` of ``/metrics``, ``/healthz``,
-  ``/readyz``, :data:`OPS_PATHS`): a Prometheus scraper or a load balancer's health
-  check behind the same address (a NAT) as clients whose websockets hold every slot
-  must see the server exactly then. A socket over the limit waits for its request
-  line (up to ``OPS_SPARE_PER_ADDRESS`` such sockets per address, under the same
-  ``handshake_timeout``): an operations request is served with ``connection: close``
-  (no keep-alive, which would carry anything past the limit); anything else gets the
-  ``429``;
+- until the request is complete, a socket counts against ``max_connections_per_ip``;
+  a websocket upgrade over it is refused (``429``, ``Retry-After: 1``, a JSON body as
+  the API's errors have, and close); a websocket upgrade from a trusted proxy is judged
+  by the address it forwards (X-Forwarded-For, as uvicorn reads it), whose open
+  websockets are at the limit already: ``429`` and close, as for a client that connects
+  directly;
+- a plain HTTP request (no websocket upgrade) over the limit is served all the same:
+  the page, ``/static``, the API's reads, and the operations routes a Prometheus
+  scraper or a load balancer's health check asks for. An office of 300 behind one NAT
+  address, whose websockets hold every slot, could not load the page or read a
+  document's history (each 429), and a health check behind that address saw the
+  server down exactly then. The limit bounds what an address holds open for long
+  (websockets, handshakes): a request whose head has arrived is not counted, under the
+  limit either, so serving one over the limit lets that address hold nothing it could
+  not hold anyway. A socket over the limit waits for its head on one
+  of ``SPARE_PER_ADDRESS`` spare slots per address, under the same
+  ``handshake_timeout`` (more at once: ``429`` at once, the head unseen), and is served
+  with ``connection: close`` (no keep-alive, which would carry a later upgrade past
+  this count);
 - a websocket upgrade that would leave fewer than ``fd_reserve`` file descriptors free
   is answered ``503`` (Retry-After) and closed, so that health checks, metrics and
   history requests still have descriptors (descriptors.DescriptorGate).
@@ -45,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -55,7 +63,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .descriptors import DescriptorGate
 from .keepalive import ProgressKeepalive
-from .limits import LargeFrames, ws_max_size
+from .limits import LargeFrames, too_many_detail, ws_max_size
 from .repeat_logs import RepeatLines, Who, _Repeats
 from .settings import Settings
 
@@ -93,43 +101,45 @@ async def _nothing(*args: Any) -> Any:
     raise RuntimeError("not called")
 
 
-def _response(status: int, phrase: str, text: str, retry_after: bytes = b"") -> bytes:
+def _response(
+    status: int,
+    phrase: str,
+    text: str,
+    retry_after: bytes = b"",
+    content_type: bytes = b"text/plain; charset=utf-8",
+) -> bytes:
     body = text.encode()
     retry = b"retry-after: " + retry_after + b"\r\n" if retry_after else b""
     return (
-        f"HTTP/1.1 {status} {phrase}\r\ncontent-type: text/plain; charset=utf-8\r\n".encode()
+        f"HTTP/1.1 {status} {phrase}\r\n".encode()
+        + b"content-type: " + content_type + b"\r\n"
         + retry
         + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
         + body
+    )  # fmt: skip
+
+
+def too_many_response(limit: int) -> bytes:
+    """The 429 of a connection over ``max_connections_per_ip`` = `limit`: ``Retry-After:
+    1`` and the JSON of the API's errors (docs/security.md's refusal table, README's
+    HTTP API), saying the limit. A browser's WebSocket sees 1006 whatever it says; a
+    client that reads the body (ours, websockets' InvalidStatus) learns what to do."""
+    body = json.dumps(
+        {"error": "TooManyConnections", "detail": too_many_detail(limit)},
+        ensure_ascii=False,
+        separators=(",", ":"),
     )
+    return _response(429, "Too Many Requests", body, b"1", b"application/json")
 
 
 #: the reason of a connection refused with 429 for its address's connections, as the
 #: websocket route counts a TooManyConnections (4429)
 TOO_MANY = "too_many_connections"
 
-#: the paths a socket over its address's connection limit may still ask for (with GET
-#: or HEAD): cheap, short answers for monitoring (routes.ops, metrics.Metrics)
-OPS_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
-OPS_METHODS = frozenset({b"GET", b"HEAD"})
-#: sockets over the limit waiting for their request line, per address: an operations
-#: request may still come on them (a scraper and a health check or two at once)
-OPS_SPARE_PER_ADDRESS = 8
-#: a request line longer than this (no line end yet) is not an operations request
-_OPS_LINE_BYTES = 2048
-
-
-def ops_request(line: bytes, root_path: str = "") -> bool:
-    """Whether the HTTP request line `line` (``GET /metrics HTTP/1.1``) asks for an
-    operations route (OPS_PATHS, under `root_path` or not), which the per-address
-    connection limit lets through."""
-    parts = line.split(b" ")
-    if len(parts) != 3 or parts[0] not in OPS_METHODS:
-        return False
-    path = parts[1].split(b"?", 1)[0].decode("latin-1")
-    if root_path and path.startswith(root_path + "/"):
-        path = path[len(root_path) :]
-    return path in OPS_PATHS
+#: sockets over the limit waiting for their request head, per address: a plain HTTP
+#: request on one is served (a page load's few requests at once, a scraper, a health
+#: check), a websocket upgrade refused
+SPARE_PER_ADDRESS = 8
 
 
 class RefusedAddresses(RepeatLines):
@@ -163,27 +173,26 @@ def guarded_protocol(
     refused for want of descriptors); `refused(reason)` counts a connection refused by
     the per-address limit (Backend.refused: ``palimpsest_refused_total``)."""
     repeats = RefusedAddresses(log)
-    #: sockets over their address's limit waiting to say whether they ask for an
-    #: operations route, per address (OPS_SPARE_PER_ADDRESS)
+    #: sockets over their address's limit waiting to say whether they are a plain
+    #: HTTP request or a websocket upgrade, per address (SPARE_PER_ADDRESS)
     spare: collections.Counter[str] = collections.Counter()
 
     class GuardedH11Protocol(H11Protocol):
         _head_timer: asyncio.TimerHandle | None = None
         _counted: str | None = None
-        #: over the limit: the address of the spare slot it holds, until its request
-        #: line says it asks for something else or its head is complete
+        #: over the limit: the address of the spare slot it holds, until its head is
+        #: complete (a websocket upgrade is refused then)
         _spare: str | None = None
-        #: a spare socket's request line so far; None once it is read (an operations
-        #: request: the spare slot is held until the head is complete, as a counted
-        #: socket is)
+        #: a spare socket's request line so far; None once it is read (and followed by
+        #: ``connection: close``)
         _line: bytes | None = None
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)  # type: ignore[arg-type]
             host = self.client[0] if self.client else "unknown"
             if not limits.connect(host):
-                if spare[host] < OPS_SPARE_PER_ADDRESS:
-                    # an operations request may still come: its request line says
+                if spare[host] < SPARE_PER_ADDRESS:
+                    # a plain HTTP request is served: its head says
                     spare[host] += 1
                     self._spare = host
                     self._line = b""
@@ -209,7 +218,7 @@ def guarded_protocol(
             say("refused %s from %s with 429: too many connections (max_connections_per_ip "
                 "%d; repeats within a minute are said in one line)", what, host,
                 settings.max_connections_per_ip)  # fmt: skip
-            self._refuse(429, "Too Many Requests", "too many connections from your address")
+            self._close_with(too_many_response(settings.max_connections_per_ip))
 
         def _arm(self) -> None:
             if self._head_timer is None:
@@ -234,28 +243,32 @@ def guarded_protocol(
             self._refuse(408, "Request Timeout", f"the request {part} did not arrive in time")
 
         def _refuse(self, status: int, phrase: str, text: str) -> None:
+            self._close_with(_response(status, phrase, text))
+
+        def _close_with(self, answer: bytes) -> None:
             if not self.transport.is_closing():
                 if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                     # (an answer already begun, an early 413, is only cut off)
-                    self.transport.write(_response(status, phrase, text))
+                    self.transport.write(answer)
                 self.transport.close()
             self._head_done()
 
         def data_received(self, data: bytes) -> None:
             if self._spare is not None and self._line is not None:
-                # over the limit: only an operations request is served
+                # over the limit: a plain HTTP request is served, an upgrade refused
+                # (handle_websocket_upgrade), once the head is whole
                 self._line += data
-                end = self._line.find(b"\r\n")
-                if end < 0 and len(self._line) < _OPS_LINE_BYTES:
+                end = self._line.find(b"\n")
+                if end < 0 and len(self._line) < settings.max_request_head_bytes:
                     return  # (the head timer still runs)
-                host, data, self._line = self._spare, self._line, None
-                if end < 0 or not ops_request(data[:end], settings.root_path):
-                    self._too_many(host, "a connection")
-                    return
-                # served, then closed: the answer says "connection: close" (h11 and
-                # uvicorn read it from the request), and whatever the client sent
-                # after it on the socket is not read
-                data = data[: end + 2] + b"connection: close\r\n" + data[end + 2 :]
+                data, self._line = self._line, None
+                if end >= 0:
+                    # served, then closed: the answer says "connection: close" (h11
+                    # and uvicorn read it from the request; a client's own Connection
+                    # header comes after it, and uvicorn reads an upgrade from the
+                    # last), and whatever the client sent after it is not read.
+                    # (No line end within the head's bound: h11 refuses it, 431.)
+                    data = data[: end + 1] + b"connection: close\r\n" + data[end + 1 :]
             super().data_received(data)
             if self.transport.is_closing() or self.transport.get_protocol() is not self:
                 self._head_done()  # closed, or handed over to the websocket protocol
@@ -265,6 +278,10 @@ def guarded_protocol(
                 self._head_done()
 
         def handle_websocket_upgrade(self, event: h11.Request) -> None:
+            if self._spare is not None:
+                # over the limit, on a spare slot: only plain HTTP is served there
+                self._too_many(self._spare, "a websocket")
+                return
             client = self._forwarded(event)
             if client is not None and not limits.allows(client):
                 # behind a trusted proxy, the address counted so far was the proxy's:
@@ -465,4 +482,4 @@ def uvicorn_options(
     }
 
 
-__all__ = ["ReceiveQueue", "guarded_protocol", "uvicorn_options"]
+__all__ = ["ReceiveQueue", "guarded_protocol", "too_many_response", "uvicorn_options"]

@@ -173,6 +173,16 @@ def frame_limit(settings: Settings, update: bool) -> int:
     return settings.max_frame_bytes
 
 
+def too_many_detail(limit: int) -> str:
+    """What a connection refused for its address's connections is told (the 429's JSON
+    detail at the handshake, handshake.py; a 4429 close's reason under an ASGI server
+    that cannot answer a handshake: within a close reason's 123 bytes)."""
+    return (
+        f"at most {limit} connections at once from one address (MAX_CONNECTIONS_PER_IP): "
+        "close one, or try again later"
+    )
+
+
 class LargeFrames:
     """What all connections together hold of update frames over ``max_frame_bytes``
     while they arrive (``max_large_frames_bytes``, at least ``max_doc_bytes``): one such
@@ -234,8 +244,7 @@ class Limits(Extension):
         if not self.connect(client.address):
             log.warning("refused websocket for %r from %s: too many connections",
                         client.doc, client.address)  # fmt: skip
-            limit = self.settings.max_connections_per_ip
-            raise TooManyConnections(f"more than {limit} connections from your address")
+            raise TooManyConnections(too_many_detail(self.settings.max_connections_per_ip))
 
     async def on_disconnect(self, client: Client) -> None:
         self.disconnect(client.address)
@@ -313,5 +322,6 @@ __all__ = [
     "CreationQuota",
     "LargeFrames",
     "frame_limit",
+    "too_many_detail",
     "ws_max_size",
 ]

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,7 +22,7 @@ import websockets
 from conftest import eventually
 from serverproc import ServerProcess
 
-from palimpsest.handshake import OPS_SPARE_PER_ADDRESS, RefusedAddresses
+from palimpsest.handshake import SPARE_PER_ADDRESS, RefusedAddresses
 
 METRIC = 'palimpsest_refused_total{reason="too_many_connections"}'
 
@@ -83,55 +85,129 @@ def test_the_repeats_are_said_in_one_line_with_their_count() -> None:
         logger.removeHandler(handler)
 
 
-async def test_the_operations_routes_answer_an_address_at_its_limit(tmp_path: Path) -> None:
-    """A Prometheus scraper or a load balancer's health check behind the same address
-    (a NAT) as clients whose websockets hold every slot of MAX_CONNECTIONS_PER_IP still
-    gets /metrics, /healthz and /readyz; anything else from that address is still 429,
-    and so is an ops connection's next request on the same socket."""
+def _is_the_limits_429(response: Any, limit: int) -> None:
+    """`response` (httpx's or websockets') is the 429 of MAX_CONNECTIONS_PER_IP =
+    `limit`: ``Retry-After: 1`` (docs/security.md's refusal table) and the API's JSON
+    error, saying the limit (it was plain text, "too many connections from your
+    address", without Retry-After)."""
+    assert response.status_code == 429, response.status_code
+    assert response.headers["retry-after"] == "1", response.headers
+    assert response.headers["content-type"] == "application/json", response.headers
+    body = response.body if hasattr(response, "body") else response.content
+    said = json.loads(body)
+    assert said["error"] == "TooManyConnections", said
+    assert f"at most {limit} connections at once from one address" in said["detail"], said
+
+
+async def test_the_429_says_the_limit_in_json_with_retry_after(tmp_path: Path) -> None:
+    """Every 429 of the per-address limit: a websocket over it, its own address's or one
+    a trusted proxy forwards, and a socket over the limit with no spare slot left."""
+    env = {"PALIMPSEST_MAX_CONNECTIONS_PER_IP": "2"}
+    async with (
+        ServerProcess(tmp_path / "srv", env=env) as srv,
+        contextlib.AsyncExitStack() as held,
+    ):
+        direct = {"local_addr": ("127.0.0.2", 0)}
+        forwarded = {"additional_headers": {"X-Forwarded-For": "10.0.0.9"}}
+        for how in (direct, forwarded):
+            for _ in range(2):
+                await held.enter_async_context(await _open(srv, **how))
+            with pytest.raises(websockets.InvalidStatus) as e:
+                await _open(srv, **how)
+            _is_the_limits_429(e.value.response, 2)
+        # every spare slot taken: refused before its request is read
+        slow = [
+            await asyncio.open_connection(srv.host, srv.port, local_addr=("127.0.0.2", 0))
+            for _ in range(SPARE_PER_ADDRESS)
+        ]
+        for _, w in slow:
+            w.write(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n")
+            await w.drain()
+        transport = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+        async with httpx.AsyncClient(base_url=srv.http_url, transport=transport) as http:
+            _is_the_limits_429(await http.get("/api/docs"), 2)
+        for _, w in slow:
+            w.close()
+
+
+async def test_plain_http_is_served_to_an_address_at_its_limit(tmp_path: Path) -> None:
+    """An office behind one NAT address whose websockets hold every slot of
+    MAX_CONNECTIONS_PER_IP: the next person still loads the page and its script, lists
+    and reads documents, and a scraper or health check behind that address still sees
+    the server (all of these were 429 but /metrics, /healthz and /readyz). Only a
+    websocket upgrade is refused, and a request served over the limit does not keep
+    its socket for another (which could then be an upgrade)."""
     env = {"PALIMPSEST_MAX_CONNECTIONS_PER_IP": "2"}
     direct = {"local_addr": ("127.0.0.2", 0)}
-    transport = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+    # a socket per request (one kept from under the limit is not counted again)
+    transport = httpx.AsyncHTTPTransport(
+        local_address="127.0.0.2", limits=httpx.Limits(max_keepalive_connections=0)
+    )
     async with (
         ServerProcess(tmp_path / "srv", env=env) as srv,
         contextlib.AsyncExitStack() as held,
         httpx.AsyncClient(base_url=srv.http_url, transport=transport) as http,
     ):
+        r = await http.put("/api/docs/notes/text?user=ann", json={"text": "hello"})
+        assert r.status_code == 200, r.text
         for _ in range(2):
             await held.enter_async_context(await _open(srv, **direct))
-        for path in ("/metrics", "/healthz", "/readyz", "/metrics?name[]=x", "/healthz"):
+        r = await http.get("/api/docs/notes/versions/head?user=ann")
+        assert r.status_code == 200 and "hello" in r.text, (r.status_code, r.text)
+        # a write too (its own rate limit, MAX_HTTP_WRITES_PER_SECOND, still holds)
+        r = await http.put("/api/docs/notes/text?user=ann", json={"text": "hello, all"})
+        assert r.status_code == 200, r.text
+        for path in (
+            "/metrics", "/healthz", "/readyz", "/metrics?name[]=x", "/", "/static/palimpsest.js",
+            "/api/docs?user=ann", "/api/docs/notes/events?user=ann",
+        ):  # fmt: skip
             r = await http.get(path)
-            assert r.status_code == 200, (path, r.status_code, r.text)
+            assert r.status_code == 200, (path, r.status_code, r.text[:200])
+            assert r.headers["connection"] == "close", (path, r.headers)
         assert "palimpsest_" in (await http.get("/metrics")).text
         r = await http.head("/healthz")
-        assert r.status_code != 429, r.status_code
-        # the limit holds for everything else
-        for path in ("/api/docs", "/", "/metricsx", "/healthz/../api/docs"):
-            r = await http.get(path)
-            assert r.status_code == 429, (path, r.status_code)
-        r = await http.post("/metrics")
-        assert r.status_code == 429, r.status_code
+        assert r.status_code == 200, r.status_code
+        # no route: answered as it is under the limit, not refused
+        r = await http.get("/api/nothing-here")
+        assert r.status_code == 404 and r.json()["error"] == "NotFound", r.text
+        # a websocket is still refused
         with pytest.raises(websockets.InvalidStatus) as e:
             await _open(srv, **direct)
-        assert e.value.response.status_code == 429
-        # an ops connection is not kept for another request: a keep-alive socket would
-        # carry anything past the limit
+        _is_the_limits_429(e.value.response, 2)
+        # a request served over the limit does not keep its socket: a keep-alive socket
+        # would carry a websocket upgrade past the limit's count
         reader, writer = await asyncio.open_connection(
             srv.host, srv.port, local_addr=("127.0.0.2", 0)
         )
         writer.write(
-            b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"
-            b"GET /api/docs HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"
+            b"GET /api/docs?user=ann HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"
+            b"GET /ws/notes?user=ann HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: upgrade\r\n"
+            b"upgrade: websocket\r\nsec-websocket-version: 13\r\n"
+            b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
         )
         await writer.drain()
         answer = await asyncio.wait_for(reader.read(), 10)
         writer.close()
-        assert answer.startswith(b"HTTP/1.1 200"), answer
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
         assert answer.count(b"HTTP/1.1 ") == 1, answer
+        # an upgrade that asks to be kept alive as well is still an upgrade
+        reader, writer = await asyncio.open_connection(
+            srv.host, srv.port, local_addr=("127.0.0.2", 0)
+        )
+        writer.write(
+            b"GET /ws/notes?user=ann HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+            b"connection: keep-alive, Upgrade\r\nupgrade: websocket\r\n"
+            b"sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 429"), answer[:200]
         # sockets over the limit that stop before their head is whole are bounded (8 per
         # address, each until the handshake timeout): one more is refused at once
         slow = [
             await asyncio.open_connection(srv.host, srv.port, local_addr=("127.0.0.2", 0))
-            for _ in range(OPS_SPARE_PER_ADDRESS)
+            for _ in range(SPARE_PER_ADDRESS)
         ]
         for _, w in slow:
             w.write(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n")
@@ -147,5 +223,5 @@ async def test_the_operations_routes_answer_an_address_at_its_limit(tmp_path: Pa
         await eventually(healthz, what="/healthz once the slow sockets are gone")
         # and once a websocket leaves, the address gets its slot back as before
         await held.aclose()
-        r = await http.get("/api/docs")
-        assert r.status_code == 200, r.text
+        async with await _open(srv, **direct):
+            pass

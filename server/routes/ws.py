@@ -16,7 +16,7 @@ from functools import partial
 from typing import Any
 
 from pycrdt import get_state
-from starlette.responses import PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from .. import cpu_account, subdoc_options
@@ -918,7 +918,9 @@ async def refuse_error(ws: WebSocket, e: PalimpsestError) -> None:
     with HTTP 429 where the ASGI server can, which y-websocket backs off from and comes
     back after, where a 4429 close stops it for good (3.1 and later)."""
     if isinstance(e, TooManyConnections) and _can_deny(ws):
-        response = PlainTextResponse(str(e), 429, headers={"Retry-After": "1"})
+        # (the JSON of the API's errors, as the handshake guard's 429: handshake.py)
+        body = {"error": type(e).__name__, "detail": str(e)}
+        response = JSONResponse(body, 429, headers={"Retry-After": "1"})
         await ws.send_denial_response(response)
         return
     await refuse(ws, e.close_code, str(e))
