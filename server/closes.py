@@ -5,8 +5,9 @@ The set is closed so that the metric's series are bounded and an alert can name 
 A close made by the server says its cause where it is made (the connection's own
 refusals) or is told from its close code (what a room, the deletion or the shutdown
 closes through the Peer interface); a close made by the client is ``client_closed``,
-or ``connection_lost`` when no close frame came (the network, a killed process, the
-keepalive ping unanswered).
+or ``connection_lost`` when no close frame came (the network, a killed process). The
+server's keepalive closing a peer that answers no ping and takes nothing is
+``keepalive_timeout`` (uvicorn reports it as the peer's going: keepalive.keepalive_cut).
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ from .errors import (
 #: every cause, with what it means (docs/operations.md has the same table)
 CAUSES: dict[str, str] = {
     "client_closed": "the client closed the socket (a close frame from it)",
-    "connection_lost": "the socket went away without a close frame, or did not answer the "
-    "keepalive ping (reported as 1005 or 1006)",
+    "connection_lost": "the socket went away without a close frame (reported as 1005 or 1006)",
+    "keepalive_timeout": "the server's keepalive closed it (1011 keepalive ping timeout): "
+    "no answer to its ping while taking none of the server's bytes and sending none (a "
+    "frozen tab, a client that stopped reading, a peer gone without a word)",
     "rate_limit": "over a rate of frames or bytes (1013), or too many connections (4429)",
     "slow_client": "the client did not read: its send queue or its address's or document's "
     "send budget overflowed (1013), or its socket was aborted",
@@ -67,6 +70,8 @@ _BY_CODE = {
 
 #: how the reason of a close for a revoked user begins (revocation.REVOKED)
 REVOKED = "access revoked"
+#: the close the server's keepalive makes (uvicorn's words), and its cause
+KEEPALIVE_TIMEOUT = (1011, "keepalive ping timeout")
 #: the reason a room gives when it closes its peers to reload (room.py, undo/actions.py)
 RELOADING = "the document is being reloaded"
 #: the reason a room gives the senders of edits the store refused for good (room.py):
@@ -128,8 +133,9 @@ def cause_of_client(code: int | None, framed: bool) -> str:
     """The cause of a close the client made: `code` is what the ASGI server reported,
     `framed` whether its disconnect message carried a reason (a close frame came).
     uvicorn reports a socket that went without a close frame as 1005 with no reason
-    (1006 before the handshake ended), its keepalive ping unanswered too; a close frame
-    with no code (a browser's ``ws.close()``) is 1005 with a reason ("")."""
+    (1006 before the handshake ended), and the close its keepalive made too (told apart
+    by keepalive.keepalive_cut); a close frame with no code (a browser's ``ws.close()``)
+    is 1005 with a reason ("")."""
     if code is None or code == 1006 or (code == 1005 and not framed):
         return "connection_lost"
     return "client_closed"
@@ -166,6 +172,7 @@ def server_closed(code: int | None, reason: str | None) -> bool:
 
 __all__ = [
     "CAUSES",
+    "KEEPALIVE_TIMEOUT",
     "SERVER_RESTART",
     "RELOADING",
     "STORE_FAILED",

@@ -75,6 +75,10 @@ class ProgressKeepalive:
     _seen: tuple[tuple[int, int] | None, int] = (None, 0)
     #: the peer has taken the ping itself once it acknowledged this many bytes
     _ping_at = 0
+    #: the keepalive closed the connection (1011 "keepalive ping timeout"): uvicorn then
+    #: reports its end to the app as the peer's (1005, no close frame), which the app
+    #: reads this to tell apart (keepalive_cut)
+    keepalive_failed = False
 
     def _look(self) -> tuple[tuple[int, int] | None, int]:
         transport = self.transport
@@ -98,6 +102,8 @@ class ProgressKeepalive:
             assert self.ping_timeout is not None
             self.pong_timer = self.loop.call_later(self.ping_timeout, self.keepalive_timeout)
             return
+        if not (self.close_sent or self.transport.is_closing()):
+            self.keepalive_failed = True
         super().keepalive_timeout()  # type: ignore[misc]
         transport = self.transport
         if transport.get_write_buffer_size() and not self.disconnected:
@@ -118,6 +124,13 @@ class ProgressKeepalive:
         return acked > before[0] and before[0] < self._ping_at
 
 
+def keepalive_cut(protocol: Any) -> bool:
+    """Whether the websocket protocol object `protocol` (uvicorn's, under a starlette
+    WebSocket: wire_write.protocol_of) was closed by this keepalive: no answer to its
+    ping and no progress (closes.KEEPALIVE_TIMEOUT)."""
+    return getattr(protocol, "keepalive_failed", False) is True
+
+
 def _queued(transport: Any) -> int:
     """Bytes in the kernel's send queue of `transport`'s socket (sent and not yet
     acknowledged, or not sent yet); 0 when it does not say."""
@@ -131,4 +144,4 @@ def _queued(transport: Any) -> int:
     return int(struct.unpack("i", buf)[0])
 
 
-__all__ = ["ProgressKeepalive", "tcp_counts"]
+__all__ = ["ProgressKeepalive", "keepalive_cut", "tcp_counts"]

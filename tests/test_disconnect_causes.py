@@ -4,6 +4,7 @@ reason it sees, and the one series that counts it (scraped from /metrics)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ import pytest
 import websockets
 from conftest import RunningServer, closed_with, eventually, run_server
 from pycrdt import Doc, Text
+from serverproc import ServerProcess
 from test_hostile import SECRET, TWO_SECTIONS, token
 from test_limits import SMALL_BUFFER, connection_of, transport_of
 from test_ops import scrape, val
@@ -240,3 +242,46 @@ async def test_a_frame_websockets_refuses_is_counted_as_the_servers_refusal(
     assert len(lines) == 1, lines
     assert f"cause={cause} code={code}" in lines[0], lines
     assert "(closed by the server after" in lines[0], lines
+
+
+async def test_a_client_the_keepalive_closes_is_the_servers_keepalive_timeout(
+    tmp_path: Path,
+) -> None:
+    """A client that stops reading its socket in a busy document (a small receive buffer,
+    never read: its window closes) answers no ping and takes nothing: the server's
+    keepalive closes it with 1011 "keepalive ping timeout". uvicorn reports that end to
+    the app as the client's (1005, no close frame): it was logged ``cause=connection_lost
+    code=1005 reason='' (closed by the client after 40.0 s)`` and counted so."""
+    env = {"PALIMPSEST_WS_PING_INTERVAL": "0.2", "PALIMPSEST_WS_PING_TIMEOUT": "0.3"}
+    async with ServerProcess(tmp_path / "srv", env=env) as srv:
+        before = await scrape(srv.http_url)
+        async with connect(srv.ws_url, "busy", "writer") as writer:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
+            sock.connect(("127.0.0.1", srv.port))
+            sock.setblocking(False)
+            reader, w = await asyncio.open_connection(sock=sock)
+            w.write(
+                b"GET /ws/busy?user=slow HTTP/1.1\r\nhost: 127.0.0.1\r\nupgrade: websocket\r\n"
+                b"connection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"sec-websocket-version: 13\r\n\r\n"
+            )
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+            # its sync step 1 (an empty state vector), as a provider's, then no more
+            w.write(Frame(Opcode.BINARY, P.encode_sync_step1(b"\x00")).serialize(mask=True))
+            w.transport.pause_reading()  # and never again: the window closes
+
+            async def cut() -> dict[str, float] | None:
+                writer.insert(0, "x" * 4000)  # (the document stays busy)
+                m = await scrape(srv.http_url)
+                got = {c: val(m, METRIC, cause=c) - val(before, METRIC, cause=c) for c in CAUSES}
+                return got if sum(got.values()) else None
+
+            got = await eventually(cut, timeout=30, interval=0.1, what="the slow reader closed")
+            w.close()
+        assert got == {c: (c == "keepalive_timeout") * 1.0 for c in CAUSES}, got
+        lines = [line for line in srv.log_text().splitlines() if "disconnect " in line]
+    slow = [line for line in lines if "user=slow" in line]
+    assert len(slow) == 1, lines
+    assert "cause=keepalive_timeout code=1011 reason='keepalive ping timeout'" in slow[0], slow
+    assert "(closed by the server after" in slow[0], slow

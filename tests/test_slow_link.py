@@ -276,7 +276,7 @@ async def test_the_server_still_cuts_a_peer_that_takes_nothing(tmp_path: Path) -
 
                 await eventually(cut, timeout=60, what="bob's connection cut")
                 m = await scrape(srv.http_url)
-                assert val(m, "palimpsest_disconnects_total", cause="connection_lost") == 1
+                assert val(m, "palimpsest_disconnects_total", cause="keepalive_timeout") == 1
                 assert val(m, "palimpsest_disconnects_total", cause="slow_client") == 0
                 link.passing.set()
             finally:

@@ -25,6 +25,7 @@ from ..auth import ExpiryWatch
 from ..auth.tokens import token_of
 from ..backend import Backend
 from ..closes import (
+    KEEPALIVE_TIMEOUT,
     Closed,
     cause_of_client,
     cause_of_code,
@@ -51,6 +52,7 @@ from ..errors import (
     UpdateRejected,
 )
 from ..extensions import Client, OpContext
+from ..keepalive import keepalive_cut
 from ..limits import Limits, frame_limit
 from ..locking import lock_of, refusal
 from ..names import validate_doc_name
@@ -655,6 +657,12 @@ class Connection:
         if self._client_close is None:
             code = code if isinstance(code, int) else 1006
             self._client_close = (code, reason or "")
+            if reason is None and keepalive_cut(protocol_of(self.ws)):
+                # the server's keepalive closed it (uvicorn reports 1005, as if the
+                # client went): logged "cause=connection_lost code=1005 … (closed by
+                # the client …)" after 40 s of no answer
+                self.close(*KEEPALIVE_TIMEOUT, "keepalive_timeout")
+                return
             if server_closed(code, reason):  # the ASGI server's, at its shutdown
                 self.close(code, "server shutting down", "server_shutdown")
                 return
