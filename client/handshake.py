@@ -13,7 +13,10 @@ for ``connect_timeout`` and said nothing of why).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import re
+from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -148,7 +151,11 @@ def handshake_error(url: str, e: Exception, why: str) -> ClientError:
     if not isinstance(e, websockets.InvalidStatus):
         return ServerGone(f"cannot connect to {url}: {why}")
     status = e.response.status_code
-    body = e.response.body.decode(errors="replace") if e.response.body else ""
+    text = e.response.body.decode(errors="replace") if e.response.body else ""
+    body: Any = text
+    if text.startswith("{"):  # the server's {"error", "detail"} (a 429, a 503)
+        with contextlib.suppress(ValueError):
+            body = json.loads(text)
     err = from_http(status, body, f"opening the websocket {url}")
     if status in _PROXY_DOWN:
         return ServerError(

@@ -178,7 +178,8 @@ def too_many_detail(limit: int) -> str:
     detail at the handshake, handshake.py; a 4429 close's reason under an ASGI server
     that cannot answer a handshake: within a close reason's 123 bytes)."""
     return (
-        f"at most {limit} connections at once from one address (MAX_CONNECTIONS_PER_IP): "
+        f"at most {limit} connection{'s' if limit != 1 else ''} at once from one address "
+        "(MAX_CONNECTIONS_PER_IP): "
         "close one, or try again later"
     )
 

@@ -22,6 +22,7 @@ import websockets
 from conftest import eventually
 from serverproc import ServerProcess
 
+from palimpsest import client
 from palimpsest.handshake import SPARE_PER_ADDRESS, RefusedAddresses
 
 METRIC = 'palimpsest_refused_total{reason="too_many_connections"}'
@@ -128,6 +129,32 @@ async def test_the_429_says_the_limit_in_json_with_retry_after(tmp_path: Path) -
             _is_the_limits_429(await http.get("/api/docs"), 2)
         for _, w in slow:
             w.close()
+
+
+async def test_the_python_client_says_the_limit_of_the_429(tmp_path: Path) -> None:
+    """The Python client's error for that 429 reads its JSON as the other answers' are
+    read ("TooManyConnections: at most 1 connection …"), not the body's raw text; and a
+    limit of one says "connection", not "connections"."""
+    env = {"PALIMPSEST_MAX_CONNECTIONS_PER_IP": "1"}
+    async with ServerProcess(tmp_path / "srv", env=env) as srv:
+        held: list[websockets.ClientConnection] = []
+
+        async def one_open() -> bool:
+            # (the start's readiness probe from this address may not be closed yet)
+            with contextlib.suppress(websockets.InvalidStatus):
+                held.append(await _open(srv))
+            return bool(held)
+
+        await eventually(one_open, what="one websocket open")
+        try:
+            with pytest.raises(client.RateLimited) as e:
+                async with client.connect(srv.ws_url, "notes", user="bob"):
+                    pass
+        finally:
+            await held[0].close()
+    said = str(e.value)
+    assert "TooManyConnections: at most 1 connection at once from one address" in said, said
+    assert "{" not in said, said
 
 
 async def test_plain_http_is_served_to_an_address_at_its_limit(tmp_path: Path) -> None:
