@@ -165,6 +165,19 @@ def _listed(names: tuple[str, ...] | None) -> str:
     return ", ".join(names) if names else "none"
 
 
+def _and(names: tuple[str, ...] | list[str]) -> str:
+    """Names joined as a sentence lists them: "a", "a and b", "a, b and c"."""
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+
+
+def _takes(what: str, names: tuple[str, ...]) -> str:
+    """What a route takes of one kind, as a 400 says it: "the query parameter at", "the
+    body keys actor, since and until"; "no query parameters" for none."""
+    if not names:
+        return f"no {what}s"
+    return f"the {what}{'s' if len(names) > 1 else ''} {_and(names)}"
+
+
 def _quoted(keys: list[str]) -> str:
     return ", ".join(repr(k[:40]) for k in keys[:5])
 
@@ -179,11 +192,12 @@ def route_of(conn: HTTPConnection) -> tuple[str, str] | None:
     return key if key in TAKES else None
 
 
-def everywhere(extra: tuple[str, ...] = ()) -> str:
+def everywhere(extra: tuple[str, ...] = (), too: bool = True) -> str:
     """What a 400 says every route takes besides its own parameters: the credentials
-    and the extensions' own (``Extension.takes_query``)."""
-    names = dict.fromkeys((*CREDENTIALS, *extra))
-    return f"; every route takes {', '.join(names)} too"
+    and the extensions' own (``Extension.takes_query``); `too` after a list of the
+    route's own."""
+    names = list(dict.fromkeys((*CREDENTIALS, *extra)))
+    return f"; every route takes {_and(names)}" + (" too" if too else "")
 
 
 def check_query(conn: HTTPConnection, extra: tuple[str, ...] = ()) -> None:
@@ -206,14 +220,16 @@ def check_query(conn: HTTPConnection, extra: tuple[str, ...] = ()) -> None:
     if misplaced:
         raise BadRequest(
             f"{_quoted(misplaced)} goes in the JSON body, not the query: {where} takes "
-            f"the body keys {_listed(takes.body)} and the query parameters "
-            f"{_listed(takes.query)}"
+            f"{_takes('body key', takes.body or ())} and {_takes('query parameter', takes.query)}"
         )
+    # (it read "takes the query parameters none; every route takes token, user too")
+    own = (
+        _takes("query parameter", takes.query) if takes.query else "no query parameters of its own"
+    )
     raise BadRequest(
-        f"unknown query parameter {_quoted(unknown)}: {where} takes the query parameters "
-        f"{_listed(takes.query)}"
-        + (f" and the body keys {_listed(takes.body)}" if takes.body else "")
-        + everywhere(extra)
+        f"unknown query parameter {_quoted(unknown)}: {where} takes {own}"
+        + (f" and {_takes('body key', takes.body)}" if takes.body else "")
+        + everywhere(extra, too=bool(takes.query))
     )
 
 

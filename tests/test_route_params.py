@@ -233,3 +233,46 @@ def test_the_table_is_the_spec() -> None:
         assert set(takes.body or ()) == (body or set()), (method, template)
     api = {r for r in HTTP_ROUTES if r[1].startswith("/api/")}
     assert api == set(TAKES), api ^ set(TAKES)
+
+
+async def test_what_a_route_takes_reads_well_when_it_takes_no_query_parameter(
+    open_server: RunningServer,
+) -> None:
+    """A field tester's ``POST …/undo?bogus=1`` was told the route "takes the query
+    parameters none; every route takes token, user too"."""
+    async with httpx.AsyncClient(base_url=open_server.url) as c:
+        r = await c.post("/api/docs/words/undo?user=ann&bogus=1")
+        assert r.status_code == 400, r.text
+        assert r.json()["detail"] == (
+            "unknown query parameter 'bogus': POST /api/docs/{doc}/undo takes no query "
+            "parameters of its own; every route takes token and user"
+        ), r.text
+        # a route with a body: its keys, and none in the query
+        r = await c.post("/api/docs/words/undo/close?user=ann&bogus=1")
+        assert r.json()["detail"] == (
+            "unknown query parameter 'bogus': POST /api/docs/{doc}/undo/close takes no "
+            "query parameters of its own and the body key group; every route takes token "
+            "and user"
+        ), r.text
+        r = await c.post("/api/docs/words/undo/close?user=ann&group=g")
+        assert r.json()["detail"] == (
+            "'group' goes in the JSON body, not the query: POST /api/docs/{doc}/undo/close "
+            "takes the body key group and no query parameters"
+        ), r.text
+        # one with parameters lists them, "and" before the last
+        r = await c.get("/api/docs/words/versions?user=ann&bogus=1")
+        assert r.json()["detail"] == (
+            "unknown query parameter 'bogus': GET /api/docs/{doc}/versions takes the query "
+            "parameters at, seq and format; every route takes token and user too"
+        ), r.text
+        r = await c.post("/api/docs/words/revert?user=ann&bogus=1", json={"actor": "x"})
+        assert r.json()["detail"] == (
+            "unknown query parameter 'bogus': POST /api/docs/{doc}/revert takes the query "
+            "parameter dry_run and the body keys actor, since and until; every route takes "
+            "token and user too"
+        ), r.text
+        r = await c.get("/api/docs?user=ann&bogus=1")
+        assert r.json()["detail"] == (
+            "unknown query parameter 'bogus': GET /api/docs takes the query parameters "
+            "prefix, after, limit and sort; every route takes token and user too"
+        ), r.text
