@@ -90,9 +90,9 @@ async def test_a_deleted_document_answers_410_until_its_name_is_written_again(
             assert r.status_code == 404 and r.json()["error"] == "NotFound", (path, r.text)
         r = await http.post(f"{srv.url}/api/docs/gone/restore", params=q, json={"seq": 1})
         assert r.status_code == 410, r.text
-        for op in ("undo", "redo"):  # nothing to undo, and no room loaded to say so
+        for op in ("undo", "redo"):  # deleted, as the reads say, and no room loaded
             r = await http.post(f"{srv.url}/api/docs/gone/{op}", params=q)
-            assert r.status_code == 409 and not r.json()["ok"], r.text
+            assert r.status_code == 410 and r.json()["error"] == "Deleted", r.text
         r = await http.post(f"{srv.url}/api/docs/gone/undo/close", params=q)
         assert r.json() == {"ok": True, "seq": None}, r.text
         assert srv.backend.rooms.get_loaded("gone") is None

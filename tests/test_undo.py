@@ -322,3 +322,41 @@ async def test_a_restore_is_an_undo_step_of_its_own(tmp_path: Path) -> None:
             assert server_text(srv, "own") == "Base. Typed."
             assert (await h.undo("own")).ok  # the typing before (one step: a minute)
             assert server_text(srv, "own") == ""
+
+
+async def test_http_undo_of_a_name_with_no_document_is_a_404_as_reads_answer(
+    tmp_path: Path,
+) -> None:
+    """A field tester's ``POST /api/docs/nosuchdoc/undo`` answered 409 "nothing to
+    undo", as for a document that is there, while every read of the name answered 404:
+    a typo in the name went unseen. A websocket connection makes the document: its undo
+    answers "nothing to undo"."""
+    from palimpsest import client
+
+    async with serving(make_settings(tmp_path / "db")) as srv:
+        async with httpx.AsyncClient(base_url=srv.url) as http:
+            read = await http.get("/api/docs/nosuchdoc/events", params={"user": "alice"})
+            assert read.status_code == 404, read.text
+            for op in ("undo", "redo"):
+                r = await http.post(f"/api/docs/nosuchdoc/{op}", params={"user": "alice"})
+                assert r.status_code == 404, (op, r.text)
+                assert (
+                    r.json()
+                    == read.json()
+                    == {
+                        "error": "NotFound",
+                        "detail": "no document named 'nosuchdoc'",
+                    }
+                ), r.text
+            # (and no room was loaded to say so)
+            assert srv.backend.rooms.get_loaded("nosuchdoc") is None
+        async with client.History(srv.url, user="alice") as h:
+            try:
+                await h.undo("nosuchdoc")
+            except client.NotFound as e:
+                assert "no document named 'nosuchdoc'" in str(e)
+            else:
+                raise AssertionError("History.undo of no document did not raise NotFound")
+        async with connect(srv.ws_url, "nosuchdoc", "alice") as a:
+            r = await undo(a)
+            assert r == {"type": "result", "id": r["id"], "ok": False, "reason": "nothing to undo"}

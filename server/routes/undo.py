@@ -4,7 +4,8 @@
 ``200 {"ok": true, "seq": S, "kind": K, "reverts": [...], "removed": {...}, "added":
 {...}}`` with the new event (and ``"removed_others"`` when it took out text other users
 wrote: server.removed, ``"skipped"`` when steps had nothing left: undo.Outcome), or
-``409 {"ok": false, "reason": "nothing to undo"}``. ``POST /api/docs/{doc}/undo/open``
+``409 {"ok": false, "reason": "nothing to undo"}``; 404 (410 where a deletion left its
+tombstone) for a name with no document, as the reads answer. ``POST /api/docs/{doc}/undo/open``
 (body ``{"group": ID}``, optional) opens an explicit undo group, and
 ``POST /api/docs/{doc}/undo/close`` (body ``{"group": ID}``, optional) ends the user's
 current undo step and group (docs/undo.md).
@@ -22,6 +23,7 @@ from starlette.routing import Route
 from .. import undo
 from ..backend import Backend
 from ..bounded_json import loads_bounded
+from ..deletion import missing
 from ..errors import BadRequest
 from ..names import validate_doc_name
 from ..params import check_body
@@ -37,9 +39,9 @@ def _backend(request: Request) -> Backend:
 
 
 async def _empty(backend: Backend, doc: str) -> bool:
-    """No document of that name, live or logged (never written, or deleted): there is
-    nothing to undo, and no room is loaded to say so (an empty room made a later
-    DELETE of the name answer that it deleted something)."""
+    """No document of that name, live or logged (never written, or deleted): no room is
+    loaded to say there is nothing to undo (an empty room made a later DELETE of the
+    name answer that it deleted something)."""
     return backend.rooms.get_loaded(doc) is None and await backend.store.doc_info(doc) is None
 
 
@@ -64,7 +66,9 @@ async def _with_room(backend: Backend, doc: str, fn: Callable[[Room], Awaitable[
 async def _perform(request: Request, kind: str) -> Response:
     backend, doc, user = await _open(request)
     if await _empty(backend, doc):
-        return JSONResponse({"ok": False, "reason": f"nothing to {kind}"}, status_code=409)
+        # 404 as the reads answer (410 for a deleted one): it answered 409 "nothing to
+        # undo", as for a document that is there, and a typo in the name went unseen
+        raise await missing(backend.store, doc)
     outcome = undo.Outcome()
     ev = await _with_room(
         backend, doc, lambda room: undo.perform(room, user, kind, backend, outcome)
