@@ -16,7 +16,7 @@ from pycrdt import (
 
 from ..closes import RELOADING
 from ..errors import BadRequest, PalimpsestError, StoreError
-from ..ranges import Ranges, to_b64
+from ..ranges import Ranges, subtract, to_b64
 from ..removed import change_of_off_loop, removed_others
 from ..room import Room
 from ..store.base import Event
@@ -56,6 +56,8 @@ class Outcome:
     #: the containers of the reverted step it kept, holding what others wrote (how many,
     #: and what of whose is in them: containers.py), or None
     kept: dict[str, Any] | None = None
+    #: when it did nothing: why (docs/undo.md's table), for the answer
+    reason: str | None = None
 
 
 async def perform(
@@ -82,6 +84,9 @@ async def perform(
     #: what the change deleted, and what the step it reverted had inserted
     done: list[Ranges] = []
     skipped: list[list[int]] = []
+    #: per step skipped: whether it inserts, and whether it restores, anything besides
+    #: bookkeeping (what its revert would delete, and bring back), for the reason
+    does: list[tuple[bool, bool]] = []
     kept: list[Kept] = []
     # The whole document read that the step on top may need for its map keys, made
     # before the room's turn (RoomUndo.read_keys): in it, only what came since is read
@@ -93,7 +98,7 @@ async def perform(
         if st is None:
             return
         mark = state.pending()
-        del skipped[:]
+        del skipped[:], does[:]
         # Steps above the first one with anything left to revert are dropped (as Yjs
         # does) when the event is recorded, so that the log alone decides the stacks.
         for step in reversed(st.undo if kind == UNDO else st.redo):
@@ -107,6 +112,9 @@ async def perform(
                 return
             if not state.bookkeeping_only(step):  # (not a step any more: no word of it)
                 skipped.append(list(step.seqs))
+                book = state.book.ids
+                restores = subtract(subtract(step.dels, step.ins), book)
+                does.append((bool(subtract(step.ins, book)), bool(restores)))
 
     ev = await _server_change(room, actor, kind, change, meta, backend)
     if ev is not None and done and outcome is not None:
@@ -127,11 +135,39 @@ async def perform(
     elif ev is None and outcome is not None:
         # nothing of any step was left to revert: which (the stack is left as it is)
         outcome.skipped = list(skipped)
+        outcome.reason = _why_nothing(state, actor, kind, does)
     if ev is not None and picked and any(s is picked[0] for s in state.stacks(actor).undo):
         await _complete(room, state, actor, picked[0], ev, backend)
     if ev is not None and state.undone_grown():
         await state.trim_undone()
     return ev
+
+
+#: why an undo or a redo did nothing although steps were there, none with anything
+#: left: the usual case, and steps that had only one part (docs/undo.md's table)
+NOTHING_LEFT = {
+    UNDO: "nothing left to undo: others deleted or moved all that your changes inserted",
+    REDO: "cannot redo: the place what it brings back was in is gone (deleted since)",
+}
+#: ... an undo of deletions alone (its steps inserted nothing): what it brings back had
+#: nowhere to go
+UNDO_NO_PLACE = "nothing left to undo: the place what it brings back was in is gone (deleted since)"
+#: ... a redo of deletions alone (of an undo that brought text back, which someone else
+#: deleted since: their undo of the typing it brought back, a deletion of theirs)
+REDO_DELETED = "nothing left to redo: what it deletes was deleted by someone else since"
+
+
+def _why_nothing(state: RoomUndo, actor: str, kind: str, does: list[tuple[bool, bool]]) -> str:
+    """The reason an undo or a redo did nothing: `does` holds, per step skipped, whether
+    it inserts and whether it restores anything (none skipped: the stack held no step,
+    or bookkeeping alone)."""
+    if not does:
+        return f"nothing to {kind}"
+    if kind == REDO and not any(restores for _, restores in does):
+        return REDO_DELETED
+    if kind == UNDO and not any(inserts for inserts, _ in does):
+        return UNDO_NO_PLACE
+    return NOTHING_LEFT[kind]
 
 
 def _top(state: RoomUndo, actor: str, kind: str) -> Step | None:

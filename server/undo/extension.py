@@ -14,7 +14,7 @@ from ..origins import Origin, ServerOrigin
 from ..room import Room
 from ..settings import Settings
 from ..store.base import Event
-from .actions import Outcome, close_group, group_id, open_group, perform
+from .actions import NOTHING_LEFT, Outcome, close_group, group_id, open_group, perform
 from .recorder import META_KEY, REDO, UNDO, RoomUndo
 from .stacks import GroupLimits
 
@@ -33,10 +33,11 @@ def answer(ev: Event | None, kind: str, outcome: Outcome) -> dict[str, Any]:
     server/removed.py) and ``skipped`` (the seqs of each step it skipped as having
     nothing left to revert)."""
     if ev is None:
+        reason = outcome.reason or (NOTHING_LEFT[kind] if outcome.skipped else f"nothing to {kind}")
         if outcome.skipped:
             # steps there, but nothing of them left: say so, and which
-            return {"ok": False, "reason": _NOTHING_LEFT[kind], "skipped": outcome.skipped}
-        return {"ok": False, "reason": f"nothing to {kind}"}
+            return {"ok": False, "reason": reason, "skipped": outcome.skipped}
+        return {"ok": False, "reason": reason}
     out: dict[str, Any] = {
         "ok": True,
         "seq": ev.seq,
@@ -65,12 +66,6 @@ def _only_keys(body: dict[str, Any], kind: str, *keys: str) -> None:
             f"{', '.join(repr(k) for k in unknown)}: it acts as you, the connection's "
             "user, only; nothing was done"
         )
-
-
-_NOTHING_LEFT = {
-    UNDO: "nothing left to undo: others deleted or moved all that your changes inserted",
-    REDO: "cannot redo: the place what it brings back was in is gone (deleted since)",
-}
 
 
 class Undo(Extension):
