@@ -1,6 +1,6 @@
 """Why an undo or a redo did nothing, in its answer's ``reason`` (docs/undo.md's table):
-a redo whose text someone else deleted since, over the websocket, HTTP and the Python
-client."""
+a redo whose text someone else deleted since, and an undo past the stack's depth
+(``undo_max_depth``), over the websocket, HTTP and the Python client."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import free_port, run_server
+from conftest import eventually, free_port, run_server
 
 from palimpsest import client
 from palimpsest.settings import Settings
@@ -97,6 +97,51 @@ async def test_a_redo_whose_place_is_gone_still_says_so(tmp_path: Path) -> None:
             assert redone.reason == (
                 "cannot redo: the place what it brings back was in is gone (deleted since)"
             ), redone
+
+
+async def test_an_undo_past_the_depth_limit_says_older_changes_are_past_it(
+    tmp_path: Path,
+) -> None:
+    """After ``undo_max_depth`` undos the next answered "nothing to undo" while the
+    user's older text was still there, theirs: it says that those changes are past the
+    limit, as long as the stacks last (a reload from the snapshot, a restart). A user
+    who never reached the limit is told "nothing to undo"."""
+    settings = make_settings(tmp_path / "db", undo_max_depth=3)
+    past = "nothing left to undo: older changes are past the undo limit (UNDO_MAX_DEPTH=3)"
+    async with run_server(settings) as srv:
+        async with (
+            client.connect(srv.ws_url, "deep", user="alice") as a,
+            client.connect(srv.ws_url, "deep", user="bob") as b,
+        ):
+            for i in range(5):
+                a.text().insert(len(a.text()), f"w{i} ")
+                await a.flush()
+            b.text().insert(0, "B ")
+            await b.flush()
+            for _ in range(3):
+                assert (await a.undo()).ok
+            await a.wait_for(lambda: str(a.text()) == "B w0 w1 ")
+            nothing = await a.undo()
+            assert not nothing.ok and nothing.reason == past, nothing
+            assert nothing.skipped == (), nothing
+            assert (await b.undo()).ok
+            assert (await b.undo()).reason == "nothing to undo"
+            # a redo and its undo: still past it
+            assert (await a.redo()).ok
+            assert (await a.undo()).ok
+            assert (await a.undo()).reason == past
+        await eventually(
+            lambda: srv.backend.rooms.get_loaded("deep") is None, what="the room unloaded"
+        )
+        async with httpx.AsyncClient(base_url=srv.url) as http:
+            r = await http.post("/api/docs/deep/undo", params={"user": "alice"})
+            assert (r.status_code, r.json()) == (409, {"ok": False, "reason": past}), r.text
+            r = await http.post("/api/docs/deep/undo", params={"user": "bob"})
+            assert r.json() == {"ok": False, "reason": "nothing to undo"}, r.text
+    settings.port = free_port()
+    async with run_server(settings) as srv:
+        async with client.connect(srv.ws_url, "deep", user="alice") as a:
+            assert (await a.undo()).reason == past
 
 
 async def test_an_undo_of_a_deletion_whose_place_is_gone_says_so(tmp_path: Path) -> None:

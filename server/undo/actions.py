@@ -162,6 +162,13 @@ def _why_nothing(state: RoomUndo, actor: str, kind: str, does: list[tuple[bool, 
     it inserts and whether it restores anything (none skipped: the stack held no step,
     or bookkeeping alone)."""
     if not does:
+        st = state.get(actor)
+        if kind == UNDO and st is not None and st.past_limit:
+            # (it said "nothing to undo" while the user's older text was there, theirs)
+            return (
+                "nothing left to undo: older changes are past the undo limit "
+                f"(UNDO_MAX_DEPTH={state.max_depth})"
+            )
         return f"nothing to {kind}"
     if kind == REDO and not any(restores for _, restores in does):
         return REDO_DELETED

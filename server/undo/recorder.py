@@ -396,8 +396,16 @@ class RoomUndo:
                         if other.open and ev.ts - other.last_ts >= self.capture_ms:
                             other.close()
             st.undo.append(step)
-            del st.undo[: -self.max_depth]
+            self._bound(st)
         st.last_ts = ev.ts
+
+    def _bound(self, st: Stacks) -> None:
+        """Keep `st`'s undo stack ``max_depth`` deep: the oldest steps go, and the
+        stacks say so (``Stacks.past_limit``: the undo after the last one left answers
+        that older changes are past the limit, not "nothing to undo")."""
+        if len(st.undo) > self.max_depth:
+            del st.undo[: -self.max_depth]
+            st.past_limit = True
 
     def _floor(self, ins: Ranges) -> dict[int, int]:
         """The clocks, as far as they moved since this began, before the event just
@@ -617,7 +625,10 @@ class RoomUndo:
         completes = ev.meta.get("completes")
         if completes is None:
             target.append(Step([ev.seq], ins, dels, floor=self._floor(ins), inverse=True))
-            del target[: -self.max_depth]
+            if target is st.undo:
+                self._bound(st)
+            else:
+                del target[: -self.max_depth]
         elif target and int(completes) in target[-1].seqs:
             # the rest of the step that undo reverted: one step to redo with it
             top = target[-1]

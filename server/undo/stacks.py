@@ -148,6 +148,9 @@ class Stacks:
     last_ts: int = 0
     #: the id of the explicit undo group the actor opened and has not closed
     group: str | None = None
+    #: whether steps of the actor's went off the bottom of the undo stack (past
+    #: ``undo_max_depth``): an undo with none left says so, not "nothing to undo"
+    past_limit: bool = False
 
     @property
     def open(self) -> bool:
@@ -178,6 +181,8 @@ class Stacks:
         }
         if self.group is not None:
             out["group"] = self.group
+        if self.past_limit:
+            out["past_limit"] = True
         return out
 
     def group_steps(self, group: str) -> int:
@@ -192,6 +197,7 @@ class Stacks:
             [Step.from_json(s) for s in d.get("redo", [])],
             int(d.get("last_ts", 0)),
             d["group"] if isinstance(d.get("group"), str) else None,
+            d.get("past_limit") is True,
         )
         if d.get("open") is True and st.undo and not st.open:
             # written before per-session steps (Dec 2026): the last step may grow, of
