@@ -244,6 +244,10 @@ class OpResult:
     #: an undo's or a redo's: the elements of the caller's it kept because others wrote
     #: in them, and what they wrote; None when it kept none
     kept_containers: KeptContainers | None = None
+    #: an undo's or a redo's: the seqs of the step it took back (an undo's: the user's
+    #: edits; a redo's: the undo it redoes), as the event's ``meta.reverts``; () when
+    #: nothing was done
+    reverts: tuple[int, ...] = ()
 
     def __bool__(self) -> bool:
         return self.ok
@@ -317,6 +321,9 @@ def op_result(answer: dict[str, Any]) -> OpResult:
         if isinstance(skipped, list)
         else (),
         _kept(answer.get("kept_containers")),
+        tuple(int(s) for s in reverts if isinstance(s, int))
+        if isinstance(reverts := answer.get("reverts"), list)
+        else (),
     )
 
 

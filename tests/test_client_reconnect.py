@@ -282,7 +282,9 @@ async def test_an_undo_that_timed_out_tells_its_late_outcome(tmp_path: Path) -> 
                 os.kill(srv.pid, signal.SIGCONT)
             assert slow.value.late is not None
             done = await slow.value.late
-            assert done == client.OpResult(True, 2, None, removed_characters=len("keep me"))
+            assert done == client.OpResult(
+                True, 2, None, removed_characters=len("keep me"), reverts=(1,)
+            )
             await s.wait_for(lambda: str(s.text()) == "")
 
             s.text().append("again")

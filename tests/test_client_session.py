@@ -155,6 +155,29 @@ async def test_undo_redo_close_group_over_the_socket(server: RunningServer) -> N
         await a.wait_for(lambda: a.text() == "ada bob", timeout=5)
 
 
+async def test_an_undos_result_names_the_seqs_it_reverts(server: RunningServer) -> None:
+    """The websocket's and HTTP's answers carry ``reverts`` (the seqs of the step an undo
+    took back; a redo's: its undo's seq); the client's OpResult dropped it."""
+    async with client.connect(server.ws_url, "reverts", user="ada") as a:
+        a.text().insert(0, "one ")
+        assert (await a.close_group()).ok
+        a.text().append("two")
+        await a.flush()
+        async with client.History(server.url, user="ada") as h:
+            edits = [e.seq for e in (await h.events("reverts")).events if e.kind == "edit"]
+            assert len(edits) == 2, edits
+            undone = await a.undo()
+            assert undone.reverts == (edits[1],), undone
+            redone = await a.redo()
+            assert redone.reverts == (undone.seq,), redone
+            again = await h.undo("reverts")  # over HTTP
+            assert again.reverts == (redone.seq,), again
+            first = await h.undo("reverts")
+            assert first.reverts == (edits[0],), first
+            nothing = await a.undo()
+            assert not nothing.ok and nothing.reverts == (), nothing
+
+
 # --- errors ------------------------------------------------------------------------------
 
 

@@ -104,7 +104,7 @@ async def test_undo_of_an_enter_keeps_the_paragraph_with_what_others_typed_in_it
             # OpResult had no kept_containers: a script could not tell)
             assert got == OpResult(
                 True, got.seq, None, (), removed_characters=tail, added_characters=tail,
-                kept_containers=KeptContainers(2, (Removed("bob", 5, 0),)),
+                kept_containers=KeptContainers(2, (Removed("bob", 5, 0),)), reverts=(2,),
             ), got  # fmt: skip
             redone = await a.redo()
             assert redone.ok and redone.kept_containers is None, redone
@@ -200,12 +200,14 @@ async def test_the_client_says_what_an_undo_and_a_redo_visibly_did(tmp_path: Pat
                     True, undone.seq, None,
                     removed_characters=5, removed_items=0,
                     added_characters=0, added_items=0,
-                    skipped=((word.seq,),),
+                    skipped=((word.seq,),), reverts=(word.seq - 1,),
                 ), undone  # fmt: skip
                 await b.wait_for(lambda: str(b.text()) == "")
 
                 redone = await (a.redo() if doc == "ws" else h.redo(doc))
-                assert redone == OpResult(True, redone.seq, None, added_characters=5), redone
+                assert redone == OpResult(
+                    True, redone.seq, None, added_characters=5, reverts=(undone.seq,)
+                ), redone
                 assert redone.seq == undone.seq + 1  # type: ignore[operator]
                 await b.wait_for(lambda: str(b.text()) == "hello")
 
