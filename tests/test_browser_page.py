@@ -824,6 +824,26 @@ def test_an_undo_lists_what_it_reverts_as_ranges(
     expect(row.locator(".detail")).to_have_text(f"reverts #{reverts[0]}–#{reverts[-1]}")
 
 
+def test_a_sessions_count_is_of_the_changes_it_lists(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """A field tester's panel said "alice · 7 events · #1–11" over 5 rows: the undo
+    marks (an undo step's end) were counted but not listed. It counts what it lists."""
+    base = server.http_url
+    for text in ("one", "one two", "one two three"):
+        status, _ = call(base, "PUT", f"/api/docs/{doc_name}/text", {"text": text}, user="eve")
+        assert status == 200, status
+        status, closed = call(base, "POST", f"/api/docs/{doc_name}/undo/close", user="eve")
+        assert status == 200 and closed["seq"] is not None, closed
+    status, sessions = call(base, "GET", f"/api/docs/{doc_name}/sessions")
+    assert [(s["events"], s["changes"]) for s in sessions["sessions"]] == [(6, 3)], sessions
+    page = open_doc(people(), base, doc_name, "eve", "&history=1")
+    session = page.locator("#timeline .session")
+    expect(session.locator(".session-meta")).to_have_text("3 changes · #1–6")
+    expect(session.locator(".event")).to_have_count(3)
+    expect(page.locator("#history-count")).to_have_text("3 changes · 1 session")
+
+
 def test_an_undo_that_keeps_what_others_typed_in_its_paragraph_says_so(
     server: ServerProcess, people: Any, doc_name: str
 ) -> None:

@@ -10,7 +10,11 @@ from typing import Any
 from ..store.base import Event, Made
 from ..util import iso
 
-#: what one session kept in memory takes, roughly: its dict of six entries and their
+#: the kind of the events that change nothing (an undo step's end, an explicit undo
+#: group's open and its renewals: server/undo), which a timeline leaves out
+MARK = "undo_mark"
+
+#: what one session kept in memory takes, roughly: its dict of seven entries and their
 #: ints (200 sessions grew the process by 60 kB)
 SESSION_BYTES = 400
 
@@ -29,8 +33,14 @@ class Sessions:
 
     def add(self, ev: Event) -> None:
         cur = self.open.get(ev.actor)
+        change = int(ev.kind != MARK)
         if cur is not None and ev.ts - cur["_end"] < self.gap_ms:
-            cur.update(end_seq=ev.seq, _end=max(cur["_end"], ev.ts), events=cur["events"] + 1)
+            cur.update(
+                end_seq=ev.seq,
+                _end=max(cur["_end"], ev.ts),
+                events=cur["events"] + 1,
+                changes=cur["changes"] + change,
+            )
         else:
             if cur is not None:
                 self.done.append(cur)
@@ -41,6 +51,7 @@ class Sessions:
                 "_start": ev.ts,
                 "_end": ev.ts,
                 "events": 1,
+                "changes": change,
             }
         self.seq = ev.seq
 
@@ -57,6 +68,7 @@ class Sessions:
                 "start": iso(s["_start"]),
                 "end": iso(s["_end"]),
                 "events": s["events"],
+                "changes": s["changes"],
             }
             for s in out
         ]

@@ -255,9 +255,9 @@ export class HistoryPanel {
       }
     }))
     if (token !== this._refreshToken) return
-    const total = list.reduce((n, s) => n + (s.events || 0), 0)
+    const total = list.reduce((n, s) => n + changesOf(s), 0)
     $('#history-count').textContent = list.length
-      ? `${plural(total, 'event')} · ${plural(list.length, 'session')}`
+      ? `${plural(total, 'change')} · ${plural(list.length, 'session')}`
       : ''
     this.keepingFocus(this.timeline, this.timeline, () => this.drawSessions(newest, expandedData))
   }
@@ -292,7 +292,7 @@ export class HistoryPanel {
       h('span', { class: 'dot', style: { background: color } }),
       h('span', { class: 'session-who', dataset: { mark: this.mark(s.actor) } }, s.actor || 'unknown'),
       h('span', { class: 'session-when', title: `${absoluteTime(s.start)} – ${absoluteTime(s.end)}` }, sessionWhen(s)),
-      h('span', { class: 'session-meta' }, `${plural(s.events || 0, 'event')} · ${range}`)
+      h('span', { class: 'session-meta' }, `${plural(changesOf(s), 'change')} · ${range}`)
       )
       item.append(head)
       if (open) {
@@ -301,11 +301,12 @@ export class HistoryPanel {
           item.append(h('p', { class: 'error small' }, `Could not load events: ${data.message}`))
         } else if (data) {
           const ul = h('ol', { class: 'events' })
-          for (const e of [...data.events].reverse()) if (shown(e)) ul.append(this.eventItem(e))
+          const rows = [...data.events].reverse().filter(shown)
+          for (const e of rows) ul.append(this.eventItem(e))
           item.append(ul)
           if (data.truncated) {
             item.append(h('p', { class: 'muted small more' },
-              `The latest ${data.events.length} of ${s.events} events; the slider reaches every version.`))
+              `The latest ${rows.length} of ${plural(changesOf(s), 'change')}; the slider reaches every version.`))
           }
         }
       }
@@ -352,7 +353,8 @@ export class HistoryPanel {
     for (const e of events) this.eventCache.set(e.seq, e)
     this.base = base
     this.head = events.length ? events[events.length - 1].seq : base
-    $('#history-count').textContent = events.length ? plural(events.length, 'event') : ''
+    const changes = events.filter(shown).length
+    $('#history-count').textContent = changes ? plural(changes, 'change') : ''
     this.keepingFocus(this.timeline, this.timeline, () => {
       clear(this.timeline)
       if (!events.length) { this.timeline.append(this.emptyTimeline()); return }
@@ -823,6 +825,12 @@ function seqList (seqs) {
 // "undo_mark" events only end an undo group (no change to the text): not worth a row
 function shown (e) {
   return e.kind !== 'undo_mark'
+}
+
+// what a session's head counts: the rows it lists, its events less the "undo_mark"
+// ones (it said "7 events" over 5 rows); a server before "changes" counts them all
+function changesOf (s) {
+  return s.changes ?? s.events ?? 0
 }
 
 function sessionWhen (s) {
