@@ -248,6 +248,9 @@ class OpResult:
     #: edits; a redo's: the undo it redoes), as the event's ``meta.reverts``; () when
     #: nothing was done
     reverts: tuple[int, ...] = ()
+    #: an undo's or a redo's: "restored" when it stopped at a step a restore had done
+    #: already (its text is back: the last of ``skipped``) and changed nothing; else None
+    already: str | None = None
 
     def __bool__(self) -> bool:
         return self.ok
@@ -324,6 +327,7 @@ def op_result(answer: dict[str, Any]) -> OpResult:
         tuple(int(s) for s in reverts if isinstance(s, int))
         if isinstance(reverts := answer.get("reverts"), list)
         else (),
+        already if isinstance(already := answer.get("already"), str) else None,
     )
 
 

@@ -182,10 +182,17 @@ class _ServerChange:
     change: Callable[[Doc[Any]], Any]
     meta: dict[str, Any]
     future: asyncio.Future[Event | None]
-    #: log an event (with an empty update) even when the change changes nothing
-    always: bool = False
+    #: log an event (with an empty update) even when the change changes nothing; a
+    #: callable: asked once the change ran (what it found decides: an undo whose step a
+    #: restore did already, actions.perform)
+    always: bool | Callable[[], bool] = False
     #: the update `change` applies, when it is known beforehand (an import)
     update: bytes | None = None
+
+
+def _always(item: _ServerChange) -> bool:
+    """Whether `item`'s change is logged when it changed nothing (asked after it ran)."""
+    return item.always() if callable(item.always) else item.always
 
 
 @dataclass(frozen=True, slots=True)
@@ -987,14 +994,15 @@ class Room:
         change: Callable[[Doc[Any]], Any],
         meta: dict[str, Any] | None = None,
         *,
-        always: bool = False,
+        always: bool | Callable[[], bool] = False,
         update: bytes | None = None,
     ) -> Event | None:
         """Run `change(doc)` in the pipeline; log what it changed as one event of `kind`.
 
         Returns the event, or None when the change changed nothing (no event), unless
         `always`: then a change of nothing is logged too, with an empty update (a marker,
-        such as the end of an undo group). The event's meta is a copy of `meta` as
+        such as the end of an undo group); a callable `always` is asked after `change`
+        ran. The event's meta is a copy of `meta` as
         `change` left it: what the change found (an undo's reverted seqs, the seq it was
         made at) may be filled in there.
 
@@ -1598,7 +1606,7 @@ class Room:
                     item.future.set_exception(e if isinstance(e, Exception) else RuntimeError(e))
                 return
             self.doc.unobserve(sub)
-            if not captured and not item.always:
+            if not captured and not _always(item):
                 if not item.future.done():
                     item.future.set_result(None)
                 return
@@ -1657,7 +1665,7 @@ class Room:
                 finally:
                     fork.unobserve(sub)
                 if not captured:
-                    if item.always:
+                    if _always(item):
                         return change  # (a marker: nothing to check)
                     item.future.set_result(None)
                     return None

@@ -638,6 +638,42 @@ def test_an_undo_whose_step_someone_moved_says_so_and_redo_brings_it_back(
     assert not page.errors, page.errors  # type: ignore[attr-defined]
 
 
+def test_an_undo_a_restore_did_already_says_so_and_keeps_the_text(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """Field test s13 on the page: Alice wrote a sentence and deleted its end; Carol
+    restored the version with it. Alice's undo finds her deletion done by the restore:
+    the page says so, and her text stays as it is (the undo went on to take out her
+    typing, the restored sentence with it, and said the step was "moved or removed")."""
+    text = "Keep this. Draft sentence."
+
+    async def write() -> None:
+        async with connect(server.ws_url, doc_name, user="alice") as a:
+            a.text().insert(0, text)
+            await a.close_group()
+            a.text().delete(len("Keep this."), len(" Draft sentence."))
+            await a.close_group()
+
+    writing = threading.Thread(target=asyncio.run, args=(write(),))
+    writing.start()
+    writing.join(30)
+    status, log = call(server.http_url, "GET", f"/api/docs/{doc_name}/events")
+    assert status == 200, log
+    typed = [e["seq"] for e in log["events"] if e["kind"] == "edit"][0]
+    status, restored = call(
+        server.http_url, "POST", f"/api/docs/{doc_name}/restore", {"seq": typed}, user="carol"
+    )
+    assert status == 200 and restored["seq"], restored
+    page = open_doc(people(), server.http_url, doc_name, "alice")
+    expect_text(page, text)
+    page.locator("#undo-btn").click()
+    toast = page.locator(".toast", has_text="changed nothing")
+    expect(toast).to_contain_text("Undo changed nothing: a restore brought that text back already")
+    expect(page.locator(".toast", has_text="moved or removed")).to_have_count(0)
+    expect_text(page, text)
+    assert not page.errors, page.errors  # type: ignore[attr-defined]
+
+
 def test_server_undo_groups_from_the_page_module(
     server: ServerProcess, people: Any, doc_name: str
 ) -> None:

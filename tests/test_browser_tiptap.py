@@ -316,7 +316,7 @@ def test_server_undo_skips_a_paragraph_a_restore_brought_back(
 ) -> None:
     """Field test s13b: Bob writes two paragraphs, Alice deletes the second in her
     editor, Carol restores the version that had it, and Alice's server undo of her
-    deletion skips it (the restore brought it back): both editors show the two
+    deletion finds it done by the restore, and changes nothing: both editors show the two
     paragraphs once. It brought the deleted paragraph back beside the restore's, and
     everyone read it twice (tests/test_undo_restored.py plays it without a browser)."""
     ws = ws_base(server, "y-websocket")
@@ -342,7 +342,9 @@ def test_server_undo_skips_a_paragraph_a_restore_brought_back(
     eventually(lambda: _marked(view_json(alice)) == both, what="the restore in her editor")
 
     r = httpx.post(f"{api}/undo", params={"user": "alice"})
-    assert r.status_code == 409 and r.json()["skipped"], r.text
+    # done by the restore: it stops there, changing nothing
+    assert r.status_code == 200 and r.json()["already"] == "restored", r.text
+    assert r.json()["skipped"] and r.json()["removed"]["characters"] == 0, r.text
     for page in (alice, bob):
         eventually(lambda p=page: _marked(view_json(p)) == both, what="the paragraphs once")
     assert not alice.errors and not bob.errors, explain(alice, bob)  # type: ignore[attr-defined]

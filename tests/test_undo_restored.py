@@ -4,7 +4,9 @@ A restore writes new text that makes the document equal to a version: when that 
 stands for text someone deleted, or typed and undid, their undo of the deletion (their
 redo of the typing) found nothing to say the text was back, brought the original back
 too, and everyone read it twice. The restore now records its copies (meta ``copies``)
-as an undo does, and the undo or redo skips what has a live copy."""
+as an undo does, and the undo or redo skips what has a live copy; a step with nothing
+else left is done by the restore: the undo or redo stops there, changing nothing
+(``"already": "restored"``), instead of reverting the user's step below it."""
 
 from __future__ import annotations
 
@@ -26,6 +28,11 @@ async def _post(http: httpx.AsyncClient, what: str, user: str, body: Any = None)
     return r.json()
 
 
+def _said(answer: dict[str, Any]) -> dict[str, Any]:
+    """A websocket answer less its envelope (``type``, ``id``)."""
+    return {k: v for k, v in answer.items() if k not in ("type", "id")}
+
+
 async def _blame(http: httpx.AsyncClient) -> list[tuple[str, str]]:
     r = await http.get(f"/api/docs/{DOC}/blame", params={"join": "actor"})
     return [(run["text"], run["actor"]) for run in r.json()["roots"]["content"]["runs"]]
@@ -34,9 +41,10 @@ async def _blame(http: httpx.AsyncClient) -> list[tuple[str, str]]:
 async def test_undo_of_a_deletion_a_restore_brought_back_does_not_double_it(
     tmp_path: Path,
 ) -> None:
-    """Bob types, Alice deletes a sentence, Carol restores the version that had it: Alice's
-    undo of her deletion skips it (the restore brought it back), before and after a
-    reload; once Carol undoes the restore, Alice's undo brings it back, once."""
+    """Bob types, Alice deletes a sentence, Carol restores the version that had it: Bob's
+    undo of his typing takes the restore's copy out too; once Carol undoes the restore
+    (after a reload: the copies read from the log), Alice's undo brings her deletion
+    back, once. (Her undo while the copy is there: the tests below.)"""
     s = make_settings(tmp_path / "db")
     async with serving(s) as srv, httpx.AsyncClient(base_url=srv.url) as http:
         async with connect(srv.ws_url, DOC, "alice") as a, connect(srv.ws_url, DOC, "bob") as b:
@@ -54,10 +62,6 @@ async def test_undo_of_a_deletion_a_restore_brought_back_does_not_double_it(
             # deleted), not the restorer's
             assert await _blame(http) == [("Keep this. Draft sentence.", "bob")]
 
-            r = await undo(a)
-            assert r["ok"] is False and r["skipped"] == [[deletion]], r
-            assert server_text(srv, DOC) == "Keep this. Draft sentence."
-            assert await _blame(http) == [("Keep this. Draft sentence.", "bob")]
             r = await undo(b)  # bob's typing: the restore's copy of it with it
             assert r["ok"] is True, r
             await converged(srv, DOC, "", a, b)
@@ -67,20 +71,18 @@ async def test_undo_of_a_deletion_a_restore_brought_back_does_not_double_it(
         # the stacks and the copies, read again from the log
         await eventually(lambda: srv.backend.rooms.get_loaded(DOC) is None, what="unloaded")
         async with connect(srv.ws_url, DOC, "alice") as a:
-            r = await undo(a)
-            assert r["ok"] is False and r["skipped"] == [[deletion]], r
-            assert a.content == "Keep this. Draft sentence."
             # the restore's copy taken out: alice's undo brings her deletion back, once
             assert (await _post(http, "undo", "carol"))["ok"]
             await converged(srv, DOC, "Keep this.", a)
             r = await undo(a)
             assert r["ok"] is True and r["added"]["characters"] == len(" Draft sentence."), r
+            assert r["reverts"] == [deletion] and "already" not in r, r
             await converged(srv, DOC, "Keep this. Draft sentence.", a)
 
 
 async def test_redo_of_typing_a_restore_brought_back_does_not_double_it(tmp_path: Path) -> None:
     """Alice types a sentence and undoes it, Carol restores the version that had it:
-    Alice's redo skips it."""
+    Alice's redo finds it done by the restore, and changes nothing."""
     s = make_settings(tmp_path / "db")
     async with serving(s) as srv, httpx.AsyncClient(base_url=srv.url) as http:
         async with connect(srv.ws_url, DOC, "alice") as a:
@@ -96,10 +98,67 @@ async def test_redo_of_typing_a_restore_brought_back_does_not_double_it(tmp_path
             await _post(http, "restore", "carol", {"seq": seq})
             await converged(srv, DOC, "Keep this. Good idea.", a)
 
+            # the restore did what the redo would: it stops there (field test s14)
             r = await undo(a, "redo")
-            assert r == {**r, "ok": False, "skipped": [[undone]]}, r
+            assert r == {**r, "ok": True, "already": "restored", "skipped": [[undone]]}, r
+            assert r["added"] == r["removed"] == {"characters": 0, "items": 0}, r
             assert server_text(srv, DOC) == "Keep this. Good idea."
             assert a.content == "Keep this. Good idea."
+            # the step left the redo stack, and went to no undo stack: the sentence is
+            # the restore's now (Carol's undo takes it out), not a redo's of alice's
+            assert _said(await undo(a, "redo")) == {"ok": False, "reason": "nothing to redo"}
+            assert (await _post(http, "undo", "carol"))["ok"]
+            await converged(srv, DOC, "Keep this.", a)
+
+
+async def test_undo_of_her_own_deletion_a_restore_brought_back_stops_there(
+    tmp_path: Path,
+) -> None:
+    """Field test s13 as played: Alice types the sentence herself, deletes part of it,
+    Carol restores the version with it. Alice's undo finds it done by the restore and
+    stops there, changing nothing: it does not go on to take out her typing (her whole
+    text, the restored copy included), as it does below a step another user moved
+    away. Her next undo takes out her typing; across a reload too (the log says what
+    the first undo consumed)."""
+    s = make_settings(tmp_path / "db")
+    async with serving(s) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        async with connect(srv.ws_url, DOC, "alice") as a:
+            await edit(a, srv, DOC, lambda: a.insert(0, "Keep this. Draft sentence."))
+            version = (await http.get(f"/api/docs/{DOC}/events?order=desc&limit=1")).json()
+            seq = version["events"][0]["seq"]
+            await edit(a, srv, DOC, lambda: a.text.__delitem__(slice(10, 26)))
+            await converged(srv, DOC, "Keep this.", a)
+            deletion = seq + 1
+            await _post(http, "restore", "carol", {"seq": seq})
+            await converged(srv, DOC, "Keep this. Draft sentence.", a)
+
+            r = await undo(a)
+            assert r == {
+                **r,
+                "ok": True,
+                "already": "restored",
+                "skipped": [[deletion]],
+                "reverts": [],
+                "removed": {"characters": 0, "items": 0},
+                "added": {"characters": 0, "items": 0},
+            }, r
+            assert server_text(srv, DOC) == "Keep this. Draft sentence."
+            assert a.content == "Keep this. Draft sentence."
+            # nothing went to the redo stack: a redo does not delete the restore's text
+            assert _said(await undo(a, "redo")) == {"ok": False, "reason": "nothing to redo"}
+            assert server_text(srv, DOC) == "Keep this. Draft sentence."
+
+        await eventually(lambda: srv.backend.rooms.get_loaded(DOC) is None, what="unloaded")
+        async with connect(srv.ws_url, DOC, "alice") as a:
+            await eventually(lambda: a.content == "Keep this. Draft sentence.", what="synced")
+            # her typing, the restore's copy of her sentence with it
+            r = await undo(a)
+            assert r["ok"] is True and r["reverts"] == [seq], r
+            assert r["removed"]["characters"] == len("Keep this. Draft sentence."), r
+            await converged(srv, DOC, "", a)
+            assert _said(await undo(a)) == {"ok": False, "reason": "nothing to undo"}
+            assert (await undo(a, "redo"))["ok"]
+            await converged(srv, DOC, "Keep this. Draft sentence.", a)
 
 
 def _paragraphs(doc: Doc) -> list[str]:
@@ -140,8 +199,9 @@ async def test_undo_of_deleted_paragraphs_a_restore_brought_back_does_not_double
             await eventually(lambda: _paragraphs(a.doc) == [intro, second], what="restored")
             await eventually(lambda: _paragraphs(b.doc) == [intro, second], what="restored")
 
+            # each undo finds its step done by the restore, and stops there
             r = await undo(a)
-            assert r["ok"] is False and r["skipped"] == [[seq + 2], [seq + 1]], r
+            assert r == {**r, "ok": True, "already": "restored", "skipped": [[seq + 2]]}, r
             room = srv.backend.rooms.get_loaded(DOC)
             assert room is not None
             assert _paragraphs(room.doc) == [intro, second]
@@ -149,8 +209,9 @@ async def test_undo_of_deleted_paragraphs_a_restore_brought_back_does_not_double
         await eventually(lambda: srv.backend.rooms.get_loaded(DOC) is None, what="unloaded")
         async with connect(srv.ws_url, DOC, "alice", ydoc=Doc()) as a:
             r = await undo(a)
-            assert r["ok"] is False and r["skipped"] == [[seq + 2], [seq + 1]], r
+            assert r == {**r, "ok": True, "already": "restored", "skipped": [[seq + 1]]}, r
             assert _paragraphs(a.doc) == [intro, second]
+            assert _said(await undo(a)) == {"ok": False, "reason": "nothing to undo"}
 
 
 async def test_a_revert_after_a_restore_neither_doubles_nor_leaves_restored_text(

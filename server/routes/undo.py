@@ -3,7 +3,8 @@
 ``POST /api/docs/{doc}/undo`` and ``POST /api/docs/{doc}/redo`` answer
 ``200 {"ok": true, "seq": S, "kind": K, "reverts": [...], "removed": {...}, "added":
 {...}}`` with the new event (and ``"removed_others"`` when it took out text other users
-wrote: server.removed, ``"skipped"`` when steps had nothing left: undo.Outcome), or
+wrote: server.removed, ``"skipped"`` when steps had nothing left, ``"already":
+"restored"`` when a restore had done it, changing nothing: undo.Outcome), or
 ``409 {"ok": false, "reason": "nothing to undo"}``; 404 (410 where a deletion left its
 tombstone) for a name with no document, as the reads answer. ``POST /api/docs/{doc}/undo/open``
 (body ``{"group": ID}``, optional) opens an explicit undo group, and

@@ -21,7 +21,7 @@ from ..removed import change_of_off_loop, removed_others
 from ..room import Room
 from ..store.base import Event
 from .containers import Kept
-from .recorder import MARK, REDO, UNDO, RoomUndo
+from .recorder import ALREADY_RESTORED, MARK, REDO, UNDO, RoomUndo
 from .stacks import GROUP_ID_MAX, Step
 
 log = logging.getLogger("palimpsest.undo")
@@ -58,6 +58,9 @@ class Outcome:
     kept: dict[str, Any] | None = None
     #: when it did nothing: why (docs/undo.md's table), for the answer
     reason: str | None = None
+    #: "restored" when it reverted nothing because a restore had done its step already
+    #: (the text it would bring back is there: the last of ``skipped``), else None
+    already: str | None = None
 
 
 async def perform(
@@ -99,16 +102,30 @@ async def perform(
             return
         mark = state.pending()
         del skipped[:], does[:]
+        del reverts[:]  # (run twice when extensions check it: on a copy, then live)
+        meta.pop("already", None)
         # Steps above the first one with anything left to revert are dropped (as Yjs
         # does) when the event is recorded, so that the log alone decides the stacks.
         for step in reversed(st.undo if kind == UNDO else st.redo):
             del copies[:]  # what a step with nothing left to revert tried
             del kept[:]
-            if state.revert(doc, step, copies, kept, prepared if step is top else None):
+            already: list[Ranges] = []
+            top_read = prepared if step is top else None
+            if state.revert(doc, step, copies, kept, top_read, already):
                 reverts.extend(step.seqs)
                 picked.append(step)
                 _say_what_was_seen(meta, room, step)
                 done[:] = [state.deleted_since(mark), step.ins]
+                return
+            if already:
+                # nothing left of it because a restore brought its text back: the
+                # restore did this undo (or redo), which stops here, changing nothing,
+                # logged (an empty update) so that the step leaves the stack everywhere
+                # (RoomUndo._record_inverse); it does not go on to the step below
+                reverts.extend(step.seqs)
+                meta["already"] = ALREADY_RESTORED
+                _say_what_was_seen(meta, room, step)
+                skipped.append(list(step.seqs))
                 return
             if not state.bookkeeping_only(step):  # (not a step any more: no word of it)
                 skipped.append(list(step.seqs))
@@ -116,7 +133,9 @@ async def perform(
                 restores = subtract(subtract(step.dels, step.ins), book)
                 does.append((bool(subtract(step.ins, book)), bool(restores)))
 
-    ev = await _server_change(room, actor, kind, change, meta, backend)
+    ev = await _server_change(
+        room, actor, kind, change, meta, backend, always=lambda: "already" in meta
+    )
     if ev is not None and done and outcome is not None:
         deleted, own = done
         outcome.removed_others += removed_others(room.doc, room.owners, actor, deleted, own)
@@ -132,6 +151,9 @@ async def perform(
                 "items": sum(k.containers for k in kept),
                 "others": removed_others(room.doc, room.owners, actor, kept[0].inside),
             }
+    elif ev is not None and outcome is not None and ev.meta.get("already"):
+        outcome.skipped = list(skipped)
+        outcome.already = str(ev.meta["already"])
     elif ev is None and outcome is not None:
         # nothing of any step was left to revert: which (the stack is left as it is)
         outcome.skipped = list(skipped)
@@ -218,9 +240,10 @@ async def _server_change(
     change: Callable[[Doc[Any]], None],
     meta: dict[str, Any],
     backend: Backend | None,
+    always: bool | Callable[[], bool] = False,
 ) -> Event | None:
     try:
-        return await room.server_change(actor, kind, change, meta=meta)
+        return await room.server_change(actor, kind, change, meta=meta, always=always)
     except PalimpsestError:
         raise
     except Exception as e:

@@ -31,7 +31,8 @@ def answer(ev: Event | None, kind: str, outcome: Outcome) -> dict[str, Any]:
     (``removed`` and ``added``: characters and items, as a restore's), and, only when
     there are some, ``removed_others`` (what it took out of other users' text,
     server/removed.py) and ``skipped`` (the seqs of each step it skipped as having
-    nothing left to revert)."""
+    nothing left to revert), and ``already`` ("restored": it stopped at the last step
+    in ``skipped``, which a restore had done already, and changed nothing)."""
     if ev is None:
         reason = outcome.reason or (NOTHING_LEFT[kind] if outcome.skipped else f"nothing to {kind}")
         if outcome.skipped:
@@ -41,7 +42,9 @@ def answer(ev: Event | None, kind: str, outcome: Outcome) -> dict[str, Any]:
     out: dict[str, Any] = {
         "ok": True,
         "seq": ev.seq,
-        "reverts": list(ev.meta.get("reverts", [])),
+        # (a step a restore did already: the event names it, for the stacks; the answer
+        # says it in ``skipped``, with ``already``: this reverted nothing)
+        "reverts": [] if outcome.already else list(ev.meta.get("reverts", [])),
         "removed": {"characters": outcome.removed[0], "items": outcome.removed[1]},
         "added": {"characters": outcome.added[0], "items": outcome.added[1]},
     }
@@ -51,6 +54,8 @@ def answer(ev: Event | None, kind: str, outcome: Outcome) -> dict[str, Any]:
         out["skipped"] = outcome.skipped
     if outcome.kept:
         out["kept_containers"] = outcome.kept
+    if outcome.already:
+        out["already"] = outcome.already
     return out
 
 

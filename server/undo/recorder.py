@@ -108,6 +108,10 @@ RESTORE = "restore"
 REVERT = "revert"
 #: the kinds that are always an undo step of their own
 DELIBERATE = (RESTORE, REVERT)
+#: an undo's or a redo's meta ``already``: the step it ``reverts`` was done already by
+#: a restore (all it would bring back is there as the restore's copies): the event has
+#: an empty update, and the step leaves the stack for no other
+ALREADY_RESTORED = "restored"
 META_KEY = "undo"
 #: the items in ``RoomUndo.undone`` from which on it is trimmed (see ``trim_undone``)
 UNDONE_TRIM_AT = 256
@@ -601,6 +605,12 @@ class RoomUndo:
     def _record_inverse(self, ev: Event, st: Stacks, ins: Ranges, dels: Ranges) -> None:
         source, target = (st.undo, st.redo) if ev.kind == UNDO else (st.redo, st.undo)
         reverted = self._take_reverted(ev, source)
+        if ev.meta.get("already") == ALREADY_RESTORED:
+            # a step a restore did already (its text is back): it leaves the stack, and
+            # goes to no other, the event changed nothing (docs/undo.md, "Text a restore
+            # brought back already is not brought back again")
+            st.close_steps()
+            return
         if reverted is not None and reverted.ins:
             union_into(self.undone, reverted.ins)
         if self.book.only(ins, dels):
@@ -801,8 +811,12 @@ class RoomUndo:
         copies: list[list[str]] | None = None,
         kept: list[Kept] | None = None,
         prepared: WholeRead | None = None,
+        already: list[Ranges] | None = None,
     ) -> bool:
         """Revert one step on the live doc; False when nothing of it is left to revert.
+        `already` gets what of the step's deletions it left out as brought back already
+        by a restore (``_copied``), when some: with False, the restore did the step's
+        revert (``perform`` stops there).
 
         yrs 0.28 panics (and leaves the doc broken) when an UndoManager's item holds
         two ranges of one client that fall in the same block, which the server's own
@@ -844,7 +858,11 @@ class RoomUndo:
         dels = subtract(step.dels, step.ins)
         if self.restored and dels:
             # brought back already by a restore: not a second time (``_restored``)
-            dels = subtract(dels, self._copied(doc, dels, step.ins))
+            copied = self._copied(doc, dels, step.ins)
+            if copied:
+                dels = subtract(dels, copied)
+                if already is not None:
+                    already.append(copied)
         # the keys whose value the step holds: what each holds after it, not Yjs's pick
         # (mapkeys.py: a concurrent set's loser in the step's deletions came back stale,
         # or nothing did and the key was left missing)
@@ -1121,6 +1139,7 @@ async def fold(
 
 
 __all__ = [
+    "ALREADY_RESTORED",
     "MARK",
     "META_KEY",
     "REDO",

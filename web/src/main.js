@@ -330,6 +330,7 @@ async function showDocument (api, doc, user, token) {
     try {
       const r = await session.undo.undo()
       if (!r.ok) toast(r.reason ? capitalize(r.reason) : 'Nothing to undo', { kind: 'info' })
+      else if (r.already) tellAlready('undo', r.already)
       else {
         tellSkipped(r.skipped, redo)
         tellKept(r.kept_containers)
@@ -344,6 +345,7 @@ async function showDocument (api, doc, user, token) {
     try {
       const r = await session.undo.redo()
       if (!r.ok) toast(r.reason ? capitalize(r.reason) : 'Nothing to redo', { kind: 'info' })
+      else if (r.already) tellAlready('redo', r.already)
       else {
         tellKept(r.kept_containers)
         tellRemovedOthers('redo', r.removed_others, undo)
@@ -457,6 +459,19 @@ function tellSkipped (skipped, redo) {
   toast(`${which} moved or removed by someone else: undid the one before`, {
     kind: 'info', timeout: 12000, action: { label: 'Redo', run: redo }
   })
+}
+
+/**
+ * Say so when an undo or a redo changed nothing because a restore had done it already:
+ * the text it would bring back is there (docs/undo.md, "Text a restore brought back
+ * already is not brought back again"). It stopped there; the next one goes on below.
+ * @param {'undo'|'redo'} op
+ * @param {string} already  why ("restored")
+ */
+function tellAlready (op, already) {
+  const what = op === 'undo' ? 'Undo' : 'Redo'
+  const why = already === 'restored' ? 'a restore brought that text back already' : 'done already'
+  toast(`${what} changed nothing: ${why}`, { kind: 'info', timeout: 8000 })
 }
 
 function capitalize (s) {
