@@ -157,6 +157,10 @@ class Connection:
         #: the sender task, from the first frame queued (or the close) on; its end is the
         #: connection's: the close frame sent (or the socket gone)
         self._sender: asyncio.Task[None] | None = None
+        #: the abort CLOSE_GRACE after close(), cancelled once the sender has closed: it
+        #: held the connection (its socket, scope, room and guard) that long after a
+        #: clean close, every connection of a wave closing together at once
+        self._grace: asyncio.TimerHandle | None = None
         #: writes a frame synchronously when the socket is writable (None: not uvicorn's
         #: sansio protocol, every frame goes through the queue and the sender task)
         self._direct = direct_writer(ws)
@@ -234,7 +238,8 @@ class Connection:
             # drop the backlog: the client re-syncs anyway
             self._drain()
             queue.put_nowait(None)
-        asyncio.get_running_loop().call_later(CLOSE_GRACE, self._abort_if_stuck)
+        if not self.closed:
+            self._grace = asyncio.get_running_loop().call_later(CLOSE_GRACE, self._abort_if_stuck)
 
     def _queue_for_sending(self) -> asyncio.Queue[tuple[bytes, int, bool] | None]:
         """The send queue, and its sender task running (both made on first use)."""
@@ -316,6 +321,9 @@ class Connection:
                     await self.ws.close(code, reason)
                 except Exception:
                     pass
+            if self._grace is not None:  # closed: nothing left to abort
+                self._grace.cancel()
+                self._grace = None
 
     def charge(self, nbytes: int) -> None:
         """Bytes written on this client's behalf (undo, redo) count against its rate."""
