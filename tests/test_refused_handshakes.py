@@ -86,6 +86,17 @@ def test_the_repeats_are_said_in_one_line_with_their_count() -> None:
         logger.removeHandler(handler)
 
 
+async def _raw_from_127_0_0_2(srv: ServerProcess, request: bytes) -> bytes:
+    """What the server answers `request`, sent whole on a socket of 127.0.0.2's, until
+    it closes the socket."""
+    reader, writer = await asyncio.open_connection(srv.host, srv.port, local_addr=("127.0.0.2", 0))
+    writer.write(request)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    return answer
+
+
 def _is_the_limits_429(response: Any, limit: int) -> None:
     """`response` (httpx's or websockets') is the 429 of MAX_CONNECTIONS_PER_IP =
     `limit`: ``Retry-After: 1`` (docs/security.md's refusal table) and the API's JSON
@@ -203,32 +214,22 @@ async def test_plain_http_is_served_to_an_address_at_its_limit(tmp_path: Path) -
         _is_the_limits_429(e.value.response, 2)
         # a request served over the limit does not keep its socket: a keep-alive socket
         # would carry a websocket upgrade past the limit's count
-        reader, writer = await asyncio.open_connection(
-            srv.host, srv.port, local_addr=("127.0.0.2", 0)
-        )
-        writer.write(
+        answer = await _raw_from_127_0_0_2(
+            srv,
             b"GET /api/docs?user=ann HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"
             b"GET /ws/notes?user=ann HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: upgrade\r\n"
             b"upgrade: websocket\r\nsec-websocket-version: 13\r\n"
-            b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
         )
-        await writer.drain()
-        answer = await asyncio.wait_for(reader.read(), 10)
-        writer.close()
         assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
         assert answer.count(b"HTTP/1.1 ") == 1, answer
         # an upgrade that asks to be kept alive as well is still an upgrade
-        reader, writer = await asyncio.open_connection(
-            srv.host, srv.port, local_addr=("127.0.0.2", 0)
-        )
-        writer.write(
+        answer = await _raw_from_127_0_0_2(
+            srv,
             b"GET /ws/notes?user=ann HTTP/1.1\r\nhost: 127.0.0.1\r\n"
             b"connection: keep-alive, Upgrade\r\nupgrade: websocket\r\n"
-            b"sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            b"sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
         )
-        await writer.drain()
-        answer = await asyncio.wait_for(reader.read(), 10)
-        writer.close()
         assert answer.startswith(b"HTTP/1.1 429"), answer[:200]
         # sockets over the limit that stop before their head is whole are bounded (8 per
         # address, each until the handshake timeout): one more is refused at once

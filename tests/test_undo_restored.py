@@ -17,7 +17,7 @@ import httpx
 from conftest import eventually
 from pycrdt import Doc, XmlElement, XmlFragment, XmlText
 from test_undo import converged, edit, make_settings, server_text, serving, undo
-from yclient import connect
+from yclient import YClient, connect
 
 DOC = "restored"
 
@@ -38,6 +38,20 @@ async def _blame(http: httpx.AsyncClient) -> list[tuple[str, str]]:
     return [(run["text"], run["actor"]) for run in r.json()["roots"]["content"]["runs"]]
 
 
+async def _bob_types_alice_deletes(
+    srv: Any, http: httpx.AsyncClient, a: YClient, b: YClient
+) -> int:
+    """Bob types "Keep this. Draft sentence.", Alice deletes " Draft sentence.": the seq
+    of the version that had it (her deletion is the next)."""
+    await edit(b, srv, DOC, lambda: b.insert(0, "Keep this. Draft sentence."))
+    await converged(srv, DOC, "Keep this. Draft sentence.", a, b)
+    version = (await http.get(f"/api/docs/{DOC}/events?order=desc&limit=1")).json()
+    seq: int = version["events"][0]["seq"]
+    await edit(a, srv, DOC, lambda: a.text.__delitem__(slice(10, 26)))
+    await converged(srv, DOC, "Keep this.", a, b)
+    return seq
+
+
 async def test_undo_of_a_deletion_a_restore_brought_back_does_not_double_it(
     tmp_path: Path,
 ) -> None:
@@ -48,12 +62,7 @@ async def test_undo_of_a_deletion_a_restore_brought_back_does_not_double_it(
     s = make_settings(tmp_path / "db")
     async with serving(s) as srv, httpx.AsyncClient(base_url=srv.url) as http:
         async with connect(srv.ws_url, DOC, "alice") as a, connect(srv.ws_url, DOC, "bob") as b:
-            await edit(b, srv, DOC, lambda: b.insert(0, "Keep this. Draft sentence."))
-            await converged(srv, DOC, "Keep this. Draft sentence.", a, b)
-            version = (await http.get(f"/api/docs/{DOC}/events?order=desc&limit=1")).json()
-            seq = version["events"][0]["seq"]
-            await edit(a, srv, DOC, lambda: a.text.__delitem__(slice(10, 26)))
-            await converged(srv, DOC, "Keep this.", a, b)
+            seq = await _bob_types_alice_deletes(srv, http, a, b)
             deletion = seq + 1
             restored = await _post(http, "restore", "carol", {"seq": seq})
             assert restored["added"]["characters"] == len(" Draft sentence.")
@@ -223,11 +232,7 @@ async def test_a_revert_after_a_restore_neither_doubles_nor_leaves_restored_text
     s = make_settings(tmp_path / "db")
     async with serving(s) as srv, httpx.AsyncClient(base_url=srv.url) as http:
         async with connect(srv.ws_url, DOC, "alice") as a, connect(srv.ws_url, DOC, "bob") as b:
-            await edit(b, srv, DOC, lambda: b.insert(0, "Keep this. Draft sentence."))
-            await converged(srv, DOC, "Keep this. Draft sentence.", a, b)
-            version = (await http.get(f"/api/docs/{DOC}/events?order=desc&limit=1")).json()
-            seq = version["events"][0]["seq"]
-            await edit(a, srv, DOC, lambda: a.text.__delitem__(slice(10, 26)))
+            seq = await _bob_types_alice_deletes(srv, http, a, b)
             await _post(http, "restore", "carol", {"seq": seq})
             await converged(srv, DOC, "Keep this. Draft sentence.", a, b)
 
