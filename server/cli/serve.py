@@ -515,6 +515,14 @@ def _going_away_server() -> Any:
                 yield
                 return
             handlers = {sig: self.handle_exit for sig in STOPPING_SIGNALS}
+            hup = getattr(signal, "SIGHUP", None)
+            if hup is not None and signal.getsignal(hup) is signal.SIG_IGN:
+                # started under nohup (or by anything that ignores SIGHUP on purpose): the
+                # terminal's hangup must not stop it; taking SIGHUP over did, and the
+                # exit's SIGHUP raised again was ignored (status 0)
+                del handlers[hup]
+                log.info("SIGHUP is ignored: the server was started with it ignored "
+                         "(nohup); SIGTERM, SIGINT or SIGQUIT stop it")  # fmt: skip
             handlers.update({sig: self.handle_ignored for sig in IGNORED_SIGNALS})
             previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
             try:
