@@ -97,6 +97,20 @@ async def _raw_from_127_0_0_2(srv: ServerProcess, request: bytes) -> bytes:
     return answer
 
 
+async def _fill_the_spare_slots(
+    srv: ServerProcess,
+) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """Every spare slot of 127.0.0.2 taken by a socket whose head never ends."""
+    slow = [
+        await asyncio.open_connection(srv.host, srv.port, local_addr=("127.0.0.2", 0))
+        for _ in range(SPARE_PER_ADDRESS)
+    ]
+    for _, w in slow:
+        w.write(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n")
+        await w.drain()
+    return slow
+
+
 def _is_the_limits_429(response: Any, limit: int) -> None:
     """`response` (httpx's or websockets') is the 429 of MAX_CONNECTIONS_PER_IP =
     `limit`: ``Retry-After: 1`` (docs/security.md's refusal table) and the API's JSON
@@ -128,13 +142,7 @@ async def test_the_429_says_the_limit_in_json_with_retry_after(tmp_path: Path) -
                 await _open(srv, **how)
             _is_the_limits_429(e.value.response, 2)
         # every spare slot taken: refused before its request is read
-        slow = [
-            await asyncio.open_connection(srv.host, srv.port, local_addr=("127.0.0.2", 0))
-            for _ in range(SPARE_PER_ADDRESS)
-        ]
-        for _, w in slow:
-            w.write(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n")
-            await w.drain()
+        slow = await _fill_the_spare_slots(srv)
         transport = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
         async with httpx.AsyncClient(base_url=srv.http_url, transport=transport) as http:
             _is_the_limits_429(await http.get("/api/docs"), 2)
@@ -233,13 +241,7 @@ async def test_plain_http_is_served_to_an_address_at_its_limit(tmp_path: Path) -
         assert answer.startswith(b"HTTP/1.1 429"), answer[:200]
         # sockets over the limit that stop before their head is whole are bounded (8 per
         # address, each until the handshake timeout): one more is refused at once
-        slow = [
-            await asyncio.open_connection(srv.host, srv.port, local_addr=("127.0.0.2", 0))
-            for _ in range(SPARE_PER_ADDRESS)
-        ]
-        for _, w in slow:
-            w.write(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n")
-            await w.drain()
+        slow = await _fill_the_spare_slots(srv)
         r = await http.get("/healthz")
         assert r.status_code == 429, r.status_code
         for _, w in slow:
