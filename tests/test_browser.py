@@ -18,6 +18,7 @@ import re
 import subprocess
 import threading
 import time
+import unicodedata
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -206,6 +207,29 @@ def test_name_is_asked_once_and_remembered(
         "() => window.palimpsest.provider.awareness.getLocalState().user.name"
     )
     assert awareness_user == "dora"
+
+
+def test_initials_are_whole_characters_emoji_flags_and_accents(
+    server: ServerProcess, people: Any
+) -> None:
+    """The avatar's initials took UTF-16 units: "👩🏽‍💻 dev" showed a lone surrogate
+    (drawn as �) and "D", a flag lost half of itself, a decomposed "Á" its accent."""
+    doc = "initials"
+    coder = open_doc(people(), server.http_url, doc, "👩🏽‍💻 dev")
+    expect(coder.locator("#user-avatar")).to_have_text("👩🏽‍💻D")
+    flag = open_doc(people(), server.http_url, doc, "🇺🇦 Олена")
+    expect(flag.locator("#user-avatar")).to_have_text("🇺🇦О")
+    nfd = unicodedata.normalize("NFD", "Ávila João")
+    accent = open_doc(people(), server.http_url, doc, nfd)
+    expect(accent.locator("#user-avatar")).to_have_text("ÁJ")
+    # the presence bar draws everyone here with the same function
+    chips = coder.locator("#presence .avatar span[aria-hidden=true]")
+    expect(chips).to_have_count(3)
+    assert sorted(chips.all_inner_texts()) == sorted(["👩🏽‍💻D", "🇺🇦О", "ÁJ"])
+    for page in (coder, flag, accent):
+        text = page.locator("#user-avatar").inner_text()
+        assert not any(0xD800 <= ord(c) <= 0xDFFF for c in text), text
+        assert not page.errors  # type: ignore[attr-defined]
 
 
 def test_two_pages_see_each_others_text_and_cursors(server: ServerProcess, people: Any) -> None:

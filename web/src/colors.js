@@ -109,9 +109,20 @@ export function inkOn (color) {
   return 1.05 / (luminance + 0.05) >= 4.5 ? '#fff' : '#1c1f23'
 }
 
+// Whole characters as a reader sees them: a UTF-16 slice cut "👩🏽‍💻 dev" to a lone
+// surrogate (drawn as �) and "🇺🇦 Олена" to half a flag; NFC first, so a decomposed
+// "Ávila" keeps its accent.
+const graphemeSegmenter = typeof Intl !== 'undefined' && Intl.Segmenter
+  ? new Intl.Segmenter(undefined, { granularity: 'grapheme' })
+  : null
+
+function graphemes (s) {
+  return graphemeSegmenter ? Array.from(graphemeSegmenter.segment(s), (g) => g.segment) : Array.from(s)
+}
+
 export function initials (name) {
-  const parts = String(name || '?').trim().split(/[\s._-]+/).filter(Boolean)
+  const parts = String(name || '?').normalize('NFC').trim().split(/[\s._-]+/u).filter(Boolean)
   if (parts.length === 0) return '?'
-  if (parts.length === 1) return parts[0].slice(0, 2).toUpperCase()
-  return (parts[0][0] + parts[1][0]).toUpperCase()
+  if (parts.length === 1) return graphemes(parts[0]).slice(0, 2).join('').toUpperCase()
+  return (graphemes(parts[0])[0] + graphemes(parts[1])[0]).toUpperCase()
 }
