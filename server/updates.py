@@ -199,6 +199,8 @@ def _keystroke(update: bytes) -> UpdateMeta | None:
     if refs.get(c, 0) < k:
         refs[c] = k
     client, end = varuint_value(g[0]), clock + utf16_length(text)
+    if refs.get(client, 0) > clock:
+        return None  # it names itself or later as a neighbour (_names_itself)
     if client >= CLIENT_LIMIT or end > CLOCK_LIMIT or c >= CLIENT_LIMIT or k > CLOCK_LIMIT:
         return None  # (the general reader says what is wrong)
     if len(refs) > 1 and any(x >= CLIENT_LIMIT or y > CLOCK_LIMIT for x, y in refs.items()):
@@ -248,14 +250,18 @@ def _read_meta(update: bytes) -> UpdateMeta:
                     c, k = uint("origin client"), uint("origin clock")
                     if refs.get(c, 0) <= k:
                         refs[c] = k + 1
+                    if c == client and k >= clock:
+                        raise ProtocolError(_names_itself(client, clock, "origin", k))
                 if info & _BIT7:
                     c, k = uint("right origin client"), uint("right origin clock")
                     if refs.get(c, 0) <= k:
                         refs[c] = k + 1
+                    if c == client and k >= clock:
+                        raise ProtocolError(_names_itself(client, clock, "right origin", k))
                 length = utf16_length(r.read_var_string("string content"))
                 _add(structs, client, clock, clock + length)
             else:
-                length = skip_item(r, info, refs)
+                length = skip_item(r, info, refs, (client, clock))
                 _add(structs, client, clock, clock + length)
             clock += length
         if clock > CLOCK_LIMIT:
@@ -529,25 +535,47 @@ def _ref(refs: dict[int, int], client: int, clock: int) -> None:
         refs[client] = clock + 1
 
 
-def skip_item(r: Reader, info: int, refs: dict[int, int]) -> int:
+def _names_itself(client: int, clock: int, which: str, k: int) -> str:
+    """Why an item whose origin or right origin is itself or a later item of its own
+    client is refused: it can never be integrated. pycrdt 0.14's ``Text.insert`` at a
+    UTF-8 byte index inside a character past U+FFFF made one (right origin = its own
+    id); yrs kept it pending for good (logged, never in the text, the sender's flush
+    never confirmed), and Yjs's applyUpdate throws "Unexpected case" on it."""
+    return (  # (what matters first: a close reason is cut at 123 bytes)
+        f"an item names itself or a later item as its {which}, so it can never be "
+        f"integrated: {client}:{clock} names {client}:{k}"
+    )
+
+
+def skip_item(r: Reader, info: int, refs: dict[int, int], at: tuple[int, int] | None = None) -> int:
     """Skip an Item's header and content, noting the IDs it refers to in `refs`; return
-    its length (clock units)."""
-    skip_item_header(r, info, refs)
+    its length (clock units). `at`: the item's own id, when an origin naming it or a
+    later clock of its client is to be refused (ProtocolError)."""
+    skip_item_header(r, info, refs, at)
     return _skip_content(r, info)
 
 
-def skip_item_header(r: Reader, info: int, refs: dict[int, int] | None = None) -> None:
+def skip_item_header(
+    r: Reader,
+    info: int,
+    refs: dict[int, int] | None = None,
+    at: tuple[int, int] | None = None,
+) -> None:
     """Skip an Item's origins, or its parent (and key), up to its content, noting the
-    IDs it refers to in `refs` if given."""
+    IDs it refers to in `refs` if given; `at`: as skip_item's."""
     if info & _BIT8:
         client, clock = r.read_var_uint("origin client"), r.read_var_uint("origin clock")
         if refs is not None:
             _ref(refs, client, clock)
+        if at is not None and client == at[0] and clock >= at[1]:
+            raise ProtocolError(_names_itself(at[0], at[1], "origin", clock))
     if info & _BIT7:
         client = r.read_var_uint("right origin client")
         clock = r.read_var_uint("right origin clock")
         if refs is not None:
             _ref(refs, client, clock)
+        if at is not None and client == at[0] and clock >= at[1]:
+            raise ProtocolError(_names_itself(at[0], at[1], "right origin", clock))
     if not info & (_BIT8 | _BIT7):
         _skip_parent(r, info, refs)
 

@@ -105,6 +105,50 @@ async def test_malformed_frames_close_4400_and_change_nothing(
         assert c.content == "kept!"
 
 
+@pytest.mark.parametrize("which", ["origin", "right origin"])
+async def test_an_item_that_names_itself_as_a_neighbour_is_refused_4400(
+    server: RunningServer, which: str
+) -> None:
+    """pycrdt 0.14's Text.insert at a UTF-8 byte index inside "😀" made an item whose
+    right origin is its own id. It was logged, yet yrs kept it pending for good (never in
+    the text; the sender's flush never confirmed, nothing said why) and Yjs's
+    applyUpdate throws "Unexpected case" on it: every browser in the document would."""
+    async with connect(server.ws_url, "selfref", "bob") as bob:
+        bob.insert(0, "A😀B")
+        await eventually(lambda: server.backend.store.head("selfref"))
+        head = await server.backend.store.head("selfref")
+        ws = await raw(server, "selfref", "?user=mallory")
+        await ws.send(P.encode_sync_step1(b"\x00"))
+        while not isinstance(m := P.decode(await ws.recv()), P.SyncStep2):
+            pass
+        d: Doc = Doc()
+        d.apply_update(m.update)
+        ((bob_id, bob_clock),) = P.decode_state_vector(d.get_state()).items()
+        me = 424242
+        self_id = P.write_var_uint(me) + P.write_var_uint(0)
+        bobs = P.write_var_uint(bob_id) + P.write_var_uint(bob_clock - 1)
+        origins = self_id + bobs if which == "origin" else bobs + self_id
+        update = (
+            b"\x01\x01" + P.write_var_uint(me) + b"\x00\xc4" + origins
+            + P.write_var_string("x") + b"\x00"
+        )  # fmt: skip
+        await ws.send(P.encode_sync_update(update))
+        code, reason = await closed_with(ws)
+        assert code == 4400, (code, reason)
+        assert f"as its {which}, so it can never be integrated" in reason, reason
+        # nothing of mallory's was logged, and bob goes on
+        bob.insert(0, ">")
+
+        async def bob_logged() -> bool:
+            return await server.backend.store.head("selfref") == head + 1
+
+        await eventually(bob_logged, what="bob still edits")
+        events = await server.backend.store.read("selfref")
+        assert "mallory" not in {e.actor for e in events}
+    async with connect(server.ws_url, "selfref") as c:
+        assert c.content == ">A😀B"
+
+
 async def test_text_frame_and_oversized_frame_are_refused(settings: Settings) -> None:
     """A frame over max_frame_bytes is refused, but one that carries an update, which
     may be as large as the document may be (limits.frame_limit)."""

@@ -228,3 +228,34 @@ def test_a_parent_info_other_than_1_is_an_item_id_as_yrs_reads_it(parent_info: i
     assert doc.get("m", type=Array).to_py() == [{"k": "v"}]
     assert decode_update_meta(update).structs == {5: [(0, 2)]}
     assert update_clients(update) == [5]
+
+
+@pytest.mark.parametrize(
+    ("info", "content"),
+    [
+        (0xC4, P.write_var_string("x")),  # a typed character (the inline path)
+        (0xC1, P.write_var_uint(2)),  # a deleted run (skip_item)
+    ],
+)
+@pytest.mark.parametrize("which", ["origin", "right origin"])
+def test_an_item_naming_itself_or_later_as_a_neighbour_does_not_decode(
+    info: int, content: bytes, which: str
+) -> None:
+    """It can never be integrated: yrs keeps it pending, Yjs throws "Unexpected case"."""
+    other = P.write_var_uint(9) + P.write_var_uint(0)
+    for clock, named in ((5, 5), (5, 7)):  # itself; a later item of its own client
+        me = P.write_var_uint(77) + P.write_var_uint(named)
+        origins = me + other if which == "origin" else other + me
+        update = (
+            b"\x01\x01" + P.write_var_uint(77) + P.write_var_uint(clock) + bytes([info])
+            + origins + content + b"\x00"
+        )  # fmt: skip
+        with pytest.raises(ProtocolError, match=f"as its {which}, so it can never be integrated"):
+            decode_update_meta(update)
+    # an earlier item of its own client is the usual origin: typing on
+    me = P.write_var_uint(77) + P.write_var_uint(4)
+    update = (
+        b"\x01\x01" + P.write_var_uint(77) + P.write_var_uint(5) + bytes([info])
+        + me + other + content + b"\x00"
+    )  # fmt: skip
+    assert decode_update_meta(update).refs[77] == 5
