@@ -761,14 +761,12 @@ class Room:
         deletions logged so far; the cost is the update's, not the document's. `meta`:
         the update's, when it was read already; `peer_id`: its sender's, whose updates
         still queued count too."""
-        if self._deleted is None:
-            # once per room: everything deleted in the document as loaded
-            self._deleted = KnownDeletions.of_doc(self.doc)
+        deleted = self.deletions()
         if meta is not None and update[:1] == b"\x00":
             # no structs at all (a deletion, typed or echoed): the diff against the state
             # vector would be its own delete set, so that is what is checked, without it
-            return self._deleted.adds_to(meta.deletes)
-        if not adds_anything(update, self.doc.get_state(), self._deleted):
+            return deleted.adds_to(meta.deletes)
+        if not adds_anything(update, self.doc.get_state(), deleted):
             return False
         pending = self._pending_sv.get(peer_id) if peer_id is not None else None
         if (
@@ -784,7 +782,18 @@ class Room:
         for client, end in pending.items():
             if end > state.get(client, 0):
                 state[client] = end
-        return adds_anything(update, P.encode_state_vector(state), self._deleted)
+        return adds_anything(update, P.encode_state_vector(state), deleted)
+
+    def deletions(self) -> KnownDeletions:
+        """Every deletion the log holds: the live document's delete set, and deletions
+        of items it does not hold yet (pending in Yjs). Read from the document once per
+        room, then extended by each event as it is applied: so it lags the document only
+        while a server change's append is awaited (its change is in the document, the
+        event not yet applied), which the pipeline's own turns never see."""
+        if self._deleted is None:
+            # once per room: everything deleted in the document as loaded
+            self._deleted = KnownDeletions.of_doc(self.doc)
+        return self._deleted
 
     def _note_deletions(self, dels: Ranges) -> None:
         """Add an applied update's delete set to the union."""
@@ -1506,10 +1515,8 @@ class Room:
             if ev.seq > self.seq
         ]
         try:
-            if self._deleted is None:
-                self._deleted = KnownDeletions.of_doc(self.doc)
             found = still_adding(
-                [self._change_of(u) for u in batch], self._live_state(), self._deleted, logged
+                [self._change_of(u) for u in batch], self._live_state(), self.deletions(), logged
             )
         except FATAL:
             raise

@@ -111,7 +111,7 @@ async def perform(
             del kept[:]
             already: list[Ranges] = []
             top_read = prepared if step is top else None
-            if state.revert(doc, step, copies, kept, top_read, already):
+            if state.revert(doc, step, copies, kept, top_read, already, room.deletions):
                 reverts.extend(step.seqs)
                 picked.append(step)
                 _say_what_was_seen(meta, room, step)
@@ -228,7 +228,7 @@ async def _complete(
 
     def change(doc: Doc[Any]) -> None:
         if any(s is rest for s in state.stacks(actor).undo):
-            state.revert(doc, rest, copies)
+            state.revert(doc, rest, copies, deleted=room.deletions)
 
     await _server_change(room, actor, UNDO, change, meta, backend)
 

@@ -66,7 +66,7 @@ from ..snapshots import load
 from ..store.base import Event, EventStore
 from ..updates import decode_update_meta
 from .containers import Kept
-from .recorder import MARK, REDO, RESTORE, REVERT, UNDO, RoomUndo
+from .recorder import MARK, REDO, RESTORE, REVERT, UNDO, Deletions, RoomUndo
 from .stacks import Step
 
 if TYPE_CHECKING:
@@ -278,16 +278,22 @@ def _undo_state(room: Room, skip_roots: tuple[str, ...]) -> tuple[RoomUndo, Call
 
 
 def _invert(
-    state: RoomUndo, doc: Doc[Any], did: Did, copies: list[list[str]], kept: list[Kept]
+    state: RoomUndo,
+    doc: Doc[Any],
+    did: Did,
+    copies: list[list[str]],
+    kept: list[Kept],
+    deleted: Deletions | None = None,
 ) -> bool:
     """Invert what `did` says on `doc` (the live document or a copy of it); False when
     nothing of it is left to invert. `copies` gets [originals, copies] (base64 ID sets)
-    for what it brought back, for the recorder (see the module's doc)."""
+    for what it brought back, for the recorder (see the module's doc). `deleted`: what
+    is deleted in `doc`, when known (RoomUndo.revert)."""
     step = Step(list(did.seqs), did.ins, did.dels)
     before = doc.get_state()
     mark = len(copies)
     del kept[:]
-    changed = state.revert(doc, step, copies, kept)
+    changed = state.revert(doc, step, copies, kept, deleted=deleted)
     if changed and len(copies) == mark:
         # one run restored every deletion at once (RoomUndo.revert): all it made are copies
         made = inserted(before, doc.get_state())
@@ -328,7 +334,10 @@ async def revert(
                                 "reverts": did.seqs, "copies": copies,
                                 "ins": to_b64(did.ins), "dels": to_b64(did.dels)}  # fmt: skip
         ev = await room.server_change(
-            by, REVERT, lambda live: _invert(state, live, did, copies, kept), meta=meta
+            by,
+            REVERT,
+            lambda live: _invert(state, live, did, copies, kept, room.deletions),
+            meta=meta,
         )
         if ev is None:
             return Reverted(None, room.seq, did)
@@ -358,6 +367,8 @@ async def preview(
         sub = copy.observe(lambda e: captured.append(e.update))
         kept: list[Kept] = []
         try:
+            # (outside the room's turn: a server change's append awaited now has its
+            # deletions in the document, not yet in the room's union, so they are read)
             _invert(state, copy, did, [], kept)
         finally:
             copy.unobserve(sub)
