@@ -330,14 +330,15 @@ async def test_http_undo_of_a_name_with_no_document_is_a_404_as_reads_answer(
     """A field tester's ``POST /api/docs/nosuchdoc/undo`` answered 409 "nothing to
     undo", as for a document that is there, while every read of the name answered 404:
     a typo in the name went unseen. A websocket connection makes the document: its undo
-    answers "nothing to undo"."""
+    answers "nothing to undo". So do opening and closing an undo group: a close answered
+    200 "none was open", and an open made the document (its mark its first event)."""
     from palimpsest import client
 
     async with serving(make_settings(tmp_path / "db")) as srv:
         async with httpx.AsyncClient(base_url=srv.url) as http:
             read = await http.get("/api/docs/nosuchdoc/events", params={"user": "alice"})
             assert read.status_code == 404, read.text
-            for op in ("undo", "redo"):
+            for op in ("undo", "redo", "undo/open", "undo/close"):
                 r = await http.post(f"/api/docs/nosuchdoc/{op}", params={"user": "alice"})
                 assert r.status_code == 404, (op, r.text)
                 assert (
@@ -348,15 +349,23 @@ async def test_http_undo_of_a_name_with_no_document_is_a_404_as_reads_answer(
                         "detail": "no document named 'nosuchdoc'",
                     }
                 ), r.text
-            # (and no room was loaded to say so)
+            # (with a group named too)
+            for op in ("undo/open", "undo/close"):
+                r = await http.post(
+                    f"/api/docs/nosuchdoc/{op}", params={"user": "alice"}, json={"group": "g"}
+                )
+                assert r.status_code == 404 and r.json()["error"] == "NotFound", (op, r.text)
+            # (and no room was loaded to say so, nor the document made)
             assert srv.backend.rooms.get_loaded("nosuchdoc") is None
+            assert await srv.backend.store.doc_info("nosuchdoc") is None
         async with client.History(srv.url, user="alice") as h:
-            try:
-                await h.undo("nosuchdoc")
-            except client.NotFound as e:
-                assert "no document named 'nosuchdoc'" in str(e)
-            else:
-                raise AssertionError("History.undo of no document did not raise NotFound")
+            for call in (h.undo, h.open_group, h.close_group):
+                try:
+                    await call("nosuchdoc")
+                except client.NotFound as e:
+                    assert "no document named 'nosuchdoc'" in str(e)
+                else:
+                    raise AssertionError(f"History.{call.__name__} of no document: no NotFound")
         async with connect(srv.ws_url, "nosuchdoc", "alice") as a:
             r = await undo(a)
             assert r == {"type": "result", "id": r["id"], "ok": False, "reason": "nothing to undo"}

@@ -9,7 +9,7 @@ wrote: server.removed, ``"skipped"`` when steps had nothing left, ``"already":
 tombstone) for a name with no document, as the reads answer. ``POST /api/docs/{doc}/undo/open``
 (body ``{"group": ID}``, optional) opens an explicit undo group, and
 ``POST /api/docs/{doc}/undo/close`` (body ``{"group": ID}``, optional) ends the user's
-current undo step and group (docs/undo.md).
+current undo step and group (docs/undo.md); both answer 404 / 410 as undo does.
 """
 
 from __future__ import annotations
@@ -107,7 +107,8 @@ async def close_route(request: Request) -> Response:
     backend, doc, user = await _open(request)
     group = await _group(request, need=False)
     if await _empty(backend, doc):
-        return JSONResponse(undo.GroupAnswer(None, group, 0 if group else None).to_json())
+        # as undo's: it answered 200 "none was open", and a typo in the name went unseen
+        raise await missing(backend.store, doc)
     done = await _with_room(backend, doc, lambda room: undo.close_group(room, user, group))
     return JSONResponse(done.to_json())
 
@@ -116,6 +117,10 @@ async def open_route(request: Request) -> Response:
     backend, doc, user = await _open(request)
     group = await _group(request, need=True)
     assert group is not None
+    if await _empty(backend, doc):
+        # as undo's: its mark made the document (a deleted one anew), under a mistyped
+        # name too; a group is opened on a document once something was written to it
+        raise await missing(backend.store, doc)
     done = await _with_room(backend, doc, lambda room: undo.open_group(room, user, group))
     return JSONResponse(done.to_json())
 
