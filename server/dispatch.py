@@ -55,6 +55,9 @@ DRAIN_SECONDS = 10.0
 #: said after "Name.on_update(doc) failed": a bug in on_update refuses nothing (_decide)
 UPDATE_GOES_ON = "; the update goes on"
 
+#: the keys of the answer to ``hello`` that are the core's (Extension.hello_answer)
+HELLO_KEYS = ("type", "id", "ok", "user", "role", "ops")
+
 #: every hook, and whether it is awaited (True); the others run in a room's pipeline or a
 #: request and must not be coroutines (one would never run: an `async def on_update`
 #: refused nothing)
@@ -75,6 +78,7 @@ _HOOKS: dict[str, bool] = {
     "on_server_update": False,
     "on_awareness": False,
     "snapshot_meta": False,
+    "hello_answer": False,
     "on_snapshot": False,
     "on_refused": False,
     "on_ignored": False,
@@ -639,6 +643,19 @@ class Extensions(Service):
                 continue
             meta.update(mine)
         return meta
+
+    def hello_answer(self, room: Room, client: Client) -> dict[str, Any]:
+        """The extensions' keys of the answer to `client`'s ``hello`` (list order: a later
+        one's key wins); ``ok``, ``user``, ``role`` and ``ops`` are the core's."""
+        answer: dict[str, Any] = {}
+        for ext, call in self._plain["hello_answer"]:
+            try:
+                answer.update(call(room, client))
+            except Exception as e:
+                self.failures.failed(_hook(ext, "hello_answer"), room.name, e)
+        for key in HELLO_KEYS:
+            answer.pop(key, None)
+        return answer
 
     def snapshot(self, written: SnapshotWritten) -> None:
         for ext, call in self._plain["on_snapshot"]:

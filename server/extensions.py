@@ -28,7 +28,7 @@ Three kinds of hooks, by where they run:
   exception is logged; it never reaches a room or a client.
 - **in the pipeline** (``on_unload``, ``before_apply``, ``on_applied``, ``on_logged``,
   ``on_update``, ``on_server_change``, ``on_server_update``, ``on_awareness``,
-  ``snapshot_meta``, ``on_snapshot``, ``on_refused``,
+  ``snapshot_meta``, ``hello_answer``, ``on_snapshot``, ``on_refused``,
   ``on_ignored``, ``on_closed``, ``on_request``,
   ``on_commit_batch``, ``on_peer_commit``): plain functions called where the thing
   happens, so they see the room exactly as it is then. They must be quick and must not
@@ -152,6 +152,14 @@ class Extension:
     def operations(self) -> Mapping[str, Operation]:
         """Websocket extension operations by message ``type`` (message type 100 on the
         wire, also what ``hello`` lists). Two extensions may not claim one name."""
+        return {}
+
+    def hello_answer(self, room: Room, client: Client) -> Mapping[str, Any]:
+        """What this extension adds to the answer to ``hello`` (who the connection is,
+        which operations there are), for `client` on `room`'s document: the undo's
+        ``can_undo`` / ``can_redo``. Plain and quick, as the pipeline's hooks; it cannot
+        change ``ok``, ``user``, ``role`` or ``ops``. An exception is logged, and its
+        keys are left out."""
         return {}
 
     # --- requests ---------------------------------------------------------------------

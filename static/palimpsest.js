@@ -103,7 +103,9 @@ function readVarUint (decoder) {
  * Server-side undo/redo bound to a y-websocket `WebsocketProvider`.
  *
  * Events (subscribe with `on(name, fn)`, unsubscribe with the returned function):
- *  - `hello`   ({ok, user, role, ops}) the server's answer to `hello`, on every (re)connect
+ *  - `hello`   ({ok, user, role, ops, can_undo, can_redo}) the server's answer to `hello`,
+ *               on every (re)connect (can_undo / can_redo: whether the user has a step to
+ *               undo / redo then; docs/undo.md)
  *  - `result`  ({type:'result', id, ok, seq?, reason?, op}) every answer to a request
  *  - `error`   ({type:'error', reason}) a server-side error not tied to a request
  *  - `message` (any) every extension message received, including the two above

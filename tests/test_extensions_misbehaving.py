@@ -481,6 +481,31 @@ async def test_snapshot_meta_that_is_not_json_loses_only_its_own_entries(
     assert "LastSeen.snapshot_meta(doc) failed" in caplog.text
 
 
+async def test_hello_answer_adds_keys_but_not_the_cores_and_a_failing_one_is_left_out(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An extension's keys in the answer to ``hello`` (as undo's ``can_undo``): its own
+    go in; ``ok``, ``user``, ``role``, ``ops`` (and the envelope) stay the core's; one
+    whose hook raises loses its keys, logged, and the answer still comes."""
+
+    class Claims(Extension):
+        def hello_answer(self, room: Room, client: Client) -> Mapping[str, Any]:
+            return {"plan": "pro", "role": "nobody", "user": "root", "ok": False, "id": 0}
+
+    class Broken(Extension):
+        def hello_answer(self, room: Room, client: Client) -> Mapping[str, Any]:
+            raise RuntimeError("boom")
+
+    async with run_server(settings, _backend(settings, Claims(), Broken())) as srv:
+        async with connect(srv.ws_url, "doc", "alice") as alice:
+            r = await alice.request({"type": "hello"})
+    # (open mode: every user an admin)
+    assert r == {**r, "type": "result", "ok": True, "user": "alice", "role": "admin"}, r
+    assert r["plan"] == "pro" and r["id"] != 0, r
+    assert r["can_undo"] is False and r["can_redo"] is False, r  # (the built-in undo's)
+    assert "Broken.hello_answer(doc) failed" in caplog.text
+
+
 def test_a_route_palimpsest_has_already_is_refused(settings: Settings) -> None:
     """An extension's `/api/docs` was never called (Palimpsest's own routes come first);
     its `/api/docs/{name}/blame` hid the history's (the extensions' routes are in order,

@@ -369,3 +369,28 @@ async def test_http_undo_of_a_name_with_no_document_is_a_404_as_reads_answer(
         async with connect(srv.ws_url, "nosuchdoc", "alice") as a:
             r = await undo(a)
             assert r == {"type": "result", "id": r["id"], "ok": False, "reason": "nothing to undo"}
+
+
+async def test_hello_says_whether_the_user_can_undo_and_redo_now(tmp_path: Path) -> None:
+    """A client's Undo and Redo buttons started in an unknown state: ``hello`` said who
+    and which operations, not whether the user had anything to undo or redo, until the
+    first undo. It says so (``can_undo``, ``can_redo``), per user, from any connection."""
+
+    async def hello(c: YClient, user: str) -> tuple[bool, bool]:
+        r = await c.request({"type": "hello"})
+        assert r["ok"] is True and r["user"] == user, r
+        return r["can_undo"], r["can_redo"]
+
+    async with serving(make_settings(tmp_path / "db")) as srv:
+        async with connect(srv.ws_url, "hi", "alice") as a, connect(srv.ws_url, "hi", "bob") as b:
+            assert await hello(a, "alice") == (False, False)
+            await edit(a, srv, "hi", lambda: a.insert(0, "one"))
+            assert await hello(a, "alice") == (True, False)
+            assert await hello(b, "bob") == (False, False)  # alice's step, not bob's
+            assert (await undo(a))["ok"]
+            assert await hello(a, "alice") == (False, True)
+        # a new connection of hers (another tab) starts right
+        async with connect(srv.ws_url, "hi", "alice") as a2:
+            assert await hello(a2, "alice") == (False, True)
+            assert (await undo(a2, "redo"))["ok"]
+            assert await hello(a2, "alice") == (True, False)

@@ -804,6 +804,7 @@ async def extension_answer(
     handler = ops.get(op) if isinstance(op, str) else None
     if op == "hello":
         answer: dict[str, Any] = {
+            **backend.extensions.hello_answer(room, client),
             "ok": True,
             "user": client.user,
             "role": client.identity.role,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.routing import BaseRoute
 
 from ..errors import BadRequest, Forbidden
-from ..extensions import Extension, OpContext, Operation
+from ..extensions import Client, Extension, OpContext, Operation
 from ..origins import Origin, ServerOrigin
 from ..room import Room
 from ..settings import Settings
@@ -146,6 +146,18 @@ class Undo(Extension):
 
     def snapshot_meta(self, room: Room) -> Mapping[str, Any]:
         return {META_KEY: self.state(room).to_meta()}
+
+    def hello_answer(self, room: Room, client: Client) -> Mapping[str, Any]:
+        """``can_undo`` / ``can_redo``: whether the user has a step on their undo / redo
+        stack now (an undo of it may still find nothing left of it to revert: others
+        deleted it all), false for a reader, who may not undo. A client's buttons start
+        right, before its first undo; what changes them later (its own edits, an undo
+        from another tab) the answer does not follow: a hello asked again says."""
+        st = self.state(room).get(client.user) if client.identity.can_write else None
+        return {
+            "can_undo": st is not None and bool(st.undo),
+            "can_redo": st is not None and bool(st.redo),
+        }
 
     # --- websocket operations -------------------------------------------------------------
 
