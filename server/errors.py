@@ -353,6 +353,14 @@ class DocumentBroken(Exception):
         self.doc, self.seq, self.update, self.cause = ev.doc, ev.seq, ev.update, cause
 
 
+class SeededMeanwhile(Exception):
+    """An ``on_load`` seed found that another process made a server change in the
+    document (its own seed, most often) since this one read it: the seed's items would
+    take the server's clocks those have. The load starts again, on the document as it is
+    now (server.rooms), where the hook finds the other's seed. Not a PalimpsestError: it
+    never reaches a client (the store answered; nothing is unavailable)."""
+
+
 class HookWroteDocument(Exception):
     """An extension's hook wrote into a live document outside ``on_load`` (the change is
     in no event): the room is reloaded from the log, and that hook is no longer called

@@ -54,6 +54,7 @@ from .errors import (
     PalimpsestError,
     ProtocolError,
     ReplacedMeanwhile,
+    SeededMeanwhile,
     StoreError,
     StoreUnavailable,
     UnsupportedType,
@@ -1083,14 +1084,13 @@ class Room:
         # not held: a store that refuses fails the load, and the next one seeds again.
         # Another process may have logged events since the load; a server change among
         # them (its own seed, maybe) took the server's clocks this seed's items have: the
-        # load starts again, on the document as it is now (its clients reconnect).
+        # load starts again, on the document as it is now (Rooms._load; its clients wait).
         async with self._reader.server_changes(self.name):
             for ev in await self._reader.read(self.name, after=self.seq):
                 if self.owners.server in ev.clients:
-                    raise StoreUnavailable(
+                    raise SeededMeanwhile(
                         f"{self.name}: another process made a server change (event "
-                        f"{ev.seq}, {ev.kind}) while this one seeded the document; load it "
-                        "again"
+                        f"{ev.seq}, {ev.kind}) while this one seeded the document"
                     )
             stored = await self._append([new])
             return await self._own_event(stored, update)

@@ -15,7 +15,13 @@ from typing import Any
 
 from pycrdt import Doc
 
-from .errors import DeletedMeanwhile, HookWroteDocument, LogDamaged, ReplacedMeanwhile
+from .errors import (
+    DeletedMeanwhile,
+    HookWroteDocument,
+    LogDamaged,
+    ReplacedMeanwhile,
+    SeededMeanwhile,
+)
 from .log_damage import check_loaded
 from .origins import ReplayOrigin
 from .repeat_logs import FailedLines
@@ -132,6 +138,12 @@ class Rooms:
                 # an extension's hook wrote into the document while it loaded: that hook
                 # is off now (server.dispatch said whose); each time one fewer, so this ends
                 log.warning("loading %s again, from the log", name)
+            except SeededMeanwhile as e:
+                # another process seeded it (or made another server change) while this
+                # one's on_load seeded it: loaded again, the other's seed is in the log
+                # and the hook finds the document seeded. Each time another process made
+                # a change in between, so this ends; the connections waiting see nothing.
+                log.info("loading %s again: %s", name, e, extra={"doc": name})
 
     async def _load_once(self, name: str) -> Room:
         # timed from here: the reads before the load proper wait for the store too (a

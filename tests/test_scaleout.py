@@ -5,7 +5,9 @@ process being killed, undo works from any process, snapshots are taken once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import string
+import sys
 from pathlib import Path
 
 import httpx
@@ -343,3 +345,88 @@ def test_fanout_messages_round_trip() -> None:
     assert parse_url("redis://h:1/0")[1:] == ("palimpsest", 2.0)
     with pytest.raises(ValueError):
         parse_url("redis://h/0?prefix=a*")
+
+
+# an embedding app whose on_load hook seeds an empty document, slowly (an outside source):
+# two processes loading one new document at once both seed it
+SEEDING_APP = """
+import asyncio
+import sys
+
+import uvicorn
+from pycrdt import Text
+
+from palimpsest import Extension, Palimpsest, Settings
+
+
+class Seed(Extension):
+    async def on_load(self, room):
+        text = room.doc.get("content", type=Text)
+        if room.seq == 0 and len(text) == 0:
+            await asyncio.sleep(0.3)
+            text += "the contract's first draft"
+
+
+collab = Palimpsest(store=sys.argv[1], extensions=[Seed()],
+                    settings=Settings(fanout=sys.argv[2]))
+uvicorn.run(collab, host="127.0.0.1", port=int(sys.argv[3]), log_level="info")
+"""
+
+
+class AppProcess(ServerProcess):
+    """A Python app file run as the server, its arguments the store, the bus and the port."""
+
+    def __init__(self, workdir: Path, app: Path, store_url: str, bus: str) -> None:
+        super().__init__(workdir)
+        self.app, self.store_url, self.bus = app, store_url, bus
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(self.app), self.store_url, self.bus, str(self.port)]
+
+
+async def test_two_processes_seeding_one_new_document_at_once(tmp_path: Path) -> None:
+    """Reported: the process whose seed came second failed the load ("another process
+    made a server change (event 1, seed) while this one seeded the document"), its
+    client was closed 1013 "the store is unavailable, try again" and its next handshakes
+    refused 503 for some 3 s. That process loads the document again itself, the other's
+    seed in it: both clients sync at once, the seed once, nothing closed."""
+    app = tmp_path / "app.py"
+    app.write_text(SEEDING_APP)
+    async with fresh_schema() as store_url:
+        bus = fanout_url()
+        procs = [AppProcess(tmp_path / f"p{i}", app, store_url, bus) for i in range(2)]
+        try:
+            await asyncio.gather(*(p.astart() for p in procs))
+            async with contextlib.AsyncExitStack() as stack:
+                clients = await asyncio.wait_for(
+                    asyncio.gather(
+                        *(
+                            stack.enter_async_context(
+                                connect(p.ws_url, "contract-3", user=who, wait_sync=False)
+                            )
+                            for p, who in zip(procs, ("alice", "bob"), strict=True)
+                        )
+                    ),
+                    5,
+                )
+                synced = [asyncio.create_task(cl.synced.wait()) for cl in clients]
+                await asyncio.wait(synced, timeout=3)
+                assert all(cl.synced.is_set() for cl in clients), [
+                    (cl.close_code, cl.close_reason) for cl in clients
+                ]
+                await eventually(
+                    lambda: all(cl.content == "the contract's first draft" for cl in clients),
+                    timeout=3, what="the seed, once, on both clients",
+                )  # fmt: skip
+                await asyncio.sleep(0.3)
+                assert [cl.close_code for cl in clients] == [None, None]
+            async with open_store(store_url) as store:
+                assert [(e.actor, e.kind) for e in await store.read("contract-3")] == [
+                    ("server", "seed")
+                ]
+            logs = "".join(p.log_text() for p in procs)
+            assert "cannot load" not in logs and "unavailable" not in logs, logs
+            assert "loading contract-3 again" in logs, logs
+        finally:
+            for p in procs:
+                await asyncio.to_thread(p.stop)
