@@ -32,7 +32,7 @@ from .closes import Closed
 from .errors import AuthError, ExtensionFailed, HookWroteDocument, PalimpsestError
 from .extensions import Client, Extension, Operation
 from .hook_failures import HookFailures
-from .hook_timing import CLOCK, timed
+from .hook_timing import CLOCK, Steps, timed
 from .lifecycle import Service, cancel_and_wait
 from .origins import Origin
 from .params import declared_query
@@ -155,7 +155,8 @@ class _Feed:
                 if isinstance(item, _Deleted):
                     await self._deleted(item)
                     continue
-                await _awaited("on_committed", self.ext.on_committed(doc, events), self.timeout)
+                committed = self.ext.on_committed(doc, events)
+                await _awaited(self.ext, "on_committed", committed, self.timeout)
             except TimeoutError as e:
                 log.error("%s.on_committed(%s): %s: given up, the next batch goes on",
                           _name(self.ext), about, e)  # fmt: skip
@@ -213,7 +214,7 @@ async def _call_deleted(
     failures: HookFailures, ext: Extension, doc: str, by: str, seconds: float
 ) -> None:
     try:
-        await _awaited("on_deleted", ext.on_deleted(doc, by), seconds)
+        await _awaited(ext, "on_deleted", ext.on_deleted(doc, by), seconds)
     except Exception as e:
         failures.failed(_hook(ext, "on_deleted"), doc, e)
 
@@ -229,16 +230,20 @@ def _failed(
     return ExtensionFailed(f"the server's extension {_name(ext)} failed in {hook}")
 
 
-async def _awaited(hook: str, result: Any, seconds: float) -> Any:
-    """An awaited hook's call (`result`), awaited for `seconds` at most: a hook
+async def _awaited(ext: Extension, hook: str, result: Any, seconds: float) -> Any:
+    """`ext`'s awaited `hook`'s call (`result`), awaited for `seconds` at most: a hook
     awaiting what never answers (a dead database connection) held its client, a load
     or a shutdown for ever. A plain `def` that returns a coroutine is fine; one that
     returns None said "object NoneType can't be used in 'await' expression", which did
-    not say what to do."""
+    not say what to do. An app's extension's steps are timed (hook_timing.Steps): one
+    that blocks between its awaits (a time.sleep in an async def) is named in the log,
+    as a plain hook that blocks is."""
     if not inspect.isawaitable(result):
         raise TypeError(
             f"{hook} returned {type(result).__name__}, not an awaitable: make it an async def"
         )
+    if not _builtin(ext):
+        result = Steps(result, _hook(ext, hook))
     began = time.monotonic()
     async with asyncio.timeout(seconds) as deadline:
         try:
@@ -449,7 +454,8 @@ class Extensions(Service):
     async def authenticate(self, conn: HTTPConnection) -> Identity:
         for ext in self._by["authenticate"]:
             try:
-                identity = await _awaited("authenticate", ext.authenticate(conn), self.hook_timeout)
+                called = ext.authenticate(conn)
+                identity = await _awaited(ext, "authenticate", called, self.hook_timeout)
             except PalimpsestError:
                 raise
             except Exception as e:
@@ -472,7 +478,7 @@ class Extensions(Service):
         try:
             for ext in self._by["on_connect"]:
                 try:
-                    await _awaited("on_connect", ext.on_connect(client), self.hook_timeout)
+                    await _awaited(ext, "on_connect", ext.on_connect(client), self.hook_timeout)
                 except PalimpsestError:
                     raise
                 except Exception as e:
@@ -489,7 +495,7 @@ class Extensions(Service):
             wanted = tuple(e for e in wanted if e in passed or e not in self._by["on_connect"])
         for ext in wanted:
             try:
-                await _awaited("on_disconnect", ext.on_disconnect(client), self.hook_timeout)
+                await _awaited(ext, "on_disconnect", ext.on_disconnect(client), self.hook_timeout)
             except Exception as e:
                 self.failures.failed(_hook(ext, "on_disconnect"), client.doc, e)
 
@@ -521,7 +527,7 @@ class Extensions(Service):
     async def loaded(self, room: Room) -> None:
         for ext in self._by["on_load"]:
             try:
-                await _awaited("on_load", ext.on_load(room), self.hook_timeout)
+                await _awaited(ext, "on_load", ext.on_load(room), self.hook_timeout)
             except PalimpsestError:
                 raise
             except Exception as e:
@@ -551,7 +557,7 @@ class Extensions(Service):
     async def purged(self, doc: str, by: str) -> None:
         for ext in self._by["on_purged"]:
             try:
-                await _awaited("on_purged", ext.on_purged(doc, by), self.hook_timeout)
+                await _awaited(ext, "on_purged", ext.on_purged(doc, by), self.hook_timeout)
             except Exception as e:
                 self.failures.failed(_hook(ext, "on_purged"), doc, e)
 

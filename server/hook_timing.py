@@ -8,7 +8,9 @@ hook of another extension "did not return within 3 s", "edits have waited 5.7 s 
 for the sqlite store".
 
 So each plain hook call of an app's extension is timed (two clock reads; Palimpsest's
-own are not). One that takes
+own are not), and so is each step of an awaited hook's coroutine, from one await to the
+next (:class:`Steps`): an ``async def`` that calls ``time.sleep`` or a blocking driver
+between its awaits holds the loop just the same. One that takes
 :data:`SLOW_HOOK_SECONDS` or more is logged as a warning naming the extension and the
 hook, at most once a minute per hook (with how many such calls there were meanwhile
 and the slowest), and kept in a ledger: the diagnostics that see the loop was late
@@ -24,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 log = logging.getLogger("palimpsest.extensions")
@@ -49,7 +51,7 @@ class HookClock:
         #: per hook: when it was last said, slow calls since, the slowest of them
         self._said: dict[str, tuple[float, int, float]] = {}
 
-    def slow(self, name: str, took: float) -> None:
+    def slow(self, name: str, took: float, awaited: bool = False) -> None:
         now = time.monotonic()
         self.ledger.append((now, name, took))
         last = self._said.get(name)
@@ -63,11 +65,16 @@ class HookClock:
             )
         self._said[name] = (now, 0, 0.0)
         log.warning(
-            "%s took %.2f s, holding the event loop: every document and connection of this "
-            "process waited meanwhile. A plain hook must be quick and never block: hand "
-            "slow work to a task, or to on_committed (docs/extending.md)%s",
+            "%s took %.2f s%s, holding the event loop: every document and connection of "
+            "this process waited meanwhile. %s (docs/extending.md)%s",
             name,
             took,
+            " between its awaits" if awaited else "",
+            "An async hook must never block between its awaits: await the slow call, or "
+            "run it with asyncio.to_thread"
+            if awaited
+            else "A plain hook must be quick and never block: hand slow work to a task, or "
+            "to on_committed",
             more,
         )
 
@@ -130,3 +137,47 @@ class Timed:
 
     def __repr__(self) -> str:
         return repr(self.ext)
+
+
+class Steps:
+    """An awaited hook's call (its coroutine, or any awaitable), each step of it (from
+    one await to the next) timed as a plain hook's call is, under the hook's name, so
+    that the stall watch and the ledger name it too. Two clock reads a step; only an
+    app's extensions' hooks are wrapped (server.dispatch)."""
+
+    __slots__ = ("awaitable", "name")
+
+    def __init__(self, awaitable: Awaitable[Any], name: str) -> None:
+        self.awaitable = awaitable
+        self.name = name
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        steps = self.awaitable.__await__()
+        name, clock = self.name, CLOCK
+        sent: Any = None
+        thrown: BaseException | None = None
+        while True:
+            outer = clock.running  # (a step never runs inside a plain hook, but be exact)
+            clock.running = name
+            start = time.monotonic()
+            try:
+                if thrown is None:
+                    out = steps.send(sent)
+                else:
+                    out = steps.throw(thrown)
+            except StopIteration as e:
+                return e.value
+            finally:
+                took = time.monotonic() - start
+                clock.running = outer
+                if took >= clock.threshold:
+                    clock.slow(name, took, awaited=True)
+            try:
+                sent, thrown = (yield out), None
+            except GeneratorExit:
+                close = getattr(steps, "close", None)
+                if close is not None:
+                    close()
+                raise
+            except BaseException as e:  # a cancel, most often: handed to the hook
+                sent, thrown = None, e
