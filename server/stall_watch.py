@@ -17,6 +17,7 @@ interpreter briefly every 1 ms while a beat is pending.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import sys
 import threading
@@ -49,7 +50,12 @@ class StallWatch:
         self._unreleased: list[list[dict[int, FrameType]]] = []
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="stall-watch", daemon=True)
+        # in the context of what starts it (a named instance's lifespan): its lines say
+        # the instance's name as every other line does (logs.INSTANCE)
+        run = contextvars.copy_context().run
+        self._thread = threading.Thread(
+            target=run, args=(self._run,), name="stall-watch", daemon=True
+        )
         self._thread.start()
         log.info("watching the event loop for stalls over %.1f ms", self.threshold * 1000)
 

@@ -5,13 +5,18 @@ they were; the host's own lines never carry an instance's name."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from conftest import eventually
+from serverproc import REPO_ROOT, free_port
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from test_embedding import running
@@ -94,3 +99,77 @@ async def test_two_named_instances_say_which_each_line_is_from(tmp_path: Path) -
     assert getattr(stop, "instance", None) == "right"
     (ready,) = lines("host ready")
     assert not hasattr(ready, "instance")
+
+
+# a host app with one named instance and extensions whose on_update fails or blocks,
+# run as its own process as an app is (under pytest the test's own context leaks the
+# instance's name into uvicorn's callbacks, and hid what a real process lacked)
+NAMED_APP = """
+import sys
+import time
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from palimpsest import Extension, Palimpsest, Settings
+
+
+class Raiser(Extension):
+    def on_update(self, room, client, update):
+        raise RuntimeError("boom in on_update")
+
+
+class Blocking(Extension):
+    def on_update(self, room, client, update):
+        time.sleep(0.3)
+
+
+pal = Palimpsest(store=f"sqlite:///{sys.argv[1]}", extensions=[Raiser(), Blocking()],
+                 settings=Settings(stall_report_ms=200), name="p1")
+app = Starlette(routes=[Mount("/collab", app=pal)], lifespan=pal.lifespan)
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+"""
+
+
+async def test_an_extensions_and_the_stall_watchs_lines_carry_the_instance_name(
+    tmp_path: Path,
+) -> None:
+    """Field test: with Palimpsest(name="p1") the lines of a failed or slow on_update
+    ("Raiser.on_update(raise-a) failed; the update goes on", "Blocking.on_update took
+    0.50 s…", made as uvicorn parses the frame: wire_write.direct_reader) and the stall
+    watch's (a thread of its own) lacked the "[p1]" every other line had."""
+    app = tmp_path / "app.py"
+    app.write_text(NAMED_APP)
+    port = free_port()
+    out = tmp_path / "out.log"
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(  # noqa: ASYNC220  # (started once, before any await)
+            [sys.executable, str(app), str(tmp_path / "p.db"), str(port)],
+            cwd=REPO_ROOT, stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            await eventually(lambda: _listening(port), timeout=20, what="the app listening")
+            async with connect(f"ws://127.0.0.1:{port}/collab/ws", "raise-a", user="ada") as c:
+                await asyncio.sleep(0.3)  # (read as uvicorn parses it by now)
+                c.insert(0, "hi")
+                await eventually(
+                    lambda: "event loop held" in out.read_text(), what="the stall watch's line"
+                )
+        finally:
+            proc.terminate()
+            proc.wait(15)
+    lines = [
+        line
+        for line in out.read_text().splitlines()
+        if " palimpsest.extensions" in line or " palimpsest.stalls" in line
+    ]
+    for said in ("Raiser.on_update(raise-a) failed", "Blocking.on_update took", "event loop held"):
+        assert any(said in line for line in lines), (said, lines)
+    assert all("[p1]: " in line for line in lines), lines
+
+
+def _listening(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+        return True
+    return False

@@ -55,6 +55,7 @@ from ..extensions import Client, OpContext
 from ..keepalive import keepalive_cut
 from ..limits import Limits, frame_limit
 from ..locking import lock_of, refusal
+from ..logs import INSTANCE
 from ..names import validate_doc_name
 from ..protocol import sync_update_of
 from ..repeat_refusals import counted_after_open, held_back, request_key
@@ -724,11 +725,16 @@ class Connection:
         # (serve.py's _tune_gc): every refused oversized frame (up to 16 MiB read) stayed
         # in memory, GBs within seconds of reconnecting clients.
         refused: list[Exception] = []
+        # the direct reader runs in uvicorn's protocol callbacks, outside this request's
+        # context: the lines said there (a hook's failure or slowness) lacked the
+        # instance's name every other line carries. One ContextVar set a message, named.
+        named = INSTANCE.get()
 
         def on_message(data: bytes) -> None:
             if self._close is not None or self._refusing:
                 return  # closing: the reading loop would not have read it either
             self.direct_messages += 1
+            token = INSTANCE.set(named) if named is not None else None
             try:
                 handle(data)
             except Exception as e:
@@ -736,6 +742,9 @@ class Connection:
                 e.__context__ = e.__cause__ = None
                 refused.append(e.with_traceback(None))
                 wake_reader(self.ws)
+            finally:
+                if token is not None:
+                    INSTANCE.reset(token)
 
         direct_reader(self.ws, on_message)
         while self._close is None:
