@@ -11,7 +11,13 @@ of the app's users except through two extensions:
 - ``PlainTextCopy.on_committed`` keeps the app's ``copies`` table up to date with the
   text of each document, after every durable change, off the editing path (and
   ``on_deleted`` drops the copy of a deleted document: it runs after every batch of
-  that document, so no copy comes back after it).
+  that document, so no copy comes back after it). ``on_committed`` is at most once: the
+  batches queued when the process died (a kill -9) are never delivered, so
+  ``PlainTextCopy.on_load`` catches a stale copy up when its document is next loaded
+  (opened by someone). A document nobody opens again keeps its stale copy: an app that
+  needs every copy current at startup compares each copy's seq with the store's head
+  (``backend.store.head(doc)``) and folds ``backend.doc_at(doc, head)`` for those behind,
+  or reads the changefeed from a position it keeps (docs/changefeed.md).
 
 Run it with Palimpsest installed (``pip install -e .``, which ./scripts/serve does)::
 
@@ -166,6 +172,14 @@ class PlainTextCopy(Extension):
             ydoc.apply_update(ev.update)
         self._docs[doc] = (events[-1].seq, ydoc)
         await self.db.save_copy(doc, events[-1].seq, str(ydoc.get(self.root, type=Text)))
+
+    async def on_load(self, room: Room) -> None:
+        """Catch a stale copy up from the document as loaded: on_committed is at most
+        once (docs/extending.md), so the batches queued when the process died (kill -9),
+        or edits made while this app was not running, never reach it."""
+        found = await self.db.copy(room.name)
+        if room.seq and (found is None or found[0] < room.seq):
+            await self.db.save_copy(room.name, room.seq, str(room.doc.get(self.root, type=Text)))
 
     def on_unload(self, room: Room) -> None:
         self._docs.pop(room.name, None)  # memory follows the live documents

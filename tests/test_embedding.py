@@ -17,6 +17,7 @@ import uvicorn
 import websockets
 from conftest import closed_with, eventually, free_port
 from pycrdt import Text
+from serverproc import ServerProcess
 from yclient import connect
 
 from palimpsest.settings import Settings
@@ -320,3 +321,39 @@ async def test_the_host_deletes_a_document_through_the_python_api(tmp_path: Path
         assert told.deleted == [("plan", "boss")]
         feed = await collab.backend.store.deletions()
         assert [(e.doc, e.kind, e.actor) for e in feed] == [("plan", "deleted", "boss")]
+
+
+async def test_a_stale_copy_catches_up_when_its_document_loads(tmp_path: Path) -> None:
+    """Field test: after a kill -9 the app's copy stayed stale until the document's next
+    edit (on_committed is at most once: the batches queued when the process died are
+    never delivered). Here the edits the copy missed are made by another server on the
+    same store while the app is down; the copy catches up as soon as the document is
+    opened again, with no edit."""
+    app_db, store = tmp_path / "app.db", tmp_path / "collab.db"
+    settings = Settings(unload_after_seconds=0.5)
+    app = example().build_app(app_db, f"sqlite:///{store}", settings)
+    async with running(app) as host:
+        cookie = {"Cookie": f"session={await login(host)}"}
+        async with connect(f"ws://{host}/collab/ws", "notes", headers=cookie) as c:
+            c.insert(0, "hello")
+
+            async def copied() -> bool:
+                return await app.state.db.copy("notes") == (1, "hello")
+
+            await eventually(copied, what="the first copy")
+    # edits the app's on_committed never sees (as after a kill -9)
+    async with ServerProcess(tmp_path / "other", db_path=store) as other:
+        async with connect(other.ws_url, "notes", user="bob") as c:
+            c.insert(5, " world")
+            await eventually(lambda: c.content == "hello world")
+            await asyncio.sleep(0.5)  # (flushed: the server stops cleanly after)
+    app = example().build_app(app_db, f"sqlite:///{store}", settings)
+    async with running(app) as host:
+        assert await app.state.db.copy("notes") == (1, "hello")
+        cookie = {"Cookie": f"session={await login(host)}"}
+        async with connect(f"ws://{host}/collab/ws", "notes", headers=cookie):
+
+            async def caught_up() -> bool:
+                return await app.state.db.copy("notes") == (2, "hello world")
+
+            await eventually(caught_up, timeout=5, what="the copy caught up, no edit made")
