@@ -715,7 +715,8 @@ class Session:
             if graceful:
                 try:
                     with contextlib.suppress(Exception):
-                        await asyncio.wait_for(ws.close(), 2)
+                        async with asyncio.timeout(2):  # (not wait_for: it can lose a cancel)
+                            await ws.close()
                 except asyncio.CancelledError as e:
                     interrupted = e
             # (no answer to our close in time, or no time to wait for one: the runner's
@@ -853,7 +854,11 @@ class Session:
             if remaining is not None and remaining <= 0:
                 raise Timeout(f"{what or 'condition'} not met within {_seconds(timeout)}")
             try:
-                await asyncio.wait_for(fut, remaining)
+                # not asyncio.wait_for: on 3.11 it loses a cancellation that comes in the
+                # turn `fut` is woken (an edit sent, a remote change), and the cancelled
+                # task went on waiting, up to its whole timeout
+                async with asyncio.timeout(remaining):
+                    await fut
             except TimeoutError:
                 raise Timeout(f"{what or 'condition'} not met within {_seconds(timeout)}") from None
 
@@ -965,7 +970,8 @@ class Session:
         self._probe = fut
         self._send_frame(P.encode_sync_step1(b"\x00"))
         try:
-            return await asyncio.wait_for(fut, within)
+            async with asyncio.timeout(within):  # (not wait_for: it can lose a cancel)
+                return await fut
         except TimeoutError:
             raise Timeout(
                 _unconfirmed(within if budget is None else budget, self._declined)
@@ -1127,7 +1133,10 @@ class Session:
         self._requests[rid] = fut
         self._send_frame(P.encode_extension({**body, "id": rid}))
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+            # not asyncio.wait_for: on 3.11 it loses a cancellation that comes in the turn
+            # the answer does (the request then returned as if not cancelled)
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(fut)
         except TimeoutError:
             # sent, so the server may still do it: the answer stays awaited (a connection
             # lost first fails it with ServerGone, see _fail_requests)
@@ -1231,7 +1240,8 @@ class Session:
             wait = max(renewed_at, self._last_update_sent) + every - loop.time()
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), wait)
+                    async with asyncio.timeout(wait):  # (not wait_for: it can lose a cancel)
+                        await stop.wait()
                 continue  # (checked again: an edit sent meanwhile puts it off)
             if stop.is_set() or self._group != gid or self._closing or self._failed:
                 return

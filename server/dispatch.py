@@ -428,7 +428,8 @@ class Extensions(Service):
             if feed.task is None:
                 continue
             try:
-                await asyncio.wait_for(feed.drain(), DRAIN_SECONDS)
+                async with asyncio.timeout(DRAIN_SECONDS):  # (not wait_for: it can lose a cancel)
+                    await feed.drain()
             except TimeoutError:
                 log.error("%s.on_committed did not catch up within %g s on shutdown; %s "
                           "(the changefeed delivers from a position instead: "
@@ -547,7 +548,8 @@ class Extensions(Service):
                 continue
             done = feed.put_deleted(doc, by)
             try:
-                await asyncio.wait_for(asyncio.shield(done), self.hook_timeout)
+                async with asyncio.timeout(self.hook_timeout):  # (wait_for can lose a cancel)
+                    await asyncio.shield(done)
             except TimeoutError:
                 log.warning("%s.on_deleted(%s) still waits behind %d on_committed batches "
                             "after %g s; the deletion is answered without it (it runs "

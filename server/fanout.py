@@ -698,8 +698,11 @@ class Fanout(Extension, Service):
                 self._wake.clear()
                 due = self._role_due - time.monotonic() if self._role_command else None
                 if due is None or due > 0:  # wait for something to publish, or the check
+                    # (not wait_for: on 3.11 it can lose the cancel that stops us, in
+                    # the turn the event is set)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), due)
+                        async with asyncio.timeout(due):
+                            await self._wake.wait()
                     continue
                 # idle, the role check due: it alone (Redis being down is the subscriber's
                 # to tell, and nothing was dropped)

@@ -317,7 +317,10 @@ class Resync:
         with room.waking(base, wake):
             while all(room.clock(client) <= clock for client, clock in base.items()):
                 try:
-                    await asyncio.wait_for(wake.wait(), overdue_in)
+                    # (not wait_for: on 3.11 it can lose a cancel that comes in the turn
+                    # the event is set, and the task waited on)
+                    async with asyncio.timeout(overdue_in):
+                        await wake.wait()
                 except TimeoutError:
                     if self.waiting is gap:
                         overdue(gap)

@@ -293,7 +293,8 @@ class PostgresServingLock:
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), 5)  # ends the session: drops the lock
+                async with asyncio.timeout(5):  # (not wait_for: it can lose a cancel)
+                    await conn.close()  # ends the session: drops the lock
 
     async def _take(self, first: bool) -> None:
         import asyncpg
@@ -358,7 +359,8 @@ class PostgresServingLock:
         except BaseException:
             # (not a plain close: one that got no answer may wait for good)
             try:
-                await asyncio.wait_for(conn.close(), 2)
+                async with asyncio.timeout(2):  # (not wait_for: it can lose a cancel)
+                    await conn.close()
             except Exception:  # noqa: BLE001 - any failure: the socket is dropped instead
                 conn.terminate()
             raise
@@ -390,7 +392,9 @@ class PostgresServingLock:
                 "pg_terminate_backend, a pooler's or a firewall's idle timeout"
             )
         try:  # a cut without a FIN closes nothing: ask
-            await asyncio.wait_for(conn.fetchval("SELECT 1"), 5)
+            # (not wait_for: on 3.11 it can lose the cancel that stops the keeper)
+            async with asyncio.timeout(5):
+                await conn.fetchval("SELECT 1")
         except TimeoutError:
             return "it did not answer within 5 s"
         except Exception as e:  # noqa: BLE001 - any failure means the session is in doubt

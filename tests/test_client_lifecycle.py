@@ -229,3 +229,28 @@ async def test_awaiting_connect_opens_the_session(tmp_path: Path) -> None:
         async with await client.connect(srv.ws_url, "awaited", user="bob") as b:
             assert b.text() == "awaited" and b.connections == 1
         assert not b.connected
+
+
+async def test_a_cancelled_wait_for_ends_even_when_an_edit_wakes_it_in_the_same_turn(
+    server: Any,
+) -> None:
+    """On 3.11, asyncio.wait_for lost a cancellation that came in the turn its inner
+    future completed (it returned the result instead): a bot's task waiting in
+    session.wait_for() just after an edit (whose sending wakes every waiter) was
+    cancelled, and went on waiting, for its whole timeout (an hour). Done many times:
+    the cancellation met the wake-up in some of them."""
+    async with client.connect(server.ws_url, "cancel-wait", user="bot") as s:
+        for i in range(30):
+            ready = asyncio.Event()
+
+            async def holder(ready: asyncio.Event = ready) -> None:
+                s.text().append("x")
+                ready.set()
+                await s.wait_for(lambda: False, timeout=3600)
+
+            task = asyncio.create_task(holder())
+            await ready.wait()
+            task.cancel()
+            done, _ = await asyncio.wait([task], timeout=5)
+            assert done, f"round {i}: the cancelled wait_for still waits"
+            assert task.cancelled()

@@ -581,7 +581,9 @@ def _going_away_server() -> Any:
                 try:
                     # bounded: a store that hangs must not make SIGTERM hang (the rest is
                     # in the log or still on the clients, who re-send on reconnect)
-                    closed = await asyncio.wait_for(backend.going_away(), GOING_AWAY_SECONDS)
+                    # (not wait_for: it can lose a cancel)
+                    async with asyncio.timeout(GOING_AWAY_SECONDS):
+                        closed = await backend.going_away()
                     # let the close frames go out before uvicorn takes the sockets down
                     await _wait_closed(backend, closed)
                 except TimeoutError:

@@ -362,7 +362,8 @@ def no_session(e: BaseException, pool_size: int | None = None) -> StoreUnavailab
 async def _close(conn: asyncpg.Connection) -> None:
     """Close `conn`, or drop it when that does not go through at once."""
     try:
-        await asyncio.wait_for(conn.close(), 2)
+        async with asyncio.timeout(2):  # (not wait_for: it can lose a cancel)
+            await conn.close()
     except Exception:  # noqa: BLE001 - any failure: the socket is dropped instead
         conn.terminate()
 
@@ -826,7 +827,8 @@ class PostgresStore(EventStore):
         if self._vacuuming is not None:
             # `palimpsest delete` stops the store at once: its VACUUM is let finish
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._vacuuming, _DELETED_VACUUM_STOP_WAIT)
+                async with asyncio.timeout(_DELETED_VACUUM_STOP_WAIT):  # (not wait_for)
+                    await self._vacuuming
             self._vacuuming = None
         if self.indexing is not None:
             self.indexing.cancel()
@@ -837,7 +839,8 @@ class PostgresStore(EventStore):
             if pool is None:
                 continue
             try:
-                await asyncio.wait_for(pool.close(), 10)
+                async with asyncio.timeout(10):  # (not wait_for: it can lose a cancel)
+                    await pool.close()
             except _UNAVAILABLE:
                 pool.terminate()
         self._pool = self._turns = None
