@@ -1166,11 +1166,16 @@ class Session:
             raise Timeout(str(e), late=late) from None
 
     async def undo(self, timeout: float = 10.0) -> OpResult:  # noqa: ASYNC109 (the httpx-style API)
-        """Undo our most recent change group (server-side, selective: others' edits stay)."""
+        """Undo our most recent change group (server-side, selective: others' edits stay).
+        Raises :class:`ReadOnly` at once on a read-only session, as an edit does (its
+        answer, ok false, read as "nothing to undo")."""
+        self._check_writable()
         return await self._op("undo", timeout)
 
     async def redo(self, timeout: float = 10.0) -> OpResult:  # noqa: ASYNC109 (the httpx-style API)
-        """Re-apply what our last undo reverted."""
+        """Re-apply what our last undo reverted. Raises :class:`ReadOnly` at once on a
+        read-only session."""
+        self._check_writable()
         return await self._op("redo", timeout)
 
     async def close_group(
@@ -1182,7 +1187,9 @@ class Session:
         """End the current undo step: the next edit starts a new one; and our explicit
         group (:meth:`open_group`). With `group`, only that group, if it is still open
         (closing one twice does nothing the second time); the answer's ``steps`` says
-        how many undo steps it made."""
+        how many undo steps it made. Raises :class:`ReadOnly` at once on a read-only
+        session."""
+        self._check_writable()
         # the server closes the group at once, not after the edits queued before the
         # request: wait until it holds them, or they would join the next group
         await self.flush(timeout)

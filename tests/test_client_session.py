@@ -292,6 +292,12 @@ async def test_tokens_bad_forbidden_and_read_only(settings: Settings) -> None:
             with pytest.raises(client.ReadOnly, match="read-only"):
                 async with r.undo_group():
                     pass
+            # and so do undo, redo and the groups' calls: undo() answered ok=False
+            # ("read-only: you cannot undo"), which `if not await s.undo()` read as
+            # nothing to undo
+            for op in (r.undo, r.redo, r.open_group, r.close_group):
+                with pytest.raises(client.ReadOnly, match="read-only"):
+                    await op()
             # an edit through pycrdt itself cannot be stopped before it happens: the
             # session says so at once, and sends nothing
             r.doc.get("content", type=YText).insert(0, "raw ")
