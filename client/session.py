@@ -744,10 +744,10 @@ class Session:
 
     @property
     def error(self) -> ClientError | None:
-        """Why the session stopped for good, if it did; or :class:`ReadOnly` once our edits
-        were refused (by the server, or here: an edit made through pycrdt on a read-only
-        session), the session reading on: the local document then holds what the server
-        does not."""
+        """Why the session stopped for good, if it did (an edit then raises it at once); or
+        :class:`ReadOnly` once our edits were refused (by the server, or here: an edit
+        made through pycrdt on a read-only session), the session reading on: the local
+        document then holds what the server does not."""
         return self._failed or self._refused
 
     @property
@@ -767,7 +767,9 @@ class Session:
 
     def _check_writable(self) -> None:
         """Raise, before an edit changes anything: RuntimeError from a thread other than
-        the loop's, ReadOnly on a read-only session."""
+        the loop's, ReadOnly on a read-only session, and the error that ended a session
+        for good (a token expired, give_up_after passed): kept here, the edit would
+        reach no server, and only flush() or close()'s warning said so."""
         if self._off_thread():
             raise RuntimeError(
                 f"an edit of {self.name!r} from a thread other than that of the event loop "
@@ -777,6 +779,8 @@ class Session:
                 "from another thread, hand the loop a coroutine that edits, with "
                 "asyncio.run_coroutine_threadsafe (docs/client.md, Threads and sync code)"
             )
+        if self._failed is not None:
+            raise self._failed
         if self.read_only:
             raise ReadOnly(
                 f"{self.name!r} is open read-only (user {self.user!r}, role 'read'): the "

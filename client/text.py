@@ -155,7 +155,8 @@ class _Spots:
 class Text:
     def __init__(self, ytext: YText, writable: Callable[[], None] | None = None) -> None:
         self.ytext = ytext
-        #: raises before an edit when edits are refused (a read-only session's)
+        #: raises before an edit when edits are refused (a read-only session's, one
+        #: that stopped for good)
         self._writable = writable
         # what we know of the content between edits made here: its length in code points,
         # whether it is ASCII (then code points = bytes and no copy is needed), and else a

@@ -247,13 +247,40 @@ async def test_requests_while_the_server_is_gone_raise_server_gone(
     await s.close()
 
 
-async def test_give_up_after(settings: Settings) -> None:
+async def test_give_up_after(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    """Once the session has given up, an edit raises why at once (it was kept in the
+    local document without a word, only flush() or close()'s warning saying it was lost),
+    and changes nothing."""
     async with run_server(settings) as srv:
         s = client.connect(srv.ws_url, "giveup", user="ada", max_backoff=0.1, give_up_after=0.5)
         await s.open()
+        s.text().append("kept")
+        await s.flush()
     with pytest.raises(client.ServerGone, match="gave up"):
         await s.wait_for(lambda: False, timeout=10)
+    with pytest.raises(client.ServerGone, match="gave up"):
+        s.text().append(" lost")
+    assert s.text() == "kept" and s.pending == 0
+    caplog.set_level(logging.WARNING, logger="palimpsest.client")
     await s.close()
+    assert "did not reach the server" not in caplog.text, caplog.text
+
+
+async def test_an_edit_after_the_token_expired_raises_at_once(settings: Settings) -> None:
+    """A fixed token that expires ends the session (4401): an edit after that raises
+    the AuthFailed that ended it, at once, instead of being kept for nobody to send."""
+    settings = dataclasses.replace(settings, jwt_secret=SECRET)
+    async with run_server(settings) as srv:
+        # taken for about 1 s (exp 29 s ago, a leeway of 30)
+        token = mint(SECRET, "ada", "write", ["expiring"], ttl=-29)
+        async with client.connect(srv.ws_url, "expiring", token=token) as s:
+            s.text().append("kept")
+            await s.flush()
+            with pytest.raises(client.AuthFailed, match="4401"):
+                await s.wait_for(lambda: False, timeout=30)
+            with pytest.raises(client.AuthFailed, match="4401"):
+                s.text().append(" lost")
+            assert s.text() == "kept" and s.pending == 0
 
 
 async def test_tokens_bad_forbidden_and_read_only(settings: Settings) -> None:
@@ -720,7 +747,10 @@ async def test_a_new_session_on_an_expired_ones_doc_takes_its_changes_over(
         await old.flush()
         with pytest.raises(client.AuthFailed, match="4401"):
             await old.wait_for(lambda: False, timeout=30)
-        old.text().append("typed after it expired. ")
+        with pytest.raises(client.AuthFailed, match="4401"):
+            old.text().append("refused. ")  # (session.text() says it at once)
+        # what pycrdt itself made after (or what the dying connection did not deliver)
+        old.doc.get("content", type=YText).insert(6, "typed after it expired. ")
         assert old.pending == 1
         fresh = mint(SECRET, "bot", "write", ["handover"])
         async with client.connect(srv.ws_url, "handover", token=fresh, ydoc=old.doc) as new:
@@ -736,7 +766,7 @@ async def test_a_new_session_on_an_expired_ones_doc_takes_its_changes_over(
         await old.open()
         with pytest.raises(client.AuthFailed, match="4401"):
             await old.wait_for(lambda: False, timeout=30)
-        old.text().append("never sent. ")
+        old.doc.get("content", type=YText).insert(0, "never sent. ")
         other = mint(SECRET, "bot", "write", ["other"])
         new = client.connect(srv.ws_url, "other", token=other, ydoc=old.doc)
         await new.open()  # another document: what it sends does not reach "handover"
