@@ -1130,7 +1130,9 @@ class Session:
 
     async def request(self, body: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:  # noqa: ASYNC109 (the httpx-style API)
         """Send an extension request ({"type": …}) after every edit made so far, and return
-        the server's answer body."""
+        the server's answer body. Once sent it is not withdrawn: a Timeout's ``late`` is
+        the answer to come; cancelled, it is done all the same (docs/client.md, "A
+        cancelled request is not withdrawn either": shield it to learn the outcome)."""
         await self._ready_or_raise(timeout, f"send {body.get('type')!r}", timeout)
         rid = next(self._ids)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()

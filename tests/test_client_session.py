@@ -155,6 +155,39 @@ async def test_undo_redo_close_group_over_the_socket(server: RunningServer) -> N
         await a.wait_for(lambda: a.text() == "ada bob", timeout=5)
 
 
+async def test_a_cancelled_undo_is_still_done_and_a_shielded_one_tells_its_outcome(
+    server: RunningServer,
+) -> None:
+    """An undo cancelled once sent (a bot's task cancelled right after it called undo())
+    is not withdrawn: the server does it, the caller sees only CancelledError, and a
+    retry undid twice. docs/client.md says so, and how to learn the outcome: shield the
+    undo's task and await it after the cancellation (a Timeout's `late`, for a cancel)."""
+    async with client.connect(server.ws_url, "cancel-undo", user="bot") as s:
+        for step in ("AAA", "BBB", "CCC"):
+            s.text().append(step)
+            assert await s.close_group()
+        undo = asyncio.create_task(s.undo())
+        await asyncio.sleep(0)  # (sent: the session is connected)
+        undo.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await undo
+        await s.wait_for(lambda: s.text() == "AAABBB", timeout=5, what="the cancelled undo done")
+
+        undoing = asyncio.ensure_future(s.undo())
+
+        async def caller() -> client.OpResult:
+            return await asyncio.shield(undoing)
+
+        bot = asyncio.create_task(caller())
+        await asyncio.sleep(0)
+        bot.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await bot
+        result = await undoing  # the outcome, after the caller was cancelled
+        assert result.ok and result.removed_characters == 3, result
+        await s.wait_for(lambda: s.text() == "AAA", timeout=5)
+
+
 async def test_an_undos_result_names_the_seqs_it_reverts(server: RunningServer) -> None:
     """The websocket's and HTTP's answers carry ``reverts`` (the seqs of the step an undo
     took back; a redo's: its undo's seq); the client's OpResult dropped it."""
