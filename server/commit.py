@@ -44,7 +44,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from .errors import FATAL, DeletedMeanwhile, StoreError, StoreUnavailable
+from .errors import FATAL, DeletedMeanwhile, HeadMoved, StoreError, StoreUnavailable
 from .hook_timing import CLOCK
 from .lifecycle import Service
 from .store.base import (
@@ -123,6 +123,8 @@ class _Append:
     tried: bool = False
     #: asked before it is tried again (Committer.append's `recheck`)
     recheck: Recheck | None = None
+    #: the head must be the floor itself (EventStore.append's exact)
+    exact: bool = False
 
 
 class Committer(Service):
@@ -184,6 +186,7 @@ class Committer(Service):
         self._append_fn: object = None
         self._floors = False
         self._generations = False
+        self._exact = False
 
     async def start(self) -> None:
         # A stopped committer starts again, on this event loop: an embedding app's test
@@ -281,6 +284,7 @@ class Committer(Service):
         floor: int = 0,
         generation: int | None = None,
         recheck: Recheck | None = None,
+        exact: bool = False,
     ) -> list[Event]:
         """Append durably; returns the stored events. With ``hold``, a transient refusal
         of the store is waited out (see the module docstring) while hold() is True.
@@ -306,6 +310,12 @@ class Committer(Service):
         appends of the transaction commit. (A store whose append takes no floors,
         store.base.append_takes, checks nothing.)
 
+        `exact`: the head must be `floor` itself, in the same transaction (a server
+        change made on the document at that head); one that moved on raises HeadMoved
+        without writing anything (the store does not say whether it moved on or was
+        deleted: the caller reads the log to find out). A store whose append does not
+        take it appends after whatever came, as before.
+
         When no transaction is in flight, the caller's own task runs the next one (with
         everything queued, its append included): a lone edit then reaches the store and
         comes back without waking the writer task, two task switches fewer on the
@@ -314,7 +324,7 @@ class Committer(Service):
         if self._task is None or self._task.done():
             raise StoreUnavailable("the committer is not running")
         fut: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
-        item = _Append(doc, events, fut, hold, floor, generation, recheck=recheck)
+        item = _Append(doc, events, fut, hold, floor, generation, recheck=recheck, exact=exact)
         self._queue.append(item)
         if (
             not self._busy
@@ -412,7 +422,14 @@ class Committer(Service):
         try:
             batches = [(a.doc, a.events) for a in take]
             floors, generations = self._takes_floors()
-            if generations:
+            if generations and self._exact and any(a.exact for a in take):
+                results = await self.store.append(
+                    batches,
+                    floors=[a.floor for a in take],
+                    generations=[a.generation for a in take],
+                    exact=[a.exact for a in take],
+                )
+            elif generations:
                 results = await self.store.append(
                     batches,
                     floors=[a.floor for a in take],
@@ -449,7 +466,10 @@ class Committer(Service):
         for a, stored in zip(take, results, strict=True):
             if a.future.done():
                 continue
-            if a.events and not stored:  # below its floor, or of another generation
+            if a.events and not stored and a.exact and self._exact:
+                # past its floor, or below it: the room reads the log to tell
+                a.future.set_exception(HeadMoved(a.doc))
+            elif a.events and not stored:  # below its floor, or of another generation
                 # the store does not say which: deleted, or replaced (copy --replace);
                 # the room finds out (Room._deleted_or_replaced) and says it next
                 log.warning(
@@ -473,6 +493,7 @@ class Committer(Service):
             self._append_fn = key
             self._floors = append_takes(fn, "floors")
             self._generations = append_takes(fn, "generations")
+            self._exact = append_takes(fn, "exact")
         return self._floors, self._floors and self._generations
 
     def _refused(self, err: StoreError, take: list[_Append], took: float) -> bool:

@@ -293,6 +293,17 @@ class MovedMeanwhile(StoreError):
     reads it again."""
 
 
+class HeadMoved(StoreError):
+    """The store left out an append that had to follow the head its writer read
+    (EventStore.append's ``exact``): another process logged events in between (or the
+    log was deleted under it). Nothing was written; the room reads what came and makes
+    its change again (Room._make_server_change), so it never reaches a caller there."""
+
+    def __init__(self, doc: str) -> None:
+        super().__init__(f"document {doc!r} moved past the head this change was made on")
+        self.doc = doc
+
+
 class StoreUnavailable(StoreError):
     close_code = 1013
     http_status = 503

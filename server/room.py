@@ -50,6 +50,7 @@ from .errors import (
     DeletedMeanwhile,
     DocumentBroken,
     FrameTooLarge,
+    HeadMoved,
     HookWroteDocument,
     PalimpsestError,
     ProtocolError,
@@ -104,6 +105,13 @@ IMPORT_KIND = "import"
 #: bring back what the document held, and a refused undo would stay on top of its
 #: user's stack and refuse every undo after it (docs/extending.md)
 CHECKED_KINDS = frozenset({"edit", IMPORT_KIND, "restore", "revert"})
+#: server changes worked out from the document as it is (a text written whole, a
+#: restore), appended only right after the head they were worked out on
+#: (Room._make_exact_change)
+EXACT_KINDS = frozenset({"edit", "restore"})
+#: how many times such a change is made again when other processes keep logging edits
+#: between its read of the log and its append; the last try is appended after them
+EXACT_TRIES = 5
 #: client update bytes a room keeps queued while the store refuses writes
 HOLD_MAX_BYTES = 16 * 1024 * 1024
 #: seconds a presence state lives without being renewed (y-protocols' outdatedTimeout)
@@ -149,6 +157,7 @@ class Committer(Protocol):
         floor: int = 0,
         generation: int | None = None,
         recheck: Callable[[Sequence[NewEvent]], Sequence[NewEvent]] | None = None,
+        exact: bool = False,
     ) -> list[Event]: ...
 
 
@@ -1100,13 +1109,15 @@ class Room:
         events: Sequence[NewEvent],
         hold: Callable[[], bool] | None = None,
         recheck: Callable[[Sequence[NewEvent]], Sequence[NewEvent]] | None = None,
+        exact: bool = False,
     ) -> list[Event]:
         """Commit `events` as the room's (floor: its seq; its generation): a log deleted
-        under the room refuses them, DeletedMeanwhile. A room whose document had no row
-        when it loaded learns the generation its first append made (one read, once, in a
-        task of its own: no commit waits for it; the document deleted and made again
-        before it would be taken for the room's own, as every document was before
-        generations)."""
+        under the room refuses them, DeletedMeanwhile; with `exact`, a log whose head
+        is not the room's seq any more too, HeadMoved (Committer.append). A room whose
+        document had no row when it loaded learns the generation its first append made
+        (one read, once, in a task of its own: no commit waits for it; the document
+        deleted and made again before it would be taken for the room's own, as every
+        document was before generations)."""
         try:
             stored = await self._committer.append(
                 self.name,
@@ -1115,6 +1126,7 @@ class Room:
                 floor=self.seq,
                 generation=self.generation,
                 recheck=recheck,
+                exact=exact,
             )
         except DeletedMeanwhile as e:
             raise await self._deleted_or_replaced(e) from None
@@ -1594,11 +1606,14 @@ class Room:
         self._server_change_in_flight = True
         self.doc_observers.resume()  # its transactions are observed (undo tracks them)
         try:
+            if item.kind in EXACT_KINDS and item.update is None:
+                await self._make_exact_change(item)
+                return
             if self.observer.checks_server_updates and item.kind in CHECKED_KINDS:
                 checked = self._checked(item)
                 if checked is None:
                     return  # refused, failed, or no change: the future says which
-                item.change = checked
+                item.change = checked[0]
             sub: Subscription = self.doc.observe(capture)
             self.current_ts = now_ms(self.name)
             try:
@@ -1641,14 +1656,64 @@ class Room:
                     except ProtocolError as e:
                         peer.close(e.close_code, str(e))
 
-    def _checked(self, item: _ServerChange) -> Callable[[Doc[Any]], Any] | None:
+    async def _make_exact_change(self, item: _ServerChange) -> None:
+        """A change of EXACT_KINDS: made on a copy of the document (_checked) and
+        appended only while the log's head is still the room's seq (the store checks it
+        in the append's transaction: Committer.append's `exact`), then made on the live
+        document. The turn keeps other processes' server changes out, but not their
+        clients' edits: one logged between the turn's read of the log and the append
+        came after the change in the log, unseen by it, and survived it (a restore made
+        through one process while its user typed through another kept what was typed
+        just before, at the very seq that said it was the version). When the head moved
+        on, the room reads what came and makes the change again, on the document as it
+        is then, up to EXACT_TRIES times; the last try is appended after whatever came,
+        merged with it as a concurrent edit is (edits that never stop)."""
+        show = self.observer.checks_server_updates
+        for attempt in range(EXACT_TRIES):
+            self.current_ts = now_ms(self.name)
+            worked = self._checked(item, show=show)
+            if worked is None:
+                return  # refused, failed, or no change: the future says which
+            change, made = worked
+            update = EMPTY_UPDATE
+            if made is not None:  # (undo's and restore's copies of a subdocument)
+                update = subdoc_options.restored(self.doc, made, by_guid=True)
+            new = NewEvent(item.actor, item.kind, update, dict(item.meta), self.current_ts)
+            last = attempt == EXACT_TRIES - 1
+            try:
+                # held like client edits while the store refuses writes
+                stored = await self._append([new], hold=self._hold, exact=not last)
+            except HeadMoved:
+                seq = self.seq
+                await self._wait_out(self._catch_up, "a server change reading the log")
+                if self.seq == seq:  # nothing past it: the log went below it
+                    raise await self._deleted_or_replaced(DeletedMeanwhile(self.name)) from None
+                log.debug(
+                    "room %s: %s made again: the log moved on from seq %d to %d before it "
+                    "was appended", self.name, item.kind, seq, self.seq,
+                )  # fmt: skip
+                continue
+            # logged: the live document has to have it now (one that does not apply is
+            # raised, and the room reloads from the log)
+            change(self.doc)
+            if made is not None:
+                subdoc_options.note(self.doc, update)
+            ev = await self._own_event(stored, update)
+            if not item.future.done():
+                item.future.set_result(ev)
+            return
+
+    def _checked(
+        self, item: _ServerChange, show: bool = True
+    ) -> tuple[Callable[[Doc[Any]], Any], bytes | None] | None:
         """`item`'s change made on a copy of the live document and shown to the
-        extensions (``on_server_update``) before anything is logged or applied: a Yjs
-        change cannot be taken back, so on the live document a refusal would have meant
-        reloading the room. Returns what to run on the live document (the copy's update,
-        the same items under the same client id; or the item's own change when its
-        update was known beforehand), or None when the item's future is settled: refused,
-        failed, or nothing to change."""
+        extensions (``on_server_update``; unless not `show`) before anything is logged or
+        applied: a Yjs change cannot be taken back, so on the live document a refusal
+        would have meant reloading the room. Returns what to run on the live document
+        (the copy's update, the same items under the same client id; or the item's own
+        change when its update was known beforehand) and that update (None for a
+        marker), or None when the item's future is settled: refused, failed, or nothing
+        to change."""
         fork: Doc[Any] = Doc(skip_gc=True, client_id=self.doc.client_id)
         fork.apply_update(self.doc.get_update())
         for name, root in self.doc.items():
@@ -1663,7 +1728,8 @@ class Room:
                 except FATAL:
                     raise
                 except BaseException:  # pyo3 PanicException is one
-                    return change  # the live document refuses it too, its change says why
+                    # the live document refuses it too, its change says why
+                    return change, update
             else:
                 captured: list[bytes] = []
                 sub = fork.observe(lambda e: captured.append(e.update))
@@ -1673,7 +1739,7 @@ class Room:
                     fork.unobserve(sub)
                 if not captured:
                     if _always(item):
-                        return change  # (a marker: nothing to check)
+                        return change, None  # (a marker: nothing to check)
                     item.future.set_result(None)
                     return None
                 made = captured[0] if len(captured) == 1 else merge_updates(*captured)
@@ -1684,14 +1750,15 @@ class Room:
                         live.apply_update(made)
 
                 update = made
-            self.observer.server_update(self, ServerUpdate(item.actor, item.kind, update, fork))
+            if show:
+                self.observer.server_update(self, ServerUpdate(item.actor, item.kind, update, fork))
         except FATAL:
             raise
         except BaseException as e:  # pyo3 PanicException is one
             if not item.future.done():
                 item.future.set_exception(e if isinstance(e, Exception) else RuntimeError(e))
             return None
-        return change
+        return change, update
 
     async def _apply_peer_events(self, events: list[Event], from_store: bool = False) -> None:
         events = sorted((e for e in events if e.seq > self.seq), key=lambda e: e.seq)

@@ -8,11 +8,14 @@ import asyncio
 import contextlib
 import string
 import sys
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+import asyncpg
 import httpx
 import pytest
-from conftest import eventually
+from conftest import PG_URL, eventually
 from pycrdt import Map
 from scaleout import cluster, fanout_url, fresh_schema, open_store
 from serverproc import ServerProcess
@@ -138,6 +141,81 @@ async def test_undo_and_history_work_on_whichever_process(tmp_path: Path) -> Non
             kinds = [e.kind for e in await store.read("undo")]
             assert kinds.count("undo") == 1 and kinds.count("redo") == 1
             assert kinds[-1] == "restore"
+
+
+@contextlib.asynccontextmanager
+async def holding_the_row(store_url: str, doc: str) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction that holds `doc`'s row in the store (FOR UPDATE) until the block
+    ends: every append to it waits in PostgreSQL meanwhile, each process's in the order
+    it came, and the first commits first."""
+    schema = parse_qs(urlsplit(store_url).query)["schema"][0]
+    conn = await asyncpg.connect(PG_URL)
+    try:
+        async with conn.transaction():
+            await conn.execute(f'SELECT 1 FROM "{schema}".docs WHERE name = $1 FOR UPDATE', doc)
+            yield conn
+    finally:
+        await conn.close()
+
+
+async def appends_waiting(conn: asyncpg.Connection, n: int) -> bool:
+    """Whether `n` statements of the database wait for a lock (the held row's appends)."""
+    waiting = await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+    )
+    return int(waiting) >= n
+
+
+@pytest.mark.parametrize("change", ["restore", "text"])
+async def test_a_server_change_follows_the_head_it_was_made_on(tmp_path: Path, change: str) -> None:
+    """A restore (a text written whole) made through one process while its user types
+    through the other: the edit that process logs after the change's read of the log
+    and before its append (held here on the document's row, so that it comes exactly
+    there) used to come before the change in the log, unseen by it, and survived it:
+    the version at the restore's seq still held it (a field test: "BASE TEXT. [a-35]").
+    The change is made again on the log's head: its version is exactly what it wrote."""
+    async with (
+        fresh_schema() as store_url,
+        cluster(tmp_path, 2, store_url=store_url, fanout=fanout_url()) as c,
+        httpx.AsyncClient(timeout=30) as http,
+    ):
+        a, b = (p.http_url for p in c.procs)
+        async with connect(c.ws(0), "race", user="ann") as ann:
+            ann.insert(0, "BASE TEXT.")
+
+            async def text_at(base: str, version: str) -> str | None:
+                r = await http.get(f"{base}/api/docs/race/versions/{version}?user=cy")
+                return r.json()["roots"]["content"]["value"] if r.status_code == 200 else None
+
+            await eventually(lambda: _is(text_at(b, "head"), "BASE TEXT."), what="logged")
+            ann.insert(len(ann.content), " [one]")  # (seq 2: what the restore takes out)
+            await eventually(lambda: _is(text_at(b, "head"), "BASE TEXT. [one]"))
+            async with holding_the_row(store_url, "race") as held:
+                ann.insert(len(ann.content), " [typed]")  # p0's append waits
+                await eventually(lambda: appends_waiting(held, 1), what="ann's edit held")
+                if change == "restore":
+                    call = http.post(f"{b}/api/docs/race/restore?user=cy", json={"seq": 1})
+                    want = "BASE TEXT."
+                else:
+                    call = http.put(f"{b}/api/docs/race/text?user=cy", json={"text": "NEW."})
+                    want = "NEW."
+                answer = asyncio.ensure_future(call)
+                # p1's change read the log (ann's edit not committed) and waits to append
+                await eventually(lambda: appends_waiting(held, 2), what="the change held")
+            r = await answer
+            assert r.status_code == 200, r.text
+            seq = r.json()["seq"]
+            got = await text_at(a, str(seq))
+            assert got == want, (seq, got, c.logs())
+            await eventually(lambda: ann.content == want, what=f"ann has {ann.content!r}")
+        async with open_store(store_url) as store:
+            kinds = [(e.seq, e.actor, e.kind) for e in await store.read("race")]
+            assert kinds[-2:] == [(seq - 1, "ann", "edit"), (seq, "cy", kinds[-1][2])], kinds
+
+
+async def _is(value: Awaitable[object], want: object) -> bool:
+    return await value == want
 
 
 async def undo_and_redo_at_once(procs: list[ServerProcess], doc: str) -> None:

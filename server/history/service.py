@@ -1060,7 +1060,7 @@ class History:
             copies: list[list[str]] = []
 
             def change(live: Doc[Any]) -> None:
-                del copies[:]
+                del copies[:], parts[:]  # (made again when the log moved on: Room)
                 parts.extend(self._make_equal(doc, actor, live, target, writers, copies))
 
             ev = await room.server_change(actor, "restore", change, meta=dict(meta, copies=copies))

@@ -567,6 +567,15 @@ def generations_of(
     return [None if g is None else int(g) for g in generations]
 
 
+def exact_of(batches: Sequence[object], exact: Sequence[bool] | None) -> list[bool]:
+    """EventStore.append's `exact`, one per batch (False each when none are given)."""
+    if exact is None:
+        return [False] * len(batches)
+    if len(exact) != len(batches):
+        raise ValueError(f"{len(exact)} exact flags for {len(batches)} batches: one per batch")
+    return [bool(x) for x in exact]
+
+
 def append_takes(append: Callable[..., Any], keyword: str) -> bool:
     """Whether a store's append (the bound method) takes `keyword` (``floors``,
     ``generations``). A store made for an earlier version (an EventStore of one's own, a
@@ -657,6 +666,7 @@ class EventStore(Service, ABC):
         batches: Sequence[tuple[str, Sequence[NewEvent]]],
         floors: Sequence[int] | None = None,
         generations: Sequence[int | None] | None = None,
+        exact: Sequence[bool] | None = None,
     ) -> list[list[Event]]:
         """Append every batch atomically; returns the stored events, batch by batch.
 
@@ -681,7 +691,15 @@ class EventStore(Service, ABC):
         floor (no query or round trip more); None checks nothing. A floor cannot tell a
         new document of the name already past the writer's seq (deleted, written again,
         and written more than the old one was): its generation can. Such a batch is
-        left out as one below its floor is (its document another one, or none)."""
+        left out as one below its floor is (its document another one, or none).
+
+        `exact`, one per batch: True when the head must be the floor itself, not only at
+        least that (a server change made on the document as the log had it at that head:
+        events other processes logged since would slip in under it, unseen, and survive
+        it). Such a batch whose head moved on is left out as one below its floor is; the
+        committer tells the two apart by `exact` (HeadMoved). None, or False, checks the
+        floor alone. A store whose append does not take it gets none (append_takes): the
+        change is then appended after whatever came, as before."""
 
     async def end_unanswered_appends(self) -> None:  # noqa: B027 - nothing to end by default
         """Make final the outcome of every append of this process that got no answer (a

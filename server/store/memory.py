@@ -30,6 +30,7 @@ from .base import (
     check_replacing,
     checksum,
     derived_from_row,
+    exact_of,
     floors_of,
     generations_of,
     now_ms,
@@ -114,10 +115,12 @@ class MemoryStore(EventStore):
         batches: Sequence[tuple[str, Sequence[NewEvent]]],
         floors: Sequence[int] | None = None,
         generations: Sequence[int | None] | None = None,
+        exact: Sequence[bool] | None = None,
     ) -> list[list[Event]]:
         self._check()
         least = floors_of(batches, floors)
         gens = generations_of(batches, generations)
+        exacts = exact_of(batches, exact)
         async with self._lock:
             # each floor against the head before this append (EventStore.append), each
             # generation against the document's then
@@ -125,8 +128,12 @@ class MemoryStore(EventStore):
             made = {doc: self._created.get(doc) if doc in self._heads else None
                     for doc, _ in batches}  # fmt: skip
             out: list[list[Event]] = []
-            for (doc, evs), floor, gen in zip(batches, least, gens, strict=True):
-                if before[doc] < floor or (gen is not None and made[doc] != gen):
+            for (doc, evs), floor, gen, ex in zip(batches, least, gens, exacts, strict=True):
+                if (
+                    before[doc] < floor
+                    or (ex and before[doc] != floor)
+                    or (gen is not None and made[doc] != gen)
+                ):
                     out.append([])  # the log was deleted under its writer
                     continue
                 head = self._heads.get(doc, 0)

@@ -60,6 +60,7 @@ from .base import (
     checksum,
     derived_from_row,
     dump_meta,
+    exact_of,
     floors_of,
     generations_of,
     now_ms,
@@ -506,10 +507,11 @@ WITH p AS (
         row_number() OVER (PARTITION BY x.doc ORDER BY x.i) AS k,
         count(*) OVER (PARTITION BY x.doc) AS cnt
     FROM unnest($3::text[], $4::bigint[], $5::int[], $6::int[], $7::bytea[], $8::text[],
-                $9::bigint[], $10::bigint[])
-         WITH ORDINALITY AS x(doc, ts, actor, kind, data, meta, least_head, gen, i)
+                $9::bigint[], $10::bigint[], $11::boolean[])
+         WITH ORDINALITY AS x(doc, ts, actor, kind, data, meta, least_head, gen, exact, i)
     LEFT JOIN o ON o.name = x.doc
     WHERE coalesce(o.head, 0) >= x.least_head AND (x.gen IS NULL OR o.id = x.gen)
+        AND (NOT x.exact OR coalesce(o.head, 0) = x.least_head)
 ), n AS (
     SELECT x.doc AS name, count(*) AS cnt, max(x.ts) AS ts,
         sum(octet_length(x.data))::bigint AS bytes
@@ -1156,12 +1158,14 @@ class PostgresStore(EventStore):
         batches: Sequence[tuple[str, Sequence[NewEvent]]],
         floors: Sequence[int] | None = None,
         generations: Sequence[int | None] | None = None,
+        exact: Sequence[bool] | None = None,
     ) -> list[list[Event]]:
         """One group commit in one statement, so one round trip (see ``_APPEND``): the
         floors and generations are checked in it too."""
         batches = [(doc, list(evs)) for doc, evs in batches]
         least = floors_of(batches, floors)
         gens = generations_of(batches, generations)
+        exacts = exact_of(batches, exact)
         if not any(evs for _, evs in batches):
             return [[] for _ in batches]
         await self._intern({n for _, evs in batches for ev in evs for n in (ev.actor, ev.kind)})
@@ -1169,16 +1173,17 @@ class PostgresStore(EventStore):
         names = sorted({doc for doc, evs in batches if evs})
         total = sum(len(evs) for _, evs in batches)
         # per event, in batch order: its document, its ts raised to those before it in
-        # this commit, actor, kind, update, meta, its batch's floor and generation
-        cols: list[list[Any]] = [[] for _ in range(8)]
+        # this commit, actor, kind, update, meta, its batch's floor, generation and
+        # whether the head must be the floor itself
+        cols: list[list[Any]] = [[] for _ in range(9)]
         rising: dict[str, int] = {}  # each document's ts so far in this commit
-        for (doc, evs), floor, gen in zip(batches, least, gens, strict=True):
+        for (doc, evs), floor, gen, ex in zip(batches, least, gens, exacts, strict=True):
             for ev in evs:
                 ts = rising[doc] = max(rising.get(doc, ev.ts), ev.ts)
                 for col, v in zip(
                     cols,
                     (doc, ts, ids[ev.actor], ids[ev.kind], ev.update,
-                     dump_meta(ev.meta) if ev.meta else None, floor, gen),
+                     dump_meta(ev.meta) if ev.meta else None, floor, gen, ex),
                     strict=True,
                 ):  # fmt: skip
                     col.append(v)
@@ -1202,8 +1207,11 @@ class PostgresStore(EventStore):
         seen = {r[0]: int(r[5]) for r in rows}
         seen_id = {r[0]: None if r[6] is None else int(r[6]) for r in rows}
         taken = [
-            bool(evs) and seen[doc] >= floor and (gen is None or seen_id[doc] == gen)
-            for (doc, evs), floor, gen in zip(batches, least, gens, strict=True)
+            bool(evs)
+            and seen[doc] >= floor
+            and (not ex or seen[doc] == floor)
+            and (gen is None or seen_id[doc] == gen)
+            for (doc, evs), floor, gen, ex in zip(batches, least, gens, exacts, strict=True)
         ]
         counts: dict[str, int] = {}
         for (doc, evs), take in zip(batches, taken, strict=True):

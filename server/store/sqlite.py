@@ -69,6 +69,7 @@ from .base import (
     checksum,
     derived_from_row,
     dump_meta,
+    exact_of,
     floors_of,
     generations_of,
     now_ms,
@@ -517,14 +518,16 @@ def _append(
     written: list[tuple[Any, ...]] | None = None,
     floors: Sequence[int] | None = None,
     generations: Sequence[int | None] | None = None,
+    exact: Sequence[bool] | None = None,
 ) -> list[list[Event]]:
     """The body of one append transaction, on the writer thread. `written`: filled with
     the rows inserted (doc id first, then as the log stores them), for RecentRows.
-    `floors`, `generations`: see EventStore.append (a batch whose document's head is
+    `floors`, `generations`, `exact`: see EventStore.append (a batch whose document's head is
     below its floor, or whose document is not of its generation, is left out, and takes
     no position)."""
     least = floors_of(batches, floors)
     gens = generations_of(batches, generations)
+    exacts = exact_of(batches, exact)
     names = sorted({doc for doc, evs in batches if evs})
     marks = ",".join("?" * len(names))
     # a document's updated_ts is its last event's ts: the floor of the next one's
@@ -537,11 +540,13 @@ def _append(
         last_ts[r[1]] = r[3] or 0
     # each floor against the head before this append (the writer lock is held), each
     # generation against the row's id, from the same read
+    heads = {doc: docs[doc][1] if doc in docs else 0 for doc, _ in batches}
     taken = [
         bool(evs)
-        and (docs[doc][1] if doc in docs else 0) >= floor
+        and heads[doc] >= floor
+        and (not ex or heads[doc] == floor)
         and (gen is None or (doc in docs and docs[doc][0] == gen))
-        for (doc, evs), floor, gen in zip(batches, least, gens, strict=True)
+        for (doc, evs), floor, gen, ex in zip(batches, least, gens, exacts, strict=True)
     ]
     names = sorted({doc for (doc, _), take in zip(batches, taken, strict=True) if take})
     pos = _take_positions(
@@ -1587,10 +1592,12 @@ class SQLiteStore(EventStore):
         batches: Sequence[tuple[str, Sequence[NewEvent]]],
         floors: Sequence[int] | None = None,
         generations: Sequence[int | None] | None = None,
+        exact: Sequence[bool] | None = None,
     ) -> list[list[Event]]:
         batches = [(doc, evs) for doc, evs in batches]
         least = floors_of(batches, floors)
         gens = generations_of(batches, generations)
+        exacts = exact_of(batches, exact)
         if not any(evs for _, evs in batches):
             return [[] for _ in batches]
         names = {n for _, evs in batches for ev in evs for n in (ev.actor, ev.kind)}
@@ -1598,7 +1605,9 @@ class SQLiteStore(EventStore):
         count = sum(len(evs) for _, evs in batches)
         written: list[tuple[Any, ...]] = []
         out = await self._write_interned(
-            "append", names, lambda conn, sym: _append(conn, batches, sym, written, least, gens),
+            "append", names, lambda conn, sym: _append(
+                conn, batches, sym, written, least, gens, exacts
+            ),
             small=count <= inline, pages=CALL_PAGES + count // EVENTS_PER_PAGE, append=True,
         )  # fmt: skip
         self._recent.note(written)  # committed

@@ -334,6 +334,34 @@ class StoreContract(CursorContract):
         with pytest.raises(ValueError, match="one per batch"):
             await store.append([("k", [ev()])], generations=[None, None])
 
+    async def test_an_exact_batch_is_left_out_once_the_head_moved_past_its_floor(
+        self, store: EventStore
+    ) -> None:
+        """A server change made on the document at head 2 appends with ``exact``: only
+        while the head is still 2 (another process's edit logged in between would come
+        before it, unseen by it). Left out like a batch below its floor, in a
+        transaction whose other batches commit; False (or no flags) checks the floor
+        alone. A new document's exact floor is 0."""
+        await store.append([("x", [ev(), ev()])])
+        await store.append([("x", [ev(update=b"between")])])  # another writer: head 3
+        last = await store.last_position()
+        out = await store.append(
+            [("x", [ev(update=b"stale")]), ("k", [ev()]), ("x", [ev(update=b"late")])],
+            floors=[2, 0, 2],
+            generations=[None, None, None],
+            exact=[True, True, False],
+        )
+        assert [[e.seq for e in evs] for evs in out] == [[], [1], [4]]
+        assert [e.update for e in await store.read("x", after=2)] == [b"between", b"late"]
+        assert all(e.pos > last for evs in out for e in evs)
+        [[five]] = await store.append([("x", [ev(update=b"ok")])], floors=[4], exact=[True])
+        assert five.seq == 5
+        assert await store.append([("x", [ev()])], floors=[6], exact=[True]) == [[]]
+        [[one]] = await store.append([("new", [ev()])], floors=[0], exact=[True])
+        assert one.seq == 1
+        with pytest.raises(ValueError, match="one per batch"):
+            await store.append([("k", [ev()])], exact=[True, True])
+
     async def test_a_snapshot_of_another_generation_is_refused(self, store: EventStore) -> None:
         """A room's snapshot (written with the generation it loaded) of a document
         replaced under it (import_doc(replace=True): palimpsest copy --replace), or
