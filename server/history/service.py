@@ -1030,9 +1030,10 @@ class History:
         event loop serves everyone else meanwhile: on a notebook of 10,000 cells it took
         5 s), then made by applying its updates. Planned again when the document changed
         meanwhile, up to RESTORE_TRIES times; the last plan is then applied as it stands
-        (merged with those edits, as a concurrent edit is) unless the server's own
-        client wrote meanwhile too (another user's undo, restore): its ids would clash,
-        and the change is made on the live document, as it was before."""
+        and what came since is taken out on the loop (applied as it stood, it was merged
+        with those edits, which stayed in the version at the restore's seq), unless the
+        server's own client wrote meanwhile too (another user's undo, restore): its ids
+        would clash, and the change is made on the live document, as it was before."""
         target = await self._version_to_restore(doc, seq)
         writers = await self._writers_for_restore(doc, seq)
         known = await self.types_off_loop(doc, target)
@@ -1042,20 +1043,43 @@ class History:
             for attempt in range(RESTORE_TRIES):
                 plan = await self._plan_restore(room, actor, target, known, writers)
                 last = attempt == RESTORE_TRIES - 1
+                planned = dict(meta, copies=plan.copies) if plan.copies else dict(meta)
+                more: list[tuple[bytes, dict[Any, int] | None]] = []
 
-                def apply(live: Doc[Any], plan: _Plan = plan, last: bool = last) -> None:
-                    if room.seq != plan.seq and not (last and _clock(live) == plan.clock):
+                def apply(
+                    live: Doc[Any],
+                    plan: _Plan = plan,
+                    last: bool = last,
+                    planned: dict[str, Any] = planned,
+                    more: list[tuple[bytes, dict[Any, int] | None]] = more,
+                ) -> None:
+                    moved = room.seq != plan.seq
+                    if moved and not (last and _clock(live) == plan.clock):
                         raise _Moved()
                     for update, _ in plan.parts:
                         with live.transaction(origin=ServerOrigin(actor, "restore")):
                             live.apply_update(update)
+                    del more[:]  # (made again when the log moved on: Room)
+                    if moved:
+                        # the last plan, on a document that moved on since it was made:
+                        # what came meanwhile is taken out too, here on the loop (a
+                        # small diff after the plan), so that the version at the
+                        # restore's seq is the one restored
+                        copies: list[list[str]] = []
+                        more.extend(self._make_equal(doc, actor, live, target, writers, copies))
+                        planned["copies"] = [*plan.copies, *copies]
+                        if not planned["copies"]:
+                            del planned["copies"]
 
-                planned = dict(meta, copies=plan.copies) if plan.copies else dict(meta)
                 try:
                     ev = await room.server_change(actor, "restore", apply, meta=planned)
                 except _Moved:
                     continue
-                return ev, plan.change if ev is not None else Change({}, (0, 0))
+                if ev is None:
+                    return None, Change({}, (0, 0))
+                if more:  # (read after the fact, as below)
+                    return ev, change_in_parts(room.doc, room.owners, [*plan.parts, *more])
+                return ev, plan.change
             parts: list[tuple[bytes, dict[Any, int] | None]] = []
             copies: list[list[str]] = []
 
