@@ -32,7 +32,7 @@ from __future__ import annotations
 import functools
 import json
 import random
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from itertools import accumulate
@@ -43,9 +43,9 @@ from pycrdt import Array, Assoc, Doc, Map, Text, XmlElement, XmlFragment, XmlTex
 from .. import protocol as P
 from ..errors import Conflict, TooDeep
 from ..protocol import decode_state_vector
-from ..ranges import Ranges, decode_ranges, intersect, to_b64, union_into
+from ..ranges import Ranges, decode_ranges, encode_ranges, intersect, to_b64, union, union_into
 from ..updates import decode_update_meta
-from .bounded_diff import WordTest, coarsened, is_word, opcodes
+from .bounded_diff import Opcode, WordTest, coarsened, is_word, opcodes
 from .render import (
     ARRAY,
     MAP,
@@ -243,14 +243,15 @@ def set_rich_text(
     writers: Writers | None = None,
     named: list[dict[Any, int]] | None = None,
     note: Note | None = None,
+    items: Items | None = None,
 ) -> None:
     """Make `text` (a Text or an XmlText) equal `target` (a ``diff()``): characters,
-    embeds and formatting, changing only what differs. `writers` and `named`: see
-    set_text (plain text only); `note`: told of each insertion of the target's text
+    embeds and formatting, changing only what differs. `writers`, `named` and `items`:
+    see set_text (plain text only); `note`: told of each insertion of the target's text
     (a restore's copies: Copying)."""
     current = text.diff()
     if _plain(current) and _plain(target):
-        set_text(text, "".join(i for i, _ in target), writers, named, note)
+        set_text(text, "".join(i for i, _ in target), writers, named, note, items)
         return
     have, want = _pieces(current), _pieces(target)
     codes = _codes(have, want)
@@ -347,12 +348,108 @@ def _keyed(a: str, wa: Sequence[Any], b: str, wb: Sequence[Any]) -> tuple[str, s
     return out[0], out[1]
 
 
+#: a restore's text root, live and at the version: the live document, the version's, and
+#: the root's name (item_opcodes)
+Items = tuple[Doc[Any], Doc[Any], str]
+
+
+def item_opcodes(
+    live: Doc[Any], target: Doc[Any], name: str, have: str, want: str
+) -> list[Opcode] | None:
+    """The opcodes (over code points) that make text root `name` of `live`, whose text
+    is `have`, equal that of `target` (`want`) keeping exactly the characters that are
+    the same Yjs item in both: those alive at the version and now. Read from the two
+    documents themselves: in a copy of each, what the other holds deleted (and, of the
+    live one, what was written after the version) is deleted, and the text's delta says
+    which characters that took out; what is left of both is the same items, in the same
+    order (Yjs never moves an item). None when that does not hold (the version holds
+    items the live document lacks, a root missing on one side)."""
+    if name not in live.keys() or name not in target.keys():
+        return None
+    now, then = decode_state_vector(live.get_state()), decode_state_vector(target.get_state())
+    if any(clock > now.get(client, 0) for client, clock in then.items()):
+        return None
+    later: Ranges = {c: [(then.get(c, 0), k)] for c, k in now.items() if k > then.get(c, 0)}
+    # (an update from a document's own state vector carries its delete set alone)
+    dead_then = decode_update_meta(target.get_update(target.get_state())).deletes
+    dead_now = decode_update_meta(live.get_update(live.get_state())).deletes
+    a = _taken_out(live, name, have, union(later, dead_then))
+    b = _taken_out(target, name, want, dead_now)
+    if a is None or b is None or _left(have, a) != _left(want, b):
+        return None
+    ops: list[Opcode] = []
+    i = j = ka = kb = 0
+    while i < len(have) or j < len(want):
+        da = a[ka][1] - i if ka < len(a) and a[ka][0] == i else 0
+        db = b[kb][1] - j if kb < len(b) and b[kb][0] == j else 0
+        if da or db:
+            tag = "replace" if da and db else "delete" if da else "insert"
+            ops.append((tag, i, i + da, j, j + db))
+            ka, kb = ka + bool(da), kb + bool(db)
+            i, j = i + da, j + db
+            continue
+        n = min(
+            (a[ka][0] if ka < len(a) else len(have)) - i,
+            (b[kb][0] if kb < len(b) else len(want)) - j,
+        )
+        if n <= 0:  # (what is left of both differs: _left said it does not)
+            return None
+        ops.append(("equal", i, i + n, j, j + n))
+        i, j = i + n, j + n
+    return ops
+
+
+def _left(s: str, out: list[tuple[int, int]]) -> str:
+    """`s` without the ranges `out` of code points."""
+    kept, at = [], 0
+    for start, end in out:
+        kept.append(s[at:start])
+        at = end
+    kept.append(s[at:])
+    return "".join(kept)
+
+
+def _taken_out(doc: Doc[Any], name: str, s: str, deletes: Ranges) -> list[tuple[int, int]] | None:
+    """The code point ranges of text root `name` of `doc` (its text `s`) that deleting
+    the items `deletes` takes out (in a copy), sorted and apart; None when the copy's
+    text is not `s`."""
+    copy: Doc[Any] = Doc(skip_gc=True, client_id=scratch_client(doc))
+    copy.apply_update(doc.get_update())
+    text = copy.get(name, type=Text)
+    if str(text) != s:
+        return None
+    deltas: list[Any] = []
+    sub = text.observe(lambda e: deltas.extend(e.delta))
+    try:
+        copy.apply_update(b"\x00" + encode_ranges(deletes))
+    finally:
+        text.unobserve(sub)
+    offs = byte_offsets(s)
+    out: list[tuple[int, int]] = []
+    at = 0  # (in pycrdt's offsets: UTF-8 bytes, of the text before the deletion)
+    for op in deltas:
+        if "retain" in op:
+            at += int(op["retain"])
+        elif "delete" in op:
+            n = int(op["delete"])
+            start, end = bisect_left(offs, at), bisect_left(offs, at + n)
+            if out and out[-1][1] == start:
+                out[-1] = (out[-1][0], end)
+            else:
+                out.append((start, end))
+            at += n
+        else:
+            return None
+    return out
+
+
 def set_text(
     text: RichText,
     target: str,
     writers: Writers | None = None,
     named: list[dict[Any, int]] | None = None,
     note: Note | None = None,
+    items: Items | None = None,
 ) -> None:
     """Make the characters of `text` equal `target`, a plain string (PUT /text): new
     characters are formatted as typing there would format them (like the character
@@ -361,7 +458,9 @@ def set_text(
     (_by_writer), when the text is still the one they were taken from; then, when every
     character taken out has a writer there, `named` gets how many of each writer's
     were (blame's writers: text an undo brought back is its writer's, not the undoer's,
-    which is what the restore's answer says). `note`: see set_rich_text."""
+    which is what the restore's answer says). `items` (a restore: the live document, the
+    version's and the root): keep exactly the characters that are the same Yjs items at
+    the version and now (item_opcodes), before all else. `note`: see set_rich_text."""
     current = text.diff()
     if _plain(current):
         chars = "".join(i for i, _ in current)
@@ -370,19 +469,28 @@ def set_text(
         if writers is not None and known:
             keys = _by_writer(chars, writers[1], target, writers[2])
         # (the same characters by other writers are not the version's: a wrecker who
-        # retyped the text whole left it "already equal", and named for them)
+        # retyped the text whole left it "already equal", and named for them; a copy an
+        # undo or a restore wrote is its writer's, and the version's)
         a, b = keys if keys is not None else (chars, target)
         if a == b:
             return
+        limit = max(1, CHANGE_COST // max(1, len(chars)))
+        same = item_opcodes(*items, chars, target) if items is not None else None
+        if same is not None:
+            # (no kept bit folded into the changes around it, as the character diff
+            # folds bits of rewritten words: a line break kept between two changes was
+            # deleted and written again, the restorer's, not the version's writer's)
+            ops = coarsened(same, limit)
+        else:
+            word: WordTest = is_word
+            if keys is not None:
+                # (the diff of stand-ins: which of them stand for a character of a word,
+                # for the fold of kept bits of words, bounded_diff._folded)
+                stands = dict(zip(a + b, chars + target, strict=True))  # (C: no loop per char)
+                words = {k for k, c in stands.items() if is_word(c)}
+                word = words.__contains__
+            ops = coarsened(string_opcodes(a, b, word), limit)
         offs = byte_offsets(chars)
-        word: WordTest = is_word
-        if keys is not None:
-            # (the diff of stand-ins: which of them stand for a character of a word,
-            # for the fold of kept bits of words, bounded_diff._folded)
-            stands = dict(zip(a + b, chars + target, strict=True))  # (C: no loop per character)
-            words = {k for k, c in stands.items() if is_word(c)}
-            word = words.__contains__
-        ops = coarsened(string_opcodes(a, b, word), max(1, CHANGE_COST // max(1, len(a))))
         if writers is not None and known and named is not None:
             out: dict[Any, int] = {}
             for tag, i1, i2, _j1, _j2 in ops:
@@ -1045,7 +1153,7 @@ def _make_equal(
         if kind == TEXT:
             want = other.diff() if other is not None else []
             note = copying.noting() if copying is not None else None
-            set_rich_text(root, want, (writers or {}).get(name), named, note)
+            set_rich_text(root, want, (writers or {}).get(name), named, note, (live, target, name))
         elif kind == MAP:
             set_map(root, other)
         elif kind == ARRAY:

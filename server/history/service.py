@@ -1159,9 +1159,10 @@ class History:
 
     async def _writers_for_restore(self, doc: str, seq: int) -> dict[str, Writers]:
         """Per plain text root: its text at the head and who wrote each code point, and
-        who wrote each of the version's (blame at both), for restore's diff to keep only
-        the characters that are the version's own (restore.set_text). Empty when blame
-        cannot say (the restore then diffs the characters alone)."""
+        who wrote each of the version's (blame at both), for the restore's answer to name
+        whose text it took out, and for its diff to keep only the characters that are
+        the version's own where the Yjs items cannot say (restore.set_text). Empty when
+        blame cannot say (the restore then diffs by items, else the characters alone)."""
         try:
             info = await self.info(doc)
             now = await self.blame(doc, info.head, info, None, nested=False)
