@@ -12,14 +12,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
+from conftest import eventually, run_server
 from indexhelp import restamped
 from pycrdt import Doc, Text, XmlElement, XmlFragment, XmlText
+from yclient import connect
 
 from palimpsest.history import attribution_codec as codec
 from palimpsest.history.attribution import MOVE_PAIRS, AttributionIndex
 from palimpsest.history.joined import join_runs
 from palimpsest.history.render import XML
+from palimpsest.settings import Settings
 from palimpsest.store.base import Event
 
 ROOT = "default"
@@ -333,3 +337,42 @@ def _state(events: list[Event]) -> bytes:
     for e in events:
         doc.apply_update(e.update)
     return doc.get_update()
+
+
+async def test_the_same_text_typed_over_itself_keeps_its_writer_and_diffs_equal(
+    settings: Settings,
+) -> None:
+    """A field test: Ann types "hello world"; Bob, in one transaction, deletes "world"
+    and types "world" again. By the move rule the word is still Ann's (the very same
+    text over a selection keeps its writers, as a paste of it does), and a diff across
+    it is one `equal` op: the two versions' text is the same there, which a diff shows
+    unchanged before it looks for moves, so no `moved` op shows (docs/history.md said
+    both that a move shows as a delete and an insert and that the same text is one
+    `equal` op). The log still has Bob's edit, for an audit."""
+    async with (
+        run_server(settings) as server,
+        connect(server.ws_url, "retype", "ann") as a,
+        connect(server.ws_url, "retype", "bob") as b,
+        httpx.AsyncClient(base_url=server.url) as c,
+    ):
+        a.insert(0, "hello world")
+        await eventually(lambda: b.content == "hello world")
+        with b.doc.transaction():
+            del b.text[6:11]
+            b.text.insert(6, "world")
+
+        async def head() -> bool:
+            return (await c.get("/api/docs/retype/versions/head")).json()["seq"] == 2
+
+        await eventually(head)
+        blame = (await c.get("/api/docs/retype/blame")).json()["roots"]["content"]["runs"]
+        assert [(r["text"], r["actor"], r["seq"]) for r in blame] == [("hello world", "ann", 1)]
+        diff = (await c.get("/api/docs/retype/diff", params={"from": 1, "to": 2})).json()
+        assert diff["roots"]["content"]["ops"] == [
+            {"op": "equal", "text": "hello world", "actor": None, "seq": None}
+        ]
+        events = (await c.get("/api/docs/retype/events")).json()["events"]
+        assert [(e["seq"], e["actor"], e["kind"]) for e in events] == [
+            (1, "ann", "edit"),
+            (2, "bob", "edit"),
+        ]
