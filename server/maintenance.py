@@ -29,6 +29,7 @@ from .snapshots import Fixes, Loaded, TooBroken, chain, load, new_doc
 from .store import EventStore
 from .store.base import (
     BASE_TS,
+    FIRST_TS,
     MAX_AHEAD_MS,
     DocInfo,
     Event,
@@ -386,6 +387,16 @@ async def compact_doc(
     # compacted away, at or after it is the base (history.service.seq_at)
     last = await store.read(plan.doc, after=plan.before - 1, upto=plan.before)
     old_base = await store.latest_snapshot(plan.doc, plan.before) if not last else None
+    # and the first event's, before which the document was empty: `?at=` before it is
+    # seq 0 (it said compacted away), from the log or from the base before this one
+    first = await store.read(plan.doc, after=0, upto=1)
+    if first:
+        first_ts: Any = first[0].ts
+    else:
+        info = await store.doc_info(plan.doc)
+        below = await store.latest_snapshot(plan.doc, info.base_seq) if info else None
+        base_now = below is not None and info is not None and 0 < below.seq == info.base_seq
+        first_ts = below.meta.get(FIRST_TS) if below is not None and base_now else None
     if purge_deleted:
         above = await erasure.refold_above(store, plan.doc, plan.before, state)
         removed = await store.compact(plan.doc, plan.before, state, above=above)
@@ -400,6 +411,8 @@ async def compact_doc(
             meta[BASE_TS] = last[0].ts
         elif old_base is not None and BASE_TS in old_base.meta:  # purging the base again
             meta[BASE_TS] = old_base.meta[BASE_TS]
+        if isinstance(first_ts, int) and not isinstance(first_ts, bool):
+            meta[FIRST_TS] = first_ts
         await store.put_snapshot(plan.doc, plan.before, state, meta)
     except StoreError as e:
         raise CompactedWithoutStacks(removed, e) from e
@@ -540,8 +553,9 @@ def restamped_meta(plan: RestampPlan) -> MetaRewrite:
 
     def rewrite(meta: dict[str, Any]) -> dict[str, Any] | None:
         out = dict(meta)
-        if late(meta.get(BASE_TS)):
-            out[BASE_TS] = plan.stamp(meta[BASE_TS])
+        for key in (BASE_TS, FIRST_TS):
+            if late(meta.get(key)):
+                out[key] = plan.stamp(meta[key])
         stacks = meta.get(undo.META_KEY)
         actors = stacks.get("actors") if isinstance(stacks, dict) else None
         if isinstance(stacks, dict) and isinstance(actors, dict):

@@ -141,9 +141,10 @@ async def test_blame_after_compaction_names_nobody_for_the_text_the_base_holds(
     """Finding 3a: alice, bob and carol write a line each, blame is asked (its index is
     built, kept in memory and stored), and `palimpsest compact --before 2` runs in
     another process while the server keeps running. The text the base holds was
-    written by nobody known: blame names null for it, on the running server (whose
-    index in memory was built before), after a restart (the stored one), and when an
-    index stored before the compaction is found again (as an older release left it)."""
+    written by nobody known: blame names null for it, and says why (`compacted`), on
+    the running server (whose index in memory was built before), after a restart (the
+    stored one), and when an index stored before the compaction is found again (as an
+    older release left it)."""
     settings = Settings(store=store_url, port=free_port(), unload_after_seconds=0.2)
     lines = [("alice", "alpha beta\n"), ("bob", "bravo\n"), ("carol", "charlie\n")]
 
@@ -153,7 +154,7 @@ async def test_blame_after_compaction_names_nobody_for_the_text_the_base_holds(
         return list(r.json()["roots"]["content"]["runs"])
 
     expected = [
-        {"text": "alpha beta\nbravo\n", "actor": None, "seq": 2},
+        {"text": "alpha beta\nbravo\n", "actor": None, "seq": 2, "compacted": True},
         {"text": "charlie\n", "actor": "carol", "seq": 3},
     ]
     async with run_server(settings) as srv, httpx.AsyncClient(base_url=srv.url) as http:

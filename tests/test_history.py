@@ -999,3 +999,51 @@ async def test_a_diff_takes_a_time_as_versions_at_reads_it(server: RunningServer
         assert r.json() == tagged.json()
         r = await c.get("/api/docs/hdt/diff", params={"from": "nope"})
         assert r.status_code == 404 and "not an ISO-8601 time" in r.text, r.text
+
+
+async def test_before_its_first_event_a_compacted_document_was_empty(
+    server: RunningServer,
+) -> None:
+    """A field test: after `compact`, versions?at= a time before the document's first
+    event answered 404 "compacted away", where it answered seq 0 (the empty document)
+    before. The base keeps the first event's time: before it the answer is seq 0 again,
+    and between it and the base the 404 says when the first event was. Blame of the
+    base's text, whose writers the compaction folded away, says so (`compacted`), where
+    its null actor said nothing."""
+    from palimpsest.maintenance import compact_doc, plan_compact
+    from palimpsest.util import parse_iso
+
+    doc, store = "compacted-at", server.backend.store
+    d: Doc[Any] = Doc()
+    text = d.get("content", type=Text)
+    for who, word, at in (("ann", "one ", "2021-01-01"), ("ann", "two ", "2021-06-01"),
+                          ("bob", "three", "2022-01-01")):  # fmt: skip
+        sv = d.get_state()
+        text.insert(len(text), word)
+        ts = parse_iso(f"{at}T00:00:00Z")
+        await store.append([(doc, [NewEvent(who, "edit", d.get_update(sv), {}, ts)])])
+    async with httpx.AsyncClient(base_url=server.url) as c:
+
+        async def early() -> list[Any]:
+            out = []
+            for what in ("versions", "blame"):
+                r = await c.get(f"/api/docs/{doc}/{what}", params={"at": "2020-01-01T00:00:00Z"})
+                assert r.status_code == 200, r.text
+                out.append(r.json())
+            return out
+
+        before = await early()
+        assert before[0]["seq"] == 0 and before[0]["roots"] == {}, before
+        await compact_doc(store, await plan_compact(store, doc, 2), server.backend.settings)
+        assert await early() == before
+        r = await c.get(f"/api/docs/{doc}/versions", params={"at": "2021-03-01T00:00:00Z"})
+        assert r.status_code == 404, r.text
+        assert "compacted away" in r.json()["detail"], r.text
+        assert "its first event was at 2021-01-01T00:00:00.000Z" in r.json()["detail"], r.text
+        for join in ("event", "actor"):
+            r = await c.get(f"/api/docs/{doc}/blame", params={"join": join})
+            runs = r.json()["roots"]["content"]["runs"]
+            assert [(x["text"], x["actor"], x["seq"], x.get("compacted")) for x in runs] == [
+                ("one two ", None, 2, True),
+                ("three", "bob", 3, None),
+            ], runs

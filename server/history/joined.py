@@ -7,10 +7,10 @@ tool that replays or links to events needs; a view of who wrote what wants the w
 With ``join=actor`` each list of runs or ops, at every level of a tree (an XML root's
 texts, a Lexical paragraph's), has its neighbours joined where nothing but their seqs
 differ: the same op, the same actor, the same formatting (``attributes``, ``was``),
-neither an embed nor a node, both with a seq or both without, and (a diff's inserts)
-both text moved or neither. A joined run's ``seq`` is
-the earliest of its events and ``last_seq`` the latest; in this mode every run or op
-with a seq carries ``last_seq``.
+neither an embed nor a node, both with a seq or both without, (a diff's inserts)
+both text moved or neither, and both of a compaction's base (``compacted``) or
+neither. A joined run's ``seq`` is the earliest of its events and ``last_seq`` the
+latest; in this mode every run or op with a seq carries ``last_seq``.
 The text of the joined runs, in order, is the text of the runs they were.
 """
 
@@ -47,7 +47,7 @@ def join_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             out.append(run)
             continue
         key = (run.get("op"), run.get("actor"), run.get("attributes"), run.get("was"),
-               seq is None, run.get("moved"))  # fmt: skip
+               seq is None, run.get("moved"), run.get("compacted"))  # fmt: skip
         if last is not None and key == last_key:
             texts.append(run["text"])
             if seq is not None:

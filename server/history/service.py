@@ -37,7 +37,7 @@ from ..ownership import Owners
 from ..protocol import decode_state_vector
 from ..removed import Change, change_in_parts
 from ..snapshots import load
-from ..store.base import BASE_TS, MAX_SEQ, DocInfo, Event, EventStore, Made, Tag
+from ..store.base import BASE_TS, FIRST_TS, MAX_SEQ, DocInfo, Event, EventStore, Made, Tag
 from ..util import iso, parse_iso
 from . import sliced
 from .attribution import AttributionIndex
@@ -306,6 +306,21 @@ def _restore_parts(
     return parts
 
 
+def _mark_compacted(value: Any, base: int) -> None:
+    """Mark `compacted` each run and node of a blame whose writer a compaction folded
+    away (its text is the base's, written at seq `base` by nobody known): its `actor`
+    null says no more than that, where a reader took it for a fault."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            if "actor" in v and v["actor"] is None and v.get("seq") == base:
+                v["compacted"] = True
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+
+
 def _plan(
     actor: str,
     seq: int,
@@ -467,29 +482,43 @@ class History:
 
     async def seq_at(self, doc: str, ts_ms: int, info: DocInfo | None = None) -> int:
         """The last seq whose event has ts <= ts_ms. Before a compaction's base, the
-        version was compacted away (404, as its seq is); a base made before its time
-        was recorded answers for any time before the first event left."""
+        version was compacted away (404, as its seq is), but before the document's
+        first event, which the base keeps the time of, it was empty: seq 0, as before
+        the compaction; a base made before its time was recorded answers for any time
+        before the first event left."""
         info = info or await self.info(doc)
         seq = await self.store.seq_at(doc, ts_ms)
         if seq >= info.base_seq:
             return seq
-        base_ts = await self._base_ts(doc, info)
+        base_ts, first_ts = await self._base_ts(doc, info)
         if base_ts is None or ts_ms >= base_ts:
             return info.base_seq
+        if first_ts is not None and ts_ms < first_ts:
+            return 0
+        why = (
+            f"its first event was at {iso(first_ts)}"
+            if first_ts is not None
+            else "whether it had been written by then is not known either: the compaction "
+            "that made its base (before 7 Dec 2026) kept no time of its first event"
+        )
         raise NotFound(
             f"{doc!r} as it was at {iso(ts_ms)} was compacted away: history starts at seq "
-            f"{info.base_seq} ({iso(base_ts)})"
+            f"{info.base_seq} ({iso(base_ts)}); {why}"
         )
 
-    async def _base_ts(self, doc: str, info: DocInfo) -> int | None:
-        """The ts of the compaction base's event, kept in the base snapshot's meta."""
+    async def _base_ts(self, doc: str, info: DocInfo) -> tuple[int | None, int | None]:
+        """The ts of the compaction base's event and of the document's first event, kept
+        in the base snapshot's meta (None where it keeps none)."""
         if info.base_seq <= 0:
-            return None
+            return None, None
         snap = await self.store.latest_snapshot(doc, at_most=info.base_seq)
         if snap is None or snap.seq != info.base_seq:
-            return None
-        ts = snap.meta.get(BASE_TS)
-        return ts if isinstance(ts, int) and not isinstance(ts, bool) else None
+            return None, None
+        ts, first = snap.meta.get(BASE_TS), snap.meta.get(FIRST_TS)
+        return (
+            ts if isinstance(ts, int) and not isinstance(ts, bool) else None,
+            first if isinstance(first, int) and not isinstance(first, bool) else None,
+        )
 
     async def event_ts(self, doc: str, seq: int) -> str | None:
         if seq <= 0:
@@ -498,7 +527,7 @@ class History:
         if evs:
             return iso(evs[0].ts)
         info = await self.store.doc_info(doc)
-        base_ts = await self._base_ts(doc, info) if info and seq == info.base_seq else None
+        base_ts = (await self._base_ts(doc, info))[0] if info and seq == info.base_seq else None
         return iso(base_ts) if base_ts is not None else None
 
     # --- versions ---------------------------------------------------------------------------
@@ -740,6 +769,8 @@ class History:
             if left:
                 raise NotFound(f"root {root!r} of {doc!r} is not attributed: {left[0]['reason']}")
             raise NotFound(f"document {doc!r} has no text or XML root {root!r} at seq {seq}")
+        if info.base_seq > 0:
+            _mark_compacted(roots, info.base_seq)
         answer: dict[str, Any] = {"doc": doc, "seq": seq, "roots": roots}
         if left:
             answer["not_attributed"] = left

@@ -526,6 +526,11 @@ def restamped_snapshot_row(
 #: in a compaction base snapshot's meta: the ts of the event at its seq, which the
 #: compaction deleted (maintenance.compact_doc; bases made before it have none)
 BASE_TS = "base_ts"
+#: in a compaction base snapshot's meta: the ts of the document's first event (seq 1),
+#: which a compaction deleted too: before it the document was empty (`?at=` is seq 0, as
+#: it was before the compaction). Kept by every later compaction; bases made before
+#: 7 Dec 2026 have none
+FIRST_TS = "first_ts"
 
 #: what a committed append survives (``--durability``): ``fsync`` (the default) waits for
 #: the disk, so a commit survives a power cut or a kernel crash; ``os`` hands the commit
