@@ -33,7 +33,7 @@ import os
 import stat
 import sys
 import time
-from collections.abc import AsyncIterable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterable, Callable, Coroutine, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,24 @@ def text_output() -> None:
             out.reconfigure(encoding="utf-8", errors="strict")
     except (OSError, ValueError):  # closed, or a wrapper that cannot change
         pass
+
+
+def argv_text(argv: Sequence[str]) -> list[str]:
+    """The command line's arguments as the characters typed. Under the C locale without
+    UTF-8 mode (LC_ALL=C PYTHONUTF8=0) Python decodes argv as ASCII, a byte past it as
+    a lone surrogate: `cat doc --tag 初稿` then sent those, and the request's encoding
+    ended the command with UnicodeEncodeError and a traceback. An argument whose bytes
+    are UTF-8 is read as that; any other is left as it is (a file name still names its
+    file), and said in one line should it reach a request (_runner)."""
+    out = []
+    for arg in argv:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            with contextlib.suppress(UnicodeDecodeError):
+                arg = os.fsencode(arg).decode("utf-8")
+        out.append(arg)
+    return out
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -193,6 +211,14 @@ def _runner(cmd: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]) -> Ca
         except httpx.InvalidURL as e:  # http://256.1.1.1: no address to try
             url = getattr(args, "url", None)
             print(f"palimpsest: --url {url!r} is not a URL to reach: {e}", file=sys.stderr)
+            return 2
+        except UnicodeEncodeError as e:
+            if "surrogates" not in str(e):
+                raise
+            # an argument argv_text could not read (bytes that are no UTF-8)
+            bad = os.fsencode(e.object[e.start : e.end]) if isinstance(e.object, str) else b""
+            print(f"palimpsest: an argument is not UTF-8 text (bytes {bad!r}); give it in "
+                  "UTF-8", file=sys.stderr)  # fmt: skip
             return 2
         except BrokenPipeError:
             # the reader went away (`palimpsest tail --all | head -1`): quietly, as other
@@ -709,7 +735,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     register(sub)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv_text(sys.argv[1:] if argv is None else argv))
     text_output()
     try:
         return int(args.func(args))

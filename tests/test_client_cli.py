@@ -610,3 +610,34 @@ async def test_cat_at_a_time_before_the_first_event_says_so(server: RunningServe
     # --seq 0 asks for the empty version before the first event by its number: no error
     ran = await run_in_zone(tz, "cat", "young", "--seq", "0", *url)
     assert (ran.returncode, ran.stdout) == (0, ""), ran
+
+
+async def test_arguments_under_the_c_locale_keep_their_characters(server: RunningServer) -> None:
+    """Under LC_ALL=C without UTF-8 mode Python decodes argv as ASCII with
+    surrogateescape: `cat conc2 --tag 初稿` sent the tag's escaped bytes, and httpx's
+    encoding of them ended the command with UnicodeEncodeError and a traceback. The
+    arguments' UTF-8 bytes are read back as the characters they are."""
+    async with httpx.AsyncClient(base_url=server.url, params={"user": "ada"}) as http:
+        r = await http.put("/api/docs/conc2/text", json={"text": "première\n"})
+        assert r.status_code == 200, r.text
+        r = await http.post("/api/docs/conc2/tags", json={"name": "初稿", "seq": 1})
+        assert r.status_code == 201, r.text
+    env = {**os.environ, "PYTHONUTF8": "0", "LC_ALL": "C", "LANG": "C"}
+    env.pop("PYTHONIOENCODING", None)
+    for argv in (["cat", "conc2", "--tag", "初稿"], ["cat", "conc2", "--by", "ada"]):
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "palimpsest", *argv, "--url", server.url, "--user", "ada"],
+            capture_output=True, env=env, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0 and done.stderr == b"", (argv, done)
+        assert done.stdout == "première\n".encode(), argv
+    # a byte that is no UTF-8 is said in one line, not a traceback
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "palimpsest", "cat", "conc2", "--tag", os.fsdecode(b"\xff"),
+         "--url", server.url],
+        capture_output=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done
+    assert b"Traceback" not in done.stderr and b"not UTF-8" in done.stderr, done.stderr

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-from ..client.cli import text_output
+from ..client.cli import argv_text, text_output
 from ..settings import Settings
 
 
@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.required = True
     for module in commands():
         module.register(sub)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv_text(sys.argv[1:] if argv is None else argv))
     if getattr(args, "db", None) is not None and getattr(args, "store", None) is not None:
         parser.exit(
             2,
