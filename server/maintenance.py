@@ -10,6 +10,7 @@ server running.
 from __future__ import annotations
 
 import dataclasses
+import unicodedata
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -319,7 +320,10 @@ async def plan_compact(
 
     info = await require(store, doc)
     raw = str(before).strip()
-    tags = {t.name: t.seq for t in await store.tags(doc)}
+    # (tag names compared in NFC, as the HTTP API's: History.resolve)
+    if not raw.isdigit():
+        raw = unicodedata.normalize("NFC", raw)
+    tags = {unicodedata.normalize("NFC", t.name): t.seq for t in await store.tags(doc)}
     if raw.isdigit():
         seq = int(raw)
     elif raw == "head" and raw not in tags:

@@ -276,6 +276,40 @@ async def test_a_name_in_use_moves_only_when_the_caller_lets_it(server: RunningS
         assert r.status_code == 200 and await named() == {"before feedback": marks["hello"]}
 
 
+async def test_a_tag_name_is_one_name_in_any_unicode_spelling(server: RunningServer) -> None:
+    """Tag names were kept as sent while user names are taken to NFC: "versão" posted
+    in NFC and then in NFD (a + combining tilde) made two tags that looked alike (201
+    twice), and each spelling read only its own. Every route that takes a tag name
+    takes it to NFC, and finds a tag stored in another spelling before that."""
+    marks = await _write(server, "h4u")
+    nfc, nfd = "vers\u00e3o-nfc", "versa\u0303o-nfc"
+    async with httpx.AsyncClient(base_url=server.url, params={"user": "carol"}) as c:
+        r = await c.post("/api/docs/h4u/tags", json={"name": nfc, "seq": marks["hello"]})
+        assert r.status_code == 201, r.text
+        r = await c.post("/api/docs/h4u/tags", json={"name": nfd, "seq": marks["hello"]})
+        assert r.status_code == 200 and r.json()["tag"]["name"] == nfc, r.text
+        assert [t["name"] for t in r.json()["tags"]] == [nfc]
+        for spelling in (nfc, nfd):
+            v = await c.get(f"/api/docs/h4u/versions/{spelling}")
+            assert v.status_code == 200 and v.json()["seq"] == marks["hello"], spelling
+            b = await c.get("/api/docs/h4u/blame", params={"seq": spelling})
+            assert b.status_code == 200 and b.json()["seq"] == marks["hello"], spelling
+        r = await c.put(f"/api/docs/h4u/tags/{nfd}", json={"seq": marks["bye"]})
+        assert r.status_code == 200 and r.json()["tag"] == {**r.json()["tag"], "name": nfc}
+        assert [(t["name"], t["seq"]) for t in r.json()["tags"]] == [(nfc, marks["bye"])]
+        r = await c.delete(f"/api/docs/h4u/tags/{nfd}")
+        assert r.status_code == 200 and r.json() == {"deleted": nfc, "tags": []}, r.text
+        # a tag stored in NFD before names were taken to NFC: read and deleted by either
+        await server.backend.store.put_tag("h4u", nfd, marks["world"], "carol")
+        v = await c.get(f"/api/docs/h4u/versions/{nfc}")
+        assert v.status_code == 200 and v.json()["seq"] == marks["world"], v.text
+        # (a compaction's `before`, as `palimpsest compact --before`, names it so too)
+        r = await c.post("/api/docs/h4u/compact", json={"before": nfc})
+        assert r.status_code == 200, r.text
+        r = await c.delete(f"/api/docs/h4u/tags/{nfc}")
+        assert r.status_code == 200 and r.json() == {"deleted": nfd, "tags": []}, r.text
+
+
 async def test_errors_are_named_alike_and_say_what_is_wrong(server: RunningServer) -> None:
     """A bad document name answered "error": "DocNameError" where every other malformed
     request says BadRequest; a tag posted without a name was told the name's syntax

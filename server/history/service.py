@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import logging
 import re
+import unicodedata
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
@@ -155,11 +156,20 @@ def tag_json(tag: Tag) -> dict[str, Any]:
     return {"name": tag.name, "seq": tag.seq, "ts": iso(tag.ts), "actor": tag.actor}
 
 
-def validate_tag_name(name: Any) -> str:
-    if name is None or name == "":
+def tag_key(name: str) -> str:
+    """A tag name in the form it is stored and compared in: Unicode NFC, as user names are
+    (docs/security.md). "versão" typed as a + combining tilde (NFD, what macOS file names
+    and some keyboards give) made a second tag that looked like the first, and the other
+    spelling read no tag at all (404)."""
+    return unicodedata.normalize("NFC", name)
+
+
+def validate_tag_name(given: Any) -> str:
+    if given is None or given == "":
         raise BadRequest('the tag has no name: send {"name": "…", "seq": N}')
-    if not isinstance(name, str):
-        raise BadRequest(f'a tag name is a string, not {type(name).__name__}: {{"name": "…"}}')
+    if not isinstance(given, str):
+        raise BadRequest(f'a tag name is a string, not {type(given).__name__}: {{"name": "…"}}')
+    name = tag_key(given)
     if not _TAG.fullmatch(name):
         raise BadRequest(
             "a tag name is 1-64 printable characters, without '/' or a space at either end"
@@ -439,8 +449,10 @@ class History:
         if isinstance(ref, bool) or not isinstance(ref, int | str):
             raise BadRequest(f"a version is a seq number or a tag name, not {ref!r}")
         if isinstance(ref, str) and not _INT.fullmatch(ref.strip()):
+            # (compared in NFC: a tag named before names were taken to NFC is found too)
+            key = tag_key(ref)
             for tag in await self.store.tags(doc):
-                if tag.name == ref:
+                if tag_key(tag.name) == key:
                     return self._check(doc, tag.seq, info)
             raise NotFound(f"document {doc!r} has no tag named {ref!r}")
         if isinstance(ref, str) and ref.strip().startswith("-"):
@@ -1320,7 +1332,7 @@ class History:
         name = validate_tag_name(name)
         info = await self.info(doc)
         seq = await self.resolve(doc, ref, info)
-        existed = any(t.name == name for t in await self.store.tags(doc))
+        existed = any(tag_key(t.name) == name for t in await self.store.tags(doc))
         tag = await self.store.put_tag(doc, name, seq, actor, move=move)
         if tag.seq != seq:
             raise Conflict(
@@ -1329,10 +1341,15 @@ class History:
             )
         return tag_json(tag), not existed
 
-    async def delete_tag(self, doc: str, name: str) -> None:
+    async def delete_tag(self, doc: str, name: str) -> str:
+        """Remove the tag `name` (in any Unicode spelling of it); the name it had."""
         await self.info(doc)
-        if not await self.store.delete_tag(doc, name):
-            raise NotFound(f"document {doc!r} has no tag named {name!r}")
+        key = tag_key(name)
+        stored = [t.name for t in await self.store.tags(doc) if tag_key(t.name) == key]
+        for found in sorted(stored, key=lambda n: n != key):  # (NFC first)
+            if await self.store.delete_tag(doc, found):
+                return found
+        raise NotFound(f"document {doc!r} has no tag named {key!r}")
 
 
 __all__ = ["History", "MAX_PAGE", "SESSION_GAP_MS", "event_json"]

@@ -439,8 +439,8 @@ async def one_tag(request: Request) -> Response:
         body = await _body(request)
         tag = await history.put_tag(doc, name, body.get("seq"), user, _move(body))
         return JSONResponse({"tag": tag, "tags": await history.tags(doc)})
-    await history.delete_tag(doc, name)
-    return JSONResponse({"deleted": name, "tags": await history.tags(doc)})
+    deleted = await history.delete_tag(doc, name)
+    return JSONResponse({"deleted": deleted, "tags": await history.tags(doc)})
 
 
 routes = [
