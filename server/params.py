@@ -60,10 +60,11 @@ TAKES: dict[tuple[str, str], Takes] = {
     ("GET", "/api/docs/{doc}/sessions"): Takes(("gap", "actor", "after", "limit")),
     ("GET", "/api/docs/{doc}/diff"): Takes(("from", "to", "root", "equal", "join", "actor")),
     ("GET", "/api/docs/{doc}/blame"): Takes(("seq", "at", "root", "path", "join", "actor")),
-    ("GET", "/api/docs/{doc}/tags"): Takes(),
+    ("GET", "/api/docs/{doc}/tags"): Takes(("history",)),
     ("POST", "/api/docs/{doc}/tags"): Takes(body=("name", "seq", "move")),
     ("PUT", "/api/docs/{doc}/tags/{name}"): Takes(body=("seq", "move")),
     ("DELETE", "/api/docs/{doc}/tags/{name}"): Takes(),
+    ("GET", "/api/docs/{doc}/tags/{name}/history"): Takes(),
     ("POST", "/api/docs/{doc}/restore"): Takes(("dry_run",), ("seq",)),
     ("POST", "/api/docs/{doc}/revert"): Takes(("dry_run",), ("actor", "since", "until")),
     # a Yjs update (bytes): its body is not JSON, and is read by the route only

@@ -69,6 +69,7 @@ HTTP_ROUTES: dict[tuple[str, str], str | None] = {
     ("POST", "/api/docs/{doc}/tags"): "admin",
     ("PUT", "/api/docs/{doc}/tags/{name}"): "admin",
     ("DELETE", "/api/docs/{doc}/tags/{name}"): "admin",
+    ("GET", "/api/docs/{doc}/tags/{name}/history"): "read",
     ("POST", "/api/docs/{doc}/restore"): "write",
     ("POST", "/api/docs/{doc}/revert"): "write",
     ("POST", "/api/docs/{doc}/updates"): "admin",

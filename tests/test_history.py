@@ -310,6 +310,76 @@ async def test_a_tag_name_is_one_name_in_any_unicode_spelling(server: RunningSer
         assert r.status_code == 200 and r.json() == {"deleted": nfd, "tags": []}, r.text
 
 
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_every_tag_change_is_recorded_across_restarts_and_compaction(
+    settings: Settings, schema: str, kind: str
+) -> None:
+    """A named version could be moved or deleted silently: "draft-1" re-pointed from one
+    version to another and back read only where it pointed now, and a DELETE left
+    nothing. Each creation, move and deletion is kept with who and when, answered by
+    GET /tags/{name}/history (and GET /tags?history=true, deleted names included), kept
+    by a restart and by a compaction of the versions it named."""
+    doc = "h-audit"
+
+    def backend() -> Backend | None:
+        if kind == "postgres":
+            return Backend(settings, store=PostgresStore(f"{PG_URL}?schema={schema}"))
+        return None
+
+    async with run_server(settings, backend()) as srv:
+        marks = await _write(srv, doc)
+        async with httpx.AsyncClient(base_url=srv.url) as c:
+            moves = (("ann", marks["hello"]), ("bob", marks["bye"]), ("cy", marks["world"]))
+            for user, seq in moves:
+                r = await c.post(f"/api/docs/{doc}/tags", params={"user": user},
+                                 json={"name": "draft-1", "seq": seq})  # fmt: skip
+                assert r.status_code in (200, 201), r.text
+            r = await c.put(f"/api/docs/{doc}/tags/draft-1", params={"user": "cy"},
+                            json={"seq": marks["world"]})  # fmt: skip
+            assert r.status_code == 200, r.text  # (where it is: no change recorded)
+            r = await c.post(f"/api/docs/{doc}/tags", params={"user": "dee"},
+                             json={"name": "final", "seq": marks["bye"]})  # fmt: skip
+            assert r.status_code == 201, r.text
+            r = await c.delete(f"/api/docs/{doc}/tags/final", params={"user": "eve"})
+            assert r.status_code == 200, r.text
+    want = [
+        ("create", None, marks["hello"], "ann"),
+        ("move", marks["hello"], marks["bye"], "bob"),
+        ("move", marks["bye"], marks["world"], "cy"),
+    ]
+    async with run_server(settings, backend()) as srv:  # (a restart)
+        async with httpx.AsyncClient(base_url=srv.url) as c:
+            for compacted in (False, True):
+                r = await c.get(f"/api/docs/{doc}/tags/draft-1/history")
+                assert r.status_code == 200, r.text
+                body = r.json()
+                assert body["name"] == "draft-1", body
+                moves = body["history"]
+                assert [(m["action"], m["was"], m["seq"], m["actor"]) for m in moves] == want
+                assert all(set(m) == {"name", "action", "seq", "was", "ts", "actor"}
+                           for m in moves)  # fmt: skip
+                assert [m["ts"] for m in moves] == sorted(m["ts"] for m in moves)
+                # a deleted tag: gone from the list, its record kept
+                r = await c.get(f"/api/docs/{doc}/tags/final/history")
+                assert [(m["action"], m["was"], m["seq"], m["actor"]) for m in r.json()["history"]
+                        ] == [("create", None, marks["bye"], "dee"),
+                              ("delete", marks["bye"], None, "eve")]  # fmt: skip
+                r = await c.get(f"/api/docs/{doc}/tags", params={"history": "true"})
+                listing = r.json()
+                assert [t["name"] for t in listing["tags"]] == ["draft-1"]
+                assert sorted((m["name"], m["action"]) for m in listing["history"]) == sorted(
+                    [("draft-1", a) for a, *_ in want] + [("final", "create"), ("final", "delete")]
+                )
+                assert "history" not in (await c.get(f"/api/docs/{doc}/tags")).json()
+                r = await c.get(f"/api/docs/{doc}/tags/never/history")
+                assert r.status_code == 404, r.text
+                if not compacted:
+                    # the versions the tag named before go; its record stays
+                    r = await c.post(f"/api/docs/{doc}/compact", params={"user": "ops"},
+                                     json={"before": marks["world"]})  # fmt: skip
+                    assert r.status_code == 200, r.text
+
+
 async def test_errors_are_named_alike_and_say_what_is_wrong(server: RunningServer) -> None:
     """A bad document name answered "error": "DocNameError" where every other malformed
     request says BadRequest; a tag posted without a name was told the name's syntax

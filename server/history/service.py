@@ -38,7 +38,17 @@ from ..ownership import Owners
 from ..protocol import decode_state_vector
 from ..removed import Change, change_in_parts
 from ..snapshots import load
-from ..store.base import BASE_TS, FIRST_TS, MAX_SEQ, DocInfo, Event, EventStore, Made, Tag
+from ..store.base import (
+    BASE_TS,
+    FIRST_TS,
+    MAX_SEQ,
+    DocInfo,
+    Event,
+    EventStore,
+    Made,
+    Tag,
+    TagMove,
+)
 from ..util import iso, parse_iso
 from . import sliced
 from .attribution import AttributionIndex
@@ -154,6 +164,11 @@ def event_json(ev: Event) -> dict[str, Any]:
 
 def tag_json(tag: Tag) -> dict[str, Any]:
     return {"name": tag.name, "seq": tag.seq, "ts": iso(tag.ts), "actor": tag.actor}
+
+
+def tag_move_json(move: TagMove) -> dict[str, Any]:
+    return {"name": move.name, "action": move.action, "seq": move.seq, "was": move.was,
+            "ts": iso(move.ts), "actor": move.actor}  # fmt: skip
 
 
 def tag_key(name: str) -> str:
@@ -1341,15 +1356,27 @@ class History:
             )
         return tag_json(tag), not existed
 
-    async def delete_tag(self, doc: str, name: str) -> str:
+    async def delete_tag(self, doc: str, name: str, actor: str = "") -> str:
         """Remove the tag `name` (in any Unicode spelling of it); the name it had."""
         await self.info(doc)
         key = tag_key(name)
         stored = [t.name for t in await self.store.tags(doc) if tag_key(t.name) == key]
         for found in sorted(stored, key=lambda n: n != key):  # (NFC first)
-            if await self.store.delete_tag(doc, found):
+            if await self.store.delete_tag(doc, found, actor):
                 return found
         raise NotFound(f"document {doc!r} has no tag named {key!r}")
+
+    async def tag_history(self, doc: str, name: str | None = None) -> list[dict[str, Any]]:
+        """Every creation, move and deletion of the document's tags (of the tag `name`,
+        in any Unicode spelling, when given), oldest first. A name never used: NotFound."""
+        await self.info(doc)
+        moves = await self.store.tag_history(doc)
+        if name is not None:
+            key = tag_key(name)
+            moves = [m for m in moves if tag_key(m.name) == key]
+            if not moves:
+                raise NotFound(f"document {doc!r} never had a tag named {key!r}")
+        return [tag_move_json(m) for m in moves]
 
 
 __all__ = ["History", "MAX_PAGE", "SESSION_GAP_MS", "event_json"]

@@ -427,7 +427,19 @@ async def tags(request: Request) -> Response:
         return JSONResponse({"tag": tag, "tags": await history.tags(doc)}, status_code=status)
     history, doc, _ = await _open(request, "read")
     await history.info(doc)
+    if _flag(request, "history"):
+        # the deleted tags' changes too: names a reader could not ask for one by one
+        return JSONResponse({"tags": await history.tags(doc),
+                             "history": await history.tag_history(doc)})  # fmt: skip
     return JSONResponse({"tags": await history.tags(doc)})
+
+
+async def tag_history(request: Request) -> Response:
+    """Where the tag has pointed: its creations, moves and deletions, oldest first."""
+    history, doc, _ = await _open(request, "read")
+    name = request.path_params["name"]
+    moves = await history.tag_history(doc, name)
+    return JSONResponse({"name": moves[-1]["name"], "history": moves})
 
 
 async def one_tag(request: Request) -> Response:
@@ -439,7 +451,7 @@ async def one_tag(request: Request) -> Response:
         body = await _body(request)
         tag = await history.put_tag(doc, name, body.get("seq"), user, _move(body))
         return JSONResponse({"tag": tag, "tags": await history.tags(doc)})
-    deleted = await history.delete_tag(doc, name)
+    deleted = await history.delete_tag(doc, name, user)
     return JSONResponse({"deleted": deleted, "tags": await history.tags(doc)})
 
 
@@ -455,4 +467,5 @@ routes = [
     Route("/api/docs/{doc}/text", put_text, methods=["PUT"]),
     Route("/api/docs/{doc}/tags", tags, methods=["GET", "POST"]),
     Route("/api/docs/{doc}/tags/{name}", one_tag, methods=["PUT", "DELETE"]),
+    Route("/api/docs/{doc}/tags/{name}/history", tag_history),
 ]

@@ -460,6 +460,28 @@ class Tag:
     actor: str
 
 
+#: what a TagMove did to its tag
+TAG_ACTIONS = ("create", "move", "delete")
+
+
+@dataclass(frozen=True, slots=True)
+class TagMove:
+    """One change of a tag, kept for good (EventStore.tag_history): a tag moved or
+    deleted used to leave no trace of where it had pointed."""
+
+    doc: str
+    name: str
+    #: when (ms; raised to the document's last event's ts, as a tag's is) and by whom
+    ts: int
+    actor: str
+    #: one of TAG_ACTIONS
+    action: str
+    #: the version it names after the change (None: deleted)
+    seq: int | None
+    #: the version it named before (None: created)
+    was: int | None
+
+
 #: rewrites a snapshot's meta for a renamed actor: the new meta, or None when the actor
 #: is not in it (server.pseudonym knows which entries name actors)
 MetaRewrite = Callable[[dict[str, Any]], "dict[str, Any] | None"]
@@ -978,7 +1000,15 @@ class EventStore(Service, ABC):
     async def tags(self, doc: str) -> list[Tag]: ...
 
     @abstractmethod
-    async def delete_tag(self, doc: str, name: str) -> bool: ...
+    async def delete_tag(self, doc: str, name: str, actor: str = "") -> bool:
+        """Remove the tag; False when there was none. `actor`: who, for tag_history."""
+
+    @abstractmethod
+    async def tag_history(self, doc: str, name: str | None = None) -> list[TagMove]:
+        """Every creation, move and deletion of the document's tags (of the tag `name`
+        only, when given), oldest first: written by put_tag and delete_tag in the same
+        transaction as the change (a put that leaves the tag where it was is none).
+        Compaction keeps them; deleting the document removes them with its tags."""
 
     # --- bulk copy (palimpsest copy) ---------------------------------------------------
 

@@ -27,6 +27,7 @@ from .base import (
     SnapshotInfo,
     Stamp,
     Tag,
+    TagMove,
     check_replacing,
     checksum,
     derived_from_row,
@@ -74,6 +75,7 @@ class MemoryStore(EventStore):
         #: doc -> kind -> (seq, data, checksum)
         self._derived: dict[str, dict[str, tuple[int, bytes, str]]] = {}
         self._tags: dict[str, dict[str, Tag]] = {}
+        self._tag_moves: dict[str, list[TagMove]] = {}
         self._tombstones: dict[str, bytes] = {}
         #: the deletions, in pos order (EventStore.deletions)
         self._deletions: list[Event] = []
@@ -285,7 +287,7 @@ class MemoryStore(EventStore):
                 Event(doc, self._heads[doc], now_ms(), by, DELETED, b"", {}, self._pos)
             )
         for d in (self._events, self._heads, self._base, self._snaps, self._tags, self._derived,
-                  self._created):  # fmt: skip
+                  self._created, self._tag_moves):  # fmt: skip
             d.pop(doc, None)
         if existed:
             self._tombstones[doc] = tombstone
@@ -439,9 +441,15 @@ class MemoryStore(EventStore):
     async def put_tag(self, doc: str, name: str, seq: int, actor: str, *, move: bool = True) -> Tag:
         self._check()
         tags = self._tags.setdefault(doc, {})
-        if not move and name in tags:
-            return tags[name]
+        was = tags.get(name)
+        if not move and was is not None:
+            return was
         tag = tags[name] = Tag(doc, name, seq, max(now_ms(), self._last_ts(doc)), actor)
+        if was is None or was.seq != seq:
+            action = "create" if was is None else "move"
+            self._tag_moves.setdefault(doc, []).append(
+                TagMove(doc, name, tag.ts, actor, action, seq, was.seq if was else None)
+            )
         return tag
 
     def _last_ts(self, doc: str) -> int:
@@ -453,9 +461,19 @@ class MemoryStore(EventStore):
         self._check()
         return sorted(self._tags.get(doc, {}).values(), key=lambda t: (t.seq, t.name))
 
-    async def delete_tag(self, doc: str, name: str) -> bool:
+    async def delete_tag(self, doc: str, name: str, actor: str = "") -> bool:
         self._check()
-        return self._tags.get(doc, {}).pop(name, None) is not None
+        was = self._tags.get(doc, {}).pop(name, None)
+        if was is not None:
+            ts = max(now_ms(), self._last_ts(doc))
+            self._tag_moves.setdefault(doc, []).append(
+                TagMove(doc, name, ts, actor, "delete", None, was.seq)
+            )
+        return was is not None
+
+    async def tag_history(self, doc: str, name: str | None = None) -> list[TagMove]:
+        self._check()
+        return [m for m in self._tag_moves.get(doc, []) if name is None or m.name == name]
 
     async def import_doc(
         self,

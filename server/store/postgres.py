@@ -55,6 +55,7 @@ from .base import (
     SnapshotInfo,
     Stamp,
     Tag,
+    TagMove,
     check_durability,
     check_replacing,
     checksum,
@@ -113,6 +114,9 @@ from .tables import (
     SIDE,
     SIDE_MARKER,
     SIDE_MARKER_SQL,
+    TAG_MOVE_INSERT,
+    TAG_MOVES,
+    TAG_MOVES_OF_ONE,
     lost_side_tables,
     missing_tables,
     rebuilt_words,
@@ -146,7 +150,7 @@ _IDLE_VACUUM = "VACUUM (INDEX_CLEANUP ON) log"
 #: the tables a deletion leaves dead rows of the document in (VACUUM takes each one's
 #: TOAST table too), vacuumed after it (PostgresStore._vacuum_deleted), and how long that
 #: VACUUM may take (s) and the store's stop waits for one under way
-_DELETED_TABLES = "log, segments, snapshots, derived, tags, docs"
+_DELETED_TABLES = "log, segments, snapshots, derived, tags, tag_history, docs"
 _DELETED_VACUUM_TIMEOUT = 600.0
 _DELETED_VACUUM_STOP_WAIT = 10.0
 #: see PostgresStore.reclaim_snapshots
@@ -171,6 +175,17 @@ SERVING_LOCK = _SNAPSHOT_LOCK + 1
 #: schema as PostgreSQL resolved it: PostgresStore.resolved_schema) for a document's server
 #: changes (PostgresStore.server_changes)
 _CHANGE_LOCK = _SNAPSHOT_LOCK + 2
+#: with hashtext(doc): a document's tag writes, one at a time (PostgresStore.put_tag)
+_TAG_LOCK = _SNAPSHOT_LOCK + 5
+
+
+def _numbered(sql: str) -> str:
+    """A statement written with ``?`` placeholders for both SQL stores, as asyncpg takes
+    it ($1, $2, ...)."""
+    numbers = iter(range(1, sql.count("?") + 1))
+    return re.sub(r"\?", lambda _m: f"${next(numbers)}", sql)
+
+
 _RETRIES = 5
 #: SQL: a snapshot row's checksum holds, in either form (see base.snapshot_checksum)
 _VALID_SNAPSHOT_SQL = (
@@ -1532,7 +1547,7 @@ class PostgresStore(EventStore):
                 await conn.execute("DELETE FROM log WHERE doc = $1 AND seq > $2", doc_id, after)
                 if not after:  # (no sealer writes segments of it while its row is held)
                     await conn.execute("DELETE FROM segments WHERE doc = $1", doc_id)
-            for table in ("snapshots", "tags", "derived"):
+            for table in ("snapshots", "tags", "tag_history", "derived"):
                 await conn.execute(f"DELETE FROM {table} WHERE doc = $1", doc)
 
         async def run(conn: asyncpg.Connection) -> bool:
@@ -2163,34 +2178,47 @@ class PostgresStore(EventStore):
 
     async def put_tag(self, doc: str, name: str, seq: int, actor: str, *, move: bool = True) -> Tag:
         tag = Tag(doc, name, seq, now_ms(), actor)
-        args = (tag.doc, tag.name, tag.seq, tag.ts, tag.actor)
         values = f"VALUES ($1, $2, $3, GREATEST($4::bigint, {_DOC_TS_FLOOR}), $5)"
-        if move:
-            rows = await self._fetch(
-                f"INSERT INTO tags (doc, name, seq, ts, actor) {values} "
-                "ON CONFLICT (doc, name) DO UPDATE SET seq = excluded.seq, ts = excluded.ts, "
-                "actor = excluded.actor RETURNING ts",
-                *args,
-                what="tag write",
-            )
-            return dataclasses.replace(tag, ts=int(rows[0][0])) if rows else tag
-        for _ in range(3):
-            # the new row, or the one in the way; neither when that one was committed after
-            # this statement's snapshot was taken: the next statement sees it (or its
-            # deletion, and inserts)
-            rows = await self._fetch(
-                "WITH new AS (INSERT INTO tags (doc, name, seq, ts, actor) "
-                f"{values} ON CONFLICT (doc, name) DO NOTHING "
-                "RETURNING doc, name, seq, ts, actor) "
-                "SELECT doc, name, seq, ts, actor FROM new UNION ALL "
-                "SELECT doc, name, seq, ts, actor FROM tags WHERE doc = $1 AND name = $2",
-                *args,
-                what="tag write",
-            )
-            if rows:
-                r = rows[0]
-                return Tag(r[0], r[1], int(r[2]), r[3], r[4])
-        raise StoreUnavailable(f"the tag {name!r} of {doc!r} kept changing; try again")
+        on_conflict = (
+            "DO UPDATE SET seq = excluded.seq, ts = excluded.ts, actor = excluded.actor"
+            if move
+            else "DO NOTHING"
+        )
+
+        async def run(conn: asyncpg.Connection) -> Tag:
+            async with conn.transaction():
+                # the document's tag writes one at a time: the version a tag named before
+                # this change, read here, is the one it replaces (tag_history)
+                await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                                   _TAG_LOCK, doc)  # fmt: skip
+                old = await conn.fetchrow(
+                    "SELECT doc, name, seq, ts, actor FROM tags WHERE doc = $1 AND name = $2",
+                    doc,
+                    name,
+                )
+                if old is not None and not move:
+                    return Tag(old[0], old[1], int(old[2]), int(old[3]), old[4])
+                row = await conn.fetchrow(
+                    f"INSERT INTO tags (doc, name, seq, ts, actor) {values} "
+                    f"ON CONFLICT (doc, name) {on_conflict} RETURNING doc, name, seq, ts, actor",
+                    tag.doc, tag.name, tag.seq, tag.ts, tag.actor,
+                )  # fmt: skip
+                if row is None:  # (an import wrote it meanwhile, which takes no lock)
+                    row = await conn.fetchrow(
+                        "SELECT doc, name, seq, ts, actor FROM tags WHERE doc = $1 AND name = $2",
+                        doc,
+                        name,
+                    )
+                    return Tag(row[0], row[1], int(row[2]), int(row[3]), row[4])
+                stored = Tag(row[0], row[1], int(row[2]), int(row[3]), row[4])
+                was = None if old is None else int(old[2])
+                if stored.seq != was:  # (a name left where it was is no change)
+                    action = "create" if was is None else "move"
+                    args = (doc, name, doc, name, stored.ts, stored.actor, action, stored.seq, was)
+                    await conn.execute(_numbered(TAG_MOVE_INSERT), *args)
+                return stored
+
+        return await self._run(run, "tag write")
 
     async def tags(self, doc: str) -> list[Tag]:
         rows = await self._fetch(
@@ -2200,14 +2228,31 @@ class PostgresStore(EventStore):
         )
         return [Tag(r[0], r[1], int(r[2]), r[3], r[4]) for r in rows]
 
-    async def delete_tag(self, doc: str, name: str) -> bool:
-        rows = await self._fetch(
-            "DELETE FROM tags WHERE doc = $1 AND name = $2 RETURNING 1",
-            doc,
-            name,
-            what="tag delete",
-        )
-        return bool(rows)
+    async def delete_tag(self, doc: str, name: str, actor: str = "") -> bool:
+        async def run(conn: asyncpg.Connection) -> bool:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                                   _TAG_LOCK, doc)  # fmt: skip
+                row = await conn.fetchrow(
+                    "DELETE FROM tags WHERE doc = $1 AND name = $2 "
+                    f"RETURNING seq, GREATEST($3::bigint, {_DOC_TS_FLOOR})",
+                    doc,
+                    name,
+                    now_ms(),
+                )
+                if row is None:
+                    return False
+                await conn.execute(_numbered(TAG_MOVE_INSERT), doc, name, doc, name,
+                                   int(row[1]), actor, "delete", None, int(row[0]))  # fmt: skip
+                return True
+
+        return await self._run(run, "tag delete")
+
+    async def tag_history(self, doc: str, name: str | None = None) -> list[TagMove]:
+        query, args = (TAG_MOVES, (doc,)) if name is None else (TAG_MOVES_OF_ONE, (doc, name))
+        rows = await self._fetch(_numbered(query), *args, what="tag history")
+        return [TagMove(r[0], r[1], int(r[2]), r[3], r[4], None if r[5] is None else int(r[5]),
+                        None if r[6] is None else int(r[6])) for r in rows]  # fmt: skip
 
     # --- bulk copy (palimpsest copy) ---------------------------------------------------
 

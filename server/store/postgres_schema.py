@@ -19,6 +19,7 @@ from .doc_locks import CREATE_TABLE as DOC_LOCKS
 from .log_layout import LAYOUT_VERSION, Symbols, columns, meta_text, parse_meta, plan
 from .revocations import CREATE_TABLE as REVOKED_USERS
 from .sql_cursors import CREATE_TABLE as WEBHOOKS
+from .tables import TAG_HISTORY_SQL as TAG_HISTORY
 
 SCHEMA_VERSION = LAYOUT_VERSION
 
@@ -236,6 +237,7 @@ SIDE_TABLES = {
     "webhooks": WEBHOOKS,
     "deletions": DELETIONS,
     "doc_locks": DOC_LOCKS,
+    "tag_history": TAG_HISTORY,
 }
 
 

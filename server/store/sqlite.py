@@ -64,6 +64,7 @@ from .base import (
     SnapshotInfo,
     Stamp,
     Tag,
+    TagMove,
     check_durability,
     check_replacing,
     checksum,
@@ -128,6 +129,10 @@ from .tables import (
     ACCEPT_FLAG,
     SIDE_MARKER,
     SIDE_MARKER_SQL,
+    TAG_HISTORY_SQL,
+    TAG_MOVE_INSERT,
+    TAG_MOVES,
+    TAG_MOVES_OF_ONE,
     lost_side_tables,
     missing_tables,
     rebuilt_words,
@@ -139,7 +144,8 @@ from .tables import (
 log = logging.getLogger("palimpsest.store.sqlite")
 
 #: the side tables a start makes (tables.SIDE), by name
-_SIDE_SQL = {"revoked_users": REVOKED_USERS, "webhooks": WEBHOOKS, "doc_locks": DOC_LOCKS}
+_SIDE_SQL = {"revoked_users": REVOKED_USERS, "webhooks": WEBHOOKS, "doc_locks": DOC_LOCKS,
+             "tag_history": TAG_HISTORY_SQL}  # fmt: skip
 
 _T = TypeVar("_T")
 
@@ -676,6 +682,10 @@ def make_private(path: str | os.PathLike[str]) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE))
     except FileExistsError:
         pass
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _media_hint(path: str) -> str:
@@ -1849,7 +1859,7 @@ class SQLiteStore(EventStore):
             if row is not None:
                 db.execute("DELETE FROM log WHERE doc = ?", (row[0],))
                 db.execute("DELETE FROM segments WHERE doc = ?", (row[0],))
-            for table in ("snapshots", "tags", "derived"):
+            for table in ("snapshots", "tags", "tag_history", "derived"):
                 db.execute(f"DELETE FROM {table} WHERE doc = ?", (doc,))
             if row is not None:
                 ts = now_ms()
@@ -2333,6 +2343,9 @@ class SQLiteStore(EventStore):
         tag = Tag(doc, name, seq, now_ms(), actor)
 
         def write(db: sqlite3.Connection) -> Tag:
+            old = db.execute(
+                "SELECT seq FROM tags WHERE doc = ? AND name = ?", (doc, name)
+            ).fetchone()
             verb = "INSERT OR REPLACE" if move else "INSERT OR IGNORE"
             # its ts raised to the document's last event's, as a snapshot's
             db.execute(
@@ -2344,7 +2357,13 @@ class SQLiteStore(EventStore):
                 "SELECT doc, name, seq, ts, actor FROM tags WHERE doc = ? AND name = ?",
                 (doc, name),
             ).fetchone()
-            return Tag(*row)
+            stored = Tag(*row)
+            was = None if old is None else int(old[0])
+            if stored.seq != was:  # (created, or moved: a name left where it was is no change)
+                action = "create" if was is None else "move"
+                db.execute(TAG_MOVE_INSERT, (doc, name, doc, name, stored.ts, stored.actor,
+                                             action, stored.seq, was))  # fmt: skip
+            return stored
 
         return await self._write("tag write", write)
 
@@ -2354,13 +2373,35 @@ class SQLiteStore(EventStore):
         )
         return [Tag(*r) for r in rows]
 
-    async def delete_tag(self, doc: str, name: str) -> bool:
-        return await self._write(
-            "tag delete",
-            lambda db: (
-                db.execute("DELETE FROM tags WHERE doc = ? AND name = ?", (doc, name)).rowcount > 0
-            ),
-        )
+    async def delete_tag(self, doc: str, name: str, actor: str = "") -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            row = db.execute(
+                "DELETE FROM tags WHERE doc = ? AND name = ? RETURNING seq", (doc, name)
+            ).fetchone()
+            if row is None:
+                return False
+            (ts,) = db.execute(
+                "SELECT MAX(?, COALESCE((SELECT updated_ts FROM docs WHERE name = ?), 0))",
+                (now_ms(), doc),
+            ).fetchone()
+            db.execute(TAG_MOVE_INSERT, (doc, name, doc, name, ts, actor, "delete", None,
+                                         int(row[0])))  # fmt: skip
+            return True
+
+        return await self._write("tag delete", run)
+
+    async def tag_history(self, doc: str, name: str | None = None) -> list[TagMove]:
+        query, args = (TAG_MOVES, (doc,)) if name is None else (TAG_MOVES_OF_ONE, (doc, name))
+        try:
+            rows = await self._fetchall(query, args)
+        except StoreError as e:
+            # a file of an older release opened only to read (the table is made when a
+            # server or a writing command opens it): no change recorded yet
+            if "no such table: tag_history" not in str(e):
+                raise
+            return []
+        return [TagMove(r[0], r[1], int(r[2]), r[3], r[4], _int_or_none(r[5]),
+                        _int_or_none(r[6])) for r in rows]  # fmt: skip
 
     async def pragmas(self) -> dict[str, Any]:
         """The durability settings of the writer connection, as SQLite reports them

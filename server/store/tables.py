@@ -81,7 +81,41 @@ SIDE = {
     "doc_locks": (
         "every document lock (`palimpsest lock`): locked documents would take edits again"
     ),
+    "tag_history": (
+        "the record of every tag's creations, moves and deletions (who, when, from which "
+        "version to which): it starts again empty, and a tag's earlier positions are unknown"
+    ),
 }
+#: the tags' changes (EventStore.tag_history), a side table: `n` numbers a tag's changes
+#: (1, 2, ...), its key with the tag's; `seq` is NULL for a deletion, `was` for a
+#: creation. The same statement for SQLite and PostgreSQL.
+TAG_HISTORY_SQL = """CREATE TABLE IF NOT EXISTS tag_history (
+    doc TEXT NOT NULL,
+    name TEXT NOT NULL,
+    n BIGINT NOT NULL,
+    ts BIGINT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    seq BIGINT,
+    was BIGINT,
+    PRIMARY KEY (doc, name, n)
+)"""
+#: one change of a tag (``?`` placeholders: doc, name, doc, name, ts, actor, action, seq,
+#: was), inside the transaction that changes the tag
+TAG_MOVE_INSERT = (
+    "INSERT INTO tag_history (doc, name, n, ts, actor, action, seq, was) VALUES (?, ?, "
+    "COALESCE((SELECT MAX(n) FROM tag_history WHERE doc = ? AND name = ?), 0) + 1, "
+    "?, ?, ?, ?, ?)"
+)
+#: a document's tags' changes, oldest first (``?``: doc; TAG_MOVES_OF_ONE: doc, name)
+TAG_MOVES = (
+    "SELECT doc, name, ts, actor, action, seq, was FROM tag_history WHERE doc = ? "
+    "ORDER BY ts, name, n"
+)
+TAG_MOVES_OF_ONE = (
+    "SELECT doc, name, ts, actor, action, seq, was FROM tag_history WHERE doc = ? "
+    "AND name = ? ORDER BY ts, name, n"
+)
 #: the table that names the side tables a store has made (one row each)
 SIDE_MARKER = "side_tables"
 SIDE_MARKER_SQL = f"CREATE TABLE IF NOT EXISTS {SIDE_MARKER} (name TEXT PRIMARY KEY)"

@@ -1016,6 +1016,39 @@ class StoreContract(CursorContract):
         assert [x.name for x in await store.tags("t")] == ["a", "draft"]
         assert await store.tags("other") == []
 
+    async def test_tag_history_keeps_every_position_a_tag_had(self, store: EventStore) -> None:
+        """A tag moved or deleted left no record of where it had pointed: "draft-1"
+        re-pointed 2 -> 5 -> 3 read only as 3. Every creation, move and deletion is kept
+        with who and when; a put that leaves the tag where it was, or one refused by
+        move=False, is no change; deleting the document removes them with its tags."""
+        await store.append([("th", [ev() for _ in range(5)])])
+        await store.put_tag("th", "draft-1", 2, "ann")
+        await store.put_tag("th", "draft-1", 5, "bob")
+        await store.put_tag("th", "draft-1", 5, "bob")  # where it is: no change
+        await store.put_tag("th", "draft-1", 4, "cy", move=False)  # refused: none
+        await store.put_tag("th", "other", 1, "cy")
+        await store.put_tag("th", "draft-1", 3, "cy")
+        assert await store.delete_tag("th", "draft-1", "dee") is True
+        assert await store.delete_tag("th", "draft-1", "dee") is False
+        moves = await store.tag_history("th", "draft-1")
+        assert [(m.action, m.was, m.seq, m.actor) for m in moves] == [
+            ("create", None, 2, "ann"),
+            ("move", 2, 5, "bob"),
+            ("move", 5, 3, "cy"),
+            ("delete", 3, None, "dee"),
+        ]
+        assert all(m.doc == "th" and m.name == "draft-1" and m.ts > 0 for m in moves)
+        assert [m.ts for m in moves] == sorted(m.ts for m in moves)
+        every = await store.tag_history("th")
+        assert sorted((m.name, m.action) for m in every) == sorted(
+            [("draft-1", m.action) for m in moves] + [("other", "create")]
+        )
+        await store.put_tag("th", "draft-1", 1, "eve")  # a name used again: created again
+        assert (await store.tag_history("th", "draft-1"))[-1].action == "create"
+        assert await store.tag_history("nothing") == []
+        await store.delete_doc("th")
+        assert await store.tag_history("th") == []
+
     async def test_tags_and_snapshots_are_stamped_no_earlier_than_the_documents_events(
         self, store: EventStore
     ) -> None:
