@@ -1,5 +1,5 @@
-"""Client subcommands of ``palimpsest`` (and ``python -m palimpsest.client``): cat, edit,
-replay, history, tail, revert.
+"""Client subcommands of ``palimpsest`` (and ``python -m palimpsest.client``): cat, blame,
+edit, replay, history, tail, revert.
 
     palimpsest cat notes                       # the text now
     palimpsest cat notes --seq 12              # ... at a version (or --at ISO, --tag NAME)
@@ -8,6 +8,7 @@ replay, history, tail, revert.
     echo hi | palimpsest edit notes -
     palimpsest replay automerge-paper --limit 20000
     palimpsest history notes --limit 20
+    palimpsest blame notes --tag draft-1       # who wrote each stretch (--seq, --at; --json)
     palimpsest tail notes --from 0             # every event, then each new one (Ctrl-C)
     palimpsest revert notes --actor s06 --since 12 --dry-run  # what taking out s06's would do
     palimpsest revert notes --actor s06 --since "before the test"  # ... and do it
@@ -17,7 +18,9 @@ as ``date`` reads it (the HTTP API reads one as UTC: the CLI sends the offset); 
 a daylight-saving change skipped or repeated there is refused: add an offset.
 
 The server is ``--url`` / PALIMPSEST_URL (default http://127.0.0.1:8000); you are
-``--user`` / PALIMPSEST_USER in open mode, or ``--token`` / PALIMPSEST_TOKEN.
+``--user`` / PALIMPSEST_USER in open mode, or ``--token`` / PALIMPSEST_TOKEN. These
+commands talk to a server only; with none to reach, the error names the commands that
+read a stopped server's store (``export``, ``inspect``: OFFLINE).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ import httpx
 
 from palimpsest.util import with_local_offset
 
-from .errors import ClientError, Locked, NotFound, ReadOnly, Refused, Timeout
+from .errors import ClientError, Locked, NotFound, ReadOnly, Refused, ServerGone, Timeout
 from .history import DEFAULT_URL, History, Version
 from .session import Removed, Session, connect
 
@@ -127,6 +130,27 @@ def register(subparsers: Any) -> None:
     _common(p)
     p.set_defaults(func=_runner(cmd_cat))
 
+    p = subparsers.add_parser(
+        "blame", help="who wrote each stretch of a document's text (now or at a version)",
+        description="Print who wrote each stretch of a text root that is there at the head "
+        "(or at a version): one line per stretch, the event(s) that wrote it (#seq, or "
+        "#first-last for neighbouring events of one writer), the writer and the text (as "
+        "JSON, its line breaks as \\n). A writer nobody can name (text folded into a "
+        "compacted base) is `?`.",
+    )  # fmt: skip
+    p.add_argument("doc")
+    at = p.add_mutually_exclusive_group()
+    at.add_argument("--seq", type=int, help="the version after event SEQ")
+    at.add_argument("--at", metavar="TIME",
+                    help="the version at a time, ISO 8601, read as `cat --at` reads it "
+                    "(without an offset: this machine's local time)")  # fmt: skip
+    at.add_argument("--tag", help="a named version")
+    p.add_argument("--root", help="the text root; default: as `cat` chooses it")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per stretch: seq, last_seq, actor, text")  # fmt: skip
+    _common(p)
+    p.set_defaults(func=_runner(cmd_blame))
+
     p = subparsers.add_parser("edit", help="make a document's text equal a file (minimal diff)")
     p.add_argument("doc")
     p.add_argument("file", nargs="?",
@@ -206,7 +230,7 @@ def _runner(cmd: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]) -> Ca
         try:
             return asyncio.run(cmd(args))
         except ClientError as e:
-            print(f"palimpsest: {e}", file=sys.stderr)
+            print(f"palimpsest: {e}{_offline_hint(args, e)}", file=sys.stderr)
             return 2 if isinstance(e, Refused) else 1
         except httpx.InvalidURL as e:  # http://256.1.1.1: no address to try
             url = getattr(args, "url", None)
@@ -227,6 +251,29 @@ def _runner(cmd: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]) -> Ca
             return 141  # 128 + SIGPIPE
 
     return run
+
+
+#: what reads a stopped server's store instead of each command that needs a server
+#: (README: the client commands talk to a server and take no --db; the admin ones read
+#: the store): said when no server answers
+OFFLINE = {
+    "cat": "`palimpsest export DOC --db PATH [--seq N | --tag NAME | --at TIME]` prints "
+    "it, as cat does",
+    "blame": "`palimpsest export DOC --db PATH --format json` prints the text, and "
+    "`palimpsest inspect DOC --db PATH` who wrote to it (blame itself needs a server: "
+    "`palimpsest serve --db PATH`)",
+    "history": "`palimpsest inspect DOC --db PATH` says its head, actors and tags (the "
+    "event list itself needs a server: `palimpsest serve --db PATH`)",
+}
+
+
+def _offline_hint(args: argparse.Namespace, e: ClientError) -> str:
+    """For a command that needs a server and reached none: which store-reading command
+    does its work on a stopped server's store (they take --db, these --url)."""
+    hint = OFFLINE.get(str(getattr(args, "command", "") or ""))
+    if not isinstance(e, ServerGone) or hint is None:
+        return ""
+    return f". No server there; on a stopped server's store, {hint}"
 
 
 def _session(args: argparse.Namespace, doc: str) -> Session:
@@ -350,6 +397,33 @@ async def _cat_by(args: argparse.Namespace, v: Version, name: str) -> int:
     # printed as lines: no blank line at either end, a line break after the last
     lines = text.strip("\n")
     _write(lines + "\n" if lines else "")
+    return 0
+
+
+async def cmd_blame(args: argparse.Namespace) -> int:
+    async with _history(args) as h:
+        v = await h.version(args.doc, args.seq, at=args.at, tag=args.tag)
+        if args.at is not None and v.seq == 0:
+            return await _before_first_event(args, h)
+        try:
+            name = pick_root(args.doc, v.roots, args.root, editing=False)
+        except NoRoot as e:
+            print(f"palimpsest: {e}", file=sys.stderr)
+            return 2
+        kind = (v.roots.get(name) or {}).get("type")
+        if kind not in (None, "text"):
+            print(f"palimpsest: {args.doc!r}'s root {name!r} is {kind}: blame prints a text "
+                  "root's writers (GET /api/docs/DOC/blame gives the others')",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        runs = await h.blame(args.doc, v.seq, root=name, join="actor")
+    for r in runs:
+        if args.json:
+            print(json.dumps({"seq": r.seq, "last_seq": r.last_seq, "actor": r.actor,
+                              "text": r.text}, ensure_ascii=False))  # fmt: skip
+        else:
+            seqs = f"#{r.seq}" if r.last_seq in (None, r.seq) else f"#{r.seq}-{r.last_seq}"
+            print(f"{seqs:>13}  {r.actor or '?'}  {json.dumps(r.text, ensure_ascii=False)}")
     return 0
 
 
@@ -730,7 +804,8 @@ def main(argv: list[str] | None = None) -> int:
     # (not __doc__: None under python -OO)
     parser = argparse.ArgumentParser(
         prog="python -m palimpsest.client",
-        description="Client subcommands of palimpsest: cat, edit, replay, history, tail, revert.",
+        description="Client subcommands of palimpsest: cat, blame, edit, replay, history, tail, "
+        "revert.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

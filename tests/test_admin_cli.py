@@ -135,6 +135,40 @@ async def test_every_admin_command_has_help(capfd: pytest.CaptureFixture[str]) -
     assert "compare the result with every snapshot" in " ".join(r2.stdout.split())
 
 
+async def test_export_of_a_stopped_server_takes_a_tag_or_a_time_as_cat_does(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`cat` takes --seq, --tag and --at but needs a server; `export`, which reads a
+    stopped server's store, took --seq only: `--seq draft-1` was "invalid int value"
+    and no time could be given. It takes --tag (in any Unicode spelling, as the API)
+    and --at (the last event at or before it)."""
+    db = tmp_path / "t.db"
+    async with run_server(settings_for(db)) as srv:
+        async with connect(srv.ws_url, "notes", user="ann") as c:
+            await type_each(srv, c, "notes", ["Hello", ", "])
+            async with httpx.AsyncClient(base_url=srv.url, params={"user": "ann"}) as http:
+                for name in ("draft-1", "vers\u00e3o"):
+                    r = await http.post("/api/docs/notes/tags", json={"name": name, "seq": 1})
+                    assert r.status_code == 201, r.text
+                at = (await http.get("/api/docs/notes/events")).json()["events"][1]["ts"]
+            await asyncio.sleep(0.01)
+            await type_each(srv, c, "notes", ["world"])
+    r = await cli(capfd, "export", "notes", "--tag", "draft-1", "--db", str(db))
+    assert r.code == 0 and r.out == "Hello", r
+    r = await cli(capfd, "export", "notes", "--tag", "versa\u0303o", "--db", str(db))
+    assert r.code == 0 and r.out == "Hello", r
+    r = await cli(capfd, "export", "notes", "--at", at, "--db", str(db))
+    assert r.code == 0 and r.out == "Hello, ", r
+    r = await cli(capfd, "export", "notes", "--at", "2000-01-01T00:00Z", "--db", str(db))
+    assert r.code == 1 and "had no events at that time" in r.err, r
+    r = await cli(capfd, "export", "notes", "--tag", "nope", "--db", str(db))
+    assert r.code == 1 and "no tag named 'nope'" in r.err, r
+    r = await cli(capfd, "export", "notes", "--at", "soon", "--db", str(db))
+    assert r.code == 1 and "not an ISO-8601 time" in r.err, r
+    r = await cli(capfd, "export", "notes", "--tag", "draft-1", "--seq", "1", "--db", str(db))
+    assert r.code == 2 and "not allowed with" in r.err, r
+
+
 async def test_export_and_import(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "e.db"
     async with run_server(settings_for(db)) as srv:

@@ -641,3 +641,47 @@ async def test_arguments_under_the_c_locale_keep_their_characters(server: Runnin
     )  # fmt: skip
     assert done.returncode == 2, done
     assert b"Traceback" not in done.stderr and b"not UTF-8" in done.stderr, done.stderr
+
+
+async def test_blame_names_the_writer_of_each_stretch(
+    server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """There was no blame in the CLI (`cat --by USER` prints one writer's text, without
+    seqs). `blame` prints each stretch with its event(s) and writer, now or at a
+    version (--seq, --tag, --at), or as JSON."""
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        for user, text in (("ada", "one\n"), ("bob", "one\ntwo\n")):
+            r = await http.put("/api/docs/bl/text", params={"user": user}, json={"text": text})
+            assert r.status_code == 200, r.text
+        r = await http.post("/api/docs/bl/tags", params={"user": "ada"},
+                            json={"name": "first", "seq": 1})  # fmt: skip
+        assert r.status_code == 201, r.text
+    assert await run("blame", "bl", "--url", server.url) == 0
+    assert capsys.readouterr().out == '           #1  ada  "one\\n"\n           #2  bob  "two\\n"\n'
+    for version in (["--tag", "first"], ["--seq", "1"]):
+        assert await run("blame", "bl", *version, "--json", "--url", server.url) == 0
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert lines == [{"seq": 1, "last_seq": 1, "actor": "ada", "text": "one\n"}], version
+    assert await run("blame", "bl", "--at", "2000-01-01T00:00Z", "--url", server.url) == 1
+    assert "had no events at that time" in capsys.readouterr().err
+    assert await run("blame", "nothing", "--url", server.url) == 2
+
+
+async def test_a_command_that_needs_a_server_names_the_one_that_reads_the_store(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`cat` and `history` on a stopped server said only "cannot reach": they talk to a
+    server (README: no --db), and the store-reading commands that do their work on a
+    stopped server's store are named."""
+    from conftest import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    for argv, names in (
+        (["cat", "notes", "--tag", "draft-1"], "palimpsest export DOC --db PATH"),
+        (["history", "notes"], "palimpsest inspect DOC --db PATH"),
+        (["blame", "notes"], "palimpsest serve --db PATH"),
+    ):
+        assert await run(*argv, "--url", url) == 1
+        err = capsys.readouterr().err
+        assert "cannot reach" in err and names in err, (argv, err)
+        assert err.count("\n") == 1, err

@@ -28,7 +28,7 @@ def commands() -> list[ModuleType]:
         backup,  # backup (a SQLite file, online)
         token,  # token (mint development tokens)
         webhooks,  # webhooks (delivery state, enable, disable)
-        client_cli,  # cat, edit, replay, history, tail
+        client_cli,  # cat, blame, edit, replay, history, tail, revert
     ]
 
 

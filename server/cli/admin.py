@@ -52,6 +52,7 @@ from ..fanout import (
     publish_revocation,
     store_deployment,
 )
+from ..history.service import tag_key
 from ..known import KnownDeletions, adds_anything
 from ..locking import LOCK_KIND, UNLOCK_KIND
 from ..maintenance import (
@@ -78,7 +79,7 @@ from ..store import EventStore, open_store
 from ..store.base import MAX_AHEAD_MS, NewEvent, Restamped, now_ms
 from ..store.doc_locks import DocLock, reason_problem
 from ..store.sqlite import SQLiteStore
-from ..util import iso
+from ..util import LocalTimeError, iso, parse_iso, with_local_offset
 from . import (
     add_store_options,
     bulk,
@@ -120,7 +121,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "(`import-from dir` reads the .yjs and .txt back)."
     )
     bulk.add_doc_options(p, "export")
-    p.add_argument("--seq", type=int, help="the version to export (default: the head)")
+    version = p.add_mutually_exclusive_group()
+    version.add_argument("--seq", type=int, help="the version to export (default: the head)")
+    version.add_argument("--tag", help="the version a tag names (as `cat --tag`)")
+    version.add_argument("--at", metavar="TIME",
+                         help="the version at a time, ISO 8601: the last event at or before "
+                         "it, as `cat --at` reads it (without an offset: this machine's local "
+                         "time, TZ)")  # fmt: skip
     p.add_argument("--format", choices=["text", "json", "update"], default="text",
                    help="text: the text and XML roots (a document with neither: its "
                    "roots as JSON, as cat prints them); json: every root with its type; "
@@ -352,7 +359,7 @@ EXPORT_SUFFIX = {"text": ".txt", "json": ".json", "update": ".yjs"}
 async def export(store: EventStore, args: argparse.Namespace) -> int:
     if not bulk.single(args):
         return await _export_many(store, args)
-    data, seq = await _exported(store, args.doc, args.seq, args.format)
+    data, seq = await _exported(store, args.doc, await _export_seq(store, args), args.format)
     if args.out:
         await asyncio.to_thread(Path(args.out).write_bytes, data)
         print(f"palimpsest export: {args.doc}@{seq} -> {args.out} ({len(data)} bytes)",
@@ -361,6 +368,32 @@ async def export(store: EventStore, args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
     return 0
+
+
+async def _export_seq(store: EventStore, args: argparse.Namespace) -> int | None:
+    """The version --seq, --tag or --at names (None: the head). A stopped server's
+    export took --seq only, while `cat`, which needs a server, took all three."""
+    if args.tag is None and args.at is None:
+        return int(args.seq) if args.seq is not None else None
+    if not bulk.single(args):
+        raise AdminError("--tag and --at name a version of one document: export one")
+    await _require(store, args.doc)
+    if args.tag is not None:
+        key = tag_key(args.tag)  # (in NFC, as the HTTP API compares tag names)
+        for t in await store.tags(args.doc):
+            if tag_key(t.name) == key:
+                return t.seq
+        raise AdminError(f"{args.doc!r} has no tag named {key!r}")
+    try:
+        ts = parse_iso(with_local_offset(args.at))
+    except LocalTimeError as e:
+        raise AdminError(str(e)) from None
+    except ValueError:
+        raise AdminError(f"--at {args.at!r} is not an ISO-8601 time") from None
+    seq = await store.seq_at(args.doc, ts)
+    if seq == 0:
+        raise AdminError(f"{args.doc!r} had no events at that time ({iso(ts)})")
+    return seq
 
 
 async def _exported(store: EventStore, doc: str, at: int | None, fmt: str) -> tuple[bytes, int]:
