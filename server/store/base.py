@@ -495,6 +495,7 @@ class ActorRenamed:
     symbol: bool = False
     #: documents whose events the actor wrote (their stored attribution index is dropped)
     docs: tuple[str, ...] = ()
+    #: tag rows and tag history rows (who created, moved or deleted a tag) renamed
     tags: int = 0
     #: snapshot rows rewritten (undo stacks, owners)
     snapshots: int = 0

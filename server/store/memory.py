@@ -316,6 +316,11 @@ class MemoryStore(EventStore):
                     if t.actor == old:
                         by_name[name] = dataclasses.replace(t, actor=new)
                         renamed_tags += 1
+            for moves in self._tag_moves.values():
+                for i, m in enumerate(moves):
+                    if m.actor == old:
+                        moves[i] = dataclasses.replace(m, actor=new)
+                        renamed_tags += 1
             snapshots = damaged = 0
             for doc, rows in self._snaps.items():
                 for seq, (ts, state, stored, meta) in rows.items():

@@ -1658,6 +1658,11 @@ class PostgresStore(EventStore):
                 tags = int((await conn.execute(
                     "UPDATE tags SET actor = $1 WHERE actor = $2", new, old
                 )).split()[-1])  # fmt: skip
+                if await conn.fetchval("SELECT to_regclass('tag_history') IS NOT NULL"):
+                    # who created, moved or deleted a tag: the name must not stay there
+                    tags += int((await conn.execute(
+                        "UPDATE tag_history SET actor = $1 WHERE actor = $2", new, old
+                    )).split()[-1])  # fmt: skip
                 snapshots = damaged = 0
                 for doc, seq in await conn.fetch("SELECT doc, seq FROM snapshots ORDER BY 1, 2"):
                     r = await conn.fetchrow(

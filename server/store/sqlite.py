@@ -1976,6 +1976,13 @@ class SQLiteStore(EventStore):
                 damaged_segments = uses.damaged
                 db.execute("UPDATE symbols SET name = ? WHERE id = ?", (new, uses.symbol))
             tags = db.execute("UPDATE tags SET actor = ? WHERE actor = ?", (new, old)).rowcount
+            try:  # who created, moved or deleted a tag: the name must not stay there
+                tags += db.execute(
+                    "UPDATE tag_history SET actor = ? WHERE actor = ?", (new, old)
+                ).rowcount
+            except sqlite3.OperationalError as e:
+                if "no such table: tag_history" not in str(e):
+                    raise
             snapshots = damaged = 0
             keys = db.execute("SELECT doc, seq FROM snapshots ORDER BY doc, seq").fetchall()
             for doc, seq in keys:

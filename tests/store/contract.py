@@ -680,6 +680,8 @@ class StoreContract(CursorContract):
         await store.put_snapshot("d", 4, b"s", {"owners": {"7": "ann", "8": "bob"}})
         await store.put_snapshot("e", 1, b"s", {"owners": {"8": "bob"}})
         await store.put_tag("d", "v1", 1, "ann")
+        await store.put_tag("d", "gone", 2, "ann")
+        assert await store.delete_tag("d", "gone", "ann")
         await store.put_derived("d", "attribution", 4, b"ann wrote")
         await store.put_derived("e", "attribution", 1, b"bob wrote")
 
@@ -690,7 +692,13 @@ class StoreContract(CursorContract):
             return {**meta, "owners": {c: "p1" if a == "ann" else a for c, a in owners.items()}}
 
         done = await store.rename_actor("ann", "p1", rewrite)
-        assert (done.docs, done.tags, done.snapshots, done.derived) == (("d",), 1, 1, 1)
+        # the tag, and the three records of who created, moved or deleted tags
+        assert (done.docs, done.tags, done.snapshots, done.derived) == (("d",), 4, 1, 1)
+        assert [(m.name, m.action, m.actor) for m in await store.tag_history("d")] == [
+            ("v1", "create", "p1"),
+            ("gone", "create", "p1"),
+            ("gone", "delete", "p1"),
+        ]
         assert [e.actor for e in await store.read("d")] == ["p1", "bob", "p1", "bob", "p1"]
         assert [e.actor for e in await store.query("d", actor="p1")] == ["p1"] * 3
         assert await store.query("d", actor="ann") == []
