@@ -194,7 +194,7 @@ async def test_hocuspocus_asks_once_and_owes_a_sync_status_for_each_update(
         await srv.backend.rooms.get_loaded("hp").flush()
         await barrier(2)
         assert [f.body for f in raw.of("hp", H.SYNC_STATUS)] == [b"\x01"] * owed
-        assert raw.of("hp", H.CLOSE) == []
+        assert raw.of("hp", H.CLOSE) == [] and raw.refusals("hp") == []
 
 
 async def test_hocuspocus_asks_at_once_when_no_step_2_is_on_its_way(
@@ -226,7 +226,7 @@ async def test_hocuspocus_asks_at_once_when_no_step_2_is_on_its_way(
         assert [f.body for f in raw.of("hq", H.SYNC_STATUS)] == [b"\x01"] * 2
         msgs = [H.decode_sync(f.body) for f in raw.of("hq", H.SYNC)]
         assert sum(isinstance(m, P.SyncStep1) for m in msgs) == 1  # one request
-        assert raw.of("hq", H.CLOSE) == []
+        assert raw.of("hq", H.CLOSE) == [] and raw.refusals("hq") == []
 
 
 async def test_hocuspocus_a_step_2_claims_the_ids_of_the_updates_a_gap_dropped(

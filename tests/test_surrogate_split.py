@@ -173,7 +173,7 @@ async def test_a_hocuspocus_document_refused_again_on_every_reopen_is_logged_onc
 
         async def refused(raw: Raw, n: int) -> None:
             await raw.send("hstorm", H.SYNC, sync(P.SYNC_UPDATE, splitter))
-            await eventually(lambda: len(raw.of("hstorm", H.CLOSE)) >= n, what=f"refusal {n}")
+            await eventually(lambda: len(raw.refusals("hstorm")) >= n, what=f"refusal {n}")
 
         async with websockets.connect(url) as ws:
             raw = Raw(ws)
@@ -187,7 +187,7 @@ async def test_a_hocuspocus_document_refused_again_on_every_reopen_is_logged_onc
             for n in range(2, 16):
                 await raw.auth("hstorm", "alice")  # (sendToken(): opens it again)
                 await refused(raw, n)
-            closed += raw.of("hstorm", H.CLOSE)
+            closed += raw.refusals("hstorm")
             raw.task.cancel()
         for _ in range(5):  # (its socket reconnected: the provider's auth and sync)
             async with websockets.connect(url) as ws:
@@ -195,7 +195,7 @@ async def test_a_hocuspocus_document_refused_again_on_every_reopen_is_logged_onc
                 await raw.auth("hstorm", "alice")
                 await raw.send("hstorm", H.SYNC, sync(P.SYNC_STEP1, b"\x00"))
                 await refused(raw, 1)
-                closed += raw.of("hstorm", H.CLOSE)
+                closed += raw.refusals("hstorm")
                 raw.task.cancel()
         assert len(closed) == 20  # each one still refused, with its reason
         assert all(b"splits a character past U+FFFF" in f.body for f in closed), closed

@@ -34,7 +34,6 @@ from ..closes import cause_of_error
 from ..conn_guard import ConnectionGuard
 from ..deletion import refuse_stale_copy
 from ..errors import (
-    AuthError,
     Forbidden,
     ForeignItems,
     FrameTooLarge,
@@ -111,7 +110,7 @@ def _claimed_user(token: str) -> str:
     return token
 
 
-#: the close message of a document whose token expired
+#: the close reason of a socket one of whose documents' token expired
 TOKEN_EXPIRED = "token expired: authenticate again with a fresh token"
 #: what extensions see of the socket itself (on_connect, on_disconnect): it has no
 #: identity of its own, each document is authenticated in-band
@@ -370,8 +369,23 @@ class HocuspocusSocket(Connection):
         peer.expiry = ExpiryWatch(peer.identity, expire)
 
     def _expire_doc(self, peer: DocPeer) -> None:
-        if self.docs.get(peer.doc) is peer:
-            self.close_doc(peer, AuthError(TOKEN_EXPIRED), reason="token_expired")
+        """A document's token expired: the socket closes (4205, ResetConnection), its
+        frames read after this dropped unhandled. Every provider reconnects on it and
+        sends each document's token again, calling a ``token`` callback for a fresh one;
+        each document syncs, and what was typed meanwhile travels in its step 2. Closing
+        that one document (a close message) lost edits: a 2.x provider cannot read one
+        (an uncaught error in Node; a browser's stayed synced, its edits dropped), and a
+        3.x provider holds its edits until the app calls ``sendToken()``, never calling
+        its callback. The socket's other documents re-sync and lose nothing either."""
+        if self.docs.get(peer.doc) is not peer or self._close is not None:
+            return
+        log.info("%s: the token of %r (%s) expired: closing the socket with %d so that its "
+                 "providers authenticate again", self.id, peer.doc, peer.actor,
+                 H.RESET_CONNECTION)  # fmt: skip
+        self.backend.refused("token_expired")
+        self.shut(peer)
+        self.close(H.RESET_CONNECTION, f"{TOKEN_EXPIRED} (document {peer.doc!r})",
+                   cause="auth_expired")  # fmt: skip
 
     def client_closed(self, doc: str) -> None:
         """The client closed `doc` (type 7): answered with a close message, as
@@ -414,13 +428,13 @@ class HocuspocusSocket(Connection):
             del self.denied[next(iter(self.denied))]  # (the oldest)
         self.denied[doc] = owed
 
-    def close_doc(self, peer: DocPeer, e: PalimpsestError, reason: str | None = None) -> None:
-        """A frame of an open document was refused (malformed, forged, over a limit), or
-        its token expired: as Hocuspocus does, that document closes, with a close message
-        saying why, and the socket stays open for its other documents. The client opens
-        it again with a new auth message (`sendToken()`; a 4.x provider sends one when
-        its socket reconnects), and the two sides sync then (`sync_reopened`).
-        `reason`: the refusal's metrics label, when not the error's.
+    def close_doc(self, peer: DocPeer, e: PalimpsestError) -> None:
+        """A frame of an open document was refused (malformed, forged, over a limit): as
+        Hocuspocus does, that document closes, with PermissionDenied saying why (every
+        provider reads it; a close message, type 7, crashed 2.x), and the socket stays
+        open for its other documents. The client opens it again with a new auth message
+        (`sendToken()`; a provider sends one when its socket reconnects), and the two
+        sides sync then (`sync_reopened`).
 
         A refusal for good (44xx: the update splits a character, does not decode, ...)
         said for this document, address and user within the minute is said at DEBUG,
@@ -431,9 +445,11 @@ class HocuspocusSocket(Connection):
                 self.who_of(peer), e.close_code, str(e)
             )
         (log.debug if peer.repeated else log.info)("%s: closing %r: %s", self.id, peer.doc, e)
-        self.backend.refused(reason or reason_of(e))
+        self.backend.refused(reason_of(e))
         self.shut(peer)
-        self.send(H.encode_close(peer.doc, str(e)[:1000]))
+        # PermissionDenied, not a close message (type 7): a 2.x provider cannot read one
+        # (its Node process died on "unknown type: 7"), and no frame tells 2.x from 3.x
+        self.send(H.encode_permission_denied(peer.doc, str(e)[:1000]))
 
     def who_of(self, peer: DocPeer) -> Who:
         """Whose refusals of `peer`'s document are held back when they repeat

@@ -9,9 +9,12 @@
 //   socket {name, version: 2|3, url, options?}
 //                                        a HocuspocusProviderWebsocket (one socket, many docs);
 //                                        options: its configuration's own (messageReconnectTimeout…)
-//   open {name, socket, doc, token?, tab?, tokenDelay?}   a HocuspocusProvider for doc on that
-//                                        socket; tokenDelay (ms): its token comes from a
-//                                        callback that takes that long (an app fetching one)
+//   open {name, socket, doc, token?, tab?, tokenDelay?, tokens?}   a HocuspocusProvider for doc
+//                                        on that socket; tokenDelay (ms): its token comes from a
+//                                        callback that takes that long (an app fetching one);
+//                                        tokens: from a callback giving the next of them at each
+//                                        call (the last one again once they run out), its calls
+//                                        counted (state's tokenCalls); a null among them throws
 //   yws {name, url, doc, params?, stopOn44xx?, tab?}   a y-websocket WebsocketProvider (url
 //                                        ends in /ws); stopOn44xx: disconnect() on a 44xx close
 //                                        tab {state, clientID, offline?}: the Y.Doc of a tab
@@ -85,7 +88,7 @@ const commands = {
     sockets.set(name, entry)
     return { version }
   },
-  open ({ name, socket, doc, token, tab, tokenDelay }) {
+  open ({ name, socket, doc, token, tab, tokenDelay, tokens }) {
     const s = sockets.get(socket)
     if (!s) throw new Error(`no socket named ${socket}`)
     const ydoc = newDoc(tab)
@@ -101,7 +104,14 @@ const commands = {
       onStateless: ({ payload }) => { c.stateless.push(payload) },
       onClose: ({ event }) => { c.closes.push(event?.code ?? null) },
     }
-    if (tokenDelay) { // an app's token callback that fetches one (`token: async () => …`)
+    c.tokenCalls = 0
+    if (tokens) { // an app's token callback that fetches a fresh one each time
+      config.token = async () => {
+        const next = tokens[Math.min(c.tokenCalls++, tokens.length - 1)]
+        if (next === null) throw new Error('idp down')
+        return next
+      }
+    } else if (tokenDelay) { // an app's token callback that fetches one (`token: async () => …`)
       config.token = () => new Promise((resolve) => setTimeout(() => resolve(token), tokenDelay))
     } else if (token !== undefined && token !== null) config.token = token
     c.provider = new HOCUSPOCUS[s.version].HocuspocusProvider(config)
@@ -212,6 +222,7 @@ function state (c) {
     socketCloses: c.socket ? c.socket.closes : null,
     presence: remoteNames(c),
     statuses: hocus ? c.statuses : null,
+    tokenCalls: hocus ? c.tokenCalls : null,
     // y-websocket: failed connections in a row (its back-off), whether it reconnects
     retries: hocus ? null : p.wsUnsuccessfulReconnects,
     shouldConnect: hocus ? null : p.shouldConnect,
