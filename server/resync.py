@@ -97,8 +97,8 @@ class Resync:
     """The gap rule's state for one document on one connection."""
 
     __slots__ = (
-        "_wake", "asked", "asks", "dropped", "left_out", "locked_out", "reasked", "refused_ids",
-        "sent_step1", "stepped", "uncounted", "waiting",
+        "_wake", "asked", "asks", "dropped", "left_out", "locked_out", "read_only_out", "reasked",
+        "refused_ids", "sent_step1", "stepped", "uncounted", "waiting",
     )  # fmt: skip
 
     def __init__(self, *, sent_step1: bool = True) -> None:
@@ -129,6 +129,9 @@ class Resync:
         #: was refused because it was locked (server.locking): asked for again at the
         #: unlock (`unlocked`)
         self.locked_out = False
+        #: as `locked_out`, refused because the connection's token was a read-only one:
+        #: asked for again once a token that may write replaces it (`may_write`)
+        self.read_only_out = False
         #: the client ids of this connection's plain updates (not step 2s) the lock
         #: refused or a gap dropped: the step 2 that brings them in may claim them
         #: (`own`), as those updates would have had they been taken
@@ -240,6 +243,22 @@ class Resync:
         if not self.locked_out:
             return False
         self.locked_out = False
+        return self._ask_again()
+
+    def may_write(self) -> bool:
+        """The connection's read-only token was replaced by one that may write (a
+        Hocuspocus provider's ``sendToken()``): as at an unlock (`unlocked`), True when
+        the caller must now ask for a re-sync, as edits of this connection were refused
+        as a reader's, which its client still holds and builds on: its next update,
+        past their gap, was dropped with nothing asking for the step 2 that carries it."""
+        if not self.read_only_out:
+            return False
+        self.read_only_out = False
+        return self._ask_again()
+
+    def _ask_again(self) -> bool:
+        """A re-sync the client did not ask for (`unlocked`, `may_write`): False when a
+        request is on its way already."""
         if self.asked is not None or self.reasked or self.waiting:
             return False
         self.sent_step1 = True

@@ -602,6 +602,39 @@ async def test_a_read_only_document_reopened_gets_the_document_and_its_edits_are
         assert 'palimpsest_refused_total{reason="read_only"} 1.0' in metrics, metrics
 
 
+async def test_a_reader_upgraded_by_send_token_gets_what_it_typed_in(
+    node_modules: Path, tmp_path: Path
+) -> None:
+    """A reader types once (refused: sync status 0, never logged), then its provider is
+    given a write token and calls ``sendToken()``: the server asks it for a re-sync,
+    whose step 2 brings both that edit and the next one in, and its unsynced count comes
+    back to 0. Before, its scope said read-write and it stayed synced, but its next edit,
+    past the gap of the refused one, was dropped: nothing asked for the step 2 that
+    carries it (the reader's first step 2 had been refused, so one counted as on its
+    way), and it never reached the log. (3.x: 2.x providers have no ``sendToken()``.)"""
+    async with ServerProcess(tmp_path / "srv", extra_args=["--jwt-secret", SECRET]) as srv, \
+            Driver(srv, tmp_path / "d.log") as d:  # fmt: skip
+        await d.socket("sw", 3)
+        await d.socket("sr", 3)
+        await d.open("w", "sw", "hp-upgrade", token=cli_token("writer", "write"))
+        await d.open("r", "sr", "hp-upgrade", token=cli_token("erin", "read"))
+        await d.wait("w", "synced")
+        await d.call("insert", name="w", text="base;")
+        await d.wait("r", "text", equals="base;")
+        assert (await d.wait("r", "scope", truthy=True))["scope"] == "readonly"
+        await d.call("insert", name="r", text="typed-read-only;", pos=0)
+        await d.wait("r", "statuses", contains="0")  # refused, as a reader's edit is
+        await d.call("renew", name="r", token=cli_token("erin", "write"))
+        await d.wait("r", "scope", equals="read-write")
+        await d.call("insert", name="r", text="after-upgrade;")
+        want = ["typed-read-only;", "after-upgrade;", "base;"]
+        w = await d.wait("w", "text", contains=want)
+        r = await d.wait("r", "unsynced", equals=0)
+        assert r["text"] == w["text"] == await stored_text(srv, "hp-upgrade"), (r, w)
+        assert r["synced"] is True and r["closes"] == [] and r["denied"] == [], r
+    assert {e.actor for e in await events_of(srv, "hp-upgrade")} == {"writer", "erin"}
+
+
 async def test_bad_tokens_and_bad_names_get_permission_denied_with_a_reason(
     node_modules: Path, tmp_path: Path
 ) -> None:

@@ -684,10 +684,18 @@ class HocuspocusSocket(Connection):
             return
         if self.docs.get(peer.doc) is not peer:
             return  # closed meanwhile
+        upgraded = identity.can_write and not peer.identity.can_write
         peer.renew(identity, ConnectionGuard(self.backend, self.backend.settings, identity,
                                              peer.doc, self.host))  # fmt: skip
         self._watch_doc_expiry(peer)
         self.send(H.encode_authenticated(peer.doc, read_only=not identity.can_write))
+        if upgraded and peer.room is not None and peer.resync.may_write():
+            # a reader's edits were refused, and its provider holds them: asked for (its
+            # step 2, not counted by it, stands for them), else its next edit, past
+            # their gap, was dropped and nothing asked for the step 2 that carries it
+            log.info("%s: %r may be written now: asking for the edits refused as a "
+                     "reader's", self.id, peer.doc)  # fmt: skip
+            self.ask_sync(peer, peer.room)
         held, peer.renewing = peer.renewing or [], None
         self.unhold(held)
         if peer.room is not None:
@@ -706,14 +714,17 @@ class HocuspocusSocket(Connection):
             if uncounted:
                 peer.resync.uncounted = False
             locked = peer.identity.can_write
-            if locked and step2:
+            if step2:
                 peer.resync.refused_step2()
             if not saved:
                 self.backend.refused("locked" if locked else "read_only")
                 peer.resync.locked_out = locked
-                if locked and not step2:
-                    # counted by the provider: the step 2 after the unlock carries it
-                    # (server.resync), and its sync status says so; and claims its ids
+                # (a reader's too: a write token may replace its token, `refresh`)
+                peer.resync.read_only_out = not locked
+                if not step2:
+                    # counted by the provider: the step 2 after the unlock (or a write
+                    # token) carries it (server.resync), and its sync status says so;
+                    # and claims its ids
                     peer.resync.dropped += 1
                     peer.resync.refused_plain(update)
             elif uncounted:
