@@ -44,6 +44,9 @@ if TYPE_CHECKING:
     from .room import Room, ServerUpdate
 
 log = logging.getLogger("palimpsest.extensions")
+#: how the refusal of a request no extension found credentials in begins (its rest says
+#: what they look for; an endpoint with a way of its own rewords it: routes.hocuspocus)
+NOT_AUTHENTICATED = "not authenticated: "
 
 E = TypeVar("E", bound=Extension)
 
@@ -469,7 +472,7 @@ class Extensions(Service):
                 return identity
         wanted = [e.credentials for e in self._by["authenticate"] if e.credentials]
         raise AuthError(
-            "not authenticated: " + ("; or ".join(wanted) or "no credentials this server accepts")
+            NOT_AUTHENTICATED + ("; or ".join(wanted) or "no credentials this server accepts")
         )
 
     async def connect(self, client: Client) -> list[Extension]:

@@ -666,6 +666,30 @@ async def test_bad_tokens_and_bad_names_get_permission_denied_with_a_reason(
         assert await events_of(srv, "elsewhere") == []
 
 
+async def test_a_token_callback_that_throws_is_told_of_the_auth_message(
+    node_modules: Path, tmp_path: Path
+) -> None:
+    """A 3.x provider whose token callback throws (its identity provider down) sends no
+    auth message, only its sync step 1; it says so itself (``Failed to get token``), and
+    the server's PermissionDenied after it speaks of the auth message's token, the only
+    one that counts on /hocuspocus besides ?token=. It said "?token= on the websocket,
+    Authorization: Bearer on HTTP", the header not counting here. A fresh token sent then
+    opens the document with what was typed meanwhile."""
+    async with ServerProcess(tmp_path / "srv", extra_args=["--jwt-secret", SECRET]) as srv, \
+            Driver(srv, tmp_path / "d.log") as d:  # fmt: skip
+        await d.socket("s", 3)
+        await d.open("x", "s", "hp-idp", tokens=[None])
+        x = await d.wait("x", "denied", contains="no token came")
+        assert "idp down" in x["denied"][0], x
+        server = x["denied"][1]
+        assert "auth message" in server and "'hp-idp'" in server, server
+        assert "Authorization" not in server and "HTTP" not in server, server
+        await d.call("insert", name="x", text="typed-while-idp-down;")
+        await d.call("renew", name="x", token=cli_token("dave", "write"))
+        await d.wait("x", "unsynced", equals=0)
+        assert await stored_text(srv, "hp-idp") == "typed-while-idp-down;"
+
+
 async def test_a_refused_edit_closes_its_document_and_the_socket_keeps_the_others(
     node_modules: Path, tmp_path: Path
 ) -> None:

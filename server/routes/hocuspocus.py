@@ -33,7 +33,9 @@ from ..backend import Backend, with_params
 from ..closes import cause_of_error
 from ..conn_guard import ConnectionGuard
 from ..deletion import refuse_stale_copy
+from ..dispatch import NOT_AUTHENTICATED
 from ..errors import (
+    AuthError,
     Forbidden,
     ForeignItems,
     FrameTooLarge,
@@ -110,6 +112,11 @@ def _claimed_user(token: str) -> str:
     return token
 
 
+#: why a document was refused that came without a token (nor ?token= on the socket)
+NO_TOKEN = (
+    "not authenticated: no token came for '{doc}': a token is required, in the provider's "
+    "auth message (its `token` option; a token callback that fails sends none)"
+)
 #: the close reason of a socket one of whose documents' token expired
 TOKEN_EXPIRED = "token expired: authenticate again with a fresh token"
 #: what extensions see of the socket itself (on_connect, on_disconnect): it has no
@@ -314,7 +321,20 @@ class HocuspocusSocket(Connection):
         claimed ?user=); then the document opens, with the frames read meanwhile."""
         try:
             validate_doc_name(doc)
-            identity = await self.backend.authenticate(self.credentials(token, doc), doc, "read")
+            try:
+                identity = await self.backend.authenticate(
+                    self.credentials(token, doc), doc, "read"
+                )
+            except AuthError as e:
+                # (what the extensions look for, ?token= and Authorization, is not how a
+                # provider sends a token here; a 3.x provider whose token callback
+                # failed said so itself, but a 2.x provider without a token is told by
+                # this alone, and the two cannot be told apart)
+                if token or "token" in self.ws.query_params:
+                    raise
+                if not str(e).startswith(NOT_AUTHENTICATED):
+                    raise
+                raise AuthError(NO_TOKEN.format(doc=doc)) from e
             if len(self.docs) >= MAX_DOCS_PER_SOCKET:
                 raise RateLimited(
                     f"{MAX_DOCS_PER_SOCKET} documents are open on this socket, the most one "
