@@ -27,8 +27,18 @@ def _char(c: str) -> str:
 
 
 def _shown(name: str) -> str:
-    """A refused name as a message shows it: ASCII only (escapes for the rest)."""
-    return ascii(name)
+    """A refused name as a message shows it, quoted: its characters themselves ('café',
+    '日本語'), escapes only for those that would not show as themselves or would sit on
+    the quote (controls, format characters such as U+200F, combining marks). It was
+    ascii(): a name of letters a user typed came back as 'caf\\xe9-\\u65e5…' in the
+    refusal, the close reason and the page's banner."""
+    return "'" + "".join(_one(c) for c in name) + "'"
+
+
+def _one(c: str) -> str:
+    if c in "'\\" or not c.isprintable() or unicodedata.category(c).startswith("M"):
+        return ascii(c)[1:-1] if c != "'" else "\\'"
+    return c
 
 
 def validate_doc_name(name: str) -> str:

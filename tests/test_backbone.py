@@ -204,7 +204,19 @@ def test_a_refused_name_shows_each_character_by_its_code_point() -> None:
     said = str(e.value)
     assert "U+0301 (COMBINING ACUTE ACCENT)" in said and "U+200F (RIGHT-TO-LEFT MARK)" in said
     assert "U+0020 (SPACE)" in said and "'cafe\\u0301 \\u200f'" in said, said
-    assert said.isascii(), said
+
+
+async def test_a_refused_non_ascii_name_shows_its_characters(server: RunningServer) -> None:
+    """A name of letters a user typed is shown as they are, in the refusal and the
+    websocket's close reason (which the page's banner shows); they read
+    'caf\\xe9-\\u65e5\\u672c\\u8a9e' before. A long one is cut, within the close
+    reason's 123 bytes, at a character."""
+    ws = await raw(server, "caf%C3%A9-%E6%97%A5%E6%9C%AC%E8%AA%9E")
+    code, reason = await closed_with(ws)
+    assert code == 4400 and "'café-日本語'" in reason, reason
+    ws = await raw(server, "%E6%97%A5" * 60)
+    code, reason = await closed_with(ws)
+    assert code == 4400 and "'日日日" in reason and len(reason.encode()) <= 123, reason
 
 
 async def test_a_websocket_without_a_document_name_is_told_why(server: RunningServer) -> None:
