@@ -311,6 +311,7 @@ async def test_undo_redo_amplification_is_rate_limited(settings: Settings) -> No
         await eventually(lambda: room.seq >= 1, what="the insert logged")
         head = room.seq
         answers = []
+        started = time.monotonic()
         for i in range(40):
             try:
                 answers.append(await c.request({"type": "undo" if i % 2 == 0 else "redo"}))
@@ -318,14 +319,19 @@ async def test_undo_redo_amplification_is_rate_limited(settings: Settings) -> No
                 break
             if c.close_code is not None or c.ws.close_code is not None:
                 break
-        await eventually(lambda: c.ws.close_code is not None, what="closed")
-        assert c.ws.close_code == 1013, (c.ws.close_code, c.ws.close_reason)
-        assert "bytes per second" in (c.ws.close_reason or "")
-        assert len([a for a in answers if a.get("ok")]) < 40, answers
+        elapsed = time.monotonic() - started
         await room.flush()
         appended = sum(len(ev.update) for ev in await server.backend.store.read(doc, head))
-        # the 512 KiB burst (the insert spent 400 KB of it) plus the op that went into debt
-        assert appended <= 2 * settings.max_bytes_per_second + 500_000, appended
+        # what a rate limit promises: the burst (the insert spent 400 KB of it), what the
+        # time taken refilled, and the op that went into debt. On a quiet machine (an op
+        # in ~0.4 s) that is a few ops and the connection is closed; on one so loaded
+        # that each op took over 1.5 s, the ops themselves kept to the rate
+        rate = settings.max_bytes_per_second
+        assert appended <= 2 * rate + rate * elapsed + 500_000, (appended, elapsed)
+        if len(answers) < 40:
+            await eventually(lambda: c.ws.close_code is not None, what="closed")
+            assert c.ws.close_code == 1013, (c.ws.close_code, c.ws.close_reason)
+            assert "bytes per second" in (c.ws.close_reason or "")
 
 
 # --- 7. a session ends with its token ----------------------------------------------------
