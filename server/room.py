@@ -1764,7 +1764,9 @@ class Room:
         events = sorted((e for e in events if e.seq > self.seq), key=lambda e: e.seq)
         if not events:
             return
-        await self._catch_up(events[0].seq - 1)
+        # (they are durable, and so is what comes before them: a store that cannot be
+        # read for a moment is waited out, not a reason to drop the room)
+        await self._catch_up_held(events[0].seq - 1)
         # the events that follow the document without a gap go out before they are
         # applied here, as a client's committed batch does (_commit_and_apply): they
         # are durable, and were checked by the process that logged them. Unless one
@@ -1790,7 +1792,7 @@ class Room:
             if ev.seq <= self.seq:
                 continue
             if ev.seq != self.seq + 1:
-                await self._catch_up(ev.seq - 1)
+                await self._catch_up_held(ev.seq - 1)
             if self._apply(ev, PeerOrigin(ev.actor, via)):
                 applied.append(ev)
         self._broadcast_events(applied)
@@ -1916,9 +1918,11 @@ class Room:
         self._after_peer(applied)
 
     async def _catch_up_held(self, upto: int) -> None:
-        """:meth:`_catch_up` before applying events this room just logged: they are
-        durable, so a store that cannot be read for a moment is waited out, as a refused
-        write is, rather than dropping the room (every client closed with 1013)."""
+        """:meth:`_catch_up` before applying events that are durable (this room's just
+        logged, or another process's come through the fan-out): a store that cannot be
+        read for a moment is waited out, as a refused write is, rather than dropping the
+        room (every client closed with 1013 and refused until the store came back: a
+        field test's 20 s PostgreSQL cut). The edits that come meanwhile are held."""
         await self._wait_out(lambda: self._catch_up(upto), f"catching up to seq {upto}")
 
     def _after_peer(self, events: list[Event]) -> None:

@@ -466,6 +466,57 @@ async def test_edits_behind_a_read_the_store_does_not_answer_are_logged(
                     )
 
 
+async def test_a_read_of_the_log_the_store_refuses_is_waited_out_not_a_reload(
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL cut while a room reads events another process logged (a message after
+    a gap): the read failed with StoreUnavailable, the room was dropped and its clients
+    closed with 1013 "the document is being reloaded", and refused until PostgreSQL came
+    back (a field test's 20 s cut). The events are durable: the read is now waited out,
+    as a refused commit is; the connection stays open and its edits are held."""
+    fan = fanout_url(check=3600)  # the gap check off: the message is what reads the log
+    with StallingProxy(PG_PORT) as proxy:
+        async with fresh_schema() as store_url:
+            via = store_url.replace(f":{PG_PORT}/", f":{proxy.port}/", 1)
+            async with cluster(tmp_path, 1, store_url=via, fanout=fan) as c:
+                p = c.procs[0]
+                async with connect(c.ws(0), "cut", user="ann") as a:
+                    await type_into(a, "hi")
+                    async with open_store(store_url) as store:  # not through the proxy
+                        await eventually(lambda: _is_at(store.head("cut"), 2), what="hi")
+                        await eventually(
+                            lambda: _metric_is(p.http_url, "palimpsest_commit_waiting_edits", 0),
+                            what="hi answered",
+                        )
+                        [_lost, sent] = await store.append(
+                            [("cut", [NewEvent("ghost", "edit", foreign_update("[lost]"))]),
+                             ("cut", [NewEvent("ghost", "edit", foreign_update("[sent]"))])]
+                        )  # fmt: skip
+                    await asyncio.to_thread(proxy.cut)
+                    redis_url, prefix, _ = parse_url(fan)
+                    r = aioredis.Redis.from_url(redis_url)
+                    try:
+                        await r.publish(f"{prefix}:cut", encode("ghost-process", sent))
+                    finally:
+                        await r.aclose()
+                    await eventually(
+                        lambda: "catching up to seq" in p.log_text()
+                        or "pipeline failed" in p.log_text(),
+                        timeout=15, what="the read refused",
+                    )  # fmt: skip
+                    await type_into(a, " held", pause=0.05)
+                    await asyncio.sleep(1.0)  # (the room would have been dropped by now)
+                    assert a.close_code is None, (a.close_code, a.close_reason)
+                    assert "pipeline failed" not in p.log_text(), p.log_text()[-3000:]
+                    await asyncio.to_thread(proxy.resume)
+                    await eventually(
+                        lambda: all(t in a.content for t in ("[lost]", "[sent]", "hi held")),
+                        timeout=30, what="the read answered, the edits committed",
+                    )  # fmt: skip
+                    assert a.close_code is None, (a.close_code, a.close_reason)
+                    assert "dropped after a failure" not in p.log_text()
+
+
 async def _metric(url: str, name: str) -> float:
     async with httpx.AsyncClient() as http:
         text = (await http.get(url + "/metrics", timeout=10)).text
