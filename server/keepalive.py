@@ -12,10 +12,13 @@ same way.
 
 So when the pong is late, the connection is given more time, ``ws_ping_timeout`` again,
 as long as it made progress since the last look: the peer took more of the bytes sent
-before the ping (the kernel's count of bytes the peer acknowledged: TCP_INFO), or bytes
-arrived from it. A peer that does neither for ``ws_ping_timeout`` (gone, frozen, behind
-a dead route) is cut as before, and, when what is queued for it cannot leave (its window
-closed), its socket aborted rather than closed: a close would wait for those bytes to
+before the ping (the kernel's count of bytes the peer acknowledged: TCP_INFO), or, once
+it has taken them all (the ping too), bytes arrived from it. A peer that does neither
+for ``ws_ping_timeout`` (gone, frozen, behind a dead route) is cut as before, and so is
+one that keeps sending but takes none of what was sent before the ping (it does not
+read: what is queued for it would stay for as long as it keeps sending); and, when
+what is queued for it cannot leave (its window closed), its socket is aborted rather
+than closed: a close would wait for those bytes to
 leave for as long as the peer keeps its TCP connection alive, holding its presence and
 its place in ``max_connections_per_ip``.
 
@@ -119,9 +122,13 @@ class ProgressKeepalive:
         if counts is None or before is None:
             return buffered < buffered_before
         acked, received = counts
-        if received > before[1]:
-            return True
-        return acked > before[0] and before[0] < self._ping_at
+        if before[0] < self._ping_at:
+            # The peer has not taken all that was sent before the ping: only its taking
+            # more says it is alive. What it sends does not: a client that sends (a sync
+            # step 1 every 0.2 s) and never reads pinned what was queued for it (a field
+            # test's 20 sockets on a 4.3 MB document, 260 MB) for as long as it liked.
+            return acked > before[0]
+        return received > before[1]
 
 
 def keepalive_cut(protocol: Any) -> bool:
