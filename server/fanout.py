@@ -147,6 +147,13 @@ OUTBOX_MAX = 10_000
 #: delivered, while subscribed throughout, are logged as a warning (see Fanout._missed)
 UNDELIVERED_WARN = 3
 UNDELIVERED_WINDOW = 60
+#: gap-check periods (and seconds at least) a message may come after the gap check that
+#: healed its events before they count as never delivered: under load (a field test's
+#: load average of 10) the bus brings them late, or the room has them queued
+UNDELIVERED_GRACE_CHECKS = 4
+UNDELIVERED_GRACE_MIN = 2.0
+#: healed rooms waited on for a late message at most
+LATE_MAX = 1000
 #: a subscription quiet for this long (the gap-check period, within these bounds) is
 #: pinged, and one whose ping has gone unanswered as long again is given up as lost: a
 #: hung Redis (stopped, swapping, or a black hole on the path) keeps its connections open
@@ -587,6 +594,14 @@ class Fanout(Extension, Service):
         #: subscribed throughout (times), and when that was last logged
         self._undelivered: collections.deque[float] = collections.deque(maxlen=UNDELIVERED_WARN)
         self._undelivered_logged = -float(UNDELIVERED_WINDOW)
+        #: the highest seq of each loaded document's events the bus brought here
+        self._delivered: dict[str, int] = {}
+        #: rooms gap checks healed, oldest first: (until when the bus may still bring the
+        #: events, the document, the seq it should bring, the subscription then and its
+        #: age); at most LATE_MAX (a miss more or less among so many changes nothing)
+        self._late: collections.deque[tuple[float, str, int, float, float]] = collections.deque(
+            maxlen=LATE_MAX
+        )
 
     def setup(self, backend: Backend) -> None:
         self.backend = backend
@@ -976,6 +991,10 @@ class Fanout(Extension, Service):
             except PalimpsestError as e:
                 log.error("fan-out: bad presence from %s on %s: %s", instance, doc, e)
             return
+        if body:
+            top = max(e.seq for e in body)
+            if top > self._delivered.get(doc, 0):
+                self._delivered[doc] = top
         with contextlib.suppress(StoreError):  # the room is being reloaded: it reads the log
             # (the room drops events of another document of the name: its generation)
             room.receive_peer_events(body, generation=generation, sender=instance)
@@ -1224,6 +1243,28 @@ class Fanout(Extension, Service):
             max(0, head - rooms[name].seq) for name, head in self._behind.items() if name in rooms
         )
 
+    def _healed_behind(self, doc: str, seq: int) -> None:
+        """A gap check healed `doc`'s room from the store, behind a head (`seq`) seen one
+        check before. The bus may have brought those events already (queued in the room,
+        behind a commit or a read) or bring them late: only when it has not brought them
+        within the grace is it a miss (_check_late)."""
+        since = self._subscribed_at
+        if since is None or self._delivered.get(doc, 0) >= seq:
+            return
+        grace = max(UNDELIVERED_GRACE_CHECKS * self.check_seconds, UNDELIVERED_GRACE_MIN)
+        now = time.monotonic()
+        self._late.append((now + grace, doc, seq, since, now - since))
+
+    def _check_late(self) -> None:
+        """Rooms healed a grace ago whose events the bus has not brought since, with the
+        subscription up throughout: misses (_missed). Brought late, or the subscription
+        gone meanwhile (a reconnect: what it missed is expected), they are forgotten."""
+        now, late = time.monotonic(), self._late
+        while late and late[0][0] <= now:
+            _, doc, seq, since, subscribed_for = late.popleft()
+            if self._delivered.get(doc, 0) < seq and since == self._subscribed_at:
+                self._missed(subscribed_for)
+
     def _missed(self, subscribed_for: float) -> None:
         """A gap check found events the bus never delivered. Now and then a message is
         lost (Redis restarted under a publisher); again and again, with the subscription
@@ -1255,6 +1296,9 @@ class Fanout(Extension, Service):
         """Heal rooms that are still behind a head seen one check ago (the delay lets
         this process's own commits in flight land first)."""
         rooms = self.backend.rooms.loaded
+        self._check_late()
+        for gone in [d for d in self._delivered if d not in rooms]:
+            del self._delivered[gone]
         if not rooms:
             self._behind.clear()
             return
@@ -1271,10 +1315,8 @@ class Fanout(Extension, Service):
                     self._drop_gone(room)
                     continue
                 seen = self._behind.get(name)
-                if seen is not None and room.seq < seen:
-                    since = self._subscribed_at
-                    if await self.heal(room, healed) and since is not None:
-                        self._missed(time.monotonic() - since)
+                if seen is not None and room.seq < seen and await self.heal(room, healed):
+                    self._healed_behind(name, seen)
                 if heads.get(name, 0) > room.seq:
                     behind[name] = heads[name]
         finally:
