@@ -123,8 +123,20 @@ PRESENCE_BATCH = 1000
 #: what a room's task is awaiting, by the coroutine it is in (the first found in this
 #: order), in the words of the log (Room.awaiting)
 _AWAITS = (
+    (
+        "_catch_up_held",
+        "a read of the log (events another process logged that it lacks), retried while "
+        "the store refuses it",
+    ),
     ("_catch_up", "a read of the log (events another process logged that it lacks)"),
     ("_run_server_change", "a server change (undo, redo, restore), its turn or its commit"),
+    (
+        "_bus_or_read",
+        "the events another process logged just before its commit (from the fan-out, or a "
+        "read of the log, whichever comes first)",
+    ),
+    ("_of_another_document", "a read of its document's generation in the store"),
+    ("_deleted_or_replaced", "a read of whether its document was replaced (a refused commit)"),
     ("append", "its commit"),
     ("_maybe_snapshot", "a snapshot"),
 )
@@ -716,7 +728,8 @@ class Room:
         for name, words in _AWAITS:
             if name in names:
                 return words
-        return names[-1] if names else "nothing"
+        # (none of the above: no wait on the store; the innermost name, for a developer)
+        return f"its own work (internally {names[-1]})" if names else "nothing"
 
     def ready_part(self, update: bytes) -> bytes | None:
         """The part of `update` that applies now, against what the document and the

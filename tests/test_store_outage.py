@@ -216,6 +216,9 @@ class FlakyReads(SQLiteStore):
     """A real SQLite store whose next `fail` reads raise as an unreachable store's do."""
 
     fail = 0
+    #: while not set, reads wait for it (a store that does not answer); `held` counts them
+    hold: asyncio.Event | None = None
+    held = 0
 
     async def read(
         self, doc: str, after: int = 0, upto: int | None = None, limit: int | None = None
@@ -223,6 +226,9 @@ class FlakyReads(SQLiteStore):
         if self.fail:
             self.fail -= 1
             raise StoreUnavailable("the store cannot be reached (read)")
+        if self.hold is not None and not self.hold.is_set():
+            self.held += 1
+            await self.hold.wait()
         return await super().read(doc, after, upto, limit)
 
 
@@ -254,6 +260,43 @@ async def test_a_failed_read_after_a_commit_is_waited_out_not_a_reload(tmp_path:
             assert room is not None and room.seq == 3 and room.broken is None
             assert a.close_code is None, (a.close_code, a.close_reason)
             assert store.fail == 0
+
+
+async def test_what_a_room_waits_behind_after_its_commit_is_said_in_words(
+    tmp_path: Path,
+) -> None:
+    """The committer's watch says what a room's waiting edits wait behind (`… those of
+    DOC wait behind …`). A room whose commit came just after another process's event
+    waits for that event (the fan-out or a read of the log, whichever comes first):
+    that was said by the innermost coroutine's name, "wait behind _wait" (a field test's
+    line), which no operator can read."""
+    from palimpsest.backend import Backend
+    from palimpsest.store.base import NewEvent
+
+    settings = Settings(db=str(tmp_path / "held.db"), port=free_port())
+    store = FlakyReads(tmp_path / "held.db")
+    async with run_server(settings, Backend(settings, store=store)) as srv:
+        async with connect(srv.ws_url, "held", user="ann") as a:
+            a.insert(0, "a")
+            await eventually(lambda: srv.backend.rooms.get_loaded("held").seq == 1)  # type: ignore[union-attr]
+            other: Doc[Any] = Doc()
+            other.apply_update(a.doc.get_update())
+            ups: list[bytes] = []
+            other.observe(lambda e: ups.append(e.update))
+            other.get("content", type=Text).insert(1, "X")
+            await store.append([("held", [NewEvent("bob", "edit", ups[0], {})])])
+            store.hold = hold = asyncio.Event()
+            try:
+                a.insert(0, "b")
+                await eventually(lambda: store.held > 0, what="the read after the commit held")
+                room = srv.backend.rooms.get_loaded("held")
+                assert room is not None
+                words = room.awaiting()
+                assert not re.search(r"(^|\s)_\w+", words), words
+                assert "another process" in words and "fan-out" in words, words
+            finally:
+                hold.set()
+            await eventually(lambda: a.content == "baX", what="the read answered")
 
 
 async def test_edits_given_up_at_shutdown_whose_senders_left_are_logged_as_not_stored(
